@@ -1,0 +1,225 @@
+"""distgraph: a PyTorch-style deep-learning engine built around the computation graph.
+
+Write a model eagerly, train it in one process on numpy (cpu) or cupy (cuda), or capture its graph,
+partition it and run it across the workers of a Ray cluster. See DESIGN.md for the map.
+"""
+
+from distgraph import autograd, dtypes, errors  # noqa: F401
+from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
+from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
+from distgraph.autograd.grad_mode import is_grad_enabled  # noqa: F401
+from distgraph.backend import Device, cuda_is_available, device  # noqa: F401
+from distgraph.dtypes import (  # noqa: F401
+    DType,
+    bool_,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    int8,
+    int16,
+    int32,
+    int64,
+    promote_types,
+    set_default_dtype,
+    uint8,
+)
+from distgraph.ops.creation import (  # noqa: F401
+    arange,
+    as_tensor,
+    bernoulli,
+    empty,
+    empty_like,
+    eye,
+    from_dlpack,
+    from_numpy,
+    full,
+    full_like,
+    initial_seed,
+    linspace,
+    logspace,
+    manual_seed,
+    multinomial,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from distgraph.ops.elementwise import (  # noqa: F401
+    abs,
+    acos,
+    acosh,
+    add,
+    allclose,
+    asin,
+    asinh,
+    atan,
+    atan2,
+    atanh,
+    ceil,
+    clamp,
+    clip,
+    cos,
+    cosh,
+    div,
+    eq,
+    equal,
+    erf,
+    exp,
+    exp2,
+    expm1,
+    floor,
+    floor_divide,
+    fmod,
+    frac,
+    ge,
+    gt,
+    isclose,
+    isfinite,
+    isinf,
+    isnan,
+    le,
+    lerp,
+    log,
+    log1p,
+    log2,
+    log10,
+    logical_and,
+    logical_not,
+    logical_or,
+    logical_xor,
+    lt,
+    maximum,
+    minimum,
+    mul,
+    ne,
+    neg,
+    pow,
+    reciprocal,
+    relu,
+    remainder,
+    round,
+    rsqrt,
+    sigmoid,
+    sign,
+    sin,
+    sinh,
+    sqrt,
+    square,
+    sub,
+    tan,
+    tanh,
+    trunc,
+    where,
+)
+from distgraph.ops.indexing import (  # noqa: F401
+    argsort,
+    gather,
+    index_select,
+    masked_fill,
+    masked_select,
+    nonzero,
+    scatter,
+    scatter_add,
+    searchsorted,
+    sort,
+    take_along_dim,
+    topk,
+)
+from distgraph.ops.linalg import bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
+from distgraph.ops.reduction import (  # noqa: F401
+    all,
+    amax,
+    amin,
+    any,
+    argmax,
+    argmin,
+    count_nonzero,
+    cumprod,
+    cumsum,
+    logsumexp,
+    max,
+    mean,
+    min,
+    norm,
+    prod,
+    std,
+    std_mean,
+    sum,
+    var,
+    var_mean,
+)
+from distgraph.ops.shape import (  # noqa: F401
+    broadcast_tensors,
+    broadcast_to,
+    cat,
+    chunk,
+    concat,
+    diag,
+    diagonal,
+    expand,
+    flatten,
+    flip,
+    hstack,
+    movedim,
+    narrow,
+    permute,
+    repeat_interleave,
+    reshape,
+    roll,
+    split,
+    squeeze,
+    stack,
+    t,
+    tile,
+    transpose,
+    tril,
+    triu,
+    unbind,
+    unflatten,
+    unsqueeze,
+    vstack,
+)
+
+bool = bool_  # noqa: A001  (dg.bool, as torch.bool)
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "nn": "distgraph.nn",
+    "optim": "distgraph.optim",
+    "graph": "distgraph.graph",
+    "distributed": "distgraph.distributed",
+    "io": "distgraph.io",
+    "utils": "distgraph.utils",
+    "data": "distgraph.data",
+}
+_LAZY_ATTRS = {
+    "save": ("distgraph.io", "save"),
+    "load": ("distgraph.io", "load"),
+    "compile": ("distgraph.graph.compile", "compile"),
+    "Trainer": ("distgraph.trainer", "Trainer"),
+}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
+    if name in _LAZY_ATTRS:
+        mod, attr = _LAZY_ATTRS[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'distgraph' has no attribute {name!r}")

@@ -1,0 +1,221 @@
+"""Reverse-mode differentiation over the recorded Nodes.
+
+Policy: one iterative pass (no recursion, so a 10,000-op chain is fine). First a depth-first walk
+counts, for every Node reachable from the roots, how many consumers will send it a gradient. Then a
+LIFO ready-list runs each Node once all of its consumers have reported: its hooks, then its op's
+backward rule, then the gradients are reduced to each input's shape and routed along the edges
+fixed at forward time. Leaf gradients are summed first and accumulated into `.grad` at the end, so
+leaf hooks see the total. Unless `retain_graph`, a Node drops its saved inputs as soon as it has
+run, which frees their arrays and makes a second backward raise as PyTorch does.
+"""
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.function import Node, _freed_message
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import AutogradError, ShapeError
+
+
+
+def _make_seed(out, grad):
+    if grad is None:
+        if out.array.size != 1:
+            raise AutogradError(
+                f"grad can be implicitly created only for scalar outputs; got an output of shape "
+                f"{tuple(out.shape)} (from {out.grad_fn.name() if out.grad_fn else 'a leaf'})"
+            )
+        return Tensor(out.device.xp.ones_like(out.array), device=out.device)
+    if not isinstance(grad, Tensor):
+        grad = Tensor(out.device.xp.asarray(grad, dtype=out.array.dtype), device=out.device)
+    if grad.shape != out.shape:
+        raise ShapeError(f"backward: gradient of shape {tuple(grad.shape)} does not match output shape {tuple(out.shape)}")
+    return grad
+
+
+def _dependencies(roots):
+    """How many gradients each reachable Node will receive (iterative DFS)."""
+    deps = {}
+    stack = list(roots)
+    seen = set(roots)
+    while stack:
+        node = stack.pop()
+        for nxt in node.next:
+            if type(nxt) is Node:
+                deps[nxt] = deps.get(nxt, 0) + 1
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+    return deps
+
+
+def sum_to_shape(grad, shape):
+    """Reduce a broadcast gradient back to `shape` (a differentiable op, so higher orders work)."""
+    if grad.shape == shape:
+        return grad
+    from distgraph.ops.reduction import sum_to
+
+    return sum_to(grad, shape)
+
+
+def _run_node(node, grad, retain_graph):
+    inputs = node.inputs
+    if inputs is None:
+        raise AutogradError(_freed_message(node))
+    op = node.op
+    for i, v in zip(op.save, node.versions):
+        if inputs[i]._vc[0] != v:
+            t = inputs[i]
+            raise AutogradError(
+                f"one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: [{t.dtype.name} {tuple(t.shape)}], which is input {i} of {node.name()}, is at "
+                f"version {t._vc[0]}; expected version {v} instead."
+            )
+    grads = op.backward(node, grad)
+    if type(grads) is not tuple:
+        grads = (grads,)
+    if not retain_graph:
+        node.inputs = None
+        node.saved = None
+        node.out_ref = None
+    result = []
+    for t, g in zip(inputs, grads):
+        if g is not None:
+            if g.array.shape != t.array.shape:
+                g = sum_to_shape(g, t.array.shape)
+            if g.array.dtype != t.array.dtype and t.array.dtype.kind == "f":
+                g = g.to(t.dtype)
+        result.append(g)
+    if grad_mode.anomaly["enabled"]:
+        _check_anomaly(node, result)
+    return result
+
+
+def _check_anomaly(node, grads):
+    xp = None
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        xp = g.device.xp
+        if not bool(xp.isfinite(g.array).all()):
+            where = "".join(node.stack or ["(no forward trace recorded)\n"])
+            raise AutogradError(
+                f"Function '{node.name()}' returned nan/inf values in its {i}th output.\n"
+                f"The forward call that created it:\n{where}"
+            )
+
+
+def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, accumulate=True):
+    """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id."""
+    roots, seeds = [], []
+    leaf_grads = {}  # id(leaf) -> [leaf, grad]
+    captured = {}
+    capture_nodes = {}
+    capture_leaves = set()
+    for t in capture or ():
+        if t.grad_fn is not None:
+            capture_nodes[t.grad_fn] = t
+        else:
+            capture_leaves.add(id(t))
+    grads = {}
+    for out, g in zip(outputs, grad_outputs):
+        if not out.requires_grad:
+            raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
+        seed = _make_seed(out, g)
+        if out.grad_fn is None:
+            _add_leaf(leaf_grads, out, seed)
+            continue
+        node = out.grad_fn
+        grads[node] = grads[node] + seed if node in grads else seed
+        roots.append(node)
+    deps = _dependencies(roots)
+    ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    with grad_mode.set_grad_enabled(create_graph):
+        while ready:
+            node = ready.pop()
+            grad = grads.pop(node, None)
+            if grad is not None and node.hooks:
+                for hook in node.hooks:
+                    new = hook(grad)
+                    if new is not None:
+                        grad = new
+            if node in capture_nodes:
+                captured[id(capture_nodes[node])] = grad
+            in_grads = _run_node(node, grad, retain_graph) if grad is not None else [None] * len(node.next)
+            for nxt, g in zip(node.next, in_grads):
+                if nxt is None:
+                    continue
+                if type(nxt) is Node:
+                    if g is not None:
+                        prev = grads.get(nxt)
+                        grads[nxt] = g if prev is None else prev + g
+                    left = deps[nxt] - 1
+                    deps[nxt] = left
+                    if left == 0:
+                        ready.append(nxt)
+                elif g is not None:
+                    _add_leaf(leaf_grads, nxt, g)
+        for leaf, g in leaf_grads.values():
+            hooks = getattr(leaf, "_hooks", None)
+            for hook in hooks or ():
+                new = hook(g)
+                if new is not None:
+                    g = new
+            if id(leaf) in capture_leaves:
+                captured[id(leaf)] = g
+            elif accumulate:
+                if leaf.grad is None:
+                    leaf.grad = g if create_graph else g.detach()
+                else:
+                    leaf.grad = leaf.grad + g
+    return captured
+
+
+def _add_leaf(leaf_grads, leaf, g):
+    entry = leaf_grads.get(id(leaf))
+    if entry is None:
+        leaf_grads[id(leaf)] = [leaf, g]
+    else:
+        entry[1] = entry[1] + g
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """torch.autograd.backward: accumulate d(tensors)/d(leaf) into each leaf's `.grad`."""
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    if grad_tensors is None or isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
+    if retain_graph is None:
+        retain_graph = create_graph
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        got = run_backward(tensors, grad_tensors, retain_graph, create_graph, capture=inputs, accumulate=False)
+        for t in inputs:
+            g = got.get(id(t))
+            if g is not None:
+                t.grad = g if t.grad is None else t.grad + g
+        return
+    run_backward(tensors, grad_tensors, retain_graph, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`."""
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if retain_graph is None:
+        retain_graph = create_graph
+    for t in inputs:
+        if not t.requires_grad:
+            raise AutogradError("One of the differentiated Tensors does not require grad")
+    got = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=inputs, accumulate=False)
+    result = []
+    for i, t in enumerate(inputs):
+        g = got.get(id(t))
+        if g is None and not allow_unused:
+            raise AutogradError(
+                f"One of the differentiated Tensors (input {i}, shape {tuple(t.shape)}) appears to not have "
+                "been used in the graph. Set allow_unused=True if this is the desired behavior."
+            )
+        result.append(g)
+    return tuple(result)

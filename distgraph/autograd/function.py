@@ -1,0 +1,147 @@
+"""The one place where an op is applied to tensors, and the Node that remembers how to differentiate it.
+
+`apply(op, inputs, attrs)` runs the op's array forward on the device's namespace, wraps the result in
+a Tensor and, when grad mode is on and an input requires grad, attaches a Node. The Node fixes its
+edges (`next`: the producer Node or the leaf Tensor of each input) at forward time, so later in-place
+rebinding of a tensor cannot reroute gradients. Graph capture hooks in here too (`set_tracer`), so an
+op defined once serves eager autograd, capture and every executor.
+"""
+
+import traceback
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import (
+    AutogradError,
+    DeviceError,
+    DistgraphError,
+    DTypeError,
+    IndexOutOfRangeError,
+    ShapeError,
+)
+
+_EMPTY = {}
+_tracer = None
+
+
+def set_tracer(tracer):
+    """Install (or remove with None) the recorder graph capture uses; returns the previous one."""
+    global _tracer
+    prev, _tracer = _tracer, tracer
+    return prev
+
+
+def get_tracer():
+    return _tracer
+
+
+class Node:
+    """A recorded op application: what backward needs to turn the output's grad into input grads."""
+
+    __slots__ = ("op", "inputs", "attrs", "saved", "next", "versions", "out_ref", "hooks", "stack", "__weakref__")
+
+    def name(self):
+        return f"{self.op.name.title().replace('_', '')}Backward"
+
+    @property
+    def next_functions(self):
+        return tuple((n if isinstance(n, Node) else None, 0) for n in self.next)
+
+    @property
+    def out(self):
+        """The op's output as a Tensor whose grad_fn is this node (for rules like exp's `g * out`).
+
+        The node keeps the output's array and version counter, not the Tensor, so no reference cycle
+        forms and the output can be checked against in-place changes like a saved input.
+        """
+        if self.out_ref is None:
+            raise AutogradError(_freed_message(self))
+        array, vc, version = self.out_ref
+        if vc[0] != version:
+            raise AutogradError(
+                f"one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: the output of {self.name()} is at version {vc[0]}; expected version {version} instead."
+            )
+        out = Tensor.__new__(Tensor)
+        out.array, out.device, out.grad, out.grad_fn = array, self.inputs[0].device, None, self
+        out.requires_grad, out._vc = True, vc
+        return out
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+def _freed_message(node):
+    return (
+        "Trying to backward through the graph a second time (or directly access saved tensors after they "
+        "have already been freed). Saved intermediate values of the graph are freed when you call "
+        ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+        f"graph a second time. (op: {node.name()})"
+    )
+
+
+def _describe(inputs, attrs):
+    parts = [f"{tuple(t.shape)} {t.dtype.name} on {t.device}" for t in inputs]
+    extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items() if k != "ctx")
+    return "inputs " + "; ".join(parts) + (f" ({extra})" if extra else "")
+
+
+def op_error(op_name, inputs, attrs, exc):
+    """Translate a backend failure into a distgraph error naming the op, shapes, dtypes and devices."""
+    if isinstance(exc, DistgraphError):
+        return exc
+    msg = f"{op_name}: {exc} — {_describe(inputs, attrs)}"
+    if isinstance(exc, IndexError):
+        return IndexOutOfRangeError(msg)
+    if isinstance(exc, TypeError):
+        return DTypeError(msg)
+    if isinstance(exc, ValueError | AttributeError | ArithmeticError):
+        return ShapeError(msg)
+    return exc
+
+
+def apply(op, inputs, attrs=_EMPTY):
+    """Run `op` on Tensors `inputs` with keyword `attrs`; return the output Tensor (with grad_fn when recorded)."""
+    first = inputs[0]
+    dev = first.device
+    if len(inputs) > 1:
+        for t in inputs:
+            if t.device is not dev:
+                raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+    try:
+        result = op.forward(dev.xp, *[t.array for t in inputs], **attrs)
+    except Exception as exc:
+        raise op_error(op.name, inputs, attrs, exc) from exc
+    saved = None
+    if op.saves_extra:
+        result, saved = result
+    out = Tensor.__new__(Tensor)
+    out.array = result
+    out.device = dev
+    out.grad = None
+    out.grad_fn = None
+    out.requires_grad = False
+    out._vc = first._vc if op.view else [0]
+    if grad_mode.state.grad_enabled and op.backward is not None:
+        for t in inputs:
+            if t.requires_grad:
+                _record(op, inputs, attrs, saved, out)
+                break
+    if _tracer is not None:
+        _tracer.record(op, inputs, attrs, out)
+    return out
+
+
+def _record(op, inputs, attrs, saved, out):
+    node = Node()
+    node.op = op
+    node.inputs = inputs
+    node.attrs = attrs
+    node.saved = saved
+    node.next = tuple(t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None) for t in inputs)
+    node.versions = tuple(inputs[i]._vc[0] for i in op.save) if op.save else ()
+    node.out_ref = (out.array, out._vc, out._vc[0]) if op.saves_output else None
+    node.hooks = None
+    node.stack = traceback.format_stack()[:-3] if grad_mode.anomaly["enabled"] else None
+    out.grad_fn = node
+    out.requires_grad = True

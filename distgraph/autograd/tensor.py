@@ -1,0 +1,284 @@
+"""Tensor: an array on a device plus what autograd needs (requires_grad, grad, grad_fn, version).
+
+The backing array is `t.array` (a numpy or cupy ndarray, never copied). Op methods (`t.exp()`,
+`t @ u`, `t[idx]`, ...) are installed from the op table in `distgraph.ops.methods`, so this module
+holds only state and the few methods that are not ops.
+"""
+
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.backend import CPU, device_of_array, to_device
+from distgraph.backend import device as as_device
+from distgraph.errors import AutogradError, DTypeError
+
+
+class Tensor:
+    """A multi-dimensional array that can record the ops applied to it for backward."""
+
+    __slots__ = ("array", "device", "requires_grad", "grad", "grad_fn", "_vc", "_hooks", "_retains", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
+
+    def __init__(self, array, requires_grad=False, device=None):
+        self.array = array
+        self.device = device if device is not None else device_of_array(array)
+        self.grad = None
+        self.grad_fn = None
+        self._vc = [0]
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ---- metadata ---------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return dtypes.from_numpy(self.array.dtype)
+
+    @property
+    def ndim(self):
+        return self.array.ndim
+
+    def dim(self):
+        return self.array.ndim
+
+    def size(self, dim=None):
+        return self.array.shape if dim is None else self.array.shape[dim]
+
+    def numel(self):
+        return self.array.size
+
+    def element_size(self):
+        return self.array.itemsize
+
+    @property
+    def nbytes(self):
+        return self.array.nbytes
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def is_cuda(self):
+        return self.device.type == "cuda"
+
+    def is_floating_point(self):
+        return self.array.dtype.kind == "f"
+
+    @property
+    def _version(self):
+        return self._vc[0]
+
+    def __len__(self):
+        if self.array.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.array.shape[0]
+
+    # ---- autograd state ---------------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.array.dtype.kind != "f":
+            raise DTypeError(f"only floating point tensors can require gradients, got {self.dtype}")
+        if not requires_grad and self.grad_fn is not None:
+            raise AutogradError("you can only change requires_grad flags of leaf variables")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self):
+        """A tensor sharing this one's array and version counter, outside the graph."""
+        out = Tensor(self.array, device=self.device)
+        out._vc = self._vc
+        return out
+
+    def detach_(self):
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    @property
+    def data(self):
+        return self.detach()
+
+    @data.setter
+    def data(self, other):
+        self.array = other.array if isinstance(other, Tensor) else other
+        self.device = device_of_array(self.array)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from distgraph.autograd.engine import backward
+
+        backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph, inputs=inputs)
+
+    def register_hook(self, hook):
+        """Call `hook(grad)` when this tensor's gradient is computed; a non-None return replaces it."""
+        if not self.requires_grad:
+            raise AutogradError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            if self.grad_fn.hooks is None:
+                self.grad_fn.hooks = []
+            self.grad_fn.hooks.append(hook)
+            hooks = self.grad_fn.hooks
+        else:
+            if getattr(self, "_hooks", None) is None:
+                self._hooks = []
+            hooks = self._hooks
+        return _RemovableHandle(hooks, hook)
+
+    def retain_grad(self):
+        """Keep `.grad` for a non-leaf tensor after backward."""
+        if self.grad_fn is None or getattr(self, "_retains", False):
+            return
+        self._retains = True
+        import weakref
+
+        ref = weakref.ref(self)
+
+        def keep(grad):
+            t = ref()
+            if t is not None:
+                t.grad = grad if t.grad is None else t.grad + grad
+            return None
+
+        self.register_hook(keep)
+
+    @property
+    def retains_grad(self):
+        return getattr(self, "_retains", False)
+
+    # ---- conversion -------------------------------------------------------------------------
+    def numpy(self, force=False):
+        if self.requires_grad and not force:
+            raise AutogradError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy()")
+        if self.device is not CPU:
+            if not force:
+                raise AutogradError(f"can't convert {self.device} tensor to numpy: use .cpu() first")
+            return self.array.get()
+        return self.array
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.array if self.device is CPU else self.array.get()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.array.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+    def item(self):
+        if self.array.size != 1:
+            raise AutogradError(f"a Tensor with {self.array.size} elements cannot be converted to Scalar")
+        return self.array.reshape(()).item()
+
+    def tolist(self):
+        return np.asarray(self.__array__()).tolist()
+
+    def to(self, *args, **kwargs):
+        """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)` as in PyTorch."""
+        dev = kwargs.pop("device", None)
+        dt = kwargs.pop("dtype", None)
+        copy = kwargs.pop("copy", False)
+        for a in args:
+            if isinstance(a, Tensor):
+                dev, dt = a.device, a.dtype
+            elif isinstance(a, dtypes.DType) or (isinstance(a, str) and a.removeprefix("torch.") in dtypes._BY_NAME):
+                dt = a
+            else:
+                dev = a
+        out = self
+        if dt is not None:
+            dt = dtypes.from_any(dt)
+            if dt.np != self.array.dtype or copy:
+                from distgraph.ops.elementwise import cast
+
+                out = cast(out, dt)
+        if dev is not None:
+            dev = as_device(dev)
+            if dev is not out.device:
+                from distgraph.ops.movement import to_device_op
+
+                out = to_device_op(out, dev)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return f"distgraph.{self.dtype.name}"
+        return self.to(dtype)
+
+    def float(self):
+        return self.to(dtypes.float32)
+
+    def double(self):
+        return self.to(dtypes.float64)
+
+    def half(self):
+        return self.to(dtypes.float16)
+
+    def long(self):
+        return self.to(dtypes.int64)
+
+    def int(self):
+        return self.to(dtypes.int32)
+
+    def bool(self):
+        return self.to(dtypes.bool_)
+
+    # ---- printing ---------------------------------------------------------------------------
+    def __repr__(self):
+        arr = self.__array__()
+        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
+        extra = []
+        if self.device is not CPU:
+            extra.append(f"device='{self.device}'")
+        if arr.dtype != dtypes.get_default_dtype().np and arr.dtype != np.int64 and arr.dtype != np.bool_:
+            extra.append(f"dtype={self.dtype}")
+        if self.grad_fn is not None:
+            extra.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extra) + ")"
+
+    def __bool__(self):
+        if self.array.size != 1:
+            raise AutogradError(f"Boolean value of Tensor with {self.array.size} values is ambiguous")
+        return bool(self.array.reshape(()))
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.array.dtype.kind not in "iu" or self.array.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    __hash__ = object.__hash__
+
+    def __reduce__(self):
+        # Ray/in-flight serialization only (files use msgpack via dg.save): array + flags.
+        return (_rebuild, (to_device(self.array, "cpu") if self.device is not CPU else self.array,
+                           str(self.device), self.requires_grad))
+
+
+def _rebuild(array, device, requires_grad):
+    return Tensor(to_device(array, device), requires_grad=requires_grad)
+
+
+class _RemovableHandle:
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)

@@ -1,0 +1,144 @@
+"""The array namespace of each device: numpy on "cpu", cupy on "cuda[:N]".
+
+This is the only module that imports cupy, and only when a cuda device is asked for, so distgraph
+imports and runs on machines without it. Devices are interned: `device("cuda:0") is device("cuda:0")`,
+which lets hot paths compare devices by identity.
+"""
+
+import numpy as np
+
+from distgraph.errors import DeviceError
+
+_cupy = None
+_devices = {}
+
+
+class Device:
+    """A device: type "cpu" or "cuda" with an index. Holds the array namespace (`xp`) it uses."""
+
+    __slots__ = ("type", "index", "_xp")
+
+    def __init__(self, type_, index):
+        self.type = type_
+        self.index = index
+        self._xp = np if type_ == "cpu" else None
+
+    @property
+    def xp(self):
+        """numpy or cupy: the module whose functions operate on this device's arrays."""
+        if self._xp is None:
+            self._xp = cupy_module()
+        return self._xp
+
+    def __repr__(self):
+        return f"device(type='{self.type}'" + (f", index={self.index})" if self.index is not None else ")")
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __reduce__(self):
+        return (device, (str(self),))
+
+
+def device(spec="cpu"):
+    """Parse and intern a device: "cpu", "cuda", "cuda:N", or a Device. Checks cuda availability."""
+    if isinstance(spec, Device):
+        return spec
+    key = str(spec)
+    found = _devices.get(key)
+    if found is not None:
+        return found
+    if key == "cpu":
+        dev = Device("cpu", None)
+    elif key == "cuda" or key.startswith("cuda:"):
+        index = 0
+        if key != "cuda":
+            try:
+                index = int(key.split(":", 1)[1])
+            except ValueError:
+                raise DeviceError(f"bad device string {spec!r}: expected 'cuda:N' with an integer N") from None
+        cp = cupy_module()
+        count = cp.cuda.runtime.getDeviceCount()
+        if index >= count:
+            raise DeviceError(f"device {key!r} requested but this machine has {count} CUDA device(s)")
+        dev = Device("cuda", index)
+        _devices[f"cuda:{index}"] = dev
+        if key == "cuda":
+            _devices["cuda"] = dev
+        return dev
+    else:
+        raise DeviceError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    _devices[key] = dev
+    return dev
+
+
+def cupy_module():
+    """Import cupy lazily; say clearly whether cupy or the GPU is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError:
+        raise DeviceError(
+            "a cuda device was requested but cupy is not installed: pip install 'distgraph[cuda]'"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # cupy raises CUDARuntimeError without a driver
+        raise DeviceError(f"a cuda device was requested but no CUDA GPU is usable: {exc}") from None
+    if count == 0:
+        raise DeviceError("a cuda device was requested but no CUDA GPU is present")
+    _cupy = cupy
+    return cupy
+
+
+def cuda_is_available():
+    """True when cupy imports and sees at least one GPU (never raises)."""
+    try:
+        cupy_module()
+    except DeviceError:
+        return False
+    return True
+
+
+CPU = device("cpu")
+
+
+def device_of_array(array):
+    """The Device an array lives on (numpy arrays and scalars are on cpu)."""
+    if isinstance(array, np.ndarray | np.generic):
+        return CPU
+    dev = getattr(array, "device", None)
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return device(f"cuda:{dev.id}")
+    if type(array).__module__.startswith("cupy"):
+        cupy_module()
+        return device(f"cuda:{array.device.id}")
+    return CPU
+
+
+def to_device(array, dev):
+    """Copy `array` onto `dev` (no copy when it is already there)."""
+    dev = device(dev)
+    src = device_of_array(array)
+    if src is dev:
+        return array
+    if dev.type == "cpu":
+        return array.get()
+    cp = dev.xp
+    with cp.cuda.Device(dev.index):
+        return cp.asarray(array)
+
+
+def namespace(array):
+    """numpy or cupy for an array."""
+    return device_of_array(array).xp
+
+
+def cupy_special():
+    """cupyx.scipy.special (erf and friends on the GPU), imported lazily."""
+    cupy_module()
+    import cupyx.scipy.special
+
+    return cupyx.scipy.special

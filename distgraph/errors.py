@@ -1,0 +1,42 @@
+"""One exception hierarchy for distgraph.
+
+Every error distgraph raises derives from DistgraphError and from the builtin a Python user would
+catch for the same mistake (ValueError for shapes, TypeError for dtypes, ...), so both
+`except dg.errors.ShapeError` and `except ValueError` work. Messages name the op, file or key.
+"""
+
+
+class DistgraphError(Exception):
+    """Base of every error distgraph raises on purpose."""
+
+
+class ShapeError(DistgraphError, ValueError):
+    """Operand shapes or a dimension argument do not fit the op."""
+
+
+class DTypeError(DistgraphError, TypeError):
+    """An operand's dtype is not supported by the op, or two dtypes cannot be combined."""
+
+
+class DeviceError(DistgraphError, RuntimeError):
+    """Operands live on different devices, or the requested device is unavailable."""
+
+
+class IndexOutOfRangeError(DistgraphError, IndexError):
+    """An index lies outside the indexed dimension."""
+
+
+class AutogradError(DistgraphError, RuntimeError):
+    """Misuse of the autograd engine: freed graph, in-place change of a saved tensor, NaN in anomaly mode."""
+
+
+class FileFormatError(DistgraphError, ValueError):
+    """A file distgraph reads is not a valid distgraph file (names the file and what is wrong)."""
+
+
+class ConfigError(DistgraphError, ValueError):
+    """A configuration key, value or file is wrong (names the key or file)."""
+
+
+class DistributedError(DistgraphError, RuntimeError):
+    """A distributed run could not proceed: unreachable cluster, dead worker, timeout (names what it waited for)."""

@@ -1,0 +1,243 @@
+"""Tensor creation: dg.tensor, zeros/ones/full/arange/linspace/eye, random tensors and manual_seed.
+
+dtype rules follow torch: Python floats give the default dtype (float32), Python ints int64, bools
+bool; a numpy array keeps its dtype. Random numbers come from one numpy Generator per process,
+reseeded by `manual_seed` (and cupy's generator on the GPU), so a seed fixes a run.
+"""
+
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device as as_device
+from distgraph.backend import device_of_array, to_device
+from distgraph.errors import DTypeError
+
+_rng = {"cpu": np.random.default_rng(0), "seed": 0}
+
+
+def manual_seed(seed):
+    """Seed every generator distgraph uses (numpy on cpu, cupy on cuda if already loaded)."""
+    seed = int(seed)
+    _rng["cpu"] = np.random.default_rng(seed)
+    _rng["seed"] = seed
+    _rng.pop("cuda", None)
+    return seed
+
+
+def initial_seed():
+    return _rng["seed"]
+
+
+def generator(dev):
+    """The random generator of a device (numpy Generator on cpu, cupy's on cuda)."""
+    if dev.type == "cpu":
+        return _rng["cpu"]
+    gen = _rng.get("cuda")
+    if gen is None:
+        gen = _rng["cuda"] = dev.xp.random.default_rng(_rng["seed"])
+    return gen
+
+
+def _infer_np_dtype(data):
+    """torch's dtype inference for Python data: float -> default float, int -> int64, bool -> bool."""
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f" and not isinstance(data, np.ndarray | np.generic):
+        return dtypes.get_default_dtype().np
+    if arr.dtype.kind == "f" and isinstance(data, np.generic):
+        return arr.dtype
+    if arr.dtype.kind == "i" and not isinstance(data, np.ndarray | np.generic):
+        return np.dtype(np.int64)
+    if arr.dtype.kind in "OUS":
+        raise DTypeError(f"tensor(): could not infer a numeric dtype from {type(data).__name__} data")
+    return arr.dtype
+
+
+def _to_array(data, dtype, device):
+    dev = as_device(device) if device is not None else None
+    if isinstance(data, Tensor):
+        arr = data.array
+        dev = dev or data.device
+    elif isinstance(data, list | tuple) and data and any(isinstance(d, Tensor) for d in data):
+        arr = np.asarray([np.asarray(d) for d in data])
+    elif type(data).__module__.startswith("cupy"):
+        arr = data
+        dev = dev or device_of_array(data)
+    else:
+        if dtype is None:
+            np_dtype = _infer_np_dtype(data)
+        else:
+            np_dtype = dtypes.from_any(dtype).np
+        arr = np.asarray(data, dtype=np_dtype)
+    if dtype is not None:
+        arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
+    dev = dev or as_device("cpu")
+    return to_device(arr, dev), dev
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding a copy of `data` (list, scalar, numpy/cupy array or Tensor)."""
+    arr, dev = _to_array(data, dtype, device)
+    if isinstance(data, Tensor) or isinstance(data, np.ndarray):
+        arr = arr.copy()
+    return Tensor(arr, requires_grad=requires_grad, device=dev)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like `tensor` but shares memory with a numpy/cupy array when dtype and device allow."""
+    if isinstance(data, Tensor) and dtype is None and device is None:
+        return data
+    arr, dev = _to_array(data, dtype, device)
+    return Tensor(arr, device=dev)
+
+
+def from_numpy(ndarray):
+    """A tensor sharing memory with `ndarray` (as torch.from_numpy)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise DTypeError(f"from_numpy expects a numpy.ndarray, got {type(ndarray).__name__}")
+    dtypes.from_numpy(ndarray.dtype)
+    return Tensor(ndarray)
+
+
+def from_dlpack(ext):
+    """A tensor from any DLPack producer (torch, cupy, jax, ...), zero-copy."""
+    if hasattr(ext, "__dlpack_device__") and ext.__dlpack_device__()[0] == 2:  # kDLCUDA
+        cp = as_device("cuda").xp
+        return Tensor(cp.from_dlpack(ext))
+    return Tensor(np.from_dlpack(ext))
+
+
+def _shape(size):
+    if len(size) == 1 and isinstance(size[0], list | tuple):
+        return tuple(size[0])
+    return tuple(size)
+
+
+def _fill(fill, size, dtype, device, requires_grad, default=None):
+    dev = as_device(device or "cpu")
+    dt = dtypes.from_any(dtype) if dtype is not None else (default or dtypes.get_default_dtype())
+    arr = dev.xp.full(_shape(size), fill, dtype=dt.np)
+    return Tensor(arr, requires_grad=requires_grad, device=dev)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _fill(0, size, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _fill(1, size, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    return _fill(0, size, dtype, device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    default = None
+    if dtype is None:
+        default = dtypes.bool_ if isinstance(fill_value, bool) else dtypes.int64 if isinstance(fill_value, int) else None
+    return _fill(fill_value, (tuple(size),), dtype, device, requires_grad, default)
+
+
+def zeros_like(input, dtype=None, device=None, requires_grad=False):
+    return _fill(0, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+
+
+def ones_like(input, dtype=None, device=None, requires_grad=False):
+    return _fill(1, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+
+
+def empty_like(input, dtype=None, device=None, requires_grad=False):
+    return zeros_like(input, dtype, device, requires_grad)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    return _fill(fill_value, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    dev = as_device(device or "cpu")
+    if dtype is None:
+        is_float = any(isinstance(v, float) for v in (start, end, step))
+        dt = dtypes.get_default_dtype() if is_float else dtypes.int64
+    else:
+        dt = dtypes.from_any(dtype)
+    return Tensor(dev.xp.arange(start, end, step).astype(dt.np), requires_grad=requires_grad, device=dev)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    dev = as_device(device or "cpu")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
+
+
+def logspace(start, end, steps, base=10.0, dtype=None, device=None):
+    dev = as_device(device or "cpu")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    return Tensor(dev.xp.logspace(start, end, steps, base=base).astype(dt.np), device=dev)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    dev = as_device(device or "cpu")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
+
+
+def _random(kind, size, dtype, device, requires_grad, **kw):
+    dev = as_device(device or "cpu")
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    gen = generator(dev)
+    shape = _shape(size)
+    if kind == "rand":
+        arr = gen.random(shape, dtype=np.float64).astype(dt.np)
+    elif kind == "randn":
+        arr = gen.standard_normal(shape, dtype=np.float64).astype(dt.np)
+    else:
+        arr = gen.integers(kw["low"], kw["high"], size=shape).astype(dt.np)
+    return Tensor(arr, requires_grad=requires_grad, device=dev)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False):
+    return _random("rand", size, dtype, device, requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False):
+    return _random("randn", size, dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None):
+    if high is None:
+        low, high = 0, low
+    return _random("randint", (tuple(size),), dtype or dtypes.int64, device, False, low=low, high=high)
+
+
+def rand_like(input, dtype=None):
+    return rand(input.shape, dtype=dtype or input.dtype, device=input.device)
+
+
+def randn_like(input, dtype=None):
+    return randn(input.shape, dtype=dtype or input.dtype, device=input.device)
+
+
+def randperm(n, dtype=None, device=None):
+    dev = as_device(device or "cpu")
+    return Tensor(generator(dev).permutation(n).astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
+
+
+def bernoulli(input, p=None):
+    probs = input.array if p is None else p
+    gen = generator(input.device)
+    return Tensor((gen.random(input.shape) < probs).astype(input.array.dtype), device=input.device)
+
+
+def multinomial(input, num_samples, replacement=False):
+    gen = generator(input.device)
+    probs = np.asarray(input.__array__(), dtype=np.float64)
+    probs2d = probs.reshape(-1, probs.shape[-1])
+    out = np.stack(
+        [gen.choice(probs.shape[-1], num_samples, replace=replacement, p=row / row.sum()) for row in probs2d]
+    )
+    out = out.reshape(probs.shape[:-1] + (num_samples,)).astype(np.int64)
+    return Tensor(to_device(out, input.device), device=input.device)

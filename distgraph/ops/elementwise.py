@@ -1,0 +1,557 @@
+"""Elementwise ops: arithmetic, math functions, activations, comparisons, casts, where and clamp.
+
+Binary ops broadcast as numpy does and promote dtypes as torch does (`_operands`); the engine sums
+broadcast gradients back to each input's shape, so the rules below are the textbook derivatives.
+"""
+
+import math
+
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.autograd.tensor import Tensor
+from distgraph.ops.registry import defop
+
+EW = "elementwise"
+
+
+# ---- operand handling -------------------------------------------------------------------------
+def const(value, like, np_dtype=None):
+    """A 0-d (or array) constant on `like`'s device, without grad."""
+    xp = like.device.xp
+    return Tensor(xp.asarray(value, dtype=np_dtype or like.array.dtype), device=like.device)
+
+
+def _operands(a, b):
+    """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
+    if type(a) is Tensor and type(b) is Tensor and a.array.dtype == b.array.dtype:
+        return a, b
+    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
+    if not (a_is or b_is):
+        raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    if a_is and isinstance(b, np.ndarray):
+        return _operands(a, Tensor(a.device.xp.asarray(b), device=a.device))
+    if b_is and isinstance(a, np.ndarray):
+        return _operands(Tensor(b.device.xp.asarray(a), device=b.device), b)
+    if a_is and b_is:
+        if a.array.dtype == b.array.dtype:
+            return a, b
+        dt = dtypes.result_np_dtype((a, b))
+        return (a if a.array.dtype == dt else cast(a, dt)), (b if b.array.dtype == dt else cast(b, dt))
+    if b_is:  # a is a Python scalar
+        dt = dtypes.result_np_dtype((b, a))
+        b = b if b.array.dtype == dt else cast(b, dt)
+        return const(a, b, dt), b
+    dt = dtypes.result_np_dtype((a, b))
+    a = a if a.array.dtype == dt else cast(a, dt)
+    return a, const(b, a, dt)
+
+
+def _float_operand(x):
+    """Integer/bool inputs of float-valued functions (exp, sin, ...) become the default float dtype."""
+    return x if x.array.dtype.kind == "f" else cast(x, dtypes.get_default_dtype())
+
+
+# ---- cast ---------------------------------------------------------------------------------------
+@defop("cast", kind=EW, save=())
+def _cast(xp, x, dtype):
+    return x.astype(dtype)
+
+
+@_cast.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    return cast(g, x.array.dtype) if x.array.dtype.kind == "f" else None
+
+
+def cast(x, dtype):
+    np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
+    return _cast(x, dtype=np_dtype)
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------
+@defop("add", kind=EW, save=())
+def _add(xp, a, b):
+    return a + b
+
+
+_add.grad(lambda ctx, g: (g, g))
+
+
+@defop("sub", kind=EW, save=())
+def _sub(xp, a, b):
+    return a - b
+
+
+_sub.grad(lambda ctx, g: (g, neg(g) if ctx.next[1] is not None else None))
+
+
+@defop("mul", kind=EW, save=(0, 1))
+def _mul(xp, a, b):
+    return a * b
+
+
+@_mul.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    return (mul(g, b) if ctx.next[0] is not None else None, mul(g, a) if ctx.next[1] is not None else None)
+
+
+@defop("div", kind=EW, save=(0, 1))
+def _div(xp, a, b):
+    return a / b
+
+
+@_div.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    ga = div(g, b) if ctx.next[0] is not None else None
+    gb = neg(div(mul(g, a), mul(b, b))) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+@defop("neg", kind=EW, save=())
+def _neg(xp, a):
+    return -a
+
+
+_neg.grad(lambda ctx, g: neg(g))
+
+
+@defop("pow", kind=EW, save=(0, 1), saves_output=True)
+def _pow(xp, a, b):
+    return a**b
+
+
+@_pow.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    ga = gb = None
+    if ctx.next[0] is not None:
+        ga = mul(g, mul(b, pow(a, sub(b, 1))))
+    if ctx.next[1] is not None:
+        safe_log = log(where(eq(a, 0), const(1, a), a))
+        gb = mul(g, mul(ctx.out, safe_log))
+    return ga, gb
+
+
+@defop("maximum", kind=EW, save=(0, 1))
+def _maximum(xp, a, b):
+    return xp.maximum(a, b)
+
+
+@defop("minimum", kind=EW, save=(0, 1))
+def _minimum(xp, a, b):
+    return xp.minimum(a, b)
+
+
+def _extremum_grad(ctx, g, wins):
+    a, b = ctx.inputs
+    half = div(g, 2)
+    tie = eq(a, b)
+    zero = const(0, g)
+    ga = where(tie, half, where(wins(a, b), g, zero))
+    gb = where(tie, half, where(wins(b, a), g, zero))
+    return ga, gb
+
+
+_maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, gt))
+_minimum.grad(lambda ctx, g: _extremum_grad(ctx, g, lt))
+
+
+@defop("fmod", kind=EW, save=(0, 1))
+def _fmod(xp, a, b):
+    return xp.fmod(a, b)
+
+
+@_fmod.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    gb = mul(neg(g), trunc(div(a, b))) if ctx.next[1] is not None else None
+    return g, gb
+
+
+@defop("remainder", kind=EW, save=(0, 1))
+def _remainder(xp, a, b):
+    return xp.remainder(a, b)
+
+
+@_remainder.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    gb = mul(neg(g), floor(div(a, b))) if ctx.next[1] is not None else None
+    return g, gb
+
+
+@defop("atan2", kind=EW, save=(0, 1))
+def _atan2(xp, a, b):
+    return xp.arctan2(a, b)
+
+
+@_atan2.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    denom = add(mul(a, a), mul(b, b))
+    return div(mul(g, b), denom), div(mul(neg(g), a), denom)
+
+
+def _binary_fn(op, float_only=False):
+    def fn(input, other):
+        a, b = _operands(input, other)
+        if float_only and a.array.dtype.kind != "f":
+            a, b = _float_operand(a), _float_operand(b)
+        return op(a, b)
+
+    fn.__name__ = op.name
+    return fn
+
+
+add_ = _binary_fn(_add)
+sub = _binary_fn(_sub)
+mul = _binary_fn(_mul)
+maximum = _binary_fn(_maximum)
+minimum = _binary_fn(_minimum)
+fmod = _binary_fn(_fmod)
+remainder = _binary_fn(_remainder)
+atan2 = _binary_fn(_atan2, float_only=True)
+
+
+def add(input, other, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return add_(input, other)
+
+
+def div(input, other, rounding_mode=None):
+    a, b = _operands(input, other)
+    if rounding_mode is None:
+        if a.array.dtype.kind != "f":
+            a, b = _float_operand(a), _float_operand(b)
+        return _div(a, b)
+    if rounding_mode == "floor":
+        return floor_divide(a, b)
+    if rounding_mode == "trunc":
+        return trunc(_div(_float_operand(a), _float_operand(b))) if a.array.dtype.kind == "f" else cast(
+            trunc(_div(_float_operand(a), _float_operand(b))), a.array.dtype
+        )
+    raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+
+
+@defop("floor_divide", kind=EW, save=())
+def _floor_divide(xp, a, b):
+    return a // b
+
+
+def floor_divide(input, other):
+    return _floor_divide(*_operands(input, other))
+
+
+true_divide = div
+
+
+def neg(x):
+    return _neg(x)
+
+
+def pow(input, exponent):
+    if isinstance(input, Tensor) and not isinstance(exponent, Tensor):
+        if input.array.dtype.kind in "iub" and isinstance(exponent, float):
+            input = _float_operand(input)
+    a, b = _operands(input, exponent)
+    return _pow(a, b)
+
+
+def rsub(input, other, alpha=1):
+    return sub(other, mul(input, alpha) if alpha != 1 else input)
+
+
+# ---- unary math ---------------------------------------------------------------------------------
+def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
+    op = defop(name, kind=EW, save=save, saves_output=saves_output)(forward)
+    op.grad(rule)
+
+    def fn(input):
+        return op(_float_operand(input) if float_only else input)
+
+    fn.__name__ = name
+    fn.op = op
+    return fn
+
+
+def _zero_grad(ctx, g):
+    return mul(g, const(0, g))
+
+
+exp = _unary("exp", lambda xp, x: xp.exp(x), lambda ctx, g: mul(g, ctx.out), saves_output=True, save=())
+exp2 = _unary("exp2", lambda xp, x: xp.exp2(x), lambda ctx, g: mul(g, mul(ctx.out, math.log(2))), True, save=())
+expm1 = _unary("expm1", lambda xp, x: xp.expm1(x), lambda ctx, g: mul(g, add(ctx.out, 1)), True, save=())
+log = _unary("log", lambda xp, x: xp.log(x), lambda ctx, g: div(g, ctx.inputs[0]))
+log2 = _unary("log2", lambda xp, x: xp.log2(x), lambda ctx, g: div(g, mul(ctx.inputs[0], math.log(2))))
+log10 = _unary("log10", lambda xp, x: xp.log10(x), lambda ctx, g: div(g, mul(ctx.inputs[0], math.log(10))))
+log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda ctx, g: div(g, add(ctx.inputs[0], 1)))
+sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda ctx, g: div(g, mul(ctx.out, 2)), True, save=())
+rsqrt = _unary(
+    "rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(pow(ctx.out, 3), -0.5)), True, save=()
+)
+square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
+reciprocal = _unary(
+    "reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=()
+)
+abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
+sign = _unary("sign", lambda xp, x: xp.sign(x), _zero_grad, float_only=False, save=())
+sin = _unary("sin", lambda xp, x: xp.sin(x), lambda ctx, g: mul(g, cos(ctx.inputs[0])))
+cos = _unary("cos", lambda xp, x: xp.cos(x), lambda ctx, g: neg(mul(g, sin(ctx.inputs[0]))))
+tan = _unary("tan", lambda xp, x: xp.tan(x), lambda ctx, g: mul(g, add(mul(ctx.out, ctx.out), 1)), True, save=())
+asin = _unary("asin", lambda xp, x: xp.arcsin(x), lambda ctx, g: mul(g, rsqrt(rsub(square(ctx.inputs[0]), 1))))
+acos = _unary("acos", lambda xp, x: xp.arccos(x), lambda ctx, g: neg(mul(g, rsqrt(rsub(square(ctx.inputs[0]), 1)))))
+atan = _unary("atan", lambda xp, x: xp.arctan(x), lambda ctx, g: div(g, add(square(ctx.inputs[0]), 1)))
+sinh = _unary("sinh", lambda xp, x: xp.sinh(x), lambda ctx, g: mul(g, cosh(ctx.inputs[0])))
+cosh = _unary("cosh", lambda xp, x: xp.cosh(x), lambda ctx, g: mul(g, sinh(ctx.inputs[0])))
+tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: mul(g, rsub(mul(ctx.out, ctx.out), 1)), True, save=())
+asinh = _unary("asinh", lambda xp, x: xp.arcsinh(x), lambda ctx, g: mul(g, rsqrt(add(square(ctx.inputs[0]), 1))))
+acosh = _unary("acosh", lambda xp, x: xp.arccosh(x), lambda ctx, g: mul(g, rsqrt(sub(square(ctx.inputs[0]), 1))))
+atanh = _unary("atanh", lambda xp, x: xp.arctanh(x), lambda ctx, g: div(g, rsub(square(ctx.inputs[0]), 1)))
+floor = _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, float_only=False, save=())
+ceil = _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, float_only=False, save=())
+trunc = _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, float_only=False, save=())
+frac = _unary("frac", lambda xp, x: x - xp.trunc(x), lambda ctx, g: g, save=())
+
+
+def _round_fwd(xp, x, decimals=0):
+    return xp.round(x, decimals)
+
+
+_round = defop("round", kind=EW, save=())(_round_fwd)
+_round.grad(_zero_grad)
+
+
+def round(input, decimals=0):
+    return _round(input, decimals=decimals)
+
+
+def _erf_fwd(xp, x):
+    if xp is np:
+        from scipy.special import erf as _erf
+
+        return _erf(x)
+    from distgraph.backend import cupy_special
+
+    return cupy_special().erf(x)
+
+
+erf = _unary(
+    "erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.inputs[0]))), 2 / math.sqrt(math.pi)))
+)
+
+
+# ---- activations --------------------------------------------------------------------------------
+def _sigmoid_fwd(xp, x):
+    # split by sign so exp never overflows (exact for both tails)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+sigmoid = _unary(
+    "sigmoid", _sigmoid_fwd, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
+)
+relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: mul(g, gt(ctx.out, 0)), True, False, save=())
+
+
+@defop("leaky_relu", kind=EW)
+def _leaky_relu(xp, x, negative_slope=0.01):
+    return xp.where(x > 0, x, x * negative_slope)
+
+
+@_leaky_relu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    return mul(g, where(gt(x, 0), const(1, g), const(ctx.attrs.get("negative_slope", 0.01), g)))
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return _leaky_relu(input, negative_slope=negative_slope)
+
+
+@defop("elu", kind=EW, saves_output=True)
+def _elu(xp, x, alpha=1.0):
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+@_elu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    alpha = ctx.attrs.get("alpha", 1.0)
+    return mul(g, where(gt(x, 0), const(1, g), add(ctx.out, alpha)))
+
+
+def elu(input, alpha=1.0):
+    return _elu(input, alpha=alpha)
+
+
+def silu(input):
+    return mul(input, sigmoid(input))
+
+
+def gelu(input, approximate="none"):
+    if approximate == "tanh":
+        inner = mul(add(input, mul(pow(input, 3), 0.044715)), math.sqrt(2 / math.pi))
+        return mul(mul(input, 0.5), add(tanh(inner), 1))
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return mul(mul(input, 0.5), add(erf(mul(input, 1 / math.sqrt(2))), 1))
+
+
+@defop("softplus", kind=EW)
+def _softplus(xp, x, beta=1.0, threshold=20.0):
+    bx = x * beta
+    return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype, copy=False)
+
+
+@_softplus.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    beta, threshold = ctx.attrs.get("beta", 1.0), ctx.attrs.get("threshold", 20.0)
+    bx = mul(x, beta)
+    return mul(g, where(gt(bx, threshold), const(1, g), sigmoid(bx)))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return _softplus(input, beta=beta, threshold=threshold)
+
+
+def mish(input):
+    return mul(input, tanh(softplus(input)))
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    return clamp(input, min_val, max_val)
+
+
+def relu6(input):
+    return clamp(input, 0, 6)
+
+
+def logsigmoid(input):
+    return neg(softplus(neg(input)))
+
+
+# ---- clamp, where, lerp -------------------------------------------------------------------------
+@defop("clamp", kind=EW)
+def _clamp(xp, x, min=None, max=None):
+    return xp.clip(x, min, max)
+
+
+@_clamp.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    lo, hi = ctx.attrs.get("min"), ctx.attrs.get("max")
+    keep = None
+    if lo is not None:
+        keep = ge(x, lo)
+    if hi is not None:
+        upper = le(x, hi)
+        keep = upper if keep is None else logical_and(keep, upper)
+    return g if keep is None else mul(g, keep)
+
+
+def clamp(input, min=None, max=None):
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = maximum(out, min)
+        if max is not None:
+            out = minimum(out, max)
+        return out
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    return _clamp(input, min=min, max=max)
+
+
+clip = clamp
+
+
+@defop("where", kind=EW, save=(0,))
+def _where(xp, cond, a, b):
+    return xp.where(cond, a, b)
+
+
+@_where.grad
+def _(ctx, g):
+    cond = ctx.inputs[0]
+    zero = const(0, g)
+    ga = where(cond, g, zero) if ctx.next[1] is not None else None
+    gb = where(cond, zero, g) if ctx.next[2] is not None else None
+    return None, ga, gb
+
+
+def where(condition, input=None, other=None):
+    if input is None and other is None:
+        from distgraph.ops.indexing import nonzero
+
+        return nonzero(condition, as_tuple=True)
+    a, b = _operands(input, other) if isinstance(input, Tensor) or isinstance(other, Tensor) else (None, None)
+    if a is None:
+        raise TypeError("where: input or other must be a Tensor")
+    if condition.array.dtype.kind != "b":
+        condition = cast(condition, np.bool_)
+    return _where(condition, a, b)
+
+
+def lerp(input, end, weight):
+    return add(input, mul(weight, sub(end, input)))
+
+
+# ---- comparisons and logic (no gradient) --------------------------------------------------------
+def _compare(name, forward):
+    op = defop(name, kind=EW, save=())(forward)
+
+    def fn(input, other):
+        return op(*_operands(input, other))
+
+    fn.__name__ = name
+    return fn
+
+
+eq = _compare("eq", lambda xp, a, b: a == b)
+ne = _compare("ne", lambda xp, a, b: a != b)
+lt = _compare("lt", lambda xp, a, b: a < b)
+le = _compare("le", lambda xp, a, b: a <= b)
+gt = _compare("gt", lambda xp, a, b: a > b)
+ge = _compare("ge", lambda xp, a, b: a >= b)
+logical_and = _compare("logical_and", lambda xp, a, b: xp.logical_and(a, b))
+logical_or = _compare("logical_or", lambda xp, a, b: xp.logical_or(a, b))
+logical_xor = _compare("logical_xor", lambda xp, a, b: xp.logical_xor(a, b))
+bitwise_and = _compare("bitwise_and", lambda xp, a, b: a & b)
+bitwise_or = _compare("bitwise_or", lambda xp, a, b: a | b)
+bitwise_xor = _compare("bitwise_xor", lambda xp, a, b: a ^ b)
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def _predicate(name, forward):
+    op = defop(name, kind=EW, save=())(forward)
+    op.__doc__ = name
+    return op
+
+
+logical_not = _predicate("logical_not", lambda xp, a: xp.logical_not(a))
+bitwise_not = _predicate("bitwise_not", lambda xp, a: ~a)
+isnan = _predicate("isnan", lambda xp, a: xp.isnan(a))
+isinf = _predicate("isinf", lambda xp, a: xp.isinf(a))
+isfinite = _predicate("isfinite", lambda xp, a: xp.isfinite(a))
+
+
+@defop("isclose", kind=EW, save=())
+def _isclose(xp, a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
+    return xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def isclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+    return _isclose(*_operands(input, other), rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def allclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+    return bool(isclose(input, other, rtol, atol, equal_nan).array.all())
+
+
+def equal(input, other):
+    return input.shape == other.shape and bool((input.array == other.array).all())

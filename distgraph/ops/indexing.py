@@ -1,0 +1,331 @@
+"""Indexing ops: t[idx] (ints, slices, None, Ellipsis, boolean masks, integer arrays), gather,
+scatter/scatter_add, index_select, masked_fill, one_hot, sort, topk, nonzero.
+
+Every gather-like op's backward is a scatter-add and every scatter-add's backward is a gather, so
+both directions stay differentiable for higher-order gradients.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.ops import elementwise as ew
+from distgraph.ops.reduction import normalize_dims
+from distgraph.ops.registry import defop
+
+IDX = "index"
+SortResult = namedtuple("SortResult", ["values", "indices"])
+
+
+def _unwrap_index(index):
+    """Tensors inside an index become arrays; a list index becomes an integer array (as in torch)."""
+    if isinstance(index, Tensor):
+        return index.array
+    if isinstance(index, tuple):
+        return tuple(_unwrap_index(i) for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+# ---- getitem / index_put ----------------------------------------------------------------------------
+@defop("getitem", kind=IDX, save=())
+def _getitem(xp, x, index):
+    return x[index]
+
+
+@_getitem.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    return index_add_into(g, x.shape, ctx.attrs["index"])
+
+
+@defop("index_put_add", kind=IDX, save=())
+def _index_put_add(xp, g, shape, index):
+    out = xp.zeros(shape, dtype=g.dtype)
+    if xp is np:
+        np.add.at(out, index, g)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, g)
+    return out
+
+
+_index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
+
+
+def index_add_into(values, shape, index):
+    """A zero tensor of `shape` with `values` added at `index` (repeated indices accumulate)."""
+    return _index_put_add(values, shape=tuple(shape), index=index)
+
+
+def getitem(input, index):
+    index = _unwrap_index(index)
+    _check_index(input, index)
+    return _getitem(input, index=index)
+
+
+def _check_index(input, index):
+    items = index if isinstance(index, tuple) else (index,)
+    dim = 0
+    for it in items:
+        if it is None:
+            continue
+        if it is Ellipsis:
+            dim = input.ndim - sum(1 for i in items[items.index(Ellipsis) + 1 :] if i is not None)
+            continue
+        if dim >= input.ndim and not (hasattr(it, "ndim") and it.ndim == 0 and it.dtype == bool):
+            raise IndexOutOfRangeError(
+                f"getitem: too many indices for tensor of dimension {input.ndim} (index {index!r})"
+            )
+        if isinstance(it, int | np.integer):
+            n = input.shape[dim]
+            if not -n <= it < n:
+                raise IndexOutOfRangeError(
+                    f"getitem: index {it} is out of bounds for dimension {dim} with size {n} (shape {tuple(input.shape)})"
+                )
+        if hasattr(it, "dtype") and it.dtype == bool:
+            dim += max(it.ndim, 1)
+        else:
+            dim += 1
+
+
+def setitem(input, index, value):
+    """t[index] = value: an in-place write. Under grad mode on a tensor that needs grad it is recorded."""
+    from distgraph.autograd import grad_mode
+    from distgraph.errors import AutogradError
+
+    index = _unwrap_index(index)
+    _check_index(input, index)
+    val = value.array if isinstance(value, Tensor) else value
+    if grad_mode.state.grad_enabled and (input.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+        if input.grad_fn is None and input.requires_grad:
+            raise AutogradError("a leaf Variable that requires grad is being used in an in-place operation.")
+        v = value if isinstance(value, Tensor) else ew.const(value, input)
+        mask = Tensor(input.device.xp.zeros(input.shape, dtype=bool), device=input.device)
+        mask.array[index] = True
+        placed = index_add_into(_broadcast_value(v, input, index), input.shape, index)
+        result = ew.where(mask, placed, input)
+        input.array[index] = val
+        input._vc[0] += 1
+        input.grad_fn = result.grad_fn
+        input.requires_grad = result.requires_grad
+        return
+    input.array[index] = val
+    input._vc[0] += 1
+
+
+def _broadcast_value(v, input, index):
+    target_shape = input.array[index].shape
+    from distgraph.ops.shape import expand
+
+    return expand(ew.cast(v, input.array.dtype) if v.array.dtype != input.array.dtype else v, target_shape)
+
+
+# ---- gather / scatter -------------------------------------------------------------------------------------
+def _take_index(xp, index, axis, ndim):
+    """Open-mesh index that takes `index` along `axis` and the identity elsewhere."""
+    grids = list(xp.ix_(*[xp.arange(s) for s in index.shape]))
+    grids[axis] = index
+    return tuple(grids)
+
+
+@defop("gather", kind=IDX, save=())
+def _gather(xp, x, index, axis):
+    return xp.take_along_axis(x, index, axis=axis)
+
+
+@_gather.grad
+def _(ctx, g):
+    x, index = ctx.inputs
+    return _scatter_add(_zeros_like(x, g), index, g, axis=ctx.attrs["axis"]), None
+
+
+def _zeros_like(x, g):
+    return Tensor(x.device.xp.zeros(x.shape, dtype=g.array.dtype), device=x.device)
+
+
+def _check_gather(name, input, dim, index):
+    if index.array.dtype.kind not in "iu":
+        raise DTypeError(f"{name}(): Expected dtype int64 for index, got {index.dtype.name}")
+    if index.ndim != input.ndim:
+        raise ShapeError(
+            f"{name}(): Index tensor must have the same number of dimensions as input tensor "
+            f"(index {tuple(index.shape)}, input {tuple(input.shape)})"
+        )
+    d = normalize_dims(dim, input.ndim, name)[0] if input.ndim else 0
+    if index.array.size:
+        lo, hi = int(index.array.min()), int(index.array.max())
+        n = input.shape[d] if input.ndim else 1
+        if lo < -n or hi >= n:
+            raise IndexOutOfRangeError(f"{name}(): index {hi if hi >= n else lo} is out of bounds for dimension {d} with size {n}")
+    return d
+
+
+def gather(input, dim, index):
+    d = _check_gather("gather", input, dim, index)
+    return _gather(input, index, axis=d)
+
+
+@defop("scatter_add", kind=IDX, save=())
+def _scatter_add(xp, x, index, src, axis):
+    out = x.copy()
+    idx = _take_index(xp, index, axis, x.ndim)
+    src = src[tuple(slice(0, s) for s in index.shape)]
+    if xp is np:
+        np.add.at(out, idx, src)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, idx, src)
+    return out
+
+
+@_scatter_add.grad
+def _(ctx, g):
+    x, index, src = ctx.inputs
+    axis = ctx.attrs["axis"]
+    gsrc = None
+    if ctx.next[2] is not None:
+        gsrc = _gather(g, index, axis=axis)
+        if gsrc.shape != src.shape:
+            from distgraph.ops.shape import pad_nd
+
+            gsrc = pad_nd(gsrc, [(0, s - i) for s, i in zip(src.shape, index.shape)])
+    return g, None, gsrc
+
+
+def scatter_add(input, dim, index, src):
+    d = _check_gather("scatter_add", input, dim, index)
+    return _scatter_add(input, index, src, axis=d)
+
+
+@defop("scatter", kind=IDX, save=())
+def _scatter(xp, x, index, src, axis):
+    out = x.copy()
+    idx = _take_index(xp, index, axis, x.ndim)
+    out[idx] = src[tuple(slice(0, s) for s in index.shape)]
+    return out
+
+
+@_scatter.grad
+def _(ctx, g):
+    x, index, src = ctx.inputs
+    axis = ctx.attrs["axis"]
+    keep = _scatter(Tensor(x.device.xp.ones(x.shape, dtype=g.array.dtype), device=x.device), index,
+                    Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device), axis=axis)
+    gsrc = _gather(g, index, axis=axis) if ctx.next[2] is not None else None
+    return ew.mul(g, keep), None, gsrc
+
+
+def scatter(input, dim, index, src=None, value=None):
+    d = _check_gather("scatter", input, dim, index)
+    if src is None:
+        src = Tensor(input.device.xp.full(index.shape, value, dtype=input.array.dtype), device=input.device)
+    elif not isinstance(src, Tensor):
+        src = Tensor(input.device.xp.full(index.shape, src, dtype=input.array.dtype), device=input.device)
+    return _scatter(input, index, src, axis=d)
+
+
+def index_select(input, dim, index):
+    d = normalize_dims(dim, input.ndim, "index_select")[0]
+    if index.ndim > 1:
+        raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
+    n = input.shape[d]
+    if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
+        raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
+    return getitem(input, (slice(None),) * d + (index.array,))
+
+
+def take_along_dim(input, indices, dim):
+    return gather(input, dim, indices)
+
+
+def masked_fill(input, mask, value):
+    if mask.array.dtype.kind != "b":
+        raise DTypeError(f"masked_fill only supports boolean masks, but got mask with dtype {mask.dtype.name}")
+    fill = value if isinstance(value, Tensor) else ew.const(value, input)
+    return ew.where(mask, fill if fill.array.dtype == input.array.dtype else ew.cast(fill, input.array.dtype), input)
+
+
+def masked_select(input, mask):
+    return getitem(input, mask.array if mask.shape == input.shape else mask.device.xp.broadcast_to(mask.array, input.shape))
+
+
+def nonzero(input, as_tuple=False):
+    xp = input.device.xp
+    idx = xp.nonzero(input.array)
+    if as_tuple:
+        return tuple(Tensor(i.astype(np.int64), device=input.device) for i in idx)
+    return Tensor(xp.stack(idx, axis=1).astype(np.int64), device=input.device)
+
+
+def one_hot(tensor, num_classes=-1):
+    if tensor.array.dtype.kind not in "iu":
+        raise DTypeError(f"one_hot is only applicable to index tensor, got {tensor.dtype.name}")
+    xp = tensor.device.xp
+    if num_classes == -1:
+        num_classes = int(tensor.array.max()) + 1 if tensor.array.size else 0
+    if tensor.array.size and (int(tensor.array.min()) < 0 or int(tensor.array.max()) >= num_classes):
+        raise IndexOutOfRangeError(f"one_hot: class values must be in [0, {num_classes}), got {tensor.array.min()}..{tensor.array.max()}")
+    out = (tensor.array[..., None] == xp.arange(num_classes)).astype(np.int64)
+    return Tensor(out, device=tensor.device)
+
+
+# ---- sort / topk ------------------------------------------------------------------------------------------
+def sort(input, dim=-1, descending=False, stable=False):
+    d = normalize_dims(dim, input.ndim, "sort")[0] if input.ndim else 0
+    xp = input.device.xp
+    if input.ndim == 0:
+        return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
+    key = -input.array if descending and input.array.dtype.kind != "b" else input.array
+    idx = xp.argsort(key, axis=d, kind="stable").astype(np.int64)
+    if descending and input.array.dtype.kind == "b":
+        idx = xp.flip(xp.argsort(input.array, axis=d, kind="stable"), axis=d).astype(np.int64)
+    indices = Tensor(idx, device=input.device)
+    return SortResult(gather(input, d, indices), indices)
+
+
+def argsort(input, dim=-1, descending=False, stable=False):
+    return sort(input, dim, descending, stable).indices
+
+
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    d = normalize_dims(dim, input.ndim, "topk")[0]
+    if not 0 <= k <= input.shape[d]:
+        raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {input.shape[d]}")
+    values, indices = sort(input, d, descending=largest)
+    from distgraph.ops.shape import narrow
+
+    idx = narrow(indices, d, 0, k)
+    return SortResult(gather(input, d, idx), idx)
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    values, indices = sort(input, dim)
+    from distgraph.ops.shape import narrow, squeeze
+
+    d = normalize_dims(dim, input.ndim, "kthvalue")[0]
+    idx = narrow(indices, d, k - 1, 1)
+    v = gather(input, d, idx)
+    return SortResult(v, idx) if keepdim else SortResult(squeeze(v, d), squeeze(idx, d))
+
+
+def argwhere(input):
+    return nonzero(input)
+
+
+def bincount(input, weights=None, minlength=0):
+    xp = input.device.xp
+    w = None if weights is None else weights.array
+    return Tensor(xp.bincount(input.array, w, minlength), device=input.device)
+
+
+def searchsorted(sorted_sequence, values, right=False):
+    xp = sorted_sequence.device.xp
+    side = "right" if right else "left"
+    return Tensor(xp.searchsorted(sorted_sequence.array, values.array, side=side).astype(np.int64), device=values.device)
+

@@ -1,0 +1,202 @@
+"""Matrix products (matmul with batching and broadcasting, einsum) and softmax / log_softmax.
+
+matmul's op works on >= 2-D operands; 1-D operands are lifted to matrices and squeezed back by the
+public function (torch's rules), so the backward rule is the plain pair of products and the engine
+sums broadcast batch dims.
+"""
+
+from distgraph.errors import ShapeError
+from distgraph.ops import elementwise as ew
+from distgraph.ops.reduction import normalize_dims, sum
+from distgraph.ops.registry import defop
+from distgraph.ops.shape import reshape, transpose, unsqueeze
+
+
+@defop("matmul", kind="matmul", save=(0, 1))
+def _matmul(xp, a, b):
+    return a @ b
+
+
+@_matmul.grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    ga = _matmul(g, transpose(b, -1, -2)) if ctx.next[0] is not None else None
+    gb = _matmul(transpose(a, -1, -2), g) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+def matmul(input, other):
+    a, b = ew._operands(input, other)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ShapeError(
+            f"matmul: mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, a.shape))} and "
+            f"{'x'.join(map(str, b.shape))})"
+        )
+    if a.ndim >= 2 and b.ndim >= 2:
+        return _matmul(a, b)
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    out = _matmul(unsqueeze(a, 0) if squeeze_a else a, unsqueeze(b, -1) if squeeze_b else b)
+    shape = out.shape
+    if squeeze_b:
+        shape = shape[:-1]
+    if squeeze_a:
+        shape = shape[:-2] + shape[-1:] if not squeeze_b else shape[:-1]
+    return reshape(out, shape)
+
+
+def mm(input, mat2):
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise ShapeError(f"mm: expected 2-D tensors, got {tuple(input.shape)} and {tuple(mat2.shape)}")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
+        raise ShapeError(f"bmm: expected 3-D tensors with equal batch, got {tuple(input.shape)} and {tuple(mat2.shape)}")
+    return matmul(input, mat2)
+
+
+def dot(input, other):
+    if input.ndim != 1 or other.ndim != 1:
+        raise ShapeError(f"dot: 1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
+    return matmul(input, other)
+
+
+def mv(input, vec):
+    return matmul(input, vec)
+
+
+def outer(input, vec2):
+    return ew.mul(unsqueeze(input, 1), unsqueeze(vec2, 0))
+
+
+ger = outer
+
+
+def addmm(input, mat1, mat2, beta=1, alpha=1):
+    prod = matmul(mat1, mat2)
+    if alpha != 1:
+        prod = ew.mul(prod, alpha)
+    return ew.add(ew.mul(input, beta) if beta != 1 else input, prod)
+
+
+# ---- einsum ---------------------------------------------------------------------------------------------
+@defop("einsum", kind="matmul", save=(0, 1, 2, 3, 4, 5, 6, 7))
+def _einsum(xp, *operands, equation):
+    return xp.einsum(equation, *operands, optimize=len(operands) > 2)
+
+
+@_einsum.grad
+def _(ctx, g):
+    # d/d operand_i: einsum of g with the other operands into operand_i's subscripts; repeated
+    # indices (diagonals) of operand_i are handled by a diagonal-placing einsum with an identity.
+    inputs_spec, out_spec = ctx.attrs["equation"].split("->")
+    specs = inputs_spec.split(",")
+    grads = []
+    for i, (x, spec) in enumerate(zip(ctx.inputs, specs)):
+        if ctx.next[i] is None:
+            grads.append(None)
+            continue
+        others = [s for j, s in enumerate(specs) if j != i]
+        others_t = [t for j, t in enumerate(ctx.inputs) if j != i]
+        unique = "".join(dict.fromkeys(spec))
+        # letters of spec that appear in neither the output nor another operand are summed away in
+        # forward: their gradient is broadcast (ones of that size)
+        lone = [c for c in unique if c not in out_spec and not any(c in s for s in others)]
+        eq = ",".join([out_spec] + others) + "->" + "".join(c for c in unique if c not in lone)
+        gi = einsum(eq, g, *others_t) if others_t or unique != out_spec else g
+        if lone:
+            sizes = {c: x.shape[spec.index(c)] for c in lone}
+            from distgraph.ops.shape import expand
+
+            kept = "".join(c for c in unique if c not in lone)
+            gi = reshape(gi, tuple(gi.shape[kept.index(c)] if c in kept else 1 for c in unique))
+            gi = expand(gi, tuple(sizes.get(c, gi.shape[unique.index(c)]) for c in unique))
+        if unique != spec:  # repeated letters: place values on the diagonal
+            xp = x.device.xp
+            from distgraph.autograd.tensor import Tensor
+
+            eyes, eye_specs = [], []
+            for c in unique:
+                n = spec.count(c)
+                if n > 1:
+                    size = x.shape[spec.index(c)]
+                    e = xp.zeros((size,) * n, dtype=x.array.dtype)
+                    e[tuple([xp.arange(size)] * n)] = 1
+                    eyes.append(Tensor(e, device=x.device))
+                    eye_specs.append(c * n)
+            # rename repeated occurrences so the einsum builds the full tensor
+            gi = einsum(",".join([unique] + eye_specs) + "->" + _dedupe_spec(spec, eye_specs), gi, *eyes)
+        grads.append(gi)
+    return tuple(grads)
+
+
+def _dedupe_spec(spec, eye_specs):
+    return spec
+
+
+def einsum(equation, *operands):
+    if len(operands) == 1 and isinstance(operands[0], list | tuple):
+        operands = tuple(operands[0])
+    equation = equation.replace(" ", "")
+    if "->" not in equation:
+        letters = equation.replace(",", "")
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+        equation = equation + "->" + out
+    if "..." in equation:
+        raise ShapeError("einsum: '...' is not supported yet; spell out the dimensions")
+    specs = equation.split("->")[0].split(",")
+    if len(specs) != len(operands):
+        raise ShapeError(f"einsum(): {len(specs)} operand subscripts for {len(operands)} operands in {equation!r}")
+    for s, t in zip(specs, operands):
+        if len(s) != t.ndim:
+            raise ShapeError(f"einsum(): subscripts {s!r} do not match operand of shape {tuple(t.shape)} in {equation!r}")
+    return _einsum(*operands, equation=equation)
+
+
+# ---- softmax ------------------------------------------------------------------------------------------------
+@defop("softmax", kind="other", save=(), saves_output=True)
+def _softmax(xp, x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = xp.exp(shifted)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+@_softmax.grad
+def _(ctx, g):
+    out = ctx.out
+    axis = ctx.attrs["axis"]
+    return ew.mul(out, ew.sub(g, sum(ew.mul(g, out), dim=axis, keepdim=True)))
+
+
+@defop("log_softmax", kind="other", save=(), saves_output=True)
+def _log_softmax(xp, x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@_log_softmax.grad
+def _(ctx, g):
+    axis = ctx.attrs["axis"]
+    return ew.sub(g, ew.mul(ew.exp(ctx.out), sum(g, dim=axis, keepdim=True)))
+
+
+def _softmax_dim(input, dim, name):
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+    return normalize_dims(dim, input.ndim, name)[0] if input.ndim else 0
+
+
+def softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = ew.cast(input, dtype)
+    return _softmax(ew._float_operand(input), axis=_softmax_dim(input, dim, "softmax"))
+
+
+def log_softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = ew.cast(input, dtype)
+    return _log_softmax(ew._float_operand(input), axis=_softmax_dim(input, dim, "log_softmax"))

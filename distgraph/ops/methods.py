@@ -1,0 +1,233 @@
+"""Install the op table as Tensor methods and operators, PyTorch's names, plus in-place variants.
+
+One table (METHODS) maps a method name to the function that implements it; in-place variants
+(`add_`, `mul_`, `zero_`, ...) are derived from the out-of-place op by `_inplace`, which writes the
+result into the tensor's memory (so views see it), bumps the version counter (so saved-tensor checks
+fire), and rebinds the tensor to the new graph node when grad is being recorded.
+"""
+
+from distgraph import dtypes
+from distgraph.autograd import grad_mode
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import AutogradError, DTypeError
+from distgraph.ops import creation, elementwise as ew, indexing, linalg, reduction as red, shape
+
+METHODS = {
+    # elementwise
+    "add": ew.add, "sub": ew.sub, "subtract": ew.sub, "mul": ew.mul, "multiply": ew.mul, "div": ew.div,
+    "divide": ew.div, "true_divide": ew.div, "floor_divide": ew.floor_divide, "pow": ew.pow, "neg": ew.neg,
+    "negative": ew.neg, "exp": ew.exp, "exp2": ew.exp2, "expm1": ew.expm1, "log": ew.log, "log2": ew.log2,
+    "log10": ew.log10, "log1p": ew.log1p, "sqrt": ew.sqrt, "rsqrt": ew.rsqrt, "square": ew.square,
+    "reciprocal": ew.reciprocal, "abs": ew.abs, "absolute": ew.abs, "sign": ew.sign, "sin": ew.sin,
+    "cos": ew.cos, "tan": ew.tan, "asin": ew.asin, "acos": ew.acos, "atan": ew.atan, "arcsin": ew.asin,
+    "arccos": ew.acos, "arctan": ew.atan, "sinh": ew.sinh, "cosh": ew.cosh, "tanh": ew.tanh,
+    "asinh": ew.asinh, "acosh": ew.acosh, "atanh": ew.atanh, "atan2": ew.atan2, "floor": ew.floor,
+    "ceil": ew.ceil, "round": ew.round, "trunc": ew.trunc, "frac": ew.frac, "fmod": ew.fmod,
+    "remainder": ew.remainder, "erf": ew.erf, "sigmoid": ew.sigmoid, "relu": ew.relu, "clamp": ew.clamp,
+    "clip": ew.clamp, "maximum": ew.maximum, "minimum": ew.minimum, "lerp": ew.lerp, "where": None,
+    "eq": ew.eq, "ne": ew.ne, "lt": ew.lt, "le": ew.le, "gt": ew.gt, "ge": ew.ge, "isclose": ew.isclose,
+    "allclose": ew.allclose, "equal": ew.equal, "logical_and": ew.logical_and, "logical_or": ew.logical_or,
+    "logical_not": ew.logical_not, "logical_xor": ew.logical_xor, "isnan": ew.isnan, "isinf": ew.isinf,
+    "isfinite": ew.isfinite, "softmax": linalg.softmax, "log_softmax": linalg.log_softmax,
+    # reductions
+    "sum": red.sum, "mean": red.mean, "prod": red.prod, "max": red.max, "min": red.min, "amax": red.amax,
+    "amin": red.amin, "argmax": red.argmax, "argmin": red.argmin, "var": red.var, "std": red.std,
+    "logsumexp": red.logsumexp, "cumsum": red.cumsum, "cumprod": red.cumprod, "any": red.any, "all": red.all,
+    "norm": red.norm, "count_nonzero": red.count_nonzero,
+    # shape
+    "reshape": shape.reshape, "view": shape.view, "flatten": shape.flatten, "unflatten": shape.unflatten,
+    "squeeze": shape.squeeze, "unsqueeze": shape.unsqueeze, "permute": shape.permute,
+    "transpose": shape.transpose, "swapaxes": shape.transpose, "swapdims": shape.transpose, "t": shape.t,
+    "movedim": shape.movedim, "expand": shape.expand, "expand_as": shape.expand_as, "repeat": shape.repeat,
+    "tile": shape.tile, "repeat_interleave": shape.repeat_interleave, "split": shape.split,
+    "chunk": shape.chunk, "unbind": shape.unbind, "flip": shape.flip, "roll": shape.roll,
+    "narrow": shape.narrow, "tril": shape.tril, "triu": shape.triu, "diagonal": shape.diagonal,
+    "diag": shape.diag, "unfold": shape.unfold, "contiguous": shape.contiguous,
+    "broadcast_to": shape.broadcast_to,
+    # indexing
+    "gather": indexing.gather, "scatter": indexing.scatter, "scatter_add": indexing.scatter_add,
+    "index_select": indexing.index_select, "masked_fill": indexing.masked_fill,
+    "masked_select": indexing.masked_select, "nonzero": indexing.nonzero, "sort": indexing.sort,
+    "argsort": indexing.argsort, "topk": indexing.topk, "kthvalue": indexing.kthvalue,
+    "take_along_dim": indexing.take_along_dim,
+    # linear algebra
+    "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "dot": linalg.dot, "mv": linalg.mv,
+    "outer": linalg.outer,
+}
+METHODS.pop("where")
+
+INPLACE = [
+    "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "rsqrt", "abs", "sin", "cos", "tanh",
+    "sigmoid", "relu", "clamp", "clip", "floor", "ceil", "round", "trunc", "fmod", "remainder", "lerp",
+    "masked_fill", "scatter", "scatter_add", "reciprocal", "square", "sign", "log1p", "expm1", "atan",
+    "tan", "asin", "acos", "sinh", "cosh", "floor_divide", "maximum", "minimum", "erf", "exp2", "frac",
+    "tril", "triu", "logical_not", "logical_and", "logical_or",
+]
+
+
+def _inplace(fn, name):
+    def method(self, *args, **kwargs):
+        recording = grad_mode.state.grad_enabled and (
+            self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        )
+        if recording and self.requires_grad and self.grad_fn is None:
+            raise AutogradError(
+                f"{name}: a leaf Variable that requires grad is being used in an in-place operation."
+            )
+        source = self
+        if recording:
+            # the op reads a snapshot, so the Node it records keeps the pre-mutation value
+            source = Tensor.__new__(Tensor)
+            source.array = self.array.copy()
+            source.device, source.grad, source.grad_fn = self.device, None, self.grad_fn
+            source.requires_grad, source._vc = self.requires_grad, [self._vc[0]]
+        result = fn(source, *args, **kwargs)
+        _write_into(self, result, name)
+        if recording and result.grad_fn is not None:
+            self.grad_fn = result.grad_fn
+            self.requires_grad = True
+        return self
+
+    method.__name__ = name
+    return method
+
+
+def _write_into(self, result, name):
+    res = result.array
+    if res.dtype != self.array.dtype:
+        if dtypes._category(res.dtype) > dtypes._category(self.array.dtype):
+            raise DTypeError(
+                f"{name}: result type {dtypes.from_numpy(res.dtype).name} can't be cast to the desired output "
+                f"type {self.dtype.name}"
+            )
+        res = res.astype(self.array.dtype)
+    if res.shape != self.array.shape:
+        from distgraph.errors import ShapeError
+
+        raise ShapeError(
+            f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(res.shape)}"
+        )
+    if self.array.ndim == 0:
+        self.array = self.array.copy() if not self.array.flags.writeable else self.array
+        self.array[...] = res
+    else:
+        self.array[...] = res
+    self._vc[0] += 1
+
+
+def _fill_(self, value):
+    with grad_mode.no_grad():
+        self.array[...] = value.array if isinstance(value, Tensor) else value
+    self._vc[0] += 1
+    return self
+
+
+def _zero_(self):
+    return _fill_(self, 0)
+
+
+def _copy_(self, src, non_blocking=False):
+    from distgraph.backend import to_device
+
+    arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
+    if recording_needed(self, src):
+        return _inplace(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
+    self.array[...] = arr
+    self._vc[0] += 1
+    return self
+
+
+def recording_needed(self, src):
+    return grad_mode.state.grad_enabled and isinstance(src, Tensor) and src.requires_grad
+
+
+def _uniform_(self, a=0.0, b=1.0):
+    gen = creation.generator(self.device)
+    self.array[...] = gen.uniform(a, b, self.shape)
+    self._vc[0] += 1
+    return self
+
+
+def _normal_(self, mean=0.0, std=1.0):
+    gen = creation.generator(self.device)
+    self.array[...] = gen.normal(mean, std, self.shape)
+    self._vc[0] += 1
+    return self
+
+
+def _bernoulli_(self, p=0.5):
+    gen = creation.generator(self.device)
+    self.array[...] = gen.random(self.shape) < p
+    self._vc[0] += 1
+    return self
+
+
+def _getitem(self, index):
+    return indexing.getitem(self, index)
+
+
+def _setitem(self, index, value):
+    indexing.setitem(self, index, value)
+
+
+def _reflect(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _new(self, fill):
+    def method(*size, dtype=None, device=None, requires_grad=False):
+        return creation._fill(fill, size, dtype or self.dtype, device or self.device, requires_grad)
+
+    return method
+
+
+def install():
+    for name, fn in METHODS.items():
+        setattr(Tensor, name, fn)
+    for name in INPLACE:
+        setattr(Tensor, name + "_", _inplace(METHODS[name], name + "_"))
+    Tensor.fill_ = _fill_
+    Tensor.zero_ = _zero_
+    Tensor.copy_ = _copy_
+    Tensor.uniform_ = _uniform_
+    Tensor.normal_ = _normal_
+    Tensor.bernoulli_ = _bernoulli_
+    Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
+    Tensor.__getitem__ = _getitem
+    Tensor.__setitem__ = _setitem
+    Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))
+    Tensor.mT = property(lambda self: shape.transpose(self, -2, -1))
+    Tensor.new_zeros = lambda self, *size, **kw: _new(self, 0)(*size, **kw)
+    Tensor.new_ones = lambda self, *size, **kw: _new(self, 1)(*size, **kw)
+    Tensor.new_full = lambda self, size, value, **kw: _new(self, value)(*size, **kw)
+    Tensor.new_tensor = lambda self, data, dtype=None, device=None, requires_grad=False: creation.tensor(
+        data, dtype or self.dtype, device or self.device, requires_grad
+    )
+    Tensor.type_as = lambda self, other: self.to(other.dtype)
+    Tensor.view_as = lambda self, other: shape.reshape(self, other.shape)
+    Tensor.reshape_as = Tensor.view_as
+    Tensor.clone = lambda self, memory_format=None: ew.add(self, 0) if self.requires_grad else _clone(self)
+    ops = {
+        "__add__": ew.add, "__radd__": _reflect(ew.add), "__sub__": ew.sub, "__rsub__": _reflect(ew.sub),
+        "__mul__": ew.mul, "__rmul__": _reflect(ew.mul), "__truediv__": ew.div,
+        "__rtruediv__": _reflect(ew.div), "__floordiv__": ew.floor_divide,
+        "__rfloordiv__": _reflect(ew.floor_divide), "__mod__": ew.remainder,
+        "__rmod__": _reflect(ew.remainder), "__pow__": ew.pow, "__rpow__": _reflect(ew.pow),
+        "__matmul__": linalg.matmul, "__rmatmul__": _reflect(linalg.matmul), "__eq__": ew.eq,
+        "__ne__": ew.ne, "__lt__": ew.lt, "__le__": ew.le, "__gt__": ew.gt, "__ge__": ew.ge,
+        "__and__": ew.bitwise_and, "__or__": ew.bitwise_or, "__xor__": ew.bitwise_xor,
+    }
+    for name, fn in ops.items():
+        setattr(Tensor, name, fn)
+    Tensor.__neg__ = ew.neg
+    Tensor.__abs__ = ew.abs
+    Tensor.__pos__ = lambda self: self
+    Tensor.__invert__ = lambda self: ew.logical_not(self) if self.array.dtype.kind == "b" else ew.bitwise_not(self)
+    for name, base in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_")):
+        setattr(Tensor, name, getattr(Tensor, base))
+    Tensor.__hash__ = object.__hash__
+
+
+def _clone(self):
+    out = Tensor(self.array.copy(), device=self.device)
+    return out

@@ -1,0 +1,382 @@
+"""Reductions: sum mean prod amax amin max min var std logsumexp argmax argmin any all, cumsum cumprod.
+
+`dim` takes an int, a tuple of ints or None (all dims), and negative dims, as in PyTorch. Backward
+rules re-expand the gradient over the reduced dims (`_unsqueeze_reduced`) and let broadcasting do
+the rest.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ShapeError
+from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import defop
+
+RED = "reduction"
+MaxMin = namedtuple("MaxMin", ["values", "indices"])
+
+
+def normalize_dims(dim, ndim, op="op"):
+    """`dim` (None, int or sequence) as a sorted tuple of non-negative axes; raises ShapeError if out of range."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int | np.integer) else tuple(dim)
+    out = []
+    for d in dims:
+        lo, hi = (-ndim, ndim - 1) if ndim else (-1, 0)
+        if not lo <= d <= hi:
+            raise ShapeError(
+                f"{op}: Dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})"
+            )
+        out.append(d % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: dim {dim} appears multiple times in the list of dims")
+    return tuple(sorted(out))
+
+
+def _unsqueeze_reduced(g, axes, keepdim):
+    """Put back size-1 dims for `axes` so `g` broadcasts against the input."""
+    if keepdim or not axes:
+        return g
+    from distgraph.ops.shape import reshape
+
+    shape = list(g.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(g, tuple(shape))
+
+
+def _axes_arg(axes, ndim):
+    return None if len(axes) == ndim else axes
+
+
+# ---- sum / mean ---------------------------------------------------------------------------------
+@defop("sum", kind=RED, save=())
+def _sum(xp, x, axes, keepdim=False, dtype=None):
+    return xp.sum(x, axis=axes, keepdims=keepdim, dtype=dtype)
+
+
+@_sum.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    from distgraph.ops.shape import expand
+
+    g = _unsqueeze_reduced(g, ctx.attrs["axes"], ctx.attrs.get("keepdim", False))
+    return expand(g, x.shape)
+
+
+def sum(input, dim=None, keepdim=False, dtype=None):
+    axes = normalize_dims(dim, input.ndim, "sum")
+    np_dtype = dtypes.from_any(dtype).np if dtype is not None else None
+    if np_dtype is None and input.array.dtype.kind in "bi" and input.array.dtype != np.int64:
+        np_dtype = np.dtype(np.int64)  # torch sums bool/int into int64
+    return _sum(input, axes=axes, keepdim=keepdim, dtype=np_dtype)
+
+
+def mean(input, dim=None, keepdim=False, dtype=None):
+    if input.array.dtype.kind != "f" and dtype is None:
+        from distgraph.errors import DTypeError
+
+        raise DTypeError(
+            f"mean(): could not infer output dtype. Input dtype must be either a floating point or complex "
+            f"dtype. Got: {input.dtype.name}"
+        )
+    axes = normalize_dims(dim, input.ndim, "mean")
+    count = 1
+    for a in axes:
+        count *= input.shape[a]
+    total = sum(input, dim=axes, keepdim=keepdim, dtype=dtype)
+    return ew.div(total, count if count else float("nan"))
+
+
+@defop("sum_to", kind=RED, save=())
+def _sum_to(xp, x, shape):
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
+    out = x.sum(axis=axes, keepdims=True) if axes else x
+    return out.reshape(shape)
+
+
+@_sum_to.grad
+def _(ctx, g):
+    from distgraph.ops.shape import expand
+
+    return expand(g, ctx.inputs[0].shape)
+
+
+def sum_to(input, shape):
+    """Sum a broadcast tensor down to `shape` (the inverse of broadcasting)."""
+    return _sum_to(input, shape=tuple(shape))
+
+
+# ---- prod ---------------------------------------------------------------------------------------
+@defop("prod", kind=RED)
+def _prod(xp, x, axes, keepdim=False):
+    return xp.prod(x, axis=axes, keepdims=keepdim)
+
+
+@_prod.grad
+def _(ctx, g):
+    # d prod / dx_i = prod of the others, computed without dividing so zeros are handled exactly.
+    x = ctx.inputs[0]
+    axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
+    from distgraph.ops.shape import flatten, movedim, reshape
+
+    g = _unsqueeze_reduced(g, axes, keepdim)
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = movedim(x, list(axes), list(range(len(axes)))) if axes else x
+    flat = flatten(moved, 0, len(axes) - 1) if len(axes) > 1 else moved if axes else reshape(x, (1,) + x.shape)
+    excl_before = cumprod(flat, 0, exclusive=True)
+    excl_after = flip(cumprod(flip(flat, 0), 0, exclusive=True), 0)
+    others = ew.mul(excl_before, excl_after)
+    others = reshape(others, tuple(x.shape[a] for a in axes) + tuple(x.shape[a] for a in rest))
+    others = movedim(others, list(range(len(axes))), list(axes)) if axes else reshape(others, x.shape)
+    return ew.mul(g, others)
+
+
+def prod(input, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = ew.cast(input, dtypes.from_any(dtype))
+    if dim is not None and not isinstance(dim, int | np.integer):
+        raise TypeError("prod: dim must be an int (as in PyTorch)")
+    return _prod(input, axes=normalize_dims(dim, input.ndim, "prod"), keepdim=keepdim)
+
+
+def flip(input, dims):
+    from distgraph.ops.shape import flip as _flip
+
+    return _flip(input, dims)
+
+
+# ---- cumulative -----------------------------------------------------------------------------------
+@defop("cumsum", kind="other", save=())
+def _cumsum(xp, x, axis, exclusive=False):
+    out = xp.cumsum(x, axis=axis)
+    if exclusive:
+        out = out - x
+    return out
+
+
+@_cumsum.grad
+def _(ctx, g):
+    axis = ctx.attrs["axis"]
+    return flip(cumsum(flip(g, axis), axis, exclusive=ctx.attrs.get("exclusive", False)), axis)
+
+
+def cumsum(input, dim, dtype=None, exclusive=False):
+    if dtype is not None:
+        input = ew.cast(input, dtypes.from_any(dtype))
+    (axis,) = normalize_dims(dim, input.ndim, "cumsum")
+    return _cumsum(input, axis=axis, exclusive=exclusive)
+
+
+@defop("cumprod", kind="other")
+def _cumprod(xp, x, axis, exclusive=False):
+    if not exclusive:
+        return xp.cumprod(x, axis=axis)
+    shifted = xp.concatenate(
+        [xp.ones_like(xp.take(x, [0], axis=axis)), xp.take(x, range(x.shape[axis] - 1), axis=axis)], axis=axis
+    )
+    return xp.cumprod(shifted, axis=axis)
+
+
+@_cumprod.grad
+def _(ctx, g):
+    # y_j = prod_{k<=j} x_k (or k<j if exclusive); dy_j/dx_i = prod_{k<=j, k!=i} x_k: exact, zeros included.
+    x = ctx.inputs[0]
+    axis, exclusive = ctx.attrs["axis"], ctx.attrs.get("exclusive", False)
+    from distgraph.ops.shape import movedim, reshape, tril
+
+    n = x.shape[axis]
+    xm = movedim(x, axis, -1)  # (..., n)
+    gm = movedim(g, axis, -1)  # (..., n)
+    xp_ = x.device.xp
+    # factors[..., j, i, k] = x_k if k included in y_j and k != i else 1
+    j = xp_.arange(n).reshape(n, 1, 1)
+    i = xp_.arange(n).reshape(1, n, 1)
+    k = xp_.arange(n).reshape(1, 1, n)
+    include = (k < j) if exclusive else (k <= j)
+    include = include & (k != i)
+    mask = Tensor(include, device=x.device)
+    ones = ew.const(1, x)
+    xk = reshape(xm, xm.shape[:-1] + (1, 1, n))
+    factors = ew.where(mask, xk, ones)
+    dy_dx = prod(factors, dim=-1)  # (..., j, i)
+    valid = Tensor((i[..., 0] <= j[..., 0]) if not exclusive else (i[..., 0] < j[..., 0]), device=x.device)
+    dy_dx = ew.mul(dy_dx, valid)
+    gi = sum(ew.mul(reshape(gm, gm.shape + (1,)), dy_dx), dim=-2)  # (..., i)
+    return movedim(gi, -1, axis)
+
+
+def cumprod(input, dim, dtype=None, exclusive=False):
+    if dtype is not None:
+        input = ew.cast(input, dtypes.from_any(dtype))
+    (axis,) = normalize_dims(dim, input.ndim, "cumprod")
+    return _cumprod(input, axis=axis, exclusive=exclusive)
+
+
+# ---- max / min ------------------------------------------------------------------------------------
+def _extreme(name, fn):
+    op = defop(name, kind=RED, saves_output=True)(
+        lambda xp, x, axes, keepdim=False: getattr(xp, fn)(x, axis=axes, keepdims=keepdim)
+    )
+
+    @op.grad
+    def _(ctx, g):
+        # ties share the gradient evenly, as torch's amax/amin do
+        x = ctx.inputs[0]
+        axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
+        out = _unsqueeze_reduced(ctx.out, axes, keepdim)
+        mask = ew.cast(ew.eq(x, out), x.array.dtype)
+        count = sum(mask, dim=axes, keepdim=True)
+        return ew.mul(ew.div(_unsqueeze_reduced(g, axes, keepdim), count), mask)
+
+    return op
+
+
+_amax = _extreme("amax", "max")
+_amin = _extreme("amin", "min")
+
+
+def _check_nonempty(input, axes, name):
+    for a in axes:
+        if input.shape[a] == 0:
+            raise ShapeError(f"{name}(): Expected reduction dim {a} to have non-zero size, input shape {tuple(input.shape)}")
+    if not axes and input.array.size == 0:
+        raise ShapeError(f"{name}(): Expected reduction over a non-empty tensor, input shape {tuple(input.shape)}")
+
+
+def amax(input, dim=None, keepdim=False):
+    axes = normalize_dims(dim if dim != () else None, input.ndim, "amax")
+    _check_nonempty(input, axes, "amax")
+    return _amax(input, axes=axes, keepdim=keepdim)
+
+
+def amin(input, dim=None, keepdim=False):
+    axes = normalize_dims(dim if dim != () else None, input.ndim, "amin")
+    _check_nonempty(input, axes, "amin")
+    return _amin(input, axes=axes, keepdim=keepdim)
+
+
+@defop("argmax", kind=RED, save=())
+def _argmax(xp, x, axis=None, keepdim=False):
+    return xp.argmax(x, axis=axis, keepdims=keepdim)
+
+
+@defop("argmin", kind=RED, save=())
+def _argmin(xp, x, axis=None, keepdim=False):
+    return xp.argmin(x, axis=axis, keepdims=keepdim)
+
+
+def argmax(input, dim=None, keepdim=False):
+    axis = None if dim is None else normalize_dims(dim, input.ndim, "argmax")[0]
+    _check_nonempty(input, () if axis is None else (axis,), "argmax")
+    return _argmax(input, axis=axis, keepdim=keepdim and axis is not None)
+
+
+def argmin(input, dim=None, keepdim=False):
+    axis = None if dim is None else normalize_dims(dim, input.ndim, "argmin")[0]
+    _check_nonempty(input, () if axis is None else (axis,), "argmin")
+    return _argmin(input, axis=axis, keepdim=keepdim and axis is not None)
+
+
+def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
+    if isinstance(dim, Tensor):
+        return binary(input, dim)
+    if other is not None:
+        return binary(input, other)
+    if dim is None:
+        return reduce_all(input)
+    from distgraph.ops.indexing import gather
+    from distgraph.ops.shape import squeeze
+
+    idx = arg(input, dim, keepdim=True)
+    values = gather(input, dim, idx)
+    if not keepdim:
+        values, idx = squeeze(values, dim), squeeze(idx, dim)
+    return MaxMin(values, idx)
+
+
+def max(input, dim=None, keepdim=False, other=None):
+    """max(t) -> max value; max(t, dim) -> (values, indices); max(t, other) -> elementwise maximum."""
+    return _max_min(input, dim, keepdim, other, amax, argmax, ew.maximum, "max")
+
+
+def min(input, dim=None, keepdim=False, other=None):
+    return _max_min(input, dim, keepdim, other, amin, argmin, ew.minimum, "min")
+
+
+# ---- statistics ---------------------------------------------------------------------------------------
+def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    axes = normalize_dims(dim, input.ndim, "var")
+    n = 1
+    for a in axes:
+        n *= input.shape[a]
+    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
+    return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
+
+
+def max_(a, b):
+    return a if a > b else b
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return ew.sqrt(var(input, dim, unbiased, keepdim, correction))
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+
+
+def logsumexp(input, dim, keepdim=False):
+    axes = normalize_dims(dim, input.ndim, "logsumexp")
+    with_grad_free_max = amax(input.detach(), dim=axes, keepdim=True)
+    m = ew.where(ew.isfinite(with_grad_free_max), with_grad_free_max, ew.const(0, with_grad_free_max))
+    out = ew.add(ew.log(sum(ew.exp(ew.sub(input, m)), dim=axes, keepdim=True)), m)
+    if not keepdim:
+        from distgraph.ops.shape import reshape
+
+        out = reshape(out, tuple(s for i, s in enumerate(input.shape) if i not in axes))
+    return out
+
+
+def norm(input, p="fro", dim=None, keepdim=False):
+    if p in ("fro", 2, 2.0):
+        return ew.sqrt(sum(ew.mul(input, input), dim=dim, keepdim=keepdim))
+    if p in (1, 1.0):
+        return sum(ew.abs(input), dim=dim, keepdim=keepdim)
+    if p == float("inf"):
+        return amax(ew.abs(input), dim=dim, keepdim=keepdim)
+    return ew.pow(sum(ew.pow(ew.abs(input), p), dim=dim, keepdim=keepdim), 1.0 / p)
+
+
+# ---- boolean --------------------------------------------------------------------------------------------
+@defop("any", kind=RED, save=())
+def _any(xp, x, axes, keepdim=False):
+    return xp.any(x, axis=axes, keepdims=keepdim)
+
+
+@defop("all", kind=RED, save=())
+def _all(xp, x, axes, keepdim=False):
+    return xp.all(x, axis=axes, keepdims=keepdim)
+
+
+def any(input, dim=None, keepdim=False):
+    return _any(input, axes=normalize_dims(dim, input.ndim, "any"), keepdim=keepdim)
+
+
+def all(input, dim=None, keepdim=False):
+    return _all(input, axes=normalize_dims(dim, input.ndim, "all"), keepdim=keepdim)
+
+
+def count_nonzero(input, dim=None):
+    return sum(ew.ne(input, 0), dim=dim)

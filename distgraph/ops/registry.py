@@ -1,0 +1,65 @@
+"""The op table: every differentiable op is defined here once, as an array forward and a backward rule.
+
+An Op's forward takes the device's array namespace (`xp`: numpy or cupy) and arrays, plus keyword
+attributes, and returns an array (or `(array, extra)` when `saves_extra`, `extra` being kept for
+backward). Its backward rule takes the Node (`ctx.inputs`, `ctx.attrs`, `ctx.out`, `ctx.saved`) and
+the output gradient as a Tensor, and returns one Tensor (or None) per input, written with
+differentiable ops so higher-order gradients and captured backward graphs come for free. Gradients
+are reduced to each input's shape by the engine, so rules may return broadcast gradients.
+
+`kind` tells graph passes what the op is: "elementwise" (fusable), "reduction", "view", "matmul",
+"index", "other". `save` lists the inputs whose values backward reads (checked against in-place
+changes); `view` marks outputs that may share the input's memory (they share its version counter).
+"""
+
+from distgraph.autograd.function import apply
+
+REGISTRY = {}
+
+
+class Op:
+    __slots__ = ("name", "forward", "backward", "kind", "save", "saves_output", "saves_extra", "view", "__dict__")
+
+    def __init__(self, name, forward, kind, save, saves_output, saves_extra, view):
+        self.name = name
+        self.forward = forward
+        self.backward = None
+        self.kind = kind
+        self.save = tuple(save)
+        self.saves_output = saves_output
+        self.saves_extra = saves_extra
+        self.view = view
+
+    def grad(self, rule):
+        """Decorator: attach the backward rule `rule(ctx, grad) -> grads per input`."""
+        self.backward = rule
+        return rule
+
+    def __call__(self, *inputs, **attrs):
+        return apply(self, inputs, attrs)
+
+    def __repr__(self):
+        return f"Op({self.name}, kind={self.kind})"
+
+
+def defop(name, *, kind="other", save=(0,), saves_output=False, saves_extra=False, view=False):
+    """Decorator registering `forward(xp, *arrays, **attrs)` as op `name`."""
+
+    def register(forward):
+        if name in REGISTRY:
+            raise ValueError(f"op {name!r} is defined twice")
+        op = Op(name, forward, kind, save, saves_output, saves_extra, view)
+        REGISTRY[name] = op
+        return op
+
+    return register
+
+
+def get_op(name):
+    """Look an op up by name (used by graph deserialization and remote workers)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        from distgraph.errors import DistgraphError
+
+        raise DistgraphError(f"unknown op {name!r}: not in distgraph's op registry") from None

@@ -1,0 +1,521 @@
+"""Shape ops: views (reshape, permute, expand, ...), joins and splits (cat, stack, split, chunk),
+reordering (flip, roll), padding and triangular masks.
+
+Views share memory with their input on numpy/cupy when the backend can, so they share its version
+counter (`view=True`): an in-place write through a view is seen by autograd's saved-tensor checks.
+"""
+
+import builtins
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ShapeError
+from distgraph.ops import elementwise as ew
+from distgraph.ops.reduction import normalize_dims
+from distgraph.ops.registry import defop
+
+VIEW = "view"
+
+
+def _dim(d, ndim, op):
+    return normalize_dims(d, ndim, op)[0]
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        return tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+# ---- reshape family -------------------------------------------------------------------------------
+@defop("reshape", kind=VIEW, save=(), view=True)
+def _reshape(xp, x, shape):
+    return x.reshape(shape)
+
+
+_reshape.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
+
+
+def reshape(input, *shape):
+    shape = _shape_arg(shape)
+    if shape == input.shape:
+        return input
+    size = input.array.size
+    known = 1
+    infer = [i for i, s in enumerate(shape) if s == -1]
+    for s in shape:
+        if s != -1:
+            known *= s
+    if len(infer) > 1 or (infer and (known == 0 or size % known)) or (not infer and known != size):
+        raise ShapeError(f"reshape: shape '{list(shape)}' is invalid for input of size {size} (shape {tuple(input.shape)})")
+    if infer:
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    return _reshape(input, shape=shape)
+
+
+view = reshape
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    if input.ndim == 0:
+        return reshape(input, (1,))
+    s = _dim(start_dim, input.ndim, "flatten")
+    e = _dim(end_dim, input.ndim, "flatten")
+    if s > e:
+        raise ShapeError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
+    shape = input.shape
+    n = 1
+    for d in shape[s : e + 1]:
+        n *= d
+    return reshape(input, shape[:s] + (n,) + shape[e + 1 :])
+
+
+def unflatten(input, dim, sizes):
+    d = _dim(dim, input.ndim, "unflatten")
+    sizes = tuple(sizes)
+    if -1 in sizes:
+        known = int(np.prod([s for s in sizes if s != -1]))
+        sizes = tuple(input.shape[d] // known if s == -1 else s for s in sizes)
+    if int(np.prod(sizes)) != input.shape[d]:
+        raise ShapeError(f"unflatten: sizes {sizes} don't multiply up to the size of dim {dim} ({input.shape[d]})")
+    return reshape(input, input.shape[:d] + sizes + input.shape[d + 1 :])
+
+
+def squeeze(input, dim=None):
+    if dim is None:
+        return reshape(input, tuple(s for s in input.shape if s != 1))
+    dims = normalize_dims(dim, input.ndim, "squeeze")
+    return reshape(input, tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1)))
+
+
+def unsqueeze(input, dim):
+    n = input.ndim + 1
+    if not -n <= dim < n:
+        raise ShapeError(f"unsqueeze: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    d = dim % n
+    return reshape(input, input.shape[:d] + (1,) + input.shape[d:])
+
+
+def contiguous(input):
+    return input
+
+
+# ---- permutations -----------------------------------------------------------------------------------
+@defop("permute", kind=VIEW, save=(), view=True)
+def _permute(xp, x, dims):
+    return x.transpose(dims)
+
+
+_permute.grad(lambda ctx, g: permute(g, tuple(np.argsort(ctx.attrs["dims"]).tolist())))
+
+
+def permute(input, *dims):
+    dims = _shape_arg(dims)
+    if len(dims) != input.ndim:
+        raise ShapeError(
+            f"permute(sparse_coo): number of dimensions in the tensor input does not match the length of the "
+            f"desired ordering of dimensions i.e. input.dim() = {input.ndim} is not equal to len(dims) = {len(dims)}"
+        )
+    dims = tuple(d % input.ndim for d in dims) if input.ndim else ()
+    if sorted(dims) != list(range(input.ndim)):
+        raise ShapeError(f"permute: dims {dims} are not a permutation of {input.ndim} dims")
+    if dims == tuple(range(input.ndim)):
+        return input
+    return _permute(input, dims=dims)
+
+
+def transpose(input, dim0, dim1):
+    if input.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return input
+    a, b = _dim(dim0, input.ndim, "transpose"), _dim(dim1, input.ndim, "transpose")
+    order = list(range(input.ndim))
+    order[a], order[b] = order[b], order[a]
+    return permute(input, tuple(order))
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input):
+    if input.ndim > 2:
+        raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
+def movedim(input, source, destination):
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    n = input.ndim
+    src = [s % n for s in src]
+    dst = [d % n for d in dst]
+    order = [i for i in range(n) if i not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return permute(input, tuple(order))
+
+
+# ---- expand / repeat ----------------------------------------------------------------------------------
+@defop("expand", kind=VIEW, save=(), view=True)
+def _expand(xp, x, shape):
+    return xp.broadcast_to(x, shape)
+
+
+@_expand.grad
+def _(ctx, g):
+    from distgraph.ops.reduction import sum_to
+
+    return sum_to(g, ctx.inputs[0].shape)
+
+
+def expand(input, *sizes):
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - input.ndim
+    if lead < 0:
+        raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be >= the number of dims ({input.ndim})")
+    shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    for i, s in enumerate(input.shape):
+        if s != 1 and s != shape[i + lead]:
+            raise ShapeError(
+                f"expand: the expanded size of the tensor ({shape[i + lead]}) must match the existing size ({s}) "
+                f"at non-singleton dimension {i + lead}. Target sizes: {list(sizes)}. Tensor sizes: {list(input.shape)}"
+            )
+    if shape == input.shape:
+        return input
+    return _expand(input, shape=shape)
+
+
+def expand_as(input, other):
+    return expand(input, other.shape)
+
+
+def broadcast_to(input, shape):
+    return expand(input, tuple(shape))
+
+
+def broadcast_tensors(*tensors):
+    shape = np.broadcast_shapes(*[t.shape for t in tensors])
+    return tuple(expand(t, shape) for t in tensors)
+
+
+@defop("repeat", kind="other", save=())
+def _repeat(xp, x, repeats):
+    return xp.tile(x, repeats)
+
+
+@_repeat.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    reps = ctx.attrs["repeats"]
+    lead = len(reps) - x.ndim
+    shape = (1,) * lead + x.shape
+    split = []
+    for r, s in zip(reps, shape):
+        split += [r, s]
+    from distgraph.ops.reduction import sum
+
+    g = reshape(g, tuple(split))
+    g = sum(g, dim=tuple(range(0, 2 * len(reps), 2)))
+    return reshape(g, x.shape)
+
+
+def repeat(input, *repeats):
+    repeats = _shape_arg(repeats)
+    if len(repeats) < input.ndim:
+        raise ShapeError(
+            f"repeat: Number of dimensions of repeat dims ({len(repeats)}) can not be smaller than number of dimensions of tensor ({input.ndim})"
+        )
+    return _repeat(input, repeats=repeats)
+
+
+def tile(input, dims):
+    dims = tuple(dims)
+    if len(dims) < input.ndim:
+        dims = (1,) * (input.ndim - len(dims)) + dims
+    return repeat(input, dims)
+
+
+def repeat_interleave(input, repeats, dim=None):
+    from distgraph.ops.indexing import index_select
+
+    if dim is None:
+        input, dim = flatten(input), 0
+    d = _dim(dim, input.ndim, "repeat_interleave")
+    reps = repeats.array if isinstance(repeats, Tensor) else repeats
+    xp = input.device.xp
+    index = xp.repeat(xp.arange(input.shape[d]), xp.asarray(reps) if not isinstance(reps, int) else reps)
+    return index_select(input, d, Tensor(index, device=input.device))
+
+
+# ---- cat / stack / split --------------------------------------------------------------------------------
+@defop("cat", kind="other", save=())
+def _cat(xp, *xs, axis):
+    return xp.concatenate(xs, axis=axis)
+
+
+@_cat.grad
+def _(ctx, g):
+    axis = ctx.attrs["axis"]
+    grads, start = [], 0
+    for x in ctx.inputs:
+        n = x.shape[axis]
+        grads.append(narrow(g, axis, start, n))
+        start += n
+    return tuple(grads)
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ShapeError("cat(): expected a non-empty list of Tensors")
+    tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
+    ref = tensors[0]
+    d = _dim(dim, ref.ndim, "cat")
+    for i, t in enumerate(tensors):
+        if t.ndim != ref.ndim or builtins.any(
+            a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d
+        ):
+            raise ShapeError(
+                f"cat: Sizes of tensors must match except in dimension {d}. Expected {tuple(ref.shape)} "
+                f"but got {tuple(t.shape)} for tensor number {i} in the list."
+            )
+    dt = tensors[0].array.dtype
+    if builtins.any(t.array.dtype != dt for t in tensors):
+        from distgraph.dtypes import result_np_dtype
+
+        dt = result_np_dtype(tensors)
+        tensors = [t if t.array.dtype == dt else ew.cast(t, dt) for t in tensors]
+    if len(tensors) == 1:
+        return tensors[0]
+    return _cat(*tensors, axis=d)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ShapeError("stack expects a non-empty TensorList")
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ShapeError(
+                f"stack expects each tensor to be equal size, but got {tuple(tensors[0].shape)} at entry 0 "
+                f"and {tuple(t.shape)} at entry {i}"
+            )
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+def hstack(tensors):
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    return cat([t if t.ndim > 1 else unsqueeze(t, 0) for t in tensors], 0)
+
+
+@defop("slice", kind=VIEW, save=(), view=True)
+def _slice(xp, x, axis, start, stop):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+@_slice.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    axis, start, stop = ctx.attrs["axis"], ctx.attrs["start"], ctx.attrs["stop"]
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (start, x.shape[axis] - stop)
+    return pad_nd(g, tuple(widths))
+
+
+def narrow(input, dim, start, length):
+    d = _dim(dim, input.ndim, "narrow")
+    if start < 0:
+        start += input.shape[d]
+    if not 0 <= start <= start + length <= input.shape[d]:
+        raise ShapeError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({input.shape[d]})")
+    return _slice(input, axis=d, start=start, stop=start + length)
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    d = _dim(dim, tensor.ndim, "split")
+    n = tensor.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0 and n:
+            raise ShapeError(f"split: split_size must be positive, got {step}")
+        sizes = [builtins.min(step, n - i) for i in range(0, n, step)] if n else [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ShapeError(f"split: split_with_sizes expects split_sizes to sum exactly to {n} (input shape {tuple(tensor.shape)} at dim {d}), but got split_sizes={sizes}")
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(tensor, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(input, chunks, dim=0):
+    d = _dim(dim, input.ndim, "chunk")
+    n = input.shape[d]
+    size = -(-n // chunks) if n else 1
+    return split(input, size, d)
+
+
+def unbind(input, dim=0):
+    d = _dim(dim, input.ndim, "unbind")
+    return tuple(squeeze(s, d) for s in split(input, 1, d))
+
+
+# ---- reorder ----------------------------------------------------------------------------------------------
+@defop("flip", kind="other", save=())
+def _flip(xp, x, axes):
+    return xp.flip(x, axis=axes)
+
+
+_flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))
+
+
+def flip(input, dims):
+    axes = normalize_dims(dims, input.ndim, "flip")
+    return _flip(input, axes=axes) if axes else input
+
+
+def fliplr(input):
+    return flip(input, 1)
+
+
+def flipud(input):
+    return flip(input, 0)
+
+
+@defop("roll", kind="other", save=())
+def _roll(xp, x, shifts, axes):
+    return xp.roll(x, shifts, axis=axes)
+
+
+_roll.grad(lambda ctx, g: _roll(g, shifts=tuple(-s for s in ctx.attrs["shifts"]), axes=ctx.attrs["axes"]))
+
+
+def roll(input, shifts, dims=None):
+    if dims is None:
+        return reshape(roll(flatten(input), shifts, 0), input.shape)
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise ShapeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+    axes = tuple(_dim(d, input.ndim, "roll") for d in dims)
+    return _roll(input, shifts=shifts, axes=axes)
+
+
+# ---- pad ----------------------------------------------------------------------------------------------------
+@defop("pad", kind="other", save=())
+def _pad(xp, x, widths, value=0.0):
+    return xp.pad(x, widths, mode="constant", constant_values=value)
+
+
+@_pad.grad
+def _(ctx, g):
+    index = tuple(slice(lo, g.shape[i] - hi) for i, (lo, hi) in enumerate(ctx.attrs["widths"]))
+    from distgraph.ops.indexing import getitem
+
+    return getitem(g, index)
+
+
+def pad_nd(input, widths, value=0.0):
+    """Constant padding with numpy-style `widths` ((before, after) per dim)."""
+    return _pad(input, widths=tuple(tuple(w) for w in widths), value=value)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim."""
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ShapeError(f"pad: padding length {len(pad)} must be even and at most 2*ndim ({2 * input.ndim})")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
+        from distgraph.ops.indexing import getitem
+
+        index = tuple(slice(-lo if lo < 0 else 0, (hi if hi < 0 else None)) for lo, hi in widths)
+        input = getitem(input, index)
+        widths = [(builtins.max(lo, 0), builtins.max(hi, 0)) for lo, hi in widths]
+    if mode != "constant":
+        raise ShapeError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    return pad_nd(input, widths, 0.0 if value is None else value)
+
+
+# ---- triangular / diagonal ------------------------------------------------------------------------------------
+def _tri_mask(input, diagonal, upper):
+    xp = input.device.xp
+    n, m = input.shape[-2:]
+    mask = xp.triu(xp.ones((n, m), dtype=bool), diagonal) if upper else xp.tril(xp.ones((n, m), dtype=bool), diagonal)
+    return Tensor(mask, device=input.device)
+
+
+def tril(input, diagonal=0):
+    return ew.where(_tri_mask(input, diagonal, False), input, ew.const(0, input))
+
+
+def triu(input, diagonal=0):
+    return ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input))
+
+
+@defop("diagonal", kind="other", save=())
+def _diagonal(xp, x, offset, axis1, axis2):
+    return xp.diagonal(x, offset=offset, axis1=axis1, axis2=axis2).copy()
+
+
+@_diagonal.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    off, a1, a2 = ctx.attrs["offset"], ctx.attrs["axis1"], ctx.attrs["axis2"]
+    xp = x.device.xp
+    n, m = x.shape[a1], x.shape[a2]
+    k = g.shape[-1]
+    rows = xp.arange(k) + builtins.max(-off, 0)
+    cols = xp.arange(k) + builtins.max(off, 0)
+    eye = xp.zeros((k, n, m), dtype=x.array.dtype)
+    eye[xp.arange(k), rows, cols] = 1
+    # g: (..., k) -> (..., n, m) via a fixed selection tensor, then move axes back
+    from distgraph.ops.linalg import matmul
+
+    full = reshape(matmul(g, reshape(Tensor(eye, device=x.device), (k, n * m))), g.shape[:-1] + (n, m))
+    return movedim(full, (-2, -1), (a1, a2))
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    a1, a2 = _dim(dim1, input.ndim, "diagonal"), _dim(dim2, input.ndim, "diagonal")
+    return _diagonal(input, offset=offset, axis1=a1, axis2=a2)
+
+
+def diag(input, diagonal=0):
+    if input.ndim == 2:
+        return globals()["diagonal"](input, diagonal)
+    n = input.shape[0] + builtins.abs(diagonal)
+    xp = input.device.xp
+    sel = xp.zeros((input.shape[0], n * n), dtype=input.array.dtype)
+    r = xp.arange(input.shape[0])
+    sel[r, (r + builtins.max(-diagonal, 0)) * n + r + builtins.max(diagonal, 0)] = 1
+    from distgraph.ops.linalg import matmul
+
+    return reshape(matmul(unsqueeze(input, 0), Tensor(sel, device=input.device)), (n, n))
+
+
+# ---- unfold -----------------------------------------------------------------------------------------------------
+def unfold(input, dimension, size, step):
+    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim."""
+    from distgraph.ops.indexing import index_select
+
+    d = _dim(dimension, input.ndim, "unfold")
+    n = (input.shape[d] - size) // step + 1
+    if n <= 0 or size <= 0:
+        raise ShapeError(f"unfold: size {size} is larger than dimension {d} of size {input.shape[d]}")
+    xp = input.device.xp
+    index = (xp.arange(n)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
+    picked = index_select(input, d, Tensor(index, device=input.device))  # (.., n*size, ..)
+    picked = reshape(picked, input.shape[:d] + (n, size) + input.shape[d + 1 :])
+    return movedim(picked, d + 1, -1)
