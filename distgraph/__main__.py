@@ -1,0 +1,3 @@
+from distgraph.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""Timing and reporting helpers shared by every benchmark: robust medians, interleaved peers, tables."""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def machine():
+    """One line that says where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} · {os.cpu_count()} cores · {cpu} · Python {platform.python_version()}"
+
+
+def time_call(fn, repeat=30, warmup=3, inner=1):
+    """Median seconds per call of fn() over `repeat` samples of `inner` calls each."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def interleaved(fns, repeat=30, warmup=3, inner=1):
+    """Median seconds per call for each fn in `fns` (dict name->fn), alternating them so noise is shared."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def table(headers, rows):
+    """A plain-text table (also valid Markdown), as a string."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    out = [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def _fmt(x):
+    if isinstance(x, float):
+        if x == 0 or 1e-3 <= abs(x) < 1e5:
+            return f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
+        return f"{x:.3e}"
+    return str(x)
+
+
+def write_json(path, payload):
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)

@@ -1,0 +1,49 @@
+"""Shared fixtures: the torch parity helper, a session-wide local Ray instance, device parametrization."""
+
+import os
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # torch is the reference, not a dependency: parity tests skip without it
+    torch = None
+
+
+def pytest_configure(config):
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    dg.manual_seed(0)
+    np.random.seed(0)
+
+
+def devices():
+    """Devices to run parity tests on: cpu always, cuda where cupy and a GPU exist."""
+    out = ["cpu"]
+    if dg.cuda_is_available():
+        out.append("cuda")
+    return out
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    if request.param == "cuda" and not dg.cuda_is_available():
+        pytest.skip("needs cupy and a CUDA GPU")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance per test session (ray.init costs seconds), num_cpus=2."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
