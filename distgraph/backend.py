@@ -16,19 +16,14 @@ _devices = {}
 class Device:
     """A device: type "cpu" or "cuda" with an index. Holds the array namespace (`xp`) it uses."""
 
-    __slots__ = ("type", "index", "_xp")
+    __slots__ = ("type", "index", "xp")
 
     def __init__(self, type_, index):
         self.type = type_
         self.index = index
-        self._xp = np if type_ == "cpu" else None
-
-    @property
-    def xp(self):
-        """numpy or cupy: the module whose functions operate on this device's arrays."""
-        if self._xp is None:
-            self._xp = cupy_module()
-        return self._xp
+        # numpy or cupy: the module whose functions operate on this device's arrays (a plain
+        # attribute, read on every op). cuda Devices are only built after cupy imported.
+        self.xp = np if type_ == "cpu" else cupy_module()
 
     def __repr__(self):
         return f"device(type='{self.type}'" + (f", index={self.index})" if self.index is not None else ")")

@@ -16,6 +16,18 @@ from distgraph.errors import AutogradError, ShapeError
 
 
 
+def _accumulate(prev, g, create_graph):
+    """prev + g; outside create_graph the sum needs no graph, so add the arrays directly."""
+    if prev is None:
+        return g
+    if create_graph:
+        return prev + g
+    out = Tensor.__new__(Tensor)
+    out.array = prev.array + g.array
+    out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = g.device, None, None, False, [0]
+    return out
+
+
 def _make_seed(out, grad):
     if grad is None:
         if out.array.size != 1:
@@ -61,7 +73,7 @@ def _run_node(node, grad, retain_graph):
     if inputs is None:
         raise AutogradError(_freed_message(node))
     op = node.op
-    for i, v in zip(op.save, node.versions):
+    for i, v in zip(op.save, node.versions):  # versions covers the saved inputs that exist
         if inputs[i]._vc[0] != v:
             t = inputs[i]
             raise AutogradError(
@@ -76,14 +88,19 @@ def _run_node(node, grad, retain_graph):
         node.inputs = None
         node.saved = None
         node.out_ref = None
-    result = []
-    for t, g in zip(inputs, grads):
-        if g is not None:
-            if g.array.shape != t.array.shape:
-                g = sum_to_shape(g, t.array.shape)
-            if g.array.dtype != t.array.dtype and t.array.dtype.kind == "f":
-                g = g.to(t.dtype)
-        result.append(g)
+    result = grads
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        want, got = inputs[i].array, g.array
+        if got.shape != want.shape or (got.dtype != want.dtype and want.dtype.kind == "f"):
+            if got.shape != want.shape:
+                g = sum_to_shape(g, want.shape)
+            if g.array.dtype != want.dtype and want.dtype.kind == "f":
+                g = g.to(inputs[i].dtype)
+            if result is grads:
+                result = list(grads)
+            result[i] = g
     if grad_mode.anomaly["enabled"]:
         _check_anomaly(node, result)
     return result
@@ -137,7 +154,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                     new = hook(grad)
                     if new is not None:
                         grad = new
-            if node in capture_nodes:
+            if capture_nodes and node in capture_nodes:
                 captured[id(capture_nodes[node])] = grad
             in_grads = _run_node(node, grad, retain_graph) if grad is not None else [None] * len(node.next)
             for nxt, g in zip(node.next, in_grads):
@@ -145,14 +162,13 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                     continue
                 if type(nxt) is Node:
                     if g is not None:
-                        prev = grads.get(nxt)
-                        grads[nxt] = g if prev is None else prev + g
+                        grads[nxt] = _accumulate(grads.get(nxt), g, create_graph)
                     left = deps[nxt] - 1
                     deps[nxt] = left
                     if left == 0:
                         ready.append(nxt)
                 elif g is not None:
-                    _add_leaf(leaf_grads, nxt, g)
+                    _add_leaf(leaf_grads, nxt, g, create_graph)
         for leaf, g in leaf_grads.values():
             hooks = getattr(leaf, "_hooks", None)
             for hook in hooks or ():
@@ -165,16 +181,16 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 if leaf.grad is None:
                     leaf.grad = g if create_graph else g.detach()
                 else:
-                    leaf.grad = leaf.grad + g
+                    leaf.grad = _accumulate(leaf.grad, g, create_graph)
     return captured
 
 
-def _add_leaf(leaf_grads, leaf, g):
+def _add_leaf(leaf_grads, leaf, g, create_graph=False):
     entry = leaf_grads.get(id(leaf))
     if entry is None:
         leaf_grads[id(leaf)] = [leaf, g]
     else:
-        entry[1] = entry[1] + g
+        entry[1] = _accumulate(entry[1], g, create_graph)
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):

@@ -101,35 +101,60 @@ def op_error(op_name, inputs, attrs, exc):
 
 
 def apply(op, inputs, attrs=_EMPTY):
-    """Run `op` on Tensors `inputs` with keyword `attrs`; return the output Tensor (with grad_fn when recorded)."""
+    """Run `op` on Tensors `inputs` with keyword `attrs`; return the output Tensor (with grad_fn when recorded).
+
+    This is the hot path of eager execution, so it is written out flat: one and two inputs (almost
+    every op) avoid building lists, and the grad check stops at the first input that needs grad.
+    """
     first = inputs[0]
     dev = first.device
-    if len(inputs) > 1:
+    n = len(inputs)
+    if n == 1:
+        arrays = (first.array,)
+        needs_grad = first.requires_grad
+    elif n == 2:
+        second = inputs[1]
+        if second.device is not dev:
+            raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+        arrays = (first.array, second.array)
+        needs_grad = first.requires_grad or second.requires_grad
+    else:
         for t in inputs:
             if t.device is not dev:
                 raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+        arrays = [t.array for t in inputs]
+        needs_grad = any(t.requires_grad for t in inputs)
     try:
-        result = op.forward(dev.xp, *[t.array for t in inputs], **attrs)
+        result = op.forward(dev.xp, *arrays, **attrs) if attrs else op.forward(dev.xp, *arrays)
     except Exception as exc:
         raise op_error(op.name, inputs, attrs, exc) from exc
     saved = None
     if op.saves_extra:
         result, saved = result
-    out = Tensor.__new__(Tensor)
+    out = _new_tensor(Tensor)
     out.array = result
     out.device = dev
     out.grad = None
     out.grad_fn = None
-    out.requires_grad = False
     out._vc = first._vc if op.view else [0]
-    if grad_mode.state.grad_enabled and op.backward is not None:
-        for t in inputs:
-            if t.requires_grad:
-                _record(op, inputs, attrs, saved, out)
-                break
+    if needs_grad and op.backward is not None and grad_mode.state.grad_enabled:
+        _record(op, inputs, attrs, saved, out)
+    else:
+        out.requires_grad = False
     if _tracer is not None:
         _tracer.record(op, inputs, attrs, out)
     return out
+
+
+_new_tensor = Tensor.__new__
+
+
+def _edge(t):
+    """Where a gradient for input `t` goes: its producer Node, the leaf itself, or nowhere."""
+    fn = t.grad_fn
+    if fn is not None:
+        return fn
+    return t if t.requires_grad else None
 
 
 def _record(op, inputs, attrs, saved, out):
@@ -138,8 +163,19 @@ def _record(op, inputs, attrs, saved, out):
     node.inputs = inputs
     node.attrs = attrs
     node.saved = saved
-    node.next = tuple(t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None) for t in inputs)
-    node.versions = tuple(inputs[i]._vc[0] for i in op.save) if op.save else ()
+    if len(inputs) == 1:
+        node.next = (_edge(inputs[0]),)
+    elif len(inputs) == 2:
+        node.next = (_edge(inputs[0]), _edge(inputs[1]))
+    else:
+        node.next = tuple(_edge(t) for t in inputs)
+    save = op.save
+    if not save:
+        node.versions = ()
+    elif len(save) == 1:
+        node.versions = (inputs[save[0]]._vc[0],)
+    else:
+        node.versions = tuple(inputs[i]._vc[0] for i in save if i < len(inputs))
     node.out_ref = (out.array, out._vc, out._vc[0]) if op.saves_output else None
     node.hooks = None
     node.stack = traceback.format_stack()[:-3] if grad_mode.anomaly["enabled"] else None

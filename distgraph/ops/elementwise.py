@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.ops.registry import defop
 
@@ -197,10 +198,13 @@ def _(ctx, g):
 
 def _binary_fn(op, float_only=False):
     def fn(input, other):
-        a, b = _operands(input, other)
+        if type(input) is Tensor and type(other) is Tensor and input.array.dtype == other.array.dtype:
+            a, b = input, other  # the common case, without the promotion logic
+        else:
+            a, b = _operands(input, other)
         if float_only and a.array.dtype.kind != "f":
             a, b = _float_operand(a), _float_operand(b)
-        return op(a, b)
+        return apply(op, (a, b))
 
     fn.__name__ = op.name
     return fn
@@ -265,13 +269,61 @@ def rsub(input, other, alpha=1):
     return sub(other, mul(input, alpha) if alpha != 1 else input)
 
 
+# ---- fused backward kernels ----------------------------------------------------------------------
+# The first-order backward of the commonest activations is one array expression instead of three
+# ops (PyTorch has tanh_backward etc. for the same reason); each is itself differentiable, so double
+# backward still works.
+@defop("tanh_backward", kind=EW, save=(0, 1))
+def _tanh_bwd(xp, g, y):
+    return g * (1 - y * y)
+
+
+@_tanh_bwd.grad
+def _(ctx, gg):
+    g, y = ctx.inputs
+    return _tanh_bwd(gg, y), mul(mul(gg, g), mul(y, -2))
+
+
+@defop("sigmoid_backward", kind=EW, save=(0, 1))
+def _sigmoid_bwd(xp, g, y):
+    return g * y * (1 - y)
+
+
+@_sigmoid_bwd.grad
+def _(ctx, gg):
+    g, y = ctx.inputs
+    return _sigmoid_bwd(gg, y), mul(mul(gg, g), rsub(mul(y, 2), 1))
+
+
+@defop("relu_backward", kind=EW, save=(1,))
+def _relu_bwd(xp, g, y):
+    return g * (y > 0)
+
+
+_relu_bwd.grad(lambda ctx, gg: (_relu_bwd(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
+
+
+def _tanh_backward(g, y):
+    return apply(_tanh_bwd, (g, y))
+
+
+def _sigmoid_backward(g, y):
+    return apply(_sigmoid_bwd, (g, y))
+
+
+def _relu_backward(g, y):
+    return apply(_relu_bwd, (g, y))
+
+
 # ---- unary math ---------------------------------------------------------------------------------
 def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
     op = defop(name, kind=EW, save=save, saves_output=saves_output)(forward)
     op.grad(rule)
 
     def fn(input):
-        return op(_float_operand(input) if float_only else input)
+        if float_only and input.array.dtype.kind != "f":
+            input = _float_operand(input)
+        return apply(op, (input,))
 
     fn.__name__ = name
     fn.op = op
@@ -307,7 +359,7 @@ acos = _unary("acos", lambda xp, x: xp.arccos(x), lambda ctx, g: neg(mul(g, rsqr
 atan = _unary("atan", lambda xp, x: xp.arctan(x), lambda ctx, g: div(g, add(square(ctx.inputs[0]), 1)))
 sinh = _unary("sinh", lambda xp, x: xp.sinh(x), lambda ctx, g: mul(g, cosh(ctx.inputs[0])))
 cosh = _unary("cosh", lambda xp, x: xp.cosh(x), lambda ctx, g: mul(g, sinh(ctx.inputs[0])))
-tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: mul(g, rsub(mul(ctx.out, ctx.out), 1)), True, save=())
+tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: _tanh_backward(g, ctx.out), True, save=())
 asinh = _unary("asinh", lambda xp, x: xp.arcsinh(x), lambda ctx, g: mul(g, rsqrt(add(square(ctx.inputs[0]), 1))))
 acosh = _unary("acosh", lambda xp, x: xp.arccosh(x), lambda ctx, g: mul(g, rsqrt(sub(square(ctx.inputs[0]), 1))))
 atanh = _unary("atanh", lambda xp, x: xp.arctanh(x), lambda ctx, g: div(g, rsub(square(ctx.inputs[0]), 1)))
@@ -352,9 +404,9 @@ def _sigmoid_fwd(xp, x):
 
 
 sigmoid = _unary(
-    "sigmoid", _sigmoid_fwd, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
+    "sigmoid", _sigmoid_fwd, lambda ctx, g: _sigmoid_backward(g, ctx.out), saves_output=True, save=()
 )
-relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: mul(g, gt(ctx.out, 0)), True, False, save=())
+relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
 
 
 @defop("leaky_relu", kind=EW)

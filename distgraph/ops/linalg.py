@@ -5,11 +5,13 @@ public function (torch's rules), so the backward rule is the plain pair of produ
 sums broadcast batch dims.
 """
 
+from distgraph.autograd.function import apply
+from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dims, sum
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import reshape, transpose, unsqueeze
+from distgraph.ops.shape import _permute, reshape, unsqueeze
 
 
 @defop("matmul", kind="matmul", save=(0, 1))
@@ -17,16 +19,25 @@ def _matmul(xp, a, b):
     return a @ b
 
 
+def _mT(x):
+    """Swap the last two dims (a view), skipping the argument checks of the public transpose."""
+    dims = tuple(range(x.array.ndim - 2)) + (x.array.ndim - 1, x.array.ndim - 2)
+    return apply(_permute, (x,), {"dims": dims})
+
+
 @_matmul.grad
 def _(ctx, g):
     a, b = ctx.inputs
-    ga = _matmul(g, transpose(b, -1, -2)) if ctx.next[0] is not None else None
-    gb = _matmul(transpose(a, -1, -2), g) if ctx.next[1] is not None else None
+    ga = apply(_matmul, (g, _mT(b))) if ctx.next[0] is not None else None
+    gb = apply(_matmul, (_mT(a), g)) if ctx.next[1] is not None else None
     return ga, gb
 
 
 def matmul(input, other):
-    a, b = ew._operands(input, other)
+    if type(input) is Tensor and type(other) is Tensor and input.array.dtype == other.array.dtype:
+        a, b = input, other
+    else:
+        a, b = ew._operands(input, other)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both arguments need at least 1 dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
@@ -34,8 +45,8 @@ def matmul(input, other):
             f"matmul: mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, a.shape))} and "
             f"{'x'.join(map(str, b.shape))})"
         )
-    if a.ndim >= 2 and b.ndim >= 2:
-        return _matmul(a, b)
+    if a.array.ndim >= 2 and b.array.ndim >= 2:
+        return apply(_matmul, (a, b))
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     out = _matmul(unsqueeze(a, 0) if squeeze_a else a, unsqueeze(b, -1) if squeeze_b else b)
     shape = out.shape

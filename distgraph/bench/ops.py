@@ -1,0 +1,69 @@
+"""`distgraph bench ops`: per-op cost of eager autograd on tiny tensors, distgraph vs PyTorch eager.
+
+Tiny (4x4) tensors make the numeric work negligible, so the figure is the framework's own overhead:
+op dispatch, graph recording, and the backward engine. Each chain runs forward and backward; the
+time is divided by the number of forward ops. Peers are interleaved in one run (shared noise).
+"""
+
+import click
+import numpy as np
+
+from distgraph.bench._util import interleaved, machine, table, write_json
+
+CHAINS = {
+    # name: (ops per link, body(y, w) using only operators/methods both libraries share); each
+    # chain keeps values bounded so no overflow changes the work
+    "mul-add-tanh": (3, lambda y, w: (y * w + w).tanh()),
+    "matmul-relu": (2, lambda y, w: (y @ w).relu()),
+    "sub-exp-div": (4, lambda y, w: ((y - w).exp() / (w + 2.0)).tanh()),
+    "sigmoid-mul-sum": (3, lambda y, w: (y.sigmoid() * w).sum(1, keepdim=True).expand(4, 4)),
+}
+
+
+def _step(lib_tensor, body, links):
+    def run():
+        x, w = lib_tensor
+        y = x
+        for _ in range(links):
+            y = body(y, w)
+        y.sum().backward()
+        x.grad = None
+        w.grad = None
+
+    return run
+
+
+@click.command("ops")
+@click.option("--links", default=50, show_default=True, help="links per chain (ops per link vary)")
+@click.option("--repeat", default=30, show_default=True)
+@click.option("--json", "json_path", default=None, help="write results as JSON")
+def command(links, repeat, json_path):
+    """Eager per-op overhead on 4x4 tensors, forward + backward, vs PyTorch eager."""
+    import distgraph as dg
+
+    try:
+        import torch
+    except ImportError:
+        raise click.ClickException("bench ops compares against PyTorch: pip install 'distgraph[bench]'") from None
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows, results = [], {}
+    for name, (per_link, body) in CHAINS.items():
+        a = rng.random((4, 4), dtype=np.float32) * 0.5
+        b = rng.random((4, 4), dtype=np.float32) * 0.5
+        ours = (dg.tensor(a, requires_grad=True), dg.tensor(b, requires_grad=True))
+        theirs = (torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True))
+        times = interleaved(
+            {"distgraph": _step(ours, body, links), "torch": _step(theirs, body, links)}, repeat=repeat, warmup=3
+        )
+        n_ops = links * per_link + 1
+        us = {k: v / n_ops * 1e6 for k, v in times.items()}
+        ratio = us["distgraph"] / us["torch"]
+        results[name] = {"us_per_op": us, "ratio": ratio}
+        rows.append([name, f"{us['distgraph']:.2f}", f"{us['torch']:.2f}", f"{ratio:.2f}x"])
+    geo = float(np.exp(np.mean([np.log(r["ratio"]) for r in results.values()])))
+    rows.append(["geometric mean", "", "", f"{geo:.2f}x"])
+    click.echo(f"eager autograd, 4x4 float32, forward+backward, µs per forward op — {machine()}")
+    click.echo(table(["chain", "distgraph µs/op", "torch µs/op", "distgraph / torch"], rows))
+    click.echo("target: distgraph <= 1.0x PyTorch per op")
+    write_json(json_path, {"machine": machine(), "results": results, "geomean_ratio": geo})
