@@ -147,28 +147,23 @@ def apply(op, inputs, attrs=_EMPTY):
 
 
 _new_tensor = Tensor.__new__
-
-
-def _edge(t):
-    """Where a gradient for input `t` goes: its producer Node, the leaf itself, or nowhere."""
-    fn = t.grad_fn
-    if fn is not None:
-        return fn
-    return t if t.requires_grad else None
+_new_node = object.__new__
 
 
 def _record(op, inputs, attrs, saved, out):
-    node = Node()
+    node = _new_node(Node)
     node.op = op
     node.inputs = inputs
     node.attrs = attrs
     node.saved = saved
+    a = inputs[0]
     if len(inputs) == 1:
-        node.next = (_edge(inputs[0]),)
+        node.next = (a.grad_fn or (a if a.requires_grad else None),)
     elif len(inputs) == 2:
-        node.next = (_edge(inputs[0]), _edge(inputs[1]))
+        b = inputs[1]
+        node.next = (a.grad_fn or (a if a.requires_grad else None), b.grad_fn or (b if b.requires_grad else None))
     else:
-        node.next = tuple(_edge(t) for t in inputs)
+        node.next = tuple(t.grad_fn or (t if t.requires_grad else None) for t in inputs)
     save = op.save
     if not save:
         node.versions = ()
