@@ -43,9 +43,7 @@ float64 = DType("float64", np.float64, 2)
 ALL = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
 _BY_NP = {d.np: d for d in ALL}
 _BY_NAME = {d.name: d for d in ALL}
-_BY_NAME.update(
-    {"float": float32, "double": float64, "half": float16, "long": int64, "int": int32, "short": int16}
-)
+_BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32, "short": int16})
 
 _default_float = float32
 

@@ -15,7 +15,6 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, ShapeError
 
 
-
 def _accumulate(prev, g, create_graph):
     """prev + g; outside create_graph the sum needs no graph, so add the arrays directly."""
     if prev is None:
@@ -39,7 +38,9 @@ def _make_seed(out, grad):
     if not isinstance(grad, Tensor):
         grad = Tensor(out.device.xp.asarray(grad, dtype=out.array.dtype), device=out.device)
     if grad.shape != out.shape:
-        raise ShapeError(f"backward: gradient of shape {tuple(grad.shape)} does not match output shape {tuple(out.shape)}")
+        raise ShapeError(
+            f"backward: gradient of shape {tuple(grad.shape)} does not match output shape {tuple(out.shape)}"
+        )
     return grad
 
 
@@ -122,7 +123,7 @@ def _check_anomaly(node, grads):
 
 def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, accumulate=True):
     """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id."""
-    roots, seeds = [], []
+    roots = []
     leaf_grads = {}  # id(leaf) -> [leaf, grad]
     captured = {}
     capture_nodes = {}

@@ -64,7 +64,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
         if isinstance(x, Tensor) and x.requires_grad and x.array.dtype != np.float64:
             import warnings
 
-            warnings.warn(f"gradcheck: input {i} is {x.dtype.name}, not float64; the check may fail from rounding")
+            warnings.warn(
+                f"gradcheck: input {i} is {x.dtype.name}, not float64; the check may fail from rounding", stacklevel=2
+            )
     numerical = [j for j in numerical_jacobian(fn, inputs, eps) if j is not None]
     analytical = analytical_jacobian(fn, inputs)
     for i, (n, a) in enumerate(zip(numerical, analytical)):
@@ -73,8 +75,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
                 return False
             err = np.max(np.abs(a - n)) if n.shape == a.shape else "shape mismatch"
             raise AutogradError(
-                f"Jacobian mismatch for differentiable input {i}: max abs diff {err}\n"
-                f"numerical:\n{n}\nanalytical:\n{a}"
+                f"Jacobian mismatch for differentiable input {i}: max abs diff {err}\nnumerical:\n{n}\nanalytical:\n{a}"
             )
     return True
 

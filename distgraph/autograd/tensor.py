@@ -267,8 +267,14 @@ class Tensor:
 
     def __reduce__(self):
         # Ray/in-flight serialization only (files use msgpack via dg.save): array + flags.
-        return (_rebuild, (to_device(self.array, "cpu") if self.device is not CPU else self.array,
-                           str(self.device), self.requires_grad))
+        return (
+            _rebuild,
+            (
+                to_device(self.array, "cpu") if self.device is not CPU else self.array,
+                str(self.device),
+                self.requires_grad,
+            ),
+        )
 
 
 def _rebuild(array, device, requires_grad):
