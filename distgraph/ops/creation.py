@@ -135,7 +135,9 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     default = None
     if dtype is None:
-        default = dtypes.bool_ if isinstance(fill_value, bool) else dtypes.int64 if isinstance(fill_value, int) else None
+        default = (
+            dtypes.bool_ if isinstance(fill_value, bool) else dtypes.int64 if isinstance(fill_value, int) else None
+        )
     return _fill(fill_value, (tuple(size),), dtype, device, requires_grad, default)
 
 

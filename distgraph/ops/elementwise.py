@@ -11,6 +11,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
+from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.registry import defop
 
 EW = "elementwise"
@@ -131,7 +132,7 @@ def _(ctx, g):
     if ctx.next[0] is not None:
         ga = mul(g, mul(b, pow(a, sub(b, 1))))
     if ctx.next[1] is not None:
-        safe_log = log(where(eq(a, 0), const(1, a), a))
+        safe_log = log(where(cmp.eq(a, 0), const(1, a), a))
         gb = mul(g, mul(ctx.out, safe_log))
     return ga, gb
 
@@ -149,15 +150,15 @@ def _minimum(xp, a, b):
 def _extremum_grad(ctx, g, wins):
     a, b = ctx.inputs
     half = div(g, 2)
-    tie = eq(a, b)
+    tie = cmp.eq(a, b)
     zero = const(0, g)
     ga = where(tie, half, where(wins(a, b), g, zero))
     gb = where(tie, half, where(wins(b, a), g, zero))
     return ga, gb
 
 
-_maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, gt))
-_minimum.grad(lambda ctx, g: _extremum_grad(ctx, g, lt))
+_maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.gt))
+_minimum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.lt))
 
 
 @defop("fmod", kind=EW, save=(0, 1))
@@ -235,8 +236,10 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
-        return trunc(_div(_float_operand(a), _float_operand(b))) if a.array.dtype.kind == "f" else cast(
-            trunc(_div(_float_operand(a), _float_operand(b))), a.array.dtype
+        return (
+            trunc(_div(_float_operand(a), _float_operand(b)))
+            if a.array.dtype.kind == "f"
+            else cast(trunc(_div(_float_operand(a), _float_operand(b))), a.array.dtype)
         )
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
@@ -342,13 +345,9 @@ log2 = _unary("log2", lambda xp, x: xp.log2(x), lambda ctx, g: div(g, mul(ctx.in
 log10 = _unary("log10", lambda xp, x: xp.log10(x), lambda ctx, g: div(g, mul(ctx.inputs[0], math.log(10))))
 log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda ctx, g: div(g, add(ctx.inputs[0], 1)))
 sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda ctx, g: div(g, mul(ctx.out, 2)), True, save=())
-rsqrt = _unary(
-    "rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(pow(ctx.out, 3), -0.5)), True, save=()
-)
+rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(pow(ctx.out, 3), -0.5)), True, save=())
 square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
-reciprocal = _unary(
-    "reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=()
-)
+reciprocal = _unary("reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=())
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
 sign = _unary("sign", lambda xp, x: xp.sign(x), _zero_grad, float_only=False, save=())
 sin = _unary("sin", lambda xp, x: xp.sin(x), lambda ctx, g: mul(g, cos(ctx.inputs[0])))
@@ -391,9 +390,7 @@ def _erf_fwd(xp, x):
     return cupy_special().erf(x)
 
 
-erf = _unary(
-    "erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.inputs[0]))), 2 / math.sqrt(math.pi)))
-)
+erf = _unary("erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.inputs[0]))), 2 / math.sqrt(math.pi))))
 
 
 # ---- activations --------------------------------------------------------------------------------
@@ -403,88 +400,8 @@ def _sigmoid_fwd(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-sigmoid = _unary(
-    "sigmoid", _sigmoid_fwd, lambda ctx, g: _sigmoid_backward(g, ctx.out), saves_output=True, save=()
-)
+sigmoid = _unary("sigmoid", _sigmoid_fwd, lambda ctx, g: _sigmoid_backward(g, ctx.out), saves_output=True, save=())
 relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
-
-
-@defop("leaky_relu", kind=EW)
-def _leaky_relu(xp, x, negative_slope=0.01):
-    return xp.where(x > 0, x, x * negative_slope)
-
-
-@_leaky_relu.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    return mul(g, where(gt(x, 0), const(1, g), const(ctx.attrs.get("negative_slope", 0.01), g)))
-
-
-def leaky_relu(input, negative_slope=0.01):
-    return _leaky_relu(input, negative_slope=negative_slope)
-
-
-@defop("elu", kind=EW, saves_output=True)
-def _elu(xp, x, alpha=1.0):
-    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
-
-
-@_elu.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    alpha = ctx.attrs.get("alpha", 1.0)
-    return mul(g, where(gt(x, 0), const(1, g), add(ctx.out, alpha)))
-
-
-def elu(input, alpha=1.0):
-    return _elu(input, alpha=alpha)
-
-
-def silu(input):
-    return mul(input, sigmoid(input))
-
-
-def gelu(input, approximate="none"):
-    if approximate == "tanh":
-        inner = mul(add(input, mul(pow(input, 3), 0.044715)), math.sqrt(2 / math.pi))
-        return mul(mul(input, 0.5), add(tanh(inner), 1))
-    if approximate != "none":
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return mul(mul(input, 0.5), add(erf(mul(input, 1 / math.sqrt(2))), 1))
-
-
-@defop("softplus", kind=EW)
-def _softplus(xp, x, beta=1.0, threshold=20.0):
-    bx = x * beta
-    return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype, copy=False)
-
-
-@_softplus.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    beta, threshold = ctx.attrs.get("beta", 1.0), ctx.attrs.get("threshold", 20.0)
-    bx = mul(x, beta)
-    return mul(g, where(gt(bx, threshold), const(1, g), sigmoid(bx)))
-
-
-def softplus(input, beta=1.0, threshold=20.0):
-    return _softplus(input, beta=beta, threshold=threshold)
-
-
-def mish(input):
-    return mul(input, tanh(softplus(input)))
-
-
-def hardtanh(input, min_val=-1.0, max_val=1.0):
-    return clamp(input, min_val, max_val)
-
-
-def relu6(input):
-    return clamp(input, 0, 6)
-
-
-def logsigmoid(input):
-    return neg(softplus(neg(input)))
 
 
 # ---- clamp, where, lerp -------------------------------------------------------------------------
@@ -499,10 +416,10 @@ def _(ctx, g):
     lo, hi = ctx.attrs.get("min"), ctx.attrs.get("max")
     keep = None
     if lo is not None:
-        keep = ge(x, lo)
+        keep = cmp.ge(x, lo)
     if hi is not None:
-        upper = le(x, hi)
-        keep = upper if keep is None else logical_and(keep, upper)
+        upper = cmp.le(x, hi)
+        keep = upper if keep is None else cmp.logical_and(keep, upper)
     return g if keep is None else mul(g, keep)
 
 
@@ -551,59 +468,3 @@ def where(condition, input=None, other=None):
 
 def lerp(input, end, weight):
     return add(input, mul(weight, sub(end, input)))
-
-
-# ---- comparisons and logic (no gradient) --------------------------------------------------------
-def _compare(name, forward):
-    op = defop(name, kind=EW, save=())(forward)
-
-    def fn(input, other):
-        return op(*_operands(input, other))
-
-    fn.__name__ = name
-    return fn
-
-
-eq = _compare("eq", lambda xp, a, b: a == b)
-ne = _compare("ne", lambda xp, a, b: a != b)
-lt = _compare("lt", lambda xp, a, b: a < b)
-le = _compare("le", lambda xp, a, b: a <= b)
-gt = _compare("gt", lambda xp, a, b: a > b)
-ge = _compare("ge", lambda xp, a, b: a >= b)
-logical_and = _compare("logical_and", lambda xp, a, b: xp.logical_and(a, b))
-logical_or = _compare("logical_or", lambda xp, a, b: xp.logical_or(a, b))
-logical_xor = _compare("logical_xor", lambda xp, a, b: xp.logical_xor(a, b))
-bitwise_and = _compare("bitwise_and", lambda xp, a, b: a & b)
-bitwise_or = _compare("bitwise_or", lambda xp, a, b: a | b)
-bitwise_xor = _compare("bitwise_xor", lambda xp, a, b: a ^ b)
-greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
-
-
-def _predicate(name, forward):
-    op = defop(name, kind=EW, save=())(forward)
-    op.__doc__ = name
-    return op
-
-
-logical_not = _predicate("logical_not", lambda xp, a: xp.logical_not(a))
-bitwise_not = _predicate("bitwise_not", lambda xp, a: ~a)
-isnan = _predicate("isnan", lambda xp, a: xp.isnan(a))
-isinf = _predicate("isinf", lambda xp, a: xp.isinf(a))
-isfinite = _predicate("isfinite", lambda xp, a: xp.isfinite(a))
-
-
-@defop("isclose", kind=EW, save=())
-def _isclose(xp, a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
-    return xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
-
-
-def isclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False):
-    return _isclose(*_operands(input, other), rtol=rtol, atol=atol, equal_nan=equal_nan)
-
-
-def allclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False):
-    return bool(isclose(input, other, rtol, atol, equal_nan).array.all())
-
-
-def equal(input, other):
-    return input.shape == other.shape and bool((input.array == other.array).all())

@@ -161,7 +161,9 @@ def _check_gather(name, input, dim, index):
         lo, hi = int(index.array.min()), int(index.array.max())
         n = input.shape[d] if input.ndim else 1
         if lo < -n or hi >= n:
-            raise IndexOutOfRangeError(f"{name}(): index {hi if hi >= n else lo} is out of bounds for dimension {d} with size {n}")
+            raise IndexOutOfRangeError(
+                f"{name}(): index {hi if hi >= n else lo} is out of bounds for dimension {d} with size {n}"
+            )
     return d
 
 
@@ -192,7 +194,7 @@ def _(ctx, g):
     if ctx.next[2] is not None:
         gsrc = _gather(g, index, axis=axis)
         if gsrc.shape != src.shape:
-            from distgraph.ops.shape import pad_nd
+            from distgraph.ops.regions import pad_nd
 
             gsrc = pad_nd(gsrc, [(0, s - i) for s, i in zip(src.shape, index.shape)])
     return g, None, gsrc
@@ -215,8 +217,12 @@ def _scatter(xp, x, index, src, axis):
 def _(ctx, g):
     x, index, src = ctx.inputs
     axis = ctx.attrs["axis"]
-    keep = _scatter(Tensor(x.device.xp.ones(x.shape, dtype=g.array.dtype), device=x.device), index,
-                    Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device), axis=axis)
+    keep = _scatter(
+        Tensor(x.device.xp.ones(x.shape, dtype=g.array.dtype), device=x.device),
+        index,
+        Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device),
+        axis=axis,
+    )
     gsrc = _gather(g, index, axis=axis) if ctx.next[2] is not None else None
     return ew.mul(g, keep), None, gsrc
 
@@ -252,7 +258,9 @@ def masked_fill(input, mask, value):
 
 
 def masked_select(input, mask):
-    return getitem(input, mask.array if mask.shape == input.shape else mask.device.xp.broadcast_to(mask.array, input.shape))
+    return getitem(
+        input, mask.array if mask.shape == input.shape else mask.device.xp.broadcast_to(mask.array, input.shape)
+    )
 
 
 def nonzero(input, as_tuple=False):
@@ -270,7 +278,9 @@ def one_hot(tensor, num_classes=-1):
     if num_classes == -1:
         num_classes = int(tensor.array.max()) + 1 if tensor.array.size else 0
     if tensor.array.size and (int(tensor.array.min()) < 0 or int(tensor.array.max()) >= num_classes):
-        raise IndexOutOfRangeError(f"one_hot: class values must be in [0, {num_classes}), got {tensor.array.min()}..{tensor.array.max()}")
+        raise IndexOutOfRangeError(
+            f"one_hot: class values must be in [0, {num_classes}), got {tensor.array.min()}..{tensor.array.max()}"
+        )
     out = (tensor.array[..., None] == xp.arange(num_classes)).astype(np.int64)
     return Tensor(out, device=tensor.device)
 
@@ -327,5 +337,6 @@ def bincount(input, weights=None, minlength=0):
 def searchsorted(sorted_sequence, values, right=False):
     xp = sorted_sequence.device.xp
     side = "right" if right else "left"
-    return Tensor(xp.searchsorted(sorted_sequence.array, values.array, side=side).astype(np.int64), device=values.device)
-
+    return Tensor(
+        xp.searchsorted(sorted_sequence.array, values.array, side=side).astype(np.int64), device=values.device
+    )

@@ -65,7 +65,9 @@ def mm(input, mat2):
 
 def bmm(input, mat2):
     if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
-        raise ShapeError(f"bmm: expected 3-D tensors with equal batch, got {tuple(input.shape)} and {tuple(mat2.shape)}")
+        raise ShapeError(
+            f"bmm: expected 3-D tensors with equal batch, got {tuple(input.shape)} and {tuple(mat2.shape)}"
+        )
     return matmul(input, mat2)
 
 
@@ -163,7 +165,9 @@ def einsum(equation, *operands):
         raise ShapeError(f"einsum(): {len(specs)} operand subscripts for {len(operands)} operands in {equation!r}")
     for s, t in zip(specs, operands):
         if len(s) != t.ndim:
-            raise ShapeError(f"einsum(): subscripts {s!r} do not match operand of shape {tuple(t.shape)} in {equation!r}")
+            raise ShapeError(
+                f"einsum(): subscripts {s!r} do not match operand of shape {tuple(t.shape)} in {equation!r}"
+            )
     return _einsum(*operands, equation=equation)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 
@@ -28,9 +29,7 @@ def normalize_dims(dim, ndim, op="op"):
     for d in dims:
         lo, hi = (-ndim, ndim - 1) if ndim else (-1, 0)
         if not lo <= d <= hi:
-            raise ShapeError(
-                f"{op}: Dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})"
-            )
+            raise ShapeError(f"{op}: Dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})")
         out.append(d % ndim if ndim else 0)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: dim {dim} appears multiple times in the list of dims")
@@ -188,7 +187,7 @@ def _(ctx, g):
     # y_j = prod_{k<=j} x_k (or k<j if exclusive); dy_j/dx_i = prod_{k<=j, k!=i} x_k: exact, zeros included.
     x = ctx.inputs[0]
     axis, exclusive = ctx.attrs["axis"], ctx.attrs.get("exclusive", False)
-    from distgraph.ops.shape import movedim, reshape, tril
+    from distgraph.ops.shape import movedim, reshape
 
     n = x.shape[axis]
     xm = movedim(x, axis, -1)  # (..., n)
@@ -230,7 +229,7 @@ def _extreme(name, fn):
         x = ctx.inputs[0]
         axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
         out = _unsqueeze_reduced(ctx.out, axes, keepdim)
-        mask = ew.cast(ew.eq(x, out), x.array.dtype)
+        mask = ew.cast(cmp.eq(x, out), x.array.dtype)
         count = sum(mask, dim=axes, keepdim=True)
         return ew.mul(ew.div(_unsqueeze_reduced(g, axes, keepdim), count), mask)
 
@@ -244,7 +243,9 @@ _amin = _extreme("amin", "min")
 def _check_nonempty(input, axes, name):
     for a in axes:
         if input.shape[a] == 0:
-            raise ShapeError(f"{name}(): Expected reduction dim {a} to have non-zero size, input shape {tuple(input.shape)}")
+            raise ShapeError(
+                f"{name}(): Expected reduction dim {a} to have non-zero size, input shape {tuple(input.shape)}"
+            )
     if not axes and input.array.size == 0:
         raise ShapeError(f"{name}(): Expected reduction over a non-empty tensor, input shape {tuple(input.shape)}")
 
@@ -340,7 +341,7 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
 def logsumexp(input, dim, keepdim=False):
     axes = normalize_dims(dim, input.ndim, "logsumexp")
     with_grad_free_max = amax(input.detach(), dim=axes, keepdim=True)
-    m = ew.where(ew.isfinite(with_grad_free_max), with_grad_free_max, ew.const(0, with_grad_free_max))
+    m = ew.where(cmp.isfinite(with_grad_free_max), with_grad_free_max, ew.const(0, with_grad_free_max))
     out = ew.add(ew.log(sum(ew.exp(ew.sub(input, m)), dim=axes, keepdim=True)), m)
     if not keepdim:
         from distgraph.ops.shape import reshape
@@ -379,4 +380,4 @@ def all(input, dim=None, keepdim=False):
 
 
 def count_nonzero(input, dim=None):
-    return sum(ew.ne(input, 0), dim=dim)
+    return sum(cmp.ne(input, 0), dim=dim)

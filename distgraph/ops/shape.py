@@ -1,5 +1,5 @@
 """Shape ops: views (reshape, permute, expand, ...), joins and splits (cat, stack, split, chunk),
-reordering (flip, roll), padding and triangular masks.
+reordering (flip, roll). Padding and triangular/diagonal selection live in `regions`.
 
 Views share memory with their input on numpy/cupy when the backend can, so they share its version
 counter (`view=True`): an in-place write through a view is seen by autograd's saved-tensor checks.
@@ -48,7 +48,9 @@ def reshape(input, *shape):
         if s != -1:
             known *= s
     if len(infer) > 1 or (infer and (known == 0 or size % known)) or (not infer and known != size):
-        raise ShapeError(f"reshape: shape '{list(shape)}' is invalid for input of size {size} (shape {tuple(input.shape)})")
+        raise ShapeError(
+            f"reshape: shape '{list(shape)}' is invalid for input of size {size} (shape {tuple(input.shape)})"
+        )
     if infer:
         shape = tuple(size // known if s == -1 else s for s in shape)
     return _reshape(input, shape=shape)
@@ -92,7 +94,9 @@ def squeeze(input, dim=None):
 def unsqueeze(input, dim):
     n = input.ndim + 1
     if not -n <= dim < n:
-        raise ShapeError(f"unsqueeze: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+        raise ShapeError(
+            f"unsqueeze: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})"
+        )
     d = dim % n
     return reshape(input, input.shape[:d] + (1,) + input.shape[d:])
 
@@ -172,7 +176,9 @@ def expand(input, *sizes):
     sizes = _shape_arg(sizes)
     lead = len(sizes) - input.ndim
     if lead < 0:
-        raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be >= the number of dims ({input.ndim})")
+        raise ShapeError(
+            f"expand: the number of sizes provided ({len(sizes)}) must be >= the number of dims ({input.ndim})"
+        )
     shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     for i, s in enumerate(input.shape):
         if s != 1 and s != shape[i + lead]:
@@ -272,9 +278,7 @@ def cat(tensors, dim=0):
     ref = tensors[0]
     d = _dim(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
-        if t.ndim != ref.ndim or builtins.any(
-            a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d
-        ):
+        if t.ndim != ref.ndim or builtins.any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d):
             raise ShapeError(
                 f"cat: Sizes of tensors must match except in dimension {d}. Expected {tuple(ref.shape)} "
                 f"but got {tuple(t.shape)} for tensor number {i} in the list."
@@ -327,6 +331,8 @@ def _(ctx, g):
     axis, start, stop = ctx.attrs["axis"], ctx.attrs["start"], ctx.attrs["stop"]
     widths = [(0, 0)] * x.ndim
     widths[axis] = (start, x.shape[axis] - stop)
+    from distgraph.ops.regions import pad_nd
+
     return pad_nd(g, tuple(widths))
 
 
@@ -350,7 +356,9 @@ def split(tensor, split_size_or_sections, dim=0):
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:
-            raise ShapeError(f"split: split_with_sizes expects split_sizes to sum exactly to {n} (input shape {tuple(tensor.shape)} at dim {d}), but got split_sizes={sizes}")
+            raise ShapeError(
+                f"split: split_with_sizes expects split_sizes to sum exactly to {n} (input shape {tuple(tensor.shape)} at dim {d}), but got split_sizes={sizes}"
+            )
     out, start = [], 0
     for s in sizes:
         out.append(narrow(tensor, d, start, s))
@@ -409,113 +417,3 @@ def roll(input, shifts, dims=None):
         raise ShapeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
     axes = tuple(_dim(d, input.ndim, "roll") for d in dims)
     return _roll(input, shifts=shifts, axes=axes)
-
-
-# ---- pad ----------------------------------------------------------------------------------------------------
-@defop("pad", kind="other", save=())
-def _pad(xp, x, widths, value=0.0):
-    return xp.pad(x, widths, mode="constant", constant_values=value)
-
-
-@_pad.grad
-def _(ctx, g):
-    index = tuple(slice(lo, g.shape[i] - hi) for i, (lo, hi) in enumerate(ctx.attrs["widths"]))
-    from distgraph.ops.indexing import getitem
-
-    return getitem(g, index)
-
-
-def pad_nd(input, widths, value=0.0):
-    """Constant padding with numpy-style `widths` ((before, after) per dim)."""
-    return _pad(input, widths=tuple(tuple(w) for w in widths), value=value)
-
-
-def pad(input, pad, mode="constant", value=None):
-    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim."""
-    if len(pad) % 2 or len(pad) // 2 > input.ndim:
-        raise ShapeError(f"pad: padding length {len(pad)} must be even and at most 2*ndim ({2 * input.ndim})")
-    widths = [(0, 0)] * input.ndim
-    for i in range(len(pad) // 2):
-        widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
-        from distgraph.ops.indexing import getitem
-
-        index = tuple(slice(-lo if lo < 0 else 0, (hi if hi < 0 else None)) for lo, hi in widths)
-        input = getitem(input, index)
-        widths = [(builtins.max(lo, 0), builtins.max(hi, 0)) for lo, hi in widths]
-    if mode != "constant":
-        raise ShapeError(f"pad: mode {mode!r} is not supported (only 'constant')")
-    return pad_nd(input, widths, 0.0 if value is None else value)
-
-
-# ---- triangular / diagonal ------------------------------------------------------------------------------------
-def _tri_mask(input, diagonal, upper):
-    xp = input.device.xp
-    n, m = input.shape[-2:]
-    mask = xp.triu(xp.ones((n, m), dtype=bool), diagonal) if upper else xp.tril(xp.ones((n, m), dtype=bool), diagonal)
-    return Tensor(mask, device=input.device)
-
-
-def tril(input, diagonal=0):
-    return ew.where(_tri_mask(input, diagonal, False), input, ew.const(0, input))
-
-
-def triu(input, diagonal=0):
-    return ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input))
-
-
-@defop("diagonal", kind="other", save=())
-def _diagonal(xp, x, offset, axis1, axis2):
-    return xp.diagonal(x, offset=offset, axis1=axis1, axis2=axis2).copy()
-
-
-@_diagonal.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    off, a1, a2 = ctx.attrs["offset"], ctx.attrs["axis1"], ctx.attrs["axis2"]
-    xp = x.device.xp
-    n, m = x.shape[a1], x.shape[a2]
-    k = g.shape[-1]
-    rows = xp.arange(k) + builtins.max(-off, 0)
-    cols = xp.arange(k) + builtins.max(off, 0)
-    eye = xp.zeros((k, n, m), dtype=x.array.dtype)
-    eye[xp.arange(k), rows, cols] = 1
-    # g: (..., k) -> (..., n, m) via a fixed selection tensor, then move axes back
-    from distgraph.ops.linalg import matmul
-
-    full = reshape(matmul(g, reshape(Tensor(eye, device=x.device), (k, n * m))), g.shape[:-1] + (n, m))
-    return movedim(full, (-2, -1), (a1, a2))
-
-
-def diagonal(input, offset=0, dim1=0, dim2=1):
-    a1, a2 = _dim(dim1, input.ndim, "diagonal"), _dim(dim2, input.ndim, "diagonal")
-    return _diagonal(input, offset=offset, axis1=a1, axis2=a2)
-
-
-def diag(input, diagonal=0):
-    if input.ndim == 2:
-        return globals()["diagonal"](input, diagonal)
-    n = input.shape[0] + builtins.abs(diagonal)
-    xp = input.device.xp
-    sel = xp.zeros((input.shape[0], n * n), dtype=input.array.dtype)
-    r = xp.arange(input.shape[0])
-    sel[r, (r + builtins.max(-diagonal, 0)) * n + r + builtins.max(diagonal, 0)] = 1
-    from distgraph.ops.linalg import matmul
-
-    return reshape(matmul(unsqueeze(input, 0), Tensor(sel, device=input.device)), (n, n))
-
-
-# ---- unfold -----------------------------------------------------------------------------------------------------
-def unfold(input, dimension, size, step):
-    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim."""
-    from distgraph.ops.indexing import index_select
-
-    d = _dim(dimension, input.ndim, "unfold")
-    n = (input.shape[d] - size) // step + 1
-    if n <= 0 or size <= 0:
-        raise ShapeError(f"unfold: size {size} is larger than dimension {d} of size {input.shape[d]}")
-    xp = input.device.xp
-    index = (xp.arange(n)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
-    picked = index_select(input, d, Tensor(index, device=input.device))  # (.., n*size, ..)
-    picked = reshape(picked, input.shape[:d] + (n, size) + input.shape[d + 1 :])
-    return movedim(picked, d + 1, -1)

@@ -1,0 +1,88 @@
+"""Activation functions beyond relu/sigmoid/tanh: leaky_relu, elu, gelu, silu, softplus, mish, ...
+
+Each is either one elementwise op with its own derivative, or a one-line composition of existing ops.
+"""
+
+import math
+
+from distgraph.ops.compare import gt
+from distgraph.ops.elementwise import EW, add, clamp, const, erf, mul, neg, pow, sigmoid, tanh, where
+from distgraph.ops.registry import defop
+
+
+@defop("leaky_relu", kind=EW)
+def _leaky_relu(xp, x, negative_slope=0.01):
+    return xp.where(x > 0, x, x * negative_slope)
+
+
+@_leaky_relu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    return mul(g, where(gt(x, 0), const(1, g), const(ctx.attrs.get("negative_slope", 0.01), g)))
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return _leaky_relu(input, negative_slope=negative_slope)
+
+
+@defop("elu", kind=EW, saves_output=True)
+def _elu(xp, x, alpha=1.0):
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+@_elu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    alpha = ctx.attrs.get("alpha", 1.0)
+    return mul(g, where(gt(x, 0), const(1, g), add(ctx.out, alpha)))
+
+
+def elu(input, alpha=1.0):
+    return _elu(input, alpha=alpha)
+
+
+def silu(input):
+    return mul(input, sigmoid(input))
+
+
+def gelu(input, approximate="none"):
+    if approximate == "tanh":
+        inner = mul(add(input, mul(pow(input, 3), 0.044715)), math.sqrt(2 / math.pi))
+        return mul(mul(input, 0.5), add(tanh(inner), 1))
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return mul(mul(input, 0.5), add(erf(mul(input, 1 / math.sqrt(2))), 1))
+
+
+@defop("softplus", kind=EW)
+def _softplus(xp, x, beta=1.0, threshold=20.0):
+    bx = x * beta
+    return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype, copy=False)
+
+
+@_softplus.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    beta, threshold = ctx.attrs.get("beta", 1.0), ctx.attrs.get("threshold", 20.0)
+    bx = mul(x, beta)
+    return mul(g, where(gt(bx, threshold), const(1, g), sigmoid(bx)))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return _softplus(input, beta=beta, threshold=threshold)
+
+
+def mish(input):
+    return mul(input, tanh(softplus(input)))
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    return clamp(input, min_val, max_val)
+
+
+def relu6(input):
+    return clamp(input, 0, 6)
+
+
+def logsigmoid(input):
+    return neg(softplus(neg(input)))

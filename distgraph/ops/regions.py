@@ -1,0 +1,119 @@
+"""Ops that add or select regions of a tensor: pad, tril/triu, diagonal/diag, unfold (sliding windows)."""
+
+import builtins
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ShapeError
+from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import defop
+from distgraph.ops.shape import _dim, movedim, reshape, unsqueeze
+
+
+# ---- pad ----------------------------------------------------------------------------------------------------
+@defop("pad", kind="other", save=())
+def _pad(xp, x, widths, value=0.0):
+    return xp.pad(x, widths, mode="constant", constant_values=value)
+
+
+@_pad.grad
+def _(ctx, g):
+    index = tuple(slice(lo, g.shape[i] - hi) for i, (lo, hi) in enumerate(ctx.attrs["widths"]))
+    from distgraph.ops.indexing import getitem
+
+    return getitem(g, index)
+
+
+def pad_nd(input, widths, value=0.0):
+    """Constant padding with numpy-style `widths` ((before, after) per dim)."""
+    return _pad(input, widths=tuple(tuple(w) for w in widths), value=value)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim."""
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ShapeError(f"pad: padding length {len(pad)} must be even and at most 2*ndim ({2 * input.ndim})")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
+        from distgraph.ops.indexing import getitem
+
+        index = tuple(slice(-lo if lo < 0 else 0, (hi if hi < 0 else None)) for lo, hi in widths)
+        input = getitem(input, index)
+        widths = [(builtins.max(lo, 0), builtins.max(hi, 0)) for lo, hi in widths]
+    if mode != "constant":
+        raise ShapeError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    return pad_nd(input, widths, 0.0 if value is None else value)
+
+
+# ---- triangular / diagonal ------------------------------------------------------------------------------------
+def _tri_mask(input, diagonal, upper):
+    xp = input.device.xp
+    n, m = input.shape[-2:]
+    mask = xp.triu(xp.ones((n, m), dtype=bool), diagonal) if upper else xp.tril(xp.ones((n, m), dtype=bool), diagonal)
+    return Tensor(mask, device=input.device)
+
+
+def tril(input, diagonal=0):
+    return ew.where(_tri_mask(input, diagonal, False), input, ew.const(0, input))
+
+
+def triu(input, diagonal=0):
+    return ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input))
+
+
+@defop("diagonal", kind="other", save=())
+def _diagonal(xp, x, offset, axis1, axis2):
+    return xp.diagonal(x, offset=offset, axis1=axis1, axis2=axis2).copy()
+
+
+@_diagonal.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    off, a1, a2 = ctx.attrs["offset"], ctx.attrs["axis1"], ctx.attrs["axis2"]
+    xp = x.device.xp
+    n, m = x.shape[a1], x.shape[a2]
+    k = g.shape[-1]
+    rows = xp.arange(k) + builtins.max(-off, 0)
+    cols = xp.arange(k) + builtins.max(off, 0)
+    eye = xp.zeros((k, n, m), dtype=x.array.dtype)
+    eye[xp.arange(k), rows, cols] = 1
+    # g: (..., k) -> (..., n, m) via a fixed selection tensor, then move axes back
+    from distgraph.ops.linalg import matmul
+
+    full = reshape(matmul(g, reshape(Tensor(eye, device=x.device), (k, n * m))), g.shape[:-1] + (n, m))
+    return movedim(full, (-2, -1), (a1, a2))
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    a1, a2 = _dim(dim1, input.ndim, "diagonal"), _dim(dim2, input.ndim, "diagonal")
+    return _diagonal(input, offset=offset, axis1=a1, axis2=a2)
+
+
+def diag(input, diagonal=0):
+    if input.ndim == 2:
+        return globals()["diagonal"](input, diagonal)
+    n = input.shape[0] + builtins.abs(diagonal)
+    xp = input.device.xp
+    sel = xp.zeros((input.shape[0], n * n), dtype=input.array.dtype)
+    r = xp.arange(input.shape[0])
+    sel[r, (r + builtins.max(-diagonal, 0)) * n + r + builtins.max(diagonal, 0)] = 1
+    from distgraph.ops.linalg import matmul
+
+    return reshape(matmul(unsqueeze(input, 0), Tensor(sel, device=input.device)), (n, n))
+
+
+# ---- unfold -----------------------------------------------------------------------------------------------------
+def unfold(input, dimension, size, step):
+    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim."""
+    from distgraph.ops.indexing import index_select
+
+    d = _dim(dimension, input.ndim, "unfold")
+    n = (input.shape[d] - size) // step + 1
+    if n <= 0 or size <= 0:
+        raise ShapeError(f"unfold: size {size} is larger than dimension {d} of size {input.shape[d]}")
+    xp = input.device.xp
+    index = (xp.arange(n)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
+    picked = index_select(input, d, Tensor(index, device=input.device))  # (.., n*size, ..)
+    picked = reshape(picked, input.shape[:d] + (n, size) + input.shape[d + 1 :])
+    return movedim(picked, d + 1, -1)
