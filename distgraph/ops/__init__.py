@@ -7,6 +7,7 @@ from distgraph.ops import (  # noqa: F401
     elementwise,
     indexing,
     linalg,
+    loss,
     methods,
     movement,
     reduction,

@@ -1,0 +1,126 @@
+"""The Ray side of a Trainer: parameter-store shards, a worker group, the dataset in the object store.
+
+The driver's model and optimizer stay the user's objects; `pull()` copies the store's authoritative
+parameters and optimizer state back into them (for evaluation and checkpoints) and `push()` sends
+them out again (after a checkpoint is loaded). Learning rates are read from the driver's optimizer
+before every step, so the user's lr scheduler drives the remote updates.
+"""
+
+import numpy as np
+import ray
+
+from distgraph.distributed import runtime
+from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
+from distgraph.distributed.scheduler import DataParallelScheduler, wait_ready
+from distgraph.distributed.worker import TrainWorker
+
+
+class RayCluster:
+    def __init__(self, trainer):
+        from distgraph.optim.functional import make_optimizer_spec
+
+        runtime.init(trainer.address)
+        self.trainer = trainer
+        self.params = trainer.step_fn.params
+        self.name, self.group_hyper = make_optimizer_spec(trainer.optimizer)
+        self.param_group = self._param_groups()
+        self.owner = partition_parameters([p.array.nbytes for p in self.params], trainer.workers)
+        self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
+        self.stores = []
+        self._start_stores()
+        self.group = runtime.WorkerGroup(
+            TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
+        )
+        for rank in range(trainer.workers):
+            self._start_worker(rank)
+        self.data_refs = None
+        self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
+        self.scheduler.set_version(trainer.global_step)
+
+    def _param_groups(self):
+        ids = {id(p): g for g, group in enumerate(self.trainer.optimizer.param_groups) for p in group["params"]}
+        return [ids[id(p)] for p in self.params]
+
+    def _hyper(self, i):
+        return {k: v for k, v in self.group_hyper[self.param_group[i]].items() if k != "params"}
+
+    def _start_stores(self):
+        for s, members in enumerate(self.members):
+            arrays = [np.asarray(self.params[i].array) for i in members]
+            hyper = [self._hyper(i) for i in members]
+            self.stores.append(
+                runtime.start_store(ParameterShard, s, members, arrays, self.name, hyper, self.trainer.global_step)
+            )
+        wait_ready([s.ping.remote() for s in self.stores], self.trainer.timeout_s, "parameter-store shards")
+        self._push_optimizer_state()
+
+    def _start_worker(self, rank):
+        t = self.trainer
+        self.group.start(
+            rank, rank, t.workers, t.model, t.loss_fn, self.owner, t.device, t.allreduce, t.cpus_per_worker
+        )
+
+    def set_data(self, x, y):
+        self.data_refs = (ray.put(x), ray.put(y))
+        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
+
+    def _lrs(self):
+        lrs = [g["lr"] for g in self.trainer.optimizer.param_groups]
+        return [[lrs[self.param_group[i]] for i in members] for members in self.members]
+
+    def run_epoch(self, batches, on_step):
+        lrs = self._lrs()
+        if self.trainer.sync == "sync":
+            self.scheduler.run_sync(batches, lambda t: lrs, on_step)
+        else:
+            self.scheduler.run_async(batches, lambda t: lrs, on_step, self.trainer.staleness, self.trainer.timeout_s)
+
+    # ---- driver <-> store --------------------------------------------------------------------------------
+    def pull(self):
+        """Copy the store's parameters and optimizer state into the driver's model and optimizer."""
+        states = ray.get([s.state_dict.remote() for s in self.stores])
+        opt_state = {}
+        for sd in states:
+            for i, arr, st in zip(sd["indices"], sd["params"], sd["state"]):
+                self.params[i].array[...] = arr
+                if st:
+                    opt_state[i] = st
+        self.trainer.global_step = max(sd["version"] for sd in states)
+        osd = self.trainer.optimizer.state_dict()
+        osd["state"] = opt_state
+        self.trainer.optimizer.load_state_dict(osd)
+
+    def push(self):
+        """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""
+        for store in self.stores:
+            ray.kill(store)
+        self.stores = []
+        self._start_stores()
+        self.scheduler.stores = self.stores
+        self.scheduler.param_refs = [s.get_params.remote() for s in self.stores]
+        self.scheduler.set_version(self.trainer.global_step)
+
+    def _push_optimizer_state(self):
+        state = self.trainer.optimizer.state_dict()["state"]
+        if not state:
+            return
+        for s, members in enumerate(self.members):
+            sd = {
+                "shard_id": s,
+                "version": self.trainer.global_step,
+                "indices": members,
+                "params": [np.asarray(self.params[i].array) for i in members],
+                "state": [state.get(i, {}) for i in members],
+            }
+            ray.get(self.stores[s].load_state_dict.remote(sd))
+
+    def close(self):
+        for w in self.group.actors:
+            if w is not None:
+                try:
+                    ray.get(w.close.remote(), timeout=10)
+                except Exception:  # noqa: BLE001  (a dead worker has nothing to close)
+                    pass
+        self.group.shutdown()
+        for store in self.stores:
+            ray.kill(store)

@@ -1,0 +1,127 @@
+"""The shared parameter store: authoritative parameters and optimizer state, sharded by parameter.
+
+Policy:
+- Parameters are assigned to shards whole (never split), greedily by bytes, largest first, so
+  shards carry similar load and the assignment is a pure function of the parameter sizes.
+- Every update produces a new numbered version. In sync mode the driver applies version v's
+  all-reduced gradient exactly once: a shard refuses a gradient for any version but the next one
+  (a replayed or duplicated push is answered with the current parameters, never applied twice).
+- In async mode (stale-synchronous parallel) workers push gradients computed on version `base`;
+  a shard applies them as they come and fences pushes from workers it has been told are gone.
+- The update math is `distgraph.optim.functional`'s, on plain arrays, so a store gives the same bits
+  as the local optimizer with the same hyperparameters.
+
+`ParameterShard` is a plain class; the runtime wraps it as a Ray actor (tests use it directly too).
+"""
+
+import numpy as np
+
+from distgraph.errors import DistributedError
+
+
+def partition_parameters(nbytes, num_shards):
+    """Shard index per parameter: largest first onto the least-loaded shard (ties: lowest index)."""
+    num_shards = max(1, min(num_shards, len(nbytes)))
+    load = [0] * num_shards
+    owner = [0] * len(nbytes)
+    for i in sorted(range(len(nbytes)), key=lambda i: (-nbytes[i], i)):
+        s = min(range(num_shards), key=lambda s: (load[s], s))
+        owner[i] = s
+        load[s] += nbytes[i]
+    return owner
+
+
+def shard_members(owner, shard):
+    return [i for i, s in enumerate(owner) if s == shard]
+
+
+class ParameterShard:
+    """Parameters `indices` (global parameter indices) with their optimizer state and version."""
+
+    def __init__(self, shard_id, indices, arrays, optimizer_name, hyper_by_param, version=0):
+        from distgraph.optim.functional import UPDATES
+
+        if optimizer_name not in UPDATES:
+            raise DistributedError(f"parameter store: unknown optimizer {optimizer_name!r}; known: {sorted(UPDATES)}")
+        self.shard_id = shard_id
+        self.indices = list(indices)
+        self.params = [np.array(a, copy=True) for a in arrays]
+        self.update = UPDATES[optimizer_name]
+        self.hyper = [dict(h) for h in hyper_by_param]
+        self.state = [{} for _ in self.indices]
+        self.version = version
+        self.fenced = set()
+        self.applied = 0
+
+    # ---- sync ------------------------------------------------------------------------------------------
+    def apply(self, version, owned_grads, lrs=None):
+        """Apply the all-reduced gradient of step `version` (→ version + 1) once; return the parameters.
+
+        `owned_grads` is a worker's {shard_id: [arrays]} (only this shard's entry is read), so one
+        object from a worker can feed several shards without copies.
+        """
+        grads = owned_grads[self.shard_id] if isinstance(owned_grads, dict) else owned_grads
+        if version < self.version:  # replay of an applied step: answer, do not apply again
+            return self.params
+        if version > self.version:
+            raise DistributedError(
+                f"parameter shard {self.shard_id}: gradient for version {version} but the store is at "
+                f"version {self.version}; a step was skipped"
+            )
+        self._apply(grads, lrs)
+        return self.params
+
+    # ---- async (stale-synchronous) ----------------------------------------------------------------------
+    def push(self, worker, grads, lrs=None):
+        """Apply a worker's gradient unless `worker` is fenced; return (version, params)."""
+        if worker in self.fenced:
+            return self.version, self.params
+        grads = grads[self.shard_id] if isinstance(grads, dict) else grads
+        self._apply(grads, lrs)
+        return self.version, self.params
+
+    def fence(self, worker):
+        """Refuse further pushes from `worker` (it was dropped); a rejoin gets a new worker id."""
+        self.fenced.add(worker)
+
+    def _apply(self, grads, lrs):
+        if len(grads) != len(self.params):
+            raise DistributedError(
+                f"parameter shard {self.shard_id}: got {len(grads)} gradients for {len(self.params)} parameters"
+            )
+        for k, (p, g) in enumerate(zip(self.params, grads)):
+            hyper = self.hyper[k] if lrs is None else {**self.hyper[k], "lr": lrs[k]}
+            self.update(p, np.asarray(g), self.state[k], **hyper)
+        self.version += 1
+        self.applied += 1
+
+    # ---- read / checkpoint ---------------------------------------------------------------------------------
+    def get(self):
+        return self.version, self.params
+
+    def get_params(self):
+        return self.params
+
+    def state_dict(self):
+        return {
+            "shard_id": self.shard_id,
+            "version": self.version,
+            "indices": self.indices,
+            "params": self.params,
+            "state": self.state,
+        }
+
+    def load_state_dict(self, sd):
+        if list(sd["indices"]) != self.indices:
+            raise DistributedError(
+                f"parameter shard {self.shard_id}: checkpoint holds parameters {sd['indices']}, shard owns {self.indices}"
+            )
+        self.version = int(sd["version"])
+        self.params = [np.array(a, copy=True) for a in sd["params"]]
+        self.state = [
+            {k: (np.array(v, copy=True) if hasattr(v, "shape") else v) for k, v in s.items()} for s in sd["state"]
+        ]
+        return self.version
+
+    def ping(self):
+        return self.shard_id

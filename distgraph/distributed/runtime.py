@@ -1,0 +1,100 @@
+"""Connecting to Ray and placing distgraph's actors.
+
+`init(address)` follows Ray's conventions: None starts a local instance (or reuses the one this
+process already has), "auto" joins the cluster this machine belongs to, "ray://host:port" goes through
+Ray Client and "host:port" joins a GCS directly. Token authentication stays as Ray 2.60 sets it
+(on by default); distgraph never turns it off.
+
+Workers are placed with one placement-group bundle each — `{"CPU": k}` on cpu, `{"GPU": 1, "CPU": k}`
+on cuda — with the PACK strategy by default (SPREAD across nodes when asked), and each worker's BLAS
+threads are limited to its k CPUs through its runtime environment.
+"""
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from distgraph.errors import DistributedError
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def init(address=None, num_cpus=None, num_gpus=None, **kwargs):
+    """Connect to (or start) Ray; returns ray's context. A second call reuses the connection."""
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    opts = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **kwargs}
+    if address is None:
+        opts.update(num_cpus=num_cpus, num_gpus=num_gpus)
+    try:
+        return ray.init(address=address, **opts)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise DistributedError(f"could not connect to Ray at {address!r}: {exc}") from exc
+
+
+def is_initialized():
+    return ray.is_initialized()
+
+
+def shutdown():
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_summary():
+    """Alive nodes and total resources: what `distgraph train` prints before it starts."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"nodes": len(nodes), "resources": ray.cluster_resources()}
+
+
+class WorkerGroup:
+    """N actors of one class in a placement group (one bundle each), with their device and CPUs."""
+
+    def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60):
+        gpu = str(device).startswith("cuda")
+        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
+        if not ready:
+            remove_placement_group(self.pg)
+            raise DistributedError(
+                f"could not place {n} workers with {bundle} each within {timeout_s}s; "
+                f"cluster has {ray.available_resources()}"
+            )
+        threads = str(max(1, int(cpus_per_worker)))
+        self.remote_cls = ray.remote(actor_cls)
+        self.options = [
+            {
+                "num_cpus": cpus_per_worker,
+                "num_gpus": 1 if gpu else 0,
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    placement_group=self.pg, placement_group_bundle_index=i
+                ),
+                "runtime_env": {"env_vars": dict.fromkeys(_THREAD_VARS, threads)},
+            }
+            for i in range(n)
+        ]
+        self.actors = [None] * n
+
+    def start(self, rank, *args, **kwargs):
+        """(Re)start the actor of `rank` in its bundle."""
+        self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
+        return self.actors[rank]
+
+    def kill(self, rank):
+        if self.actors[rank] is not None:
+            ray.kill(self.actors[rank], no_restart=True)
+            self.actors[rank] = None
+
+    def shutdown(self):
+        for r in range(len(self.actors)):
+            try:
+                self.kill(r)
+            except Exception:  # noqa: BLE001  (already dead)
+                pass
+        remove_placement_group(self.pg)
+
+
+def start_store(shard_cls, *args, **kwargs):
+    """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step)."""
+    return ray.remote(shard_cls).options(num_cpus=0).remote(*args, **kwargs)

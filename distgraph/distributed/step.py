@@ -1,0 +1,122 @@
+"""One data-parallel shard step — forward, loss, backward — shared by the local Trainer and Ray workers.
+
+Both execution paths run exactly this code on the same batch shards and combine the shard gradients
+the same way (each shard's mean-loss gradient scaled by its share of the batch, then summed in rank
+order), so a synchronous run gives the same bits in one process and across Ray workers.
+
+Nothing here imports ray: the local backend uses it without a cluster.
+"""
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device as as_device
+from distgraph.backend import to_device
+from distgraph.errors import ShapeError
+
+
+def shard_bounds(n, world, rank):
+    """[lo, hi) of rank's contiguous slice when n samples are split over `world` ranks (sizes differ by ≤ 1)."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def flat_size(arrays):
+    return int(sum(a.size for a in arrays))
+
+
+class ShardStep:
+    """Owns a model replica: installs parameter arrays, computes gradients and statistics of a shard."""
+
+    def __init__(self, model, loss_fn, device="cpu"):
+        self.device = as_device(device)
+        self.model = model.to(self.device) if hasattr(model, "to") else model
+        self.loss_fn = loss_fn
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    # ---- parameters --------------------------------------------------------------------------------
+    def get_parameters(self):
+        return [p.array for p in self.params]
+
+    def set_parameters(self, arrays):
+        """Install new parameter values (copied: arrays from Ray's object store are read-only)."""
+        if len(arrays) != len(self.params):
+            raise ShapeError(f"set_parameters: got {len(arrays)} arrays for {len(self.params)} parameters")
+        for p, a in zip(self.params, arrays):
+            a = to_device(np.asarray(a) if not hasattr(a, "__cuda_array_interface__") else a, self.device)
+            if a.shape != p.array.shape:
+                raise ShapeError(f"set_parameters: parameter of shape {p.array.shape} got an array of shape {a.shape}")
+            if p.array.flags.writeable:
+                p.array[...] = a
+            else:
+                p.array = a.copy()
+
+    # ---- compute -------------------------------------------------------------------------------------
+    def compute(self, x, y, weight=1.0):
+        """Gradients of `weight * loss_fn(model(x), y)` (arrays in parameter order) and shard statistics.
+
+        `weight` is the shard's share of the global batch, so summing shard gradients gives the
+        gradient of the global mean loss. Statistics are sums (loss × count, correct, count) so they
+        add up across shards.
+        """
+        self.model.train()
+        for p in self.params:
+            p.grad = None
+        xt, yt = (
+            Tensor(to_device(x, self.device), device=self.device),
+            Tensor(to_device(y, self.device), device=self.device),
+        )
+        out = self.model(xt)
+        loss = self.loss_fn(out, yt)
+        if loss.ndim != 0:
+            raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
+        (loss * weight if weight != 1.0 else loss).backward()
+        grads = []
+        for p in self.params:
+            grads.append(p.grad.array if p.grad is not None else p.array.dtype.type(0) * p.array)
+        return grads, _statistics(out, yt, loss, len(x))
+
+    def evaluate(self, x, y):
+        """Statistics of the model on (x, y) without gradients (eval mode)."""
+        from distgraph.autograd.grad_mode import no_grad
+
+        self.model.eval()
+        with no_grad():
+            xt = Tensor(to_device(x, self.device), device=self.device)
+            yt = Tensor(to_device(y, self.device), device=self.device)
+            out = self.model(xt)
+            stats = _statistics(out, yt, self.loss_fn(out, yt), len(x))
+        self.model.train()
+        return stats
+
+
+def _statistics(out, y, loss, count):
+    """Summable statistics of one shard: loss × count, number correct (classification), count."""
+    value = float(loss.item())
+    stats = {"loss_sum": value * count, "count": count}
+    if out.ndim == 2 and y.ndim == 1 and y.array.dtype.kind in "iu":
+        stats["correct"] = int((out.array.argmax(axis=1) == y.array).sum())
+    return stats
+
+
+def merge_statistics(parts):
+    """Sum shard statistics and turn them into means: {"loss", "accuracy"?, "count"}."""
+    total = {}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + v
+    n = max(total.get("count", 0), 1)
+    out = {"loss": total.get("loss_sum", 0.0) / n, "count": total.get("count", 0)}
+    if "correct" in total:
+        out["accuracy"] = total["correct"] / n
+    return out
+
+
+def combine_gradients(shard_grads):
+    """Sum per-shard gradient lists in rank order — the same order the shm all-reduce uses."""
+    out = [g.copy() for g in shard_grads[0]]
+    for grads in shard_grads[1:]:
+        for acc, g in zip(out, grads):
+            acc += g
+    return out

@@ -1,0 +1,98 @@
+"""A training worker: one model replica pinned to one device, run as a Ray actor.
+
+The driver never ships batches: each worker receives the dataset once (an ObjectRef, zero-copy on
+the node) and per step only the batch's indices, from which it cuts its own shard. Parameters arrive
+as the parameter store's shard outputs (ObjectRefs resolved by Ray before the call runs), so a whole
+step is submitted without the driver waiting.
+
+Sync step: compute the shard gradient, all-reduce (sum, fixed rank order) with the other workers,
+return this rank's parameter-store shards of the reduced gradient. Async step: no all-reduce; the
+whole local gradient goes to every store shard.
+"""
+
+import os
+
+import numpy as np
+
+from distgraph.distributed.param_store import shard_members
+from distgraph.distributed.step import ShardStep, shard_bounds
+
+
+class TrainWorker:
+    def __init__(self, rank, world, model, loss_fn, owner, device="cpu", allreduce=None, cpus=1):
+        _limit_threads(cpus)
+        self.rank, self.world = rank, world
+        self.step_fn = ShardStep(model, loss_fn, device)
+        self.owner = owner
+        self.num_shards = max(owner) + 1 if owner else 1
+        self.members = [shard_members(owner, s) for s in range(self.num_shards)]
+        self.allreduce_config = allreduce or {}
+        self.comm = None
+        self.x = self.y = None
+        self.pid = os.getpid()
+
+    def ping(self):
+        return self.rank, self.pid
+
+    def set_data(self, x, y):
+        self.x, self.y = x, y
+        return len(x)
+
+    def _install(self, param_shards):
+        arrays = [None] * len(self.owner)
+        for s, shard in enumerate(param_shards):
+            for i, a in zip(self.members[s], shard):
+                arrays[i] = a
+        self.step_fn.set_parameters(arrays)
+
+    def _shard(self, indices):
+        lo, hi = shard_bounds(len(indices), self.world, self.rank)
+        idx = indices[lo:hi]
+        return self.x[idx], self.y[idx], (hi - lo) / len(indices)
+
+    def _communicator(self):
+        if self.comm is None:
+            from distgraph.distributed.allreduce import make_allreduce
+
+            self.comm = make_allreduce(rank=self.rank, world_size=self.world, **self.allreduce_config)
+        return self.comm
+
+    def step(self, indices, *param_shards):
+        """Sync data-parallel step → (statistics, {shard: reduced gradient arrays} for shards this rank owns)."""
+        self._install(param_shards)
+        x, y, weight = self._shard(indices)
+        grads, stats = self.step_fn.compute(x, y, weight)
+        if self.world > 1:
+            grads = self._communicator().allreduce(grads, op="sum")
+        owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
+        return stats, owned
+
+    def step_async(self, indices, *param_shards):
+        """Async step → (statistics, {shard: local gradient arrays} for every shard)."""
+        self._install(param_shards)
+        x, y = self.x[indices], self.y[indices]
+        grads, stats = self.step_fn.compute(x, y, 1.0)
+        return stats, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
+
+    def evaluate(self, indices, *param_shards):
+        self._install(param_shards)
+        idx = np.asarray(indices)
+        return self.step_fn.evaluate(self.x[idx], self.y[idx])
+
+    def close(self):
+        if self.comm is not None and hasattr(self.comm, "close"):
+            self.comm.close()
+        self.comm = None
+
+
+def _limit_threads(cpus):
+    """Pin BLAS threads to the worker's CPUs (env for libraries loaded later, threadpoolctl if present)."""
+    n = str(max(1, int(cpus)))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(n))
+    except ImportError:
+        pass

@@ -1,0 +1,270 @@
+"""Trainer: one API for training in this process or across Ray workers.
+
+`backend="local"` runs in this process with no Ray: the batch is cut into `workers` shards that are
+computed one after another and combined exactly as the Ray all-reduce combines them, so a
+synchronous Ray run and a local run with the same seed give the same parameters, bit for bit, on cpu.
+`backend="ray"` runs the data-parallel scheduler of `distgraph.distributed` (sync, or async with a
+staleness bound), gradients all-reduced between workers and applied once per step by the sharded
+parameter store.
+
+Batches are a pure function of (seed, epoch): epoch e visits a permutation drawn from
+`numpy.random.default_rng([seed, e])`, so a resumed run sees exactly the batches an uninterrupted
+run would have seen.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds
+from distgraph.errors import ConfigError
+
+
+class History:
+    """Per-epoch records (loss, accuracy, samples/s, ...) and the events of the run (faults, resumes)."""
+
+    def __init__(self, epochs=None, events=None):
+        self.epochs = list(epochs or [])
+        self.events = list(events or [])
+
+    def __getitem__(self, key):
+        return [e.get(key) for e in self.epochs]
+
+    def __len__(self):
+        return len(self.epochs)
+
+    def __repr__(self):
+        return f"History({len(self.epochs)} epochs, last={self.epochs[-1] if self.epochs else None})"
+
+    def state_dict(self):
+        return {"epochs": self.epochs, "events": self.events}
+
+
+def as_arrays(data):
+    """(x, y) from a pair of arrays/tensors or a TensorDataset; numpy on the host."""
+    if hasattr(data, "tensors"):
+        data = data.tensors
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise ConfigError(f"Trainer data must be (inputs, targets) or a TensorDataset, got {type(data).__name__}")
+    x, y = (np.asarray(d.numpy() if hasattr(d, "numpy") else d) for d in data)
+    if len(x) != len(y):
+        raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
+    return x, y
+
+
+def epoch_batches(n, batch_size, seed, epoch):
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model,
+        loss_fn,
+        optimizer,
+        *,
+        workers=1,
+        backend="local",
+        device="cpu",
+        strategy="data",
+        sync="sync",
+        staleness=2,
+        allreduce="auto",
+        bucket_mb=25,
+        scheduler=None,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+        address=None,
+        cpus_per_worker=1,
+        seed=0,
+        progress=True,
+        timeout_s=120.0,
+    ):
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"Trainer: backend must be 'local' or 'ray', got {backend!r}")
+        if sync not in ("sync", "async"):
+            raise ConfigError(f"Trainer: sync must be 'sync' or 'async', got {sync!r}")
+        if strategy not in ("data", "auto"):
+            raise ConfigError(
+                f"Trainer: strategy {strategy!r} is not available in the Trainer; use 'data' "
+                "(branch and pipeline plans run through distgraph.graph's executor)"
+            )
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"Trainer: workers must be a positive int, got {workers!r}")
+        if backend == "local" and sync == "async":
+            raise ConfigError("Trainer: sync='async' needs backend='ray' (there is nothing to wait for locally)")
+        self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
+        self.workers, self.backend, self.device, self.sync = workers, backend, device, sync
+        self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
+        self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
+        self.address, self.cpus_per_worker = address, cpus_per_worker
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.step_fn = ShardStep(model, loss_fn, device)
+        self.history = History()
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self._cluster = None
+
+    # ---- fit -------------------------------------------------------------------------------------------
+    def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
+        x, y = as_arrays(data)
+        if resume:
+            self._resume()
+        if self.backend == "ray":
+            from distgraph.distributed.cluster import RayCluster
+
+            if self._cluster is None:
+                self._cluster = RayCluster(self)
+            self._cluster.set_data(x, y)
+        for epoch in range(self.epoch, epochs):
+            batches = epoch_batches(len(x), batch_size, self.seed, epoch)
+            bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
+            parts, start = [], time.perf_counter()
+
+            def on_step(t, stats, bar=bar, parts=parts):
+                parts.append(stats)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+
+            if self.backend == "ray":
+                self._cluster.run_epoch(batches, on_step)
+                self.global_step += len(batches)
+            else:
+                for t, idx in enumerate(batches):
+                    on_step(t, self._local_step(x, y, idx))
+            bar.close()
+            elapsed = time.perf_counter() - start
+            record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": len(x) / elapsed, "time_s": elapsed}
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+            self.epoch = epoch + 1
+            if val_data is not None:
+                if self.backend == "ray":
+                    self._cluster.pull()
+                record.update({f"val_{k}": v for k, v in self.evaluate(val_data).items() if k != "count"})
+            self.history.epochs.append(record)
+            if self.progress:
+                print(_epoch_line(record), flush=True)
+            if self.checkpoint_dir and (self.checkpoint_every is None or self.epoch % self.checkpoint_every == 0):
+                self.save_checkpoint()
+        if self.backend == "ray":
+            self._cluster.pull()
+        return self.history
+
+    def _local_step(self, x, y, idx):
+        shard_grads, stats = [], []
+        for rank in range(self.workers):
+            lo, hi = shard_bounds(len(idx), self.workers, rank)
+            sel = idx[lo:hi]
+            grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx))
+            shard_grads.append(grads)
+            stats.append(st)
+        grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
+        from distgraph.autograd.tensor import Tensor
+
+        for p, g in zip(self.step_fn.params, grads):
+            p.grad = Tensor(g, device=p.device)
+        self.optimizer.step()
+        self.global_step += 1
+        return merge_statistics(stats)
+
+    # ---- evaluate --------------------------------------------------------------------------------------
+    def evaluate(self, data, batch_size=1024):
+        """Loss (and accuracy for classification) of the current parameters, in eval mode, on the driver."""
+        if self.backend == "ray" and self._cluster is not None:
+            self._cluster.pull()
+        x, y = as_arrays(data)
+        parts = [
+            self.step_fn.evaluate(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ]
+        out = merge_statistics(parts)
+        return out
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def checkpoint_path(self):
+        return os.path.join(self.checkpoint_dir, "checkpoint.dg")
+
+    def state_dict(self):
+        if self.backend == "ray" and self._cluster is not None:
+            self._cluster.pull()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "seed": self.seed,
+            "history": self.history.state_dict(),
+        }
+
+    def load_state_dict(self, sd):
+        self.model.load_state_dict(sd["model"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        if self.lr_scheduler is not None and sd.get("scheduler") is not None:
+            self.lr_scheduler.load_state_dict(sd["scheduler"])
+        self.epoch, self.global_step, self.seed = int(sd["epoch"]), int(sd["global_step"]), int(sd["seed"])
+        self.history = History(sd["history"]["epochs"], sd["history"]["events"])
+        if self._cluster is not None:
+            self._cluster.push()
+
+    def save_checkpoint(self, path=None):
+        from distgraph.io import save
+
+        path = path or self.checkpoint_path()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path=None):
+        from distgraph.io import load
+
+        self.load_state_dict(load(path or self.checkpoint_path()))
+
+    def _resume(self):
+        if not self.checkpoint_dir:
+            raise ConfigError("Trainer.fit(resume=True) needs checkpoint_dir")
+        if os.path.exists(self.checkpoint_path()):
+            self.load_checkpoint()
+            self.history.events.append(f"resumed from {self.checkpoint_path()} at epoch {self.epoch}")
+
+    def close(self):
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _weighted(parts):
+    total = {"loss_sum": 0.0, "count": 0}
+    correct = None
+    for p in parts:
+        total["loss_sum"] += p["loss"] * p["count"]
+        total["count"] += p["count"]
+        if "accuracy" in p:
+            correct = (correct or 0) + p["accuracy"] * p["count"]
+    out = {"loss": total["loss_sum"] / max(total["count"], 1)}
+    if correct is not None:
+        out["accuracy"] = correct / max(total["count"], 1)
+    return out
+
+
+def _epoch_line(r):
+    parts = [f"epoch {r['epoch']:3d}", f"loss {r['loss']:.4f}"]
+    for key in ("accuracy", "val_loss", "val_accuracy"):
+        if key in r:
+            parts.append(f"{key.replace('_', ' ')} {r[key]:.4f}")
+    parts.append(f"{r['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _progress(total, desc, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=not enabled, dynamic_ncols=True, mininterval=0.5)
