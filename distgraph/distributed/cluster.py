@@ -6,6 +6,8 @@ them out again (after a checkpoint is loaded). Learning rates are read from the 
 before every step, so the user's lr scheduler drives the remote updates.
 """
 
+import uuid
+
 import numpy as np
 import ray
 
@@ -26,6 +28,7 @@ class RayCluster:
         self.param_group = self._param_groups()
         self.owner = partition_parameters([p.array.nbytes for p in self.params], trainer.workers)
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
+        self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._start_stores()
         self.group = runtime.WorkerGroup(
@@ -94,6 +97,7 @@ class RayCluster:
         """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""
         for store in self.stores:
             ray.kill(store)
+        self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._start_stores()
         self.scheduler.stores = self.stores

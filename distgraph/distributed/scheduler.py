@@ -74,7 +74,7 @@ class DataParallelScheduler:
 
         while queue or in_flight:
             for w in sorted(live):
-                if queue and w not in {v for v, _, _ in in_flight.values()} and may_start(w):
+                if queue and w not in {v[0] for v in in_flight.values()} and may_start(w):
                     t, indices = queue.popleft()
                     shard_inputs = [ref for _, ref in params[w]]
                     stats, grads = self.workers[w].step_async.options(num_returns=2).remote(indices, *shard_inputs)
