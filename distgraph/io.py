@@ -51,7 +51,8 @@ class _Writer:
         self.size = 0
 
     def _array_record(self, arr, extra):
-        host = np.ascontiguousarray(to_device(arr, CPU) if device_of_array(arr) is not CPU else arr)
+        host = to_device(arr, CPU) if device_of_array(arr) is not CPU else arr
+        host = host if host.flags.c_contiguous else host.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
         if not host.dtype.isnative:
             host = host.astype(host.dtype.newbyteorder("="))
         if host.dtype.str[1:] not in _DTYPES:

@@ -192,3 +192,27 @@ def make_allreduce(rank, world_size, backend="auto", group="distgraph", timeout_
     if backend in ("gloo", "nccl"):
         return RayCollectiveAllReduce(rank, world_size, backend, group)
     raise DistributedError(f"unknown all-reduce backend {backend!r} (choose auto, shm, gloo or nccl)")
+
+
+class ReduceRank:
+    """A minimal actor around one rank's all-reduce: what tests and `distgraph bench allreduce` run."""
+
+    def __init__(self, rank, world, group, backend="shm", timeout_s=30.0):
+        self.comm = make_allreduce(rank, world, backend, group, timeout_s)
+
+    def reduce(self, arrays, op="sum"):
+        return [np.array(a, copy=True) for a in self.comm.allreduce(arrays, op)]
+
+    def time_reduce(self, nbytes, iters, dtype="float32"):
+        """Seconds per all-reduce of one `nbytes` buffer (median of `iters`), measured inside the rank."""
+        buf = np.ones(nbytes // np.dtype(dtype).itemsize, dtype)
+        self.comm.allreduce([buf])  # warm-up: creates the segment
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            self.comm.allreduce([buf])
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    def close(self):
+        self.comm.close()

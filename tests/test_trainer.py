@@ -1,0 +1,67 @@
+"""The local Trainer and the main job: digits to ≥ 95 %, checkpoint and resume, bad input."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+from distgraph.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+pytest.importorskip("sklearn")
+import digits_mlp  # noqa: E402
+
+
+def test_digits_example_reaches_95_percent_and_resumes(tmp_path):
+    ck = str(tmp_path / "ck")
+    first = digits_mlp.main(["--epochs", "12", "--checkpoint-dir", ck, "--quiet"])
+    assert first["accuracy"] >= 0.95, first["accuracy"]
+    resumed = digits_mlp.main(["--epochs", "14", "--checkpoint-dir", ck, "--resume", "--quiet"])
+    assert len(resumed["history"]) == 14
+    assert any("resumed" in e for e in resumed["history"].events)
+    straight = digits_mlp.main(["--epochs", "14", "--checkpoint-dir", str(tmp_path / "other"), "--quiet"])
+    assert resumed["loss"] == straight["loss"]  # the resumed run saw exactly the same batches
+
+
+def make(workers=1, backend="local", **kw):
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    return dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                      workers=workers, backend=backend, progress=False, **kw)  # fmt: skip
+
+
+def data(n=96):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
+
+
+def test_sharded_local_step_equals_unsharded_up_to_rounding():
+    a, b = make(1), make(3)
+    a.fit(data(), epochs=2, batch_size=32)
+    b.fit(data(), epochs=2, batch_size=32)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_history_has_loss_accuracy_and_throughput():
+    h = make().fit(data(), epochs=3, batch_size=16)
+    assert len(h) == 3 and h["loss"][2] < h["loss"][0]
+    assert all(0 <= a <= 1 for a in h["accuracy"]) and all(s > 0 for s in h["samples_per_s"])
+
+
+def test_bad_configuration_and_data_errors():
+    with pytest.raises(ConfigError, match="backend must be"):
+        make(backend="spark")
+    with pytest.raises(ConfigError, match="workers must be a positive int"):
+        make(workers=0)
+    with pytest.raises(ConfigError, match="needs backend='ray'"):
+        make(sync="async")
+    x, y = data()
+    with pytest.raises(ConfigError, match="96 inputs but 95 targets"):
+        make().fit((x, y[:-1]))
+    with pytest.raises(dg.errors.ShapeError):
+        make().fit((x[:, :5], y))
