@@ -2,34 +2,52 @@
 
 from distgraph.nn import functional, init, utils  # noqa: F401
 from distgraph.nn.activation import (  # noqa: F401
+    CELU,
     ELU,
     GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
     Hardtanh,
     LeakyReLU,
     LogSigmoid,
     LogSoftmax,
     Mish,
+    PReLU,
     ReLU,
     ReLU6,
     Sigmoid,
     SiLU,
     Softmax,
+    Softmin,
     Softplus,
+    Softshrink,
     Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
-from distgraph.nn.container import ModuleDict, ModuleList, Sequential  # noqa: F401
+from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
+from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from distgraph.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from distgraph.nn.loss import (  # noqa: F401
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    GaussianNLLLoss,
+    HuberLoss,
     KLDivLoss,
     L1Loss,
+    MarginRankingLoss,
     MSELoss,
     NLLLoss,
+    PoissonNLLLoss,
     SmoothL1Loss,
+    SoftMarginLoss,
 )
-from distgraph.nn.module import Module  # noqa: F401
-from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm  # noqa: F401
+from distgraph.nn.module import Module, StateDictError  # noqa: F401
+from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
+from distgraph.nn.sparse import Embedding  # noqa: F401

@@ -1,46 +1,82 @@
-"""Activation modules: thin wrappers over nn.functional, torch's names and arguments."""
+"""Activation modules: thin wrappers over nn.functional with torch's names, arguments and repr.
+
+`inplace=True` is accepted for compatibility and computes out of place (autograd needs the input).
+"""
 
 from distgraph.nn import functional as F
+from distgraph.nn import init
 from distgraph.nn.module import Module
+from distgraph.nn.parameter import Parameter
+from distgraph.ops.creation import empty
 
 
-def _simple(name, fn, doc):
-    cls = type(name, (Module,), {"forward": lambda self, input: fn(input), "__doc__": doc})
-    return cls
+class _Elementwise(Module):
+    """An activation without hyper-parameters other than `inplace`."""
+
+    _fn = None
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        return type(self)._fn(input)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
-ReLU = _simple("ReLU", F.relu, "max(x, 0)")
-Sigmoid = _simple("Sigmoid", F.sigmoid, "1 / (1 + exp(-x))")
-Tanh = _simple("Tanh", F.tanh, "tanh(x)")
-SiLU = _simple("SiLU", F.silu, "x · σ(x)")
-Mish = _simple("Mish", F.mish, "x · tanh(softplus(x))")
-ReLU6 = _simple("ReLU6", F.relu6, "min(max(x, 0), 6)")
-LogSigmoid = _simple("LogSigmoid", F.logsigmoid, "log σ(x)")
-Softsign = _simple("Softsign", F.softsign, "x / (1 + |x|)")
+def _elementwise(name, fn, doc):
+    return type(name, (_Elementwise,), {"_fn": staticmethod(fn), "__doc__": doc, "__module__": __name__})
+
+
+ReLU = _elementwise("ReLU", F.relu, "max(x, 0)")
+ReLU6 = _elementwise("ReLU6", F.relu6, "min(max(x, 0), 6)")
+SELU = _elementwise("SELU", F.selu, "scale · elu(x, α), self-normalizing")
+Hardsigmoid = _elementwise("Hardsigmoid", F.hardsigmoid, "relu6(x + 3) / 6")
+Hardswish = _elementwise("Hardswish", F.hardswish, "x · relu6(x + 3) / 6")
+SiLU = _elementwise("SiLU", F.silu, "x · σ(x)")
+Mish = _elementwise("Mish", F.mish, "x · tanh(softplus(x))")
+
+
+def _stateless(name, fn, doc):
+    return type(name, (Module,), {"forward": lambda self, input: fn(input), "__doc__": doc, "__module__": __name__})
+
+
+Sigmoid = _stateless("Sigmoid", F.sigmoid, "1 / (1 + exp(-x))")
+Tanh = _stateless("Tanh", F.tanh, "tanh(x)")
+LogSigmoid = _stateless("LogSigmoid", F.logsigmoid, "log σ(x)")
+Softsign = _stateless("Softsign", F.softsign, "x / (1 + |x|)")
+Tanhshrink = _stateless("Tanhshrink", F.tanhshrink, "x − tanh(x)")
 
 
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class ELU(Module):
     def __init__(self, alpha=1.0, inplace=False):
         super().__init__()
-        self.alpha = alpha
+        self.alpha, self.inplace = alpha, inplace
 
     def forward(self, input):
         return F.elu(input, self.alpha)
 
     def extra_repr(self):
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class CELU(ELU):
+    def forward(self, input):
+        return F.celu(input, self.alpha)
 
 
 class GELU(Module):
@@ -68,12 +104,77 @@ class Softplus(Module):
 
 
 class Hardtanh(Module):
-    def __init__(self, min_val=-1.0, max_val=1.0):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
         super().__init__()
-        self.min_val, self.max_val = min_val, max_val
+        if max_val <= min_val:
+            raise ValueError(f"Hardtanh: max_val ({max_val}) must be greater than min_val ({min_val})")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
 
     def forward(self, input):
         return F.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class Threshold(Module):
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, input):
+        return F.threshold(input, self.threshold, self.value)
+
+    def extra_repr(self):
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+
+
+class Hardshrink(Module):
+    def __init__(self, lambd=0.5):
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input):
+        return F.hardshrink(input, self.lambd)
+
+    def extra_repr(self):
+        return f"{self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    def forward(self, input):
+        return F.softshrink(input, self.lambd)
+
+
+class GLU(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.glu(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class PReLU(Module):
+    """leaky_relu with a learned slope: one shared, or one per channel (num_parameters=C)."""
+
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
+        super().__init__()
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = Parameter(empty(num_parameters, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.constant_(self.weight, self.init)
+
+    def forward(self, input):
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
 
 
 class Softmax(Module):
@@ -91,3 +192,8 @@ class Softmax(Module):
 class LogSoftmax(Softmax):
     def forward(self, input):
         return F.log_softmax(input, self.dim)
+
+
+class Softmin(Softmax):
+    def forward(self, input):
+        return F.softmin(input, self.dim)

@@ -1,14 +1,28 @@
-"""Containers: Sequential, ModuleList, ModuleDict, as in torch."""
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict, as in torch.
+
+Members are registered under their index ("0", "1", ...) or key, so they show up in
+named_parameters / state_dict with those names.
+"""
 
 from collections import OrderedDict
 
 from distgraph.nn.module import Module
+from distgraph.nn.parameter import Parameter
+
+
+def _index(idx, n, kind):
+    idx = int(idx)
+    if not -n <= idx < n:
+        raise IndexError(f"index {idx} is out of range for {kind} of length {n}")
+    return idx % n
 
 
 class Sequential(Module):
+    """Calls its modules in order, feeding each one's output to the next."""
+
     def __init__(self, *args):
         super().__init__()
-        if len(args) == 1 and isinstance(args[0], OrderedDict):
+        if len(args) == 1 and isinstance(args[0], OrderedDict | dict):
             for name, m in args[0].items():
                 self.register_module(name, m)
         else:
@@ -21,10 +35,22 @@ class Sequential(Module):
         return input
 
     def __getitem__(self, idx):
-        mods = list(self._modules.values())
         if isinstance(idx, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return mods[idx]
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return list(self._modules.values())[_index(idx, len(self), "Sequential")]
+
+    def __setitem__(self, idx, module):
+        key = list(self._modules)[_index(idx, len(self), "Sequential")]
+        self.register_module(key, module)
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for k in keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]:
+            del self._modules[k]
+        if all(k.isdigit() for k in self._modules):  # keep indices contiguous, as torch
+            items = list(self._modules.values())
+            self._modules.clear()
+            self._modules.update((str(i), m) for i, m in enumerate(items))
 
     def __len__(self):
         return len(self._modules)
@@ -32,19 +58,11 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
-    def append(self, module):
-        self.register_module(str(len(self._modules)), module)
-        return self
-
-
-class ModuleList(Module):
-    def __init__(self, modules=None):
-        super().__init__()
-        for m in modules or ():
-            self.append(m)
+    def __add__(self, other):
+        return Sequential(*self, *other)
 
     def append(self, module):
-        self.register_module(str(len(self._modules)), module)
+        self.register_module(str(len(self)), module)
         return self
 
     def extend(self, modules):
@@ -52,9 +70,41 @@ class ModuleList(Module):
             self.append(m)
         return self
 
-    def __getitem__(self, idx):
+    def insert(self, index, module):
         mods = list(self._modules.values())
-        return ModuleList(mods[idx]) if isinstance(idx, slice) else mods[idx]
+        mods.insert(index if index >= 0 else len(mods) + index, module)
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self.register_module(str(i), m)
+        return self
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+
+class ModuleList(Module):
+    """A list of modules that registers them (a plain list would hide their parameters)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[str(_index(idx, len(self), "ModuleList"))]
+
+    def __setitem__(self, idx, module):
+        self.register_module(str(_index(idx, len(self), "ModuleList")), module)
+
+    def __delitem__(self, idx):
+        mods = list(self._modules.values())
+        del mods[idx if isinstance(idx, slice) else _index(idx, len(self), "ModuleList")]
+        self._modules.clear()
+        self._modules.update((str(i), m) for i, m in enumerate(mods))
 
     def __len__(self):
         return len(self._modules)
@@ -62,18 +112,66 @@ class ModuleList(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        return ModuleList([*self, *other])
+
+    def append(self, module):
+        self.register_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        mods = list(self._modules.values())
+        mods.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self.register_module(str(i), m)
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+    def __repr__(self):
+        """Runs of identical modules are compressed to `(0-2): 3 x Linear(...)`, as torch prints them."""
+        reprs = [repr(m) for m in self]
+        if not reprs:
+            return f"{self._get_name()}()"
+        blocks = []  # [start, end, repr]
+        for i, r in enumerate(reprs):
+            if blocks and blocks[-1][2] == r:
+                blocks[-1][1] = i
+            else:
+                blocks.append([i, i, r])
+        lines = [
+            (f"({s}): {r}" if s == e else f"({s}-{e}): {e - s + 1} x {r}").replace("\n", "\n  ") for s, e, r in blocks
+        ]
+        return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
+
 
 class ModuleDict(Module):
+    """A dict of modules that registers them, in insertion order."""
+
     def __init__(self, modules=None):
         super().__init__()
-        for k, m in (modules or {}).items():
-            self.register_module(k, m)
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, key):
         return self._modules[key]
 
     def __setitem__(self, key, module):
         self.register_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
 
     def __contains__(self, key):
         return key in self._modules
@@ -92,3 +190,103 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+    def update(self, modules):
+        for k, m in modules.items() if hasattr(modules, "items") else modules:
+            self[k] = m
+
+    def pop(self, key):
+        m = self._modules[key]
+        del self[key]
+        return m
+
+    def clear(self):
+        self._modules.clear()
+
+
+def _as_parameter(value):
+    return value if isinstance(value, Parameter) else Parameter(value)
+
+
+class ParameterList(Module):
+    """A list of Parameters that registers them; plain tensors are wrapped as Parameters."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ParameterList(list(self._parameters.values())[idx])
+        return self._parameters[str(_index(idx, len(self), "ParameterList"))]
+
+    def __setitem__(self, idx, value):
+        self.register_parameter(str(_index(idx, len(self), "ParameterList")), _as_parameter(value))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+    def extra_repr(self):
+        return "\n".join(
+            f"({k}): Parameter containing: [{p.dtype.name} of size {'x'.join(map(str, p.shape))}]"
+            for k, p in self._parameters.items()
+        )
+
+
+class ParameterDict(Module):
+    """A dict of Parameters that registers them; plain tensors are wrapped as Parameters."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key):
+        return self._parameters[key]
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter(value))
+
+    def __delitem__(self, key):
+        del self._parameters[key]
+
+    def __contains__(self, key):
+        return key in self._parameters
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def values(self):
+        return self._parameters.values()
+
+    def items(self):
+        return self._parameters.items()
+
+    def update(self, parameters):
+        for k, v in parameters.items() if hasattr(parameters, "items") else parameters:
+            self[k] = v
+
+    def extra_repr(self):
+        return "\n".join(
+            f"({k}): Parameter containing: [{p.dtype.name} of size {'x'.join(map(str, p.shape))}]"
+            for k, p in self._parameters.items()
+        )

@@ -2,76 +2,123 @@
 
 Parameters, buffers and submodules are found by assignment (`self.fc = Linear(...)`) and kept in
 three ordered dicts, so traversal order — and therefore state_dict keys and optimizer parameter
-order — is the order of assignment, as in torch.
+order — is the order of assignment, as in torch. Moving or casting a module (`to`, `double`, ...)
+swaps the arrays inside the existing Parameters, so an optimizer built before the move still holds
+the model's parameters.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
+from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ShapeError
+from distgraph.errors import DistgraphError
 from distgraph.nn.parameter import Buffer, Parameter
 
 
-class _IncompatibleKeys:
-    def __init__(self, missing_keys, unexpected_keys):
-        self.missing_keys, self.unexpected_keys = missing_keys, unexpected_keys
+class StateDictError(DistgraphError, RuntimeError):
+    """load_state_dict found missing or unexpected keys (strict mode) or a shape mismatch (any mode)."""
 
-    def __iter__(self):
-        return iter((self.missing_keys, self.unexpected_keys))
+
+class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    __slots__ = ()
 
     def __repr__(self):
-        return (
-            "<All keys matched successfully>"
-            if not (self.missing_keys or self.unexpected_keys)
-            else (f"_IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})")
-        )
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
 
 
-class _RemovableHandle:
+class RemovableHandle:
+    """What register_*_hook returns: `handle.remove()` unregisters the hook."""
+
     _next_id = 0
 
-    def __init__(self, hooks):
-        self.hooks = hooks
-        self.id = _RemovableHandle._next_id
-        _RemovableHandle._next_id += 1
+    def __init__(self, hooks, *extra):
+        self.hooks, self.extra = hooks, extra
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
 
     def remove(self):
         self.hooks.pop(self.id, None)
+        for d in self.extra:
+            d.discard(self.id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _check_name(module, name, kind):
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
+    if not name or "." in name:
+        raise KeyError(f'{kind} name can\'t be empty or contain ".", got {name!r}')
+    if name in module.__dict__ and not any(name in d for d in (module._parameters, module._buffers, module._modules)):
+        raise KeyError(f"attribute {name!r} already exists")
 
 
 class Module:
+    """Base class for all layers; subclasses set attributes in `__init__` and define `forward`."""
+
     training = True
 
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_non_persistent", set())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_forward_hooks", OrderedDict())
-        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
-        object.__setattr__(self, "training", True)
+        d = self.__dict__
+        d["training"] = True
+        d["_parameters"] = OrderedDict()
+        d["_buffers"] = OrderedDict()
+        d["_non_persistent"] = set()
+        d["_modules"] = OrderedDict()
+        d["_forward_hooks"] = OrderedDict()
+        d["_forward_hooks_with_kwargs"] = set()
+        d["_forward_pre_hooks"] = OrderedDict()
+        d["_forward_pre_hooks_with_kwargs"] = set()
 
-    # ---- registration -------------------------------------------------------------------------------
+    # ---- registration -------------------------------------------------------------------------------------
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
-            raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
-        for d in (self._parameters, self._buffers, self._modules):
-            d.pop(name, None)
+        d = self.__dict__
+        params = d.get("_parameters")
+        if params is None:
+            if isinstance(value, Parameter | Module | Buffer):
+                raise AttributeError(f"cannot assign {name!r} before Module.__init__() call")
+            object.__setattr__(self, name, value)
+            return
         if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Buffer):
-            self._buffers[name] = Tensor(value.array)
-            if not value.persistent:
-                self._non_persistent.add(name)
+            self._forget(name)
+            params[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as parameter '{name}' (nn.Parameter or None expected)"
+                )
+            params[name] = None
         elif isinstance(value, Module):
+            self._forget(name)
             self._modules[name] = value
-        elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, Tensor)):
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as child module '{name}' (Module or None expected)"
+                )
+            self._modules[name] = None
+        elif isinstance(value, Buffer):
+            self._forget(name)
+            self.register_buffer(name, value, value.persistent)
+        elif name in self._buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' (Tensor or None expected)")
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
-            return
+
+    def _forget(self, name):
         self.__dict__.pop(name, None)
+        for d in (self._parameters, self._buffers, self._modules):
+            d.pop(name, None)
+        self._non_persistent.discard(name)
 
     def __getattr__(self, name):
         d = self.__dict__
@@ -84,40 +131,72 @@ class Module:
         for d in (self._parameters, self._buffers, self._modules):
             if name in d:
                 del d[name]
+                self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
 
     def register_parameter(self, name, param):
-        if param is None:
-            self._parameters[name] = None
-        elif not isinstance(param, Parameter):
-            raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got {type(param).__name__}")
-        else:
-            self.__setattr__(name, param)
+        """Add a Parameter (or None: a declared but absent parameter, like `bias=False`)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign parameter before Module.__init__() call")
+        _check_name(self, name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' (Parameter or None)")
+        self._forget(name)
+        self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
-        self.__dict__.setdefault("_buffer_names", set()).add(name)
+        """Add state that is not trained (running stats); non-persistent buffers stay out of state_dict."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        _check_name(self, name, "buffer")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (Tensor or None)")
+        self._forget(name)
+        if isinstance(tensor, Buffer):
+            tensor = Tensor(tensor.array, device=tensor.device)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent.add(name)
 
     def register_module(self, name, module):
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        _check_name(self, name, "module")
+        self._forget(name)
         self._modules[name] = module
 
     add_module = register_module
 
+    def _get_path(self, target, store, kind):
+        mod_path, _, name = target.rpartition(".")
+        mod = self.get_submodule(mod_path)
+        if name not in getattr(mod, store):
+            raise AttributeError(f"{type(mod).__name__} has no {kind} `{name}`")
+        return getattr(mod, store)[name]
+
     def get_submodule(self, target):
         mod = self
         for part in target.split(".") if target else []:
+            if part not in mod._modules:
+                raise AttributeError(f"{type(mod).__name__} has no submodule `{part}` (looking up {target!r})")
             mod = mod._modules[part]
         return mod
 
-    # ---- traversal --------------------------------------------------------------------------------------
+    def get_parameter(self, target):
+        return self._get_path(target, "_parameters", "parameter")
+
+    def get_buffer(self, target):
+        return self._get_path(target, "_buffers", "buffer")
+
+    # ---- traversal ----------------------------------------------------------------------------------------
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """Every module of the tree, depth first, each once (unless remove_duplicate=False)."""
         memo = set() if memo is None else memo
-        if self in memo and remove_duplicate:
+        if self in memo:
             return
-        memo.add(self)
+        if remove_duplicate:
+            memo.add(self)
         yield prefix, self
         for name, m in self._modules.items():
             if m is not None:
@@ -127,37 +206,45 @@ class Module:
         return (m for _, m in self.named_modules())
 
     def named_children(self):
-        return ((n, m) for n, m in self._modules.items() if m is not None)
+        seen = set()
+        for n, m in self._modules.items():
+            if m is not None and m not in seen:
+                seen.add(m)
+                yield n, m
 
     def children(self):
         return (m for _, m in self.named_children())
 
-    def _named(self, attr, prefix, recurse):
+    def _named(self, store, prefix, recurse, remove_duplicate):
         seen = set()
-        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for mp, m in mods:
-            for name, t in getattr(m, attr).items():
-                if t is None or id(t) in seen:
+            for name, t in getattr(m, store).items():
+                if t is None or (remove_duplicate and id(t) in seen):
                     continue
                 seen.add(id(t))
                 yield (f"{mp}.{name}" if mp else name), t
 
-    def named_parameters(self, prefix="", recurse=True):
-        return self._named("_parameters", prefix, recurse)
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, Parameter) pairs; a parameter shared by two modules appears once."""
+        return self._named("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse=True):
         return (p for _, p in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self, prefix="", recurse=True):
-        return self._named("_buffers", prefix, recurse)
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self._named("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse=True):
         return (b for _, b in self.named_buffers(recurse=recurse))
 
-    # ---- modes, devices, grads ------------------------------------------------------------------------------
+    # ---- modes, devices, grads ----------------------------------------------------------------------------
     def train(self, mode=True):
+        """Set training mode on this module and every descendant (Dropout, BatchNorm read it)."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
-            object.__setattr__(m, "training", mode)
+            m.__dict__["training"] = mode
         return self
 
     def eval(self):
@@ -169,63 +256,85 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (set_to_none) or zero it in place."""
         for p in self.parameters():
-            if set_to_none:
+            if set_to_none or p.grad is None:
                 p.grad = None
-            elif p.grad is not None:
+            else:
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                p.grad.requires_grad_(False)
                 p.grad.array[...] = 0
+                p.grad._vc[0] += 1
 
     def apply(self, fn):
+        """Call fn on every submodule (children first) and then on self, as in torch; returns self."""
         for m in self.children():
             m.apply(fn)
         fn(self)
         return self
 
-    def _map_tensors(self, fn):
-        for m in self.modules():
-            for p in m._parameters.values():
-                if p is not None:
+    def _apply_tensors(self, fn):
+        """Replace every parameter's array by fn's result in place (identity kept), and every buffer."""
+        with no_grad():
+            for m in self.modules():
+                for p in m._parameters.values():
+                    if p is None:
+                        continue
                     new = fn(p)
-                    if new.array is not p.array or new.device is not p.device:
+                    if new is not p:
                         p.array, p.device = new.array, new.device
+                        p._vc[0] += 1
                         if p.grad is not None:
                             p.grad = fn(p.grad)
-            for name, b in m._buffers.items():
-                if b is not None:
-                    m._buffers[name] = fn(b)
+                for name, b in m._buffers.items():
+                    if b is not None:
+                        m._buffers[name] = fn(b)
         return self
 
     def to(self, *args, **kwargs):
-        """Move/cast parameters and buffers in place (parameters keep their identity, as in torch)."""
-        with no_grad():
-            return self._map_tensors(
-                lambda t: t.to(*args, **kwargs) if t.is_floating_point() or _is_device(args, kwargs) else t
-            )
+        """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(tensor)`: dtype casts floating tensors only."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif isinstance(a, dtypes.DType):
+                dtype = a
+            else:
+                device = a
+        if dtype is not None:
+            dtype = dtypes.from_any(dtype)
+            if dtype.np.kind not in "fc":
+                raise TypeError(f"Module.to only accepts floating point dtypes, but got desired dtype={dtype.name}")
+
+        def move(t):
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            return t.to(device) if device is not None else t
+
+        return self._apply_tensors(move)
 
     def cuda(self, device=None):
-        return self.to("cuda" if device is None else f"cuda:{device}")
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def cpu(self):
         return self.to("cpu")
 
     def float(self):
-        return self._cast("float32")
+        return self.to(dtypes.float32)
 
     def double(self):
-        return self._cast("float64")
+        return self.to(dtypes.float64)
 
     def half(self):
-        return self._cast("float16")
+        return self.to(dtypes.float16)
 
-    def _cast(self, name):
-        from distgraph import dtypes
-
-        dt = getattr(dtypes, name)
-        with no_grad():
-            return self._map_tensors(lambda t: t.to(dt) if t.is_floating_point() else t)
-
-    # ---- state ----------------------------------------------------------------------------------------------
+    # ---- state --------------------------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Parameters and persistent buffers by dotted name; values share memory with the module (detached)."""
         out = OrderedDict() if destination is None else destination
         for name, p in self._parameters.items():
             if p is not None:
@@ -239,35 +348,39 @@ class Module:
         return out
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values in; missing/unexpected keys and shape mismatches are reported by name."""
+        """Copy values in place, by name; returns (missing_keys, unexpected_keys).
+
+        Shape mismatches always raise StateDictError; missing/unexpected keys raise it when strict.
+        Values may be Tensors or arrays; they are converted to each target's dtype and device.
+        """
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched = []
+        errors = []
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         for k, t in own.items():
-            if k in state_dict:
-                v = state_dict[k]
-                shape = tuple(v.shape)
-                if shape != tuple(t.shape):
-                    mismatched.append(f"{k}: checkpoint {shape}, model {tuple(t.shape)}")
-        if mismatched:
-            raise ShapeError("load_state_dict: size mismatch for " + "; ".join(mismatched))
-        if strict and (missing or unexpected):
-            raise KeyError(
-                f"load_state_dict ({type(self).__name__}): missing keys {missing}, unexpected keys {unexpected}"
-            )
+            if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape):
+                errors.append(
+                    f"size mismatch for {k}: copying a param with shape {tuple(state_dict[k].shape)} from checkpoint, "
+                    f"the shape in current model is {tuple(t.shape)}."
+                )
+        if errors:
+            raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         with no_grad():
             for k, t in own.items():
                 if k in state_dict:
                     v = state_dict[k]
-                    arr = v.array if isinstance(v, Tensor) else v
-                    t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype) if t.device.xp is not None else arr
+                    arr = v.to(t.device).array if isinstance(v, Tensor) else v
+                    t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
                     t._vc[0] += 1
         return _IncompatibleKeys(missing, unexpected)
 
-    # ---- call and hooks ---------------------------------------------------------------------------------------
+    # ---- call and hooks -----------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
         if self._forward_pre_hooks or self._forward_hooks:
@@ -275,58 +388,66 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def _call_with_hooks(self, args, kwargs):
-        for hook in list(self._forward_pre_hooks.values()):
-            res = hook(self, args)
-            if res is not None:
-                args = res if isinstance(res, tuple) else (res,)
+        for hid, hook in list(self._forward_pre_hooks.items()):
+            if hid in self._forward_pre_hooks_with_kwargs:
+                res = hook(self, args, kwargs)
+                if res is not None:
+                    if not (isinstance(res, tuple) and len(res) == 2):
+                        raise RuntimeError(
+                            f"forward pre-hook must return None or a tuple of (new_args, new_kwargs), got {res}"
+                        )
+                    args, kwargs = res
+            else:
+                res = hook(self, args)
+                if res is not None:
+                    args = res if isinstance(res, tuple) else (res,)
         out = self.forward(*args, **kwargs)
-        for hook in list(self._forward_hooks.values()):
-            res = hook(self, args, out)
+        for hid, hook in list(self._forward_hooks.items()):
+            res = hook(self, args, kwargs, out) if hid in self._forward_hooks_with_kwargs else hook(self, args, out)
             if res is not None:
                 out = res
         return out
 
-    def register_forward_hook(self, hook):
-        handle = _RemovableHandle(self._forward_hooks)
-        self._forward_hooks[handle.id] = hook
+    def _add_hook(self, hooks, kw_ids, hook, prepend, with_kwargs):
+        handle = RemovableHandle(hooks, kw_ids)
+        hooks[handle.id] = hook
+        if with_kwargs:
+            kw_ids.add(handle.id)
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def register_forward_pre_hook(self, hook):
-        handle = _RemovableHandle(self._forward_pre_hooks)
-        self._forward_pre_hooks[handle.id] = hook
-        return handle
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args) -> None or new args (hook(module, args, kwargs) -> None or (args, kwargs))."""
+        return self._add_hook(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs, hook, prepend, with_kwargs)
 
-    # ---- repr ------------------------------------------------------------------------------------------------
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args, output) -> None or a replacement output (with_kwargs: (module, args, kwargs, output))."""
+        return self._add_hook(self._forward_hooks, self._forward_hooks_with_kwargs, hook, prepend, with_kwargs)
+
+    # ---- repr ---------------------------------------------------------------------------------------------
     def extra_repr(self):
         return ""
 
+    def _get_name(self):
+        return type(self).__name__
+
     def __repr__(self):
-        lines = []
         extra = self.extra_repr()
-        if extra:
-            lines = extra.split("\n")
-        for name, m in self._modules.items():
-            sub = repr(m).replace("\n", "\n  ")
-            lines.append(f"({name}): {sub}")
-        if not lines:
-            return f"{type(self).__name__}()"
-        if len(lines) == 1 and not self._modules:
-            return f"{type(self).__name__}({lines[0]})"
-        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        lines = extra_lines + child_lines
+        body = ""
+        if lines:
+            body = extra_lines[0] if len(extra_lines) == 1 and not child_lines else "\n  " + "\n  ".join(lines) + "\n"
+        return f"{self._get_name()}({body})"
 
     def __dir__(self):
-        return list(super().__dir__()) + list(self._parameters) + list(self._buffers) + list(self._modules)
+        keys = list(super().__dir__()) + list(self._parameters) + list(self._buffers) + list(self._modules)
+        return sorted(k for k in set(keys) if not k[0].isdigit())
 
     def __getstate__(self):
         return self.__dict__
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-
-
-def _is_device(args, kwargs):
-    from distgraph.dtypes import DType
-
-    if "device" in kwargs:
-        return True
-    return any(not isinstance(a, DType) and not isinstance(a, Tensor) for a in args)

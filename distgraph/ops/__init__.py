@@ -6,6 +6,7 @@ from distgraph.ops import (  # noqa: F401
     creation,
     elementwise,
     indexing,
+    layers,
     linalg,
     loss,
     methods,

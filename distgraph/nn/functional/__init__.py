@@ -1,0 +1,65 @@
+"""nn.functional: the functional forms of layers and losses, with torch.nn.functional's names and signatures.
+
+Most functions are compositions of registered ops (so they differentiate to any order); the hot ones
+are single fused ops: linear and layer_norm (`ops.layers`), cross-entropy over class indices (`ops.loss`).
+"""
+
+from distgraph.nn.functional.activation import (  # noqa: F401
+    celu,
+    elu,
+    gelu,
+    glu,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    leaky_relu,
+    log_softmax,
+    logsigmoid,
+    mish,
+    prelu,
+    relu,
+    relu6,
+    selu,
+    sigmoid,
+    silu,
+    softmax,
+    softmin,
+    softplus,
+    softshrink,
+    softsign,
+    tanh,
+    tanhshrink,
+    threshold,
+)
+from distgraph.nn.functional.layers import (  # noqa: F401
+    alpha_dropout,
+    batch_norm,
+    bilinear,
+    cosine_similarity,
+    dropout,
+    dropout1d,
+    dropout2d,
+    dropout3d,
+    embedding,
+    layer_norm,
+    linear,
+    normalize,
+    pad,
+)
+from distgraph.nn.functional.loss import (  # noqa: F401
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    gaussian_nll_loss,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    margin_ranking_loss,
+    mse_loss,
+    nll_loss,
+    poisson_nll_loss,
+    smooth_l1_loss,
+    soft_margin_loss,
+)
+from distgraph.ops.indexing import one_hot  # noqa: F401

@@ -1,0 +1,195 @@
+"""Functional forms of the layers: linear, dropout, normalization, embedding, and small tensor utilities."""
+
+import math
+
+from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.ops import compare as cmp
+from distgraph.ops import elementwise as ew
+from distgraph.ops import indexing, layers, linalg
+from distgraph.ops import reduction as red
+from distgraph.ops.creation import generator
+
+
+# ---- linear -------------------------------------------------------------------------------------------------
+def linear(input, weight, bias=None):
+    """x·Wᵀ + b; one fused op when the operands agree in dtype (the common case)."""
+    if input.shape[-1] != weight.shape[-1]:
+        raise ShapeError(
+            f"linear: input features {input.shape[-1]} do not match weight {tuple(weight.shape)} (in_features last)"
+        )
+    if weight.ndim == 2 and input.array.dtype == weight.array.dtype and (bias is None or bias.dtype == weight.dtype):
+        return layers.linear(input, weight, bias)
+    out = linalg.matmul(input, weight.transpose(-2, -1))
+    return out if bias is None else ew.add(out, bias)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y_o = x1ᵀ·W_o·x2 + b_o over leading batch dims."""
+    lead = tuple(input1.shape[:-1])
+    x1, x2 = input1.reshape(-1, input1.shape[-1]), input2.reshape(-1, input2.shape[-1])
+    out = linalg.einsum("bi,oij,bj->bo", x1, weight, x2)
+    out = out if bias is None else ew.add(out, bias)
+    return out.reshape(*lead, weight.shape[0])
+
+
+# ---- dropout ------------------------------------------------------------------------------------------------
+def _check_p(p, op):
+    if not 0 <= p <= 1:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _keep_mask(input, p, shape):
+    keep = generator(input.device).random(shape) >= p
+    return Tensor(input.device.xp.asarray(keep, dtype=input.array.dtype), device=input.device)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zero each element with probability p, scale the survivors by 1/(1−p); identity when not training."""
+    _check_p(p, "dropout")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return ew.mul(input, 0)
+    return ew.mul(input, ew.mul(_keep_mask(input, p, input.shape), 1.0 / (1 - p)))
+
+
+def _feature_dropout(input, p, training, batched_ndim, op):
+    _check_p(p, op)
+    if input.ndim not in (batched_ndim, batched_ndim - 1):
+        raise ShapeError(f"{op}: expected {batched_ndim - 1}-D or {batched_ndim}-D input, got {tuple(input.shape)}")
+    if not training or p == 0:
+        return input
+    lead = 2 if input.ndim == batched_ndim else 1  # (N, C, ...) or unbatched (C, ...)
+    shape = tuple(input.shape[:lead]) + (1,) * (input.ndim - lead)
+    return ew.mul(input, ew.mul(_keep_mask(input, p, shape), 1.0 / (1 - p) if p < 1 else 0.0))
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout(input, p, training, 3, "dropout1d")
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout(input, p, training, 4, "dropout2d")
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout(input, p, training, 5, "dropout3d")
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Dropped units go to SELU's negative saturation; an affine map restores mean 0 and variance 1."""
+    _check_p(p, "alpha_dropout")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return ew.mul(input, 0)
+    alpha = 1.7580993408473766
+    a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
+    keep = _keep_mask(input, p, input.shape)
+    shift = ew.add(ew.mul(ew.sub(keep, 1), alpha * a), alpha * a * p)
+    return ew.add(ew.mul(input, ew.mul(keep, a)), shift)
+
+
+# ---- normalization ------------------------------------------------------------------------------------------
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the trailing `normalized_shape` dims (one fused op), then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(normalized_shape) :]) != normalized_shape or input.ndim < len(
+        normalized_shape
+    ):
+        raise ShapeError(f"layer_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != normalized_shape:
+            raise ShapeError(f"layer_norm: {name} shape {tuple(t.shape)} != normalized_shape {normalized_shape}")
+    return layers.layer_norm(input, len(normalized_shape), weight, bias, eps)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalize over every dim but the channel dim (1); in training, update the running stats in place.
+
+    Training normalizes with the biased batch variance and folds the unbiased one into running_var,
+    as torch does.
+    """
+    if input.ndim < 2:
+        raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got {tuple(input.shape)}")
+    c = input.shape[1]
+    dims = (0, *range(2, input.ndim))
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if training:
+        n = input.numel() // c
+        if n <= 1:
+            raise ValueError(
+                f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}"
+            )
+        mean = red.mean(input, dim=dims, keepdim=True)
+        var = red.mean(ew.square(ew.sub(input, mean)), dim=dims, keepdim=True)
+        if running_mean is not None:
+            with no_grad():
+                m = momentum
+                running_mean.array[...] = (1 - m) * running_mean.array + m * mean.array.reshape(c)
+                running_var.array[...] = (1 - m) * running_var.array + m * var.array.reshape(c) * (n / (n - 1))
+                running_mean._vc[0] += 1
+                running_var._vc[0] += 1
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+        mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
+    out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
+    if weight is not None:
+        out = ew.mul(out, weight.reshape(*shape))
+    if bias is not None:
+        out = ew.add(out, bias.reshape(*shape))
+    return out
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """x / max(‖x‖_p, eps) along `dim`."""
+    norm = red.norm(input, p=p, dim=dim, keepdim=True)
+    return ew.div(input, ew.clamp(norm, min=eps))
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    dot = red.sum(ew.mul(x1, x2), dim=dim)
+    n1 = ew.clamp(red.norm(x1, dim=dim), min=eps)
+    n2 = ew.clamp(red.norm(x2, dim=dim), min=eps)
+    return ew.div(dot, ew.mul(n1, n2))
+
+
+# ---- embedding ----------------------------------------------------------------------------------------------
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
+    """weight[input]; rows at padding_idx get no gradient; with max_norm, looked-up rows are renormed in place."""
+    if input.array.dtype.kind not in "iu":
+        raise DTypeError(f"embedding: indices must be an integer tensor, got {input.dtype.name}")
+    n = weight.shape[0]
+    if input.numel():
+        lo, hi = int(input.array.min()), int(input.array.max())
+        if lo < 0 or hi >= n:
+            raise IndexOutOfRangeError(f"embedding: index {hi if hi >= n else lo} is out of range for {n} embeddings")
+    flat = input.reshape(-1)
+    if max_norm is not None:
+        _embedding_renorm_(weight, flat, max_norm, norm_type)
+    out = indexing.index_select(weight, 0, flat)
+    if padding_idx is not None and out.requires_grad:
+        keep = cmp.ne(flat.reshape(-1, 1), padding_idx % n)
+        out = ew.where(keep, out, out.detach())  # same values, no gradient into the padding row
+    return out.reshape(*input.shape, weight.shape[1])
+
+
+def _embedding_renorm_(weight, flat, max_norm, norm_type):
+    xp = weight.device.xp
+    with no_grad():
+        rows = xp.unique(flat.array)
+        sel = weight.array[rows]
+        norms = (xp.abs(sel) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+        scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(sel.dtype)
+        weight.array[rows] = sel * scale[:, None]
+        weight._vc[0] += 1
+
+
+# ---- tensor utilities ---------------------------------------------------------------------------------------
+def pad(input, pad, mode="constant", value=None):
+    from distgraph.ops.regions import pad as _pad
+
+    return _pad(input, pad, mode, value)

@@ -1,0 +1,180 @@
+"""Loss functions under torch.nn.functional's names, with torch's reductions and argument order.
+
+Cross-entropy over class indices is one fused op (`ops.loss`); the rest are short compositions of
+registered ops, so they differentiate to any order.
+"""
+
+import math
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ShapeError
+from distgraph.nn.functional.activation import log_softmax
+from distgraph.ops import activation as act
+from distgraph.ops import compare as cmp
+from distgraph.ops import elementwise as ew
+from distgraph.ops import indexing
+from distgraph.ops import reduction as red
+from distgraph.ops.loss import cross_entropy_indices
+
+
+def _reduce(loss, reduction, op):
+    if reduction == "mean":
+        return red.mean(loss)
+    if reduction == "sum":
+        return red.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_same_shape(input, target, op):
+    if tuple(input.shape) != tuple(target.shape):
+        raise ShapeError(f"{op}: input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ")
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Logits (N, C[, d...]) against class indices (N[, d...]) or class probabilities (same shape as input)."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    if target.array.dtype.kind in "iu":
+        return cross_entropy_indices(input, target, weight, ignore_index, label_smoothing, reduction)
+    _check_same_shape(input, target, "cross_entropy")
+    cls_dim = 1 if input.ndim > 1 else 0
+    c = input.shape[cls_dim]
+    logp = log_softmax(input, dim=cls_dim)
+    if label_smoothing:
+        target = ew.add(ew.mul(target, 1 - label_smoothing), label_smoothing / c)
+    prod = ew.mul(logp, target)
+    if weight is not None:
+        shape = [1] * input.ndim
+        shape[cls_dim] = c
+        prod = ew.mul(prod, weight.reshape(*shape))
+    loss = ew.neg(red.sum(prod, dim=cls_dim))
+    if reduction == "mean":  # torch: the mean over batch (and spatial) elements, whatever the weights
+        return ew.div(red.sum(loss), max(loss.numel(), 1))
+    return _reduce(loss, reduction, "cross_entropy")
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """−input[n, target[n]] (log-probabilities in, class indices as target), weighted; 'mean' divides by Σ weights."""
+    if input.ndim < 1:
+        raise ShapeError(f"nll_loss: input must have a class dimension, got shape {tuple(input.shape)}")
+    cls_dim = 1 if input.ndim > 1 else 0
+    expected = (input.shape[0], *input.shape[2:]) if input.ndim > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ShapeError(f"nll_loss: target shape {tuple(target.shape)} does not match input {tuple(input.shape)}")
+    valid = cmp.ne(target, ignore_index)
+    safe = ew.where(valid, target, ew.const(0, target))
+    c = input.shape[cls_dim]
+    if safe.numel() and (int(safe.array.min()) < 0 or int(safe.array.max()) >= c):
+        from distgraph.errors import IndexOutOfRangeError
+
+        raise IndexOutOfRangeError(f"nll_loss: target out of bounds for {c} classes")
+    picked = indexing.gather(input, cls_dim, safe.unsqueeze(cls_dim)).squeeze(cls_dim)
+    w = ew.cast(valid, input.array.dtype)
+    if weight is not None:
+        w = ew.mul(w, indexing.index_select(weight, 0, safe.reshape(-1)).reshape(*safe.shape))
+    loss = ew.neg(ew.mul(picked, w))
+    if reduction == "mean":
+        return ew.div(red.sum(loss), red.sum(w))
+    return _reduce(loss, reduction, "nll_loss")
+
+
+def mse_loss(input, target, reduction="mean"):
+    _check_same_shape(input, target, "mse_loss")
+    return _reduce(ew.square(ew.sub(input, target)), reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    _check_same_shape(input, target, "l1_loss")
+    return _reduce(ew.abs(ew.sub(input, target)), reduction, "l1_loss")
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
+    _check_same_shape(input, target, "smooth_l1_loss")
+    d = ew.abs(ew.sub(input, target))
+    if beta == 0:
+        return _reduce(d, reduction, "smooth_l1_loss")
+    quad = ew.div(ew.mul(ew.square(d), 0.5), beta)
+    return _reduce(ew.where(cmp.lt(d, beta), quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
+    _check_same_shape(input, target, "huber_loss")
+    d = ew.abs(ew.sub(input, target))
+    loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
+    return _reduce(loss, reduction, "huber_loss")
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Probabilities in (0, 1) against targets; each log is clamped at −100, as torch."""
+    _check_same_shape(input, target, "binary_cross_entropy")
+    log_p = ew.clamp(ew.log(input), min=-100)
+    log_q = ew.clamp(ew.log(ew.rsub(input, 1)), min=-100)
+    loss = ew.neg(ew.add(ew.mul(target, log_p), ew.mul(ew.rsub(target, 1), log_q)))
+    if weight is not None:
+        loss = ew.mul(loss, weight)
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """BCE on logits through log σ(x) and log σ(−x), stable for any |x|."""
+    _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    pos = ew.mul(target, act.logsigmoid(input))
+    if pos_weight is not None:
+        pos = ew.mul(pos, pos_weight)
+    loss = ew.neg(ew.add(pos, ew.mul(ew.rsub(target, 1), act.logsigmoid(ew.neg(input)))))
+    if weight is not None:
+        loss = ew.mul(loss, weight)
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size."""
+    _check_same_shape(input, target, "kl_div")
+    if log_target:
+        loss = ew.mul(ew.exp(target), ew.sub(target, input))
+    else:  # 0 · log 0 = 0
+        safe = ew.where(cmp.gt(target, 0), target, ew.const(1, target))
+        loss = ew.mul(target, ew.sub(ew.log(safe), input))
+    if reduction == "batchmean":
+        return ew.div(red.sum(loss), input.shape[0] if input.ndim else 1)
+    return _reduce(loss, reduction, "kl_div")
+
+
+def soft_margin_loss(input, target, reduction="mean"):
+    """log(1 + exp(−y·x)) for labels y ∈ {−1, 1}."""
+    _check_same_shape(input, target, "soft_margin_loss")
+    return _reduce(act.softplus(ew.neg(ew.mul(input, target))), reduction, "soft_margin_loss")
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """max(0, −y·(x1 − x2) + margin)."""
+    loss = ew.relu(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin))
+    return _reduce(loss, reduction, "margin_ranking_loss")
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """Negative log-likelihood of a Poisson with rate exp(input) (log_input) or input."""
+    if log_input:
+        loss = ew.sub(ew.exp(input), ew.mul(target, input))
+    else:
+        loss = ew.sub(input, ew.mul(target, ew.log(ew.add(input, eps))))
+    if full:  # Stirling term for target > 1
+        t = target.detach() if isinstance(target, Tensor) else target
+        stirling = ew.add(ew.sub(ew.mul(t, ew.log(t)), t), ew.mul(ew.log(ew.mul(t, 2 * math.pi)), 0.5))
+        loss = ew.add(loss, ew.where(cmp.gt(t, 1), stirling, ew.const(0, loss)))
+    return _reduce(loss, reduction, "poisson_nll_loss")
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """0.5 · (log var + (input − target)² / var), var clamped at eps (without gradient through the clamp)."""
+    if var.ndim == input.ndim - 1:  # one variance per sample: broadcast over the last dim
+        var = var.unsqueeze(-1)
+    with_clamp = ew.add(var, ew.sub(ew.clamp(var.detach(), min=eps), var.detach()))
+    loss = ew.mul(ew.add(ew.log(with_clamp), ew.div(ew.square(ew.sub(input, target)), with_clamp)), 0.5)
+    if full:
+        loss = ew.add(loss, 0.5 * math.log(2 * math.pi))
+    return _reduce(loss, reduction, "gaussian_nll_loss")

@@ -1,0 +1,137 @@
+"""Fused layer ops: linear (x·Wᵀ + b) and layer_norm, each one op forward and a few ops backward.
+
+Composed from matmul, transpose and add, a Linear layer records three nodes forward and five
+backward; at digits-MLP sizes that bookkeeping, not the arithmetic, is the step time. Fused, it
+is one node forward, and backward is `g·W`, one `gᵀ·x` op and one sum.
+
+Backward rules recompute what they need from their inputs (no arrays hidden in the node), so the
+backward pass is made of registered ops only and graph capture can record it. When a higher-order
+gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops.
+"""
+
+from distgraph.autograd.function import apply
+from distgraph.autograd.grad_mode import is_grad_enabled
+from distgraph.ops import elementwise as ew
+from distgraph.ops import reduction as red
+from distgraph.ops.linalg import _matmul, matmul
+from distgraph.ops.registry import defop
+
+
+# ---- linear -------------------------------------------------------------------------------------------------
+@defop("linear", kind="matmul", save=(0, 1))
+def _linear(xp, x, w, *b):
+    """x: (..., in), w: (out, in), b: optional (out,) -> (..., out)."""
+    out = x @ w.T
+    if b:
+        out += b[0]
+    return out
+
+
+@defop("linear_weight_grad", kind="matmul", save=(0, 1))
+def _linear_weight_grad(xp, g, x):
+    """gᵀ·x with every leading dim folded into the batch: (..., out), (..., in) -> (out, in)."""
+    return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+
+@_linear.grad
+def _(ctx, g):
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    need = ctx.next
+    gx = gw = gb = None
+    if need[0] is not None:
+        gx = apply(_matmul, (g, w)) if g.array.ndim >= 2 else matmul(g, w)
+    if need[1] is not None:
+        gw = _linear_weight_grad(g, x)
+    if len(need) > 2 and need[2] is not None:
+        gb = red.sum(g, dim=tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+    return gx, gw, gb
+
+
+@_linear_weight_grad.grad
+def _(ctx, gg):
+    g, x = ctx.inputs
+    return (_linear(x, gg) if ctx.next[0] is not None else None, matmul(g, gg) if ctx.next[1] is not None else None)
+
+
+def linear(input, weight, bias=None):
+    """y = x·Wᵀ + b as one op (torch.nn.functional.linear)."""
+    return _linear(input, weight) if bias is None else _linear(input, weight, bias)
+
+
+# ---- layer_norm ---------------------------------------------------------------------------------------------
+def _stats(xp, x, k, eps):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    return xc * rstd, rstd, axes
+
+
+@defop("layer_norm", kind="other", save=(0, 1, 2))
+def _layer_norm(xp, x, *wb, k, eps, has_bias):
+    """Normalize over the last k dims, then scale by w and shift by b (each optional)."""
+    xhat, _, _ = _stats(xp, x, k, eps)
+    w = wb[0] if len(wb) > has_bias else None
+    out = xhat * w if w is not None else xhat
+    if has_bias:
+        out = out + wb[-1]
+    return out.astype(x.dtype, copy=False)
+
+
+@defop("layer_norm_backward", kind="other", save=(0, 1, 2))
+def _layer_norm_backward(xp, g, x, *w, k, eps):
+    """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims."""
+    xhat, rstd, axes = _stats(xp, x, k, eps)
+    gh = g * w[0] if w else g
+    gx = rstd * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+    return gx.astype(x.dtype, copy=False)
+
+
+@defop("layer_norm_weight_grad", kind="other", save=(0, 1))
+def _layer_norm_weight_grad(xp, g, x, *, k, eps):
+    """Σ over the leading dims of g · x̂: the gradient of the scale."""
+    xhat, _, _ = _stats(xp, x, k, eps)
+    return (g * xhat).reshape((-1,) + x.shape[x.ndim - k :]).sum(axis=0)
+
+
+@_layer_norm.grad
+def _(ctx, g):
+    x, *wb = ctx.inputs
+    k, eps, has_bias = ctx.attrs["k"], ctx.attrs["eps"], ctx.attrs["has_bias"]
+    w = wb[0] if len(wb) > has_bias else None
+    need = ctx.next
+    if is_grad_enabled():  # create_graph: the same formula in differentiable ops
+        return _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias)
+    gx = _layer_norm_backward(g, x, *([w] if w is not None else []), k=k, eps=eps) if need[0] is not None else None
+    grads = [gx]
+    lead = tuple(range(g.ndim - k))
+    if w is not None:
+        grads.append(_layer_norm_weight_grad(g, x, k=k, eps=eps) if need[1] is not None else None)
+    if has_bias:
+        grads.append(red.sum(g, dim=lead) if need[-1] is not None and lead else (g if need[-1] is not None else None))
+    return tuple(grads)
+
+
+def _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias):
+    dims = tuple(range(-k, 0))
+    mean = red.mean(x, dim=dims, keepdim=True)
+    xc = ew.sub(x, mean)
+    rstd = ew.rsqrt(ew.add(red.mean(ew.square(xc), dim=dims, keepdim=True), eps))
+    xhat = ew.mul(xc, rstd)
+    gh = ew.mul(g, w) if w is not None else g
+    inner = ew.sub(
+        ew.sub(gh, red.mean(gh, dim=dims, keepdim=True)), ew.mul(xhat, red.mean(ew.mul(gh, xhat), dims, True))
+    )
+    grads = [ew.mul(rstd, inner)]
+    if w is not None:
+        grads.append(ew.mul(g, xhat) if need[1] is not None else None)  # the engine sums the broadcast dims
+    if has_bias:
+        grads.append(g)
+    return tuple(grads)
+
+
+def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
+    """Fused layer norm over the last `k` dims of `input` (shape checks are nn.functional's)."""
+    wb = [t for t in (weight, bias) if t is not None]
+    return _layer_norm(input, *wb, k=k, eps=float(eps), has_bias=bias is not None)
