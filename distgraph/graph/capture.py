@@ -1,0 +1,241 @@
+"""Capture: run a function eagerly once with a tracer installed and record every op into a Graph.
+
+Every op goes through `distgraph.autograd.function.apply`, which reports `(op, inputs, attrs, out)`
+to the tracer, so the IR is built from the same registry eager mode runs: no op exists twice.
+
+Values are tracked by tensor identity. A tensor the tracer has not seen is either a leaf that
+requires grad (a parameter, from a module or a closure: it is *lifted* into a graph input that is
+read from the tensor at each call, so optimizer updates are seen) or a constant (scalars, masks),
+whose array the graph keeps. A tensor changed in place after it was recorded cannot be represented
+and raises CaptureError, as does an op with no tensor output.
+
+Backward is captured by walking the autograd Nodes in reverse and calling each op's rule while the
+tracer records (the rules are written with differentiable ops). The engine is not reused because
+capture must see rule boundaries: an op whose rule reads raw arrays it saved in forward
+(`saves_extra`, e.g. fused cross-entropy) would bake batch data into constants, so its gradient is
+recorded as one opaque `vjp` node that recomputes forward and applies the rule at run time.
+"""
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.engine import sum_to_shape
+from distgraph.autograd.function import Node as AutogradNode
+from distgraph.autograd.function import set_tracer
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device_of_array
+from distgraph.errors import DistgraphError
+from distgraph.graph.ir import Graph, Node, Spec, cost
+from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import REGISTRY, defop, get_op
+
+
+class CaptureError(DistgraphError):
+    """The function does something the captured graph cannot represent."""
+
+
+def spec_of(array):
+    return Spec(tuple(array.shape), array.dtype.name, str(device_of_array(array)))
+
+
+class Tracer:
+    """Records op applications; maps tensors (by identity, checked against their version) to value names."""
+
+    def __init__(self):
+        self.values = {}  # id(tensor) -> (name, tensor, version)
+        self.arrays = {}  # id(array) -> (name, array): a rule's ctx.out is a new Tensor on a known array
+        self.inputs = []  # (name, Spec)
+        self.params = []  # lifted tensors, in input order after the explicit inputs
+        self.constants = {}
+        self.nodes = []
+        self.specs = {}
+
+    def add_input(self, t, name):
+        self._bind(t, name)
+        self.inputs.append((name, spec_of(t.array)))
+        self.specs[name] = self.inputs[-1][1]
+
+    def _bind(self, t, name):
+        self.values[id(t)] = (name, t, t._vc[0])
+        self.arrays[id(t.array)] = (name, t.array, t._vc)
+
+    def ref(self, t):
+        entry = self.values.get(id(t))
+        if entry is not None and entry[1] is t:
+            name, _, version = entry
+            if t._vc[0] != version:
+                raise CaptureError(
+                    f"{name} ({tuple(t.shape)} {t.dtype.name}) was modified in place after it was recorded; "
+                    "in-place ops on captured values cannot be represented"
+                )
+            return name
+        known = self.arrays.get(id(t.array))
+        if known is not None and known[1] is t.array and known[2] is t._vc:
+            return known[0]
+        if t.requires_grad and t.grad_fn is None:
+            name = f"%p{len(self.params)}"
+            self.params.append(t)
+            self.add_input(t, name)
+            return name
+        name = f"%c{len(self.constants)}"
+        self.constants[name] = t.array.copy()
+        self.specs[name] = spec_of(t.array)
+        self._bind(t, name)
+        return name
+
+    def record(self, op, inputs, attrs, out):
+        refs = tuple(self.ref(t) for t in inputs)
+        self.emit(op, refs, dict(attrs), out)
+
+    def emit(self, op, refs, attrs, out):
+        spec = spec_of(out.array)
+        flops, moved = cost(op.kind, [self.specs[r] for r in refs], spec)
+        name = f"%{len(self.nodes)}"
+        self.nodes.append(Node(name, op.name, refs, attrs, spec, flops, moved))
+        self.specs[name] = spec
+        self._bind(out, name)
+        return name
+
+    def graph(self, outputs):
+        names = []
+        for t in outputs:
+            if not isinstance(t, Tensor):
+                raise CaptureError(f"captured functions must return tensors, got {type(t).__name__}")
+            names.append(self.ref(t))
+        # inputs: explicit ones first, then lifted parameters (ref() may lift while naming outputs)
+        return Graph(tuple(self.inputs), tuple(self.nodes), tuple(names), dict(self.constants))
+
+
+def flatten(result):
+    """Tensors of a (possibly nested tuple/list) result, in order, plus a rebuild function."""
+    if isinstance(result, Tensor):
+        return [result], lambda xs: xs[0]
+    if isinstance(result, tuple | list):
+        parts = [flatten(r) for r in result]
+        counts = [len(p[0]) for p in parts]
+
+        def rebuild(xs):
+            out, i = [], 0
+            for (_, fn), n in zip(parts, counts):
+                out.append(fn(xs[i : i + n]))
+                i += n
+            return type(result)(out)
+
+        return [t for p in parts for t in p[0]], rebuild
+    raise CaptureError(f"captured functions must return tensors or tuples of tensors, got {type(result).__name__}")
+
+
+def capture(fn, example_inputs, *, grad_of=None):
+    """Trace `fn(*example_inputs)`; returns (Graph, lifted parameter tensors, rebuild).
+
+    With `grad_of` (a list of leaf tensors), the graph computes `fn`'s first output (a scalar loss)
+    and appends the gradient of that loss with respect to each tensor in `grad_of` as extra outputs.
+    """
+    tracer = Tracer()
+    for i, t in enumerate(example_inputs):
+        tracer.add_input(t, f"%in{i}")
+    prev = set_tracer(tracer)
+    try:
+        with grad_mode.set_grad_enabled(grad_of is not None or grad_mode.state.grad_enabled):
+            result = fn(*example_inputs)
+        outputs, rebuild = flatten(result)
+        if grad_of is not None:
+            for p in grad_of:
+                tracer.ref(p)  # lift every parameter, used or not, so grad outputs line up
+            outputs = outputs + _gradients(tracer, outputs[0], list(grad_of))
+    finally:
+        set_tracer(prev)
+    return tracer.graph(outputs), tracer.params, rebuild
+
+
+# ---- backward capture ----------------------------------------------------------------------------
+def _gradients(tracer, loss, wrt):
+    """d loss / d wrt as traced Tensors (zeros for tensors the loss does not depend on)."""
+    if loss.grad_fn is None:
+        raise CaptureError("the loss does not require grad: nothing to differentiate")
+    order = _topo(loss.grad_fn)
+    grads = {loss.grad_fn: Tensor(loss.device.xp.ones(loss.shape, loss.array.dtype), device=loss.device)}
+    leaf = {}
+    with grad_mode.no_grad():
+        for node in order:
+            g = grads.pop(node, None)
+            if g is None:
+                continue
+            in_grads = _vjp_traced(tracer, node, g) if node.op.saves_extra else _rule(node, g)
+            for inp, nxt, gi in zip(node.inputs, node.next, in_grads):
+                if gi is None or nxt is None:
+                    continue
+                if gi.shape != inp.shape:
+                    gi = sum_to_shape(gi, inp.shape)
+                if gi.array.dtype != inp.array.dtype:
+                    gi = ew.cast(gi, inp.array.dtype)
+                table, key = (grads, nxt) if type(nxt) is AutogradNode else (leaf, id(nxt))
+                table[key] = gi if key not in table else ew.add(table[key], gi)
+        out = []
+        for p in wrt:
+            g = leaf.get(id(p))
+            out.append(g if g is not None else ew.mul(Tensor(p.array, device=p.device), 0.0))
+    return out
+
+
+def _rule(node, g):
+    grads = node.op.backward(node, g)
+    return grads if type(grads) is tuple else (grads,)
+
+
+def _topo(root):
+    """Autograd Nodes reachable from root, each after every Node that consumes it."""
+    order, seen, stack = [], {root}, [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for nxt in node.next:
+            if type(nxt) is AutogradNode and nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, False))
+    return order[::-1]
+
+
+def _vjp_traced(tracer, node, g):
+    """One opaque `vjp` node per input that needs a gradient (see module docstring)."""
+    refs = tuple(tracer.ref(t) for t in node.inputs) + (tracer.ref(g),)
+    arrays = [t.array for t in node.inputs] + [g.array]
+    out = []
+    for index, nxt in enumerate(node.next):
+        if nxt is None:
+            out.append(None)
+            continue
+        attrs = {"op": node.op.name, "attrs": dict(node.attrs), "index": index}
+        t = Tensor(VJP.forward(g.device.xp, *arrays, **attrs), device=g.device)
+        tracer.emit(VJP, refs, attrs, t)
+        out.append(t)
+    return out
+
+
+@defop("vjp", kind="other", save=())
+def _vjp_op(xp, *arrays, op, attrs, index):
+    """Gradient of `op(*arrays[:-1], **attrs)` w.r.t. input `index`, given the output grad arrays[-1]."""
+    fwd = REGISTRY[op] if op in REGISTRY else get_op(op)
+    result = fwd.forward(xp, *arrays[:-1], **attrs)
+    ctx = object.__new__(AutogradNode)
+    ctx.op, ctx.attrs, ctx.versions, ctx.hooks, ctx.stack = fwd, attrs, (), None, None
+    ctx.saved = None
+    if fwd.saves_extra:
+        result, ctx.saved = result
+    ctx.inputs = tuple(Tensor(a) for a in arrays[:-1])
+    ctx.out_ref = (result, [0], 0)
+    ctx.next = (None,) * len(ctx.inputs)
+    prev = set_tracer(None)
+    try:
+        with grad_mode.no_grad():
+            grads = _rule(ctx, Tensor(arrays[-1]))
+            gi = grads[index]
+            if gi.shape != arrays[index].shape:
+                gi = sum_to_shape(gi, arrays[index].shape)
+    finally:
+        set_tracer(prev)
+    return gi.array.astype(arrays[index].dtype, copy=False)
+
+
+VJP = _vjp_op

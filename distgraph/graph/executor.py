@@ -1,0 +1,222 @@
+"""Running graphs: `Runner` replays one Graph on arrays; `LocalExecutor` runs a Plan in one process.
+
+Runner: the graph is compiled once into a flat list of steps (registry forward, argument slots,
+output slot, slots to free) so a call is one tight loop with no name lookups. Values die right
+after their last reader and eligible elementwise nodes write into a dying input (memory.plan).
+
+LocalExecutor policy (no Ray): a "dag" plan submits every subgraph to a thread pool as soon as all
+of its inputs exist, so independent subgraphs run concurrently (numpy and cupy release the GIL in
+heavy kernels). A "pipeline" plan gives each stage one thread (a stage is a device) and feeds it
+micro-batches in the schedule's order: GPipe runs all micro-batches through each stage, and stage
+s may start micro-batch j once stage s−1 has finished it. A "replicas" plan runs its copies over
+batch shards concurrently and combines outputs. Every subgraph run is recorded on the Timeline.
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from distgraph.backend import device as as_device
+from distgraph.backend import to_device
+from distgraph.errors import ShapeError
+from distgraph.graph.passes import memory
+from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
+from distgraph.graph.trace import Timeline
+from distgraph.ops.registry import get_op
+
+
+class Runner:
+    """A Graph compiled for repeated execution on one device: `runner(*arrays) -> list of arrays`."""
+
+    def __init__(self, graph, plan_memory=True):
+        self.graph = graph
+        dev = as_device(graph.inputs[0][1].device if graph.inputs else "cpu")
+        self.xp = xp = dev.xp
+        names = [n for n, _ in graph.inputs] + list(graph.constants) + [n.name for n in graph.nodes]
+        slot = {name: i for i, name in enumerate(names)}
+        self.n_inputs = len(graph.inputs)
+        self.template = [None] * len(names)
+        for name, arr in graph.constants.items():
+            self.template[slot[name]] = to_device(xp.asarray(arr) if xp is np else arr, dev)
+        self.plan = memory.plan(graph, inplace=plan_memory) if plan_memory else None
+        self.steps = []
+        for i, node in enumerate(graph.nodes):
+            fn = _callable(node, xp)
+            free = tuple(slot[n] for n in self.plan.free_after[i]) if self.plan else ()
+            target = slot[self.plan.inplace[i]] if self.plan and i in self.plan.inplace else -1
+            self.steps.append(
+                (
+                    fn,
+                    node.attrs if node.op != "fused" else {},
+                    tuple(slot[n] for n in node.inputs),
+                    slot[node.name],
+                    free,
+                    target,
+                )
+            )
+        self.outputs = tuple(slot[o] for o in graph.outputs)
+        self.specs = [s for _, s in graph.inputs]
+
+    def __call__(self, *arrays):
+        if len(arrays) != self.n_inputs:
+            raise ShapeError(f"graph expects {self.n_inputs} inputs, got {len(arrays)}")
+        env = self.template.copy()
+        env[: self.n_inputs] = arrays
+        xp = self.xp
+        for fn, attrs, ins, out, free, target in self.steps:
+            args = [env[i] for i in ins]
+            if target >= 0:
+                env[out] = fn(xp, *args, out=env[target], **attrs)
+            else:
+                env[out] = fn(xp, *args, **attrs)
+            for f in free:
+                env[f] = None
+        return [env[o] for o in self.outputs]
+
+
+def _callable(node, xp):
+    if node.op == "fused":
+        return FusedKernel(node, xp)
+    op = get_op(node.op)
+    if node.op in UFUNCS and not node.attrs:
+        ufunc = getattr(xp, UFUNCS[node.op])
+        forward = op.forward
+
+        def run(xp, *args, out=None):
+            return ufunc(*args, out=out) if out is not None else forward(xp, *args)
+
+        return run
+    if op.saves_extra:
+        forward = op.forward
+        return lambda xp, *args, **attrs: forward(xp, *args, **attrs)[0]
+    return op.forward
+
+
+class LocalExecutor:
+    """Runs a Plan in this process; `run(*arrays)` returns the plan's outputs, `timeline` what ran when."""
+
+    def __init__(self, plan, workers=2, schedule="gpipe"):
+        self.plan = plan
+        self.workers = workers
+        self.schedule = schedule
+        self.runners = {sg.name: Runner(sg.graph) for sg in plan.subgraphs}
+        self.timeline = Timeline()
+
+    def run(self, *arrays):
+        if len(arrays) != len(self.plan.inputs):
+            raise ShapeError(f"plan expects {len(self.plan.inputs)} inputs, got {len(arrays)}")
+        if self.plan.kind == "pipeline":
+            return self._run_pipeline(arrays)
+        if self.plan.kind == "replicas":
+            return self._run_replicas(arrays)
+        return self._run_dag(dict(zip(self.plan.inputs, arrays)), self.plan.subgraphs)
+
+    # ---- one subgraph, timed ------------------------------------------------------------------------
+    def _call(self, sg, env, label=None):
+        args = [env[n] for n in sg.inputs]
+        start = time.perf_counter()
+        outs = self.runners[sg.name](*args)
+        end = time.perf_counter()
+        nbytes = sum(a.nbytes for a in args) + sum(o.nbytes for o in outs)
+        self.timeline.record(label or sg.name, threading.current_thread().name, start, end, nbytes)
+        return dict(zip(sg.outputs, outs))
+
+    def _run_dag(self, env, subgraphs):
+        """Submit each subgraph when its inputs exist; wait on whichever finishes first."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        pending = list(subgraphs)
+        running = {}
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="dg-worker") as pool:
+            while pending or running:
+                ready = [sg for sg in pending if all(n in env for n in sg.inputs)]
+                for sg in ready:
+                    pending.remove(sg)
+                    running[pool.submit(self._call, sg, env)] = sg
+                if not running:
+                    missing = {n for sg in pending for n in sg.inputs if n not in env}
+                    raise ShapeError(f"plan cannot progress: values {sorted(missing)} are never produced")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    del running[fut]
+                    env.update(fut.result())
+        return [env[n] for n in self.plan.outputs]
+
+    # ---- pipeline ---------------------------------------------------------------------------------
+    def _run_pipeline(self, arrays):
+        plan, m = self.plan, self.plan.micro_batches
+        shards = _split_inputs(plan, arrays, m)
+        stages = sorted(plan.subgraphs, key=lambda sg: sg.stage)
+        envs = [dict(zip(plan.inputs, shard)) for shard in shards]
+        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"dg-stage{s}") for s in range(len(stages))]
+        try:
+            futures = {}
+            for j in order(self.schedule, len(stages), m):
+                for s, sg in enumerate(stages):
+                    prev = futures.get((s - 1, j))
+                    futures[(s, j)] = pools[s].submit(self._stage, sg, envs[j], prev, f"{sg.name}/mb{j}")
+            for f in futures.values():
+                f.result()
+        finally:
+            for p in pools:
+                p.shutdown()
+        return _combine(plan, [[env[n] for n in plan.outputs] for env in envs])
+
+    def _stage(self, sg, env, prev, label):
+        if prev is not None:
+            prev.result()
+        env.update(self._call(sg, env, label))
+
+    # ---- data-parallel replicas -------------------------------------------------------------------
+    def _run_replicas(self, arrays):
+        plan = self.plan
+        shards = _split_inputs(plan, arrays, len(plan.subgraphs))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="dg-replica") as pool:
+            futures = [
+                pool.submit(self._call, sg, dict(zip(plan.inputs, shard))) for sg, shard in zip(plan.subgraphs, shards)
+            ]
+            results = [f.result() for f in futures]
+        return _combine(plan, [[r[n] for n in plan.outputs] for r in results])
+
+
+def order(schedule, stages, micro_batches):
+    """Micro-batch submission order. Forward-only stages run micro-batches in order under both GPipe
+    and 1F1B (they differ only in when backward work is interleaved), so this is range(m)."""
+    if schedule not in ("gpipe", "1f1b"):
+        raise ValueError(f"unknown pipeline schedule {schedule!r} (gpipe, 1f1b)")
+    return range(micro_batches)
+
+
+def _split_inputs(plan, arrays, parts):
+    split = [_shards(a, parts, plan.inputs[i]) if i in plan.batch_inputs else [a] * parts for i, a in enumerate(arrays)]
+    return [tuple(col[k] for col in split) for k in range(parts)]
+
+
+def _shards(array, parts, name):
+    if array.shape[0] % parts:
+        raise ShapeError(f"input {name}: batch of {array.shape[0]} does not split into {parts} equal shards")
+    size = array.shape[0] // parts
+    return [array[k * size : (k + 1) * size] for k in range(parts)]
+
+
+def _combine(plan, per_part):
+    out = []
+    for i, how in enumerate(plan.combine):
+        parts = [p[i] for p in per_part]
+        xp = np if isinstance(parts[0], np.ndarray | np.generic) else _xp(parts[0])
+        if how == "cat":
+            out.append(xp.concatenate(parts, axis=0))
+        else:
+            total = parts[0]
+            for p in parts[1:]:
+                total = total + p
+            out.append(total / len(parts) if how == "mean" else total)
+    return out
+
+
+def _xp(array):
+    from distgraph.backend import namespace
+
+    return namespace(array)

@@ -1,0 +1,45 @@
+"""Common-subexpression elimination: equal constants, and nodes with the same op, inputs and attributes,
+are computed once. Every registry op is deterministic (randomness happens outside ops, at capture
+time), so merging never changes a result.
+"""
+
+import numpy as np
+
+from distgraph.graph.ir import rename
+
+
+def freeze(value):
+    """A hashable key for an attribute value (arrays by content)."""
+    if isinstance(value, dict):
+        return ("dict",) + tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__,) + tuple(freeze(v) for v in value)
+    if isinstance(value, slice):
+        return ("slice", value.start, value.stop, value.step)
+    if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
+        host = value.get() if hasattr(value, "get") else value
+        return ("array", host.dtype.str, host.shape, host.tobytes())
+    if isinstance(value, np.dtype):
+        return ("dtype", value.str)
+    return value
+
+
+def cse(graph):
+    mapping, seen_const, constants = {}, {}, {}
+    for name, arr in graph.constants.items():
+        key = freeze(arr)
+        if key in seen_const:
+            mapping[name] = seen_const[key]
+        else:
+            seen_const[key] = name
+            constants[name] = arr
+    seen, nodes = {}, []
+    for node in graph.nodes:
+        inputs = tuple(mapping.get(i, i) for i in node.inputs)
+        key = (node.op, inputs, freeze(node.attrs))
+        if key in seen:
+            mapping[node.name] = seen[key]
+        else:
+            seen[key] = node.name
+            nodes.append(node)
+    return rename(graph.replace(constants=constants), mapping, nodes=tuple(nodes))

@@ -1,0 +1,157 @@
+"""Elementwise fusion: chains and trees (and small DAGs) of elementwise nodes become one `fused` node.
+
+Grouping, in reverse topological order: an elementwise node joins the group of its consumers when
+all of them are in one group and it is not a graph output; otherwise it starts a group. So every
+value inside a group is read only inside it, the group has one output (its last node), and placing
+the fused node where that last node was keeps the order topological.
+
+A fused node carries a small program: steps `[op, args, attrs]`, where an arg `k >= 0` is the fused
+node's k-th input and `-(j+1)` is step j's result. `FusedKernel` runs it:
+- CPU: each step is a numpy ufunc writing into a buffer preallocated once per thread (no
+  temporaries); steps without a ufunc equivalent run their registry forward and copy into the buffer.
+  Only the last step allocates, because its result leaves the kernel.
+- GPU: the program, written with the registry forwards, is compiled once by `cupy.fuse` into one
+  kernel; if cupy cannot fuse it, the steps run one by one.
+"""
+
+import threading
+
+from distgraph.graph.ir import Node
+from distgraph.ops.registry import get_op
+
+UFUNCS = {
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "div": "divide",
+    "neg": "negative",
+    "exp": "exp",
+    "log": "log",
+    "sqrt": "sqrt",
+    "tanh": "tanh",
+    "sin": "sin",
+    "cos": "cos",
+    "abs": "absolute",
+    "maximum": "maximum",
+    "minimum": "minimum",
+}
+
+
+def is_elementwise(node):
+    return node.op != "fused" and get_op(node.op).kind == "elementwise" and node.op not in ("vjp",)
+
+
+def fuse(graph, min_size=2):
+    users = graph.consumers()
+    outputs = set(graph.outputs)
+    group = {}  # node index -> group id (the index of the group's last node)
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[i]
+        if not is_elementwise(node):
+            continue
+        targets = {group.get(j) for j in users.get(node.name, ())}
+        if node.name not in outputs and len(targets) == 1 and None not in targets:
+            group[i] = targets.pop()
+        else:
+            group[i] = i
+    members = {}
+    for i, g in group.items():
+        members.setdefault(g, []).append(i)
+    nodes = []
+    for i, node in enumerate(graph.nodes):
+        g = group.get(i)
+        if g is None or len(members[g]) < min_size:
+            nodes.append(node)
+        elif g == i:
+            nodes.append(_fused_node(graph, sorted(members[g])))
+    return graph.replace(nodes=tuple(nodes))
+
+
+def _fused_node(graph, indices):
+    steps, specs, inputs, local = [], [], [], {}
+    flops = 0
+    for j, i in enumerate(indices):
+        node = graph.nodes[i]
+        args = []
+        for name in node.inputs:
+            if name in local:
+                args.append(-(local[name] + 1))
+            else:
+                if name not in inputs:
+                    inputs.append(name)
+                args.append(inputs.index(name))
+        steps.append([node.op, args, dict(node.attrs)])
+        specs.append([list(node.spec.shape), node.spec.dtype])
+        local[node.name] = j
+        flops += node.flops
+    last = graph.nodes[indices[-1]]
+    known = graph.specs()
+    moved = last.spec.nbytes + sum(known[n].nbytes for n in inputs)
+    return Node(last.name, "fused", tuple(inputs), {"program": steps, "specs": specs}, last.spec, flops, moved)
+
+
+class FusedKernel:
+    """Runs one fused node's program; build once per node, call many times (thread-safe)."""
+
+    def __init__(self, node, xp):
+        self.steps = [(get_op(op), args, attrs, UFUNCS.get(op)) for op, args, attrs in node.attrs["program"]]
+        self.xp = xp
+        self.specs = [(tuple(shape), dtype) for shape, dtype in node.attrs["specs"]]
+        self.local = threading.local()
+        self.gpu = xp.__name__ == "cupy"
+        self.kernel = self._cupy_kernel() if self.gpu else None
+
+    def _buffers(self):
+        bufs = getattr(self.local, "bufs", None)
+        if bufs is None:
+            bufs = [self.xp.empty(s[0], dtype=s[1]) for s in self.specs[:-1]]
+            self.local.bufs = bufs
+        return bufs
+
+    def __call__(self, xp, *arrays, out=None, **_attrs):
+        if self.kernel is not None:
+            return self.kernel(*arrays)
+        return self.run_steps(arrays, out)
+
+    def run_steps(self, arrays, out=None):
+        xp = self.xp
+        bufs = self._buffers() if not self.gpu else None
+        results = []
+        last = len(self.steps) - 1
+        for j, (op, args, attrs, ufunc) in enumerate(self.steps):
+            vals = [arrays[a] if a >= 0 else results[-a - 1] for a in args]
+            target = out if j == last else (bufs[j] if bufs is not None else None)
+            if j == last and target is None:
+                results.append(op.forward(xp, *vals, **attrs))
+            elif ufunc is not None and not attrs:
+                results.append(getattr(xp, ufunc)(*vals, out=target))
+            elif target is not None:
+                xp.copyto(target, op.forward(xp, *vals, **attrs), casting="unsafe")
+                results.append(target)
+            else:
+                results.append(op.forward(xp, *vals, **attrs))
+        return results[-1]
+
+    def _cupy_kernel(self):
+        from distgraph.backend import cupy_module
+
+        cp = cupy_module()
+        steps = self.steps
+
+        def program(*arrays):
+            results = []
+            for op, args, attrs, _ in steps:
+                vals = [arrays[a] if a >= 0 else results[-a - 1] for a in args]
+                results.append(op.forward(cp, *vals, **attrs))
+            return results[-1]
+
+        fused = cp.fuse(program)
+
+        def call(*arrays):
+            try:
+                return fused(*arrays)
+            except Exception:  # cupy.fuse supports a subset of numpy: fall back to one kernel per step
+                self.kernel = None
+                return self.run_steps(arrays)
+
+        return call
