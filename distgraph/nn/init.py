@@ -1,125 +1,200 @@
-"""nn.init: torch's initializers (in place, under no_grad), drawing from distgraph's generator."""
+"""nn.init: torch's initializers, in place and without gradient tracking.
+
+Values are drawn on the tensor's own device from distgraph's generator (seeded by
+`dg.manual_seed`), or from `generator` when one (a numpy/cupy Generator) is passed. The
+distributions and bounds are torch's formulas; the random streams are distgraph's own.
+"""
 
 import math
-
-import numpy as np
+import warnings
 
 from distgraph.autograd.grad_mode import no_grad
-from distgraph.ops.creation import generator
+from distgraph.ops.creation import generator as _device_generator
 
-_GAINS = {
-    "linear": 1.0,
-    "conv1d": 1.0,
-    "conv2d": 1.0,
-    "conv3d": 1.0,
-    "sigmoid": 1.0,
-    "tanh": 5.0 / 3,
-    "relu": math.sqrt(2.0),
-    "selu": 0.75,
-}
+_LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
 
 def calculate_gain(nonlinearity, param=None):
+    """The recommended gain for a nonlinearity: 1 for linear/conv/sigmoid, 5/3 tanh, √2 relu, ..."""
+    if nonlinearity in _LINEAR_GAIN or nonlinearity == "sigmoid":
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else param
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, int | float) and not isinstance(param, bool):
+            slope = param
+        else:
+            raise ValueError(f"negative_slope {param} not a valid number")
         return math.sqrt(2.0 / (1 + slope**2))
-    if nonlinearity not in _GAINS:
-        raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
-    return _GAINS[nonlinearity]
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
 
 
 def _calculate_fan_in_and_fan_out(tensor):
     if tensor.ndim < 2:
-        raise ValueError(f"fan in/out needs a tensor with at least 2 dims, got shape {tuple(tensor.shape)}")
-    receptive = math.prod(tensor.shape[2:]) if tensor.ndim > 2 else 1
+        raise ValueError(
+            f"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions (shape {tuple(tensor.shape)})"
+        )
+    receptive = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
 
-def _fan(tensor, mode):
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+def _calculate_correct_fan(tensor, mode):
+    mode = mode.lower()
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        raise ValueError(f"Mode {mode} not supported, please use one of fan_in, fan_out")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return fan_in if mode == "fan_in" else fan_out
 
 
-def _fill(tensor, values):
+def _write(tensor, values):
+    """Copy `values` (an array of the tensor's namespace) into the tensor, in its dtype."""
     with no_grad():
-        xp = tensor.device.xp
-        tensor.array[...] = xp.asarray(values, dtype=tensor.array.dtype)
+        tensor.array[...] = values
         tensor._vc[0] += 1
     return tensor
 
 
-def _host_gen(tensor):
-    return generator(tensor.device)
+def _gen(tensor, generator):
+    return generator if generator is not None else _device_generator(tensor.device)
 
 
-def uniform_(tensor, a=0.0, b=1.0):
-    return _fill(tensor, _host_gen(tensor).uniform(a, b, tensor.shape))
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    """U(a, b)."""
+    return _write(tensor, a + (b - a) * _gen(tensor, generator).random(tensor.shape))
 
 
-def normal_(tensor, mean=0.0, std=1.0):
-    return _fill(tensor, _host_gen(tensor).normal(mean, std, tensor.shape))
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    """N(mean, std²)."""
+    return _write(tensor, mean + std * _gen(tensor, generator).standard_normal(tensor.shape))
 
 
-def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
-    gen = _host_gen(tensor)
-    out = np.asarray(gen.normal(mean, std, tensor.shape))
-    bad = (out < a) | (out > b)
-    while bad.any():  # rejection sampling: exact truncated normal
-        out[bad] = np.asarray(gen.normal(mean, std, int(bad.sum())))
-        bad = (out < a) | (out > b)
-    return _fill(tensor, out)
+def _erfinv(xp, x):
+    if xp.__name__ == "numpy":
+        from scipy.special import erfinv
+    else:
+        from distgraph.backend import cupy_special
+
+        erfinv = cupy_special().erfinv
+    return erfinv(x)
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
+    """N(mean, std²) restricted to [a, b], by the inverse CDF (exact, no rejection loop, as torch)."""
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn(
+            "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The distribution of values may be incorrect.",
+            stacklevel=2,
+        )
+    xp = tensor.device.xp
+
+    def cdf(v):
+        return (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0
+
+    lo, hi = cdf((a - mean) / std), cdf((b - mean) / std)
+    u = (2 * lo - 1) + (2 * hi - 2 * lo) * _gen(tensor, generator).random(tensor.shape)
+    values = _erfinv(xp, u) * (std * math.sqrt(2.0)) + mean
+    return _write(tensor, xp.clip(values, a, b))
 
 
 def constant_(tensor, val):
-    return _fill(tensor, np.full(tensor.shape, val))
+    return _write(tensor, val)
 
 
 def zeros_(tensor):
-    return constant_(tensor, 0.0)
+    return _write(tensor, 0)
 
 
 def ones_(tensor):
-    return constant_(tensor, 1.0)
+    return _write(tensor, 1)
 
 
 def eye_(tensor):
+    """The identity matrix (2-D only), preserving the identity of the inputs in Linear layers."""
     if tensor.ndim != 2:
-        raise ValueError(f"eye_ needs a 2-D tensor, got shape {tuple(tensor.shape)}")
-    return _fill(tensor, np.eye(*tensor.shape))
+        raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tuple(tensor.shape)}")
+    return _write(tensor, tensor.device.xp.eye(*tensor.shape))
 
 
-def xavier_uniform_(tensor, gain=1.0):
+def dirac_(tensor, groups=1):
+    """The Dirac delta for {3,4,5}-D conv weights: each output channel copies one input channel."""
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError(f"Only tensors with 3, 4, or 5 dimensions are supported, got shape {tuple(tensor.shape)}")
+    out_per_group = tensor.shape[0] // groups
+    if tensor.shape[0] % groups:
+        raise ValueError("dim 0 must be divisible by groups")
+    values = tensor.device.xp.zeros(tensor.shape, tensor.array.dtype)
+    centre = tuple(s // 2 for s in tensor.shape[2:])
+    for g in range(groups):
+        for d in range(min(out_per_group, tensor.shape[1])):
+            values[(g * out_per_group + d, d, *centre)] = 1
+    return _write(tensor, values)
+
+
+def xavier_uniform_(tensor, gain=1.0, generator=None):
+    """U(−a, a) with a = gain · √(6 / (fan_in + fan_out)) (Glorot & Bengio)."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(tensor, -bound, bound)
+    bound = gain * math.sqrt(6.0 / float(fan_in + fan_out))
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0):
+def xavier_normal_(tensor, gain=1.0, generator=None):
+    """N(0, std²) with std = gain · √(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)
 
 
-def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
-    bound = math.sqrt(3.0) * std
-    return uniform_(tensor, -bound, bound)
+def _kaiming_std(tensor, a, mode, nonlinearity):
+    if 0 in tuple(tensor.shape):
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return None
+    return calculate_gain(nonlinearity, a) / math.sqrt(_calculate_correct_fan(tensor, mode))
 
 
-def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))
+def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    """U(−bound, bound) with bound = gain · √(3 / fan) (He et al.); Linear uses a=√5."""
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return tensor if std is None else uniform_(tensor, -math.sqrt(3.0) * std, math.sqrt(3.0) * std, generator)
 
 
-def orthogonal_(tensor, gain=1.0):
+def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    """N(0, std²) with std = gain / √fan."""
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return tensor if std is None else normal_(tensor, 0.0, std, generator)
+
+
+def orthogonal_(tensor, gain=1.0, generator=None):
+    """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one (Saxe et al.)."""
     if tensor.ndim < 2:
-        raise ValueError(f"orthogonal_ needs at least 2 dims, got shape {tuple(tensor.shape)}")
-    rows, cols = tensor.shape[0], tensor.numel() // tensor.shape[0]
-    flat = np.asarray(_host_gen(tensor).normal(0.0, 1.0, (rows, cols)))
+        raise ValueError(f"Only tensors with 2 or more dimensions are supported, got shape {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        return tensor
+    xp = tensor.device.xp
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    flat = _gen(tensor, generator).standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
-    q, r = np.linalg.qr(flat)
-    q *= np.sign(np.diag(r))
+    q, r = xp.linalg.qr(flat)
+    q = q * xp.sign(xp.diag(r))
     if rows < cols:
         q = q.T
-    return _fill(tensor, gain * q.reshape(tensor.shape))
+    return _write(tensor, gain * q.reshape(tensor.shape))
+
+
+def sparse_(tensor, sparsity, std=0.01, generator=None):
+    """A 2-D matrix from N(0, std²) with a fraction `sparsity` of each column set to zero."""
+    if tensor.ndim != 2:
+        raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tuple(tensor.shape)}")
+    rows, cols = tensor.shape
+    gen = _gen(tensor, generator)
+    values = std * gen.standard_normal((rows, cols))
+    zeros = int(math.ceil(sparsity * rows))
+    for c in range(cols):
+        values[gen.permutation(rows)[:zeros], c] = 0
+    return _write(tensor, values)

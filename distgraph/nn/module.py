@@ -87,7 +87,7 @@ class Module:
             object.__setattr__(self, name, value)
             return
         if isinstance(value, Parameter):
-            self._forget(name)
+            self._forget(name, keep=params)
             params[name] = value
         elif name in params:
             if value is not None:
@@ -96,7 +96,7 @@ class Module:
                 )
             params[name] = None
         elif isinstance(value, Module):
-            self._forget(name)
+            self._forget(name, keep=self._modules)
             self._modules[name] = value
         elif name in self._modules:
             if value is not None:
@@ -105,7 +105,6 @@ class Module:
                 )
             self._modules[name] = None
         elif isinstance(value, Buffer):
-            self._forget(name)
             self.register_buffer(name, value, value.persistent)
         elif name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
@@ -114,10 +113,12 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name):
+    def _forget(self, name, keep=None):
+        """Remove `name` from every store but `keep` (re-assigning keeps a name's place, as in torch)."""
         self.__dict__.pop(name, None)
         for d in (self._parameters, self._buffers, self._modules):
-            d.pop(name, None)
+            if d is not keep:
+                d.pop(name, None)
         self._non_persistent.discard(name)
 
     def __getattr__(self, name):
@@ -142,7 +143,7 @@ class Module:
         _check_name(self, name, "parameter")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' (Parameter or None)")
-        self._forget(name)
+        self._forget(name, keep=self._parameters)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
@@ -152,7 +153,7 @@ class Module:
         _check_name(self, name, "buffer")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (Tensor or None)")
-        self._forget(name)
+        self._forget(name, keep=self._buffers)
         if isinstance(tensor, Buffer):
             tensor = Tensor(tensor.array, device=tensor.device)
         self._buffers[name] = tensor
@@ -163,7 +164,7 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         _check_name(self, name, "module")
-        self._forget(name)
+        self._forget(name, keep=self._modules)
         self._modules[name] = module
 
     add_module = register_module

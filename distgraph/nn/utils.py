@@ -1,4 +1,9 @@
-"""nn.utils: gradient clipping and flat parameter vectors (torch's names and semantics)."""
+"""nn.utils: gradient clipping and flat parameter vectors (torch's names and semantics).
+
+Clipping works on the gradient arrays in place, on their device, with no host round trip: the
+total norm stays a device scalar, and the scale factor min(1, max_norm / (norm + 1e-6)) is applied
+unconditionally, as torch does, so a step never waits on the GPU.
+"""
 
 import math
 
@@ -13,31 +18,55 @@ def _grads(parameters):
     return [p.grad for p in parameters if p.grad is not None]
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    """Scale gradients in place so their joint norm is at most max_norm; returns the norm before clipping."""
-    grads = _grads(parameters)
-    if not grads:
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The norm of the norms of `tensors` (as if all were concatenated into one vector)."""
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if not tensors:
         from distgraph.ops.creation import tensor
 
         return tensor(0.0)
-    xp = grads[0].device.xp
+    xp = tensors[0].device.xp
     norm_type = float(norm_type)
     with no_grad():
         if math.isinf(norm_type):
-            total = max(float(xp.abs(g.array).max()) for g in grads)
+            parts = xp.stack([xp.abs(t.array).max() if t.array.size else xp.zeros(()) for t in tensors])
+            total = parts.max() if norm_type > 0 else xp.stack([xp.abs(t.array).min() for t in tensors]).min()
         else:
-            total = float(sum(float((xp.abs(g.array) ** norm_type).sum()) for g in grads)) ** (1.0 / norm_type)
-        if error_if_nonfinite and not math.isfinite(total):
-            raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is non-finite")
-        coef = min(max_norm / (total + 1e-6), 1.0)
-        if coef < 1.0:
-            for g in grads:
-                g.array *= coef
-                g._vc[0] += 1
-    return Tensor(xp.asarray(total, dtype=grads[0].array.dtype))
+            parts = xp.stack([(xp.abs(t.array) ** norm_type).sum() for t in tensors])
+            total = parts.sum() ** (1.0 / norm_type)
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
+            "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`"
+        )
+    return Tensor(xp.asarray(total, dtype=tensors[0].array.dtype), device=tensors[0].device)
 
 
-def clip_grad_value_(parameters, clip_value):
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Scale gradients in place by min(1, max_norm / (total_norm + 1e-6))."""
+    grads = _grads(parameters)
+    if not grads:
+        return
+    xp = grads[0].device.xp
+    coef = xp.minimum(max_norm / (total_norm.array + 1e-6), 1.0)
+    with no_grad():
+        for g in grads:
+            g.array *= coef.astype(g.array.dtype)
+            g._vc[0] += 1
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Scale gradients in place so their joint norm is at most max_norm; returns the norm before clipping."""
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    total = get_total_norm(_grads(parameters), norm_type, error_if_nonfinite)
+    clip_grads_with_norm_(parameters, max_norm, total)
+    return total
+
+
+def clip_grad_value_(parameters, clip_value, foreach=None):
+    """Clamp every gradient element to [-clip_value, clip_value] in place."""
+    clip_value = float(clip_value)
     with no_grad():
         for g in _grads(parameters):
             g.device.xp.clip(g.array, -clip_value, clip_value, out=g.array)
@@ -45,12 +74,16 @@ def clip_grad_value_(parameters, clip_value):
 
 
 def parameters_to_vector(parameters):
+    """All parameters flattened and concatenated (differentiable, like torch)."""
     from distgraph.ops.shape import cat
 
     return cat([p.reshape(-1) for p in parameters])
 
 
 def vector_to_parameters(vec, parameters):
+    """Copy consecutive slices of a 1-D vector into the parameters, in order."""
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"expected a Tensor, but got: {type(vec).__name__}")
     if vec.ndim != 1:
         raise ShapeError(f"vector_to_parameters: expected a 1-D vector, got shape {tuple(vec.shape)}")
     parameters = list(parameters)
