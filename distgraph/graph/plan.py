@@ -91,6 +91,7 @@ class Plan:
             "micro_batches": self.micro_batches,
             "batch_inputs": list(self.batch_inputs),
             "combine": list(self.combine),
+            "meta": self.meta,
         }
 
     @classmethod
@@ -117,6 +118,7 @@ class Plan:
             micro_batches=tree["micro_batches"],
             batch_inputs=tuple(tree["batch_inputs"]),
             combine=tuple(tree["combine"]),
+            meta=tree.get("meta", {}),
         )
 
     def save(self, path):

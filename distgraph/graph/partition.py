@@ -1,0 +1,167 @@
+"""Partitioning a Graph into a Plan: independent subgraphs, pipeline stages, data-parallel replicas.
+
+Independent subgraphs (`independent`): nodes are first split into the connected components of the
+node DAG, ignoring graph inputs and constants (a shared input does not tie two branches together).
+A component is then split once more at its *join*: every node is labelled with the root nodes
+(nodes reading only inputs/constants) it descends from; the nodes that descend from all of the
+component's roots form the join (the merge of a multi-tower model, a loss over an ensemble), and
+if removing them leaves several components, those are branches that can run concurrently, each
+split again recursively. Finally a join fed by several branches whose only consumer is another
+join is merged into it, and a subgraph whose only consumer has no other producer is merged into it,
+so chains of small joins do not become chains of tiny subgraphs.
+
+Pipeline stages (`pipeline`): the topological order cut into k contiguous stages whose FLOP sums are
+as equal as the order allows; `meta["cut_bytes"]` holds the bytes crossing each cut per micro-batch.
+The graph must be captured at micro-batch size: every stage runs once per micro-batch.
+
+Replicas (`replicas`): n copies of the whole graph, each fed one shard of the batch inputs.
+"""
+
+from distgraph.graph.ir import Graph
+from distgraph.graph.plan import Edge, Plan, Subgraph
+
+
+def independent(graph):
+    groups = _merge(graph, _split(graph, list(range(len(graph.nodes)))))
+    groups.sort(key=lambda g: g[-1])  # producers before consumers
+    subgraphs = [_subgraph(graph, g, f"sg{k}") for k, g in enumerate(groups)]
+    return Plan("dag", tuple(subgraphs), _edges(graph, subgraphs), graph.input_names, graph.outputs)
+
+
+def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
+    cost = [n.flops + 1 for n in graph.nodes]
+    total, bounds, acc = sum(cost), [], 0
+    for i, c in enumerate(cost):
+        acc += c
+        if len(bounds) < stages - 1 and acc >= total * (len(bounds) + 1) / stages and i < len(cost) - 1:
+            bounds.append(i + 1)
+    ranges = list(zip([0] + bounds, bounds + [len(graph.nodes)]))
+    subgraphs = [
+        _subgraph(graph, list(range(a, b)), f"stage{s}", placement=f"stage:{s}", stage=s)
+        for s, (a, b) in enumerate(ranges)
+    ]
+    edges = _edges(graph, subgraphs)
+    cut_bytes = [sum(e.bytes for e in edges if _stage(e.src) <= s < _stage(e.dst)) for s in range(len(ranges) - 1)]
+    return Plan(
+        "pipeline",
+        tuple(subgraphs),
+        edges,
+        graph.input_names,
+        graph.outputs,
+        micro_batches=micro_batches,
+        batch_inputs=tuple(batch_inputs),
+        combine=tuple(combine or _default_combine(graph, batch_inputs)),
+        meta={"cut_bytes": cut_bytes},
+    )
+
+
+def replicas(graph, n, batch_inputs=(0,), combine=None):
+    everything = list(range(len(graph.nodes)))
+    subgraphs = [_subgraph(graph, everything, f"replica{r}", placement=f"replica:{r}") for r in range(n)]
+    return Plan(
+        "replicas",
+        tuple(subgraphs),
+        (),
+        graph.input_names,
+        graph.outputs,
+        batch_inputs=tuple(batch_inputs),
+        combine=tuple(combine or _default_combine(graph, batch_inputs)),
+    )
+
+
+# ---- independent: components and joins -------------------------------------------------------------
+def _components(graph, idx):
+    members = set(idx)
+    producer = {graph.nodes[i].name: i for i in idx}
+    parent = {i: i for i in idx}
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in idx:
+        for name in graph.nodes[i].inputs:
+            j = producer.get(name)
+            if j is not None and j in members:
+                parent[find(i)] = find(j)
+    comps = {}
+    for i in idx:
+        comps.setdefault(find(i), []).append(i)
+    return list(comps.values())
+
+
+def _split(graph, idx):
+    comps = _components(graph, idx)
+    if len(comps) > 1:
+        return [g for c in comps for g in _split(graph, c)]
+    producer = {graph.nodes[i].name: i for i in idx}
+    roots = {}
+    for i in idx:
+        parents = [producer[n] for n in graph.nodes[i].inputs if n in producer]
+        roots[i] = frozenset().union(*(roots[p] for p in parents)) if parents else frozenset((i,))
+    everything = frozenset().union(*roots.values())
+    join = [i for i in idx if roots[i] == everything]
+    rest = [i for i in idx if roots[i] != everything]
+    if not join or not rest or len(_components(graph, rest)) < 2:
+        return [idx]
+    return [g for c in _components(graph, rest) for g in _split(graph, c)] + [join]
+
+
+def _merge(graph, groups):
+    groups = [sorted(g) for g in groups]
+    while True:
+        owner = {graph.nodes[i].name: k for k, g in enumerate(groups) for i in g}
+        producers = [
+            {owner[n] for i in g for n in graph.nodes[i].inputs if owner.get(n, k) != k} for k, g in enumerate(groups)
+        ]
+        consumers = [set() for _ in groups]
+        for k, ps in enumerate(producers):
+            for p in ps:
+                consumers[p].add(k)
+        outputs = {owner.get(o) for o in graph.outputs}
+        for k in range(len(groups)):
+            if len(consumers[k]) != 1 or k in outputs:
+                continue
+            (t,) = consumers[k]
+            if len(producers[k]) >= 2 or producers[t] == {k}:
+                groups[t] = sorted(groups[t] + groups[k])
+                del groups[k]
+                break
+        else:
+            return groups
+
+
+# ---- building subgraphs ------------------------------------------------------------------------
+def _subgraph(graph, idx, name, placement="any", stage=-1):
+    specs = graph.specs()
+    nodes = [graph.nodes[i] for i in idx]
+    made = {n.name for n in nodes}
+    reads = list(dict.fromkeys(i for n in nodes for i in n.inputs if i not in made))
+    inputs = [r for r in reads if r not in graph.constants]
+    constants = {r: graph.constants[r] for r in reads if r in graph.constants}
+    used_later = set(graph.outputs)
+    for n in graph.nodes:
+        if n.name not in made:
+            used_later.update(n.inputs)
+    outputs = [n.name for n in nodes if n.name in used_later]
+    sub = Graph(tuple((i, specs[i]) for i in inputs), tuple(nodes), tuple(outputs), constants)
+    return Subgraph(name, sub, tuple(inputs), tuple(outputs), placement, stage)
+
+
+def _edges(graph, subgraphs):
+    specs = graph.specs()
+    made_by = {o: sg.name for sg in subgraphs for o in sg.outputs}
+    return tuple(Edge(made_by[i], sg.name, i, specs[i].nbytes) for sg in subgraphs for i in sg.inputs if i in made_by)
+
+
+def _stage(name):
+    return int(name.removeprefix("stage"))
+
+
+def _default_combine(graph, batch_inputs):
+    """Outputs with the batch dimension are concatenated; everything else (loss, grads) is averaged."""
+    batch = {graph.inputs[i][1].shape[0] for i in batch_inputs if graph.inputs[i][1].shape}
+    specs = graph.specs()
+    return ["cat" if specs[o].shape and specs[o].shape[0] in batch else "mean" for o in graph.outputs]

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn.functional as F
+from distgraph import nn
+from distgraph.graph.capture import CaptureError, capture
+from distgraph.graph.compile import CompileWarning
+from distgraph.graph.executor import Runner
+from tests.graph.helpers import randn
+
+
+def _mlp():
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
+    for p in model.parameters():
+        p.data = p.detach().to(dg.float64)
+    return model
+
+
+def _batch(n=8):
+    return randn(n, 5), dg.tensor(np.arange(n) % 3)
+
+
+def test_forward_graph_equals_eager():
+    x = randn(6, 4)
+    fn = lambda x: (x.exp() * x.sigmoid() - x.mean(1, keepdim=True)).softmax(1)  # noqa: E731
+    graph, _, _ = capture(fn, [x])
+    (out,) = Runner(graph)(x.array)
+    assert np.max(np.abs(out - fn(x).array)) <= 1e-12
+
+
+def test_training_step_graph_gives_loss_and_grads_of_eager():
+    model, (x, y) = _mlp(), _batch()
+    graph, params, _ = capture(lambda x, y: F.cross_entropy(model(x), y), [x, y], grad_of=list(model.parameters()))
+    assert [p is q for p, q in zip(params, model.parameters())] == [True] * 4  # parameters are lifted inputs
+    outs = Runner(graph)(x.array, y.array, *[p.array for p in params])
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    assert abs(outs[0] - loss.array) <= 1e-12
+    for g, p in zip(outs[1:], model.parameters()):
+        assert np.max(np.abs(g - p.grad.array)) <= 1e-12
+
+
+def test_compiled_step_writes_grads_and_sees_parameter_updates():
+    model, (x, y) = _mlp(), _batch()
+    step = dg.compile(model, (x, y), loss_fn=F.cross_entropy)
+    for _ in range(2):  # the second step runs on updated parameters, read at call time
+        model.zero_grad()
+        loss = step(x, y)
+        got = [p.grad.array.copy() for p in model.parameters()]
+        model.zero_grad()
+        ref = F.cross_entropy(model(x), y)
+        ref.backward()
+        assert abs(loss.item() - ref.item()) <= 1e-12
+        for g, p in zip(got, model.parameters()):
+            assert np.max(np.abs(g - p.grad.array)) <= 1e-12
+        with dg.no_grad():
+            for p in model.parameters():
+                p.sub_(p.grad * 0.1)
+
+
+def test_same_bits_on_repeat():
+    model, (x, y) = _mlp(), _batch()
+    step = dg.compile(model, (x, y), loss_fn=F.cross_entropy)
+    first = step(x, y).array.copy()
+    assert step(x, y).array.tobytes() == first.tobytes()
+
+
+def test_new_shape_warns_and_recaptures():
+    f = dg.compile(lambda x: (x * 2).sum(0), (randn(4, 3),))
+    with pytest.warns(CompileWarning, match="re-capturing"):
+        out = f(randn(7, 3))
+    assert out.shape == (3,) and len(f.variants) == 2
+
+
+def test_value_dependent_control_flow_falls_back_to_eager():
+    def fn(x):
+        return x * 2 if x.sum().item() > 0 else x * 3
+
+    x = dg.tensor(np.ones((3, 2)))
+    with pytest.warns(CompileWarning, match="running eagerly"):
+        f = dg.compile(fn, (x,))
+    neg = dg.tensor(-np.ones((3, 2)))
+    np.testing.assert_array_equal(f(neg).array, fn(neg).array)
+
+
+def test_random_mask_is_not_baked_into_the_graph():
+    drop = nn.Dropout(0.5)
+    x = randn(16, 8)
+    with pytest.warns(CompileWarning, match="depends on the input values"):
+        dg.compile(drop, (x,))
+
+
+def test_in_place_change_of_a_recorded_value_is_detected():
+    def fn(x):
+        y = x * 2
+        y.add_(1)
+        return y * 3
+
+    with pytest.raises(CaptureError, match="modified in place"):
+        capture(fn, [randn(3, 3)])
