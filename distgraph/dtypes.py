@@ -117,7 +117,7 @@ def result_np_dtype(operands):
             dt, tier = np.dtype(np.bool_), 2
         elif isinstance(arr, (int, np.integer)) and not hasattr(arr, "ndim"):
             dt, tier = np.dtype(np.int64), 2
-        elif isinstance(arr, (int, float)):
+        elif isinstance(arr, (int, float)) and not hasattr(arr, "ndim"):  # np.float64 is a float: not a scalar
             dt, tier = (np.dtype(np.int64) if isinstance(arr, int) else _default_float.np), 2
         else:
             dt, tier = arr.dtype, (0 if arr.ndim else 1)
