@@ -3,7 +3,7 @@
 Independent subgraphs (`independent`): nodes are first split into the connected components of the
 node DAG, ignoring graph inputs and constants (a shared input does not tie two branches together).
 A component is then split once more at its *join*: every node is labelled with the root nodes
-(nodes reading only inputs/constants) it descends from; the nodes that descend from all of the
+(nodes reading only inputs/constants, views of inputs excepted) it descends from; the nodes that descend from all of the
 component's roots form the join (the merge of a multi-tower model, a loss over an ensemble), and
 if removing them leaves several components, those are branches that can run concurrently, each
 split again recursively. Finally a join fed by several branches whose only consumer is another
@@ -19,6 +19,7 @@ Replicas (`replicas`): n copies of the whole graph, each fed one shard of the ba
 
 from distgraph.graph.ir import Graph
 from distgraph.graph.plan import Edge, Plan, Subgraph
+from distgraph.ops.registry import get_op
 
 
 def independent(graph):
@@ -100,13 +101,20 @@ def _split(graph, idx):
     roots = {}
     for i in idx:
         parents = [producer[n] for n in graph.nodes[i].inputs if n in producer]
-        roots[i] = frozenset().union(*(roots[p] for p in parents)) if parents else frozenset((i,))
+        if parents:
+            roots[i] = frozenset().union(*(roots[p] for p in parents))
+        else:  # a view of an input (w.T) is not a branch of its own: it belongs with its reader
+            roots[i] = frozenset() if _kind(graph.nodes[i]) == "view" else frozenset((i,))
     everything = frozenset().union(*roots.values())
     join = [i for i in idx if roots[i] == everything]
     rest = [i for i in idx if roots[i] != everything]
     if not join or not rest or len(_components(graph, rest)) < 2:
         return [idx]
     return [g for c in _components(graph, rest) for g in _split(graph, c)] + [join]
+
+
+def _kind(node):
+    return "fused" if node.op == "fused" else get_op(node.op).kind
 
 
 def _merge(graph, groups):

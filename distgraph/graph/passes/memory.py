@@ -53,7 +53,8 @@ def plan(graph, inplace=True):
     in_place = {}
     if inplace:
         for i, node in enumerate(graph.nodes):
-            if not (node.op == "fused" or (node.op in UFUNCS and not node.attrs)):
+            eligible = node.op == "fused" or (node.op in UFUNCS and not node.attrs)
+            if not eligible or not node.spec.shape:  # 0-d results are numpy scalars, not writable buffers
                 continue
             for name in dict.fromkeys(node.inputs):
                 src = produced.get(name)
