@@ -1,0 +1,60 @@
+"""`distgraph graph show|export FILE`: inspect a saved graph or plan (written by Graph.save / Plan.save).
+
+`show` prints the IR (or the plan) and, with --out, renders it: PNG/SVG through the graphviz `dot`
+program when it is installed, the DOT text otherwise. `export` writes DOT or the graph's text.
+"""
+
+import os
+import shutil
+import subprocess
+
+import click
+
+
+def _load(path):
+    from distgraph.graph.ir import FORMAT as GRAPH
+    from distgraph.graph.ir import Graph
+    from distgraph.graph.plan import Plan
+    from distgraph.io import load
+
+    tree = load(path)
+    return Graph.from_dict(tree) if tree.get("format") == GRAPH else Plan.from_dict(tree)
+
+
+@click.group()
+def graph():
+    """Inspect captured graphs and partition plans."""
+
+
+@graph.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="render to .png/.svg (needs graphviz) or .dot")
+def show(path, out):
+    """Print the graph (one line per node) or the plan; optionally render it."""
+    obj = _load(path)
+    click.echo(str(obj))
+    if out:
+        click.echo(f"wrote {_render(obj.to_dot(), out)}")
+
+
+@graph.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["dot", "text"]), default="dot")
+def export(path, out, fmt):
+    """Write the graph or plan as Graphviz DOT or as text."""
+    obj = _load(path)
+    with open(out, "w") as f:
+        f.write(obj.to_dot() if fmt == "dot" else str(obj))
+    click.echo(f"wrote {out}")
+
+
+def _render(dot, out):
+    ext = os.path.splitext(out)[1].lstrip(".").lower()
+    if ext in ("png", "svg", "pdf") and shutil.which("dot"):
+        subprocess.run(["dot", f"-T{ext}", "-o", out], input=dot.encode(), check=True)
+        return out
+    target = out if ext == "dot" else os.path.splitext(out)[0] + ".dot"
+    with open(target, "w") as f:
+        f.write(dot)
+    return target

@@ -1,0 +1,51 @@
+"""A four-tower model: capture it with dg.compile, let the partitioner find the towers, run them
+concurrently with the LocalExecutor, check the result against eager, and write a Chrome trace.
+
+    python examples/multi_branch.py [--trace multi_branch_trace.json]
+Open the trace in https://ui.perfetto.dev to see the towers overlap on two threads.
+"""
+
+import argparse
+
+import numpy as np
+
+import distgraph as dg
+from distgraph import nn
+from distgraph.graph.executor import LocalExecutor
+from distgraph.graph.partition import independent
+
+
+class FourTowers(nn.Module):
+    def __init__(self, d=128, h=256, k=4):
+        super().__init__()
+        self.towers = nn.ModuleList(
+            [nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 4)) for _ in range(k)]
+        )
+
+    def forward(self, x):  # (B, d) -> (B,)
+        return dg.cat([tower(x) for tower in self.towers], 1).sum(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trace", default="multi_branch_trace.json")
+    args = ap.parse_args()
+    dg.manual_seed(0)
+    dg.set_default_dtype(dg.float64)
+    model = FourTowers()
+    x = dg.randn(128, 128)
+    with dg.no_grad():
+        compiled = dg.compile(model, (x,))
+        expected = model(x).array
+    plan = independent(compiled.graph)
+    print(plan)
+    executor = LocalExecutor(plan, workers=2)
+    params = [p.array for p in model.parameters()]
+    for _ in range(3):
+        (out,) = executor.run(x.array, *params)
+    print(f"max |executor - eager| = {np.max(np.abs(out - expected)):.3g}")
+    print(f"trace: {executor.timeline.write(args.trace)}")
+
+
+if __name__ == "__main__":
+    main()
