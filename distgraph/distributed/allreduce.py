@@ -68,6 +68,15 @@ class _Segment:
         for a in arrays:
             slot[offset : offset + a.size] = a.reshape(-1)
             offset += a.size
+        self.reduce_slots()
+        views, offset = [], 0
+        for a in arrays:
+            views.append(self.result[offset : offset + a.size].reshape(a.shape))
+            offset += a.size
+        return views
+
+    def reduce_slots(self):
+        """Reduce what every rank has put in its slot; the sum is in `self.result` afterwards."""
         self.barrier()
         lo, hi = self.lo, self.hi
         out = self.result[lo:hi]
@@ -78,11 +87,7 @@ class _Segment:
             for r in range(2, self.world):
                 out += self.slots[r, lo:hi]
         self.barrier()
-        views, offset = [], 0
-        for a in arrays:
-            views.append(self.result[offset : offset + a.size].reshape(a.shape))
-            offset += a.size
-        return views
+        return self.result
 
     def close(self):
         self.flags = self.slots = self.result = None
@@ -137,6 +142,15 @@ class ShmAllReduce:
             name = f"{self.group}_{np.dtype(dtype).char}{count}"
             self.segments[key] = _Segment(name, self.rank, self.world, dtype, count, self.timeout_s)
         return self.segments[key]
+
+    def buffer(self, dtype, count):
+        """This rank's slot as a flat array: data written here is reduced by `allreduce_buffer` without
+        the packing copy (the buffer-as-bucket layout DDP calls gradient_as_bucket_view)."""
+        return self._segment(dtype, count).slots[self.rank]
+
+    def allreduce_buffer(self, dtype, count):
+        """Sum of every rank's `buffer(dtype, count)`; a view valid until the next call."""
+        return self._segment(dtype, count).reduce_slots()
 
     def allreduce(self, arrays, op="sum"):
         """Reduce a list of arrays across ranks; returns arrays of the same shapes (valid until the next call)."""
@@ -203,14 +217,22 @@ class ReduceRank:
     def reduce(self, arrays, op="sum"):
         return [np.array(a, copy=True) for a in self.comm.allreduce(arrays, op)]
 
-    def time_reduce(self, nbytes, iters, dtype="float32"):
-        """Seconds per all-reduce of one `nbytes` buffer (median of `iters`), measured inside the rank."""
-        buf = np.ones(nbytes // np.dtype(dtype).itemsize, dtype)
-        self.comm.allreduce([buf])  # warm-up: creates the segment
+    def time_reduce(self, nbytes, iters, dtype="float32", in_place=False):
+        """Seconds per all-reduce of one `nbytes` buffer (median of `iters`), measured inside the rank.
+
+        in_place: the data already lives in this rank's shared slot (no packing copy)."""
+        count = nbytes // np.dtype(dtype).itemsize
+        buf = np.ones(count, dtype)
+        if in_place:
+            self.comm.buffer(dtype, count)[:] = 1
+            call = lambda: self.comm.allreduce_buffer(dtype, count)  # noqa: E731
+        else:
+            call = lambda: self.comm.allreduce([buf])  # noqa: E731
+        call()  # warm-up: creates the segment and touches its pages
         times = []
         for _ in range(iters):
             start = time.perf_counter()
-            self.comm.allreduce([buf])
+            call()
             times.append(time.perf_counter() - start)
         return float(np.median(times))
 

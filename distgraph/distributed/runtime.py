@@ -98,3 +98,19 @@ class WorkerGroup:
 def start_store(shard_cls, *args, **kwargs):
     """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step)."""
     return ray.remote(shard_cls).options(num_cpus=0).remote(*args, **kwargs)
+
+
+def spawn(cls, args_per_rank, num_cpus=1):
+    """One plain actor per argument tuple (benchmarks and tests: no placement group needed)."""
+    remote_cls = ray.remote(num_cpus=num_cpus)(cls)
+    return [remote_cls.remote(*args) for args in args_per_rank]
+
+
+def gather(refs, timeout_s=None):
+    """ray.get for callers outside `distributed/` (which never import ray themselves)."""
+    return ray.get(refs, timeout=timeout_s)
+
+
+def kill(actors):
+    for a in actors:
+        ray.kill(a)
