@@ -9,6 +9,8 @@ holds no hidden arrays. When a higher-order gradient is asked for (create_graph)
 written with differentiable ops instead, so second derivatives stay exact.
 """
 
+import numpy as np
+
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
@@ -52,7 +54,8 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
     elif reduction == "sum":
         out = loss.sum()
     else:
-        out = loss.sum() / w_t.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as torch
+            out = loss.sum() / w_t.sum()
     return xp.asarray(out, dtype=x.dtype)
 
 
@@ -73,7 +76,8 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
     elif reduction == "sum":
         grad *= g
     else:
-        grad *= g / w_t.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            grad *= g / w_t.sum()
     return grad
 
 

@@ -58,7 +58,28 @@ CASES = [
         lambda m: m.Sequential(m.ReLU(), m.SiLU(), m.ELU(), m.LeakyReLU(0.2), m.Softplus(), m.Sigmoid()),
         (3, 7),
     ),
+    (
+        "Activations-2",
+        lambda m: m.Sequential(m.SELU(), m.CELU(0.7), m.Hardswish(), m.Mish(), m.Softsign(), m.Tanhshrink()),
+        (3, 7),
+    ),
+    (
+        "Activations-3",
+        lambda m: m.Sequential(m.Hardsigmoid(), m.Hardshrink(0.3), m.Softshrink(0.1), m.Threshold(0.2, -1.0)),
+        (3, 7),
+    ),
+    ("Activations-4", lambda m: m.Sequential(m.ReLU6(), m.Hardtanh(-0.5, 0.5), m.LogSigmoid(), m.Softmin(1)), (3, 7)),
+    ("GLU", lambda m: m.GLU(dim=1), (3, 8, 2)),
+    ("PReLU-shared", lambda m: m.PReLU(), (3, 7)),
+    ("PReLU-channels", lambda m: m.PReLU(4, init=0.1), (2, 4, 3, 3)),
     ("LogSoftmax", lambda m: m.LogSoftmax(dim=1), (3, 7)),
+    ("Linear-3d", lambda m: m.Linear(5, 4), (2, 3, 5)),
+    ("LayerNorm-noaffine", lambda m: m.LayerNorm(6, elementwise_affine=False), (3, 6)),
+    ("LayerNorm-nobias", lambda m: m.LayerNorm(6, bias=False, eps=1e-3), (3, 6)),
+    ("BatchNorm1d-noaffine", lambda m: m.BatchNorm1d(5, affine=False, momentum=0.3), (8, 5)),
+    ("BatchNorm1d-untracked", lambda m: m.BatchNorm1d(5, track_running_stats=False), (8, 5)),
+    ("BatchNorm2d-cumulative", lambda m: m.BatchNorm2d(3, momentum=None, bias=False), (4, 3, 2, 2)),
+    ("Unflatten", lambda m: m.Sequential(m.Unflatten(1, (2, 3)), m.Flatten(0, 1)), (4, 6)),
     ("Flatten", lambda m: m.Flatten(), (2, 3, 4)),
 ]
 
@@ -72,6 +93,31 @@ def test_layer_matches_torch(name, make, shape, train):
 def test_embedding_matches_torch():
     idx = np.array([[1, 0, 3], [2, 2, 0]])
     compare(nn.Embedding(5, 4, padding_idx=0), torch.nn.Embedding(5, 4, padding_idx=0), idx)
+
+
+def test_embedding_padding_row_is_returned_but_gets_no_gradient():
+    tm = torch.nn.Embedding(5, 3, padding_idx=-1).double()
+    with torch.no_grad():
+        tm.weight[4] = 7.0  # a changed padding row is still looked up, as torch does
+    dm = nn.Embedding(5, 3, padding_idx=-1)
+    assert dm.padding_idx == 4
+    compare(dm, tm, np.array([4, 1, 4, 0]))
+    assert not dm.weight.grad.numpy()[4].any()
+
+
+def test_embedding_max_norm_renormalizes_looked_up_rows_like_torch():
+    dm, tm = nn.Embedding(6, 4, max_norm=1.0), torch.nn.Embedding(6, 4, max_norm=1.0)
+    compare(dm, tm, np.array([[0, 2], [2, 5]]))
+    np.testing.assert_allclose(dm.weight.detach().numpy(), tm.weight.detach().numpy(), rtol=1e-7)
+    assert np.linalg.norm(dm.weight.detach().numpy()[[0, 2, 5]], axis=1).max() <= 1.0 + 1e-9
+
+
+def test_embedding_from_pretrained_freezes_by_default():
+    w = dg.tensor(np.arange(6.0).reshape(3, 2))
+    e = nn.Embedding.from_pretrained(w)
+    assert not e.weight.requires_grad and e.num_embeddings == 3
+    np.testing.assert_array_equal(e(dg.tensor(np.array([2]))).numpy(), [[4.0, 5.0]])
+    assert nn.Embedding.from_pretrained(w, freeze=False).weight.requires_grad
 
 
 def test_bilinear_matches_torch():
@@ -106,6 +152,61 @@ def test_dropout_train_scales_and_eval_is_identity():
     assert abs((y == 0).mean() - 0.25) < 0.03
     d.eval()
     assert np.array_equal(d(x).detach().numpy(), x.detach().numpy())
+
+
+@pytest.mark.parametrize(
+    "cls,shape,unit",
+    [
+        (nn.Dropout1d, (64, 50, 4), (2,)),
+        (nn.Dropout2d, (64, 50, 3, 3), (2, 3)),
+        (nn.Dropout3d, (8, 50, 2, 2, 2), (2, 3, 4)),
+    ],
+)
+def test_channel_dropout_zeroes_whole_channels(cls, shape, unit):
+    y = cls(0.3)(dg.ones(*shape)).numpy()
+    per_channel = y.min(axis=unit)
+    np.testing.assert_array_equal(per_channel, y.max(axis=unit))  # each channel all kept or all dropped
+    assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.7)}
+    assert abs((per_channel == 0).mean() - 0.3) < 0.06
+    unbatched = cls(0.5)(dg.ones(*shape[1:])).numpy()
+    np.testing.assert_array_equal(
+        unbatched.min(axis=tuple(u - 1 for u in unit)), unbatched.max(axis=tuple(u - 1 for u in unit))
+    )
+
+
+def test_alpha_dropout_keeps_zero_mean_unit_variance():
+    x = dg.randn(200_000, dtype=dg.float64)
+    y = nn.AlphaDropout(0.2)(x).numpy()
+    assert abs(y.mean()) < 0.02 and abs(y.std() - 1) < 0.02
+    assert np.array_equal(nn.AlphaDropout(0.2).eval()(x).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize(
+    "make,args",
+    [
+        (lambda m, w: m.CrossEntropyLoss(weight=w, label_smoothing=0.1, ignore_index=1), "logits"),
+        (lambda m, w: m.NLLLoss(weight=w), "logits"),
+        (lambda m, w: m.BCEWithLogitsLoss(pos_weight=w), "binary"),
+        (lambda m, w: m.BCELoss(weight=w), "probs"),
+    ],
+)
+def test_loss_modules_register_weights_as_buffers(make, args):
+    w = np.array([0.5, 2.0, 1.0, 1.5])
+    dm, tm = make(nn, dg.tensor(w)), make(torch.nn, torch.tensor(w))
+    assert list(dm.state_dict()) == list(tm.state_dict())
+    x = rng.standard_normal((5, 4))
+    if args == "logits":
+        y = np.array([0, 1, 3, 2, 1])
+        if isinstance(dm, nn.NLLLoss):  # NLL takes log-probabilities
+            x = x - np.log(np.exp(x).sum(1, keepdims=True))
+    else:
+        x = 1 / (1 + np.exp(-x)) if args == "probs" else x
+        y = (rng.random((5, 4)) > 0.5).astype(np.float64)
+    xd, xt = dg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ld, lt = dm(xd, dg.tensor(y)), tm(xt, torch.tensor(y))
+    np.testing.assert_allclose(ld.item(), lt.item(), rtol=1e-10)
+    ld.backward(), lt.backward()
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_default_init_bounds_match_torch_formula():

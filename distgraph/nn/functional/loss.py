@@ -6,7 +6,6 @@ registered ops, so they differentiate to any order.
 
 import math
 
-from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.nn.functional.activation import log_softmax
 from distgraph.ops import activation as act
@@ -162,8 +161,8 @@ def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduct
         loss = ew.sub(ew.exp(input), ew.mul(target, input))
     else:
         loss = ew.sub(input, ew.mul(target, ew.log(ew.add(input, eps))))
-    if full:  # Stirling term for target > 1
-        t = target.detach() if isinstance(target, Tensor) else target
+    if full:  # Stirling's approximation of log(target!), where target > 1
+        t = target
         stirling = ew.add(ew.sub(ew.mul(t, ew.log(t)), t), ew.mul(ew.log(ew.mul(t, 2 * math.pi)), 0.5))
         loss = ew.add(loss, ew.where(cmp.gt(t, 1), stirling, ew.const(0, loss)))
     return _reduce(loss, reduction, "poisson_nll_loss")
