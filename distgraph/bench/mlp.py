@@ -1,0 +1,124 @@
+"""`distgraph bench mlp`: one training step (forward, cross-entropy, backward, SGD) vs PyTorch eager.
+
+Two models: compute-bound (784-1024-1024-10, batch 256), where the step is almost all matmul and the
+question is how close distgraph gets to the BLAS rate; and overhead-bound (64-128-128-10, batch 64,
+digits-sized), where per-op cost dominates. Both libraries get the same number of BLAS threads
+(--threads, default all cores: torch.set_num_threads and threadpoolctl for numpy's BLAS); steps are
+interleaved so machine noise is shared. The matmul rate is the six matmuls of the step timed alone.
+"""
+
+import click
+import numpy as np
+
+from distgraph.bench._util import interleaved, machine, table, write_json
+
+MODELS = {"compute-bound": ((784, 1024, 1024, 10), 256), "overhead-bound": ((64, 128, 128, 10), 64)}
+
+
+def _flops(sizes, batch):
+    """Forward + backward FLOPs of the matmuls: 3 matmuls of 2·B·in·out per layer (fwd, dX, dW)."""
+    return sum(3 * 2 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _dg_step(sizes, batch, rng):
+    import distgraph as dg
+
+    nn = dg.nn
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    opt = dg.optim.SGD(model.parameters(), lr=0.01)
+    x = dg.tensor(rng.standard_normal((batch, sizes[0])).astype(np.float32))
+    y = dg.tensor(rng.integers(0, sizes[-1], batch))
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step, model
+
+
+def _torch_step(sizes, batch, rng, model_dg):
+    import torch
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    with torch.no_grad():  # same weights as distgraph's model
+        for p, q in zip(model.parameters(), model_dg.parameters()):
+            p.copy_(torch.from_numpy(q.detach().numpy()))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.from_numpy(rng.standard_normal((batch, sizes[0])).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, sizes[-1], batch))
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _matmul_only(sizes, batch, rng):
+    """The step's six matmuls on numpy arrays: the BLAS rate the step can at best reach."""
+    xs = [rng.standard_normal((batch, a)).astype(np.float32) for a in sizes[:-1]]
+    ws = [rng.standard_normal((b, a)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    gs = [rng.standard_normal((batch, b)).astype(np.float32) for b in sizes[1:]]
+
+    def run():
+        for x, w, g in zip(xs, ws, gs):
+            x @ w.T
+            g @ w
+            g.T @ x
+
+    return run
+
+
+@click.command("mlp")
+@click.option("--repeat", default=20, show_default=True)
+@click.option("--model", "which", type=click.Choice(["all", *MODELS]), default="all")
+@click.option("--threads", default=None, type=int, help="BLAS threads for both libraries (default: all cores)")
+@click.option("--json", "json_path", default=None)
+def command(repeat, which, threads, json_path):
+    """MLP train step, distgraph vs PyTorch eager, with the achieved GFLOP/s vs the matmul rate."""
+    try:
+        import torch
+    except ImportError:
+        raise click.ClickException("bench mlp compares against PyTorch: pip install 'distgraph[bench]'") from None
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    threads = threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    rows, results = [], {}
+    for name, (sizes, batch) in MODELS.items():
+        if which not in ("all", name):
+            continue
+        rng = np.random.default_rng(0)
+        ours, model = _dg_step(sizes, batch, rng)
+        theirs = _torch_step(sizes, batch, rng, model)
+        mm = _matmul_only(sizes, batch, rng)
+        reps = repeat if name == "compute-bound" else repeat * 10
+        t = interleaved({"distgraph": ours, "torch": theirs, "matmul": mm}, repeat=reps, warmup=3)
+        gflop = _flops(sizes, batch) / 1e9
+        rate = {k: gflop / v for k, v in t.items()}
+        results[name] = {"seconds": t, "gflops": rate, "ratio": t["distgraph"] / t["torch"]}
+        rows.append([
+            name, f"{t['distgraph'] * 1e3:.3f}", f"{t['torch'] * 1e3:.3f}", f"{t['distgraph'] / t['torch']:.2f}x",
+            f"{rate['distgraph']:.1f}", f"{rate['matmul']:.1f}", f"{100 * rate['distgraph'] / rate['matmul']:.0f}%",
+        ])  # fmt: skip
+    click.echo(f"MLP train step (forward, cross-entropy, backward, SGD), float32, {threads} BLAS threads — {machine()}")
+    click.echo(
+        table(["model", "distgraph ms", "torch ms", "ratio", "distgraph GFLOP/s", "matmul GFLOP/s", "of matmul"], rows)
+    )
+    click.echo("targets: compute-bound ≥ 90% of the matmul rate and ≤ 1.05x torch; overhead-bound ≤ 1.0x torch")
+    write_json(json_path, {"machine": machine(), "results": results})
