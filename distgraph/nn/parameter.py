@@ -1,4 +1,9 @@
-"""Parameter: a Tensor that a Module registers as trainable when assigned as an attribute."""
+"""Parameter and Buffer: Tensor markers a Module registers when they are assigned as attributes.
+
+A Parameter is a leaf that requires grad and shares its array with the tensor it wraps, so
+`Parameter(t)` costs no copy; Module.to() swaps the array inside it, keeping the object (and every
+optimizer reference to it) alive. Buffer marks non-trained state (running statistics).
+"""
 
 from distgraph.autograd.tensor import Tensor
 
@@ -11,14 +16,25 @@ class Parameter(Tensor):
             from distgraph.ops.creation import empty
 
             data = empty(0)
-        array = data.array if isinstance(data, Tensor) else data
-        super().__init__(array, requires_grad=requires_grad, device=data.device if isinstance(data, Tensor) else None)
+        if isinstance(data, Tensor):
+            super().__init__(data.array, requires_grad=requires_grad, device=data.device)
+        else:
+            super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce__(self):
         return (_rebuild_parameter, (self.detach(), self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        """A new Parameter with copies of the data and of .grad, as torch's deepcopy."""
+        if id(self) not in memo:
+            new = Parameter(Tensor(self.array.copy(), device=self.device), self.requires_grad)
+            if self.grad is not None:
+                new.grad = Tensor(self.grad.array.copy(), device=self.grad.device)
+            memo[id(self)] = new
+        return memo[id(self)]
 
 
 def _rebuild_parameter(data, requires_grad):
@@ -31,5 +47,8 @@ class Buffer(Tensor):
     __slots__ = ("persistent",)
 
     def __init__(self, data, persistent=True):
-        super().__init__(data.array if isinstance(data, Tensor) else data)
+        if isinstance(data, Tensor):
+            super().__init__(data.array, device=data.device)
+        else:
+            super().__init__(data)
         self.persistent = persistent

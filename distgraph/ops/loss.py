@@ -19,14 +19,17 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 
 
-def _targets(xp, x, target, weight, ignore_index):
+def _targets(xp, x, target, weight, ignore_index, check=False):
     """Safe class indices, the per-row weight w_t (0 where ignored) and the validity mask."""
     m, c = x.shape
     valid = target != ignore_index
     t = xp.where(valid, target, 0)
-    if m and (int(t.min()) < 0 or int(t.max()) >= c):
-        bad = int(t.max()) if int(t.max()) >= c else int(t.min())
-        raise IndexOutOfRangeError(f"cross_entropy: target {bad} is out of bounds for {c} classes")
+    if check and m:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= c:
+            raise IndexOutOfRangeError(
+                f"cross_entropy: target {hi if hi >= c else lo} is out of bounds for {c} classes"
+            )
     w_t = (weight[0][t] if weight else xp.ones(m, x.dtype)) * valid
     return t, w_t.astype(x.dtype, copy=False), valid
 
@@ -42,7 +45,7 @@ def _softmax_parts(xp, x):
 def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     """x: (M, C) logits, target: (M,) class indices; weight: optional (C,)."""
     m, c = x.shape
-    t, w_t, valid = _targets(xp, x, target, weight, ignore_index)
+    t, w_t, valid = _targets(xp, x, target, weight, ignore_index, check=True)
     z = x - x.max(axis=1, keepdims=True)
     logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
     loss = -logp[xp.arange(m), t] * w_t

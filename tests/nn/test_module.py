@@ -243,7 +243,9 @@ def test_requires_grad_and_submodule_lookup():
 
 def test_deepcopy_gives_an_independent_module():
     m = Net()
+    m(dg.randn(2, 3)).sum().backward()
     c = copy.deepcopy(m)
+    np.testing.assert_array_equal(c.fc2.bias.grad.numpy(), m.fc2.bias.grad.numpy())
     assert isinstance(c.fc1.weight, nn.Parameter)
     np.testing.assert_array_equal(c.fc1.weight.detach().numpy(), m.fc1.weight.detach().numpy())
     c.fc1.weight.array[...] = 0
