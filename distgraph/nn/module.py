@@ -244,8 +244,9 @@ class Module:
         """Set training mode on this module and every descendant (Dropout, BatchNorm read it)."""
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
-        for m in self.modules():
-            m.__dict__["training"] = mode
+        self.__dict__["training"] = mode
+        for m in self.children():  # through train() itself, so subclasses that override it are honoured
+            m.train(mode)
         return self
 
     def eval(self):

@@ -1,6 +1,7 @@
 """LayerNorm and BatchNorm1d/2d (running statistics, momentum, train vs eval), with torch's arguments."""
 
 from distgraph import dtypes
+from distgraph.errors import ShapeError
 from distgraph.nn import functional as F
 from distgraph.nn import init
 from distgraph.nn.module import Module
@@ -80,25 +81,26 @@ class _BatchNorm(Module):
                 init.zeros_(self.bias)
 
     def forward(self, input):
-        if input.ndim not in self._expected_dims:
-            raise ValueError(
-                f"{type(self).__name__}: expected {' or '.join(f'{d}-D' for d in self._expected_dims)} input, "
-                f"got shape {tuple(input.shape)}"
+        if input.ndim not in self._expected_dims or input.shape[1] != self.num_features:
+            raise ShapeError(
+                f"{type(self).__name__}({self.num_features}): expected "
+                f"{' or '.join(f'{d}-D' for d in self._expected_dims)} input with {self.num_features} channels "
+                f"in dim 1, got shape {tuple(input.shape)}"
             )
         momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.array[...] += 1
+            self.num_batches_tracked._vc[0] += 1
             if momentum is None:  # cumulative moving average, as torch
                 momentum = 1.0 / int(self.num_batches_tracked.array)
-        use_batch = self.training or not self.track_running_stats
         return F.batch_norm(
             input,
-            self.running_mean if not self.training or self.track_running_stats else None,
-            self.running_var if not self.training or self.track_running_stats else None,
+            self.running_mean,  # None when not tracking: batch statistics in eval mode too
+            self.running_var,
             self.weight,
             self.bias,
-            use_batch,
-            momentum if momentum is not None else 0.0,
+            self.training or not self.track_running_stats,
+            0.0 if momentum is None else momentum,
             self.eps,
         )
 

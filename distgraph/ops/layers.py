@@ -43,7 +43,7 @@ def _(ctx, g):
     if need[1] is not None:
         gw = _linear_weight_grad(g, x)
     if len(need) > 2 and need[2] is not None:
-        gb = red.sum(g, dim=tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+        gb = apply(red._sum, (g,), {"axes": tuple(range(g.ndim - 1))}) if g.ndim > 1 else g
     return gx, gw, gb
 
 

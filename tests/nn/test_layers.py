@@ -5,6 +5,7 @@ import pytest
 
 import distgraph as dg
 import distgraph.nn as nn
+from distgraph.errors import ShapeError
 
 torch = pytest.importorskip("torch")
 
@@ -142,6 +143,13 @@ def test_batchnorm_running_stats_over_steps_and_eval():
     dm.eval(), tm.eval()
     x = rng.standard_normal((2, 4))
     np.testing.assert_allclose(dm(dg.tensor(x)).detach().numpy(), tm(torch.tensor(x)).detach().numpy(), rtol=1e-10)
+
+
+def test_batchnorm_rejects_wrong_rank_or_channels():
+    with pytest.raises(ShapeError, match=r"BatchNorm2d\(3\): expected 4-D input with 3 channels"):
+        nn.BatchNorm2d(3)(dg.zeros(2, 3, 4))
+    with pytest.raises(ShapeError, match=r"got shape \(4, 5\)"):
+        nn.BatchNorm1d(3)(dg.zeros(4, 5))
 
 
 def test_dropout_train_scales_and_eval_is_identity():
