@@ -42,9 +42,7 @@ class _Segment:
         self.result = np.ndarray((count,), self.dtype, buf, head + world * count * self.dtype.itemsize)
         self.lo, self.hi = _chunk(count, world, rank)
         self.seq = 0
-        self.timeout_s = timeout_s
-        if rank == 0:
-            self.flags[:] = 0
+        self.timeout_s = timeout_s  # (a new segment is zero-filled: never reset flags a peer may already have set)
 
     def barrier(self):
         self.seq += 1

@@ -1,0 +1,163 @@
+"""Training configs (YAML): validated against a schema before anything starts, built without code.
+
+A config names everything it uses — dataset, layers, loss, optimizer, scheduler — from allow-lists
+(`distgraph.datasets`, the Module classes of `distgraph.nn`, `nn.functional` losses, `distgraph.optim`),
+so loading a config can never run code it was not shipped with. Every problem is one line naming
+the file and the key: unknown keys, wrong types, missing files, unknown names.
+"""
+
+import os
+
+import yaml
+
+from distgraph.errors import ConfigError
+
+SCHEMA = {
+    "data": {"name": str, "seed": int, "test_fraction": float, "samples": int, "features": int, "classes": int},
+    "model": list,
+    "loss": str,
+    "optimizer": {"name": str, "lr": float, "momentum": float, "weight_decay": float, "betas": list, "nesterov": bool},
+    "scheduler": {"name": str, "step_size": int, "gamma": float, "T_max": int, "milestones": list},
+    "train": {"epochs": int, "batch_size": int, "seed": int},
+    "trainer": {
+        "workers": int,
+        "backend": str,
+        "device": str,
+        "sync": str,
+        "staleness": int,
+        "allreduce": str,
+        "bucket_mb": float,
+        "checkpoint_dir": str,
+        "checkpoint_every": int,
+        "cpus_per_worker": int,
+        "address": str,
+    },
+}
+REQUIRED = ("data", "model", "loss", "optimizer", "train")
+LOSSES = ("cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "nll_loss", "binary_cross_entropy_with_logits")
+OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")
+SCHEDULERS = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR")
+
+
+def _type_ok(value, expected):
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _tname(t):
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+    }[t]
+
+
+def validate(cfg, source="config"):
+    """Raise ConfigError naming `source` and the key for the first problem; return cfg."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(cfg).__name__}")
+    for key in cfg:
+        if key not in SCHEMA:
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(SCHEMA)})")
+    for key in REQUIRED:
+        if key not in cfg:
+            raise ConfigError(f"{source}: missing required key {key!r}")
+    for section, spec in SCHEMA.items():
+        if section not in cfg:
+            continue
+        value = cfg[section]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {section} must be a mapping, got {type(value).__name__}")
+            for k, v in value.items():
+                if k not in spec:
+                    raise ConfigError(f"{source}: unknown key {section}.{k} (known: {', '.join(spec)})")
+                if not _type_ok(v, spec[k]):
+                    raise ConfigError(f"{source}: {section}.{k} must be {_tname(spec[k])}, got {v!r}")
+        elif not _type_ok(value, spec):
+            raise ConfigError(f"{source}: {section} must be {_tname(spec)}, got {type(value).__name__}")
+    _validate_names(cfg, source)
+    return cfg
+
+
+def _validate_names(cfg, source):
+    import distgraph.nn as nn
+
+    for i, layer in enumerate(cfg["model"]):
+        if not (isinstance(layer, dict) and len(layer) == 1):
+            raise ConfigError(f"{source}: model[{i}] must be one mapping like {{Linear: [64, 10]}}, got {layer!r}")
+        ((name, args),) = layer.items()
+        cls = getattr(nn, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or name in ("Module", "Sequential"):
+            raise ConfigError(f"{source}: model[{i}]: {name!r} is not a distgraph.nn layer")
+        if not isinstance(args, list | dict) and args is not None:
+            raise ConfigError(f"{source}: model[{i}].{name}: arguments must be a list or a mapping, got {args!r}")
+    if cfg["loss"] not in LOSSES:
+        raise ConfigError(f"{source}: loss: unknown loss {cfg['loss']!r} (known: {', '.join(LOSSES)})")
+    if cfg["optimizer"].get("name") not in OPTIMIZERS:
+        raise ConfigError(f"{source}: optimizer.name must be one of {', '.join(OPTIMIZERS)}")
+    if "scheduler" in cfg and cfg["scheduler"].get("name") not in SCHEDULERS:
+        raise ConfigError(f"{source}: scheduler.name must be one of {', '.join(SCHEDULERS)}")
+    trainer = cfg.get("trainer", {})
+    if trainer.get("backend", "local") not in ("local", "ray"):
+        raise ConfigError(f"{source}: trainer.backend must be 'local' or 'ray', got {trainer['backend']!r}")
+    if trainer.get("sync", "sync") not in ("sync", "async"):
+        raise ConfigError(f"{source}: trainer.sync must be 'sync' or 'async', got {trainer['sync']!r}")
+    if trainer.get("workers", 1) < 1:
+        raise ConfigError(f"{source}: trainer.workers must be ≥ 1, got {trainer['workers']}")
+
+
+def load_config(path):
+    """Read and validate a YAML config (safe_load: YAML tags cannot construct objects)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate(cfg, path)
+
+
+def build_model(cfg):
+    import distgraph.nn as nn
+
+    layers = []
+    for layer in cfg["model"]:
+        ((name, args),) = layer.items()
+        try:
+            layers.append(getattr(nn, name)(**args) if isinstance(args, dict) else getattr(nn, name)(*(args or [])))
+        except TypeError as exc:
+            raise ConfigError(f"model: {name}{tuple(args or [])}: {exc}") from None
+    return nn.Sequential(*layers)
+
+
+def build_optimizer(cfg, params):
+    import distgraph.optim as optim
+
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["optimizer"].items() if k != "name"}
+    return getattr(optim, cfg["optimizer"]["name"])(params, **kwargs)
+
+
+def build_scheduler(cfg, optimizer):
+    if "scheduler" not in cfg:
+        return None
+    from distgraph.optim import lr_scheduler
+
+    kwargs = {k: v for k, v in cfg["scheduler"].items() if k != "name"}
+    try:
+        return getattr(lr_scheduler, cfg["scheduler"]["name"])(optimizer, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"scheduler: {exc}") from None
+
+
+def build_loss(cfg):
+    import distgraph.nn.functional as F
+
+    return getattr(F, cfg["loss"])

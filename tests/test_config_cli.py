@@ -1,0 +1,66 @@
+"""`distgraph train`: config validation errors are one line naming the file and key; training runs."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from distgraph.cli import main
+from distgraph.config import load_config
+
+GOOD = {
+    "data": {"name": "digits", "seed": 0},
+    "model": [{"Linear": [64, 32]}, {"ReLU": []}, {"Linear": [32, 10]}],
+    "loss": "cross_entropy",
+    "optimizer": {"name": "Adam", "lr": 0.003},
+    "train": {"epochs": 3, "batch_size": 64},
+}
+
+
+def write(tmp_path, cfg, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda c: c.update(optimiser={}), "unknown key 'optimiser'"),
+        (lambda c: c["optimizer"].update(lr="fast"), "optimizer.lr must be a number, got 'fast'"),
+        (lambda c: c["train"].update(epochs=2.5), "train.epochs must be an integer"),
+        (lambda c: c.pop("loss"), "missing required key 'loss'"),
+        (lambda c: c["model"].append({"os.system": ["ls"]}), "'os.system' is not a distgraph.nn layer"),
+        (lambda c: c.update(loss="eval"), "unknown loss 'eval'"),
+        (lambda c: c["data"].update(name="imagenet"), "unknown dataset 'imagenet'"),
+        (lambda c: c.update(trainer={"backend": "spark"}), "trainer.backend must be 'local' or 'ray'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):
+    cfg = json.loads(json.dumps(GOOD))
+    mutate(cfg)
+    result = CliRunner().invoke(main, ["train", write(tmp_path, cfg), "--quiet"])
+    assert result.exit_code != 0
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_missing_file_and_yaml_tags_are_refused(tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "none.yaml")])
+    assert "no such config file" in result.output
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("data: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(Exception, match="not valid YAML"):
+        load_config(str(evil))
+
+
+def test_train_command_trains_and_resumes(tmp_path):
+    path = write(tmp_path, GOOD)
+    out = tmp_path / "r.json"
+    ck = str(tmp_path / "ck")
+    result = CliRunner().invoke(main, ["train", path, "--quiet", "--checkpoint-dir", ck, "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    first = json.loads(out.read_text())
+    assert first["test"]["accuracy"] > 0.85
+    result = CliRunner().invoke(main, ["train", path, "--quiet", "--checkpoint-dir", ck, "--epochs", "4", "--resume"])
+    assert result.exit_code == 0 and "resumed from" in result.output
