@@ -48,6 +48,6 @@ from distgraph.nn.loss import (  # noqa: F401
     SoftMarginLoss,
 )
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
-from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm  # noqa: F401
+from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
 from distgraph.nn.sparse import Embedding  # noqa: F401

@@ -80,6 +80,10 @@ CASES = [
     ("BatchNorm1d-noaffine", lambda m: m.BatchNorm1d(5, affine=False, momentum=0.3), (8, 5)),
     ("BatchNorm1d-untracked", lambda m: m.BatchNorm1d(5, track_running_stats=False), (8, 5)),
     ("BatchNorm2d-cumulative", lambda m: m.BatchNorm2d(3, momentum=None, bias=False), (4, 3, 2, 2)),
+    ("GroupNorm", lambda m: m.GroupNorm(2, 6), (3, 6, 4)),
+    ("GroupNorm-noaffine", lambda m: m.GroupNorm(3, 3, affine=False, eps=1e-3), (2, 3, 2, 2)),
+    ("RMSNorm", lambda m: m.RMSNorm((2, 5)), (3, 2, 5)),
+    ("RMSNorm-eps", lambda m: m.RMSNorm(5, eps=1e-2, elementwise_affine=False), (4, 5)),
     ("Unflatten", lambda m: m.Sequential(m.Unflatten(1, (2, 3)), m.Flatten(0, 1)), (4, 6)),
     ("Flatten", lambda m: m.Flatten(), (2, 3, 4)),
 ]

@@ -170,6 +170,7 @@ def test_repr_matches_torch():
         lambda m: m.Sequential(m.Softmax(dim=1), m.LeakyReLU(0.2), m.ELU(), m.GELU("tanh"), m.Softplus(2.0)),
         lambda m: m.Sequential(m.Flatten(), m.Unflatten(1, (2, 3)), m.Identity(), m.PReLU(3), m.Hardtanh(-2.0, 2.0)),
         lambda m: m.Sequential(m.BatchNorm2d(3, momentum=None), m.LayerNorm((2, 3), elementwise_affine=False)),
+        lambda m: m.Sequential(m.GroupNorm(2, 4), m.RMSNorm(3), m.RMSNorm((2, 3), eps=0.1, elementwise_affine=False)),
         lambda m: m.Sequential(m.Bilinear(2, 3, 4), m.Embedding(10, 3, max_norm=1.0), m.Dropout2d(0.3)),
         lambda m: m.Sequential(m.CrossEntropyLoss(), m.MSELoss(), m.SiLU(), m.GLU(), m.Threshold(0.1, 2.0)),
     ]

@@ -42,10 +42,12 @@ from distgraph.nn.functional.layers import (  # noqa: F401
     dropout2d,
     dropout3d,
     embedding,
+    group_norm,
     layer_norm,
     linear,
     normalize,
     pad,
+    rms_norm,
 )
 from distgraph.nn.functional.loss import (  # noqa: F401
     binary_cross_entropy,

@@ -144,6 +144,38 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return out
 
 
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalize each of `num_groups` channel groups of every sample (N, C, ...), then scale and shift per channel."""
+    if input.ndim < 2 or input.shape[1] % num_groups:
+        raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
+    n, c = input.shape[0], input.shape[1]
+    grouped = input.reshape(n, num_groups, -1)
+    mean = red.mean(grouped, dim=2, keepdim=True)
+    centered = ew.sub(grouped, mean)
+    var = red.mean(ew.square(centered), dim=2, keepdim=True)
+    out = ew.mul(centered, ew.rsqrt(ew.add(var, eps))).reshape(*input.shape)
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = ew.mul(out, weight.reshape(*shape))
+    if bias is not None:
+        out = ew.add(out, bias.reshape(*shape))
+    return out
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / √(mean(x²) + eps) over the trailing dims, times weight; eps defaults to the dtype's machine epsilon."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(normalized_shape) :]) != normalized_shape:
+        raise ShapeError(f"rms_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
+    if eps is None:
+        import numpy as np
+
+        eps = float(np.finfo(input.array.dtype).eps)
+    dims = tuple(range(-len(normalized_shape), 0))
+    out = ew.mul(input, ew.rsqrt(ew.add(red.mean(ew.square(input), dim=dims, keepdim=True), eps)))
+    return out if weight is None else ew.mul(out, weight)
+
+
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """x / max(‖x‖_p, eps) along `dim`."""
     norm = red.norm(input, p=p, dim=dim, keepdim=True)
