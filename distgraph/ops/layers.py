@@ -1,16 +1,18 @@
-"""Fused layer ops: linear (x·Wᵀ + b) and layer_norm, each one op forward and a few ops backward.
+"""Fused layer ops: linear (x·Wᵀ + b), layer_norm and embedding, each one op forward, a few backward.
 
 Composed from matmul, transpose and add, a Linear layer records three nodes forward and five
 backward; at digits-MLP sizes that bookkeeping, not the arithmetic, is the step time. Fused, it
 is one node forward, and backward is `g·W`, one `gᵀ·x` op and one sum.
 
-Backward rules recompute what they need from their inputs (no arrays hidden in the node), so the
-backward pass is made of registered ops only and graph capture can record it. When a higher-order
+Backward rules recompute what they need from their inputs (no arrays hidden in the node or its
+attributes: embedding's indices are an input tensor, not an index baked into the op), so the backward
+pass is made of registered ops only and a captured graph replays correctly on new batches. When a higher-order
 gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops.
 """
 
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.linalg import _matmul, matmul
@@ -135,3 +137,48 @@ def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
     """Fused layer norm over the last `k` dims of `input` (shape checks are nn.functional's)."""
     wb = [t for t in (weight, bias) if t is not None]
     return _layer_norm(input, *wb, k=k, eps=float(eps), has_bias=bias is not None)
+
+
+# ---- embedding ----------------------------------------------------------------------------------------------
+@defop("embedding", kind="index", save=())
+def _embedding(xp, weight, indices, *, padding_idx=None):
+    """weight: (V, D), indices: any integer shape -> (*indices.shape, D)."""
+    return weight[indices]
+
+
+@defop("embedding_backward", kind="index", save=())
+def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
+    """Rows of g summed into a (V, D) gradient by index; the padding row gets none."""
+    out = xp.zeros((num_weights, g.shape[-1]), g.dtype)
+    flat_g, flat_i = g.reshape(-1, g.shape[-1]), indices.reshape(-1)
+    if xp.__name__ == "numpy":
+        xp.add.at(out, flat_i, flat_g)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, flat_i, flat_g)
+    if padding_idx is not None:
+        out[padding_idx] = 0
+    return out
+
+
+@_embedding.grad
+def _(ctx, g):
+    weight, indices = ctx.inputs
+    pad = ctx.attrs.get("padding_idx")
+    return _embedding_backward(g, indices, num_weights=weight.shape[0], padding_idx=pad), None
+
+
+@_embedding_backward.grad
+def _(ctx, gg):
+    g, indices = ctx.inputs
+    rows = _embedding(gg, indices)
+    pad = ctx.attrs.get("padding_idx")
+    if pad is not None:  # positions that looked up the padding row got no gradient
+        rows = ew.mul(rows, ew.cast(cmp.ne(indices, pad).unsqueeze(-1), rows.array.dtype))
+    return rows, None
+
+
+def embedding(indices, weight, padding_idx=None):
+    """weight[indices] as one op whose backward is one scatter-add (no gradient into the padding row)."""
+    return _embedding(weight, indices, padding_idx=padding_idx)

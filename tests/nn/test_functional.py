@@ -359,3 +359,21 @@ ACTS = [
 @pytest.mark.parametrize("name,fd,ft", ACTS, ids=[c[0] for c in ACTS])
 def test_activation_functions(name, fd, ft):
     check(fd, ft, a)
+
+
+def test_embedding_second_order_and_padding_gradient():
+    w = rng.standard_normal((5, 3))
+    idx = np.array([[0, 4, 4], [2, 0, 1]])
+    wd, wt = dg.tensor(w, requires_grad=True), torch.tensor(w, requires_grad=True)
+    s = rng.standard_normal((2, 3, 3))
+    gd = dg.autograd.grad(
+        (F.embedding(dg.tensor(idx), wd, padding_idx=4) ** 2 * dg.tensor(s)).sum(), [wd], create_graph=True
+    )
+    gt = torch.autograd.grad(
+        (TF.embedding(torch.tensor(idx), wt, padding_idx=4) ** 2 * torch.tensor(s)).sum(), [wt], create_graph=True
+    )
+    np.testing.assert_allclose(gd[0].detach().numpy(), gt[0].detach().numpy(), rtol=1e-12)
+    assert not gd[0].detach().numpy()[4].any()
+    (gd[0] ** 2).sum().backward()
+    (gt[0] ** 2).sum().backward()
+    np.testing.assert_allclose(wd.grad.numpy(), wt.grad.numpy(), rtol=1e-10)

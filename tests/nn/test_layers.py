@@ -227,3 +227,28 @@ def test_default_init_bounds_match_torch_formula():
     w = lin.weight.detach().numpy()
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
     assert np.abs(lin.bias.detach().numpy()).max() <= bound
+
+
+def test_fused_layer_ops_replay_in_a_captured_graph_on_a_new_batch():
+    """Embedding indices, targets and activations are graph inputs, not constants baked in at capture."""
+    from distgraph.graph.capture import capture
+    from distgraph.graph.executor import Runner
+
+    model = nn.Sequential(
+        nn.Embedding(10, 4, padding_idx=0), nn.Flatten(), nn.Linear(12, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 3)
+    )
+
+    def batch():
+        return dg.tensor(rng.integers(0, 10, (5, 3))), dg.tensor(rng.integers(0, 3, 5))
+
+    def loss_fn(x, y):
+        return nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+
+    graph, params, _ = capture(loss_fn, list(batch()), grad_of=list(model.parameters()))
+    x, y = batch()
+    outs = Runner(graph)(x.array, y.array, *[p.array for p in params])
+    loss = loss_fn(x, y)
+    loss.backward()
+    assert outs[0] == loss.item()
+    for g, p in zip(outs[1:], model.parameters()):
+        np.testing.assert_array_equal(g, p.grad.numpy())

@@ -5,9 +5,8 @@ import math
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
-from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops import indexing, layers, linalg
+from distgraph.ops import layers, linalg
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import generator
 
@@ -199,14 +198,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         lo, hi = int(input.array.min()), int(input.array.max())
         if lo < 0 or hi >= n:
             raise IndexOutOfRangeError(f"embedding: index {hi if hi >= n else lo} is out of range for {n} embeddings")
-    flat = input.reshape(-1)
     if max_norm is not None:
-        _embedding_renorm_(weight, flat, max_norm, norm_type)
-    out = indexing.index_select(weight, 0, flat)
-    if padding_idx is not None and out.requires_grad:
-        keep = cmp.ne(flat.reshape(-1, 1), padding_idx % n)
-        out = ew.where(keep, out, out.detach())  # same values, no gradient into the padding row
-    return out.reshape(*input.shape, weight.shape[1])
+        _embedding_renorm_(weight, input.reshape(-1), max_norm, norm_type)
+    return layers.embedding(input, weight, None if padding_idx is None else padding_idx % n)
 
 
 def _embedding_renorm_(weight, flat, max_norm, norm_type):
