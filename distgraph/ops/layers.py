@@ -1,4 +1,4 @@
-"""Fused layer ops: linear (x·Wᵀ + b), layer_norm and embedding, each one op forward, a few backward.
+"""Fused layer ops: linear (x·Wᵀ + b), layer_norm, embedding, and dropout's random mask.
 
 Composed from matmul, transpose and add, a Linear layer records three nodes forward and five
 backward; at digits-MLP sizes that bookkeeping, not the arithmetic, is the step time. Fused, it
@@ -6,15 +6,18 @@ is one node forward, and backward is `g·W`, one `gᵀ·x` op and one sum.
 
 Backward rules recompute what they need from their inputs (no arrays hidden in the node or its
 attributes: embedding's indices are an input tensor, not an index baked into the op), so the backward
-pass is made of registered ops only and a captured graph replays correctly on new batches. When a higher-order
+pass is made of registered ops only and a captured graph replays correctly on new batches. For the
+same reason dropout's mask is drawn by an op (`dropout_mask`), so a replayed graph draws a fresh one. When a higher-order
 gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops.
 """
 
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
+from distgraph.backend import device_of_array
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
+from distgraph.ops.creation import generator
 from distgraph.ops.linalg import _matmul, matmul
 from distgraph.ops.registry import defop
 
@@ -182,3 +185,16 @@ def _(ctx, gg):
 def embedding(indices, weight, padding_idx=None):
     """weight[indices] as one op whose backward is one scatter-add (no gradient into the padding row)."""
     return _embedding(weight, indices, padding_idx=padding_idx)
+
+
+# ---- dropout ------------------------------------------------------------------------------------------------
+@defop("dropout_mask", kind="other", save=())
+def _dropout_mask(xp, x, *, p, shape, scale):
+    """scale where a uniform draw is ≥ p, else 0, in x's dtype and on x's device (x gives only those)."""
+    keep = generator(device_of_array(x)).random(shape) >= p
+    return xp.asarray(keep, dtype=x.dtype) * x.dtype.type(scale)
+
+
+def dropout_mask(input, p, shape, scale):
+    """A random keep-mask (no gradient), recorded as an op so a captured graph draws a new one per run."""
+    return _dropout_mask(input, p=float(p), shape=tuple(shape), scale=float(scale))

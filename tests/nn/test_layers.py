@@ -252,3 +252,14 @@ def test_fused_layer_ops_replay_in_a_captured_graph_on_a_new_batch():
     assert outs[0] == loss.item()
     for g, p in zip(outs[1:], model.parameters()):
         np.testing.assert_array_equal(g, p.grad.numpy())
+
+
+def test_captured_dropout_draws_a_fresh_mask_each_run():
+    from distgraph.graph.capture import capture
+    from distgraph.graph.executor import Runner
+
+    x = dg.ones(50, 20)
+    graph, _, _ = capture(lambda t: nn.functional.dropout(t, 0.5), [x])
+    runner = Runner(graph)
+    (a,), (b,) = runner(x.array), runner(x.array)
+    assert set(np.unique(a)) == {0.0, 2.0} and not np.array_equal(a, b)

@@ -3,12 +3,10 @@
 import math
 
 from distgraph.autograd.grad_mode import no_grad
-from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops import layers, linalg
 from distgraph.ops import reduction as red
-from distgraph.ops.creation import generator
 
 
 # ---- linear -------------------------------------------------------------------------------------------------
@@ -39,11 +37,6 @@ def _check_p(p, op):
         raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
 
 
-def _keep_mask(input, p, shape):
-    keep = generator(input.device).random(shape) >= p
-    return Tensor(input.device.xp.asarray(keep, dtype=input.array.dtype), device=input.device)
-
-
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p, scale the survivors by 1/(1−p); identity when not training."""
     _check_p(p, "dropout")
@@ -51,7 +44,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     if p == 1:
         return ew.mul(input, 0)
-    return ew.mul(input, ew.mul(_keep_mask(input, p, input.shape), 1.0 / (1 - p)))
+    return ew.mul(input, layers.dropout_mask(input, p, input.shape, 1.0 / (1 - p)))
 
 
 def _feature_dropout(input, p, training, batched_ndim, op):
@@ -62,7 +55,7 @@ def _feature_dropout(input, p, training, batched_ndim, op):
         return input
     lead = 2 if input.ndim == batched_ndim else 1  # (N, C, ...) or unbatched (C, ...)
     shape = tuple(input.shape[:lead]) + (1,) * (input.ndim - lead)
-    return ew.mul(input, ew.mul(_keep_mask(input, p, shape), 1.0 / (1 - p) if p < 1 else 0.0))
+    return ew.mul(input, layers.dropout_mask(input, p, shape, 1.0 / (1 - p) if p < 1 else 0.0))
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
@@ -86,7 +79,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
         return ew.mul(input, 0)
     alpha = 1.7580993408473766
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
-    keep = _keep_mask(input, p, input.shape)
+    keep = layers.dropout_mask(input, p, input.shape, 1.0)
     shift = ew.add(ew.mul(ew.sub(keep, 1), alpha * a), alpha * a * p)
     return ew.add(ew.mul(input, ew.mul(keep, a)), shift)
 
