@@ -195,6 +195,9 @@ def _dropout_mask(xp, x, *, p, shape, scale):
     return xp.asarray(keep, dtype=x.dtype) * x.dtype.type(scale)
 
 
+_dropout_mask.random = True  # graph passes neither merge (CSE) nor constant-fold it
+
+
 def dropout_mask(input, p, shape, scale):
     """A random keep-mask (no gradient), recorded as an op so a captured graph draws a new one per run."""
     return _dropout_mask(input, p=float(p), shape=tuple(shape), scale=float(scale))

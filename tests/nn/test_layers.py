@@ -263,3 +263,12 @@ def test_captured_dropout_draws_a_fresh_mask_each_run():
     runner = Runner(graph)
     (a,), (b,) = runner(x.array), runner(x.array)
     assert set(np.unique(a)) == {0.0, 2.0} and not np.array_equal(a, b)
+
+
+def test_compiled_dropouts_of_one_tensor_stay_independent():
+    """Two masks of the same tensor are distinct draws: CSE must not merge them, folding must not freeze them."""
+    x = dg.ones(40, 10)
+    f = dg.compile(lambda t: nn.functional.dropout(t, 0.5) - nn.functional.dropout(t, 0.5), (x,))
+    assert np.abs(f(x).numpy()).sum() > 0
+    g = dg.compile(lambda t: t + nn.functional.dropout(dg.ones(40, 10), 0.5), (x,))
+    assert not np.array_equal(g(x).numpy(), g(x).numpy())

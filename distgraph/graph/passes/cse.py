@@ -1,11 +1,12 @@
 """Common-subexpression elimination: equal constants, and nodes with the same op, inputs and attributes,
-are computed once. Every registry op is deterministic (randomness happens outside ops, at capture
-time), so merging never changes a result.
+are computed once. Registry ops are deterministic except those marked `random` (dropout's mask),
+which are never merged, so merging never changes a result.
 """
 
 import numpy as np
 
 from distgraph.graph.ir import rename
+from distgraph.ops.registry import REGISTRY
 
 
 def freeze(value):
@@ -37,7 +38,7 @@ def cse(graph):
     for node in graph.nodes:
         inputs = tuple(mapping.get(i, i) for i in node.inputs)
         key = (node.op, inputs, freeze(node.attrs))
-        if key in seen:
+        if key in seen and not getattr(REGISTRY.get(node.op), "random", False):
             mapping[node.name] = seen[key]
         else:
             seen[key] = node.name

@@ -6,14 +6,15 @@ a broadcast of a scalar, say) stays a node.
 """
 
 from distgraph.backend import device as as_device
-from distgraph.ops.registry import get_op
+from distgraph.ops.registry import REGISTRY, get_op
 
 
 def fold(graph, max_bytes=1 << 16):
     constants = dict(graph.constants)
     nodes = []
     for node in graph.nodes:
-        if node.op == "fused" or not node.inputs or not all(i in constants for i in node.inputs):
+        random = getattr(REGISTRY.get(node.op), "random", False)  # a fresh draw per run: never a constant
+        if node.op == "fused" or random or not node.inputs or not all(i in constants for i in node.inputs):
             nodes.append(node)
             continue
         if node.spec.nbytes > max(max_bytes, max(constants[i].nbytes for i in node.inputs)):
