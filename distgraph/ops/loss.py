@@ -20,25 +20,33 @@ from distgraph.ops.registry import defop
 
 
 def _targets(xp, x, target, weight, ignore_index, check=False):
-    """Safe class indices, the per-row weight w_t (0 where ignored) and the validity mask."""
+    """(t, w_t, valid): safe class indices, per-row weights and the validity mask.
+
+    The common case (no class weights, no target equal to ignore_index) returns w_t = valid = None,
+    so forward and backward skip the per-row weighting: a cross-entropy step at digits size is a
+    dozen tiny array calls, and each one costs as much as the arithmetic.
+    """
     m, c = x.shape
-    valid = target != ignore_index
-    t = xp.where(valid, target, 0)
-    if check and m:
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= c:
+    t, valid = target, None
+    if m:
+        lo, hi = int(target.min()), int(target.max())
+        if lo <= ignore_index <= hi:
+            valid = target != ignore_index
+            t = xp.where(valid, target, 0)
+            lo, hi = (int(t.min()), int(t.max())) if check else (lo, hi)
+        if check and (lo < 0 or hi >= c):
             raise IndexOutOfRangeError(
                 f"cross_entropy: target {hi if hi >= c else lo} is out of bounds for {c} classes"
             )
-    w_t = (weight[0][t] if weight else xp.ones(m, x.dtype)) * valid
-    return t, w_t.astype(x.dtype, copy=False), valid
+    if weight:
+        w_t = weight[0][t] if valid is None else weight[0][t] * valid
+    else:
+        w_t = None if valid is None else valid
+    return t, (None if w_t is None else w_t.astype(x.dtype, copy=False)), valid
 
 
-def _softmax_parts(xp, x):
-    z = x - x.max(axis=1, keepdims=True)
-    e = xp.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    return z - xp.log(s), e / s
+def _mean_denominator(m, w_t):
+    return m if w_t is None else w_t.sum()
 
 
 @defop("cross_entropy", kind="other", save=(0,))
@@ -47,18 +55,22 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index, check=True)
     z = x - x.max(axis=1, keepdims=True)
-    logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
-    loss = -logp[xp.arange(m), t] * w_t
-    if label_smoothing:
-        smooth = -(logp * weight[0]).sum(axis=1) if weight else -logp.sum(axis=1)
-        loss = (1 - label_smoothing) * loss + (label_smoothing / c) * smooth * valid
+    lse = xp.log(xp.exp(z).sum(axis=1))  # log Σ exp z, so −log p_c = lse − z_c
+    loss = lse - z[xp.arange(m), t]
+    if w_t is not None:
+        loss *= w_t
+    if label_smoothing:  # −Σ_c w_c log p_c = lse · Σw − z · w
+        smooth = lse * weight[0].sum() - z @ weight[0] if weight else c * lse - z.sum(axis=1)
+        if valid is not None:
+            smooth *= valid
+        loss = (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
     if reduction == "none":
         out = loss
     elif reduction == "sum":
         out = loss.sum()
     else:
         with np.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as torch
-            out = loss.sum() / w_t.sum()
+            out = loss.sum() / _mean_denominator(m, w_t)
     return xp.asarray(out, dtype=x.dtype)
 
 
@@ -67,20 +79,27 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
     """The gradient of `cross_entropy` w.r.t. the logits, for the output gradient g."""
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index)
-    _, p = _softmax_parts(xp, x)
-    coef = (1 - label_smoothing) * w_t
-    grad = p * coef[:, None]
-    grad[xp.arange(m), t] -= coef
-    if label_smoothing:
+    e = xp.exp(x - x.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    ls = label_smoothing
+    if w_t is None:
+        grad = p * (1 - ls) if ls else p.copy()
+        grad[xp.arange(m), t] -= 1 - ls
+    else:
+        coef = (1 - ls) * w_t
+        grad = p * coef[:, None]
+        grad[xp.arange(m), t] -= coef
+    if ls:
         wvec = weight[0] if weight else xp.ones(c, x.dtype)
-        grad += (p * wvec.sum() - wvec) * (valid * (label_smoothing / c)).astype(x.dtype)[:, None]
+        smooth = (p * wvec.sum() - wvec) * (ls / c)
+        grad += smooth if valid is None else smooth * valid[:, None]
     if reduction == "none":
         grad *= g[:, None]
     elif reduction == "sum":
         grad *= g
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
-            grad *= g / w_t.sum()
+            grad *= g / _mean_denominator(m, w_t)
     return grad
 
 
@@ -103,6 +122,8 @@ def _cross_entropy_grad_composed(ctx, g):
     t, w_t, valid = _targets(
         xp, x.array, target.array, (weight.array,) if weight is not None else (), a["ignore_index"]
     )
+    w_t = xp.ones(m, dt) if w_t is None else w_t
+    valid = xp.ones(m, bool) if valid is None else valid
     onehot = xp.zeros((m, c), dt)
     onehot[xp.arange(m), t] = 1
     if reduction == "mean":

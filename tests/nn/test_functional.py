@@ -117,6 +117,8 @@ CE_CASES = {
     "custom-ignore-index": dict(ignore_index=2),
     "weights-smoothing-ignore-sum": dict(weight=weight, ignore_index=2, label_smoothing=0.3, reduction="sum"),
     "full-smoothing": dict(label_smoothing=1.0),
+    "plain": dict(),
+    "weights-none-ignored": dict(weight=weight, label_smoothing=0.2, reduction="none"),
 }
 
 
