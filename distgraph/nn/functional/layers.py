@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
@@ -160,8 +162,6 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     if tuple(input.shape[input.ndim - len(normalized_shape) :]) != normalized_shape:
         raise ShapeError(f"rms_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
     if eps is None:
-        import numpy as np
-
         eps = float(np.finfo(input.array.dtype).eps)
     dims = tuple(range(-len(normalized_shape), 0))
     out = ew.mul(input, ew.rsqrt(ew.add(red.mean(ew.square(input), dim=dims, keepdim=True), eps)))
@@ -184,6 +184,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 # ---- embedding ----------------------------------------------------------------------------------------------
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
     """weight[input]; rows at padding_idx get no gradient; with max_norm, looked-up rows are renormed in place."""
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse gradients are not supported")
     if input.array.dtype.kind not in "iu":
         raise DTypeError(f"embedding: indices must be an integer tensor, got {input.dtype.name}")
     n = weight.shape[0]
