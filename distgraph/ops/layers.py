@@ -11,6 +11,8 @@ same reason dropout's mask is drawn by an op (`dropout_mask`), so a replayed gra
 gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops.
 """
 
+import math
+
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.backend import device_of_array
@@ -64,40 +66,49 @@ def linear(input, weight, bias=None):
 
 
 # ---- layer_norm ---------------------------------------------------------------------------------------------
-def _stats(xp, x, k, eps):
-    axes = tuple(range(x.ndim - k, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=axes, keepdims=True)
-    rstd = 1.0 / xp.sqrt(var + eps)
-    return xc * rstd, rstd, axes
+def _normalized(xp, x, k, eps):
+    """x̂ as (M, N) rows of the N normalized elements, and rstd (M, 1); row sums go through BLAS matvecs."""
+    n = math.prod(x.shape[x.ndim - k :])
+    x2 = x.reshape(-1, n)
+    mean = (x2 @ xp.ones(n, x.dtype)) * (1.0 / n)
+    xhat = x2 - mean[:, None]
+    var = xp.einsum("ij,ij->i", xhat, xhat) * (1.0 / n)
+    rstd = (1.0 / xp.sqrt(var + eps))[:, None]
+    xhat *= rstd
+    return xhat, rstd
 
 
 @defop("layer_norm", kind="other", save=(0, 1, 2))
 def _layer_norm(xp, x, *wb, k, eps, has_bias):
     """Normalize over the last k dims, then scale by w and shift by b (each optional)."""
-    xhat, _, _ = _stats(xp, x, k, eps)
-    w = wb[0] if len(wb) > has_bias else None
-    out = xhat * w if w is not None else xhat
+    out, _ = _normalized(xp, x, k, eps)
+    if len(wb) > has_bias:
+        out *= wb[0].reshape(-1)
     if has_bias:
-        out = out + wb[-1]
-    return out.astype(x.dtype, copy=False)
+        out += wb[-1].reshape(-1)
+    return out.reshape(x.shape)
 
 
 @defop("layer_norm_backward", kind="other", save=(0, 1, 2))
 def _layer_norm_backward(xp, g, x, *w, k, eps):
     """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims."""
-    xhat, rstd, axes = _stats(xp, x, k, eps)
-    gh = g * w[0] if w else g
-    gx = rstd * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
-    return gx.astype(x.dtype, copy=False)
+    xhat, rstd = _normalized(xp, x, k, eps)
+    n = xhat.shape[1]
+    g2 = g.reshape(xhat.shape)
+    gh = g2 * w[0].reshape(-1) if w else g2
+    gx = gh - ((gh @ xp.ones(n, gh.dtype)) * (1.0 / n))[:, None]
+    xhat *= (xp.einsum("ij,ij->i", gh, xhat) * (1.0 / n))[:, None]
+    gx -= xhat
+    gx *= rstd
+    return gx.reshape(x.shape)
 
 
 @defop("layer_norm_weight_grad", kind="other", save=(0, 1))
 def _layer_norm_weight_grad(xp, g, x, *, k, eps):
     """Σ over the leading dims of g · x̂: the gradient of the scale."""
-    xhat, _, _ = _stats(xp, x, k, eps)
-    return (g * xhat).reshape((-1,) + x.shape[x.ndim - k :]).sum(axis=0)
+    xhat, _ = _normalized(xp, x, k, eps)
+    xhat *= g.reshape(xhat.shape)
+    return (xp.ones(xhat.shape[0], xhat.dtype) @ xhat).reshape(x.shape[x.ndim - k :])
 
 
 @_layer_norm.grad
