@@ -118,7 +118,8 @@ class Trainer:
             if self._cluster is None:
                 self._cluster = RayCluster(self)
             self._cluster.set_data(x, y)
-        for epoch in range(self.epoch, epochs):
+        while self.epoch < epochs:
+            epoch = self.epoch
             batches = epoch_batches(len(x), batch_size, self.seed, epoch)
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             parts, start = [], time.perf_counter()
@@ -129,8 +130,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
 
             if self.backend == "ray":
-                self._cluster.run_epoch(batches, on_step)
-                self.global_step += len(batches)
+                if not self._run_remote_epoch(batches, on_step):
+                    bar.close()
+                    continue  # a store shard was lost: restored from the checkpoint, redo from there
             else:
                 for t, idx in enumerate(batches):
                     on_step(t, self._local_step(x, y, idx))
@@ -152,6 +154,34 @@ class Trainer:
         if self.backend == "ray":
             self._cluster.pull()
         return self.history
+
+    def _run_remote_epoch(self, batches, on_step):
+        """True when the epoch ran; False after restoring from the last checkpoint because a
+        parameter-store shard died (its steps since that checkpoint are redone, none applied twice)."""
+        from distgraph.distributed.cluster import StoreLost
+
+        try:
+            self._cluster.run_epoch(batches, on_step)
+        except StoreLost as exc:
+            if not (self.checkpoint_dir and os.path.exists(self.checkpoint_path())):
+                raise
+            lost_at = self.epoch
+            data = self._cluster.data_refs
+            self._cluster.close()
+            self._cluster = None
+            self.load_checkpoint()
+            from distgraph.distributed.cluster import RayCluster
+
+            self._cluster = RayCluster(self)
+            self._cluster.data_refs = data
+            self._cluster.resend_data()
+            self.history.events.append(
+                f"parameter store lost in epoch {lost_at + 1} ({exc}); restored the checkpoint of epoch {self.epoch} "
+                f"and redid {lost_at - self.epoch + 1} epoch(s)"
+            )
+            return False
+        self.global_step += len(batches)
+        return True
 
     def _local_step(self, x, y, idx):
         shard_grads, stats = [], []

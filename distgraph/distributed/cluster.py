@@ -13,8 +13,26 @@ import ray
 
 from distgraph.distributed import runtime
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
-from distgraph.distributed.scheduler import DataParallelScheduler, wait_ready
+from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
 from distgraph.distributed.worker import TrainWorker
+from distgraph.errors import DistributedError
+
+
+class StoreLost(DistributedError):
+    """A parameter-store shard died: its state lives only in checkpoints now."""
+
+
+def _unlink_segments(group):
+    """Remove the shm segments of a group whose rank 0 was killed before it could clean up."""
+    import os
+    from multiprocessing import shared_memory
+
+    for name in os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []:
+        if name.startswith(group + "_"):
+            try:
+                shared_memory.SharedMemory(name=name).unlink()
+            except FileNotFoundError:
+                pass
 
 
 class RayCluster:
@@ -59,12 +77,14 @@ class RayCluster:
 
     def _start_worker(self, rank):
         t = self.trainer
-        self.group.start(
-            rank, rank, t.workers, t.model, t.loss_fn, self.owner, t.device, t.allreduce, t.cpus_per_worker
-        )
+        allreduce = {**t.allreduce, "group": self.group_name, "device": t.device, "timeout_s": t.timeout_s}
+        self.group.start(rank, rank, t.workers, t.model, t.loss_fn, self.owner, t.device, allreduce, t.cpus_per_worker)
 
     def set_data(self, x, y):
         self.data_refs = (ray.put(x), ray.put(y))
+        self.resend_data()
+
+    def resend_data(self):
         wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
 
     def _lrs(self):
@@ -72,11 +92,70 @@ class RayCluster:
         return [[lrs[self.param_group[i]] for i in members] for members in self.members]
 
     def run_epoch(self, batches, on_step):
+        """Run one epoch's batches; a dead worker is replaced and the interrupted steps replayed.
+
+        Recovery (sync): every worker is restarted (a live one may be blocked in the all-reduce with
+        its dead peer), in the same placement-group bundles, under a fresh all-reduce group; the
+        store's version says how many of this epoch's steps were applied, and the run continues from
+        there reading every shard at that version — so no step is applied twice or skipped, and the
+        result is bit-identical to an uninterrupted run. A lost store shard is not recoverable here:
+        it raises StoreLost and the Trainer resumes from its last checkpoint.
+        """
         lrs = self._lrs()
-        if self.trainer.sync == "sync":
-            self.scheduler.run_sync(batches, lambda t: lrs, on_step)
-        else:
+        if self.trainer.sync == "async":
             self.scheduler.run_async(batches, lambda t: lrs, on_step, self.trainer.staleness, self.trainer.timeout_s)
+            return
+        epoch_base, seen = self.scheduler.version, set()
+
+        def once(t, stats):
+            if t not in seen:
+                seen.add(t)
+                on_step(t, stats)
+
+        start = 0
+        for attempt in range(self.max_restarts + 1):
+            try:
+                self.scheduler.run_sync(batches, lambda t: lrs, once, start)
+                return
+            except WORKER_FAILURES as exc:
+                if attempt == self.max_restarts:
+                    raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
+                version = self._store_version()
+                dead = self._dead_workers()
+                self._restart_workers()
+                self.scheduler.restart_from(self.group.actors, version)
+                start = version - epoch_base
+                self.trainer.history.events.append(
+                    f"worker(s) {dead} died at epoch step {len(seen)}; restarted {self.trainer.workers} workers, "
+                    f"replayed from global step {version} (steps applied: never twice)"
+                )
+
+    max_restarts = 3
+
+    def _store_version(self):
+        try:
+            versions = ray.get([s.get_version.remote() for s in self.stores], timeout=self.trainer.timeout_s)
+        except WORKER_FAILURES as exc:
+            raise StoreLost(f"a parameter-store shard died: {exc}") from exc
+        return min(versions)
+
+    def _dead_workers(self):
+        dead = []
+        for rank, w in enumerate(self.group.actors):
+            try:
+                ray.get(w.ping.remote(), timeout=2)
+            except Exception:  # noqa: BLE001  (dead, dying or blocked: all get restarted)
+                dead.append(rank)
+        return dead
+
+    def _restart_workers(self):
+        for rank in range(self.trainer.workers):
+            self.group.kill(rank)
+        _unlink_segments(self.group_name)
+        self.group_name = f"dg{uuid.uuid4().hex[:12]}"
+        for rank in range(self.trainer.workers):
+            self._start_worker(rank)
+        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
 
     # ---- driver <-> store --------------------------------------------------------------------------------
     def pull(self):
@@ -97,7 +176,6 @@ class RayCluster:
         """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""
         for store in self.stores:
             ray.kill(store)
-        self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._start_stores()
         self.scheduler.stores = self.stores
@@ -128,3 +206,4 @@ class RayCluster:
         self.group.shutdown()
         for store in self.stores:
             ray.kill(store)
+        _unlink_segments(self.group_name)

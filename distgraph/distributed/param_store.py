@@ -6,6 +6,8 @@ Policy:
 - Every update produces a new numbered version. In sync mode the driver applies version v's
   all-reduced gradient exactly once: a shard refuses a gradient for any version but the next one
   (a replayed or duplicated push is answered with the current parameters, never applied twice).
+- Each shard keeps the parameters of the version before its current one: when a worker dies between
+  two shards' updates of the same step, the replay reads every shard at the same version.
 - In async mode (stale-synchronous parallel) workers push gradients computed on version `base`;
   a shard applies them as they come and fences pushes from workers it has been told are gone.
 - The update math is `distgraph.optim.functional`'s, on plain arrays, so a store gives the same bits
@@ -52,6 +54,7 @@ class ParameterShard:
         self.version = version
         self.fenced = set()
         self.applied = 0
+        self.previous = None
 
     # ---- sync ------------------------------------------------------------------------------------------
     def apply(self, version, owned_grads, lrs=None):
@@ -89,6 +92,7 @@ class ParameterShard:
             raise DistributedError(
                 f"parameter shard {self.shard_id}: got {len(grads)} gradients for {len(self.params)} parameters"
             )
+        self.previous = (self.version, [p.copy() for p in self.params])  # a replay after a fault may need it
         for k, (p, g) in enumerate(zip(self.params, grads)):
             hyper = self.hyper[k] if lrs is None else {**self.hyper[k], "lr": lrs[k]}
             self.update(p, np.asarray(g), self.state[k], **hyper)
@@ -101,6 +105,20 @@ class ParameterShard:
 
     def get_params(self):
         return self.params
+
+    def get_params_at(self, version):
+        """Parameters of `version` — the current one or the one before (shards can be one step apart
+        when a worker dies between their updates)."""
+        if version == self.version:
+            return self.params
+        if self.previous is not None and self.previous[0] == version:
+            return self.previous[1]
+        raise DistributedError(
+            f"parameter shard {self.shard_id}: version {version} is gone (store is at {self.version})"
+        )
+
+    def get_version(self):
+        return self.version
 
     def state_dict(self):
         return {
@@ -125,3 +143,8 @@ class ParameterShard:
 
     def ping(self):
         return self.shard_id
+
+    def pid(self):
+        import os
+
+        return os.getpid()

@@ -47,10 +47,13 @@ class DataParallelScheduler:
         self.version += 1
         return [o[0] for o in outs]
 
-    def run_sync(self, batches, lrs_for_step, on_step):
-        """Run every batch (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order."""
+    def run_sync(self, batches, lrs_for_step, on_step, start=0):
+        """Run batches[start:] (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order.
+
+        A failed worker surfaces as WORKER_FAILURES from the statistics of the step it broke."""
         pending = deque()
-        for t, indices in enumerate(batches):
+        for t in range(start, len(batches)):
+            indices = batches[t]
             pending.append((t, self.submit_sync(indices, lrs_for_step(t))))
             while len(pending) > self.max_in_flight:
                 done_t, refs = pending.popleft()
@@ -59,6 +62,12 @@ class DataParallelScheduler:
             done_t, refs = pending.popleft()
             on_step(done_t, merge_statistics(ray.get(refs)))
         ray.get(self.param_refs)  # the last update has landed
+
+    def restart_from(self, workers, version):
+        """After a fault: new worker handles; every shard's parameters read at `version`."""
+        self.workers = workers
+        self.version = version
+        self.param_refs = [s.get_params_at.remote(version) for s in self.stores]
 
     # ---- async ----------------------------------------------------------------------------------------
     def run_async(self, batches, lrs_for_step, on_step, staleness=2, timeout_s=60.0):

@@ -1,0 +1,110 @@
+"""Faults injected for real: worker and store processes killed mid-fit, the driver killed mid-run."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+import distgraph as dg
+import distgraph.nn as nn
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def data(n=1024):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
+
+
+def trainer(backend, **kw):
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    return dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend=backend, progress=False, **kw)
+
+
+def params(t):
+    return [p.detach().numpy().copy() for p in t.model.parameters()]
+
+
+def kill_when(t, after_epochs, pick):
+    """In a thread: once `after_epochs` epochs are done, SIGKILL the process `pick(cluster)` names."""
+
+    def run():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (t._cluster is None or len(t.history) < after_epochs):
+            time.sleep(0.01)
+        time.sleep(0.05)  # into the next epoch
+        os.kill(pick(t._cluster), signal.SIGKILL)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session):
+    reference = trainer("local")
+    reference.fit(data(), epochs=3, batch_size=16)
+    t = trainer("ray")
+    killer = kill_when(t, 1, lambda c: dg.distributed.runtime.gather(c.group.actors[1].ping.remote())[1])
+    t.fit(data(), epochs=3, batch_size=16)
+    killer.join()
+    t.close()
+    assert any("died" in e and "replayed" in e for e in t.history.events), t.history.events
+    assert all(np.array_equal(a, b) for a, b in zip(params(reference), params(t)))
+
+
+def test_killed_store_resumes_from_checkpoint_without_double_application(ray_session, tmp_path):
+    reference = trainer("local")
+    reference.fit(data(), epochs=3, batch_size=16)
+    t = trainer("ray", checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    store_pid = {}
+
+    def pick(cluster):
+        return store_pid.setdefault("pid", dg.distributed.runtime.gather(cluster.stores[0].pid.remote()))
+
+    killer = kill_when(t, 1, pick)
+    t.fit(data(), epochs=3, batch_size=16)
+    killer.join()
+    t.close()
+    assert any("parameter store lost" in e for e in t.history.events), t.history.events
+    assert len(t.history) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(params(reference), params(t)))
+
+
+def test_killed_driver_resumes_to_the_same_parameters(tmp_path):
+    cfg = {
+        "data": {"name": "teacher", "samples": 4000, "features": 16, "classes": 4},
+        "model": [{"Linear": [16, 32]}, {"ReLU": []}, {"Linear": [32, 4]}],
+        "loss": "cross_entropy",
+        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
+        "train": {"epochs": 8, "batch_size": 16},
+        "trainer": {"checkpoint_every": 1},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "distgraph", "train", str(path), "--quiet"]
+    subprocess.run(cmd + ["--checkpoint-dir", str(tmp_path / "straight")], check=True, capture_output=True)
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(cmd + ["--checkpoint-dir", str(interrupted)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (interrupted / "checkpoint.dg").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = dg.load(interrupted / "checkpoint.dg")["epoch"]
+    assert first < 8, "the driver finished before it could be killed"
+    done = subprocess.run(cmd + ["--checkpoint-dir", str(interrupted), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stdout
+    a, b = dg.load(tmp_path / "straight" / "checkpoint.dg"), dg.load(interrupted / "checkpoint.dg")
+    assert a["epoch"] == b["epoch"] == 8
+    for k in a["model"]:
+        assert np.array_equal(a["model"][k].numpy(), b["model"][k].numpy()), k
