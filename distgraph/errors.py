@@ -40,3 +40,7 @@ class ConfigError(DistgraphError, ValueError):
 
 class DistributedError(DistgraphError, RuntimeError):
     """A distributed run could not proceed: unreachable cluster, dead worker, timeout (names what it waited for)."""
+
+
+class NonFiniteError(DistgraphError, FloatingPointError):
+    """NaN or Inf where training cannot continue: in a batch's inputs or in the loss (names which)."""

@@ -65,3 +65,15 @@ def test_bad_configuration_and_data_errors():
         make().fit((x, y[:-1]))
     with pytest.raises(dg.errors.ShapeError):
         make().fit((x[:, :5], y))
+
+
+def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
+    x, y = data()
+    x[5, 2] = np.nan
+    with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf in 1 of"):
+        make().fit((x, y), epochs=1, batch_size=96)
+    t = make()
+    for p in t.model.parameters():
+        p.array[...] = np.inf
+    with pytest.raises(dg.errors.NonFiniteError, match="detect_anomaly"):
+        t.fit(data(), epochs=1, batch_size=32)

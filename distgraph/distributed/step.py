@@ -7,12 +7,14 @@ order), so a synchronous run gives the same bits in one process and across Ray w
 Nothing here imports ray: the local backend uses it without a cluster.
 """
 
+import math
+
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import to_device
-from distgraph.errors import ShapeError
+from distgraph.errors import NonFiniteError, ShapeError
 
 
 def shard_bounds(n, world, rank):
@@ -67,10 +69,20 @@ class ShardStep:
             Tensor(to_device(x, self.device), device=self.device),
             Tensor(to_device(y, self.device), device=self.device),
         )
+        if xt.array.dtype.kind == "f" and not bool(xt.device.xp.isfinite(xt.array).all()):
+            bad = int((~xt.device.xp.isfinite(xt.array)).reshape(len(x), -1).any(axis=1).sum())
+            raise NonFiniteError(
+                f"batch inputs contain NaN/Inf in {bad} of {len(x)} samples; training stopped before the step"
+            )
         out = self.model(xt)
         loss = self.loss_fn(out, yt)
         if loss.ndim != 0:
             raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
+        if not math.isfinite(float(loss.item())):
+            raise NonFiniteError(
+                f"loss is {loss.item()} on a batch of {len(x)} samples with finite inputs; parameters were not "
+                "updated. Run under dg.autograd.detect_anomaly() to name the op that produced it"
+            )
         (loss * weight if weight != 1.0 else loss).backward()
         grads = []
         for p in self.params:
