@@ -56,6 +56,7 @@ class RayCluster:
             self._start_worker(rank)
         self.data_refs = None
         self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
+        self.scheduler.reduce_in_store = self._spans_nodes()
         self.scheduler.set_version(trainer.global_step)
 
     def _param_groups(self):
@@ -74,6 +75,22 @@ class RayCluster:
             )
         wait_ready([s.ping.remote() for s in self.stores], self.trainer.timeout_s, "parameter-store shards")
         self._push_optimizer_state()
+
+    def _spans_nodes(self):
+        """shm needs one node; across nodes (or when asked) the store shards reduce the gradients."""
+        if self.trainer.allreduce["backend"] == "store":
+            return True
+        nodes = set(ray.get([w.node.remote() for w in self.group.actors], timeout=self.trainer.timeout_s))
+        if len(nodes) > 1 and self.trainer.allreduce["backend"] in ("auto", "store"):
+            self.trainer.allreduce["backend"] = "store"
+            for rank in range(self.trainer.workers):  # restart without a shared-memory group
+                self.group.kill(rank)
+                self._start_worker(rank)
+            self.trainer.history.events.append(
+                f"workers span {len(nodes)} nodes: gradients are summed by the parameter-store shards"
+            )
+            return True
+        return False
 
     def _start_worker(self, rank):
         t = self.trainer

@@ -74,6 +74,16 @@ class ParameterShard:
         self._apply(grads, lrs)
         return self.params
 
+    def apply_sum(self, version, lrs, *worker_grads):
+        """Like `apply`, for workers that did not all-reduce: sum their gradients in rank order first
+        (the same order and arithmetic as the shm all-reduce, so the result has the same bits)."""
+        parts = [g[self.shard_id] for g in worker_grads]
+        total = [np.array(a, copy=True) for a in parts[0]]
+        for part in parts[1:]:
+            for acc, g in zip(total, part):
+                acc += g
+        return self.apply(version, total, lrs)
+
     # ---- async (stale-synchronous) ----------------------------------------------------------------------
     def push(self, worker, grads, lrs=None):
         """Apply a worker's gradient unless `worker` is fenced; return (version, params)."""

@@ -29,6 +29,7 @@ class DataParallelScheduler:
         self.workers = workers  # list of actor handles (rank order)
         self.stores = stores  # list of store-shard actor handles
         self.max_in_flight = max_in_flight
+        self.reduce_in_store = False  # True when workers span nodes: shards sum the workers' gradients
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
@@ -41,9 +42,15 @@ class DataParallelScheduler:
         """Submit one synchronous step; returns the ObjectRefs of the workers' statistics."""
         world = len(self.workers)
         outs = [w.step.options(num_returns=2).remote(indices, *self.param_refs) for w in self.workers]
-        self.param_refs = [
-            store.apply.remote(self.version, outs[s % world][1], lrs[s]) for s, store in enumerate(self.stores)
-        ]
+        if self.reduce_in_store:
+            grads = [o[1] for o in outs]
+            self.param_refs = [
+                store.apply_sum.remote(self.version, lrs[s], *grads) for s, store in enumerate(self.stores)
+            ]
+        else:
+            self.param_refs = [
+                store.apply.remote(self.version, outs[s % world][1], lrs[s]) for s, store in enumerate(self.stores)
+            ]
         self.version += 1
         return [o[0] for o in outs]
 

@@ -62,10 +62,20 @@ class TrainWorker:
         self._install(param_shards)
         x, y, weight = self._shard(indices)
         grads, stats = self.step_fn.compute(x, y, weight)
+        if self.world > 1 and self.allreduce_config.get("backend") == "store":
+            # no peer exchange (workers on different nodes): every shard gets this rank's gradient and
+            # the store sums them in rank order
+            return stats, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
         if self.world > 1:
             grads = self._communicator().allreduce(grads, op="sum")
         owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
         return stats, owned
+
+    def node(self):
+        """The Ray node this worker runs on (shared memory only works between workers of one node)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def step_async(self, indices, *param_shards):
         """Async step → (statistics, {shard: local gradient arrays} for every shard)."""

@@ -38,3 +38,15 @@ def test_async_ray_run_trains(ray_session):
     _, hist, ev = train("ray", sync="async", epochs=3, opt="sgd")
     assert hist["loss"][-1] < hist["loss"][0]
     assert ev["accuracy"] > 0.6
+
+
+def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
+    """The multi-node path (no shared memory): shards sum the workers' gradients in rank order."""
+    dg.manual_seed(0)
+    local, _, _ = train("local")
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    o = dg.optim.Adam(model.parameters(), lr=0.01)
+    with dg.Trainer(model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="store", progress=False) as t:
+        t.fit(data(), epochs=2, batch_size=32)
+    assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
