@@ -108,3 +108,14 @@ def test_killed_driver_resumes_to_the_same_parameters(tmp_path):
     assert a["epoch"] == b["epoch"] == 8
     for k in a["model"]:
         assert np.array_equal(a["model"][k].numpy(), b["model"][k].numpy()), k
+
+
+def test_async_worker_death_drops_and_fences_it_and_training_continues(ray_session):
+    t = trainer("ray", sync="async", staleness=1)
+    killer = kill_when(t, 1, lambda c: dg.distributed.runtime.gather(c.group.actors[0].ping.remote())[1])
+    hist = t.fit(data(), epochs=3, batch_size=16)
+    killer.join()
+    ev = t.evaluate(data())
+    t.close()
+    assert any("worker 0 failed" in e and "dropped" in e for e in hist.events), hist.events
+    assert len(hist) == 3 and ev["accuracy"] > 0.7
