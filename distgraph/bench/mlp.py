@@ -3,8 +3,10 @@
 Two models: compute-bound (784-1024-1024-10, batch 256), where the step is almost all matmul and the
 question is how close distgraph gets to the BLAS rate; and overhead-bound (64-128-128-10, batch 64,
 digits-sized), where per-op cost dominates. Both libraries get the same number of BLAS threads
-(--threads, default all cores: torch.set_num_threads and threadpoolctl for numpy's BLAS); steps are
-interleaved so machine noise is shared. The matmul rate is the six matmuls of the step timed alone.
+(--threads, default 1: torch.set_num_threads and threadpoolctl for numpy's BLAS). One thread is the
+default because interleaving two multi-threaded BLAS runtimes in one process makes each one's idle
+spinning threads slow the other (measured here: both libraries' steps and the bare matmuls ran 1.1–6×
+slower with 2 threads each than apart). Steps are interleaved so machine noise is shared. The matmul rate is the six matmuls of the step timed alone.
 """
 
 import click
@@ -84,7 +86,7 @@ def _matmul_only(sizes, batch, rng):
 @click.command("mlp")
 @click.option("--repeat", default=20, show_default=True)
 @click.option("--model", "which", type=click.Choice(["all", *MODELS]), default="all")
-@click.option("--threads", default=None, type=int, help="BLAS threads for both libraries (default: all cores)")
+@click.option("--threads", default=1, show_default=True, type=int, help="BLAS threads for both libraries")
 @click.option("--json", "json_path", default=None)
 def command(repeat, which, threads, json_path):
     """MLP train step, distgraph vs PyTorch eager, with the achieved GFLOP/s vs the matmul rate."""
@@ -92,11 +94,8 @@ def command(repeat, which, threads, json_path):
         import torch
     except ImportError:
         raise click.ClickException("bench mlp compares against PyTorch: pip install 'distgraph[bench]'") from None
-    import os
-
     from threadpoolctl import threadpool_limits
 
-    threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     rows, results = [], {}
