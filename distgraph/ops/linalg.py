@@ -127,27 +127,34 @@ def _(ctx, g):
             kept = "".join(c for c in unique if c not in lone)
             gi = reshape(gi, tuple(gi.shape[kept.index(c)] if c in kept else 1 for c in unique))
             gi = expand(gi, tuple(sizes.get(c, gi.shape[unique.index(c)]) for c in unique))
-        if unique != spec:  # repeated letters: place values on the diagonal
-            xp = x.device.xp
-            from distgraph.autograd.tensor import Tensor
-
-            eyes, eye_specs = [], []
-            for c in unique:
-                n = spec.count(c)
-                if n > 1:
-                    size = x.shape[spec.index(c)]
-                    e = xp.zeros((size,) * n, dtype=x.array.dtype)
-                    e[tuple([xp.arange(size)] * n)] = 1
-                    eyes.append(Tensor(e, device=x.device))
-                    eye_specs.append(c * n)
-            # rename repeated occurrences so the einsum builds the full tensor
-            gi = einsum(",".join([unique] + eye_specs) + "->" + _dedupe_spec(spec, eye_specs), gi, *eyes)
+        if unique != spec:  # repeated letters (a diagonal): place the values on it
+            gi = _onto_diagonal(gi, unique, spec, x, ctx.attrs["equation"])
         grads.append(gi)
     return tuple(grads)
 
 
-def _dedupe_spec(spec, eye_specs):
-    return spec
+def _onto_diagonal(gi, unique, spec, x, equation):
+    """gi has subscripts `unique`; return the tensor of subscripts `spec` (letters repeated) that holds
+    gi on its diagonals and zeros elsewhere: every repeat of a letter gets a fresh letter, tied to the
+    first by an identity tensor, so one einsum builds it."""
+    import string
+
+    from distgraph.autograd.tensor import Tensor
+
+    xp = x.device.xp
+    fresh = iter(c for c in string.ascii_letters if c not in equation)
+    renamed, eyes, eye_specs, seen = [], [], [], set()
+    for pos, c in enumerate(spec):
+        if c in seen:
+            new = next(fresh)
+            size = x.shape[pos]
+            eyes.append(Tensor(xp.eye(size, dtype=x.array.dtype), device=x.device))
+            eye_specs.append(c + new)
+            renamed.append(new)
+        else:
+            seen.add(c)
+            renamed.append(c)
+    return einsum(",".join([unique, *eye_specs]) + "->" + "".join(renamed), gi, *eyes)
 
 
 def einsum(equation, *operands):
