@@ -124,6 +124,7 @@ class Tensor:
         else:
             if getattr(self, "_hooks", None) is None:
                 self._hooks = []
+            self._hooks.append(hook)
             hooks = self._hooks
         return _RemovableHandle(hooks, hook)
 
