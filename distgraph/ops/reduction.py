@@ -55,7 +55,7 @@ def _axes_arg(axes, ndim):
 # ---- sum / mean ---------------------------------------------------------------------------------
 @defop("sum", kind=RED, save=())
 def _sum(xp, x, axes, keepdim=False, dtype=None):
-    return xp.sum(x, axis=axes, keepdims=keepdim, dtype=dtype)
+    return x.sum(axis=axes, keepdims=keepdim, dtype=dtype)  # the method skips np.sum's dispatch (2x on tiny arrays)
 
 
 @_sum.grad
