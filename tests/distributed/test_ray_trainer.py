@@ -47,6 +47,8 @@ def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
     dg.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     o = dg.optim.Adam(model.parameters(), lr=0.01)
-    with dg.Trainer(model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="store", progress=False) as t:
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="store", progress=False
+    ) as t:
         t.fit(data(), epochs=2, batch_size=32)
     assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
