@@ -1,10 +1,13 @@
 """Graph -> Graph passes. Each is a pure function: it returns a new Graph and never mutates its input.
 
 `optimize` runs the default pipeline: fold constants, simplify algebra, merge common subexpressions,
-prune dead nodes, then fuse elementwise chains. Memory planning is not a rewrite: the executor asks
+prune dead nodes, then fuse elementwise chains. Gradient checkpointing (`checkpoint`) and mixed
+precision (`amp`) change what is computed, so they are opt-in: `optimize(g, (checkpoint, *DEFAULT))`. Memory planning is not a rewrite: the executor asks
 `memory.plan` when it builds a runner.
 """
 
+from distgraph.graph.passes.amp import amp  # noqa: F401
+from distgraph.graph.passes.checkpoint import checkpoint  # noqa: F401
 from distgraph.graph.passes.cse import cse
 from distgraph.graph.passes.dce import dce
 from distgraph.graph.passes.fold import fold

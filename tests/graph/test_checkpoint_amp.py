@@ -1,0 +1,77 @@
+"""Gradient checkpointing and mixed precision: pure rewrites that keep a training step's outputs."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+from distgraph.amp import GradScaler
+from distgraph.graph.capture import capture
+from distgraph.graph.executor import Runner
+from distgraph.graph.passes import memory
+from distgraph.graph.passes.amp import amp
+from distgraph.graph.passes.checkpoint import SUFFIX, checkpoint
+from tests.graph.helpers import assert_same_outputs
+
+
+def train_step_graph(depth=8, width=32, batch=256, dtype=np.float64):
+    """A deep tanh MLP's training step; the batch is large so saved activations dominate memory."""
+    dg.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(width, 4))
+    if dtype == np.float64:
+        model.double()
+    rng = np.random.default_rng(0)
+    x = dg.tensor(rng.standard_normal((batch, width)).astype(dtype))
+    y = dg.tensor(rng.integers(0, 4, batch))
+    params = list(model.parameters())
+    graph, lifted, _ = capture(lambda a, b: nn.functional.cross_entropy(model(a), b), [x, y], grad_of=params)
+    return graph, [x.array, y.array] + [p.array for p in lifted]
+
+
+def test_sqrt_segments_preserve_outputs_and_lower_the_peak():
+    graph, arrays = train_step_graph()
+    ck = checkpoint(graph)
+    assert any(n.name.endswith(SUFFIX) for n in ck.nodes)
+    assert_same_outputs(graph, ck, arrays, tol=0.0)  # recomputation repeats the same arithmetic
+    assert memory.plan(ck).peak_bytes < 0.75 * memory.plan(graph).peak_bytes
+    assert graph.nodes == tuple(n for n in graph.nodes)  # the input graph is untouched (pure pass)
+
+
+def test_memory_budget_picks_enough_segments():
+    graph, arrays = train_step_graph()
+    full, sqrt = memory.plan(graph).peak_bytes, memory.plan(checkpoint(graph)).peak_bytes
+    budget = (full + sqrt) // 2
+    ck = checkpoint(graph, budget_bytes=budget)
+    assert memory.plan(ck).peak_bytes <= budget
+    assert_same_outputs(graph, ck, arrays, tol=0.0)
+
+
+def test_amp_runs_matmuls_in_float16_and_keeps_float32_master_weights():
+    graph, arrays = train_step_graph(depth=3, batch=32, dtype=np.float32)
+    low = amp(graph)
+    lp = [n for n in low.nodes if n.spec.dtype == "float16"]
+    assert lp and all(n.op in ("cast", "matmul", "linear", "linear_backward", "einsum", "bmm") for n in lp)
+    assert [s.dtype for _, s in low.inputs] == [s.dtype for _, s in graph.inputs]  # float32 parameters in
+    ref, out = Runner(graph)(*arrays), Runner(low)(*arrays)
+    for a, b in zip(ref, out):
+        assert b.dtype == a.dtype
+        np.testing.assert_allclose(b, a, rtol=5e-2, atol=5e-3)
+
+
+def test_grad_scaler_skips_and_counts_overflowing_steps_and_adapts_the_scale():
+    p = dg.tensor([1.0, 2.0], requires_grad=True)
+    opt = dg.optim.SGD([p], lr=0.1)
+    scaler = GradScaler(init_scale=8.0, growth_interval=2)
+    scaler.scale((p * p).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_allclose(p.detach().numpy(), [1.0 - 0.1 * 2, 2.0 - 0.1 * 4])  # unscaled gradient used
+    p.grad = dg.tensor([np.inf, 0.0])
+    before = p.detach().numpy().copy()
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.skipped_steps == 1 and np.array_equal(p.detach().numpy(), before)
+    assert scaler.get_scale() == pytest.approx(4.0)
