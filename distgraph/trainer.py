@@ -91,8 +91,15 @@ class Trainer:
                 f"Trainer: strategy {strategy!r} is not available in the Trainer; use 'data' "
                 "(branch and pipeline plans run through distgraph.graph's executor)"
             )
+        self.elastic = None
+        if isinstance(workers, tuple | list) and len(workers) == 2 and all(isinstance(w, int) for w in workers):
+            if not 1 <= workers[0] <= workers[1] or backend != "ray":
+                raise ConfigError(
+                    f"Trainer: elastic workers=(min, max) needs 1 ≤ min ≤ max and backend='ray', got {workers}"
+                )
+            self.elastic, workers = tuple(workers), workers[1]
         if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"Trainer: workers must be a positive int, got {workers!r}")
+            raise ConfigError(f"Trainer: workers must be a positive int or (min, max), got {workers!r}")
         if backend == "local" and sync == "async":
             raise ConfigError("Trainer: sync='async' needs backend='ray' (there is nothing to wait for locally)")
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
@@ -130,6 +137,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
 
             if self.backend == "ray":
+                if self.elastic:
+                    self._cluster.fit_to_cluster(*self.elastic)
                 if not self._run_remote_epoch(batches, on_step):
                     bar.close()
                     continue  # a store shard was lost: restored from the checkpoint, redo from there

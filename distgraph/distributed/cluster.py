@@ -41,6 +41,8 @@ class RayCluster:
 
         runtime.init(trainer.address)
         self.trainer = trainer
+        if trainer.elastic:
+            trainer.workers = self._fitting_workers(*trainer.elastic)
         self.params = trainer.step_fn.params
         self.name, self.group_hyper = make_optimizer_spec(trainer.optimizer)
         self.param_group = self._param_groups()
@@ -58,6 +60,40 @@ class RayCluster:
         self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
         self.scheduler.reduce_in_store = self._spans_nodes()
         self.scheduler.set_version(trainer.global_step)
+
+    # ---- elastic -----------------------------------------------------------------------------------------
+    def _fitting_workers(self, lo, hi):
+        """How many workers the cluster can hold now (its free CPUs plus ours), within [lo, hi]."""
+        import ray as _ray
+
+        per = self.trainer.cpus_per_worker
+        free = _ray.available_resources().get("CPU", 0.0)
+        ours = self.trainer.workers * per if getattr(self, "group", None) is not None else 0
+        return max(lo, min(hi, int((free + ours) // per)))
+
+    def fit_to_cluster(self, lo, hi):
+        """Between epochs: grow or shrink the worker group to what the cluster holds now.
+
+        Parameter-store shards stay as they are (each shard is owned by worker `shard % world`, for
+        any world size), so resizing restarts only the workers; the math of a step does not depend
+        on the worker count beyond float rounding (shard gradients are weighted by batch share)."""
+        want = self._fitting_workers(lo, hi)
+        if want == self.trainer.workers:
+            return
+        old = self.trainer.workers
+        self.group.shutdown()
+        _unlink_segments(self.group_name)
+        self.trainer.workers = want
+        self.group_name = f"dg{uuid.uuid4().hex[:12]}"
+        self.group = runtime.WorkerGroup(
+            TrainWorker, want, device=self.trainer.device, cpus_per_worker=self.trainer.cpus_per_worker
+        )
+        for rank in range(want):
+            self._start_worker(rank)
+        if self.data_refs is not None:
+            self.resend_data()
+        self.scheduler.restart_from(self.group.actors, self.scheduler.version)
+        self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed)")
 
     def _param_groups(self):
         ids = {id(p): g for g, group in enumerate(self.trainer.optimizer.param_groups) for p in group["params"]}

@@ -23,11 +23,11 @@ def data(n=1024):
     return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
 
 
-def trainer(backend, **kw):
+def trainer(backend, workers=2, **kw):
     dg.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
     opt = dg.optim.Adam(model.parameters(), lr=0.01)
-    return dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend=backend, progress=False, **kw)
+    return dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend=backend, progress=False, **kw)
 
 
 def params(t):
@@ -119,3 +119,36 @@ def test_async_worker_death_drops_and_fences_it_and_training_continues(ray_sessi
     t.close()
     assert any("worker 0 failed" in e and "dropped" in e for e in hist.events), hist.events
     assert len(hist) == 3 and ev["accuracy"] > 0.7
+
+
+class Blocker:
+    """Holds one CPU of the cluster while it lives (stands in for another job or a missing node)."""
+
+    def ping(self):
+        return True
+
+
+def test_elastic_workers_grow_when_the_cluster_frees_resources(ray_session):
+    ray = ray_session
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Blocker lives in this test module
+    blocker = ray.remote(num_cpus=1)(Blocker).remote()
+    ray.get(blocker.ping.remote())
+    t = trainer("ray", workers=(1, 2))
+    assert t.workers == 2  # asked maximum; fitted when the cluster side starts
+
+    def free_cpu_after_first_epoch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(t.history) < 1:
+            time.sleep(0.01)
+        ray.kill(blocker)
+        time.sleep(1.0)  # let Ray return the CPU before the next epoch starts
+
+    thread = threading.Thread(target=free_cpu_after_first_epoch, daemon=True)
+    thread.start()
+    hist = t.fit(data(256), epochs=4, batch_size=16)
+    thread.join()
+    t.close()
+    assert any("elastic: 1 -> 2 workers" in e for e in hist.events), hist.events
+    assert hist["loss"][-1] < hist["loss"][0]
