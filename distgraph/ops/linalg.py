@@ -25,11 +25,39 @@ def _mT(x):
     return apply(_permute, (x,), {"dims": dims})
 
 
+# a @ bᵀ and aᵀ @ b as ops of their own: matmul's backward is then two op calls, not four (the
+# transposes are free views inside the forward), which is most of an MLP step's backward overhead
+@defop("matmul_nt", kind="matmul", save=(0, 1))
+def _matmul_nt(xp, a, b):
+    return a @ xp.swapaxes(b, -1, -2)
+
+
+@defop("matmul_tn", kind="matmul", save=(0, 1))
+def _matmul_tn(xp, a, b):
+    return xp.swapaxes(a, -1, -2) @ b
+
+
 @_matmul.grad
-def _(ctx, g):
+def _(ctx, g):  # C = A B: dA = G Bᵀ, dB = Aᵀ G
     a, b = ctx.inputs
-    ga = apply(_matmul, (g, _mT(b))) if ctx.next[0] is not None else None
-    gb = apply(_matmul, (_mT(a), g)) if ctx.next[1] is not None else None
+    ga = apply(_matmul_nt, (g, b)) if ctx.next[0] is not None else None
+    gb = apply(_matmul_tn, (a, g)) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+@_matmul_nt.grad
+def _(ctx, g):  # C = A Bᵀ: dA = G B, dB = Gᵀ A
+    a, b = ctx.inputs
+    ga = apply(_matmul, (g, b)) if ctx.next[0] is not None else None
+    gb = apply(_matmul_tn, (g, a)) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+@_matmul_tn.grad
+def _(ctx, g):  # C = Aᵀ B: dA = B Gᵀ, dB = A G
+    a, b = ctx.inputs
+    ga = apply(_matmul_nt, (b, g)) if ctx.next[0] is not None else None
+    gb = apply(_matmul, (a, g)) if ctx.next[1] is not None else None
     return ga, gb
 
 
