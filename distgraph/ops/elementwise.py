@@ -394,11 +394,16 @@ erf = _unary("erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.input
 
 
 # ---- activations --------------------------------------------------------------------------------
+_EXPIT = []  # scipy.special.expit, looked up once (scipy.special's lazy attribute access is slow)
+
+
 def _sigmoid_fwd(xp, x):
     if xp is np:  # scipy's expit: one stable ufunc, 10x cheaper than the split below on tiny arrays
-        from scipy.special import expit
+        if not _EXPIT:
+            from scipy.special import expit
 
-        return expit(x)
+            _EXPIT.append(expit)
+        return _EXPIT[0](x)
     # split by sign so exp never overflows (exact for both tails)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
