@@ -30,6 +30,7 @@ from distgraph.nn.activation import (  # noqa: F401
     Threshold,
 )
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
+from distgraph.nn.conv import Conv1d, Conv2d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from distgraph.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from distgraph.nn.loss import (  # noqa: F401
@@ -50,4 +51,5 @@ from distgraph.nn.loss import (  # noqa: F401
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
 from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
+from distgraph.nn.pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d  # noqa: F401
 from distgraph.nn.sparse import Embedding  # noqa: F401

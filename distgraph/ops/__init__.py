@@ -3,6 +3,7 @@
 from distgraph.ops import (  # noqa: F401
     activation,
     compare,
+    conv,
     creation,
     elementwise,
     indexing,
@@ -11,6 +12,7 @@ from distgraph.ops import (  # noqa: F401
     loss,
     methods,
     movement,
+    pool,
     reduction,
     regions,
     shape,

@@ -64,4 +64,12 @@ from distgraph.nn.functional.loss import (  # noqa: F401
     smooth_l1_loss,
     soft_margin_loss,
 )
+from distgraph.ops.conv import conv1d, conv2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
+from distgraph.ops.pool import (  # noqa: F401
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+)

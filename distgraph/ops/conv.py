@@ -1,0 +1,184 @@
+"""Convolution as ops: conv2d (conv1d is conv2d with height 1), with stride, padding, dilation, groups.
+
+Forward is im2col as a strided *view* of the padded input — (N, C, OH, OW, kh, kw), no copy until the
+one matmul per group — so the work is one BLAS call. Backward is two ops of its own:
+`conv2d_input_grad` (the matmul with the weight, then col2im as kh·kw strided slice-adds) and
+`conv2d_weight_grad` (one matmul of the columns with the output gradient). Each of the three is
+linear in each argument, and their derivatives are each other, so every order of gradient is exact.
+Works with xp = numpy or cupy (both have as_strided).
+"""
+
+from distgraph.autograd.function import apply
+from distgraph.errors import ShapeError
+from distgraph.ops.registry import defop
+
+
+def _windows(xp, x, kh, kw, stride, dilation, oh, ow):
+    """(N, C, OH, OW, kh, kw) strided view of an already padded (N, C, H, W) array."""
+    sn, sc, sh, sw = x.strides
+    shape = (x.shape[0], x.shape[1], oh, ow, kh, kw)
+    strides = (sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1])
+    lib = xp.lib.stride_tricks if hasattr(xp, "lib") else xp
+    return lib.as_strided(x, shape=shape, strides=strides)
+
+
+def _out_size(size, k, stride, pad, dil):
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _columns(xp, x, w_shape, stride, padding, dilation, groups):
+    """im2col: (groups, N·OH·OW, C/g·kh·kw) and the output size."""
+    n, c, h, wd = x.shape
+    _, cg, kh, kw = w_shape
+    oh, ow = (
+        _out_size(h, kh, stride[0], padding[0], dilation[0]),
+        _out_size(wd, kw, stride[1], padding[1], dilation[1]),
+    )
+    if padding[0] or padding[1]:
+        x = xp.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    cols = _windows(xp, x, kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw)
+    cols = cols.reshape(n, groups, cg, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
+    return cols.reshape(groups, n * oh * ow, cg * kh * kw), oh, ow
+
+
+@defop("conv2d", kind="matmul", save=(0, 1))
+def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
+    n = x.shape[0]
+    o = w.shape[0]
+    cols, oh, ow = _columns(xp, x, w.shape, stride, padding, dilation, groups)
+    wg = w.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (g, C/g·kh·kw, O/g)
+    out = cols @ wg  # (g, N·OH·OW, O/g)
+    return out.reshape(groups, n, oh, ow, o // groups).transpose(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
+
+
+def _grad_rows(xp, g, groups):
+    """(N, O, OH, OW) -> (groups, N·OH·OW, O/g)."""
+    n, o, oh, ow = g.shape
+    return g.reshape(n, groups, o // groups, oh, ow).transpose(1, 0, 3, 4, 2).reshape(groups, n * oh * ow, o // groups)
+
+
+@defop("conv2d_input_grad", kind="matmul", save=(0, 1))
+def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, groups):
+    n, c, h, wd = input_shape
+    o, cg, kh, kw = w.shape
+    oh, ow = g.shape[2], g.shape[3]
+    wg = w.reshape(groups, o // groups, cg * kh * kw)
+    cols = _grad_rows(xp, g, groups) @ wg  # (g, N·OH·OW, C/g·kh·kw)
+    cols = cols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3).reshape(n, c, kh, kw, oh, ow)
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    gx = xp.zeros((n, c, hp, wp), dtype=g.dtype)
+    for i in range(kh):  # col2im: each kernel tap adds its slice back
+        r0 = i * dilation[0]
+        for j in range(kw):
+            c0 = j * dilation[1]
+            gx[
+                :, :, r0 : r0 + stride[0] * (oh - 1) + 1 : stride[0], c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]
+            ] += cols[:, :, i, j]
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
+
+
+@defop("conv2d_weight_grad", kind="matmul", save=(0, 1))
+def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
+    o, cg, kh, kw = weight_shape
+    cols, _, _ = _columns(xp, x, weight_shape, stride, padding, dilation, groups)  # (g, M, C/g·kh·kw)
+    gw = cols.transpose(0, 2, 1) @ _grad_rows(xp, g, groups)  # (g, C/g·kh·kw, O/g)
+    return gw.transpose(0, 2, 1).reshape(o, cg, kh, kw)
+
+
+def _attrs(ctx):
+    a = ctx.attrs
+    return {k: a[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+@_conv2d.grad
+def _(ctx, g):
+    x, w = ctx.inputs
+    a = _attrs(ctx)
+    gx = apply(_conv2d_input_grad, (g, w), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
+    gw = apply(_conv2d_weight_grad, (x, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
+    return gx, gw
+
+
+@_conv2d_input_grad.grad
+def _(ctx, gg):  # d/dg <gg, input_grad(g, w)> = conv2d(gg, w); d/dw = weight_grad(gg, g)
+    g, w = ctx.inputs
+    a = _attrs(ctx)
+    dg = apply(_conv2d, (gg, w), a) if ctx.next[0] is not None else None
+    dw = apply(_conv2d_weight_grad, (gg, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
+    return dg, dw
+
+
+@_conv2d_weight_grad.grad
+def _(ctx, gw):  # d/dx <gw, weight_grad(x, g)> = input_grad(g, gw); d/dg = conv2d(x, gw)
+    x, g = ctx.inputs
+    a = _attrs(ctx)
+    dx = apply(_conv2d_input_grad, (g, gw), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
+    dgr = apply(_conv2d, (x, gw), a) if ctx.next[1] is not None else None
+    return dx, dgr
+
+
+def _pair(v, name, op):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+        raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    return v
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw)."""
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ShapeError(
+            f"conv2d: expected 4-D input and weight, got input {tuple(input.shape)} and weight {tuple(weight.shape)}"
+        )
+    n, c, h, w = input.shape
+    o, cg, kh, kw = weight.shape
+    if c % groups or o % groups or c // groups != cg:
+        raise ShapeError(
+            f"conv2d: input {tuple(input.shape)} with groups={groups} needs weight (O, {c // groups if groups else c}, kh, "
+            f"kw) with O divisible by groups, got weight {tuple(weight.shape)}"
+        )
+    stride, dilation = _pair(stride, "stride", "conv2d"), _pair(dilation, "dilation", "conv2d")
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if stride != (1, 1):
+            raise ShapeError("conv2d: padding='same' is not supported for strided convolutions")
+        total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+        if total[0] % 2 or total[1] % 2:
+            raise ShapeError("conv2d: padding='same' with an even effective kernel size is not supported")
+        padding = (total[0] // 2, total[1] // 2)
+    padding = _pair(padding, "padding", "conv2d")
+    oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(
+            f"conv2d: input {tuple(input.shape)} is smaller than the kernel {(kh, kw)} (dilation {dilation}, "
+            f"padding {padding}): output would be {(oh, ow)}"
+        )
+    out = apply(
+        _conv2d, (input, weight), {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    )
+    if bias is not None:
+        out = out + bias.reshape(1, o, 1, 1)
+    return out
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv1d: input (N, C, L), weight (O, C/groups, k) — conv2d with height 1."""
+    if input.ndim != 3 or weight.ndim != 3:
+        raise ShapeError(
+            f"conv1d: expected 3-D input and weight, got input {tuple(input.shape)} and weight {tuple(weight.shape)}"
+        )
+
+    def one(v):
+        return v if isinstance(v, int) else v[0]
+
+    pad = padding if isinstance(padding, str) else (0, one(padding))
+    out = conv2d(
+        input.unsqueeze(2), weight.unsqueeze(2), None, (1, one(stride)), pad, (1, one(dilation)), groups
+    ).squeeze(2)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1)
+    return out

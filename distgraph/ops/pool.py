@@ -1,0 +1,209 @@
+"""Pooling as ops: max_pool2d (indices kept for backward), avg_pool2d, adaptive average pooling.
+
+Windows are strided views of the padded input, as in `conv`. max_pool2d's backward routes each
+output gradient to the argmax of its window (`max_pool2d_scatter`, whose own derivative gathers
+back); avg_pool2d's backward spreads each gradient over its window (`avg_pool2d_backward`, whose
+derivative is avg_pool2d itself). 1-D pooling is 2-D pooling with height 1.
+"""
+
+import math
+
+from distgraph.autograd.function import apply
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ShapeError
+from distgraph.ops.conv import _pair, _windows
+from distgraph.ops.registry import defop
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # torch: the last window must start inside the input or left pad
+        out -= 1
+    return out
+
+
+def _padded(xp, x, kh, kw, s, p, d, oh, ow, fill):
+    """Pad so every window of the (oh, ow) output exists (ceil_mode may need extra on the right)."""
+    need_h = (oh - 1) * s[0] + d[0] * (kh - 1) + 1
+    need_w = (ow - 1) * s[1] + d[1] * (kw - 1) + 1
+    extra_h = max(0, need_h - x.shape[2] - 2 * p[0])
+    extra_w = max(0, need_w - x.shape[3] - 2 * p[1])
+    return xp.pad(x, ((0, 0), (0, 0), (p[0], p[0] + extra_h), (p[1], p[1] + extra_w)), constant_values=fill)
+
+
+@defop("max_pool2d", kind="other", save=(), saves_extra=True)
+def _max_pool2d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    oh = _pool_out(h, kh, stride[0], padding[0], dilation[0], ceil_mode)
+    ow = _pool_out(w, kw, stride[1], padding[1], dilation[1], ceil_mode)
+    fill = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
+    xpad = _padded(xp, x, kh, kw, stride, padding, dilation, oh, ow, fill)
+    win = _windows(xp, xpad, kh, kw, stride, dilation, oh, ow).reshape(n, c, oh, ow, kh * kw)
+    arg = win.argmax(axis=-1)  # first maximum, as torch
+    out = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    return out, (arg, xpad.shape)
+
+
+@_max_pool2d.grad
+def _(ctx, g):
+    arg, padded_shape = ctx.saved
+    a = ctx.attrs
+    attrs = {k: a[k] for k in ("kernel", "stride", "padding", "dilation")}
+    return apply(_pool_scatter, (g, Tensor(arg, device=g.device)), {**attrs, "padded_shape": padded_shape,
+                                                                     "input_shape": tuple(ctx.inputs[0].shape)})  # fmt: skip
+
+
+def _tap_slices(i, j, kw, s, d, oh, ow):
+    r0, c0 = (i * d[0], j * d[1])
+    return slice(r0, r0 + s[0] * (oh - 1) + 1, s[0]), slice(c0, c0 + s[1] * (ow - 1) + 1, s[1])
+
+
+@defop("max_pool2d_scatter", kind="other", save=(1,))
+def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape):
+    kh, kw = kernel
+    oh, ow = g.shape[2], g.shape[3]
+    gx = xp.zeros(padded_shape, dtype=g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, kw, stride, dilation, oh, ow)
+            gx[:, :, rows, cols] += xp.where(arg == i * kw + j, g, 0)
+    h, w = input_shape[2], input_shape[3]
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
+
+
+@defop("max_pool2d_gather", kind="other", save=(1,))
+def _pool_gather(xp, gx, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape):
+    kh, kw = kernel
+    n, c = gx.shape[:2]
+    oh, ow = arg.shape[2], arg.shape[3]
+    pad = xp.zeros(padded_shape, dtype=gx.dtype)
+    pad[:, :, padding[0] : padding[0] + input_shape[2], padding[1] : padding[1] + input_shape[3]] = gx
+    win = _windows(xp, pad, kh, kw, stride, dilation, oh, ow).reshape(n, c, oh, ow, kh * kw)
+    return xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+
+
+_pool_scatter.grad(lambda ctx, gg: (apply(_pool_gather, (gg, ctx.inputs[1]), ctx.attrs), None))
+_pool_gather.grad(lambda ctx, g: (apply(_pool_scatter, (g, ctx.inputs[1]), ctx.attrs), None))
+
+
+def _divisor(xp, shape, kernel, stride, padding, oh, ow, count_include_pad, dtype):
+    """Per-output window sizes: all taps, or only those on real input (count_include_pad=False)."""
+    kh, kw = kernel
+    if count_include_pad:
+        # torch counts padding but not the ceil_mode overhang past it
+        h, w = shape[2] + 2 * padding[0], shape[3] + 2 * padding[1]
+    else:
+        h, w = shape[2], shape[3]
+    off = (0, 0) if count_include_pad else padding
+    rows = xp.arange(oh) * stride[0] - off[0]
+    cols = xp.arange(ow) * stride[1] - off[1]
+    nh = xp.minimum(rows + kh, h) - xp.maximum(rows, 0)
+    nw = xp.minimum(cols + kw, w) - xp.maximum(cols, 0)
+    return (nh[:, None] * nw[None, :]).astype(dtype)
+
+
+@defop("avg_pool2d", kind="other", save=())
+def _avg_pool2d(xp, x, *, kernel, stride, padding, ceil_mode, count_include_pad):
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    oh = _pool_out(h, kh, stride[0], padding[0], 1, ceil_mode)
+    ow = _pool_out(w, kw, stride[1], padding[1], 1, ceil_mode)
+    xpad = _padded(xp, x, kh, kw, stride, padding, (1, 1), oh, ow, 0)
+    win = _windows(xp, xpad, kh, kw, stride, (1, 1), oh, ow)
+    div = _divisor(xp, x.shape, kernel, stride, padding, oh, ow, count_include_pad, x.dtype)
+    return win.sum(axis=(-2, -1)) / div
+
+
+@defop("avg_pool2d_backward", kind="other", save=())
+def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_include_pad, input_shape):
+    kh, kw = kernel
+    oh, ow = g.shape[2], g.shape[3]
+    div = _divisor(xp, input_shape, kernel, stride, padding, oh, ow, count_include_pad, g.dtype)
+    share = g / div
+    need_h = (oh - 1) * stride[0] + kh
+    need_w = (ow - 1) * stride[1] + kw
+    h, w = input_shape[2], input_shape[3]
+    gx = xp.zeros((g.shape[0], g.shape[1], max(need_h, h + 2 * padding[0]), max(need_w, w + 2 * padding[1])), g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, kw, stride, (1, 1), oh, ow)
+            gx[:, :, rows, cols] += share
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
+
+
+@_avg_pool2d.grad
+def _(ctx, g):
+    return apply(_avg_pool2d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+
+
+@_avg_pool2d_backward.grad
+def _(ctx, gg):
+    attrs = {k: v for k, v in ctx.attrs.items() if k != "input_shape"}
+    return apply(_avg_pool2d, (gg,), attrs)
+
+
+def _check4(input, op):
+    if input.ndim != 4:
+        raise ShapeError(f"{op}: expected 4-D input (N, C, H, W), got {tuple(input.shape)}")
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    _check4(input, "max_pool2d")
+    if return_indices:
+        raise NotImplementedError("max_pool2d: return_indices=True is not supported")
+    k = _pair(kernel_size, "kernel_size", "max_pool2d")
+    s = _pair(stride if stride is not None else kernel_size, "stride", "max_pool2d")
+    p, d = _pair(padding, "padding", "max_pool2d"), _pair(dilation, "dilation", "max_pool2d")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ShapeError(f"max_pool2d: padding {p} should be at most half of kernel size {k}")
+    return apply(_max_pool2d, (input,), {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil_mode})
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    _check4(input, "avg_pool2d")
+    if divisor_override is not None:
+        raise NotImplementedError("avg_pool2d: divisor_override is not supported")
+    k = _pair(kernel_size, "kernel_size", "avg_pool2d")
+    s = _pair(stride if stride is not None else kernel_size, "stride", "avg_pool2d")
+    p = _pair(padding, "padding", "avg_pool2d")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ShapeError(f"avg_pool2d: padding {p} should be at most half of kernel size {k}")
+    attrs = {"kernel": k, "stride": s, "padding": p, "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
+    return apply(_avg_pool2d, (input,), attrs)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+    s = stride if stride is None else (1, one(stride))
+    return max_pool2d(
+        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), (1, one(dilation)), ceil_mode
+    ).squeeze(2)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+    s = stride if stride is None else (1, one(stride))
+    return avg_pool2d(
+        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), ceil_mode, count_include_pad
+    ).squeeze(2)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """torch's adaptive windows: cell i covers [floor(i·H/OH), ceil((i+1)·H/OH))."""
+    _check4(input, "adaptive_avg_pool2d")
+    oh, ow = _pair(output_size, "output_size", "adaptive_avg_pool2d")
+    h, w = input.shape[2], input.shape[3]
+    if h % oh == 0 and w % ow == 0:  # equal windows: one strided pooling op
+        return avg_pool2d(input, (h // oh, w // ow))
+    from distgraph.ops.shape import stack
+
+    rows = []
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, math.ceil((i + 1) * h / oh)
+        cells = [input[:, :, r0:r1, (j * w) // ow : math.ceil((j + 1) * w / ow)].mean((2, 3)) for j in range(ow)]
+        rows.append(stack(cells, -1))
+    return stack(rows, -2)

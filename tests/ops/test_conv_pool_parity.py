@@ -1,0 +1,129 @@
+"""conv1d/conv2d and pooling against torch in float64 (values and gradients), gradcheck and double
+backward on small cases, and the layers with copied weights."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+from tests.parity import check
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+F = dg.nn.functional
+rng = np.random.default_rng(0)
+
+CONV2D = [
+    dict(),
+    dict(stride=2),
+    dict(padding=1),
+    dict(padding=(2, 1), stride=(2, 1)),
+    dict(dilation=2, padding=2),
+    dict(groups=2),
+    dict(groups=4, stride=2, padding=1),
+    dict(padding="same"),
+    dict(padding="valid", dilation=(1, 2)),
+]
+
+
+@pytest.mark.parametrize("kw", CONV2D, ids=[str(k) for k in CONV2D])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_matches_torch(kw, bias, device):
+    g = kw.get("groups", 1)
+    x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((4, 4 // g, 3, 3))
+    b = rng.standard_normal(4) if bias else None
+    args = (x, w) + ((b,) if bias else ())
+    check(lambda *a: F.conv2d(*a[:2], a[2] if bias else None, **kw), lambda *a: TF.conv2d(*a[:2], a[2] if bias else None, **kw),
+          *args, device=device)  # fmt: skip
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(dilation=2, groups=2)])
+def test_conv1d_matches_torch(kw):
+    g = kw.get("groups", 1)
+    check(lambda x, w: F.conv1d(x, w, **kw), lambda x, w: TF.conv1d(x, w, **kw),
+          rng.standard_normal((3, 4, 11)), rng.standard_normal((6, 4 // g, 3)))  # fmt: skip
+
+
+POOL = [
+    ("max", dict(kernel_size=2)),
+    ("max", dict(kernel_size=3, stride=2, padding=1)),
+    ("max", dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ("max", dict(kernel_size=2, dilation=2)),
+    ("avg", dict(kernel_size=2)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg", dict(kernel_size=3, stride=2, ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("kind,kw", POOL, ids=[f"{k}-{v}" for k, v in POOL])
+def test_pool2d_matches_torch(kind, kw, device):
+    x = rng.standard_normal((2, 3, 7, 8))
+    check(
+        lambda a: getattr(F, f"{kind}_pool2d")(a, **kw),
+        lambda a: getattr(TF, f"{kind}_pool2d")(a, **kw),
+        x,
+        device=device,
+    )
+
+
+@pytest.mark.parametrize("size", [1, (2, 3), (3, 3)])
+def test_adaptive_avg_pool2d_matches_torch(size):
+    check(
+        lambda a: F.adaptive_avg_pool2d(a, size),
+        lambda a: TF.adaptive_avg_pool2d(a, size),
+        rng.standard_normal((2, 3, 7, 6)),
+    )
+
+
+def test_pool1d_matches_torch():
+    x = rng.standard_normal((2, 3, 9))
+    check(lambda a: F.max_pool1d(a, 3, 2), lambda a: TF.max_pool1d(a, 3, 2), x)
+    check(lambda a: F.avg_pool1d(a, 2), lambda a: TF.avg_pool1d(a, 2), x)
+
+
+def test_gradcheck_and_double_backward():
+    x = dg.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    w = dg.tensor(rng.standard_normal((2, 1, 3, 3)), requires_grad=True)
+    assert dg.autograd.gradcheck(lambda a, b: F.conv2d(a, b, stride=2, padding=1, groups=2), [x, w])
+    assert dg.autograd.gradcheck(lambda a: F.max_pool2d(a, 2, 1), [x])
+    assert dg.autograd.gradcheck(lambda a: F.avg_pool2d(a, 3, 2, 1), [x])
+    xt, wt = (torch.tensor(t.detach().numpy(), requires_grad=True) for t in (x, w))
+    (gx,) = dg.autograd.grad(F.conv2d(x, w, padding=1, groups=2).tanh().sum(), [x], create_graph=True)
+    (gxt,) = torch.autograd.grad(TF.conv2d(xt, wt, padding=1, groups=2).tanh().sum(), [xt], create_graph=True)
+    (gx * gx).sum().backward()
+    (gxt * gxt).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_conv_layers_match_torch_with_copied_weights():
+    for dm, tm, shape in [
+        (
+            nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3),
+            torch.nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3),
+            (2, 3, 8, 8),
+        ),
+        (nn.Conv1d(4, 5, 2, dilation=2), torch.nn.Conv1d(4, 5, 2, dilation=2), (3, 4, 9)),
+    ]:
+        dm.double(), tm.double()
+        dm.load_state_dict({k: dg.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+        x = rng.standard_normal(shape)
+        yd, yt = dm(dg.tensor(x)), tm(torch.tensor(x))
+        np.testing.assert_allclose(yd.detach().numpy(), yt.detach().numpy(), rtol=1e-10)
+        yd.square().sum().backward()
+        yt.square().sum().backward()
+        np.testing.assert_allclose(dm.weight.grad.numpy(), tm.weight.grad.numpy(), rtol=1e-8)
+        np.testing.assert_allclose(dm.bias.grad.numpy(), tm.bias.grad.numpy(), rtol=1e-8)
+
+
+def test_conv_default_init_bounds_match_torch_formula():
+    m = nn.Conv2d(4, 8, 3)
+    bound = 1 / np.sqrt(4 * 9)
+    assert np.abs(m.weight.detach().numpy()).max() <= bound and np.abs(m.bias.detach().numpy()).max() <= bound
+
+
+def test_conv_bad_shapes_name_the_op():
+    with pytest.raises(ValueError, match=r"conv2d: input \(1, 3, 2, 2\) is smaller than the kernel"):
+        F.conv2d(dg.randn(1, 3, 2, 2), dg.randn(4, 3, 3, 3))
+    with pytest.raises(ValueError, match="groups=2"):
+        F.conv2d(dg.randn(1, 3, 5, 5), dg.randn(4, 3, 3, 3), groups=2)
