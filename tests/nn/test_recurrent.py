@@ -1,0 +1,81 @@
+"""RNN, LSTM, GRU and their cells against torch with copied weights: outputs, final states and every
+parameter gradient, float64, for stacked, batch_first and bidirectional variants."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+
+torch = pytest.importorskip("torch")
+rng = np.random.default_rng(0)
+
+
+def copy(dm, tm):
+    dm.double(), tm.double()
+    assert [k for k, _ in dm.named_parameters()] == [k for k, _ in tm.named_parameters()]
+    dm.load_state_dict({k: dg.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+
+
+def flat(out):
+    if isinstance(out, tuple):
+        return [t for o in out for t in flat(o)]
+    return [out]
+
+
+CASES = [
+    ("RNN", dict()),
+    ("RNN", dict(nonlinearity="relu", num_layers=2)),
+    ("LSTM", dict()),
+    ("LSTM", dict(num_layers=2, batch_first=True, bidirectional=True)),
+    ("GRU", dict()),
+    ("GRU", dict(num_layers=2, bidirectional=True, bias=False)),
+]
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{k}" for n, k in CASES])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_recurrent_layer_matches_torch(name, kw, with_h0):
+    dm, tm = getattr(nn, name)(4, 5, **kw), getattr(torch.nn, name)(4, 5, **kw)
+    copy(dm, tm)
+    x = rng.standard_normal((3, 6, 4))
+    args_d, args_t = [dg.tensor(x)], [torch.tensor(x)]
+    if with_h0:
+        layers = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+        h0 = rng.standard_normal((layers, 3 if kw.get("batch_first") else 6, 5))
+        if name == "LSTM":
+            c0 = rng.standard_normal(h0.shape)
+            args_d.append((dg.tensor(h0), dg.tensor(c0)))
+            args_t.append((torch.tensor(h0), torch.tensor(c0)))
+        else:
+            args_d.append(dg.tensor(h0))
+            args_t.append(torch.tensor(h0))
+    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
+    for a, b in zip(outs_d, outs_t):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
+    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
+    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells_match_torch(name):
+    dm, tm = getattr(nn, name)(4, 3), getattr(torch.nn, name)(4, 3)
+    copy(dm, tm)
+    x = rng.standard_normal((2, 4))
+    outs_d, outs_t = flat(dm(dg.tensor(x))), flat(tm(torch.tensor(x)))
+    for a, b in zip(outs_d, outs_t):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10)
+    outs_d[0].sum().backward()
+    outs_t[0].sum().backward()
+    np.testing.assert_allclose(dm.weight_hh.grad.numpy(), tm.weight_hh.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_unbatched_input_and_bad_input_size():
+    m = nn.GRU(4, 5)
+    out, h = m(dg.randn(6, 4))
+    assert tuple(out.shape) == (6, 5) and tuple(h.shape) == (1, 5)
+    with pytest.raises(ValueError, match="input.size\\(-1\\) must be equal to input_size. Expected 4, got 3"):
+        m(dg.randn(6, 2, 3))
