@@ -18,3 +18,17 @@ def test_gan_generator_learns_the_ring():
 
     result = gan.main(["--steps", "800", "--quiet"])
     assert result["quality"] > 0.1 and result["modes_covered"] >= 2  # at step 0: 0.00 and 0
+
+
+def test_conv_digits_trains_a_cnn_past_90_percent():
+    import conv_digits
+
+    result = conv_digits.main(["--epochs", "4", "--quiet"])
+    assert result["losses"][-1] < result["losses"][0] and result["accuracy"] > 0.9
+
+
+def test_char_rnn_loss_falls():
+    import char_rnn
+
+    result = char_rnn.main(["--steps", "30", "--seq-len", "16", "--batch-size", "16", "--quiet"])
+    assert result["last_loss"] < result["first_loss"] - 0.5
