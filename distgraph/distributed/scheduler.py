@@ -33,6 +33,7 @@ class DataParallelScheduler:
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
+        self.on_worker_stats = None  # optional (step, [statistics of each rank]) hook, e.g. a timeline.Timeline's add
 
     def set_version(self, version):
         self.version = version
@@ -63,12 +64,16 @@ class DataParallelScheduler:
             indices = batches[t]
             pending.append((t, self.submit_sync(indices, lrs_for_step(t))))
             while len(pending) > self.max_in_flight:
-                done_t, refs = pending.popleft()
-                on_step(done_t, merge_statistics(ray.get(refs)))
+                self._finish(*pending.popleft(), on_step)
         while pending:
-            done_t, refs = pending.popleft()
-            on_step(done_t, merge_statistics(ray.get(refs)))
+            self._finish(*pending.popleft(), on_step)
         ray.get(self.param_refs)  # the last update has landed
+
+    def _finish(self, t, refs, on_step):
+        parts = ray.get(refs)
+        if self.on_worker_stats is not None:
+            self.on_worker_stats(t, parts)
+        on_step(t, merge_statistics(parts))
 
     def restart_from(self, workers, version):
         """After a fault: new worker handles; every shard's parameters read at `version`."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from distgraph.distributed.param_store import shard_members
 from distgraph.distributed.step import ShardStep, shard_bounds
+from distgraph.distributed.timeline import StepClock
 
 
 class TrainWorker:
@@ -58,18 +59,24 @@ class TrainWorker:
         return self.comm
 
     def step(self, indices, *param_shards):
-        """Sync data-parallel step → (statistics, {shard: reduced gradient arrays} for shards this rank owns)."""
+        """Sync data-parallel step → (statistics, {shard: reduced gradient arrays} for shards this rank owns).
+
+        The statistics carry the step's wall-clock timings (`timeline.StepClock`)."""
+        clock = StepClock()
         self._install(param_shards)
         x, y, weight = self._shard(indices)
+        clock.lap("install")
         grads, stats = self.step_fn.compute(x, y, weight)
+        clock.lap("compute")
         if self.world > 1 and self.allreduce_config.get("backend") == "store":
             # no peer exchange (workers on different nodes): every shard gets this rank's gradient and
             # the store sums them in rank order
-            return stats, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
+            return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
         if self.world > 1:
             grads = self._communicator().allreduce(grads, op="sum")
+            clock.lap("comm")
         owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
-        return stats, owned
+        return {**stats, **clock.stats()}, owned
 
     def node(self):
         """The Ray node this worker runs on (shared memory only works between workers of one node)."""
@@ -79,10 +86,13 @@ class TrainWorker:
 
     def step_async(self, indices, *param_shards):
         """Async step → (statistics, {shard: local gradient arrays} for every shard)."""
+        clock = StepClock()
         self._install(param_shards)
         x, y = self.x[indices], self.y[indices]
+        clock.lap("install")
         grads, stats = self.step_fn.compute(x, y, 1.0)
-        return stats, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
+        clock.lap("compute")
+        return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
 
     def evaluate(self, indices, *param_shards):
         self._install(param_shards)

@@ -1,0 +1,121 @@
+"""Per-step timing records from the workers: where a data-parallel step's time goes.
+
+Each worker stamps its step with the wall clock (`StepClock`) and returns the figures inside its
+statistics dict (`t_start`, `t_install`, `t_compute`, `t_comm`, `t_end`: plain floats, so the
+scheduler's statistics merge ignores them). The driver collects them per step and rank in a
+`Timeline` (`scheduler.on_worker_stats = timeline.add`), which splits the step period into
+
+- compute:  forward, loss and backward of the worker's shard;
+- comm:     the all-reduce, less the time it spent waiting for slower ranks;
+- wait:     inside the all-reduce, waiting for the last rank to arrive, i.e. load imbalance
+            (max over ranks of the arrival time at the all-reduce, minus this rank's arrival);
+- overhead: the rest of the driver-measured step period: Ray task dispatch and argument transfer,
+            the parameter store's update, installing the new parameters in the worker.
+
+Wait is computed across ranks from wall-clock stamps, so it is exact on one node and as good as
+the clock synchronization between nodes elsewhere. `chrome_trace` writes one step of every rank as
+a Chrome trace (the JSON format Perfetto and chrome://tracing load).
+"""
+
+import statistics
+import time
+
+TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_end")
+
+
+class StepClock:
+    """Wall-clock laps of one worker step: `lap("install")`, `lap("compute")`, ...; `stats()` → dict."""
+
+    def __init__(self):
+        self.start = self.last = time.time()
+        self.laps = {}
+
+    def lap(self, name):
+        now = time.time()
+        self.laps[f"t_{name}"] = self.laps.get(f"t_{name}", 0.0) + now - self.last
+        self.last = now
+
+    def stats(self):
+        return {
+            "t_install": 0.0,
+            "t_compute": 0.0,
+            "t_comm": 0.0,
+            **self.laps,
+            "t_start": self.start,
+            "t_end": self.last,
+        }
+
+
+def split_step(records):
+    """Per-rank {compute, comm, wait, install, start, arrive, end} of one step from its rank records."""
+    arrive = [r["t_start"] + r["t_install"] + r["t_compute"] for r in records]
+    last = max(arrive)
+    out = []
+    for r, a in zip(records, arrive):
+        wait = min(max(last - a, 0.0), r["t_comm"])
+        out.append({
+            "install": r["t_install"], "compute": r["t_compute"], "wait": wait, "comm": r["t_comm"] - wait,
+            "start": r["t_start"], "arrive": a, "end": r["t_end"],
+        })  # fmt: skip
+    return out
+
+
+class Timeline:
+    """Timing records of the steps a scheduler ran: {step: [record of rank 0, rank 1, ...]}."""
+
+    def __init__(self):
+        self.steps = {}
+
+    def add(self, step, parts):
+        """Keep the timing keys of each rank's statistics (a replayed step replaces its first try)."""
+        if all("t_start" in p for p in parts):
+            self.steps[step] = [{k: float(p[k]) for k in TIMING_KEYS} for p in parts]
+
+    def __len__(self):
+        return len(self.steps)
+
+    def clear(self):
+        self.steps = {}
+
+    def breakdown(self, period_s):
+        """Mean seconds per step of compute, comm, wait, install and overhead (= period − the others).
+
+        `period_s` is the driver-measured seconds per step; compute, comm and wait are means over
+        ranks and steps, so their sum is the time the average rank spends inside its step."""
+        if not self.steps:
+            return {}
+        per_step = [split_step(records) for records in self.steps.values()]
+        mean = lambda key: statistics.fmean(statistics.fmean(r[key] for r in ranks) for ranks in per_step)
+        out = {k: mean(k) for k in ("compute", "comm", "wait", "install")}
+        out["overhead"] = max(period_s - out["compute"] - out["comm"] - out["wait"], 0.0)
+        out["period"] = period_s
+        return out
+
+    def median_step(self):
+        """The recorded step whose span (first rank start to last rank end) is the median one."""
+        spans = sorted((max(r["t_end"] for r in rs) - min(r["t_start"] for r in rs), t) for t, rs in self.steps.items())
+        return spans[len(spans) // 2][1]
+
+    def chrome_trace(self, step=None, label="distgraph"):
+        """One step of every rank as Chrome-trace events (µs from the step's first start), one process per rank."""
+        step = self.median_step() if step is None else step
+        ranks = split_step(self.steps[step])
+        origin = min(r["start"] for r in ranks)
+        us = lambda seconds: round(seconds * 1e6, 3)
+        events = []
+        for rank, r in enumerate(ranks):
+            events.append({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": f"{label} worker {rank}"}})
+            t = r["start"] - origin
+            for name, dur in (
+                ("install parameters", r["install"]),
+                ("forward + backward", r["compute"]),
+                ("all-reduce: wait for peers", r["wait"]),
+                ("all-reduce: transfer", r["comm"]),
+            ):
+                if dur > 0:
+                    events.append({
+                        "name": name, "cat": "step", "ph": "X", "pid": rank, "tid": 0,
+                        "ts": us(t), "dur": us(dur), "args": {"step": step, "rank": rank},
+                    })  # fmt: skip
+                t += dur
+        return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"step": step, "workers": len(ranks)}}
