@@ -88,7 +88,7 @@ def _join(path, key):
 
 
 def _show(path):
-    return repr(path) if path else "at the top level"
+    return f"at {path!r}" if path else "at the top level"
 
 
 # ---- save ---------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class _Writer:
         self.size = 0
 
     def fail(self, path, what):
-        raise FileFormatError(f"dg.save: {what} at {_show(path)}")
+        raise FileFormatError(f"dg.save: {_show(path)}: {what}")
 
     def encode(self, obj, path="", depth=0):
         if depth > MAX_DEPTH:
