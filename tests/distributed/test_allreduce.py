@@ -1,42 +1,161 @@
-"""shm all-reduce between real Ray actors: correct, deterministic, cleaned up, and never hangs."""
+"""The all-reduce layer between real Ray actors: correct, deterministic, cleaned up, never hangs."""
 
-import os
+import time
+import uuid
 
 import numpy as np
 import pytest
 
-from distgraph.distributed.allreduce import ReduceRank, ShmAllReduce
-from distgraph.errors import DistributedError
+from distgraph.distributed.allreduce import ReduceRank, ShmAllReduce, make_allreduce
+from distgraph.distributed.shm import leaked, sweep
+from distgraph.errors import DistributedError, DTypeError
 
 pytestmark = pytest.mark.ray
 
 
-def ranks(ray, world, group):
+def group_name():
+    return f"dgt{uuid.uuid4().hex[:8]}"
+
+
+def start(ray, world, group, **kwargs):
     cls = ray.remote(num_cpus=0.5)(ReduceRank)
-    return [cls.remote(r, world, group) for r in range(world)]
+    return [cls.remote(r, world, group, **kwargs) for r in range(world)]
 
 
-def test_sum_and_mean_match_numpy_for_odd_sizes_and_dtypes(ray_session):
-    ray = ray_session
-    actors = ranks(ray, 2, "dgtest_sum")
-    rng = np.random.default_rng(0)
-    inputs = [[rng.standard_normal(7).astype(np.float32), rng.standard_normal((3, 5))] for _ in range(2)]
-    outs = ray.get([a.reduce.remote(inputs[r]) for r, a in enumerate(actors)])
-    for i in range(2):
+def run(ray, actors, method, per_rank, *args):
+    return ray.get([getattr(a, method).remote(per_rank[r], *args) for r, a in enumerate(actors)], timeout=60)
+
+
+@pytest.fixture
+def pair(ray_session):
+    group = group_name()
+    actors = start(ray_session, 2, group)
+    yield ray_session, actors, group
+    ray_session.get([a.close.remote() for a in actors])
+    for a in actors:
+        ray_session.kill(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_matches_numpy_for_odd_sizes_not_divisible_by_ranks(pair, dtype):
+    ray, actors, _ = pair
+    rng = np.random.default_rng(1)
+    shapes = [(7,), (3, 5), (1,), (13, 1, 3)]
+    inputs = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(2)]
+    outs = run(ray, actors, "reduce", inputs)
+    for i in range(len(shapes)):
         expect = inputs[0][i] + inputs[1][i]
         for out in outs:
-            assert out[i].dtype == expect.dtype and np.array_equal(out[i], expect)
-    means = ray.get([a.reduce.remote(inputs[r], "mean") for r, a in enumerate(actors)])
-    np.testing.assert_allclose(means[0][1], (inputs[0][1] + inputs[1][1]) / 2)
-    again = ray.get([a.reduce.remote(inputs[r]) for r, a in enumerate(actors)])
-    assert all(np.array_equal(x, y) for x, y in zip(outs[0], again[0]))  # bit-identical repeat
-    ray.get([a.close.remote() for a in actors])
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("dgtest_sum")]
+            assert out[i].dtype == expect.dtype and out[i].shape == expect.shape
+            assert np.array_equal(out[i], expect)
 
 
-def test_missing_peer_raises_instead_of_hanging(ray_session):
-    comm = ShmAllReduce(0, 2, "dgtest_alone", timeout_s=0.5)
-    with pytest.raises(DistributedError, match=r"rank\(s\) \[1\] did not reach barrier"):
+def test_mixed_dtypes_in_one_call_are_reduced_per_dtype(pair):
+    ray, actors, _ = pair
+    inputs = [[np.full(5, r + 1, np.float32), np.arange(3, dtype=np.int64) * (r + 1), np.ones(2)] for r in range(2)]
+    outs = run(ray, actors, "reduce", inputs)
+    for out in outs:
+        assert np.array_equal(out[0], np.full(5, 3, np.float32))
+        assert np.array_equal(out[1], np.arange(3) * 3) and out[1].dtype == np.int64
+        assert np.array_equal(out[2], np.full(2, 2.0))
+
+
+def test_repeated_calls_are_bit_identical_and_equal_rank_order_sum(pair):
+    ray, actors, _ = pair
+    rng = np.random.default_rng(2)
+    inputs = [
+        [(rng.standard_normal(100_003) * 10.0 ** rng.integers(-8, 8, 100_003)).astype(np.float32)] for _ in range(2)
+    ]
+    first = run(ray, actors, "reduce", inputs)
+    again = run(ray, actors, "reduce", inputs)
+    assert np.array_equal(first[0][0], first[1][0])  # every rank holds the same bits
+    assert np.array_equal(first[0][0], again[0][0])
+    assert np.array_equal(first[0][0], inputs[0][0] + inputs[1][0])
+
+
+def test_slot_buffer_path_gives_the_same_bits_as_the_packed_path(pair):
+    ray, actors, _ = pair
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal(1001) for _ in range(2)]
+    packed = run(ray, actors, "reduce", [[x] for x in inputs])
+    slot = run(ray, actors, "reduce_slot", inputs)
+    assert np.array_equal(packed[0][0], slot[0]) and np.array_equal(slot[0], slot[1])
+
+
+def test_mean_divides_by_world_size(pair):
+    ray, actors, _ = pair
+    inputs = [[np.array([1.0, 2.0, 3.0], np.float32)], [np.array([3.0, 4.0, 6.0], np.float32)]]
+    outs = run(ray, actors, "reduce", inputs, "mean")
+    for out in outs:
+        np.testing.assert_array_equal(out[0], np.array([2.0, 3.0, 4.5], np.float32))
+
+
+def test_mean_of_integers_and_unknown_op_are_rejected():
+    comm = ShmAllReduce(0, 1, group_name())
+    with pytest.raises(DTypeError, match="mean"):
+        comm.allreduce([np.arange(3)], op="mean")
+    with pytest.raises(DistributedError, match="op must be"):
+        comm.allreduce([np.ones(3)], op="max")
+    comm.close()
+
+
+def test_read_only_inputs_get_fresh_results_and_writable_ones_are_reduced_in_place():
+    comm = ShmAllReduce(0, 1, group_name())
+    frozen = np.ones(4)
+    frozen.flags.writeable = False
+    mine = np.full(3, 2.0)
+    out = comm.allreduce([frozen, mine])
+    assert out[1] is mine and out[0] is not frozen and np.array_equal(out[0], frozen)
+    comm.close()
+
+
+def test_close_removes_every_segment_of_the_group(ray_session):
+    group = group_name()
+    actors = start(ray_session, 2, group)
+    run(ray_session, actors, "reduce", [[np.ones(10), np.ones(3, np.float32)]] * 2)
+    run(ray_session, actors, "reduce_slot", [np.ones(7)] * 2)
+    assert len(leaked(group)) == 3
+    ray_session.get([a.close.remote() for a in actors])
+    assert leaked(group) == []
+
+
+def test_killed_owner_leaves_no_segment_behind(ray_session):
+    group = group_name()
+    actors = start(ray_session, 2, group)
+    run(ray_session, actors, "reduce", [[np.ones(10)]] * 2)
+    assert leaked(group)
+    for a in actors:
+        ray_session.kill(a)  # SIGKILL: no close(), no atexit
+    for _ in range(100):  # wait until both processes are gone
+        if not leaked(group) or group in " ".join(sweep()):
+            break
+        time.sleep(0.05)
+    assert leaked(group) == []  # removed by the sweep the next group's rank 0 runs
+
+
+def test_missing_peer_raises_after_the_timeout_instead_of_hanging():
+    group = group_name()
+    comm = ShmAllReduce(0, 2, group, timeout_s=0.5)
+    with pytest.raises(DistributedError, match=r"rank\(s\) \[1\] did not reach barrier 1"):
         comm.allreduce([np.ones(4)])
     comm.close()
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("dgtest_alone")]
+    assert leaked(group) == []
+
+
+def test_dead_peer_is_detected_before_the_timeout(ray_session):
+    ray = ray_session
+    group = group_name()
+    actors = start(ray, 2, group, timeout_s=60.0)
+    run(ray, actors, "reduce", [[np.ones(5)]] * 2)
+    ray.kill(actors[1])
+    t0 = time.monotonic()
+    with pytest.raises(ray.exceptions.RayTaskError, match="has exited"):
+        ray.get(actors[0].reduce.remote([np.ones(5)]), timeout=30)
+    assert time.monotonic() - t0 < 10
+    ray.get(actors[0].close.remote())
+    assert leaked(group) == []
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(DistributedError, match="unknown all-reduce backend"):
+        make_allreduce(0, 1, backend="mpi")

@@ -1,0 +1,278 @@
+"""One shared-memory segment of the `shm` all-reduce: layout, barrier, fixed-order reduction, cleanup.
+
+A segment serves one (group, tag, dtype, length) and lives as long as the group: rank 0 creates it on
+the first call, the other ranks attach, and every later call reuses it (no allocation, no page faults,
+no message through Ray). Layout, each region 64-byte aligned:
+
+    [ seq: world × int64 ][ pid: world × int64 ][ slot 0 | slot 1 | ... | slot n−1 ][ result ]
+
+One all-reduce = write own slot → barrier → reduce own 1/n chunk of the slots into `result`, adding
+slot 0, 1, …, n−1 in that order (the fixed order makes results bit-identical run to run) → barrier →
+read `result`. Two barriers per call are enough: a rank reaches the next call's first barrier only
+after it has finished reading this call's result, so nobody overwrites a region a peer still reads.
+
+The barrier is a sequence counter per rank in the segment: a rank bumps its own counter and polls
+the others' (short spin, then 20 µs sleeps), so crossing it costs no round trip. Waiting is bounded:
+a peer whose process has exited (its pid is in the segment) or that does not arrive within
+`timeout_s` raises DistributedError, never a hang.
+
+Cleanup: rank 0 owns the name. It unlinks it on `close()`, at interpreter exit (weakref.finalize)
+and, if it is killed, through multiprocessing's resource tracker, which unlinks what a dead process
+leaked. Attaching ranks unregister from their tracker so that their exit never removes a live segment;
+a rank that gives up on a dead peer removes the name itself.
+"""
+
+import _posixshmem
+import os
+import time
+import weakref
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+from distgraph.errors import DistributedError
+
+PREFIX = "dg."
+_ALIGN = 64
+_SPINS = 100  # polls before the barrier starts sleeping: a peer usually arrives within microseconds
+_SLEEP_S = 20e-6
+_LIVENESS_EVERY_S = 0.2
+_BLOCK_BYTES = 256 * 1024  # sum and copy back per block that stays in L2
+
+
+def _aligned(nbytes):
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+def chunk_bounds(count, world, rank):
+    """[lo, hi) of rank's chunk when `count` elements are split over `world` ranks (sizes differ by ≤ 1)."""
+    base, extra = divmod(count, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def segment_size(world, dtype, count):
+    return _ALIGN + 2 * _aligned(world * 8) + (world + 1) * _aligned(count * np.dtype(dtype).itemsize)
+
+
+def segment_name(group, tag, dtype, count):
+    """/dev/shm name of a segment; every distgraph segment starts with PREFIX (what `sweep` looks at)."""
+    return f"{PREFIX}{group}.{tag}.{np.dtype(dtype).char}{count}"
+
+
+class Segment:
+    """The segment `name`, opened by `rank` of `world`, holding flat buffers of `count` × `dtype`."""
+
+    def __init__(self, name, rank, world, dtype, count, timeout_s):
+        self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
+        self.dtype, self.count = np.dtype(dtype), int(count)
+        size = segment_size(world, self.dtype, self.count)
+        if rank == 0:
+            sweep()
+            try:
+                self.shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            except FileExistsError:
+                raise DistributedError(
+                    f"shm all-reduce: segment /dev/shm/{name} already exists: another live group uses the name "
+                    f"{name!r}, or a crashed run left it behind (remove it, or choose another group name)"
+                ) from None
+            self._finalizer = weakref.finalize(self, _release, name)
+            np.ndarray((1,), np.int64, self.shm.buf, 0)[0] = world
+        else:
+            self.shm = _attach(name, size, timeout_s)
+            self._finalizer = None
+        buf, flags = self.shm.buf, _aligned(world * 8)
+        self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
+        self.seq_flags = np.ndarray((world,), np.int64, buf, _ALIGN + flags)
+        stride = _aligned(self.count * self.dtype.itemsize) // self.dtype.itemsize
+        base = _ALIGN + 2 * flags
+        slots = np.ndarray((world, stride), self.dtype, buf, base)
+        self.slots = slots[:, : self.count]
+        self.result = np.ndarray((self.count,), self.dtype, buf, base + world * stride * self.dtype.itemsize)
+        self.pids[rank] = os.getpid()
+        self.lo, self.hi = chunk_bounds(self.count, world, rank)
+        self.seq = 0  # a new segment is zero-filled; a rank never resets a counter a peer may already have bumped
+
+    @property
+    def slot(self):
+        """This rank's slot: write the flat input here."""
+        return self.slots[self.rank]
+
+    def reduce(self, mean=False):
+        """All-reduce of what every rank has written into its slot; the result is `self.result` (a view
+        that stays valid until this rank's next call on the segment)."""
+        self.barrier()
+        lo, hi = self.lo, self.hi
+        self._sum_into(self.result[lo:hi], [self.slots[r, lo:hi] for r in range(self.world)], mean)
+        self.barrier()
+        return self.result
+
+    def allreduce(self, pieces, mean=False):
+        """All-reduce of the caller's flat, contiguous, writable arrays `pieces` (together `count` long),
+        in place. Only what peers need crosses the segment: this rank copies the parts of its data that
+        other ranks reduce into its slot, reads its own chunk straight from `pieces`, publishes its reduced
+        chunk and copies the others' chunks back — (n−1)/n of the data each way instead of all of it.
+        The sum adds rank 0, 1, …, n−1 in order, exactly as `reduce`, so both give the same bits."""
+        offsets = np.cumsum([0] + [p.size for p in pieces])
+        outside = ((0, self.lo), (self.hi, self.count))
+        slot = self.slot
+        for lo, hi in outside:
+            for i, a, b, f in _overlaps(offsets, lo, hi):
+                np.copyto(slot[f : f + b - a], pieces[i][a:b])
+        self.barrier()
+        block = max(1, _BLOCK_BYTES // self.dtype.itemsize)
+        for i, a, b, f in _overlaps(offsets, self.lo, self.hi):
+            for start in range(a, b, block):  # block by block: the copy back reads the sum from cache
+                stop = min(start + block, b)
+                out = self.result[f + start - a : f + stop - a]
+                own = pieces[i][start:stop]
+                peers = [
+                    own if r == self.rank else self.slots[r, f + start - a : f + stop - a] for r in range(self.world)
+                ]
+                self._sum_into(out, peers, mean)
+                np.copyto(own, out)
+        self.barrier()
+        for lo, hi in outside:
+            for i, a, b, f in _overlaps(offsets, lo, hi):
+                np.copyto(pieces[i][a:b], self.result[f : f + b - a])
+        return pieces
+
+    @staticmethod
+    def _sum_into(out, sources, mean):
+        """out = ((sources[0] + sources[1]) + sources[2]) + ... — always this order — then / n for a mean."""
+        if len(sources) == 1:
+            np.copyto(out, sources[0])
+        else:
+            np.add(sources[0], sources[1], out=out)
+            for src in sources[2:]:
+                out += src
+        if mean:
+            out /= len(sources)
+
+    def barrier(self):
+        self.seq += 1
+        flags, seq = self.seq_flags, self.seq
+        flags[self.rank] = seq
+        for _ in range(_SPINS):
+            if flags.min() >= seq:
+                return
+        start = last_check = time.monotonic()
+        while flags.min() < seq:
+            time.sleep(_SLEEP_S)
+            now = time.monotonic()
+            if now - last_check > _LIVENESS_EVERY_S:
+                last_check = now
+                self._check_peers(seq, now - start)
+
+    def _check_peers(self, seq, waited):
+        late = [r for r in range(self.world) if self.seq_flags[r] < seq]
+        dead = [r for r in late if not _alive(int(self.pids[r]))]
+        if dead or waited > self.timeout_s:
+            why = (
+                f"process of rank(s) {dead} has exited" if dead else f"waited {waited:.1f}s (timeout {self.timeout_s}s)"
+            )
+            self.close(remove=True)
+            raise DistributedError(
+                f"shm all-reduce on segment {self.name!r}: rank(s) {late} did not reach barrier {seq}: {why}"
+            )
+
+    def close(self, remove=False):
+        """Unmap; the owner (rank 0), or any rank with remove=True, also removes the name. Idempotent."""
+        if self.shm is None:
+            return
+        self.seq_flags = self.pids = self.slots = self.result = None
+        if self._finalizer is not None:
+            self._finalizer()  # runs once: remove the name and drop it from the resource tracker
+        elif remove:
+            _remove(self.name)
+        try:
+            self.shm.close()
+        except BufferError:  # a caller still holds a result view: the mapping goes when that view does
+            pass
+        self.shm = None
+
+
+def _overlaps(offsets, lo, hi):
+    """(piece, start in piece, stop in piece, flat start) for each piece that overlaps flat [lo, hi);
+    piece i covers flat [offsets[i], offsets[i + 1])."""
+    for i in range(len(offsets) - 1):
+        a, b = max(lo, int(offsets[i])), min(hi, int(offsets[i + 1]))
+        if a < b:
+            yield i, a - int(offsets[i]), b - int(offsets[i]), a
+
+
+def _remove(name):
+    """Unlink /dev/shm/<name> if it is still there (a peer may have done it already)."""
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+
+
+def _release(name):
+    """The owner's cleanup: remove the name and tell the resource tracker it is gone (no leak warning)."""
+    _remove(name)
+    resource_tracker.unregister("/" + name, "shared_memory")
+
+
+def _alive(pid):
+    if pid <= 0:
+        return True  # not attached yet: only the timeout can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _attach(name, size, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=False)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"shm all-reduce: segment {name!r} was not created by rank 0 within {timeout_s}s"
+                ) from None
+            time.sleep(0.002)
+            continue
+        # rank 0 owns the lifetime; without this, this process's tracker would unlink the segment at exit
+        resource_tracker.unregister(shm._name, "shared_memory")
+        if shm.size < size:
+            shm.close()
+            raise DistributedError(f"shm all-reduce: segment {name!r} is {shm.size} bytes, this rank needs {size}")
+        return shm
+
+
+def leaked(group=""):
+    """Names of distgraph segments of `group` (all groups: "") under /dev/shm."""
+    try:
+        return sorted(f for f in os.listdir("/dev/shm") if f.startswith(PREFIX + group))
+    except FileNotFoundError:  # no /dev/shm (not Linux): nothing to list
+        return []
+
+
+def sweep():
+    """Remove distgraph segments whose ranks have all exited (a group killed before it could clean up).
+
+    Rank 0 runs this before it creates a segment, so what a SIGKILLed group left behind is gone at the
+    latest when the next group starts. A segment still being set up (no pid written yet) is kept."""
+    removed = []
+    for name in leaked():
+        try:
+            seg = shared_memory.SharedMemory(name=name, create=False)
+        except (FileNotFoundError, PermissionError):
+            continue
+        resource_tracker.unregister(seg._name, "shared_memory")
+        head = np.ndarray((1,), np.int64, seg.buf, 0)
+        world = int(head[0])
+        pids = np.ndarray((world,), np.int64, seg.buf, _ALIGN).tolist() if 0 < world < 1 << 16 else []
+        del head
+        seg.close()
+        if pids and pids[0] > 0 and not any(_alive(p) for p in pids if p > 0):
+            _remove(name)
+            removed.append(name)
+    return removed
