@@ -105,8 +105,12 @@ class _Writer:
     def encode(self, obj, path="", depth=0):
         if depth > MAX_DEPTH:
             self.fail(path, f"structure nested deeper than {MAX_DEPTH} levels")
-        if obj is None or isinstance(obj, bool | str | bytes):
+        if obj is None or isinstance(obj, bool):
             return obj
+        if isinstance(obj, str):  # subclasses too (np.str_, StrEnum): saved, and loaded, as their text
+            return str.__str__(obj)
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return bytes(obj)
         if isinstance(obj, Tensor):
             meta = self.array_record(obj.array, path, device=str(obj.device), requires_grad=obj.requires_grad)
             return msgpack.ExtType(_EXT_TENSOR, _packb(meta))
@@ -126,8 +130,6 @@ class _Writer:
             return float(obj)
         if isinstance(obj, complex):
             return msgpack.ExtType(_EXT_COMPLEX, _packb([obj.real, obj.imag]))
-        if isinstance(obj, bytearray | memoryview):
-            return bytes(obj)
         if isinstance(obj, Mapping):  # dict, OrderedDict, defaultdict: saved (and loaded) as a dict, in order
             out = {}
             for k, v in obj.items():

@@ -70,6 +70,13 @@ def test_state_dicts_tuples_and_ordered_dicts_keep_structure_and_order(tmp_path)
     assert all(equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
 
 
+def test_python_and_numpy_subclasses_are_saved_as_their_base_values(tmp_path):
+    obj = {np.str_("key"): [np.str_("s"), np.bytes_(b"b"), bytearray(b"ba"), np.float64(1.5), np.bool_(True)]}
+    back = round_trip(obj, tmp_path / "s.dg")
+    assert type(next(iter(back))) is str and back["key"][:3] == ["s", b"b", b"ba"]
+    assert equal(back["key"][3:], [np.float64(1.5), np.bool_(True)])
+
+
 def test_requires_grad_is_kept_and_the_loaded_tensor_is_a_fresh_leaf(tmp_path):
     w = dg.randn(3, requires_grad=True)
     back = round_trip({"w": w, "y": (w * 2).detach()}, tmp_path / "g.dg")
