@@ -44,7 +44,8 @@ FORMAT_VERSION = 1
 MAX_DEPTH = 200  # nesting of containers; deep enough for any checkpoint, shallow enough for the C stack
 _HEADER = struct.Struct("<8sIQI")
 _ALIGN = 64
-_CHUNK = 1 << 24  # checksum / write / read granularity: big arrays never need a second buffer
+_CHUNK = 1 << 24  # checksum / write granularity: big arrays never need a second buffer
+_READ_CHUNK = 1 << 20  # small enough to stay in cache between readinto and its checksum
 _EXT_TENSOR, _EXT_ARRAY, _EXT_TUPLE, _EXT_SCALAR, _EXT_COMPLEX = 1, 2, 3, 4, 5
 _NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 _NAMES += ("float16", "float32", "float64", "complex64", "complex128")
@@ -291,13 +292,14 @@ class _Reader:
         arr = np.empty(shape, dt.newbyteorder(order))
         view = _bytes_view(arr)
         self.fh.seek(self.data_start + offset)
-        got = 0
-        while got < nbytes:
-            n = self.fh.readinto(view[got : got + _CHUNK])
+        got = crc = 0
+        while got < nbytes:  # checksum each chunk right after reading it, while it is still in cache
+            n = self.fh.readinto(view[got : got + _READ_CHUNK])
             if not n:
                 self.fail(f"file is truncated inside {what}")
+            crc = zlib.crc32(view[got : got + n], crc)
             got += n
-        if _crc(arr) != meta.get("crc"):
+        if crc != meta.get("crc"):
             self.fail(f"{what} checksum mismatch (data corrupted)")
         if not arr.dtype.isnative:
             arr = arr.astype(dt)
