@@ -1,0 +1,346 @@
+"""`distgraph bench scaling`: strong and weak scaling of synchronous data-parallel training on Ray.
+
+What is measured: `dg.Trainer(..., backend="ray", sync="sync")` training an MLP on the teacher
+dataset, for each worker count; strong scaling keeps the global batch fixed, weak scaling keeps the
+per-worker batch fixed. Each point is the median of `--repeat` epochs of `--steps` steps after a
+warm-up, timed by the Trainer (samples/s of the epoch). The step-time breakdown comes from the
+workers' own timeline (`distgraph.distributed.timeline`): compute (forward + backward), comm
+(all-reduce transfer), wait (all-reduce waiting for the slowest rank) and overhead (the rest of the
+driver-measured period: Ray dispatch, object transfer, the parameter store's update).
+
+Peers, in the same run, same model, batch, shards and worker count, one BLAS/intra-op thread per
+worker: PyTorch DistributedDataParallel over gloo (one Ray actor per rank; its compute is the same
+steps under `no_sync()`, its comm the exposed rest), and distgraph with `allreduce="gloo"`
+(ray.util.collective's gloo groups instead of distgraph's shared-memory all-reduce).
+
+Efficiency = throughput(W) / (W × throughput(1)) of the same system and mode; ideal is 1. Output:
+a table, JSON, a PNG plot (matplotlib) and a Chrome trace of one measured step across all workers.
+"""
+
+import json
+import os
+import socket
+import statistics
+import time
+
+import click
+import numpy as np
+
+from distgraph.bench._util import machine, table, write_json
+from distgraph.distributed.step import shard_bounds
+
+LR = 0.05
+
+
+def _mlp(sizes, seed):
+    import distgraph as dg
+    from distgraph import nn
+
+    dg.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+def _median_run(runs):
+    """The run with the median throughput (an actual run, so its breakdown and trace belong to it)."""
+    ranked = sorted(runs, key=lambda r: r["samples_per_s"])
+    return ranked[len(ranked) // 2]
+
+
+# ---- distgraph ------------------------------------------------------------------------------------------
+class DistgraphPeer:
+    """A Trainer (backend="ray", sync) kept alive across the run, so its epochs interleave with the peers'."""
+
+    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0):
+        import distgraph as dg
+        import distgraph.nn.functional as F
+        from distgraph import optim
+        from distgraph.distributed.timeline import Timeline
+
+        model = _mlp(sizes, seed)
+        self.trainer = dg.Trainer(
+            model, F.cross_entropy, optim.SGD(model.parameters(), lr=LR), workers=workers, backend="ray",
+            sync="sync", allreduce=allreduce, cpus_per_worker=cpu_share, progress=False, seed=seed,
+        )  # fmt: skip
+        self.data, self.timeline, self.label = data, Timeline(), "distgraph" + ("" if allreduce == "auto" else "-gloo")
+
+    def _fit(self, batch, steps):
+        x, y = self.data
+        n = steps * batch
+        return self.trainer.fit((x[:n], y[:n]), epochs=self.trainer.epoch + 1, batch_size=batch).epochs[-1]
+
+    def warm(self, batch):
+        self._fit(batch, 3)
+        self.trainer._cluster.scheduler.on_worker_stats = self.timeline.add  # the Trainer's scheduler (sync path)
+
+    def epoch(self, batch, steps):
+        self.timeline.clear()
+        record = self._fit(batch, steps)
+        period = record["time_s"] / steps
+        return {
+            "samples_per_s": steps * batch / record["time_s"], "step_ms": period * 1e3,
+            "breakdown_ms": {k: v * 1e3 for k, v in self.timeline.breakdown(period).items() if k != "period"},
+            "trace": self.timeline.chrome_trace(label=self.label),
+        }  # fmt: skip
+
+    def close(self):
+        self.trainer.close()
+
+
+# ---- PyTorch DDP peer -----------------------------------------------------------------------------------
+class DDPRank:
+    """One rank of PyTorch DistributedDataParallel over gloo, as a Ray actor (one intra-op thread)."""
+
+    def __init__(self, rank, world, port, sizes, seed):
+        import torch
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        torch.manual_seed(seed)
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
+        self.model = DistributedDataParallel(torch.nn.Sequential(*layers))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.torch, self.dist, self.rank, self.world = torch, dist, rank, world
+
+    def set_data(self, x, y):
+        self.x, self.y = self.torch.from_numpy(np.array(x)), self.torch.from_numpy(np.array(y))
+        return len(self.x)
+
+    def run(self, batch, steps, sync=True):
+        """(start, end) wall-clock seconds of each of `steps` steps on this rank's shard of each global
+        batch; `sync=False` runs them under no_sync() (no all-reduce: the compute alone)."""
+        import contextlib
+
+        lo, hi = shard_bounds(batch, self.world, self.rank)
+        self.dist.barrier()
+        times = []
+        for t in range(steps):
+            sel = slice(t * batch + lo, t * batch + hi)
+            start = time.time()
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                self.opt.zero_grad()
+                self.torch.nn.functional.cross_entropy(self.model(self.x[sel]), self.y[sel]).backward()
+            self.opt.step()
+            times.append((start, time.time()))
+        return times
+
+    def close(self):
+        self.dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DDPPeer:
+    """W DDPRank actors; an epoch is `steps` synchronized steps, then the same steps under no_sync()."""
+
+    label = "torch-ddp"
+
+    def __init__(self, workers, data, sizes, cpu_share=1.0, seed=0):
+        from distgraph.distributed import runtime
+
+        port = _free_port()
+        self.runtime = runtime
+        self.ranks = runtime.spawn(
+            DDPRank, [(r, workers, port, sizes, seed) for r in range(workers)], num_cpus=cpu_share
+        )
+        runtime.gather([a.set_data.remote(*data) for a in self.ranks])
+
+    def _run(self, batch, steps, sync=True):
+        return self.runtime.gather([a.run.remote(batch, steps, sync) for a in self.ranks])
+
+    def warm(self, batch):
+        self._run(batch, 3)
+
+    def epoch(self, batch, steps):
+        synced, alone = self._run(batch, steps), self._run(batch, steps, sync=False)
+        elapsed = max(t[-1][1] for t in synced) - min(t[0][0] for t in synced)
+        compute = statistics.fmean(statistics.median(e - s for s, e in t) for t in alone)
+        period = elapsed / steps
+        return {
+            "samples_per_s": batch * steps / elapsed, "step_ms": period * 1e3,
+            "breakdown_ms": {"compute": compute * 1e3, "comm": max(period - compute, 0.0) * 1e3},
+        }  # fmt: skip
+
+    def close(self):
+        self.runtime.gather([a.close.remote() for a in self.ranks])
+        self.runtime.kill(self.ranks)
+
+
+# ---- report ---------------------------------------------------------------------------------------------
+def add_efficiency(points):
+    """Efficiency of each point against the 1-worker point of the same mode (and system, where it has one;
+    the gloo variant at 1 worker is the shm run: no all-reduce happens)."""
+    base = {(p["mode"], p["system"]): p["samples_per_s"] for p in points if p["workers"] == 1}
+    for p in points:
+        one = base.get((p["mode"], p["system"])) or base.get((p["mode"], "distgraph"))
+        p["efficiency"] = p["samples_per_s"] / (p["workers"] * one) if one else None
+    return points
+
+
+def _rows(points):
+    rows = []
+    for p in points:
+        b = p["breakdown_ms"]
+        cell = lambda k, b=b: f"{b[k]:.2f}" if k in b else "—"
+        eff = f"{100 * p['efficiency']:.0f}%" if p["efficiency"] is not None else "—"
+        rows.append([
+            p["mode"], p["workers"], p["system"], p["global_batch"], f"{p['samples_per_s']:,.0f}",
+            f"{p['step_ms']:.2f}", cell("compute"), cell("comm"), cell("wait"), cell("overhead"), eff,
+        ])  # fmt: skip
+    return rows
+
+
+def plot(points, path):
+    """Throughput and efficiency vs workers per (system, mode), with the ideal line of each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = sorted({(p["system"], p["mode"]) for p in points})
+    for system, mode in series:
+        ps = sorted((p for p in points if (p["system"], p["mode"]) == (system, mode)), key=lambda p: p["workers"])
+        if ps[0]["workers"] != 1:  # the gloo variant starts from distgraph's 1-worker run (no all-reduce there)
+            ps = [p for p in points if (p["system"], p["mode"], p["workers"]) == ("distgraph", mode, 1)] + ps
+        ws = [p["workers"] for p in ps]
+        (line,) = ax_t.plot(ws, [p["samples_per_s"] for p in ps], "o-", label=f"{system} · {mode}")
+        if ps[0]["workers"] == 1:
+            ax_t.plot(ws, [w * ps[0]["samples_per_s"] for w in ws], ":", color=line.get_color(), alpha=0.6)
+        ax_e.plot(ws, [p["efficiency"] for p in ps], "o-", color=line.get_color(), label=f"{system} · {mode}")
+    workers = sorted({p["workers"] for p in points})
+    ax_e.plot(workers, [1.0] * len(workers), "k:", label="ideal")
+    ax_t.set(xlabel="workers", ylabel="samples/s", title="throughput (dotted: ideal, W × 1-worker)", xticks=workers)
+    ax_e.set(xlabel="workers", ylabel="efficiency", title="scaling efficiency", xticks=workers, ylim=(0, 1.15))
+    ax_t.legend(fontsize=7)
+    ax_e.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _peers_to_start(workers, peers):
+    """(system, workers) of every point: distgraph at each count, its gloo variant from 2 workers, DDP."""
+    out = [("distgraph", w) for w in workers]
+    out += [("distgraph-gloo", w) for w in workers if "gloo" in peers and w > 1]
+    out += [("torch-ddp", w) for w in workers if "ddp" in peers]
+    return out
+
+
+def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, cpus, seed=0, echo=print):
+    """Every point of the report (list of dicts, efficiency included) and the trace of one step.
+
+    Every (system, worker count) is started once and kept alive; the measured epochs then go round
+    robin over all of them, `repeat` rounds per mode, so a change in machine load hits every point
+    alike. Only one of them computes at a time: each worker reserves cpus / (workers alive) of Ray's
+    logical CPUs (at most 1), which admits them all without giving any more physical cores."""
+    from distgraph.datasets import teacher
+
+    largest = max(strong_batch, weak_batch * max(workers))
+    (x, y), _ = teacher(samples=int(steps * largest / 0.8) + 8, features=sizes[0], classes=sizes[-1], seed=seed)
+    keys = _peers_to_start(workers, peers)
+    share = min(1.0, cpus / sum(w for _, w in keys))
+    make = {
+        "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed),
+        "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed),
+        "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed),
+    }
+    started = time.perf_counter()
+    alive = {}
+    try:
+        for system, w in keys:
+            alive[system, w] = make[system](w)
+        echo(
+            f"  started {len(alive)} systems ({sum(w for _, w in keys)} workers) in {time.perf_counter() - started:.1f}s"
+        )
+        points, trace = [], None
+        for mode in ("strong", "weak"):
+            batch = {(s, w): strong_batch if mode == "strong" else weak_batch * w for s, w in keys}
+            started = time.perf_counter()
+            for key, peer in alive.items():
+                peer.warm(batch[key])
+            runs = {key: [] for key in alive}
+            for _ in range(repeat):
+                for key, peer in alive.items():
+                    runs[key].append(peer.epoch(batch[key], steps))
+            for (system, w), rs in runs.items():
+                point = _median_run(rs)
+                if (system, w, mode) == ("distgraph", max(workers), "strong"):
+                    trace = point["trace"]
+                point = {k: v for k, v in point.items() if k != "trace"} | {"repeats": [r["samples_per_s"] for r in rs]}
+                points.append({"mode": mode, "workers": w, "system": system, "global_batch": batch[system, w], **point})
+            echo(f"  {mode} scaling: {repeat} rounds over {len(alive)} systems in {time.perf_counter() - started:.1f}s")
+    finally:
+        for peer in alive.values():
+            peer.close()
+    points.sort(key=lambda p: (p["mode"] != "strong", p["workers"], p["system"]))
+    return add_efficiency(points), trace
+
+
+@click.command("scaling")
+@click.option("--workers", default="1,2", show_default=True, help="worker counts, comma-separated")
+@click.option("--sizes", default="256,512,512,10", show_default=True, help="MLP layer sizes")
+@click.option("--batch", "strong_batch", default=1024, show_default=True, help="global batch (strong scaling)")
+@click.option("--weak-batch", default=512, show_default=True, help="batch per worker (weak scaling)")
+@click.option("--steps", default=20, show_default=True, help="steps per measured epoch")
+@click.option("--repeat", default=3, show_default=True, help="measured epochs per point (median)")
+@click.option("--peers", default="ddp,gloo", show_default=True, help="peers to run: ddp, gloo (or 'none')")
+@click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
+@click.option("--out", "out_dir", default=".", show_default=True, help="folder for scaling.json/.png/.trace.json")
+def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, address, out_dir):
+    """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
+    from distgraph.distributed import runtime
+    from distgraph.errors import ConfigError
+
+    counts = [int(w) for w in workers.split(",")]
+    layer_sizes = tuple(int(s) for s in sizes.split(","))
+    wanted = {p.strip() for p in peers.split(",")} - {"none", ""}
+    if wanted - {"ddp", "gloo"}:
+        raise click.BadParameter(f"unknown peers {sorted(wanted - {'ddp', 'gloo'})}; choose from ddp, gloo")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        click.echo("torch is not installed: the DDP and gloo peers are skipped (pip install 'distgraph[bench]')")
+        wanted = set()
+    runtime.init(address, num_cpus=None if address else max(counts))
+    cpus = runtime.cluster_summary()["resources"].get("CPU", 0)
+    if cpus < max(counts):
+        raise ConfigError(f"bench scaling: {max(counts)} workers need {max(counts)} CPUs; the Ray cluster has {cpus}")
+    click.echo(f"scaling · MLP {'-'.join(map(str, layer_sizes))} · teacher data · sync data-parallel · {machine()}")
+    points, trace = run_scaling(
+        counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo
+    )
+    headers = ["mode", "W", "system", "batch", "samples/s", "step ms", "compute", "comm", "wait", "overhead", "eff."]
+    click.echo(table(headers, _rows(points)))
+    click.echo(
+        "ms per step; compute/comm/wait from the workers' timeline, overhead = period − the three (Ray dispatch, "
+        "transfers, store update); torch-ddp: compute = no_sync() step, comm = exposed rest. "
+        f"efficiency = samples/s ÷ (W × 1-worker samples/s) · {os.cpu_count()} cores on this machine"
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
+    config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch}
+    write_json(
+        paths[".json"], {"machine": machine(), "config": config | {"steps": steps, "repeat": repeat}, "points": points}
+    )
+    written = [paths[".json"]]
+    if trace is not None:
+        with open(paths[".trace.json"], "w") as f:
+            json.dump(trace, f)
+        written.append(paths[".trace.json"])
+    try:
+        plot(points, paths[".png"])
+        written.append(paths[".png"])
+    except ImportError:
+        click.echo("matplotlib is not installed: no plot (pip install 'distgraph[bench]')")
+    click.echo("wrote " + ", ".join(written))
