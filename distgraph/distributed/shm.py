@@ -262,16 +262,13 @@ def sweep():
     latest when the next group starts. A segment still being set up (no pid written yet) is kept."""
     removed = []
     for name in leaked():
-        try:
-            seg = shared_memory.SharedMemory(name=name, create=False)
-        except (FileNotFoundError, PermissionError):
+        try:  # read the header as a file: mapping it would involve this process's resource tracker
+            with open(f"/dev/shm/{name}", "rb") as f:
+                world = int(np.frombuffer(f.read(8), np.int64)[0]) if os.fstat(f.fileno()).st_size >= 8 else 0
+                f.seek(_ALIGN)
+                pids = np.frombuffer(f.read(8 * world), np.int64).tolist() if 0 < world < 1 << 16 else []
+        except (FileNotFoundError, PermissionError, ValueError):
             continue
-        resource_tracker.unregister(seg._name, "shared_memory")
-        head = np.ndarray((1,), np.int64, seg.buf, 0)
-        world = int(head[0])
-        pids = np.ndarray((world,), np.int64, seg.buf, _ALIGN).tolist() if 0 < world < 1 << 16 else []
-        del head
-        seg.close()
         if pids and pids[0] > 0 and not any(_alive(p) for p in pids if p > 0):
             _remove(name)
             removed.append(name)

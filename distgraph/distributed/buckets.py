@@ -1,0 +1,160 @@
+"""Gradient buckets: reduce gradients while backward is still producing them.
+
+Backward yields gradients roughly in reverse parameter order, so parameters are packed into flat
+buckets (default 25 MB) walking the parameter list backwards, one dtype per bucket: the first bucket
+holds the last parameters, which are ready first. The layout is a pure function of the parameters'
+shapes, dtypes and the bucket size, so every rank computes the same one without talking.
+
+`GradBucketer.ready(i, grad)` copies the gradient into its bucket; when every member of a bucket has
+arrived, the bucket's all-reduce is handed to a background thread (one per bucketer) while backward
+goes on. Buckets are launched strictly in bucket order (a full bucket waits for the ones before it),
+so every rank issues the same collectives in the same order and no two ranks can wait on different
+buckets. `wait()` joins the reductions and copies the results back into the gradient arrays.
+
+With the shm communicator a bucket *is* this rank's slot of the bucket's segment (DDP's
+gradient_as_bucket_view): the copy in `ready` is the only packing the all-reduce needs.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distgraph.backend import namespace
+from distgraph.errors import DistributedError, ShapeError
+
+DEFAULT_BUCKET_MB = 25
+
+
+@dataclass
+class Bucket:
+    """Parameters `members` (indices, in the order they are packed) of one dtype and their flat offsets."""
+
+    dtype: np.dtype
+    members: list = field(default_factory=list)
+    offsets: list = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def nbytes(self):
+        return self.count * self.dtype.itemsize
+
+
+def plan_buckets(specs, bucket_mb=DEFAULT_BUCKET_MB):
+    """Buckets for parameters given as (shape, dtype) pairs in parameter order.
+
+    Walks the parameters from last to first; a bucket is closed once it holds ≥ bucket_mb MB (a larger
+    parameter gets a bucket alone). Buckets are numbered by the position of their first member."""
+    cap = bucket_mb * 2**20
+    buckets, open_by_dtype = [], {}
+    for i in reversed(range(len(specs))):
+        shape, dtype = specs[i]
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64))
+        b = open_by_dtype.get(dtype)
+        if b is None:
+            b = open_by_dtype[dtype] = Bucket(dtype)
+            buckets.append(b)
+        b.members.append(i)
+        b.offsets.append(b.count)
+        b.count += size
+        if b.nbytes >= cap:
+            del open_by_dtype[dtype]
+    return buckets
+
+
+class GradBucketer:
+    """Packs gradients into buckets as they are produced and all-reduces each full bucket in the background.
+
+    One bucketer per worker and model; reusable step after step (`ready` … `ready`, `wait`)."""
+
+    def __init__(self, comm, params, bucket_mb=None, op="sum", name="grads"):
+        """params: the parameters' arrays (numpy or cupy) in parameter order;
+        bucket_mb: None takes the communicator's `bucket_mb` (the Trainer's setting), else 25."""
+        self.comm, self.op, self.name = comm, op, name
+        if bucket_mb is None:
+            bucket_mb = getattr(comm, "bucket_mb", None) or DEFAULT_BUCKET_MB
+        self.specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
+        self.buckets = plan_buckets(self.specs, bucket_mb)
+        self.where = {}  # param index -> (bucket index, offset)
+        for k, b in enumerate(self.buckets):
+            for i, off in zip(b.members, b.offsets):
+                self.where[i] = (k, off)
+        xp = namespace(params[0]) if params else np
+        self.flats = [self._storage(k, b, xp) for k, b in enumerate(self.buckets)]
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"dg-allreduce-{name}")
+        self._reset()
+
+    def _storage(self, k, bucket, xp):
+        """A bucket's flat array: the communicator's shared slot where it has one, else a private array."""
+        if hasattr(self.comm, "buffer") and xp is np:
+            return self.comm.buffer(bucket.dtype, bucket.count, tag=f"{self.name}{k}")
+        return xp.empty(bucket.count, bucket.dtype)
+
+    def _reset(self):
+        self.grads = [None] * len(self.specs)
+        self.missing = [len(b.members) for b in self.buckets]
+        self.futures = [None] * len(self.buckets)
+        self.next_launch = 0
+
+    def ready(self, index, grad):
+        """Gradient of parameter `index` is final: pack it, and launch every bucket that is now complete."""
+        if self.grads[index] is not None:
+            raise DistributedError(f"GradBucketer {self.name!r}: gradient of parameter {index} was given twice")
+        shape, dtype = self.specs[index]
+        if tuple(grad.shape) != shape:
+            raise ShapeError(f"GradBucketer {self.name!r}: parameter {index} has shape {shape}, gradient {grad.shape}")
+        k, off = self.where[index]
+        self.flats[k][off : off + grad.size] = grad.reshape(-1)  # (casts to the bucket's dtype if needed)
+        self.grads[index] = grad
+        self.missing[k] -= 1
+        self._launch_complete()
+
+    def _launch_complete(self):
+        while self.next_launch < len(self.buckets) and self.missing[self.next_launch] == 0:
+            k = self.next_launch
+            self.futures[k] = self.pool.submit(self.comm.allreduce, self.flats[k], self.op, f"{self.name}{k}")
+            self.next_launch += 1
+
+    @property
+    def launched(self):
+        """How many buckets have been handed to the background thread this step."""
+        return self.next_launch
+
+    def wait(self, timeout_s=None):
+        """Reduced gradients in parameter order, written into the arrays given to `ready` where they are
+        writable (fresh arrays otherwise). A parameter that got no gradient this step counts as zeros
+        (every rank still reduces every bucket, so a rank with an unused parameter cannot stall the others)."""
+        for i, g in enumerate(self.grads):
+            if g is None:
+                shape, dtype = self.specs[i]
+                k, off = self.where[i]
+                self.flats[k][off : off + int(np.prod(shape, dtype=np.int64))] = 0
+                self.missing[k] -= 1
+        self._launch_complete()
+        out = list(self.grads)
+        try:
+            for k, b in enumerate(self.buckets):
+                try:
+                    flat = self.futures[k].result(timeout=timeout_s)
+                except FutureTimeout:
+                    raise DistributedError(
+                        f"GradBucketer {self.name!r}: bucket {k} ({b.nbytes / 2**20:.1f} MB) not reduced "
+                        f"within {timeout_s}s"
+                    ) from None
+                for i, off in zip(b.members, b.offsets):
+                    shape, _ = self.specs[i]
+                    part = flat[off : off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+                    g = out[i]
+                    if g is not None and getattr(g.flags, "writeable", True) and g.dtype == b.dtype:
+                        g[...] = part
+                    else:
+                        out[i] = part.copy()
+        finally:
+            self._reset()
+        return out
+
+    def close(self):
+        """Stop the background thread (the communicator, which owns the segments, is closed by its owner)."""
+        self.pool.shutdown(wait=True)
