@@ -159,3 +159,54 @@ def test_dead_peer_is_detected_before_the_timeout(ray_session):
 def test_unknown_backend_is_rejected():
     with pytest.raises(DistributedError, match="unknown all-reduce backend"):
         make_allreduce(0, 1, backend="mpi")
+
+
+def test_gloo_backend_through_ray_collective_matches_shm(ray_session):
+    pytest.importorskip("torch")
+    ray, group = ray_session, group_name()
+    gloo = start(ray, 2, group, backend="gloo")
+    rng = np.random.default_rng(4)
+    inputs = [[rng.standard_normal(11).astype(np.float32), rng.standard_normal((2, 3))] for _ in range(2)]
+    outs = run(ray, gloo, "reduce", inputs)
+    means = run(ray, gloo, "reduce", inputs, "mean")
+    ray.get([a.close.remote() for a in gloo])
+    for a in gloo:
+        ray.kill(a)
+    for i in range(2):
+        expect = inputs[0][i] + inputs[1][i]
+        for out, mean in zip(outs, means):
+            np.testing.assert_allclose(out[i], expect, rtol=1e-6)
+            np.testing.assert_allclose(mean[i], expect / 2, rtol=1e-6)
+
+
+@pytest.mark.gpu
+def test_nccl_backend_reduces_cupy_arrays(ray_session):
+    import distgraph as dg
+
+    if not dg.cuda_is_available():
+        pytest.skip("needs cupy and a CUDA GPU")
+    ray, group = ray_session, group_name()
+    world = min(2, int(ray.cluster_resources().get("GPU", 0)))
+    if world == 0:
+        pytest.skip("the Ray session has no GPU resource")
+
+    @ray.remote(num_gpus=1, num_cpus=0.5)
+    class CupyRank:
+        def __init__(self, rank):
+            import cupy
+
+            self.cp = cupy
+            self.comm = make_allreduce(rank, world, "auto", group, array=cupy.zeros(1))
+            self.rank = rank
+
+        def reduce(self, op):
+            x = self.cp.arange(5, dtype=self.cp.float32) * (self.rank + 1)
+            out = self.comm.allreduce([x], op)[0]
+            return out is x, self.cp.asnumpy(out)
+
+    actors = [CupyRank.remote(r) for r in range(world)]
+    factor = sum(range(1, world + 1))
+    for in_place, out in ray.get([a.reduce.remote("sum") for a in actors]):
+        assert in_place and np.array_equal(out, np.arange(5, dtype=np.float32) * factor)
+    for _, out in ray.get([a.reduce.remote("mean") for a in actors]):
+        np.testing.assert_allclose(out, np.arange(5) * factor / world)
