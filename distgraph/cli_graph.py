@@ -15,10 +15,12 @@ def _load(path):
     from distgraph.graph.ir import FORMAT as GRAPH
     from distgraph.graph.ir import Graph
     from distgraph.graph.plan import Plan
-    from distgraph.io import load
+    from distgraph.io import load_as
 
-    tree = load(path)
-    return Graph.from_dict(tree) if tree.get("format") == GRAPH else Plan.from_dict(tree)
+    def parse(tree):
+        return Graph.from_dict(tree) if tree.get("format") == GRAPH else Plan.from_dict(tree)
+
+    return load_as(path, parse, "graph or plan")
 
 
 @click.group()

@@ -370,6 +370,18 @@ def load(f, map_location=None):
         return _load(fh, name, map_location)
 
 
+def load_as(f, parse, what):
+    """`parse(load(f))` for files holding one kind of object (a graph, a plan). A tree that `parse`
+    cannot read (a missing key, a wrong type, an unknown op) is a damaged file like any other: a
+    FileFormatError naming the file, never a KeyError from deep inside the parser."""
+    tree = load(f)
+    try:
+        return parse(tree)
+    except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        name = os.fspath(f) if isinstance(f, str | os.PathLike) else getattr(f, "name", "<stream>")
+        raise FileFormatError(f"{name}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
+
+
 def _load(fh, name, map_location):
     if not fh.seekable():
         raise FileFormatError(f"{name}: dg.load needs a seekable binary file")

@@ -157,9 +157,9 @@ class Graph:
 
     @classmethod
     def load(cls, path):
-        from distgraph.io import load
+        from distgraph.io import load_as
 
-        return cls.from_dict(load(path))
+        return load_as(path, cls.from_dict, "graph")
 
     def to_dot(self, colors=None):
         """Graphviz DOT text; `colors` maps node name -> fill color (partitions draw this way)."""

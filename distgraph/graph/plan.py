@@ -128,9 +128,9 @@ class Plan:
 
     @classmethod
     def load(cls, path):
-        from distgraph.io import load
+        from distgraph.io import load_as
 
-        return cls.from_dict(load(path))
+        return load_as(path, cls.from_dict, "plan")
 
     def to_dot(self):
         """One cluster per subgraph, nodes colored by subgraph, crossing edges labelled with bytes."""
