@@ -7,7 +7,7 @@ import msgpack
 import numpy as np
 
 import distgraph as dg
-from distgraph.io import _ALIGN, _HEADER, FORMAT_VERSION, MAGIC
+from distgraph.io.layout import ALIGN, FORMAT_VERSION, HEADER, MAGIC
 
 
 def equal(a, b):
@@ -40,15 +40,15 @@ def equal(a, b):
 
 def split(data):
     """(tree bytes, data region bytes) of a saved file."""
-    _, _, tree_len, _ = _HEADER.unpack(data[: _HEADER.size])
-    start = _HEADER.size + tree_len
-    return data[_HEADER.size : start], data[start + (-start % _ALIGN) :]
+    _, _, tree_len, _ = HEADER.unpack(data[: HEADER.size])
+    start = HEADER.size + tree_len
+    return data[HEADER.size : start], data[start + (-start % ALIGN) :]
 
 
 def assemble(tree, data_region, version=FORMAT_VERSION, crc=None):
     """A file with a given structure and data region, its header and checksum made consistent."""
-    head = _HEADER.pack(MAGIC, version, len(tree), zlib.crc32(tree) if crc is None else crc)
-    pad = -(len(head) + len(tree)) % _ALIGN
+    head = HEADER.pack(MAGIC, version, len(tree), zlib.crc32(tree) if crc is None else crc)
+    pad = -(len(head) + len(tree)) % ALIGN
     return head + tree + b"\0" * pad + data_region
 
 

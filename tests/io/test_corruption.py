@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import distgraph as dg
 from distgraph.errors import DeviceError, FileFormatError
-from distgraph.io import _HEADER, FORMAT_VERSION, MAGIC, MAX_DEPTH
+from distgraph.io import FORMAT_VERSION, MAGIC, MAX_DEPTH
+from distgraph.io.layout import HEADER
 from tests.io._files import assemble, equal, forge_records, split, version_bytes
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -47,7 +48,7 @@ def test_a_bit_flip_anywhere_but_padding_is_an_error_naming_the_file(good):
     tree, region = split(data)
     data_start = len(data) - len(region)
     # fc.weight (48 bytes) at offset 0, fc.bias at offset 64: the bytes no checksum covers are padding
-    padding = set(range(_HEADER.size + len(tree), data_start)) | set(range(data_start + 48, data_start + 64))
+    padding = set(range(HEADER.size + len(tree), data_start)) | set(range(data_start + 48, data_start + 64))
     unnoticed = set()
     for pos in range(len(data)):
         bad = bytearray(data)
@@ -69,7 +70,7 @@ def test_a_bit_flip_anywhere_but_padding_is_an_error_naming_the_file(good):
         (8, "format version .* is not supported"),
         (12, "truncated|checksum mismatch in the structure"),
         (20, "checksum mismatch in the structure"),
-        (_HEADER.size + 3, "checksum mismatch in the structure"),
+        (HEADER.size + 3, "checksum mismatch in the structure"),
     ],
 )
 def test_flips_in_each_header_field_and_the_tree_say_which(good, where, message):

@@ -207,7 +207,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(t
         fh.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("distgraph.io._Writer.write", crash)
+    monkeypatch.setattr("distgraph.io.writer.Writer.write", crash)
     with pytest.raises(KeyboardInterrupt):
         dg.save({"v": 2}, path)
     assert dg.load(path) == {"v": 1}

@@ -1,0 +1,28 @@
+"""dg.save / dg.load: a msgpack container that never runs code and never returns wrong data.
+
+Layout of a file:
+
+    header   magic b"\\x89DGRAPH\\n" · format version (u32) · tree length (u64) · tree crc32 (u32)
+    tree     msgpack: the saved object. Tensors, arrays, tuples and numpy scalars are ExtType records;
+             a tensor/array record is {dtype, order, shape, offset, nbytes, crc, device[, requires_grad]}
+    data     each array's raw bytes at its offset (64-byte aligned, in tree order), written straight
+             from the array's buffer and read straight into a preallocated array (one copy in memory)
+
+Saving and loading walk the object with the same depth-first order and the same rules (`Writer.encode` and
+`Reader.decode` mirror each other), so whatever `save` accepts, `load` gives back: dict order,
+tuples vs lists, dtypes (bfloat16 too when ml_dtypes is imported), requires_grad and byte order.
+
+Trust model: a file is data, never code (no pickle). Loading validates before it allocates: the tree
+is bounded by the file size (msgpack's max_*_len), nesting by MAX_DEPTH, each tensor's dtype by an
+allow-list, its shape × itemsize against its byte count, and its bytes against the data region, with
+tensors laid out in increasing, non-overlapping order, so a forged header can never make `load`
+allocate more than the file holds. Every checksum is checked. Any problem is a FileFormatError naming
+the file and the tensor. Writes go to a temporary file renamed into place (`os.replace`), so a crash
+never leaves a half-written checkpoint under the final name.
+"""
+
+from distgraph.io.layout import FORMAT_VERSION, MAGIC, MAX_DEPTH
+from distgraph.io.reader import load, load_as
+from distgraph.io.writer import save
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "MAX_DEPTH", "load", "load_as", "save"]

@@ -1,0 +1,238 @@
+"""dg.load: validate, then decode the tree in the order the writer built it, reading each array as it comes.
+
+Nothing is allocated before it is checked against the bytes the file really holds (see the package
+docstring for the trust model); every failure is a FileFormatError naming the file and the tensor.
+"""
+
+import inspect
+import io
+import math
+import os
+import zlib
+
+import msgpack
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device as as_device
+from distgraph.backend import device_of_array, to_device
+from distgraph.errors import DeviceError, DistgraphError, FileFormatError
+from distgraph.io.layout import (
+    ALIGN,
+    EXT_ARRAY,
+    EXT_COMPLEX,
+    EXT_SCALAR,
+    EXT_TENSOR,
+    EXT_TUPLE,
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    MAX_DEPTH,
+    READ_CHUNK,
+    bytes_view,
+    dtype_of_code,
+    join,
+    show,
+)
+
+
+class Reader:
+    """Decodes the tree in the order `Writer.encode` built it, reading each array as its record comes."""
+
+    def __init__(self, fh, name, data_start, data_size, map_location):
+        self.fh, self.name, self.data_start, self.data_size = fh, name, data_start, data_size
+        self.map_location = map_location
+        self.data_pos = 0  # end of the last array read: arrays must follow each other, never overlap
+
+    def fail(self, what):
+        raise FileFormatError(f"{self.name}: {what}")
+
+    def unpack(self, data, path):
+        """msgpack → plain values, ExtType records left undecoded; every length bounded by len(data)."""
+        n = len(data)
+        try:
+            return msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                max_str_len=n,
+                max_bin_len=n,
+                max_array_len=n,
+                max_map_len=n // 2,
+                max_ext_len=n,
+            )
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            self.fail(f"corrupt structure {show(path)} ({type(exc).__name__}: {exc})")
+
+    def decode(self, node, path="", depth=0):
+        if depth > MAX_DEPTH:
+            self.fail(f"structure nested deeper than {MAX_DEPTH} levels {show(path)}")
+        if node is None or isinstance(node, bool | int | float | str | bytes):
+            return node
+        if isinstance(node, list):
+            return [self.decode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                key = self.decode(k, path, depth + 1)
+                value = self.decode(v, join(path, key), depth + 1)
+                try:
+                    out[key] = value
+                except TypeError:
+                    self.fail(f"corrupt structure: unhashable dict key of type {type(key).__name__} {show(path)}")
+            return out
+        if isinstance(node, msgpack.ExtType):
+            return self.decode_ext(node.code, node.data, path, depth)
+        self.fail(f"corrupt structure: unexpected {type(node).__name__} {show(path)}")
+
+    def decode_ext(self, code, data, path, depth):
+        value = self.unpack(data, path)
+        if code in (EXT_TENSOR, EXT_ARRAY):
+            return self.read_array(value, path, tensor=code == EXT_TENSOR)
+        if code == EXT_TUPLE and isinstance(value, list):
+            return tuple(self.decode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        if code == EXT_SCALAR and isinstance(value, list) and len(value) == 2:
+            dt = dtype_of_code(value[0])
+            if dt is not None and isinstance(value[1], bytes) and len(value[1]) == dt.itemsize:
+                return np.frombuffer(value[1], dt)[0]
+        if code == EXT_COMPLEX and isinstance(value, list) and len(value) == 2:
+            if all(isinstance(v, float) for v in value):
+                return complex(*value)
+        self.fail(f"corrupt record (type {code}) {show(path)}")
+
+    def read_array(self, meta, path, tensor):
+        what = f"tensor {path!r}" if path else "the top-level tensor"
+        if not isinstance(meta, dict):
+            self.fail(f"{what}: corrupt record")
+        dt, shape = dtype_of_code(meta.get("dtype")), meta.get("shape")
+        offset, nbytes, order = meta.get("offset"), meta.get("nbytes"), meta.get("order")
+        if dt is None:
+            self.fail(f"{what}: unsupported dtype {meta.get('dtype')!r}")
+        if not (isinstance(shape, list) and len(shape) <= 32 and all(type(s) is int and 0 <= s < 2**48 for s in shape)):
+            self.fail(f"{what}: corrupt shape {shape!r}")
+        if type(offset) is not int or type(nbytes) is not int or order not in ("<", ">") or offset < self.data_pos:
+            self.fail(f"{what}: corrupt offset/length/byte order")
+        if math.prod(shape) * dt.itemsize != nbytes:
+            self.fail(f"{what}: shape {tuple(shape)} of dtype {dt} cannot have {nbytes} bytes")
+        if offset + nbytes > self.data_size:
+            self.fail(f"file is truncated: {what} needs {nbytes} bytes at offset {offset}, data has {self.data_size}")
+        self.data_pos = offset + nbytes
+        # The checks above bound the allocation by the bytes actually present in the file.
+        arr = np.empty(shape, dt.newbyteorder(order))
+        view = bytes_view(arr)
+        self.fh.seek(self.data_start + offset)
+        got = crc = 0
+        while got < nbytes:  # checksum each chunk right after reading it, while it is still in cache
+            n = self.fh.readinto(view[got : got + READ_CHUNK])
+            if not n:
+                self.fail(f"file is truncated inside {what}")
+            crc = zlib.crc32(view[got : got + n], crc)
+            got += n
+        if crc != meta.get("crc"):
+            self.fail(f"{what} checksum mismatch (data corrupted)")
+        if not arr.dtype.isnative:
+            arr = arr.astype(dt)
+        dev = self.target_device(meta.get("device"), what, arr)
+        if isinstance(dev, np.ndarray) or hasattr(dev, "__cuda_array_interface__"):  # torch-style callable
+            arr, dev = dev, device_of_array(dev)
+        else:
+            arr = to_device(arr, dev)
+        if not tensor:
+            return arr
+        try:
+            dtypes.from_numpy(arr.dtype)
+            return Tensor(arr, requires_grad=meta.get("requires_grad") is True, device=dev)
+        except DistgraphError as exc:
+            self.fail(f"{what}: {exc}")
+
+    def target_device(self, saved, what, arr):
+        """Where map_location sends a tensor saved on `saved` (a Device, or an array from a torch-style callable)."""
+        if not (isinstance(saved, str) and (saved in ("cpu", "cuda") or saved.startswith("cuda:"))):
+            self.fail(f"{what}: corrupt device {saved!r}")
+        loc = self.map_location
+        if loc is None:
+            target = saved
+        elif isinstance(loc, dict):
+            target = loc.get(saved, saved)
+        elif callable(loc):
+            target = loc(arr, saved) if _takes_two_args(loc) else loc(saved)
+            if isinstance(target, np.ndarray) or hasattr(target, "__cuda_array_interface__"):
+                return target
+        else:
+            target = loc
+        try:
+            return as_device(target)
+        except DeviceError as exc:
+            raise DeviceError(
+                f"{self.name}: {what} was saved on {saved} and cannot be loaded on {target} ({exc}); "
+                "pass map_location='cpu' to load it on the cpu"
+            ) from None
+
+
+def _takes_two_args(fn):
+    """True for torch's `map_location(storage, location)` form, False for `map_location(location)`."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): use the one-argument form
+        return False
+    return True
+
+
+def load(f, map_location=None):
+    """Load what `save` wrote, from a path or a seekable binary file.
+
+    `map_location` (as torch.load): None keeps each tensor on the device it was saved from; a device
+    ("cpu", "cuda:1", a Device) moves all there; a dict maps saved device strings to targets
+    ({"cuda:0": "cpu"}); a callable gets the saved device string (or, torch's form, the host array and
+    the string) and returns a device, or an array to use as is (`lambda storage, loc: storage` → cpu).
+    """
+    if not isinstance(f, str | os.PathLike):
+        return _load(f, getattr(f, "name", "<stream>"), map_location)
+    name = os.fspath(f)
+    try:
+        fh = open(name, "rb")
+    except FileNotFoundError:
+        raise FileFormatError(f"{name}: no such file") from None
+    with fh:
+        return _load(fh, name, map_location)
+
+
+def load_as(f, parse, what):
+    """`parse(load(f))` for files holding one kind of object (a graph, a plan). A tree that `parse`
+    cannot read (a missing key, a wrong type, an unknown op) is a damaged file like any other: a
+    FileFormatError naming the file, never a KeyError from deep inside the parser."""
+    tree = load(f)
+    try:
+        return parse(tree)
+    except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        name = os.fspath(f) if isinstance(f, str | os.PathLike) else getattr(f, "name", "<stream>")
+        raise FileFormatError(f"{name}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _load(fh, name, map_location):
+    if not fh.seekable():
+        raise FileFormatError(f"{name}: dg.load needs a seekable binary file")
+    size = fh.seek(0, io.SEEK_END)
+    fh.seek(0)
+    head = fh.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise FileFormatError(f"{name}: not a distgraph file (too short: {size} bytes)")
+    magic, version, tree_len, tree_crc = HEADER.unpack(head)
+    if magic != MAGIC:
+        raise FileFormatError(f"{name}: not a distgraph file (bad magic bytes {magic!r})")
+    if version != FORMAT_VERSION:
+        raise FileFormatError(
+            f"{name}: format version {version} is not supported (this distgraph reads version {FORMAT_VERSION})"
+        )
+    if tree_len > size - HEADER.size:
+        raise FileFormatError(f"{name}: file is truncated (structure of {tree_len} bytes, file has {size})")
+    tree = fh.read(tree_len)
+    if zlib.crc32(tree) != tree_crc:
+        raise FileFormatError(f"{name}: checksum mismatch in the structure (file corrupted)")
+    data_start = HEADER.size + tree_len
+    data_start += -data_start % ALIGN
+    reader = Reader(fh, name, data_start, max(size - data_start, 0), map_location)
+    return reader.decode(reader.unpack(tree, ""))

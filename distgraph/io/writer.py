@@ -1,0 +1,151 @@
+"""dg.save: walk the object once into msgpack values, then stream header, tree and array bytes to disk.
+
+Arrays are not copied (cuda ones are copied to the host once): their checksums are computed and their
+buffers written in chunks straight from memory. A path is written to a temporary file and renamed over
+the target only when complete.
+"""
+
+import os
+import secrets
+import zlib
+from collections.abc import Mapping
+
+import msgpack
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import CPU, device_of_array, to_device
+from distgraph.errors import FileFormatError
+from distgraph.io.layout import (
+    ALIGN,
+    CHUNK,
+    DTYPE_NAMES,
+    EXT_ARRAY,
+    EXT_COMPLEX,
+    EXT_SCALAR,
+    EXT_TENSOR,
+    EXT_TUPLE,
+    FORMAT_VERSION,
+    HEADER,
+    INT_RANGE,
+    MAGIC,
+    MAX_DEPTH,
+    array_crc,
+    bytes_view,
+    dtype_code,
+    join,
+    show,
+)
+
+
+class Writer:
+    """Turns the object into msgpack-native values (ExtType records) and remembers each array's buffer."""
+
+    def __init__(self):
+        self.blobs = []  # (offset, host array), in increasing offset order
+        self.size = 0
+
+    def fail(self, path, what):
+        raise FileFormatError(f"dg.save: {show(path)}: {what}")
+
+    def encode(self, obj, path="", depth=0):
+        if depth > MAX_DEPTH:
+            self.fail(path, f"structure nested deeper than {MAX_DEPTH} levels")
+        if obj is None or isinstance(obj, bool):
+            return obj
+        if isinstance(obj, str):  # subclasses too (np.str_, StrEnum): saved, and loaded, as their text
+            return str.__str__(obj)
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return bytes(obj)
+        if isinstance(obj, Tensor):
+            meta = self.array_record(obj.array, path, device=str(obj.device), requires_grad=obj.requires_grad)
+            return msgpack.ExtType(EXT_TENSOR, packb(meta))
+        if isinstance(obj, np.ndarray) or hasattr(obj, "__cuda_array_interface__"):
+            meta = self.array_record(obj, path, device=str(device_of_array(obj)))
+            return msgpack.ExtType(EXT_ARRAY, packb(meta))
+        if isinstance(obj, np.generic):
+            code = dtype_code(obj.dtype)
+            if code is None:
+                self.fail(path, f"numpy scalar of dtype {obj.dtype} cannot be saved")
+            return msgpack.ExtType(EXT_SCALAR, packb([code, obj.tobytes()]))
+        if isinstance(obj, int):
+            if not INT_RANGE[0] <= obj <= INT_RANGE[1]:
+                self.fail(path, f"integer {obj} does not fit in 64 bits")
+            return int(obj)
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, complex):
+            return msgpack.ExtType(EXT_COMPLEX, packb([obj.real, obj.imag]))
+        if isinstance(obj, Mapping):  # dict, OrderedDict, defaultdict: saved (and loaded) as a dict, in order
+            out = {}
+            for k, v in obj.items():
+                key = self.encode(k, path, depth + 1)
+                out[key] = self.encode(v, join(path, k), depth + 1)
+            return out
+        if isinstance(obj, tuple):
+            items = [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+            return msgpack.ExtType(EXT_TUPLE, packb(items))
+        if isinstance(obj, list):
+            return [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+        self.fail(
+            path,
+            f"cannot save an object of type {type(obj).__name__} (supported: tensors, arrays, dicts, lists, "
+            "tuples, str, bytes, int, float, complex, bool, None)",
+        )
+
+    def array_record(self, arr, path, **extra):
+        """Record an array's metadata and queue its host buffer; cuda arrays are copied to the host once."""
+        code = dtype_code(arr.dtype)
+        if code is None:
+            self.fail(path, f"dtype {arr.dtype} cannot be saved (supported: {', '.join(DTYPE_NAMES)}, bfloat16)")
+        host = to_device(arr, CPU) if device_of_array(arr) is not CPU else arr
+        if not host.dtype.isnative:
+            host = host.astype(host.dtype.newbyteorder("="))
+        host = host if host.flags.c_contiguous else host.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+        offset = -(-self.size // ALIGN) * ALIGN
+        self.size = offset + host.nbytes
+        self.blobs.append((offset, host))
+        order = "<" if np.little_endian else ">"
+        meta = {"dtype": code, "order": order, "shape": list(host.shape), "offset": offset, "nbytes": host.nbytes}
+        return {**meta, "crc": array_crc(host), **extra}
+
+    def write(self, fh, tree):
+        fh.write(HEADER.pack(MAGIC, FORMAT_VERSION, len(tree), zlib.crc32(tree)))
+        fh.write(tree)
+        pos = HEADER.size + len(tree)
+        fh.write(b"\0" * (-pos % ALIGN))
+        pos = 0  # now relative to the data region
+        for offset, host in self.blobs:
+            fh.write(b"\0" * (offset - pos))
+            view = bytes_view(host)
+            for start in range(0, len(view), CHUNK):
+                fh.write(view[start : start + CHUNK])
+            pos = offset + host.nbytes
+
+
+def packb(obj):
+    return msgpack.packb(obj, use_bin_type=True, strict_types=True)
+
+
+def save(obj, f):
+    """Save `obj` (tensors, arrays and nested dict/list/tuple/scalars/str/bytes) to a path or binary file.
+
+    A path is written atomically: to a temporary file in the same folder, flushed to disk, then renamed
+    over `f`, so readers see the old file or the complete new one, never a partial one.
+    """
+    writer = Writer()
+    tree = packb(writer.encode(obj))
+    if not isinstance(f, str | os.PathLike):
+        writer.write(f, tree)
+        return
+    path = os.fspath(f)
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+            writer.write(fh, tree)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
