@@ -5,14 +5,16 @@ buckets (default 25 MB) walking the parameter list backwards, one dtype per buck
 holds the last parameters, which are ready first. The layout is a pure function of the parameters'
 shapes, dtypes and the bucket size, so every rank computes the same one without talking.
 
-`GradBucketer.ready(i, grad)` copies the gradient into its bucket; when every member of a bucket has
-arrived, the bucket's all-reduce is handed to a background thread (one per bucketer) while backward
-goes on. Buckets are launched strictly in bucket order (a full bucket waits for the ones before it),
-so every rank issues the same collectives in the same order and no two ranks can wait on different
-buckets. `wait()` joins the reductions and copies the results back into the gradient arrays.
+`GradBucketer.ready(i, grad)` records a final gradient; when every member of a bucket has arrived,
+the bucket's all-reduce (one collective over its gradients, in place) is handed to a background
+thread (one per bucketer) while backward goes on. Buckets are launched strictly in bucket order (a
+complete bucket waits for the ones before it), so every rank issues the same collectives in the same
+order and no two ranks can wait on different buckets. `wait()` joins the reductions.
 
-With the shm communicator a bucket *is* this rank's slot of the bucket's segment (DDP's
-gradient_as_bucket_view): the copy in `ready` is the only packing the all-reduce needs.
+The bucket is not copied into a staging buffer first: the shm backend packs only the (n−1)/n of
+the bucket that peers reduce and writes results straight back into the gradients, which moves less
+memory than staging the whole bucket and unpacking it again (measured: this machine's all-reduce is
+bound by memory bandwidth, see `distgraph bench allreduce`).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -65,9 +67,10 @@ def plan_buckets(specs, bucket_mb=DEFAULT_BUCKET_MB):
 
 
 class GradBucketer:
-    """Packs gradients into buckets as they are produced and all-reduces each full bucket in the background.
+    """Collects gradients as they are produced and all-reduces each complete bucket in the background.
 
-    One bucketer per worker and model; reusable step after step (`ready` … `ready`, `wait`)."""
+    One bucketer per worker and model; reusable step after step (`ready` … `ready`, `wait`). The
+    gradient arrays are reduced in place, so a caller must not touch one between `ready` and `wait`."""
 
     def __init__(self, comm, params, bucket_mb=None, op="sum", name="grads"):
         """params: the parameters' arrays (numpy or cupy) in parameter order;
@@ -76,21 +79,11 @@ class GradBucketer:
         if bucket_mb is None:
             bucket_mb = getattr(comm, "bucket_mb", None) or DEFAULT_BUCKET_MB
         self.specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
+        self.xp = namespace(params[0]) if params else np
         self.buckets = plan_buckets(self.specs, bucket_mb)
-        self.where = {}  # param index -> (bucket index, offset)
-        for k, b in enumerate(self.buckets):
-            for i, off in zip(b.members, b.offsets):
-                self.where[i] = (k, off)
-        xp = namespace(params[0]) if params else np
-        self.flats = [self._storage(k, b, xp) for k, b in enumerate(self.buckets)]
+        self.bucket_of = {i: k for k, b in enumerate(self.buckets) for i in b.members}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"dg-allreduce-{name}")
         self._reset()
-
-    def _storage(self, k, bucket, xp):
-        """A bucket's flat array: the communicator's shared slot where it has one, else a private array."""
-        if hasattr(self.comm, "buffer") and xp is np:
-            return self.comm.buffer(bucket.dtype, bucket.count, tag=f"{self.name}{k}")
-        return xp.empty(bucket.count, bucket.dtype)
 
     def _reset(self):
         self.grads = [None] * len(self.specs)
@@ -99,22 +92,22 @@ class GradBucketer:
         self.next_launch = 0
 
     def ready(self, index, grad):
-        """Gradient of parameter `index` is final: pack it, and launch every bucket that is now complete."""
+        """Gradient of parameter `index` is final: launch every bucket that is now complete."""
         if self.grads[index] is not None:
             raise DistributedError(f"GradBucketer {self.name!r}: gradient of parameter {index} was given twice")
         shape, dtype = self.specs[index]
         if tuple(grad.shape) != shape:
             raise ShapeError(f"GradBucketer {self.name!r}: parameter {index} has shape {shape}, gradient {grad.shape}")
-        k, off = self.where[index]
-        self.flats[k][off : off + grad.size] = grad.reshape(-1)  # (casts to the bucket's dtype if needed)
-        self.grads[index] = grad
+        self.grads[index] = grad if grad.dtype == dtype else grad.astype(dtype)
+        k = self.bucket_of[index]
         self.missing[k] -= 1
         self._launch_complete()
 
     def _launch_complete(self):
         while self.next_launch < len(self.buckets) and self.missing[self.next_launch] == 0:
             k = self.next_launch
-            self.futures[k] = self.pool.submit(self.comm.allreduce, self.flats[k], self.op, f"{self.name}{k}")
+            members = [self.grads[i] for i in self.buckets[k].members]
+            self.futures[k] = self.pool.submit(self.comm.allreduce, members, self.op, f"{self.name}{k}")
             self.next_launch += 1
 
     @property
@@ -123,34 +116,27 @@ class GradBucketer:
         return self.next_launch
 
     def wait(self, timeout_s=None):
-        """Reduced gradients in parameter order, written into the arrays given to `ready` where they are
-        writable (fresh arrays otherwise). A parameter that got no gradient this step counts as zeros
-        (every rank still reduces every bucket, so a rank with an unused parameter cannot stall the others)."""
+        """Reduced gradients in parameter order: the arrays given to `ready`, reduced in place (fresh
+        arrays for read-only ones). A parameter that got no gradient this step counts as zeros, so every
+        rank still reduces every bucket and a rank with an unused parameter cannot stall the others."""
         for i, g in enumerate(self.grads):
             if g is None:
                 shape, dtype = self.specs[i]
-                k, off = self.where[i]
-                self.flats[k][off : off + int(np.prod(shape, dtype=np.int64))] = 0
-                self.missing[k] -= 1
+                self.grads[i] = self.xp.zeros(shape, dtype)
+                self.missing[self.bucket_of[i]] -= 1
         self._launch_complete()
-        out = list(self.grads)
+        out = [None] * len(self.specs)
         try:
             for k, b in enumerate(self.buckets):
                 try:
-                    flat = self.futures[k].result(timeout=timeout_s)
+                    reduced = self.futures[k].result(timeout=timeout_s)
                 except FutureTimeout:
                     raise DistributedError(
                         f"GradBucketer {self.name!r}: bucket {k} ({b.nbytes / 2**20:.1f} MB) not reduced "
                         f"within {timeout_s}s"
                     ) from None
-                for i, off in zip(b.members, b.offsets):
-                    shape, _ = self.specs[i]
-                    part = flat[off : off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
-                    g = out[i]
-                    if g is not None and getattr(g.flags, "writeable", True) and g.dtype == b.dtype:
-                        g[...] = part
-                    else:
-                        out[i] = part.copy()
+                for i, g in zip(b.members, reduced):
+                    out[i] = g
         finally:
             self._reset()
         return out
