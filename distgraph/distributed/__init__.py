@@ -6,7 +6,7 @@ a local one); the Trainer with backend="ray" uses the rest.
 
 import importlib
 
-_SUBMODULES = ("allreduce", "cluster", "param_store", "runtime", "scheduler", "step", "worker")
+_SUBMODULES = ("allreduce", "buckets", "cluster", "param_store", "runtime", "scheduler", "shm", "step", "worker")
 
 
 def init(address=None, **kwargs):
