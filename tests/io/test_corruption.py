@@ -19,6 +19,7 @@ from distgraph.io.layout import HEADER
 from tests.io._files import assemble, equal, forge_records, split, version_bytes
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+LONG_FUZZ = settings(FUZZ, max_examples=1000)  # ~3 s: the byte-level fuzz is the one that finds surprises
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ MUTATIONS = st.lists(
 
 
 @given(MUTATIONS)
-@FUZZ
+@LONG_FUZZ
 def test_fuzz_mutated_files_load_exactly_or_raise_file_format_error(good, mutations):
     path, data, obj = good
     buf = bytearray(data)
