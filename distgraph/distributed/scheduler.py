@@ -139,6 +139,16 @@ class DataParallelScheduler:
             raise DistributedError(f"async scheduler: {why}, and no live worker is left")
 
 
+def _get_failing_fast(refs):
+    """ray.get of several refs that raises as soon as any of them failed — not after the others
+    finish (a live worker may be blocked in the all-reduce, waiting for the dead one)."""
+    remaining = list(refs)
+    while remaining:
+        ready, remaining = ray.wait(remaining, num_returns=1)
+        ray.get(ready)
+    return ray.get(refs)
+
+
 def wait_ready(refs, timeout_s, what):
     try:
         return ray.get(refs, timeout=timeout_s)
