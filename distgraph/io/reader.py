@@ -109,8 +109,10 @@ class Reader:
         offset, nbytes, order = meta.get("offset"), meta.get("nbytes"), meta.get("order")
         if dt is None:
             self.fail(f"{what}: unsupported dtype {meta.get('dtype')!r}")
-        if not (isinstance(shape, list) and len(shape) <= 32 and all(type(s) is int and 0 <= s < 2**48 for s in shape)):
+        if not (isinstance(shape, list) and len(shape) <= 32 and all(type(s) is int and s >= 0 for s in shape)):
             self.fail(f"{what}: corrupt shape {shape!r}")
+        if math.prod(s or 1 for s in shape) * dt.itemsize >= 2**62:  # numpy refuses it even with a 0 in it
+            self.fail(f"{what}: corrupt shape {shape!r} (too large)")
         if type(offset) is not int or type(nbytes) is not int or order not in ("<", ">") or offset < self.data_pos:
             self.fail(f"{what}: corrupt offset/length/byte order")
         if math.prod(shape) * dt.itemsize != nbytes:

@@ -117,9 +117,10 @@ def test_wrong_version_and_foreign_files_are_refused(good, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: {**m, "shape": [2**40, 2**20], "nbytes": 2**62}, "needs .* bytes.*data has"),
+        (lambda m: {**m, "shape": [2**30, 2**20], "nbytes": 2**52}, "needs .* bytes.*data has"),
         (lambda m: {**m, "shape": [2**62, 2**62]}, "corrupt shape"),
         (lambda m: {**m, "shape": [1] * 100}, "corrupt shape"),
+        (lambda m: {**m, "shape": [0, 2**47, 2**47], "nbytes": 0}, "corrupt shape"),  # empty, yet too big
         (lambda m: {**m, "nbytes": m["nbytes"] + 4}, "cannot have"),
         (lambda m: {**m, "offset": -64}, "corrupt offset"),
         (lambda m: {**m, "offset": 0}, "corrupt offset"),  # two tensors over the same bytes
