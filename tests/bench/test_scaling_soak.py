@@ -1,0 +1,51 @@
+"""`bench scaling` and `bench soak` on small settings: every output is written and memory stays flat."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.ray
+
+
+def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    from distgraph.bench.scaling import command
+
+    args = "--workers 1,2 --sizes 32,64,10 --batch 64 --weak-batch 32 --steps 4 --repeat 1"
+    result = CliRunner().invoke(command, [*args.split(), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "torch-ddp" in result.output and "distgraph-gloo" in result.output
+
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    points = {(p["mode"], p["system"], p["workers"]): p for p in report["points"]}
+    assert set(points) == {
+        (mode, system, w)
+        for mode in ("strong", "weak")
+        for system, w in [("distgraph", 1), ("distgraph", 2), ("distgraph-gloo", 2), ("torch-ddp", 1), ("torch-ddp", 2)]
+    }
+    assert (
+        points["strong", "distgraph", 2]["global_batch"] == 64 and points["weak", "distgraph", 2]["global_batch"] == 64
+    )
+    assert all(p["samples_per_s"] > 0 and p["efficiency"] > 0 for p in points.values())
+    assert points["strong", "distgraph", 1]["efficiency"] == 1.0
+    two = points["strong", "distgraph", 2]["breakdown_ms"]
+    assert two["compute"] > 0 and two["comm"] > 0 and two["overhead"] >= 0
+    assert points["strong", "distgraph", 1]["breakdown_ms"]["comm"] == 0.0  # one worker: no all-reduce
+
+    trace = json.loads((tmp_path / "scaling.trace.json").read_text())
+    assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
+    assert any(e["name"] == "all-reduce: transfer" for e in trace["traceEvents"])
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soak_short_run_stays_flat_after_warmup(ray_session):
+    from distgraph.bench.soak import run_soak, verdict
+
+    result = run_soak(steps=200, workers=2, sample_every=10, warmup=50, epoch_steps=50)
+    assert result["steps"] == 200 and len(result["samples"]) == 21 and len(result["settled"]) == 5
+    figures = verdict(result, warmup=50, mem_tol_mb=8.0, store_tol_mb=1.0, refs_tol=4)
+    judged = {k: f for k, f in figures.items() if f["flat"] is not None}
+    assert {"store bytes (settled)", "driver ObjectRefs (settled)", "private driver", "private worker 1"} <= set(judged)
+    assert all(f["flat"] for f in judged.values()), {k: f["growth"] for k, f in judged.items()}

@@ -1,0 +1,62 @@
+"""Step timeline: the period splits into compute/comm/wait/overhead; one step exports as a Chrome trace."""
+
+import pytest
+
+from distgraph.distributed.timeline import StepClock, Timeline, split_step
+
+
+def record(start, install, compute, comm):
+    return {
+        "t_start": start, "t_install": install, "t_compute": compute, "t_comm": comm,
+        "t_end": start + install + compute + comm,
+    }  # fmt: skip
+
+
+def two_ranks():
+    # rank 0 reaches the all-reduce at 1.0 + 0.1 + 0.5 = 1.6, rank 1 at 1.0 + 0.1 + 0.8 = 1.9:
+    # rank 0 waits 0.3 of its 0.4 in the all-reduce, both transfer for 0.1
+    return [record(1.0, 0.1, 0.5, 0.4), record(1.0, 0.1, 0.8, 0.1)]
+
+
+def test_wait_is_the_gap_to_the_last_rank_arriving_at_the_allreduce():
+    r0, r1 = split_step(two_ranks())
+    assert r0["wait"] == pytest.approx(0.3) and r0["comm"] == pytest.approx(0.1)
+    assert r1["wait"] == 0.0 and r1["comm"] == pytest.approx(0.1)
+
+
+def test_breakdown_sums_to_the_driver_period():
+    tl = Timeline()
+    tl.add(0, [{**r, "loss_sum": 1.0, "count": 4} for r in two_ranks()])
+    b = tl.breakdown(1.5)
+    assert b["compute"] == pytest.approx(0.65) and b["wait"] == pytest.approx(0.15) and b["comm"] == pytest.approx(0.1)
+    assert b["compute"] + b["comm"] + b["wait"] + b["overhead"] == pytest.approx(1.5)
+
+
+def test_statistics_without_timings_are_ignored():
+    tl = Timeline()
+    tl.add(0, [{"loss_sum": 1.0, "count": 4}])
+    assert len(tl) == 0 and tl.breakdown(1.0) == {}
+
+
+def test_chrome_trace_has_one_process_per_rank_and_ordered_phases():
+    tl = Timeline()
+    tl.add(3, two_ranks())
+    trace = tl.chrome_trace()
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
+    assert names == {"distgraph worker 0", "distgraph worker 1"}
+    rank0 = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 0]
+    assert [e["name"] for e in rank0] == [
+        "install parameters", "forward + backward", "all-reduce: wait for peers", "all-reduce: transfer",
+    ]  # fmt: skip
+    assert [e["ts"] for e in rank0] == pytest.approx([0, 1e5, 6e5, 9e5])
+    assert trace["otherData"] == {"step": 3, "workers": 2}
+
+
+def test_step_clock_accumulates_laps():
+    clock = StepClock()
+    clock.lap("install")
+    clock.lap("compute")
+    clock.lap("compute")
+    stats = clock.stats()
+    assert stats["t_comm"] == 0.0 and stats["t_end"] >= stats["t_start"]
+    assert stats["t_install"] + stats["t_compute"] == pytest.approx(stats["t_end"] - stats["t_start"])
