@@ -177,13 +177,16 @@ class DDPPeer:
 
 
 # ---- report ---------------------------------------------------------------------------------------------
-def add_efficiency(points):
+def add_ratios(points):
     """Efficiency of each point against the 1-worker point of the same mode (and system, where it has one;
-    the gloo variant at 1 worker is the shm run: no all-reduce happens)."""
+    the gloo variant at 1 worker is the shm run: no all-reduce happens), and throughput ÷ DDP's."""
     base = {(p["mode"], p["system"]): p["samples_per_s"] for p in points if p["workers"] == 1}
+    ddp = {(p["mode"], p["workers"]): p["samples_per_s"] for p in points if p["system"] == "torch-ddp"}
     for p in points:
         one = base.get((p["mode"], p["system"])) or base.get((p["mode"], "distgraph"))
         p["efficiency"] = p["samples_per_s"] / (p["workers"] * one) if one else None
+        theirs = ddp.get((p["mode"], p["workers"]))
+        p["vs_ddp"] = p["samples_per_s"] / theirs if theirs else None
     return points
 
 
@@ -193,8 +196,9 @@ def _rows(points):
         b = p["breakdown_ms"]
         cell = lambda k, b=b: f"{b[k]:.2f}" if k in b else "—"
         eff = f"{100 * p['efficiency']:.0f}%" if p["efficiency"] is not None else "—"
+        vs = f"{p['vs_ddp']:.2f}x" if p["vs_ddp"] is not None else "—"
         rows.append([
-            p["mode"], p["workers"], p["system"], p["global_batch"], f"{p['samples_per_s']:,.0f}",
+            p["mode"], p["workers"], p["system"], p["global_batch"], f"{p['samples_per_s']:,.0f}", vs,
             f"{p['step_ms']:.2f}", cell("compute"), cell("comm"), cell("wait"), cell("overhead"), eff,
         ])  # fmt: skip
     return rows
@@ -284,7 +288,7 @@ def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, 
         for peer in alive.values():
             peer.close()
     points.sort(key=lambda p: (p["mode"] != "strong", p["workers"], p["system"]))
-    return add_efficiency(points), trace
+    return add_ratios(points), trace
 
 
 @click.command("scaling")
@@ -320,12 +324,13 @@ def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, addr
     points, trace = run_scaling(
         counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo
     )
-    headers = ["mode", "W", "system", "batch", "samples/s", "step ms", "compute", "comm", "wait", "overhead", "eff."]
+    headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait overhead efficiency".split()
     click.echo(table(headers, _rows(points)))
     click.echo(
-        "ms per step; compute/comm/wait from the workers' timeline, overhead = period − the three (Ray dispatch, "
-        "transfers, store update); torch-ddp: compute = no_sync() step, comm = exposed rest. "
-        f"efficiency = samples/s ÷ (W × 1-worker samples/s) · {os.cpu_count()} cores on this machine"
+        "times in ms per step; compute/comm/wait from the workers' timeline, overhead = period − the three (Ray "
+        "dispatch, transfers, store update); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
+        f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
+        f"{os.cpu_count()} cores here, the systems' epochs interleaved"
     )
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
