@@ -22,7 +22,8 @@ One step of one worker takes
   backward: only max(0, T − overlap · backward_fraction · compute) is exposed.
 - pipeline: with k stages n GPUs are k stages × n/k replicas; a stage computes 1/k of the model on m
   micro-batches and idles for the bubble (k−1)/(m+k−1) of the step, so its step is
-  compute/k / (1 − bubble); replicas all-reduce 1/k of the gradients. Activation transfers between
+  compute/k / (1 − bubble); the n/k replicas of a stage all-reduce 1/k of the gradients (a server
+  holds consecutive stages, so g/k of a stage's replicas share it). Activation transfers between
   stages are not modelled.
 - overhead: a fixed cost per step plus serial driver dispatch per worker (`dispatch_per_worker · n`).
 
@@ -123,7 +124,9 @@ def step_time(cfg, n):
         raise ConfigError(f"simulator: {n} GPUs do not split into {k} pipeline stages")
     idle = bubble(k, cfg.micro_batches)
     compute = cfg.compute_time() / k / (1 - idle)
-    comm = allreduce_time(cfg, n // k, cfg.grad_bytes / k)
+    # a server holds consecutive stages, so a stage's replicas share a server only g/k at a time
+    replicas = replace(cfg, gpus_per_server=max(1, cfg.gpus_per_server // k))
+    comm = allreduce_time(replicas, n // k, cfg.grad_bytes / k)
     hidden = cfg.overlap * cfg.backward_fraction * compute
     exposed = max(0.0, comm - hidden)
     overhead = cfg.overhead + cfg.dispatch_per_worker * n

@@ -52,6 +52,13 @@ def test_pipeline_bubble_is_k_minus_1_over_m_plus_k_minus_1():
     assert rows[0]["efficiency"] == pytest.approx(1 - 3 / 15)  # with free communication, only the bubble is lost
 
 
+def test_pipeline_replicas_of_a_stage_sit_on_different_servers():
+    cfg = sm.Config(step_time=1.0, params=8e6, bandwidth=1e9, intra_bandwidth=100e9, latency=0.0,
+                    gpus_per_server=8, pipeline_stages=8, micro_batches=8, workers=(16,))  # fmt: skip
+    row = sm.predict(cfg)["rows"][0]
+    assert row["comm"] == pytest.approx(sm.ring_time(2, 32e6 / 8, 1e9, 0.0))  # 1/8 of 32 MB, over the network
+
+
 def test_efficiency_falls_monotonically_and_samples_per_s_follow_the_step_time():
     cfg = sm.Config(step_time=0.01, batch=32, params=100e6, bandwidth=1e9, overlap=0.5)
     rows = sm.predict(cfg)["rows"]
