@@ -4,6 +4,7 @@ ends exactly the processes the script started (and no one else's: the session's 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,4 @@ def test_local_cluster_two_nodes_run_tasks_train_digits_and_stop_cleanly(tmp_pat
     assert not Path(state_dir, "state").exists()
     # the session's own Ray (another cluster on this machine) was left alone
     assert ray_session.get(ray_session.remote(lambda: 7).remote(), timeout=60) == 7
+    shutil.rmtree(state_dir)  # the nodes' temp dirs and logs, kept above for a failing run
