@@ -300,7 +300,9 @@ def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, 
 @click.option("--repeat", default=3, show_default=True, help="measured epochs per point (median)")
 @click.option("--peers", default="ddp,gloo", show_default=True, help="peers to run: ddp, gloo (or 'none')")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
-@click.option("--out", "out_dir", default=".", show_default=True, help="folder for scaling.json/.png/.trace.json")
+@click.option(
+    "--out", "out_dir", default="bench-out", show_default=True, help="folder for scaling.json/.png/.trace.json"
+)
 def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, address, out_dir):
     """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
     from distgraph.distributed import runtime

@@ -190,7 +190,7 @@ def _fmt(key, value):
 @click.option("--mem-tol-mb", default=8.0, show_default=True, help="allowed private-memory growth per process")
 @click.option("--store-tol-mb", default=2.0, show_default=True, help="allowed object-store growth")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
-@click.option("--json", "json_path", default=None, help="write samples and figures as JSON here")
+@click.option("--json", "json_path", default="bench-out/soak.json", show_default=True, help="samples and figures")
 def command(steps, workers, sample_every, warmup, mem_tol_mb, store_tol_mb, address, json_path):
     """Long sync run on Ray: object store, driver ObjectRefs and every process's RSS stay flat after warm-up."""
     from distgraph.distributed import runtime
@@ -215,6 +215,8 @@ def command(steps, workers, sample_every, warmup, mem_tol_mb, store_tol_mb, addr
         f"epoch ends, judged from step {warmup}. growth: settled = max − first; in run = min(last third) − min(first "
         "third). private = RssAnon; rss = total, with the object store's touched shared pages"
     )
+    if json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     write_json(json_path, {"machine": machine(), "workers": workers, "warmup": warmup, **result, "figures": figures})
     if any(f["flat"] is False for f in figures.values()):
         raise click.ClickException("memory grew after warm-up: see the series marked NO")
