@@ -1,11 +1,14 @@
 """Convolution as ops: conv2d (conv1d is conv2d with height 1), with stride, padding, dilation, groups.
 
-Forward is im2col as a strided *view* of the padded input — (N, C, OH, OW, kh, kw), no copy until the
-one matmul per group — so the work is one BLAS call. Backward is two ops of its own:
-`conv2d_input_grad` (the matmul with the weight, then col2im as kh·kw strided slice-adds) and
-`conv2d_weight_grad` (one matmul of the columns with the output gradient). Each of the three is
-linear in each argument, and their derivatives are each other, so every order of gradient is exact.
-Works with xp = numpy or cupy (both have as_strided).
+Forward is im2col + one matmul per group. The columns are laid out channel-major,
+(C·kh·kw, N·OH·OW): gathered from a strided *view* of the padded input, the copy's innermost run is
+a whole output row (contiguous when stride is 1) instead of kw taps, which makes it several times
+faster than the (N·OH·OW, C·kh·kw) layout on numpy. The output is W·cols, (O, N, OH, OW) in memory,
+returned as an (N, O, OH, OW) view; elementwise ops keep that layout, so the output gradient usually
+arrives already in the layout the backward matmuls want. Backward is two ops of its own:
+`conv2d_input_grad` (Wᵀ·grad, then col2im as kh·kw strided slice-adds) and `conv2d_weight_grad`
+(grad·colsᵀ). Each of the three is linear in each argument and their derivatives are each other, so
+every order of gradient is exact. Works with xp = numpy or cupy (both have as_strided).
 """
 
 from distgraph.autograd.function import apply
@@ -27,18 +30,20 @@ def _out_size(size, k, stride, pad, dil):
 
 
 def _columns(xp, x, w_shape, stride, padding, dilation, groups):
-    """im2col: (groups, N·OH·OW, C/g·kh·kw) and the output size."""
+    """im2col: (groups, C/g·kh·kw, N·OH·OW) and the output size."""
     n, c, h, wd = x.shape
     _, cg, kh, kw = w_shape
     oh, ow = (
         _out_size(h, kh, stride[0], padding[0], dilation[0]),
         _out_size(wd, kw, stride[1], padding[1], dilation[1]),
     )
-    if padding[0] or padding[1]:
-        x = xp.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
-    cols = _windows(xp, x, kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw)
-    cols = cols.reshape(n, groups, cg, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
-    return cols.reshape(groups, n * oh * ow, cg * kh * kw), oh, ow
+    if padding[0] or padding[1]:  # zeros + one slice assignment: cheaper than xp.pad on small batches
+        xpad = xp.zeros((n, c, h + 2 * padding[0], wd + 2 * padding[1]), dtype=x.dtype)
+        xpad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd] = x
+        x = xpad
+    cols = _windows(xp, x, kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw) view
+    cols = xp.ascontiguousarray(cols.transpose(1, 4, 5, 0, 2, 3))  # (C, kh, kw, N, OH, OW): the one copy
+    return cols.reshape(groups, cg * kh * kw, n * oh * ow), oh, ow
 
 
 @defop("conv2d", kind="matmul", save=(0, 1))
@@ -46,15 +51,14 @@ def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
     n = x.shape[0]
     o = w.shape[0]
     cols, oh, ow = _columns(xp, x, w.shape, stride, padding, dilation, groups)
-    wg = w.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (g, C/g·kh·kw, O/g)
-    out = cols @ wg  # (g, N·OH·OW, O/g)
-    return out.reshape(groups, n, oh, ow, o // groups).transpose(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
+    out = w.reshape(groups, o // groups, -1) @ cols  # (g, O/g, N·OH·OW)
+    return out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
 
 
 def _grad_rows(xp, g, groups):
-    """(N, O, OH, OW) -> (groups, N·OH·OW, O/g)."""
+    """(N, O, OH, OW) -> (groups, O/g, N·OH·OW); a view when g is laid out as the forward's output."""
     n, o, oh, ow = g.shape
-    return g.reshape(n, groups, o // groups, oh, ow).transpose(1, 0, 3, 4, 2).reshape(groups, n * oh * ow, o // groups)
+    return g.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * oh * ow)
 
 
 @defop("conv2d_input_grad", kind="matmul", save=(0, 1))
@@ -63,26 +67,24 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
     o, cg, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
     wg = w.reshape(groups, o // groups, cg * kh * kw)
-    cols = _grad_rows(xp, g, groups) @ wg  # (g, N·OH·OW, C/g·kh·kw)
-    cols = cols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3).reshape(n, c, kh, kw, oh, ow)
-    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
-    gx = xp.zeros((n, c, hp, wp), dtype=g.dtype)
+    cols = (wg.transpose(0, 2, 1) @ _grad_rows(xp, g, groups)).reshape(c, kh, kw, n, oh, ow)
+    gx = xp.zeros((c, n, h + 2 * padding[0], wd + 2 * padding[1]), dtype=g.dtype)  # same layout as cols
     for i in range(kh):  # col2im: each kernel tap adds its slice back
         r0 = i * dilation[0]
         for j in range(kw):
             c0 = j * dilation[1]
             gx[
                 :, :, r0 : r0 + stride[0] * (oh - 1) + 1 : stride[0], c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]
-            ] += cols[:, :, i, j]
-    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
+            ] += cols[:, i, j]
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].transpose(1, 0, 2, 3)
 
 
 @defop("conv2d_weight_grad", kind="matmul", save=(0, 1))
 def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
-    cols, _, _ = _columns(xp, x, weight_shape, stride, padding, dilation, groups)  # (g, M, C/g·kh·kw)
-    gw = cols.transpose(0, 2, 1) @ _grad_rows(xp, g, groups)  # (g, C/g·kh·kw, O/g)
-    return gw.transpose(0, 2, 1).reshape(o, cg, kh, kw)
+    cols, _, _ = _columns(xp, x, weight_shape, stride, padding, dilation, groups)  # (g, C/g·kh·kw, M)
+    gw = _grad_rows(xp, g, groups) @ cols.transpose(0, 2, 1)  # (g, O/g, C/g·kh·kw)
+    return gw.reshape(o, cg, kh, kw)
 
 
 def _attrs(ctx):
