@@ -47,7 +47,7 @@ def test_ray_up_config_keeps_token_auth_and_documents_the_job_command(name):
     comments = "\n".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
     assert f"ray up cluster/{name}" in comments and f"ray down cluster/{name}" in comments
     assert "ray job submit" in comments
-    assert "distgraph train examples/digits.yaml --address auto --workers 4 --device cuda" in comments
+    assert "distgraph train examples/configs/digits.yaml --address auto --workers 4 --device cuda" in comments
 
 
 def test_schema_check_can_fail(ray_schema):
@@ -96,7 +96,7 @@ def test_kuberay_raycluster_has_a_head_and_a_gpu_worker_group(kuberay):
 def test_kuberay_rayjob_trains_digits_on_that_cluster(kuberay):
     job = kuberay["RayJob"]["spec"]
     assert job["entrypoint"].split() == [
-        "distgraph", "train", "examples/digits.yaml", "--address", "auto", "--workers", "2", "--device", "cuda",
+        "distgraph", "train", "examples/configs/digits.yaml", "--address", "auto", "--workers", "2", "--device", "cuda",
     ]  # fmt: skip
     assert job["clusterSelector"]["ray.io/cluster"] == kuberay["RayCluster"]["metadata"]["name"]
     gpus = sum(int(_containers(g)[0]["resources"]["limits"]["nvidia.com/gpu"]) * g["maxReplicas"]

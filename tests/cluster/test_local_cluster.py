@@ -73,7 +73,7 @@ def test_local_cluster_two_nodes_run_tasks_train_digits_and_stop_cleanly(tmp_pat
 
         out = tmp_path / "result.json"
         train = _run(
-            [sys.executable, "-m", "distgraph", "train", str(ROOT / "examples" / "digits.yaml"), "--address", address,
+            [sys.executable, "-m", "distgraph", "train", str(ROOT / "examples" / "configs" / "digits.yaml"), "--address", address,
              "--workers", "2", "--epochs", "12", "--quiet", "--checkpoint-dir", str(tmp_path / "ck"),
              "--json-out", str(out)],
             env, timeout=300,
