@@ -51,6 +51,13 @@ from distgraph.nn.loss import (  # noqa: F401
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
 from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
-from distgraph.nn.pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d  # noqa: F401
+from distgraph.nn.pooling import (  # noqa: F401
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from distgraph.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401
 from distgraph.nn.sparse import Embedding  # noqa: F401

@@ -1,4 +1,4 @@
-"""Pooling modules: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d (torch's arguments)."""
+"""Pooling modules: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d (torch's arguments)."""
 
 from distgraph.nn.module import Module
 from distgraph.ops import pool
@@ -27,7 +27,8 @@ class MaxPool2d(Module):
 
 class MaxPool1d(MaxPool2d):
     def forward(self, input):
-        return pool.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return pool.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                               self.return_indices)  # fmt: skip
 
 
 class AvgPool2d(Module):
@@ -64,6 +65,18 @@ class AdaptiveAvgPool2d(Module):
 
     def forward(self, input):
         return pool.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, input):
+        return pool.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"

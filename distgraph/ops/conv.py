@@ -13,6 +13,7 @@ every order of gradient is exact. Works with xp = numpy or cupy (both have as_st
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
+from distgraph.ops.regions import pad
 from distgraph.ops.registry import defop
 
 
@@ -148,9 +149,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         if stride != (1, 1):
             raise ShapeError("conv2d: padding='same' is not supported for strided convolutions")
         total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
-        if total[0] % 2 or total[1] % 2:
-            raise ShapeError("conv2d: padding='same' with an even effective kernel size is not supported")
+        if total[0] % 2 or total[1] % 2:  # even effective kernel: torch puts the odd pixel bottom/right
+            input = pad(input, (0, total[1] % 2, 0, total[0] % 2))
+            h, w = h + total[0] % 2, w + total[1] % 2
         padding = (total[0] // 2, total[1] // 2)
+    elif isinstance(padding, str):
+        raise ShapeError(f"conv2d: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
     padding = _pair(padding, "padding", "conv2d")
     oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
     ow = _out_size(w, kw, stride[1], padding[1], dilation[1])

@@ -1,9 +1,10 @@
-"""Pooling as ops: max_pool2d (indices kept for backward), avg_pool2d, adaptive average pooling.
+"""Pooling as ops: max_pool2d (indices kept for backward), avg_pool2d; adaptive average and max pooling.
 
 Windows are strided views of the padded input, as in `conv`. max_pool2d's backward routes each
 output gradient to the argmax of its window (`max_pool2d_scatter`, whose own derivative gathers
 back); avg_pool2d's backward spreads each gradient over its window (`avg_pool2d_backward`, whose
-derivative is avg_pool2d itself). 1-D pooling is 2-D pooling with height 1.
+derivative is avg_pool2d itself). 1-D pooling is 2-D pooling with height 1; adaptive pooling is built
+from these and from separable row/column reductions.
 """
 
 import math
@@ -32,8 +33,8 @@ def _padded(xp, x, kh, kw, s, p, d, oh, ow, fill):
     return xp.pad(x, ((0, 0), (0, 0), (p[0], p[0] + extra_h), (p[1], p[1] + extra_w)), constant_values=fill)
 
 
-@defop("max_pool2d", kind="other", save=(), saves_extra=True)
-def _max_pool2d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
+def _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode):
+    """Each window's maximum, its argmax (tap index, first maximum as torch) and the padded shape."""
     kh, kw = kernel
     n, c, h, w = x.shape
     oh = _pool_out(h, kh, stride[0], padding[0], dilation[0], ceil_mode)
@@ -41,9 +42,22 @@ def _max_pool2d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
     fill = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
     xpad = _padded(xp, x, kh, kw, stride, padding, dilation, oh, ow, fill)
     win = _windows(xp, xpad, kh, kw, stride, dilation, oh, ow).reshape(n, c, oh, ow, kh * kw)
-    arg = win.argmax(axis=-1)  # first maximum, as torch
-    out = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
-    return out, (arg, xpad.shape)
+    arg = win.argmax(axis=-1)
+    return xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg, xpad.shape
+
+
+@defop("max_pool2d", kind="other", save=(), saves_extra=True)
+def _max_pool2d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
+    out, arg, padded_shape = _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode)
+    return out, (arg, padded_shape)
+
+
+def _flat_indices(xp, arg, width, kernel, stride, padding, dilation):
+    """torch's return_indices: the argmax tap of each window as a flat index into the input's H·W."""
+    oh, ow = arg.shape[2], arg.shape[3]
+    rows = (xp.arange(oh) * stride[0] - padding[0])[:, None] + (arg // kernel[1]) * dilation[0]
+    cols = (xp.arange(ow) * stride[1] - padding[1]) + (arg % kernel[1]) * dilation[1]
+    return (rows * width + cols).astype(xp.int64)
 
 
 @_max_pool2d.grad
@@ -151,14 +165,17 @@ def _check4(input, op):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     _check4(input, "max_pool2d")
-    if return_indices:
-        raise NotImplementedError("max_pool2d: return_indices=True is not supported")
     k = _pair(kernel_size, "kernel_size", "max_pool2d")
     s = _pair(stride if stride is not None else kernel_size, "stride", "max_pool2d")
     p, d = _pair(padding, "padding", "max_pool2d"), _pair(dilation, "dilation", "max_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"max_pool2d: padding {p} should be at most half of kernel size {k}")
-    return apply(_max_pool2d, (input,), {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil_mode})
+    out = apply(_max_pool2d, (input,), {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil_mode})
+    if not return_indices:
+        return out
+    xp = input.device.xp
+    _, arg, _ = _max_windows(xp, input.array, k, s, p, d, ceil_mode)
+    return out, Tensor(_flat_indices(xp, arg, input.shape[3], k, s, p, d), device=input.device)
 
 
 def avg_pool2d(
@@ -176,12 +193,13 @@ def avg_pool2d(
     return apply(_avg_pool2d, (input,), attrs)
 
 
-def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
     s = stride if stride is None else (1, one(stride))
-    return max_pool2d(
-        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), (1, one(dilation)), ceil_mode
-    ).squeeze(2)
+    out = max_pool2d(
+        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), (1, one(dilation)), ceil_mode, return_indices
+    )
+    return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -192,18 +210,48 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     ).squeeze(2)
 
 
+def _adaptive_bounds(size, out):
+    """torch's adaptive windows: cell i covers [floor(i·size/out), ceil((i+1)·size/out))."""
+    return [((i * size) // out, math.ceil((i + 1) * size / out)) for i in range(out)]
+
+
+def _averaging(input, size, out):
+    """(out, size) matrix whose row i averages window i: adaptive average pooling is separable."""
+    xp = input.device.xp
+    a = xp.zeros((out, size), dtype=input.array.dtype)
+    for i, (lo, hi) in enumerate(_adaptive_bounds(size, out)):
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return Tensor(a, device=input.device)
+
+
+def _adaptive_size(input, output_size, op):
+    _check4(input, op)
+    oh, ow = (output_size, output_size) if isinstance(output_size, int | None) else tuple(output_size)
+    return input.shape[2] if oh is None else oh, input.shape[3] if ow is None else ow  # None keeps that size
+
+
 def adaptive_avg_pool2d(input, output_size):
-    """torch's adaptive windows: cell i covers [floor(i·H/OH), ceil((i+1)·H/OH))."""
-    _check4(input, "adaptive_avg_pool2d")
-    oh, ow = _pair(output_size, "output_size", "adaptive_avg_pool2d")
+    """Equal windows are one strided pooling op; otherwise rows then columns are averaged by two small
+    matmuls (A_h · x · A_wᵀ), whatever the output size."""
+    oh, ow = _adaptive_size(input, output_size, "adaptive_avg_pool2d")
     h, w = input.shape[2], input.shape[3]
-    if h % oh == 0 and w % ow == 0:  # equal windows: one strided pooling op
+    if h % oh == 0 and w % ow == 0:
         return avg_pool2d(input, (h // oh, w // ow))
+    from distgraph.ops.linalg import matmul
+
+    return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Equal windows are one max_pool2d; otherwise the max is taken over row windows, then over column
+    windows (OH + OW reductions, not OH·OW). The maximum of a window is the same either way."""
+    oh, ow = _adaptive_size(input, output_size, "adaptive_max_pool2d")
+    h, w = input.shape[2], input.shape[3]
+    if h % oh == 0 and w % ow == 0:
+        return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
+    if return_indices:
+        raise NotImplementedError("adaptive_max_pool2d: return_indices=True needs equal windows (H, W divisible)")
     from distgraph.ops.shape import stack
 
-    rows = []
-    for i in range(oh):
-        r0, r1 = (i * h) // oh, math.ceil((i + 1) * h / oh)
-        cells = [input[:, :, r0:r1, (j * w) // ow : math.ceil((j + 1) * w / ow)].mean((2, 3)) for j in range(ow)]
-        rows.append(stack(cells, -1))
-    return stack(rows, -2)
+    rows = stack([input[:, :, lo:hi].amax(2) for lo, hi in _adaptive_bounds(h, oh)], 2)  # (N, C, OH, W)
+    return stack([rows[:, :, :, lo:hi].amax(3) for lo, hi in _adaptive_bounds(w, ow)], 3)  # (N, C, OH, OW)

@@ -26,6 +26,14 @@ CONV2D = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own notice
+@pytest.mark.parametrize("kernel,dilation", [((2, 3), 1), ((4, 4), 1), ((3, 2), (2, 1)), ((2, 2), (1, 3))])
+def test_conv2d_same_padding_with_even_kernels_matches_torch(kernel, dilation):
+    x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3) + kernel)
+    check(lambda a, b: F.conv2d(a, b, padding="same", dilation=dilation),
+          lambda a, b: TF.conv2d(a, b, padding="same", dilation=dilation), x, w)  # fmt: skip
+
+
 @pytest.mark.parametrize("kw", CONV2D, ids=[str(k) for k in CONV2D])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d_matches_torch(kw, bias, device):
@@ -67,13 +75,33 @@ def test_pool2d_matches_torch(kind, kw, device):
     )
 
 
-@pytest.mark.parametrize("size", [1, (2, 3), (3, 3)])
-def test_adaptive_avg_pool2d_matches_torch(size):
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("size", [1, (2, 3), (3, 3), (5, 4), (None, 4), (7, 6)])
+def test_adaptive_pool2d_matches_torch(kind, size):
+    name = f"adaptive_{kind}_pool2d"
     check(
-        lambda a: F.adaptive_avg_pool2d(a, size),
-        lambda a: TF.adaptive_avg_pool2d(a, size),
+        lambda a: getattr(F, name)(a, size),
+        lambda a: getattr(TF, name)(a, size),
         rng.standard_normal((2, 3, 7, 6)),
     )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        dict(kernel_size=(2, 3), dilation=2),
+    ],
+)
+def test_max_pool_return_indices_match_torch(kw):
+    x = rng.standard_normal((2, 3, 7, 8))
+    out, idx = F.max_pool2d(dg.tensor(x), return_indices=True, **kw)
+    out_t, idx_t = TF.max_pool2d(torch.tensor(x), return_indices=True, **kw)
+    np.testing.assert_array_equal(idx.numpy(), idx_t.numpy())
+    np.testing.assert_array_equal(out.numpy(), out_t.numpy())
+    _, idx1 = nn.MaxPool1d(3, 2, 1, return_indices=True)(dg.tensor(x[0]))
+    np.testing.assert_array_equal(idx1.numpy(), torch.nn.MaxPool1d(3, 2, 1, return_indices=True)(torch.tensor(x[0]))[1])
 
 
 def test_pool1d_matches_torch():
