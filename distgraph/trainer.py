@@ -41,16 +41,33 @@ class History:
         return {"epochs": self.epochs, "events": self.events}
 
 
+def _host(d):
+    return np.asarray(d.numpy() if hasattr(d, "numpy") else d)
+
+
 def as_arrays(data):
-    """(x, y) from a pair of arrays/tensors or a TensorDataset; numpy on the host."""
+    """(x, y) on the host from a pair of arrays/tensors, a TensorDataset, or an iterable of (x, y)
+    batches (a DataLoader, a generator), whose batches are concatenated into one dataset."""
     if hasattr(data, "tensors"):
         data = data.tensors
-    if not (isinstance(data, tuple | list) and len(data) == 2):
-        raise ConfigError(f"Trainer data must be (inputs, targets) or a TensorDataset, got {type(data).__name__}")
-    x, y = (np.asarray(d.numpy() if hasattr(d, "numpy") else d) for d in data)
+    if not (isinstance(data, tuple | list) and len(data) == 2 and not _is_batch_pair(data[0])):
+        if not hasattr(data, "__iter__") or isinstance(data, str | bytes | dict):
+            raise ConfigError(
+                f"Trainer data must be (inputs, targets), a TensorDataset or an iterable of (inputs, targets) "
+                f"batches, got {type(data).__name__}"
+            )
+        batches = list(data)
+        if not batches or not all(isinstance(b, tuple | list) and len(b) == 2 for b in batches):
+            raise ConfigError("Trainer data: an iterable of batches must yield (inputs, targets) pairs")
+        data = (np.concatenate([_host(b[0]) for b in batches]), np.concatenate([_host(b[1]) for b in batches]))
+    x, y = (_host(d) for d in data)
     if len(x) != len(y):
         raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
     return x, y
+
+
+def _is_batch_pair(item):
+    return isinstance(item, tuple | list) and len(item) == 2
 
 
 def epoch_batches(n, batch_size, seed, epoch):
@@ -102,6 +119,8 @@ class Trainer:
             raise ConfigError(f"Trainer: workers must be a positive int or (min, max), got {workers!r}")
         if backend == "local" and sync == "async":
             raise ConfigError("Trainer: sync='async' needs backend='ray' (there is nothing to wait for locally)")
+        if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
+            optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
         self.workers, self.backend, self.device, self.sync = workers, backend, device, sync
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
@@ -131,10 +150,11 @@ class Trainer:
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             parts, start = [], time.perf_counter()
 
-            def on_step(t, stats, bar=bar, parts=parts):
+            def on_step(t, stats, bar=bar, parts=parts, start=start):
                 parts.append(stats)
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                rate = sum(p["count"] for p in parts) / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", per_worker=f"{rate / self.workers:,.0f}/s")
 
             if self.backend == "ray":
                 if self.elastic:

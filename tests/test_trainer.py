@@ -77,3 +77,15 @@ def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
         p.array[...] = np.inf
     with pytest.raises(dg.errors.NonFiniteError, match="detect_anomaly"):
         t.fit(data(), epochs=1, batch_size=32)
+
+
+def test_optimizer_factory_and_iterable_of_batches():
+    x, y = data()
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    t = dg.Trainer(model, nn.functional.cross_entropy, lambda params: dg.optim.Adam(params, lr=0.01), progress=False)
+    loader = dg.data.DataLoader(dg.data.TensorDataset(dg.tensor(x), dg.tensor(y)), batch_size=32)
+    hist = t.fit(loader, epochs=3, batch_size=32)
+    assert hist["loss"][-1] < hist["loss"][0]
+    with pytest.raises(ConfigError, match="iterable of"):
+        t.fit(42)
