@@ -1,10 +1,13 @@
 """RNN, LSTM, GRU (num_layers, batch_first, bidirectional, dropout, bias) and their cells, as torch.
 
 Parameter names, shapes, gate order (LSTM: i, f, g, o; GRU: r, z, n) and initialization
-U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directions. Each layer projects
-the whole input sequence with one matmul (x·W_ihᵀ for every step at once) and then loops over time
-with the recurrent matmul only; everything is composed from differentiable ops, so gradients of any
-order come from the engine.
+U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directions. Everything is composed
+from differentiable ops, so gradients of any order come from the engine.
+
+Sequences travel between layers as Python lists of per-step (N, ·) tensors, never as one stacked
+tensor that each step slices: the gradient of a slice is a zero-padded full-size array, so slicing a
+length-L sequence L times would make backward O(L²). The input is unbound once (its L slices are
+narrow views) and the output stacked once at the end; `cat` and `stack` have cheap backwards.
 """
 
 import math
@@ -92,30 +95,31 @@ class RNNBase(Module):
                 f"got {input.shape[-1]}"
             )
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
-        steps, batch = x.shape[0], x.shape[1]
+        batch = x.shape[1]
         dirs = 2 if self.bidirectional else 1
         lstm = self.mode == "LSTM"
         h0, c0 = self._initial(hx, batch, dirs, unbatched, x)
         cell = self._step()
+        xs = x.unbind(0)  # L × (N, In)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
-                xw = F.linear(x, w_ih, b_ih)  # (L, N, gates·H): every step's input projection in one matmul
                 k = layer * dirs + d
                 state = (h0[k], c0[k]) if lstm else h0[k]
-                seq = [None] * steps
-                for t in reversed(range(steps)) if d else range(steps):
-                    state = cell(xw[t], state, w_hh, b_hh)
+                seq = [None] * len(xs)
+                for t in reversed(range(len(xs))) if d else range(len(xs)):
+                    state = cell(F.linear(xs[t], w_ih, b_ih), state, w_hh, b_hh)
                     seq[t] = state[0] if lstm else state
-                outs.append(stack(seq, 0))
+                outs.append(seq)
                 h_n.append(state[0] if lstm else state)
                 if lstm:
                     c_n.append(state[1])
-            x = outs[0] if dirs == 1 else cat(outs, -1)
+            xs = outs[0] if dirs == 1 else [cat(pair, -1) for pair in zip(*outs)]
             if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, True)
+                xs = [F.dropout(h, self.dropout, True) for h in xs]
+        x = stack(xs, 0)  # (L, N, dirs·H)
         out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         h_n = stack(h_n, 0)
         if unbatched:

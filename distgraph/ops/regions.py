@@ -12,7 +12,11 @@ from distgraph.ops.shape import _dim, movedim, reshape, unsqueeze
 # ---- pad ----------------------------------------------------------------------------------------------------
 @defop("pad", kind="other", save=())
 def _pad(xp, x, widths, value=0.0):
-    return xp.pad(x, widths, mode="constant", constant_values=value)
+    # a filled array and one slice assignment: several times faster than xp.pad on small arrays, and the
+    # backward of every narrow/chunk/split is this op
+    out = xp.full(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, widths)), value, dtype=x.dtype)
+    out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, widths))] = x
+    return out
 
 
 @_pad.grad
