@@ -79,3 +79,29 @@ def test_unbatched_input_and_bad_input_size():
     assert tuple(out.shape) == (6, 5) and tuple(h.shape) == (1, 5)
     with pytest.raises(ValueError, match="input.size\\(-1\\) must be equal to input_size. Expected 4, got 3"):
         m(dg.randn(6, 2, 3))
+
+
+def test_dropout_between_layers_only_in_training():
+    dm, tm = nn.LSTM(4, 5, num_layers=2, dropout=0.5), torch.nn.LSTM(4, 5, num_layers=2, dropout=0.5)
+    copy(dm, tm)
+    x = rng.standard_normal((7, 3, 4))
+    dm.eval(), tm.eval()
+    out_eval = dm(dg.tensor(x))[0].detach().numpy()
+    np.testing.assert_allclose(out_eval, tm(torch.tensor(x))[0].detach().numpy(), rtol=1e-9, atol=1e-12)
+    dm.train()
+    out_a, out_b = (dm(dg.tensor(x))[0].detach().numpy() for _ in range(2))
+    assert not np.allclose(out_a, out_eval) and not np.allclose(out_a, out_b)  # fresh masks each call
+    one_layer = nn.GRU(4, 5, dropout=0.5)  # dropout after the last layer: none, as torch
+    one_layer.train()
+    with dg.no_grad():
+        np.testing.assert_array_equal(one_layer(dg.tensor(x))[0].numpy(), one_layer(dg.tensor(x))[0].numpy())
+
+
+def test_unbatched_lstm_with_initial_state_matches_torch():
+    dm, tm = nn.LSTM(4, 5, bidirectional=True), torch.nn.LSTM(4, 5, bidirectional=True)
+    copy(dm, tm)
+    x, h0, c0 = rng.standard_normal((6, 4)), rng.standard_normal((2, 5)), rng.standard_normal((2, 5))
+    out_d, (h_d, c_d) = dm(dg.tensor(x), (dg.tensor(h0), dg.tensor(c0)))
+    out_t, (h_t, c_t) = tm(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
+    for a, b in [(out_d, out_t), (h_d, h_t), (c_d, c_t)]:
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)

@@ -155,3 +155,20 @@ def test_conv_bad_shapes_name_the_op():
         F.conv2d(dg.randn(1, 3, 2, 2), dg.randn(4, 3, 3, 3))
     with pytest.raises(ValueError, match="groups=2"):
         F.conv2d(dg.randn(1, 3, 5, 5), dg.randn(4, 3, 3, 3), groups=2)
+
+
+@pytest.mark.parametrize(
+    "name,args,kw",
+    [
+        ("MaxPool2d", (3,), dict(stride=2, padding=1, ceil_mode=True)),
+        ("AvgPool2d", (3,), dict(stride=2, padding=1, count_include_pad=False)),
+        ("AdaptiveAvgPool2d", ((3, 2),), dict()),
+        ("AdaptiveMaxPool2d", ((3, 4),), dict()),
+        ("MaxPool1d", (2,), dict()),
+        ("AvgPool1d", (3,), dict(stride=1, padding=1)),
+    ],
+)
+def test_pooling_modules_match_torch(name, args, kw):
+    shape = (2, 3, 9) if name.endswith("1d") else (2, 3, 7, 8)
+    dm, tm = getattr(nn, name)(*args, **kw), getattr(torch.nn, name)(*args, **kw)
+    check(dm, tm, rng.standard_normal(shape))
