@@ -19,11 +19,31 @@ from distgraph.errors import DistributedError
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def init(address=None, num_cpus=None, num_gpus=None, **kwargs):
+def _probe(address, timeout_s):
+    """Fail in seconds, with the address in the message, when nothing listens there (Ray itself retries
+    an unreachable GCS for minutes)."""
+    import socket
+
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except ValueError:
+        raise DistributedError(f"Ray address {address!r} is not host:port, ray://host:port or 'auto'") from None
+    except OSError as exc:
+        raise DistributedError(
+            f"no Ray cluster reachable at {address!r} ({exc.strerror or exc}) within {timeout_s}s"
+        ) from None
+
+
+def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, **kwargs):
     """Connect to (or start) Ray; returns ray's context. A second call reuses the connection."""
     if ray.is_initialized():
         return ray.get_runtime_context()
     opts = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **kwargs}
+    if address not in (None, "auto", "local"):
+        _probe(address, timeout_s)
     if address is None:
         opts.update(num_cpus=num_cpus, num_gpus=num_gpus)
     try:

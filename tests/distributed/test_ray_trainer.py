@@ -52,3 +52,22 @@ def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
     ) as t:
         t.fit(data(), epochs=2, batch_size=32)
     assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
+
+
+def test_unreachable_address_is_a_clear_error_in_seconds():
+    import subprocess
+    import sys
+
+    code = "import distgraph as dg\ntry:\n    dg.distributed.init('127.0.0.1:1')\nexcept dg.errors.DistributedError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "no Ray cluster reachable at '127.0.0.1:1'" in out.stdout
+
+
+def test_batch_that_does_not_fit_the_model_is_reported_on_the_driver(ray_session):
+    model = nn.Sequential(nn.Linear(5, 3))  # data has 8 features
+    t = dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1), workers=2,
+                   backend="ray", progress=False, timeout_s=30)  # fmt: skip
+    with pytest.raises(Exception, match=r"linear|matmul|shape") as info:
+        t.fit(data(), epochs=1, batch_size=32)
+    t.close()
+    assert "input features 8 do not match weight (3, 5)" in str(info.value)
