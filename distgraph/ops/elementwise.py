@@ -211,8 +211,8 @@ def _binary_fn(op, float_only=False):
     return fn
 
 
-add_ = _binary_fn(_add)
-sub = _binary_fn(_sub)
+_add_fn = _binary_fn(_add)
+_sub_fn = _binary_fn(_sub)
 mul = _binary_fn(_mul)
 maximum = _binary_fn(_maximum)
 minimum = _binary_fn(_minimum)
@@ -224,7 +224,13 @@ atan2 = _binary_fn(_atan2, float_only=True)
 def add(input, other, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    return add_(input, other)
+    return _add_fn(input, other)
+
+
+def sub(input, other, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return _sub_fn(input, other)
 
 
 def div(input, other, rounding_mode=None):

@@ -1,0 +1,122 @@
+"""Elementwise ops (ops/elementwise.py, activation.py, compare.py) against torch float64: one row per
+op, binary ops on plain, broadcast, size-1 and size-0 shapes; gradcheck; double backward."""
+
+import pytest
+
+import distgraph as dg
+from tests.ops._table import GT1, NONZERO, POS, UNIT, Table, run_double_backward, run_gradcheck, run_parity, torch
+
+T = Table()
+F = {dg: dg.nn.functional, torch: torch.nn.functional}
+
+BROADCAST = [("", (3, 4), (4,)), ("-size1", (2, 1, 3), (1, 5, 1)), ("-size0", (0, 3), (1, 3)), ("-0d", (3, 2), ())]
+NONLINEAR = ("mul", "div", "rdiv", "atan2", "pow")
+for name, fn, domain in [
+    ("add", lambda m, a, b: a + b, None),
+    ("sub", lambda m, a, b: a - b, None),
+    ("rsub", lambda m, a, b: 1.5 - a + b, None),
+    ("mul", lambda m, a, b: a * b, None),
+    ("div", lambda m, a, b: a / b, NONZERO),
+    ("rdiv", lambda m, a, b: 2.0 / b + a, NONZERO),
+    ("add_alpha", lambda m, a, b: m.add(a, b, alpha=2.5), None),
+    ("sub_alpha", lambda m, a, b: m.sub(a, b, alpha=0.5), None),
+    ("maximum", lambda m, a, b: m.maximum(a, b), None),
+    ("minimum", lambda m, a, b: m.minimum(a, b), None),
+    ("atan2", lambda m, a, b: m.atan2(a, b), NONZERO),
+    ("lerp", lambda m, a, b: m.lerp(a, b, 0.3), None),
+    ("pow", lambda m, a, b: m.pow(a.abs() + 0.5, b), None),
+    ("where", lambda m, a, b: m.where(a > 0, a, b), None),
+]:
+    for suffix, sa, sb in BROADCAST:
+        T.op(name + suffix, fn, sa, sb, domain=domain or "any", double=suffix == "" and name in NONLINEAR)
+T.op("lerp-tensor-weight", lambda m, a, b, w: m.lerp(a, b, w), (3, 4), (4,), (3, 1))
+T.op("pow-scalar", lambda m, a: a**2.5, (3, 4), domain=POS, double=True)
+T.op("pow-int-exponent", lambda m, a: a**3, (3, 4), double=True)
+T.op("pow-negative-base-int", lambda m, a: m.pow(a, 2), (2, 5))
+T.op("rpow", lambda m, a: 2.0**a, (3, 4), double=True)
+T.op("fmod", lambda m, a: m.fmod(a, 0.7), (3, 4))
+T.op("fmod-tensor", lambda m, a, b: m.fmod(a, b), (3, 4), (4,), domain=POS)
+T.op("remainder", lambda m, a: m.remainder(a, 0.7), (3, 4))
+T.op("neg", lambda m, a: -a, (3, 4))
+T.op("neg-size0", lambda m, a: -a, (0, 4))
+T.op("where-scalar", lambda m, a: m.where(a > 0, a, 0.0), (3, 4))
+T.op("clamp", lambda m, a: m.clamp(a, -0.5, 0.7), (3, 4))
+T.op("clamp-min", lambda m, a: m.clamp(a, min=-0.2), (3, 4))
+T.op("clamp-max", lambda m, a: a.clamp(max=0.1), (3, 4))
+T.op("clamp-size0", lambda m, a: m.clamp(a, -0.5, 0.7), (2, 0))
+
+for name in ["exp", "sin", "cos", "tanh", "sigmoid", "atan", "sinh", "cosh", "asinh", "abs", "erf", "expm1", "exp2"]:
+    T.op(name, lambda m, a, name=name: getattr(m, name)(a), (2, 3, 4), double=name in ("tanh", "sigmoid", "exp"))
+    T.op(name + "-size0", lambda m, a, name=name: getattr(m, name)(a), (0, 2))
+for name in ["log", "sqrt", "rsqrt", "log1p", "log2", "log10", "reciprocal"]:
+    T.op(name, lambda m, a, name=name: getattr(m, name)(a), (3, 4), domain=POS, double=name in ("log", "sqrt"))
+for name in ["asin", "acos", "atanh", "tan"]:
+    T.op(name, lambda m, a, name=name: getattr(m, name)(a), (3, 4), domain=UNIT)
+T.op("acosh", lambda m, a: m.acosh(a), (3, 4), domain=GT1)
+T.op("square", lambda m, a: m.square(a), (3, 4), double=True)
+for name in ["sign", "floor", "ceil", "round", "trunc", "frac"]:
+    T.op(name, lambda m, a, name=name: getattr(m, name)(a * 3), (3, 4), gradcheck=False)
+T.op("round-decimals", lambda m, a: m.round(a * 3, decimals=2), (3, 4), gradcheck=False)
+
+for name, kw in [
+    ("relu", {}),
+    ("leaky_relu", {"negative_slope": 0.1}),
+    ("elu", {}),
+    ("elu-alpha", {"alpha": 0.7}),
+    ("gelu", {}),
+    ("gelu-tanh", {"approximate": "tanh"}),
+    ("silu", {}),
+    ("softplus", {}),
+    ("softplus-beta", {"beta": 2.0, "threshold": 1.0}),
+    ("mish", {}),
+    ("hardtanh", {"min_val": -0.5, "max_val": 0.5}),
+    ("relu6", {}),
+    ("logsigmoid", {}),
+]:
+    fname = name.split("-")[0]
+    T.op(name, lambda m, a, f=fname, kw=kw: getattr(F[m], f)(a * 3, **kw), (3, 5), double=name in ("gelu", "elu"))
+    T.op(name + "-size0", lambda m, a, f=fname, kw=kw: getattr(F[m], f)(a, **kw), (0, 5))
+T.op("relu-method", lambda m, a: a.relu(), (3, 4))
+
+
+@pytest.mark.parametrize("row", T.rows())
+def test_matches_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", T.gradcheck_rows())
+def test_gradcheck(row):
+    run_gradcheck(row)
+
+
+@pytest.mark.parametrize("row", T.double_rows())
+def test_double_backward_matches_torch(row):
+    run_double_backward(row)
+
+
+C = Table()
+for name, fn in [
+    ("eq", lambda m, a, b: a == b),
+    ("ne", lambda m, a, b: a != b),
+    ("lt", lambda m, a, b: a < b),
+    ("le", lambda m, a, b: m.le(a, b)),
+    ("gt", lambda m, a, b: m.gt(a, b)),
+    ("ge", lambda m, a, b: a >= b),
+    ("isclose", lambda m, a, b: m.isclose(a, a + b * 1e-9)),
+    ("logical_and", lambda m, a, b: m.logical_and(a > 0, b > 0)),
+    ("logical_or", lambda m, a, b: m.logical_or(a > 0, b > 0)),
+    ("logical_xor", lambda m, a, b: m.logical_xor(a > 0, b > 0)),
+]:
+    C.op(name, fn, (3, 4), (4,), grad=False)
+    C.op(name + "-size0", fn, (0, 4), (1, 4), grad=False)
+C.op("logical_not", lambda m, a: m.logical_not(a > 0), (3, 4), grad=False)
+C.op("isnan-isinf-isfinite", lambda m, a: (m.isnan(a.log()), m.isinf(1 / (a * 0)), m.isfinite(a.log())), (3, 4))
+
+
+@pytest.mark.parametrize("row", C.rows())
+def test_comparison_matches_torch_and_has_no_grad(row, device):
+    run_parity(row, device)
+    _, fn, shapes, *_ = row
+    out = fn(dg, *(dg.randn(*s, requires_grad=True) for s in shapes))
+    for o in out if isinstance(out, tuple) else (out,):
+        assert o.dtype == dg.bool_ and not o.requires_grad
