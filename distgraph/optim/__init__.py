@@ -1,5 +1,9 @@
-"""distgraph.optim: optimizers and learning-rate schedulers with torch's names; update math in `functional`."""
+"""distgraph.optim: torch's optimizers and learning-rate schedulers; the update math, on plain arrays, is
+in `functional` (shared with the distributed parameter store)."""
 
 from distgraph.optim import functional, lr_scheduler  # noqa: F401
-from distgraph.optim.algorithms import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: F401
+from distgraph.optim.adagrad import Adagrad  # noqa: F401
+from distgraph.optim.adam import Adam, AdamW  # noqa: F401
 from distgraph.optim.optimizer import Optimizer  # noqa: F401
+from distgraph.optim.rmsprop import RMSprop  # noqa: F401
+from distgraph.optim.sgd import SGD  # noqa: F401

@@ -1,31 +1,35 @@
-"""Optimizer: param groups, state, zero_grad and torch-layout state_dict; subclasses name their update.
+"""Optimizer: torch's param groups, per-parameter state, zero_grad, step and state_dict layout.
 
-A subclass declares `update_name` (a key of `functional.UPDATES`) and `hyperparameters` (its
-defaults); `step()` runs that update on every parameter's array with its group's values.
+The update math is not here: a subclass names a function of `functional.UPDATES` (`update_name`) and
+declares its hyperparameters with their defaults (`hyperparameters`); `step()` calls that function on
+every parameter's raw array with its group's values, outside autograd. Keeping the classes this thin
+is what lets the distributed parameter store run the very same update from `make_optimizer_spec`.
+
+Each subclass's `check(group)` validates a group's values, so `add_param_group` and the constructor
+reject the same mistakes (a negative lr, an unknown option) with a message naming the optimizer.
 """
 
-import copy
-
-from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.grad_mode import enable_grad, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.optim.functional import UPDATES
 
 
 class Optimizer:
+    """Base class: `Optimizer(params, defaults)` where params are Tensors or dicts {"params": [...], **options}."""
+
     update_name = None
     hyperparameters = {}
 
     def __init__(self, params, defaults):
-        for key in defaults:
-            if key not in self.hyperparameters:
-                raise ConfigError(f"{type(self).__name__}: unknown option {key!r}")
-        lr = defaults.get("lr")
-        if lr is not None and (not isinstance(lr, int | float) or lr < 0):
-            raise ConfigError(f"{type(self).__name__}: invalid learning rate {lr!r} (must be a number ≥ 0)")
         self.defaults = {**self.hyperparameters, **defaults}
+        self._check_options(self.defaults, "option")
         self.param_groups = []
         self.state = {}
+        if isinstance(params, Tensor):
+            raise ConfigError(
+                f"{type(self).__name__}: params must be an iterable of Tensors or of dicts, got a single Tensor"
+            )
         params = list(params)
         if not params:
             raise ConfigError(f"{type(self).__name__} got an empty parameter list")
@@ -34,24 +38,48 @@ class Optimizer:
         for group in params:
             self.add_param_group(group)
 
-    def add_param_group(self, group):
-        group = dict(group)
+    # ---- groups ---------------------------------------------------------------------------------------------
+    def add_param_group(self, param_group):
+        """Add a group {"params": tensors, option: value, ...}; options it leaves out take the defaults."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise ConfigError(f"{name}: a param group must be a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ConfigError(f"{name}: a param group needs a 'params' entry")
+        group = dict(param_group)
         ps = group["params"]
         group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
-        for key in group:
-            if key != "params" and key not in self.hyperparameters:
-                raise ConfigError(f"{type(self).__name__}: unknown param group option {key!r}")
         for p in group["params"]:
             if not isinstance(p, Tensor):
-                raise ConfigError(f"{type(self).__name__} can only optimize Tensors, got {type(p).__name__}")
+                raise ConfigError(f"{name} can only optimize Tensors, got {type(p).__name__}")
+            if not p.is_leaf:
+                raise ConfigError(f"{name} can't optimize a non-leaf Tensor (one computed from others)")
+        if len({id(p) for p in group["params"]}) != len(group["params"]):
+            raise ConfigError(f"{name}: a param group contains the same parameter more than once")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]):
-            raise ConfigError(f"{type(self).__name__}: some parameters appear in more than one parameter group")
+            raise ConfigError(f"{name}: some parameters appear in more than one parameter group")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
+        self._check_options(group, "param group option")
         self.param_groups.append(group)
 
+    def _check_options(self, options, what):
+        name = type(self).__name__
+        for key in options:
+            if key != "params" and key not in self.hyperparameters and key not in _SCHEDULER_KEYS:
+                raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(self.hyperparameters)}")
+        lr = options.get("lr")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
+            raise ConfigError(f"{name}: invalid learning rate {lr!r} (must be a number >= 0)")
+        self.check(options)
+
+    def check(self, options):
+        """Subclasses raise ConfigError for values their update cannot use (lr is checked here)."""
+
+    # ---- training -------------------------------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (set_to_none) or zero it in place."""
         for g in self.param_groups:
             for p in g["params"]:
                 if set_to_none:
@@ -60,64 +88,83 @@ class Optimizer:
                     p.grad.array[...] = 0
 
     def step(self, closure=None):
+        """One update of every parameter that has a gradient; `closure` re-evaluates the loss first."""
         loss = None
         if closure is not None:
-            from distgraph.autograd.grad_mode import enable_grad
-
             with enable_grad():
                 loss = closure()
         update = UPDATES[self.update_name]
+        keys = tuple(self.hyperparameters)
         with no_grad():
             for group in self.param_groups:
-                hyper = {k: group[k] for k in self.hyperparameters}
+                hyper = {k: group[k] for k in keys}
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    update(p.array, p.grad.array, self.state.setdefault(p, {}), **hyper)
-                    p._vc[0] += 1
+                    state = self.state.get(p)
+                    if state is None:
+                        state = self.state[p] = {}
+                    update(p.array, p.grad.array, state, **hyper)
+                    p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 
-    def _index(self):
-        return {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def _params(self):
+        return [p for g in self.param_groups for p in g["params"]]
 
     def state_dict(self):
-        """torch's layout: state keyed by parameter index, groups with index lists."""
-        index = self._index()
-        params = [p for g in self.param_groups for p in g["params"]]
-        state = {index[id(p)]: copy.deepcopy(self.state[p]) for p in params if p in self.state}
-        groups = []
+        """torch's layout: {"state": {param index: {key: array or int}}, "param_groups": [{..., "params":
+        [indices]}]}, indices counting parameters across groups in order. Arrays are copies."""
+        params = self._params()
+        state = {
+            i: {k: v.copy() if hasattr(v, "copy") else v for k, v in self.state[p].items()}
+            for i, p in enumerate(params)
+            if p in self.state
+        }
+        groups, start = [], 0
         for g in self.param_groups:
             d = {k: v for k, v in g.items() if k != "params"}
-            d["params"] = [index[id(p)] for p in g["params"]]
+            d["params"] = list(range(start, start + len(g["params"])))
+            start += len(g["params"])
             groups.append(d)
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        groups = state_dict["param_groups"]
+        """Restore state and group options saved by `state_dict` (from this or an equal optimizer).
+
+        Arrays are copied onto each parameter's device with its dtype (torch's rule: "step" stays an int);
+        group structure must match, parameter by parameter.
+        """
+        name = type(self).__name__
+        try:
+            groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        except (KeyError, TypeError):
+            raise ConfigError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'") from None
         if len(groups) != len(self.param_groups):
             raise ConfigError(
-                f"{type(self).__name__}.load_state_dict: {len(groups)} param groups in the state, "
-                f"optimizer has {len(self.param_groups)}"
+                f"{name}.load_state_dict: {len(groups)} param groups in the state dict, "
+                f"the optimizer has {len(self.param_groups)}"
             )
-        for mine, theirs in zip(self.param_groups, groups):
+        for i, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             if len(mine["params"]) != len(theirs["params"]):
                 raise ConfigError(
-                    f"{type(self).__name__}.load_state_dict: a param group has {len(theirs['params'])} parameters "
-                    f"in the state and {len(mine['params'])} in the optimizer"
+                    f"{name}.load_state_dict: param group {i} has {len(theirs['params'])} parameters in the state "
+                    f"dict and {len(mine['params'])} in the optimizer"
                 )
-        params = [p for g in self.param_groups for p in g["params"]]
-        self.state = {}
-        for key, st in state_dict["state"].items():
-            p = params[int(key)]
-            xp = p.device.xp
-            self.state[p] = {
-                k: (xp.array(v, dtype=p.array.dtype) if hasattr(v, "shape") and getattr(v, "ndim", 0) else _scalar(v))
-                for k, v in st.items()
-            }
+        by_saved_index = {
+            int(saved): p for g, mine in zip(groups, self.param_groups) for saved, p in zip(g["params"], mine["params"])
+        }
+        state = {}
+        for key, entries in saved_state.items():
+            p = by_saved_index.get(int(key))
+            if p is None:
+                raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
+            state[p] = {k: _to_param(v, p, k, name) for k, v in entries.items()}
         for mine, theirs in zip(self.param_groups, groups):
             for k, v in theirs.items():
                 if k != "params":
                     mine[k] = tuple(v) if isinstance(v, list) else v
+        self.state = state
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -127,7 +174,20 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def _scalar(v):
-    if hasattr(v, "item"):
-        v = v.item()
-    return int(v) if float(v).is_integer() else v
+# Keys a learning-rate scheduler writes into param groups: allowed in groups and saved with them.
+_SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+
+
+def _to_param(value, param, key, name):
+    """A saved state value as this parameter's state: arrays copied to its device and dtype, scalars as ints."""
+    if isinstance(value, Tensor):
+        value = value.array
+    if key == "step" or not hasattr(value, "shape") or value.ndim == 0:
+        return int(value) if key == "step" else value
+    if tuple(value.shape) != tuple(param.shape):
+        raise ConfigError(
+            f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, parameter has {tuple(param.shape)}"
+        )
+    from distgraph.backend import to_device
+
+    return to_device(value, param.device).astype(param.array.dtype, copy=True)

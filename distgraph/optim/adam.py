@@ -1,0 +1,53 @@
+"""Adam and AdamW (torch.optim.Adam / AdamW), with amsgrad; AdamW is Adam with decoupled weight decay."""
+
+from distgraph.errors import ConfigError
+from distgraph.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+    decoupled_weight_decay=False; the update is `functional.adam_update`."""
+
+    update_name = "adam"
+    hyperparameters = {
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
+        "maximize": False,
+        "decoupled_weight_decay": False,
+    }
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 maximize=False, decoupled_weight_decay=False):  # fmt: skip
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def check(self, g):
+        name = type(self).__name__
+        betas = g["betas"]
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"{name}: invalid betas {betas} (two values, each in [0, 1))")
+        if g["eps"] < 0:
+            raise ConfigError(f"{name}: invalid epsilon value {g['eps']} (must be >= 0)")
+        if g["weight_decay"] < 0:
+            raise ConfigError(f"{name}: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 1e-2): the parameter shrinks by lr·weight_decay each step."""
+
+    update_name = "adamw"
+    hyperparameters = {k: v for k, v in Adam.hyperparameters.items() if k != "decoupled_weight_decay"}
+    hyperparameters["weight_decay"] = 1e-2
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False):  # fmt: skip
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize
+        )
+        Optimizer.__init__(self, params, defaults)

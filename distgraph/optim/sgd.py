@@ -1,0 +1,38 @@
+"""SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (torch.optim.SGD)."""
+
+from distgraph.errors import ConfigError
+from distgraph.optim.optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False; the
+    update is `functional.sgd_update`."""
+
+    update_name = "sgd"
+    hyperparameters = {
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "dampening": 0.0,
+        "weight_decay": 0.0,
+        "nesterov": False,
+        "maximize": False,
+    }
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
+                 maximize=False):  # fmt: skip
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def check(self, g):
+        if g["momentum"] < 0:
+            raise ConfigError(f"SGD: invalid momentum value {g['momentum']} (must be >= 0)")
+        if g["weight_decay"] < 0:
+            raise ConfigError(f"SGD: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+        if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
+            raise ConfigError(
+                f"SGD: nesterov momentum requires a momentum > 0 and zero dampening "
+                f"(got momentum={g['momentum']}, dampening={g['dampening']})"
+            )
