@@ -175,7 +175,7 @@ def cumsum(input, dim, dtype=None, exclusive=False):
 
 @defop("cumprod", kind="other")
 def _cumprod(xp, x, axis, exclusive=False):
-    if not exclusive:
+    if not exclusive or x.shape[axis] == 0:
         return xp.cumprod(x, axis=axis)
     shifted = xp.concatenate(
         [xp.ones_like(xp.take(x, [0], axis=axis)), xp.take(x, range(x.shape[axis] - 1), axis=axis)], axis=axis
@@ -341,8 +341,11 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 def logsumexp(input, dim, keepdim=False):
     axes = normalize_dims(dim, input.ndim, "logsumexp")
-    with_grad_free_max = amax(input.detach(), dim=axes, keepdim=True)
-    m = ew.where(cmp.isfinite(with_grad_free_max), with_grad_free_max, ew.const(0, with_grad_free_max))
+    if input.array.size == 0:  # nothing to shift by: sums over empty dims are 0, their log -inf (torch)
+        m = ew.const(0, input)
+    else:
+        with_grad_free_max = amax(input.detach(), dim=axes, keepdim=True)
+        m = ew.where(cmp.isfinite(with_grad_free_max), with_grad_free_max, ew.const(0, with_grad_free_max))
     out = ew.add(ew.log(sum(ew.exp(ew.sub(input, m)), dim=axes, keepdim=True)), m)
     if not keepdim:
         from distgraph.ops.shape import reshape
@@ -351,14 +354,41 @@ def logsumexp(input, dim, keepdim=False):
     return out
 
 
+@defop("vector_norm", kind=RED, saves_output=True)
+def _vector_norm(xp, x, p, axes, keepdim=False):
+    if p == 2:
+        return xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim))
+    return (xp.abs(x) ** p).sum(axis=axes, keepdims=keepdim) ** (1.0 / p)
+
+
+@_vector_norm.grad
+def _(ctx, g):
+    # d||x||_p / dx = sign(x) |x|^(p-1) / ||x||^(p-1); at ||x|| = 0 the gradient is 0, as torch's
+    # subgradient (sqrt's infinite slope times 0 would otherwise give NaN, e.g. in clip_grad_norm_)
+    x, p = ctx.inputs[0], ctx.attrs["p"]
+    axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
+    n = _unsqueeze_reduced(ctx.out, axes, keepdim)
+    safe = ew.where(cmp.eq(n, 0), ew.const(1, n), n)
+    g = _unsqueeze_reduced(g, axes, keepdim)
+    if p == 2:
+        return ew.mul(g, ew.div(x, safe))
+    return ew.mul(g, ew.mul(ew.sign(x), ew.pow(ew.div(ew.abs(x), safe), p - 1)))
+
+
 def norm(input, p="fro", dim=None, keepdim=False):
-    if p in ("fro", 2, 2.0):
-        return ew.sqrt(sum(ew.mul(input, input), dim=dim, keepdim=keepdim))
-    if p in (1, 1.0):
-        return sum(ew.abs(input), dim=dim, keepdim=keepdim)
+    """torch.norm / linalg.vector_norm: p in fro, 2, 1, inf, -inf, 0 or any other number."""
+    if p == "fro":
+        p = 2
+    if not isinstance(p, int | float):
+        raise TypeError(f"norm: p must be a number or 'fro', got {p!r}")
+    axes = normalize_dims(dim, input.ndim, "norm")
     if p == float("inf"):
-        return amax(ew.abs(input), dim=dim, keepdim=keepdim)
-    return ew.pow(sum(ew.pow(ew.abs(input), p), dim=dim, keepdim=keepdim), 1.0 / p)
+        return amax(ew.abs(input), dim=axes, keepdim=keepdim)
+    if p == float("-inf"):
+        return amin(ew.abs(input), dim=axes, keepdim=keepdim)
+    if p == 0:
+        return sum(ew.cast(cmp.ne(input, 0), input.array.dtype), dim=axes, keepdim=keepdim)
+    return _vector_norm(ew._float_operand(input), p=p, axes=axes, keepdim=keepdim)
 
 
 # ---- boolean --------------------------------------------------------------------------------------------

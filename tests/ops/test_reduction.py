@@ -1,0 +1,103 @@
+"""Reductions (ops/reduction.py) against torch float64: every reduction over all dims, one dim, tuple
+dims with keepdim, negative dims, size-1 and size-0 dims; ties in max/min split the gradient as torch
+does; gradcheck; double backward."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from tests.ops._table import POS, Table, run_double_backward, run_gradcheck, run_parity
+
+T = Table()
+for name in ["sum", "mean", "amax", "amin", "logsumexp", "prod", "var", "std"]:
+    all_dims = (0, 1) if name == "logsumexp" else None
+    T.op(name + "-all", lambda m, a, n=name, d=all_dims: getattr(m, n)(a, d) if d else getattr(m, n)(a), (3, 4))
+    T.op(
+        name + "-dim", lambda m, a, n=name: getattr(m, n)(a, 1), (3, 4, 2), double=name in ("prod", "std", "logsumexp")
+    )
+    T.op(name + "-negdim-keep", lambda m, a, n=name: getattr(m, n)(a, -1, keepdim=True), (3, 4, 2))
+    T.op(name + "-size1", lambda m, a, n=name: getattr(m, n)(a, 0), (1, 4), gradcheck=name not in ("var", "std"))
+    if name != "prod":  # torch.prod takes one int dim only
+        T.op(
+            name + "-tuple-keep",
+            lambda m, a, n=name: getattr(m, n)(a, (0, 2), keepdim=True),
+            (3, 4, 2),
+            double=name in ("var", "logsumexp"),
+        )
+    if name not in ("amax", "amin", "var", "std"):  # empty reductions: 0, nan, -inf, 1 as torch
+        T.op(name + "-size0-reduced", lambda m, a, n=name: getattr(m, n)(a, 0), (0, 3))
+    T.op(name + "-size0-kept", lambda m, a, n=name: getattr(m, n)(a, 1), (0, 3))
+T.op("sum-method-keep", lambda m, a: a.sum(1, keepdim=True), (3, 4))
+T.op("mean-method-tuple", lambda m, a: a.mean((-1, 0)), (3, 4))
+T.op("var-correction0", lambda m, a: m.var(a, 0, correction=0), (4, 3))
+T.op("var-unbiased-false", lambda m, a: a.var(1, unbiased=False), (4, 3))
+T.op("std-correction2", lambda m, a: m.std(a, 1, correction=2), (4, 5))
+T.op("var_mean", lambda m, a: m.var_mean(a, 1), (4, 3))
+T.op("std_mean", lambda m, a: m.std_mean(a, (0, 1), keepdim=True), (4, 3, 2))
+T.op("prod-with-zero", lambda m, a: m.prod(a * (a > 0.5), 1), (3, 4), gradcheck=False)
+T.op("prod-one-zero", lambda m, a: m.prod(m.cat([a, a[:, :1] * 0], 1), 1), (3, 4))
+T.op("max-dim", lambda m, a: m.max(a, 1)[0], (3, 5))
+T.op("max-dim-indices", lambda m, a: m.max(a, 1)[1], (3, 5), grad=False)
+T.op("min-dim-keep", lambda m, a: m.min(a, 0, keepdim=True), (3, 5))
+T.op("max-all", lambda m, a: m.max(a), (3, 5))
+T.op("min-all-method", lambda m, a: a.min(), (3, 5))
+T.op("max-binary", lambda m, a, b: m.max(a, b), (3, 5), (5,))
+T.op("amax-ties-split", lambda m, a: m.amax(m.cat([a, a.detach()], 1), 1), (3, 4), gradcheck=False)
+T.op("max-all-ties-split", lambda m, a: m.max(m.stack([a, a.detach()])), (3, 4), gradcheck=False)
+T.op("amin-ties-tuple", lambda m, a: m.amin(m.stack([a, a.detach()]), (0, 2)), (3, 4), gradcheck=False)
+T.op("logsumexp-large", lambda m, a: m.logsumexp(a * 500, 1), (3, 4))
+for p in ["fro", 2, 1, 3, 0.5, 0, float("inf"), float("-inf")]:
+    T.op(f"norm-p{p}-all", lambda m, a, p=p: m.norm(a, p), (3, 4), double=p in ("fro", 3))
+    T.op(f"norm-p{p}-dim", lambda m, a, p=p: m.norm(a, p, 1), (3, 4), gradcheck=p != 0)
+    T.op(f"norm-p{p}-tuple-keep", lambda m, a, p=p: a.norm(p, dim=(0, 2), keepdim=True), (3, 4, 2))
+T.op("norm-of-zeros-has-zero-grad", lambda m, a: m.norm(a - a.detach()), (3, 4), gradcheck=False)
+T.op("norm-p3-of-zeros", lambda m, a: m.norm(a - a.detach(), 3, 1), (3, 4), gradcheck=False)
+T.op("norm-size0", lambda m, a: m.norm(a, dim=0), (0, 3))
+T.op("cumsum", lambda m, a: m.cumsum(a, 1), (3, 4))
+T.op("cumsum-negdim", lambda m, a: a.cumsum(-2), (3, 4))
+T.op("cumsum-size0", lambda m, a: m.cumsum(a, 1), (0, 4))
+T.op("cumprod", lambda m, a: m.cumprod(a, 1), (3, 4), domain=POS, double=True)
+T.op("cumprod-signed", lambda m, a: m.cumprod(a, 0), (4, 3))
+for name in ["argmax", "argmin"]:
+    T.op(name + "-all", lambda m, a, n=name: getattr(m, n)(a), (3, 4), grad=False)
+    T.op(name + "-dim-keep", lambda m, a, n=name: getattr(m, n)(a, 1, keepdim=True), (3, 4), grad=False)
+    T.op(name + "-negdim", lambda m, a, n=name: getattr(a, n)(-1), (2, 3, 4), grad=False)
+for name in ["any", "all"]:
+    T.op(name + "-all", lambda m, a, n=name: getattr(m, n)(a > 0.3), (3, 4), grad=False)
+    T.op(name + "-dim-keep", lambda m, a, n=name: getattr(m, n)(a > -0.5, 1, keepdim=True), (3, 4), grad=False)
+    T.op(name + "-size0", lambda m, a, n=name: getattr(m, n)(a > 0, 0), (0, 4), grad=False)
+T.op("count_nonzero", lambda m, a: m.count_nonzero(a > 0, 1), (3, 4), grad=False)
+
+
+@pytest.mark.parametrize("row", T.rows())
+def test_matches_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", T.gradcheck_rows())
+def test_gradcheck(row):
+    run_gradcheck(row)
+
+
+@pytest.mark.parametrize("row", T.double_rows())
+def test_double_backward_matches_torch(row):
+    run_double_backward(row)
+
+
+def test_reductions_return_torch_dtypes():
+    i = dg.tensor([[1, 2], [3, 4]])
+    b = dg.tensor([[True, False], [True, True]])
+    assert i.sum().dtype == dg.int64 and b.sum().dtype == dg.int64
+    assert i.argmax().dtype == dg.int64 and b.any().dtype == dg.bool_
+    assert dg.ones(2, 3).mean().dtype == dg.float32
+    assert i.prod(1).tolist() == [2, 12] and i.cumsum(0).tolist() == [[1, 2], [4, 6]]
+    with pytest.raises(dg.errors.DTypeError, match="mean.*int64"):
+        i.mean()  # torch: mean of an integer tensor is an error, not a silent cast
+
+
+def test_max_dim_returns_values_and_indices_named_like_torch():
+    x = dg.tensor(np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 7.5]]))
+    out = x.max(1)
+    assert out.values.tolist() == [5.0, 7.5] and out.indices.tolist() == [1, 2]
+    values, indices = x.min(dim=0)
+    assert values.tolist() == [1.0, 0.0, 2.0] and indices.tolist() == [0, 1, 0]
