@@ -1,5 +1,10 @@
-"""Learning-rate schedulers with torch's formulas — the recursive (chainable) forms `step()` uses and
-the closed forms `step(epoch)` uses — so lr sequences match torch's to rounding.
+"""Learning-rate schedulers with torch's formulas, so lr sequences match torch's to rounding.
+
+torch computes most schedules recursively from the current lr (the chainable form `step()` uses, so
+two schedulers on one optimizer compose) and from base_lrs in closed form when given an epoch
+(`step(epoch)`, and SequentialLR at a milestone). Both forms are kept here as torch writes them,
+including the "initial step" the constructor takes (`_is_initial`), which matters when resuming with
+`last_epoch >= 0`. A scheduler's state is its `__dict__` minus the optimizer, as in torch.
 """
 
 import math
@@ -9,7 +14,21 @@ from collections import Counter
 from distgraph.errors import ConfigError
 
 
+def _per_group(name, optimizer, value):
+    """`value` for each param group: a list of the right length, or one value repeated."""
+    n = len(optimizer.param_groups)
+    if isinstance(value, list | tuple):
+        if len(value) != n:
+            raise ConfigError(f"{name} must have one value per param group: got {len(value)} for {n} groups")
+        return list(value)
+    return [value] * n
+
+
 class LRScheduler:
+    """Base class: subclasses give `get_lr()` (chainable) and optionally `_get_closed_form_lr()`."""
+
+    _is_initial = False
+
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
         if last_epoch == -1:
@@ -19,7 +38,8 @@ class LRScheduler:
             for i, g in enumerate(optimizer.param_groups):
                 if "initial_lr" not in g:
                     raise ConfigError(
-                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming a scheduler"
+                        f"{type(self).__name__}: param 'initial_lr' is not specified in param_groups[{i}] when "
+                        f"resuming with last_epoch={last_epoch} (load the optimizer's state_dict first)"
                     )
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = last_epoch
@@ -27,39 +47,81 @@ class LRScheduler:
 
     def _initial_step(self):
         self._step_count = 0
-        self.step()
+        self._is_initial = True
+        try:
+            self.step()
+        finally:
+            self._is_initial = False
 
     def get_lr(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define get_lr()")
 
     def get_last_lr(self):
+        """The lrs the last step set, one per param group."""
         return self._last_lr
 
     def step(self, epoch=None):
+        """Advance one epoch (or jump to `epoch`, using the closed form when there is one)."""
         self._step_count += 1
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch=None):
         if epoch is None:
             self.last_epoch += 1
             values = self.get_lr()
         else:
             self.last_epoch = epoch
             closed = getattr(self, "_get_closed_form_lr", None)
-            values = closed() if closed else self.get_lr()
-        for g, lr in zip(self.optimizer.param_groups, values):
+            values = closed() if closed is not None else self.get_lr()
+        for g, lr in zip(self.optimizer.param_groups, values, strict=True):
             g["lr"] = lr
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._last_lr = self._lrs()
 
     def _lrs(self):
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas", "_schedulers")}
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
 
 
+class LambdaLR(LRScheduler):
+    """lr = base_lr · lr_lambda(epoch); one function for all groups or one per group."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self.lr_lambdas = _per_group("LambdaLR: lr_lambda", optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [b * fn(self.last_epoch) for fn, b in zip(self.lr_lambdas, self.base_lrs, strict=True)]
+
+    def state_dict(self):
+        """Functions are not state: only callable objects' attributes are saved (torch's rule)."""
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        sd["lr_lambdas"] = [None if _is_function(fn) else dict(fn.__dict__) for fn in self.lr_lambdas]
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        lambdas = state_dict.pop("lr_lambdas", [None] * len(self.lr_lambdas))
+        self.__dict__.update(state_dict)
+        for fn, saved in zip(self.lr_lambdas, lambdas):
+            if saved is not None:
+                fn.__dict__.update(saved)
+
+
+def _is_function(fn):
+    return type(fn).__name__ in ("function", "builtin_function_or_method")
+
+
 class StepLR(LRScheduler):
+    """Multiply the lr by gamma every step_size epochs."""
+
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if not isinstance(step_size, int) or step_size <= 0:
+            raise ConfigError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
@@ -73,6 +135,8 @@ class StepLR(LRScheduler):
 
 
 class MultiStepLR(LRScheduler):
+    """Multiply the lr by gamma at each milestone (a repeated milestone applies gamma that many times)."""
+
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
         self.milestones, self.gamma = Counter(milestones), gamma
         super().__init__(optimizer, last_epoch)
@@ -88,12 +152,14 @@ class MultiStepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
+    """Multiply the lr by gamma every epoch."""
+
     def __init__(self, optimizer, gamma, last_epoch=-1):
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        if self.last_epoch == 0:
+        if self._is_initial:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
 
@@ -102,38 +168,39 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
+    """Cosine from base_lr down to eta_min over T_max epochs, then back up (SGDR without restarts)."""
+
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        if T_max <= 0:
+            raise ConfigError(f"CosineAnnealingLR: T_max must be > 0, got {T_max}")
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        e, t = self.last_epoch, self.T_max
-        if e == 0:
+        e, t, m = self.last_epoch, self.T_max, self.eta_min
+        if self._is_initial:
             return self._lrs()
         if self._step_count == 1 and e > 0:
-            return [self.eta_min + (b - self.eta_min) * (1 + math.cos(e * math.pi / t)) / 2 for b in self.base_lrs]
+            return [m + (b - m) * (1 + math.cos(e * math.pi / t)) / 2 for b in self.base_lrs]
         if (e - 1 - t) % (2 * t) == 0:
-            return [
-                lr + (b - self.eta_min) * (1 - math.cos(math.pi / t)) / 2 for lr, b in zip(self._lrs(), self.base_lrs)
-            ]
+            return [lr + (b - m) * (1 - math.cos(math.pi / t)) / 2 for lr, b in zip(self._lrs(), self.base_lrs)]
         return [
-            (1 + math.cos(math.pi * e / t)) / (1 + math.cos(math.pi * (e - 1) / t)) * (lr - self.eta_min) + self.eta_min
-            for lr in self._lrs()
+            (1 + math.cos(math.pi * e / t)) / (1 + math.cos(math.pi * (e - 1) / t)) * (lr - m) + m for lr in self._lrs()
         ]
 
     def _get_closed_form_lr(self):
-        return [
-            self.eta_min + (b - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
-            for b in self.base_lrs
-        ]
+        m = self.eta_min
+        return [m + (b - m) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2 for b in self.base_lrs]
 
 
 class LinearLR(LRScheduler):
+    """Scale the lr linearly from start_factor to end_factor over total_iters epochs, then hold."""
+
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
-        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
-            raise ConfigError(
-                f"LinearLR: start_factor {start_factor} must be in (0, 1], end_factor {end_factor} in [0, 1]"
-            )
+        if not 0 < start_factor <= 1:
+            raise ConfigError(f"LinearLR: start_factor must be in (0, 1], got {start_factor}")
+        if not 0 <= end_factor <= 1:
+            raise ConfigError(f"LinearLR: end_factor must be in [0, 1], got {end_factor}")
         self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer, last_epoch)
 
@@ -141,7 +208,7 @@ class LinearLR(LRScheduler):
         e, s, f, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
         if e == 0:
             return [lr * s for lr in self._lrs()]
-        if e > n:
+        if self._is_initial or e > n:
             return self._lrs()
         return [lr * (1.0 + (f - s) / (n * s + (e - 1) * (f - s))) for lr in self._lrs()]
 
@@ -150,74 +217,67 @@ class LinearLR(LRScheduler):
         return [b * (s + (f - s) * min(n, self.last_epoch) / n) for b in self.base_lrs]
 
 
-class LambdaLR(LRScheduler):
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        n = len(optimizer.param_groups)
-        self.lr_lambdas = list(lr_lambda) if isinstance(lr_lambda, list | tuple) else [lr_lambda] * n
-        if len(self.lr_lambdas) != n:
-            raise ConfigError(f"LambdaLR: expected {n} lr_lambdas, got {len(self.lr_lambdas)}")
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        return [b * fn(self.last_epoch) for fn, b in zip(self.lr_lambdas, self.base_lrs)]
-
-
 class OneCycleLR(LRScheduler):
-    def __init__(
-        self,
-        optimizer,
-        max_lr,
-        total_steps=None,
-        epochs=None,
-        steps_per_epoch=None,
-        pct_start=0.3,
-        anneal_strategy="cos",
-        cycle_momentum=True,
-        base_momentum=0.85,
-        max_momentum=0.95,
-        div_factor=25.0,
-        final_div_factor=1e4,
-        three_phase=False,
-        last_epoch=-1,
-    ):
-        if total_steps is None:
-            if epochs is None or steps_per_epoch is None:
-                raise ConfigError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
+    """The 1cycle policy: lr warms up to max_lr then anneals far below the start (momentum cycles inversely).
+
+    Call step() after every batch: total_steps (or epochs · steps_per_epoch) steps in all.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, last_epoch=-1):  # fmt: skip
+        if total_steps is not None:
+            if not isinstance(total_steps, int) or total_steps <= 0:
+                raise ConfigError(f"OneCycleLR: expected a positive integer total_steps, got {total_steps!r}")
+        elif epochs is not None and steps_per_epoch is not None:
+            for key, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+                if not isinstance(v, int) or v <= 0:
+                    raise ConfigError(f"OneCycleLR: expected a positive integer {key}, got {v!r}")
             total_steps = epochs * steps_per_epoch
+        else:
+            raise ConfigError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
+        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+            raise ConfigError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
         if anneal_strategy not in ("cos", "linear"):
             raise ConfigError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
         self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
         n = total_steps
+        # (end step, start lr key, end lr key, start momentum key, end momentum key) per phase
+        warmup = (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
         if three_phase:
             self._phases = [
-                (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                warmup,
                 (float(2 * pct_start * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
                 (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
             ]
         else:
-            self._phases = [
-                (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
-            ]
-        max_lrs = list(max_lr) if isinstance(max_lr, list | tuple) else [max_lr] * len(optimizer.param_groups)
+            self._phases = [warmup, (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
         if last_epoch == -1:
-            for g, m in zip(optimizer.param_groups, max_lrs):
+            for g, m in zip(optimizer.param_groups, _per_group("OneCycleLR: max_lr", optimizer, max_lr)):
                 g["initial_lr"] = m / div_factor
                 g["max_lr"] = m
                 g["min_lr"] = g["initial_lr"] / final_div_factor
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ConfigError(
+                    f"OneCycleLR: {type(optimizer).__name__} has no momentum or betas to cycle; "
+                    "pass cycle_momentum=False"
+                )
             self.use_beta1 = "betas" in optimizer.defaults
-            if not self.use_beta1 and "momentum" not in optimizer.defaults:
-                raise ConfigError("OneCycleLR: optimizer has no momentum or betas to cycle; pass cycle_momentum=False")
-            for g in optimizer.param_groups:
-                if last_epoch == -1:
-                    if self.use_beta1:
-                        g["betas"] = (max_momentum, *g["betas"][1:])
-                    else:
-                        g["momentum"] = max_momentum
-                    g["max_momentum"], g["base_momentum"] = max_momentum, base_momentum
+            maxes = _per_group("OneCycleLR: max_momentum", optimizer, max_momentum)
+            bases = _per_group("OneCycleLR: base_momentum", optimizer, base_momentum)
+            if last_epoch == -1:
+                for top, bottom, g in zip(maxes, bases, optimizer.param_groups):
+                    self._set_momentum(g, top)
+                    g["max_momentum"], g["base_momentum"] = top, bottom
         super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
 
     def _anneal(self, start, end, pct):
         if self.anneal_strategy == "cos":
@@ -230,26 +290,29 @@ class OneCycleLR(LRScheduler):
             raise ConfigError(f"OneCycleLR: tried to step {step} times; total_steps is {self.total_steps}")
         lrs = []
         for g in self.optimizer.param_groups:
-            start = 0
+            start = 0.0
             for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
                 if step <= end or i == len(self._phases) - 1:
                     pct = (step - start) / (end - start)
-                    lr = self._anneal(g[lr0], g[lr1], pct)
+                    lrs.append(self._anneal(g[lr0], g[lr1], pct))
                     if self.cycle_momentum:
-                        mom = self._anneal(g[m0], g[m1], pct)
+                        self._set_momentum(g, self._anneal(g[m0], g[m1], pct))
                     break
                 start = end
-            lrs.append(lr)
-            if self.cycle_momentum:
-                if self.use_beta1:
-                    g["betas"] = (mom, *g["betas"][1:])
-                else:
-                    g["momentum"] = mom
         return lrs
 
 
 class SequentialLR(LRScheduler):
+    """Run `schedulers` one after another, switching at each of `milestones` (epochs)."""
+
     def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+        if not schedulers:
+            raise ConfigError("SequentialLR expects at least one scheduler")
+        for i, s in enumerate(schedulers):
+            if isinstance(s, ReduceLROnPlateau):
+                raise ConfigError(f"SequentialLR does not support ReduceLROnPlateau (scheduler {i})")
+            if s.optimizer is not optimizer:
+                raise ConfigError(f"SequentialLR: scheduler {i} ({type(s).__name__}) belongs to another optimizer")
         if len(milestones) != len(schedulers) - 1:
             raise ConfigError(
                 f"SequentialLR: expected {len(schedulers) - 1} milestones for {len(schedulers)} schedulers, "
@@ -260,86 +323,102 @@ class SequentialLR(LRScheduler):
         self.last_epoch = last_epoch + 1
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"]
-        for s in self._schedulers:
-            s.last_epoch -= 1
-        self._schedulers[0]._initial_step()
-        self._last_lr = self._schedulers[0].get_last_lr()
+        self._undo(self)  # the schedulers' own initial steps are undone; only the first one's is redone
+        first = self._schedulers[bisect_right(self._milestones, 0)]
+        first._initial_step()
+        self._last_lr = first.get_last_lr()
+
+    def _undo(self, scheduler):
+        if hasattr(scheduler, "_schedulers"):
+            for s in scheduler._schedulers:
+                self._undo(s)
+        else:
+            scheduler.last_epoch -= 1
 
     def step(self):
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[idx]
         if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
-            s.step(0)
+            s._update_lr(0)
         else:
             s.step()
         self._last_lr = s.get_last_lr()
 
     def state_dict(self):
-        return {
-            "last_epoch": self.last_epoch,
-            "_milestones": self._milestones,
-            "_last_lr": self._last_lr,
-            "_schedulers": [s.state_dict() for s in self._schedulers],
-        }
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        sd["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return sd
 
     def load_state_dict(self, state_dict):
-        self.last_epoch, self._milestones, self._last_lr = (
-            state_dict["last_epoch"],
-            list(state_dict["_milestones"]),
-            state_dict["_last_lr"],
-        )
-        for s, sd in zip(self._schedulers, state_dict["_schedulers"]):
+        state_dict = dict(state_dict)
+        schedulers = state_dict.pop("_schedulers")
+        self.__dict__.update(state_dict)
+        for s, sd in zip(self._schedulers, schedulers, strict=True):
             s.load_state_dict(sd)
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the lr by `factor` once a metric has not improved for `patience` epochs: step(metric)."""
+
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0.0, eps=1e-8):  # fmt: skip
         if factor >= 1.0:
             raise ConfigError(f"ReduceLROnPlateau: factor must be < 1.0, got {factor}")
-        if mode not in ("min", "max") or threshold_mode not in ("rel", "abs"):
-            raise ConfigError(f"ReduceLROnPlateau: bad mode {mode!r} or threshold_mode {threshold_mode!r}")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ConfigError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         self.optimizer = optimizer
-        n = len(optimizer.param_groups)
-        self.min_lrs = list(min_lr) if isinstance(min_lr, list | tuple) else [min_lr] * n
-        self.mode, self.factor, self.patience, self.threshold = mode, factor, patience, threshold
-        self.threshold_mode, self.cooldown, self.eps = threshold_mode, cooldown, eps
-        self.best = math.inf if mode == "min" else -math.inf
-        self.num_bad_epochs = self.cooldown_counter = 0
+        self.factor, self.patience, self.cooldown, self.eps = factor, patience, cooldown, eps
+        self.mode, self.threshold, self.threshold_mode = mode, threshold, threshold_mode
+        self.default_min_lr = None if isinstance(min_lr, list | tuple) else min_lr
+        self.min_lrs = _per_group("ReduceLROnPlateau: min_lr", optimizer, min_lr)
         self.last_epoch = 0
-        self._last_lr = [g["lr"] for g in optimizer.param_groups]
+        self._last_lr = self._lrs()
+        self.best = math.inf if mode == "min" else -math.inf
+        self.cooldown_counter = self.num_bad_epochs = 0
+
+    @property
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
 
     def _is_better(self, a):
         if self.mode == "min":
             return a < (
-                self.best * (1 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold
+                self.best * (1.0 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold
             )
-        return a > (self.best * (self.threshold + 1) if self.threshold_mode == "rel" else self.best + self.threshold)
+        return a > (self.best * (self.threshold + 1.0) if self.threshold_mode == "rel" else self.best + self.threshold)
 
-    def step(self, metrics):
+    def step(self, metrics, epoch=None):
         current = float(metrics)
-        self.last_epoch += 1
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self._is_better(current):
             self.best, self.num_bad_epochs = current, 0
         else:
             self.num_bad_epochs += 1
-        if self.cooldown_counter > 0:
+        if self.in_cooldown:
             self.cooldown_counter -= 1
-            self.num_bad_epochs = 0
+            self.num_bad_epochs = 0  # bad epochs during cooldown do not count
         if self.num_bad_epochs > self.patience:
-            for g, floor in zip(self.optimizer.param_groups, self.min_lrs):
-                new = max(g["lr"] * self.factor, floor)
-                if g["lr"] - new > self.eps:
-                    g["lr"] = new
+            self._reduce_lr()
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._last_lr = self._lrs()
 
-    def get_last_lr(self):
-        return self._last_lr
+    def _reduce_lr(self):
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise ConfigError(
+                    f"ReduceLROnPlateau: the optimizer has {len(groups)} param groups but min_lr has "
+                    f"{len(self.min_lrs)} values (a group was added); set min_lrs to match"
+                )
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for g, floor in zip(groups, self.min_lrs):
+            old = float(g["lr"])
+            new = max(old * self.factor, floor)
+            if old - new > self.eps:
+                g["lr"] = new
 
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+_LRScheduler = LRScheduler  # torch's old name, still used by user code
