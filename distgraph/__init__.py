@@ -168,6 +168,8 @@ from distgraph.ops.shape import (  # noqa: F401
     expand,
     flatten,
     flip,
+    fliplr,
+    flipud,
     hstack,
     movedim,
     narrow,

@@ -45,9 +45,33 @@ def pad(input, pad, mode="constant", value=None):
         index = tuple(slice(-lo if lo < 0 else 0, (hi if hi < 0 else None)) for lo, hi in widths)
         input = getitem(input, index)
         widths = [(builtins.max(lo, 0), builtins.max(hi, 0)) for lo, hi in widths]
-    if mode != "constant":
-        raise ShapeError(f"pad: mode {mode!r} is not supported (only 'constant')")
-    return pad_nd(input, widths, 0.0 if value is None else value)
+    if mode == "constant":
+        return pad_nd(input, widths, 0.0 if value is None else value)
+    if mode not in _BORDER_INDEX:
+        raise ShapeError(f"pad: mode {mode!r} is not one of constant, reflect, replicate, circular")
+    from distgraph.ops.indexing import getitem
+
+    xp = input.device.xp
+    for d, (lo, hi) in enumerate(widths):
+        if lo or hi:
+            n = input.shape[d]
+            limit = {"reflect": n - 1, "circular": n}.get(mode)
+            if limit is not None and builtins.max(lo, hi) > limit:
+                raise ShapeError(
+                    f"pad: {mode} padding ({lo}, {hi}) of dim {d} must be at most {limit} for input shape "
+                    f"{tuple(input.shape)}"
+                )
+            index = _BORDER_INDEX[mode](xp.arange(-lo, n + hi), n, xp)
+            input = getitem(input, (slice(None),) * d + (index,))  # gathers; backward adds repeats up
+    return input
+
+
+# where position p (-lo <= p < n + hi) of a padded dim of size n reads from, per border mode
+_BORDER_INDEX = {
+    "reflect": lambda p, n, xp: (n - 1) - abs((n - 1) - abs(p) % (2 * (n - 1))) if n > 1 else p * 0,
+    "replicate": lambda p, n, xp: xp.clip(p, 0, n - 1),
+    "circular": lambda p, n, xp: p % n,
+}
 
 
 # ---- triangular / diagonal ------------------------------------------------------------------------------------
