@@ -124,8 +124,11 @@ from distgraph.ops.elementwise import (  # noqa: F401
 )
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
+    argwhere,
+    bincount,
     gather,
     index_select,
+    kthvalue,
     masked_fill,
     masked_select,
     nonzero,

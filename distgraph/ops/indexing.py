@@ -71,11 +71,11 @@ def getitem(input, index):
 def _check_index(input, index):
     items = index if isinstance(index, tuple) else (index,)
     dim = 0
-    for it in items:
+    for pos, it in enumerate(items):
         if it is None:
             continue
-        if it is Ellipsis:
-            dim = input.ndim - sum(1 for i in items[items.index(Ellipsis) + 1 :] if i is not None)
+        if it is Ellipsis:  # the dims after it are the last ones (a bool mask counts its ndim)
+            dim = input.ndim - sum(_dims_taken(i) for i in items[pos + 1 :])
             continue
         if dim >= input.ndim and not (hasattr(it, "ndim") and it.ndim == 0 and it.dtype == bool):
             raise IndexOutOfRangeError(
@@ -87,10 +87,16 @@ def _check_index(input, index):
                 raise IndexOutOfRangeError(
                     f"getitem: index {it} is out of bounds for dimension {dim} with size {n} (shape {tuple(input.shape)})"
                 )
-        if hasattr(it, "dtype") and it.dtype == bool:
-            dim += max(it.ndim, 1)
-        else:
-            dim += 1
+        dim += _dims_taken(it)
+
+
+def _dims_taken(item):
+    """How many input dims one index item consumes: None none, a boolean mask its ndim, others one."""
+    if item is None:
+        return 0
+    if hasattr(item, "dtype") and item.dtype == bool:
+        return max(item.ndim, 1)
+    return 1
 
 
 def setitem(input, index, value):
