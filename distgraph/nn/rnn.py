@@ -1,13 +1,10 @@
 """RNN, LSTM, GRU (num_layers, batch_first, bidirectional, dropout, bias) and their cells, as torch.
 
 Parameter names, shapes, gate order (LSTM: i, f, g, o; GRU: r, z, n) and initialization
-U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directions. Everything is composed
-from differentiable ops, so gradients of any order come from the engine.
-
-Sequences travel between layers as Python lists of per-step (N, ·) tensors, never as one stacked
-tensor that each step slices: the gradient of a slice is a zero-padded full-size array, so slicing a
-length-L sequence L times would make backward O(L²). The input is unbound once (its L slices are
-narrow views) and the output stacked once at the end; `cat` and `stack` have cheap backwards.
+U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directions. Each layer and
+direction is one matmul for every step's input projection (x·W_ihᵀ) and one fused op for the
+recurrence (`ops.recurrent.rnn_layer`, with its own BPTT op for backward), so a sequence costs a
+handful of ops, not ~15 per step. The cells are composed from per-step ops.
 """
 
 import math
@@ -17,33 +14,8 @@ from distgraph.nn import init
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
 from distgraph.ops.creation import empty, zeros
-from distgraph.ops.shape import cat, stack
-
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
-
-
-def _rnn_cell(mode):
-    act = F.relu if mode == "RNN_RELU" else F.tanh
-
-    def cell(xw, h, w_hh, b_hh):
-        return act(xw + F.linear(h, w_hh, b_hh))
-
-    return cell
-
-
-def _lstm_cell(xw, state, w_hh, b_hh):
-    h, c = state
-    i, f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(4, -1)
-    c = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
-    return F.sigmoid(o) * F.tanh(c), c
-
-
-def _gru_cell(xw, h, w_hh, b_hh):
-    r_i, z_i, n_i = xw.chunk(3, -1)
-    r_h, z_h, n_h = F.linear(h, w_hh, b_hh).chunk(3, -1)
-    r, z = F.sigmoid(r_i + r_h), F.sigmoid(z_i + z_h)
-    n = F.tanh(n_i + r * n_h)
-    return (1 - z) * n + z * h
+from distgraph.ops.recurrent import GATES, gru_cell, lstm_cell, rnn_cell, rnn_layer
+from distgraph.ops.shape import cat, narrow, stack
 
 
 class RNNBase(Module):
@@ -59,7 +31,7 @@ class RNNBase(Module):
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self.nonlinearity = nonlinearity
-        gate = _GATES[mode] * hidden_size
+        gate = GATES[mode] * hidden_size
         dirs = 2 if bidirectional else 1
         for layer in range(num_layers):
             for d in range(dirs):
@@ -82,9 +54,6 @@ class RNNBase(Module):
         get = lambda n: getattr(self, n + sfx) if self.bias or n.startswith("weight") else None  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
-    def _step(self):
-        return {"LSTM": _lstm_cell, "GRU": _gru_cell}.get(self.mode) or _rnn_cell(self.mode)
-
     def forward(self, input, hx=None):
         unbatched = input.ndim == 2
         if input.ndim not in (2, 3):
@@ -95,31 +64,30 @@ class RNNBase(Module):
                 f"got {input.shape[-1]}"
             )
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
-        batch = x.shape[1]
+        steps, batch, hid = x.shape[0], x.shape[1], self.hidden_size
         dirs = 2 if self.bidirectional else 1
         lstm = self.mode == "LSTM"
         h0, c0 = self._initial(hx, batch, dirs, unbatched, x)
-        cell = self._step()
-        xs = x.unbind(0)  # L × (N, In)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
-                k = layer * dirs + d
-                state = (h0[k], c0[k]) if lstm else h0[k]
-                seq = [None] * len(xs)
-                for t in reversed(range(len(xs))) if d else range(len(xs)):
-                    state = cell(F.linear(xs[t], w_ih, b_ih), state, w_hh, b_hh)
-                    seq[t] = state[0] if lstm else state
-                outs.append(seq)
-                h_n.append(state[0] if lstm else state)
+                k, last = layer * dirs + d, 0 if d else steps - 1
+                if self.mode == "GRU":  # b_hn sits inside r·(W_hn·h + b_hn): it goes to the op
+                    xw = F.linear(x, w_ih, b_ih)  # (L, N, 3H): every step's input projection in one matmul
+                    rest = (w_hh, b_hh if b_hh is not None else zeros(w_hh.shape[0], dtype=x.dtype, device=x.device))
+                else:  # b_hh only adds: fold it into the projection
+                    xw = F.linear(x, w_ih, b_ih + b_hh if self.bias else None)
+                    rest = (c0[k], w_hh) if lstm else (w_hh,)
+                y = rnn_layer(self.mode, xw, h0[k], *rest, reverse=bool(d))  # (L, N, H), LSTM (L, N, 2H)
+                outs.append(narrow(y, 2, 0, hid) if lstm else y)
+                h_n.append(y[last, :, :hid])
                 if lstm:
-                    c_n.append(state[1])
-            xs = outs[0] if dirs == 1 else [cat(pair, -1) for pair in zip(*outs)]
+                    c_n.append(y[last, :, hid:])
+            x = outs[0] if dirs == 1 else cat(outs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                xs = [F.dropout(h, self.dropout, True) for h in xs]
-        x = stack(xs, 0)  # (L, N, dirs·H)
+                x = F.dropout(x, self.dropout, True)
         out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         h_n = stack(h_n, 0)
         if unbatched:
@@ -199,14 +167,14 @@ class _CellBase(Module):
 
 class RNNCell(_CellBase):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r} (tanh or relu)")
         super().__init__(input_size, hidden_size, bias, device, dtype)
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
-        mode = "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
-        return _rnn_cell(mode)(
-            F.linear(input, self.weight_ih, self.bias_ih), self._h0(input, hx), self.weight_hh, self.bias_hh
-        )
+        xw = F.linear(input, self.weight_ih, self.bias_ih)
+        return rnn_cell(xw, self._h0(input, hx), self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
 
 
 class LSTMCell(_CellBase):
@@ -216,13 +184,13 @@ class LSTMCell(_CellBase):
         if hx is None:
             h = self._h0(input, None)
             hx = (h, h)
-        return _lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
+        return lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
 
 
 class GRUCell(_CellBase):
     _gates = 3
 
     def forward(self, input, hx=None):
-        return _gru_cell(
+        return gru_cell(
             F.linear(input, self.weight_ih, self.bias_ih), self._h0(input, hx), self.weight_hh, self.bias_hh
         )

@@ -13,6 +13,7 @@ from distgraph.ops import (  # noqa: F401
     methods,
     movement,
     pool,
+    recurrent,
     reduction,
     regions,
     shape,

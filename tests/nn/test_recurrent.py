@@ -105,3 +105,17 @@ def test_unbatched_lstm_with_initial_state_matches_torch():
     out_t, (h_t, c_t) = tm(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
     for a, b in [(out_d, out_t), (h_d, h_t), (c_d, c_t)]:
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_gradient_penalty_second_derivative_matches_torch(name):
+    dm, tm = getattr(nn, name)(3, 4, bidirectional=True), getattr(torch.nn, name)(3, 4, bidirectional=True)
+    copy(dm, tm)
+    x = rng.standard_normal((5, 2, 3))
+    xd, xt = dg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (gd,) = dg.autograd.grad([dm(xd)[0].tanh().sum()], [xd], create_graph=True)
+    (gt,) = torch.autograd.grad([tm(xt)[0].tanh().sum()], [xt], create_graph=True)
+    (gd * gd).sum().backward()
+    (gt * gt).sum().backward()
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
