@@ -8,7 +8,8 @@ keeps its state under torch's key names in the per-parameter `state` dict, creat
 
 The step time of small models counts, so every function writes into its state and into at most one
 or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator.
-`grad` is never written: the caller still owns it.
+`grad` is never written: the caller still owns it. Every new array is made with `out=xp.empty_like(param)`,
+since a ufunc on 0-d arrays would otherwise return a scalar that in-place updates cannot write to.
 """
 
 import math
@@ -24,10 +25,10 @@ def _regularized(xp, param, grad, weight_decay, maximize):
     """torch's `(-grad if maximize else grad) + weight_decay * param`: `grad` itself when neither option
     changes it, else a new array the caller may reuse as scratch (returned with `owned=True`)."""
     if weight_decay:
-        out = xp.multiply(param, weight_decay)
+        out = xp.multiply(param, weight_decay, out=xp.empty_like(param))
         return (xp.subtract(out, grad, out=out) if maximize else xp.add(out, grad, out=out)), True
     if maximize:
-        return xp.negative(grad), True
+        return xp.negative(grad, out=xp.empty_like(param)), True
     return grad, False
 
 
@@ -151,7 +152,7 @@ def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay
     g, _ = _regularized(xp, param, grad, weight_decay, maximize)
     square_avg = state["square_avg"]
     square_avg *= alpha  # square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-    avg = xp.multiply(g, 1 - alpha)
+    avg = xp.multiply(g, 1 - alpha, out=xp.empty_like(param))
     avg *= g
     square_avg += avg
     if centered:
@@ -184,7 +185,7 @@ def adagrad_update(param, grad, state, *, lr, lr_decay=0, weight_decay=0, initia
     state["step"] += 1
     g, _ = _regularized(xp, param, grad, weight_decay, maximize)
     clr = lr / (1 + (state["step"] - 1) * lr_decay)
-    tmp = xp.multiply(g, g)
+    tmp = xp.multiply(g, g, out=xp.empty_like(param))
     state["sum"] += tmp
     std = xp.sqrt(state["sum"], out=tmp)
     std += eps
