@@ -139,7 +139,7 @@ from distgraph.ops.indexing import (  # noqa: F401
     take_along_dim,
     topk,
 )
-from distgraph.ops.linalg import bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
+from distgraph.ops.linalg import addmm, bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
 from distgraph.ops.reduction import (  # noqa: F401
     all,
     amax,

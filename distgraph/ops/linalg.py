@@ -5,13 +5,16 @@ public function (torch's rules), so the backward rule is the plain pair of produ
 sums broadcast batch dims.
 """
 
+import builtins
+import string
+
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dims, sum
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _permute, reshape, unsqueeze
+from distgraph.ops.shape import _permute, expand, reshape, unsqueeze
 
 
 @defop("matmul", kind="matmul", save=(0, 1))
@@ -131,8 +134,9 @@ def _einsum(xp, *operands, equation):
 
 @_einsum.grad
 def _(ctx, g):
-    # d/d operand_i: einsum of g with the other operands into operand_i's subscripts; repeated
-    # indices (diagonals) of operand_i are handled by a diagonal-placing einsum with an identity.
+    # d/d operand_i: einsum of g with the other operands into operand_i's distinct subscripts; letters
+    # only operand_i has (summed away in forward) are broadcast back, and repeated letters (diagonals,
+    # traces) are placed back on their diagonal.
     inputs_spec, out_spec = ctx.attrs["equation"].split("->")
     specs = inputs_spec.split(",")
     grads = []
@@ -143,19 +147,13 @@ def _(ctx, g):
         others = [s for j, s in enumerate(specs) if j != i]
         others_t = [t for j, t in enumerate(ctx.inputs) if j != i]
         unique = "".join(dict.fromkeys(spec))
-        # letters of spec that appear in neither the output nor another operand are summed away in
-        # forward: their gradient is broadcast (ones of that size)
-        lone = [c for c in unique if c not in out_spec and not any(c in s for s in others)]
-        eq = ",".join([out_spec] + others) + "->" + "".join(c for c in unique if c not in lone)
-        gi = einsum(eq, g, *others_t) if others_t or unique != out_spec else g
+        lone = [c for c in unique if c not in out_spec and not builtins.any(c in s for s in others)]
+        kept = "".join(c for c in unique if c not in lone)
+        gi = einsum(",".join([out_spec] + others) + "->" + kept, g, *others_t) if others_t or kept != out_spec else g
         if lone:
-            sizes = {c: x.shape[spec.index(c)] for c in lone}
-            from distgraph.ops.shape import expand
-
-            kept = "".join(c for c in unique if c not in lone)
             gi = reshape(gi, tuple(gi.shape[kept.index(c)] if c in kept else 1 for c in unique))
-            gi = expand(gi, tuple(sizes.get(c, gi.shape[unique.index(c)]) for c in unique))
-        if unique != spec:  # repeated letters (a diagonal): place the values on it
+            gi = expand(gi, tuple(x.shape[spec.index(c)] for c in unique))
+        if unique != spec:
             gi = _onto_diagonal(gi, unique, spec, x, ctx.attrs["equation"])
         grads.append(gi)
     return tuple(grads)
@@ -164,19 +162,14 @@ def _(ctx, g):
 def _onto_diagonal(gi, unique, spec, x, equation):
     """gi has subscripts `unique`; return the tensor of subscripts `spec` (letters repeated) that holds
     gi on its diagonals and zeros elsewhere: every repeat of a letter gets a fresh letter, tied to the
-    first by an identity tensor, so one einsum builds it."""
-    import string
-
-    from distgraph.autograd.tensor import Tensor
-
+    first by an identity matrix, so one einsum builds it."""
     xp = x.device.xp
     fresh = iter(c for c in string.ascii_letters if c not in equation)
     renamed, eyes, eye_specs, seen = [], [], [], set()
     for pos, c in enumerate(spec):
         if c in seen:
             new = next(fresh)
-            size = x.shape[pos]
-            eyes.append(Tensor(xp.eye(size, dtype=x.array.dtype), device=x.device))
+            eyes.append(Tensor(xp.eye(x.shape[pos], dtype=x.array.dtype), device=x.device))
             eye_specs.append(c + new)
             renamed.append(new)
         else:
@@ -185,30 +178,58 @@ def _onto_diagonal(gi, unique, spec, x, equation):
     return einsum(",".join([unique, *eye_specs]) + "->" + "".join(renamed), gi, *eyes)
 
 
-def einsum(equation, *operands):
-    if len(operands) == 1 and isinstance(operands[0], list | tuple):
-        operands = tuple(operands[0])
-    equation = equation.replace(" ", "")
-    if "->" not in equation:
-        letters = equation.replace(",", "")
-        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-        equation = equation + "->" + out
-    if "..." in equation:
-        raise ShapeError("einsum: '...' is not supported yet; spell out the dimensions")
-    specs = equation.split("->")[0].split(",")
+def _spell_out(equation, operands):
+    """The equation in explicit form with '...' replaced by letters: implicit output (letters seen
+    once, sorted, after the broadcast dims) made explicit, broadcast dims right-aligned as in torch."""
+    ins, out = equation.split("->") if "->" in equation else (equation, None)
+    specs = ins.split(",")
     if len(specs) != len(operands):
         raise ShapeError(f"einsum(): {len(specs)} operand subscripts for {len(operands)} operands in {equation!r}")
+    named = [len(s.replace("...", "")) for s in specs]
+    n_ell = builtins.max([t.ndim - n for s, t, n in zip(specs, operands, named) if "..." in s], default=0)
+    ell = "".join([c for c in string.ascii_letters if c not in equation][: builtins.max(n_ell, 0)])
+    if out is None:
+        letters = ins.replace(",", "").replace(".", "")
+        out = ("..." if "..." in ins else "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    specs = [
+        s.replace("...", ell[len(ell) - (t.ndim - n) :] if t.ndim > n else "")
+        for s, t, n in zip(specs, operands, named)
+    ]
+    return ",".join(specs) + "->" + out.replace("...", ell)
+
+
+def einsum(equation, *operands):
+    """torch.einsum: explicit or implicit output, repeated subscripts, '...' with broadcasting."""
+    if len(operands) == 1 and isinstance(operands[0], list | tuple):
+        operands = tuple(operands[0])
+    equation = _spell_out(equation.replace(" ", ""), operands)
+    specs = equation.split("->")[0].split(",")
+    sizes = {}
     for s, t in zip(specs, operands):
         if len(s) != t.ndim:
             raise ShapeError(
                 f"einsum(): subscripts {s!r} do not match operand of shape {tuple(t.shape)} in {equation!r}"
             )
+        for c, n in zip(s, t.shape):
+            if sizes.get(c, 1) != 1 and n not in (1, sizes[c]):
+                raise ShapeError(
+                    f"einsum(): subscript {c!r} has size {n} in operand of shape {tuple(t.shape)} and "
+                    f"{sizes[c]} elsewhere in {equation!r}"
+                )
+            if sizes.get(c, 1) == 1:
+                sizes[c] = n
+    operands = [  # size-1 dims broadcast against the letter's size elsewhere, as in torch
+        expand(t, tuple(sizes[c] for c in s)) if builtins.any(n != sizes[c] for c, n in zip(s, t.shape)) else t
+        for s, t in zip(specs, operands)
+    ]
     return _einsum(*operands, equation=equation)
 
 
 # ---- softmax ------------------------------------------------------------------------------------------------
 @defop("softmax", kind="other", save=(), saves_output=True)
 def _softmax(xp, x, axis):
+    if x.size == 0:
+        return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
     e = xp.exp(shifted)
     e /= e.sum(axis=axis, keepdims=True)
@@ -224,6 +245,8 @@ def _(ctx, g):
 
 @defop("log_softmax", kind="other", save=(), saves_output=True)
 def _log_softmax(xp, x, axis):
+    if x.size == 0:
+        return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
