@@ -6,7 +6,7 @@ a whole output row (contiguous when stride is 1) instead of kw taps, which makes
 faster than the (N·OH·OW, C·kh·kw) layout on numpy. The output is W·cols, (O, N, OH, OW) in memory,
 returned as an (N, O, OH, OW) view; elementwise ops keep that layout, so the output gradient usually
 arrives already in the layout the backward matmuls want. Backward is two ops of its own:
-`conv2d_input_grad` (Wᵀ·grad, then col2im as kh·kw strided slice-adds) and `conv2d_weight_grad`
+`conv2d_input_grad` (Wᵀ·grad, then col2im as kh·kw slice-adds) and `conv2d_weight_grad`
 (grad·colsᵀ). Each of the three is linear in each argument and their derivatives are each other, so
 every order of gradient is exact. Works with xp = numpy or cupy (both have as_strided).
 """
@@ -67,16 +67,30 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
     n, c, h, wd = input_shape
     o, cg, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
-    wg = w.reshape(groups, o // groups, cg * kh * kw)
-    cols = (wg.transpose(0, 2, 1) @ _grad_rows(xp, g, groups)).reshape(c, kh, kw, n, oh, ow)
-    gx = xp.zeros((c, n, h + 2 * padding[0], wd + 2 * padding[1]), dtype=g.dtype)  # same layout as cols
-    for i in range(kh):  # col2im: each kernel tap adds its slice back
-        r0 = i * dilation[0]
-        for j in range(kw):
-            c0 = j * dilation[1]
-            gx[
-                :, :, r0 : r0 + stride[0] * (oh - 1) + 1 : stride[0], c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]
-            ] += cols[:, i, j]
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    wg = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    if stride[0] == stride[1] == 1 and ow < 16:
+        # Narrow rows (small images): col2im's slice-adds would run 4-8 elements at a time. Pad the
+        # gradient's rows to the padded input width instead; then each tap's contribution is one
+        # contiguous run per image, added at a flat offset (its zero columns land on the margins).
+        wide = xp.zeros((o, n, oh, wp), dtype=g.dtype)
+        wide[..., :ow] = g.transpose(1, 0, 2, 3)
+        cols = (wg @ wide.reshape(groups, o // groups, -1)).reshape(c, kh, kw, n, oh * wp)
+        flat = xp.zeros((c, n, hp * wp + (kw - 1) * dilation[1]), dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dilation[0] * wp + j * dilation[1]
+                flat[:, :, at : at + oh * wp] += cols[:, i, j]
+        gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
+    else:
+        cols = (wg @ _grad_rows(xp, g, groups)).reshape(c, kh, kw, n, oh, ow)
+        gx = xp.zeros((c, n, hp, wp), dtype=g.dtype)  # same layout as cols
+        for i in range(kh):  # col2im: each kernel tap adds its strided slice back
+            r0 = i * dilation[0]
+            for j in range(kw):
+                c0 = j * dilation[1]
+                rows = slice(r0, r0 + stride[0] * (oh - 1) + 1, stride[0])
+                gx[:, :, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
     return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].transpose(1, 0, 2, 3)
 
 

@@ -45,6 +45,13 @@ def test_conv2d_matches_torch(kw, bias, device):
           *args, device=device)  # fmt: skip
 
 
+@pytest.mark.parametrize("width", [5, 15, 16, 40])  # input grad: padded-row scatter below 16 output columns
+def test_conv2d_input_grad_on_narrow_and_wide_rows(width):
+    x, w = rng.standard_normal((2, 3, 4, width)), rng.standard_normal((4, 3, 3, 2))
+    check(lambda a, b: F.conv2d(a, b, padding=(1, 2), dilation=(1, 2)),
+          lambda a, b: TF.conv2d(a, b, padding=(1, 2), dilation=(1, 2)), x, w)  # fmt: skip
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(dilation=2, groups=2)])
 def test_conv1d_matches_torch(kw):
     g = kw.get("groups", 1)
