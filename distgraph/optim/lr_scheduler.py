@@ -147,7 +147,7 @@ class MultiStepLR(LRScheduler):
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._lrs()]
 
     def _get_closed_form_lr(self):
-        ms = sorted(self.milestones.elements())
+        ms = sorted(Counter(self.milestones).elements())  # a loaded state dict may hold a plain dict
         return [b * self.gamma ** bisect_right(ms, self.last_epoch) for b in self.base_lrs]
 
 
