@@ -28,9 +28,14 @@ def _padded(xp, x, kh, kw, s, p, d, oh, ow, fill):
     """Pad so every window of the (oh, ow) output exists (ceil_mode may need extra on the right)."""
     need_h = (oh - 1) * s[0] + d[0] * (kh - 1) + 1
     need_w = (ow - 1) * s[1] + d[1] * (kw - 1) + 1
-    extra_h = max(0, need_h - x.shape[2] - 2 * p[0])
-    extra_w = max(0, need_w - x.shape[3] - 2 * p[1])
-    return xp.pad(x, ((0, 0), (0, 0), (p[0], p[0] + extra_h), (p[1], p[1] + extra_w)), constant_values=fill)
+    n, c, h, w = x.shape
+    extra_h = max(0, need_h - h - 2 * p[0])
+    extra_w = max(0, need_w - w - 2 * p[1])
+    if not (p[0] or p[1] or extra_h or extra_w):
+        return x
+    out = xp.full((n, c, h + 2 * p[0] + extra_h, w + 2 * p[1] + extra_w), fill, dtype=x.dtype)
+    out[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = x
+    return out
 
 
 def _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode):
