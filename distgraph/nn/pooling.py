@@ -52,6 +52,11 @@ class AvgPool2d(Module):
 
 
 class AvgPool1d(AvgPool2d):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        one = lambda v: (v,) if isinstance(v, int) else tuple(v)  # noqa: E731 - torch keeps 1-tuples here
+        super().__init__(one(kernel_size), one(stride if stride is not None else kernel_size), one(padding), ceil_mode,
+                         count_include_pad)  # fmt: skip
+
     def forward(self, input):
         return pool.avg_pool1d(
             input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad

@@ -159,6 +159,14 @@ class _CellBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
+
     def _h0(self, input, hx):
         if hx is not None:
             return hx

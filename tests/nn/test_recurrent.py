@@ -119,3 +119,18 @@ def test_gradient_penalty_second_derivative_matches_torch(name):
     (gt * gt).sum().backward()
     for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("LSTM", dict(num_layers=2, batch_first=True, bidirectional=True, dropout=0.1)),
+        ("GRU", dict(bias=False)),
+        ("RNN", dict(nonlinearity="relu")),
+        ("LSTMCell", dict()),
+        ("GRUCell", dict(bias=False)),
+        ("RNNCell", dict(nonlinearity="relu")),
+    ],
+)
+def test_repr_matches_torch(name, kw):
+    assert repr(getattr(nn, name)(4, 5, **kw)) == repr(getattr(torch.nn, name)(4, 5, **kw))

@@ -179,3 +179,22 @@ def test_pooling_modules_match_torch(name, args, kw):
     shape = (2, 3, 9) if name.endswith("1d") else (2, 3, 7, 8)
     dm, tm = getattr(nn, name)(*args, **kw), getattr(torch.nn, name)(*args, **kw)
     check(dm, tm, rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize(
+    "name,args,kw",
+    [
+        ("Conv2d", (3, 6, 3), dict(stride=2, padding=1, groups=3)),
+        ("Conv2d", (3, 6, (3, 2)), dict(bias=False, dilation=2)),
+        ("Conv2d", (3, 6, 3), dict(padding="same")),
+        ("Conv1d", (4, 5, 2), dict(dilation=2)),
+        ("MaxPool2d", (3,), dict(stride=2, padding=1)),
+        ("MaxPool1d", (2,), dict()),
+        ("AvgPool2d", (3,), dict(stride=2, padding=1)),
+        ("AvgPool1d", (3,), dict()),
+        ("AdaptiveAvgPool2d", ((3, 2),), dict()),
+        ("AdaptiveMaxPool2d", (1,), dict()),
+    ],
+)
+def test_repr_matches_torch(name, args, kw):
+    assert repr(getattr(nn, name)(*args, **kw)) == repr(getattr(torch.nn, name)(*args, **kw))
