@@ -161,7 +161,9 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         arr = self.array if self.device is CPU else self.array.get()
-        return arr if dtype is None else arr.astype(dtype, copy=False)
+        if copy is False and self.device is not CPU:
+            raise ValueError(f"a {self.device} tensor cannot be viewed as a numpy array without a copy")
+        return arr if dtype is None and not copy else arr.astype(arr.dtype if dtype is None else dtype, copy=bool(copy))
 
     def __dlpack__(self, *args, **kwargs):
         return self.array.__dlpack__(*args, **kwargs)
@@ -211,8 +213,12 @@ class Tensor:
         return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def type(self, dtype=None):
+        """torch's legacy type names: `t.type()` -> 'distgraph.FloatTensor'; `t.type('torch.DoubleTensor')` casts."""
         if dtype is None:
-            return f"distgraph.{self.dtype.name}"
+            return f"distgraph.{_TYPE_NAMES[self.dtype.name]}"
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            legacy = dtype.rsplit(".", 1)[-1]
+            dtype = next((n for n, t in _TYPE_NAMES.items() if t == legacy), dtype)
         return self.to(dtype)
 
     def float(self):
@@ -289,3 +295,16 @@ class _RemovableHandle:
     def remove(self):
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+_TYPE_NAMES = {
+    "bool": "BoolTensor",
+    "uint8": "ByteTensor",
+    "int8": "CharTensor",
+    "int16": "ShortTensor",
+    "int32": "IntTensor",
+    "int64": "LongTensor",
+    "float16": "HalfTensor",
+    "float32": "FloatTensor",
+    "float64": "DoubleTensor",
+}

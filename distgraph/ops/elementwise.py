@@ -68,7 +68,10 @@ def _(ctx, g):
 
 def cast(x, dtype):
     np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
-    return _cast(x, dtype=np_dtype)
+    out = _cast(x, dtype=np_dtype)
+    if np_dtype.kind != "f" and out.requires_grad:  # as torch: integer/bool tensors never require grad
+        out.requires_grad, out.grad_fn = False, None
+    return out
 
 
 # ---- arithmetic ---------------------------------------------------------------------------------
