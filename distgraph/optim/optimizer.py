@@ -9,6 +9,9 @@ Each subclass's `check(group)` validates a group's values, so `add_param_group` 
 reject the same mistakes (a negative lr, an unknown option) with a message naming the optimizer.
 """
 
+from collections import defaultdict
+from numbers import Real
+
 from distgraph.autograd.grad_mode import enable_grad, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
@@ -25,7 +28,7 @@ class Optimizer:
         self.defaults = {**self.hyperparameters, **defaults}
         self._check_options(self.defaults, "option")
         self.param_groups = []
-        self.state = {}
+        self.state = defaultdict(dict)  # as torch: a parameter without state reads as {}
         if isinstance(params, Tensor):
             raise ConfigError(
                 f"{type(self).__name__}: params must be an iterable of Tensors or of dicts, got a single Tensor"
@@ -70,7 +73,7 @@ class Optimizer:
             if key != "params" and key not in self.hyperparameters and key not in _SCHEDULER_KEYS:
                 raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(self.hyperparameters)}")
         lr = options.get("lr")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
+        if isinstance(lr, bool) or not isinstance(lr, Real) or lr < 0:
             raise ConfigError(f"{name}: invalid learning rate {lr!r} (must be a number >= 0)")
         self.check(options)
 
@@ -101,10 +104,7 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    state = self.state.get(p)
-                    if state is None:
-                        state = self.state[p] = {}
-                    update(p.array, p.grad.array, state, **hyper)
+                    update(p.array, p.grad.array, self.state[p], **hyper)
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 
@@ -119,7 +119,7 @@ class Optimizer:
         state = {
             i: {k: v.copy() if hasattr(v, "copy") else v for k, v in self.state[p].items()}
             for i, p in enumerate(params)
-            if p in self.state
+            if self.state.get(p)  # stateless updates (plain SGD) save nothing, as torch
         }
         groups, start = [], 0
         for g in self.param_groups:
@@ -154,7 +154,7 @@ class Optimizer:
         by_saved_index = {
             int(saved): p for g, mine in zip(groups, self.param_groups) for saved, p in zip(g["params"], mine["params"])
         }
-        state = {}
+        state = defaultdict(dict)
         for key, entries in saved_state.items():
             p = by_saved_index.get(int(key))
             if p is None:

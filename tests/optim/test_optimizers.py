@@ -147,7 +147,7 @@ def test_add_param_group_and_parameters_without_grad():
         dopt.step()
         topt.step()
         if i < 3:
-            assert dq not in dopt.state
+            assert dq not in dopt.state and dopt.state_dict()["state"].keys() == {0}
     assert _max_diff([dp, dq], [tp, tq]) <= TOL
     assert dopt.state[dq]["step"] == 2
 
@@ -200,6 +200,7 @@ def test_grad_array_is_never_written():
 
 
 STATEFUL = [
+    ("SGD", dict(lr=0.1)),
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
     ("Adam", dict(lr=0.01, amsgrad=True)),
     ("AdamW", dict(lr=0.01, weight_decay=0.1)),
@@ -208,7 +209,7 @@ STATEFUL = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[s[0] for s in STATEFUL])
+@pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[_id(*s) for s in STATEFUL])
 def test_state_dict_round_trip_through_a_file_continues_identically(name, kwargs, tmp_path):
     init, grads = _data(np.random.default_rng(5), 10)
 
@@ -235,7 +236,7 @@ def test_state_dict_round_trip_through_a_file_continues_identically(name, kwargs
         assert np.array_equal(p1.detach().numpy(), p3.detach().numpy())
 
 
-@pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[s[0] for s in STATEFUL])
+@pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[_id(*s) for s in STATEFUL])
 def test_state_dict_layout_matches_torch(name, kwargs):
     init, grads = _data(np.random.default_rng(6), 3)
     dps = [dg.tensor(a, requires_grad=True) for a in init]
@@ -312,6 +313,7 @@ def test_bad_options_raise_config_errors_naming_the_option():
         opt.add_param_group({"params": [dg.zeros(1, requires_grad=True)], "betas": (0.9, 0.99)})
     with pytest.raises(ValueError):  # ConfigError is also a ValueError, as torch raises
         optim.SGD([p], lr=-1)
+    assert optim.SGD([p], lr=np.float32(0.5)).param_groups[0]["lr"] == 0.5  # numpy scalars are numbers too
 
 
 def test_repr_lists_each_group():
