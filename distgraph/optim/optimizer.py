@@ -161,8 +161,8 @@ class Optimizer:
                 raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
             state[p] = {k: _to_param(v, p, k, name) for k, v in entries.items()}
         for mine, theirs in zip(self.param_groups, groups):
-            for k, v in theirs.items():
-                if k != "params":
+            for k, v in theirs.items():  # options torch keeps that distgraph has no use for (foreach, ...) are left out
+                if k in self.hyperparameters or k in _SCHEDULER_KEYS:
                     mine[k] = tuple(v) if isinstance(v, list) else v
         self.state = state
 

@@ -269,6 +269,7 @@ def test_torch_state_dict_loads_into_distgraph():
     dopt.load_state_dict(sd)
     _step_both(dopt, topt, dps, tps, grads[4:])
     assert _max_diff(dps, tps) <= TOL
+    assert "foreach" not in dopt.param_groups[0] and "initial_lr" not in dopt.param_groups[0]
 
 
 def test_load_state_dict_rejects_mismatched_structure():
