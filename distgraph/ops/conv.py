@@ -30,6 +30,16 @@ def _out_size(size, k, stride, pad, dil):
     return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
 
 
+COLUMNS_BUDGET = 1 << 26  # bytes of im2col columns materialized at once; bigger batches run in slices
+
+
+def _batches(n, bytes_per_sample):
+    """Slices of the batch whose columns fit COLUMNS_BUDGET (at least one sample each): memory stays
+    bounded on large inputs, and small batches are one slice."""
+    step = max(1, COLUMNS_BUDGET // max(1, bytes_per_sample))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 def _columns(xp, x, w_shape, stride, padding, dilation, groups):
     """im2col: (groups, C/g·kh·kw, N·OH·OW) and the output size."""
     n, c, h, wd = x.shape
@@ -49,11 +59,15 @@ def _columns(xp, x, w_shape, stride, padding, dilation, groups):
 
 @defop("conv2d", kind="matmul", save=(0, 1))
 def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
-    n = x.shape[0]
-    o = w.shape[0]
-    cols, oh, ow = _columns(xp, x, w.shape, stride, padding, dilation, groups)
-    out = w.reshape(groups, o // groups, -1) @ cols  # (g, O/g, N·OH·OW)
-    return out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(wd, kw, stride[1], padding[1], dilation[1])
+    wg = w.reshape(groups, o // groups, -1)
+    out = xp.empty((o, n, oh, ow), dtype=xp.result_type(x, w))
+    for s in _batches(n, c * kh * kw * oh * ow * x.itemsize):
+        cols, _, _ = _columns(xp, x[s], w.shape, stride, padding, dilation, groups)
+        out[:, s] = (wg @ cols).reshape(o, -1, oh, ow)  # (g, O/g, n·OH·OW) -> (O, n, OH, OW)
+    return out.transpose(1, 0, 2, 3)
 
 
 def _grad_rows(xp, g, groups):
@@ -69,36 +83,44 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
     oh, ow = g.shape[2], g.shape[3]
     hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
     wg = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
-    if stride[0] == stride[1] == 1 and ow < 16:
-        # Narrow rows (small images): col2im's slice-adds would run 4-8 elements at a time. Pad the
-        # gradient's rows to the padded input width instead; then each tap's contribution is one
-        # contiguous run per image, added at a flat offset (its zero columns land on the margins).
-        wide = xp.zeros((o, n, oh, wp), dtype=g.dtype)
-        wide[..., :ow] = g.transpose(1, 0, 2, 3)
-        cols = (wg @ wide.reshape(groups, o // groups, -1)).reshape(c, kh, kw, n, oh * wp)
+    narrow = stride[0] == stride[1] == 1 and ow < 16
+    if narrow:  # see below; the tail keeps the last tap's run inside each image
         flat = xp.zeros((c, n, hp * wp + (kw - 1) * dilation[1]), dtype=g.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                at = i * dilation[0] * wp + j * dilation[1]
-                flat[:, :, at : at + oh * wp] += cols[:, i, j]
-        gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
     else:
-        cols = (wg @ _grad_rows(xp, g, groups)).reshape(c, kh, kw, n, oh, ow)
-        gx = xp.zeros((c, n, hp, wp), dtype=g.dtype)  # same layout as cols
-        for i in range(kh):  # col2im: each kernel tap adds its strided slice back
-            r0 = i * dilation[0]
-            for j in range(kw):
-                c0 = j * dilation[1]
-                rows = slice(r0, r0 + stride[0] * (oh - 1) + 1, stride[0])
-                gx[:, :, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
+        gx = xp.zeros((c, n, hp, wp), dtype=g.dtype)  # same layout as the columns
+    for s in _batches(n, c * kh * kw * oh * (wp if narrow else ow) * g.itemsize):
+        if narrow:
+            # Narrow rows (small images): col2im's slice-adds would run 4-8 elements at a time. Pad the
+            # gradient's rows to the padded input width instead; then each tap's contribution is one
+            # contiguous run per image, added at a flat offset (its zero columns land on the margins).
+            wide = xp.zeros((o, s.stop - s.start, oh, wp), dtype=g.dtype)
+            wide[..., :ow] = g[s].transpose(1, 0, 2, 3)
+            cols = (wg @ wide.reshape(groups, o // groups, -1)).reshape(c, kh, kw, -1, oh * wp)
+            for i in range(kh):
+                for j in range(kw):
+                    at = i * dilation[0] * wp + j * dilation[1]
+                    flat[:, s, at : at + oh * wp] += cols[:, i, j]
+        else:
+            cols = (wg @ _grad_rows(xp, g[s], groups)).reshape(c, kh, kw, -1, oh, ow)
+            for i in range(kh):  # col2im: each kernel tap adds its strided slice back
+                r0 = i * dilation[0]
+                for j in range(kw):
+                    c0 = j * dilation[1]
+                    rows = slice(r0, r0 + stride[0] * (oh - 1) + 1, stride[0])
+                    gx[:, s, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
+    if narrow:
+        gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
     return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].transpose(1, 0, 2, 3)
 
 
 @defop("conv2d_weight_grad", kind="matmul", save=(0, 1))
 def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
-    cols, _, _ = _columns(xp, x, weight_shape, stride, padding, dilation, groups)  # (g, C/g·kh·kw, M)
-    gw = _grad_rows(xp, g, groups) @ cols.transpose(0, 2, 1)  # (g, O/g, C/g·kh·kw)
+    n, c = x.shape[:2]
+    gw = xp.zeros((groups, o // groups, cg * kh * kw), dtype=xp.result_type(x, g))
+    for s in _batches(n, c * kh * kw * g.shape[2] * g.shape[3] * x.itemsize):
+        cols, _, _ = _columns(xp, x[s], weight_shape, stride, padding, dilation, groups)  # (g, C/g·kh·kw, M)
+        gw += _grad_rows(xp, g[s], groups) @ cols.transpose(0, 2, 1)  # (g, O/g, C/g·kh·kw)
     return gw.reshape(o, cg, kh, kw)
 
 

@@ -198,3 +198,31 @@ def test_pooling_modules_match_torch(name, args, kw):
 )
 def test_repr_matches_torch(name, args, kw):
     assert repr(getattr(nn, name)(*args, **kw)) == repr(getattr(torch.nn, name)(*args, **kw))
+
+
+@pytest.mark.parametrize("width", [6, 20])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, groups=2), dict(dilation=(1, 2), padding=(0, 3))])
+def test_conv2d_in_batch_slices_equals_one_pass(monkeypatch, kw, width):
+    from distgraph.ops import conv
+
+    x = dg.tensor(rng.standard_normal((5, 4, 6, width)), requires_grad=True)
+    w = dg.tensor(rng.standard_normal((6, 4 // kw.get("groups", 1), 3, 3)), requires_grad=True)
+
+    def run():
+        x.grad = w.grad = None
+        y = F.conv2d(x, w, **kw)
+        (y * y).sum().backward()
+        return y.detach().numpy(), x.grad.numpy(), w.grad.numpy()
+
+    whole = run()
+    monkeypatch.setattr(conv, "COLUMNS_BUDGET", 1)  # one sample per slice
+    for a, b in zip(whole, run()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_on_an_empty_batch():
+    x = dg.zeros(0, 3, 5, 5, requires_grad=True)
+    w = dg.randn(4, 3, 3, 3, requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    y.sum().backward()
+    assert tuple(y.shape) == (0, 4, 5, 5) and tuple(x.grad.shape) == (0, 3, 5, 5) and not w.grad.numpy().any()
