@@ -8,7 +8,9 @@ returned as an (N, O, OH, OW) view; elementwise ops keep that layout, so the out
 arrives already in the layout the backward matmuls want. Backward is two ops of its own:
 `conv2d_input_grad` (Wᵀ·grad, then col2im as kh·kw slice-adds) and `conv2d_weight_grad`
 (grad·colsᵀ). Each of the three is linear in each argument and their derivatives are each other, so
-every order of gradient is exact. Works with xp = numpy or cupy (both have as_strided).
+every order of gradient is exact. Columns are built for slices of the batch of at most
+COLUMNS_BUDGET bytes, so memory stays bounded on large inputs. Works with xp = numpy or cupy (both
+have as_strided).
 """
 
 from distgraph.autograd.function import apply
