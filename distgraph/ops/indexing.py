@@ -14,6 +14,7 @@ from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dims
 from distgraph.ops.registry import defop
+from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
 
 IDX = "index"
 SortResult = namedtuple("SortResult", ["values", "indices"])
@@ -65,7 +66,10 @@ def index_add_into(values, shape, index):
 def getitem(input, index):
     index = _unwrap_index(index)
     _check_index(input, index)
-    return _getitem(input, index=index)
+    out = _getitem(input, index=index)
+    if is_basic_index(index):  # a view: writes through it change `input`, so they share versions
+        out._vc = input._vc
+    return out
 
 
 def _check_index(input, index):
@@ -114,11 +118,13 @@ def setitem(input, index, value):
         mask = Tensor(input.device.xp.zeros(input.shape, dtype=bool), device=input.device)
         mask.array[index] = True
         placed = index_add_into(_broadcast_value(v, input, index), input.shape, index)
-        result = ew.where(mask, placed, input)
+        result = ew.where(mask, placed, snapshot(input))
+        rebased = rebase(input, result)
         input.array[index] = val
         input._vc[0] += 1
         input.grad_fn = result.grad_fn
         input.requires_grad = result.requires_grad
+        commit(rebased)
         return
     input.array[index] = val
     input._vc[0] += 1

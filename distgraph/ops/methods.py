@@ -11,7 +11,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, indexing, linalg, regions, shape
+from distgraph.ops import creation, indexing, linalg, regions, shape, views
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -235,10 +235,12 @@ def _inplace(fn, name):
             source.device, source.grad, source.grad_fn = self.device, None, self.grad_fn
             source.requires_grad, source._vc = self.requires_grad, [self._vc[0]]
         result = fn(source, *args, **kwargs)
+        rebased = views.rebase(self, result) if recording and result.grad_fn is not None else ()
         _write_into(self, result, name)
         if recording and result.grad_fn is not None:
             self.grad_fn = result.grad_fn
             self.requires_grad = True
+        views.commit(rebased)
         return self
 
     method.__name__ = name
@@ -269,6 +271,8 @@ def _write_into(self, result, name):
 
 
 def _fill_(self, value):
+    if grad_mode.state.grad_enabled and self.requires_grad:  # recorded: the old value gets zero gradient
+        return _inplace(lambda s: ew.add(ew.mul(s, 0), value), "fill_")(self)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -291,7 +295,7 @@ def _copy_(self, src, non_blocking=False):
 
 
 def recording_needed(self, src):
-    return grad_mode.state.grad_enabled and isinstance(src, Tensor) and src.requires_grad
+    return grad_mode.state.grad_enabled and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
 
 
 def _uniform_(self, a=0.0, b=1.0):
