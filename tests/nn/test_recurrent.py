@@ -3,6 +3,8 @@ parameter gradient, float64, for stacked, batch_first and bidirectional variants
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import distgraph as dg
 import distgraph.nn as nn
@@ -134,3 +136,30 @@ def test_gradient_penalty_second_derivative_matches_torch(name):
 )
 def test_repr_matches_torch(name, kw):
     assert repr(getattr(nn, name)(4, 5, **kw)) == repr(getattr(torch.nn, name)(4, 5, **kw))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(["RNN", "LSTM", "GRU"]),
+    layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    batch_first=st.booleans(),
+    bias=st.booleans(),
+    steps=st.integers(1, 5),
+    batch=st.integers(0, 3),  # 0: unbatched input
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_random_configurations_match_torch(name, layers, bidirectional, batch_first, bias, steps, batch, seed):
+    kw = dict(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias)
+    dm, tm = getattr(nn, name)(3, 4, **kw), getattr(torch.nn, name)(3, 4, **kw)
+    copy(dm, tm)
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((steps, 3) if batch == 0 else ((batch, steps, 3) if batch_first else (steps, batch, 3)))
+    outs_d, outs_t = flat(dm(dg.tensor(x))), flat(tm(torch.tensor(x)))
+    for a, b in zip(outs_d, outs_t):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    seeds = [r.standard_normal(tuple(b.shape)) for b in outs_t]
+    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
+    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
