@@ -11,6 +11,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.registry import defop
 
@@ -40,6 +41,10 @@ def _operands(a, b):
             return a, b
         dt = dtypes.result_np_dtype((a, b))
         return (a if a.array.dtype == dt else cast(a, dt)), (b if b.array.dtype == dt else cast(b, dt))
+    scalar = b if a_is else a
+    if not isinstance(scalar, int | float | np.number | np.bool_):
+        names = [type(a).__name__, type(b).__name__]
+        raise DTypeError(f"unsupported operand types for a tensor op: {names[0]} and {names[1]}")
     if b_is:  # a is a Python scalar
         dt = dtypes.result_np_dtype((b, a))
         b = b if b.array.dtype == dt else cast(b, dt)
