@@ -1,4 +1,8 @@
-"""Conv1d and Conv2d with torch's arguments, parameter names and default initialization."""
+"""Conv1d and Conv2d with torch's arguments, parameter names and default initialization.
+
+A padding_mode other than zeros pads the input with that border mode first (as torch does), then
+convolves without padding.
+"""
 
 import math
 
@@ -7,6 +11,7 @@ from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
 from distgraph.ops.conv import conv1d, conv2d
 from distgraph.ops.creation import empty
+from distgraph.ops.regions import pad
 
 
 def _tuple(v, n):
@@ -22,8 +27,9 @@ class _ConvNd(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")  # fmt: skip
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"{type(self).__name__}: padding_mode={padding_mode!r} (only 'zeros')")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"{type(self).__name__}: padding_mode must be one of zeros, reflect, replicate, circular, "
+                             f"got {padding_mode!r}")  # fmt: skip
         n = self._dims
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.dilation = _tuple(kernel_size, n), _tuple(stride, n), _tuple(dilation, n)
@@ -55,18 +61,35 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
+
+    def _border(self):
+        """F.pad widths (last dim first) for a border padding_mode; 'same' puts an odd pixel at the end."""
+        if self.padding == "valid":
+            return (0, 0) * self._dims
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return tuple(w for t in reversed(totals) for w in (t // 2, t - t // 2))
+        return tuple(w for p in reversed(self.padding) for w in (p, p))
+
+    def _conv(self, fn, input):
+        if self.padding_mode == "zeros":
+            return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        input = pad(input, self._border(), mode=self.padding_mode)
+        return fn(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class Conv2d(_ConvNd):
     _dims = 2
 
     def forward(self, input):
-        return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv(conv2d, input)
 
 
 class Conv1d(_ConvNd):
     _dims = 1
 
     def forward(self, input):
-        return conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv(conv1d, input)

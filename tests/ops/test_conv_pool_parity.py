@@ -226,3 +226,25 @@ def test_conv2d_on_an_empty_batch():
     y = F.conv2d(x, w, padding=1)
     y.sum().backward()
     assert tuple(y.shape) == (0, 4, 5, 5) and tuple(x.grad.shape) == (0, 3, 5, 5) and not w.grad.numpy().any()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize(
+    "name,args,kw,shape",
+    [
+        ("Conv2d", (3, 4, 3), dict(padding=(1, 2), stride=2), (2, 3, 7, 6)),
+        ("Conv2d", (3, 4, (2, 3)), dict(padding="same", dilation=(2, 1)), (2, 3, 7, 6)),
+        ("Conv1d", (3, 4, 4), dict(padding="same"), (2, 3, 9)),
+    ],
+)
+def test_conv_border_padding_modes_match_torch(mode, name, args, kw, shape):
+    dm = getattr(nn, name)(*args, padding_mode=mode, **kw).double()
+    tm = getattr(torch.nn, name)(*args, padding_mode=mode, **kw).double()
+    assert repr(dm) == repr(tm)
+    dm.load_state_dict({k: dg.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+    check(dm, tm, rng.standard_normal(shape))
+    x = rng.standard_normal(shape)
+    dm(dg.tensor(x)).square().sum().backward()
+    tm(torch.tensor(x)).square().sum().backward()
+    np.testing.assert_allclose(dm.weight.grad.numpy(), tm.weight.grad.numpy(), rtol=1e-9)
