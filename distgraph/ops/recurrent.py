@@ -13,7 +13,7 @@ Modes and cells follow torch (gate order LSTM i, f, g, o; GRU r, z, n with b_hn 
 LSTM and RNN take b_hh folded into xw (it only adds); GRU cannot, since b_hn is scaled by r.
 
 Second derivatives (gradient penalties, MAML) come from the vjp op's own rule, which rebuilds the
-layer from the per-step ops below (`cell`) and differentiates it twice; a third order raises.
+layer from the per-step cells below (`_composite`) and differentiates it twice; a third order raises.
 """
 
 from distgraph.autograd import grad_mode
@@ -51,10 +51,9 @@ def gru_cell(xw, h, w_hh, b_hh=None):
 def _composite(mode, reverse, xw, h0, *rest):
     """The layer from per-step ops: same value as `rnn_layer`, differentiable to any order."""
     steps = xw.unbind(0)
-    order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
     out = [None] * len(steps)
     state = (h0, rest[0]) if mode == "LSTM" else h0
-    for t in order:
+    for t in _order(len(steps), reverse):
         if mode == "LSTM":
             state = lstm_cell(steps[t], state, rest[1])
             out[t] = cat(state, -1)
