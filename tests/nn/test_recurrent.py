@@ -163,3 +163,11 @@ def test_random_configurations_match_torch(name, layers, bidirectional, batch_fi
     sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
     for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_default_init_is_uniform_within_one_over_sqrt_hidden(name):
+    m = getattr(nn, name)(10, 16)
+    for k, p in m.named_parameters():
+        v = p.detach().numpy()
+        assert np.abs(v).max() <= 0.25 and v.std() > 0.1, k  # U(-1/4, 1/4): std 0.144
