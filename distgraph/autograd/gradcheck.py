@@ -3,7 +3,7 @@
 import numpy as np
 
 from distgraph.autograd.engine import grad as autograd_grad
-from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.grad_mode import enable_grad, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 
@@ -89,8 +89,9 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
 
     def first(*xs):
-        os = _outputs(fn, xs)
-        gs = autograd_grad(os, [xs[i] for i in diff_idx], seeds, create_graph=True, allow_unused=True)
+        with enable_grad():  # the numerical Jacobian calls this under no_grad; the first derivative needs a graph
+            os = _outputs(fn, xs)
+            gs = autograd_grad(os, [xs[i] for i in diff_idx], seeds, create_graph=True, allow_unused=True)
         return tuple(g for g in gs if g is not None)
 
     return gradcheck(first, inputs, eps, atol, rtol)
