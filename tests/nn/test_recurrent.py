@@ -41,17 +41,17 @@ def test_recurrent_layer_matches_torch(name, kw, with_h0):
     dm, tm = getattr(nn, name)(4, 5, **kw), getattr(torch.nn, name)(4, 5, **kw)
     copy(dm, tm)
     x = rng.standard_normal((3, 6, 4))
-    args_d, args_t = [dg.tensor(x)], [torch.tensor(x)]
+    leaves_d, leaves_t = [dg.tensor(x, requires_grad=True)], [torch.tensor(x, requires_grad=True)]
     if with_h0:
         layers = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
         h0 = rng.standard_normal((layers, 3 if kw.get("batch_first") else 6, 5))
-        if name == "LSTM":
-            c0 = rng.standard_normal(h0.shape)
-            args_d.append((dg.tensor(h0), dg.tensor(c0)))
-            args_t.append((torch.tensor(h0), torch.tensor(c0)))
-        else:
-            args_d.append(dg.tensor(h0))
-            args_t.append(torch.tensor(h0))
+        states = [h0, rng.standard_normal(h0.shape)] if name == "LSTM" else [h0]
+        leaves_d += [dg.tensor(s, requires_grad=True) for s in states]
+        leaves_t += [torch.tensor(s, requires_grad=True) for s in states]
+    args_d, args_t = leaves_d[:1], leaves_t[:1]
+    if with_h0:
+        args_d.append(tuple(leaves_d[1:]) if name == "LSTM" else leaves_d[1])
+        args_t.append(tuple(leaves_t[1:]) if name == "LSTM" else leaves_t[1])
     outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
     for a, b in zip(outs_d, outs_t):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
@@ -60,6 +60,8 @@ def test_recurrent_layer_matches_torch(name, kw, with_h0):
     sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
     for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+    for i, (a, b) in enumerate(zip(leaves_d, leaves_t)):  # input, h0, c0
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=f"leaf {i}")
 
 
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
