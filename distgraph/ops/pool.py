@@ -107,8 +107,11 @@ _pool_scatter.grad(lambda ctx, gg: (apply(_pool_gather, (gg, ctx.inputs[1]), ctx
 _pool_gather.grad(lambda ctx, g: (apply(_pool_scatter, (g, ctx.inputs[1]), ctx.attrs), None))
 
 
-def _divisor(xp, shape, kernel, stride, padding, oh, ow, count_include_pad, dtype):
-    """Per-output window sizes: all taps, or only those on real input (count_include_pad=False)."""
+def _divisor(xp, shape, kernel, stride, padding, oh, ow, count_include_pad, dtype, divisor=None):
+    """Per-output window sizes: all taps, or only those on real input (count_include_pad=False); or
+    torch's divisor_override for every window."""
+    if divisor:
+        return xp.asarray(divisor, dtype=dtype)
     kh, kw = kernel
     if count_include_pad:
         # torch counts padding but not the ceil_mode overhang past it
@@ -124,22 +127,22 @@ def _divisor(xp, shape, kernel, stride, padding, oh, ow, count_include_pad, dtyp
 
 
 @defop("avg_pool2d", kind="other", save=())
-def _avg_pool2d(xp, x, *, kernel, stride, padding, ceil_mode, count_include_pad):
+def _avg_pool2d(xp, x, *, kernel, stride, padding, ceil_mode, count_include_pad, divisor=None):
     kh, kw = kernel
     n, c, h, w = x.shape
     oh = _pool_out(h, kh, stride[0], padding[0], 1, ceil_mode)
     ow = _pool_out(w, kw, stride[1], padding[1], 1, ceil_mode)
     xpad = _padded(xp, x, kh, kw, stride, padding, (1, 1), oh, ow, 0)
     win = _windows(xp, xpad, kh, kw, stride, (1, 1), oh, ow)
-    div = _divisor(xp, x.shape, kernel, stride, padding, oh, ow, count_include_pad, x.dtype)
+    div = _divisor(xp, x.shape, kernel, stride, padding, oh, ow, count_include_pad, x.dtype, divisor)
     return win.sum(axis=(-2, -1)) / div
 
 
 @defop("avg_pool2d_backward", kind="other", save=())
-def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_include_pad, input_shape):
+def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_include_pad, input_shape, divisor=None):
     kh, kw = kernel
     oh, ow = g.shape[2], g.shape[3]
-    div = _divisor(xp, input_shape, kernel, stride, padding, oh, ow, count_include_pad, g.dtype)
+    div = _divisor(xp, input_shape, kernel, stride, padding, oh, ow, count_include_pad, g.dtype, divisor)
     share = g / div
     need_h = (oh - 1) * stride[0] + kh
     need_w = (ow - 1) * stride[1] + kw
@@ -187,14 +190,16 @@ def avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
     _check4(input, "avg_pool2d")
-    if divisor_override is not None:
-        raise NotImplementedError("avg_pool2d: divisor_override is not supported")
+    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override <= 0):
+        raise ShapeError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
     k = _pair(kernel_size, "kernel_size", "avg_pool2d")
     s = _pair(stride if stride is not None else kernel_size, "stride", "avg_pool2d")
     p = _pair(padding, "padding", "avg_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"avg_pool2d: padding {p} should be at most half of kernel size {k}")
     attrs = {"kernel": k, "stride": s, "padding": p, "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
+    if divisor_override is not None:
+        attrs["divisor"] = divisor_override
     return apply(_avg_pool2d, (input,), attrs)
 
 

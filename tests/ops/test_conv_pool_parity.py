@@ -68,6 +68,7 @@ POOL = [
     ("avg", dict(kernel_size=3, stride=2, padding=1)),
     ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
     ("avg", dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, divisor_override=5)),
 ]
 
 
