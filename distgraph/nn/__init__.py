@@ -52,7 +52,9 @@ from distgraph.nn.module import Module, StateDictError  # noqa: F401
 from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
 from distgraph.nn.pooling import (  # noqa: F401
+    AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
     AvgPool1d,
     AvgPool2d,

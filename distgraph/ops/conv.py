@@ -13,6 +13,8 @@ COLUMNS_BUDGET bytes, so memory stays bounded on large inputs. Works with xp = n
 have as_strided).
 """
 
+import functools
+
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
 from distgraph.ops.regions import pad
@@ -167,11 +169,29 @@ def _pair(v, name, op):
     return v
 
 
+def batch_optional(batched_ndim):
+    """Accept torch's unbatched input (one dim fewer than `batched_ndim`) by running a batch of one."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(input, *args, **kwargs):
+            if input.ndim != batched_ndim - 1:
+                return fn(input, *args, **kwargs)
+            out = fn(input.unsqueeze(0), *args, **kwargs)
+            return tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
+
+        return call
+
+    return wrap
+
+
+@batch_optional(4)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw)."""
+    """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw)."""
     if input.ndim != 4 or weight.ndim != 4:
         raise ShapeError(
-            f"conv2d: expected 4-D input and weight, got input {tuple(input.shape)} and weight {tuple(weight.shape)}"
+            f"conv2d: expected 3-D or 4-D input and 4-D weight, got input {tuple(input.shape)} and weight "
+            f"{tuple(weight.shape)}"
         )
     n, c, h, w = input.shape
     o, cg, kh, kw = weight.shape
@@ -209,11 +229,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
+@batch_optional(3)
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """torch.nn.functional.conv1d: input (N, C, L), weight (O, C/groups, k) — conv2d with height 1."""
+    """torch.nn.functional.conv1d: input (N, C, L) or (C, L), weight (O, C/groups, k) — conv2d with height 1."""
     if input.ndim != 3 or weight.ndim != 3:
         raise ShapeError(
-            f"conv1d: expected 3-D input and weight, got input {tuple(input.shape)} and weight {tuple(weight.shape)}"
+            f"conv1d: expected 2-D or 3-D input and 3-D weight, got input {tuple(input.shape)} and weight "
+            f"{tuple(weight.shape)}"
         )
 
     def one(v):

@@ -12,7 +12,7 @@ import math
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
-from distgraph.ops.conv import _pair, _windows
+from distgraph.ops.conv import _pair, _windows, batch_optional
 from distgraph.ops.registry import defop
 
 
@@ -168,9 +168,10 @@ def _(ctx, gg):
 
 def _check4(input, op):
     if input.ndim != 4:
-        raise ShapeError(f"{op}: expected 4-D input (N, C, H, W), got {tuple(input.shape)}")
+        raise ShapeError(f"{op}: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got {tuple(input.shape)}")
 
 
+@batch_optional(4)
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     _check4(input, "max_pool2d")
     k = _pair(kernel_size, "kernel_size", "max_pool2d")
@@ -186,6 +187,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return out, Tensor(_flat_indices(xp, arg, input.shape[3], k, s, p, d), device=input.device)
 
 
+@batch_optional(4)
 def avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
@@ -203,6 +205,7 @@ def avg_pool2d(
     return apply(_avg_pool2d, (input,), attrs)
 
 
+@batch_optional(3)
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
     s = stride if stride is None else (1, one(stride))
@@ -212,6 +215,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)
 
 
+@batch_optional(3)
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
     s = stride if stride is None else (1, one(stride))
@@ -240,6 +244,7 @@ def _adaptive_size(input, output_size, op):
     return input.shape[2] if oh is None else oh, input.shape[3] if ow is None else ow  # None keeps that size
 
 
+@batch_optional(4)
 def adaptive_avg_pool2d(input, output_size):
     """Equal windows are one strided pooling op; otherwise rows then columns are averaged by two small
     matmuls (A_h · x · A_wᵀ), whatever the output size."""
@@ -252,6 +257,7 @@ def adaptive_avg_pool2d(input, output_size):
     return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
 
 
+@batch_optional(4)
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Equal windows are one max_pool2d; otherwise the max is taken over row windows, then over column
     windows (OH + OW reductions, not OH·OW). The maximum of a window is the same either way."""
@@ -265,3 +271,16 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
     rows = stack([input[:, :, lo:hi].amax(2) for lo, hi in _adaptive_bounds(h, oh)], 2)  # (N, C, OH, W)
     return stack([rows[:, :, :, lo:hi].amax(3) for lo, hi in _adaptive_bounds(w, ow)], 3)  # (N, C, OH, OW)
+
+
+@batch_optional(3)
+def adaptive_avg_pool1d(input, output_size):
+    size = output_size if isinstance(output_size, int) else output_size[0]
+    return adaptive_avg_pool2d(input.unsqueeze(2), (1, size)).squeeze(2)
+
+
+@batch_optional(3)
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    size = output_size if isinstance(output_size, int) else output_size[0]
+    out = adaptive_max_pool2d(input.unsqueeze(2), (1, size), return_indices)
+    return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)

@@ -249,3 +249,24 @@ def test_conv_border_padding_modes_match_torch(mode, name, args, kw, shape):
     dm(dg.tensor(x)).square().sum().backward()
     tm(torch.tensor(x)).square().sum().backward()
     np.testing.assert_allclose(dm.weight.grad.numpy(), tm.weight.grad.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "fn,args,shape,weight",
+    [
+        ("conv2d", dict(padding=1, groups=3), (3, 7, 6), (6, 1, 3, 3)),
+        ("conv1d", dict(padding="same"), (3, 9), (4, 3, 3)),
+        ("max_pool2d", dict(kernel_size=2), (3, 7, 6), None),
+        ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1), (3, 7, 6), None),
+        ("max_pool1d", dict(kernel_size=3, stride=2), (3, 9), None),
+        ("avg_pool1d", dict(kernel_size=2), (3, 9), None),
+        ("adaptive_avg_pool2d", dict(output_size=(2, 4)), (3, 7, 6), None),
+        ("adaptive_max_pool2d", dict(output_size=3), (3, 7, 6), None),
+        ("adaptive_avg_pool1d", dict(output_size=4), (2, 3, 9), None),
+        ("adaptive_max_pool1d", dict(output_size=4), (3, 9), None),
+        ("adaptive_avg_pool1d", dict(output_size=3), (3, 9), None),
+    ],
+)
+def test_unbatched_inputs_and_1d_adaptive_pooling_match_torch(fn, args, shape, weight):
+    arrays = (rng.standard_normal(shape),) + ((rng.standard_normal(weight),) if weight else ())
+    check(lambda *a: getattr(F, fn)(*a, **args), lambda *a: getattr(TF, fn)(*a, **args), *arrays)

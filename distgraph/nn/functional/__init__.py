@@ -67,7 +67,9 @@ from distgraph.nn.functional.loss import (  # noqa: F401
 from distgraph.ops.conv import conv1d, conv2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
 from distgraph.ops.pool import (  # noqa: F401
+    adaptive_avg_pool1d,
     adaptive_avg_pool2d,
+    adaptive_max_pool1d,
     adaptive_max_pool2d,
     avg_pool1d,
     avg_pool2d,
