@@ -8,9 +8,15 @@ step is submitted without the driver waiting.
 Sync step: compute the shard gradient, all-reduce (sum, fixed rank order) with the other workers,
 return this rank's parameter-store shards of the reduced gradient. Async step: no all-reduce; the
 whole local gradient goes to every store shard.
+
+`set_slowdown(factor)` makes a worker a deliberate straggler (benchmarks and tests of the async
+mode): after each step's compute it sleeps (factor − 1) × that compute time, so the step's compute
+phase takes `factor` times as long. It is an actor method, not a Trainer option: training code never
+wants it.
 """
 
 import os
+import time
 
 import numpy as np
 
@@ -31,6 +37,19 @@ class TrainWorker:
         self.comm = None
         self.x = self.y = None
         self.pid = os.getpid()
+        self.slowdown = 1.0
+
+    def set_slowdown(self, factor):
+        """Stretch every later step's compute by `factor` (≥ 1) with a sleep: a straggler on demand."""
+        self.slowdown = max(1.0, float(factor))
+        return self.slowdown
+
+    def _compute(self, x, y, weight):
+        started = time.perf_counter()
+        out = self.step_fn.compute(x, y, weight)
+        if self.slowdown > 1.0:
+            time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
+        return out
 
     def ping(self):
         return self.rank, self.pid
@@ -66,7 +85,7 @@ class TrainWorker:
         self._install(param_shards)
         x, y, weight = self._shard(indices)
         clock.lap("install")
-        grads, stats = self.step_fn.compute(x, y, weight)
+        grads, stats = self._compute(x, y, weight)
         clock.lap("compute")
         if self.world > 1 and self.allreduce_config.get("backend") == "store":
             # no peer exchange (workers on different nodes): every shard gets this rank's gradient and
@@ -90,7 +109,7 @@ class TrainWorker:
         self._install(param_shards)
         x, y = self.x[indices], self.y[indices]
         clock.lap("install")
-        grads, stats = self.step_fn.compute(x, y, 1.0)
+        grads, stats = self._compute(x, y, 1.0)
         clock.lap("compute")
         return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
 
