@@ -1,0 +1,105 @@
+"""`distgraph bench async_slow`: sync vs async (stale-synchronous) throughput with one worker slowed down.
+
+What is measured: two `dg.Trainer(..., backend="ray")` runs kept alive side by side, `sync="sync"` and
+`sync="async", staleness=S`, same MLP, data, global batch and worker count. Rank `--slow-rank` of each
+is made a straggler with `TrainWorker.set_slowdown(--slow-worker)` (its compute phase sleeps
+(factor − 1) × its compute time). Each measured epoch is `--steps` batches; the two systems' epochs
+alternate `--repeat` times so machine load hits both alike, and each system's figure is the median
+epoch's samples/s (the Trainer's own timing). The issue's target: async ≥ 1.4× sync with staleness 2
+and one worker slowed 2×. A sync step waits for the straggler every step; an async worker only
+waits when it is `staleness` steps ahead of the slowest.
+"""
+
+import statistics
+
+import click
+
+from distgraph.bench._util import machine, table, write_json
+
+LR = 0.05
+
+
+def _trainer(sync, workers, sizes, staleness, cpus, seed):
+    import distgraph as dg
+    import distgraph.nn.functional as F
+    from distgraph import nn, optim
+
+    dg.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    model = nn.Sequential(*layers)
+    return dg.Trainer(
+        model, F.cross_entropy, optim.SGD(model.parameters(), lr=LR), workers=workers, backend="ray", sync=sync,
+        staleness=staleness, cpus_per_worker=cpus, progress=False, seed=seed,
+    )  # fmt: skip
+
+
+def _epoch(trainer, data, batch, steps):
+    x, y = data
+    n = steps * batch
+    return trainer.fit((x[:n], y[:n]), epochs=trainer.epoch + 1, batch_size=batch).epochs[-1]["samples_per_s"]
+
+
+def run(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cpus, seed=0, echo=print):
+    """{mode: {"samples_per_s": median, "repeats": [...]}} for mode in sync, async."""
+    import ray
+
+    from distgraph.datasets import teacher
+
+    (x, y), _ = teacher(samples=int(steps * batch / 0.8) + 8, features=sizes[0], classes=sizes[-1], seed=seed)
+    share = min(1.0, cpus / (2 * workers))  # both systems alive at once; only one computes at a time
+    trainers = {}
+    try:
+        for mode in ("sync", "async"):
+            trainers[mode] = t = _trainer(mode, workers, sizes, staleness, share, seed)
+            _epoch(t, (x, y), batch, 3)  # starts the cluster, warms the workers
+            ray.get(t._cluster.group.actors[slow_rank].set_slowdown.remote(slowdown))
+            _epoch(t, (x, y), batch, 3)
+        runs = {mode: [] for mode in trainers}
+        for r in range(repeat):
+            for mode, t in trainers.items():
+                runs[mode].append(_epoch(t, (x, y), batch, steps))
+            echo(f"  round {r + 1}/{repeat}: " + ", ".join(f"{m} {v[-1]:,.0f}/s" for m, v in runs.items()))
+    finally:
+        for t in trainers.values():
+            t.close()
+    return {m: {"samples_per_s": statistics.median(v), "repeats": v} for m, v in runs.items()}
+
+
+@click.command("async_slow")
+@click.option("--workers", default=2, show_default=True, help="workers per system")
+@click.option("--sizes", default="256,512,512,10", show_default=True, help="MLP layer sizes")
+@click.option("--batch", default=256, show_default=True, help="global batch (sync: split over workers)")
+@click.option("--steps", default=40, show_default=True, help="batches per measured epoch")
+@click.option("--repeat", default=3, show_default=True, help="measured epochs per system (median)")
+@click.option("--staleness", default=2, show_default=True, help="async staleness bound")
+@click.option("--slow-worker", "slowdown", default=2.0, show_default=True, help="slowdown factor of one worker")
+@click.option("--slow-rank", default=0, show_default=True, help="which rank is slowed")
+@click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
+@click.option("--out", "out_path", default="bench-out/async_slow.json", show_default=True, help="JSON output")
+def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, address, out_path):
+    """Sync vs async (staleness S) samples/s with one worker slowed; target async ≥ 1.4× sync."""
+    import os
+
+    from distgraph.distributed import runtime
+
+    layer_sizes = tuple(int(s) for s in sizes.split(","))
+    if not 0 <= slow_rank < workers:
+        raise click.BadParameter(f"--slow-rank {slow_rank} is not a rank of {workers} workers")
+    runtime.init(address, num_cpus=None if address else workers)
+    cpus = runtime.cluster_summary()["resources"].get("CPU", 0)
+    click.echo(
+        f"async_slow · MLP {'-'.join(map(str, layer_sizes))} · {workers} workers · rank {slow_rank} slowed "
+        f"{slowdown:g}x · staleness {staleness} · batch {batch} · {machine()}"
+    )
+    res = run(workers, layer_sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cpus, echo=click.echo)
+    ratio = res["async"]["samples_per_s"] / res["sync"]["samples_per_s"]
+    rows = [[m, f"{r['samples_per_s']:,.0f}", " ".join(f"{v:,.0f}" for v in r["repeats"])] for m, r in res.items()]
+    click.echo(table(["mode", "samples/s (median)", "epochs"], rows))
+    click.echo(f"async / sync = {ratio:.2f}x (target ≥ 1.4x: {'met' if ratio >= 1.4 else 'NOT met'})")
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    config = {"workers": workers, "sizes": layer_sizes, "batch": batch, "steps": steps, "repeat": repeat}
+    config |= {"staleness": staleness, "slowdown": slowdown, "slow_rank": slow_rank}
+    write_json(out_path, {"machine": machine(), "config": config, "results": res, "async_over_sync": ratio})
+    click.echo(f"wrote {out_path}")
