@@ -1,0 +1,219 @@
+"""Running a graph Plan on Ray actors: `RayPlanExecutor`, the distributed twin of the LocalExecutor.
+
+Policy. Every subgraph is placed on one worker actor before anything runs (`placement.place`:
+branches by earliest finish time, pipeline stages one per worker or folded, replicas one per
+worker), and each actor compiles a Runner for the subgraphs it owns, once. A run is the task list
+of `placement.tasks`, submitted in one go as actor calls whose arguments are the ObjectRefs of the
+upstream outputs: Ray moves each value from the worker that made it to the worker that reads it,
+runs independent tasks on different workers at the same time, and the driver waits once, for
+the plan's outputs (`submit` returns before that; `run` = `submit(...).result()`). A value's ref
+is dropped as soon as its last reader is submitted, so Ray frees it when that reader is done.
+
+Compiled Graphs (`compiled=True`): the same task list is bound once to a `ray.dag.InputNode` and
+compiled; every run is then one `execute` over shared-memory channels instead of one actor call
+per task. If compiling fails the executor keeps the actor calls and says why in `compiled_error`.
+
+Numerics: the actors run the LocalExecutor's Runner on the same subgraphs, and micro-batch and
+replica outputs are combined by the LocalExecutor's function in the same order, so results equal
+the LocalExecutor's bit for bit on CPU when BLAS uses as many threads in both (a worker uses
+`cpus_per_worker`; OpenBLAS sums in another order with more threads).
+
+Timeline: each actor logs (task, wall-clock start, end, bytes read and written) per task; the
+`timeline` property collects the logs into one `graph.trace.Timeline`, one row per worker.
+"""
+
+import time
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from distgraph.distributed.placement import CostModel, choose_strategy, place, tasks
+from distgraph.distributed.runtime import WorkerGroup
+from distgraph.distributed.scheduler import wait_ready
+from distgraph.errors import DistributedError, ShapeError
+from distgraph.graph.executor import Runner, _combine, _shards
+from distgraph.graph.partition import independent, pipeline, replicas
+from distgraph.graph.trace import Timeline
+
+INLINE_BYTES = 100 * 1024  # Ray inlines smaller arguments in the call; larger ones are put in the object store once
+
+
+class PlanWorker:
+    """Ray actor: Runners for the subgraphs placed on it, and a log of what it ran when."""
+
+    def __init__(self, rank, graphs):
+        self.rank = rank
+        self.runners = {name: Runner(graph) for name, graph in graphs.items()}
+        self.log = []
+
+    def ping(self):
+        return self.rank
+
+    def run(self, label, name, *arrays):
+        start = time.time()
+        outs = self.runners[name](*arrays)
+        end = time.time()
+        self.log.append((label, start, end, sum(a.nbytes for a in arrays) + sum(o.nbytes for o in outs)))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def drain(self):
+        log, self.log = self.log, []
+        return log
+
+
+class RayPlanExecutor:
+    """Runs a Plan on `workers` Ray actors; `run(*arrays)` returns the plan's outputs like the LocalExecutor."""
+
+    def __init__(
+        self,
+        plan,
+        workers=2,
+        *,
+        schedule="gpipe",
+        device="cpu",
+        cpus_per_worker=1,
+        compiled=False,
+        timeout_s=60.0,
+        cost=CostModel(),
+    ):
+        self.plan, self.workers, self.timeout_s = plan, workers, timeout_s
+        self.placement = place(plan, workers, cost)
+        self.feeds, self.tasks, self.results = tasks(plan, self.placement, schedule)
+        self.last_use = {}
+        for i, t in enumerate(self.tasks):
+            self.last_use.update(dict.fromkeys(t.inputs, i))
+        self.group = WorkerGroup(
+            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s
+        )
+        try:
+            for w in range(workers):
+                mine = {sg.name: sg.graph for sg in plan.subgraphs if self.placement[sg.name] == w}
+                self.group.start(w, w, mine)
+            wait_ready([a.ping.remote() for a in self.group.actors], timeout_s, f"{workers} plan workers")
+        except BaseException:
+            self.group.shutdown()
+            raise
+        self.actors = self.group.actors
+        self._timeline = Timeline()
+        self.compiled, self.compiled_error = None, None
+        if compiled:
+            try:
+                self.compiled = self._compile()
+            except Exception as exc:  # noqa: BLE001  (any failure to compile means: keep the actor calls)
+                self.compiled_error = f"{type(exc).__name__}: {exc}"
+
+    @classmethod
+    def for_graph(cls, graph, strategy="auto", workers=2, micro_batches=4, **kwargs):
+        """Partition `graph` for a strategy ("auto": `choose_strategy`) and start an executor for it.
+
+        The graph is captured at the size one task runs: a shard for "data", a micro-batch for
+        "pipeline", the whole batch for "branches". `executor.reason` says why the strategy was chosen."""
+        reason = f"{strategy}: asked for"
+        if strategy == "auto":
+            strategy, reason = choose_strategy(graph, workers, micro_batches, kwargs.get("cost", CostModel()))
+        if strategy == "data":
+            plan = replicas(graph, workers)
+        elif strategy == "branches":
+            plan = independent(graph)
+        elif strategy == "pipeline":
+            plan = pipeline(graph, workers, micro_batches=micro_batches)
+        else:
+            raise DistributedError(f"unknown strategy {strategy!r} (data, branches, pipeline, auto)")
+        executor = cls(plan, workers, **kwargs)
+        executor.strategy, executor.reason = strategy, reason
+        return executor
+
+    # ---- running ------------------------------------------------------------------------------------
+    def run(self, *arrays):
+        return self.submit(*arrays).result()
+
+    def submit(self, *arrays):
+        """Submit one run without waiting; the returned PendingRun's `result()` waits for it."""
+        feeds = self._feed(arrays)
+        if self.compiled is not None:
+            return PendingRun(self, self.compiled.execute(*feeds.values()), compiled=True)
+        env = {k: ray.put(a) if getattr(a, "nbytes", 0) >= INLINE_BYTES else a for k, a in feeds.items()}
+        keep = set(self.results)
+        for i, t in enumerate(self.tasks):
+            args = [env[k] for k in t.inputs]
+            refs = self.actors[t.worker].run.options(num_returns=len(t.outputs)).remote(t.label, t.subgraph, *args)
+            env.update(zip(t.outputs, refs if len(t.outputs) > 1 else [refs]))
+            for k in t.inputs:
+                if self.last_use[k] == i and k not in keep:
+                    del env[k]
+        return PendingRun(self, [env[k] for k in self.results])
+
+    def _feed(self, arrays):
+        plan = self.plan
+        if len(arrays) != len(plan.inputs):
+            raise ShapeError(f"plan expects {len(plan.inputs)} inputs, got {len(arrays)}")
+        by_name = dict(zip(plan.inputs, arrays))
+        parts = {j for _, j in self.feeds if j is not None}
+        shards = {plan.inputs[i]: _shards(arrays[i], len(parts), plan.inputs[i]) for i in plan.batch_inputs if parts}
+        return {(n, j): by_name[n] if j is None else shards[n][j] for n, j in self.feeds}
+
+    def _outputs(self, values):
+        plan = self.plan
+        if plan.kind == "dag":
+            return list(values)
+        got = dict(zip(self.results, values))
+        parts = sorted({j for _, j in self.results})
+        return _combine(plan, [[got[(o, j)] for o in plan.outputs] for j in parts])
+
+    def _compile(self):
+        from ray.dag import InputNode, MultiOutputNode
+
+        with InputNode() as inp:
+            nodes = {key: inp[i] for i, key in enumerate(self.feeds)}
+            for t in self.tasks:
+                n = len(t.outputs)
+                call = (
+                    self.actors[t.worker]
+                    .run.options(num_returns=n)
+                    .bind(t.label, t.subgraph, *[nodes[k] for k in t.inputs])
+                )
+                nodes.update(zip(t.outputs, [call[i] for i in range(n)] if n > 1 else [call]))
+            dag = MultiOutputNode([nodes[k] for k in self.results])
+        return dag.experimental_compile()
+
+    # ---- timeline and teardown ----------------------------------------------------------------------
+    @property
+    def timeline(self):
+        """Every task run so far, one row per worker (collected from the actors on each access)."""
+        logs = wait_ready([a.drain.remote() for a in self.actors], self.timeout_s, "plan workers' timelines")
+        for w, log in enumerate(logs):
+            for label, start, end, nbytes in log:
+                self._timeline.record(label, f"worker{w}", start, end, nbytes)
+        return self._timeline
+
+    def shutdown(self):
+        if self.compiled is not None:
+            self.compiled.teardown()
+            self.compiled = None
+        self.group.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+
+class PendingRun:
+    """One submitted run: `result()` waits (at most the executor's timeout) and returns the outputs."""
+
+    def __init__(self, executor, refs, compiled=False):
+        self.executor, self.refs, self.compiled = executor, refs, compiled
+
+    def result(self):
+        ex = self.executor
+        try:
+            values = ray.get(self.refs, timeout=ex.timeout_s)
+        except GetTimeoutError as exc:
+            raise DistributedError(
+                f"plan ({ex.plan.kind}, {len(ex.plan.subgraphs)} subgraphs): outputs {list(ex.plan.outputs)} "
+                f"not ready within {ex.timeout_s}s"
+            ) from exc
+        except RayActorError as exc:
+            raise DistributedError(f"plan worker died while running the plan: {exc}") from exc
+        return ex._outputs(values)
