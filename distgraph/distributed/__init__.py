@@ -6,7 +6,19 @@ a local one); the Trainer with backend="ray" uses the rest.
 
 import importlib
 
-_SUBMODULES = ("allreduce", "buckets", "cluster", "param_store", "runtime", "scheduler", "shm", "step", "worker")
+_SUBMODULES = (
+    "allreduce",
+    "buckets",
+    "cluster",
+    "param_store",
+    "placement",
+    "plan_runner",
+    "runtime",
+    "scheduler",
+    "shm",
+    "step",
+    "worker",
+)
 
 
 def init(address=None, **kwargs):
