@@ -70,7 +70,7 @@ def test_pipeline_tasks_key_values_by_micro_batch_and_share_the_parameters():
         (lambda: captured(lambda x, *ws: sum(((x @ w).tanh()).sum() for w in ws), randn(1, 64), *[randn(64, 64)] * 4)[0],
          "branches"),
         (lambda: _chain(512, 32, 3), "data"),
-        (lambda: _chain(8, 512, 4), "pipeline"),
+        (lambda: _chain(8, 1024, 4), "pipeline"),
     ],
     ids=["towers on one sample", "big batch small weights", "small batch big weights"],
 )  # fmt: skip
