@@ -11,25 +11,9 @@ continues from it. `--workers N --backend ray` trains the same model data-parall
 import argparse
 import time
 
-import numpy as np
-
 import distgraph as dg
 import distgraph.nn as nn
-
-
-def load_digits_split(seed=0, test_fraction=0.25):
-    """Standardized digits as float32 (x) and int64 (y), split with a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    perm = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(len(x) * test_fraction)
-    test, train = perm[:n_test], perm[n_test:]
-    mean, std = x[train].mean(0), x[train].std(0) + 1e-3
-    x = (x - mean) / std
-    return (x[train], y[train]), (x[test], y[test])
+from distgraph.datasets import digits
 
 
 def make_model(hidden=128):
@@ -52,7 +36,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     dg.manual_seed(args.seed)
-    train, test = load_digits_split(args.seed)
+    train, test = digits(args.seed)  # standardized, fixed train/test split
     model = make_model(args.hidden)
     optimizer = dg.optim.Adam(model.parameters(), lr=args.lr)
     trainer = dg.Trainer(
