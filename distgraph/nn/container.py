@@ -156,52 +156,67 @@ class ModuleList(Module):
         return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
 
 
-class ModuleDict(Module):
-    """A dict of modules that registers them, in insertion order."""
+class _RegisteredDict(Module):
+    """The dict interface over one of a Module's registries (`_modules` or `_parameters`), in insertion
+    order; subclasses name the registry and say how `__setitem__` registers a value."""
 
-    def __init__(self, modules=None):
+    _store = None  # attribute name of the registry
+
+    def __init__(self, items=None):
         super().__init__()
-        if modules is not None:
-            self.update(modules)
+        if items is not None:
+            self.update(items)
+
+    def _dict(self):
+        return self.__dict__[self._store]
 
     def __getitem__(self, key):
-        return self._modules[key]
+        return self._dict()[key]
+
+    def __delitem__(self, key):
+        del self._dict()[key]
+
+    def __contains__(self, key):
+        return key in self._dict()
+
+    def __len__(self):
+        return len(self._dict())
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def keys(self):
+        return self._dict().keys()
+
+    def values(self):
+        return self._dict().values()
+
+    def items(self):
+        return self._dict().items()
+
+    def update(self, items):
+        for k, v in items.items() if hasattr(items, "items") else items:
+            self[k] = v
+
+    def pop(self, key):
+        value = self._dict()[key]
+        del self[key]
+        return value
+
+    def clear(self):
+        self._dict().clear()
+
+
+class ModuleDict(_RegisteredDict):
+    """A dict of modules that registers them, in insertion order."""
+
+    _store = "_modules"
+
+    def __init__(self, modules=None):  # torch's argument name
+        super().__init__(modules)
 
     def __setitem__(self, key, module):
         self.register_module(key, module)
-
-    def __delitem__(self, key):
-        del self._modules[key]
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def keys(self):
-        return self._modules.keys()
-
-    def values(self):
-        return self._modules.values()
-
-    def items(self):
-        return self._modules.items()
-
-    def update(self, modules):
-        for k, m in modules.items() if hasattr(modules, "items") else modules:
-            self[k] = m
-
-    def pop(self, key):
-        m = self._modules[key]
-        del self[key]
-        return m
-
-    def clear(self):
-        self._modules.clear()
 
 
 def _as_parameter(value):
@@ -246,44 +261,16 @@ class ParameterList(Module):
         )
 
 
-class ParameterDict(Module):
+class ParameterDict(_RegisteredDict):
     """A dict of Parameters that registers them; plain tensors are wrapped as Parameters."""
 
-    def __init__(self, parameters=None):
-        super().__init__()
-        if parameters is not None:
-            self.update(parameters)
+    _store = "_parameters"
 
-    def __getitem__(self, key):
-        return self._parameters[key]
+    def __init__(self, parameters=None):  # torch's argument name
+        super().__init__(parameters)
 
     def __setitem__(self, key, value):
         self.register_parameter(key, _as_parameter(value))
-
-    def __delitem__(self, key):
-        del self._parameters[key]
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def values(self):
-        return self._parameters.values()
-
-    def items(self):
-        return self._parameters.items()
-
-    def update(self, parameters):
-        for k, v in parameters.items() if hasattr(parameters, "items") else parameters:
-            self[k] = v
 
     def extra_repr(self):
         return "\n".join(
