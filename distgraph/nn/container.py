@@ -17,7 +17,37 @@ def _index(idx, n, kind):
     return idx % n
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: modules registered under "0", "1", ... in order."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.register_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+    def _renumber(self, mods):
+        """Re-register `mods` under contiguous indices, as torch keeps them after a delete or insert."""
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self.register_module(str(i), m)
+
+
+class Sequential(_ModuleSequence):
     """Calls its modules in order, feeding each one's output to the next."""
 
     def __init__(self, *args):
@@ -48,43 +78,19 @@ class Sequential(Module):
         for k in keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]:
             del self._modules[k]
         if all(k.isdigit() for k in self._modules):  # keep indices contiguous, as torch
-            items = list(self._modules.values())
-            self._modules.clear()
-            self._modules.update((str(i), m) for i, m in enumerate(items))
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
+            self._renumber(list(self._modules.values()))
 
     def __add__(self, other):
         return Sequential(*self, *other)
 
-    def append(self, module):
-        self.register_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
         mods = list(self._modules.values())
         mods.insert(index if index >= 0 else len(mods) + index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self.register_module(str(i), m)
+        self._renumber(mods)
         return self
 
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
 
-
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules that registers them (a plain list would hide their parameters)."""
 
     def __init__(self, modules=None):
@@ -103,14 +109,7 @@ class ModuleList(Module):
     def __delitem__(self, idx):
         mods = list(self._modules.values())
         del mods[idx if isinstance(idx, slice) else _index(idx, len(self), "ModuleList")]
-        self._modules.clear()
-        self._modules.update((str(i), m) for i, m in enumerate(mods))
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
+        self._renumber(mods)
 
     def __iadd__(self, modules):
         return self.extend(modules)
@@ -118,26 +117,10 @@ class ModuleList(Module):
     def __add__(self, other):
         return ModuleList([*self, *other])
 
-    def append(self, module):
-        self.register_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
         mods = list(self._modules.values())
         mods.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self.register_module(str(i), m)
-
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
+        self._renumber(mods)
 
     def __repr__(self):
         """Runs of identical modules are compressed to `(0-2): 3 x Linear(...)`, as torch prints them."""
