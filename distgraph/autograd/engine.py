@@ -7,11 +7,19 @@ backward rule, then the gradients are reduced to each input's shape and routed a
 fixed at forward time. Leaf gradients are summed first and accumulated into `.grad` at the end, so
 leaf hooks see the total. Unless `retain_graph`, a Node drops its saved inputs as soon as it has
 run, which frees their arrays and makes a second backward raise as PyTorch does.
+
+Two modes share the loop. With `create_graph=True`, or while graph capture traces (it must see the
+backward as differentiable ops), gradients are Tensors and each op's differentiable rule runs. In
+the normal case (create_graph=False) nobody needs a graph of the backward, so gradients travel as
+raw arrays and each op's array rule (`Op.array_backward`, see ops/registry.py) computes them with
+numpy/cupy directly; an op without one runs its differentiable rule on wrapped arrays under
+no_grad. Tensors are built only where user code sees them: hooks, captured inputs, `.grad`.
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import Node, _freed_message
+from distgraph.autograd.function import Node, _freed_message, get_tracer
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device_of_array
 from distgraph.errors import AutogradError, ShapeError
 
 
@@ -25,6 +33,16 @@ def _accumulate(prev, g, create_graph):
     out.array = prev.array + g.array
     out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = g.device, None, None, False, [0]
     return out
+
+
+def _wrap(array, device):
+    """A grad-less Tensor around `array` without Tensor.__init__'s checks (the backward hot path)."""
+    out = _new_tensor(Tensor)
+    out.array, out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
+    return out
+
+
+_new_tensor = Tensor.__new__
 
 
 def _make_seed(out, grad):
@@ -69,12 +87,15 @@ def sum_to_shape(grad, shape):
     return sum_to(grad, shape)
 
 
-def _run_node(node, grad, retain_graph):
-    inputs = node.inputs
-    if inputs is None:
-        raise AutogradError(_freed_message(node))
-    op = node.op
-    for i, v in zip(op.save, node.versions):  # versions covers the saved inputs that exist
+def sum_to_array(g, shape):
+    """Reduce a broadcast gradient array back to `shape`: the array form of `sum_to_shape`."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    return (g.sum(axis=axes, keepdims=True) if axes else g).reshape(shape)
+
+
+def _check_versions(node, inputs):
+    for i, v in zip(node.op.save, node.versions):  # versions covers the saved inputs that exist
         if inputs[i]._vc[0] != v:
             t = inputs[i]
             raise AutogradError(
@@ -82,6 +103,53 @@ def _run_node(node, grad, retain_graph):
                 f"operation: [{t.dtype.name} {tuple(t.shape)}], which is input {i} of {node.name()}, is at "
                 f"version {t._vc[0]}; expected version {v} instead."
             )
+
+
+def _run_node_arrays(node, grad, retain_graph):
+    """The fast mode's step: array grad in, one array (or None) per input out, reduced to its shape."""
+    inputs = node.inputs
+    if inputs is None:
+        raise AutogradError(_freed_message(node))
+    if node.versions:
+        _check_versions(node, inputs)
+    op = node.op
+    rule = getattr(op, "array_backward", None)  # custom Functions duck-type Op without one
+    if rule is not None:
+        grads = rule(node, grad)
+        if type(grads) is not tuple:
+            grads = (grads,)
+    else:
+        got = op.backward(node, _wrap(grad, device_of_array(grad)))
+        grads = tuple(None if g is None else g.array for g in (got if type(got) is tuple else (got,)))
+    if not retain_graph:
+        node.inputs = None
+        node.saved = None
+        node.out_ref = None
+    result = grads
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        want = inputs[i].array
+        if g.shape != want.shape or (g.dtype != want.dtype and want.dtype.kind == "f"):
+            if g.shape != want.shape:
+                g = sum_to_array(g, want.shape)
+            if g.dtype != want.dtype and want.dtype.kind == "f":
+                g = g.astype(want.dtype)
+            if result is grads:
+                result = list(grads)
+            result[i] = g
+    if grad_mode.anomaly["enabled"]:
+        _check_anomaly(node, result)
+    return result
+
+
+def _run_node(node, grad, retain_graph):
+    inputs = node.inputs
+    if inputs is None:
+        raise AutogradError(_freed_message(node))
+    op = node.op
+    if node.versions:
+        _check_versions(node, inputs)
     grads = op.backward(node, grad)
     if type(grads) is not tuple:
         grads = (grads,)
@@ -108,12 +176,11 @@ def _run_node(node, grad, retain_graph):
 
 
 def _check_anomaly(node, grads):
-    xp = None
     for i, g in enumerate(grads):
         if g is None:
             continue
-        xp = g.device.xp
-        if not bool(xp.isfinite(g.array).all()):
+        array = g.array if isinstance(g, Tensor) else g
+        if not bool(device_of_array(array).xp.isfinite(array).all()):
             where = "".join(node.stack or ["(no forward trace recorded)\n"])
             raise AutogradError(
                 f"Function '{node.name()}' returned nan/inf values in its {i}th output.\n"
@@ -123,6 +190,8 @@ def _check_anomaly(node, grads):
 
 def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, accumulate=True):
     """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id."""
+    fast = not create_graph and get_tracer() is None  # gradients as arrays (see module docstring)
+    run = _run_node_arrays if fast else _run_node
     roots = []
     leaf_grads = {}  # id(leaf) -> [leaf, grad]
     captured = {}
@@ -138,8 +207,10 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
         if not out.requires_grad:
             raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
         seed = _make_seed(out, g)
+        if fast:
+            seed = seed.array
         if out.grad_fn is None:
-            _add_leaf(leaf_grads, out, seed)
+            _add_leaf(leaf_grads, out, seed, create_graph)
             continue
         node = out.grad_fn
         grads[node] = grads[node] + seed if node in grads else seed
@@ -151,19 +222,20 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
             node = ready.pop()
             grad = grads.pop(node, None)
             if grad is not None and node.hooks:
-                for hook in node.hooks:
-                    new = hook(grad)
-                    if new is not None:
-                        grad = new
+                grad = _call_hooks(node.hooks, grad, fast)
             if capture_nodes and node in capture_nodes:
-                captured[id(capture_nodes[node])] = grad
-            in_grads = _run_node(node, grad, retain_graph) if grad is not None else [None] * len(node.next)
+                captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
+            in_grads = run(node, grad, retain_graph) if grad is not None else (None,) * len(node.next)
             for nxt, g in zip(node.next, in_grads):
                 if nxt is None:
                     continue
                 if type(nxt) is Node:
                     if g is not None:
-                        grads[nxt] = _accumulate(grads.get(nxt), g, create_graph)
+                        prev = grads.get(nxt)
+                        if prev is None:
+                            grads[nxt] = g
+                        else:
+                            grads[nxt] = prev + g if fast else _accumulate(prev, g, create_graph)
                     left = deps[nxt] - 1
                     deps[nxt] = left
                     if left == 0:
@@ -171,27 +243,39 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 elif g is not None:
                     _add_leaf(leaf_grads, nxt, g, create_graph)
         for leaf, g in leaf_grads.values():
+            if fast:
+                g = _wrap(g, leaf.device)
             hooks = getattr(leaf, "_hooks", None)
-            for hook in hooks or ():
-                new = hook(g)
-                if new is not None:
-                    g = new
+            if hooks:
+                g = _call_hooks(hooks, g, False)
             if id(leaf) in capture_leaves:
                 captured[id(leaf)] = g
             elif accumulate:
                 if leaf.grad is None:
-                    leaf.grad = g if create_graph else g.detach()
+                    leaf.grad = g if create_graph or fast else g.detach()
                 else:
                     leaf.grad = _accumulate(leaf.grad, g, create_graph)
     return captured
+
+
+def _call_hooks(hooks, grad, as_array):
+    """Run tensor hooks on `grad` (an array when `as_array`); a hook's non-None return replaces it."""
+    t = _wrap(grad, device_of_array(grad)) if as_array else grad
+    for hook in hooks:
+        new = hook(t)
+        if new is not None:
+            t = new
+    return t.array if as_array else t
 
 
 def _add_leaf(leaf_grads, leaf, g, create_graph=False):
     entry = leaf_grads.get(id(leaf))
     if entry is None:
         leaf_grads[id(leaf)] = [leaf, g]
-    else:
+    elif type(g) is Tensor:
         entry[1] = _accumulate(entry[1], g, create_graph)
+    else:
+        entry[1] = entry[1] + g
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):

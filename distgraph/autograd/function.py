@@ -54,6 +54,16 @@ class Node:
         The node keeps the output's array and version counter, not the Tensor, so no reference cycle
         forms and the output can be checked against in-place changes like a saved input.
         """
+        array = self.out_array
+        vc = self.out_ref[1]
+        out = Tensor.__new__(Tensor)
+        out.array, out.device, out.grad, out.grad_fn = array, self.inputs[0].device, None, self
+        out.requires_grad, out._vc = True, vc
+        return out
+
+    @property
+    def out_array(self):
+        """The op's output array, for array rules (same freed/in-place checks as `out`)."""
         if self.out_ref is None:
             raise AutogradError(_freed_message(self))
         array, vc, version = self.out_ref
@@ -62,10 +72,7 @@ class Node:
                 f"one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: the output of {self.name()} is at version {vc[0]}; expected version {version} instead."
             )
-        out = Tensor.__new__(Tensor)
-        out.array, out.device, out.grad, out.grad_fn = array, self.inputs[0].device, None, self
-        out.requires_grad, out._vc = True, vc
-        return out
+        return array
 
     def __repr__(self):
         return f"<{self.name()}>"

@@ -7,6 +7,12 @@ the output gradient as a Tensor, and returns one Tensor (or None) per input, wri
 differentiable ops so higher-order gradients and captured backward graphs come for free. Gradients
 are reduced to each input's shape by the engine, so rules may return broadcast gradients.
 
+An op may also carry an array rule (`@op.array_grad`): the same derivative on raw arrays, `rule(ctx,
+g) -> one array (or None) per input`, with `g` an array and the inputs read as `ctx.inputs[i].array`
+(the output as `ctx.out_array`). The engine uses it whenever no graph of the backward is wanted
+(create_graph=False, no capture), which skips building a Tensor and a Node per backward step; the
+differentiable rule stays the definition, and tests/autograd/test_fast_backward.py holds the two equal.
+
 `kind` tells graph passes what the op is: "elementwise" (fusable), "reduction", "view", "matmul",
 "index", "other". `save` lists the inputs whose values backward reads (checked against in-place
 changes); `view` marks outputs that may share the input's memory (they share its version counter).
@@ -18,12 +24,24 @@ REGISTRY = {}
 
 
 class Op:
-    __slots__ = ("name", "forward", "backward", "kind", "save", "saves_output", "saves_extra", "view", "__dict__")
+    __slots__ = (
+        "name",
+        "forward",
+        "backward",
+        "array_backward",
+        "kind",
+        "save",
+        "saves_output",
+        "saves_extra",
+        "view",
+        "__dict__",
+    )
 
     def __init__(self, name, forward, kind, save, saves_output, saves_extra, view):
         self.name = name
         self.forward = forward
         self.backward = None
+        self.array_backward = None
         self.kind = kind
         self.save = tuple(save)
         self.saves_output = saves_output
@@ -33,6 +51,11 @@ class Op:
     def grad(self, rule):
         """Decorator: attach the backward rule `rule(ctx, grad) -> grads per input`."""
         self.backward = rule
+        return rule
+
+    def array_grad(self, rule):
+        """Decorator: attach the array rule `rule(ctx, g_array) -> arrays per input` (see module docstring)."""
+        self.array_backward = rule
         return rule
 
     def __call__(self, *inputs, **attrs):
