@@ -123,15 +123,20 @@ def flatten(result):
     raise CaptureError(f"captured functions must return tensors or tuples of tensors, got {type(result).__name__}")
 
 
-def capture(fn, example_inputs, *, grad_of=None):
+def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=()):
     """Trace `fn(*example_inputs)`; returns (Graph, lifted parameter tensors, rebuild).
 
     With `grad_of` (a list of leaf tensors), the graph computes `fn`'s first output (a scalar loss)
     and appends the gradient of that loss with respect to each tensor in `grad_of` as extra outputs.
+    With `update` too, `update(grad_of, gradients)` (written with distgraph ops: an optimizer step)
+    is traced and its results are appended instead of the gradients; `hyper` tensors it reads
+    (learning rates) become graph inputs `%h0, ...` after the explicit ones, not constants.
     """
     tracer = Tracer()
     for i, t in enumerate(example_inputs):
         tracer.add_input(t, f"%in{i}")
+    for i, t in enumerate(hyper):
+        tracer.add_input(t, f"%h{i}")
     prev = set_tracer(tracer)
     try:
         with grad_mode.set_grad_enabled(grad_of is not None or grad_mode.state.grad_enabled):
@@ -140,7 +145,8 @@ def capture(fn, example_inputs, *, grad_of=None):
         if grad_of is not None:
             for p in grad_of:
                 tracer.ref(p)  # lift every parameter, used or not, so grad outputs line up
-            outputs = outputs + _gradients(tracer, outputs[0], list(grad_of))
+            grads = _gradients(tracer, outputs[0], list(grad_of))
+            outputs = outputs + (update(list(grad_of), grads) if update is not None else grads)
     finally:
         set_tracer(prev)
     return tracer.graph(outputs), tracer.params, rebuild

@@ -2,10 +2,12 @@
 
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy)   # training step: returns the loss and
     loss = step(x, y)                                          # writes p.grad like loss.backward()
+    step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)  # + opt.step() in the graph
     f = dg.compile(fn, (x,)); out = f(x)                       # inference: outputs without grad
 
-Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs. A call with
-a different signature warns and re-captures (up to `max_variants`, then runs eagerly). At capture,
+Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs; a call whose
+inputs match the previous call's (compared field by field, no key built) goes straight to that
+variant's generated function (`codegen`). A call with a different signature warns and re-captures (up to `max_variants`, then runs eagerly). At capture,
 the function is traced a second time on perturbed inputs (floats scaled and negated, integers
 rolled along the batch); if the two graphs differ — Python control flow on values, randomness, data baked into
 constants — the graph cannot stand for the function and calls run eagerly, with a warning that says
@@ -18,6 +20,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture
 from distgraph.graph.executor import Runner
 from distgraph.graph.passes import DEFAULT, optimize
@@ -31,10 +34,12 @@ class CompileWarning(UserWarning):
 
 
 class CompiledFunction:
-    def __init__(self, fn, example_inputs, loss_fn=None, passes=DEFAULT, check=True, max_variants=8):
+    def __init__(self, fn, example_inputs, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, max_variants=8):
         self.fn, self.loss_fn, self.passes, self.check, self.max_variants = fn, loss_fn, passes, check, max_variants
         self.params = list(fn.parameters()) if loss_fn is not None else None
+        self.update = _SGDUpdate(optimizer, self.params) if optimizer is not None else None
         self.variants = {}
+        self._last = None  # (guard, variant) of the last captured call: the fast path
         self._add(_signature(example_inputs), list(example_inputs))
 
     # ---- capture -----------------------------------------------------------------------------------
@@ -44,18 +49,28 @@ class CompiledFunction:
         model, loss_fn = self.fn, self.loss_fn
         return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1])
 
+    def _capture(self, inputs):
+        update = self.update.trace if self.update is not None else None
+        hyper = self.update.tensors if self.update is not None else ()
+        return capture(self._traced(), inputs, grad_of=self.params, update=update, hyper=hyper)
+
     def _add(self, key, inputs):
         try:
-            graph, params, rebuild = capture(self._traced(), inputs, grad_of=self.params)
+            graph, params, rebuild = self._capture(inputs)
             if self.check:
                 with np.errstate(all="ignore"):  # negated inputs may leave a function's domain: only structure matters
-                    other = capture(self._traced(), _perturbed(inputs), grad_of=self.params)[0]
+                    other = self._capture(_perturbed(inputs))[0]
                 _check_same(graph, other)
         except CaptureError as exc:
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
             self.variants[key] = _EAGER
             return _EAGER
-        variant = (Runner(optimize(graph, self.passes)), params, rebuild, graph)
+        write_back = None
+        if self.update is not None:  # output 1 + k is self.params[k]'s new value: store it into that input
+            first = len(graph.inputs) - len(params)
+            index = {id(p): first + j for j, p in enumerate(params)}
+            write_back = {1 + k: index[id(p)] for k, p in enumerate(self.params)}
+        variant = (Runner(optimize(graph, self.passes), write_back=write_back), params, rebuild, graph)
         self.variants[key] = variant
         return variant
 
@@ -77,55 +92,148 @@ class CompiledFunction:
 
     # ---- call ------------------------------------------------------------------------------------------
     def __call__(self, *inputs):
+        last = self._last
+        if last is not None and _matches(inputs, last[0]):
+            variant = last[1]
+        else:
+            variant = self._variant(inputs)
+            if variant is _EAGER:
+                return self._eager(inputs)
+            self._last = (_guard(inputs), variant)
+        runner, params, rebuild, _ = variant
+        hyper = self.update.arrays() if self.update is not None else ()
+        outs = runner.function()(*[t.array for t in inputs], *hyper, *[p.array for p in params])
+        device = inputs[0].device if inputs else params[0].device
+        if self.loss_fn is None:
+            return rebuild([Tensor(o, device=device) for o in outs])
+        if self.update is not None:
+            for p in self.params:
+                p._vc[0] += 1  # updated in place, as optimizer.step() does
+            return Tensor(outs[0], device=device)
+        for p, g in zip(self.params, outs[1:]):
+            p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
+        return Tensor(outs[0], device=device)
+
+    def _variant(self, inputs):
+        """The variant for these inputs' signature, re-capturing (with a warning) when none matches."""
         key = _signature(inputs)
         variant = self.variants.get(key)
-        if variant is None:
-            known = next(iter(self.variants))
-            if len(self.variants) >= self.max_variants:
-                warnings.warn(
-                    f"dg.compile: inputs {_describe(key)} differ from every captured variant and the "
-                    f"{self.max_variants}-variant limit is reached; running eagerly",
-                    CompileWarning,
-                    stacklevel=2,
-                )
-                variant = self.variants[key] = _EAGER
-            else:
-                warnings.warn(
-                    f"dg.compile: inputs changed from {_describe(known)} to {_describe(key)}; re-capturing",
-                    CompileWarning,
-                    stacklevel=2,
-                )
-                variant = self._add(key, list(inputs))
-        if variant is _EAGER:
-            return self._eager(inputs)
-        runner, params, rebuild, _ = variant
-        outs = runner(*[t.array for t in inputs], *[p.array for p in params])
-        device = inputs[0].device if inputs else params[0].device
-        tensors = [Tensor(o, device=device) for o in outs]
-        if self.loss_fn is None:
-            return rebuild(tensors)
-        for p, g in zip(self.params, tensors[1:]):
-            p.grad = g if p.grad is None else Tensor(p.grad.array + g.array, device=device)
-        return tensors[0]
+        if variant is not None:
+            return variant
+        known = next(iter(self.variants))
+        if len(self.variants) >= self.max_variants:
+            warnings.warn(
+                f"dg.compile: inputs {_describe(key)} differ from every captured variant and the "
+                f"{self.max_variants}-variant limit is reached; running eagerly",
+                CompileWarning,
+                stacklevel=3,
+            )
+            variant = self.variants[key] = _EAGER
+            return variant
+        warnings.warn(
+            f"dg.compile: inputs changed from {_describe(known)} to {_describe(key)}; re-capturing",
+            CompileWarning,
+            stacklevel=3,
+        )
+        return self._add(key, list(inputs))
 
     def _eager(self, inputs):
         if self.loss_fn is None:
             return self.fn(*inputs)
+        if self.update is not None:
+            self.update.optimizer.zero_grad()
         with grad_mode.enable_grad():
             loss = self._traced()(*inputs)
         loss.backward()
+        if self.update is not None:
+            self.update.optimizer.step()
         return loss.detach()
 
 
-def compile(fn_or_module, example_inputs, *, loss_fn=None, passes=DEFAULT, check=True):  # noqa: A001
+class _SGDUpdate:
+    """`optim.SGD.step` captured into the graph: p ← p − lr·(±g + weight_decay·p), the update of
+    `optim.functional.sgd_update` without momentum (a momentum buffer is state the graph does not
+    carry). Each (param group, dtype) gets a 0-d learning-rate input, refreshed from the group at
+    every call, so lr schedulers keep working without re-capture."""
+
+    def __init__(self, optimizer, params):
+        name = type(optimizer).__name__
+        if params is None:
+            raise ConfigError("dg.compile: optimizer= needs loss_fn= (it captures a training step)")
+        if optimizer.update_name != "sgd" or any(g["momentum"] for g in optimizer.param_groups):
+            raise ConfigError(
+                f"dg.compile: optimizer capture supports SGD without momentum, got {name}"
+                f"{' with momentum' if optimizer.update_name == 'sgd' else ''}; compile without optimizer= "
+                "and call optimizer.step() after the compiled step"
+            )
+        self.optimizer = optimizer
+        group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+        missing = [i for i, p in enumerate(params) if id(p) not in group_of]
+        if missing:
+            raise ConfigError(f"dg.compile: model parameters {missing} are not in the optimizer")
+        self.lr = {}  # (group index, dtype) -> 0-d lr Tensor (a graph input)
+        self.slots = []  # per parameter: (its group, its lr Tensor)
+        for p in params:
+            gi = group_of[id(p)]
+            key = (gi, p.array.dtype)
+            if key not in self.lr:
+                self.lr[key] = Tensor(p.device.xp.zeros((), p.array.dtype), device=p.device)
+            self.slots.append((optimizer.param_groups[gi], self.lr[key]))
+        self.tensors = tuple(self.lr.values())
+        self._refresh = [(t.array, optimizer.param_groups[gi]) for (gi, _), t in self.lr.items()]
+        self.arrays()
+
+    def arrays(self):
+        """The lr inputs, set from the param groups' current values."""
+        for arr, group in self._refresh:
+            arr[()] = group["lr"]
+        return [t.array for t in self.tensors]
+
+    def trace(self, params, grads):
+        """The updated parameters, written with distgraph ops (recorded by the capturing tracer)."""
+        new = []
+        with grad_mode.no_grad():
+            for p, g, (group, lr) in zip(params, grads, self.slots):
+                if group["weight_decay"]:
+                    g = g + p * group["weight_decay"]
+                if group["maximize"]:
+                    g = -g
+                new.append(p - g * lr)
+        return new
+
+
+def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True):  # noqa: A001
     """A callable backed by the captured, optimized graph of `fn_or_module(*example_inputs)`.
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
+    With `optimizer` too (SGD without momentum), the update is captured into the same graph: a call
+    is the whole step (like zero_grad, backward, step); it updates the parameters in place and
+    returns the loss, leaving `.grad` untouched (the gradients live inside the step).
     """
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
-    return CompiledFunction(fn_or_module, tuple(example_inputs), loss_fn=loss_fn, passes=passes, check=check)
+    return CompiledFunction(
+        fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check
+    )
+
+
+def _guard(inputs):
+    """What the fast path compares: shape, dtype object and (interned) device of every input."""
+    return tuple((t.array.shape, t.array.dtype, t.device) for t in inputs)
+
+
+def _matches(inputs, guard):
+    if len(inputs) != len(guard):
+        return False
+    try:
+        for t, (shape, dtype, dev) in zip(inputs, guard):
+            a = t.array
+            if a.shape != shape or a.dtype != dtype or t.device is not dev:
+                return False
+    except AttributeError:  # not a Tensor: the slow path says so
+        return False
+    return True
 
 
 def _signature(inputs):

@@ -1,8 +1,9 @@
 """Running graphs: `Runner` replays one Graph on arrays; `LocalExecutor` runs a Plan in one process.
 
-Runner: the graph is compiled once into a flat list of steps (registry forward, argument slots,
-output slot, slots to free) so a call is one tight loop with no name lookups. Values die right
-after their last reader and eligible elementwise nodes write into a dying input (memory.plan).
+Runner: the graph is turned once into the source of one straight-line function (`codegen`): one
+numpy call per node, preallocated `out=` buffers from the memory plan, values dropped after their
+last reader, eligible elementwise nodes writing into a dying input (memory.plan). The node-by-node
+interpreter (`codegen=False`) is kept as the reference the generated code is checked against.
 
 LocalExecutor policy (no Ray): a "dag" plan submits every subgraph to a thread pool as soon as all
 of its inputs exist, so independent subgraphs run concurrently (numpy and cupy release the GIL in
@@ -21,6 +22,7 @@ import numpy as np
 from distgraph.backend import device as as_device
 from distgraph.backend import to_device
 from distgraph.errors import ShapeError
+from distgraph.graph.codegen import generate
 from distgraph.graph.passes import memory
 from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
 from distgraph.graph.trace import Timeline
@@ -28,40 +30,61 @@ from distgraph.ops.registry import get_op
 
 
 class Runner:
-    """A Graph compiled for repeated execution on one device: `runner(*arrays) -> list of arrays`."""
+    """A Graph compiled for repeated execution on one device: `runner(*arrays) -> list of arrays`.
 
-    def __init__(self, graph, plan_memory=True):
+    By default the graph becomes one generated function (`codegen`); `codegen=False` interprets it
+    node by node instead (the reference the generated code is tested against). `write_back` maps an
+    output index to the input index whose array receives that output (see `codegen`).
+    """
+
+    def __init__(self, graph, plan_memory=True, codegen=True, write_back=None):
         self.graph = graph
         dev = as_device(graph.inputs[0][1].device if graph.inputs else "cpu")
-        self.xp = xp = dev.xp
-        names = [n for n, _ in graph.inputs] + list(graph.constants) + [n.name for n in graph.nodes]
-        slot = {name: i for i, name in enumerate(names)}
+        self.xp = dev.xp
         self.n_inputs = len(graph.inputs)
-        self.template = [None] * len(names)
-        for name, arr in graph.constants.items():
-            self.template[slot[name]] = to_device(xp.asarray(arr) if xp is np else arr, dev)
         self.plan = memory.plan(graph, inplace=plan_memory) if plan_memory else None
-        self.steps = []
-        for i, node in enumerate(graph.nodes):
-            fn = _callable(node, xp)
-            free = tuple(slot[n] for n in self.plan.free_after[i]) if self.plan else ()
-            target = slot[self.plan.inplace[i]] if self.plan and i in self.plan.inplace else -1
-            self.steps.append(
-                (
-                    fn,
-                    node.attrs if node.op != "fused" else {},
-                    tuple(slot[n] for n in node.inputs),
-                    slot[node.name],
-                    free,
-                    target,
-                )
-            )
-        self.outputs = tuple(slot[o] for o in graph.outputs)
-        self.specs = [s for _, s in graph.inputs]
+        self.write_back = dict(write_back or {})
+        if codegen:
+            self.program = generate(graph, self.xp, self.plan, self.write_back)
+            self._local = threading.local()
+        else:
+            self.program = None
+            self._compile_steps(graph, dev)
+
+    def function(self):
+        """This thread's generated function (each thread gets its own scratch buffers)."""
+        try:
+            return self._local.fn
+        except AttributeError:
+            fn = self._local.fn = self.program.instantiate()
+            return fn
 
     def __call__(self, *arrays):
         if len(arrays) != self.n_inputs:
             raise ShapeError(f"graph expects {self.n_inputs} inputs, got {len(arrays)}")
+        if self.program is not None:
+            return self.function()(*arrays)
+        return self._interpret(arrays)
+
+    # ---- the interpreter: a flat list of steps (registry forward, argument slots, output slot, frees)
+    def _compile_steps(self, graph, dev):
+        xp = self.xp
+        names = [n for n, _ in graph.inputs] + list(graph.constants) + [n.name for n in graph.nodes]
+        slot = {name: i for i, name in enumerate(names)}
+        self.template = [None] * len(names)
+        for name, arr in graph.constants.items():
+            self.template[slot[name]] = to_device(xp.asarray(arr) if xp is np else arr, dev)
+        self.steps = []
+        for i, node in enumerate(graph.nodes):
+            free = tuple(slot[n] for n in self.plan.free_after[i]) if self.plan else ()
+            target = slot[self.plan.inplace[i]] if self.plan and i in self.plan.inplace else -1
+            attrs = node.attrs if node.op != "fused" else {}
+            ins = tuple(slot[n] for n in node.inputs)
+            self.steps.append((_callable(node, xp), attrs, ins, slot[node.name], free, target))
+        self.outputs = tuple(slot[o] for o in graph.outputs)
+        self.write_slots = [(self.outputs[o], i) for o, i in self.write_back.items()]
+
+    def _interpret(self, arrays):
         env = self.template.copy()
         env[: self.n_inputs] = arrays
         xp = self.xp
@@ -73,6 +96,8 @@ class Runner:
                 env[out] = fn(xp, *args, **attrs)
             for f in free:
                 env[f] = None
+        for out, i in self.write_slots:
+            xp.copyto(arrays[i], env[out])
         return [env[o] for o in self.outputs]
 
 

@@ -1,0 +1,276 @@
+"""Code generation: a Graph becomes the Python source of ONE straight-line function, compiled once.
+
+Why: interpreting a graph costs, per node, a Python loop turn, an argument list and a dict of
+attributes, which on tiny tensors is more than the numpy call itself. The generated function makes
+one numpy call per node (one per step of a fused node) and nothing else.
+
+What each node becomes (on numpy):
+- an elementwise op with a ufunc (`fusion.UFUNCS`) and no attributes: `v = add(a, b, out=buf)`;
+- `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
+  directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
+- a fused node: its program inlined as a ufunc sequence, intermediate steps in scratch buffers;
+  a step without a ufunc calls its registry forward;
+- every other node (the interpreter's part): one call of its registry forward with its attributes.
+On cupy, a fused node is one call of its `FusedKernel` (a `cupy.fuse` kernel) instead.
+
+Buffers (with a memory plan): a value written with `out=` gets a preallocated buffer, unless it may
+be returned (a graph output, or aliased by one through a view or an op that may return a view: such
+values are allocated per call, so a caller never sees its results overwritten by the next call).
+Buffers are assigned greedily: a buffer of the same shape and dtype is free again once the last
+reader of every value that may alias it has run. Values not in buffers are deleted after their last
+reader (`plan.free_after`), and `plan.inplace` nodes write into their dying input, as the
+interpreter does. Each thread instantiates its own function (`Program.instantiate`), with its own
+buffers, so concurrent calls never share scratch memory.
+
+Write-back: `write_back={output index: input index}` stores an output into an input's array (an
+optimizer's updated parameter into the parameter): with `out=` directly when the producing node is
+elementwise and no later node reads the input, else by a copy before returning.
+
+Safety: the source text is built only from identifiers this module makes up (`a0`, `v3`, `b1`, `k2`),
+attribute names checked to be plain identifiers, and Python syntax. Every value that comes from the
+graph or the op registry — constants, attribute values, ufuncs, forward functions — enters as a
+closure variable, never as text. No code from users or files is executed: a graph loaded from a
+file can only name registry ops, whose own forward functions are what the generated code calls.
+"""
+
+import keyword
+from dataclasses import dataclass
+
+from distgraph.errors import DistgraphError
+from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
+from distgraph.ops.registry import get_op
+
+_FRESH = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
+
+
+@dataclass
+class Program:
+    """Generated source plus the closure values and buffer specs one instance needs."""
+
+    source: str
+    factory: object  # factory(*closure, *buffers) -> run(*arrays) -> list of arrays
+    closure: tuple
+    buffers: tuple  # (shape, dtype) per preallocated buffer
+    xp: object
+
+    def instantiate(self):
+        """A new `run` function with its own buffers (one per thread)."""
+        bufs = [self.xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
+        return self.factory(*self.closure, *bufs)
+
+
+def generate(graph, xp, plan=None, write_back=None):
+    """Program for `graph` on namespace `xp`; `plan` (memory.plan) enables buffers, frees and in-place."""
+    return _Emitter(graph, xp, plan, dict(write_back or {})).program()
+
+
+class _Emitter:
+    def __init__(self, graph, xp, plan, write_back):
+        self.graph, self.xp, self.plan = graph, xp, plan
+        self.numpy = xp.__name__ == "numpy"
+        self.closure, self.bound = [], {}  # closure values and id(value) -> name
+        self.buffers, self.pool = [], {}  # buffer specs; (shape, dtype) -> free buffer names
+        self.lines = []
+        self.names = {n: f"a{i}" for i, (n, _) in enumerate(graph.inputs)}
+        for name, arr in graph.constants.items():
+            self.names[name] = self.bind(arr)
+        self.specs = graph.specs()
+        self.index = {n.name: i for i, n in enumerate(graph.nodes)}
+        self._aliases()
+        self.write_back = {graph.outputs[o]: graph.inputs[i][0] for o, i in write_back.items()}
+
+    # ---- names ------------------------------------------------------------------------------------
+    def bind(self, value):
+        """A closure name holding `value` (deduplicated by identity)."""
+        name = self.bound.get(id(value))
+        if name is None:
+            name = self.bound[id(value)] = f"k{len(self.closure)}"
+            self.closure.append(value)
+        return name
+
+    def acquire(self, spec):
+        key = (tuple(spec.shape), spec.dtype)
+        free = self.pool.get(key)
+        if free:
+            return free.pop()
+        self.buffers.append(key)
+        return f"b{len(self.buffers) - 1}"
+
+    def release(self, buf, spec):
+        self.pool.setdefault((tuple(spec.shape), spec.dtype), []).append(buf)
+
+    # ---- aliasing and lifetimes -----------------------------------------------------------------
+    def _aliases(self):
+        """roots[v]: values whose memory v may share; ends[i]: roots whose last alias is read at node i."""
+        graph = self.graph
+        self.roots = {n: {n} for n, _ in graph.inputs} | {n: {n} for n in graph.constants}
+        for node in graph.nodes:
+            fresh = node.op == "fused" or (get_op(node.op).kind in _FRESH and not get_op(node.op).view)
+            roots = {node.name}
+            if not fresh:
+                for i in node.inputs:
+                    roots |= self.roots[i]
+            self.roots[node.name] = roots
+        end = len(graph.nodes)
+        self.returned = set().union(*(self.roots[o] for o in graph.outputs)) if graph.outputs else set()
+        last = {}
+        for i, node in enumerate(graph.nodes):
+            for name in node.inputs:
+                for r in self.roots[name]:
+                    last[r] = i
+        for o in graph.outputs:
+            for r in self.roots[o]:
+                last[r] = end
+        self.last = last
+        self.ends = [[] for _ in graph.nodes]
+        for r, i in last.items():
+            if i < end:
+                self.ends[i].append(r)
+
+    # ---- emission -----------------------------------------------------------------------------------
+    def program(self):
+        graph = self.graph
+        self.owner = {}  # root value -> buffer name it occupies now
+        self.buffered = set()  # every value ever given a buffer
+        for i, node in enumerate(graph.nodes):
+            self.node(i, node)
+            if self.plan is not None:
+                dead = [n for n in self.plan.free_after[i] if n not in self.buffered]
+                if dead:
+                    self.lines.append("del " + ", ".join(self.names[n] for n in dead))
+        for value, dest in self.write_back.items():  # the ones no node could write in place
+            self.lines.append(f"{self.bind(self.xp.copyto)}({self.names[dest]}, {self.names[value]})")
+        outs = ", ".join(self.names[o] for o in graph.outputs)
+        self.lines.append(f"return [{outs}]")
+        params = ", ".join(f"a{i}" for i in range(len(graph.inputs)))
+        cells = ", ".join([f"k{i}" for i in range(len(self.closure))] + [f"b{i}" for i in range(len(self.buffers))])
+        body = "\n".join("        " + line for line in self.lines)
+        source = f"def _factory({cells}):\n    def run({params}):\n{body}\n    return run\n"
+        namespace = {}
+        exec(compile(source, "<distgraph codegen>", "exec"), namespace)  # noqa: S102 - generated source only
+        return Program(source, namespace["_factory"], tuple(self.closure), tuple(self.buffers), self.xp)
+
+    def node(self, i, node):
+        out = self.names[node.name] = f"v{i}"
+        args = [self.names[n] for n in node.inputs]
+        inline = node.op == "fused" and self.numpy
+        writer = self._writer(node)
+        if writer is None and not inline:
+            self.lines.append(f"{out} = {self._forward(node, args)}")
+            self._release(i, node, early=False)
+            return
+        scratch = self._scratch(node) if inline else []
+        if node.op != "matmul":  # elementwise: may overwrite an input read only directly here
+            self._release(i, node, early=True)
+        target = self._target(i, node) if writer is not None else None
+        if inline:
+            self._fused(node, args, scratch, target, out)
+        else:
+            self.lines.append(f"{out} = {self.bind(writer)}({', '.join(args)}{_out(target)})")
+        for buf, spec in dict(scratch).items():  # a reused buffer is listed once
+            if buf is not None:
+                self.release(buf, spec)
+        self._release(i, node, early=False)
+
+    def _writer(self, node):
+        """The array function that writes this node's result into `out=` (for a fused node: its last
+        step's ufunc), or None when the node's forward must make its own result."""
+        if not node.spec.shape:
+            return None  # 0-d results are numpy scalars, not writable buffers
+        if node.op == "fused":
+            op, _, attrs = node.attrs["program"][-1]
+            return getattr(self.xp, UFUNCS[op]) if self.numpy and op in UFUNCS and not attrs else None
+        if node.attrs:
+            return None
+        if node.op in UFUNCS:
+            return getattr(self.xp, UFUNCS[node.op])
+        if node.op == "matmul":
+            a, b = (self.specs[n] for n in node.inputs)
+            same = a.dtype == b.dtype == node.spec.dtype
+            return self.xp.dot if same and len(a.shape) == len(b.shape) == 2 else self.xp.matmul
+        return None
+
+    def _target(self, i, node):
+        """Where node i writes: an input (write-back), a dying input (in-place), a buffer, or None."""
+        dest = self.write_back.get(node.name)
+        if dest is not None and self._can_write_back(i, node, dest):
+            del self.write_back[node.name]
+            return self.names[dest]
+        src = self.plan.inplace.get(i) if self.plan is not None else None
+        if src is not None and src not in self.buffered:
+            return self.names[src]
+        if self.plan is None or node.name in self.returned:
+            return None
+        self.buffered.add(node.name)
+        buf = self.owner[node.name] = self.acquire(node.spec)
+        return buf
+
+    def _can_write_back(self, i, node, dest):
+        """Safe when the node is elementwise, shapes match, and nothing reads `dest` (or a view of it) later."""
+        later = any(dest in self.roots[n] for other in self.graph.nodes[i + 1 :] for n in other.inputs)
+        return node.op != "matmul" and not later and dest not in self.returned and self.specs[dest] == node.spec
+
+    def _release(self, i, node, early):
+        """Free the buffers whose last alias is read at node i. `early` (before the output is chosen)
+        frees only those node i reads directly, never through a view: an elementwise node may then
+        overwrite them in place."""
+        for r in self.ends[i]:
+            buf = self.owner.get(r)
+            if buf is None or (early and any(n != r and r in self.roots[n] for n in node.inputs)):
+                continue
+            del self.owner[r]
+            self.release(buf, self.specs[r])
+
+    def _scratch(self, node):
+        """A buffer per intermediate ufunc step of a fused program (None where the step makes its own
+        result); a step reuses the buffer of an earlier step it is the last reader of."""
+        steps, specs = node.attrs["program"], node.attrs["specs"]
+        last_read = {}
+        for j, (_, args, _) in enumerate(steps):
+            for a in args:
+                if a < 0:
+                    last_read[-a - 1] = j
+        out = []
+        for j, (op, args, attrs) in enumerate(steps[:-1]):
+            spec = _Spec(tuple(specs[j][0]), specs[j][1])
+            buf = None
+            if spec.shape and self.plan is not None and op in UFUNCS and not attrs:
+                dying = [out[-a - 1] for a in args if a < 0 and last_read[-a - 1] == j]
+                reuse = [b for b in dying if b[0] is not None and b[1] == spec]
+                buf = reuse[0][0] if reuse else self.acquire(spec)
+            out.append((buf, spec))
+        return out
+
+    def _fused(self, node, args, scratch, target, out):
+        steps = node.attrs["program"]
+        for j, (op, step_args, attrs) in enumerate(steps):
+            vals = ", ".join(args[a] if a >= 0 else f"t{-a - 1}" for a in step_args)
+            name = out if j == len(steps) - 1 else f"t{j}"
+            where = target if j == len(steps) - 1 else scratch[j][0]
+            if op in UFUNCS and not attrs:
+                self.lines.append(f"{name} = {self.bind(getattr(self.xp, UFUNCS[op]))}({vals}{_out(where)})")
+            else:
+                self.lines.append(f"{name} = {self._call(get_op(op), attrs, vals)}")
+
+    def _forward(self, node, args):
+        if node.op == "fused":  # cupy: one cupy.fuse kernel
+            return f"{self.bind(FusedKernel(node, self.xp))}({self.bind(self.xp)}, {', '.join(args)})"
+        return self._call(get_op(node.op), node.attrs, ", ".join(args))
+
+    def _call(self, op, attrs, vals):
+        for key in attrs:
+            if not key.isidentifier() or keyword.iskeyword(key):
+                raise DistgraphError(f"op {op.name}: attribute name {key!r} is not a Python identifier")
+        kwargs = "".join(f", {k}={self.bind(v)}" for k, v in attrs.items())
+        call = f"{self.bind(op.forward)}({self.bind(self.xp)}{', ' if vals else ''}{vals}{kwargs})"
+        return call + "[0]" if op.saves_extra else call
+
+
+@dataclass(frozen=True)
+class _Spec:
+    shape: tuple
+    dtype: str
+
+
+def _out(target):
+    return f", out={target}" if target is not None else ""
