@@ -2,6 +2,8 @@
 
 Binary ops broadcast as numpy does and promote dtypes as torch does (`_operands`); the engine sums
 broadcast gradients back to each input's shape, so the rules below are the textbook derivatives.
+The commonest ops also have an array rule (`array_grad`), the same derivative on raw arrays for the
+engine's fast mode.
 """
 
 import math
@@ -86,6 +88,7 @@ def _add(xp, a, b):
 
 
 _add.grad(lambda ctx, g: (g, g))
+_add.array_grad(lambda ctx, g: (g, g))
 
 
 @defop("sub", kind=EW, save=())
@@ -94,6 +97,7 @@ def _sub(xp, a, b):
 
 
 _sub.grad(lambda ctx, g: (g, neg(g) if ctx.next[1] is not None else None))
+_sub.array_grad(lambda ctx, g: (g, -g if ctx.next[1] is not None else None))
 
 
 @defop("mul", kind=EW, save=(0, 1))
@@ -105,6 +109,12 @@ def _mul(xp, a, b):
 def _(ctx, g):
     a, b = ctx.inputs
     return (mul(g, b) if ctx.next[0] is not None else None, mul(g, a) if ctx.next[1] is not None else None)
+
+
+@_mul.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs
+    return (g * b.array if ctx.next[0] is not None else None, g * a.array if ctx.next[1] is not None else None)
 
 
 @defop("div", kind=EW, save=(0, 1))
@@ -120,12 +130,19 @@ def _(ctx, g):
     return ga, gb
 
 
+@_div.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs[0].array, ctx.inputs[1].array
+    return (g / b if ctx.next[0] is not None else None, -((g * a) / (b * b)) if ctx.next[1] is not None else None)
+
+
 @defop("neg", kind=EW, save=())
 def _neg(xp, a):
     return -a
 
 
 _neg.grad(lambda ctx, g: neg(g))
+_neg.array_grad(lambda ctx, g: -g)
 
 
 @defop("pow", kind=EW, save=(0, 1), saves_output=True)
@@ -142,6 +159,15 @@ def _(ctx, g):
     if ctx.next[1] is not None:
         safe_log = log(where(cmp.eq(a, 0), const(1, a), a))
         gb = mul(g, mul(ctx.out, safe_log))
+    return ga, gb
+
+
+@_pow.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs[0].array, ctx.inputs[1].array
+    xp = ctx.inputs[0].device.xp
+    ga = g * (b * a ** (b - 1)) if ctx.next[0] is not None else None
+    gb = g * (ctx.out_array * xp.log(xp.where(a == 0, xp.ones_like(a), a))) if ctx.next[1] is not None else None
     return ga, gb
 
 
@@ -250,11 +276,8 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
-        return (
-            trunc(_div(_float_operand(a), _float_operand(b)))
-            if a.array.dtype.kind == "f"
-            else cast(trunc(_div(_float_operand(a), _float_operand(b))), a.array.dtype)
-        )
+        q = trunc(_div(_float_operand(a), _float_operand(b)))
+        return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
 
@@ -284,52 +307,6 @@ def pow(input, exponent):
 
 def rsub(input, other, alpha=1):
     return sub(other, mul(input, alpha) if alpha != 1 else input)
-
-
-# ---- fused backward kernels ----------------------------------------------------------------------
-# The first-order backward of the commonest activations is one array expression instead of three
-# ops (PyTorch has tanh_backward etc. for the same reason); each is itself differentiable, so double
-# backward still works.
-@defop("tanh_backward", kind=EW, save=(0, 1))
-def _tanh_bwd(xp, g, y):
-    return g * (1 - y * y)
-
-
-@_tanh_bwd.grad
-def _(ctx, gg):
-    g, y = ctx.inputs
-    return _tanh_bwd(gg, y), mul(mul(gg, g), mul(y, -2))
-
-
-@defop("sigmoid_backward", kind=EW, save=(0, 1))
-def _sigmoid_bwd(xp, g, y):
-    return g * y * (1 - y)
-
-
-@_sigmoid_bwd.grad
-def _(ctx, gg):
-    g, y = ctx.inputs
-    return _sigmoid_bwd(gg, y), mul(mul(gg, g), rsub(mul(y, 2), 1))
-
-
-@defop("relu_backward", kind=EW, save=(1,))
-def _relu_bwd(xp, g, y):
-    return g * (y > 0)
-
-
-_relu_bwd.grad(lambda ctx, gg: (_relu_bwd(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
-
-
-def _tanh_backward(g, y):
-    return apply(_tanh_bwd, (g, y))
-
-
-def _sigmoid_backward(g, y):
-    return apply(_sigmoid_bwd, (g, y))
-
-
-def _relu_backward(g, y):
-    return apply(_relu_bwd, (g, y))
 
 
 # ---- unary math ---------------------------------------------------------------------------------
@@ -372,7 +349,7 @@ acos = _unary("acos", lambda xp, x: xp.arccos(x), lambda ctx, g: neg(mul(g, rsqr
 atan = _unary("atan", lambda xp, x: xp.arctan(x), lambda ctx, g: div(g, add(square(ctx.inputs[0]), 1)))
 sinh = _unary("sinh", lambda xp, x: xp.sinh(x), lambda ctx, g: mul(g, cosh(ctx.inputs[0])))
 cosh = _unary("cosh", lambda xp, x: xp.cosh(x), lambda ctx, g: mul(g, sinh(ctx.inputs[0])))
-tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: _tanh_backward(g, ctx.out), True, save=())
+tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: mul(g, rsub(mul(ctx.out, ctx.out), 1)), True, save=())
 asinh = _unary("asinh", lambda xp, x: xp.arcsinh(x), lambda ctx, g: mul(g, rsqrt(add(square(ctx.inputs[0]), 1))))
 acosh = _unary("acosh", lambda xp, x: xp.arccosh(x), lambda ctx, g: mul(g, rsqrt(sub(square(ctx.inputs[0]), 1))))
 atanh = _unary("atanh", lambda xp, x: xp.arctanh(x), lambda ctx, g: div(g, rsub(square(ctx.inputs[0]), 1)))
@@ -423,8 +400,22 @@ def _sigmoid_fwd(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-sigmoid = _unary("sigmoid", _sigmoid_fwd, lambda ctx, g: _sigmoid_backward(g, ctx.out), saves_output=True, save=())
-relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
+sigmoid = _unary(
+    "sigmoid", _sigmoid_fwd, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
+)
+relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: mul(g, cmp.gt(ctx.out, 0)), True, False, save=())
+
+# array rules (the engine's fast mode) of the unary ops the hot paths use: the formulas above on arrays
+exp.op.array_grad(lambda ctx, g: g * ctx.out_array)
+log.op.array_grad(lambda ctx, g: g / ctx.inputs[0].array)
+log1p.op.array_grad(lambda ctx, g: g / (ctx.inputs[0].array + 1))
+sqrt.op.array_grad(lambda ctx, g: g / (ctx.out_array * 2))
+square.op.array_grad(lambda ctx, g: g * (ctx.inputs[0].array * 2))
+sin.op.array_grad(lambda ctx, g: g * ctx.inputs[0].device.xp.cos(ctx.inputs[0].array))
+cos.op.array_grad(lambda ctx, g: -(g * ctx.inputs[0].device.xp.sin(ctx.inputs[0].array)))
+tanh.op.array_grad(lambda ctx, g: g * (1 - ctx.out_array * ctx.out_array))
+sigmoid.op.array_grad(lambda ctx, g: g * (ctx.out_array * (1 - ctx.out_array)))
+relu.op.array_grad(lambda ctx, g: g * (ctx.out_array > 0))
 
 
 # ---- clamp, where, lerp -------------------------------------------------------------------------

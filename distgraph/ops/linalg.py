@@ -32,12 +32,12 @@ def _mT(x):
 # transposes are free views inside the forward), which is most of an MLP step's backward overhead
 @defop("matmul_nt", kind="matmul", save=(0, 1))
 def _matmul_nt(xp, a, b):
-    return a @ xp.swapaxes(b, -1, -2)
+    return a @ b.swapaxes(-1, -2)
 
 
 @defop("matmul_tn", kind="matmul", save=(0, 1))
 def _matmul_tn(xp, a, b):
-    return xp.swapaxes(a, -1, -2) @ b
+    return a.swapaxes(-1, -2) @ b
 
 
 @_matmul.grad
@@ -45,6 +45,14 @@ def _(ctx, g):  # C = A B: dA = G Bᵀ, dB = Aᵀ G
     a, b = ctx.inputs
     ga = apply(_matmul_nt, (g, b)) if ctx.next[0] is not None else None
     gb = apply(_matmul_tn, (a, g)) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+@_matmul.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs[0].array, ctx.inputs[1].array
+    ga = g @ b.swapaxes(-1, -2) if ctx.next[0] is not None else None
+    gb = a.swapaxes(-1, -2) @ g if ctx.next[1] is not None else None
     return ga, gb
 
 
@@ -56,11 +64,27 @@ def _(ctx, g):  # C = A Bᵀ: dA = G B, dB = Gᵀ A
     return ga, gb
 
 
+@_matmul_nt.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs[0].array, ctx.inputs[1].array
+    ga = g @ b if ctx.next[0] is not None else None
+    gb = g.swapaxes(-1, -2) @ a if ctx.next[1] is not None else None
+    return ga, gb
+
+
 @_matmul_tn.grad
 def _(ctx, g):  # C = Aᵀ B: dA = B Gᵀ, dB = A G
     a, b = ctx.inputs
     ga = apply(_matmul_nt, (b, g)) if ctx.next[0] is not None else None
     gb = apply(_matmul, (a, g)) if ctx.next[1] is not None else None
+    return ga, gb
+
+
+@_matmul_tn.array_grad
+def _(ctx, g):
+    a, b = ctx.inputs[0].array, ctx.inputs[1].array
+    ga = b @ g.swapaxes(-1, -2) if ctx.next[0] is not None else None
+    gb = a @ g if ctx.next[1] is not None else None
     return ga, gb
 
 
@@ -243,6 +267,12 @@ def _(ctx, g):
     return ew.mul(out, ew.sub(g, sum(ew.mul(g, out), dim=axis, keepdim=True)))
 
 
+@_softmax.array_grad
+def _(ctx, g):
+    out = ctx.out_array
+    return out * (g - (g * out).sum(axis=ctx.attrs["axis"], keepdims=True))
+
+
 @defop("log_softmax", kind="other", save=(), saves_output=True)
 def _log_softmax(xp, x, axis):
     if x.size == 0:
@@ -255,6 +285,11 @@ def _log_softmax(xp, x, axis):
 def _(ctx, g):
     axis = ctx.attrs["axis"]
     return ew.sub(g, ew.mul(ew.exp(ctx.out), sum(g, dim=axis, keepdim=True)))
+
+
+_log_softmax.array_grad(
+    lambda ctx, g: g - ctx.inputs[0].device.xp.exp(ctx.out_array) * g.sum(axis=ctx.attrs["axis"], keepdims=True)
+)
 
 
 def _softmax_dim(input, dim, name):

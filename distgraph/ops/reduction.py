@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
@@ -68,6 +69,25 @@ def _(ctx, g):
     return g if g.shape == x.shape else apply(_expand, (g,), {"shape": x.shape})  # shapes known valid: no checks
 
 
+@_sum.array_grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    axes = ctx.attrs["axes"]
+    if axes and not ctx.attrs.get("keepdim", False):
+        g = g.reshape(tuple(1 if i in axes else s for i, s in enumerate(x.array.shape)))
+    return broadcast_array(x.device.xp, g, x.array.shape)
+
+
+def broadcast_array(xp, g, shape):
+    """`g` broadcast to `shape` as a new array (an empty array filled by broadcasting is the cheapest
+    way on tiny arrays, several times cheaper than xp.broadcast_to)."""
+    if g.shape == shape:
+        return g
+    out = xp.empty(shape, g.dtype)
+    out[...] = g
+    return out
+
+
 def sum(input, dim=None, keepdim=False, dtype=None):
     axes = normalize_dims(dim, input.ndim, "sum")
     np_dtype = dtypes.from_any(dtype).np if dtype is not None else None
@@ -94,10 +114,7 @@ def mean(input, dim=None, keepdim=False, dtype=None):
 
 @defop("sum_to", kind=RED, save=())
 def _sum_to(xp, x, shape):
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
-    out = x.sum(axis=axes, keepdims=True) if axes else x
-    return out.reshape(shape)
+    return sum_to_array(x, shape)
 
 
 @_sum_to.grad
@@ -105,6 +122,9 @@ def _(ctx, g):
     from distgraph.ops.shape import expand
 
     return expand(g, ctx.inputs[0].shape)
+
+
+_sum_to.array_grad(lambda ctx, g: broadcast_array(ctx.inputs[0].device.xp, g, ctx.inputs[0].array.shape))
 
 
 def sum_to(input, shape):

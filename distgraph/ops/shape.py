@@ -9,6 +9,7 @@ import builtins
 
 import numpy as np
 
+from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
@@ -35,6 +36,7 @@ def _reshape(xp, x, shape):
 
 
 _reshape.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
+_reshape.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
 
 
 def reshape(input, *shape):
@@ -112,6 +114,7 @@ def _permute(xp, x, dims):
 
 
 _permute.grad(lambda ctx, g: permute(g, tuple(np.argsort(ctx.attrs["dims"]).tolist())))
+_permute.array_grad(lambda ctx, g: g.transpose(np.argsort(ctx.attrs["dims"])))
 
 
 def permute(input, *dims):
@@ -170,6 +173,9 @@ def _(ctx, g):
     from distgraph.ops.reduction import sum_to
 
     return sum_to(g, ctx.inputs[0].shape)
+
+
+_expand.array_grad(lambda ctx, g: sum_to_array(g, ctx.inputs[0].array.shape))
 
 
 def expand(input, *sizes):
