@@ -95,6 +95,13 @@ class RayCluster:
         self.scheduler.restart_from(self.group.actors, self.scheduler.version)
         self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed)")
 
+    def _replace_worker(self, rank):
+        """Async rejoin: a fresh actor for dead worker `rank` in its bundle → (actor, ref ready once it holds the data)."""
+        self.group.kill(rank)
+        self._start_worker(rank)
+        actor = self.group.actors[rank]
+        return actor, actor.set_data.remote(*self.data_refs)
+
     def _param_groups(self):
         ids = {id(p): g for g, group in enumerate(self.trainer.optimizer.param_groups) for p in group["params"]}
         return [ids[id(p)] for p in self.params]
@@ -156,7 +163,8 @@ class RayCluster:
         """
         lrs = self._lrs()
         if self.trainer.sync == "async":
-            self.scheduler.run_async(batches, lambda t: lrs, on_step, self.trainer.staleness, self.trainer.timeout_s)
+            t = self.trainer
+            self.scheduler.run_async(batches, lambda _: lrs, on_step, t.staleness, t.timeout_s, self._replace_worker)
             return
         epoch_base, seen = self.scheduler.version, set()
 

@@ -9,7 +9,11 @@ Policy:
 - Each shard keeps the parameters of the version before its current one: when a worker dies between
   two shards' updates of the same step, the replay reads every shard at the same version.
 - In async mode (stale-synchronous parallel) workers push gradients computed on version `base`;
-  a shard applies them as they come and fences pushes from workers it has been told are gone.
+  a shard applies them as they come. Membership is fenced by incarnation: each (re)admission of a
+  worker has a number, `fence` refuses every incarnation below a floor, and a push also names the
+  version its gradient was computed from and is refused when that is more than `max_lag` versions
+  old. A refused push changes nothing (it is counted in `rejected`): a gradient from a dropped
+  worker, or one too stale, is never applied.
 - The update math is `distgraph.optim.functional`'s, on plain arrays, so a store gives the same bits
   as the local optimizer with the same hyperparameters.
 
@@ -52,7 +56,9 @@ class ParameterShard:
         self.hyper = [dict(h) for h in hyper_by_param]
         self.state = [{} for _ in self.indices]
         self.version = version
-        self.fenced = set()
+        self.floor = {}  # async: worker -> its lowest incarnation still allowed to push
+        self.max_lag = None  # async: a push's base version may trail the current one by at most this
+        self.rejected = {"fenced": 0, "stale": 0}
         self.applied = 0
         self.previous = None
 
@@ -85,17 +91,45 @@ class ParameterShard:
         return self.apply(version, total, lrs)
 
     # ---- async (stale-synchronous) ----------------------------------------------------------------------
-    def push(self, worker, grads, lrs=None):
-        """Apply a worker's gradient unless `worker` is fenced; return (version, params)."""
-        if worker in self.fenced:
-            return self.version, self.params
+    def push(self, worker, grads, lrs=None, incarnation=0, base=None):
+        """Apply the gradient `worker`'s `incarnation` computed on version `base` → (version, params, applied).
+
+        Refused, with the parameters untouched, when that incarnation is fenced or `base` is more than
+        `max_lag` versions behind; the caller gets the current parameters either way."""
+        refusal = self._refusal(worker, incarnation, base)
+        if refusal:
+            self.rejected[refusal] += 1
+            return self.version, self.params, False
         grads = grads[self.shard_id] if isinstance(grads, dict) else grads
         self._apply(grads, lrs)
+        return self.version, self.params, True
+
+    def _refusal(self, worker, incarnation, base):
+        if incarnation < self.floor.get(worker, 0):
+            return "fenced"
+        if base is not None and self.max_lag is not None and self.version - base > self.max_lag:
+            return "stale"
+        return None
+
+    def fence(self, worker, below=None):
+        """Refuse pushes from `worker`'s incarnations below `below` (default: every one admitted so far)."""
+        floor = self.floor.get(worker, 0)
+        self.floor[worker] = max(floor, floor + 1 if below is None else below)
+        return self.floor[worker]
+
+    def admit(self, worker, incarnation):
+        """Let `worker` push as `incarnation` (older ones stay fenced) → (version, params) to start from."""
+        if incarnation < self.floor.get(worker, 0):
+            raise DistributedError(
+                f"parameter shard {self.shard_id}: worker {worker} incarnation {incarnation} is fenced "
+                f"(lowest allowed: {self.floor[worker]})"
+            )
+        self.floor[worker] = incarnation
         return self.version, self.params
 
-    def fence(self, worker):
-        """Refuse further pushes from `worker` (it was dropped); a rejoin gets a new worker id."""
-        self.fenced.add(worker)
+    def set_max_lag(self, max_lag):
+        """The async staleness bound in versions (the scheduler recomputes it when membership changes)."""
+        self.max_lag = max_lag
 
     def _apply(self, grads, lrs):
         if len(grads) != len(self.params):

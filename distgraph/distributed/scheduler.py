@@ -9,7 +9,12 @@ Policy (async, stale-synchronous parallel): each worker runs its own chain — c
 parameters it last received, push its gradient to every store shard, continue with what the push
 returns. The driver starts a worker's next step only while that worker is at most `staleness` steps
 ahead of the slowest live worker. A worker that fails or stalls past `timeout_s` is dropped: the
-stores fence it (a late gradient from it is ignored), and the bound is recomputed over the rest.
+stores fence its incarnation (a late gradient from it is refused), and the bound is recomputed over
+the rest. A dropped worker gets one rejoin per run — a replacement actor for a dead one, the same
+actor for a stalled one once its late step returns — as a new incarnation, admitted at the slowest
+live worker's clock with the store's current parameters. Every push also names the version its
+gradient was computed from; the stores refuse one that trails by more than the bound allows, and
+the driver redoes that batch on the fresh parameters the refusal returns.
 """
 
 import time
@@ -33,6 +38,8 @@ class DataParallelScheduler:
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
+        self.incarnations = {}  # async: worker -> its current incarnation (the stores fence lower ones)
+        self.rejoining = {}  # async: ref ready when a dropped worker may rejoin -> (worker, actor, since); outlives a run
         self.on_worker_stats = None  # optional (step, [statistics of each rank]) hook, e.g. a timeline.Timeline's add
 
     def set_version(self, version):
@@ -82,60 +89,169 @@ class DataParallelScheduler:
         self.param_refs = [s.get_params_at.remote(version) for s in self.stores]
 
     # ---- async ----------------------------------------------------------------------------------------
-    def run_async(self, batches, lrs_for_step, on_step, staleness=2, timeout_s=60.0):
-        """Stale-synchronous run: batches go to whichever worker may start next; returns live worker ids."""
-        live = set(range(len(self.workers)))
-        clock = dict.fromkeys(live, 0)
-        params = {w: [(self.version, ref) for ref in self.param_refs] for w in live}
-        in_flight = {}  # ref -> (worker, step index, started)
-        queue = deque(enumerate(batches))
+    def run_async(self, batches, lrs_for_step, on_step, staleness=2, timeout_s=60.0, respawn=None):
+        """Stale-synchronous run of `batches` (policy in the module docstring); returns the live worker ids.
 
-        def may_start(w):
-            return clock[w] - min(clock[v] for v in live) < staleness + 1
-
-        while queue or in_flight:
-            for w in sorted(live):
-                if queue and w not in {v[0] for v in in_flight.values()} and may_start(w):
-                    t, indices = queue.popleft()
-                    shard_inputs = [ref for _, ref in params[w]]
-                    stats, grads = self.workers[w].step_async.options(num_returns=2).remote(indices, *shard_inputs)
-                    pushes = [
-                        store.push.options(num_returns=2).remote(w, grads, lrs_for_step(t)[s])
-                        for s, store in enumerate(self.stores)
-                    ]
-                    params[w] = [(None, p[1]) for p in pushes]
-                    in_flight[stats] = (w, t, time.monotonic(), [p[0] for p in pushes])
-            if not in_flight:
-                if queue:
-                    raise DistributedError("async scheduler: no live worker may start (all workers were dropped)")
-                break
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            now = time.monotonic()
-            for ref in ready:
-                w, t, _, version_refs = in_flight.pop(ref)
-                try:
-                    stats = ray.get(ref)
-                    ray.get(version_refs, timeout=timeout_s)
-                except WORKER_FAILURES as exc:
-                    self._drop(w, live, clock, f"worker {w} failed at step {t}: {type(exc).__name__}")
-                    queue.appendleft((t, batches[t]))
-                    continue
-                clock[w] += 1
-                on_step(t, merge_statistics([stats]))
-            for ref, (w, t, started, _) in list(in_flight.items()):
-                if now - started > timeout_s:
-                    in_flight.pop(ref)
-                    self._drop(w, live, clock, f"worker {w} stalled more than {timeout_s:.0f}s at step {t}")
-                    queue.appendleft((t, batches[t]))
+        `respawn(w)`, when given, starts a replacement actor for dead worker `w` and returns it with a
+        ref that is ready once it holds the data; without it a dead worker stays dropped."""
+        run = _AsyncRun(self, staleness, timeout_s, respawn)
+        run.execute(batches, lrs_for_step, on_step)
         self.param_refs = [s.get_params.remote() for s in self.stores]
-        return live
+        return run.live
 
-    def _drop(self, w, live, clock, why):
-        live.discard(w)
-        clock.pop(w, None)
-        ray.get([s.fence.remote(w) for s in self.stores])
-        self.on_event(f"{why}; dropped, staleness bound now over {len(live)} live workers")
-        if not live:
+
+class _AsyncRun:
+    """The state of one stale-synchronous run, as plain dicts and sets.
+
+    `live`: admitted workers; `clock[w]`: steps w completed (only live workers have one); `params[w]`:
+    per shard, the (version, parameters) refs w computes its next step on; `computing`: a step's
+    statistics ref → (worker, step, indices, start time, gradient ref); `pushing`: the first shard's
+    `applied` ref of a finished step's push → (worker, step, indices, statistics, every shard's
+    `applied` ref); `returning` (the scheduler's `rejoining`, kept across runs: an epoch may end before a
+    replacement actor is up): a ref that is ready when a dropped worker can rejoin → (worker, actor, since).
+
+    The driver submits a push only once its step has finished: store shards run a caller's calls in
+    submission order, so a push waiting on a stalled worker's gradient would hold up everyone's pushes.
+    The same order makes every shard see the same sequence of pushes, fences and admissions, so shards
+    never disagree about whether a push is applied.
+    """
+
+    def __init__(self, sched, staleness, timeout_s, respawn):
+        self.sched, self.stores, self.on_event = sched, sched.stores, sched.on_event
+        self.staleness, self.timeout_s, self.respawn = staleness, timeout_s, respawn
+        self.live, self.clock, self.params = set(), {}, {}
+        self.computing, self.pushing, self.returning = {}, {}, sched.rejoining
+        self.rejoined = set()  # one rejoin per worker per run: a worker that keeps failing stays out
+        self.refused = 0
+        for ref, (w, actor, _) in list(self.returning.items()):
+            if w >= len(sched.workers) or sched.workers[w] is not actor:  # the group was resized meanwhile
+                del self.returning[ref]
+        waiting = {w for w, _, _ in self.returning.values()}
+        for w in range(len(sched.workers)):
+            if w not in waiting:
+                self._admit(w)
+
+    def execute(self, batches, lrs_for_step, on_step):
+        queue = deque(enumerate(batches))
+        while queue or self.computing or self.pushing:
+            self._start_steps(queue)
+            if not (self.computing or self.pushing or self.returning):
+                raise DistributedError("async scheduler: no live worker may start (all workers were dropped)")
+            ready, _ = ray.wait([*self.computing, *self.pushing, *self.returning], num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in self.computing:
+                    self._computed(ref, queue, lrs_for_step)
+                elif ref in self.pushing:
+                    self._pushed(ref, queue, on_step)
+                else:
+                    self._returned(ref)
+            self._check_timeouts(queue)
+        if self.refused:
+            self.on_event(f"async: {self.refused} step(s) redone on fresh parameters: the store refused them as stale")
+
+    def _start_steps(self, queue):
+        busy = {v[0] for v in self.computing.values()} | {v[0] for v in self.pushing.values()}
+        slowest = min(self.clock.values(), default=0)
+        for w in sorted(self.live - busy):
+            if queue and self.clock[w] - slowest <= self.staleness:
+                t, indices = queue.popleft()
+                shards = [p for _, p in self.params[w]]
+                stats, grads = self.sched.workers[w].step_async.options(num_returns=2).remote(indices, *shards)
+                self.computing[stats] = (w, t, indices, time.monotonic(), grads)
+
+    def _computed(self, ref, queue, lrs_for_step):
+        w, t, indices, _, grads = self.computing.pop(ref)
+        try:
+            stats = ray.get(ref)
+        except WORKER_FAILURES as exc:
+            queue.appendleft((t, indices))
+            dead = isinstance(exc, RayActorError)
+            self._drop(w, f"worker {w} failed at step {t}: {type(exc).__name__}", rejoin_on=None if dead else ())
+            return
+        lrs, incarnation = lrs_for_step(t), self.sched.incarnations[w]
+        outs = [
+            store.push.options(num_returns=3).remote(w, grads, lrs[s], incarnation, base)
+            for s, (store, (base, _)) in enumerate(zip(self.stores, self.params[w]))
+        ]
+        self.params[w] = [(version, params) for version, params, _ in outs]  # current either way
+        self.pushing[outs[0][2]] = (w, t, indices, stats, [applied for _, _, applied in outs])
+
+    def _pushed(self, ref, queue, on_step):
+        w, t, indices, stats, applied_refs = self.pushing.pop(ref)
+        applied = wait_ready(applied_refs, self.timeout_s, f"parameter-store shards (worker {w}'s push of step {t})")
+        if any(applied) != all(applied):
+            raise DistributedError(f"async scheduler: store shards disagree on worker {w}'s push of step {t}")
+        if not applied[0]:
+            self.refused += 1
+            queue.appendleft((t, indices))
+            return
+        self.clock[w] += 1
+        on_step(t, merge_statistics([stats]))
+
+    def _check_timeouts(self, queue):
+        now = time.monotonic()
+        for ref, (w, t, indices, started, _) in list(self.computing.items()):
+            if now - started > self.timeout_s:
+                del self.computing[ref]
+                queue.appendleft((t, indices))
+                self._drop(w, f"worker {w} stalled more than {self.timeout_s:g}s at step {t}", rejoin_on=ref)
+        for ref, (w, _, since) in list(self.returning.items()):
+            if now - since > self.timeout_s:
+                del self.returning[ref]
+                self.on_event(f"worker {w} did not come back within {self.timeout_s:g}s; it stays dropped")
+                self._require_workers(f"worker {w} did not come back")
+
+    def _drop(self, w, why, rejoin_on):
+        """Fence w's incarnation in every shard and recompute the bound over the rest. `rejoin_on`: the
+        ref whose completion lets w rejoin (a stalled step), None for a dead worker (a replacement
+        actor is started), () when w stays out (its step raised: it would again)."""
+        self.live.discard(w)
+        self.clock.pop(w, None)
+        self.sched.incarnations[w] += 1  # the incarnation a rejoin gets; every earlier one is fenced
+        wait_ready([s.fence.remote(w, self.sched.incarnations[w]) for s in self.stores], self.timeout_s, "store fence")
+        self._bound()
+        self.on_event(f"{why}; dropped and fenced, staleness bound now over {len(self.live)} live workers")
+        if w not in self.rejoined and rejoin_on != ():
+            if rejoin_on is None and self.respawn is not None:
+                actor, rejoin_on = self.respawn(w)
+                self.sched.workers[w] = actor
+            if rejoin_on is not None:
+                self.rejoined.add(w)
+                self.returning[rejoin_on] = (w, self.sched.workers[w], time.monotonic())
+        self._require_workers(why)
+
+    def _returned(self, ref):
+        w, _, _ = self.returning.pop(ref)
+        try:
+            ray.get(ref)
+        except WORKER_FAILURES as exc:
+            self.on_event(f"worker {w} could not rejoin ({type(exc).__name__}); it stays dropped")
+            self._require_workers(f"worker {w} could not rejoin")
+            return
+        version = ray.get(self._admit(w), timeout=self.timeout_s)
+        self.on_event(f"worker {w} rejoined as incarnation {self.sched.incarnations[w]} at version {version}")
+
+    def _admit(self, w):
+        """Admit w's current incarnation at the slowest live worker's clock; returns the version ref it
+        starts from (the store's current parameters)."""
+        incarnation = self.sched.incarnations.setdefault(w, 0)
+        self.params[w] = [s.admit.options(num_returns=2).remote(w, incarnation) for s in self.stores]
+        self.clock[w] = min(self.clock.values(), default=0)
+        self.live.add(w)
+        self._bound()
+        return self.params[w][0][0]
+
+    def _bound(self):
+        """The shards' version bound. While one worker computes a step, each other worker lands at most
+        2·staleness + 2 pushes (it may start ≤ staleness steps past the slowest, and the slowest was ≤
+        staleness + 1 behind when the step began); one more worker's worth covers a peer dropped or
+        admitted meanwhile. No push this scheduler makes on time exceeds it."""
+        max_lag = len(self.live) * (2 * self.staleness + 2)
+        for s in self.stores:
+            s.set_max_lag.remote(max_lag)
+
+    def _require_workers(self, why):
+        if not self.live and not self.returning:
             raise DistributedError(f"async scheduler: {why}, and no live worker is left")
 
 

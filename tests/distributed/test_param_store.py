@@ -28,8 +28,8 @@ def test_async_push_fences_dropped_workers_and_checkpoint_round_trip():
     shard = ParameterShard(0, [0], [np.zeros(2)], "adam", [{"lr": 0.1}])
     shard.push(1, [np.ones(2)])
     shard.fence(1)
-    v, _ = shard.push(1, [np.ones(2)])
-    assert v == 1 and shard.applied == 1
+    v, _, applied = shard.push(1, [np.ones(2)])
+    assert v == 1 and not applied and shard.applied == 1
     sd = shard.state_dict()
     other = ParameterShard(0, [0], [np.zeros(2)], "adam", [{"lr": 0.1}])
     other.load_state_dict(sd)
