@@ -1,9 +1,10 @@
 """`distgraph bench graph`: what capturing a step into a graph buys, each figure a ratio from one run.
 
 1. overhead: a chain of tiny (4x4) ops, captured (dg.compile) vs PyTorch eager, per op.
-2. MLP train step (forward, cross-entropy, backward, SGD) captured vs PyTorch eager vs the same math
-   written as straight numpy calls (the floor for a numpy engine); and the compute-bound MLP's captured
-   step in GFLOP/s against its six matmuls timed alone.
+2. MLP train step (forward, cross-entropy, backward, SGD update) captured as ONE graph (dg.compile with
+   optimizer=) vs PyTorch eager (zero_grad, backward, step) vs the same math written as straight numpy
+   calls (the floor for a numpy engine); and the compute-bound MLP's captured step in GFLOP/s against
+   its six matmuls timed alone.
 3. four independent towers: the `independent` plan on a 2-thread LocalExecutor vs the whole graph run
    on one thread.
 4. memory: peak bytes of intermediates measured with tracemalloc (numpy allocations are traced) for a
@@ -83,21 +84,17 @@ def _mlp(sizes):
     return nn.Sequential(*layers)
 
 
-def _captured_step(sizes, batch, rng):
+def _captured_step(sizes, batch, rng, update=True):
+    """The whole train step as one graph: with `update`, SGD's step is captured into it too (so the
+    captured step does the same work as the hand-written one: forward, loss, backward, update)."""
     import distgraph as dg
 
     model = _mlp(sizes)
     x = dg.tensor(rng.standard_normal((batch, sizes[0])).astype(np.float32))
     y = dg.tensor(rng.integers(0, sizes[-1], batch))
-    compiled = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy)
-    opt = dg.optim.SGD(model.parameters(), lr=0.01)
-
-    def step():
-        opt.zero_grad()
-        compiled(x, y)
-        opt.step()
-
-    return step, model, compiled, x, y
+    opt = dg.optim.SGD(model.parameters(), lr=0.01) if update else None
+    compiled = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy, optimizer=opt)
+    return (lambda: compiled(x, y)), model, compiled, x, y
 
 
 def _numpy_step(model, x, y, lr=0.01):
@@ -205,7 +202,7 @@ def memory(layers=64, width=128, batch=1024, repeat=5):
 
     rng = np.random.default_rng(0)
     sizes = (width,) * layers + (10,)
-    _, _, compiled, x, y = _captured_step(sizes, batch, rng)
+    _, _, compiled, x, y = _captured_step(sizes, batch, rng, update=False)
     graph = compiled.graph
     params = [p.array for p in next(iter(compiled.variants.values()))[1]]
     args = (x.array, y.array, *params)

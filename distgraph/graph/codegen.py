@@ -166,7 +166,7 @@ class _Emitter:
         if inline:
             self._fused(node, args, scratch, target, out)
         else:
-            self.lines.append(f"{out} = {self.bind(writer)}({', '.join(args)}{_out(target)})")
+            self.lines.append(f"{out} = {self.bind(writer)}({', '.join(args)}{_out(target, self.numpy)})")
         for buf, spec in dict(scratch).items():  # a reused buffer is listed once
             if buf is not None:
                 self.release(buf, spec)
@@ -248,7 +248,9 @@ class _Emitter:
             name = out if j == len(steps) - 1 else f"t{j}"
             where = target if j == len(steps) - 1 else scratch[j][0]
             if op in UFUNCS and not attrs:
-                self.lines.append(f"{name} = {self.bind(getattr(self.xp, UFUNCS[op]))}({vals}{_out(where)})")
+                self.lines.append(
+                    f"{name} = {self.bind(getattr(self.xp, UFUNCS[op]))}({vals}{_out(where, self.numpy)})"
+                )
             else:
                 self.lines.append(f"{name} = {self._call(get_op(op), attrs, vals)}")
 
@@ -272,5 +274,8 @@ class _Spec:
     dtype: str
 
 
-def _out(target):
-    return f", out={target}" if target is not None else ""
+def _out(target, positional):
+    """The out argument: positional on numpy (its ufuncs and dot parse it faster than a keyword)."""
+    if target is None:
+        return ""
+    return f", {target}" if positional else f", out={target}"

@@ -14,6 +14,7 @@ constants — the graph cannot stand for the function and calls run eagerly, wit
 why. A wrong result is never returned silently.
 """
 
+import builtins
 import warnings
 
 import numpy as np
@@ -93,16 +94,18 @@ class CompiledFunction:
     # ---- call ------------------------------------------------------------------------------------------
     def __call__(self, *inputs):
         last = self._last
-        if last is not None and _matches(inputs, last[0]):
+        arrays = last[0](*inputs) if last is not None else None
+        if arrays is not None:
             variant = last[1]
         else:
             variant = self._variant(inputs)
             if variant is _EAGER:
                 return self._eager(inputs)
-            self._last = (_guard(inputs), variant)
+            self._last = (_unpacker(inputs), variant)
+            arrays = [t.array for t in inputs]
         runner, params, rebuild, _ = variant
         hyper = self.update.arrays() if self.update is not None else ()
-        outs = runner.function()(*[t.array for t in inputs], *hyper, *[p.array for p in params])
+        outs = runner.function()(*arrays, *hyper, *[p.array for p in params])
         device = inputs[0].device if inputs else params[0].device
         if self.loss_fn is None:
             return rebuild([Tensor(o, device=device) for o in outs])
@@ -218,22 +221,25 @@ def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passe
     )
 
 
-def _guard(inputs):
-    """What the fast path compares: shape, dtype object and (interned) device of every input."""
-    return tuple((t.array.shape, t.array.dtype, t.device) for t in inputs)
-
-
-def _matches(inputs, guard):
-    if len(inputs) != len(guard):
-        return False
-    try:
-        for t, (shape, dtype, dev) in zip(inputs, guard):
-            a = t.array
-            if a.shape != shape or a.dtype != dtype or t.device is not dev:
-                return False
-    except AttributeError:  # not a Tensor: the slow path says so
-        return False
-    return True
+def _unpacker(inputs):
+    """The fast-path guard for calls like this one: a generated function that returns the inputs'
+    arrays when every input has the same shape, dtype object and (interned) device as here, else None
+    (a different or Tensor-less call then takes the slow path, which builds the full signature).
+    Its source holds only generated names; the shapes, dtypes and devices are closure values."""
+    n = len(inputs)
+    ts, arrays = [f"t{i}" for i in range(n)], [f"a{i}" for i in range(n)]
+    lines = ["def unpack(*args):", "    if len(args) != N:", "        return None", "    try:"]
+    lines.append(f"        ({''.join(t + ', ' for t in ts)}) = args")
+    for i in range(n):
+        lines.append(f"        a{i} = t{i}.array")
+        lines.append(f"        if a{i}.shape != s{i} or a{i}.dtype is not d{i} or t{i}.device is not v{i}:")
+        lines.append("            return None")
+    lines += ["    except AttributeError:", "        return None", f"    return ({''.join(a + ', ' for a in arrays)})"]
+    cells = ["N"] + [f"{c}{i}" for i in range(n) for c in "sdv"]
+    source = f"def _make({', '.join(cells)}):\n" + "".join(f"    {line}\n" for line in lines) + "    return unpack\n"
+    namespace = {}
+    exec(builtins.compile(source, "<distgraph guard>", "exec"), namespace)  # noqa: S102 - generated source only
+    return namespace["_make"](n, *[v for t in inputs for v in (t.array.shape, t.array.dtype, t.device)])
 
 
 def _signature(inputs):
