@@ -31,6 +31,8 @@ def _operands(a, b):
     """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
     if type(a) is Tensor and type(b) is Tensor and a.array.dtype == b.array.dtype:
         return a, b
+    if (type(b) is float or type(b) is int) and type(a) is Tensor and a.array.dtype.kind == "f":
+        return a, const(b, a)  # the common `x * 2.0`: a Python number takes a float tensor's dtype
     a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
     if not (a_is or b_is):
         raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")

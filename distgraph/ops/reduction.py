@@ -26,6 +26,8 @@ def normalize_dims(dim, ndim, op="op"):
     """`dim` (None, int or sequence) as a sorted tuple of non-negative axes; raises ShapeError if out of range."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) is int and -ndim <= dim < ndim:  # the common case, checked
+        return (dim % ndim,)
     dims = (dim,) if isinstance(dim, int | np.integer) else tuple(dim)
     out = []
     for d in dims:

@@ -10,6 +10,7 @@ import builtins
 import numpy as np
 
 from distgraph.autograd.engine import sum_to_array
+from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
@@ -25,8 +26,8 @@ def _dim(d, ndim, op):
 
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], tuple | list):
-        return tuple(shape[0])
-    return tuple(int(s) for s in shape)
+        shape = shape[0]
+    return tuple(map(int, shape))
 
 
 # ---- reshape family -------------------------------------------------------------------------------
@@ -165,6 +166,13 @@ def movedim(input, source, destination):
 # ---- expand / repeat ----------------------------------------------------------------------------------
 @defop("expand", kind=VIEW, save=(), view=True)
 def _expand(xp, x, shape):
+    if xp is np and x.flags.c_contiguous and x.size:
+        # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
+        lead = len(shape) - x.ndim
+        strides = (0,) * lead + tuple([0 if n == 1 else s for n, s in zip(x.shape, x.strides)])
+        out = np.ndarray(shape, x.dtype, x, 0, strides)
+        out.flags.writeable = False  # as broadcast_to: many elements share one memory location
+        return out
     return xp.broadcast_to(x, shape)
 
 
@@ -180,21 +188,22 @@ _expand.array_grad(lambda ctx, g: sum_to_array(g, ctx.inputs[0].array.shape))
 
 def expand(input, *sizes):
     sizes = _shape_arg(sizes)
-    lead = len(sizes) - input.ndim
+    have = input.array.shape
+    lead = len(sizes) - len(have)
     if lead < 0:
         raise ShapeError(
-            f"expand: the number of sizes provided ({len(sizes)}) must be >= the number of dims ({input.ndim})"
+            f"expand: the number of sizes provided ({len(sizes)}) must be >= the number of dims ({len(have)})"
         )
-    shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
-    for i, s in enumerate(input.shape):
+    shape = tuple([have[i - lead] if s == -1 else s for i, s in enumerate(sizes)]) if -1 in sizes else sizes
+    for i, s in enumerate(have):
         if s != 1 and s != shape[i + lead]:
             raise ShapeError(
                 f"expand: the expanded size of the tensor ({shape[i + lead]}) must match the existing size ({s}) "
-                f"at non-singleton dimension {i + lead}. Target sizes: {list(sizes)}. Tensor sizes: {list(input.shape)}"
+                f"at non-singleton dimension {i + lead}. Target sizes: {list(sizes)}. Tensor sizes: {list(have)}"
             )
-    if shape == input.shape:
+    if shape == have:
         return input
-    return _expand(input, shape=shape)
+    return apply(_expand, (input,), {"shape": shape})
 
 
 def expand_as(input, other):
