@@ -41,6 +41,8 @@ from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
 from distgraph.ops.registry import get_op
 
 _FRESH = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
+# comparisons are ufuncs too (ops/compare.py: `a > b` and so on), beyond fusion's table
+_COMPARE = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}
 
 
 @dataclass
@@ -167,9 +169,8 @@ class _Emitter:
             self._fused(node, args, scratch, target, out)
         else:
             self.lines.append(f"{out} = {self.bind(writer)}({', '.join(args)}{_out(target, self.numpy)})")
-        for buf, spec in dict(scratch).items():  # a reused buffer is listed once
-            if buf is not None:
-                self.release(buf, spec)
+        for buf, spec in {buf: spec for buf, spec, _ in scratch if buf is not None}.items():
+            self.release(buf, spec)
         self._release(i, node, early=False)
 
     def _writer(self, node):
@@ -179,11 +180,11 @@ class _Emitter:
             return None  # 0-d results are numpy scalars, not writable buffers
         if node.op == "fused":
             op, _, attrs = node.attrs["program"][-1]
-            return getattr(self.xp, UFUNCS[op]) if self.numpy and op in UFUNCS and not attrs else None
+            return getattr(self.xp, self._ufunc(op)) if self.numpy and self._ufunc(op) and not attrs else None
         if node.attrs:
             return None
-        if node.op in UFUNCS:
-            return getattr(self.xp, UFUNCS[node.op])
+        if self._ufunc(node.op):
+            return getattr(self.xp, self._ufunc(node.op))
         if node.op == "matmul":
             a, b = (self.specs[n] for n in node.inputs)
             same = a.dtype == b.dtype == node.spec.dtype
@@ -222,37 +223,57 @@ class _Emitter:
             self.release(buf, self.specs[r])
 
     def _scratch(self, node):
-        """A buffer per intermediate ufunc step of a fused program (None where the step makes its own
-        result); a step reuses the buffer of an earlier step it is the last reader of."""
+        """Per step of a fused program but the last: (buffer or None, spec, name of its value).
+
+        An intermediate ufunc step gets a buffer, reusing one of an earlier step it is the last
+        reader of. A `cast` of a ufunc step read only by it costs nothing: that step writes straight
+        into a buffer of the cast's dtype (a ufunc casts its result into `out=` as astype does)."""
         steps, specs = node.attrs["program"], node.attrs["specs"]
         last_read = {}
         for j, (_, args, _) in enumerate(steps):
             for a in args:
                 if a < 0:
-                    last_read[-a - 1] = j
-        out = []
+                    last_read.setdefault(-a - 1, []).append(j)
+        dtype, merged = {}, {}  # step -> dtype it writes; cast step -> the step it merges into
+        for k, (op, args, _) in enumerate(steps[:-1]):
+            src = -args[0] - 1 if op == "cast" and len(args) == 1 and args[0] < 0 else None
+            if src is None or last_read[src] != [k] or not self._ufunc(steps[src][0]) or steps[src][2]:
+                continue
+            if self.numpy and self.xp.can_cast(specs[src][1], specs[k][1], "same_kind"):
+                merged[k], dtype[src] = src, specs[k][1]
+        plan = []
         for j, (op, args, attrs) in enumerate(steps[:-1]):
-            spec = _Spec(tuple(specs[j][0]), specs[j][1])
+            spec = _Spec(tuple(specs[j][0]), dtype.get(j, specs[j][1]))
+            if j in merged:
+                plan.append((plan[merged[j]][0], spec, plan[merged[j]][2]))
+                continue
             buf = None
-            if spec.shape and self.plan is not None and op in UFUNCS and not attrs:
-                dying = [out[-a - 1] for a in args if a < 0 and last_read[-a - 1] == j]
-                reuse = [b for b in dying if b[0] is not None and b[1] == spec]
-                buf = reuse[0][0] if reuse else self.acquire(spec)
-            out.append((buf, spec))
-        return out
+            if spec.shape and self.plan is not None and self._ufunc(op) and not attrs:
+                dying = [plan[-a - 1] for a in args if a < 0 and last_read[-a - 1][-1] == j]
+                reuse = [b for b, sp, _ in dying if b is not None and sp == spec]
+                buf = reuse[0] if reuse else self.acquire(spec)
+            plan.append((buf, spec, f"t{j}"))
+        return plan
 
     def _fused(self, node, args, scratch, target, out):
         steps = node.attrs["program"]
+        value = [name for _, _, name in scratch] + [out]
         for j, (op, step_args, attrs) in enumerate(steps):
-            vals = ", ".join(args[a] if a >= 0 else f"t{-a - 1}" for a in step_args)
-            name = out if j == len(steps) - 1 else f"t{j}"
+            if j < len(steps) - 1 and value[j] != f"t{j}":
+                continue  # a cast merged into the step that makes value[j]
+            vals = ", ".join(args[a] if a >= 0 else value[-a - 1] for a in step_args)
             where = target if j == len(steps) - 1 else scratch[j][0]
-            if op in UFUNCS and not attrs:
-                self.lines.append(
-                    f"{name} = {self.bind(getattr(self.xp, UFUNCS[op]))}({vals}{_out(where, self.numpy)})"
-                )
+            ufunc = self._ufunc(op)
+            if ufunc and not attrs:
+                line = f"{value[j]} = {self.bind(getattr(self.xp, ufunc))}({vals}{_out(where, self.numpy)})"
             else:
-                self.lines.append(f"{name} = {self._call(get_op(op), attrs, vals)}")
+                line = f"{value[j]} = {self._call(get_op(op), attrs, vals)}"
+            self.lines.append(line)
+
+    @staticmethod
+    def _ufunc(op):
+        """The numpy/cupy ufunc name computing registry op `op` without attributes, or None."""
+        return UFUNCS.get(op) or _COMPARE.get(op)
 
     def _forward(self, node, args):
         if node.op == "fused":  # cupy: one cupy.fuse kernel
