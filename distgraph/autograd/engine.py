@@ -66,14 +66,14 @@ def _dependencies(roots):
     """How many gradients each reachable Node will receive (iterative DFS)."""
     deps = {}
     stack = list(roots)
-    seen = set(roots)
     while stack:
         node = stack.pop()
         for nxt in node.next:
             if type(nxt) is Node:
-                deps[nxt] = deps.get(nxt, 0) + 1
-                if nxt not in seen:
-                    seen.add(nxt)
+                if nxt in deps:
+                    deps[nxt] += 1
+                else:  # first edge into nxt: walk it once
+                    deps[nxt] = 1
                     stack.append(nxt)
     return deps
 
@@ -90,8 +90,9 @@ def sum_to_shape(grad, shape):
 def sum_to_array(g, shape):
     """Reduce a broadcast gradient array back to `shape`: the array form of `sum_to_shape`."""
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
-    return (g.sum(axis=axes, keepdims=True) if axes else g).reshape(shape)
+    axes = tuple(range(lead)) + tuple([i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1])
+    out = g.sum(axis=axes, keepdims=True) if axes else g
+    return out.reshape(shape) if lead else out
 
 
 def _check_versions(node, inputs):
@@ -106,7 +107,11 @@ def _check_versions(node, inputs):
 
 
 def _run_node_arrays(node, grad, retain_graph):
-    """The fast mode's step: array grad in, one array (or None) per input out, reduced to its shape."""
+    """The fast mode's step: array grad in, one array (or None) per input out, reduced to its shape.
+
+    Gradients for inputs that need none (`node.next[i] is None`) are left as the rule returned them:
+    the caller drops them, so they are never reduced or cast.
+    """
     inputs = node.inputs
     if inputs is None:
         raise AutogradError(_freed_message(node))
@@ -126,20 +131,20 @@ def _run_node_arrays(node, grad, retain_graph):
         node.saved = None
         node.out_ref = None
     result = grads
+    nxt = node.next
     for i, g in enumerate(grads):
-        if g is None:
+        if g is None or nxt[i] is None:
             continue
         want = inputs[i].array
-        if g.shape != want.shape or (g.dtype != want.dtype and want.dtype.kind == "f"):
-            if g.shape != want.shape:
+        reshape = g.shape != want.shape
+        if reshape or (g.dtype is not want.dtype and g.dtype != want.dtype and want.dtype.kind == "f"):
+            if reshape:
                 g = sum_to_array(g, want.shape)
             if g.dtype != want.dtype and want.dtype.kind == "f":
                 g = g.astype(want.dtype)
             if result is grads:
                 result = list(grads)
             result[i] = g
-    if grad_mode.anomaly["enabled"]:
-        _check_anomaly(node, result)
     return result
 
 
@@ -170,8 +175,6 @@ def _run_node(node, grad, retain_graph):
             if result is grads:
                 result = list(grads)
             result[i] = g
-    if grad_mode.anomaly["enabled"]:
-        _check_anomaly(node, result)
     return result
 
 
@@ -217,6 +220,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
         roots.append(node)
     deps = _dependencies(roots)
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    anomaly = grad_mode.anomaly["enabled"]
     with grad_mode.set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
@@ -225,7 +229,12 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 grad = _call_hooks(node.hooks, grad, fast)
             if capture_nodes and node in capture_nodes:
                 captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
-            in_grads = run(node, grad, retain_graph) if grad is not None else (None,) * len(node.next)
+            if grad is not None:
+                in_grads = run(node, grad, retain_graph)
+                if anomaly:
+                    _check_anomaly(node, in_grads)
+            else:
+                in_grads = (None,) * len(node.next)
             for nxt, g in zip(node.next, in_grads):
                 if nxt is None:
                     continue
