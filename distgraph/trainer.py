@@ -189,6 +189,7 @@ class Trainer:
         parameter-store shard died (its steps since that checkpoint are redone, none applied twice)."""
         from distgraph.distributed.cluster import StoreLost
 
+        first_step = self.global_step
         try:
             self._cluster.run_epoch(batches, on_step)
         except StoreLost as exc:
@@ -209,7 +210,7 @@ class Trainer:
                 f"and redid {lost_at - self.epoch + 1} epoch(s)"
             )
             return False
-        self.global_step += len(batches)
+        self.global_step = first_step + len(batches)
         return True
 
     def _local_step(self, x, y, idx):

@@ -24,15 +24,17 @@ class StoreLost(DistributedError):
 
 def _unlink_segments(group):
     """Remove the shm segments of a group whose rank 0 was killed before it could clean up."""
-    import os
-    from multiprocessing import shared_memory
+    from distgraph.distributed.shm import _remove, leaked
 
-    for name in os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []:
-        if name.startswith(group + "_"):
-            try:
-                shared_memory.SharedMemory(name=name).unlink()
-            except FileNotFoundError:
-                pass
+    for name in leaked(group + "."):
+        _remove(name)
+
+
+def _bundles_on_live_nodes(pg):
+    """How many of a placement group's bundles sit on nodes that are alive now."""
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    placed = ray.util.placement_group_table(pg).get("bundles_to_node_id", {})
+    return sum(node in alive for node in placed.values())
 
 
 class RayCluster:
@@ -50,25 +52,65 @@ class RayCluster:
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
-        self._start_stores()
         self.group = runtime.WorkerGroup(
             TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
         )
         for rank in range(trainer.workers):
             self._start_worker(rank)
         self.data_refs = None
+        reduce_in_store = self._spans_nodes()
+        self.sharded = not reduce_in_store and self._can_shard()
+        if self.sharded:
+            self._setup_sharded()
+        else:
+            self._start_stores()
         self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
-        self.scheduler.reduce_in_store = self._spans_nodes()
+        self.scheduler.reduce_in_store = reduce_in_store
         self.scheduler.set_version(trainer.global_step)
+
+    # ---- the store sharded across the workers (zero.py) ----------------------------------------------------
+    def _can_shard(self):
+        """Sync, numpy, one node, shm (or auto), one floating dtype: the store lives in the workers' segment.
+
+        Otherwise (async, gloo/nccl, several nodes) store actors hold the parameters and apply updates."""
+        from distgraph.distributed.zero import common_dtype
+
+        t = self.trainer
+        return (
+            t.sync == "sync"
+            and t.allreduce["backend"] in ("auto", "shm")
+            and not str(t.device).startswith("cuda")
+            and common_dtype([p.array for p in self.params]) is not None
+        )
+
+    def _hypers(self):
+        """Each parameter's optimizer hyperparameters as the driver's optimizer holds them now (so an lr
+        scheduler's changes of lr, momentum or betas reach the workers)."""
+        from distgraph.optim.functional import make_optimizer_spec
+
+        _, groups = make_optimizer_spec(self.trainer.optimizer)
+        return [{k: v for k, v in groups[g].items() if k != "params"} for g in self.param_group]
+
+    def _setup_sharded(self):
+        """Every worker takes its share of the driver's parameters and optimizer state."""
+        state = self.trainer.optimizer.state_dict()["state"]
+        arrays = ray.put([np.asarray(p.array) for p in self.params])
+        states = [state.get(i, {}) for i in range(len(self.params))]
+        refs = [
+            w.setup_sharded.remote(self.name, self._hypers(), arrays, states, self.trainer.global_step)
+            for w in self.group.actors
+        ]
+        wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
 
     # ---- elastic -----------------------------------------------------------------------------------------
     def _fitting_workers(self, lo, hi):
-        """How many workers the cluster can hold now (its free CPUs plus ours), within [lo, hi]."""
-        import ray as _ray
-
+        """How many workers the cluster can hold now, within [lo, hi]: its free CPUs plus the CPUs our
+        placement group holds on nodes that are still alive. (Bundles on a lost node are not ours to
+        count: Ray is trying to place them again, so counting them would never let the group shrink.)"""
         per = self.trainer.cpus_per_worker
-        free = _ray.available_resources().get("CPU", 0.0)
-        ours = self.trainer.workers * per if getattr(self, "group", None) is not None else 0
+        free = ray.available_resources().get("CPU", 0.0)
+        group = getattr(self, "group", None)
+        ours = _bundles_on_live_nodes(group.pg) * per if group is not None else 0
         return max(lo, min(hi, int((free + ours) // per)))
 
     def fit_to_cluster(self, lo, hi):
@@ -90,9 +132,15 @@ class RayCluster:
         )
         for rank in range(want):
             self._start_worker(rank)
+        if not self.sharded:  # the new group may span nodes the old one did not: then the stores reduce
+            self.scheduler.reduce_in_store = self._spans_nodes()
         if self.data_refs is not None:
             self.resend_data()
-        self.scheduler.restart_from(self.group.actors, self.scheduler.version)
+        if self.sharded:  # the driver holds the snapshot of the last epoch end (`pull`)
+            self._setup_sharded()
+            self.scheduler.workers = self.group.actors
+        else:
+            self.scheduler.restart_from(self.group.actors, self.scheduler.version)
         self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed)")
 
     def _replace_worker(self, rank):
@@ -161,6 +209,8 @@ class RayCluster:
         result is bit-identical to an uninterrupted run. A lost store shard is not recoverable here:
         it raises StoreLost and the Trainer resumes from its last checkpoint.
         """
+        if self.sharded:
+            return self._run_sharded_epoch(batches, on_step)
         lrs = self._lrs()
         if self.trainer.sync == "async":
             t = self.trainer
@@ -193,6 +243,37 @@ class RayCluster:
 
     max_restarts = 3
 
+    def _run_sharded_epoch(self, batches, on_step):
+        """The epoch with the store in the workers; a dead worker restarts the group from the driver's
+        snapshot of the epoch's start (taken by `pull` at every epoch end) and the epoch is replayed."""
+        hypers = self._hypers()
+        for w in self.group.actors:
+            w.set_hypers.remote(hypers)  # ordered before the steps: actor calls run in submission order
+        seen = set()
+
+        def once(t, stats):
+            if t not in seen:
+                seen.add(t)
+                on_step(t, stats)
+
+        for attempt in range(self.max_restarts + 1):
+            try:
+                self.scheduler.run_sharded(batches, once)
+                self.pull()
+                return
+            except WORKER_FAILURES as exc:
+                if attempt == self.max_restarts:
+                    raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
+                dead = self._dead_workers()
+                self._restart_workers()
+                self._setup_sharded()
+                self.scheduler.workers = self.group.actors
+                self.trainer.history.events.append(
+                    f"worker(s) {dead} died at epoch step {len(seen)}; restarted {self.trainer.workers} workers from "
+                    f"the snapshot of global step {self.trainer.global_step} and replayed the epoch (steps applied: "
+                    "never twice)"
+                )
+
     def _store_version(self):
         try:
             versions = ray.get([s.get_version.remote() for s in self.stores], timeout=self.trainer.timeout_s)
@@ -221,6 +302,8 @@ class RayCluster:
     # ---- driver <-> store --------------------------------------------------------------------------------
     def pull(self):
         """Copy the store's parameters and optimizer state into the driver's model and optimizer."""
+        if self.sharded:
+            return self._pull_sharded()
         states = ray.get([s.state_dict.remote() for s in self.stores])
         opt_state = {}
         for sd in states:
@@ -233,8 +316,24 @@ class RayCluster:
         osd["state"] = opt_state
         self.trainer.optimizer.load_state_dict(osd)
 
+    def _pull_sharded(self):
+        from distgraph.distributed.zero import assemble
+
+        chunks = wait_ready([w.state_chunk.remote() for w in self.group.actors], self.trainer.timeout_s, "workers")
+        version, params, states = assemble(chunks, [p.array.shape for p in self.params])
+        for p, arr in zip(self.params, params):
+            p.array[...] = arr
+        self.trainer.global_step = version
+        osd = self.trainer.optimizer.state_dict()
+        osd["state"] = {i: st for i, st in enumerate(states) if st}
+        self.trainer.optimizer.load_state_dict(osd)
+
     def push(self):
         """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""
+        if self.sharded:
+            self._setup_sharded()
+            self.scheduler.set_version(self.trainer.global_step)
+            return
         for store in self.stores:
             ray.kill(store)
         self.stores = []

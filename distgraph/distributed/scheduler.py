@@ -30,10 +30,11 @@ WORKER_FAILURES = (RayActorError, RayTaskError)
 
 
 class DataParallelScheduler:
-    def __init__(self, workers, stores, max_in_flight=2, on_event=None):
+    def __init__(self, workers, stores, max_in_flight=2, on_event=None, steps_per_call=4):
         self.workers = workers  # list of actor handles (rank order)
         self.stores = stores  # list of store-shard actor handles
         self.max_in_flight = max_in_flight
+        self.steps_per_call = steps_per_call
         self.reduce_in_store = False  # True when workers span nodes: shards sum the workers' gradients
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
@@ -76,8 +77,30 @@ class DataParallelScheduler:
             self._finish(*pending.popleft(), on_step)
         ray.get(self.param_refs)  # the last update has landed
 
+    def run_sharded(self, batches, on_step, start=0):
+        """Run batches[start:] with the parameter store sharded across the workers: one call per worker
+        carries `steps_per_call` steps and nothing else is sent (the workers reduce and update between
+        themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
+        per chunk instead of once per step."""
+        pending = deque()
+        for first in range(start, len(batches), self.steps_per_call):
+            chunk = batches[first : first + self.steps_per_call]
+            pending.append((first, [w.step_sharded.remote(chunk) for w in self.workers]))
+            self.version += len(chunk)
+            while len(pending) > self.max_in_flight:
+                self._finish_chunk(*pending.popleft(), on_step)
+        while pending:
+            self._finish_chunk(*pending.popleft(), on_step)
+
+    def _finish_chunk(self, first, refs, on_step):
+        per_rank = _get_failing_fast(refs)
+        for k, parts in enumerate(zip(*per_rank)):
+            if self.on_worker_stats is not None:
+                self.on_worker_stats(first + k, list(parts))
+            on_step(first + k, merge_statistics(parts))
+
     def _finish(self, t, refs, on_step):
-        parts = ray.get(refs)
+        parts = _get_failing_fast(refs)
         if self.on_worker_stats is not None:
             self.on_worker_stats(t, parts)
         on_step(t, merge_statistics(parts))

@@ -234,7 +234,7 @@ def _attach(name, size, timeout_s):
     while True:
         try:
             shm = shared_memory.SharedMemory(name=name, create=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # ValueError: created, not yet sized ("cannot mmap an empty file")
             if time.monotonic() > deadline:
                 raise DistributedError(
                     f"shm all-reduce: segment {name!r} was not created by rank 0 within {timeout_s}s"

@@ -35,6 +35,7 @@ class TrainWorker:
         self.members = [shard_members(owner, s) for s in range(self.num_shards)]
         self.allreduce_config = allreduce or {}
         self.comm = None
+        self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
         self.x = self.y = None
         self.pid = os.getpid()
         self.slowdown = 1.0
@@ -97,6 +98,43 @@ class TrainWorker:
         owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
         return {**stats, **clock.stats()}, owned
 
+    # ---- the parameter store sharded across the workers (zero.py) ----------------------------------------
+    def setup_sharded(self, optimizer_name, hypers, arrays, states, version):
+        """Hold this rank's share of the parameters and optimizer state; the model reads the segment."""
+        from distgraph.distributed.zero import ShardedParameters
+
+        if self.sharded is None:
+            cfg = self.allreduce_config
+            self.sharded = ShardedParameters(
+                self.step_fn.params, self.rank, self.world, cfg.get("group", "distgraph"), optimizer_name, hypers,
+                cfg.get("timeout_s", 60.0),
+            )  # fmt: skip
+        self.sharded.set_hypers(hypers)
+        self.sharded.load(arrays, states, version)
+        return self.sharded.version
+
+    def set_hypers(self, hypers):
+        self.sharded.set_hypers(hypers)
+
+    def step_sharded(self, batches):
+        """Sync steps with the store sharded across the workers, one per array of sample indices in
+        `batches` → their statistics. Several steps per call spread Ray's per-call cost over them:
+        between steps the workers meet only in their shared segment."""
+        out = []
+        for indices in batches:
+            clock = StepClock()
+            x, y, weight = self._shard(indices)
+            clock.lap("install")
+            grads, stats = self._compute(x, y, weight)
+            clock.lap("compute")
+            self.sharded.step(grads)
+            clock.lap("comm")
+            out.append({**stats, **clock.stats()})
+        return out
+
+    def state_chunk(self):
+        return self.sharded.state_chunk()
+
     def node(self):
         """The Ray node this worker runs on (shared memory only works between workers of one node)."""
         import ray
@@ -119,6 +157,9 @@ class TrainWorker:
         return self.step_fn.evaluate(self.x[idx], self.y[idx])
 
     def close(self):
+        if self.sharded is not None:
+            self.sharded.close()
+            self.sharded = None
         if self.comm is not None and hasattr(self.comm, "close"):
             self.comm.close()
         self.comm = None

@@ -62,9 +62,11 @@ def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session):
 
 
 def test_killed_store_resumes_from_checkpoint_without_double_application(ray_session, tmp_path):
+    """Store actors hold the parameters when workers do not share a node (`allreduce="store"` forces
+    that path here); by default the store is sharded across the workers and the test above covers it."""
     reference = trainer("local")
     reference.fit(data(), epochs=3, batch_size=16)
-    t = trainer("ray", checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    t = trainer("ray", checkpoint_dir=str(tmp_path), checkpoint_every=1, allreduce="store")
     store_pid = {}
 
     def pick(cluster):

@@ -1,0 +1,130 @@
+"""The parameter store sharded across workers (zero.py): ranks run in threads of this process, on a
+real shared-memory segment, and must give the local optimizer's bits."""
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from distgraph import nn
+from distgraph.distributed.step import combine_gradients
+from distgraph.distributed.zero import ShardedParameters, assemble
+from distgraph.errors import DistributedError
+from distgraph.optim.functional import make_optimizer_spec
+
+
+def model(seed=0):
+    dg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+
+
+def run_ranks(world, fn):
+    """fn(rank) in one thread per rank; re-raises the first error."""
+    out, errors = [None] * world, []
+
+    def run(rank):
+        try:
+            out[rank] = fn(rank)
+        except Exception as exc:  # noqa: BLE001  (re-raised below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    if errors:
+        raise errors[0]
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: dg.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda p: dg.optim.Adam(p, lr=0.01),
+        lambda p: dg.optim.RMSprop(p, lr=0.01, momentum=0.5),
+    ],
+)
+def test_sharded_steps_equal_the_local_optimizer_bit_for_bit(world, make_opt):
+    rng = np.random.default_rng(0)
+    steps = 4
+    grads = [[[rng.standard_normal(p.shape).astype(np.float32) for p in model().parameters()] for _ in range(world)]
+             for _ in range(steps)]  # fmt: skip
+    reference = model()
+    ref_opt = make_opt(reference.parameters())
+    for t in range(steps):
+        for p, g in zip(reference.parameters(), combine_gradients(grads[t])):
+            p.grad = dg.tensor(g)
+        ref_opt.step()
+
+    driver = model()
+    name, groups = make_optimizer_spec(make_opt(driver.parameters()))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in driver.parameters()]
+    group = f"t{uuid.uuid4().hex[:8]}"
+    replicas = [model() for _ in range(world)]
+
+    def rank_fn(rank):
+        params = list(replicas[rank].parameters())
+        sharded = ShardedParameters(params, rank, world, group, name, hypers, timeout_s=10)
+        sharded.load([p.array.copy() for p in driver.parameters()], [{} for _ in params], version=0)
+        for t in range(steps):
+            sharded.step(grads[t][rank])
+        chunk = sharded.state_chunk()
+        values = [p.array.copy() for p in params]  # the replica reads the segment
+        sharded.close()
+        return chunk, values
+
+    results = run_ranks(world, rank_fn)
+    version, params, states = assemble([c for c, _ in results], [p.shape for p in driver.parameters()])
+    assert version == steps
+    for ref, got in zip(reference.parameters(), params):
+        assert np.array_equal(ref.array, got)
+    for _, values in results:  # every replica sees all of the new parameters
+        assert all(np.array_equal(r.array, v) for r, v in zip(reference.parameters(), values))
+    ref_state = ref_opt.state_dict()["state"]
+    for i, st in enumerate(states):
+        assert set(st) == set(ref_state.get(i, {}))
+        for k, v in st.items():
+            assert np.array_equal(np.asarray(ref_state[i][k]), np.asarray(v)), (i, k)
+
+
+def test_loading_a_state_and_continuing_equals_an_uninterrupted_run():
+    """The snapshot a restarted group resumes from: assemble → load → same next step as without a break."""
+    rng = np.random.default_rng(1)
+    shapes = [p.shape for p in model().parameters()]
+    grads = [[[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)] for _ in range(3)]
+    driver = model()
+    name, groups = make_optimizer_spec(dg.optim.Adam(driver.parameters(), lr=0.01))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
+    start = [p.array.copy() for p in driver.parameters()]
+
+    def run(steps, arrays, states, version):
+        group, replicas = f"t{uuid.uuid4().hex[:8]}", [model() for _ in range(2)]
+
+        def rank_fn(rank):
+            sp = ShardedParameters(list(replicas[rank].parameters()), rank, 2, group, name, hypers, timeout_s=10)
+            sp.load(arrays, states, version)
+            for t in steps:
+                sp.step(grads[t][rank])
+            chunk = sp.state_chunk()
+            sp.close()
+            return chunk
+
+        return assemble(run_ranks(2, rank_fn), shapes)
+
+    straight = run(range(3), start, [{} for _ in shapes], 0)
+    v, p, s = run(range(2), start, [{} for _ in shapes], 0)
+    resumed = run(range(2, 3), p, s, v)
+    assert straight[0] == resumed[0] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(straight[1], resumed[1]))
+
+
+def test_mixed_dtypes_are_refused_with_a_clear_error():
+    m = model()
+    m[2].double()
+    with pytest.raises(DistributedError, match="one floating dtype"):
+        ShardedParameters(list(m.parameters()), 0, 1, f"t{uuid.uuid4().hex[:8]}", "sgd", [{"lr": 0.1}] * 4)
