@@ -36,6 +36,7 @@ file can only name registry ops, whose own forward functions are what the genera
 import keyword
 from dataclasses import dataclass
 
+from distgraph.backend import device, to_device
 from distgraph.errors import DistgraphError
 from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
 from distgraph.ops.registry import get_op
@@ -53,31 +54,35 @@ class Program:
     factory: object  # factory(*closure, *buffers) -> run(*arrays) -> list of arrays
     closure: tuple
     buffers: tuple  # (shape, dtype) per preallocated buffer
-    xp: object
+    device: object
 
     def instantiate(self):
         """A new `run` function with its own buffers (one per thread)."""
-        bufs = [self.xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
+        xp = self.device.xp
+        if self.device.type == "cpu":
+            bufs = [xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
+        else:
+            with xp.cuda.Device(self.device.index):
+                bufs = [xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
         return self.factory(*self.closure, *bufs)
 
 
-def generate(graph, xp, plan=None, write_back=None):
-    """Program for `graph` on namespace `xp`; `plan` (memory.plan) enables buffers, frees and in-place."""
-    return _Emitter(graph, xp, plan, dict(write_back or {})).program()
+def generate(graph, dev, plan=None, write_back=None):
+    """Program for `graph` on device `dev`; `plan` (memory.plan) enables buffers, frees and in-place."""
+    return _Emitter(graph, device(dev), plan, dict(write_back or {})).program()
 
 
 class _Emitter:
-    def __init__(self, graph, xp, plan, write_back):
-        self.graph, self.xp, self.plan = graph, xp, plan
-        self.numpy = xp.__name__ == "numpy"
+    def __init__(self, graph, dev, plan, write_back):
+        self.graph, self.dev, self.xp, self.plan = graph, dev, dev.xp, plan
+        self.numpy = dev.type == "cpu"
         self.closure, self.bound = [], {}  # closure values and id(value) -> name
         self.buffers, self.pool = [], {}  # buffer specs; (shape, dtype) -> free buffer names
         self.lines = []
         self.names = {n: f"a{i}" for i, (n, _) in enumerate(graph.inputs)}
-        for name, arr in graph.constants.items():
-            self.names[name] = self.bind(arr)
+        for name, arr in graph.constants.items():  # a loaded graph holds numpy constants: move them
+            self.names[name] = self.bind(to_device(self.xp.asarray(arr) if self.numpy else arr, dev))
         self.specs = graph.specs()
-        self.index = {n.name: i for i, n in enumerate(graph.nodes)}
         self._aliases()
         self.write_back = {graph.outputs[o]: graph.inputs[i][0] for o, i in write_back.items()}
 
@@ -123,7 +128,6 @@ class _Emitter:
         for o in graph.outputs:
             for r in self.roots[o]:
                 last[r] = end
-        self.last = last
         self.ends = [[] for _ in graph.nodes]
         for r, i in last.items():
             if i < end:
@@ -150,7 +154,7 @@ class _Emitter:
         source = f"def _factory({cells}):\n    def run({params}):\n{body}\n    return run\n"
         namespace = {}
         exec(compile(source, "<distgraph codegen>", "exec"), namespace)  # noqa: S102 - generated source only
-        return Program(source, namespace["_factory"], tuple(self.closure), tuple(self.buffers), self.xp)
+        return Program(source, namespace["_factory"], tuple(self.closure), tuple(self.buffers), self.dev)
 
     def node(self, i, node):
         out = self.names[node.name] = f"v{i}"

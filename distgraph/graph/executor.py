@@ -45,7 +45,7 @@ class Runner:
         self.plan = memory.plan(graph, inplace=plan_memory) if plan_memory else None
         self.write_back = dict(write_back or {})
         if codegen:
-            self.program = generate(graph, self.xp, self.plan, self.write_back)
+            self.program = generate(graph, dev, self.plan, self.write_back)
             self._local = threading.local()
         else:
             self.program = None

@@ -191,6 +191,6 @@ def test_source_never_contains_graph_strings():
     node = graph.nodes[0]
     bad = Node(node.name, node.op, node.inputs, {"axes); import os; (": (0,)}, node.spec)
     with pytest.raises(DistgraphError, match="not a Python identifier"):
-        generate(graph.replace(nodes=(bad,)), np, memory.plan(graph))
+        generate(graph.replace(nodes=(bad,)), "cpu", memory.plan(graph))
     source = Runner(graph).program.source
     assert "%" not in source and "sum" not in source  # names are generated; forwards are closure values
