@@ -17,9 +17,14 @@ from distgraph.ops.registry import defop
 from distgraph.ops.shape import _permute, expand, reshape, unsqueeze
 
 
+def _mm(a, b):
+    """a @ b on arrays; 2-D operands use .dot, twice as fast as matmul's ufunc machinery on small matrices."""
+    return a.dot(b) if a.ndim == 2 and b.ndim == 2 else a @ b
+
+
 @defop("matmul", kind="matmul", save=(0, 1))
 def _matmul(xp, a, b):
-    return a @ b
+    return _mm(a, b)
 
 
 def _mT(x):
@@ -32,12 +37,12 @@ def _mT(x):
 # transposes are free views inside the forward), which is most of an MLP step's backward overhead
 @defop("matmul_nt", kind="matmul", save=(0, 1))
 def _matmul_nt(xp, a, b):
-    return a @ b.swapaxes(-1, -2)
+    return _mm(a, b.swapaxes(-1, -2))
 
 
 @defop("matmul_tn", kind="matmul", save=(0, 1))
 def _matmul_tn(xp, a, b):
-    return a.swapaxes(-1, -2) @ b
+    return _mm(a.swapaxes(-1, -2), b)
 
 
 @_matmul.grad
@@ -51,8 +56,8 @@ def _(ctx, g):  # C = A B: dA = G Bᵀ, dB = Aᵀ G
 @_matmul.array_grad
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
-    ga = g @ b.swapaxes(-1, -2) if ctx.next[0] is not None else None
-    gb = a.swapaxes(-1, -2) @ g if ctx.next[1] is not None else None
+    ga = _mm(g, b.swapaxes(-1, -2)) if ctx.next[0] is not None else None
+    gb = _mm(a.swapaxes(-1, -2), g) if ctx.next[1] is not None else None
     return ga, gb
 
 
@@ -67,8 +72,8 @@ def _(ctx, g):  # C = A Bᵀ: dA = G B, dB = Gᵀ A
 @_matmul_nt.array_grad
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
-    ga = g @ b if ctx.next[0] is not None else None
-    gb = g.swapaxes(-1, -2) @ a if ctx.next[1] is not None else None
+    ga = _mm(g, b) if ctx.next[0] is not None else None
+    gb = _mm(g.swapaxes(-1, -2), a) if ctx.next[1] is not None else None
     return ga, gb
 
 
@@ -83,8 +88,8 @@ def _(ctx, g):  # C = Aᵀ B: dA = B Gᵀ, dB = A G
 @_matmul_tn.array_grad
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
-    ga = b @ g.swapaxes(-1, -2) if ctx.next[0] is not None else None
-    gb = a @ g if ctx.next[1] is not None else None
+    ga = _mm(b, g.swapaxes(-1, -2)) if ctx.next[0] is not None else None
+    gb = _mm(a, g) if ctx.next[1] is not None else None
     return ga, gb
 
 
