@@ -1,7 +1,7 @@
 """Connecting to Ray and placing distgraph's actors.
 
 `init(address)` follows Ray's conventions: None starts a local instance (or reuses the one this
-process already has), "auto" joins the cluster this machine belongs to, "ray://host:port" goes through
+process already has; with RAY_ADDRESS set it joins that cluster, as `ray.init()` does), "auto" joins the cluster this machine belongs to, "ray://host:port" goes through
 Ray Client and "host:port" joins a GCS directly. Token authentication stays as Ray 2.60 sets it
 (on by default); distgraph never turns it off.
 
@@ -9,6 +9,8 @@ Workers are placed with one placement-group bundle each — `{"CPU": k}` on cpu,
 on cuda — with the PACK strategy by default (SPREAD across nodes when asked), and each worker's BLAS
 threads are limited to its k CPUs through its runtime environment.
 """
+
+import os
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -44,7 +46,10 @@ def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, **kwargs):
     opts = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **kwargs}
     if address not in (None, "auto", "local"):
         _probe(address, timeout_s)
-    if address is None:
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # "local", not None: Ray's None would also join whatever cluster /tmp/ray/ray_current_cluster
+        # names — a stale file left by a `ray start` that has ended makes that fail
+        address = "local"
         opts.update(num_cpus=num_cpus, num_gpus=num_gpus)
     try:
         return ray.init(address=address, **opts)
