@@ -40,7 +40,8 @@ class CompiledFunction:
         self.params = list(fn.parameters()) if loss_fn is not None else None
         self.update = _SGDUpdate(optimizer, self.params) if optimizer is not None else None
         self.variants = {}
-        self._last = None  # (guard, variant) of the last captured call: the fast path
+        self._paths = {}  # signature -> (guard, call): the fast path of each captured variant
+        self._last = None  # the fast path of the last call
         self._add(_signature(example_inputs), list(example_inputs))
 
     # ---- capture -----------------------------------------------------------------------------------
@@ -93,36 +94,57 @@ class CompiledFunction:
 
     # ---- call ------------------------------------------------------------------------------------------
     def __call__(self, *inputs):
-        last = self._last
-        arrays = last[0](*inputs) if last is not None else None
-        if arrays is not None:
-            variant = last[1]
-        else:
-            variant = self._variant(inputs)
-            if variant is _EAGER:
-                return self._eager(inputs)
-            self._last = (_unpacker(inputs), variant)
-            arrays = [t.array for t in inputs]
+        fast = self._last
+        if fast is not None:
+            arrays = fast[0](*inputs)
+            if arrays is not None:
+                return fast[1](arrays)
+        key, variant = self._variant(inputs)
+        if variant is _EAGER:
+            return self._eager(inputs)
+        fast = self._paths.get(key)
+        if fast is None:
+            fast = self._paths[key] = (_unpacker(inputs), self._runner_call(variant, inputs))
+        self._last = fast
+        return fast[1]([t.array for t in inputs])
+
+    def _runner_call(self, variant, inputs):
+        """`call(input arrays) -> result` for one variant: the generated function plus what the
+        original returns or does (output Tensors; `.grad` accumulation; in-place parameter update)."""
         runner, params, rebuild, _ = variant
-        hyper = self.update.arrays() if self.update is not None else ()
-        outs = runner.function()(*arrays, *hyper, *[p.array for p in params])
         device = inputs[0].device if inputs else params[0].device
+        function, trained, update = runner.function, self.params, self.update
+
         if self.loss_fn is None:
-            return rebuild([Tensor(o, device=device) for o in outs])
-        if self.update is not None:
-            for p in self.params:
-                p._vc[0] += 1  # updated in place, as optimizer.step() does
-            return Tensor(outs[0], device=device)
-        for p, g in zip(self.params, outs[1:]):
-            p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
-        return Tensor(outs[0], device=device)
+
+            def call(arrays):
+                outs = function()(*arrays, *[p.array for p in params])
+                return rebuild([Tensor(o, device=device) for o in outs])
+
+        elif update is not None:
+
+            def call(arrays):
+                outs = function()(*arrays, *update.arrays(), *[p.array for p in params])
+                for p in trained:
+                    p._vc[0] += 1  # updated in place, as optimizer.step() does
+                return Tensor(outs[0], device=device)
+
+        else:
+
+            def call(arrays):
+                outs = function()(*arrays, *[p.array for p in params])
+                for p, g in zip(trained, outs[1:]):
+                    p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
+                return Tensor(outs[0], device=device)
+
+        return call
 
     def _variant(self, inputs):
         """The variant for these inputs' signature, re-capturing (with a warning) when none matches."""
         key = _signature(inputs)
         variant = self.variants.get(key)
         if variant is not None:
-            return variant
+            return key, variant
         known = next(iter(self.variants))
         if len(self.variants) >= self.max_variants:
             warnings.warn(
@@ -132,13 +154,13 @@ class CompiledFunction:
                 stacklevel=3,
             )
             variant = self.variants[key] = _EAGER
-            return variant
+            return key, variant
         warnings.warn(
             f"dg.compile: inputs changed from {_describe(known)} to {_describe(key)}; re-capturing",
             CompileWarning,
             stacklevel=3,
         )
-        return self._add(key, list(inputs))
+        return key, self._add(key, list(inputs))
 
     def _eager(self, inputs):
         if self.loss_fn is None:
