@@ -5,13 +5,18 @@
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)  # + opt.step() in the graph
     f = dg.compile(fn, (x,)); out = f(x)                       # inference: outputs without grad
 
-Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs; a call whose
-inputs match the previous call's (compared field by field, no key built) goes straight to that
-variant's generated function (`codegen`). A call with a different signature warns and re-captures (up to `max_variants`, then runs eagerly). At capture,
-the function is traced a second time on perturbed inputs (floats scaled and negated, integers
-rolled along the batch); if the two graphs differ — Python control flow on values, randomness, data baked into
-constants — the graph cannot stand for the function and calls run eagerly, with a warning that says
-why. A wrong result is never returned silently.
+Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs. A call whose
+inputs match the previous call's (checked field by field by a small generated function, no key built)
+goes straight to that variant's generated graph function (`codegen`), so the wrapper costs a couple
+of microseconds. A call with a different signature warns and re-captures (up to `max_variants`, then
+runs eagerly). At capture, the function is traced a second time on perturbed inputs (floats scaled
+and negated, integers rolled along the batch); if the two graphs differ — Python control flow on
+values, randomness, data baked into constants — the graph cannot stand for the function and calls
+run eagerly, with a warning that says why. A wrong result is never returned silently.
+
+With `optimizer=` (SGD without momentum) the update is traced into the same graph as functional ops
+(`p − lr·d`) whose results the generated code writes back into the parameters' arrays, so a call is
+the whole training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.
 """
 
 import builtins
