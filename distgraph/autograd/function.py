@@ -144,7 +144,7 @@ def apply(op, inputs, attrs=_EMPTY):
     out.grad = None
     out.grad_fn = None
     out._vc = first._vc if op.view else [0]
-    if needs_grad and op.backward is not None and grad_mode.state.grad_enabled:
+    if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
         out.requires_grad = False
@@ -155,6 +155,8 @@ def apply(op, inputs, attrs=_EMPTY):
 
 _new_tensor = Tensor.__new__
 _new_node = object.__new__
+_grad_state = grad_mode.state  # mutated in place, never rebound: one attribute load per op
+_anomaly = grad_mode.anomaly
 
 
 def _record(op, inputs, attrs, saved, out):
@@ -163,10 +165,12 @@ def _record(op, inputs, attrs, saved, out):
     node.inputs = inputs
     node.attrs = attrs
     node.saved = saved
+    node.hooks = None
     a = inputs[0]
-    if len(inputs) == 1:
+    n = len(inputs)
+    if n == 1:
         node.next = (a.grad_fn or (a if a.requires_grad else None),)
-    elif len(inputs) == 2:
+    elif n == 2:
         b = inputs[1]
         node.next = (a.grad_fn or (a if a.requires_grad else None), b.grad_fn or (b if b.requires_grad else None))
     else:
@@ -176,10 +180,11 @@ def _record(op, inputs, attrs, saved, out):
         node.versions = ()
     elif len(save) == 1:
         node.versions = (inputs[save[0]]._vc[0],)
+    elif len(save) == 2 and save[1] < n:
+        node.versions = (inputs[save[0]]._vc[0], inputs[save[1]]._vc[0])
     else:
-        node.versions = tuple(inputs[i]._vc[0] for i in save if i < len(inputs))
+        node.versions = tuple([inputs[i]._vc[0] for i in save if i < n])
     node.out_ref = (out.array, out._vc, out._vc[0]) if op.saves_output else None
-    node.hooks = None
-    node.stack = traceback.format_stack()[:-3] if grad_mode.anomaly["enabled"] else None
+    node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
     out.requires_grad = True
