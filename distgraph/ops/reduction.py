@@ -59,7 +59,7 @@ def _axes_arg(axes, ndim):
 # ---- sum / mean ---------------------------------------------------------------------------------
 @defop("sum", kind=RED, save=())
 def _sum(xp, x, axes, keepdim=False, dtype=None):
-    return x.sum(axis=axes, keepdims=keepdim, dtype=dtype)  # the method skips np.sum's dispatch (2x on tiny arrays)
+    return x.sum(axes, dtype, None, keepdim)  # the method skips np.sum's dispatch (2x on tiny arrays)
 
 
 @_sum.grad
@@ -91,11 +91,11 @@ def broadcast_array(xp, g, shape):
 
 
 def sum(input, dim=None, keepdim=False, dtype=None):
-    axes = normalize_dims(dim, input.ndim, "sum")
+    axes = normalize_dims(dim, input.array.ndim, "sum")
     np_dtype = dtypes.from_any(dtype).np if dtype is not None else None
     if np_dtype is None and input.array.dtype.kind in "bi" and input.array.dtype != np.int64:
         np_dtype = np.dtype(np.int64)  # torch sums bool/int into int64
-    return _sum(input, axes=axes, keepdim=keepdim, dtype=np_dtype)
+    return apply(_sum, (input,), {"axes": axes, "keepdim": keepdim, "dtype": np_dtype})
 
 
 def mean(input, dim=None, keepdim=False, dtype=None):

@@ -168,9 +168,11 @@ def movedim(input, source, destination):
 def _expand(xp, x, shape):
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
-        lead = len(shape) - x.ndim
-        strides = (0,) * lead + tuple([0 if n == 1 else s for n, s in zip(x.shape, x.strides)])
-        out = np.ndarray(shape, x.dtype, x, 0, strides)
+        strides = list(x.strides)
+        for i, n in enumerate(x.shape):
+            if n == 1:
+                strides[i] = 0
+        out = np.ndarray(shape, x.dtype, x, 0, (0,) * (len(shape) - len(strides)) + tuple(strides))
         out.flags.writeable = False  # as broadcast_to: many elements share one memory location
         return out
     return xp.broadcast_to(x, shape)
