@@ -19,8 +19,8 @@ values are allocated per call, so a caller never sees its results overwritten by
 Buffers are assigned greedily: a buffer of the same shape and dtype is free again once the last
 reader of every value that may alias it has run. Values not in buffers are deleted after their last
 reader (`plan.free_after`), and `plan.inplace` nodes write into their dying input, as the
-interpreter does. Each thread instantiates its own function (`Program.instantiate`), with its own
-buffers, so concurrent calls never share scratch memory.
+interpreter does. `Program.instantiate` makes a function with its own buffers; the Runner gives
+each concurrent call its own instance, so calls never share scratch memory.
 
 Write-back: `write_back={output index: input index}` stores an output into an input's array (an
 optimizer's updated parameter into the parameter): with `out=` directly when the producing node is
@@ -57,7 +57,7 @@ class Program:
     device: object
 
     def instantiate(self):
-        """A new `run` function with its own buffers (one per thread)."""
+        """A new `run` function with its own buffers (one per concurrent call)."""
         xp = self.device.xp
         if self.device.type == "cpu":
             bufs = [xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]

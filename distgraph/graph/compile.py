@@ -118,18 +118,18 @@ class CompiledFunction:
         original returns or does (output Tensors; `.grad` accumulation; in-place parameter update)."""
         runner, params, rebuild, _ = variant
         device = inputs[0].device if inputs else params[0].device
-        function, trained, update = runner.function, self.params, self.update
+        run, trained, update = runner.run, self.params, self.update
 
         if self.loss_fn is None:
 
             def call(arrays):
-                outs = function()(*arrays, *[p.array for p in params])
+                outs = run(*arrays, *[p.array for p in params])
                 return rebuild([Tensor(o, device=device) for o in outs])
 
         elif update is not None:
 
             def call(arrays):
-                outs = function()(*arrays, *update.arrays(), *[p.array for p in params])
+                outs = run(*arrays, *update.arrays(), *[p.array for p in params])
                 for p in trained:
                     p._vc[0] += 1  # updated in place, as optimizer.step() does
                 return Tensor(outs[0], device=device)
@@ -137,7 +137,7 @@ class CompiledFunction:
         else:
 
             def call(arrays):
-                outs = function()(*arrays, *[p.array for p in params])
+                outs = run(*arrays, *[p.array for p in params])
                 for p, g in zip(trained, outs[1:]):
                     p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
                 return Tensor(outs[0], device=device)

@@ -46,24 +46,30 @@ class Runner:
         self.write_back = dict(write_back or {})
         if codegen:
             self.program = generate(graph, dev, self.plan, self.write_back)
-            self._local = threading.local()
+            self._idle = []  # instances (each with its own buffers) no call is using now
         else:
             self.program = None
             self._compile_steps(graph, dev)
 
-    def function(self):
-        """This thread's generated function (each thread gets its own scratch buffers)."""
+    def run(self, *arrays):
+        """Call the generated function, unchecked. Concurrent calls never share scratch buffers: a
+        call takes an idle instance (list pop/append are atomic) or makes one, and returns it after,
+        so a thread pool started per plan run reuses the buffers of the previous run's threads."""
+        idle = self._idle
         try:
-            return self._local.fn
-        except AttributeError:
-            fn = self._local.fn = self.program.instantiate()
-            return fn
+            fn = idle.pop()
+        except IndexError:
+            fn = self.program.instantiate()
+        try:
+            return fn(*arrays)
+        finally:
+            idle.append(fn)
 
     def __call__(self, *arrays):
         if len(arrays) != self.n_inputs:
             raise ShapeError(f"graph expects {self.n_inputs} inputs, got {len(arrays)}")
         if self.program is not None:
-            return self.function()(*arrays)
+            return self.run(*arrays)
         return self._interpret(arrays)
 
     # ---- the interpreter: a flat list of steps (registry forward, argument slots, output slot, frees)
