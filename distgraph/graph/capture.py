@@ -104,10 +104,15 @@ class Tracer:
         return Graph(tuple(self.inputs), tuple(self.nodes), tuple(names), dict(self.constants))
 
 
+def single(xs):
+    """The rebuild of a result that is one Tensor (callers may test `rebuild is single`)."""
+    return xs[0]
+
+
 def flatten(result):
     """Tensors of a (possibly nested tuple/list) result, in order, plus a rebuild function."""
     if isinstance(result, Tensor):
-        return [result], lambda xs: xs[0]
+        return [result], single
     if isinstance(result, tuple | list):
         parts = [flatten(r) for r in result]
         counts = [len(p[0]) for p in parts]

@@ -27,7 +27,7 @@ import numpy as np
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
-from distgraph.graph.capture import CaptureError, capture
+from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
 from distgraph.graph.passes import DEFAULT, optimize
 from distgraph.graph.passes.cse import freeze
@@ -120,7 +120,12 @@ class CompiledFunction:
         device = inputs[0].device if inputs else params[0].device
         run, trained, update = runner.run, self.params, self.update
 
-        if self.loss_fn is None:
+        if self.loss_fn is None and rebuild is single and not params:  # the hot case of small functions
+
+            def call(arrays):
+                return Tensor(run(*arrays)[0], device=device)
+
+        elif self.loss_fn is None:
 
             def call(arrays):
                 outs = run(*arrays, *[p.array for p in params])
