@@ -89,9 +89,13 @@ def sum_to_shape(grad, shape):
 
 def sum_to_array(g, shape):
     """Reduce a broadcast gradient array back to `shape`: the array form of `sum_to_shape`."""
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple([i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1])
-    out = g.sum(axis=axes, keepdims=True) if axes else g
+    have = g.shape
+    lead = len(have) - len(shape)
+    axes = list(range(lead))  # leading dims broadcasting added, then the size-1 dims it stretched
+    for i, s in enumerate(shape):
+        if s == 1 and have[i + lead] != 1:
+            axes.append(i + lead)
+    out = g.sum(tuple(axes), None, None, True) if axes else g
     return out.reshape(shape) if lead else out
 
 

@@ -6,6 +6,7 @@ counter (`view=True`): an in-place write through a view is seen by autograd's sa
 """
 
 import builtins
+import functools
 
 import numpy as np
 
@@ -168,14 +169,21 @@ def movedim(input, source, destination):
 def _expand(xp, x, shape):
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
-        strides = list(x.strides)
-        for i, n in enumerate(x.shape):
-            if n == 1:
-                strides[i] = 0
-        out = np.ndarray(shape, x.dtype, x, 0, (0,) * (len(shape) - len(strides)) + tuple(strides))
+        out = np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
         out.flags.writeable = False  # as broadcast_to: many elements share one memory location
         return out
     return xp.broadcast_to(x, shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_strides(have, itemsize, shape):
+    """Strides of a C-contiguous array of shape `have` viewed as `shape`: 0 on every broadcast dim."""
+    strides, step = [0] * len(shape), itemsize
+    for i in range(1, len(have) + 1):
+        if have[-i] != 1:
+            strides[-i] = step
+        step *= have[-i]
+    return tuple(strides)
 
 
 @_expand.grad
