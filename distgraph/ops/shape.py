@@ -116,7 +116,7 @@ def _permute(xp, x, dims):
 
 
 _permute.grad(lambda ctx, g: permute(g, tuple(np.argsort(ctx.attrs["dims"]).tolist())))
-_permute.array_grad(lambda ctx, g: g.transpose(np.argsort(ctx.attrs["dims"])))
+_permute.array_grad(lambda ctx, g: g.transpose(tuple(np.argsort(ctx.attrs["dims"]).tolist())))
 
 
 def permute(input, *dims):
