@@ -244,7 +244,8 @@ def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passe
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
     With `optimizer` too (SGD without momentum), the update is captured into the same graph: a call
     is the whole step (like zero_grad, backward, step); it updates the parameters in place and
-    returns the loss, leaving `.grad` untouched (the gradients live inside the step).
+    returns the loss, leaving `.grad` untouched (the gradients live inside the step; only a step that
+    falls back to eager execution sets `.grad`, as `loss.backward()` does).
     """
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
