@@ -75,6 +75,9 @@ def _(ctx, g):
     return cast(g, x.array.dtype) if x.array.dtype.kind == "f" else None
 
 
+_cast.array_grad(lambda ctx, g: g.astype(ctx.inputs[0].array.dtype) if ctx.inputs[0].array.dtype.kind == "f" else None)
+
+
 def cast(x, dtype):
     np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
     out = _cast(x, dtype=np_dtype)
@@ -439,6 +442,12 @@ def _(ctx, g):
     return g if keep is None else mul(g, keep)
 
 
+@_clamp.array_grad
+def _(ctx, g):
+    x, lo, hi = ctx.inputs[0].array, ctx.attrs.get("min"), ctx.attrs.get("max")
+    return g * ((x >= (lo if lo is not None else x)) & (x <= (hi if hi is not None else x)))
+
+
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = input
@@ -466,6 +475,14 @@ def _(ctx, g):
     zero = const(0, g)
     ga = where(cond, g, zero) if ctx.next[1] is not None else None
     gb = where(cond, zero, g) if ctx.next[2] is not None else None
+    return None, ga, gb
+
+
+@_where.array_grad
+def _(ctx, g):
+    cond, xp = ctx.inputs[0].array, ctx.inputs[0].device.xp
+    ga = xp.where(cond, g, 0) if ctx.next[1] is not None else None
+    gb = xp.where(cond, 0, g) if ctx.next[2] is not None else None
     return None, ga, gb
 
 

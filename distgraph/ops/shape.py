@@ -295,6 +295,17 @@ def _(ctx, g):
     return tuple(grads)
 
 
+@_cat.array_grad
+def _(ctx, g):
+    axis, index = ctx.attrs["axis"], [slice(None)] * g.ndim
+    grads, start = [], 0
+    for x in ctx.inputs:
+        index[axis] = slice(start, start + x.array.shape[axis])
+        grads.append(g[tuple(index)])
+        start += x.array.shape[axis]
+    return tuple(grads)
+
+
 def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -359,6 +370,15 @@ def _(ctx, g):
     from distgraph.ops.regions import pad_nd
 
     return pad_nd(g, tuple(widths))
+
+
+@_slice.array_grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    xp = x.device.xp
+    out = xp.zeros(x.array.shape, g.dtype)
+    _slice.forward(xp, out, **ctx.attrs)[...] = g  # the forward's view of `out` is where the slice sits
+    return out
 
 
 def narrow(input, dim, start, length):

@@ -14,13 +14,18 @@ from distgraph.ops.registry import REGISTRY, get_op
 torch = pytest.importorskip("torch")
 
 
+_RNG = np.random.default_rng(0)  # case inputs are drawn once, at import: fixed across runs
+
+
 def _pos(shape):
-    return np.random.uniform(0.5, 2.0, shape)
+    return _RNG.uniform(0.5, 2.0, shape)
 
 
 def _any(shape):
-    return np.random.standard_normal(shape)
+    return _RNG.standard_normal(shape)
 
+
+_MASK = _any((3, 4)) > 0
 
 # op name -> cases; a case is (fn over dg tensors, input arrays); each op is reached through the public API
 CASES = {
@@ -56,6 +61,11 @@ CASES = {
     ],
     "matmul_nt": [(lambda a, b: get_op("matmul_nt")(a, b), [_any((2, 3, 4)), _any((5, 4))])],
     "matmul_tn": [(lambda a, b: get_op("matmul_tn")(a, b), [_any((4, 3)), _any((2, 4, 5))])],
+    "cast": [(lambda a: a.float(), [_any((2, 3))])],
+    "clamp": [(lambda a: a.clamp(-0.5, 0.5), [_any((3, 4))]), (lambda a: a.clamp(min=0.1), [_any((3, 4))])],
+    "where": [(lambda a, b: dg.where(dg.tensor(_MASK, device=a.device), a, b), [_any((3, 1)), _any((1, 4))])],
+    "slice": [(lambda a: a.narrow(1, 1, 2), [_any((2, 4, 3))]), (lambda a: a.chunk(2, 0)[1], [_any((4, 3))])],
+    "cat": [(lambda a, b: dg.cat([a, b], 1), [_any((2, 3)), _any((2, 1))])],
     "softmax": [(lambda a: a.softmax(-1), [_any((3, 4))]), (lambda a: a.softmax(0), [_any((3, 4))])],
     "log_softmax": [(lambda a: a.log_softmax(1), [_any((2, 3, 4))])],
 }
