@@ -442,12 +442,6 @@ def _(ctx, g):
     return g if keep is None else mul(g, keep)
 
 
-@_clamp.array_grad
-def _(ctx, g):
-    x, lo, hi = ctx.inputs[0].array, ctx.attrs.get("min"), ctx.attrs.get("max")
-    return g * ((x >= (lo if lo is not None else x)) & (x <= (hi if hi is not None else x)))
-
-
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = input
