@@ -43,11 +43,21 @@ class GradScaler:
         if not self.enabled:
             return optimizer.step()
         self.unscale_(optimizer)
-        self.steps += 1
+        self._count(self._found_inf)
         if self._found_inf:
-            self.skipped_steps += 1
             return None
         return optimizer.step()
+
+    def _count(self, found_inf):
+        self.steps += 1
+        self.skipped_steps += int(found_inf)
+
+    def record(self, found_inf):
+        """`step` + `update` for a caller that unscaled and checked the gradients itself (the Trainer, whose
+        workers each hold a slice): count the step, skipped when `found_inf`, and move the scale."""
+        self._count(found_inf)
+        self._found_inf = bool(found_inf)
+        self.update()
 
     def update(self):
         if not self.enabled:
@@ -60,6 +70,13 @@ class GradScaler:
             if self._good % self.growth_interval == 0:
                 self.scale_value = min(self.scale_value * self.growth_factor, math.inf)
         self._found_inf = False
+
+    def config(self):
+        """The constructor's arguments: what a replica of this scaler on a worker is built from."""
+        return {
+            "init_scale": self.scale_value, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval, "enabled": self.enabled,
+        }  # fmt: skip
 
     def get_scale(self):
         return self.scale_value

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds
+from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 
 
@@ -91,6 +91,7 @@ class Trainer:
         allreduce="auto",
         bucket_mb=25,
         scheduler=None,
+        grad_scaler=None,
         checkpoint_dir=None,
         checkpoint_every=None,
         address=None,
@@ -122,6 +123,7 @@ class Trainer:
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
+        self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.enabled else None
         self.workers, self.backend, self.device, self.sync = workers, backend, device, sync
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
@@ -168,6 +170,9 @@ class Trainer:
             bar.close()
             elapsed = time.perf_counter() - start
             record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": len(x) / elapsed, "time_s": elapsed}
+            if self.grad_scaler is not None:
+                record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
+                record["loss_scale"] = self.grad_scaler.get_scale()
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
             self.epoch = epoch + 1
@@ -214,20 +219,26 @@ class Trainer:
         return True
 
     def _local_step(self, x, y, idx):
+        scaler = self.grad_scaler
         shard_grads, stats = [], []
         for rank in range(self.workers):
             lo, hi = shard_bounds(len(idx), self.workers, rank)
             sel = idx[lo:hi]
-            grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx))
+            grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
             shard_grads.append(grads)
             stats.append(st)
         grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
+        self.global_step += 1
+        if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions
+            found = unscale_(grads, scaler.get_scale())
+            scaler.record(found)
+            if found:
+                return {**merge_statistics(stats), "skipped": 1}
         from distgraph.autograd.tensor import Tensor
 
         for p, g in zip(self.step_fn.params, grads):
             p.grad = Tensor(g, device=p.device)
         self.optimizer.step()
-        self.global_step += 1
         return merge_statistics(stats)
 
     # ---- evaluate --------------------------------------------------------------------------------------
@@ -253,6 +264,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "seed": self.seed,
@@ -264,6 +276,8 @@ class Trainer:
         self.optimizer.load_state_dict(sd["optimizer"])
         if self.lr_scheduler is not None and sd.get("scheduler") is not None:
             self.lr_scheduler.load_state_dict(sd["scheduler"])
+        if self.grad_scaler is not None and sd.get("grad_scaler") is not None:
+            self.grad_scaler.load_state_dict(sd["grad_scaler"])
         self.epoch, self.global_step, self.seed = int(sd["epoch"]), int(sd["global_step"]), int(sd["seed"])
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
         if self._cluster is not None:

@@ -15,7 +15,7 @@ from distgraph.distributed import runtime
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
 from distgraph.distributed.worker import TrainWorker
-from distgraph.errors import DistributedError
+from distgraph.errors import ConfigError, DistributedError
 
 
 class StoreLost(DistributedError):
@@ -62,6 +62,12 @@ class RayCluster:
         self.sharded = not reduce_in_store and self._can_shard()
         if self.sharded:
             self._setup_sharded()
+        elif trainer.grad_scaler is not None:
+            self.group.shutdown()
+            raise ConfigError(
+                "Trainer(grad_scaler=...) with backend='ray' needs the parameter store sharded across the workers: "
+                "sync='sync', allreduce 'auto' or 'shm', numpy parameters of one dtype, one node"
+            )
         else:
             self._start_stores()
         self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
@@ -96,8 +102,10 @@ class RayCluster:
         state = self.trainer.optimizer.state_dict()["state"]
         arrays = ray.put([np.asarray(p.array) for p in self.params])
         states = [state.get(i, {}) for i in range(len(self.params))]
+        scaler = self.trainer.grad_scaler
+        scaler_state = {"config": scaler.config(), "state": scaler.state_dict()} if scaler is not None else None
         refs = [
-            w.setup_sharded.remote(self.name, self._hypers(), arrays, states, self.trainer.global_step)
+            w.setup_sharded.remote(self.name, self._hypers(), arrays, states, self.trainer.global_step, scaler_state)
             for w in self.group.actors
         ]
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
@@ -114,14 +122,14 @@ class RayCluster:
         return max(lo, min(hi, int((free + ours) // per)))
 
     def fit_to_cluster(self, lo, hi):
-        """Between epochs: grow or shrink the worker group to what the cluster holds now.
+        """Between epochs: grow or shrink the worker group to what the cluster holds now; True if it did.
 
         Parameter-store shards stay as they are (each shard is owned by worker `shard % world`, for
         any world size), so resizing restarts only the workers; the math of a step does not depend
         on the worker count beyond float rounding (shard gradients are weighted by batch share)."""
         want = self._fitting_workers(lo, hi)
         if want == self.trainer.workers:
-            return
+            return False
         old = self.trainer.workers
         self.group.shutdown()
         _unlink_segments(self.group_name)
@@ -142,6 +150,7 @@ class RayCluster:
         else:
             self.scheduler.restart_from(self.group.actors, self.scheduler.version)
         self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed)")
+        return True
 
     def _replace_worker(self, rank):
         """Async rejoin: a fresh actor for dead worker `rank` in its bundle → (actor, ref ready once it holds the data)."""
@@ -190,6 +199,8 @@ class RayCluster:
 
     def set_data(self, x, y):
         self.data_refs = (ray.put(x), ray.put(y))
+        if self.trainer.elastic and self.fit_to_cluster(*self.trainer.elastic):
+            return  # resized first (a node lost since the last fit took its workers along): the new group has the data
         self.resend_data()
 
     def resend_data(self):
@@ -324,6 +335,8 @@ class RayCluster:
         for p, arr in zip(self.params, params):
             p.array[...] = arr
         self.trainer.global_step = version
+        if self.trainer.grad_scaler is not None:
+            self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
         osd = self.trainer.optimizer.state_dict()
         osd["state"] = {i: st for i, st in enumerate(states) if st}
         self.trainer.optimizer.load_state_dict(osd)

@@ -4,7 +4,7 @@ A segment serves one (group, tag, dtype, length) and lives as long as the group:
 the first call, the other ranks attach, and every later call reuses it (no allocation, no page faults,
 no message through Ray). Layout, each region 64-byte aligned:
 
-    [ seq: world × int64 ][ pid: world × int64 ][ slot 0 | slot 1 | ... | slot n−1 ][ result ]
+    [ seq: world × int64 ][ pid: world × int64 ][ vote: world × int64 ][ slot 0 | ... | slot n−1 ][ result ]
 
 One all-reduce = write own slot → barrier → reduce own 1/n chunk of the slots into `result`, adding
 slot 0, 1, …, n−1 in that order (the fixed order makes results bit-identical run to run) → barrier →
@@ -54,7 +54,7 @@ def chunk_bounds(count, world, rank):
 
 
 def segment_size(world, dtype, count):
-    return _ALIGN + 2 * _aligned(world * 8) + (world + 1) * _aligned(count * np.dtype(dtype).itemsize)
+    return _ALIGN + 3 * _aligned(world * 8) + (world + 1) * _aligned(count * np.dtype(dtype).itemsize)
 
 
 def segment_name(group, tag, dtype, count):
@@ -86,8 +86,9 @@ class Segment:
         buf, flags = self.shm.buf, _aligned(world * 8)
         self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
         self.seq_flags = np.ndarray((world,), np.int64, buf, _ALIGN + flags)
+        self.votes = np.ndarray((world,), np.int64, buf, _ALIGN + 2 * flags)
         stride = _aligned(self.count * self.dtype.itemsize) // self.dtype.itemsize
-        base = _ALIGN + 2 * flags
+        base = _ALIGN + 3 * flags
         slots = np.ndarray((world, stride), self.dtype, buf, base)
         self.slots = slots[:, : self.count]
         self.result = np.ndarray((self.count,), self.dtype, buf, base + world * stride * self.dtype.itemsize)
@@ -151,6 +152,12 @@ class Segment:
         if mean:
             out /= len(sources)
 
+    def any_rank(self, flag):
+        """True on every rank when `flag` is true on any rank (one barrier; e.g. "my chunk overflowed")."""
+        self.votes[self.rank] = int(bool(flag))
+        self.barrier()
+        return bool(self.votes.any())
+
     def barrier(self):
         self.seq += 1
         flags, seq = self.seq_flags, self.seq
@@ -182,7 +189,7 @@ class Segment:
         """Unmap; the owner (rank 0), or any rank with remove=True, also removes the name. Idempotent."""
         if self.shm is None:
             return
-        self.seq_flags = self.pids = self.slots = self.result = None
+        self.seq_flags = self.pids = self.votes = self.slots = self.result = None
         if self._finalizer is not None:
             self._finalizer()  # runs once: remove the name and drop it from the resource tracker
         elif remove:

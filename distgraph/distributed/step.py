@@ -7,13 +7,14 @@ order), so a synchronous run gives the same bits in one process and across Ray w
 Nothing here imports ray: the local backend uses it without a cluster.
 """
 
+import contextlib
 import math
 
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
-from distgraph.backend import to_device
+from distgraph.backend import device_of_array, to_device
 from distgraph.errors import NonFiniteError, ShapeError
 
 
@@ -55,12 +56,13 @@ class ShardStep:
                 p.array = a.copy()
 
     # ---- compute -------------------------------------------------------------------------------------
-    def compute(self, x, y, weight=1.0):
+    def compute(self, x, y, weight=1.0, loss_scale=None):
         """Gradients of `weight * loss_fn(model(x), y)` (arrays in parameter order) and shard statistics.
 
         `weight` is the shard's share of the global batch, so summing shard gradients gives the
         gradient of the global mean loss. Statistics are sums (loss × count, correct, count) so they
-        add up across shards.
+        add up across shards. With a `loss_scale` (dynamic loss scaling) the gradients are those of
+        the loss × scale, and a non-finite loss does not stop training: the caller skips the step.
         """
         self.model.train()
         for p in self.params:
@@ -74,20 +76,27 @@ class ShardStep:
             raise NonFiniteError(
                 f"batch inputs contain NaN/Inf in {bad} of {len(x)} samples; training stopped before the step"
             )
+        # under loss scaling an overflow is expected now and then (the step is skipped): no numpy warnings
+        quiet = np.errstate(over="ignore", invalid="ignore") if loss_scale is not None else contextlib.nullcontext()
+        with quiet:
+            return self._forward_backward(xt, yt, weight, loss_scale)
+
+    def _forward_backward(self, xt, yt, weight, loss_scale):
         out = self.model(xt)
         loss = self.loss_fn(out, yt)
         if loss.ndim != 0:
             raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
-        if not math.isfinite(float(loss.item())):
+        if loss_scale is None and not math.isfinite(float(loss.item())):
             raise NonFiniteError(
-                f"loss is {loss.item()} on a batch of {len(x)} samples with finite inputs; parameters were not "
+                f"loss is {loss.item()} on a batch of {len(xt)} samples with finite inputs; parameters were not "
                 "updated. Run under dg.autograd.detect_anomaly() to name the op that produced it"
             )
-        (loss * weight if weight != 1.0 else loss).backward()
+        factor = weight * (loss_scale or 1.0)
+        (loss * factor if factor != 1.0 else loss).backward()
         grads = []
         for p in self.params:
             grads.append(p.grad.array if p.grad is not None else p.array.dtype.type(0) * p.array)
-        return grads, _statistics(out, yt, loss, len(x))
+        return grads, _statistics(out, yt, loss, len(xt))
 
     def evaluate(self, x, y):
         """Statistics of the model on (x, y) without gradients (eval mode)."""
@@ -122,7 +131,20 @@ def merge_statistics(parts):
     out = {"loss": total.get("loss_sum", 0.0) / n, "count": total.get("count", 0)}
     if "correct" in total:
         out["accuracy"] = total["correct"] / n
+    if "skipped" in total:  # every rank reports the same agreed skip: a step is skipped or it is not
+        out["skipped"] = int(total["skipped"] > 0)
     return out
+
+
+def unscale_(grads, scale):
+    """Divide loss-scaled gradients by the scale, in place; True when any of them is inf/NaN (the step
+    must be skipped). Multiplying by 1/scale, a power of two, gives the same bits on every slice."""
+    inv = 1.0 / scale
+    found = False
+    for g in grads:
+        g *= inv
+        found = found or not bool(device_of_array(g).xp.isfinite(g).all())
+    return found
 
 
 def combine_gradients(shard_grads):

@@ -36,6 +36,7 @@ class TrainWorker:
         self.allreduce_config = allreduce or {}
         self.comm = None
         self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
+        self.scaler = None  # this rank's replica of the Trainer's GradScaler (dynamic loss scaling)
         self.x = self.y = None
         self.pid = os.getpid()
         self.slowdown = 1.0
@@ -45,9 +46,9 @@ class TrainWorker:
         self.slowdown = max(1.0, float(factor))
         return self.slowdown
 
-    def _compute(self, x, y, weight):
+    def _compute(self, x, y, weight, loss_scale=None):
         started = time.perf_counter()
-        out = self.step_fn.compute(x, y, weight)
+        out = self.step_fn.compute(x, y, weight, loss_scale)
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         return out
@@ -99,9 +100,16 @@ class TrainWorker:
         return {**stats, **clock.stats()}, owned
 
     # ---- the parameter store sharded across the workers (zero.py) ----------------------------------------
-    def setup_sharded(self, optimizer_name, hypers, arrays, states, version):
-        """Hold this rank's share of the parameters and optimizer state; the model reads the segment."""
+    def setup_sharded(self, optimizer_name, hypers, arrays, states, version, scaler_state=None):
+        """Hold this rank's share of the parameters and optimizer state; the model reads the segment.
+        `scaler_state` (a GradScaler's state_dict) turns on dynamic loss scaling."""
+        from distgraph.amp import GradScaler
         from distgraph.distributed.zero import ShardedParameters
+
+        self.scaler = None
+        if scaler_state is not None:
+            self.scaler = GradScaler(**scaler_state["config"])
+            self.scaler.load_state_dict(scaler_state["state"])
 
         if self.sharded is None:
             cfg = self.allreduce_config
@@ -125,15 +133,17 @@ class TrainWorker:
             clock = StepClock()
             x, y, weight = self._shard(indices)
             clock.lap("install")
-            grads, stats = self._compute(x, y, weight)
+            grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale())
             clock.lap("compute")
-            self.sharded.step(grads)
+            applied = self.sharded.step(grads, self.scaler)
             clock.lap("comm")
-            out.append({**stats, **clock.stats()})
+            out.append({**stats, **clock.stats(), "skipped": int(not applied)})
         return out
 
     def state_chunk(self):
-        return self.sharded.state_chunk()
+        chunk = self.sharded.state_chunk()
+        chunk["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
+        return chunk
 
     def node(self):
         """The Ray node this worker runs on (shared memory only works between workers of one node)."""

@@ -29,6 +29,7 @@ and as the snapshot a restarted group resumes from.
 import numpy as np
 
 from distgraph.distributed.shm import Segment, _overlaps, segment_name
+from distgraph.distributed.step import unscale_
 from distgraph.errors import DistributedError
 
 
@@ -87,8 +88,13 @@ class ShardedParameters:
         """New hyperparameters per parameter (an lr scheduler moved lr, momentum or betas)."""
         self.hypers = [dict(h) for h in hypers]
 
-    def step(self, grads):
-        """All-reduce `grads` (sum, rank order) and apply the update of this rank's chunk; see the module doc."""
+    def step(self, grads, scaler=None):
+        """All-reduce `grads` (sum, rank order) and apply the update of this rank's chunk; see the module doc.
+
+        With a GradScaler (`distgraph.amp`) the gradients are loss-scaled: the chunk is unscaled, the
+        ranks agree through the segment whether any chunk holds inf/NaN, and then all of them skip the
+        update (counted by every rank's scaler replica, which moves its scale identically) or none does.
+        Returns False for a skipped step."""
         slot, seg = self.segment.slot, self.segment
         for g, off in zip(grads, self.offsets):
             g = np.asarray(g)
@@ -96,13 +102,19 @@ class ShardedParameters:
         seg.barrier()
         lo, hi = self.lo, self.hi
         seg._sum_into(self.scratch, [seg.slots[r, lo:hi] for r in range(self.world)], mean=False)
+        if scaler is not None:
+            found = seg.any_rank(unscale_([self.scratch], scaler.get_scale()))
+            scaler.record(found)
+            if found:
+                seg.barrier()
+                self.version += 1  # versions count steps, applied or skipped, like the Trainer's global_step
+                return False
         for i, a, b, f in self.pieces:
-            self.update(
-                self.flat[f : f + b - a], self.scratch[f - lo : f - lo + b - a], self.state[i], **self.hypers[i]
-            )
+            g = self.scratch[f - lo : f - lo + b - a]
+            self.update(self.flat[f : f + b - a], g, self.state[i], **self.hypers[i])
         seg.barrier()
         self.version += 1
-        return self.version
+        return True
 
     def state_chunk(self):
         """This rank's slice: {version, pieces: [(param, start, stop)], params: [arrays], state: [dicts]}."""
