@@ -50,6 +50,10 @@ def train(config, workers, backend, address, device, sync, epochs, checkpoint_di
         optimizer = cfgmod.build_optimizer(cfg, model.parameters())
         scheduler = cfgmod.build_scheduler(cfg, optimizer)
         loss_fn = cfgmod.build_loss(cfg)
+        if "loss_scaling" in cfg:
+            from distgraph.amp import GradScaler
+
+            t["grad_scaler"] = GradScaler(**cfg["loss_scaling"])
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     start = time.perf_counter()
@@ -62,6 +66,8 @@ def train(config, workers, backend, address, device, sync, epochs, checkpoint_di
     elapsed = time.perf_counter() - start
     summary = {k: v for k, v in result.items() if k != "count"}
     click.echo("test " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items()) + f"  ({elapsed:.1f} s)")
+    if "skipped_steps" in history.epochs[-1]:
+        click.echo(f"loss scaling: {sum(history['skipped_steps'])} step(s) skipped on overflow")
     for event in history.events:
         click.echo(f"event: {event}")
     if json_out:

@@ -19,6 +19,8 @@ SCHEMA = {
     "optimizer": {"name": str, "lr": float, "momentum": float, "weight_decay": float, "betas": list, "nesterov": bool},
     "scheduler": {"name": str, "step_size": int, "gamma": float, "T_max": int, "milestones": list},
     "train": {"epochs": int, "batch_size": int, "seed": int},
+    # dynamic loss scaling (distgraph.amp.GradScaler's arguments); overflowing steps are skipped and counted
+    "loss_scaling": {"init_scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int},
     "trainer": {
         "workers": int,
         "backend": str,

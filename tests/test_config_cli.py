@@ -64,3 +64,14 @@ def test_train_command_trains_and_resumes(tmp_path):
     assert first["test"]["accuracy"] > 0.85
     result = CliRunner().invoke(main, ["train", path, "--quiet", "--checkpoint-dir", ck, "--epochs", "4", "--resume"])
     assert result.exit_code == 0 and "resumed from" in result.output
+
+
+def test_loss_scaling_section_skips_and_reports_overflowing_steps(tmp_path):
+    cfg = {**GOOD, "loss_scaling": {"init_scale": 2.0**140, "growth_interval": 1000}}
+    result = CliRunner().invoke(main, ["train", write(tmp_path, cfg), "--quiet"])
+    assert result.exit_code == 0, result.output
+    skipped = int(result.output.split("loss scaling: ")[1].split()[0])
+    assert skipped >= 12  # one halving per overflowing step, from 2**140 to below float32's 2**128
+    bad = {**GOOD, "loss_scaling": {"init_scale": "huge"}}
+    result = CliRunner().invoke(main, ["train", write(tmp_path, bad, "bad.yaml"), "--quiet"])
+    assert "loss_scaling.init_scale must be a number" in result.output
