@@ -255,8 +255,12 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                         ready.append(nxt)
                 elif g is not None:
                     _add_leaf(leaf_grads, nxt, g, create_graph)
+        owned = set()  # fast mode: ids of the arrays already handed to a leaf
         for leaf, g in leaf_grads.values():
             if fast:
+                if id(g) in owned or not g.flags.writeable:  # as torch: each .grad its own writeable memory
+                    g = leaf.device.xp.array(g)
+                owned.add(id(g))
                 g = _wrap(g, leaf.device)
             hooks = getattr(leaf, "_hooks", None)
             if hooks:

@@ -128,6 +128,17 @@ def test_hooks_see_tensors_and_can_replace_the_gradient_in_fast_mode():
     np.testing.assert_allclose(x.grad.numpy(), 2.0 * 10.0 * 2.0 * np.array([2.0, 4.0, 6.0]))
 
 
+def test_each_leaf_gets_its_own_writeable_gradient():
+    a, b = dg.ones(2, 3, requires_grad=True), dg.ones(2, 3, requires_grad=True)
+    s = dg.tensor(2.0, requires_grad=True)
+    ((a + b) * 3.0).sum().backward()  # add's rule hands one array to both leaves
+    (s * 3.0).backward()  # a 0-d gradient
+    a.grad.array[...] = 0  # what zero_grad(set_to_none=False) does
+    np.testing.assert_array_equal(b.grad.numpy(), np.full((2, 3), 3.0, np.float32))
+    s.grad.array[...] = 0
+    assert s.grad.item() == 0.0
+
+
 def test_ops_without_an_array_rule_still_work_in_fast_mode():
     x0 = np.array([[-2.0, 0.5], [1.5, 3.0]])
     x, xt = dg.tensor(x0, requires_grad=True), torch.tensor(x0, requires_grad=True)
