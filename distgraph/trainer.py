@@ -21,6 +21,9 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 
 
+STRATEGIES = ("data", "branches", "pipeline", "auto")
+
+
 class History:
     """Per-epoch records (loss, accuracy, samples/s, ...) and the events of the run (faults, resumes)."""
 
@@ -99,16 +102,14 @@ class Trainer:
         seed=0,
         progress=True,
         timeout_s=120.0,
+        micro_batches=4,
     ):
         if backend not in ("local", "ray"):
             raise ConfigError(f"Trainer: backend must be 'local' or 'ray', got {backend!r}")
         if sync not in ("sync", "async"):
             raise ConfigError(f"Trainer: sync must be 'sync' or 'async', got {sync!r}")
-        if strategy not in ("data", "auto"):
-            raise ConfigError(
-                f"Trainer: strategy {strategy!r} is not available in the Trainer; use 'data' "
-                "(branch and pipeline plans run through distgraph.graph's executor)"
-            )
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"Trainer: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.elastic = None
         if isinstance(workers, tuple | list) and len(workers) == 2 and all(isinstance(w, int) for w in workers):
             if not 1 <= workers[0] <= workers[1] or backend != "ray":
@@ -128,6 +129,7 @@ class Trainer:
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
+        self.strategy, self.micro_batches = strategy, micro_batches
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.step_fn = ShardStep(model, loss_fn, device)
         self.history = History()
@@ -140,11 +142,9 @@ class Trainer:
         x, y = as_arrays(data)
         if resume:
             self._resume()
-        if self.backend == "ray":
-            from distgraph.distributed.cluster import RayCluster
-
-            if self._cluster is None:
-                self._cluster = RayCluster(self)
+        if self._cluster is None:
+            self._cluster = self._start(x, y, batch_size)
+        if self._cluster is not None:
             self._cluster.set_data(x, y)
         while self.epoch < epochs:
             epoch = self.epoch
@@ -158,7 +158,7 @@ class Trainer:
                 rate = sum(p["count"] for p in parts) / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", per_worker=f"{rate / self.workers:,.0f}/s")
 
-            if self.backend == "ray":
+            if self._cluster is not None:
                 if self.elastic:
                     self._cluster.fit_to_cluster(*self.elastic)
                 if not self._run_remote_epoch(batches, on_step):
@@ -177,7 +177,7 @@ class Trainer:
                 self.lr_scheduler.step()
             self.epoch = epoch + 1
             if val_data is not None:
-                if self.backend == "ray":
+                if self._cluster is not None:
                     self._cluster.pull()
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_data).items() if k != "count"})
             self.history.epochs.append(record)
@@ -185,9 +185,32 @@ class Trainer:
                 print(_epoch_line(record), flush=True)
             if self.checkpoint_dir and (self.checkpoint_every is None or self.epoch % self.checkpoint_every == 0):
                 self.save_checkpoint()
-        if self.backend == "ray":
+        if self._cluster is not None:
             self._cluster.pull()
         return self.history
+
+    def _start(self, x, y, batch_size):
+        """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster
+        for data parallelism on Ray, a PlanTrainer for a step split by the graph (either backend)."""
+        strategy = self.strategy
+        if strategy == "auto":
+            from distgraph.trainer_plan import choose
+
+            strategy = choose(self, x, y, batch_size) if self.workers > 1 else "data"
+        if strategy in ("branches", "pipeline"):
+            from distgraph.trainer_plan import PlanTrainer
+
+            if self.elastic or self.grad_scaler is not None:
+                raise ConfigError(
+                    f"Trainer: strategy {strategy!r} supports neither elastic workers nor grad_scaler; use 'data'"
+                )
+
+            return PlanTrainer(self, strategy)
+        if self.backend == "ray":
+            from distgraph.distributed.cluster import RayCluster
+
+            return RayCluster(self)
+        return None
 
     def _run_remote_epoch(self, batches, on_step):
         """True when the epoch ran; False after restoring from the last checkpoint because a
@@ -196,7 +219,7 @@ class Trainer:
 
         first_step = self.global_step
         try:
-            self._cluster.run_epoch(batches, on_step)
+            ran = self._cluster.run_epoch(batches, on_step)
         except StoreLost as exc:
             if not (self.checkpoint_dir and os.path.exists(self.checkpoint_path())):
                 raise
@@ -215,7 +238,7 @@ class Trainer:
                 f"and redid {lost_at - self.epoch + 1} epoch(s)"
             )
             return False
-        self.global_step = first_step + len(batches)
+        self.global_step = first_step + (len(batches) if ran is None else ran)
         return True
 
     def _local_step(self, x, y, idx):
@@ -244,7 +267,7 @@ class Trainer:
     # ---- evaluate --------------------------------------------------------------------------------------
     def evaluate(self, data, batch_size=1024):
         """Loss (and accuracy for classification) of the current parameters, in eval mode, on the driver."""
-        if self.backend == "ray" and self._cluster is not None:
+        if self._cluster is not None:
             self._cluster.pull()
         x, y = as_arrays(data)
         parts = [
@@ -258,7 +281,7 @@ class Trainer:
         return os.path.join(self.checkpoint_dir, "checkpoint.dg")
 
     def state_dict(self):
-        if self.backend == "ray" and self._cluster is not None:
+        if self._cluster is not None:
             self._cluster.pull()
         return {
             "model": self.model.state_dict(),

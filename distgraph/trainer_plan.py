@@ -1,0 +1,135 @@
+"""A Trainer whose step is split by the graph, not by the batch: strategies `branches` (independent
+subgraphs of the training step on different workers at once) and `pipeline` (contiguous stages, one
+per worker, with micro-batches) — on Ray workers (`RayPlanExecutor`) or, with backend="local", on
+the threads of this process (`LocalExecutor`), the same Plan either way.
+
+The training step — forward, loss, backward — is captured once with `dg.compile` at the batch size
+(the micro-batch size for a pipeline), partitioned into a Plan, and run each step by the
+executor; its outputs are the loss and the gradients, which the driver's optimizer applies
+(the parameters are the step's inputs, so the next step runs on the new ones). A captured graph has
+static shapes, so an epoch's last, smaller batch is left out (PyTorch's `drop_last`), and the
+history says so once.
+
+`choose(trainer, x, y, batch_size)` resolves `strategy="auto"` with the cost model of
+`placement.choose_strategy` and records why in the history.
+"""
+
+import numpy as np
+
+from distgraph.errors import ConfigError
+
+
+def _capture(trainer, x, y):
+    """(graph, its parameter inputs in order, the parameters its gradient outputs follow) of the
+    training step on batch (x, y)."""
+    from distgraph.autograd.grad_mode import no_grad
+    from distgraph.autograd.tensor import Tensor
+    from distgraph.graph.compile import compile as dg_compile
+
+    xt, yt = Tensor(x), Tensor(y)
+    step = dg_compile(trainer.model, (xt, yt), loss_fn=trainer.loss_fn)
+    with no_grad():
+        variant = next(iter(step.variants.values()))
+    if isinstance(variant, str):
+        raise ConfigError(
+            "Trainer: the training step could not be captured as a graph (see the CompileWarning), so it "
+            "cannot be split by strategy 'branches' or 'pipeline'; use strategy='data'"
+        )
+    runner, params, _, _ = variant
+    return runner.graph, params, step.params
+
+
+def choose(trainer, x, y, batch_size):
+    """The strategy for `strategy="auto"`, with the cost model's reason in the history."""
+    from distgraph.distributed.placement import choose_strategy
+
+    graph, _, _ = _capture(trainer, x[:batch_size], y[:batch_size])
+    strategy, reason = choose_strategy(graph, trainer.workers, trainer.micro_batches)
+    trainer.history.events.append(f"strategy auto → {strategy}: {reason}")
+    return strategy
+
+
+class PlanTrainer:
+    """What the Trainer delegates a step to for strategies 'branches' and 'pipeline'."""
+
+    def __init__(self, trainer, strategy):
+        if trainer.sync != "sync":
+            raise ConfigError(f"Trainer: strategy {strategy!r} runs synchronously; sync='async' needs strategy='data'")
+        if trainer.backend == "ray":
+            from distgraph.distributed import runtime
+
+            runtime.init(trainer.address)
+        self.trainer, self.strategy = trainer, strategy
+        self.executor = self.batch = None
+        self.x = self.y = None
+        self.data_refs = None
+        self._dropped_noted = False
+
+    def set_data(self, x, y):
+        self.x, self.y = x, y
+
+    def _executor_for(self, batch):
+        from distgraph.graph.partition import independent, pipeline
+
+        if self.executor is not None and self.batch == batch:
+            return self.executor
+        self.close()
+        t = self.trainer
+        micro = t.micro_batches if self.strategy == "pipeline" else 1
+        if batch % micro:
+            raise ConfigError(f"Trainer: pipeline batch size {batch} is not divisible by micro_batches={micro}")
+        graph, self.graph_params, self.params = _capture(t, self.x[: batch // micro], self.y[: batch // micro])
+        if self.strategy == "pipeline":  # x and y are cut into micro-batches; loss and gradients averaged
+            plan = pipeline(graph, t.workers, micro_batches=micro, batch_inputs=(0, 1),
+                            combine=["mean"] * len(graph.outputs))  # fmt: skip
+        else:
+            plan = independent(graph)
+        if t.backend == "ray":
+            from distgraph.distributed.plan_runner import RayPlanExecutor
+
+            self.executor = RayPlanExecutor(
+                plan, t.workers, device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s
+            )
+        else:
+            from distgraph.graph.executor import LocalExecutor
+
+            self.executor = LocalExecutor(plan, workers=t.workers)
+        self.batch = batch
+        t.history.events.append(
+            f"strategy {self.strategy}: {len(plan.subgraphs)} subgraphs on {t.workers} workers "
+            f"(batch {batch}{f', {micro} micro-batches' if micro > 1 else ''})"
+        )
+        return self.executor
+
+    def run_epoch(self, batches, on_step):
+        from distgraph.autograd.tensor import Tensor
+
+        full = len(batches[0])
+        kept = [b for b in batches if len(b) == full]
+        if len(kept) < len(batches) and not self._dropped_noted:
+            self._dropped_noted = True
+            self.trainer.history.events.append(
+                f"strategy {self.strategy}: the captured step has a static batch of {full}; the last batch of each "
+                f"epoch ({sum(len(b) for b in batches[len(kept):])} samples) is left out (drop_last)"
+            )
+        executor = self._executor_for(full)
+        opt = self.trainer.optimizer
+        for t, idx in enumerate(kept):
+            outs = executor.run(self.x[idx], self.y[idx], *[p.array for p in self.graph_params])
+            loss, grads = outs[0], outs[1:]
+            for p, g in zip(self.params, grads):
+                p.grad = Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
+            opt.step()
+            on_step(t, {"loss": float(loss), "count": len(idx)})
+        return len(kept)
+
+    def pull(self):
+        """The driver's model is the authoritative copy here: nothing to fetch."""
+
+    def push(self):
+        """Nothing to send: every step sends the driver's current parameters."""
+
+    def close(self):
+        if self.executor is not None and hasattr(self.executor, "shutdown"):
+            self.executor.shutdown()
+        self.executor = None
