@@ -20,7 +20,6 @@ import numpy as np
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 
-
 STRATEGIES = ("data", "branches", "pipeline", "auto")
 
 
