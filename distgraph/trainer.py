@@ -3,9 +3,12 @@
 `backend="local"` runs in this process with no Ray: the batch is cut into `workers` shards that are
 computed one after another and combined exactly as the Ray all-reduce combines them, so a
 synchronous Ray run and a local run with the same seed give the same parameters, bit for bit, on cpu.
-`backend="ray"` runs the data-parallel scheduler of `distgraph.distributed` (sync, or async with a
-staleness bound), gradients all-reduced between workers and applied once per step by the sharded
-parameter store.
+`backend="ray"` runs the data-parallel scheduler of `distgraph.distributed`. Sync: the parameter store
+is sharded across the workers in one shared-memory segment (`distributed/zero.py`): they all-reduce
+and each updates its slice, with no message through Ray inside a step; across nodes, or in async mode
+(with a staleness bound), parameter-store actors apply the updates. `strategy="branches"|"pipeline"`
+splits the captured step by the graph instead (`trainer_plan.py`); `"auto"` asks the cost model.
+`grad_scaler=GradScaler()` adds dynamic loss scaling: overflowing steps are skipped and counted.
 
 Batches are a pure function of (seed, epoch): epoch e visits a permutation drawn from
 `numpy.random.default_rng([seed, e])`, so a resumed run sees exactly the batches an uninterrupted
