@@ -132,8 +132,9 @@ def start_store(shard_cls, *args, **kwargs):
 
 
 def spawn(cls, args_per_rank, num_cpus=1):
-    """One plain actor per argument tuple (benchmarks and tests: no placement group needed)."""
-    remote_cls = ray.remote(num_cpus=num_cpus)(cls)
+    """One plain actor per argument tuple (benchmarks and tests: no placement group needed), with the
+    worker processes' allocator settings, so what it measures is what a worker would see."""
+    remote_cls = ray.remote(num_cpus=num_cpus, runtime_env={"env_vars": dict(_ALLOCATOR_VARS)})(cls)
     return [remote_cls.remote(*args) for args in args_per_rank]
 
 
