@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 
@@ -32,3 +34,18 @@ def test_char_rnn_loss_falls():
 
     result = char_rnn.main(["--steps", "30", "--seq-len", "16", "--batch-size", "16", "--quiet"])
     assert result["last_loss"] < result["first_loss"] - 0.5
+
+
+@pytest.mark.ray
+def test_char_rnn_trains_on_ray_workers(ray_session):
+    import char_rnn
+
+    # run as a script its classes travel by value; imported as a module Ray would look for it on the workers
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(char_rnn)
+    args = ["--steps", "40", "--seq-len", "16", "--batch-size", "16", "--quiet", "--workers", "2"]
+    local = char_rnn.main(args + ["--backend", "local"])
+    remote = char_rnn.main(args + ["--backend", "ray"])
+    assert remote["last_loss"] < remote["first_loss"] - 0.5
+    assert remote == local  # sync data-parallel on Ray gives the local backend's bits
