@@ -7,21 +7,28 @@ interpreter (`codegen=False`) is kept as the reference the generated code is che
 
 LocalExecutor policy (no Ray): a "dag" plan submits every subgraph to a thread pool as soon as all
 of its inputs exist, so independent subgraphs run concurrently (numpy and cupy release the GIL in
-heavy kernels). A "pipeline" plan gives each stage one thread (a stage is a device) and feeds it
-micro-batches in the schedule's order: GPipe runs all micro-batches through each stage, and stage
-s may start micro-batch j once stage s−1 has finished it. A "replicas" plan runs its copies over
-batch shards concurrently and combines outputs. Every subgraph run is recorded on the Timeline.
+heavy kernels). A "pipeline" plan gives each stage one thread (a stage is a device: its forward
+and backward subgraphs run there) and submits one task per (subgraph, micro-batch) to it in the
+schedule's order (`pipeline_order`); a task waits only for the tasks that make its inputs. Per
+stage s of k, over m micro-batches:
+- GPipe: the forwards of micro-batches 0..m−1, then their backwards;
+- 1F1B: min(k−1−s, m) warm-up forwards, then one forward and one backward in turn, then the
+  remaining backwards: stage s holds at most k−s micro-batches' activations instead of m.
+Forward-only stages run micro-batches in order under both. A micro-batch's activations are
+dropped as soon as their last reader has run. A "replicas" plan runs its copies over batch shards
+concurrently and combines outputs. Every subgraph run is recorded on the Timeline.
 """
 
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from distgraph.backend import device as as_device
 from distgraph.backend import to_device
-from distgraph.errors import ShapeError
+from distgraph.errors import ConfigError, ShapeError
 from distgraph.graph.codegen import generate
 from distgraph.graph.passes import memory
 from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
@@ -132,6 +139,7 @@ class LocalExecutor:
         self.plan = plan
         self.workers = workers
         self.schedule = schedule
+        self.order = pipeline_order(plan, schedule) if plan.kind == "pipeline" else None
         self.runners = {sg.name: Runner(sg.graph) for sg in plan.subgraphs}
         self.timeline = Timeline()
 
@@ -178,27 +186,39 @@ class LocalExecutor:
     # ---- pipeline ---------------------------------------------------------------------------------
     def _run_pipeline(self, arrays):
         plan, m = self.plan, self.plan.micro_batches
-        shards = _split_inputs(plan, arrays, m)
-        stages = sorted(plan.subgraphs, key=lambda sg: sg.stage)
-        envs = [dict(zip(plan.inputs, shard)) for shard in shards]
-        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"dg-stage{s}") for s in range(len(stages))]
+        envs = [dict(zip(plan.inputs, shard)) for shard in _split_inputs(plan, arrays, m)]
+        made_by = {o: sg.name for sg in plan.subgraphs for o in sg.outputs}
+        readers = Counter(v for sg in plan.subgraphs for v in sg.inputs if v in made_by and v not in plan.outputs)
+        left = [dict(readers) for _ in range(m)]  # per micro-batch: readers still to run, per value
+        lock = threading.Lock()
+        pools = {
+            s: ThreadPoolExecutor(1, thread_name_prefix=f"dg-stage{s}")
+            for s in sorted({sg.stage for sg in plan.subgraphs})
+        }
         try:
             futures = {}
-            for j in order(self.schedule, len(stages), m):
-                for s, sg in enumerate(stages):
-                    prev = futures.get((s - 1, j))
-                    futures[(s, j)] = pools[s].submit(self._stage, sg, envs[j], prev, f"{sg.name}/mb{j}")
+            for sg, j in self.order:
+                deps = [futures[(made_by[v], j)] for v in sg.inputs if v in made_by]
+                args = (sg, envs[j], deps, f"{sg.name}/mb{j}", left[j], lock)
+                futures[(sg.name, j)] = pools[sg.stage].submit(self._task, *args)
             for f in futures.values():
                 f.result()
         finally:
-            for p in pools:
+            for p in pools.values():
                 p.shutdown()
         return _combine(plan, [[env[n] for n in plan.outputs] for env in envs])
 
-    def _stage(self, sg, env, prev, label):
-        if prev is not None:
-            prev.result()
+    def _task(self, sg, env, deps, label, left, lock):
+        """Run one (subgraph, micro-batch) once its producers are done; drop the inputs it read last."""
+        for d in deps:
+            d.result()
         env.update(self._call(sg, env, label))
+        with lock:
+            for v in sg.inputs:
+                if v in left:
+                    left[v] -= 1
+                    if not left[v]:
+                        del env[v]
 
     # ---- data-parallel replicas -------------------------------------------------------------------
     def _run_replicas(self, arrays):
@@ -212,12 +232,43 @@ class LocalExecutor:
         return _combine(plan, [[r[n] for n in plan.outputs] for r in results])
 
 
-def order(schedule, stages, micro_batches):
-    """Micro-batch submission order. Forward-only stages run micro-batches in order under both GPipe
-    and 1F1B (they differ only in when backward work is interleaved), so this is range(m)."""
+def pipeline_order(plan, schedule="gpipe"):
+    """[(subgraph, micro-batch)] of a "pipeline" plan in one submission order that holds every stage's
+    schedule (module docstring) as a subsequence and puts every task after the tasks making its
+    inputs. Workers that run their queue in this order, each task waiting for its inputs, never
+    deadlock: the earliest unfinished task is always at the head of its queue with its inputs made."""
     if schedule not in ("gpipe", "1f1b"):
-        raise ValueError(f"unknown pipeline schedule {schedule!r} (gpipe, 1f1b)")
-    return range(micro_batches)
+        raise ConfigError(f"unknown pipeline schedule {schedule!r} (gpipe, 1f1b)")
+    m, k = plan.micro_batches, 1 + max(sg.stage for sg in plan.subgraphs)
+    queues = []
+    for s in sorted({sg.stage for sg in plan.subgraphs}):
+        parts = {sg.phase: sg for sg in plan.subgraphs if sg.stage == s}
+        fwd = [(parts["fwd"], j) for j in range(m)] if "fwd" in parts else []
+        bwd = [(parts["bwd"], j) for j in range(m)] if "bwd" in parts else []
+        warm = m if schedule == "gpipe" or not (fwd and bwd) else min(k - 1 - s, m)
+        queues.append(fwd[:warm] + [t for pair in zip(fwd[warm:], bwd) for t in pair] + bwd[m - warm :])
+    return _merge(plan, queues)
+
+
+def _merge(plan, queues):
+    """Round-robin over the queues, taking each head whose producers are already taken."""
+    made_by = {o: sg.name for sg in plan.subgraphs for o in sg.outputs}
+    deps = {sg.name: {made_by[v] for v in sg.inputs if v in made_by} for sg in plan.subgraphs}
+    done, order, heads = set(), [], [0] * len(queues)
+    while len(order) < sum(map(len, queues)):
+        progressed = False
+        for q, queue in enumerate(queues):
+            if heads[q] < len(queue):
+                sg, j = queue[heads[q]]
+                if all((d, j) in done for d in deps[sg.name]):
+                    done.add((sg.name, j))
+                    order.append((sg, j))
+                    heads[q] += 1
+                    progressed = True
+        if not progressed:
+            stuck = [f"{queue[h][0].name}/mb{queue[h][1]}" for queue, h in zip(queues, heads) if h < len(queue)]
+            raise ConfigError(f"pipeline schedule cannot progress: every stage waits ({', '.join(stuck)})")
+    return order
 
 
 def _split_inputs(plan, arrays, parts):

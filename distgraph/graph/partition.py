@@ -10,9 +10,19 @@ split again recursively. Finally a join fed by several branches whose only consu
 join is merged into it, and a subgraph whose only consumer has no other producer is merged into it,
 so chains of small joins do not become chains of tiny subgraphs.
 
-Pipeline stages (`pipeline`): the topological order cut into k contiguous stages whose FLOP sums are
-as equal as the order allows; `meta["cut_bytes"]` holds the bytes crossing each cut per micro-batch.
-The graph must be captured at micro-batch size: every stage runs once per micro-batch.
+Pipeline stages (`pipeline`): the graph must be captured at micro-batch size (every stage runs once
+per micro-batch). Forward-only graphs: the topological order cut into k contiguous stages whose
+FLOP sums are as equal as the order allows. A training step (outputs: the loss, then gradients) is
+split so that each stage's forward and backward run where its activations live:
+- the forward set F (the loss and its ancestors) is cut into k balanced contiguous stages as above;
+- every other node (the backward set B), in topological order, gets `limit` = the lowest stage of
+  its B inputs (k−1 if none), and for each F value v it reads, `best(v)` = the highest stage ≤ limit
+  where v already is (made there or read by F there; `limit` if none); it goes to the highest
+  best(v), or to `limit` if it reads no F value.
+So F flows to later stages, B to earlier ones, and F0..F{k−1}, B{k−1}..B0 is a topological order:
+the plan holds subgraphs "stage{s}.fwd" and "stage{s}.bwd" (phase "fwd"/"bwd"), both placed on
+stage s. `meta["cut_bytes"]` holds the bytes crossing each stage boundary (either way) per
+micro-batch, `meta["stages"]` the number of stages.
 
 Replicas (`replicas`): n copies of the whole graph, each fed one shard of the batch inputs.
 """
@@ -30,19 +40,25 @@ def independent(graph):
 
 
 def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
-    cost = [n.flops + 1 for n in graph.nodes]
-    total, bounds, acc = sum(cost), [], 0
-    for i, c in enumerate(cost):
-        acc += c
-        if len(bounds) < stages - 1 and acc >= total * (len(bounds) + 1) / stages and i < len(cost) - 1:
-            bounds.append(i + 1)
-    ranges = list(zip([0] + bounds, bounds + [len(graph.nodes)]))
-    subgraphs = [
-        _subgraph(graph, list(range(a, b)), f"stage{s}", placement=f"stage:{s}", stage=s)
-        for s, (a, b) in enumerate(ranges)
-    ]
+    forward = _ancestors(graph, graph.outputs[0]) if graph.outputs else set()
+    if not forward:  # the first output is an input or a constant: nothing to call the forward
+        forward = set(range(len(graph.nodes)))
+    stage_of = {i: s for s, part in enumerate(_balanced(graph, sorted(forward), stages)) for i in part}
+    backward = _place_backward(graph, stage_of, stages)
+    training = bool(backward)
+    subgraphs = []
+    for phase, where, order in (("fwd", stage_of, range(stages)), ("bwd", backward, range(stages - 1, -1, -1))):
+        for s in order:
+            idx = sorted(i for i, t in where.items() if t == s)
+            if idx:
+                name = f"stage{s}.{phase}" if training else f"stage{s}"
+                subgraphs.append(_subgraph(graph, idx, name, placement=f"stage:{s}", stage=s, phase=phase))
     edges = _edges(graph, subgraphs)
-    cut_bytes = [sum(e.bytes for e in edges if _stage(e.src) <= s < _stage(e.dst)) for s in range(len(ranges) - 1)]
+    stage = {sg.name: sg.stage for sg in subgraphs}
+    cut_bytes = [
+        sum(e.bytes for e in edges if min(stage[e.src], stage[e.dst]) <= s < max(stage[e.src], stage[e.dst]))
+        for s in range(stages - 1)
+    ]
     return Plan(
         "pipeline",
         tuple(subgraphs),
@@ -52,7 +68,7 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
         micro_batches=micro_batches,
         batch_inputs=tuple(batch_inputs),
         combine=tuple(combine or _default_combine(graph, batch_inputs)),
-        meta={"cut_bytes": cut_bytes},
+        meta={"cut_bytes": cut_bytes, "stages": stages},
     )
 
 
@@ -141,8 +157,54 @@ def _merge(graph, groups):
             return groups
 
 
+# ---- pipeline: forward cut, backward placement -------------------------------------------------
+def _ancestors(graph, name):
+    """Indices of the nodes `name` depends on, itself included."""
+    producer = {n.name: i for i, n in enumerate(graph.nodes)}
+    seen, todo = set(), [name]
+    while todo:
+        i = producer.get(todo.pop())
+        if i is not None and i not in seen:
+            seen.add(i)
+            todo.extend(graph.nodes[i].inputs)
+    return seen
+
+
+def _balanced(graph, idx, stages):
+    """`idx` (topological) cut into at most `stages` contiguous runs of about equal FLOPs."""
+    cost = [graph.nodes[i].flops + 1 for i in idx]
+    total, bounds, acc = sum(cost), [], 0
+    for k, c in enumerate(cost):
+        acc += c
+        if len(bounds) < stages - 1 and acc >= total * (len(bounds) + 1) / stages and k < len(cost) - 1:
+            bounds.append(k + 1)
+    return [idx[a:b] for a, b in zip([0] + bounds, bounds + [len(idx)])]
+
+
+def _place_backward(graph, stage_of, stages):
+    """{node index: stage} for every node outside `stage_of` (see the module docstring)."""
+    producer = {n.name: i for i, n in enumerate(graph.nodes)}
+    present = {}  # forward value -> stages holding it
+    for i, s in stage_of.items():
+        present.setdefault(graph.nodes[i].name, set()).add(s)
+        for name in graph.nodes[i].inputs:
+            if producer.get(name) in stage_of:
+                present.setdefault(name, set()).add(s)
+    placed = {}
+    for i, node in enumerate(graph.nodes):
+        if i in stage_of:
+            continue
+        reads = [producer[n] for n in node.inputs if n in producer]
+        limit = min((placed[j] for j in reads if j in placed), default=stages - 1)
+        best = [
+            max((s for s in present[graph.nodes[j].name] if s <= limit), default=limit) for j in reads if j in stage_of
+        ]
+        placed[i] = max(best, default=limit)
+    return placed
+
+
 # ---- building subgraphs ------------------------------------------------------------------------
-def _subgraph(graph, idx, name, placement="any", stage=-1):
+def _subgraph(graph, idx, name, placement="any", stage=-1, phase=""):
     specs = graph.specs()
     nodes = [graph.nodes[i] for i in idx]
     made = {n.name for n in nodes}
@@ -155,17 +217,13 @@ def _subgraph(graph, idx, name, placement="any", stage=-1):
             used_later.update(n.inputs)
     outputs = [n.name for n in nodes if n.name in used_later]
     sub = Graph(tuple((i, specs[i]) for i in inputs), tuple(nodes), tuple(outputs), constants)
-    return Subgraph(name, sub, tuple(inputs), tuple(outputs), placement, stage)
+    return Subgraph(name, sub, tuple(inputs), tuple(outputs), placement, stage, phase)
 
 
 def _edges(graph, subgraphs):
     specs = graph.specs()
     made_by = {o: sg.name for sg in subgraphs for o in sg.outputs}
     return tuple(Edge(made_by[i], sg.name, i, specs[i].nbytes) for sg in subgraphs for i in sg.inputs if i in made_by)
-
-
-def _stage(name):
-    return int(name.removeprefix("stage"))
 
 
 def _default_combine(graph, batch_inputs):

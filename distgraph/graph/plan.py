@@ -2,8 +2,9 @@
 execute the same thing, and it prints, serializes with msgpack and draws.
 
 - `subgraphs`: each a Graph plus the plan-level names of its inputs and outputs (a subgraph's i-th
-  graph input is the plan value `inputs[i]`), a placement hint ("any", "stage:1", "replica:0") and a
-  pipeline stage index (or -1).
+  graph input is the plan value `inputs[i]`), a placement hint ("any", "stage:1", "replica:0"), a
+  pipeline stage index (or -1) and, for a stage, its phase ("fwd" or "bwd": a training step's
+  stage runs its forward part and, later, its backward part on the same worker).
 - `edges`: (src subgraph, dst subgraph, value, bytes) for every value crossing between subgraphs.
 - `inputs`/`outputs`: plan-level value names of the whole computation.
 - kind "dag" runs subgraphs when their inputs exist; "pipeline" runs every stage once per
@@ -28,6 +29,7 @@ class Subgraph:
     outputs: tuple
     placement: str = "any"
     stage: int = -1
+    phase: str = ""  # "fwd" | "bwd" for pipeline stages
 
     @property
     def flops(self):
@@ -63,6 +65,7 @@ class Plan:
             lines.append(
                 f"  {sg.name}: {len(sg.graph)} nodes, {sg.flops / 1e6:.3f} MFLOP, placement {sg.placement}"
                 + (f", stage {sg.stage}" if sg.stage >= 0 else "")
+                + (f" {sg.phase}" if sg.phase else "")
                 + f", in {len(sg.inputs)} out {len(sg.outputs)}"
             )
         for e in self.edges:
@@ -82,6 +85,7 @@ class Plan:
                     "outputs": list(s.outputs),
                     "placement": s.placement,
                     "stage": s.stage,
+                    "phase": s.phase,
                 }
                 for s in self.subgraphs
             ],
@@ -106,6 +110,7 @@ class Plan:
                 tuple(s["outputs"]),
                 s["placement"],
                 s["stage"],
+                s.get("phase", ""),  # plans saved before phases existed
             )
             for s in tree["subgraphs"]
         )
