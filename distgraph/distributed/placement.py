@@ -7,20 +7,17 @@ Placement (`place`):
   goes to the worker where it would finish first, given the work already queued there and the
   bytes it must receive from other workers, so independent branches land on different workers
   and a join goes where its inputs are.
-- "pipeline": stage s on worker s. With twice as many stages as workers (a training step's forward
-  and backward captured together and cut into 2W stages) the stages fold: stage s and stage
-  2W−1−s share worker s. Backward visits the layers in reverse, so the mirror stage is the one
-  that reads stage s's activations, and they never leave the worker.
+- "pipeline": stage s (its forward and its backward subgraph: the backward reads the forward's
+  activations, so they never leave the worker) on worker s mod W.
 - "replicas" (strategy `data`): replica r on worker r.
 
 Order (`tasks`): a run is a list of tasks (subgraph, worker, input keys, output keys), a key being
 a value name and the micro-batch or replica it belongs to (None: shared by all). Ray runs the
 calls one caller makes to an actor in submission order, and the tasks are submitted in one
 topological order, so every worker's queue is a subsequence of it and the earliest unfinished
-task can always run: no schedule deadlocks. GPipe submits stage-major (every micro-batch through
-a stage before the next stage). 1F1B gives worker w min(W−w−1, m) warm-up forwards, then
-alternates one forward and one backward, then drains the backwards; with one stage per worker
-(forward only) that is micro-batch order, as in the LocalExecutor.
+task can always run: no schedule deadlocks. A pipeline's order is the LocalExecutor's
+(`graph.executor.pipeline_order`): per stage, GPipe runs every micro-batch's forward, then every
+backward; 1F1B warms up with k−1−s forwards, then alternates one forward and one backward.
 
 Strategy (`choose_strategy`): a cost model estimates one step of each applicable strategy —
 compute at `flops_per_s` per worker, bytes moved at `bytes_per_s`, `dispatch_s` per task — and
@@ -29,7 +26,8 @@ picks the cheapest. Parameters are plan inputs, so each worker reading one recei
 
 from dataclasses import dataclass
 
-from distgraph.errors import ConfigError, DistributedError
+from distgraph.errors import ConfigError
+from distgraph.graph.executor import pipeline_order
 from distgraph.graph.partition import independent, pipeline
 
 
@@ -61,15 +59,8 @@ def place(plan, workers, cost=CostModel()):
     if plan.kind == "replicas":
         return {sg.name: r % workers for r, sg in enumerate(plan.subgraphs)}
     if plan.kind == "pipeline":
-        n = len(plan.subgraphs)
-        return {sg.name: stage_worker(sg.stage, n, workers) for sg in plan.subgraphs}
+        return {sg.name: sg.stage % workers for sg in plan.subgraphs}
     return earliest_finish(plan, workers, cost)[0]
-
-
-def stage_worker(stage, stages, workers):
-    if stages == 2 * workers:
-        return min(stage, stages - 1 - stage)
-    return stage % workers
 
 
 def earliest_finish(plan, workers, cost=CostModel()):
@@ -110,72 +101,23 @@ def tasks(plan, placement, schedule="gpipe"):
             for r, sg in enumerate(plan.subgraphs)
         ]
         return feeds, run, results
-    stages = sorted(plan.subgraphs, key=lambda sg: sg.stage)
+    made = {o for sg in plan.subgraphs for o in sg.outputs}
     run = [
         Task(
-            f"{stages[s].name}/mb{j}",
-            stages[s].name,
-            placement[stages[s].name],
-            _keys(stages[s].inputs, j, split, private=_made_in(stages)),
-            _keys(stages[s].outputs, j, stages[s].outputs),
+            f"{sg.name}/mb{j}",
+            sg.name,
+            placement[sg.name],
+            _keys(sg.inputs, j, split, private=made),
+            _keys(sg.outputs, j, sg.outputs),
         )
-        for s, j in pipeline_order(schedule, len(stages), parts, len(set(placement.values())))
+        for sg, j in pipeline_order(plan, schedule)
     ]
     return feeds, run, results
-
-
-def _made_in(stages):
-    return {o for sg in stages for o in sg.outputs}
 
 
 def _keys(names, part=None, split=(), private=()):
     """Values of this part: split inputs and values made inside the run belong to it; the rest are shared."""
     return tuple((n, part) if part is not None and (n in split or n in private) else (n, None) for n in names)
-
-
-def pipeline_order(schedule, stages, micro_batches, workers):
-    """(stage, micro-batch) pairs in submission order."""
-    if schedule == "gpipe":
-        return [(s, j) for s in range(stages) for j in range(micro_batches)]
-    if schedule != "1f1b":
-        raise ConfigError(f"unknown pipeline schedule {schedule!r} (gpipe, 1f1b)")
-    if stages <= workers:
-        return [(s, j) for j in range(micro_batches) for s in range(stages)]
-    if stages != 2 * workers:
-        raise ConfigError(
-            f"1F1B needs one stage per worker or a forward and a backward stage per worker "
-            f"({workers} or {2 * workers} stages), got {stages}"
-        )
-    queues = []
-    for w in range(workers):
-        fwd, bwd = w, stages - 1 - w
-        warm = min(workers - w - 1, micro_batches)
-        q = [(fwd, j) for j in range(warm)]
-        for i in range(micro_batches - warm):
-            q += [(fwd, warm + i), (bwd, i)]
-        q += [(bwd, j) for j in range(micro_batches - warm, micro_batches)]
-        queues.append(q)
-    return _merge(queues)
-
-
-def _merge(queues):
-    """One topological order holding every worker queue as a subsequence (round-robin over workers)."""
-    done, order, heads = set(), [], [0] * len(queues)
-    total = sum(len(q) for q in queues)
-    while len(order) < total:
-        progressed = False
-        for w, q in enumerate(queues):
-            if heads[w] < len(q):
-                s, j = q[heads[w]]
-                if s == 0 or (s - 1, j) in done:
-                    done.add((s, j))
-                    order.append((s, j))
-                    heads[w] += 1
-                    progressed = True
-        if not progressed:
-            stuck = [q[h] for q, h in zip(queues, heads) if h < len(q)]
-            raise DistributedError(f"pipeline schedule cannot progress: every worker waits ({stuck})")
-    return order
 
 
 # ---- strategy -------------------------------------------------------------------------------------
@@ -208,7 +150,10 @@ def choose_strategy(graph, workers, micro_batches=4, cost=CostModel()):
 
     if batch and batch % micro_batches == 0 and len(graph.nodes) >= workers:
         stages = pipeline(graph, workers)
-        slowest = max(cost.compute(sg.flops / micro_batches) for sg in stages.subgraphs)
+        per_stage = {}
+        for sg in stages.subgraphs:  # a stage's forward and backward share its worker
+            per_stage[sg.stage] = per_stage.get(sg.stage, 0) + sg.flops
+        slowest = max(cost.compute(f / micro_batches) for f in per_stage.values())
         cut = max(stages.meta["cut_bytes"], default=0) / micro_batches
         t = (micro_batches + workers - 1) * (slowest + cost.move(cut) + cost.dispatch_s)
         t += cost.move(shared_in + micro_batches * out_reduce)

@@ -1,13 +1,14 @@
 """Running a graph Plan on Ray actors: `RayPlanExecutor`, the distributed twin of the LocalExecutor.
 
 Policy. Every subgraph is placed on one worker actor before anything runs (`placement.place`:
-branches by earliest finish time, pipeline stages one per worker or folded, replicas one per
-worker), and each actor compiles a Runner for the subgraphs it owns, once. A run is the task list
-of `placement.tasks`, submitted in one go as actor calls whose arguments are the ObjectRefs of the
-upstream outputs: Ray moves each value from the worker that made it to the worker that reads it,
-runs independent tasks on different workers at the same time, and the driver waits once, for
-the plan's outputs (`submit` returns before that; `run` = `submit(...).result()`). A value's ref
-is dropped as soon as its last reader is submitted, so Ray frees it when that reader is done.
+branches by earliest finish time, pipeline stage s — its forward and backward subgraphs — on
+worker s mod W, replicas one per worker), and each actor compiles a Runner for the subgraphs it
+owns, once. A run is the task list of `placement.tasks`, submitted in one go as actor calls whose
+arguments are the ObjectRefs of the upstream outputs: Ray moves each value from the worker that
+made it to the worker that reads it, runs independent tasks on different workers at the same
+time, and the driver waits once, for the plan's outputs (`submit` returns before that; `run` =
+`submit(...).result()`). A value's ref is dropped as soon as its last reader is submitted, so Ray
+frees it when that reader is done.
 
 Compiled Graphs: the same task list is bound once to a `ray.dag.InputNode` and compiled; every run
 is then one `execute` over shared-memory channels instead of one actor call per task

@@ -2,7 +2,7 @@
 
 import pytest
 
-from distgraph.distributed.placement import choose_strategy, pipeline_order, place, stage_worker, tasks
+from distgraph.distributed.placement import choose_strategy, place, tasks
 from distgraph.errors import ConfigError
 from distgraph.graph.partition import independent, pipeline, replicas
 from tests.graph.helpers import captured, randn
@@ -10,7 +10,7 @@ from tests.graph.test_partition import _tower_graph
 
 
 def _chain(batch, width, depth, grad=False):
-    ws = [randn(width, width + 0 * k) for k in range(depth)]
+    ws = [randn(width, width + 0 * k).requires_grad_(grad) for k in range(depth)]
 
     def step(x, *ws):
         for w in ws:
@@ -28,38 +28,49 @@ def test_four_towers_spread_over_two_workers_and_the_join_goes_where_the_last_to
     assert where[join.name] == where[towers[-1].name] == 1  # the widest tower ends last
 
 
-def test_folded_stages_put_a_backward_stage_with_its_forward():
-    assert [stage_worker(s, 4, 2) for s in range(4)] == [0, 1, 1, 0]
-    assert [stage_worker(s, 2, 2) for s in range(2)] == [0, 1]
+def test_a_stage_runs_its_forward_and_backward_on_one_worker():
+    plan = pipeline(_chain(4, 8, 4, grad=True), 2, micro_batches=2)
+    assert place(plan, 2) == {"stage0.fwd": 0, "stage1.fwd": 1, "stage1.bwd": 1, "stage0.bwd": 0}
     plan = replicas(_chain(4, 8, 2), 3)
     assert place(plan, 3) == {"replica0": 0, "replica1": 1, "replica2": 2}
 
 
+def _per_worker(run, workers):
+    return [[t.label for t in run if t.worker == w] for w in range(workers)]
+
+
+def _topological(run, feeds):
+    made = set(feeds)
+    for t in run:
+        assert set(t.inputs) <= made, t.label
+        made.update(t.outputs)
+
+
 def test_1f1b_warms_up_then_alternates_forward_and_backward_on_each_worker():
-    order = pipeline_order("1f1b", 4, 4, 2)
-    worker0 = [(s, j) for s, j in order if stage_worker(s, 4, 2) == 0]
-    worker1 = [(s, j) for s, j in order if stage_worker(s, 4, 2) == 1]
-    assert worker0 == [(0, 0), (0, 1), (3, 0), (0, 2), (3, 1), (0, 3), (3, 2), (3, 3)]
-    assert worker1 == [(1, 0), (2, 0), (1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (2, 3)]
-    done = set()
-    for s, j in order:  # one topological order: a stage's micro-batch after the stage before it
-        assert s == 0 or (s - 1, j) in done
-        done.add((s, j))
+    plan = pipeline(_chain(4, 8, 4, grad=True), 2, micro_batches=4)
+    feeds, run, _ = tasks(plan, place(plan, 2), "1f1b")
+    worker0, worker1 = _per_worker(run, 2)
+    f0, b0, f1, b1 = (lambda j: f"stage0.fwd/mb{j}"), (lambda j: f"stage0.bwd/mb{j}"), (lambda j: f"stage1.fwd/mb{j}"), (lambda j: f"stage1.bwd/mb{j}")  # fmt: skip
+    assert worker0 == [f0(0), f0(1), b0(0), f0(2), b0(1), f0(3), b0(2), b0(3)]
+    assert worker1 == [f1(0), b1(0), f1(1), b1(1), f1(2), b1(2), f1(3), b1(3)]
+    _topological(run, feeds)
 
 
-def test_gpipe_runs_every_micro_batch_through_a_stage_before_the_next():
-    assert pipeline_order("gpipe", 2, 3, 2) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
-    with pytest.raises(ConfigError, match="1F1B needs"):
-        pipeline_order("1f1b", 3, 4, 2)
+def test_gpipe_runs_every_forward_of_a_stage_before_its_backwards():
+    plan = pipeline(_chain(4, 8, 4, grad=True), 2, micro_batches=3)
+    feeds, run, _ = tasks(plan, place(plan, 2), "gpipe")
+    for w, labels in enumerate(_per_worker(run, 2)):
+        assert labels == [f"stage{w}.{phase}/mb{j}" for phase in ("fwd", "bwd") for j in range(3)]
+    _topological(run, feeds)
     with pytest.raises(ConfigError, match="unknown pipeline schedule"):
-        pipeline_order("zigzag", 2, 4, 2)
+        tasks(plan, place(plan, 2), "zigzag")
 
 
 def test_pipeline_tasks_key_values_by_micro_batch_and_share_the_parameters():
     plan = pipeline(_chain(4, 8, 4), 2, micro_batches=2)
     feeds, run, results = tasks(plan, place(plan, 2))
     assert feeds == [("%in0", 0), ("%in0", 1)] + [(f"%in{k}", None) for k in range(1, 5)]
-    assert [t.label for t in run] == ["stage0/mb0", "stage0/mb1", "stage1/mb0", "stage1/mb1"]
+    assert [t.label for t in run] == ["stage0/mb0", "stage1/mb0", "stage0/mb1", "stage1/mb1"]
     assert all(j in (None, 1) for _, j in run[3].inputs) and ("%in0", 1) not in run[3].inputs
     assert results == [(plan.outputs[0], 0), (plan.outputs[0], 1)]
 
