@@ -25,14 +25,26 @@ One step of one worker takes
   compute/k / (1 − bubble); the n/k replicas of a stage all-reduce 1/k of the gradients (a server
   holds consecutive stages, so g/k of a stage's replicas share it). Activation transfers between
   stages are not modelled.
+- contention: workers that share a node share its host — CPU cores, memory bandwidth, PCIe root —
+  so a worker computes slower while its neighbours compute too. `compute_contention` is that
+  slowdown (contended / alone, measured with the node's workers computing at once); it applies when
+  more than one worker sits on a node (min(n, gpus_per_server) > 1). 1.0: dedicated GPUs.
+- imbalance: a synchronous step waits at the all-reduce for the slowest rank, so its compute is the
+  expected maximum over n ranks, not the mean. With per-step compute times of coefficient of
+  variation `compute_jitter` (σ/μ) that is compute · (1 + cv · E[max of n standard normals]):
+  0.56 σ for 2 ranks, 3.2 σ for 1,024 — jitter a single worker never notices costs a large job.
+- update: the optimizer update, `update_time` seconds for all parameters on one worker; every rank
+  repeats it (DDP), or each updates its own 1/n (`update_sharded`, ZeRO stage 1 as `zero.py` does).
 - overhead: a fixed cost per step plus serial driver dispatch per worker (`dispatch_per_worker · n`).
 
-Not modelled: stragglers, input pipelines, congestion and jitter; so where overlap is total the model
-predicts 100 %. No Ray here: the model is pure arithmetic, callable with measured numbers.
+Not modelled: input pipelines, congestion and heavy-tailed stragglers (jitter is taken as normal); so
+where overlap is total and jitter zero the model predicts 100 %. No Ray here: the model is pure
+arithmetic, callable with measured numbers.
 """
 
 import math
 from dataclasses import asdict, dataclass, replace
+from functools import cache
 
 from distgraph.errors import ConfigError
 
@@ -56,6 +68,10 @@ class Config:
     intra_bandwidth: float = 10e9  # bytes/s between the GPUs of a server (PCIe 3.0 x16 ≈ 10 GB/s)
     backward_fraction: float = 2 / 3  # backward ≈ 2 × forward
     overlap: float = 0.0  # share of the backward pass that communication can hide behind
+    compute_contention: float = 1.0  # compute slowdown while a node's workers all compute (1: dedicated)
+    compute_jitter: float = 0.0  # σ/μ of a worker's compute time per step (the barrier waits for the slowest)
+    update_time: float = 0.0  # seconds of the optimizer update of all parameters on one worker
+    update_sharded: bool = False  # each of n ranks updates its own 1/n (ZeRO stage 1) instead of all
     overhead: float = 0.0  # fixed seconds per step
     dispatch_per_worker: float = 0.0  # driver seconds per worker per step, issued one after another
     pipeline_stages: int = 1
@@ -112,6 +128,26 @@ def allreduce_time(cfg, n, nbytes=None):
     return ring_time(n, nbytes, beta, cfg.latency, cfg.buckets)
 
 
+@cache
+def expected_max_normal(n, points=4001):
+    """E[max of n independent standard normals] = ∫ x · n φ(x) Φ(x)^(n−1) dx (0 for n = 1, 1/√π for 2)."""
+    if n <= 1:
+        return 0.0
+    lo, hi = -10.0, 10.0
+    dx = (hi - lo) / (points - 1)
+    total = 0.0
+    for i in range(points):
+        x = lo + i * dx
+        pdf = math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        total += x * n * pdf * (0.5 * (1 + math.erf(x / math.sqrt(2)))) ** (n - 1)
+    return total * dx
+
+
+def straggler_factor(jitter, n):
+    """Expected slowest-of-n compute over the mean compute: 1 + jitter · E[max of n standard normals]."""
+    return 1.0 + jitter * expected_max_normal(n)
+
+
 def bubble(stages, micro_batches):
     """Idle share of a GPipe/1F1B pipeline step: (k−1)/(m+k−1)."""
     return (stages - 1) / (micro_batches + stages - 1)
@@ -124,14 +160,18 @@ def step_time(cfg, n):
         raise ConfigError(f"simulator: {n} GPUs do not split into {k} pipeline stages")
     idle = bubble(k, cfg.micro_batches)
     compute = cfg.compute_time() / k / (1 - idle)
+    if min(n, cfg.gpus_per_server) > 1:  # neighbours on the node compute at the same time
+        compute *= cfg.compute_contention
+    wait = compute * (straggler_factor(cfg.compute_jitter, n // k) - 1)  # for the slowest replica of the stage
     # a server holds consecutive stages, so a stage's replicas share a server only g/k at a time
     replicas = replace(cfg, gpus_per_server=max(1, cfg.gpus_per_server // k))
     comm = allreduce_time(replicas, n // k, cfg.grad_bytes / k)
     hidden = cfg.overlap * cfg.backward_fraction * compute
     exposed = max(0.0, comm - hidden)
+    update = cfg.update_time / k / (n // k if cfg.update_sharded else 1)
     overhead = cfg.overhead + cfg.dispatch_per_worker * n
-    return {"compute": compute, "bubble": idle, "comm": comm, "exposed_comm": exposed, "overhead": overhead,
-            "step": compute + exposed + overhead}  # fmt: skip
+    return {"compute": compute, "wait": wait, "bubble": idle, "comm": comm, "exposed_comm": exposed,
+            "update": update, "overhead": overhead, "step": compute + wait + exposed + update + overhead}  # fmt: skip
 
 
 def predict(cfg):
