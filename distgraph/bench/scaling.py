@@ -53,7 +53,7 @@ def _median_run(runs):
 class DistgraphPeer:
     """A Trainer (backend="ray", sync) kept alive across the run, so its epochs interleave with the peers'."""
 
-    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0):
+    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0, strategy="data"):
         import distgraph as dg
         import distgraph.nn.functional as F
         from distgraph import optim
@@ -62,9 +62,10 @@ class DistgraphPeer:
         model = _mlp(sizes, seed)
         self.trainer = dg.Trainer(
             model, F.cross_entropy, optim.SGD(model.parameters(), lr=LR), workers=workers, backend="ray",
-            sync="sync", allreduce=allreduce, cpus_per_worker=cpu_share, progress=False, seed=seed,
+            sync="sync", allreduce=allreduce, cpus_per_worker=cpu_share, progress=False, seed=seed, strategy=strategy,
         )  # fmt: skip
-        self.data, self.timeline, self.label = data, Timeline(), "distgraph" + ("" if allreduce == "auto" else "-gloo")
+        suffix = ("" if allreduce == "auto" else "-gloo") + ("" if strategy == "data" else f"-{strategy}")
+        self.data, self.timeline, self.label = data, Timeline(), "distgraph" + suffix
 
     def _fit(self, batch, steps):
         x, y = self.data
@@ -73,7 +74,9 @@ class DistgraphPeer:
 
     def warm(self, batch):
         self._fit(batch, 3)
-        self.trainer._cluster.scheduler.on_worker_stats = self.timeline.add  # the Trainer's scheduler (sync path)
+        scheduler = getattr(self.trainer._cluster, "scheduler", None)  # data parallelism: the workers' timeline
+        if scheduler is not None:
+            scheduler.on_worker_stats = self.timeline.add
 
     def epoch(self, batch, steps):
         self.timeline.clear()
@@ -199,7 +202,7 @@ def _rows(points):
         vs = f"{p['vs_ddp']:.2f}x" if p["vs_ddp"] is not None else "—"
         rows.append([
             p["mode"], p["workers"], p["system"], p["global_batch"], f"{p['samples_per_s']:,.0f}", vs,
-            f"{p['step_ms']:.2f}", cell("compute"), cell("comm"), cell("wait"), cell("overhead"), eff,
+            f"{p['step_ms']:.2f}", cell("compute"), cell("comm"), cell("wait"), cell("update"), cell("overhead"), eff,
         ])  # fmt: skip
     return rows
 
@@ -233,15 +236,19 @@ def plot(points, path):
     plt.close(fig)
 
 
-def _peers_to_start(workers, peers):
-    """(system, workers) of every point: distgraph at each count, its gloo variant from 2 workers, DDP."""
+def _peers_to_start(workers, peers, strategies=("data",)):
+    """(system, workers) of every point: distgraph at each count, its gloo variant and its split-step
+    strategies from 2 workers, DDP."""
     out = [("distgraph", w) for w in workers]
     out += [("distgraph-gloo", w) for w in workers if "gloo" in peers and w > 1]
+    out += [(f"distgraph-{s}", w) for s in strategies if s != "data" for w in workers if w > 1]
     out += [("torch-ddp", w) for w in workers if "ddp" in peers]
     return out
 
 
-def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, cpus, seed=0, echo=print):
+def run_scaling(
+    workers, sizes, strong_batch, weak_batch, steps, repeat, peers, cpus, seed=0, echo=print, strategies=("data",)
+):
     """Every point of the report (list of dicts, efficiency included) and the trace of one step.
 
     Every (system, worker count) is started once and kept alive; the measured epochs then go round
@@ -252,12 +259,17 @@ def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, 
 
     largest = max(strong_batch, weak_batch * max(workers))
     (x, y), _ = teacher(samples=int(steps * largest / 0.8) + 8, features=sizes[0], classes=sizes[-1], seed=seed)
-    keys = _peers_to_start(workers, peers)
+    keys = _peers_to_start(workers, peers, strategies)
     share = min(1.0, cpus / sum(w for _, w in keys))
     make = {
         "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed),
         "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed),
         "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed),
+        **{
+            f"distgraph-{s}": (lambda w, s=s: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, strategy=s))
+            for s in strategies
+            if s != "data"
+        },
     }
     started = time.perf_counter()
     alive = {}
@@ -299,11 +311,15 @@ def run_scaling(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, 
 @click.option("--steps", default=20, show_default=True, help="steps per measured epoch")
 @click.option("--repeat", default=3, show_default=True, help="measured epochs per point (median)")
 @click.option("--peers", default="ddp,gloo", show_default=True, help="peers to run: ddp, gloo (or 'none')")
+@click.option(
+    "--strategy", "strategies", default="data", show_default=True,
+    help="distgraph strategies, comma-separated: data, pipeline, branches (those the model has)",
+)  # fmt: skip
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @click.option(
     "--out", "out_dir", default="bench-out", show_default=True, help="folder for scaling.json/.png/.trace.json"
 )
-def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, address, out_dir):
+def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, address, out_dir):
     """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
     from distgraph.distributed import runtime
     from distgraph.errors import ConfigError
@@ -318,19 +334,27 @@ def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, addr
     except ImportError:
         click.echo("torch is not installed: the DDP and gloo peers are skipped (pip install 'distgraph[bench]')")
         wanted = set()
+    chosen = [s.strip() for s in strategies.split(",") if s.strip()]
+    if set(chosen) - {"data", "pipeline", "branches"}:
+        raise click.BadParameter(f"unknown strategies {sorted(set(chosen) - {'data', 'pipeline', 'branches'})}")
+    if "branches" in chosen:  # an MLP is one chain of ops: nothing runs side by side
+        click.echo("strategy branches: an MLP has no independent subgraphs; skipped")
+        chosen.remove("branches")
     runtime.init(address, num_cpus=None if address else max(counts))
     cpus = runtime.cluster_summary()["resources"].get("CPU", 0)
     if cpus < max(counts):
         raise ConfigError(f"bench scaling: {max(counts)} workers need {max(counts)} CPUs; the Ray cluster has {cpus}")
     click.echo(f"scaling · MLP {'-'.join(map(str, layer_sizes))} · teacher data · sync data-parallel · {machine()}")
     points, trace = run_scaling(
-        counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo
-    )
-    headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait overhead efficiency".split()
+        counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo,
+        strategies=tuple(chosen),
+    )  # fmt: skip
+    headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait update overhead efficiency".split()
     click.echo(table(headers, _rows(points)))
     click.echo(
-        "times in ms per step; compute/comm/wait from the workers' timeline, overhead = period − the three (Ray "
-        "dispatch, transfers, store update); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
+        "times in ms per step; compute/comm/wait/update from the workers' timeline (update: the optimizer on the "
+        "worker's own chunk), overhead = period − those (Ray dispatch, batch slicing, transfers, a store actor's "
+        "update where one applies it); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
         f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
         f"{os.cpu_count()} cores here, the systems' epochs interleaved"
     )

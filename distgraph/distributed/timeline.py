@@ -7,6 +7,8 @@ scheduler's statistics merge ignores them). The driver collects them per step an
 
 - compute:  forward, loss and backward of the worker's shard;
 - comm:     the all-reduce, less the time it spent waiting for slower ranks;
+- update:   the optimizer update of the worker's own chunk (the parameter store sharded across the
+            workers, `zero.py`; 0 where store actors apply updates, which then counts as overhead);
 - wait:     inside the all-reduce, waiting for the last rank to arrive, i.e. load imbalance
             (max over ranks of the arrival time at the all-reduce, minus this rank's arrival);
 - overhead: the rest of the driver-measured step period: Ray task dispatch and argument transfer,
@@ -20,7 +22,7 @@ a Chrome trace (the JSON format Perfetto and chrome://tracing load).
 import statistics
 import time
 
-TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_end")
+TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_update", "t_end")
 
 
 class StepClock:
@@ -40,6 +42,7 @@ class StepClock:
             "t_install": 0.0,
             "t_compute": 0.0,
             "t_comm": 0.0,
+            "t_update": 0.0,
             **self.laps,
             "t_start": self.start,
             "t_end": self.last,
@@ -55,6 +58,7 @@ def split_step(records):
         wait = min(max(last - a, 0.0), r["t_comm"])
         out.append({
             "install": r["t_install"], "compute": r["t_compute"], "wait": wait, "comm": r["t_comm"] - wait,
+            "update": r.get("t_update", 0.0),
             "start": r["t_start"], "arrive": a, "end": r["t_end"],
         })  # fmt: skip
     return out
@@ -69,7 +73,7 @@ class Timeline:
     def add(self, step, parts):
         """Keep the timing keys of each rank's statistics (a replayed step replaces its first try)."""
         if all("t_start" in p for p in parts):
-            self.steps[step] = [{k: float(p[k]) for k in TIMING_KEYS} for p in parts]
+            self.steps[step] = [{k: float(p.get(k, 0.0)) for k in TIMING_KEYS} for p in parts]
 
     def __len__(self):
         return len(self.steps)
@@ -86,8 +90,8 @@ class Timeline:
             return {}
         per_step = [split_step(records) for records in self.steps.values()]
         mean = lambda key: statistics.fmean(statistics.fmean(r[key] for r in ranks) for ranks in per_step)
-        out = {k: mean(k) for k in ("compute", "comm", "wait", "install")}
-        out["overhead"] = max(period_s - out["compute"] - out["comm"] - out["wait"], 0.0)
+        out = {k: mean(k) for k in ("compute", "comm", "wait", "update", "install")}
+        out["overhead"] = max(period_s - out["compute"] - out["comm"] - out["wait"] - out["update"], 0.0)
         out["period"] = period_s
         return out
 
@@ -111,6 +115,7 @@ class Timeline:
                 ("forward + backward", r["compute"]),
                 ("all-reduce: wait for peers", r["wait"]),
                 ("all-reduce: transfer", r["comm"]),
+                ("optimizer update (own chunk)", r["update"]),
             ):
                 if dur > 0:
                     events.append({

@@ -135,8 +135,7 @@ class TrainWorker:
             clock.lap("install")
             grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale())
             clock.lap("compute")
-            applied = self.sharded.step(grads, self.scaler)
-            clock.lap("comm")
+            applied = self.sharded.step(grads, self.scaler, clock)
             out.append({**stats, **clock.stats(), "skipped": int(not applied)})
         return out
 

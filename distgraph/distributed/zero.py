@@ -88,31 +88,40 @@ class ShardedParameters:
         """New hyperparameters per parameter (an lr scheduler moved lr, momentum or betas)."""
         self.hypers = [dict(h) for h in hypers]
 
-    def step(self, grads, scaler=None):
+    def step(self, grads, scaler=None, clock=None):
         """All-reduce `grads` (sum, rank order) and apply the update of this rank's chunk; see the module doc.
 
         With a GradScaler (`distgraph.amp`) the gradients are loss-scaled: the chunk is unscaled, the
         ranks agree through the segment whether any chunk holds inf/NaN, and then all of them skip the
         update (counted by every rank's scaler replica, which moves its scale identically) or none does.
-        Returns False for a skipped step."""
-        slot, seg = self.segment.slot, self.segment
-        for g, off in zip(grads, self.offsets):
-            g = np.asarray(g)
-            np.copyto(slot[off : off + g.size], g.reshape(-1))
-        seg.barrier()
-        lo, hi = self.lo, self.hi
-        seg._sum_into(self.scratch, [seg.slots[r, lo:hi] for r in range(self.world)], mean=False)
+        Returns False for a skipped step. `clock` (a timeline.StepClock) gets laps "comm" and "update".
+        One rank alone updates straight from `grads`: there is nothing to reduce."""
+        lo, hi, seg = self.lo, self.hi, self.segment
+        if self.world == 1:
+            reduced = np.concatenate([np.asarray(g).reshape(-1) for g in grads]) if len(grads) > 1 else grads[0]
+            chunk = np.asarray(reduced).reshape(-1)
+        else:
+            slot = seg.slot
+            for g, off in zip(grads, self.offsets):
+                g = np.asarray(g)
+                np.copyto(slot[off : off + g.size], g.reshape(-1))
+            seg.barrier()
+            seg._sum_into(self.scratch, [seg.slots[r, lo:hi] for r in range(self.world)], mean=False)
+            chunk = self.scratch
+        if clock is not None and self.world > 1:
+            clock.lap("comm")
         if scaler is not None:
-            found = seg.any_rank(unscale_([self.scratch], scaler.get_scale()))
+            found = seg.any_rank(unscale_([chunk], scaler.get_scale()))
             scaler.record(found)
             if found:
                 seg.barrier()
                 self.version += 1  # versions count steps, applied or skipped, like the Trainer's global_step
                 return False
         for i, a, b, f in self.pieces:
-            g = self.scratch[f - lo : f - lo + b - a]
-            self.update(self.flat[f : f + b - a], g, self.state[i], **self.hypers[i])
+            self.update(self.flat[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
         seg.barrier()
+        if clock is not None:
+            clock.lap("update")
         self.version += 1
         return True
 
