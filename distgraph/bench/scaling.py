@@ -85,7 +85,7 @@ class DistgraphPeer:
         return {
             "samples_per_s": steps * batch / record["time_s"], "step_ms": period * 1e3,
             "breakdown_ms": {k: v * 1e3 for k, v in self.timeline.breakdown(period).items() if k != "period"},
-            "trace": self.timeline.chrome_trace(label=self.label),
+            "trace": self.timeline.chrome_trace(label=self.label) if len(self.timeline) else None,
         }  # fmt: skip
 
     def close(self):

@@ -13,7 +13,7 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     pytest.importorskip("matplotlib")
     from distgraph.bench.scaling import command
 
-    args = "--workers 1,2 --sizes 32,64,10 --batch 64 --weak-batch 32 --steps 4 --repeat 1"
+    args = "--workers 1,2 --sizes 32,64,10 --batch 64 --weak-batch 32 --steps 4 --repeat 1 --strategy data,pipeline"
     result = CliRunner().invoke(command, [*args.split(), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "torch-ddp" in result.output and "distgraph-gloo" in result.output
@@ -23,8 +23,11 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     assert set(points) == {
         (mode, system, w)
         for mode in ("strong", "weak")
-        for system, w in [("distgraph", 1), ("distgraph", 2), ("distgraph-gloo", 2), ("torch-ddp", 1), ("torch-ddp", 2)]
-    }
+        for system, w in [
+            ("distgraph", 1), ("distgraph", 2), ("distgraph-gloo", 2), ("distgraph-pipeline", 2), ("torch-ddp", 1),
+            ("torch-ddp", 2),
+        ]
+    }  # fmt: skip
     assert (
         points["strong", "distgraph", 2]["global_batch"] == 64 and points["weak", "distgraph", 2]["global_batch"] == 64
     )
