@@ -187,7 +187,7 @@ class LocalExecutor:
     def _run_pipeline(self, arrays):
         plan, m = self.plan, self.plan.micro_batches
         envs = [dict(zip(plan.inputs, shard)) for shard in _split_inputs(plan, arrays, m)]
-        made_by = {o: sg.name for sg in plan.subgraphs for o in sg.outputs}
+        made_by = _producers(plan)
         readers = Counter(v for sg in plan.subgraphs for v in sg.inputs if v in made_by and v not in plan.outputs)
         left = [dict(readers) for _ in range(m)]  # per micro-batch: readers still to run, per value
         lock = threading.Lock()
@@ -252,7 +252,7 @@ def pipeline_order(plan, schedule="gpipe"):
 
 def _merge(plan, queues):
     """Round-robin over the queues, taking each head whose producers are already taken."""
-    made_by = {o: sg.name for sg in plan.subgraphs for o in sg.outputs}
+    made_by = _producers(plan)
     deps = {sg.name: {made_by[v] for v in sg.inputs if v in made_by} for sg in plan.subgraphs}
     done, order, heads = set(), [], [0] * len(queues)
     while len(order) < sum(map(len, queues)):
@@ -269,6 +269,11 @@ def _merge(plan, queues):
             stuck = [f"{queue[h][0].name}/mb{queue[h][1]}" for queue, h in zip(queues, heads) if h < len(queue)]
             raise ConfigError(f"pipeline schedule cannot progress: every stage waits ({', '.join(stuck)})")
     return order
+
+
+def _producers(plan):
+    """{value: name of the subgraph that makes it}."""
+    return {o: sg.name for sg in plan.subgraphs for o in sg.outputs}
 
 
 def _split_inputs(plan, arrays, parts):

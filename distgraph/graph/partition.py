@@ -15,10 +15,10 @@ per micro-batch). Forward-only graphs: the topological order cut into k contiguo
 FLOP sums are as equal as the order allows. A training step (outputs: the loss, then gradients) is
 split so that each stage's forward and backward run where its activations live:
 - the forward set F (the loss and its ancestors) is cut into k balanced contiguous stages as above;
-- every other node (the backward set B), in topological order, gets `limit` = the lowest stage of
-  its B inputs (k−1 if none), and for each F value v it reads, `best(v)` = the highest stage ≤ limit
-  where v already is (made there or read by F there; `limit` if none); it goes to the highest
-  best(v), or to `limit` if it reads no F value.
+- every node the loss does not need (the backward set B: gradients, an optimizer update), in
+  topological order, gets `limit` = the lowest stage of its B inputs (k−1 if none), and for each
+  F value v it reads, `best(v)` = the highest stage ≤ limit where v already is (made there or read
+  by F there; `limit` if none); it goes to the highest best(v), or to `limit` if it reads no F value.
 So F flows to later stages, B to earlier ones, and F0..F{k−1}, B{k−1}..B0 is a topological order:
 the plan holds subgraphs "stage{s}.fwd" and "stage{s}.bwd" (phase "fwd"/"bwd"), both placed on
 stage s. `meta["cut_bytes"]` holds the bytes crossing each stage boundary (either way) per
