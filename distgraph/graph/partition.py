@@ -43,7 +43,9 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
     forward = _ancestors(graph, graph.outputs[0]) if graph.outputs else set()
     if not forward:  # the first output is an input or a constant: nothing to call the forward
         forward = set(range(len(graph.nodes)))
-    stage_of = {i: s for s, part in enumerate(_balanced(graph, sorted(forward), stages)) for i in part}
+    parts = _balanced(graph, sorted(forward), stages)
+    stages = len(parts)  # fewer than asked when the forward has fewer nodes than stages
+    stage_of = {i: s for s, part in enumerate(parts) for i in part}
     backward = _place_backward(graph, stage_of, stages)
     training = bool(backward)
     subgraphs = []

@@ -95,6 +95,14 @@ def test_each_stage_has_a_forward_and_a_backward_where_its_activations_live(stag
     assert len(plan.meta["cut_bytes"]) == stages - 1 and all(b > 0 for b in plan.meta["cut_bytes"])
 
 
+def test_more_stages_than_forward_nodes_gives_one_node_per_forward_stage():
+    graph, full, arrays = _step(16)
+    plan = pipeline(graph, 100, MICRO_BATCHES, batch_inputs=(0, 1), combine=["mean"] * len(graph.outputs))
+    forward = [sg for sg in plan.subgraphs if sg.phase == "fwd"]
+    assert plan.meta["stages"] == len(forward) < 100 and len(plan.meta["cut_bytes"]) == len(forward) - 1
+    assert _max_diff(LocalExecutor(plan, schedule="1f1b").run(*arrays), Runner(full)(*arrays)) <= 1e-12
+
+
 @pytest.mark.parametrize("stages", [2, 3])
 def test_1f1b_interleaves_and_holds_at_most_k_micro_batches_per_stage(stages, tmp_path):
     plan, _, arrays = _plan(stages)
