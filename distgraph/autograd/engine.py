@@ -78,6 +78,16 @@ def _dependencies(roots):
     return deps
 
 
+def _hooked_leaf_edges(deps, roots):
+    """{id(leaf): edges into it} for the leaves with post-accumulate hooks among reachable Nodes' inputs."""
+    edges = {}
+    for node in {**roots, **deps}:  # each reachable Node once (a root may also be reached from another)
+        for nxt in node.next:
+            if nxt is not None and type(nxt) is not Node and getattr(nxt, "_post_hooks", None):
+                edges[id(nxt)] = edges.get(id(nxt), 0) + 1
+    return edges
+
+
 def sum_to_shape(grad, shape):
     """Reduce a broadcast gradient back to `shape` (a differentiable op, so higher orders work)."""
     if grad.shape == shape:
@@ -223,8 +233,12 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
         grads[node] = grads[node] + seed if node in grads else seed
         roots.append(node)
     deps = _dependencies(roots)
+    # leaves with post-accumulate hooks get their .grad (and the hooks run) as soon as their last
+    # gradient arrives; the others at the end, all together
+    early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if accumulate and _post_hooks_exist() else {}
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
     anomaly = grad_mode.anomaly["enabled"]
+    owned = set()  # fast mode: ids of the arrays already handed to a leaf
     with grad_mode.set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
@@ -253,26 +267,44 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                     deps[nxt] = left
                     if left == 0:
                         ready.append(nxt)
-                elif g is not None:
-                    _add_leaf(leaf_grads, nxt, g, create_graph)
-        owned = set()  # fast mode: ids of the arrays already handed to a leaf
-        for leaf, g in leaf_grads.values():
-            if fast:
-                if id(g) in owned or not g.flags.writeable:  # as torch: each .grad its own writeable memory
-                    g = leaf.device.xp.array(g)
-                owned.add(id(g))
-                g = _wrap(g, leaf.device)
-            hooks = getattr(leaf, "_hooks", None)
-            if hooks:
-                g = _call_hooks(hooks, g, False)
-            if id(leaf) in capture_leaves:
-                captured[id(leaf)] = g
-            elif accumulate:
-                if leaf.grad is None:
-                    leaf.grad = g if create_graph or fast else g.detach()
                 else:
-                    leaf.grad = _accumulate(leaf.grad, g, create_graph)
+                    if g is not None:
+                        _add_leaf(leaf_grads, nxt, g, create_graph)
+                    if early and id(nxt) in early:
+                        early[id(nxt)] -= 1
+                        if early[id(nxt)] == 0 and id(nxt) in leaf_grads:
+                            _finish_leaf(*leaf_grads.pop(id(nxt)), owned, fast, create_graph, captured, capture_leaves)
+        for leaf, g in leaf_grads.values():
+            _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture_leaves, accumulate)
     return captured
+
+
+def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture_leaves, accumulate=True):
+    """Leaf hooks, then `.grad` (or the captured gradient), then post-accumulate hooks."""
+    if fast:
+        if id(g) in owned or not g.flags.writeable:  # as torch: each .grad its own writeable memory
+            g = leaf.device.xp.array(g)
+        owned.add(id(g))
+        g = _wrap(g, leaf.device)
+    hooks = getattr(leaf, "_hooks", None)
+    if hooks:
+        g = _call_hooks(hooks, g, False)
+    if id(leaf) in capture_leaves:
+        captured[id(leaf)] = g
+    elif accumulate:
+        if leaf.grad is None:
+            leaf.grad = g if create_graph or fast else g.detach()
+        else:
+            leaf.grad = _accumulate(leaf.grad, g, create_graph)
+        for hook in getattr(leaf, "_post_hooks", None) or ():
+            hook(leaf)
+
+
+def _post_hooks_exist():
+    """Whether any leaf may have a post-accumulate hook (checked per backward, so plain runs pay nothing)."""
+    from distgraph.autograd import tensor
+
+    return tensor.post_hooks_registered[0] > 0
 
 
 def _call_hooks(hooks, grad, as_array):

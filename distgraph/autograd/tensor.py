@@ -16,7 +16,18 @@ from distgraph.errors import AutogradError, DTypeError
 class Tensor:
     """A multi-dimensional array that can record the ops applied to it for backward."""
 
-    __slots__ = ("array", "device", "requires_grad", "grad", "grad_fn", "_vc", "_hooks", "_retains", "__weakref__")
+    __slots__ = (
+        "array",
+        "device",
+        "requires_grad",
+        "grad",
+        "grad_fn",
+        "_vc",
+        "_hooks",
+        "_post_hooks",
+        "_retains",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
 
     def __init__(self, array, requires_grad=False, device=None):
@@ -127,6 +138,20 @@ class Tensor:
             self._hooks.append(hook)
             hooks = self._hooks
         return _RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(tensor)` on this leaf as soon as backward has accumulated its `.grad` — during
+        backward, not after it (torch's hook of the same name): what lets a data-parallel worker start
+        reducing the last layers' gradients while the first layers' are still being computed."""
+        if self.grad_fn is not None:
+            raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise AutogradError("cannot register a hook on a tensor that doesn't require gradient")
+        if getattr(self, "_post_hooks", None) is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        post_hooks_registered[0] += 1
+        return _RemovableHandle(self._post_hooks, hook)
 
     def retain_grad(self):
         """Keep `.grad` for a non-leaf tensor after backward."""
@@ -286,6 +311,10 @@ class Tensor:
 
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
+
+
+post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
+# early-leaf bookkeeping while there are none)
 
 
 class _RemovableHandle:
