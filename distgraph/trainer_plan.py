@@ -88,12 +88,17 @@ class PlanTrainer:
             from distgraph.distributed.plan_runner import RayPlanExecutor
 
             self.executor = RayPlanExecutor(
-                plan, t.workers, device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s
+                plan,
+                t.workers,
+                schedule="1f1b",
+                device=t.device,
+                cpus_per_worker=t.cpus_per_worker,
+                timeout_s=t.timeout_s,
             )
         else:
             from distgraph.graph.executor import LocalExecutor
 
-            self.executor = LocalExecutor(plan, workers=t.workers)
+            self.executor = LocalExecutor(plan, workers=t.workers, schedule="1f1b")  # ≤ k live micro-batches a stage
         self.batch = batch
         t.history.events.append(
             f"strategy {self.strategy}: {len(plan.subgraphs)} subgraphs on {t.workers} workers "

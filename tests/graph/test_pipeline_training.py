@@ -95,7 +95,7 @@ def test_each_stage_has_a_forward_and_a_backward_where_its_activations_live(stag
     assert len(plan.meta["cut_bytes"]) == stages - 1 and all(b > 0 for b in plan.meta["cut_bytes"])
 
 
-def test_more_stages_than_forward_nodes_gives_one_node_per_forward_stage():
+def test_more_stages_than_the_forward_can_fill_gives_as_many_as_it_can():
     graph, full, arrays = _step(16)
     plan = pipeline(graph, 100, MICRO_BATCHES, batch_inputs=(0, 1), combine=["mean"] * len(graph.outputs))
     forward = [sg for sg in plan.subgraphs if sg.phase == "fwd"]
