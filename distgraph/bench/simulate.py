@@ -4,6 +4,7 @@ The model (`simulator_model`) is pure arithmetic; this command feeds it numbers 
 
 distgraph bench simulate --step-time 0.1 --params 25e6 --bandwidth 100 --latency 5   # your cluster
 distgraph bench simulate --sample-flops 23e9 --flops 5e12 --params 44.5e6 --plot scaling.png
+distgraph bench simulate --step-time 0.1 --params 25e6 --gpus-per-server 8 --contention 1.1 --jitter 0.05
 distgraph bench simulate --horovod        # Horovod's published ResNet-101 run vs the model, the gap explained
 distgraph bench simulate --validate       # the model vs our own measured 1- and 2-worker Ray runs
 """
@@ -15,11 +16,12 @@ import click
 from distgraph.bench import simulator_model as sm
 from distgraph.bench._util import machine, table, write_json
 
-HEAD = ["GPUs", "step ms", "compute ms", "all-reduce ms", "exposed ms", "bubble", "samples/s", "efficiency"]
+HEAD = ["GPUs", "step ms", "compute ms", "wait ms", "all-reduce ms", "exposed ms", "bubble", "samples/s", "efficiency"]
 
 
 def _rows(rows):
-    return [[r["workers"], f"{r['step'] * 1e3:.1f}", f"{r['compute'] * 1e3:.1f}", f"{r['comm'] * 1e3:.1f}",
+    return [[r["workers"], f"{r['step'] * 1e3:.1f}", f"{r['compute'] * 1e3:.1f}", f"{r['wait'] * 1e3:.1f}",
+             f"{r['comm'] * 1e3:.1f}",
              f"{r['exposed_comm'] * 1e3:.1f}", f"{100 * r['bubble']:.0f}%", f"{r['samples_per_s']:,.0f}",
              f"{100 * r['efficiency']:.1f}%"] for r in rows]  # fmt: skip
 
@@ -112,6 +114,20 @@ def _plot(path, result, title):
 @click.option("--gpus-per-server", default=1, show_default=True)
 @click.option("--intra-bandwidth", default=10.0, show_default=True, help="GB/s between a server's GPUs")
 @click.option("--overlap", default=0.0, show_default=True, help="share of backward that hides communication")
+@click.option(
+    "--contention",
+    default=1.0,
+    show_default=True,
+    help="compute slowdown while a server's workers all compute (shared host; 1 = dedicated GPUs)",
+)
+@click.option(
+    "--jitter",
+    default=0.0,
+    show_default=True,
+    help="σ/μ of a worker's compute per step: the all-reduce waits for the slowest of n",
+)
+@click.option("--update-time", default=0.0, show_default=True, help="seconds of the optimizer update, all parameters")
+@click.option("--update-sharded", is_flag=True, help="each rank updates its own 1/n (ZeRO stage 1)")
 @click.option("--stages", default=1, show_default=True, help="pipeline stages")
 @click.option("--micro-batches", default=1, show_default=True, help="micro-batches per pipelined step")
 @click.option("--horovod", is_flag=True, help="Horovod's published ResNet-101 result vs the model")
@@ -119,7 +135,8 @@ def _plot(path, result, title):
 @click.option("--plot", default=None, help="write a PNG of throughput and efficiency vs GPUs (matplotlib)")
 @click.option("--json-out", default=None)
 def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, buckets, bandwidth, latency, algorithm,
-            gpus_per_server, intra_bandwidth, overlap, stages, micro_batches, horovod, validate, plot, json_out):  # fmt: skip
+            gpus_per_server, intra_bandwidth, overlap, contention, jitter, update_time, update_sharded, stages,
+            micro_batches, horovod, validate, plot, json_out):  # fmt: skip
     """α-β scaling model: predicted samples/s and scaling efficiency for 1–1,024 GPUs."""
     if validate:
         from distgraph.bench._simulate_validate import validate as run_validation
@@ -136,7 +153,9 @@ def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, bucke
         cfg = sm.Config(step_time=step_time, sample_flops=sample_flops, flops=flops, batch=batch, params=params,
                         bytes_per_grad=bytes_per_grad, buckets=buckets, bandwidth=bandwidth * 1e9 / 8,
                         latency=latency * 1e-6, algorithm=algorithm, gpus_per_server=gpus_per_server,
-                        intra_bandwidth=intra_bandwidth * 1e9, overlap=overlap, pipeline_stages=stages,
+                        intra_bandwidth=intra_bandwidth * 1e9, overlap=overlap, compute_contention=contention,
+                        compute_jitter=jitter, update_time=update_time, update_sharded=update_sharded,
+                        pipeline_stages=stages,
                         micro_batches=micro_batches)  # fmt: skip
         title = f"{params / 1e6:g} M params, {bandwidth:g} Gbit/s, {latency:g} µs, {algorithm}, overlap {overlap}"
         payload = {}

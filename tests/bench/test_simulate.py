@@ -1,6 +1,7 @@
 """The α-β scaling model: its formulas, its predictions' shape, and the Horovod comparison it prints."""
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -95,6 +96,51 @@ def test_predict_takes_measured_numbers_and_returns_plain_data():
     two = out["rows"][1]
     assert two["comm"] == pytest.approx(2 * 30e-6 + 1.6e6 / 2e9)
     assert two["step"] == pytest.approx(0.004 + two["comm"] + 0.001)
+
+
+def test_expected_max_of_n_normals_matches_known_values():
+    assert sm.expected_max_normal(1) == 0.0
+    assert sm.expected_max_normal(2) == pytest.approx(1 / math.sqrt(math.pi), rel=1e-6)
+    assert sm.expected_max_normal(3) == pytest.approx(3 / (2 * math.sqrt(math.pi)), rel=1e-6)
+    assert 3.1 < sm.expected_max_normal(1024) < 3.3  # ≈ √(2 ln n) − a correction
+
+
+def test_contention_slows_compute_only_where_workers_share_a_node():
+    cfg = sm.Config(
+        step_time=0.01, params=0.0, latency=0.0, compute_contention=1.5, gpus_per_server=4, workers=(1, 2, 4, 8)
+    )
+    rows = {r["workers"]: r for r in sm.predict(cfg)["rows"]}
+    assert rows[1]["compute"] == 0.01  # alone on its node
+    assert rows[2]["compute"] == rows[8]["compute"] == pytest.approx(0.015)
+    assert rows[8]["efficiency"] == pytest.approx(1 / 1.5)
+    dedicated = sm.predict(replace(cfg, gpus_per_server=1))["rows"]
+    assert all(r["compute"] == 0.01 for r in dedicated)
+
+
+def test_jitter_makes_the_step_wait_for_the_slowest_of_n_ranks():
+    cfg = sm.Config(step_time=0.01, params=0.0, latency=0.0, compute_jitter=0.1, workers=(1, 2, 1024))
+    one, two, many = sm.predict(cfg)["rows"]
+    assert one["wait"] == 0.0
+    assert two["wait"] == pytest.approx(0.01 * 0.1 / math.sqrt(math.pi), rel=1e-6)
+    assert many["wait"] == pytest.approx(0.01 * 0.1 * sm.expected_max_normal(1024))
+    assert many["step"] == pytest.approx(many["compute"] + many["wait"])
+
+
+def test_sharded_update_costs_one_nth_of_the_replicated_one():
+    cfg = sm.Config(step_time=0.01, params=0.0, latency=0.0, update_time=0.004, workers=(1, 4))
+    assert [r["update"] for r in sm.predict(cfg)["rows"]] == [0.004, 0.004]  # DDP: every rank updates all
+    sharded = sm.predict(replace(cfg, update_sharded=True))["rows"]
+    assert [r["update"] for r in sharded] == [0.004, 0.001]
+    assert sharded[1]["efficiency"] == pytest.approx(0.014 / 0.011)  # ZeRO-1 beats the 1-GPU baseline here
+
+
+def test_cli_passes_contention_jitter_and_update():
+    args = ["--step-time", "0.1", "--params", "0", "--gpus-per-server", "8", "--contention", "1.1", "--jitter", "0.05"]
+    out = CliRunner().invoke(command, [*args, "--update-time", "0.01", "--update-sharded"])
+    assert out.exit_code == 0, out.output
+    line = next(row for row in out.output.splitlines() if row.startswith("| 2 "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:4] == ["2", f"{110 + 110 * 0.05 / math.sqrt(math.pi) + 5:.1f}", "110.0", "3.1"]
 
 
 def test_horovod_preset_prints_the_published_90_percent_the_prediction_and_the_gap():
