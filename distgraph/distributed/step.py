@@ -37,6 +37,8 @@ class ShardStep:
         self.model = model.to(self.device) if hasattr(model, "to") else model
         self.loss_fn = loss_fn
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._on_grad = None  # compute()'s `on_grad`, called from the parameters' post-accumulate hooks
+        self._hooked = False
 
     # ---- parameters --------------------------------------------------------------------------------
     def get_parameters(self):
@@ -56,13 +58,15 @@ class ShardStep:
                 p.array = a.copy()
 
     # ---- compute -------------------------------------------------------------------------------------
-    def compute(self, x, y, weight=1.0, loss_scale=None):
+    def compute(self, x, y, weight=1.0, loss_scale=None, on_grad=None):
         """Gradients of `weight * loss_fn(model(x), y)` (arrays in parameter order) and shard statistics.
 
         `weight` is the shard's share of the global batch, so summing shard gradients gives the
         gradient of the global mean loss. Statistics are sums (loss × count, correct, count) so they
         add up across shards. With a `loss_scale` (dynamic loss scaling) the gradients are those of
         the loss × scale, and a non-finite loss does not stop training: the caller skips the step.
+        `on_grad(i, array)` is called during backward as soon as parameter i's gradient is final
+        (a GradBucketer's `ready`: the all-reduce of the last layers starts while backward goes on).
         """
         self.model.train()
         for p in self.params:
@@ -78,8 +82,19 @@ class ShardStep:
             )
         # under loss scaling an overflow is expected now and then (the step is skipped): no numpy warnings
         quiet = np.errstate(over="ignore", invalid="ignore") if loss_scale is not None else contextlib.nullcontext()
-        with quiet:
-            return self._forward_backward(xt, yt, weight, loss_scale)
+        if on_grad is not None and not self._hooked:
+            self._hook_parameters()
+        self._on_grad = on_grad
+        try:
+            with quiet:
+                return self._forward_backward(xt, yt, weight, loss_scale)
+        finally:
+            self._on_grad = None
+
+    def _hook_parameters(self):
+        for i, p in enumerate(self.params):
+            p.register_post_accumulate_grad_hook(lambda t, i=i: self._on_grad and self._on_grad(i, t.grad.array))
+        self._hooked = True
 
     def _forward_backward(self, xt, yt, weight, loss_scale):
         out = self.model(xt)

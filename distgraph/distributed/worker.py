@@ -35,6 +35,7 @@ class TrainWorker:
         self.members = [shard_members(owner, s) for s in range(self.num_shards)]
         self.allreduce_config = allreduce or {}
         self.comm = None
+        self.bucketer = None  # GradBucketer over self.comm: buckets all-reduced while backward runs
         self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
         self.scaler = None  # this rank's replica of the Trainer's GradScaler (dynamic loss scaling)
         self.x = self.y = None
@@ -46,9 +47,9 @@ class TrainWorker:
         self.slowdown = max(1.0, float(factor))
         return self.slowdown
 
-    def _compute(self, x, y, weight, loss_scale=None):
+    def _compute(self, x, y, weight, loss_scale=None, on_grad=None):
         started = time.perf_counter()
-        out = self.step_fn.compute(x, y, weight, loss_scale)
+        out = self.step_fn.compute(x, y, weight, loss_scale, on_grad)
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         return out
@@ -72,6 +73,14 @@ class TrainWorker:
         idx = indices[lo:hi]
         return self.x[idx], self.y[idx], (hi - lo) / len(indices)
 
+    def _bucketer(self):
+        if self.bucketer is None:
+            from distgraph.distributed.buckets import GradBucketer
+
+            params = [p.array for p in self.step_fn.params]
+            self.bucketer = GradBucketer(self._communicator(), params, self.allreduce_config.get("bucket_mb"))
+        return self.bucketer
+
     def _communicator(self):
         if self.comm is None:
             from distgraph.distributed.allreduce import make_allreduce
@@ -87,15 +96,18 @@ class TrainWorker:
         self._install(param_shards)
         x, y, weight = self._shard(indices)
         clock.lap("install")
-        grads, stats = self._compute(x, y, weight)
-        clock.lap("compute")
         if self.world > 1 and self.allreduce_config.get("backend") == "store":
             # no peer exchange (workers on different nodes): every shard gets this rank's gradient and
             # the store sums them in rank order
+            grads, stats = self._compute(x, y, weight)
+            clock.lap("compute")
             return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
-        if self.world > 1:
-            grads = self._communicator().allreduce(grads, op="sum")
-            clock.lap("comm")
+        bucketer = self._bucketer() if self.world > 1 else None
+        grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
+        clock.lap("compute")  # includes the buckets reduced while backward ran
+        if bucketer is not None:
+            grads = bucketer.wait(self.allreduce_config.get("timeout_s"))
+            clock.lap("comm")  # the all-reduce backward did not hide
         owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
         return {**stats, **clock.stats()}, owned
 
@@ -166,6 +178,9 @@ class TrainWorker:
         return self.step_fn.evaluate(self.x[idx], self.y[idx])
 
     def close(self):
+        if self.bucketer is not None:
+            self.bucketer.close()
+            self.bucketer = None
         if self.sharded is not None:
             self.sharded.close()
             self.sharded = None

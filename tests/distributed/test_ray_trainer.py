@@ -54,6 +54,24 @@ def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
     assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
 
 
+@pytest.mark.parametrize("bucket_mb", [25, 0.0005])
+def test_bucketed_gloo_all_reduce_equals_local_bit_for_bit(ray_session, bucket_mb):
+    """allreduce="gloo": store actors apply updates; gradients are all-reduced in buckets launched from
+    the parameters' post-accumulate hooks while backward runs (one bucket, or one per parameter)."""
+    pytest.importorskip("torch")
+    local, _, _ = train("local")
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    o = dg.optim.Adam(model.parameters(), lr=0.01)
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="gloo", bucket_mb=bucket_mb,
+        progress=False,
+    ) as t:  # fmt: skip
+        t.fit(data(), epochs=2, batch_size=32)
+        assert not t._cluster.sharded
+    assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
+
+
 def test_unreachable_address_is_a_clear_error_in_seconds():
     import subprocess
     import sys
