@@ -1,0 +1,98 @@
+"""Elastic workers=(min, max) follow the cluster between epochs, with a real node joining and leaving.
+
+A second raylet (`ray start --address ... --num-cpus 1`, its own process group) joins the session's
+2-CPU cluster after the first epoch and is SIGKILLed after the second, as a cloud node that is
+added and then crashes. The group grows 2 → 3 onto it and shrinks 3 → 2 when it is gone, and the
+parameters still match single-process training on the same batches (up to float rounding: the
+gradient is summed over 2 or 3 shards).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _data(n=512):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
+
+
+def _trainer(backend, workers, **kw):
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
+    opt = dg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend=backend, progress=False, **kw)
+
+
+def _wait_for_cpus(ray, total, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while ray.cluster_resources().get("CPU", 0) != total:
+        assert time.monotonic() < deadline, f"cluster did not reach {total} CPUs: {ray.cluster_resources()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def extra_node(ray_session):
+    """start(): a 1-CPU raylet joins the session's cluster, in its own process group and temp dir (so it
+    never becomes the machine's default cluster for other drivers); lose(): SIGKILL to that group, a
+    node crash, then wait until the cluster has noticed (missed health checks, about 15 s)."""
+    ray = ray_session
+    temp_dir = tempfile.mkdtemp(prefix="dgn", dir="/tmp")  # short: Ray's socket paths live under it
+    procs = []
+
+    def start():
+        address = ray.get_runtime_context().gcs_address
+        cmd = ["ray", "start", "--address", address, "--num-cpus", "1", "--block", "--disable-usage-stats"]
+        log = open(os.path.join(temp_dir, "node.log"), "w")  # noqa: SIM115  (the node writes to it while it runs)
+        procs.append(
+            subprocess.Popen(
+                [*cmd, "--temp-dir", temp_dir], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+        _wait_for_cpus(ray, 3)
+
+    def lose():
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait()
+        _wait_for_cpus(ray, 2)
+
+    yield start, lose
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_elastic_group_grows_onto_a_joining_node_and_shrinks_when_it_is_lost(ray_session, extra_node):
+    start_node, lose_node = extra_node
+    reference = _trainer("local", 1)
+    reference.fit(_data(), epochs=3, batch_size=32)
+    t = _trainer("ray", (1, 3), allreduce="store")  # the store shards sum the gradients: works across nodes
+    t.fit(_data(), epochs=1, batch_size=32)  # the session's 2 CPUs: two workers
+    assert t.workers == 2
+    start_node()
+    t.fit(_data(), epochs=2, batch_size=32)  # epoch 2: three workers, one on the new node
+    assert t.workers == 3
+    lose_node()
+    hist = t.fit(_data(), epochs=3, batch_size=32)  # epoch 3: the node is gone, back to two
+    t.close()
+    assert [e for e in hist.events if e.startswith("elastic")] == [
+        "elastic: 2 -> 3 workers (cluster resources changed)",
+        "elastic: 3 -> 2 workers (cluster resources changed)",
+    ], hist.events
+    assert t.workers == 2 and len(hist) == 3
+    for a, b in zip(reference.model.parameters(), t.model.parameters()):
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), atol=1e-5)
