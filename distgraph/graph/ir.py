@@ -186,7 +186,11 @@ def cost(kind, in_specs, spec):
     moved = spec.nbytes + sum(s.nbytes for s in in_specs)
     size = math.prod(spec.shape)
     if kind == "matmul" and in_specs and in_specs[0].shape:
-        return 2 * size * in_specs[0].shape[-1], moved
+        a = in_specs[0].shape
+        # the inner dimension: a's last, or a's second to last for a.T @ b (matmul_tn, weight gradients),
+        # recognisable by a's rows not being the output's
+        inner = a[-2] if len(a) >= 2 and spec.shape and len(spec.shape) >= 2 and a[-2] != spec.shape[-2] else a[-1]
+        return 2 * size * inner, moved
     if kind == "reduction" and in_specs:
         return math.prod(in_specs[0].shape), moved
     if kind in ("view", "index"):

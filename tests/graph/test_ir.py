@@ -52,6 +52,15 @@ def test_cost_model_counts_matmul_flops_and_bytes():
     assert mm.bytes == (4 * 3 + 3 * 5 + 4 * 5) * 8
 
 
+def test_cost_model_finds_the_inner_dimension_of_transposed_products():
+    from distgraph.graph.ir import Spec, cost
+
+    s = lambda *shape: Spec(shape, "float32")  # noqa: E731
+    assert cost("matmul", [s(8, 1024), s(8, 512)], s(1024, 512))[0] == 2 * 1024 * 512 * 8  # g.T @ x: K = batch
+    assert cost("matmul", [s(64, 8), s(32, 8)], s(64, 32))[0] == 2 * 64 * 32 * 8  # a @ b.T
+    assert cost("matmul", [s(4, 64, 8), s(8, 32)], s(4, 64, 32))[0] == 2 * 4 * 64 * 32 * 8  # batched
+
+
 def test_unknown_op_in_a_file_is_named(tmp_path):
     graph, _ = _graph()
     tree = graph.to_dict()
