@@ -39,9 +39,9 @@ def test_pipeline_mlp_example_matches_eager_and_writes_trace(tmp_path, capsys):
     metrics = _example().main(
         ["--sizes", "16,32,32,4", "--batch", "8", "--stages", "2", "--micro-batches", "4", "--trace", str(trace)]
     )
-    assert metrics["stages"] == 2 and metrics["micro_batches"] == 4
-    assert metrics["max_error"] < 1e-5
-    assert metrics["events"] == 3 * 2 * 4  # 3 runs x 2 stages x 4 micro-batches
+    assert metrics["stages"] == 2 and metrics["subgraphs"] == 4 and metrics["micro_batches"] == 4
+    assert metrics["max_error"] < 1e-5  # the loss and every gradient against eager
+    assert metrics["events"] == 3 * 2 * 2 * 4  # 3 runs x 2 stages x (forward, backward) x 4 micro-batches
     events = json.loads(trace.read_text())["traceEvents"]
-    assert {e["name"] for e in events if e["ph"] == "X"} >= {"stage0/mb0", "stage1/mb3"}
-    assert "Plan(pipeline, 2 subgraphs" in capsys.readouterr().out
+    assert {e["name"] for e in events if e["ph"] == "X"} >= {"stage0.fwd/mb0", "stage1.bwd/mb3", "stage0.bwd/mb3"}
+    assert "Plan(pipeline, 4 subgraphs" in capsys.readouterr().out
