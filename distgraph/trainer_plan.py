@@ -115,7 +115,7 @@ class PlanTrainer:
             self._dropped_noted = True
             self.trainer.history.events.append(
                 f"strategy {self.strategy}: the captured step has a static batch of {full}; the last batch of each "
-                f"epoch ({sum(len(b) for b in batches[len(kept):])} samples) is left out (drop_last)"
+                f"epoch ({sum(len(b) for b in batches[len(kept) :])} samples) is left out (drop_last)"
             )
         executor = self._executor_for(full)
         opt = self.trainer.optimizer
