@@ -20,8 +20,16 @@ that ranks compute at the same moments as in a step:
 - update: one probe's world-of-1 store step (flatten the gradients, SGD on all parameters); two ranks
   each update half (`update_sharded`).
 
-Ray's overhead per step is the 1-worker run minus its compute and update. Each figure is the best of a
-few alternated repeats: on a shared machine, interference only adds time.
+The runs: a 1-worker and a 2-worker Ray Trainer on the same MLP and batch, both kept up, one epoch each
+per round; a step's time is the median interval between the starts of consecutive Ray calls / 4.
+Ray's overhead on a worker's path is the 1-worker step minus its compute and update. The driver's CPU
+time per step (submitting calls, collecting statistics) ran on the spare core in the 1-worker run; with
+2 workers on 2 cores it comes out of theirs, half from each. The raylet's CPU time is not measured (the
+bench layer does not import ray): 0.2–0.4 ms per step by /proc in a side run, so the prediction may
+come out that much low.
+
+Probes and runs alternate round by round and each figure is the best of its rounds: on a machine that
+other people load, interference only adds time.
 """
 
 import os
@@ -94,7 +102,7 @@ class Probe:
         return times
 
     def time_reduce(self, count, iters):
-        """Mean seconds of the sharded step's reduction of `count` float32s: slot copy, barrier, chunk sum, barrier."""
+        """Median seconds of the sharded step's reduction of `count` float32s: slot copy, barrier, chunk sum, barrier."""
         sync, seg = self._segment(1), self._segment(count)
         data = np.ones(count, np.float32)
         times = []
@@ -104,10 +112,10 @@ class Probe:
             np.copyto(seg.slot, data)
             seg.reduce()
             times.append(time.perf_counter() - start)
-        return statistics.fmean(times[1:])  # the first call maps the segment's pages
+        return statistics.median(times[1:])  # the first call maps the segment's pages
 
     def time_update(self, iters):
-        """Mean seconds of a world-of-1 store step: flatten the gradients, SGD on all parameters."""
+        """Median seconds of a world-of-1 store step: flatten the gradients, SGD on all parameters."""
         from distgraph.optim.functional import sgd_update
 
         flat = np.concatenate([p.reshape(-1) for p in self.step.get_parameters()])
@@ -117,7 +125,7 @@ class Probe:
             grad = np.concatenate([g.reshape(-1) for g in self.grads])
             sgd_update(flat, grad, {}, lr=1e-6)
             times.append(time.perf_counter() - start)
-        return statistics.fmean(times)
+        return statistics.median(times)
 
     def close(self):
         for seg in self.segments.values():
@@ -139,17 +147,17 @@ class _Probes:
         self.rounds = []  # every round's figures, for the JSON
 
     def round(self, iters=24):
-        """One pass over every figure, each the mean over `iters` steps — as long a window as one epoch of the
-        Trainer runs, whose time is a mean over its 24 steps too; keeps each figure's best so far."""
+        """One pass over every figure, each the median over `iters` steps (as many as an epoch of the Trainer
+        runs has); keeps each figure's best so far."""
         get, half = self.runtime.gather, self.batch // 2
-        full = np.mean(get(self.solo.time_compute.remote(self.batch, iters)))
-        alone = np.mean(get(self.solo.time_compute.remote(half, iters)))
+        full = np.median(get(self.solo.time_compute.remote(self.batch, iters)))
+        alone = np.median(get(self.solo.time_compute.remote(half, iters)))
         per_rank = np.array(get([p.time_compute.remote(half, iters) for p in self.pair]))  # (2, iters)
         small = max(get([p.time_reduce.remote(SMALL_BYTES // 4, iters) for p in self.pair]))
         big = max(get([p.time_reduce.remote(self.nbytes // 4, iters) for p in self.pair]))
         update = get(self.solo.time_update.remote(iters))
-        figures = dict(full=full, half=alone, contended=np.mean(per_rank),
-                       spread=np.mean(np.abs(per_rank[0] - per_rank[1])), small=small, big=big, update=update)  # fmt: skip
+        figures = dict(full=full, half=alone, contended=np.median(per_rank),
+                       spread=np.median(np.abs(per_rank[0] - per_rank[1])), small=small, big=big, update=update)  # fmt: skip
         self.rounds.append({k: float(v) for k, v in figures.items()})
         self.best = {k: min(self.best[k], float(v)) for k, v in figures.items()}
 
@@ -158,8 +166,8 @@ class _Probes:
         b = self.best
         beta = (self.nbytes - SMALL_BYTES) / max(b["big"] - b["small"], 1e-9)
         alpha = max(b["small"] - SMALL_BYTES / beta, 0.0) / 2  # 2 ranks: T = 2α + S/β (ring_time, n = 2)
-        # E|a − b| = 2σ/√π for two independent normal times: the σ/μ that gives the measured slowest-of-2
-        jitter = b["spread"] * np.sqrt(np.pi) / 2 / b["contended"]
+        # a − b of two independent normal times is normal with σ√2, so its median |a − b| is 0.6745 σ√2
+        jitter = b["spread"] / (0.6745 * np.sqrt(2)) / b["contended"]
         return {"t_full": b["full"], "t_half": b["half"], "t_contended": b["contended"],
                 "contention": b["contended"] / b["half"], "spread": b["spread"], "jitter": float(jitter),
                 "alpha": alpha, "beta": beta, "update": b["update"], "grad_bytes": self.nbytes}  # fmt: skip
@@ -183,13 +191,24 @@ def _trainer(workers, batch, sizes, data):
 
 
 def _epoch_step(trainer, data, batch):
-    """Seconds per step of one more epoch (epoch time / steps), and the driver's CPU seconds per step."""
+    """Seconds per step in one more epoch, and the driver's CPU seconds per step.
+
+    The step time is the median over the epoch's Ray calls (each carries `steps_per_call` steps) of the
+    interval between the starts of consecutive calls on rank 0, divided by the steps per call: a burst
+    of other processes' load shifts a median of intervals less than it shifts the epoch's total."""
+    from distgraph.distributed.timeline import Timeline
+
+    timeline, scheduler = Timeline(), trainer._cluster.scheduler
+    scheduler.on_worker_stats = timeline.add
     steps, cpu = -(-len(data[0]) // batch), time.process_time()
     trainer.fit(data, epochs=trainer.epoch + 1, batch_size=batch)
-    return trainer.history["time_s"][-1] / steps, (time.process_time() - cpu) / steps
+    cpu = (time.process_time() - cpu) / steps
+    k = scheduler.steps_per_call
+    starts = [timeline.steps[s][0]["t_start"] for s in sorted(timeline.steps)][::k]
+    return statistics.median(b - a for a, b in zip(starts, starts[1:])) / k, cpu
 
 
-def validate(batch=BATCH, sizes=SIZES, rounds=8):
+def validate(batch=BATCH, sizes=SIZES, rounds=12):
     from distgraph.datasets import teacher
     from distgraph.distributed import runtime
 
