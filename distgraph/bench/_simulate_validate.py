@@ -132,6 +132,21 @@ class Probe:
             seg.close()
 
 
+def model_inputs(best, nbytes):
+    """The model's inputs from the probes' best figures (seconds): compute alone and contended, jitter, α, β.
+
+    `best` holds full, half (compute alone), contended (a rank's half batch while both compute), spread
+    (median |rank 0 − rank 1| of a step's compute), small and big (the reduction of SMALL_BYTES and of
+    `nbytes`) and update."""
+    beta = (nbytes - SMALL_BYTES) / max(best["big"] - best["small"], 1e-9)
+    alpha = max(best["small"] - SMALL_BYTES / beta, 0.0) / 2  # 2 ranks: T = 2α + S/β (ring_time, n = 2)
+    # a − b of two independent normal times is normal with σ√2, so its median |a − b| is 0.6745 σ√2
+    jitter = best["spread"] / (0.6745 * np.sqrt(2)) / best["contended"]
+    return {"t_full": best["full"], "t_half": best["half"], "t_contended": best["contended"],
+            "contention": best["contended"] / best["half"], "spread": best["spread"], "jitter": float(jitter),
+            "alpha": alpha, "beta": beta, "update": best["update"], "grad_bytes": nbytes}  # fmt: skip
+
+
 class _Probes:
     """A solo probe and a pair of probes (no CPU reserved: they sit idle while the Trainers run)."""
 
@@ -162,15 +177,7 @@ class _Probes:
         self.best = {k: min(self.best[k], float(v)) for k, v in figures.items()}
 
     def inputs(self):
-        """The model's inputs from the best figures: compute alone and contended, jitter, α, β, update."""
-        b = self.best
-        beta = (self.nbytes - SMALL_BYTES) / max(b["big"] - b["small"], 1e-9)
-        alpha = max(b["small"] - SMALL_BYTES / beta, 0.0) / 2  # 2 ranks: T = 2α + S/β (ring_time, n = 2)
-        # a − b of two independent normal times is normal with σ√2, so its median |a − b| is 0.6745 σ√2
-        jitter = b["spread"] / (0.6745 * np.sqrt(2)) / b["contended"]
-        return {"t_full": b["full"], "t_half": b["half"], "t_contended": b["contended"],
-                "contention": b["contended"] / b["half"], "spread": b["spread"], "jitter": float(jitter),
-                "alpha": alpha, "beta": beta, "update": b["update"], "grad_bytes": self.nbytes}  # fmt: skip
+        return model_inputs(self.best, self.nbytes)
 
     def close(self):
         self.runtime.gather([p.close.remote() for p in [self.solo, *self.pair]])

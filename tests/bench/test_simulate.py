@@ -143,6 +143,23 @@ def test_cli_passes_contention_jitter_and_update():
     assert cells[:4] == ["2", f"{110 + 110 * 0.05 / math.sqrt(math.pi) + 5:.1f}", "110.0", "3.1"]
 
 
+def test_validation_inputs_come_from_the_probe_figures_by_the_model_formulas():
+    from distgraph.bench._simulate_validate import SMALL_BYTES, model_inputs
+
+    s = 1.6e6
+    best = {"full": 8e-3, "half": 4e-3, "contended": 5e-3, "spread": 0.6745 * math.sqrt(2) * 5e-4,
+            "small": 2 * 10e-6 + SMALL_BYTES / 8e9, "big": 2 * 10e-6 + s / 8e9, "update": 2e-4}  # fmt: skip
+    m = model_inputs(best, s)
+    assert m["beta"] == pytest.approx(8e9) and m["alpha"] == pytest.approx(10e-6)
+    assert m["contention"] == pytest.approx(1.25) and m["jitter"] == pytest.approx(0.1)
+    cfg = sm.Config(step_time=m["t_half"], params=s / 4, bandwidth=m["beta"], intra_bandwidth=m["beta"],
+                    latency=m["alpha"], gpus_per_server=2, compute_contention=m["contention"],
+                    compute_jitter=m["jitter"], update_time=m["update"], update_sharded=True)  # fmt: skip
+    two = sm.step_time(cfg, 2)
+    assert two["comm"] == pytest.approx(best["big"])  # the reduction the probes timed, back out of the model
+    assert two["step"] == pytest.approx(5e-3 * (1 + 0.1 / math.sqrt(math.pi)) + best["big"] + 1e-4)
+
+
 def test_horovod_preset_prints_the_published_90_percent_the_prediction_and_the_gap():
     out = CliRunner().invoke(command, ["--horovod"])
     assert out.exit_code == 0, out.output
