@@ -36,10 +36,11 @@ def _trainer(backend, workers, **kw):
     return dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend=backend, progress=False, **kw)
 
 
-def _wait_for_cpus(ray, total, timeout_s=90):
+def _wait_for_cpus(ray, total, timeout_s=90, resources=None):
+    resources = resources or ray.cluster_resources
     deadline = time.monotonic() + timeout_s
-    while ray.cluster_resources().get("CPU", 0) != total:
-        assert time.monotonic() < deadline, f"cluster did not reach {total} CPUs: {ray.cluster_resources()}"
+    while resources().get("CPU", 0) != total:
+        assert time.monotonic() < deadline, f"cluster did not reach {total} CPUs: {resources()}"
         time.sleep(0.1)
 
 
@@ -80,6 +81,7 @@ def test_elastic_group_grows_onto_a_joining_node_and_shrinks_when_it_is_lost(ray
     start_node, lose_node = extra_node
     reference = _trainer("local", 1)
     reference.fit(_data(), epochs=3, batch_size=32)
+    _wait_for_cpus(ray_session, 2, resources=ray_session.available_resources)  # earlier tests' actors are gone
     t = _trainer("ray", (1, 3), allreduce="store")  # the store shards sum the gradients: works across nodes
     t.fit(_data(), epochs=1, batch_size=32)  # the session's 2 CPUs: two workers
     assert t.workers == 2

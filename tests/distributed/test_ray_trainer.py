@@ -35,9 +35,11 @@ def test_sync_ray_run_is_bit_identical_to_local(ray_session):
 
 
 def test_async_ray_run_trains(ray_session):
-    _, hist, ev = train("ray", sync="async", epochs=3, opt="sgd")
-    assert hist["loss"][-1] < hist["loss"][0]
-    assert ev["accuracy"] > 0.6
+    """Stale gradients change the bits, not the outcome: 8 epochs reach what local training reaches
+    (accuracy 0.73 here, loss 1.22 -> 0.78), well above the majority class (0.5)."""
+    _, hist, ev = train("ray", sync="async", epochs=8, opt="sgd")
+    assert hist["loss"][-1] < 0.8 * hist["loss"][0]
+    assert ev["accuracy"] > 0.65
 
 
 def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
