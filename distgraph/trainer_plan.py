@@ -135,6 +135,6 @@ class PlanTrainer:
         """Nothing to send: every step sends the driver's current parameters."""
 
     def close(self):
-        if self.executor is not None and hasattr(self.executor, "shutdown"):
+        if self.executor is not None:
             self.executor.shutdown()
         self.executor = None

@@ -57,8 +57,7 @@ def main():
         (out,) = executor.run(x.array, *params)
     print(f"max |executor - eager| = {np.max(np.abs(out - expected)):.3g}")
     print(f"trace: {executor.timeline.write(args.trace)}")
-    if args.backend == "ray":
-        executor.shutdown()
+    executor.shutdown()
 
 
 if __name__ == "__main__":

@@ -70,8 +70,7 @@ def main(argv=None):
             outs = executor.run(x.array, y.array, *[p.array for p in params])
         timeline = executor.timeline
     finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+        executor.shutdown()
     error = max(float(np.max(np.abs(np.asarray(o) - e))) for o, e in zip(outs, expected))
     tol = 1e-4 * max(1.0, max(float(np.max(np.abs(e))) for e in expected))
     print(f"max |pipeline - eager| over the loss and {len(expected) - 1} gradients = {error:.3g} (tolerance {tol:.3g})")

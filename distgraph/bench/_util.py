@@ -26,8 +26,10 @@ def time_call(fn, repeat=30, warmup=3, inner=1):
     return statistics.median(samples)
 
 
-def interleaved(fns, repeat=30, warmup=3, inner=1):
-    """Median seconds per call for each fn in `fns` (dict name->fn), alternating them so noise is shared."""
+def interleaved(fns, repeat=30, warmup=3, inner=1, stat=statistics.median):
+    """Seconds per call for each fn in `fns` (dict name->fn), alternating them so noise is shared: the
+    median of `repeat` samples, or `stat=min` where other processes' interference, which only adds
+    time, swamps the median (two threads on a 2-core machine shared with others)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -38,7 +40,7 @@ def interleaved(fns, repeat=30, warmup=3, inner=1):
             for _ in range(inner):
                 fn()
             samples[name].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {k: stat(v) for k, v in samples.items()}
 
 
 def table(headers, rows):

@@ -7,7 +7,7 @@
    calls (the floor for a numpy engine); and the compute-bound MLP's captured step in GFLOP/s against
    its six matmuls timed alone.
 3. four independent towers: the `independent` plan on a 2-thread LocalExecutor vs the whole graph run
-   on one thread.
+   on one thread, best of 30 interleaved runs each.
 4. memory: peak bytes of intermediates measured with tracemalloc (numpy allocations are traced) for a
    runner with memory planning vs one without; checkpointing (√n segments) a 64-layer MLP train step:
    peak and step time vs no checkpointing.
@@ -149,7 +149,9 @@ def mlp(repeat=20):
 
 
 # ---- 3. four independent branches ------------------------------------------------------------------
-def branches(d=256, h=512, batch=256, repeat=10):
+def branches(d=256, h=512, batch=256, repeat=30):
+    """Best of `repeat` interleaved runs each: a 2-thread run loses whenever either core is taken by
+    another process, so its median measures the machine's neighbours more than the executor."""
     import distgraph as dg
     from distgraph import nn
     from distgraph.graph.executor import LocalExecutor, Runner
@@ -163,12 +165,13 @@ def branches(d=256, h=512, batch=256, repeat=10):
         compiled = dg.compile(lambda v: dg.cat([t(v) for t in towers], 1).sum(1), (x,))
     params = [p.array for p in next(iter(compiled.variants.values()))[1]]
     plan = independent(compiled.graph)
-    parallel = LocalExecutor(plan, workers=2)
     whole = Runner(compiled.graph)
-    t = interleaved(
-        {"2 threads": lambda: parallel.run(x.array, *params), "sequential": lambda: whole(x.array, *params)},
-        repeat=repeat,
-    )
+    with LocalExecutor(plan, workers=2) as parallel:
+        t = interleaved(
+            {"2 threads": lambda: parallel.run(x.array, *params), "sequential": lambda: whole(x.array, *params)},
+            repeat=repeat,
+            stat=min,
+        )
     t["subgraphs"] = len(plan.subgraphs)
     return t
 

@@ -8,6 +8,10 @@ What each node becomes (on numpy):
 - an elementwise op with a ufunc (`fusion.UFUNCS`) and no attributes: `v = add(a, b, out=buf)`;
 - `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
   directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
+- `linear` and `linear_weight_grad` on 2-D operands of one dtype: `dot(x, w.T, out=buf)` then
+  `add(buf, b, out=buf)`, and `dot(g.T, x, out=buf)`. The registry forwards allocate their result
+  every call; in buffers, a step allocates nothing, which matters most when threads run subgraphs
+  side by side (each thread's malloc arena otherwise grows, trims and faults its pages in again);
 - a fused node: its program inlined as a ufunc sequence, intermediate steps in scratch buffers;
   a step without a ufunc calls its registry forward;
 - every other node (the interpreter's part): one call of its registry forward with its attributes.
@@ -35,6 +39,8 @@ file can only name registry ops, whose own forward functions are what the genera
 
 import keyword
 from dataclasses import dataclass
+
+import numpy as np
 
 from distgraph.backend import device, to_device
 from distgraph.errors import DistgraphError
@@ -166,7 +172,7 @@ class _Emitter:
             self._release(i, node, early=False)
             return
         scratch = self._scratch(node) if inline else []
-        if node.op != "matmul":  # elementwise: may overwrite an input read only directly here
+        if node.op not in _NOT_IN_PLACE:  # elementwise: may overwrite an input read only directly here
             self._release(i, node, early=True)
         target = self._target(i, node) if writer is not None else None
         if inline:
@@ -193,6 +199,13 @@ class _Emitter:
             a, b = (self.specs[n] for n in node.inputs)
             same = a.dtype == b.dtype == node.spec.dtype
             return self.xp.dot if same and len(a.shape) == len(b.shape) == 2 else self.xp.matmul
+        if node.op in _LINEAR_WRITERS and self.numpy:
+            specs = [self.specs[n] for n in node.inputs]
+            if (
+                all(len(sp.shape) in (1, 2) and sp.dtype == node.spec.dtype for sp in specs)
+                and len(specs[0].shape) == 2
+            ):
+                return _LINEAR_WRITERS[node.op][len(specs)]
         return None
 
     def _target(self, i, node):
@@ -213,7 +226,9 @@ class _Emitter:
     def _can_write_back(self, i, node, dest):
         """Safe when the node is elementwise, shapes match, and nothing reads `dest` (or a view of it) later."""
         later = any(dest in self.roots[n] for other in self.graph.nodes[i + 1 :] for n in other.inputs)
-        return node.op != "matmul" and not later and dest not in self.returned and self.specs[dest] == node.spec
+        return (
+            node.op not in _NOT_IN_PLACE and not later and dest not in self.returned and self.specs[dest] == node.spec
+        )
 
     def _release(self, i, node, early):
         """Free the buffers whose last alias is read at node i. `early` (before the output is chosen)
@@ -291,6 +306,27 @@ class _Emitter:
         kwargs = "".join(f", {k}={self.bind(v)}" for k, v in attrs.items())
         call = f"{self.bind(op.forward)}({self.bind(self.xp)}{', ' if vals else ''}{vals}{kwargs})"
         return call + "[0]" if op.saves_extra else call
+
+
+def _linear_into(x, w, out=None):
+    return np.dot(x, w.T, out)
+
+
+def _linear_bias_into(x, w, b, out=None):
+    out = np.dot(x, w.T, out)
+    return np.add(out, b, out)
+
+
+def _linear_weight_grad_into(g, x, out=None):
+    return np.dot(g.T, x, out)
+
+
+# op -> {number of inputs: function writing the 2-D result into its last argument}
+_LINEAR_WRITERS = {
+    "linear": {2: _linear_into, 3: _linear_bias_into},
+    "linear_weight_grad": {2: _linear_weight_grad_into},
+}
+_NOT_IN_PLACE = ("matmul", *_LINEAR_WRITERS)  # BLAS writers: `out` may not be one of their inputs
 
 
 @dataclass(frozen=True)

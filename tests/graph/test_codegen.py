@@ -203,3 +203,32 @@ def test_source_never_contains_graph_strings():
         generate(graph.replace(nodes=(bad,)), "cpu", memory.plan(graph))
     source = Runner(graph).program.source
     assert "%" not in source and "sum" not in source  # names are generated; forwards are closure values
+
+
+def test_linear_layers_write_into_buffers_so_a_call_allocates_only_its_outputs():
+    """Linear and its weight gradient go through dot(..., out=buffer): after the first call, a call of a
+    2-layer MLP's training graph allocates its returned arrays and nothing else."""
+    import tracemalloc
+
+    model = nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 8))
+    for p in model.parameters():
+        p.data = p.detach().to(dg.float64)
+    x, y = randn(128, 64), dg.tensor(np.arange(128) % 8)
+    params = list(model.parameters())
+    graph, lifted, _ = capture(lambda x, y: F.cross_entropy(model(x), y), [x, y], grad_of=params)
+    arrays = [x.array, y.array] + [p.array for p in lifted]
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    gen = _check(graph, arrays, [loss.array] + [p.grad.array for p in params])
+    tracemalloc.start()
+    try:
+        outs = gen(*arrays)
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        outs = gen(*arrays)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    returned = sum(np.asarray(o).nbytes for o in outs)
+    hidden = 128 * 256 * 8  # one hidden activation: what a call allocating its linear outputs would add
+    assert peak < returned + hidden // 2, (peak, returned)
