@@ -197,8 +197,23 @@ _expand.array_grad(lambda ctx, g: sum_to_array(g, ctx.inputs[0].array.shape))
 
 
 def expand(input, *sizes):
-    sizes = _shape_arg(sizes)
+    if len(sizes) == 1 and isinstance(sizes[0], tuple | list):
+        sizes = tuple(sizes[0])
     have = input.array.shape
+    try:
+        shape = _expanded_shape(have, sizes)
+    except TypeError:  # an unhashable size (a list inside, a 0-d array): checked without the cache
+        shape = _expanded_shape.__wrapped__(have, sizes)
+    if shape == have:
+        return input
+    return apply(_expand, (input,), {"shape": shape})
+
+
+@functools.lru_cache(maxsize=1024)
+def _expanded_shape(have, sizes):
+    """The target shape of expanding `have` to `sizes` (-1 keeps a dim), checked as torch checks it;
+    cached, as a training loop expands the same shapes every step."""
+    sizes = _shape_arg(sizes)
     lead = len(sizes) - len(have)
     if lead < 0:
         raise ShapeError(
@@ -211,9 +226,7 @@ def expand(input, *sizes):
                 f"expand: the expanded size of the tensor ({shape[i + lead]}) must match the existing size ({s}) "
                 f"at non-singleton dimension {i + lead}. Target sizes: {list(sizes)}. Tensor sizes: {list(have)}"
             )
-    if shape == have:
-        return input
-    return apply(_expand, (input,), {"shape": shape})
+    return shape
 
 
 def expand_as(input, other):
