@@ -6,6 +6,7 @@ them out again (after a checkpoint is loaded). Learning rates are read from the 
 before every step, so the user's lr scheduler drives the remote updates.
 """
 
+import time
 import uuid
 
 import numpy as np
@@ -16,6 +17,9 @@ from distgraph.distributed.param_store import ParameterShard, partition_paramete
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistributedError
+
+ELASTIC_SEGMENT = 16  # elastic runs: steps between two looks at the cluster's resources
+ELASTIC_CHECK_S = 1.0  # and at most one look a second (each asks the GCS)
 
 
 class StoreLost(DistributedError):
@@ -121,8 +125,9 @@ class RayCluster:
         ours = _bundles_on_live_nodes(group.pg) * per if group is not None else 0
         return max(lo, min(hi, int((free + ours) // per)))
 
-    def fit_to_cluster(self, lo, hi):
-        """Between epochs: grow or shrink the worker group to what the cluster holds now; True if it did.
+    def fit_to_cluster(self, lo, hi, epoch_step=None):
+        """Grow or shrink the worker group to what the cluster holds now (between epochs, or between the
+        steps of an epoch at `epoch_step`, the driver then holding a snapshot of that step); True if it did.
 
         Parameter-store shards stay as they are (each shard is owned by worker `shard % world`, for
         any world size), so resizing restarts only the workers; the math of a step does not depend
@@ -144,12 +149,13 @@ class RayCluster:
             self.scheduler.reduce_in_store = self._spans_nodes()
         if self.data_refs is not None:
             self.resend_data()
-        if self.sharded:  # the driver holds the snapshot of the last epoch end (`pull`)
+        if self.sharded:  # the driver holds the snapshot of the last epoch end or of `epoch_step` (`pull`)
             self._setup_sharded()
             self.scheduler.workers = self.group.actors
         else:
             self.scheduler.restart_from(self.group.actors, self.scheduler.version)
-        self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed)")
+        where = "" if epoch_step is None else f", before epoch step {epoch_step}"
+        self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed{where})")
         return True
 
     def _replace_worker(self, rank):
@@ -214,76 +220,85 @@ class RayCluster:
         """Run one epoch's batches; a dead worker is replaced and the interrupted steps replayed.
 
         Recovery (sync): every worker is restarted (a live one may be blocked in the all-reduce with
-        its dead peer), in the same placement-group bundles, under a fresh all-reduce group; the
-        store's version says how many of this epoch's steps were applied, and the run continues from
-        there reading every shard at that version — so no step is applied twice or skipped, and the
-        result is bit-identical to an uninterrupted run. A lost store shard is not recoverable here:
-        it raises StoreLost and the Trainer resumes from its last checkpoint.
+        its dead peer), in the same placement-group bundles, under a fresh all-reduce group. With the
+        store in the workers (sharded) they restart from the driver's snapshot (`pull`, taken at every
+        epoch end and before an elastic resize) and the steps since it are replayed; with store actors
+        the store's version says how many of this epoch's steps were applied, and the run continues
+        from there reading every shard at that version. Either way no step is applied twice or
+        skipped, and the result is bit-identical to an uninterrupted run. A lost store shard is not
+        recoverable here: it raises StoreLost and the Trainer resumes from its last checkpoint.
+
+        Elastic (`workers=(min, max)`, sync): the epoch runs in segments of ELASTIC_SEGMENT steps, and
+        between two segments, at most every ELASTIC_CHECK_S seconds, the group is resized to what the
+        cluster holds (`fit_to_cluster`) — so a node that joins or leaves mid-epoch is used or let go
+        between steps, not only between epochs.
         """
-        if self.sharded:
-            return self._run_sharded_epoch(batches, on_step)
-        lrs = self._lrs()
-        if self.trainer.sync == "async":
-            t = self.trainer
+        t = self.trainer
+        if t.sync == "async" and not self.sharded:
+            lrs = self._lrs()
             self.scheduler.run_async(batches, lambda _: lrs, on_step, t.staleness, t.timeout_s, self._replace_worker)
             return
-        epoch_base, seen = self.scheduler.version, set()
+        seen = set()
 
-        def once(t, stats):
-            if t not in seen:
-                seen.add(t)
-                on_step(t, stats)
+        def once(step, stats):
+            if step not in seen:
+                seen.add(step)
+                on_step(step, stats)
 
-        start = 0
+        self._epoch_base = self.scheduler.version  # store actors: the version this epoch started from
+        self._snapshot_step = 0  # sharded: the epoch step the driver's snapshot was taken at
+        if self.sharded:
+            hypers = self._hypers()
+            for w in self.group.actors:
+                w.set_hypers.remote(hypers)  # ordered before the steps: actor calls run in submission order
+        segment = ELASTIC_SEGMENT if t.elastic else len(batches)
+        start, checked = 0, time.monotonic()
+        while start < len(batches):
+            stop = min(start + segment, len(batches))
+            self._run_steps(batches, once, start, stop, len(seen))
+            start = stop
+            if t.elastic and start < len(batches) and time.monotonic() - checked >= ELASTIC_CHECK_S:
+                checked = time.monotonic()
+                if self._fitting_workers(*t.elastic) != t.workers:
+                    if self.sharded:
+                        self.pull()  # the snapshot the resized group starts from
+                        self._snapshot_step = start
+                    self.fit_to_cluster(*t.elastic, epoch_step=start)
+        if self.sharded:
+            self.pull()
+
+    def _run_steps(self, batches, on_step, start, stop, done):
+        """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch)."""
+        lrs = None if self.sharded else self._lrs()
+        resume = start
         for attempt in range(self.max_restarts + 1):
             try:
-                self.scheduler.run_sync(batches, lambda t: lrs, once, start)
+                if self.sharded:
+                    self.scheduler.run_sharded(batches, on_step, resume, stop)
+                else:
+                    self.scheduler.run_sync(batches, lambda _: lrs, on_step, resume, stop)
                 return
             except WORKER_FAILURES as exc:
                 if attempt == self.max_restarts:
                     raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
-                version = self._store_version()
+                version = None if self.sharded else self._store_version()
                 dead = self._dead_workers()
                 self._restart_workers()
-                self.scheduler.restart_from(self.group.actors, version)
-                start = version - epoch_base
+                if self.sharded:
+                    self._setup_sharded()
+                    self.scheduler.workers = self.group.actors
+                    resume = self._snapshot_step
+                    how = f"from the snapshot of global step {self.trainer.global_step} and replayed from epoch step {resume}"
+                else:
+                    self.scheduler.restart_from(self.group.actors, version)
+                    resume = version - self._epoch_base
+                    how = f"replayed from global step {version}"
                 self.trainer.history.events.append(
-                    f"worker(s) {dead} died at epoch step {len(seen)}; restarted {self.trainer.workers} workers, "
-                    f"replayed from global step {version} (steps applied: never twice)"
+                    f"worker(s) {dead} died at epoch step {done}; restarted {self.trainer.workers} workers {how} "
+                    "(steps applied: never twice)"
                 )
 
     max_restarts = 3
-
-    def _run_sharded_epoch(self, batches, on_step):
-        """The epoch with the store in the workers; a dead worker restarts the group from the driver's
-        snapshot of the epoch's start (taken by `pull` at every epoch end) and the epoch is replayed."""
-        hypers = self._hypers()
-        for w in self.group.actors:
-            w.set_hypers.remote(hypers)  # ordered before the steps: actor calls run in submission order
-        seen = set()
-
-        def once(t, stats):
-            if t not in seen:
-                seen.add(t)
-                on_step(t, stats)
-
-        for attempt in range(self.max_restarts + 1):
-            try:
-                self.scheduler.run_sharded(batches, once)
-                self.pull()
-                return
-            except WORKER_FAILURES as exc:
-                if attempt == self.max_restarts:
-                    raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
-                dead = self._dead_workers()
-                self._restart_workers()
-                self._setup_sharded()
-                self.scheduler.workers = self.group.actors
-                self.trainer.history.events.append(
-                    f"worker(s) {dead} died at epoch step {len(seen)}; restarted {self.trainer.workers} workers from "
-                    f"the snapshot of global step {self.trainer.global_step} and replayed the epoch (steps applied: "
-                    "never twice)"
-                )
 
     def _store_version(self):
         try:

@@ -63,34 +63,43 @@ class DataParallelScheduler:
         self.version += 1
         return [o[0] for o in outs]
 
-    def run_sync(self, batches, lrs_for_step, on_step, start=0):
-        """Run batches[start:] (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order.
+    def run_sync(self, batches, lrs_for_step, on_step, start=0, stop=None):
+        """Run batches[start:stop] (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order.
 
         A failed worker surfaces as WORKER_FAILURES from the statistics of the step it broke."""
         pending = deque()
-        for t in range(start, len(batches)):
-            indices = batches[t]
-            pending.append((t, self.submit_sync(indices, lrs_for_step(t))))
-            while len(pending) > self.max_in_flight:
+        try:
+            for t in range(start, len(batches) if stop is None else stop):
+                indices = batches[t]
+                pending.append((t, self.submit_sync(indices, lrs_for_step(t))))
+                while len(pending) > self.max_in_flight:
+                    self._finish(*pending.popleft(), on_step)
+            while pending:
                 self._finish(*pending.popleft(), on_step)
-        while pending:
-            self._finish(*pending.popleft(), on_step)
+        except BaseException:
+            _discard([r for _, refs in pending for r in refs])
+            raise
         ray.get(self.param_refs)  # the last update has landed
 
-    def run_sharded(self, batches, on_step, start=0):
-        """Run batches[start:] with the parameter store sharded across the workers: one call per worker
+    def run_sharded(self, batches, on_step, start=0, stop=None):
+        """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
         carries `steps_per_call` steps and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
         per chunk instead of once per step."""
         pending = deque()
-        for first in range(start, len(batches), self.steps_per_call):
-            chunk = batches[first : first + self.steps_per_call]
-            pending.append((first, [w.step_sharded.remote(chunk) for w in self.workers]))
-            self.version += len(chunk)
-            while len(pending) > self.max_in_flight:
+        stop = len(batches) if stop is None else stop
+        try:
+            for first in range(start, stop, self.steps_per_call):
+                chunk = batches[first : min(first + self.steps_per_call, stop)]
+                pending.append((first, [w.step_sharded.remote(chunk) for w in self.workers]))
+                self.version += len(chunk)
+                while len(pending) > self.max_in_flight:
+                    self._finish_chunk(*pending.popleft(), on_step)
+            while pending:
                 self._finish_chunk(*pending.popleft(), on_step)
-        while pending:
-            self._finish_chunk(*pending.popleft(), on_step)
+        except BaseException:
+            _discard([r for _, refs in pending for r in refs])
+            raise
 
     def _finish_chunk(self, first, refs, on_step):
         per_rank = _get_failing_fast(refs)
@@ -284,8 +293,27 @@ def _get_failing_fast(refs):
     remaining = list(refs)
     while remaining:
         ready, remaining = ray.wait(remaining, num_returns=1)
-        ray.get(ready)
+        try:
+            ray.get(ready)
+        except BaseException:
+            _discard(remaining)
+            raise
     return ray.get(refs)
+
+
+def _discard(refs, timeout_s=2.0):
+    """Collect the results of calls a failed step leaves behind, errors included, so that Ray does not
+    print each one as an "Unhandled error" when its ref is dropped (into whatever runs next: a CLI's
+    one-line error became a page of worker tracebacks). Calls still blocked after `timeout_s` (a peer
+    of a dead worker) are left: the restart kills them."""
+    if not refs:
+        return
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except Exception:  # noqa: BLE001, S110  (the failure that matters is being raised already)
+            pass
 
 
 def wait_ready(refs, timeout_s, what):

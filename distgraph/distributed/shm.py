@@ -250,6 +250,11 @@ def _attach(name, size, timeout_s):
             continue
         # rank 0 owns the lifetime; without this, this process's tracker would unlink the segment at exit
         resource_tracker.unregister(shm._name, "shared_memory")
+        if shm.size == 0 and time.monotonic() <= deadline:
+            # sized between our fstat and mmap (rank 0's shm_open, then ftruncate): look again
+            shm.close()
+            time.sleep(0.002)
+            continue
         if shm.size < size:
             shm.close()
             raise DistributedError(f"shm all-reduce: segment {name!r} is {shm.size} bytes, this rank needs {size}")

@@ -1,17 +1,21 @@
-"""Elastic workers=(min, max) follow the cluster between epochs, with a real node joining and leaving.
+"""Elastic workers=(min, max) follow the cluster between steps, with a real node joining and leaving.
 
 A second raylet (`ray start --address ... --num-cpus 1`, its own process group) joins the session's
-2-CPU cluster after the first epoch and is SIGKILLed after the second, as a cloud node that is
-added and then crashes. The group grows 2 → 3 onto it and shrinks 3 → 2 when it is gone, and the
-parameters still match single-process training on the same batches (up to float rounding: the
-gradient is summed over 2 or 3 shards).
+2-CPU cluster, its CPU held by a placeholder actor (a node still booting: joining takes ~10 s here,
+too long to time against an epoch). The placeholder ends in the middle of the second epoch and the
+node is SIGKILLed after it, as a cloud node that is added and then crashes. The group grows 2 → 3
+onto it between two steps of that epoch and shrinks 3 → 2 when it is gone, and the parameters still
+match single-process training on the same batches (up to float rounding: the gradient is summed
+over 2 or 3 shards).
 """
 
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -23,7 +27,7 @@ import distgraph.nn as nn
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _data(n=512):
+def _data(n=512):  # 16 steps of 32
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, 8)).astype(np.float32)
     return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
@@ -47,7 +51,7 @@ def _wait_for_cpus(ray, total, timeout_s=90, resources=None):
 @pytest.fixture
 def extra_node(ray_session):
     """start(): a 1-CPU raylet joins the session's cluster, in its own process group and temp dir (so it
-    never becomes the machine's default cluster for other drivers); lose(): SIGKILL to that group, a
+    never becomes the machine's default cluster for other drivers), and its node id is returned; lose(): SIGKILL to that group, a
     node crash, then wait until the cluster has noticed (missed health checks, about 15 s)."""
     ray = ray_session
     temp_dir = tempfile.mkdtemp(prefix="dgn", dir="/tmp")  # short: Ray's socket paths live under it
@@ -63,6 +67,12 @@ def extra_node(ray_session):
             )
         )
         _wait_for_cpus(ray, 3)
+        (node,) = [
+            n
+            for n in ray.nodes()
+            if n["Alive"] and n["NodeManagerAddress"] and temp_dir in n.get("ObjectStoreSocketName", "")
+        ]
+        return node["NodeID"]
 
     def lose():
         os.killpg(procs[0].pid, signal.SIGKILL)
@@ -77,24 +87,51 @@ def extra_node(ray_session):
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_elastic_group_grows_onto_a_joining_node_and_shrinks_when_it_is_lost(ray_session, extra_node):
+class Placeholder:
+    """Holds the new node's CPU while it lives."""
+
+    def ping(self):
+        return True
+
+
+def test_elastic_group_grows_onto_a_joining_node_between_steps_and_shrinks_when_it_is_lost(ray_session, extra_node):
+    ray = ray_session
+    from ray import cloudpickle
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     start_node, lose_node = extra_node
+    long = _data(16 * 1024)  # 512 steps: the CPU frees up while they run
     reference = _trainer("local", 1)
-    reference.fit(_data(), epochs=3, batch_size=32)
-    _wait_for_cpus(ray_session, 2, resources=ray_session.available_resources)  # earlier tests' actors are gone
+    for data, epochs in ((_data(), 1), (long, 2), (_data(), 3)):
+        reference.fit(data, epochs=epochs, batch_size=32)
+    _wait_for_cpus(ray, 2, resources=ray.available_resources)  # earlier tests' actors are gone
     t = _trainer("ray", (1, 3), allreduce="store")  # the store shards sum the gradients: works across nodes
-    t.fit(_data(), epochs=1, batch_size=32)  # the session's 2 CPUs: two workers
+    t.fit(_data(), epochs=1, batch_size=32)  # two free CPUs: two workers (and the store shards, on this node)
     assert t.workers == 2
-    start_node()
-    t.fit(_data(), epochs=2, batch_size=32)  # epoch 2: three workers, one on the new node
-    assert t.workers == 3
+    node_id = start_node()  # between fits: the Trainer looks at the cluster only while it fits
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Placeholder lives in this test module
+    on_node = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    placeholder = ray.remote(num_cpus=1)(Placeholder).options(scheduling_strategy=on_node).remote()
+    ray.get(placeholder.ping.remote())
+
+    def free_after_32_steps():  # once epoch 2 is under way (the store counts steps)
+        first = t._cluster.scheduler.version
+        while t._cluster.scheduler.version < first + 32:
+            time.sleep(0.01)
+        ray.kill(placeholder)
+
+    freer = threading.Thread(target=free_after_32_steps)
+    freer.start()
+    t.fit(long, epochs=2, batch_size=32)
+    freer.join()
+    assert t.workers == 3, t.history.events
     lose_node()
     hist = t.fit(_data(), epochs=3, batch_size=32)  # epoch 3: the node is gone, back to two
     t.close()
-    assert [e for e in hist.events if e.startswith("elastic")] == [
-        "elastic: 2 -> 3 workers (cluster resources changed)",
-        "elastic: 3 -> 2 workers (cluster resources changed)",
-    ], hist.events
+    grown, shrunk = (e for e in hist.events if e.startswith("elastic"))
+    assert grown.startswith("elastic: 2 -> 3 workers (cluster resources changed, before epoch step "), hist.events
+    assert 32 <= int(grown.rsplit(" ", 1)[1].rstrip(")")) < 512, grown  # between two steps of epoch 2
+    assert shrunk == "elastic: 3 -> 2 workers (cluster resources changed)", hist.events
     assert t.workers == 2 and len(hist) == 3
     for a, b in zip(reference.model.parameters(), t.model.parameters()):
         np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), atol=1e-5)
