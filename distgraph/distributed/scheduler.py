@@ -67,18 +67,8 @@ class DataParallelScheduler:
         """Run batches[start:stop] (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order.
 
         A failed worker surfaces as WORKER_FAILURES from the statistics of the step it broke."""
-        pending = deque()
-        try:
-            for t in range(start, len(batches) if stop is None else stop):
-                indices = batches[t]
-                pending.append((t, self.submit_sync(indices, lrs_for_step(t))))
-                while len(pending) > self.max_in_flight:
-                    self._finish(*pending.popleft(), on_step)
-            while pending:
-                self._finish(*pending.popleft(), on_step)
-        except BaseException:
-            _discard([r for _, refs in pending for r in refs])
-            raise
+        steps = range(start, len(batches) if stop is None else stop)
+        self._pipelined(((t, self.submit_sync(batches[t], lrs_for_step(t))) for t in steps), self._finish, on_step)
         ray.get(self.param_refs)  # the last update has landed
 
     def run_sharded(self, batches, on_step, start=0, stop=None):
@@ -86,17 +76,28 @@ class DataParallelScheduler:
         carries `steps_per_call` steps and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
         per chunk instead of once per step."""
-        pending = deque()
         stop = len(batches) if stop is None else stop
-        try:
+
+        def calls():
             for first in range(start, stop, self.steps_per_call):
                 chunk = batches[first : min(first + self.steps_per_call, stop)]
-                pending.append((first, [w.step_sharded.remote(chunk) for w in self.workers]))
+                refs = [w.step_sharded.remote(chunk) for w in self.workers]
                 self.version += len(chunk)
+                yield first, refs
+
+        self._pipelined(calls(), self._finish_chunk, on_step)
+
+    def _pipelined(self, submissions, finish, on_step):
+        """Submit (step, refs) from `submissions` while at most `max_in_flight` are unfinished, finishing
+        them in order; on a failure, the calls still in flight are collected (`_discard`) and it re-raises."""
+        pending = deque()
+        try:
+            for submitted in submissions:
+                pending.append(submitted)
                 while len(pending) > self.max_in_flight:
-                    self._finish_chunk(*pending.popleft(), on_step)
+                    finish(*pending.popleft(), on_step)
             while pending:
-                self._finish_chunk(*pending.popleft(), on_step)
+                finish(*pending.popleft(), on_step)
         except BaseException:
             _discard([r for _, refs in pending for r in refs])
             raise

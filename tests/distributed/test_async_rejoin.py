@@ -6,11 +6,6 @@ SIGKILLed mid-fit is replaced by a new actor that rejoins as a new incarnation, 
 reaches the async accuracy bar (≥ 93% test accuracy).
 """
 
-import os
-import signal
-import threading
-import time
-
 import numpy as np
 import pytest
 
@@ -19,6 +14,7 @@ import distgraph.nn as nn
 from distgraph.datasets import digits
 from distgraph.distributed.param_store import ParameterShard
 from distgraph.errors import DistributedError
+from tests.distributed.helpers import kill_when, worker_pid
 
 
 def _shard():
@@ -79,22 +75,6 @@ def _digits_mlp():
     return model, dg.optim.Adam(model.parameters(), lr=1e-3)
 
 
-def _kill_worker_mid_epoch(trainer, rank, after_epochs):
-    """In a thread: a little into epoch `after_epochs + 1`, SIGKILL worker `rank`'s process."""
-
-    def run():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (trainer._cluster is None or len(trainer.history) < after_epochs):
-            time.sleep(0.005)
-        time.sleep(0.1)  # into the next epoch
-        pid = dg.distributed.runtime.gather(trainer._cluster.group.actors[rank].ping.remote(), timeout_s=10)[1]
-        os.kill(pid, signal.SIGKILL)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.ray
 def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_percent(ray_session):
     (x, y), test = digits(seed=0)
@@ -102,7 +82,7 @@ def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_perce
     with dg.Trainer(
         model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=2, progress=False
     ) as trainer:
-        killer = _kill_worker_mid_epoch(trainer, rank=1, after_epochs=1)
+        killer = kill_when(trainer, 1, worker_pid(1))
         history = trainer.fit((x, y), epochs=8, batch_size=32)
         killer.join()
         ev = trainer.evaluate(test)

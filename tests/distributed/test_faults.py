@@ -1,10 +1,8 @@
 """Faults injected for real: worker and store processes killed mid-fit, the driver killed mid-run."""
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -13,6 +11,7 @@ import yaml
 
 import distgraph as dg
 import distgraph.nn as nn
+from tests.distributed.helpers import kill_when, worker_pid
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,26 +33,11 @@ def params(t):
     return [p.detach().numpy().copy() for p in t.model.parameters()]
 
 
-def kill_when(t, after_epochs, pick):
-    """In a thread: once `after_epochs` epochs are done, SIGKILL the process `pick(cluster)` names."""
-
-    def run():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (t._cluster is None or len(t.history) < after_epochs):
-            time.sleep(0.01)
-        time.sleep(0.05)  # into the next epoch
-        os.kill(pick(t._cluster), signal.SIGKILL)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session):
     reference = trainer("local")
     reference.fit(data(), epochs=3, batch_size=16)
     t = trainer("ray")
-    killer = kill_when(t, 1, lambda c: dg.distributed.runtime.gather(c.group.actors[1].ping.remote())[1])
+    killer = kill_when(t, 1, worker_pid(1))
     t.fit(data(), epochs=3, batch_size=16)
     killer.join()
     t.close()
@@ -114,7 +98,7 @@ def test_killed_driver_resumes_to_the_same_parameters(tmp_path):
 
 def test_async_worker_death_drops_and_fences_it_and_training_continues(ray_session):
     t = trainer("ray", sync="async", staleness=1)
-    killer = kill_when(t, 1, lambda c: dg.distributed.runtime.gather(c.group.actors[0].ping.remote())[1])
+    killer = kill_when(t, 1, worker_pid(0))
     hist = t.fit(data(), epochs=3, batch_size=16)
     killer.join()
     ev = t.evaluate(data())
