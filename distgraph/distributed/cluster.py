@@ -6,6 +6,7 @@ them out again (after a checkpoint is loaded). Learning rates are read from the 
 before every step, so the user's lr scheduler drives the remote updates.
 """
 
+import socket
 import time
 import uuid
 
@@ -20,6 +21,7 @@ from distgraph.errors import ConfigError, DistributedError
 
 ELASTIC_SEGMENT = 16  # elastic runs: steps between two looks at the cluster's resources
 ELASTIC_CHECK_S = 1.0  # and at most one look a second (each asks the GCS)
+NODE_LOSS_WAIT_S = 90.0  # elastic: how long to wait for the cluster to declare a lost node dead
 
 
 class StoreLost(DistributedError):
@@ -32,6 +34,39 @@ def _unlink_segments(group):
 
     for name in leaked(group + "."):
         _remove(name)
+
+
+def _lost_nodes(pg, ranks):
+    """Ids of the nodes that held the bundles of `ranks` and are gone: marked dead, or their raylet no
+    longer takes a connection (a killed node is refused at once; the cluster's health checks mark it
+    dead only ~15–30 s later). A worker whose node still answers died alone (a process fault)."""
+    placed = ray.util.placement_group_table(pg).get("bundles_to_node_id", {})
+    nodes = {n["NodeID"]: n for n in ray.nodes()}
+    lost = set()
+    for rank in ranks:
+        node = nodes.get(placed.get(rank))
+        if node is not None and not (node["Alive"] and _answers(node["NodeManagerAddress"], node["NodeManagerPort"])):
+            lost.add(node["NodeID"])
+    return lost
+
+
+def _answers(host, port, timeout_s=1.0):
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait_until_dead(node_ids, timeout_s):
+    """Wait until the cluster marks every node of `node_ids` dead (its placement-group bundles are
+    released then, and its CPUs leave the totals); False if it has not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(n["Alive"] for n in ray.nodes() if n["NodeID"] in node_ids):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _bundles_on_live_nodes(pg):
@@ -255,7 +290,7 @@ class RayCluster:
         start, checked = 0, time.monotonic()
         while start < len(batches):
             stop = min(start + segment, len(batches))
-            self._run_steps(batches, once, start, stop, len(seen))
+            self._run_steps(batches, once, start, stop, seen)
             start = stop
             if t.elastic and start < len(batches) and time.monotonic() - checked >= ELASTIC_CHECK_S:
                 checked = time.monotonic()
@@ -267,8 +302,9 @@ class RayCluster:
         if self.sharded:
             self.pull()
 
-    def _run_steps(self, batches, on_step, start, stop, done):
-        """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch)."""
+    def _run_steps(self, batches, on_step, start, stop, seen):
+        """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch); `seen`:
+        the epoch steps reported so far."""
         lrs = None if self.sharded else self._lrs()
         resume = start
         for attempt in range(self.max_restarts + 1):
@@ -282,20 +318,28 @@ class RayCluster:
                 if attempt == self.max_restarts:
                     raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
                 version = None if self.sharded else self._store_version()
+                resume = self._snapshot_step if self.sharded else version - self._epoch_base
                 dead = self._dead_workers()
-                self._restart_workers()
+                lost = _lost_nodes(self.group.pg, dead) if self.trainer.elastic else set()
+                if (
+                    lost
+                    and _wait_until_dead(lost, NODE_LOSS_WAIT_S)
+                    and self.fit_to_cluster(*self.trainer.elastic, resume)
+                ):
+                    action = f"their node was lost; went on with {self.trainer.workers} workers"  # elastic: shrunk
+                else:
+                    self._restart_workers()
+                    if self.sharded:
+                        self._setup_sharded()
+                        self.scheduler.workers = self.group.actors
+                    action = f"restarted {self.trainer.workers} workers"
                 if self.sharded:
-                    self._setup_sharded()
-                    self.scheduler.workers = self.group.actors
-                    resume = self._snapshot_step
-                    how = f"from the snapshot of global step {self.trainer.global_step} and replayed from epoch step {resume}"
+                    how = f"from the snapshot of global step {self.trainer.global_step}, replayed from epoch step {resume}"
                 else:
                     self.scheduler.restart_from(self.group.actors, version)
-                    resume = version - self._epoch_base
                     how = f"replayed from global step {version}"
                 self.trainer.history.events.append(
-                    f"worker(s) {dead} died at epoch step {done}; restarted {self.trainer.workers} workers {how} "
-                    "(steps applied: never twice)"
+                    f"worker(s) {dead} died at epoch step {len(seen)}; {action} {how} (steps applied: never twice)"
                 )
 
     max_restarts = 3
