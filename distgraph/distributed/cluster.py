@@ -266,7 +266,8 @@ class RayCluster:
         Elastic (`workers=(min, max)`, sync): the epoch runs in segments of ELASTIC_SEGMENT steps, and
         between two segments, at most every ELASTIC_CHECK_S seconds, the group is resized to what the
         cluster holds (`fit_to_cluster`) — so a node that joins or leaves mid-epoch is used or let go
-        between steps, not only between epochs.
+        between steps, not only between epochs. A worker that died with its node (`_lost_nodes`) is
+        not restarted in its lost bundle: once the cluster declares the node dead, the group shrinks.
         """
         t = self.trainer
         if t.sync == "async" and not self.sharded:
