@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -114,20 +115,36 @@ class Blocker:
         return True
 
 
-def test_elastic_workers_grow_when_the_cluster_frees_resources(ray_session):
+def test_elastic_workers_grow_between_steps_when_the_cluster_frees_resources(ray_session):
+    """The store in the workers (sharded): the driver snapshots the parameters mid-epoch, the group
+    grows 1 -> 2 from that step, and the result matches local training on the same batches."""
     ray = ray_session
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Blocker lives in this test module
     blocker = ray.remote(num_cpus=1)(Blocker).remote()
     ray.get(blocker.ping.remote())
+    long = data(16 * 1024)  # 1,024 steps of 16: seconds, so the once-a-second look at the cluster comes mid-epoch
+    reference = trainer("local", 1)
+    reference.fit(data(256), epochs=1, batch_size=16)
+    reference.fit(long, epochs=2, batch_size=16)
     t = trainer("ray", workers=(1, 2))
     t.fit(data(256), epochs=1, batch_size=16)  # the cluster has one free CPU: one worker
-    ray.kill(blocker)
-    deadline = time.monotonic() + 30
-    while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    hist = t.fit(data(256), epochs=3, batch_size=16)  # epochs 2-3: grows to two
+    assert t.workers == 1
+
+    def free_after_64_steps():
+        first = t._cluster.scheduler.version
+        while t._cluster.scheduler.version < first + 64:
+            time.sleep(0.005)
+        ray.kill(blocker)
+
+    freer = threading.Thread(target=free_after_64_steps)
+    freer.start()
+    hist = t.fit(long, epochs=2, batch_size=16)  # epoch 2: grows to two between steps
+    freer.join()
     t.close()
-    assert any("elastic: 1 -> 2 workers" in e for e in hist.events), hist.events
-    assert hist["loss"][-1] < hist["loss"][0]
+    (grown,) = (e for e in hist.events if e.startswith("elastic"))
+    assert grown.startswith("elastic: 1 -> 2 workers (cluster resources changed, before epoch step "), hist.events
+    assert 64 <= int(grown.rsplit(" ", 1)[1].rstrip(")")) < 1024, grown
+    for a, b in zip(params(reference), params(t)):
+        np.testing.assert_allclose(b, a, atol=1e-5)
