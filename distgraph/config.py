@@ -31,6 +31,7 @@ SCHEMA = {
         "bucket_mb": float,
         "checkpoint_dir": str,
         "checkpoint_every": int,
+        "checkpoint_every_steps": int,
         "cpus_per_worker": int,
         "address": str,
     },

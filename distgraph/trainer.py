@@ -99,6 +99,7 @@ class Trainer:
         grad_scaler=None,
         checkpoint_dir=None,
         checkpoint_every=None,
+        checkpoint_every_steps=None,
         address=None,
         cpus_per_worker=1,
         seed=0,
@@ -132,11 +133,18 @@ class Trainer:
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
         self.strategy, self.micro_batches = strategy, micro_batches
+        if checkpoint_every_steps is not None and (
+            not isinstance(checkpoint_every_steps, int) or checkpoint_every_steps < 1
+        ):
+            raise ConfigError(f"Trainer: checkpoint_every_steps must be a positive int, got {checkpoint_every_steps!r}")
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.checkpoint_every_steps = checkpoint_every_steps if checkpoint_dir else None
         self.step_fn = ShardStep(model, loss_fn, device)
         self.history = History()
         self.epoch = 0  # epochs completed
+        self.epoch_step = 0  # steps of epoch `self.epoch` completed (a mid-epoch checkpoint resumes there)
         self.global_step = 0
+        self._last_checkpoint_step = 0
         self._cluster = None
 
     # ---- fit -------------------------------------------------------------------------------------------
@@ -149,9 +157,10 @@ class Trainer:
         if self._cluster is not None:
             self._cluster.set_data(x, y)
         while self.epoch < epochs:
-            epoch = self.epoch
+            epoch, first = self.epoch, self.epoch_step
             batches = epoch_batches(len(x), batch_size, self.seed, epoch)
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
+            bar.update(first)
             parts, start = [], time.perf_counter()
 
             def on_step(t, stats, bar=bar, parts=parts, start=start):
@@ -163,15 +172,19 @@ class Trainer:
             if self._cluster is not None:
                 if self.elastic:
                     self._cluster.fit_to_cluster(*self.elastic)
-                if not self._run_remote_epoch(batches, on_step):
+                if not self._run_remote_epoch(batches, on_step, first):
                     bar.close()
                     continue  # a store shard was lost: restored from the checkpoint, redo from there
             else:
-                for t, idx in enumerate(batches):
-                    on_step(t, self._local_step(x, y, idx))
+                for t in range(first, len(batches)):
+                    on_step(t, self._local_step(x, y, batches[t]))
+                    if t + 1 < len(batches):
+                        self._step_checkpoint(t + 1)
             bar.close()
+            self.epoch_step = 0
             elapsed = time.perf_counter() - start
-            record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": len(x) / elapsed, "time_s": elapsed}
+            done = sum(p["count"] for p in parts)
+            record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": done / elapsed, "time_s": elapsed}
             if self.grad_scaler is not None:
                 record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
@@ -214,18 +227,41 @@ class Trainer:
             return RayCluster(self)
         return None
 
-    def _run_remote_epoch(self, batches, on_step):
-        """True when the epoch ran; False after restoring from the last checkpoint because a
-        parameter-store shard died (its steps since that checkpoint are redone, none applied twice)."""
+    def _step_checkpoint(self, epoch_step):
+        """Between two steps of an epoch: save a checkpoint when `checkpoint_every_steps` have passed
+        since the last one (it records `epoch_step`, so a resume continues inside the epoch). True if saved."""
+        every = self.checkpoint_every_steps
+        if every is None or self.global_step - self._last_checkpoint_step < every:
+            return False
+        self.epoch_step = epoch_step
+        self.save_checkpoint()
+        return True
+
+    def _run_remote_epoch(self, batches, on_step, first=0):
+        """True when the epoch ran (from its step `first`); False after restoring from the last
+        checkpoint because a parameter-store shard died (its steps since that checkpoint are redone,
+        none applied twice)."""
         from distgraph.distributed.cluster import StoreLost
 
         first_step = self.global_step
+        reported = []
+
+        def counted(t, stats):
+            reported.append(t)
+            on_step(t, stats)
+
+        def between_steps(step):  # the cluster calls this between two segments of the epoch
+            self.global_step = first_step + step - first
+            return self._step_checkpoint(step)
+
         try:
-            ran = self._cluster.run_epoch(batches, on_step)
+            ran = self._cluster.run_epoch(
+                batches, counted, start=first, segment=self.checkpoint_every_steps, on_segment=between_steps
+            )
         except StoreLost as exc:
             if not (self.checkpoint_dir and os.path.exists(self.checkpoint_path())):
                 raise
-            lost_at = self.epoch
+            lost_at, lost_step = self.epoch, first_step + len(reported)
             data = self._cluster.data_refs
             self._cluster.close()
             self._cluster = None
@@ -236,11 +272,12 @@ class Trainer:
             self._cluster.data_refs = data
             self._cluster.resend_data()
             self.history.events.append(
-                f"parameter store lost in epoch {lost_at + 1} ({exc}); restored the checkpoint of epoch {self.epoch} "
-                f"and redid {lost_at - self.epoch + 1} epoch(s)"
+                f"parameter store lost in epoch {lost_at + 1} at global step {lost_step} ({exc}); restored the "
+                f"checkpoint of global step {self.global_step} (epoch {self.epoch + 1}, step {self.epoch_step}): "
+                f"{lost_step - self.global_step} step(s) to redo"
             )
             return False
-        self.global_step = first_step + (len(batches) if ran is None else ran)
+        self.global_step = first_step + (len(batches) - first if ran is None else ran)
         return True
 
     def _local_step(self, x, y, idx):
@@ -291,6 +328,7 @@ class Trainer:
             "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
@@ -304,6 +342,8 @@ class Trainer:
         if self.grad_scaler is not None and sd.get("grad_scaler") is not None:
             self.grad_scaler.load_state_dict(sd["grad_scaler"])
         self.epoch, self.global_step, self.seed = int(sd["epoch"]), int(sd["global_step"]), int(sd["seed"])
+        self.epoch_step = int(sd.get("epoch_step", 0))  # checkpoints from before step checkpoints: epoch ends
+        self._last_checkpoint_step = self.global_step
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
         if self._cluster is not None:
             self._cluster.push()
@@ -314,6 +354,7 @@ class Trainer:
         path = path or self.checkpoint_path()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         save(self.state_dict(), path)
+        self._last_checkpoint_step = self.global_step
         return path
 
     def load_checkpoint(self, path=None):
@@ -326,7 +367,8 @@ class Trainer:
             raise ConfigError("Trainer.fit(resume=True) needs checkpoint_dir")
         if os.path.exists(self.checkpoint_path()):
             self.load_checkpoint()
-            self.history.events.append(f"resumed from {self.checkpoint_path()} at epoch {self.epoch}")
+            where = f", step {self.epoch_step}" if self.epoch_step else ""
+            self.history.events.append(f"resumed from {self.checkpoint_path()} at epoch {self.epoch}{where}")
 
     def close(self):
         if self._cluster is not None:

@@ -106,7 +106,9 @@ class PlanTrainer:
         )
         return self.executor
 
-    def run_epoch(self, batches, on_step):
+    def run_epoch(self, batches, on_step, start=0, segment=None, on_segment=None):
+        """Steps [start, len) of the epoch on the plan's executor; `on_segment(step)` is called every
+        `segment` steps (the Trainer's step checkpoints). Returns the number of steps run."""
         from distgraph.autograd.tensor import Tensor
 
         full = len(batches[0])
@@ -119,14 +121,17 @@ class PlanTrainer:
             )
         executor = self._executor_for(full)
         opt = self.trainer.optimizer
-        for t, idx in enumerate(kept):
+        for t in range(start, len(kept)):
+            idx = kept[t]
             outs = executor.run(self.x[idx], self.y[idx], *[p.array for p in self.graph_params])
             loss, grads = outs[0], outs[1:]
             for p, g in zip(self.params, grads):
                 p.grad = Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
             opt.step()
             on_step(t, {"loss": float(loss), "count": len(idx)})
-        return len(kept)
+            if on_segment is not None and segment and (t + 1 - start) % segment == 0 and t + 1 < len(kept):
+                on_segment(t + 1)
+        return max(len(kept) - start, 0)
 
     def pull(self):
         """The driver's model is the authoritative copy here: nothing to fetch."""

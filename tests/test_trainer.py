@@ -89,3 +89,36 @@ def test_optimizer_factory_and_iterable_of_batches():
     assert hist["loss"][-1] < hist["loss"][0]
     with pytest.raises(ConfigError, match="iterable of"):
         t.fit(42)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_step_checkpoints_resume_inside_an_epoch_to_the_same_bits(tmp_path):
+    """checkpoint_every_steps=5 (and one at every epoch end): a run stopped in its 24th step (epoch 2,
+    step 8 of 16) resumes from the checkpoint of global step 21 (epoch 2, 5 steps after the epoch-end
+    checkpoint at 16), redoes 2 steps and ends with the uninterrupted run's bits."""
+    x, y = data(256)  # 16 steps of 16 per epoch
+    reference = make()
+    reference.fit((x, y), epochs=3, batch_size=16)
+
+    dg.manual_seed(0)
+    calls = [0]
+
+    def stopping_loss(out, target):  # stands in for a killed driver: the 24th step never finishes
+        calls[0] += 1
+        if calls[0] == 24:
+            raise _Interrupted
+        return nn.functional.cross_entropy(out, target)
+
+    first = make(checkpoint_dir=str(tmp_path), checkpoint_every_steps=5)
+    first.loss_fn = first.step_fn.loss_fn = stopping_loss
+    with pytest.raises(_Interrupted):
+        first.fit((x, y), epochs=3, batch_size=16)
+    resumed = make(checkpoint_dir=str(tmp_path), checkpoint_every_steps=5)
+    resumed.fit((x, y), epochs=3, batch_size=16, resume=True)
+    assert any(e.endswith("at epoch 1, step 5") for e in resumed.history.events), resumed.history.events
+    assert resumed.global_step == 48 and len(resumed.history) == 3
+    for a, b in zip(reference.model.parameters(), resumed.model.parameters()):
+        assert np.array_equal(a.detach().numpy(), b.detach().numpy())

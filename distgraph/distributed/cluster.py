@@ -251,8 +251,13 @@ class RayCluster:
         lrs = [g["lr"] for g in self.trainer.optimizer.param_groups]
         return [[lrs[self.param_group[i]] for i in members] for members in self.members]
 
-    def run_epoch(self, batches, on_step):
-        """Run one epoch's batches; a dead worker is replaced and the interrupted steps replayed.
+    def run_epoch(self, batches, on_step, start=0, segment=None, on_segment=None):
+        """Run the epoch's batches from step `start`; a dead worker is replaced and the interrupted steps replayed.
+
+        With `segment`, the steps run `segment` at a time and `on_segment(step)` is called between two
+        segments, with every step before `step` applied; it returns True when it took a snapshot of
+        the parameters (the Trainer's step checkpoints, through `pull`), which sharded recovery then
+        replays from.
 
         Recovery (sync): every worker is restarted (a live one may be blocked in the all-reduce with
         its dead peer), in the same placement-group bundles, under a fresh all-reduce group. With the
@@ -272,7 +277,9 @@ class RayCluster:
         t = self.trainer
         if t.sync == "async" and not self.sharded:
             lrs = self._lrs()
-            self.scheduler.run_async(batches, lambda _: lrs, on_step, t.staleness, t.timeout_s, self._replace_worker)
+            self.scheduler.run_async(
+                batches[start:], lambda _: lrs, on_step, t.staleness, t.timeout_s, self._replace_worker
+            )
             return
         seen = set()
 
@@ -281,19 +288,23 @@ class RayCluster:
                 seen.add(step)
                 on_step(step, stats)
 
-        self._epoch_base = self.scheduler.version  # store actors: the version this epoch started from
-        self._snapshot_step = 0  # sharded: the epoch step the driver's snapshot was taken at
+        self._epoch_base = self.scheduler.version - start  # store actors: the version this epoch started from
+        self._snapshot_step = start  # sharded: the epoch step the driver's snapshot was taken at
         if self.sharded:
             hypers = self._hypers()
             for w in self.group.actors:
                 w.set_hypers.remote(hypers)  # ordered before the steps: actor calls run in submission order
-        segment = ELASTIC_SEGMENT if t.elastic else len(batches)
-        start, checked = 0, time.monotonic()
+        segment = min(segment or len(batches), ELASTIC_SEGMENT if t.elastic else len(batches))
+        checked = time.monotonic()
         while start < len(batches):
             stop = min(start + segment, len(batches))
             self._run_steps(batches, once, start, stop, seen)
             start = stop
-            if t.elastic and start < len(batches) and time.monotonic() - checked >= ELASTIC_CHECK_S:
+            if start == len(batches):
+                break
+            if on_segment is not None and on_segment(start) and self.sharded:
+                self._snapshot_step = start
+            if t.elastic and time.monotonic() - checked >= ELASTIC_CHECK_S:
                 checked = time.monotonic()
                 if self._fitting_workers(*t.elastic) != t.workers:
                     if self.sharded:
@@ -375,7 +386,10 @@ class RayCluster:
         """Copy the store's parameters and optimizer state into the driver's model and optimizer."""
         if self.sharded:
             return self._pull_sharded()
-        states = ray.get([s.state_dict.remote() for s in self.stores])
+        try:
+            states = ray.get([s.state_dict.remote() for s in self.stores], timeout=self.trainer.timeout_s)
+        except WORKER_FAILURES as exc:
+            raise StoreLost(f"a parameter-store shard died: {exc}") from exc
         opt_state = {}
         for sd in states:
             for i, arr, st in zip(sd["indices"], sd["params"], sd["state"]):
