@@ -94,7 +94,12 @@ class Placeholder:
         return True
 
 
-def test_elastic_group_grows_onto_a_joining_node_between_steps_and_shrinks_when_it_is_lost(ray_session, extra_node):
+def test_elastic_group_grows_onto_a_joining_node_between_steps_and_shrinks_when_it_is_lost(
+    ray_session, extra_node, monkeypatch
+):
+    from distgraph.distributed import cluster
+
+    monkeypatch.setattr(cluster, "ELASTIC_CHECK_S", 0.0)  # look at every segment of 16 steps, whatever their pace
     ray = ray_session
     from ray import cloudpickle
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
