@@ -229,13 +229,11 @@ class Trainer:
 
     def _step_checkpoint(self, epoch_step):
         """Between two steps of an epoch: save a checkpoint when `checkpoint_every_steps` have passed
-        since the last one (it records `epoch_step`, so a resume continues inside the epoch). True if saved."""
+        since the last one (it records `epoch_step`, so a resume continues inside the epoch)."""
         every = self.checkpoint_every_steps
-        if every is None or self.global_step - self._last_checkpoint_step < every:
-            return False
-        self.epoch_step = epoch_step
-        self.save_checkpoint()
-        return True
+        if every is not None and self.global_step - self._last_checkpoint_step >= every:
+            self.epoch_step = epoch_step
+            self.save_checkpoint()
 
     def _run_remote_epoch(self, batches, on_step, first=0):
         """True when the epoch ran (from its step `first`); False after restoring from the last
@@ -252,7 +250,7 @@ class Trainer:
 
         def between_steps(step):  # the cluster calls this between two segments of the epoch
             self.global_step = first_step + step - first
-            return self._step_checkpoint(step)
+            self._step_checkpoint(step)
 
         try:
             ran = self._cluster.run_epoch(

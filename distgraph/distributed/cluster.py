@@ -91,6 +91,7 @@ class RayCluster:
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
+        self._epoch_base = self._snapshot_step = 0  # run_epoch sets them; `pull` moves the snapshot
         self.group = runtime.WorkerGroup(
             TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
         )
@@ -255,9 +256,8 @@ class RayCluster:
         """Run the epoch's batches from step `start`; a dead worker is replaced and the interrupted steps replayed.
 
         With `segment`, the steps run `segment` at a time and `on_segment(step)` is called between two
-        segments, with every step before `step` applied; it returns True when it took a snapshot of
-        the parameters (the Trainer's step checkpoints, through `pull`), which sharded recovery then
-        replays from.
+        segments, with every step before `step` applied (the Trainer's step checkpoints; their `pull`
+        is a snapshot that sharded recovery then replays from).
 
         Recovery (sync): every worker is restarted (a live one may be blocked in the all-reduce with
         its dead peer), in the same placement-group bundles, under a fresh all-reduce group. With the
@@ -288,8 +288,8 @@ class RayCluster:
                 seen.add(step)
                 on_step(step, stats)
 
-        self._epoch_base = self.scheduler.version - start  # store actors: the version this epoch started from
-        self._snapshot_step = start  # sharded: the epoch step the driver's snapshot was taken at
+        self._epoch_base = self.trainer.global_step - start  # the global step this epoch started from
+        self._snapshot_step = start  # sharded: the epoch step of the driver's last snapshot (set by `pull`)
         if self.sharded:
             hypers = self._hypers()
             for w in self.group.actors:
@@ -302,14 +302,13 @@ class RayCluster:
             start = stop
             if start == len(batches):
                 break
-            if on_segment is not None and on_segment(start) and self.sharded:
-                self._snapshot_step = start
+            if on_segment is not None:
+                on_segment(start)
             if t.elastic and time.monotonic() - checked >= ELASTIC_CHECK_S:
                 checked = time.monotonic()
                 if self._fitting_workers(*t.elastic) != t.workers:
                     if self.sharded:
                         self.pull()  # the snapshot the resized group starts from
-                        self._snapshot_step = start
                     self.fit_to_cluster(*t.elastic, epoch_step=start)
         if self.sharded:
             self.pull()
@@ -409,6 +408,7 @@ class RayCluster:
         for p, arr in zip(self.params, params):
             p.array[...] = arr
         self.trainer.global_step = version
+        self._snapshot_step = version - self._epoch_base  # where a replay after a worker fault starts
         if self.trainer.grad_scaler is not None:
             self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
         osd = self.trainer.optimizer.state_dict()

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -193,8 +193,6 @@ class LocalExecutor:
 
     def _run_dag(self, env, subgraphs):
         """Submit each subgraph when its inputs exist; wait on whichever finishes first."""
-        from concurrent.futures import FIRST_COMPLETED
-
         pending = list(subgraphs)
         running = {}
         pool = self._pool("dg-worker", self.workers)
