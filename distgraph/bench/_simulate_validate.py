@@ -4,7 +4,8 @@ What is predicted: the synchronous Trainer's step with the parameter store shard
 (`distributed/zero.py`): each worker computes its half of the batch, copies its flat gradient into its
 slot of one shared-memory segment, meets the others at a barrier, sums its own chunk of every slot,
 applies the optimizer to its own chunk of the parameters (which live in the segment), and meets them
-again; one Ray call carries `steps_per_call` (4) such steps, so Ray's cost is paid once per 4 steps.
+again; one Ray call carries STEPS_PER_CALL (4) such steps, so Ray's cost is paid once per 4 steps
+(fixed here, so that the epoch holds several calls to time; the Trainer sizes its calls to ~1 s).
 
 Every input is measured here, none is fitted to the 2-worker result. Probe actors (`runtime.spawn`:
 the workers' allocator settings, one BLAS thread each) time, in lockstep through a segment barrier so
@@ -46,6 +47,7 @@ from distgraph.bench._util import machine, table
 
 SIZES = (256, 512, 512, 10)
 BATCH = 256
+STEPS_PER_CALL = 4
 SMALL_BYTES = 4096
 
 
@@ -194,6 +196,8 @@ def _trainer(workers, batch, sizes, data):
     opt = dg.optim.SGD(model.parameters(), lr=0.01)
     t = dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend="ray", progress=False)
     t.fit(data, epochs=1, batch_size=batch)
+    # fixed calls of STEPS_PER_CALL steps: the step time is read off the intervals between call starts
+    t._cluster.scheduler.steps_per_call = STEPS_PER_CALL
     return t
 
 

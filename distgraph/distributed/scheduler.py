@@ -24,21 +24,32 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from distgraph.distributed.step import merge_statistics
+from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistributedError
 
 WORKER_FAILURES = (RayActorError, RayTaskError)
 
+# Sharded sync steps per Ray call: a call carries about CALL_SECONDS of steps (measured on the calls
+# finished so far; FIRST_CALL_STEPS before any), so Ray's per-call cost — ~2 ms of driver, raylet
+# and worker CPU here, taken from the workers' cores when they fill the machine — is spread thin,
+# while the driver still hears of progress (and of a failure) a few times a second.
+CALL_SECONDS = 1.0
+FIRST_CALL_STEPS = 4
+MAX_STEPS_PER_CALL = 64
+
 
 class DataParallelScheduler:
-    def __init__(self, workers, stores, max_in_flight=2, on_event=None, steps_per_call=4):
+    def __init__(self, workers, stores, max_in_flight=2, on_event=None, steps_per_call=None):
         self.workers = workers  # list of actor handles (rank order)
         self.stores = stores  # list of store-shard actor handles
         self.max_in_flight = max_in_flight
-        self.steps_per_call = steps_per_call
+        self.steps_per_call = steps_per_call  # sharded: fixed steps per call; None sizes calls to CALL_SECONDS
+        self.step_seconds = None  # sharded: seconds per step of the last finished call (rank 0's clock)
         self.reduce_in_store = False  # True when workers span nodes: shards sum the workers' gradients
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
+        self.snapshot = None  # sharded: every rank's state_chunk() returned by run_sharded's last call
         self.incarnations = {}  # async: worker -> its current incarnation (the stores fence lower ones)
         self.rejoining = {}  # async: ref ready when a dropped worker may rejoin -> (worker, actor, since); outlives a run
         self.on_worker_stats = None  # optional (step, [statistics of each rank]) hook, e.g. a timeline.Timeline's add
@@ -71,21 +82,29 @@ class DataParallelScheduler:
         self._pipelined(((t, self.submit_sync(batches[t], lrs_for_step(t))) for t in steps), self._finish, on_step)
         ray.get(self.param_refs)  # the last update has landed
 
-    def run_sharded(self, batches, on_step, start=0, stop=None):
+    def run_sharded(self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False):
         """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
-        carries `steps_per_call` steps and nothing else is sent (the workers reduce and update between
+        carries several steps (`_call_steps`) and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
-        per chunk instead of once per step."""
+        per chunk instead of once per step. `hypers` go with the first call; with `snapshot` (True, or
+        "state": without the parameters) the last call also returns every rank's `state_chunk()` after
+        the last step, which this returns (else None)."""
         stop = len(batches) if stop is None else stop
+        self.snapshot = None
 
         def calls():
-            for first in range(start, stop, self.steps_per_call):
-                chunk = batches[first : min(first + self.steps_per_call, stop)]
-                refs = [w.step_sharded.remote(chunk) for w in self.workers]
-                self.version += len(chunk)
+            first = start
+            while first < stop:
+                last = min(first + self._call_steps(), stop)
+                options = {"hypers": hypers if first == start else None, "snapshot": snapshot if last == stop else False}
+                packed = pack_indices(batches[first:last])
+                refs = [w.step_sharded.remote(packed, **options) for w in self.workers]
+                self.version += last - first
                 yield first, refs
+                first = last
 
         self._pipelined(calls(), self._finish_chunk, on_step)
+        return self.snapshot
 
     def _pipelined(self, submissions, finish, on_step):
         """Submit (step, refs) from `submissions` while at most `max_in_flight` are unfinished, finishing
@@ -102,12 +121,23 @@ class DataParallelScheduler:
             _discard([r for _, refs in pending for r in refs])
             raise
 
+    def _call_steps(self):
+        if self.steps_per_call:
+            return self.steps_per_call
+        if not self.step_seconds:
+            return FIRST_CALL_STEPS
+        return max(1, min(MAX_STEPS_PER_CALL, round(CALL_SECONDS / self.step_seconds)))
+
     def _finish_chunk(self, first, refs, on_step):
-        per_rank = _get_failing_fast(refs)
+        per_rank, snapshots = zip(*_get_failing_fast(refs))
+        steps = per_rank[0]
+        self.step_seconds = (steps[-1]["t_end"] - steps[0]["t_start"]) / len(steps)
         for k, parts in enumerate(zip(*per_rank)):
             if self.on_worker_stats is not None:
                 self.on_worker_stats(first + k, list(parts))
             on_step(first + k, merge_statistics(parts))
+        if snapshots[0] is not None:
+            self.snapshot = list(snapshots)
 
     def _finish(self, t, refs, on_step):
         parts = _get_failing_fast(refs)
@@ -292,7 +322,7 @@ def _get_failing_fast(refs):
     """ray.get of several refs that raises as soon as any of them failed — not after the others
     finish (a live worker may be blocked in the all-reduce, waiting for the dead one)."""
     remaining = list(refs)
-    while remaining:
+    while len(remaining) > 1:  # the last one to finish is read with the rest
         ready, remaining = ray.wait(remaining, num_returns=1)
         try:
             ray.get(ready)

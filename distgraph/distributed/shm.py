@@ -54,7 +54,26 @@ def chunk_bounds(count, world, rank):
 
 
 def segment_size(world, dtype, count):
-    return _ALIGN + 3 * _aligned(world * 8) + (world + 1) * _aligned(count * np.dtype(dtype).itemsize)
+    return _layout(world, dtype, count)[3] + _aligned(count * np.dtype(dtype).itemsize)
+
+
+def _layout(world, dtype, count):
+    """(bytes per header region, slot stride in elements, offset of slot 0, offset of `result`)."""
+    itemsize = np.dtype(dtype).itemsize
+    flags, stride = _aligned(world * 8), _aligned(count * itemsize) // itemsize
+    base = _ALIGN + 3 * flags
+    return flags, stride, base, base + world * stride * itemsize
+
+
+def read_result(name, world, dtype, count):
+    """A copy of the `result` region of segment `name`, or None when no such segment is on this machine.
+
+    It reads /dev/shm/<name> as a file: an observer (the driver, between two calls of the group, when
+    no rank writes) maps nothing and so needs no resource tracker, no rank and no barrier."""
+    try:
+        return np.fromfile(f"/dev/shm/{name}", dtype, count, offset=_layout(world, dtype, count)[3])
+    except FileNotFoundError:
+        return None
 
 
 def segment_name(group, tag, dtype, count):
@@ -83,15 +102,14 @@ class Segment:
         else:
             self.shm = _attach(name, size, timeout_s)
             self._finalizer = None
-        buf, flags = self.shm.buf, _aligned(world * 8)
+        buf = self.shm.buf
+        flags, stride, base, result = _layout(world, self.dtype, self.count)
         self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
         self.seq_flags = np.ndarray((world,), np.int64, buf, _ALIGN + flags)
         self.votes = np.ndarray((world,), np.int64, buf, _ALIGN + 2 * flags)
-        stride = _aligned(self.count * self.dtype.itemsize) // self.dtype.itemsize
-        base = _ALIGN + 3 * flags
         slots = np.ndarray((world, stride), self.dtype, buf, base)
         self.slots = slots[:, : self.count]
-        self.result = np.ndarray((self.count,), self.dtype, buf, base + world * stride * self.dtype.itemsize)
+        self.result = np.ndarray((self.count,), self.dtype, buf, result)
         self.pids[rank] = os.getpid()
         self.lo, self.hi = chunk_bounds(self.count, world, rank)
         self.seq = 0  # a new segment is zero-filled; a rank never resets a counter a peer may already have bumped

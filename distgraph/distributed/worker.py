@@ -58,7 +58,7 @@ class TrainWorker:
         return self.rank, self.pid
 
     def set_data(self, x, y):
-        self.x, self.y = x, y
+        self.x, self.y = _prefault(x), _prefault(y)
         return len(x)
 
     def _install(self, param_shards):
@@ -133,15 +133,16 @@ class TrainWorker:
         self.sharded.load(arrays, states, version)
         return self.sharded.version
 
-    def set_hypers(self, hypers):
-        self.sharded.set_hypers(hypers)
-
-    def step_sharded(self, batches):
+    def step_sharded(self, batches, hypers=None, snapshot=False):
         """Sync steps with the store sharded across the workers, one per array of sample indices in
-        `batches` → their statistics. Several steps per call spread Ray's per-call cost over them:
-        between steps the workers meet only in their shared segment."""
+        `batches` (`pack_indices`) → (their statistics, this rank's `state_chunk()` after the last step when `snapshot` —
+        without the parameters when it is "state": the driver reads them from the segment — else None). Several steps per call spread Ray's per-call cost over them: between steps the
+        workers meet only in their shared segment. `hypers` (new hyperparameters, before the first
+        step) and `snapshot` ride on the call a segment needs anyway instead of calls of their own."""
+        if hypers is not None:
+            self.sharded.set_hypers(hypers)
         out = []
-        for indices in batches:
+        for indices in unpack_indices(batches):
             clock = StepClock()
             x, y, weight = self._shard(indices)
             clock.lap("install")
@@ -149,10 +150,10 @@ class TrainWorker:
             clock.lap("compute")
             applied = self.sharded.step(grads, self.scaler, clock)
             out.append({**stats, **clock.stats(), "skipped": int(not applied)})
-        return out
+        return out, (self.state_chunk(params=snapshot != "state") if snapshot else None)
 
-    def state_chunk(self):
-        chunk = self.sharded.state_chunk()
+    def state_chunk(self, params=True):
+        chunk = self.sharded.state_chunk(params)
         chunk["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
         return chunk
 
@@ -187,6 +188,30 @@ class TrainWorker:
         if self.comm is not None and hasattr(self.comm, "close"):
             self.comm.close()
         self.comm = None
+
+
+def pack_indices(batches):
+    """Arrays of sample indices → (one array of them all, in int32 where that holds them, their bounds):
+    one argument that Ray sends inline (~80 KB for 20 batches of 1,024), where an array each went
+    through the object store once they passed 100 KB together (4.3 ms per call here, against 1.5)."""
+    flat = np.concatenate([np.asarray(b).reshape(-1) for b in batches])
+    if flat.size and flat.max() < np.iinfo(np.int32).max and flat.min() >= 0:
+        flat = flat.astype(np.int32)
+    return flat, np.cumsum([0] + [len(b) for b in batches])
+
+
+def unpack_indices(packed):
+    flat, bounds = packed
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _prefault(array, page=4096):
+    """Touch one element per page of an array fresh from the object store (mapped, not yet faulted
+    in), so its page faults happen here, once, and not inside the steps that gather batches from it:
+    a step of 512 random rows faulted ~500 pages, 0.3–0.4 ms of a 17 ms step."""
+    if array.flags.c_contiguous and array.size:
+        array.reshape(-1)[:: max(1, page // array.itemsize)].copy()
+    return array
 
 
 def _limit_threads(cpus):

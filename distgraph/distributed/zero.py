@@ -28,7 +28,7 @@ and as the snapshot a restarted group resumes from.
 
 import numpy as np
 
-from distgraph.distributed.shm import Segment, _overlaps, segment_name
+from distgraph.distributed.shm import Segment, _overlaps, read_result, segment_name
 from distgraph.distributed.step import unscale_
 from distgraph.errors import DistributedError
 
@@ -125,16 +125,19 @@ class ShardedParameters:
         self.version += 1
         return True
 
-    def state_chunk(self):
-        """This rank's slice: {version, pieces: [(param, start, stop)], params: [arrays], state: [dicts]}."""
-        return {
+    def state_chunk(self, params=True):
+        """This rank's slice: {version, pieces: [(param, start, stop)], params: [arrays], state: [dicts]};
+        without `params` when the reader takes the parameters from the segment (`read_parameters`)."""
+        chunk = {
             "version": self.version,
             "pieces": [(i, a, b) for i, a, b, _ in self.pieces],
-            "params": [self.flat[f : f + b - a].copy() for _, a, b, f in self.pieces],
             "state": [
                 {k: (v.copy() if hasattr(v, "shape") else v) for k, v in self.state[i].items()} for i, *_ in self.pieces
             ],
         }
+        if params:
+            chunk["params"] = [self.flat[f : f + b - a].copy() for _, a, b, f in self.pieces]
+        return chunk
 
     def close(self):
         for p in self.params:  # the model keeps private copies, not views of a segment that is gone
@@ -150,22 +153,35 @@ def _slice_state(value, shape, a, b):
     return value
 
 
-def assemble(chunks, shapes):
-    """Full parameters and per-parameter optimizer states from every rank's `state_chunk()`."""
+def read_parameters(group, world, shapes, dtype):
+    """The whole flat parameter vector of `group`'s segment, read by an observer on the workers' machine
+    (the driver, between calls); None when the segment is not on this machine."""
+    count = flat_layout(shapes)[-1]
+    return read_result(segment_name(group, "zero", dtype, count), world, dtype, count)
+
+
+def assemble(chunks, shapes, flat=None):
+    """Full parameters and per-parameter optimizer states from every rank's `state_chunk()`; the
+    parameters from `flat` (`read_parameters`) where the chunks were taken without them."""
     versions = {c["version"] for c in chunks}
     if len(versions) != 1:
         raise DistributedError(f"sharded parameter store: ranks are at different versions {sorted(versions)}")
     flat_params = [[] for _ in shapes]
     parts = [{} for _ in shapes]
     for chunk in chunks:
-        for (i, a, _), arr, st in zip(chunk["pieces"], chunk["params"], chunk["state"]):
-            flat_params[i].append((a, arr))
+        for n, ((i, a, _), st) in enumerate(zip(chunk["pieces"], chunk["state"])):
+            if flat is None:
+                flat_params[i].append((a, chunk["params"][n]))
             for k, v in st.items():
                 parts[i].setdefault(k, []).append((a, v))
-    params = [
-        np.concatenate([arr for _, arr in sorted(ps, key=lambda t: t[0])]).reshape(s)
-        for ps, s in zip(flat_params, shapes)
-    ]
+    if flat is not None:
+        offsets = flat_layout(shapes)
+        params = [flat[off : off + int(np.prod(s))].reshape(s) for off, s in zip(offsets, shapes)]
+    else:
+        params = [
+            np.concatenate([arr for _, arr in sorted(ps, key=lambda t: t[0])]).reshape(s)
+            for ps, s in zip(flat_params, shapes)
+        ]
     states = []
     for entries, shape in zip(parts, shapes):
         state = {}
