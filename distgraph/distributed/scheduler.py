@@ -96,7 +96,10 @@ class DataParallelScheduler:
             first = start
             while first < stop:
                 last = min(first + self._call_steps(), stop)
-                options = {"hypers": hypers if first == start else None, "snapshot": snapshot if last == stop else False}
+                options = {
+                    "hypers": hypers if first == start else None,
+                    "snapshot": snapshot if last == stop else False,
+                }
                 packed = pack_indices(batches[first:last])
                 refs = [w.step_sharded.remote(packed, **options) for w in self.workers]
                 self.version += last - first
