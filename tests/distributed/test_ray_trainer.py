@@ -34,6 +34,19 @@ def test_sync_ray_run_is_bit_identical_to_local(ray_session):
     assert ev["accuracy"] > 0.5
 
 
+def test_a_driver_that_cannot_read_the_segment_gets_the_parameters_from_the_workers(ray_session, monkeypatch):
+    """A driver on another machine than its workers: the epoch-end snapshot falls back to the workers'
+    slices through Ray, and gives the same bits as the segment read (and as a local run)."""
+    from distgraph.distributed import zero
+
+    reads = []
+    monkeypatch.setattr(zero, "read_parameters", lambda *a: reads.append(a) and None)
+    local, _, _ = train("local")
+    remote, _, _ = train("ray")
+    assert len(reads) >= 2  # every snapshot (two epoch ends and later pulls) was refused the segment
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote))
+
+
 def test_async_ray_run_trains(ray_session):
     """Stale gradients change the bits, not the outcome: 8 epochs reach what local training reaches
     (accuracy 0.73 here, loss 1.22 -> 0.78), well above the majority class (0.5)."""

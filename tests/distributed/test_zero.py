@@ -10,7 +10,7 @@ import pytest
 import distgraph as dg
 from distgraph import nn
 from distgraph.distributed.step import combine_gradients
-from distgraph.distributed.zero import ShardedParameters, assemble
+from distgraph.distributed.zero import ShardedParameters, assemble, read_parameters
 from distgraph.errors import DistributedError
 from distgraph.optim.functional import make_optimizer_spec
 
@@ -128,3 +128,43 @@ def test_mixed_dtypes_are_refused_with_a_clear_error():
     m[2].double()
     with pytest.raises(DistributedError, match="one floating dtype"):
         ShardedParameters(list(m.parameters()), 0, 1, f"t{uuid.uuid4().hex[:8]}", "sgd", [{"lr": 0.1}] * 4)
+
+
+def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_them():
+    """The driver's snapshot path: chunks without parameters + the segment read as a file = full chunks."""
+    rng = np.random.default_rng(2)
+    shapes = [p.shape for p in model().parameters()]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)]
+    driver = model()
+    name, groups = make_optimizer_spec(dg.optim.SGD(driver.parameters(), lr=0.1, momentum=0.9))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
+    group, replicas, done = f"t{uuid.uuid4().hex[:8]}", [model() for _ in range(2)], threading.Barrier(3)
+
+    def rank_fn(rank):
+        sp = ShardedParameters(list(replicas[rank].parameters()), rank, 2, group, name, hypers, timeout_s=10)
+        sp.load([p.array.copy() for p in driver.parameters()], [{} for _ in shapes], 0)
+        sp.step(grads[rank])
+        chunks = sp.state_chunk(), sp.state_chunk(params=False)
+        done.wait(10)  # the observer reads while the segment exists and no rank writes
+        done.wait(10)
+        sp.close()
+        return chunks
+
+    flat = []
+
+    def observe():
+        done.wait(10)
+        flat.append(read_parameters(group, 2, shapes, np.float32))
+        done.wait(10)
+
+    reader = threading.Thread(target=observe)
+    reader.start()
+    results = run_ranks(2, rank_fn)
+    reader.join(10)
+    full = assemble([c for c, _ in results], shapes)
+    lean = assemble([c for _, c in results], shapes, flat=flat[0])
+    assert all("params" not in c for _, c in results)
+    assert full[0] == lean[0] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(full[1], lean[1]))
+    assert all(np.array_equal(a["momentum_buffer"], b["momentum_buffer"]) for a, b in zip(full[2], lean[2]))
+    assert read_parameters(group, 2, shapes, np.float32) is None  # gone with the group: the caller falls back
