@@ -207,6 +207,29 @@ def _rows(points):
     return rows
 
 
+def verdicts(points):
+    """The issue's targets at the largest worker count, one line each: efficiency ≥ 90 % (weak scaling —
+    Horovod's convention: the per-worker batch fixed, as in its 90 % figures; strong shown beside) and
+    ≥ 1.1× DDP's samples/s in both modes."""
+    top = max(p["workers"] for p in points)
+    ours = {p["mode"]: p for p in points if p["system"] == "distgraph" and p["workers"] == top}
+    if top < 2 or not ours:
+        return []
+    met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines = []
+    if ours.get("weak", {}).get("efficiency") is not None:
+        weak, strong = ours["weak"]["efficiency"], ours.get("strong", {}).get("efficiency")
+        beside = f"; strong scaling {100 * strong:.0f}%" if strong is not None else ""
+        lines.append(
+            f"target efficiency 1→{top} workers ≥ 90% (weak scaling): {100 * weak:.0f}% {met(weak >= 0.9)}{beside}"
+        )
+    vs = {m: p["vs_ddp"] for m, p in ours.items() if p["vs_ddp"] is not None}
+    if vs:
+        figures = ", ".join(f"{m} {v:.2f}x" for m, v in sorted(vs.items()))
+        lines.append(f"target ≥ 1.1x DDP's samples/s at {top} workers: {figures} {met(min(vs.values()) >= 1.1)}")
+    return lines
+
+
 def plot(points, path):
     """Throughput and efficiency vs workers per (system, mode), with the ideal line of each."""
     import matplotlib
@@ -309,7 +332,7 @@ def run_scaling(
 @click.option("--batch", "strong_batch", default=1024, show_default=True, help="global batch (strong scaling)")
 @click.option("--weak-batch", default=512, show_default=True, help="batch per worker (weak scaling)")
 @click.option("--steps", default=20, show_default=True, help="steps per measured epoch")
-@click.option("--repeat", default=3, show_default=True, help="measured epochs per point (median)")
+@click.option("--repeat", default=5, show_default=True, help="measured epochs per point (median)")
 @click.option("--peers", default="ddp,gloo", show_default=True, help="peers to run: ddp, gloo (or 'none')")
 @click.option(
     "--strategy", "strategies", default="data", show_default=True,
@@ -358,6 +381,8 @@ def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, stra
         f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
         f"{os.cpu_count()} cores here, the systems' epochs interleaved"
     )
+    for line in verdicts(points):
+        click.echo(line)
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
     config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch}

@@ -32,7 +32,7 @@ WORKER_FAILURES = (RayActorError, RayTaskError)
 # Sharded sync steps per Ray call: a call carries about CALL_SECONDS of steps (measured on the calls
 # finished so far; FIRST_CALL_STEPS before any), so Ray's per-call cost — ~2 ms of driver, raylet
 # and worker CPU here, taken from the workers' cores when they fill the machine — is spread thin,
-# while the driver still hears of progress (and of a failure) a few times a second.
+# while the driver still hears of progress about once a second (a failure it hears of at once).
 CALL_SECONDS = 1.0
 FIRST_CALL_STEPS = 4
 MAX_STEPS_PER_CALL = 64

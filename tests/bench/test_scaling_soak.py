@@ -17,6 +17,8 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     result = CliRunner().invoke(command, [*args.split(), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "torch-ddp" in result.output and "distgraph-gloo" in result.output
+    assert "target efficiency 1→2 workers ≥ 90% (weak scaling)" in result.output
+    assert "target ≥ 1.1x DDP's samples/s at 2 workers: strong" in result.output
 
     report = json.loads((tmp_path / "scaling.json").read_text())
     points = {(p["mode"], p["system"], p["workers"]): p for p in report["points"]}
@@ -52,3 +54,17 @@ def test_soak_short_run_stays_flat_after_warmup(ray_session):
     judged = {k: f for k, f in figures.items() if f["flat"] is not None}
     assert {"store bytes (settled)", "driver ObjectRefs (settled)", "private driver", "private worker 1"} <= set(judged)
     assert all(f["flat"] for f in judged.values()), {k: f["growth"] for k, f in judged.items()}
+
+
+def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
+    from distgraph.bench.scaling import verdicts
+
+    def point(mode, workers, efficiency, vs_ddp, system="distgraph"):
+        return {"mode": mode, "workers": workers, "system": system, "efficiency": efficiency, "vs_ddp": vs_ddp}
+
+    points = [point("strong", 1, 1.0, 1.0), point("weak", 1, 1.0, 1.0), point("strong", 2, 0.86, 1.3),
+              point("weak", 2, 0.91, 1.05), point("weak", 2, 0.7, 1.0, system="torch-ddp")]  # fmt: skip
+    efficiency, ratio = verdicts(points)
+    assert efficiency == "target efficiency 1→2 workers ≥ 90% (weak scaling): 91% met; strong scaling 86%"
+    assert ratio == "target ≥ 1.1x DDP's samples/s at 2 workers: strong 1.30x, weak 1.05x NOT met"
+    assert verdicts([point("weak", 1, 1.0, None)]) == []
