@@ -68,3 +68,21 @@ def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
     assert efficiency == "target efficiency 1→2 workers ≥ 90% (weak scaling): 91% met; strong scaling 86%"
     assert ratio == "target ≥ 1.1x DDP's samples/s at 2 workers: strong 1.30x, weak 1.05x NOT met"
     assert verdicts([point("weak", 1, 1.0, None)]) == []
+    points[3]["best_efficiency"] = 0.95
+    assert verdicts(points)[0].endswith("91% met; strong scaling 86%; best epochs: weak 95%")
+
+
+def test_best_efficiency_compares_each_systems_best_epoch():
+    from distgraph.bench.scaling import add_ratios
+
+    one = {"mode": "weak", "system": "distgraph", "workers": 1, "samples_per_s": 100.0, "repeats": [90.0, 100.0, 110.0]}
+    two = {
+        "mode": "weak",
+        "system": "distgraph",
+        "workers": 2,
+        "samples_per_s": 170.0,
+        "repeats": [150.0, 170.0, 209.0],
+    }
+    add_ratios([one, two])
+    assert two["efficiency"] == 170.0 / 200.0
+    assert two["best_efficiency"] == 209.0 / 220.0
