@@ -29,7 +29,10 @@ def _targets(xp, x, target, weight, ignore_index, check=False):
     m, c = x.shape
     t, valid = target, None
     if m:
-        lo, hi = int(target.min()), int(target.max())
+        # without a bounds check and with a negative ignore_index (the default −100), the minimum alone
+        # says whether a target is ignored: one reduction instead of two
+        lo = int(target.min())
+        hi = int(target.max()) if check or ignore_index >= 0 else ignore_index
         if lo <= ignore_index <= hi:
             valid = target != ignore_index
             t = xp.where(valid, target, 0)
@@ -68,6 +71,8 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
         out = loss
     elif reduction == "sum":
         out = loss.sum()
+    elif w_t is None and m:  # no weights, no ignored target: the mean needs no guard
+        out = loss.sum() / m
     else:
         with np.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as torch
             out = loss.sum() / _mean_denominator(m, w_t)
@@ -83,7 +88,7 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
     p = e / e.sum(axis=1, keepdims=True)
     ls = label_smoothing
     if w_t is None:
-        grad = p * (1 - ls) if ls else p.copy()
+        grad = p * (1 - ls) if ls else p  # p is this call's own array: it becomes the gradient in place
         grad[xp.arange(m), t] -= 1 - ls
     else:
         coef = (1 - ls) * w_t
@@ -97,6 +102,8 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
         grad *= g[:, None]
     elif reduction == "sum":
         grad *= g
+    elif w_t is None and m:
+        grad *= g / m
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
             grad *= g / _mean_denominator(m, w_t)
