@@ -10,7 +10,7 @@
    on one thread, best of 30 interleaved runs each.
 4. memory: peak bytes of intermediates measured with tracemalloc (numpy allocations are traced) for a
    runner with memory planning vs one without; checkpointing (√n segments) a 64-layer MLP train step:
-   peak and step time vs no checkpointing.
+   peak and step time vs no checkpointing (the two interleaved, median of 9).
 
 BLAS and torch are pinned to one thread (threadpoolctl, torch.set_num_threads) so ratios measure the
 engine, and the 2-thread figure measures the executor's concurrency, not BLAS's. The 64-layer MLP is
@@ -19,7 +19,6 @@ The load average is printed: on a machine whose cores are busy the 2-thread rati
 """
 
 import os
-import time
 import tracemalloc
 
 import click
@@ -189,17 +188,7 @@ def _peak(fn):
         tracemalloc.stop()
 
 
-def _median_time(fn, repeat):
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples))
-
-
-def memory(layers=64, width=128, batch=1024, repeat=5):
+def memory(layers=64, width=128, batch=1024, repeat=9):
     from distgraph.graph.executor import Runner
     from distgraph.graph.passes import memory as mem
     from distgraph.graph.passes.checkpoint import checkpoint
@@ -220,8 +209,12 @@ def memory(layers=64, width=128, batch=1024, repeat=5):
         "planned_peak": mem.plan(graph).peak_bytes,
         "planned_peak_ckpt": mem.plan(ckpt_graph).peak_bytes,
         "naive": mem.plan(graph).naive_bytes,
-        "time_plain": _median_time(lambda: planned(*args), repeat),
-        "time_ckpt": _median_time(lambda: ckpt(*args), repeat),
+        **{
+            f"time_{k}": v
+            for k, v in interleaved(
+                {"plain": lambda: planned(*args), "ckpt": lambda: ckpt(*args)}, repeat=repeat, warmup=1
+            ).items()
+        },
         "layers": layers,
     }
 
