@@ -317,7 +317,7 @@ class RayCluster:
             try:
                 if self.sharded:  # the epoch's last call brings back the snapshot the epoch ends with
                     snapshot = self.scheduler.run_sharded(
-                        batches, on_step, resume, stop, hypers=self._hypers(), snapshot=stop == len(batches) and "state"
+                        batches, on_step, resume, stop, hypers=self._hypers(), snapshot=stop == len(batches)
                     )
                     if snapshot is not None:
                         self._install_snapshot(snapshot)
@@ -409,7 +409,7 @@ class RayCluster:
     def _install_snapshot(self, chunks):
         """Every rank's `state_chunk()` → the driver's model, optimizer and step (the snapshot a replay starts from).
 
-        Chunks taken without the parameters (`snapshot="state"`) leave them to be read straight from the
+        Chunks taken without the parameters (`state_chunk(params=False)`) leave them to be read from the
         workers' segment — one file read instead of every rank's slice through the object store (5–9 ms
         of the epoch's end here); a driver on another machine asks the workers for them instead."""
         from distgraph.distributed.zero import assemble, common_dtype, read_parameters

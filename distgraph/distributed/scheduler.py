@@ -86,9 +86,9 @@ class DataParallelScheduler:
         """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
         carries several steps (`_call_steps`) and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
-        per chunk instead of once per step. `hypers` go with the first call; with `snapshot` (True, or
-        "state": without the parameters) the last call also returns every rank's `state_chunk()` after
-        the last step, which this returns (else None)."""
+        per chunk instead of once per step. `hypers` go with the first call; with `snapshot` the last call
+        also returns every rank's `state_chunk(params=False)` after the last step, which this returns
+        (else None)."""
         stop = len(batches) if stop is None else stop
         self.snapshot = None
 

@@ -135,10 +135,12 @@ class TrainWorker:
 
     def step_sharded(self, batches, hypers=None, snapshot=False):
         """Sync steps with the store sharded across the workers, one per array of sample indices in
-        `batches` (`pack_indices`) → (their statistics, this rank's `state_chunk()` after the last step when `snapshot` —
-        without the parameters when it is "state": the driver reads them from the segment — else None). Several steps per call spread Ray's per-call cost over them: between steps the
-        workers meet only in their shared segment. `hypers` (new hyperparameters, before the first
-        step) and `snapshot` ride on the call a segment needs anyway instead of calls of their own."""
+        `batches` (`pack_indices`) → (their statistics, this rank's `state_chunk(params=False)` after the
+        last step when `snapshot`, else None: the driver reads the parameters from the segment).
+
+        Several steps per call spread Ray's per-call cost over them: between steps the workers meet
+        only in their shared segment. `hypers` (new hyperparameters, set before the first step) and
+        the snapshot ride on the calls a segment needs anyway instead of calls of their own."""
         if hypers is not None:
             self.sharded.set_hypers(hypers)
         out = []
@@ -150,7 +152,7 @@ class TrainWorker:
             clock.lap("compute")
             applied = self.sharded.step(grads, self.scaler, clock)
             out.append({**stats, **clock.stats(), "skipped": int(not applied)})
-        return out, (self.state_chunk(params=snapshot != "state") if snapshot else None)
+        return out, (self.state_chunk(params=False) if snapshot else None)
 
     def state_chunk(self, params=True):
         chunk = self.sharded.state_chunk(params)
