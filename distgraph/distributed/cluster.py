@@ -92,6 +92,7 @@ class RayCluster:
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._epoch_base = self._snapshot_step = 0  # run_epoch sets them; `pull` moves the snapshot
+        self._driver_current = False  # sharded: the driver holds the workers' state (no step since the snapshot)
         self.group = runtime.WorkerGroup(
             TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
         )
@@ -149,6 +150,7 @@ class RayCluster:
             for w in self.group.actors
         ]
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
+        self._driver_current = True
 
     # ---- elastic -----------------------------------------------------------------------------------------
     def _fitting_workers(self, lo, hi):
@@ -291,6 +293,7 @@ class RayCluster:
 
         self._epoch_base = self.trainer.global_step - start  # the global step this epoch started from
         self._snapshot_step = start  # sharded: the epoch step of the driver's last snapshot (set by `pull`)
+        self._driver_current = False
         segment = min(segment or len(batches), ELASTIC_SEGMENT if t.elastic else len(batches))
         checked = time.monotonic()
         while start < len(batches):
@@ -381,9 +384,13 @@ class RayCluster:
 
     # ---- driver <-> store --------------------------------------------------------------------------------
     def pull(self):
-        """Copy the store's parameters and optimizer state into the driver's model and optimizer."""
+        """Copy the store's parameters and optimizer state into the driver's model and optimizer; with the
+        store in the workers, nothing to do while the driver's snapshot is current (the epoch's last call
+        brought it, and no step ran since): evaluation, checkpoints and the end of `fit` cost no call."""
         if self.sharded:
-            return self._pull_sharded()
+            if not self._driver_current:
+                self._pull_sharded()
+            return None
         try:
             states = ray.get([s.state_dict.remote() for s in self.stores], timeout=self.trainer.timeout_s)
         except WORKER_FAILURES as exc:
@@ -425,6 +432,7 @@ class RayCluster:
             p.array[...] = arr
         self.trainer.global_step = version
         self._snapshot_step = version - self._epoch_base  # where a replay after a worker fault starts
+        self._driver_current = True
         if self.trainer.grad_scaler is not None:
             self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
         osd = self.trainer.optimizer.state_dict()

@@ -9,14 +9,20 @@ import distgraph as dg
 
 
 def kill_when(t, after_epochs, pick):
-    """In a thread: once `after_epochs` epochs are done, SIGKILL the process `pick(cluster)` names."""
+    """In a thread: once `after_epochs` epochs are done, SIGKILL the process `pick(cluster)` names.
+
+    The process is picked as soon as the cluster is up: picking asks the actor (a call queued behind
+    whatever it runs — with a call carrying up to a second of steps, that is an epoch or more), and
+    the kill must land while epochs remain, not after the fit."""
 
     def run():
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (t._cluster is None or len(t.history) < after_epochs):
+        while time.monotonic() < deadline and t._cluster is None:
             time.sleep(0.01)
-        time.sleep(0.05)  # into the next epoch
-        os.kill(pick(t._cluster), signal.SIGKILL)
+        pid = pick(t._cluster)
+        while time.monotonic() < deadline and len(t.history) < after_epochs:
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGKILL)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
