@@ -182,25 +182,42 @@ class LocalExecutor:
         return self._run_dag(dict(zip(self.plan.inputs, arrays)), self.plan.subgraphs)
 
     # ---- one subgraph, timed ------------------------------------------------------------------------
-    def _call(self, sg, env, label=None):
+    def _call(self, sg, env, label=None, worker=None):
         args = [env[n] for n in sg.inputs]
         start = time.perf_counter()
         outs = self.runners[sg.name](*args)
         end = time.perf_counter()
         nbytes = sum(a.nbytes for a in args) + sum(o.nbytes for o in outs)
-        self.timeline.record(label or sg.name, threading.current_thread().name, start, end, nbytes)
+        self.timeline.record(label or sg.name, worker or threading.current_thread().name, start, end, nbytes)
         return dict(zip(sg.outputs, outs))
 
     def _run_dag(self, env, subgraphs):
-        """Submit each subgraph when its inputs exist; wait on whichever finishes first."""
+        """Run each subgraph once its inputs exist, on `workers` threads: the caller is one of them.
+
+        The caller runs a ready subgraph itself instead of sleeping until the pool's threads finish, and
+        takes back one the pool has not started when nothing else is ready, so no thread wakes up only to
+        hand work over: four towers on 2 threads lost ~0.1 ms at every hand-over, ~0.8 ms a 10 ms run."""
         pending = list(subgraphs)
         running = {}
-        pool = self._pool("dg-worker", self.workers)
+        pool = self._pool("dg-worker", self.workers - 1) if self.workers > 1 else None
         while pending or running:
+            for fut in [f for f in running if f.done()]:
+                del running[fut]
+                env.update(fut.result())
             ready = [sg for sg in pending if all(n in env for n in sg.inputs)]
             for sg in ready:
                 pending.remove(sg)
-                running[pool.submit(self._call, sg, env)] = sg
+            if ready and pool is not None:
+                for sg in ready[1:]:
+                    running[pool.submit(self._call, sg, env)] = sg
+            for sg in ready if pool is None else ready[:1]:
+                env.update(self._call(sg, env, worker="dg-worker (caller)"))
+            if ready:
+                continue
+            mine = next((f for f in running if f.cancel()), None)  # queued, not started: the caller takes it
+            if mine is not None:
+                env.update(self._call(running.pop(mine), env, worker="dg-worker (caller)"))
+                continue
             if not running:
                 missing = {n for sg in pending for n in sg.inputs if n not in env}
                 raise ShapeError(f"plan cannot progress: values {sorted(missing)} are never produced")
