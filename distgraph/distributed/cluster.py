@@ -265,9 +265,8 @@ class RayCluster:
         its dead peer), in the same placement-group bundles, under a fresh all-reduce group. With the
         store in the workers (sharded) they restart from the driver's snapshot (returned by the epoch's
         last call; `pull` at step checkpoints and before an elastic resize) and the steps since it are
-        replayed; with store actors
-        the store's version says how many of this epoch's steps were applied, and the run continues
-        from there reading every shard at that version. Either way no step is applied twice or
+        replayed; with store actors the store's version says how many of this epoch's steps were
+        applied, and the run continues from there reading every shard at that version. Either way no step is applied twice or
         skipped, and the result is bit-identical to an uninterrupted run. A lost store shard is not
         recoverable here: it raises StoreLost and the Trainer resumes from its last checkpoint.
 
@@ -358,11 +357,14 @@ class RayCluster:
     max_restarts = 3
 
     def _store_version(self):
+        return min(self._ask_stores("get_version"))
+
+    def _ask_stores(self, method):
+        """Every store shard's answer to `method`; StoreLost when a shard is gone."""
         try:
-            versions = ray.get([s.get_version.remote() for s in self.stores], timeout=self.trainer.timeout_s)
+            return ray.get([getattr(s, method).remote() for s in self.stores], timeout=self.trainer.timeout_s)
         except WORKER_FAILURES as exc:
             raise StoreLost(f"a parameter-store shard died: {exc}") from exc
-        return min(versions)
 
     def _dead_workers(self):
         dead = []
@@ -391,10 +393,7 @@ class RayCluster:
             if not self._driver_current:
                 self._pull_sharded()
             return None
-        try:
-            states = ray.get([s.state_dict.remote() for s in self.stores], timeout=self.trainer.timeout_s)
-        except WORKER_FAILURES as exc:
-            raise StoreLost(f"a parameter-store shard died: {exc}") from exc
+        states = self._ask_stores("state_dict")
         opt_state = {}
         for sd in states:
             for i, arr, st in zip(sd["indices"], sd["params"], sd["state"]):

@@ -49,7 +49,6 @@ class DataParallelScheduler:
         self.on_event = on_event or (lambda msg: None)
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
-        self.snapshot = None  # sharded: every rank's state_chunk() returned by run_sharded's last call
         self.incarnations = {}  # async: worker -> its current incarnation (the stores fence lower ones)
         self.rejoining = {}  # async: ref ready when a dropped worker may rejoin -> (worker, actor, since); outlives a run
         self.on_worker_stats = None  # optional (step, [statistics of each rank]) hook, e.g. a timeline.Timeline's add
@@ -90,7 +89,10 @@ class DataParallelScheduler:
         also returns every rank's `state_chunk(params=False)` after the last step, which this returns
         (else None)."""
         stop = len(batches) if stop is None else stop
-        self.snapshot = None
+        snapshots = [None]
+
+        def finish(first, refs, on_step):
+            snapshots[0] = self._finish_chunk(first, refs, on_step) or snapshots[0]
 
         def calls():
             first = start
@@ -106,8 +108,8 @@ class DataParallelScheduler:
                 yield first, refs
                 first = last
 
-        self._pipelined(calls(), self._finish_chunk, on_step)
-        return self.snapshot
+        self._pipelined(calls(), finish, on_step)
+        return snapshots[0]
 
     def _pipelined(self, submissions, finish, on_step):
         """Submit (step, refs) from `submissions` while at most `max_in_flight` are unfinished, finishing
@@ -132,6 +134,7 @@ class DataParallelScheduler:
         return max(1, min(MAX_STEPS_PER_CALL, round(CALL_SECONDS / self.step_seconds)))
 
     def _finish_chunk(self, first, refs, on_step):
+        """Report a call's steps in order; → every rank's snapshot if the call brought one, else None."""
         per_rank, snapshots = zip(*_get_failing_fast(refs))
         steps = per_rank[0]
         self.step_seconds = (steps[-1]["t_end"] - steps[0]["t_start"]) / len(steps)
@@ -139,8 +142,7 @@ class DataParallelScheduler:
             if self.on_worker_stats is not None:
                 self.on_worker_stats(first + k, list(parts))
             on_step(first + k, merge_statistics(parts))
-        if snapshots[0] is not None:
-            self.snapshot = list(snapshots)
+        return list(snapshots) if snapshots[0] is not None else None
 
     def _finish(self, t, refs, on_step):
         parts = _get_failing_fast(refs)

@@ -205,26 +205,22 @@ class LocalExecutor:
                 del running[fut]
                 env.update(fut.result())
             ready = [sg for sg in pending if all(n in env for n in sg.inputs)]
-            for sg in ready:
-                pending.remove(sg)
-            if ready and pool is not None:
-                for sg in ready[1:]:
-                    running[pool.submit(self._call, sg, env)] = sg
-            for sg in ready if pool is None else ready[:1]:
-                env.update(self._call(sg, env, worker="dg-worker (caller)"))
             if ready:
-                continue
-            mine = next((f for f in running if f.cancel()), None)  # queued, not started: the caller takes it
+                mine, rest = ready[0], (ready[1:] if pool is not None else [])  # one thread: the rest wait their turn
+                for sg in [mine, *rest]:
+                    pending.remove(sg)
+                for sg in rest:
+                    running[pool.submit(self._call, sg, env)] = sg
+            else:  # nothing ready: take back a subgraph the pool has not started, if there is one
+                queued = next((f for f in running if f.cancel()), None)
+                mine = running.pop(queued) if queued is not None else None
             if mine is not None:
-                env.update(self._call(running.pop(mine), env, worker="dg-worker (caller)"))
-                continue
-            if not running:
+                env.update(self._call(mine, env, worker="dg-worker (caller)"))
+            elif running:
+                wait(running, return_when=FIRST_COMPLETED)  # collected at the top of the loop
+            else:
                 missing = {n for sg in pending for n in sg.inputs if n not in env}
                 raise ShapeError(f"plan cannot progress: values {sorted(missing)} are never produced")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                del running[fut]
-                env.update(fut.result())
         return [env[n] for n in self.plan.outputs]
 
     # ---- pipeline ---------------------------------------------------------------------------------
