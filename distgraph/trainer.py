@@ -256,6 +256,8 @@ class Trainer:
             ran = self._cluster.run_epoch(
                 batches, counted, start=first, segment=self.checkpoint_every_steps, on_segment=between_steps
             )
+            self.global_step = first_step + (len(batches) - first if ran is None else ran)
+            self._cluster.pull()  # the epoch's end state, inside the store-loss recovery: later pulls are free
         except StoreLost as exc:
             if not (self.checkpoint_dir and os.path.exists(self.checkpoint_path())):
                 raise
@@ -275,7 +277,6 @@ class Trainer:
                 f"{lost_step - self.global_step} step(s) to redo"
             )
             return False
-        self.global_step = first_step + (len(batches) - first if ran is None else ran)
         return True
 
     def _local_step(self, x, y, idx):

@@ -92,7 +92,7 @@ class RayCluster:
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._epoch_base = self._snapshot_step = 0  # run_epoch sets them; `pull` moves the snapshot
-        self._driver_current = False  # sharded: the driver holds the workers' state (no step since the snapshot)
+        self._driver_current = False  # the driver holds the store's state: no step ran since its last pull or push
         self.group = runtime.WorkerGroup(
             TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
         )
@@ -277,6 +277,7 @@ class RayCluster:
         not restarted in its lost bundle: once the cluster declares the node dead, the group shrinks.
         """
         t = self.trainer
+        self._driver_current = False
         if t.sync == "async" and not self.sharded:
             lrs = self._lrs()
             self.scheduler.run_async(
@@ -292,7 +293,6 @@ class RayCluster:
 
         self._epoch_base = self.trainer.global_step - start  # the global step this epoch started from
         self._snapshot_step = start  # sharded: the epoch step of the driver's last snapshot (set by `pull`)
-        self._driver_current = False
         segment = min(segment or len(batches), ELASTIC_SEGMENT if t.elastic else len(batches))
         checked = time.monotonic()
         while start < len(batches):
@@ -315,6 +315,7 @@ class RayCluster:
         the epoch steps reported so far."""
         lrs = None if self.sharded else self._lrs()
         resume = start
+        self._driver_current = False
         for attempt in range(self.max_restarts + 1):
             try:
                 if self.sharded:  # the epoch's last call brings back the snapshot the epoch ends with
@@ -386,13 +387,14 @@ class RayCluster:
 
     # ---- driver <-> store --------------------------------------------------------------------------------
     def pull(self):
-        """Copy the store's parameters and optimizer state into the driver's model and optimizer; with the
-        store in the workers, nothing to do while the driver's snapshot is current (the epoch's last call
-        brought it, and no step ran since): evaluation, checkpoints and the end of `fit` cost no call."""
+        """Copy the store's parameters and optimizer state into the driver's model and optimizer; nothing
+        to do while the driver is current (no step ran since the last pull or push, or — sharded — since
+        the epoch's last call brought the snapshot): evaluation, checkpoints and the end of `fit` cost no call."""
+        if self._driver_current:
+            return
         if self.sharded:
-            if not self._driver_current:
-                self._pull_sharded()
-            return None
+            self._pull_sharded()
+            return
         states = self._ask_stores("state_dict")
         opt_state = {}
         for sd in states:
@@ -404,6 +406,7 @@ class RayCluster:
         osd = self.trainer.optimizer.state_dict()
         osd["state"] = opt_state
         self.trainer.optimizer.load_state_dict(osd)
+        self._driver_current = True
 
     def _pull_sharded(self):
         self._install_snapshot(self._state_chunks(params=False))
@@ -451,6 +454,7 @@ class RayCluster:
         self.scheduler.stores = self.stores
         self.scheduler.param_refs = [s.get_params.remote() for s in self.stores]
         self.scheduler.set_version(self.trainer.global_step)
+        self._driver_current = True
 
     def _push_optimizer_state(self):
         state = self.trainer.optimizer.state_dict()["state"]

@@ -22,8 +22,7 @@ def kill_when(t, after_epochs, pick):
         pid = pick(t._cluster)
         while time.monotonic() < deadline and len(t.history) < after_epochs:
             time.sleep(0.005)
-        time.sleep(0.05)  # past the epoch-end checkpoint, into the next epoch's steps
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # at the epoch's end: during its checkpoint, or the next epoch's first steps
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
