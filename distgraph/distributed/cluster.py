@@ -100,9 +100,13 @@ class RayCluster:
             self._start_worker(rank)
         self.data_refs = None
         reduce_in_store = self._spans_nodes()
-        self.sharded = not reduce_in_store and self._can_shard()
+        self.sharded = not reduce_in_store and self._can_shard("sync")
+        self.async_shared = not reduce_in_store and self._can_shard("async") and trainer.grad_scaler is None
+        self.async_scheduler = None
         if self.sharded:
             self._setup_sharded()
+        elif self.async_shared:
+            self._setup_async()
         elif trainer.grad_scaler is not None:
             self.group.shutdown()
             raise ConfigError(
@@ -116,15 +120,16 @@ class RayCluster:
         self.scheduler.set_version(trainer.global_step)
 
     # ---- the store sharded across the workers (zero.py) ----------------------------------------------------
-    def _can_shard(self):
-        """Sync, numpy, one node, shm (or auto), one floating dtype: the store lives in the workers' segment.
+    def _can_shard(self, sync):
+        """Mode `sync`, numpy, one node, shm (or auto), one floating dtype: the store lives in the workers'
+        segment (sync: sharded, zero.py; async: shared, async_store.py).
 
-        Otherwise (async, gloo/nccl, several nodes) store actors hold the parameters and apply updates."""
+        Otherwise (gloo/nccl, several nodes) store actors hold the parameters and apply updates."""
         from distgraph.distributed.zero import common_dtype
 
         t = self.trainer
         return (
-            t.sync == "sync"
+            t.sync == sync
             and t.allreduce["backend"] in ("auto", "shm")
             and not str(t.device).startswith("cuda")
             and common_dtype([p.array for p in self.params]) is not None
@@ -152,6 +157,34 @@ class RayCluster:
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
         self._driver_current = True
 
+    def _setup_async(self, members=None):
+        """Every worker joins a new shared async store loaded with the driver's model and optimizer state."""
+        from distgraph.distributed.async_run import SharedAsyncScheduler
+
+        if self.async_scheduler is None or members is None:
+            t = self.trainer
+            self.async_scheduler = SharedAsyncScheduler(
+                self.group.actors, self.group_name, self.name, t.staleness, t.timeout_s, t.history.events.append,
+                self._replace_worker,
+            )  # fmt: skip
+        state = self.trainer.optimizer.state_dict()["state"]
+        driver = {
+            "params": [np.asarray(p.array) for p in self.params],
+            "states": [state.get(i, {}) for i in range(len(self.params))],
+            "version": self.trainer.global_step,
+        }
+        self.async_scheduler.setup(driver, self._hypers(), members)
+        self._driver_current = True
+
+    def _pull_async(self):
+        record = self.async_scheduler.snapshot()
+        for p, arr in zip(self.params, record["params"]):
+            p.array[...] = arr
+        self.trainer.global_step = record["version"]
+        osd = self.trainer.optimizer.state_dict()
+        osd["state"] = {i: st for i, st in enumerate(record["states"]) if st}
+        self.trainer.optimizer.load_state_dict(osd)
+
     # ---- elastic -----------------------------------------------------------------------------------------
     def _fitting_workers(self, lo, hi):
         """How many workers the cluster can hold now, within [lo, hi]: its free CPUs plus the CPUs our
@@ -174,6 +207,8 @@ class RayCluster:
         if want == self.trainer.workers:
             return False
         old = self.trainer.workers
+        if self.async_shared:
+            self.pull()  # the store lives in the workers: the driver takes it before they go
         self.group.shutdown()
         _unlink_segments(self.group_name)
         self.trainer.workers = want
@@ -190,11 +225,20 @@ class RayCluster:
         if self.sharded:  # the driver holds the snapshot of the last epoch end or of `epoch_step` (`pull`)
             self._setup_sharded()
             self.scheduler.workers = self.group.actors
+        elif self.async_shared:  # likewise: the epoch's end pulled
+            self._setup_async()
         else:
             self.scheduler.restart_from(self.group.actors, self.scheduler.version)
         where = "" if epoch_step is None else f", before epoch step {epoch_step}"
         self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed{where})")
         return True
+
+    def pending_rejoins(self):
+        """Refs that are ready when the async workers dropped so far may rejoin (a replacement holds the
+        data, or a stalled call returned); they rejoin at the next call boundary after that."""
+        if self.async_scheduler is not None:
+            return list(self.async_scheduler.returning)
+        return list(self.scheduler.rejoining)
 
     def _replace_worker(self, rank):
         """Async rejoin: a fresh actor for dead worker `rank` in its bundle → (actor, ref ready once it holds the data)."""
@@ -278,6 +322,9 @@ class RayCluster:
         """
         t = self.trainer
         self._driver_current = False
+        if self.async_shared:
+            self.async_scheduler.run(batches, on_step, self._hypers(), first=start)
+            return
         if t.sync == "async" and not self.sharded:
             lrs = self._lrs()
             self.scheduler.run_async(
@@ -392,8 +439,9 @@ class RayCluster:
         the epoch's last call brought the snapshot): evaluation, checkpoints and the end of `fit` cost no call."""
         if self._driver_current:
             return
-        if self.sharded:
-            self._pull_sharded()
+        if self.sharded or self.async_shared:
+            self._pull_sharded() if self.sharded else self._pull_async()
+            self._driver_current = True
             return
         states = self._ask_stores("state_dict")
         opt_state = {}
@@ -446,6 +494,9 @@ class RayCluster:
         if self.sharded:
             self._setup_sharded()
             self.scheduler.set_version(self.trainer.global_step)
+            return
+        if self.async_shared:
+            self._setup_async()
             return
         for store in self.stores:
             ray.kill(store)

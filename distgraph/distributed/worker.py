@@ -37,6 +37,7 @@ class TrainWorker:
         self.comm = None
         self.bucketer = None  # GradBucketer over self.comm: buckets all-reduced while backward runs
         self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
+        self.async_store = None  # SharedAsyncStore when async workers share one node's segment
         self.scaler = None  # this rank's replica of the Trainer's GradScaler (dynamic loss scaling)
         self.x = self.y = None
         self.pid = os.getpid()
@@ -175,6 +176,41 @@ class TrainWorker:
         clock.lap("compute")
         return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
 
+    # ---- the async store in the workers' segment (async_store.py) ----------------------------------------
+    def setup_async(self, name, members, optimizer_name, hypers, staleness, state=None):
+        """Join the shared async store `name` with `members` (the lowest creates it and loads `state`:
+        {"params", "states", "version"}); a previous one is left. → the version it starts from."""
+        from distgraph.distributed.async_store import SharedAsyncStore
+
+        self._close_async()
+        cfg = self.allreduce_config
+        self.async_store = store = SharedAsyncStore(
+            name, self.rank, self.world, members, self.step_fn.params, optimizer_name, hypers, staleness,
+            cfg.get("timeout_s", 60.0),
+        )  # fmt: skip
+        if store.creator:
+            store.load(state["params"], state["states"], state["version"])
+        store.wait_loaded()
+        return store.version
+
+    def step_async_shared(self, chunk, batches, hypers=None):
+        """Call `chunk` of async steps on the shared store: claim, compute, push until the steps of
+        `batches` (`pack_indices`) are taken → `SharedAsyncStore.run`'s record."""
+
+        def compute(indices):
+            return self._compute(self.x[indices], self.y[indices], 1.0)
+
+        return self.async_store.run(chunk, unpack_indices(batches), compute, hypers)
+
+    def async_snapshot(self, drop=()):
+        """The shared store's state and the current call's step record, after dropping `drop`."""
+        return self.async_store.snapshot(drop)
+
+    def _close_async(self):
+        if getattr(self, "async_store", None) is not None:
+            self.async_store.close()
+        self.async_store = None
+
     def evaluate(self, indices, *param_shards):
         self._install(param_shards)
         idx = np.asarray(indices)
@@ -187,6 +223,7 @@ class TrainWorker:
         if self.sharded is not None:
             self.sharded.close()
             self.sharded = None
+        self._close_async()
         if self.comm is not None and hasattr(self.comm, "close"):
             self.comm.close()
         self.comm = None

@@ -76,15 +76,20 @@ def _digits_mlp():
 
 
 @pytest.mark.ray
-def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_percent(ray_session):
+@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the shared store in the workers; store actors
+def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_percent(ray_session, allreduce):
     (x, y), test = digits(seed=0)
     model, opt = _digits_mlp()
     with dg.Trainer(
-        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=2, progress=False
-    ) as trainer:
+        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=2,
+        allreduce=allreduce, progress=False,
+    ) as trainer:  # fmt: skip
         killer = kill_when(trainer, 1, worker_pid(1))
-        history = trainer.fit((x, y), epochs=8, batch_size=32)
+        trainer.fit((x, y), epochs=2, batch_size=32)
         killer.join()
+        # an epoch takes less than the replacement actor needs to start: let it come up, then go on
+        dg.distributed.runtime.gather(trainer._cluster.pending_rejoins(), timeout_s=60)
+        history = trainer.fit((x, y), epochs=8, batch_size=32)
         ev = trainer.evaluate(test)
     events = "\n".join(history.events)
     assert "worker 1 failed" in events and "dropped and fenced" in events, events
