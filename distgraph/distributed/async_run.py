@@ -95,23 +95,28 @@ class SharedAsyncScheduler:
         calls = {self.actors[w].step_async_shared.remote(self.chunk, packed, hypers): w for w in sorted(self.live)}
         started = time.monotonic()
         results, failed = self._collect(calls, started)
-        claimed = {}
         errors = [exc for _, kind, exc in failed.values() if kind == "RayTaskError"]
         if errors and not results:
             raise DistributedError(f"async: every worker's step raised: {errors[0]}") from errors[0]
+        seen = {ev["rank"]: (w, ev) for w, r in results.items() for ev in r["events"]}  # drops peers made
+        claimed = {}
         if failed:  # fence the failed ones in the segment and read the record after that
             record = self.snapshot(drop=[w for w in failed if w in self.live])
             table, claimed = record["table"], record["claimed"]
         else:
             table = max((r["table"] for r in results.values()), key=lambda t: t[:, 0].sum())
-        for w, kind, exc in failed.values():
-            at = f"at step {steps[claimed[w]]}" if claimed.get(w, -1) >= 0 else "between steps"
-            self._drop(w, f"worker {w} failed {at}: {kind}", exc)
-        for r in results.values():
-            for ev in r["events"]:
-                if ev["rank"] in self.live:
-                    at = f"at step {steps[ev['step']]}" if ev["step"] >= 0 else "between steps"
-                    self._drop(ev["rank"], f"worker {ev['rank']} dropped by a peer {at}: {ev['why']}", None)
+        for w in sorted(set(failed) | set(seen)):
+            _, kind, cause = failed.get(w, (w, None, None))
+            if w in seen:  # the peer saw why, and where
+                peer, ev = seen[w]
+                what = "failed" if "exited" in ev["why"] else "stalled"
+                step, why = ev["step"], f"{ev['why']}; seen by worker {peer}"
+            else:
+                what = "stalled" if kind == "stalled" else "failed"
+                step = claimed.get(w, -1)
+                why = f"its call did not return within {self.timeout_s:g}s of its peers'" if kind == "stalled" else kind
+            at = f"at step {steps[step]}" if step >= 0 else "between steps"
+            self._drop(w, f"worker {w} {what} {at} ({why})", cause)
         done = [k for k in range(len(steps)) if table[k, 0]]
         if done:
             self.step_seconds = (time.monotonic() - started) / len(done)
@@ -145,7 +150,8 @@ class SharedAsyncScheduler:
         return results, failed
 
     def _drop(self, w, why, cause):
-        """`cause`: the exception of a failed call, the pending ref of a stalled one, None when a peer dropped w."""
+        """`cause`: the exception of a failed call, the pending ref of a stalled one, None when a peer
+        dropped w and its call came back."""
         if w not in self.live:
             return
         self.live.discard(w)

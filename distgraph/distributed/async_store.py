@@ -148,7 +148,7 @@ class SharedAsyncStore:
         part = sum(layout.buffer_parts)
         self.buffers = [_Buffer(buf, layout.buffers + k * part, layout, len(params)) for k in range(2)]
         self.lock_fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
-        self.members = list(members)
+        self.members, self.events = list(members), []  # events: the peers this handle dropped in a call
         self.pids[rank] = os.getpid()
         if self.creator:
             self.world_word[0] = world

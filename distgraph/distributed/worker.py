@@ -11,8 +11,8 @@ whole local gradient goes to every store shard.
 
 `set_slowdown(factor)` makes a worker a deliberate straggler (benchmarks and tests of the async
 mode): after each step's compute it sleeps (factor − 1) × that compute time, so the step's compute
-phase takes `factor` times as long. It is an actor method, not a Trainer option: training code never
-wants it.
+phase takes `factor` times as long; `stall_next(seconds)` stalls one step. They are actor methods,
+not Trainer options: training code never wants them.
 """
 
 import os
@@ -41,18 +41,25 @@ class TrainWorker:
         self.scaler = None  # this rank's replica of the Trainer's GradScaler (dynamic loss scaling)
         self.x = self.y = None
         self.pid = os.getpid()
-        self.slowdown = 1.0
+        self.slowdown, self.stall_s = 1.0, 0.0
 
     def set_slowdown(self, factor):
         """Stretch every later step's compute by `factor` (≥ 1) with a sleep: a straggler on demand."""
         self.slowdown = max(1.0, float(factor))
         return self.slowdown
 
+    def stall_next(self, seconds):
+        """Sleep `seconds` in the next step: a stalled worker on demand (tests of the async drop and rejoin)."""
+        self.stall_s = float(seconds)
+
     def _compute(self, x, y, weight, loss_scale=None, on_grad=None):
         started = time.perf_counter()
         out = self.step_fn.compute(x, y, weight, loss_scale, on_grad)
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
+        if self.stall_s:
+            time.sleep(self.stall_s)
+            self.stall_s = 0.0
         return out
 
     def ping(self):

@@ -95,3 +95,29 @@ def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_perce
     assert "worker 1 failed" in events and "dropped and fenced" in events, events
     assert "worker 1 rejoined as incarnation 1 at version" in events, events
     assert ev["accuracy"] >= 0.93, f"async digits with a killed worker: test accuracy {ev['accuracy']:.4f} < 0.93"
+
+
+@pytest.mark.ray
+def test_a_stalled_async_worker_is_dropped_by_its_peer_and_rejoins_once_its_step_returns(ray_session):
+    """The shared store: worker 1 sleeps 9 s in a step; worker 0, held back by the version bound, drops
+    it after timeout_s (4 s) and finishes the epoch alone, redoing the stalled step; worker 1's late
+    push is refused, and it rejoins once its call has returned."""
+    (x, y), test = digits(seed=0)
+    model, opt = _digits_mlp()
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=1,
+        timeout_s=4.0, progress=False,
+    ) as trainer:  # fmt: skip
+        trainer.fit((x, y), epochs=1, batch_size=32)
+        dg.distributed.runtime.gather(trainer._cluster.group.actors[1].stall_next.remote(9.0))
+        trainer.fit((x, y), epochs=2, batch_size=32)
+        dg.distributed.runtime.gather(trainer._cluster.pending_rejoins(), timeout_s=30)
+        history = trainer.fit((x, y), epochs=3, batch_size=32)
+        ev = trainer.evaluate(test)
+    events = "\n".join(history.events)
+    assert "worker 1 stalled" in events and "dropped and fenced" in events, events
+    assert "redone" in events, events
+    assert "worker 1 rejoined as incarnation 1 at version" in events, events
+    steps = -(-len(x) // 32)
+    assert trainer.global_step == 3 * steps  # every step applied once: the stalled one redone, none twice
+    assert ev["accuracy"] > 0.8
