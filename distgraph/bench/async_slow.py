@@ -7,7 +7,8 @@ is made a straggler with `TrainWorker.set_slowdown(--slow-worker)` (its compute 
 alternate `--repeat` times so machine load hits both alike, and each system's figure is the median
 epoch's samples/s (the Trainer's own timing). The issue's target: async ≥ 1.4× sync with staleness 2
 and one worker slowed 2×. A sync step waits for the straggler every step; an async worker only
-waits when it is `staleness` steps ahead of the slowest.
+waits when the version it would compute on is more than `staleness` versions ahead of the one the
+slowest computing worker uses (a 2× straggler stays 2 versions behind: nobody waits at staleness 2).
 """
 
 import statistics

@@ -6,7 +6,6 @@ them out again (after a checkpoint is loaded). Learning rates are read from the 
 before every step, so the user's lr scheduler drives the remote updates.
 """
 
-import socket
 import time
 import uuid
 
@@ -14,6 +13,7 @@ import numpy as np
 import ray
 
 from distgraph.distributed import runtime
+from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
 from distgraph.distributed.worker import TrainWorker
@@ -34,46 +34,6 @@ def _unlink_segments(group):
 
     for name in leaked(group + "."):
         _remove(name)
-
-
-def _lost_nodes(pg, ranks):
-    """Ids of the nodes that held the bundles of `ranks` and are gone: marked dead, or their raylet no
-    longer takes a connection (a killed node is refused at once; the cluster's health checks mark it
-    dead only ~15–30 s later). A worker whose node still answers died alone (a process fault)."""
-    placed = ray.util.placement_group_table(pg).get("bundles_to_node_id", {})
-    nodes = {n["NodeID"]: n for n in ray.nodes()}
-    lost = set()
-    for rank in ranks:
-        node = nodes.get(placed.get(rank))
-        if node is not None and not (node["Alive"] and _answers(node["NodeManagerAddress"], node["NodeManagerPort"])):
-            lost.add(node["NodeID"])
-    return lost
-
-
-def _answers(host, port, timeout_s=1.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
-
-
-def _wait_until_dead(node_ids, timeout_s):
-    """Wait until the cluster marks every node of `node_ids` dead (its placement-group bundles are
-    released then, and its CPUs leave the totals); False if it has not within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not any(n["Alive"] for n in ray.nodes() if n["NodeID"] in node_ids):
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def _bundles_on_live_nodes(pg):
-    """How many of a placement group's bundles sit on nodes that are alive now."""
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    placed = ray.util.placement_group_table(pg).get("bundles_to_node_id", {})
-    return sum(node in alive for node in placed.values())
 
 
 class RayCluster:
@@ -193,7 +153,7 @@ class RayCluster:
         per = self.trainer.cpus_per_worker
         free = ray.available_resources().get("CPU", 0.0)
         group = getattr(self, "group", None)
-        ours = _bundles_on_live_nodes(group.pg) * per if group is not None else 0
+        ours = bundles_on_live_nodes(group.pg) * per if group is not None else 0
         return max(lo, min(hi, int((free + ours) // per)))
 
     def fit_to_cluster(self, lo, hi, epoch_step=None):
@@ -317,7 +277,7 @@ class RayCluster:
         Elastic (`workers=(min, max)`, sync): the epoch runs in segments of ELASTIC_SEGMENT steps, and
         between two segments, at most every ELASTIC_CHECK_S seconds, the group is resized to what the
         cluster holds (`fit_to_cluster`) — so a node that joins or leaves mid-epoch is used or let go
-        between steps, not only between epochs. A worker that died with its node (`_lost_nodes`) is
+        between steps, not only between epochs. A worker that died with its node (`lost_nodes`) is
         not restarted in its lost bundle: once the cluster declares the node dead, the group shrinks.
         """
         t = self.trainer
@@ -380,10 +340,10 @@ class RayCluster:
                 version = None if self.sharded else self._store_version()
                 resume = self._snapshot_step if self.sharded else version - self._epoch_base
                 dead = self._dead_workers()
-                lost = _lost_nodes(self.group.pg, dead) if self.trainer.elastic else set()
+                lost = lost_nodes(self.group.pg, dead) if self.trainer.elastic else set()
                 if (
                     lost
-                    and _wait_until_dead(lost, NODE_LOSS_WAIT_S)
+                    and wait_until_dead(lost, NODE_LOSS_WAIT_S)
                     and self.fit_to_cluster(*self.trainer.elastic, resume)
                 ):
                     action = f"their node was lost; went on with {self.trainer.workers} workers"  # elastic: shrunk
