@@ -7,12 +7,13 @@ than `max_in_flight` steps are outstanding, which bounds object-store use.
 
 Policy (async, stale-synchronous parallel): each worker runs its own chain — compute on the
 parameters it last received, push its gradient to every store shard, continue with what the push
-returns. The driver starts a worker's next step only while that worker is at most `staleness` steps
-ahead of the slowest live worker. A worker that fails or stalls past `timeout_s` is dropped: the
+returns. The driver starts a worker's next step only while the version it would compute on is at
+most `staleness` versions ahead of the one every other computing worker uses (versions count every
+worker's pushes: the issue's bound, the shared store's too, `async_store.py`). A worker that fails or stalls past `timeout_s` is dropped: the
 stores fence its incarnation (a late gradient from it is refused), and the bound is recomputed over
 the rest. A dropped worker gets one rejoin per run — a replacement actor for a dead one, the same
-actor for a stalled one once its late step returns — as a new incarnation, admitted at the slowest
-live worker's clock with the store's current parameters. Every push also names the version its
+actor for a stalled one once its late step returns — as a new incarnation, with the store's
+current parameters. Every push also names the version its
 gradient was computed from; the stores refuse one that trails by more than the bound allows, and
 the driver redoes that batch on the fresh parameters the refusal returns.
 """
@@ -171,7 +172,8 @@ class DataParallelScheduler:
 class _AsyncRun:
     """The state of one stale-synchronous run, as plain dicts and sets.
 
-    `live`: admitted workers; `clock[w]`: steps w completed (only live workers have one); `params[w]`:
+    `live`: admitted workers; `version[w]`: the version w's next step computes on (live workers only);
+    `base[w]`: the version of the step w computes now (while it computes); `params[w]`:
     per shard, the (version, parameters) refs w computes its next step on; `computing`: a step's
     statistics ref → (worker, step, indices, start time, gradient ref); `pushing`: the first shard's
     `applied` ref of a finished step's push → (worker, step, indices, statistics, every shard's
@@ -187,7 +189,7 @@ class _AsyncRun:
     def __init__(self, sched, staleness, timeout_s, respawn):
         self.sched, self.stores, self.on_event = sched, sched.stores, sched.on_event
         self.staleness, self.timeout_s, self.respawn = staleness, timeout_s, respawn
-        self.live, self.clock, self.params = set(), {}, {}
+        self.live, self.version, self.base, self.params = set(), {}, {}, {}
         self.computing, self.pushing, self.returning = {}, {}, sched.rejoining
         self.rejoined = set()  # one rejoin per worker per run: a worker that keeps failing stays out
         self.refused = 0
@@ -219,10 +221,11 @@ class _AsyncRun:
 
     def _start_steps(self, queue):
         busy = {v[0] for v in self.computing.values()} | {v[0] for v in self.pushing.values()}
-        slowest = min(self.clock.values(), default=0)
         for w in sorted(self.live - busy):
-            if queue and self.clock[w] - slowest <= self.staleness:
+            behind = [b for u, b in self.base.items() if u != w]
+            if queue and (not behind or self.version[w] - min(behind) <= self.staleness):
                 t, indices = queue.popleft()
+                self.base[w] = self.version[w]
                 shards = [p for _, p in self.params[w]]
                 stats, grads = self.sched.workers[w].step_async.options(num_returns=2).remote(indices, *shards)
                 self.computing[stats] = (w, t, indices, time.monotonic(), grads)
@@ -246,14 +249,19 @@ class _AsyncRun:
 
     def _pushed(self, ref, queue, on_step):
         w, t, indices, stats, applied_refs = self.pushing.pop(ref)
-        applied = wait_ready(applied_refs, self.timeout_s, f"parameter-store shards (worker {w}'s push of step {t})")
+        *applied, version = wait_ready(
+            [*applied_refs, self.params[w][0][0]],
+            self.timeout_s,
+            f"parameter-store shards (worker {w}'s push of step {t})",
+        )
+        self.version[w] = version  # what w computes on next, the push applied or refused
+        self.base.pop(w, None)
         if any(applied) != all(applied):
             raise DistributedError(f"async scheduler: store shards disagree on worker {w}'s push of step {t}")
         if not applied[0]:
             self.refused += 1
             queue.appendleft((t, indices))
             return
-        self.clock[w] += 1
         on_step(t, merge_statistics([stats]))
 
     def _check_timeouts(self, queue):
@@ -274,7 +282,8 @@ class _AsyncRun:
         ref whose completion lets w rejoin (a stalled step), None for a dead worker (a replacement
         actor is started), () when w stays out (its step raised: it would again)."""
         self.live.discard(w)
-        self.clock.pop(w, None)
+        self.version.pop(w, None)
+        self.base.pop(w, None)
         self.sched.incarnations[w] += 1  # the incarnation a rejoin gets; every earlier one is fenced
         wait_ready([s.fence.remote(w, self.sched.incarnations[w]) for s in self.stores], self.timeout_s, "store fence")
         self._bound()
@@ -296,24 +305,24 @@ class _AsyncRun:
             self.on_event(f"worker {w} could not rejoin ({type(exc).__name__}); it stays dropped")
             self._require_workers(f"worker {w} could not rejoin")
             return
-        version = ray.get(self._admit(w), timeout=self.timeout_s)
+        version = self._admit(w)
         self.on_event(f"worker {w} rejoined as incarnation {self.sched.incarnations[w]} at version {version}")
 
     def _admit(self, w):
-        """Admit w's current incarnation at the slowest live worker's clock; returns the version ref it
-        starts from (the store's current parameters)."""
+        """Admit w's current incarnation; returns the version it starts from (the store's current parameters)."""
         incarnation = self.sched.incarnations.setdefault(w, 0)
         self.params[w] = [s.admit.options(num_returns=2).remote(w, incarnation) for s in self.stores]
-        self.clock[w] = min(self.clock.values(), default=0)
+        self.version[w] = wait_ready(self.params[w][0][0], self.timeout_s, f"parameter-store admission of worker {w}")
         self.live.add(w)
         self._bound()
-        return self.params[w][0][0]
+        return self.version[w]
 
     def _bound(self):
-        """The shards' version bound. While one worker computes a step, each other worker lands at most
-        2·staleness + 2 pushes (it may start ≤ staleness steps past the slowest, and the slowest was ≤
-        staleness + 1 behind when the step began); one more worker's worth covers a peer dropped or
-        admitted meanwhile. No push this scheduler makes on time exceeds it."""
+        """The shards' version bound. While one worker computes on version b, the others start steps only
+        on versions ≤ b + staleness and every push lifts the pusher's next version to the store's: at most
+        staleness + 1 pushes land before every other worker is held, plus one in flight per worker —
+        within len(live)·(2·staleness + 2), which leaves room for a peer dropped or admitted meanwhile.
+        No push this scheduler makes on time exceeds it."""
         max_lag = len(self.live) * (2 * self.staleness + 2)
         for s in self.stores:
             s.set_max_lag.remote(max_lag)
