@@ -14,18 +14,19 @@ kernel releases it when its holder dies, so a killed worker never leaves it lock
   v − base(u) ≤ staleness for every other live worker u that is computing — no worker runs more than
   `staleness` versions ahead of the slowest (versions count every worker's pushes, so a worker
   twice as slow as its peer is 2 versions behind and nobody waits at staleness 2).
-- push: copy the current buffer (parameters, optimizer state) into the other one, apply the
-  optimizer there (`distgraph.optim.functional`, the local optimizer's math), record the step's
-  statistics, then publish by storing version + 1 — one aligned int64 store. A worker killed
-  mid-update leaves the current buffer as it was: its gradient is not half applied.
+- push: copy the current buffer (parameters, optimizer state, the call's step table) into the other
+  one, apply the optimizer there (`distgraph.optim.functional`, the local optimizer's math), mark
+  the step done with its statistics, then publish by storing version + 1 — one aligned int64 store.
+  A worker killed before that store leaves the current buffer as it was: its gradient is not half
+  applied, and its step is not marked done without being applied (nor applied without being marked).
 - a worker that waits on a peer watches it: a peer whose process is gone, or that has not pushed
   within `timeout_s`, is dropped — its later push is refused, its claimed step stays undone — and
   the wait goes on without it. The driver redoes undone steps and rejoins dropped workers in a new
   segment (a new membership: a fenced worker still holding the old one writes where nobody reads).
 
 Layout (64-byte aligned regions): world (int64, at 0, as `shm.sweep` reads it), pids, the control
-words, per-worker base / live / claimed, the step table (done, loss sum, correct, count per step of
-the current call), and two buffers of [parameters | array state | scalar state | state present].
+words, per-worker base / live / claimed, and two buffers of [parameters | array state | scalar state |
+state present | step table (done, loss sum, correct, count per step of the current call)].
 """
 
 import fcntl
@@ -79,29 +80,30 @@ class _Layout:
         offset = _ALIGN + _aligned(world * 8)  # world at 0, pids at _ALIGN
         self.control, offset = offset, offset + _ALIGN
         self.per_worker, offset = offset, offset + 3 * _aligned(world * 8)
-        self.table, offset = offset, offset + _aligned(MAX_STEPS * 4 * 8)
         item = self.dtype.itemsize
         self.buffer_parts = (
             _aligned(self.count * item), _aligned(self.state_count * item), _aligned(n * 8), _aligned(len(shapes) * 8),
+            _aligned(MAX_STEPS * 4 * 8),
         )  # fmt: skip
         self.buffers = offset
         self.size = offset + 2 * sum(self.buffer_parts)
 
 
 class _Buffer:
-    """Views of one of the two buffers: flat parameters, array state, scalar state, present flags."""
+    """Views of one of the two buffers: flat parameters, array state, scalar state, present flags, step table."""
 
     def __init__(self, buf, offset, layout, n_params):
-        p, s, c, _ = layout.buffer_parts
+        p, s, c, f, _ = layout.buffer_parts
         self.params = np.ndarray((layout.count,), layout.dtype, buf, offset)
         self.state = np.ndarray((layout.state_count,), layout.dtype, buf, offset + p)
         self.scalars = np.ndarray((layout.scalar_count,), np.float64, buf, offset + p + s)
         self.present = np.ndarray((n_params,), np.int64, buf, offset + p + s + c)
+        self.table = np.ndarray((MAX_STEPS, 4), np.float64, buf, offset + p + s + c + f)
 
-    def copy_to(self, other):
-        for a, b in ((self.params, other.params), (self.state, other.state), (self.scalars, other.scalars)):
-            np.copyto(b, a)
-        np.copyto(other.present, self.present)
+    def copy_to(self, other, steps):
+        for name in ("params", "state", "scalars", "present"):
+            np.copyto(getattr(other, name), getattr(self, name))
+        np.copyto(other.table[:steps], self.table[:steps])
 
 
 class SharedAsyncStore:
@@ -144,7 +146,6 @@ class SharedAsyncStore:
         self.base, self.live, self.claimed = (
             np.ndarray((world,), np.int64, buf, layout.per_worker + k * stride) for k in range(3)
         )
-        self.table = np.ndarray((MAX_STEPS, 4), np.float64, buf, layout.table)
         part = sum(layout.buffer_parts)
         self.buffers = [_Buffer(buf, layout.buffers + k * part, layout, len(params)) for k in range(2)]
         self.lock_fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
@@ -193,7 +194,7 @@ class SharedAsyncStore:
                     for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
                 ],
                 "states": [self._load_state(current, i, copy=True) for i in range(len(self.shapes))],
-                "table": self.table[: int(self.control[END])].copy(),
+                "table": current.table[: int(self.control[END])].copy(),
                 "live": [int(u) for u in np.flatnonzero(self.live)],
                 "claimed": {u: int(self.claimed[u]) for u in range(self.world)},
             }
@@ -214,12 +215,12 @@ class SharedAsyncStore:
                         f"shared async store: {len(batches)} steps in one call (at most {MAX_STEPS})"
                     )
                 self.control[CHUNK], self.control[NEXT], self.control[END] = chunk, 0, len(batches)
-                self.table[: len(batches)] = 0
+                self._current().table[: len(batches)] = 0
         while (t := self._claim()) is not None:
             grads, stats = compute(batches[t])
             pushed += self._push(t, grads, stats)
         with self._locked():
-            table = self.table[: int(self.control[END])].copy()
+            table = self._current().table[: int(self.control[END])].copy()
         return {"events": self.events, "table": table, "pushed": pushed}
 
     def _claim(self):
@@ -270,16 +271,19 @@ class SharedAsyncStore:
                 return 0  # dropped meanwhile: refused; the step stays undone
             v = int(self.control[VERSION])
             current, nxt = self.buffers[v % 2], self.buffers[(v + 1) % 2]
-            current.copy_to(nxt)
+            current.copy_to(nxt, int(self.control[END]))
             for i, (g, a, b) in enumerate(zip(grads, self.offsets[:-1], self.offsets[1:])):
                 state = self._load_state(nxt, i)
                 param = nxt.params[a:b].reshape(self.shapes[i])
                 self.update(param, np.asarray(g), state, **self.hypers[i])
                 self._store_state(nxt, i, state)
-            self.table[t] = (1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"])
+            nxt.table[t] = (1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"])
             self.base[self.rank], self.claimed[self.rank] = -1, -1
             self.control[VERSION] = v + 1  # publish
             return 1
+
+    def _current(self):
+        return self.buffers[int(self.control[VERSION]) % 2]
 
     def _drop(self, u):
         self.live[u] = 0
@@ -329,7 +333,7 @@ class SharedAsyncStore:
         if self.shm is None:
             return
         os.close(self.lock_fd)
-        self.world_word = self.pids = self.control = self.base = self.live = self.claimed = self.table = None
+        self.world_word = self.pids = self.control = self.base = self.live = self.claimed = None
         self.buffers = []
         if self._finalizer is not None:
             self._finalizer()
