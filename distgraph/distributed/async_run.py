@@ -94,7 +94,8 @@ class SharedAsyncScheduler:
         packed = pack_indices([batches[t] for t in steps])
         calls = {self.actors[w].step_async_shared.remote(self.chunk, packed, hypers): w for w in sorted(self.live)}
         started = time.monotonic()
-        results, failed = self._collect(calls, started)
+        per_worker = -(-len(steps) // len(calls))
+        results, failed = self._collect(calls, started + self.timeout_s * per_worker)
         errors = [exc for _, kind, exc in failed.values() if kind == "RayTaskError"]
         if errors and not results:
             raise DistributedError(f"async: every worker's step raised: {errors[0]}") from errors[0]
@@ -127,11 +128,11 @@ class SharedAsyncScheduler:
             on_step(steps[k], _means(stats))
         return [steps[k] for k in range(len(steps)) if not table[k, 0]]
 
-    def _collect(self, calls, started):
+    def _collect(self, calls, deadline):
         """→ ({worker: call result}, {worker: (worker, kind, exception or the pending ref)}). A call not
-        back `timeout_s` after the first one came back is stalled."""
+        back `timeout_s` after the first one came back is stalled; so is every call when none is back
+        by `deadline` (each step of its share took longer than `timeout_s`)."""
         pending, results, failed = dict(calls), {}, {}
-        deadline = started + self.timeout_s + 4 * CALL_SECONDS
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:

@@ -489,6 +489,7 @@ class RayCluster:
                 except Exception:  # noqa: BLE001  (a dead worker has nothing to close)
                     pass
         self.group.shutdown()
+        self.scheduler.discard_pending()
         for store in self.stores:
             ray.kill(store)
         _unlink_segments(self.group_name)

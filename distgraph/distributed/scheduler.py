@@ -57,6 +57,12 @@ class DataParallelScheduler:
     def set_version(self, version):
         self.version = version
 
+    def discard_pending(self):
+        """Collect the store outputs nobody will read (a run that ended in a fault leaves a chain of
+        failed ones), so that Ray does not print each as an "Unhandled error" when the refs go."""
+        _discard(self.param_refs, timeout_s=0.5)
+        self.param_refs = []
+
     # ---- sync ---------------------------------------------------------------------------------------
     def submit_sync(self, indices, lrs):
         """Submit one synchronous step; returns the ObjectRefs of the workers' statistics."""
