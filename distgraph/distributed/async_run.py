@@ -40,6 +40,7 @@ class SharedAsyncScheduler:
         self.live = set(range(len(actors)))
         self.incarnations = dict.fromkeys(self.live, 0)
         self.returning = {}  # ref ready when a dropped worker may rejoin -> (worker, since)
+        self.rejoined = set()  # workers dropped in this run already: one rejoin per worker per run
         self.generation = self.chunk = 0
         self.step_seconds = None  # wall seconds per step (all workers together) of the last call
 
@@ -94,30 +95,11 @@ class SharedAsyncScheduler:
         packed = pack_indices([batches[t] for t in steps])
         calls = {self.actors[w].step_async_shared.remote(self.chunk, packed, hypers): w for w in sorted(self.live)}
         started = time.monotonic()
-        per_worker = -(-len(steps) // len(calls))
-        results, failed = self._collect(calls, started + self.timeout_s * per_worker)
-        errors = [exc for _, kind, exc in failed.values() if kind == "RayTaskError"]
+        results, failed = self._collect(calls, started + self.timeout_s * -(-len(steps) // len(calls)))
+        errors = [cause for kind, cause in failed.values() if kind == "RayTaskError"]
         if errors and not results:
             raise DistributedError(f"async: every worker's step raised: {errors[0]}") from errors[0]
-        seen = {ev["rank"]: (w, ev) for w, r in results.items() for ev in r["events"]}  # drops peers made
-        claimed = {}
-        if failed:  # fence the failed ones in the segment and read the record after that
-            record = self.snapshot(drop=[w for w in failed if w in self.live])
-            table, claimed = record["table"], record["claimed"]
-        else:
-            table = max((r["table"] for r in results.values()), key=lambda t: t[:, 0].sum())
-        for w in sorted(set(failed) | set(seen)):
-            _, kind, cause = failed.get(w, (w, None, None))
-            if w in seen:  # the peer saw why, and where
-                peer, ev = seen[w]
-                what = "failed" if "exited" in ev["why"] else "stalled"
-                step, why = ev["step"], f"{ev['why']}; seen by worker {peer}"
-            else:
-                what = "stalled" if kind == "stalled" else "failed"
-                step = claimed.get(w, -1)
-                why = f"its call did not return within {self.timeout_s:g}s of its peers'" if kind == "stalled" else kind
-            at = f"at step {steps[step]}" if step >= 0 else "between steps"
-            self._drop(w, f"worker {w} {what} {at} ({why})", cause)
+        table = self._settle(steps, results, failed)
         done = [k for k in range(len(steps)) if table[k, 0]]
         if done:
             self.step_seconds = (time.monotonic() - started) / len(done)
@@ -128,8 +110,35 @@ class SharedAsyncScheduler:
             on_step(steps[k], _means(stats))
         return [steps[k] for k in range(len(steps)) if not table[k, 0]]
 
+    def _settle(self, steps, results, failed):
+        """Drop the workers whose call failed or that a peer dropped → the call's step table (read after
+        the failed ones are fenced in the segment, so it is final)."""
+        seen = {ev["rank"]: (w, ev) for w, r in results.items() for ev in r["events"]}  # drops peers made
+        claimed = {}
+        if failed:
+            record = self.snapshot(drop=[w for w in failed if w in self.live])
+            table, claimed = record["table"], record["claimed"]
+        else:  # the last call back has the fullest record
+            table = max((r["table"] for r in results.values()), key=lambda t: t[:, 0].sum())
+        for w in sorted(set(failed) | set(seen)):
+            kind, cause = failed.get(w, (None, None))
+            if w in seen:  # the peer saw why, and where
+                peer, ev = seen[w]
+                what, step, why = ev["kind"], ev["step"], f"{ev['why']}; seen by worker {peer}"
+            elif kind == "stalled":
+                what, step, why = (
+                    "stalled",
+                    claimed.get(w, -1),
+                    f"its call was not back {self.timeout_s:g}s after its peers'",
+                )
+            else:
+                what, step, why = "failed", claimed.get(w, -1), kind
+            at = f"at step {steps[step]}" if step >= 0 else "between steps"
+            self._drop(w, f"worker {w} {what} {at} ({why})", cause)
+        return table
+
     def _collect(self, calls, deadline):
-        """→ ({worker: call result}, {worker: (worker, kind, exception or the pending ref)}). A call not
+        """→ ({worker: call result}, {worker: (kind, exception or the pending ref)}). A call not
         back `timeout_s` after the first one came back is stalled; so is every call when none is back
         by `deadline` (each step of its share took longer than `timeout_s`)."""
         pending, results, failed = dict(calls), {}, {}
@@ -137,16 +146,16 @@ class SharedAsyncScheduler:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 for ref, w in pending.items():
-                    failed[w] = (w, "stalled", ref)
+                    failed[w] = ("stalled", ref)
                 break
             for ref in ready:
                 w = pending.pop(ref)
                 try:
                     results[w] = ray.get(ref)
                 except RayActorError as exc:
-                    failed[w] = (w, "RayActorError", exc)
+                    failed[w] = ("RayActorError", exc)
                 except RayTaskError as exc:
-                    failed[w] = (w, "RayTaskError", exc)
+                    failed[w] = ("RayTaskError", exc)
                 deadline = min(deadline, time.monotonic() + self.timeout_s)
         return results, failed
 
@@ -167,13 +176,13 @@ class SharedAsyncScheduler:
         if w in self.rejoined:
             return
         self.rejoined.add(w)
-        if isinstance(cause, RayActorError) or (cause is None and not _answers(self.actors[w])):
-            actor, ready = self.respawn(w)
-            self.returning[ready] = (w, time.monotonic())
-        elif cause is None:
-            self.returning[self.actors[w].ping.remote()] = (w, time.monotonic())
-        else:
-            self.returning[cause] = (w, time.monotonic())
+        if isinstance(cause, RayActorError):  # dead: a replacement, back once it holds the data
+            _, ready = self.respawn(w)
+        elif cause is None:  # its call came back: it is there now
+            ready = self.actors[w].ping.remote()
+        else:  # stalled: back once its call returns
+            ready = cause
+        self.returning[ready] = (w, time.monotonic())
 
     def _rejoin_returned(self, hypers):
         """Admit the dropped workers that can come back, in a new segment loaded from the live store."""
@@ -203,14 +212,6 @@ class SharedAsyncScheduler:
                 )
         if not self.live:
             raise DistributedError("async: no live worker is left (every dropped worker failed to come back)")
-
-
-def _answers(actor):
-    try:
-        ray.get(actor.ping.remote(), timeout=2)
-        return True
-    except Exception:  # noqa: BLE001  (dead or blocked: a replacement is started)
-        return False
 
 
 def _means(stats):

@@ -263,7 +263,9 @@ class SharedAsyncStore:
                         step = int(self.claimed[u])
                         self._drop(u)
                         why = "its process exited" if gone else f"it did not push within {self.timeout_s:g}s"
-                        self.events.append({"rank": u, "step": step, "why": why})
+                        self.events.append(
+                            {"rank": u, "step": step, "kind": "failed" if gone else "stalled", "why": why}
+                        )
 
     def _push(self, t, grads, stats):
         with self._locked():

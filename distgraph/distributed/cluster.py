@@ -117,11 +117,12 @@ class RayCluster:
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
         self._driver_current = True
 
-    def _setup_async(self, members=None):
-        """Every worker joins a new shared async store loaded with the driver's model and optimizer state."""
+    def _setup_async(self):
+        """Every worker joins a new shared async store loaded with the driver's model and optimizer state
+        (a new scheduler for a new worker group; the same one keeps its call sizing and pending rejoins)."""
         from distgraph.distributed.async_run import SharedAsyncScheduler
 
-        if self.async_scheduler is None or members is None:
+        if self.async_scheduler is None or self.async_scheduler.actors is not self.group.actors:
             t = self.trainer
             self.async_scheduler = SharedAsyncScheduler(
                 self.group.actors, self.group_name, self.name, t.staleness, t.timeout_s, t.history.events.append,
@@ -133,7 +134,7 @@ class RayCluster:
             "states": [state.get(i, {}) for i in range(len(self.params))],
             "version": self.trainer.global_step,
         }
-        self.async_scheduler.setup(driver, self._hypers(), members)
+        self.async_scheduler.setup(driver, self._hypers())
         self._driver_current = True
 
     def _pull_async(self):

@@ -17,10 +17,15 @@ def data(n=128):
     return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
 
 
-def train(backend, workers=2, sync="sync", epochs=2, opt="adam", allreduce="auto"):
+def small_model(opt="adam"):
     dg.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     o = dg.optim.Adam(model.parameters(), lr=0.01) if opt == "adam" else dg.optim.SGD(model.parameters(), lr=0.1)
+    return model, o
+
+
+def train(backend, workers=2, sync="sync", epochs=2, opt="adam", allreduce="auto"):
+    model, o = small_model(opt)
     with dg.Trainer(
         model, nn.functional.cross_entropy, o, workers=workers, backend=backend, sync=sync, allreduce=allreduce,
         progress=False,
@@ -63,9 +68,7 @@ def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
     """The multi-node path (no shared memory): shards sum the workers' gradients in rank order."""
     dg.manual_seed(0)
     local, _, _ = train("local")
-    dg.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    o = dg.optim.Adam(model.parameters(), lr=0.01)
+    model, o = small_model()
     with dg.Trainer(
         model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="store", progress=False
     ) as t:
@@ -79,9 +82,7 @@ def test_bucketed_gloo_all_reduce_equals_local_bit_for_bit(ray_session, bucket_m
     the parameters' post-accumulate hooks while backward runs (one bucket, or one per parameter)."""
     pytest.importorskip("torch")
     local, _, _ = train("local")
-    dg.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    o = dg.optim.Adam(model.parameters(), lr=0.01)
+    model, o = small_model()
     with dg.Trainer(
         model, nn.functional.cross_entropy, o, workers=2, backend="ray", allreduce="gloo", bucket_mb=bucket_mb,
         progress=False,
@@ -113,9 +114,7 @@ def test_batch_that_does_not_fit_the_model_is_reported_on_the_driver(ray_session
 def test_async_shared_store_round_trips_the_driver_state(ray_session):
     """push (what loading a checkpoint does) then pull: the shared async store gives back the driver's
     parameters, Adam state and step bit for bit."""
-    dg.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    model, opt = small_model()
     with dg.Trainer(
         model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", progress=False
     ) as t:
