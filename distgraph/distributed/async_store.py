@@ -149,7 +149,7 @@ class SharedAsyncStore:
         part = sum(layout.buffer_parts)
         self.buffers = [_Buffer(buf, layout.buffers + k * part, layout, len(params)) for k in range(2)]
         self.lock_fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
-        self.members, self.events = list(members), []  # events: the peers this handle dropped in a call
+        self.events = []  # the peers this handle dropped in the current call
         self.pids[rank] = os.getpid()
         if self.creator:
             self.world_word[0] = world
@@ -180,8 +180,8 @@ class SharedAsyncStore:
             time.sleep(0.001)
 
     def snapshot(self, drop=()):
-        """Drop `drop` (their later pushes are refused), then → {version, params, states, table, live}:
-        the state a driver pulls, and the record of the current call's steps."""
+        """Drop `drop` (their later pushes are refused), then → {version, params, states, table, live,
+        claimed}: the state a driver pulls, and the record of the current call's steps and claims."""
         with self._locked():
             for u in drop:
                 self._drop(u)
@@ -224,7 +224,7 @@ class SharedAsyncStore:
         return {"events": self.events, "table": table, "pushed": pushed}
 
     def _claim(self):
-        watch = {}  # peer waited on -> (its base then, since when)
+        watch = {}  # peer waited on -> (its base then, waited on since, liveness last checked)
         while True:
             with self._locked():
                 if not self.live[self.rank] or self.control[NEXT] >= self.control[END]:
