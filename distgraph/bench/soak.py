@@ -1,4 +1,4 @@
-"""`distgraph bench soak`: a long synchronous Ray run whose memory must stay flat after warm-up.
+"""`distgraph bench soak`: a long Ray run (sync, or async with `--sync async`) whose memory must stay flat after warm-up.
 
 A leaked ObjectRef keeps its object in Ray's object store; a leaked buffer grows a process. So
 every `--sample-every` steps, from the driver, between steps (the scheduler's per-step hook):
@@ -119,8 +119,8 @@ def _model(features, hidden, classes, seed):
                          nn.Linear(hidden, classes))  # fmt: skip
 
 
-def run_soak(steps=1000, workers=2, sample_every=10, warmup=200, batch=64, epoch_steps=100, seed=0):
-    """Train `steps` sync steps on Ray (epochs of `epoch_steps`), sampling memory; returns samples and pids."""
+def run_soak(steps=1000, workers=2, sample_every=10, warmup=200, batch=64, epoch_steps=100, seed=0, sync="sync"):
+    """Train `steps` steps on Ray in mode `sync` (epochs of `epoch_steps`), sampling memory; returns samples and pids."""
     import distgraph as dg
     import distgraph.nn.functional as F
     from distgraph import optim
@@ -130,7 +130,7 @@ def run_soak(steps=1000, workers=2, sample_every=10, warmup=200, batch=64, epoch
     x, y = x[: epoch_steps * batch], y[: epoch_steps * batch]
     model = _model(64, 256, 10, seed)
     trainer = dg.Trainer(model, F.cross_entropy, optim.Adam(model.parameters(), lr=1e-3), workers=workers,
-                         backend="ray", sync="sync", progress=False, seed=seed)  # fmt: skip
+                         backend="ray", sync=sync, progress=False, seed=seed)  # fmt: skip
     try:
         trainer.fit((x[: 2 * batch], y[: 2 * batch]), epochs=1, batch_size=batch)  # starts the cluster
         cluster = trainer._cluster
@@ -138,7 +138,7 @@ def run_soak(steps=1000, workers=2, sample_every=10, warmup=200, batch=64, epoch
         pids.update({f"worker {r}": pid for r, pid in ray.get([w.ping.remote() for w in cluster.group.actors])})
         pids.update({f"store {s}": pid for s, pid in enumerate(ray.get([st.pid.remote() for st in cluster.stores]))})
         sampler = Sampler(pids, sample_every)
-        cluster.scheduler.on_worker_stats = sampler
+        (cluster.async_scheduler or cluster.scheduler).on_worker_stats = sampler
         sampler.samples.append(sampler.sample())
         sampler.settle()
         started = time.perf_counter()
@@ -185,21 +185,22 @@ def _fmt(key, value):
 @click.command("soak")
 @click.option("--steps", default=1000, show_default=True)
 @click.option("--workers", default=2, show_default=True)
+@click.option("--sync", "sync", type=click.Choice(["sync", "async"]), default="sync", show_default=True)
 @click.option("--sample-every", default=10, show_default=True, help="steps between memory samples")
 @click.option("--warmup", default=200, show_default=True, help="steps before the flatness window starts")
 @click.option("--mem-tol-mb", default=8.0, show_default=True, help="allowed private-memory growth per process")
 @click.option("--store-tol-mb", default=2.0, show_default=True, help="allowed object-store growth")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @click.option("--json", "json_path", default="bench-out/soak.json", show_default=True, help="samples and figures")
-def command(steps, workers, sample_every, warmup, mem_tol_mb, store_tol_mb, address, json_path):
-    """Long sync run on Ray: object store, driver ObjectRefs and every process's RSS stay flat after warm-up."""
+def command(steps, workers, sync, sample_every, warmup, mem_tol_mb, store_tol_mb, address, json_path):
+    """Long Ray run: object store, driver ObjectRefs and every process's RSS stay flat after warm-up."""
     from distgraph.distributed import runtime
 
     runtime.init(address, num_cpus=None if address else workers)
-    result = run_soak(steps, workers, sample_every, warmup)
+    result = run_soak(steps, workers, sample_every, warmup, sync=sync)
     figures = verdict(result, warmup, mem_tol_mb, store_tol_mb)
     click.echo(
-        f"soak · {result['steps']} sync steps · {workers} workers · {result['seconds']:.1f}s "
+        f"soak · {result['steps']} {sync} steps · {workers} workers · {result['seconds']:.1f}s "
         f"({result['steps'] / result['seconds']:.0f} steps/s) · final loss {result['final_loss']:.4f} · {machine()}"
     )
     rows = [
@@ -217,6 +218,9 @@ def command(steps, workers, sample_every, warmup, mem_tol_mb, store_tol_mb, addr
     )
     if json_path:
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    write_json(json_path, {"machine": machine(), "workers": workers, "warmup": warmup, **result, "figures": figures})
+    write_json(
+        json_path,
+        {"machine": machine(), "workers": workers, "sync": sync, "warmup": warmup, **result, "figures": figures},
+    )
     if any(f["flat"] is False for f in figures.values()):
         raise click.ClickException("memory grew after warm-up: see the series marked NO")

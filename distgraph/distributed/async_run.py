@@ -43,6 +43,7 @@ class SharedAsyncScheduler:
         self.rejoined = set()  # workers dropped in this run already: one rejoin per worker per run
         self.generation = self.chunk = 0
         self.step_seconds = None  # wall seconds per step (all workers together) of the last call
+        self.on_worker_stats = None  # optional (step, [its statistics]) hook, as DataParallelScheduler's
 
     def setup(self, state, hypers, members=None):
         """A new segment for `members` (default: the live workers) loaded with `state`
@@ -107,6 +108,8 @@ class SharedAsyncScheduler:
             stats = {"loss_sum": float(table[k, 1]), "count": int(table[k, 3])}
             if table[k, 2] == table[k, 2]:  # not NaN: the loss reports correct predictions
                 stats["correct"] = float(table[k, 2])
+            if self.on_worker_stats is not None:
+                self.on_worker_stats(steps[k], [stats])
             on_step(steps[k], _means(stats))
         return [steps[k] for k in range(len(steps)) if not table[k, 0]]
 

@@ -45,10 +45,11 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_soak_short_run_stays_flat_after_warmup(ray_session):
+@pytest.mark.parametrize("sync", ["sync", "async"])
+def test_soak_short_run_stays_flat_after_warmup(ray_session, sync):
     from distgraph.bench.soak import run_soak, verdict
 
-    result = run_soak(steps=200, workers=2, sample_every=10, warmup=50, epoch_steps=50)
+    result = run_soak(steps=200, workers=2, sample_every=10, warmup=50, epoch_steps=50, sync=sync)
     assert result["steps"] == 200 and len(result["samples"]) == 21 and len(result["settled"]) == 5
     figures = verdict(result, warmup=50, mem_tol_mb=8.0, store_tol_mb=1.0, refs_tol=4)
     judged = {k: f for k, f in figures.items() if f["flat"] is not None}
