@@ -400,8 +400,11 @@ class RayCluster:
         the epoch's last call brought the snapshot): evaluation, checkpoints and the end of `fit` cost no call."""
         if self._driver_current:
             return
-        if self.sharded or self.async_shared:
-            self._pull_sharded() if self.sharded else self._pull_async()
+        if self.sharded:
+            self._pull_sharded()
+            return
+        if self.async_shared:
+            self._pull_async()
             self._driver_current = True
             return
         states = self._ask_stores("state_dict")
