@@ -43,10 +43,12 @@ def _epoch(trainer, data, batch, steps):
 
 
 def run(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cpus, seed=0, echo=print):
-    """{mode: {"samples_per_s": median, "repeats": [...]}} for mode in sync, async."""
+    """{mode: {"samples_per_s": median, "repeats": [...]}} for mode in sync, async; with the shared
+    async store also "timeline": the AsyncTimeline of async's last measured epoch."""
     import ray
 
     from distgraph.datasets import teacher
+    from distgraph.distributed.timeline import AsyncTimeline
 
     (x, y), _ = teacher(samples=int(steps * batch / 0.8) + 8, features=sizes[0], classes=sizes[-1], seed=seed)
     share = min(1.0, cpus / (2 * workers))  # both systems alive at once; only one computes at a time
@@ -57,15 +59,20 @@ def run(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cp
             _epoch(t, (x, y), batch, 3)  # starts the cluster, warms the workers
             ray.get(t._cluster.group.actors[slow_rank].set_slowdown.remote(slowdown))
             _epoch(t, (x, y), batch, 3)
+        timeline = AsyncTimeline()
+        if trainers["async"]._cluster.async_scheduler is not None:
+            trainers["async"]._cluster.async_scheduler.on_worker_stats = timeline.add
         runs = {mode: [] for mode in trainers}
         for r in range(repeat):
             for mode, t in trainers.items():
+                timeline.clear()
                 runs[mode].append(_epoch(t, (x, y), batch, steps))
             echo(f"  round {r + 1}/{repeat}: " + ", ".join(f"{m} {v[-1]:,.0f}/s" for m, v in runs.items()))
     finally:
         for t in trainers.values():
             t.close()
-    return {m: {"samples_per_s": statistics.median(v), "repeats": v} for m, v in runs.items()}
+    out = {m: {"samples_per_s": statistics.median(v), "repeats": v} for m, v in runs.items()}
+    return out | ({"timeline": timeline} if timeline.records else {})
 
 
 @click.command("async_slow")
@@ -95,12 +102,35 @@ def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank
         f"{slowdown:g}x · staleness {staleness} · batch {batch} · {machine()}"
     )
     res = run(workers, layer_sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cpus, echo=click.echo)
+    timeline = res.pop("timeline", None)
     ratio = res["async"]["samples_per_s"] / res["sync"]["samples_per_s"]
     rows = [[m, f"{r['samples_per_s']:,.0f}", " ".join(f"{v:,.0f}" for v in r["repeats"])] for m, r in res.items()]
     click.echo(table(["mode", "samples/s (median)", "epochs"], rows))
     click.echo(f"async / sync = {ratio:.2f}x (target ≥ 1.4x: {'met' if ratio >= 1.4 else 'NOT met'})")
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    if timeline is not None:
+        click.echo(_schedule_summary(timeline, slow_rank))
+        trace_path = os.path.splitext(out_path)[0] + ".trace.json"
+        write_json(trace_path, timeline.chrome_trace(f"async, rank {slow_rank} slowed {slowdown:g}x"))
+        click.echo(f"wrote {trace_path} (async's last epoch: open in Perfetto)")
     config = {"workers": workers, "sizes": layer_sizes, "batch": batch, "steps": steps, "repeat": repeat}
     config |= {"staleness": staleness, "slowdown": slowdown, "slow_rank": slow_rank}
     write_json(out_path, {"machine": machine(), "config": config, "results": res, "async_over_sync": ratio})
     click.echo(f"wrote {out_path}")
+
+
+def _schedule_summary(timeline, slow_rank):
+    """Who did how many of async's steps, how long each waited, and how stale the pushes were."""
+    stale = timeline.staleness()
+    lines = [
+        f"async's last epoch: staleness (pushes between a step's claim and its push) mean "
+        f"{statistics.fmean(stale):.2f}, max {max(stale)}; per worker:"
+    ]
+    for rank, w in timeline.per_worker().items():
+        busy = w["compute_s"] + w["push_s"] + w["wait_s"]
+        lines.append(
+            f"  worker {rank}{' (slowed)' if rank == slow_rank else ''}: {w['steps']} steps, compute "
+            f"{w['compute_s'] * 1e3:.0f} ms, push {w['push_s'] * 1e3:.1f} ms, waiting between steps "
+            f"{w['wait_s'] * 1e3:.1f} ms ({w['wait_s'] / busy:.0%})"
+        )
+    return "\n".join(lines)

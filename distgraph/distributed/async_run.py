@@ -24,7 +24,7 @@ from collections import deque
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from distgraph.distributed.async_store import MAX_STEPS
+from distgraph.distributed.async_store import COLUMNS, MAX_STEPS
 from distgraph.distributed.scheduler import CALL_SECONDS, FIRST_CALL_STEPS, wait_ready
 from distgraph.distributed.shm import PREFIX
 from distgraph.distributed.worker import pack_indices
@@ -105,11 +105,12 @@ class SharedAsyncScheduler:
         if done:
             self.step_seconds = (time.monotonic() - started) / len(done)
         for k in done:
-            stats = {"loss_sum": float(table[k, 1]), "count": int(table[k, 3])}
-            if table[k, 2] == table[k, 2]:  # not NaN: the loss reports correct predictions
-                stats["correct"] = float(table[k, 2])
-            if self.on_worker_stats is not None:
-                self.on_worker_stats(steps[k], [stats])
+            row = dict(zip(COLUMNS, table[k].tolist()))
+            stats = {"loss_sum": row["loss_sum"], "count": int(row["count"])}
+            if row["correct"] == row["correct"]:  # not NaN: the loss reports correct predictions
+                stats["correct"] = row["correct"]
+            if self.on_worker_stats is not None:  # with who computed it on which version, and when
+                self.on_worker_stats(steps[k], [{**row, **stats}])
             on_step(steps[k], _means(stats))
         return [steps[k] for k in range(len(steps)) if not table[k, 0]]
 

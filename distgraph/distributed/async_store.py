@@ -26,7 +26,7 @@ kernel releases it when its holder dies, so a killed worker never leaves it lock
 
 Layout (64-byte aligned regions): world (int64, at 0, as `shm.sweep` reads it), pids, the control
 words, per-worker base / live / claimed, and two buffers of [parameters | array state | scalar state |
-state present | step table (done, loss sum, correct, count per step of the current call)].
+state present | step table (per step of the current call: done, statistics, rank, versions, times)].
 """
 
 import fcntl
@@ -42,6 +42,9 @@ from distgraph.distributed.zero import common_dtype, flat_layout
 from distgraph.errors import DistributedError
 
 MAX_STEPS = 512  # rows of the step table: the most steps one call may carry
+# columns of the step table: done flag, statistics, then who computed the step on which version, and
+# when (wall clock) it was claimed, finished computing and pushed — the schedule a timeline draws
+COLUMNS = ("done", "loss_sum", "correct", "count", "rank", "base", "version", "t_claim", "t_computed", "t_pushed")
 VERSION, NEXT, END, CHUNK, READY = range(5)  # control words
 _WAIT_S = 200e-6  # a claim that must wait sleeps this long between looks (the peer is mid-step: ms away)
 _LIVENESS_EVERY_S = 0.2
@@ -83,7 +86,7 @@ class _Layout:
         item = self.dtype.itemsize
         self.buffer_parts = (
             _aligned(self.count * item), _aligned(self.state_count * item), _aligned(n * 8), _aligned(len(shapes) * 8),
-            _aligned(MAX_STEPS * 4 * 8),
+            _aligned(MAX_STEPS * len(COLUMNS) * 8),
         )  # fmt: skip
         self.buffers = offset
         self.size = offset + 2 * sum(self.buffer_parts)
@@ -98,7 +101,7 @@ class _Buffer:
         self.state = np.ndarray((layout.state_count,), layout.dtype, buf, offset + p)
         self.scalars = np.ndarray((layout.scalar_count,), np.float64, buf, offset + p + s)
         self.present = np.ndarray((n_params,), np.int64, buf, offset + p + s + c)
-        self.table = np.ndarray((MAX_STEPS, 4), np.float64, buf, offset + p + s + c + f)
+        self.table = np.ndarray((MAX_STEPS, len(COLUMNS)), np.float64, buf, offset + p + s + c + f)
 
     def copy_to(self, other, steps):
         for name in ("params", "state", "scalars", "present"):
@@ -217,8 +220,9 @@ class SharedAsyncStore:
                 self.control[CHUNK], self.control[NEXT], self.control[END] = chunk, 0, len(batches)
                 self._current().table[: len(batches)] = 0
         while (t := self._claim()) is not None:
+            claimed_at = time.time()
             grads, stats = compute(batches[t])
-            pushed += self._push(t, grads, stats)
+            pushed += self._push(t, grads, stats, claimed_at)
         with self._locked():
             table = self._current().table[: int(self.control[END])].copy()
         return {"events": self.events, "table": table, "pushed": pushed}
@@ -267,7 +271,8 @@ class SharedAsyncStore:
                             {"rank": u, "step": step, "kind": "failed" if gone else "stalled", "why": why}
                         )
 
-    def _push(self, t, grads, stats):
+    def _push(self, t, grads, stats, claimed_at=np.nan):
+        computed_at = time.time()
         with self._locked():
             if not self.live[self.rank]:
                 return 0  # dropped meanwhile: refused; the step stays undone
@@ -279,7 +284,10 @@ class SharedAsyncStore:
                 param = nxt.params[a:b].reshape(self.shapes[i])
                 self.update(param, np.asarray(g), state, **self.hypers[i])
                 self._store_state(nxt, i, state)
-            nxt.table[t] = (1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"])
+            nxt.table[t] = (
+                1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"], self.rank, self.base[self.rank],
+                v + 1, claimed_at, computed_at, time.time(),
+            )  # fmt: skip
             self.base[self.rank], self.claimed[self.rank] = -1, -1
             self.control[VERSION] = v + 1  # publish
             return 1

@@ -124,3 +124,63 @@ class Timeline:
                     })  # fmt: skip
                 t += dur
         return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"step": step, "workers": len(ranks)}}
+
+
+class AsyncTimeline:
+    """The schedule of an async run (`scheduler.on_worker_stats = timeline.add` on the shared store):
+    per step, which worker computed it on which version, which version its push made, and when.
+
+    Staleness of a step = the pushes that landed between its claim and its own push (version − 1 −
+    base): 0 when nobody else pushed meanwhile. A worker's wait = the gap between its push and its
+    next claim: the version bound holding it back, or the end of a call."""
+
+    KEYS = ("rank", "base", "version", "t_claim", "t_computed", "t_pushed")
+
+    def __init__(self):
+        self.records = []
+
+    def add(self, step, parts):
+        for p in parts:
+            if "t_claim" in p:
+                self.records.append({"step": step, **{k: float(p[k]) for k in self.KEYS}})
+
+    def clear(self):
+        self.records = []
+
+    def staleness(self):
+        return [int(r["version"] - 1 - r["base"]) for r in self.records]
+
+    def per_worker(self):
+        """{rank: {steps, compute_s, push_s, wait_s}} — totals over the recorded steps."""
+        out = {}
+        for rank in sorted({int(r["rank"]) for r in self.records}):
+            mine = sorted((r for r in self.records if int(r["rank"]) == rank), key=lambda r: r["t_claim"])
+            gaps = [b["t_claim"] - a["t_pushed"] for a, b in zip(mine, mine[1:])]
+            out[rank] = {
+                "steps": len(mine),
+                "compute_s": sum(r["t_computed"] - r["t_claim"] for r in mine),
+                "push_s": sum(r["t_pushed"] - r["t_computed"] for r in mine),
+                "wait_s": sum(g for g in gaps if g > 0),
+            }
+        return out
+
+    def chrome_trace(self, label="distgraph async"):
+        """Every recorded step as Chrome-trace events (µs from the first claim), one process per worker."""
+        if not self.records:
+            return {"traceEvents": [], "displayTimeUnit": "ms"}
+        origin = min(r["t_claim"] for r in self.records)
+        us = lambda seconds: round(seconds * 1e6, 3)
+        events = []
+        for rank in sorted({int(r["rank"]) for r in self.records}):
+            events.append({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": f"{label} worker {rank}"}})
+        for r in self.records:
+            rank, args = int(r["rank"]), {"step": r["step"], "base": int(r["base"]), "version": int(r["version"])}
+            for name, a, b in (
+                (f"step {r['step']} on version {int(r['base'])}", r["t_claim"], r["t_computed"]),
+                (f"push → version {int(r['version'])}", r["t_computed"], r["t_pushed"]),
+            ):
+                events.append({
+                    "name": name, "cat": "async", "ph": "X", "pid": rank, "tid": 0,
+                    "ts": us(a - origin), "dur": us(b - a), "args": args,
+                })  # fmt: skip
+        return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"steps": len(self.records)}}

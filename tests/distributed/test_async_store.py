@@ -14,7 +14,7 @@ import pytest
 
 import distgraph as dg
 from distgraph import nn
-from distgraph.distributed.async_store import SharedAsyncStore
+from distgraph.distributed.async_store import COLUMNS, SharedAsyncStore
 from distgraph.errors import DistributedError
 from distgraph.optim.functional import make_optimizer_spec
 
@@ -163,6 +163,9 @@ def test_a_call_runs_every_step_once_and_records_its_statistics():
     assert sorted(seen) == list(range(10)) and out["pushed"] == 10
     assert out["table"][:, 1].tolist() == [float(k) for k in range(10)]
     assert np.isnan(out["table"][:, 2]).all()  # no "correct" reported
+    rows = [dict(zip(COLUMNS, r)) for r in out["table"]]
+    assert all(r["rank"] == 0 and r["version"] == r["base"] + 1 for r in rows)  # alone: nobody pushed between
+    assert all(r["t_claim"] <= r["t_computed"] <= r["t_pushed"] for r in rows)
     assert b.run(1, batches, compute)["pushed"] == 0  # the call's steps are taken
     assert b.snapshot()["version"] == 10
     a.close(), b.close()

@@ -60,3 +60,36 @@ def test_step_clock_accumulates_laps():
     stats = clock.stats()
     assert stats["t_comm"] == 0.0 and stats["t_end"] >= stats["t_start"]
     assert stats["t_install"] + stats["t_compute"] == pytest.approx(stats["t_end"] - stats["t_start"])
+
+
+def async_row(rank, base, version, claim, computed, pushed):
+    return {
+        "rank": rank,
+        "base": base,
+        "version": version,
+        "t_claim": claim,
+        "t_computed": computed,
+        "t_pushed": pushed,
+    }
+
+
+def test_async_timeline_counts_staleness_waits_and_draws_every_step():
+    from distgraph.distributed.timeline import AsyncTimeline
+
+    tl = AsyncTimeline()
+    # worker 1 computes step 0 on version 0 for 2 s; worker 0 pushes steps 1 and 2 meanwhile (versions 1, 2),
+    # then waits 0.5 s before claiming step 3; worker 1's push makes version 3: 2 pushes landed in between
+    tl.add(0, [async_row(1, 0, 3, 0.0, 2.0, 2.1)])
+    tl.add(1, [async_row(0, 0, 1, 0.0, 0.9, 1.0)])
+    tl.add(2, [async_row(0, 1, 2, 1.0, 1.9, 2.0)])
+    tl.add(3, [async_row(0, 3, 4, 2.5, 3.4, 3.5)])
+    tl.add(4, [{"loss_sum": 1.0, "count": 2}])  # no schedule columns (store actors): ignored
+    assert tl.staleness() == [2, 0, 0, 0]
+    w = tl.per_worker()
+    assert w[0]["steps"] == 3 and w[0]["wait_s"] == pytest.approx(0.5) and w[0]["compute_s"] == pytest.approx(2.7)
+    assert w[1] == {"steps": 1, "compute_s": 2.0, "push_s": pytest.approx(0.1), "wait_s": 0}
+    trace = tl.chrome_trace()
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == 8 and {e["pid"] for e in spans} == {0, 1}
+    assert spans[0]["name"] == "step 0 on version 0" and spans[1]["name"] == "push → version 3"
+    assert spans[0]["dur"] == pytest.approx(2e6)
