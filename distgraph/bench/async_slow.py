@@ -9,6 +9,10 @@ epoch's samples/s (the Trainer's own timing). The issue's target: async ≥ 1.4�
 and one worker slowed 2×. A sync step waits for the straggler every step; an async worker only
 waits when the version it would compute on is more than `staleness` versions ahead of the one the
 slowest computing worker uses (a 2× straggler stays 2 versions behind: nobody waits at staleness 2).
+
+With the store in the workers' segment (one node), async's last measured epoch is also printed as a
+schedule (steps per worker, their waits, the staleness of the pushes) and written as a Chrome trace
+next to the JSON (`async_slow.trace.json`).
 """
 
 import statistics

@@ -1,4 +1,8 @@
-"""The Ray side of a Trainer: parameter-store shards, a worker group, the dataset in the object store.
+"""The Ray side of a Trainer: a worker group, the parameter store, the dataset in the object store.
+
+Where the store lives: on one node with numpy parameters, in the workers' shared memory — sharded
+across them for sync (`zero.py`), shared by them for async (`async_store.py`); otherwise (several
+nodes, gloo/nccl) in parameter-store shard actors (`param_store.py`).
 
 The driver's model and optimizer stay the user's objects; `pull()` copies the store's authoritative
 parameters and optimizer state back into them (for evaluation and checkpoints) and `push()` sends
