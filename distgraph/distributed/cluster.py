@@ -20,6 +20,7 @@ from distgraph.distributed import runtime
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
+from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistributedError
 
@@ -30,14 +31,6 @@ NODE_LOSS_WAIT_S = 90.0  # elastic: how long to wait for the cluster to declare 
 
 class StoreLost(DistributedError):
     """A parameter-store shard died: its state lives only in checkpoints now."""
-
-
-def _unlink_segments(group):
-    """Remove the shm segments of a group whose rank 0 was killed before it could clean up."""
-    from distgraph.distributed.shm import _remove, leaked
-
-    for name in leaked(group + "."):
-        _remove(name)
 
 
 class RayCluster:
@@ -175,7 +168,7 @@ class RayCluster:
         if self.async_shared:
             self.pull()  # the store lives in the workers: the driver takes it before they go
         self.group.shutdown()
-        _unlink_segments(self.group_name)
+        remove_group(self.group_name)
         self.trainer.workers = want
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         self.group = runtime.WorkerGroup(
@@ -391,7 +384,7 @@ class RayCluster:
     def _restart_workers(self):
         for rank in range(self.trainer.workers):
             self.group.kill(rank)
-        _unlink_segments(self.group_name)
+        remove_group(self.group_name)
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         for rank in range(self.trainer.workers):
             self._start_worker(rank)
@@ -500,4 +493,4 @@ class RayCluster:
         self.scheduler.discard_pending()
         for store in self.stores:
             ray.kill(store)
-        _unlink_segments(self.group_name)
+        remove_group(self.group_name)

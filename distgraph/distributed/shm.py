@@ -287,6 +287,12 @@ def leaked(group=""):
         return []
 
 
+def remove_group(group):
+    """Remove every segment of `group` (its owners may have been killed before they could clean up)."""
+    for name in leaked(group + "."):
+        _remove(name)
+
+
 def sweep():
     """Remove distgraph segments whose ranks have all exited (a group killed before it could clean up).
 
