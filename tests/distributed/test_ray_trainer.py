@@ -140,3 +140,12 @@ def test_async_shared_store_round_trips_the_driver_state(ray_session):
         assert after[i]["step"] == state[i]["step"]
         for k in ("exp_avg", "exp_avg_sq"):
             assert np.array_equal(np.asarray(after[i][k]), np.asarray(state[i][k])), (i, k)
+
+
+def test_one_async_worker_on_the_shared_store_is_local_training_bit_for_bit(ray_session):
+    """With one worker nothing is stale: claim, compute, push is sequential SGD, so the shared store's
+    update path (Adam state in the segment, the double buffer, the step order) must give local's bits."""
+    local, hl, _ = train("local", workers=1)
+    remote, hr, _ = train("ray", workers=1, sync="async")
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote))
+    assert hl["loss"] == hr["loss"]
