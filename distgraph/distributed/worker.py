@@ -5,9 +5,12 @@ the node) and per step only the batch's indices, from which it cuts its own shar
 as the parameter store's shard outputs (ObjectRefs resolved by Ray before the call runs), so a whole
 step is submitted without the driver waiting.
 
-Sync step: compute the shard gradient, all-reduce (sum, fixed rank order) with the other workers,
-return this rank's parameter-store shards of the reduced gradient. Async step: no all-reduce; the
-whole local gradient goes to every store shard.
+With store actors (several nodes): a sync step computes the shard gradient, all-reduces it (sum,
+fixed rank order) with the other workers and returns this rank's store shards of the reduced
+gradient; an async step returns the whole local gradient for every store shard. With the store in
+the workers' segment (one node) a call carries many steps: sync ones reduce and update in the
+segment (`step_sharded`, zero.py), async ones claim, compute and push there (`step_async_shared`,
+async_store.py), and no parameter travels through Ray.
 
 `set_slowdown(factor)` makes a worker a deliberate straggler (benchmarks and tests of the async
 mode): after each step's compute it sleeps (factor − 1) × that compute time, so the step's compute
