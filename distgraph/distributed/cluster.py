@@ -134,15 +134,6 @@ class RayCluster:
         self.async_scheduler.setup(driver, self._hypers())
         self._driver_current = True
 
-    def _pull_async(self):
-        record = self.async_scheduler.snapshot()
-        for p, arr in zip(self.params, record["params"]):
-            p.array[...] = arr
-        self.trainer.global_step = record["version"]
-        osd = self.trainer.optimizer.state_dict()
-        osd["state"] = {i: st for i, st in enumerate(record["states"]) if st}
-        self.trainer.optimizer.load_state_dict(osd)
-
     # ---- elastic -----------------------------------------------------------------------------------------
     def _fitting_workers(self, lo, hi):
         """How many workers the cluster can hold now, within [lo, hi]: its free CPUs plus the CPUs our
@@ -280,14 +271,8 @@ class RayCluster:
         """
         t = self.trainer
         self._driver_current = False
-        if self.async_shared:
-            self.async_scheduler.run(batches, on_step, self._hypers(), first=start)
-            return
-        if t.sync == "async" and not self.sharded:
-            lrs = self._lrs()
-            self.scheduler.run_async(
-                batches[start:], lambda _: lrs, on_step, t.staleness, t.timeout_s, self._replace_worker
-            )
+        if t.sync == "async":
+            self._run_async_epoch(batches, on_step, start, segment, on_segment)
             return
         seen = set()
 
@@ -314,6 +299,26 @@ class RayCluster:
                     if self.sharded:
                         self.pull()  # the snapshot the resized group starts from
                     self.fit_to_cluster(*t.elastic, epoch_step=start)
+
+    def _run_async_epoch(self, batches, on_step, start, segment, on_segment):
+        """Async steps from `start`, `segment` at a time when asked, `on_segment(step)` between two
+        segments with every earlier step applied (step checkpoints; what they pull goes stale as the
+        next segment starts)."""
+        segment = segment or len(batches)
+        lrs = None if self.async_shared else self._lrs()
+        while start < len(batches):
+            stop = min(start + segment, len(batches))
+            if self.async_shared:
+                self.async_scheduler.run(batches[:stop], on_step, self._hypers(), first=start)
+            else:
+                self.scheduler.run_async(
+                    batches[start:stop], lambda _: lrs, lambda t, stats, s=start: on_step(s + t, stats),
+                    self.trainer.staleness, self.trainer.timeout_s, self._replace_worker,
+                )  # fmt: skip
+            if stop < len(batches) and on_segment is not None:
+                on_segment(stop)
+                self._driver_current = False
+            start = stop
 
     def _run_steps(self, batches, on_step, start, stop, seen):
         """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch); `seen`:
@@ -398,27 +403,29 @@ class RayCluster:
         if self._driver_current:
             return
         if self.sharded:
-            self._pull_sharded()
+            self._install_snapshot(self._state_chunks(params=False))
             return
         if self.async_shared:
-            self._pull_async()
-            self._driver_current = True
+            record = self.async_scheduler.snapshot()
+            self._install(record["params"], record["version"], record["states"])
             return
-        states = self._ask_stores("state_dict")
-        opt_state = {}
-        for sd in states:
+        params, states = [None] * len(self.params), [{}] * len(self.params)
+        shards = self._ask_stores("state_dict")
+        for sd in shards:
             for i, arr, st in zip(sd["indices"], sd["params"], sd["state"]):
-                self.params[i].array[...] = arr
-                if st:
-                    opt_state[i] = st
-        self.trainer.global_step = max(sd["version"] for sd in states)
+                params[i], states[i] = arr, st
+        self._install(params, max(sd["version"] for sd in shards), states)
+
+    def _install(self, params, version, states):
+        """The store's parameters, version and per-parameter optimizer states → the driver's model, step
+        and optimizer; the driver is current from here until the next step runs."""
+        for p, arr in zip(self.params, params):
+            p.array[...] = arr
+        self.trainer.global_step = version
         osd = self.trainer.optimizer.state_dict()
-        osd["state"] = opt_state
+        osd["state"] = {i: st for i, st in enumerate(states) if st}
         self.trainer.optimizer.load_state_dict(osd)
         self._driver_current = True
-
-    def _pull_sharded(self):
-        self._install_snapshot(self._state_chunks(params=False))
 
     def _state_chunks(self, params):
         refs = [w.state_chunk.remote(params=params) for w in self.group.actors]
@@ -439,16 +446,10 @@ class RayCluster:
             if flat is None:
                 chunks = self._state_chunks(params=True)
         version, params, states = assemble(chunks, shapes, flat)
-        for p, arr in zip(self.params, params):
-            p.array[...] = arr
-        self.trainer.global_step = version
+        self._install(params, version, states)
         self._snapshot_step = version - self._epoch_base  # where a replay after a worker fault starts
-        self._driver_current = True
         if self.trainer.grad_scaler is not None:
             self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
-        osd = self.trainer.optimizer.state_dict()
-        osd["state"] = {i: st for i, st in enumerate(states) if st}
-        self.trainer.optimizer.load_state_dict(osd)
 
     def push(self):
         """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""

@@ -149,3 +149,30 @@ def test_one_async_worker_on_the_shared_store_is_local_training_bit_for_bit(ray_
     remote, hr, _ = train("ray", workers=1, sync="async")
     assert all(np.array_equal(a, b) for a, b in zip(local, remote))
     assert hl["loss"] == hr["loss"]
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the shared store in the workers; store actors
+def test_async_step_checkpoints_land_between_steps_and_the_epoch_end_is_pulled_after_them(
+    ray_session, tmp_path, allreduce
+):
+    model, o = small_model()
+    saved = []
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, o, workers=2, backend="ray", sync="async", allreduce=allreduce,
+        checkpoint_dir=str(tmp_path), checkpoint_every_steps=2, progress=False,
+    ) as t:  # fmt: skip
+        save = t.save_checkpoint
+
+        def recording_save(*args, **kwargs):
+            saved.append((t.epoch, t.epoch_step, t.global_step))
+            return save(*args, **kwargs)
+
+        t.save_checkpoint = recording_save
+        t.fit(data(), epochs=1, batch_size=16)  # 8 steps
+        after_fit = [p.detach().numpy().copy() for p in model.parameters()]
+        t._cluster._driver_current = False
+        t._cluster.pull()
+    assert [(step, g) for epoch, step, g in saved if epoch == 0 and step] == [(2, 2), (4, 4), (6, 6)], saved
+    # the epoch end pulled the store's final state, not the one the last step checkpoint left
+    assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(after_fit, model.parameters()))
+    assert t.global_step == 8
