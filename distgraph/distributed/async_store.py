@@ -168,8 +168,8 @@ class SharedAsyncStore:
         """The creator: start from full parameter `arrays`, optimizer `states` (one dict per parameter,
         torch's keys) and `version`; then the other members' `wait_loaded` returns."""
         current = self.buffers[int(version) % 2]
-        for i, (a, off) in enumerate(zip(arrays, self.offsets)):
-            current.params[off : self.offsets[i + 1]] = np.asarray(a).reshape(-1)
+        for i, a in enumerate(arrays):
+            np.copyto(self._param(current, i), np.asarray(a).reshape(self.shapes[i]))
             if states[i]:
                 self._store_state(current, i, dict(states[i]))
         self.control[VERSION] = int(version)
@@ -192,10 +192,7 @@ class SharedAsyncStore:
             current = self.buffers[v % 2]
             return {
                 "version": v,
-                "params": [
-                    current.params[a:b].reshape(s).copy()
-                    for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
-                ],
+                "params": [self._param(current, i).copy() for i in range(len(self.shapes))],
                 "states": [self._load_state(current, i, copy=True) for i in range(len(self.shapes))],
                 "table": current.table[: int(self.control[END])].copy(),
                 "live": [int(u) for u in np.flatnonzero(self.live)],
@@ -243,8 +240,8 @@ class SharedAsyncStore:
                     self.control[NEXT] = t + 1
                     self.base[self.rank], self.claimed[self.rank] = v, t
                     current = self.buffers[v % 2]
-                    for p, a, b in zip(self.params, self.offsets[:-1], self.offsets[1:]):
-                        np.copyto(p.array, current.params[a:b].reshape(p.array.shape))
+                    for i, p in enumerate(self.params):
+                        np.copyto(p.array, self._param(current, i))
                     return t
                 bases = {u: int(self.base[u]) for u in behind}
             self._watch(bases, watch)
@@ -279,10 +276,9 @@ class SharedAsyncStore:
             v = int(self.control[VERSION])
             current, nxt = self.buffers[v % 2], self.buffers[(v + 1) % 2]
             current.copy_to(nxt, int(self.control[END]))
-            for i, (g, a, b) in enumerate(zip(grads, self.offsets[:-1], self.offsets[1:])):
+            for i, g in enumerate(grads):
                 state = self._load_state(nxt, i)
-                param = nxt.params[a:b].reshape(self.shapes[i])
-                self.update(param, np.asarray(g), state, **self.hypers[i])
+                self.update(self._param(nxt, i), np.asarray(g), state, **self.hypers[i])
                 self._store_state(nxt, i, state)
             nxt.table[t] = (
                 1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"], self.rank, self.base[self.rank],
@@ -291,6 +287,10 @@ class SharedAsyncStore:
             self.base[self.rank], self.claimed[self.rank] = -1, -1
             self.control[VERSION] = v + 1  # publish
             return 1
+
+    def _param(self, buffer, i):
+        """Parameter i of `buffer`, shaped: a view."""
+        return buffer.params[self.offsets[i] : self.offsets[i + 1]].reshape(self.shapes[i])
 
     def _current(self):
         return self.buffers[int(self.control[VERSION]) % 2]

@@ -187,7 +187,7 @@ class TrainWorker:
         return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
 
     # ---- the async store in the workers' segment (async_store.py) ----------------------------------------
-    def setup_async(self, name, members, optimizer_name, hypers, staleness, state=None):
+    def setup_async(self, name, members, optimizer_name, hypers, staleness, state):
         """Join the shared async store `name` with `members` (the lowest creates it and loads `state`:
         {"params", "states", "version"}); a previous one is left. → the version it starts from."""
         from distgraph.distributed.async_store import SharedAsyncStore

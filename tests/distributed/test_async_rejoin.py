@@ -69,21 +69,21 @@ def test_push_computed_on_a_too_old_version_is_refused_and_changes_nothing():
     assert shard.version == 5
 
 
-def _digits_mlp():
+def _digits_trainer(**options):
+    """The digits MLP (Adam) on 2 async Ray workers, with `options` (staleness, allreduce, timeout_s)."""
     dg.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
-    return model, dg.optim.Adam(model.parameters(), lr=1e-3)
+    opt = dg.optim.Adam(model.parameters(), lr=1e-3)
+    return dg.Trainer(
+        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", progress=False, **options
+    )
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("allreduce", ["auto", "store"])  # the shared store in the workers; store actors
 def test_killed_async_worker_is_replaced_rejoins_and_digits_still_reach_93_percent(ray_session, allreduce):
     (x, y), test = digits(seed=0)
-    model, opt = _digits_mlp()
-    with dg.Trainer(
-        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=2,
-        allreduce=allreduce, progress=False,
-    ) as trainer:  # fmt: skip
+    with _digits_trainer(staleness=2, allreduce=allreduce) as trainer:
         killer = kill_when(trainer, 1, worker_pid(1))
         trainer.fit((x, y), epochs=2, batch_size=32)
         killer.join()
@@ -103,11 +103,7 @@ def test_a_stalled_async_worker_is_dropped_by_its_peer_and_rejoins_once_its_step
     it after timeout_s (4 s) and finishes the epoch alone, redoing the stalled step; worker 1's late
     push is refused, and it rejoins once its call has returned."""
     (x, y), test = digits(seed=0)
-    model, opt = _digits_mlp()
-    with dg.Trainer(
-        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=1,
-        timeout_s=4.0, progress=False,
-    ) as trainer:  # fmt: skip
+    with _digits_trainer(staleness=1, timeout_s=4.0) as trainer:
         trainer.fit((x, y), epochs=1, batch_size=32)
         dg.distributed.runtime.gather(trainer._cluster.group.actors[1].stall_next.remote(9.0))
         trainer.fit((x, y), epochs=2, batch_size=32)
@@ -130,10 +126,7 @@ def test_the_version_bound_holds_in_a_real_schedule_with_a_straggler(ray_session
     from distgraph.distributed.timeline import AsyncTimeline
 
     (x, y), _ = digits(seed=0)
-    model, opt = _digits_mlp()
-    with dg.Trainer(
-        model, nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async", staleness=1, progress=False
-    ) as trainer:
+    with _digits_trainer(staleness=1) as trainer:
         trainer.fit((x[:256], y[:256]), epochs=1, batch_size=32)
         dg.distributed.runtime.gather(trainer._cluster.group.actors[0].set_slowdown.remote(3.0))
         timeline = AsyncTimeline()
