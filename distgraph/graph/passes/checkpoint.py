@@ -6,7 +6,9 @@ is the memory checkpointing reclaims. Policy: the forward nodes are cut into seg
 of each segment is a checkpoint and stays alive, every other forward value that backward reads is
 recomputed from the segment's inputs right before the first backward node that needs it, by copies
 of the segment's nodes (`name~rc`). Random ops (dropout masks) are never recomputed: they are
-checkpoints, so the recomputed values equal the originals bit for bit.
+checkpoints, so the recomputed values equal the originals bit for bit. The last segment is never
+recomputed: backward starts there while its values are still alive, and keeping them costs no more
+than recomputing any other segment (the peak stays that of one segment plus the checkpoints).
 
 Segments: `segments=k` cuts the forward into k equal runs (default √n, the classic choice);
 `budget_bytes` picks the smallest number of segments whose planned peak fits the budget.
@@ -44,6 +46,7 @@ def _rewrite(graph, n_fwd, k):
     fwd, bwd = graph.nodes[:n_fwd], graph.nodes[n_fwd:]
     size = math.ceil(len(fwd) / k)
     keep = {fwd[min(i + size, len(fwd)) - 1].name for i in range(0, len(fwd), size)}
+    keep |= {n.name for n in fwd[(len(fwd) - 1) // size * size :]}  # the last segment: still alive
     keep |= {n.name for n in fwd if _random(n)}
     keep.add(graph.outputs[0])
     fwd_index = {n.name: i for i, n in enumerate(fwd)}
