@@ -14,9 +14,10 @@ and negated, integers rolled along the batch); if the two graphs differ — Pyth
 values, randomness, data baked into constants — the graph cannot stand for the function and calls
 run eagerly, with a warning that says why. A wrong result is never returned silently.
 
-With `optimizer=` (SGD without momentum) the update is traced into the same graph as functional ops
-(`p − lr·d`) whose results the generated code writes back into the parameters' arrays, so a call is
-the whole training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.
+With `optimizer=` (SGD with or without momentum, Adam, AdamW) the update is traced into the same
+graph as functional ops (`graph/optimizer_capture.py`): the optimizer's state arrays are inputs, and
+the generated code writes the new parameters and state back into their arrays, so a call is the whole
+training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.
 """
 
 import builtins
@@ -26,9 +27,9 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
+from distgraph.graph.optimizer_capture import CapturedUpdate
 from distgraph.graph.passes import DEFAULT, optimize
 from distgraph.graph.passes.cse import freeze
 
@@ -43,7 +44,7 @@ class CompiledFunction:
     def __init__(self, fn, example_inputs, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, max_variants=8):
         self.fn, self.loss_fn, self.passes, self.check, self.max_variants = fn, loss_fn, passes, check, max_variants
         self.params = list(fn.parameters()) if loss_fn is not None else None
-        self.update = _SGDUpdate(optimizer, self.params) if optimizer is not None else None
+        self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None else None
         self.variants = {}
         self._paths = {}  # signature -> (guard, call): the fast path of each captured variant
         self._last = None  # the fast path of the last call
@@ -73,10 +74,12 @@ class CompiledFunction:
             self.variants[key] = _EAGER
             return _EAGER
         write_back = None
-        if self.update is not None:  # output 1 + k is self.params[k]'s new value: store it into that input
-            first = len(graph.inputs) - len(params)
+        if self.update is not None:  # outputs 1.. are the new parameters, then the new optimizer state:
+            first = len(graph.inputs) - len(params)  # each is stored into the input it replaces
             index = {id(p): first + j for j, p in enumerate(params)}
             write_back = {1 + k: index[id(p)] for k, p in enumerate(self.params)}
+            states = first - self.update.n_states  # the state inputs end the `hyper` inputs
+            write_back |= {1 + len(self.params) + j: states + j for j in range(self.update.n_states)}
         variant = (Runner(optimize(graph, self.passes), write_back=write_back), params, rebuild, graph)
         self.variants[key] = variant
         return variant
@@ -135,6 +138,7 @@ class CompiledFunction:
 
             def call(arrays):
                 outs = run(*arrays, *update.arrays(), *[p.array for p in params])
+                update.after()
                 for p in trained:
                     p._vc[0] += 1  # updated in place, as optimizer.step() does
                 return Tensor(outs[0], device=device)
@@ -185,64 +189,12 @@ class CompiledFunction:
         return loss.detach()
 
 
-class _SGDUpdate:
-    """`optim.SGD.step` captured into the graph: p ← p − lr·(±g + weight_decay·p), the update of
-    `optim.functional.sgd_update` without momentum (a momentum buffer is state the graph does not
-    carry). Each (param group, dtype) gets a 0-d learning-rate input, refreshed from the group at
-    every call, so lr schedulers keep working without re-capture."""
-
-    def __init__(self, optimizer, params):
-        name = type(optimizer).__name__
-        if params is None:
-            raise ConfigError("dg.compile: optimizer= needs loss_fn= (it captures a training step)")
-        if optimizer.update_name != "sgd" or any(g["momentum"] for g in optimizer.param_groups):
-            raise ConfigError(
-                f"dg.compile: optimizer capture supports SGD without momentum, got {name}"
-                f"{' with momentum' if optimizer.update_name == 'sgd' else ''}; compile without optimizer= "
-                "and call optimizer.step() after the compiled step"
-            )
-        self.optimizer = optimizer
-        group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
-        missing = [i for i, p in enumerate(params) if id(p) not in group_of]
-        if missing:
-            raise ConfigError(f"dg.compile: model parameters {missing} are not in the optimizer")
-        self.lr = {}  # (group index, dtype) -> 0-d lr Tensor (a graph input)
-        self.slots = []  # per parameter: (its group, its lr Tensor)
-        for p in params:
-            gi = group_of[id(p)]
-            key = (gi, p.array.dtype)
-            if key not in self.lr:
-                self.lr[key] = Tensor(p.device.xp.zeros((), p.array.dtype), device=p.device)
-            self.slots.append((optimizer.param_groups[gi], self.lr[key]))
-        self.tensors = tuple(self.lr.values())
-        self._refresh = [(t.array, optimizer.param_groups[gi]) for (gi, _), t in self.lr.items()]
-        self.arrays()
-
-    def arrays(self):
-        """The lr inputs, set from the param groups' current values."""
-        for arr, group in self._refresh:
-            arr[()] = group["lr"]
-        return [t.array for t in self.tensors]
-
-    def trace(self, params, grads):
-        """The updated parameters, written with distgraph ops (recorded by the capturing tracer)."""
-        new = []
-        with grad_mode.no_grad():
-            for p, g, (group, lr) in zip(params, grads, self.slots):
-                if group["weight_decay"]:
-                    g = g + p * group["weight_decay"]
-                if group["maximize"]:
-                    g = -g
-                new.append(p - g * lr)
-        return new
-
-
 def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True):  # noqa: A001
     """A callable backed by the captured, optimized graph of `fn_or_module(*example_inputs)`.
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
-    With `optimizer` too (SGD without momentum), the update is captured into the same graph: a call
+    With `optimizer` too (SGD, Adam, AdamW), the update is captured into the same graph: a call
     is the whole step (like zero_grad, backward, step); it updates the parameters in place and
     returns the loss, leaving `.grad` untouched (the gradients live inside the step; only a step that
     falls back to eager execution sets `.grad`, as `loss.backward()` does).

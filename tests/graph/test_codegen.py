@@ -135,14 +135,6 @@ def test_optimizer_captured_into_the_step_equals_eager_sgd():
     assert all(_diff(a, b) <= TOL for a, b in zip(gen_out + gen_params, int_out + int_params))
 
 
-def test_optimizer_with_momentum_is_refused_with_a_clear_error():
-    model = _mlp64()
-    x, y = randn(8, 5), dg.tensor(np.arange(8) % 3)
-    opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    with pytest.raises(dg.errors.ConfigError, match="SGD without momentum"):
-        dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)
-
-
 def test_write_back_copies_when_the_input_is_read_later():
     def fn(w):
         new = w - 0.5 * w.exp()
