@@ -14,7 +14,7 @@ and negated, integers rolled along the batch); if the two graphs differ — Pyth
 values, randomness, data baked into constants — the graph cannot stand for the function and calls
 run eagerly, with a warning that says why. A wrong result is never returned silently.
 
-With `optimizer=` (SGD with or without momentum, Adam, AdamW) the update is traced into the same
+With `optimizer=` (any of `distgraph.optim`'s: SGD, Adam, AdamW, RMSprop, Adagrad) the update is traced into the same
 graph as functional ops (`graph/optimizer_capture.py`): the optimizer's state arrays are inputs, and
 the generated code writes the new parameters and state back into their arrays, so a call is the whole
 training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.
@@ -194,7 +194,7 @@ def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passe
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
-    With `optimizer` too (SGD, Adam, AdamW), the update is captured into the same graph: a call
+    With `optimizer` too (SGD, Adam, AdamW, RMSprop, Adagrad), the update is captured into the same graph: a call
     is the whole step (like zero_grad, backward, step); it updates the parameters in place and
     returns the loss, leaving `.grad` untouched (the gradients live inside the step; only a step that
     falls back to eager execution sets `.grad`, as `loss.backward()` does).

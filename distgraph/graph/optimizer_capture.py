@@ -11,8 +11,8 @@ each rule is written here once more with distgraph ops, operation for operation 
 (tests check the two give the same bits, step after step). What varies from call to call without
 changing the graph is an input refreshed before every call, computed on the host exactly as the eager
 rule computes it: the learning rate (schedulers keep working), Adam's bias corrections of the coming
-step, SGD's first step (which copies the gradient into the momentum buffer). What shapes the graph
-(momentum on or off, nesterov, amsgrad, maximize, weight decay on or off) is fixed at capture; a call
+step, Adagrad's decayed rate, SGD's first step (which copies the gradient into the momentum buffer). What shapes the graph
+(momentum on or off, nesterov, amsgrad, centered, maximize, weight decay on or off) is fixed at capture; a call
 after one of those changed is refused with a clear error rather than run with the old structure.
 """
 
@@ -116,6 +116,90 @@ class _Adam:
         state["step"] += 1
 
 
+class _RMSprop:
+    """`functional.rmsprop_update`: running mean of squared gradients, optional centering and momentum."""
+
+    def structure(self, g):
+        return g["momentum"] > 0, g["centered"], g["maximize"], bool(g["weight_decay"]), 1 - g["alpha"] < 0.5
+
+    def state_keys(self, g):
+        return (
+            ("square_avg",)
+            + (("momentum_buffer",) if g["momentum"] > 0 else ())
+            + (("grad_avg",) if g["centered"] else ())
+        )
+
+    def group_scalars(self, g):
+        weight = 1 - g["alpha"]  # grad_avg.lerp_(grad, 1 - alpha)
+        out = {"lr": g["lr"], "alpha": g["alpha"], "one_minus_alpha": 1 - g["alpha"], "eps": g["eps"]}
+        out |= {"weight": weight if weight < 0.5 else 1 - weight} if g["centered"] else {}
+        out |= {"weight_decay": g["weight_decay"]} if g["weight_decay"] else {}
+        return out | ({"momentum": g["momentum"]} if g["momentum"] > 0 else {})
+
+    def step_scalars(self, g, state):
+        return {}
+
+    def init_state(self, g, state, like):
+        zeros = like.device.xp.zeros_like
+        if "step" not in state:
+            state |= {"step": 0, "square_avg": zeros(like.array)}
+            if g["momentum"] > 0:
+                state["momentum_buffer"] = zeros(like.array)
+            if g["centered"]:
+                state["grad_avg"] = zeros(like.array)
+
+    def trace(self, g, p, grad, c, s):
+        d = _regularized(g, p, grad, c.get("weight_decay"))
+        square_avg = s[0] * c["alpha"] + d * c["one_minus_alpha"] * d
+        new = [square_avg]
+        if g["centered"]:
+            grad_avg = s[-1]
+            diff = d - grad_avg
+            grad_avg = grad_avg + diff * c["weight"] if 1 - g["alpha"] < 0.5 else d - diff * c["weight"]
+            avg = ew.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = ew.sqrt(square_avg)
+        avg = avg + c["eps"]
+        if g["momentum"] > 0:
+            buf = s[1] * c["momentum"] + d / avg
+            new.append(buf)
+            p = p - buf * c["lr"]
+        else:
+            p = p - d / avg * c["lr"]
+        return p, tuple(new) + ((grad_avg,) if g["centered"] else ())
+
+    def after(self, state):
+        state["step"] += 1
+
+
+class _Adagrad:
+    """`functional.adagrad_update`: divide by the root of the summed squared gradients, decaying step size."""
+
+    def structure(self, g):
+        return g["maximize"], bool(g["weight_decay"])
+
+    def state_keys(self, g):
+        return ("sum",)
+
+    def group_scalars(self, g):
+        return {"eps": g["eps"]} | ({"weight_decay": g["weight_decay"]} if g["weight_decay"] else {})
+
+    def step_scalars(self, g, state):
+        return {"clr": g["lr"] / (1 + state.get("step", 0) * g["lr_decay"])}  # the coming step's rate
+
+    def init_state(self, g, state, like):
+        if "step" not in state:
+            state |= {"step": 0, "sum": like.device.xp.full_like(like.array, g["initial_accumulator_value"])}
+
+    def trace(self, g, p, grad, c, s):
+        d = _regularized(g, p, grad, c.get("weight_decay"))
+        total = s[0] + d * d
+        return p - d / (ew.sqrt(total) + c["eps"]) * c["clr"], (total,)
+
+    def after(self, state):
+        state["step"] += 1
+
+
 def _regularized(g, p, grad, weight_decay):
     """torch's `(-grad if maximize else grad) + weight_decay * param`, in `functional._regularized`'s order."""
     if weight_decay is not None:
@@ -124,7 +208,10 @@ def _regularized(g, p, grad, weight_decay):
     return -grad if g["maximize"] else grad
 
 
-RULES = {"sgd": _SGD(), "adam": _Adam(decoupled=False), "adamw": _Adam(decoupled=True)}
+RULES = {
+    "sgd": _SGD(), "adam": _Adam(decoupled=False), "adamw": _Adam(decoupled=True), "rmsprop": _RMSprop(),
+    "adagrad": _Adagrad(),
+}  # fmt: skip
 
 
 class CapturedUpdate:

@@ -25,6 +25,10 @@ CONFIGS = [
     ("Adam", dict(lr=0.01, betas=(0.3, 0.9), maximize=True)),  # lerp weight ≥ 0.5: torch's other branch
     ("Adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
     ("AdamW", dict(lr=0.01, amsgrad=True)),
+    ("RMSprop", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)),
+    ("RMSprop", dict(lr=0.01, alpha=0.3, centered=True, maximize=True)),  # lerp weight ≥ 0.5
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)),
 ]
 
 
@@ -121,8 +125,12 @@ def test_state_dict_after_compiled_steps_restores_training_exactly():
 def test_unsupported_optimizer_and_changed_structure_are_clear_errors():
     model = _model()
     x, y = _batch()
-    with pytest.raises(ConfigError, match="supports adam, adamw, sgd, got RMSprop"):
-        dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=dg.optim.RMSprop(model.parameters()))
+
+    class Lion(dg.optim.SGD):  # a user's optimizer: its rule has no traced twin
+        update_name = "lion"
+
+    with pytest.raises(ConfigError, match="supports adagrad, adam, adamw, rmsprop, sgd, got Lion"):
+        dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=Lion(model.parameters(), lr=0.1))
     opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)
     step(x, y)
@@ -135,7 +143,12 @@ def test_unsupported_optimizer_and_changed_structure_are_clear_errors():
 
 @pytest.mark.parametrize(
     "name,hyper",
-    [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)), ("AdamW", dict(lr=0.01, amsgrad=True))],
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        ("AdamW", dict(lr=0.01, amsgrad=True)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+    ],
 )
 def test_compiled_step_matches_torch(name, hyper):
     torch = pytest.importorskip("torch")
