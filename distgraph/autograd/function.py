@@ -10,6 +10,7 @@ op defined once serves eager autograd, capture and every executor.
 import traceback
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import (
     AutogradError,
@@ -25,9 +26,11 @@ _tracer = None
 
 
 def set_tracer(tracer):
-    """Install (or remove with None) the recorder graph capture uses; returns the previous one."""
+    """Install (or remove with None) the recorder graph capture uses; returns the previous one. The
+    tracer also hears every read of a tensor's value on the host (`tensor.host_reads`)."""
     global _tracer
     prev, _tracer = _tracer, tracer
+    tensor_module.host_reads = getattr(tracer, "host_read", None)
     return prev
 
 

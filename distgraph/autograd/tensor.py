@@ -12,6 +12,11 @@ from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
 
+# Graph capture listens here (installed by `autograd.function.set_tracer`): a tensor's value read on the
+# host while a function is traced (`item()`, `bool()`, `numpy()`...) is Python acting on data, which a
+# graph cannot represent, so capture must hear of it and fall back to eager instead of baking it in.
+host_reads = None
+
 
 class Tensor:
     """A multi-dimensional array that can record the ops applied to it for backward."""
@@ -176,6 +181,8 @@ class Tensor:
 
     # ---- conversion -------------------------------------------------------------------------
     def numpy(self, force=False):
+        if host_reads is not None:
+            host_reads(self, "numpy()")
         if self.requires_grad and not force:
             raise AutogradError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy()")
         if self.device is not CPU:
@@ -185,6 +192,8 @@ class Tensor:
         return self.array
 
     def __array__(self, dtype=None, copy=None):
+        if host_reads is not None:
+            host_reads(self, "a numpy conversion")
         arr = self.array if self.device is CPU else self.array.get()
         if copy is False and self.device is not CPU:
             raise ValueError(f"a {self.device} tensor cannot be viewed as a numpy array without a copy")
@@ -197,6 +206,8 @@ class Tensor:
         return self.array.__dlpack_device__()
 
     def item(self):
+        if host_reads is not None:
+            host_reads(self, "item()")
         if self.array.size != 1:
             raise AutogradError(f"a Tensor with {self.array.size} elements cannot be converted to Scalar")
         return self.array.reshape(()).item()
@@ -280,6 +291,8 @@ class Tensor:
         return "tensor(" + body + "".join(", " + e for e in extra) + ")"
 
     def __bool__(self):
+        if host_reads is not None:
+            host_reads(self, "bool()")
         if self.array.size != 1:
             raise AutogradError(f"Boolean value of Tensor with {self.array.size} values is ambiguous")
         return bool(self.array.reshape(()))

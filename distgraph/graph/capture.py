@@ -81,6 +81,20 @@ class Tracer:
         self._bind(t, name)
         return name
 
+    def host_read(self, t, what):
+        """A traced value or a parameter read on the host (`Tensor.item()`, `bool()`, `numpy()`...):
+        whatever Python does with it (a branch, a number baked into a later op) the graph cannot redo
+        with other values, so capture stops here and the caller runs eagerly. Constants may be read."""
+        entry = self.values.get(id(t))
+        name = entry[0] if entry is not None and entry[1] is t else None
+        if name is None and t.requires_grad and t.grad_fn is None:
+            name = "a parameter"
+        if name is not None and not name.startswith("%c"):
+            raise CaptureError(
+                f"{what} reads the value of {name} ({tuple(t.shape)} {t.dtype.name}) on the host while capturing: "
+                "Python control flow or numbers computed from tensor values cannot be represented in a graph"
+            )
+
     def record(self, op, inputs, attrs, out):
         refs = tuple(self.ref(t) for t in inputs)
         self.emit(op, refs, dict(attrs), out)

@@ -84,6 +84,35 @@ def test_value_dependent_control_flow_falls_back_to_eager():
     np.testing.assert_array_equal(f(neg).array, fn(neg).array)
 
 
+def test_a_value_read_on_the_host_falls_back_to_eager_even_where_perturbed_inputs_agree():
+    # the branch takes the same side for the example and its perturbed twin (|x| large in both), so only
+    # hearing the host read catches it; before, the compiled call returned 300 where eager gives 200
+    def fn(x):
+        return x * 2 if x.abs().max().item() > 10 else x * 3
+
+    with pytest.warns(CompileWarning, match=r"item\(\) reads the value of %\d+"):
+        f = dg.compile(fn, (dg.tensor(np.array([100.0])),))
+    small = dg.tensor(np.array([100.0 / 3]))
+    np.testing.assert_array_equal(f(small).array, fn(small).array)
+
+
+def test_a_branch_on_a_parameter_falls_back_to_eager():
+    class Signed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(dg.tensor(np.ones(3)))
+
+        def forward(self, x):
+            return x * 2 if bool(self.w.sum() > 0) else x * 3
+
+    m, x = Signed(), dg.tensor(np.ones(3))
+    with pytest.warns(CompileWarning, match=r"bool\(\) reads the value"):
+        f = dg.compile(m, (x,))
+    with dg.no_grad():
+        m.w.mul_(-1)
+    np.testing.assert_array_equal(f(x).array, m(x).array)
+
+
 def test_random_mask_is_not_baked_into_the_graph():
     def drop(x):  # a mask drawn outside the op registry is a constant of the capture (nn.Dropout's is an op)
         return x * dg.tensor((np.random.random(x.shape) > 0.5).astype(np.float64))
