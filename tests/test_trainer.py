@@ -47,6 +47,16 @@ def test_sharded_local_step_equals_unsharded_up_to_rounding():
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_a_last_batch_smaller_than_the_worker_count_leaves_ranks_empty_not_nan():
+    """97 samples in batches of 32 end with a batch of 1: two of three ranks get no sample; they add nothing."""
+    a, b = make(1), make(3)
+    a.fit(data(97), epochs=2, batch_size=32)
+    h = b.fit(data(97), epochs=2, batch_size=32)
+    assert np.isfinite(h["loss"]).all()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_history_has_loss_accuracy_and_throughput():
     h = make().fit(data(), epochs=3, batch_size=16)
     assert len(h) == 3 and h["loss"][2] < h["loss"][0]

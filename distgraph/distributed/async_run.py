@@ -25,7 +25,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from distgraph.distributed.async_store import COLUMNS, MAX_STEPS
-from distgraph.distributed.scheduler import CALL_SECONDS, FIRST_CALL_STEPS, wait_ready
+from distgraph.distributed.scheduler import CALL_SECONDS, FIRST_CALL_STEPS, discard, user_error, wait_ready
 from distgraph.distributed.shm import PREFIX
 from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistributedError
@@ -159,6 +159,9 @@ class SharedAsyncScheduler:
                 except RayActorError as exc:
                     failed[w] = ("RayActorError", exc)
                 except RayTaskError as exc:
+                    if user_error(exc) is not None:  # every worker would raise it: no drop and rejoin
+                        discard(list(pending))
+                        raise user_error(exc) from exc
                     failed[w] = ("RayTaskError", exc)
                 deadline = min(deadline, time.monotonic() + self.timeout_s)
         return results, failed

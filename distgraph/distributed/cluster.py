@@ -19,7 +19,7 @@ import ray
 from distgraph.distributed import runtime
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
-from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, wait_ready
+from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, user_error, wait_ready
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistributedError
@@ -338,6 +338,8 @@ class RayCluster:
                     self.scheduler.run_sync(batches, lambda _: lrs, on_step, resume, stop)
                 return
             except WORKER_FAILURES as exc:
+                if user_error(exc) is not None:
+                    raise user_error(exc) from exc
                 if attempt == self.max_restarts:
                     raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
                 version = None if self.sharded else self._store_version()

@@ -26,7 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from distgraph.distributed.step import merge_statistics
 from distgraph.distributed.worker import pack_indices
-from distgraph.errors import DistributedError
+from distgraph.errors import DistgraphError, DistributedError
 
 WORKER_FAILURES = (RayActorError, RayTaskError)
 
@@ -60,7 +60,7 @@ class DataParallelScheduler:
     def discard_pending(self):
         """Collect the store outputs nobody will read (a run that ended in a fault leaves a chain of
         failed ones), so that Ray does not print each as an "Unhandled error" when the refs go."""
-        _discard(self.param_refs, timeout_s=0.5)
+        discard(self.param_refs, timeout_s=0.5)
         self.param_refs = []
 
     # ---- sync ---------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ class DataParallelScheduler:
 
     def _pipelined(self, submissions, finish, on_step):
         """Submit (step, refs) from `submissions` while at most `max_in_flight` are unfinished, finishing
-        them in order; on a failure, the calls still in flight are collected (`_discard`) and it re-raises."""
+        them in order; on a failure, the calls still in flight are collected (`discard`) and it re-raises."""
         pending = deque()
         try:
             for submitted in submissions:
@@ -130,7 +130,7 @@ class DataParallelScheduler:
             while pending:
                 finish(*pending.popleft(), on_step)
         except BaseException:
-            _discard([r for _, refs in pending for r in refs])
+            discard([r for _, refs in pending for r in refs])
             raise
 
     def _call_steps(self):
@@ -241,6 +241,8 @@ class _AsyncRun:
         try:
             stats = ray.get(ref)
         except WORKER_FAILURES as exc:
+            if user_error(exc) is not None:
+                raise user_error(exc) from exc
             queue.appendleft((t, indices))
             dead = isinstance(exc, RayActorError)
             self._drop(w, f"worker {w} failed at step {t}: {type(exc).__name__}", rejoin_on=None if dead else ())
@@ -338,6 +340,14 @@ class _AsyncRun:
             raise DistributedError(f"async scheduler: {why}, and no live worker is left")
 
 
+def user_error(exc):
+    """The distgraph error a worker's step raised from the user's model, loss, data or settings (a shape
+    that does not fit, a NaN loss, a bad option), else None. It would be raised again after any restart,
+    so the driver raises it at once, as local training would, instead of restarting the workers."""
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
+    return cause if isinstance(cause, DistgraphError) and not isinstance(cause, DistributedError) else None
+
+
 def _get_failing_fast(refs):
     """ray.get of several refs that raises as soon as any of them failed — not after the others
     finish (a live worker may be blocked in the all-reduce, waiting for the dead one)."""
@@ -347,12 +357,12 @@ def _get_failing_fast(refs):
         try:
             ray.get(ready)
         except BaseException:
-            _discard(remaining)
+            discard(remaining)
             raise
     return ray.get(refs)
 
 
-def _discard(refs, timeout_s=2.0):
+def discard(refs, timeout_s=2.0):
     """Collect the results of calls a failed step leaves behind, errors included, so that Ray does not
     print each one as an "Unhandled error" when its ref is dropped (into whatever runs next: a CLI's
     one-line error became a page of worker tracebacks). Calls still blocked after `timeout_s` (a peer

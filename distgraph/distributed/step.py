@@ -71,6 +71,8 @@ class ShardStep:
         self.model.train()
         for p in self.params:
             p.grad = None
+        if len(x) == 0:  # a batch smaller than the worker count leaves this rank no samples: it adds nothing
+            return [p.device.xp.zeros_like(p.array) for p in self.params], {"loss_sum": 0.0, "count": 0}
         xt, yt = (
             Tensor(to_device(x, self.device), device=self.device),
             Tensor(to_device(y, self.device), device=self.device),
