@@ -19,12 +19,21 @@ import click
 @click.option("--address", default=None, help="Ray address: auto, host:port or ray://host:port (implies --backend ray)")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N")
 @click.option("--sync", type=click.Choice(["sync", "async"]), default=None)
+@click.option("--staleness", type=int, default=None, help="async: versions a worker may run ahead of the slowest")
+@click.option(
+    "--strategy", type=click.Choice(["data", "branches", "pipeline", "auto"]), default=None,
+    help="how the step is split over the workers",
+)  # fmt: skip
+@click.option("--allreduce", type=click.Choice(["auto", "shm", "gloo", "nccl"]), default=None)
 @click.option("--epochs", type=int, default=None)
 @click.option("--checkpoint-dir", default=None)
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint")
 @click.option("--json-out", default=None, help="write the history and final metrics as JSON")
 @click.option("--quiet", is_flag=True)
-def train(config, workers, backend, address, device, sync, epochs, checkpoint_dir, resume, json_out, quiet):
+def train(
+    config, workers, backend, address, device, sync, staleness, strategy, allreduce, epochs, checkpoint_dir, resume,
+    json_out, quiet,
+):  # fmt: skip
     """Train the model described by CONFIG (YAML)."""
     import distgraph as dg
     from distgraph import config as cfgmod
@@ -34,7 +43,10 @@ def train(config, workers, backend, address, device, sync, epochs, checkpoint_di
     try:
         cfg = cfgmod.load_config(config)
         t = dict(cfg.get("trainer", {}))
-        overrides = {"workers": workers, "backend": backend, "address": address, "device": device, "sync": sync}
+        overrides = {
+            "workers": workers, "backend": backend, "address": address, "device": device, "sync": sync,
+            "staleness": staleness, "strategy": strategy, "allreduce": allreduce,
+        }  # fmt: skip
         t.update({k: v for k, v in overrides.items() if v is not None})
         if checkpoint_dir:
             t["checkpoint_dir"] = checkpoint_dir
@@ -54,10 +66,11 @@ def train(config, workers, backend, address, device, sync, epochs, checkpoint_di
             from distgraph.amp import GradScaler
 
             t["grad_scaler"] = GradScaler(**cfg["loss_scaling"])
+        trainer = dg.Trainer(model, loss_fn, optimizer, scheduler=scheduler, seed=seed, progress=not quiet, **t)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     start = time.perf_counter()
-    with dg.Trainer(model, loss_fn, optimizer, scheduler=scheduler, seed=seed, progress=not quiet, **t) as trainer:
+    with trainer:
         history = trainer.fit(
             train_set, epochs=epochs or train_cfg.get("epochs", 1), batch_size=train_cfg.get("batch_size", 32),
             val_data=test_set, resume=resume,

@@ -34,6 +34,9 @@ SCHEMA = {
         "checkpoint_every_steps": int,
         "cpus_per_worker": int,
         "address": str,
+        "strategy": str,
+        "micro_batches": int,
+        "timeout_s": float,
     },
 }
 REQUIRED = ("data", "model", "loss", "optimizer", "train")
@@ -112,6 +115,17 @@ def _validate_names(cfg, source):
         raise ConfigError(f"{source}: trainer.backend must be 'local' or 'ray', got {trainer['backend']!r}")
     if trainer.get("sync", "sync") not in ("sync", "async"):
         raise ConfigError(f"{source}: trainer.sync must be 'sync' or 'async', got {trainer['sync']!r}")
+    from distgraph.distributed.allreduce import BACKENDS
+    from distgraph.trainer import STRATEGIES
+
+    if trainer.get("strategy", "data") not in STRATEGIES:
+        raise ConfigError(
+            f"{source}: trainer.strategy must be one of {', '.join(STRATEGIES)}, got {trainer['strategy']!r}"
+        )
+    if trainer.get("allreduce", "auto") not in BACKENDS:
+        raise ConfigError(
+            f"{source}: trainer.allreduce must be one of {', '.join(BACKENDS)}, got {trainer['allreduce']!r}"
+        )
     if trainer.get("workers", 1) < 1:
         raise ConfigError(f"{source}: trainer.workers must be ≥ 1, got {trainer['workers']}")
 

@@ -122,6 +122,18 @@ class Trainer:
             self.elastic, workers = tuple(workers), workers[1]
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"Trainer: workers must be a positive int or (min, max), got {workers!r}")
+        from distgraph.distributed.allreduce import BACKENDS
+
+        if allreduce not in BACKENDS + ("store",):  # "store": the store actors sum (several nodes; set by auto)
+            raise ConfigError(f"Trainer: allreduce must be one of {', '.join(BACKENDS)}, got {allreduce!r}")
+        if not isinstance(staleness, int) or isinstance(staleness, bool) or staleness < 0:
+            raise ConfigError(
+                f"Trainer: staleness must be an int ≥ 0 (versions a worker may run ahead), got {staleness!r}"
+            )
+        if not isinstance(bucket_mb, int | float) or isinstance(bucket_mb, bool) or bucket_mb <= 0:
+            raise ConfigError(f"Trainer: bucket_mb must be a positive number of MiB, got {bucket_mb!r}")
+        if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
+            raise ConfigError(f"Trainer: micro_batches must be a positive int, got {micro_batches!r}")
         if backend == "local" and sync == "async":
             raise ConfigError("Trainer: sync='async' needs backend='ray' (there is nothing to wait for locally)")
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer

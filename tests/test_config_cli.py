@@ -35,6 +35,9 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(loss="eval"), "unknown loss 'eval'"),
         (lambda c: c["data"].update(name="imagenet"), "unknown dataset 'imagenet'"),
         (lambda c: c.update(trainer={"backend": "spark"}), "trainer.backend must be 'local' or 'ray'"),
+        (lambda c: c.update(trainer={"strategy": "tensor"}), "trainer.strategy must be one of data, branches"),
+        (lambda c: c.update(trainer={"allreduce": "mpi"}), "trainer.allreduce must be one of auto, shm"),
+        (lambda c: c.update(trainer={"staleness": -2}), "Trainer: staleness must be an int ≥ 0"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):
@@ -64,6 +67,16 @@ def test_train_command_trains_and_resumes(tmp_path):
     assert first["test"]["accuracy"] > 0.85
     result = CliRunner().invoke(main, ["train", path, "--quiet", "--checkpoint-dir", ck, "--epochs", "4", "--resume"])
     assert result.exit_code == 0 and "resumed from" in result.output
+
+
+def test_strategy_from_yaml_and_from_the_command_line(tmp_path):
+    cfg = {**GOOD, "trainer": {"strategy": "pipeline", "micro_batches": 2, "timeout_s": 30.0}}
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["train", write(tmp_path, cfg), "--quiet", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "strategy pipeline" in result.output and "2 micro-batches" in result.output
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--strategy", "branches"])
+    assert result.exit_code == 0 and "strategy branches" in result.output, result.output
 
 
 def test_loss_scaling_section_skips_and_reports_overflowing_steps(tmp_path):

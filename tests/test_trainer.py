@@ -70,6 +70,14 @@ def test_bad_configuration_and_data_errors():
         make(workers=0)
     with pytest.raises(ConfigError, match="needs backend='ray'"):
         make(sync="async")
+    with pytest.raises(ConfigError, match="allreduce must be one of auto, shm, gloo, nccl, got 'bogus'"):
+        make(allreduce="bogus")  # was only refused inside a worker, at the first step
+    with pytest.raises(ConfigError, match="staleness must be an int ≥ 0"):
+        make(staleness=-1)
+    with pytest.raises(ConfigError, match="bucket_mb must be a positive number"):
+        make(bucket_mb=0)
+    with pytest.raises(ConfigError, match="micro_batches must be a positive int"):
+        make(micro_batches=0)
     x, y = data()
     with pytest.raises(ConfigError, match="96 inputs but 95 targets"):
         make().fit((x, y[:-1]))
