@@ -8,7 +8,7 @@ import distgraph.nn as nn
 from distgraph.amp import GradScaler
 from distgraph.graph.capture import capture
 from distgraph.graph.executor import Runner
-from distgraph.graph.passes import memory
+from distgraph.graph.passes import DEFAULT, memory, optimize
 from distgraph.graph.passes.amp import amp
 from distgraph.graph.passes.checkpoint import SUFFIX, checkpoint
 from tests.graph.helpers import assert_same_outputs
@@ -33,11 +33,22 @@ def train_step_graph(depth=8, width=32, batch=256, dtype=np.float64):
 
 def test_sqrt_segments_preserve_outputs_and_lower_the_peak():
     graph, arrays = train_step_graph()
+    before = (graph.nodes, graph.outputs, graph.inputs)
     ck = checkpoint(graph)
     assert any(n.name.endswith(SUFFIX) for n in ck.nodes)
     assert_same_outputs(graph, ck, arrays, tol=0.0)  # recomputation repeats the same arithmetic
     assert memory.plan(ck).peak_bytes < 0.75 * memory.plan(graph).peak_bytes
-    assert graph.nodes == tuple(n for n in graph.nodes)  # the input graph is untouched (pure pass)
+    assert (graph.nodes, graph.outputs, graph.inputs) == before and len(ck.nodes) > len(graph.nodes)  # pure pass
+
+
+def test_checkpoint_before_the_default_passes_survives_them():
+    """CSE must not merge a recomputation back into its original (it did: the pass was silently undone
+    in `optimize(g, (checkpoint, *DEFAULT))`, the documented pipeline)."""
+    graph, arrays = train_step_graph()
+    plain, ck = optimize(graph), optimize(graph, (checkpoint, *DEFAULT))
+    assert any(n.name.endswith(SUFFIX) for n in ck.nodes)
+    assert memory.plan(ck).peak_bytes < 0.75 * memory.plan(plain).peak_bytes
+    assert_same_outputs(graph, ck, arrays, tol=0.0)
 
 
 def test_the_last_segment_is_kept_not_recomputed():

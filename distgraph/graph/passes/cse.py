@@ -1,11 +1,13 @@
 """Common-subexpression elimination: equal constants, and nodes with the same op, inputs and attributes,
 are computed once. Registry ops are deterministic except those marked `random` (dropout's mask),
-which are never merged, so merging never changes a result.
+which are never merged, so merging never changes a result. Gradient checkpointing's recomputations
+(`name~rc`) equal their originals by design and are never merged back: that would undo the pass.
 """
 
 import numpy as np
 
 from distgraph.graph.ir import rename
+from distgraph.graph.passes.checkpoint import SUFFIX as RECOMPUTED
 from distgraph.ops.registry import REGISTRY
 
 
@@ -38,7 +40,7 @@ def cse(graph):
     for node in graph.nodes:
         inputs = tuple(mapping.get(i, i) for i in node.inputs)
         key = (node.op, inputs, freeze(node.attrs))
-        if key in seen and not getattr(REGISTRY.get(node.op), "random", False):
+        if key in seen and not getattr(REGISTRY.get(node.op), "random", False) and not node.name.endswith(RECOMPUTED):
             mapping[node.name] = seen[key]
         else:
             seen[key] = node.name
