@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from distgraph.errors import FileFormatError
+from distgraph.io.objects import register
 
 FORMAT = "distgraph.graph"
 FORMAT_VERSION = 1
@@ -58,8 +59,11 @@ class Node:
         return f"{self.name} : {self.spec} = {self.op}({args})"
 
 
+@register
 @dataclass(frozen=True)
 class Graph:
+    __distgraph_format__ = FORMAT  # dg.save / dg.load store and rebuild it whole (io/objects.py)
+
     inputs: tuple  # of (name, Spec)
     nodes: tuple  # of Node, topological order
     outputs: tuple  # of value names

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from distgraph.errors import FileFormatError
 from distgraph.graph.ir import Graph
+from distgraph.io.objects import register
 
 FORMAT = "distgraph.plan"
 PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9")
@@ -44,8 +45,11 @@ class Edge:
     bytes: int
 
 
+@register
 @dataclass(frozen=True)
 class Plan:
+    __distgraph_format__ = FORMAT  # dg.save / dg.load store and rebuild it whole (io/objects.py)
+
     kind: str
     subgraphs: tuple
     edges: tuple

@@ -35,6 +35,7 @@ from distgraph.io.layout import (
     join,
     show,
 )
+from distgraph.io.objects import revive
 
 
 class Reader:
@@ -191,8 +192,20 @@ def load(f, map_location=None):
     ({"cuda:0": "cpu"}); a callable gets the saved device string (or, torch's form, the host array and
     the string) and returns a device, or an array to use as is (`lambda storage, loc: storage` → cpu).
     """
+    tree = _load_tree(f, map_location)
+    try:
+        return revive(tree)  # graphs and plans saved whole come back as themselves
+    except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise FileFormatError(f"{_name(f)}: holds a damaged graph or plan ({type(exc).__name__}: {exc})") from None
+
+
+def _name(f):
+    return os.fspath(f) if isinstance(f, str | os.PathLike) else getattr(f, "name", "<stream>")
+
+
+def _load_tree(f, map_location=None):
     if not isinstance(f, str | os.PathLike):
-        return _load(f, getattr(f, "name", "<stream>"), map_location)
+        return _load(f, _name(f), map_location)
     name = os.fspath(f)
     try:
         fh = open(name, "rb")
@@ -206,12 +219,11 @@ def load_as(f, parse, what):
     """`parse(load(f))` for files holding one kind of object (a graph, a plan). A tree that `parse`
     cannot read (a missing key, a wrong type, an unknown op) is a damaged file like any other: a
     FileFormatError naming the file, never a KeyError from deep inside the parser."""
-    tree = load(f)
+    tree = _load_tree(f)
     try:
         return parse(tree)
     except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        name = os.fspath(f) if isinstance(f, str | os.PathLike) else getattr(f, "name", "<stream>")
-        raise FileFormatError(f"{name}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
+        raise FileFormatError(f"{_name(f)}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
 
 
 def _load(fh, name, map_location):

@@ -36,6 +36,7 @@ from distgraph.io.layout import (
     join,
     show,
 )
+from distgraph.io.objects import as_tree
 
 
 class Writer:
@@ -87,10 +88,13 @@ class Writer:
             return msgpack.ExtType(EXT_TUPLE, packb(items))
         if isinstance(obj, list):
             return [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+        tree = as_tree(obj)  # a Graph, a Plan: their to_dict() trees
+        if tree is not None:
+            return self.encode(tree, path, depth)
         self.fail(
             path,
             f"cannot save an object of type {type(obj).__name__} (supported: tensors, arrays, dicts, lists, "
-            "tuples, str, bytes, int, float, complex, bool, None)",
+            "tuples, str, bytes, int, float, complex, bool, None, graphs and plans)",
         )
 
     def array_record(self, arr, path, **extra):

@@ -30,6 +30,33 @@ def test_msgpack_round_trip_keeps_nodes_and_results(tmp_path):
     np.testing.assert_array_equal(Runner(back)(*arrays)[0], Runner(graph)(*arrays)[0])
 
 
+def test_dg_save_and_dg_load_round_trip_graphs_and_plans_whole(tmp_path):
+    from distgraph.graph.partition import independent
+    from distgraph.graph.plan import Plan
+
+    graph, arrays = _graph()
+    dg.save(graph, tmp_path / "g.dg")
+    back = dg.load(tmp_path / "g.dg")
+    assert isinstance(back, Graph) and back == graph
+    np.testing.assert_array_equal(Runner(back)(*arrays)[0], Runner(graph)(*arrays)[0])
+    plan = independent(graph)
+    dg.save({"plan": plan, "graphs": [graph], "step": 3}, tmp_path / "p.dg")  # nested in a checkpoint-like tree
+    tree = dg.load(tmp_path / "p.dg")
+    assert isinstance(tree["plan"], Plan) and tree["plan"] == plan and tree["graphs"][0] == graph and tree["step"] == 3
+
+
+def test_a_damaged_graph_in_a_file_is_a_file_format_error(tmp_path):
+    import pytest
+
+    from distgraph.errors import FileFormatError
+
+    tree = _graph()[0].to_dict()
+    tree["nodes"][0]["op"] = "no_such_op"
+    dg.save(tree, tmp_path / "bad.dg")
+    with pytest.raises(FileFormatError, match="bad.dg: holds a damaged graph or plan .*no_such_op"):
+        dg.load(tmp_path / "bad.dg")
+
+
 def test_attribute_encoding_handles_slices_dtypes_and_ellipsis():
     value = {"index": (slice(1, None, 2), Ellipsis, None, 3), "dtype": np.dtype("float32")}
     assert decode(encode(value)) == value
