@@ -157,7 +157,10 @@ class Plan:
                     if any(n.name == i for n in sg.graph.nodes)
                 ]
             lines.append("  }")
-        for e in self.edges:
-            lines.append(f'  "{e.src}" -> "{e.dst}" [label="{e.value} {e.bytes}B", style=dashed];')
+        by_name = {sg.name: sg for sg in self.subgraphs}
+        for e in self.edges:  # from the node that makes the value to each node that reads it on the other side
+            readers = [n.name for n in by_name[e.dst].graph.nodes if e.value in n.inputs] if e.dst in by_name else []
+            for reader in readers or [e.value]:
+                lines.append(f'  "{e.src}{e.value}" -> "{e.dst}{reader}" [label="{e.value} {e.bytes}B", style=dashed];')
         lines.append("}")
         return "\n".join(lines)

@@ -70,4 +70,10 @@ def test_plan_prints_serializes_and_draws(tmp_path):
     assert str(back) == str(plan) and back.edges == plan.edges
     dot = plan.to_dot()
     assert dot.count('subgraph "cluster_') == 5 and "fillcolor" in dot
+    import re
+
+    declared = set(re.findall(r'^\s*"([^"]+)" \[label=', dot, flags=re.M))
+    crossing = re.findall(r'^\s*"([^"]+)" -> "([^"]+)" \[label=', dot, flags=re.M)
+    assert len(crossing) >= len(plan.edges) > 0
+    assert all(a in declared and b in declared for a, b in crossing)  # they join drawn nodes, none made up
     np.testing.assert_equal(len(back.subgraphs[0].graph), len(plan.subgraphs[0].graph))
