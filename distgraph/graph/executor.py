@@ -204,6 +204,8 @@ class LocalExecutor:
             for fut in [f for f in running if f.done()]:
                 del running[fut]
                 env.update(fut.result())
+            if not pending and not running:  # the last ones finished in the pool
+                break
             ready = [sg for sg in pending if all(n in env for n in sg.inputs)]
             if ready:
                 mine, rest = ready[0], (ready[1:] if pool is not None else [])  # one thread: the rest wait their turn

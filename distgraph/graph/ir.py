@@ -135,6 +135,8 @@ class Graph:
 
     @classmethod
     def from_dict(cls, tree):
+        if isinstance(tree, cls):  # dg.load already rebuilt it (io/objects.py)
+            return tree
         if not isinstance(tree, dict) or tree.get("format") != FORMAT:
             raise FileFormatError(f"not a distgraph graph (format header {tree.get('format')!r})")
         if tree.get("version") != FORMAT_VERSION:

@@ -2,11 +2,17 @@
 
 Independent subgraphs (`independent`): nodes are first split into the connected components of the
 node DAG, ignoring graph inputs and constants (a shared input does not tie two branches together).
-A component is then split once more at its *join*: every node is labelled with the root nodes
-(nodes reading only inputs/constants, views of inputs excepted) it descends from; the nodes that descend from all of the
-component's roots form the join (the merge of a multi-tower model, a loss over an ensemble), and
-if removing them leaves several components, those are branches that can run concurrently, each
-split again recursively. Finally a join fed by several branches whose only consumer is another
+A component is then split once more at its *join*: every node is labelled with the root nodes it
+descends from — a root is the first node to combine two graph inputs (x @ w); a node before any
+root that transforms one input or constants alone (w.T, a cast of a parameter, a gradient seed) is
+*loose*: it goes with the one branch that reads it, or, read by several, into a small front
+subgraph run first. The nodes that descend from all of the component's roots form the join (the
+merge of a multi-tower model, a loss over an ensemble), and if removing them leaves several
+components, those are branches that can run concurrently, each split again recursively. In a
+training step the join also holds the whole backward pass when the loss's gradient reads the
+loss's inputs (cross-entropy); it is split once more by the branch whose activations and
+parameters each backward node reads (`_split_backward`), so each branch's backward runs beside the
+others, where its activations live. Finally a join fed by several branches whose only consumer is another
 join is merged into it, and a subgraph whose only consumer has no other producer is merged into it,
 so chains of small joins do not become chains of tiny subgraphs.
 
@@ -33,9 +39,9 @@ from distgraph.ops.registry import get_op
 
 
 def independent(graph):
-    groups = _merge(graph, _split(graph, list(range(len(graph.nodes)))))
-    groups.sort(key=lambda g: g[-1])  # producers before consumers
-    subgraphs = [_subgraph(graph, g, f"sg{k}") for k, g in enumerate(groups)]
+    groups = _split(graph, list(range(len(graph.nodes))))
+    groups = _merge(graph, [part for g in groups for part in _split_backward(graph, groups, g)])
+    subgraphs = [_subgraph(graph, g, f"sg{k}") for k, g in enumerate(_topological(graph, groups))]
     return Plan("dag", tuple(subgraphs), _edges(graph, subgraphs), graph.input_names, graph.outputs)
 
 
@@ -116,19 +122,121 @@ def _split(graph, idx):
     if len(comps) > 1:
         return [g for c in comps for g in _split(graph, c)]
     producer = {graph.nodes[i].name: i for i in idx}
-    roots = {}
+    roots, feeds, inputs = {}, {}, set(graph.input_names)
     for i in idx:
         parents = [producer[n] for n in graph.nodes[i].inputs if n in producer]
-        if parents:
-            roots[i] = frozenset().union(*(roots[p] for p in parents))
-        else:  # a view of an input (w.T) is not a branch of its own: it belongs with its reader
-            roots[i] = frozenset() if _kind(graph.nodes[i]) == "view" else frozenset((i,))
+        roots[i] = frozenset().union(*(roots[p] for p in parents))
+        if not roots[i]:  # loose so far: which graph inputs does it transform?
+            feeds[i] = frozenset(n for n in graph.nodes[i].inputs if n in inputs).union(*(feeds[p] for p in parents))
+            if len(feeds[i]) > 1:  # it combines two inputs (x @ w): the start of a branch
+                roots[i] = frozenset((i,))
     everything = frozenset().union(*roots.values())
     join = [i for i in idx if roots[i] == everything]
     rest = [i for i in idx if roots[i] != everything]
-    if not join or not rest or len(_components(graph, rest)) < 2:
+    if not join or not rest:
         return [idx]
-    return [g for c in _components(graph, rest) for g in _split(graph, c)] + [join]
+    front, branches = _attach_loose(graph, rest, roots)
+    if len(branches) < 2:
+        return [idx]
+    return ([front] if front else []) + [g for c in branches for g in _split(graph, c)] + [join]
+
+
+def _attach_loose(graph, rest, roots):
+    """(front, branches): the components of `rest`'s nodes tied to a root, each with the loose nodes
+    (views of inputs and constants: no root) that only it reads, directly or through other loose
+    nodes; a loose node read by several branches or by the join — a gradient seed broadcast to every
+    tower's backward — goes to `front`, which runs first, instead of tying the branches together."""
+    tied = [i for i in rest if roots[i]]
+    branches = _components(graph, tied)
+    comp_of = {i: k for k, c in enumerate(branches) for i in c}
+    readers = {}
+    for i, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            readers.setdefault(name, []).append(i)
+    loose, front = [i for i in rest if not roots[i]], []
+    reached = {}  # loose node -> the branches reading it (-1: the join or the graph's outputs)
+    for i in reversed(loose):
+        name = graph.nodes[i].name
+        ks = {comp_of.get(r, -1) if r not in reached else None for r in readers.get(name, [])} - {None}
+        for r in readers.get(name, []):
+            ks |= reached.get(r, set())
+        reached[i] = ks | ({-1} if name in graph.outputs else set())
+    for i in loose:
+        (branches[next(iter(reached[i]))] if len(reached[i]) == 1 and -1 not in reached[i] else front).append(i)
+    return front, [sorted(c) for c in branches]
+
+
+def _split_backward(graph, groups, join):
+    """A join's nodes split by the branch whose activations they read: [front, backward of branch 1, ...,
+    rest]. In a training step the join holds the merge, the loss and the whole backward pass (every
+    gradient descends from the loss, so from all roots); each branch's backward reads that branch's
+    forward values, so it can run beside the others, where those values live. A node that is not an
+    ancestor of the loss (`graph.outputs[0]`) belongs to branch k when the forward values and parameters
+    (inputs only branch k reads) it reads are branch k's alone, directly or through its own inputs'
+    branch; one reading none stays in front (the loss's gradient, the fan-out to the branches), one
+    reading two branches goes to the rest. Values are traced through loose transforms (w.T, casts) to
+    what they transform, so a weight's cast shared by a branch and its backward still names the branch."""
+    group_of = {graph.nodes[i].name: k for k, g in enumerate(groups) for i in g}
+    me = group_of[graph.nodes[join[0]].name]
+    made_by = {n.name: n for n in graph.nodes}
+
+    def base(name):
+        node = made_by.get(name)
+        while node is not None and len(sources := _sources(graph, node)) == 1:
+            name = next(iter(sources))
+            node = made_by.get(name)
+        return name
+
+    readers = {}  # graph input -> the other groups that compute with it
+    inputs = set(graph.input_names)
+    for k, g in enumerate(groups):
+        for i in g if k != me else ():
+            if len(_sources(graph, graph.nodes[i])) > 1:
+                for name in graph.nodes[i].inputs:
+                    if base(name) in inputs:
+                        readers.setdefault(base(name), set()).add(k)
+    branch_of = {name: next(iter(ks)) for name, ks in readers.items() if len(ks) == 1}
+    producer = {graph.nodes[i].name: i for i in join}
+    forward = _ancestors(graph, graph.outputs[0]) if graph.outputs else set()
+    owner = {}  # join node index -> the branches (group indices) it depends on
+    for i in join:
+        if i in forward:
+            continue
+        owners = set()
+        for name in map(base, graph.nodes[i].inputs):
+            if name in producer:
+                owners |= owner.get(producer[name], set())
+            elif group_of.get(name, me) != me:
+                owners.add(group_of[name])
+            elif name in branch_of:
+                owners.add(branch_of[name])
+        owner[i] = frozenset(owners)
+    branches = sorted({o for os_ in owner.values() if len(os_) == 1 for o in os_})
+    if len(branches) < 2:
+        return [join]
+    front = [i for i in join if i not in owner or not owner[i]]
+    parts = [[i for i in join if owner.get(i) == {b}] for b in branches]
+    rest = [i for i in join if len(owner.get(i, ())) > 1]
+    return [p for p in (front, *parts, rest) if p]
+
+
+def _sources(graph, node):
+    """The non-constant values a node reads."""
+    return {n for n in node.inputs if n not in graph.constants}
+
+
+def _topological(graph, groups):
+    """Groups ordered producers first (ties by their first node)."""
+    group_of = {graph.nodes[i].name: k for k, g in enumerate(groups) for i in g}
+    needs = [
+        {group_of[n] for i in g for n in graph.nodes[i].inputs if group_of.get(n, k) != k} for k, g in enumerate(groups)
+    ]
+    order, done = [], set()
+    while len(order) < len(groups):
+        k = min((k for k in range(len(groups)) if k not in done and needs[k] <= done), key=lambda k: groups[k][0])
+        order.append(groups[k])
+        done.add(k)
+    return order
 
 
 def _kind(node):

@@ -104,6 +104,8 @@ class Plan:
 
     @classmethod
     def from_dict(cls, tree):
+        if isinstance(tree, cls):  # dg.load already rebuilt it (io/objects.py)
+            return tree
         if not isinstance(tree, dict) or tree.get("format") != FORMAT:
             raise FileFormatError(f"not a distgraph plan (format header {tree.get('format')!r})")
         subgraphs = tuple(

@@ -28,6 +28,65 @@ def test_four_towers_become_four_branches_and_a_join():
     assert all(e.bytes == 8 * 8 for e in plan.edges)
 
 
+def _check_backward_per_tower(graph, arrays, weights, grads):
+    """Tower k's gradient (`grads[k]`, of `weights[k]`) is made in a subgraph of its own that reads no
+    other tower's weight, and the plan on 2 threads gives the unsplit graph's bits."""
+    from distgraph.graph.executor import LocalExecutor, Runner
+
+    plan = independent(graph)
+    maker = {o: sg for sg in plan.subgraphs for o in sg.outputs}
+    makers = [maker[g] for g in grads]
+    assert len({sg.name for sg in makers}) == len(weights), plan
+    by_name = {sg.name: sg for sg in plan.subgraphs}
+    for k, sg in enumerate(makers):  # it holds tower k's forward, or gets tower k's activations from it
+        near = [sg] + [by_name[e.src] for e in plan.edges if e.dst == sg.name]
+        towers = [j for j, w in enumerate(weights) if any(w in s.inputs for s in near)]
+        assert towers == [k], (k, towers)
+    out = LocalExecutor(plan, workers=2).run(*arrays)
+    for a, b in zip(out, Runner(graph)(*arrays)):
+        np.testing.assert_array_equal(a, b)
+    return plan
+
+
+def test_a_training_step_splits_its_backward_by_tower_too():
+    """A loss whose gradient does not read its value: each tower's forward and backward are one branch,
+    the broadcast gradient seed a small subgraph before them (it tied the towers into one subgraph)."""
+    ws = [randn(6, 6 + k) for k in range(4)]
+    for w in ws:
+        w.requires_grad_(True)
+    graph, arrays = captured(lambda x, *ws: _towers(x, *ws).sum(), randn(8, 6), *ws, grad_of=ws)
+    _check_backward_per_tower(graph, arrays, [f"%in{k + 1}" for k in range(4)], graph.outputs[1:])
+
+
+def test_a_cross_entropy_step_runs_each_towers_backward_beside_the_others():
+    """Cross-entropy's gradient reads the logits, so every backward node descends from all towers: the
+    join held the whole backward; it is split by the tower whose activations and weights it reads."""
+    from distgraph import nn
+
+    class Towers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.towers = nn.ModuleList(
+                [nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)) for _ in range(4)]
+            )
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(dg.cat([t(x) for t in self.towers], 1))
+
+    dg.manual_seed(0)
+    model, x, y = Towers(), randn(32, 8), dg.tensor(np.arange(32) % 3)
+    step = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy)
+    runner, lifted, _, _ = next(iter(step.variants.values()))
+    graph = runner.graph  # the optimized graph: what the Trainer's branches strategy partitions
+    names = dict(zip((id(p) for p in lifted), graph.input_names[2:]))
+    firsts = [t[0].weight for t in model.towers]
+    grads = [graph.outputs[1 + next(i for i, p in enumerate(step.params) if p is w)] for w in firsts]
+    arrays = [x.array, y.array, *[p.array for p in lifted]]
+    plan = _check_backward_per_tower(graph, arrays, [names[id(w)] for w in firsts], grads)
+    assert len(plan.subgraphs) >= 9  # 4 forward towers, the join, 4 backward towers
+
+
 def test_separate_outputs_are_separate_components():
     graph, _ = captured(lambda x, y: (x.exp(), y.sin() * 2.0), randn(3), randn(4))
     plan = independent(graph)
