@@ -7,7 +7,8 @@
    calls (the floor for a numpy engine); and the compute-bound MLP's captured step in GFLOP/s against
    its six matmuls timed alone.
 3. four independent towers: the `independent` plan on a 2-thread LocalExecutor vs the whole graph run
-   on one thread, best of 30 interleaved runs each.
+   on one thread, best of 30 interleaved runs each; inference, and the training step of the towers
+   under a linear head (cross-entropy), whose backward is split by tower too.
 4. memory: peak bytes of intermediates measured with tracemalloc (numpy allocations are traced) for a
    runner with memory planning vs one without; checkpointing (√n segments) a 64-layer MLP train step:
    peak and step time vs no checkpointing (the two interleaved, median of 9).
@@ -148,28 +149,44 @@ def mlp(repeat=20):
 
 
 # ---- 3. four independent branches ------------------------------------------------------------------
-def branches(d=256, h=512, batch=256, repeat=30):
+def branches(d=256, h=512, batch=256, repeat=30, train=False):
     """Best of `repeat` interleaved runs each: a 2-thread run loses whenever either core is taken by
-    another process, so its median measures the machine's neighbours more than the executor."""
+    another process, so its median measures the machine's neighbours more than the executor.
+    `train`: the captured training step (forward, cross-entropy, backward) of the same towers under a
+    linear head, whose backward `independent` splits by tower as well."""
     import distgraph as dg
     from distgraph import nn
     from distgraph.graph.executor import LocalExecutor, Runner
     from distgraph.graph.partition import independent
 
+    dg.manual_seed(0)
     towers = nn.ModuleList(
         [nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 4)) for _ in range(4)]
     )
     x = dg.tensor(np.random.default_rng(0).standard_normal((batch, d)).astype(np.float32))
-    with dg.no_grad():
-        compiled = dg.compile(lambda v: dg.cat([t(v) for t in towers], 1).sum(1), (x,))
-    params = [p.array for p in next(iter(compiled.variants.values()))[1]]
+    if train:
+
+        class Towers(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.towers, self.head = towers, nn.Linear(16, 10)
+
+            def forward(self, v):
+                return self.head(dg.cat([t(v) for t in self.towers], 1))
+
+        model = Towers()
+        y = dg.tensor(np.arange(batch) % 10)
+        compiled, inputs = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy), (x.array, y.array)
+    else:
+        with dg.no_grad():
+            compiled = dg.compile(lambda v: dg.cat([t(v) for t in towers], 1).sum(1), (x,))
+        inputs = (x.array,)
+    arrays = (*inputs, *[p.array for p in next(iter(compiled.variants.values()))[1]])
     plan = independent(compiled.graph)
     whole = Runner(compiled.graph)
     with LocalExecutor(plan, workers=2) as parallel:
         t = interleaved(
-            {"2 threads": lambda: parallel.run(x.array, *params), "sequential": lambda: whole(x.array, *params)},
-            repeat=repeat,
-            stat=min,
+            {"2 threads": lambda: parallel.run(*arrays), "sequential": lambda: whole(*arrays)}, repeat=repeat, stat=min
         )
     t["subgraphs"] = len(plan.subgraphs)
     return t
@@ -231,6 +248,7 @@ def run_all(repeat=20, small=False):
     res = {"overhead": overhead(n_ops=8 if small else 32, repeat=20 if small else 1000)}
     res["mlp"] = mlp(repeat=2 if small else repeat)
     res["branches"] = branches(d=32, h=32, batch=16, repeat=2) if small else branches()
+    res["branches_train"] = branches(d=32, h=32, batch=16, repeat=2, train=True) if small else branches(train=True)
     res["memory"] = memory(layers=8, width=32, batch=16, repeat=1) if small else memory()
     return res
 
@@ -239,7 +257,7 @@ def rows(res):
     us = lambda s: f"{s * 1e6:.1f} µs"  # noqa: E731
     ms = lambda s: f"{s * 1e3:.2f} ms"  # noqa: E731
     mb = lambda b: f"{b / 1e6:.2f} MB"  # noqa: E731
-    o, m, b, mem = res["overhead"], res["mlp"], res["branches"], res["memory"]
+    o, m, b, bt, mem = res["overhead"], res["mlp"], res["branches"], res["branches_train"], res["memory"]
     ob, cb = m["overhead-bound"]["seconds"], m["compute-bound"]
     return [
         _row("per-op, 4x4, captured vs torch eager", us(o["captured"]), us(o["torch"]), o["captured"] / o["torch"], "overhead"),
@@ -250,6 +268,8 @@ def rows(res):
              cb["gflops"]["captured"] / cb["gflops"]["matmul"], "matmul_rate"),
         _row(f"4 towers, {b['subgraphs']} subgraphs: sequential / 2 threads", ms(b["2 threads"]), ms(b["sequential"]),
              b["sequential"] / b["2 threads"], "branches"),
+        _row(f"  same, train step, {bt['subgraphs']} subgraphs", ms(bt["2 threads"]), ms(bt["sequential"]),
+             bt["sequential"] / bt["2 threads"], "branches"),
         _row("peak bytes, memory plan on vs off", mb(mem["plan_on"]), mb(mem["plan_off"]), mem["plan_on"] / mem["plan_off"], "memory_plan"),
         _row(f"{mem['layers']}-layer MLP step peak, checkpoint vs not", mb(mem["ckpt_on"]), mb(mem["plan_on"]),
              mem["ckpt_on"] / mem["plan_on"], "ckpt_peak"),

@@ -18,11 +18,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_bench_graph_small_runs_every_measurement():
     res = bench.run_all(small=True)
     table = bench.rows(res)
-    assert len(table) == 9
+    assert len(table) == 10
     for row in table:
         ratio = float(row[3].rstrip("x%"))
         assert math.isfinite(ratio) and ratio > 0, row
     assert res["branches"]["subgraphs"] >= 4  # the four towers were found
+    assert res["branches_train"]["subgraphs"] >= 9  # and in the train step, their backward passes too
     assert res["memory"]["plan_on"] < res["memory"]["plan_off"]  # freeing dead values lowers the peak
     assert res["memory"]["planned_peak_ckpt"] <= res["memory"]["planned_peak"]
 
