@@ -19,7 +19,7 @@ import ray
 from distgraph.distributed import runtime
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
-from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, user_error, wait_ready
+from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistributedError
@@ -46,15 +46,10 @@ class RayCluster:
         self.param_group = self._param_groups()
         self.owner = partition_parameters([p.array.nbytes for p in self.params], trainer.workers)
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
-        self.group_name = f"dg{uuid.uuid4().hex[:12]}"  # names the shm segments: unique per run
         self.stores = []
         self._epoch_base = self._snapshot_step = 0  # run_epoch sets them; `pull` moves the snapshot
         self._driver_current = False  # the driver holds the store's state: no step ran since its last pull or push
-        self.group = runtime.WorkerGroup(
-            TrainWorker, trainer.workers, device=trainer.device, cpus_per_worker=trainer.cpus_per_worker
-        )
-        for rank in range(trainer.workers):
-            self._start_worker(rank)
+        self._new_group(trainer.workers)
         self.data_refs = None
         reduce_in_store = self._spans_nodes()
         self.sharded = not reduce_in_store and self._can_shard("sync")
@@ -72,7 +67,8 @@ class RayCluster:
             )
         else:
             self._start_stores()
-        self.scheduler = DataParallelScheduler(self.group.actors, self.stores, on_event=trainer.history.events.append)
+        events, timeout = trainer.history.events.append, trainer.timeout_s
+        self.scheduler = DataParallelScheduler(self.group.actors, self.stores, events, timeout)
         self.scheduler.reduce_in_store = reduce_in_store
         self.scheduler.set_version(trainer.global_step)
 
@@ -161,12 +157,7 @@ class RayCluster:
         self.group.shutdown()
         remove_group(self.group_name)
         self.trainer.workers = want
-        self.group_name = f"dg{uuid.uuid4().hex[:12]}"
-        self.group = runtime.WorkerGroup(
-            TrainWorker, want, device=self.trainer.device, cpus_per_worker=self.trainer.cpus_per_worker
-        )
-        for rank in range(want):
-            self._start_worker(rank)
+        self._new_group(want)
         if not self.sharded:  # the new group may span nodes the old one did not: then the stores reduce
             self.scheduler.reduce_in_store = self._spans_nodes()
         if self.data_refs is not None:
@@ -228,6 +219,16 @@ class RayCluster:
             )
             return True
         return False
+
+    def _new_group(self, workers, group=None):
+        """Start `workers` workers under a new segment name (unique per run), in `group` or a new WorkerGroup."""
+        self.group_name = f"dg{uuid.uuid4().hex[:12]}"
+        t = self.trainer
+        self.group = group or runtime.WorkerGroup(
+            TrainWorker, workers, device=t.device, cpus_per_worker=t.cpus_per_worker
+        )
+        for rank in range(workers):
+            self._start_worker(rank)
 
     def _start_worker(self, rank):
         t = self.trainer
@@ -338,8 +339,7 @@ class RayCluster:
                     self.scheduler.run_sync(batches, lambda _: lrs, on_step, resume, stop)
                 return
             except WORKER_FAILURES as exc:
-                if user_error(exc) is not None:
-                    raise user_error(exc) from exc
+                raise_user_error(exc)
                 if attempt == self.max_restarts:
                     raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
                 version = None if self.sharded else self._store_version()
@@ -364,7 +364,8 @@ class RayCluster:
                     self.scheduler.restart_from(self.group.actors, version)
                     how = f"replayed from global step {version}"
                 self.trainer.history.events.append(
-                    f"worker(s) {dead} died at epoch step {len(seen)}; {action} {how} (steps applied: never twice)"
+                    f"worker(s) {dead} failed at epoch step {len(seen)} "
+                    f"({exc if isinstance(exc, DistributedError) else type(exc).__name__}); {action} {how} (steps applied: never twice)"
                 )
 
     max_restarts = 3
@@ -392,10 +393,8 @@ class RayCluster:
         for rank in range(self.trainer.workers):
             self.group.kill(rank)
         remove_group(self.group_name)
-        self.group_name = f"dg{uuid.uuid4().hex[:12]}"
-        for rank in range(self.trainer.workers):
-            self._start_worker(rank)
-        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
+        self._new_group(self.trainer.workers, self.group)  # the same group: the bundles stay reserved
+        self.resend_data()
 
     # ---- driver <-> store --------------------------------------------------------------------------------
     def pull(self):

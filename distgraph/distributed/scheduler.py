@@ -28,7 +28,12 @@ from distgraph.distributed.step import merge_statistics
 from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistgraphError, DistributedError
 
-WORKER_FAILURES = (RayActorError, RayTaskError)
+
+class StepTimeout(DistributedError):
+    """Step calls did not come back in time: a hung (not dead) worker. Handled like a dead one."""
+
+
+WORKER_FAILURES = (RayActorError, RayTaskError, StepTimeout)
 
 # Sharded sync steps per Ray call: a call carries about CALL_SECONDS of steps (measured on the calls
 # finished so far; FIRST_CALL_STEPS before any), so Ray's per-call cost — ~2 ms of driver, raylet
@@ -40,8 +45,11 @@ MAX_STEPS_PER_CALL = 64
 
 
 class DataParallelScheduler:
-    def __init__(self, workers, stores, max_in_flight=2, on_event=None, steps_per_call=None):
+    def __init__(self, workers, stores, on_event=None, timeout_s=120.0, max_in_flight=2, steps_per_call=None):
         self.workers = workers  # list of actor handles (rank order)
+        # a call's wait: the workers' own waits (the all-reduce's barriers) give up after timeout_s and
+        # report it; the driver gives them twice that before it calls the workers hung
+        self.timeout_s = timeout_s
         self.stores = stores  # list of store-shard actor handles
         self.max_in_flight = max_in_flight
         self.steps_per_call = steps_per_call  # sharded: fixed steps per call; None sizes calls to CALL_SECONDS
@@ -86,7 +94,7 @@ class DataParallelScheduler:
         A failed worker surfaces as WORKER_FAILURES from the statistics of the step it broke."""
         steps = range(start, len(batches) if stop is None else stop)
         self._pipelined(((t, self.submit_sync(batches[t], lrs_for_step(t))) for t in steps), self._finish, on_step)
-        ray.get(self.param_refs)  # the last update has landed
+        wait_ready(self.param_refs, 2 * self.timeout_s, "the parameter store's last update")
 
     def run_sharded(self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False):
         """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
@@ -142,7 +150,7 @@ class DataParallelScheduler:
 
     def _finish_chunk(self, first, refs, on_step):
         """Report a call's steps in order; → every rank's snapshot if the call brought one, else None."""
-        per_rank, snapshots = zip(*_get_failing_fast(refs))
+        per_rank, snapshots = zip(*_get_failing_fast(refs, 2 * self.timeout_s, f"steps {first}+"))
         steps = per_rank[0]
         self.step_seconds = (steps[-1]["t_end"] - steps[0]["t_start"]) / len(steps)
         for k, parts in enumerate(zip(*per_rank)):
@@ -152,7 +160,7 @@ class DataParallelScheduler:
         return list(snapshots) if snapshots[0] is not None else None
 
     def _finish(self, t, refs, on_step):
-        parts = _get_failing_fast(refs)
+        parts = _get_failing_fast(refs, 2 * self.timeout_s, f"step {t}")
         if self.on_worker_stats is not None:
             self.on_worker_stats(t, parts)
         on_step(t, merge_statistics(parts))
@@ -241,8 +249,7 @@ class _AsyncRun:
         try:
             stats = ray.get(ref)
         except WORKER_FAILURES as exc:
-            if user_error(exc) is not None:
-                raise user_error(exc) from exc
+            raise_user_error(exc)
             queue.appendleft((t, indices))
             dead = isinstance(exc, RayActorError)
             self._drop(w, f"worker {w} failed at step {t}: {type(exc).__name__}", rejoin_on=None if dead else ())
@@ -340,6 +347,12 @@ class _AsyncRun:
             raise DistributedError(f"async scheduler: {why}, and no live worker is left")
 
 
+def raise_user_error(exc):
+    """Raise the user's error a worker's step failed with (`user_error`), if that is what `exc` is."""
+    if user_error(exc) is not None:
+        raise user_error(exc) from exc
+
+
 def user_error(exc):
     """The distgraph error a worker's step raised from the user's model, loss, data or settings (a shape
     that does not fit, a NaN loss, a bad option), else None. It would be raised again after any restart,
@@ -348,12 +361,17 @@ def user_error(exc):
     return cause if isinstance(cause, DistgraphError) and not isinstance(cause, DistributedError) else None
 
 
-def _get_failing_fast(refs):
+def _get_failing_fast(refs, timeout_s=None, what="step"):
     """ray.get of several refs that raises as soon as any of them failed — not after the others
-    finish (a live worker may be blocked in the all-reduce, waiting for the dead one)."""
+    finish (a live worker may be blocked in the all-reduce, waiting for the dead one) — and
+    StepTimeout, naming `what` and the calls not back, when none comes back for `timeout_s`."""
     remaining = list(refs)
-    while len(remaining) > 1:  # the last one to finish is read with the rest
-        ready, remaining = ray.wait(remaining, num_returns=1)
+    while remaining:
+        ready, remaining = ray.wait(remaining, num_returns=1, timeout=timeout_s)
+        if not ready:
+            late = [refs.index(r) for r in remaining]
+            discard(remaining, timeout_s=0.0)
+            raise StepTimeout(f"{what}: the calls of worker(s) {late} were not back within {timeout_s:g}s (hung?)")
         try:
             ray.get(ready)
         except BaseException:

@@ -1,6 +1,7 @@
 """Data-parallel training on real Ray workers: sync equals local bit for bit; async converges."""
 
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +114,22 @@ def test_a_one_sample_last_batch_leaves_a_ray_worker_empty_and_training_goes_on(
         results.append([p.detach().numpy().copy() for p in model.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_session):
+    """One worker (no peer whose barrier would give up first) stalls 60 s in a step: the driver's wait
+    gives up after 2 × timeout_s, names the call, restarts the worker and the epoch completes."""
+    model, opt = small_model("sgd")
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, opt, workers=1, backend="ray", progress=False, timeout_s=5.0
+    ) as t:
+        t.fit(data(), epochs=1, batch_size=32)  # starts the worker
+        dg.distributed.runtime.gather([t._cluster.group.actors[0].stall_next.remote(60.0)])
+        started = time.monotonic()
+        h = t.fit(data(), epochs=2, batch_size=32)
+        assert time.monotonic() - started < 45
+    assert np.isfinite(h["loss"]).all() and t.global_step == 8
+    assert any("not back within 10s (hung?)" in e and "restarted 1 workers" in e for e in h.events), h.events
 
 
 @pytest.mark.parametrize("sync", ["sync", "async"])
