@@ -9,7 +9,7 @@ from distgraph.amp import GradScaler
 from distgraph.graph.capture import capture
 from distgraph.graph.executor import Runner
 from distgraph.graph.passes import DEFAULT, memory, optimize
-from distgraph.graph.passes.amp import amp
+from distgraph.graph.passes.amp import LOW_PRECISION_OPS, amp
 from distgraph.graph.passes.checkpoint import SUFFIX, checkpoint
 from tests.graph.helpers import assert_same_outputs
 
@@ -76,12 +76,31 @@ def test_amp_runs_matmuls_in_float16_and_keeps_float32_master_weights():
     graph, arrays = train_step_graph(depth=3, batch=32, dtype=np.float32)
     low = amp(graph)
     lp = [n for n in low.nodes if n.spec.dtype == "float16"]
-    assert lp and all(n.op in ("cast", "matmul", "linear", "linear_backward", "einsum", "bmm") for n in lp)
+    assert lp and all(n.op == "cast" or n.op in LOW_PRECISION_OPS for n in lp)
+    # the backward's products too (they were named wrong and stayed float32): every matmul-shaped op is low
+    matmuls = [n for n in graph.nodes if n.op in LOW_PRECISION_OPS]
+    assert {n.op for n in matmuls} >= {"matmul_tn", "matmul_nt"} or {n.op for n in matmuls} >= {"linear_weight_grad"}
+    assert all(any(m.name + "~lp" == n.name for n in lp) for m in matmuls)
     assert [s.dtype for _, s in low.inputs] == [s.dtype for _, s in graph.inputs]  # float32 parameters in
     ref, out = Runner(graph)(*arrays), Runner(low)(*arrays)
     for a, b in zip(ref, out):
         assert b.dtype == a.dtype
         np.testing.assert_allclose(b, a, rtol=5e-2, atol=5e-3)
+
+
+def test_amp_op_list_names_registry_ops_and_refuses_a_dtype_numpy_lacks():
+    from distgraph.errors import ConfigError
+    from distgraph.ops.registry import REGISTRY
+
+    assert all(op in REGISTRY for op in LOW_PRECISION_OPS)
+    graph, _ = train_step_graph(depth=1, batch=4, dtype=np.float32)
+    with pytest.raises(ConfigError, match="float16' or 'bfloat16"):
+        amp(graph, dtype="int8")
+    try:
+        np.dtype("bfloat16")
+    except TypeError:
+        with pytest.raises(ConfigError, match="bfloat16 needs numpy to know the dtype"):
+            amp(graph, dtype="bfloat16")
 
 
 def test_grad_scaler_skips_and_counts_overflowing_steps_and_adapts_the_scale():

@@ -11,13 +11,30 @@ scales the loss up, checks the gradients, skips (and counts) steps that overflow
 scale — the usual dynamic loss scaling.
 """
 
+import numpy as np
+
+from distgraph.errors import ConfigError
 from distgraph.graph.ir import Node, Spec
 
-LOW_PRECISION_OPS = ("matmul", "linear", "linear_backward", "conv1d", "conv2d", "einsum", "bmm")
+# every matmul- and conv-shaped op of the registry, forward and backward (a test checks they exist)
+LOW_PRECISION_OPS = (
+    "matmul", "matmul_nt", "matmul_tn", "linear", "linear_weight_grad", "conv2d", "conv2d_input_grad",
+    "conv2d_weight_grad", "einsum",
+)  # fmt: skip
 SUFFIX = "~lp"
 
 
 def amp(graph, dtype="float16", ops=LOW_PRECISION_OPS):
+    if dtype not in ("float16", "bfloat16"):
+        raise ConfigError(f"amp: dtype must be 'float16' or 'bfloat16', got {dtype!r}")
+    if dtype == "bfloat16":
+        try:
+            np.dtype("bfloat16")
+        except TypeError:
+            raise ConfigError(
+                "amp: bfloat16 needs numpy to know the dtype (pip install ml_dtypes; import ml_dtypes), "
+                "or a GPU backend; use dtype='float16'"
+            ) from None
     specs = graph.specs()
     nodes = []
     casted = {}  # (value, dtype) -> name of its low-precision copy
