@@ -208,7 +208,8 @@ class RayCluster:
         """shm needs one node; across nodes (or when asked) the store shards reduce the gradients."""
         if self.trainer.allreduce["backend"] == "store":
             return True
-        nodes = set(ray.get([w.node.remote() for w in self.group.actors], timeout=self.trainer.timeout_s))
+        refs = [w.node.remote() for w in self.group.actors]  # new workers' processes start first: ≥ 1 minute
+        nodes = set(wait_ready(refs, max(60.0, self.trainer.timeout_s), "workers starting up (their first call)"))
         if len(nodes) > 1 and self.trainer.allreduce["backend"] in ("auto", "store"):
             self.trainer.allreduce["backend"] = "store"
             for rank in range(self.trainer.workers):  # restart without a shared-memory group

@@ -45,7 +45,7 @@ def independent(graph):
     return Plan("dag", tuple(subgraphs), _edges(graph, subgraphs), graph.input_names, graph.outputs)
 
 
-def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
+def pipeline(graph, stages, micro_batches=1, batch_inputs=None, combine=None):
     forward = _ancestors(graph, graph.outputs[0]) if graph.outputs else set()
     if not forward:  # the first output is an input or a constant: nothing to call the forward
         forward = set(range(len(graph.nodes)))
@@ -74,13 +74,13 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=(0,), combine=None):
         graph.input_names,
         graph.outputs,
         micro_batches=micro_batches,
-        batch_inputs=tuple(batch_inputs),
-        combine=tuple(combine or _default_combine(graph, batch_inputs)),
+        batch_inputs=tuple(_batch_inputs(graph, batch_inputs)),
+        combine=tuple(combine or _default_combine(graph, _batch_inputs(graph, batch_inputs))),
         meta={"cut_bytes": cut_bytes, "stages": stages},
     )
 
 
-def replicas(graph, n, batch_inputs=(0,), combine=None):
+def replicas(graph, n, batch_inputs=None, combine=None):
     everything = list(range(len(graph.nodes)))
     subgraphs = [_subgraph(graph, everything, f"replica{r}", placement=f"replica:{r}") for r in range(n)]
     return Plan(
@@ -89,8 +89,8 @@ def replicas(graph, n, batch_inputs=(0,), combine=None):
         (),
         graph.input_names,
         graph.outputs,
-        batch_inputs=tuple(batch_inputs),
-        combine=tuple(combine or _default_combine(graph, batch_inputs)),
+        batch_inputs=tuple(_batch_inputs(graph, batch_inputs)),
+        combine=tuple(combine or _default_combine(graph, _batch_inputs(graph, batch_inputs))),
     )
 
 
@@ -336,8 +336,25 @@ def _edges(graph, subgraphs):
     return tuple(Edge(made_by[i], sg.name, i, specs[i].nbytes) for sg in subgraphs for i in sg.inputs if i in made_by)
 
 
+def _batch_inputs(graph, batch_inputs):
+    """The inputs cut along the batch: as given, else every explicit input (`%in*`, not a lifted
+    parameter) whose leading dimension is the first input's — the batch and its targets."""
+    if batch_inputs is not None:
+        return tuple(batch_inputs)
+    lead = graph.inputs[0][1].shape[:1] if graph.inputs else ()
+    return tuple(
+        i for i, (name, spec) in enumerate(graph.inputs) if name.startswith("%in") and lead and spec.shape[:1] == lead
+    )
+
+
 def _default_combine(graph, batch_inputs):
-    """Outputs with the batch dimension are concatenated; everything else (loss, grads) is averaged."""
+    """Outputs with the batch dimension are concatenated; everything else — the loss, and anything
+    shaped like a non-batch input (a parameter's gradient or new value, even when its first dimension
+    happens to equal the batch size) — is averaged."""
     batch = {graph.inputs[i][1].shape[0] for i in batch_inputs if graph.inputs[i][1].shape}
+    shaped_like_params = {s.shape for i, (_, s) in enumerate(graph.inputs) if i not in batch_inputs}
     specs = graph.specs()
-    return ["cat" if specs[o].shape and specs[o].shape[0] in batch else "mean" for o in graph.outputs]
+    return [
+        "cat" if specs[o].shape and specs[o].shape[0] in batch and specs[o].shape not in shaped_like_params else "mean"
+        for o in graph.outputs
+    ]
