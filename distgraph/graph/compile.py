@@ -5,7 +5,8 @@
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)  # + opt.step() in the graph
     f = dg.compile(fn, (x,)); out = f(x)                       # inference: outputs without grad
 
-Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs. A call whose
+Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs and, for a
+module, the train/eval mode of its submodules. A call whose
 inputs match the previous call's (checked field by field by a small generated function, no key built)
 goes straight to that variant's generated graph function (`codegen`), so the wrapper costs a couple
 of microseconds. A call with a different signature warns and re-captures (up to `max_variants`, then
@@ -46,9 +47,14 @@ class CompiledFunction:
         self.params = list(fn.parameters()) if loss_fn is not None else None
         self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None else None
         self.variants = {}
-        self._paths = {}  # signature -> (guard, call): the fast path of each captured variant
+        self._paths = {}  # key -> (guard, call, modes): the fast path of each captured variant
         self._last = None  # the fast path of the last call
-        self._add(_signature(example_inputs), list(example_inputs))
+        # a module's train/eval modes are part of what a graph was captured under (dropout, batch norm)
+        self._modules = list(fn.modules()) if callable(getattr(fn, "modules", None)) else []
+        self._add((_signature(example_inputs), self._modes()), list(example_inputs))
+
+    def _modes(self):
+        return tuple(m.training for m in self._modules)
 
     # ---- capture -----------------------------------------------------------------------------------
     def _traced(self):
@@ -103,7 +109,7 @@ class CompiledFunction:
     # ---- call ------------------------------------------------------------------------------------------
     def __call__(self, *inputs):
         fast = self._last
-        if fast is not None:
+        if fast is not None and (not self._modules or fast[2] == self._modes()):
             arrays = fast[0](*inputs)
             if arrays is not None:
                 return fast[1](arrays)
@@ -112,7 +118,7 @@ class CompiledFunction:
             return self._eager(inputs)
         fast = self._paths.get(key)
         if fast is None:
-            fast = self._paths[key] = (_unpacker(inputs), self._runner_call(variant, inputs))
+            fast = self._paths[key] = (_unpacker(inputs), self._runner_call(variant, inputs), key[1])
         self._last = fast
         return fast[1]([t.array for t in inputs])
 
@@ -155,7 +161,7 @@ class CompiledFunction:
 
     def _variant(self, inputs):
         """The variant for these inputs' signature, re-capturing (with a warning) when none matches."""
-        key = _signature(inputs)
+        key = (_signature(inputs), self._modes())
         variant = self.variants.get(key)
         if variant is not None:
             return key, variant
@@ -169,11 +175,7 @@ class CompiledFunction:
             )
             variant = self.variants[key] = _EAGER
             return key, variant
-        warnings.warn(
-            f"dg.compile: inputs changed from {_describe(known)} to {_describe(key)}; re-capturing",
-            CompileWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"dg.compile: {_change(known, key)}; re-capturing", CompileWarning, stacklevel=3)
         return key, self._add(key, list(inputs))
 
     def _eager(self, inputs):
@@ -235,7 +237,27 @@ def _signature(inputs):
 
 
 def _describe(key):
-    return "(" + ", ".join(f"{d}{list(s)} on {dev}" for s, d, dev in key) + ")"
+    signature, modes = key
+    shown = "(" + ", ".join(f"{d}{list(s)} on {dev}" for s, d, dev in signature) + ")"
+    return shown + (f" in {_mode(modes)} mode" if modes else "")
+
+
+def _mode(modes):
+    return (
+        "train"
+        if all(modes)
+        else "eval"
+        if not any(modes)
+        else f"mixed train/eval ({sum(modes)} of {len(modes)} training)"
+    )
+
+
+def _change(old, new):
+    if old[0] == new[0]:
+        return (
+            f"the module's mode changed from {_mode(old[1])} to {_mode(new[1])} (dropout, batch norm act differently)"
+        )
+    return f"inputs changed from {_describe(old)} to {_describe(new)}"
 
 
 def _perturbed(inputs):

@@ -113,6 +113,40 @@ def test_a_branch_on_a_parameter_falls_back_to_eager():
     np.testing.assert_array_equal(f(x).array, m(x).array)
 
 
+def test_eval_mode_is_part_of_the_guard():
+    """A graph captured in train mode keeps its dropout; after .eval() the call re-captures (it ran the
+    training graph before), and going back to train() reuses the first graph without a warning."""
+    dg.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5))
+    m.double()
+    x = randn(4, 6)
+    f = dg.compile(m, (x,))
+    m.eval()
+    with pytest.warns(CompileWarning, match="mode changed from train to eval"):
+        out = f(x)
+    np.testing.assert_array_equal(out.array, m(x).array)
+    m.train()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)
+        assert (f(x).array == 0).any()  # dropout again, from the graph captured first
+    assert len(f.variants) == 2
+
+
+def test_batch_norm_training_runs_eagerly_so_its_running_statistics_move():
+    dg.manual_seed(0)
+    m, ref = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ref.load_state_dict(m.state_dict())
+    x = dg.tensor(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32))
+    with pytest.warns(CompileWarning, match="batch_norm's running-statistics update"):
+        f = dg.compile(m, (x,))
+    f(x)
+    ref(x)
+    np.testing.assert_array_equal(m[1].running_mean.array, ref[1].running_mean.array)
+    assert (m[1].running_mean.array != 0).any()
+
+
 def test_random_mask_is_not_baked_into_the_graph():
     def drop(x):  # a mask drawn outside the op registry is a constant of the capture (nn.Dropout's is an op)
         return x * dg.tensor((np.random.random(x.shape) > 0.5).astype(np.float64))

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
@@ -120,6 +121,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         mean = red.mean(input, dim=dims, keepdim=True)
         var = red.mean(ew.square(ew.sub(input, mean)), dim=dims, keepdim=True)
         if running_mean is not None:
+            if tensor_module.host_reads is not None:  # being captured: a graph cannot carry this update
+                tensor_module.host_reads(mean, "batch_norm's running-statistics update (training mode)")
             with no_grad():
                 m = momentum
                 running_mean.array[...] = (1 - m) * running_mean.array + m * mean.array.reshape(c)
