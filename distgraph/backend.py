@@ -138,28 +138,3 @@ def cupy_special():
 
     return cupyx.scipy.special
 
-
-def keep_freed_host_memory(pad_bytes=64 << 20):
-    """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
-
-    Why: an eager training step allocates and frees the same large arrays every step. glibc trims the
-    heap top (and unmaps big blocks) as they are freed, so each step faults the same pages back in —
-    ~1,600 page faults a step on the scaling benchmark's MLP, 15–20 % of its compute, and more when the
-    other core is busy. With the mmap threshold at its maximum (32 MiB) and trimming off, a worker's
-    resident memory stays at its peak (as with PyTorch's caching allocators) and steps fault nothing.
-    Meant for processes distgraph owns (Ray workers); returns False where glibc is not the allocator.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30) and mallopt(m_top_pad, pad_bytes)
-    return bool(ok)

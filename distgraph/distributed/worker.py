@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 
-from distgraph.backend import keep_freed_host_memory
 from distgraph.distributed.param_store import shard_members
 from distgraph.distributed.step import ShardStep, shard_bounds
 from distgraph.distributed.timeline import StepClock
@@ -32,7 +31,6 @@ from distgraph.distributed.timeline import StepClock
 class TrainWorker:
     def __init__(self, rank, world, model, loss_fn, owner, device="cpu", allreduce=None, cpus=1):
         _limit_threads(cpus)
-        keep_freed_host_memory()  # the process is ours: steps reuse freed arrays instead of faulting pages in
         self.rank, self.world = rank, world
         self.step_fn = ShardStep(model, loss_fn, device)
         self.owner = owner
