@@ -137,4 +137,3 @@ def cupy_special():
     import cupyx.scipy.special
 
     return cupyx.scipy.special
-
