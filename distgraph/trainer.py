@@ -151,7 +151,9 @@ class Trainer:
             raise ConfigError(f"Trainer: checkpoint_every_steps must be a positive int, got {checkpoint_every_steps!r}")
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.checkpoint_every_steps = checkpoint_every_steps if checkpoint_dir else None
-        self.step_fn = ShardStep(model, loss_fn, device)
+        # with Ray the workers hold the device; the driver's model (a cluster head often has no GPU) stays
+        # on the host, receiving the trained parameters there
+        self.step_fn = ShardStep(model, loss_fn, device if backend == "local" else "cpu")
         self.history = History()
         self.epoch = 0  # epochs completed
         self.epoch_step = 0  # steps of epoch `self.epoch` completed (a mid-epoch checkpoint resumes there)

@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 import ray
 
-from distgraph.distributed import runtime
+from distgraph.distributed import runtime, scheduler
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
@@ -174,8 +174,7 @@ class RayCluster:
         return True
 
     def pending_rejoins(self):
-        """Refs that are ready when the async workers dropped so far may rejoin (a replacement holds the
-        data, or a stalled call returned); they rejoin at the next call boundary after that."""
+        """Refs ready when the dropped async workers may rejoin (at the next call boundary after that)."""
         if self.async_scheduler is not None:
             return list(self.async_scheduler.returning)
         return list(self.scheduler.rejoining)
@@ -365,8 +364,9 @@ class RayCluster:
                     self.scheduler.restart_from(self.group.actors, version)
                     how = f"replayed from global step {version}"
                 self.trainer.history.events.append(
-                    f"worker(s) {dead} failed at epoch step {len(seen)} "
-                    f"({exc if isinstance(exc, DistributedError) else type(exc).__name__}); {action} {how} (steps applied: never twice)"
+                    f"worker(s) {dead} {'hung' if isinstance(exc, scheduler.StepTimeout) else 'died'} at epoch step "
+                    f"{len(seen)} ({exc if isinstance(exc, DistributedError) else type(exc).__name__}); {action} {how} "
+                    "(steps applied: never twice)"
                 )
 
     max_restarts = 3

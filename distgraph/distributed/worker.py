@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from distgraph.backend import CPU, to_device
 from distgraph.distributed.param_store import shard_members
 from distgraph.distributed.step import ShardStep, shard_bounds
 from distgraph.distributed.timeline import StepClock
@@ -32,6 +33,9 @@ class TrainWorker:
     def __init__(self, rank, world, model, loss_fn, owner, device="cpu", allreduce=None, cpus=1):
         _limit_threads(cpus)
         self.rank, self.world = rank, world
+        # Ray shows a GPU actor its own GPU alone (CUDA_VISIBLE_DEVICES): in here it is "cuda", whatever
+        # "cuda:N" the driver named
+        device = "cuda" if str(device).startswith("cuda") else device
         self.step_fn = ShardStep(model, loss_fn, device)
         self.owner = owner
         self.num_shards = max(owner) + 1 if owner else 1
@@ -112,15 +116,20 @@ class TrainWorker:
             # the store sums them in rank order
             grads, stats = self._compute(x, y, weight)
             clock.lap("compute")
-            return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
+            return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards))
         bucketer = self._bucketer() if self.world > 1 else None
         grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
         clock.lap("compute")  # includes the buckets reduced while backward ran
         if bucketer is not None:
             grads = bucketer.wait(self.allreduce_config.get("timeout_s"))
             clock.lap("comm")  # the all-reduce backward did not hide
-        owned = {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards) if s % self.world == self.rank}
-        return {**stats, **clock.stats()}, owned
+        owned = [s for s in range(self.num_shards) if s % self.world == self.rank]
+        return {**stats, **clock.stats()}, self._for_stores(grads, owned)
+
+    def _for_stores(self, grads, shards):
+        """{shard: its parameters' gradients} as host arrays: store actors hold numpy (a GPU worker's
+        reduced gradient is copied to the host once, here)."""
+        return {s: [to_device(grads[i], CPU) for i in self.members[s]] for s in shards}
 
     # ---- the parameter store sharded across the workers (zero.py) ----------------------------------------
     def setup_sharded(self, optimizer_name, hypers, arrays, states, version, scaler_state=None):
@@ -184,7 +193,7 @@ class TrainWorker:
         clock.lap("install")
         grads, stats = self._compute(x, y, 1.0)
         clock.lap("compute")
-        return {**stats, **clock.stats()}, {s: [grads[i] for i in self.members[s]] for s in range(self.num_shards)}
+        return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards))
 
     # ---- the async store in the workers' segment (async_store.py) ----------------------------------------
     def setup_async(self, name, members, optimizer_name, hypers, staleness, state):
