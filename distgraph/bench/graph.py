@@ -11,7 +11,7 @@
    under a linear head (cross-entropy), whose backward is split by tower too.
 4. memory: peak bytes of intermediates measured with tracemalloc (numpy allocations are traced) for a
    runner with memory planning vs one without; checkpointing (√n segments) a 64-layer MLP train step:
-   peak and step time vs no checkpointing (the two interleaved, median of 9).
+   peak and step time vs no checkpointing (the two interleaved, median of 15).
 
 BLAS and torch are pinned to one thread (threadpoolctl, torch.set_num_threads) so ratios measure the
 engine, and the 2-thread figure measures the executor's concurrency, not BLAS's. The 64-layer MLP is
@@ -205,7 +205,7 @@ def _peak(fn):
         tracemalloc.stop()
 
 
-def memory(layers=64, width=128, batch=1024, repeat=9):
+def memory(layers=64, width=128, batch=1024, repeat=15):
     from distgraph.graph.executor import Runner
     from distgraph.graph.passes import memory as mem
     from distgraph.graph.passes.checkpoint import checkpoint
