@@ -5,7 +5,8 @@ attributes, which on tiny tensors is more than the numpy call itself. The genera
 one numpy call per node (one per step of a fused node) and nothing else.
 
 What each node becomes (on numpy):
-- an elementwise op with a ufunc (`fusion.UFUNCS`) and no attributes: `v = add(a, b, out=buf)`;
+- an elementwise op with a ufunc (`fusion.out_function`) and no attributes: `v = add(a, b, out=buf)`
+  (relu: `maximum(x, 0, out=buf)`);
 - `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
   directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
 - `linear` and `linear_weight_grad` on 2-D operands of one dtype: `dot(x, w.T, out=buf)` then
@@ -44,7 +45,7 @@ import numpy as np
 
 from distgraph.backend import device, to_device
 from distgraph.errors import DistgraphError
-from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
+from distgraph.graph.passes.fusion import FusedKernel, out_function
 from distgraph.ops.registry import get_op
 
 _FRESH = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
@@ -190,11 +191,11 @@ class _Emitter:
             return None  # 0-d results are numpy scalars, not writable buffers
         if node.op == "fused":
             op, _, attrs = node.attrs["program"][-1]
-            return getattr(self.xp, self._ufunc(op)) if self.numpy and self._ufunc(op) and not attrs else None
+            return self._ufunc(op) if self.numpy and self._ufunc(op) and not attrs else None
         if node.attrs:
             return None
         if self._ufunc(node.op):
-            return getattr(self.xp, self._ufunc(node.op))
+            return self._ufunc(node.op)
         if node.op == "matmul":
             a, b = (self.specs[n] for n in node.inputs)
             same = a.dtype == b.dtype == node.spec.dtype
@@ -284,15 +285,14 @@ class _Emitter:
             where = target if j == len(steps) - 1 else scratch[j][0]
             ufunc = self._ufunc(op)
             if ufunc and not attrs:
-                line = f"{value[j]} = {self.bind(getattr(self.xp, ufunc))}({vals}{_out(where, self.numpy)})"
+                line = f"{value[j]} = {self.bind(ufunc)}({vals}{_out(where, self.numpy)})"
             else:
                 line = f"{value[j]} = {self._call(get_op(op), attrs, vals)}"
             self.lines.append(line)
 
-    @staticmethod
-    def _ufunc(op):
-        """The numpy/cupy ufunc name computing registry op `op` without attributes, or None."""
-        return UFUNCS.get(op) or _COMPARE.get(op)
+    def _ufunc(self, op):
+        """The numpy/cupy function writing registry op `op` (without attributes) into `out=`, or None."""
+        return out_function(self.xp, op) or (getattr(self.xp, _COMPARE[op]) if op in _COMPARE else None)
 
     def _forward(self, node, args):
         if node.op == "fused":  # cupy: one cupy.fuse kernel

@@ -37,7 +37,7 @@ from distgraph.backend import to_device
 from distgraph.errors import ConfigError, ShapeError
 from distgraph.graph.codegen import generate
 from distgraph.graph.passes import memory
-from distgraph.graph.passes.fusion import UFUNCS, FusedKernel
+from distgraph.graph.passes.fusion import FusedKernel, out_function, writes_out
 from distgraph.graph.trace import Timeline
 from distgraph.ops.registry import get_op
 
@@ -124,8 +124,8 @@ def _callable(node, xp):
     if node.op == "fused":
         return FusedKernel(node, xp)
     op = get_op(node.op)
-    if node.op in UFUNCS and not node.attrs:
-        ufunc = getattr(xp, UFUNCS[node.op])
+    if writes_out(node.op) and not node.attrs:
+        ufunc = out_function(xp, node.op)
         forward = op.forward
 
         def run(xp, *args, out=None):

@@ -14,27 +14,46 @@ node's k-th input and `-(j+1)` is step j's result. `FusedKernel` runs it:
   kernel; if cupy cannot fuse it, the steps run one by one.
 """
 
+import functools
 import threading
 
 from distgraph.graph.ir import Node
 from distgraph.ops.registry import get_op
 
+# registry op -> the numpy/cupy ufunc computing it exactly (its forward is that ufunc, or the same IEEE
+# operation: square is x·x, reciprocal 1/x), so a step can write into a buffer with `out=`
 UFUNCS = {
-    "add": "add",
-    "sub": "subtract",
-    "mul": "multiply",
-    "div": "divide",
-    "neg": "negative",
-    "exp": "exp",
-    "log": "log",
-    "sqrt": "sqrt",
-    "tanh": "tanh",
-    "sin": "sin",
-    "cos": "cos",
-    "abs": "absolute",
-    "maximum": "maximum",
-    "minimum": "minimum",
-}
+    "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative", "exp": "exp",
+    "exp2": "exp2", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10", "log1p": "log1p",
+    "sqrt": "sqrt", "square": "square", "reciprocal": "reciprocal", "tanh": "tanh", "sin": "sin", "cos": "cos",
+    "tan": "tan", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "sinh": "sinh", "cosh": "cosh",
+    "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "abs": "absolute", "sign": "sign",
+    "floor": "floor", "ceil": "ceil", "trunc": "trunc", "maximum": "maximum", "minimum": "minimum",
+}  # fmt: skip
+# ops that are a ufunc with a constant second operand: relu is maximum(x, 0)
+WITH_CONSTANT = {"relu": ("maximum", 0)}
+
+
+def writes_out(op):
+    """True when registry op `op` (without attributes) can write its result into a given buffer."""
+    return op in UFUNCS or op in WITH_CONSTANT
+
+
+@functools.cache
+def out_function(xp, op):
+    """`f(*inputs, out=None)` computing registry op `op` (no attributes) with a ufunc of `xp`, or None."""
+    if op in UFUNCS:
+        return getattr(xp, UFUNCS[op])
+    if op in WITH_CONSTANT:
+        name, constant = WITH_CONSTANT[op]
+        ufunc = getattr(xp, name)
+
+        def with_constant(x, out=None):
+            return ufunc(x, constant, out=out)
+
+        with_constant.__name__ = op
+        return with_constant
+    return None
 
 
 def is_elementwise(node):
@@ -94,7 +113,7 @@ class FusedKernel:
     """Runs one fused node's program; build once per node, call many times (thread-safe)."""
 
     def __init__(self, node, xp):
-        self.steps = [(get_op(op), args, attrs, UFUNCS.get(op)) for op, args, attrs in node.attrs["program"]]
+        self.steps = [(get_op(op), args, attrs, out_function(xp, op)) for op, args, attrs in node.attrs["program"]]
         self.xp = xp
         self.specs = [(tuple(shape), dtype) for shape, dtype in node.attrs["specs"]]
         self.local = threading.local()
@@ -124,7 +143,7 @@ class FusedKernel:
             if j == last and target is None:
                 results.append(op.forward(xp, *vals, **attrs))
             elif ufunc is not None and not attrs:
-                results.append(getattr(xp, ufunc)(*vals, out=target))
+                results.append(ufunc(*vals, out=target))
             elif target is not None:
                 xp.copyto(target, op.forward(xp, *vals, **attrs), casting="unsafe")
                 results.append(target)
