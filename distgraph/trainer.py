@@ -175,13 +175,17 @@ class Trainer:
             batches = epoch_batches(len(x), batch_size, self.seed, epoch)
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             bar.update(first)
-            parts, start = [], time.perf_counter()
+            parts, start, workers = [], time.perf_counter(), {}  # workers: rank -> [samples, compute s]
 
-            def on_step(t, stats, bar=bar, parts=parts, start=start):
+            def on_step(t, stats, bar=bar, parts=parts, start=start, workers=workers):
                 parts.append(stats)
                 bar.update(1)
+                for rank, (n, seconds) in enumerate(stats.get("per_worker", ())):
+                    workers.setdefault(rank, [0, 0.0])
+                    workers[rank][0] += n
+                    workers[rank][1] += seconds
                 rate = sum(p["count"] for p in parts) / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", per_worker=f"{rate / self.workers:,.0f}/s")
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", per_worker=_per_worker(workers, rate / self.workers))
 
             if self._cluster is not None:
                 if self.elastic:
@@ -199,6 +203,8 @@ class Trainer:
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
             record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": done / elapsed, "time_s": elapsed}
+            if workers:  # each worker's samples per second of its own compute: a straggler shows here
+                record["worker_samples_per_s"] = [n / max(sec, 1e-9) for n, sec in workers.values()]
             if self.grad_scaler is not None:
                 record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
@@ -393,6 +399,14 @@ class Trainer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _per_worker(workers, mean):
+    """The progress bar's per-worker figure: each rank's samples per compute second where the workers
+    report them (a straggler stands out), else the epoch's rate shared evenly."""
+    if not workers:
+        return f"{mean:,.0f}/s"
+    return " ".join(f"{n / max(sec, 1e-9) / 1e3:.1f}k" for n, sec in workers.values()) + "/s"
 
 
 def _weighted(parts):

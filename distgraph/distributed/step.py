@@ -139,7 +139,8 @@ def _statistics(out, y, loss, count):
 
 
 def merge_statistics(parts):
-    """Sum shard statistics and turn them into means: {"loss", "accuracy"?, "count"}."""
+    """Sum shard statistics and turn them into means: {"loss", "accuracy"?, "count"}, and, from workers
+    that timed their steps, "per_worker": each rank's (samples, compute seconds)."""
     total = {}
     for part in parts:
         for k, v in part.items():
@@ -150,6 +151,8 @@ def merge_statistics(parts):
         out["accuracy"] = total["correct"] / n
     if "skipped" in total:  # every rank reports the same agreed skip: a step is skipped or it is not
         out["skipped"] = int(total["skipped"] > 0)
+    if len(parts) > 1 and all("t_compute" in p for p in parts):  # each rank's (samples, compute seconds)
+        out["per_worker"] = [(p.get("count", 0), p["t_compute"]) for p in parts]
     return out
 
 

@@ -116,6 +116,17 @@ def test_a_one_sample_last_batch_leaves_a_ray_worker_empty_and_training_goes_on(
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_history_has_each_workers_throughput_and_a_straggler_shows(ray_session):
+    model, opt = small_model("sgd")
+    x, y = data(2048)
+    with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend="ray", progress=False) as t:
+        t.fit((x, y), epochs=1, batch_size=256)
+        dg.distributed.runtime.gather([t._cluster.group.actors[1].set_slowdown.remote(4.0)])
+        h = t.fit((x, y), epochs=2, batch_size=256)
+    fast, slow = h.epochs[-1]["worker_samples_per_s"]
+    assert slow < 0.6 * fast, (fast, slow)  # per compute second: the slowed rank's figure is lower
+
+
 def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_session):
     """One worker (no peer whose barrier would give up first) stalls 60 s in a step: the driver's wait
     gives up after 2 × timeout_s, names the call, restarts the worker and the epoch completes."""
