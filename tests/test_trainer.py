@@ -109,6 +109,27 @@ def test_optimizer_factory_and_iterable_of_batches():
         t.fit(42)
 
 
+def test_an_iterable_of_batches_is_used_as_given_and_read_again_each_epoch():
+    """As in PyTorch: the loader's batch sizes and order (fit's batch_size does not apply), and a fresh
+    iteration every epoch (its shuffling and augmentation); a generator is read once and replayed."""
+    x, y = data()
+
+    class Counting:  # a re-iterable loader that counts its epochs
+        iterations = 0
+
+        def __iter__(self):
+            Counting.iterations += 1
+            return ((x[i : i + 20], y[i : i + 20]) for i in range(0, len(x), 20))
+
+    t = make()
+    h = t.fit(Counting(), epochs=3, batch_size=32)
+    assert Counting.iterations == 3 and t.global_step == 3 * 5  # 96 samples in batches of 20: 5 steps
+    assert len(h) == 3
+    t2 = make()
+    t2.fit(((x[i : i + 24], y[i : i + 24]) for i in range(0, len(x), 24)), epochs=2)
+    assert t2.global_step == 2 * 4
+
+
 class _Interrupted(Exception):
     pass
 

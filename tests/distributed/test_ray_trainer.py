@@ -116,6 +116,32 @@ def test_a_one_sample_last_batch_leaves_a_ray_worker_empty_and_training_goes_on(
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_loader_is_read_again_each_epoch_on_ray_workers_too(ray_session):
+    """Each epoch's fresh iteration (new order) reaches the workers; the loader's batch size is used."""
+    x, y = data(96)
+    rng = np.random.default_rng(0)
+
+    class Shuffled:
+        reads = 0
+
+        def __iter__(self):
+            Shuffled.reads += 1
+            order = rng.permutation(len(x))
+            return ((x[order[i : i + 20]], y[order[i : i + 20]]) for i in range(0, len(x), 20))
+
+    results = []
+    for workers, backend in ((1, "local"), (2, "ray")):
+        model, opt = small_model("sgd")
+        rng = np.random.default_rng(0)
+        with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend=backend, progress=False) as t:
+            t.fit(Shuffled(), epochs=3)
+            assert t.global_step == 15
+        results.append([p.detach().numpy().copy() for p in model.parameters()])
+    assert Shuffled.reads == 6
+    for a, b in zip(*results):  # the same batches in the same order on both backends
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_history_has_each_workers_throughput_and_a_straggler_shows(ray_session):
     model, opt = small_model("sgd")
     x, y = data(2048)
