@@ -28,6 +28,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
 from distgraph.graph.optimizer_capture import CapturedUpdate
@@ -42,10 +43,19 @@ class CompileWarning(UserWarning):
 
 
 class CompiledFunction:
-    def __init__(self, fn, example_inputs, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, max_variants=8):
+    def __init__(
+        self, fn, example_inputs, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, max_variants=8,
+        grad_scaler=None,
+    ):  # fmt: skip
         self.fn, self.loss_fn, self.passes, self.check, self.max_variants = fn, loss_fn, passes, check, max_variants
         self.params = list(fn.parameters()) if loss_fn is not None else None
-        self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None else None
+        self.scaler = grad_scaler if grad_scaler is not None and grad_scaler.enabled else None
+        if self.scaler is not None and loss_fn is None:
+            raise ConfigError("dg.compile: grad_scaler= needs loss_fn= (it scales the loss of a training step)")
+        # under loss scaling the update waits for the overflow check: the optimizer steps eagerly after it
+        self.optimizer = optimizer
+        self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None and self.scaler is None else None
+        self._scale = Tensor(np.ones((), np.float32)) if self.scaler is not None else None  # a graph input
         self.variants = {}
         self._paths = {}  # key -> (guard, call, modes): the fast path of each captured variant
         self._last = None  # the fast path of the last call
@@ -60,12 +70,14 @@ class CompiledFunction:
     def _traced(self):
         if self.loss_fn is None:
             return self.fn
-        model, loss_fn = self.fn, self.loss_fn
+        model, loss_fn, scale = self.fn, self.loss_fn, self._scale
+        if scale is not None:  # the loss × the scaler's current scale (an input): every gradient scaled
+            return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1]) * scale
         return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1])
 
     def _capture(self, inputs):
         update = self.update.trace if self.update is not None else None
-        hyper = self.update.tensors if self.update is not None else ()
+        hyper = self.update.tensors if self.update is not None else (self._scale,) if self._scale is not None else ()
         return capture(self._traced(), inputs, grad_of=self.params, update=update, hyper=hyper)
 
     def _add(self, key, inputs):
@@ -149,12 +161,26 @@ class CompiledFunction:
                     p._vc[0] += 1  # updated in place, as optimizer.step() does
                 return Tensor(outs[0], device=device)
 
+        elif self.scaler is not None:
+            scaler, scale, optimizer = self.scaler, self._scale.array, self.optimizer
+
+            def call(arrays):
+                scale[()] = scaler.get_scale()
+                outs = run(*arrays, scale, *[p.array for p in params])
+                if optimizer is not None:  # the whole step: fresh gradients, then unscale, check, step or skip
+                    for p, g in zip(trained, outs[1:]):
+                        p.grad = Tensor(g, device=device)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:  # gradients of loss × scale accumulate in .grad, as after scaler.scale(loss).backward()
+                    _accumulate(trained, outs[1:], device)
+                return Tensor(outs[0] / scale, device=device)
+
         else:
 
             def call(arrays):
                 outs = run(*arrays, *[p.array for p in params])
-                for p, g in zip(trained, outs[1:]):
-                    p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
+                _accumulate(trained, outs[1:], device)
                 return Tensor(outs[0], device=device)
 
         return call
@@ -181,17 +207,24 @@ class CompiledFunction:
     def _eager(self, inputs):
         if self.loss_fn is None:
             return self.fn(*inputs)
-        if self.update is not None:
-            self.update.optimizer.zero_grad()
+        if self.optimizer is not None:
+            self.optimizer.zero_grad()
+        if self._scale is not None:
+            self._scale.array[()] = self.scaler.get_scale()
         with grad_mode.enable_grad():
             loss = self._traced()(*inputs)
         loss.backward()
-        if self.update is not None:
-            self.update.optimizer.step()
-        return loss.detach()
+        if self.optimizer is not None and self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif self.optimizer is not None:
+            self.optimizer.step()
+        return loss.detach() / self._scale.array if self._scale is not None else loss.detach()
 
 
-def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True):  # noqa: A001
+def compile(
+    fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, grad_scaler=None
+):  # noqa: A001
     """A callable backed by the captured, optimized graph of `fn_or_module(*example_inputs)`.
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
@@ -200,12 +233,24 @@ def compile(fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passe
     is the whole step (like zero_grad, backward, step); it updates the parameters in place and
     returns the loss, leaving `.grad` untouched (the gradients live inside the step; only a step that
     falls back to eager execution sets `.grad`, as `loss.backward()` does).
+    With `grad_scaler` (a `dg.amp.GradScaler`; for mixed precision, `passes=(amp, *DEFAULT)`), the graph
+    computes the gradients of loss × the scaler's scale (an input, read at every call) and the call
+    returns the unscaled loss: alone, the scaled gradients accumulate in `.grad` for `scaler.step(opt)`;
+    with `optimizer` too, a call is the whole step — unscale, skip and count the step on inf/NaN, else
+    `optimizer.step()`, then `scaler.update()` (the update runs eagerly, after the check).
     """
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
     return CompiledFunction(
-        fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check
-    )
+        fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check,
+        grad_scaler=grad_scaler,
+    )  # fmt: skip
+
+
+def _accumulate(params, grads, device):
+    """Add new gradient arrays into the parameters' `.grad`, as `loss.backward()` does."""
+    for p, g in zip(params, grads):
+        p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
 
 
 def _unpacker(inputs):

@@ -117,3 +117,58 @@ def test_grad_scaler_skips_and_counts_overflowing_steps_and_adapts_the_scale():
     scaler.update()
     assert scaler.skipped_steps == 1 and np.array_equal(p.detach().numpy(), before)
     assert scaler.get_scale() == pytest.approx(4.0)
+
+
+def _scaled_pair(dtype=dg.float64):
+    dg.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))  # noqa: E731
+    a, b = make(), make()
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        for p in m.parameters():
+            p.data = p.detach().to(dtype)
+    return a, b
+
+
+def test_compiled_step_with_a_grad_scaler_equals_the_eager_scaler_recipe():
+    model, ref = _scaled_pair()
+    rng = np.random.default_rng(0)
+    x, y = dg.tensor(rng.standard_normal((16, 8))), dg.tensor(np.arange(16) % 3)
+    opt, ref_opt = dg.optim.SGD(model.parameters(), lr=0.1), dg.optim.SGD(ref.parameters(), lr=0.1)
+    scaler, ref_scaler = (
+        GradScaler(init_scale=2.0**10, growth_interval=2),
+        GradScaler(init_scale=2.0**10, growth_interval=2),
+    )
+    step = dg.compile(model, (x, y), loss_fn=nn.functional.cross_entropy, optimizer=opt, grad_scaler=scaler)
+    for _ in range(4):
+        loss = step(x, y)
+        ref_opt.zero_grad()
+        ref_loss = nn.functional.cross_entropy(ref(x), y)
+        ref_scaler.scale(ref_loss).backward()
+        ref_scaler.step(ref_opt)
+        ref_scaler.update()
+        np.testing.assert_allclose(loss.array, ref_loss.array, rtol=1e-12)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.array, q.array, rtol=1e-12, atol=1e-14)
+    assert scaler.get_scale() == ref_scaler.get_scale() == 2.0**12  # grew twice (every 2 clean steps)
+
+
+def test_amp_graph_with_a_grad_scaler_skips_and_counts_overflowing_steps():
+    """float16 matmuls in the graph and a scale large enough to overflow them: the step is skipped
+    and counted, the parameters stay finite and unchanged, the scale backs off until steps go through
+    (before, the amp graph had no loss scaling: NaN went into the parameters)."""
+    model, _ = _scaled_pair(dg.float32)
+    rng = np.random.default_rng(0)
+    x, y = dg.tensor(rng.standard_normal((16, 8)).astype(np.float32)), dg.tensor(np.arange(16) % 3)
+    opt = dg.optim.SGD(model.parameters(), lr=0.1)
+    scaler = GradScaler(init_scale=2.0**30)
+    step = dg.compile(model, (x, y), loss_fn=nn.functional.cross_entropy, optimizer=opt, grad_scaler=scaler,
+                      passes=(amp, *DEFAULT))  # fmt: skip
+    assert any(n.spec.dtype == "float16" for n in step.graph.nodes)
+    before = [p.array.copy() for p in model.parameters()]
+    step(x, y)
+    assert scaler.skipped_steps == 1 and scaler.get_scale() == 2.0**29
+    assert all(np.array_equal(p.array, b) for p, b in zip(model.parameters(), before))
+    losses = [float(step(x, y).item()) for _ in range(30)]
+    assert 1 < scaler.skipped_steps < 30 and all(np.isfinite(p.array).all() for p in model.parameters())
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
