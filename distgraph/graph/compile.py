@@ -62,6 +62,10 @@ class CompiledFunction:
         # a module's train/eval modes are part of what a graph was captured under (dropout, batch norm)
         self._modules = list(fn.modules()) if callable(getattr(fn, "modules", None)) else []
         self._add((_signature(example_inputs), self._modes()), list(example_inputs))
+        # an inference graph (no loss_fn) cannot give its outputs autograd history: see `_autograd_call`
+        self._differentiable, self._warned_autograd = loss_fn is None, False
+        lifted = [p for v in self.variants.values() if v is not _EAGER for p in v[1]]
+        self._trainable = any(p.requires_grad for p in lifted)
 
     def _modes(self):
         return tuple(m.training for m in self._modules)
@@ -120,6 +124,8 @@ class CompiledFunction:
 
     # ---- call ------------------------------------------------------------------------------------------
     def __call__(self, *inputs):
+        if self._differentiable and grad_mode.state.grad_enabled and self._needs_autograd(inputs):
+            return self._autograd_call(inputs)
         fast = self._last
         if fast is not None and (not self._modules or fast[2] == self._modes()):
             arrays = fast[0](*inputs)
@@ -203,6 +209,24 @@ class CompiledFunction:
             return key, variant
         warnings.warn(f"dg.compile: {_change(known, key)}; re-capturing", CompileWarning, stacklevel=3)
         return key, self._add(key, list(inputs))
+
+    def _needs_autograd(self, inputs):
+        return self._trainable or any(getattr(t, "requires_grad", False) for t in inputs)
+
+    def _autograd_call(self, inputs):
+        """An inference graph's outputs carry no autograd history, so where the caller could
+        differentiate them (grad mode on, an input or parameter requiring grad) the original runs,
+        as torch.compile's outputs are differentiable; warned once."""
+        if not self._warned_autograd:
+            self._warned_autograd = True
+            warnings.warn(
+                "dg.compile: an input or parameter requires grad and grad mode is on, so the call runs eagerly "
+                "to give outputs autograd history; capture the training step with loss_fn=, or call under "
+                "dg.no_grad() to run the graph",
+                CompileWarning,
+                stacklevel=3,
+            )
+        return self.fn(*inputs)
 
     def _eager(self, inputs):
         if self.loss_fn is None:

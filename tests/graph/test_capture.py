@@ -122,16 +122,32 @@ def test_eval_mode_is_part_of_the_guard():
     x = randn(4, 6)
     f = dg.compile(m, (x,))
     m.eval()
-    with pytest.warns(CompileWarning, match="mode changed from train to eval"):
+    with pytest.warns(CompileWarning, match="mode changed from train to eval"), dg.no_grad():
         out = f(x)
     np.testing.assert_array_equal(out.array, m(x).array)
     m.train()
     import warnings
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), dg.no_grad():
         warnings.simplefilter("error", CompileWarning)
         assert (f(x).array == 0).any()  # dropout again, from the graph captured first
     assert len(f.variants) == 2
+
+
+def test_outputs_that_could_be_differentiated_come_from_the_original():
+    """An inference graph's outputs have no autograd history: with grad mode on and parameters that
+    require grad the call runs eagerly (warned once) so backward works, as with torch.compile; under
+    no_grad the graph runs."""
+    dg.manual_seed(0)
+    m = nn.Linear(3, 2)
+    x = dg.tensor(np.ones((4, 3), np.float32))
+    f = dg.compile(m, (x,))
+    with pytest.warns(CompileWarning, match="runs eagerly to give outputs autograd history"):
+        out = f(x)
+    out.sum().backward()
+    np.testing.assert_allclose(m.weight.grad.array, np.full((2, 3), 4.0))
+    with dg.no_grad():
+        assert f(x).grad_fn is None and np.array_equal(f(x).array, m(x).array)
 
 
 def test_batch_norm_training_runs_eagerly_so_its_running_statistics_move():
