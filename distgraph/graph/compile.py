@@ -61,7 +61,10 @@ class CompiledFunction:
         self._last = None  # the fast path of the last call
         # a module's train/eval modes are part of what a graph was captured under (dropout, batch norm)
         self._modules = list(fn.modules()) if callable(getattr(fn, "modules", None)) else []
-        self._add((_signature(example_inputs), self._modes()), list(example_inputs))
+        try:
+            self._add((_signature(example_inputs), self._modes()), list(example_inputs))
+        except CaptureError as exc:  # an argument no graph can take: every call runs the original
+            warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
         # an inference graph (no loss_fn) cannot give its outputs autograd history: see `_autograd_call`
         self._differentiable, self._warned_autograd = loss_fn is None, False
         lifted = [p for v in self.variants.values() if v is not _EAGER for p in v[1]]
@@ -82,7 +85,17 @@ class CompiledFunction:
     def _capture(self, inputs):
         update = self.update.trace if self.update is not None else None
         hyper = self.update.tensors if self.update is not None else (self._scale,) if self._scale is not None else ()
-        return capture(self._traced(), inputs, grad_of=self.params, update=update, hyper=hyper)
+        fn, tensors = self._traced(), [t for t in inputs if isinstance(t, Tensor)]
+        if len(tensors) < len(inputs):  # Python scalars are constants of this variant (its key holds their values)
+            traced, where = fn, [i for i, t in enumerate(inputs) if isinstance(t, Tensor)]
+
+            def fn(*ts):
+                args = list(inputs)
+                for i, t in zip(where, ts):
+                    args[i] = t
+                return traced(*args)
+
+        return capture(fn, tensors, grad_of=self.params, update=update, hyper=hyper)
 
     def _add(self, key, inputs):
         try:
@@ -138,13 +151,13 @@ class CompiledFunction:
         if fast is None:
             fast = self._paths[key] = (_unpacker(inputs), self._runner_call(variant, inputs), key[1])
         self._last = fast
-        return fast[1]([t.array for t in inputs])
+        return fast[1]([t.array for t in inputs if isinstance(t, Tensor)])
 
     def _runner_call(self, variant, inputs):
         """`call(input arrays) -> result` for one variant: the generated function plus what the
         original returns or does (output Tensors; `.grad` accumulation; in-place parameter update)."""
         runner, params, rebuild, _ = variant
-        device = inputs[0].device if inputs else params[0].device
+        device = next((t.device for t in inputs if isinstance(t, Tensor)), None) or params[0].device
         run, trained, update = runner.run, self.params, self.update
 
         if self.loss_fn is None and rebuild is single and not params:  # the hot case of small functions
@@ -193,10 +206,16 @@ class CompiledFunction:
 
     def _variant(self, inputs):
         """The variant for these inputs' signature, re-capturing (with a warning) when none matches."""
-        key = (_signature(inputs), self._modes())
+        try:
+            key = (_signature(inputs), self._modes())
+        except CaptureError as exc:  # an argument no graph can take: the original runs, as it would
+            warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
+            return None, _EAGER
         variant = self.variants.get(key)
         if variant is not None:
             return key, variant
+        if not self.variants:
+            return None, _EAGER
         known = next(iter(self.variants))
         if len(self.variants) >= self.max_variants:
             warnings.warn(
@@ -282,6 +301,8 @@ def _unpacker(inputs):
     arrays when every input has the same shape, dtype object and (interned) device as here, else None
     (a different or Tensor-less call then takes the slow path, which builds the full signature).
     Its source holds only generated names; the shapes, dtypes and devices are closure values."""
+    if not all(isinstance(t, Tensor) for t in inputs):  # Python scalars: the slow path keys them by value
+        return lambda *args: None
     n = len(inputs)
     ts, arrays = [f"t{i}" for i in range(n)], [f"a{i}" for i in range(n)]
     lines = ["def unpack(*args):", "    if len(args) != N:", "        return None", "    try:"]
@@ -298,16 +319,24 @@ def _unpacker(inputs):
     return namespace["_make"](n, *[v for t in inputs for v in (t.array.shape, t.array.dtype, t.device)])
 
 
+SCALARS = (bool, int, float, str, type(None))  # arguments a variant holds as constants, keyed by value
+
+
 def _signature(inputs):
     for i, t in enumerate(inputs):
-        if not isinstance(t, Tensor):
-            raise CaptureError(f"dg.compile: input {i} is a {type(t).__name__}; compiled functions take tensors")
-    return tuple((tuple(t.shape), t.array.dtype.name, str(t.device)) for t in inputs)
+        if not isinstance(t, (Tensor, *SCALARS)):
+            raise CaptureError(f"input {i} is a {type(t).__name__}; a graph takes tensors and Python scalars")
+    return tuple(
+        (tuple(t.shape), t.array.dtype.name, str(t.device)) if isinstance(t, Tensor) else (type(t).__name__, t)
+        for t in inputs
+    )
 
 
 def _describe(key):
     signature, modes = key
-    shown = "(" + ", ".join(f"{d}{list(s)} on {dev}" for s, d, dev in signature) + ")"
+    shown = (
+        "(" + ", ".join(f"{x[1]}{list(x[0])} on {x[2]}" if len(x) == 3 else f"{x[0]} {x[1]!r}" for x in signature) + ")"
+    )
     return shown + (f" in {_mode(modes)} mode" if modes else "")
 
 
@@ -333,6 +362,9 @@ def _perturbed(inputs):
     rng = np.random.default_rng(1234)
     out = []
     for t in inputs:
+        if not isinstance(t, Tensor):  # a Python scalar: a constant of the variant, not perturbed
+            out.append(t)
+            continue
         arr = t.array
         xp = t.device.xp
         if arr.dtype.kind == "f":

@@ -163,6 +163,18 @@ def test_batch_norm_training_runs_eagerly_so_its_running_statistics_move():
     assert (m[1].running_mean.array != 0).any()
 
 
+def test_python_scalar_arguments_are_guarded_by_value_and_other_arguments_run_eagerly():
+    x = dg.tensor(np.ones(3))
+    f = dg.compile(lambda t, k: t * k + 1, (x, 2.0))
+    np.testing.assert_array_equal(f(x, 2.0).array, [3.0, 3.0, 3.0])
+    with pytest.warns(CompileWarning, match=r"float 2.0\) to .*float 3.0\); re-capturing"):
+        np.testing.assert_array_equal(f(x, 3.0).array, [4.0, 4.0, 4.0])  # not the 2.0 baked in
+    with pytest.warns(CompileWarning, match="input 1 is a list; a graph takes tensors and Python scalars"):
+        g = dg.compile(lambda t, items: t * len(items), (x, [1, 2]))  # it raised from dg.compile itself
+    with pytest.warns(CompileWarning, match="input 1 is a list"):
+        np.testing.assert_array_equal(g(x, [1, 2, 3]).array, [3.0, 3.0, 3.0])
+
+
 def test_random_mask_is_not_baked_into_the_graph():
     def drop(x):  # a mask drawn outside the op registry is a constant of the capture (nn.Dropout's is an op)
         return x * dg.tensor((np.random.random(x.shape) > 0.5).astype(np.float64))
