@@ -75,7 +75,7 @@ class RayPlanExecutor:
         plan,
         workers=2,
         *,
-        schedule="gpipe",
+        schedule="1f1b",
         device="cpu",
         cpus_per_worker=1,
         compiled="auto",

@@ -46,8 +46,15 @@ def _probe(address, timeout_s):
 
 
 def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, **kwargs):
-    """Connect to (or start) Ray; returns ray's context. A second call reuses the connection."""
+    """Connect to (or start) Ray; returns ray's context. A second call reuses the connection — unless
+    it names another cluster's address, which is an error rather than a silent reuse."""
     if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", "local") and not str(address).startswith("ray://") and address != current:
+            raise DistributedError(
+                f"already connected to the Ray cluster at {current}, not {address!r}: call "
+                "dg.distributed.runtime.shutdown() first to connect elsewhere"
+            )
         return ray.get_runtime_context()
     opts = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **kwargs}
     if address not in (None, "auto", "local"):

@@ -102,6 +102,17 @@ def test_unreachable_address_is_a_clear_error_in_seconds():
     assert "no Ray cluster reachable at '127.0.0.1:1'" in out.stdout
 
 
+def test_init_naming_another_cluster_while_connected_is_an_error_not_a_silent_reuse(ray_session):
+    import ray
+
+    here = ray.get_runtime_context().gcs_address
+    assert dg.distributed.init(here) is not None and dg.distributed.init("auto") is not None  # the same one: reused
+    with pytest.raises(
+        dg.errors.DistributedError, match="already connected to the Ray cluster at .*not '10.1.2.3:6379'"
+    ):
+        dg.distributed.init("10.1.2.3:6379")
+
+
 def test_a_one_sample_last_batch_leaves_a_ray_worker_empty_and_training_goes_on(ray_session):
     """97 samples, batch 32: the last batch has 1 sample, so one of 2 workers gets none (was a NaN loss
     and NonFiniteError); the result equals one local worker's."""
