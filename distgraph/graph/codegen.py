@@ -5,8 +5,7 @@ attributes, which on tiny tensors is more than the numpy call itself. The genera
 one numpy call per node (one per step of a fused node) and nothing else.
 
 What each node becomes (on numpy):
-- an elementwise op with a ufunc (`fusion.out_function`) and no attributes: `v = add(a, b, out=buf)`
-  (relu: `maximum(x, 0, out=buf)`);
+- an elementwise op with a ufunc (`fusion.out_function`) and no attributes: `v = add(a, b, out=buf)`;
 - `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
   directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
 - `linear` and `linear_weight_grad` on 2-D operands of one dtype: `dot(x, w.T, out=buf)` then

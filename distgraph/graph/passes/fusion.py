@@ -30,30 +30,17 @@ UFUNCS = {
     "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "abs": "absolute", "sign": "sign",
     "floor": "floor", "ceil": "ceil", "trunc": "trunc", "maximum": "maximum", "minimum": "minimum",
 }  # fmt: skip
-# ops that are a ufunc with a constant second operand: relu is maximum(x, 0)
-WITH_CONSTANT = {"relu": ("maximum", 0)}
 
 
 def writes_out(op):
     """True when registry op `op` (without attributes) can write its result into a given buffer."""
-    return op in UFUNCS or op in WITH_CONSTANT
+    return op in UFUNCS
 
 
 @functools.cache
 def out_function(xp, op):
     """`f(*inputs, out=None)` computing registry op `op` (no attributes) with a ufunc of `xp`, or None."""
-    if op in UFUNCS:
-        return getattr(xp, UFUNCS[op])
-    if op in WITH_CONSTANT:
-        name, constant = WITH_CONSTANT[op]
-        ufunc = getattr(xp, name)
-
-        def with_constant(x, out=None):
-            return ufunc(x, constant, out=out)
-
-        with_constant.__name__ = op
-        return with_constant
-    return None
+    return getattr(xp, UFUNCS[op]) if op in UFUNCS else None
 
 
 def is_elementwise(node):
