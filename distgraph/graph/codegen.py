@@ -5,7 +5,8 @@ attributes, which on tiny tensors is more than the numpy call itself. The genera
 one numpy call per node (one per step of a fused node) and nothing else.
 
 What each node becomes (on numpy):
-- an elementwise op with a ufunc (`fusion.out_function`) and no attributes: `v = add(a, b, out=buf)`;
+- an elementwise op with a ufunc (`fusion.out_function`): `v = add(a, b, out=buf)`; an op with a
+  registry writer (relu, sigmoid, clamp, where, rsqrt, round, erf) likewise, attributes as keywords;
 - `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
   directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
 - `linear` and `linear_weight_grad` on 2-D operands of one dtype: `dot(x, w.T, out=buf)` then
@@ -20,11 +21,16 @@ On cupy, a fused node is one call of its `FusedKernel` (a `cupy.fuse` kernel) in
 Buffers (with a memory plan): a value written with `out=` gets a preallocated buffer, unless it may
 be returned (a graph output, or aliased by one through a view or an op that may return a view: such
 values are allocated per call, so a caller never sees its results overwritten by the next call).
-Buffers are assigned greedily: a buffer of the same shape and dtype is free again once the last
-reader of every value that may alias it has run. Values not in buffers are deleted after their last
+A buffer is taken when its value is made and given back once the last reader of every value that
+may alias it has run; an elementwise node may take back the buffer of an input it is the last reader
+of (in place). All buffers are views of one arena, placed by `arena.place` so that buffers alive
+at the same time never share bytes: the arena is as big as the most buffered bytes alive at once.
+The arena stays whole for the call, so values whose bytes would be better freed early — those alive
+while the graph's outputs accumulate, like the activations a training step keeps for backward —
+are allocated per call instead (`_unbuffered`). Values not in buffers are deleted after their last
 reader (`plan.free_after`), and `plan.inplace` nodes write into their dying input, as the
-interpreter does. `Program.instantiate` makes a function with its own buffers; the Runner gives
-each concurrent call its own instance, so calls never share scratch memory.
+interpreter does. `Program.instantiate` makes a function with its own arena; the Runner gives each
+concurrent call its own instance, so calls never share scratch memory.
 
 Write-back: `write_back={output index: input index}` stores an output into an input's array (an
 optimizer's updated parameter into the parameter): with `out=` directly when the producing node is
@@ -44,33 +50,39 @@ import numpy as np
 
 from distgraph.backend import device, to_device
 from distgraph.errors import DistgraphError
-from distgraph.graph.passes.fusion import FusedKernel, out_function
+from distgraph.graph import arena
+from distgraph.graph.passes.fusion import UFUNCS, FusedKernel, out_function, writes_out
 from distgraph.ops.registry import get_op
 
 _FRESH = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
-# comparisons are ufuncs too (ops/compare.py: `a > b` and so on), beyond fusion's table
-_COMPARE = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}
 
 
 @dataclass
 class Program:
-    """Generated source plus the closure values and buffer specs one instance needs."""
+    """Generated source plus the closure values and buffer layout one instance needs."""
 
     source: str
     factory: object  # factory(*closure, *buffers) -> run(*arrays) -> list of arrays
     closure: tuple
-    buffers: tuple  # (shape, dtype) per preallocated buffer
+    buffers: tuple  # (shape, dtype, byte offset in the arena) per preallocated buffer
+    arena_bytes: int  # one allocation holds every buffer; buffers whose lifetimes overlap never overlap in it
     device: object
 
     def instantiate(self):
         """A new `run` function with its own buffers (one per concurrent call)."""
         xp = self.device.xp
         if self.device.type == "cpu":
-            bufs = [xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
-        else:
-            with xp.cuda.Device(self.device.index):
-                bufs = [xp.empty(shape, dtype=dtype) for shape, dtype in self.buffers]
-        return self.factory(*self.closure, *bufs)
+            return self.factory(*self.closure, *self._views(xp))
+        with xp.cuda.Device(self.device.index):
+            return self.factory(*self.closure, *self._views(xp))
+
+    def _views(self, xp):
+        arena = xp.empty(self.arena_bytes, dtype=np.uint8)
+        views = []
+        for shape, dtype, offset in self.buffers:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            views.append(arena[offset : offset + nbytes].view(dtype).reshape(shape))
+        return views
 
 
 def generate(graph, dev, plan=None, write_back=None):
@@ -83,14 +95,13 @@ class _Emitter:
         self.graph, self.dev, self.xp, self.plan = graph, dev, dev.xp, plan
         self.numpy = dev.type == "cpu"
         self.closure, self.bound = [], {}  # closure values and id(value) -> name
-        self.buffers, self.pool = [], {}  # buffer specs; (shape, dtype) -> free buffer names
-        self.lines = []
+        self.now = 0  # the node being emitted
         self.names = {n: f"a{i}" for i, (n, _) in enumerate(graph.inputs)}
         for name, arr in graph.constants.items():  # a loaded graph holds numpy constants: move them
             self.names[name] = self.bind(to_device(self.xp.asarray(arr) if self.numpy else arr, dev))
         self.specs = graph.specs()
         self._aliases()
-        self.write_back = {graph.outputs[o]: graph.inputs[i][0] for o, i in write_back.items()}
+        self.write_back_all = {graph.outputs[o]: graph.inputs[i][0] for o, i in write_back.items()}
 
     # ---- names ------------------------------------------------------------------------------------
     def bind(self, value):
@@ -102,15 +113,30 @@ class _Emitter:
         return name
 
     def acquire(self, spec):
+        """A buffer for a value made at the current node: one this node just released (the value is
+        then written in place over a dying input), else a new one, placed in the arena at the end."""
         key = (tuple(spec.shape), spec.dtype)
         free = self.pool.get(key)
         if free:
-            return free.pop()
+            buf = free.pop()
+            self.lifetimes[buf][1] = None
+            return buf
         self.buffers.append(key)
-        return f"b{len(self.buffers) - 1}"
+        buf = f"b{len(self.buffers) - 1}"
+        self.lifetimes[buf] = [self.now, None]
+        return buf
 
     def release(self, buf, spec):
+        self.lifetimes[buf][1] = self.now
         self.pool.setdefault((tuple(spec.shape), spec.dtype), []).append(buf)
+
+    def _arena(self):
+        """(shape, dtype, offset) per buffer and the arena's size: `arena.place` over their lifetimes."""
+        sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in self.buffers]
+        end = len(self.graph.nodes)
+        spans = [(a, end if b is None else b) for a, b in (self.lifetimes[f"b{k}"] for k in range(len(sizes)))]
+        offsets, total = arena.place(sizes, spans)
+        return tuple((*key, off) for key, off in zip(self.buffers, offsets)), total
 
     # ---- aliasing and lifetimes -----------------------------------------------------------------
     def _aliases(self):
@@ -134,6 +160,7 @@ class _Emitter:
         for o in graph.outputs:
             for r in self.roots[o]:
                 last[r] = end
+        self.last_use = {n.name: last.get(n.name, i) for i, n in enumerate(graph.nodes)}
         self.ends = [[] for _ in graph.nodes]
         for r, i in last.items():
             if i < end:
@@ -141,10 +168,32 @@ class _Emitter:
 
     # ---- emission -----------------------------------------------------------------------------------
     def program(self):
+        self._emit(unbuffered=set())
+        drop = self._unbuffered()
+        if drop:
+            self._emit(drop)
         graph = self.graph
+        params = ", ".join(f"a{i}" for i in range(len(graph.inputs)))
+        cells = ", ".join([f"k{i}" for i in range(len(self.closure))] + [f"b{i}" for i in range(len(self.buffers))])
+        body = "\n".join("        " + line for line in self.lines)
+        source = f"def _factory({cells}):\n    def run({params}):\n{body}\n    return run\n"
+        namespace = {}
+        exec(compile(source, "<distgraph codegen>", "exec"), namespace)  # noqa: S102 - generated source only
+        buffers, arena_bytes = self._arena()
+        return Program(source, namespace["_factory"], tuple(self.closure), buffers, arena_bytes, self.dev)
+
+    def _emit(self, unbuffered):
+        """Write the function's lines; values in `unbuffered` are allocated per call, not in the arena."""
+        graph = self.graph
+        self.unbuffered = unbuffered
+        self.write_back = dict(self.write_back_all)
+        self.lines, self.buffers, self.pool, self.lifetimes = [], [], {}, {}
         self.owner = {}  # root value -> buffer name it occupies now
-        self.buffered = set()  # every value ever given a buffer
+        self.buffered = {}  # value given a buffer -> the node that made it
+        self.allocated = {}  # value allocated by its node's call -> that node
         for i, node in enumerate(graph.nodes):
+            self.now = i
+            self.pool.clear()  # only this node's inputs may be overwritten in place by its output
             self.node(i, node)
             if self.plan is not None:
                 dead = [n for n in self.plan.free_after[i] if n not in self.buffered]
@@ -152,15 +201,41 @@ class _Emitter:
                     self.lines.append("del " + ", ".join(self.names[n] for n in dead))
         for value, dest in self.write_back.items():  # the ones no node could write in place
             self.lines.append(f"{self.bind(self.xp.copyto)}({self.names[dest]}, {self.names[value]})")
-        outs = ", ".join(self.names[o] for o in graph.outputs)
-        self.lines.append(f"return [{outs}]")
-        params = ", ".join(f"a{i}" for i in range(len(graph.inputs)))
-        cells = ", ".join([f"k{i}" for i in range(len(self.closure))] + [f"b{i}" for i in range(len(self.buffers))])
-        body = "\n".join("        " + line for line in self.lines)
-        source = f"def _factory({cells}):\n    def run({params}):\n{body}\n    return run\n"
-        namespace = {}
-        exec(compile(source, "<distgraph codegen>", "exec"), namespace)  # noqa: S102 - generated source only
-        return Program(source, namespace["_factory"], tuple(self.closure), tuple(self.buffers), self.dev)
+        self.lines.append(f"return [{', '.join(self.names[o] for o in graph.outputs)}]")
+
+    def _unbuffered(self):
+        """Values to take out of the arena so that the arena plus the per-call allocations peak lowest.
+
+        The arena is one allocation, as big as the most buffered bytes alive at once, and it stays
+        whole while values allocated per call (the graph's outputs among them) come and go. A value
+        that stays buffered across the time the outputs accumulate (an activation kept for backward
+        while the gradients are made) holds arena bytes the outputs cannot use; allocated per call it
+        is freed as backward reads it. Values are taken out longest-lived first while that lowers
+        max(buffered bytes alive) + max(allocated bytes alive); per-call allocations cost time, so
+        the arena keeps everything that does not lower the peak."""
+        if self.plan is None or not self.buffered:
+            return set()
+        steps = len(self.graph.nodes) + 1
+        held, loose = np.zeros(steps), np.zeros(steps)
+        for v, i in self.allocated.items():
+            loose[i : self.last_use[v] + 1] += self.specs[v].nbytes
+        spans = {v: (i, self.last_use[v]) for v, i in self.buffered.items()}
+        for buf, (a, b) in self.lifetimes.items():
+            held[a : (steps - 1 if b is None else b) + 1] += self._nbytes(buf)
+        # per-value spans of buffered values (a buffer reused in place holds two values in turn)
+        best, chosen, drop = held.max() + loose.max(), 0, []
+        for v in sorted(spans, key=lambda v: spans[v][0] - spans[v][1]):
+            a, b = spans[v]
+            held[a : b + 1] -= self.specs[v].nbytes
+            loose[a : b + 1] += self.specs[v].nbytes
+            drop.append(v)
+            if held.max() + loose.max() < best:
+                best, chosen = held.max() + loose.max(), len(drop)
+        return set(drop[:chosen])
+
+    def _nbytes(self, buf):
+        shape, dtype = self.buffers[int(buf[1:])]
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
     def node(self, i, node):
         out = self.names[node.name] = f"v{i}"
@@ -169,6 +244,7 @@ class _Emitter:
         writer = self._writer(node)
         if writer is None and not inline:
             self.lines.append(f"{out} = {self._forward(node, args)}")
+            self._allocated(i, node, None)
             self._release(i, node, early=False)
             return
         scratch = self._scratch(node) if inline else []
@@ -178,10 +254,17 @@ class _Emitter:
         if inline:
             self._fused(node, args, scratch, target, out)
         else:
-            self.lines.append(f"{out} = {self.bind(writer)}({', '.join(args)}{_out(target, self.numpy)})")
+            call = f"{self.bind(writer)}({', '.join(args)}{_out(target, self.numpy)}{self._kwargs(node.attrs)})"
+            self.lines.append(f"{out} = {call}")
+        self._allocated(i, node, target)
         for buf, spec in {buf: spec for buf, spec, _ in scratch if buf is not None}.items():
             self.release(buf, spec)
         self._release(i, node, early=False)
+
+    def _allocated(self, i, node, target):
+        """Note node i's value when its call allocates it (no target, and not a view of an input)."""
+        if target is None and self.roots[node.name] == {node.name} and node.spec.shape:
+            self.allocated[node.name] = i
 
     def _writer(self, node):
         """The array function that writes this node's result into `out=` (for a fused node: its last
@@ -190,11 +273,11 @@ class _Emitter:
             return None  # 0-d results are numpy scalars, not writable buffers
         if node.op == "fused":
             op, _, attrs = node.attrs["program"][-1]
-            return self._ufunc(op) if self.numpy and self._ufunc(op) and not attrs else None
+            return self._ufunc(op, attrs) if self.numpy else None
+        if self._ufunc(node.op, node.attrs):
+            return self._ufunc(node.op, node.attrs)
         if node.attrs:
             return None
-        if self._ufunc(node.op):
-            return self._ufunc(node.op)
         if node.op == "matmul":
             a, b = (self.specs[n] for n in node.inputs)
             same = a.dtype == b.dtype == node.spec.dtype
@@ -217,9 +300,9 @@ class _Emitter:
         src = self.plan.inplace.get(i) if self.plan is not None else None
         if src is not None and src not in self.buffered:
             return self.names[src]
-        if self.plan is None or node.name in self.returned:
+        if self.plan is None or node.name in self.returned or node.name in self.unbuffered:
             return None
-        self.buffered.add(node.name)
+        self.buffered[node.name] = i
         buf = self.owner[node.name] = self.acquire(node.spec)
         return buf
 
@@ -256,7 +339,7 @@ class _Emitter:
         dtype, merged = {}, {}  # step -> dtype it writes; cast step -> the step it merges into
         for k, (op, args, _) in enumerate(steps[:-1]):
             src = -args[0] - 1 if op == "cast" and len(args) == 1 and args[0] < 0 else None
-            if src is None or last_read[src] != [k] or not self._ufunc(steps[src][0]) or steps[src][2]:
+            if src is None or last_read[src] != [k] or steps[src][0] not in UFUNCS or steps[src][2]:
                 continue
             if self.numpy and self.xp.can_cast(specs[src][1], specs[k][1], "same_kind"):
                 merged[k], dtype[src] = src, specs[k][1]
@@ -267,7 +350,7 @@ class _Emitter:
                 plan.append((plan[merged[j]][0], spec, plan[merged[j]][2]))
                 continue
             buf = None
-            if spec.shape and self.plan is not None and self._ufunc(op) and not attrs:
+            if spec.shape and self.plan is not None and self._ufunc(op, attrs):
                 dying = [plan[-a - 1] for a in args if a < 0 and last_read[-a - 1][-1] == j]
                 reuse = [b for b, sp, _ in dying if b is not None and sp == spec]
                 buf = reuse[0] if reuse else self.acquire(spec)
@@ -282,28 +365,32 @@ class _Emitter:
                 continue  # a cast merged into the step that makes value[j]
             vals = ", ".join(args[a] if a >= 0 else value[-a - 1] for a in step_args)
             where = target if j == len(steps) - 1 else scratch[j][0]
-            ufunc = self._ufunc(op)
-            if ufunc and not attrs:
-                line = f"{value[j]} = {self.bind(ufunc)}({vals}{_out(where, self.numpy)})"
+            ufunc = self._ufunc(op, attrs)
+            if ufunc:
+                line = f"{value[j]} = {self.bind(ufunc)}({vals}{_out(where, self.numpy)}{self._kwargs(attrs)})"
             else:
                 line = f"{value[j]} = {self._call(get_op(op), attrs, vals)}"
             self.lines.append(line)
 
-    def _ufunc(self, op):
-        """The numpy/cupy function writing registry op `op` (without attributes) into `out=`, or None."""
-        return out_function(self.xp, op) or (getattr(self.xp, _COMPARE[op]) if op in _COMPARE else None)
+    def _ufunc(self, op, attrs=None):
+        """The numpy/cupy function writing registry op `op` with `attrs` into `out=` (a ufunc, or the
+        op's registry writer, which takes the attributes as keywords), or None."""
+        return out_function(self.xp, op) if writes_out(op, attrs) else None
 
     def _forward(self, node, args):
         if node.op == "fused":  # cupy: one cupy.fuse kernel
             return f"{self.bind(FusedKernel(node, self.xp))}({self.bind(self.xp)}, {', '.join(args)})"
         return self._call(get_op(node.op), node.attrs, ", ".join(args))
 
-    def _call(self, op, attrs, vals):
+    def _kwargs(self, attrs):
+        """`, key=k3` per attribute (its value a closure variable), names checked to be identifiers."""
         for key in attrs:
             if not key.isidentifier() or keyword.iskeyword(key):
-                raise DistgraphError(f"op {op.name}: attribute name {key!r} is not a Python identifier")
-        kwargs = "".join(f", {k}={self.bind(v)}" for k, v in attrs.items())
-        call = f"{self.bind(op.forward)}({self.bind(self.xp)}{', ' if vals else ''}{vals}{kwargs})"
+                raise DistgraphError(f"attribute name {key!r} is not a Python identifier")
+        return "".join(f", {k}={self.bind(v)}" for k, v in attrs.items())
+
+    def _call(self, op, attrs, vals):
+        call = f"{self.bind(op.forward)}({self.bind(self.xp)}{', ' if vals else ''}{vals}{self._kwargs(attrs)})"
         return call + "[0]" if op.saves_extra else call
 
 

@@ -124,12 +124,17 @@ def _callable(node, xp):
     if node.op == "fused":
         return FusedKernel(node, xp)
     op = get_op(node.op)
-    if writes_out(node.op) and not node.attrs:
-        ufunc = out_function(xp, node.op)
+    if writes_out(node.op, node.attrs):  # the memory plan may hand it an input to write in place
+        writer = out_function(xp, node.op)
         forward = op.forward
 
-        def run(xp, *args, out=None):
-            return ufunc(*args, out=out) if out is not None else forward(xp, *args)
+        def run(xp, *args, out=None, **attrs):
+            if out is None:
+                return forward(xp, *args, **attrs)
+            if writer is not None:
+                return writer(*args, out=out, **attrs)
+            xp.copyto(out, forward(xp, *args, **attrs))  # no writer on this device (sigmoid on cupy)
+            return out
 
         return run
     if op.saves_extra:

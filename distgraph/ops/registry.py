@@ -13,6 +13,12 @@ g) -> one array (or None) per input`, with `g` an array and the inputs read as `
 (create_graph=False, no capture), which skips building a Tensor and a Node per backward step; the
 differentiable rule stays the definition, and tests/autograd/test_fast_backward.py holds the two equal.
 
+An elementwise op whose forward is not one numpy ufunc may carry a writer (`@op.writer`):
+`factory(xp) -> f(*arrays, out=None, **attrs)` computing the forward's exact bits into `out` (or None
+where `xp` has no such function). Compiled graphs then write it into preallocated buffers
+(graph/passes/fusion.py). A writer reads every input before its first write, so `out` may be one of
+its inputs (in-place execution).
+
 `kind` tells graph passes what the op is: "elementwise" (fusable), "reduction", "view", "matmul",
 "index", "other". `save` lists the inputs whose values backward reads (checked against in-place
 changes); `view` marks outputs that may share the input's memory (they share its version counter).
@@ -34,6 +40,7 @@ class Op:
         "saves_output",
         "saves_extra",
         "view",
+        "writer_factory",
         "__dict__",
     )
 
@@ -47,6 +54,12 @@ class Op:
         self.saves_output = saves_output
         self.saves_extra = saves_extra
         self.view = view
+        self.writer_factory = None
+
+    def writer(self, factory):
+        """Decorator: attach `factory(xp) -> f(*arrays, out=None, **attrs)` (see module docstring)."""
+        self.writer_factory = factory
+        return factory
 
     def grad(self, rule):
         """Decorator: attach the backward rule `rule(ctx, grad) -> grads per input`."""

@@ -104,8 +104,12 @@ def test_buffers_are_reused_and_peak_stays_planned():
     x = randn(16, 16)
     graph, arrays = captured(deep, x)
     gen = _check(graph, arrays, [deep(x).array])
-    writes = re.findall(r", (b\d+)\)$", gen.program.source, flags=re.M)
-    assert 0 < len(gen.program.buffers) <= 4 and len(writes) >= 4 * len(gen.program.buffers)  # each reused
+    program = gen.program
+    writes = re.findall(r", (b\d+)\)$", program.source, flags=re.M)
+    assert len(writes) >= 24  # every matmul, tanh and affine step writes into a buffer
+    one = 16 * 16 * 8
+    assert program.arena_bytes <= 4 * one < len(program.buffers) * one  # their bytes are reused in the arena
+    assert {offset for *_, offset in program.buffers} <= {0, one, 2 * one, 3 * one}
 
 
 def test_optimizer_captured_into_the_step_equals_eager_sgd():
@@ -200,7 +204,8 @@ def test_source_never_contains_graph_strings():
 
 def test_linear_layers_write_into_buffers_so_a_call_allocates_only_its_outputs():
     """Linear and its weight gradient go through dot(..., out=buffer): after the first call, a call of a
-    2-layer MLP's training graph allocates its returned arrays and nothing else."""
+    2-layer MLP's training graph allocates its returned arrays and the one activation backward keeps
+    (allocated per call so that its bytes are free while the gradients are made), nothing else."""
     import tracemalloc
 
     model = nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 8))
@@ -224,4 +229,41 @@ def test_linear_layers_write_into_buffers_so_a_call_allocates_only_its_outputs()
         tracemalloc.stop()
     returned = sum(np.asarray(o).nbytes for o in outs)
     hidden = 128 * 256 * 8  # one hidden activation: what a call allocating its linear outputs would add
-    assert peak < returned + hidden // 2, (peak, returned)
+    assert peak < returned + hidden + hidden // 2, (peak, returned)
+
+
+def _first_call_peak(runner, arrays):
+    """Bytes numpy allocates in a runner's first call: its arena of buffers and everything else."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        runner(*arrays)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_relu_mlp_step_measures_the_planned_peak_with_relu_written_into_buffers():
+    """relu writes into buffers, and the activations backward keeps are allocated per call instead of
+    in the arena: there their bytes would stay taken while the gradients accumulate (the measured peak
+    was 29 % over the plan with every buffer in the arena). Measured, arena included: 9 % over."""
+    layers = [nn.Linear(64, 64) for _ in range(16)]
+    model = nn.Sequential(*[m for layer in layers for m in (layer, nn.ReLU())], nn.Linear(64, 10))
+    x, y = randn(256, 64).float(), dg.tensor(np.arange(256) % 10)
+    params = list(model.parameters())
+    graph, lifted, _ = capture(lambda x, y: F.cross_entropy(model(x), y), [x, y], grad_of=params)
+    graph = optimize(graph)
+    arrays = [x.array, y.array] + [p.array for p in lifted]
+    runner = Runner(graph)
+    assert "relu_into" in {getattr(v, "__name__", "") for v in runner.program.closure}
+    planned = memory.plan(graph).peak_bytes
+    measured = _first_call_peak(runner, arrays)
+    assert measured <= 1.15 * planned, (measured, planned)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    out = runner(*arrays)
+    assert _diff(out[0], loss.array) == 0.0
+    for got, p in zip(out[1:], params):
+        assert _diff(got, p.grad.array) <= 1e-6

@@ -1,6 +1,7 @@
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from distgraph.graph.executor import Runner
 from distgraph.graph.ir import Graph
@@ -53,26 +54,68 @@ def test_cpu_kernel_allocates_only_its_output():
     np.testing.assert_array_equal(out, Runner(graph)(*arrays)[0])
 
 
-def test_every_out_function_computes_its_ops_forward_bit_for_bit():
-    """The ufunc standing for an op (written into a buffer with out=) is the op's own math: checked on
-    values inside each op's domain, float32 and float64, against the registry forward."""
-    from distgraph.graph.passes.fusion import UFUNCS, out_function
+def _writer_cases():
+    """(op, attrs) for every op that writes into a buffer: fusion's ufuncs and the registry's writers."""
+    from distgraph.graph.passes.fusion import UFUNCS
+    from distgraph.ops.registry import REGISTRY
+
+    cases = [(op, {}) for op in UFUNCS]
+    cases += [(name, {}) for name, op in REGISTRY.items() if op.writer_factory is not None and name != "clamp"]
+    cases += [("clamp", {"min": -0.5, "max": 0.75}), ("clamp", {"min": 0.1}), ("round", {"decimals": 2})]
+    return [c for c in cases if c[0] != "where"]
+
+
+_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "atan2", "fmod", "remainder", "floor_divide",
+           "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "bitwise_and",
+           "bitwise_or", "bitwise_xor")  # fmt: skip
+_DOMAIN = {"acosh": (1.1, 3.0), "asin": (-0.9, 0.9), "acos": (-0.9, 0.9), "atanh": (-0.9, 0.9), "pow": (0.1, 2.0)}
+_DOMAIN |= {op: (0.1, 2.0) for op in ("log", "log2", "log10", "sqrt", "reciprocal", "rsqrt")}
+
+
+@pytest.mark.parametrize("op,attrs", _writer_cases(), ids=lambda v: str(v) if v else "")
+def test_every_out_function_computes_its_ops_forward_bit_for_bit(op, attrs):
+    """The function writing an op into a buffer (a ufunc, or the op's registry writer) is the op's own
+    math: checked against the registry forward on values inside the op's domain, float32 and float64
+    (ints and bools for the bitwise ops), writing into a fresh buffer and in place over its first input."""
+    from distgraph.graph.passes.fusion import out_function
     from distgraph.ops.registry import get_op
 
     rng = np.random.default_rng(0)
-    domain = {"acosh": (1.1, 3.0), "asin": (-0.9, 0.9), "acos": (-0.9, 0.9), "atanh": (-0.9, 0.9)}
-    for op in UFUNCS:
-        forward = get_op(op).forward
-        for dtype in (np.float32, np.float64):
-            lo, hi = domain.get(op, (0.1, 2.0) if op in ("log", "log2", "log10", "sqrt", "reciprocal") else (-2.0, 2.0))
-            args = [
-                rng.uniform(lo, hi, (5, 7)).astype(dtype)
-                for _ in range(2 if op in ("add", "sub", "mul", "div", "maximum", "minimum") else 1)
-            ]
-            want = np.asarray(forward(np, *args))
-            out = np.empty_like(want)
-            got = out_function(np, op)(*args, out=out)
-            assert got is out and np.array_equal(out, want, equal_nan=True), (op, dtype)
+    forward = get_op(op).forward
+    arity = 2 if op in _BINARY else 1
+    dtypes = (np.int32, np.bool_) if op.startswith("bitwise") else (np.float32, np.float64)
+    for dtype in dtypes:
+        lo, hi = _DOMAIN.get(op, (-2.0, 2.0))
+        args = [rng.uniform(lo, hi, (5, 7)) for _ in range(arity)]
+        args = [
+            (a * 50 > 0) if dtype == np.bool_ else (a * 50).astype(dtype) if dtype == np.int32 else a.astype(dtype)
+            for a in args
+        ]
+        want = np.asarray(forward(np, *args, **attrs))
+        out = np.empty_like(want)
+        got = out_function(np, op)(*args, out=out, **attrs)
+        assert got is out and np.array_equal(out, want, equal_nan=True), (op, dtype)
+        if want.dtype == args[0].dtype:  # the memory plan may give an elementwise op its dying input
+            first = args[0].copy()
+            out_function(np, op)(first, *args[1:], out=first, **attrs)
+            assert np.array_equal(first, want, equal_nan=True), (op, dtype, "in place")
+
+
+def test_where_writes_into_a_buffer_and_over_either_branch():
+    from distgraph.graph.passes.fusion import out_function
+
+    rng = np.random.default_rng(1)
+    where = out_function(np, "where")
+    for dtype in (np.float32, np.float64):
+        cond = rng.uniform(size=(5, 7)) > 0.5
+        a, b = rng.normal(size=(5, 7)).astype(dtype), rng.normal(size=(1, 7)).astype(dtype)
+        want = np.where(cond, a, b)
+        assert np.array_equal(where(cond, a, b, out=np.empty_like(want)), want)
+        assert np.array_equal(where(cond, a.copy(), b), want)  # no out: the forward's own result
+        over_a = a.copy()
+        assert where(cond, over_a, b, out=over_a) is over_a and np.array_equal(over_a, want)
+        full_b = np.broadcast_to(b, a.shape).copy()
+        assert where(cond, a, full_b, out=full_b) is full_b and np.array_equal(full_b, want)
 
 
 def test_the_new_unary_ops_run_fused_into_buffers():

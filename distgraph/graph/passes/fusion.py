@@ -7,8 +7,9 @@ the fused node where that last node was keeps the order topological.
 
 A fused node carries a small program: steps `[op, args, attrs]`, where an arg `k >= 0` is the fused
 node's k-th input and `-(j+1)` is step j's result. `FusedKernel` runs it:
-- CPU: each step is a numpy ufunc writing into a buffer preallocated once per thread (no
-  temporaries); steps without a ufunc equivalent run their registry forward and copy into the buffer.
+- CPU: each step is a numpy ufunc (or the op's registry writer) writing into a buffer preallocated
+  once per thread (no temporaries); steps without either (where, elu, softplus, leaky_relu, frac,
+  isclose) run their registry forward and copy into the buffer.
   Only the last step allocates, because its result leaves the kernel.
 - GPU: the program, written with the registry forwards, is compiled once by `cupy.fuse` into one
   kernel; if cupy cannot fuse it, the steps run one by one.
@@ -21,7 +22,7 @@ from distgraph.graph.ir import Node
 from distgraph.ops.registry import get_op
 
 # registry op -> the numpy/cupy ufunc computing it exactly (its forward is that ufunc, or the same IEEE
-# operation: square is x·x, reciprocal 1/x), so a step can write into a buffer with `out=`
+# operation: square is x·x, reciprocal 1/x, pow a**b), so a step can write into a buffer with `out=`
 UFUNCS = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative", "exp": "exp",
     "exp2": "exp2", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10", "log1p": "log1p",
@@ -29,18 +30,30 @@ UFUNCS = {
     "tan": "tan", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "sinh": "sinh", "cosh": "cosh",
     "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "abs": "absolute", "sign": "sign",
     "floor": "floor", "ceil": "ceil", "trunc": "trunc", "maximum": "maximum", "minimum": "minimum",
+    "pow": "power", "atan2": "arctan2", "fmod": "fmod", "remainder": "remainder", "floor_divide": "floor_divide",
+    "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+    "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
+    "logical_not": "logical_not", "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or",
+    "bitwise_xor": "bitwise_xor", "bitwise_not": "invert", "isnan": "isnan", "isinf": "isinf",
+    "isfinite": "isfinite",
 }  # fmt: skip
 
 
-def writes_out(op):
-    """True when registry op `op` (without attributes) can write its result into a given buffer."""
-    return op in UFUNCS
+def writes_out(op, attrs=None):
+    """True when registry op `op` with `attrs` can write its result into a given buffer: a ufunc (no
+    attributes), or an op with a writer (`Op.writer`, which takes the op's attributes as keywords)."""
+    if op in UFUNCS:
+        return not attrs
+    return get_op(op).writer_factory is not None
 
 
 @functools.cache
 def out_function(xp, op):
-    """`f(*inputs, out=None)` computing registry op `op` (no attributes) with a ufunc of `xp`, or None."""
-    return getattr(xp, UFUNCS[op]) if op in UFUNCS else None
+    """`f(*inputs, out=None, **attrs)` computing registry op `op` into `out` with `xp`, or None."""
+    if op in UFUNCS:
+        return getattr(xp, UFUNCS[op])
+    factory = get_op(op).writer_factory
+    return factory(xp) if factory is not None else None
 
 
 def is_elementwise(node):
@@ -129,8 +142,8 @@ class FusedKernel:
             target = out if j == last else (bufs[j] if bufs is not None else None)
             if j == last and target is None:
                 results.append(op.forward(xp, *vals, **attrs))
-            elif ufunc is not None and not attrs:
-                results.append(ufunc(*vals, out=target))
+            elif ufunc is not None:
+                results.append(ufunc(*vals, out=target, **attrs))
             elif target is not None:
                 xp.copyto(target, op.forward(xp, *vals, **attrs), casting="unsafe")
                 results.append(target)

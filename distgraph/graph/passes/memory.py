@@ -53,7 +53,7 @@ def plan(graph, inplace=True):
     in_place = {}
     if inplace:
         for i, node in enumerate(graph.nodes):
-            eligible = node.op == "fused" or (writes_out(node.op) and not node.attrs)
+            eligible = node.op == "fused" or writes_out(node.op, node.attrs)
             if not eligible or not node.spec.shape:  # 0-d results are numpy scalars, not writable buffers
                 continue
             for name in dict.fromkeys(node.inputs):
