@@ -176,11 +176,13 @@ class Segment:
         self.barrier()
         return bool(self.votes.any())
 
-    def barrier(self):
+    def barrier(self, spin=True):
+        """Wait until every rank has reached this barrier. `spin=False` (a background thread) skips the
+        busy poll, which would hold the GIL the computing thread needs, and sleeps from the start."""
         self.seq += 1
         flags, seq = self.seq_flags, self.seq
         flags[self.rank] = seq
-        for _ in range(_SPINS):
+        for _ in range(_SPINS if spin else 0):
             if flags.min() >= seq:
                 return
         start = last_check = time.monotonic()

@@ -147,7 +147,7 @@ class TrainWorker:
             cfg = self.allreduce_config
             self.sharded = ShardedParameters(
                 self.step_fn.params, self.rank, self.world, cfg.get("group", "distgraph"), optimizer_name, hypers,
-                cfg.get("timeout_s", 60.0),
+                cfg.get("timeout_s", 60.0), cfg.get("bucket_mb"),
             )  # fmt: skip
         self.sharded.set_hypers(hypers)
         self.sharded.load(arrays, states, version)
@@ -168,10 +168,13 @@ class TrainWorker:
             clock = StepClock()
             x, y, weight = self._shard(indices)
             clock.lap("install")
-            grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale())
-            clock.lap("compute")
+            on_grad = self.sharded.grad_ready if self.world > 1 else None  # buckets reduce during backward
+            grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
+            clock.lap("compute")  # includes the buckets reduced while backward ran
             applied = self.sharded.step(grads, self.scaler, clock)
-            out.append({**stats, **clock.stats(), "skipped": int(not applied)})
+            out.append(
+                {**stats, **clock.stats(), "skipped": int(not applied), "buckets_in_backward": self.sharded.overlapped}
+            )
         return out, (self.state_chunk(params=False) if snapshot else None)
 
     def state_chunk(self, params=True):

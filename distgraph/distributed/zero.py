@@ -21,13 +21,25 @@ Two barriers per step suffice: a rank writes its next gradient only after the se
 every peer has read the slots; it updates its chunk only after the next first barrier, when every
 peer has finished the forward and backward that read the parameters.
 
+Buckets (as DDP's, `bucket_mb`, default 25 MB): the flat gradient is cut at parameter boundaries into
+buckets, the last parameters first, and the first barrier becomes one per bucket. Backward hands each
+final gradient to `grad_ready`, which copies it into the slot; once every bucket before it is done,
+a complete bucket's barrier and sum run on a background thread while backward goes on. The last
+bucket completes when backward ends and is reduced by `step` itself. Every rank crosses the buckets'
+barriers in the same order, and each element is still summed over ranks 0, 1, …, n−1: the same bits
+for any bucket size.
+
 The authoritative state is this group's: `state_chunk()` hands a rank's slice (parameters and
 optimizer state) to the driver, which assembles the whole (`assemble`) for evaluation, checkpoints,
 and as the snapshot a restarted group resumes from.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
 import numpy as np
 
+from distgraph.distributed.buckets import DEFAULT_BUCKET_MB, plan_buckets
 from distgraph.distributed.shm import Segment, _overlaps, read_result, segment_name
 from distgraph.distributed.step import unscale_
 from distgraph.errors import DistributedError
@@ -50,7 +62,7 @@ def common_dtype(arrays):
 class ShardedParameters:
     """Rank `rank`'s share of the parameters `params` (Parameter tensors of its model replica)."""
 
-    def __init__(self, params, rank, world, group, optimizer_name, hypers, timeout_s=60.0):
+    def __init__(self, params, rank, world, group, optimizer_name, hypers, timeout_s=60.0, bucket_mb=None):
         from distgraph.optim.functional import UPDATES
 
         dtype = common_dtype([p.array for p in params])
@@ -72,6 +84,13 @@ class ShardedParameters:
         self.state = {i: {} for i, *_ in self.pieces}
         self.scratch = np.empty(self.hi - self.lo, dtype)
         self.version = 0
+        planned = plan_buckets([(s, dtype) for s in self.shapes], bucket_mb or DEFAULT_BUCKET_MB)
+        # flat [lo, hi) per bucket, in the order backward completes them (one dtype: members are contiguous)
+        self.buckets = [(self.offsets[min(b.members)], self.offsets[max(b.members) + 1]) for b in planned]
+        self.bucket_of = {i: k for k, b in enumerate(planned) for i in b.members}
+        self._reducer = None  # one thread: buckets reduced while backward runs, in bucket order
+        self.overlapped = 0
+        self._new_step()
 
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
@@ -84,6 +103,60 @@ class ShardedParameters:
             p.array = self.flat[off : off + int(np.prod(shape))].reshape(shape)
         self.version = int(version)
 
+    def _new_step(self):
+        self.arrived = [False] * len(self.params)
+        self.missing = [0] * len(self.buckets)
+        for k in self.bucket_of.values():
+            self.missing[k] += 1
+        self.launched, self.futures = 0, []
+
+    def grad_ready(self, i, grad):
+        """Backward's hook: parameter i's gradient is final. Copy it into this rank's slot and start
+        reducing every bucket it completes (all but the last, which `step` reduces)."""
+        g = np.asarray(grad)
+        off = self.offsets[i]
+        np.copyto(self.segment.slot[off : off + g.size], g.reshape(-1))
+        self.arrived[i] = True
+        self.missing[self.bucket_of[i]] -= 1
+        while self.launched < len(self.buckets) - 1 and self.missing[self.launched] == 0:
+            if self._reducer is None:
+                self._reducer = ThreadPoolExecutor(1, thread_name_prefix="dg-zero-bucket")
+            self.futures.append(self._reducer.submit(self._reduce_bucket, self.launched, False))
+            self.launched += 1
+
+    def _reduce_bucket(self, k, spin=True):
+        """Barrier k of the step, then this rank's chunk of bucket k summed over the ranks' slots."""
+        seg = self.segment
+        lo, hi = max(self.lo, self.buckets[k][0]), min(self.hi, self.buckets[k][1])
+        seg.barrier(spin=spin)
+        if lo < hi:
+            seg._sum_into(
+                self.scratch[lo - self.lo : hi - self.lo], [seg.slots[r, lo:hi] for r in range(self.world)], False
+            )
+
+    def _reduce(self, grads):
+        """Every bucket reduced into `scratch` → how many of them were reduced while backward ran."""
+        slot = self.segment.slot
+        for i, (g, off) in enumerate(zip(grads, self.offsets)):
+            if not self.arrived[i]:  # no hook delivered it (a step computed without one)
+                g = np.asarray(g)
+                np.copyto(slot[off : off + g.size], g.reshape(-1))
+        overlapped = self.launched
+        try:
+            for k, future in enumerate(self.futures):
+                try:
+                    future.result(timeout=self.segment.timeout_s + 5)
+                except FutureTimeout:
+                    raise DistributedError(
+                        f"sharded parameter store: bucket {k} of {len(self.buckets)} was not reduced within "
+                        f"{self.segment.timeout_s + 5:.0f}s (segment {self.segment.name!r})"
+                    ) from None
+            for k in range(self.launched, len(self.buckets)):
+                self._reduce_bucket(k)
+        finally:
+            self._new_step()
+        return overlapped
+
     def set_hypers(self, hypers):
         """New hyperparameters per parameter (an lr scheduler moved lr, momentum or betas)."""
         self.hypers = [dict(h) for h in hypers]
@@ -95,18 +168,15 @@ class ShardedParameters:
         ranks agree through the segment whether any chunk holds inf/NaN, and then all of them skip the
         update (counted by every rank's scaler replica, which moves its scale identically) or none does.
         Returns False for a skipped step. `clock` (a timeline.StepClock) gets laps "comm" and "update".
-        One rank alone updates straight from `grads`: there is nothing to reduce."""
-        lo, hi, seg = self.lo, self.hi, self.segment
+        One rank alone updates straight from `grads`: there is nothing to reduce. `overlapped` holds how
+        many buckets were reduced while backward ran (`grad_ready`)."""
+        lo, seg = self.lo, self.segment
+        self.overlapped = 0
         if self.world == 1:
             reduced = np.concatenate([np.asarray(g).reshape(-1) for g in grads]) if len(grads) > 1 else grads[0]
             chunk = np.asarray(reduced).reshape(-1)
         else:
-            slot = seg.slot
-            for g, off in zip(grads, self.offsets):
-                g = np.asarray(g)
-                np.copyto(slot[off : off + g.size], g.reshape(-1))
-            seg.barrier()
-            seg._sum_into(self.scratch, [seg.slots[r, lo:hi] for r in range(self.world)], mean=False)
+            self.overlapped = self._reduce(grads)
             chunk = self.scratch
         if clock is not None and self.world > 1:
             clock.lap("comm")
@@ -140,6 +210,9 @@ class ShardedParameters:
         return chunk
 
     def close(self):
+        if self._reducer is not None:
+            self._reducer.shutdown(wait=False, cancel_futures=True)
+            self._reducer = None
         for p in self.params:  # the model keeps private copies, not views of a segment that is gone
             p.array = np.array(p.array, copy=True)
         self.flat = self.scratch = None

@@ -275,8 +275,11 @@ class LocalExecutor:
 
 
 def _shutdown(pools):
+    """Shut the pools down; wait for their threads unless this is one of them (garbage collection can
+    end an executor inside a task of its own pool, and a thread cannot join itself)."""
+    me = threading.current_thread()
     for pool in pools.values():
-        pool.shutdown()
+        pool.shutdown(wait=me not in getattr(pool, "_threads", ()))
     pools.clear()
 
 

@@ -168,3 +168,47 @@ def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_the
     assert all(np.array_equal(a, b) for a, b in zip(full[1], lean[1]))
     assert all(np.array_equal(a["momentum_buffer"], b["momentum_buffer"]) for a, b in zip(full[2], lean[2]))
     assert read_parameters(group, 2, shapes, np.float32) is None  # gone with the group: the caller falls back
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_buckets_reduced_while_backward_runs_give_the_same_bits(world):
+    """Tiny buckets (one per parameter): gradients handed over one by one, last parameter first, as
+    backward makes them; every bucket but the last is reduced on the background thread before `step`,
+    and the parameters equal the local optimizer's bit for bit. One rank hands its gradients only to
+    `step` (no hook): the ranks still cross the same barriers in the same order."""
+    rng = np.random.default_rng(1)
+    steps = 3
+    grads = [[[rng.standard_normal(p.shape).astype(np.float32) for p in model().parameters()] for _ in range(world)]
+             for _ in range(steps)]  # fmt: skip
+    reference = model()
+    ref_opt = dg.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for t in range(steps):
+        for p, g in zip(reference.parameters(), combine_gradients(grads[t])):
+            p.grad = dg.tensor(g)
+        ref_opt.step()
+    driver = model()
+    name, groups = make_optimizer_spec(dg.optim.SGD(driver.parameters(), lr=0.1, momentum=0.9))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in driver.parameters()]
+    group = f"t{uuid.uuid4().hex[:8]}"
+    replicas = [model() for _ in range(world)]
+
+    def rank_fn(rank):
+        params = list(replicas[rank].parameters())
+        sharded = ShardedParameters(params, rank, world, group, name, hypers, timeout_s=10, bucket_mb=1e-9)
+        sharded.load([p.array.copy() for p in driver.parameters()], [{} for _ in params], version=0)
+        overlapped = []
+        for t in range(steps):
+            if rank != world - 1:
+                for i in reversed(range(len(params))):
+                    sharded.grad_ready(i, grads[t][rank][i])
+            sharded.step(grads[t][rank])
+            overlapped.append(sharded.overlapped)
+        values = [p.array.copy() for p in params]
+        sharded.close()
+        return overlapped, values
+
+    results = run_ranks(world, rank_fn)
+    n_params = len(list(driver.parameters()))
+    for rank, (overlapped, values) in enumerate(results):
+        assert overlapped == [0 if rank == world - 1 else n_params - 1] * steps
+        assert all(np.array_equal(r.array, v) for r, v in zip(reference.parameters(), values))
