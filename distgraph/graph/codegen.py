@@ -6,7 +6,7 @@ one numpy call per node (one per step of a fused node) and nothing else.
 
 What each node becomes (on numpy):
 - an elementwise op with a ufunc (`fusion.out_function`): `v = add(a, b, out=buf)`; an op with a
-  registry writer (relu, sigmoid, clamp, where, rsqrt, round, erf) likewise, attributes as keywords;
+  registry writer (relu, sigmoid, clamp, where, elu, …) likewise, attributes as keywords;
 - `matmul`: `dot(a, b, out=buf)` when both operands are 2-D (numpy's dot takes the BLAS path
   directly, about half the cost of matmul on tiny matrices), else `matmul(a, b, out=buf)`;
 - `linear` and `linear_weight_grad` on 2-D operands of one dtype: `dot(x, w.T, out=buf)` then

@@ -15,6 +15,21 @@ def _leaky_relu(xp, x, negative_slope=0.01):
     return xp.where(x > 0, x, x * negative_slope)
 
 
+@_leaky_relu.writer
+def _leaky_relu_into(xp):
+    def leaky_relu_into(x, out=None, negative_slope=0.01):
+        if out is None:
+            return _leaky_relu.forward(xp, x, negative_slope)
+        keep = xp.greater(x, 0)
+        if out is x:  # in place: scale only the elements the forward does not keep
+            return xp.multiply(x, negative_slope, out=out, where=xp.logical_not(keep))
+        xp.multiply(x, negative_slope, out=out)
+        xp.copyto(out, x, where=keep)
+        return out
+
+    return leaky_relu_into
+
+
 @_leaky_relu.grad
 def _(ctx, g):
     x = ctx.inputs[0]
@@ -28,6 +43,21 @@ def leaky_relu(input, negative_slope=0.01):
 @defop("elu", kind=EW, saves_output=True)
 def _elu(xp, x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+@_elu.writer
+def _elu_into(xp):
+    def elu_into(x, out=None, alpha=1.0):
+        if out is None:
+            return _elu.forward(xp, x, alpha)
+        rest = xp.logical_not(xp.greater(x, 0))  # the elements the forward does not keep
+        if out is not x:
+            xp.copyto(out, x)
+        xp.minimum(out, 0, out=out, where=rest)  # as the forward: min(-0.0, 0) is +0.0 here
+        xp.expm1(out, out=out, where=rest)
+        return xp.multiply(out, alpha, out=out, where=rest)
+
+    return elu_into
 
 
 @_elu.grad

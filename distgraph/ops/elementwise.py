@@ -436,6 +436,15 @@ def _sigmoid_into(xp):
     return _EXPIT[0]
 
 
+@frac.op.writer
+def _frac_into(xp):
+    def frac_into(x, out=None):
+        whole = xp.trunc(x) if out is x else xp.trunc(x, out=out)  # x is read again below
+        return xp.subtract(x, whole, out=out)
+
+    return frac_into
+
+
 @rsqrt.op.writer
 def _rsqrt_into(xp):
     def rsqrt_into(x, out=None):
