@@ -53,7 +53,7 @@ def _median_run(runs):
 class DistgraphPeer:
     """A Trainer (backend="ray", sync) kept alive across the run, so its epochs interleave with the peers'."""
 
-    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0, strategy="data"):
+    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0, strategy="data", bucket_mb=25):
         import distgraph as dg
         import distgraph.nn.functional as F
         from distgraph import optim
@@ -63,6 +63,7 @@ class DistgraphPeer:
         self.trainer = dg.Trainer(
             model, F.cross_entropy, optim.SGD(model.parameters(), lr=LR), workers=workers, backend="ray",
             sync="sync", allreduce=allreduce, cpus_per_worker=cpu_share, progress=False, seed=seed, strategy=strategy,
+            bucket_mb=bucket_mb,
         )  # fmt: skip
         suffix = ("" if allreduce == "auto" else "-gloo") + ("" if strategy == "data" else f"-{strategy}")
         self.data, self.timeline, self.label = data, Timeline(), "distgraph" + suffix
@@ -96,7 +97,7 @@ class DistgraphPeer:
 class DDPRank:
     """One rank of PyTorch DistributedDataParallel over gloo, as a Ray actor (one intra-op thread)."""
 
-    def __init__(self, rank, world, port, sizes, seed):
+    def __init__(self, rank, world, port, sizes, seed, bucket_mb=25):
         import torch
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
@@ -107,7 +108,7 @@ class DDPRank:
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
-        self.model = DistributedDataParallel(torch.nn.Sequential(*layers))
+        self.model = DistributedDataParallel(torch.nn.Sequential(*layers), bucket_cap_mb=bucket_mb)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.torch, self.dist, self.rank, self.world = torch, dist, rank, world
 
@@ -148,13 +149,13 @@ class DDPPeer:
 
     label = "torch-ddp"
 
-    def __init__(self, workers, data, sizes, cpu_share=1.0, seed=0):
+    def __init__(self, workers, data, sizes, cpu_share=1.0, seed=0, bucket_mb=25):
         from distgraph.distributed import runtime
 
         port = _free_port()
         self.runtime = runtime
         self.ranks = runtime.spawn(
-            DDPRank, [(r, workers, port, sizes, seed) for r in range(workers)], num_cpus=cpu_share
+            DDPRank, [(r, workers, port, sizes, seed, bucket_mb) for r in range(workers)], num_cpus=cpu_share
         )
         runtime.gather([a.set_data.remote(*data) for a in self.ranks])
 
@@ -275,7 +276,18 @@ def _peers_to_start(workers, peers, strategies=("data",)):
 
 
 def run_scaling(
-    workers, sizes, strong_batch, weak_batch, steps, repeat, peers, cpus, seed=0, echo=print, strategies=("data",)
+    workers,
+    sizes,
+    strong_batch,
+    weak_batch,
+    steps,
+    repeat,
+    peers,
+    cpus,
+    seed=0,
+    echo=print,
+    strategies=("data",),
+    bucket_mb=25,
 ):
     """Every point of the report (list of dicts, efficiency included) and the trace of one step.
 
@@ -290,11 +302,13 @@ def run_scaling(
     keys = _peers_to_start(workers, peers, strategies)
     share = min(1.0, cpus / sum(w for _, w in keys))
     make = {
-        "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed),
-        "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed),
-        "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed),
+        "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, bucket_mb=bucket_mb),
+        "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed, bucket_mb=bucket_mb),
+        "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed, bucket_mb),
         **{
-            f"distgraph-{s}": (lambda w, s=s: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, strategy=s))
+            f"distgraph-{s}": (
+                lambda w, s=s: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, strategy=s, bucket_mb=bucket_mb)
+            )
             for s in strategies
             if s != "data"
         },
@@ -343,11 +357,15 @@ def run_scaling(
     "--strategy", "strategies", default="data", show_default=True,
     help="distgraph strategies, comma-separated: data, pipeline, branches (those the model has)",
 )  # fmt: skip
+@click.option(
+    "--bucket-mb", default=25.0, show_default=True,
+    help="gradient bucket size in MiB, for distgraph (Trainer bucket_mb) and DDP (bucket_cap_mb) alike",
+)  # fmt: skip
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @click.option(
     "--out", "out_dir", default="bench-out", show_default=True, help="folder for scaling.json/.png/.trace.json"
 )
-def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, address, out_dir):
+def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, bucket_mb, address, out_dir):
     """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
     from distgraph.distributed import runtime
     from distgraph.errors import ConfigError
@@ -375,7 +393,7 @@ def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, stra
     click.echo(f"scaling · MLP {'-'.join(map(str, layer_sizes))} · teacher data · sync data-parallel · {machine()}")
     points, trace = run_scaling(
         counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo,
-        strategies=tuple(chosen),
+        strategies=tuple(chosen), bucket_mb=bucket_mb,
     )  # fmt: skip
     headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait update overhead efficiency".split()
     click.echo(table(headers, _rows(points)))
@@ -390,7 +408,8 @@ def command(workers, sizes, strong_batch, weak_batch, steps, repeat, peers, stra
         click.echo(line)
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
-    config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch}
+    config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch,
+              "bucket_mb": bucket_mb}  # fmt: skip
     write_json(
         paths[".json"], {"machine": machine(), "config": config | {"steps": steps, "repeat": repeat}, "points": points}
     )
