@@ -90,6 +90,26 @@ def _softplus(xp, x, beta=1.0, threshold=20.0):
     return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype, copy=False)
 
 
+@_softplus.writer
+def _softplus_into(xp):
+    def softplus_into(x, out=None, beta=1.0, threshold=20.0):
+        if out is None:
+            return _softplus.forward(xp, x, beta, threshold)
+        if out is x:  # in place: the kept elements are x already; compute only the others
+            bx = xp.multiply(x, beta)
+            rest = xp.logical_not(xp.greater(bx, threshold))
+            xp.logaddexp(0, bx, out=out, where=rest)
+            return xp.divide(out, beta, out=out, where=rest)
+        bx = xp.multiply(x, beta, out=out)
+        keep = xp.greater(bx, threshold)
+        xp.logaddexp(0, bx, out=out)
+        xp.divide(out, beta, out=out)
+        xp.copyto(out, x, where=keep)
+        return out
+
+    return softplus_into
+
+
 @_softplus.grad
 def _(ctx, g):
     x = ctx.inputs[0]

@@ -69,6 +69,17 @@ def _cast(xp, x, dtype):
     return x.astype(dtype)
 
 
+@_cast.writer
+def _cast_into(xp):
+    def cast_into(x, out=None, dtype=None):
+        if out is None:
+            return x.astype(dtype)
+        xp.copyto(out, x, casting="unsafe")  # the conversion astype makes, into the buffer
+        return out
+
+    return cast_into
+
+
 @_cast.grad
 def _(ctx, g):
     x = ctx.inputs[0]

@@ -60,8 +60,16 @@ def _writer_cases():
     from distgraph.ops.registry import REGISTRY
 
     cases = [(op, {}) for op in UFUNCS]
-    cases += [(name, {}) for name, op in REGISTRY.items() if op.writer_factory is not None and name != "clamp"]
+    cases += [
+        (name, {}) for name, op in REGISTRY.items() if op.writer_factory is not None and name not in ("clamp", "cast")
+    ]
     cases += [("clamp", {"min": -0.5, "max": 0.75}), ("clamp", {"min": 0.1}), ("round", {"decimals": 2})]
+    cases += [
+        ("softplus", {"beta": 2.0, "threshold": 1.0}),
+        ("leaky_relu", {"negative_slope": 0.2}),
+        ("elu", {"alpha": 0.5}),
+    ]
+    cases += [("cast", {"dtype": "float16"}), ("cast", {"dtype": "float64"}), ("cast", {"dtype": "int32"})]
     return [c for c in cases if c[0] != "where"]
 
 

@@ -8,8 +8,8 @@ the fused node where that last node was keeps the order topological.
 A fused node carries a small program: steps `[op, args, attrs]`, where an arg `k >= 0` is the fused
 node's k-th input and `-(j+1)` is step j's result. `FusedKernel` runs it:
 - CPU: each step is a numpy ufunc (or the op's registry writer) writing into a buffer preallocated
-  once per thread (no temporaries); steps without either (softplus, isclose, cast) run their registry
-  forward and copy into the buffer.
+  once per thread (no temporaries); a step without either (isclose) runs its registry forward and
+  copies into the buffer.
   Only the last step allocates, because its result leaves the kernel.
 - GPU: the program, written with the registry forwards, is compiled once by `cupy.fuse` into one
   kernel; if cupy cannot fuse it, the steps run one by one.
