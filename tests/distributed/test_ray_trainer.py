@@ -35,7 +35,7 @@ def train(backend, workers=2, sync="sync", epochs=2, opt="adam", allreduce="auto
         return [p.detach().numpy().copy() for p in model.parameters()], hist, t.evaluate(data())
 
 
-@pytest.mark.parametrize("bucket_mb", [25, 0.0001])
+@pytest.mark.parametrize("bucket_mb", [25, 1e-6])
 def test_sync_ray_run_is_bit_identical_to_local(ray_session, bucket_mb):
     """The default path (store sharded across the workers' segment); with tiny buckets (one per
     parameter) three of the four are reduced while backward runs, and the bits do not change."""
@@ -44,6 +44,22 @@ def test_sync_ray_run_is_bit_identical_to_local(ray_session, bucket_mb):
     assert all(np.array_equal(a, b) for a, b in zip(local, remote))
     assert hl["loss"] == hr["loss"]
     assert ev["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("bucket_mb,overlapped", [(25, 0), (1e-6, 3)])
+def test_workers_reduce_buckets_while_backward_runs(ray_session, bucket_mb, overlapped):
+    """Each rank's step statistics count the buckets reduced before backward ended: none with one
+    bucket, three of four with one bucket per parameter (the last is reduced after backward)."""
+    model, o = small_model()
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, o, workers=2, backend="ray", bucket_mb=bucket_mb, progress=False
+    ) as t:
+        t.fit(data(), epochs=1, batch_size=32)
+        seen = []
+        t._cluster.scheduler.on_worker_stats = lambda step, parts: seen.extend(parts)
+        t.fit(data(), epochs=2, batch_size=32)
+    assert len(seen) == 2 * 4  # 4 steps of an epoch, 2 ranks each
+    assert [p["buckets_in_backward"] for p in seen] == [overlapped] * len(seen)
 
 
 def test_a_driver_that_cannot_read_the_segment_gets_the_parameters_from_the_workers(ray_session, monkeypatch):
