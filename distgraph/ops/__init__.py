@@ -17,6 +17,7 @@ from distgraph.ops import (  # noqa: F401
     reduction,
     regions,
     shape,
+    writers,
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 

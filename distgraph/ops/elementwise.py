@@ -69,17 +69,6 @@ def _cast(xp, x, dtype):
     return x.astype(dtype)
 
 
-@_cast.writer
-def _cast_into(xp):
-    def cast_into(x, out=None, dtype=None):
-        if out is None:
-            return x.astype(dtype)
-        xp.copyto(out, x, casting="unsafe")  # the conversion astype makes, into the buffer
-        return out
-
-    return cast_into
-
-
 @_cast.grad
 def _(ctx, g):
     x = ctx.inputs[0]
@@ -383,14 +372,6 @@ _round = defop("round", kind=EW, save=())(_round_fwd)
 _round.grad(_zero_grad)
 
 
-@_round.writer
-def _round_into(xp):
-    def round_into(x, out=None, decimals=0):
-        return xp.round(x, decimals, out=out)
-
-    return round_into
-
-
 def round(input, decimals=0):
     return _round(input, decimals=decimals)
 
@@ -430,50 +411,6 @@ sigmoid = _unary(
 relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: mul(g, cmp.gt(ctx.out, 0)), True, False, save=())
 
 
-# ---- writers: the forwards above that are not one ufunc, computed into a given buffer ---------------
-@relu.op.writer
-def _relu_into(xp):
-    def relu_into(x, out=None):
-        return xp.maximum(x, 0, out=out)
-
-    return relu_into
-
-
-@sigmoid.op.writer
-def _sigmoid_into(xp):
-    if xp is not np:
-        return None
-    _sigmoid_fwd(xp, np.zeros(1))  # looks expit up
-    return _EXPIT[0]
-
-
-@frac.op.writer
-def _frac_into(xp):
-    def frac_into(x, out=None):
-        whole = xp.trunc(x) if out is x else xp.trunc(x, out=out)  # x is read again below
-        return xp.subtract(x, whole, out=out)
-
-    return frac_into
-
-
-@rsqrt.op.writer
-def _rsqrt_into(xp):
-    def rsqrt_into(x, out=None):
-        out = xp.sqrt(x, out=out)
-        return xp.divide(1, out, out=out)
-
-    return rsqrt_into
-
-
-@erf.op.writer
-def _erf_into(xp):
-    if xp is not np:
-        return None
-    from scipy.special import erf as erf_ufunc
-
-    return erf_ufunc
-
-
 # array rules (the engine's fast mode) of the unary ops the hot paths use: the formulas above on arrays
 exp.op.array_grad(lambda ctx, g: g * ctx.out_array)
 log.op.array_grad(lambda ctx, g: g / ctx.inputs[0].array)
@@ -491,14 +428,6 @@ relu.op.array_grad(lambda ctx, g: g * (ctx.out_array > 0))
 @defop("clamp", kind=EW)
 def _clamp(xp, x, min=None, max=None):
     return xp.clip(x, min, max)
-
-
-@_clamp.writer
-def _clamp_into(xp):
-    def clamp_into(x, out=None, min=None, max=None):
-        return xp.clip(x, min, max, out=out)
-
-    return clamp_into
 
 
 @_clamp.grad
@@ -533,22 +462,6 @@ clip = clamp
 @defop("where", kind=EW, save=(0,))
 def _where(xp, cond, a, b):
     return xp.where(cond, a, b)
-
-
-@_where.writer
-def _where_into(xp):
-    def where_into(cond, a, b, out=None):
-        if out is None:
-            return xp.where(cond, a, b)
-        if out is a:  # in place over a: only b's elements move
-            xp.copyto(out, b, where=xp.logical_not(cond))
-        else:  # b first, then a over it (out may be b itself)
-            if out is not b:
-                xp.copyto(out, b)
-            xp.copyto(out, a, where=cond)
-        return out
-
-    return where_into
 
 
 @_where.grad

@@ -13,11 +13,10 @@ g) -> one array (or None) per input`, with `g` an array and the inputs read as `
 (create_graph=False, no capture), which skips building a Tensor and a Node per backward step; the
 differentiable rule stays the definition, and tests/autograd/test_fast_backward.py holds the two equal.
 
-An elementwise op whose forward is not one numpy ufunc may carry a writer (`@op.writer`):
-`factory(xp) -> f(*arrays, out=None, **attrs)` computing the forward's exact bits into `out` (or None
-where `xp` has no such function). Compiled graphs then write it into preallocated buffers
-(graph/passes/fusion.py). A writer reads every input before its first write, so `out` may be one of
-its inputs (in-place execution).
+An elementwise op whose forward is not one numpy ufunc may carry a writer (`@op.writer`, all of
+them in ops/writers.py): `factory(xp) -> f(*arrays, out=None, **attrs)` computing the forward's exact
+bits into `out` (or None where `xp` has no such function). Compiled graphs then write it into
+preallocated buffers (graph/passes/fusion.py); `out` may be one of its inputs (in-place execution).
 
 `kind` tells graph passes what the op is: "elementwise" (fusable), "reduction", "view", "matmul",
 "index", "other". `save` lists the inputs whose values backward reads (checked against in-place
