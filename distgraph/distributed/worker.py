@@ -169,6 +169,7 @@ class TrainWorker:
             x, y, weight = self._shard(indices)
             clock.lap("install")
             on_grad = self.sharded.grad_ready if self.world > 1 else None  # buckets reduce during backward
+            self.sharded.begin_step()
             grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
             clock.lap("compute")  # includes the buckets reduced while backward ran
             applied = self.sharded.step(grads, self.scaler, clock)

@@ -90,7 +90,7 @@ class ShardedParameters:
         self.bucket_of = {i: k for k, b in enumerate(planned) for i in b.members}
         self._reducer = None  # one thread: buckets reduced while backward runs, in bucket order
         self.overlapped = 0
-        self._new_step()
+        self.begin_step()
 
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
@@ -103,7 +103,8 @@ class ShardedParameters:
             p.array = self.flat[off : off + int(np.prod(shape))].reshape(shape)
         self.version = int(version)
 
-    def _new_step(self):
+    def begin_step(self):
+        """Forget a step that did not reach `step` (its compute raised): every bucket is missing again."""
         self.arrived = [False] * len(self.params)
         self.missing = [0] * len(self.buckets)
         for k in self.bucket_of.values():
@@ -114,6 +115,9 @@ class ShardedParameters:
         """Backward's hook: parameter i's gradient is final. Copy it into this rank's slot and start
         reducing every bucket it completes (all but the last, which `step` reduces)."""
         g = np.asarray(grad)
+        if self.arrived[i] or tuple(g.shape) != tuple(self.shapes[i]):
+            why = "was given twice this step" if self.arrived[i] else f"has shape {g.shape}"
+            raise DistributedError(f"sharded parameter store: gradient of parameter {i} {self.shapes[i]} {why}")
         off = self.offsets[i]
         np.copyto(self.segment.slot[off : off + g.size], g.reshape(-1))
         self.arrived[i] = True
@@ -154,7 +158,7 @@ class ShardedParameters:
             for k in range(self.launched, len(self.buckets)):
                 self._reduce_bucket(k)
         finally:
-            self._new_step()
+            self.begin_step()
         return overlapped
 
     def set_hypers(self, hypers):

@@ -212,3 +212,19 @@ def test_buckets_reduced_while_backward_runs_give_the_same_bits(world):
     for rank, (overlapped, values) in enumerate(results):
         assert overlapped == [0 if rank == world - 1 else n_params - 1] * steps
         assert all(np.array_equal(r.array, v) for r, v in zip(reference.parameters(), values))
+
+
+def test_a_gradient_given_twice_or_misshaped_is_a_clear_error():
+    m = model()
+    params = list(m.parameters())
+    name, groups = make_optimizer_spec(dg.optim.SGD(params, lr=0.1))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in params]
+    sharded = ShardedParameters(params, 0, 1, f"t{uuid.uuid4().hex[:8]}", name, hypers, bucket_mb=1e-9)
+    try:
+        sharded.grad_ready(1, np.zeros(7, np.float32))
+        with pytest.raises(DistributedError, match=r"gradient of parameter 1 \(7,\) was given twice"):
+            sharded.grad_ready(1, np.zeros(7, np.float32))
+        with pytest.raises(DistributedError, match=r"gradient of parameter 0 \(7, 5\) has shape \(5, 7\)"):
+            sharded.grad_ready(0, np.zeros((5, 7), np.float32))
+    finally:
+        sharded.close()
