@@ -65,10 +65,13 @@ def test_a_clean_scaled_run_equals_an_unscaled_one():
 
 
 @pytest.mark.ray
-def test_ray_workers_skip_the_same_steps_and_give_the_local_bits(ray_session):
+@pytest.mark.parametrize("allreduce", ["auto", "gloo"])  # ranks meet in a segment / in a gloo group
+def test_ray_workers_skip_the_same_steps_and_give_the_local_bits(ray_session, allreduce):
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
     local_scaler, ray_scaler = overflowing_scaler(), overflowing_scaler()
     local, hl, _ = train("local", local_scaler)
-    remote, hr, _ = train("ray", ray_scaler)
+    remote, hr, _ = train("ray", ray_scaler, allreduce=allreduce)
     assert hl["skipped_steps"] == hr["skipped_steps"]
     assert local_scaler.state_dict() == ray_scaler.state_dict()
     assert all(np.array_equal(a, b) for a, b in zip(local, remote))

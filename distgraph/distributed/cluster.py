@@ -63,7 +63,7 @@ class RayCluster:
             self.group.shutdown()
             raise ConfigError(
                 "Trainer(grad_scaler=...) with backend='ray' needs the parameter store sharded across the workers: "
-                "sync='sync', allreduce 'auto' or 'shm', numpy parameters of one dtype, one node"
+                "sync='sync', numpy parameters of one dtype, and allreduce 'gloo' or ('auto'/'shm' on one node)"
             )
         else:
             self._start_stores()
@@ -74,16 +74,15 @@ class RayCluster:
 
     # ---- the store sharded across the workers (zero.py) ----------------------------------------------------
     def _can_shard(self, sync):
-        """Mode `sync`, numpy, one node, shm (or auto), one floating dtype: the store lives in the workers'
-        segment (sync: sharded, zero.py; async: shared, async_store.py).
-
-        Otherwise (gloo/nccl, several nodes) store actors hold the parameters and apply updates."""
+        """Mode `sync`, numpy, one floating dtype, and shm/auto on one node (sync or async) or gloo (sync,
+        any nodes): the workers hold the store (sync: sharded, zero.py; async: shared, async_store.py).
+        Otherwise (nccl, async across nodes, the "store" backend) store actors hold it."""
         from distgraph.distributed.zero import common_dtype
 
         t = self.trainer
         return (
             t.sync == sync
-            and t.allreduce["backend"] in ("auto", "shm")
+            and (t.allreduce["backend"] in ("auto", "shm") or (sync == "sync" and t.allreduce["backend"] == "gloo"))
             and not str(t.device).startswith("cuda")
             and common_dtype([p.array for p in self.params]) is not None
         )

@@ -145,9 +145,10 @@ class TrainWorker:
 
         if self.sharded is None:
             cfg = self.allreduce_config
+            comm = self._communicator() if cfg.get("backend") == "gloo" and self.world > 1 else None  # any nodes
             self.sharded = ShardedParameters(
                 self.step_fn.params, self.rank, self.world, cfg.get("group", "distgraph"), optimizer_name, hypers,
-                cfg.get("timeout_s", 60.0), cfg.get("bucket_mb"),
+                cfg.get("timeout_s", 60.0), cfg.get("bucket_mb"), comm,
             )  # fmt: skip
         self.sharded.set_hypers(hypers)
         self.sharded.load(arrays, states, version)
@@ -176,7 +177,8 @@ class TrainWorker:
             out.append(
                 {**stats, **clock.stats(), "skipped": int(not applied), "buckets_in_backward": self.sharded.overlapped}
             )
-        return out, (self.state_chunk(params=False) if snapshot else None)
+        # the driver reads the parameters from a segment on its machine; from a gloo group's ranks it cannot
+        return out, (self.state_chunk(params=not self.sharded.exchange.shared) if snapshot else None)
 
     def state_chunk(self, params=True):
         chunk = self.sharded.state_chunk(params)

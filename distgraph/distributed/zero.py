@@ -40,7 +40,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from distgraph.distributed.buckets import DEFAULT_BUCKET_MB, plan_buckets
-from distgraph.distributed.shm import Segment, _overlaps, read_result, segment_name
+from distgraph.distributed.exchange import CollectiveExchange, SegmentExchange
+from distgraph.distributed.shm import _overlaps, read_result, segment_name
 from distgraph.distributed.step import unscale_
 from distgraph.errors import DistributedError
 
@@ -62,7 +63,8 @@ def common_dtype(arrays):
 class ShardedParameters:
     """Rank `rank`'s share of the parameters `params` (Parameter tensors of its model replica)."""
 
-    def __init__(self, params, rank, world, group, optimizer_name, hypers, timeout_s=60.0, bucket_mb=None):
+    def __init__(self, params, rank, world, group, optimizer_name, hypers, timeout_s=60.0, bucket_mb=None, comm=None):
+        """`comm`: a gloo `CollectiveAllReduce` to meet through (any nodes), else one node's segment."""
         from distgraph.optim.functional import UPDATES
 
         dtype = common_dtype([p.array for p in params])
@@ -75,9 +77,12 @@ class ShardedParameters:
         self.shapes = [p.array.shape for p in params]
         self.offsets = flat_layout(self.shapes)
         count = self.offsets[-1]
-        self.segment = Segment(segment_name(group, "zero", dtype, count), rank, world, dtype, count, timeout_s)
-        self.flat = self.segment.result  # the parameters, all ranks' chunks
-        self.lo, self.hi = self.segment.lo, self.segment.hi
+        if comm is not None and world > 1:
+            self.exchange = CollectiveExchange(comm, rank, world, dtype, count, timeout_s)
+        else:
+            self.exchange = SegmentExchange(group, rank, world, dtype, count, timeout_s)
+        self.flat = self.exchange.result  # the parameters, all ranks' chunks
+        self.lo, self.hi = self.exchange.lo, self.exchange.hi
         self.pieces = list(_overlaps(self.offsets, self.lo, self.hi))  # (param, start, stop, flat start)
         self.update = UPDATES[optimizer_name]
         self.hypers = [dict(h) for h in hypers]
@@ -94,11 +99,14 @@ class ShardedParameters:
 
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
-        keys, arrays shaped like the parameter); every rank calls this, then the model reads the segment."""
+        keys, arrays shaped like the parameter); every rank calls this, then the model reads `flat`."""
+        if not self.exchange.shared:  # this rank's own copy of every parameter
+            for arr, off, shape in zip(arrays, self.offsets, self.shapes):
+                self.flat[off : off + int(np.prod(shape))] = np.asarray(arr).reshape(-1)
         for i, a, b, f in self.pieces:
             self.flat[f : f + b - a] = np.asarray(arrays[i]).reshape(-1)[a:b]
             self.state[i] = {k: _slice_state(v, self.shapes[i], a, b) for k, v in (states[i] or {}).items()}
-        self.segment.barrier()
+        self.exchange.barrier()
         for p, shape, off in zip(self.params, self.shapes, self.offsets):
             p.array = self.flat[off : off + int(np.prod(shape))].reshape(shape)
         self.version = int(version)
@@ -119,7 +127,7 @@ class ShardedParameters:
             why = "was given twice this step" if self.arrived[i] else f"has shape {g.shape}"
             raise DistributedError(f"sharded parameter store: gradient of parameter {i} {self.shapes[i]} {why}")
         off = self.offsets[i]
-        np.copyto(self.segment.slot[off : off + g.size], g.reshape(-1))
+        np.copyto(self.exchange.slot[off : off + g.size], g.reshape(-1))
         self.arrived[i] = True
         self.missing[self.bucket_of[i]] -= 1
         while self.launched < len(self.buckets) - 1 and self.missing[self.launched] == 0:
@@ -129,18 +137,14 @@ class ShardedParameters:
             self.launched += 1
 
     def _reduce_bucket(self, k, spin=True):
-        """Barrier k of the step, then this rank's chunk of bucket k summed over the ranks' slots."""
-        seg = self.segment
-        lo, hi = max(self.lo, self.buckets[k][0]), min(self.hi, self.buckets[k][1])
-        seg.barrier(spin=spin)
-        if lo < hi:
-            seg._sum_into(
-                self.scratch[lo - self.lo : hi - self.lo], [seg.slots[r, lo:hi] for r in range(self.world)], False
-            )
+        """This rank's chunk of bucket k summed over the ranks (`exchange.reduce_range`) into `scratch`."""
+        blo, bhi = self.buckets[k]
+        lo, hi = max(self.lo, blo), min(self.hi, bhi)
+        self.exchange.reduce_range(blo, bhi, self.scratch[lo - self.lo : hi - self.lo] if lo < hi else None, spin)
 
     def _reduce(self, grads):
         """Every bucket reduced into `scratch` → how many of them were reduced while backward ran."""
-        slot = self.segment.slot
+        slot = self.exchange.slot
         for i, (g, off) in enumerate(zip(grads, self.offsets)):
             if not self.arrived[i]:  # no hook delivered it (a step computed without one)
                 g = np.asarray(g)
@@ -149,11 +153,11 @@ class ShardedParameters:
         try:
             for k, future in enumerate(self.futures):
                 try:
-                    future.result(timeout=self.segment.timeout_s + 5)
+                    future.result(timeout=self.exchange.timeout_s + 5)
                 except FutureTimeout:
                     raise DistributedError(
                         f"sharded parameter store: bucket {k} of {len(self.buckets)} was not reduced within "
-                        f"{self.segment.timeout_s + 5:.0f}s (segment {self.segment.name!r})"
+                        f"{self.exchange.timeout_s + 5:.0f}s ({self.exchange.name})"
                     ) from None
             for k in range(self.launched, len(self.buckets)):
                 self._reduce_bucket(k)
@@ -174,7 +178,7 @@ class ShardedParameters:
         Returns False for a skipped step. `clock` (a timeline.StepClock) gets laps "comm" and "update".
         One rank alone updates straight from `grads`: there is nothing to reduce. `overlapped` holds how
         many buckets were reduced while backward ran (`grad_ready`)."""
-        lo, seg = self.lo, self.segment
+        lo, exchange = self.lo, self.exchange
         self.overlapped = 0
         if self.world == 1:
             reduced = np.concatenate([np.asarray(g).reshape(-1) for g in grads]) if len(grads) > 1 else grads[0]
@@ -185,15 +189,15 @@ class ShardedParameters:
         if clock is not None and self.world > 1:
             clock.lap("comm")
         if scaler is not None:
-            found = seg.any_rank(unscale_([chunk], scaler.get_scale()))
+            found = exchange.any_rank(unscale_([chunk], scaler.get_scale()))
             scaler.record(found)
             if found:
-                seg.barrier()
+                exchange.barrier()
                 self.version += 1  # versions count steps, applied or skipped, like the Trainer's global_step
                 return False
         for i, a, b, f in self.pieces:
             self.update(self.flat[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
-        seg.barrier()
+        exchange.publish()
         if clock is not None:
             clock.lap("update")
         self.version += 1
@@ -220,7 +224,7 @@ class ShardedParameters:
         for p in self.params:  # the model keeps private copies, not views of a segment that is gone
             p.array = np.array(p.array, copy=True)
         self.flat = self.scratch = None
-        self.segment.close()
+        self.exchange.close()
 
 
 def _slice_state(value, shape, a, b):

@@ -98,9 +98,12 @@ def test_store_side_reduction_equals_local_bit_for_bit(ray_session):
 
 @pytest.mark.parametrize("bucket_mb", [25, 0.0005])
 def test_bucketed_gloo_all_reduce_equals_local_bit_for_bit(ray_session, bucket_mb):
-    """allreduce="gloo": store actors apply updates; gradients are all-reduced in buckets launched from
-    the parameters' post-accumulate hooks while backward runs (one bucket, or one per parameter)."""
+    """allreduce="gloo" (any nodes): the store is sharded across the workers, which meet in a gloo group
+    instead of a segment — buckets all-reduced while backward runs (one bucket, or one per parameter),
+    each rank's updated chunk all-gathered. Two ranks add as the local run does: the same bits."""
     pytest.importorskip("torch")
+    from distgraph.distributed.zero import read_parameters
+
     local, _, _ = train("local")
     model, o = small_model()
     with dg.Trainer(
@@ -108,7 +111,9 @@ def test_bucketed_gloo_all_reduce_equals_local_bit_for_bit(ray_session, bucket_m
         progress=False,
     ) as t:  # fmt: skip
         t.fit(data(), epochs=2, batch_size=32)
-        assert not t._cluster.sharded
+        assert t._cluster.sharded and not t._cluster.stores  # no store actor in the loop
+        shapes = [p.shape for p in model.parameters()]
+        assert read_parameters(t._cluster.group_name, 2, shapes, np.float32) is None  # and no segment
     assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(local, model.parameters()))
 
 
