@@ -1,8 +1,8 @@
 """The Ray side of a Trainer: a worker group, the parameter store, the dataset in the object store.
 
-Where the store lives: on one node with numpy parameters, in the workers' shared memory — sharded
-across them for sync (`zero.py`), shared by them for async (`async_store.py`); otherwise (several
-nodes, gloo/nccl) in parameter-store shard actors (`param_store.py`).
+Where the store lives, with numpy parameters: sync, sharded across the workers (`zero.py`), who meet in
+their segment on one node or in a gloo group across nodes; async on one node, shared in their segment
+(`async_store.py`); otherwise (nccl, async across nodes) in store shard actors (`param_store.py`).
 
 The driver's model and optimizer stay the user's objects; `pull()` copies the store's authoritative
 parameters and optimizer state back into them (for evaluation and checkpoints) and `push()` sends
@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 import ray
+from ray.util import collective
 
 from distgraph.distributed import runtime, scheduler
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
@@ -74,9 +75,8 @@ class RayCluster:
 
     # ---- the store sharded across the workers (zero.py) ----------------------------------------------------
     def _can_shard(self, sync):
-        """Mode `sync`, numpy, one floating dtype, and shm/auto on one node (sync or async) or gloo (sync,
-        any nodes): the workers hold the store (sync: sharded, zero.py; async: shared, async_store.py).
-        Otherwise (nccl, async across nodes, the "store" backend) store actors hold it."""
+        """Mode `sync`, numpy, one floating dtype, shm/auto on one node or gloo for sync: the workers hold
+        the store (module docstring); otherwise store actors do."""
         from distgraph.distributed.zero import common_dtype
 
         t = self.trainer
@@ -203,20 +203,22 @@ class RayCluster:
         self._push_optimizer_state()
 
     def _spans_nodes(self):
-        """shm needs one node; across nodes (or when asked) the store shards reduce the gradients."""
-        if self.trainer.allreduce["backend"] == "store":
+        """shm needs one node. Across nodes a sync run's workers meet in a gloo group (torch installed),
+        else (or when asked) the store shards sum the gradients. → True when the store shards do."""
+        t = self.trainer
+        if t.allreduce["backend"] == "store":
             return True
         refs = [w.node.remote() for w in self.group.actors]  # new workers' processes start first: ≥ 1 minute
-        nodes = set(wait_ready(refs, max(60.0, self.trainer.timeout_s), "workers starting up (their first call)"))
-        if len(nodes) > 1 and self.trainer.allreduce["backend"] in ("auto", "store"):
-            self.trainer.allreduce["backend"] = "store"
-            for rank in range(self.trainer.workers):  # restart without a shared-memory group
+        nodes = set(wait_ready(refs, max(60.0, t.timeout_s), "workers starting up (their first call)"))
+        if len(nodes) > 1 and t.allreduce["backend"] == "auto":
+            gloo = t.sync == "sync" and collective.gloo_available()
+            t.allreduce["backend"] = "gloo" if gloo else "store"
+            for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)
                 self._start_worker(rank)
-            self.trainer.history.events.append(
-                f"workers span {len(nodes)} nodes: gradients are summed by the parameter-store shards"
-            )
-            return True
+            how = "they meet in a gloo group" if gloo else "gradients are summed by the parameter-store shards"
+            t.history.events.append(f"workers span {len(nodes)} nodes: {how}")
+            return not gloo
         return False
 
     def _new_group(self, workers, group=None):

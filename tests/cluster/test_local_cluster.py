@@ -2,6 +2,7 @@
 alive and runs a task pinned to each; `distgraph train` trains the digits config across them; `stop`
 ends exactly the processes the script started (and no one else's: the session's own Ray stays up)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -80,6 +81,8 @@ def test_local_cluster_two_nodes_run_tasks_train_digits_and_stop_cleanly(tmp_pat
         )  # fmt: skip
         assert train.returncode == 0, train.stderr[-2000:]
         assert "workers span 2 nodes" in train.stdout
+        gloo = importlib.util.find_spec("torch") is not None  # then the workers meet in a gloo group
+        assert ("they meet in a gloo group" in train.stdout) == gloo, train.stdout
         assert json.loads(out.read_text())["test"]["accuracy"] >= 0.95
     finally:
         stopped = _run(["bash", SCRIPT, "stop"], env, timeout=120)
