@@ -34,10 +34,13 @@ def params(t):
     return [p.detach().numpy().copy() for p in t.model.parameters()]
 
 
-def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session):
+@pytest.mark.parametrize("allreduce", ["auto", "gloo"])  # the workers' segment; a gloo group (across nodes)
+def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session, allreduce):
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
     reference = trainer("local")
     reference.fit(data(), epochs=3, batch_size=16)
-    t = trainer("ray")
+    t = trainer("ray", allreduce=allreduce)
     killer = kill_when(t, 1, worker_pid(1))
     t.fit(data(), epochs=3, batch_size=16)
     killer.join()
