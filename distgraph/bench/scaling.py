@@ -10,8 +10,9 @@ driver-measured period: Ray dispatch, object transfer, the parameter store's upd
 
 Peers, in the same run, same model, batch, shards and worker count, one BLAS/intra-op thread per
 worker: PyTorch DistributedDataParallel over gloo (one Ray actor per rank; its compute is the same
-steps under `no_sync()`, its comm the exposed rest), and distgraph with `allreduce="gloo"`
-(ray.util.collective's gloo groups instead of distgraph's shared-memory all-reduce).
+steps under `no_sync()`, its comm the exposed rest), and distgraph with `allreduce="gloo"` (the
+workers meet in a ray.util.collective gloo group instead of their shared-memory segment: the path a
+run across nodes takes).
 
 Efficiency = throughput(W) / (W × throughput(1)) of the same system and mode; ideal is 1. Output:
 a table, JSON, a PNG plot (matplotlib) and a Chrome trace of one measured step across all workers.
