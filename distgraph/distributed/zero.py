@@ -21,6 +21,11 @@ Two barriers per step suffice: a rank writes its next gradient only after the se
 every peer has read the slots; it updates its chunk only after the next first barrier, when every
 peer has finished the forward and backward that read the parameters.
 
+Across nodes the ranks meet in a gloo group instead (exchange.py): there every rank holds its own copy
+of the parameters and, after gloo's all-reduce, the whole reduced gradient, so it updates every
+parameter with optimizer state for all of them (`replicated`, as DDP) — cheaper than exchanging
+updated chunks; `state_chunk` still reports only the rank's chunk, so the driver assembles the same way.
+
 Buckets (as DDP's, `bucket_mb`, default 25 MB): the flat gradient is cut at parameter boundaries into
 buckets, the last parameters first, and the first barrier becomes one per bucket. Backward hands each
 final gradient to `grad_ready`, which copies it into the slot; once every bucket before it is done,
@@ -84,9 +89,13 @@ class ShardedParameters:
         self.flat = self.exchange.result  # the parameters, all ranks' chunks
         self.lo, self.hi = self.exchange.lo, self.exchange.hi
         self.pieces = list(_overlaps(self.offsets, self.lo, self.hi))  # (param, start, stop, flat start)
+        # the pieces this rank updates: its chunk, or every parameter where it holds the whole reduced
+        # gradient and its own copy of the parameters anyway (a gloo group, exchange.py)
+        self.replicated = not self.exchange.shared
+        self.own = list(_overlaps(self.offsets, 0, count)) if self.replicated else self.pieces
         self.update = UPDATES[optimizer_name]
         self.hypers = [dict(h) for h in hypers]
-        self.state = {i: {} for i, *_ in self.pieces}
+        self.state = {i: {} for i, *_ in self.own}
         self.scratch = np.empty(self.hi - self.lo, dtype)
         self.version = 0
         planned = plan_buckets([(s, dtype) for s in self.shapes], bucket_mb or DEFAULT_BUCKET_MB)
@@ -103,7 +112,7 @@ class ShardedParameters:
         if not self.exchange.shared:  # this rank's own copy of every parameter
             for arr, off, shape in zip(arrays, self.offsets, self.shapes):
                 self.flat[off : off + int(np.prod(shape))] = np.asarray(arr).reshape(-1)
-        for i, a, b, f in self.pieces:
+        for i, a, b, f in self.own:
             self.flat[f : f + b - a] = np.asarray(arrays[i]).reshape(-1)[a:b]
             self.state[i] = {k: _slice_state(v, self.shapes[i], a, b) for k, v in (states[i] or {}).items()}
         self.exchange.barrier()
@@ -186,18 +195,22 @@ class ShardedParameters:
         else:
             self.overlapped = self._reduce(grads)
             chunk = self.scratch
+            if self.replicated:  # the whole reduced gradient, the same bits on every rank
+                chunk, lo = exchange.slot, 0
         if clock is not None and self.world > 1:
             clock.lap("comm")
         if scaler is not None:
-            found = exchange.any_rank(unscale_([chunk], scaler.get_scale()))
+            found = unscale_([chunk], scaler.get_scale())
+            found = found if self.replicated else exchange.any_rank(found)
             scaler.record(found)
             if found:
                 exchange.barrier()
                 self.version += 1  # versions count steps, applied or skipped, like the Trainer's global_step
                 return False
-        for i, a, b, f in self.pieces:
+        for i, a, b, f in self.own:
             self.update(self.flat[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
-        exchange.publish()
+        if not self.replicated:
+            exchange.publish()
         if clock is not None:
             clock.lap("update")
         self.version += 1
@@ -209,13 +222,22 @@ class ShardedParameters:
         chunk = {
             "version": self.version,
             "pieces": [(i, a, b) for i, a, b, _ in self.pieces],
-            "state": [
-                {k: (v.copy() if hasattr(v, "shape") else v) for k, v in self.state[i].items()} for i, *_ in self.pieces
-            ],
+            "state": [self._reported_state(i, a, b) for i, a, b, _ in self.pieces],
         }
         if params:
             chunk["params"] = [self.flat[f : f + b - a].copy() for _, a, b, f in self.pieces]
         return chunk
+
+    def _reported_state(self, i, a, b):
+        """Copies of the state entries of piece (i, a, b); replicated, the entries span the whole (flat)
+        parameter and the piece's [a, b) is cut out of them."""
+
+        def piece(v):
+            if not hasattr(v, "shape"):
+                return v  # a Python scalar (Adam's step)
+            return v.reshape(-1)[a:b].copy() if self.replicated and v.ndim else v.copy()
+
+        return {k: piece(v) for k, v in self.state[i].items()}
 
     def close(self):
         if self._reducer is not None:
