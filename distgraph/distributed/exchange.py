@@ -1,8 +1,8 @@
 """How the ranks of the sharded parameter store (zero.py) meet: one node's segment, or a gloo group.
 
 Each rank writes its gradient into `slot` and its model reads the parameters from `result`;
-`reduce_range(lo, hi, out, spin)` sums the flat gradient's [lo, hi) over the ranks (one call per
-bucket) and writes this rank's chunk [self.lo, self.hi) ∩ [lo, hi) of it into `out`.
+`reduce_range(lo, hi, chunk, spin)` sums the flat gradient's [lo, hi) over the ranks (one call per
+bucket), and `chunk` (this rank's [self.lo, self.hi)) receives its part of it.
 
 `SegmentExchange` (one node, `shared`): `slot` and `result` live in the shm all-reduce's segment; a
 reduction is a barrier and a sum of this rank's chunk over every slot (ranks 0, 1, …, n−1); each rank
@@ -32,12 +32,12 @@ class SegmentExchange:
         self.lo, self.hi = self.segment.lo, self.segment.hi
         self.world, self.name, self.timeout_s = world, self.segment.name, timeout_s
 
-    def reduce_range(self, lo, hi, out, spin=True):
+    def reduce_range(self, lo, hi, chunk, spin=True):
         seg = self.segment
         seg.barrier(spin=spin)
         a, b = max(lo, self.lo), min(hi, self.hi)
         if a < b:
-            seg._sum_into(out, [seg.slots[r, a:b] for r in range(self.world)], False)
+            seg._sum_into(chunk[a - self.lo : b - self.lo], [seg.slots[r, a:b] for r in range(self.world)], False)
 
     def publish(self):
         self.segment.barrier()
@@ -62,9 +62,9 @@ class CollectiveExchange:
         self.slot, self.result = np.empty(count, dtype), np.empty(count, dtype)
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
 
-    def reduce_range(self, lo, hi, out=None, spin=True):
+    def reduce_range(self, lo, hi, chunk=None, spin=True):
         """The bucket [lo, hi) of `slot` summed over the ranks, in place: the store reads the whole
-        reduced gradient from `slot` (`out`, a chunk's destination, is not needed)."""
+        reduced gradient from `slot` (`chunk` is not needed)."""
         self.collective.allreduce(self.slot[lo:hi], group_name=self.group)
 
     def barrier(self):

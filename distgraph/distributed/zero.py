@@ -109,10 +109,7 @@ class ShardedParameters:
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
         keys, arrays shaped like the parameter); every rank calls this, then the model reads `flat`."""
-        if not self.exchange.shared:  # this rank's own copy of every parameter
-            for arr, off, shape in zip(arrays, self.offsets, self.shapes):
-                self.flat[off : off + int(np.prod(shape))] = np.asarray(arr).reshape(-1)
-        for i, a, b, f in self.own:
+        for i, a, b, f in self.own:  # replicated: every parameter, into this rank's own copy
             self.flat[f : f + b - a] = np.asarray(arrays[i]).reshape(-1)[a:b]
             self.state[i] = {k: _slice_state(v, self.shapes[i], a, b) for k, v in (states[i] or {}).items()}
         self.exchange.barrier()
@@ -146,10 +143,8 @@ class ShardedParameters:
             self.launched += 1
 
     def _reduce_bucket(self, k, spin=True):
-        """This rank's chunk of bucket k summed over the ranks (`exchange.reduce_range`) into `scratch`."""
-        blo, bhi = self.buckets[k]
-        lo, hi = max(self.lo, blo), min(self.hi, bhi)
-        self.exchange.reduce_range(blo, bhi, self.scratch[lo - self.lo : hi - self.lo] if lo < hi else None, spin)
+        """Bucket k summed over the ranks (`exchange.reduce_range`): this rank's chunk of it into `scratch`."""
+        self.exchange.reduce_range(*self.buckets[k], self.scratch, spin)
 
     def _reduce(self, grads):
         """Every bucket reduced into `scratch` → how many of them were reduced while backward ran."""

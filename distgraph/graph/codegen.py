@@ -77,12 +77,11 @@ class Program:
             return self.factory(*self.closure, *self._views(xp))
 
     def _views(self, xp):
-        arena = xp.empty(self.arena_bytes, dtype=np.uint8)
-        views = []
-        for shape, dtype, offset in self.buffers:
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            views.append(arena[offset : offset + nbytes].view(dtype).reshape(shape))
-        return views
+        memory = xp.empty(self.arena_bytes, dtype=np.uint8)
+        return [
+            memory[offset : offset + _nbytes(shape, dtype)].view(dtype).reshape(shape)
+            for shape, dtype, offset in self.buffers
+        ]
 
 
 def generate(graph, dev, plan=None, write_back=None):
@@ -132,7 +131,7 @@ class _Emitter:
 
     def _arena(self):
         """(shape, dtype, offset) per buffer and the arena's size: `arena.place` over their lifetimes."""
-        sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in self.buffers]
+        sizes = [_nbytes(shape, dtype) for shape, dtype in self.buffers]
         end = len(self.graph.nodes)
         spans = [(a, end if b is None else b) for a, b in (self.lifetimes[f"b{k}"] for k in range(len(sizes)))]
         offsets, total = arena.place(sizes, spans)
@@ -219,10 +218,10 @@ class _Emitter:
         held, loose = np.zeros(steps), np.zeros(steps)
         for v, i in self.allocated.items():
             loose[i : self.last_use[v] + 1] += self.specs[v].nbytes
-        spans = {v: (i, self.last_use[v]) for v, i in self.buffered.items()}
         for buf, (a, b) in self.lifetimes.items():
-            held[a : (steps - 1 if b is None else b) + 1] += self._nbytes(buf)
-        # per-value spans of buffered values (a buffer reused in place holds two values in turn)
+            held[a : (steps - 1 if b is None else b) + 1] += _nbytes(*self.buffers[int(buf[1:])])
+        # moved value by value: a buffer reused in place holds two values in turn
+        spans = {v: (i, self.last_use[v]) for v, i in self.buffered.items()}
         best, chosen, drop = held.max() + loose.max(), 0, []
         for v in sorted(spans, key=lambda v: spans[v][0] - spans[v][1]):
             a, b = spans[v]
@@ -232,10 +231,6 @@ class _Emitter:
             if held.max() + loose.max() < best:
                 best, chosen = held.max() + loose.max(), len(drop)
         return set(drop[:chosen])
-
-    def _nbytes(self, buf):
-        shape, dtype = self.buffers[int(buf[1:])]
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
     def node(self, i, node):
         out = self.names[node.name] = f"v{i}"
@@ -392,6 +387,10 @@ class _Emitter:
     def _call(self, op, attrs, vals):
         call = f"{self.bind(op.forward)}({self.bind(self.xp)}{', ' if vals else ''}{vals}{self._kwargs(attrs)})"
         return call + "[0]" if op.saves_extra else call
+
+
+def _nbytes(shape, dtype):
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _linear_into(x, w, out=None):
