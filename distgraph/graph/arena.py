@@ -1,11 +1,12 @@
 """Offsets of buffers in one arena: buffers whose lifetimes overlap get disjoint bytes.
 
 Why: generated code used to keep one array per buffer and reuse a buffer only for a value of the
-same shape and dtype. Its memory was then the sum, over every (shape, dtype), of the most buffers of
-that kind alive at once — maxima reached at different moments — not the most bytes alive at any one
-moment, which is what the memory plan counts. Writing `relu` into buffers raised the measured peak of
-`distgraph bench graph`'s 64-layer MLP from 34 to 38 MB this way: its outputs and the boolean masks
-of its backward are alive at different times. In one arena any free bytes serve any value.
+same shape and dtype, so its memory was the sum, over every (shape, dtype), of the most buffers of
+that kind alive at once — maxima reached at different moments — rather than the most bytes alive at
+any one moment. Where shapes change along the graph, one arena serves any value from any free bytes:
+measured on captured training steps, a tapered MLP 1024-512-256-128-64-10 (batch 256) needs 0.50 MB
+of buffers instead of 0.94, a two-conv CNN on 32×32 images (batch 64) 4.0 MB instead of 6.0; an MLP
+of equal widths needs the same either way.
 
 Placement is greedy by size (as TensorFlow Lite's and XLA's heap simulators do): largest buffer
 first, each at the lowest offset that no already placed buffer alive at the same time covers.
