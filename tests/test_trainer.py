@@ -63,6 +63,19 @@ def test_history_has_loss_accuracy_and_throughput():
     assert all(0 <= a <= 1 for a in h["accuracy"]) and all(s > 0 for s in h["samples_per_s"])
 
 
+def test_history_reads_like_a_dict_of_lists():
+    """As Keras's history.history: membership, keys and iteration are over metric names (`in` looped
+    forever before: Python fell back to indexing 0, 1, 2, ...)."""
+    h = make().fit(data(), epochs=2, batch_size=16)
+    assert "loss" in h and "accuracy" in h and "nope" not in h
+    assert list(h) == h.keys() == ["epoch", "loss", "accuracy", "samples_per_s", "time_s"]
+    assert dict(h.items())["loss"] == h["loss"] and len(h["loss"]) == 2
+    with pytest.raises(KeyError, match="History has no metric 'nope'; it has epoch, loss, accuracy"):
+        h["nope"]
+    with pytest.raises(TypeError, match="indexed by metric name"):
+        h[0]
+
+
 def test_bad_configuration_and_data_errors():
     with pytest.raises(ConfigError, match="backend must be"):
         make(backend="spark")
