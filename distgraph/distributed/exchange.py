@@ -57,8 +57,8 @@ class CollectiveExchange:
     shared = False  # every rank holds its own `result` and the whole reduced gradient: it updates all of it
 
     def __init__(self, comm, rank, world, dtype, count, timeout_s):
-        self.comm, self.collective, self.group = comm, comm.collective, comm.group
-        self.rank, self.world, self.name, self.timeout_s = rank, world, f"gloo group {comm.group!r}", timeout_s
+        self.collective, self.group = comm.collective, comm.group
+        self.name, self.timeout_s = f"gloo group {comm.group!r}", timeout_s
         self.slot, self.result = np.empty(count, dtype), np.empty(count, dtype)
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
 

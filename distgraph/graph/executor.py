@@ -37,7 +37,7 @@ from distgraph.backend import to_device
 from distgraph.errors import ConfigError, ShapeError
 from distgraph.graph.codegen import generate
 from distgraph.graph.passes import memory
-from distgraph.graph.passes.fusion import FusedKernel, out_function, writes_out
+from distgraph.graph.passes.fusion import FusedKernel, compute_into, out_function, writes_out
 from distgraph.graph.trace import Timeline
 from distgraph.ops.registry import get_op
 
@@ -125,16 +125,10 @@ def _callable(node, xp):
         return FusedKernel(node, xp)
     op = get_op(node.op)
     if writes_out(node.op, node.attrs):  # the memory plan may hand it an input to write in place
-        writer = out_function(xp, node.op)
-        forward = op.forward
+        writer = out_function(xp, node.op)  # None on a device without one (sigmoid on cupy)
 
         def run(xp, *args, out=None, **attrs):
-            if out is None:
-                return forward(xp, *args, **attrs)
-            if writer is not None:
-                return writer(*args, out=out, **attrs)
-            xp.copyto(out, forward(xp, *args, **attrs))  # no writer on this device (sigmoid on cupy)
-            return out
+            return compute_into(op, writer, xp, args, attrs, out)
 
         return run
     if op.saves_extra:

@@ -56,6 +56,18 @@ def out_function(xp, op):
     return factory(xp) if factory is not None else None
 
 
+def compute_into(op, writer, xp, vals, attrs, out=None):
+    """Registry op `op` on `vals` into `out` (None: a new array) with its `writer` (`out_function`),
+    or, where it has none on this device, its forward copied into `out`."""
+    if writer is not None:
+        return writer(*vals, out=out, **attrs)
+    result = op.forward(xp, *vals, **attrs)
+    if out is None:
+        return result
+    xp.copyto(out, result, casting="unsafe")  # a cast merged into its step writes another dtype
+    return out
+
+
 def is_elementwise(node):
     return node.op != "fused" and get_op(node.op).kind == "elementwise" and node.op not in ("vjp",)
 
@@ -113,7 +125,10 @@ class FusedKernel:
     """Runs one fused node's program; build once per node, call many times (thread-safe)."""
 
     def __init__(self, node, xp):
-        self.steps = [(get_op(op), args, attrs, out_function(xp, op)) for op, args, attrs in node.attrs["program"]]
+        self.steps = [
+            (get_op(op), args, attrs, out_function(xp, op) if writes_out(op, attrs) else None)
+            for op, args, attrs in node.attrs["program"]
+        ]
         self.xp = xp
         self.specs = [(tuple(shape), dtype) for shape, dtype in node.attrs["specs"]]
         self.local = threading.local()
@@ -140,15 +155,7 @@ class FusedKernel:
         for j, (op, args, attrs, ufunc) in enumerate(self.steps):
             vals = [arrays[a] if a >= 0 else results[-a - 1] for a in args]
             target = out if j == last else (bufs[j] if bufs is not None else None)
-            if j == last and target is None:
-                results.append(op.forward(xp, *vals, **attrs))
-            elif ufunc is not None:
-                results.append(ufunc(*vals, out=target, **attrs))
-            elif target is not None:
-                xp.copyto(target, op.forward(xp, *vals, **attrs), casting="unsafe")
-                results.append(target)
-            else:
-                results.append(op.forward(xp, *vals, **attrs))
+            results.append(compute_into(op, ufunc, xp, vals, attrs, target))
         return results[-1]
 
     def _cupy_kernel(self):
