@@ -47,3 +47,18 @@ def ray_session():
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
+
+
+@pytest.fixture(autouse=True)
+def _close_trainers(request):
+    """After a test that used Ray, close every Trainer it left open. A failed assertion skips the test's
+    own `close()`, and its traceback keeps the Trainer alive; its workers would hold the session's two
+    CPUs and the next tests would wait for them (the cascade of failures and the hang CI once met)."""
+    yield
+    if "ray_session" not in request.fixturenames:
+        return
+    import gc
+
+    for obj in gc.get_objects():
+        if isinstance(obj, dg.Trainer) and obj._cluster is not None:
+            obj.close()

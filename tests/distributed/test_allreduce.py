@@ -152,7 +152,7 @@ def test_dead_peer_is_detected_before_the_timeout(ray_session):
     with pytest.raises(ray.exceptions.RayTaskError, match="has exited"):
         ray.get(actors[0].reduce.remote([np.ones(5)]), timeout=30)
     assert time.monotonic() - t0 < 10
-    ray.get(actors[0].close.remote())
+    ray.get(actors[0].close.remote(), timeout=60)
     assert leaked(group) == []
 
 
@@ -169,7 +169,7 @@ def test_gloo_backend_through_ray_collective_matches_shm(ray_session):
     inputs = [[rng.standard_normal(11).astype(np.float32), rng.standard_normal((2, 3))] for _ in range(2)]
     outs = run(ray, gloo, "reduce", inputs)
     means = run(ray, gloo, "reduce", inputs, "mean")
-    ray.get([a.close.remote() for a in gloo])
+    ray.get([a.close.remote() for a in gloo], timeout=60)
     for a in gloo:
         ray.kill(a)
     for i in range(2):
@@ -206,7 +206,7 @@ def test_nccl_backend_reduces_cupy_arrays(ray_session):
 
     actors = [CupyRank.remote(r) for r in range(world)]
     factor = sum(range(1, world + 1))
-    for in_place, out in ray.get([a.reduce.remote("sum") for a in actors]):
+    for in_place, out in ray.get([a.reduce.remote("sum") for a in actors], timeout=60):
         assert in_place and np.array_equal(out, np.arange(5, dtype=np.float32) * factor)
-    for _, out in ray.get([a.reduce.remote("mean") for a in actors]):
+    for _, out in ray.get([a.reduce.remote("mean") for a in actors], timeout=60):
         np.testing.assert_allclose(out, np.arange(5) * factor / world)

@@ -131,7 +131,7 @@ def test_elastic_workers_grow_between_steps_when_the_cluster_frees_resources(ray
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Blocker lives in this test module
     blocker = ray.remote(num_cpus=1)(Blocker).remote()
-    ray.get(blocker.ping.remote())
+    ray.get(blocker.ping.remote(), timeout=60)  # earlier tests' actors gone: a CPU is free
     long = data(32 * 1024)  # 2,048 steps of 16
     reference = trainer("local", 1)
     reference.fit(data(256), epochs=1, batch_size=16)
