@@ -153,3 +153,15 @@ def gather(refs, timeout_s=None):
 def kill(actors):
     for a in actors:
         ray.kill(a)
+
+
+def local_pids(actors, timeout_s=30.0):
+    """The process ids of those of `actors` that run on this driver's node (the only ones its signals
+    reach), asked through Ray's `__ray_call__`, so any actor class answers."""
+    here = ray.get_runtime_context().get_node_id()
+    where = ray.get([a.__ray_call__.remote(_pid_and_node) for a in actors], timeout=timeout_s)
+    return [pid for pid, node in where if node == here]
+
+
+def _pid_and_node(_actor):
+    return os.getpid(), ray.get_runtime_context().get_node_id()

@@ -1,6 +1,7 @@
 """`bench scaling` and `bench soak` on small settings: every output is written and memory stays flat."""
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -43,6 +44,50 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
     assert any(e["name"] == "all-reduce: transfer" for e in trace["traceEvents"])
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["config"]["pause"] is True  # the other systems were stopped during each one's epochs
+
+
+def test_paused_stops_every_system_but_the_one_running_and_release_continues_all():
+    """Real processes: `only(key)` leaves key's running and stops the others'; a system with no processes
+    yet (a Trainer before its first fit) is asked again later; `release()` continues every one."""
+    import subprocess
+
+    psutil = pytest.importorskip("psutil")
+    from distgraph.bench.scaling import Paused
+
+    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+
+    class Peer:
+        def __init__(self, pids):
+            self.given = pids
+
+        def pids(self):
+            return self.given
+
+    late = Peer([])
+    peers = {"a": Peer([procs[0].pid]), "b": Peer([procs[1].pid]), "late": late}
+
+    def status(p, want):  # a signal takes effect soon, not at once
+        deadline = time.monotonic() + 5
+        while psutil.Process(p.pid).status() != want and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return psutil.Process(p.pid).status()
+
+    running, stopped = psutil.STATUS_SLEEPING, psutil.STATUS_STOPPED  # `sleep` runs by sleeping
+    try:
+        paused = Paused(peers)
+        paused.only("a")
+        assert (status(procs[0], running), status(procs[1], stopped)) == (running, stopped)
+        late.given = [procs[2].pid]  # its workers have started
+        paused.only("b")
+        want = [stopped, running, stopped]
+        assert [status(p, w) for p, w in zip(procs, want)] == want
+        paused.release()
+        assert [status(p, running) for p in procs] == [running] * 3
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.parametrize("sync", ["sync", "async"])

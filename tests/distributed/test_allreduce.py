@@ -1,5 +1,6 @@
 """The all-reduce layer between real Ray actors: correct, deterministic, cleaned up, never hangs."""
 
+import sys
 import time
 import uuid
 
@@ -210,3 +211,26 @@ def test_nccl_backend_reduces_cupy_arrays(ray_session):
         assert in_place and np.array_equal(out, np.arange(5, dtype=np.float32) * factor)
     for _, out in ray.get([a.reduce.remote("mean") for a in actors], timeout=60):
         np.testing.assert_allclose(out, np.arange(5) * factor / world)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's per-thread timer slack")
+def test_a_segment_tightens_the_timer_slack_of_the_thread_that_opens_it():
+    """A barrier's 20 µs sleep overshoots by the thread's timer slack (Linux's 50 µs by default)."""
+    import ctypes
+    import threading
+
+    from distgraph.distributed.shm import Segment
+
+    slack = lambda: ctypes.CDLL(None).prctl(30, 0, 0, 0, 0)  # PR_GET_TIMERSLACK: this thread's, in ns
+    seen = {}
+
+    def open_segment():
+        seen["before"] = slack()
+        segment = Segment(f"dg.test-slack-{uuid.uuid4().hex[:8]}", 0, 1, np.float32, 4, timeout_s=5.0)
+        seen["after"] = slack()
+        segment.close()
+
+    thread = threading.Thread(target=open_segment)  # its own thread: the setting is per thread
+    thread.start()
+    thread.join()
+    assert seen["before"] == 50_000 and seen["after"] == 1_000, seen
