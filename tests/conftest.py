@@ -59,8 +59,6 @@ def _close_trainers(request):
         return
     import gc
 
-    for obj in gc.get_objects():
-        if (
-            issubclass(type(obj), dg.Trainer) and obj._cluster is not None
-        ):  # type(): isinstance reads __class__, a warning on some torch objects
+    for obj in gc.get_objects():  # type(), not isinstance: that reads __class__, a warning on some torch objects
+        if issubclass(type(obj), dg.Trainer) and obj._cluster is not None:
             obj.close()
