@@ -5,8 +5,9 @@ dataset, for each worker count; strong scaling keeps the global batch fixed, wea
 per-worker batch fixed. Each point is the median of `--repeat` epochs of `--steps` steps after a
 warm-up, timed by the Trainer (samples/s of the epoch). The step-time breakdown comes from the
 workers' own timeline (`distgraph.distributed.timeline`): compute (forward + backward), comm
-(all-reduce transfer), wait (all-reduce waiting for the slowest rank) and overhead (the rest of the
-driver-measured period: Ray dispatch, object transfer, the parameter store's update).
+(all-reduce transfer), wait (for the slowest rank: in the all-reduce and after the update), update
+(the optimizer on the worker's chunk) and overhead (the rest of the driver-measured period: Ray
+dispatch, object transfer, a store actor's update).
 
 Peers, in the same run, same model, batch, shards and worker count, one BLAS/intra-op thread per
 worker: PyTorch DistributedDataParallel over gloo (one Ray actor per rank; its compute is the same
@@ -459,7 +460,7 @@ def command(
     click.echo(table(headers, _rows(points)))
     click.echo(
         "times in ms per step; compute/comm/wait/update from the workers' timeline (update: the optimizer on the "
-        "worker's own chunk), overhead = period − those (Ray dispatch, batch slicing, transfers, a store actor's "
+        "worker's own chunk; wait: for peers, in the all-reduce and after the update), overhead = period − those (Ray dispatch, batch slicing, transfers, a store actor's "
         "update where one applies it); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
         f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
         f"{os.cpu_count()} cores here, the systems' epochs interleaved"

@@ -9,8 +9,9 @@ scheduler's statistics merge ignores them). The driver collects them per step an
 - comm:     the all-reduce, less the time it spent waiting for slower ranks;
 - update:   the optimizer update of the worker's own chunk (the parameter store sharded across the
             workers, `zero.py`; 0 where store actors apply updates, which then counts as overhead);
-- wait:     inside the all-reduce, waiting for the last rank to arrive, i.e. load imbalance
-            (max over ranks of the arrival time at the all-reduce, minus this rank's arrival);
+- wait:     waiting for peers, i.e. load imbalance: inside the all-reduce, for the last rank to arrive
+            (max over ranks of the arrival time at the all-reduce, minus this rank's arrival), and after
+            the update, at the barrier that makes every rank's chunk everyone's (`t_publish`);
 - overhead: the rest of the driver-measured step period: Ray task dispatch and argument transfer,
             the parameter store's update, installing the new parameters in the worker.
 
@@ -22,7 +23,7 @@ a Chrome trace (the JSON format Perfetto and chrome://tracing load).
 import statistics
 import time
 
-TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_update", "t_end")
+TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_update", "t_publish", "t_end")
 
 
 class StepClock:
@@ -43,6 +44,7 @@ class StepClock:
             "t_compute": 0.0,
             "t_comm": 0.0,
             "t_update": 0.0,
+            "t_publish": 0.0,
             **self.laps,
             "t_start": self.start,
             "t_end": self.last,
@@ -50,7 +52,8 @@ class StepClock:
 
 
 def split_step(records):
-    """Per-rank {compute, comm, wait, install, start, arrive, end} of one step from its rank records."""
+    """Per-rank {compute, comm, wait, update, publish, install, start, arrive, end} of one step from its
+    rank records (`wait`: in the all-reduce; `publish`: at the barrier after the update)."""
     arrive = [r["t_start"] + r["t_install"] + r["t_compute"] for r in records]
     last = max(arrive)
     out = []
@@ -58,7 +61,7 @@ def split_step(records):
         wait = min(max(last - a, 0.0), r["t_comm"])
         out.append({
             "install": r["t_install"], "compute": r["t_compute"], "wait": wait, "comm": r["t_comm"] - wait,
-            "update": r.get("t_update", 0.0),
+            "update": r.get("t_update", 0.0), "publish": r.get("t_publish", 0.0),
             "start": r["t_start"], "arrive": a, "end": r["t_end"],
         })  # fmt: skip
     return out
@@ -82,7 +85,8 @@ class Timeline:
         self.steps = {}
 
     def breakdown(self, period_s):
-        """Mean seconds per step of compute, comm, wait, install and overhead (= period − the others).
+        """Mean seconds per step of compute, comm, wait (both waits for peers), update, install and
+        overhead (= period − the others).
 
         `period_s` is the driver-measured seconds per step; compute, comm and wait are means over
         ranks and steps, so their sum is the time the average rank spends inside its step."""
@@ -91,6 +95,7 @@ class Timeline:
         per_step = [split_step(records) for records in self.steps.values()]
         mean = lambda key: statistics.fmean(statistics.fmean(r[key] for r in ranks) for ranks in per_step)
         out = {k: mean(k) for k in ("compute", "comm", "wait", "update", "install")}
+        out["wait"] += mean("publish")
         out["overhead"] = max(period_s - out["compute"] - out["comm"] - out["wait"] - out["update"], 0.0)
         out["period"] = period_s
         return out
@@ -116,6 +121,7 @@ class Timeline:
                 ("all-reduce: wait for peers", r["wait"]),
                 ("all-reduce: transfer", r["comm"]),
                 ("optimizer update (own chunk)", r["update"]),
+                ("parameters: wait for peers' updates", r["publish"]),
             ):
                 if dur > 0:
                     events.append({

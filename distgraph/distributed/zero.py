@@ -204,10 +204,12 @@ class ShardedParameters:
                 return False
         for i, a, b, f in self.own:
             self.update(self.flat[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
-        if not self.replicated:
-            exchange.publish()
         if clock is not None:
             clock.lap("update")
+        if not self.replicated:
+            exchange.publish()
+            if clock is not None:
+                clock.lap("publish")  # waiting for the peers' updates: the timeline counts it as wait
         self.version += 1
         return True
 

@@ -32,6 +32,22 @@ def test_breakdown_sums_to_the_driver_period():
     assert b["compute"] + b["comm"] + b["wait"] + b["overhead"] == pytest.approx(1.5)
 
 
+def test_the_wait_at_the_barrier_after_the_update_counts_as_wait_and_shows_in_the_trace():
+    """Rank 0 updates its chunk in 0.05 and then waits 0.15 for rank 1's 0.2: that is waiting for a
+    peer, not optimizer work."""
+    tl = Timeline()
+    ranks = [record(1.0, 0.1, 0.5, 0.4), record(1.0, 0.1, 0.8, 0.1)]
+    for r, update, publish in zip(ranks, (0.05, 0.2), (0.15, 0.0)):
+        r.update(t_update=update, t_publish=publish, t_end=r["t_end"] + update + publish)
+    tl.add(0, ranks)
+    b = tl.breakdown(1.5)
+    assert b["update"] == pytest.approx(0.125) and b["wait"] == pytest.approx(0.15 + 0.075)
+    assert b["compute"] + b["comm"] + b["wait"] + b["update"] + b["overhead"] == pytest.approx(1.5)
+    rank0 = [e for e in tl.chrome_trace()["traceEvents"] if e["ph"] == "X" and e["pid"] == 0]
+    assert [e["name"] for e in rank0][-2:] == ["optimizer update (own chunk)", "parameters: wait for peers' updates"]
+    assert rank0[-1]["ts"] == pytest.approx(1.05e6) and rank0[-1]["dur"] == pytest.approx(1.5e5)
+
+
 def test_statistics_without_timings_are_ignored():
     tl = Timeline()
     tl.add(0, [{"loss_sum": 1.0, "count": 4}])
@@ -58,7 +74,7 @@ def test_step_clock_accumulates_laps():
     clock.lap("compute")
     clock.lap("compute")
     stats = clock.stats()
-    assert stats["t_comm"] == 0.0 and stats["t_end"] >= stats["t_start"]
+    assert stats["t_comm"] == 0.0 and stats["t_publish"] == 0.0 and stats["t_end"] >= stats["t_start"]
     assert stats["t_install"] + stats["t_compute"] == pytest.approx(stats["t_end"] - stats["t_start"])
 
 
