@@ -460,8 +460,8 @@ def command(
     click.echo(table(headers, _rows(points)))
     click.echo(
         "times in ms per step; compute/comm/wait/update from the workers' timeline (update: the optimizer on the "
-        "worker's own chunk; wait: for peers, in the all-reduce and after the update), overhead = period − those (Ray dispatch, batch slicing, transfers, a store actor's "
-        "update where one applies it); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
+        "worker's own chunk; wait: for peers, in the all-reduce and after the update), overhead = period − those "
+        "(Ray dispatch, batch slicing, transfers, a store actor's update where one applies it); torch-ddp: compute = its no_sync() step, comm = the exposed rest. "
         f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
         f"{os.cpu_count()} cores here, the systems' epochs interleaved"
         + (", the others' workers stopped meanwhile" if pause else "")
