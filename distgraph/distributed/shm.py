@@ -4,7 +4,11 @@ A segment serves one (group, tag, dtype, length) and lives as long as the group:
 the first call, the other ranks attach, and every later call reuses it (no allocation, no page faults,
 no message through Ray). Layout, each region 64-byte aligned:
 
-    [ seq: world × int64 ][ pid: world × int64 ][ vote: world × int64 ][ slot 0 | ... | slot n−1 ][ result ]
+    [ world, current ][ seq: world × int64 ][ pid: world × int64 ][ vote: world × int64 ]
+    [ slot 0 | ... | slot n−1 ][ result 0 | ... ]
+
+A segment may hold several result buffers (`buffers`): the sharded parameter store (zero.py) keeps the
+parameters in two and alternates between them; the header's `current` says which one holds them.
 
 One all-reduce = write own slot → barrier → reduce own 1/n chunk of the slots into `result`, adding
 slot 0, 1, …, n−1 in that order (the fixed order makes results bit-identical run to run) → barrier →
@@ -67,12 +71,12 @@ def chunk_bounds(count, world, rank):
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-def segment_size(world, dtype, count):
-    return _layout(world, dtype, count)[3] + _aligned(count * np.dtype(dtype).itemsize)
+def segment_size(world, dtype, count, buffers=1):
+    return _layout(world, dtype, count)[3] + buffers * _aligned(count * np.dtype(dtype).itemsize)
 
 
 def _layout(world, dtype, count):
-    """(bytes per header region, slot stride in elements, offset of slot 0, offset of `result`)."""
+    """(bytes per header region, slot stride in elements, offset of slot 0, offset of result buffer 0)."""
     itemsize = np.dtype(dtype).itemsize
     flags, stride = _aligned(world * 8), _aligned(count * itemsize) // itemsize
     base = _ALIGN + 3 * flags
@@ -80,12 +84,15 @@ def _layout(world, dtype, count):
 
 
 def read_result(name, world, dtype, count):
-    """A copy of the `result` region of segment `name`, or None when no such segment is on this machine.
+    """A copy of the current result buffer of segment `name`, or None when no such segment is on this machine.
 
     It reads /dev/shm/<name> as a file: an observer (the driver, between two calls of the group, when
     no rank writes) maps nothing and so needs no resource tracker, no rank and no barrier."""
     try:
-        return np.fromfile(f"/dev/shm/{name}", dtype, count, offset=_layout(world, dtype, count)[3])
+        with open(f"/dev/shm/{name}", "rb") as f:
+            current = int(np.fromfile(f, np.int64, 2)[1])
+            f.seek(_layout(world, dtype, count)[3] + current * _aligned(count * np.dtype(dtype).itemsize))
+            return np.fromfile(f, dtype, count)
     except FileNotFoundError:
         return None
 
@@ -96,12 +103,13 @@ def segment_name(group, tag, dtype, count):
 
 
 class Segment:
-    """The segment `name`, opened by `rank` of `world`, holding flat buffers of `count` × `dtype`."""
+    """The segment `name`, opened by `rank` of `world`, holding flat buffers of `count` × `dtype`: a slot
+    per rank and `buffers` results."""
 
-    def __init__(self, name, rank, world, dtype, count, timeout_s):
+    def __init__(self, name, rank, world, dtype, count, timeout_s, buffers=1):
         self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
         self.dtype, self.count = np.dtype(dtype), int(count)
-        size = segment_size(world, self.dtype, self.count)
+        size = segment_size(world, self.dtype, self.count, buffers)
         if rank == 0:
             sweep()
             try:
@@ -123,7 +131,10 @@ class Segment:
         self.votes = np.ndarray((world,), np.int64, buf, _ALIGN + 2 * flags)
         slots = np.ndarray((world, stride), self.dtype, buf, base)
         self.slots = slots[:, : self.count]
-        self.result = np.ndarray((self.count,), self.dtype, buf, result)
+        nbytes = _aligned(self.count * self.dtype.itemsize)
+        self.results = [np.ndarray((self.count,), self.dtype, buf, result + k * nbytes) for k in range(buffers)]
+        self.result = self.results[0]
+        self.current = np.ndarray((1,), np.int64, buf, 8)  # which result buffer is current (read_result)
         self.pids[rank] = os.getpid()
         _precise_sleeps()
         self.lo, self.hi = chunk_bounds(self.count, world, rank)
@@ -224,7 +235,7 @@ class Segment:
         """Unmap; the owner (rank 0), or any rank with remove=True, also removes the name. Idempotent."""
         if self.shm is None:
             return
-        self.seq_flags = self.pids = self.votes = self.slots = self.result = None
+        self.seq_flags = self.pids = self.votes = self.slots = self.result = self.results = self.current = None
         if self._finalizer is not None:
             self._finalizer()  # runs once: remove the name and drop it from the resource tracker
         elif remove:

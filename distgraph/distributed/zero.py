@@ -10,16 +10,18 @@ a step needs no message through Ray at all:
     (rank order 0, 1, …, n−1: the same bits as the local Trainer's `combine_gradients`) → apply the
     optimizer to this rank's chunk of the flat parameters, which live in the segment → barrier
 
-After the second barrier every rank's model reads the new parameters in place: each model
-parameter's array is a view of the segment's parameter region. Optimizer state exists only for the
+The segment holds the flat parameters twice; the models read one buffer while each rank writes its
+updated chunk into the other (its chunk copied over, then updated in place: why, exchange.py). After
+the second barrier every rank's model reads the new parameters from there: each model parameter's
+array is a view of the segment's current buffer, and the buffers swap roles. Optimizer state exists only for the
 rank's chunk (a 1/n of the memory of a replicated update), split at parameter boundaries into
 pieces, each updated with its parameter's hyperparameters by `distgraph.optim.functional` — the
 same function the local optimizer calls, on a slice. Every update rule there is elementwise, so a
 slice gives the same bits as the whole.
 
 Two barriers per step suffice: a rank writes its next gradient only after the second barrier, when
-every peer has read the slots; it updates its chunk only after the next first barrier, when every
-peer has finished the forward and backward that read the parameters.
+every peer has read the slots; it writes the buffer its model read last step only after the next
+first barrier, when every peer has left that step (and reads the other buffer).
 
 Across nodes the ranks meet in a gloo group instead (exchange.py): there every rank holds its own copy
 of the parameters and, after gloo's all-reduce, the whole reduced gradient, so it updates every
@@ -86,7 +88,13 @@ class ShardedParameters:
             self.exchange = CollectiveExchange(comm, rank, world, dtype, count, timeout_s)
         else:
             self.exchange = SegmentExchange(group, rank, world, dtype, count, timeout_s)
-        self.flat = self.exchange.result  # the parameters, all ranks' chunks
+        # the parameters, all ranks' chunks: the model reads buffers[current]; two when shared (see above)
+        self.buffers, self.current = self.exchange.results, 0
+        self.flat = self.buffers[0]
+        self.views = [
+            [buf[off : off + int(np.prod(shape))].reshape(shape) for shape, off in zip(self.shapes, self.offsets)]
+            for buf in self.buffers
+        ]
         self.lo, self.hi = self.exchange.lo, self.exchange.hi
         self.pieces = list(_overlaps(self.offsets, self.lo, self.hi))  # (param, start, stop, flat start)
         # the pieces this rank updates: its chunk, or every parameter where it holds the whole reduced
@@ -109,13 +117,22 @@ class ShardedParameters:
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
         keys, arrays shaped like the parameter); every rank calls this, then the model reads `flat`."""
+        self.flat = self.buffers[0]
         for i, a, b, f in self.own:  # replicated: every parameter, into this rank's own copy
             self.flat[f : f + b - a] = np.asarray(arrays[i]).reshape(-1)[a:b]
             self.state[i] = {k: _slice_state(v, self.shapes[i], a, b) for k, v in (states[i] or {}).items()}
-        self.exchange.barrier()
-        for p, shape, off in zip(self.params, self.shapes, self.offsets):
-            p.array = self.flat[off : off + int(np.prod(shape))].reshape(shape)
+        if self.exchange.shared:
+            self.exchange.publish(0)
+        else:
+            self.exchange.barrier()
+        self._use(0)
         self.version = int(version)
+
+    def _use(self, k):
+        """Point the model's parameters at buffer k."""
+        self.current, self.flat = k, self.buffers[k]
+        for p, view in zip(self.params, self.views[k]):
+            p.array = view
 
     def begin_step(self):
         """Forget a step that did not reach `step` (its compute raised): every bucket is missing again."""
@@ -202,14 +219,19 @@ class ShardedParameters:
                 exchange.barrier()
                 self.version += 1  # versions count steps, applied or skipped, like the Trainer's global_step
                 return False
+        nxt = (self.current + 1) % len(self.buffers)
+        src, dst = self.flat, self.buffers[nxt]
         for i, a, b, f in self.own:
-            self.update(self.flat[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
+            if dst is not src:
+                np.copyto(dst[f : f + b - a], src[f : f + b - a])
+            self.update(dst[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
         if clock is not None:
             clock.lap("update")
         if not self.replicated:
-            exchange.publish()
+            exchange.publish(nxt)
             if clock is not None:
                 clock.lap("publish")  # waiting for the peers' updates: the timeline counts it as wait
+        self._use(nxt)
         self.version += 1
         return True
 
@@ -242,7 +264,7 @@ class ShardedParameters:
             self._reducer = None
         for p in self.params:  # the model keeps private copies, not views of a segment that is gone
             p.array = np.array(p.array, copy=True)
-        self.flat = self.scratch = None
+        self.flat = self.buffers = self.views = self.scratch = None
         self.exchange.close()
 
 
