@@ -130,11 +130,13 @@ def test_mixed_dtypes_are_refused_with_a_clear_error():
         ShardedParameters(list(m.parameters()), 0, 1, f"t{uuid.uuid4().hex[:8]}", "sgd", [{"lr": 0.1}] * 4)
 
 
-def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_them():
-    """The driver's snapshot path: chunks without parameters + the segment read as a file = full chunks."""
+@pytest.mark.parametrize("steps", [1, 2])
+def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_them(steps):
+    """The driver's snapshot path: chunks without parameters + the segment read as a file = full chunks,
+    whichever of the segment's two parameter buffers the last step left current."""
     rng = np.random.default_rng(2)
     shapes = [p.shape for p in model().parameters()]
-    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)]
+    grads = [[[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)] for _ in range(steps)]
     driver = model()
     name, groups = make_optimizer_spec(dg.optim.SGD(driver.parameters(), lr=0.1, momentum=0.9))
     hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
@@ -143,7 +145,10 @@ def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_the
     def rank_fn(rank):
         sp = ShardedParameters(list(replicas[rank].parameters()), rank, 2, group, name, hypers, timeout_s=10)
         sp.load([p.array.copy() for p in driver.parameters()], [{} for _ in shapes], 0)
-        sp.step(grads[rank])
+        for step in grads:
+            sp.step(step[rank])
+        assert sp.current == steps % 2
+        assert all(np.shares_memory(p.array, sp.buffers[sp.current]) for p in replicas[rank].parameters())
         chunks = sp.state_chunk(), sp.state_chunk(params=False)
         done.wait(10)  # the observer reads while the segment exists and no rank writes
         done.wait(10)
@@ -164,8 +169,9 @@ def test_an_observer_reads_the_parameters_from_the_segment_as_the_ranks_left_the
     full = assemble([c for c, _ in results], shapes)
     lean = assemble([c for _, c in results], shapes, flat=flat[0])
     assert all("params" not in c for _, c in results)
-    assert full[0] == lean[0] == 1
+    assert full[0] == lean[0] == steps
     assert all(np.array_equal(a, b) for a, b in zip(full[1], lean[1]))
+    assert all(np.array_equal(a, p.array) for a, p in zip(full[1], replicas[0].parameters()))
     assert all(np.array_equal(a["momentum_buffer"], b["momentum_buffer"]) for a, b in zip(full[2], lean[2]))
     assert read_parameters(group, 2, shapes, np.float32) is None  # gone with the group: the caller falls back
 
