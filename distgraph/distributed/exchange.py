@@ -1,11 +1,14 @@
 """How the ranks of the sharded parameter store (zero.py) meet: one node's segment, or a gloo group.
 
 Each rank writes its gradient into `slot` and its model reads the parameters from one of `results`;
-`reduce_range(lo, hi, chunk, spin)` sums the flat gradient's [lo, hi) over the ranks (one call per
-bucket), and `chunk` (this rank's [self.lo, self.hi)) receives its part of it.
+`reduce_range(lo, hi, chunk, spin, own)` sums the flat gradient's [lo, hi) over the ranks (one call per
+bucket), and `chunk` (this rank's [self.lo, self.hi)) receives its part of it. `copies_own` says
+whether the rank's own chunk must be in its slot too; where it need not, `own(a, b)` hands the
+rank's gradient for flat [a, b) of its chunk straight from backward's arrays.
 
 `SegmentExchange` (one node, `shared`): `slot` and the two `results` live in the shm all-reduce's
-segment; a reduction is a barrier and a sum of this rank's chunk over every slot (ranks 0, 1, …, n−1);
+segment; a reduction is a barrier and a sum of this rank's chunk over the peers' slots and its own
+gradient (ranks 0, 1, …, n−1) — only what the peers read is copied into the slot (half for 2 ranks);
 each rank writes its updated chunk into the result buffer the model does not read now, and
 `publish(current)` (a barrier) makes that buffer every rank's — they all read one memory — and records
 it in the segment for an observer (`read_result`). `any_rank` lets them agree on skipping a step.
@@ -35,6 +38,7 @@ from distgraph.distributed.shm import Segment, chunk_bounds, segment_name
 
 class SegmentExchange:
     shared = True  # `results` are one memory for all ranks
+    copies_own = False  # the peers never read this rank's own chunk of its slot
 
     def __init__(self, group, rank, world, dtype, count, timeout_s):
         name = segment_name(group, "zero", dtype, count)
@@ -43,12 +47,13 @@ class SegmentExchange:
         self.lo, self.hi = self.segment.lo, self.segment.hi
         self.world, self.name, self.timeout_s = world, self.segment.name, timeout_s
 
-    def reduce_range(self, lo, hi, chunk, spin=True):
+    def reduce_range(self, lo, hi, chunk, spin=True, own=None):
+        """`own(a, b)`: (flat start, 1-D array) pieces of this rank's gradient covering [a, b)."""
         seg = self.segment
         seg.barrier(spin=spin)
-        a, b = max(lo, self.lo), min(hi, self.hi)
-        if a < b:
-            seg._sum_into(chunk[a - self.lo : b - self.lo], [seg.slots[r, a:b] for r in range(self.world)], False)
+        for f, mine in own(max(lo, self.lo), min(hi, self.hi)):
+            n, out = mine.size, chunk[f - self.lo : f - self.lo + mine.size]
+            seg._sum_into(out, [mine if r == seg.rank else seg.slots[r, f : f + n] for r in range(self.world)], False)
 
     def publish(self, current):
         """Wait until every rank has written its chunk of result buffer `current`, the parameters from now on."""
@@ -68,6 +73,7 @@ class SegmentExchange:
 
 class CollectiveExchange:
     shared = False  # every rank holds its own parameters and the whole reduced gradient: it updates all of it
+    copies_own = True  # gloo reduces the whole slot
 
     def __init__(self, comm, rank, world, dtype, count, timeout_s):
         self.collective, self.group = comm.collective, comm.group
@@ -75,9 +81,9 @@ class CollectiveExchange:
         self.slot, self.results = np.empty(count, dtype), [np.empty(count, dtype)]  # one buffer, updated in place
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
 
-    def reduce_range(self, lo, hi, chunk=None, spin=True):
+    def reduce_range(self, lo, hi, chunk=None, spin=True, own=None):
         """The bucket [lo, hi) of `slot` summed over the ranks, in place: the store reads the whole
-        reduced gradient from `slot` (`chunk` is not needed)."""
+        reduced gradient from `slot` (`chunk` and `own` are not needed)."""
         self.collective.allreduce(self.slot[lo:hi], group_name=self.group)
 
     def barrier(self):

@@ -137,20 +137,20 @@ class ShardedParameters:
     def begin_step(self):
         """Forget a step that did not reach `step` (its compute raised): every bucket is missing again."""
         self.arrived = [False] * len(self.params)
+        self.own_grads = {}  # param -> its flat gradient, where this rank reads its chunk from there
         self.missing = [0] * len(self.buckets)
         for k in self.bucket_of.values():
             self.missing[k] += 1
         self.launched, self.futures = 0, []
 
     def grad_ready(self, i, grad):
-        """Backward's hook: parameter i's gradient is final. Copy it into this rank's slot and start
+        """Backward's hook: parameter i's gradient is final. Hand it over (`_hand_over`) and start
         reducing every bucket it completes (all but the last, which `step` reduces)."""
         g = np.asarray(grad)
         if self.arrived[i] or tuple(g.shape) != tuple(self.shapes[i]):
             why = "was given twice this step" if self.arrived[i] else f"has shape {g.shape}"
             raise DistributedError(f"sharded parameter store: gradient of parameter {i} {self.shapes[i]} {why}")
-        off = self.offsets[i]
-        np.copyto(self.exchange.slot[off : off + g.size], g.reshape(-1))
+        self._hand_over(i, g)
         self.arrived[i] = True
         self.missing[self.bucket_of[i]] -= 1
         while self.launched < len(self.buckets) - 1 and self.missing[self.launched] == 0:
@@ -159,17 +159,32 @@ class ShardedParameters:
             self.futures.append(self._reducer.submit(self._reduce_bucket, self.launched, False))
             self.launched += 1
 
+    def _hand_over(self, i, g):
+        """Parameter i's gradient into this rank's slot — only the parts outside its chunk where the
+        exchange reads the chunk from backward's array instead (`own_grads`)."""
+        flat, off, slot = g.reshape(-1), self.offsets[i], self.exchange.slot
+        if self.exchange.copies_own:
+            np.copyto(slot[off : off + g.size], flat)
+            return
+        a, b = min(max(self.lo, off), off + g.size), max(min(self.hi, off + g.size), off)  # the chunk's part
+        np.copyto(slot[off:a], flat[: a - off])
+        np.copyto(slot[b : off + g.size], flat[b - off :])
+        if a < b:
+            self.own_grads[i] = flat
+
+    def _own_pieces(self, a, b):
+        """(flat start, array) pieces of this rank's gradient over flat [a, b) of its chunk."""
+        return [(f, self.own_grads[i][pa:pb]) for i, pa, pb, f in _overlaps(self.offsets, a, b)]
+
     def _reduce_bucket(self, k, spin=True):
         """Bucket k summed over the ranks (`exchange.reduce_range`): this rank's chunk of it into `scratch`."""
-        self.exchange.reduce_range(*self.buckets[k], self.scratch, spin)
+        self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces)
 
     def _reduce(self, grads):
         """Every bucket reduced into `scratch` → how many of them were reduced while backward ran."""
-        slot = self.exchange.slot
-        for i, (g, off) in enumerate(zip(grads, self.offsets)):
+        for i, g in enumerate(grads):
             if not self.arrived[i]:  # no hook delivered it (a step computed without one)
-                g = np.asarray(g)
-                np.copyto(slot[off : off + g.size], g.reshape(-1))
+                self._hand_over(i, np.asarray(g))
         overlapped = self.launched
         try:
             for k, future in enumerate(self.futures):
