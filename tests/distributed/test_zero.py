@@ -71,8 +71,11 @@ def test_sharded_steps_equal_the_local_optimizer_bit_for_bit(world, make_opt):
         params = list(replicas[rank].parameters())
         sharded = ShardedParameters(params, rank, world, group, name, hypers, timeout_s=10)
         sharded.load([p.array.copy() for p in driver.parameters()], [{} for _ in params], version=0)
+        own = sharded.exchange.slot[sharded.lo : sharded.hi]  # its peers never read it: nothing is copied there
         for t in range(steps):
+            own[...] = np.nan  # were it read, the result would be NaN
             sharded.step(grads[t][rank])
+            assert np.isnan(own).all()
         chunk = sharded.state_chunk()
         values = [p.array.copy() for p in params]  # the replica reads the segment
         sharded.close()
