@@ -6,18 +6,19 @@ in `distgraph bench scaling`. DDP avoids it by updating replicas on every worker
 each worker the update of its own slice. This does the latter on the shm all-reduce's segment, so
 a step needs no message through Ray at all:
 
-    write the flat gradient into this rank's slot → barrier → sum this rank's chunk of every slot
-    (rank order 0, 1, …, n−1: the same bits as the local Trainer's `combine_gradients`) → apply the
-    optimizer to this rank's chunk of the flat parameters, which live in the segment → barrier
+    write the flat gradient into this rank's slot (all but its own chunk, which no peer reads) →
+    barrier → sum this rank's chunk over the peers' slots and its own gradient (rank order 0, 1, …,
+    n−1: the same bits as the local Trainer's `combine_gradients`) → apply the optimizer to this
+    rank's chunk of the flat parameters, which live in the segment → barrier
 
 The segment holds the flat parameters twice; the models read one buffer while each rank writes its
 updated chunk into the other (its chunk copied over, then updated in place: why, exchange.py). After
-the second barrier every rank's model reads the new parameters from there: each model parameter's
-array is a view of the segment's current buffer, and the buffers swap roles. Optimizer state exists only for the
-rank's chunk (a 1/n of the memory of a replicated update), split at parameter boundaries into
-pieces, each updated with its parameter's hyperparameters by `distgraph.optim.functional` — the
-same function the local optimizer calls, on a slice. Every update rule there is elementwise, so a
-slice gives the same bits as the whole.
+the second barrier every rank's model reads the new parameters from there — each model parameter's
+array is a view of the segment's current buffer — and the buffers swap roles. Optimizer state exists
+only for the rank's chunk (a 1/n of the memory of a replicated update), split at parameter
+boundaries into pieces, each updated with its parameter's hyperparameters by
+`distgraph.optim.functional` — the same function the local optimizer calls, on a slice. Every update
+rule there is elementwise, so a slice gives the same bits as the whole.
 
 Two barriers per step suffice: a rank writes its next gradient only after the second barrier, when
 every peer has read the slots; it writes the buffer its model read last step only after the next
@@ -30,8 +31,9 @@ updated chunks; `state_chunk` still reports only the rank's chunk, so the driver
 
 Buckets (as DDP's, `bucket_mb`, default 25 MB): the flat gradient is cut at parameter boundaries into
 buckets, the last parameters first, and the first barrier becomes one per bucket. Backward hands each
-final gradient to `grad_ready`, which copies it into the slot; once every bucket before it is done,
-a complete bucket's barrier and sum run on a background thread while backward goes on. The last
+final gradient to `grad_ready`, which copies what the peers read of it into the slot; once every
+bucket before it is done, a complete bucket's barrier and sum run on a background thread while
+backward goes on. The last
 bucket completes when backward ends and is reduced by `step` itself. Every rank crosses the buckets'
 barriers in the same order, and each element is still summed over ranks 0, 1, …, n−1: the same bits
 for any bucket size.
