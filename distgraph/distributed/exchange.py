@@ -20,7 +20,8 @@ rank 1's update of its piece of the 512×512 weight (194 k values) took 0.49 ms 
 ms when repeated alone, and reading the piece first took 0.04 ms — the writes were the cost; rank 0,
 whose chunk is mostly the first layer's weight (read only in forward), took 0.17 ms for its chunk,
 so every step waited for rank 1. Into the other buffer, last read a step ago: 0.07 ms for that piece,
-and the whole update (copy included) 0.15–0.17 ms on both ranks.
+and the whole update (copy included) 0.13–0.33 ms on both ranks. The price is one more copy of the
+parameters per node (not per worker), in the segment.
 
 `CollectiveExchange` (gloo, any number of nodes, not `shared`): `slot` and its one result buffer are
 this process's own arrays and a reduction is a gloo all-reduce of the bucket — gloo has no reduce-scatter (Ray's
