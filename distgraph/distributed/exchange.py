@@ -24,12 +24,13 @@ and the whole update (copy included) 0.13–0.33 ms on both ranks. The price is 
 parameters per node (not per worker), in the segment.
 
 `CollectiveExchange` (gloo, any number of nodes, not `shared`): `slot` and its one result buffer are
-this process's own arrays and a reduction is a gloo all-reduce of the bucket — gloo has no reduce-scatter (Ray's
-emulates one with an all-reduce per rank) — so every rank ends up with the whole reduced gradient, the
-same bits on every rank (for more than two ranks gloo's ring adds in another order than rank order).
-The store then updates every parameter on every rank (zero.py, `replicated`), as DDP does, instead of
-its chunk followed by an exchange of the chunks: measured in `distgraph bench scaling` (2 workers),
-0.20–0.26 ms a step against 1.6–2.3 ms for chunk updates broadcast from each rank.
+this process's own arrays and a reduction is a gloo all-reduce of the bucket — gloo has no
+reduce-scatter (Ray's emulates one with an all-reduce per rank) — so every rank ends up with the
+whole reduced gradient, the same bits on every rank (for more than two ranks gloo's ring adds in
+another order than rank order). The store then updates every parameter on every rank (zero.py,
+`replicated`), as DDP does, instead of its chunk followed by an exchange of the chunks: measured in
+`distgraph bench scaling` (2 workers), 0.20–0.26 ms a step against 1.6–2.3 ms for chunk updates
+broadcast from each rank.
 """
 
 import numpy as np
@@ -48,7 +49,7 @@ class SegmentExchange:
         self.lo, self.hi = self.segment.lo, self.segment.hi
         self.world, self.name, self.timeout_s = world, self.segment.name, timeout_s
 
-    def reduce_range(self, lo, hi, chunk, spin=True, own=None):
+    def reduce_range(self, lo, hi, chunk, spin, own):
         """`own(a, b)`: (flat start, 1-D array) pieces of this rank's gradient covering [a, b)."""
         seg = self.segment
         seg.barrier(spin=spin)
