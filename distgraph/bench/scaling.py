@@ -15,14 +15,16 @@ steps under `no_sync()`, its comm the exposed rest), and distgraph with `allredu
 workers meet in a ray.util.collective gloo group instead of their shared-memory segment: the path a
 run across nodes takes).
 
-Efficiency = throughput(W) / (W × throughput(1)) of the same system and mode; ideal is 1. Output:
+Efficiency = throughput(W) / (W × throughput(1)) of the same system and mode; ideal is 1. Beside it,
+the host's ceiling: after each of its weak-scaling epochs distgraph runs the same steps' forward and
+backward on every worker at once with nothing exchanged (`compute_alone`, as DDP's no_sync() run);
+the efficiency of that is what the machine leaves for the whole step (on 2 cores, two ranks in
+lockstep share them with Ray's own processes and everything else). Output:
 a table, JSON, a PNG plot (matplotlib) and a Chrome trace of one measured step across all workers.
 """
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
 import time
@@ -30,6 +32,7 @@ import time
 import click
 import numpy as np
 
+from distgraph.bench._pause import Paused
 from distgraph.bench._util import machine, table, write_json
 from distgraph.distributed.step import shard_bounds
 
@@ -92,6 +95,20 @@ class DistgraphPeer:
             "breakdown_ms": {k: v * 1e3 for k, v in self.timeline.breakdown(period).items() if k != "period"},
             "trace": self.timeline.chrome_trace(label=self.label) if len(self.timeline) else None,
         }  # fmt: skip
+
+    def compute_alone(self, batch, steps):
+        """Samples/s of `steps` forward and backward passes of each worker's shard, all workers at once
+        and nothing exchanged (`TrainWorker.compute_only`): the ceiling this host sets for the system's
+        step, measured as DDP's no_sync() run. None for a Plan's workers (not one replica per worker)."""
+        from distgraph.distributed import runtime
+        from distgraph.distributed.worker import pack_indices
+
+        cluster = self.trainer._cluster
+        if not hasattr(cluster, "group"):
+            return None
+        packed = pack_indices([np.arange(t * batch, (t + 1) * batch) for t in range(steps)])
+        times = runtime.gather([a.compute_only.remote(packed) for a in cluster.group.actors])
+        return steps * batch / max(sum(end - start for start, end in t) for t in times)
 
     def pids(self):
         from distgraph.distributed import runtime
@@ -197,38 +214,6 @@ class DDPPeer:
         self.runtime.kill(self.ranks)
 
 
-class Paused:
-    """While one system runs its epochs, the worker processes of the others are stopped (SIGSTOP) and
-    take no CPU. Idle, each Ray actor still costs ~0.7 % of a core (measured here: its core worker's
-    timers and RPC polling) — ~4 % of a core for the six idle ranks of a default run, which a 1-worker
-    epoch absorbs on its spare core and a 2-worker epoch takes from its workers. A system is asked for
-    its processes while it is not stopped: until it has some (a Trainer starts its workers on its first
-    fit), and each time it is about to run. Only processes on this node can be signalled. `release()`
-    continues all (before any system is closed)."""
-
-    def __init__(self, peers):
-        self.peers, self.pids = peers, {}  # {key: peer}, {key: [pid, ...]}
-
-    def only(self, key):
-        self._signal(self.pids.pop(key, ()), signal.SIGCONT)
-        for k, peer in self.peers.items():  # the running one asked again: a Plan's workers change with the batch
-            if k not in self.pids and (pids := peer.pids()):
-                self.pids[k] = pids
-        for k, pids in self.pids.items():
-            if k != key:
-                self._signal(pids, signal.SIGSTOP)
-
-    def release(self):
-        for pids in self.pids.values():
-            self._signal(pids, signal.SIGCONT)
-
-    @staticmethod
-    def _signal(pids, sig):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-
 # ---- report ---------------------------------------------------------------------------------------------
 def add_ratios(points):
     """Efficiency of each point against the 1-worker point of the same mode (and system, where it has one;
@@ -241,6 +226,9 @@ def add_ratios(points):
         p["efficiency"] = p["samples_per_s"] / (p["workers"] * one["samples_per_s"]) if one else None
         # the best epoch of each: what the system does when the shared host leaves both cores alone
         p["best_efficiency"] = best(p) / (p["workers"] * best(one)) if one else None
+        # the same for the compute alone (no exchange): the host's ceiling for this efficiency
+        alone, one_alone = p.get("compute_alone_samples_per_s"), (one or {}).get("compute_alone_samples_per_s")
+        p["ceiling"] = alone / (p["workers"] * one_alone) if alone and one_alone else None
         theirs = ddp.get((p["mode"], p["workers"]))
         p["vs_ddp"] = p["samples_per_s"] / theirs if theirs else None
     return points
@@ -275,6 +263,8 @@ def verdicts(points):
         beside = f"; strong scaling {100 * strong:.0f}%" if strong is not None else ""
         if ours["weak"].get("best_efficiency") is not None:
             beside += f"; best epochs: weak {100 * ours['weak']['best_efficiency']:.0f}%"
+        if ours["weak"].get("ceiling") is not None:
+            beside += f"; the compute alone, no exchange (the host's ceiling): {100 * ours['weak']['ceiling']:.0f}%"
         lines.append(
             f"target efficiency 1→{top} workers ≥ 90% (weak scaling): {100 * weak:.0f}% {met(weak >= 0.9)}{beside}"
         )
@@ -380,16 +370,20 @@ def run_scaling(
             for key, peer in alive.items():
                 paused.only(key)
                 peer.warm(batch[key])
-            runs = {key: [] for key in alive}
+            runs, alone = {key: [] for key in alive}, {key: [] for key in alive if key[0] == "distgraph"}
             for _ in range(repeat):
                 for key, peer in alive.items():
                     paused.only(key)
                     runs[key].append(peer.epoch(batch[key], steps))
+                    if key in alone and mode == "weak":  # the ceiling, right after the epoch it bounds
+                        alone[key].append(peer.compute_alone(batch[key], steps))
             for (system, w), rs in runs.items():
                 point = _median_run(rs)
                 if (system, w, mode) == ("distgraph", max(workers), "strong"):
                     trace = point["trace"]
                 point = {k: v for k, v in point.items() if k != "trace"} | {"repeats": [r["samples_per_s"] for r in rs]}
+                if alone.get((system, w)) and None not in alone[system, w]:
+                    point["compute_alone_samples_per_s"] = statistics.median(alone[system, w])
                 points.append({"mode": mode, "workers": w, "system": system, "global_batch": batch[system, w], **point})
             echo(f"  {mode} scaling: {repeat} rounds over {len(alive)} systems in {time.perf_counter() - started:.1f}s")
     finally:

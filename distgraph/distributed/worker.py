@@ -180,6 +180,17 @@ class TrainWorker:
         # the driver reads the parameters from a segment on its machine; from a gloo group's ranks it cannot
         return out, (self.state_chunk(params=not self.sharded.exchange.shared) if snapshot else None)
 
+    def compute_only(self, batches):
+        """Forward and backward of this rank's shard of each batch in `batches` (`pack_indices`), nothing
+        exchanged nor updated → (start, end) wall-clock seconds of each: what a step costs without its
+        peers, run by every rank at once for `distgraph bench scaling`'s ceiling (as DDP's no_sync())."""
+        times = []
+        for indices in unpack_indices(batches):
+            start = time.time()
+            self._compute(*self._shard(indices))
+            times.append((start, time.time()))
+        return times
+
     def state_chunk(self, params=True):
         chunk = self.sharded.state_chunk(params)
         chunk["scaler"] = self.scaler.state_dict() if self.scaler is not None else None

@@ -39,6 +39,10 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     two = points["strong", "distgraph", 2]["breakdown_ms"]
     assert two["compute"] > 0 and two["comm"] > 0 and two["overhead"] >= 0
     assert points["strong", "distgraph", 1]["breakdown_ms"]["comm"] == 0.0  # one worker: no all-reduce
+    # the host's ceiling: distgraph's weak-scaling steps computed on every worker at once, nothing exchanged
+    assert points["weak", "distgraph", 1]["ceiling"] == 1.0 and points["weak", "distgraph", 2]["ceiling"] > 0
+    assert all(p.get("ceiling") is None for k, p in points.items() if k[:2] != ("weak", "distgraph"))
+    assert "the compute alone, no exchange (the host's ceiling): " in result.output
 
     trace = json.loads((tmp_path / "scaling.trace.json").read_text())
     assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
@@ -53,7 +57,7 @@ def test_paused_stops_every_system_but_the_one_running_and_release_continues_all
     import subprocess
 
     psutil = pytest.importorskip("psutil")
-    from distgraph.bench.scaling import Paused
+    from distgraph.bench._pause import Paused
 
     procs = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
 
@@ -116,6 +120,10 @@ def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
     assert verdicts([point("weak", 1, 1.0, None)]) == []
     points[3]["best_efficiency"] = 0.95
     assert verdicts(points)[0].endswith("91% met; strong scaling 86%; best epochs: weak 95%")
+    points[3]["ceiling"] = 0.97
+    assert verdicts(points)[0].endswith(
+        "best epochs: weak 95%; the compute alone, no exchange (the host's ceiling): 97%"
+    )
 
 
 def test_best_efficiency_compares_each_systems_best_epoch():
@@ -132,3 +140,7 @@ def test_best_efficiency_compares_each_systems_best_epoch():
     add_ratios([one, two])
     assert two["efficiency"] == 170.0 / 200.0
     assert two["best_efficiency"] == 209.0 / 220.0
+    assert two["ceiling"] is None  # no compute-alone run: no ceiling
+    one["compute_alone_samples_per_s"], two["compute_alone_samples_per_s"] = 120.0, 228.0
+    add_ratios([one, two])
+    assert one["ceiling"] == 1.0 and two["ceiling"] == 228.0 / 240.0
