@@ -91,5 +91,9 @@ class CollectiveExchange:
     def barrier(self):
         self.collective.barrier(group_name=self.group)
 
+    def publish(self, current):
+        """Every rank has its own parameters in its one buffer: meeting the others is all there is to it."""
+        self.barrier()
+
     def close(self):
         self.slot = self.results = None  # the group itself is the worker's communicator's, closed with it

@@ -33,10 +33,9 @@ Buckets (as DDP's, `bucket_mb`, default 25 MB): the flat gradient is cut at para
 buckets, the last parameters first, and the first barrier becomes one per bucket. Backward hands each
 final gradient to `grad_ready`, which copies what the peers read of it into the slot; once every
 bucket before it is done, a complete bucket's barrier and sum run on a background thread while
-backward goes on. The last
-bucket completes when backward ends and is reduced by `step` itself. Every rank crosses the buckets'
-barriers in the same order, and each element is still summed over ranks 0, 1, …, n−1: the same bits
-for any bucket size.
+backward goes on. The last bucket completes when backward ends and is reduced by `step` itself.
+Every rank crosses the buckets' barriers in the same order, and each element is still summed over
+ranks 0, 1, …, n−1: the same bits for any bucket size.
 
 The authoritative state is this group's: `state_chunk()` hands a rank's slice (parameters and
 optimizer state) to the driver, which assembles the whole (`assemble`) for evaluation, checkpoints,
@@ -119,15 +118,11 @@ class ShardedParameters:
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
         keys, arrays shaped like the parameter); every rank calls this, then the model reads `flat`."""
-        self.flat = self.buffers[0]
+        self._use(0)
         for i, a, b, f in self.own:  # replicated: every parameter, into this rank's own copy
             self.flat[f : f + b - a] = np.asarray(arrays[i]).reshape(-1)[a:b]
             self.state[i] = {k: _slice_state(v, self.shapes[i], a, b) for k, v in (states[i] or {}).items()}
-        if self.exchange.shared:
-            self.exchange.publish(0)
-        else:
-            self.exchange.barrier()
-        self._use(0)
+        self.exchange.publish(0)
         self.version = int(version)
 
     def _use(self, k):
@@ -164,14 +159,12 @@ class ShardedParameters:
     def _hand_over(self, i, g):
         """Parameter i's gradient into this rank's slot — only the parts outside its chunk where the
         exchange reads the chunk from backward's array instead (`own_grads`)."""
-        flat, off, slot = g.reshape(-1), self.offsets[i], self.exchange.slot
-        if self.exchange.copies_own:
-            np.copyto(slot[off : off + g.size], flat)
-            return
-        a, b = min(max(self.lo, off), off + g.size), max(min(self.hi, off + g.size), off)  # the chunk's part
-        np.copyto(slot[off:a], flat[: a - off])
-        np.copyto(slot[b : off + g.size], flat[b - off :])
-        if a < b:
+        flat, off, slot, count = g.reshape(-1), self.offsets[i], self.exchange.slot, self.offsets[-1]
+        copied = [(0, count)] if self.exchange.copies_own else [(0, self.lo), (self.hi, count)]
+        for lo, hi in copied:
+            for _, a, b, f in _overlaps((off, off + flat.size), lo, hi):
+                np.copyto(slot[f : f + b - a], flat[a:b])
+        if not self.exchange.copies_own and off < self.hi and self.lo < off + flat.size:
             self.own_grads[i] = flat
 
     def _own_pieces(self, a, b):
