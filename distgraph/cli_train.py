@@ -25,14 +25,18 @@ import click
     help="how the step is split over the workers",
 )  # fmt: skip
 @click.option("--allreduce", type=click.Choice(["auto", "shm", "gloo", "nccl"]), default=None)
+@click.option(
+    "--bind-to", type=click.Choice(["none", "core"]), default=None,
+    help="core: bind each Ray worker to cores of its own on its node (as mpirun --bind-to core)",
+)  # fmt: skip
 @click.option("--epochs", type=int, default=None)
 @click.option("--checkpoint-dir", default=None)
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint")
 @click.option("--json-out", default=None, help="write the history and final metrics as JSON")
 @click.option("--quiet", is_flag=True)
 def train(
-    config, workers, backend, address, device, sync, staleness, strategy, allreduce, epochs, checkpoint_dir, resume,
-    json_out, quiet,
+    config, workers, backend, address, device, sync, staleness, strategy, allreduce, bind_to, epochs, checkpoint_dir,
+    resume, json_out, quiet,
 ):  # fmt: skip
     """Train the model described by CONFIG (YAML)."""
     import distgraph as dg
@@ -45,7 +49,7 @@ def train(
         t = dict(cfg.get("trainer", {}))
         overrides = {
             "workers": workers, "backend": backend, "address": address, "device": device, "sync": sync,
-            "staleness": staleness, "strategy": strategy, "allreduce": allreduce,
+            "staleness": staleness, "strategy": strategy, "allreduce": allreduce, "bind_to": bind_to,
         }  # fmt: skip
         t.update({k: v for k, v in overrides.items() if v is not None})
         if checkpoint_dir:

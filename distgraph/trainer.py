@@ -9,6 +9,8 @@ and each updates its slice, with no message through Ray inside a step; across no
 group; in async mode (with a staleness bound) across nodes, parameter-store actors apply the updates. `strategy="branches"|"pipeline"`
 splits the captured step by the graph instead (`trainer_plan.py`); `"auto"` asks the cost model.
 `grad_scaler=GradScaler()` adds dynamic loss scaling: overflowing steps are skipped and counted.
+`bind_to="core"` binds each Ray worker to cores of its own on its node, as mpirun's `--bind-to core`
+(`distributed/affinity.py`: why, and what it measured); off by default, as in Ray.
 
 Batches are a pure function of (seed, epoch): epoch e visits a permutation drawn from
 `numpy.random.default_rng([seed, e])`, so a resumed run sees exactly the batches an uninterrupted
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from distgraph.distributed.affinity import check_bind_to
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
@@ -129,6 +132,7 @@ class Trainer:
         checkpoint_every_steps=None,
         address=None,
         cpus_per_worker=1,
+        bind_to=None,
         seed=0,
         progress=True,
         timeout_s=120.0,
@@ -171,6 +175,7 @@ class Trainer:
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
+        self.bind_to = check_bind_to(bind_to)
         self.strategy, self.micro_batches = strategy, micro_batches
         if checkpoint_every_steps is not None and (
             not isinstance(checkpoint_every_steps, int) or checkpoint_every_steps < 1

@@ -93,6 +93,7 @@ class PlanTrainer:
                 schedule="1f1b",
                 device=t.device,
                 cpus_per_worker=t.cpus_per_worker,
+                bind_to=t.bind_to,
                 timeout_s=t.timeout_s,
             )
         else:

@@ -60,7 +60,9 @@ def _median_run(runs):
 class DistgraphPeer:
     """A Trainer (backend="ray", sync) kept alive across the run, so its epochs interleave with the peers'."""
 
-    def __init__(self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0, strategy="data", bucket_mb=25):
+    def __init__(
+        self, workers, data, sizes, allreduce="auto", cpu_share=1.0, seed=0, strategy="data", bucket_mb=25, bind_to=None
+    ):
         import distgraph as dg
         import distgraph.nn.functional as F
         from distgraph import optim
@@ -70,7 +72,7 @@ class DistgraphPeer:
         self.trainer = dg.Trainer(
             model, F.cross_entropy, optim.SGD(model.parameters(), lr=LR), workers=workers, backend="ray",
             sync="sync", allreduce=allreduce, cpus_per_worker=cpu_share, progress=False, seed=seed, strategy=strategy,
-            bucket_mb=bucket_mb,
+            bucket_mb=bucket_mb, bind_to=bind_to,
         )  # fmt: skip
         suffix = ("" if allreduce == "auto" else "-gloo") + ("" if strategy == "data" else f"-{strategy}")
         self.data, self.timeline, self.label = data, Timeline(), "distgraph" + suffix
@@ -180,7 +182,7 @@ class DDPPeer:
 
     label = "torch-ddp"
 
-    def __init__(self, workers, data, sizes, cpu_share=1.0, seed=0, bucket_mb=25):
+    def __init__(self, workers, data, sizes, cpu_share=1.0, seed=0, bucket_mb=25, bind_to=None):
         from distgraph.distributed import runtime
 
         port = _free_port()
@@ -188,6 +190,8 @@ class DDPPeer:
         self.ranks = runtime.spawn(
             DDPRank, [(r, workers, port, sizes, seed, bucket_mb) for r in range(workers)], num_cpus=cpu_share
         )
+        if bind_to == "core":  # as the Trainer binds distgraph's workers
+            runtime.bind_actors(self.ranks)
         runtime.gather([a.set_data.remote(*data) for a in self.ranks])
 
     def _run(self, batch, steps, sync=True):
@@ -328,6 +332,7 @@ def run_scaling(
     strategies=("data",),
     bucket_mb=25,
     pause=True,
+    bind_to="core",
 ):
     """Every point of the report (list of dicts, efficiency included) and the trace of one step.
 
@@ -335,21 +340,21 @@ def run_scaling(
     robin over all of them, `repeat` rounds per mode, so a change in machine load hits every point
     alike. Only one of them computes at a time: each worker reserves cpus / (workers alive) of Ray's
     logical CPUs (at most 1), which admits them all without giving any more physical cores. With
-    `pause`, the systems not running are stopped meanwhile (`Paused`)."""
+    `pause`, the systems not running are stopped meanwhile (`Paused`). `bind_to="core"` binds every system's
+    workers to cores of their own, DDP's ranks too (affinity.py)."""
     from distgraph.datasets import teacher
 
     largest = max(strong_batch, weak_batch * max(workers))
     (x, y), _ = teacher(samples=int(steps * largest / 0.8) + 8, features=sizes[0], classes=sizes[-1], seed=seed)
     keys = _peers_to_start(workers, peers, strategies)
     share = min(1.0, cpus / sum(w for _, w in keys))
+    opts = {"bucket_mb": bucket_mb, "bind_to": bind_to}
     make = {
-        "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, bucket_mb=bucket_mb),
-        "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed, bucket_mb=bucket_mb),
-        "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed, bucket_mb),
+        "distgraph": lambda w: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, **opts),
+        "distgraph-gloo": lambda w: DistgraphPeer(w, (x, y), sizes, "gloo", share, seed, **opts),
+        "torch-ddp": lambda w: DDPPeer(w, (x, y), sizes, share, seed, **opts),
         **{
-            f"distgraph-{s}": (
-                lambda w, s=s: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, strategy=s, bucket_mb=bucket_mb)
-            )
+            f"distgraph-{s}": (lambda w, s=s: DistgraphPeer(w, (x, y), sizes, "auto", share, seed, strategy=s, **opts))
             for s in strategies
             if s != "data"
         },
@@ -414,13 +419,18 @@ def run_scaling(
     "--pause/--no-pause", default=True, show_default=True,
     help="stop the other systems' worker processes (SIGSTOP) while one system runs its epochs",
 )  # fmt: skip
+@click.option(
+    "--bind-to", type=click.Choice(["core", "none"]), default="core", show_default=True,
+    help="core: every system's workers bound to cores of their own (Trainer bind_to; DDP's ranks alike)",
+)  # fmt: skip
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @click.option(
     "--out", "out_dir", default="bench-out", show_default=True, help="folder for scaling.json/.png/.trace.json"
 )
 def command(
-    workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, bucket_mb, pause, address, out_dir
-):
+    workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, bucket_mb, pause, bind_to, address,
+    out_dir,
+):  # fmt: skip
     """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
     from distgraph.distributed import runtime
     from distgraph.errors import ConfigError
@@ -448,7 +458,7 @@ def command(
     click.echo(f"scaling · MLP {'-'.join(map(str, layer_sizes))} · teacher data · sync data-parallel · {machine()}")
     points, trace = run_scaling(
         counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo,
-        strategies=tuple(chosen), bucket_mb=bucket_mb, pause=pause,
+        strategies=tuple(chosen), bucket_mb=bucket_mb, pause=pause, bind_to=None if bind_to == "none" else bind_to,
     )  # fmt: skip
     headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait update overhead efficiency".split()
     click.echo(table(headers, _rows(points)))
@@ -459,13 +469,14 @@ def command(
         f"÷ ddp = samples/s ÷ torch-ddp's at the same W; efficiency = samples/s ÷ (W × 1-worker samples/s) · "
         f"{os.cpu_count()} cores here, the systems' epochs interleaved"
         + (", the others' workers stopped meanwhile" if pause else "")
+        + (", each worker bound to a core of its own" if bind_to == "core" else "")
     )
     for line in verdicts(points):
         click.echo(line)
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
     config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch,
-              "bucket_mb": bucket_mb, "pause": pause}  # fmt: skip
+              "bucket_mb": bucket_mb, "pause": pause, "bind_to": bind_to}  # fmt: skip
     write_json(
         paths[".json"], {"machine": machine(), "config": config | {"steps": steps, "repeat": repeat}, "points": points}
     )

@@ -102,10 +102,8 @@ class RayCluster:
         states = [state.get(i, {}) for i in range(len(self.params))]
         scaler = self.trainer.grad_scaler
         scaler_state = {"config": scaler.config(), "state": scaler.state_dict()} if scaler is not None else None
-        refs = [
-            w.setup_sharded.remote(self.name, self._hypers(), arrays, states, self.trainer.global_step, scaler_state)
-            for w in self.group.actors
-        ]
+        args = (self.name, self._hypers(), arrays, states, self.trainer.global_step, scaler_state)
+        refs = [w.setup_sharded.remote(*args) for w in self.group.actors]
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
         self._driver_current = True
 
@@ -216,6 +214,7 @@ class RayCluster:
             for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)
                 self._start_worker(rank)
+            self.group.bound(max(60.0, t.timeout_s))
             how = "they meet in a gloo group" if gloo else "gradients are summed by the parameter-store shards"
             t.history.events.append(f"workers span {len(nodes)} nodes: {how}")
             return not gloo
@@ -226,10 +225,11 @@ class RayCluster:
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         t = self.trainer
         self.group = group or runtime.WorkerGroup(
-            TrainWorker, workers, device=t.device, cpus_per_worker=t.cpus_per_worker
+            TrainWorker, workers, device=t.device, cpus_per_worker=t.cpus_per_worker, bind_to=t.bind_to
         )
         for rank in range(workers):
             self._start_worker(rank)
+        self.group.bound(max(60.0, t.timeout_s))  # with bind_to: each bound to its cores before it runs a step
 
     def _start_worker(self, rank):
         t = self.trainer

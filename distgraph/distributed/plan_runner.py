@@ -78,6 +78,7 @@ class RayPlanExecutor:
         schedule="1f1b",
         device="cpu",
         cpus_per_worker=1,
+        bind_to=None,
         compiled="auto",
         timeout_s=60.0,
         cost=CostModel(),
@@ -91,12 +92,13 @@ class RayPlanExecutor:
         for i, t in enumerate(self.tasks):
             self.last_use.update(dict.fromkeys(t.inputs, i))
         self.group = WorkerGroup(
-            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s
+            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
         )
         try:
             for w in range(workers):
                 mine = {sg.name: sg.graph for sg in plan.subgraphs if self.placement[sg.name] == w}
                 self.group.start(w, w, mine)
+            self.group.bound(timeout_s)
             wait_ready([a.ping.remote() for a in self.group.actors], timeout_s, f"{workers} plan workers")
         except BaseException:
             self.group.shutdown()

@@ -7,7 +7,8 @@ Ray Client and "host:port" joins a GCS directly. Token authentication stays as R
 
 Workers are placed with one placement-group bundle each — `{"CPU": k}` on cpu, `{"GPU": 1, "CPU": k}`
 on cuda — with the PACK strategy by default (SPREAD across nodes when asked), and each worker's BLAS
-threads are limited to its k CPUs through its runtime environment.
+threads are limited to its k CPUs through its runtime environment. With `bind_to="core"` each worker
+is also bound to cores of its own (affinity.py).
 """
 
 import os
@@ -16,6 +17,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -88,7 +90,9 @@ def cluster_summary():
 class WorkerGroup:
     """N actors of one class in a placement group (one bundle each), with their device and CPUs."""
 
-    def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60):
+    def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60, bind_to=None):
+        """`bind_to="core"`: each worker bound to cores of its own on its node (affinity.py; `bound()`)."""
+        self.bind_to = affinity.check_bind_to(bind_to, "WorkerGroup")
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
@@ -113,11 +117,35 @@ class WorkerGroup:
             for i in range(n)
         ]
         self.actors = [None] * n
+        self.cores = max(1, int(cpus_per_worker))
+        if self.bind_to:
+            placed = ray.util.placement_group_table(self.pg).get("bundles_to_node_id", {})
+            self.local_ranks = affinity.local_ranks([placed.get(i) for i in range(n)])
+        self._binding = {}  # rank -> the ref of its binding call, until `bound()` collects it
 
     def start(self, rank, *args, **kwargs):
-        """(Re)start the actor of `rank` in its bundle."""
-        self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
-        return self.actors[rank]
+        """(Re)start the actor of `rank` in its bundle. With `bind_to`, its first call binds it (Ray runs
+        one caller's calls to an actor in order, so it is bound before anything else runs)."""
+        actor = self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
+        if self.bind_to:
+            self._binding[rank] = actor.__ray_call__.remote(_bind, self.local_ranks[rank], self.cores)
+        return actor
+
+    def bound(self, timeout_s=120.0):
+        """Wait for the binding of the workers started since the last call → {rank: CPU ids}; a worker
+        that could not be bound raises DistributedError naming it."""
+        pending, self._binding = self._binding, {}
+        out = {}
+        for rank, ref in sorted(pending.items()):
+            try:
+                out[rank] = ray.get(ref, timeout=timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise DistributedError(
+                    f"worker {rank} did not start within {timeout_s}s (binding it to cores)"
+                ) from None
+            except Exception as exc:  # noqa: BLE001  (the worker's error, re-raised with the rank)
+                raise DistributedError(f"worker {rank}: {getattr(exc, 'cause', None) or exc}") from None
+        return out
 
     def kill(self, rank):
         if self.actors[rank] is not None:
@@ -161,6 +189,18 @@ def local_pids(actors, timeout_s=30.0):
     here = ray.get_runtime_context().get_node_id()
     where = ray.get([a.__ray_call__.remote(_pid_and_node) for a in actors], timeout=timeout_s)
     return [pid for pid, node in where if node == here]
+
+
+def _bind(_actor, local_rank, cores):
+    return affinity.bind_to_cores(local_rank, cores)
+
+
+def bind_actors(actors, cores=1, timeout_s=60.0):
+    """Bind actors started without a WorkerGroup (`spawn`) to cores of their own on their nodes, as
+    `bind_to="core"` does → the CPU ids of each."""
+    nodes = [node for _, node in ray.get([a.__ray_call__.remote(_pid_and_node) for a in actors], timeout=timeout_s)]
+    ranks = affinity.local_ranks(nodes)
+    return ray.get([a.__ray_call__.remote(_bind, r, cores) for a, r in zip(actors, ranks)], timeout=timeout_s)
 
 
 def _pid_and_node(_actor):
