@@ -49,6 +49,7 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     assert any(e["name"] == "all-reduce: transfer" for e in trace["traceEvents"])
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["config"]["pause"] is True  # the other systems were stopped during each one's epochs
+    assert report["config"]["bind_to"] == "core" and "each worker bound to a core of its own" in result.output
 
 
 def test_paused_stops_every_system_but_the_one_running_and_release_continues_all():
