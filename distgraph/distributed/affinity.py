@@ -1,13 +1,14 @@
 """Binding each worker to cores of its own (`bind_to="core"`, as mpirun's `--bind-to core`).
 
 Ray reserves CPUs as numbers and leaves the kernel to decide where a worker runs. When the workers
-fill a node, the kernel moves them between cores whenever another process wakes up (Ray's own, the
-driver), and a moved worker refills its caches on the new core. Synchronous data parallelism pays
-for that at every step, since each step waits for the slowest worker. Measured on the workers of
-`distgraph bench scaling` (2 workers on a 2-core node, 24 epochs of 20 steps each way, in
-alternating blocks, two runs): the median step took 13.92 and 14.15 ms with the workers left
-free, and 13.75 and 13.91 ms with them bound. The upper quartile fell from 14.14 and 14.32 ms to 13.91
-and 14.15 ms. mpirun binds 2 ranks to cores by default, so Horovod users get this too.
+fill a node, the kernel at times moves them between cores as other processes wake up (Ray's own, the
+driver): seen on the 2-core machine here as the two workers swapping cores within an epoch, and such
+epochs were slow. A moved worker refills its caches on the new core, and synchronous data parallelism
+pays for any slow worker at every step. Measured on the workers of `distgraph bench scaling` (2 workers
+on a 2-core node, 24 epochs of 20 steps each way, in alternating blocks, three runs): the median step
+took 13.92, 14.15 and 13.51 ms with the workers left free, and 13.75, 13.91 and 13.47 ms with them bound;
+the upper quartile fell from 14.14, 14.32 and 13.73 ms to 13.91, 14.15 and 13.62 ms. mpirun binds two
+ranks to cores by default, so Horovod users get this too.
 
 It is off by default, as in Ray: two jobs sharing a node would bind their workers to the same cores.
 
