@@ -127,8 +127,6 @@ def _validate_names(cfg, source):
         raise ConfigError(
             f"{source}: trainer.allreduce must be one of {', '.join(BACKENDS)}, got {trainer['allreduce']!r}"
         )
-    if trainer.get("bind_to", "none") not in ("none", "core"):
-        raise ConfigError(f"{source}: trainer.bind_to must be 'none' or 'core', got {trainer['bind_to']!r}")
     if trainer.get("workers", 1) < 1:
         raise ConfigError(f"{source}: trainer.workers must be ≥ 1, got {trainer['workers']}")
 

@@ -38,7 +38,7 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(trainer={"strategy": "tensor"}), "trainer.strategy must be one of data, branches"),
         (lambda c: c.update(trainer={"allreduce": "mpi"}), "trainer.allreduce must be one of auto, shm"),
         (lambda c: c.update(trainer={"staleness": -2}), "Trainer: staleness must be an int ≥ 0"),
-        (lambda c: c.update(trainer={"bind_to": "socket"}), "trainer.bind_to must be 'none' or 'core'"),
+        (lambda c: c.update(trainer={"bind_to": "socket"}), "Trainer: bind_to must be None, 'none' or 'core'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):

@@ -462,7 +462,7 @@ def command(
     click.echo(f"scaling · MLP {'-'.join(map(str, layer_sizes))} · teacher data · sync data-parallel · {machine()}")
     points, trace = run_scaling(
         counts, layer_sizes, strong_batch, weak_batch, steps, repeat, wanted, cpus, echo=click.echo,
-        strategies=tuple(chosen), bucket_mb=bucket_mb, pause=pause, bind_to=None if bind_to == "none" else bind_to,
+        strategies=tuple(chosen), bucket_mb=bucket_mb, pause=pause, bind_to=bind_to,
     )  # fmt: skip
     headers = "mode W system batch samples/s ÷ddp step-ms compute comm wait update overhead efficiency".split()
     click.echo(table(headers, _rows(points)))
