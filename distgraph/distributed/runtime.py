@@ -118,17 +118,18 @@ class WorkerGroup:
         ]
         self.actors = [None] * n
         self.cores = max(1, int(cpus_per_worker))
-        if self.bind_to:
-            placed = ray.util.placement_group_table(self.pg).get("bundles_to_node_id", {})
-            self.local_ranks = affinity.local_ranks([placed.get(i) for i in range(n)])
         self._binding = {}  # rank -> the ref of its binding call, until `bound()` collects it
 
     def start(self, rank, *args, **kwargs):
         """(Re)start the actor of `rank` in its bundle. With `bind_to`, its first call binds it (Ray runs
-        one caller's calls to an actor in order, so it is bound before anything else runs)."""
+        one caller's calls to an actor in order, so it is bound before anything else runs) to the cores of
+        its index among the bundles on its node — read at each start: after a node is lost, Ray may have
+        placed the bundle elsewhere."""
         actor = self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
         if self.bind_to:
-            self._binding[rank] = actor.__ray_call__.remote(_bind, self.local_ranks[rank], self.cores)
+            placed = ray.util.placement_group_table(self.pg).get("bundles_to_node_id", {})
+            local = affinity.local_ranks([placed.get(i) for i in range(len(self.actors))])[rank]
+            self._binding[rank] = actor.__ray_call__.remote(_bind, local, self.cores)
         return actor
 
     def bound(self, timeout_s=120.0):
