@@ -28,8 +28,9 @@ def test_local_ranks_count_the_ranks_before_on_the_same_node():
 def test_bind_to_accepts_none_and_core_only():
     assert affinity.check_bind_to(None) is None and affinity.check_bind_to("none") is None
     assert affinity.check_bind_to("core") == "core"
+    model = nn.Linear(2, 2)
     with pytest.raises(ConfigError, match="Trainer: bind_to must be None, 'none' or 'core', got 'socket'"):
-        dg.Trainer(nn.Linear(2, 2), F.mse_loss, optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), bind_to="socket")
+        dg.Trainer(model, F.mse_loss, optim.SGD(model.parameters(), lr=0.1), bind_to="socket")
 
 
 class _Idle:
