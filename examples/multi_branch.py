@@ -1,7 +1,7 @@
 """A four-tower model: capture it with dg.compile, let the partitioner find the towers, run them
 concurrently with the LocalExecutor, check the result against eager, and write a Chrome trace.
 
-    python examples/multi_branch.py [--trace multi_branch_trace.json] [--backend ray --workers N]
+    python examples/multi_branch.py [--trace bench-out/multi_branch_trace.json] [--backend ray --workers N]
 Open the trace in https://ui.perfetto.dev to see the towers overlap on two threads (with
 --backend ray: on N Ray worker actors, the RayPlanExecutor).
 """
@@ -30,7 +30,7 @@ class FourTowers(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trace", default="multi_branch_trace.json")
+    ap.add_argument("--trace", default="bench-out/multi_branch_trace.json")
     ap.add_argument("--backend", choices=("local", "ray"), default="local")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()

@@ -6,6 +6,8 @@ import platform
 import statistics
 import time
 
+import click
+
 
 def machine():
     """One line that says where the numbers were measured."""
@@ -65,7 +67,27 @@ def _fmt(x):
     return str(x)
 
 
-def write_json(path, payload):
-    if path:
-        with open(path, "w") as f:
-            json.dump(payload, f, indent=2)
+def json_out_option(name):
+    """The `--json-out PATH` every benchmark takes (default `bench-out/NAME.json`; "" writes none): one
+    name, one place, so a user who has run one benchmark knows where all of them leave their figures. A plot
+    or Chrome trace a benchmark makes goes beside it (`beside`)."""
+    return click.option(
+        "--json-out", default=f"bench-out/{name}.json", show_default=True,
+        help="write the figures here as JSON (plots and traces beside it); '' for none",
+    )  # fmt: skip
+
+
+def beside(json_out, suffix):
+    """The path of an artifact written next to the JSON: bench-out/scaling.json → bench-out/scaling.png."""
+    return os.path.splitext(json_out or "bench-out/bench.json")[0] + suffix
+
+
+def write_json(path, payload, echo=None):
+    """Write `payload` to `path` (its folder made as needed; nothing when path is empty); `echo` says where."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    if echo is not None:
+        echo(f"wrote {path}")

@@ -20,7 +20,6 @@ ranks (each store also reads its cache line first): `shm slot` reads 2 × S/2 an
 → ~5.5 S. Measured here the two run at ~22 GB/s of combined traffic, hence slot ≈ 3× shm.
 """
 
-import os
 import socket
 import statistics
 import time
@@ -29,7 +28,7 @@ import uuid
 import click
 import numpy as np
 
-from distgraph.bench._util import machine, table, write_json
+from distgraph.bench._util import json_out_option, machine, table, write_json
 
 PEERS = ("shm", "shm slot", "ray gloo", "torch gloo")
 
@@ -117,7 +116,7 @@ def _plan(mb, iters):
 @click.option("--ranks", default=2, show_default=True, help="number of ranks (one Ray actor each)")
 @click.option("--sizes", default="1,4,16,64,256", show_default=True, help="buffer sizes in MB (float32)")
 @click.option("--iters", default=15, show_default=True, help="calls per peer and size (small sizes)")
-@click.option("--json-out", default="bench-out/allreduce.json", show_default=True, help="write the figures here")
+@json_out_option("allreduce")
 def command(ranks, sizes, iters, json_out):
     """All-reduce algbw/busbw: distgraph shm (and its gloo backend) vs torch.distributed gloo."""
     from distgraph.distributed import runtime
@@ -162,7 +161,4 @@ def command(ranks, sizes, iters, json_out):
     click.echo(f"all-reduce, {ranks} ranks, float32 · {machine()}")
     click.echo(table(["MB", "peer", "ms", "algbw GB/s", "busbw GB/s", "× torch gloo"], rows))
     click.echo(f"busbw = algbw × 2(n−1)/n = algbw × {factor:g}; '× torch gloo' = torch gloo's time / the peer's")
-    if json_out:
-        os.makedirs(os.path.dirname(json_out) or ".", exist_ok=True)
-        write_json(json_out, {"ranks": ranks, "results": records, "machine": machine()})
-        click.echo(f"wrote {json_out}")
+    write_json(json_out, {"ranks": ranks, "results": records, "machine": machine()}, click.echo)

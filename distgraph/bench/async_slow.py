@@ -19,7 +19,7 @@ import statistics
 
 import click
 
-from distgraph.bench._util import machine, table, write_json
+from distgraph.bench._util import beside, json_out_option, machine, table, write_json
 
 LR = 0.05
 
@@ -89,11 +89,9 @@ def run(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cp
 @click.option("--slow-worker", "slowdown", default=2.0, show_default=True, help="slowdown factor of one worker")
 @click.option("--slow-rank", default=0, show_default=True, help="which rank is slowed")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
-@click.option("--out", "out_path", default="bench-out/async_slow.json", show_default=True, help="JSON output")
-def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, address, out_path):
+@json_out_option("async_slow")
+def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, address, json_out):
     """Sync vs async (staleness S) samples/s with one worker slowed; target async ≥ 1.4× sync."""
-    import os
-
     from distgraph.distributed import runtime
 
     layer_sizes = tuple(int(s) for s in sizes.split(","))
@@ -111,16 +109,13 @@ def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank
     rows = [[m, f"{r['samples_per_s']:,.0f}", " ".join(f"{v:,.0f}" for v in r["repeats"])] for m, r in res.items()]
     click.echo(table(["mode", "samples/s (median)", "epochs"], rows))
     click.echo(f"async / sync = {ratio:.2f}x (target ≥ 1.4x: {'met' if ratio >= 1.4 else 'NOT met'})")
-    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     if timeline is not None:
         click.echo(_schedule_summary(timeline, slow_rank))
-        trace_path = os.path.splitext(out_path)[0] + ".trace.json"
-        write_json(trace_path, timeline.chrome_trace(f"async, rank {slow_rank} slowed {slowdown:g}x"))
-        click.echo(f"wrote {trace_path} (async's last epoch: open in Perfetto)")
+        trace = timeline.chrome_trace(f"async, rank {slow_rank} slowed {slowdown:g}x")
+        write_json(json_out and beside(json_out, ".trace.json"), trace, click.echo)  # async's last epoch
     config = {"workers": workers, "sizes": layer_sizes, "batch": batch, "steps": steps, "repeat": repeat}
     config |= {"staleness": staleness, "slowdown": slowdown, "slow_rank": slow_rank}
-    write_json(out_path, {"machine": machine(), "config": config, "results": res, "async_over_sync": ratio})
-    click.echo(f"wrote {out_path}")
+    write_json(json_out, {"machine": machine(), "config": config, "results": res, "async_over_sync": ratio}, click.echo)
 
 
 def _schedule_summary(timeline, slow_rank):

@@ -24,7 +24,7 @@ import os
 import click
 import numpy as np
 
-from distgraph.bench._util import interleaved, machine, table, time_call, write_json
+from distgraph.bench._util import interleaved, json_out_option, machine, table, time_call, write_json
 
 
 class Echo:
@@ -81,7 +81,7 @@ def _alternating(plan, workers=2):
 @click.command("dispatch")
 @click.option("--n", default=16, show_default=True, help="subgraphs in the chain and fan-out plans")
 @click.option("--repeat", default=30, show_default=True, help="samples per peer (medians are reported)")
-@click.option("--json-out", default="bench-out/dispatch.json", show_default=True, help="write the figures here")
+@json_out_option("dispatch")
 def command(n, repeat, json_out):
     """Per-subgraph dispatch overhead of RayPlanExecutor vs bare Ray actor calls and Ray Compiled Graphs."""
     import ray
@@ -176,11 +176,9 @@ def command(n, repeat, json_out):
     )
     if compiled_error:
         click.echo(f"distgraph compiled chain fell back to actor calls: {compiled_error}")
-    if json_out:
-        os.makedirs(os.path.dirname(json_out) or ".", exist_ok=True)
-        write_json(
-            json_out,
-            {"n": n, "repeat": repeat, "seconds": {**first, **second}, "per_subgraph_s": per,
-             "compute_s": compute, "compiled_idle_cpu": idle, "compiled_error": compiled_error, "machine": machine()},
-        )  # fmt: skip
-        click.echo(f"wrote {json_out}")
+    write_json(
+        json_out,
+        {"n": n, "repeat": repeat, "seconds": {**first, **second}, "per_subgraph_s": per,
+         "compute_s": compute, "compiled_idle_cpu": idle, "compiled_error": compiled_error, "machine": machine()},
+        click.echo,
+    )  # fmt: skip

@@ -25,7 +25,7 @@ import tracemalloc
 import click
 import numpy as np
 
-from distgraph.bench._util import interleaved, machine, table, write_json
+from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 from distgraph.bench.mlp import MODELS, _flops, _matmul_only
 
 TARGETS = {
@@ -279,8 +279,8 @@ def rows(res):
 
 @click.command("graph")
 @click.option("--repeat", default=20, show_default=True)
-@click.option("--json", "json_path", default=None)
-def command(repeat, json_path):
+@json_out_option("graph")
+def command(repeat, json_out):
     """Captured graphs vs eager: per-op overhead, MLP step, branch concurrency, memory planning, checkpointing."""
     try:
         import torch
@@ -294,4 +294,4 @@ def command(repeat, json_path):
     load = os.getloadavg()[0]
     click.echo(f"Captured graphs (dg.compile), float32, 1 BLAS thread — {machine()} · load {load:.1f} at the end")
     click.echo(table(["measure", "distgraph", "reference", "ratio", "target", ""], rows(res)))
-    write_json(json_path, {"machine": machine(), "results": res})
+    write_json(json_out, {"machine": machine(), "results": res}, click.echo)

@@ -14,7 +14,7 @@ import tempfile
 import click
 import numpy as np
 
-from distgraph.bench._util import interleaved, machine, table, write_json
+from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 
 
 def _state(kind, total_bytes, rng):
@@ -27,8 +27,8 @@ def _state(kind, total_bytes, rng):
 @click.option("--mb", default=256, show_default=True, help="checkpoint size in MB")
 @click.option("--repeat", default=5, show_default=True)
 @click.option("--dir", "folder", default=None, help="where to write (default: the system temp folder)")
-@click.option("--json", "json_path", default=None, help="write results as JSON")
-def command(mb, repeat, folder, json_path):
+@json_out_option("io")
+def command(mb, repeat, folder, json_out):
     """Checkpoint save/load GB/s: distgraph, PyTorch and the raw file, on large and many-small tensors."""
     import distgraph as dg
 
@@ -78,4 +78,4 @@ def command(mb, repeat, folder, json_path):
     click.echo(f"checkpoint of {mb} MB float32, median of {repeat}; ratio = time / torch's time")
     click.echo(table(["checkpoint", "op", "peer", "ms", "GB/s", "× torch"], rows))
     click.echo(machine())
-    write_json(json_path, {"machine": machine(), "mb": mb, "results": results})
+    write_json(json_out, {"machine": machine(), "mb": mb, "results": results}, click.echo)

@@ -12,7 +12,7 @@ slower with 2 threads each than apart). Steps are interleaved so machine noise i
 import click
 import numpy as np
 
-from distgraph.bench._util import interleaved, machine, table, write_json
+from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 
 MODELS = {"compute-bound": ((784, 1024, 1024, 10), 256), "overhead-bound": ((64, 128, 128, 10), 64)}
 
@@ -87,8 +87,8 @@ def _matmul_only(sizes, batch, rng):
 @click.option("--repeat", default=20, show_default=True)
 @click.option("--model", "which", type=click.Choice(["all", *MODELS]), default="all")
 @click.option("--threads", default=1, show_default=True, type=int, help="BLAS threads for both libraries")
-@click.option("--json", "json_path", default=None)
-def command(repeat, which, threads, json_path):
+@json_out_option("mlp")
+def command(repeat, which, threads, json_out):
     """MLP train step, distgraph vs PyTorch eager, with the achieved GFLOP/s vs the matmul rate."""
     try:
         import torch
@@ -120,4 +120,4 @@ def command(repeat, which, threads, json_path):
         table(["model", "distgraph ms", "torch ms", "ratio", "distgraph GFLOP/s", "matmul GFLOP/s", "of matmul"], rows)
     )
     click.echo("targets: compute-bound ≥ 90% of the matmul rate and ≤ 1.05x torch; overhead-bound ≤ 1.0x torch")
-    write_json(json_path, {"machine": machine(), "results": results})
+    write_json(json_out, {"machine": machine(), "results": results}, click.echo)

@@ -15,7 +15,7 @@ import gc
 import click
 import numpy as np
 
-from distgraph.bench._util import interleaved, machine, table, write_json
+from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 
 CHAINS = {
     # name: (ops per link, body(y, w) using only operators/methods both libraries share); each
@@ -43,8 +43,8 @@ def _step(lib_tensor, body, links):
 @click.command("ops")
 @click.option("--links", default=50, show_default=True, help="links per chain (ops per link vary)")
 @click.option("--repeat", default=30, show_default=True)
-@click.option("--json", "json_path", default=None, help="write results as JSON")
-def command(links, repeat, json_path):
+@json_out_option("ops")
+def command(links, repeat, json_out):
     """Eager per-op overhead on 4x4 tensors, forward + backward, vs PyTorch eager."""
     import distgraph as dg
 
@@ -75,4 +75,4 @@ def command(links, repeat, json_path):
     click.echo(f"eager autograd, 4x4 float32, forward+backward, µs per forward op — {machine()}")
     click.echo(table(["chain", "distgraph µs/op", "torch µs/op", "distgraph / torch"], rows))
     click.echo("target: distgraph <= 1.0x PyTorch per op")
-    write_json(json_path, {"machine": machine(), "results": results, "geomean_ratio": geo})
+    write_json(json_out, {"machine": machine(), "results": results, "geomean_ratio": geo}, click.echo)

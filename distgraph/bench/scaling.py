@@ -23,7 +23,6 @@ lockstep share them with Ray's own processes and everything else). Output:
 a table, JSON, a PNG plot (matplotlib) and a Chrome trace of one measured step across all workers.
 """
 
-import json
 import os
 import socket
 import statistics
@@ -33,7 +32,7 @@ import click
 import numpy as np
 
 from distgraph.bench._pause import Paused
-from distgraph.bench._util import machine, table, write_json
+from distgraph.bench._util import beside, json_out_option, machine, table, write_json
 from distgraph.distributed.step import shard_bounds
 
 LR = 0.05
@@ -428,12 +427,10 @@ def run_scaling(
     help="core: every system's workers bound to cores of their own (Trainer bind_to; DDP's ranks alike)",
 )  # fmt: skip
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
-@click.option(
-    "--out", "out_dir", default="bench-out", show_default=True, help="folder for scaling.json/.png/.trace.json"
-)
+@json_out_option("scaling")
 def command(
     workers, sizes, strong_batch, weak_batch, steps, repeat, peers, strategies, bucket_mb, pause, bind_to, address,
-    out_dir,
+    json_out,
 ):  # fmt: skip
     """Strong/weak scaling of sync data-parallel training vs PyTorch DDP (gloo); table, JSON, plot, trace."""
     from distgraph.distributed import runtime
@@ -477,21 +474,16 @@ def command(
     )
     for line in verdicts(points):
         click.echo(line)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"scaling{k}") for k in (".json", ".png", ".trace.json")}
+    if not json_out:
+        return
     config = {"workers": counts, "sizes": layer_sizes, "strong_batch": strong_batch, "weak_batch": weak_batch,
               "bucket_mb": bucket_mb, "pause": pause, "bind_to": bind_to}  # fmt: skip
-    write_json(
-        paths[".json"], {"machine": machine(), "config": config | {"steps": steps, "repeat": repeat}, "points": points}
-    )
-    written = [paths[".json"]]
+    config |= {"steps": steps, "repeat": repeat}
+    write_json(json_out, {"machine": machine(), "config": config, "points": points}, click.echo)
     if trace is not None:
-        with open(paths[".trace.json"], "w") as f:
-            json.dump(trace, f)
-        written.append(paths[".trace.json"])
+        write_json(beside(json_out, ".trace.json"), trace, click.echo)
     try:
-        plot(points, paths[".png"])
-        written.append(paths[".png"])
+        plot(points, beside(json_out, ".png"))
+        click.echo(f"wrote {beside(json_out, '.png')}")
     except ImportError:
         click.echo("matplotlib is not installed: no plot (pip install 'distgraph[bench]')")
-    click.echo("wrote " + ", ".join(written))

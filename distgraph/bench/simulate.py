@@ -14,7 +14,7 @@ from dataclasses import replace
 import click
 
 from distgraph.bench import simulator_model as sm
-from distgraph.bench._util import machine, table, write_json
+from distgraph.bench._util import json_out_option, machine, table, write_json
 
 HEAD = ["GPUs", "step ms", "compute ms", "wait ms", "all-reduce ms", "exposed ms", "bubble", "samples/s", "efficiency"]
 
@@ -133,7 +133,7 @@ def _plot(path, result, title):
 @click.option("--horovod", is_flag=True, help="Horovod's published ResNet-101 result vs the model")
 @click.option("--validate", is_flag=True, help="the model vs our own measured 1- and 2-worker Ray runs")
 @click.option("--plot", default=None, help="write a PNG of throughput and efficiency vs GPUs (matplotlib)")
-@click.option("--json-out", default=None)
+@json_out_option("simulate")
 def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, buckets, bandwidth, latency, algorithm,
             gpus_per_server, intra_bandwidth, overlap, contention, jitter, update_time, update_sharded, stages,
             micro_batches, horovod, validate, plot, json_out):  # fmt: skip
@@ -141,7 +141,7 @@ def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, bucke
     if validate:
         from distgraph.bench._simulate_validate import validate as run_validation
 
-        write_json(json_out, run_validation())
+        write_json(json_out, run_validation(), click.echo)
         return
     if horovod:
         lines, payload = horovod_report()
@@ -167,4 +167,4 @@ def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, bucke
     if plot:
         _plot(plot, result, title)
         click.echo(f"plot: {plot}")
-    write_json(json_out, {**payload, "prediction": result})
+    write_json(json_out, {**payload, "prediction": result}, click.echo)

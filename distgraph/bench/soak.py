@@ -26,7 +26,7 @@ import click
 import numpy as np
 import ray
 
-from distgraph.bench._util import machine, table, write_json
+from distgraph.bench._util import json_out_option, machine, table, write_json
 
 MB = 2**20
 
@@ -191,8 +191,8 @@ def _fmt(key, value):
 @click.option("--mem-tol-mb", default=8.0, show_default=True, help="allowed private-memory growth per process")
 @click.option("--store-tol-mb", default=2.0, show_default=True, help="allowed object-store growth")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
-@click.option("--json", "json_path", default="bench-out/soak.json", show_default=True, help="samples and figures")
-def command(steps, workers, sync, sample_every, warmup, mem_tol_mb, store_tol_mb, address, json_path):
+@json_out_option("soak")
+def command(steps, workers, sync, sample_every, warmup, mem_tol_mb, store_tol_mb, address, json_out):
     """Long Ray run: object store, driver ObjectRefs and every process's RSS stay flat after warm-up."""
     from distgraph.distributed import runtime
 
@@ -216,11 +216,10 @@ def command(steps, workers, sync, sample_every, warmup, mem_tol_mb, store_tol_mb
         f"epoch ends, judged from step {warmup}. growth: settled = max − first; in run = min(last third) − min(first "
         "third). private = RssAnon; rss = total, with the object store's touched shared pages"
     )
-    if json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     write_json(
-        json_path,
+        json_out,
         {"machine": machine(), "workers": workers, "sync": sync, "warmup": warmup, **result, "figures": figures},
+        click.echo,
     )
     if any(f["flat"] is False for f in figures.values()):
         raise click.ClickException("memory grew after warm-up: see the series marked NO")

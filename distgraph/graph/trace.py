@@ -47,6 +47,8 @@ class Timeline:
         return {"traceEvents": events, "displayTimeUnit": "ms"}
 
     def write(self, path):
+        """Write the Chrome trace to `path` (its folder made as needed); returns the path."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             json.dump(self.to_chrome(), f)
         return path

@@ -14,7 +14,7 @@ def test_async_slow_prints_the_ratio_and_writes_the_schedule(ray_session, tmp_pa
 
     out = tmp_path / "async_slow.json"
     args = "--sizes 16,32,4 --batch 32 --steps 12 --repeat 1 --slow-worker 2"
-    result = CliRunner().invoke(command, [*args.split(), "--out", str(out)])
+    result = CliRunner().invoke(command, [*args.split(), "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     assert "async / sync = " in result.output and "staleness (pushes between" in result.output
     report = json.loads(out.read_text())

@@ -15,7 +15,7 @@ def test_scaling_writes_table_json_plot_and_trace(ray_session, tmp_path):
     from distgraph.bench.scaling import command
 
     args = "--workers 1,2 --sizes 32,64,10 --batch 64 --weak-batch 32 --steps 4 --repeat 1 --strategy data,pipeline"
-    result = CliRunner().invoke(command, [*args.split(), "--out", str(tmp_path)])
+    result = CliRunner().invoke(command, [*args.split(), "--json-out", str(tmp_path / "scaling.json")])
     assert result.exit_code == 0, result.output
     assert "torch-ddp" in result.output and "distgraph-gloo" in result.output
     assert "target efficiency 1→2 workers ≥ 90% (weak scaling)" in result.output

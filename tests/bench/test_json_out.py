@@ -1,0 +1,35 @@
+"""Every benchmark takes the same `--json-out PATH` (default `bench-out/NAME.json`), and writing its figures
+makes the folder and says where they went."""
+
+import json
+
+import click
+from click.testing import CliRunner
+
+from distgraph.cli import bench
+
+
+def test_every_benchmark_takes_json_out_with_its_own_default():
+    ctx = click.Context(bench)
+    commands = {name: bench.get_command(ctx, name) for name in bench.list_commands(ctx)}
+    commands = {name: c for name, c in commands.items() if c is not None}  # (helper modules have no command)
+    assert {"allreduce", "async_slow", "dispatch", "scaling", "soak", "simulate", "ops", "mlp", "graph", "io"} <= set(
+        commands
+    )
+    for name, command in commands.items():
+        options = {o.name: o for o in command.params}
+        assert "json_out" in options, f"bench {name} has no --json-out"
+        assert options["json_out"].opts == ["--json-out"] and options["json_out"].default == f"bench-out/{name}.json"
+
+
+def test_simulate_writes_its_default_json_and_an_empty_path_writes_none(tmp_path):
+    from distgraph.bench.simulate import command
+
+    result = CliRunner().invoke(command, ["--step-time", "0.1", "--params", "1e6"])
+    assert result.exit_code == 0, result.output
+    assert "wrote bench-out/simulate.json" in result.output
+    assert json.loads((tmp_path / "bench-out" / "simulate.json").read_text())["prediction"]["rows"]
+    (tmp_path / "bench-out" / "simulate.json").unlink()
+    result = CliRunner().invoke(command, ["--step-time", "0.1", "--params", "1e6", "--json-out", ""])
+    assert result.exit_code == 0, result.output
+    assert "wrote" not in result.output and not (tmp_path / "bench-out" / "simulate.json").exists()
