@@ -6,10 +6,11 @@ With `--resume`, training continues from the checkpoint in `trainer.checkpoint_d
 scheduler, epoch and history; batches are a pure function of seed and epoch).
 """
 
-import json
 import time
 
 import click
+
+from distgraph.bench._util import writable_file, write_json
 
 
 @click.command("train")
@@ -32,7 +33,7 @@ import click
 @click.option("--epochs", type=int, default=None)
 @click.option("--checkpoint-dir", default=None)
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint")
-@click.option("--json-out", default=None, help="write the history and final metrics as JSON")
+@click.option("--json-out", default=None, callback=writable_file, help="write the history and final metrics as JSON")
 @click.option("--quiet", is_flag=True)
 def train(
     config, workers, backend, address, device, sync, staleness, strategy, allreduce, bind_to, epochs, checkpoint_dir,
@@ -87,6 +88,4 @@ def train(
         click.echo(f"loss scaling: {sum(history['skipped_steps'])} step(s) skipped on overflow")
     for event in history.events:
         click.echo(f"event: {event}")
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump({"history": history.state_dict(), "test": summary, "seconds": elapsed}, f, indent=2)
+    write_json(json_out, {"history": history.state_dict(), "test": summary, "seconds": elapsed})

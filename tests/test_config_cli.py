@@ -70,6 +70,22 @@ def test_train_command_trains_and_resumes(tmp_path):
     assert result.exit_code == 0 and "resumed from" in result.output
 
 
+def test_train_refuses_a_json_out_it_cannot_write_before_it_trains(tmp_path):
+    (tmp_path / "afile").write_text("")
+    ck = tmp_path / "ck"
+    args = [
+        "train",
+        write(tmp_path, GOOD),
+        "--checkpoint-dir",
+        str(ck),
+        "--json-out",
+        str(tmp_path / "afile" / "r.json"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "a file of that name is in the way" in result.output, result.output
+    assert not ck.exists()  # it stopped before training (no checkpoint written)
+
+
 def test_strategy_from_yaml_and_from_the_command_line(tmp_path):
     cfg = {**GOOD, "trainer": {"strategy": "pipeline", "micro_batches": 2, "timeout_s": 30.0}}
     out = tmp_path / "r.json"

@@ -33,3 +33,14 @@ def test_simulate_writes_its_default_json_and_an_empty_path_writes_none(tmp_path
     result = CliRunner().invoke(command, ["--step-time", "0.1", "--params", "1e6", "--json-out", ""])
     assert result.exit_code == 0, result.output
     assert "wrote" not in result.output and not (tmp_path / "bench-out" / "simulate.json").exists()
+
+
+def test_a_json_out_it_cannot_write_fails_before_the_benchmark_runs(tmp_path):
+    from distgraph.bench.simulate import command
+
+    (tmp_path / "afile").write_text("")
+    for bad, says in [(tmp_path / "afile" / "x.json", "cannot make the folder"), (tmp_path, "is a folder")]:
+        result = CliRunner().invoke(command, ["--step-time", "0.1", "--json-out", str(bad)])
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--json-out'" in result.output and says in result.output
+        assert "α-β model" not in result.output  # nothing was computed
