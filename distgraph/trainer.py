@@ -211,16 +211,24 @@ class Trainer:
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             bar.update(first)
             parts, start, workers = [], time.perf_counter(), {}  # workers: rank -> [samples, compute s]
+            seen = [0]  # samples so far (a running sum: summing `parts` each step is quadratic in the epoch)
 
-            def on_step(t, stats, bar=bar, parts=parts, start=start, workers=workers):
+            def on_step(t, stats, bar=bar, parts=parts, start=start, workers=workers, seen=seen):
                 parts.append(stats)
-                bar.update(1)
+                seen[0] += stats["count"]
                 for rank, (n, seconds) in enumerate(stats.get("per_worker", ())):
                     workers.setdefault(rank, [0, 0.0])
                     workers[rank][0] += n
                     workers[rank][1] += seconds
-                rate = sum(p["count"] for p in parts) / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", per_worker=_per_worker(workers, rate / self.workers))
+                if bar.disable:
+                    return
+                rate = seen[0] / max(time.perf_counter() - start, 1e-9)
+                # refresh=False: drawn by the next update, at most every mininterval; a terminal write per
+                # step made the digits fit 1.1–1.3× slower and filled redirected logs
+                bar.set_postfix(
+                    loss=f"{stats['loss']:.4f}", per_worker=_per_worker(workers, rate / self.workers), refresh=False
+                )
+                bar.update(1)
 
             if self._cluster is not None:
                 if self.elastic:

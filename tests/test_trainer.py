@@ -1,6 +1,7 @@
 """The local Trainer and the main job: digits to ≥ 95 %, checkpoint and resume, bad input."""
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,19 @@ def test_step_checkpoints_resume_inside_an_epoch_to_the_same_bits(tmp_path):
     assert resumed.global_step == 48 and len(resumed.history) == 3
     for a, b in zip(reference.model.parameters(), resumed.model.parameters()):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+def test_the_progress_bar_redraws_at_most_every_half_second_not_every_step(capsys):
+    """Each step updates the bar's loss and per-worker figures without drawing them (a terminal write per
+    step slowed small models and filled redirected logs); the epoch lines still print."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2000, 4)).astype(np.float32), rng.integers(0, 2, 2000)
+    model = nn.Sequential(nn.Linear(4, 2))
+    trainer = dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1), progress=True)
+    started = time.perf_counter()
+    trainer.fit((x, y), epochs=2, batch_size=4)  # 500 steps an epoch
+    elapsed = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    assert out.count("epoch   1  loss") == 1 and out.count("epoch   2  loss") == 1
+    draws = err.count("\r")
+    assert 0 < draws <= 2 * 4 + 2 * elapsed / 0.5, (draws, elapsed)  # open/close per epoch, + one per 0.5 s
