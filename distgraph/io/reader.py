@@ -211,6 +211,10 @@ def _load_tree(f, map_location=None):
         fh = open(name, "rb")
     except FileNotFoundError:
         raise FileFormatError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{name}: is a folder, not a file saved by dg.save") from None
+    except PermissionError:
+        raise FileFormatError(f"{name}: this user may not read it") from None
     with fh:
         return _load(fh, name, map_location)
 

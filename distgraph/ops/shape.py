@@ -13,6 +13,7 @@ import numpy as np
 from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import namespace
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dims
@@ -60,7 +61,17 @@ def reshape(input, *shape):
     return _reshape(input, shape=shape)
 
 
-view = reshape
+def view(input, *shape):
+    """reshape whose result shares input's memory, as torch's: a write into either shows in the other. Where
+    input's strides allow no such view (a transpose flattened, say), torch refuses rather than copy silently,
+    and so does this."""
+    out = reshape(input, *shape)
+    if out is not input and out.array.size and not namespace(input.array).may_share_memory(out.array, input.array):
+        raise ShapeError(
+            f"view: shape {list(_shape_arg(shape))} is not compatible with the strides of the input (shape "
+            f"{tuple(input.shape)}, not contiguous): no view can hold it; use .reshape(...), which copies"
+        )
+    return out
 
 
 def flatten(input, start_dim=0, end_dim=-1):

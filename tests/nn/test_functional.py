@@ -59,6 +59,11 @@ def test_cross_entropy_bad_target_errors():
         F.cross_entropy(dg.tensor(logits), dg.tensor(np.array([0, 1, 2, 3, 4, 5])))
     with pytest.raises(ShapeError, match=r"target shape \(3,\)"):
         F.cross_entropy(dg.tensor(logits), dg.tensor(np.array([0, 1, 2])))
+    # float class indices: said so (torch: "expected scalar type Long but found Float")
+    with pytest.raises(ShapeError, match=r"class indices of shape \(\d+,\) must be an integer dtype, got float64"):
+        F.cross_entropy(dg.tensor(logits), dg.tensor(np.zeros(logits.shape[0])))
+    with pytest.raises(ShapeError, match=r"must have the input's shape .*, got \(2, 2\)$"):
+        F.cross_entropy(dg.tensor(logits), dg.tensor(np.zeros((2, 2))))
 
 
 a, b = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))

@@ -113,6 +113,25 @@ def test_views_share_memory_like_torch():
     assert x[1, 1].item() == 7.0
 
 
+def test_view_of_a_tensor_no_view_can_hold_raises_like_torch():
+    """torch: "view size is not compatible with input tensor's size and stride ... Use .reshape(...)";
+    a silent copy would break the aliasing a view promises. What a view can hold still works."""
+    torch = pytest.importorskip("torch")
+    x, t = dg.zeros(3, 4), torch.zeros(3, 4)
+    with pytest.raises(
+        dg.errors.ShapeError, match=r"view: shape \[12\] .* \(shape \(4, 3\), not contiguous\).*reshape"
+    ):
+        x.T.view(12)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        t.T.view(12)
+    assert np.shares_memory(x.T.view(4, 3).numpy(), x.numpy())  # the same shape: the tensor itself
+    y = dg.zeros(2, 3, 4)[:, 1]  # a strided slice whose rows are still contiguous
+    assert np.shares_memory(y.view(2, 2, 2).numpy(), y.numpy()) and tuple(
+        torch.zeros(2, 3, 4)[:, 1].view(2, 2, 2).shape
+    ) == (2, 2, 2)
+    assert x.T.reshape(12).shape == (12,)  # reshape copies where it must
+
+
 def test_reshape_errors_name_op_and_shapes():
     with pytest.raises(dg.errors.ShapeError, match=r"shape '\[5, -1\]' is invalid for input of size 12"):
         dg.zeros(3, 4).reshape(5, -1)

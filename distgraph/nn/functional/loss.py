@@ -37,7 +37,17 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     if target.array.dtype.kind in "iu":
         return cross_entropy_indices(input, target, weight, ignore_index, label_smoothing, reduction)
-    _check_same_shape(input, target, "cross_entropy")
+    if tuple(input.shape) != tuple(target.shape):
+        indices = (input.shape[0], *input.shape[2:]) if input.ndim > 1 else ()
+        hint = (
+            f"; class indices of shape {tuple(target.shape)} must be an integer dtype, got {target.array.dtype}"
+            if tuple(target.shape) == indices
+            else ""
+        )
+        raise ShapeError(
+            f"cross_entropy: a {target.array.dtype} target is read as class probabilities, which must have the "
+            f"input's shape {tuple(input.shape)}, got {tuple(target.shape)}{hint}"
+        )
     cls_dim = 1 if input.ndim > 1 else 0
     c = input.shape[cls_dim]
     logp = log_softmax(input, dim=cls_dim)
