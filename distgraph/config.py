@@ -111,24 +111,9 @@ def _validate_names(cfg, source):
         raise ConfigError(f"{source}: optimizer.name must be one of {', '.join(OPTIMIZERS)}")
     if "scheduler" in cfg and cfg["scheduler"].get("name") not in SCHEDULERS:
         raise ConfigError(f"{source}: scheduler.name must be one of {', '.join(SCHEDULERS)}")
-    trainer = cfg.get("trainer", {})
-    if trainer.get("backend", "local") not in ("local", "ray"):
-        raise ConfigError(f"{source}: trainer.backend must be 'local' or 'ray', got {trainer['backend']!r}")
-    if trainer.get("sync", "sync") not in ("sync", "async"):
-        raise ConfigError(f"{source}: trainer.sync must be 'sync' or 'async', got {trainer['sync']!r}")
-    from distgraph.distributed.allreduce import BACKENDS
-    from distgraph.trainer import STRATEGIES
+    from distgraph.trainer_options import check_options
 
-    if trainer.get("strategy", "data") not in STRATEGIES:
-        raise ConfigError(
-            f"{source}: trainer.strategy must be one of {', '.join(STRATEGIES)}, got {trainer['strategy']!r}"
-        )
-    if trainer.get("allreduce", "auto") not in BACKENDS:
-        raise ConfigError(
-            f"{source}: trainer.allreduce must be one of {', '.join(BACKENDS)}, got {trainer['allreduce']!r}"
-        )
-    if trainer.get("workers", 1) < 1:
-        raise ConfigError(f"{source}: trainer.workers must be ≥ 1, got {trainer['workers']}")
+    check_options(cfg.get("trainer", {}), source, "trainer.")
 
 
 def load_config(path):

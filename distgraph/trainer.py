@@ -27,8 +27,7 @@ from distgraph.distributed.affinity import check_bind_to
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
-
-STRATEGIES = ("data", "branches", "pipeline", "auto")
+from distgraph.trainer_options import check_fit, check_options
 
 
 def _host(d):
@@ -138,35 +137,16 @@ class Trainer:
         timeout_s=120.0,
         micro_batches=4,
     ):
-        if backend not in ("local", "ray"):
-            raise ConfigError(f"Trainer: backend must be 'local' or 'ray', got {backend!r}")
-        if sync not in ("sync", "async"):
-            raise ConfigError(f"Trainer: sync must be 'sync' or 'async', got {sync!r}")
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"Trainer: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        self.elastic = None
-        if isinstance(workers, tuple | list) and len(workers) == 2 and all(isinstance(w, int) for w in workers):
-            if not 1 <= workers[0] <= workers[1] or backend != "ray":
-                raise ConfigError(
-                    f"Trainer: elastic workers=(min, max) needs 1 ≤ min ≤ max and backend='ray', got {workers}"
-                )
-            self.elastic, workers = tuple(workers), workers[1]
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"Trainer: workers must be a positive int or (min, max), got {workers!r}")
-        from distgraph.distributed.allreduce import BACKENDS
-
-        if allreduce not in BACKENDS + ("store",):  # "store": the store actors sum (several nodes; set by auto)
-            raise ConfigError(f"Trainer: allreduce must be one of {', '.join(BACKENDS)}, got {allreduce!r}")
-        if not isinstance(staleness, int) or isinstance(staleness, bool) or staleness < 0:
-            raise ConfigError(
-                f"Trainer: staleness must be an int ≥ 0 (versions a worker may run ahead), got {staleness!r}"
-            )
-        if not isinstance(bucket_mb, int | float) or isinstance(bucket_mb, bool) or bucket_mb <= 0:
-            raise ConfigError(f"Trainer: bucket_mb must be a positive number of MiB, got {bucket_mb!r}")
-        if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
-            raise ConfigError(f"Trainer: micro_batches must be a positive int, got {micro_batches!r}")
-        if backend == "local" and sync == "async":
-            raise ConfigError("Trainer: sync='async' needs backend='ray' (there is nothing to wait for locally)")
+        options = {
+            "backend": backend, "sync": sync, "strategy": strategy, "workers": workers, "allreduce": allreduce,
+            "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
+            "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
+        }  # fmt: skip
+        workers, self.elastic = check_options(options)
+        if not (callable(model) and hasattr(model, "parameters")):
+            raise ConfigError(f"Trainer: model must be a distgraph.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise ConfigError(f"Trainer: loss_fn must be callable (e.g. F.cross_entropy), got {type(loss_fn).__name__}")
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
@@ -175,12 +155,8 @@ class Trainer:
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
-        self.bind_to = check_bind_to(bind_to)
+        self.bind_to = check_bind_to(bind_to)  # None for "none"
         self.strategy, self.micro_batches = strategy, micro_batches
-        if checkpoint_every_steps is not None and (
-            not isinstance(checkpoint_every_steps, int) or checkpoint_every_steps < 1
-        ):
-            raise ConfigError(f"Trainer: checkpoint_every_steps must be a positive int, got {checkpoint_every_steps!r}")
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.checkpoint_every_steps = checkpoint_every_steps if checkpoint_dir else None
         # with Ray the workers hold the device; the driver's model (a cluster head often has no GPU) stays
@@ -195,6 +171,7 @@ class Trainer:
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
+        check_fit(epochs, batch_size)
         source = _EpochData(data, batch_size, self.seed)
         x, y = source.x, source.y
         if resume:

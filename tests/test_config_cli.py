@@ -37,8 +37,11 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(trainer={"backend": "spark"}), "trainer.backend must be 'local' or 'ray'"),
         (lambda c: c.update(trainer={"strategy": "tensor"}), "trainer.strategy must be one of data, branches"),
         (lambda c: c.update(trainer={"allreduce": "mpi"}), "trainer.allreduce must be one of auto, shm"),
-        (lambda c: c.update(trainer={"staleness": -2}), "Trainer: staleness must be an int ≥ 0"),
-        (lambda c: c.update(trainer={"bind_to": "socket"}), "Trainer: bind_to must be None, 'none' or 'core'"),
+        (lambda c: c.update(trainer={"staleness": -2}), "trainer.staleness must be an int ≥ 0"),
+        (lambda c: c.update(trainer={"bind_to": "socket"}), "trainer.bind_to must be None, 'none' or 'core'"),
+        (lambda c: c.update(trainer={"allreduce": "nccl"}), "trainer.allreduce='nccl' reduces GPU arrays"),
+        (lambda c: c.update(trainer={"workers": 0}), "trainer.workers must be a positive int or (min, max)"),
+        (lambda c: c.update(trainer={"bucket_mb": -1}), "trainer.bucket_mb must be a positive number"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):

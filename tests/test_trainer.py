@@ -99,6 +99,27 @@ def test_bad_configuration_and_data_errors():
         make().fit((x[:, :5], y))
 
 
+def test_options_that_would_fail_later_are_refused_when_the_trainer_is_made(tmp_path):
+    """Each of these used to surface late: nccl on CPU workers failed inside every worker's first step and
+    was retried three times; a zero batch size was a bare range() error; a file as checkpoint_dir a raw
+    FileExistsError at the first checkpoint; a string as loss_fn or a function as model at the first step."""
+    with pytest.raises(ConfigError, match=r"Trainer: allreduce='nccl' reduces GPU arrays and needs device='cuda'"):
+        make(workers=2, backend="ray", allreduce="nccl")  # no Ray is started: the check comes first
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match="checkpoint_dir .* is a file, not a folder"):
+        make(checkpoint_dir=str(tmp_path / "f"))
+    model = nn.Linear(4, 3)
+    with pytest.raises(ConfigError, match="loss_fn must be callable"):
+        dg.Trainer(model, "cross_entropy", dg.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ConfigError, match="model must be a distgraph.nn.Module, got function"):
+        dg.Trainer(lambda t: t, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1))
+    x, y = data()
+    with pytest.raises(ConfigError, match="batch_size must be a positive int, got 0"):
+        make().fit((x, y), batch_size=0)
+    with pytest.raises(ConfigError, match="epochs must be an int ≥ 0"):
+        make().fit((x, y), epochs=-1)
+
+
 def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
     x, y = data()
     x[5, 2] = np.nan

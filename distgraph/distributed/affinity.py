@@ -25,12 +25,12 @@ from distgraph.errors import ConfigError, DistributedError
 _USABLE = None  # the CPUs this process may run on, read before it binds itself
 
 
-def check_bind_to(value, who="Trainer"):
-    """None (also "none") or "core"; anything else is a ConfigError naming `who`."""
+def check_bind_to(value, who="Trainer", name="bind_to"):
+    """None (also "none") or "core"; anything else is a ConfigError naming `who` and the option's `name`."""
     if value in (None, "none"):
         return None
     if value != "core":
-        raise ConfigError(f"{who}: bind_to must be None, 'none' or 'core', got {value!r}")
+        raise ConfigError(f"{who}: {name} must be None, 'none' or 'core', got {value!r}")
     return value
 
 

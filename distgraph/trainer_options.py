@@ -1,0 +1,82 @@
+"""The Trainer's options, checked in one place: by `dg.Trainer(...)` and by a YAML config's `trainer:`
+section (`config.validate`, before the data is loaded or the model built), so both say the same thing
+about the same mistake — `Trainer: staleness must be ...` or `digits.yaml: trainer.staleness must be ...`.
+
+Options that only make sense together are checked together here too (async or elastic workers without
+Ray, the nccl all-reduce without a GPU), so such a run fails at once with a sentence, not after Ray has
+started workers that then fail one by one.
+"""
+
+import os
+
+from distgraph.distributed.affinity import check_bind_to
+from distgraph.distributed.allreduce import BACKENDS
+from distgraph.errors import ConfigError
+
+STRATEGIES = ("data", "branches", "pipeline", "auto")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_options(opts, where="Trainer", prefix=""):
+    """Raise a ConfigError for the first invalid option of `opts` (name -> value; an absent one takes the
+    Trainer's default), naming `where` and `prefix + name`; returns (workers, elastic): the worker count to
+    start and (min, max) when `workers` asks for elastic training, else None."""
+
+    def fail(name, text):
+        raise ConfigError(f"{where}: {prefix}{name}{'' if text.startswith('=') else ' '}{text}")
+
+    backend, sync = opts.get("backend", "local"), opts.get("sync", "sync")
+    if backend not in ("local", "ray"):
+        fail("backend", f"must be 'local' or 'ray', got {backend!r}")
+    if sync not in ("sync", "async"):
+        fail("sync", f"must be 'sync' or 'async', got {sync!r}")
+    strategy = opts.get("strategy", "data")
+    if strategy not in STRATEGIES:
+        fail("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    workers, elastic = opts.get("workers", 1), None
+    if isinstance(workers, tuple | list) and len(workers) == 2 and all(_is_int(w) for w in workers):
+        if not 1 <= workers[0] <= workers[1] or backend != "ray":
+            fail("workers", f"=(min, max) (elastic) needs 1 ≤ min ≤ max and backend='ray', got {tuple(workers)}")
+        elastic, workers = tuple(workers), workers[1]
+    if not _is_int(workers) or workers < 1:
+        fail("workers", f"must be a positive int or (min, max), got {workers!r}")
+    allreduce = opts.get("allreduce", "auto")
+    if allreduce not in BACKENDS + ("store",):  # "store": the store actors sum (several nodes; set by auto)
+        fail("allreduce", f"must be one of {', '.join(BACKENDS)}, got {allreduce!r}")
+    device = str(opts.get("device", "cpu"))
+    if allreduce == "nccl" and not device.startswith("cuda"):
+        fail(
+            "allreduce",
+            f"='nccl' reduces GPU arrays and needs device='cuda', got device={device!r} (use 'shm' or 'gloo')",
+        )
+    staleness = opts.get("staleness", 2)
+    if not _is_int(staleness) or staleness < 0:
+        fail("staleness", f"must be an int ≥ 0 (versions a worker may run ahead), got {staleness!r}")
+    bucket_mb = opts.get("bucket_mb", 25)
+    if not isinstance(bucket_mb, int | float) or isinstance(bucket_mb, bool) or bucket_mb <= 0:
+        fail("bucket_mb", f"must be a positive number of MiB, got {bucket_mb!r}")
+    micro_batches = opts.get("micro_batches", 4)
+    if not _is_int(micro_batches) or micro_batches < 1:
+        fail("micro_batches", f"must be a positive int, got {micro_batches!r}")
+    every = opts.get("checkpoint_every_steps")
+    if every is not None and (not _is_int(every) or every < 1):
+        fail("checkpoint_every_steps", f"must be a positive int, got {every!r}")
+    folder = opts.get("checkpoint_dir")
+    if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+        fail("checkpoint_dir", f"{os.fspath(folder)!r} is a file, not a folder for checkpoints")
+    if backend == "local" and sync == "async":
+        fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
+    check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
+    return workers, elastic
+
+
+def check_fit(epochs, batch_size):
+    """`fit`'s own arguments: epochs is the epoch count to reach (as Keras's, so a resumed run continues to
+    it), batch_size the global batch."""
+    if not _is_int(epochs) or epochs < 0:
+        raise ConfigError(f"Trainer.fit: epochs must be an int ≥ 0 (the epoch count to reach), got {epochs!r}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"Trainer.fit: batch_size must be a positive int, got {batch_size!r}")
