@@ -284,6 +284,11 @@ def compile(
     """
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, tuple | list) or not example_inputs:
+        raise ConfigError(
+            f"dg.compile: example_inputs must be a tensor or a non-empty tuple of them (what the function is "
+            f"captured on), got {type(example_inputs).__name__}"
+        )
     return CompiledFunction(
         fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check,
         grad_scaler=grad_scaler,

@@ -143,6 +143,8 @@ def save(obj, f):
         writer.write(f, tree)
         return
     path = os.fspath(f)
+    if os.path.isdir(path):
+        raise FileFormatError(f"dg.save: {path} is a folder; give the path of a file to write")
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:

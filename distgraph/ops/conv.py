@@ -161,12 +161,14 @@ def _(ctx, gw):  # d/dx <gw, weight_grad(x, g)> = input_grad(g, gw); d/dg = conv
 
 
 def _pair(v, name, op):
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(v)
-    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+    """(int, int) from an int or a pair; padding may be 0, a kernel size, stride or dilation must be ≥ 1."""
+    pair = (v, v) if isinstance(v, int) else tuple(v)
+    if len(pair) != 2 or not all(isinstance(i, int) for i in pair):
         raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-    return v
+    least = 0 if name == "padding" else 1
+    if min(pair) < least:
+        raise ShapeError(f"{op}: {name} must be {'≥ 0' if least == 0 else 'positive'}, got {v!r}")
+    return pair
 
 
 def batch_optional(batched_ndim):
@@ -195,6 +197,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         )
     n, c, h, w = input.shape
     o, cg, kh, kw = weight.shape
+    if not isinstance(groups, int) or groups < 1:
+        raise ShapeError(f"conv2d: groups must be a positive int, got {groups!r}")
     if c % groups or o % groups or c // groups != cg:
         raise ShapeError(
             f"conv2d: input {tuple(input.shape)} with groups={groups} needs weight (O, {c // groups if groups else c}, kh, "

@@ -5,13 +5,15 @@ bool; a numpy array keeps its dtype. Random numbers come from one numpy Generato
 reseeded by `manual_seed` (and cupy's generator on the GPU), so a seed fixes a run.
 """
 
+import re
+
 import numpy as np
 
 from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import DTypeError
+from distgraph.errors import DTypeError, ShapeError
 
 _rng = {"cpu": np.random.default_rng(0), "seed": 0}
 
@@ -41,7 +43,7 @@ def generator(dev):
 
 def _infer_np_dtype(data):
     """torch's dtype inference for Python data: float -> default float, int -> int64, bool -> bool."""
-    arr = np.asarray(data)
+    arr = _host_array(data)
     if arr.dtype.kind == "f" and not isinstance(data, np.ndarray | np.generic):
         return dtypes.get_default_dtype().np
     if arr.dtype.kind == "f" and isinstance(data, np.generic):
@@ -51,6 +53,20 @@ def _infer_np_dtype(data):
     if arr.dtype.kind in "OUS":
         raise DTypeError(f"tensor(): could not infer a numeric dtype from {type(data).__name__} data")
     return arr.dtype
+
+
+def _host_array(data, dtype=None):
+    """np.asarray, with a ragged nested list said as torch says it rather than numpy's inhomogeneous-shape error."""
+    try:
+        return np.asarray(data, dtype=dtype)
+    except ValueError as e:
+        found = re.search(r"inhomogeneous shape after (\d+) dimension", str(e))
+        if found:
+            raise ShapeError(
+                f"tensor(): the nested sequences differ in length at dimension {found.group(1)}; a tensor must be "
+                "rectangular (pad the shorter ones)"
+            ) from None
+        raise
 
 
 def _to_array(data, dtype, device):
@@ -68,7 +84,7 @@ def _to_array(data, dtype, device):
             np_dtype = _infer_np_dtype(data)
         else:
             np_dtype = dtypes.from_any(dtype).np
-        arr = np.asarray(data, dtype=np_dtype)
+        arr = _host_array(data, np_dtype)
     if dtype is not None:
         arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
     dev = dev or as_device("cpu")
@@ -108,9 +124,10 @@ def from_dlpack(ext):
 
 
 def _shape(size):
-    if len(size) == 1 and isinstance(size[0], list | tuple):
-        return tuple(size[0])
-    return tuple(size)
+    shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], list | tuple) else tuple(size)
+    if any(d < 0 for d in shape if isinstance(d, int)):
+        raise ShapeError(f"Trying to create tensor with negative dimension: {list(shape)}")
+    return shape
 
 
 def _fill(fill, size, dtype, device, requires_grad, default=None):

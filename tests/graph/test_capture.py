@@ -192,3 +192,12 @@ def test_in_place_change_of_a_recorded_value_is_detected():
 
     with pytest.raises(CaptureError, match="modified in place"):
         capture(fn, [randn(3, 3)])
+
+
+def test_example_inputs_that_are_not_tensors_are_refused_by_name():
+    model = nn.Linear(3, 2)
+    for bad in (None, (), 3.0):
+        with pytest.raises(
+            dg.errors.ConfigError, match="dg.compile: example_inputs must be a tensor or a non-empty tuple"
+        ):
+            dg.compile(model, bad)

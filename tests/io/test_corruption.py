@@ -114,6 +114,9 @@ def test_wrong_version_and_foreign_files_are_refused(good, tmp_path):
         dg.load(tmp_path / "missing.dg")
     with pytest.raises(FileFormatError, match="is a folder, not a file saved by dg.save"):
         dg.load(tmp_path)
+    with pytest.raises(FileFormatError, match="is a folder; give the path of a file"):
+        dg.save({"w": np.zeros(2)}, tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []  # no temporary left beside it
 
 
 @pytest.mark.parametrize(
