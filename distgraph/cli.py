@@ -26,7 +26,20 @@ class _BenchGroup(click.Group):
         return getattr(module, "command", None)
 
 
-@click.group()
+class _Main(click.Group):
+    """Every subcommand's DistgraphError (a bad file, a bad config, a worker that failed) ends the command
+    with its one-line message, as click's own usage errors do, instead of a Python traceback."""
+
+    def invoke(self, ctx):
+        from distgraph.errors import DistgraphError
+
+        try:
+            return super().invoke(ctx)
+        except DistgraphError as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="distgraph")
 def main():
     """distgraph: train, benchmark and inspect computation graphs."""

@@ -67,6 +67,28 @@ def _fmt(x):
     return str(x)
 
 
+class CommaList(click.ParamType):
+    """A click type for "1,2,4": a list of positive numbers (`cast`: int or float), so a typo or a zero is a
+    usage error naming the option instead of a traceback from int() or a division by zero later."""
+
+    name = "list"
+
+    def __init__(self, cast=int):
+        self.cast = cast
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list | tuple):
+            return list(value)
+        kind = "ints" if self.cast is int else "numbers"
+        try:
+            items = [self.cast(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of positive {kind}", param, ctx)
+        if min(items) <= 0:
+            self.fail(f"{value!r}: every value must be positive", param, ctx)
+        return items
+
+
 def json_out_option(name):
     """The `--json-out PATH` every benchmark takes (default `bench-out/NAME.json`; "" writes none): one
     name, one place, so a user who has run one benchmark knows where all of them leave their figures. A plot

@@ -28,7 +28,7 @@ import uuid
 import click
 import numpy as np
 
-from distgraph.bench._util import json_out_option, machine, table, write_json
+from distgraph.bench._util import CommaList, json_out_option, machine, table, write_json
 
 PEERS = ("shm", "shm slot", "ray gloo", "torch gloo")
 
@@ -113,9 +113,15 @@ def _plan(mb, iters):
 
 
 @click.command("allreduce")
-@click.option("--ranks", default=2, show_default=True, help="number of ranks (one Ray actor each)")
-@click.option("--sizes", default="1,4,16,64,256", show_default=True, help="buffer sizes in MB (float32)")
-@click.option("--iters", default=15, show_default=True, help="calls per peer and size (small sizes)")
+@click.option(
+    "--ranks", type=click.IntRange(1), default=2, show_default=True, help="number of ranks (one Ray actor each)"
+)
+@click.option(
+    "--sizes", type=CommaList(float), default="1,4,16,64,256", show_default=True, help="buffer sizes in MB (float32)"
+)
+@click.option(
+    "--iters", type=click.IntRange(1), default=15, show_default=True, help="calls per peer and size (small sizes)"
+)
 @json_out_option("allreduce")
 def command(ranks, sizes, iters, json_out):
     """All-reduce algbw/busbw: distgraph shm (and its gloo backend) vs torch.distributed gloo."""
@@ -129,7 +135,7 @@ def command(ranks, sizes, iters, json_out):
     factor = 2 * (ranks - 1) / ranks
     rows, records = [], []
     try:
-        for mb in [float(s) for s in sizes.split(",")]:
+        for mb in sizes:
             nbytes = int(mb * 2**20) // 4 * 4
             rounds, calls = _plan(mb, iters)
             samples = {p: [] for p in peers}

@@ -19,7 +19,7 @@ import statistics
 
 import click
 
-from distgraph.bench._util import beside, json_out_option, machine, table, write_json
+from distgraph.bench._util import CommaList, beside, json_out_option, machine, table, write_json
 
 LR = 0.05
 
@@ -80,21 +80,25 @@ def run(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, cp
 
 
 @click.command("async_slow")
-@click.option("--workers", default=2, show_default=True, help="workers per system")
-@click.option("--sizes", default="256,512,512,10", show_default=True, help="MLP layer sizes")
-@click.option("--batch", default=256, show_default=True, help="global batch (sync: split over workers)")
-@click.option("--steps", default=40, show_default=True, help="batches per measured epoch")
-@click.option("--repeat", default=3, show_default=True, help="measured epochs per system (median)")
-@click.option("--staleness", default=2, show_default=True, help="async staleness bound")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="workers per system")
+@click.option("--sizes", type=CommaList(), default="256,512,512,10", show_default=True, help="MLP layer sizes")
+@click.option(
+    "--batch", type=click.IntRange(1), default=256, show_default=True, help="global batch (sync: split over workers)"
+)
+@click.option("--steps", type=click.IntRange(1), default=40, show_default=True, help="batches per measured epoch")
+@click.option(
+    "--repeat", type=click.IntRange(1), default=3, show_default=True, help="measured epochs per system (median)"
+)
+@click.option("--staleness", type=click.IntRange(0), default=2, show_default=True, help="async staleness bound")
 @click.option("--slow-worker", "slowdown", default=2.0, show_default=True, help="slowdown factor of one worker")
-@click.option("--slow-rank", default=0, show_default=True, help="which rank is slowed")
+@click.option("--slow-rank", type=click.IntRange(0), default=0, show_default=True, help="which rank is slowed")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @json_out_option("async_slow")
 def command(workers, sizes, batch, steps, repeat, staleness, slowdown, slow_rank, address, json_out):
     """Sync vs async (staleness S) samples/s with one worker slowed; target async ≥ 1.4× sync."""
     from distgraph.distributed import runtime
 
-    layer_sizes = tuple(int(s) for s in sizes.split(","))
+    layer_sizes = tuple(sizes)
     if not 0 <= slow_rank < workers:
         raise click.BadParameter(f"--slow-rank {slow_rank} is not a rank of {workers} workers")
     runtime.init(address, num_cpus=None if address else workers)

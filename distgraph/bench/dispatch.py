@@ -79,8 +79,12 @@ def _alternating(plan, workers=2):
 
 
 @click.command("dispatch")
-@click.option("--n", default=16, show_default=True, help="subgraphs in the chain and fan-out plans")
-@click.option("--repeat", default=30, show_default=True, help="samples per peer (medians are reported)")
+@click.option(
+    "--n", type=click.IntRange(1), default=16, show_default=True, help="subgraphs in the chain and fan-out plans"
+)
+@click.option(
+    "--repeat", type=click.IntRange(1), default=30, show_default=True, help="samples per peer (medians are reported)"
+)
 @json_out_option("dispatch")
 def command(n, repeat, json_out):
     """Per-subgraph dispatch overhead of RayPlanExecutor vs bare Ray actor calls and Ray Compiled Graphs."""

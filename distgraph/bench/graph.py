@@ -278,7 +278,7 @@ def rows(res):
 
 
 @click.command("graph")
-@click.option("--repeat", default=20, show_default=True)
+@click.option("--repeat", type=click.IntRange(1), default=20, show_default=True)
 @json_out_option("graph")
 def command(repeat, json_out):
     """Captured graphs vs eager: per-op overhead, MLP step, branch concurrency, memory planning, checkpointing."""

@@ -24,8 +24,8 @@ def _state(kind, total_bytes, rng):
 
 
 @click.command("io")
-@click.option("--mb", default=256, show_default=True, help="checkpoint size in MB")
-@click.option("--repeat", default=5, show_default=True)
+@click.option("--mb", type=click.IntRange(1), default=256, show_default=True, help="checkpoint size in MB")
+@click.option("--repeat", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--dir", "folder", default=None, help="where to write (default: the system temp folder)")
 @json_out_option("io")
 def command(mb, repeat, folder, json_out):

@@ -84,9 +84,9 @@ def _matmul_only(sizes, batch, rng):
 
 
 @click.command("mlp")
-@click.option("--repeat", default=20, show_default=True)
+@click.option("--repeat", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--model", "which", type=click.Choice(["all", *MODELS]), default="all")
-@click.option("--threads", default=1, show_default=True, type=int, help="BLAS threads for both libraries")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="BLAS threads for both libraries")
 @json_out_option("mlp")
 def command(repeat, which, threads, json_out):
     """MLP train step, distgraph vs PyTorch eager, with the achieved GFLOP/s vs the matmul rate."""

@@ -41,8 +41,10 @@ def _step(lib_tensor, body, links):
 
 
 @click.command("ops")
-@click.option("--links", default=50, show_default=True, help="links per chain (ops per link vary)")
-@click.option("--repeat", default=30, show_default=True)
+@click.option(
+    "--links", type=click.IntRange(1), default=50, show_default=True, help="links per chain (ops per link vary)"
+)
+@click.option("--repeat", type=click.IntRange(1), default=30, show_default=True)
 @json_out_option("ops")
 def command(links, repeat, json_out):
     """Eager per-op overhead on 4x4 tensors, forward + backward, vs PyTorch eager."""

@@ -32,7 +32,7 @@ import click
 import numpy as np
 
 from distgraph.bench._pause import Paused
-from distgraph.bench._util import beside, json_out_option, machine, table, write_json
+from distgraph.bench._util import CommaList, beside, json_out_option, machine, table, write_json
 from distgraph.distributed.step import shard_bounds
 
 LR = 0.05
@@ -399,13 +399,22 @@ def run_scaling(
 
 
 @click.command("scaling")
-@click.option("--workers", default="1,2", show_default=True, help="worker counts, comma-separated")
-@click.option("--sizes", default="256,512,512,10", show_default=True, help="MLP layer sizes")
-@click.option("--batch", "strong_batch", default=1024, show_default=True, help="global batch (strong scaling)")
-@click.option("--weak-batch", default=512, show_default=True, help="batch per worker (weak scaling)")
-@click.option("--steps", default=20, show_default=True, help="steps per measured epoch")
+@click.option("--workers", type=CommaList(), default="1,2", show_default=True, help="worker counts, comma-separated")
+@click.option("--sizes", type=CommaList(), default="256,512,512,10", show_default=True, help="MLP layer sizes")
 @click.option(
-    "--repeat", default=15, show_default=True,
+    "--batch",
+    "strong_batch",
+    type=click.IntRange(1),
+    default=1024,
+    show_default=True,
+    help="global batch (strong scaling)",
+)
+@click.option(
+    "--weak-batch", type=click.IntRange(1), default=512, show_default=True, help="batch per worker (weak scaling)"
+)
+@click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="steps per measured epoch")
+@click.option(
+    "--repeat", type=click.IntRange(1), default=15, show_default=True,
     help="measured epochs per point (median; the 2-worker epochs vary ±5 % on this host, and medians of 5 moved "
     "the efficiency by up to 9 points within one run)",
 )  # fmt: skip
@@ -436,8 +445,7 @@ def command(
     from distgraph.distributed import runtime
     from distgraph.errors import ConfigError
 
-    counts = [int(w) for w in workers.split(",")]
-    layer_sizes = tuple(int(s) for s in sizes.split(","))
+    counts, layer_sizes = workers, tuple(sizes)
     wanted = {p.strip() for p in peers.split(",")} - {"none", ""}
     if wanted - {"ddp", "gloo"}:
         raise click.BadParameter(f"unknown peers {sorted(wanted - {'ddp', 'gloo'})}; choose from ddp, gloo")

@@ -104,14 +104,22 @@ def _plot(path, result, title):
     "--sample-flops", type=float, default=None, help="forward + backward FLOPs per sample (if no --step-time)"
 )
 @click.option("--flops", type=float, default=None, help="achieved FLOP/s per GPU (with --sample-flops)")
-@click.option("--batch", default=64, show_default=True, help="samples per worker step")
+@click.option("--batch", type=click.IntRange(1), default=64, show_default=True, help="samples per worker step")
 @click.option("--params", type=float, default=25e6, show_default=True, help="parameters (gradients all-reduced)")
-@click.option("--bytes-per-grad", default=4, show_default=True, help="4 = fp32, 2 = fp16 gradients")
-@click.option("--buckets", default=1, show_default=True, help="separate all-reduces per step (fused buffers)")
+@click.option(
+    "--bytes-per-grad", type=click.IntRange(1), default=4, show_default=True, help="4 = fp32, 2 = fp16 gradients"
+)
+@click.option(
+    "--buckets",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="separate all-reduces per step (fused buffers)",
+)
 @click.option("--bandwidth", default=100.0, show_default=True, help="network Gbit/s per worker (per server)")
 @click.option("--latency", default=5.0, show_default=True, help="µs per message hop")
 @click.option("--algorithm", type=click.Choice(sm.ALGORITHMS), default="ring", show_default=True)
-@click.option("--gpus-per-server", default=1, show_default=True)
+@click.option("--gpus-per-server", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--intra-bandwidth", default=10.0, show_default=True, help="GB/s between a server's GPUs")
 @click.option("--overlap", default=0.0, show_default=True, help="share of backward that hides communication")
 @click.option(
@@ -128,8 +136,10 @@ def _plot(path, result, title):
 )
 @click.option("--update-time", default=0.0, show_default=True, help="seconds of the optimizer update, all parameters")
 @click.option("--update-sharded", is_flag=True, help="each rank updates its own 1/n (ZeRO stage 1)")
-@click.option("--stages", default=1, show_default=True, help="pipeline stages")
-@click.option("--micro-batches", default=1, show_default=True, help="micro-batches per pipelined step")
+@click.option("--stages", type=click.IntRange(1), default=1, show_default=True, help="pipeline stages")
+@click.option(
+    "--micro-batches", type=click.IntRange(1), default=1, show_default=True, help="micro-batches per pipelined step"
+)
 @click.option("--horovod", is_flag=True, help="Horovod's published ResNet-101 result vs the model")
 @click.option("--validate", is_flag=True, help="the model vs our own measured 1- and 2-worker Ray runs")
 @click.option("--plot", default=None, help="write a PNG of throughput and efficiency vs GPUs (matplotlib)")

@@ -183,11 +183,15 @@ def _fmt(key, value):
 
 
 @click.command("soak")
-@click.option("--steps", default=1000, show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--sync", "sync", type=click.Choice(["sync", "async"]), default="sync", show_default=True)
-@click.option("--sample-every", default=10, show_default=True, help="steps between memory samples")
-@click.option("--warmup", default=200, show_default=True, help="steps before the flatness window starts")
+@click.option(
+    "--sample-every", type=click.IntRange(1), default=10, show_default=True, help="steps between memory samples"
+)
+@click.option(
+    "--warmup", type=click.IntRange(0), default=200, show_default=True, help="steps before the flatness window starts"
+)
 @click.option("--mem-tol-mb", default=8.0, show_default=True, help="allowed private-memory growth per process")
 @click.option("--store-tol-mb", default=2.0, show_default=True, help="allowed object-store growth")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")

@@ -1,5 +1,6 @@
-"""Every benchmark takes the same `--json-out PATH` (default `bench-out/NAME.json`), and writing its figures
-makes the folder and says where they went."""
+"""The benchmarks' command line: every one takes the same `--json-out PATH` (default `bench-out/NAME.json`)
+and says where its figures went; bad numbers and lists are usage errors naming the option; a distgraph
+error in any subcommand ends it with one line, not a traceback."""
 
 import json
 
@@ -44,3 +45,32 @@ def test_a_json_out_it_cannot_write_fails_before_the_benchmark_runs(tmp_path):
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--json-out'" in result.output and says in result.output
         assert "α-β model" not in result.output  # nothing was computed
+
+
+def test_lists_and_counts_are_checked_before_anything_runs():
+    from distgraph.bench.allreduce import command as allreduce
+    from distgraph.bench.scaling import command as scaling
+    from distgraph.bench.soak import command as soak
+
+    for command, args, says in [
+        (scaling, ["--workers", "0"], "Invalid value for '--workers': '0': every value must be positive"),
+        (scaling, ["--workers", "1,a"], "'1,a' is not a comma-separated list of positive ints"),
+        (scaling, ["--sizes", "32,-4,10"], "Invalid value for '--sizes'"),
+        (allreduce, ["--sizes", "x"], "'x' is not a comma-separated list of positive numbers"),
+        (soak, ["--workers", "0"], "Invalid value for '--workers': 0 is not in the range x>=1"),
+    ]:
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 2 and says in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_distgraph_error_in_a_subcommand_is_one_line(tmp_path):
+    from distgraph.cli import main
+
+    (tmp_path / "x.dg").write_bytes(b"abc")
+    result = CliRunner().invoke(main, ["graph", "show", str(tmp_path / "x.dg")])
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.strip()
+        == f"Error: FileFormatError: {tmp_path / 'x.dg'}: not a distgraph file (too short: 3 bytes)"
+    )
