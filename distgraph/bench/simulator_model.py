@@ -78,6 +78,30 @@ class Config:
     micro_batches: int = 1
     workers: tuple = WORKERS
 
+    def __post_init__(self):
+        """A value the arithmetic cannot take (a zero bandwidth divides by zero, an overlap above 1 hides more
+        than the backward pass) is a ConfigError naming the field, not a ZeroDivisionError from inside."""
+        positive = ("bandwidth", "intra_bandwidth", "batch", "bytes_per_grad", "buckets", "gpus_per_server",
+                    "pipeline_stages", "micro_batches", "compute_contention")  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"simulator: {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("step_time", "sample_flops", "flops"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"simulator: {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("params", "latency", "compute_jitter", "update_time", "overhead", "dispatch_per_worker"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"simulator: {name} must be ≥ 0, got {getattr(self, name)!r}")
+        for name in ("overlap", "backward_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"simulator: {name} must be between 0 and 1, got {getattr(self, name)!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"simulator: algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if not any(n % self.pipeline_stages == 0 for n in self.workers):
+            raise ConfigError(
+                f"simulator: no worker count in {list(self.workers)} splits into {self.pipeline_stages} pipeline stages"
+            )
+
     @property
     def grad_bytes(self):
         return self.params * self.bytes_per_grad
@@ -109,8 +133,6 @@ def allreduce_time(cfg, n, nbytes=None):
     nbytes = cfg.grad_bytes if nbytes is None else nbytes
     if n <= 1:
         return 0.0
-    if cfg.algorithm not in ALGORITHMS:
-        raise ConfigError(f"simulator: algorithm must be one of {ALGORITHMS}, got {cfg.algorithm!r}")
     g = min(cfg.gpus_per_server, n)
     if n <= cfg.gpus_per_server:  # one server: the network is not involved
         beta = cfg.intra_bandwidth

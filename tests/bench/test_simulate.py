@@ -85,7 +85,7 @@ def test_compute_time_from_flops_or_measured_step_time():
     with pytest.raises(ConfigError, match="step_time"):
         sm.Config(params=1.0).compute_time()
     with pytest.raises(ConfigError, match="algorithm"):
-        sm.allreduce_time(sm.Config(step_time=1.0, params=1.0, algorithm="butterfly"), 4)
+        sm.Config(step_time=1.0, params=1.0, algorithm="butterfly")
 
 
 def test_predict_takes_measured_numbers_and_returns_plain_data():
@@ -200,3 +200,19 @@ def test_cli_plot_writes_a_png(tmp_path):
 def test_model_and_command_import_no_ray():
     code = "import sys, distgraph.bench.simulate; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("bandwidth", 0.0, "bandwidth must be positive"),
+        ("step_time", 0.0, "step_time must be positive"),
+        ("latency", -1e-6, "latency must be ≥ 0"),
+        ("overlap", 2.0, "overlap must be between 0 and 1"),
+        ("algorithm", "mesh", "algorithm must be one of ring, tree, hierarchical"),
+        ("pipeline_stages", 3, "no worker count in .* splits into 3 pipeline stages"),
+    ],
+)
+def test_a_config_the_arithmetic_cannot_take_is_refused_by_field(field, value, says):
+    with pytest.raises(ConfigError, match=f"simulator: {says}"):
+        sm.Config(step_time=0.1, **{field: value})
