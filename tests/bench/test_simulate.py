@@ -215,4 +215,4 @@ def test_model_and_command_import_no_ray():
 )
 def test_a_config_the_arithmetic_cannot_take_is_refused_by_field(field, value, says):
     with pytest.raises(ConfigError, match=f"simulator: {says}"):
-        sm.Config(step_time=0.1, **{field: value})
+        sm.Config(**{"step_time": 0.1, field: value})
