@@ -1,7 +1,9 @@
 """distgraph.distributed: Ray runtime, workers, scheduler, all-reduce layer and parameter store.
 
 The only package that imports ray. `dg.distributed.init(address)` connects to a cluster (or starts
-a local one); the Trainer with backend="ray" uses the rest.
+a local one); the Trainer with backend="ray" uses the rest. For a training loop of one's own (Horovod's
+way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
+`broadcast_parameters`, `DistributedOptimizer` (loop.py).
 """
 
 import importlib
@@ -10,6 +12,7 @@ _SUBMODULES = (
     "allreduce",
     "buckets",
     "cluster",
+    "loop",
     "param_store",
     "placement",
     "plan_runner",
@@ -34,7 +37,21 @@ def shutdown():
     _shutdown()
 
 
+_LOOP_API = (
+    "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters", "DistributedOptimizer",
+)  # fmt: skip
+
+
+def launch(fn, workers=2, **kwargs):
+    """Run `fn` on `workers` Ray workers that meet in one all-reduce → what each rank returned (loop.py)."""
+    from distgraph.distributed.loop import launch as _launch
+
+    return _launch(fn, workers, **kwargs)
+
+
 def __getattr__(name):
+    if name in _LOOP_API:
+        return getattr(importlib.import_module("distgraph.distributed.loop"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"distgraph.distributed.{name}")
     raise AttributeError(f"module 'distgraph.distributed' has no attribute {name!r}")

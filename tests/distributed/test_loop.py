@@ -1,0 +1,113 @@
+"""A training loop of one's own across Ray workers (Horovod's way): `dg.distributed.launch` and, inside,
+all_reduce / broadcast / DistributedOptimizer / broadcast_parameters — on a real local Ray."""
+
+import time
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+from distgraph.errors import ConfigError, DistributedError, ShapeError
+
+pytestmark = pytest.mark.ray
+SIZES, STEPS, BATCH, LR = (6, 16, 3), 20, 32, 0.1
+
+
+def _collectives():
+    r, n = dist.rank(), dist.world_size()
+    a = dg.tensor(np.arange(4, dtype=np.float32) + 10 * r)
+    b = dg.tensor(np.full((2, 3), r + 1.0, dtype=np.float64))
+    dist.all_reduce([a, b])
+    m = dg.tensor(np.array([2.0 * r], dtype=np.float32))
+    dist.all_reduce(m, op="mean")
+    c = dg.tensor(np.array([r + 100], dtype=np.int64))
+    dist.broadcast(c, src=1)
+    dist.barrier()
+    return r, n, a.numpy().tolist(), b.numpy().tolist(), m.item(), c.item()
+
+
+def test_collectives_reduce_and_broadcast_in_place_on_every_rank(ray_session):
+    out = dist.launch(_collectives, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    for r, (rank, world, a, b, m, c) in enumerate(out):
+        assert (rank, world) == (r, 2)
+        assert a == [10.0, 12.0, 14.0, 16.0] and b == [[3.0] * 3] * 2
+        assert m == 1.0 and c == 101
+
+
+def _model(seed):
+    dg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(SIZES[0], SIZES[1]), nn.Tanh(), nn.Linear(SIZES[1], SIZES[2]))
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((STEPS * BATCH, SIZES[0])).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64)
+
+
+def _train_own_loop(x, y):
+    """The loop a user writes: a different seed per rank, rank 0's parameters broadcast, each rank on its
+    half of every global batch, gradients averaged by the wrapped optimizer."""
+    r, n = dist.rank(), dist.world_size()
+    model = _model(seed=r)
+    dist.broadcast_parameters(model)
+    opt = dist.DistributedOptimizer(dg.optim.SGD(model.parameters(), lr=LR, momentum=0.9))
+    per = BATCH // n
+    for t in range(STEPS):
+        sel = slice(t * BATCH + r * per, t * BATCH + (r + 1) * per)
+        loss = F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [p.detach().numpy() for p in model.parameters()]
+
+
+def test_distributed_optimizer_trains_as_one_process_on_the_whole_batches(ray_session):
+    x, y = _data()
+    ranks = dist.launch(_train_own_loop, workers=2, args=(x, y), cpus_per_worker=0.5, timeout_s=60)
+    model = _model(seed=0)  # rank 0's start, which the broadcast gave every rank
+    opt = dg.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    for t in range(STEPS):
+        sel = slice(t * BATCH, (t + 1) * BATCH)
+        loss = F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for mine, theirs in zip(ranks[0], ranks[1]):
+        np.testing.assert_array_equal(mine, theirs)  # the replicas never drift apart
+    diff = max(float(np.max(np.abs(a - p.detach().numpy()))) for a, p in zip(ranks[0], model.parameters()))
+    assert diff <= 1e-6, diff
+
+
+def _fail_on_rank_1(kind):
+    if dist.rank() == 1:
+        raise ShapeError("rank 1's batch does not fit") if kind == "shape" else RuntimeError("boom")
+    dist.barrier()  # rank 0 would wait here for rank 1 until the timeout
+    return "unreachable"
+
+
+def test_a_failing_rank_ends_the_launch_at_once_with_its_error(ray_session):
+    started = time.monotonic()
+    with pytest.raises(ShapeError, match="rank 1's batch does not fit"):
+        dist.launch(_fail_on_rank_1, workers=2, args=("shape",), cpus_per_worker=0.5, timeout_s=60)
+    with pytest.raises(DistributedError, match=r"_fail_on_rank_1 failed on rank 1: RuntimeError\('boom'\)"):
+        dist.launch(_fail_on_rank_1, workers=2, args=("other",), cpus_per_worker=0.5, timeout_s=60)
+    assert time.monotonic() - started < 50  # not after rank 0's 60 s barrier timeout
+
+
+def test_outside_a_launch_the_same_code_runs_as_rank_0_of_1():
+    x, y = _data()
+    params = _train_own_loop(x, y)
+    assert dist.rank() == 0 and dist.world_size() == 1 and all(np.isfinite(p).all() for p in params)
+
+
+def test_bad_launch_arguments():
+    with pytest.raises(ConfigError, match="workers must be a positive int, got 0"):
+        dist.launch(_collectives, workers=0)
+    with pytest.raises(ConfigError, match="fn must be callable"):
+        dist.launch("train.py", workers=2)
+    with pytest.raises(ConfigError, match="op must be 'sum' or 'mean'"):
+        dist.all_reduce(dg.ones(2), op="max")
