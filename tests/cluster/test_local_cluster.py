@@ -1,5 +1,6 @@
 """cluster/local.sh: a real 2-node Ray cluster on loopback. A separate driver process sees both nodes
-alive and runs a task pinned to each; `distgraph train` trains the digits config across them; `stop`
+alive and runs a task pinned to each; `distgraph train` trains the digits config across them, and the GAN
+example runs its own loop across them (`dg.distributed.launch`, gloo); `stop`
 ends exactly the processes the script started (and no one else's: the session's own Ray stays up)."""
 
 import importlib.util
@@ -84,6 +85,17 @@ def test_local_cluster_two_nodes_run_tasks_train_digits_and_stop_cleanly(tmp_pat
         gloo = importlib.util.find_spec("torch") is not None  # then the workers meet in a gloo group
         assert ("they meet in a gloo group" in train.stdout) == gloo, train.stdout
         assert json.loads(out.read_text())["test"]["accuracy"] >= 0.95
+
+        # a loop of one's own across the two nodes (dg.distributed.launch): its ranks meet in gloo there
+        gan = _run(
+            [sys.executable, str(ROOT / "examples" / "gan.py"), "--workers", "2", "--address", address, "--steps", "300",
+             "--quiet"],
+            env, timeout=300,
+        )  # fmt: skip
+        if gloo:
+            assert gan.returncode == 0 and "final: quality" in gan.stdout, gan.stderr[-2000:]
+        else:
+            assert "the ranks span 2 nodes and need gloo there" in gan.stderr, gan.stderr[-2000:]
     finally:
         stopped = _run(["bash", SCRIPT, "stop"], env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
