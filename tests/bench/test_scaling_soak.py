@@ -108,7 +108,7 @@ def test_soak_short_run_stays_flat_after_warmup(ray_session, sync):
 
 
 def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
-    from distgraph.bench.scaling import verdicts
+    from distgraph.bench.scaling_report import verdicts
 
     def point(mode, workers, efficiency, vs_ddp, system="distgraph"):
         return {"mode": mode, "workers": workers, "system": system, "efficiency": efficiency, "vs_ddp": vs_ddp}
@@ -116,19 +116,42 @@ def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
     points = [point("strong", 1, 1.0, 1.0), point("weak", 1, 1.0, 1.0), point("strong", 2, 0.86, 1.3),
               point("weak", 2, 0.91, 1.05), point("weak", 2, 0.7, 1.0, system="torch-ddp")]  # fmt: skip
     efficiency, ratio = verdicts(points)
-    assert efficiency == "target efficiency 1→2 workers ≥ 90% (weak scaling): 91% met; strong scaling 86%"
+    assert efficiency == "target efficiency 1→2 workers ≥ 90% (weak scaling): 91.0% met; strong scaling 86%"
     assert ratio == "target ≥ 1.1x DDP's samples/s at 2 workers: strong 1.30x, weak 1.05x NOT met"
     assert verdicts([point("weak", 1, 1.0, None)]) == []
     points[3]["best_efficiency"] = 0.95
-    assert verdicts(points)[0].endswith("91% met; strong scaling 86%; best epochs: weak 95%")
+    assert verdicts(points)[0].endswith("91.0% met; strong scaling 86%; best epochs: weak 95%")
     points[3]["ceiling"] = 0.97
     assert verdicts(points)[0].endswith(
         "best epochs: weak 95%; the compute alone, no exchange (the host's ceiling): 97%"
     )
+    points[3]["efficiency_interval"] = [0.87, 0.93]
+    assert (
+        "91.0% met (95% interval over the epochs 87–93% — 90% lies inside it: not told apart by this run)"
+        in (verdicts(points)[0])
+    )
+    points[3]["efficiency_interval"] = [0.905, 0.93]
+    assert "91.0% met (95% interval over the epochs 90–93%); strong" in verdicts(points)[0]
+
+
+def test_efficiency_interval_resamples_whole_rounds():
+    from distgraph.bench.scaling_report import efficiency_interval
+
+    assert efficiency_interval([100.0] * 4, [180.0] * 4, 2) is None  # too few rounds to say
+    assert efficiency_interval([100.0] * 6, [180.0] * 6, 2) == [0.9, 0.9]  # no noise: no width
+    one = [100.0, 98.0, 103.0, 101.0, 99.0, 102.0, 100.0]
+    tracking = [x * 1.8 for x in one]  # the host's drift moved both epochs of each round alike
+    assert efficiency_interval(one, tracking, 2) == [pytest.approx(0.9), pytest.approx(0.9)]
+    many = [181.0, 175.0, 186.0, 182.0, 177.0, 185.0, 179.0]
+    lo, hi = efficiency_interval(one, many, 2)
+    assert lo < 0.9 < hi and hi - lo < 0.05
+    noisy = [180.0, 150.0, 200.0, 170.0, 185.0, 160.0, 195.0]
+    lo2, hi2 = efficiency_interval(one, noisy, 2)
+    assert hi2 - lo2 > hi - lo  # a noisier 2-worker series: a wider interval
 
 
 def test_best_efficiency_compares_each_systems_best_epoch():
-    from distgraph.bench.scaling import add_ratios
+    from distgraph.bench.scaling_report import add_ratios
 
     one = {"mode": "weak", "system": "distgraph", "workers": 1, "samples_per_s": 100.0, "repeats": [90.0, 100.0, 110.0]}
     two = {
