@@ -62,6 +62,7 @@ def _register_optional(module_name, attr):
 
 _register_optional("distgraph.cli_train", "train")
 _register_optional("distgraph.cli_graph", "graph")
+_register_optional("distgraph.cli_run", "run")
 
 if __name__ == "__main__":
     main()
