@@ -23,7 +23,6 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from distgraph.distributed.affinity import check_bind_to
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
@@ -142,7 +141,7 @@ class Trainer:
             "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
             "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
         }  # fmt: skip
-        workers, self.elastic = check_options(options)
+        workers, self.elastic, self.bind_to = check_options(options)
         if not (callable(model) and hasattr(model, "parameters")):
             raise ConfigError(f"Trainer: model must be a distgraph.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -155,7 +154,6 @@ class Trainer:
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
-        self.bind_to = check_bind_to(bind_to)  # None for "none"
         self.strategy, self.micro_batches = strategy, micro_batches
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.checkpoint_every_steps = checkpoint_every_steps if checkpoint_dir else None

@@ -22,8 +22,9 @@ def _is_int(v):
 
 def check_options(opts, where="Trainer", prefix=""):
     """Raise a ConfigError for the first invalid option of `opts` (name -> value; an absent one takes the
-    Trainer's default), naming `where` and `prefix + name`; returns (workers, elastic): the worker count to
-    start and (min, max) when `workers` asks for elastic training, else None."""
+    Trainer's default), naming `where` and `prefix + name`; returns (workers, elastic, bind_to): the worker
+    count to start, (min, max) when `workers` asks for elastic training (else None), and bind_to as the
+    Trainer keeps it (None for "none")."""
 
     def fail(name, text):
         raise ConfigError(f"{where}: {prefix}{name}{'' if text.startswith('=') else ' '}{text}")
@@ -69,8 +70,8 @@ def check_options(opts, where="Trainer", prefix=""):
         fail("checkpoint_dir", f"{os.fspath(folder)!r} is a file, not a folder for checkpoints")
     if backend == "local" and sync == "async":
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
-    check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
-    return workers, elastic
+    bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
+    return workers, elastic, bind_to
 
 
 def check_fit(epochs, batch_size):

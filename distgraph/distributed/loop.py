@@ -26,6 +26,7 @@ import numpy as np
 import ray
 from ray.util import collective
 
+from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import make_allreduce
 from distgraph.distributed.scheduler import user_error
@@ -146,10 +147,8 @@ def world_size():
     return _context["world"]
 
 
-def _arrays(tensors):
-    single = not isinstance(tensors, list | tuple)
-    tensors = [tensors] if single else list(tensors)
-    return tensors, [np.ascontiguousarray(t.array) if isinstance(t.array, np.ndarray) else t.array for t in tensors]
+def _listed(tensors):
+    return list(tensors) if isinstance(tensors, list | tuple) else [tensors]
 
 
 def all_reduce(tensors, op="sum"):
@@ -159,7 +158,8 @@ def all_reduce(tensors, op="sum"):
         raise ConfigError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
     if _context["world"] == 1:
         return tensors
-    items, arrays = _arrays(tensors)
+    items = _listed(tensors)
+    arrays = [np.ascontiguousarray(t.array) if isinstance(t.array, np.ndarray) else t.array for t in items]
     reduced = _context["comm"].allreduce(arrays, op)
     for t, a in zip(items, reduced):
         if a is not t.array:
@@ -173,19 +173,14 @@ def broadcast(tensors, src=0):
     if not 0 <= src < _context["world"]:
         raise ConfigError(f"broadcast: src {src} is not a rank of {_context['world']}")
     if _context["world"] > 1 and _context["rank"] != src:
-        for t in _arrays(tensors)[0]:
+        for t in _listed(tensors):
             t.array[...] = 0
     return all_reduce(tensors, "sum")
 
 
 def barrier():
     """Wait until every rank gets here (an all-reduce of one number)."""
-    all_reduce(_Scalar(), "sum")
-
-
-class _Scalar:
-    def __init__(self):
-        self.array = np.zeros(1, np.float32)
+    all_reduce(Tensor(np.zeros(1, np.float32)), "sum")
 
 
 def broadcast_parameters(model, src=0):
