@@ -4,7 +4,7 @@ start one process per rank.
 Each rank runs the script as `__main__` with `sys.argv = [SCRIPT, *ARGS]`; inside it,
 `dg.distributed.rank()`, `world_size()`, `all_reduce`, `DistributedOptimizer`, ... (distributed/loop.py)
 see the launch, so a script written with them runs unchanged alone (rank 0 of 1) or under `distgraph run`.
-The script's text is read here and sent to the workers (a worker on another node need not have the file);
+The script is read and compiled here and its code sent to the workers (a worker on another node need not have the file);
 its own folder is put on each worker's import path, so modules beside it import where that folder exists
 on the worker's node (on other nodes, install them or ship them with a Ray runtime_env). The ranks' prints
 show here, prefixed by Ray with the worker's pid.
@@ -15,15 +15,14 @@ import os
 import click
 
 
-def run_script(path, source, argv):
-    """One rank: `source` executed as the `__main__` of `path` with `argv` (returns None)."""
+def run_script(path, code, argv):
+    """One rank: the script's compiled `code` executed as the `__main__` of `path` with `argv` (→ None)."""
     import sys
 
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
         sys.path.insert(0, folder)
     sys.argv = [path, *argv]
-    code = compile(source, path, "exec")
     try:
         exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})  # noqa: S102
     except SystemExit as e:  # sys.exit() in a script ends its rank, not the worker process Ray runs it in
@@ -49,10 +48,10 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, script, a
     with open(script) as f:
         source = f.read()
     try:
-        compile(source, script, "exec")
+        code = compile(source, script, "exec")  # once, here: a syntax error stops it before any worker starts
     except SyntaxError as e:
         raise click.ClickException(f"{script}:{e.lineno}: {e.msg}") from None
     dg.distributed.launch(
-        run_script, workers, args=(script, source, list(args)), address=address, device=device,
+        run_script, workers, args=(script, code, list(args)), address=address, device=device,
         cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s,
     )  # fmt: skip

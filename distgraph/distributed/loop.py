@@ -28,8 +28,8 @@ from ray.util import collective
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import runtime
-from distgraph.distributed.allreduce import make_allreduce
-from distgraph.distributed.scheduler import user_error
+from distgraph.distributed.allreduce import OPS, make_allreduce
+from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import _limit_threads
 from distgraph.errors import ConfigError, DistributedError
@@ -119,23 +119,29 @@ def _backend(allreduce, device, nodes):
 
 
 def _get(refs, timeout_s, what):
-    """Every result, by rank; the first rank to fail (or none back within timeout_s) raises at once."""
-    out, pending = {}, {ref: r for r, ref in enumerate(refs)}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
-        if not ready:
-            raise DistributedError(f"launch: {what}: rank(s) {sorted(pending.values())} not back within {timeout_s}s")
-        rank = pending.pop(ready[0])
-        try:
-            out[rank] = ray.get(ready[0])
-        except ray.exceptions.RayTaskError as exc:
-            mine = user_error(exc)
-            if mine is not None:
-                raise mine from None
-            raise DistributedError(f"launch: {what} failed on rank {rank}: {exc.cause!r}") from None
-        except ray.exceptions.RayActorError as exc:
-            raise DistributedError(f"launch: the worker of rank {rank} died during {what}: {exc}") from None
-    return [out[r] for r in range(len(refs))]
+    """Every result, by rank (the scheduler's fail-fast wait: the first failure raises at once, the other
+    calls collected); a rank's error is raised as itself when it is the user's distgraph error, else as a
+    DistributedError naming the rank."""
+    try:
+        return get_failing_fast(refs, timeout_s, f"launch: {what}")
+    except ray.exceptions.RayTaskError as exc:
+        if user_error(exc) is not None:
+            raise user_error(exc) from None
+        raise DistributedError(f"launch: {what} failed on rank {_failed_rank(refs)}: {exc.cause!r}") from None
+    except ray.exceptions.RayActorError as exc:
+        raise DistributedError(f"launch: the worker of rank {_failed_rank(refs)} died during {what}: {exc}") from None
+
+
+def _failed_rank(refs):
+    """The lowest rank whose call has come back with an error."""
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for r, ref in enumerate(refs):
+        if ref in done:
+            try:
+                ray.get(ref)
+            except Exception:  # noqa: BLE001  (its error is what is being reported)
+                return r
+    return "?"
 
 
 # ---- inside a launched function ---------------------------------------------------------------------
@@ -154,7 +160,7 @@ def _listed(tensors):
 def all_reduce(tensors, op="sum"):
     """Reduce a tensor or a list of tensors across the ranks, in place (every rank gets the result); op is
     "sum" or "mean". One call reduces the whole list in one fused buffer per dtype."""
-    if op not in ("sum", "mean"):
+    if op not in OPS:
         raise ConfigError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
     if _context["world"] == 1:
         return tensors

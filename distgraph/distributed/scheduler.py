@@ -150,7 +150,7 @@ class DataParallelScheduler:
 
     def _finish_chunk(self, first, refs, on_step):
         """Report a call's steps in order; → every rank's snapshot if the call brought one, else None."""
-        per_rank, snapshots = zip(*_get_failing_fast(refs, 2 * self.timeout_s, f"steps {first}+"))
+        per_rank, snapshots = zip(*get_failing_fast(refs, 2 * self.timeout_s, f"steps {first}+"))
         steps = per_rank[0]
         self.step_seconds = (steps[-1]["t_end"] - steps[0]["t_start"]) / len(steps)
         for k, parts in enumerate(zip(*per_rank)):
@@ -160,7 +160,7 @@ class DataParallelScheduler:
         return list(snapshots) if snapshots[0] is not None else None
 
     def _finish(self, t, refs, on_step):
-        parts = _get_failing_fast(refs, 2 * self.timeout_s, f"step {t}")
+        parts = get_failing_fast(refs, 2 * self.timeout_s, f"step {t}")
         if self.on_worker_stats is not None:
             self.on_worker_stats(t, parts)
         on_step(t, merge_statistics(parts))
@@ -361,7 +361,7 @@ def user_error(exc):
     return cause if isinstance(cause, DistgraphError) and not isinstance(cause, DistributedError) else None
 
 
-def _get_failing_fast(refs, timeout_s=None, what="step"):
+def get_failing_fast(refs, timeout_s=None, what="step"):
     """ray.get of several refs that raises as soon as any of them failed — not after the others
     finish (a live worker may be blocked in the all-reduce, waiting for the dead one) — and
     StepTimeout, naming `what` and the calls not back, when none comes back for `timeout_s`."""
