@@ -19,6 +19,7 @@ run would have seen.
 
 import os
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -166,6 +167,7 @@ class Trainer:
         self.global_step = 0
         self._last_checkpoint_step = 0
         self._cluster = None
+        self._release = None  # weakref.finalize closing `_cluster` when this Trainer is dropped (`_own`)
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
@@ -258,12 +260,26 @@ class Trainer:
                     f"Trainer: strategy {strategy!r} supports neither elastic workers nor grad_scaler; use 'data'"
                 )
 
-            return PlanTrainer(self, strategy)
+            return self._own(PlanTrainer, strategy)
         if self.backend == "ray":
             from distgraph.distributed.cluster import RayCluster
 
-            return RayCluster(self)
+            return self._own(RayCluster)
         return None
+
+    def _own(self, runner_cls, *args):
+        """Build what runs the steps elsewhere (Ray workers, a Plan's executor) and tie its life to this
+        Trainer's, as a DataLoader's worker processes end with it. It is handed the Trainer as a weak proxy,
+        so no reference cycle keeps either alive, and dropping the Trainer closes it: the workers and their
+        placement group are freed at once. Before, a Trainer dropped without `close()` (a notebook cell run
+        again) kept its CPUs for the rest of the session and the next Trainer waited 60 s for them and failed.
+        Ray frees everything of its own at exit, so the release does not run then."""
+        runner = runner_cls(weakref.proxy(self), *args)
+        if self._release is not None:
+            self._release.detach()  # the runner it would close was closed by whoever replaced it
+        self._release = weakref.finalize(self, runner.close)
+        self._release.atexit = False
+        return runner
 
     def _step_checkpoint(self, epoch_step):
         """Between two steps of an epoch: save a checkpoint when `checkpoint_every_steps` have passed
@@ -306,7 +322,7 @@ class Trainer:
             self.load_checkpoint()
             from distgraph.distributed.cluster import RayCluster
 
-            self._cluster = RayCluster(self)
+            self._cluster = self._own(RayCluster)
             self._cluster.data_refs = data
             self._cluster.resend_data()
             self.history.events.append(
@@ -408,6 +424,10 @@ class Trainer:
             self.history.events.append(f"resumed from {self.checkpoint_path()} at epoch {self.epoch}{where}")
 
     def close(self):
+        """Stop the workers and free their resources (also done when the Trainer is dropped: `_own`)."""
+        if self._release is not None:
+            self._release.detach()
+            self._release = None
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None

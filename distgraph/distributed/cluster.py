@@ -43,7 +43,7 @@ class RayCluster:
         if trainer.elastic:
             trainer.workers = self._fitting_workers(*trainer.elastic)
         self.params = trainer.step_fn.params
-        self.name, self.group_hyper = make_optimizer_spec(trainer.optimizer)
+        self.name, _ = make_optimizer_spec(trainer.optimizer)
         self.param_group = self._param_groups()
         self.owner = partition_parameters([p.array.nbytes for p in self.params], trainer.workers)
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
@@ -97,9 +97,8 @@ class RayCluster:
 
     def _setup_sharded(self):
         """Every worker takes its share of the driver's parameters and optimizer state."""
-        state = self.trainer.optimizer.state_dict()["state"]
-        arrays = ray.put([np.asarray(p.array) for p in self.params])
-        states = [state.get(i, {}) for i in range(len(self.params))]
+        params, states = self._driver_state()
+        arrays = ray.put(params)
         scaler = self.trainer.grad_scaler
         scaler_state = {"config": scaler.config(), "state": scaler.state_dict()} if scaler is not None else None
         args = (self.name, self._hypers(), arrays, states, self.trainer.global_step, scaler_state)
@@ -118,13 +117,10 @@ class RayCluster:
                 self.group.actors, self.group_name, self.name, t.staleness, t.timeout_s, t.history.events.append,
                 self._replace_worker,
             )  # fmt: skip
-        state = self.trainer.optimizer.state_dict()["state"]
-        driver = {
-            "params": [np.asarray(p.array) for p in self.params],
-            "states": [state.get(i, {}) for i in range(len(self.params))],
-            "version": self.trainer.global_step,
-        }
-        self.async_scheduler.setup(driver, self._hypers())
+        params, states = self._driver_state()
+        self.async_scheduler.setup(
+            {"params": params, "states": states, "version": self.trainer.global_step}, self._hypers()
+        )
         self._driver_current = True
 
     # ---- elastic -----------------------------------------------------------------------------------------
@@ -187,13 +183,10 @@ class RayCluster:
         ids = {id(p): g for g, group in enumerate(self.trainer.optimizer.param_groups) for p in group["params"]}
         return [ids[id(p)] for p in self.params]
 
-    def _hyper(self, i):
-        return {k: v for k, v in self.group_hyper[self.param_group[i]].items() if k != "params"}
-
     def _start_stores(self):
+        params, hypers = self._driver_state()[0], self._hypers()
         for s, members in enumerate(self.members):
-            arrays = [np.asarray(self.params[i].array) for i in members]
-            hyper = [self._hyper(i) for i in members]
+            arrays, hyper = [params[i] for i in members], [hypers[i] for i in members]
             self.stores.append(
                 runtime.start_store(ParameterShard, s, members, arrays, self.name, hyper, self.trainer.global_step)
             )
@@ -224,9 +217,8 @@ class RayCluster:
         """Start `workers` workers under a new segment name (unique per run), in `group` or a new WorkerGroup."""
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         t = self.trainer
-        self.group = group or runtime.WorkerGroup(
-            TrainWorker, workers, device=t.device, cpus_per_worker=t.cpus_per_worker, bind_to=t.bind_to
-        )
+        opts = dict(device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s, bind_to=t.bind_to)
+        self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
         for rank in range(workers):
             self._start_worker(rank)
         self.group.bound(max(60.0, t.timeout_s))  # with bind_to: each bound to its cores before it runs a step
@@ -472,21 +464,28 @@ class RayCluster:
         self.scheduler.set_version(self.trainer.global_step)
         self._driver_current = True
 
-    def _push_optimizer_state(self):
+    def _driver_state(self):
+        """The driver's parameters (host arrays) and each one's optimizer state ({} before its first step)."""
         state = self.trainer.optimizer.state_dict()["state"]
-        if not state:
+        return [np.asarray(p.array) for p in self.params], [state.get(i, {}) for i in range(len(self.params))]
+
+    def _push_optimizer_state(self):
+        params, states = self._driver_state()
+        if not any(states):
             return
         for s, members in enumerate(self.members):
             sd = {
                 "shard_id": s,
                 "version": self.trainer.global_step,
                 "indices": members,
-                "params": [np.asarray(self.params[i].array) for i in members],
-                "state": [state.get(i, {}) for i in members],
+                "params": [params[i] for i in members],
+                "state": [states[i] for i in members],
             }
             ray.get(self.stores[s].load_state_dict.remote(sd))
 
     def close(self):
+        if not ray.is_initialized():
+            return  # the Ray session ended, and freed the workers, stores and group with it
         for w in self.group.actors:
             if w is not None:
                 try:

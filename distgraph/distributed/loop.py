@@ -73,7 +73,9 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
         raise ConfigError(f"launch: fn must be callable, got {type(fn).__name__}")
     _send_by_value(fn)
     runtime.init(address, log_to_driver=True)  # (when it starts Ray) the ranks' prints show here
-    group = runtime.WorkerGroup(LoopWorker, workers, device=device, cpus_per_worker=cpus_per_worker, bind_to=bind_to)
+    group = runtime.WorkerGroup(
+        LoopWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
+    )
     name = f"dgl{uuid.uuid4().hex[:12]}"
     try:
         for r in range(workers):

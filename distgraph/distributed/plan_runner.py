@@ -200,7 +200,7 @@ class RayPlanExecutor:
         return self._timeline
 
     def shutdown(self):
-        if self.compiled is not None:
+        if self.compiled is not None and ray.is_initialized():
             self.compiled.teardown()
             self.compiled = None
         self.group.shutdown()

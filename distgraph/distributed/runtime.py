@@ -14,7 +14,7 @@ is also bound to cores of its own (affinity.py).
 import os
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from distgraph.distributed import affinity
@@ -87,6 +87,23 @@ def cluster_summary():
     return {"nodes": len(nodes), "resources": ray.cluster_resources()}
 
 
+def _no_room(n, bundle, timeout_s, pg):
+    """Why `n` bundles found no room: what the cluster has of each resource asked for, and what the other
+    placement groups hold — most often a Trainer or launch of this very process that was never closed."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    have = ", ".join(f"{k} {free.get(k, 0):g} free of {total.get(k, 0):g}" for k in bundle)
+    others = [g for gid, g in placement_group_table().items() if g["state"] == "CREATED" and gid != pg.id.hex()]
+    msg = f"could not place {n} workers with {bundle} each within {timeout_s}s: the cluster has {have}"
+    if others:
+        held = {k: sum(b.get(k, 0) for g in others for b in g["bundles"].values()) for k in bundle}
+        msg += (
+            f"; {len(others)} other placement group(s) hold "
+            + ", ".join(f"{k} {v:g}" for k, v in held.items())
+            + " (an earlier Trainer still open? trainer.close(), or `with dg.Trainer(...) as trainer:`)"
+        )
+    return msg
+
+
 class WorkerGroup:
     """N actors of one class in a placement group (one bundle each), with their device and CPUs."""
 
@@ -98,11 +115,9 @@ class WorkerGroup:
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
         ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
         if not ready:
+            why = _no_room(n, bundle, timeout_s, self.pg)
             remove_placement_group(self.pg)
-            raise DistributedError(
-                f"could not place {n} workers with {bundle} each within {timeout_s}s; "
-                f"cluster has {ray.available_resources()}"
-            )
+            raise DistributedError(why)
         threads = str(max(1, int(cpus_per_worker)))
         self.remote_cls = ray.remote(actor_cls)
         self.options = [
@@ -154,6 +169,8 @@ class WorkerGroup:
             self.actors[rank] = None
 
     def shutdown(self):
+        if not ray.is_initialized():
+            return  # the Ray session that held the actors and the group ended, and freed them with it
         for r in range(len(self.actors)):
             try:
                 self.kill(r)
