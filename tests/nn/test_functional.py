@@ -244,6 +244,30 @@ def test_binary_cross_entropies_with_weights(reduction):
     )
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropy_at_saturated_probabilities_has_torchs_finite_gradient(reduction):
+    """p = 0 or 1 exactly (a saturated sigmoid) and p below 1e−12: torch's gradient is
+    (p − t) / max(p·(1 − p), 1e−12), finite; the derivative of the clamped logs was nan or 0."""
+    p = p01.copy()
+    p[0, 0], p[1, 1], p[2, 2], p[3, 0] = 0.0, 1.0, 1e-30, 1 - 1e-14
+    t = y01.copy()
+    t[0, 0], t[1, 1] = 0.3, 0.0
+    check(
+        lambda x: F.binary_cross_entropy(x, dg.tensor(t), reduction=reduction),
+        lambda x: TF.binary_cross_entropy(x, torch.tensor(t), reduction=reduction),
+        p,
+    )
+
+
+def test_binary_cross_entropy_second_order_matches_torch():
+    xd, xt = dg.tensor(p01, requires_grad=True), torch.tensor(p01, requires_grad=True)
+    (gd,) = dg.autograd.grad([F.binary_cross_entropy(xd, dg.tensor(y01))], [xd], create_graph=True)
+    (gt,) = torch.autograd.grad([TF.binary_cross_entropy(xt, torch.tensor(y01))], [xt], create_graph=True)
+    (hd,) = dg.autograd.grad([(gd * gd).sum()], [xd])
+    (ht,) = torch.autograd.grad([(gt * gt).sum()], [xt])
+    np.testing.assert_allclose(hd.numpy(), ht.numpy(), rtol=1e-9)
+
+
 def test_soft_margin_loss_with_constant_labels():
     for r in ("mean", "none"):
         check(
