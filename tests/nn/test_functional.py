@@ -392,6 +392,22 @@ def test_activation_functions(name, fd, ft):
     check(fd, ft, a)
 
 
+BOUNDED = [
+    ("relu6", F.relu6, TF.relu6),
+    ("hardtanh", lambda x: F.hardtanh(x, -3.0, 3.0), lambda x: TF.hardtanh(x, -3.0, 3.0)),
+    ("hardsigmoid", F.hardsigmoid, TF.hardsigmoid),
+    ("hardswish", F.hardswish, TF.hardswish),
+]
+
+
+@pytest.mark.parametrize("name,fd,ft", BOUNDED, ids=[c[0] for c in BOUNDED])
+def test_bounded_activations_have_zero_gradient_at_their_kinks_like_torch(name, fd, ft):
+    """torch's hardtanh family passes gradient only strictly inside the bounds (relu6'(0) = 0, like relu);
+    a clamp passes it on the closed interval."""
+    x = np.array([-4.0, -3.0, -1.0, 0.0, 0.5, 3.0, 4.0, 6.0, 7.0])
+    check(fd, ft, x, rtol=1e-7)  # torch's hardsigmoid gradient uses a float32 1/6
+
+
 def test_embedding_second_order_and_padding_gradient():
     w = rng.standard_normal((5, 3))
     idx = np.array([[0, 4, 4], [2, 0, 1]])
