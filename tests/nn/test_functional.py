@@ -313,6 +313,11 @@ def test_fused_linear_matches_torch_to_second_order(shape, bias):
         np.testing.assert_allclose(d.grad.numpy(), t.grad.numpy(), rtol=1e-7, atol=1e-12)
 
 
+def test_linear_with_a_1d_weight_is_a_dot_product_like_torch():
+    check(F.linear, TF.linear, rng.standard_normal((2, 3, 5)), rng.standard_normal(5))
+    check(F.linear, TF.linear, rng.standard_normal((4, 5)), rng.standard_normal(5), rng.standard_normal(()))
+
+
 def test_fused_layer_norm_second_order_and_shape_errors():
     x, w, bb = rng.standard_normal((3, 4, 6)), rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
     check(
