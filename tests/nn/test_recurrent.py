@@ -189,3 +189,15 @@ def test_backward_through_output_and_final_state_together_matches_torch(name):
     np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-8, atol=1e-11)
     for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+def test_lstm_rejects_a_cell_state_of_the_wrong_shape_or_a_missing_one():
+    """c_0 is read one row per layer and direction, so a wrong shape used to run silently."""
+    from distgraph.errors import ShapeError
+
+    m = nn.LSTM(3, 4)
+    x, h0 = dg.randn(5, 2, 3), dg.randn(1, 2, 4)
+    with pytest.raises(ShapeError, match=r"LSTM: expected cell size \(1, 2, 4\), got \(2, 2, 4\)"):
+        m(x, (h0, dg.randn(2, 2, 4)))
+    with pytest.raises(ShapeError, match=r"LSTM: the initial state must be a tuple \(h_0, c_0\)"):
+        m(x, h0)
