@@ -63,17 +63,22 @@ def _make_seed(out, grad):
 
 
 def _dependencies(roots):
-    """How many gradients each reachable Node will receive (iterative DFS)."""
+    """How many gradients each reachable Node will receive (iterative DFS).
+
+    Each Node's edges are counted once: a root that is also reached from another root (backward on
+    `out` and on `h_n = out[-1]` together) must not be walked twice, or its inputs wait forever for a
+    gradient that never comes.
+    """
     deps = {}
-    stack = list(roots)
+    walked = set(roots)
+    stack = list(walked)
     while stack:
         node = stack.pop()
         for nxt in node.next:
             if type(nxt) is Node:
-                if nxt in deps:
-                    deps[nxt] += 1
-                else:  # first edge into nxt: walk it once
-                    deps[nxt] = 1
+                deps[nxt] = deps.get(nxt, 0) + 1
+                if nxt not in walked:  # first edge into nxt: walk it once
+                    walked.add(nxt)
                     stack.append(nxt)
     return deps
 

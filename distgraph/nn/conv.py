@@ -6,6 +6,7 @@ convolves without padding.
 
 import math
 
+from distgraph.errors import ConfigError
 from distgraph.nn import init
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
@@ -30,6 +31,10 @@ class _ConvNd(Module):
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"{type(self).__name__}: padding_mode must be one of zeros, reflect, replicate, circular, "
                              f"got {padding_mode!r}")  # fmt: skip
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ConfigError(f"{type(self).__name__}: invalid padding string {padding!r}, should be 'same' or 'valid'")
+        if padding == "same" and any(s != 1 for s in _tuple(stride, self._dims)):
+            raise ConfigError(f"{type(self).__name__}: padding='same' is not supported for strided convolutions")
         n = self._dims
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.dilation = _tuple(kernel_size, n), _tuple(stride, n), _tuple(dilation, n)

@@ -9,6 +9,8 @@ the model's parameters.
 
 from collections import OrderedDict, namedtuple
 
+import numpy as np
+
 from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
@@ -364,9 +366,12 @@ class Module:
         if strict and missing:
             errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         for k, t in own.items():
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape):
+            # a Tensor, an array, or a number / nested list (a 0-d num_batches_tracked saved as an int)
+            v = state_dict.get(k)
+            shape = None if k not in state_dict else tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+            if shape is not None and shape != tuple(t.shape):
                 errors.append(
-                    f"size mismatch for {k}: copying a param with shape {tuple(state_dict[k].shape)} from checkpoint, "
+                    f"size mismatch for {k}: copying a param with shape {shape} from checkpoint, "
                     f"the shape in current model is {tuple(t.shape)}."
                 )
         if errors:

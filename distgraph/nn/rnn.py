@@ -9,6 +9,7 @@ handful of ops, not ~15 per step. The cells are composed from per-step ops.
 
 import math
 
+from distgraph.errors import ShapeError
 from distgraph.nn import functional as F
 from distgraph.nn import init
 from distgraph.nn.module import Module
@@ -102,12 +103,19 @@ class RNNBase(Module):
         if hx is None:
             z = zeros(*shape, dtype=x.dtype, device=x.device)
             return z, z
-        h, c = hx if self.mode == "LSTM" else (hx, None)
+        name = type(self).__name__
+        if self.mode == "LSTM":
+            if not isinstance(hx, tuple | list) or len(hx) != 2:
+                raise ShapeError(f"{name}: the initial state must be a tuple (h_0, c_0), got {type(hx).__name__}")
+            h, c = hx
+        else:
+            h, c = hx, None
         if unbatched:
             h = h.unsqueeze(1)
             c = c.unsqueeze(1) if c is not None else None
-        if tuple(h.shape) != shape:
-            raise ValueError(f"{type(self).__name__}: expected hidden size {shape}, got {tuple(h.shape)}")
+        for label, t in (("hidden", h), ("cell", c)):  # c_0 is read row by row: a wrong shape would pass silently
+            if t is not None and tuple(t.shape) != shape:
+                raise ShapeError(f"{name}: expected {label} size {shape}, got {tuple(t.shape)}")
         return h, c
 
     def extra_repr(self):

@@ -5,7 +5,7 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
-from distgraph.ops.compare import gt
+from distgraph.ops.compare import gt, logical_and, lt
 from distgraph.ops.elementwise import EW, add, clamp, const, erf, mul, neg, pow, sigmoid, tanh, where
 from distgraph.ops.registry import defop
 
@@ -77,11 +77,17 @@ def mish(input):
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0):
-    return clamp(input, min_val, max_val)
+    """clamp(x, min_val, max_val) with torch's hardtanh gradient: 1 strictly inside, 0 at the bounds.
+
+    clamp's own gradient is 1 on the closed interval, which made relu6(0), and hardsigmoid/hardswish at
+    x = ±3, differ from torch (and from relu, whose gradient at 0 is 0).
+    """
+    inside = logical_and(gt(input, min_val), lt(input, max_val))
+    return where(inside, input, clamp(input, min_val, max_val).detach())
 
 
 def relu6(input):
-    return clamp(input, 0, 6)
+    return hardtanh(input, 0.0, 6.0)
 
 
 def logsigmoid(input):

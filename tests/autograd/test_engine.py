@@ -362,3 +362,16 @@ def test_leaf_flags_and_detach_like_torch():
     assert z.requires_grad and z.is_leaf
     y.detach_()
     assert y.grad_fn is None and not y.requires_grad
+
+
+def test_backward_on_an_output_and_a_tensor_derived_from_it_reaches_the_leaves():
+    """Roots where one is reached from the other (an RNN's `out` and `h_n = out[-1]`): each gradient
+    arrives once; walking the shared root twice used to leave its inputs waiting, with no .grad."""
+    a = np.random.default_rng(0).standard_normal((4, 3))
+    x, xt = dg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, yt = (x * 2).tanh(), (xt * 2).tanh()
+    z, zt = y[-1].exp(), yt[-1].exp()
+    gy, gz = np.ones((4, 3)), np.full(3, 0.5)
+    dg.autograd.backward([y, z], [dg.tensor(gy), dg.tensor(gz)])
+    torch.autograd.backward([yt, zt], [torch.tensor(gy), torch.tensor(gz)])
+    close(x.grad, xt.grad)

@@ -244,6 +244,30 @@ def test_binary_cross_entropies_with_weights(reduction):
     )
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropy_at_saturated_probabilities_has_torchs_finite_gradient(reduction):
+    """p = 0 or 1 exactly (a saturated sigmoid) and p below 1e−12: torch's gradient is
+    (p − t) / max(p·(1 − p), 1e−12), finite; the derivative of the clamped logs was nan or 0."""
+    p = p01.copy()
+    p[0, 0], p[1, 1], p[2, 2], p[3, 0] = 0.0, 1.0, 1e-30, 1 - 1e-14
+    t = y01.copy()
+    t[0, 0], t[1, 1] = 0.3, 0.0
+    check(
+        lambda x: F.binary_cross_entropy(x, dg.tensor(t), reduction=reduction),
+        lambda x: TF.binary_cross_entropy(x, torch.tensor(t), reduction=reduction),
+        p,
+    )
+
+
+def test_binary_cross_entropy_second_order_matches_torch():
+    xd, xt = dg.tensor(p01, requires_grad=True), torch.tensor(p01, requires_grad=True)
+    (gd,) = dg.autograd.grad([F.binary_cross_entropy(xd, dg.tensor(y01))], [xd], create_graph=True)
+    (gt,) = torch.autograd.grad([TF.binary_cross_entropy(xt, torch.tensor(y01))], [xt], create_graph=True)
+    (hd,) = dg.autograd.grad([(gd * gd).sum()], [xd])
+    (ht,) = torch.autograd.grad([(gt * gt).sum()], [xt])
+    np.testing.assert_allclose(hd.numpy(), ht.numpy(), rtol=1e-9)
+
+
 def test_soft_margin_loss_with_constant_labels():
     for r in ("mean", "none"):
         check(
@@ -287,6 +311,11 @@ def test_fused_linear_matches_torch_to_second_order(shape, bias):
     sum((g**2).sum() for g in gt).backward()
     for d, t in zip(dts, tts):
         np.testing.assert_allclose(d.grad.numpy(), t.grad.numpy(), rtol=1e-7, atol=1e-12)
+
+
+def test_linear_with_a_1d_weight_is_a_dot_product_like_torch():
+    for shape in [(5,), (4, 5), (2, 3, 5)]:
+        check(F.linear, TF.linear, rng.standard_normal(shape), rng.standard_normal(5))
 
 
 def test_fused_layer_norm_second_order_and_shape_errors():
@@ -366,6 +395,22 @@ ACTS = [
 @pytest.mark.parametrize("name,fd,ft", ACTS, ids=[c[0] for c in ACTS])
 def test_activation_functions(name, fd, ft):
     check(fd, ft, a)
+
+
+BOUNDED = [
+    ("relu6", F.relu6, TF.relu6),
+    ("hardtanh", lambda x: F.hardtanh(x, -3.0, 3.0), lambda x: TF.hardtanh(x, -3.0, 3.0)),
+    ("hardsigmoid", F.hardsigmoid, TF.hardsigmoid),
+    ("hardswish", F.hardswish, TF.hardswish),
+]
+
+
+@pytest.mark.parametrize("name,fd,ft", BOUNDED, ids=[c[0] for c in BOUNDED])
+def test_bounded_activations_have_zero_gradient_at_their_kinks_like_torch(name, fd, ft):
+    """torch's hardtanh family passes gradient only strictly inside the bounds (relu6'(0) = 0, like relu);
+    a clamp passes it on the closed interval."""
+    x = np.array([-4.0, -3.0, -1.0, 0.0, 0.5, 3.0, 4.0, 6.0, 7.0])
+    check(fd, ft, x, rtol=1e-7)  # torch's hardsigmoid gradient uses a float32 1/6
 
 
 def test_embedding_second_order_and_padding_gradient():

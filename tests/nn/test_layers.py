@@ -272,3 +272,12 @@ def test_compiled_dropouts_of_one_tensor_stay_independent():
     assert np.abs(f(x).numpy()).sum() > 0
     g = dg.compile(lambda t: t + nn.functional.dropout(dg.ones(40, 10), 0.5), (x,))
     assert not np.array_equal(g(x).numpy(), g(x).numpy())
+
+
+def test_conv_rejects_unknown_padding_strings_and_strided_same_at_construction():
+    from distgraph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Conv2d: invalid padding string 'foo'"):
+        nn.Conv2d(3, 4, 3, padding="foo")
+    with pytest.raises(ConfigError, match="Conv1d: padding='same' is not supported for strided convolutions"):
+        nn.Conv1d(3, 4, 3, stride=2, padding="same")

@@ -76,6 +76,17 @@ def test_load_state_dict_accepts_numpy_arrays_and_keeps_parameter_identity():
     assert m.fc1.weight is w and np.all(w.detach().numpy() == 0.5) and w.dtype == dg.float32
 
 
+def test_load_state_dict_accepts_numbers_and_nested_lists():
+    """A 0-d buffer saved as a Python int (num_batches_tracked), weights as lists: values, not an
+    AttributeError on `.shape`; a list of the wrong shape is a size mismatch like any other."""
+    bn = nn.BatchNorm1d(2)
+    bn.load_state_dict({"weight": [1.0, 2.0], "bias": [0.0, 0.0], "running_mean": [0.0, 0.0],
+                        "running_var": [1.0, 1.0], "num_batches_tracked": 5})  # fmt: skip
+    assert int(bn.num_batches_tracked.item()) == 5 and bn.weight.detach().numpy().tolist() == [1.0, 2.0]
+    with pytest.raises(nn.StateDictError, match=r"size mismatch for bias: .* shape \(3,\) from checkpoint"):
+        nn.Linear(2, 2).load_state_dict({"weight": [[0.0] * 2] * 2, "bias": [0.0] * 3})
+
+
 def test_strict_load_names_missing_and_unexpected_keys():
     m = Net()
     sd = dict(m.state_dict())

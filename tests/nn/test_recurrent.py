@@ -173,3 +173,31 @@ def test_default_init_is_uniform_within_one_over_sqrt_hidden(name):
     for k, p in m.named_parameters():
         v = p.detach().numpy()
         assert np.abs(v).max() <= 0.25 and v.std() > 0.1, k  # U(-1/4, 1/4): std 0.144
+
+
+@pytest.mark.parametrize("name", ["RNN", "GRU"])
+def test_backward_through_output_and_final_state_together_matches_torch(name):
+    """autograd.backward([out, h_n]): h_n is a slice of out, so the two roots share the recurrent node."""
+    dm, tm = getattr(nn, name)(4, 5), getattr(torch.nn, name)(4, 5)
+    copy(dm, tm)
+    x = rng.standard_normal((3, 2, 4))
+    xd, xt = dg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (od, hd), (ot, ht) = dm(xd), tm(xt)
+    so, sh = rng.standard_normal(tuple(ot.shape)), rng.standard_normal(tuple(ht.shape))
+    dg.autograd.backward([od, hd], [dg.tensor(so), dg.tensor(sh)])
+    torch.autograd.backward([ot, ht], [torch.tensor(so), torch.tensor(sh)])
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-8, atol=1e-11)
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+def test_lstm_rejects_a_cell_state_of_the_wrong_shape_or_a_missing_one():
+    """c_0 is read one row per layer and direction, so a wrong shape used to run silently."""
+    from distgraph.errors import ShapeError
+
+    m = nn.LSTM(3, 4)
+    x, h0 = dg.randn(5, 2, 3), dg.randn(1, 2, 4)
+    with pytest.raises(ShapeError, match=r"LSTM: expected cell size \(1, 2, 4\), got \(2, 2, 4\)"):
+        m(x, (h0, dg.randn(2, 2, 4)))
+    with pytest.raises(ShapeError, match=r"LSTM: the initial state must be a tuple \(h_0, c_0\)"):
+        m(x, h0)

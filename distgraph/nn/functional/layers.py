@@ -21,7 +21,7 @@ def linear(input, weight, bias=None):
         )
     if weight.ndim == 2 and input.array.dtype == weight.array.dtype and (bias is None or bias.dtype == weight.dtype):
         return layers.linear(input, weight, bias)
-    out = linalg.matmul(input, weight.transpose(-2, -1))
+    out = linalg.matmul(input, weight.transpose(-2, -1) if weight.ndim > 1 else weight)  # 1-D weight: a dot
     return out if bias is None else ew.add(out, bias)
 
 

@@ -117,12 +117,34 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     return _reduce(loss, reduction, "huber_loss")
 
 
+_BCE_EPS = 1e-12  # torch's floor on p·(1 − p) in the gradient of binary_cross_entropy
+
+
+def _clamped_log(p):
+    """log p floored at −100 (log 0 included), computed without a log of 0; no gradient is wanted here."""
+    pos = cmp.gt(p, 0)
+    return ew.where(pos, ew.clamp(ew.log(ew.where(pos, p, ew.const(1, p))), min=-100), ew.const(-100, p))
+
+
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
-    """Probabilities in (0, 1) against targets; each log is clamped at −100, as torch."""
+    """Probabilities in [0, 1] against targets; each log is clamped at −100, as torch.
+
+    torch's gradient is not the derivative of that clamped forward: it is (p − t) / max(p·(1 − p), 1e−12),
+    finite where a saturated sigmoid gives p = 0 or 1 exactly. Where p·(1 − p) ≥ 1e−12 the plain formula
+    has that derivative (and its logs are far from the clamp); elsewhere the loss is the clamped value
+    (constant in p) plus a term whose derivative in p is (p − t)/1e−12 and whose value is 0.
+    """
     _check_same_shape(input, target, "binary_cross_entropy")
-    log_p = ew.clamp(ew.log(input), min=-100)
-    log_q = ew.clamp(ew.log(ew.rsub(input, 1)), min=-100)
-    loss = ew.neg(ew.add(ew.mul(target, log_p), ew.mul(ew.rsub(target, 1), log_q)))
+    ok = cmp.ge(ew.mul(input, ew.rsub(input, 1)), _BCE_EPS)
+    half = ew.const(0.5, input)
+    p_in, p_out = ew.where(ok, input, half), ew.where(ok, half, input)  # logs of p_in stay finite
+    inner = ew.neg(ew.add(ew.mul(target, ew.log(p_in)), ew.mul(ew.rsub(target, 1), ew.log(ew.rsub(p_in, 1)))))
+    fixed = p_out.detach()
+    log_p, log_q = _clamped_log(fixed), _clamped_log(ew.rsub(fixed, 1))
+    d = ew.sub(p_out, target.detach())
+    slope = ew.div(ew.sub(ew.square(d), ew.square(d.detach())), 2 * _BCE_EPS)
+    edge = ew.add(ew.add(ew.neg(log_q), ew.mul(target, ew.sub(log_q, log_p))), slope)
+    loss = ew.where(ok, inner, edge)
     if weight is not None:
         loss = ew.mul(loss, weight)
     return _reduce(loss, reduction, "binary_cross_entropy")
