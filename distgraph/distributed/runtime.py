@@ -11,6 +11,7 @@ threads are limited to its k CPUs through its runtime environment. With `bind_to
 is also bound to cores of its own (affinity.py).
 """
 
+import gc
 import os
 
 import ray
@@ -113,7 +114,12 @@ class WorkerGroup:
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
-        ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
+        ready, _ = ray.wait([self.pg.ready()], timeout=min(1.0, timeout_s))
+        if not ready:
+            # A Trainer dropped after a failed fit sits in a reference cycle (its error's traceback holds the
+            # frames that hold it) until the next collection, holding its group (Trainer._own): collect it now.
+            gc.collect()
+            ready, _ = ray.wait([self.pg.ready()], timeout=max(0.0, timeout_s - 1.0))
         if not ready:
             why = _no_room(n, bundle, timeout_s, self.pg)
             remove_placement_group(self.pg)

@@ -55,3 +55,18 @@ def test_no_room_names_the_placement_groups_that_hold_the_cpus(ray_session):
     assert "trainer.close()" in msg
     with trainer(timeout_s=20.0) as after:  # the refused Trainer kept nothing either
         after.fit((X, Y), epochs=1, batch_size=16)
+
+
+def test_a_trainer_dropped_after_a_failed_fit_frees_its_workers(ray_session):
+    """The failed fit's traceback keeps the Trainer in a reference cycle; the next placement collects it
+    instead of waiting out its timeout."""
+    gc.disable()
+    try:
+        failed = trainer()
+        with pytest.raises(dg.errors.ShapeError, match="linear"):
+            failed.fit((X[:, :5], Y), epochs=1, batch_size=16)
+        del failed
+        with trainer(timeout_s=20.0) as second:
+            assert np.isfinite(second.fit((X, Y), epochs=1, batch_size=16)["loss"][-1])
+    finally:
+        gc.enable()
