@@ -34,7 +34,10 @@ def _unwrap_index(index):
 # ---- getitem / index_put ----------------------------------------------------------------------------
 @defop("getitem", kind=IDX, save=())
 def _getitem(xp, x, index):
-    return x[index]
+    out = x[index]
+    if isinstance(out, np.generic):  # an element: numpy copies it out as a scalar, torch returns a
+        out = x[(*(index if isinstance(index, tuple) else (index,)), Ellipsis)]  # 0-d view (`...` keeps one)
+    return out
 
 
 @_getitem.grad
