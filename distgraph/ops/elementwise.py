@@ -448,15 +448,23 @@ def _(ctx, g):
 
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
+        # torch's gradients: the input's where min <= x <= max, a bound's where it is the result (a
+        # tie goes to the input, where maximum/minimum would split it); a NaN bound gives NaN
         out = input
         if min is not None:
-            out = maximum(out, min)
+            out = where(cmp.logical_or(cmp.lt(out, min), cmp.isnan(_as_tensor(min, out))), min, out)
         if max is not None:
-            out = minimum(out, max)
+            out = where(cmp.logical_or(cmp.gt(out, max), cmp.isnan(_as_tensor(max, out))), max, out)
         return out
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    if input.array.dtype.kind != "f" and (type(min) is float or type(max) is float):
+        input = _float_operand(input)  # an integer tensor clamped to float bounds is float, as in torch
     return _clamp(input, min=min, max=max)
+
+
+def _as_tensor(value, like):
+    return value if isinstance(value, Tensor) else const(value, like, np.result_type(value))
 
 
 clip = clamp
