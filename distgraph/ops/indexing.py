@@ -12,7 +12,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import normalize_dims
+from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
 from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
 
@@ -143,6 +143,8 @@ def _broadcast_value(v, input, index):
 # ---- gather / scatter -------------------------------------------------------------------------------------
 def _take_index(xp, index, axis, ndim):
     """Open-mesh index that takes `index` along `axis` and the identity elsewhere."""
+    if index.ndim == 0:  # a 0-d tensor: its one element
+        return ()
     grids = list(xp.ix_(*[xp.arange(s) for s in index.shape]))
     grids[axis] = index
     return tuple(grids)
@@ -150,6 +152,8 @@ def _take_index(xp, index, axis, ndim):
 
 @defop("gather", kind=IDX, save=())
 def _gather(xp, x, index, axis):
+    if x.ndim == 0:  # the one index is 0 (checked)
+        return x.copy()
     return xp.take_along_axis(x, index, axis=axis)
 
 
@@ -171,7 +175,7 @@ def _check_gather(name, input, dim, index):
             f"{name}(): Index tensor must have the same number of dimensions as input tensor "
             f"(index {tuple(index.shape)}, input {tuple(input.shape)})"
         )
-    d = normalize_dims(dim, input.ndim, name)[0] if input.ndim else 0
+    d = normalize_dim(dim, input.ndim, name)
     if index.array.size:
         lo, hi = int(index.array.min()), int(index.array.max())
         n = input.shape[d] if input.ndim else 1
@@ -252,7 +256,7 @@ def scatter(input, dim, index, src=None, value=None):
 
 
 def index_select(input, dim, index):
-    d = normalize_dims(dim, input.ndim, "index_select")[0]
+    d = normalize_dim(dim, input.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
     n = input.shape[d]
@@ -302,7 +306,7 @@ def one_hot(tensor, num_classes=-1):
 
 # ---- sort / topk ------------------------------------------------------------------------------------------
 def sort(input, dim=-1, descending=False, stable=False):
-    d = normalize_dims(dim, input.ndim, "sort")[0] if input.ndim else 0
+    d = normalize_dim(dim, input.ndim, "sort")
     xp = input.device.xp
     if input.ndim == 0:
         return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
@@ -319,7 +323,7 @@ def argsort(input, dim=-1, descending=False, stable=False):
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):
-    d = normalize_dims(dim, input.ndim, "topk")[0]
+    d = normalize_dim(dim, input.ndim, "topk")
     if not 0 <= k <= input.shape[d]:
         raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {input.shape[d]}")
     values, indices = sort(input, d, descending=largest)
@@ -333,7 +337,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     values, indices = sort(input, dim)
     from distgraph.ops.shape import narrow, squeeze
 
-    d = normalize_dims(dim, input.ndim, "kthvalue")[0]
+    d = normalize_dim(dim, input.ndim, "kthvalue")
     idx = narrow(indices, d, k - 1, 1)
     v = gather(input, d, idx)
     return SortResult(v, idx) if keepdim else SortResult(squeeze(v, d), squeeze(idx, d))
