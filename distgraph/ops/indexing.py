@@ -310,10 +310,12 @@ def sort(input, dim=-1, descending=False, stable=False):
     xp = input.device.xp
     if input.ndim == 0:
         return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
-    key = -input.array if descending and input.array.dtype.kind != "b" else input.array
-    idx = xp.argsort(key, axis=d, kind="stable").astype(np.int64)
-    if descending and input.array.dtype.kind == "b":
-        idx = xp.flip(xp.argsort(input.array, axis=d, kind="stable"), axis=d).astype(np.int64)
+    if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
+        # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
+        rev = xp.flip(xp.argsort(xp.flip(input.array, axis=d), axis=d, kind="stable"), axis=d)
+        idx = (input.shape[d] - 1 - rev).astype(np.int64)
+    else:
+        idx = xp.argsort(input.array, axis=d, kind="stable").astype(np.int64)
     indices = Tensor(idx, device=input.device)
     return SortResult(gather(input, d, indices), indices)
 
