@@ -27,7 +27,7 @@ def _unwrap_index(index):
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i) for i in index)
     if isinstance(index, list):
-        return np.asarray(index)
+        return np.asarray(index) if index else np.zeros(0, np.int64)  # x[[]]: no rows (numpy's [] is float)
     return index
 
 
@@ -154,6 +154,8 @@ def _take_index(xp, index, axis, ndim):
 def _gather(xp, x, index, axis):
     if x.ndim == 0:  # the one index is 0 (checked)
         return x.copy()
+    if index.shape != x.shape:  # torch lets index be smaller than x in the other dims: take its corner
+        x = x[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))]
     return xp.take_along_axis(x, index, axis=axis)
 
 
@@ -176,6 +178,11 @@ def _check_gather(name, input, dim, index):
             f"(index {tuple(index.shape)}, input {tuple(input.shape)})"
         )
     d = normalize_dim(dim, input.ndim, name)
+    if any(i > n for k, (i, n) in enumerate(zip(index.shape, input.shape)) if k != d):
+        raise ShapeError(
+            f"{name}(): Size does not match at dimension {d}: index {tuple(index.shape)} must not be larger "
+            f"than input {tuple(input.shape)} apart from dimension {d}"
+        )
     if index.array.size:
         lo, hi = int(index.array.min()), int(index.array.max())
         n = input.shape[d] if input.ndim else 1
@@ -262,10 +269,12 @@ def index_select(input, dim, index):
     n = input.shape[d]
     if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
-    return getitem(input, (slice(None),) * d + (index.array,))
+    return getitem(input, (slice(None),) * d + (index.array.reshape(-1),))  # a 0-d index keeps the dim
 
 
-def take_along_dim(input, indices, dim):
+def take_along_dim(input, indices, dim=None):
+    if dim is None:  # torch: both flattened
+        return gather(input.reshape(-1), 0, indices.reshape(-1))
     return gather(input, dim, indices)
 
 
@@ -284,7 +293,9 @@ def masked_select(input, mask):
 
 def nonzero(input, as_tuple=False):
     xp = input.device.xp
-    idx = xp.nonzero(input.array)
+    idx = xp.nonzero(input.array if input.ndim else input.array.reshape(1))  # 0-d: as torch, one dim
+    if not input.ndim and not as_tuple:
+        return Tensor(xp.zeros((idx[0].size, 0), np.int64), device=input.device)
     if as_tuple:
         return tuple(Tensor(i.astype(np.int64), device=input.device) for i in idx)
     return Tensor(xp.stack(idx, axis=1).astype(np.int64), device=input.device)

@@ -82,6 +82,19 @@ T.op(
     grad=False,
 )
 T.op("argsort-descending-bool", lambda m, a: m.argsort(a > 0, descending=True, stable=True), (9,), grad=False)
+# torch accepts: an index smaller than the input off the gather dim, a 0-d index_select index, x[[]],
+# take_along_dim without dim (flattened), nonzero of a 0-d tensor
+T.op("gather-index-smaller-off-dim", lambda m, a: m.gather(a, 1, m.tensor(np.array([[0, 3], [2, 2]]))), (3, 4))
+T.op(
+    "scatter_add-index-smaller-off-dim",
+    lambda m, a, b: a.scatter_add(0, m.tensor(np.array([[2, 0]])), b),
+    (3, 4),
+    (1, 2),
+)
+T.op("index_select-0d-index", lambda m, a: m.index_select(a, 1, m.tensor(2)), (3, 4))
+T.op("empty-list-index", lambda m, a: a[[]], (3, 4), gradcheck=False)
+T.op("take_along_dim-flat", lambda m, a: m.take_along_dim(a, m.tensor(np.array([[0, 11], [5, 5]]))), (3, 4))
+T.op("nonzero-0d", lambda m, a: (m.nonzero(a.sum() > -100), *m.nonzero(a.sum() > 100, as_tuple=True)), (3,), grad=False)
 T.op("one_hot", lambda m, a: m.nn.functional.one_hot(m.tensor(np.array([0, 3, 1])), 5), (1,), grad=False)
 T.op("one_hot-infer", lambda m, a: m.nn.functional.one_hot(m.tensor(np.array([[0, 2], [1, 1]]))), (1,), grad=False)
 T.op("bincount", lambda m, a: m.bincount(m.tensor(np.array([0, 3, 3, 1]))), (1,), grad=False)
@@ -146,3 +159,8 @@ def test_one_hot_is_int64_and_checks_range():
     assert oh.dtype == dg.int64 and oh.tolist() == [[0, 1, 0], [1, 0, 0]]
     with pytest.raises(IndexError):
         dg.nn.functional.one_hot(dg.tensor([3]), 3)
+
+
+def test_gather_index_larger_than_input_off_dim_is_a_shape_error():
+    with pytest.raises(dg.errors.ShapeError, match=r"gather\(\).*\(4, 1\).*\(3, 4\)"):
+        dg.gather(dg.ones(3, 4), 1, dg.tensor([[0], [0], [0], [0]]))
