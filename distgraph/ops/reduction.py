@@ -377,7 +377,11 @@ def max_(a, b):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return ew.sqrt(var(input, dim, unbiased, keepdim, correction))
+    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
+    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
+    v = var(input, dim, unbiased, keepdim, correction)
+    zero = cmp.eq(v, 0)
+    return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -421,6 +425,11 @@ def _(ctx, g):
     g = _unsqueeze_reduced(g, axes, keepdim)
     if p == 2:
         return ew.mul(g, ew.div(x, safe))
+    if p < 1:  # torch's form sign(x)|x|^(p-1)·‖x‖^(1-p): 0 where x = 0 (|x|^(p-1) is infinite there, so
+        # sign(0) multiplies a finite 1) and everywhere when ‖x‖ = 0 (a p < 0 norm is 0 at any zero)
+        zero = cmp.eq(x, 0)
+        scaled = ew.mul(ew.sign(x), ew.pow(ew.where(zero, ew.const(1, x), ew.abs(x)), p - 1))
+        return ew.mul(g, ew.mul(scaled, ew.pow(n, 1 - p)))
     return ew.mul(g, ew.mul(ew.sign(x), ew.pow(ew.div(ew.abs(x), safe), p - 1)))
 
 

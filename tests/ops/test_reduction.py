@@ -53,6 +53,12 @@ for p in ["fro", 2, 1, 3, 0.5, 0, float("inf"), float("-inf")]:
 T.op("norm-of-zeros-has-zero-grad", lambda m, a: m.norm(a - a.detach()), (3, 4), gradcheck=False)
 T.op("norm-p3-of-zeros", lambda m, a: m.norm(a - a.detach(), 3, 1), (3, 4), gradcheck=False)
 T.op("norm-size0", lambda m, a: m.norm(a, dim=0), (0, 3))
+# zero gradient where torch masks an infinite slope: std of a constant row, a p < 1 norm at a zero element
+T.op("std-constant-row", lambda m, a: m.std(m.cat([a[:1] * 0 + a[:1, :1], a[1:]]), 1), (3, 4), gradcheck=False)
+T.op("std-0d-dim", lambda m, a: m.std(a, 0, correction=0) + m.std(a.reshape(1), keepdim=True, correction=0), ())
+T.op("std-constant-double", lambda m, a: m.std(a - a.mean(), 0, correction=0) + m.std(a, (0, 1)), (2, 3), double=True)
+for p in [0.5, -1, -1.5]:
+    T.op(f"norm-p{p}-at-zero", lambda m, a, p=p: m.norm(a * (a > 0), p, 1), (3, 4), gradcheck=False)
 T.op("cumsum", lambda m, a: m.cumsum(a, 1), (3, 4))
 T.op("cumsum-negdim", lambda m, a: a.cumsum(-2), (3, 4))
 T.op("cumsum-size0", lambda m, a: m.cumsum(a, 1), (0, 4))
