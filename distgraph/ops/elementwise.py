@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
@@ -427,9 +428,11 @@ def where(condition, input=None, other=None):
         from distgraph.ops.indexing import nonzero
 
         return nonzero(condition, as_tuple=True)
-    a, b = _operands(input, other) if isinstance(input, Tensor) or isinstance(other, Tensor) else (None, None)
-    if a is None:
-        raise TypeError("where: input or other must be a Tensor")
+    if isinstance(input, Tensor) or isinstance(other, Tensor):
+        a, b = _operands(input, other)
+    else:  # two Python scalars, as torch: of their promoted dtype (floats: the default dtype)
+        dt = dtypes.result_np_dtype((input, other))
+        a, b = const(input, condition, dt), const(other, condition, dt)
     if condition.array.dtype.kind != "b":
         condition = cast(condition, np.bool_)
     return _where(condition, a, b)

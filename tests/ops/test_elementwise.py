@@ -154,3 +154,10 @@ def test_clamp_of_an_integer_tensor_takes_torch_dtypes():
         got = dg.clamp(dg.tensor(i), lo, hi)
         want = torch.clamp(torch.tensor(i), torch.tensor(lo.tolist()) if isinstance(lo, dg.Tensor) else lo, hi)
         assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_where_with_two_python_scalars_takes_torch_dtypes():
+    cond = [[True, False], [False, True]]
+    for a, b in [(1.0, 0.0), (1, 0), (2, 0.5), (True, False)]:
+        got, want = dg.where(dg.tensor(cond), a, b), torch.where(torch.tensor(cond), a, b)
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
