@@ -283,7 +283,7 @@ rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(
 square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
 reciprocal = _unary("reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=())
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
-sign = _unary("sign", lambda xp, x: xp.sign(x), _zero_grad, float_only=False, save=())
+sign = _unary("sign", lambda xp, x: x.copy() if x.dtype == bool else xp.sign(x), _zero_grad, float_only=False, save=())
 sin = _unary("sin", lambda xp, x: xp.sin(x), lambda ctx, g: mul(g, cos(ctx.inputs[0])))
 cos = _unary("cos", lambda xp, x: xp.cos(x), lambda ctx, g: neg(mul(g, sin(ctx.inputs[0]))))
 tan = _unary("tan", lambda xp, x: xp.tan(x), lambda ctx, g: mul(g, add(mul(ctx.out, ctx.out), 1)), True, save=())

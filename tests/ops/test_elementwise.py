@@ -161,3 +161,9 @@ def test_where_with_two_python_scalars_takes_torch_dtypes():
     for a, b in [(1.0, 0.0), (1, 0), (2, 0.5), (True, False)]:
         got, want = dg.where(dg.tensor(cond), a, b), torch.where(torch.tensor(cond), a, b)
         assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_sign_of_bool_and_integer_tensors_like_torch():
+    for values in ([True, False], [3, 0, -2]):
+        got, want = dg.sign(dg.tensor(values)), torch.sign(torch.tensor(values))
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
