@@ -16,6 +16,8 @@ numpy/cupy directly; an op without one runs its differentiable rule on wrapped a
 no_grad. Tensors are built only where user code sees them: hooks, captured inputs, `.grad`.
 """
 
+import numpy as np
+
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, _freed_message, get_tracer
 from distgraph.autograd.tensor import Tensor
@@ -36,7 +38,11 @@ def _accumulate(prev, g, create_graph):
 
 
 def _wrap(array, device):
-    """A grad-less Tensor around `array` without Tensor.__init__'s checks (the backward hot path)."""
+    """A grad-less Tensor around `array` without Tensor.__init__'s checks (the backward hot path).
+    An array rule on 0-d arrays may return a numpy scalar: user code (hooks, `autograd.grad`) gets an
+    ndarray, which in-place ops can write into."""
+    if isinstance(array, np.generic):
+        array = np.asarray(array)
     out = _new_tensor(Tensor)
     out.array, out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
     return out

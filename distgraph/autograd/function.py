@@ -9,6 +9,8 @@ op defined once serves eager autograd, capture and every executor.
 
 import traceback
 
+import numpy as np
+
 from distgraph.autograd import grad_mode
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.tensor import Tensor
@@ -141,6 +143,8 @@ def apply(op, inputs, attrs=_EMPTY):
     saved = None
     if op.saves_extra:
         result, saved = result
+    if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
+        result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
     out = _new_tensor(Tensor)
     out.array = result
     out.device = dev
@@ -157,6 +161,8 @@ def apply(op, inputs, attrs=_EMPTY):
 
 
 _new_tensor = Tensor.__new__
+_np_scalar = np.generic
+_np_asarray = np.asarray
 _new_node = object.__new__
 _grad_state = grad_mode.state  # mutated in place, never rebound: one attribute load per op
 _anomaly = grad_mode.anomaly

@@ -1,7 +1,8 @@
-"""Elementwise ops: arithmetic, math functions, activations, comparisons, casts, where and clamp.
+"""Elementwise ops: arithmetic, math functions, activations, where and clamp.
 
-Binary ops broadcast as numpy does and promote dtypes as torch does (`_operands`); the engine sums
-broadcast gradients back to each input's shape, so the rules below are the textbook derivatives.
+Binary ops broadcast as numpy does and promote dtypes as torch does (`_operands` and the cast op,
+in promotion.py); the engine sums broadcast gradients back to each input's shape, so the rules
+below are the textbook derivatives.
 The commonest ops also have an array rule (`array_grad`), the same derivative on raw arrays for the
 engine's fast mode.
 """
@@ -13,77 +14,11 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
+from distgraph.ops.promotion import _float_operand, _operands, cast, const
 from distgraph.ops.registry import defop
 
 EW = "elementwise"
-
-
-# ---- operand handling -------------------------------------------------------------------------
-def const(value, like, np_dtype=None):
-    """A 0-d (or array) constant on `like`'s device, without grad."""
-    xp = like.device.xp
-    return Tensor(xp.asarray(value, dtype=np_dtype or like.array.dtype), device=like.device)
-
-
-def _operands(a, b):
-    """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
-    if type(a) is Tensor and type(b) is Tensor and a.array.dtype == b.array.dtype:
-        return a, b
-    if (type(b) is float or type(b) is int) and type(a) is Tensor and a.array.dtype.kind == "f":
-        return a, const(b, a)  # the common `x * 2.0`: a Python number takes a float tensor's dtype
-    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
-    if not (a_is or b_is):
-        raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
-    if a_is and isinstance(b, np.ndarray):
-        return _operands(a, Tensor(a.device.xp.asarray(b), device=a.device))
-    if b_is and isinstance(a, np.ndarray):
-        return _operands(Tensor(b.device.xp.asarray(a), device=b.device), b)
-    if a_is and b_is:
-        if a.array.dtype == b.array.dtype:
-            return a, b
-        dt = dtypes.result_np_dtype((a, b))
-        return (a if a.array.dtype == dt else cast(a, dt)), (b if b.array.dtype == dt else cast(b, dt))
-    scalar = b if a_is else a
-    if not isinstance(scalar, int | float | np.number | np.bool_):
-        names = [type(a).__name__, type(b).__name__]
-        raise DTypeError(f"unsupported operand types for a tensor op: {names[0]} and {names[1]}")
-    if b_is:  # a is a Python scalar
-        dt = dtypes.result_np_dtype((b, a))
-        b = b if b.array.dtype == dt else cast(b, dt)
-        return const(a, b, dt), b
-    dt = dtypes.result_np_dtype((a, b))
-    a = a if a.array.dtype == dt else cast(a, dt)
-    return a, const(b, a, dt)
-
-
-def _float_operand(x):
-    """Integer/bool inputs of float-valued functions (exp, sin, ...) become the default float dtype."""
-    return x if x.array.dtype.kind == "f" else cast(x, dtypes.get_default_dtype())
-
-
-# ---- cast ---------------------------------------------------------------------------------------
-@defop("cast", kind=EW, save=())
-def _cast(xp, x, dtype):
-    return x.astype(dtype)
-
-
-@_cast.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    return cast(g, x.array.dtype) if x.array.dtype.kind == "f" else None
-
-
-_cast.array_grad(lambda ctx, g: g.astype(ctx.inputs[0].array.dtype) if ctx.inputs[0].array.dtype.kind == "f" else None)
-
-
-def cast(x, dtype):
-    np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
-    out = _cast(x, dtype=np_dtype)
-    if np_dtype.kind != "f" and out.requires_grad:  # as torch: integer/bool tensors never require grad
-        out.requires_grad, out.grad_fn = False, None
-    return out
 
 
 # ---- arithmetic ---------------------------------------------------------------------------------
@@ -159,11 +94,11 @@ def _pow(xp, a, b):
 def _(ctx, g):
     a, b = ctx.inputs
     ga = gb = None
-    if ctx.next[0] is not None:
-        ga = mul(g, mul(b, pow(a, sub(b, 1))))
-    if ctx.next[1] is not None:
-        safe_log = log(where(cmp.eq(a, 0), const(1, a), a))
-        gb = mul(g, mul(ctx.out, safe_log))
+    if ctx.next[0] is not None:  # b·a^(b-1), 0 where b == 0 (torch's mask: 0·0^-1 would be NaN)
+        ga = mul(g, where(cmp.eq(b, 0), const(0, a), mul(b, pow(a, sub(b, 1)))))
+    if ctx.next[1] is not None:  # a^b·log a, 0 where a == 0 and b >= 0 (torch); log of 1 there keeps
+        zero_base = cmp.logical_and(cmp.eq(a, 0), cmp.ge(b, 0))  # double backward finite
+        gb = mul(g, where(zero_base, const(0, a), mul(ctx.out, log(where(zero_base, const(1, a), a)))))
     return ga, gb
 
 
@@ -171,8 +106,11 @@ def _(ctx, g):
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
     xp = ctx.inputs[0].device.xp
-    ga = g * (b * a ** (b - 1)) if ctx.next[0] is not None else None
-    gb = g * (ctx.out_array * xp.log(xp.where(a == 0, xp.ones_like(a), a))) if ctx.next[1] is not None else None
+    ga = g * xp.where(b == 0, 0, b * a ** (b - 1)) if ctx.next[0] is not None else None
+    if ctx.next[1] is None:
+        return ga, None
+    zero_base = (a == 0) & (b >= 0)
+    gb = g * xp.where(zero_base, 0, ctx.out_array * xp.log(xp.where(zero_base, 1, a)))
     return ga, gb
 
 
@@ -345,7 +283,7 @@ rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(
 square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
 reciprocal = _unary("reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=())
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
-sign = _unary("sign", lambda xp, x: xp.sign(x), _zero_grad, float_only=False, save=())
+sign = _unary("sign", lambda xp, x: x.copy() if x.dtype == bool else xp.sign(x), _zero_grad, float_only=False, save=())
 sin = _unary("sin", lambda xp, x: xp.sin(x), lambda ctx, g: mul(g, cos(ctx.inputs[0])))
 cos = _unary("cos", lambda xp, x: xp.cos(x), lambda ctx, g: neg(mul(g, sin(ctx.inputs[0]))))
 tan = _unary("tan", lambda xp, x: xp.tan(x), lambda ctx, g: mul(g, add(mul(ctx.out, ctx.out), 1)), True, save=())
@@ -445,14 +383,18 @@ def _(ctx, g):
 
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
+        # torch's gradients: the input's where min <= x <= max, a bound's where it is the result (a
+        # tie goes to the input, where maximum/minimum would split it); a NaN bound gives NaN
         out = input
-        if min is not None:
-            out = maximum(out, min)
-        if max is not None:
-            out = minimum(out, max)
+        for bound, beyond in ((min, cmp.lt), (max, cmp.gt)):
+            if bound is not None:
+                nan = cmp.ne(bound, bound) if isinstance(bound, Tensor) else math.isnan(bound)
+                out = where(cmp.logical_or(beyond(out, bound), nan), bound, out)
         return out
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    if input.array.dtype.kind != "f" and (type(min) is float or type(max) is float):
+        input = _float_operand(input)  # an integer tensor clamped to float bounds is float, as in torch
     return _clamp(input, min=min, max=max)
 
 
@@ -486,9 +428,11 @@ def where(condition, input=None, other=None):
         from distgraph.ops.indexing import nonzero
 
         return nonzero(condition, as_tuple=True)
-    a, b = _operands(input, other) if isinstance(input, Tensor) or isinstance(other, Tensor) else (None, None)
-    if a is None:
-        raise TypeError("where: input or other must be a Tensor")
+    if isinstance(input, Tensor) or isinstance(other, Tensor):
+        a, b = _operands(input, other)
+    else:  # two Python scalars, as torch: of their promoted dtype (floats: the default dtype)
+        dt = dtypes.result_np_dtype((input, other))
+        a, b = const(input, condition, dt), const(other, condition, dt)
     if condition.array.dtype.kind != "b":
         condition = cast(condition, np.bool_)
     return _where(condition, a, b)

@@ -12,7 +12,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import normalize_dims
+from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
 from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
 
@@ -27,14 +27,17 @@ def _unwrap_index(index):
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i) for i in index)
     if isinstance(index, list):
-        return np.asarray(index)
+        return np.asarray(index) if index else np.zeros(0, np.int64)  # x[[]]: no rows (numpy's [] is float)
     return index
 
 
 # ---- getitem / index_put ----------------------------------------------------------------------------
 @defop("getitem", kind=IDX, save=())
 def _getitem(xp, x, index):
-    return x[index]
+    out = x[index]
+    if isinstance(out, np.generic):  # an element: numpy copies it out as a scalar, torch returns a
+        out = x[(*(index if isinstance(index, tuple) else (index,)), Ellipsis)]  # 0-d view (`...` keeps one)
+    return out
 
 
 @_getitem.grad
@@ -140,6 +143,8 @@ def _broadcast_value(v, input, index):
 # ---- gather / scatter -------------------------------------------------------------------------------------
 def _take_index(xp, index, axis, ndim):
     """Open-mesh index that takes `index` along `axis` and the identity elsewhere."""
+    if index.ndim == 0:  # a 0-d tensor: its one element
+        return ()
     grids = list(xp.ix_(*[xp.arange(s) for s in index.shape]))
     grids[axis] = index
     return tuple(grids)
@@ -147,6 +152,10 @@ def _take_index(xp, index, axis, ndim):
 
 @defop("gather", kind=IDX, save=())
 def _gather(xp, x, index, axis):
+    if x.ndim == 0:  # the one index is 0 (checked)
+        return x.copy()
+    if index.shape != x.shape:  # torch lets index be smaller than x in the other dims: take its corner
+        x = x[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))]
     return xp.take_along_axis(x, index, axis=axis)
 
 
@@ -168,7 +177,12 @@ def _check_gather(name, input, dim, index):
             f"{name}(): Index tensor must have the same number of dimensions as input tensor "
             f"(index {tuple(index.shape)}, input {tuple(input.shape)})"
         )
-    d = normalize_dims(dim, input.ndim, name)[0] if input.ndim else 0
+    d = normalize_dim(dim, input.ndim, name)
+    if any(i > n for k, (i, n) in enumerate(zip(index.shape, input.shape)) if k != d):
+        raise ShapeError(
+            f"{name}(): Size does not match at dimension {d}: index {tuple(index.shape)} must not be larger "
+            f"than input {tuple(input.shape)} apart from dimension {d}"
+        )
     if index.array.size:
         lo, hi = int(index.array.min()), int(index.array.max())
         n = input.shape[d] if input.ndim else 1
@@ -249,16 +263,18 @@ def scatter(input, dim, index, src=None, value=None):
 
 
 def index_select(input, dim, index):
-    d = normalize_dims(dim, input.ndim, "index_select")[0]
+    d = normalize_dim(dim, input.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
     n = input.shape[d]
     if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
-    return getitem(input, (slice(None),) * d + (index.array,))
+    return getitem(input, (slice(None),) * d + (index.array.reshape(-1),))  # a 0-d index keeps the dim
 
 
-def take_along_dim(input, indices, dim):
+def take_along_dim(input, indices, dim=None):
+    if dim is None:  # torch: both flattened
+        return gather(input.reshape(-1), 0, indices.reshape(-1))
     return gather(input, dim, indices)
 
 
@@ -277,7 +293,9 @@ def masked_select(input, mask):
 
 def nonzero(input, as_tuple=False):
     xp = input.device.xp
-    idx = xp.nonzero(input.array)
+    idx = xp.nonzero(input.array if input.ndim else input.array.reshape(1))  # 0-d: as torch, one dim
+    if not input.ndim and not as_tuple:
+        return Tensor(xp.zeros((idx[0].size, 0), np.int64), device=input.device)
     if as_tuple:
         return tuple(Tensor(i.astype(np.int64), device=input.device) for i in idx)
     return Tensor(xp.stack(idx, axis=1).astype(np.int64), device=input.device)
@@ -299,14 +317,16 @@ def one_hot(tensor, num_classes=-1):
 
 # ---- sort / topk ------------------------------------------------------------------------------------------
 def sort(input, dim=-1, descending=False, stable=False):
-    d = normalize_dims(dim, input.ndim, "sort")[0] if input.ndim else 0
+    d = normalize_dim(dim, input.ndim, "sort")
     xp = input.device.xp
     if input.ndim == 0:
         return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
-    key = -input.array if descending and input.array.dtype.kind != "b" else input.array
-    idx = xp.argsort(key, axis=d, kind="stable").astype(np.int64)
-    if descending and input.array.dtype.kind == "b":
-        idx = xp.flip(xp.argsort(input.array, axis=d, kind="stable"), axis=d).astype(np.int64)
+    if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
+        # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
+        rev = xp.flip(xp.argsort(xp.flip(input.array, axis=d), axis=d, kind="stable"), axis=d)
+        idx = (input.shape[d] - 1 - rev).astype(np.int64)
+    else:
+        idx = xp.argsort(input.array, axis=d, kind="stable").astype(np.int64)
     indices = Tensor(idx, device=input.device)
     return SortResult(gather(input, d, indices), indices)
 
@@ -316,7 +336,7 @@ def argsort(input, dim=-1, descending=False, stable=False):
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):
-    d = normalize_dims(dim, input.ndim, "topk")[0]
+    d = normalize_dim(dim, input.ndim, "topk")
     if not 0 <= k <= input.shape[d]:
         raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {input.shape[d]}")
     values, indices = sort(input, d, descending=largest)
@@ -330,7 +350,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     values, indices = sort(input, dim)
     from distgraph.ops.shape import narrow, squeeze
 
-    d = normalize_dims(dim, input.ndim, "kthvalue")[0]
+    d = normalize_dim(dim, input.ndim, "kthvalue")
     idx = narrow(indices, d, k - 1, 1)
     v = gather(input, d, idx)
     return SortResult(v, idx) if keepdim else SortResult(squeeze(v, d), squeeze(idx, d))

@@ -12,7 +12,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import normalize_dims, sum
+from distgraph.ops.reduction import normalize_dim, sum
 from distgraph.ops.registry import defop
 from distgraph.ops.shape import _permute, expand, reshape, unsqueeze
 
@@ -300,7 +300,7 @@ _log_softmax.array_grad(
 def _softmax_dim(input, dim, name):
     if dim is None:
         dim = 0 if input.ndim in (0, 1, 3) else 1
-    return normalize_dims(dim, input.ndim, name)[0] if input.ndim else 0
+    return normalize_dim(dim, input.ndim, name)
 
 
 def softmax(input, dim=None, dtype=None):

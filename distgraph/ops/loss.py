@@ -104,9 +104,9 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
         grad *= g
     elif w_t is None and m:
         grad *= g / m
-    else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            grad *= g / _mean_denominator(m, w_t)
+    else:  # every target ignored: the loss is 0/0 = NaN but the gradient 0, as torch (not 0·∞)
+        den = _mean_denominator(m, w_t)
+        grad *= g / den if den else 0
     return grad
 
 
@@ -134,7 +134,8 @@ def _cross_entropy_grad_composed(ctx, g):
     onehot = xp.zeros((m, c), dt)
     onehot[xp.arange(m), t] = 1
     if reduction == "mean":
-        g = ew.div(g, float(w_t.sum()))
+        den = float(w_t.sum())
+        g = ew.div(g, den) if den else ew.mul(g, 0.0)  # every target ignored: gradient 0, as torch
     elif reduction == "none":
         g = g.reshape(m, 1)
     p = softmax(x, dim=1)

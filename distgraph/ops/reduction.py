@@ -23,7 +23,9 @@ MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
 
 def normalize_dims(dim, ndim, op="op"):
-    """`dim` (None, int or sequence) as a sorted tuple of non-negative axes; raises ShapeError if out of range."""
+    """`dim` (None, int or sequence) as a sorted tuple of non-negative axes; raises ShapeError if out of range.
+
+    A 0-d tensor accepts dim 0 and -1 (as torch) but has no axis: its tuple is empty."""
     if dim is None:
         return tuple(range(ndim))
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, checked
@@ -37,7 +39,18 @@ def normalize_dims(dim, ndim, op="op"):
         out.append(d % ndim if ndim else 0)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: dim {dim} appears multiple times in the list of dims")
-    return tuple(sorted(out))
+    return tuple(sorted(out)) if ndim else ()
+
+
+def normalize_dim(dim, ndim, op="op"):
+    """One `dim` as a non-negative axis (0 for a 0-d tensor, whose ops treat it as one element)."""
+    axes = normalize_dims(dim, ndim, op)
+    return axes[0] if axes else 0
+
+
+def _all_if_empty(dim):
+    """torch reads an empty dim list of sum/mean/var/std/norm as 'every dim'."""
+    return None if isinstance(dim, tuple | list) and not dim else dim
 
 
 def _unsqueeze_reduced(g, axes, keepdim):
@@ -91,10 +104,10 @@ def broadcast_array(xp, g, shape):
 
 
 def sum(input, dim=None, keepdim=False, dtype=None):
-    axes = normalize_dims(dim, input.array.ndim, "sum")
+    axes = normalize_dims(_all_if_empty(dim), input.array.ndim, "sum")
     np_dtype = dtypes.from_any(dtype).np if dtype is not None else None
-    if np_dtype is None and input.array.dtype.kind in "bi" and input.array.dtype != np.int64:
-        np_dtype = np.dtype(np.int64)  # torch sums bool/int into int64
+    if np_dtype is None and input.array.dtype.kind in "biu" and input.array.dtype != np.int64:
+        np_dtype = np.dtype(np.int64)  # torch sums bool/int into int64 (numpy: uint8 into uint64)
     return apply(_sum, (input,), {"axes": axes, "keepdim": keepdim, "dtype": np_dtype})
 
 
@@ -106,7 +119,7 @@ def mean(input, dim=None, keepdim=False, dtype=None):
             f"mean(): could not infer output dtype. Input dtype must be either a floating point or complex "
             f"dtype. Got: {input.dtype.name}"
         )
-    axes = normalize_dims(dim, input.ndim, "mean")
+    axes = normalize_dims(_all_if_empty(dim), input.ndim, "mean")
     count = 1
     for a in axes:
         count *= input.shape[a]
@@ -160,8 +173,7 @@ def _(ctx, g):
 
 
 def prod(input, dim=None, keepdim=False, dtype=None):
-    if dtype is not None:
-        input = ew.cast(input, dtypes.from_any(dtype))
+    input = _accumulator(input, dtype)
     if dim is not None and not isinstance(dim, int | np.integer):
         raise TypeError("prod: dim must be an int (as in PyTorch)")
     return _prod(input, axes=normalize_dims(dim, input.ndim, "prod"), keepdim=keepdim)
@@ -189,10 +201,26 @@ def _(ctx, g):
 
 
 def cumsum(input, dim, dtype=None, exclusive=False):
+    return _cumulative(_cumsum, _accumulator(input, dtype), dim, exclusive, "cumsum")
+
+
+def _accumulator(input, dtype):
+    """`input` in the dtype a product or running sum accumulates in: `dtype`, else int64 for
+    bool/integer inputs as torch (numpy would give uint8 uint64, which distgraph does not hold)."""
     if dtype is not None:
-        input = ew.cast(input, dtypes.from_any(dtype))
-    (axis,) = normalize_dims(dim, input.ndim, "cumsum")
-    return _cumsum(input, axis=axis, exclusive=exclusive)
+        return ew.cast(input, dtypes.from_any(dtype))
+    if input.array.dtype.kind in "biu" and input.array.dtype != np.int64:
+        return ew.cast(input, np.int64)
+    return input
+
+
+def _cumulative(op, input, dim, exclusive, name):
+    axis = normalize_dim(dim, input.ndim, name)
+    if input.ndim == 0:  # numpy's cumsum would flatten a 0-d tensor into shape (1,)
+        from distgraph.ops.shape import reshape
+
+        return reshape(op(reshape(input, (1,)), axis=0, exclusive=exclusive), ())
+    return op(input, axis=axis, exclusive=exclusive)
 
 
 @defop("cumprod", kind="other")
@@ -234,10 +262,7 @@ def _(ctx, g):
 
 
 def cumprod(input, dim, dtype=None, exclusive=False):
-    if dtype is not None:
-        input = ew.cast(input, dtypes.from_any(dtype))
-    (axis,) = normalize_dims(dim, input.ndim, "cumprod")
-    return _cumprod(input, axis=axis, exclusive=exclusive)
+    return _cumulative(_cumprod, _accumulator(input, dtype), dim, exclusive, "cumprod")
 
 
 # ---- max / min ------------------------------------------------------------------------------------
@@ -296,15 +321,17 @@ def _argmin(xp, x, axis=None, keepdim=False):
 
 
 def argmax(input, dim=None, keepdim=False):
-    axis = None if dim is None else normalize_dims(dim, input.ndim, "argmax")[0]
+    axis = None if dim is None else normalize_dim(dim, input.ndim, "argmax")
+    axis = axis if input.ndim else None  # a 0-d tensor's only index is 0
     _check_nonempty(input, () if axis is None else (axis,), "argmax")
-    return _argmax(input, axis=axis, keepdim=keepdim and axis is not None)
+    return _argmax(input, axis=axis, keepdim=keepdim)  # dim None with keepdim: all dims of size 1, as torch
 
 
 def argmin(input, dim=None, keepdim=False):
-    axis = None if dim is None else normalize_dims(dim, input.ndim, "argmin")[0]
+    axis = None if dim is None else normalize_dim(dim, input.ndim, "argmin")
+    axis = axis if input.ndim else None  # a 0-d tensor's only index is 0
     _check_nonempty(input, () if axis is None else (axis,), "argmin")
-    return _argmin(input, axis=axis, keepdim=keepdim and axis is not None)
+    return _argmin(input, axis=axis, keepdim=keepdim)
 
 
 def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
@@ -337,7 +364,7 @@ def min(input, dim=None, keepdim=False, other=None):
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    axes = normalize_dims(dim, input.ndim, "var")
+    axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")
     n = 1
     for a in axes:
         n *= input.shape[a]
@@ -350,7 +377,11 @@ def max_(a, b):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return ew.sqrt(var(input, dim, unbiased, keepdim, correction))
+    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
+    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
+    v = var(input, dim, unbiased, keepdim, correction)
+    zero = cmp.eq(v, 0)
+    return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -394,6 +425,11 @@ def _(ctx, g):
     g = _unsqueeze_reduced(g, axes, keepdim)
     if p == 2:
         return ew.mul(g, ew.div(x, safe))
+    if p < 1:  # torch's form sign(x)|x|^(p-1)·‖x‖^(1-p): 0 where x = 0 (|x|^(p-1) is infinite there, so
+        # sign(0) multiplies a finite 1) and everywhere when ‖x‖ = 0 (a p < 0 norm is 0 at any zero)
+        zero = cmp.eq(x, 0)
+        scaled = ew.mul(ew.sign(x), ew.pow(ew.where(zero, ew.const(1, x), ew.abs(x)), p - 1))
+        return ew.mul(g, ew.mul(scaled, ew.pow(n, 1 - p)))
     return ew.mul(g, ew.mul(ew.sign(x), ew.pow(ew.div(ew.abs(x), safe), p - 1)))
 
 
@@ -403,7 +439,7 @@ def norm(input, p="fro", dim=None, keepdim=False):
         p = 2
     if not isinstance(p, int | float):
         raise TypeError(f"norm: p must be a number or 'fro', got {p!r}")
-    axes = normalize_dims(dim, input.ndim, "norm")
+    axes = normalize_dims(_all_if_empty(dim), input.ndim, "norm")
     if p == float("inf"):
         return amax(ew.abs(input), dim=axes, keepdim=keepdim)
     if p == float("-inf"):

@@ -16,14 +16,14 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import normalize_dims
+from distgraph.ops.reduction import normalize_dim, normalize_dims
 from distgraph.ops.registry import defop
 
 VIEW = "view"
 
 
 def _dim(d, ndim, op):
-    return normalize_dims(d, ndim, op)[0]
+    return normalize_dim(d, ndim, op)
 
 
 def _shape_arg(shape):

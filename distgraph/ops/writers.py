@@ -14,7 +14,6 @@ import numpy as np
 from distgraph.ops.activation import _elu, _leaky_relu, _softplus
 from distgraph.ops.elementwise import (
     _EXPIT,
-    _cast,
     _clamp,
     _round,
     _sigmoid_fwd,
@@ -25,6 +24,7 @@ from distgraph.ops.elementwise import (
     rsqrt,
     sigmoid,
 )
+from distgraph.ops.promotion import _cast
 
 
 @_cast.writer

@@ -34,7 +34,11 @@ CASES = {
     "mul": [(lambda a, b: a * b, [_any((3, 1)), _any((1, 4))]), (lambda a: a * 3.0, [_any((2, 3))])],
     "div": [(lambda a, b: a / b, [_any((3, 4)), _pos((4,))]), (lambda a: 2.0 / a, [_pos((2, 3))])],
     "neg": [(lambda a: -a, [_any((2, 3))])],
-    "pow": [(lambda a, b: a**b, [_pos((3, 1)), _any((1, 4))]), (lambda a: a**2.5, [_pos((2, 3))])],
+    "pow": [
+        (lambda a, b: a**b, [_pos((3, 1)), _any((1, 4))]),
+        (lambda a: a**2.5, [_pos((2, 3))]),
+        (lambda a, b: a**b, [np.array([[0.0], [1.5], [0.0]]), np.array([[0.0, 2.0, 0.0, 1.5]])]),  # zeros: 0^0
+    ],
     "exp": [(lambda a: a.exp(), [_any((2, 3))])],
     "log": [(lambda a: a.log(), [_pos((2, 3))])],
     "log1p": [(lambda a: a.log1p(), [_pos((2, 3))])],

@@ -34,6 +34,15 @@ T.op("pow-scalar", lambda m, a: a**2.5, (3, 4), domain=POS, double=True)
 T.op("pow-int-exponent", lambda m, a: a**3, (3, 4), double=True)
 T.op("pow-negative-base-int", lambda m, a: m.pow(a, 2), (2, 5))
 T.op("rpow", lambda m, a: 2.0**a, (3, 4), double=True)
+# zero base: d(a^0)/da is 0 (not 0·0^-1 = NaN) and d(0^b)/db is 0 for b >= 0, -inf·g for b < 0, as torch
+T.op("pow-zero-exponent-at-zero", lambda m, a: (a * (a > 0)) ** 0, (3, 4), gradcheck=False)
+T.op(
+    "pow-zero-base-tensors",
+    lambda m, a, b: m.pow(a * (a > 0), m.cat([b[:2] * 0, b[2:]])),
+    (3, 4),
+    (4,),
+    gradcheck=False,
+)
 T.op("fmod", lambda m, a: m.fmod(a, 0.7), (3, 4))
 T.op("fmod-tensor", lambda m, a, b: m.fmod(a, b), (3, 4), (4,), domain=POS)
 T.op("remainder", lambda m, a: m.remainder(a, 0.7), (3, 4))
@@ -44,6 +53,23 @@ T.op("clamp", lambda m, a: m.clamp(a, -0.5, 0.7), (3, 4))
 T.op("clamp-min", lambda m, a: m.clamp(a, min=-0.2), (3, 4))
 T.op("clamp-max", lambda m, a: a.clamp(max=0.1), (3, 4))
 T.op("clamp-size0", lambda m, a: m.clamp(a, -0.5, 0.7), (2, 0))
+# tensor bounds: where x equals a bound the input gets the whole gradient (maximum/minimum would split it)
+T.op(
+    "clamp-tensor-bounds-ties",
+    lambda m, a, b: m.clamp(a, a.detach(), a.detach() + b.abs()),
+    (3, 4),
+    (4,),
+    gradcheck=False,
+)
+T.op(
+    "clamp-tensor-min-ties",
+    lambda m, a, b: m.clamp(a, min=m.cat([a[:, :2].detach(), b], 1)),
+    (3, 4),
+    (3, 2),
+    gradcheck=False,
+)
+T.op("clamp-tensor-max-bcast", lambda m, a, b: a.clamp(max=b), (3, 4), (4,))
+T.op("clamp-tensor-min-above-max", lambda m, a, b: m.clamp(a, b.abs(), -b.abs()), (3, 4), (3, 1))
 
 for name in ["exp", "sin", "cos", "tanh", "sigmoid", "atan", "sinh", "cosh", "asinh", "abs", "erf", "expm1", "exp2"]:
     T.op(name, lambda m, a, name=name: getattr(m, name)(a), (2, 3, 4), double=name in ("tanh", "sigmoid", "exp"))
@@ -120,3 +146,24 @@ def test_comparison_matches_torch_and_has_no_grad(row, device):
     out = fn(dg, *(dg.randn(*s, requires_grad=True) for s in shapes))
     for o in out if isinstance(out, tuple) else (out,):
         assert o.dtype == dg.bool_ and not o.requires_grad
+
+
+def test_clamp_of_an_integer_tensor_takes_torch_dtypes():
+    i = [[1, 5], [3, -2]]
+    for lo, hi in [(0.5, 2.5), (None, 2.5), (1, 4), (dg.tensor([0.5, 1.5]), None)]:
+        got = dg.clamp(dg.tensor(i), lo, hi)
+        want = torch.clamp(torch.tensor(i), torch.tensor(lo.tolist()) if isinstance(lo, dg.Tensor) else lo, hi)
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_where_with_two_python_scalars_takes_torch_dtypes():
+    cond = [[True, False], [False, True]]
+    for a, b in [(1.0, 0.0), (1, 0), (2, 0.5), (True, False)]:
+        got, want = dg.where(dg.tensor(cond), a, b), torch.where(torch.tensor(cond), a, b)
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_sign_of_bool_and_integer_tensors_like_torch():
+    for values in ([True, False], [3, 0, -2]):
+        got, want = dg.sign(dg.tensor(values)), torch.sign(torch.tensor(values))
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()

@@ -60,11 +60,51 @@ T.op("gather-squared", lambda m, a: m.gather(a, 1, m.tensor(ROWS)) ** 2, (3, 4),
 T.op("topk-smallest-dim0", lambda m, a: a.topk(2, 0, largest=False), (3, 4))
 T.op("kthvalue", lambda m, a: m.kthvalue(a, 2, 1), (3, 4))
 T.op("sort-size0", lambda m, a: m.sort(a, 1)[0], (0, 4))
+# descending: NaN first, ties in their original order (stable), no wrap-around of unsigned/int64-min keys
+NO_GRADCHECK = {"gradcheck": False}  # NaN inputs and ties: no finite differences
+T.op(
+    "sort-descending-nan-first",
+    lambda m, a: m.sort(m.where(a > 1, a * float("nan"), a), 1, descending=True),
+    (3, 5),
+    **NO_GRADCHECK,
+)
+T.op("topk-nan", lambda m, a: m.topk(m.where(a > 1, a * float("nan"), a), 3), (4, 5), **NO_GRADCHECK)
+T.op(
+    "sort-descending-stable-ties",
+    lambda m, a: m.sort(m.cat([a, a.detach()], 1), dim=1, descending=True, stable=True),
+    (3, 2),
+    **NO_GRADCHECK,
+)
+T.op(
+    "argsort-descending-uint8-int64",
+    lambda m, a: (_ints(m, m.uint8).argsort(descending=True), *_ints(m, m.int64).sort(descending=True)),
+    (1,),
+    grad=False,
+)
+T.op("argsort-descending-bool", lambda m, a: m.argsort(a > 0, descending=True, stable=True), (9,), grad=False)
+# torch accepts: an index smaller than the input off the gather dim, a 0-d index_select index, x[[]],
+# take_along_dim without dim (flattened), nonzero of a 0-d tensor
+T.op("gather-index-smaller-off-dim", lambda m, a: m.gather(a, 1, m.tensor(np.array([[0, 3], [2, 2]]))), (3, 4))
+T.op(
+    "scatter_add-index-smaller-off-dim",
+    lambda m, a, b: a.scatter_add(0, m.tensor(np.array([[2, 0]])), b),
+    (3, 4),
+    (1, 2),
+)
+T.op("index_select-0d-index", lambda m, a: m.index_select(a, 1, m.tensor(2)), (3, 4))
+T.op("empty-list-index", lambda m, a: a[[]], (3, 4), gradcheck=False)
+T.op("take_along_dim-flat", lambda m, a: m.take_along_dim(a, m.tensor(np.array([[0, 11], [5, 5]]))), (3, 4))
+T.op("nonzero-0d", lambda m, a: (m.nonzero(a.sum() > -100), *m.nonzero(a.sum() > 100, as_tuple=True)), (3,), grad=False)
 T.op("one_hot", lambda m, a: m.nn.functional.one_hot(m.tensor(np.array([0, 3, 1])), 5), (1,), grad=False)
 T.op("one_hot-infer", lambda m, a: m.nn.functional.one_hot(m.tensor(np.array([[0, 2], [1, 1]]))), (1,), grad=False)
 T.op("bincount", lambda m, a: m.bincount(m.tensor(np.array([0, 3, 3, 1]))), (1,), grad=False)
 T.op("bincount-weights", lambda m, a: m.bincount(m.tensor(np.array([0, 3, 3])), a, minlength=6), (3,), grad=False)
 T.op("searchsorted", lambda m, a: m.searchsorted(m.tensor(np.array([0.0, 1, 2])), a), (3, 4), grad=False)
+
+
+def _ints(m, dtype):
+    big = [0, 3, 255, 1, 3] if dtype is m.uint8 else [0, 5, -(2**63), -1, 2**63 - 1, 5]
+    return m.tensor(big, dtype=dtype)
 
 
 @pytest.mark.parametrize("row", T.rows())
@@ -119,3 +159,8 @@ def test_one_hot_is_int64_and_checks_range():
     assert oh.dtype == dg.int64 and oh.tolist() == [[0, 1, 0], [1, 0, 0]]
     with pytest.raises(IndexError):
         dg.nn.functional.one_hot(dg.tensor([3]), 3)
+
+
+def test_gather_index_larger_than_input_off_dim_is_a_shape_error():
+    with pytest.raises(dg.errors.ShapeError, match=r"gather\(\).*\(4, 1\).*\(3, 4\)"):
+        dg.gather(dg.ones(3, 4), 1, dg.tensor([[0], [0], [0], [0]]))

@@ -152,3 +152,50 @@ def test_inplace_on_expanded_view_is_refused_like_torch():
     a = dg.randn(3, 1, requires_grad=True) * 1
     with pytest.raises(RuntimeError, match="single memory location"):
         a.expand(3, 4).add_(1)
+
+
+# 0-d results: numpy hands back immutable scalars for 0-d arithmetic, and x[i] of a 1-D array copies
+# the element out; torch's 0-d tensors are writable, and an element is a view of its base
+T0 = Table()
+T0.op("0d-mul_-of-sum", lambda m, a: a.sum().mul_(2) * a, (3,))
+T0.op("0d-iadd", lambda m, a, b: _iadd_0d(a.sum() * 1, b), (3,), ())
+T0.op("0d-sub_-tensor", lambda m, a: (a * a).sub_(a), ())
+T0.op("0d-setitem", lambda m, a, b: _setitem_0d(a * 1, b), (), ())
+T0.op("element-view-mul_", lambda m, a: _on_view(a, lambda c: c[1].mul_(3)), (3,))
+T0.op("element-view-2d-add_", lambda m, a: _on_view(a, lambda c: c[1, 2].add_(4)), (2, 3))
+
+
+def _iadd_0d(s, b):
+    s += b
+    return s
+
+
+def _setitem_0d(c, b):
+    c[()] = b * 2
+    return c
+
+
+@pytest.mark.parametrize("row", T0.rows())
+def test_inplace_on_0d_tensors_matches_torch(row, device):
+    run_parity(row, device)
+
+
+def test_element_of_a_tensor_is_a_writable_view_like_torch():
+    x = dg.tensor([1.0, 2.0, 3.0])
+    e = x[1]
+    e.add_(10)
+    assert x.tolist() == [1.0, 12.0, 3.0] and e.item() == 12.0
+    m = dg.zeros(2, 3)
+    m[1][2] = 5.0
+    assert m.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 5.0]]
+
+
+def test_gradients_of_0d_tensors_are_writable():
+    x = dg.tensor(np.array(2.0), requires_grad=True)
+    (g,) = dg.autograd.grad(x.exp(), x)
+    g.add_(1)
+    y = x * 1
+    y.retain_grad()
+    (y * y).backward()
+    y.grad.mul_(2)
+    assert np.isclose(g.item(), np.exp(2.0) + 1) and y.grad.item() == 8.0

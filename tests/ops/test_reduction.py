@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
-from tests.ops._table import POS, Table, run_double_backward, run_gradcheck, run_parity
+from tests.ops._table import POS, Table, run_double_backward, run_gradcheck, run_parity, torch
 
 T = Table()
 for name in ["sum", "mean", "amax", "amin", "logsumexp", "prod", "var", "std"]:
@@ -53,6 +53,12 @@ for p in ["fro", 2, 1, 3, 0.5, 0, float("inf"), float("-inf")]:
 T.op("norm-of-zeros-has-zero-grad", lambda m, a: m.norm(a - a.detach()), (3, 4), gradcheck=False)
 T.op("norm-p3-of-zeros", lambda m, a: m.norm(a - a.detach(), 3, 1), (3, 4), gradcheck=False)
 T.op("norm-size0", lambda m, a: m.norm(a, dim=0), (0, 3))
+# zero gradient where torch masks an infinite slope: std of a constant row, a p < 1 norm at a zero element
+T.op("std-constant-row", lambda m, a: m.std(m.cat([a[:1] * 0 + a[:1, :1], a[1:]]), 1), (3, 4), gradcheck=False)
+T.op("std-0d-dim", lambda m, a: m.std(a, 0, correction=0) + m.std(a.reshape(1), keepdim=True, correction=0), ())
+T.op("std-constant-double", lambda m, a: m.std(a - a.mean(), 0, correction=0) + m.std(a, (0, 1)), (2, 3), double=True)
+for p in [0.5, -1, -1.5]:
+    T.op(f"norm-p{p}-at-zero", lambda m, a, p=p: m.norm(a * (a > 0), p, 1), (3, 4), gradcheck=False)
 T.op("cumsum", lambda m, a: m.cumsum(a, 1), (3, 4))
 T.op("cumsum-negdim", lambda m, a: a.cumsum(-2), (3, 4))
 T.op("cumsum-size0", lambda m, a: m.cumsum(a, 1), (0, 4))
@@ -67,6 +73,18 @@ for name in ["any", "all"]:
     T.op(name + "-dim-keep", lambda m, a, n=name: getattr(m, n)(a > -0.5, 1, keepdim=True), (3, 4), grad=False)
     T.op(name + "-size0", lambda m, a, n=name: getattr(m, n)(a > 0, 0), (0, 4), grad=False)
 T.op("count_nonzero", lambda m, a: m.count_nonzero(a > 0, 1), (3, 4), grad=False)
+# a 0-d tensor takes dim 0 / -1 (it has no axis: numpy's axis=0 raised); an empty dim list means every dim
+for name in ["sum", "mean", "amax", "logsumexp", "prod", "cumsum", "cumprod", "softmax", "log_softmax"]:
+    T.op(name + "-0d-dim", lambda m, a, n=name: getattr(m, n)(a, -1) * getattr(m, n)(a, 0), ())
+T.op("max-0d-dim", lambda m, a: m.max(a, 0, keepdim=True)[0] * m.min(a, -1)[0], ())
+T.op("max-0d-dim-indices", lambda m, a: (m.max(a, 0)[1], m.argmax(a, 0), m.argmin(a, -1, keepdim=True)), (), grad=False)
+T.op("var-0d-dim", lambda m, a: m.var(a * m.ones(1, dtype=m.float64), 0, correction=0) + m.var(a, -1, correction=0), ())
+for name in ["sum", "mean", "var", "std", "norm"]:  # torch's var/std backward then divides by n - 1 = 0: values only
+    T.op(
+        name + "-empty-dim-list", lambda m, a, n=name: getattr(m, n)(a, dim=()), (3, 4), grad=name not in ("var", "std")
+    )
+T.op("count_nonzero-empty-dim-list", lambda m, a: m.count_nonzero(a > 0, ()), (3, 4), grad=False)
+T.op("argmax-keepdim-all", lambda m, a: (m.argmax(a, keepdim=True), a.argmin(keepdim=True)), (2, 3, 4), grad=False)
 
 
 @pytest.mark.parametrize("row", T.rows())
@@ -101,3 +119,14 @@ def test_max_dim_returns_values_and_indices_named_like_torch():
     assert out.values.tolist() == [5.0, 7.5] and out.indices.tolist() == [1, 2]
     values, indices = x.min(dim=0)
     assert values.tolist() == [1.0, 0.0, 2.0] and indices.tolist() == [0, 1, 0]
+
+
+def test_integer_accumulations_are_int64_like_torch():
+    u = dg.tensor(np.array([200, 100, 3], dtype=np.uint8))
+    tu = torch.tensor([200, 100, 3], dtype=torch.uint8)
+    for f in [lambda m, t: t.sum(), lambda m, t: t.prod(), lambda m, t: t.cumsum(0), lambda m, t: t.cumprod(0)]:
+        got, want = f(dg, u), f(torch, tu)
+        assert got.dtype == dg.int64 and want.dtype == torch.int64 and got.tolist() == want.tolist()
+    i16 = dg.tensor(np.array([300, 300], dtype=np.int16))
+    assert i16.cumsum(0).dtype == dg.int64 and i16.cumsum(0).tolist() == [300, 600]
+    assert dg.tensor([True, True]).cumprod(0).dtype == dg.int64

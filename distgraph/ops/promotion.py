@@ -1,0 +1,82 @@
+"""Operand handling for elementwise ops: torch's dtype promotion of two operands (Python scalars
+become 0-d constants of the promoted dtype) and the differentiable cast op.
+
+Kept apart from elementwise.py, which applies the rules: every binary op, comparison and loss calls
+`_operands` first, so these few functions are the one place where torch's promotion table lives
+(dtypes.result_np_dtype computes it).
+"""
+
+import numpy as np
+
+from distgraph import dtypes
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError
+from distgraph.ops.registry import defop
+
+EW = "elementwise"
+
+
+# ---- operand handling -------------------------------------------------------------------------
+def const(value, like, np_dtype=None):
+    """A 0-d (or array) constant on `like`'s device, without grad."""
+    xp = like.device.xp
+    return Tensor(xp.asarray(value, dtype=np_dtype or like.array.dtype), device=like.device)
+
+
+def _operands(a, b):
+    """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
+    if type(a) is Tensor and type(b) is Tensor and a.array.dtype == b.array.dtype:
+        return a, b
+    if (type(b) is float or type(b) is int) and type(a) is Tensor and a.array.dtype.kind == "f":
+        return a, const(b, a)  # the common `x * 2.0`: a Python number takes a float tensor's dtype
+    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
+    if not (a_is or b_is):
+        raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    if a_is and isinstance(b, np.ndarray):
+        return _operands(a, Tensor(a.device.xp.asarray(b), device=a.device))
+    if b_is and isinstance(a, np.ndarray):
+        return _operands(Tensor(b.device.xp.asarray(a), device=b.device), b)
+    if a_is and b_is:
+        if a.array.dtype == b.array.dtype:
+            return a, b
+        dt = dtypes.result_np_dtype((a, b))
+        return (a if a.array.dtype == dt else cast(a, dt)), (b if b.array.dtype == dt else cast(b, dt))
+    scalar = b if a_is else a
+    if not isinstance(scalar, int | float | np.number | np.bool_):
+        names = [type(a).__name__, type(b).__name__]
+        raise DTypeError(f"unsupported operand types for a tensor op: {names[0]} and {names[1]}")
+    if b_is:  # a is a Python scalar
+        dt = dtypes.result_np_dtype((b, a))
+        b = b if b.array.dtype == dt else cast(b, dt)
+        return const(a, b, dt), b
+    dt = dtypes.result_np_dtype((a, b))
+    a = a if a.array.dtype == dt else cast(a, dt)
+    return a, const(b, a, dt)
+
+
+def _float_operand(x):
+    """Integer/bool inputs of float-valued functions (exp, sin, ...) become the default float dtype."""
+    return x if x.array.dtype.kind == "f" else cast(x, dtypes.get_default_dtype())
+
+
+# ---- cast ---------------------------------------------------------------------------------------
+@defop("cast", kind=EW, save=())
+def _cast(xp, x, dtype):
+    return x.astype(dtype)
+
+
+@_cast.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    return cast(g, x.array.dtype) if x.array.dtype.kind == "f" else None
+
+
+_cast.array_grad(lambda ctx, g: g.astype(ctx.inputs[0].array.dtype) if ctx.inputs[0].array.dtype.kind == "f" else None)
+
+
+def cast(x, dtype):
+    np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
+    out = _cast(x, dtype=np_dtype)
+    if np_dtype.kind != "f" and out.requires_grad:  # as torch: integer/bool tensors never require grad
+        out.requires_grad, out.grad_fn = False, None
+    return out
