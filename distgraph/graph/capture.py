@@ -142,11 +142,14 @@ def flatten(result):
     raise CaptureError(f"captured functions must return tensors or tuples of tensors, got {type(result).__name__}")
 
 
-def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=()):
+def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=(), unused=None):
     """Trace `fn(*example_inputs)`; returns (Graph, lifted parameter tensors, rebuild).
 
     With `grad_of` (a list of leaf tensors), the graph computes `fn`'s first output (a scalar loss)
     and appends the gradient of that loss with respect to each tensor in `grad_of` as extra outputs.
+    The loss may not depend on some of them: their gradient output is zeros, and their indices are
+    appended to the list `unused` when given (eager backward leaves such a `.grad` as it was, and an
+    optimizer skips the parameter, so a compiled step must too). `update` gets None for their gradients.
     With `update` too, `update(grad_of, gradients)` (written with distgraph ops: an optimizer step)
     is traced and its results are appended instead of the gradients; `hyper` tensors it reads
     (learning rates) become graph inputs `%h0, ...` after the explicit ones, not constants.
@@ -165,7 +168,14 @@ def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=()):
             for p in grad_of:
                 tracer.ref(p)  # lift every parameter, used or not, so grad outputs line up
             grads = _gradients(tracer, outputs[0], list(grad_of))
-            outputs = outputs + (update(list(grad_of), grads) if update is not None else grads)
+            missing = [i for i, g in enumerate(grads) if g is None]
+            if unused is not None:
+                unused += missing
+            if update is not None:
+                outputs = outputs + update(list(grad_of), [g for g in grads])
+            else:
+                zeros = [ew.mul(Tensor(p.array, device=p.device), 0.0) for p in grad_of]
+                outputs = outputs + [zeros[i] if g is None else g for i, g in enumerate(grads)]
     finally:
         set_tracer(prev)
     return tracer.graph(outputs), tracer.params, rebuild
@@ -173,7 +183,7 @@ def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=()):
 
 # ---- backward capture ----------------------------------------------------------------------------
 def _gradients(tracer, loss, wrt):
-    """d loss / d wrt as traced Tensors (zeros for tensors the loss does not depend on)."""
+    """d loss / d wrt as traced Tensors (None for tensors the loss does not depend on)."""
     if loss.grad_fn is None:
         raise CaptureError("the loss does not require grad: nothing to differentiate")
     order = _topo(loss.grad_fn)
@@ -194,11 +204,7 @@ def _gradients(tracer, loss, wrt):
                     gi = ew.cast(gi, inp.array.dtype)
                 table, key = (grads, nxt) if type(nxt) is AutogradNode else (leaf, id(nxt))
                 table[key] = gi if key not in table else ew.add(table[key], gi)
-        out = []
-        for p in wrt:
-            g = leaf.get(id(p))
-            out.append(g if g is not None else ew.mul(Tensor(p.array, device=p.device), 0.0))
-    return out
+    return [leaf.get(id(p)) for p in wrt]
 
 
 def _rule(node, g):

@@ -32,6 +32,8 @@ reader (`plan.free_after`), and `plan.inplace` nodes write into their dying inpu
 interpreter does. `Program.instantiate` makes a function with its own arena; the Runner gives each
 concurrent call its own instance, so calls never share scratch memory.
 
+Outputs that may share a constant's memory are returned as copies (the constant serves every call).
+
 Write-back: `write_back={output index: input index}` stores an output into an input's array (an
 optimizer's updated parameter into the parameter): with `out=` directly when the producing node is
 elementwise and no later node reads the input, else by a copy before returning.
@@ -51,10 +53,10 @@ import numpy as np
 from distgraph.backend import device, to_device
 from distgraph.errors import DistgraphError
 from distgraph.graph import arena
+from distgraph.graph.ir import makes_fresh
 from distgraph.graph.passes.fusion import UFUNCS, FusedKernel, out_function, writes_out
 from distgraph.ops.registry import get_op
 
-_FRESH = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
 
 
 @dataclass
@@ -143,7 +145,7 @@ class _Emitter:
         graph = self.graph
         self.roots = {n: {n} for n, _ in graph.inputs} | {n: {n} for n in graph.constants}
         for node in graph.nodes:
-            fresh = node.op == "fused" or (get_op(node.op).kind in _FRESH and not get_op(node.op).view)
+            fresh = makes_fresh(node)
             roots = {node.name}
             if not fresh:
                 for i in node.inputs:
@@ -200,7 +202,13 @@ class _Emitter:
                     self.lines.append("del " + ", ".join(self.names[n] for n in dead))
         for value, dest in self.write_back.items():  # the ones no node could write in place
             self.lines.append(f"{self.bind(self.xp.copyto)}({self.names[dest]}, {self.names[value]})")
-        self.lines.append(f"return [{', '.join(self.names[o] for o in graph.outputs)}]")
+        self.lines.append(f"return [{', '.join(self._returned(o) for o in graph.outputs)}]")
+
+    def _returned(self, name):
+        """An output as returned: a copy where it may share a constant's memory (a folded result, a
+        closure tensor), since the caller may write into it and the constant serves every call."""
+        shares_constant = any(r in self.graph.constants for r in self.roots[name])
+        return f"{self.names[name]}.copy()" if shares_constant else self.names[name]
 
     def _unbuffered(self):
         """Values to take out of the arena so that the arena plus the per-call allocations peak lowest.

@@ -22,18 +22,21 @@ training step in one generated function, as `zero_grad(); loss.backward(); step(
 """
 
 import builtins
+import contextlib
 import warnings
 
 import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device as as_device
 from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
 from distgraph.graph.optimizer_capture import CapturedUpdate
 from distgraph.graph.passes import DEFAULT, optimize
 from distgraph.graph.passes.cse import freeze
+from distgraph.ops import creation
 
 _EAGER = "eager"
 
@@ -57,6 +60,7 @@ class CompiledFunction:
         self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None and self.scaler is None else None
         self._scale = Tensor(np.ones((), np.float32)) if self.scaler is not None else None  # a graph input
         self.variants = {}
+        self._unused_of = {}  # id(variant) -> indices of the parameters its loss does not depend on
         self._paths = {}  # key -> (guard, call, modes): the fast path of each captured variant
         self._last = None  # the fast path of the last call
         # a module's train/eval modes are part of what a graph was captured under (dropout, batch norm)
@@ -95,15 +99,17 @@ class CompiledFunction:
                     args[i] = t
                 return traced(*args)
 
-        return capture(fn, tensors, grad_of=self.params, update=update, hyper=hyper)
+        self._unused = []  # indices into self.params of parameters the loss does not depend on
+        return capture(fn, tensors, grad_of=self.params, update=update, hyper=hyper, unused=self._unused)
 
     def _add(self, key, inputs):
         try:
-            graph, params, rebuild = self._capture(inputs)
-            if self.check:
-                with np.errstate(all="ignore"):  # negated inputs may leave a function's domain: only structure matters
-                    other = self._capture(_perturbed(inputs))[0]
-                _check_same(graph, other)
+            with _rng_untouched():
+                graph, params, rebuild = self._capture(inputs)
+                if self.check:
+                    with np.errstate(all="ignore"):  # negated inputs may leave a function's domain: only structure matters
+                        other = self._capture(_perturbed(inputs))[0]
+                    _check_same(graph, other)
         except CaptureError as exc:
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
             self.variants[key] = _EAGER
@@ -116,6 +122,7 @@ class CompiledFunction:
             states = first - self.update.n_states  # the state inputs end the `hyper` inputs
             write_back |= {1 + len(self.params) + j: states + j for j in range(self.update.n_states)}
         variant = (Runner(optimize(graph, self.passes), write_back=write_back), params, rebuild, graph)
+        self._unused_of[id(variant)] = tuple(self._unused) if self.params is not None else ()
         self.variants[key] = variant
         return variant
 
@@ -159,6 +166,9 @@ class CompiledFunction:
         runner, params, rebuild, _ = variant
         device = next((t.device for t in inputs if isinstance(t, Tensor)), None) or params[0].device
         run, trained, update = runner.run, self.params, self.update
+        if trained is not None:  # a parameter the loss does not depend on keeps its .grad, as after backward
+            unused = set(self._unused_of[id(variant)])
+            trained = [p if i not in unused else None for i, p in enumerate(trained)]
 
         if self.loss_fn is None and rebuild is single and not params:  # the hot case of small functions
 
@@ -177,7 +187,8 @@ class CompiledFunction:
                 outs = run(*arrays, *update.arrays(), *[p.array for p in params])
                 update.after()
                 for p in trained:
-                    p._vc[0] += 1  # updated in place, as optimizer.step() does
+                    if p is not None:
+                        p._vc[0] += 1  # updated in place, as optimizer.step() does
                 return Tensor(outs[0], device=device)
 
         elif self.scaler is not None:
@@ -187,8 +198,10 @@ class CompiledFunction:
                 scale[()] = scaler.get_scale()
                 outs = run(*arrays, scale, *[p.array for p in params])
                 if optimizer is not None:  # the whole step: fresh gradients, then unscale, check, step or skip
+                    optimizer.zero_grad()
                     for p, g in zip(trained, outs[1:]):
-                        p.grad = Tensor(g, device=device)
+                        if p is not None:
+                            p.grad = Tensor(g, device=device)
                     scaler.step(optimizer)
                     scaler.update()
                 else:  # gradients of loss × scale accumulate in .grad, as after scaler.scale(loss).backward()
@@ -295,10 +308,24 @@ def compile(
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _rng_untouched():
+    """Capturing runs the function (twice, with the check): its random ops (dropout) draw from the
+    generator, so without this a call after `dg.manual_seed(s)` that captures a new variant drew other
+    masks than eager code seeded the same way. The cpu generator's state is put back afterwards."""
+    gen = creation.generator(as_device("cpu"))
+    state = gen.bit_generator.state
+    try:
+        yield
+    finally:
+        gen.bit_generator.state = state
+
+
 def _accumulate(params, grads, device):
     """Add new gradient arrays into the parameters' `.grad`, as `loss.backward()` does."""
     for p, g in zip(params, grads):
-        p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
+        if p is not None:  # None: a parameter the loss does not depend on
+            p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
 
 
 def _unpacker(inputs):

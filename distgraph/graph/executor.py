@@ -36,6 +36,7 @@ from distgraph.backend import device as as_device
 from distgraph.backend import to_device
 from distgraph.errors import ConfigError, ShapeError
 from distgraph.graph.codegen import generate
+from distgraph.graph.ir import makes_fresh
 from distgraph.graph.passes import memory
 from distgraph.graph.passes.fusion import FusedKernel, compute_into, out_function, writes_out
 from distgraph.graph.trace import Timeline
@@ -101,6 +102,12 @@ class Runner:
             ins = tuple(slot[n] for n in node.inputs)
             self.steps.append((_callable(node, xp), attrs, ins, slot[node.name], free, target))
         self.outputs = tuple(slot[o] for o in graph.outputs)
+        # outputs a caller could write into that are (or view) a constant serving every call: copied
+        roots = {n: {n} for n in names}
+        for node in graph.nodes:
+            if not makes_fresh(node):
+                roots[node.name] = roots[node.name].union(*(roots[n] for n in node.inputs))
+        self.copied = {slot[o] for o in graph.outputs if roots[o] & set(graph.constants)}
         self.write_slots = [(self.outputs[o], i) for o, i in self.write_back.items()]
 
     def _interpret(self, arrays):
@@ -117,7 +124,7 @@ class Runner:
                 env[f] = None
         for out, i in self.write_slots:
             xp.copyto(arrays[i], env[out])
-        return [env[o] for o in self.outputs]
+        return [env[o].copy() if o in self.copied else env[o] for o in self.outputs]
 
 
 def _callable(node, xp):

@@ -288,3 +288,29 @@ def rename(graph, mapping, nodes=None):
 
 def _with_inputs(node, inputs):
     return replace(node, inputs=inputs)
+
+
+# ---- aliasing -------------------------------------------------------------------------------------
+FRESH_KINDS = ("elementwise", "matmul", "reduction")  # kinds whose forward returns a new array
+
+
+def makes_fresh(node):
+    """True when the node's forward always returns a new array (never its input nor a view of it).
+    `sum_to` to an unchanged shape returns its input, so it is not fresh."""
+    from distgraph.ops.registry import get_op
+
+    if node.op == "fused":
+        return True
+    op = get_op(node.op)
+    return op.kind in FRESH_KINDS and not op.view and node.op != "sum_to"
+
+
+def exposed(graph):
+    """Values whose memory a graph output may share: the outputs, and what they read through ops
+    that may return their input or a view of it. A rewrite that makes one exposed value stand for
+    another (or for an input or constant) would make a caller's outputs alias where eager's do not."""
+    out = set(graph.outputs)
+    for node in reversed(graph.nodes):
+        if node.name in out and not makes_fresh(node):
+            out.update(node.inputs)
+    return out

@@ -265,7 +265,9 @@ class CapturedUpdate:
             tensors["state"] += self._states[-1]
             self._per_param.append((p, g, own, keys))
         self._shared = [(groups[gi], arrays) for (gi, _), arrays in shared.items()]
-        self._stateful = [s for s in self._per_param if s[2] or s[3]]
+        self._index = [i for i, s in enumerate(self._per_param) if s[2] or s[3]]  # into _per_param
+        self._stateful = [self._per_param[i] for i in self._index]
+        self.skipped = set()  # ids of the parameters the captured loss does not depend on (see `trace`)
         self.tensors = tuple(tensors["shared"] + tensors["own"] + tensors["state"])
         self.n_states = len(tensors["state"])
 
@@ -286,7 +288,11 @@ class CapturedUpdate:
                 arrays[k][()] = v
             out += arrays.values()
         states = []
-        for p, g, own, keys in self._stateful:
+        for i, (p, g, own, keys) in enumerate(self._stateful):
+            if id(p) in self.skipped:  # not stepped: its state is left absent or as it is, as eagerly
+                out += own.values()
+                states += [t.array for t in self._states[self._index[i]]]
+                continue
             st = state[p]
             for k, v in rule.step_scalars(g, st).items():  # before init_state: it reads what the state lacks
                 own[k][()] = v
@@ -299,13 +305,19 @@ class CapturedUpdate:
     def after(self):
         state = self.optimizer.state
         for p, *_ in self._stateful:
-            self.rule.after(state[p])
+            if id(p) not in self.skipped:
+                self.rule.after(state[p])
 
     def trace(self, params, grads):
         """The updated parameters, then the updated state arrays, as traced distgraph ops."""
         new_params, new_states = [], []
+        self.skipped = {id(p) for p, grad in zip(params, grads) if grad is None}
         with grad_mode.no_grad():
             for (_, g, _, _), p, grad, c, s in zip(self._per_param, params, grads, self._scalars, self._states):
+                if grad is None:  # the loss does not depend on p: eager's step skips it (grad None)
+                    new_params.append(p)
+                    new_states += s
+                    continue
                 new_p, new_s = self.rule.trace(g, p, grad, c, s)
                 new_params.append(new_p)
                 new_states += new_s

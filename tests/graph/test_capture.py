@@ -201,3 +201,53 @@ def test_example_inputs_that_are_not_tensors_are_refused_by_name():
             dg.errors.ConfigError, match="dg.compile: example_inputs must be a tensor or a non-empty tuple"
         ):
             dg.compile(model, bad)
+
+
+def test_capturing_a_new_variant_draws_nothing_from_the_seeded_generator():
+    """Capture runs the model (twice, with the check), and its dropout masks came from the global generator:
+    a call that re-captured after `dg.manual_seed(s)` drew other masks than eager code seeded alike."""
+    dg.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    m.double()
+    step = dg.compile(m, (randn(5, 4), dg.tensor(np.arange(5) % 3)), loss_fn=F.cross_entropy)
+    x, y = randn(7, 4), dg.tensor(np.arange(7) % 3)
+    dg.manual_seed(1)
+    with pytest.warns(CompileWarning, match="re-capturing"):
+        loss = step(x, y)
+    dg.manual_seed(1)
+    assert abs(loss.item() - F.cross_entropy(m(x), y).item()) <= 1e-12
+
+
+class _HalfUsed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.unused = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_parameter_the_loss_does_not_use_is_not_stepped(captured):
+    """Its gradient output is zeros: written to `.grad` (eager leaves None) it made SGD's weight decay and
+    Adam move the parameter, which eager's step skips."""
+    from distgraph import optim
+
+    dg.manual_seed(0)
+    m, ref = _HalfUsed().double(), _HalfUsed().double()
+    ref.load_state_dict(m.state_dict())
+    opt, ref_opt = optim.AdamW(m.parameters(), lr=0.1), optim.AdamW(ref.parameters(), lr=0.1)
+    x, y = randn(5, 4), dg.tensor(np.arange(5) % 3)
+    step = dg.compile(m, (x, y), loss_fn=F.cross_entropy, optimizer=opt if captured else None)
+    for _ in range(2):
+        opt.zero_grad()
+        step(x, y)
+        if not captured:
+            assert m.unused.weight.grad is None
+            opt.step()
+        ref_opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        ref_opt.step()
+    for p, q in zip(m.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert m.unused.weight not in opt.state or not opt.state[m.unused.weight]

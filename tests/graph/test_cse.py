@@ -17,3 +17,12 @@ def test_equal_constants_merge_but_different_attributes_do_not():
     assert [n.op for n in merged.nodes].count("sum") == 2
     assert [n.op for n in merged.nodes].count("mul") == 1
     assert_same_outputs(graph, merged, arrays)
+
+
+def test_two_returned_equal_expressions_stay_two_arrays():
+    """`return x * 2, x * 2`: merged, both outputs were one array, and writing into one changed the other."""
+    graph, arrays = captured(lambda x: (x * 2, x * 2, (x * 2).exp() + (x * 2).exp()), randn(3, 4))
+    merged = cse(graph)
+    assert [n.op for n in merged.nodes].count("mul") == 2  # the two returned ones (the others merge into one)
+    assert [n.op for n in merged.nodes].count("exp") == 1
+    assert_same_outputs(graph, merged, arrays)

@@ -36,3 +36,28 @@ def test_simplify_removes_identities_without_changing_values():
 def test_simplify_keeps_ops_that_broadcast():
     graph, arrays = captured(lambda x: x * dg.tensor(np.ones((2, 3, 4))), randn(3, 4))
     assert [n.op for n in simplify(graph).nodes] == ["mul"]
+
+
+def test_simplify_never_returns_an_input_where_eager_returns_a_new_tensor():
+    """`x * 1`, `x + 0` and `-(-x)` returned: simplified to `x`, writing into the compiled result wrote into the
+    caller's input; the identity is kept when it is returned (or viewed by a returned value)."""
+    for fn in (lambda x: x * 1, lambda x: (x + 0).reshape(12), lambda x: -(-x)):
+        x = dg.tensor(np.ones((4, 3)))
+        with dg.no_grad():
+            out = dg.compile(fn, (x,))(x)
+        out.mul_(5)
+        np.testing.assert_array_equal(x.array, np.ones((4, 3)))
+    graph, arrays = captured(lambda x: (x * 1).exp(), randn(4, 3))
+    assert [n.op for n in simplify(graph).nodes] == ["exp"]  # not returned: still removed
+
+
+def test_a_folded_output_is_a_new_array_each_call():
+    """An output folded into a constant (or a closure tensor returned) was the graph's own array: writing
+    into one call's result changed what every later call returned."""
+    c = dg.tensor(np.arange(3.0))
+    x = dg.tensor(np.ones((4, 3)))
+    for fn in (lambda x: (x + 1, dg.ones(3) * 2), lambda x: (x + 1, c * 2), lambda x: (x + 1, c)):
+        with dg.no_grad():
+            f = dg.compile(fn, (x,))
+            f(x)[1].mul_(5)
+            np.testing.assert_array_equal(f(x)[1].array, fn(x)[1].array)

@@ -2,11 +2,13 @@
 are computed once. Registry ops are deterministic except those marked `random` (dropout's mask),
 which are never merged, so merging never changes a result. Gradient checkpointing's recomputations
 (`name~rc`) equal their originals by design and are never merged back: that would undo the pass.
+Two returned new arrays (`return x * 2, x * 2`) are not merged either: eager gives two tensors, and
+writing into one must not change the other.
 """
 
 import numpy as np
 
-from distgraph.graph.ir import rename
+from distgraph.graph.ir import exposed, makes_fresh, rename
 from distgraph.graph.passes.checkpoint import SUFFIX as RECOMPUTED
 from distgraph.ops.registry import REGISTRY
 
@@ -36,11 +38,16 @@ def cse(graph):
         else:
             seen_const[key] = name
             constants[name] = arr
-    seen, nodes = {}, []
+    seen, nodes, shared = {}, [], exposed(graph)
     for node in graph.nodes:
         inputs = tuple(mapping.get(i, i) for i in node.inputs)
         key = (node.op, inputs, freeze(node.attrs))
         if key in seen and not getattr(REGISTRY.get(node.op), "random", False) and not node.name.endswith(RECOMPUTED):
+            if node.name in shared and makes_fresh(node):
+                if seen[key] in shared:
+                    nodes.append(node)  # both returned: they stay two arrays
+                    continue
+                shared.add(seen[key])
             mapping[node.name] = seen[key]
         else:
             seen[key] = node.name

@@ -12,10 +12,9 @@ keeping every intermediate alive costs (no planning).
 
 from dataclasses import dataclass
 
+from distgraph.graph.ir import makes_fresh
 from distgraph.graph.passes.fusion import writes_out
-from distgraph.ops.registry import get_op
 
-_FRESH = ("elementwise", "matmul", "reduction", "fused")
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,6 @@ class MemoryPlan:
         )
 
 
-def _kind(node):
-    return "fused" if node.op == "fused" else get_op(node.op).kind
-
-
 def plan(graph, inplace=True):
     produced = {n.name: i for i, n in enumerate(graph.nodes)}
     outputs = set(graph.outputs)
@@ -45,7 +40,7 @@ def plan(graph, inplace=True):
         for name in node.inputs:
             if name in produced:
                 last[name] = i
-    viewed = {name for n in graph.nodes if _kind(n) in ("view", "index", "other") for name in n.inputs}
+    viewed = {name for n in graph.nodes if not makes_fresh(n) for name in n.inputs}  # may share memory
     free_after = [[] for _ in graph.nodes]
     for name, i in last.items():
         if name not in outputs:
@@ -63,7 +58,7 @@ def plan(graph, inplace=True):
                     and name in free_after[i]
                     and name not in viewed
                     and node.inputs.count(name) == 1
-                    and _kind(graph.nodes[src]) in _FRESH
+                    and makes_fresh(graph.nodes[src])
                     and graph.nodes[src].spec == node.spec
                 ):
                     in_place[i] = name

@@ -3,9 +3,13 @@
 x+0 (which may only turn -0.0 into +0.0), x-0, x*1, x/1 (when the constant neither broadcasts nor changes the dtype), neg(neg(x)),
 and shape ops that do nothing (reshape/expand/sum_to to the same shape, identity permute, cast to
 the same dtype). A removed node's uses are renamed to the value it would have copied.
+
+A node that makes a new array and is returned (or viewed by a returned value) is kept when the
+value it would be renamed to is an input, a constant or returned too: eager's `x * 1` is a new
+tensor, so writing into the result must not write into `x` (or into another output).
 """
 
-from distgraph.graph.ir import rename
+from distgraph.graph.ir import exposed, makes_fresh, rename
 
 _IDENTITY_RIGHT = {"add": 0, "sub": 0, "mul": 1, "div": 1}
 _SAME_SHAPE_OPS = ("reshape", "expand", "sum_to")
@@ -15,6 +19,7 @@ def simplify(graph):
     specs = graph.specs()
     producer = {n.name: n for n in graph.nodes}
     mapping = {}
+    shared = exposed(graph) | set(graph.input_names) | set(graph.constants)
 
     def resolve(name):
         while name in mapping:
@@ -22,22 +27,35 @@ def simplify(graph):
         return name
 
     for node in graph.nodes:
-        inputs = [resolve(i) for i in node.inputs]
-        x = inputs[0] if inputs else None
-        same = x is not None and specs[x].shape == node.spec.shape and specs[x].dtype == node.spec.dtype
-        if node.op in _IDENTITY_RIGHT and same and _is_scalar(graph, inputs[1], _IDENTITY_RIGHT[node.op]):
-            mapping[node.name] = x
-        elif node.op in ("add", "mul") and len(inputs) == 2 and _flip_ok(graph, specs, node, inputs):
-            mapping[node.name] = inputs[1]
-        elif node.op in _SAME_SHAPE_OPS and same:
-            mapping[node.name] = x
-        elif node.op == "permute" and same and tuple(node.attrs["dims"]) == tuple(range(len(node.spec.shape))):
-            mapping[node.name] = x
-        elif node.op == "cast" and same:
-            mapping[node.name] = x
-        elif node.op == "neg" and x in producer and producer[x].op == "neg":
-            mapping[node.name] = resolve(producer[x].inputs[0])
+        target = _identity_of(graph, specs, producer, node, [resolve(i) for i in node.inputs])
+        if target is None:
+            continue
+        target = resolve(target)
+        if node.name in shared and makes_fresh(node):
+            if target in shared:
+                continue  # the returned result would alias an input, a constant or another output
+            shared.add(target)
+        mapping[node.name] = target
     return rename(graph, mapping)
+
+
+def _identity_of(graph, specs, producer, node, inputs):
+    """The value `node` would merely copy, or None."""
+    x = inputs[0] if inputs else None
+    same = x is not None and specs[x].shape == node.spec.shape and specs[x].dtype == node.spec.dtype
+    if node.op in _IDENTITY_RIGHT and same and _is_scalar(graph, inputs[1], _IDENTITY_RIGHT[node.op]):
+        return x
+    if node.op in ("add", "mul") and len(inputs) == 2 and _flip_ok(graph, specs, node, inputs):
+        return inputs[1]
+    if node.op in _SAME_SHAPE_OPS and same:
+        return x
+    if node.op == "permute" and same and tuple(node.attrs["dims"]) == tuple(range(len(node.spec.shape))):
+        return x
+    if node.op == "cast" and same:
+        return x
+    if node.op == "neg" and x in producer and producer[x].op == "neg":
+        return producer[x].inputs[0]
+    return None
 
 
 def _flip_ok(graph, specs, node, inputs):
