@@ -58,7 +58,6 @@ from distgraph.graph.passes.fusion import UFUNCS, FusedKernel, out_function, wri
 from distgraph.ops.registry import get_op
 
 
-
 @dataclass
 class Program:
     """Generated source plus the closure values and buffer layout one instance needs."""

@@ -107,7 +107,9 @@ class CompiledFunction:
             with _rng_untouched():
                 graph, params, rebuild = self._capture(inputs)
                 if self.check:
-                    with np.errstate(all="ignore"):  # negated inputs may leave a function's domain: only structure matters
+                    with np.errstate(
+                        all="ignore"
+                    ):  # negated inputs may leave a function's domain: only structure matters
                         other = self._capture(_perturbed(inputs))[0]
                     _check_same(graph, other)
         except CaptureError as exc:

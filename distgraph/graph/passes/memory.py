@@ -16,7 +16,6 @@ from distgraph.graph.ir import makes_fresh
 from distgraph.graph.passes.fusion import writes_out
 
 
-
 @dataclass(frozen=True)
 class MemoryPlan:
     free_after: tuple  # per node: value names that die after it runs
