@@ -13,7 +13,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
-from distgraph.ops.loss import cross_entropy_indices
+from distgraph.ops.loss import cross_entropy_indices, weighted_mean
 
 
 def _reduce(loss, reduction, op):
@@ -85,7 +85,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
         w = ew.mul(w, indexing.index_select(weight, 0, safe.reshape(-1)).reshape(*safe.shape))
     loss = ew.neg(ew.mul(picked, w))
     if reduction == "mean":
-        return ew.div(red.sum(loss), red.sum(w))
+        return weighted_mean(red.sum(loss), red.sum(w))
     return _reduce(loss, reduction, "nll_loss")
 
 
