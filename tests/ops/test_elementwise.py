@@ -1,6 +1,7 @@
 """Elementwise ops (ops/elementwise.py, activation.py, compare.py) against torch float64: one row per
 op, binary ops on plain, broadcast, size-1 and size-0 shapes; gradcheck; double backward."""
 
+import numpy as np
 import pytest
 
 import distgraph as dg
@@ -167,3 +168,20 @@ def test_sign_of_bool_and_integer_tensors_like_torch():
     for values in ([True, False], [3, 0, -2]):
         got, want = dg.sign(dg.tensor(values)), torch.sign(torch.tensor(values))
         assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_integer_scalar_out_of_the_tensor_dtype_range_wraps_like_torch():
+    """torch wraps a Python int into the tensor's dtype (uint8 + 300 adds 44); numpy raised OverflowError."""
+    cases = [
+        ("uint8", lambda x: x + 300),
+        ("uint8", lambda x: x - (-1)),
+        ("int8", lambda x: x * 1000),
+        ("int8", lambda x: x % 300),
+        ("uint8", lambda x: x // 300),
+        ("uint8", lambda x: x > 300),
+        ("int64", lambda x: x + 2**63),
+    ]
+    for dtype, fn in cases:
+        got, want = fn(dg.tensor(np.array([1, 2], dtype=dtype))), fn(torch.tensor(np.array([1, 2], dtype=dtype)))
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
