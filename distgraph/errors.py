@@ -18,6 +18,10 @@ class DTypeError(DistgraphError, TypeError):
     """An operand's dtype is not supported by the op, or two dtypes cannot be combined."""
 
 
+class DivisionByZeroError(DistgraphError, ZeroDivisionError):
+    """An integer division or remainder by zero (numpy would return 0 and warn; torch raises)."""
+
+
 class DeviceError(DistgraphError, RuntimeError):
     """Operands live on different devices, or the requested device is unavailable."""
 

@@ -14,6 +14,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DivisionByZeroError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.promotion import _float_operand, _operands, cast, const
 from distgraph.ops.registry import defop
@@ -138,8 +139,17 @@ _maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.gt))
 _minimum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.lt))
 
 
+def _check_int_divisor(op, a, b):
+    """Integer // and % by zero raise, as in torch and Python: numpy returns 0 with only a warning."""
+    if b.dtype.kind in "iu" and not b.all():
+        raise DivisionByZeroError(
+            f"{op}: integer division by zero (input {tuple(a.shape)} {a.dtype}, divisor {tuple(b.shape)} {b.dtype})"
+        )
+
+
 @defop("fmod", kind=EW, save=(0, 1))
 def _fmod(xp, a, b):
+    _check_int_divisor("fmod", a, b)
     return xp.fmod(a, b)
 
 
@@ -152,6 +162,7 @@ def _(ctx, g):
 
 @defop("remainder", kind=EW, save=(0, 1))
 def _remainder(xp, a, b):
+    _check_int_divisor("remainder", a, b)
     return xp.remainder(a, b)
 
 
@@ -219,6 +230,8 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
+        if a.array.dtype.kind in "iu" and b.array.dtype.kind in "iu":
+            _check_int_divisor("div", a.array, b.array)
         q = trunc(_div(_float_operand(a), _float_operand(b)))
         return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
@@ -226,6 +239,7 @@ def div(input, other, rounding_mode=None):
 
 @defop("floor_divide", kind=EW, save=())
 def _floor_divide(xp, a, b):
+    _check_int_divisor("floor_divide", a, b)
     return a // b
 
 

@@ -185,3 +185,11 @@ def test_integer_scalar_out_of_the_tensor_dtype_range_wraps_like_torch():
         got, want = fn(dg.tensor(np.array([1, 2], dtype=dtype))), fn(torch.tensor(np.array([1, 2], dtype=dtype)))
         assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
 
+
+def test_integer_division_by_zero_raises_like_torch():
+    for fn in (lambda a, b: a // b, lambda a, b: a % b, lambda a, b: a.fmod(b)):
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            fn(torch.tensor([1, 2]), torch.tensor([0, 1]))
+        with pytest.raises(ZeroDivisionError):
+            fn(dg.tensor([1, 2]), dg.tensor([0, 1]))
+    assert (dg.tensor([1.0]) // dg.tensor([0.0])).tolist() == (torch.tensor([1.0]) // torch.tensor([0.0])).tolist()
