@@ -36,6 +36,8 @@ CASES = [
     ("ragged-list", lambda: dg.tensor([[1, 2], [3]]), errors.ShapeError, ValueError, ["tensor()", "dimension 1"]),
     ("negative-size", lambda: dg.randn(-1, 2), errors.ShapeError, ValueError, ["negative dimension", "[-1, 2]"]),
     ("negative-size-zeros", lambda: dg.zeros(2, -3), errors.ShapeError, ValueError, ["negative dimension", "[2, -3]"]),
+    ("bce-above-1", lambda: F.binary_cross_entropy(dg.tensor([0.5, 1.5]), dg.tensor([1.0, 0.0])), errors.InputRangeError, ValueError, ["binary_cross_entropy", "[0, 1]", "(2,)", "1.5"]),
+    ("bce-nan", lambda: F.binary_cross_entropy(dg.tensor([float("nan")]), dg.tensor([1.0])), errors.InputRangeError, ValueError, ["binary_cross_entropy", "[0, 1]"]),
     ("floordiv-by-zero", lambda: dg.tensor([[1, 2]]) // dg.tensor([0, 1]), errors.DivisionByZeroError, ZeroDivisionError, ["floor_divide", "(1, 2)", "int64", "(2,)"]),
     ("mod-by-zero", lambda: dg.tensor([1, 2]) % 0, errors.DivisionByZeroError, ZeroDivisionError, ["remainder", "(2,)", "int64"]),
     ("fmod-by-zero", lambda: dg.fmod(dg.tensor([1, 2]), dg.tensor([1, 0])), errors.DivisionByZeroError, ZeroDivisionError, ["fmod"]),

@@ -6,7 +6,7 @@ registered ops, so they differentiate to any order.
 
 import math
 
-from distgraph.errors import ShapeError
+from distgraph.errors import InputRangeError, ShapeError
 from distgraph.nn.functional.activation import log_softmax
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
@@ -135,6 +135,12 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     (constant in p) plus a term whose derivative in p is (p − t)/1e−12 and whose value is 0.
     """
     _check_same_shape(input, target, "binary_cross_entropy")
+    a = input.array
+    if a.size and not bool(((a >= 0) & (a <= 1)).all()):  # NaN included, as torch
+        raise InputRangeError(
+            f"binary_cross_entropy: input {tuple(input.shape)} {input.dtype.name} must hold probabilities in "
+            f"[0, 1], got values in [{float(a.min())}, {float(a.max())}]"
+        )
     ok = cmp.ge(ew.mul(input, ew.rsub(input, 1)), _BCE_EPS)
     half = ew.const(0.5, input)
     p_in, p_out = ew.where(ok, input, half), ew.where(ok, half, input)  # logs of p_in stay finite
