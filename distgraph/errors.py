@@ -18,6 +18,14 @@ class DTypeError(DistgraphError, TypeError):
     """An operand's dtype is not supported by the op, or two dtypes cannot be combined."""
 
 
+class InputRangeError(DistgraphError, ValueError):
+    """An input's values lie outside the op's domain (probabilities outside [0, 1], ...)."""
+
+
+class DivisionByZeroError(DistgraphError, ZeroDivisionError):
+    """An integer division or remainder by zero (numpy would return 0 and warn; torch raises)."""
+
+
 class DeviceError(DistgraphError, RuntimeError):
     """Operands live on different devices, or the requested device is unavailable."""
 

@@ -10,6 +10,24 @@ from distgraph.ops.elementwise import EW, add, clamp, const, erf, mul, neg, pow,
 from distgraph.ops.registry import defop
 
 
+@defop("step_mask", kind=EW, save=())
+def _step_mask(xp, cond, like, inside=1.0, outside=0.0):
+    return xp.where(cond, inside, outside).astype(like.dtype, copy=False)
+
+
+_step_mask.grad(lambda ctx, g: (None, mul(g, const(0, g))))
+
+
+def step_mask(cond, like, inside=1.0, outside=0.0):
+    """`inside` where cond holds, else `outside`, as a function of `like` whose derivative is 0.
+
+    The gradient of a piecewise-linear op (leaky_relu, hardtanh) is g·step_mask(...): built on
+    `like`, it stays in the graph under create_graph, as torch's does (relu's own: `relu_backward`), so a double
+    backward through it is a zero gradient, not a tensor that does not require grad.
+    """
+    return _step_mask(cond, like, inside=inside, outside=outside)
+
+
 @defop("leaky_relu", kind=EW)
 def _leaky_relu(xp, x, negative_slope=0.01):
     return xp.where(x > 0, x, x * negative_slope)
@@ -18,7 +36,7 @@ def _leaky_relu(xp, x, negative_slope=0.01):
 @_leaky_relu.grad
 def _(ctx, g):
     x = ctx.inputs[0]
-    return mul(g, where(gt(x, 0), const(1, g), const(ctx.attrs.get("negative_slope", 0.01), g)))
+    return mul(g, step_mask(gt(x, 0), x, outside=ctx.attrs.get("negative_slope", 0.01)))
 
 
 def leaky_relu(input, negative_slope=0.01):
@@ -76,14 +94,24 @@ def mish(input):
     return mul(input, tanh(softplus(input)))
 
 
-def hardtanh(input, min_val=-1.0, max_val=1.0):
-    """clamp(x, min_val, max_val) with torch's hardtanh gradient: 1 strictly inside, 0 at the bounds.
+@defop("hardtanh", kind=EW)
+def _hardtanh(xp, x, min_val=-1.0, max_val=1.0):
+    return xp.clip(x, min_val, max_val).astype(x.dtype, copy=False)
 
-    clamp's own gradient is 1 on the closed interval, which made relu6(0), and hardsigmoid/hardswish at
-    x = ±3, differ from torch (and from relu, whose gradient at 0 is 0).
-    """
-    inside = logical_and(gt(input, min_val), lt(input, max_val))
-    return where(inside, input, clamp(input, min_val, max_val).detach())
+
+@_hardtanh.grad
+def _(ctx, g):
+    """torch's hardtanh gradient: 1 strictly inside, 0 at the bounds (clamp's is 1 on the closed
+    interval, which made relu6(0), and hardsigmoid/hardswish at x = ±3, differ from torch)."""
+    x, a = ctx.inputs[0], ctx.attrs
+    return mul(g, step_mask(logical_and(gt(x, a["min_val"]), lt(x, a["max_val"])), x))
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    """clamp(x, min_val, max_val), one op whose gradient stays differentiable (see step_mask)."""
+    if input.array.dtype.kind != "f":
+        return clamp(input, min_val, max_val)  # integer inputs have no gradient: clamp's dtype rules
+    return _hardtanh(input, min_val=float(min_val), max_val=float(max_val))
 
 
 def relu6(input):

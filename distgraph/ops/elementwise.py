@@ -14,6 +14,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DivisionByZeroError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.promotion import _float_operand, _operands, cast, const
 from distgraph.ops.registry import defop
@@ -138,8 +139,17 @@ _maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.gt))
 _minimum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.lt))
 
 
+def _check_int_divisor(op, a, b):
+    """Integer // and % by zero raise, as in torch and Python: numpy returns 0 with only a warning."""
+    if b.dtype.kind in "iu" and not b.all():
+        raise DivisionByZeroError(
+            f"{op}: integer division by zero (input {tuple(a.shape)} {a.dtype}, divisor {tuple(b.shape)} {b.dtype})"
+        )
+
+
 @defop("fmod", kind=EW, save=(0, 1))
 def _fmod(xp, a, b):
+    _check_int_divisor("fmod", a, b)
     return xp.fmod(a, b)
 
 
@@ -152,6 +162,7 @@ def _(ctx, g):
 
 @defop("remainder", kind=EW, save=(0, 1))
 def _remainder(xp, a, b):
+    _check_int_divisor("remainder", a, b)
     return xp.remainder(a, b)
 
 
@@ -219,6 +230,8 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
+        if a.array.dtype.kind in "iu" and b.array.dtype.kind in "iu":
+            _check_int_divisor("div", a.array, b.array)
         q = trunc(_div(_float_operand(a), _float_operand(b)))
         return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
@@ -226,6 +239,7 @@ def div(input, other, rounding_mode=None):
 
 @defop("floor_divide", kind=EW, save=())
 def _floor_divide(xp, a, b):
+    _check_int_divisor("floor_divide", a, b)
     return a // b
 
 
@@ -280,7 +294,15 @@ log10 = _unary("log10", lambda xp, x: xp.log10(x), lambda ctx, g: div(g, mul(ctx
 log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda ctx, g: div(g, add(ctx.inputs[0], 1)))
 sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda ctx, g: div(g, mul(ctx.out, 2)), True, save=())
 rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda ctx, g: mul(g, mul(pow(ctx.out, 3), -0.5)), True, save=())
-square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
+_square = _unary("square", lambda xp, x: x * x, lambda ctx, g: mul(g, mul(ctx.inputs[0], 2)), float_only=False)
+
+
+def square(input):
+    """x·x; a bool tensor squares as int64, as in torch (numpy's bool·bool stays bool)."""
+    return _square(cast(input, np.int64) if input.array.dtype == np.bool_ else input)
+
+
+square.op = _square.op
 reciprocal = _unary("reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=())
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
 sign = _unary("sign", lambda xp, x: x.copy() if x.dtype == bool else xp.sign(x), _zero_grad, float_only=False, save=())
@@ -346,7 +368,16 @@ def _sigmoid_fwd(xp, x):
 sigmoid = _unary(
     "sigmoid", _sigmoid_fwd, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
 )
-relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: mul(g, cmp.gt(ctx.out, 0)), True, False, save=())
+
+
+@defop("relu_backward", kind=EW, save=(1,))
+def _relu_backward(xp, g, out):
+    """g where relu's output is positive, else 0: torch's threshold_backward, one op on the output."""
+    return xp.where(out > 0, g, 0).astype(g.dtype, copy=False)
+
+
+_relu_backward.grad(lambda ctx, gg: (_relu_backward(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
+relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
 
 
 # array rules (the engine's fast mode) of the unary ops the hot paths use: the formulas above on arrays
@@ -383,14 +414,7 @@ def _(ctx, g):
 
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        # torch's gradients: the input's where min <= x <= max, a bound's where it is the result (a
-        # tie goes to the input, where maximum/minimum would split it); a NaN bound gives NaN
-        out = input
-        for bound, beyond in ((min, cmp.lt), (max, cmp.gt)):
-            if bound is not None:
-                nan = cmp.ne(bound, bound) if isinstance(bound, Tensor) else math.isnan(bound)
-                out = where(cmp.logical_or(beyond(out, bound), nan), bound, out)
-        return out
+        return _clamp_by_tensors(input, min, max)
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
     if input.array.dtype.kind != "f" and (type(min) is float or type(max) is float):
@@ -399,6 +423,26 @@ def clamp(input, min=None, max=None):
 
 
 clip = clamp
+
+
+def _clamp_by_tensors(x, lo, hi):
+    """clamp with Tensor bounds and torch's gradients (clamp_backward_min_max): x's where lo <= x <= hi,
+    lo's where x < lo < hi, hi's where x > hi or hi < lo. Nobody's where a value is NaN, nor where
+    x < lo == hi (the old where-chain gave those to x and to lo). The cases exclude each other, so each
+    is a where on the operand that gets it, falling back to the value without a gradient."""
+    value = x
+    if lo is not None:
+        value = maximum(value, lo)  # propagates a NaN of either side, as torch's clamp
+    if hi is not None:
+        value = minimum(value, hi)
+    out = value.detach()
+    if lo is None:
+        return where(cmp.gt(x, hi), hi, where(cmp.le(x, hi), x, out))
+    if hi is None:
+        return where(cmp.lt(x, lo), lo, where(cmp.ge(x, lo), x, out))
+    out = where(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), hi, out)
+    out = where(cmp.logical_and(cmp.lt(x, lo), cmp.lt(lo, hi)), lo, out)
+    return where(cmp.logical_and(cmp.ge(x, lo), cmp.le(x, hi)), x, out)
 
 
 @defop("where", kind=EW, save=(0,))

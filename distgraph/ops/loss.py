@@ -15,6 +15,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import IndexOutOfRangeError, ShapeError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 
@@ -46,6 +47,18 @@ def _targets(xp, x, target, weight, ignore_index, check=False):
     else:
         w_t = None if valid is None else valid
     return t, (None if w_t is None else w_t.astype(x.dtype, copy=False)), valid
+
+
+def weighted_mean(total, den):
+    """total / den, the 'mean' of a loss whose rows carry weights: NaN when den is 0 (every target
+    ignored), as torch's value, but with gradient 0 rather than 0·∞ = NaN, as torch's gradient.
+
+    The fused cross-entropy guards the same 0/0 on arrays (`_cross_entropy_backward`); nll_loss, a
+    composition of ops, uses this one.
+    """
+    empty = cmp.eq(den, 0)
+    quotient = ew.div(total, ew.where(empty, ew.const(1, den), den))
+    return ew.where(empty, ew.const(float("nan"), quotient), quotient)
 
 
 def _mean_denominator(m, w_t):

@@ -20,7 +20,19 @@ EW = "elementwise"
 def const(value, like, np_dtype=None):
     """A 0-d (or array) constant on `like`'s device, without grad."""
     xp = like.device.xp
-    return Tensor(xp.asarray(value, dtype=np_dtype or like.array.dtype), device=like.device)
+    dt = np_dtype or like.array.dtype
+    if type(value) is int and np.dtype(dt).kind in "iu":
+        value = _wrapped(value, np.dtype(dt))
+    return Tensor(xp.asarray(value, dtype=dt), device=like.device)
+
+
+def _wrapped(value, dt):
+    """A Python int outside an integer dtype's range, wrapped into it modulo 2**bits, as torch does for
+    `uint8_tensor + 300` (300 becomes 44); numpy raised OverflowError. Beyond 64 bits stays an error."""
+    info = np.iinfo(dt)
+    if info.min <= value <= info.max:
+        return value
+    return np.asarray(value, dtype=np.uint64 if value >= 0 else np.int64).astype(dt)
 
 
 def _operands(a, b):

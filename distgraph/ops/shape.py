@@ -438,8 +438,9 @@ def split(tensor, split_size_or_sections, dim=0):
 def chunk(input, chunks, dim=0):
     d = _dim(dim, input.ndim, "chunk")
     n = input.shape[d]
-    size = -(-n // chunks) if n else 1
-    return split(input, size, d)
+    if not n:  # torch: an empty dim gives `chunks` empty pieces (split would give one)
+        return split(input, [0] * chunks, d)
+    return split(input, -(-n // chunks), d)
 
 
 def unbind(input, dim=0):

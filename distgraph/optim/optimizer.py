@@ -182,6 +182,8 @@ def _to_param(value, param, key, name):
     """A saved state value as this parameter's state: arrays copied to its device and dtype, scalars as ints."""
     if isinstance(value, Tensor):
         value = value.array
+    elif hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
+        value = value.numpy()  # a foreign tensor (a torch optimizer's state): read through its numpy()
     if key == "step" or not hasattr(value, "shape") or value.ndim == 0:
         return int(value) if key == "step" else value
     if tuple(value.shape) != tuple(param.shape):

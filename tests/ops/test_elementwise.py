@@ -1,10 +1,12 @@
 """Elementwise ops (ops/elementwise.py, activation.py, compare.py) against torch float64: one row per
 op, binary ops on plain, broadcast, size-1 and size-0 shapes; gradcheck; double backward."""
 
+import numpy as np
 import pytest
 
 import distgraph as dg
 from tests.ops._table import GT1, NONZERO, POS, UNIT, Table, run_double_backward, run_gradcheck, run_parity, torch
+from tests.parity import check
 
 T = Table()
 F = {dg: dg.nn.functional, torch: torch.nn.functional}
@@ -167,3 +169,78 @@ def test_sign_of_bool_and_integer_tensors_like_torch():
     for values in ([True, False], [3, 0, -2]):
         got, want = dg.sign(dg.tensor(values)), torch.sign(torch.tensor(values))
         assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_integer_scalar_out_of_the_tensor_dtype_range_wraps_like_torch():
+    """torch wraps a Python int into the tensor's dtype (uint8 + 300 adds 44); numpy raised OverflowError."""
+    cases = [
+        ("uint8", lambda x: x + 300),
+        ("uint8", lambda x: x - (-1)),
+        ("int8", lambda x: x * 1000),
+        ("int8", lambda x: x % 300),
+        ("uint8", lambda x: x // 300),
+        ("uint8", lambda x: x > 300),
+        ("int64", lambda x: x + 2**63),
+    ]
+    for dtype, fn in cases:
+        got, want = fn(dg.tensor(np.array([1, 2], dtype=dtype))), fn(torch.tensor(np.array([1, 2], dtype=dtype)))
+        assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+def test_integer_division_by_zero_raises_like_torch():
+    for fn in (lambda a, b: a // b, lambda a, b: a % b, lambda a, b: a.fmod(b)):
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            fn(torch.tensor([1, 2]), torch.tensor([0, 1]))
+        with pytest.raises(ZeroDivisionError):
+            fn(dg.tensor([1, 2]), dg.tensor([0, 1]))
+    assert (dg.tensor([1.0]) // dg.tensor([0.0])).tolist() == (torch.tensor([1.0]) // torch.tensor([0.0])).tolist()
+
+
+def test_square_of_a_bool_tensor_is_int64_like_torch():
+    got, want = dg.square(dg.tensor([True, False])), torch.square(torch.tensor([True, False]))
+    assert got.dtype.name == str(want.dtype).removeprefix("torch.") and got.tolist() == want.tolist()
+
+
+PIECEWISE_LINEAR = {
+    "relu": lambda m, x: F[m].relu(x),
+    "leaky_relu": lambda m, x: F[m].leaky_relu(x, 0.1),
+    "hardtanh": lambda m, x: F[m].hardtanh(x, -0.5, 0.5),
+    "relu6": lambda m, x: F[m].relu6(x * 4),
+    "abs": lambda m, x: m.abs(x),
+}
+
+
+@pytest.mark.parametrize("name", PIECEWISE_LINEAR)
+def test_piecewise_linear_gradient_stays_differentiable_under_create_graph(name):
+    """torch's relu/leaky_relu/hardtanh gradients require grad under create_graph (their derivative is
+    0, but the graph exists); distgraph's were built from bool masks and did not."""
+    fn = PIECEWISE_LINEAR[name]
+    a = np.array([-2.0, -0.3, 0.2, 0.7, 3.0])
+    x, xt = dg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    (g,) = dg.autograd.grad(fn(dg, x).sum(), x, create_graph=True)
+    (gt,) = torch.autograd.grad(fn(torch, xt).sum(), xt, create_graph=True)
+    assert g.requires_grad == gt.requires_grad
+    np.testing.assert_array_equal(g.detach().numpy(), gt.detach().numpy())
+    (gg,) = dg.autograd.grad((g * x).sum(), x)
+    (ggt,) = torch.autograd.grad((gt * xt).sum(), xt)
+    np.testing.assert_array_equal(gg.numpy(), ggt.numpy())
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    ["both", "min", "max"],
+)
+def test_clamp_with_tensor_bounds_gives_torch_gradients_at_nan_and_tied_bounds(bounds):
+    """A NaN input passed its gradient through, and x < min == max gave it to min; torch gives 0 to all."""
+    x = np.array([NAN, 1.0, 0.5, 2.0, -1.0, 0.5, 0.5, 0.3])
+    lo = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 2.0, NAN, 0.0])
+    hi = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, NAN])
+
+    def fn(m):
+        pick = {"both": lambda x, lo, hi: m.clamp(x, lo, hi), "min": lambda x, lo, hi: m.clamp(x, min=lo)}
+        return pick.get(bounds, lambda x, lo, hi: m.clamp(x, max=hi))
+
+    check(fn(dg), fn(torch), x, lo, hi)

@@ -35,3 +35,16 @@ def test_cross_entropy_with_every_target_ignored_double_backward():
     (gt,) = torch.autograd.grad(F[torch].cross_entropy(xt, torch.tensor(TARGET), ignore_index=1), xt, create_graph=True)
     np.testing.assert_array_equal(g.detach().numpy(), gt.detach().numpy())
     assert not np.any(g.detach().numpy())
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"weight": np.array([0.5, 2.0, 1.0, 3.0])}, {"reduction": "sum"}], ids=["plain", "weights", "sum"]
+)
+def test_nll_loss_with_every_target_ignored_has_zero_gradient(kw):
+    """nll_loss's mean divided by a zero weight sum: its gathered logit (index 0) got 0·∞ = NaN."""
+
+    def fn(m, x, t):
+        extra = {k: (m.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+        return F[m].nll_loss(x, t, ignore_index=1, **extra)
+
+    check(lambda x, t: fn(dg, x, t), lambda x, t: fn(torch, x, t), LOGITS, TARGET)

@@ -141,3 +141,9 @@ def test_reshape_errors_name_op_and_shapes():
         dg.stack([dg.zeros(2, 3), dg.zeros(3, 2)])
     with pytest.raises(ValueError, match="expand"):
         dg.zeros(3, 2).expand(3, 4)
+
+
+def test_chunk_of_an_empty_dim_gives_chunks_empty_pieces_like_torch():
+    for shape, chunks, dim in [((0, 3), 2, 0), ((0, 3), 5, 0), ((3, 0), 2, 1), ((0, 3), 1, 0)]:
+        got, want = dg.zeros(*shape).chunk(chunks, dim), torch.zeros(*shape).chunk(chunks, dim)
+        assert [tuple(c.shape) for c in got] == [tuple(c.shape) for c in want]

@@ -321,3 +321,24 @@ def test_repr_lists_each_group():
     p = dg.zeros(2, requires_grad=True)
     text = repr(optim.SGD([p], lr=0.1, momentum=0.9))
     assert text.startswith("SGD (\nParameter Group 0\n") and "    momentum: 0.9" in text
+
+
+def test_load_state_dict_accepts_a_torch_optimizers_state_with_torch_tensors():
+    """A torch optimizer's state dict holds torch tensors; loading one crashed with a bare AttributeError.
+    After loading, a step continues exactly as torch's does."""
+    w0 = np.random.default_rng(0).standard_normal((3, 2))
+    wt = torch.nn.Parameter(torch.tensor(w0))
+    topt = torch.optim.Adam([wt], lr=0.1)
+    for _ in range(2):
+        topt.zero_grad()
+        (wt**2).sum().backward()
+        topt.step()
+    w = dg.nn.Parameter(dg.tensor(wt.detach().numpy().copy()))
+    opt = dg.optim.Adam([w], lr=0.1)
+    opt.load_state_dict(topt.state_dict())
+    (w**2).sum().backward()
+    opt.step()
+    topt.zero_grad()
+    (wt**2).sum().backward()
+    topt.step()
+    np.testing.assert_allclose(w.detach().numpy(), wt.detach().numpy(), rtol=1e-12)

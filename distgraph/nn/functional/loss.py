@@ -6,14 +6,14 @@ registered ops, so they differentiate to any order.
 
 import math
 
-from distgraph.errors import ShapeError
+from distgraph.errors import InputRangeError, ShapeError
 from distgraph.nn.functional.activation import log_softmax
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
-from distgraph.ops.loss import cross_entropy_indices
+from distgraph.ops.loss import cross_entropy_indices, weighted_mean
 
 
 def _reduce(loss, reduction, op):
@@ -85,7 +85,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
         w = ew.mul(w, indexing.index_select(weight, 0, safe.reshape(-1)).reshape(*safe.shape))
     loss = ew.neg(ew.mul(picked, w))
     if reduction == "mean":
-        return ew.div(red.sum(loss), red.sum(w))
+        return weighted_mean(red.sum(loss), red.sum(w))
     return _reduce(loss, reduction, "nll_loss")
 
 
@@ -135,6 +135,12 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     (constant in p) plus a term whose derivative in p is (p − t)/1e−12 and whose value is 0.
     """
     _check_same_shape(input, target, "binary_cross_entropy")
+    a = input.array
+    if a.size and not bool(((a >= 0) & (a <= 1)).all()):  # NaN included, as torch
+        raise InputRangeError(
+            f"binary_cross_entropy: input {tuple(input.shape)} {input.dtype.name} must hold probabilities in "
+            f"[0, 1], got values in [{float(a.min())}, {float(a.max())}]"
+        )
     ok = cmp.ge(ew.mul(input, ew.rsub(input, 1)), _BCE_EPS)
     half = ew.const(0.5, input)
     p_in, p_out = ew.where(ok, input, half), ew.where(ok, half, input)  # logs of p_in stay finite
