@@ -137,6 +137,14 @@ def test_a_stream_is_read_from_its_position_and_left_after_the_record(tmp_path):
         assert f.read() == b""
 
 
+def test_save_into_a_missing_folder_names_the_target_and_load_refuses_a_non_file(tmp_path):
+    target = tmp_path / "no_such_folder" / "ck.dg"
+    with pytest.raises(FileFormatError, match=f"dg.save: {target}: its folder .*no_such_folder does not exist"):
+        dg.save({"w": dg.ones(2)}, target)
+    with pytest.raises(FileFormatError, match="expected a path or a binary file object, got int"):
+        dg.load(123)
+
+
 class _Unseekable(io.RawIOBase):
     def __init__(self, data):
         self.inner = io.BytesIO(data)
