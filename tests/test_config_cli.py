@@ -54,6 +54,7 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(data={"name": "teacher", "samples": 0}), "data.samples must be ≥ 1, got 0"),
         (lambda c: c["train"].update(seed=-1), "train.seed must be an integer ≥ 0"),
         (lambda c: c["train"].update(batch_size=0), "c.yaml: train.batch_size must be an integer ≥ 1"),
+        (lambda c: c.update(trainer={"checkpoint_every": 0}), "trainer.checkpoint_every must be a positive int"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):
