@@ -46,17 +46,26 @@ def show(path, out):
 def export(path, out, fmt):
     """Write the graph or plan as Graphviz DOT or as text."""
     obj = _load(path)
-    with open(out, "w") as f:
-        f.write(obj.to_dot() if fmt == "dot" else str(obj))
+    _write(out, obj.to_dot() if fmt == "dot" else str(obj))
     click.echo(f"wrote {out}")
+
+
+def _write(out, text):
+    """Write `text` to `out`; a folder that is missing or not writable is a one-line error, not a traceback."""
+    try:
+        with open(out, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
 
 
 def _render(dot, out):
     ext = os.path.splitext(out)[1].lstrip(".").lower()
     if ext in ("png", "svg", "pdf") and shutil.which("dot"):
-        subprocess.run(["dot", f"-T{ext}", "-o", out], input=dot.encode(), check=True)
+        done = subprocess.run(["dot", f"-T{ext}", "-o", out], input=dot.encode(), capture_output=True)
+        if done.returncode:
+            raise click.ClickException(f"dot could not write {out}: {done.stderr.decode().strip()}")
         return out
     target = out if ext == "dot" else os.path.splitext(out)[0] + ".dot"
-    with open(target, "w") as f:
-        f.write(dot)
+    _write(target, dot)
     return target

@@ -63,9 +63,9 @@ def train(
         dg.manual_seed(seed)
         data = dict(cfg["data"])
         train_set, test_set = datasets.load(data.pop("name"), **data)
-        model = cfgmod.build_model(cfg)
-        optimizer = cfgmod.build_optimizer(cfg, model.parameters())
-        scheduler = cfgmod.build_scheduler(cfg, optimizer)
+        model = cfgmod.build_model(cfg, config)
+        optimizer = cfgmod.build_optimizer(cfg, model.parameters(), config)
+        scheduler = cfgmod.build_scheduler(cfg, optimizer, config)
         loss_fn = cfgmod.build_loss(cfg)
         if "loss_scaling" in cfg:
             from distgraph.amp import GradScaler
@@ -77,14 +77,14 @@ def train(
     start = time.perf_counter()
     with trainer:
         history = trainer.fit(
-            train_set, epochs=epochs or train_cfg.get("epochs", 1), batch_size=train_cfg.get("batch_size", 32),
+            train_set, epochs=train_cfg.get("epochs", 1) if epochs is None else epochs, batch_size=train_cfg.get("batch_size", 32),
             val_data=test_set, resume=resume,
         )  # fmt: skip
         result = trainer.evaluate(test_set)
     elapsed = time.perf_counter() - start
     summary = {k: v for k, v in result.items() if k != "count"}
     click.echo("test " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items()) + f"  ({elapsed:.1f} s)")
-    if "skipped_steps" in history.epochs[-1]:
+    if history.epochs and "skipped_steps" in history.epochs[-1]:  # epochs: 0 trains nothing
         click.echo(f"loss scaling: {sum(history['skipped_steps'])} step(s) skipped on overflow")
     for event in history.events:
         click.echo(f"event: {event}")

@@ -101,10 +101,20 @@ def _validate_names(cfg, source):
             raise ConfigError(f"{source}: model[{i}] must be one mapping like {{Linear: [64, 10]}}, got {layer!r}")
         ((name, args),) = layer.items()
         cls = getattr(nn, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or name in ("Module", "Sequential"):
+        # a container without its own forward (ModuleList, ModuleDict) cannot be a layer of the Sequential
+        layer_cls = isinstance(cls, type) and issubclass(cls, nn.Module) and cls.forward is not nn.Module.forward
+        if not layer_cls or name == "Sequential":
             raise ConfigError(f"{source}: model[{i}]: {name!r} is not a distgraph.nn layer")
         if not isinstance(args, list | dict) and args is not None:
             raise ConfigError(f"{source}: model[{i}].{name}: arguments must be a list or a mapping, got {args!r}")
+    if "name" not in cfg["data"]:
+        raise ConfigError(f"{source}: missing required key data.name")
+    from distgraph import datasets
+
+    datasets.check(cfg["data"], source)
+    for key, least in (("seed", 0), ("epochs", 0), ("batch_size", 1)):  # numpy's generators take no negative seed
+        if cfg["train"].get(key, least) < least:
+            raise ConfigError(f"{source}: train.{key} must be an integer ≥ {least}, got {cfg['train'][key]}")
     if cfg["loss"] not in LOSSES:
         raise ConfigError(f"{source}: loss: unknown loss {cfg['loss']!r} (known: {', '.join(LOSSES)})")
     if cfg["optimizer"].get("name") not in OPTIMIZERS:
@@ -121,43 +131,52 @@ def load_config(path):
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no such config file")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     return validate(cfg, path)
 
 
-def build_model(cfg):
+def _built(make, source, key):
+    """make(), with the TypeError/ValueError a constructor raises for bad arguments (a missing or unknown
+    keyword, a string for a number, a probability of 2) turned into a ConfigError naming file and key."""
+    try:
+        return make()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {key}: {exc}") from None
+
+
+def build_model(cfg, source="config"):
     import distgraph.nn as nn
 
     layers = []
-    for layer in cfg["model"]:
+    for i, layer in enumerate(cfg["model"]):
         ((name, args),) = layer.items()
-        try:
-            layers.append(getattr(nn, name)(**args) if isinstance(args, dict) else getattr(nn, name)(*(args or [])))
-        except TypeError as exc:
-            raise ConfigError(f"model: {name}{tuple(args or [])}: {exc}") from None
+        cls = getattr(nn, name)
+        make = (lambda: cls(**args)) if isinstance(args, dict) else (lambda: cls(*(args or [])))
+        layers.append(_built(make, source, f"model[{i}].{name}"))
     return nn.Sequential(*layers)
 
 
-def build_optimizer(cfg, params):
+def build_optimizer(cfg, params, source="config"):
     import distgraph.optim as optim
 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["optimizer"].items() if k != "name"}
-    return getattr(optim, cfg["optimizer"]["name"])(params, **kwargs)
+    return _built(lambda: getattr(optim, cfg["optimizer"]["name"])(params, **kwargs), source, "optimizer")
 
 
-def build_scheduler(cfg, optimizer):
+def build_scheduler(cfg, optimizer, source="config"):
     if "scheduler" not in cfg:
         return None
     from distgraph.optim import lr_scheduler
 
     kwargs = {k: v for k, v in cfg["scheduler"].items() if k != "name"}
-    try:
-        return getattr(lr_scheduler, cfg["scheduler"]["name"])(optimizer, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"scheduler: {exc}") from None
+    return _built(lambda: getattr(lr_scheduler, cfg["scheduler"]["name"])(optimizer, **kwargs), source, "scheduler")
 
 
 def build_loss(cfg):

@@ -5,6 +5,8 @@ the training split's statistics); `teacher` is a classification task labelled by
 network, sized as asked, for benchmarks that need more data than digits has.
 """
 
+import inspect
+
 import numpy as np
 
 from distgraph.errors import ConfigError
@@ -41,7 +43,24 @@ def teacher(samples=10000, features=64, classes=10, hidden=128, seed=0, test_fra
 DATASETS = {"digits": digits, "teacher": teacher}
 
 
-def load(name, **kwargs):
+def check(data, source="config"):
+    """Raise a ConfigError naming `source` and the key when a config's `data` section cannot load: an
+    unknown dataset, a key its function does not take, or a size or fraction that yields no data."""
+    name = data.get("name")
     if name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+        raise ConfigError(f"{source}: data.name: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    takes = [p for p in inspect.signature(DATASETS[name]).parameters]
+    for key, value in data.items():
+        if key != "name" and key not in takes:
+            raise ConfigError(f"{source}: data.{key}: dataset {name!r} takes no such key (takes: {', '.join(takes)})")
+        if key in ("samples", "features", "classes", "hidden") and not value >= 1:
+            raise ConfigError(f"{source}: data.{key} must be ≥ 1, got {value!r}")
+        if key == "test_fraction" and not 0 < value < 1:
+            raise ConfigError(f"{source}: data.test_fraction must lie between 0 and 1 (exclusive), got {value!r}")
+        if key == "seed" and not value >= 0:
+            raise ConfigError(f"{source}: data.seed must be ≥ 0, got {value!r}")
+
+
+def load(name, **kwargs):
+    check({"name": name, **kwargs}, "data")
     return DATASETS[name](**kwargs)

@@ -62,9 +62,10 @@ def check_options(opts, where="Trainer", prefix=""):
     micro_batches = opts.get("micro_batches", 4)
     if not _is_int(micro_batches) or micro_batches < 1:
         fail("micro_batches", f"must be a positive int, got {micro_batches!r}")
-    every = opts.get("checkpoint_every_steps")
-    if every is not None and (not _is_int(every) or every < 1):
-        fail("checkpoint_every_steps", f"must be a positive int, got {every!r}")
+    for name in ("checkpoint_every", "checkpoint_every_steps"):  # epoch % 0 would fail at the first epoch's end
+        every = opts.get(name)
+        if every is not None and (not _is_int(every) or every < 1):
+            fail(name, f"must be a positive int, got {every!r}")
     folder = opts.get("checkpoint_dir")
     if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
         fail("checkpoint_dir", f"{os.fspath(folder)!r} is a file, not a folder for checkpoints")

@@ -42,6 +42,19 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(trainer={"allreduce": "nccl"}), "trainer.allreduce='nccl' reduces GPU arrays"),
         (lambda c: c.update(trainer={"workers": 0}), "trainer.workers must be a positive int or (min, max)"),
         (lambda c: c.update(trainer={"bucket_mb": -1}), "trainer.bucket_mb must be a positive number"),
+        # constructor errors, unknown dataset keys and sizes that give no data: the file and key, no traceback
+        (lambda c: c["optimizer"].update(momentum=0.9), "c.yaml: optimizer: Adam.__init__() got an unexpected"),
+        (lambda c: c["model"].insert(1, {"Dropout": [2.0]}), "c.yaml: model[1].Dropout: Dropout: dropout prob"),
+        (lambda c: c["model"].__setitem__(0, {"Linear": [64]}), "c.yaml: model[0].Linear: Linear.__init__() miss"),
+        (lambda c: c["model"].insert(1, {"ModuleList": []}), "'ModuleList' is not a distgraph.nn layer"),
+        (lambda c: c.update(scheduler={"name": "StepLR"}), "c.yaml: scheduler: StepLR.__init__() missing"),
+        (lambda c: c["data"].update(samples=100), "data.samples: dataset 'digits' takes no such key"),
+        (lambda c: c["data"].pop("name"), "missing required key data.name"),
+        (lambda c: c["data"].update(test_fraction=1.5), "data.test_fraction must lie between 0 and 1"),
+        (lambda c: c.update(data={"name": "teacher", "samples": 0}), "data.samples must be ≥ 1, got 0"),
+        (lambda c: c["train"].update(seed=-1), "train.seed must be an integer ≥ 0"),
+        (lambda c: c["train"].update(batch_size=0), "c.yaml: train.batch_size must be an integer ≥ 1"),
+        (lambda c: c.update(trainer={"checkpoint_every": 0}), "trainer.checkpoint_every must be a positive int"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):
@@ -59,6 +72,20 @@ def test_missing_file_and_yaml_tags_are_refused(tmp_path):
     evil.write_text("data: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(Exception, match="not valid YAML"):
         load_config(str(evil))
+
+
+def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    result = CliRunner().invoke(main, ["train", str(path)])
+    assert result.exit_code == 1 and result.output.strip() == f"Error: {path}: not a YAML text file (not UTF-8)"
+
+
+def test_epochs_0_on_the_command_line_overrides_the_config_and_trains_nothing(tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--epochs", "0", "--json-out", out])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("test loss") and json.loads(out.read_text())["history"]["epochs"] == []
 
 
 def test_train_command_trains_and_resumes(tmp_path):

@@ -231,10 +231,15 @@ def load_as(f, parse, what):
 
 
 def _load(fh, name, map_location):
+    """Read the record that starts at the stream's current position (as torch.load), and leave the stream
+    just past it, so several objects saved one after another into one stream load back in turn."""
+    if not (hasattr(fh, "seekable") and hasattr(fh, "read")):
+        raise FileFormatError(f"dg.load: expected a path or a binary file object, got {type(fh).__name__}")
     if not fh.seekable():
         raise FileFormatError(f"{name}: dg.load needs a seekable binary file")
-    size = fh.seek(0, io.SEEK_END)
-    fh.seek(0)
+    base = fh.tell()
+    size = fh.seek(0, io.SEEK_END) - base
+    fh.seek(base)
     head = fh.read(HEADER.size)
     if len(head) < HEADER.size:
         raise FileFormatError(f"{name}: not a distgraph file (too short: {size} bytes)")
@@ -250,7 +255,9 @@ def _load(fh, name, map_location):
     tree = fh.read(tree_len)
     if zlib.crc32(tree) != tree_crc:
         raise FileFormatError(f"{name}: checksum mismatch in the structure (file corrupted)")
-    data_start = HEADER.size + tree_len
+    data_start = HEADER.size + tree_len  # relative to the record's start, as the writer padded it
     data_start += -data_start % ALIGN
-    reader = Reader(fh, name, data_start, max(size - data_start, 0), map_location)
-    return reader.decode(reader.unpack(tree, ""))
+    reader = Reader(fh, name, base + data_start, max(size - data_start, 0), map_location)
+    obj = reader.decode(reader.unpack(tree, ""))
+    fh.seek(base + data_start + reader.data_pos)
+    return obj

@@ -147,7 +147,13 @@ def save(obj, f):
         raise FileFormatError(f"dg.save: {path} is a folder; give the path of a file to write")
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except (FileNotFoundError, NotADirectoryError):  # name the target, not the temporary beside it
+        raise FileFormatError(f"dg.save: {path}: its folder {os.path.dirname(path) or '.'} does not exist") from None
+    except PermissionError:
+        raise FileFormatError(f"dg.save: {path}: this user may not write in its folder") from None
+    try:
+        with open(fd, "wb") as fh:
             writer.write(fh, tree)
             fh.flush()
             os.fsync(fh.fileno())

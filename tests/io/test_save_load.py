@@ -120,6 +120,31 @@ def test_file_objects_round_trip_and_need_seeking(tmp_path):
         dg.load(_Unseekable(buf.getvalue()))
 
 
+def test_a_stream_is_read_from_its_position_and_left_after_the_record(tmp_path):
+    """As torch.load: a record saved after other bytes loads from there, and records saved one after
+    another into one file load back in turn."""
+    path = tmp_path / "several.bin"
+    with open(path, "wb") as f:
+        f.write(b"my header")
+        dg.save({"w": dg.arange(3)}, f)
+        dg.save([1, "two"], f)
+        dg.save({"b": dg.ones(2, 2, dtype=dg.float16)}, f)
+    with open(path, "rb") as f:
+        f.seek(len(b"my header"))
+        assert equal(dg.load(f), {"w": dg.arange(3)})
+        assert dg.load(f) == [1, "two"]
+        assert equal(dg.load(f), {"b": dg.ones(2, 2, dtype=dg.float16)})
+        assert f.read() == b""
+
+
+def test_save_into_a_missing_folder_names_the_target_and_load_refuses_a_non_file(tmp_path):
+    target = tmp_path / "no_such_folder" / "ck.dg"
+    with pytest.raises(FileFormatError, match=f"dg.save: {target}: its folder .*no_such_folder does not exist"):
+        dg.save({"w": dg.ones(2)}, target)
+    with pytest.raises(FileFormatError, match="expected a path or a binary file object, got int"):
+        dg.load(123)
+
+
 class _Unseekable(io.RawIOBase):
     def __init__(self, data):
         self.inner = io.BytesIO(data)
