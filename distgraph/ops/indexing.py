@@ -266,6 +266,16 @@ def index_select(input, dim, index):
     d = normalize_dim(dim, input.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
+    if index.array.dtype.kind not in "iu":
+        raise DTypeError(f"index_select(): Expected dtype int32 or int64 for index, got {index.dtype.name}")
+    if input.ndim == 0:  # torch: a 0-d input is one element, and its index must name exactly that one
+        if index.array.size != 1:
+            raise ShapeError(f"index_select(): Index to scalar can have only 1 value, got {index.array.size} value(s)")
+        if int(index.array.reshape(-1)[0]) != 0:
+            raise IndexOutOfRangeError(
+                f"index_select(): index {int(index.array.reshape(-1)[0])} out of range for a 0-d input (size 1)"
+            )
+        return gather(input, 0, Tensor(index.array.reshape(()), device=input.device))
     n = input.shape[d]
     if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
@@ -335,10 +345,20 @@ def argsort(input, dim=-1, descending=False, stable=False):
     return sort(input, dim, descending, stable).indices
 
 
+def _scalar_pick(input):
+    """(values, indices) of topk/kthvalue on a 0-d input: its one element (a copy, so it carries grad)
+    and index 0. torch reads a 0-d tensor as one element along dim 0/-1 here."""
+    zero = Tensor(input.device.xp.zeros((), dtype=np.int64), device=input.device)
+    return SortResult(gather(input, 0, zero), zero)
+
+
 def topk(input, k, dim=-1, largest=True, sorted=True):
     d = normalize_dim(dim, input.ndim, "topk")
-    if not 0 <= k <= input.shape[d]:
-        raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {input.shape[d]}")
+    n = input.shape[d] if input.ndim else 1
+    if not 0 <= k <= n:
+        raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {n}")
+    if input.ndim == 0:  # torch gives the element for k=0 too (its output cannot be shorter than 0-d)
+        return _scalar_pick(input)
     values, indices = sort(input, d, descending=largest)
     from distgraph.ops.shape import narrow
 
@@ -347,10 +367,15 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
-    values, indices = sort(input, dim)
+    d = normalize_dim(dim, input.ndim, "kthvalue")
+    n = input.shape[d] if input.ndim else 1
+    if not 1 <= k <= n:  # unchecked, k=0 or k<0 read from the end (narrow's negative start): a wrong value
+        raise IndexOutOfRangeError(f"kthvalue(): selected number k ({k}) out of range for dimension {d} of size {n}")
+    if input.ndim == 0:
+        return _scalar_pick(input)
+    values, indices = sort(input, d)
     from distgraph.ops.shape import narrow, squeeze
 
-    d = normalize_dim(dim, input.ndim, "kthvalue")
     idx = narrow(indices, d, k - 1, 1)
     v = gather(input, d, idx)
     return SortResult(v, idx) if keepdim else SortResult(squeeze(v, d), squeeze(idx, d))

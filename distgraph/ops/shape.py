@@ -22,7 +22,11 @@ from distgraph.ops.registry import defop
 VIEW = "view"
 
 
-def _dim(d, ndim, op):
+def _dim(d, ndim, op, whole=False):
+    """normalize_dim; `whole`: the op takes a slice of a dim (narrow, split, unbind, ...), which a 0-d
+    tensor lacks, so (as in torch) it is refused rather than read as one element."""
+    if whole and not ndim:
+        raise ShapeError(f"{op}() cannot be applied to a 0-dim tensor (dim {d}): it needs at least 1 dimension")
     return normalize_dim(d, ndim, op)
 
 
@@ -167,8 +171,10 @@ def movedim(input, source, destination):
     src = [source] if isinstance(source, int) else list(source)
     dst = [destination] if isinstance(destination, int) else list(destination)
     n = input.ndim
-    src = [s % n for s in src]
-    dst = [d % n for d in dst]
+    src = [_dim(s, n, "movedim") for s in src]  # checked: `s % n` wrapped any dim (and divided by 0 on 0-d)
+    dst = [_dim(d, n, "movedim") for d in dst]
+    if not n:
+        return input
     order = [i for i in range(n) if i not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
@@ -295,7 +301,7 @@ def repeat_interleave(input, repeats, dim=None):
 
     if dim is None:
         input, dim = flatten(input), 0
-    d = _dim(dim, input.ndim, "repeat_interleave")
+    d = _dim(dim, input.ndim, "repeat_interleave", whole=True)
     reps = repeats.array if isinstance(repeats, Tensor) else repeats
     xp = input.device.xp
     index = xp.repeat(xp.arange(input.shape[d]), xp.asarray(reps) if not isinstance(reps, int) else reps)
@@ -406,7 +412,7 @@ def _(ctx, g):
 
 
 def narrow(input, dim, start, length):
-    d = _dim(dim, input.ndim, "narrow")
+    d = _dim(dim, input.ndim, "narrow", whole=True)
     if start < 0:
         start += input.shape[d]
     if not 0 <= start <= start + length <= input.shape[d]:
@@ -415,7 +421,7 @@ def narrow(input, dim, start, length):
 
 
 def split(tensor, split_size_or_sections, dim=0):
-    d = _dim(dim, tensor.ndim, "split")
+    d = _dim(dim, tensor.ndim, "split", whole=True)
     n = tensor.shape[d]
     if isinstance(split_size_or_sections, int):
         step = split_size_or_sections
@@ -436,7 +442,7 @@ def split(tensor, split_size_or_sections, dim=0):
 
 
 def chunk(input, chunks, dim=0):
-    d = _dim(dim, input.ndim, "chunk")
+    d = _dim(dim, input.ndim, "chunk", whole=True)
     n = input.shape[d]
     if not n:  # torch: an empty dim gives `chunks` empty pieces (split would give one)
         return split(input, [0] * chunks, d)
@@ -444,7 +450,7 @@ def chunk(input, chunks, dim=0):
 
 
 def unbind(input, dim=0):
-    d = _dim(dim, input.ndim, "unbind")
+    d = _dim(dim, input.ndim, "unbind", whole=True)
     return tuple(squeeze(s, d) for s in split(input, 1, d))
 
 
