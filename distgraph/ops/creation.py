@@ -13,14 +13,21 @@ from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import DTypeError, InputRangeError, ShapeError
 
 _rng = {"cpu": np.random.default_rng(0), "seed": 0}
 
 
 def manual_seed(seed):
-    """Seed every generator distgraph uses (numpy on cpu, cupy on cuda if already loaded)."""
+    """Seed every generator distgraph uses (numpy on cpu, cupy on cuda if already loaded).
+
+    As torch's: any seed in [-2**63, 2**64) is taken and a negative one maps into uint64 (seed + 2**64,
+    so -3 and 2**64-3 seed the same stream, and `initial_seed()` reads 2**64-3); numpy's generators take
+    no negative seed, hence the mapping here. Outside that range torch refuses, and so does this."""
     seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise InputRangeError(f"manual_seed: seed must lie in [-2**63, 2**64) (as torch's), got {seed}")
+    seed %= 2**64
     _rng["cpu"] = np.random.default_rng(seed)
     _rng["seed"] = seed
     _rng.pop("cuda", None)

@@ -89,6 +89,24 @@ def test_random_creation_is_seeded_and_shaped_like_torch():
     assert dg.randn(2, 3, requires_grad=True).requires_grad and dg.rand(0, 2).shape == (0, 2)
 
 
+@pytest.mark.parametrize("seed", [-3, -1, -(2**63), 2**63, 2**64 - 1, 3.7])
+def test_manual_seed_takes_torch_seed_range_and_maps_negatives_into_uint64(seed):
+    """A negative seed raised numpy's ValueError; torch maps it to seed + 2**64."""
+    torch.manual_seed(seed)
+    assert dg.manual_seed(seed) == torch.initial_seed() == dg.initial_seed()
+    a = dg.rand(4).numpy()
+    dg.manual_seed(int(seed) % 2**64)
+    np.testing.assert_array_equal(dg.rand(4).numpy(), a)
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+def test_manual_seed_outside_torch_range_raises_input_range_error(seed):
+    with pytest.raises(ValueError):
+        torch.manual_seed(seed)
+    with pytest.raises(dg.errors.InputRangeError, match=rf"manual_seed: .*got {seed}"):
+        dg.manual_seed(seed)
+
+
 @pytest.mark.parametrize("a,b", list(itertools.product(NAMES, NAMES)))
 def test_promotion_of_two_tensors_matches_torch(a, b):
     x = dg.ones(2, dtype=getattr(dg, a))
