@@ -9,10 +9,46 @@ overflow and doubles it after `growth_interval` clean steps.
 import math
 
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.errors import ConfigError
+
+
+def _number(v):
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_scaler_options(opts, where="GradScaler", prefix=""):
+    """Raise a ConfigError naming `where` and `prefix + option` for the first unusable GradScaler argument in
+    `opts` (absent ones take the defaults); by the constructor and by a YAML config's `loss_scaling:`.
+
+    torch asserts growth_factor > 1 and backoff_factor < 1 (else the scale never grows, or never shrinks
+    after an overflow). It lets the rest through, but they cannot work: a zero or NaN init_scale and a
+    backoff_factor ≤ 0 (a zero scale after the first overflow) divide the gradients by zero or skip every
+    step, and a growth_interval < 1 is a modulo by zero or a growth schedule torch does not have."""
+
+    def fail(name, text, value):
+        raise ConfigError(f"{where}: {prefix}{name} must be {text}, got {value!r}")
+
+    init_scale = opts.get("init_scale", 2.0**16)
+    if not _number(init_scale) or math.isnan(init_scale) or init_scale == 0:
+        fail("init_scale", "a nonzero number (the gradients are divided by it)", init_scale)
+    growth = opts.get("growth_factor", 2.0)
+    if not _number(growth) or not growth > 1.0:
+        fail("growth_factor", "a number > 1.0 (as in torch)", growth)
+    backoff = opts.get("backoff_factor", 0.5)
+    if not _number(backoff) or not 0.0 < backoff < 1.0:
+        fail("backoff_factor", "a number in (0, 1) (torch: < 1.0; 0 zeroes the scale)", backoff)
+    interval = opts.get("growth_interval", 2000)
+    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+        fail("growth_interval", "an int ≥ 1 (clean steps before the scale grows)", interval)
 
 
 class GradScaler:
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True):
+        if enabled:  # as torch, a disabled scaler's arguments are never used, so not checked
+            check_scaler_options(
+                {"init_scale": init_scale, "growth_factor": growth_factor, "backoff_factor": backoff_factor,
+                 "growth_interval": growth_interval}
+            )  # fmt: skip
         self.scale_value = float(init_scale)
         self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
         self.enabled = enabled

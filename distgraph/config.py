@@ -121,9 +121,11 @@ def _validate_names(cfg, source):
         raise ConfigError(f"{source}: optimizer.name must be one of {', '.join(OPTIMIZERS)}")
     if "scheduler" in cfg and cfg["scheduler"].get("name") not in SCHEDULERS:
         raise ConfigError(f"{source}: scheduler.name must be one of {', '.join(SCHEDULERS)}")
+    from distgraph.amp import check_scaler_options
     from distgraph.trainer_options import check_options
 
     check_options(cfg.get("trainer", {}), source, "trainer.")
+    check_scaler_options(cfg.get("loss_scaling", {}), source, "loss_scaling.")
 
 
 def load_config(path):

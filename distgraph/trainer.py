@@ -141,7 +141,7 @@ class Trainer:
             "backend": backend, "sync": sync, "strategy": strategy, "workers": workers, "allreduce": allreduce,
             "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
             "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
-            "checkpoint_every": checkpoint_every,
+            "checkpoint_every": checkpoint_every, "cpus_per_worker": cpus_per_worker, "timeout_s": timeout_s,
         }  # fmt: skip
         workers, self.elastic, self.bind_to = check_options(options)
         if not (callable(model) and hasattr(model, "parameters")):

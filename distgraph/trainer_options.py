@@ -7,6 +7,7 @@ Ray, the nccl all-reduce without a GPU), so such a run fails at once with a sent
 started workers that then fail one by one.
 """
 
+import math
 import os
 
 from distgraph.distributed.affinity import check_bind_to
@@ -18,6 +19,11 @@ STRATEGIES = ("data", "branches", "pipeline", "auto")
 
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_positive(v):
+    """A finite number > 0 (`v <= 0` alone lets NaN through, and inf sizes a bucket or a wait as nothing can)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
 
 
 def check_options(opts, where="Trainer", prefix=""):
@@ -57,8 +63,14 @@ def check_options(opts, where="Trainer", prefix=""):
     if not _is_int(staleness) or staleness < 0:
         fail("staleness", f"must be an int ≥ 0 (versions a worker may run ahead), got {staleness!r}")
     bucket_mb = opts.get("bucket_mb", 25)
-    if not isinstance(bucket_mb, int | float) or isinstance(bucket_mb, bool) or bucket_mb <= 0:
+    if not _is_positive(bucket_mb):
         fail("bucket_mb", f"must be a positive number of MiB, got {bucket_mb!r}")
+    cpus = opts.get("cpus_per_worker", 1)  # 0 divided the free CPUs by zero (elastic) and reserved none
+    if not _is_positive(cpus):
+        fail("cpus_per_worker", f"must be a positive number of CPUs (Ray's num_cpus per worker), got {cpus!r}")
+    timeout_s = opts.get("timeout_s", 120.0)  # a wait of ≤ 0 s gives up before any worker can answer
+    if not _is_positive(timeout_s):
+        fail("timeout_s", f"must be a positive number of seconds, got {timeout_s!r}")
     micro_batches = opts.get("micro_batches", 4)
     if not _is_int(micro_batches) or micro_batches < 1:
         fail("micro_batches", f"must be a positive int, got {micro_batches!r}")

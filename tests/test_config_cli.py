@@ -42,6 +42,11 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c.update(trainer={"allreduce": "nccl"}), "trainer.allreduce='nccl' reduces GPU arrays"),
         (lambda c: c.update(trainer={"workers": 0}), "trainer.workers must be a positive int or (min, max)"),
         (lambda c: c.update(trainer={"bucket_mb": -1}), "trainer.bucket_mb must be a positive number"),
+        (lambda c: c.update(trainer={"cpus_per_worker": 0}), "trainer.cpus_per_worker must be a positive number"),
+        (lambda c: c.update(trainer={"timeout_s": -5}), "c.yaml: trainer.timeout_s must be a positive number"),
+        (lambda c: c.update(loss_scaling={"growth_factor": 1}), "c.yaml: loss_scaling.growth_factor must be a num"),
+        (lambda c: c.update(loss_scaling={"backoff_factor": 2.0}), "c.yaml: loss_scaling.backoff_factor must be"),
+        (lambda c: c.update(loss_scaling={"growth_interval": 0}), "c.yaml: loss_scaling.growth_interval must be"),
         # constructor errors, unknown dataset keys and sizes that give no data: the file and key, no traceback
         (lambda c: c["optimizer"].update(momentum=0.9), "c.yaml: optimizer: Adam.__init__() got an unexpected"),
         (lambda c: c["model"].insert(1, {"Dropout": [2.0]}), "c.yaml: model[1].Dropout: Dropout: dropout prob"),

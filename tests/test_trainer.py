@@ -120,6 +120,29 @@ def test_options_that_would_fail_later_are_refused_when_the_trainer_is_made(tmp_
         make().fit((x, y), epochs=-1)
 
 
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("cpus_per_worker", 0, "cpus_per_worker must be a positive number of CPUs"),
+        ("cpus_per_worker", -2, "cpus_per_worker must be a positive number of CPUs"),
+        ("cpus_per_worker", "4", "cpus_per_worker must be a positive number of CPUs"),
+        ("cpus_per_worker", float("nan"), "cpus_per_worker must be a positive number of CPUs"),
+        ("timeout_s", 0, "timeout_s must be a positive number of seconds, got 0"),
+        ("timeout_s", -1.5, "timeout_s must be a positive number of seconds, got -1.5"),
+        ("timeout_s", "60", "timeout_s must be a positive number of seconds"),
+        ("bucket_mb", float("nan"), "bucket_mb must be a positive number of MiB, got nan"),
+        ("bucket_mb", float("inf"), "bucket_mb must be a positive number of MiB, got inf"),
+    ],
+)
+def test_ray_options_are_checked_before_any_ray_work(option, value, message):
+    """cpus_per_worker and timeout_s reached Ray unchecked (0 CPUs divided by zero when sizing an elastic
+    group), and bucket_mb's `<= 0` let NaN through: refused at construction, and no Ray is started."""
+    with pytest.raises(ConfigError, match=rf"^Trainer: {message}"):
+        make(workers=2, backend="ray", **{option: value})
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
 def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
     x, y = data()
     x[5, 2] = np.nan

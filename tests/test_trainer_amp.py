@@ -1,6 +1,8 @@
 """Dynamic loss scaling in the Trainer: overflowing steps are skipped and counted, the scale backs off,
 and Ray workers (each holding a slice of the parameters) make the same decisions as one process."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,37 @@ def test_ray_workers_skip_the_same_steps_and_give_the_local_bits(ray_session, al
 def test_loss_scaling_where_the_store_applies_updates_is_refused(ray_session):
     with pytest.raises(ConfigError, match="grad_scaler"):
         train("ray", GradScaler(), sync="async", epochs=1)
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("growth_factor", 1.0, "growth_factor must be a number > 1.0 (as in torch), got 1.0"),
+        ("growth_factor", 0.5, "growth_factor must be a number > 1.0"),
+        ("backoff_factor", 1.0, "backoff_factor must be a number in (0, 1)"),
+        ("backoff_factor", 1.5, "backoff_factor must be a number in (0, 1)"),
+    ],
+)
+def test_grad_scaler_refuses_what_torch_refuses(option, value, message):
+    """torch's GradScaler asserts growth_factor > 1 and backoff_factor < 1; distgraph's took anything."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(AssertionError):
+        torch.amp.GradScaler("cpu", **{option: value})
+    with pytest.raises(ConfigError, match=f"^GradScaler: {re.escape(message)}"):
+        GradScaler(**{option: value})
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [("init_scale", 0.0), ("init_scale", float("nan")), ("init_scale", "big"), ("backoff_factor", 0.0),
+     ("growth_interval", 0), ("growth_interval", -1), ("growth_interval", 1.5)],
+)  # fmt: skip
+def test_grad_scaler_arguments_it_cannot_use_are_refused_at_construction(option, value):
+    """init_scale=0 and growth_interval=0 were taken and then failed at the first step with a bare
+    ZeroDivisionError (1/scale, steps % interval); backoff_factor=0 zeroed the scale at the first overflow."""
+    with pytest.raises(ConfigError, match=f"^GradScaler: {option} must be"):
+        GradScaler(**{option: value})
+
+
+def test_a_disabled_grad_scaler_checks_nothing_as_torch():
+    assert not GradScaler(growth_factor=1.0, enabled=False).enabled
