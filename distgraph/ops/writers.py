@@ -14,7 +14,11 @@ import numpy as np
 from distgraph.ops.activation import _elu, _leaky_relu, _softplus
 from distgraph.ops.elementwise import (
     _EXPIT,
+    _check_int_divisor,
     _clamp,
+    _floor_divide,
+    _fmod,
+    _remainder,
     _round,
     _sigmoid_fwd,
     _where,
@@ -161,3 +165,24 @@ def _softplus_into(xp):
         return out
 
     return softplus_into
+
+
+def _checked_division(name):
+    """floor_divide, remainder and fmod are one ufunc each, but on integers they must first refuse a zero
+    divisor as their forward does (numpy returns 0 with a warning): a bare ufunc in fusion.UFUNCS let a
+    compiled graph return 0 where eager raises DivisionByZeroError. The check is the forward's own."""
+
+    def factory(xp):
+        ufunc = getattr(xp, name)
+
+        def divide_into(a, b, out=None):
+            _check_int_divisor(name, a, b)
+            return ufunc(a, b, out=out)
+
+        return divide_into
+
+    return factory
+
+
+for _op in (_floor_divide, _remainder, _fmod):
+    _op.writer(_checked_division(_op.name))

@@ -3,6 +3,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import distgraph as dg
+from distgraph import errors
 from distgraph.graph.executor import Runner
 from distgraph.graph.ir import Graph
 from distgraph.graph.passes.fusion import FusedKernel, fuse
@@ -144,3 +146,29 @@ def test_the_new_unary_ops_run_fused_into_buffers():
     kernel = FusedKernel(kernel_node, np)
     assert all(ufunc is not None for *_, ufunc in kernel.steps)  # no registry forward + copy left
     assert_same_outputs(graph, fused, arrays, tol=0.0)
+
+
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("floor_divide", lambda a, b: a // b),
+        ("floor_divide", lambda a, b: (a // b) * 2 + 1),  # fused with its neighbours
+        ("remainder", lambda a, b: a % b),
+        ("fmod", lambda a, b: dg.fmod(a, b) - a),
+    ],
+)
+def test_compiled_integer_division_by_zero_raises_as_eager(name, fn):
+    """fusion.UFUNCS ran these as bare numpy ufuncs, so a compiled graph (codegen and the interpreter
+    alike) returned 0 for an integer zero divisor where eager raises DivisionByZeroError."""
+    x = dg.tensor(np.array([7, -7, 5], np.int64))
+    ones, zero = dg.tensor(np.array([2, 3, 1], np.int64)), dg.tensor(np.array([2, 0, 1], np.int64))
+    compiled = dg.compile(fn, [x, ones])
+    np.testing.assert_array_equal(compiled(x, ones).numpy(), fn(x, ones).numpy())
+    with pytest.raises(errors.DivisionByZeroError, match=f"{name}: integer division by zero"):
+        fn(x, zero)
+    with pytest.raises(errors.DivisionByZeroError, match=f"{name}: integer division by zero"):
+        compiled(x, zero)
+    graph, _ = captured(fn, x, ones)
+    for g in (graph, fuse(graph)):
+        with pytest.raises(errors.DivisionByZeroError, match=name):
+            Runner(g)(x.array, zero.array)

@@ -22,7 +22,9 @@ from distgraph.graph.ir import Node
 from distgraph.ops.registry import get_op
 
 # registry op -> the numpy/cupy ufunc computing it exactly (its forward is that ufunc, or the same IEEE
-# operation: square is x·x, reciprocal 1/x, pow a**b), so a step can write into a buffer with `out=`
+# operation: square is x·x, reciprocal 1/x, pow a**b), so a step can write into a buffer with `out=`.
+# Not here: ops whose forward checks its operands first (floor_divide, remainder, fmod refuse an integer
+# zero divisor): they have writers (ops/writers.py) that run the same check, so compiled raises as eager.
 UFUNCS = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative", "exp": "exp",
     "exp2": "exp2", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10", "log1p": "log1p",
@@ -30,7 +32,7 @@ UFUNCS = {
     "tan": "tan", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "sinh": "sinh", "cosh": "cosh",
     "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "abs": "absolute", "sign": "sign",
     "floor": "floor", "ceil": "ceil", "trunc": "trunc", "maximum": "maximum", "minimum": "minimum",
-    "pow": "power", "atan2": "arctan2", "fmod": "fmod", "remainder": "remainder", "floor_divide": "floor_divide",
+    "pow": "power", "atan2": "arctan2",
     "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
     "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
     "logical_not": "logical_not", "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or",
