@@ -188,6 +188,33 @@ def test_an_iterable_of_batches_is_used_as_given_and_read_again_each_epoch():
     assert t2.global_step == 2 * 4
 
 
+def test_a_loader_with_a_custom_sampler_and_collate_trains_and_a_batch_it_cannot_concatenate_is_named():
+    """fit concatenates a loader's batches: (x, y) from any sampler/collate_fn trains; a dict, a triple
+    or batch_size=None's single samples are a ConfigError saying what the batch was."""
+    x, y = data()
+    samples = [(x[i], int(y[i])) for i in range(len(x))]
+
+    def pairs(batch):
+        return np.stack([s[0] for s in batch]), np.array([s[1] for s in batch])
+
+    sampler = dg.data.WeightedRandomSampler(np.ones(len(x)), len(x), generator=0)
+    loader = dg.data.DataLoader(samples, batch_size=32, sampler=sampler, collate_fn=pairs)
+    t = make()
+    hist = t.fit(loader, epochs=3)
+    assert t.global_step == 3 * 3 and hist["loss"][-1] < hist["loss"][0]
+    bad = {
+        "got a dict with keys \\['x', 'y'\\]": {"collate_fn": lambda b: dict(zip("xy", pairs(b)))},
+        "got a tuple of 3 items": {"collate_fn": lambda b: (*pairs(b), None)},
+        "inputs must be an array or tensor with a batch dimension, got a dict": {
+            "collate_fn": lambda b: ({"a": pairs(b)[0]}, pairs(b)[1])
+        },
+        "targets must be an array or tensor with a batch dimension, got shape \\(\\)": {"batch_size": None},
+    }
+    for match, kwargs in bad.items():
+        with pytest.raises(ConfigError, match=match):
+            make().fit(dg.data.DataLoader(samples, **{"batch_size": 32, **kwargs}), epochs=1)
+
+
 class _Interrupted(Exception):
     pass
 

@@ -11,6 +11,10 @@ Layout of a file:
 Saving and loading walk the object with the same depth-first order and the same rules (`Writer.encode` and
 `Reader.decode` mirror each other), so whatever `save` accepts, `load` gives back: dict order,
 tuples vs lists, dtypes (bfloat16 too when ml_dtypes is imported), requires_grad and byte order.
+As torch.load: an nn.Parameter comes back a Parameter (a "parameter" flag in its record), and sharing
+comes back shared — a tensor or array met twice is stored once and later met as a reference (EXT_REF,
+format version 2), a tensor on an array an earlier tensor holds (tied weights, t and t.detach()) as a
+record pointing at that tensor's data ("data_of"). A file without references is still version 1.
 
 Trust model: a file is data, never code (no pickle). Loading validates before it allocates: the tree
 is bounded by the file size (msgpack's max_*_len), nesting by MAX_DEPTH, each tensor's dtype by an

@@ -22,6 +22,7 @@ from distgraph.io.layout import (
     ALIGN,
     EXT_ARRAY,
     EXT_COMPLEX,
+    EXT_REF,
     EXT_SCALAR,
     EXT_TENSOR,
     EXT_TUPLE,
@@ -30,12 +31,14 @@ from distgraph.io.layout import (
     MAGIC,
     MAX_DEPTH,
     READ_CHUNK,
+    READABLE_VERSIONS,
     bytes_view,
     dtype_of_code,
     join,
     show,
 )
 from distgraph.io.objects import revive
+from distgraph.nn.parameter import Parameter
 
 
 class Reader:
@@ -45,6 +48,7 @@ class Reader:
         self.fh, self.name, self.data_start, self.data_size = fh, name, data_start, data_size
         self.map_location = map_location
         self.data_pos = 0  # end of the last array read: arrays must follow each other, never overlap
+        self.records = []  # the tensors and arrays decoded so far, in record order (what references name)
 
     def fail(self, what):
         raise FileFormatError(f"{self.name}: {what}")
@@ -90,7 +94,16 @@ class Reader:
     def decode_ext(self, code, data, path, depth):
         value = self.unpack(data, path)
         if code in (EXT_TENSOR, EXT_ARRAY):
-            return self.read_array(value, path, tensor=code == EXT_TENSOR)
+            if code == EXT_TENSOR and isinstance(value, dict) and "data_of" in value:
+                obj = self.shared_tensor(value, path)
+            else:
+                obj = self.read_array(value, path, tensor=code == EXT_TENSOR)
+            self.records.append(obj)
+            return obj
+        if code == EXT_REF:
+            if type(value) is not int or not 0 <= value < len(self.records):
+                self.fail(f"corrupt reference {value!r} {show(path)} ({len(self.records)} tensors before it)")
+            return self.records[value]
         if code == EXT_TUPLE and isinstance(value, list):
             return tuple(self.decode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
         if code == EXT_SCALAR and isinstance(value, list) and len(value) == 2:
@@ -145,9 +158,26 @@ class Reader:
             return arr
         try:
             dtypes.from_numpy(arr.dtype)
-            return Tensor(arr, requires_grad=meta.get("requires_grad") is True, device=dev)
+            return self.tensor(arr, dev, meta)
         except DistgraphError as exc:
             self.fail(f"{what}: {exc}")
+
+    def tensor(self, arr, dev, meta):
+        """A Tensor on `arr`, or a Parameter when one was saved (torch.load gives back Parameters)."""
+        t = Tensor(arr, requires_grad=meta.get("requires_grad") is True, device=dev)
+        return Parameter(t, requires_grad=t.requires_grad) if meta.get("parameter") is True else t
+
+    def shared_tensor(self, meta, path):
+        """A tensor on the array of an earlier tensor record ("data_of"): the sharing the saver had."""
+        source = meta["data_of"]
+        if (
+            type(source) is not int
+            or not 0 <= source < len(self.records)
+            or not isinstance(self.records[source], Tensor)
+        ):
+            self.fail(f"tensor {path!r}: corrupt reference to shared data {source!r}")
+        shared = self.records[source]
+        return self.tensor(shared.array, shared.device, meta)
 
     def target_device(self, saved, what, arr):
         """Where map_location sends a tensor saved on `saved` (a Device, or an array from a torch-style callable)."""
@@ -246,9 +276,9 @@ def _load(fh, name, map_location):
     magic, version, tree_len, tree_crc = HEADER.unpack(head)
     if magic != MAGIC:
         raise FileFormatError(f"{name}: not a distgraph file (bad magic bytes {magic!r})")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise FileFormatError(
-            f"{name}: format version {version} is not supported (this distgraph reads version {FORMAT_VERSION})"
+            f"{name}: format version {version} is not supported (this distgraph reads versions 1 to {FORMAT_VERSION})"
         )
     if tree_len > size - HEADER.size:
         raise FileFormatError(f"{name}: file is truncated (structure of {tree_len} bytes, file has {size})")

@@ -22,10 +22,10 @@ from distgraph.io.layout import (
     DTYPE_NAMES,
     EXT_ARRAY,
     EXT_COMPLEX,
+    EXT_REF,
     EXT_SCALAR,
     EXT_TENSOR,
     EXT_TUPLE,
-    FORMAT_VERSION,
     HEADER,
     INT_RANGE,
     MAGIC,
@@ -37,6 +37,7 @@ from distgraph.io.layout import (
     show,
 )
 from distgraph.io.objects import as_tree
+from distgraph.nn.parameter import Parameter
 
 
 class Writer:
@@ -45,6 +46,14 @@ class Writer:
     def __init__(self):
         self.blobs = []  # (offset, host array), in increasing offset order
         self.size = 0
+        # Sharing, as torch.save keeps it: every tensor/array record gets the next index (in tree order,
+        # which the reader follows); an object seen before is saved as EXT_REF to its index, and a tensor
+        # whose array an earlier tensor holds (t and t.detach(), tied weights in a state dict) as a
+        # record with "data_of" that index instead of its bytes.
+        self.records = {}  # id(tensor or array) -> record index
+        self.arrays = {}  # id(a tensor's array) -> index of the first tensor record holding it
+        self.keep = []  # the objects behind those ids, alive until the file is written
+        self.version = 1  # 2 once a reference is written
 
     def fail(self, path, what):
         raise FileFormatError(f"dg.save: {show(path)}: {what}")
@@ -58,12 +67,8 @@ class Writer:
             return str.__str__(obj)
         if isinstance(obj, bytes | bytearray | memoryview):
             return bytes(obj)
-        if isinstance(obj, Tensor):
-            meta = self.array_record(obj.array, path, device=str(obj.device), requires_grad=obj.requires_grad)
-            return msgpack.ExtType(EXT_TENSOR, packb(meta))
-        if isinstance(obj, np.ndarray) or hasattr(obj, "__cuda_array_interface__"):
-            meta = self.array_record(obj, path, device=str(device_of_array(obj)))
-            return msgpack.ExtType(EXT_ARRAY, packb(meta))
+        if isinstance(obj, Tensor) or isinstance(obj, np.ndarray) or hasattr(obj, "__cuda_array_interface__"):
+            return self.array_or_ref(obj, path)
         if isinstance(obj, np.generic):
             code = dtype_code(obj.dtype)
             if code is None:
@@ -97,6 +102,25 @@ class Writer:
             "tuples, str, bytes, int, float, complex, bool, None, graphs and plans)",
         )
 
+    def array_or_ref(self, obj, path):
+        """A tensor or array record, or a reference to the earlier record of the same object or array."""
+        if id(obj) in self.records:
+            self.version = 2
+            return msgpack.ExtType(EXT_REF, packb(self.records[id(obj)]))
+        index = self.records[id(obj)] = len(self.records)
+        self.keep.append(obj)
+        if not isinstance(obj, Tensor):
+            return msgpack.ExtType(EXT_ARRAY, packb(self.array_record(obj, path, device=str(device_of_array(obj)))))
+        extra = {"device": str(obj.device), "requires_grad": obj.requires_grad}
+        if isinstance(obj, Parameter):
+            extra["parameter"] = True  # torch.load gives a Parameter back; older readers ignore the key
+        if id(obj.array) in self.arrays:
+            self.version = 2
+            return msgpack.ExtType(EXT_TENSOR, packb({"data_of": self.arrays[id(obj.array)], **extra}))
+        self.arrays[id(obj.array)] = index
+        self.keep.append(obj.array)
+        return msgpack.ExtType(EXT_TENSOR, packb(self.array_record(obj.array, path, **extra)))
+
     def array_record(self, arr, path, **extra):
         """Record an array's metadata and queue its host buffer; cuda arrays are copied to the host once."""
         code = dtype_code(arr.dtype)
@@ -114,7 +138,7 @@ class Writer:
         return {**meta, "crc": array_crc(host), **extra}
 
     def write(self, fh, tree):
-        fh.write(HEADER.pack(MAGIC, FORMAT_VERSION, len(tree), zlib.crc32(tree)))
+        fh.write(HEADER.pack(MAGIC, self.version, len(tree), zlib.crc32(tree)))
         fh.write(tree)
         pos = HEADER.size + len(tree)
         fh.write(b"\0" * (-pos % ALIGN))
