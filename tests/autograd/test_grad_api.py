@@ -1,0 +1,45 @@
+"""Hooks, retain_grad, autograd.grad and backward(inputs=...) where they meet, each against torch:
+which gradient a hooked non-leaf reports, and in which order retain_grad sees the hooks."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+
+torch = pytest.importorskip("torch")
+A = np.array([0.3, -1.2, 2.0])
+
+
+def test_retain_grad_sees_the_gradient_after_hooks_registered_later_like_torch():
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(A, requires_grad=True)
+        y = x * 2
+        y.retain_grad()
+        y.register_hook(lambda g: g * 10)
+        (y * y).sum().backward()
+        results.append((x.grad.tolist(), y.grad.tolist(), y.retains_grad))
+    assert results[0] == results[1]
+
+
+def test_autograd_grad_reports_a_hooked_non_leaf_before_its_hook_like_torch():
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(A, requires_grad=True)
+        y = x * 2
+        y.register_hook(lambda g: g * 100)
+        gy, gx = lib.autograd.grad((y * 3).sum(), [y, x])
+        results.append((gy.tolist(), gx.tolist()))
+    assert results[0] == results[1]
+
+
+def test_backward_inputs_on_a_retained_hooked_non_leaf_is_not_counted_twice():
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(A, requires_grad=True)
+        y = x * 2
+        y.retain_grad()
+        y.register_hook(lambda g: g * 100)
+        (y * 3).sum().backward(inputs=[y, x])
+        results.append((y.grad.tolist(), x.grad.tolist()))
+    assert results[0] == results[1]
