@@ -43,3 +43,29 @@ def test_backward_inputs_on_a_retained_hooked_non_leaf_is_not_counted_twice():
         (y * 3).sum().backward(inputs=[y, x])
         results.append((y.grad.tolist(), x.grad.tolist()))
     assert results[0] == results[1]
+
+
+def test_grad_mode_decorators_cover_set_grad_enabled_bare_no_grad_and_generators_like_torch():
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(A, requires_grad=True)
+
+        @lib.set_grad_enabled(False)
+        def off(t):
+            return t * 2
+
+        @lib.no_grad
+        def bare(t):
+            return t * 2
+
+        @lib.no_grad()
+        def steps(t):
+            yield t * 2
+            yield t * 3
+
+        after_decorating = lib.is_grad_enabled()
+        flags = [off(x).requires_grad, bare(x).requires_grad]
+        for y in steps(x):
+            flags += [y.requires_grad, lib.is_grad_enabled()]  # the caller's mode between steps
+        results.append((after_decorating, flags))
+    assert results[0] == results[1] == (True, [False, False, False, True, False, True])
