@@ -362,6 +362,11 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         retain_graph = create_graph
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        if not inputs:
+            raise AutogradError("backward: the `inputs` argument cannot be empty (leave it None for every leaf)")
+        for i, t in enumerate(inputs):
+            if not t.requires_grad:
+                raise AutogradError(f"backward: inputs[{i}] does not require grad, so no gradient can be kept for it")
         got = run_backward(
             tensors,
             grad_tensors,
@@ -379,8 +384,25 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     run_backward(tensors, grad_tensors, retain_graph, create_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
-    """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`."""
+def grad(
+    outputs,
+    inputs,
+    grad_outputs=None,
+    retain_graph=None,
+    create_graph=False,
+    only_inputs=True,
+    allow_unused=None,
+    materialize_grads=False,
+):
+    """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`.
+
+    `only_inputs` is accepted for torch compatibility and ignored (as torch does); `materialize_grads`
+    returns zeros instead of None for unused inputs (and implies allow_unused).
+    """
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise AutogradError("grad: expected allow_unused to be True or not passed when materialize_grads=True")
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
@@ -400,5 +422,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 f"One of the differentiated Tensors (input {i}, shape {tuple(t.shape)}) appears to not have "
                 "been used in the graph. Set allow_unused=True if this is the desired behavior."
             )
+        if g is None and materialize_grads:
+            g = Tensor(t.device.xp.zeros_like(t.array), device=t.device)
         result.append(g)
     return tuple(result)

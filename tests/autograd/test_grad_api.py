@@ -69,3 +69,14 @@ def test_grad_mode_decorators_cover_set_grad_enabled_bare_no_grad_and_generators
             flags += [y.requires_grad, lib.is_grad_enabled()]  # the caller's mode between steps
         results.append((after_decorating, flags))
     assert results[0] == results[1] == (True, [False, False, False, True, False, True])
+
+
+def test_grad_takes_only_inputs_and_materialize_grads_and_backward_checks_inputs_like_torch():
+    for lib in (dg, torch):
+        x, unused = lib.tensor(A, requires_grad=True), lib.tensor(A, requires_grad=True)
+        gx, gu = lib.autograd.grad((x * 2).sum(), [x, unused], only_inputs=True, materialize_grads=True)
+        assert gx.tolist() == [2.0, 2.0, 2.0] and gu.tolist() == [0.0, 0.0, 0.0]
+        with pytest.raises(RuntimeError, match="cannot be empty"):
+            (x * 2).sum().backward(inputs=[])
+        with pytest.raises(RuntimeError, match="requires_grad=False|does not require grad"):
+            (x * 2).sum().backward(inputs=[lib.tensor(A)])
