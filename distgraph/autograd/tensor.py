@@ -116,7 +116,9 @@ class Tensor:
 
     @property
     def data(self):
-        return self.detach()
+        """The array outside the graph with its own version counter (unlike detach()): as torch,
+        changes made through `.data` are not seen by autograd's in-place checks."""
+        return Tensor(self.array, device=self.device)
 
     @data.setter
     def data(self, other):

@@ -80,3 +80,15 @@ def test_grad_takes_only_inputs_and_materialize_grads_and_backward_checks_inputs
             (x * 2).sum().backward(inputs=[])
         with pytest.raises(RuntimeError, match="requires_grad=False|does not require grad"):
             (x * 2).sum().backward(inputs=[lib.tensor(A)])
+
+
+def test_in_place_change_through_data_is_not_versioned_like_torch():
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(A, requires_grad=True)
+        y = x * 1
+        z = y * y  # saves y
+        y.data.add_(1)
+        z.sum().backward()  # torch: no error, the gradient uses the changed value
+        results.append((y._version, x.grad.tolist()))
+    assert results[0] == results[1]
