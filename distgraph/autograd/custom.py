@@ -1,7 +1,14 @@
 """dg.autograd.Function: user-defined ops with a forward and a backward, as in PyTorch.
 
-`MyFn.apply(*args)` runs `forward(ctx, *args)` under no_grad and records one Node whose backward
-calls `backward(ctx, grad)`; the user's ctx rides along in the Node's `saved` slot.
+`MyFn.apply(*args)` runs `forward(ctx, *args)` (or `forward(*args)` then `setup_context(ctx, args,
+output)`) under no_grad and records one Node whose backward calls `backward(ctx, *grads)`; the
+user's ctx rides along in the Node's `saved` slot.
+
+The engine's Nodes have one output each. A forward that returns a tuple therefore records the
+Function's Node on a hidden 0-d "anchor" output, and each differentiable output gets a small
+`_CustomOutput` Node whose backward parks that output's gradient in the ctx and sends a dummy zero
+to the anchor; the Function's Node, which runs after all of them, hands the parked gradients to the
+user's backward (None, or zeros under `set_materialize_grads(True)`, for outputs that got none).
 """
 
 from distgraph.autograd import grad_mode
@@ -18,6 +25,10 @@ class FunctionCtx:
         self._versions = ()
         self.needs_input_grad = ()
         self.non_differentiable = set()
+        self.dirty = set()
+        self.materialize_grads = True
+        self._outputs = None  # multi-output forwards: (shape, dtype, device) per output, None for non-Tensors
+        self._grads = None  # ... and the gradients parked by the outputs' Nodes during backward
 
     def save_for_backward(self, *tensors):
         self._saved = tensors
@@ -36,10 +47,20 @@ class FunctionCtx:
         return self._saved
 
     def mark_non_differentiable(self, *tensors):
+        """These outputs come back with requires_grad=False; backward still gets a (zero) grad slot for them."""
         self.non_differentiable.update(id(t) for t in tensors)
 
+    def mark_dirty(self, *tensors):
+        """These inputs were modified in place by forward: apply returns them (not copies) with new history."""
+        self.dirty.update(id(t) for t in tensors)
+
     def set_materialize_grads(self, value):
-        self.materialize_grads = value
+        """False: backward gets None (not zeros) for outputs that received no gradient."""
+        self.materialize_grads = bool(value)
+
+
+def _node_name(fn_cls):
+    return f"{fn_cls.__name__}Backward"
 
 
 class _CustomOp:
@@ -58,28 +79,83 @@ class _CustomOp:
 
     def backward(self, node, grad):
         ctx = node.saved
-        grads = self.fn_cls.backward(ctx, grad)
+        grads_out = (grad,) if ctx._outputs is None else _take_parked_grads(ctx)
+        grads = self.fn_cls.backward(ctx, *grads_out)
         if not isinstance(grads, tuple):
             grads = (grads,)
+        name = _node_name(self.fn_cls)
+        if len(grads) > ctx.num_args and all(g is None for g in grads[ctx.num_args :]):
+            grads = grads[: ctx.num_args]  # as torch: trailing Nones beyond the inputs are ignored
         if len(grads) != ctx.num_args:
             raise AutogradError(
-                f"function {self.name}Backward returned an incorrect number of gradients "
-                f"(expected {ctx.num_args}, got {len(grads)})"
+                f"function {name} returned an incorrect number of gradients (expected {ctx.num_args}, got {len(grads)})"
             )
         out = []
-        for pos in self.positions:
+        for k, pos in enumerate(self.positions):
             g = grads[pos]
-            if g is not None and not isinstance(g, Tensor):
-                raise AutogradError(f"{self.name}.backward must return Tensors or None, got {type(g).__name__}")
+            if g is not None:
+                if not isinstance(g, Tensor):
+                    raise AutogradError(f"{name}: backward must return Tensors or None, got {type(g).__name__}")
+                want = node.inputs[k].shape
+                if g.shape != want and not _expandable(want, g.shape):
+                    raise AutogradError(
+                        f"Function {name} returned an invalid gradient at index {pos} - got {list(g.shape)} "
+                        f"but expected shape compatible with {list(want)}"
+                    )
             out.append(g)
         return tuple(out)
 
 
+def _expandable(shape, to):
+    """Whether `shape` broadcasts to `to` (so the engine can sum a gradient of shape `to` back to it)."""
+    if len(shape) > len(to):
+        return False
+    return all(s == t or s == 1 for s, t in zip(reversed(shape), reversed(to)))
+
+
+def _take_parked_grads(ctx):
+    """The per-output gradients the output Nodes parked (zeros for missing ones when materializing)."""
+    grads, ctx._grads = ctx._grads, [None] * len(ctx._outputs)
+    for i, meta in enumerate(ctx._outputs):
+        if grads[i] is None and meta is not None and ctx.materialize_grads:
+            shape, dtype, device = meta
+            grads[i] = Tensor(device.xp.zeros(shape, dtype=dtype), device=device)
+    return grads
+
+
+class _CustomOutput:
+    """The Node op of output `index` of a multi-output Function (see the module docstring)."""
+
+    kind = "custom"
+    save = ()
+    saves_output = False
+    saves_extra = False
+    view = False
+
+    def __init__(self, fn_cls, index):
+        self.name = fn_cls.__name__
+        self.index = index
+
+    def backward(self, node, grad):
+        ctx = node.saved
+        prev = ctx._grads[self.index]
+        ctx._grads[self.index] = grad if prev is None else prev + grad
+        anchor = node.inputs[0].array
+        return Tensor(node.inputs[0].device.xp.zeros((), dtype=anchor.dtype), device=node.inputs[0].device)
+
+
 class Function:
-    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grads)`; call `Cls.apply(*args)`."""
+    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grads)`; call `Cls.apply(*args)`.
+
+    Or, as torch 2: `forward(*args)` plus `setup_context(ctx, inputs, output)` that fills the ctx.
+    """
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         raise NotImplementedError
 
     @staticmethod
@@ -92,12 +168,53 @@ class Function:
         ctx.num_args = len(args)
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         with grad_mode.no_grad():
-            out = cls.forward(ctx, *args)
-        if not isinstance(out, Tensor):
-            raise AutogradError(f"{cls.__name__}.forward must return a single Tensor, got {type(out).__name__}")
+            if cls.setup_context is Function.setup_context:
+                out = cls.forward(ctx, *args)
+            else:
+                out = cls.forward(*args)
+                cls.setup_context(ctx, args, out)
+        # as torch, saved tensors are versioned when forward returns (after its own in-place changes)
+        ctx._versions = tuple(t._vc[0] if isinstance(t, Tensor) else None for t in ctx._saved)
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+        if not multi and not isinstance(out, Tensor):
+            raise AutogradError(f"{cls.__name__}.forward must return a Tensor or a tuple, got {type(out).__name__}")
         positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         inputs = tuple(args[i] for i in positions)
-        if grad_mode.state.grad_enabled and any(t.requires_grad for t in inputs):
-            out = Tensor(out.array, device=out.device)
-            _record(_CustomOp(cls, positions), inputs, {}, ctx, out)
-        return out
+        record = grad_mode.state.grad_enabled and any(t.requires_grad for t in inputs)
+        results = [_output(o, inputs, ctx, record) for o in outs]
+        if record:
+            diff = [i for i, o in enumerate(outs) if isinstance(o, Tensor) and id(o) not in ctx.non_differentiable]
+            if not multi:
+                if diff:
+                    _record(_CustomOp(cls, positions), inputs, {}, ctx, results[0])
+            elif diff:
+                ctx._outputs = [(o.shape, o.array.dtype, o.device) if isinstance(o, Tensor) else None for o in outs]
+                ctx._grads = [None] * len(outs)
+                first = results[diff[0]]
+                anchor = Tensor(first.device.xp.zeros((), dtype=first.array.dtype), device=first.device)
+                _record(_CustomOp(cls, positions), inputs, {}, ctx, anchor)
+                for i in diff:
+                    _record(_CustomOutput(cls, i), (anchor,), {}, ctx, results[i])
+        return tuple(results) if multi else results[0]
+
+
+def _output(o, inputs, ctx, record):
+    """The Tensor apply returns for forward's output `o`, not yet attached to the graph.
+
+    A fresh tensor made by forward is returned itself (so a saved output shares its version counter
+    with what the user holds); an input returned unmodified, or a tensor with history, becomes a new
+    tensor on the same array; an input marked dirty is returned itself, its history to be rebased.
+    """
+    if not isinstance(o, Tensor):
+        return o
+    is_input = any(o is t for t in inputs)
+    if id(o) in ctx.dirty:
+        if record and o.grad_fn is None and o.requires_grad:
+            raise AutogradError("a leaf Variable that requires grad has been used in an in-place operation.")
+        return o
+    if is_input or o.grad_fn is not None:
+        new = Tensor(o.array, device=o.device)
+        new._vc = o._vc
+        return new
+    return o

@@ -216,8 +216,20 @@ def _check_anomaly(node, grads):
             )
 
 
-def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, accumulate=True):
-    """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id."""
+def run_backward(
+    outputs,
+    grad_outputs,
+    retain_graph=False,
+    create_graph=False,
+    capture=None,
+    accumulate=True,
+    capture_after_hooks=False,
+):
+    """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id.
+
+    As torch, autograd.grad captures a non-leaf's gradient before its hooks run (the hooks still shape
+    what flows on), while backward(inputs=...) gives it the gradient its hooks made, as retain_grad does.
+    """
     fast = not create_graph and get_tracer() is None  # gradients as arrays (see module docstring)
     run = _run_node_arrays if fast else _run_node
     roots = []
@@ -254,9 +266,11 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
         while ready:
             node = ready.pop()
             grad = grads.pop(node, None)
+            if capture_nodes and grad is not None and node in capture_nodes and not capture_after_hooks:
+                captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
             if grad is not None and node.hooks:
                 grad = _call_hooks(node.hooks, grad, fast)
-            if capture_nodes and node in capture_nodes:
+            if capture_nodes and grad is not None and node in capture_nodes and capture_after_hooks:
                 captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
             if grad is not None:
                 in_grads = run(node, grad, retain_graph)
@@ -348,17 +362,47 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         retain_graph = create_graph
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-        got = run_backward(tensors, grad_tensors, retain_graph, create_graph, capture=inputs, accumulate=False)
+        if not inputs:
+            raise AutogradError("backward: the `inputs` argument cannot be empty (leave it None for every leaf)")
+        for i, t in enumerate(inputs):
+            if not t.requires_grad:
+                raise AutogradError(f"backward: inputs[{i}] does not require grad, so no gradient can be kept for it")
+        got = run_backward(
+            tensors,
+            grad_tensors,
+            retain_graph,
+            create_graph,
+            capture=inputs,
+            accumulate=False,
+            capture_after_hooks=True,
+        )
         for t in inputs:
             g = got.get(id(t))
-            if g is not None:
+            if g is not None and not (t.grad_fn is not None and t.retains_grad):  # its retain_grad hook added it
                 t.grad = g if t.grad is None else t.grad + g
         return
     run_backward(tensors, grad_tensors, retain_graph, create_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
-    """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`."""
+def grad(
+    outputs,
+    inputs,
+    grad_outputs=None,
+    retain_graph=None,
+    create_graph=False,
+    only_inputs=True,
+    allow_unused=None,
+    materialize_grads=False,
+):
+    """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`.
+
+    `only_inputs` is accepted for torch compatibility and ignored (as torch does); `materialize_grads`
+    returns zeros instead of None for unused inputs (and implies allow_unused).
+    """
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise AutogradError("grad: expected allow_unused to be True or not passed when materialize_grads=True")
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
@@ -378,5 +422,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 f"One of the differentiated Tensors (input {i}, shape {tuple(t.shape)}) appears to not have "
                 "been used in the graph. Set allow_unused=True if this is the desired behavior."
             )
+        if g is None and materialize_grads:
+            g = Tensor(t.device.xp.zeros_like(t.array), device=t.device)
         result.append(g)
     return tuple(result)

@@ -46,6 +46,8 @@ class Node:
     __slots__ = ("op", "inputs", "attrs", "saved", "next", "versions", "out_ref", "hooks", "stack", "__weakref__")
 
     def name(self):
+        if self.op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
+            return f"{self.op.name}Backward"
         return f"{self.op.name.title().replace('_', '')}Backward"
 
     @property

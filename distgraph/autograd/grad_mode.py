@@ -5,6 +5,7 @@ Grad mode is per thread (as in PyTorch), so executor threads do not see each oth
 """
 
 import functools
+import inspect
 import threading
 
 
@@ -18,7 +19,11 @@ anomaly = {"enabled": False}
 
 
 class _GradModeContext:
-    """Base of no_grad/enable_grad: a context manager that is also a decorator."""
+    """Base of no_grad/enable_grad/set_grad_enabled: a context manager that is also a decorator.
+
+    A decorated generator function runs each of its steps in the mode, as torch's decorators do
+    (a plain wrapper would only cover creating the generator, not running it).
+    """
 
     mode = True
 
@@ -30,28 +35,71 @@ class _GradModeContext:
         state.grad_enabled = self.prev
         return False
 
+    def _fresh(self):
+        return type(self)()
+
     def __call__(self, fn):
+        if inspect.isgeneratorfunction(fn):
+            return self._wrap_generator(fn)
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with self._fresh():
                 return fn(*args, **kwargs)
 
         return wrapper
 
+    def _wrap_generator(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            gen = fn(*args, **kwargs)
+            try:
+                with self._fresh():
+                    response = gen.send(None)
+                while True:
+                    try:
+                        request = yield response
+                    except GeneratorExit:
+                        with self._fresh():
+                            gen.close()
+                        raise
+                    except BaseException as exc:
+                        with self._fresh():
+                            response = gen.throw(exc)
+                    else:
+                        with self._fresh():
+                            response = gen.send(request)
+            except StopIteration as stop:
+                return stop.value
 
-class no_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+        return wrapper
+
+
+class _NoParamContext(_GradModeContext):
+    """`@no_grad` works without parentheses too, as in torch."""
+
+    def __new__(cls, orig_func=None):
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
+
+class no_grad(_NoParamContext):  # noqa: N801 - PyTorch's name
     """Disable graph recording: ops return tensors without grad_fn."""
 
     mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+class enable_grad(_NoParamContext):  # noqa: N801 - PyTorch's name
     """Re-enable graph recording inside a no_grad region."""
 
     mode = True
 
 
 class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
+    """Takes effect on construction (so a bare call switches the mode); as a decorator it restores
+    the mode at once and applies it only while the function runs."""
+
     def __init__(self, mode):
         self.mode = bool(mode)
         self.prev = state.grad_enabled
@@ -59,6 +107,21 @@ class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
 
     def __enter__(self):
         pass
+
+    def _fresh(self):
+        return _GradModeContext.__new__(_Mode)._set(self.mode)
+
+    def __call__(self, fn):
+        state.grad_enabled = self.prev
+        return super().__call__(fn)
+
+
+class _Mode(_GradModeContext):
+    """A plain grad-mode context for a given mode (what a set_grad_enabled decorator enters per call)."""
+
+    def _set(self, mode):
+        self.mode = mode
+        return self
 
 
 def is_grad_enabled():

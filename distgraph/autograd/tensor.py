@@ -116,7 +116,9 @@ class Tensor:
 
     @property
     def data(self):
-        return self.detach()
+        """The array outside the graph with its own version counter (unlike detach()): as torch,
+        changes made through `.data` are not seen by autograd's in-place checks."""
+        return Tensor(self.array, device=self.device)
 
     @data.setter
     def data(self, other):
@@ -135,8 +137,12 @@ class Tensor:
         if self.grad_fn is not None:
             if self.grad_fn.hooks is None:
                 self.grad_fn.hooks = []
-            self.grad_fn.hooks.append(hook)
             hooks = self.grad_fn.hooks
+            keep = getattr(self, "_retains", None)
+            if keep in hooks:  # as torch, retain_grad's hook runs last, so .grad is what the hooks made of it
+                hooks.insert(hooks.index(keep), hook)
+            else:
+                hooks.append(hook)
         else:
             if getattr(self, "_hooks", None) is None:
                 self._hooks = []
@@ -160,9 +166,8 @@ class Tensor:
 
     def retain_grad(self):
         """Keep `.grad` for a non-leaf tensor after backward."""
-        if self.grad_fn is None or getattr(self, "_retains", False):
+        if self.grad_fn is None or getattr(self, "_retains", None):
             return
-        self._retains = True
         import weakref
 
         ref = weakref.ref(self)
@@ -174,10 +179,11 @@ class Tensor:
             return None
 
         self.register_hook(keep)
+        self._retains = keep  # the hook itself, so later hooks are put before it
 
     @property
     def retains_grad(self):
-        return getattr(self, "_retains", False)
+        return getattr(self, "_retains", None) is not None
 
     # ---- conversion -------------------------------------------------------------------------
     def numpy(self, force=False):
