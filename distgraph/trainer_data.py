@@ -1,0 +1,92 @@
+"""What a Trainer trains on: (inputs, targets) host arrays from the forms `fit` and `evaluate` take, and
+each epoch's batches.
+
+Arrays are reshuffled per epoch from (seed, epoch) — a permutation drawn from
+`numpy.random.default_rng([seed, epoch])` — so a resumed run sees exactly the batches an uninterrupted
+run would have seen. An iterable of batches (a DataLoader, a generator) is used as PyTorch uses one.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from distgraph.errors import ConfigError
+
+
+def _host(d):
+    return np.asarray(d.numpy() if hasattr(d, "numpy") else d)
+
+
+def as_arrays(data):
+    """(x, y) on the host from a pair of arrays/tensors, a TensorDataset, or an iterable of (x, y)
+    batches (a DataLoader, a generator), whose batches are concatenated into one dataset."""
+    batches = _loader_batches(data)
+    if batches is not None:
+        return _concatenated(batches)[:2]
+    x, y = (_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
+    if len(x) != len(y):
+        raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
+    return x, y
+
+
+def _loader_batches(data):
+    """The list of (x, y) batches `data` yields when it is an iterable of batches, else None."""
+    if hasattr(data, "tensors") or (isinstance(data, tuple | list) and len(data) == 2 and not _is_batch_pair(data[0])):
+        return None
+    if not hasattr(data, "__iter__") or isinstance(data, str | bytes | dict):
+        raise ConfigError(
+            f"Trainer data must be (inputs, targets), a TensorDataset or an iterable of (inputs, targets) "
+            f"batches, got {type(data).__name__}"
+        )
+    batches = list(data)
+    if not batches or not all(isinstance(b, tuple | list) and len(b) == 2 for b in batches):
+        raise ConfigError("Trainer data: an iterable of batches must yield (inputs, targets) pairs")
+    return batches
+
+
+def _concatenated(batches):
+    """(x, y, the loader's batches as index arrays into them: its order and batch sizes)."""
+    xs, ys = [_host(b[0]) for b in batches], [_host(b[1]) for b in batches]
+    for bx, by in zip(xs, ys):
+        if len(bx) != len(by):
+            raise ConfigError(f"Trainer data: a batch has {len(bx)} inputs but {len(by)} targets")
+    ends = np.cumsum([len(b) for b in xs])
+    return np.concatenate(xs), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
+
+
+class EpochData:
+    """What each epoch trains on. Arrays: the same (x, y), batches reshuffled per epoch from (seed,
+    epoch), so a resumed run sees the same ones. An iterable of batches (a DataLoader) is used as PyTorch
+    uses one: each epoch iterates it again (its own shuffling, augmentation and batch sizes; `fit`'s
+    batch_size does not apply), its batches taken in its order; a one-pass iterator (a generator) is
+    read once and its batches replayed every epoch."""
+
+    def __init__(self, data, batch_size, seed):
+        self.batch_size, self.seed = batch_size, seed
+        self.loader = self.ranges = None
+        batches = _loader_batches(data)
+        if batches is None:
+            self.x, self.y = as_arrays(data)
+            return
+        self.loader = None if isinstance(data, Iterator) else data  # a one-pass iterator: its batches, kept
+        self.x, self.y, self.ranges = _concatenated(batches)
+        self.read_for = 0  # the epoch whose iteration self.x holds (the first `fit` reads it now)
+
+    def epoch(self, epoch):
+        """(x, y, the epoch's batches as index arrays, True when x and y are new since the last call)."""
+        if self.ranges is None:
+            return self.x, self.y, epoch_batches(len(self.x), self.batch_size, self.seed, epoch), False
+        if self.loader is None or self.read_for == epoch:
+            return self.x, self.y, self.ranges, False
+        self.x, self.y, self.ranges = _concatenated(_loader_batches(self.loader))
+        self.read_for = epoch
+        return self.x, self.y, self.ranges, True
+
+
+def _is_batch_pair(item):
+    return isinstance(item, tuple | list) and len(item) == 2
+
+
+def epoch_batches(n, batch_size, seed, epoch):
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
