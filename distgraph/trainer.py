@@ -9,6 +9,10 @@ and each updates its slice, with no message through Ray inside a step; across no
 group; in async mode (with a staleness bound) across nodes, parameter-store actors apply the updates. `strategy="branches"|"pipeline"`
 splits the captured step by the graph instead (`trainer_plan.py`); `"auto"` asks the cost model.
 `grad_scaler=GradScaler()` adds dynamic loss scaling: overflowing steps are skipped and counted.
+`scheduler=` is stepped once per epoch, at its end after validation, as a torch loop steps an epoch
+scheduler (ReduceLROnPlateau with the epoch's val_loss, or its training loss without val_data); the
+Trainer has no per-batch stepping, so a schedule torch steps per batch (OneCycleLR, a warm-up) must be
+given in epochs (OneCycleLR's total_steps = epochs).
 `bind_to="core"` binds each Ray worker to cores of its own on its node, as mpirun's `--bind-to core`
 (`distributed/affinity.py`: why, and what it measured); off by default, as in Ray.
 
@@ -148,13 +152,12 @@ class Trainer:
             if self.grad_scaler is not None:
                 record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
             self.epoch = epoch + 1
             if val_data is not None:
                 if self._cluster is not None:
                     self._cluster.pull()
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_data).items() if k != "count"})
+            self._step_scheduler(record)
             self.history.epochs.append(record)
             if self.progress:
                 print(_epoch_line(record), flush=True)
@@ -163,6 +166,19 @@ class Trainer:
         if self._cluster is not None:
             self._cluster.pull()
         return self.history
+
+    def _step_scheduler(self, record):
+        """Step the lr scheduler once, at the epoch's end after validation, as a torch loop does after its
+        epoch: ReduceLROnPlateau is given the metric it watches, the epoch's val_loss (its training loss
+        without val_data; Keras's callback watches val_loss too); it used to be called with none and fail."""
+        from distgraph.optim.lr_scheduler import ReduceLROnPlateau
+
+        if self.lr_scheduler is None:
+            return
+        if isinstance(self.lr_scheduler, ReduceLROnPlateau):
+            self.lr_scheduler.step(record.get("val_loss", record["loss"]))
+        else:
+            self.lr_scheduler.step()
 
     def _start(self, x, y, batch_size):
         """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster
