@@ -272,12 +272,22 @@ class Trainer:
     def _local_step(self, x, y, idx):
         scaler = self.grad_scaler
         shard_grads, stats = [], []
+        # buffers (batch norm's running statistics) as DDP keeps them: every rank starts the step from the
+        # same ones and rank 0's result is kept (Ray: each worker's replica updates its own, rank 0's on its
+        # shards); before, the shards updated the one model's buffers in turn, two updates a step
+        buffers = [b.array for b in self.model.buffers() if b is not None] if self.workers > 1 else []
+        before, rank0 = [b.copy() for b in buffers], []
         for rank in range(self.workers):
+            for b, v in zip(buffers, before if rank else ()):
+                b[...] = v
             lo, hi = shard_bounds(len(idx), self.workers, rank)
             sel = idx[lo:hi]
             grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
             shard_grads.append(grads)
             stats.append(st)
+            rank0 = rank0 or [b.copy() for b in buffers]
+        for b, v in zip(buffers, rank0):
+            b[...] = v
         grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions

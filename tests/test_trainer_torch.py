@@ -113,3 +113,52 @@ def test_reduce_lr_on_plateau_steps_on_the_validation_loss_after_each_epoch():
     sched = dg.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, mode="max")  # on the loss, rising
     dg.Trainer(model, F.cross_entropy, opt, scheduler=sched, progress=False).fit((x, y), epochs=3, batch_size=32)
     assert opt.param_groups[0]["lr"] < 0.5 and sched.last_epoch == 3
+
+
+def ddp_step(ref, opt, X, Y, idx, workers):
+    """One step of torch DDP emulated in one process: each rank normalizes its shard with its own batch
+    statistics (no SyncBatchNorm) and starts from rank 0's buffers (broadcast_buffers=True), so the
+    buffers that remain are rank 0's; the gradient is the shard-size-weighted sum of the shard losses."""
+    buffers = list(ref.buffers())
+    start = [b.clone() for b in buffers]
+    sizes = [len(idx) // workers + (r < len(idx) % workers) for r in range(workers)]  # differ by ≤ 1, rank 0 first
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    opt.zero_grad()
+    loss, kept = 0.0, None
+    for rank in range(workers):
+        for b, s in zip(buffers, start):
+            b.data.copy_(s)  # .data: torch's batch norm saved the buffer for backward
+        sel = idx[bounds[rank] : bounds[rank + 1]]
+        loss = loss + TF.cross_entropy(ref(X[sel]), Y[sel]) * (len(sel) / len(idx))
+        if rank == 0:
+            kept = [b.clone() for b in buffers]
+    loss.backward()
+    opt.step()
+    for b, k in zip(buffers, kept):
+        b.data.copy_(k)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batchnorm_running_statistics_are_rank_0s_as_ddp(workers):
+    """With two local workers each shard's forward updated the one model's running statistics in turn:
+    two updates a step (num_batches_tracked counted 2 per step) from a mix of the shards. As DDP (and as
+    the Ray workers, each on its own replica) the statistics kept are rank 0's; evaluate then matches a
+    torch eval loop, and the model is back in training mode after it."""
+    x, y = data()
+    model, ref = models(batch_norm=True)
+    opt, topt = dg.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(ref.parameters(), lr=0.1)
+    trainer = dg.Trainer(model, F.cross_entropy, opt, workers=workers, progress=False)
+    trainer.fit((x, y), epochs=2, batch_size=32)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    for epoch in range(2):
+        for idx in batches(len(x), 32, epoch):
+            ddp_step(ref, topt, X, Y, idx, workers)
+    assert_same(model, ref)
+    assert int(model[1].num_batches_tracked.item()) == 2 * 4
+    result = trainer.evaluate((x, y))
+    ref.eval()
+    with torch.no_grad():
+        out = ref(X)
+    assert result["loss"] == pytest.approx(TF.cross_entropy(out, Y).item(), abs=1e-12)
+    assert result["accuracy"] == (out.argmax(1) == Y).double().mean().item()
+    assert model.training and all(m.training for m in model.modules())
