@@ -162,3 +162,20 @@ def test_batchnorm_running_statistics_are_rank_0s_as_ddp(workers):
     assert result["loss"] == pytest.approx(TF.cross_entropy(out, Y).item(), abs=1e-12)
     assert result["accuracy"] == (out.argmax(1) == Y).double().mean().item()
     assert model.training and all(m.training for m in model.modules())
+
+
+def test_evaluate_leaves_the_model_in_the_mode_it_found():
+    """evaluate() runs in eval mode (Dropout off: two calls agree) and restores the caller's mode; it
+    switched a model the user had put in eval mode back to training mode."""
+    x, y = data()
+    model, _ = models(dropout=True)
+    trainer = dg.Trainer(model, F.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    trainer.fit((x, y), epochs=1, batch_size=32)
+    assert trainer.evaluate((x, y)) == trainer.evaluate((x, y)) and model.training
+    model.eval()
+    trainer.evaluate((x, y))
+    assert not model.training and not model[2].training
+    model.train()
+    model[2].eval()  # a mix (a frozen layer) is given back as it was
+    trainer.evaluate((x, y))
+    assert model.training and not model[2].training and model[0].training

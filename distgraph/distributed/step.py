@@ -116,17 +116,22 @@ class ShardStep:
         return grads, _statistics(out, yt, loss, len(xt))
 
     def evaluate(self, x, y):
-        """Statistics of the model on (x, y) without gradients (eval mode)."""
+        """Statistics of the model on (x, y) without gradients, in eval mode; each module's mode is given
+        back as it was (it was set to training, which put a model the user had in eval mode back in
+        training, frozen layers included)."""
         from distgraph.autograd.grad_mode import no_grad
 
+        modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        with no_grad():
-            xt = Tensor(to_device(x, self.device), device=self.device)
-            yt = Tensor(to_device(y, self.device), device=self.device)
-            out = self.model(xt)
-            stats = _statistics(out, yt, self.loss_fn(out, yt), len(x))
-        self.model.train()
-        return stats
+        try:
+            with no_grad():
+                xt = Tensor(to_device(x, self.device), device=self.device)
+                yt = Tensor(to_device(y, self.device), device=self.device)
+                out = self.model(xt)
+                return _statistics(out, yt, self.loss_fn(out, yt), len(x))
+        finally:
+            for m, training in modes:
+                m.training = training
 
 
 def _statistics(out, y, loss, count):
