@@ -29,7 +29,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays
-from distgraph.trainer_options import check_fit, check_options
+from distgraph.trainer_options import check_batch_size, check_fit, check_options
 
 
 class Trainer:
@@ -95,7 +95,7 @@ class Trainer:
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
-        check_fit(epochs, batch_size)
+        epochs, batch_size = check_fit(epochs, batch_size)
         source = EpochData(data, batch_size, self.seed)
         x, y = source.x, source.y
         if resume:
@@ -305,6 +305,7 @@ class Trainer:
     # ---- evaluate --------------------------------------------------------------------------------------
     def evaluate(self, data, batch_size=1024):
         """Loss (and accuracy for classification) of the current parameters, in eval mode, on the driver."""
+        batch_size = check_batch_size(batch_size, "Trainer.evaluate")
         if self._cluster is not None:
             self._cluster.pull()
         x, y = as_arrays(data)

@@ -26,7 +26,14 @@ def as_arrays(data):
     x, y = (_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
     if len(x) != len(y):
         raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
-    return x, y
+    return _nonempty(x), y
+
+
+def _nonempty(x):
+    """x, or a ConfigError when it holds no sample: an epoch of nothing recorded a loss of 0.0."""
+    if len(x) == 0:
+        raise ConfigError("Trainer data: no samples (an empty dataset); fit and evaluate need at least one")
+    return x
 
 
 def _loader_batches(data):
@@ -51,7 +58,7 @@ def _concatenated(batches):
         if len(bx) != len(by):
             raise ConfigError(f"Trainer data: a batch has {len(bx)} inputs but {len(by)} targets")
     ends = np.cumsum([len(b) for b in xs])
-    return np.concatenate(xs), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
+    return _nonempty(np.concatenate(xs)), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
 
 
 class EpochData:

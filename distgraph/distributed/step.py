@@ -15,7 +15,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import NonFiniteError, ShapeError
+from distgraph.errors import ConfigError, NonFiniteError, ShapeError
 
 
 def shard_bounds(n, world, rank):
@@ -101,6 +101,8 @@ class ShardStep:
     def _forward_backward(self, xt, yt, weight, loss_scale):
         out = self.model(xt)
         loss = self.loss_fn(out, yt)
+        if not isinstance(loss, Tensor):  # a float has no gradient to follow (was an AttributeError on .ndim)
+            raise ConfigError(f"loss_fn must return a scalar distgraph Tensor, got {type(loss).__name__}")
         if loss.ndim != 0:
             raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
         if loss_scale is None and not math.isfinite(float(loss.item())):
