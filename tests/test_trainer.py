@@ -254,3 +254,26 @@ def test_empty_data_bad_evaluate_batch_size_and_a_non_tensor_loss_are_named():
         t.fit((x, y), epochs=1)
     h = make().fit((x, y), epochs=np.int64(2), batch_size=np.int32(32))
     assert len(h) == 2 and make().evaluate((x, y), batch_size=np.int64(50))["count"] == 96
+
+
+def test_a_model_with_several_outputs_and_its_own_loss_trains_and_evaluates():
+    """A model returning a tuple, with a loss_fn that takes it apart, failed after the first step with an
+    AttributeError: the accuracy statistic read `.ndim` of the tuple. Accuracy is left out for such models."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls, self.reg = nn.Linear(8, 3), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.cls(x), self.reg(x)
+
+    def loss(out, target):
+        return nn.functional.cross_entropy(out[0], target) + (out[1] ** 2).mean()
+
+    dg.manual_seed(0)
+    model = TwoHeads()
+    trainer = dg.Trainer(model, loss, dg.optim.SGD(model.parameters(), lr=0.1), workers=2, progress=False)
+    h = trainer.fit(data(), epochs=2, batch_size=32, val_data=data(40))
+    assert h["loss"][1] < h["loss"][0] and "accuracy" not in h and "val_loss" in h
+    assert set(trainer.evaluate(data())) == {"loss", "count"}

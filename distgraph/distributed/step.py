@@ -140,7 +140,8 @@ def _statistics(out, y, loss, count):
     """Summable statistics of one shard: loss × count, number correct (classification), count."""
     value = float(loss.item())
     stats = {"loss_sum": value * count, "count": count}
-    if out.ndim == 2 and y.ndim == 1 and y.array.dtype.kind in "iu":
+    # accuracy for one (N, C) output and integer labels; a model with several outputs (a tuple) has none
+    if isinstance(out, Tensor) and out.ndim == 2 and y.ndim == 1 and y.array.dtype.kind in "iu":
         stats["correct"] = int((out.array.argmax(axis=1) == y.array).sum())
     return stats
 
