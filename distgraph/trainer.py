@@ -9,6 +9,10 @@ and each updates its slice, with no message through Ray inside a step; across no
 group; in async mode (with a staleness bound) across nodes, parameter-store actors apply the updates. `strategy="branches"|"pipeline"`
 splits the captured step by the graph instead (`trainer_plan.py`); `"auto"` asks the cost model.
 `grad_scaler=GradScaler()` adds dynamic loss scaling: overflowing steps are skipped and counted.
+`scheduler=` is stepped once per epoch, at its end after validation, as a torch loop steps an epoch
+scheduler (ReduceLROnPlateau with the epoch's val_loss, or its training loss without val_data); the
+Trainer has no per-batch stepping, so a schedule torch steps per batch (OneCycleLR, a warm-up) must be
+given in epochs (OneCycleLR's total_steps = epochs).
 `bind_to="core"` binds each Ray worker to cores of its own on its node, as mpirun's `--bind-to core`
 (`distributed/affinity.py`: why, and what it measured); off by default, as in Ray.
 
@@ -25,7 +29,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays
-from distgraph.trainer_options import check_fit, check_options
+from distgraph.trainer_options import check_batch_size, check_fit, check_options
 
 
 class Trainer:
@@ -91,7 +95,7 @@ class Trainer:
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
-        check_fit(epochs, batch_size)
+        epochs, batch_size = check_fit(epochs, batch_size)
         source = EpochData(data, batch_size, self.seed)
         x, y = source.x, source.y
         if resume:
@@ -148,13 +152,12 @@ class Trainer:
             if self.grad_scaler is not None:
                 record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
             self.epoch = epoch + 1
             if val_data is not None:
                 if self._cluster is not None:
                     self._cluster.pull()
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_data).items() if k != "count"})
+            self._step_scheduler(record)
             self.history.epochs.append(record)
             if self.progress:
                 print(_epoch_line(record), flush=True)
@@ -163,6 +166,19 @@ class Trainer:
         if self._cluster is not None:
             self._cluster.pull()
         return self.history
+
+    def _step_scheduler(self, record):
+        """Step the lr scheduler once, at the epoch's end after validation, as a torch loop does after its
+        epoch: ReduceLROnPlateau is given the metric it watches, the epoch's val_loss (its training loss
+        without val_data; Keras's callback watches val_loss too); it used to be called with none and fail."""
+        from distgraph.optim.lr_scheduler import ReduceLROnPlateau
+
+        if self.lr_scheduler is None:
+            return
+        if isinstance(self.lr_scheduler, ReduceLROnPlateau):
+            self.lr_scheduler.step(record.get("val_loss", record["loss"]))
+        else:
+            self.lr_scheduler.step()
 
     def _start(self, x, y, batch_size):
         """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster
@@ -256,12 +272,22 @@ class Trainer:
     def _local_step(self, x, y, idx):
         scaler = self.grad_scaler
         shard_grads, stats = [], []
+        # buffers (batch norm's running statistics) as DDP keeps them: every rank starts the step from the
+        # same ones and rank 0's result is kept (Ray: each worker's replica updates its own, rank 0's on its
+        # shards); before, the shards updated the one model's buffers in turn, two updates a step
+        buffers = [b.array for b in self.model.buffers() if b is not None] if self.workers > 1 else []
+        before, rank0 = [b.copy() for b in buffers], []
         for rank in range(self.workers):
+            for b, v in zip(buffers, before if rank else ()):
+                b[...] = v
             lo, hi = shard_bounds(len(idx), self.workers, rank)
             sel = idx[lo:hi]
             grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
             shard_grads.append(grads)
             stats.append(st)
+            rank0 = rank0 or [b.copy() for b in buffers]
+        for b, v in zip(buffers, rank0):
+            b[...] = v
         grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions
@@ -279,6 +305,7 @@ class Trainer:
     # ---- evaluate --------------------------------------------------------------------------------------
     def evaluate(self, data, batch_size=1024):
         """Loss (and accuracy for classification) of the current parameters, in eval mode, on the driver."""
+        batch_size = check_batch_size(batch_size, "Trainer.evaluate")
         if self._cluster is not None:
             self._cluster.pull()
         x, y = as_arrays(data)

@@ -1,4 +1,9 @@
-"""What the Trainer trains on: (x, y) arrays, a TensorDataset, or an iterable of (x, y) batches.
+"""What a Trainer trains on: (inputs, targets) host arrays from the forms `fit` and `evaluate` take, and
+each epoch's batches.
+
+Arrays are reshuffled per epoch from (seed, epoch) — a permutation drawn from
+`numpy.random.default_rng([seed, epoch])` — so a resumed run sees exactly the batches an uninterrupted
+run would have seen.
 
 An iterable of batches (a DataLoader with any sampler or collate_fn, a generator) is read whole and its
 batches concatenated into one (x, y) pair plus index ranges that keep its batch sizes and order, so
@@ -27,7 +32,14 @@ def as_arrays(data):
     x, y = (_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
     if len(x) != len(y):
         raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
-    return x, y
+    return _nonempty(x), y
+
+
+def _nonempty(x):
+    """x, or a ConfigError when it holds no sample: an epoch of nothing recorded a loss of 0.0."""
+    if len(x) == 0:
+        raise ConfigError("Trainer data: no samples (an empty dataset); fit and evaluate need at least one")
+    return x
 
 
 def _loader_batches(data):
@@ -74,7 +86,7 @@ def _concatenated(batches):
         if len(bx) != len(by):
             raise ConfigError(f"Trainer data: a batch has {len(bx)} inputs but {len(by)} targets")
     ends = np.cumsum([len(b) for b in xs])
-    return np.concatenate(xs), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
+    return _nonempty(np.concatenate(xs)), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
 
 
 class EpochData:

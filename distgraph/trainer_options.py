@@ -8,6 +8,7 @@ started workers that then fail one by one.
 """
 
 import math
+import numbers
 import os
 
 from distgraph.distributed.affinity import check_bind_to
@@ -18,7 +19,8 @@ STRATEGIES = ("data", "branches", "pipeline", "auto")
 
 
 def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int or a numpy integer (numpy code computes batch sizes as np.int64), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_positive(v):
@@ -47,7 +49,7 @@ def check_options(opts, where="Trainer", prefix=""):
     if isinstance(workers, tuple | list) and len(workers) == 2 and all(_is_int(w) for w in workers):
         if not 1 <= workers[0] <= workers[1] or backend != "ray":
             fail("workers", f"=(min, max) (elastic) needs 1 ≤ min ≤ max and backend='ray', got {tuple(workers)}")
-        elastic, workers = tuple(workers), workers[1]
+        elastic, workers = tuple(int(w) for w in workers), workers[1]
     if not _is_int(workers) or workers < 1:
         fail("workers", f"must be a positive int or (min, max), got {workers!r}")
     allreduce = opts.get("allreduce", "auto")
@@ -84,13 +86,19 @@ def check_options(opts, where="Trainer", prefix=""):
     if backend == "local" and sync == "async":
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
     bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
-    return workers, elastic, bind_to
+    return int(workers), elastic, bind_to
 
 
 def check_fit(epochs, batch_size):
-    """`fit`'s own arguments: epochs is the epoch count to reach (as Keras's, so a resumed run continues to
-    it), batch_size the global batch."""
+    """`fit`'s own arguments, as ints: epochs is the epoch count to reach (as Keras's, so a resumed run
+    continues to it), batch_size the global batch."""
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"Trainer.fit: epochs must be an int ≥ 0 (the epoch count to reach), got {epochs!r}")
+    return int(epochs), check_batch_size(batch_size, "Trainer.fit")
+
+
+def check_batch_size(batch_size, where):
+    """batch_size as an int, or a ConfigError naming `where` (0 was a bare range() error in evaluate)."""
     if not _is_int(batch_size) or batch_size < 1:
-        raise ConfigError(f"Trainer.fit: batch_size must be a positive int, got {batch_size!r}")
+        raise ConfigError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    return int(batch_size)

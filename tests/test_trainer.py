@@ -262,3 +262,45 @@ def test_the_progress_bar_redraws_at_most_every_half_second_not_every_step(capsy
     assert out.count("epoch   1  loss") == 1 and out.count("epoch   2  loss") == 1
     draws = err.count("\r")
     assert 0 < draws <= 2 * 4 + 2 * elapsed / 0.5, (draws, elapsed)  # open/close per epoch, + one per 0.5 s
+
+
+def test_empty_data_bad_evaluate_batch_size_and_a_non_tensor_loss_are_named():
+    """An empty dataset trained an epoch of nothing and recorded loss 0.0 (evaluate returned loss 0.0);
+    evaluate(batch_size=0) was a bare range() error; a loss_fn returning a float an AttributeError on
+    `.ndim`. numpy integers, as numpy code computes them, are taken for epochs and batch sizes."""
+    x, y = data()
+    with pytest.raises(ConfigError, match="Trainer data: no samples"):
+        make().fit((x[:0], y[:0]), epochs=1)
+    with pytest.raises(ConfigError, match="Trainer data: no samples"):
+        make().evaluate((x[:0], y[:0]))
+    with pytest.raises(ConfigError, match="Trainer.evaluate: batch_size must be a positive int, got 0"):
+        make().evaluate((x, y), batch_size=0)
+    t = make()
+    t.loss_fn = t.step_fn.loss_fn = lambda out, target: 1.0
+    with pytest.raises(ConfigError, match="loss_fn must return a scalar distgraph Tensor, got float"):
+        t.fit((x, y), epochs=1)
+    h = make().fit((x, y), epochs=np.int64(2), batch_size=np.int32(32))
+    assert len(h) == 2 and make().evaluate((x, y), batch_size=np.int64(50))["count"] == 96
+
+
+def test_a_model_with_several_outputs_and_its_own_loss_trains_and_evaluates():
+    """A model returning a tuple, with a loss_fn that takes it apart, failed after the first step with an
+    AttributeError: the accuracy statistic read `.ndim` of the tuple. Accuracy is left out for such models."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls, self.reg = nn.Linear(8, 3), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.cls(x), self.reg(x)
+
+    def loss(out, target):
+        return nn.functional.cross_entropy(out[0], target) + (out[1] ** 2).mean()
+
+    dg.manual_seed(0)
+    model = TwoHeads()
+    trainer = dg.Trainer(model, loss, dg.optim.SGD(model.parameters(), lr=0.1), workers=2, progress=False)
+    h = trainer.fit(data(), epochs=2, batch_size=32, val_data=data(40))
+    assert h["loss"][1] < h["loss"][0] and "accuracy" not in h and "val_loss" in h
+    assert set(trainer.evaluate(data())) == {"loss", "count"}

@@ -15,7 +15,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import NonFiniteError, ShapeError
+from distgraph.errors import ConfigError, NonFiniteError, ShapeError
 
 
 def shard_bounds(n, world, rank):
@@ -101,6 +101,8 @@ class ShardStep:
     def _forward_backward(self, xt, yt, weight, loss_scale):
         out = self.model(xt)
         loss = self.loss_fn(out, yt)
+        if not isinstance(loss, Tensor):  # a float has no gradient to follow (was an AttributeError on .ndim)
+            raise ConfigError(f"loss_fn must return a scalar distgraph Tensor, got {type(loss).__name__}")
         if loss.ndim != 0:
             raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
         if loss_scale is None and not math.isfinite(float(loss.item())):
@@ -116,24 +118,30 @@ class ShardStep:
         return grads, _statistics(out, yt, loss, len(xt))
 
     def evaluate(self, x, y):
-        """Statistics of the model on (x, y) without gradients (eval mode)."""
+        """Statistics of the model on (x, y) without gradients, in eval mode; each module's mode is given
+        back as it was (it was set to training, which put a model the user had in eval mode back in
+        training, frozen layers included)."""
         from distgraph.autograd.grad_mode import no_grad
 
+        modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        with no_grad():
-            xt = Tensor(to_device(x, self.device), device=self.device)
-            yt = Tensor(to_device(y, self.device), device=self.device)
-            out = self.model(xt)
-            stats = _statistics(out, yt, self.loss_fn(out, yt), len(x))
-        self.model.train()
-        return stats
+        try:
+            with no_grad():
+                xt = Tensor(to_device(x, self.device), device=self.device)
+                yt = Tensor(to_device(y, self.device), device=self.device)
+                out = self.model(xt)
+                return _statistics(out, yt, self.loss_fn(out, yt), len(x))
+        finally:
+            for m, training in modes:
+                m.training = training
 
 
 def _statistics(out, y, loss, count):
     """Summable statistics of one shard: loss × count, number correct (classification), count."""
     value = float(loss.item())
     stats = {"loss_sum": value * count, "count": count}
-    if out.ndim == 2 and y.ndim == 1 and y.array.dtype.kind in "iu":
+    # accuracy for one (N, C) output and integer labels; a model with several outputs (a tuple) has none
+    if isinstance(out, Tensor) and out.ndim == 2 and y.ndim == 1 and y.array.dtype.kind in "iu":
         stats["correct"] = int((out.array.argmax(axis=1) == y.array).sum())
     return stats
 
