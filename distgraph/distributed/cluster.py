@@ -5,19 +5,19 @@ their segment on one node or in a gloo group across nodes; async on one node, sh
 (`async_store.py`); otherwise (nccl, async across nodes) in store shard actors (`param_store.py`).
 
 The driver's model and optimizer stay the user's objects; `pull()` copies the store's authoritative
-parameters and optimizer state back into them (for evaluation and checkpoints) and `push()` sends
-them out again (after a checkpoint is loaded). Learning rates are read from the driver's optimizer
+parameters and optimizer state (and rank 0's buffers) back into them, for evaluation and checkpoints,
+and `push()` sends them out again after a checkpoint is loaded (driver_state.py). Learning rates are read from the driver's optimizer
 before every step, so the user's lr scheduler drives the remote updates.
 """
 
 import time
 import uuid
 
-import numpy as np
 import ray
 from ray.util import collective
 
 from distgraph.distributed import runtime, scheduler
+from distgraph.distributed.driver_state import DriverState
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
@@ -34,7 +34,7 @@ class StoreLost(DistributedError):
     """A parameter-store shard died: its state lives only in checkpoints now."""
 
 
-class RayCluster:
+class RayCluster(DriverState):
     def __init__(self, trainer):
         from distgraph.optim.functional import make_optimizer_spec
 
@@ -389,99 +389,6 @@ class RayCluster:
         remove_group(self.group_name)
         self._new_group(self.trainer.workers, self.group)  # the same group: the bundles stay reserved
         self.resend_data()
-
-    # ---- driver <-> store --------------------------------------------------------------------------------
-    def pull(self):
-        """Copy the store's parameters and optimizer state into the driver's model and optimizer; nothing
-        to do while the driver is current (no step ran since the last pull or push, or — sharded — since
-        the epoch's last call brought the snapshot): evaluation, checkpoints and the end of `fit` cost no call."""
-        if self._driver_current:
-            return
-        if self.sharded:
-            self._install_snapshot(self._state_chunks(params=False))
-            return
-        if self.async_shared:
-            record = self.async_scheduler.snapshot()
-            self._install(record["params"], record["version"], record["states"])
-            return
-        params, states = [None] * len(self.params), [{}] * len(self.params)
-        shards = self._ask_stores("state_dict")
-        for sd in shards:
-            for i, arr, st in zip(sd["indices"], sd["params"], sd["state"]):
-                params[i], states[i] = arr, st
-        self._install(params, max(sd["version"] for sd in shards), states)
-
-    def _install(self, params, version, states):
-        """The store's parameters, version and per-parameter optimizer states → the driver's model, step
-        and optimizer; the driver is current from here until the next step runs."""
-        for p, arr in zip(self.params, params):
-            p.array[...] = arr
-        self.trainer.global_step = version
-        osd = self.trainer.optimizer.state_dict()
-        osd["state"] = {i: st for i, st in enumerate(states) if st}
-        self.trainer.optimizer.load_state_dict(osd)
-        self._driver_current = True
-
-    def _state_chunks(self, params):
-        refs = [w.state_chunk.remote(params=params) for w in self.group.actors]
-        return wait_ready(refs, self.trainer.timeout_s, "workers")
-
-    def _install_snapshot(self, chunks):
-        """Every rank's `state_chunk()` → the driver's model, optimizer and step (the snapshot a replay starts from).
-
-        Chunks taken without the parameters (`state_chunk(params=False)`) leave them to be read from the
-        workers' segment — one file read instead of every rank's slice through the object store (5–9 ms
-        of the epoch's end here); a driver on another machine asks the workers for them instead."""
-        from distgraph.distributed.zero import assemble, common_dtype, read_parameters
-
-        shapes, flat = [p.array.shape for p in self.params], None
-        if "params" not in chunks[0]:
-            dtype = common_dtype([p.array for p in self.params])
-            flat = read_parameters(self.group_name, len(chunks), shapes, dtype)
-            if flat is None:
-                chunks = self._state_chunks(params=True)
-        version, params, states = assemble(chunks, shapes, flat)
-        self._install(params, version, states)
-        self._snapshot_step = version - self._epoch_base  # where a replay after a worker fault starts
-        if self.trainer.grad_scaler is not None:
-            self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
-
-    def push(self):
-        """Reset the stores from the driver's model and optimizer (after loading a checkpoint)."""
-        if self.sharded:
-            self._setup_sharded()
-            self.scheduler.set_version(self.trainer.global_step)
-            return
-        if self.async_shared:
-            self._setup_async()
-            return
-        for store in self.stores:
-            ray.kill(store)
-        self.stores = []
-        self._start_stores()
-        self.scheduler.stores = self.stores
-        self.scheduler.param_refs = [s.get_params.remote() for s in self.stores]
-        self.scheduler.set_version(self.trainer.global_step)
-        self._driver_current = True
-
-    def _driver_state(self):
-        """The driver's parameters (host arrays) and each one's optimizer state ({} before its first step)."""
-        state = self.trainer.optimizer.state_dict()["state"]
-        return [np.asarray(p.array) for p in self.params], [state.get(i, {}) for i in range(len(self.params))]
-
-    def _push_optimizer_state(self):
-        params, states = self._driver_state()
-        if not any(states):
-            return
-        for s, members in enumerate(self.members):
-            sd = {
-                "shard_id": s,
-                "version": self.trainer.global_step,
-                "indices": members,
-                "params": [params[i] for i in members],
-                "state": [states[i] for i in members],
-            }
-            ray.get(self.stores[s].load_state_dict.remote(sd))
 
     def close(self):
         if not ray.is_initialized():

@@ -37,6 +37,9 @@ class ShardStep:
         self.model = model.to(self.device) if hasattr(model, "to") else model
         self.loss_fn = loss_fn
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        for b in self._buffers():  # a replica unpickled from Ray's object store holds read-only arrays, and
+            if isinstance(b.array, np.ndarray) and not b.array.flags.writeable:  # batch norm updates in place
+                b.array = b.array.copy()
         self._on_grad = None  # compute()'s `on_grad`, called from the parameters' post-accumulate hooks
         self._hooked = False
 
@@ -56,6 +59,17 @@ class ShardStep:
                 p.array[...] = a
             else:
                 p.array = a.copy()
+
+    def get_buffers(self):
+        """The model's buffers (batch norm's running statistics) as host arrays, in `buffers()` order."""
+        return [to_device(b.array, "cpu") for b in self._buffers()]
+
+    def set_buffers(self, arrays):
+        for b, a in zip(self._buffers(), arrays, strict=True):
+            b.array[...] = to_device(np.asarray(a), self.device)
+
+    def _buffers(self):
+        return [b for b in self.model.buffers() if b is not None]
 
     # ---- compute -------------------------------------------------------------------------------------
     def compute(self, x, y, weight=1.0, loss_scale=None, on_grad=None):

@@ -194,7 +194,14 @@ class TrainWorker:
     def state_chunk(self, params=True):
         chunk = self.sharded.state_chunk(params)
         chunk["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
+        chunk["buffers"] = self.step_fn.get_buffers() if self.rank == 0 else None  # DDP keeps rank 0's
         return chunk
+
+    def get_buffers(self):
+        return self.step_fn.get_buffers()
+
+    def set_buffers(self, arrays):
+        self.step_fn.set_buffers(arrays)
 
     def node(self):
         """The Ray node this worker runs on (shared memory only works between workers of one node)."""

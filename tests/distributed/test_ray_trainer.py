@@ -301,3 +301,36 @@ def test_async_step_checkpoints_land_between_steps_and_the_epoch_end_is_pulled_a
     # the epoch end pulled the store's final state, not the one the last step checkpoint left
     assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(after_fit, model.parameters()))
     assert t.global_step == 8
+
+
+def bn_model():
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    return model, dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "store"])
+def test_ray_fit_brings_rank_0s_batch_norm_buffers_to_the_driver(ray_session, tmp_path, allreduce):
+    """As DDP keeps rank 0's buffers, and the local Trainer the same: after a Ray fit the driver's model holds
+    rank 0's running statistics — not the ones it started with — also across a checkpoint loaded between
+    fits (the workers take the checkpoint's buffers: `push`)."""
+    states = {}
+    for backend in ("local", "ray"):
+        model, opt = bn_model()
+        start = model[1].running_mean.numpy().copy()
+        with dg.Trainer(
+            model, nn.functional.cross_entropy, opt, workers=2, backend=backend, allreduce=allreduce,
+            checkpoint_dir=tmp_path / backend, progress=False,
+        ) as t:  # fmt: skip
+            t.fit(data(), epochs=1, batch_size=32)
+            t.save_checkpoint()
+            t.fit(data(), epochs=2, batch_size=32)
+            t.load_checkpoint()  # back to epoch 1's state, buffers included
+            t.fit(data(), epochs=2, batch_size=32)  # `epochs` counts from the first: epoch 2 again
+            states[backend] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+            evaluated = t.evaluate(data())
+        assert not np.allclose(model[1].running_mean.numpy(), start)
+        states[backend]["eval loss"] = np.array(evaluated["loss"])
+    assert states["ray"].keys() == states["local"].keys()
+    for k, v in states["local"].items():
+        np.testing.assert_allclose(states["ray"][k], v, rtol=0, atol=1e-6, err_msg=k)
