@@ -137,10 +137,21 @@ def test_options_that_would_fail_later_are_refused_when_the_trainer_is_made(tmp_
 def test_ray_options_are_checked_before_any_ray_work(option, value, message):
     """cpus_per_worker and timeout_s reached Ray unchecked (0 CPUs divided by zero when sizing an elastic
     group), and bucket_mb's `<= 0` let NaN through: refused at construction, and no Ray is started."""
+    before = _ray_work()
     with pytest.raises(ConfigError, match=rf"^Trainer: {message}"):
         make(workers=2, backend="ray", **{option: value})
+    assert _ray_work() == before
+
+
+def _ray_work():
+    """None while no Ray runs in this process, else how many placement groups it has: unchanged by a
+    refused Trainer, whether or not an earlier test of the session started Ray."""
     ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    if ray is None or not ray.is_initialized():
+        return None
+    from ray.util import placement_group_table
+
+    return len(placement_group_table())
 
 
 def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
