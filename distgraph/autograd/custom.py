@@ -63,14 +63,19 @@ def _node_name(fn_cls):
     return f"{fn_cls.__name__}Backward"
 
 
-class _CustomOp:
-    """Duck-types the Op interface the engine needs, for one Function subclass."""
+class _EngineOp:
+    """The attributes of the Op interface the engine reads, as a Function's Nodes need them: no saved
+    inputs or output of the engine's own (the ctx holds what backward needs), not a view."""
 
     kind = "custom"
     save = ()
     saves_output = False
     saves_extra = False
     view = False
+
+
+class _CustomOp(_EngineOp):
+    """Duck-types the Op interface the engine needs, for one Function subclass."""
 
     def __init__(self, fn_cls, tensor_positions):
         self.name = fn_cls.__name__
@@ -123,14 +128,8 @@ def _take_parked_grads(ctx):
     return grads
 
 
-class _CustomOutput:
+class _CustomOutput(_EngineOp):
     """The Node op of output `index` of a multi-output Function (see the module docstring)."""
-
-    kind = "custom"
-    save = ()
-    saves_output = False
-    saves_extra = False
-    view = False
 
     def __init__(self, fn_cls, index):
         self.name = fn_cls.__name__
