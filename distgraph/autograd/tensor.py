@@ -8,6 +8,7 @@ holds only state and the few methods that are not ops.
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -40,7 +41,7 @@ class Tensor:
         self.device = device if device is not None else device_of_array(array)
         self.grad = None
         self.grad_fn = None
-        self._vc = [0]
+        self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -78,6 +79,10 @@ class Tensor:
     def is_leaf(self):
         return self.grad_fn is None
 
+    def is_inference(self):
+        """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
+        return self._vc is INFERENCE_VERSION
+
     @property
     def is_cuda(self):
         return self.device.type == "cuda"
@@ -98,6 +103,8 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.array.dtype.kind != "f":
             raise DTypeError(f"only floating point tensors can require gradients, got {self.dtype}")
+        if requires_grad and self._vc is INFERENCE_VERSION and not _grad_state.inference:
+            raise AutogradError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
         if not requires_grad and self.grad_fn is not None:
             raise AutogradError("you can only change requires_grad flags of leaf variables")
         self.requires_grad = bool(requires_grad)
@@ -331,6 +338,28 @@ class Tensor:
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
 
+
+class InferenceVersion(list):
+    """The version counter of every inference tensor: it has none. Reading it is what saving a tensor
+    for backward, an in-place update and `_version` do, so outside inference_mode each of these
+    raises, as torch refuses them (torch words the save and the in-place cases apart; here one message
+    names both). Inside the mode reads give 0 and writes are dropped: nothing there is recorded."""
+
+    def __getitem__(self, i):
+        if _grad_state.inference:
+            return 0
+        raise AutogradError(
+            "Inference tensors cannot be saved for backward or updated in place outside inference_mode "
+            "(they do not track a version counter). Please do not use Tensors created in inference mode in "
+            "computation tracked by autograd: make a clone() to get a normal tensor, or use no_grad() "
+            "instead of inference_mode()."
+        )
+
+    def __setitem__(self, i, value):
+        pass
+
+
+INFERENCE_VERSION = InferenceVersion([0])
 
 post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
 # early-leaf bookkeeping while there are none)
