@@ -152,7 +152,11 @@ def apply(op, inputs, attrs=_EMPTY):
     out.device = dev
     out.grad = None
     out.grad_fn = None
-    out._vc = first._vc if op.view else [0]
+    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`)
+        out._vc = first._vc
+        out._base = first
+    else:
+        out._vc = [0]
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:

@@ -32,6 +32,7 @@ class Tensor:
         "_hooks",
         "_post_hooks",
         "_retains",
+        "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
@@ -79,6 +80,12 @@ class Tensor:
     def is_leaf(self):
         return self.grad_fn is None
 
+    def _is_view(self):
+        """Whether this tensor was made by a view op (reshape, permute, slicing, basic indexing...) and
+        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch)."""
+        base = getattr(self, "_base", None)
+        return base is not None and bool(self.device.xp.may_share_memory(self.array, base.array))
+
     def is_inference(self):
         """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
         return self._vc is INFERENCE_VERSION
@@ -117,6 +124,13 @@ class Tensor:
         return out
 
     def detach_(self):
+        """Detach in place; refused on a view, as torch: the view would leave its base's graph while
+        still sharing its memory (use detach(), which makes a new tensor)."""
+        if self._is_view():
+            raise AutogradError(
+                "detach_: Can't detach views in-place. Use detach() instead (the tensor is a view of another "
+                f"tensor of shape {tuple(self._base.shape)})."
+            )
         self.grad_fn = None
         self.requires_grad = False
         return self
