@@ -5,7 +5,9 @@ from distgraph.autograd.engine import backward, grad  # noqa: F401
 from distgraph.autograd.grad_mode import (  # noqa: F401
     detect_anomaly,
     enable_grad,
+    inference_mode,
     is_grad_enabled,
+    is_inference_mode_enabled,
     no_grad,
     set_detect_anomaly,
     set_grad_enabled,

@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd import tensor as tensor_module
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor
 from distgraph.errors import (
     AutogradError,
     DeviceError,
@@ -152,11 +152,17 @@ def apply(op, inputs, attrs=_EMPTY):
     out.device = dev
     out.grad = None
     out.grad_fn = None
-    out._vc = first._vc if op.view else [0]
+    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`)
+        out._vc = first._vc
+        out._base = first
+    else:
+        out._vc = [0]
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
         out.requires_grad = False
+        if _inference_depth[0] and _grad_state.inference:  # not on the recording path; one list read
+            out._vc = INFERENCE_VERSION
     if _tracer is not None:
         _tracer.record(op, inputs, attrs, out)
     return out
@@ -168,6 +174,7 @@ _np_asarray = np.asarray
 _new_node = object.__new__
 _grad_state = grad_mode.state  # mutated in place, never rebound: one attribute load per op
 _anomaly = grad_mode.anomaly
+_inference_depth = grad_mode.inference_depth
 
 
 def _record(op, inputs, attrs, saved, out):

@@ -1,4 +1,4 @@
-"""Global autograd switches: grad mode (no_grad / enable_grad) and anomaly detection.
+"""Global autograd switches: grad mode (no_grad / enable_grad / inference_mode) and anomaly detection.
 
 State lives in a small mutable object read on every op, so checking it costs one attribute load.
 Grad mode is per thread (as in PyTorch), so executor threads do not see each other's no_grad.
@@ -12,9 +12,12 @@ import threading
 class _State(threading.local):
     def __init__(self):
         self.grad_enabled = True
+        self.inference = False  # inference_mode: new tensors are inference tensors (autograd/tensor.py)
 
 
 state = _State()
+inference_depth = [0]  # how many inference_mode blocks are open in any thread: a plain list read is
+# cheaper than the thread-local flag, so an op outside the mode checks only this (autograd/function.py)
 anomaly = {"enabled": False}
 
 
@@ -126,6 +129,46 @@ class _Mode(_GradModeContext):
 
 def is_grad_enabled():
     return state.grad_enabled
+
+
+class inference_mode(_GradModeContext):  # noqa: N801 - PyTorch's name
+    """no_grad, and every tensor made inside is an inference tensor (`t.is_inference()`).
+
+    An inference tensor has no version counter (see `InferenceVersion` in autograd/tensor.py), so
+    outside the mode it cannot be saved for backward, updated in place or made to require grad: what
+    torch forbids, so inference results can't leak into a later graph. Unlike torch, the mode does
+    not switch autograd off below grad mode: `enable_grad()` inside it records ops again (their new
+    tensors are still inference tensors). `inference_mode(False)` is normal grad mode. Works as a
+    decorator, with or without parentheses.
+    """
+
+    def __new__(cls, mode=True):
+        if callable(mode):  # @inference_mode without parentheses
+            return super().__new__(cls)(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self.prev = state.grad_enabled, state.inference
+        state.grad_enabled, state.inference = not self.mode, self.mode
+        inference_depth[0] += 1
+
+    def __exit__(self, *exc):
+        state.grad_enabled, state.inference = self.prev
+        inference_depth[0] -= 1
+        return False
+
+    def _fresh(self):
+        return type(self)(self.mode)
+
+    def clone(self):
+        return self._fresh()
+
+
+def is_inference_mode_enabled():
+    return state.inference
 
 
 class detect_anomaly:  # noqa: N801 - PyTorch's name

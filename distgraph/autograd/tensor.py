@@ -8,6 +8,7 @@ holds only state and the few methods that are not ops.
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -31,6 +32,7 @@ class Tensor:
         "_hooks",
         "_post_hooks",
         "_retains",
+        "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
@@ -40,7 +42,7 @@ class Tensor:
         self.device = device if device is not None else device_of_array(array)
         self.grad = None
         self.grad_fn = None
-        self._vc = [0]
+        self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -78,6 +80,16 @@ class Tensor:
     def is_leaf(self):
         return self.grad_fn is None
 
+    def _is_view(self):
+        """Whether this tensor was made by a view op (reshape, permute, slicing, basic indexing...) and
+        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch)."""
+        base = getattr(self, "_base", None)
+        return base is not None and bool(self.device.xp.may_share_memory(self.array, base.array))
+
+    def is_inference(self):
+        """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
+        return self._vc is INFERENCE_VERSION
+
     @property
     def is_cuda(self):
         return self.device.type == "cuda"
@@ -98,6 +110,8 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.array.dtype.kind != "f":
             raise DTypeError(f"only floating point tensors can require gradients, got {self.dtype}")
+        if requires_grad and self._vc is INFERENCE_VERSION and not _grad_state.inference:
+            raise AutogradError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
         if not requires_grad and self.grad_fn is not None:
             raise AutogradError("you can only change requires_grad flags of leaf variables")
         self.requires_grad = bool(requires_grad)
@@ -110,6 +124,13 @@ class Tensor:
         return out
 
     def detach_(self):
+        """Detach in place; refused on a view, as torch: the view would leave its base's graph while
+        still sharing its memory (use detach(), which makes a new tensor)."""
+        if self._is_view():
+            raise AutogradError(
+                "detach_: Can't detach views in-place. Use detach() instead (the tensor is a view of another "
+                f"tensor of shape {tuple(self._base.shape)})."
+            )
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -331,6 +352,28 @@ class Tensor:
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
 
+
+class InferenceVersion(list):
+    """The version counter of every inference tensor: it has none. Reading it is what saving a tensor
+    for backward, an in-place update and `_version` do, so outside inference_mode each of these
+    raises, as torch refuses them (torch words the save and the in-place cases apart; here one message
+    names both). Inside the mode reads give 0 and writes are dropped: nothing there is recorded."""
+
+    def __getitem__(self, i):
+        if _grad_state.inference:
+            return 0
+        raise AutogradError(
+            "Inference tensors cannot be saved for backward or updated in place outside inference_mode "
+            "(they do not track a version counter). Please do not use Tensors created in inference mode in "
+            "computation tracked by autograd: make a clone() to get a normal tensor, or use no_grad() "
+            "instead of inference_mode()."
+        )
+
+    def __setitem__(self, i, value):
+        pass
+
+
+INFERENCE_VERSION = InferenceVersion([0])
 
 post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
 # early-leaf bookkeeping while there are none)

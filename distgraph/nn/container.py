@@ -77,15 +77,45 @@ class Sequential(_ModuleSequence):
         keys = list(self._modules)
         for k in keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]:
             del self._modules[k]
-        if all(k.isdigit() for k in self._modules):  # keep indices contiguous, as torch
-            self._renumber(list(self._modules.values()))
+        self._renumber(list(self._modules.values()))  # torch renumbers even named members: "0", "1", ...
+
+    def _check_other(self, other):
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
 
     def __add__(self, other):
+        self._check_other(other)
         return Sequential(*self, *other)
 
+    def __iadd__(self, other):
+        self._check_other(other)
+        return self.extend(list(other))
+
+    def _times(self, n):
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(n)}")
+        if n <= 0:
+            raise ValueError(f"Non-positive multiplication factor {n} for {type(self)}")
+        return list(self) * n
+
+    def __mul__(self, n):
+        """`seq * n`: the same modules (not copies) n times, as torch: their parameters are shared."""
+        return Sequential(*self._times(n))
+
+    __rmul__ = __mul__
+
+    def __imul__(self, n):
+        mods = self._times(n)
+        return self.extend(mods[len(self) :])
+
     def insert(self, index, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.insert: module should be a Module, got {type(module).__name__}")
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"Index out of range: {index}")
         mods = list(self._modules.values())
-        mods.insert(index if index >= 0 else len(mods) + index, module)
+        mods.insert(index if index >= 0 else n + index, module)
         self._renumber(mods)
         return self
 

@@ -15,7 +15,10 @@ from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DistgraphError
+from distgraph.nn.hooks import RemovableHandle, add_hook, call_with_hooks
 from distgraph.nn.parameter import Buffer, Parameter
+
+__all__ = ["Module", "RemovableHandle", "StateDictError"]
 
 
 class StateDictError(DistgraphError, RuntimeError):
@@ -29,28 +32,6 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
-
-
-class RemovableHandle:
-    """What register_*_hook returns: `handle.remove()` unregisters the hook."""
-
-    _next_id = 0
-
-    def __init__(self, hooks, *extra):
-        self.hooks, self.extra = hooks, extra
-        self.id = RemovableHandle._next_id
-        RemovableHandle._next_id += 1
-
-    def remove(self):
-        self.hooks.pop(self.id, None)
-        for d in self.extra:
-            d.discard(self.id)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 def _check_name(module, name, kind):
@@ -78,6 +59,8 @@ class Module:
         d["_forward_hooks_with_kwargs"] = set()
         d["_forward_pre_hooks"] = OrderedDict()
         d["_forward_pre_hooks_with_kwargs"] = set()
+        d["_backward_hooks"] = OrderedDict()
+        d["_backward_pre_hooks"] = OrderedDict()
 
     # ---- registration -------------------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -390,47 +373,26 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks or self._forward_hooks:
-            return self._call_with_hooks(args, kwargs)
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
-
-    def _call_with_hooks(self, args, kwargs):
-        for hid, hook in list(self._forward_pre_hooks.items()):
-            if hid in self._forward_pre_hooks_with_kwargs:
-                res = hook(self, args, kwargs)
-                if res is not None:
-                    if not (isinstance(res, tuple) and len(res) == 2):
-                        raise RuntimeError(
-                            f"forward pre-hook must return None or a tuple of (new_args, new_kwargs), got {res}"
-                        )
-                    args, kwargs = res
-            else:
-                res = hook(self, args)
-                if res is not None:
-                    args = res if isinstance(res, tuple) else (res,)
-        out = self.forward(*args, **kwargs)
-        for hid, hook in list(self._forward_hooks.items()):
-            res = hook(self, args, kwargs, out) if hid in self._forward_hooks_with_kwargs else hook(self, args, out)
-            if res is not None:
-                out = res
-        return out
-
-    def _add_hook(self, hooks, kw_ids, hook, prepend, with_kwargs):
-        handle = RemovableHandle(hooks, kw_ids)
-        hooks[handle.id] = hook
-        if with_kwargs:
-            kw_ids.add(handle.id)
-        if prepend:
-            hooks.move_to_end(handle.id, last=False)
-        return handle
 
     def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """hook(module, args) -> None or new args (hook(module, args, kwargs) -> None or (args, kwargs))."""
-        return self._add_hook(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs, hook, prepend, with_kwargs)
+        return add_hook(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs, hook, prepend, with_kwargs)
 
     def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
         """hook(module, args, output) -> None or a replacement output (with_kwargs: (module, args, kwargs, output))."""
-        return self._add_hook(self._forward_hooks, self._forward_hooks_with_kwargs, hook, prepend, with_kwargs)
+        return add_hook(self._forward_hooks, self._forward_hooks_with_kwargs, hook, prepend, with_kwargs)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """hook(module, grad_output) -> None or new grad_output, before the gradient enters the module."""
+        return add_hook(self._backward_pre_hooks, set(), hook, prepend)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """hook(module, grad_input, grad_output) -> None or new grad_input, once the inputs' gradients
+        are known (see nn/hooks.py for which tensors count and when it fires)."""
+        return add_hook(self._backward_hooks, set(), hook, prepend)
 
     # ---- repr ---------------------------------------------------------------------------------------------
     def extra_repr(self):
@@ -458,3 +420,5 @@ class Module:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        for name in ("_backward_hooks", "_backward_pre_hooks"):  # state pickled before these existed
+            self.__dict__.setdefault(name, OrderedDict())

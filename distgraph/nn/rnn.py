@@ -5,6 +5,10 @@ U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directi
 direction is one matmul for every step's input projection (x·W_ihᵀ) and one fused op for the
 recurrence (`ops.recurrent.rnn_layer`, with its own BPTT op for backward), so a sequence costs a
 handful of ops, not ~15 per step. The cells are composed from per-step ops.
+
+LSTM's `proj_size` (torch's projection: h_t = W_hr·(o_t ⊙ tanh c_t), weight_hr_l{k} of shape (P, H),
+h and the output of size P) runs as per-step cells plus one matmul per step: the fused op has no
+projection, so a projected LSTM pays the per-step overhead the fused op avoids.
 """
 
 import math
@@ -21,8 +25,15 @@ from distgraph.ops.shape import cat, narrow, stack
 
 class RNNBase(Module):
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, nonlinearity="tanh", device=None, dtype=None):  # fmt: skip
+                 bidirectional=False, nonlinearity="tanh", proj_size=0, device=None, dtype=None):  # fmt: skip
         super().__init__()
+        if proj_size < 0:
+            raise ValueError(f"{mode}: proj_size should be a positive integer or zero to disable projections")
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"{mode}: proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{mode}: proj_size has to be smaller than hidden_size")
+        self.proj_size = proj_size
         if mode == "RNN":
             if nonlinearity not in ("tanh", "relu"):
                 raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r} (tanh or relu)")
@@ -34,15 +45,20 @@ class RNNBase(Module):
         self.nonlinearity = nonlinearity
         gate = GATES[mode] * hidden_size
         dirs = 2 if bidirectional else 1
+        out_size = proj_size or hidden_size  # what h carries: the projection's size when there is one
         for layer in range(num_layers):
             for d in range(dirs):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                in_size = input_size if layer == 0 else hidden_size * dirs
+                in_size = input_size if layer == 0 else out_size * dirs
                 setattr(self, "weight_ih" + sfx, Parameter(empty(gate, in_size, device=device, dtype=dtype)))
-                setattr(self, "weight_hh" + sfx, Parameter(empty(gate, hidden_size, device=device, dtype=dtype)))
+                setattr(self, "weight_hh" + sfx, Parameter(empty(gate, out_size, device=device, dtype=dtype)))
                 if bias:
                     setattr(self, "bias_ih" + sfx, Parameter(empty(gate, device=device, dtype=dtype)))
                     setattr(self, "bias_hh" + sfx, Parameter(empty(gate, device=device, dtype=dtype)))
+                if proj_size:
+                    setattr(
+                        self, "weight_hr" + sfx, Parameter(empty(proj_size, hidden_size, device=device, dtype=dtype))
+                    )
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -65,7 +81,7 @@ class RNNBase(Module):
                 f"got {input.shape[-1]}"
             )
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
-        steps, batch, hid = x.shape[0], x.shape[1], self.hidden_size
+        steps, batch, hid = x.shape[0], x.shape[1], self.proj_size or self.hidden_size  # hid: h's size
         dirs = 2 if self.bidirectional else 1
         lstm = self.mode == "LSTM"
         h0, c0 = self._initial(hx, batch, dirs, unbatched, x)
@@ -81,7 +97,11 @@ class RNNBase(Module):
                 else:  # b_hh only adds: fold it into the projection
                     xw = F.linear(x, w_ih, b_ih + b_hh if self.bias else None)
                     rest = (c0[k], w_hh) if lstm else (w_hh,)
-                y = rnn_layer(self.mode, xw, h0[k], *rest, reverse=bool(d))  # (L, N, H), LSTM (L, N, 2H)
+                if self.proj_size:  # (L, N, P + H): [h_t | c_t] at every step
+                    w_hr = getattr(self, f"weight_hr_l{layer}" + ("_reverse" if d else ""))
+                    y = _projected_lstm(xw, h0[k], c0[k], w_hh, w_hr, bool(d))
+                else:
+                    y = rnn_layer(self.mode, xw, h0[k], *rest, reverse=bool(d))  # (L, N, H), LSTM (L, N, 2H)
                 outs.append(narrow(y, 2, 0, hid) if lstm else y)
                 h_n.append(y[last, :, :hid])
                 if lstm:
@@ -99,10 +119,11 @@ class RNNBase(Module):
         return out, h_n
 
     def _initial(self, hx, batch, dirs, unbatched, x):
-        shape = (self.num_layers * dirs, batch, self.hidden_size)
+        shape = (self.num_layers * dirs, batch, self.proj_size or self.hidden_size)
+        c_shape = (self.num_layers * dirs, batch, self.hidden_size)
         if hx is None:
             z = zeros(*shape, dtype=x.dtype, device=x.device)
-            return z, z
+            return z, (zeros(*c_shape, dtype=x.dtype, device=x.device) if self.proj_size else z)
         name = type(self).__name__
         if self.mode == "LSTM":
             if not isinstance(hx, tuple | list) or len(hx) != 2:
@@ -113,13 +134,15 @@ class RNNBase(Module):
         if unbatched:
             h = h.unsqueeze(1)
             c = c.unsqueeze(1) if c is not None else None
-        for label, t in (("hidden", h), ("cell", c)):  # c_0 is read row by row: a wrong shape would pass silently
-            if t is not None and tuple(t.shape) != shape:
-                raise ShapeError(f"{name}: expected {label} size {shape}, got {tuple(t.shape)}")
+        for label, t, want in (("hidden", h, shape), ("cell", c, c_shape)):  # c_0 is read row by row
+            if t is not None and tuple(t.shape) != want:
+                raise ShapeError(f"{name}: expected {label} size {want}, got {tuple(t.shape)}")
         return h, c
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:  # torch's order: right after the sizes
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if self.batch_first:
@@ -131,6 +154,17 @@ class RNNBase(Module):
         if not self.bias:
             s += ", bias=False"
         return s
+
+
+def _projected_lstm(xw, h, c, w_hh, w_hr, reverse):
+    """One direction of a projected LSTM layer from per-step ops: [h_t | c_t] stacked, (L, N, P + H)."""
+    steps = xw.unbind(0)
+    out = [None] * len(steps)
+    for t in range(len(steps) - 1, -1, -1) if reverse else range(len(steps)):
+        h, c = lstm_cell(steps[t], (h, c), w_hh)
+        h = F.linear(h, w_hr)
+        out[t] = cat((h, c), -1)
+    return stack(out, 0)
 
 
 class RNN(RNNBase):

@@ -72,6 +72,7 @@ def getitem(input, index):
     out = _getitem(input, index=index)
     if is_basic_index(index):  # a view: writes through it change `input`, so they share versions
         out._vc = input._vc
+        out._base = input
     return out
 
 

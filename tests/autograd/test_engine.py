@@ -375,3 +375,31 @@ def test_backward_on_an_output_and_a_tensor_derived_from_it_reaches_the_leaves()
     dg.autograd.backward([y, z], [dg.tensor(gy), dg.tensor(gz)])
     torch.autograd.backward([yt, zt], [torch.tensor(gy), torch.tensor(gz)])
     close(x.grad, xt.grad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lib: lib.zeros(3)[0],
+        lambda lib: lib.zeros(3, requires_grad=True)[1:],
+        lambda lib: (lib.zeros(3, requires_grad=True) * 1).view(3, 1),
+        lambda lib: lib.zeros(2, 3).t(),
+        lambda lib: lib.zeros(2, 3).permute(1, 0),
+    ],
+    ids=["index", "slice-of-leaf", "view-of-result", "t", "permute"],
+)
+def test_detach_in_place_of_a_view_raises_as_torch(make):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="Can't detach views in-place"):
+        make(torch).detach_()
+    with pytest.raises(dg.errors.AutogradError, match="detach_: Can't detach views in-place. Use detach"):
+        make(dg).detach_()
+
+
+def test_detach_in_place_of_a_non_view_a_detached_tensor_or_a_copying_reshape_works():
+    b = dg.zeros(3, requires_grad=True)
+    out = (b * 1).detach_()
+    assert out.grad_fn is None and not out.requires_grad
+    assert b.detach().detach_() is not None
+    assert b[[0, 1]].detach_() is not None  # advanced indexing copies
+    assert dg.zeros(2, 3).t().reshape(6).detach_() is not None  # reshape had to copy, as in torch

@@ -294,3 +294,57 @@ def test_forward_missing_names_the_module():
 
     with pytest.raises(NotImplementedError, match=r"Module \[NoForward\] is missing"):
         NoForward()(dg.zeros(1))
+
+
+def _dict_and_namedtuple_model(m):
+    import collections
+
+    Out = collections.namedtuple("Out", "logits hidden")
+
+    class Heads(m.Module):
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+            self.body = m.Linear(3, 4)
+            self.head = m.Linear(4, 2)
+
+        def forward(self, x):
+            h = m.functional.relu(self.body(x))
+            if self.kind == "dict":
+                return {"logits": self.head(h), "hidden": h}
+            return Out(self.head(h), h)
+
+    return Heads
+
+
+@pytest.mark.parametrize("kind", ["dict", "namedtuple"])
+def test_module_returning_a_dict_or_namedtuple_backward_state_dict_and_forward_hooks_as_torch(kind):
+    tm = _dict_and_namedtuple_model(torch.nn)(kind).double()
+    dm = _dict_and_namedtuple_model(nn)(kind).double()
+    assert list(dm.state_dict()) == list(tm.state_dict()) == ["body.weight", "body.bias", "head.weight", "head.bias"]
+    dm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    seen = {}
+
+    def hook(lib):
+        def fn(mod, args, out):
+            seen[lib] = type(out).__name__
+            get = (lambda k: out[k]) if isinstance(out, dict) else (lambda k: getattr(out, k))
+            return {"logits": get("logits") * 2, "hidden": get("hidden")} if isinstance(out, dict) else out
+
+        return fn
+
+    dm.register_forward_hook(hook("dg"))
+    tm.register_forward_hook(hook("torch"))
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    xd, xt = dg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    outs = []
+    for model, inp in ((dm, xd), (tm, xt)):
+        out = model(inp)
+        parts = (out["logits"], out["hidden"]) if kind == "dict" else (out.logits, out.hidden)
+        ((parts[0] ** 2).sum() + parts[1].sum()).backward()
+        outs.append(parts[0])
+    assert seen["dg"] == seen["torch"]
+    np.testing.assert_allclose(outs[0].detach().numpy(), outs[1].detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-10)
+    for (name, p), q in zip(dm.named_parameters(), tm.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, err_msg=name)

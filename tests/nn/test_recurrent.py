@@ -201,3 +201,60 @@ def test_lstm_rejects_a_cell_state_of_the_wrong_shape_or_a_missing_one():
         m(x, (h0, dg.randn(2, 2, 4)))
     with pytest.raises(ShapeError, match=r"LSTM: the initial state must be a tuple \(h_0, c_0\)"):
         m(x, h0)
+
+
+PROJ_CASES = [
+    dict(),
+    dict(num_layers=2),
+    dict(bidirectional=True),
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(num_layers=2, bias=False),
+]
+
+
+@pytest.mark.parametrize("kw", PROJ_CASES, ids=[str(k) for k in PROJ_CASES])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_lstm_with_projection_matches_torch(kw, with_h0):
+    dm, tm = nn.LSTM(4, 5, proj_size=3, **kw), torch.nn.LSTM(4, 5, proj_size=3, **kw)
+    assert list(dm.state_dict()) == list(tm.state_dict())
+    assert [tuple(p.shape) for p in dm.parameters()] == [tuple(p.shape) for p in tm.parameters()]
+    assert repr(dm) == repr(tm)
+    copy(dm, tm)
+    x = rng.standard_normal((6, 2, 4))
+    leaves_d, leaves_t = [dg.tensor(x, requires_grad=True)], [torch.tensor(x, requires_grad=True)]
+    if with_h0:
+        layers = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+        batch = 6 if kw.get("batch_first") else 2
+        states = [rng.standard_normal((layers, batch, 3)), rng.standard_normal((layers, batch, 5))]
+        leaves_d += [dg.tensor(s, requires_grad=True) for s in states]
+        leaves_t += [torch.tensor(s, requires_grad=True) for s in states]
+    args_d = [leaves_d[0]] + ([tuple(leaves_d[1:])] if with_h0 else [])
+    args_t = [leaves_t[0]] + ([tuple(leaves_t[1:])] if with_h0 else [])
+    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
+    for a, b in zip(outs_d, outs_t):
+        assert tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
+    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
+    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+    for i, (a, b) in enumerate(zip(leaves_d, leaves_t)):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=f"leaf {i}")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.GRU(4, 5, proj_size=2),
+        lambda m: m.RNN(4, 5, proj_size=2),
+        lambda m: m.LSTM(4, 5, proj_size=5),
+        lambda m: m.LSTM(4, 5, proj_size=-1),
+    ],
+    ids=["gru", "rnn", "not-smaller", "negative"],
+)
+def test_bad_proj_size_is_refused_as_torch(make):
+    with pytest.raises(ValueError):
+        make(torch.nn)
+    with pytest.raises(ValueError):
+        make(nn)

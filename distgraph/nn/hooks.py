@@ -1,0 +1,196 @@
+"""Module hooks: removal handles, the hooked call path, and torch's full backward hooks.
+
+`Module.__call__` comes here only when a hook is registered, so a plain call pays nothing.
+
+Full backward hooks follow torch's `BackwardHook`: the module's positional Tensor arguments and its
+Tensor outputs (a Tensor or a tuple of them, namedtuples included) each pass through one identity
+Function, `BackwardHookFunction`. In backward the output-side node sees every output's gradient at
+once (None where none arrived): the backward pre-hooks run there and may replace them, and they flow
+on into the module. The input-side node sees the gradients of every input at once: the full hooks run
+there, `hook(module, grad_input, grad_output)`, and may replace grad_input. When no input requires
+grad, the full hooks run at the output side with grad_input all None (torch warns the same way). A
+module that returns anything else (a dict) gets a warning and no backward hook calls, as in torch.
+"""
+
+import warnings
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.custom import Function
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import AutogradError
+
+
+class RemovableHandle:
+    """What register_*_hook returns: `handle.remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks, *extra):
+        self.hooks, self.extra = hooks, extra
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+        for d in self.extra:
+            d.discard(self.id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def add_hook(hooks, kw_ids, hook, prepend, with_kwargs=False):
+    handle = RemovableHandle(hooks, kw_ids)
+    hooks[handle.id] = hook
+    if with_kwargs:
+        kw_ids.add(handle.id)
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
+def call_with_hooks(module, args, kwargs):
+    """Module.__call__ when any hook is registered: forward pre-hooks, backward-hook wrapping of the
+    inputs, forward, forward hooks, backward-hook wrapping of the outputs (torch's order)."""
+    for hid, hook in list(module._forward_pre_hooks.items()):
+        if hid in module._forward_pre_hooks_with_kwargs:
+            res = hook(module, args, kwargs)
+            if res is not None:
+                if not (isinstance(res, tuple) and len(res) == 2):
+                    raise RuntimeError(
+                        f"forward pre-hook must return None or a tuple of (new_args, new_kwargs), got {res}"
+                    )
+                args, kwargs = res
+        else:
+            res = hook(module, args)
+            if res is not None:
+                args = res if isinstance(res, tuple) else (res,)
+    bw = None
+    if module._backward_hooks or module._backward_pre_hooks:
+        bw = BackwardHook(module, list(module._backward_hooks.values()), list(module._backward_pre_hooks.values()))
+        args = bw.setup_input_hook(args)
+    out = module.forward(*args, **kwargs)
+    for hid, hook in list(module._forward_hooks.items()):
+        res = hook(module, args, kwargs, out) if hid in module._forward_hooks_with_kwargs else hook(module, args, out)
+        if res is not None:
+            out = res
+    if bw is not None:
+        if not isinstance(out, Tensor | tuple):
+            warnings.warn(
+                "For backward hooks to be called, module output should be a Tensor or a tuple of Tensors "
+                f"but received {type(out)}",
+                stacklevel=3,
+            )
+        out = bw.setup_output_hook(out)
+    return out
+
+
+class BackwardHookFunction(Function):
+    """Identity on its Tensor arguments; its backward hands the gradients to `on_backward` (a
+    BackwardHook's method), whose result flows on. Outputs for inputs without grad are not
+    differentiable, so the wrapping never makes a tensor require grad."""
+
+    @staticmethod
+    def forward(ctx, on_backward, materialize, *tensors):
+        ctx.on_backward = on_backward
+        ctx.set_materialize_grads(materialize)
+        ctx.mark_non_differentiable(*[t for t in tensors if not t.requires_grad])
+        return tensors if len(tensors) > 1 else tensors[0]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, *ctx.on_backward(grads))
+
+
+def _pack(indices, values, size):
+    res = [None] * size
+    for i, v in zip(indices, values):
+        res[i] = v
+    return tuple(res)
+
+
+class BackwardHook:
+    """One hooked call's link between the gradients of its outputs and those of its inputs."""
+
+    def __init__(self, module, hooks, pre_hooks):
+        self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
+        self.grad_outputs = None
+        self.n_inputs = self.n_outputs = -1
+        self.input_index = self.output_index = None
+
+    def _wrap(self, args, on_backward, materialize):
+        """args with their Tensors replaced by BackwardHookFunction's outputs, and the Tensors' positions
+        (None, args unchanged, when no Tensor requires grad or grad mode is off)."""
+        index = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        if not (grad_mode.state.grad_enabled and any(args[i].requires_grad for i in index)):
+            return args, None
+        new = BackwardHookFunction.apply(on_backward, materialize, *[args[i] for i in index])
+        new = new if isinstance(new, tuple) else (new,)
+        out = list(args)
+        for i, t in zip(index, new):
+            out[i] = t
+        return (tuple(out) if type(args) is tuple else type(args)(*out)), index
+
+    def setup_input_hook(self, args):
+        # torch hands the hooks the input node's results: zeros (not None) for inputs that got no gradient
+        res, self.input_index = self._wrap(args, self._on_input_grads, True)
+        self.n_inputs = len(args)
+        return res
+
+    def setup_output_hook(self, out):
+        single = not isinstance(out, tuple)
+        res, self.output_index = self._wrap((out,) if single else out, self._on_output_grads, False)
+        self.n_outputs = 1 if single else len(out)
+        return res[0] if single else res
+
+    def _name(self):
+        return type(self.module).__name__
+
+    def _on_output_grads(self, grads):
+        self.grad_outputs = _pack(self.output_index, grads, self.n_outputs)
+        for hook in self.pre_hooks:
+            new = hook(self.module, self.grad_outputs)
+            if new is None:
+                continue
+            if len(new) != len(self.grad_outputs):
+                raise AutogradError(
+                    f"{self._name()}: backward pre hook returned an invalid number of grad_output, "
+                    f"got {len(new)}, but expected {len(self.grad_outputs)}"
+                )
+            self.grad_outputs = tuple(new)
+        local = self.grad_outputs
+        if self.input_index is None:  # no input requires grad: the full hooks fire here (torch warns too)
+            warnings.warn(
+                "Full backward hook is firing when gradients are computed with respect to module outputs "
+                "since no inputs require gradients.",
+                stacklevel=2,
+            )
+            for hook in self.hooks:
+                res = hook(self.module, (None,) * self.n_inputs, self.grad_outputs)
+                if res is not None and not (isinstance(res, tuple) and all(r is None for r in res)):
+                    raise AutogradError(
+                        f"{self._name()}: backward hook for a module where no input requires gradient "
+                        "should always return None or None for all gradients."
+                    )
+            self.grad_outputs = None
+        return tuple(local[i] for i in self.output_index)
+
+    def _on_input_grads(self, grads):
+        if self.grad_outputs is None:  # the gradient reached the inputs without passing the outputs
+            return grads
+        res = _pack(self.input_index, grads, self.n_inputs)
+        for hook in self.hooks:
+            new = hook(self.module, res, self.grad_outputs)
+            if new is None:
+                continue
+            if len(new) != len(res):
+                raise AutogradError(
+                    f"{self._name()}: backward hook returned an invalid number of grad_input, "
+                    f"got {len(new)}, but expected {len(res)}"
+                )
+            res = tuple(new)
+        self.grad_outputs = None
+        return tuple(res[i] for i in self.input_index)

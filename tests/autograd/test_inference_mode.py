@@ -1,0 +1,96 @@
+"""dg.inference_mode against torch.inference_mode: flags, inference tensors, what is refused later."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from distgraph.errors import AutogradError
+from tests import parity
+
+torch = pytest.importorskip("torch")
+
+
+def _state(lib):
+    """What each library says inside inference_mode (and nested inference_mode(False))."""
+    with lib.inference_mode():
+        x = lib.ones(2)
+        w = lib.ones(2, requires_grad=True)
+        y = x * 2
+        inside = (
+            lib.is_inference_mode_enabled(),
+            lib.is_grad_enabled(),
+            x.is_inference(),
+            y.is_inference(),
+            x[0].is_inference(),
+            (w * 2).requires_grad,
+            w.is_inference(),
+        )
+        with lib.inference_mode(False):
+            nested = (lib.is_inference_mode_enabled(), lib.is_grad_enabled(), lib.ones(1).is_inference())
+        x.add_(1)  # in place inside the mode is allowed
+    after = (lib.is_inference_mode_enabled(), lib.is_grad_enabled(), (x * 2).is_inference(), x.detach().is_inference())
+    with lib.no_grad():
+        plain = lib.ones(1).is_inference()
+    return inside, nested, after, plain, x.clone().is_inference()
+
+
+def test_inference_mode_flags_and_inference_tensors_match_torch():
+    assert _state(dg) == _state(torch)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda x, w: (x * w).sum().backward(),  # mul saves x for backward
+        lambda x, w: w @ x,
+        lambda x, w: x.add_(1),
+        lambda x, w: x._version,
+        lambda x, w: x.requires_grad_(),
+    ],
+    ids=["saved-by-mul", "saved-by-matmul", "inplace", "version", "requires-grad"],
+)
+def test_inference_tensor_is_refused_later_where_torch_refuses_it(use):
+    for lib, err in ((torch, RuntimeError), (dg, AutogradError)):
+        with lib.inference_mode():
+            x = lib.ones(2, dtype=lib.float64)
+        w = lib.ones(2, dtype=lib.float64, requires_grad=True)
+        with pytest.raises(err, match="[Ii]nference tensor"):
+            use(x, w)
+
+
+def test_inference_tensor_in_an_op_that_saves_nothing_and_a_clone_are_fine():
+    with dg.inference_mode():
+        x = dg.ones(2, dtype=dg.float64)
+    w = dg.ones(2, dtype=dg.float64, requires_grad=True)
+    (x + w).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+    (x.clone() * w).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0])
+
+
+def test_inference_mode_as_decorator_with_and_without_parentheses():
+    @dg.inference_mode
+    def bare(a):
+        return a * 2, dg.is_inference_mode_enabled()
+
+    @dg.inference_mode()
+    def called(a):
+        return a * 2
+
+    w = dg.ones(2, requires_grad=True)
+    out, on = bare(w)
+    assert on and out.is_inference() and not out.requires_grad
+    assert called(w).is_inference()
+    assert not dg.is_inference_mode_enabled() and dg.is_grad_enabled()
+
+
+def test_model_forward_under_inference_mode_matches_torch():
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+
+    def run(lib):
+        with lib.inference_mode():
+            return lib.tanh(lib.tensor(x) @ lib.tensor(w).T)
+
+    out = parity.check(lambda: run(dg), lambda: run(torch), grad=False)
+    assert out.is_inference()
