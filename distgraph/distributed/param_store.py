@@ -139,8 +139,8 @@ class ParameterShard:
         self.previous = (self.version, [p.copy() for p in self.params])  # a replay after a fault may need it
         for k, (p, g) in enumerate(zip(self.params, grads)):
             # lrs[k]: an lr, or (a per-step schedule) the step's whole hyperparameters, momentum included
-            new = lrs[k] if lrs is None or isinstance(lrs[k], dict) else {"lr": lrs[k]}
-            hyper = self.hyper[k] if lrs is None else {**self.hyper[k], **new}
+            new = {} if lrs is None else lrs[k] if isinstance(lrs[k], dict) else {"lr": lrs[k]}
+            hyper = {**self.hyper[k], **new}
             self.update(p, np.asarray(g), self.state[k], **hyper)
         self.version += 1
         self.applied += 1
