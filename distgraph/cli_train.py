@@ -71,7 +71,11 @@ def train(
             from distgraph.amp import GradScaler
 
             t["grad_scaler"] = GradScaler(**cfg["loss_scaling"])
-        trainer = dg.Trainer(model, loss_fn, optimizer, scheduler=scheduler, seed=seed, progress=not quiet, **t)
+        interval = cfgmod.scheduler_interval(cfg)
+        trainer = dg.Trainer(
+            model, loss_fn, optimizer, scheduler=scheduler, scheduler_interval=interval, seed=seed,
+            progress=not quiet, **t,
+        )  # fmt: skip
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     start = time.perf_counter()

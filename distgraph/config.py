@@ -17,7 +17,34 @@ SCHEMA = {
     "model": list,
     "loss": str,
     "optimizer": {"name": str, "lr": float, "momentum": float, "weight_decay": float, "betas": list, "nesterov": bool},
-    "scheduler": {"name": str, "step_size": int, "gamma": float, "T_max": int, "milestones": list},
+    # interval: "epoch" (default) or "step" — when the Trainer steps it (Trainer(scheduler_interval=...)); it
+    # lives with the scheduler, as Lightning's lr_scheduler config holds its "interval"
+    "scheduler": {
+        "name": str,
+        "interval": str,
+        "step_size": int,
+        "gamma": float,
+        "T_max": int,
+        "milestones": list,
+        "eta_min": float,
+        "start_factor": float,
+        "end_factor": float,
+        "total_iters": int,
+        "max_lr": float,
+        "total_steps": int,
+        "epochs": int,
+        "steps_per_epoch": int,
+        "pct_start": float,
+        "anneal_strategy": str,
+        "cycle_momentum": bool,
+        "base_momentum": float,
+        "max_momentum": float,
+        "div_factor": float,
+        "final_div_factor": float,
+        "mode": str,
+        "factor": float,
+        "patience": int,
+    },
     "train": {"epochs": int, "batch_size": int, "seed": int},
     # dynamic loss scaling (distgraph.amp.GradScaler's arguments); overflowing steps are skipped and counted
     "loss_scaling": {"init_scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int},
@@ -43,7 +70,9 @@ SCHEMA = {
 REQUIRED = ("data", "model", "loss", "optimizer", "train")
 LOSSES = ("cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "nll_loss", "binary_cross_entropy_with_logits")
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")
-SCHEDULERS = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR")
+SCHEDULERS = (
+    "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau",
+)  # fmt: skip
 
 
 def _type_ok(value, expected):
@@ -121,6 +150,12 @@ def _validate_names(cfg, source):
         raise ConfigError(f"{source}: optimizer.name must be one of {', '.join(OPTIMIZERS)}")
     if "scheduler" in cfg and cfg["scheduler"].get("name") not in SCHEDULERS:
         raise ConfigError(f"{source}: scheduler.name must be one of {', '.join(SCHEDULERS)}")
+    if "scheduler" in cfg:
+        from distgraph.trainer_schedule import check_interval
+
+        check_interval(
+            cfg["scheduler"].get("interval", "epoch"), cfg["scheduler"]["name"], source, "scheduler.interval"
+        )
     from distgraph.amp import check_scaler_options
     from distgraph.trainer_options import check_options
 
@@ -177,8 +212,13 @@ def build_scheduler(cfg, optimizer, source="config"):
         return None
     from distgraph.optim import lr_scheduler
 
-    kwargs = {k: v for k, v in cfg["scheduler"].items() if k != "name"}
+    kwargs = {k: v for k, v in cfg["scheduler"].items() if k not in ("name", "interval")}
     return _built(lambda: getattr(lr_scheduler, cfg["scheduler"]["name"])(optimizer, **kwargs), source, "scheduler")
+
+
+def scheduler_interval(cfg):
+    """When the Trainer steps the config's scheduler: "epoch" (the default) or "step"."""
+    return cfg.get("scheduler", {}).get("interval", "epoch")
 
 
 def build_loss(cfg):

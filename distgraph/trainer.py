@@ -10,9 +10,11 @@ group; in async mode (with a staleness bound) across nodes, parameter-store acto
 splits the captured step by the graph instead (`trainer_plan.py`); `"auto"` asks the cost model.
 `grad_scaler=GradScaler()` adds dynamic loss scaling: overflowing steps are skipped and counted.
 `scheduler=` is stepped once per epoch, at its end after validation, as a torch loop steps an epoch
-scheduler (ReduceLROnPlateau with the epoch's val_loss, or its training loss without val_data); the
-Trainer has no per-batch stepping, so a schedule torch steps per batch (OneCycleLR, a warm-up) must be
-given in epochs (OneCycleLR's total_steps = epochs).
+scheduler (ReduceLROnPlateau with the epoch's val_loss, or its training loss without val_data); with
+`scheduler_interval="step"` it is stepped after every step instead, as a torch loop steps OneCycleLR or a
+warm-up per batch (Lightning's `"interval": "step"`), on every backend, strategy and sync mode: each step's
+hyperparameters are computed ahead for the epoch (`trainer_schedule.py`: why, and how faults and resumes
+keep the same rows). The history's `lr` is the lr (first param group) of the epoch's last step.
 `bind_to="core"` binds each Ray worker to cores of its own on its node, as mpirun's `--bind-to core`
 (`distributed/affinity.py`: why, and what it measured); off by default, as in Ray.
 
@@ -30,6 +32,7 @@ from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays
 from distgraph.trainer_options import check_batch_size, check_fit, check_options
+from distgraph.trainer_schedule import StepSchedule, check_interval
 
 
 class Trainer:
@@ -48,6 +51,7 @@ class Trainer:
         allreduce="auto",
         bucket_mb=25,
         scheduler=None,
+        scheduler_interval="epoch",
         grad_scaler=None,
         checkpoint_dir=None,
         checkpoint_every=None,
@@ -74,6 +78,10 @@ class Trainer:
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
+        check_interval(scheduler_interval, type(scheduler).__name__)
+        self.scheduler_interval = scheduler_interval
+        self._schedule = None  # per-step schedules: the epoch's StepSchedule
+        self._scheduled = 0  # per-step schedules: epoch steps the real scheduler has been stepped for
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.enabled else None
         self.workers, self.backend, self.device, self.sync = workers, backend, device, sync
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
@@ -107,6 +115,7 @@ class Trainer:
         while self.epoch < epochs:
             epoch, first = self.epoch, self.epoch_step
             x, y, batches, fresh = source.epoch(epoch)
+            self._start_schedule(first)
             if fresh and self._cluster is not None:
                 self._cluster.set_data(x, y)
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
@@ -126,9 +135,12 @@ class Trainer:
                 rate = seen[0] / max(time.perf_counter() - start, 1e-9)
                 # refresh=False: drawn by the next update, at most every mininterval; a terminal write per
                 # step made the digits fit 1.1–1.3× slower and filled redirected logs
+                row = self.step_hypers(t)  # a per-step schedule: the lr this step used
+                lr = {} if row is None or "lr" not in row[0] else {"lr": f"{row[0]['lr']:.3g}"}
                 bar.set_postfix(
-                    loss=f"{stats['loss']:.4f}", per_worker=_per_worker(workers, rate / self.workers), refresh=False
-                )
+                    loss=f"{stats['loss']:.4f}", **lr, per_worker=_per_worker(workers, rate / self.workers),
+                    refresh=False,
+                )  # fmt: skip
                 bar.update(1)
 
             if self._cluster is not None:
@@ -139,14 +151,19 @@ class Trainer:
                     continue  # a store shard was lost: restored from the checkpoint, redo from there
             else:
                 for t in range(first, len(batches)):
+                    self.apply_step_hypers(t)
                     on_step(t, self._local_step(x, y, batches[t]))
                     if t + 1 < len(batches):
                         self._step_checkpoint(t + 1)
             bar.close()
+            record_lr = self._last_lr(first + len(parts) - 1)
+            self._catch_up_scheduler(first + len(parts))
             self.epoch_step = 0
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
             record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": done / elapsed, "time_s": elapsed}
+            if record_lr is not None:
+                record["lr"] = record_lr
             if workers:  # each worker's samples per second of its own compute: a straggler shows here
                 record["worker_samples_per_s"] = [n / max(sec, 1e-9) for n, sec in workers.values()]
             if self.grad_scaler is not None:
@@ -173,12 +190,45 @@ class Trainer:
         without val_data; Keras's callback watches val_loss too); it used to be called with none and fail."""
         from distgraph.optim.lr_scheduler import ReduceLROnPlateau
 
-        if self.lr_scheduler is None:
-            return
+        if self.lr_scheduler is None or self._schedule is not None:
+            return  # a per-step schedule was stepped after each step (`_catch_up_scheduler`)
         if isinstance(self.lr_scheduler, ReduceLROnPlateau):
             self.lr_scheduler.step(record.get("val_loss", record["loss"]))
         else:
             self.lr_scheduler.step()
+
+    # ---- per-step schedules (trainer_schedule.py) -----------------------------------------------------
+    def _start_schedule(self, first):
+        """At an epoch's start (its step `first` on a resume): the rows of its steps, run ahead from the
+        scheduler's state now; None with an epoch interval or no scheduler."""
+        per_step = self.lr_scheduler is not None and self.scheduler_interval == "step"
+        self._schedule = StepSchedule(self.lr_scheduler, self.optimizer, first) if per_step else None
+        self._scheduled = first
+
+    def step_hypers(self, t):
+        """Epoch step t's hyperparameters, one dict per param group; None unless per step (then the
+        driver's optimizer holds the hyperparameters every step uses)."""
+        return None if self._schedule is None else self._schedule.row(t)
+
+    def apply_step_hypers(self, t):
+        """Before the driver's optimizer applies epoch step t (local, graph strategies): set its row."""
+        if self._schedule is not None:
+            self._schedule.apply(self.optimizer, t)
+
+    def _catch_up_scheduler(self, epoch_step):
+        """Step the real scheduler once per step applied up to `epoch_step` (at the epoch's end and before
+        a mid-epoch checkpoint, whose scheduler state must be that of the step it records)."""
+        if self._schedule is None:
+            return
+        for _ in range(self._scheduled, epoch_step):
+            self.lr_scheduler.step()
+        self._scheduled = max(self._scheduled, epoch_step)
+
+    def _last_lr(self, t):
+        """The lr (first param group) the epoch's last step used: its row per step, else the optimizer's."""
+        if self._schedule is not None:
+            return self._schedule.rows[t][0].get("lr") if t in self._schedule.rows else None
+        return self.optimizer.param_groups[0].get("lr") if self.lr_scheduler is not None else None
 
     def _start(self, x, y, batch_size):
         """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster
@@ -223,6 +273,7 @@ class Trainer:
         every = self.checkpoint_every_steps
         if every is not None and self.global_step - self._last_checkpoint_step >= every:
             self.epoch_step = epoch_step
+            self._catch_up_scheduler(epoch_step)
             self.save_checkpoint()
 
     def _run_remote_epoch(self, batches, on_step, first=0):

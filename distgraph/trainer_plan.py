@@ -128,6 +128,7 @@ class PlanTrainer:
             loss, grads = outs[0], outs[1:]
             for p, g in zip(self.params, grads):
                 p.grad = Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
+            self.trainer.apply_step_hypers(t)  # a per-step lr schedule's row for this step
             opt.step()
             on_step(t, {"loss": float(loss), "count": len(idx)})
             if on_segment is not None and segment and (t + 1 - start) % segment == 0 and t + 1 < len(kept):

@@ -68,8 +68,10 @@ class SharedAsyncScheduler:
                 continue
         raise DistributedError("async: no live worker holds the parameter store any more (every worker was lost)")
 
-    def run(self, batches, on_step, hypers, first=0):
-        """Steps batches[first:] (arrays of sample indices); on_step(step, statistics) once per applied step."""
+    def run(self, batches, on_step, hypers, first=0, hypers_for_step=None):
+        """Steps batches[first:] (arrays of sample indices); on_step(step, statistics) once per applied step.
+        `hypers_for_step(t)` (a per-step lr schedule): step t's hyperparameters, sent with the call that
+        holds step t (a step redone after a drop is sent again with the same)."""
         queue = deque(range(first, len(batches)))
         self.rejoined = set()
         redone = 0
@@ -77,7 +79,8 @@ class SharedAsyncScheduler:
             self._rejoin_returned(hypers)
             n = min(len(queue), self._call_steps())
             steps = [queue.popleft() for _ in range(n)]
-            undone = self._call(batches, steps, on_step, hypers)
+            per_step = None if hypers_for_step is None else [hypers_for_step(t) for t in steps]
+            undone = self._call(batches, steps, on_step, hypers, per_step)
             redone += len(undone)
             queue.extendleft(reversed(undone))
         if redone:
@@ -88,13 +91,16 @@ class SharedAsyncScheduler:
             return FIRST_CALL_STEPS * max(1, len(self.live))
         return max(len(self.live), min(MAX_STEPS, round(CALL_SECONDS / self.step_seconds)))
 
-    def _call(self, batches, steps, on_step, hypers):
+    def _call(self, batches, steps, on_step, hypers, step_hypers=None):
         """One call of `steps` on every live worker → the steps left undone."""
         if not self.live:
             raise DistributedError("async: no live worker is left")
         self.chunk += 1
         packed = pack_indices([batches[t] for t in steps])
-        calls = {self.actors[w].step_async_shared.remote(self.chunk, packed, hypers): w for w in sorted(self.live)}
+        calls = {
+            self.actors[w].step_async_shared.remote(self.chunk, packed, hypers, step_hypers): w
+            for w in sorted(self.live)
+        }
         started = time.monotonic()
         results, failed = self._collect(calls, started + self.timeout_s * -(-len(steps) // len(calls)))
         errors = [cause for kind, cause in failed.values() if kind == "RayTaskError"]

@@ -131,6 +131,7 @@ class SharedAsyncStore:
         self.params, self.shapes = params, [p.array.shape for p in params]
         self.offsets = flat_layout(self.shapes)
         self.update, self.hypers, self.staleness = UPDATES[optimizer_name], [dict(h) for h in hypers], staleness
+        self.step_hypers = None  # per call: one set of hypers per step (a per-step lr schedule), else None
         self.schema = state_schema(self.update, self.shapes, dtype, self.hypers)
         self.layout = layout = _Layout(world, dtype, self.shapes, self.schema)
         self.creator = rank == min(members)
@@ -200,13 +201,15 @@ class SharedAsyncStore:
             }
 
     # ---- a call: claim, compute, push until its steps are taken ------------------------------------------
-    def run(self, chunk, batches, compute, hypers=None):
+    def run(self, chunk, batches, compute, hypers=None, step_hypers=None):
         """Steps of call `chunk` until none is left to claim (or this worker was dropped).
 
-        `compute(indices)` → (gradients, statistics). Returns {"events": drops this worker made,
-        "table": the steps' record when it stopped, "pushed": its applied steps}."""
+        `compute(indices)` → (gradients, statistics). `step_hypers[t]` (a per-step lr schedule): the
+        hyperparameters step t of the call is applied with, whoever claims it. Returns {"events": drops
+        this worker made, "table": the steps' record when it stopped, "pushed": its applied steps}."""
         if hypers is not None:
             self.hypers = [dict(h) for h in hypers]
+        self.step_hypers = step_hypers
         self.events, pushed = [], 0
         with self._locked():
             if self.control[CHUNK] < chunk:  # the first arrival opens the call's steps
@@ -276,9 +279,10 @@ class SharedAsyncStore:
             v = int(self.control[VERSION])
             current, nxt = self.buffers[v % 2], self.buffers[(v + 1) % 2]
             current.copy_to(nxt, int(self.control[END]))
+            hypers = self.hypers if self.step_hypers is None else self.step_hypers[t]
             for i, g in enumerate(grads):
                 state = self._load_state(nxt, i)
-                self.update(self._param(nxt, i), np.asarray(g), state, **self.hypers[i])
+                self.update(self._param(nxt, i), np.asarray(g), state, **hypers[i])
                 self._store_state(nxt, i, state)
             nxt.table[t] = (
                 1.0, stats["loss_sum"], stats.get("correct", np.nan), stats["count"], self.rank, self.base[self.rank],

@@ -6,8 +6,11 @@ their segment on one node or in a gloo group across nodes; async on one node, sh
 
 The driver's model and optimizer stay the user's objects; `pull()` copies the store's authoritative
 parameters and optimizer state (and rank 0's buffers) back into them, for evaluation and checkpoints,
-and `push()` sends them out again after a checkpoint is loaded (driver_state.py). Learning rates are read from the driver's optimizer
-before every step, so the user's lr scheduler drives the remote updates.
+and `push()` sends them out again after a checkpoint is loaded (driver_state.py). Hyperparameters are read
+from the driver's optimizer at every run of steps, so an epoch scheduler drives the remote updates; with a
+per-step schedule (`trainer_schedule.py`) every step carries its row of the epoch's table instead
+(`_step_hypers`): with the sharded call that runs it, to the store actors with its gradient, in the async
+call that lets it be claimed.
 """
 
 import time
@@ -241,6 +244,28 @@ class RayCluster(DriverState):
         lrs = [g["lr"] for g in self.trainer.optimizer.param_groups]
         return [[lrs[self.param_group[i]] for i in members] for members in self.members]
 
+    def _step_hypers(self, t):
+        """Epoch step t's hyperparameters per parameter under a per-step schedule (else None)."""
+        rows = self.trainer.step_hypers(t)
+        return None if rows is None else [rows[g] for g in self.param_group]
+
+    def _lrs_for_step(self, offset=0):
+        """Store actors: step t's (+ offset) per shard, each member's lr (an epoch schedule: the driver's
+        lr now, for every step) or, per step, its whole row (a schedule may cycle momentum too)."""
+        if self._per_step() is None:
+            lrs = self._lrs()
+            return lambda _: lrs
+
+        def rows(t):
+            hypers = self._step_hypers(t + offset)
+            return [[hypers[i] for i in members] for members in self.members]
+
+        return rows
+
+    def _per_step(self):
+        """The `_step_hypers` function when the schedule is per step, else None."""
+        return self._step_hypers if self.trainer.scheduler_interval == "step" and self.trainer.lr_scheduler else None
+
     def run_epoch(self, batches, on_step, start=0, segment=None, on_segment=None):
         """Run the epoch's batches from step `start`; a dead worker is replaced and the interrupted steps replayed.
 
@@ -299,14 +324,13 @@ class RayCluster(DriverState):
         segments with every earlier step applied (step checkpoints; what they pull goes stale as the
         next segment starts)."""
         segment = segment or len(batches)
-        lrs = None if self.async_shared else self._lrs()
         while start < len(batches):
             stop = min(start + segment, len(batches))
             if self.async_shared:
-                self.async_scheduler.run(batches[:stop], on_step, self._hypers(), first=start)
+                self.async_scheduler.run(batches[:stop], on_step, self._hypers(), start, self._per_step())
             else:
                 self.scheduler.run_async(
-                    batches[start:stop], lambda _: lrs, lambda t, stats, s=start: on_step(s + t, stats),
+                    batches[start:stop], self._lrs_for_step(start), lambda t, stats, s=start: on_step(s + t, stats),
                     self.trainer.staleness, self.trainer.timeout_s, self._replace_worker,
                 )  # fmt: skip
             if stop < len(batches) and on_segment is not None:
@@ -317,19 +341,20 @@ class RayCluster(DriverState):
     def _run_steps(self, batches, on_step, start, stop, seen):
         """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch); `seen`:
         the epoch steps reported so far."""
-        lrs = None if self.sharded else self._lrs()
+        lrs_for_step = None if self.sharded else self._lrs_for_step()
         resume = start
         self._driver_current = False
         for attempt in range(self.max_restarts + 1):
             try:
                 if self.sharded:  # the epoch's last call brings back the snapshot the epoch ends with
                     snapshot = self.scheduler.run_sharded(
-                        batches, on_step, resume, stop, hypers=self._hypers(), snapshot=stop == len(batches)
-                    )
+                        batches, on_step, resume, stop, hypers=self._hypers(), snapshot=stop == len(batches),
+                        hypers_for_step=self._per_step(),
+                    )  # fmt: skip
                     if snapshot is not None:
                         self._install_snapshot(snapshot)
                 else:
-                    self.scheduler.run_sync(batches, lambda _: lrs, on_step, resume, stop)
+                    self.scheduler.run_sync(batches, lrs_for_step, on_step, resume, stop)
                 return
             except WORKER_FAILURES as exc:
                 raise_user_error(exc)

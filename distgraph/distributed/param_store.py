@@ -138,7 +138,9 @@ class ParameterShard:
             )
         self.previous = (self.version, [p.copy() for p in self.params])  # a replay after a fault may need it
         for k, (p, g) in enumerate(zip(self.params, grads)):
-            hyper = self.hyper[k] if lrs is None else {**self.hyper[k], "lr": lrs[k]}
+            # lrs[k]: an lr, or (a per-step schedule) the step's whole hyperparameters, momentum included
+            new = {} if lrs is None else lrs[k] if isinstance(lrs[k], dict) else {"lr": lrs[k]}
+            hyper = {**self.hyper[k], **new}
             self.update(p, np.asarray(g), self.state[k], **hyper)
         self.version += 1
         self.applied += 1

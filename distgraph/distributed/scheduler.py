@@ -96,13 +96,14 @@ class DataParallelScheduler:
         self._pipelined(((t, self.submit_sync(batches[t], lrs_for_step(t))) for t in steps), self._finish, on_step)
         wait_ready(self.param_refs, 2 * self.timeout_s, "the parameter store's last update")
 
-    def run_sharded(self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False):
+    def run_sharded(self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False, hypers_for_step=None):
         """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
         carries several steps (`_call_steps`) and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
         per chunk instead of once per step. `hypers` go with the first call; with `snapshot` the last call
         also returns every rank's `state_chunk(params=False)` after the last step, which this returns
-        (else None)."""
+        (else None). `hypers_for_step(t)` (a per-step lr schedule) gives step t's hyperparameters: each
+        call carries those of its steps, set before each (a replay asks again and gets the same)."""
         stop = len(batches) if stop is None else stop
         snapshots = [None]
 
@@ -117,6 +118,8 @@ class DataParallelScheduler:
                     "hypers": hypers if first == start else None,
                     "snapshot": snapshot if last == stop else False,
                 }
+                if hypers_for_step is not None:
+                    options["step_hypers"] = [hypers_for_step(t) for t in range(first, last)]
                 packed = pack_indices(batches[first:last])
                 refs = [w.step_sharded.remote(packed, **options) for w in self.workers]
                 self.version += last - first

@@ -154,18 +154,21 @@ class TrainWorker:
         self.sharded.load(arrays, states, version)
         return self.sharded.version
 
-    def step_sharded(self, batches, hypers=None, snapshot=False):
+    def step_sharded(self, batches, hypers=None, snapshot=False, step_hypers=None):
         """Sync steps with the store sharded across the workers, one per array of sample indices in
         `batches` (`pack_indices`) → (their statistics, this rank's `state_chunk(params=False)` after the
         last step when `snapshot`, else None: the driver reads the parameters from the segment).
 
         Several steps per call spread Ray's per-call cost over them: between steps the workers meet
         only in their shared segment. `hypers` (new hyperparameters, set before the first step) and
-        the snapshot ride on the calls a segment needs anyway instead of calls of their own."""
+        the snapshot ride on the calls a segment needs anyway instead of calls of their own.
+        `step_hypers` (a per-step lr schedule): one set of hyperparameters per step, set before it."""
         if hypers is not None:
             self.sharded.set_hypers(hypers)
         out = []
-        for indices in unpack_indices(batches):
+        for k, indices in enumerate(unpack_indices(batches)):
+            if step_hypers is not None:
+                self.sharded.set_hypers(step_hypers[k])
             clock = StepClock()
             x, y, weight = self._shard(indices)
             clock.lap("install")
@@ -236,14 +239,15 @@ class TrainWorker:
         store.wait_loaded()
         return store.version
 
-    def step_async_shared(self, chunk, batches, hypers=None):
+    def step_async_shared(self, chunk, batches, hypers=None, step_hypers=None):
         """Call `chunk` of async steps on the shared store: claim, compute, push until the steps of
-        `batches` (`pack_indices`) are taken → `SharedAsyncStore.run`'s record."""
+        `batches` (`pack_indices`) are taken → `SharedAsyncStore.run`'s record. `step_hypers`: one set
+        of hyperparameters per step of the call (a per-step lr schedule), used by whoever claims it."""
 
         def compute(indices):
             return self._compute(self.x[indices], self.y[indices], 1.0)
 
-        return self.async_store.run(chunk, unpack_indices(batches), compute, hypers)
+        return self.async_store.run(chunk, unpack_indices(batches), compute, hypers, step_hypers)
 
     def async_snapshot(self, drop=()):
         """The shared store's state and the current call's step record, after dropping `drop`."""

@@ -1,0 +1,72 @@
+"""Per-step lr schedules (`Trainer(scheduler_interval="step")`): each step's hyperparameters, fixed ahead.
+
+A torch loop steps such a scheduler (OneCycleLR, a warm-up) after every optimizer step. On Ray the
+steps of an epoch run in chunks of many steps per call (`run_sharded`), in store actors, or claimed by
+async workers in any order, so the driver cannot step its scheduler between them. Instead, at the
+epoch's start, `StepSchedule` runs a copy of the scheduler ahead — on copies of the optimizer's
+param groups, hyperparameters only — and step t of the epoch uses row t wherever it runs: the
+local loop and the graph strategies write it into the optimizer before the update, the sharded
+workers set it before step t of their call, the store actors and async claims get it by step index.
+A replay after a worker fault reads the same cached rows, so it stays bit-identical to an
+uninterrupted run. The real scheduler is stepped once per applied step afterwards (`catch_up`: at the
+epoch's end and before a mid-epoch checkpoint), so a checkpoint's scheduler state is that of the step
+it records, and a resumed run computes the same rows from it.
+"""
+
+import copy
+
+from distgraph.errors import ConfigError
+
+INTERVALS = ("epoch", "step")
+
+
+def check_interval(interval, scheduler_name, where="Trainer", key="scheduler_interval"):
+    """ConfigError for an interval other than "epoch"/"step", or "step" with ReduceLROnPlateau (it is
+    stepped with a metric: one per epoch, val_loss, not one per batch)."""
+    if interval not in INTERVALS:
+        raise ConfigError(f"{where}: {key} must be 'epoch' or 'step', got {interval!r}")
+    if interval == "step" and scheduler_name == "ReduceLROnPlateau":
+        raise ConfigError(
+            f"{where}: {key}='step' cannot drive ReduceLROnPlateau: it steps on a metric (the epoch's "
+            "val_loss), which a step does not have; use scheduler_interval='epoch'"
+        )
+
+
+class _Groups:
+    """What a scheduler reads of an optimizer: `param_groups` (without the parameters) and `defaults`."""
+
+    def __init__(self, optimizer):
+        self.defaults = dict(optimizer.defaults)
+        self.param_groups = [
+            {k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+        ]
+
+
+class StepSchedule:
+    """Rows of hyperparameters (one dict per param group) for the steps of one epoch from `start` on,
+    computed lazily — a schedule is never run further than the steps asked for, so OneCycleLR's
+    total_steps bound holds ahead as it does for the real scheduler."""
+
+    def __init__(self, scheduler, optimizer, start):
+        self.keys = tuple(optimizer.hyperparameters)
+        self.groups = _Groups(optimizer)
+        # every reference to the optimizer (SequentialLR's children hold it too) becomes the copy
+        self.ahead = copy.deepcopy(scheduler, memo={id(optimizer): self.groups})
+        self.rows = {start: self._row()}
+        self.last = start
+
+    def _row(self):
+        return [{k: g[k] for k in self.keys if k in g} for g in self.groups.param_groups]
+
+    def row(self, t):
+        """The hyperparameters of epoch step t, per param group (the scheduler stepped t − start times)."""
+        while self.last < t:
+            self.ahead.step()
+            self.last += 1
+            self.rows[self.last] = self._row()
+        return self.rows[t]
+
+    def apply(self, optimizer, t):
+        """Set step t's hyperparameters on `optimizer` (before its update of step t)."""
+        for g, row in zip(optimizer.param_groups, self.row(t), strict=True):
+            g.update(row)
