@@ -35,6 +35,22 @@ CASES = [
 ]
 
 
+def assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d, leaves_t):
+    """dm(*args_d) equals tm(*args_t) (shapes and values), then the gradients of a random projection of
+    the outputs w.r.t. every parameter and every leaf (input, h0, c0) agree."""
+    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
+    for a, b in zip(outs_d, outs_t, strict=True):
+        assert tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
+    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
+    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
+    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+    for i, (a, b) in enumerate(zip(leaves_d, leaves_t)):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=f"leaf {i}")
+
+
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{k}" for n, k in CASES])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_recurrent_layer_matches_torch(name, kw, with_h0):
@@ -52,16 +68,7 @@ def test_recurrent_layer_matches_torch(name, kw, with_h0):
     if with_h0:
         args_d.append(tuple(leaves_d[1:]) if name == "LSTM" else leaves_d[1])
         args_t.append(tuple(leaves_t[1:]) if name == "LSTM" else leaves_t[1])
-    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
-    for a, b in zip(outs_d, outs_t):
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
-    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
-    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
-    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
-    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
-    for i, (a, b) in enumerate(zip(leaves_d, leaves_t)):  # input, h0, c0
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=f"leaf {i}")
+    assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d, leaves_t)
 
 
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
@@ -230,17 +237,7 @@ def test_lstm_with_projection_matches_torch(kw, with_h0):
         leaves_t += [torch.tensor(s, requires_grad=True) for s in states]
     args_d = [leaves_d[0]] + ([tuple(leaves_d[1:])] if with_h0 else [])
     args_t = [leaves_t[0]] + ([tuple(leaves_t[1:])] if with_h0 else [])
-    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
-    for a, b in zip(outs_d, outs_t):
-        assert tuple(a.shape) == tuple(b.shape)
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
-    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
-    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
-    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
-    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
-    for i, (a, b) in enumerate(zip(leaves_d, leaves_t)):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=f"leaf {i}")
+    assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d, leaves_t)
 
 
 @pytest.mark.parametrize(
