@@ -3,7 +3,8 @@
 The only package that imports ray. `dg.distributed.init(address)` connects to a cluster (or starts
 a local one); the Trainer with backend="ray" uses the rest. For a training loop of one's own (Horovod's
 way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
-`broadcast_parameters`, `DistributedOptimizer` (loop.py).
+`broadcast_parameters`, `DistributedOptimizer`, `allgather` / `all_gather`, `broadcast_object`,
+`allgather_object` / `all_gather_object` (loop.py).
 """
 
 import importlib
@@ -39,6 +40,7 @@ def shutdown():
 
 _LOOP_API = (
     "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters", "DistributedOptimizer",
+    "allgather", "all_gather", "broadcast_object", "allgather_object", "all_gather_object",
 )  # fmt: skip
 
 

@@ -8,7 +8,11 @@ group, like the Trainer's) and returns what each rank returned. Inside it:
   torch.distributed's;
 - `DistributedOptimizer(optimizer)`: `step()` first averages every gradient across the ranks (one
   fused all-reduce of them all, Horovod's tensor fusion), then steps;
-- `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers.
+- `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers;
+- `allgather(tensor)` (Horovod's name; `all_gather` too, which also takes torch's `(tensor_list, tensor)`):
+  every rank's tensor concatenated along dim 0 in rank order, first dims free to differ;
+- `broadcast_object(obj, src=0)`, `allgather_object(obj)` (= `all_gather_object`): any picklable object
+  (a config, a dict of metrics) from src, or every rank's as a list.
 
 Why: the Trainer covers fit and evaluate, but a GAN, an RL loop or a custom schedule needs its own loop;
 Horovod's answer — wrap the optimizer, start from one rank's parameters — changes nothing else in it.
@@ -18,6 +22,7 @@ a gloo group across nodes, NCCL on GPUs (`allreduce.make_allreduce`). Every wait
 """
 
 import os
+import pickle
 import sys
 import sysconfig
 import uuid
@@ -27,14 +32,15 @@ import ray
 from ray.util import collective
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import namespace, to_device
 from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import OPS, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import _limit_threads
-from distgraph.errors import ConfigError, DistributedError
+from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
-_context = {"rank": 0, "world": 1, "comm": None}  # this process's place; rank 0 of 1 outside a launch
+_context = {"rank": 0, "world": 1, "comm": None, "device": "cpu"}  # this process's place; rank 0 of 1 outside a launch
 
 
 class LoopWorker:
@@ -48,7 +54,7 @@ class LoopWorker:
         return ray.get_runtime_context().get_node_id()
 
     def connect(self, group, backend, device, timeout_s):
-        _context.update(rank=self.rank, world=self.world)
+        _context.update(rank=self.rank, world=self.world, device=device)
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
@@ -213,3 +219,114 @@ class DistributedOptimizer:
 
     def __getattr__(self, name):
         return getattr(self.optimizer, name)
+
+
+# ---- gathering: tensors of different first dims, Python objects ---------------------------------------
+# Everything travels through the launch's all-reduce, as broadcast does: each rank writes its bytes at its
+# own offset of a zero buffer and the sum is the concatenation, exact for any dtype since it moves bytes
+# (uint8: x + 0 = x) and no rank's bytes overlap another's. No second channel (no named actor, no
+# ObjectRefs to hand around through the driver), the same ordering as every other collective, and the
+# same timeouts. Each rank's part crosses the segment once per rank, which is nothing for a config or
+# metrics; Ray's object store would only pay off for large objects, at the price of that second channel.
+
+
+def _reduce_sum(array, what):
+    """One all-reduce (sum) of one array, its failure (a timeout, a dead peer) named after the caller."""
+    try:
+        return _context["comm"].allreduce([array], "sum", tag="gather")[0]
+    except DistributedError as exc:
+        raise DistributedError(f"{what}: {exc}") from None
+
+
+def _gather_bytes(data, what):
+    """Every rank's flat uint8 `data` (lengths may differ) → (the concatenation by rank, offsets): one
+    all-reduce of the lengths, one of the bytes. The buffer is padded to a power of two so that varying
+    sizes reuse a few shm segments (the shm backend keeps one per length) instead of one per size."""
+    xp, world, me = namespace(data), _context["world"], _context["rank"]
+    sizes = xp.zeros(world, xp.int64)
+    sizes[me] = data.size
+    offsets = np.concatenate([[0], np.cumsum([int(s) for s in _reduce_sum(sizes, what)])])
+    buf = xp.zeros(max(64, 1 << int(offsets[-1] - 1).bit_length()), xp.uint8)
+    buf[offsets[me] : offsets[me + 1]] = data
+    return _reduce_sum(buf, what)[: offsets[-1]], offsets
+
+
+def _dumps(obj):
+    """The object's pickle as a uint8 array on the launch's device (NCCL reduces only GPU arrays).
+    cloudpickle, as Ray and Horovod's broadcast_object use: lambdas and local classes go too."""
+    return to_device(np.frombuffer(ray.cloudpickle.dumps(obj), np.uint8), _context["device"])
+
+
+def _loads(data):
+    return pickle.loads(to_device(data, "cpu").tobytes())
+
+
+def broadcast_object(obj, src=0):
+    """Rank `src`'s `obj` (any picklable object) on every rank → the object (a copy on the other ranks),
+    as Horovod's broadcast_object. Every rank must call it with the same src."""
+    if not 0 <= src < _context["world"]:
+        raise ConfigError(f"broadcast_object: src {src} is not a rank of {_context['world']}")
+    if _context["world"] == 1:
+        return obj
+    data = _dumps(obj if _context["rank"] == src else None)
+    mine = data if _context["rank"] == src else data[:0]
+    flat, offsets = _gather_bytes(mine, "broadcast_object")
+    return obj if _context["rank"] == src else _loads(flat[offsets[src] : offsets[src + 1]])
+
+
+def allgather_object(obj):
+    """Every rank's `obj` (any picklable object) → the list of them by rank, on every rank (Horovod's
+    allgather_object; torch's all_gather_object fills a list instead)."""
+    if _context["world"] == 1:
+        return [obj]
+    flat, offsets = _gather_bytes(_dumps(obj), "allgather_object")
+    return [_loads(flat[offsets[r] : offsets[r + 1]]) for r in range(_context["world"])]
+
+
+def allgather(tensor):
+    """Every rank's tensor concatenated along dim 0 in rank order → a new tensor, on every rank (Horovod's
+    allgather): the first dims may differ, the dtype and the other dims must match (else ShapeError /
+    DTypeError naming every rank's, raised alike on every rank, so none is left waiting). Not
+    differentiable: the result is a plain tensor."""
+    return _allgather(tensor, "allgather")[0]
+
+
+def _allgather(tensor, what):
+    """(the concatenation, every rank's (shape, dtype) by rank)."""
+    a = tensor.array
+    if a.ndim == 0:
+        raise ShapeError(f"{what}: a 0-d tensor has no dim 0 to concatenate along (reshape it to (1,))")
+    if _context["world"] == 1:
+        return Tensor(a.copy()), [(tuple(a.shape), str(a.dtype))]
+    metas = allgather_object((tuple(a.shape), str(a.dtype)))
+    ranks = ", ".join(f"rank {r}: {dtype} {shape}" for r, (shape, dtype) in enumerate(metas))
+    if len({dtype for _, dtype in metas}) > 1:
+        raise DTypeError(f"{what}: the ranks' dtypes differ ({ranks})")
+    if len({shape[1:] for shape, _ in metas}) > 1:
+        raise ShapeError(f"{what}: the ranks' shapes differ beyond dim 0 ({ranks})")
+    xp = namespace(a)
+    flat, _ = _gather_bytes(xp.ascontiguousarray(a).reshape(-1).view(xp.uint8), what)
+    rows = sum(shape[0] for shape, _ in metas)
+    return Tensor(flat.view(a.dtype).reshape((rows, *a.shape[1:]))), metas
+
+
+def all_gather(tensor_or_list, tensor=None):
+    """`all_gather(tensor)`: Horovod's allgather (concatenation along dim 0). `all_gather(tensor_list,
+    tensor)`: torch.distributed's form, rank r's tensor copied into tensor_list[r], in place; each entry
+    must have the shape that rank sent (ShapeError otherwise, after the gather, on that rank only)."""
+    if tensor is None:
+        return allgather(tensor_or_list)
+    out = tensor_or_list
+    if len(out) != _context["world"]:
+        raise ConfigError(f"all_gather: tensor_list has {len(out)} tensors for {_context['world']} ranks")
+    gathered, metas = _allgather(tensor, "all_gather")
+    start = 0
+    for r, (t, (shape, _)) in enumerate(zip(out, metas)):
+        if tuple(t.array.shape) != shape:
+            raise ShapeError(f"all_gather: tensor_list[{r}] is {tuple(t.array.shape)}, rank {r} sent {shape}")
+        t.array[...] = gathered.array[start : start + shape[0]]
+        start += shape[0]
+    return out
+
+
+all_gather_object = allgather_object
