@@ -10,9 +10,19 @@ import threading
 
 
 class _State(threading.local):
+    """`grad_enabled` is whether ops are recorded (what every op reads); `requested` is the grad mode the
+    user set, which `is_grad_enabled()` reports. They differ only inside inference_mode, which keeps
+    autograd off whatever enable_grad/set_grad_enabled ask, as torch does."""
+
     def __init__(self):
         self.grad_enabled = True
+        self.requested = True
         self.inference = False  # inference_mode: new tensors are inference tensors (autograd/tensor.py)
+
+
+def _set_grad(mode):
+    state.requested = mode
+    state.grad_enabled = mode and not state.inference
 
 
 state = _State()
@@ -31,11 +41,11 @@ class _GradModeContext:
     mode = True
 
     def __enter__(self):
-        self.prev = state.grad_enabled
-        state.grad_enabled = self.mode
+        self.prev = state.requested
+        _set_grad(self.mode)
 
     def __exit__(self, *exc):
-        state.grad_enabled = self.prev
+        _set_grad(self.prev)
         return False
 
     def _fresh(self):
@@ -105,8 +115,8 @@ class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
 
     def __init__(self, mode):
         self.mode = bool(mode)
-        self.prev = state.grad_enabled
-        state.grad_enabled = self.mode
+        self.prev = state.requested
+        _set_grad(self.mode)
 
     def __enter__(self):
         pass
@@ -115,7 +125,7 @@ class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
         return _GradModeContext.__new__(_Mode)._set(self.mode)
 
     def __call__(self, fn):
-        state.grad_enabled = self.prev
+        _set_grad(self.prev)
         return super().__call__(fn)
 
 
@@ -128,7 +138,7 @@ class _Mode(_GradModeContext):
 
 
 def is_grad_enabled():
-    return state.grad_enabled
+    return state.requested
 
 
 class inference_mode(_GradModeContext):  # noqa: N801 - PyTorch's name
@@ -136,10 +146,9 @@ class inference_mode(_GradModeContext):  # noqa: N801 - PyTorch's name
 
     An inference tensor has no version counter (see `InferenceVersion` in autograd/tensor.py), so
     outside the mode it cannot be saved for backward, updated in place or made to require grad: what
-    torch forbids, so inference results can't leak into a later graph. Unlike torch, the mode does
-    not switch autograd off below grad mode: `enable_grad()` inside it records ops again (their new
-    tensors are still inference tensors). `inference_mode(False)` is normal grad mode. Works as a
-    decorator, with or without parentheses.
+    torch forbids, so inference results can't leak into a later graph. As in torch, `enable_grad()`
+    inside it records nothing (is_grad_enabled() says True, but the mode wins: see _State).
+    `inference_mode(False)` is normal grad mode. Works as a decorator, with or without parentheses.
     """
 
     def __new__(cls, mode=True):
@@ -151,12 +160,14 @@ class inference_mode(_GradModeContext):  # noqa: N801 - PyTorch's name
         self.mode = bool(mode)
 
     def __enter__(self):
-        self.prev = state.grad_enabled, state.inference
-        state.grad_enabled, state.inference = not self.mode, self.mode
+        self.prev = state.requested, state.inference
+        state.inference = self.mode
+        _set_grad(not self.mode)
         inference_depth[0] += 1
 
     def __exit__(self, *exc):
-        state.grad_enabled, state.inference = self.prev
+        state.inference = self.prev[1]
+        _set_grad(self.prev[0])
         inference_depth[0] -= 1
         return False
 

@@ -361,8 +361,8 @@ def install():
         data, dtype or self.dtype, device or self.device, requires_grad
     )
     Tensor.type_as = lambda self, other: self.to(other.dtype)
-    Tensor.view_as = lambda self, other: shape.reshape(self, other.shape)
-    Tensor.reshape_as = Tensor.view_as
+    Tensor.view_as = lambda self, other: shape.view(self, other.shape)  # refuses a copy, as view
+    Tensor.reshape_as = lambda self, other: shape.reshape(self, other.shape)
     Tensor.clone = lambda self, memory_format=None: ew.add(self, 0) if self.requires_grad else _clone(self)
     ops = {
         "__add__": ew.add,

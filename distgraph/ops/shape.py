@@ -47,9 +47,11 @@ _reshape.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
 
 
 def reshape(input, *shape):
+    """A view where the memory allows, else a copy. Never `input` itself, even for its own shape: as in
+    torch, the result is a new tensor (its own requires_grad, grad and detach_) sharing the memory."""
     shape = _shape_arg(shape)
     if shape == input.shape:
-        return input
+        return _reshape(input, shape=shape)
     size = input.array.size
     known = 1
     infer = [i for i, s in enumerate(shape) if s == -1]
@@ -70,7 +72,7 @@ def view(input, *shape):
     input's strides allow no such view (a transpose flattened, say), torch refuses rather than copy silently,
     and so does this."""
     out = reshape(input, *shape)
-    if out is not input and out.array.size and not namespace(input.array).may_share_memory(out.array, input.array):
+    if out.array.size and not namespace(input.array).may_share_memory(out.array, input.array):
         raise ShapeError(
             f"view: shape {list(_shape_arg(shape))} is not compatible with the strides of the input (shape "
             f"{tuple(input.shape)}, not contiguous): no view can hold it; use .reshape(...), which copies"
@@ -85,6 +87,8 @@ def flatten(input, start_dim=0, end_dim=-1):
     e = _dim(end_dim, input.ndim, "flatten")
     if s > e:
         raise ShapeError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
+    if s == e:  # torch returns the tensor itself here (unlike reshape to the same shape)
+        return input
     shape = input.shape
     n = 1
     for d in shape[s : e + 1]:
@@ -144,14 +148,12 @@ def permute(input, *dims):
     dims = tuple(d % input.ndim for d in dims) if input.ndim else ()
     if sorted(dims) != list(range(input.ndim)):
         raise ShapeError(f"permute: dims {dims} are not a permutation of {input.ndim} dims")
-    if dims == tuple(range(input.ndim)):
-        return input
     return _permute(input, dims=dims)
 
 
 def transpose(input, dim0, dim1):
     if input.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-        return input
+        return _reshape(input, shape=input.shape)  # a new view, as torch's
     a, b = _dim(dim0, input.ndim, "transpose"), _dim(dim1, input.ndim, "transpose")
     order = list(range(input.ndim))
     order[a], order[b] = order[b], order[a]
@@ -164,7 +166,7 @@ swapaxes = swapdims = transpose
 def t(input):
     if input.ndim > 2:
         raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
-    return transpose(input, 0, 1) if input.ndim == 2 else input
+    return transpose(input, 0, 1) if input.ndim == 2 else _reshape(input, shape=input.shape)
 
 
 def movedim(input, source, destination):
@@ -174,7 +176,7 @@ def movedim(input, source, destination):
     src = [_dim(s, n, "movedim") for s in src]  # checked: `s % n` wrapped any dim (and divided by 0 on 0-d)
     dst = [_dim(d, n, "movedim") for d in dst]
     if not n:
-        return input
+        return _reshape(input, shape=())
     order = [i for i in range(n) if i not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
@@ -184,6 +186,8 @@ def movedim(input, source, destination):
 # ---- expand / repeat ----------------------------------------------------------------------------------
 @defop("expand", kind=VIEW, save=(), view=True)
 def _expand(xp, x, shape):
+    if x.shape == shape:  # nothing broadcast: a plain view, writable as torch's
+        return x.view()
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
         out = np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
@@ -221,8 +225,6 @@ def expand(input, *sizes):
         shape = _expanded_shape(have, sizes)
     except TypeError:  # an unhashable size (a list inside, a 0-d array): checked without the cache
         shape = _expanded_shape.__wrapped__(have, sizes)
-    if shape == have:
-        return input
     return apply(_expand, (input,), {"shape": shape})
 
 
@@ -251,12 +253,12 @@ def expand_as(input, other):
 
 
 def broadcast_to(input, shape):
-    return expand(input, tuple(shape))
+    return expand(input, shape)
 
 
 def broadcast_tensors(*tensors):
     shape = np.broadcast_shapes(*[t.shape for t in tensors])
-    return tuple(expand(t, shape) for t in tensors)
+    return tuple(t if t.shape == shape else expand(t, shape) for t in tensors)  # torch keeps such a t itself
 
 
 @defop("repeat", kind="other", save=())
@@ -355,8 +357,6 @@ def cat(tensors, dim=0):
 
         dt = result_np_dtype(tensors)
         tensors = [t if t.array.dtype == dt else ew.cast(t, dt) for t in tensors]
-    if len(tensors) == 1:
-        return tensors[0]
     return _cat(*tensors, axis=d)
 
 
@@ -457,7 +457,8 @@ def unbind(input, dim=0):
 # ---- reorder ----------------------------------------------------------------------------------------------
 @defop("flip", kind="other", save=())
 def _flip(xp, x, axes):
-    return xp.flip(x, axis=axes)
+    # copied: xp.flip is a view, and a write into flip's output must not reach its input (as torch)
+    return xp.flip(x, axis=axes).copy()
 
 
 _flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))
@@ -465,7 +466,7 @@ _flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))
 
 def flip(input, dims):
     axes = normalize_dims(dims, input.ndim, "flip")
-    return _flip(input, axes=axes) if axes else input
+    return _flip(input, axes=axes)
 
 
 def fliplr(input):

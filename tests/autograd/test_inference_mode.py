@@ -94,3 +94,19 @@ def test_model_forward_under_inference_mode_matches_torch():
 
     out = parity.check(lambda: run(dg), lambda: run(torch), grad=False)
     assert out.is_inference()
+
+
+def test_enable_grad_inside_inference_mode_records_nothing_as_torch():
+    x = dg.ones(2, requires_grad=True)
+    tx = torch.ones(2, requires_grad=True)
+    with dg.inference_mode(), torch.inference_mode():
+        with dg.enable_grad(), torch.enable_grad():
+            assert dg.is_grad_enabled() == torch.is_grad_enabled() == True  # noqa: E712
+            y, ty = x * 2, tx * 2
+            assert (y.requires_grad, y.grad_fn, y.is_inference()) == (ty.requires_grad, None, ty.is_inference())
+        with dg.set_grad_enabled(True), torch.set_grad_enabled(True):
+            assert (x * 2).requires_grad == (tx * 2).requires_grad == False  # noqa: E712
+        with dg.inference_mode(False), torch.inference_mode(False):  # leaving the mode does record
+            assert (x * 2).requires_grad == (tx * 2).requires_grad == True  # noqa: E712
+        assert dg.is_grad_enabled() == torch.is_grad_enabled() == False  # noqa: E712
+    assert (x * 2).requires_grad and dg.is_grad_enabled()
