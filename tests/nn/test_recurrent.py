@@ -35,14 +35,14 @@ CASES = [
 ]
 
 
-def assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d, leaves_t):
+def assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d=(), leaves_t=(), draw=rng):
     """dm(*args_d) equals tm(*args_t) (shapes and values), then the gradients of a random projection of
-    the outputs w.r.t. every parameter and every leaf (input, h0, c0) agree."""
+    the outputs (drawn from `draw`) w.r.t. every parameter and every leaf (input, h0, c0) agree."""
     outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
     for a, b in zip(outs_d, outs_t, strict=True):
         assert tuple(a.shape) == tuple(b.shape)
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
-    seeds = [rng.standard_normal(tuple(b.shape)) for b in outs_t]
+    seeds = [draw.standard_normal(tuple(b.shape)) for b in outs_t]
     sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
     sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
     for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
@@ -164,14 +164,7 @@ def test_random_configurations_match_torch(name, layers, bidirectional, batch_fi
     copy(dm, tm)
     r = np.random.default_rng(seed)
     x = r.standard_normal((steps, 3) if batch == 0 else ((batch, steps, 3) if batch_first else (steps, batch, 3)))
-    outs_d, outs_t = flat(dm(dg.tensor(x))), flat(tm(torch.tensor(x)))
-    for a, b in zip(outs_d, outs_t):
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
-    seeds = [r.standard_normal(tuple(b.shape)) for b in outs_t]
-    sum(((a * dg.tensor(s)).sum() for a, s in zip(outs_d, seeds)), dg.tensor(0.0)).backward()
-    sum((b * torch.tensor(s)).sum() for b, s in zip(outs_t, seeds)).backward()
-    for (k, p), (_, q) in zip(dm.named_parameters(), tm.named_parameters()):
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+    assert_outputs_and_gradients_match(dm, tm, [dg.tensor(x)], [torch.tensor(x)], draw=r)
 
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
