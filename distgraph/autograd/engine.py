@@ -68,7 +68,7 @@ def _make_seed(out, grad):
     return grad
 
 
-def _dependencies(roots):
+def dependencies(roots):
     """How many gradients each reachable Node will receive (iterative DFS).
 
     Each Node's edges are counted once: a root that is also reached from another root (backward on
@@ -255,7 +255,7 @@ def run_backward(
         node = out.grad_fn
         grads[node] = grads[node] + seed if node in grads else seed
         roots.append(node)
-    deps = _dependencies(roots)
+    deps = dependencies(roots)
     # leaves with post-accumulate hooks get their .grad (and the hooks run) as soon as their last
     # gradient arrives; the others at the end, all together
     early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if accumulate and _post_hooks_exist() else {}

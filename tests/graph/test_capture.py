@@ -251,3 +251,23 @@ def test_a_parameter_the_loss_does_not_use_is_not_stepped(captured):
     for p, q in zip(m.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-12)
     assert m.unused.weight not in opt.state or not opt.state[m.unused.weight]
+
+
+def test_captured_gradient_sums_every_consumer_of_a_value_reached_in_any_order():
+    """log_softmax's output feeds a mul and a where that also reads the mul: the captured backward
+    visited log_softmax before the mul's gradient reached it and lost that part (found by
+    test_pass_fuzz)."""
+    rng = np.random.default_rng(0)
+    c, w = dg.tensor(rng.standard_normal((1, 5))), dg.tensor(rng.standard_normal((4, 5)))
+
+    def loss(x):
+        a = x.log_softmax(1)
+        b = a * c
+        return (dg.where(a > b, a, b * 0.5) * w).sum()
+
+    x = dg.tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    loss(x).backward()
+    leaf = x.detach().requires_grad_()
+    graph, _, _ = capture(loss, [leaf], grad_of=[leaf])
+    _, grad = Runner(graph)(x.array)
+    assert np.max(np.abs(grad - x.grad.array)) <= 1e-12
