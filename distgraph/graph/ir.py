@@ -257,7 +257,8 @@ def _show(v):
     if isinstance(v, np.dtype):
         return v.name
     if isinstance(v, slice):
-        return ":".join("" if x is None else str(x) for x in (v.start, v.stop, v.step)).rstrip(":") or ":"
+        text = ":".join("" if x is None else str(x) for x in (v.start, v.stop, v.step))
+        return text[:-1] if v.step is None else text  # `2:` stays a slice, not the index `2`
     if isinstance(v, tuple):
         return "(" + ",".join(_show(x) for x in v) + ")"
     if hasattr(v, "shape") and hasattr(v, "dtype"):

@@ -16,6 +16,7 @@ def test_prints_one_line_per_node_and_a_return():
     text = str(graph)
     assert text.startswith("graph(%in0: f64[4,3], %in1: f64[3,5])")
     assert "= matmul(%in0, %in1)" in text and "= tanh(" in text and "= getitem(" in text
+    assert "index=(1:,::2)" in text  # `1:` printed as a slice (it was printed as the index `1`)
     body = [line for line in text.splitlines() if " = " in line and "const(" not in line]
     assert len(body) == len(graph.nodes)
     assert text.splitlines()[-2].strip().startswith("return (")
