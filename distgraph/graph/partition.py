@@ -41,7 +41,7 @@ from distgraph.ops.registry import get_op
 def independent(graph):
     groups = _split(graph, list(range(len(graph.nodes))))
     groups = _merge(graph, [part for g in groups for part in _split_backward(graph, groups, g)])
-    subgraphs = [_subgraph(graph, g, f"sg{k}") for k, g in enumerate(_topological(graph, groups))]
+    subgraphs = [_subgraph(graph, g, f"sg{k}", claims=k == 0) for k, g in enumerate(_topological(graph, groups))]
     return Plan("dag", tuple(subgraphs), _edges(graph, subgraphs), graph.input_names, graph.outputs)
 
 
@@ -60,7 +60,8 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=None, combine=None):
             idx = sorted(i for i, t in where.items() if t == s)
             if idx:
                 name = f"stage{s}.{phase}" if training else f"stage{s}"
-                subgraphs.append(_subgraph(graph, idx, name, placement=f"stage:{s}", stage=s, phase=phase))
+                sg = _subgraph(graph, idx, name, placement=f"stage:{s}", stage=s, phase=phase, claims=not subgraphs)
+                subgraphs.append(sg)
     edges = _edges(graph, subgraphs)
     stage = {sg.name: sg.stage for sg in subgraphs}
     cut_bytes = [
@@ -82,7 +83,7 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=None, combine=None):
 
 def replicas(graph, n, batch_inputs=None, combine=None):
     everything = list(range(len(graph.nodes)))
-    subgraphs = [_subgraph(graph, everything, f"replica{r}", placement=f"replica:{r}") for r in range(n)]
+    subgraphs = [_subgraph(graph, everything, f"replica{r}", placement=f"replica:{r}", claims=True) for r in range(n)]
     return Plan(
         "replicas",
         tuple(subgraphs),
@@ -314,7 +315,10 @@ def _place_backward(graph, stage_of, stages):
 
 
 # ---- building subgraphs ------------------------------------------------------------------------
-def _subgraph(graph, idx, name, placement="any", stage=-1, phase=""):
+def _subgraph(graph, idx, name, placement="any", stage=-1, phase="", claims=False):
+    """The nodes `idx` of `graph` as a Subgraph. With `claims`, it also returns the graph's outputs that
+    are constants (a folded zero gradient of a parameter the loss does not use): no node makes them, so
+    without a subgraph returning them no executor had them (a KeyError after the whole step ran)."""
     specs = graph.specs()
     nodes = [graph.nodes[i] for i in idx]
     made = {n.name for n in nodes}
@@ -326,6 +330,10 @@ def _subgraph(graph, idx, name, placement="any", stage=-1, phase=""):
         if n.name not in made:
             used_later.update(n.inputs)
     outputs = [n.name for n in nodes if n.name in used_later]
+    if claims:
+        loose = [o for o in dict.fromkeys(graph.outputs) if o in graph.constants]
+        outputs += loose
+        constants.update((o, graph.constants[o]) for o in loose)
     sub = Graph(tuple((i, specs[i]) for i in inputs), tuple(nodes), tuple(outputs), constants)
     return Subgraph(name, sub, tuple(inputs), tuple(outputs), placement, stage, phase)
 

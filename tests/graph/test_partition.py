@@ -155,3 +155,28 @@ def test_plan_prints_serializes_and_draws(tmp_path):
     assert len(crossing) >= len(plan.edges) > 0
     assert all(a in declared and b in declared for a, b in crossing)  # they join drawn nodes, none made up
     np.testing.assert_equal(len(back.subgraphs[0].graph), len(plan.subgraphs[0].graph))
+
+
+def test_every_plan_returns_the_folded_zero_gradient_of_an_unused_parameter():
+    """The loss ignores `unused`: after folding, its gradient output is a graph constant that no node
+    makes. Every plan returned it nowhere, and executing the plan ended in a KeyError."""
+    from distgraph.graph.capture import capture
+    from distgraph.graph.executor import LocalExecutor, Runner
+    from distgraph.graph.passes import optimize
+
+    x, w, unused = randn(8, 6), randn(6, 3), randn(3)
+    leaves = [w.requires_grad_(), unused.requires_grad_()]
+    graph, _, _ = capture(lambda x: ((x @ w).tanh() ** 2).sum(), [x[:4]], grad_of=leaves)
+    graph = optimize(graph)
+    assert graph.outputs[-1] in graph.constants
+    run = Runner(graph)
+    halves = [run(x.array[:4], w.array, unused.array), run(x.array[4:], w.array, unused.array)]
+    for plan, arrays, want in (
+        (independent(graph), [x.array[:4], w.array, unused.array], halves[0]),
+        (pipeline(graph, 2), [x.array[:4], w.array, unused.array], halves[0]),
+        (replicas(graph, 2), [x.array, w.array, unused.array], [(a + b) / 2 for a, b in zip(*halves)]),
+    ):
+        got = LocalExecutor(plan, workers=2).run(*arrays)
+        np.testing.assert_array_equal(got[-1], np.zeros(3))
+        for a, b in zip(got[:-1], want[:-1]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -12,8 +12,9 @@ import pytest
 
 import distgraph as dg
 from distgraph.graph.capture import capture
-from distgraph.graph.executor import Runner
-from distgraph.graph.passes import DEFAULT, cse, dce, fold, fuse, optimize, simplify
+from distgraph.graph.executor import LocalExecutor, Runner
+from distgraph.graph.partition import independent, pipeline
+from distgraph.graph.passes import DEFAULT, checkpoint, cse, dce, fold, fuse, optimize, simplify
 
 ROWS, COLS = 4, 5
 _FULL, _ROW, _COL = (ROWS, COLS), (ROWS, 1), (1, COLS)
@@ -139,6 +140,8 @@ PASS_SETS = {
     "fuse": (fuse,),
     "default": DEFAULT,
     "default twice": DEFAULT + DEFAULT,
+    "checkpoint": (checkpoint,),
+    "checkpoint + default": (checkpoint, *DEFAULT),
 }
 
 
@@ -164,9 +167,26 @@ def test_every_pass_preserves_outputs_and_gradients_of_a_random_program(seed):
                         g, w, rtol=1e-10, atol=1e-10, err_msg=f"seed {seed}, passes {name}, "
                         f"codegen={codegen}, plan_memory={plan_memory}, output {i}",
                     )  # fmt: skip
-        # a pass never mutates its input graph: running the original again gives the same values
+    # a pass never mutates its input graph: running the original again gives the same values
     for g, w in zip(Runner(graph)(*arrays), want):
         np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(52, 72))
+def test_partitions_of_a_random_program_give_its_outputs(seed):
+    """The scheduler's plans — independent subgraphs and 2- or 3-stage pipelines, forward and backward
+    — executed subgraph by subgraph give the captured graph's outputs."""
+    program, inputs = _Program(seed), _inputs(seed)
+    graph, _, _ = capture(program, inputs, grad_of=inputs)
+    graph = optimize(graph)
+    arrays = [t.array for t in inputs]
+    want = Runner(graph)(*arrays)
+    for plan in (independent(graph), pipeline(graph, 2), pipeline(graph, 3)):
+        got = LocalExecutor(plan, workers=2).run(*arrays)
+        assert len(got) == len(want), plan.kind
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert np.shape(g) == np.shape(w), (plan.kind, i)
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=f"seed {seed}, {plan.kind}, output {i}")
 
 
 @pytest.mark.parametrize("seed", range(40, 52))
