@@ -256,7 +256,9 @@ class _Emitter:
         if inline:
             self._fused(node, args, scratch, target, out)
         else:
-            call = f"{self.bind(writer)}({', '.join(args)}{_out(target, self.numpy)}{self._kwargs(node.attrs)})"
+            call = (
+                f"{self.bind(writer)}({', '.join(args)}{_out(target, self.numpy, node.op)}{self._kwargs(node.attrs)})"
+            )
             self.lines.append(f"{out} = {call}")
         self._allocated(i, node, target)
         for buf, spec in {buf: spec for buf, spec, _ in scratch if buf is not None}.items():
@@ -369,7 +371,7 @@ class _Emitter:
             where = target if j == len(steps) - 1 else scratch[j][0]
             ufunc = self._ufunc(op, attrs)
             if ufunc:
-                line = f"{value[j]} = {self.bind(ufunc)}({vals}{_out(where, self.numpy)}{self._kwargs(attrs)})"
+                line = f"{value[j]} = {self.bind(ufunc)}({vals}{_out(where, self.numpy, op)}{self._kwargs(attrs)})"
             else:
                 line = f"{value[j]} = {self._call(get_op(op), attrs, vals)}"
             self.lines.append(line)
@@ -427,8 +429,11 @@ class _Spec:
     dtype: str
 
 
-def _out(target, positional):
+_OUT_BY_KEYWORD = frozenset({"maximum", "minimum"})  # numpy 2 deprecates their positional out
+
+
+def _out(target, numpy, op):
     """The out argument: positional on numpy (its ufuncs and dot parse it faster than a keyword)."""
     if target is None:
         return ""
-    return f", {target}" if positional else f", out={target}"
+    return f", {target}" if numpy and op not in _OUT_BY_KEYWORD else f", out={target}"

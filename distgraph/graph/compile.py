@@ -104,7 +104,7 @@ class CompiledFunction:
 
     def _add(self, key, inputs):
         try:
-            with _rng_untouched():
+            with _rng_untouched(), _buffers_untouched(self._modules):
                 graph, params, rebuild = self._capture(inputs)
                 if self.check:
                     with np.errstate(
@@ -321,6 +321,19 @@ def _rng_untouched():
         yield
     finally:
         gen.bit_generator.state = state
+
+
+@contextlib.contextmanager
+def _buffers_untouched(modules):
+    """Capturing runs the module's forward (twice, with the check): batch norm counted those runs in
+    `num_batches_tracked` (and a capture that then fell back to eager left the count one ahead of the
+    same training run eagerly). The buffers' values are put back afterwards."""
+    saved = [(b, b.array.copy()) for m in modules for b in m._buffers.values() if b is not None]
+    try:
+        yield
+    finally:
+        for b, array in saved:
+            b.array[...] = array
 
 
 def _accumulate(params, grads, device):

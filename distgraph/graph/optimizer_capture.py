@@ -249,9 +249,10 @@ class CapturedUpdate:
             g, xp, dtype = groups[index[id(p)]], p.device.xp, p.array.dtype
             key = (index[id(p)], dtype)
             if key not in shared:
-                shared[key] = {k: xp.zeros((), dtype) for k in rule.group_scalars(g)}
+                # the values of the first step, not zeros: the capture runs the update on them (0 / 0 warned)
+                shared[key] = {k: xp.asarray(v, dtype) for k, v in rule.group_scalars(g).items()}
                 tensors["shared"] += [Tensor(a, device=p.device) for a in shared[key].values()]
-            own = {k: xp.zeros((), dtype) for k in rule.step_scalars(g, optimizer.state.get(p, {}))}
+            own = {k: xp.asarray(v, dtype) for k, v in rule.step_scalars(g, optimizer.state.get(p, {})).items()}
             tensors["own"] += [Tensor(a, device=p.device) for a in own.values()]
             by_array = {id(t.array): t for t in tensors["shared"] + tensors["own"]}
             self._scalars.append({k: by_array[id(a)] for k, a in (shared[key] | own).items()})

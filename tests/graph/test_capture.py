@@ -271,3 +271,24 @@ def test_captured_gradient_sums_every_consumer_of_a_value_reached_in_any_order()
     graph, _, _ = capture(loss, [leaf], grad_of=[leaf])
     _, grad = Runner(graph)(x.array)
     assert np.max(np.abs(grad - x.grad.array)) <= 1e-12
+
+
+def test_compiling_a_batch_norm_model_leaves_its_buffers_as_they_were():
+    """Batch norm's training forward cannot be captured (its running-statistics update), so the step
+    runs eagerly — but the capture attempt had already counted a batch in `num_batches_tracked`: three
+    compiled steps left it at 4 against eager's 3 (and with momentum=None, other running statistics)."""
+
+    def model():
+        dg.manual_seed(0)
+        return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8, momentum=None), nn.ReLU(), nn.Linear(8, 3))
+
+    eager, compiled = model(), model()
+    x, y = _batch()
+    with pytest.warns(CompileWarning, match="running-statistics"):
+        step = dg.compile(compiled, (x, y), loss_fn=F.cross_entropy)
+    assert int(compiled[1].num_batches_tracked.item()) == 0
+    for _ in range(3):
+        step(x, y)
+        F.cross_entropy(eager(x), y).backward()
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        np.testing.assert_array_equal(a.array, b.array, err_msg=name)

@@ -171,3 +171,17 @@ def test_compiled_step_matches_torch(name, hyper):
         topt.step()
     for p, q in zip(model.parameters(), tmodel.parameters()):
         assert np.max(np.abs(p.array - q.detach().numpy())) <= 1e-12
+
+
+def test_capturing_an_adam_step_warns_of_nothing():
+    """The captured update ran on zero placeholders for its scalars (bias corrections): 0 / 0 in the
+    trace warned "invalid value encountered in divide" on every compile."""
+    import warnings
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = dg.randn(8, 6), dg.tensor(np.arange(8) % 3)
+    opt = dg.optim.Adam(model.parameters(), lr=0.05, weight_decay=0.1, amsgrad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)
+        assert np.isfinite(step(x, y).item())
