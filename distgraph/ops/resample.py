@@ -27,9 +27,16 @@ def _scale(scale, size, out):
     return 1.0 / scale if scale is not None and scale > 0 else size / out
 
 
-def _nearest_index(size, out, scale, exact):
-    """Source index of every output position, as ATen's CPU kernels: floor((dst [+ 0.5])·scale) in float32."""
+def _nearest_index(size, out, scale, exact, shortcuts):
+    """Source index of every output position, as ATen's CPU kernels: floor((dst [+ 0.5])·scale) in float32.
+    torch's 2-D 'nearest' kernel (`shortcuts`) copies an output as large as the input and halves the
+    indices of one twice as large, whatever the scale_factor; its 1-D and 3-D forwards do not (their
+    backward does, so torch's gradient there is not its forward's adjoint; this one is)."""
     dst = np.arange(out)
+    if shortcuts and out == size:
+        return dst
+    if shortcuts and out == 2 * size:
+        return dst >> 1
     s = np.float32(_scale(scale, size, out))
     pos = (dst.astype(np.float32) + np.float32(0.5 if exact else 0)) * s
     return np.minimum(np.floor(pos).astype(np.int64), size - 1)
@@ -64,7 +71,8 @@ def _along(x, dim, weights):
 def _resample_dim(x, dim, out, scale, mode, align_corners):
     size = x.shape[dim]
     if mode in ("nearest", "nearest-exact"):
-        return _gather(x, dim, _nearest_index(size, out, scale, mode == "nearest-exact"))
+        exact, shortcuts = mode == "nearest-exact", mode == "nearest" and x.ndim == 4
+        return _gather(x, dim, _nearest_index(size, out, scale, exact, shortcuts))
     i0, i1, lam0, lam1 = _linear_taps(size, out, scale, align_corners)
     return _gather(x, dim, i0) * _along(x, dim, lam0) + _gather(x, dim, i1) * _along(x, dim, lam1)
 
