@@ -142,7 +142,7 @@ def pad_case(rng):
     widths = []
     for n in reversed(shape[ndim - dims :]):  # last dim first
         most = {"reflect": n - 1, "circular": n}.get(mode, 4)
-        low = -(n // 2) if mode == "constant" else 0
+        low = -(n // 2) if mode in ("constant", "reflect") else 0  # torch refuses negative circular widths
         widths += [int(rng.integers(low, most + 1)), int(rng.integers(low, most + 1))]
     kw = {"mode": mode}
     if mode == "constant" and rng.integers(2):
@@ -155,6 +155,14 @@ def test_pad_random_modes_and_widths_match_torch(seed):
     rng = np.random.default_rng(seed)
     shape, widths, kw = pad_case(rng)
     check(lambda x: F.pad(x, widths, **kw), lambda x: TF.pad(x, widths, **kw), rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("widths", [(-2, 4), (3, -3), (-1, 3), (2, -1), (-2, -1)])
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_pad_with_a_negative_side_matches_torch(mode, widths):
+    """torch mirrors reflect padding about the uncropped input: (-2, 4) of [0..4] is [2, 3, 4, 3, 2, 1, 0]."""
+    x = np.random.default_rng(11).standard_normal((2, 5))
+    check(lambda a: F.pad(a, widths, mode=mode), lambda a: TF.pad(a, widths, mode=mode), x)
 
 
 MODULES = [
@@ -196,6 +204,10 @@ ERRORS = [
     (lambda: F.pad(dg.ones(2, 3, 4), (4, 0), mode="reflect"), ["pad", "reflect", "(2, 3, 4)", "at most 3"]),
     (lambda: F.pad(dg.ones(2, 3, 4), (0, 5), mode="circular"), ["pad", "circular", "at most 4"]),
     (lambda: F.pad(dg.ones(2, 3), (1, 1), mode="wrap"), ["pad", "'wrap'"]),
+    (
+        lambda: F.pad(dg.ones(2, 3), (-2, -2), mode="reflect"),
+        ["pad", "reflect", "(-2, -2)", "leaves nothing", "(2, 3)"],
+    ),
     (lambda: nn.ReflectionPad2d((1, 2, 3)), ["ReflectionPad2d", "4 ints"]),
     (lambda: F.interpolate(dg.ones(1, 2, 3, 4), size=(5, 6), scale_factor=2), ["interpolate", "size or scale_factor"]),
     (lambda: F.interpolate(dg.ones(1, 2, 3, 4)), ["interpolate", "size or scale_factor"]),
