@@ -33,14 +33,12 @@ def transpose_case(rng, dims):
 
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("seed", range(40))
-def test_conv_transpose_random_arguments_match_torch(dims, seed):
+def test_conv_transpose_random_arguments_match_torch(dims, seed, device):
     rng = np.random.default_rng(1000 * dims + seed)
     x, w, b, kw = transpose_case(rng, dims)
     name = f"conv_transpose{dims}d"
-    if rng.integers(2):
-        check(lambda *a: getattr(F, name)(*a, **kw), lambda *a: getattr(TF, name)(*a, **kw), x, w, b)
-    else:
-        check(lambda *a: getattr(F, name)(*a, **kw), lambda *a: getattr(TF, name)(*a, **kw), x, w)
+    args = (x, w, b) if rng.integers(2) else (x, w)
+    check(lambda *a: getattr(F, name)(*a, **kw), lambda *a: getattr(TF, name)(*a, **kw), *args, device=device)
 
 
 @pytest.mark.parametrize(

@@ -44,11 +44,17 @@ def torch_backward_disagrees(shape, kw):
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_interpolate_random_arguments_match_torch(seed):
+def test_interpolate_random_arguments_match_torch(seed, device):
     rng = np.random.default_rng(seed)
     shape, kw = interpolate_case(rng)
     grad = not torch_backward_disagrees(shape, kw)
-    check(lambda x: F.interpolate(x, **kw), lambda x: TF.interpolate(x, **kw), rng.standard_normal(shape), grad=grad)
+    check(
+        lambda x: F.interpolate(x, **kw),
+        lambda x: TF.interpolate(x, **kw),
+        rng.standard_normal(shape),
+        grad=grad,
+        device=device,
+    )
 
 
 @pytest.mark.parametrize("shape,scale", [((1, 1, 6), 2.03), ((1, 1, 6), 1.11), ((1, 1, 1, 1, 3), (1.0, 1.0, 2.2))])
@@ -112,14 +118,14 @@ def window_case(rng):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_unfold_and_fold_random_arguments_match_torch(seed):
+def test_unfold_and_fold_random_arguments_match_torch(seed, device):
     rng = np.random.default_rng(seed)
     size, kw = window_case(rng)
     lead = (int(rng.integers(1, 3)),) if rng.integers(4) else ()  # unbatched now and then
     x = rng.standard_normal((*lead, int(rng.integers(1, 4)), *size))
-    cols = check(lambda a: F.unfold(a, **kw), lambda a: TF.unfold(a, **kw), x)
+    cols = check(lambda a: F.unfold(a, **kw), lambda a: TF.unfold(a, **kw), x, device=device)
     back = rng.standard_normal(tuple(cols.shape))
-    check(lambda a: F.fold(a, size, **kw), lambda a: TF.fold(a, size, **kw), back)
+    check(lambda a: F.fold(a, size, **kw), lambda a: TF.fold(a, size, **kw), back, device=device)
 
 
 def test_unfold_fold_double_backward_matches_torch():
@@ -151,10 +157,12 @@ def pad_case(rng):
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_pad_random_modes_and_widths_match_torch(seed):
+def test_pad_random_modes_and_widths_match_torch(seed, device):
     rng = np.random.default_rng(seed)
     shape, widths, kw = pad_case(rng)
-    check(lambda x: F.pad(x, widths, **kw), lambda x: TF.pad(x, widths, **kw), rng.standard_normal(shape))
+    check(
+        lambda x: F.pad(x, widths, **kw), lambda x: TF.pad(x, widths, **kw), rng.standard_normal(shape), device=device
+    )
 
 
 @pytest.mark.parametrize("widths", [(-2, 4), (3, -3), (-1, 3), (2, -1), (-2, -1)])
@@ -194,10 +202,10 @@ MODULES = [
 
 
 @pytest.mark.parametrize("name,args,shape", MODULES, ids=[m[0] for m in MODULES])
-def test_modules_match_torch(name, args, shape):
+def test_modules_match_torch(name, args, shape, device):
     dm, tm = getattr(nn, name)(*args), getattr(torch.nn, name)(*args)
     assert repr(dm) == repr(tm)
-    check(dm, tm, np.random.default_rng(8).standard_normal(shape))
+    check(dm, tm, np.random.default_rng(8).standard_normal(shape), device=device)
 
 
 ERRORS = [
