@@ -30,7 +30,7 @@ from distgraph.nn.activation import (  # noqa: F401
     Threshold,
 )
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
-from distgraph.nn.conv import Conv1d, Conv2d  # noqa: F401
+from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from distgraph.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from distgraph.nn.loss import (  # noqa: F401
@@ -50,6 +50,23 @@ from distgraph.nn.loss import (  # noqa: F401
 )
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
 from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
+from distgraph.nn.padding import (  # noqa: F401
+    CircularPad1d,
+    CircularPad2d,
+    CircularPad3d,
+    ConstantPad1d,
+    ConstantPad2d,
+    ConstantPad3d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReflectionPad3d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ReplicationPad3d,
+    ZeroPad1d,
+    ZeroPad2d,
+    ZeroPad3d,
+)
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
 from distgraph.nn.pooling import (  # noqa: F401
     AdaptiveAvgPool1d,
@@ -62,4 +79,13 @@ from distgraph.nn.pooling import (  # noqa: F401
     MaxPool2d,
 )
 from distgraph.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401
+from distgraph.nn.sampling import (  # noqa: F401
+    Fold,
+    PixelShuffle,
+    PixelUnshuffle,
+    Unfold,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 from distgraph.nn.sparse import Embedding  # noqa: F401

@@ -1,7 +1,9 @@
-"""Conv1d and Conv2d with torch's arguments, parameter names and default initialization.
+"""Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d with torch's arguments, parameter names and default
+initialization.
 
 A padding_mode other than zeros pads the input with that border mode first (as torch does), then
-convolves without padding.
+convolves without padding. A transposed layer's weight is (in_channels, out_channels/groups, *kernel),
+and its forward takes torch's `output_size`, which picks the output_padding.
 """
 
 import math
@@ -11,6 +13,7 @@ from distgraph.nn import init
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
 from distgraph.ops.conv import conv1d, conv2d
+from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d
 from distgraph.ops.creation import empty
 from distgraph.ops.regions import pad
 
@@ -21,6 +24,7 @@ def _tuple(v, n):
 
 class _ConvNd(Module):
     _dims = 2
+    _transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
                  padding_mode="zeros", device=None, dtype=None):  # fmt: skip
@@ -40,9 +44,9 @@ class _ConvNd(Module):
         self.kernel_size, self.stride, self.dilation = _tuple(kernel_size, n), _tuple(stride, n), _tuple(dilation, n)
         self.padding = padding if isinstance(padding, str) else _tuple(padding, n)
         self.padding_mode = padding_mode
-        self.weight = Parameter(
-            empty(out_channels, in_channels // groups, *self.kernel_size, device=device, dtype=dtype)
-        )
+        self.output_padding = (0,) * n
+        channels = (in_channels, out_channels // groups) if self._transposed else (out_channels, in_channels // groups)
+        self.weight = Parameter(empty(*channels, *self.kernel_size, device=device, dtype=dtype))
         if bias:
             self.bias = Parameter(empty(out_channels, device=device, dtype=dtype))
         else:
@@ -52,7 +56,7 @@ class _ConvNd(Module):
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = (self.in_channels // self.groups) * math.prod(self.kernel_size)
+            fan_in = self.weight.shape[1] * math.prod(self.kernel_size)  # as torch: weight dim 1 times the kernel
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
@@ -62,6 +66,8 @@ class _ConvNd(Module):
             s += f", padding={self.padding}"
         if self.dilation != (1,) * self._dims:
             s += f", dilation={self.dilation}"
+        if self.output_padding != (0,) * self._dims:
+            s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
@@ -98,3 +104,54 @@ class Conv1d(_ConvNd):
 
     def forward(self, input):
         return self._conv(conv1d, input)
+
+
+class _ConvTransposeNd(_ConvNd):
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):  # fmt: skip
+        if padding_mode != "zeros":
+            raise ValueError(f'{type(self).__name__}: only "zeros" padding mode is supported, got {padding_mode!r}')
+        if isinstance(padding, str):
+            raise ConfigError(f"{type(self).__name__}: padding must be an int or a tuple of ints, got {padding!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype)  # fmt: skip
+        self.output_padding = _tuple(output_padding, self._dims)
+
+    def _output_padding(self, input, output_size):
+        """torch's rule: an output_size (spatial, or with the batch and channel dims) picks the output_padding
+        that reaches it, which must lie within stride - 1 of the smallest output."""
+        if output_size is None:
+            return self.output_padding
+        n, lead = self._dims, input.ndim - self._dims
+        output_size = tuple(output_size)[lead:] if len(output_size) == n + lead else tuple(output_size)
+        if len(output_size) != n:
+            raise ValueError(f"{type(self).__name__}: for {input.ndim}D input, output_size must have {n} or {n + lead} "
+                             f"elements (got {len(output_size)})")  # fmt: skip
+        spatial = input.shape[lead:]
+        least = [(spatial[d] - 1) * self.stride[d] - 2 * self.padding[d] + self.dilation[d] * (self.kernel_size[d] - 1)
+                 + 1 for d in range(n)]  # fmt: skip
+        most = [m + s - 1 for m, s in zip(least, self.stride)]
+        if any(not lo <= size <= hi for size, lo, hi in zip(output_size, least, most)):
+            raise ValueError(f"{type(self).__name__}: requested an output size of {list(output_size)}, but valid sizes "
+                             f"range from {least} to {most} (for an input of {tuple(spatial)})")  # fmt: skip
+        return tuple(size - lo for size, lo in zip(output_size, least))
+
+    def _conv_transpose(self, fn, input, output_size):
+        extra = self._output_padding(input, output_size)
+        return fn(input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    _dims = 2
+
+    def forward(self, input, output_size=None):
+        return self._conv_transpose(conv_transpose2d, input, output_size)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    _dims = 1
+
+    def forward(self, input, output_size=None):
+        return self._conv_transpose(conv_transpose1d, input, output_size)

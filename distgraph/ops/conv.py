@@ -74,6 +74,18 @@ def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
     return out.transpose(1, 0, 2, 3)
 
 
+def _col2im(gx, cols, stride, dilation):
+    """Add columns (C, kh, kw, N, OH, OW) back into the padded image gx (C, N, Hp, Wp), in place: each
+    kernel tap adds its strided slice (the adjoint of `_columns`' gather)."""
+    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    for i in range(kh):
+        r0 = i * dilation[0]
+        rows = slice(r0, r0 + stride[0] * (oh - 1) + 1, stride[0])
+        for j in range(kw):
+            c0 = j * dilation[1]
+            gx[:, :, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
+
+
 def _grad_rows(xp, g, groups):
     """(N, O, OH, OW) -> (groups, O/g, N·OH·OW); a view when g is laid out as the forward's output."""
     n, o, oh, ow = g.shape
@@ -105,13 +117,7 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
                     at = i * dilation[0] * wp + j * dilation[1]
                     flat[:, s, at : at + oh * wp] += cols[:, i, j]
         else:
-            cols = (wg @ _grad_rows(xp, g[s], groups)).reshape(c, kh, kw, -1, oh, ow)
-            for i in range(kh):  # col2im: each kernel tap adds its strided slice back
-                r0 = i * dilation[0]
-                for j in range(kw):
-                    c0 = j * dilation[1]
-                    rows = slice(r0, r0 + stride[0] * (oh - 1) + 1, stride[0])
-                    gx[:, s, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
+            _col2im(gx[:, s], (wg @ _grad_rows(xp, g[s], groups)).reshape(c, kh, kw, -1, oh, ow), stride, dilation)
     if narrow:
         gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
     return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].transpose(1, 0, 2, 3)
@@ -252,3 +258,74 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None:
         out = out + bias.reshape(1, -1, 1)
     return out
+
+
+# ---- unfold / fold: im2col and col2im as ops of their own -------------------------------------------------------
+@defop("im2col", kind="other", save=())
+def _im2col(xp, x, *, kernel, stride, padding, dilation):
+    n, c = x.shape[:2]
+    cols, oh, ow = _columns(xp, x, (c, c, *kernel), stride, padding, dilation, 1)  # (1, C·kh·kw, N·L)
+    return cols.reshape(-1, n, oh * ow).transpose(1, 0, 2)  # (N, C·kh·kw, L)
+
+
+@defop("col2im", kind="other", save=())
+def _col2im_op(xp, cols, *, output_size, kernel, stride, padding, dilation):
+    n, ckk, _ = cols.shape
+    (h, w), (kh, kw) = output_size, kernel
+    oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(w, kw, stride[1], padding[1], dilation[1])
+    c = ckk // (kh * kw)
+    gx = xp.zeros((c, n, h + 2 * padding[0], w + 2 * padding[1]), dtype=cols.dtype)
+    _col2im(gx, cols.transpose(1, 0, 2).reshape(c, kh, kw, n, oh, ow), stride, dilation)
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w].transpose(1, 0, 2, 3)
+
+
+def _window_attrs(ctx):
+    return {k: ctx.attrs[k] for k in ("kernel", "stride", "padding", "dilation")}
+
+
+# each is the other's adjoint, so their derivatives are each other and every order of gradient is exact
+_im2col.grad(lambda ctx, g: apply(_col2im_op, (g,), {**_window_attrs(ctx), "output_size": ctx.inputs[0].shape[2:]}))
+_col2im_op.grad(lambda ctx, g: apply(_im2col, (g,), _window_attrs(ctx)))
+
+
+def _window_args(op, kernel_size, dilation, padding, stride):
+    return {
+        "kernel": _pair(kernel_size, "kernel_size", op),
+        "stride": _pair(stride, "stride", op),
+        "padding": _pair(padding, "padding", op),
+        "dilation": _pair(dilation, "dilation", op),
+    }
+
+
+@batch_optional(4)
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """torch.nn.functional.unfold: sliding blocks of (N, C, H, W) or (C, H, W) as columns (N, C·kh·kw, L)."""
+    if input.ndim != 4:
+        raise ShapeError(f"unfold: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got {tuple(input.shape)}")
+    a = _window_args("unfold", kernel_size, dilation, padding, stride)
+    out = [
+        _out_size(input.shape[2 + i], a["kernel"][i], a["stride"][i], a["padding"][i], a["dilation"][i]) for i in (0, 1)
+    ]
+    if min(out) <= 0:
+        raise ShapeError(
+            f"unfold: input {tuple(input.shape)} is smaller than the kernel {a['kernel']} (dilation {a['dilation']}, "
+            f"padding {a['padding']}): there would be {tuple(out)} blocks"
+        )
+    return apply(_im2col, (input,), a)
+
+
+@batch_optional(3)
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """torch.nn.functional.fold: sum columns (N, C·kh·kw, L) or (C·kh·kw, L) back into (N, C, H, W) blocks;
+    overlapping blocks add up (the adjoint of unfold)."""
+    a = _window_args("fold", kernel_size, dilation, padding, stride)
+    size = _pair(output_size, "output_size", "fold")
+    (kh, kw), s, p, d = a["kernel"], a["stride"], a["padding"], a["dilation"]
+    blocks = (_out_size(size[0], kh, s[0], p[0], d[0]), _out_size(size[1], kw, s[1], p[1], d[1]))
+    if input.ndim != 3 or input.shape[1] % (kh * kw) or min(blocks) <= 0 or input.shape[2] != blocks[0] * blocks[1]:
+        raise ShapeError(
+            f"fold: input {tuple(input.shape)} must be (N, C·{kh}·{kw}, L) or (C·{kh}·{kw}, L) with L = "
+            f"{blocks[0]}·{blocks[1]} blocks for output_size {size}, kernel {(kh, kw)}, dilation {d}, padding {p}, "
+            f"stride {s}"
+        )
+    return apply(_col2im_op, (input,), {**a, "output_size": size})

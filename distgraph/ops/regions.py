@@ -39,7 +39,8 @@ def pad(input, pad, mode="constant", value=None):
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
+    # negative widths crop first, except in reflect mode, which torch mirrors about the uncropped input
+    if mode != "reflect" and builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
         from distgraph.ops.indexing import getitem
 
         index = tuple(slice(-lo if lo < 0 else 0, (hi if hi < 0 else None)) for lo, hi in widths)
@@ -61,6 +62,8 @@ def pad(input, pad, mode="constant", value=None):
                     f"pad: {mode} padding ({lo}, {hi}) of dim {d} must be at most {limit} for input shape "
                     f"{tuple(input.shape)}"
                 )
+            if n + lo + hi < 0:
+                raise ShapeError(f"pad: {mode} padding ({lo}, {hi}) of dim {d} leaves nothing of input shape {tuple(input.shape)}")  # fmt: skip
             index = _BORDER_INDEX[mode](xp.arange(-lo, n + hi), n, xp)
             input = getitem(input, (slice(None),) * d + (index,))  # gathers; backward adds repeats up
     return input

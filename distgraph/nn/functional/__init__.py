@@ -64,7 +64,8 @@ from distgraph.nn.functional.loss import (  # noqa: F401
     smooth_l1_loss,
     soft_margin_loss,
 )
-from distgraph.ops.conv import conv1d, conv2d  # noqa: F401
+from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
+from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
 from distgraph.ops.pool import (  # noqa: F401
     adaptive_avg_pool1d,
@@ -76,3 +77,4 @@ from distgraph.ops.pool import (  # noqa: F401
     max_pool1d,
     max_pool2d,
 )
+from distgraph.ops.resample import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401

@@ -1,0 +1,86 @@
+"""Transposed convolution: conv_transpose2d (conv_transpose1d is it with height 1), torch's arguments.
+
+A transposed convolution is the input gradient of a convolution, so it is `conv2d_input_grad`
+applied to the input with the transposed layer's weight (C_in, C_out/groups, kh, kw), which is laid
+out as a conv2d weight (O = C_in, C/g = C_out/groups). That op's derivatives are conv2d and
+conv2d_weight_grad, so gradients of every order come with it and no second col2im exists.
+
+The output size is (H - 1)·stride - 2·padding + dilation·(k - 1) + output_padding + 1. When
+output_padding < stride the conv2d that maps this size back gives exactly H, and the op runs with
+the padding as is. torch also accepts stride ≤ output_padding < dilation; there the extra rows would
+break that round trip, so the full, unpadded output is computed and then cropped (and zero-extended
+where output_padding exceeds padding) with F.pad.
+"""
+
+from distgraph.autograd.function import apply
+from distgraph.errors import ShapeError
+from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional
+from distgraph.ops.regions import pad
+
+
+def _out_size(size, k, stride, padding, dilation, output_padding):
+    return (size - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+
+
+@batch_optional(4)
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose2d: input (N, C_in, H, W) or (C_in, H, W), weight (C_in, C_out/groups, kh, kw)."""
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ShapeError(
+            f"conv_transpose2d: expected 3-D or 4-D input and 4-D weight, got input {tuple(input.shape)} and weight "
+            f"{tuple(weight.shape)}"
+        )
+    n, c, h, w = input.shape
+    ci, cg, kh, kw = weight.shape
+    if not isinstance(groups, int) or groups < 1:
+        raise ShapeError(f"conv_transpose2d: groups must be a positive int, got {groups!r}")
+    if ci != c or c % groups:
+        raise ShapeError(
+            f"conv_transpose2d: input {tuple(input.shape)} with groups={groups} needs weight ({c}, C_out/groups, kh, "
+            f"kw) with {c} divisible by groups, got weight {tuple(weight.shape)}"
+        )
+    op = "conv_transpose2d"
+    stride, dilation = _pair(stride, "stride", op), _pair(dilation, "dilation", op)
+    padding, extra = _pair(padding, "padding", op), _pair(output_padding, "padding", op)
+    if any(e >= max(s, d) for e, s, d in zip(extra, stride, dilation)):
+        raise ShapeError(
+            f"conv_transpose2d: output_padding {extra} must be smaller than either stride {stride} or dilation "
+            f"{dilation} in each dim"
+        )
+    size = tuple(_out_size(*a) for a in zip((h, w), (kh, kw), stride, padding, dilation, extra))
+    if min(size) <= 0:
+        raise ShapeError(
+            f"conv_transpose2d: input {tuple(input.shape)} with kernel {(kh, kw)}, stride {stride}, padding {padding}, "
+            f"dilation {dilation} and output_padding {extra} gives output size {size}, which is too small"
+        )
+    attrs = {"stride": stride, "dilation": dilation, "groups": groups}
+    if all(e < s for e, s in zip(extra, stride)):
+        out = apply(_conv2d_input_grad, (input, weight), {**attrs, "padding": padding, "input_shape": (n, cg * groups, *size)})  # fmt: skip
+    else:
+        full = tuple(_out_size(sz, k, s, 0, d, 0) for sz, k, s, d in zip((h, w), (kh, kw), stride, dilation))
+        out = apply(_conv2d_input_grad, (input, weight), {**attrs, "padding": (0, 0), "input_shape": (n, cg * groups, *full)})  # fmt: skip
+        out = pad(out, (-padding[1], size[1] + padding[1] - full[1], -padding[0], size[0] + padding[0] - full[0]))
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1)
+    return out
+
+
+@batch_optional(3)
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose1d: input (N, C_in, L) or (C_in, L), weight (C_in, C_out/groups, k)."""
+    if input.ndim != 3 or weight.ndim != 3:
+        raise ShapeError(
+            f"conv_transpose1d: expected 2-D or 3-D input and 3-D weight, got input {tuple(input.shape)} and weight "
+            f"{tuple(weight.shape)}"
+        )
+
+    def one(v):
+        return v if isinstance(v, int) else v[0]
+
+    out = conv_transpose2d(
+        input.unsqueeze(2), weight.unsqueeze(2), None, (1, one(stride)), (0, one(padding)), (0, one(output_padding)),
+        groups, (1, one(dilation)),
+    ).squeeze(2)  # fmt: skip
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1)
+    return out
