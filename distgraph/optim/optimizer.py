@@ -190,8 +190,8 @@ def _to_param(value, param, key, name, scalar_keys=()):
         return int(value)
     if key in scalar_keys:
         return float(value)
-    if not hasattr(value, "shape") or value.ndim == 0:
-        return value
+    if not hasattr(value, "shape"):
+        return value  # 0-d arrays are state of a 0-d parameter: copied below, never shared with the caller's
     if tuple(value.shape) != tuple(param.shape):
         raise ConfigError(
             f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, parameter has {tuple(param.shape)}"
