@@ -4,7 +4,8 @@ This is the one place an update rule is written: the `Optimizer` classes call th
 their parameters' arrays, and the distributed parameter store calls them on the arrays it owns, so
 both give the same bits. Each function follows torch's single-tensor implementation step by step and
 keeps its state under torch's key names in the per-parameter `state` dict, created on first use
-("step" is a Python int; the rest are arrays shaped like the parameter).
+("step" is a Python int, NAdam's mu_product and ASGD's eta and mu are Python floats — `_scalar`; the rest
+are arrays shaped like the parameter, so an update on a slice of the parameter is that slice of the update).
 
 The step time of small models counts, so every function writes into its state and into at most one
 or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator.
@@ -47,7 +48,8 @@ def _decayed(xp, param, grad, lr, weight_decay, decoupled, maximize):
 def _scalar(value):
     """`value` as torch holds a scalar state entry (NAdam's mu_product, ASGD's eta and mu): a 0-d tensor
     of its "scalar dtype", float64 only when the default dtype is float64, else float32. Kept here as
-    a Python float rounded the same way, so the updates that read it give torch's bits."""
+    a Python float rounded the same way, so the updates that read it give torch's bits. The default dtype
+    is this process's: a Ray worker has its own (float32 unless something there sets it)."""
     return float(value) if dtypes.get_default_dtype() is dtypes.float64 else float(np.float32(value))
 
 
