@@ -16,7 +16,23 @@ SCHEMA = {
     "data": {"name": str, "seed": int, "test_fraction": float, "samples": int, "features": int, "classes": int},
     "model": list,
     "loss": str,
-    "optimizer": {"name": str, "lr": float, "momentum": float, "weight_decay": float, "betas": list, "nesterov": bool},
+    "optimizer": {
+        "name": str,
+        "lr": float,
+        "momentum": float,
+        "weight_decay": float,
+        "betas": list,
+        "nesterov": bool,
+        "eps": float,
+        "decoupled_weight_decay": bool,
+        "momentum_decay": float,
+        "rho": float,
+        "etas": list,
+        "step_sizes": list,
+        "lambd": float,
+        "alpha": float,
+        "t0": float,
+    },
     # interval: "epoch" (default) or "step" — when the Trainer steps it (Trainer(scheduler_interval=...)); it
     # lives with the scheduler, as Lightning's lr_scheduler config holds its "interval"
     "scheduler": {
@@ -44,6 +60,12 @@ SCHEMA = {
         "mode": str,
         "factor": float,
         "patience": int,
+        "power": float,
+        "T_0": int,
+        "T_mult": int,
+        "base_lr": float,
+        "step_size_up": int,
+        "step_size_down": int,
     },
     "train": {"epochs": int, "batch_size": int, "seed": int},
     # dynamic loss scaling (distgraph.amp.GradScaler's arguments); overflowing steps are skipped and counted
@@ -69,9 +91,10 @@ SCHEMA = {
 }
 REQUIRED = ("data", "model", "loss", "optimizer", "train")
 LOSSES = ("cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "nll_loss", "binary_cross_entropy_with_logits")
-OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")
-SCHEDULERS = (
+OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD")
+SCHEDULERS = (  # those a YAML file can configure: no function (LambdaLR) or scheduler (SequentialLR) arguments
     "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau",
+    "ConstantLR", "PolynomialLR", "CosineAnnealingWarmRestarts", "CyclicLR",
 )  # fmt: skip
 
 

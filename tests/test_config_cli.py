@@ -140,3 +140,18 @@ def test_loss_scaling_section_skips_and_reports_overflowing_steps(tmp_path):
     bad = {**GOOD, "loss_scaling": {"init_scale": "huge"}}
     result = CliRunner().invoke(main, ["train", write(tmp_path, bad, "bad.yaml"), "--quiet"])
     assert "loss_scaling.init_scale must be a number" in result.output
+
+
+def test_the_newer_torch_optimizers_and_schedulers_are_built_by_name(tmp_path):
+    """NAdam with a list for betas (YAML has no tuples) and CyclicLR cycling its beta1."""
+    import distgraph as dg
+    from distgraph.config import build_optimizer, build_scheduler
+
+    cfg = dict(GOOD, optimizer={"name": "NAdam", "lr": 0.003, "betas": [0.8, 0.99], "decoupled_weight_decay": True},
+               scheduler={"name": "CyclicLR", "base_lr": 0.001, "max_lr": 0.01, "step_size_up": 4})  # fmt: skip
+    cfg = load_config(write(tmp_path, cfg))
+    opt = build_optimizer(cfg, [dg.zeros(2, requires_grad=True)])
+    sched = build_scheduler(cfg, opt)
+    assert type(opt).__name__ == "NAdam" and opt.param_groups[0]["betas"] == (0.9, 0.99)  # max_momentum first
+    sched.step()
+    assert sched.get_last_lr() == [pytest.approx(0.001 + 0.009 / 4)] and opt.param_groups[0]["decoupled_weight_decay"]

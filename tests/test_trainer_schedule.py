@@ -33,6 +33,10 @@ SCHEDULES = {  # (the optimizer, its scheduler) for distgraph.optim or torch.opt
         s.OneCycleLR(opt, max_lr=0.5, total_steps=EPOCHS * 4, cycle_momentum=True),
     ),
     "warmup": lambda o, s, p: (opt := o.Adam(p, lr=0.02), s.LambdaLR(opt, warmup)),
+    "cyclic": lambda o, s, p: (  # NAdam's beta1 cycled too: the rows carry betas
+        opt := o.NAdam(p, lr=0.02),
+        s.CyclicLR(opt, base_lr=0.005, max_lr=0.05, step_size_up=3, mode="triangular2"),
+    ),
 }
 
 

@@ -53,6 +53,8 @@ OPTIMIZERS = {
     "sgd": lambda o, p: o.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
     "adam": lambda o, p: o.Adam(p, lr=0.01, weight_decay=1e-3),
     "adamw": lambda o, p: o.AdamW(p, lr=0.01, amsgrad=True),
+    "nadam": lambda o, p: o.NAdam(p, lr=0.01, weight_decay=1e-3, decoupled_weight_decay=True),
+    "asgd": lambda o, p: o.ASGD(p, lr=0.05, t0=3, lambd=0.01),
 }
 
 

@@ -15,7 +15,7 @@ and negated, integers rolled along the batch); if the two graphs differ — Pyth
 values, randomness, data baked into constants — the graph cannot stand for the function and calls
 run eagerly, with a warning that says why. A wrong result is never returned silently.
 
-With `optimizer=` (any of `distgraph.optim`'s: SGD, Adam, AdamW, RMSprop, Adagrad) the update is
+With `optimizer=` (SGD, Adam, AdamW, RMSprop or Adagrad; the others are refused with a ConfigError) the update is
 traced into the same graph as functional ops (`graph/optimizer_capture.py`): the optimizer's state
 arrays are inputs, and the generated code writes the new parameters and state back into their arrays, so a call is the whole
 training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.

@@ -2,8 +2,12 @@
 in `functional` (shared with the distributed parameter store)."""
 
 from distgraph.optim import functional, lr_scheduler  # noqa: F401
+from distgraph.optim.adadelta import Adadelta  # noqa: F401
 from distgraph.optim.adagrad import Adagrad  # noqa: F401
 from distgraph.optim.adam import Adam, AdamW  # noqa: F401
+from distgraph.optim.adamax import Adamax  # noqa: F401
+from distgraph.optim.nadam import NAdam, RAdam  # noqa: F401
 from distgraph.optim.optimizer import Optimizer  # noqa: F401
 from distgraph.optim.rmsprop import RMSprop  # noqa: F401
+from distgraph.optim.rprop import ASGD, Rprop  # noqa: F401
 from distgraph.optim.sgd import SGD  # noqa: F401

@@ -28,14 +28,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def check(self, g):
-        name = type(self).__name__
-        betas = g["betas"]
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"{name}: invalid betas {betas} (two values, each in [0, 1))")
-        if g["eps"] < 0:
-            raise ConfigError(f"{name}: invalid epsilon value {g['eps']} (must be >= 0)")
-        if g["weight_decay"] < 0:
-            raise ConfigError(f"{name}: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+        check_adam_options(type(self).__name__, g)
 
 
 class AdamW(Adam):
@@ -51,3 +44,14 @@ class AdamW(Adam):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize
         )
         Optimizer.__init__(self, params, defaults)
+
+
+def check_adam_options(name, g):
+    """The Adam family's checks (Adam, AdamW, NAdam, RAdam, Adamax): betas in [0, 1), eps and weight_decay >= 0."""
+    betas = g["betas"]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{name}: invalid betas {betas} (two values, each in [0, 1))")
+    if g["eps"] < 0:
+        raise ConfigError(f"{name}: invalid epsilon value {g['eps']} (must be >= 0)")
+    if g["weight_decay"] < 0:
+        raise ConfigError(f"{name}: invalid weight_decay value {g['weight_decay']} (must be >= 0)")

@@ -4,7 +4,8 @@ This is the one place an update rule is written: the `Optimizer` classes call th
 their parameters' arrays, and the distributed parameter store calls them on the arrays it owns, so
 both give the same bits. Each function follows torch's single-tensor implementation step by step and
 keeps its state under torch's key names in the per-parameter `state` dict, created on first use
-("step" is a Python int; the rest are arrays shaped like the parameter).
+("step" is a Python int, NAdam's mu_product and ASGD's eta and mu are Python floats — `_scalar`; the rest
+are arrays shaped like the parameter, so an update on a slice of the parameter is that slice of the update).
 
 The step time of small models counts, so every function writes into its state and into at most one
 or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator.
@@ -14,6 +15,9 @@ since a ufunc on 0-d arrays would otherwise return a scalar that in-place update
 
 import math
 
+import numpy as np
+
+from distgraph import dtypes
 from distgraph.backend import device_of_array
 
 
@@ -30,6 +34,23 @@ def _regularized(xp, param, grad, weight_decay, maximize):
     if maximize:
         return xp.negative(grad, out=xp.empty_like(param)), True
     return grad, False
+
+
+def _decayed(xp, param, grad, lr, weight_decay, decoupled, maximize):
+    """The Adam family's weight decay: decoupled (AdamW's), the parameter shrinks by lr·weight_decay before
+    the update and the gradient is left alone; else it joins the gradient as in `_regularized`."""
+    if weight_decay and decoupled:
+        param *= 1 - lr * weight_decay
+        return _regularized(xp, param, grad, 0, maximize)
+    return _regularized(xp, param, grad, weight_decay, maximize)
+
+
+def _scalar(value):
+    """`value` as torch holds a scalar state entry (NAdam's mu_product, ASGD's eta and mu): a 0-d tensor
+    of its "scalar dtype", float64 only when the default dtype is float64, else float32. Kept here as
+    a Python float rounded the same way, so the updates that read it give torch's bits. The default dtype
+    is this process's: a Ray worker has its own (float32 unless something there sets it)."""
+    return float(value) if dtypes.get_default_dtype() is dtypes.float64 else float(np.float32(value))
 
 
 def _add_scaled(y, x, alpha, scratch):
@@ -94,26 +115,11 @@ def adam_update(
     """Adam (AdamW with `decoupled_weight_decay`): torch's bias-corrected update, optional amsgrad."""
     xp = _xp(param)
     beta1, beta2 = betas
-    if "step" not in state:
-        state["step"] = 0
-        state["exp_avg"] = xp.zeros_like(param)
-        state["exp_avg_sq"] = xp.zeros_like(param)
-        if amsgrad:
-            state["max_exp_avg_sq"] = xp.zeros_like(param)
-    state["step"] += 1
-    step = state["step"]
-    if weight_decay and decoupled_weight_decay:
-        param *= 1 - lr * weight_decay
-        g, owned = _regularized(xp, param, grad, 0, maximize)
-    else:
-        g, owned = _regularized(xp, param, grad, weight_decay, maximize)
+    step = _stepped(xp, param, state, ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()))
+    g, owned = _decayed(xp, param, grad, lr, weight_decay, decoupled_weight_decay, maximize)
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     tmp = xp.empty_like(param)
-    _lerp_(exp_avg, g, 1 - beta1, tmp)
-    exp_avg_sq *= beta2  # exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    xp.multiply(g, 1 - beta2, out=tmp)
-    tmp *= g
-    exp_avg_sq += tmp
+    _moments(exp_avg, exp_avg_sq, g, beta1, beta2, tmp)
     if amsgrad:
         second = state.get("max_exp_avg_sq")
         if second is None:  # amsgrad switched on after the state was made
@@ -130,11 +136,179 @@ def adam_update(
     param -= ratio
 
 
+def _moments(exp_avg, exp_avg_sq, g, beta1, beta2, tmp):
+    """The Adam family's running moments: exp_avg.lerp_(g, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g,
+    value=1 - beta2)."""
+    _lerp_(exp_avg, g, 1 - beta1, tmp)
+    exp_avg_sq *= beta2
+    _xp(g).multiply(g, 1 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+
+
+def _stepped(xp, param, state, keys=("exp_avg", "exp_avg_sq")):
+    """Count a step → its number; on first use the state starts at step 0 with zero arrays under `keys`."""
+    if "step" not in state:
+        state["step"] = 0
+        for key in keys:
+            state[key] = xp.zeros_like(param)
+    state["step"] += 1
+    return state["step"]
+
+
 def adamw_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                  maximize=False):  # fmt: skip
     """AdamW: Adam whose weight decay shrinks the parameter directly instead of joining the gradient."""
     adam_update(param, grad, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                 maximize=maximize, decoupled_weight_decay=True)  # fmt: skip
+
+
+def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, maximize=False):  # fmt: skip
+    """NAdam: Adam with Nesterov momentum whose coefficient mu_t warms up (momentum_decay); the product of
+    the mu's so far is state ("mu_product", a torch scalar: `_scalar`)."""
+    xp = _xp(param)
+    beta1, beta2 = betas
+    if "step" not in state:
+        state["mu_product"] = 1.0
+    step = _stepped(xp, param, state)
+    bias_correction2 = 1 - beta2**step
+    g, owned = _decayed(xp, param, grad, lr, weight_decay, decoupled_weight_decay, maximize)
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    mu_product = state["mu_product"] = _scalar(_scalar(state["mu_product"]) * _scalar(mu))
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    denom = xp.empty_like(param)
+    _moments(exp_avg, exp_avg_sq, g, beta1, beta2, denom)
+    xp.divide(exp_avg_sq, bias_correction2, out=denom)
+    xp.sqrt(denom, out=denom)
+    denom += eps
+    work = g if owned else xp.empty_like(param)
+    for x, value in (
+        (g, -lr * (1.0 - mu) / (1.0 - mu_product)),
+        (exp_avg, (-lr * mu_next) / (1.0 - mu_product * mu_next)),
+    ):
+        xp.multiply(x, value, out=work)  # param.addcdiv_(x, denom, value=value)
+        work /= denom
+        param += work
+
+
+def radam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
+                 maximize=False):  # fmt: skip
+    """RAdam: Adam whose adaptive step is switched on (and rectified) only once the variance of the
+    second moment is tractable (rho_t > 5); before that, SGD with bias-corrected momentum."""
+    xp = _xp(param)
+    beta1, beta2 = betas
+    step = _stepped(xp, param, state)
+    g, _ = _decayed(xp, param, grad, lr, weight_decay, decoupled_weight_decay, maximize)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    tmp = xp.empty_like(param)
+    _moments(exp_avg, exp_avg_sq, g, beta1, beta2, tmp)
+    bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    update = xp.divide(exp_avg, bias_correction1, out=xp.empty_like(param))
+    update *= lr
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        adaptive = xp.sqrt(exp_avg_sq, out=tmp)
+        adaptive += eps
+        xp.divide(bias_correction2**0.5, adaptive, out=adaptive)
+        update *= adaptive
+        update *= rect
+    param -= update
+
+
+def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
+    """Adamax: Adam with the infinity norm, a running max of |grad|, in place of the second moment."""
+    xp = _xp(param)
+    beta1, beta2 = betas
+    step = _stepped(xp, param, state, ("exp_avg", "exp_inf"))
+    g, _ = _regularized(xp, param, grad, weight_decay, maximize)
+    exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
+    tmp = xp.empty_like(param)
+    _lerp_(exp_avg, g, 1 - beta1, tmp)
+    exp_inf *= beta2  # torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
+    norm = xp.abs(g, out=tmp)
+    norm += eps
+    xp.maximum(exp_inf, norm, out=exp_inf)
+    clr = lr / (1 - beta1**step)
+    xp.multiply(exp_avg, -clr, out=tmp)  # param.addcdiv_(exp_avg, exp_inf, value=-clr)
+    tmp /= exp_inf
+    param += tmp
+
+
+def adadelta_update(param, grad, state, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
+    """Adadelta: the step is the gradient scaled by RMS(past updates) / RMS(gradients), times lr."""
+    xp = _xp(param)
+    _stepped(xp, param, state, ("square_avg", "acc_delta"))
+    g, _ = _regularized(xp, param, grad, weight_decay, maximize)
+    square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+    std, delta = xp.empty_like(param), xp.empty_like(param)
+    square_avg *= rho  # square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+    xp.multiply(g, 1 - rho, out=std)
+    std *= g
+    square_avg += std
+    xp.add(square_avg, eps, out=std)
+    xp.sqrt(std, out=std)
+    xp.add(acc_delta, eps, out=delta)
+    xp.sqrt(delta, out=delta)
+    delta /= std
+    delta *= g
+    acc_delta *= rho  # acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+    xp.multiply(delta, 1 - rho, out=std)
+    std *= delta
+    acc_delta += std
+    _add_scaled(param, delta, -lr, std)
+
+
+def rprop_update(param, grad, state, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+    """Rprop: per-weight step sizes, grown by etas[1] while the gradient keeps its sign and shrunk by
+    etas[0] when it flips (that step then moves nothing); only the gradient's sign is used. `lr` is
+    the initial step size, read on the first step only (as torch)."""
+    xp = _xp(param)
+    if "step" not in state:
+        state["step"] = 0
+        state["prev"] = xp.zeros_like(param)
+        state["step_size"] = xp.full_like(param, lr)
+    state["step"] += 1
+    etaminus, etaplus = etas
+    prev, step_size = state["prev"], state["step_size"]
+    g = xp.negative(grad, out=xp.empty_like(param)) if maximize else grad.copy()
+    factor = xp.multiply(g, prev, out=xp.empty_like(param))
+    xp.sign(factor, out=factor)
+    factor[factor > 0] = etaplus
+    factor[factor < 0] = etaminus
+    factor[factor == 0] = 1
+    step_size *= factor
+    xp.clip(step_size, *step_sizes, out=step_size)
+    g[factor == etaminus] = 0  # after a sign flip: no move, and the next step sees no previous sign
+    xp.sign(g, out=factor)  # param.addcmul_(g.sign(), step_size, value=-1)
+    factor *= step_size
+    param -= factor
+    prev[...] = g
+
+
+def asgd_update(param, grad, state, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, maximize=False):
+    """ASGD: SGD with a decaying step eta and a running average of the iterates ("ax") from step t0 on;
+    eta and the averaging weight mu are torch scalars (`_scalar`)."""
+    xp = _xp(param)
+    if "step" not in state:
+        state["eta"], state["mu"] = _scalar(lr), 1.0
+    step = _stepped(xp, param, state, ("ax",))
+    g, _ = _regularized(xp, param, grad, weight_decay, maximize)
+    eta, mu, ax = float(state["eta"]), float(state["mu"]), state["ax"]
+    tmp = xp.empty_like(param)
+    param *= 1 - lambd * eta
+    _add_scaled(param, g, -eta, tmp)
+    if mu != 1:  # ax.add_(param.sub(ax).mul_(mu))
+        xp.subtract(param, ax, out=tmp)
+        tmp *= mu
+        ax += tmp
+    else:
+        ax[...] = param
+    state["eta"] = _scalar(lr / ((1 + lambd * lr * step) ** alpha))
+    state["mu"] = _scalar(1 / max(1, step - t0))
 
 
 def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
@@ -200,6 +374,12 @@ UPDATES = {
     "adamw": adamw_update,
     "rmsprop": rmsprop_update,
     "adagrad": adagrad_update,
+    "nadam": nadam_update,
+    "radam": radam_update,
+    "adamax": adamax_update,
+    "adadelta": adadelta_update,
+    "rprop": rprop_update,
+    "asgd": asgd_update,
 }
 
 

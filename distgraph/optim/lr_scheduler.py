@@ -91,7 +91,7 @@ class LambdaLR(LRScheduler):
     """lr = base_lr · lr_lambda(epoch); one function for all groups or one per group."""
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        self.lr_lambdas = _per_group("LambdaLR: lr_lambda", optimizer, lr_lambda)
+        self.lr_lambdas = _per_group(f"{type(self).__name__}: lr_lambda", optimizer, lr_lambda)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -358,6 +358,30 @@ class SequentialLR(LRScheduler):
             s.load_state_dict(sd)
 
 
+class ChainedScheduler(LRScheduler):
+    """Step every one of `schedulers` (on one optimizer) at each step(): their chainable forms compose."""
+
+    def __init__(self, schedulers, optimizer=None):
+        if not schedulers:
+            raise ConfigError("ChainedScheduler expects at least one scheduler")
+        optimizer = optimizer or schedulers[0].optimizer
+        for i, s in enumerate(schedulers):
+            if isinstance(s, ReduceLROnPlateau):
+                raise ConfigError(f"ChainedScheduler does not support ReduceLROnPlateau (scheduler {i})")
+            if getattr(s, "optimizer", None) is not optimizer:
+                raise ConfigError(f"ChainedScheduler: scheduler {i} ({type(s).__name__}) belongs to another optimizer")
+        self._schedulers, self.optimizer = list(schedulers), optimizer
+        self._last_lr = self._lrs()
+
+    def step(self):
+        for s in self._schedulers:
+            s.step()
+        self._last_lr = self._lrs()
+
+    state_dict = SequentialLR.state_dict
+    load_state_dict = SequentialLR.load_state_dict
+
+
 class ReduceLROnPlateau(LRScheduler):
     """Multiply the lr by `factor` once a metric has not improved for `patience` epochs: step(metric)."""
 
@@ -422,3 +446,7 @@ class ReduceLROnPlateau(LRScheduler):
 
 
 _LRScheduler = LRScheduler  # torch's old name, still used by user code
+
+# the schedulers of these modules extend the classes above; torch has them all in one namespace
+from distgraph.optim.lr_cyclic import CosineAnnealingWarmRestarts, CyclicLR  # noqa: E402, F401
+from distgraph.optim.lr_factor import ConstantLR, MultiplicativeLR, PolynomialLR  # noqa: E402, F401

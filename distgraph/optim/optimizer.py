@@ -23,6 +23,7 @@ class Optimizer:
 
     update_name = None
     hyperparameters = {}
+    scalar_state = ()  # state keys torch keeps as 0-d tensors besides "step" (NAdam's mu_product): floats here
 
     def __init__(self, params, defaults):
         self.defaults = {**self.hyperparameters, **defaults}
@@ -159,7 +160,7 @@ class Optimizer:
             p = by_saved_index.get(int(key))
             if p is None:
                 raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
-            state[p] = {k: _to_param(v, p, k, name) for k, v in entries.items()}
+            state[p] = {k: _to_param(v, p, k, name, self.scalar_state) for k, v in entries.items()}
         for mine, theirs in zip(self.param_groups, groups):
             for k, v in theirs.items():  # options torch keeps that distgraph has no use for (foreach, ...) are left out
                 if k in self.hyperparameters or k in _SCHEDULER_KEYS:
@@ -178,14 +179,19 @@ class Optimizer:
 _SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 
 
-def _to_param(value, param, key, name):
-    """A saved state value as this parameter's state: arrays copied to its device and dtype, scalars as ints."""
+def _to_param(value, param, key, name, scalar_keys=()):
+    """A saved state value as this parameter's state: arrays copied to its device and dtype, "step" as an
+    int, the optimizer's other scalar keys as floats."""
     if isinstance(value, Tensor):
         value = value.array
     elif hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
         value = value.numpy()  # a foreign tensor (a torch optimizer's state): read through its numpy()
-    if key == "step" or not hasattr(value, "shape") or value.ndim == 0:
-        return int(value) if key == "step" else value
+    if key == "step":
+        return int(value)
+    if key in scalar_keys:
+        return float(value)
+    if not hasattr(value, "shape"):
+        return value  # 0-d arrays are state of a 0-d parameter: copied below, never shared with the caller's
     if tuple(value.shape) != tuple(param.shape):
         raise ConfigError(
             f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, parameter has {tuple(param.shape)}"

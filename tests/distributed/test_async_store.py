@@ -58,7 +58,15 @@ def open_call(store, steps=8):
         store.control[1:4] = (0, steps, 1)  # NEXT, END, CHUNK
 
 
-@pytest.mark.parametrize("opt_cls, kw", [(dg.optim.Adam, {"lr": 0.01}), (dg.optim.SGD, {"lr": 0.1, "momentum": 0.9})])
+@pytest.mark.parametrize(
+    "opt_cls, kw",
+    [
+        (dg.optim.Adam, {"lr": 0.01}),
+        (dg.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+        (dg.optim.NAdam, {"lr": 0.01}),  # a float scalar state (mu_product) in the segment's scalar region
+        (dg.optim.ASGD, {"lr": 0.01, "t0": 1}),
+    ],
+)
 def test_interleaved_pushes_give_the_local_optimizers_bits_in_push_order(opt_cls, kw):
     a, b, driver, opt = stores(opt_cls, **kw)
     open_call(a)

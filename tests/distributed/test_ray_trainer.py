@@ -18,11 +18,17 @@ def data(n=128):
     return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
 
 
+OPTIMIZERS = {
+    "adam": lambda p: dg.optim.Adam(p, lr=0.01),
+    "sgd": lambda p: dg.optim.SGD(p, lr=0.1),
+    "nadam": lambda p: dg.optim.NAdam(p, lr=0.01, weight_decay=1e-3, decoupled_weight_decay=True),
+}
+
+
 def small_model(opt="adam"):
     dg.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    o = dg.optim.Adam(model.parameters(), lr=0.01) if opt == "adam" else dg.optim.SGD(model.parameters(), lr=0.1)
-    return model, o
+    return model, OPTIMIZERS[opt](model.parameters())
 
 
 def train(backend, workers=2, sync="sync", epochs=2, opt="adam", allreduce="auto", bucket_mb=25):
@@ -44,6 +50,15 @@ def test_sync_ray_run_is_bit_identical_to_local(ray_session, bucket_mb):
     assert all(np.array_equal(a, b) for a, b in zip(local, remote))
     assert hl["loss"] == hr["loss"]
     assert ev["accuracy"] > 0.5
+
+
+def test_nadam_on_two_ray_workers_equals_the_local_run(ray_session):
+    """An optimizer added to `optim.functional` runs in the workers' sharded store as it runs locally:
+    NAdam, whose state holds a scalar (mu_product) besides its moments, gives the local Trainer's bits."""
+    local, hl, _ = train("local", opt="nadam")
+    remote, hr, _ = train("ray", opt="nadam")
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote))
+    assert hl["loss"] == hr["loss"]
 
 
 @pytest.mark.parametrize("bucket_mb,overlapped", [(25, 0), (1e-6, 3)])

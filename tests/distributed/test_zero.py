@@ -47,6 +47,10 @@ def run_ranks(world, fn):
         lambda p: dg.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
         lambda p: dg.optim.Adam(p, lr=0.01),
         lambda p: dg.optim.RMSprop(p, lr=0.01, momentum=0.5),
+        lambda p: dg.optim.NAdam(p, lr=0.01, weight_decay=1e-3, decoupled_weight_decay=True),  # scalar state
+        lambda p: dg.optim.ASGD(p, lr=0.01, t0=2, lambd=0.01),  # scalar state: eta and mu
+        lambda p: dg.optim.Rprop(p, lr=0.01),
+        lambda p: dg.optim.RAdam(p, lr=0.01, betas=(0.5, 0.6)),  # rectified from step 2 on
     ],
 )
 def test_sharded_steps_equal_the_local_optimizer_bit_for_bit(world, make_opt):

@@ -131,6 +131,8 @@ def test_unsupported_optimizer_and_changed_structure_are_clear_errors():
 
     with pytest.raises(ConfigError, match="supports adagrad, adam, adamw, rmsprop, sgd, got Lion"):
         dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=Lion(model.parameters(), lr=0.1))
+    with pytest.raises(ConfigError, match="got NAdam; compile without optimizer="):  # eager-only, for now
+        dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=dg.optim.NAdam(model.parameters()))
     opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)
     step(x, y)

@@ -14,6 +14,12 @@ OPTIMIZERS = [
     ("adamw", optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
     ("rmsprop", optim.RMSprop, dict(lr=0.01, momentum=0.9, centered=True)),
     ("adagrad", optim.Adagrad, dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)),
+    ("nadam", optim.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("radam", optim.RAdam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    ("adamax", optim.Adamax, dict(lr=0.01, weight_decay=0.1)),
+    ("adadelta", optim.Adadelta, dict(lr=0.5, rho=0.8)),
+    ("rprop", optim.Rprop, dict(lr=0.01, etas=(0.4, 1.3))),
+    ("asgd", optim.ASGD, dict(lr=0.01, t0=4, lambd=0.01)),
 ]
 STATE_KEYS = {
     "sgd": {"momentum_buffer"},
@@ -21,6 +27,12 @@ STATE_KEYS = {
     "adamw": {"step", "exp_avg", "exp_avg_sq"},
     "rmsprop": {"step", "square_avg", "momentum_buffer", "grad_avg"},
     "adagrad": {"step", "sum"},
+    "nadam": {"step", "mu_product", "exp_avg", "exp_avg_sq"},
+    "radam": {"step", "exp_avg", "exp_avg_sq"},
+    "adamax": {"step", "exp_avg", "exp_inf"},
+    "adadelta": {"step", "square_avg", "acc_delta"},
+    "rprop": {"step", "prev", "step_size"},
+    "asgd": {"step", "eta", "mu", "ax"},
 }
 
 
@@ -77,7 +89,7 @@ def test_updates_run_on_the_parameters_device(name, cls, kwargs, device):
         for o in opts:
             o.step()
     xp = dg.device(device).xp
-    assert all(isinstance(v, xp.ndarray) for v in opts[1].state[dev[0]].values() if not isinstance(v, int))
+    assert all(isinstance(v, xp.ndarray) for v in opts[1].state[dev[0]].values() if not isinstance(v, int | float))
     np.testing.assert_allclose(dev[0].detach().to("cpu").numpy(), cpu[0].detach().numpy(), rtol=1e-12, atol=1e-12)
 
 

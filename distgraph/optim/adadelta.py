@@ -1,0 +1,23 @@
+"""Adadelta (torch.optim.Adadelta): steps scaled by the ratio of running RMS of updates and of gradients."""
+
+from distgraph.errors import ConfigError
+from distgraph.optim.optimizer import Optimizer
+
+
+class Adadelta(Optimizer):
+    """params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False; the update is
+    `functional.adadelta_update`."""
+
+    update_name = "adadelta"
+    hyperparameters = {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False}
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check(self, g):
+        if not 0 <= g["rho"] <= 1:
+            raise ConfigError(f"Adadelta: invalid rho value {g['rho']} (must be in [0, 1])")
+        for key in ("eps", "weight_decay"):
+            if g[key] < 0:
+                raise ConfigError(f"Adadelta: invalid {key} value {g[key]} (must be >= 0)")
