@@ -5,6 +5,8 @@ operands; within it, dimensioned tensors decide before zero-dim tensors, which d
 scalars; a Python float meeting only integer tensors gives the default dtype (float32).
 """
 
+import os
+
 import numpy as np
 
 from distgraph.errors import DTypeError
@@ -45,7 +47,23 @@ _BY_NP = {d.np: d for d in ALL}
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32, "short": int16})
 
-_default_float = float32
+DEFAULT_DTYPE_VAR = "DISTGRAPH_DEFAULT_DTYPE"
+
+
+def _default_from_environment():
+    """float32, or the dtype named by DISTGRAPH_DEFAULT_DTYPE: Ray workers start with the driver's
+    `set_default_dtype` this way (distributed/runtime.py sets it), so tensors they create, and the
+    optimizers' rounding of their scalars to the default dtype, are those of the driver."""
+    name = os.environ.get(DEFAULT_DTYPE_VAR)
+    if not name:
+        return float32
+    dtype = _BY_NAME.get(name)
+    if dtype is None or not dtype.is_floating_point:
+        raise DTypeError(f"{DEFAULT_DTYPE_VAR}={name!r} is not a floating dtype (float16, float32, float64)")
+    return dtype
+
+
+_default_float = _default_from_environment()
 
 
 def get_default_dtype():

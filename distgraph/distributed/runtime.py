@@ -18,6 +18,7 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from distgraph import dtypes
 from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
 
@@ -133,7 +134,7 @@ class WorkerGroup:
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
                     placement_group=self.pg, placement_group_bundle_index=i
                 ),
-                "runtime_env": {"env_vars": {**dict.fromkeys(_THREAD_VARS, threads), **_ALLOCATOR_VARS}},
+                "runtime_env": {"env_vars": {**dict.fromkeys(_THREAD_VARS, threads), **_process_vars()}},
             }
             for i in range(n)
         ]
@@ -185,15 +186,20 @@ class WorkerGroup:
         remove_placement_group(self.pg)
 
 
+def _process_vars():
+    """Environment of every distgraph actor: the allocator settings, and the driver's default dtype now."""
+    return {**_ALLOCATOR_VARS, dtypes.DEFAULT_DTYPE_VAR: dtypes.get_default_dtype().name}
+
+
 def start_store(shard_cls, *args, **kwargs):
     """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step)."""
-    return ray.remote(shard_cls).options(num_cpus=0).remote(*args, **kwargs)
+    return ray.remote(shard_cls).options(num_cpus=0, runtime_env={"env_vars": _process_vars()}).remote(*args, **kwargs)
 
 
 def spawn(cls, args_per_rank, num_cpus=1):
     """One plain actor per argument tuple (benchmarks and tests: no placement group needed), with the
     worker processes' allocator settings, so what it measures is what a worker would see."""
-    remote_cls = ray.remote(num_cpus=num_cpus, runtime_env={"env_vars": dict(_ALLOCATOR_VARS)})(cls)
+    remote_cls = ray.remote(num_cpus=num_cpus, runtime_env={"env_vars": _process_vars()})(cls)
     return [remote_cls.remote(*args) for args in args_per_rank]
 
 

@@ -61,6 +61,22 @@ def test_nadam_on_two_ray_workers_equals_the_local_run(ray_session):
     assert hl["loss"] == hr["loss"]
 
 
+def test_ray_workers_take_the_drivers_default_dtype(ray_session):
+    """`dg.set_default_dtype(float64)` on the driver reaches the workers: NAdam rounds its mu_product to
+    the default dtype, as torch does, and the workers rounded it to float32 (their own default) —
+    a run 1e-9 away from the local one instead of its bits."""
+    previous = dg.get_default_dtype()
+    dg.set_default_dtype(dg.float64)
+    try:
+        local, hl, _ = train("local", opt="nadam")
+        remote, hr, _ = train("ray", opt="nadam")
+    finally:
+        dg.set_default_dtype(previous)
+    assert {a.dtype for a in remote} == {np.dtype(np.float64)}
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote))
+    assert hl["loss"] == hr["loss"]
+
+
 @pytest.mark.parametrize("bucket_mb,overlapped", [(25, 0), (1e-6, 3)])
 def test_workers_reduce_buckets_while_backward_runs(ray_session, bucket_mb, overlapped):
     """Each rank's step statistics count the buckets reduced before backward ended: none with one
