@@ -66,7 +66,14 @@ def test_sdpa_matches_torch(shapes, mask, scale):
     if m is None:
         check(lambda *a: sdpa(dg, *a, scale=scale), lambda *a: sdpa(torch, *a, scale=scale), q, k, v)
     else:  # a float mask is an input too: its gradient is compared
-        check(lambda *a: sdpa(dg, *a[:3], a[3], scale=scale), lambda *a: sdpa(torch, *a[:3], a[3], scale=scale), q, k, v, m)
+        check(
+            lambda *a: sdpa(dg, *a[:3], a[3], scale=scale),
+            lambda *a: sdpa(torch, *a[:3], a[3], scale=scale),
+            q,
+            k,
+            v,
+            m,
+        )
 
 
 @pytest.mark.parametrize("L,S", [(4, 4), (3, 5), (5, 3)], ids=["square", "L<S", "L>S"])
@@ -77,10 +84,20 @@ def test_sdpa_is_causal_matches_torch(L, S):
 
 @pytest.mark.parametrize("kv_heads", [1, 2, 4])
 def test_sdpa_grouped_query_attention_matches_torch(kv_heads):
-    q, k, v = rng.standard_normal((2, 4, 3, 6)), rng.standard_normal((2, kv_heads, 5, 6)), rng.standard_normal((2, kv_heads, 5, 6))
+    q, k, v = (
+        rng.standard_normal((2, 4, 3, 6)),
+        rng.standard_normal((2, kv_heads, 5, 6)),
+        rng.standard_normal((2, kv_heads, 5, 6)),
+    )
     mask = _rows_masked((3, 5))
     kw = dict(enable_gqa=True)
-    check(lambda *a: sdpa(dg, *a, attn_mask=dg.tensor(mask), **kw), lambda *a: sdpa(torch, *a, attn_mask=torch.tensor(mask), **kw), q, k, v)
+    check(
+        lambda *a: sdpa(dg, *a, attn_mask=dg.tensor(mask), **kw),
+        lambda *a: sdpa(torch, *a, attn_mask=torch.tensor(mask), **kw),
+        q,
+        k,
+        v,
+    )
     check(lambda *a: sdpa(dg, *a, is_causal=True, **kw), lambda *a: sdpa(torch, *a, is_causal=True, **kw), q, k, v)
 
 
@@ -252,3 +269,157 @@ def test_random_configurations_match_torch(
     attn_mask, causal = _attn_mask(mask, tgt, src, n, r)
     kw = dict(need_weights=need_weights, average_attn_weights=average, is_causal=causal)
     run_mha(dm, tm, q, k, v, attn_mask, _kpm(kpm, src, n, r), r, **kw)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_fully_padded_sequence_is_nan_with_weights_and_zero_attention_without_as_torch(need_weights):
+    """torch's two paths differ on a sequence whose every key is padding: need_weights=True softmaxes a row
+    of -inf (NaN, in the output and weights); need_weights=False goes through scaled_dot_product_attention,
+    whose fully masked rows are 0, so the output is out_proj's bias there and gradients stay finite."""
+    dm, tm = _pair()
+    q = rng.standard_normal((L, N, E))
+    kpm = np.zeros((N, L), bool)
+    kpm[1] = True
+    if not need_weights:
+        run_mha(dm, tm, q, q, q, kpm=kpm, need_weights=False)
+        return
+    xd, xt = dg.tensor(q), torch.tensor(q)
+    (od, wd), (ot, wt) = (
+        dm(xd, xd, xd, key_padding_mask=dg.tensor(kpm)),
+        tm(xt, xt, xt, key_padding_mask=torch.tensor(kpm)),
+    )
+    assert np.isnan(od.detach().numpy()[:, 1]).all() and np.isnan(wd.detach().numpy()[1]).all()
+    for a, b in ((od, ot), (wd, wt)):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_dropout_acts_in_training_only():
+    dm, tm = _pair(dropout=0.5)
+    x = dg.tensor(rng.standard_normal((L, N, E)))
+    dm.eval(), tm.eval()
+    eval_out, eval_w = dm(x, x, x, average_attn_weights=False)
+    expected = tm(*(torch.tensor(x.numpy()),) * 3)[0].detach().numpy()
+    np.testing.assert_allclose(eval_out.detach().numpy(), expected, rtol=1e-9, atol=1e-12)
+    dm.train()
+    for need_weights in (True, False):
+        a, b = (dm(x, x, x, need_weights=need_weights)[0].detach().numpy() for _ in range(2))
+        assert not np.allclose(a, eval_out.detach().numpy()) and not np.allclose(a, b)  # a fresh mask per call
+    w = dm(x, x, x, average_attn_weights=False)[1].detach().numpy()
+    kept = w > 0
+    assert 0.3 < 1 - kept.mean() < 0.7
+    np.testing.assert_allclose(w[kept], 2 * eval_w.detach().numpy()[kept])  # survivors scaled by 1/(1-p)
+
+
+def test_default_initialization_is_torchs():
+    m = nn.MultiheadAttention(16, 4, add_bias_kv=True)
+    bound = np.sqrt(6 / (16 + 48))  # xavier_uniform over the packed (3E, E) weight
+    w = m.in_proj_weight.detach().numpy()
+    assert np.abs(w).max() <= bound and w.std() > bound / 2
+    assert not m.in_proj_bias.detach().numpy().any() and not m.out_proj.bias.detach().numpy().any()
+    assert m.bias_k.shape == (1, 1, 16) and m.bias_k.detach().numpy().std() > 0
+    separate = nn.MultiheadAttention(16, 4, kdim=5, vdim=7, bias=False)
+    assert separate.in_proj_weight is None and separate.in_proj_bias is None and separate.out_proj.bias is None
+    assert [tuple(p.shape) for p in separate.parameters()] == [(16, 16), (16, 5), (16, 7), (16, 16)]
+    assert repr(m) == repr(torch.nn.MultiheadAttention(16, 4)).replace("NonDynamicallyQuantizable", "")
+
+
+def _mha_call(query=(L, N, E), key=(S, N, E), value=(S, N, E), **masks):
+    m = nn.MultiheadAttention(E, H)
+    t = {k: dg.tensor(np.zeros(v, bool) if isinstance(v, tuple) else v) for k, v in masks.items()}
+    return m(dg.randn(*query), dg.randn(*key), dg.randn(*value), **t)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: nn.MultiheadAttention(10, 3), ValueError, "embed_dim 10 is not divisible by num_heads 3"),
+        (lambda: nn.MultiheadAttention(0, 1), ValueError, "greater than 0"),
+        (
+            lambda: _mha_call(attn_mask=(L, L)),
+            dg.errors.ShapeError,
+            r"2-D attn_mask is \(4, 4\), but should be \(4, 5\)",
+        ),
+        (
+            lambda: _mha_call(attn_mask=(N, L, S)),
+            dg.errors.ShapeError,
+            r"3-D attn_mask is \(3, 4, 5\), but should be \(6, 4, 5\)",
+        ),
+        (
+            lambda: _mha_call(attn_mask=(1, 1, L, S)),
+            dg.errors.ShapeError,
+            r"attn_mask must be 2-D or 3-D.*\(1, 1, 4, 5\)",
+        ),
+        (
+            lambda: _mha_call(key_padding_mask=(N, L)),
+            dg.errors.ShapeError,
+            r"key_padding_mask of shape \(3, 5\).*got \(3, 4\)",
+        ),
+        (lambda: _mha_call(key_padding_mask=(S,)), dg.errors.ShapeError, r"key_padding_mask must be 2-D.*\(5,\)"),
+        (
+            lambda: _mha_call(value=(S + 1, N, E)),
+            dg.errors.ShapeError,
+            r"key shape does not match value shape.*\(6, 3, 8\)",
+        ),
+        (lambda: _mha_call(query=(L, N, E - 2)), dg.errors.ShapeError, r"expected embedding dimension 8.*\(4, 3, 6\)"),
+        (lambda: _mha_call(key=(S, 2, E), value=(S, 2, E)), dg.errors.ShapeError, r"same batch size.*\(5, 2, 8\)"),
+        (lambda: _mha_call(query=(1, L, N, E)), dg.errors.ShapeError, r"query must be 2-D .*\(1, 4, 3, 8\)"),
+        (
+            lambda: _mha_call(attn_mask=np.zeros((L, S), np.int64)),
+            dg.errors.DTypeError,
+            "bool and floating types of attn_mask",
+        ),
+        (
+            lambda: nn.MultiheadAttention(E, H)(*(dg.randn(L, N, E),) * 3, is_causal=True),
+            ValueError,
+            "is_causal needs attn_mask",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_bad_multihead_input_raises_naming_shapes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "kw,error,match",
+    [
+        (
+            dict(attn_mask=np.ones((4, 5), bool)),
+            dg.errors.ShapeError,
+            r"attn_mask \(4, 5\) does not broadcast to the attention weights \(2, 3, 5\)",
+        ),
+        (
+            dict(attn_mask=np.ones((3, 5), np.int64)),
+            dg.errors.DTypeError,
+            "attn_mask must be bool or floating, got int64",
+        ),
+        (dict(attn_mask=np.ones((3, 5), bool), is_causal=True), ValueError, "must not be given with is_causal"),
+        (dict(key=(2, 3, 4)), dg.errors.ShapeError, r"same embedding size.*key \(2, 3, 4\)"),
+        (dict(value=(2, 4, 2)), dg.errors.ShapeError, r"same sequence length.*value \(2, 4, 2\)"),
+        (dict(query=(4,)), dg.errors.ShapeError, r"at least 2-D.*query \(4,\)"),
+        (dict(query=(3, 3, 6)), dg.errors.ShapeError, r"batch dims .* do not broadcast.*query \(3, 3, 6\)"),
+        (
+            dict(enable_gqa=True, query=(3, 3, 6)),
+            dg.errors.ShapeError,
+            r"heads of key \(2\) and value \(2\) must divide the heads of query \(3\)",
+        ),
+        (dict(dropout_p=1.5), ValueError, "dropout probability has to be between 0 and 1, but got 1.5"),
+        (dict(value=np.float32), dg.errors.DTypeError, "one floating dtype, got float64, float64, float32"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_bad_sdpa_input_raises_naming_shapes(kw, error, match):
+    args = {"query": (2, 3, 6), "key": (2, 5, 6), "value": (2, 5, 2)}
+    for name in ("query", "key", "value"):
+        v = kw.pop(name, args[name])
+        args[name] = (
+            dg.randn(*args[name], dtype=dg.float64).to(dg.float32)
+            if v is np.float32
+            else dg.randn(*v, dtype=dg.float64)
+        )
+    if "attn_mask" in kw:
+        kw["attn_mask"] = dg.tensor(kw["attn_mask"])
+    with pytest.raises(error, match=match):
+        F.scaled_dot_product_attention(**args, **kw)
