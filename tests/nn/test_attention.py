@@ -423,3 +423,35 @@ def test_bad_sdpa_input_raises_naming_shapes(kw, error, match):
         kw["attn_mask"] = dg.tensor(kw["attn_mask"])
     with pytest.raises(error, match=match):
         F.scaled_dot_product_attention(**args, **kw)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_functional_with_static_key_value_and_separate_weights_matches_torch(need_weights):
+    """multi_head_attention_forward called directly: separate projection weights, and static_k / static_v
+    (already projected (N*H, S, head_dim) keys and values) in place of the projected key and value."""
+    arrays = {
+        "query": rng.standard_normal((L, N, E)),
+        "key": rng.standard_normal((S, N, 6)),
+        "value": rng.standard_normal((S, N, 6)),
+        "in_proj_bias": rng.standard_normal(3 * E),
+        "out_proj_weight": rng.standard_normal((E, E)),
+        "out_proj_bias": rng.standard_normal(E),
+        "q_proj_weight": rng.standard_normal((E, E)),
+        "k_proj_weight": rng.standard_normal((E, 6)),
+        "v_proj_weight": rng.standard_normal((E, 6)),
+        "static_k": rng.standard_normal((N * H, S + 1, E // H)),
+        "static_v": rng.standard_normal((N * H, S + 1, E // H)),
+    }
+    names = list(arrays)
+
+    def call(m, *xs):
+        kw = dict(zip(names, xs))
+        f = (TF if m is torch else F).multi_head_attention_forward
+        q, k, v = kw.pop("query"), kw.pop("key"), kw.pop("value")
+        out = f(q, k, v, E, H, None, kw.pop("in_proj_bias"), None, None, False, 0.0, kw.pop("out_proj_weight"),
+                kw.pop("out_proj_bias"), use_separate_proj_weight=True, need_weights=need_weights, **kw)  # fmt: skip
+        return tuple(o for o in out if o is not None)
+
+    check(lambda *xs: call(dg, *xs), lambda *xs: call(torch, *xs), *arrays.values())
+    with pytest.raises(dg.errors.ShapeError, match=r"static_k of shape \(batch\*num_heads=6, S, head_dim=4\)"):
+        call(dg, *(dg.tensor(a[:2] if n == "static_k" else a) for n, a in arrays.items()))
