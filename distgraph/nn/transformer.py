@@ -1,7 +1,10 @@
 """TransformerEncoderLayer and TransformerEncoder, with torch's submodules, names and defaults.
 
 torch's fast inference path (fused kernels, nested tensors for padded batches) is not reproduced: every
-call takes torch's reference path, which is what torch itself runs whenever autograd is recording.
+call takes torch's reference path, which is what torch itself runs whenever autograd is recording. Where
+torch does take the fast path (eval mode, no grad, batch_first, ...), two results differ: a
+TransformerEncoder given src_key_padding_mask returns 0 at the padded positions (nested tensors), here
+the computed values; and a fully padded sequence gives NaN there, 0 here (as on torch's reference path).
 """
 
 import copy
