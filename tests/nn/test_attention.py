@@ -370,6 +370,20 @@ def _mha_call(query=(L, N, E), key=(S, N, E), value=(S, N, E), **masks):
             "bool and floating types of attn_mask",
         ),
         (
+            lambda: F.multi_head_attention_forward(
+                *(dg.randn(L, N, E),) * 3, E, H, None, None, None, None, False, 0.0, dg.randn(E, E), None
+            ),
+            ValueError,
+            "in_proj_weight must be given",
+        ),
+        (
+            lambda: nn.MultiheadAttention(E, H, add_bias_kv=True)(
+                *(dg.randn(L, N, E),) * 3, key_padding_mask=dg.zeros(N, S, dtype=dg.bool)
+            ),
+            dg.errors.ShapeError,
+            r"key_padding_mask of shape \(3, 4\) \(batch, source length\), got \(3, 5\)",
+        ),
+        (
             lambda: nn.MultiheadAttention(E, H)(*(dg.randn(L, N, E),) * 3, is_causal=True),
             ValueError,
             "is_causal needs attn_mask",

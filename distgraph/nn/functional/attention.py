@@ -168,40 +168,34 @@ def multi_head_attention_forward(
         is_causal = is_causal and key_padding_mask is None  # a merged mask is no longer causal
     head_dim = _check_mha_dims(query, key, value, embed_dim_to_check, num_heads, use_separate_proj_weight)
     if use_separate_proj_weight:
+        ws = _required(q_proj_weight=q_proj_weight, k_proj_weight=k_proj_weight, v_proj_weight=v_proj_weight)
         biases = (None,) * 3 if in_proj_bias is None else sh.chunk(in_proj_bias, 3)
-        ws = (q_proj_weight, k_proj_weight, v_proj_weight)
         q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), ws, biases))
     else:
-        q, k, v = _in_projection_packed(query, key, value, in_proj_weight, in_proj_bias)
-    src_len = key.shape[0]
-    if attn_mask is not None:
-        attn_mask = _mask_as_3d(attn_mask, bsz * num_heads, tgt_len, src_len)
-    if bias_k is not None and bias_v is not None:
+        q, k, v = _in_projection_packed(query, key, value, *_required(in_proj_weight=in_proj_weight), in_proj_bias)
+    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (bsz, key.shape[0]):
+        raise ShapeError(
+            f"{_MHA}: expected key_padding_mask of shape {(bsz, key.shape[0])} (batch, source length), "
+            f"got {tuple(key_padding_mask.shape)}"
+        )
+    masks = (None if attn_mask is None else _mask_as_3d(attn_mask, bsz * num_heads, tgt_len, key.shape[0]),)
+    masks += (key_padding_mask,)
+    if bias_k is not None and bias_v is not None:  # one more key and value, the same for every sequence
         k = sh.cat([k, sh.repeat(bias_k, 1, bsz, 1)])
         v = sh.cat([v, sh.repeat(bias_v, 1, bsz, 1)])
-        attn_mask = None if attn_mask is None else pad(attn_mask, (0, 1))
-        key_padding_mask = None if key_padding_mask is None else pad(key_padding_mask, (0, 1))
+        masks = _one_more_key(*masks)
     elif bias_k is not None or bias_v is not None:
         raise ValueError(f"{_MHA}: bias_k and bias_v must be given together")
     # (L, N, E) -> (N*H, L, head_dim): heads become batch entries
     q = sh.transpose(sh.reshape(q, tgt_len, bsz * num_heads, head_dim), 0, 1)
     k = _heads(k, static_k, "static_k", bsz * num_heads, head_dim)
     v = _heads(v, static_v, "static_v", bsz * num_heads, head_dim)
-    if add_zero_attn:
+    if add_zero_attn:  # one more key and value, of zeros
         zeros = Tensor(k.device.xp.zeros((bsz * num_heads, 1, head_dim), k.array.dtype), device=k.device)
         k, v = sh.cat([k, zeros], dim=1), sh.cat([v, zeros], dim=1)
-        attn_mask = None if attn_mask is None else pad(attn_mask, (0, 1))
-        key_padding_mask = None if key_padding_mask is None else pad(key_padding_mask, (0, 1))
+        masks = _one_more_key(*masks)
     src_len = k.shape[1]
-    if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (bsz, src_len):
-            raise ShapeError(
-                f"{_MHA}: expected key_padding_mask of shape {(bsz, src_len)} (batch, source length), "
-                f"got {tuple(key_padding_mask.shape)}"
-            )
-        kpm = sh.expand(sh.reshape(key_padding_mask, bsz, 1, 1, src_len), -1, num_heads, -1, -1)
-        kpm = sh.reshape(kpm, bsz * num_heads, 1, src_len)
-        attn_mask = kpm if attn_mask is None else ew.add(attn_mask, kpm)
+    attn_mask = _merge_key_padding(*masks, bsz, num_heads, src_len)
     dropout_p = dropout_p if training else 0.0
     if need_weights:
         out, weights = _attention_with_weights(q, k, v, attn_mask, dropout_p)  # (N*H, L, head_dim), (N*H, L, S)
@@ -216,6 +210,27 @@ def multi_head_attention_forward(
         out = sh.squeeze(out, 1)
         weights = None if weights is None else sh.squeeze(weights, 0)
     return out, weights
+
+
+def _required(**weights):
+    missing = [name for name, w in weights.items() if w is None]
+    if missing:
+        raise ValueError(f"{_MHA}: {', '.join(missing)} must be given (use_separate_proj_weight selects which)")
+    return tuple(weights.values())
+
+
+def _one_more_key(attn_mask, key_padding_mask):
+    """Both masks (either may be None) widened by one key that every query may attend to."""
+    return tuple(None if m is None else pad(m, (0, 1)) for m in (attn_mask, key_padding_mask))
+
+
+def _merge_key_padding(attn_mask, key_padding_mask, bsz, num_heads, src_len):
+    """attn_mask (1 or N*H, L, S) + key_padding_mask (N, S) spread over the heads: one float mask (or None)."""
+    if key_padding_mask is None:
+        return attn_mask
+    kpm = sh.expand(sh.reshape(key_padding_mask, bsz, 1, 1, src_len), -1, num_heads, -1, -1)
+    kpm = sh.reshape(kpm, bsz * num_heads, 1, src_len)
+    return kpm if attn_mask is None else ew.add(attn_mask, kpm)
 
 
 def _attention_with_weights(q, k, v, attn_mask, dropout_p):
