@@ -29,6 +29,7 @@ from distgraph.nn.activation import (  # noqa: F401
     Tanhshrink,
     Threshold,
 )
+from distgraph.nn.attention import MultiheadAttention  # noqa: F401
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
@@ -89,3 +90,4 @@ from distgraph.nn.sampling import (  # noqa: F401
     UpsamplingNearest2d,
 )
 from distgraph.nn.sparse import Embedding  # noqa: F401
+from distgraph.nn.transformer import TransformerEncoder, TransformerEncoderLayer  # noqa: F401

@@ -266,16 +266,39 @@ def _softmax(xp, x, axis):
 
 
 @_softmax.grad
-def _(ctx, g):
+def _softmax_grad(ctx, g):
     out = ctx.out
     axis = ctx.attrs["axis"]
     return ew.mul(out, ew.sub(g, sum(ew.mul(g, out), dim=axis, keepdim=True)))
 
 
 @_softmax.array_grad
-def _(ctx, g):
+def _softmax_array_grad(ctx, g):
     out = ctx.out_array
     return out * (g - (g * out).sum(axis=ctx.attrs["axis"], keepdims=True))
+
+
+@defop("safe_softmax", kind="other", save=(), saves_output=True)
+def _safe_softmax(xp, x, axis):
+    """softmax, but 0 (not NaN) along a slice that is all -inf (torch._safe_softmax, used by attention).
+
+    The max of an all -inf slice is replaced by 0 so nothing computes -inf - (-inf); its exps are
+    then all 0, and dividing by a sum of 1 instead of 0 leaves exact zeros.
+    """
+    if x.size == 0:
+        return x.copy()
+    m = x.max(axis=axis, keepdims=True)
+    m[m == -xp.inf] = 0
+    e = xp.exp(x - m)
+    s = e.sum(axis=axis, keepdims=True)
+    s[s == 0] = 1
+    e /= s
+    return e
+
+
+# softmax's rules hold as they are: out is 0 along an all -inf slice, so its gradient there is 0 too
+_safe_softmax.grad(_softmax_grad)
+_safe_softmax.array_grad(_softmax_array_grad)
 
 
 @defop("log_softmax", kind="other", save=(), saves_output=True)
@@ -307,6 +330,13 @@ def softmax(input, dim=None, dtype=None):
     if dtype is not None:
         input = ew.cast(input, dtype)
     return _softmax(ew._float_operand(input), axis=_softmax_dim(input, dim, "softmax"))
+
+
+def safe_softmax(input, dim, dtype=None):
+    """torch._safe_softmax: softmax along `dim`, with rows that are entirely -inf (fully masked) giving 0."""
+    if dtype is not None:
+        input = ew.cast(input, dtype)
+    return _safe_softmax(ew._float_operand(input), axis=normalize_dim(dim, input.ndim, "safe_softmax"))
 
 
 def log_softmax(input, dim=None, dtype=None):

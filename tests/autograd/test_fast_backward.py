@@ -8,6 +8,7 @@ import pytest
 
 import distgraph as dg
 from distgraph.autograd.function import set_tracer
+from distgraph.ops.linalg import safe_softmax
 from distgraph.ops.reduction import sum_to
 from distgraph.ops.registry import REGISTRY, get_op
 
@@ -26,6 +27,7 @@ def _any(shape):
 
 
 _MASK = _any((3, 4)) > 0
+_FULL_ROW = np.logical_or(_MASK, np.arange(3)[:, None] == 0)
 
 # op name -> cases; a case is (fn over dg tensors, input arrays); each op is reached through the public API
 CASES = {
@@ -71,6 +73,9 @@ CASES = {
     "cat": [(lambda a, b: dg.cat([a, b], 1), [_any((2, 3)), _any((2, 1))])],
     "softmax": [(lambda a: a.softmax(-1), [_any((3, 4))]), (lambda a: a.softmax(0), [_any((3, 4))])],
     "log_softmax": [(lambda a: a.log_softmax(1), [_any((2, 3, 4))])],
+    "safe_softmax": [  # row 0 entirely -inf: a zero row, and a zero gradient
+        (lambda a: safe_softmax(a.masked_fill(dg.tensor(_FULL_ROW, device=a.device), float("-inf")), 1), [_any((3, 4))])
+    ],
 }
 
 

@@ -20,6 +20,8 @@ def copy(dm, tm):
 
 
 def flat(out):
+    if out is None:  # an output a module may leave out (MultiheadAttention's weights)
+        return []
     if isinstance(out, tuple):
         return [t for o in out for t in flat(o)]
     return [out]
@@ -35,10 +37,13 @@ CASES = [
 ]
 
 
-def assert_outputs_and_gradients_match(dm, tm, args_d, args_t, leaves_d=(), leaves_t=(), draw=rng):
-    """dm(*args_d) equals tm(*args_t) (shapes and values), then the gradients of a random projection of
-    the outputs (drawn from `draw`) w.r.t. every parameter and every leaf (input, h0, c0) agree."""
-    outs_d, outs_t = flat(dm(*args_d)), flat(tm(*args_t))
+def assert_outputs_and_gradients_match(
+    dm, tm, args_d, args_t, leaves_d=(), leaves_t=(), draw=rng, kwargs_d=None, kwargs_t=None
+):
+    """dm(*args_d, **kwargs_d) equals tm(*args_t, **kwargs_t) (shapes and values), then the gradients of a
+    random projection of the outputs (drawn from `draw`) w.r.t. every parameter and every leaf (input,
+    h0, c0, a float mask) agree."""
+    outs_d, outs_t = flat(dm(*args_d, **(kwargs_d or {}))), flat(tm(*args_t, **(kwargs_t or {})))
     for a, b in zip(outs_d, outs_t, strict=True):
         assert tuple(a.shape) == tuple(b.shape)
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)

@@ -3,10 +3,14 @@ with batch broadcasting and size-0 dims, mm/bmm/dot/mv/outer/addmm, einsum inclu
 subscripts (diagonals, traces), summed-away letters, implicit output and '...'; softmax and
 log_softmax; gradcheck; double backward."""
 
+import numpy as np
 import pytest
 
 import distgraph as dg
+from distgraph.ops import linalg
 from tests.ops._table import Table, run_double_backward, run_gradcheck, run_parity
+
+torch = pytest.importorskip("torch")
 
 T = Table()
 for name, sa, sb in [
@@ -69,6 +73,24 @@ for fname in ["softmax", "log_softmax"]:
     T.op(fname + "-method", lambda m, a, f=fname: getattr(a, f)(0), (3, 4))
     T.op(fname + "-functional", lambda m, a, f=fname: getattr(m.nn.functional, f)(a, dim=1), (3, 4))
 T.op("softmax-masked-inf", lambda m, a: m.softmax(a.masked_fill(a > 1.0, float("-inf")), 1), (3, 4))
+
+
+def _safe_softmax(m, a, dim):
+    """torch._safe_softmax / distgraph's safe_softmax, on `a` with row 1 and one entry of row 2 set to -inf."""
+    mask = np.zeros(a.shape, bool)
+    mask[..., 1, :] = True
+    mask[..., 2, 0] = True
+    a = a.masked_fill(m.tensor(mask, device=a.device), float("-inf"))
+    return m._safe_softmax(a, dim) if m is torch else linalg.safe_softmax(a, dim)
+
+
+T.op("safe_softmax-fully-masked-row", lambda m, a: _safe_softmax(m, a, -1), (3, 4), double=True)
+T.op("safe_softmax-batched", lambda m, a: _safe_softmax(m, a, 2), (2, 3, 5), double=True)
+T.op(
+    "safe_softmax-unmasked-equals-softmax",
+    lambda m, a: m._safe_softmax(a, 0) if m is torch else linalg.safe_softmax(a, 0),
+    (3, 4),
+)
 
 
 @pytest.mark.parametrize("row", T.rows())

@@ -32,6 +32,7 @@ from distgraph.nn.functional.activation import (  # noqa: F401
     tanhshrink,
     threshold,
 )
+from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
 from distgraph.nn.functional.layers import (  # noqa: F401
     alpha_dropout,
     batch_norm,
