@@ -345,8 +345,9 @@ def _combine(plan, per_part):
     for i, how in enumerate(plan.combine):
         parts = [p[i] for p in per_part]
         xp = np if isinstance(parts[0], np.ndarray | np.generic) else _xp(parts[0])
-        if how == "cat":
-            out.append(xp.concatenate(parts, axis=0))
+        if how in ("cat", "cat_mean"):
+            whole = xp.concatenate(parts, axis=0)
+            out.append(whole / len(parts) if how == "cat_mean" else whole)
         else:
             total = parts[0]
             for p in parts[1:]:

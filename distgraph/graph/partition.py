@@ -33,6 +33,7 @@ micro-batch, `meta["stages"]` the number of stages.
 Replicas (`replicas`): n copies of the whole graph, each fed one shard of the batch inputs.
 """
 
+from distgraph.errors import ConfigError
 from distgraph.graph.ir import Graph
 from distgraph.graph.plan import Edge, Plan, Subgraph
 from distgraph.ops.registry import get_op
@@ -76,7 +77,7 @@ def pipeline(graph, stages, micro_batches=1, batch_inputs=None, combine=None):
         graph.outputs,
         micro_batches=micro_batches,
         batch_inputs=tuple(_batch_inputs(graph, batch_inputs)),
-        combine=tuple(combine or _default_combine(graph, _batch_inputs(graph, batch_inputs))),
+        combine=_combine(graph, batch_inputs, combine),
         meta={"cut_bytes": cut_bytes, "stages": stages},
     )
 
@@ -91,7 +92,7 @@ def replicas(graph, n, batch_inputs=None, combine=None):
         graph.input_names,
         graph.outputs,
         batch_inputs=tuple(_batch_inputs(graph, batch_inputs)),
-        combine=tuple(combine or _default_combine(graph, _batch_inputs(graph, batch_inputs))),
+        combine=_combine(graph, batch_inputs, combine),
     )
 
 
@@ -355,10 +356,28 @@ def _batch_inputs(graph, batch_inputs):
     )
 
 
+COMBINES = ("cat", "cat_mean", "mean", "sum")
+
+
+def _combine(graph, batch_inputs, combine):
+    """The given combine rules, checked (an unknown one was summed), or the default ones."""
+    if combine is None:
+        return tuple(_default_combine(graph, _batch_inputs(graph, batch_inputs)))
+    combine = tuple(combine)
+    bad = [c for c in combine if c not in COMBINES]
+    if bad or len(combine) != len(graph.outputs):
+        raise ConfigError(
+            f"combine: one of {', '.join(COMBINES)} per graph output ({len(graph.outputs)}), got {combine!r}"
+        )
+    return combine
+
+
 def _default_combine(graph, batch_inputs):
     """Outputs with the batch dimension are concatenated; everything else — the loss, and anything
     shaped like a non-batch input (a parameter's gradient or new value, even when its first dimension
-    happens to equal the batch size) — is averaged."""
+    happens to equal the batch size) — is averaged. A gradient w.r.t. a batch input itself is
+    concatenated too, but a loss averaged over the parts makes it "cat_mean": a graph that has one
+    (captured with the batch in `grad_of`) passes `combine`."""
     batch = {graph.inputs[i][1].shape[0] for i in batch_inputs if graph.inputs[i][1].shape}
     shaped_like_params = {s.shape for i, (_, s) in enumerate(graph.inputs) if i not in batch_inputs}
     specs = graph.specs()

@@ -9,7 +9,8 @@ execute the same thing, and it prints, serializes with msgpack and draws.
 - `inputs`/`outputs`: plan-level value names of the whole computation.
 - kind "dag" runs subgraphs when their inputs exist; "pipeline" runs every stage once per
   micro-batch (inputs in `batch_inputs` split along dim 0, outputs combined by `combine`: "cat",
-  "sum" or "mean"); "replicas" runs the subgraphs as data-parallel copies over batch shards.
+  "sum", "mean", or "cat_mean" — concatenated and divided by the number of parts: the gradient of a
+  loss averaged over the parts w.r.t. a batch input); "replicas" runs the subgraphs as data-parallel copies over batch shards.
 """
 
 from dataclasses import dataclass, field

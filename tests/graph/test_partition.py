@@ -180,3 +180,15 @@ def test_every_plan_returns_the_folded_zero_gradient_of_an_unused_parameter():
         np.testing.assert_array_equal(got[-1], np.zeros(3))
         for a, b in zip(got[:-1], want[:-1]):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_combine_rule_that_does_not_exist_or_does_not_fit_the_outputs_is_refused():
+    import pytest
+
+    from distgraph.errors import ConfigError
+
+    graph, _ = captured(lambda x, w: ((x @ w).tanh() ** 2).sum(), randn(8, 6), randn(6, 3))
+    with pytest.raises(ConfigError, match="one of cat, cat_mean, mean, sum per graph output \\(1\\)"):
+        replicas(graph, 2, combine=("concat",))
+    with pytest.raises(ConfigError, match="per graph output"):
+        pipeline(graph, 2, combine=("mean", "mean"))

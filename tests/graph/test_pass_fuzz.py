@@ -203,3 +203,64 @@ def test_compiled_function_equals_eager_on_a_random_program(seed):
         got = compiled(*inputs)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g.array, w, rtol=1e-10, atol=1e-10, err_msg=f"seed {seed}, shift {shift}")
+
+
+class _RowProgram:
+    """A program whose rows are independent (elementwise, `x @ w`, softmax and reductions along a row),
+    with a loss averaged over the rows: a pipeline may cut it into micro-batches."""
+
+    KINDS = ("unary", "binary", "rowreduce", "matmul", "softmax", "const", "repeat")
+
+    def __init__(self, seed):
+        rng = np.random.default_rng(seed)
+        self.steps = [(str(rng.choice(self.KINDS)), int(rng.integers(1 << 30))) for _ in range(rng.integers(3, 10))]
+        self.weight = rng.standard_normal(_COL)
+        self.constant = rng.standard_normal(_COL)
+
+    def __call__(self, x, w, b):
+        rows = x.shape[0]
+        pool = [x, b.reshape(1, COLS), x @ w]
+        for kind, seed in self.steps:
+            rng = np.random.default_rng(seed)
+            pick = lambda: pool[int(rng.integers(len(pool)))]  # noqa: E731
+            a = pick().expand(rows, COLS)
+            if kind == "unary":
+                out = _unary(rng)(a)
+            elif kind == "binary":
+                out = _binary(rng)(a, pick())
+            elif kind == "rowreduce":
+                out = getattr(a, str(rng.choice(["sum", "mean", "amax"])))(1, keepdim=True).expand(rows, COLS)
+            elif kind == "matmul":
+                out = a @ w
+            elif kind == "softmax":
+                out = a.softmax(1) if rng.integers(2) else a.log_softmax(1)
+            elif kind == "const":
+                out = a * (dg.tensor(self.constant) * 2.0).tanh()
+            else:
+                f = _unary(rng)
+                out = f(a) + f(a)
+            pool.append(out)
+        last = pool[-1].expand(rows, COLS) + pool[2] * 0.1  # the loss depends on w, whatever was drawn
+        return (last * dg.tensor(self.weight)).sum(1).mean(), last
+
+
+@pytest.mark.parametrize("seed", range(72, 87))
+def test_micro_batched_pipeline_of_a_random_program_gives_the_whole_batch_step(seed):
+    """Captured at micro-batch size (2 rows), run as 2 or 3 stages over 2 micro-batches of a 4-row batch:
+    the loss and the parameters' gradients (averaged), the per-row output (concatenated) and the batch's
+    gradient (concatenated, divided by the micro-batches: "cat_mean") equal the 4-row graph's."""
+    program = _RowProgram(seed)
+    full, micro = _inputs(seed), _inputs(seed)
+    micro[0] = micro[0].detach()[:2].requires_grad_()
+    whole, _, _ = capture(program, full, grad_of=full)
+    graph, _, _ = capture(program, micro, grad_of=micro)
+    arrays = [t.array for t in full]
+    want = Runner(whole)(*arrays)
+    for stages in (2, 3):
+        plan = pipeline(optimize(graph), stages, micro_batches=2, combine=("mean", "cat", "cat_mean", "mean", "mean"))
+        got = LocalExecutor(plan, workers=2).run(*arrays)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert np.shape(g) == np.shape(w), (stages, i)
+            np.testing.assert_allclose(
+                g, w, rtol=1e-12, atol=1e-12, err_msg=f"seed {seed}, {stages} stages, output {i}"
+            )
