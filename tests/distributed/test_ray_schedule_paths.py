@@ -230,3 +230,43 @@ def test_async_per_step_schedule_still_converges_after_a_killed_worker(ray_sessi
     lrs = torch_lrs("onecycle", 3 * 64)
     assert hist["lr"] == pytest.approx([lrs[63], lrs[127], lrs[191]], rel=1e-12)
     assert t.global_step == 3 * 64 and ev["accuracy"] > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the async store in the workers' segment; store actors
+def test_elastic_async_workers_growing_between_epochs_keep_the_per_step_rows(ray_session, allreduce):
+    """Async, one worker, then two once a CPU is freed between fits: every update used its row (the probe
+    ends as torch's), and the store actors' scheduler stands at the store's version after async epochs, so
+    the group's resize reads the parameters there. It counted no async push: the resize asked every shard
+    for version 0, which they no longer hold (an unhandled DistributedError printed while training)."""
+    from ray import cloudpickle
+
+    ray = ray_session
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Blocker lives in this test module
+    blocker = ray.remote(num_cpus=1)(Blocker).remote()
+    ray.get(blocker.ping.remote(), timeout=60)
+    n, fits = 256, [(256, 1), (256, 3)]
+    model, (x, y) = probe(n)
+    w0 = model.weight.detach().numpy().copy()
+    t, steps = probe_run(model, fits, 0.0, "async", backend="ray", workers=(1, 2), allreduce=allreduce)
+    with t:
+        t.fit((x, y), epochs=1, batch_size=1)
+        assert t.workers == 1
+        ray.kill(blocker)
+        _wait_for_free_cpu(ray)
+        assert t._cluster.fit_to_cluster(*t.elastic)  # what the next fit does first
+        ray.get(t._cluster.scheduler.param_refs, timeout=60)  # the store actors' parameters the group starts from
+        t.fit((x, y), epochs=3, batch_size=1)
+        assert t.workers == 2
+        w = params(t)[0]
+    expected, lrs = torch_probe(w0, fits, 0.0)
+    np.testing.assert_allclose(w, expected, rtol=0, atol=1e-12)
+    assert t.history["lr"] == pytest.approx([lrs[255], lrs[511], lrs[767]], rel=1e-12)
+    assert t.global_step == steps and t.lr_scheduler.last_epoch == steps
+
+
+def _wait_for_free_cpu(ray, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < 1:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.05)
