@@ -273,6 +273,9 @@ class _AsyncRun:
             f"parameter-store shards (worker {w}'s push of step {t})",
         )
         self.version[w] = version  # what w computes on next, the push applied or refused
+        # the store's version, as a sync run keeps it: a resize between epochs reads every shard there
+        # (`restart_from`); it stayed at the run's start, a version the shards no longer hold
+        self.sched.version = max(self.sched.version, version)
         self.base.pop(w, None)
         if any(applied) != all(applied):
             raise DistributedError(f"async scheduler: store shards disagree on worker {w}'s push of step {t}")
