@@ -127,6 +127,7 @@ from distgraph.ops.indexing import (  # noqa: F401
     argwhere,
     bincount,
     gather,
+    index_put,
     index_select,
     kthvalue,
     masked_fill,

@@ -1,5 +1,6 @@
-"""Indexing ops: t[idx] (ints, slices, None, Ellipsis, boolean masks, integer arrays), gather,
-scatter/scatter_add, index_select, masked_fill, one_hot, sort, topk, nonzero.
+"""Indexing ops: t[idx] and t[idx] = v (ints, slices, None, Ellipsis, boolean masks, integer arrays, read
+as torch reads them: ops/subscript.py), index_put, gather, scatter/scatter_add, index_select,
+masked_fill, one_hot, sort, topk, nonzero.
 
 Every gather-like op's backward is a scatter-add and every scatter-add's backward is a gather, so
 both directions stay differentiable for higher-order gradients.
@@ -9,29 +10,22 @@ from collections import namedtuple
 
 import numpy as np
 
+from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
+from distgraph.ops.subscript import indexed_shape, parse
 from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
 
 IDX = "index"
 SortResult = namedtuple("SortResult", ["values", "indices"])
 
 
-def _unwrap_index(index):
-    """Tensors inside an index become arrays; a list index becomes an integer array (as in torch)."""
-    if isinstance(index, Tensor):
-        return index.array
-    if isinstance(index, tuple):
-        return tuple(_unwrap_index(i) for i in index)
-    if isinstance(index, list):
-        return np.asarray(index) if index else np.zeros(0, np.int64)  # x[[]]: no rows (numpy's [] is float)
-    return index
-
-
-# ---- getitem / index_put ----------------------------------------------------------------------------
+# ---- getitem / setitem / index_put ---------------------------------------------------------------------
+# t[index] is t[basic][adv] (ops/subscript.py reads the index as torch does): the basic part is a view,
+# the advanced part a copy; writes go to the same two-step location.
 @defop("getitem", kind=IDX, save=())
 def _getitem(xp, x, index):
     out = x[index]
@@ -49,16 +43,24 @@ def _(ctx, g):
 @defop("index_put_add", kind=IDX, save=())
 def _index_put_add(xp, g, shape, index):
     out = xp.zeros(shape, dtype=g.dtype)
-    if xp is np:
-        np.add.at(out, index, g)
+    if is_basic_index(index):  # a view: every position once, so a plain write
+        out[index] = g
     else:
-        import cupyx
-
-        cupyx.scatter_add(out, index, g)
+        _add_at(xp, out, index, g)
     return out
 
 
 _index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
+
+
+def _add_at(xp, out, index, values):
+    """out[index] += values in place, repeated positions adding up (numpy's `+=` keeps one of them)."""
+    if xp is np:
+        np.add.at(out, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
 
 
 def index_add_into(values, shape, index):
@@ -67,78 +69,137 @@ def index_add_into(values, shape, index):
 
 
 def getitem(input, index):
-    index = _unwrap_index(index)
-    _check_index(input, index)
-    out = _getitem(input, index=index)
-    if is_basic_index(index):  # a view: writes through it change `input`, so they share versions
-        out._vc = input._vc
+    sub = parse(input.shape, index, input.device.xp)
+    out = input
+    if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
+        out = _getitem(input, index=() if sub.basic is None else sub.basic)
+        out._vc = input._vc  # writes through the view change `input`, so they share versions
         out._base = input
+    if sub.adv is not None:
+        out = _getitem(out, index=sub.adv)
     return out
 
 
-def _check_index(input, index):
-    items = index if isinstance(index, tuple) else (index,)
-    dim = 0
-    for pos, it in enumerate(items):
-        if it is None:
-            continue
-        if it is Ellipsis:  # the dims after it are the last ones (a bool mask counts its ndim)
-            dim = input.ndim - sum(_dims_taken(i) for i in items[pos + 1 :])
-            continue
-        if dim >= input.ndim and not (hasattr(it, "ndim") and it.ndim == 0 and it.dtype == bool):
-            raise IndexOutOfRangeError(
-                f"getitem: too many indices for tensor of dimension {input.ndim} (index {index!r})"
+def _write(xp, out, basic, adv, values, accumulate):
+    """out[basic][adv] = values (or +=, repeated positions adding up), in place."""
+    if adv is None:
+        index = () if basic is None else basic
+        if accumulate:
+            out[index] += values
+        else:
+            out[index] = values
+        return
+    view = out if basic is None else out[basic]  # holds the advanced dims, so an array view
+    if accumulate:
+        _add_at(xp, view, adv, values)
+    else:
+        view[adv] = values
+
+
+@defop("index_put", kind=IDX, save=())
+def _index_put(xp, x, values, basic, adv, accumulate):
+    out = x.copy()
+    _write(xp, out, basic, adv, values, accumulate)
+    return out
+
+
+@_index_put.grad
+def _(ctx, g):
+    a = ctx.attrs
+    gx = g if a["accumulate"] else _index_put(g, ew.const(0, g), basic=a["basic"], adv=a["adv"], accumulate=False)
+    gv = None
+    if ctx.next[1] is not None:  # each index reads g, duplicates included (torch: values' grad is grad[indices])
+        gv = g if a["basic"] is None else _getitem(g, index=a["basic"])
+        gv = gv if a["adv"] is None else _getitem(gv, index=a["adv"])
+    return gx, gv  # the engine sums gv down to the values' (broadcast) shape
+
+
+def index_put(input, indices, values, accumulate=False):
+    """torch.index_put: `input` with `values` written at `indices` (a tuple of index tensors), added up
+    over repeated positions when `accumulate`."""
+    if not isinstance(indices, tuple | list):
+        raise DTypeError(f"index_put(): argument 'indices' must be a tuple of Tensors, not {type(indices).__name__}")
+    for i, t in enumerate(indices):
+        if not isinstance(t, Tensor):
+            raise DTypeError(
+                f"index_put(): expected Tensor as element {i} in argument 'indices', but got {type(t).__name__}"
             )
-        if isinstance(it, int | np.integer):
-            n = input.shape[dim]
-            if not -n <= it < n:
-                raise IndexOutOfRangeError(
-                    f"getitem: index {it} is out of bounds for dimension {dim} with size {n} (shape {tuple(input.shape)})"
-                )
-        dim += _dims_taken(it)
+    if not isinstance(values, Tensor):
+        raise DTypeError(f"index_put(): argument 'values' must be Tensor, not {type(values).__name__}")
+    if values.array.dtype != input.array.dtype:
+        raise DTypeError(
+            f"index_put(): Index put requires the source and destination dtypes match, got {input.dtype.name} for "
+            f"the destination and {values.dtype.name} for the source."
+        )
+    sub = parse(input.shape, tuple(indices), input.device.xp, "index_put")
+    if not accumulate:
+        _refuse_byte_mask_fill(sub, values, "index_put")
+    target = indexed_shape(input.shape, sub)
+    if _broadcast_to(values.shape, target) is None:
+        raise ShapeError(
+            f"index_put(): shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to indexing "
+            f"result of shape {list(target)}"
+        )
+    return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate))
 
 
-def _dims_taken(item):
-    """How many input dims one index item consumes: None none, a boolean mask its ndim, others one."""
-    if item is None:
-        return 0
-    if hasattr(item, "dtype") and item.dtype == bool:
-        return max(item.ndim, 1)
-    return 1
+def _refuse_byte_mask_fill(sub, values, op):
+    """torch writes one value through a lone mask with masked_fill_, which refuses uint8 masks."""
+    if sub.byte_mask_alone and values.array.size == 1:
+        raise DTypeError(f"{op}: masked_fill_ only supports boolean masks, but got mask with dtype uint8")
+
+
+def _broadcast_to(shape, target):
+    """`shape` without the leading 1s torch drops from an assigned value, if it broadcasts to `target`."""
+    shape = tuple(shape)
+    while len(shape) > len(target) and shape[0] == 1:
+        shape = shape[1:]
+    try:
+        return shape if np.broadcast_shapes(shape, target) == tuple(target) else None
+    except ValueError:
+        return None
 
 
 def setitem(input, index, value):
-    """t[index] = value: an in-place write. Under grad mode on a tensor that needs grad it is recorded."""
-    from distgraph.autograd import grad_mode
-    from distgraph.errors import AutogradError
-
-    index = _unwrap_index(index)
-    _check_index(input, index)
-    val = value.array if isinstance(value, Tensor) else value
-    if grad_mode.state.grad_enabled and (input.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
-        if input.grad_fn is None and input.requires_grad:
-            raise AutogradError("a leaf Variable that requires grad is being used in an in-place operation.")
-        v = value if isinstance(value, Tensor) else ew.const(value, input)
-        mask = Tensor(input.device.xp.zeros(input.shape, dtype=bool), device=input.device)
-        mask.array[index] = True
-        placed = index_add_into(_broadcast_value(v, input, index), input.shape, index)
-        result = ew.where(mask, placed, snapshot(input))
+    """t[index] = value: an in-place write. Under grad mode, when `input` or `value` needs grad, it is
+    recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
+    sub = parse(input.shape, index, input.device.xp, "setitem")
+    v = _setitem_value(input, sub, value)
+    recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
+    if recording:
+        if input.requires_grad and input.grad_fn is None:
+            what = "a view of a leaf Variable" if sub.adv is None and sub.basic is not None else "a leaf Variable"
+            raise AutogradError(f"setitem: {what} that requires grad is being used in an in-place operation.")
+        result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=False)
         rebased = rebase(input, result)
-        input.array[index] = val
-        input._vc[0] += 1
-        input.grad_fn = result.grad_fn
-        input.requires_grad = result.requires_grad
-        commit(rebased)
-        return
-    input.array[index] = val
+    _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, False)
     input._vc[0] += 1
+    if recording:
+        input.grad_fn, input.requires_grad = result.grad_fn, True
+        commit(rebased)
 
 
-def _broadcast_value(v, input, index):
-    target_shape = input.array[index].shape
-    from distgraph.ops.shape import expand
-
-    return expand(ew.cast(v, input.array.dtype) if v.array.dtype != input.array.dtype else v, target_shape)
+def _setitem_value(input, sub, value):
+    """The value as a tensor of `input`'s dtype (cast as torch's copy_ does) shaped to broadcast to the
+    indexed result (leading 1s dropped, as torch does); a clear error when it cannot."""
+    if isinstance(value, Tensor):
+        v = value if value.array.dtype == input.array.dtype else ew.cast(value, input.array.dtype)
+    else:
+        try:
+            v = ew.const(value, input)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(
+                f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor ({exc})"
+            ) from None
+    _refuse_byte_mask_fill(sub, v, "setitem")
+    target = indexed_shape(input.shape, sub)
+    shape = _broadcast_to(v.shape, target)
+    if shape is None:
+        raise ShapeError(
+            f"setitem: shape mismatch: value tensor of shape {list(v.shape)} cannot be broadcast to indexing result "
+            f"of shape {list(target)} (tensor shape {list(input.shape)})"
+        )
+    return v if shape == tuple(v.shape) else v.reshape(shape)
 
 
 # ---- gather / scatter -------------------------------------------------------------------------------------

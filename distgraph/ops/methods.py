@@ -148,6 +148,7 @@ METHODS = {
     "scatter": indexing.scatter,
     "scatter_add": indexing.scatter_add,
     "index_select": indexing.index_select,
+    "index_put": indexing.index_put,
     "masked_fill": indexing.masked_fill,
     "masked_select": indexing.masked_select,
     "nonzero": indexing.nonzero,
@@ -350,6 +351,7 @@ def install():
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
     Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
+    Tensor.index_put_ = _inplace(indexing.index_put, "index_put_")
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))

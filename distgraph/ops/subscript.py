@@ -1,0 +1,271 @@
+"""How torch reads a subscript `t[index]`, turned into two numpy indices that reproduce it.
+
+torch does not index like numpy. It applies the ints, slices, None and Ellipsis first (a view: an int
+is a `select`, so it never counts as an advanced index), then indexes that view with the tensors
+("advanced" indices: integer tensors, boolean masks, Python bools). numpy instead treats an int as an
+advanced index as soon as one array is present, which moves the result's dims elsewhere
+(`x[0, :, idx]` is (3, 2) in torch and (2, 3) in numpy). So `parse` splits the subscript the way torch
+does: `basic` (a numpy basic index: a view) and `adv` (a tuple over the view's dims: `slice(None)` or an
+index array), and `t[index]` is `t[basic][adv]` in numpy.
+
+The rest is torch's reading of each item, checked up front so errors name the dim, its size and the
+index (never a bare numpy traceback):
+- a list (or other sequence, not a tuple or array) holding a tensor, a sequence, a slice, None or
+  Ellipsis is read as a tuple (deprecated in torch, with its warning); otherwise it is one index tensor;
+- a list or numpy array becomes an int64 index (floats truncated), unless it holds bools or uint8;
+- a 0-d integer tensor is an int; a 0-d bool (or uint8) tensor and a Python bool add a dim of size 1
+  and index it with [0] (True) or [] (False);
+- a uint8 tensor is a boolean mask (deprecated in torch, with its warning); other integer dtypes than
+  int32/int64 and every float dtype are refused;
+- slice steps must be positive; each Ellipsis spans the dims the other items leave (torch's rule, so a
+  second one spans none after the first took them).
+"""
+
+import warnings
+from collections import namedtuple
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import IndexOutOfRangeError
+
+Subscript = namedtuple("Subscript", ["basic", "adv", "byte_mask_alone"])
+# basic: a numpy basic index (tuple) or None; adv: a tuple of slice(None)/arrays over t[basic]'s dims or
+# None; byte_mask_alone: the only advanced index is a uint8 mask (torch's index_put_ then goes through
+# masked_fill_, which refuses uint8)
+
+_SEQUENCE_WARNING = (
+    "Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed in pytorch "
+    "2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted as tensor index, "
+    "x[torch.tensor(seq)], which will result either in an error or a different result"
+)
+_BYTE_WARNING = "indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead."
+_VALID = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
+_INT_DTYPES = ("int32", "int64")
+
+
+def parse(shape, index, xp, op="getitem"):
+    """torch's reading of `index` on a tensor of `shape`, as a Subscript (see the module docstring).
+    Index arrays are put on `xp` (the indexed tensor's array namespace)."""
+    items = _items(index)
+    parsed = [_item(it, pos, op) for pos, it in enumerate(items)]
+    return _layout(tuple(shape), parsed, xp, op)
+
+
+def _items(index):
+    if isinstance(index, tuple):
+        return index
+    if isinstance(index, list | range) and _sequence_as_tuple(index):
+        warnings.warn(_SEQUENCE_WARNING, UserWarning, stacklevel=4)
+        return tuple(index)
+    return (index,)
+
+
+def _sequence_as_tuple(seq):
+    """torch's treatSequenceAsTuple: a short sequence that holds a tensor, a sequence, a slice, None or
+    Ellipsis is a tuple of indices; any other sequence is one index tensor."""
+    if len(seq) >= 32:
+        return False
+    return any(
+        isinstance(it, Tensor | list | tuple | range | np.ndarray | slice) or it is None or it is Ellipsis for it in seq
+    )
+
+
+def _item(it, pos, op):
+    """One item as ("int", i) | ("slice", s) | ("none",) | ("ellipsis",) | ("bool", b) | ("array", a, was_byte)."""
+    if it is None:
+        return ("none",)
+    if it is Ellipsis:
+        return ("ellipsis",)
+    if isinstance(it, bool):
+        return ("bool", it)
+    if isinstance(it, int | np.integer):
+        return ("int", int(it))
+    if isinstance(it, slice):
+        return ("slice", _slice(it, op))
+    if isinstance(it, Tensor):
+        return _array_item(it.array, pos, op)
+    if isinstance(it, np.ndarray | list | tuple | range):
+        return _array_item(_from_data(it, op), pos, op)
+    if hasattr(it, "__cuda_array_interface__"):  # a cupy array (distgraph's own calls on cuda tensors)
+        return _array_item(it, pos, op)
+    raise IndexOutOfRangeError(f"{op}: {_VALID} (got {_type_name(it)})")
+
+
+def _type_name(it):
+    mod, name = type(it).__module__, type(it).__name__
+    return name if mod == "builtins" else f"{mod.split('.')[0]}.{name}"
+
+
+def _slice(s, op):
+    try:
+        start, stop, step = (None if v is None else v.__index__() for v in (s.start, s.stop, s.step))
+    except (AttributeError, TypeError):
+        raise TypeError(f"{op}: slice indices must be integers or None or have an __index__ method (got {s})") from None
+    if step == 0:
+        raise ValueError(f"{op}: slice step cannot be zero")
+    if step is not None and step < 0:
+        raise ValueError(f"{op}: step must be greater than zero (got {s}; torch has no negative steps, use flip)")
+    return slice(start, stop, step)
+
+
+def _from_data(data, op):
+    """torch's indexing_tensor_from_data: bool and uint8 data keep their dtype, anything else is int64."""
+    try:
+        arr = np.asarray(data.tolist() if isinstance(data, range) else data)
+    except ValueError as exc:
+        raise IndexOutOfRangeError(f"{op}: cannot build an index tensor from {data!r}: {exc}") from None
+    if arr.dtype.kind in "bu" and arr.dtype.itemsize == 1:
+        return arr
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind not in "iuf":
+        raise IndexOutOfRangeError(f"{op}: {_VALID} (got an index list of {arr.dtype})")
+    return arr.astype(np.int64)
+
+
+def _array_item(a, pos, op):
+    dt = a.dtype
+    if a.ndim == 0:
+        if dt.kind == "b" or dt == np.uint8:
+            return ("bool", bool(a))
+        if dt.kind in "iu":
+            return ("int", int(a))
+    elif dt.kind == "b":
+        return ("array", a, False)
+    elif dt == np.uint8:
+        warnings.warn(_BYTE_WARNING, UserWarning, stacklevel=5)
+        return ("array", a.astype(bool), True)
+    elif dt.name in _INT_DTYPES:
+        return ("array", a, False)
+    raise IndexOutOfRangeError(
+        f"{op}: tensors used as indices must be long, int, byte or bool tensors, got {dt.name} (index item {pos})"
+    )
+
+
+def _dims_taken(p):
+    if p[0] in ("int", "slice"):
+        return 1
+    if p[0] == "array":
+        return p[1].ndim if p[1].dtype.kind == "b" else 1
+    return 0
+
+
+def _layout(shape, parsed, xp, op):
+    """Walk the items over the input's dims: build the basic index and the advanced one over its result."""
+    ndim = len(shape)
+    specified = sum(_dims_taken(p) for p in parsed)
+    if specified > ndim:
+        if ndim == 0 and parsed[0][0] == "int":
+            raise IndexOutOfRangeError(
+                f"{op}: invalid index of a 0-dim tensor. Use `tensor.item()` in Python to convert a 0-dim tensor "
+                "to a number"
+            )
+        raise IndexOutOfRangeError(f"{op}: too many indices for tensor of dimension {ndim} (got {specified})")
+    basic, adv, masks = [], {}, []
+    dim = 0  # the input dim the next item indexes
+    ellipsis_seen = False
+    for k, p in enumerate(parsed):
+        kind = p[0]
+        if kind == "ellipsis":
+            span = ndim - specified
+            if ellipsis_seen and span and any(q[0] != "ellipsis" for q in parsed[k:]):
+                raise IndexOutOfRangeError(f"{op}: a second ellipsis ('...') spans no dims; nothing can follow it")
+            if not ellipsis_seen:
+                basic.extend([slice(None)] * span)
+                dim += span
+            ellipsis_seen = True
+        elif kind == "none":
+            basic.append(None)
+        elif kind == "slice":
+            basic.append(p[1])
+            dim += 1
+        elif kind == "int":
+            basic.append(_checked_int(p[1], dim, shape, op))
+            dim += 1
+        elif kind == "bool":  # a new dim of size 1, indexed by [0] or by nothing
+            adv[_out_pos(basic)] = xp.zeros(1 if p[1] else 0, dtype=np.int64)
+            basic.append(None)
+        else:
+            a, was_byte = p[1], p[2]
+            if a.dtype.kind == "b":
+                _check_mask(a, dim, shape, op)
+                masks.append(was_byte)
+                adv[_out_pos(basic)] = xp.asarray(a)
+                basic.extend([slice(None)] * a.ndim)
+                dim += a.ndim
+            else:
+                adv[_out_pos(basic)] = xp.asarray(_checked_array(a, dim, shape, op))
+                basic.append(slice(None))
+                dim += 1
+    adv_index = _adv_index(adv, op)
+    basic_index = None if all(b == slice(None) for b in basic) else tuple(basic)
+    byte_alone = len(adv) == 1 and masks == [True]
+    return Subscript(basic_index, adv_index, byte_alone)
+
+
+def _out_pos(basic):
+    """The dim of t[basic] that the next item lands on (ints remove a dim, None adds one)."""
+    return sum(1 for b in basic if not isinstance(b, int))
+
+
+def _checked_int(i, dim, shape, op):
+    n = shape[dim]
+    if not -n <= i < n:
+        raise IndexOutOfRangeError(
+            f"{op}: index {i} is out of bounds for dimension {dim} with size {n} (shape {shape})"
+        )
+    return i
+
+
+def _checked_array(a, dim, shape, op):
+    n = shape[dim]
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < -n or hi >= n:
+            raise IndexOutOfRangeError(
+                f"{op}: index {hi if hi >= n else lo} is out of bounds for dimension {dim} with size {n} "
+                f"(shape {shape})"
+            )
+    return a
+
+
+def _check_mask(a, dim, shape, op):
+    if a.ndim == 0:
+        return
+    want = shape[dim : dim + a.ndim]
+    if tuple(a.shape) != tuple(want):
+        raise IndexOutOfRangeError(
+            f"{op}: The shape of the mask {list(a.shape)} does not match the shape of the indexed tensor "
+            f"{list(shape)} at dimension {dim} (expected {list(want)})"
+        )
+
+
+def _adv_index(adv, op):
+    """The advanced index over t[basic]'s dims, after checking the index arrays broadcast together."""
+    if not adv:
+        return None
+    shapes = [(int(a.sum()),) if a.dtype.kind == "b" and a.ndim else tuple(a.shape) for a in adv.values()]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise IndexOutOfRangeError(
+            f"{op}: shape mismatch: indexing tensors could not be broadcast together with shapes "
+            + ", ".join(str(list(s)) for s in shapes)
+        ) from None
+    last = max(adv)
+    return tuple(adv.get(d, slice(None)) for d in range(last + 1))
+
+
+def indexed_shape(shape, sub):
+    """The shape of t[basic][adv] for a tensor of `shape`, computed without touching data."""
+    probe = np.broadcast_to(np.empty((), dtype=bool), shape)
+    if sub.basic is not None:
+        probe = probe[sub.basic]
+    if sub.adv is not None:
+        probe = probe[tuple(a if isinstance(a, slice) else _host(a) for a in sub.adv)]
+    return np.shape(probe)
+
+
+def _host(a):
+    return a if isinstance(a, np.ndarray) else a.get()
