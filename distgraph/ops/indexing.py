@@ -12,7 +12,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import AutogradError, DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
@@ -126,45 +126,57 @@ def index_put(input, indices, values, accumulate=False):
             )
     if not isinstance(values, Tensor):
         raise DTypeError(f"index_put(): argument 'values' must be Tensor, not {type(values).__name__}")
-    if values.array.dtype != input.array.dtype:
-        raise DTypeError(
-            f"index_put(): Index put requires the source and destination dtypes match, got {input.dtype.name} for "
-            f"the destination and {values.dtype.name} for the source."
-        )
     sub = parse(input.shape, tuple(indices), input.device.xp, "index_put")
-    if not accumulate:
-        _refuse_byte_mask_fill(sub, values, "index_put")
-    target = indexed_shape(input.shape, sub)
-    if _broadcast_to(values.shape, target) is None:
-        raise ShapeError(
-            f"index_put(): shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to indexing "
-            f"result of shape {list(target)}"
-        )
+    values = _matched_value(input, sub, values, "index_put", masked_fill=not accumulate)
     return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate))
 
 
-def _refuse_byte_mask_fill(sub, values, op):
-    """torch writes one value through a lone mask with masked_fill_, which refuses uint8 masks."""
-    if sub.byte_mask_alone and values.array.size == 1:
+def _matched_value(input, sub, v, op, masked_fill=True):
+    """`v` (a Tensor) checked and shaped for writing at `sub` in `input`, as torch's index_put_ does: a
+    one-element value through a lone mask goes through masked_fill_ (which refuses uint8 masks and casts
+    the value); any other advanced write needs the value in `input`'s dtype (a basic one casts, as
+    copy_). Leading 1s the indexed result lacks are dropped; the rest must broadcast to it."""
+    fill = masked_fill and sub.lone_mask is not None and v.array.size == 1
+    if fill and sub.lone_mask == "uint8":
         raise DTypeError(f"{op}: masked_fill_ only supports boolean masks, but got mask with dtype uint8")
-
-
-def _broadcast_to(shape, target):
-    """`shape` without the leading 1s torch drops from an assigned value, if it broadcasts to `target`."""
-    shape = tuple(shape)
+    if v.array.dtype != input.array.dtype:
+        if sub.adv is not None and not fill:
+            raise DTypeError(
+                f"{op}: Index put requires the source and destination dtypes match, got {input.dtype.name} for the "
+                f"destination and {v.dtype.name} for the source."
+            )
+        v = ew.cast(v, input.array.dtype)
+    target = indexed_shape(input.shape, sub)
+    shape = tuple(v.shape)
     while len(shape) > len(target) and shape[0] == 1:
         shape = shape[1:]
     try:
-        return shape if np.broadcast_shapes(shape, target) == tuple(target) else None
+        fits = np.broadcast_shapes(shape, target) == tuple(target)
     except ValueError:
-        return None
+        fits = False
+    if not fits:
+        raise ShapeError(
+            f"{op}: shape mismatch: value tensor of shape {list(v.shape)} cannot be broadcast to indexing result "
+            f"of shape {list(target)} (tensor shape {list(input.shape)})"
+        )
+    return v if shape == tuple(v.shape) else v.reshape(shape)
 
 
 def setitem(input, index, value):
     """t[index] = value: an in-place write. Under grad mode, when `input` or `value` needs grad, it is
     recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
+    if index is True:  # torch copies the value over the whole tensor (x[True] would add a dim of size 1)
+        index = None
     sub = parse(input.shape, index, input.device.xp, "setitem")
-    v = _setitem_value(input, sub, value)
+    if isinstance(value, Tensor):
+        v = _matched_value(input, sub, value, "setitem")
+    else:  # a Python number takes the tensor's dtype, as torch
+        try:
+            v = _matched_value(input, sub, ew.const(value, input), "setitem")
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, DistgraphError):
+                raise
+            raise DTypeError(f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor") from None
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
     if recording:
         if input.requires_grad and input.grad_fn is None:
@@ -177,29 +189,6 @@ def setitem(input, index, value):
     if recording:
         input.grad_fn, input.requires_grad = result.grad_fn, True
         commit(rebased)
-
-
-def _setitem_value(input, sub, value):
-    """The value as a tensor of `input`'s dtype (cast as torch's copy_ does) shaped to broadcast to the
-    indexed result (leading 1s dropped, as torch does); a clear error when it cannot."""
-    if isinstance(value, Tensor):
-        v = value if value.array.dtype == input.array.dtype else ew.cast(value, input.array.dtype)
-    else:
-        try:
-            v = ew.const(value, input)
-        except (TypeError, ValueError) as exc:
-            raise DTypeError(
-                f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor ({exc})"
-            ) from None
-    _refuse_byte_mask_fill(sub, v, "setitem")
-    target = indexed_shape(input.shape, sub)
-    shape = _broadcast_to(v.shape, target)
-    if shape is None:
-        raise ShapeError(
-            f"setitem: shape mismatch: value tensor of shape {list(v.shape)} cannot be broadcast to indexing result "
-            f"of shape {list(target)} (tensor shape {list(input.shape)})"
-        )
-    return v if shape == tuple(v.shape) else v.reshape(shape)
 
 
 # ---- gather / scatter -------------------------------------------------------------------------------------

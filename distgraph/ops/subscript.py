@@ -29,10 +29,10 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import IndexOutOfRangeError
 
-Subscript = namedtuple("Subscript", ["basic", "adv", "byte_mask_alone"])
+Subscript = namedtuple("Subscript", ["basic", "adv", "lone_mask"])
 # basic: a numpy basic index (tuple) or None; adv: a tuple of slice(None)/arrays over t[basic]'s dims or
-# None; byte_mask_alone: the only advanced index is a uint8 mask (torch's index_put_ then goes through
-# masked_fill_, which refuses uint8)
+# None; lone_mask: "bool" or "uint8" when the only advanced index is a mask of that dtype, else None
+# (torch's index_put_ then writes a one-element value with masked_fill_: see ops/indexing.py)
 
 _SEQUENCE_WARNING = (
     "Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed in pytorch "
@@ -200,8 +200,8 @@ def _layout(shape, parsed, xp, op):
                 dim += 1
     adv_index = _adv_index(adv, op)
     basic_index = None if all(b == slice(None) for b in basic) else tuple(basic)
-    byte_alone = len(adv) == 1 and masks == [True]
-    return Subscript(basic_index, adv_index, byte_alone)
+    lone_mask = ("uint8" if masks[0] else "bool") if len(adv) == 1 and len(masks) == 1 else None
+    return Subscript(basic_index, adv_index, lone_mask)
 
 
 def _out_pos(basic):
@@ -253,8 +253,12 @@ def _adv_index(adv, op):
             f"{op}: shape mismatch: indexing tensors could not be broadcast together with shapes "
             + ", ".join(str(list(s)) for s in shapes)
         ) from None
-    last = max(adv)
-    return tuple(adv.get(d, slice(None)) for d in range(last + 1))
+    out, pos = [], 0
+    for p in sorted(adv):
+        out.extend([slice(None)] * (p - pos))
+        out.append(adv[p])
+        pos = p + max(adv[p].ndim, 1) if adv[p].dtype.kind == "b" else p + 1  # a mask spans its ndim dims
+    return tuple(out)
 
 
 def indexed_shape(shape, sub):
