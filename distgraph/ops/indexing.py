@@ -317,7 +317,7 @@ def index_select(input, dim, index):
     d = normalize_dim(dim, input.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
-    if index.array.dtype.kind not in "iu":
+    if index.array.dtype.name not in ("int32", "int64"):  # a uint8 index would read as a mask below
         raise DTypeError(f"index_select(): Expected dtype int32 or int64 for index, got {index.dtype.name}")
     if input.ndim == 0:  # torch: a 0-d input is one element, and its index must name exactly that one
         if index.array.size != 1:

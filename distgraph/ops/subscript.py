@@ -27,7 +27,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import IndexOutOfRangeError
+from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 
 Subscript = namedtuple("Subscript", ["basic", "adv", "lone_mask"])
 # basic: a numpy basic index (tuple) or None; adv: a tuple of slice(None)/arrays over t[basic]'s dims or
@@ -101,11 +101,13 @@ def _slice(s, op):
     try:
         start, stop, step = (None if v is None else v.__index__() for v in (s.start, s.stop, s.step))
     except (AttributeError, TypeError):
-        raise TypeError(f"{op}: slice indices must be integers or None or have an __index__ method (got {s})") from None
+        raise DTypeError(
+            f"{op}: slice indices must be integers or None or have an __index__ method (got {s})"
+        ) from None
     if step == 0:
-        raise ValueError(f"{op}: slice step cannot be zero")
+        raise ShapeError(f"{op}: slice step cannot be zero")
     if step is not None and step < 0:
-        raise ValueError(f"{op}: step must be greater than zero (got {s}; torch has no negative steps, use flip)")
+        raise ShapeError(f"{op}: step must be greater than zero (got {s}; torch has no negative steps, use flip)")
     return slice(start, stop, step)
 
 
