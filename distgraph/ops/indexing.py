@@ -12,11 +12,11 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
-from distgraph.ops.subscript import indexed_shape, parse
+from distgraph.ops.subscript import indexed_shape, memory_overlap, parse
 from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
 
 IDX = "index"
@@ -117,18 +117,29 @@ def _(ctx, g):
 def index_put(input, indices, values, accumulate=False):
     """torch.index_put: `input` with `values` written at `indices` (a tuple of index tensors), added up
     over repeated positions when `accumulate`."""
+    sub, values = _index_put_args(input, indices, values, accumulate, "index_put")
+    return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate))
+
+
+def index_put_(input, indices, values, accumulate=False):
+    """Tensor.index_put_: index_put in place."""
+    sub, values = _index_put_args(input, indices, values, accumulate, "index_put_")
+    _put_(input, sub, values, bool(accumulate), "index_put_")
+    return input
+
+
+def _index_put_args(input, indices, values, accumulate, op):
     if not isinstance(indices, tuple | list):
-        raise DTypeError(f"index_put(): argument 'indices' must be a tuple of Tensors, not {type(indices).__name__}")
+        raise DTypeError(f"{op}(): argument 'indices' must be a tuple of Tensors, not {type(indices).__name__}")
     for i, t in enumerate(indices):
         if not isinstance(t, Tensor):
             raise DTypeError(
-                f"index_put(): expected Tensor as element {i} in argument 'indices', but got {type(t).__name__}"
+                f"{op}(): expected Tensor as element {i} in argument 'indices', but got {type(t).__name__}"
             )
     if not isinstance(values, Tensor):
-        raise DTypeError(f"index_put(): argument 'values' must be Tensor, not {type(values).__name__}")
-    sub = parse(input.shape, tuple(indices), input.device.xp, "index_put")
-    values = _matched_value(input, sub, values, "index_put", masked_fill=not accumulate)
-    return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate))
+        raise DTypeError(f"{op}(): argument 'values' must be Tensor, not {type(values).__name__}")
+    sub = parse(input.shape, tuple(indices), input.device.xp, op)
+    return sub, _matched_value(input, sub, values, op, masked_fill=not accumulate)
 
 
 def _matched_value(input, sub, v, op, masked_fill=True):
@@ -163,32 +174,54 @@ def _matched_value(input, sub, v, op, masked_fill=True):
 
 
 def setitem(input, index, value):
-    """t[index] = value: an in-place write. Under grad mode, when `input` or `value` needs grad, it is
-    recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
+    """t[index] = value, as torch: a Python number takes the tensor's dtype; a tensor value goes through
+    the same checks as index_put_."""
     if index is True:  # torch copies the value over the whole tensor (x[True] would add a dim of size 1)
         index = None
     sub = parse(input.shape, index, input.device.xp, "setitem")
-    if isinstance(value, Tensor):
-        v = _matched_value(input, sub, value, "setitem")
-    else:  # a Python number takes the tensor's dtype, as torch
+    if not isinstance(value, Tensor):
         try:
-            v = _matched_value(input, sub, ew.const(value, input), "setitem")
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, DistgraphError):
-                raise
+            value = ew.const(value, input)
+        except (TypeError, ValueError):
             raise DTypeError(f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor") from None
+    _put_(input, sub, _matched_value(input, sub, value, "setitem"), False, "setitem")
+
+
+def _put_(input, sub, v, accumulate, op):
+    """Write `v` at `sub` into `input` in place. Under grad mode, when `input` or `v` needs grad, it is
+    recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
+    _refuse_overlap(input, sub, v, op)
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
     if recording:
         if input.requires_grad and input.grad_fn is None:
-            what = "a view of a leaf Variable" if sub.adv is None and sub.basic is not None else "a leaf Variable"
-            raise AutogradError(f"setitem: {what} that requires grad is being used in an in-place operation.")
-        result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=False)
+            view = op == "setitem" and sub.adv is None and sub.basic is not None
+            what = "a view of a leaf Variable" if view else "a leaf Variable"
+            raise AutogradError(f"{op}: {what} that requires grad is being used in an in-place operation.")
+        result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=accumulate)
         rebased = rebase(input, result)
-    _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, False)
+    _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, accumulate)
     input._vc[0] += 1
     if recording:
         input.grad_fn, input.requires_grad = result.grad_fn, True
         commit(rebased)
+
+
+def _refuse_overlap(input, sub, v, op):
+    """torch refuses a value that shares memory with where it is written: partly, for a basic write
+    of a value that needs no broadcasting; at all, for an advanced one (but a one-element value through
+    a lone mask, which is read out first)."""
+    if sub.adv is None:
+        target = input.array[(*(sub.basic or ()), Ellipsis)]  # `...` keeps a 0-d view, not a scalar
+        bad = tuple(v.shape) == target.shape and memory_overlap(target, v.array) == "partial"
+    else:
+        target = input.array if sub.basic is None else input.array[sub.basic]
+        fill = sub.lone_mask is not None and v.array.size == 1
+        bad = not fill and memory_overlap(target, v.array) is not None
+    if bad:
+        raise AutogradError(
+            f"{op}: unsupported operation: some elements of the input tensor and the written-to tensor refer to a "
+            "single memory location. Please clone() the tensor before performing the operation."
+        )
 
 
 # ---- gather / scatter -------------------------------------------------------------------------------------

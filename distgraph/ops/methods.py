@@ -351,7 +351,7 @@ def install():
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
     Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
-    Tensor.index_put_ = _inplace(indexing.index_put, "index_put_")
+    Tensor.index_put_ = indexing.index_put_
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))

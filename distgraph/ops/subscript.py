@@ -275,3 +275,28 @@ def indexed_shape(shape, sub):
 
 def _host(a):
     return a if isinstance(a, np.ndarray) else a.get()
+
+
+def memory_overlap(a, b):
+    """torch's overlap status of two arrays: "full" (the same memory), "partial" (some shared) or None
+    (disjoint, or too hard to tell: an array that is not dense, such as a broadcast or a strided view)."""
+    if a.size == 0 or b.size == 0 or not (_dense(a) and _dense(b)):
+        return None
+    pa, pb = _address(a), _address(b)
+    if pa == pb and a.nbytes == b.nbytes:
+        return "full"
+    return "partial" if pa < pb + b.nbytes and pb < pa + a.nbytes else None
+
+
+def _dense(a):
+    """Non-overlapping and dense (torch's test): its elements fill one block, in any dim order."""
+    step = a.itemsize
+    for stride, size in sorted((st, n) for st, n in zip(a.strides, a.shape) if n != 1):
+        if stride != step:
+            return False
+        step *= size
+    return True
+
+
+def _address(a):
+    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]  # cupy | numpy

@@ -8,6 +8,8 @@ import pytest
 import distgraph as dg
 from tests.ops._table import Table, run_double_backward, run_gradcheck, run_parity
 
+torch = pytest.importorskip("torch")
+
 T = Table()
 IDX = np.array([2, 0, 2])  # a duplicate: its gradient must be added twice
 ROWS = np.array([[0, 2], [1, 1], [3, 0]])
@@ -267,6 +269,20 @@ def test_setitem_double_backward_matches_torch():
     run_double_backward(Q._rows[0])
 
 
+def m_idx(x, values):
+    return (torch if isinstance(x, torch.Tensor) else dg).tensor(values)
+
+
+def _overlap(write):
+    """A write into a (5, 2) tensor from memory it shares (torch refuses unless both are the same)."""
+
+    def call(m):
+        x = m.arange(10.0).reshape(5, 2)
+        write(x)
+
+    return call
+
+
 # (what torch refuses, the error torch raises, words distgraph's message must hold); distgraph raises a
 # DistgraphError that is also the same builtin (torch's RuntimeErrors are ValueError/TypeError here)
 REFUSED = [
@@ -292,13 +308,15 @@ REFUSED = [
     ("index_put-scalar-value", lambda m: m.zeros(3).index_put_((m.tensor(np.array([1])),), 1.0), TypeError, ["index_put", "values", "float"]),
     ("index_put-list-index", lambda m: m.zeros(3).index_put_(([1],), m.ones(1)), TypeError, ["index_put", "list"]),
     ("index_put-out-of-range-accumulate", lambda m: m.zeros(3).index_put_((m.tensor(np.array([3])),), m.ones(1), accumulate=True), IndexError, ["index 3", "size 3"]),
+    ("set-overlapping-view", _overlap(lambda x: x.__setitem__(slice(1, None), x[:-1])), RuntimeError, ["setitem", "single memory location"]),
+    ("set-advanced-from-own-view", _overlap(lambda x: x.__setitem__(m_idx(x, [0]), x[1])), RuntimeError, ["setitem", "single memory location"]),
+    ("index_put_-from-own-view", _overlap(lambda x: x.index_put_((m_idx(x, [0]),), x[1])), RuntimeError, ["index_put_", "single memory location"]),
     ("index_select-uint8", lambda m: m.zeros(3, 4).index_select(0, m.tensor(np.array([1], np.uint8))), RuntimeError, ["index_select", "uint8"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("call,torch_error,words", [pytest.param(*c[1:], id=c[0]) for c in REFUSED])
 def test_refused_like_torch(call, torch_error, words):
-    torch = pytest.importorskip("torch")
     with pytest.raises(torch_error):
         call(torch)
     with pytest.raises(dg.errors.DistgraphError if torch_error is RuntimeError else torch_error) as info:
@@ -306,6 +324,20 @@ def test_refused_like_torch(call, torch_error, words):
     assert isinstance(info.value, dg.errors.DistgraphError)
     for w in words:
         assert w in str(info.value), f"{w!r} not in {str(info.value)!r}"
+
+
+def test_writes_from_shared_memory_torch_allows():
+    """The same memory (x[0] = x[0], x[0] += 1), a broadcast value and a strided view are not checked."""
+    for write in (
+        lambda x: x.__setitem__(0, x[0]),
+        lambda x: x.__setitem__(Ellipsis, x),
+        lambda x: x.__setitem__(slice(None), x[0]),
+        lambda x: x.__setitem__((slice(None), 1), x[:, 0]),
+        lambda x: x.__setitem__(x > 4, x[0, 0]),
+    ):
+        x, t = dg.arange(10.0).reshape(5, 2), torch.arange(10.0, dtype=torch.float64).reshape(5, 2)
+        write(x), write(t)
+        np.testing.assert_array_equal(x.numpy(), t.numpy())
 
 
 def test_setitem_on_leaf_that_requires_grad_is_refused_like_torch():
@@ -331,7 +363,6 @@ def test_setitem_on_leaf_that_requires_grad_is_refused_like_torch():
     ],
 )
 def test_deprecated_forms_warn_like_torch(index, message):
-    torch = pytest.importorskip("torch")
     with pytest.warns(UserWarning, match=message):
         torch.zeros(2, 3)[index]
     with pytest.warns(UserWarning, match=message):
