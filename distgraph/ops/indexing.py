@@ -72,9 +72,11 @@ def getitem(input, index):
     sub = parse(input.shape, index, input.device.xp)
     out = input
     if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
-        out = _getitem(input, index=() if sub.basic is None else sub.basic)
+        attrs = {"index": () if sub.basic is None else sub.basic}
+        out = _getitem(input, **attrs)
         out._vc = input._vc  # writes through the view change `input`, so they share versions
         out._base = input
+        out._view_fn = (_getitem, attrs)
     if sub.adv is not None:
         out = _getitem(out, index=sub.adv)
     return out

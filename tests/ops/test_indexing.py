@@ -253,6 +253,35 @@ P.op(
 P.op("set-bare-true-whole-tensor", lambda m, a, b: _put(m, a, True, b), (3, 4), (4,))
 
 
+def _through_view_of_constant(m, b):
+    """Only the value needs grad; it reaches z through views of z (z gets a graph, as in torch)."""
+    z = m.zeros(3, 4, dtype=m.float64)
+    z[1][m.tensor(np.array([2, 0]))] = b[:2]
+    z[1:][0, 1:3] = b[1:] * 2
+    return z * z
+
+
+def _twice_through_one_view(m, a, b):
+    """Every write through a view reaches its base, not only the first one."""
+    c = a * 1
+    v = c[0]
+    v[0] = b[0] * 5
+    v[m.tensor(np.array([1, 2]))] = b[1:] * 7
+    v.mul_(3)
+    return c * c
+
+
+def _through_empty_view(m, a, b):
+    c = a * 1
+    c[None][0][m.tensor(np.array([1]))] = b
+    return c * 2
+
+
+P.op("set-through-views-of-constant", _through_view_of_constant, (3,))
+P.op("set-twice-through-one-view", _twice_through_one_view, (2, 3), (3,))
+P.op("set-through-empty-view", _through_empty_view, (2, 0), (0,))
+
+
 @pytest.mark.parametrize("row", P.rows())
 def test_setitem_on_non_leaf_matches_torch(row, device):
     run_parity(row, device)

@@ -112,6 +112,16 @@ def _shape(rng):
     return tuple(int(s) if rng.random() > 0.05 else 0 for s in rng.integers(1, 5, rng.integers(0, 5)))
 
 
+def _check(dg_fn, torch_fn, *arrays, **kw):
+    """tests.parity.check, and both outputs need grad alike (check compares gradients only where both
+    do, so an output that lost its graph would otherwise pass)."""
+    out = check(dg_fn, torch_fn, *arrays, **kw)
+    ref = torch_fn(
+        *[torch.tensor(a, requires_grad=a.dtype.kind == "f") if isinstance(a, np.ndarray) else a for a in arrays]
+    )
+    assert out.requires_grad == ref.requires_grad, f"requires_grad {out.requires_grad} != torch's"
+
+
 def _same_error(fn_torch, fn_dg):
     """Run torch's side; when it raises, distgraph must raise the same builtin kind. True if it raised."""
     try:
@@ -144,7 +154,7 @@ def test_getitem_matches_torch(seed):
     x = rng.standard_normal(shape)
     if _same_error(lambda: torch.tensor(x)[build(torch, spec)], lambda: dg.tensor(x)[build(dg, spec)]):
         return
-    check(lambda a: a[build(dg, spec)], lambda a: a[build(torch, spec)], x)
+    _check(lambda a: a[build(dg, spec)], lambda a: a[build(torch, spec)], x)
 
 
 def _value(rng, m, target, x_dtype_is_float=True):
@@ -184,26 +194,32 @@ def _setitem_case(seed):
 
 
 @pytest.mark.parametrize("seed", range(300))
-def test_setitem_on_non_leaf_matches_torch(seed):
-    """c = a * 1; c[index] = v (or += v): c's values and the gradients of a and v, as torch."""
+def test_setitem_matches_torch(seed):
+    """c[index] = v (or += v) where c is a non-leaf (a * 1), a tensor outside the graph (only v needs
+    grad) or a view of a non-leaf written twice: the values written to and the gradients of a and v."""
     rng, shape, spec, x, (vkind, v), augmented = _setitem_case(seed)
     w = rng.standard_normal(shape)
+    target = rng.choice(["non-leaf", "constant", "view"])
 
     def run(m, a, *val):
-        c = a * 1
         value = val[0] if val else v
+        out = c = a * 1 if target == "non-leaf" else m.zeros(shape, dtype=m.float64)
+        if target == "view":  # c views `out` through two basic indexings; a first write through it
+            out = a * 1
+            c = out[None][0]
+            c.mul_(2)
         if augmented:
             c[build(m, spec)] += value
         else:
             c[build(m, spec)] = value
-        return c * m.tensor(w)
+        return out * m.tensor(w)
 
     args = (x, v) if isinstance(v, np.ndarray) else (x,)
     if _same_error(
         lambda: run(torch, *[torch.tensor(a) for a in args]), lambda: run(dg, *[dg.tensor(a) for a in args])
     ):
         return
-    check(lambda *a: run(dg, *a), lambda *a: run(torch, *a), *args, rtol=1e-6 if vkind == "f32" else 1e-7)
+    _check(lambda *a: run(dg, *a), lambda *a: run(torch, *a), *args, rtol=1e-6 if vkind == "f32" else 1e-7)
 
 
 @pytest.mark.parametrize("seed", range(150))
@@ -236,4 +252,4 @@ def test_index_put_matches_torch(seed):
 
     if _same_error(lambda: run(torch, torch.tensor(x), torch.tensor(v)), lambda: run(dg, dg.tensor(x), dg.tensor(v))):
         return
-    check(lambda a, b: run(dg, a, b), lambda a, b: run(torch, a, b), x, v)
+    _check(lambda a, b: run(dg, a, b), lambda a, b: run(torch, a, b), x, v)
