@@ -12,7 +12,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
@@ -182,11 +182,29 @@ def setitem(input, index, value):
         index = None
     sub = parse(input.shape, index, input.device.xp, "setitem")
     if not isinstance(value, Tensor):
-        try:
-            value = ew.const(value, input)
-        except (TypeError, ValueError):
-            raise DTypeError(f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor") from None
+        value = _scalar_value(input, value)
     _put_(input, sub, _matched_value(input, sub, value, "setitem"), False, "setitem")
+
+
+def _scalar_value(input, value):
+    """A Python (or numpy) number as a 0-d tensor of `input`'s dtype. torch takes nothing else that is not
+    a Tensor (lists, arrays and None are refused) and refuses a number the dtype cannot hold (an unsigned
+    dtype takes down to -max, wrapping; float16 overflows to inf)."""
+    if not isinstance(value, bool | int | float | complex | np.bool_ | np.number):
+        raise DTypeError(f"setitem: can't assign a {type(value).__name__} to a {input.dtype.name} tensor")
+    dt = input.array.dtype
+    if isinstance(value, complex | np.complexfloating) and dt.kind != "c":
+        raise DTypeError(f"setitem: value {value!r} cannot be converted to {dt.name}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise InputRangeError(f"setitem: value {value} overflows int64 (torch reads Python ints as int64)")
+    if not isinstance(value, bool | np.bool_) and dt.kind in "iuf" and dt != np.float16:
+        info = np.iinfo(dt) if dt.kind in "iu" else np.finfo(dt)
+        high = int(info.max) if dt.kind in "iu" else float(info.max)
+        low = -high if dt.kind == "u" else -high - 1 if dt.kind == "i" else -high
+        finite = dt.kind == "f" and not np.isfinite(value)  # inf and nan fit a float dtype, no int one
+        if not finite and not low <= value <= high:
+            raise InputRangeError(f"setitem: value {value} cannot be converted to type {dt.name} without overflow")
+    return ew.const(value, input)
 
 
 def _put_(input, sub, v, accumulate, op):

@@ -340,6 +340,14 @@ REFUSED = [
     ("set-overlapping-view", _overlap(lambda x: x.__setitem__(slice(1, None), x[:-1])), RuntimeError, ["setitem", "single memory location"]),
     ("set-advanced-from-own-view", _overlap(lambda x: x.__setitem__(m_idx(x, [0]), x[1])), RuntimeError, ["setitem", "single memory location"]),
     ("index_put_-from-own-view", _overlap(lambda x: x.index_put_((m_idx(x, [0]),), x[1])), RuntimeError, ["index_put_", "single memory location"]),
+    ("set-list-value", lambda m: m.zeros(2, 3).__setitem__(0, [1.0, 2.0, 3.0]), TypeError, ["setitem", "list"]),
+    ("set-ndarray-value", lambda m: m.zeros(2, 3).__setitem__(0, np.ones(3)), TypeError, ["setitem", "ndarray"]),
+    ("set-none-value", lambda m: m.zeros(2, 3).__setitem__(0, None), TypeError, ["setitem", "NoneType"]),
+    ("set-uint8-overflow", lambda m: m.zeros(2, dtype=m.uint8).__setitem__(0, 300), RuntimeError, ["setitem", "300", "uint8"]),
+    ("set-int32-overflow", lambda m: m.zeros(2, dtype=m.int32).__setitem__(0, 2**40), RuntimeError, ["setitem", "int32"]),
+    ("set-float32-overflow", lambda m: m.zeros(2).__setitem__(0, 1e300), RuntimeError, ["setitem", "float32"]),
+    ("set-nan-into-int", lambda m: m.zeros(2, dtype=m.int64).__setitem__(0, float("nan")), RuntimeError, ["setitem", "nan"]),
+    ("set-int-beyond-int64", lambda m: m.zeros(2, dtype=m.float64).__setitem__(0, 2**70), ValueError, ["setitem", "int64"]),
     ("index_select-uint8", lambda m: m.zeros(3, 4).index_select(0, m.tensor(np.array([1], np.uint8))), RuntimeError, ["index_select", "uint8"]),
 ]  # fmt: skip
 
@@ -367,6 +375,28 @@ def test_writes_from_shared_memory_torch_allows():
         x, t = dg.arange(10.0).reshape(5, 2), torch.arange(10.0, dtype=torch.float64).reshape(5, 2)
         write(x), write(t)
         np.testing.assert_array_equal(x.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize(
+    "dtype,value",
+    [
+        ("uint8", -1),
+        ("uint8", -255),
+        ("int8", -128),
+        ("int64", 2.7),
+        ("bool", 5),
+        ("float32", float("inf")),
+        ("float16", 1e6),
+    ],
+)
+def test_setitem_scalars_torch_accepts(dtype, value):
+    """Numbers a dtype holds (an unsigned one wraps down to -max, float16 overflows to inf) are written
+    as torch writes them."""
+    x, t = dg.zeros(3, dtype=getattr(dg, dtype)), torch.zeros(3, dtype=getattr(torch, dtype))
+    with np.errstate(over="ignore"):
+        x[1] = value
+    t[1] = value
+    assert x.tolist() == t.tolist()
 
 
 def test_setitem_on_leaf_that_requires_grad_is_refused_like_torch():
