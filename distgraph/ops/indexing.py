@@ -214,7 +214,7 @@ def _put_(input, sub, v, accumulate, op):
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
     if recording:
         if input.requires_grad and input.grad_fn is None:
-            view = op == "setitem" and sub.adv is None and sub.basic is not None
+            view = op == "setitem" and _views(sub.basic, input.shape)
             what = "a view of a leaf Variable" if view else "a leaf Variable"
             raise AutogradError(f"{op}: {what} that requires grad is being used in an in-place operation.")
         result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=accumulate)
@@ -224,6 +224,17 @@ def _put_(input, sub, v, accumulate, op):
     if recording:
         input.grad_fn, input.requires_grad = result.grad_fn, True
         commit(rebased)
+
+
+def _views(basic, shape):
+    """Whether torch's basic step makes a view (an int, None or a slice short of the whole dim); whole
+    slices it skips, writing into the tensor itself."""
+    d = 0
+    for b in basic or ():
+        if not isinstance(b, slice) or b.indices(shape[d]) != (0, shape[d], 1):
+            return True
+        d += 1
+    return False
 
 
 def _refuse_overlap(input, sub, v, op):

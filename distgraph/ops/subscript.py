@@ -41,15 +41,35 @@ _SEQUENCE_WARNING = (
 )
 _BYTE_WARNING = "indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead."
 _VALID = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
-_INT_DTYPES = ("int32", "int64")
 
 
 def parse(shape, index, xp, op="getitem"):
     """torch's reading of `index` on a tensor of `shape`, as a Subscript (see the module docstring).
     Index arrays are put on `xp` (the indexed tensor's array namespace)."""
+    plain = _plain(shape, index)
+    if plain is not None:
+        return plain
     items = _items(index)
     parsed = [_item(it, pos, op) for pos, it in enumerate(items)]
     return _layout(tuple(shape), parsed, xp, op)
+
+
+def _plain(shape, index):
+    """The common subscript of in-range ints and positive-step slices only, read in one pass (numpy reads
+    it as torch does); None for anything else, which the full reading handles (and words the errors of)."""
+    items = index if type(index) is tuple else (index,)
+    if len(items) > len(shape):
+        return None
+    for n, it in zip(shape, items):
+        kind = type(it)
+        if kind is int:
+            if not -n <= it < n:
+                return None
+        elif kind is not slice or not all(v is None or type(v) is int for v in (it.start, it.stop, it.step)):
+            return None
+        elif it.step is not None and it.step <= 0:
+            return None
+    return Subscript(items, None, None)
 
 
 def _items(index):
@@ -138,7 +158,7 @@ def _array_item(a, pos, op):
     elif dt == np.uint8:
         warnings.warn(_BYTE_WARNING, UserWarning, stacklevel=5)
         return ("array", a.astype(bool), True)
-    elif dt.name in _INT_DTYPES:
+    elif dt == np.int64 or dt == np.int32:
         return ("array", a, False)
     raise IndexOutOfRangeError(
         f"{op}: tensors used as indices must be long, int, byte or bool tensors, got {dt.name} (index item {pos})"
@@ -247,6 +267,9 @@ def _adv_index(adv, op):
     """The advanced index over t[basic]'s dims, after checking the index arrays broadcast together."""
     if not adv:
         return None
+    if len(adv) == 1:
+        ((pos, a),) = adv.items()
+        return (slice(None),) * pos + (a,)
     shapes = [(int(a.sum()),) if a.dtype.kind == "b" and a.ndim else tuple(a.shape) for a in adv.values()]
     try:
         np.broadcast_shapes(*shapes)

@@ -403,7 +403,10 @@ def test_setitem_on_leaf_that_requires_grad_is_refused_like_torch():
     a = dg.ones(2, 3, requires_grad=True)
     with pytest.raises(dg.errors.AutogradError, match="a view of a leaf Variable that requires grad"):
         a[0] = 1.0
-    for index in (dg.tensor([0]), dg.tensor([True, False]), Ellipsis):
+    for index in ((0, dg.tensor([1])), (None, dg.tensor([0])), (slice(0, 1), dg.tensor([0]))):
+        with pytest.raises(dg.errors.AutogradError, match="a view of a leaf Variable that requires grad"):
+            a[index] = 1.0
+    for index in (dg.tensor([0]), dg.tensor([True, False]), Ellipsis, (), slice(None), slice(0, 2), slice(0, None)):
         with pytest.raises(dg.errors.AutogradError, match="^setitem: a leaf Variable that requires grad"):
             a[index] = 1.0
     with pytest.raises(dg.errors.AutogradError, match="index_put_: a leaf Variable"):
