@@ -122,12 +122,12 @@ from distgraph.ops.elementwise import (  # noqa: F401
     trunc,
     where,
 )
+from distgraph.ops.index_put import index_put  # noqa: F401
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
     argwhere,
     bincount,
     gather,
-    index_put,
     index_select,
     kthvalue,
     masked_fill,

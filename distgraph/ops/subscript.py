@@ -253,8 +253,6 @@ def _checked_array(a, dim, shape, op):
 
 
 def _check_mask(a, dim, shape, op):
-    if a.ndim == 0:
-        return
     want = shape[dim : dim + a.ndim]
     if tuple(a.shape) != tuple(want):
         raise IndexOutOfRangeError(
@@ -282,7 +280,7 @@ def _adv_index(adv, op):
     for p in sorted(adv):
         out.extend([slice(None)] * (p - pos))
         out.append(adv[p])
-        pos = p + max(adv[p].ndim, 1) if adv[p].dtype.kind == "b" else p + 1  # a mask spans its ndim dims
+        pos = p + (adv[p].ndim if adv[p].dtype.kind == "b" else 1)  # a mask spans its ndim dims
     return tuple(out)
 
 

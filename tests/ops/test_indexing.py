@@ -1,6 +1,8 @@
-"""Indexing ops (ops/indexing.py) against torch float64: __getitem__ with ints, slices, None, Ellipsis,
-boolean masks and integer arrays (duplicates accumulate their gradient), __setitem__, gather /
-scatter / index_select / masked ops, sort / topk, one_hot; gradcheck on the differentiable ones."""
+"""Indexing ops (ops/indexing.py, ops/index_put.py) against torch float64: __getitem__ with ints, slices,
+None, Ellipsis, boolean and uint8 masks, integer arrays and lists, read as torch reads them (duplicates
+accumulate their gradient), __setitem__ and index_put(_) (values, gradients, writes through views, what
+torch refuses and warns about), gather / scatter / index_select / masked ops, sort / topk, one_hot;
+gradcheck on the differentiable ones. tests/ops/test_indexing_fuzz.py mixes these forms at random."""
 
 import numpy as np
 import pytest
