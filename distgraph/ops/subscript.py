@@ -21,6 +21,7 @@ index (never a bare numpy traceback):
   second one spans none after the first took them).
 """
 
+import sys
 import warnings
 from collections import namedtuple
 
@@ -76,9 +77,17 @@ def _items(index):
     if isinstance(index, tuple):
         return index
     if isinstance(index, list | range) and _sequence_as_tuple(index):
-        warnings.warn(_SEQUENCE_WARNING, UserWarning, stacklevel=4)
+        _warn(_SEQUENCE_WARNING)
         return tuple(index)
     return (index,)
+
+
+def _warn(message):
+    """A UserWarning pointing at the user's line: the first caller outside distgraph."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("distgraph."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _sequence_as_tuple(seq):
@@ -156,7 +165,7 @@ def _array_item(a, pos, op):
     elif dt.kind == "b":
         return ("array", a, False)
     elif dt == np.uint8:
-        warnings.warn(_BYTE_WARNING, UserWarning, stacklevel=5)
+        _warn(_BYTE_WARNING)
         return ("array", a.astype(bool), True)
     elif dt == np.int64 or dt == np.int32:
         return ("array", a, False)
