@@ -55,6 +55,9 @@ _index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
 def _add_at(xp, out, index, values):
     """out[index] += values in place, repeated positions adding up (numpy's `+=` keeps one of them)."""
     if xp is np:
+        target = np.broadcast_to(np.empty((), dtype=bool), out.shape)[index].shape
+        if values.shape != target:  # numpy 2's ufunc.at adds a value of lower rank wrongly: broadcast first
+            values = np.broadcast_to(values, target)
         np.add.at(out, index, values)
     else:
         import cupyx

@@ -193,7 +193,7 @@ def _layout(shape, parsed, xp, op):
                 "to a number"
             )
         raise IndexOutOfRangeError(f"{op}: too many indices for tensor of dimension {ndim} (got {specified})")
-    basic, adv, masks = [], {}, []
+    basic, adv, masks, out_of_range = [], {}, [], []
     dim = 0  # the input dim the next item indexes
     ellipsis_seen = False
     for k, p in enumerate(parsed):
@@ -226,9 +226,14 @@ def _layout(shape, parsed, xp, op):
                 basic.extend([slice(None)] * a.ndim)
                 dim += a.ndim
             else:
-                adv[_out_pos(basic)] = xp.asarray(_checked_array(a, dim, shape, op))
+                bad = _out_of_range(a, dim, shape, op)
+                if bad:
+                    out_of_range.append((_out_pos(basic), bad))
+                adv[_out_pos(basic)] = xp.asarray(a)
                 basic.append(slice(None))
                 dim += 1
+    if out_of_range:
+        _drop_out_of_range(shape, basic, adv, out_of_range)
     adv_index = _adv_index(adv, op)
     basic_index = None if all(b == slice(None) for b in basic) else tuple(basic)
     lone_mask = ("uint8" if masks[0] else "bool") if len(adv) == 1 and len(masks) == 1 else None
@@ -249,16 +254,37 @@ def _checked_int(i, dim, shape, op):
     return i
 
 
-def _checked_array(a, dim, shape, op):
+def _out_of_range(a, dim, shape, op):
+    """The error for the first index of `a` outside its dim, or None. torch always refuses a non-empty
+    index into a dim of size 0; other ranges it checks only where elements are read (see below)."""
     n = shape[dim]
-    if a.size:
-        lo, hi = int(a.min()), int(a.max())
-        if lo < -n or hi >= n:
-            raise IndexOutOfRangeError(
-                f"{op}: index {hi if hi >= n else lo} is out of bounds for dimension {dim} with size {n} "
-                f"(shape {shape})"
-            )
-    return a
+    if not a.size:
+        return None
+    lo, hi = int(a.min()), int(a.max())
+    if -n <= lo and hi < n:
+        return None
+    return IndexOutOfRangeError(
+        f"{op}: index {hi if hi >= n else lo} is out of bounds for dimension {dim} with size {n} (shape {shape})"
+    )
+
+
+def _drop_out_of_range(shape, basic, adv, out_of_range):
+    """Raise the first out-of-range index, as torch does where it reads elements: unless the indexed
+    result is empty (its kernel then checks nothing, and the indices become 0 here, which numpy would
+    refuse) and no indexed dim of size 0 meets an index of elements (torch refuses that up front)."""
+    view = np.broadcast_to(np.empty((), dtype=bool), shape)[tuple(basic)].shape
+    spans = {p: (a.ndim if a.dtype.kind == "b" else 1) for p, a in adv.items()}
+    covered = {p + k for p, w in spans.items() for k in range(w)}
+    try:
+        index_shape = np.broadcast_shapes(*[(int(a.sum()),) if a.dtype.kind == "b" else a.shape for a in adv.values()])
+    except ValueError:
+        index_shape = (1,)  # the broadcast error is raised after this
+    empty = 0 in index_shape or any(view[d] == 0 for d in range(len(view)) if d not in covered)
+    zero_indexed = any(view[d] == 0 for d in covered) and 0 not in index_shape
+    if zero_indexed or not empty:
+        raise out_of_range[0][1]
+    for p, _ in out_of_range:
+        adv[p] = adv[p] * 0
 
 
 def _check_mask(a, dim, shape, op):

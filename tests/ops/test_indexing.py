@@ -134,6 +134,12 @@ T.op(
     (4,),
 )
 T.op(
+    "index_put-accumulate-broadcast-value",  # numpy's add.at summed a lower-rank value wrongly
+    lambda m, a, b: m.index_put(a, (m.tensor(np.array([[0, 2, 2], [1, 0, 0]])),), b, accumulate=True),
+    (3,),
+    (3,),
+)
+T.op(
     "index_put-cubed",
     lambda m, a, b: m.index_put(a, (m.tensor(IDX),), b, accumulate=True) ** 3,
     (3, 4),
@@ -399,6 +405,34 @@ def test_setitem_scalars_torch_accepts(dtype, value):
         x[1] = value
     t[1] = value
     assert x.tolist() == t.tolist()
+
+
+@pytest.mark.parametrize(
+    "shape,index",
+    [
+        ((0, 3), (slice(None), [5])),  # nothing is read: torch checks no index
+        ((2, 0), [5]),
+        ((4, 3), (slice(0, 0), [[-4]])),
+        ((0, 1), ([2], [False])),  # the indices broadcast to no element
+        ((0, 0), [1]),  # an index of elements into a dim of size 0: refused up front
+        ((0, 3), [1]),
+    ],
+)
+def test_out_of_range_index_checked_only_where_torch_checks(shape, index):
+    """torch checks indices as it reads elements: an empty result checks none, unless an indexed dim of
+    size 0 meets an index of elements."""
+    idx = tuple(np.array(i) if isinstance(i, list) else i for i in index)
+    try:
+        want = torch.zeros(shape)[tuple(torch.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)]
+    except IndexError:
+        with pytest.raises(IndexError, match="out of bounds for dimension"):
+            dg.zeros(shape)[tuple(dg.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)]
+        return
+    got = dg.zeros(shape)[tuple(dg.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)]
+    assert tuple(got.shape) == tuple(want.shape)
+    x = dg.zeros(shape)
+    x[tuple(dg.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)] = 1.0  # writes nothing
+    assert not x.numpy().any()
 
 
 def test_setitem_on_leaf_that_requires_grad_is_refused_like_torch():
