@@ -122,6 +122,7 @@ from distgraph.ops.elementwise import (  # noqa: F401
     trunc,
     where,
 )
+from distgraph.ops.index_put import index_put  # noqa: F401
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
     argwhere,

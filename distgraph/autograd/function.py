@@ -155,6 +155,7 @@ def apply(op, inputs, attrs=_EMPTY):
     if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`)
         out._vc = first._vc
         out._base = first
+        out._view_fn = (op, attrs)
     else:
         out._vc = [0]
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:

@@ -33,6 +33,7 @@ class Tensor:
         "_post_hooks",
         "_retains",
         "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
+        "_view_fn",  # on views only: (op, attrs) that made it from _base, so a write through it reaches _base
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__

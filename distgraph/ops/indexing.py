@@ -1,5 +1,6 @@
-"""Indexing ops: t[idx] (ints, slices, None, Ellipsis, boolean masks, integer arrays), gather,
-scatter/scatter_add, index_select, masked_fill, one_hot, sort, topk, nonzero.
+"""Indexing ops: t[idx] (ints, slices, None, Ellipsis, boolean masks, integer arrays, read as torch
+reads them: ops/subscript.py; writes are ops/index_put.py), gather, scatter/scatter_add, index_select,
+masked_fill, one_hot, sort, topk, nonzero.
 
 Every gather-like op's backward is a scatter-add and every scatter-add's backward is a gather, so
 both directions stay differentiable for higher-order gradients.
@@ -14,24 +15,16 @@ from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
-from distgraph.ops.views import commit, is_basic_index, rebase, snapshot
+from distgraph.ops.subscript import parse
+from distgraph.ops.views import is_basic_index
 
 IDX = "index"
 SortResult = namedtuple("SortResult", ["values", "indices"])
 
 
-def _unwrap_index(index):
-    """Tensors inside an index become arrays; a list index becomes an integer array (as in torch)."""
-    if isinstance(index, Tensor):
-        return index.array
-    if isinstance(index, tuple):
-        return tuple(_unwrap_index(i) for i in index)
-    if isinstance(index, list):
-        return np.asarray(index) if index else np.zeros(0, np.int64)  # x[[]]: no rows (numpy's [] is float)
-    return index
-
-
-# ---- getitem / index_put ----------------------------------------------------------------------------
+# ---- getitem ---------------------------------------------------------------------------------------------
+# t[index] is t[basic][adv] (ops/subscript.py reads the index as torch does): the basic part is a view,
+# the advanced part a copy.
 @defop("getitem", kind=IDX, save=())
 def _getitem(xp, x, index):
     out = x[index]
@@ -49,16 +42,27 @@ def _(ctx, g):
 @defop("index_put_add", kind=IDX, save=())
 def _index_put_add(xp, g, shape, index):
     out = xp.zeros(shape, dtype=g.dtype)
-    if xp is np:
-        np.add.at(out, index, g)
+    if is_basic_index(index):  # a view: every position once, so a plain write
+        out[index] = g
     else:
-        import cupyx
-
-        cupyx.scatter_add(out, index, g)
+        _add_at(xp, out, index, g)
     return out
 
 
 _index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
+
+
+def _add_at(xp, out, index, values):
+    """out[index] += values in place, repeated positions adding up (numpy's `+=` keeps one of them)."""
+    if xp is np:
+        target = np.broadcast_to(np.empty((), dtype=bool), out.shape)[index].shape
+        if values.shape != target:  # numpy 2's ufunc.at adds a value of lower rank wrongly: broadcast first
+            values = np.broadcast_to(values, target)
+        np.add.at(out, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
 
 
 def index_add_into(values, shape, index):
@@ -67,78 +71,17 @@ def index_add_into(values, shape, index):
 
 
 def getitem(input, index):
-    index = _unwrap_index(index)
-    _check_index(input, index)
-    out = _getitem(input, index=index)
-    if is_basic_index(index):  # a view: writes through it change `input`, so they share versions
-        out._vc = input._vc
+    sub = parse(input.shape, index, input.device.xp)
+    out = input
+    if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
+        attrs = {"index": () if sub.basic is None else sub.basic}
+        out = _getitem(input, **attrs)
+        out._vc = input._vc  # writes through the view change `input`, so they share versions
         out._base = input
+        out._view_fn = (_getitem, attrs)
+    if sub.adv is not None:
+        out = _getitem(out, index=sub.adv)
     return out
-
-
-def _check_index(input, index):
-    items = index if isinstance(index, tuple) else (index,)
-    dim = 0
-    for pos, it in enumerate(items):
-        if it is None:
-            continue
-        if it is Ellipsis:  # the dims after it are the last ones (a bool mask counts its ndim)
-            dim = input.ndim - sum(_dims_taken(i) for i in items[pos + 1 :])
-            continue
-        if dim >= input.ndim and not (hasattr(it, "ndim") and it.ndim == 0 and it.dtype == bool):
-            raise IndexOutOfRangeError(
-                f"getitem: too many indices for tensor of dimension {input.ndim} (index {index!r})"
-            )
-        if isinstance(it, int | np.integer):
-            n = input.shape[dim]
-            if not -n <= it < n:
-                raise IndexOutOfRangeError(
-                    f"getitem: index {it} is out of bounds for dimension {dim} with size {n} (shape {tuple(input.shape)})"
-                )
-        dim += _dims_taken(it)
-
-
-def _dims_taken(item):
-    """How many input dims one index item consumes: None none, a boolean mask its ndim, others one."""
-    if item is None:
-        return 0
-    if hasattr(item, "dtype") and item.dtype == bool:
-        return max(item.ndim, 1)
-    return 1
-
-
-def setitem(input, index, value):
-    """t[index] = value: an in-place write. Under grad mode on a tensor that needs grad it is recorded."""
-    from distgraph.autograd import grad_mode
-    from distgraph.errors import AutogradError
-
-    index = _unwrap_index(index)
-    _check_index(input, index)
-    val = value.array if isinstance(value, Tensor) else value
-    if grad_mode.state.grad_enabled and (input.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
-        if input.grad_fn is None and input.requires_grad:
-            raise AutogradError("a leaf Variable that requires grad is being used in an in-place operation.")
-        v = value if isinstance(value, Tensor) else ew.const(value, input)
-        mask = Tensor(input.device.xp.zeros(input.shape, dtype=bool), device=input.device)
-        mask.array[index] = True
-        placed = index_add_into(_broadcast_value(v, input, index), input.shape, index)
-        result = ew.where(mask, placed, snapshot(input))
-        rebased = rebase(input, result)
-        input.array[index] = val
-        input._vc[0] += 1
-        input.grad_fn = result.grad_fn
-        input.requires_grad = result.requires_grad
-        commit(rebased)
-        return
-    input.array[index] = val
-    input._vc[0] += 1
-
-
-def _broadcast_value(v, input, index):
-    target_shape = input.array[index].shape
-    from distgraph.ops.shape import expand
-
-    return expand(ew.cast(v, input.array.dtype) if v.array.dtype != input.array.dtype else v, target_shape)
 
 
 # ---- gather / scatter -------------------------------------------------------------------------------------
@@ -267,7 +210,7 @@ def index_select(input, dim, index):
     d = normalize_dim(dim, input.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
-    if index.array.dtype.kind not in "iu":
+    if index.array.dtype.name not in ("int32", "int64"):  # a uint8 index would read as a mask below
         raise DTypeError(f"index_select(): Expected dtype int32 or int64 for index, got {index.dtype.name}")
     if input.ndim == 0:  # torch: a 0-d input is one element, and its index must name exactly that one
         if index.array.size != 1:

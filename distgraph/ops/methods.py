@@ -11,7 +11,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, indexing, linalg, regions, shape, views
+from distgraph.ops import creation, index_put, indexing, linalg, regions, shape, views
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -148,6 +148,7 @@ METHODS = {
     "scatter": indexing.scatter,
     "scatter_add": indexing.scatter_add,
     "index_select": indexing.index_select,
+    "index_put": index_put.index_put,
     "masked_fill": indexing.masked_fill,
     "masked_select": indexing.masked_select,
     "nonzero": indexing.nonzero,
@@ -324,7 +325,7 @@ def _getitem(self, index):
 
 
 def _setitem(self, index, value):
-    indexing.setitem(self, index, value)
+    index_put.setitem(self, index, value)
 
 
 def _reflect(fn):
@@ -350,6 +351,7 @@ def install():
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
     Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
+    Tensor.index_put_ = index_put.index_put_
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))

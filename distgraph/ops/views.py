@@ -11,6 +11,7 @@ view (several elements on one memory location) is refused, as torch refuses it.
 import numpy as np
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.function import Node
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
@@ -23,15 +24,20 @@ def is_basic_index(index):
 
 
 def _view_node(t):
-    """The node that made `t` a view of its input, or None when `t` is not a recorded view."""
-    node = t.grad_fn
-    if node is None or not t.requires_grad:
+    """How `t` views its base, as a Node whose op's backward rule puts a view-shaped tensor where the view
+    sits (None when `t` is not a view sharing memory). Read from the view's recipe (`_view_fn`), not its
+    grad_fn: a write through the view replaces its grad_fn, and a view of a tensor outside the graph
+    has none, yet both still place later writes into the base."""
+    base, recipe = getattr(t, "_base", None), getattr(t, "_view_fn", None)
+    if base is None or recipe is None:
         return None
-    op = node.op
-    if not (op.view or (op.name == "getitem" and is_basic_index(node.attrs["index"]))):
-        return None
-    xp = t.device.xp
-    return node if xp.may_share_memory(t.array, node.inputs[0].array) else None  # reshape may copy
+    if t.array.size and not t.device.xp.may_share_memory(t.array, base.array):  # a reshape that copied
+        return None  # (an empty view shares no bytes, yet its writes still belong to its base's graph)
+    node = Node.__new__(Node)
+    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (base,), (None,)
+    node.saved = node.hooks = node.out_ref = node.stack = None
+    node.versions = ()
+    return node
 
 
 def snapshot(t):
@@ -51,7 +57,7 @@ def rebase(view, new_value):
     node = _view_node(view)
     while node is not None:
         base = node.inputs[0]
-        if base.grad_fn is None:
+        if base.requires_grad and base.grad_fn is None:
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."
