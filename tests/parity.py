@@ -53,8 +53,10 @@ def check(dg_fn, torch_fn, *arrays, grad=True, rtol=1e-7, atol=1e-10, device="cp
         np.testing.assert_allclose(_np(d), _np(t), rtol=rtol, atol=atol, equal_nan=True)
     if not grad:
         return out_dg
+    for i, (d, t) in enumerate(zip(outs_dg, outs_th)):  # an output that lost its graph must not pass
+        assert d.requires_grad == t.requires_grad, f"output {i}: requires_grad {d.requires_grad}, torch {t.requires_grad}"
     rng = np.random.default_rng(1)
-    diffable = [(d, t) for d, t in zip(outs_dg, outs_th) if d.requires_grad and t.requires_grad]
+    diffable = [(d, t) for d, t in zip(outs_dg, outs_th) if d.requires_grad]
     if not diffable:
         return out_dg
     seeds = [rng.standard_normal(d.shape).astype(dtype) if seed_grad else np.ones(d.shape, dtype) for d, _ in diffable]
