@@ -21,9 +21,11 @@ SortResult = namedtuple("SortResult", ["values", "indices"])
 
 
 def _unwrap_index(index):
-    """Tensors inside an index become arrays; a list index becomes an integer array (as in torch)."""
+    """Tensors inside an index become arrays; a list index becomes an integer array (as in torch).
+    A tensor's array is copied: the op keeps the index for backward, and a later in-place write into
+    the index tensor must not move where the gradient goes."""
     if isinstance(index, Tensor):
-        return index.array
+        return index.array.copy()
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i) for i in index)
     if isinstance(index, list):
@@ -135,9 +137,14 @@ def setitem(input, index, value):
 
 
 def _broadcast_value(v, input, index):
+    """The value of `t[index] = v` in the indexed region's shape. As torch (and numpy), a value with
+    more dims than the region may have leading size-1 dims, which are dropped first."""
     target_shape = input.array[index].shape
-    from distgraph.ops.shape import expand
+    from distgraph.ops.shape import expand, reshape
 
+    extra = v.ndim - len(target_shape)
+    if extra > 0 and all(n == 1 for n in v.shape[:extra]):
+        v = reshape(v, v.shape[extra:])
     return expand(ew.cast(v, input.array.dtype) if v.array.dtype != input.array.dtype else v, target_shape)
 
 
@@ -151,7 +158,7 @@ def _take_index(xp, index, axis, ndim):
     return tuple(grids)
 
 
-@defop("gather", kind=IDX, save=())
+@defop("gather", kind=IDX, save=(1,))  # backward reads the index (not the input)
 def _gather(xp, x, index, axis):
     if x.ndim == 0:  # the one index is 0 (checked)
         return x.copy()
@@ -199,7 +206,7 @@ def gather(input, dim, index):
     return _gather(input, index, axis=d)
 
 
-@defop("scatter_add", kind=IDX, save=())
+@defop("scatter_add", kind=IDX, save=(1,))
 def _scatter_add(xp, x, index, src, axis):
     out = x.copy()
     idx = _take_index(xp, index, axis, x.ndim)
@@ -232,7 +239,7 @@ def scatter_add(input, dim, index, src):
     return _scatter_add(input, index, src, axis=d)
 
 
-@defop("scatter", kind=IDX, save=())
+@defop("scatter", kind=IDX, save=(1,))
 def _scatter(xp, x, index, src, axis):
     out = x.copy()
     idx = _take_index(xp, index, axis, x.ndim)
@@ -297,9 +304,19 @@ def masked_fill(input, mask, value):
 
 
 def masked_select(input, mask):
-    return getitem(
-        input, mask.array if mask.shape == input.shape else mask.device.xp.broadcast_to(mask.array, input.shape)
-    )
+    """As torch, input and mask broadcast together (either may be the smaller one)."""
+    if mask.array.dtype.kind != "b":
+        raise DTypeError(f"masked_select: expected a boolean mask, got mask with dtype {mask.dtype.name}")
+    if mask.shape != input.shape:
+        from distgraph.ops.shape import broadcast_tensors
+
+        try:
+            input, mask = broadcast_tensors(input, mask)
+        except ValueError:
+            raise ShapeError(
+                f"masked_select: the shapes of input {tuple(input.shape)} and mask {tuple(mask.shape)} do not broadcast"
+            ) from None
+    return getitem(input, mask.array)
 
 
 def nonzero(input, as_tuple=False):

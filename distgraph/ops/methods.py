@@ -9,7 +9,7 @@ fire), and rebinds the tensor to the new graph node when grad is being recorded.
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError
+from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, indexing, linalg, regions, shape, views
 from distgraph.ops import elementwise as ew
@@ -257,8 +257,6 @@ def _write_into(self, result, name):
             )
         res = res.astype(self.array.dtype)
     if res.shape != self.array.shape:
-        from distgraph.errors import ShapeError
-
         raise ShapeError(
             f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(res.shape)}"
         )
@@ -271,8 +269,10 @@ def _write_into(self, result, name):
 
 
 def _fill_(self, value):
-    if grad_mode.state.grad_enabled and self.requires_grad:  # recorded: the old value gets zero gradient
-        return _inplace(lambda s: ew.add(ew.mul(s, 0), value), "fill_")(self)
+    if isinstance(value, Tensor) and value.ndim:
+        raise ShapeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
+    if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
+        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
