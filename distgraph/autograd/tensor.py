@@ -33,6 +33,7 @@ class Tensor:
         "_post_hooks",
         "_retains",
         "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
+        "_view_of",  # on views only: (view op, its attrs), how the view was made from `_base`
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__

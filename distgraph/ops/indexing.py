@@ -75,6 +75,7 @@ def getitem(input, index):
     if is_basic_index(index):  # a view: writes through it change `input`, so they share versions
         out._vc = input._vc
         out._base = input
+        out._view_of = (_getitem, {"index": index})
     return out
 
 

@@ -223,7 +223,9 @@ INPLACE = [
 def _inplace(fn, name):
     def method(self, *args, **kwargs):
         recording = grad_mode.state.grad_enabled and (
-            self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+            self.requires_grad
+            or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+            or any(isinstance(a, Tensor) and a.requires_grad for a in kwargs.values())  # clamp_(min=t)
         )
         if recording and self.requires_grad and self.grad_fn is None:
             raise AutogradError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")

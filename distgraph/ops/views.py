@@ -22,16 +22,25 @@ def is_basic_index(index):
     return all(i is None or i is Ellipsis or isinstance(i, slice | int | np.integer) for i in items)
 
 
-def _view_node(t):
-    """The node that made `t` a view of its input, or None when `t` is not a recorded view."""
-    node = t.grad_fn
-    if node is None or not t.requires_grad:
-        return None
-    op = node.op
-    if not (op.view or (op.name == "getitem" and is_basic_index(node.attrs["index"]))):
-        return None
-    xp = t.device.xp
-    return node if xp.may_share_memory(t.array, node.inputs[0].array) else None  # reshape may copy
+class _ViewStep:
+    """How a view was made from its base (the view op and its attrs), shaped like the Node the op's
+    backward rule reads (`op`, `inputs`, `attrs`, `next`)."""
+
+    __slots__ = ("op", "inputs", "attrs", "next")
+
+    def __init__(self, op, base, attrs):
+        self.op, self.inputs, self.attrs, self.next = op, (base,), attrs, (base,)
+
+
+def _view_step(t):
+    """How `t` views its base, or None when `t` is not a view sharing its base's memory. Read from what
+    the view op left on `t` (`_base`, `_view_of`), not from its grad_fn: a view that does not require
+    grad, or whose grad_fn an earlier in-place write replaced, still writes into its base's memory."""
+    base = getattr(t, "_base", None)
+    how = getattr(t, "_view_of", None)
+    if base is None or how is None or not t.device.xp.may_share_memory(t.array, base.array):
+        return None  # a reshape that had to copy is no view
+    return _ViewStep(how[0], base, how[1])
 
 
 def snapshot(t):
@@ -44,14 +53,14 @@ def snapshot(t):
 
 def rebase(view, new_value):
     """Before `new_value` (a recorded Tensor) is written into `view`: compute the graph each base of
-    the view chain gets. Returns [(base, its new graph Tensor)], to apply with `commit` after the write."""
+    the view chain gets (a base that did not require grad starts to, as in torch). Returns [(base, its new graph Tensor)], to apply with `commit` after the write."""
     if not grad_mode.state.grad_enabled:
         return []
     out = []
-    node = _view_node(view)
+    node = _view_step(view)
     while node is not None:
         base = node.inputs[0]
-        if base.grad_fn is None:
+        if base.requires_grad and base.grad_fn is None:
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."
@@ -67,7 +76,7 @@ def rebase(view, new_value):
         placed = _place(node, new_value)
         new_value = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
         out.append((base, new_value))
-        view, node = base, _view_node(base)
+        view, node = base, _view_step(base)
     return out
 
 
