@@ -54,7 +54,9 @@ def check(dg_fn, torch_fn, *arrays, grad=True, rtol=1e-7, atol=1e-10, device="cp
     if not grad:
         return out_dg
     for i, (d, t) in enumerate(zip(outs_dg, outs_th)):  # an output that lost its graph must not pass
-        assert d.requires_grad == t.requires_grad, f"output {i}: requires_grad {d.requires_grad}, torch {t.requires_grad}"
+        assert d.requires_grad == t.requires_grad, (
+            f"output {i}: requires_grad {d.requires_grad}, torch {t.requires_grad}"
+        )
     rng = np.random.default_rng(1)
     diffable = [(d, t) for d, t in zip(outs_dg, outs_th) if d.requires_grad]
     if not diffable:

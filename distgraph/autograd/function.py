@@ -152,8 +152,8 @@ def apply(op, inputs, attrs=_EMPTY):
     out.device = dev
     out.grad = None
     out.grad_fn = None
-    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`)
-        out._vc = first._vc
+    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
+        out._vc = first._vc  # it views it (for writes through the view: ops/views.py)
         out._base = first
         out._view_fn = (op, attrs)
     else:

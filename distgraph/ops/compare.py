@@ -32,9 +32,16 @@ greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def _predicate(name, forward):
+    """A one-input op as a plain function: an Op object installed on Tensor would not bind `self`,
+    so `t.isnan()` would call the op with no input."""
     op = defop(name, kind=EW, save=())(forward)
-    op.__doc__ = name
-    return op
+
+    def fn(input):
+        return op(input)
+
+    fn.__name__ = name
+    fn.op = op
+    return fn
 
 
 logical_not = _predicate("logical_not", lambda xp, a: xp.logical_not(a))

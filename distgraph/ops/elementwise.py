@@ -209,16 +209,19 @@ remainder = _binary_fn(_remainder)
 atan2 = _binary_fn(_atan2, float_only=True)
 
 
+def _scaled(other, alpha):
+    """other·alpha for add/sub's `alpha`: a Python number is scaled in Python (mul needs a Tensor)."""
+    if alpha == 1:
+        return other
+    return mul(other, alpha) if isinstance(other, Tensor) else other * alpha
+
+
 def add(input, other, alpha=1):
-    if alpha != 1:
-        other = mul(other, alpha)
-    return _add_fn(input, other)
+    return _add_fn(input, _scaled(other, alpha))
 
 
 def sub(input, other, alpha=1):
-    if alpha != 1:
-        other = mul(other, alpha)
-    return _sub_fn(input, other)
+    return _sub_fn(input, _scaled(other, alpha))
 
 
 def div(input, other, rounding_mode=None):
@@ -241,6 +244,12 @@ def div(input, other, rounding_mode=None):
 def _floor_divide(xp, a, b):
     _check_int_divisor("floor_divide", a, b)
     return a // b
+
+
+# Piecewise constant: zero gradient wherever defined, so (as torch's div(rounding_mode="floor")) a float
+# result still requires grad. torch's floor_divide itself raises in backward ("not implemented"); here
+# both give the zero gradient.
+_floor_divide.grad(lambda ctx, g: tuple(_zero_grad(ctx, g) if n is not None else None for n in ctx.next))
 
 
 def floor_divide(input, other):

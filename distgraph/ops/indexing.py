@@ -94,7 +94,7 @@ def _take_index(xp, index, axis, ndim):
     return tuple(grids)
 
 
-@defop("gather", kind=IDX, save=())
+@defop("gather", kind=IDX, save=(1,))  # backward reads the index (not the input)
 def _gather(xp, x, index, axis):
     if x.ndim == 0:  # the one index is 0 (checked)
         return x.copy()
@@ -142,7 +142,7 @@ def gather(input, dim, index):
     return _gather(input, index, axis=d)
 
 
-@defop("scatter_add", kind=IDX, save=())
+@defop("scatter_add", kind=IDX, save=(1,))
 def _scatter_add(xp, x, index, src, axis):
     out = x.copy()
     idx = _take_index(xp, index, axis, x.ndim)
@@ -175,7 +175,7 @@ def scatter_add(input, dim, index, src):
     return _scatter_add(input, index, src, axis=d)
 
 
-@defop("scatter", kind=IDX, save=())
+@defop("scatter", kind=IDX, save=(1,))
 def _scatter(xp, x, index, src, axis):
     out = x.copy()
     idx = _take_index(xp, index, axis, x.ndim)
@@ -240,9 +240,19 @@ def masked_fill(input, mask, value):
 
 
 def masked_select(input, mask):
-    return getitem(
-        input, mask.array if mask.shape == input.shape else mask.device.xp.broadcast_to(mask.array, input.shape)
-    )
+    """As torch, input and mask broadcast together (either may be the smaller one)."""
+    if mask.array.dtype.kind != "b":
+        raise DTypeError(f"masked_select: expected a boolean mask, got mask with dtype {mask.dtype.name}")
+    if mask.shape != input.shape:
+        from distgraph.ops.shape import broadcast_tensors
+
+        try:
+            input, mask = broadcast_tensors(input, mask)
+        except ValueError:
+            raise ShapeError(
+                f"masked_select: the shapes of input {tuple(input.shape)} and mask {tuple(mask.shape)} do not broadcast"
+            ) from None
+    return getitem(input, mask.array)
 
 
 def nonzero(input, as_tuple=False):

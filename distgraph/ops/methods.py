@@ -9,7 +9,7 @@ fire), and rebinds the tensor to the new graph node when grad is being recorded.
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError
+from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, index_put, indexing, linalg, regions, shape, views
 from distgraph.ops import elementwise as ew
@@ -224,7 +224,9 @@ INPLACE = [
 def _inplace(fn, name):
     def method(self, *args, **kwargs):
         recording = grad_mode.state.grad_enabled and (
-            self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+            self.requires_grad
+            or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+            or any(isinstance(a, Tensor) and a.requires_grad for a in kwargs.values())  # clamp_(min=t)
         )
         if recording and self.requires_grad and self.grad_fn is None:
             raise AutogradError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
@@ -258,8 +260,6 @@ def _write_into(self, result, name):
             )
         res = res.astype(self.array.dtype)
     if res.shape != self.array.shape:
-        from distgraph.errors import ShapeError
-
         raise ShapeError(
             f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(res.shape)}"
         )
@@ -272,8 +272,10 @@ def _write_into(self, result, name):
 
 
 def _fill_(self, value):
-    if grad_mode.state.grad_enabled and self.requires_grad:  # recorded: the old value gets zero gradient
-        return _inplace(lambda s: ew.add(ew.mul(s, 0), value), "fill_")(self)
+    if isinstance(value, Tensor) and value.ndim:
+        raise ShapeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
+    if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
+        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1

@@ -433,6 +433,12 @@ def _(ctx, g):
     return ew.mul(g, ew.mul(ew.sign(x), ew.pow(ew.div(ew.abs(x), safe), p - 1)))
 
 
+# 1 where x != 0, else 0: piecewise constant, so the 0-norm has a zero gradient and (as torch's) requires grad
+_nonzero_indicator = ew._unary(
+    "nonzero_indicator", lambda xp, x: (x != 0).astype(x.dtype), ew._zero_grad, float_only=False, save=()
+)
+
+
 def norm(input, p="fro", dim=None, keepdim=False):
     """torch.norm / linalg.vector_norm: p in fro, 2, 1, inf, -inf, 0 or any other number."""
     if p == "fro":
@@ -445,7 +451,7 @@ def norm(input, p="fro", dim=None, keepdim=False):
     if p == float("-inf"):
         return amin(ew.abs(input), dim=axes, keepdim=keepdim)
     if p == 0:
-        return sum(ew.cast(cmp.ne(input, 0), input.array.dtype), dim=axes, keepdim=keepdim)
+        return sum(_nonzero_indicator(ew._float_operand(input)), dim=axes, keepdim=keepdim)
     return _vector_norm(ew._float_operand(input), p=p, axes=axes, keepdim=keepdim)
 
 

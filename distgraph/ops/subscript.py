@@ -112,8 +112,8 @@ def _item(it, pos, op):
         return ("int", int(it))
     if isinstance(it, slice):
         return ("slice", _slice(it, op))
-    if isinstance(it, Tensor):
-        return _array_item(it.array, pos, op)
+    if isinstance(it, Tensor):  # copied: the op keeps the index for backward, and a later write into the
+        return _array_item(it.array.copy() if it.ndim else it.array, pos, op)  # tensor must not move the gradient
     if isinstance(it, np.ndarray | list | tuple | range):
         return _array_item(_from_data(it, op), pos, op)
     if hasattr(it, "__cuda_array_interface__"):  # a cupy array (distgraph's own calls on cuda tensors)
