@@ -78,7 +78,7 @@ class _SGD(_Rule):
 class _Adam(_Rule):
     """`functional.adam_update` (AdamW: `decoupled`): bias-corrected moments, optional amsgrad."""
 
-    settings = "amsgrad, maximize, weight decay on or off, decoupled weight decay, beta1 >= 0.5"
+    settings = "amsgrad, maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
 
     def __init__(self, decoupled=False):
         self.decoupled = decoupled
@@ -118,7 +118,7 @@ class _NAdam(_Rule):
     """`functional.nadam_update`: Adam's moments and a Nesterov step whose two coefficients (from the warming-up
     momentum and the product of its values so far, `mu_product`, kept on the host) are step scalars."""
 
-    settings = "maximize, weight decay on or off, decoupled weight decay, beta1 >= 0.5"
+    settings = "maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
 
     def structure(self, g):
         return g["maximize"], bool(g["weight_decay"]), g["decoupled_weight_decay"], _small(1 - g["betas"][0])
@@ -159,7 +159,7 @@ class _RAdam(_Rule):
     """`functional.radam_update`: bias-corrected momentum, times the rectified adaptive rate once rho_t > 5.
     Before that the adaptive factor is 1 / 1 and the rectification 1 (exact: the update is unchanged)."""
 
-    settings = "maximize, weight decay on or off, decoupled weight decay, beta1 >= 0.5"
+    settings = "maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
 
     def structure(self, g):
         return g["maximize"], bool(g["weight_decay"]), g["decoupled_weight_decay"], _small(1 - g["betas"][0])
@@ -193,7 +193,7 @@ class _RAdam(_Rule):
 class _Adamax(_Rule):
     """`functional.adamax_update`: the first moment and a decayed running max of |grad| + eps."""
 
-    settings = "maximize, weight decay on or off, beta1 >= 0.5"
+    settings = "maximize, weight decay on or off, beta1 > 0.5 (torch's lerp branch)"
 
     def structure(self, g):
         return g["maximize"], bool(g["weight_decay"]), _small(1 - g["betas"][0])
@@ -308,7 +308,7 @@ class _ASGD(_Rule):
 class _RMSprop(_Rule):
     """`functional.rmsprop_update`: running mean of squared gradients, optional centering and momentum."""
 
-    settings = "momentum, centered, maximize, weight decay on or off, alpha <= 0.5"
+    settings = "momentum, centered, maximize, weight decay on or off, alpha > 0.5 (torch's lerp branch)"
 
     def structure(self, g):
         return g["momentum"] > 0, g["centered"], g["maximize"], bool(g["weight_decay"]), _small(1 - g["alpha"])
