@@ -15,10 +15,14 @@ and negated, integers rolled along the batch); if the two graphs differ — Pyth
 values, randomness, data baked into constants — the graph cannot stand for the function and calls
 run eagerly, with a warning that says why. A wrong result is never returned silently.
 
-With `optimizer=` (SGD, Adam, AdamW, RMSprop or Adagrad; the others are refused with a ConfigError) the update is
-traced into the same graph as functional ops (`graph/optimizer_capture.py`): the optimizer's state
-arrays are inputs, and the generated code writes the new parameters and state back into their arrays, so a call is the whole
-training step in one generated function, as `zero_grad(); loss.backward(); step()` is eagerly.
+With `optimizer=` (every optimizer of `distgraph.optim`: SGD, Adam, AdamW, NAdam, RAdam, Adamax, RMSprop,
+Adagrad, Adadelta, Rprop, ASGD; a user's own optimizer, whose rule has no traced twin, is refused with a
+ConfigError) the update is traced into the same graph as functional ops (`graph/optimizer_capture.py`,
+rules in `graph/optimizer_rules.py`), giving the eager optimizer's bits: the optimizer's state arrays are
+inputs, its per-step scalars (learning rate, bias corrections, NAdam's momentum coefficients, ASGD's eta)
+are inputs computed on the host before each call, and the generated code writes the new parameters and
+state back into their arrays, so a call is the whole training step in one generated function, as
+`zero_grad(); loss.backward(); step()` is eagerly.
 """
 
 import builtins
@@ -287,7 +291,7 @@ def compile(
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
-    With `optimizer` too (SGD, Adam, AdamW, RMSprop, Adagrad), the update is captured into the same graph: a call
+    With `optimizer` too (any of `distgraph.optim`'s), the update is captured into the same graph: a call
     is the whole step (like zero_grad, backward, step); it updates the parameters in place and
     returns the loss, leaving `.grad` untouched (the gradients live inside the step; only a step that
     falls back to eager execution sets `.grad`, as `loss.backward()` does).

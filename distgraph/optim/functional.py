@@ -174,9 +174,7 @@ def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight
     step = _stepped(xp, param, state)
     bias_correction2 = 1 - beta2**step
     g, owned = _decayed(xp, param, grad, lr, weight_decay, decoupled_weight_decay, maximize)
-    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
-    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
-    mu_product = state["mu_product"] = _scalar(_scalar(state["mu_product"]) * _scalar(mu))
+    grad_value, avg_value, state["mu_product"] = nadam_scalars(lr, beta1, momentum_decay, step, state["mu_product"])
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     denom = xp.empty_like(param)
     _moments(exp_avg, exp_avg_sq, g, beta1, beta2, denom)
@@ -184,13 +182,20 @@ def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight
     xp.sqrt(denom, out=denom)
     denom += eps
     work = g if owned else xp.empty_like(param)
-    for x, value in (
-        (g, -lr * (1.0 - mu) / (1.0 - mu_product)),
-        (exp_avg, (-lr * mu_next) / (1.0 - mu_product * mu_next)),
-    ):
+    for x, value in ((g, grad_value), (exp_avg, avg_value)):
         xp.multiply(x, value, out=work)  # param.addcdiv_(x, denom, value=value)
         work /= denom
         param += work
+
+
+def nadam_scalars(lr, beta1, momentum_decay, step, mu_product):
+    """NAdam's host-side numbers for step `step` (1, 2, ...), given the mu_product of the steps before it:
+    (the gradient's coefficient, exp_avg's coefficient, the new mu_product). Shared with the captured step
+    (`graph/optimizer_rules.py`), which feeds the coefficients to its graph as inputs."""
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    mu_product = _scalar(_scalar(mu_product) * _scalar(mu))
+    return -lr * (1.0 - mu) / (1.0 - mu_product), (-lr * mu_next) / (1.0 - mu_product * mu_next), mu_product
 
 
 def radam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
@@ -205,18 +210,26 @@ def radam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight
     tmp = xp.empty_like(param)
     _moments(exp_avg, exp_avg_sq, g, beta1, beta2, tmp)
     bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    rect = radam_rectification(beta2, step)
     update = xp.divide(exp_avg, bias_correction1, out=xp.empty_like(param))
     update *= lr
-    if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    if rect is not None:
         adaptive = xp.sqrt(exp_avg_sq, out=tmp)
         adaptive += eps
         xp.divide(bias_correction2**0.5, adaptive, out=adaptive)
         update *= adaptive
         update *= rect
     param -= update
+
+
+def radam_rectification(beta2, step):
+    """RAdam's rectification term of step `step`, or None while the variance of the adaptive rate is
+    intractable (rho_t <= 5: the step is SGD with momentum). Shared with the captured step."""
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / (1 - beta2**step)
+    if rho_t > 5.0:
+        return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    return None
 
 
 def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
@@ -293,11 +306,12 @@ def asgd_update(param, grad, state, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, 
     """ASGD: SGD with a decaying step eta and a running average of the iterates ("ax") from step t0 on;
     eta and the averaging weight mu are torch scalars (`_scalar`)."""
     xp = _xp(param)
+    eta, mu = asgd_scalars(state, lr)
     if "step" not in state:
-        state["eta"], state["mu"] = _scalar(lr), 1.0
+        state["eta"], state["mu"] = eta, mu
     step = _stepped(xp, param, state, ("ax",))
     g, _ = _regularized(xp, param, grad, weight_decay, maximize)
-    eta, mu, ax = float(state["eta"]), float(state["mu"]), state["ax"]
+    ax = state["ax"]
     tmp = xp.empty_like(param)
     param *= 1 - lambd * eta
     _add_scaled(param, g, -eta, tmp)
@@ -307,8 +321,17 @@ def asgd_update(param, grad, state, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, 
         ax += tmp
     else:
         ax[...] = param
-    state["eta"] = _scalar(lr / ((1 + lambd * lr * step) ** alpha))
-    state["mu"] = _scalar(1 / max(1, step - t0))
+    state["eta"], state["mu"] = asgd_next(lr, lambd, alpha, t0, step)
+
+
+def asgd_scalars(state, lr):
+    """(eta, mu) of ASGD's coming step: the state's, or lr and 1 before the first step."""
+    return (float(state["eta"]), float(state["mu"])) if "step" in state else (_scalar(lr), 1.0)
+
+
+def asgd_next(lr, lambd, alpha, t0, step):
+    """(eta, mu) after step `step`: the decayed step size and the averaging weight (1 until step t0 + 1)."""
+    return _scalar(lr / ((1 + lambd * lr * step) ** alpha)), _scalar(1 / max(1, step - t0))
 
 
 def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
