@@ -2,6 +2,7 @@
 killed worker and a timeout as a DataLoaderError (never a hang), and no worker process left behind
 when an epoch ends, an iterator is dropped, or a worker dies."""
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -125,7 +126,7 @@ def test_an_iterator_dropped_mid_epoch_and_a_deleted_persistent_loader_leave_no_
     del it
     assert_gone(workers)
     loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, persistent_workers=True)
-    batches, workers = new_workers(lambda: list(loader))
+    batches, workers = new_workers(functools.partial(list, loader))
     assert len(batches) == 4 and all(w.is_alive() for w in workers)  # kept for the next epoch
     del loader
     assert_gone(workers)
