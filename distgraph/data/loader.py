@@ -159,7 +159,7 @@ class DataLoader:
         self.num_workers, self.timeout, self.worker_init_fn = num_workers, timeout, worker_init_fn
         self.persistent_workers, self.in_order = persistent_workers, in_order
         self.pin_memory, self.pin_memory_device = pin_memory, pin_memory_device
-        self.default_collate = collate_fn is None
+        self.uses_default_collate = collate_fn is None
         if collate_fn is None:
             collate_fn = default_collate if self.auto_collation else default_convert
         self.collate_fn = collate_fn
@@ -201,7 +201,9 @@ class DataLoader:
         return self._iterator
 
     def _single_process(self):
-        fetcher = make_fetcher(self.dataset, self.auto_collation, self.collate_fn, self.drop_last, self.default_collate)
+        fetcher = make_fetcher(
+            self.dataset, self.auto_collation, self.collate_fn, self.drop_last, self.uses_default_collate
+        )
         iterable = isinstance(self.dataset, IterableDataset)
         for index in self.index_sampler():
             try:

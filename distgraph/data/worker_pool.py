@@ -52,7 +52,7 @@ class MultiProcessIter:
         self._workers, self._tasks, self._results = [], [], []
         self._shutdown, self._failure = False, None
         ctx = loader.multiprocessing_context or multiprocessing.get_context()
-        fetch_options = (loader.auto_collation, loader.collate_fn, loader.drop_last, loader.default_collate)
+        fetch_options = (loader.auto_collation, loader.collate_fn, loader.drop_last, loader.uses_default_collate)
         seed = base_seed(generator)
         try:
             for wid in range(self._num_workers):
@@ -78,6 +78,8 @@ class MultiProcessIter:
 
     def _reset(self, loader, first=False):
         """Start an epoch: a fresh sampler pass, the task bookkeeping, and the first prefetched tasks."""
+        if self._failure is not None:  # persistent workers that died stay dead
+            raise DataLoaderError(self._failure)
         self._sampler_iter = iter(loader.index_sampler())
         self._send_idx = self._rcvd_idx = self._outstanding = 0
         self._task_info = {}  # idx -> (worker,) while pending, (worker, data) once arrived early

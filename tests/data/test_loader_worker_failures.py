@@ -110,6 +110,10 @@ def test_a_killed_worker_raises_naming_it_and_the_others_are_stopped():
     assert_gone(workers)
     with pytest.raises(RuntimeError, match="worker process 1"):  # the iterator stays failed
         next(it)
+    persistent = DataLoader(Failing(2, kill_self), batch_size=2, num_workers=2, persistent_workers=True)
+    for _ in range(2):  # and so do persistent workers, in the next epoch too
+        with pytest.raises(DataLoaderError, match="worker process 1 .*exited unexpectedly"):
+            list(persistent)
 
 
 def test_a_timeout_raises_and_a_dropped_iterator_stops_its_workers():

@@ -2,6 +2,7 @@
 num_workers=0), per-worker seeding from the loader's generator, worker_init_fn, persistent workers,
 prefetch_factor, in_order, pin_memory, a spawn context, and torch's option errors."""
 
+import multiprocessing
 import os
 import random
 import time
@@ -142,12 +143,20 @@ def test_persistent_workers_are_the_same_processes_every_epoch_and_restart_a_bro
 
 
 class Slow(Dataset):
+    """Sample 0 (worker 0's batch) waits until worker 1 has read sample 3, then a little more."""
+
+    def __init__(self):
+        self.done = multiprocessing.get_context("fork").Event()
+
     def __len__(self):
         return 4
 
     def __getitem__(self, i):
         if i == 0:
-            time.sleep(0.3)
+            self.done.wait(10)
+            time.sleep(0.2)
+        if i == 3:
+            self.done.set()
         return i
 
 
