@@ -138,3 +138,34 @@ def test_an_iterator_dropped_mid_epoch_and_a_deleted_persistent_loader_leave_no_
 
 def test_get_worker_info_is_none_in_the_main_process():
     assert get_worker_info() is None
+
+
+ORPHANING = """
+import multiprocessing, os, signal
+from distgraph.data import DataLoader
+it = iter(DataLoader(list(range(40)), batch_size=2, num_workers=2))
+next(it)
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_exit_by_themselves_when_the_main_process_is_killed():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", ORPHANING], capture_output=True, text=True, env=env, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_running(p) for p in pids)
+
+
+def _running(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
