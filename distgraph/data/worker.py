@@ -128,9 +128,10 @@ def _seed(base_seed, worker_id):
     return seed
 
 
-def worker_loop(dataset, fetch_options, base_seed, init_fn, worker_id, num_workers, tasks, results):
+def worker_loop(dataset, fetch_options, base_seed, init_fn, worker_id, num_workers, tasks, results, main_pid):
     """The worker process's main function; `fetch_options` = (auto_collation, collate_fn, drop_last,
-    default_collate), `tasks` and `results` its ends of the two pipes."""
+    default_collate), `tasks` and `results` its ends of the two pipes, `main_pid` the main process's pid
+    (passed, not read here: the main process may already be gone when the worker starts)."""
     global _worker_info
     _worker_info = WorkerInfo(worker_id, num_workers, _seed(base_seed, worker_id), dataset)
     try:
@@ -140,16 +141,16 @@ def worker_loop(dataset, fetch_options, base_seed, init_fn, worker_id, num_worke
     except Exception:
         fetcher, error = None, WorkerException(worker_id)
     try:
-        _serve(dataset, fetch_options, worker_id, tasks, results, fetcher, error)
+        _serve(dataset, fetch_options, worker_id, tasks, results, fetcher, error, main_pid)
     except (EOFError, OSError, KeyboardInterrupt):  # the main process closed the pipes or is gone
         pass
 
 
-def _serve(dataset, fetch_options, worker_id, tasks, results, fetcher, error):
-    parent, ended = os.getppid(), False
+def _serve(dataset, fetch_options, worker_id, tasks, results, fetcher, error, main_pid):
+    ended = False
     while True:
         if not tasks.poll(_PARENT_CHECK_S):
-            if os.getppid() != parent:
+            if os.getppid() != main_pid:
                 return
             continue
         task = tasks.recv()

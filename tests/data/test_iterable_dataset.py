@@ -1,26 +1,14 @@
 """IterableDataset in a DataLoader, in this process and in workers, against torch's DataLoader: batches
 (also with drop_last and batch_size=None), the worker interleaving, len() and the options it refuses."""
 
-import numpy as np
 import pytest
 
 from distgraph.data import DataLoader, IterableDataset, get_worker_info
 from distgraph.errors import ConfigError
+from tests.data.helpers import assert_same_batches
 
 torch = pytest.importorskip("torch")
 tdata = torch.utils.data
-
-
-def as_arrays(batches):
-    return [np.asarray(b.numpy() if hasattr(b, "numpy") else b) for b in batches]
-
-
-def assert_same_batches(ours, theirs):
-    ours, theirs = as_arrays(ours), as_arrays(theirs)
-    assert len(ours) == len(theirs)
-    for o, t in zip(ours, theirs):
-        np.testing.assert_array_equal(o, t)
-        assert o.dtype == t.dtype
 
 
 def _shard(n, info):

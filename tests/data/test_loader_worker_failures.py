@@ -6,6 +6,8 @@ import functools
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -141,27 +143,34 @@ def test_get_worker_info_is_none_in_the_main_process():
 
 
 ORPHANING = """
-import multiprocessing, os, signal
+import multiprocessing, os, signal, time
 from distgraph.data import DataLoader
-it = iter(DataLoader(list(range(40)), batch_size=2, num_workers=2))
-next(it)
+
+def slow_start(worker_id):
+    time.sleep(0.5)  # the main process is gone before this worker serves its first task
+
+it = iter(DataLoader(list(range(40)), batch_size=2, num_workers=2, worker_init_fn=slow_start))
 print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_workers_exit_by_themselves_when_the_main_process_is_killed():
-    import subprocess
-    import sys
-
+def test_workers_exit_by_themselves_when_the_main_process_is_killed_even_before_they_start_serving():
+    """A worker compares its parent pid with the main process's pid it was given, not with the parent
+    it finds when it starts (already init's, when the main process died first)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", ORPHANING], capture_output=True, text=True, env=env, timeout=60)
-    pids = [int(p) for p in out.stdout.split()]
-    assert len(pids) == 2, out.stderr
+    main = subprocess.Popen([sys.executable, "-c", ORPHANING], stdout=subprocess.PIPE, env=env, text=True)
+    pids = [int(p) for p in main.stdout.readline().split()]
+    main.wait(60)
+    assert len(pids) == 2
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_running(p) for p in pids):
         time.sleep(0.1)
-    assert not any(_running(p) for p in pids)
+    left = [p for p in pids if _running(p)]
+    for pid in left:  # do not leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    main.stdout.close()
+    assert not left, f"orphaned workers {left} still run"
 
 
 def _running(pid):

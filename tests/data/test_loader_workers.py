@@ -13,30 +13,12 @@ import pytest
 import distgraph as dg
 from distgraph.data import DataLoader, Dataset, TensorDataset, get_worker_info
 from distgraph.errors import ConfigError
+from tests.data.helpers import assert_same_batches
 
 torch = pytest.importorskip("torch")
 tdata = torch.utils.data
 
 SAMPLES = [(float(i), i * 10) for i in range(7)]
-
-
-def flat(batches):
-    """Every array of a list of batches (nested tuples/lists/dicts of tensors), in order."""
-    if isinstance(batches, dg.Tensor | torch.Tensor):
-        return [batches.numpy()]
-    if isinstance(batches, dict):
-        return [a for k in sorted(batches) for a in flat(batches[k])]
-    if isinstance(batches, list | tuple):
-        return [a for b in batches for a in flat(b)]
-    return [np.asarray(batches)]
-
-
-def assert_same_batches(ours, theirs):
-    ours, theirs = flat(ours), flat(theirs)
-    assert len(ours) == len(theirs)
-    for o, t in zip(ours, theirs):
-        np.testing.assert_array_equal(o, t)
-        assert o.dtype == t.dtype
 
 
 def test_batches_with_workers_equal_torchs_with_workers():
