@@ -128,11 +128,14 @@ def _seed(base_seed, worker_id):
     return seed
 
 
-def worker_loop(dataset, fetch_options, base_seed, init_fn, worker_id, num_workers, tasks, results, main_pid):
+def worker_loop(dataset, fetch_options, base_seed, init_fn, worker_id, num_workers, pipes, main_pid):
     """The worker process's main function; `fetch_options` = (auto_collation, collate_fn, drop_last,
-    default_collate), `tasks` and `results` its ends of the two pipes, `main_pid` the main process's pid
-    (passed, not read here: the main process may already be gone when the worker starts)."""
+    default_collate), `pipes` = (its task and result ends, the main process's ends), `main_pid` the main
+    process's pid (passed, not read here: the main process may already be gone when the worker starts)."""
     global _worker_info
+    tasks, results, main_ends = pipes
+    for conn in main_ends:  # a forked copy of the main process's ends would keep the pipes open
+        conn.close()  # then: when the main process closes its result end, a blocked send here fails at once
     _worker_info = WorkerInfo(worker_id, num_workers, _seed(base_seed, worker_id), dataset)
     try:
         if init_fn is not None:

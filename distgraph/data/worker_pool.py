@@ -66,7 +66,8 @@ class MultiProcessIter:
     def _start(self, ctx, dataset, fetch_options, seed, init_fn, wid):
         task_out, task_in = ctx.Pipe(duplex=False)
         result_out, result_in = ctx.Pipe(duplex=False)
-        args = (dataset, fetch_options, seed, init_fn, wid, self._num_workers, task_out, result_in, os.getpid())
+        pipes = (task_out, result_in, (task_in, result_out))
+        args = (dataset, fetch_options, seed, init_fn, wid, self._num_workers, pipes, os.getpid())
         worker = ctx.Process(target=worker_loop, args=args, name=f"DataLoader worker {wid}", daemon=True)
         self._tasks.append(task_in)
         self._results.append(result_out)

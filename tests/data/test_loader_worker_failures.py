@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -136,6 +137,25 @@ def test_an_iterator_dropped_mid_epoch_and_a_deleted_persistent_loader_leave_no_
     assert len(batches) == 4 and all(w.is_alive() for w in workers)  # kept for the next epoch
     del loader
     assert_gone(workers)
+
+
+class Big(Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return np.zeros(100_000)  # a batch larger than a pipe's buffer: its worker blocks sending it
+
+
+def test_workers_blocked_sending_big_batches_stop_by_themselves_when_the_iterator_is_dropped():
+    """Not terminated after a grace period: closing the main process's end of a result pipe breaks the
+    worker's blocked send, since the worker closed its forked copy of that end."""
+    it, workers = new_workers(lambda: iter(DataLoader(Big(), batch_size=2, num_workers=2)))
+    assert next(it).shape == (2, 100_000)
+    time.sleep(0.3)  # the workers fill their pipes with prefetched batches
+    del it
+    assert_gone(workers)
+    assert [w.exitcode for w in workers] == [0, 0]
 
 
 def test_get_worker_info_is_none_in_the_main_process():
