@@ -83,7 +83,7 @@ class MultiProcessIter:
         if self._failure is not None:  # persistent workers that died stay dead
             raise DataLoaderError(self._failure)
         self._sampler_iter = iter(loader.index_sampler())
-        self._send_idx = self._rcvd_idx = self._outstanding = 0
+        self._send_idx = self._rcvd_idx = 0
         self._task_info = {}  # idx -> (worker,) while pending, (worker, data) once arrived early
         self._active = [True] * self._num_workers
         self._num_tasks = [0] * self._num_workers
@@ -119,7 +119,6 @@ class MultiProcessIter:
                 self._rcvd_idx += 1
                 return self._process(data, wid)
             idx, data = self._get_data()
-            self._outstanding -= 1
             if isinstance(data, IterableEnd):
                 self._active[data.worker_id] = False
                 if not self._persistent:
@@ -148,7 +147,6 @@ class MultiProcessIter:
         self._send(wid, (self._send_idx, index))
         self._task_info[self._send_idx] = (wid,)
         self._num_tasks[wid] += 1
-        self._outstanding += 1
         self._send_idx += 1
 
     def _process(self, data, wid):

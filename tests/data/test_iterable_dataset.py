@@ -63,6 +63,13 @@ def test_workers_interleave_their_shards_as_torchs_do_and_drop_their_own_last_sh
         assert_same_batches(ours, theirs)
 
 
+def test_persistent_workers_iterate_their_copy_afresh_every_epoch():
+    loader = DataLoader(Sharded(7), batch_size=2, num_workers=2, persistent_workers=True)
+    theirs = list(tdata.DataLoader(TorchSharded(7), batch_size=2, num_workers=2))
+    for _ in range(2):
+        assert_same_batches(loader, theirs)
+
+
 def test_an_unsplit_iterable_is_replicated_in_every_worker_as_in_torch():
     class Whole(IterableDataset):
         def __iter__(self):
