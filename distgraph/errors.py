@@ -52,3 +52,7 @@ class DistributedError(DistgraphError, RuntimeError):
 
 class NonFiniteError(DistgraphError, FloatingPointError):
     """NaN or Inf where training cannot continue: in a batch's inputs or in the loss (names which)."""
+
+
+class DataLoaderError(DistgraphError, RuntimeError):
+    """A DataLoader worker process died or timed out (names the worker, its pid and the exit signal)."""

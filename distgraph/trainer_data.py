@@ -5,11 +5,11 @@ Arrays are reshuffled per epoch from (seed, epoch) — a permutation drawn from
 `numpy.random.default_rng([seed, epoch])` — so a resumed run sees exactly the batches an uninterrupted
 run would have seen.
 
-An iterable of batches (a DataLoader with any sampler or collate_fn, a generator) is read whole and its
-batches concatenated into one (x, y) pair plus index ranges that keep its batch sizes and order, so
-the local and Ray paths see the same arrays. Each batch must therefore be an (inputs, targets) pair of
-arrays or tensors with a batch dimension; anything else (a dict, a triple, a single sample from
-batch_size=None) is a ConfigError that says what the batch was.
+An iterable of batches (a DataLoader with any sampler, collate_fn or worker processes, a generator)
+is read whole and its batches concatenated into one (x, y) pair plus index ranges that keep its batch
+sizes and order, so the local and Ray paths see the same arrays. Each batch must therefore be an
+(inputs, targets) pair of arrays or tensors with a batch dimension; anything else (a dict, a triple, a
+single sample from batch_size=None) is a ConfigError that says what the batch was.
 """
 
 from collections.abc import Iterator

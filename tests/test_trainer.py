@@ -226,6 +226,22 @@ def test_a_loader_with_a_custom_sampler_and_collate_trains_and_a_batch_it_cannot
             make().fit(dg.data.DataLoader(samples, **{"batch_size": 32, **kwargs}), epochs=1)
 
 
+def test_a_dataloader_with_worker_processes_trains_as_the_same_loader_without_them_and_leaves_no_worker():
+    """fit reads a loader with num_workers > 0 as an iterable of batches: the same batches (shuffled from
+    the same generator seed) as num_workers=0, hence the same losses; its workers stop every epoch."""
+    import multiprocessing
+
+    x, y = data()
+    ds = dg.data.TensorDataset(dg.tensor(x), dg.tensor(y))
+    losses = []
+    for workers in (0, 2):
+        before = set(multiprocessing.active_children())
+        loader = dg.data.DataLoader(ds, batch_size=32, shuffle=True, generator=4, num_workers=workers)
+        losses.append(make().fit(loader, epochs=2)["loss"])
+        assert set(multiprocessing.active_children()) <= before
+    assert losses[0] == losses[1]
+
+
 class _Interrupted(Exception):
     pass
 

@@ -1,4 +1,4 @@
-"""Map-style datasets with PyTorch's names: Dataset, TensorDataset, Subset, random_split.
+"""Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, Subset, random_split.
 
 A TensorDataset (or a Subset of one) answers `dataset[index_array]` with the whole batch — one
 fancy-index per tensor — which the DataLoader uses instead of a per-sample Python loop when it
@@ -17,13 +17,22 @@ from distgraph.ops.creation import generator
 
 
 class Dataset:
-    """Map-style dataset: `__getitem__` and `__len__`."""
+    """Map-style dataset: subclasses give `__getitem__` and usually `__len__` (as torch's base class, it
+    defines no `__len__`, so `len()` of one without it is a TypeError)."""
 
     def __getitem__(self, index):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: subclasses of Dataset should implement __getitem__")
 
-    def __len__(self):
-        raise NotImplementedError
+
+class IterableDataset(Dataset):
+    """Iterable-style dataset: subclasses give `__iter__` (the samples of one pass, in order).
+
+    A DataLoader with num_workers > 0 iterates one copy per worker: `__iter__` splits the work with
+    `get_worker_info()` (its `id` and `num_workers`), or every worker yields every sample. A `__len__`
+    is optional; `len(loader)` needs it (a TypeError without, as in torch)."""
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__}: subclasses of IterableDataset should implement __iter__")
 
 
 class TensorDataset(Dataset):
