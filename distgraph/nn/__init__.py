@@ -90,4 +90,10 @@ from distgraph.nn.sampling import (  # noqa: F401
     UpsamplingNearest2d,
 )
 from distgraph.nn.sparse import Embedding  # noqa: F401
-from distgraph.nn.transformer import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
+from distgraph.nn.transformer import (  # noqa: F401
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
