@@ -1,5 +1,5 @@
-"""Attention models through the graph layer: a MultiheadAttention / TransformerEncoder model captures and
-compiles without falling back to eager (masks are graph inputs, the causal mask a constant of the shapes),
+"""Attention models through the graph layer: a MultiheadAttention / TransformerEncoder / Transformer model
+captures and compiles without falling back to eager (masks are graph inputs, the causal mask a constant of the shapes),
 and the compiled training step's loss and parameter gradients, and the inference outputs, equal eager."""
 
 import numpy as np
@@ -71,6 +71,50 @@ def test_compiled_transformer_encoder_inference_equals_eager():
         f = dg.compile(encode, (x, _padding(0)))
         for shorter in (0, 3):
             out, ref = f(x, _padding(shorter)), encode(x, _padding(shorter))
+            assert np.max(np.abs(out.array - ref.array)) <= 1e-12
+
+
+class Seq2Seq(nn.Module):
+    """Token embeddings, an encoder-decoder nn.Transformer with a causal target mask and padded sources, a head."""
+
+    def __init__(self, vocab, dropout):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, E)
+        self.transformer = nn.Transformer(E, 2, 1, 2, 16, dropout=dropout, batch_first=True, norm_first=True)
+        self.head = nn.Linear(E, vocab)
+
+    def forward(self, src, tgt, src_padding):
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=dg.float64)
+        h = self.transformer(
+            self.embed(src), self.embed(tgt), tgt_mask=causal, tgt_is_causal=True,
+            src_key_padding_mask=src_padding, memory_key_padding_mask=src_padding,
+        )  # fmt: skip
+        return self.head(h).reshape(-1, self.head.out_features)  # (B·T, vocab)
+
+
+def test_compiled_transformer_training_step_and_inference_equal_eager():
+    dg.manual_seed(0)
+    model = Seq2Seq(7, dropout=0.0).double()
+    r = np.random.default_rng(0)
+    src, tgt, y = (dg.tensor(r.integers(0, 7, shape)) for shape in ((B, T), (B, T - 1), (B * (T - 1),)))
+    step = dg.compile(model, (src, tgt, _padding(0), y), loss_fn=F.cross_entropy)
+    for shorter in (0, 2):  # new values: other sequences padded
+        model.zero_grad()
+        loss = step(src, tgt, _padding(shorter), y)
+        got = [p.grad.array.copy() for p in model.parameters()]
+        model.zero_grad()
+        ref = F.cross_entropy(model(src, tgt, _padding(shorter)), y)
+        ref.backward()
+        assert abs(loss.item() - ref.item()) <= 1e-12
+        for (name, p), g in zip(model.named_parameters(), got):
+            assert np.max(np.abs(g - p.grad.array)) <= 1e-12, name
+    assert len(step.variants) == 1
+
+    model = Seq2Seq(7, dropout=0.1).double().eval()
+    with dg.no_grad():
+        f = dg.compile(model, (src, tgt, _padding(0)))
+        for shorter in (0, 3):
+            out, ref = f(src, tgt, _padding(shorter)), model(src, tgt, _padding(shorter))
             assert np.max(np.abs(out.array - ref.array)) <= 1e-12
 
 
