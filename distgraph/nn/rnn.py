@@ -12,6 +12,7 @@ projection, so a projected LSTM pays the per-step overhead the fused op avoids.
 """
 
 import math
+import warnings
 
 from distgraph.errors import ShapeError
 from distgraph.nn import functional as F
@@ -40,6 +41,12 @@ class RNNBase(Module):
             mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         if not 0 <= dropout <= 1:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=3,
+            )
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self.nonlinearity = nonlinearity
@@ -145,14 +152,14 @@ class RNNBase(Module):
             s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        if not self.bias:
-            s += ", bias=False"
         return s
 
 

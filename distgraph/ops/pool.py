@@ -13,6 +13,8 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops.conv import _pair, _windows, batch_optional
+from distgraph.ops.creation import zeros
+from distgraph.ops.indexing import scatter_add
 from distgraph.ops.registry import defop
 
 
@@ -257,20 +259,46 @@ def adaptive_avg_pool2d(input, output_size):
     return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
 
 
+def _adaptive_argmax(xp, x, oh, ow):
+    """Flat H·W index of each adaptive window's first maximum in row-major order, torch's pick (ties
+    included): each row's first maximal column within the column window, then the window's first row
+    holding the maximum. OW + OH reductions, not OH·OW."""
+    w = x.shape[3]
+    cols = _adaptive_bounds(w, ow)
+    col_max = xp.stack([x[..., lo:hi].max(-1) for lo, hi in cols], -1)  # (N, C, H, OW)
+    col_arg = xp.stack([x[..., lo:hi].argmax(-1) + lo for lo, hi in cols], -1)
+    rows = xp.stack([col_max[:, :, lo:hi].argmax(2) + lo for lo, hi in _adaptive_bounds(x.shape[2], oh)], 2)
+    return (rows * w + xp.take_along_axis(col_arg, rows, axis=2)).astype(xp.int64)  # (N, C, OH, OW)
+
+
+@defop("adaptive_max_pool2d", kind="other", save=(), saves_extra=True)
+def _adaptive_max_pool2d(xp, x, *, output_size):
+    idx = _adaptive_argmax(xp, x, *output_size)
+    n, c = x.shape[:2]
+    return xp.take_along_axis(x.reshape(n, c, -1), idx.reshape(n, c, -1), axis=2).reshape(idx.shape), idx
+
+
+@_adaptive_max_pool2d.grad
+def _(ctx, g):
+    """Each output's gradient goes to its argmax alone; overlapping windows that share one accumulate."""
+    n, c, h, w = ctx.inputs[0].shape
+    idx = Tensor(ctx.saved.reshape(n, c, -1), device=g.device)
+    base = zeros(n, c, h * w, dtype=g.dtype, device=g.device)
+    return scatter_add(base, 2, idx, g.reshape(n, c, -1)).reshape(n, c, h, w)
+
+
 @batch_optional(4)
 def adaptive_max_pool2d(input, output_size, return_indices=False):
-    """Equal windows are one max_pool2d; otherwise the max is taken over row windows, then over column
-    windows (OH + OW reductions, not OH·OW). The maximum of a window is the same either way."""
+    """Equal windows are one max_pool2d; otherwise one op picks each window's first maximum (as torch,
+    so tied inputs, e.g. after a ReLU, send the whole gradient to one element)."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_max_pool2d")
     h, w = input.shape[2], input.shape[3]
     if h % oh == 0 and w % ow == 0:
         return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
-    if return_indices:
-        raise NotImplementedError("adaptive_max_pool2d: return_indices=True needs equal windows (H, W divisible)")
-    from distgraph.ops.shape import stack
-
-    rows = stack([input[:, :, lo:hi].amax(2) for lo, hi in _adaptive_bounds(h, oh)], 2)  # (N, C, OH, W)
-    return stack([rows[:, :, :, lo:hi].amax(3) for lo, hi in _adaptive_bounds(w, ow)], 3)  # (N, C, OH, OW)
+    out = apply(_adaptive_max_pool2d, (input,), {"output_size": (oh, ow)})
+    if not return_indices:
+        return out
+    return out, Tensor(_adaptive_argmax(input.device.xp, input.array, oh, ow), device=input.device)
 
 
 @batch_optional(3)
