@@ -28,6 +28,9 @@ class RNNBase(Module):
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, nonlinearity="tanh", proj_size=0, device=None, dtype=None):  # fmt: skip
         super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{mode}: {name} must be an int greater than zero, got {value!r}")
         if proj_size < 0:
             raise ValueError(f"{mode}: proj_size should be a positive integer or zero to disable projections")
         if proj_size and mode != "LSTM":

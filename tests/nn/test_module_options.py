@@ -66,7 +66,7 @@ def test_inplace_dropout_writes_the_input(name):
 def test_channel_dropout_reads_each_rank_as_torch(op, ndim):
     """Which dims a channel mask is constant along, whether it raises, whether it warns: all as torch
     (dropout2d reads a 3-D input as (N, C, L); dropout3d reads all but 5-D input as unbatched)."""
-    x = np.ones((7, 8, 5, 6, 3)[:ndim])
+    x = np.ones((40, 30, 2, 3, 2)[:ndim])  # wide enough that no random mask looks constant by chance
 
     def pattern(fn, make):
         with warnings.catch_warnings(record=True) as caught:
@@ -192,3 +192,40 @@ def test_recurrent_dropout_with_one_layer_warns_as_torch():
     for cls in (nn.RNN, nn.GRU, nn.LSTM):
         assert any("non-zero dropout expects num_layers greater than 1" in m for m in _warned(cls, 2, 3, dropout=0.2))
         assert not _warned(cls, 2, 3, num_layers=2, dropout=0.2)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_pointwise_losses_take_torchs_elementwise_weight(name, reduction):
+    rng = np.random.default_rng(0)
+    x, t, w = rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), np.abs(rng.standard_normal((3, 4)))
+    check(lambda a, b, c: getattr(F, name)(a, b, reduction=reduction, weight=c),
+          lambda a, b, c: getattr(TF, name)(a, b, reduction=reduction, weight=c), x, t, w)  # fmt: skip
+    with pytest.raises(ValueError, match=f"{name}: weights and input must have the same size"):
+        getattr(F, name)(dg.tensor(x), dg.tensor(t), weight=dg.tensor(w[0]))
+
+
+@pytest.mark.parametrize("cls", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("kwargs", [dict(num_layers=0), dict(hidden_size=0)])
+def test_recurrent_layers_refuse_zero_layers_or_units_as_torch(cls, kwargs):
+    kwargs = {"input_size": 2, "hidden_size": 3, **kwargs}
+    with pytest.raises(ValueError):
+        getattr(torch.nn, cls)(**kwargs)
+    with pytest.raises(ValueError, match=f"{cls}: {next(iter(k for k in kwargs if kwargs[k] == 0))} must be"):
+        getattr(nn, cls)(**kwargs)
+
+
+@pytest.mark.parametrize("shapes", [((4, 4, 3), (1, 1, 1), 0), ((1, 4, 3), (1, 1, 3), 0), ((4, 1, 2), (4, 1, 2), 1)])
+def test_cosine_similarity_broadcasts_first_and_floors_norms_in_value_only(shapes):
+    """A broadcast size-1 dim counts once per copy in the norm; a norm under eps is floored in value
+    while its gradient stays the norm's (torch clamps in place under no_grad)."""
+    s1, s2, dim = shapes
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(s1), rng.standard_normal(s2) * 0.1
+    check(
+        lambda a, b: F.cosine_similarity(a, b, dim, eps=0.5),
+        lambda a, b: TF.cosine_similarity(a, b, dim, eps=0.5),
+        x,
+        y,
+    )
+    check(lambda a, b: F.cosine_similarity(a, b, dim), lambda a, b: TF.cosine_similarity(a, b, dim), x, y)

@@ -12,6 +12,7 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import layers, linalg
 from distgraph.ops import reduction as red
 from distgraph.ops.methods import inplace_variant
+from distgraph.ops.shape import broadcast_tensors
 
 
 # ---- linear -------------------------------------------------------------------------------------------------
@@ -212,10 +213,16 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    dot = red.sum(ew.mul(x1, x2), dim=dim)
-    n1 = ew.clamp(red.norm(x1, dim=dim), min=eps)
-    n2 = ew.clamp(red.norm(x2, dim=dim), min=eps)
-    return ew.div(dot, ew.mul(n1, n2))
+    """Σ (x1/‖x1‖)·(x2/‖x2‖) along `dim`, as torch: the inputs are broadcast first (so a size-1 dim
+    counts once per copy in the norm), and each norm is floored at eps in value only, its gradient
+    being the unfloored norm's (torch clamps in place under no_grad)."""
+    x1, x2 = broadcast_tensors(x1, x2)
+
+    def unit(x):
+        n = red.norm(x, dim=dim, keepdim=True)
+        return ew.div(x, ew.add(n, ew.sub(ew.clamp(n.detach(), min=eps), n.detach())))
+
+    return red.sum(ew.mul(unit(x1), unit(x2)), dim=dim)
 
 
 # ---- embedding ----------------------------------------------------------------------------------------------

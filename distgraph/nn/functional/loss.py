@@ -91,14 +91,28 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     return _reduce(loss, reduction, "nll_loss")
 
 
-def mse_loss(input, target, reduction="mean"):
+def _weighted(loss, weight, reduction, op, mean_over_weights):
+    """torch 2.13's elementwise `weight` (the input's shape): 'mean' divides by Σ weight (mse, l1) or by
+    the element count (huber)."""
+    if weight is None:
+        return _reduce(loss, reduction, op)
+    if tuple(weight.shape) != tuple(loss.shape):
+        raise ValueError(f"{op}: weights and input must have the same size, got {tuple(weight.shape)} and "
+                         f"{tuple(loss.shape)}")  # fmt: skip
+    loss = ew.mul(loss, weight)
+    if reduction == "mean" and mean_over_weights:
+        return ew.div(red.sum(loss), red.sum(weight))
+    return _reduce(loss, reduction, op)
+
+
+def mse_loss(input, target, reduction="mean", weight=None):
     _check_same_shape(input, target, "mse_loss")
-    return _reduce(ew.square(ew.sub(input, target)), reduction, "mse_loss")
+    return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, reduction="mean", weight=None):
     _check_same_shape(input, target, "l1_loss")
-    return _reduce(ew.abs(ew.sub(input, target)), reduction, "l1_loss")
+    return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
@@ -111,12 +125,12 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _reduce(ew.where(cmp.lt(d, beta), quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     _check_same_shape(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
     loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
-    return _reduce(loss, reduction, "huber_loss")
+    return _weighted(loss, weight, reduction, "huber_loss", False)
 
 
 _BCE_EPS = 1e-12  # torch's floor on p·(1 − p) in the gradient of binary_cross_entropy
