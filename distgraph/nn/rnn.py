@@ -220,6 +220,12 @@ class _CellBase(Module):
         return s
 
     def _h0(self, input, hx):
+        """The given state, or zeros; the input's shape is checked first so a mismatch names the cell."""
+        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"{type(self).__name__}: expected input of shape (N, {self.input_size}) or ({self.input_size},), "
+                f"got {tuple(input.shape)}"
+            )
         if hx is not None:
             return hx
         return zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
@@ -233,17 +239,17 @@ class RNNCell(_CellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
+        h = self._h0(input, hx)
         xw = F.linear(input, self.weight_ih, self.bias_ih)
-        return rnn_cell(xw, self._h0(input, hx), self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
+        return rnn_cell(xw, h, self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
 
 
 class LSTMCell(_CellBase):
     _gates = 4
 
     def forward(self, input, hx=None):
-        if hx is None:
-            h = self._h0(input, None)
-            hx = (h, h)
+        h = self._h0(input, hx)
+        hx = (h, h) if hx is None else hx
         return lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
 
 
@@ -251,6 +257,5 @@ class GRUCell(_CellBase):
     _gates = 3
 
     def forward(self, input, hx=None):
-        return gru_cell(
-            F.linear(input, self.weight_ih, self.bias_ih), self._h0(input, hx), self.weight_hh, self.bias_hh
-        )
+        h = self._h0(input, hx)
+        return gru_cell(F.linear(input, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh)

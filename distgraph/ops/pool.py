@@ -173,6 +173,15 @@ def _check4(input, op):
         raise ShapeError(f"{op}: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got {tuple(input.shape)}")
 
 
+def _check_out(input, k, s, p, d, ceil_mode, op):
+    """torch refuses a window that does not fit even once (an empty output), naming both sizes."""
+    out = [_pool_out(input.shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2)]
+    if min(out) < 1:
+        c, h, w = input.shape[1:]
+        raise ShapeError(f"{op}: given input size ({c}x{h}x{w}), calculated output size ({c}x{out[0]}x{out[1]}): "
+                         f"output size is too small (kernel {k}, stride {s}, padding {p}, dilation {d})")  # fmt: skip
+
+
 @batch_optional(4)
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     _check4(input, "max_pool2d")
@@ -181,6 +190,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     p, d = _pair(padding, "padding", "max_pool2d"), _pair(dilation, "dilation", "max_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"max_pool2d: padding {p} should be at most half of kernel size {k}")
+    _check_out(input, k, s, p, d, ceil_mode, "max_pool2d")
     out = apply(_max_pool2d, (input,), {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil_mode})
     if not return_indices:
         return out
@@ -201,6 +211,7 @@ def avg_pool2d(
     p = _pair(padding, "padding", "avg_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"avg_pool2d: padding {p} should be at most half of kernel size {k}")
+    _check_out(input, k, s, p, (1, 1), ceil_mode, "avg_pool2d")
     attrs = {"kernel": k, "stride": s, "padding": p, "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
     if divisor_override is not None:
         attrs["divisor"] = divisor_override

@@ -81,10 +81,10 @@ def view(input, *shape):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
+    s = _dim(start_dim, input.ndim, "flatten")  # a 0-d input takes dims -1 and 0 only, as torch
+    e = _dim(end_dim, input.ndim, "flatten")
     if input.ndim == 0:
         return reshape(input, (1,))
-    s = _dim(start_dim, input.ndim, "flatten")
-    e = _dim(end_dim, input.ndim, "flatten")
     if s > e:
         raise ShapeError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
     if s == e:  # torch returns the tensor itself here (unlike reshape to the same shape)

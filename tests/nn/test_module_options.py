@@ -229,3 +229,34 @@ def test_cosine_similarity_broadcasts_first_and_floors_norms_in_value_only(shape
         y,
     )
     check(lambda a, b: F.cosine_similarity(a, b, dim), lambda a, b: TF.cosine_similarity(a, b, dim), x, y)
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize(
+    "kernel,kwargs", [(3, {}), (2, dict(dilation=3)), (3, dict(ceil_mode=True)), (3, dict(padding=1))]
+)
+def test_pooling_refuses_an_empty_output_as_torch(name, kernel, kwargs):
+    if name == "avg_pool2d" and "dilation" in kwargs:
+        return
+    x = np.zeros((1, 1, 2, 2))
+    try:
+        expected = getattr(TF, name)(torch.tensor(x), kernel, **kwargs).shape
+    except RuntimeError:
+        with pytest.raises(ShapeError, match=rf"{name}: given input size \(1x2x2\), .* output size is too small"):
+            getattr(F, name)(dg.tensor(x), kernel, **kwargs)
+        return
+    assert tuple(getattr(F, name)(dg.tensor(x), kernel, **kwargs).shape) == tuple(expected)
+
+
+def test_flatten_of_a_0d_tensor_takes_dims_minus_one_and_zero_only():
+    assert tuple(dg.tensor(1.0).flatten(-1, 0).shape) == tuple(torch.tensor(1.0).flatten(-1, 0).shape) == (1,)
+    with pytest.raises(ShapeError, match="flatten"):
+        nn.Flatten()(dg.tensor(1.0))
+
+
+@pytest.mark.parametrize("cell", [nn.RNNCell(3, 4), nn.GRUCell(3, 4), nn.LSTMCell(3, 4)])
+def test_cells_name_themselves_on_a_wrong_input_size(cell):
+    with pytest.raises(ShapeError, match=rf"{type(cell).__name__}: expected input of shape \(N, 3\)"):
+        cell(dg.zeros(2, 5))
+    with pytest.raises(ShapeError, match="bilinear: inputs"):
+        nn.Bilinear(2, 3, 4)(dg.zeros(2, 2), dg.zeros(2, 4))

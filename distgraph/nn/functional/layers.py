@@ -30,6 +30,15 @@ def linear(input, weight, bias=None):
 
 def bilinear(input1, input2, weight, bias=None):
     """y_o = x1ᵀ·W_o·x2 + b_o over leading batch dims."""
+    if (
+        weight.ndim != 3
+        or input1.shape[:-1] != input2.shape[:-1]
+        or (input1.shape[-1], input2.shape[-1]) != tuple(weight.shape[1:])
+    ):
+        raise ShapeError(
+            f"bilinear: inputs {tuple(input1.shape)} and {tuple(input2.shape)} must share their leading dims and "
+            f"end with weight {tuple(weight.shape)}'s in1_features and in2_features (its dims 1 and 2)"
+        )
     lead = tuple(input1.shape[:-1])
     x1, x2 = input1.reshape(-1, input1.shape[-1]), input2.reshape(-1, input2.shape[-1])
     out = linalg.einsum("bi,oij,bj->bo", x1, weight, x2)
