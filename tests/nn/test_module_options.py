@@ -260,3 +260,12 @@ def test_cells_name_themselves_on_a_wrong_input_size(cell):
         cell(dg.zeros(2, 5))
     with pytest.raises(ShapeError, match="bilinear: inputs"):
         nn.Bilinear(2, 3, 4)(dg.zeros(2, 2), dg.zeros(2, 4))
+
+
+def test_margin_ranking_loss_refuses_inputs_of_different_ranks_as_torch():
+    a, b, y = np.zeros((3, 1)), np.zeros(3), np.ones(3)
+    with pytest.raises(RuntimeError):
+        TF.margin_ranking_loss(torch.tensor(a), torch.tensor(b), torch.tensor(y))
+    with pytest.raises(ShapeError, match=r"margin_ranking_loss: .* input1 \(3, 1\), input2 \(3,\)"):
+        F.margin_ranking_loss(dg.tensor(a), dg.tensor(b), dg.tensor(y))
+    check(F.margin_ranking_loss, TF.margin_ranking_loss, np.zeros((3, 1)) + 0.5, np.zeros((1, 2)), np.ones((3, 2)))

@@ -213,7 +213,12 @@ def soft_margin_loss(input, target, reduction="mean"):
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
-    """max(0, −y·(x1 − x2) + margin)."""
+    """max(0, −y·(x1 − x2) + margin); the three must have one rank (then they broadcast), as torch."""
+    if not input1.ndim == input2.ndim == target.ndim:
+        raise ShapeError(
+            f"margin_ranking_loss: all input tensors should have the same dimension, got input1 "
+            f"{tuple(input1.shape)}, input2 {tuple(input2.shape)}, target {tuple(target.shape)}"
+        )
     loss = ew.relu(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin))
     return _reduce(loss, reduction, "margin_ranking_loss")
 
