@@ -269,3 +269,17 @@ def test_margin_ranking_loss_refuses_inputs_of_different_ranks_as_torch():
     with pytest.raises(ShapeError, match=r"margin_ranking_loss: .* input1 \(3, 1\), input2 \(3,\)"):
         F.margin_ranking_loss(dg.tensor(a), dg.tensor(b), dg.tensor(y))
     check(F.margin_ranking_loss, TF.margin_ranking_loss, np.zeros((3, 1)) + 0.5, np.zeros((1, 2)), np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("name,args", [("threshold", (0.5, -2.0)), ("hardshrink", (0.5,)), ("softshrink", (0.5,))])
+def test_thresholding_activations_keep_nan_and_infinities_as_torch(name, args):
+    """A NaN input stays NaN (it was replaced by the fill value, hiding it), with torch's gradient there."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.5, -0.5, 0.0, 2.0, -2.0])
+    check(lambda a: getattr(F, name)(a, *args), lambda a: getattr(TF, name)(a, *args), x)
+
+
+def test_softshrink_and_celu_refuse_the_parameters_torch_refuses():
+    with pytest.raises(ValueError, match="softshrink: lambda must be non-negative"):
+        nn.Softshrink(-1.0)(dg.ones(2))
+    with pytest.raises(ZeroDivisionError, match="celu: alpha cannot be 0"):
+        nn.CELU(0.0)(dg.ones(2))

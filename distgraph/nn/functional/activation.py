@@ -64,6 +64,8 @@ def selu(input, inplace=False):
 
 def celu(input, alpha=1.0, inplace=False):
     """max(0, x) + min(0, α·(exp(x/α) − 1)), i.e. α · elu(x/α)."""
+    if alpha == 0:
+        raise ZeroDivisionError("celu: alpha cannot be 0")
     return _maybe_inplace(lambda x: ew.mul(act.elu(ew.div(x, alpha)), alpha), input, inplace, "celu")
 
 
@@ -109,17 +111,27 @@ def tanhshrink(input):
 
 
 def threshold(input, threshold, value, inplace=False):
-    """x where x > threshold, else value."""
-    return _maybe_inplace(lambda x: ew.where(cmp.gt(x, threshold), x, ew.const(value, x)), input, inplace, "threshold")
+    """value where x ≤ threshold, else x (so a NaN input stays NaN, as torch)."""
+    replace = lambda x: ew.where(cmp.le(x, threshold), ew.const(value, x), x)  # noqa: E731
+    return _maybe_inplace(replace, input, inplace, "threshold")
+
+
+def _zero_keeping_nan(input):
+    """0, or NaN where the input is NaN (torch's x·0 without inf·0's warning), with no gradient."""
+    return ew.where(cmp.ne(input, input), input.detach(), ew.const(0, input))
 
 
 def hardshrink(input, lambd=0.5):
-    return ew.where(cmp.gt(ew.abs(input), lambd), input, ew.const(0, input))
+    """x where |x| > λ, else 0; a NaN input stays NaN (with zero gradient), as torch."""
+    return ew.where(cmp.gt(ew.abs(input), lambd), input, _zero_keeping_nan(input))
 
 
 def softshrink(input, lambd=0.5):
+    """x − sign(x)·λ where |x| > λ, else 0 (NaN stays NaN); λ must be non-negative, as torch requires."""
+    if lambd < 0:
+        raise ValueError(f"softshrink: lambda must be non-negative, got {lambd}")
     shrunk = ew.sub(input, ew.mul(ew.sign(input), lambd))
-    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, ew.const(0, input))
+    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, _zero_keeping_nan(input))
 
 
 def glu(input, dim=-1):
