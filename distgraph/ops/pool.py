@@ -285,17 +285,19 @@ def _adaptive_argmax(xp, x, oh, ow):
 @defop("adaptive_max_pool2d", kind="other", save=(), saves_extra=True)
 def _adaptive_max_pool2d(xp, x, *, output_size):
     idx = _adaptive_argmax(xp, x, *output_size)
-    n, c = x.shape[:2]
-    return xp.take_along_axis(x.reshape(n, c, -1), idx.reshape(n, c, -1), axis=2).reshape(idx.shape), idx
+    n, c, h, w = x.shape  # explicit sizes: -1 is ambiguous for an empty batch
+    flat = xp.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, idx.shape[2] * idx.shape[3]), axis=2)
+    return flat.reshape(idx.shape), idx
 
 
 @_adaptive_max_pool2d.grad
 def _(ctx, g):
     """Each output's gradient goes to its argmax alone; overlapping windows that share one accumulate."""
     n, c, h, w = ctx.inputs[0].shape
-    idx = Tensor(ctx.saved.reshape(n, c, -1), device=g.device)
+    cells = g.shape[2] * g.shape[3]
+    idx = Tensor(ctx.saved.reshape(n, c, cells), device=g.device)
     base = zeros(n, c, h * w, dtype=g.dtype, device=g.device)
-    return scatter_add(base, 2, idx, g.reshape(n, c, -1)).reshape(n, c, h, w)
+    return scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(n, c, h, w)
 
 
 @batch_optional(4)

@@ -283,3 +283,20 @@ def test_softshrink_and_celu_refuse_the_parameters_torch_refuses():
         nn.Softshrink(-1.0)(dg.ones(2))
     with pytest.raises(ZeroDivisionError, match="celu: alpha cannot be 0"):
         nn.CELU(0.0)(dg.ones(2))
+
+
+@pytest.mark.parametrize(
+    "name,args,shape",
+    [("GroupNorm", (1, 3), (0, 3, 2)), ("GroupNorm", (3, 3), (0, 3)), ("AdaptiveMaxPool2d", (3,), (0, 1, 5, 5)),
+     ("AdaptiveMaxPool1d", (3,), (0, 2, 5)), ("Conv1d", (2, 3, 3, 1, 1, 1, 1, True, "reflect"), (0, 2, 5)),
+     ("LayerNorm", (3,), (0, 3)), ("AdaptiveAvgPool2d", (3,), (0, 1, 5, 4)), ("Linear", (3, 2), (0, 3))],
+)  # fmt: skip
+def test_an_empty_batch_passes_forward_and_backward_as_torch(name, args, shape):
+    """N = 0 (a reshape to -1 is ambiguous there: group_norm and uneven adaptive max pooling raised)."""
+    grads = []
+    for lib, make in ((nn, dg.tensor), (torch.nn, torch.tensor)):
+        m = getattr(lib, name)(*args).double()
+        x = make(np.zeros(shape), requires_grad=True)
+        m(x).sum().backward()
+        grads.append([tuple(x.grad.shape)] + [tuple(p.grad.shape) for p in m.parameters()])
+    assert grads[0] == grads[1]

@@ -190,7 +190,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
         )
-    grouped = input.reshape(n, num_groups, -1)
+    grouped = input.reshape(n, num_groups, input.numel() // max(n * num_groups, 1))  # no -1: N may be 0
     mean = red.mean(grouped, dim=2, keepdim=True)
     centered = ew.sub(grouped, mean)
     var = red.mean(ew.square(centered), dim=2, keepdim=True)
