@@ -76,6 +76,20 @@ class RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
+    def flatten_parameters(self):
+        """torch packs the weights into one cuDNN buffer here; distgraph has nothing to pack."""
+
+    @property
+    def all_weights(self):
+        """The parameters of each layer and direction, in torch's order (weight_ih, weight_hh[, biases][, weight_hr])."""
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        names += ["weight_hr"] if self.proj_size else []
+        return [
+            [getattr(self, f"{n}_l{layer}" + ("_reverse" if d else "")) for n in names]
+            for layer in range(self.num_layers)
+            for d in range(2 if self.bidirectional else 1)
+        ]
+
     def _weights(self, layer, d):
         sfx = f"_l{layer}" + ("_reverse" if d else "")
         get = lambda n: getattr(self, n + sfx) if self.bias or n.startswith("weight") else None  # noqa: E731
@@ -207,7 +221,10 @@ class _CellBase(Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
-        bound = 1.0 / math.sqrt(hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 

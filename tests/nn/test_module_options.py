@@ -300,3 +300,37 @@ def test_an_empty_batch_passes_forward_and_backward_as_torch(name, args, shape):
         m(x).sum().backward()
         grads.append([tuple(x.grad.shape)] + [tuple(p.grad.shape) for p in m.parameters()])
     assert grads[0] == grads[1]
+
+
+def test_modules_have_torchs_reset_and_recurrent_helpers():
+    """reset_parameters (Bilinear, the norms, the cells), BatchNorm's reset_running_stats, an RNN's
+    all_weights and flatten_parameters (a no-op here), a conv's `transposed`: code written for torch calls them."""
+    for m in (nn.LayerNorm(3), nn.GroupNorm(1, 3), nn.RMSNorm(3), nn.BatchNorm1d(3)):
+        for p in m.parameters():
+            p.detach().fill_(7.0)
+        m.reset_parameters()
+        assert [p.tolist() for p in m.parameters()] == [[1.0] * 3, [0.0] * 3][: len(list(m.parameters()))]
+    bn = nn.BatchNorm1d(3)
+    bn(dg.randn(4, 3) * 3 + 1)
+    bn.reset_running_stats()
+    assert (
+        bn.running_mean.tolist() == [0.0] * 3
+        and bn.running_var.tolist() == [1.0] * 3
+        and bn.num_batches_tracked.item() == 0
+    )
+    for m, bound in ((nn.Bilinear(4, 3, 2), 0.5), (nn.GRUCell(2, 16), 0.25)):
+        for p in m.parameters():
+            p.detach().fill_(7.0)
+        m.reset_parameters()
+        assert all(np.abs(p.detach().numpy()).max() <= bound for p in m.parameters())
+    lstm, ref = (
+        nn.LSTM(2, 3, num_layers=2, bidirectional=True, proj_size=1),
+        torch.nn.LSTM(2, 3, 2, bidirectional=True, proj_size=1),
+    )
+    lstm.flatten_parameters()
+    names = {id(p): n for n, p in lstm.named_parameters()}
+    tnames = {id(p): n for n, p in ref.named_parameters()}
+    assert [[names[id(p)] for p in ps] for ps in lstm.all_weights] == [
+        [tnames[id(p)] for p in ps] for ps in ref.all_weights
+    ]
+    assert nn.Conv2d(1, 1, 1).transposed is False and nn.ConvTranspose2d(1, 1, 1).transposed is True
