@@ -334,3 +334,9 @@ def test_modules_have_torchs_reset_and_recurrent_helpers():
         [tnames[id(p)] for p in ps] for ps in ref.all_weights
     ]
     assert nn.Conv2d(1, 1, 1).transposed is False and nn.ConvTranspose2d(1, 1, 1).transposed is True
+
+
+def test_relu_passes_the_gradient_at_a_nan_input_as_torch():
+    """torch's threshold_backward zeroes where the output is ≤ 0; a NaN output is not, so g passes."""
+    check(F.relu, TF.relu, np.array([np.nan, -1.0, 0.0, 2.0]))
+    check(lambda a: F.relu(a, inplace=False) * 2, lambda a: TF.relu(a) * 2, np.array([[np.nan, 3.0], [-2.0, 0.0]]))
