@@ -1,6 +1,6 @@
 """Activation modules: thin wrappers over nn.functional with torch's names, arguments and repr.
 
-`inplace=True` is accepted for compatibility and computes out of place (autograd needs the input).
+`inplace=True` writes the result into the input and returns it, as torch (refused on a leaf that requires grad).
 """
 
 from distgraph.nn import functional as F
@@ -20,21 +20,25 @@ class _Elementwise(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return type(self)._fn(input)
+        return type(self)._fn(input, inplace=self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-def _elementwise(name, fn, doc):
-    return type(name, (_Elementwise,), {"_fn": staticmethod(fn), "__doc__": doc, "__module__": __name__})
+def _elementwise(name, fn, doc, repr_inplace=True):
+    """An _Elementwise class; repr_inplace=False for the ones whose torch repr never shows inplace."""
+    attrs = {"_fn": staticmethod(fn), "__doc__": doc, "__module__": __name__}
+    if not repr_inplace:
+        attrs["extra_repr"] = lambda self: ""
+    return type(name, (_Elementwise,), attrs)
 
 
 ReLU = _elementwise("ReLU", F.relu, "max(x, 0)")
 ReLU6 = _elementwise("ReLU6", F.relu6, "min(max(x, 0), 6)")
 SELU = _elementwise("SELU", F.selu, "scale · elu(x, α), self-normalizing")
-Hardsigmoid = _elementwise("Hardsigmoid", F.hardsigmoid, "relu6(x + 3) / 6")
-Hardswish = _elementwise("Hardswish", F.hardswish, "x · relu6(x + 3) / 6")
+Hardsigmoid = _elementwise("Hardsigmoid", F.hardsigmoid, "relu6(x + 3) / 6", repr_inplace=False)
+Hardswish = _elementwise("Hardswish", F.hardswish, "x · relu6(x + 3) / 6", repr_inplace=False)
 SiLU = _elementwise("SiLU", F.silu, "x · σ(x)")
 Mish = _elementwise("Mish", F.mish, "x · tanh(softplus(x))")
 
@@ -56,7 +60,7 @@ class LeakyReLU(Module):
         self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -68,7 +72,7 @@ class ELU(Module):
         self.alpha, self.inplace = alpha, inplace
 
     def forward(self, input):
-        return F.elu(input, self.alpha)
+        return F.elu(input, self.alpha, self.inplace)
 
     def extra_repr(self):
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
@@ -76,7 +80,7 @@ class ELU(Module):
 
 class CELU(ELU):
     def forward(self, input):
-        return F.celu(input, self.alpha)
+        return F.celu(input, self.alpha, self.inplace)
 
 
 class GELU(Module):
@@ -111,7 +115,7 @@ class Hardtanh(Module):
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
 
     def forward(self, input):
-        return F.hardtanh(input, self.min_val, self.max_val)
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
@@ -123,7 +127,7 @@ class Threshold(Module):
         self.threshold, self.value, self.inplace = threshold, value, inplace
 
     def forward(self, input):
-        return F.threshold(input, self.threshold, self.value)
+        return F.threshold(input, self.threshold, self.value, self.inplace)
 
     def extra_repr(self):
         return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
@@ -183,7 +187,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        return F.softmax(input, self.dim)
+        return F.softmax(input, self.dim, _stacklevel=5)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -191,9 +195,9 @@ class Softmax(Module):
 
 class LogSoftmax(Softmax):
     def forward(self, input):
-        return F.log_softmax(input, self.dim)
+        return F.log_softmax(input, self.dim, _stacklevel=5)
 
 
 class Softmin(Softmax):
     def forward(self, input):
-        return F.softmin(input, self.dim)
+        return F.softmin(input, self.dim, _stacklevel=5)

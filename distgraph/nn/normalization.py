@@ -9,6 +9,14 @@ from distgraph.nn.parameter import Parameter
 from distgraph.ops.creation import ones, tensor, zeros
 
 
+def _reset_affine(module):
+    """weight to ones and bias to zeros, where the module has them (torch's reset_parameters)."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        init.zeros_(module.bias)
+
+
 def _affine(module, shape, affine, bias, device, dtype):
     """weight (ones) and bias (zeros) of `shape`, or None for each that is switched off, as torch registers them."""
     module.register_parameter("weight", Parameter(ones(*shape, device=device, dtype=dtype)) if affine else None)
@@ -22,6 +30,9 @@ class LayerNorm(Module):
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         _affine(self, self.normalized_shape, elementwise_affine, bias, device, dtype)
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -43,8 +54,11 @@ class RMSNorm(Module):
         else:
             self.register_parameter("weight", None)
 
-    def forward(self, input):
-        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+    def reset_parameters(self):
+        _reset_affine(self)
+
+    def forward(self, x):  # torch's parameter name
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -57,6 +71,9 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         _affine(self, (num_channels,), affine, bias, device, dtype)
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
@@ -96,15 +113,15 @@ class _BatchNorm(Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
-    def reset_parameters(self):
+    def reset_running_stats(self):
         if self.track_running_stats:
             init.zeros_(self.running_mean)
             init.ones_(self.running_var)
-            self.num_batches_tracked.array[...] = 0
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        _reset_affine(self)
 
     def forward(self, input):
         if input.ndim not in self._expected_dims or input.shape[1] != self.num_features:

@@ -12,6 +12,7 @@ projection, so a projected LSTM pays the per-step overhead the fused op avoids.
 """
 
 import math
+import warnings
 
 from distgraph.errors import ShapeError
 from distgraph.nn import functional as F
@@ -27,6 +28,9 @@ class RNNBase(Module):
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, nonlinearity="tanh", proj_size=0, device=None, dtype=None):  # fmt: skip
         super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{mode}: {name} must be an int greater than zero, got {value!r}")
         if proj_size < 0:
             raise ValueError(f"{mode}: proj_size should be a positive integer or zero to disable projections")
         if proj_size and mode != "LSTM":
@@ -40,6 +44,12 @@ class RNNBase(Module):
             mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         if not 0 <= dropout <= 1:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=3,
+            )
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self.nonlinearity = nonlinearity
@@ -65,6 +75,20 @@ class RNNBase(Module):
         bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
+
+    def flatten_parameters(self):
+        """torch packs the weights into one cuDNN buffer here; distgraph has nothing to pack."""
+
+    @property
+    def all_weights(self):
+        """The parameters of each layer and direction, in torch's order (weight_ih, weight_hh[, biases][, weight_hr])."""
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        names += ["weight_hr"] if self.proj_size else []
+        return [
+            [getattr(self, f"{n}_l{layer}" + ("_reverse" if d else "")) for n in names]
+            for layer in range(self.num_layers)
+            for d in range(2 if self.bidirectional else 1)
+        ]
 
     def _weights(self, layer, d):
         sfx = f"_l{layer}" + ("_reverse" if d else "")
@@ -145,14 +169,14 @@ class RNNBase(Module):
             s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        if not self.bias:
-            s += ", bias=False"
         return s
 
 
@@ -197,7 +221,10 @@ class _CellBase(Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
-        bound = 1.0 / math.sqrt(hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
@@ -210,6 +237,12 @@ class _CellBase(Module):
         return s
 
     def _h0(self, input, hx):
+        """The given state, or zeros; the input's shape is checked first so a mismatch names the cell."""
+        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"{type(self).__name__}: expected input of shape (N, {self.input_size}) or ({self.input_size},), "
+                f"got {tuple(input.shape)}"
+            )
         if hx is not None:
             return hx
         return zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
@@ -223,17 +256,17 @@ class RNNCell(_CellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
+        h = self._h0(input, hx)
         xw = F.linear(input, self.weight_ih, self.bias_ih)
-        return rnn_cell(xw, self._h0(input, hx), self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
+        return rnn_cell(xw, h, self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
 
 
 class LSTMCell(_CellBase):
     _gates = 4
 
     def forward(self, input, hx=None):
-        if hx is None:
-            h = self._h0(input, None)
-            hx = (h, h)
+        h = self._h0(input, hx)
+        hx = (h, h) if hx is None else hx
         return lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
 
 
@@ -241,6 +274,5 @@ class GRUCell(_CellBase):
     _gates = 3
 
     def forward(self, input, hx=None):
-        return gru_cell(
-            F.linear(input, self.weight_ih, self.bias_ih), self._h0(input, hx), self.weight_hh, self.bias_hh
-        )
+        h = self._h0(input, hx)
+        return gru_cell(F.linear(input, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh)

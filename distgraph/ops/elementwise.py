@@ -381,8 +381,8 @@ sigmoid = _unary(
 
 @defop("relu_backward", kind=EW, save=(1,))
 def _relu_backward(xp, g, out):
-    """g where relu's output is positive, else 0: torch's threshold_backward, one op on the output."""
-    return xp.where(out > 0, g, 0).astype(g.dtype, copy=False)
+    """0 where relu's output is ≤ 0, else g (a NaN output passes g): torch's threshold_backward, one op."""
+    return xp.where(out <= 0, 0, g).astype(g.dtype, copy=False)
 
 
 _relu_backward.grad(lambda ctx, gg: (_relu_backward(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
@@ -399,7 +399,7 @@ sin.op.array_grad(lambda ctx, g: g * ctx.inputs[0].device.xp.cos(ctx.inputs[0].a
 cos.op.array_grad(lambda ctx, g: -(g * ctx.inputs[0].device.xp.sin(ctx.inputs[0].array)))
 tanh.op.array_grad(lambda ctx, g: g * (1 - ctx.out_array * ctx.out_array))
 sigmoid.op.array_grad(lambda ctx, g: g * (ctx.out_array * (1 - ctx.out_array)))
-relu.op.array_grad(lambda ctx, g: g * (ctx.out_array > 0))
+relu.op.array_grad(lambda ctx, g: ctx.inputs[0].device.xp.where(ctx.out_array <= 0, 0, g).astype(g.dtype, copy=False))
 
 
 # ---- clamp, where, lerp -------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
 
 # ---- embedding ----------------------------------------------------------------------------------------------
 @defop("embedding", kind="index", save=())
-def _embedding(xp, weight, indices, *, padding_idx=None):
+def _embedding(xp, weight, indices, *, padding_idx=None, scale_grad_by_freq=False):
     """weight: (V, D), indices: any integer shape -> (*indices.shape, D)."""
     return weight[indices]
 
@@ -176,10 +176,22 @@ def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
     return out
 
 
+@defop("embedding_scale_by_freq", kind="index", save=())
+def _embedding_scale_by_freq(xp, g, indices, *, num_weights):
+    """g's row at each position divided by how often that position's index occurs in `indices`."""
+    counts = xp.bincount(indices.reshape(-1), minlength=num_weights)
+    return g / counts[indices][..., None].astype(g.dtype)
+
+
+_embedding_scale_by_freq.grad(lambda ctx, gg: (_embedding_scale_by_freq(gg, ctx.inputs[1], **ctx.attrs), None))
+
+
 @_embedding.grad
 def _(ctx, g):
     weight, indices = ctx.inputs
     pad = ctx.attrs.get("padding_idx")
+    if ctx.attrs.get("scale_grad_by_freq"):  # torch: each row's gradient over its index's count in the batch
+        g = _embedding_scale_by_freq(g, indices, num_weights=weight.shape[0])
     return _embedding_backward(g, indices, num_weights=weight.shape[0], padding_idx=pad), None
 
 
@@ -193,9 +205,9 @@ def _(ctx, gg):
     return rows, None
 
 
-def embedding(indices, weight, padding_idx=None):
+def embedding(indices, weight, padding_idx=None, scale_grad_by_freq=False):
     """weight[indices] as one op whose backward is one scatter-add (no gradient into the padding row)."""
-    return _embedding(weight, indices, padding_idx=padding_idx)
+    return _embedding(weight, indices, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)
 
 
 # ---- dropout ------------------------------------------------------------------------------------------------

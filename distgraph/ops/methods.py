@@ -1,7 +1,7 @@
 """Install the op table as Tensor methods and operators, PyTorch's names, plus in-place variants.
 
 One table (METHODS) maps a method name to the function that implements it; in-place variants
-(`add_`, `mul_`, `zero_`, ...) are derived from the out-of-place op by `_inplace`, which writes the
+(`add_`, `mul_`, `zero_`, ...) are derived from the out-of-place op by `inplace_variant`, which writes the
 result into the tensor's memory (so views see it), bumps the version counter (so saved-tensor checks
 fire), and rebinds the tensor to the new graph node when grad is being recorded.
 """
@@ -221,7 +221,7 @@ INPLACE = [
 ]
 
 
-def _inplace(fn, name):
+def inplace_variant(fn, name):
     def method(self, *args, **kwargs):
         recording = grad_mode.state.grad_enabled and (
             self.requires_grad
@@ -275,7 +275,7 @@ def _fill_(self, value):
     if isinstance(value, Tensor) and value.ndim:
         raise ShapeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
+        return inplace_variant(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -291,7 +291,7 @@ def _copy_(self, src, non_blocking=False):
 
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
-        return _inplace(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
+        return inplace_variant(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
     self.array[...] = arr
     self._vc[0] += 1
     return self
@@ -345,14 +345,14 @@ def install():
     for name, fn in METHODS.items():
         setattr(Tensor, name, fn)
     for name in INPLACE:
-        setattr(Tensor, name + "_", _inplace(METHODS[name], name + "_"))
+        setattr(Tensor, name + "_", inplace_variant(METHODS[name], name + "_"))
     Tensor.fill_ = _fill_
     Tensor.zero_ = _zero_
     Tensor.copy_ = _copy_
     Tensor.uniform_ = _uniform_
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
-    Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
+    Tensor.masked_fill_ = inplace_variant(indexing.masked_fill, "masked_fill_")
     Tensor.index_put_ = index_put.index_put_
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem

@@ -13,6 +13,8 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops.conv import _pair, _windows, batch_optional
+from distgraph.ops.creation import zeros
+from distgraph.ops.indexing import scatter_add
 from distgraph.ops.registry import defop
 
 
@@ -171,6 +173,15 @@ def _check4(input, op):
         raise ShapeError(f"{op}: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got {tuple(input.shape)}")
 
 
+def _check_out(input, k, s, p, d, ceil_mode, op):
+    """torch refuses a window that does not fit even once (an empty output), naming both sizes."""
+    out = [_pool_out(input.shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2)]
+    if min(out) < 1:
+        c, h, w = input.shape[1:]
+        raise ShapeError(f"{op}: given input size ({c}x{h}x{w}), calculated output size ({c}x{out[0]}x{out[1]}): "
+                         f"output size is too small (kernel {k}, stride {s}, padding {p}, dilation {d})")  # fmt: skip
+
+
 @batch_optional(4)
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     _check4(input, "max_pool2d")
@@ -179,6 +190,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     p, d = _pair(padding, "padding", "max_pool2d"), _pair(dilation, "dilation", "max_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"max_pool2d: padding {p} should be at most half of kernel size {k}")
+    _check_out(input, k, s, p, d, ceil_mode, "max_pool2d")
     out = apply(_max_pool2d, (input,), {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil_mode})
     if not return_indices:
         return out
@@ -199,6 +211,7 @@ def avg_pool2d(
     p = _pair(padding, "padding", "avg_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"avg_pool2d: padding {p} should be at most half of kernel size {k}")
+    _check_out(input, k, s, p, (1, 1), ceil_mode, "avg_pool2d")
     attrs = {"kernel": k, "stride": s, "padding": p, "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
     if divisor_override is not None:
         attrs["divisor"] = divisor_override
@@ -257,20 +270,48 @@ def adaptive_avg_pool2d(input, output_size):
     return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
 
 
+def _adaptive_argmax(xp, x, oh, ow):
+    """Flat H·W index of each adaptive window's first maximum in row-major order, torch's pick (ties
+    included): each row's first maximal column within the column window, then the window's first row
+    holding the maximum. OW + OH reductions, not OH·OW."""
+    w = x.shape[3]
+    cols = _adaptive_bounds(w, ow)
+    col_max = xp.stack([x[..., lo:hi].max(-1) for lo, hi in cols], -1)  # (N, C, H, OW)
+    col_arg = xp.stack([x[..., lo:hi].argmax(-1) + lo for lo, hi in cols], -1)
+    rows = xp.stack([col_max[:, :, lo:hi].argmax(2) + lo for lo, hi in _adaptive_bounds(x.shape[2], oh)], 2)
+    return (rows * w + xp.take_along_axis(col_arg, rows, axis=2)).astype(xp.int64)  # (N, C, OH, OW)
+
+
+@defop("adaptive_max_pool2d", kind="other", save=(), saves_extra=True)
+def _adaptive_max_pool2d(xp, x, *, output_size):
+    idx = _adaptive_argmax(xp, x, *output_size)
+    n, c, h, w = x.shape  # explicit sizes: -1 is ambiguous for an empty batch
+    flat = xp.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, idx.shape[2] * idx.shape[3]), axis=2)
+    return flat.reshape(idx.shape), idx
+
+
+@_adaptive_max_pool2d.grad
+def _(ctx, g):
+    """Each output's gradient goes to its argmax alone; overlapping windows that share one accumulate."""
+    n, c, h, w = ctx.inputs[0].shape
+    cells = g.shape[2] * g.shape[3]
+    idx = Tensor(ctx.saved.reshape(n, c, cells), device=g.device)
+    base = zeros(n, c, h * w, dtype=g.dtype, device=g.device)
+    return scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(n, c, h, w)
+
+
 @batch_optional(4)
 def adaptive_max_pool2d(input, output_size, return_indices=False):
-    """Equal windows are one max_pool2d; otherwise the max is taken over row windows, then over column
-    windows (OH + OW reductions, not OH·OW). The maximum of a window is the same either way."""
+    """Equal windows are one max_pool2d; otherwise one op picks each window's first maximum (as torch,
+    so tied inputs, e.g. after a ReLU, send the whole gradient to one element)."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_max_pool2d")
     h, w = input.shape[2], input.shape[3]
     if h % oh == 0 and w % ow == 0:
         return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
-    if return_indices:
-        raise NotImplementedError("adaptive_max_pool2d: return_indices=True needs equal windows (H, W divisible)")
-    from distgraph.ops.shape import stack
-
-    rows = stack([input[:, :, lo:hi].amax(2) for lo, hi in _adaptive_bounds(h, oh)], 2)  # (N, C, OH, W)
-    return stack([rows[:, :, :, lo:hi].amax(3) for lo, hi in _adaptive_bounds(w, ow)], 3)  # (N, C, OH, OW)
+    out = apply(_adaptive_max_pool2d, (input,), {"output_size": (oh, ow)})
+    if not return_indices:
+        return out
+    return out, Tensor(_adaptive_argmax(input.device.xp, input.array, oh, ow), device=input.device)
 
 
 @batch_optional(3)

@@ -180,6 +180,8 @@ def test_channel_dropout_zeroes_whole_channels(cls, shape, unit):
     np.testing.assert_array_equal(per_channel, y.max(axis=unit))  # each channel all kept or all dropped
     assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.7)}
     assert abs((per_channel == 0).mean() - 0.3) < 0.06
+    if cls is nn.Dropout2d:  # torch reads a 3-D input to dropout2d as (N, C, L): test_module_fuzz checks it
+        return
     unbatched = cls(0.5)(dg.ones(*shape[1:])).numpy()
     np.testing.assert_array_equal(
         unbatched.min(axis=tuple(u - 1 for u in unit)), unbatched.max(axis=tuple(u - 1 for u in unit))

@@ -1,25 +1,57 @@
 """Activation functions under torch.nn.functional's names: the registered ops, and compositions of them."""
 
+import warnings
+
+from distgraph.errors import ShapeError
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
+from distgraph.ops.methods import inplace_variant
 from distgraph.ops.shape import chunk
 
-relu = ew.relu
 sigmoid = ew.sigmoid
 tanh = ew.tanh
-leaky_relu = act.leaky_relu
-elu = act.elu
 gelu = act.gelu
-silu = act.silu
 softplus = act.softplus
-mish = act.mish
-hardtanh = act.hardtanh
-relu6 = act.relu6
 logsigmoid = act.logsigmoid
-softmax = linalg.softmax
-log_softmax = linalg.log_softmax
+
+
+def _maybe_inplace(fn, input, inplace, name, *args):
+    """fn(input, *args), or with inplace=True (torch's flag) the result written into `input`, which is
+    returned: recorded by autograd as torch records `relu_`, refused on a leaf that requires grad."""
+    if not inplace:
+        return fn(input, *args)
+    return inplace_variant(lambda x: fn(x, *args), name + "_")(input)
+
+
+def relu(input, inplace=False):
+    return _maybe_inplace(ew.relu, input, inplace, "relu")
+
+
+def relu6(input, inplace=False):
+    return _maybe_inplace(act.relu6, input, inplace, "relu6")
+
+
+def elu(input, alpha=1.0, inplace=False):
+    return _maybe_inplace(act.elu, input, inplace, "elu", alpha)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return _maybe_inplace(act.leaky_relu, input, inplace, "leaky_relu", negative_slope)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return _maybe_inplace(act.hardtanh, input, inplace, "hardtanh", min_val, max_val)
+
+
+def silu(input, inplace=False):
+    return _maybe_inplace(act.silu, input, inplace, "silu")
+
+
+def mish(input, inplace=False):
+    return _maybe_inplace(act.mish, input, inplace, "mish")
+
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -27,29 +59,51 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 def selu(input, inplace=False):
     """scale · elu(x, α) with the self-normalizing constants of Klambauer et al."""
-    return ew.mul(elu(input, _SELU_ALPHA), _SELU_SCALE)
+    return _maybe_inplace(lambda x: ew.mul(act.elu(x, _SELU_ALPHA), _SELU_SCALE), input, inplace, "selu")
 
 
 def celu(input, alpha=1.0, inplace=False):
     """max(0, x) + min(0, α·(exp(x/α) − 1)), i.e. α · elu(x/α)."""
-    return ew.mul(elu(ew.div(input, alpha)), alpha)
+    if alpha == 0:
+        raise ZeroDivisionError("celu: alpha cannot be 0")
+    return _maybe_inplace(lambda x: ew.mul(act.elu(ew.div(x, alpha)), alpha), input, inplace, "celu")
 
 
 def hardsigmoid(input, inplace=False):
     """relu6(x + 3) / 6: a piecewise-linear sigmoid."""
-    return ew.div(relu6(ew.add(input, 3.0)), 6.0)
+    return _maybe_inplace(lambda x: ew.div(act.relu6(ew.add(x, 3.0)), 6.0), input, inplace, "hardsigmoid")
 
 
 def hardswish(input, inplace=False):
-    return ew.mul(input, hardsigmoid(input))
+    return _maybe_inplace(lambda x: ew.mul(x, hardsigmoid(x)), input, inplace, "hardswish")
 
 
 def softsign(input):
     return ew.div(input, ew.add(ew.abs(input), 1))
 
 
-def softmin(input, dim=None, dtype=None):
-    return softmax(ew.neg(input), dim, dtype)
+def _implicit_dim(name, input, dim, stacklevel):
+    """torch's legacy rule for dim=None, with its deprecation warning: dim 0 for 0-, 1- and 3-D input, else 1."""
+    if dim is not None:
+        return dim
+    picked = 0 if input.ndim in (0, 1, 3) else 1
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an argument.",
+        stacklevel=stacklevel,
+    )
+    return picked
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    return linalg.softmax(input, _implicit_dim("softmax", input, dim, _stacklevel), dtype)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    return linalg.log_softmax(input, _implicit_dim("log_softmax", input, dim, _stacklevel), dtype)
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    return linalg.softmax(ew.neg(input), _implicit_dim("softmin", input, dim, _stacklevel), dtype)
 
 
 def tanhshrink(input):
@@ -57,24 +111,32 @@ def tanhshrink(input):
 
 
 def threshold(input, threshold, value, inplace=False):
-    """x where x > threshold, else value."""
-    return ew.where(cmp.gt(input, threshold), input, ew.const(value, input))
+    """value where x ≤ threshold, else x (so a NaN input stays NaN, as torch)."""
+    replace = lambda x: ew.where(cmp.le(x, threshold), ew.const(value, x), x)  # noqa: E731
+    return _maybe_inplace(replace, input, inplace, "threshold")
+
+
+def _zero_keeping_nan(input):
+    """0, or NaN where the input is NaN (torch's x·0 without inf·0's warning), with no gradient."""
+    return ew.where(cmp.ne(input, input), input.detach(), ew.const(0, input))
 
 
 def hardshrink(input, lambd=0.5):
-    return ew.where(cmp.gt(ew.abs(input), lambd), input, ew.const(0, input))
+    """x where |x| > λ, else 0; a NaN input stays NaN (with zero gradient), as torch."""
+    return ew.where(cmp.gt(ew.abs(input), lambd), input, _zero_keeping_nan(input))
 
 
 def softshrink(input, lambd=0.5):
+    """x − sign(x)·λ where |x| > λ, else 0 (NaN stays NaN); λ must be non-negative, as torch requires."""
+    if lambd < 0:
+        raise ValueError(f"softshrink: lambda must be non-negative, got {lambd}")
     shrunk = ew.sub(input, ew.mul(ew.sign(input), lambd))
-    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, ew.const(0, input))
+    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, _zero_keeping_nan(input))
 
 
 def glu(input, dim=-1):
     """a · σ(b) where (a, b) are the two halves of the input along `dim`."""
     if input.shape[dim] % 2:
-        from distgraph.errors import ShapeError
-
         raise ShapeError(f"glu: halving dimension {dim} must be even, got size {input.shape[dim]}")
     a, b = chunk(input, 2, dim)
     return ew.mul(a, sigmoid(b))
@@ -82,6 +144,14 @@ def glu(input, dim=-1):
 
 def prelu(input, weight):
     """max(0, x) + w · min(0, x), one learned slope per channel (dim 1) or one shared slope."""
-    if weight.numel() > 1 and input.ndim >= 2:
+    channels = input.shape[1] if input.ndim >= 2 else 1  # torch: input below 2-D has one channel
+    if weight.numel() not in (1, channels):
+        raise ShapeError(
+            f"prelu: mismatch of parameter numbers and input channel size: {weight.numel()} slopes for input "
+            f"{tuple(input.shape)} with {channels} channel(s)"
+        )
+    if weight.numel() == 1:
+        weight = weight.reshape(())  # one shared slope keeps the input's shape, 0-D included
+    else:
         weight = weight.reshape(1, -1, *([1] * (input.ndim - 2)))
     return ew.where(cmp.gt(input, 0), input, ew.mul(weight, input))

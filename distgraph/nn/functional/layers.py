@@ -1,6 +1,7 @@
 """Functional forms of the layers: linear, dropout, normalization, embedding, and small tensor utilities."""
 
 import math
+import warnings
 
 import numpy as np
 
@@ -10,6 +11,8 @@ from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops import layers, linalg
 from distgraph.ops import reduction as red
+from distgraph.ops.methods import inplace_variant
+from distgraph.ops.shape import broadcast_tensors
 
 
 # ---- linear -------------------------------------------------------------------------------------------------
@@ -27,6 +30,15 @@ def linear(input, weight, bias=None):
 
 def bilinear(input1, input2, weight, bias=None):
     """y_o = x1ᵀ·W_o·x2 + b_o over leading batch dims."""
+    if (
+        weight.ndim != 3
+        or input1.shape[:-1] != input2.shape[:-1]
+        or (input1.shape[-1], input2.shape[-1]) != tuple(weight.shape[1:])
+    ):
+        raise ShapeError(
+            f"bilinear: inputs {tuple(input1.shape)} and {tuple(input2.shape)} must share their leading dims and "
+            f"end with weight {tuple(weight.shape)}'s in1_features and in2_features (its dims 1 and 2)"
+        )
     lead = tuple(input1.shape[:-1])
     x1, x2 = input1.reshape(-1, input1.shape[-1]), input2.reshape(-1, input2.shape[-1])
     out = linalg.einsum("bi,oij,bj->bo", x1, weight, x2)
@@ -40,37 +52,64 @@ def _check_p(p, op):
         raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
 
 
+def _masked(input, mask, inplace, op):
+    """input · mask; with torch's inplace=True written into `input` (autograd-recorded), which is returned."""
+    if not inplace:
+        return ew.mul(input, mask)
+    return inplace_variant(lambda x: ew.mul(x, mask), op + "_")(input)
+
+
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p, scale the survivors by 1/(1−p); identity when not training."""
     _check_p(p, "dropout")
     if not training or p == 0:
         return input
     if p == 1:
-        return ew.mul(input, 0)
-    return ew.mul(input, layers.dropout_mask(input, p, input.shape, 1.0 / (1 - p)))
+        return _masked(input, 0.0, inplace, "dropout")
+    return _masked(input, layers.dropout_mask(input, p, input.shape, 1.0 / (1 - p)), inplace, "dropout")
 
 
-def _feature_dropout(input, p, training, batched_ndim, op):
+def _feature_dropout(input, p, training, batched_ndim, op, inplace):
+    """Zero whole channels, torch's reading of each rank: dropout1d takes (C, L) or (N, C, L) only;
+    dropout2d reads every input as (N, C, ...), a 3-D one too (1-D channel dropout, with torch's warning);
+    dropout3d reads all but 5-D input as unbatched (C, ...). Ranks other than the two documented warn."""
     _check_p(p, op)
-    if input.ndim not in (batched_ndim, batched_ndim - 1):
-        raise ShapeError(f"{op}: expected {batched_ndim - 1}-D or {batched_ndim}-D input, got {tuple(input.shape)}")
+    n = input.ndim
+    if op == "dropout1d" and n not in (2, 3):
+        raise ShapeError(f"dropout1d: expected 2-D or 3-D input, got {tuple(input.shape)}")
+    if n not in (batched_ndim - 1, batched_ndim):
+        warnings.warn(
+            f"{op}: Received a {n}-D input to {op}, which is deprecated and will result in an error in a future "
+            "release. To retain the behavior and silence this warning, please use dropout instead.",
+            stacklevel=3,
+        )
+    if op == "dropout2d" and n == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout behavior is "
+            "desired - input is interpreted as shape (N, C, L), where C is the channel dim. This behavior will "
+            "change in a future release to interpret the input as one without a batch dimension, i.e. shape "
+            "(C, H, W). To maintain the 1D channel-wise dropout behavior, please switch to using dropout1d instead.",
+            stacklevel=3,
+        )
+    lead = 2 if op == "dropout2d" or n == batched_ndim else 1  # (N, C, ...) or unbatched (C, ...)
+    if n < lead:
+        raise ShapeError(f"{op}: feature dropout needs a channel dim, got input {tuple(input.shape)}")
     if not training or p == 0:
         return input
-    lead = 2 if input.ndim == batched_ndim else 1  # (N, C, ...) or unbatched (C, ...)
-    shape = tuple(input.shape[:lead]) + (1,) * (input.ndim - lead)
-    return ew.mul(input, layers.dropout_mask(input, p, shape, 1.0 / (1 - p) if p < 1 else 0.0))
+    shape = tuple(input.shape[:lead]) + (1,) * (n - lead)
+    return _masked(input, layers.dropout_mask(input, p, shape, 1.0 / (1 - p) if p < 1 else 0.0), inplace, op)
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
-    return _feature_dropout(input, p, training, 3, "dropout1d")
+    return _feature_dropout(input, p, training, 3, "dropout1d", inplace)
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False):
-    return _feature_dropout(input, p, training, 4, "dropout2d")
+    return _feature_dropout(input, p, training, 4, "dropout2d", inplace)
 
 
 def dropout3d(input, p=0.5, training=True, inplace=False):
-    return _feature_dropout(input, p, training, 5, "dropout3d")
+    return _feature_dropout(input, p, training, 5, "dropout3d", inplace)
 
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
@@ -79,12 +118,13 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     if not training or p == 0:
         return input
     if p == 1:
-        return ew.mul(input, 0)
+        return _masked(input, 0.0, inplace, "alpha_dropout")
     alpha = 1.7580993408473766
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
     keep = layers.dropout_mask(input, p, input.shape, 1.0)
     shift = ew.add(ew.mul(ew.sub(keep, 1), alpha * a), alpha * a * p)
-    return ew.add(ew.mul(input, ew.mul(keep, a)), shift)
+    out = lambda x: ew.add(ew.mul(x, ew.mul(keep, a)), shift)  # noqa: E731
+    return inplace_variant(out, "alpha_dropout_")(input) if inplace else out(input)
 
 
 # ---- normalization ------------------------------------------------------------------------------------------
@@ -146,7 +186,11 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     n, c = input.shape[0], input.shape[1]
-    grouped = input.reshape(n, num_groups, -1)
+    if input.numel() // num_groups == 1:  # torch: one value per group normalizes to 0 whatever the input
+        raise ValueError(
+            f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
+        )
+    grouped = input.reshape(n, num_groups, input.numel() // max(n * num_groups, 1))  # no -1: N may be 0
     mean = red.mean(grouped, dim=2, keepdim=True)
     centered = ew.sub(grouped, mean)
     var = red.mean(ew.square(centered), dim=2, keepdim=True)
@@ -178,17 +222,24 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    dot = red.sum(ew.mul(x1, x2), dim=dim)
-    n1 = ew.clamp(red.norm(x1, dim=dim), min=eps)
-    n2 = ew.clamp(red.norm(x2, dim=dim), min=eps)
-    return ew.div(dot, ew.mul(n1, n2))
+    """Σ (x1/‖x1‖)·(x2/‖x2‖) along `dim`, as torch: the inputs are broadcast first (so a size-1 dim
+    counts once per copy in the norm), and each norm is floored at eps in value only, its gradient
+    being the unfloored norm's (torch clamps in place under no_grad)."""
+    x1, x2 = broadcast_tensors(x1, x2)
+
+    def unit(x):
+        n = red.norm(x, dim=dim, keepdim=True)
+        return ew.div(x, ew.add(n, ew.sub(ew.clamp(n.detach(), min=eps), n.detach())))
+
+    return red.sum(ew.mul(unit(x1), unit(x2)), dim=dim)
 
 
 # ---- embedding ----------------------------------------------------------------------------------------------
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
-    """weight[input]; rows at padding_idx get no gradient; with max_norm, looked-up rows are renormed in place."""
-    if scale_grad_by_freq or sparse:
-        raise NotImplementedError("embedding: scale_grad_by_freq and sparse gradients are not supported")
+    """weight[input]; rows at padding_idx get no gradient; with max_norm, looked-up rows are renormed in place;
+    with scale_grad_by_freq, each row's gradient is divided by its index's count in `input`."""
+    if sparse:
+        raise NotImplementedError("embedding: sparse gradients are not supported (distgraph has no sparse tensors)")
     if input.array.dtype.kind not in "iu":
         raise DTypeError(f"embedding: indices must be an integer tensor, got {input.dtype.name}")
     n = weight.shape[0]
@@ -198,7 +249,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
             raise IndexOutOfRangeError(f"embedding: index {hi if hi >= n else lo} is out of range for {n} embeddings")
     if max_norm is not None:
         _embedding_renorm_(weight, input.reshape(-1), max_norm, norm_type)
-    return layers.embedding(input, weight, None if padding_idx is None else padding_idx % n)
+    return layers.embedding(input, weight, None if padding_idx is None else padding_idx % n, scale_grad_by_freq)
 
 
 def _embedding_renorm_(weight, flat, max_norm, norm_type):

@@ -5,7 +5,9 @@ registered ops, so they differentiate to any order.
 """
 
 import math
+import warnings
 
+from distgraph.autograd.tensor import Tensor
 from distgraph.errors import InputRangeError, ShapeError
 from distgraph.nn.functional.activation import log_softmax
 from distgraph.ops import activation as act
@@ -89,14 +91,28 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     return _reduce(loss, reduction, "nll_loss")
 
 
-def mse_loss(input, target, reduction="mean"):
+def _weighted(loss, weight, reduction, op, mean_over_weights):
+    """torch 2.13's elementwise `weight` (the input's shape): 'mean' divides by Σ weight (mse, l1) or by
+    the element count (huber)."""
+    if weight is None:
+        return _reduce(loss, reduction, op)
+    if tuple(weight.shape) != tuple(loss.shape):
+        raise ValueError(f"{op}: weights and input must have the same size, got {tuple(weight.shape)} and "
+                         f"{tuple(loss.shape)}")  # fmt: skip
+    loss = ew.mul(loss, weight)
+    if reduction == "mean" and mean_over_weights:
+        return ew.div(red.sum(loss), red.sum(weight))
+    return _reduce(loss, reduction, op)
+
+
+def mse_loss(input, target, reduction="mean", weight=None):
     _check_same_shape(input, target, "mse_loss")
-    return _reduce(ew.square(ew.sub(input, target)), reduction, "mse_loss")
+    return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, reduction="mean", weight=None):
     _check_same_shape(input, target, "l1_loss")
-    return _reduce(ew.abs(ew.sub(input, target)), reduction, "l1_loss")
+    return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
@@ -109,12 +125,12 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _reduce(ew.where(cmp.lt(d, beta), quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     _check_same_shape(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
     loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
-    return _reduce(loss, reduction, "huber_loss")
+    return _weighted(loss, weight, reduction, "huber_loss", False)
 
 
 _BCE_EPS = 1e-12  # torch's floor on p·(1 − p) in the gradient of binary_cross_entropy
@@ -168,6 +184,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
+_KL_MEAN_WARNING = (  # torch's words
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
 def kl_div(input, target, reduction="mean", log_target=False):
     """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size."""
     _check_same_shape(input, target, "kl_div")
@@ -176,6 +199,8 @@ def kl_div(input, target, reduction="mean", log_target=False):
     else:  # 0 · log 0 = 0
         safe = ew.where(cmp.gt(target, 0), target, ew.const(1, target))
         loss = ew.mul(target, ew.sub(ew.log(safe), input))
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if reduction == "batchmean":
         return ew.div(red.sum(loss), input.shape[0] if input.ndim else 1)
     return _reduce(loss, reduction, "kl_div")
@@ -188,7 +213,12 @@ def soft_margin_loss(input, target, reduction="mean"):
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
-    """max(0, −y·(x1 − x2) + margin)."""
+    """max(0, −y·(x1 − x2) + margin); the three must have one rank (then they broadcast), as torch."""
+    if not input1.ndim == input2.ndim == target.ndim:
+        raise ShapeError(
+            f"margin_ranking_loss: all input tensors should have the same dimension, got input1 "
+            f"{tuple(input1.shape)}, input2 {tuple(input2.shape)}, target {tuple(target.shape)}"
+        )
     loss = ew.relu(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin))
     return _reduce(loss, reduction, "margin_ranking_loss")
 
@@ -199,17 +229,38 @@ def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduct
         loss = ew.sub(ew.exp(input), ew.mul(target, input))
     else:
         loss = ew.sub(input, ew.mul(target, ew.log(ew.add(input, eps))))
-    if full:  # Stirling's approximation of log(target!), where target > 1
-        t = target
+    if full:  # Stirling's approximation of log(target!), where target > 1 (logs taken there only)
+        big = cmp.gt(target, 1)
+        t = ew.where(big, target, ew.const(2, target))
         stirling = ew.add(ew.sub(ew.mul(t, ew.log(t)), t), ew.mul(ew.log(ew.mul(t, 2 * math.pi)), 0.5))
-        loss = ew.add(loss, ew.where(cmp.gt(t, 1), stirling, ew.const(0, loss)))
+        loss = ew.add(loss, ew.where(big, stirling, ew.const(0, loss)))
     return _reduce(loss, reduction, "poisson_nll_loss")
+
+
+def _gaussian_var(input, var):
+    """torch's variance shapes: the input's; one dim short (one variance per sample, unsqueezed); or the input's
+    with exactly one dim of size 1 where the input's is larger. A float is one variance for every element."""
+    if not isinstance(var, Tensor):
+        if var < 0:
+            raise ValueError(f"gaussian_nll_loss: var has negative entry/entries (got {var})")
+        return ew.add(ew.mul(input.detach(), 0), float(var))
+    if var.numel() and bool((var.array < 0).any()):
+        raise ValueError("gaussian_nll_loss: var has negative entry/entries")
+    shape, vshape = tuple(input.shape), tuple(var.shape)
+    if vshape == shape:
+        return var
+    if vshape == shape[:-1]:
+        return var.unsqueeze(-1)
+    if len(vshape) == len(shape) and sum(v for i, v in zip(shape, vshape) if i != v) == 1:
+        return var
+    raise ValueError(f"gaussian_nll_loss: var is of incorrect size {vshape} for input {shape}")
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
     """0.5 · (log var + (input − target)² / var), var clamped at eps (without gradient through the clamp)."""
-    if var.ndim == input.ndim - 1:  # one variance per sample: broadcast over the last dim
-        var = var.unsqueeze(-1)
+    var = _gaussian_var(input, var)
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"gaussian_nll_loss: {reduction} is not a valid reduction")
     with_clamp = ew.add(var, ew.sub(ew.clamp(var.detach(), min=eps), var.detach()))
     loss = ew.mul(ew.add(ew.log(with_clamp), ew.div(ew.square(ew.sub(input, target)), with_clamp)), 0.5)
     if full:
