@@ -346,7 +346,7 @@ def _add_leaf(leaf_grads, leaf, g, create_graph=False):
     entry = leaf_grads.get(id(leaf))
     if entry is None:
         leaf_grads[id(leaf)] = [leaf, g]
-    elif type(g) is Tensor:
+    elif isinstance(g, Tensor):
         entry[1] = _accumulate(entry[1], g, create_graph)
     else:
         entry[1] = entry[1] + g

@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd import tensor as tensor_module
-from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor
+from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View
 from distgraph.errors import (
     AutogradError,
     DeviceError,
@@ -147,17 +147,18 @@ def apply(op, inputs, attrs=_EMPTY):
         result, saved = result
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
-    out = _new_tensor(Tensor)
-    out.array = result
-    out.device = dev
-    out.grad = None
-    out.grad_fn = None
     if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
-        out._vc = first._vc  # it views it (for writes through the view: ops/views.py)
+        out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
+        out._vc = first._vc
         out._base = first
         out._view_fn = (op, attrs)
     else:
+        out = _new_tensor(Tensor)
         out._vc = [0]
+    out.array = result
+    out.device = dev
+    out.grad = None
+    out.grad_fn = None  # on a View, also the version its graph is current at
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
@@ -207,3 +208,32 @@ def _record(op, inputs, attrs, saved, out):
     node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
     out.requires_grad = True
+
+
+def mark_view(out, base, op, attrs):
+    """Make `out`, just computed from `base` by `op` with `attrs` (an op that is a view only for some
+    attrs, as getitem), a View of `base`: it shares base's version and keeps how it was made."""
+    out.__class__ = View  # the same slots: only the grad_fn/requires_grad properties differ
+    out._vc = base._vc
+    out._base = base
+    out._view_fn = (op, attrs)
+    out._view_version = base._vc[0] if base._vc is not INFERENCE_VERSION else 0
+
+
+def _regenerate_view(view):
+    """torch's rule for a View whose memory was written since its graph was recorded: its view op is
+    applied again to its base's current graph (a stale base regenerates first, as reading its grad_fn
+    does). A reshape that had to copy holds no view of the memory: its graph stays."""
+    view._view_version = view._vc[0]
+    base = view._base
+    if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
+        return
+    if base.requires_grad:
+        _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
+    elif _grad_fn_slot.__get__(view) is not None:  # the base left the graph (detach_ of a leaf base)
+        _grad_fn_slot.__set__(view, None)
+        view.requires_grad = False
+
+
+_grad_fn_slot = Tensor.grad_fn
+tensor_module.regenerate_view = _regenerate_view

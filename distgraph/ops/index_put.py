@@ -18,7 +18,7 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops.indexing import IDX, _add_at, _getitem
 from distgraph.ops.registry import defop
 from distgraph.ops.subscript import indexed_shape, memory_overlap, parse
-from distgraph.ops.views import commit, rebase, snapshot
+from distgraph.ops.views import commit, rebase, refuse_internal_overlap, snapshot
 
 
 def _write(xp, out, basic, adv, values, accumulate):
@@ -150,6 +150,8 @@ def _put_(input, sub, v, accumulate, op):
     """Write `v` at `sub` into `input` in place. Under grad mode, when `input` or `v` needs grad, it is
     recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
     _refuse_overlap(input, sub, v, op)
+    if sub.adv is None:  # a basic write copies into its target, which torch refuses to do into aliases
+        refuse_internal_overlap(input.array[(*(sub.basic or ()), Ellipsis)], op)
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
     if recording:
         if input.requires_grad and input.grad_fn is None:

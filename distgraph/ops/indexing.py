@@ -10,6 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
@@ -76,9 +77,7 @@ def getitem(input, index):
     if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
         attrs = {"index": () if sub.basic is None else sub.basic}
         out = _getitem(input, **attrs)
-        out._vc = input._vc  # writes through the view change `input`, so they share versions
-        out._base = input
-        out._view_fn = (_getitem, attrs)
+        mark_view(out, input, _getitem, attrs)  # writes through the view change `input`: shared versions
     if sub.adv is not None:
         out = _getitem(out, index=sub.adv)
     return out

@@ -221,8 +221,13 @@ INPLACE = [
 ]
 
 
-def _inplace(fn, name):
+def _inplace(fn, name, overlap_ok=False):
+    """The in-place method `name` of out-of-place op `fn`; `overlap_ok`: it may write into an expanded
+    tensor (one value, or chosen positions, for all the aliases of a location), as torch lets it."""
+
     def method(self, *args, **kwargs):
+        if not overlap_ok:
+            views.refuse_internal_overlap(self.array, name)
         recording = grad_mode.state.grad_enabled and (
             self.requires_grad
             or any(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -272,10 +277,14 @@ def _write_into(self, result, name):
 
 
 def _fill_(self, value):
-    if isinstance(value, Tensor) and value.ndim:
-        raise ShapeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise ShapeError(
+                f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
+            )
+        views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
+        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_", overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -289,6 +298,7 @@ def _zero_(self):
 def _copy_(self, src, non_blocking=False):
     from distgraph.backend import to_device
 
+    views.refuse_internal_overlap(self.array, "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
         return _inplace(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
@@ -302,6 +312,7 @@ def recording_needed(self, src):
 
 
 def _uniform_(self, a=0.0, b=1.0):
+    views.refuse_internal_overlap(self.array, "uniform_")
     gen = creation.generator(self.device)
     self.array[...] = gen.uniform(a, b, self.shape)
     self._vc[0] += 1
@@ -309,6 +320,7 @@ def _uniform_(self, a=0.0, b=1.0):
 
 
 def _normal_(self, mean=0.0, std=1.0):
+    views.refuse_internal_overlap(self.array, "normal_")
     gen = creation.generator(self.device)
     self.array[...] = gen.normal(mean, std, self.shape)
     self._vc[0] += 1
@@ -316,6 +328,7 @@ def _normal_(self, mean=0.0, std=1.0):
 
 
 def _bernoulli_(self, p=0.5):
+    views.refuse_internal_overlap(self.array, "bernoulli_")
     gen = creation.generator(self.device)
     self.array[...] = gen.random(self.shape) < p
     self._vc[0] += 1
@@ -352,7 +365,7 @@ def install():
     Tensor.uniform_ = _uniform_
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
-    Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_")
+    Tensor.masked_fill_ = _inplace(indexing.masked_fill, "masked_fill_", overlap_ok=True)
     Tensor.index_put_ = index_put.index_put_
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem

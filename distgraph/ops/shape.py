@@ -188,11 +188,15 @@ def movedim(input, source, destination):
 def _expand(xp, x, shape):
     if x.shape == shape:  # nothing broadcast: a plain view, writable as torch's
         return x.view()
+    # Writable, as torch's (np.broadcast_to's are not): the in-place ops refuse to write into it but for
+    # those torch lets through (ops/views.py refuse_internal_overlap)
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
-        out = np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
-        out.flags.writeable = False  # as broadcast_to: many elements share one memory location
-        return out
+        return np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
+    if xp is np:
+        lead = len(shape) - x.ndim
+        strides = (0,) * lead + tuple(0 if n == 1 else s for n, s in zip(x.shape, x.strides))
+        return np.lib.stride_tricks.as_strided(x, shape, strides)
     return xp.broadcast_to(x, shape)
 
 

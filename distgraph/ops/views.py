@@ -4,8 +4,11 @@ A view (reshape, permute, slice, basic indexing...) shares memory and the versio
 base. When an in-place op is recorded on a view, its new value reached the base's memory, so the
 base's graph must change too: base_new = base_old * (1 - covered) + place(view_new), where `place` is
 the view op's own backward rule (linear: it puts a view-shaped tensor where the view sits in the base)
-and `covered = place(ones)` marks those positions. This repeats up the chain of views. An expanded
-view (several elements on one memory location) is refused, as torch refuses it.
+and `covered = place(ones)` marks those positions; composed down the chain of views, it gives the graph
+of the root, the tensor owning the memory. Every other view of that memory, the ones in the chain
+included, rebuilds its graph from the root's when next used (autograd.tensor.View). Writes into an
+expanded view (several elements on one memory location) are refused, as torch refuses them, but for
+those that write one value to all the aliases of a location.
 """
 
 import numpy as np
@@ -49,32 +52,50 @@ def snapshot(t):
 
 
 def rebase(view, new_value):
-    """Before `new_value` (a recorded Tensor) is written into `view`: compute the graph each base of
-    the view chain gets. Returns [(base, its new graph Tensor)], to apply with `commit` after the write."""
+    """Before `new_value` (a recorded Tensor) is written into `view`: the graph the root of its chain of
+    views (the tensor that owns the memory) gets, as torch's CopySlices. Returns [(root, its new graph)]
+    (empty when `view` is no view), to apply with `commit` after the write. The views in between, like
+    every other view of that memory, are then stale and rebuild their graph from the root's when next
+    used (autograd.tensor.View)."""
     if not grad_mode.state.grad_enabled:
         return []
-    out = []
     node = _view_node(view)
-    while node is not None:
+    if node is None:
+        return []
+    with grad_mode.no_grad():
+        covered = ew.const(1, view, None).expand(view.shape)
+    placed = new_value
+    while node is not None:  # each view op's backward rule puts the value one level down
         base = node.inputs[0]
         if base.requires_grad and base.grad_fn is None:
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."
             )
+        placed = _place(node, placed)
         with grad_mode.no_grad():
-            covered = _place(node, ew.const(1, view, None).expand(view.shape))
-        if float(covered.array.max(initial=0)) > 1:
-            raise AutogradError(
-                "unsupported operation: more than one element of the written-to tensor refers to a single "
-                f"memory location ({node.op.name} view of shape {tuple(view.shape)}). Please clone() the "
-                "tensor before performing the operation."
-            )
-        placed = _place(node, new_value)
-        new_value = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
-        out.append((base, new_value))
-        view, node = base, _view_node(base)
-    return out
+            covered = _place(node, covered)
+        node = _view_node(base)
+    keep = ew.rsub(covered, 1)
+    if float(covered.array.max(initial=0)) > 1:  # an expanded view (fill_, masked_fill_): several of its
+        # elements wrote one location, all the same value, and `placed` summed them: take one share each
+        xp = covered.device.xp
+        keep = Tensor((covered.array == 0).astype(covered.array.dtype), device=covered.device)
+        placed = ew.mul(placed, Tensor(1 / xp.maximum(covered.array, 1), device=covered.device))
+    return [(base, ew.add(ew.mul(snapshot(base), keep), placed))]
+
+
+def refuse_internal_overlap(a, op):
+    """torch refuses a write into a tensor where several elements share one memory location (an expanded
+    one: a zero stride on a dim longer than 1), as the result would depend on the order of the writes;
+    it lets through only those writing one value everywhere (fill_, zero_) or at chosen positions
+    (masked_fill_, index_put_). `a`: the array written into."""
+    if 0 in a.strides and a.size > 1 and any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape)):
+        raise AutogradError(
+            f"{op}: unsupported operation: more than one element of the written-to tensor refers to a single "
+            f"memory location (shape {tuple(a.shape)}, strides {tuple(x // a.itemsize for x in a.strides)}). "
+            "Please clone() the tensor before performing the operation."
+        )
 
 
 def _place(node, t):
