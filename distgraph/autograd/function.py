@@ -151,7 +151,7 @@ def apply(op, inputs, attrs=_EMPTY):
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = first._vc
         out._base = first
-        out._view_fn = (op, attrs)
+        out._view_fn = (op, attrs) if type(first) is not View or len(first._view_fn) < 3 else _multi(op, attrs)
     else:
         out = _new_tensor(Tensor)
         out._vc = [0]
@@ -216,16 +216,22 @@ def mark_view(out, base, op, attrs):
     out.__class__ = View  # the same slots: only the grad_fn/requires_grad properties differ
     out._vc = base._vc
     out._base = base
-    out._view_fn = (op, attrs)
+    out._view_fn = (op, attrs) if type(base) is not View or len(base._view_fn) < 3 else _multi(op, attrs)
     out._view_version = base._vc[0] if base._vc is not INFERENCE_VERSION else 0
 
 
-def _regenerate_view(view):
+def _regenerate_view(view, strict=True):
     """torch's rule for a View whose memory was written since its graph was recorded: its view op is
     applied again to its base's current graph (a stale base regenerates first, as reading its grad_fn
-    does). A reshape that had to copy holds no view of the memory: its graph stays."""
-    view._view_version = view._vc[0]
+    does). A reshape that had to copy holds no view of the memory: its graph stays. One of the views an
+    op returned together (split, chunk, unbind) has no graph to rebuild, as in torch: reading its grad_fn
+    (`strict`, what an op does, not reading requires_grad) raises."""
     base = view._base
+    if len(view._view_fn) > 2 and base.requires_grad:  # one of several views an op returned (split)
+        if strict:
+            raise multi_output_error(view, "its base or another view of its base has been modified inplace")
+        return
+    view._view_version = view._vc[0]
     if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
         return
     if base.requires_grad:
@@ -233,6 +239,30 @@ def _regenerate_view(view):
     elif _grad_fn_slot.__get__(view) is not None:  # the base left the graph (detach_ of a leaf base)
         _grad_fn_slot.__set__(view, None)
         view.requires_grad = False
+
+
+def mark_multi_output(views, fn_name):
+    """Mark `views`, returned together by `fn_name` (torch's name: Split, SplitWithSizes, Unbind), as torch
+    does: neither a write into one of them nor, after a write into their memory, their use in autograd is
+    allowed (multi_output_error)."""
+    for k, v in enumerate(views):
+        if isinstance(v, View):
+            v._view_fn = (*v._view_fn[:2], (fn_name, k))
+    return views
+
+
+def _multi(op, attrs):
+    """The recipe of a view of one of several views returned together: as in torch, it is bound the same."""
+    return (op, attrs, (op.name.title(), 0))
+
+
+def multi_output_error(view, what):
+    name, k = view._view_fn[2]
+    return AutogradError(
+        f"Output {k} of {name} is a view and {what}. This view is the output of a function that returns multiple "
+        "views. Such functions do not allow the output views to be modified inplace. You should replace the "
+        "inplace operation by an out-of-place one."
+    )
 
 
 _grad_fn_slot = Tensor.grad_fn

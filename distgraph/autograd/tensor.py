@@ -313,8 +313,12 @@ class Tensor:
             extra.append(f"device='{self.device}'")
         if arr.dtype != dtypes.get_default_dtype().np and arr.dtype != np.int64 and arr.dtype != np.bool_:
             extra.append(f"dtype={self.dtype}")
-        if self.grad_fn is not None:
-            extra.append(f"grad_fn=<{self.grad_fn.name()}>")
+        try:
+            grad_fn = self.grad_fn and self.grad_fn.name()
+        except AutogradError:  # a split output whose memory was written has no graph: torch shows this
+            grad_fn = "Invalid"
+        if grad_fn is not None:
+            extra.append(f"grad_fn=<{grad_fn}>")
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extra) + ")"
@@ -389,7 +393,7 @@ class View(Tensor):
     def requires_grad(self):
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
-            regenerate_view(self)
+            regenerate_view(self, strict=False)
         return _requires_grad_slot.__get__(self)
 
     @requires_grad.setter

@@ -6,6 +6,8 @@ result into the tensor's memory (so views see it), bumps the version counter (so
 fire), and rebinds the tensor to the new graph node when grad is being recorded.
 """
 
+import numpy as np
+
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
@@ -284,7 +286,7 @@ def _fill_(self, value):
             )
         views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return _inplace(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_", overlap_ok=True)(self, value)
+        return _inplace(_overwrite, "fill_", overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -301,10 +303,16 @@ def _copy_(self, src, non_blocking=False):
     views.refuse_internal_overlap(self.array, "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
-        return _inplace(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
+        return _inplace(_overwrite, "copy_")(self, src)
     self.array[...] = arr
     self._vc[0] += 1
     return self
+
+
+def _overwrite(old, value):
+    """`value` in `old`'s place, recorded so that `old` gets a zero gradient (not old * 0 + value, which
+    keeps a nan or inf of the old value)."""
+    return ew.where(ew.const(True, old, np.bool_), value, old)
 
 
 def recording_needed(self, src):

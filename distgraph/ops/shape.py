@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from distgraph.autograd.engine import sum_to_array
-from distgraph.autograd.function import apply
+from distgraph.autograd.function import apply, mark_multi_output
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace
 from distgraph.errors import ShapeError
@@ -442,7 +442,7 @@ def split(tensor, split_size_or_sections, dim=0):
     for s in sizes:
         out.append(narrow(tensor, d, start, s))
         start += s
-    return tuple(out)
+    return mark_multi_output(tuple(out), "Split" if isinstance(split_size_or_sections, int) else "SplitWithSizes")
 
 
 def chunk(input, chunks, dim=0):
@@ -455,7 +455,7 @@ def chunk(input, chunks, dim=0):
 
 def unbind(input, dim=0):
     d = _dim(dim, input.ndim, "unbind", whole=True)
-    return tuple(squeeze(s, d) for s in split(input, 1, d))
+    return mark_multi_output(tuple(squeeze(s, d) for s in split(input, 1, d)), "Unbind")
 
 
 # ---- reorder ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ those that write one value to all the aliases of a location.
 import numpy as np
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import Node
+from distgraph.autograd.function import Node, multi_output_error
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
@@ -62,6 +62,8 @@ def rebase(view, new_value):
     node = _view_node(view)
     if node is None:
         return []
+    if len(view._view_fn) > 2:  # one of several views an op returned together (split)
+        raise multi_output_error(view, "is being modified inplace")
     with grad_mode.no_grad():
         covered = ew.const(1, view, None).expand(view.shape)
     placed = new_value
