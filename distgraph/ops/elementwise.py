@@ -291,7 +291,9 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    return mul(g, const(0, g))
+    """torch's zeros_like(grad): zero where `g` is inf or nan too (g * 0 gives nan there), still an op
+    of `g` so a gradient taken with create_graph can be differentiated again."""
+    return _where(const(False, g, np.bool_), g, const(0, g))
 
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda ctx, g: mul(g, ctx.out), saves_output=True, save=())

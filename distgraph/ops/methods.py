@@ -230,6 +230,8 @@ def _inplace(fn, name, overlap_ok=False):
     def method(self, *args, **kwargs):
         if not overlap_ok:
             views.refuse_internal_overlap(self.array, name)
+        if name != "fill_":  # fill_ reads its one value first
+            views.refuse_partial_overlap(self.array, (*args, *kwargs.values()), name)
         recording = grad_mode.state.grad_enabled and (
             self.requires_grad
             or any(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -301,6 +303,7 @@ def _copy_(self, src, non_blocking=False):
     from distgraph.backend import to_device
 
     views.refuse_internal_overlap(self.array, "copy_")
+    views.refuse_partial_overlap(self.array, (src,), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
         return _inplace(_overwrite, "copy_")(self, src)

@@ -18,6 +18,7 @@ from distgraph.autograd.function import Node, multi_output_error
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.subscript import memory_overlap
 
 
 def is_basic_index(index):
@@ -109,3 +110,15 @@ def _place(node, t):
 def commit(rebased):
     for base, new_value in rebased:
         base.grad_fn, base.requires_grad = new_value.grad_fn, True
+
+
+def refuse_partial_overlap(a, operands, op):
+    """torch refuses an in-place op whose written-to array `a` shares some, not all, of its elements with
+    one of its tensor `operands` (`x[1:].add_(x[:-1])`, `x.T.copy_(x)`): the result would depend on the
+    order of the writes. The same elements in the same layout (`x.add_(x)`) are fine."""
+    for t in operands:
+        if isinstance(t, Tensor) and memory_overlap(a, t.array) == "partial":
+            raise AutogradError(
+                f"{op}: unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                "to a single memory location. Please clone() the tensor before performing the operation."
+            )
