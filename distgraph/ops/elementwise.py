@@ -126,12 +126,14 @@ def _minimum(xp, a, b):
 
 
 def _extremum_grad(ctx, g, wins):
+    """torch's rule: a tie splits g; an input gets g unless the other wins, so a nan (which neither wins
+    against nor ties) passes g to both."""
     a, b = ctx.inputs
     half = div(g, 2)
     tie = cmp.eq(a, b)
     zero = const(0, g)
-    ga = where(tie, half, where(wins(a, b), g, zero))
-    gb = where(tie, half, where(wins(b, a), g, zero))
+    ga = where(tie, half, where(wins(b, a), zero, g))
+    gb = where(tie, half, where(wins(a, b), zero, g))
     return ga, gb
 
 
