@@ -6,8 +6,6 @@ result into the tensor's memory (so views see it), bumps the version counter (so
 fire), and rebinds the tensor to the new graph node when grad is being recorded.
 """
 
-import numpy as np
-
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
@@ -247,8 +245,9 @@ def _inplace(fn, name, overlap_ok=False):
             source.device, source.grad, source.grad_fn = self.device, None, self.grad_fn
             source.requires_grad, source._vc = self.requires_grad, [self._vc[0]]
         result = fn(source, *args, **kwargs)
+        res = _result_array(self, result, name)  # checked before the graph is rebased
         rebased = views.rebase(self, result) if recording and result.grad_fn is not None else ()
-        _write_into(self, result, name)
+        _write_into(self, res)
         if recording and result.grad_fn is not None:
             self.grad_fn = result.grad_fn
             self.requires_grad = True
@@ -259,7 +258,8 @@ def _inplace(fn, name, overlap_ok=False):
     return method
 
 
-def _write_into(self, result, name):
+def _result_array(self, result, name):
+    """`result`'s array, cast to `self`'s dtype where torch casts: what the in-place op writes."""
     res = result.array
     if res.dtype != self.array.dtype:
         if dtypes._category(res.dtype) > dtypes._category(self.array.dtype):
@@ -272,9 +272,16 @@ def _write_into(self, result, name):
         raise ShapeError(
             f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(res.shape)}"
         )
+    return res
+
+
+def _write_into(self, res):
     if self.array.ndim == 0:
         self.array = self.array.copy() if not self.array.flags.writeable else self.array
         self.array[...] = res
+    elif views.internal_overlap(self.array):  # only the changed elements, so a location is changed when
+        changed = res != self.array  # any of its aliases is (tril_, masked_fill_), in any order, as torch
+        self.array[changed] = res[changed]
     else:
         self.array[...] = res
     self._vc[0] += 1
@@ -288,7 +295,7 @@ def _fill_(self, value):
             )
         views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return _inplace(_overwrite, "fill_", overlap_ok=True)(self, value)
+        return _inplace(views.overwrite, "fill_", overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -306,16 +313,10 @@ def _copy_(self, src, non_blocking=False):
     views.refuse_partial_overlap(self.array, (src,), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
-        return _inplace(_overwrite, "copy_")(self, src)
+        return _inplace(views.overwrite, "copy_")(self, src)
     self.array[...] = arr
     self._vc[0] += 1
     return self
-
-
-def _overwrite(old, value):
-    """`value` in `old`'s place, recorded so that `old` gets a zero gradient (not old * 0 + value, which
-    keeps a nan or inf of the old value)."""
-    return ew.where(ew.const(True, old, np.bool_), value, old)
 
 
 def recording_needed(self, src):
@@ -369,7 +370,7 @@ def install():
     for name, fn in METHODS.items():
         setattr(Tensor, name, fn)
     for name in INPLACE:
-        setattr(Tensor, name + "_", _inplace(METHODS[name], name + "_"))
+        setattr(Tensor, name + "_", _inplace(METHODS[name], name + "_", overlap_ok=name in ("tril", "triu")))
     Tensor.fill_ = _fill_
     Tensor.zero_ = _zero_
     Tensor.copy_ = _copy_

@@ -18,6 +18,7 @@ from distgraph.autograd.function import Node, multi_output_error
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import defop
 from distgraph.ops.subscript import memory_overlap
 
 
@@ -79,26 +80,50 @@ def rebase(view, new_value):
         with grad_mode.no_grad():
             covered = _place(node, covered)
         node = _view_node(base)
-    keep = ew.rsub(covered, 1)
-    if float(covered.array.max(initial=0)) > 1:  # an expanded view (fill_, masked_fill_): several of its
-        # elements wrote one location, all the same value, and `placed` summed them: take one share each
-        xp = covered.device.xp
-        keep = Tensor((covered.array == 0).astype(covered.array.dtype), device=covered.device)
-        placed = ew.mul(placed, Tensor(1 / xp.maximum(covered.array, 1), device=covered.device))
-    return [(base, ew.add(ew.mul(snapshot(base), keep), placed))]
+    new_root = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
+    if float(covered.array.max(initial=0)) <= 1:
+        return [(base, new_root)]
+    # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view): torch
+    # records the write, but its backward refuses to run. `view` itself rebuilds its graph from the root.
+    return [(base, _overlapping_write(new_root)), (view, None)]
+
+
+@defop("overlapping_write", kind="other", save=())
+def _overlapping_write(xp, x):
+    return x
+
+
+@_overlapping_write.grad
+def _(ctx, g):
+    raise AutogradError(OVERLAP_MESSAGE)
+
+
+OVERLAP_MESSAGE = (
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() the tensor before performing the operation."
+)
+
+
+def internal_overlap(a):
+    """Whether several elements of array `a` share one memory location (torch's test: a zero stride on a
+    dim longer than 1, as expand makes)."""
+    return 0 in a.strides and a.size > 1 and any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
+
+
+def overwrite(old, value):
+    """`value` in `old`'s place, recorded so that `old` gets a zero gradient (not old * 0 + value, which
+    keeps a nan or inf of the old value)."""
+    return ew.where(ew.const(True, old, np.bool_), value, old)
 
 
 def refuse_internal_overlap(a, op):
     """torch refuses a write into a tensor where several elements share one memory location (an expanded
     one: a zero stride on a dim longer than 1), as the result would depend on the order of the writes;
     it lets through only those writing one value everywhere (fill_, zero_) or at chosen positions
-    (masked_fill_, index_put_). `a`: the array written into."""
-    if 0 in a.strides and a.size > 1 and any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape)):
-        raise AutogradError(
-            f"{op}: unsupported operation: more than one element of the written-to tensor refers to a single "
-            f"memory location (shape {tuple(a.shape)}, strides {tuple(x // a.itemsize for x in a.strides)}). "
-            "Please clone() the tensor before performing the operation."
-        )
+    (masked_fill_, index_put_, tril_). `a`: the array written into."""
+    if internal_overlap(a):
+        strides = tuple(x // a.itemsize for x in a.strides)
+        raise AutogradError(f"{op}: {OVERLAP_MESSAGE} (shape {tuple(a.shape)}, strides {strides})")
 
 
 def _place(node, t):
@@ -108,8 +133,13 @@ def _place(node, t):
 
 
 def commit(rebased):
+    """After the write: the root gets its new graph (a written view whose graph `rebase` could not give
+    is left to rebuild it from the root's: a version it never had marks it stale)."""
     for base, new_value in rebased:
-        base.grad_fn, base.requires_grad = new_value.grad_fn, True
+        if new_value is None:
+            base._view_version = -1
+        else:
+            base.grad_fn, base.requires_grad = new_value.grad_fn, True
 
 
 def refuse_partial_overlap(a, operands, op):
