@@ -149,16 +149,18 @@ def apply(op, inputs, attrs=_EMPTY):
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
     if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
-        out._vc = first._vc
+        out._vc = vc = first._vc
         out._base = first
         out._view_fn = (op, attrs) if type(first) is not View or len(first._view_fn) < 3 else _multi(op, attrs)
+        out._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
+        _set_grad_fn(out, None)
     else:
         out = _new_tensor(Tensor)
         out._vc = [0]
+        out.grad_fn = None
     out.array = result
     out.device = dev
     out.grad = None
-    out.grad_fn = None  # on a View, also the version its graph is current at
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
@@ -171,6 +173,7 @@ def apply(op, inputs, attrs=_EMPTY):
 
 
 _new_tensor = Tensor.__new__
+_set_grad_fn = Tensor.grad_fn.__set__  # the slot itself (View's property also marks its graph current)
 _np_scalar = np.generic
 _np_asarray = np.asarray
 _new_node = object.__new__

@@ -389,16 +389,17 @@ class View(Tensor):
         vc = self._vc
         self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
 
-    @property
-    def requires_grad(self):
+    def _requires_grad(self):
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
         return _requires_grad_slot.__get__(self)
 
-    @requires_grad.setter
-    def requires_grad(self, flag):
-        _requires_grad_slot.__set__(self, flag)
+    requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
+
+
+TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take without further checks (not subclasses
+# such as Parameter, which take the general path)
 
 
 class InferenceVersion(list):

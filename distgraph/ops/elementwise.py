@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph import dtypes
 from distgraph.autograd.function import apply
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DivisionByZeroError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.promotion import _float_operand, _operands, cast, const
@@ -189,7 +189,7 @@ def _(ctx, g):
 
 def _binary_fn(op, float_only=False):
     def fn(input, other):
-        if type(input) is Tensor and type(other) is Tensor and input.array.dtype == other.array.dtype:
+        if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
             a, b = input, other  # the common case, without the promotion logic
         else:
             a, b = _operands(input, other)
