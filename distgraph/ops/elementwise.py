@@ -41,7 +41,7 @@ _sub.grad(lambda ctx, g: (g, neg(g) if ctx.next[1] is not None else None))
 _sub.array_grad(lambda ctx, g: (g, -g if ctx.next[1] is not None else None))
 
 
-@defop("mul", kind=EW, save=(0, 1))
+@defop("mul", kind=EW, save=(0, 1), saved_for={0: 1, 1: 0})
 def _mul(xp, a, b):
     return a * b
 
@@ -58,7 +58,7 @@ def _(ctx, g):
     return (g * b.array if ctx.next[0] is not None else None, g * a.array if ctx.next[1] is not None else None)
 
 
-@defop("div", kind=EW, save=(0, 1))
+@defop("div", kind=EW, save=(0, 1), saved_for={0: 1})
 def _div(xp, a, b):
     return a / b
 

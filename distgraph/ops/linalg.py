@@ -22,7 +22,7 @@ def _mm(a, b):
     return a.dot(b) if a.ndim == 2 and b.ndim == 2 else a @ b
 
 
-@defop("matmul", kind="matmul", save=(0, 1))
+@defop("matmul", kind="matmul", save=(0, 1), saved_for={0: 1, 1: 0})
 def _matmul(xp, a, b):
     return _mm(a, b)
 

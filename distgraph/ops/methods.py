@@ -320,7 +320,13 @@ def _copy_(self, src, non_blocking=False):
 
 
 def recording_needed(self, src):
-    return grad_mode.state.grad_enabled and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
+    """Whether fill_/copy_ are recorded: a tensor that cannot require grad (an integer one) takes a value
+    that requires grad as a plain value, cast, as torch's."""
+    return (
+        grad_mode.state.grad_enabled
+        and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
+        and self.array.dtype.kind in "fc"
+    )
 
 
 def _uniform_(self, a=0.0, b=1.0):

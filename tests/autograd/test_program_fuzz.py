@@ -212,6 +212,10 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
         return None  # torch's own bug: clamp(a, min=t, max=u) where a broadcasts cannot backward
     if t_err is not None and "derivative for" in str(t_err) and "not implemented" in str(t_err):
         return None  # floor_divide, remainder(number, t): distgraph gives their (zero / -floor) gradient
+    if t_err is not None and "returned an invalid gradient at index" in str(t_err):
+        return None  # torch's own bug: Scatter(Add)Backward0 with a src smaller than index refuses its gradient
+    if t_err is not None and "operator, " in str(t_err) and "bool tensor" in str(t_err):
+        return None  # torch's own bug: a backward formula negates or subtracts a bool operand it accepted
     if t_err is not None and "modified by an inplace operation" in str(t_err) and not snapshots:
         d_g, d_err = _attempt(lambda m, loss: _grads(m, loss, d_leaves, False), dg, [d_loss])
         if d_err is None:
@@ -239,9 +243,7 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
 
 
 # Divergences found and not yet fixed (see the fuzzer's report); strict, so a fix shows up here.
-OPEN = {
-    75: "torch's ScatterBackward rejects its own gradient shape (torch bug, distgraph backward runs)",
-}
+OPEN = {}
 
 
 @pytest.mark.parametrize(

@@ -261,3 +261,16 @@ def test_writes_into_an_expanded_tensor_match_torch(view, op, grad):
         assert (a is None) == (b is None)
         if b is not None:
             np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@LIBS
+def test_a_write_into_a_factor_whose_partner_needs_no_grad_keeps_backward_working(m):
+    x = m.tensor(X, requires_grad=True) * 1
+    y, z = x * 2, x / 4  # need 2 and 4, not x, for x's gradient
+    x.add_(x, alpha=2)  # add_ with alpha multiplies x by 2 before the write
+    (y + z).sum().backward()
+    w = m.tensor(X, requires_grad=True) * 1
+    u = w * m.tensor(Y, requires_grad=True)
+    w.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        u.sum().backward()
