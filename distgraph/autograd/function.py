@@ -233,6 +233,7 @@ def _regenerate_view(view, strict=True):
     if len(view._view_fn) > 2 and base.requires_grad:  # one of several views an op returned (split)
         if strict:
             raise multi_output_error(view, "its base or another view of its base has been modified inplace")
+        view.requires_grad = True  # it has no graph, but it requires grad (torch)
         return
     view._view_version = view._vc[0]
     if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):

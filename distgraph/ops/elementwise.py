@@ -237,7 +237,7 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "trunc":
         if a.array.dtype.kind in "iu" and b.array.dtype.kind in "iu":
             _check_int_divisor("div", a.array, b.array)
-        q = trunc(_div(_float_operand(a), _float_operand(b)))
+        q = _trunc_divide(_float_operand(a), _float_operand(b))
         return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
@@ -252,6 +252,16 @@ def _floor_divide(xp, a, b):
 # result still requires grad. torch's floor_divide itself raises in backward ("not implemented"); here
 # both give the zero gradient.
 _floor_divide.grad(lambda ctx, g: tuple(_zero_grad(ctx, g) if n is not None else None for n in ctx.next))
+
+
+@defop("trunc_divide", kind=EW, save=())
+def _trunc_divide(xp, a, b):
+    """div(rounding_mode="trunc") of floats: one op, so its gradient is zero even where b is 0 (trunc of
+    div would send that zero through div's rule: 0 / 0)."""
+    return xp.trunc(a / b)
+
+
+_trunc_divide.grad(_floor_divide.backward)
 
 
 def floor_divide(input, other):

@@ -31,6 +31,8 @@ def _getitem(xp, x, index):
     out = x[index]
     if isinstance(out, np.generic):  # an element: numpy copies it out as a scalar, torch returns a
         out = x[(*(index if isinstance(index, tuple) else (index,)), Ellipsis)]  # 0-d view (`...` keeps one)
+    elif not out.flags.c_contiguous and not is_basic_index(index):  # an advanced index's copy is laid
+        out = xp.ascontiguousarray(out)  # out contiguously, as torch's (so .view() of it works)
     return out
 
 

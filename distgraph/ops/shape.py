@@ -125,7 +125,8 @@ def unsqueeze(input, dim):
 
 
 def contiguous(input):
-    return input
+    """`input` itself when its memory is laid out in order, else a copy that is (not a view, as torch)."""
+    return input if input.array.flags.c_contiguous else input.clone()
 
 
 # ---- permutations -----------------------------------------------------------------------------------

@@ -274,3 +274,25 @@ def test_a_write_into_a_factor_whose_partner_needs_no_grad_keeps_backward_workin
     w.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         u.sum().backward()
+
+
+def test_rounding_divisions_have_a_zero_gradient_where_the_divisor_is_zero():
+    _same(lambda m, x, y: m.div(x, y * 0, rounding_mode="trunc") + m.div(x, y * 0, rounding_mode="floor"), X, Y)
+
+
+@LIBS
+def test_advanced_indexing_and_contiguous_give_contiguous_copies(m):
+    x = m.tensor(X, requires_grad=True)
+    picked = x[:, m.tensor([2, 0])]
+    assert picked.view(-1).shape == (4,)  # a view needs the contiguous layout torch gives
+    t = x.t().contiguous()
+    t.mul_(2)  # a copy, not a view of the leaf
+    assert t.grad_fn is not None and x.grad is None
+
+
+@LIBS
+def test_an_unbind_output_of_a_base_written_with_a_grad_value_requires_grad(m):
+    base = m.zeros(2, 3, dtype=m.float64)
+    rows = base.unbind(0)
+    base[1:] = m.tensor(Y, requires_grad=True) * 2
+    assert rows[0].requires_grad
