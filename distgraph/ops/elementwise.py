@@ -463,7 +463,8 @@ def _clamp_by_tensors(x, lo, hi):
         return where(cmp.gt(x, hi), hi, where(cmp.le(x, hi), x, out))
     if hi is None:
         return where(cmp.lt(x, lo), lo, where(cmp.ge(x, lo), x, out))
-    out = where(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), hi, out)
+    # hi's where x > hi or hi < lo, but where a NaN lo made the value NaN (eq(out, out) is False there)
+    out = where(cmp.logical_and(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), cmp.eq(out, out)), hi, out)
     out = where(cmp.logical_and(cmp.lt(x, lo), cmp.lt(lo, hi)), lo, out)
     return where(cmp.logical_and(cmp.ge(x, lo), cmp.le(x, hi)), x, out)
 

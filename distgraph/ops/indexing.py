@@ -230,6 +230,8 @@ def index_select(input, dim, index):
 def take_along_dim(input, indices, dim=None):
     if dim is None:  # torch: both flattened
         return gather(input.reshape(-1), 0, indices.reshape(-1))
+    if input.ndim == 0:  # torch's take_along_dim has no dim to take along (gather reads a 0-d as 1-d)
+        raise IndexOutOfRangeError(f"take_along_dim: Dimension specified as {dim} but tensor has no dimensions")
     return gather(input, dim, indices)
 
 

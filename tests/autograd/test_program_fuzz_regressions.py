@@ -296,3 +296,20 @@ def test_an_unbind_output_of_a_base_written_with_a_grad_value_requires_grad(m):
     rows = base.unbind(0)
     base[1:] = m.tensor(Y, requires_grad=True) * 2
     assert rows[0].requires_grad
+
+
+@LIBS
+def test_zero_dim_tensors_in_mT_and_take_along_dim(m):
+    x = m.tensor(1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates mT of a 0-d tensor (the identity)
+        assert x.mT.item() == 1.5
+    with pytest.raises(IndexError, match="no dimensions"):
+        m.take_along_dim(x, m.tensor(0), dim=0)
+
+
+def test_clamp_by_tensors_is_nan_where_the_lower_bound_is_nan():
+    lo = np.array([np.nan, 0.0, -5.0])
+    _same(lambda m, x, y: m.clamp(x, min=m.tensor(lo), max=y * 0), X, Y)
+    out = dg.clamp(dg.tensor(X), min=dg.tensor(lo), max=dg.zeros(3, dtype=dg.float64))
+    assert np.isnan(out.numpy()[:, 0]).all()
