@@ -432,7 +432,7 @@ def _(ctx, g):
     if hi is not None:
         upper = cmp.le(x, hi)
         keep = upper if keep is None else cmp.logical_and(keep, upper)
-    return g if keep is None else mul(g, keep)
+    return g if keep is None else where(keep, g, const(0, g))  # (torch's where: a NaN g clamped off is 0)
 
 
 def clamp(input, min=None, max=None):
@@ -463,8 +463,9 @@ def _clamp_by_tensors(x, lo, hi):
         return where(cmp.gt(x, hi), hi, where(cmp.le(x, hi), x, out))
     if hi is None:
         return where(cmp.lt(x, lo), lo, where(cmp.ge(x, lo), x, out))
-    # hi's where x > hi or hi < lo, but where a NaN lo made the value NaN (eq(out, out) is False there)
-    out = where(cmp.logical_and(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), cmp.eq(out, out)), hi, out)
+    # hi's where x > hi or hi < lo, a NaN lo included: the value there is NaN (torch), the gradient hi's
+    hi_valued = add(hi, sub(out, hi).detach())
+    out = where(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), hi_valued, out)
     out = where(cmp.logical_and(cmp.lt(x, lo), cmp.lt(lo, hi)), lo, out)
     return where(cmp.logical_and(cmp.ge(x, lo), cmp.le(x, hi)), x, out)
 

@@ -313,3 +313,7 @@ def test_clamp_by_tensors_is_nan_where_the_lower_bound_is_nan():
     _same(lambda m, x, y: m.clamp(x, min=m.tensor(lo), max=y * 0), X, Y)
     out = dg.clamp(dg.tensor(X), min=dg.tensor(lo), max=dg.zeros(3, dtype=dg.float64))
     assert np.isnan(out.numpy()[:, 0]).all()
+
+
+def test_clamp_gives_zero_gradient_where_clamped_even_for_a_nan_incoming_one():
+    _same(lambda m, x, y: m.clamp(x, -1, 1) * float("inf") + y, X, Y)  # weight 0 * inf: NaN at x = -2.5
