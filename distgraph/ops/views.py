@@ -8,7 +8,7 @@ and `covered = place(ones)` marks those positions; composed down the chain of vi
 of the root, the tensor owning the memory. Every other view of that memory, the ones in the chain
 included, rebuilds its graph from the root's when next used (autograd.tensor.View). Writes into an
 expanded view (several elements on one memory location) are refused, as torch refuses them, but for
-those that write one value to all the aliases of a location.
+those that write one value to all the aliases of a location; recorded, their backward refuses, as torch's.
 """
 
 import numpy as np
@@ -20,6 +20,11 @@ from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 from distgraph.ops.subscript import memory_overlap
+
+OVERLAP_MESSAGE = (
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() the tensor before performing the operation."
+)
 
 
 def is_basic_index(index):
@@ -96,12 +101,6 @@ def _overlapping_write(xp, x):
 @_overlapping_write.grad
 def _(ctx, g):
     raise AutogradError(OVERLAP_MESSAGE)
-
-
-OVERLAP_MESSAGE = (
-    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
-    "Please clone() the tensor before performing the operation."
-)
 
 
 def internal_overlap(a):
