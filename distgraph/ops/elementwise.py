@@ -126,8 +126,7 @@ def _minimum(xp, a, b):
 
 
 def _extremum_grad(ctx, g, wins):
-    """torch's rule: a tie splits g; an input gets g unless the other wins, so a nan (which neither wins
-    against nor ties) passes g to both."""
+    """torch's rule: a tie splits g; an input gets g unless the other wins (so both get it at a NaN)."""
     a, b = ctx.inputs
     half = div(g, 2)
     tie = cmp.eq(a, b)
@@ -254,13 +253,8 @@ def _floor_divide(xp, a, b):
 _floor_divide.grad(lambda ctx, g: tuple(_zero_grad(ctx, g) if n is not None else None for n in ctx.next))
 
 
-@defop("trunc_divide", kind=EW, save=())
-def _trunc_divide(xp, a, b):
-    """div(rounding_mode="trunc") of floats: one op, so its gradient is zero even where b is 0 (trunc of
-    div would send that zero through div's rule: 0 / 0)."""
-    return xp.trunc(a / b)
-
-
+# div(rounding_mode="trunc") of floats, one op: a zero gradient where b is 0 too (trunc of div gave 0 / 0)
+_trunc_divide = defop("trunc_divide", kind=EW, save=())(lambda xp, a, b: xp.trunc(a / b))
 _trunc_divide.grad(_floor_divide.backward)
 
 
@@ -303,8 +297,7 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    """torch's zeros_like(grad): zero where `g` is inf or nan too (g * 0 gives nan there), still an op
-    of `g` so a gradient taken with create_graph can be differentiated again."""
+    """torch's zeros_like(grad), 0 where g is inf or nan too (not g * 0), as an op of g (create_graph)."""
     return _where(const(False, g, np.bool_), g, const(0, g))
 
 
@@ -437,7 +430,9 @@ def _(ctx, g):
 
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        return _clamp_by_tensors(input, min, max)
+        from distgraph.ops.clamp_bounds import clamp_by_tensors  # (it builds on this module's ops)
+
+        return clamp_by_tensors(input, min, max)
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
     if input.array.dtype.kind != "f" and (type(min) is float or type(max) is float):
@@ -446,28 +441,6 @@ def clamp(input, min=None, max=None):
 
 
 clip = clamp
-
-
-def _clamp_by_tensors(x, lo, hi):
-    """clamp with Tensor bounds and torch's gradients (clamp_backward_min_max): x's where lo <= x <= hi,
-    lo's where x < lo < hi, hi's where x > hi or hi < lo. Nobody's where a value is NaN, nor where
-    x < lo == hi (the old where-chain gave those to x and to lo). The cases exclude each other, so each
-    is a where on the operand that gets it, falling back to the value without a gradient."""
-    value = x
-    if lo is not None:
-        value = maximum(value, lo)  # propagates a NaN of either side, as torch's clamp
-    if hi is not None:
-        value = minimum(value, hi)
-    out = value.detach()
-    if lo is None:
-        return where(cmp.gt(x, hi), hi, where(cmp.le(x, hi), x, out))
-    if hi is None:
-        return where(cmp.lt(x, lo), lo, where(cmp.ge(x, lo), x, out))
-    # hi's where x > hi or hi < lo, a NaN lo included: the value there is NaN (torch), the gradient hi's
-    hi_valued = add(hi, sub(out, hi).detach())
-    out = where(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), hi_valued, out)
-    out = where(cmp.logical_and(cmp.lt(x, lo), cmp.lt(lo, hi)), lo, out)
-    return where(cmp.logical_and(cmp.ge(x, lo), cmp.le(x, hi)), x, out)
 
 
 @defop("where", kind=EW, save=(0,))

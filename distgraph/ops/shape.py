@@ -189,8 +189,7 @@ def movedim(input, source, destination):
 def _expand(xp, x, shape):
     if x.shape == shape:  # nothing broadcast: a plain view, writable as torch's
         return x.view()
-    # Writable, as torch's (np.broadcast_to's are not): the in-place ops refuse to write into it but for
-    # those torch lets through (ops/views.py refuse_internal_overlap)
+    # writable, as torch's (not np.broadcast_to's): in-place ops check it (views.refuse_internal_overlap)
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
         return np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
