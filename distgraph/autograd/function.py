@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd import tensor as tensor_module
-from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor
+from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View
 from distgraph.errors import (
     AutogradError,
     DeviceError,
@@ -147,17 +147,20 @@ def apply(op, inputs, attrs=_EMPTY):
         result, saved = result
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
-    out = _new_tensor(Tensor)
+    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
+        out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
+        out._vc = vc = first._vc
+        out._base = first
+        out._view_fn = (op, attrs) if type(first) is not View or len(first._view_fn) < 3 else _multi(op, attrs)
+        out._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
+        _set_grad_fn(out, None)
+    else:
+        out = _new_tensor(Tensor)
+        out._vc = [0]
+        out.grad_fn = None
     out.array = result
     out.device = dev
     out.grad = None
-    out.grad_fn = None
-    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
-        out._vc = first._vc  # it views it (for writes through the view: ops/views.py)
-        out._base = first
-        out._view_fn = (op, attrs)
-    else:
-        out._vc = [0]
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
@@ -170,6 +173,7 @@ def apply(op, inputs, attrs=_EMPTY):
 
 
 _new_tensor = Tensor.__new__
+_set_grad_fn = Tensor.grad_fn.__set__  # the slot itself (View's property also marks its graph current)
 _np_scalar = np.generic
 _np_asarray = np.asarray
 _new_node = object.__new__
@@ -207,3 +211,63 @@ def _record(op, inputs, attrs, saved, out):
     node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
     out.requires_grad = True
+
+
+def mark_view(out, base, op, attrs):
+    """Make `out`, just computed from `base` by `op` with `attrs` (an op that is a view only for some
+    attrs, as getitem), a View of `base`: it shares base's version and keeps how it was made."""
+    out.__class__ = View  # the same slots: only the grad_fn/requires_grad properties differ
+    out._vc = base._vc
+    out._base = base
+    out._view_fn = (op, attrs) if type(base) is not View or len(base._view_fn) < 3 else _multi(op, attrs)
+    out._view_version = base._vc[0] if base._vc is not INFERENCE_VERSION else 0
+
+
+def _regenerate_view(view, strict=True):
+    """torch's rule for a View whose memory was written since its graph was recorded: its view op is
+    applied again to its base's current graph (a stale base regenerates first, as reading its grad_fn
+    does). A reshape that had to copy holds no view of the memory: its graph stays. One of the views an
+    op returned together (split, chunk, unbind) has no graph to rebuild, as in torch: reading its grad_fn
+    (`strict`, what an op does, not reading requires_grad) raises."""
+    base = view._base
+    if len(view._view_fn) > 2 and base.requires_grad:  # one of several views an op returned (split)
+        if strict:
+            raise multi_output_error(view, "its base or another view of its base has been modified inplace")
+        view.requires_grad = True  # it has no graph, but it requires grad (torch)
+        return
+    view._view_version = view._vc[0]
+    if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
+        return
+    if base.requires_grad:
+        _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
+    elif _grad_fn_slot.__get__(view) is not None:  # the base left the graph (detach_ of a leaf base)
+        _grad_fn_slot.__set__(view, None)
+        view.requires_grad = False
+
+
+def mark_multi_output(views, fn_name):
+    """Mark `views`, returned together by `fn_name` (torch's name: Split, SplitWithSizes, Unbind), as torch
+    does: neither a write into one of them nor, after a write into their memory, their use in autograd is
+    allowed (multi_output_error)."""
+    for k, v in enumerate(views):
+        if isinstance(v, View):
+            v._view_fn = (*v._view_fn[:2], (fn_name, k))
+    return views
+
+
+def _multi(op, attrs):
+    """The recipe of a view of one of several views returned together: as in torch, it is bound the same."""
+    return (op, attrs, (op.name.title(), 0))
+
+
+def multi_output_error(view, what):
+    name, k = view._view_fn[2]
+    return AutogradError(
+        f"Output {k} of {name} is a view and {what}. This view is the output of a function that returns multiple "
+        "views. Such functions do not allow the output views to be modified inplace. You should replace the "
+        "inplace operation by an out-of-place one."
+    )
+
+
+_grad_fn_slot = Tensor.grad_fn
+tensor_module.regenerate_view = _regenerate_view

@@ -34,6 +34,7 @@ class Tensor:
         "_retains",
         "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
         "_view_fn",  # on views only: (op, attrs) that made it from _base, so a write through it reaches _base
+        "_view_version",  # on views only: the shared version its grad_fn was recorded at (View)
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
@@ -312,8 +313,12 @@ class Tensor:
             extra.append(f"device='{self.device}'")
         if arr.dtype != dtypes.get_default_dtype().np and arr.dtype != np.int64 and arr.dtype != np.bool_:
             extra.append(f"dtype={self.dtype}")
-        if self.grad_fn is not None:
-            extra.append(f"grad_fn=<{self.grad_fn.name()}>")
+        try:
+            grad_fn = self.grad_fn and self.grad_fn.name()
+        except AutogradError:  # a split output whose memory was written has no graph: torch shows this
+            grad_fn = "Invalid"
+        if grad_fn is not None:
+            extra.append(f"grad_fn=<{grad_fn}>")
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extra) + ")"
@@ -352,6 +357,49 @@ class Tensor:
 
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
+
+
+# Installed by autograd.function (which records nodes; this module cannot import it): rebuilds a stale
+# View's grad_fn as its view op applied to its base's current graph.
+regenerate_view = None
+_grad_fn_slot = Tensor.grad_fn  # the slots themselves, which View's properties wrap
+_requires_grad_slot = Tensor.requires_grad
+
+
+class View(Tensor):
+    """A tensor made by a view op (reshape, permute, expand, slicing...): torch's rule for the views of a
+    memory written in place. A write through one view (or into the base) gives the written tensor and
+    its base a new graph, but the other views of that memory made before keep the graph of the old
+    values. So, as torch, a view remembers the shared version its graph was recorded at, and reading its
+    grad_fn or requires_grad (what an op, backward or the user does) after the version moved rebuilds
+    its graph from its base's. Only views pay for this: a plain Tensor's attributes are bare slots."""
+
+    __slots__ = ()
+
+    @property
+    def grad_fn(self):
+        vc = self._vc
+        if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
+            regenerate_view(self)
+        return _grad_fn_slot.__get__(self)
+
+    @grad_fn.setter
+    def grad_fn(self, node):  # set after a write through this view: its graph is current again
+        _grad_fn_slot.__set__(self, node)
+        vc = self._vc
+        self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
+
+    def _requires_grad(self):
+        vc = self._vc
+        if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
+            regenerate_view(self, strict=False)
+        return _requires_grad_slot.__get__(self)
+
+    requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
+
+
+TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take without further checks (not subclasses
+# such as Parameter, which take the general path)
 
 
 class InferenceVersion(list):

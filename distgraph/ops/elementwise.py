@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph import dtypes
 from distgraph.autograd.function import apply
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DivisionByZeroError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops.promotion import _float_operand, _operands, cast, const
@@ -41,7 +41,7 @@ _sub.grad(lambda ctx, g: (g, neg(g) if ctx.next[1] is not None else None))
 _sub.array_grad(lambda ctx, g: (g, -g if ctx.next[1] is not None else None))
 
 
-@defop("mul", kind=EW, save=(0, 1))
+@defop("mul", kind=EW, save=(0, 1), saved_for={0: 1, 1: 0})
 def _mul(xp, a, b):
     return a * b
 
@@ -58,7 +58,7 @@ def _(ctx, g):
     return (g * b.array if ctx.next[0] is not None else None, g * a.array if ctx.next[1] is not None else None)
 
 
-@defop("div", kind=EW, save=(0, 1))
+@defop("div", kind=EW, save=(0, 1), saved_for={0: 1})
 def _div(xp, a, b):
     return a / b
 
@@ -126,12 +126,13 @@ def _minimum(xp, a, b):
 
 
 def _extremum_grad(ctx, g, wins):
+    """torch's rule: a tie splits g; an input gets g unless the other wins (so both get it at a NaN)."""
     a, b = ctx.inputs
     half = div(g, 2)
     tie = cmp.eq(a, b)
     zero = const(0, g)
-    ga = where(tie, half, where(wins(a, b), g, zero))
-    gb = where(tie, half, where(wins(b, a), g, zero))
+    ga = where(tie, half, where(wins(b, a), zero, g))
+    gb = where(tie, half, where(wins(a, b), zero, g))
     return ga, gb
 
 
@@ -187,7 +188,7 @@ def _(ctx, g):
 
 def _binary_fn(op, float_only=False):
     def fn(input, other):
-        if type(input) is Tensor and type(other) is Tensor and input.array.dtype == other.array.dtype:
+        if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
             a, b = input, other  # the common case, without the promotion logic
         else:
             a, b = _operands(input, other)
@@ -235,7 +236,7 @@ def div(input, other, rounding_mode=None):
     if rounding_mode == "trunc":
         if a.array.dtype.kind in "iu" and b.array.dtype.kind in "iu":
             _check_int_divisor("div", a.array, b.array)
-        q = trunc(_div(_float_operand(a), _float_operand(b)))
+        q = _trunc_divide(_float_operand(a), _float_operand(b))
         return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
@@ -250,6 +251,11 @@ def _floor_divide(xp, a, b):
 # result still requires grad. torch's floor_divide itself raises in backward ("not implemented"); here
 # both give the zero gradient.
 _floor_divide.grad(lambda ctx, g: tuple(_zero_grad(ctx, g) if n is not None else None for n in ctx.next))
+
+
+# div(rounding_mode="trunc") of floats, one op: a zero gradient where b is 0 too (trunc of div gave 0 / 0)
+_trunc_divide = defop("trunc_divide", kind=EW, save=())(lambda xp, a, b: xp.trunc(a / b))
+_trunc_divide.grad(_floor_divide.backward)
 
 
 def floor_divide(input, other):
@@ -291,7 +297,8 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    return mul(g, const(0, g))
+    """torch's zeros_like(grad), 0 where g is inf or nan too (not g * 0), as an op of g (create_graph)."""
+    return _where(const(False, g, np.bool_), g, const(0, g))
 
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda ctx, g: mul(g, ctx.out), saves_output=True, save=())
@@ -418,12 +425,14 @@ def _(ctx, g):
     if hi is not None:
         upper = cmp.le(x, hi)
         keep = upper if keep is None else cmp.logical_and(keep, upper)
-    return g if keep is None else mul(g, keep)
+    return g if keep is None else where(keep, g, const(0, g))  # (torch's where: a NaN g clamped off is 0)
 
 
 def clamp(input, min=None, max=None):
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        return _clamp_by_tensors(input, min, max)
+        from distgraph.ops.clamp_bounds import clamp_by_tensors  # (it builds on this module's ops)
+
+        return clamp_by_tensors(input, min, max)
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
     if input.array.dtype.kind != "f" and (type(min) is float or type(max) is float):
@@ -432,26 +441,6 @@ def clamp(input, min=None, max=None):
 
 
 clip = clamp
-
-
-def _clamp_by_tensors(x, lo, hi):
-    """clamp with Tensor bounds and torch's gradients (clamp_backward_min_max): x's where lo <= x <= hi,
-    lo's where x < lo < hi, hi's where x > hi or hi < lo. Nobody's where a value is NaN, nor where
-    x < lo == hi (the old where-chain gave those to x and to lo). The cases exclude each other, so each
-    is a where on the operand that gets it, falling back to the value without a gradient."""
-    value = x
-    if lo is not None:
-        value = maximum(value, lo)  # propagates a NaN of either side, as torch's clamp
-    if hi is not None:
-        value = minimum(value, hi)
-    out = value.detach()
-    if lo is None:
-        return where(cmp.gt(x, hi), hi, where(cmp.le(x, hi), x, out))
-    if hi is None:
-        return where(cmp.lt(x, lo), lo, where(cmp.ge(x, lo), x, out))
-    out = where(cmp.logical_or(cmp.gt(x, hi), cmp.lt(hi, lo)), hi, out)
-    out = where(cmp.logical_and(cmp.lt(x, lo), cmp.lt(lo, hi)), lo, out)
-    return where(cmp.logical_and(cmp.ge(x, lo), cmp.le(x, hi)), x, out)
 
 
 @defop("where", kind=EW, save=(0,))

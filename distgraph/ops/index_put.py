@@ -15,10 +15,10 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.indexing import IDX, _add_at, _getitem
+from distgraph.ops.indexing import IDX, _add_at, _getitem, getitem
 from distgraph.ops.registry import defop
 from distgraph.ops.subscript import indexed_shape, memory_overlap, parse
-from distgraph.ops.views import commit, rebase, snapshot
+from distgraph.ops.views import commit, internal_overlap, overwrite, rebase, refuse_internal_overlap, snapshot
 
 
 def _write(xp, out, basic, adv, values, accumulate):
@@ -150,18 +150,26 @@ def _put_(input, sub, v, accumulate, op):
     """Write `v` at `sub` into `input` in place. Under grad mode, when `input` or `v` needs grad, it is
     recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
     _refuse_overlap(input, sub, v, op)
+    if sub.adv is None:  # a basic write copies into its target, which torch refuses to do into aliases
+        refuse_internal_overlap(input.array[(*(sub.basic or ()), Ellipsis)], op)
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
     if recording:
         if input.requires_grad and input.grad_fn is None:
             view = op == "setitem" and _views(sub.basic, input.shape)
             what = "a view of a leaf Variable" if view else "a leaf Variable"
             raise AutogradError(f"{op}: {what} that requires grad is being used in an in-place operation.")
-        result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=accumulate)
-        rebased = rebase(input, result)
+        written = input
+        if sub.adv is None and internal_overlap(input.array):  # as torch, input[basic].copy_(v): the target
+            written = getitem(input, sub.basic)  # (no aliases in it) gets v, and input, a view of the
+            result = overwrite(snapshot(written), v)  # memory written, rebuilds its graph from the root's
+        else:
+            result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=accumulate)
+        rebased = rebase(written, result)
     _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, accumulate)
     input._vc[0] += 1
     if recording:
-        input.grad_fn, input.requires_grad = result.grad_fn, True
+        if written is input:
+            input.grad_fn, input.requires_grad = result.grad_fn, True
         commit(rebased)
 
 

@@ -10,6 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
@@ -30,6 +31,8 @@ def _getitem(xp, x, index):
     out = x[index]
     if isinstance(out, np.generic):  # an element: numpy copies it out as a scalar, torch returns a
         out = x[(*(index if isinstance(index, tuple) else (index,)), Ellipsis)]  # 0-d view (`...` keeps one)
+    elif not out.flags.c_contiguous and not is_basic_index(index):  # an advanced index's copy is laid
+        out = xp.ascontiguousarray(out)  # out contiguously, as torch's (so .view() of it works)
     return out
 
 
@@ -76,9 +79,7 @@ def getitem(input, index):
     if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
         attrs = {"index": () if sub.basic is None else sub.basic}
         out = _getitem(input, **attrs)
-        out._vc = input._vc  # writes through the view change `input`, so they share versions
-        out._base = input
-        out._view_fn = (_getitem, attrs)
+        mark_view(out, input, _getitem, attrs)  # writes through the view change `input`: shared versions
     if sub.adv is not None:
         out = _getitem(out, index=sub.adv)
     return out
@@ -229,6 +230,8 @@ def index_select(input, dim, index):
 def take_along_dim(input, indices, dim=None):
     if dim is None:  # torch: both flattened
         return gather(input.reshape(-1), 0, indices.reshape(-1))
+    if input.ndim == 0:  # torch's take_along_dim has no dim to take along (gather reads a 0-d as 1-d)
+        raise IndexOutOfRangeError(f"take_along_dim: Dimension specified as {dim} but tensor has no dimensions")
     return gather(input, dim, indices)
 
 

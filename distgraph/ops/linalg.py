@@ -9,7 +9,7 @@ import builtins
 import string
 
 from distgraph.autograd.function import apply
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim, sum
@@ -22,7 +22,7 @@ def _mm(a, b):
     return a.dot(b) if a.ndim == 2 and b.ndim == 2 else a @ b
 
 
-@defop("matmul", kind="matmul", save=(0, 1))
+@defop("matmul", kind="matmul", save=(0, 1), saved_for={0: 1, 1: 0})
 def _matmul(xp, a, b):
     return _mm(a, b)
 
@@ -94,7 +94,7 @@ def _(ctx, g):
 
 
 def matmul(input, other):
-    if type(input) is Tensor and type(other) is Tensor and input.array.dtype == other.array.dtype:
+    if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
         a, b = input, other
     else:
         a, b = ew._operands(input, other)

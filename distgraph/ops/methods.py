@@ -221,8 +221,15 @@ INPLACE = [
 ]
 
 
-def inplace_variant(fn, name):
+def inplace_variant(fn, name, overlap_ok=False):
+    """The in-place method `name` of out-of-place op `fn`; `overlap_ok`: it may write into an expanded
+    tensor (one value, or chosen positions, for all the aliases of a location), as torch lets it."""
+
     def method(self, *args, **kwargs):
+        if not overlap_ok:
+            views.refuse_internal_overlap(self.array, name)
+        if name != "fill_":  # fill_ reads its one value first
+            views.refuse_partial_overlap(self.array, (*args, *kwargs.values()), name)
         recording = grad_mode.state.grad_enabled and (
             self.requires_grad
             or any(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -238,8 +245,9 @@ def inplace_variant(fn, name):
             source.device, source.grad, source.grad_fn = self.device, None, self.grad_fn
             source.requires_grad, source._vc = self.requires_grad, [self._vc[0]]
         result = fn(source, *args, **kwargs)
+        res = _result_array(self, result, name)  # checked before the graph is rebased
         rebased = views.rebase(self, result) if recording and result.grad_fn is not None else ()
-        _write_into(self, result, name)
+        _write_into(self, res)
         if recording and result.grad_fn is not None:
             self.grad_fn = result.grad_fn
             self.requires_grad = True
@@ -250,7 +258,8 @@ def inplace_variant(fn, name):
     return method
 
 
-def _write_into(self, result, name):
+def _result_array(self, result, name):
+    """`result`'s array, cast to `self`'s dtype where torch casts: what the in-place op writes."""
     res = result.array
     if res.dtype != self.array.dtype:
         if dtypes._category(res.dtype) > dtypes._category(self.array.dtype):
@@ -263,19 +272,30 @@ def _write_into(self, result, name):
         raise ShapeError(
             f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(res.shape)}"
         )
+    return res
+
+
+def _write_into(self, res):
     if self.array.ndim == 0:
         self.array = self.array.copy() if not self.array.flags.writeable else self.array
         self.array[...] = res
+    elif views.internal_overlap(self.array):  # only the changed elements, so a location is changed when
+        changed = res != self.array  # any of its aliases is (tril_, masked_fill_), in any order, as torch
+        self.array[changed] = res[changed]
     else:
         self.array[...] = res
     self._vc[0] += 1
 
 
 def _fill_(self, value):
-    if isinstance(value, Tensor) and value.ndim:
-        raise ShapeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise ShapeError(
+                f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
+            )
+        views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return inplace_variant(lambda s, v: ew.add(ew.mul(s, 0), v), "fill_")(self, value)
+        return inplace_variant(views.overwrite, "fill_", overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -289,19 +309,28 @@ def _zero_(self):
 def _copy_(self, src, non_blocking=False):
     from distgraph.backend import to_device
 
+    views.refuse_internal_overlap(self.array, "copy_")
+    views.refuse_partial_overlap(self.array, (src,), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
-        return inplace_variant(lambda s, o: ew.add(ew.mul(s, 0), o), "copy_")(self, src)
+        return inplace_variant(views.overwrite, "copy_")(self, src)
     self.array[...] = arr
     self._vc[0] += 1
     return self
 
 
 def recording_needed(self, src):
-    return grad_mode.state.grad_enabled and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
+    """Whether fill_/copy_ are recorded: a tensor that cannot require grad (an integer one) takes a value
+    that requires grad as a plain value, cast, as torch's."""
+    return (
+        grad_mode.state.grad_enabled
+        and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
+        and self.array.dtype.kind in "fc"
+    )
 
 
 def _uniform_(self, a=0.0, b=1.0):
+    views.refuse_internal_overlap(self.array, "uniform_")
     gen = creation.generator(self.device)
     self.array[...] = gen.uniform(a, b, self.shape)
     self._vc[0] += 1
@@ -309,6 +338,7 @@ def _uniform_(self, a=0.0, b=1.0):
 
 
 def _normal_(self, mean=0.0, std=1.0):
+    views.refuse_internal_overlap(self.array, "normal_")
     gen = creation.generator(self.device)
     self.array[...] = gen.normal(mean, std, self.shape)
     self._vc[0] += 1
@@ -316,6 +346,7 @@ def _normal_(self, mean=0.0, std=1.0):
 
 
 def _bernoulli_(self, p=0.5):
+    views.refuse_internal_overlap(self.array, "bernoulli_")
     gen = creation.generator(self.device)
     self.array[...] = gen.random(self.shape) < p
     self._vc[0] += 1
@@ -345,19 +376,19 @@ def install():
     for name, fn in METHODS.items():
         setattr(Tensor, name, fn)
     for name in INPLACE:
-        setattr(Tensor, name + "_", inplace_variant(METHODS[name], name + "_"))
+        setattr(Tensor, name + "_", inplace_variant(METHODS[name], name + "_", overlap_ok=name in ("tril", "triu")))
     Tensor.fill_ = _fill_
     Tensor.zero_ = _zero_
     Tensor.copy_ = _copy_
     Tensor.uniform_ = _uniform_
     Tensor.normal_ = _normal_
     Tensor.bernoulli_ = _bernoulli_
-    Tensor.masked_fill_ = inplace_variant(indexing.masked_fill, "masked_fill_")
+    Tensor.masked_fill_ = inplace_variant(indexing.masked_fill, "masked_fill_", overlap_ok=True)
     Tensor.index_put_ = index_put.index_put_
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))
-    Tensor.mT = property(lambda self: shape.transpose(self, -2, -1))
+    Tensor.mT = property(lambda self: shape.transpose(self, -2, -1) if self.ndim else shape.permute(self, ()))
     Tensor.new_zeros = lambda self, *size, **kw: _new(self, 0)(*size, **kw)
     Tensor.new_ones = lambda self, *size, **kw: _new(self, 1)(*size, **kw)
     Tensor.new_full = lambda self, size, value, **kw: _new(self, value)(*size, **kw)

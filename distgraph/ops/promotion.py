@@ -9,7 +9,7 @@ Kept apart from elementwise.py, which applies the rules: every binary op, compar
 import numpy as np
 
 from distgraph import dtypes
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DTypeError
 from distgraph.ops.registry import defop
 
@@ -37,9 +37,9 @@ def _wrapped(value, dt):
 
 def _operands(a, b):
     """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
-    if type(a) is Tensor and type(b) is Tensor and a.array.dtype == b.array.dtype:
+    if type(a) in TENSOR_TYPES and type(b) in TENSOR_TYPES and a.array.dtype == b.array.dtype:
         return a, b
-    if (type(b) is float or type(b) is int) and type(a) is Tensor and a.array.dtype.kind == "f":
+    if (type(b) is float or type(b) is int) and type(a) in TENSOR_TYPES and a.array.dtype.kind == "f":
         return a, const(b, a)  # the common `x * 2.0`: a Python number takes a float tensor's dtype
     a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
     if not (a_is or b_is):

@@ -2,6 +2,8 @@
 
 import builtins
 
+import numpy as np
+
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
@@ -93,9 +95,16 @@ def triu(input, diagonal=0):
     return ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input))
 
 
-@defop("diagonal", kind="other", save=())
+@defop("diagonal", kind="other", save=(), view=True)
 def _diagonal(xp, x, offset, axis1, axis2):
-    return xp.diagonal(x, offset=offset, axis1=axis1, axis2=axis2).copy()
+    """A view, as torch's: a write through it reaches `x`. numpy's diagonal is a read-only view, so the
+    same strides are laid over `x` from the diagonal's first element (a writable view of `x`)."""
+    d = xp.diagonal(x, offset=offset, axis1=axis1, axis2=axis2)
+    if xp is not np or not d.size:
+        return d if xp is not np else np.lib.stride_tricks.as_strided(x, d.shape, d.strides)
+    start = [slice(None)] * x.ndim
+    start[axis1], start[axis2] = slice(builtins.max(-offset, 0), None), slice(builtins.max(offset, 0), None)
+    return np.lib.stride_tricks.as_strided(x[tuple(start)], d.shape, d.strides)
 
 
 @_diagonal.grad
@@ -122,8 +131,8 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
 
 
 def diag(input, diagonal=0):
-    if input.ndim == 2:
-        return globals()["diagonal"](input, diagonal)
+    if input.ndim == 2:  # a copy, as torch's diag (diagonal is the view)
+        return globals()["diagonal"](input, diagonal).clone()
     n = input.shape[0] + builtins.abs(diagonal)
     xp = input.device.xp
     sel = xp.zeros((input.shape[0], n * n), dtype=input.array.dtype)

@@ -39,11 +39,12 @@ class Op:
         "saves_output",
         "saves_extra",
         "view",
+        "saved_for",
         "writer_factory",
         "__dict__",
     )
 
-    def __init__(self, name, forward, kind, save, saves_output, saves_extra, view):
+    def __init__(self, name, forward, kind, save, saves_output, saves_extra, view, saved_for=None):
         self.name = name
         self.forward = forward
         self.backward = None
@@ -53,6 +54,7 @@ class Op:
         self.saves_output = saves_output
         self.saves_extra = saves_extra
         self.view = view
+        self.saved_for = saved_for or {}
         self.writer_factory = None
 
     def writer(self, factory):
@@ -77,13 +79,15 @@ class Op:
         return f"Op({self.name}, kind={self.kind})"
 
 
-def defop(name, *, kind="other", save=(0,), saves_output=False, saves_extra=False, view=False):
-    """Decorator registering `forward(xp, *arrays, **attrs)` as op `name`."""
+def defop(name, *, kind="other", save=(0,), saves_output=False, saves_extra=False, view=False, saved_for=None):
+    """Decorator registering `forward(xp, *arrays, **attrs)` as op `name`. `saved_for` {i: j}: saved input
+    i is read only for input j's gradient (mul's a, for b's), so when j needs none, a write into i
+    after the op does not stop backward (torch saves it only then)."""
 
     def register(forward):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is defined twice")
-        op = Op(name, forward, kind, save, saves_output, saves_extra, view)
+        op = Op(name, forward, kind, save, saves_output, saves_extra, view, saved_for)
         REGISTRY[name] = op
         return op
 

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from distgraph.autograd.engine import sum_to_array
-from distgraph.autograd.function import apply
+from distgraph.autograd.function import apply, mark_multi_output
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace
 from distgraph.errors import ShapeError
@@ -125,7 +125,8 @@ def unsqueeze(input, dim):
 
 
 def contiguous(input):
-    return input
+    """`input` itself when its memory is laid out in order, else a copy that is (not a view, as torch)."""
+    return input if input.array.flags.c_contiguous else input.clone()
 
 
 # ---- permutations -----------------------------------------------------------------------------------
@@ -188,11 +189,14 @@ def movedim(input, source, destination):
 def _expand(xp, x, shape):
     if x.shape == shape:  # nothing broadcast: a plain view, writable as torch's
         return x.view()
+    # writable, as torch's (not np.broadcast_to's): in-place ops check it (views.refuse_internal_overlap)
     if xp is np and x.flags.c_contiguous and x.size:
         # the zero-stride view built directly: np.broadcast_to's generic checks cost several times more
-        out = np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
-        out.flags.writeable = False  # as broadcast_to: many elements share one memory location
-        return out
+        return np.ndarray(shape, x.dtype, x, 0, _broadcast_strides(x.shape, x.itemsize, shape))
+    if xp is np:
+        lead = len(shape) - x.ndim
+        strides = (0,) * lead + tuple(0 if n == 1 else s for n, s in zip(x.shape, x.strides))
+        return np.lib.stride_tricks.as_strided(x, shape, strides)
     return xp.broadcast_to(x, shape)
 
 
@@ -438,7 +442,7 @@ def split(tensor, split_size_or_sections, dim=0):
     for s in sizes:
         out.append(narrow(tensor, d, start, s))
         start += s
-    return tuple(out)
+    return mark_multi_output(tuple(out), "Split" if isinstance(split_size_or_sections, int) else "SplitWithSizes")
 
 
 def chunk(input, chunks, dim=0):
@@ -451,7 +455,7 @@ def chunk(input, chunks, dim=0):
 
 def unbind(input, dim=0):
     d = _dim(dim, input.ndim, "unbind", whole=True)
-    return tuple(squeeze(s, d) for s in split(input, 1, d))
+    return mark_multi_output(tuple(squeeze(s, d) for s in split(input, 1, d)), "Unbind")
 
 
 # ---- reorder ----------------------------------------------------------------------------------------------

@@ -339,8 +339,8 @@ def memory_overlap(a, b):
     if a.size == 0 or b.size == 0 or not (_dense(a) and _dense(b)):
         return None
     pa, pb = _address(a), _address(b)
-    if pa == pb and a.nbytes == b.nbytes:
-        return "full"
+    if pa == pb and a.nbytes == b.nbytes:  # the same block: the same elements only in the same layout
+        return "full" if a.strides == b.strides else "partial"
     return "partial" if pa < pb + b.nbytes and pb < pa + a.nbytes else None
 
 

@@ -4,17 +4,27 @@ A view (reshape, permute, slice, basic indexing...) shares memory and the versio
 base. When an in-place op is recorded on a view, its new value reached the base's memory, so the
 base's graph must change too: base_new = base_old * (1 - covered) + place(view_new), where `place` is
 the view op's own backward rule (linear: it puts a view-shaped tensor where the view sits in the base)
-and `covered = place(ones)` marks those positions. This repeats up the chain of views. An expanded
-view (several elements on one memory location) is refused, as torch refuses it.
+and `covered = place(ones)` marks those positions; composed down the chain of views, it gives the graph
+of the root, the tensor owning the memory. Every other view of that memory, the ones in the chain
+included, rebuilds its graph from the root's when next used (autograd.tensor.View). Writes into an
+expanded view (several elements on one memory location) are refused, as torch refuses them, but for
+those that write one value to all the aliases of a location; recorded, their backward refuses, as torch's.
 """
 
 import numpy as np
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import Node
+from distgraph.autograd.function import Node, multi_output_error
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import defop
+from distgraph.ops.subscript import memory_overlap
+
+OVERLAP_MESSAGE = (
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() the tensor before performing the operation."
+)
 
 
 def is_basic_index(index):
@@ -49,32 +59,70 @@ def snapshot(t):
 
 
 def rebase(view, new_value):
-    """Before `new_value` (a recorded Tensor) is written into `view`: compute the graph each base of
-    the view chain gets. Returns [(base, its new graph Tensor)], to apply with `commit` after the write."""
+    """Before `new_value` (a recorded Tensor) is written into `view`: the graph the root of its chain of
+    views (the tensor that owns the memory) gets, as torch's CopySlices. Returns [(root, its new graph)]
+    (empty when `view` is no view), to apply with `commit` after the write. The views in between, like
+    every other view of that memory, are then stale and rebuild their graph from the root's when next
+    used (autograd.tensor.View)."""
     if not grad_mode.state.grad_enabled:
         return []
-    out = []
     node = _view_node(view)
-    while node is not None:
+    if node is None:
+        return []
+    if len(view._view_fn) > 2:  # one of several views an op returned together (split)
+        raise multi_output_error(view, "is being modified inplace")
+    with grad_mode.no_grad():
+        covered = ew.const(1, view, None).expand(view.shape)
+    placed = new_value
+    while node is not None:  # each view op's backward rule puts the value one level down
         base = node.inputs[0]
         if base.requires_grad and base.grad_fn is None:
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."
             )
+        placed = _place(node, placed)
         with grad_mode.no_grad():
-            covered = _place(node, ew.const(1, view, None).expand(view.shape))
-        if float(covered.array.max(initial=0)) > 1:
-            raise AutogradError(
-                "unsupported operation: more than one element of the written-to tensor refers to a single "
-                f"memory location ({node.op.name} view of shape {tuple(view.shape)}). Please clone() the "
-                "tensor before performing the operation."
-            )
-        placed = _place(node, new_value)
-        new_value = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
-        out.append((base, new_value))
-        view, node = base, _view_node(base)
-    return out
+            covered = _place(node, covered)
+        node = _view_node(base)
+    new_root = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
+    if float(covered.array.max(initial=0)) <= 1:
+        return [(base, new_root)]
+    # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view): torch
+    # records the write, but its backward refuses to run. `view` itself rebuilds its graph from the root.
+    return [(base, _overlapping_write(new_root)), (view, None)]
+
+
+@defop("overlapping_write", kind="other", save=())
+def _overlapping_write(xp, x):
+    return x
+
+
+@_overlapping_write.grad
+def _(ctx, g):
+    raise AutogradError(OVERLAP_MESSAGE)
+
+
+def internal_overlap(a):
+    """Whether several elements of array `a` share one memory location (torch's test: a zero stride on a
+    dim longer than 1, as expand makes)."""
+    return 0 in a.strides and a.size > 1 and any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
+
+
+def overwrite(old, value):
+    """`value` in `old`'s place, recorded so that `old` gets a zero gradient (not old * 0 + value, which
+    keeps a nan or inf of the old value)."""
+    return ew.where(ew.const(True, old, np.bool_), value, old)
+
+
+def refuse_internal_overlap(a, op):
+    """torch refuses a write into a tensor where several elements share one memory location (an expanded
+    one: a zero stride on a dim longer than 1), as the result would depend on the order of the writes;
+    it lets through only those writing one value everywhere (fill_, zero_) or at chosen positions
+    (masked_fill_, index_put_, tril_). `a`: the array written into."""
+    if internal_overlap(a):
+        strides = tuple(x // a.itemsize for x in a.strides)
+        raise AutogradError(f"{op}: {OVERLAP_MESSAGE} (shape {tuple(a.shape)}, strides {strides})")
 
 
 def _place(node, t):
@@ -84,5 +132,22 @@ def _place(node, t):
 
 
 def commit(rebased):
+    """After the write: the root gets its new graph (a written view whose graph `rebase` could not give
+    is left to rebuild it from the root's: a version it never had marks it stale)."""
     for base, new_value in rebased:
-        base.grad_fn, base.requires_grad = new_value.grad_fn, True
+        if new_value is None:
+            base._view_version = -1
+        else:
+            base.grad_fn, base.requires_grad = new_value.grad_fn, True
+
+
+def refuse_partial_overlap(a, operands, op):
+    """torch refuses an in-place op whose written-to array `a` shares some, not all, of its elements with
+    one of its tensor `operands` (`x[1:].add_(x[:-1])`, `x.T.copy_(x)`): the result would depend on the
+    order of the writes. The same elements in the same layout (`x.add_(x)`) are fine."""
+    for t in operands:
+        if isinstance(t, Tensor) and memory_overlap(a, t.array) == "partial":
+            raise AutogradError(
+                f"{op}: unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                "to a single memory location. Please clone() the tensor before performing the operation."
+            )

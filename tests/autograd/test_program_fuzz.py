@@ -50,15 +50,14 @@ def _leaves(rng):
 # Calls torch refuses and distgraph accepts, left as they are (listed in the fuzzer's report): mixed
 # float dtypes in matmul-like ops and lerp/isclose; Python numbers where torch's signature wants a
 # Tensor; outer of non-1-D; float-only math on integer tensors; bool subtraction; scatter's dtype and
-# index-size checks; in-place writes through split/unbind outputs; expand()/permute() without sizes;
-# diagonal (a copy in distgraph, a view in torch).
+# index-size checks; expand()/permute() without sizes.
 _LENIENT_OPS = (
     "lerp", "isclose", "outer", "@T", "mm", "mv", "bmm", "einsum", "matmul", "maximum", "minimum", "atan2",
     "logical_", "fmod", "ge(", "gt(", "clamp(", "sub(", "-(", "scatter", "norm(", "expand_m1", "permute",
-    "split(", "unbind(", "diag(", "softmax", "log_softmax", "log2", "log10", "frac", "pow_frac",
+    "diag(", "softmax", "log_softmax", "log2", "log10", "frac", "pow_frac",
 )  # fmt: skip
 _LENIENT_ERRORS = ("must be Tensor", "expected", "Expected", "not implemented for", "is not supported",
-                   "does not allow", "multiple views", "invalid combination", "missing 1 required",
+                   "does not allow", "invalid combination", "missing 1 required",
                    "view of a leaf Variable", "did not match", "found")  # fmt: skip
 
 
@@ -184,7 +183,6 @@ def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False):
         if gen.__name__ == "inplace":
             if tainted:  # the write may have reached any alias
                 loose = [True] * len(pool)
-            _detach_stale_aliases(pool, d_out[0])
         for k, (d, t) in enumerate(pool):  # an in-place write reaches every alias
             bad = _compare(d, t, f"after step {step} {desc}: pool value {k}", loose[k])
             if bad:
@@ -193,19 +191,6 @@ def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False):
     if bad == "retry with snapshots":
         return run_program(seed, n_steps, second_order, snapshots=True)
     return trace, bad
-
-
-def _detach_stale_aliases(pool, written):
-    """Known divergence: after a write through one view, distgraph updates the graph of that view and
-    of its bases, not of other views of the same memory made before (torch regenerates those from the
-    base). Such stale aliases keep being compared by value, but leave the gradient check."""
-    chain, t = {id(written)}, written
-    while getattr(t, "_base", None) is not None:
-        t = t._base
-        chain.add(id(t))
-    for k, (d, t) in enumerate(pool):
-        if id(d) not in chain and d.requires_grad and np.may_share_memory(d.array, written.array):
-            pool[k] = (d.detach(), t.detach())
 
 
 def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
@@ -227,6 +212,10 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
         return None  # torch's own bug: clamp(a, min=t, max=u) where a broadcasts cannot backward
     if t_err is not None and "derivative for" in str(t_err) and "not implemented" in str(t_err):
         return None  # floor_divide, remainder(number, t): distgraph gives their (zero / -floor) gradient
+    if t_err is not None and "returned an invalid gradient at index" in str(t_err):
+        return None  # torch's own bug: Scatter(Add)Backward0 with a src smaller than index refuses its gradient
+    if t_err is not None and "operator, " in str(t_err) and "bool tensor" in str(t_err):
+        return None  # torch's own bug: a backward formula negates or subtracts a bool operand it accepted
     if t_err is not None and "modified by an inplace operation" in str(t_err) and not snapshots:
         d_g, d_err = _attempt(lambda m, loss: _grads(m, loss, d_leaves, False), dg, [d_loss])
         if d_err is None:
@@ -254,11 +243,7 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
 
 
 # Divergences found and not yet fixed (see the fuzzer's report); strict, so a fix shows up here.
-OPEN = {
-    63: "fill_ of a number through a strided view of a float tensor holding nan: values differ (not triaged)",
-    75: "torch's ScatterBackward rejects its own gradient shape (torch bug, distgraph backward runs)",
-    146: "gradient differs after scatter_add/repeat_interleave/pow_ through a squeeze view (not triaged)",
-}
+OPEN = {}
 
 
 @pytest.mark.parametrize(
