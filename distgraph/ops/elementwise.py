@@ -230,7 +230,7 @@ def div(input, other, rounding_mode=None):
     if rounding_mode is None:
         if a.array.dtype.kind != "f":
             a, b = _float_operand(a), _float_operand(b)
-        return _div(a, b)
+        return apply(_div, (a, b))
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
