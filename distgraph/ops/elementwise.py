@@ -473,8 +473,8 @@ def _(ctx, g):
 @_where.array_grad
 def _(ctx, g):
     cond, xp = ctx.inputs[0].array, ctx.inputs[0].device.xp
-    ga = xp.where(cond, g, 0) if ctx.next[1] is not None else None
-    gb = xp.where(cond, 0, g) if ctx.next[2] is not None else None
+    ga = kernels.keep_or_zero(xp, cond, g) if ctx.next[1] is not None else None
+    gb = kernels.keep_or_zero(xp, ~cond, g) if ctx.next[2] is not None else None
     return None, ga, gb
 
 
