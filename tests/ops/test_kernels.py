@@ -56,3 +56,14 @@ def test_relu_of_a_large_tensor_and_its_gradient_at_nan_and_zero():
     np.testing.assert_array_equal(_bits(y.detach().numpy()), _bits(np.maximum(x0, 0)))
     out = np.maximum(x0, 0)
     np.testing.assert_array_equal(_bits(x.grad.numpy()), _bits(np.where(out <= 0, 0, g)))
+
+
+def test_where_gradients_of_large_tensors_are_where_of_the_gradient():
+    rng = np.random.default_rng(3)
+    shape = (kernels.BIG // 8, 16)
+    a, b = (dg.tensor(rng.standard_normal(shape), requires_grad=True) for _ in range(2))
+    cond = rng.random(shape) > 0.5
+    g = _values(np.float64, shape[0] * shape[1]).reshape(shape)
+    dg.where(dg.tensor(cond), a, b).backward(dg.tensor(g))
+    np.testing.assert_array_equal(_bits(a.grad.numpy()), _bits(np.where(cond, g, 0)))
+    np.testing.assert_array_equal(_bits(b.grad.numpy()), _bits(np.where(cond, 0, g)))
