@@ -68,6 +68,7 @@ class _EngineOp:
     inputs or output of the engine's own (the ctx holds what backward needs), not a view."""
 
     kind = "custom"
+    array_backward = None  # the engine runs `backward` on Tensors (no array rule)
     save = ()
     saves_output = False
     saves_extra = False

@@ -146,7 +146,7 @@ def _run_node_arrays(node, grad, retain_graph):
     if node.versions:
         _check_versions(node, inputs)
     op = node.op
-    rule = getattr(op, "array_backward", None)  # custom Functions duck-type Op without one
+    rule = op.array_backward
     if rule is not None:
         grads = rule(node, grad)
         if type(grads) is not tuple:

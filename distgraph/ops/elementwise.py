@@ -16,6 +16,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DivisionByZeroError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
+from distgraph.ops import kernels
 from distgraph.ops.promotion import _float_operand, _operands, cast, const
 from distgraph.ops.registry import defop
 
@@ -230,7 +231,7 @@ def div(input, other, rounding_mode=None):
     if rounding_mode is None:
         if a.array.dtype.kind != "f":
             a, b = _float_operand(a), _float_operand(b)
-        return _div(a, b)
+        return apply(_div, (a, b))
     if rounding_mode == "floor":
         return floor_divide(a, b)
     if rounding_mode == "trunc":
@@ -389,11 +390,11 @@ sigmoid = _unary(
 @defop("relu_backward", kind=EW, save=(1,))
 def _relu_backward(xp, g, out):
     """0 where relu's output is ≤ 0, else g (a NaN output passes g): torch's threshold_backward, one op."""
-    return xp.where(out <= 0, 0, g).astype(g.dtype, copy=False)
+    return kernels.keep_or_zero(xp, ~(out <= 0), g)
 
 
 _relu_backward.grad(lambda ctx, gg: (_relu_backward(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
-relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
+relu = _unary("relu", kernels.relu, lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
 
 
 # array rules (the engine's fast mode) of the unary ops the hot paths use: the formulas above on arrays
@@ -406,7 +407,8 @@ sin.op.array_grad(lambda ctx, g: g * ctx.inputs[0].device.xp.cos(ctx.inputs[0].a
 cos.op.array_grad(lambda ctx, g: -(g * ctx.inputs[0].device.xp.sin(ctx.inputs[0].array)))
 tanh.op.array_grad(lambda ctx, g: g * (1 - ctx.out_array * ctx.out_array))
 sigmoid.op.array_grad(lambda ctx, g: g * (ctx.out_array * (1 - ctx.out_array)))
-relu.op.array_grad(lambda ctx, g: ctx.inputs[0].device.xp.where(ctx.out_array <= 0, 0, g).astype(g.dtype, copy=False))
+# relu's output is >= 0 or NaN, so `out != 0` is `not out <= 0` in one comparison
+relu.op.array_grad(lambda ctx, g: kernels.keep_or_zero(ctx.inputs[0].device.xp, ctx.out_array != 0, g))
 
 
 # ---- clamp, where, lerp -------------------------------------------------------------------------
@@ -460,8 +462,8 @@ def _(ctx, g):
 @_where.array_grad
 def _(ctx, g):
     cond, xp = ctx.inputs[0].array, ctx.inputs[0].device.xp
-    ga = xp.where(cond, g, 0) if ctx.next[1] is not None else None
-    gb = xp.where(cond, 0, g) if ctx.next[2] is not None else None
+    ga = kernels.keep_or_zero(xp, cond, g) if ctx.next[1] is not None else None
+    gb = kernels.keep_or_zero(xp, ~cond, g) if ctx.next[2] is not None else None
     return None, ga, gb
 
 

@@ -15,12 +15,13 @@ import math
 
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
+from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import generator
-from distgraph.ops.linalg import _matmul, matmul
+from distgraph.ops.linalg import _matmul, _mm, matmul
 from distgraph.ops.registry import defop
 
 
@@ -41,7 +42,7 @@ def _linear_weight_grad(xp, g, x):
 
 
 @_linear.grad
-def _(ctx, g):
+def _linear_grad(ctx, g):
     x, w = ctx.inputs[0], ctx.inputs[1]
     need = ctx.next
     gx = gw = gb = None
@@ -51,6 +52,21 @@ def _(ctx, g):
         gw = _linear_weight_grad(g, x)
     if len(need) > 2 and need[2] is not None:
         gb = apply(red._sum, (g,), {"axes": tuple(range(g.ndim - 1))}) if g.ndim > 1 else g
+    return gx, gw, gb
+
+
+@_linear.array_grad
+def _(ctx, g):
+    """The rule above on arrays, each product by the same forward function (same bits), without the
+    Tensor and apply() around each of the three."""
+    if g.ndim < 2:  # a 1-D input: matmul's vector rules, through the Tensor rule (rare)
+        got = _linear_grad(ctx, Tensor(g, device=ctx.inputs[0].device))
+        return tuple(None if t is None else t.array for t in got)
+    x, w = ctx.inputs[0].array, ctx.inputs[1].array
+    need = ctx.next
+    gx = _mm(g, w) if need[0] is not None else None
+    gw = _linear_weight_grad.forward(None, g, x) if need[1] is not None else None
+    gb = g.sum(tuple(range(g.ndim - 1)), None, None, False) if len(need) > 2 and need[2] is not None else None
     return gx, gw, gb
 
 

@@ -98,14 +98,15 @@ def matmul(input, other):
         a, b = input, other
     else:
         a, b = ew._operands(input, other)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+    x, y = a.array, b.array  # read once: Tensor.shape/.ndim are properties (per-op cost)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got {x.shape} and {y.shape}")
+    if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
         raise ShapeError(
-            f"matmul: mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, a.shape))} and "
-            f"{'x'.join(map(str, b.shape))})"
+            f"matmul: mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, x.shape))} and "
+            f"{'x'.join(map(str, y.shape))})"
         )
-    if a.array.ndim >= 2 and b.array.ndim >= 2:
+    if x.ndim >= 2 and y.ndim >= 2:
         return apply(_matmul, (a, b))
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     out = _matmul(unsqueeze(a, 0) if squeeze_a else a, unsqueeze(b, -1) if squeeze_b else b)

@@ -130,6 +130,13 @@ def _(ctx, g):
     return apply(_cross_entropy_backward, (g, *ctx.inputs), ctx.attrs), None, None
 
 
+@_cross_entropy.array_grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    arrays = [t.array for t in ctx.inputs]
+    return _cross_entropy_backward.forward(x.device.xp, g, *arrays, **ctx.attrs), None, None
+
+
 def _cross_entropy_grad_composed(ctx, g):
     from distgraph.ops.linalg import softmax
 

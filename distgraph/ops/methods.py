@@ -400,10 +400,10 @@ def install():
     Tensor.reshape_as = lambda self, other: shape.reshape(self, other.shape)
     Tensor.clone = lambda self, memory_format=None: ew.add(self, 0) if self.requires_grad else _clone(self)
     ops = {
-        "__add__": ew.add,
-        "__radd__": _reflect(ew.add),
-        "__sub__": ew.sub,
-        "__rsub__": _reflect(ew.sub),
+        "__add__": ew._add_fn,  # the operators have no alpha: add/sub without its two calls (per-op cost)
+        "__radd__": _reflect(ew._add_fn),
+        "__sub__": ew._sub_fn,
+        "__rsub__": _reflect(ew._sub_fn),
         "__mul__": ew.mul,
         "__rmul__": _reflect(ew.mul),
         "__truediv__": ew.div,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
+import distgraph.nn.functional as F
 from distgraph.autograd.function import set_tracer
 from distgraph.ops.linalg import safe_softmax
 from distgraph.ops.reduction import sum_to
@@ -28,6 +29,8 @@ def _any(shape):
 
 _MASK = _any((3, 4)) > 0
 _FULL_ROW = np.logical_or(_MASK, np.arange(3)[:, None] == 0)
+_TARGET = np.array([0, 3, 1, 1, 2])
+_CLASS_WEIGHT = _pos((4,))
 
 # op name -> cases; a case is (fn over dg tensors, input arrays); each op is reached through the public API
 CASES = {
@@ -73,6 +76,24 @@ CASES = {
     "cat": [(lambda a, b: dg.cat([a, b], 1), [_any((2, 3)), _any((2, 1))])],
     "softmax": [(lambda a: a.softmax(-1), [_any((3, 4))]), (lambda a: a.softmax(0), [_any((3, 4))])],
     "log_softmax": [(lambda a: a.log_softmax(1), [_any((2, 3, 4))])],
+    "linear": [
+        (lambda a, b, c: F.linear(a, b, c), [_any((2, 3, 4)), _any((5, 4)), _any((5,))]),
+        (lambda a, b: F.linear(a, b), [_any((4,)), _any((5, 4))]),  # a 1-D input
+    ],
+    "cross_entropy": [
+        (lambda a: F.cross_entropy(a, dg.tensor(_TARGET, device=a.device)), [_any((5, 4))]),
+        (
+            lambda a: F.cross_entropy(
+                a,
+                dg.tensor(_TARGET, device=a.device),
+                weight=dg.tensor(_CLASS_WEIGHT, device=a.device),
+                ignore_index=1,
+                label_smoothing=0.2,
+                reduction="none",
+            ),
+            [_any((5, 4))],
+        ),  # fmt: skip
+    ],
     "safe_softmax": [  # row 0 entirely -inf: a zero row, and a zero gradient
         (lambda a: safe_softmax(a.masked_fill(dg.tensor(_FULL_ROW, device=a.device), float("-inf")), 1), [_any((3, 4))])
     ],
