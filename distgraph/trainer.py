@@ -104,10 +104,10 @@ class Trainer:
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
         epochs, batch_size = check_fit(epochs, batch_size)
-        source = EpochData(data, batch_size, self.seed)
-        x, y = source.x, source.y
-        if resume:
+        if resume:  # first: the checkpoint's epoch is the one a DataLoader's first pass is for, its seed the seed
             self._resume()
+        source = EpochData(data, batch_size, self.seed, self.epoch)
+        x, y = source.x, source.y
         if self._cluster is None:
             self._cluster = self._start(x, y, batch_size if source.ranges is None else len(source.ranges[0]))
         if self._cluster is not None:
@@ -218,8 +218,11 @@ class Trainer:
     def _catch_up_scheduler(self, epoch_step):
         """Step the real scheduler once per step applied up to `epoch_step` (at the epoch's end and before
         a mid-epoch checkpoint, whose scheduler state must be that of the step it records)."""
-        if self._schedule is None:
+        if self._schedule is None or epoch_step <= self._scheduled:
             return
+        # the optimizer holds the last applied step's row; the real scheduler last left it at row
+        # `_scheduled`, and a chainable one (StepLR, CosineAnnealingLR: lr from the group's lr) steps from there
+        self._schedule.apply(self.optimizer, self._scheduled)
         for _ in range(self._scheduled, epoch_step):
             self.lr_scheduler.step()
         self._scheduled = max(self._scheduled, epoch_step)

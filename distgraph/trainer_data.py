@@ -96,7 +96,7 @@ class EpochData:
     batch_size does not apply), its batches taken in its order; a one-pass iterator (a generator) is
     read once and its batches replayed every epoch."""
 
-    def __init__(self, data, batch_size, seed):
+    def __init__(self, data, batch_size, seed, first_epoch=0):
         self.batch_size, self.seed = batch_size, seed
         self.loader = self.ranges = None
         batches = _loader_batches(data)
@@ -105,7 +105,9 @@ class EpochData:
             return
         self.loader = None if isinstance(data, Iterator) else data  # a one-pass iterator: its batches, kept
         self.x, self.y, self.ranges = _concatenated(batches)
-        self.read_for = 0  # the epoch whose iteration self.x holds (the first `fit` reads it now)
+        # the epoch whose iteration self.x holds: this pass is the one `fit` trains `first_epoch` on (a second
+        # `fit` or a resume goes on from its epoch; taking the next pass for it skipped one of the loader's)
+        self.read_for = first_epoch
 
     def epoch(self, epoch):
         """(x, y, the epoch's batches as index arrays, True when x and y are new since the last call)."""

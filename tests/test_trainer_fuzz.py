@@ -1,0 +1,331 @@
+"""Random differential testing of the local Trainer against the loop a PyTorch user writes by hand.
+
+Each seed draws a configuration — an MLP (widths, depth, ReLU/Tanh/GELU, LayerNorm, BatchNorm1d,
+Dropout with p=0), a loss (cross entropy with label smoothing / class weights, mse on regression
+targets), an optimizer with one or two param groups, a scheduler stepped per epoch or per step, 1–3
+local workers, the data as arrays, a list of batches, a one-pass generator or a DataLoader (shuffled
+or not), a GradScaler, validation data, fit called twice, a checkpoint saved and loaded between the
+two calls — and runs it in distgraph and in torch from the same float64 weights. The torch loop is
+DDP's rule emulated in one process (`torch_step`): each rank's shard, the gradient the shard-size
+weighted sum of the shard losses', batch norm from rank 0's buffers. Parameters, buffers, the
+history (loss, accuracy, lr, val_loss) and `evaluate()` must agree to 1e-10.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+from distgraph.amp import GradScaler
+from distgraph.data import DataLoader, TensorDataset
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+ATOL = 1e-10
+
+
+# ---- configurations ----------------------------------------------------------------------------------
+def draw(seed):
+    """A random configuration (a dict of plain values: printable, so a failing seed says what it ran)."""
+    rng = np.random.default_rng(seed)
+    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    workers = int(rng.integers(1, 4))
+    norm = pick(["none", "none", "layer", "batch"])
+    widths = [int(rng.integers(3, 9))] + [int(rng.integers(2, 10)) for _ in range(int(rng.integers(1, 4)))]
+    task = pick(["ce", "ce", "mse"])
+    out = int(rng.integers(2, 5))
+    epochs = [int(rng.integers(1, 3)), int(rng.integers(0, 3))]  # fit twice: to epochs[0], then further
+    batch = int(rng.integers(2, 20))
+    if norm == "batch":  # torch's batch norm refuses a shard of one sample in training
+        batch = max(batch, 2 * workers + 2)
+    n = int(rng.integers(batch + 1, 4 * batch + 2))
+    if norm == "batch":
+        while 0 < n % batch < 2 * workers:
+            n += 1
+    scheduler, interval = pick(["none", "step", "onecycle", "cosine", "lambda", "plateau"]), pick(["epoch", "step"])
+    if scheduler == "plateau":  # stepped on a metric: once per epoch only
+        interval = "epoch"
+    return {
+        "seed": seed,
+        "widths": widths,
+        "out": out,
+        "act": pick(["relu", "tanh", "gelu"]),
+        "norm": norm,
+        "dropout": bool(rng.integers(2)),
+        "task": task,
+        "smoothing": float(pick([0.0, 0.1])) if task == "ce" else 0.0,
+        "class_weight": bool(rng.integers(2)) if task == "ce" else False,
+        "optimizer": pick(["sgd", "sgd_nesterov", "adam", "adamw", "amsgrad", "rmsprop", "nadam", "radam", "adagrad"]),
+        "groups": bool(rng.integers(2)),
+        "scheduler": scheduler,
+        "interval": interval,
+        "workers": workers,
+        "n": n,
+        "batch": batch,
+        "data": pick(["arrays", "arrays", "list", "generator", "loader", "loader_shuffle"]),
+        "scaler": bool(rng.integers(4) == 0),
+        "val": bool(rng.integers(2)),
+        "epochs": epochs,
+        "checkpoint": bool(rng.integers(2)),
+        "eval_batch": int(rng.integers(3, 64)),
+        "data_seed": int(rng.integers(1000)),
+    }
+
+
+def build(cfg):
+    """(distgraph model in float64, its torch twin with the same weights and buffers)."""
+    act = {"relu": (nn.ReLU, torch.nn.ReLU), "tanh": (nn.Tanh, torch.nn.Tanh), "gelu": (nn.GELU, torch.nn.GELU)}
+    dg.manual_seed(cfg["seed"])
+    ours, theirs, widths = [], [], cfg["widths"]
+    for a, b in itertools.pairwise(widths):
+        # no bias before batch norm: its gradient is rounding noise, which Adam/Adagrad scale up to steps
+        bias = cfg["norm"] != "batch"
+        ours.append(nn.Linear(a, b, bias=bias))
+        theirs.append(torch.nn.Linear(a, b, bias=bias))
+        if cfg["norm"] == "layer":
+            ours.append(nn.LayerNorm(b))
+            theirs.append(torch.nn.LayerNorm(b))
+        elif cfg["norm"] == "batch":
+            ours.append(nn.BatchNorm1d(b))
+            theirs.append(torch.nn.BatchNorm1d(b))
+        ours.append(act[cfg["act"]][0]())
+        theirs.append(act[cfg["act"]][1]())
+        if cfg["dropout"]:
+            ours.append(nn.Dropout(0.0))
+            theirs.append(torch.nn.Dropout(0.0))
+    ours.append(nn.Linear(widths[-1], cfg["out"]))
+    theirs.append(torch.nn.Linear(widths[-1], cfg["out"]))
+    model, ref = nn.Sequential(*ours).double(), torch.nn.Sequential(*theirs).double()
+    ref.load_state_dict({k: torch.from_numpy(np.array(v.numpy())) for k, v in model.state_dict().items()})
+    return model, ref
+
+
+def dataset(cfg, n=None, shift=0.0):
+    rng = np.random.default_rng(cfg["data_seed"] + int(shift * 100))
+    x = rng.standard_normal((n or cfg["n"], cfg["widths"][0])) + shift
+    if cfg["task"] == "ce":
+        return x, rng.integers(0, cfg["out"], len(x)).astype(np.int64)
+    return x, rng.standard_normal((len(x), cfg["out"]))
+
+
+def loss_fns(cfg):
+    if cfg["task"] == "mse":
+        return F.mse_loss, TF.mse_loss
+    w = np.linspace(0.5, 2.0, cfg["out"]) if cfg["class_weight"] else None
+    dw, tw = (dg.tensor(w), torch.from_numpy(w)) if w is not None else (None, None)
+    s = cfg["smoothing"]
+    return (
+        lambda o, y: F.cross_entropy(o, y, weight=dw, label_smoothing=s),
+        lambda o, y: TF.cross_entropy(o, y, weight=tw, label_smoothing=s),
+    )
+
+
+OPTIMIZERS = {
+    "sgd": lambda o: (o.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
+    "sgd_nesterov": lambda o: (o.SGD, {"lr": 0.05, "momentum": 0.8, "nesterov": True, "dampening": 0.0}),
+    "adam": lambda o: (o.Adam, {"lr": 0.01, "weight_decay": 1e-3}),
+    "adamw": lambda o: (o.AdamW, {"lr": 0.01, "weight_decay": 0.05}),
+    "amsgrad": lambda o: (o.Adam, {"lr": 0.01, "amsgrad": True}),
+    "rmsprop": lambda o: (o.RMSprop, {"lr": 0.005, "momentum": 0.5, "centered": True}),
+    "nadam": lambda o: (o.NAdam, {"lr": 0.01, "weight_decay": 1e-3}),
+    "radam": lambda o: (o.RAdam, {"lr": 0.01, "weight_decay": 1e-3, "decoupled_weight_decay": True}),
+    "adagrad": lambda o: (o.Adagrad, {"lr": 0.05, "lr_decay": 0.01}),
+}
+
+
+def steps_per_epoch(cfg):
+    return math.ceil(cfg["n"] / cfg["batch"])
+
+
+def make_optimizer(cfg, module, model):
+    cls, kw = OPTIMIZERS[cfg["optimizer"]](module.optim)
+    params = list(model.parameters())
+    if cfg["groups"]:
+        params = [{"params": params[:2], "lr": kw["lr"] * 0.5}, {"params": params[2:]}]
+    opt = cls(params, **kw)
+    s, total = module.optim.lr_scheduler, sum(cfg["epochs"])
+    per_step = cfg["interval"] == "step"
+    name = cfg["scheduler"]
+    if name == "none":
+        return opt, None
+    if name == "step":
+        return opt, s.StepLR(opt, step_size=2, gamma=0.5)
+    if name == "onecycle":
+        steps = total * steps_per_epoch(cfg) if per_step else total
+        return opt, s.OneCycleLR(opt, max_lr=0.05, total_steps=steps, cycle_momentum=cfg["optimizer"] == "sgd")
+    if name == "cosine":
+        return opt, s.CosineAnnealingLR(opt, T_max=5, eta_min=1e-4)
+    if name == "lambda":
+        return opt, s.LambdaLR(opt, lambda k: 1.0 / (1 + 0.3 * k))
+    return opt, s.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+
+
+# ---- distgraph ---------------------------------------------------------------------------------------
+def data_for(cfg, x, y):
+    """The training data in the configuration's form, fresh (a generator can be read once)."""
+    b, kind = cfg["batch"], cfg["data"]
+    if kind == "arrays":
+        return x, y
+    if kind in ("list", "generator"):
+        pairs = [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+        return pairs if kind == "list" else iter(pairs)
+    shuffle = kind == "loader_shuffle"
+    gen = np.random.default_rng(cfg["data_seed"]) if shuffle else None
+    return DataLoader(TensorDataset(dg.tensor(x), dg.tensor(y)), batch_size=b, shuffle=shuffle, generator=gen)
+
+
+def run_distgraph(cfg, tmp_path):
+    x, y = dataset(cfg)
+    val = dataset(cfg, n=max(cfg["n"] // 2, 2), shift=0.3) if cfg["val"] else None
+    model, _ = build(cfg)
+    loss_fn, _ = loss_fns(cfg)
+
+    def trainer_for(model):
+        opt, sched = make_optimizer(cfg, dg, model)
+        scaler = GradScaler(init_scale=2.0**8, growth_interval=3) if cfg["scaler"] else None
+        return dg.Trainer(model, loss_fn, opt, workers=cfg["workers"], scheduler=sched,
+                          scheduler_interval=cfg["interval"], grad_scaler=scaler, seed=cfg["seed"],
+                          progress=False)  # fmt: skip
+
+    trainer = trainer_for(model)
+    data = data_for(cfg, x, y)  # one object for both fits: a DataLoader goes on with its own generator
+    trainer.fit(data, epochs=cfg["epochs"][0], batch_size=cfg["batch"], val_data=val)
+    if cfg["checkpoint"]:
+        path = trainer.save_checkpoint(str(tmp_path / "mid.dg"))
+        model, _ = build(cfg)  # a fresh process: new model, optimizer, scheduler, scaler
+        trainer = trainer_for(model)
+        trainer.load_checkpoint(path)
+    if cfg["data"] == "generator":
+        data = data_for(cfg, x, y)
+    history = trainer.fit(data, epochs=sum(cfg["epochs"]), batch_size=cfg["batch"], val_data=val)
+    return model, history, trainer.evaluate((x, y), batch_size=cfg["eval_batch"])
+
+
+# ---- torch -------------------------------------------------------------------------------------------
+def epoch_batches(cfg, epoch, loader_rng):
+    n, b = cfg["n"], cfg["batch"]
+    if cfg["data"] == "arrays":
+        perm = np.random.default_rng([cfg["seed"], epoch]).permutation(n)
+    elif cfg["data"] == "loader_shuffle":
+        perm = loader_rng.permutation(n)
+        loader_rng.permutation(n)[:0]  # a RandomSampler pass draws n % n of one more, as torch's does
+    else:
+        perm = np.arange(n)
+    return [perm[i : i + b] for i in range(0, n, b)]
+
+
+def torch_step(ref, opt, loss_fn, X, Y, idx, workers):
+    """One step of DDP in one process: rank r's contiguous shard (sizes differ by ≤ 1, rank 0 first),
+    the gradient of Σ (shard size / batch) × shard loss, batch norm from rank 0's buffers.
+    Returns (Σ shard loss × shard size, Σ correct, samples)."""
+    buffers = list(ref.buffers())
+    start = [b.clone() for b in buffers]
+    sizes = [len(idx) // workers + (r < len(idx) % workers) for r in range(workers)]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    opt.zero_grad()
+    total, loss_sum, correct, kept = 0.0, 0.0, 0, None
+    for rank in range(workers):
+        sel = idx[bounds[rank] : bounds[rank + 1]]
+        if len(sel) == 0:
+            continue
+        for b, s in zip(buffers, start):
+            b.data.copy_(s)
+        out = ref(X[sel])
+        loss = loss_fn(out, Y[sel])
+        total = total + loss * (len(sel) / len(idx))
+        loss_sum += loss.item() * len(sel)
+        if Y.ndim == 1:
+            correct += int((out.argmax(1) == Y[sel]).sum())
+        if rank == 0:
+            kept = [b.clone() for b in buffers]
+    total.backward()
+    opt.step()
+    for b, k in zip(buffers, kept):
+        b.data.copy_(k)
+    return loss_sum, correct, len(idx)
+
+
+def torch_evaluate(ref, loss_fn, x, y, batch):
+    """evaluate(): the count-weighted mean of per-batch losses, in eval mode."""
+    ref.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = ref(torch.from_numpy(x[i : i + batch]))
+            yy = torch.from_numpy(y[i : i + batch])
+            loss_sum += loss_fn(out, yy).item() * len(yy)
+            if yy.ndim == 1:
+                correct += int((out.argmax(1) == yy).sum())
+    ref.train()
+    out = {"loss": loss_sum / len(x), "count": len(x)}
+    if y.ndim == 1:
+        out["accuracy"] = correct / len(x)
+    return out
+
+
+def run_torch(cfg):
+    x, y = dataset(cfg)
+    val = dataset(cfg, n=max(cfg["n"] // 2, 2), shift=0.3) if cfg["val"] else None
+    _, ref = build(cfg)
+    _, loss_fn = loss_fns(cfg)
+    opt, sched = make_optimizer(cfg, torch, ref)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    loader_rng = np.random.default_rng(cfg["data_seed"])
+    history, scale, good = [], 2.0**8, 0
+    for epoch in range(sum(cfg["epochs"])):
+        loss_sum = correct = count = 0
+        for idx in epoch_batches(cfg, epoch, loader_rng):
+            lr = opt.param_groups[0]["lr"]
+            ls, c, k = torch_step(ref, opt, loss_fn, X, Y, torch.from_numpy(idx), cfg["workers"])
+            loss_sum, correct, count = loss_sum + ls, correct + c, count + k
+            good += 1
+            if good % 3 == 0:
+                scale *= 2.0
+            if sched is not None and cfg["interval"] == "step":
+                sched.step()
+        record = {"loss": loss_sum / count}
+        if cfg["task"] == "ce":
+            record["accuracy"] = correct / count
+        if sched is not None:
+            record["lr"] = lr
+        if cfg["scaler"]:
+            record["loss_scale"], record["skipped_steps"] = scale, 0
+        if val is not None:
+            v = torch_evaluate(ref, loss_fn, *val, 1024)
+            record.update({f"val_{k}": value for k, value in v.items() if k != "count"})
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(record.get("val_loss", record["loss"]))
+        elif sched is not None and cfg["interval"] == "epoch":
+            sched.step()
+        history.append(record)
+    return ref, history, torch_evaluate(ref, loss_fn, x, y, cfg["eval_batch"])
+
+
+# ---- the comparison ----------------------------------------------------------------------------------
+def check(cfg, tmp_path):
+    model, history, evaluated = run_distgraph(cfg, tmp_path)
+    ref, expected, expected_eval = run_torch(cfg)
+    theirs = ref.state_dict()
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(
+            np.asarray(value.numpy(), np.float64), theirs[name].double().numpy(), atol=ATOL, rtol=0, err_msg=name
+        )
+    assert len(history.epochs) == len(expected)
+    for got, want in zip(history.epochs, expected):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=ATOL, rel=0), (key, got, want)
+    assert evaluated.keys() == expected_eval.keys()
+    for key, value in expected_eval.items():
+        assert evaluated[key] == pytest.approx(value, abs=ATOL, rel=0), key
+
+
+SEEDS = range(40)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_trainer_configuration_matches_a_torch_ddp_loop(seed, tmp_path):
+    check(draw(seed), tmp_path)
