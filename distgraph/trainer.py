@@ -98,6 +98,7 @@ class Trainer:
         self.epoch_step = 0  # steps of epoch `self.epoch` completed (a mid-epoch checkpoint resumes there)
         self.global_step = 0
         self._last_checkpoint_step = 0
+        self._carried, self._epoch_parts = [], []  # statistics of the epoch's steps (`fit`), for step checkpoints
         self._cluster = None
         self._release = None  # weakref.finalize closing `_cluster` when this Trainer is dropped (`_own`)
 
@@ -121,6 +122,9 @@ class Trainer:
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             bar.update(first)
             parts, start, workers = [], time.perf_counter(), {}  # workers: rank -> [samples, compute s]
+            # a resumed epoch's steps before its checkpoint, as one part: the record covers the whole epoch
+            carried = self._carried if first else []
+            self._carried, self._epoch_parts = carried, parts
             seen = [0]  # samples so far (a running sum: summing `parts` each step is quadratic in the epoch)
 
             def on_step(t, stats, bar=bar, parts=parts, start=start, workers=workers, seen=seen):
@@ -161,15 +165,16 @@ class Trainer:
             self.epoch_step = 0
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
-            record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": done / elapsed, "time_s": elapsed}
+            stats = _weighted(carried + parts)
+            record = {"epoch": epoch + 1, **stats, "samples_per_s": done / elapsed, "time_s": elapsed}
             if record_lr is not None:
                 record["lr"] = record_lr
             if workers:  # each worker's samples per second of its own compute: a straggler shows here
                 record["worker_samples_per_s"] = [n / max(sec, 1e-9) for n, sec in workers.values()]
             if self.grad_scaler is not None:
-                record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
+                record["skipped_steps"] = sum(p.get("skipped", 0) for p in carried + parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
-            self.epoch = epoch + 1
+            self.epoch, self._carried = epoch + 1, []
             if val_data is not None:
                 if self._cluster is not None:
                     self._cluster.pull()
@@ -383,6 +388,7 @@ class Trainer:
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
+            "epoch_stats": _summary(self._carried + self._epoch_parts) if self.epoch_step else None,
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
@@ -398,6 +404,7 @@ class Trainer:
         self.epoch, self.global_step, self.seed = int(sd["epoch"]), int(sd["global_step"]), int(sd["seed"])
         self.epoch_step = int(sd.get("epoch_step", 0))  # checkpoints from before step checkpoints: epoch ends
         self._last_checkpoint_step = self.global_step
+        self._carried = [sd["epoch_stats"]] if sd.get("epoch_stats") else []
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
         if self._cluster is not None:
             self._cluster.push()
@@ -460,6 +467,13 @@ def _weighted(parts):
     if correct is not None:
         out["accuracy"] = correct / max(total["count"], 1)
     return out
+
+
+def _summary(parts):
+    """An epoch's steps so far as one step's statistics, which a mid-epoch checkpoint keeps: the resumed epoch's
+    record then covers all its steps (it had the loss and accuracy of those after the resume only)."""
+    skipped = sum(p.get("skipped", 0) for p in parts)
+    return {**_weighted(parts), "count": sum(p["count"] for p in parts), "skipped": skipped}
 
 
 def _epoch_line(r):

@@ -49,6 +49,9 @@ def draw(seed):
     scheduler, interval = pick(["none", "step", "onecycle", "cosine", "lambda", "plateau"]), pick(["epoch", "step"])
     if scheduler == "plateau":  # stepped on a metric: once per epoch only
         interval = "epoch"
+    # a resumed process iterates its own DataLoader afresh: a shuffled one's passes cannot be those of the
+    # crashed run, so "crash" is drawn for the deterministic forms only
+    data = pick(["arrays", "arrays", "list", "generator", "loader", "loader_shuffle"])
     return {
         "seed": seed,
         "widths": widths,
@@ -66,11 +69,15 @@ def draw(seed):
         "workers": workers,
         "n": n,
         "batch": batch,
-        "data": pick(["arrays", "arrays", "list", "generator", "loader", "loader_shuffle"]),
+        "data": data,
         "scaler": bool(rng.integers(4) == 0),
         "val": bool(rng.integers(2)),
         "epochs": epochs,
-        "checkpoint": bool(rng.integers(2)),
+        # "save": saved after the first fit, loaded by a fresh Trainer; "crash": the run dies inside a step
+        # (the `crash_at`-th loss) and a fresh Trainer resumes from its step checkpoints
+        "checkpoint": pick(["none", "save", "crash"] if data != "loader_shuffle" else ["none", "save"]),
+        "crash_at": int(rng.integers(1, sum(epochs) * -(-n // batch) + 1)),
+        "every_steps": int(rng.integers(1, 4)),
         "eval_batch": int(rng.integers(3, 64)),
         "data_seed": int(rng.integers(1000)),
     }
@@ -184,17 +191,37 @@ def run_distgraph(cfg, tmp_path):
     model, _ = build(cfg)
     loss_fn, _ = loss_fns(cfg)
 
-    def trainer_for(model):
+    crash = cfg["checkpoint"] == "crash"
+
+    def trainer_for(model, loss_fn=loss_fn):
         opt, sched = make_optimizer(cfg, dg, model)
         scaler = GradScaler(init_scale=2.0**8, growth_interval=3) if cfg["scaler"] else None
         return dg.Trainer(model, loss_fn, opt, workers=cfg["workers"], scheduler=sched,
                           scheduler_interval=cfg["interval"], grad_scaler=scaler, seed=cfg["seed"],
-                          progress=False)  # fmt: skip
+                          progress=False, checkpoint_dir=str(tmp_path / "run") if crash else None,
+                          checkpoint_every_steps=cfg["every_steps"] if crash else None)  # fmt: skip
 
+    if crash:
+        calls = [0]
+
+        def dying(out, target):
+            calls[0] += 1
+            if calls[0] == cfg["crash_at"]:
+                raise Crash
+            return loss_fn(out, target)
+
+        with pytest.raises(Crash):
+            trainer_for(model, dying).fit(data_for(cfg, x, y), epochs=sum(cfg["epochs"]), batch_size=cfg["batch"],
+                                          val_data=val)  # fmt: skip
+        model, _ = build(cfg)
+        trainer = trainer_for(model)
+        history = trainer.fit(data_for(cfg, x, y), epochs=sum(cfg["epochs"]), batch_size=cfg["batch"],
+                              val_data=val, resume=True)  # fmt: skip
+        return model, history, trainer.evaluate((x, y), batch_size=cfg["eval_batch"])
     trainer = trainer_for(model)
     data = data_for(cfg, x, y)  # one object for both fits: a DataLoader goes on with its own generator
     trainer.fit(data, epochs=cfg["epochs"][0], batch_size=cfg["batch"], val_data=val)
-    if cfg["checkpoint"]:
+    if cfg["checkpoint"] == "save":
         path = trainer.save_checkpoint(str(tmp_path / "mid.dg"))
         model, _ = build(cfg)  # a fresh process: new model, optimizer, scheduler, scaler
         trainer = trainer_for(model)
@@ -203,6 +230,10 @@ def run_distgraph(cfg, tmp_path):
         data = data_for(cfg, x, y)
     history = trainer.fit(data, epochs=sum(cfg["epochs"]), batch_size=cfg["batch"], val_data=val)
     return model, history, trainer.evaluate((x, y), batch_size=cfg["eval_batch"])
+
+
+class Crash(Exception):
+    """The process dies inside a step."""
 
 
 # ---- torch -------------------------------------------------------------------------------------------
