@@ -360,3 +360,53 @@ SEEDS = range(40)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_trainer_configuration_matches_a_torch_ddp_loop(seed, tmp_path):
     check(draw(seed), tmp_path)
+
+
+# ---- what the fuzzer found, pinned -------------------------------------------------------------------
+def pinned(**changes):
+    """A small configuration (arrays, one worker, SGD, no scheduler) with `changes`."""
+    cfg = {**draw(0), "widths": [5, 7], "out": 3, "act": "tanh", "norm": "none", "dropout": False, "task": "ce",
+           "smoothing": 0.0, "class_weight": False, "optimizer": "sgd", "groups": False, "scheduler": "none",
+           "interval": "epoch", "workers": 1, "n": 30, "batch": 8, "data": "arrays", "scaler": False,
+           "val": False, "epochs": [3, 0], "checkpoint": "none"}  # fmt: skip
+    return {**cfg, **changes}
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "step"])
+def test_a_chainable_scheduler_stepped_per_step_follows_torch(scheduler, tmp_path):
+    """CosineAnnealingLR and StepLR compute the next lr from the group's current one. After an epoch's
+    steps (each set to its precomputed row) the real scheduler was caught up from the optimizer holding
+    the last row, not the row it had left, so from the second epoch on every lr was wrong."""
+    check(pinned(scheduler=scheduler, interval="step", groups=True), tmp_path)
+
+
+def test_a_second_fit_goes_on_with_the_next_pass_of_a_shuffling_dataloader(tmp_path):
+    """fit read a DataLoader's first pass to find its arrays, then, on a second fit (or a resume), read
+    another for its first epoch: one shuffled pass skipped, where a torch loop takes the next one."""
+    check(pinned(data="loader_shuffle", epochs=[1, 2], optimizer="adam"), tmp_path)
+
+
+def test_an_epoch_resumed_from_a_step_checkpoint_records_all_its_steps(tmp_path):
+    """A run that dies inside an epoch resumes from its step checkpoint with the same parameters, but
+    the epoch's history record (loss, accuracy) held only the steps after the resume."""
+    check(pinned(checkpoint="crash", crash_at=3, every_steps=1, epochs=[2, 0]), tmp_path)
+
+
+def test_a_resumed_run_shuffles_with_the_checkpoints_seed(tmp_path):
+    """fit(resume=True) loads the checkpoint's seed, but the epochs' permutations had already been set
+    up from the new Trainer's own: the resumed epochs saw other batches than the interrupted run would."""
+    x, y = dataset(pinned())
+
+    def trainer(seed, folder):
+        model, _ = build(pinned())
+        opt = dg.optim.SGD(model.parameters(), lr=0.1)
+        return model, dg.Trainer(model, F.cross_entropy, opt, seed=seed, checkpoint_dir=folder, progress=False)
+
+    model, whole = trainer(3, None)
+    whole.fit((x, y), epochs=3, batch_size=8)
+    trainer(3, str(tmp_path))[1].fit((x, y), epochs=1, batch_size=8)
+    resumed, second = trainer(0, str(tmp_path))
+    second.fit((x, y), epochs=3, batch_size=8, resume=True)
+    assert second.seed == 3
+    for (name, want), got in zip(model.state_dict().items(), resumed.state_dict().values()):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=name)
