@@ -336,6 +336,7 @@ class Trainer:
         # shards); before, the shards updated the one model's buffers in turn, two updates a step
         buffers = [b.array for b in self.model.buffers() if b is not None] if self.workers > 1 else []
         before, rank0 = [b.copy() for b in buffers], []
+        unused = set(range(len(self.step_fn.params)))  # no gradient on any shard: grad None, as DDP leaves it
         for rank in range(self.workers):
             for b, v in zip(buffers, before if rank else ()):
                 b[...] = v
@@ -344,6 +345,7 @@ class Trainer:
             grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
             shard_grads.append(grads)
             stats.append(st)
+            unused &= self.step_fn.unused
             rank0 = rank0 or [b.copy() for b in buffers]
         for b, v in zip(buffers, rank0):
             b[...] = v
@@ -356,8 +358,8 @@ class Trainer:
                 return {**merge_statistics(stats), "skipped": 1}
         from distgraph.autograd.tensor import Tensor
 
-        for p, g in zip(self.step_fn.params, grads):
-            p.grad = Tensor(g, device=p.device)
+        for i, (p, g) in enumerate(zip(self.step_fn.params, grads)):
+            p.grad = None if i in unused else Tensor(g, device=p.device)  # the optimizer skips it, as torch's
         self.optimizer.step()
         return merge_statistics(stats)
 

@@ -59,6 +59,7 @@ def draw(seed):
         "out": out,
         "act": pick(["relu", "tanh", "gelu"]),
         "towers": bool(rng.integers(3) == 0),
+        "unused": bool(rng.integers(2)),  # with towers: a layer the forward leaves out
         "norm": norm,
         "dropout": bool(rng.integers(2)),
         "task": task,
@@ -100,12 +101,15 @@ def layers(cfg, lib):
 
 
 def towers(base, cat):
-    """Two MLP towers on the same input, concatenated into a head: independent branches of the graph."""
+    """Two MLP towers on the same input, concatenated into a head: independent branches of the graph;
+    `spare`, when given, is a layer the forward never uses (its parameters get no gradient)."""
 
     class Towers(base):
-        def __init__(self, left, right, head):
+        def __init__(self, left, right, head, spare=None):
             super().__init__()
             self.left, self.right, self.head = left, right, head
+            if spare is not None:
+                self.spare = spare
 
         def forward(self, x):
             return self.head(cat([self.left(x), self.right(x)], 1))
@@ -120,7 +124,9 @@ def build(cfg):
     for lib, cat in ((nn, dg.cat), (torch.nn, torch.cat)):
         if cfg.get("towers"):
             head = lib.Linear(2 * cfg["widths"][-1], cfg["out"])
-            model = towers(lib.Module, cat)(lib.Sequential(*layers(cfg, lib)), lib.Sequential(*layers(cfg, lib)), head)
+            spare = lib.Linear(3, 2) if cfg.get("unused") else None
+            left, right = lib.Sequential(*layers(cfg, lib)), lib.Sequential(*layers(cfg, lib))
+            model = towers(lib.Module, cat)(left, right, head, spare)
         else:
             model = lib.Sequential(*layers(cfg, lib), lib.Linear(cfg["widths"][-1], cfg["out"]))
         models.append(model.double())
@@ -459,3 +465,11 @@ def test_a_resumed_run_shuffles_with_the_checkpoints_seed(tmp_path):
     assert second.seed == 3
     for (name, want), got in zip(model.state_dict().items(), resumed.state_dict().values()):
         np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("strategy", ["data", "branches", "pipeline"])
+def test_a_parameter_the_forward_leaves_out_is_not_updated(strategy, tmp_path):
+    """A layer the forward never uses has no gradient in torch (DDP leaves it None too), so the optimizer
+    skips it. The Trainer gave it zeros, and Adam's weight decay and moments moved it every step."""
+    cfg = pinned(towers=True, unused=True, optimizer="adam", workers=2, n=24, epochs=[2, 0], micro_batches=2)
+    check({**cfg, "strategy": strategy, "ddp_workers": 2 if strategy == "data" else 1}, tmp_path, keys=("loss",))
