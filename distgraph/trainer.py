@@ -30,7 +30,7 @@ import weakref
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
-from distgraph.trainer_data import EpochData, as_arrays
+from distgraph.trainer_data import EpochData, as_arrays, check_data
 from distgraph.trainer_options import check_batch_size, check_fit, check_options
 from distgraph.trainer_schedule import StepSchedule, check_interval
 
@@ -107,6 +107,9 @@ class Trainer:
         epochs, batch_size = check_fit(epochs, batch_size)
         if resume:  # first: the checkpoint's epoch is the one a DataLoader's first pass is for, its seed the seed
             self._resume()
+        if self.epoch >= epochs:  # nothing to train: a DataLoader takes no pass, as a torch loop over no epochs
+            check_data(data)
+            return self.history
         source = EpochData(data, batch_size, self.seed, self.epoch)
         x, y = source.x, source.y
         if self._cluster is None:

@@ -60,6 +60,9 @@ def draw(seed):
         "act": pick(["relu", "tanh", "gelu"]),
         "towers": bool(rng.integers(3) == 0),
         "unused": bool(rng.integers(2)),  # with towers: a layer the forward leaves out
+        "frozen": bool(rng.integers(4) == 0),  # the first weight: requires_grad=False, still in the optimizer
+        "val_form": pick(["arrays", "batches", "loader"]),  # validation and evaluate data
+        "again": bool(rng.integers(3) == 0),  # fit to the epoch reached once more (nothing to train) in between
         "norm": norm,
         "dropout": bool(rng.integers(2)),
         "task": task,
@@ -131,6 +134,9 @@ def build(cfg):
             model = lib.Sequential(*layers(cfg, lib), lib.Linear(cfg["widths"][-1], cfg["out"]))
         models.append(model.double())
     model, ref = models
+    if cfg.get("frozen"):
+        next(iter(model.parameters())).requires_grad_(False)
+        next(iter(ref.parameters())).requires_grad_(False)
     ref.load_state_dict({k: torch.from_numpy(np.array(v.numpy())) for k, v in model.state_dict().items()})
     return model, ref
 
@@ -209,9 +215,19 @@ def data_for(cfg, x, y):
     return DataLoader(TensorDataset(dg.tensor(x), dg.tensor(y)), batch_size=b, shuffle=shuffle, generator=gen)
 
 
+def as_form(cfg, x, y):
+    """Validation or evaluate data in the configuration's `val_form`."""
+    b = 7
+    if cfg.get("val_form") == "batches":
+        return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+    if cfg.get("val_form") == "loader":
+        return DataLoader(TensorDataset(dg.tensor(x), dg.tensor(y)), batch_size=b)
+    return x, y
+
+
 def run_distgraph(cfg, tmp_path):
     x, y = dataset(cfg)
-    val = dataset(cfg, n=max(cfg["n"] // 2, 2), shift=0.3) if cfg["val"] else None
+    val = as_form(cfg, *dataset(cfg, n=max(cfg["n"] // 2, 2), shift=0.3)) if cfg["val"] else None
     model, _ = build(cfg)
     loss_fn, _ = loss_fns(cfg)
 
@@ -242,10 +258,12 @@ def run_distgraph(cfg, tmp_path):
         trainer = trainer_for(model)
         history = trainer.fit(data_for(cfg, x, y), epochs=sum(cfg["epochs"]), batch_size=cfg["batch"],
                               val_data=val, resume=True)  # fmt: skip
-        return model, history, trainer.evaluate((x, y), batch_size=cfg["eval_batch"])
+        return model, history, trainer.evaluate(as_form(cfg, x, y), batch_size=cfg["eval_batch"])
     trainer = trainer_for(model)
     data = data_for(cfg, x, y)  # one object for both fits: a DataLoader goes on with its own generator
     trainer.fit(data, epochs=cfg["epochs"][0], batch_size=cfg["batch"], val_data=val)
+    if cfg.get("again") and cfg["data"] != "generator":
+        trainer.fit(data, epochs=cfg["epochs"][0], batch_size=cfg["batch"], val_data=val)
     if cfg["checkpoint"] == "save":
         path = trainer.save_checkpoint(str(tmp_path / "mid.dg"))
         model, _ = build(cfg)  # a fresh process: new model, optimizer, scheduler, scaler
@@ -254,7 +272,7 @@ def run_distgraph(cfg, tmp_path):
     if cfg["data"] == "generator":
         data = data_for(cfg, x, y)
     history = trainer.fit(data, epochs=sum(cfg["epochs"]), batch_size=cfg["batch"], val_data=val)
-    return model, history, trainer.evaluate((x, y), batch_size=cfg["eval_batch"])
+    return model, history, trainer.evaluate(as_form(cfg, x, y), batch_size=cfg["eval_batch"])
 
 
 class Crash(Exception):
@@ -473,3 +491,9 @@ def test_a_parameter_the_forward_leaves_out_is_not_updated(strategy, tmp_path):
     skips it. The Trainer gave it zeros, and Adam's weight decay and moments moved it every step."""
     cfg = pinned(towers=True, unused=True, optimizer="adam", workers=2, n=24, epochs=[2, 0], micro_batches=2)
     check({**cfg, "strategy": strategy, "ddp_workers": 2 if strategy == "data" else 1}, tmp_path, keys=("loss",))
+
+
+def test_a_fit_with_no_epoch_left_takes_no_pass_of_a_dataloader(tmp_path):
+    """fit(epochs=the epoch already reached) trains nothing but iterated a DataLoader to find its arrays:
+    a shuffled pass consumed, so the next fit's epochs saw other batches than a torch loop's."""
+    check(pinned(data="loader_shuffle", epochs=[1, 2], again=True), tmp_path)
