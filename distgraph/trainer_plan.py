@@ -8,7 +8,7 @@ The training step — forward, loss, backward — is captured once with `dg.comp
 executor; its outputs are the loss and the gradients, which the driver's optimizer applies
 (the parameters are the step's inputs, so the next step runs on the new ones). A captured graph has
 static shapes, so an epoch's last, smaller batch is left out (PyTorch's `drop_last`), and the
-history says so once.
+history says so once. The history has no accuracy: the step's outputs are the loss and the gradients.
 
 `choose(trainer, x, y, batch_size)` resolves `strategy="auto"` with the cost model of
 `placement.choose_strategy` and records why in the history.

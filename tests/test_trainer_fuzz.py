@@ -37,7 +37,9 @@ def draw(seed):
     norm = pick(["none", "none", "layer", "batch"])
     # hidden widths ≥ 3: layer norm over 2 features is ±1 whatever its input, its gradient rounding noise
     widths = [int(rng.integers(3, 9))] + [int(rng.integers(3, 10)) for _ in range(int(rng.integers(1, 4)))]
-    task = pick(["ce", "ce", "mse"])
+    # no l1 loss: its gradients are ±1/N, which cancel exactly in one summation order and leave 1e-17 in
+    # another, and Adagrad or Rprop turn that into a step of lr
+    task = pick(["ce", "ce", "mse", "bce", "huber"])
     out = int(rng.integers(2, 5))
     epochs = [int(rng.integers(1, 3)), int(rng.integers(0, 3))]  # fit twice: to epochs[0], then further
     batch = int(rng.integers(2, 20))
@@ -47,12 +49,12 @@ def draw(seed):
     if norm == "batch":
         while 0 < n % batch < 2 * workers:
             n += 1
-    scheduler, interval = pick(["none", "step", "onecycle", "cosine", "lambda", "plateau"]), pick(["epoch", "step"])
+    scheduler, interval = pick(["none", "none", "plateau", *SCHEDULERS]), pick(["epoch", "step"])
     if scheduler == "plateau":  # stepped on a metric: once per epoch only
         interval = "epoch"
     # a resumed process iterates its own DataLoader afresh: a shuffled one's passes cannot be those of the
     # crashed run, so "crash" is drawn for the deterministic forms only
-    data = pick(["arrays", "arrays", "list", "generator", "loader", "loader_shuffle"])
+    data = pick(["arrays", "arrays", "tensors", "tensordataset", "list", "generator", "loader", "loader_shuffle"])
     return {
         "seed": seed,
         "widths": widths,
@@ -68,7 +70,7 @@ def draw(seed):
         "task": task,
         "smoothing": float(pick([0.0, 0.1])) if task == "ce" else 0.0,
         "class_weight": bool(rng.integers(2)) if task == "ce" else False,
-        "optimizer": pick(["sgd", "sgd_nesterov", "adam", "adamw", "amsgrad", "rmsprop", "nadam", "radam", "adagrad"]),
+        "optimizer": pick(sorted(OPTIMIZERS)),
         "groups": bool(rng.integers(2)),
         "scheduler": scheduler,
         "interval": interval,
@@ -146,12 +148,18 @@ def dataset(cfg, n=None, shift=0.0):
     x = rng.standard_normal((n or cfg["n"], cfg["widths"][0])) + shift
     if cfg["task"] == "ce":
         return x, rng.integers(0, cfg["out"], len(x)).astype(np.int64)
+    if cfg["task"] == "bce":
+        return x, (rng.random((len(x), cfg["out"])) > 0.5).astype(np.float64)
     return x, rng.standard_normal((len(x), cfg["out"]))
 
 
 def loss_fns(cfg):
     if cfg["task"] == "mse":
         return F.mse_loss, TF.mse_loss
+    if cfg["task"] == "bce":
+        return F.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits
+    if cfg["task"] == "huber":
+        return (lambda o, y: F.huber_loss(o, y, delta=0.5)), (lambda o, y: TF.huber_loss(o, y, delta=0.5))
     w = np.linspace(0.5, 2.0, cfg["out"]) if cfg["class_weight"] else None
     dw, tw = (dg.tensor(w), torch.from_numpy(w)) if w is not None else (None, None)
     s = cfg["smoothing"]
@@ -171,6 +179,32 @@ OPTIMIZERS = {
     "nadam": lambda o: (o.NAdam, {"lr": 0.01, "weight_decay": 1e-3}),
     "radam": lambda o: (o.RAdam, {"lr": 0.01, "weight_decay": 1e-3, "decoupled_weight_decay": True}),
     "adagrad": lambda o: (o.Adagrad, {"lr": 0.05, "lr_decay": 0.01}),
+    "adamax": lambda o: (o.Adamax, {"lr": 0.01, "weight_decay": 1e-3}),
+    "adadelta": lambda o: (o.Adadelta, {"lr": 1.0, "rho": 0.8, "weight_decay": 1e-3}),
+    "asgd": lambda o: (o.ASGD, {"lr": 0.05, "t0": 3, "lambd": 0.01}),
+    "rprop": lambda o: (o.Rprop, {"lr": 0.01}),
+}
+
+SCHEDULERS = {  # (scheduler module, optimizer, steps it will be stepped) -> scheduler
+    "step": lambda s, opt, n: s.StepLR(opt, step_size=2, gamma=0.5),
+    "onecycle": lambda s, opt, n: s.OneCycleLR(
+        opt, max_lr=0.05, total_steps=n, cycle_momentum=opt.defaults.get("momentum", 0) > 0 or "betas" in opt.defaults
+    ),
+    "cosine": lambda s, opt, n: s.CosineAnnealingLR(opt, T_max=5, eta_min=1e-4),
+    "lambda": lambda s, opt, n: s.LambdaLR(opt, lambda k: 1.0 / (1 + 0.3 * k)),
+    "exponential": lambda s, opt, n: s.ExponentialLR(opt, gamma=0.8),
+    "multistep": lambda s, opt, n: s.MultiStepLR(opt, milestones=[1, 3], gamma=0.5),
+    "poly": lambda s, opt, n: s.PolynomialLR(opt, total_iters=4, power=2.0),
+    "warm_restarts": lambda s, opt, n: s.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2, eta_min=1e-4),
+    "linear": lambda s, opt, n: s.LinearLR(opt, start_factor=0.3, total_iters=3),
+    "sequential": lambda s, opt, n: s.SequentialLR(
+        opt, [s.LinearLR(opt, start_factor=0.5, total_iters=2), s.ExponentialLR(opt, gamma=0.9)], milestones=[2]
+    ),
+    "chained": lambda s, opt, n: s.ChainedScheduler(
+        [s.ConstantLR(opt, factor=0.5, total_iters=2), s.ExponentialLR(opt, gamma=0.9)]
+    ),
+    "multiplicative": lambda s, opt, n: s.MultiplicativeLR(opt, lambda k: 0.9),
+    "cyclic": lambda s, opt, n: s.CyclicLR(opt, base_lr=0.001, max_lr=0.02, step_size_up=2, cycle_momentum=False),
 }
 
 
@@ -189,16 +223,9 @@ def make_optimizer(cfg, module, model):
     name = cfg["scheduler"]
     if name == "none":
         return opt, None
-    if name == "step":
-        return opt, s.StepLR(opt, step_size=2, gamma=0.5)
-    if name == "onecycle":
-        steps = total * steps_per_epoch(cfg) if per_step else total
-        return opt, s.OneCycleLR(opt, max_lr=0.05, total_steps=steps, cycle_momentum=cfg["optimizer"] == "sgd")
-    if name == "cosine":
-        return opt, s.CosineAnnealingLR(opt, T_max=5, eta_min=1e-4)
-    if name == "lambda":
-        return opt, s.LambdaLR(opt, lambda k: 1.0 / (1 + 0.3 * k))
-    return opt, s.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    if name == "plateau":
+        return opt, s.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    return opt, SCHEDULERS[name](s, opt, total * steps_per_epoch(cfg) if per_step else total)
 
 
 # ---- distgraph ---------------------------------------------------------------------------------------
@@ -207,6 +234,10 @@ def data_for(cfg, x, y):
     b, kind = cfg["batch"], cfg["data"]
     if kind == "arrays":
         return x, y
+    if kind == "tensors":
+        return dg.tensor(x), dg.tensor(y)
+    if kind == "tensordataset":
+        return TensorDataset(dg.tensor(x), dg.tensor(y))
     if kind in ("list", "generator"):
         pairs = [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
         return pairs if kind == "list" else iter(pairs)
@@ -282,7 +313,7 @@ class Crash(Exception):
 # ---- torch -------------------------------------------------------------------------------------------
 def epoch_batches(cfg, epoch, loader_rng):
     n, b = cfg["n"], cfg["batch"]
-    if cfg["data"] == "arrays":
+    if cfg["data"] in ("arrays", "tensors", "tensordataset"):  # the Trainer's own shuffle
         perm = np.random.default_rng([cfg["seed"], epoch]).permutation(n)
     elif cfg["data"] == "loader_shuffle":
         perm = loader_rng.permutation(n)
