@@ -81,6 +81,7 @@ def draw(seed):
         "scaler": bool(rng.integers(4) == 0),
         # no overflow: where float64 gradients overflow near 2**1023 depends on each op's order of operations
         "scale_exp": pick([8, 30]),
+        "gate": bool(rng.integers(2)),  # with the scaler: a layer whose gradient overflows above GATE
         "val": bool(rng.integers(2)),
         "epochs": epochs,
         # "save": saved after the first fit, loaded by a fresh Trainer; "crash": the run dies inside a step
@@ -93,6 +94,30 @@ def draw(seed):
     }
 
 
+GATE = 1e6
+
+
+def gate(lib, function):
+    """A layer that passes its input on and whose backward overflows (inf) where the incoming gradient
+    exceeds GATE: loss scaling's skipped steps, decided the same way in both libraries (where float64
+    itself overflows depends on each op's order of operations)."""
+
+    class Overflow(function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * math.inf if float(g.abs().max().item()) > GATE else g
+
+    class Gate(lib.Module):
+        def forward(self, x):
+            return Overflow.apply(x)
+
+    return Gate()
+
+
 def layers(cfg, lib):
     """The hidden layers of the configuration in `lib` (distgraph.nn or torch.nn), the output layer left out."""
     act = {"relu": lib.ReLU, "tanh": lib.Tanh, "gelu": lib.GELU}[cfg["act"]]
@@ -100,6 +125,8 @@ def layers(cfg, lib):
     for a, b in itertools.pairwise(cfg["widths"]):
         # no bias before batch norm: its gradient is rounding noise, which Adam/Adagrad scale up to steps
         out.append(lib.Linear(a, b, bias=cfg["norm"] != "batch"))
+        if cfg.get("gate") and cfg.get("scaler") and len(out) == 1:
+            out.append(gate(lib, dg.autograd.Function if lib is nn else torch.autograd.Function))
         out += {"layer": [lib.LayerNorm(b)], "batch": [lib.BatchNorm1d(b)], "none": []}[cfg["norm"]]
         out += [act()] + ([lib.Dropout(0.0)] if cfg["dropout"] else [])
     return out
@@ -458,6 +485,13 @@ SEEDS = range(40)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_trainer_configuration_matches_a_torch_ddp_loop(seed, tmp_path):
     check(draw(seed), tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(100, 106))
+def test_random_configuration_with_overflowing_loss_scaled_steps_matches_a_torch_loop(seed, tmp_path):
+    """Loss scaling from 2**30 with a layer whose gradient overflows above GATE: skipped steps, the scale
+    backing off and growing, as torch's GradScaler in a loop (history: skipped_steps, loss_scale)."""
+    check({**draw(seed), "scaler": True, "gate": True, "scale_exp": 30}, tmp_path)
 
 
 @pytest.mark.parametrize("seed", range(16))
