@@ -26,6 +26,8 @@ from distgraph.data import DataLoader, TensorDataset
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 ATOL = 1e-10
+# torch warns when a scheduler steps after a step the loss scaler skipped (a torch loop steps it anyway)
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 
 
 # ---- configurations ----------------------------------------------------------------------------------
