@@ -352,7 +352,7 @@ class Trainer:
             rank0 = rank0 or [b.copy() for b in buffers]
         for b, v in zip(buffers, rank0):
             b[...] = v
-        grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
+        grads = combine_gradients(shard_grads, quiet=scaler is not None) if self.workers > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions
             found = unscale_(grads, scaler.get_scale())

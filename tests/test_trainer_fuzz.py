@@ -13,6 +13,7 @@ history (loss, accuracy, lr, val_loss) and `evaluate()` must agree to 1e-10.
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -564,3 +565,13 @@ def test_a_fit_with_no_epoch_left_takes_no_pass_of_a_dataloader(tmp_path):
     """fit(epochs=the epoch already reached) trains nothing but iterated a DataLoader to find its arrays:
     a shuffled pass consumed, so the next fit's epochs saw other batches than a torch loop's."""
     check(pinned(data="loader_shuffle", epochs=[1, 2], again=True), tmp_path)
+
+
+def test_overflowing_loss_scaled_shards_combine_without_a_numpy_warning(tmp_path):
+    """Under loss scaling an overflow is expected and the step skipped quietly: the shards' backward ran
+    under np.errstate, but summing their gradients (inf + -inf) warned 'invalid value encountered'."""
+    cfg = pinned(scaler=True, gate=True, scale_exp=30, workers=2, epochs=[1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        history = run_distgraph(cfg, tmp_path)[1]
+    assert history["skipped_steps"][0] > 0

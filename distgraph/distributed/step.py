@@ -192,10 +192,13 @@ def unscale_(grads, scale):
     return found
 
 
-def combine_gradients(shard_grads):
-    """Sum per-shard gradient lists in rank order — the same order the shm all-reduce uses."""
+def combine_gradients(shard_grads, quiet=False):
+    """Sum per-shard gradient lists in rank order — the same order the shm all-reduce uses. `quiet`: the
+    gradients are loss-scaled, so an overflow (inf + -inf) is expected now and then, and the step skipped
+    without a numpy warning, as in `ShardStep.compute`."""
     out = [g.copy() for g in shard_grads[0]]
-    for grads in shard_grads[1:]:
-        for acc, g in zip(out, grads):
-            acc += g
+    with np.errstate(over="ignore", invalid="ignore") if quiet else contextlib.nullcontext():
+        for grads in shard_grads[1:]:
+            for acc, g in zip(out, grads):
+                acc += g
     return out
