@@ -350,7 +350,7 @@ def epoch_batches(cfg, epoch, loader_rng):
         loader_rng.permutation(n)[:0]  # a RandomSampler pass draws n % n of one more, as torch's does
     else:
         perm = np.arange(n)
-    return [perm[i : i + b] for i in range(0, n, b)]
+    return [perm[i : i + b] for i in range(0, n - b + 1 if cfg.get("drop_last") else n, b)]
 
 
 def torch_step(ref, opt, loss_fn, X, Y, idx, workers, scale=None):
@@ -471,14 +471,15 @@ def draw_split(seed):
     """A configuration for strategy "branches" or "pipeline": the step is split by the graph, so the
     reference is one worker's loop. Left out: batch norm (micro-batches normalize by their own
     statistics), class weights (a mean of micro-batch weighted means is not the batch's), the scaler
-    (refused), a last partial batch (a captured step has a static shape: dropped) and a crash."""
+    (refused) and a crash (the loss function runs at capture only). A last partial batch is dropped (a
+    captured step has a static shape), as by a torch DataLoader with drop_last=True."""
     rng = np.random.default_rng([seed, 1])
     micro = int(rng.integers(1, 4))
     cfg = draw(seed)
     batch = micro * int(rng.integers(1, 5))
     return {**cfg, "strategy": str(rng.choice(["branches", "pipeline"])), "micro_batches": micro, "ddp_workers": 1,
             "norm": "layer" if cfg["norm"] == "batch" else cfg["norm"], "class_weight": False, "scaler": False,
-            "batch": batch, "n": batch * int(rng.integers(1, 5)),
+            "batch": batch, "n": batch * int(rng.integers(1, 5)) + int(rng.integers(0, batch)), "drop_last": True,
             "checkpoint": "save" if cfg["checkpoint"] == "crash" else cfg["checkpoint"]}  # fmt: skip
 
 
