@@ -168,8 +168,8 @@ class Trainer:
             self.epoch_step = 0
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
-            stats = _weighted(carried + parts)
-            record = {"epoch": epoch + 1, **stats, "samples_per_s": done / elapsed, "time_s": elapsed}
+            record = {"epoch": epoch + 1, **_weighted(carried + parts), "samples_per_s": done / elapsed}
+            record["time_s"] = elapsed
             if record_lr is not None:
                 record["lr"] = record_lr
             if workers:  # each worker's samples per second of its own compute: a straggler shows here
@@ -233,7 +233,7 @@ class Trainer:
         self._schedule.apply(self.optimizer, self._scheduled)
         for _ in range(self._scheduled, epoch_step):
             self.lr_scheduler.step()
-        self._scheduled = max(self._scheduled, epoch_step)
+        self._scheduled = epoch_step
 
     def _last_lr(self, t):
         """The lr (first param group) the epoch's last step used: its row per step, else the optimizer's."""
