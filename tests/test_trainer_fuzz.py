@@ -212,8 +212,8 @@ OPTIMIZERS = {
     "adamax": lambda o: (o.Adamax, {"lr": 0.01, "weight_decay": 1e-3}),
     "adadelta": lambda o: (o.Adadelta, {"lr": 1.0, "rho": 0.8, "weight_decay": 1e-3}),
     "asgd": lambda o: (o.ASGD, {"lr": 0.05, "t0": 3, "lambd": 0.01}),
-    "rprop": lambda o: (o.Rprop, {"lr": 0.01}),
-}
+}  # no Rprop: it steps by the gradient's sign, and a gradient that is rounding noise (a sum that cancels) has
+# either sign
 
 SCHEDULERS = {  # (scheduler module, optimizer, steps it will be stepped) -> scheduler
     "step": lambda s, opt, n: s.StepLR(opt, step_size=2, gamma=0.5),
