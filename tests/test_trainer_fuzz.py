@@ -1,14 +1,17 @@
 """Random differential testing of the local Trainer against the loop a PyTorch user writes by hand.
 
-Each seed draws a configuration — an MLP (widths, depth, ReLU/Tanh/GELU, LayerNorm, BatchNorm1d,
-Dropout with p=0), a loss (cross entropy with label smoothing / class weights, mse on regression
-targets), an optimizer with one or two param groups, a scheduler stepped per epoch or per step, 1–3
-local workers, the data as arrays, a list of batches, a one-pass generator or a DataLoader (shuffled
-or not), a GradScaler, validation data, fit called twice, a checkpoint saved and loaded between the
-two calls — and runs it in distgraph and in torch from the same float64 weights. The torch loop is
-DDP's rule emulated in one process (`torch_step`): each rank's shard, the gradient the shard-size
-weighted sum of the shard losses', batch norm from rank 0's buffers. Parameters, buffers, the
-history (loss, accuracy, lr, val_loss) and `evaluate()` must agree to 1e-10.
+Each seed draws a configuration — an MLP or two towers into a head (widths, depth, ReLU/Tanh/GELU,
+LayerNorm, BatchNorm1d, Dropout with p=0, a frozen weight, a layer the forward never uses), a loss
+(cross entropy with label smoothing / class weights, mse, huber, bce with logits), an optimizer with
+one or two param groups, a scheduler stepped per epoch or per step, 1–3 local workers, the data as
+arrays, tensors, a TensorDataset, a list of batches, a one-pass generator or a DataLoader (shuffled or
+not), a GradScaler (with steps that overflow), validation data, fit called twice (and once with
+nothing left to do), a checkpoint saved and loaded between the two calls or a crash inside a step and
+a resume from step checkpoints — and runs it in distgraph and in torch from the same float64 weights.
+The torch loop is DDP's rule emulated in one process (`torch_step`): each rank's shard, the gradient
+the shard-size weighted sum of the shard losses', batch norm from rank 0's buffers. Parameters,
+buffers, the history (loss, accuracy, lr, val_*, loss_scale, skipped_steps) and `evaluate()` must
+agree to 1e-10. Strategies "branches" and "pipeline" are checked against one worker (`draw_split`).
 """
 
 import itertools
@@ -26,7 +29,7 @@ from distgraph.data import DataLoader, TensorDataset
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
-ATOL = 1e-10
+ATOL = 1e-10  # and relative: running variances of 2-sample shards grow to 10 and more
 # torch warns when a scheduler steps after a step the loss scaler skipped (a torch loop steps it anyway)
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 
@@ -454,17 +457,17 @@ def check(cfg, tmp_path, keys=None):
     theirs = ref.state_dict()
     for name, value in model.state_dict().items():
         np.testing.assert_allclose(
-            np.asarray(value.numpy(), np.float64), theirs[name].double().numpy(), atol=ATOL, rtol=0, err_msg=name
+            np.asarray(value.numpy(), np.float64), theirs[name].double().numpy(), atol=ATOL, rtol=ATOL, err_msg=name
         )
     assert len(history.epochs) == len(expected)
     for got, want in zip(history.epochs, expected):
         for key, value in want.items():
             if keys is not None and key not in keys:
                 continue
-            assert got[key] == pytest.approx(value, abs=ATOL, rel=0), (key, got, want)
+            assert got[key] == pytest.approx(value, abs=ATOL, rel=ATOL), (key, got, want)
     assert evaluated.keys() == expected_eval.keys()
     for key, value in expected_eval.items():
-        assert evaluated[key] == pytest.approx(value, abs=ATOL, rel=0), key
+        assert evaluated[key] == pytest.approx(value, abs=ATOL, rel=ATOL), key
 
 
 def draw_split(seed):
