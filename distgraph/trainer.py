@@ -30,7 +30,7 @@ import weakref
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
-from distgraph.trainer_data import EpochData, as_arrays
+from distgraph.trainer_data import EpochData, as_arrays, check_data
 from distgraph.trainer_options import check_batch_size, check_fit, check_options
 from distgraph.trainer_schedule import StepSchedule, check_interval
 
@@ -98,16 +98,20 @@ class Trainer:
         self.epoch_step = 0  # steps of epoch `self.epoch` completed (a mid-epoch checkpoint resumes there)
         self.global_step = 0
         self._last_checkpoint_step = 0
+        self._carried, self._epoch_parts = [], []  # statistics of the epoch's steps (`fit`), for step checkpoints
         self._cluster = None
         self._release = None  # weakref.finalize closing `_cluster` when this Trainer is dropped (`_own`)
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
         epochs, batch_size = check_fit(epochs, batch_size)
-        source = EpochData(data, batch_size, self.seed)
-        x, y = source.x, source.y
-        if resume:
+        if resume:  # first: the checkpoint's epoch is the one a DataLoader's first pass is for, its seed the seed
             self._resume()
+        if self.epoch >= epochs:  # nothing to train: a DataLoader takes no pass, as a torch loop over no epochs
+            check_data(data)
+            return self.history
+        source = EpochData(data, batch_size, self.seed, self.epoch)
+        x, y = source.x, source.y
         if self._cluster is None:
             self._cluster = self._start(x, y, batch_size if source.ranges is None else len(source.ranges[0]))
         if self._cluster is not None:
@@ -121,6 +125,9 @@ class Trainer:
             bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", self.progress)
             bar.update(first)
             parts, start, workers = [], time.perf_counter(), {}  # workers: rank -> [samples, compute s]
+            # a resumed epoch's steps before its checkpoint, as one part: the record covers the whole epoch
+            carried = self._carried if first else []
+            self._carried, self._epoch_parts = carried, parts
             seen = [0]  # samples so far (a running sum: summing `parts` each step is quadratic in the epoch)
 
             def on_step(t, stats, bar=bar, parts=parts, start=start, workers=workers, seen=seen):
@@ -161,15 +168,16 @@ class Trainer:
             self.epoch_step = 0
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
-            record = {"epoch": epoch + 1, **_weighted(parts), "samples_per_s": done / elapsed, "time_s": elapsed}
+            record = {"epoch": epoch + 1, **_weighted(carried + parts), "samples_per_s": done / elapsed}
+            record["time_s"] = elapsed
             if record_lr is not None:
                 record["lr"] = record_lr
             if workers:  # each worker's samples per second of its own compute: a straggler shows here
                 record["worker_samples_per_s"] = [n / max(sec, 1e-9) for n, sec in workers.values()]
             if self.grad_scaler is not None:
-                record["skipped_steps"] = sum(p.get("skipped", 0) for p in parts)
+                record["skipped_steps"] = sum(p.get("skipped", 0) for p in carried + parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
-            self.epoch = epoch + 1
+            self.epoch, self._carried = epoch + 1, []
             if val_data is not None:
                 if self._cluster is not None:
                     self._cluster.pull()
@@ -218,11 +226,14 @@ class Trainer:
     def _catch_up_scheduler(self, epoch_step):
         """Step the real scheduler once per step applied up to `epoch_step` (at the epoch's end and before
         a mid-epoch checkpoint, whose scheduler state must be that of the step it records)."""
-        if self._schedule is None:
+        if self._schedule is None or epoch_step <= self._scheduled:
             return
+        # the optimizer holds the last applied step's row; the real scheduler last left it at row
+        # `_scheduled`, and a chainable one (StepLR, CosineAnnealingLR: lr from the group's lr) steps from there
+        self._schedule.apply(self.optimizer, self._scheduled)
         for _ in range(self._scheduled, epoch_step):
             self.lr_scheduler.step()
-        self._scheduled = max(self._scheduled, epoch_step)
+        self._scheduled = epoch_step
 
     def _last_lr(self, t):
         """The lr (first param group) the epoch's last step used: its row per step, else the optimizer's."""
@@ -328,6 +339,7 @@ class Trainer:
         # shards); before, the shards updated the one model's buffers in turn, two updates a step
         buffers = [b.array for b in self.model.buffers() if b is not None] if self.workers > 1 else []
         before, rank0 = [b.copy() for b in buffers], []
+        unused = set(range(len(self.step_fn.params)))  # no gradient on any shard: grad None, as DDP leaves it
         for rank in range(self.workers):
             for b, v in zip(buffers, before if rank else ()):
                 b[...] = v
@@ -336,10 +348,11 @@ class Trainer:
             grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
             shard_grads.append(grads)
             stats.append(st)
+            unused &= self.step_fn.unused
             rank0 = rank0 or [b.copy() for b in buffers]
         for b, v in zip(buffers, rank0):
             b[...] = v
-        grads = combine_gradients(shard_grads) if self.workers > 1 else shard_grads[0]
+        grads = combine_gradients(shard_grads, quiet=scaler is not None) if self.workers > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions
             found = unscale_(grads, scaler.get_scale())
@@ -348,8 +361,8 @@ class Trainer:
                 return {**merge_statistics(stats), "skipped": 1}
         from distgraph.autograd.tensor import Tensor
 
-        for p, g in zip(self.step_fn.params, grads):
-            p.grad = Tensor(g, device=p.device)
+        for i, (p, g) in enumerate(zip(self.step_fn.params, grads)):
+            p.grad = None if i in unused else Tensor(g, device=p.device)  # the optimizer skips it, as torch's
         self.optimizer.step()
         return merge_statistics(stats)
 
@@ -380,6 +393,7 @@ class Trainer:
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
+            "epoch_stats": _summary(self._carried + self._epoch_parts) if self.epoch_step else None,
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
@@ -395,6 +409,7 @@ class Trainer:
         self.epoch, self.global_step, self.seed = int(sd["epoch"]), int(sd["global_step"]), int(sd["seed"])
         self.epoch_step = int(sd.get("epoch_step", 0))  # checkpoints from before step checkpoints: epoch ends
         self._last_checkpoint_step = self.global_step
+        self._carried = [sd["epoch_stats"]] if sd.get("epoch_stats") else []
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
         if self._cluster is not None:
             self._cluster.push()
@@ -457,6 +472,13 @@ def _weighted(parts):
     if correct is not None:
         out["accuracy"] = correct / max(total["count"], 1)
     return out
+
+
+def _summary(parts):
+    """An epoch's steps so far as one step's statistics, which a mid-epoch checkpoint keeps: the resumed epoch's
+    record then covers all its steps (it had the loss and accuracy of those after the resume only)."""
+    skipped = sum(p.get("skipped", 0) for p in parts)
+    return {**_weighted(parts), "count": sum(p["count"] for p in parts), "skipped": skipped}
 
 
 def _epoch_line(r):

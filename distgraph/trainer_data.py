@@ -42,15 +42,29 @@ def _nonempty(x):
     return x
 
 
-def _loader_batches(data):
-    """The list of (x, y) batches `data` yields when it is an iterable of batches, else None."""
+def check_data(data):
+    """What `as_arrays` checks of `data`, without iterating an iterable of batches: a fit with no epoch
+    left to train takes no pass of a DataLoader (a shuffled pass drawn there was missing from the next)."""
+    if not _is_batches(data):
+        as_arrays(data)
+
+
+def _is_batches(data):
+    """True for an iterable of batches, False for (inputs, targets) or a TensorDataset, else a ConfigError."""
     if hasattr(data, "tensors") or (isinstance(data, tuple | list) and len(data) == 2 and not _is_batch_pair(data[0])):
-        return None
+        return False
     if not hasattr(data, "__iter__") or isinstance(data, str | bytes | dict):
         raise ConfigError(
             f"Trainer data must be (inputs, targets), a TensorDataset or an iterable of (inputs, targets) "
             f"batches, got {type(data).__name__}"
         )
+    return True
+
+
+def _loader_batches(data):
+    """The list of (x, y) batches `data` yields when it is an iterable of batches, else None."""
+    if not _is_batches(data):
+        return None
     batches = list(data)
     if not batches:
         raise ConfigError("Trainer data: the iterable of batches yielded no batch")
@@ -96,7 +110,7 @@ class EpochData:
     batch_size does not apply), its batches taken in its order; a one-pass iterator (a generator) is
     read once and its batches replayed every epoch."""
 
-    def __init__(self, data, batch_size, seed):
+    def __init__(self, data, batch_size, seed, first_epoch=0):
         self.batch_size, self.seed = batch_size, seed
         self.loader = self.ranges = None
         batches = _loader_batches(data)
@@ -105,7 +119,9 @@ class EpochData:
             return
         self.loader = None if isinstance(data, Iterator) else data  # a one-pass iterator: its batches, kept
         self.x, self.y, self.ranges = _concatenated(batches)
-        self.read_for = 0  # the epoch whose iteration self.x holds (the first `fit` reads it now)
+        # the epoch whose iteration self.x holds: this pass is the one `fit` trains `first_epoch` on (a second
+        # `fit` or a resume goes on from its epoch; taking the next pass for it skipped one of the loader's)
+        self.read_for = first_epoch
 
     def epoch(self, epoch):
         """(x, y, the epoch's batches as index arrays, True when x and y are new since the last call)."""

@@ -8,7 +8,7 @@ The training step — forward, loss, backward — is captured once with `dg.comp
 executor; its outputs are the loss and the gradients, which the driver's optimizer applies
 (the parameters are the step's inputs, so the next step runs on the new ones). A captured graph has
 static shapes, so an epoch's last, smaller batch is left out (PyTorch's `drop_last`), and the
-history says so once.
+history says so once. The history has no accuracy: the step's outputs are the loss and the gradients.
 
 `choose(trainer, x, y, batch_size)` resolves `strategy="auto"` with the cost model of
 `placement.choose_strategy` and records why in the history.
@@ -20,8 +20,8 @@ from distgraph.errors import ConfigError
 
 
 def _capture(trainer, x, y):
-    """(graph, its parameter inputs in order, the parameters its gradient outputs follow) of the
-    training step on batch (x, y)."""
+    """(graph, its parameter inputs in order, the parameters its gradient outputs follow, the indices of
+    those the loss does not depend on) of the training step on batch (x, y)."""
     from distgraph.autograd.grad_mode import no_grad
     from distgraph.autograd.tensor import Tensor
     from distgraph.graph.compile import compile as dg_compile
@@ -36,14 +36,14 @@ def _capture(trainer, x, y):
             "cannot be split by strategy 'branches' or 'pipeline'; use strategy='data'"
         )
     runner, params, _, _ = variant
-    return runner.graph, params, step.params
+    return runner.graph, params, step.params, step.unused(variant)
 
 
 def choose(trainer, x, y, batch_size):
     """The strategy for `strategy="auto"`, with the cost model's reason in the history."""
     from distgraph.distributed.placement import choose_strategy
 
-    graph, _, _ = _capture(trainer, x[:batch_size], y[:batch_size])
+    graph, *_ = _capture(trainer, x[:batch_size], y[:batch_size])
     strategy, reason = choose_strategy(graph, trainer.workers, trainer.micro_batches)
     trainer.history.events.append(f"strategy auto → {strategy}: {reason}")
     return strategy
@@ -78,7 +78,9 @@ class PlanTrainer:
         micro = t.micro_batches if self.strategy == "pipeline" else 1
         if batch % micro:
             raise ConfigError(f"Trainer: pipeline batch size {batch} is not divisible by micro_batches={micro}")
-        graph, self.graph_params, self.params = _capture(t, self.x[: batch // micro], self.y[: batch // micro])
+        graph, self.graph_params, self.params, self.unused = _capture(
+            t, self.x[: batch // micro], self.y[: batch // micro]
+        )
         if self.strategy == "pipeline":  # x and y are cut into micro-batches; loss and gradients averaged
             plan = pipeline(graph, t.workers, micro_batches=micro, batch_inputs=(0, 1),
                             combine=["mean"] * len(graph.outputs))  # fmt: skip
@@ -126,8 +128,8 @@ class PlanTrainer:
             idx = kept[t]
             outs = executor.run(self.x[idx], self.y[idx], *[p.array for p in self.graph_params])
             loss, grads = outs[0], outs[1:]
-            for p, g in zip(self.params, grads):
-                p.grad = Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
+            for i, (p, g) in enumerate(zip(self.params, grads)):  # an unused one's zeros: no grad, as in torch
+                p.grad = None if i in self.unused else Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
             self.trainer.apply_step_hypers(t)  # a per-step lr schedule's row for this step
             opt.step()
             on_step(t, {"loss": float(loss), "count": len(idx)})

@@ -41,6 +41,7 @@ class ShardStep:
             if isinstance(b.array, np.ndarray) and not b.array.flags.writeable:  # batch norm updates in place
                 b.array = b.array.copy()
         self._on_grad = None  # compute()'s `on_grad`, called from the parameters' post-accumulate hooks
+        self.unused = set()  # indices of the parameters the last `compute` gave no gradient (zeros in its list)
         self._hooked = False
 
     # ---- parameters --------------------------------------------------------------------------------
@@ -85,6 +86,7 @@ class ShardStep:
         self.model.train()
         for p in self.params:
             p.grad = None
+        self.unused = set(range(len(self.params)))
         if len(x) == 0:  # a batch smaller than the worker count leaves this rank no samples: it adds nothing
             return [p.device.xp.zeros_like(p.array) for p in self.params], {"loss_sum": 0.0, "count": 0}
         xt, yt = (
@@ -129,6 +131,7 @@ class ShardStep:
         grads = []
         for p in self.params:
             grads.append(p.grad.array if p.grad is not None else p.array.dtype.type(0) * p.array)
+        self.unused = {i for i, p in enumerate(self.params) if p.grad is None}
         return grads, _statistics(out, yt, loss, len(xt))
 
     def evaluate(self, x, y):
@@ -189,10 +192,13 @@ def unscale_(grads, scale):
     return found
 
 
-def combine_gradients(shard_grads):
-    """Sum per-shard gradient lists in rank order — the same order the shm all-reduce uses."""
+def combine_gradients(shard_grads, quiet=False):
+    """Sum per-shard gradient lists in rank order — the same order the shm all-reduce uses. `quiet`: the
+    gradients are loss-scaled, so an overflow (inf + -inf) is expected now and then, and the step skipped
+    without a numpy warning, as in `ShardStep.compute`."""
     out = [g.copy() for g in shard_grads[0]]
-    for grads in shard_grads[1:]:
-        for acc, g in zip(out, grads):
-            acc += g
+    with np.errstate(over="ignore", invalid="ignore") if quiet else contextlib.nullcontext():
+        for grads in shard_grads[1:]:
+            for acc, g in zip(out, grads):
+                acc += g
     return out

@@ -132,6 +132,11 @@ class CompiledFunction:
         self.variants[key] = variant
         return variant
 
+    def unused(self, variant):
+        """Indices into `params` of the parameters `variant`'s loss does not depend on: their gradient
+        outputs are zeros, where eager backward leaves no gradient (an optimizer skips them)."""
+        return set(self._unused_of[id(variant)])
+
     @property
     def graph(self):
         """The optimized graph of the first captured variant."""
