@@ -195,15 +195,16 @@ class TorchReader:
     def fail(self, what):
         raise FileFormatError(f"{self.name}: {what}")
 
-    def unpickle(self, fh):
+    def unpickle(self, fh, size, damaged="corrupt pickle"):
+        """One pickle from `fh`, reading at most `size` bytes (a forged frame length allocates nothing)."""
         try:
-            return _Unpickler(fh, self.name, self.storage).load()
+            return _Unpickler(_Bounded(fh, size), self.name, self.storage).load()
         except FileFormatError:
             raise
         except RecursionError:
-            self.fail("corrupt pickle: nested too deeply")
+            self.fail(f"{damaged} (nested too deeply)")
         except Exception as exc:  # a damaged pickle fails in any builtin's way: all are a damaged file
-            self.fail(f"corrupt pickle ({type(exc).__name__}: {exc})")
+            self.fail(f"{damaged} ({type(exc).__name__}: {exc})")
 
     def storage(self, pid):
         """The storage a persistent id names; one object per key, as torch shares it."""
@@ -317,6 +318,23 @@ class TorchReader:
         storage.array = arr
 
 
+class _Bounded:
+    """A file that reads at most `size` more bytes: what pickle's read(n) asks for is capped by the file."""
+
+    def __init__(self, fh, size):
+        self.fh, self.left = fh, size
+
+    def read(self, n=-1):
+        data = self.fh.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    def readline(self):
+        data = self.fh.readline(self.left)
+        self.left -= len(data)
+        return data
+
+
 def _plain(key):
     return key is None or type(key) in (bool, int, float, str, bytes) or (type(key) is tuple and all(map(_plain, key)))
 
@@ -337,17 +355,17 @@ def _load_zip(fh, reader):
     try:
         archive = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        reader.fail(f"corrupt torch zip archive ({exc})")
+        reader.fail(f"not a distgraph file, nor a valid torch zip archive ({exc})")
     size = fh.seek(0, 2)
     with archive:
         names = [i.filename for i in archive.infolist()]
         pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkl) != 1:
-            reader.fail("a zip archive, but not a torch file (no <name>/data.pkl in it)")
+            reader.fail("not a distgraph file: a zip archive, but not a torch one (no <name>/data.pkl in it)")
         prefix = pkl[0][: -len("data.pkl")]
         try:
             big = _member(archive, prefix + "byteorder", reader, default=b"little") == b"big"
-            tree = reader.unpickle(archive.open(pkl[0]))
+            tree = reader.unpickle(archive.open(pkl[0]), archive.getinfo(pkl[0]).file_size)
             for key, storage in reader.storages.items():
                 info = _info(archive, f"{prefix}data/{key}", reader, size)
                 with archive.open(info) as member:
@@ -379,16 +397,20 @@ def _load_legacy(fh, reader):
     start = fh.tell()
     size = fh.seek(0, 2) - start
     fh.seek(start)
-    magic = reader.unpickle(fh)
-    if magic != LEGACY_MAGIC:
-        reader.fail("a pickle, but not a torch file (no torch magic number; dg.load reads no arbitrary pickles)")
-    if reader.unpickle(fh) != LEGACY_PROTOCOL:
+
+    def unpickle(damaged="corrupt pickle"):
+        return reader.unpickle(fh, size - (fh.tell() - start), damaged)
+
+    foreign = "not a distgraph file, nor a torch one: a pickle without torch's magic number"
+    if unpickle(foreign) != LEGACY_MAGIC:
+        reader.fail(f"{foreign} (dg.load reads no other pickles)")
+    if unpickle() != LEGACY_PROTOCOL:
         reader.fail(f"torch legacy format: unsupported protocol version (expected {LEGACY_PROTOCOL})")
-    info = reader.unpickle(fh)
+    info = unpickle()
     if not (isinstance(info, dict) and isinstance(info.get("little_endian"), bool)):
         reader.fail("torch legacy format: corrupt sys_info record")
-    tree = reader.unpickle(fh)
-    keys = reader.unpickle(fh)
+    tree = unpickle()
+    keys = unpickle()
     if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
         reader.fail("torch legacy format: corrupt list of storage keys")
     for key in keys:
