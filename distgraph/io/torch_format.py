@@ -34,6 +34,7 @@ complex and unsigned 16/32/64-bit tensors are a FileFormatError naming the key a
 Big-endian files (byteorder "big", or sys_info little_endian False) are converted to native order.
 """
 
+import _compat_pickle
 import math
 import pickle
 import warnings
@@ -171,6 +172,9 @@ class _Unpickler(pickle.Unpickler):
         self.name, self.storage = name, storage
 
     def find_class(self, module, name):
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 names Python 2's modules
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = ALLOWED.get((module, name))
         if found is None:
             raise FileFormatError(
