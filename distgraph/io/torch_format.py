@@ -35,6 +35,7 @@ Big-endian files (byteorder "big", or sys_info little_endian False) are converte
 """
 
 import _compat_pickle
+import io
 import math
 import pickle
 import warnings
@@ -46,7 +47,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import FileFormatError
-from distgraph.io.layout import MAX_DEPTH, join, show
+from distgraph.io.layout import MAX_DEPTH, READ_CHUNK, join, show
 from distgraph.nn.parameter import Parameter
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -313,7 +314,7 @@ class TorchReader:
         view = memoryview(arr.view(np.uint8)) if nbytes else memoryview(b"")
         got = 0
         while got < nbytes:
-            n = fh.readinto(view[got:])
+            n = fh.readinto(view[got : got + READ_CHUNK])  # chunks: zipfile's readinto reads via a copy
             if not n:
                 self.fail(f"file is truncated inside storage {storage.key!r}")
             got += n
@@ -369,7 +370,8 @@ def _load_zip(fh, reader):
         prefix = pkl[0][: -len("data.pkl")]
         try:
             big = _member(archive, prefix + "byteorder", reader, default=b"little") == b"big"
-            tree = reader.unpickle(archive.open(pkl[0]), archive.getinfo(pkl[0]).file_size)
+            info = _info(archive, pkl[0], reader, size)
+            tree = reader.unpickle(io.BytesIO(archive.read(info)), info.file_size)
             for key, storage in reader.storages.items():
                 info = _info(archive, f"{prefix}data/{key}", reader, size)
                 with archive.open(info) as member:
@@ -380,7 +382,7 @@ def _load_zip(fh, reader):
 
 
 def _info(archive, name, reader, size):
-    """A storage member's entry, its sizes checked against the archive's before anything is allocated."""
+    """A member's entry, its sizes checked against the archive's before anything is allocated."""
     try:
         info = archive.getinfo(name)
     except KeyError:
