@@ -87,13 +87,16 @@ class _Inert:
     """Objects the pickle names but may not change: BUILD (`__setstate__`) on them is a damaged file."""
 
     __slots__ = ()
+    what = "object"
 
     def __setstate__(self, state):
-        raise pickle.UnpicklingError(f"a {type(self).__name__.strip('_')} cannot be given extra state")
+        raise pickle.UnpicklingError(f"a {self.what} cannot be given extra state")
 
 
 class _Marker(_Inert):
     """A storage type (torch.FloatStorage) or a dtype (torch.uint16), named by the pickle."""
+
+    what = "storage type or dtype"
 
     __slots__ = ("dtype", "name")
 
@@ -103,6 +106,8 @@ class _Marker(_Inert):
 
 class _Storage(_Inert):
     """One storage: its dtype, location and element count from the pickle, its host array once read."""
+
+    what = "storage"
 
     __slots__ = ("array", "dtype", "key", "location", "numel", "placed")
 
@@ -114,6 +119,8 @@ class _Storage(_Inert):
 
 class _TensorRef(_Inert):
     """What the pickle builds for a tensor; the final walk makes it a Tensor (a Parameter)."""
+
+    what = "tensor"
 
     __slots__ = ("dtype", "offset", "parameter", "requires_grad", "shape", "storage", "strides")
 

@@ -225,6 +225,10 @@ class View:
         self.args = (storage, offset, size, stride, False, OrderedDict())
 
 
+class WithState(View):
+    """A tensor given extra state after it is built (pickle's BUILD opcode)."""
+
+
 class Forger(pickle.Pickler):
     """Pickles View/Storage stand-ins as torch.save would pickle a tensor — but with any values."""
 
@@ -232,7 +236,16 @@ class Forger(pickle.Pickler):
         return obj.pid if isinstance(obj, Storage) else None
 
     def reducer_override(self, obj):
+        if isinstance(obj, WithState):
+            return (torch._utils._rebuild_tensor_v2, obj.args, (None, {"array": "not an array"}))
         return (torch._utils._rebuild_tensor_v2, obj.args) if isinstance(obj, View) else NotImplemented
+
+
+def _nested(depth):
+    node = []
+    for _ in range(depth):
+        node = [node]
+    return node
 
 
 def forged_file(path, obj, storages):
@@ -263,6 +276,8 @@ def test_forged_storages_and_views_are_file_format_errors_allocating_nothing(tmp
             View(Storage("0", 6, "IntStorage"), 0, (1,), (1,)),
         ],
         "tensor rebuilt on int": View(3, 0, (1,), (1,)),
+        "a tensor cannot be given extra state": WithState(s, 0, (1,), (1,)),
+        "structure nested deeper than 200 levels at 'w\\[0\\]\\[0\\]": _nested(300),
     }
     for message, obj in cases.items():
         forged_file(tmp_path / "bad.pt", {"w": obj}, {"0": six})
