@@ -69,8 +69,8 @@ STORAGE_DTYPES = {
     "ComplexDoubleStorage": "complex128",
 }
 # torch.<name> dtype globals (the dtype argument of _rebuild_tensor_v3) -> numpy dtype name
-TORCH_DTYPES = {name: name for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32")}
-TORCH_DTYPES |= {n: n for n in ("uint64", "float16", "float32", "float64", "bfloat16", "complex64", "complex128")}
+TORCH_DTYPES = {n: n for n in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")}
+TORCH_DTYPES |= {n: n for n in ("float16", "float32", "float64", "bfloat16", "complex64", "complex128")}
 TORCH_DTYPES |= {"half": "float16", "float": "float32", "double": "float64", "short": "int16", "int": "int32"}
 TORCH_DTYPES |= {"long": "int64", "cfloat": "complex64", "cdouble": "complex128"}
 LOADABLE = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")
@@ -125,20 +125,22 @@ class _TensorRef(_Inert):
     __slots__ = ("dtype", "offset", "parameter", "requires_grad", "shape", "storage", "strides")
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks=None, metadata=None, dtype=None):
+def _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks=None, metadata=None):
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError(f"tensor rebuilt on {type(storage).__name__}, not on a storage")
     ref = _TensorRef()
     ref.storage, ref.offset, ref.shape, ref.strides = storage, offset, size, stride
-    ref.requires_grad, ref.parameter = requires_grad, False
-    ref.dtype = storage.dtype if dtype is None else dtype.dtype
+    ref.requires_grad, ref.parameter, ref.dtype = requires_grad, False, storage.dtype
     return ref
 
 
 def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-    if not (isinstance(dtype, _Marker) and dtype.name.islower()):
+    """v2 with the dtype given apart: the storage is untyped (bytes), read as `dtype`."""
+    if not (isinstance(dtype, _Marker) and not dtype.name.endswith("Storage")):
         raise pickle.UnpicklingError(f"tensor rebuilt with dtype {dtype!r}")
-    return _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks, metadata, dtype)
+    ref = _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks, metadata)
+    ref.dtype = dtype.dtype
+    return ref
 
 
 def _rebuild_parameter(data, requires_grad, hooks=None, state=None):
@@ -285,12 +287,13 @@ class TorchReader:
             self.fail(f"{what}: size {shape}, stride {strides} at offset {offset} run past its storage of {numel}")
         size = arr.dtype.itemsize
         view = dev.xp.lib.stride_tricks.as_strided(arr[offset:], shape, tuple(s * size for s in strides))
+        grad = ref.requires_grad is True
+        if grad and view.dtype.kind != "f":
+            self.fail(f"{what}: requires_grad on a tensor of dtype {view.dtype} (only float tensors can)")
         t = Tensor(view, device=dev)
         if ref.parameter:
-            return Parameter(t, requires_grad=ref.requires_grad is True)
-        if ref.requires_grad is True:
-            t.requires_grad_(True)
-        return t
+            return Parameter(t, requires_grad=grad)
+        return t.requires_grad_(True) if grad else t
 
     def placed(self, storage, dtype, what):
         """The storage's array, read as `dtype`, native order, on its target device (done once per storage)."""

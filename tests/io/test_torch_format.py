@@ -221,8 +221,8 @@ class Storage:
 
 
 class View:
-    def __init__(self, storage, offset, size, stride):
-        self.args = (storage, offset, size, stride, False, OrderedDict())
+    def __init__(self, storage, offset, size, stride, requires_grad=False):
+        self.args = (storage, offset, size, stride, requires_grad, OrderedDict())
 
 
 class WithState(View):
@@ -277,6 +277,7 @@ def test_forged_storages_and_views_are_file_format_errors_allocating_nothing(tmp
         ],
         "tensor rebuilt on int": View(3, 0, (1,), (1,)),
         "a tensor cannot be given extra state": WithState(s, 0, (1,), (1,)),
+        "requires_grad on a tensor of dtype int32": View(Storage("0", 6, "IntStorage"), 0, (1,), (1,), True),
         "structure nested deeper than 200 levels at 'w\\[0\\]\\[0\\]": _nested(300),
     }
     for message, obj in cases.items():
