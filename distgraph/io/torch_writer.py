@@ -60,7 +60,7 @@ class TorchWriter:
             out += b"N"
         elif obj is True or obj is False:
             out += b"\x88" if obj else b"\x89"
-        elif isinstance(obj, int) and not isinstance(obj, np.generic):
+        elif isinstance(obj, int):
             self.int(int(obj))
         elif isinstance(obj, float):
             out += b"G" + struct.pack(">d", obj)
@@ -127,8 +127,7 @@ class TorchWriter:
             self.out += TUPLE_N[len(obj)]
         else:
             self.items(b"(", obj, b"t", path, depth)
-        if id(obj) not in self.memo:  # a tuple holding itself through a list is already memoized
-            self.put(obj)
+        self.put(obj)
 
     def mapping(self, obj, path, depth):
         self.out += EMPTY_ORDERED_DICT if isinstance(obj, OrderedDict) else b"}"
@@ -186,18 +185,15 @@ class TorchWriter:
     def write(self, fh, data_pkl, prefix="archive"):
         """The zip file, in torch's member order, into the binary file `fh`."""
         with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as archive:
-            _write_members(archive, prefix, data_pkl, self.storages.values())
-
-
-def _write_members(archive, prefix, data_pkl, storages):
-    _write(archive, f"{prefix}/data.pkl", [data_pkl])
-    _write(archive, f"{prefix}/.format_version", [b"1"])
-    _write(archive, f"{prefix}/.storage_alignment", [str(ALIGN).encode()])
-    _write(archive, f"{prefix}/byteorder", [sys.byteorder.encode()])
-    for key, host in storages:
-        view = bytes_view(host)
-        _write(archive, f"{prefix}/data/{key}", [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)], True)
-    _write(archive, f"{prefix}/version", [b"3\n"])
+            _write(archive, f"{prefix}/data.pkl", [data_pkl])
+            _write(archive, f"{prefix}/.format_version", [b"1"])
+            _write(archive, f"{prefix}/.storage_alignment", [str(ALIGN).encode()])
+            _write(archive, f"{prefix}/byteorder", [sys.byteorder.encode()])
+            for key, host in self.storages.values():
+                view = bytes_view(host)
+                chunks = [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)]
+                _write(archive, f"{prefix}/data/{key}", chunks, aligned=True)
+            _write(archive, f"{prefix}/version", [b"3\n"])
 
 
 def _write(archive, name, chunks, aligned=False):
