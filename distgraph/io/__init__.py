@@ -23,6 +23,10 @@ tensors laid out in increasing, non-overlapping order, so a forged header can ne
 allocate more than the file holds. Every checksum is checked. Any problem is a FileFormatError naming
 the file and the tensor. Writes go to a temporary file renamed into place (`os.replace`), so a crash
 never leaves a half-written checkpoint under the final name.
+
+Torch files: `load` also reads what torch.save wrote, zip or legacy, without torch and as
+torch.load(weights_only=True) (an allow-list unpickler: torch_format); `save(obj, f, format="torch")`
+writes a zip file torch.load(weights_only=True) reads (torch_writer).
 """
 
 from distgraph.io.layout import FORMAT_VERSION, MAGIC, MAX_DEPTH

@@ -18,6 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import DeviceError, DistgraphError, FileFormatError
+from distgraph.io import torch_format
 from distgraph.io.layout import (
     ALIGN,
     EXT_ARRAY,
@@ -221,8 +222,13 @@ def load(f, map_location=None):
     ("cpu", "cuda:1", a Device) moves all there; a dict maps saved device strings to targets
     ({"cuda:0": "cpu"}); a callable gets the saved device string (or, torch's form, the host array and
     the string) and returns a device, or an array to use as is (`lambda storage, loc: storage` → cpu).
+
+    A file torch.save wrote (zip or legacy) is read without torch, as torch.load(weights_only=True)
+    would: see distgraph.io.torch_format.
     """
-    tree = _load_tree(f, map_location)
+    tree, native = _load_tree(f, map_location, _load_any)
+    if not native:
+        return tree
     try:
         return revive(tree)  # graphs and plans saved whole come back as themselves
     except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -233,9 +239,11 @@ def _name(f):
     return os.fspath(f) if isinstance(f, str | os.PathLike) else getattr(f, "name", "<stream>")
 
 
-def _load_tree(f, map_location=None):
+def _load_tree(f, map_location=None, loader=None):
+    """`loader(fh, name, map_location)` (a distgraph file's tree by default) on a path or file object."""
+    loader = loader or _load
     if not isinstance(f, str | os.PathLike):
-        return _load(f, _name(f), map_location)
+        return loader(f, _name(f), map_location)
     name = os.fspath(f)
     try:
         fh = open(name, "rb")
@@ -246,7 +254,7 @@ def _load_tree(f, map_location=None):
     except PermissionError:
         raise FileFormatError(f"{name}: this user may not read it") from None
     with fh:
-        return _load(fh, name, map_location)
+        return loader(fh, name, map_location)
 
 
 def load_as(f, parse, what):
@@ -258,6 +266,18 @@ def load_as(f, parse, what):
         return parse(tree)
     except (DistgraphError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise FileFormatError(f"{_name(f)}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _load_any(fh, name, map_location):
+    """(tree, True) for a distgraph file, (object, False) for a torch one, told apart by the first bytes."""
+    if hasattr(fh, "seekable") and hasattr(fh, "read") and fh.seekable():
+        base = fh.tell()
+        head = fh.read(4)
+        fh.seek(base)
+        if torch_format.is_torch_file(head):
+            place = Reader(fh, name, 0, 0, map_location).target_device
+            return torch_format.load(fh, name, lambda arr, loc, what: place(loc, what, arr)), False
+    return _load(fh, name, map_location), True
 
 
 def _load(fh, name, map_location):

@@ -37,6 +37,7 @@ from distgraph.io.layout import (
     show,
 )
 from distgraph.io.objects import as_tree
+from distgraph.io.torch_writer import TorchWriter
 from distgraph.nn.parameter import Parameter
 
 
@@ -155,14 +156,22 @@ def packb(obj):
     return msgpack.packb(obj, use_bin_type=True, strict_types=True)
 
 
-def save(obj, f):
+def save(obj, f, format="distgraph"):
     """Save `obj` (tensors, arrays and nested dict/list/tuple/scalars/str/bytes) to a path or binary file.
 
+    format="torch" writes torch's zip format instead, for torch.load(weights_only=True): tensors,
+    Parameters and nested dicts/lists/tuples of str, bytes, int, float, bool and None (no arrays).
     A path is written atomically: to a temporary file in the same folder, flushed to disk, then renamed
     over `f`, so readers see the old file or the complete new one, never a partial one.
     """
-    writer = Writer()
-    tree = packb(writer.encode(obj))
+    if format == "distgraph":
+        writer = Writer()
+        tree = packb(writer.encode(obj))
+    elif format == "torch":
+        writer = TorchWriter()
+        tree = writer.pickle(obj)
+    else:
+        raise FileFormatError(f"dg.save: unknown format {format!r} (expected 'distgraph' or 'torch')")
     if not isinstance(f, str | os.PathLike):
         writer.write(f, tree)
         return

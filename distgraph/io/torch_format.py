@@ -1,0 +1,447 @@
+"""Reading the files torch.save writes, without importing torch: `dg.load` hands them here.
+
+Two layouts exist, and `is_torch_file` tells them from distgraph's own by their first bytes:
+
+    zip     (torch >= 1.6, the default)  PK\\x03\\x04 · <prefix>/data.pkl (the object, pickle protocol 2)
+            · <prefix>/data/<key> (each storage's raw bytes) · <prefix>/byteorder ("little" / "big")
+            · <prefix>/version
+    legacy  (`_use_new_zipfile_serialization=False`)  pickles one after another: a magic number, the
+            protocol version 1001, sys_info ({"little_endian": ...}), the object, the list of storage
+            keys; then, per key, its element count (int64 little-endian) and its raw bytes
+
+In both, a tensor is `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad,
+hooks)` (v3 adds a dtype, for uint16/32/64) over a storage named by a persistent id
+`("storage", torch.<X>Storage, key, location, numel)`; an nn.Parameter wraps one with
+`_rebuild_parameter[_with_state]`.
+
+Trust model, as torch.load(weights_only=True): pickle runs code only through the globals it names, so
+`find_class` hands out stand-ins for an allow-list — the tensor and Parameter rebuild functions, the
+storage and dtype names, collections.OrderedDict, torch.Size (a tuple) and _codecs.encode (how protocol 2
+stores bytes) — and any other global is a FileFormatError naming the file and the global. The stand-ins
+build inert placeholders; once the pickle is read, one walk checks that the tree holds only plain
+containers, scalars and placeholders, and turns each placeholder into a distgraph Tensor (a Parameter for
+an nn.Parameter), naming the key of any bad one. A storage is allocated only after its size is checked
+against the bytes the file holds; each tensor's offset, shape and strides are checked against its
+storage; zip members are checksummed by zipfile.
+
+Sharing as torch: every tensor is a view (offset, strides) of its storage's one array, so two tensors
+on one storage share memory, and an object met twice in the pickle is one object. A storage moves to
+its device once (map_location as for distgraph files) and its tensors are views of the moved array.
+
+Dtypes: float16/32/64, int8/16/32/64, uint8 and bool load as themselves; bfloat16 loads as float32
+(exactly: its bits are float32's upper half) with a warning, as distgraph has no bfloat16 tensors;
+complex and unsigned 16/32/64-bit tensors are a FileFormatError naming the key and the dtype.
+Big-endian files (byteorder "big", or sys_info little_endian False) are converted to native order.
+"""
+
+import _compat_pickle
+import io
+import math
+import pickle
+import warnings
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import device_of_array, to_device
+from distgraph.errors import FileFormatError
+from distgraph.io.layout import MAX_DEPTH, READ_CHUNK, join, show
+from distgraph.nn.parameter import Parameter
+
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+# torch.<X>Storage -> numpy dtype name of its elements
+STORAGE_DTYPES = {
+    "BoolStorage": "bool",
+    "ByteStorage": "uint8",
+    "CharStorage": "int8",
+    "ShortStorage": "int16",
+    "IntStorage": "int32",
+    "LongStorage": "int64",
+    "HalfStorage": "float16",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "BFloat16Storage": "bfloat16",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+# torch.<name> dtype globals (the dtype argument of _rebuild_tensor_v3) -> numpy dtype name
+TORCH_DTYPES = {n: n for n in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")}
+TORCH_DTYPES |= {n: n for n in ("float16", "float32", "float64", "bfloat16", "complex64", "complex128")}
+TORCH_DTYPES |= {"half": "float16", "float": "float32", "double": "float64", "short": "int16", "int": "int32"}
+TORCH_DTYPES |= {"long": "int64", "cfloat": "complex64", "cdouble": "complex128"}
+LOADABLE = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")
+ITEMSIZE = {"bfloat16": 2} | {n: np.dtype(n).itemsize for n in set(STORAGE_DTYPES.values()) - {"bfloat16"}}
+ITEMSIZE |= {n: np.dtype(n).itemsize for n in ("uint16", "uint32", "uint64")}
+
+
+def is_torch_file(head):
+    """True when a file's first bytes are a zip archive or a pickle (what torch.save writes)."""
+    return head.startswith(ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+class _Inert:
+    """Objects the pickle names but may not change: BUILD (`__setstate__`) on them is a damaged file."""
+
+    __slots__ = ()
+    what = "object"
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"a {self.what} cannot be given extra state")
+
+
+class _Marker(_Inert):
+    """A storage type (torch.FloatStorage) or a dtype (torch.uint16), named by the pickle."""
+
+    what = "storage type or dtype"
+
+    __slots__ = ("dtype", "name")
+
+    def __init__(self, name, dtype):
+        self.name, self.dtype = name, dtype
+
+
+class _Storage(_Inert):
+    """One storage: its dtype, location and element count from the pickle, its host array once read."""
+
+    what = "storage"
+
+    __slots__ = ("array", "dtype", "key", "location", "numel", "placed")
+
+    def __init__(self, key, dtype, location, numel):
+        self.key, self.dtype, self.location, self.numel = key, dtype, location, numel
+        self.array = None
+        self.placed = {}  # dtype read as -> (array on its device, device)
+
+
+class _TensorRef(_Inert):
+    """What the pickle builds for a tensor; the final walk makes it a Tensor (a Parameter)."""
+
+    what = "tensor"
+
+    __slots__ = ("dtype", "offset", "parameter", "requires_grad", "shape", "storage", "strides")
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks=None, metadata=None):
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError(f"tensor rebuilt on {type(storage).__name__}, not on a storage")
+    ref = _TensorRef()
+    ref.storage, ref.offset, ref.shape, ref.strides = storage, offset, size, stride
+    ref.requires_grad, ref.parameter, ref.dtype = requires_grad, False, storage.dtype
+    return ref
+
+
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
+    """v2 with the dtype given apart: the storage is untyped (bytes), read as `dtype`."""
+    if not (isinstance(dtype, _Marker) and not dtype.name.endswith("Storage")):
+        raise pickle.UnpicklingError(f"tensor rebuilt with dtype {dtype!r}")
+    ref = _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks, metadata)
+    ref.dtype = dtype.dtype
+    return ref
+
+
+def _rebuild_parameter(data, requires_grad, hooks=None, state=None):
+    if not isinstance(data, _TensorRef):
+        raise pickle.UnpicklingError(f"Parameter rebuilt on {type(data).__name__}, not on a tensor")
+    ref = _TensorRef()
+    for slot in _TensorRef.__slots__:
+        setattr(ref, slot, getattr(data, slot))
+    ref.requires_grad, ref.parameter = requires_grad, True
+    return ref
+
+
+def _encode(text, encoding="utf-8"):
+    """_codecs.encode as protocol 2 uses it for bytes: text -> bytes, nothing else."""
+    if not (isinstance(text, str) and encoding in ("latin1", "latin-1", "utf-8")):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not bytes data")
+    return text.encode(encoding)
+
+
+ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch", "Size"): tuple,
+    ("_codecs", "encode"): _encode,
+    ("torch.storage", "UntypedStorage"): _Marker("UntypedStorage", "uint8"),
+}
+ALLOWED |= {("torch", name): _Marker(name, dt) for name, dt in STORAGE_DTYPES.items()}
+ALLOWED |= {("torch", name): _Marker(name, dt) for name, dt in TORCH_DTYPES.items()}
+
+
+class _Unpickler(pickle.Unpickler):
+    """pickle restricted to ALLOWED globals; storages come from `storage(pid)` (persistent ids)."""
+
+    def __init__(self, fh, name, storage):
+        super().__init__(fh)
+        self.name, self.storage = name, storage
+
+    def find_class(self, module, name):
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 names Python 2's modules
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        found = ALLOWED.get((module, name))
+        if found is None:
+            raise FileFormatError(
+                f"{self.name}: refuses to load the global {module}.{name} (a torch file may only hold tensors, "
+                "Parameters, OrderedDicts and plain Python containers and scalars; loading runs no code)"
+            )
+        return found
+
+    def persistent_load(self, pid):
+        return self.storage(pid)
+
+
+class TorchReader:
+    """Reads one torch file: the pickle into placeholders, the storages, then the tree into Tensors."""
+
+    def __init__(self, name, place):
+        self.name, self.place = name, place  # place(host array, location, what) -> Device or array
+        self.storages = {}  # key -> _Storage
+        self.done = {}  # id(container or placeholder) -> what it became
+        self.bfloat16 = False  # whether a bfloat16 tensor was loaded as float32 (warned once, by `load`)
+
+    def fail(self, what):
+        raise FileFormatError(f"{self.name}: {what}")
+
+    def unpickle(self, fh, size, damaged="corrupt pickle"):
+        """One pickle from `fh`, reading at most `size` bytes (a forged frame length allocates nothing)."""
+        try:
+            return _Unpickler(_Bounded(fh, size), self.name, self.storage).load()
+        except FileFormatError:
+            raise
+        except RecursionError:
+            self.fail(f"{damaged} (nested too deeply)")
+        except Exception as exc:  # a damaged pickle fails in any builtin's way: all are a damaged file
+            self.fail(f"{damaged} ({type(exc).__name__}: {exc})")
+
+    def storage(self, pid):
+        """The storage a persistent id names; one object per key, as torch shares it."""
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
+        kind, key, location, numel = pid[1:5]
+        if not (isinstance(kind, _Marker) and kind.name.endswith("Storage")):
+            raise pickle.UnpicklingError(f"storage of type {kind!r:.80}")
+        if len(pid) == 6 and pid[5] is not None:
+            raise pickle.UnpicklingError("storage views of torch < 0.4 files are not supported")
+        if not (isinstance(key, str) and isinstance(location, str) and type(numel) is int and numel >= 0):
+            raise pickle.UnpicklingError(f"corrupt storage id {pid!r:.200}")
+        known = self.storages.get(key)
+        if known is None:
+            known = self.storages[key] = _Storage(key, kind.dtype, location, numel)
+        elif (known.dtype, known.numel) != (kind.dtype, numel):
+            raise pickle.UnpicklingError(f"storage {key!r} named with two types or sizes")
+        return known
+
+    def build(self, node, path="", depth=0):
+        """The loaded object: placeholders made Tensors, containers checked (and kept, in place)."""
+        if depth > MAX_DEPTH:
+            self.fail(f"structure nested deeper than {MAX_DEPTH} levels {show(path)}")
+        if node is None or type(node) in (bool, int, float, str, bytes):
+            return node
+        if id(node) in self.done:
+            return self.done[id(node)]
+        kind = type(node)
+        if kind is _TensorRef:
+            out = self.done[id(node)] = self.tensor(node, path)
+        elif kind is list:
+            self.done[id(node)] = node
+            node[:] = [self.build(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+            out = node
+        elif kind in (dict, OrderedDict):
+            self.done[id(node)] = node
+            for k in list(node):
+                if not _plain(k):
+                    self.fail(f"unexpected dict key of type {type(k).__name__} {show(path)}")
+                node[k] = self.build(node[k], join(path, k), depth + 1)
+            for attr, v in vars(node).items() if kind is OrderedDict else ():  # state_dict()._metadata
+                setattr(node, attr, self.build(v, join(path, attr), depth + 1))
+            out = node
+        elif kind is tuple:
+            out = self.done[id(node)] = tuple(self.build(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+        elif kind in (set, frozenset) and all(_plain(v) for v in node):
+            out = node
+        else:
+            self.fail(f"unexpected object of type {kind.__name__} {show(path)}")
+        return out
+
+    def tensor(self, ref, path):
+        """A Tensor viewing its storage's (placed) array; a Parameter when an nn.Parameter was saved."""
+        what = f"tensor {path!r}" if path else "the top-level tensor"
+        if ref.dtype not in LOADABLE:
+            self.fail(f"{what} has dtype {ref.dtype}, which distgraph cannot load ({', '.join(LOADABLE)} can)")
+        offset, shape, strides = ref.offset, ref.shape, ref.strides
+        ok = isinstance(shape, tuple) and isinstance(strides, tuple) and len(shape) == len(strides) <= 32
+        ok = ok and all(type(v) is int and v >= 0 for v in (offset, *shape, *strides))
+        if not ok:
+            self.fail(f"{what}: corrupt size {shape!r:.80}, stride {strides!r:.80} or offset {offset!r:.40}")
+        arr, dev = self.placed(ref.storage, ref.dtype, what)
+        numel = arr.shape[0]
+        last = offset + sum((n - 1) * s for n, s in zip(shape, strides)) if math.prod(shape) else offset - 1
+        if last >= numel:
+            self.fail(f"{what}: size {shape}, stride {strides} at offset {offset} run past its storage of {numel}")
+        size = arr.dtype.itemsize
+        view = dev.xp.lib.stride_tricks.as_strided(arr[offset:], shape, tuple(s * size for s in strides))
+        grad = ref.requires_grad is True
+        if grad and view.dtype.kind != "f":
+            self.fail(f"{what}: requires_grad on a tensor of dtype {view.dtype} (only float tensors can)")
+        t = Tensor(view, device=dev)
+        if ref.parameter:
+            return Parameter(t, requires_grad=grad)
+        return t.requires_grad_(True) if grad else t
+
+    def placed(self, storage, dtype, what):
+        """The storage's array, read as `dtype`, native order, on its target device (done once per storage)."""
+        if dtype in storage.placed:
+            return storage.placed[dtype]
+        host = storage.array
+        if dtype != storage.dtype:  # _rebuild_tensor_v3: an untyped (byte) storage seen as `dtype`
+            if host.nbytes % ITEMSIZE[dtype]:
+                self.fail(f"{what}: storage of {host.nbytes} bytes is not a whole number of {dtype}")
+            host = host.view("u2" if dtype == "bfloat16" else dtype)
+        if dtype == "bfloat16":  # exact: a bfloat16 is the upper 16 bits of the float32 of equal value
+            host = (host.astype(np.uint32) << 16).view(np.float32)
+            self.bfloat16 = True
+        target = self.place(host, storage.location, what)
+        if isinstance(target, np.ndarray) or hasattr(target, "__cuda_array_interface__"):  # torch-style callable
+            placed = (target, device_of_array(target))
+        else:
+            placed = (to_device(host, target), target)
+        storage.placed[dtype] = placed
+        return placed
+
+    def read(self, storage, fh, nbytes, big_endian):
+        """Fill `storage.array` from `nbytes` bytes of `fh` (already checked to be in the file)."""
+        dt = np.dtype("u2" if storage.dtype == "bfloat16" else storage.dtype)
+        if nbytes != storage.numel * dt.itemsize:
+            self.fail(f"storage {storage.key!r}: {nbytes} bytes stored for {storage.numel} {storage.dtype} elements")
+        arr = np.empty(storage.numel, dt)
+        view = memoryview(arr.view(np.uint8)) if nbytes else memoryview(b"")
+        got = 0
+        while got < nbytes:
+            n = fh.readinto(view[got : got + READ_CHUNK])  # chunks: zipfile's readinto reads via a copy
+            if not n:
+                self.fail(f"file is truncated inside storage {storage.key!r}")
+            got += n
+        if big_endian and dt.itemsize > 1:
+            arr.byteswap(inplace=True)
+        storage.array = arr
+
+
+class _Bounded:
+    """A file that reads at most `size` more bytes: what pickle's read(n) asks for is capped by the file."""
+
+    def __init__(self, fh, size):
+        self.fh, self.left = fh, size
+
+    def read(self, n=-1):
+        data = self.fh.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    def readline(self):
+        data = self.fh.readline(self.left)
+        self.left -= len(data)
+        return data
+
+
+def _plain(key):
+    return key is None or type(key) in (bool, int, float, str, bytes) or (type(key) is tuple and all(map(_plain, key)))
+
+
+def load(fh, name, place):
+    """Load the torch file starting at `fh`'s position: zip or legacy, sniffed from its first bytes."""
+    base = fh.tell()
+    head = fh.read(4)
+    fh.seek(base)
+    reader = TorchReader(name, place)
+    obj = _load_zip(fh, reader) if head == ZIP_MAGIC else _load_legacy(fh, reader)
+    if reader.bfloat16:  # stacklevel: the caller of dg.load (via reader._load_any, _load_tree, load)
+        warnings.warn(f"{name}: bfloat16 tensors loaded as float32 (distgraph has no bfloat16 tensors)", stacklevel=5)
+    return obj
+
+
+def _load_zip(fh, reader):
+    try:
+        archive = zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        reader.fail(f"not a distgraph file, nor a valid torch zip archive ({exc})")
+    size = fh.seek(0, 2)
+    with archive:
+        names = [i.filename for i in archive.infolist()]
+        pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if len(pkl) != 1:
+            reader.fail("not a distgraph file: a zip archive, but not a torch one (no <name>/data.pkl in it)")
+        prefix = pkl[0][: -len("data.pkl")]
+        try:
+            big = _member(archive, prefix + "byteorder", reader, default=b"little") == b"big"
+            info = _info(archive, pkl[0], reader, size)
+            tree = reader.unpickle(io.BytesIO(archive.read(info)), info.file_size)
+            for key, storage in reader.storages.items():
+                info = _info(archive, f"{prefix}data/{key}", reader, size)
+                with archive.open(info) as member:
+                    reader.read(storage, member, info.file_size, big)
+            return reader.build(tree)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a member's checksum, a cut archive
+            reader.fail(f"corrupt torch zip archive ({exc})")
+
+
+def _info(archive, name, reader, size):
+    """A member's entry, its sizes checked against the archive's before anything is allocated."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        reader.fail(f"corrupt torch zip archive: missing record {name}")
+    stored = info.compress_type == zipfile.ZIP_STORED and info.file_size == info.compress_size
+    deflated = info.compress_type == zipfile.ZIP_DEFLATED and info.file_size <= 1100 * info.compress_size
+    if not (stored or deflated) or info.compress_size > size:
+        reader.fail(f"corrupt torch zip archive: record {name} claims {info.file_size} bytes in a {size}-byte file")
+    return info
+
+
+def _member(archive, name, reader, default):
+    return archive.read(name).strip() if name in archive.NameToInfo else default
+
+
+def _load_legacy(fh, reader):
+    """The pre-1.6 layout: magic, protocol, sys_info, object pickles, storage keys, then each storage."""
+    start = fh.tell()
+    size = fh.seek(0, 2) - start
+    fh.seek(start)
+
+    def unpickle(damaged="corrupt pickle"):
+        return reader.unpickle(fh, size - (fh.tell() - start), damaged)
+
+    foreign = "not a distgraph file, nor a torch one: a pickle without torch's magic number"
+    if unpickle(foreign) != LEGACY_MAGIC:
+        reader.fail(f"{foreign} (dg.load reads no other pickles)")
+    if unpickle() != LEGACY_PROTOCOL:
+        reader.fail(f"torch legacy format: unsupported protocol version (expected {LEGACY_PROTOCOL})")
+    info = unpickle()
+    if not (isinstance(info, dict) and isinstance(info.get("little_endian"), bool)):
+        reader.fail("torch legacy format: corrupt sys_info record")
+    tree = unpickle()
+    keys = unpickle()
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        reader.fail("torch legacy format: corrupt list of storage keys")
+    for key in keys:
+        storage = reader.storages.get(key)
+        if storage is None:
+            reader.fail(f"torch legacy format: storage {key!r} listed but used by no tensor")
+        count = fh.read(8)
+        if len(count) < 8:
+            reader.fail(f"file is truncated before storage {key!r}")
+        numel = int.from_bytes(count, "little")
+        itemsize = ITEMSIZE[storage.dtype]
+        if numel != storage.numel or fh.tell() - start + numel * itemsize > size:
+            reader.fail(f"storage {key!r}: {numel} elements stored, {storage.numel} expected, file has {size} bytes")
+        reader.read(storage, fh, numel * itemsize, big_endian=not info["little_endian"])
+    missing = set(reader.storages) - set(keys)
+    if missing:
+        reader.fail(f"torch legacy format: no data for storage {sorted(missing)[0]!r}")
+    return reader.build(tree)

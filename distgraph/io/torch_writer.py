@@ -1,0 +1,210 @@
+"""dg.save(obj, f, format="torch"): a zip file that torch.load(weights_only=True) reads, written without torch.
+
+The layout is torch's own (see torch_format): <prefix>/data.pkl, one <prefix>/data/<key> per storage
+(64-byte aligned, as torch aligns them for mmap), byteorder, version. The pickle is emitted opcode by
+opcode (protocol 2, as torch.save) because the globals it names — torch._utils._rebuild_tensor_v2,
+torch.FloatStorage, ... — cannot be pickled by reference without importing torch. Only what
+weights_only accepts is written: tensors and Parameters, dicts (OrderedDicts stay OrderedDicts), lists,
+tuples, str, bytes, int, float, bool and None; anything else is a FileFormatError naming where it is.
+
+Sharing as torch.save keeps it: a tensor met twice is pickled once (a memo reference), and tensors on
+one array (tied weights, t and t.detach()) name one storage.
+"""
+
+import struct
+import sys
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pickle import encode_long
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import CPU, device_of_array, to_device
+from distgraph.errors import FileFormatError
+from distgraph.io.layout import ALIGN, CHUNK, MAX_DEPTH, bytes_view, join, show
+from distgraph.io.torch_format import STORAGE_DTYPES
+from distgraph.nn.parameter import Parameter
+
+STORAGE_OF = {dt: name for name, dt in STORAGE_DTYPES.items()}  # numpy dtype name -> torch.<X>Storage
+REBUILD_TENSOR = b"ctorch._utils\n_rebuild_tensor_v2\n"
+REBUILD_PARAMETER = b"ctorch._utils\n_rebuild_parameter\n"
+ORDERED_DICT = b"ccollections\nOrderedDict\n"
+EMPTY_ORDERED_DICT = ORDERED_DICT + b")R"  # OrderedDict(): torch's backward_hooks argument
+TUPLE_N = {0: b")", 1: b"\x85", 2: b"\x86", 3: b"\x87"}
+
+
+class TorchWriter:
+    """Emits the pickle of one object and collects the storages its tensors name."""
+
+    def __init__(self):
+        self.out = bytearray(b"\x80\x02")  # PROTO 2
+        self.memo = {}  # id(tensor or container) -> memo index
+        self.keep = []  # the objects behind those ids, alive until written
+        self.storages = {}  # id(array) -> (key, contiguous host array)
+
+    def fail(self, path, what):
+        raise FileFormatError(f"dg.save(format='torch'): {show(path)}: {what}")
+
+    def pickle(self, obj):
+        self.encode(obj)
+        self.out += b"."  # STOP
+        return bytes(self.out)
+
+    def encode(self, obj, path="", depth=0):
+        if depth > MAX_DEPTH:
+            self.fail(path, f"structure nested deeper than {MAX_DEPTH} levels")
+        out = self.out
+        if obj is None:
+            out += b"N"
+        elif obj is True or obj is False:
+            out += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, int):
+            self.int(int(obj))
+        elif isinstance(obj, float):
+            out += b"G" + struct.pack(">d", obj)
+        elif isinstance(obj, str):
+            self.str(str.__str__(obj))
+        elif isinstance(obj, bytes):  # protocol 2 has no bytes opcode: _codecs.encode(text, "latin1"), as torch
+            out += b"c_codecs\nencode\n"
+            self.str(obj.decode("latin1"))
+            self.str("latin1")
+            out += b"\x86R"
+        elif id(obj) in self.memo:
+            self.get(self.memo[id(obj)])
+        elif isinstance(obj, Tensor):
+            self.tensor(obj, path)
+        elif isinstance(obj, Mapping):
+            self.mapping(obj, path, depth)
+        elif isinstance(obj, list):
+            out += b"]"
+            self.put(obj)
+            self.items(b"(", obj, b"e", path, depth)  # MARK items APPENDS
+        elif isinstance(obj, tuple):
+            self.tuple(obj, path, depth)
+        else:
+            self.fail(
+                path,
+                f"cannot save an object of type {type(obj).__name__} in a torch file (supported: tensors, "
+                "Parameters, dicts, lists, tuples, str, bytes, int, float, bool, None)",
+            )
+
+    def int(self, value):
+        if 0 <= value < 256:
+            self.out += b"K" + bytes([value])
+        elif -(2**31) <= value < 2**31:
+            self.out += b"J" + struct.pack("<i", value)
+        else:
+            data = encode_long(value)
+            if len(data) > 255:
+                self.fail("", f"integer {value} is too large")
+            self.out += b"\x8a" + bytes([len(data)]) + data
+
+    def str(self, text):
+        data = text.encode("utf-8", "surrogatepass")
+        self.out += b"X" + struct.pack("<I", len(data)) + data
+
+    def put(self, obj):
+        """Memoize the object on top of the stack, so a second meeting is a reference to it."""
+        index = self.memo[id(obj)] = len(self.memo)
+        self.keep.append(obj)
+        self.out += b"r" + struct.pack("<I", index)  # LONG_BINPUT
+
+    def get(self, index):
+        self.out += b"j" + struct.pack("<I", index)  # LONG_BINGET
+
+    def items(self, start, values, end, path, depth):
+        self.out += start
+        for i, v in enumerate(values):
+            self.encode(v, f"{path}[{i}]", depth + 1)
+        self.out += end
+
+    def tuple(self, obj, path, depth):
+        if len(obj) in TUPLE_N:
+            for i, v in enumerate(obj):
+                self.encode(v, f"{path}[{i}]", depth + 1)
+            self.out += TUPLE_N[len(obj)]
+        else:
+            self.items(b"(", obj, b"t", path, depth)
+        self.put(obj)
+
+    def mapping(self, obj, path, depth):
+        self.out += EMPTY_ORDERED_DICT if isinstance(obj, OrderedDict) else b"}"
+        self.put(obj)
+        self.out += b"("  # MARK key value ... SETITEMS
+        for k, v in obj.items():
+            if not (k is None or isinstance(k, bool | int | float | str | bytes)):
+                self.fail(path, f"dict key of type {type(k).__name__} cannot be saved in a torch file")
+            self.encode(k, path, depth + 1)
+            self.encode(v, join(path, k), depth + 1)
+        self.out += b"u"
+
+    def tensor(self, t, path):
+        """_rebuild_tensor_v2(storage, 0, size, contiguous stride, requires_grad, OrderedDict()), in a
+        _rebuild_parameter(tensor, requires_grad, OrderedDict()) for a Parameter."""
+        arr = t.array
+        name = STORAGE_OF.get(arr.dtype.name)
+        if name is None or name.startswith("Complex"):
+            self.fail(path, f"tensor of dtype {arr.dtype} cannot be saved in a torch file")
+        key = self.storage(arr)
+        location = "cpu" if t.device is CPU else str(t.device)
+        if isinstance(t, Parameter):
+            self.out += REBUILD_PARAMETER + b"("
+        strides = [1] * arr.ndim
+        for i in range(arr.ndim - 2, -1, -1):
+            strides[i] = strides[i + 1] * arr.shape[i + 1]
+        self.out += REBUILD_TENSOR + b"(("  # MARK (the arguments) MARK (the storage's persistent id)
+        self.str("storage")
+        self.out += b"ctorch\n" + name.encode() + b"\n"
+        self.str(key)
+        self.str(location)
+        self.int(arr.size)
+        self.out += b"tQ" + b"K\x00"  # TUPLE, BINPERSID; storage offset 0
+        self.tuple(tuple(int(n) for n in arr.shape), path, 0)
+        self.tuple(tuple(strides), path, 0)
+        self.out += b"\x88" if t.requires_grad and not isinstance(t, Parameter) else b"\x89"
+        self.out += EMPTY_ORDERED_DICT + b"tR"
+        if isinstance(t, Parameter):
+            self.out += (b"\x88" if t.requires_grad else b"\x89") + EMPTY_ORDERED_DICT + b"tR"
+        self.put(t)
+
+    def storage(self, arr):
+        """The key of the storage holding `arr` (one per array object), its bytes queued C-contiguous."""
+        if id(arr) not in self.storages:
+            host = to_device(arr, CPU) if device_of_array(arr) is not CPU else arr
+            host = (
+                host
+                if host.flags.c_contiguous and host.dtype.isnative
+                else np.array(host, host.dtype.newbyteorder("="), order="C")
+            )
+            self.storages[id(arr)] = (str(len(self.storages)), host)
+            self.keep.append(arr)
+        return self.storages[id(arr)][0]
+
+    def write(self, fh, data_pkl, prefix="archive"):
+        """The zip file, in torch's member order, into the binary file `fh`."""
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as archive:
+            _write(archive, f"{prefix}/data.pkl", [data_pkl])
+            _write(archive, f"{prefix}/.format_version", [b"1"])
+            _write(archive, f"{prefix}/.storage_alignment", [str(ALIGN).encode()])
+            _write(archive, f"{prefix}/byteorder", [sys.byteorder.encode()])
+            for key, host in self.storages.values():
+                view = bytes_view(host)
+                chunks = [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)]
+                _write(archive, f"{prefix}/data/{key}", chunks, aligned=True)
+            _write(archive, f"{prefix}/version", [b"3\n"])
+
+
+def _write(archive, name, chunks, aligned=False):
+    """One stored member; `aligned` pads its local header (an extra field) so its data starts at 64 bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.file_size = sum(len(c) for c in chunks)
+    zip64 = info.file_size > 0x7FFFFFFF
+    if aligned and not zip64:
+        start = archive.start_dir + 30 + len(name.encode()) + 4  # local header, name, extra field header
+        info.extra = b"FB" + struct.pack("<H", -start % ALIGN) + b"Z" * (-start % ALIGN)
+    with archive.open(info, "w", force_zip64=zip64) as member:
+        for chunk in chunks:
+            member.write(chunk)
