@@ -360,38 +360,6 @@ def min(input, dim=None, keepdim=False, other=None):
     return _max_min(input, dim, keepdim, other, amin, argmin, ew.minimum, "min")
 
 
-# ---- statistics ---------------------------------------------------------------------------------------
-def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    if correction is None:
-        correction = 1 if unbiased is None or unbiased else 0
-    axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")
-    n = 1
-    for a in axes:
-        n *= input.shape[a]
-    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
-    return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
-
-
-def max_(a, b):
-    return a if a > b else b
-
-
-def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
-    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
-    v = var(input, dim, unbiased, keepdim, correction)
-    zero = cmp.eq(v, 0)
-    return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))
-
-
-def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
-
-
-def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
-
-
 def logsumexp(input, dim, keepdim=False):
     axes = normalize_dims(dim, input.ndim, "logsumexp")
     if input.array.size == 0:  # nothing to shift by: sums over empty dims are 0, their log -inf (torch)
