@@ -148,19 +148,23 @@ def sum_to(input, shape):
 
 
 # ---- prod ---------------------------------------------------------------------------------------
-@defop("prod", kind=RED)
+@defop("prod", kind=RED, saves_output=True)
 def _prod(xp, x, axes, keepdim=False):
     return xp.prod(x, axis=axes, keepdims=keepdim)
 
 
 @_prod.grad
 def _(ctx, g):
-    # d prod / dx_i = prod of the others, computed without dividing so zeros are handled exactly.
+    # torch's prod_backward: g·prod/x_i when the input holds no zero (so NaN where prod/x_i is inf/inf
+    # or prod is NaN, and its double backward differentiates prod too); with a zero, the product of the
+    # others, computed without dividing so zeros are handled exactly.
     x = ctx.inputs[0]
     axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
     from distgraph.ops.shape import flatten, movedim, reshape
 
     g = _unsqueeze_reduced(g, axes, keepdim)
+    if not bool((x.array == 0).any()):
+        return ew.mul(g, ew.div(_unsqueeze_reduced(ctx.out, axes, keepdim), x))
     rest = [a for a in range(x.ndim) if a not in axes]
     moved = movedim(x, list(axes), list(range(len(axes)))) if axes else x
     flat = flatten(moved, 0, len(axes) - 1) if len(axes) > 1 else moved if axes else reshape(x, (1,) + x.shape)
