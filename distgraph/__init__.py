@@ -157,12 +157,9 @@ from distgraph.ops.reduction import (  # noqa: F401
     min,
     norm,
     prod,
-    std,
-    std_mean,
     sum,
-    var,
-    var_mean,
 )
+from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,
     broadcast_to,

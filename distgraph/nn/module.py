@@ -334,6 +334,10 @@ class Module:
                 m.state_dict(out, prefix + name + ".", keep_vars)
         return out
 
+    # state a checkpoint may lack (written before it existed: BatchNorm's num_batches_tracked); a module
+    # without it in the checkpoint keeps its own value, as torch's _load_from_state_dict for old versions
+    _optional_state = ()
+
     def load_state_dict(self, state_dict, strict=True):
         """Copy values in place, by name; returns (missing_keys, unexpected_keys).
 
@@ -341,7 +345,8 @@ class Module:
         Values may be Tensors or arrays; they are converted to each target's dtype and device.
         """
         own = self.state_dict(keep_vars=True)
-        missing = [k for k in own if k not in state_dict]
+        optional = {f"{p}.{k}" if p else k for p, m in self.named_modules() for k in m._optional_state}
+        missing = [k for k in own if k not in state_dict and k not in optional]
         unexpected = [k for k in state_dict if k not in own]
         errors = []
         if strict and unexpected:

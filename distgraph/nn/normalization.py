@@ -87,6 +87,7 @@ class GroupNorm(Module):
 
 class _BatchNorm(Module):
     _expected_dims = (2, 3)
+    _optional_state = ("num_batches_tracked",)  # checkpoints from before torch 0.4.1 lack it
 
     def __init__(
         self,

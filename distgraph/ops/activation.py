@@ -5,8 +5,8 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
-from distgraph.ops.compare import gt, logical_and, lt
-from distgraph.ops.elementwise import EW, add, clamp, const, erf, mul, neg, pow, sigmoid, tanh, where
+from distgraph.ops.compare import gt, le, logical_and, lt
+from distgraph.ops.elementwise import EW, add, clamp, const, div, erf, mul, neg, pow, sigmoid, tanh, where
 from distgraph.ops.registry import defop
 
 
@@ -52,7 +52,7 @@ def _elu(xp, x, alpha=1.0):
 def _(ctx, g):
     x = ctx.inputs[0]
     alpha = ctx.attrs.get("alpha", 1.0)
-    return mul(g, where(gt(x, 0), const(1, g), add(ctx.out, alpha)))
+    return mul(g, where(le(x, 0), add(ctx.out, alpha), const(1, g)))  # as torch: 1 at a NaN input
 
 
 def elu(input, alpha=1.0):
@@ -112,6 +112,24 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     if input.array.dtype.kind != "f":
         return clamp(input, min_val, max_val)  # integer inputs have no gradient: clamp's dtype rules
     return _hardtanh(input, min_val=float(min_val), max_val=float(max_val))
+
+
+@defop("hardswish", kind=EW)
+def _hardswish(xp, x):
+    return x * xp.clip(x + 3, 0, 6) / 6
+
+
+@_hardswish.grad
+def _(ctx, g):
+    """torch's hardswish_backward: g times x/3 + 1/2 on (-3, 3), 0 at or below -3, 1 at or above 3 and at
+    a NaN (so 1 at inf and 0 at -inf, where x·hardsigmoid'(x) was NaN)."""
+    x = ctx.inputs[0]
+    outside = step_mask(le(x, -3.0), x, inside=0.0, outside=1.0)
+    return mul(g, where(logical_and(gt(x, -3.0), lt(x, 3.0)), add(div(x, 3.0), 0.5), outside))
+
+
+def hardswish(input):
+    return _hardswish(input)
 
 
 def relu6(input):

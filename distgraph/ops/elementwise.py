@@ -14,10 +14,10 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
-from distgraph.errors import DivisionByZeroError
+from distgraph.errors import DivisionByZeroError, DTypeError, InputRangeError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops import kernels
-from distgraph.ops.promotion import _float_operand, _operands, cast, const
+from distgraph.ops.promotion import _float_operand, _operands, cast, const, refuse
 from distgraph.ops.registry import defop
 
 EW = "elementwise"
@@ -89,6 +89,8 @@ _neg.array_grad(lambda ctx, g: -g)
 
 @defop("pow", kind=EW, save=(0, 1), saves_output=True)
 def _pow(xp, a, b):
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":  # numpy refuses a negative integer exponent;
+        return kernels.int_pow(xp, a, b)  # torch (a tensor exponent) gives the integer part of a^b
     return a**b
 
 
@@ -211,19 +213,30 @@ remainder = _binary_fn(_remainder)
 atan2 = _binary_fn(_atan2, float_only=True)
 
 
-def _scaled(other, alpha):
-    """other·alpha for add/sub's `alpha`: a Python number is scaled in Python (mul needs a Tensor)."""
+def _is_bool(x):
+    return isinstance(x, Tensor) and x.array.dtype == np.bool_
+
+
+def _scaled(input, other, alpha):
+    """other·alpha for add/sub's `alpha`: a Python number is scaled in Python (mul needs a Tensor).
+    torch applies alpha in the result's dtype, so with two bool operands it is a bool: other ∧ alpha."""
     if alpha == 1:
         return other
+    if (
+        isinstance(other, Tensor)
+        and other.array.dtype == np.bool_
+        and (type(input) is bool or input.array.dtype == np.bool_)
+    ):
+        return mul(other, bool(alpha))
     return mul(other, alpha) if isinstance(other, Tensor) else other * alpha
 
 
 def add(input, other, alpha=1):
-    return _add_fn(input, _scaled(other, alpha))
+    return _add_fn(input, _scaled(input, other, alpha))
 
 
 def sub(input, other, alpha=1):
-    return _sub_fn(input, _scaled(other, alpha))
+    return _sub_fn(input, _scaled(input, other, alpha))
 
 
 def div(input, other, rounding_mode=None):
@@ -274,6 +287,8 @@ def pow(input, exponent):
     if isinstance(input, Tensor) and not isinstance(exponent, Tensor):
         if input.array.dtype.kind in "iub" and isinstance(exponent, float):
             input = _float_operand(input)
+        elif input.array.dtype.kind in "iub" and isinstance(exponent, int) and exponent < 0:
+            refuse(InputRangeError, "pow", input, f"Integers to negative integer powers are not allowed ({exponent})")
     a, b = _operands(input, exponent)
     return _pow(a, b)
 
@@ -350,6 +365,9 @@ _round.grad(_zero_grad)
 
 
 def round(input, decimals=0):
+    kind = input.array.dtype.kind
+    if kind == "b" or (decimals != 0 and kind != "f"):  # as torch: no rounding kernel for these
+        refuse(DTypeError, "round", input, f"not implemented for this dtype (decimals={decimals})")
     return _round(input, decimals=decimals)
 
 
@@ -367,23 +385,8 @@ erf = _unary("erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.input
 
 
 # ---- activations --------------------------------------------------------------------------------
-_EXPIT = []  # scipy.special.expit, looked up once (scipy.special's lazy attribute access is slow)
-
-
-def _sigmoid_fwd(xp, x):
-    if xp is np:  # scipy's expit: one stable ufunc, 10x cheaper than the split below on tiny arrays
-        if not _EXPIT:
-            from scipy.special import expit
-
-            _EXPIT.append(expit)
-        return _EXPIT[0](x)
-    # split by sign so exp never overflows (exact for both tails)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-
 sigmoid = _unary(
-    "sigmoid", _sigmoid_fwd, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
+    "sigmoid", kernels.sigmoid, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
 )
 
 
@@ -394,7 +397,16 @@ def _relu_backward(xp, g, out):
 
 
 _relu_backward.grad(lambda ctx, gg: (_relu_backward(gg, ctx.inputs[1]), _zero_grad(ctx, gg)))
-relu = _unary("relu", kernels.relu, lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
+_relu = _unary("relu", kernels.relu, lambda ctx, g: _relu_backward(g, ctx.out), True, False, save=())
+
+
+def relu(input):
+    if input.array.dtype == np.bool_:  # as torch
+        refuse(DTypeError, "relu", input, "Boolean inputs not supported for relu")
+    return _relu(input)
+
+
+relu.op = _relu.op
 
 
 # array rules (the engine's fast mode) of the unary ops the hot paths use: the formulas above on arrays

@@ -26,3 +26,29 @@ def relu(xp, x):
     if x.size < BIG or x.dtype.kind != "f":
         return xp.maximum(x, 0)
     return xp.maximum(x, xp.zeros_like(x))
+
+
+def int_pow(xp, a, b):
+    """torch's integer a^b, which numpy refuses for b < 0: 1 for a == 1, ±1 for a == -1 (b even/odd),
+    else 0 (0^-1 too)."""
+    negative = b < 0
+    whole = a ** xp.where(negative, 0, b)
+    minus_one = xp.where(b % 2 == 0, 1, -1).astype(whole.dtype)
+    small = xp.where(a == 1, 1, xp.where(a == -1, minus_one, 0)).astype(whole.dtype)
+    return xp.where(negative, small, whole)
+
+
+EXPIT = []  # scipy.special.expit, looked up once (scipy.special's lazy attribute access is slow)
+
+
+def sigmoid(xp, x):
+    """sigmoid's forward, stable for both tails."""
+    if xp is np:  # scipy's expit: one stable ufunc, 10x cheaper than the split below on tiny arrays
+        if not EXPIT:
+            from scipy.special import expit
+
+            EXPIT.append(expit)
+        return EXPIT[0](x)
+    # split by sign so exp never overflows (exact for both tails)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)

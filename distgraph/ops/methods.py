@@ -11,7 +11,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, index_put, indexing, linalg, regions, shape, views
+from distgraph.ops import creation, index_put, indexing, linalg, regions, shape, statistics, views
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -103,8 +103,8 @@ METHODS = {
     "amin": red.amin,
     "argmax": red.argmax,
     "argmin": red.argmin,
-    "var": red.var,
-    "std": red.std,
+    "var": statistics.var,
+    "std": statistics.std,
     "logsumexp": red.logsumexp,
     "cumsum": red.cumsum,
     "cumprod": red.cumprod,

@@ -66,6 +66,11 @@ def _operands(a, b):
     return a, const(b, a, dt)
 
 
+def refuse(error, op, x, what):
+    """Raise `error` for an input `op` does not take, as torch refuses it: names the op, dtype and shape."""
+    raise error(f"{op}: {what} (a {x.array.dtype} tensor of shape {tuple(x.shape)})")
+
+
 def _float_operand(x):
     """Integer/bool inputs of float-valued functions (exp, sin, ...) become the default float dtype."""
     return x if x.array.dtype.kind == "f" else cast(x, dtypes.get_default_dtype())

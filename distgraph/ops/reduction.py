@@ -148,19 +148,23 @@ def sum_to(input, shape):
 
 
 # ---- prod ---------------------------------------------------------------------------------------
-@defop("prod", kind=RED)
+@defop("prod", kind=RED, saves_output=True)
 def _prod(xp, x, axes, keepdim=False):
     return xp.prod(x, axis=axes, keepdims=keepdim)
 
 
 @_prod.grad
 def _(ctx, g):
-    # d prod / dx_i = prod of the others, computed without dividing so zeros are handled exactly.
+    # torch's prod_backward: g·prod/x_i when the input holds no zero (so NaN where prod/x_i is inf/inf
+    # or prod is NaN, and its double backward differentiates prod too); with a zero, the product of the
+    # others, computed without dividing so zeros are handled exactly.
     x = ctx.inputs[0]
     axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
     from distgraph.ops.shape import flatten, movedim, reshape
 
     g = _unsqueeze_reduced(g, axes, keepdim)
+    if not bool((x.array == 0).any()):
+        return ew.mul(g, ew.div(_unsqueeze_reduced(ctx.out, axes, keepdim), x))
     rest = [a for a in range(x.ndim) if a not in axes]
     moved = movedim(x, list(axes), list(range(len(axes)))) if axes else x
     flat = flatten(moved, 0, len(axes) - 1) if len(axes) > 1 else moved if axes else reshape(x, (1,) + x.shape)
@@ -358,38 +362,6 @@ def max(input, dim=None, keepdim=False, other=None):
 
 def min(input, dim=None, keepdim=False, other=None):
     return _max_min(input, dim, keepdim, other, amin, argmin, ew.minimum, "min")
-
-
-# ---- statistics ---------------------------------------------------------------------------------------
-def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    if correction is None:
-        correction = 1 if unbiased is None or unbiased else 0
-    axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")
-    n = 1
-    for a in axes:
-        n *= input.shape[a]
-    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
-    return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
-
-
-def max_(a, b):
-    return a if a > b else b
-
-
-def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
-    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
-    v = var(input, dim, unbiased, keepdim, correction)
-    zero = cmp.eq(v, 0)
-    return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))
-
-
-def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
-
-
-def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
 
 
 def logsumexp(input, dim, keepdim=False):

@@ -2,7 +2,7 @@
 
 A view (reshape, permute, slice, basic indexing...) shares memory and the version counter with its
 base. When an in-place op is recorded on a view, its new value reached the base's memory, so the
-base's graph must change too: base_new = base_old * (1 - covered) + place(view_new), where `place` is
+base's graph must change too: base_new = where(covered, place(view_new), base_old), where `place` is
 the view op's own backward rule (linear: it puts a view-shaped tensor where the view sits in the base)
 and `covered = place(ones)` marks those positions; composed down the chain of views, it gives the graph
 of the root, the tensor owning the memory. Every other view of that memory, the ones in the chain
@@ -17,6 +17,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, multi_output_error
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 from distgraph.ops.subscript import memory_overlap
@@ -85,7 +86,9 @@ def rebase(view, new_value):
         with grad_mode.no_grad():
             covered = _place(node, covered)
         node = _view_node(base)
-    new_root = ew.add(ew.mul(snapshot(base), ew.rsub(covered, 1)), placed)
+    with grad_mode.no_grad():
+        written = cmp.ne(covered, 0)
+    new_root = ew.where(written, placed, snapshot(base))  # (a where: the old value's gradient is 0 there, NaN g too)
     if float(covered.array.max(initial=0)) <= 1:
         return [(base, new_root)]
     # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view): torch

@@ -11,16 +11,15 @@ A factory returns None where `xp` has no such function (scipy's ufuncs on cupy).
 
 import numpy as np
 
+from distgraph.ops import kernels
 from distgraph.ops.activation import _elu, _leaky_relu, _softplus
 from distgraph.ops.elementwise import (
-    _EXPIT,
     _check_int_divisor,
     _clamp,
     _floor_divide,
     _fmod,
     _remainder,
     _round,
-    _sigmoid_fwd,
     _where,
     erf,
     frac,
@@ -62,8 +61,8 @@ def _relu_into(xp):
 def _sigmoid_into(xp):
     if xp is not np:
         return None
-    _sigmoid_fwd(xp, np.zeros(1))  # looks expit up
-    return _EXPIT[0]
+    kernels.sigmoid(xp, np.zeros(1))  # looks expit up
+    return kernels.EXPIT[0]
 
 
 @frac.op.writer

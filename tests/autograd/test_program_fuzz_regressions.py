@@ -317,3 +317,27 @@ def test_clamp_by_tensors_is_nan_where_the_lower_bound_is_nan():
 
 def test_clamp_gives_zero_gradient_where_clamped_even_for_a_nan_incoming_one():
     _same(lambda m, x, y: m.clamp(x, -1, 1) * float("inf") + y, X, Y)  # weight 0 * inf: NaN at x = -2.5
+
+
+@LIBS
+def test_a_write_through_a_view_gives_the_old_value_a_zero_gradient_even_for_a_nan_incoming_one(m):
+    # the base's graph after the write is where(written, new, old) (torch's CopySlices zeroes the
+    # written region), not old * (1 - written) + new, whose old term turned a NaN gradient into NaN
+    x = m.tensor([[0.1, 2.0, float("nan")], [1.0, 3.0, 0.2]], requires_grad=True)
+    b = x * 1
+    b[0].clamp_(-0.5, 0.5)
+    (g,) = m.autograd.grad(b.logsumexp((0, 1)), x)  # the logsumexp of a NaN: a NaN gradient everywhere
+    assert g[0, 1].item() == 0.0 and np.isnan(g[0, 0].item()) and np.isnan(g[1].numpy()).all()
+
+
+@pytest.mark.parametrize("dim", [None, 0, 1])
+def test_prod_gradient_without_zeros_is_torchs_g_times_prod_over_x(dim):
+    # so NaN through a NaN or an inf/inf slice, and its double backward differentiates that formula
+    x = np.array([[1.5, np.nan, 2.0], [3.0, -0.5, np.inf], [0.5, 2.0, -1.0]])
+
+    def fn(m, a, b):
+        p = a.prod() if dim is None else a.prod(dim)
+        (g,) = m.autograd.grad((p * m.arange(p.numel(), dtype=m.float64).reshape(p.shape)).sum(), a, create_graph=True)
+        return g * b.sum()
+
+    _same(fn, x, Y)

@@ -113,9 +113,22 @@ def test_functional_matches_torch(name, fd, ft, args):
     check(fd, ft, *args)
 
 
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"])
+@pytest.mark.parametrize("shapes", [((4, 3), (3,)), ((3,), (4, 3)), ((4, 1), (4,))])
+def test_regression_losses_warn_and_broadcast_a_target_of_another_shape_as_torch(name, shapes):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    for reduction in ("mean", "none"):
+        with pytest.warns(UserWarning, match=r"Using a target size \(.*\) that is different to the input size"):
+            check(lambda u, v: getattr(F, name)(u, v, reduction=reduction),
+                  lambda u, v: getattr(TF, name)(u, v, reduction=reduction), x, y)  # fmt: skip
+
+
 def test_loss_shape_mismatch_names_the_op():
-    with pytest.raises(ShapeError, match=r"mse_loss: input shape \(4, 3\) and target shape \(3,\)"):
-        F.mse_loss(dg.tensor(a), dg.tensor(b[0]))
+    with pytest.raises(ShapeError, match=r"mse_loss: input shape \(4, 3\) and target shape \(5,\) do not broadcast"):
+        F.mse_loss(dg.tensor(a), dg.ones(5))
+    with pytest.raises(ShapeError, match=r"kl_div: input shape \(4, 3\) and target shape \(3,\) differ"):
+        F.kl_div(dg.tensor(a), dg.tensor(b[0]))
 
 
 CE_CASES = {
@@ -411,6 +424,18 @@ def test_bounded_activations_have_zero_gradient_at_their_kinks_like_torch(name, 
     a clamp passes it on the closed interval."""
     x = np.array([-4.0, -3.0, -1.0, 0.0, 0.5, 3.0, 4.0, 6.0, 7.0])
     check(fd, ft, x, rtol=1e-7)  # torch's hardsigmoid gradient uses a float32 1/6
+
+
+@pytest.mark.parametrize("name", ["elu", "selu", "celu", "hardswish"])
+def test_activation_gradients_at_nan_and_infinite_inputs_match_torch(name):
+    # torch: elu/selu/celu pass 1·scale at a NaN input (its x <= 0 test fails), hardswish 1 at inf, 0 at -inf
+    x = np.array([np.nan, np.inf, -np.inf, -3.0, -1.0, 0.5, 3.0])
+    out = []
+    for m in (dg, torch):
+        t = m.tensor(x.copy(), requires_grad=True)
+        (g,) = m.autograd.grad(getattr(m.nn.functional, name)(t).sum(), t)
+        out.append(g.numpy())
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-7)
 
 
 def test_embedding_second_order_and_padding_gradient():

@@ -87,6 +87,17 @@ def test_load_state_dict_accepts_numbers_and_nested_lists():
         nn.Linear(2, 2).load_state_dict({"weight": [[0.0] * 2] * 2, "bias": [0.0] * 3})
 
 
+@pytest.mark.parametrize("m", [dg, torch], ids=["distgraph", "torch"])
+def test_batchnorm_loads_an_old_checkpoint_without_num_batches_tracked(m):
+    # torch's BatchNorm fills it in for checkpoints older than the buffer (a plain dict has no version):
+    # nothing missing, the module keeps its own count
+    net = m.nn.Sequential(m.nn.Linear(2, 2), m.nn.BatchNorm1d(2))
+    net[1].num_batches_tracked.fill_(4)
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert tuple(net.load_state_dict(sd)) == ([], [])
+    assert int(net[1].num_batches_tracked.item()) == 4
+
+
 def test_strict_load_names_missing_and_unexpected_keys():
     m = Net()
     sd = dict(m.state_dict())

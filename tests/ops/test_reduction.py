@@ -130,3 +130,20 @@ def test_integer_accumulations_are_int64_like_torch():
     i16 = dg.tensor(np.array([300, 300], dtype=np.int16))
     assert i16.cumsum(0).dtype == dg.int64 and i16.cumsum(0).tolist() == [300, 600]
     assert dg.tensor([True, True]).cumprod(0).dtype == dg.int64
+
+
+@pytest.mark.parametrize("fn", ["var_mean", "std_mean"])
+@pytest.mark.parametrize("dim", [None, 0, 1, (0, 2), -1])
+def test_var_mean_of_infinite_values_gives_torchs_welford_mean_and_mean_gradient(fn, dim):
+    # torch's one-pass mean is NaN unless a slice's only infinite value comes last (mean() gives ±inf)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5))
+    x[0, 1, 2], x[1, 3, 4], x[2, 0, 0], x[2, 3, 4], x[1, 2, 4] = np.inf, -np.inf, np.inf, np.inf, np.inf
+    out = []
+    for m in (dg, torch):
+        a = m.tensor(x.copy(), requires_grad=True)
+        mean = getattr(m, fn)(a, dim)[1]
+        (g,) = m.autograd.grad(mean.sum(), a)
+        out.append((mean.detach().numpy(), g.numpy()))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)  # NaN where NaN, ±inf where ±inf
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)

@@ -75,7 +75,7 @@ def hardsigmoid(input, inplace=False):
 
 
 def hardswish(input, inplace=False):
-    return _maybe_inplace(lambda x: ew.mul(x, hardsigmoid(x)), input, inplace, "hardswish")
+    return _maybe_inplace(act.hardswish, input, inplace, "hardswish")
 
 
 def softsign(input):

@@ -7,6 +7,8 @@ registered ops, so they differentiate to any order.
 import math
 import warnings
 
+import numpy as np
+
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import InputRangeError, ShapeError
 from distgraph.nn.functional.activation import log_softmax
@@ -31,6 +33,24 @@ def _reduce(loss, reduction, op):
 def _check_same_shape(input, target, op):
     if tuple(input.shape) != tuple(target.shape):
         raise ShapeError(f"{op}: input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ")
+
+
+def _warn_broadcast(input, target, op):
+    """torch's regression losses take a target of another shape with a warning and broadcast the two
+    (a common bug, hence the warning); shapes that do not broadcast raise, naming the loss."""
+    shapes = tuple(input.shape), tuple(target.shape)
+    if shapes[0] == shapes[1]:
+        return
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ShapeError(f"{op}: input shape {shapes[0]} and target shape {shapes[1]} do not broadcast") from None
+    warnings.warn(
+        f"Using a target size ({shapes[1]}) that is different to the input size ({shapes[0]}). This will likely "
+        "lead to incorrect results due to broadcasting. Please ensure they have the same size.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -106,18 +126,18 @@ def _weighted(loss, weight, reduction, op, mean_over_weights):
 
 
 def mse_loss(input, target, reduction="mean", weight=None):
-    _check_same_shape(input, target, "mse_loss")
+    _warn_broadcast(input, target, "mse_loss")
     return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
 def l1_loss(input, target, reduction="mean", weight=None):
-    _check_same_shape(input, target, "l1_loss")
+    _warn_broadcast(input, target, "l1_loss")
     return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
-    _check_same_shape(input, target, "smooth_l1_loss")
+    _warn_broadcast(input, target, "smooth_l1_loss")
     d = ew.abs(ew.sub(input, target))
     if beta == 0:
         return _reduce(d, reduction, "smooth_l1_loss")
@@ -127,7 +147,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
-    _check_same_shape(input, target, "huber_loss")
+    _warn_broadcast(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
     loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
     return _weighted(loss, weight, reduction, "huber_loss", False)

@@ -1,0 +1,59 @@
+"""Statistics: var, std, var_mean, std_mean, built from reductions and elementwise ops (so they stay
+differentiable to any order).
+
+torch computes var_mean/std_mean in one Welford pass, whose running mean turns NaN at the first value
+after an infinite one: its mean is ±inf only where the one infinite value of a slice comes last, and
+NaN where the slice holds any other infinite value (mean() alone gives ±inf). `_welford_mean` gives
+that value, with mean's gradient.
+"""
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.ops import compare as cmp
+from distgraph.ops import elementwise as ew
+from distgraph.ops.reduction import _all_if_empty, mean, normalize_dims, sum
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")
+    n = 1
+    for a in axes:
+        n *= input.shape[a]
+    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
+    return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
+
+
+def max_(a, b):
+    return a if a > b else b
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
+    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
+    v = var(input, dim, unbiased, keepdim, correction)
+    zero = cmp.eq(v, 0)
+    return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return var(input, dim, unbiased, keepdim, correction), _welford_mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return std(input, dim, unbiased, keepdim, correction), _welford_mean(input, dim, keepdim)
+
+
+def _welford_mean(input, dim, keepdim):
+    """mean(input, dim), NaN where torch's Welford pass loses an infinite value (module docstring);
+    the NaN is added as a constant, so the gradient is mean's, as torch's."""
+    m = mean(input, dim, keepdim)
+    x, xp = input.array, input.device.xp
+    if x.dtype.kind != "f" or x.size == 0 or bool(xp.isfinite(x).all()):
+        return m
+    axes = normalize_dims(_all_if_empty(dim), input.ndim, "var_mean")
+    kept = [a for a in range(x.ndim) if a not in axes]
+    infs = xp.isinf(xp.transpose(x, kept + list(axes))).reshape([x.shape[a] for a in kept] + [-1])
+    lost = infs.any(-1) & ~((infs.sum(-1) == 1) & infs[..., -1])
+    nan = xp.where(lost, xp.nan, 0).astype(x.dtype).reshape(m.shape)
+    return ew.add(m, Tensor(nan, device=input.device))
