@@ -217,23 +217,7 @@ def test_state_dict_round_trip_through_a_file_continues_identically(name, kwargs
         ps = [dg.tensor(a.copy(), requires_grad=True) for a in arrays]
         return ps, getattr(optim, name)([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}], **kwargs)
 
-    def run(ps, opt, gs):
-        for g in gs:
-            for p, gi in zip(ps, g):
-                p.grad = dg.tensor(gi)
-            opt.step()
-
-    ps1, o1 = make(init)
-    run(ps1, o1, grads)
-    ps2, o2 = make(init)
-    run(ps2, o2, grads[:5])
-    dg.save({"opt": o2.state_dict(), "params": [p.detach() for p in ps2]}, tmp_path / "opt.dg")
-    saved = dg.load(tmp_path / "opt.dg")
-    ps3, o3 = make([t.numpy() for t in saved["params"]])
-    o3.load_state_dict(saved["opt"])
-    run(ps3, o3, grads[5:])
-    for p1, p3 in zip(ps1, ps3):
-        assert np.array_equal(p1.detach().numpy(), p3.detach().numpy())
+    assert_resumes_identically(make, init, grads, tmp_path / "opt.dg")
 
 
 @pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[_id(*s) for s in STATEFUL])
@@ -342,3 +326,26 @@ def test_load_state_dict_accepts_a_torch_optimizers_state_with_torch_tensors():
     (wt**2).sum().backward()
     topt.step()
     np.testing.assert_allclose(w.detach().numpy(), wt.detach().numpy(), rtol=1e-12)
+
+
+def assert_resumes_identically(make, init, grads, path, split=5):
+    """`make(arrays) -> (params, optimizer)`: `split` steps, a save to `path` and a load into a fresh
+    optimizer on fresh parameters, then the remaining steps give the bits of uninterrupted steps."""
+
+    def run(ps, opt, gs):
+        for g in gs:
+            for p, gi in zip(ps, g):
+                p.grad = dg.tensor(gi)
+            opt.step()
+
+    ps1, o1 = make(init)
+    run(ps1, o1, grads)
+    ps2, o2 = make(init)
+    run(ps2, o2, grads[:split])
+    dg.save({"opt": o2.state_dict(), "params": [p.detach() for p in ps2]}, path)
+    saved = dg.load(path)
+    ps3, o3 = make([t.numpy() for t in saved["params"]])
+    o3.load_state_dict(saved["opt"])
+    run(ps3, o3, grads[split:])
+    for p1, p3 in zip(ps1, ps3):
+        assert np.array_equal(p1.detach().numpy(), p3.detach().numpy())

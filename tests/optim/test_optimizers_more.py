@@ -10,7 +10,7 @@ import pytest
 import distgraph as dg
 from distgraph import optim
 from distgraph.errors import ConfigError
-from tests.optim.test_optimizers import _data, _max_diff, _step_both
+from tests.optim.test_optimizers import _data, _max_diff, _step_both, assert_resumes_identically
 
 torch = pytest.importorskip("torch")
 TOL = 1e-12
@@ -162,23 +162,7 @@ def test_state_dict_round_trip_through_a_file_continues_identically(name, kwargs
         ps = [dg.tensor(a.copy(), requires_grad=True) for a in arrays]
         return ps, getattr(optim, name)(_groups(name, ps), **kwargs)
 
-    def run(ps, opt, gs):
-        for g in gs:
-            for p, gi in zip(ps, g):
-                p.grad = dg.tensor(gi)
-            opt.step()
-
-    ps1, o1 = make(init)
-    run(ps1, o1, grads)
-    ps2, o2 = make(init)
-    run(ps2, o2, grads[:5])
-    dg.save({"opt": o2.state_dict(), "params": [p.detach() for p in ps2]}, tmp_path / "opt.dg")
-    saved = dg.load(tmp_path / "opt.dg")
-    ps3, o3 = make([t.numpy() for t in saved["params"]])
-    o3.load_state_dict(saved["opt"])
-    run(ps3, o3, grads[5:])
-    for p1, p3 in zip(ps1, ps3):
-        assert np.array_equal(p1.detach().numpy(), p3.detach().numpy())
+    assert_resumes_identically(make, init, grads, tmp_path / "opt.dg")
 
 
 @pytest.mark.parametrize("name,kwargs", STATEFUL, ids=[_id(*s) for s in STATEFUL])
