@@ -23,3 +23,17 @@ def assert_same_outputs(graph_a, graph_b, arrays, tol=1e-12):
     for x, y in zip(a, b):
         assert x.shape == y.shape
         assert float(np.max(np.abs(np.asarray(x) - np.asarray(y)), initial=0.0)) <= tol
+
+
+def assert_step_matches_eager(step, model, loss_fn, inputs, target, tol=1e-12):
+    """One call of the compiled training step `step` on (*inputs, target) gives eager's loss and writes
+    eager's gradients into every parameter (named in the message when one differs)."""
+    model.zero_grad()
+    loss = step(*inputs, target)
+    got = [p.grad.array.copy() for p in model.parameters()]
+    model.zero_grad()
+    ref = loss_fn(model(*inputs), target)
+    ref.backward()
+    assert abs(loss.item() - ref.item()) <= tol
+    for (name, p), g in zip(model.named_parameters(), got):
+        assert np.max(np.abs(g - p.grad.array)) <= tol, name

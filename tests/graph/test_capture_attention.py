@@ -10,7 +10,7 @@ import distgraph.nn.functional as F
 from distgraph import nn
 from distgraph.graph.capture import capture
 from distgraph.graph.executor import Runner
-from tests.graph.helpers import randn
+from tests.graph.helpers import assert_step_matches_eager, randn
 
 # a fallback to eager execution warns: here it fails the test
 pytestmark = pytest.mark.filterwarnings("error::distgraph.graph.compile.CompileWarning")
@@ -45,16 +45,7 @@ def test_compiled_attention_training_step_equals_eager(need_weights):
     x, y = randn(B, T, E), dg.tensor(np.arange(B) % 3)
     step = dg.compile(model, (x, _padding(0), y), loss_fn=F.cross_entropy)
     for shorter, scale in ((0, 1.0), (2, -0.5)):  # new values: other sequences padded, other inputs
-        xs, pad = x * scale, _padding(shorter)
-        model.zero_grad()
-        loss = step(xs, pad, y)
-        got = [p.grad.array.copy() for p in model.parameters()]
-        model.zero_grad()
-        ref = F.cross_entropy(model(xs, pad), y)
-        ref.backward()
-        assert abs(loss.item() - ref.item()) <= 1e-12
-        for (name, p), g in zip(model.named_parameters(), got):
-            assert np.max(np.abs(g - p.grad.array)) <= 1e-12, name
+        assert_step_matches_eager(step, model, F.cross_entropy, (x * scale, _padding(shorter)), y)
     assert len(step.variants) == 1
 
 
@@ -99,15 +90,7 @@ def test_compiled_transformer_training_step_and_inference_equal_eager():
     src, tgt, y = (dg.tensor(r.integers(0, 7, shape)) for shape in ((B, T), (B, T - 1), (B * (T - 1),)))
     step = dg.compile(model, (src, tgt, _padding(0), y), loss_fn=F.cross_entropy)
     for shorter in (0, 2):  # new values: other sequences padded
-        model.zero_grad()
-        loss = step(src, tgt, _padding(shorter), y)
-        got = [p.grad.array.copy() for p in model.parameters()]
-        model.zero_grad()
-        ref = F.cross_entropy(model(src, tgt, _padding(shorter)), y)
-        ref.backward()
-        assert abs(loss.item() - ref.item()) <= 1e-12
-        for (name, p), g in zip(model.named_parameters(), got):
-            assert np.max(np.abs(g - p.grad.array)) <= 1e-12, name
+        assert_step_matches_eager(step, model, F.cross_entropy, (src, tgt, _padding(shorter)), y)
     assert len(step.variants) == 1
 
     model = Seq2Seq(7, dropout=0.1).double().eval()

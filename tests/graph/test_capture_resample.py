@@ -11,7 +11,7 @@ from distgraph import nn
 from distgraph.graph.capture import capture
 from distgraph.graph.compile import CompileWarning
 from distgraph.graph.executor import Runner
-from tests.graph.helpers import randn
+from tests.graph.helpers import assert_step_matches_eager, randn
 
 
 class Decoder(nn.Module):
@@ -58,15 +58,7 @@ def test_compiled_decoder_step_matches_eager_after_parameter_updates():
         step(x, target)
     assert step.variants and all(v != "eager" for v in step.variants.values())
     for _ in range(2):
-        model.zero_grad()
-        loss = step(x, target)
-        got = [p.grad.array.copy() for p in model.parameters()]
-        model.zero_grad()
-        ref = F.mse_loss(model(x), target)
-        ref.backward()
-        assert abs(loss.item() - ref.item()) <= 1e-12
-        for g, p in zip(got, model.parameters()):
-            assert np.max(np.abs(g - p.grad.array)) <= 1e-12
+        assert_step_matches_eager(step, model, F.mse_loss, (x,), target)
         with dg.no_grad():
             for p in model.parameters():
                 p.sub_(p.grad * 0.1)
