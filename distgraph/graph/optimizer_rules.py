@@ -114,9 +114,8 @@ class _Adam(_Rule):
         return p - m / denom * c["step_size"], (m, v) + ((second,) if g["amsgrad"] else ())
 
 
-class _NAdam(_Rule):
-    """`functional.nadam_update`: Adam's moments and a Nesterov step whose two coefficients (from the warming-up
-    momentum and the product of its values so far, `mu_product`, kept on the host) are step scalars."""
+class _MomentsDecoupled(_Rule):
+    """What NAdam and RAdam share: Adam's two moments and a choice of decoupled weight decay."""
 
     settings = "maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
 
@@ -125,6 +124,11 @@ class _NAdam(_Rule):
 
     def state_keys(self, g):
         return ("exp_avg", "exp_avg_sq")
+
+
+class _NAdam(_MomentsDecoupled):
+    """`functional.nadam_update`: Adam's moments and a Nesterov step whose two coefficients (from the warming-up
+    momentum and the product of its values so far, `mu_product`, kept on the host) are step scalars."""
 
     def group_scalars(self, g):
         return _moment_scalars(g) | {"eps": g["eps"]} | _decay_scalars(g, g["decoupled_weight_decay"])
@@ -155,17 +159,9 @@ class _NAdam(_Rule):
         state["step"] += 1
 
 
-class _RAdam(_Rule):
+class _RAdam(_MomentsDecoupled):
     """`functional.radam_update`: bias-corrected momentum, times the rectified adaptive rate once rho_t > 5.
     Before that the adaptive factor is 1 / 1 and the rectification 1 (exact: the update is unchanged)."""
-
-    settings = "maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
-
-    def structure(self, g):
-        return g["maximize"], bool(g["weight_decay"]), g["decoupled_weight_decay"], _small(1 - g["betas"][0])
-
-    def state_keys(self, g):
-        return ("exp_avg", "exp_avg_sq")
 
     def group_scalars(self, g):
         out = _moment_scalars(g) | {"eps": g["eps"], "lr": g["lr"], "one": 1.0}
