@@ -193,18 +193,23 @@ def batch_optional(batched_ndim):
     return wrap
 
 
+def check_ranks_and_groups(op, input, weight, groups):
+    """A 4-D input (a 3-D one is batched by `batch_optional`), a 4-D weight and a positive int `groups`."""
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ShapeError(
+            f"{op}: expected 3-D or 4-D input and 4-D weight, got input {tuple(input.shape)} and weight "
+            f"{tuple(weight.shape)}"
+        )
+    if not isinstance(groups, int) or groups < 1:
+        raise ShapeError(f"{op}: groups must be a positive int, got {groups!r}")
+
+
 @batch_optional(4)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw)."""
-    if input.ndim != 4 or weight.ndim != 4:
-        raise ShapeError(
-            f"conv2d: expected 3-D or 4-D input and 4-D weight, got input {tuple(input.shape)} and weight "
-            f"{tuple(weight.shape)}"
-        )
+    check_ranks_and_groups("conv2d", input, weight, groups)
     n, c, h, w = input.shape
     o, cg, kh, kw = weight.shape
-    if not isinstance(groups, int) or groups < 1:
-        raise ShapeError(f"conv2d: groups must be a positive int, got {groups!r}")
     if c % groups or o % groups or c // groups != cg:
         raise ShapeError(
             f"conv2d: input {tuple(input.shape)} with groups={groups} needs weight (O, {c // groups if groups else c}, kh, "

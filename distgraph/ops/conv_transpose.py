@@ -14,7 +14,7 @@ where output_padding exceeds padding) with F.pad.
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
-from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional
+from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional, check_ranks_and_groups
 from distgraph.ops.regions import pad
 
 
@@ -25,15 +25,9 @@ def _out_size(size, k, stride, padding, dilation, output_padding):
 @batch_optional(4)
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose2d: input (N, C_in, H, W) or (C_in, H, W), weight (C_in, C_out/groups, kh, kw)."""
-    if input.ndim != 4 or weight.ndim != 4:
-        raise ShapeError(
-            f"conv_transpose2d: expected 3-D or 4-D input and 4-D weight, got input {tuple(input.shape)} and weight "
-            f"{tuple(weight.shape)}"
-        )
+    check_ranks_and_groups("conv_transpose2d", input, weight, groups)
     n, c, h, w = input.shape
     ci, cg, kh, kw = weight.shape
-    if not isinstance(groups, int) or groups < 1:
-        raise ShapeError(f"conv_transpose2d: groups must be a positive int, got {groups!r}")
     if ci != c or c % groups:
         raise ShapeError(
             f"conv_transpose2d: input {tuple(input.shape)} with groups={groups} needs weight ({c}, C_out/groups, kh, "
