@@ -281,6 +281,8 @@ class SharedAsyncStore:
             current.copy_to(nxt, int(self.control[END]))
             hypers = self.hypers if self.step_hypers is None else self.step_hypers[t]
             for i, g in enumerate(grads):
+                if g is None:  # unused by the worker's forward: no gradient, no update (as torch's optimizer)
+                    continue
                 state = self._load_state(nxt, i)
                 self.update(self._param(nxt, i), np.asarray(g), state, **hypers[i])
                 self._store_state(nxt, i, state)

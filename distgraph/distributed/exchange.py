@@ -11,7 +11,9 @@ segment; a reduction is a barrier and a sum of this rank's chunk over the peers'
 gradient (ranks 0, 1, …, n−1) — only what the peers read is copied into the slot (half for 2 ranks);
 each rank writes its updated chunk into the result buffer the model does not read now, and
 `publish(current)` (a barrier) makes that buffer every rank's — they all read one memory — and records
-it in the segment for an observer (`read_result`). `any_rank` lets them agree on skipping a step.
+it in the segment for an observer (`read_result`). `any_rank` lets them agree on skipping a step, and
+`mark(flags)` then `marked_by_all()` on which parameters no rank used (their flags ride on the last
+bucket's barrier: no extra meeting).
 
 Why two buffers: a rank updating its chunk in place writes cache lines its peer read a moment ago
 (backward reads most weights again), and each write first takes the line back from the peer's core.
@@ -30,7 +32,8 @@ whole reduced gradient, the same bits on every rank (for more than two ranks glo
 another order than rank order). The store then updates every parameter on every rank (zero.py,
 `replicated`), as DDP does, instead of its chunk followed by an exchange of the chunks: measured in
 `distgraph bench scaling` (2 workers), 0.20–0.26 ms a step against 1.6–2.3 ms for chunk updates
-broadcast from each rank.
+broadcast from each rank. Its `marked_by_all` is one more (tiny) all-reduce: gloo has no barrier to
+ride on.
 """
 
 import numpy as np
@@ -42,9 +45,9 @@ class SegmentExchange:
     shared = True  # `results` are one memory for all ranks
     copies_own = False  # the peers never read this rank's own chunk of its slot
 
-    def __init__(self, group, rank, world, dtype, count, timeout_s):
+    def __init__(self, group, rank, world, dtype, count, timeout_s, marks=0):
         name = segment_name(group, "zero", dtype, count)
-        self.segment = Segment(name, rank, world, dtype, count, timeout_s, buffers=1 if world == 1 else 2)
+        self.segment = Segment(name, rank, world, dtype, count, timeout_s, 1 if world == 1 else 2, marks)
         self.slot, self.results = self.segment.slot, self.segment.results
         self.lo, self.hi = self.segment.lo, self.segment.hi
         self.world, self.name, self.timeout_s = world, self.segment.name, timeout_s
@@ -65,6 +68,14 @@ class SegmentExchange:
     def any_rank(self, flag):
         return self.segment.any_rank(flag)
 
+    def mark(self, flags):
+        """This rank's flags (bools), before the barrier of the step's last `reduce_range`."""
+        self.segment.mark(flags)
+
+    def marked_by_all(self):
+        """The flags every rank set; call after the last `reduce_range`, before `publish`."""
+        return self.segment.marked_by_all()
+
     def barrier(self):
         self.segment.barrier()
 
@@ -77,8 +88,9 @@ class CollectiveExchange:
     shared = False  # every rank holds its own parameters and the whole reduced gradient: it updates all of it
     copies_own = True  # gloo reduces the whole slot
 
-    def __init__(self, comm, rank, world, dtype, count, timeout_s):
+    def __init__(self, comm, rank, world, dtype, count, timeout_s, marks=0):
         self.collective, self.group = comm.collective, comm.group
+        self.unmarked = np.zeros(marks, np.float32)  # 1 where this rank did not set the flag; summed over ranks
         self.name, self.timeout_s = f"gloo group {comm.group!r}", timeout_s
         self.slot, self.results = np.empty(count, dtype), [np.empty(count, dtype)]  # one buffer, updated in place
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
@@ -90,6 +102,14 @@ class CollectiveExchange:
 
     def barrier(self):
         self.collective.barrier(group_name=self.group)
+
+    def mark(self, flags):
+        self.unmarked[:] = ~np.asarray(flags, bool)
+
+    def marked_by_all(self):
+        """One all-reduce of the ranks' unset flags: a flag every rank set sums to zero."""
+        self.collective.allreduce(self.unmarked, group_name=self.group)
+        return self.unmarked == 0
 
     def publish(self, current):
         """Every rank has its own parameters in its one buffer: meeting the others is all there is to it."""

@@ -37,6 +37,18 @@ def partition_parameters(nbytes, num_shards):
     return owner
 
 
+def _sum_given(grads):
+    """Sum of the workers' gradients of one parameter in rank order, leaving out a worker's None (its
+    forward did not use it; the others' zeros where it did are the same sum) → None when none gave one."""
+    given = [g for g in grads if g is not None]
+    if not given:
+        return None
+    total = np.array(given[0], copy=True)
+    for g in given[1:]:
+        total += g
+    return total
+
+
 def shard_members(owner, shard):
     return [i for i, s in enumerate(owner) if s == shard]
 
@@ -84,11 +96,7 @@ class ParameterShard:
         """Like `apply`, for workers that did not all-reduce: sum their gradients in rank order first
         (the same order and arithmetic as the shm all-reduce, so the result has the same bits)."""
         parts = [g[self.shard_id] for g in worker_grads]
-        total = [np.array(a, copy=True) for a in parts[0]]
-        for part in parts[1:]:
-            for acc, g in zip(total, part):
-                acc += g
-        return self.apply(version, total, lrs)
+        return self.apply(version, [_sum_given(grads) for grads in zip(*parts)], lrs)
 
     # ---- async (stale-synchronous) ----------------------------------------------------------------------
     def push(self, worker, grads, lrs=None, incarnation=0, base=None):
@@ -138,6 +146,8 @@ class ParameterShard:
             )
         self.previous = (self.version, [p.copy() for p in self.params])  # a replay after a fault may need it
         for k, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:  # no gradient (no worker's forward used it): torch's optimizer skips it too
+                continue
             # lrs[k]: an lr, or (a per-step schedule) the step's whole hyperparameters, momentum included
             new = {} if lrs is None else lrs[k] if isinstance(lrs[k], dict) else {"lr": lrs[k]}
             hyper = {**self.hyper[k], **new}

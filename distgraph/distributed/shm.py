@@ -4,11 +4,13 @@ A segment serves one (group, tag, dtype, length) and lives as long as the group:
 the first call, the other ranks attach, and every later call reuses it (no allocation, no page faults,
 no message through Ray). Layout, each region 64-byte aligned:
 
-    [ world, current ][ seq: world × int64 ][ pid: world × int64 ][ vote: world × int64 ]
-    [ slot 0 | ... | slot n−1 ][ result 0 | ... ]
+    [ world, current, offset of result 0 ][ seq: world × int64 ][ pid: world × int64 ][ vote: world × int64 ]
+    [ marks: world × `marks` bytes ][ slot 0 | ... | slot n−1 ][ result 0 | ... ]
 
 A segment may hold several result buffers (`buffers`): the sharded parameter store (zero.py) keeps the
 parameters in two and alternates between them; the header's `current` says which one holds them.
+It also gives each rank a row of `marks` flags, which the ranks AND together (`marked_by_all`): which
+parameters no rank used this step.
 
 One all-reduce = write own slot → barrier → reduce own 1/n chunk of the slots into `result`, adding
 slot 0, 1, …, n−1 in that order (the fixed order makes results bit-identical run to run) → barrier →
@@ -71,15 +73,15 @@ def chunk_bounds(count, world, rank):
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-def segment_size(world, dtype, count, buffers=1):
-    return _layout(world, dtype, count)[3] + buffers * _aligned(count * np.dtype(dtype).itemsize)
+def segment_size(world, dtype, count, buffers=1, marks=0):
+    return _layout(world, dtype, count, marks)[3] + buffers * _aligned(count * np.dtype(dtype).itemsize)
 
 
-def _layout(world, dtype, count):
+def _layout(world, dtype, count, marks=0):
     """(bytes per header region, slot stride in elements, offset of slot 0, offset of result buffer 0)."""
     itemsize = np.dtype(dtype).itemsize
     flags, stride = _aligned(world * 8), _aligned(count * itemsize) // itemsize
-    base = _ALIGN + 3 * flags
+    base = _ALIGN + 3 * flags + _aligned(world * marks)
     return flags, stride, base, base + world * stride * itemsize
 
 
@@ -90,8 +92,8 @@ def read_result(name, world, dtype, count):
     no rank writes) maps nothing and so needs no resource tracker, no rank and no barrier."""
     try:
         with open(f"/dev/shm/{name}", "rb") as f:
-            current = int(np.fromfile(f, np.int64, 2)[1])
-            f.seek(_layout(world, dtype, count)[3] + current * _aligned(count * np.dtype(dtype).itemsize))
+            _, current, result = np.fromfile(f, np.int64, 3).tolist()
+            f.seek(result + current * _aligned(count * np.dtype(dtype).itemsize))
             return np.fromfile(f, dtype, count)
     except FileNotFoundError:
         return None
@@ -104,12 +106,13 @@ def segment_name(group, tag, dtype, count):
 
 class Segment:
     """The segment `name`, opened by `rank` of `world`, holding flat buffers of `count` × `dtype`: a slot
-    per rank and `buffers` results."""
+    per rank and `buffers` results, and `marks` flags per rank."""
 
-    def __init__(self, name, rank, world, dtype, count, timeout_s, buffers=1):
+    def __init__(self, name, rank, world, dtype, count, timeout_s, buffers=1, marks=0):
         self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
         self.dtype, self.count = np.dtype(dtype), int(count)
-        size = segment_size(world, self.dtype, self.count, buffers)
+        size = segment_size(world, self.dtype, self.count, buffers, marks)
+        flags, stride, base, result = _layout(world, self.dtype, self.count, marks)
         if rank == 0:
             sweep()
             try:
@@ -120,15 +123,15 @@ class Segment:
                     f"{name!r}, or a crashed run left it behind (remove it, or choose another group name)"
                 ) from None
             self._finalizer = weakref.finalize(self, _release, name)
-            np.ndarray((1,), np.int64, self.shm.buf, 0)[0] = world
+            np.ndarray((3,), np.int64, self.shm.buf, 0)[[0, 2]] = world, result  # read_result finds result 0
         else:
             self.shm = _attach(name, size, timeout_s)
             self._finalizer = None
         buf = self.shm.buf
-        flags, stride, base, result = _layout(world, self.dtype, self.count)
         self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
         self.seq_flags = np.ndarray((world,), np.int64, buf, _ALIGN + flags)
         self.votes = np.ndarray((world,), np.int64, buf, _ALIGN + 2 * flags)
+        self.marks = np.ndarray((world, marks), np.bool_, buf, _ALIGN + 3 * flags)
         slots = np.ndarray((world, stride), self.dtype, buf, base)
         self.slots = slots[:, : self.count]
         nbytes = _aligned(self.count * self.dtype.itemsize)
@@ -201,6 +204,15 @@ class Segment:
         self.votes[self.rank] = int(bool(flag))
         self.barrier()
         return bool(self.votes.any())
+
+    def mark(self, flags):
+        """This rank's row of marks (bools, `marks` long); the peers read it after the next barrier."""
+        self.marks[self.rank] = flags
+
+    def marked_by_all(self):
+        """Which marks every rank set before the last barrier (read before the barrier after it: a peer
+        past that one may be writing its next row)."""
+        return self.marks.all(axis=0)
 
     def barrier(self, spin=True):
         """Wait until every rank has reached this barrier. `spin=False` (a background thread) skips the

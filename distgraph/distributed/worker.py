@@ -116,20 +116,30 @@ class TrainWorker:
             # the store sums them in rank order
             grads, stats = self._compute(x, y, weight)
             clock.lap("compute")
-            return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards))
+            return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards), self.step_fn.unused)
         bucketer = self._bucketer() if self.world > 1 else None
         grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
         clock.lap("compute")  # includes the buckets reduced while backward ran
+        unused = self.step_fn.unused
         if bucketer is not None:
             grads = bucketer.wait(self.allreduce_config.get("timeout_s"))
+            unused = self._unused_by_all(unused)
             clock.lap("comm")  # the all-reduce backward did not hide
         owned = [s for s in range(self.num_shards) if s % self.world == self.rank]
-        return {**stats, **clock.stats()}, self._for_stores(grads, owned)
+        return {**stats, **clock.stats()}, self._for_stores(grads, owned, unused)
 
-    def _for_stores(self, grads, shards):
+    def _unused_by_all(self, unused):
+        """The parameters no rank's forward used this step (one tiny all-reduce of the ranks' used flags)."""
+        xp = self.step_fn.params[0].device.xp
+        used = xp.asarray([float(i not in unused) for i in range(len(self.step_fn.params))], xp.float32)
+        used = self._communicator().allreduce(used, tag="used")
+        return {i for i, n in enumerate(to_device(used, CPU).tolist()) if n == 0}
+
+    def _for_stores(self, grads, shards, unused=()):
         """{shard: its parameters' gradients} as host arrays: store actors hold numpy (a GPU worker's
-        reduced gradient is copied to the host once, here)."""
-        return {s: [to_device(grads[i], CPU) for i in self.members[s]] for s in shards}
+        reduced gradient is copied to the host once, here). An `unused` parameter's is None: no gradient,
+        which the store does not apply (torch's optimizer skips a grad of None)."""
+        return {s: [None if i in unused else to_device(grads[i], CPU) for i in self.members[s]] for s in shards}
 
     # ---- the parameter store sharded across the workers (zero.py) ----------------------------------------
     def setup_sharded(self, optimizer_name, hypers, arrays, states, version, scaler_state=None):
@@ -176,7 +186,7 @@ class TrainWorker:
             self.sharded.begin_step()
             grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
             clock.lap("compute")  # includes the buckets reduced while backward ran
-            applied = self.sharded.step(grads, self.scaler, clock)
+            applied = self.sharded.step(grads, self.scaler, clock, self.step_fn.unused)
             out.append(
                 {**stats, **clock.stats(), "skipped": int(not applied), "buckets_in_backward": self.sharded.overlapped}
             )
@@ -220,7 +230,7 @@ class TrainWorker:
         clock.lap("install")
         grads, stats = self._compute(x, y, 1.0)
         clock.lap("compute")
-        return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards))
+        return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards), self.step_fn.unused)
 
     # ---- the async store in the workers' segment (async_store.py) ----------------------------------------
     def setup_async(self, name, members, optimizer_name, hypers, staleness, state):
@@ -245,7 +255,8 @@ class TrainWorker:
         of hyperparameters per step of the call (a per-step lr schedule), used by whoever claims it."""
 
         def compute(indices):
-            return self._compute(self.x[indices], self.y[indices], 1.0)
+            grads, stats = self._compute(self.x[indices], self.y[indices], 1.0)
+            return [None if i in self.step_fn.unused else g for i, g in enumerate(grads)], stats
 
         return self.async_store.run(chunk, unpack_indices(batches), compute, hypers, step_hypers)
 

@@ -29,6 +29,12 @@ of the parameters and, after gloo's all-reduce, the whole reduced gradient, so i
 parameter with optimizer state for all of them (`replicated`, as DDP) — cheaper than exchanging
 updated chunks; `state_chunk` still reports only the rank's chunk, so the driver assembles the same way.
 
+A parameter no rank's forward used this step has no gradient, and its update is skipped, as torch's
+optimizer skips a parameter whose `.grad` is None and as the local Trainer does (DDP leaves such a
+parameter's grad None too): each rank marks its unused parameters in the segment before the step's
+last barrier, and a parameter every rank marked keeps its value and optimizer state. One used by
+some ranks only is updated from the sum, the others adding zeros.
+
 Buckets (as DDP's, `bucket_mb`, default 25 MB): the flat gradient is cut at parameter boundaries into
 buckets, the last parameters first, and the first barrier becomes one per bucket. Backward hands each
 final gradient to `grad_ready`, which copies what the peers read of it into the slot; once every
@@ -86,9 +92,9 @@ class ShardedParameters:
         self.offsets = flat_layout(self.shapes)
         count = self.offsets[-1]
         if comm is not None and world > 1:
-            self.exchange = CollectiveExchange(comm, rank, world, dtype, count, timeout_s)
+            self.exchange = CollectiveExchange(comm, rank, world, dtype, count, timeout_s, marks=len(params))
         else:
-            self.exchange = SegmentExchange(group, rank, world, dtype, count, timeout_s)
+            self.exchange = SegmentExchange(group, rank, world, dtype, count, timeout_s, marks=len(params))
         # the parameters, all ranks' chunks: the model reads buffers[current]; two when shared (see above)
         self.buffers, self.current = self.exchange.results, 0
         self.flat = self.buffers[0]
@@ -175,8 +181,10 @@ class ShardedParameters:
         """Bucket k summed over the ranks (`exchange.reduce_range`): this rank's chunk of it into `scratch`."""
         self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces)
 
-    def _reduce(self, grads):
-        """Every bucket reduced into `scratch` → how many of them were reduced while backward ran."""
+    def _reduce(self, grads, unused):
+        """Every bucket reduced into `scratch` → (how many of them were reduced while backward ran, a bool
+        per parameter: no rank used it)."""
+        self.exchange.mark([i in unused for i in range(len(self.params))])  # read after the last bucket's barrier
         for i, g in enumerate(grads):
             if not self.arrived[i]:  # no hook delivered it (a step computed without one)
                 self._hand_over(i, np.asarray(g))
@@ -192,16 +200,17 @@ class ShardedParameters:
                     ) from None
             for k in range(self.launched, len(self.buckets)):
                 self._reduce_bucket(k)
+            return overlapped, self.exchange.marked_by_all()
         finally:
             self.begin_step()
-        return overlapped
 
     def set_hypers(self, hypers):
         """New hyperparameters per parameter (an lr scheduler moved lr, momentum or betas)."""
         self.hypers = [dict(h) for h in hypers]
 
-    def step(self, grads, scaler=None, clock=None):
+    def step(self, grads, scaler=None, clock=None, unused=()):
         """All-reduce `grads` (sum, rank order) and apply the update of this rank's chunk; see the module doc.
+        `unused`: indices of the parameters this rank's forward did not use (zeros in `grads`).
 
         With a GradScaler (`distgraph.amp`) the gradients are loss-scaled: the chunk is unscaled, the
         ranks agree through the segment whether any chunk holds inf/NaN, and then all of them skip the
@@ -214,8 +223,9 @@ class ShardedParameters:
         if self.world == 1:
             reduced = np.concatenate([np.asarray(g).reshape(-1) for g in grads]) if len(grads) > 1 else grads[0]
             chunk = np.asarray(reduced).reshape(-1)
+            skipped = [i in unused for i in range(len(self.params))]
         else:
-            self.overlapped = self._reduce(grads)
+            self.overlapped, skipped = self._reduce(grads, unused)
             chunk = self.scratch
             if self.replicated:  # the whole reduced gradient, the same bits on every rank
                 chunk, lo = exchange.slot, 0
@@ -234,6 +244,8 @@ class ShardedParameters:
         for i, a, b, f in self.own:
             if dst is not src:
                 np.copyto(dst[f : f + b - a], src[f : f + b - a])
+            if skipped[i]:  # no rank used it: no gradient, no update (its state stays as it was)
+                continue
             self.update(dst[f : f + b - a], chunk[f - lo : f - lo + b - a], self.state[i], **self.hypers[i])
         if clock is not None:
             clock.lap("update")

@@ -1,6 +1,7 @@
 """Data-parallel training on real Ray workers: sync equals local bit for bit; async converges."""
 
 import copy
+import sys
 import time
 
 import numpy as np
@@ -366,3 +367,53 @@ def test_ray_fit_brings_rank_0s_batch_norm_buffers_to_the_driver(ray_session, tm
     assert states["ray"].keys() == states["local"].keys()
     for k, v in states["local"].items():
         np.testing.assert_allclose(states["ray"][k], v, rtol=0, atol=1e-6, err_msg=k)
+
+
+class WithSpare(nn.Module):
+    """A model whose `spare` layer the forward never uses: it gets no gradient."""
+
+    def __init__(self, spare_dtype=None):
+        super().__init__()
+        self.body, self.head, self.spare = nn.Linear(8, 16), nn.Linear(16, 3), nn.Linear(8, 3)
+        if spare_dtype is not None:  # parameters of two dtypes: store actors instead of the sharded store
+            self.spare.to(spare_dtype)
+
+    def forward(self, x):
+        return self.head(nn.functional.relu(self.body(x)))
+
+
+@pytest.mark.parametrize(
+    "allreduce,spare_dtype,sync,workers",
+    [
+        ("auto", None, "sync", 2),  # the store sharded across the workers' segment
+        ("gloo", None, "sync", 2),  # sharded, the ranks meeting in a gloo group
+        ("store", None, "sync", 2),  # store actors summing the workers' gradients
+        ("auto", dg.float64, "sync", 2),  # store actors fed by the workers' bucketed all-reduce
+        ("auto", None, "async", 1),  # the shared async store
+        ("store", None, "async", 1),  # async store actors
+    ],
+)
+def test_a_layer_the_forward_never_uses_is_left_alone_on_ray_as_locally(
+    ray_session, allreduce, spare_dtype, sync, workers
+):
+    """torch's optimizer skips a parameter whose grad is None (DDP leaves a globally unused one None),
+    and so does the local Trainer; Ray's workers updated it from zeros, so Adam's weight decay moved it
+    and the run differed from the local one."""
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # WithSpare lives here
+
+    def run(backend, sync="sync", **kw):
+        dg.manual_seed(0)
+        model = WithSpare(spare_dtype)
+        opt = dg.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.1)
+        spare = [p.detach().numpy().copy() for p in model.spare.parameters()]
+        with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend=backend, sync=sync,
+                        progress=False, **kw) as t:  # fmt: skip
+            t.fit(data(), epochs=2, batch_size=32)
+        assert all(np.array_equal(a, p.detach().numpy()) for a, p in zip(spare, model.spare.parameters()))
+        return [p.detach().numpy().copy() for p in model.parameters()]
+
+    local = run("local")
+    remote = run("ray", sync, allreduce=allreduce)  # one async worker: sequential steps, nothing stale
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote))

@@ -241,3 +241,46 @@ def test_a_gradient_given_twice_or_misshaped_is_a_clear_error():
             sharded.grad_ready(0, np.zeros((5, 7), np.float32))
     finally:
         sharded.close()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_a_parameter_no_rank_used_keeps_its_value_and_state_one_some_ranks_used_is_updated(world):
+    """torch's optimizer skips a parameter whose grad is None (DDP leaves a globally unused one None):
+    Adam's weight decay and moments must not move it. Parameter 0 is unused on every rank, parameter 2
+    on rank 0 only (the others' gradient still counts)."""
+    rng = np.random.default_rng(1)
+    shapes = [p.shape for p in model().parameters()]
+    unused = [{0, 2} if rank == 0 else {0} for rank in range(world)]
+    grads = [[rng.standard_normal(s).astype(np.float32) * (i not in unused[r]) for i, s in enumerate(shapes)]
+             for r in range(world)]  # fmt: skip
+
+    def make_opt(params):
+        return dg.optim.Adam(params, lr=0.01, weight_decay=0.1)
+
+    reference = model()
+    ref_opt = make_opt(reference.parameters())
+    for _ in range(2):
+        summed = combine_gradients(grads)
+        for i, (p, g) in enumerate(zip(reference.parameters(), summed)):
+            p.grad = None if all(i in u for u in unused) else dg.tensor(g)
+        ref_opt.step()
+    name, groups = make_optimizer_spec(make_opt(model().parameters()))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
+    group = f"t{uuid.uuid4().hex[:8]}"
+    replicas = [model() for _ in range(world)]
+
+    def rank_fn(rank):
+        sharded = ShardedParameters(list(replicas[rank].parameters()), rank, world, group, name, hypers, timeout_s=10)
+        sharded.load([p.array.copy() for p in model().parameters()], [{} for _ in shapes], version=0)
+        for _ in range(2):
+            sharded.step(grads[rank], unused=unused[rank])
+        chunk = sharded.state_chunk()
+        sharded.close()
+        return chunk
+
+    _, params, states = assemble(run_ranks(world, rank_fn), shapes)
+    np.testing.assert_array_equal(params[0], next(iter(model().parameters())).array)  # untouched
+    for i, (ref, got) in enumerate(zip(reference.parameters(), params)):
+        np.testing.assert_array_equal(got, ref.array, err_msg=f"parameter {i}")
+    ref_state = ref_opt.state_dict()["state"]
+    assert states[0] == {} and all(set(st) == set(ref_state.get(i, {})) for i, st in enumerate(states))
