@@ -319,10 +319,12 @@ def view_write_error(view, indirect=False, op=None):
     kind, name, k = view._view_fn[2]
     what = "its base or another view of its base has been" if indirect else "is being"
     head = f"{op}: " if op else ""
-    if kind == "multi":
+    if kind == "multi" and _grad_fn_slot.__get__(view) is not None:
         return AutogradError(f"{head}Output {k} of {name} is a view and {what} modified inplace.{_MULTI}")
     made = "A view was created in" if name is None else f"Output {k} of {name} is a view of a view which was created in"
-    if kind == "inference":
+    if kind == "multi":  # one of several views of a base outside the graph: torch words it so
+        msg = f"A view was created in no_grad mode and {what} modified inplace with grad mode enabled.{_MULTI}"
+    elif kind == "inference":
         msg = f"{made} inference mode and {what} modified inplace in normal mode.{_AMBIGUOUS.format('inference_mode')}"
     else:
         msg = f"{made} no_grad mode and {what} modified inplace with grad mode enabled.{_AMBIGUOUS.format('no_grad')}"

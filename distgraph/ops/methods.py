@@ -284,15 +284,20 @@ def _write_into(self, res):
 
 
 def _fill_(self, value):
+    return _fill_as(self, value, "fill_")
+
+
+def _fill_as(self, value, name):
+    """fill_, or zero_ (`name`: the op its errors name)."""
     if isinstance(value, Tensor):
         if value.ndim:
             raise ShapeError(
                 f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
             )
-        views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
-    views.check_view_write(self, (value,), "fill_")
+        views.refuse_internal_overlap(self.array, name)  # torch fills aliased elements with a number only
+    views.check_view_write(self, (value,), name)
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return inplace_variant(views.overwrite, "fill_", overlap_ok=True)(self, value)
+        return inplace_variant(views.overwrite, name, overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -300,7 +305,7 @@ def _fill_(self, value):
 
 
 def _zero_(self):
-    return _fill_(self, 0)
+    return _fill_as(self, 0, "zero_")
 
 
 def _copy_(self, src, non_blocking=False):
