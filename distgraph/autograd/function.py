@@ -290,6 +290,13 @@ def mark_multi_output(views, fn_name):
     return views
 
 
+def mark_custom_output(view, fn_name, k, multi):
+    """Mark `view`, output `k` of custom Function `fn_name`, as torch does: a write into it, or its use
+    after its memory was written, is refused (it would bypass the Function's backward); `multi`: one of
+    several differentiable outputs, refused in the words of the ops returning several views."""
+    view._view_fn = (*view._view_fn[:2], ("multi" if multi else "custom", fn_name, k))
+
+
 def _with_creation(base, op, attrs):
     """The recipe of a view torch marks with how it was made (its CreationMeta), as a third item
     (kind, name, k): made in no_grad or inference mode (name None), or a view made in grad mode of a
@@ -306,6 +313,12 @@ _MULTI = (
     " This view is the output of a function that returns multiple views. Such functions do not allow the output "
     "views to be modified inplace. You should replace the inplace operation by an out-of-place one."
 )
+_CUSTOM = (
+    " This view was created inside a custom Function (or because an input was returned as-is) and the autograd "
+    "logic to handle view+inplace would override the custom backward associated with the custom Function, leading "
+    "to incorrect gradients. This behavior is forbidden. You can fix this by cloning the output of the custom "
+    "Function."
+)
 _AMBIGUOUS = (
     " Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify your code by moving "
     "both the view and the inplace either both inside the {} block (if you don't want the inplace to be tracked) "
@@ -319,11 +332,12 @@ def view_write_error(view, indirect=False, op=None):
     kind, name, k = view._view_fn[2]
     what = "its base or another view of its base has been" if indirect else "is being"
     head = f"{op}: " if op else ""
-    if kind == "multi" and _grad_fn_slot.__get__(view) is not None:
-        return AutogradError(f"{head}Output {k} of {name} is a view and {what} modified inplace.{_MULTI}")
+    tail = _MULTI if kind == "multi" else _CUSTOM
+    if kind in ("multi", "custom") and _grad_fn_slot.__get__(view) is not None:
+        return AutogradError(f"{head}Output {k} of {name} is a view and {what} modified inplace.{tail}")
     made = "A view was created in" if name is None else f"Output {k} of {name} is a view of a view which was created in"
-    if kind == "multi":  # one of several views of a base outside the graph: torch words it so
-        msg = f"A view was created in no_grad mode and {what} modified inplace with grad mode enabled.{_MULTI}"
+    if kind in ("multi", "custom"):  # a view outside the graph: torch words it so
+        msg = f"A view was created in no_grad mode and {what} modified inplace with grad mode enabled.{tail}"
     elif kind == "inference":
         msg = f"{made} inference mode and {what} modified inplace in normal mode.{_AMBIGUOUS.format('inference_mode')}"
     else:

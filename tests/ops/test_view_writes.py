@@ -285,3 +285,57 @@ def test_a_view_made_in_no_grad_mode_is_refused_in_autograd_once_its_memory_was_
         return rg, None
 
     assert outcome(dg) == outcome(torch)
+
+
+def _custom_function_outcomes(m):
+    """Writes into the views a custom Function returns (of its input, of its own intermediate; one of
+    two outputs or alone; recorded or not) and their use after their memory was written."""
+
+    class Two(m.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a[0], a[1] * 2
+
+        @staticmethod
+        def backward(ctx, g, h):
+            return m.zeros(2, 3, dtype=g.dtype)
+
+    class One(m.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return (a * 2)[0]
+
+        @staticmethod
+        def backward(ctx, g):
+            return m.zeros(2, 3, dtype=g.dtype)
+
+    x = m.tensor(X, requires_grad=True)
+    free = m.tensor(W, requires_grad=True)
+    base = x * 1
+    writes = [
+        lambda: Two.apply(base)[0].mul_(2),
+        lambda: Two.apply(base)[1].mul_(2),
+        lambda: Two.apply(m.zeros(2, 3, dtype=m.float64))[0].mul_(2),
+        lambda: Two.apply(m.zeros(2, 3, dtype=m.float64))[0].mul_(free),
+        lambda: One.apply(base).mul_(2),
+        lambda: One.apply(base)[1:].mul_(2),
+    ]
+    out = []
+    for write in writes:
+        try:
+            write()
+            out.append("ok")
+        except RuntimeError as exc:
+            out.append(re.sub(r"^\w+: |Output \d+ of \w+ ", "", str(exc)))
+    view = Two.apply(base)[0]
+    base.add_(1)
+    try:
+        view * 2
+    except RuntimeError as exc:
+        out.append(str(exc))
+    return out
+
+
+def test_a_view_a_custom_function_returns_is_refused_a_write_as_torch():
+    """torch: writing into it would bypass the Function's backward."""
+    assert _custom_function_outcomes(dg) == _custom_function_outcomes(torch)
