@@ -260,8 +260,10 @@ def move_retained_grad(t, old):
     as torch: its retain_grad() hook moves to the new node, so `t.grad` is the gradient of its new
     value; the hooks registered with register_hook stay on `old` (they see the gradient of the value
     they were registered on, where a backward still reaches it)."""
+    if old is None or not old.hooks:  # (most often: checked first, without reading t's unset slots)
+        return
     keep = getattr(t, "_retains", None)
-    if keep is None or old is None or old is t.grad_fn or not old.hooks or keep not in old.hooks:
+    if keep is None or old is t.grad_fn or keep not in old.hooks:
         return
     old.hooks.remove(keep)
     new = t.grad_fn

@@ -15,7 +15,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, _record, set_history, view_write_error
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
@@ -63,8 +63,7 @@ def check_view_write(t, operands, op):
     was made (in no_grad or inference mode, one of several views an op returned) may not be written when
     the write would be recorded: when the view's memory or an operand requires grad. `operands`: the
     op's other arguments."""
-    recipe = getattr(t, "_view_fn", None)
-    if recipe is None or len(recipe) < 3 or not grad_mode.state.grad_enabled or not _shares_memory(t):
+    if type(t) is not View or len(t._view_fn) < 3 or not grad_mode.state.grad_enabled or not _shares_memory(t):
         return
     root = t
     while getattr(root, "_base", None) is not None:
@@ -81,7 +80,7 @@ def snapshot(t):
     s = Tensor.__new__(Tensor)
     s.array, s.device, s.grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
     s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
-    if s.grad_fn is not None and _shares_memory(t) and t._base.requires_grad:
+    if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._base.requires_grad:
         _record(t._view_fn[0], (t._base,), t._view_fn[1], None, s)
     return s
 
