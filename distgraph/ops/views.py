@@ -9,6 +9,8 @@ of the root, the tensor owning the memory. Every other view of that memory, the 
 included, rebuilds its graph from the root's when next used (autograd.tensor.View). Writes into an
 expanded view (several elements on one memory location) are refused, as torch refuses them, but for
 those that write one value to all the aliases of a location; recorded, their backward refuses, as torch's.
+A view torch marks with how it was made (in no_grad or inference mode, one of several views an op or a
+custom Function returned) refuses a write autograd would record (check_view_write), as torch's.
 """
 
 import numpy as np
