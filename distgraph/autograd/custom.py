@@ -12,8 +12,8 @@ user's backward (None, or zeros under `set_materialize_grads(True)`, for outputs
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import _record
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.function import _record, mark_custom_output
+from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
 
 
@@ -196,6 +196,9 @@ class Function:
                 _record(_CustomOp(cls, positions), inputs, {}, ctx, anchor)
                 for i in diff:
                     _record(_CustomOutput(cls, i), (anchor,), {}, ctx, results[i])
+        for i, o in enumerate(outs):
+            if isinstance(o, View) and id(o) not in ctx.dirty:
+                mark_custom_output(o, cls.__name__, i, record and len(diff) > 1)
         return tuple(results) if multi else results[0]
 
 

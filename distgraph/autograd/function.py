@@ -151,7 +151,10 @@ def apply(op, inputs, attrs=_EMPTY):
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = vc = first._vc
         out._base = first
-        out._view_fn = (op, attrs) if type(first) is not View or len(first._view_fn) < 3 else _multi(op, attrs)
+        if _grad_state.grad_enabled and (type(first) is not View or len(first._view_fn) < 3):
+            out._view_fn = (op, attrs)
+        else:  # made in no_grad mode, or a view of such a view: writes through it are refused (views.py)
+            out._view_fn = _with_creation(first, op, attrs)
         out._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
         _set_grad_fn(out, None)
     else:
@@ -219,54 +222,129 @@ def mark_view(out, base, op, attrs):
     out.__class__ = View  # the same slots: only the grad_fn/requires_grad properties differ
     out._vc = base._vc
     out._base = base
-    out._view_fn = (op, attrs) if type(base) is not View or len(base._view_fn) < 3 else _multi(op, attrs)
+    if _grad_state.grad_enabled and (type(base) is not View or len(base._view_fn) < 3):
+        out._view_fn = (op, attrs)
+    else:
+        out._view_fn = _with_creation(base, op, attrs)
     out._view_version = base._vc[0] if base._vc is not INFERENCE_VERSION else 0
 
 
 def _regenerate_view(view, strict=True):
     """torch's rule for a View whose memory was written since its graph was recorded: its view op is
     applied again to its base's current graph (a stale base regenerates first, as reading its grad_fn
-    does). A reshape that had to copy holds no view of the memory: its graph stays. One of the views an
-    op returned together (split, chunk, unbind) has no graph to rebuild, as in torch: reading its grad_fn
-    (`strict`, what an op does, not reading requires_grad) raises."""
+    does). A reshape that had to copy holds no view of the memory: its graph stays. A view torch marks
+    with how it was made (one of the views an op returned together, as split, chunk, unbind; one made in
+    no_grad or inference mode) has no graph to rebuild, as in torch: reading its grad_fn (`strict`, what
+    an op does, not reading requires_grad) raises. A retain_grad() follows the view to its new graph."""
     base = view._base
-    if len(view._view_fn) > 2 and base.requires_grad:  # one of several views an op returned (split)
+    if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
+        view._view_version = view._vc[0]
+        return
+    if len(view._view_fn) > 2 and base.requires_grad:
         if strict:
-            raise multi_output_error(view, "its base or another view of its base has been modified inplace")
+            raise view_write_error(view, indirect=True)
         view.requires_grad = True  # it has no graph, but it requires grad (torch)
         return
     view._view_version = view._vc[0]
-    if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
-        return
+    old = _grad_fn_slot.__get__(view)
     if base.requires_grad:
         _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
-    elif _grad_fn_slot.__get__(view) is not None:  # the base left the graph (detach_ of a leaf base)
+        move_retained_grad(view, old)
+    elif old is not None:  # the base left the graph (detach_ of a leaf base)
         _grad_fn_slot.__set__(view, None)
         view.requires_grad = False
+
+
+def move_retained_grad(t, old):
+    """After `t`'s grad_fn changed from node `old` (an in-place write into it, its view graph rebuilt),
+    as torch: its retain_grad() hook moves to the new node, so `t.grad` is the gradient of its new
+    value; the hooks registered with register_hook stay on `old` (they see the gradient of the value
+    they were registered on, where a backward still reaches it)."""
+    if old is None or not old.hooks:  # (most often: checked first, without reading t's unset slots)
+        return
+    keep = getattr(t, "_retains", None)
+    if keep is None or old is t.grad_fn or keep not in old.hooks:
+        return
+    old.hooks.remove(keep)
+    new = t.grad_fn
+    if new.hooks is None:
+        new.hooks = []
+    new.hooks.append(keep)
+
+
+def set_history(t, node):
+    """`t`, just written in place, gets `node` (the write's) as its grad_fn."""
+    old = _grad_fn_slot.__get__(t)
+    t.grad_fn = node
+    t.requires_grad = True
+    move_retained_grad(t, old)
 
 
 def mark_multi_output(views, fn_name):
     """Mark `views`, returned together by `fn_name` (torch's name: Split, SplitWithSizes, Unbind), as torch
     does: neither a write into one of them nor, after a write into their memory, their use in autograd is
-    allowed (multi_output_error)."""
+    allowed (view_write_error). Made in no_grad mode, they keep that mark instead, as torch's."""
+    if not _grad_state.grad_enabled:
+        return views
     for k, v in enumerate(views):
         if isinstance(v, View):
-            v._view_fn = (*v._view_fn[:2], (fn_name, k))
+            v._view_fn = (*v._view_fn[:2], ("multi", fn_name, k))
     return views
 
 
-def _multi(op, attrs):
-    """The recipe of a view of one of several views returned together: as in torch, it is bound the same."""
-    return (op, attrs, (op.name.title(), 0))
+def mark_custom_output(view, fn_name, k, multi):
+    """Mark `view`, output `k` of custom Function `fn_name`, as torch does: a write into it, or its use
+    after its memory was written, is refused (it would bypass the Function's backward); `multi`: one of
+    several differentiable outputs, refused in the words of the ops returning several views."""
+    view._view_fn = (*view._view_fn[:2], ("multi" if multi else "custom", fn_name, k))
 
 
-def multi_output_error(view, what):
-    name, k = view._view_fn[2]
-    return AutogradError(
-        f"Output {k} of {name} is a view and {what}. This view is the output of a function that returns multiple "
-        "views. Such functions do not allow the output views to be modified inplace. You should replace the "
-        "inplace operation by an out-of-place one."
-    )
+def _with_creation(base, op, attrs):
+    """The recipe of a view torch marks with how it was made (its CreationMeta), as a third item
+    (kind, name, k): made in no_grad or inference mode (name None), or a view made in grad mode of a
+    marked view (it inherits the kind; name, k: its own op), as torch propagates the mark."""
+    prev = base._view_fn[2] if type(base) is View and len(base._view_fn) > 2 else None
+    if _grad_state.grad_enabled:
+        return (op, attrs, (prev[0], op.name.title(), 0))
+    if prev is not None and prev[0] == "inference":
+        return (op, attrs, prev)
+    return (op, attrs, ("inference" if _grad_state.inference else "no_grad", None, 0))
+
+
+_MULTI = (
+    " This view is the output of a function that returns multiple views. Such functions do not allow the output "
+    "views to be modified inplace. You should replace the inplace operation by an out-of-place one."
+)
+_CUSTOM = (
+    " This view was created inside a custom Function (or because an input was returned as-is) and the autograd "
+    "logic to handle view+inplace would override the custom backward associated with the custom Function, leading "
+    "to incorrect gradients. This behavior is forbidden. You can fix this by cloning the output of the custom "
+    "Function."
+)
+_AMBIGUOUS = (
+    " Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify your code by moving "
+    "both the view and the inplace either both inside the {} block (if you don't want the inplace to be tracked) "
+    "or both outside (if you want the inplace to be tracked)."
+)
+
+
+def view_write_error(view, indirect=False, op=None):
+    """torch's refusal (handle_view_on_rebase) of an in-place write, with grad, into a view marked with how
+    it was made (_with_creation), or (`indirect`) of its use in autograd after its memory was written."""
+    kind, name, k = view._view_fn[2]
+    what = "its base or another view of its base has been" if indirect else "is being"
+    head = f"{op}: " if op else ""
+    tail = _MULTI if kind == "multi" else _CUSTOM
+    if kind in ("multi", "custom") and _grad_fn_slot.__get__(view) is not None:
+        return AutogradError(f"{head}Output {k} of {name} is a view and {what} modified inplace.{tail}")
+    made = "A view was created in" if name is None else f"Output {k} of {name} is a view of a view which was created in"
+    if kind in ("multi", "custom"):  # a view outside the graph: torch words it so
+        msg = f"A view was created in no_grad mode and {what} modified inplace with grad mode enabled.{tail}"
+    elif kind == "inference":
+        msg = f"{made} inference mode and {what} modified inplace in normal mode.{_AMBIGUOUS.format('inference_mode')}"
+    else:
+        msg = f"{made} no_grad mode and {what} modified inplace with grad mode enabled.{_AMBIGUOUS.format('no_grad')}"
+    return AutogradError(head + msg)
 
 
 _grad_fn_slot = Tensor.grad_fn

@@ -372,7 +372,9 @@ class View(Tensor):
     its base a new graph, but the other views of that memory made before keep the graph of the old
     values. So, as torch, a view remembers the shared version its graph was recorded at, and reading its
     grad_fn or requires_grad (what an op, backward or the user does) after the version moved rebuilds
-    its graph from its base's. Only views pay for this: a plain Tensor's attributes are bare slots."""
+    its graph from its base's. Only views pay for this: a plain Tensor's attributes are bare slots. So
+    `type(view) is View`, not Tensor (isinstance holds, as for torch's subclasses): these properties on
+    Tensor itself, with a None check for plain tensors, made plain ops 5-15 % slower (bench ops)."""
 
     __slots__ = ()
 

@@ -12,13 +12,22 @@ value that shares memory with where it goes, a leaf that requires grad.
 import numpy as np
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.indexing import IDX, _add_at, _getitem, getitem
 from distgraph.ops.registry import defop
 from distgraph.ops.subscript import indexed_shape, memory_overlap, parse
-from distgraph.ops.views import commit, internal_overlap, overwrite, rebase, refuse_internal_overlap, snapshot
+from distgraph.ops.views import (
+    check_view_write,
+    commit,
+    internal_overlap,
+    overwrite,
+    rebase,
+    refuse_internal_overlap,
+    snapshot,
+)
 
 
 def _write(xp, out, basic, adv, values, accumulate):
@@ -150,6 +159,7 @@ def _put_(input, sub, v, accumulate, op):
     """Write `v` at `sub` into `input` in place. Under grad mode, when `input` or `v` needs grad, it is
     recorded as an index_put of `input`'s old value (the views `input` belongs to are rebased)."""
     _refuse_overlap(input, sub, v, op)
+    check_view_write(input, (v,), op)
     if sub.adv is None:  # a basic write copies into its target, which torch refuses to do into aliases
         refuse_internal_overlap(input.array[(*(sub.basic or ()), Ellipsis)], op)
     recording = grad_mode.state.grad_enabled and (input.requires_grad or v.requires_grad)
@@ -169,7 +179,7 @@ def _put_(input, sub, v, accumulate, op):
     input._vc[0] += 1
     if recording:
         if written is input:
-            input.grad_fn, input.requires_grad = result.grad_fn, True
+            set_history(input, result.grad_fn)
         commit(rebased)
 
 

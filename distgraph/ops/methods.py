@@ -8,6 +8,7 @@ fire), and rebinds the tensor to the new graph node when grad is being recorded.
 
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
+from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
@@ -230,6 +231,7 @@ def inplace_variant(fn, name, overlap_ok=False):
             views.refuse_internal_overlap(self.array, name)
         if name != "fill_":  # fill_ reads its one value first
             views.refuse_partial_overlap(self.array, (*args, *kwargs.values()), name)
+        views.check_view_write(self, (*args, *kwargs.values()), name)
         recording = grad_mode.state.grad_enabled and (
             self.requires_grad
             or any(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -237,20 +239,14 @@ def inplace_variant(fn, name, overlap_ok=False):
         )
         if recording and self.requires_grad and self.grad_fn is None:
             raise AutogradError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
-        source = self
-        if recording:
-            # the op reads a snapshot, so the Node it records keeps the pre-mutation value
-            source = Tensor.__new__(Tensor)
-            source.array = self.array.copy()
-            source.device, source.grad, source.grad_fn = self.device, None, self.grad_fn
-            source.requires_grad, source._vc = self.requires_grad, [self._vc[0]]
+        # recorded, the op reads a snapshot, so the Node it records keeps the pre-mutation value
+        source = views.snapshot(self) if recording else self
         result = fn(source, *args, **kwargs)
         res = _result_array(self, result, name)  # checked before the graph is rebased
         rebased = views.rebase(self, result) if recording and result.grad_fn is not None else ()
         _write_into(self, res)
         if recording and result.grad_fn is not None:
-            self.grad_fn = result.grad_fn
-            self.requires_grad = True
+            set_history(self, result.grad_fn)
         views.commit(rebased)
         return self
 
@@ -288,14 +284,20 @@ def _write_into(self, res):
 
 
 def _fill_(self, value):
+    return _fill_as(self, value, "fill_")
+
+
+def _fill_as(self, value, name):
+    """fill_, or zero_ (`name`: the op its errors name)."""
     if isinstance(value, Tensor):
         if value.ndim:
             raise ShapeError(
                 f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
             )
-        views.refuse_internal_overlap(self.array, "fill_")  # torch fills aliased elements with a number only
+        views.refuse_internal_overlap(self.array, name)  # torch fills aliased elements with a number only
+    views.check_view_write(self, (value,), name)
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
-        return inplace_variant(views.overwrite, "fill_", overlap_ok=True)(self, value)
+        return inplace_variant(views.overwrite, name, overlap_ok=True)(self, value)
     with grad_mode.no_grad():
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
@@ -303,7 +305,7 @@ def _fill_(self, value):
 
 
 def _zero_(self):
-    return _fill_(self, 0)
+    return _fill_as(self, 0, "zero_")
 
 
 def _copy_(self, src, non_blocking=False):
@@ -311,6 +313,7 @@ def _copy_(self, src, non_blocking=False):
 
     views.refuse_internal_overlap(self.array, "copy_")
     views.refuse_partial_overlap(self.array, (src,), "copy_")
+    views.check_view_write(self, (src,), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
         return inplace_variant(views.overwrite, "copy_")(self, src)
@@ -331,6 +334,7 @@ def recording_needed(self, src):
 
 def _uniform_(self, a=0.0, b=1.0):
     views.refuse_internal_overlap(self.array, "uniform_")
+    views.check_view_write(self, (), "uniform_")
     gen = creation.generator(self.device)
     self.array[...] = gen.uniform(a, b, self.shape)
     self._vc[0] += 1
@@ -339,6 +343,7 @@ def _uniform_(self, a=0.0, b=1.0):
 
 def _normal_(self, mean=0.0, std=1.0):
     views.refuse_internal_overlap(self.array, "normal_")
+    views.check_view_write(self, (), "normal_")
     gen = creation.generator(self.device)
     self.array[...] = gen.normal(mean, std, self.shape)
     self._vc[0] += 1
@@ -347,6 +352,7 @@ def _normal_(self, mean=0.0, std=1.0):
 
 def _bernoulli_(self, p=0.5):
     views.refuse_internal_overlap(self.array, "bernoulli_")
+    views.check_view_write(self, (), "bernoulli_")
     gen = creation.generator(self.device)
     self.array[...] = gen.random(self.shape) < p
     self._vc[0] += 1

@@ -9,13 +9,15 @@ of the root, the tensor owning the memory. Every other view of that memory, the 
 included, rebuilds its graph from the root's when next used (autograd.tensor.View). Writes into an
 expanded view (several elements on one memory location) are refused, as torch refuses them, but for
 those that write one value to all the aliases of a location; recorded, their backward refuses, as torch's.
+A view torch marks with how it was made (in no_grad or inference mode, one of several views an op or a
+custom Function returned) refuses a write autograd would record (check_view_write), as torch's.
 """
 
 import numpy as np
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import Node, multi_output_error
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.function import Node, _record, set_history, view_write_error
+from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
@@ -39,39 +41,64 @@ def _view_node(t):
     sits (None when `t` is not a view sharing memory). Read from the view's recipe (`_view_fn`), not its
     grad_fn: a write through the view replaces its grad_fn, and a view of a tensor outside the graph
     has none, yet both still place later writes into the base."""
-    base, recipe = getattr(t, "_base", None), getattr(t, "_view_fn", None)
-    if base is None or recipe is None:
+    if not _shares_memory(t):
         return None
-    if t.array.size and not t.device.xp.may_share_memory(t.array, base.array):  # a reshape that copied
-        return None  # (an empty view shares no bytes, yet its writes still belong to its base's graph)
+    recipe = t._view_fn
     node = Node.__new__(Node)
-    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (base,), (None,)
+    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (t._base,), (None,)
     node.saved = node.hooks = node.out_ref = node.stack = None
     node.versions = ()
     return node
 
 
+def _shares_memory(t):
+    """Whether `t` is a view (has a base and a recipe) that shares memory with its base."""
+    base = getattr(t, "_base", None)
+    if base is None or getattr(t, "_view_fn", None) is None:
+        return False
+    # a reshape that copied is no view (an empty view shares no bytes, yet its writes belong to its base)
+    return not t.array.size or bool(t.device.xp.may_share_memory(t.array, base.array))
+
+
+def check_view_write(t, operands, op):
+    """torch's check before an in-place write under grad mode (check_inplace): a view marked with how it
+    was made (in no_grad or inference mode, one of several views an op returned) may not be written when
+    the write would be recorded: when the view's memory or an operand requires grad. `operands`: the
+    op's other arguments."""
+    if type(t) is not View or len(t._view_fn) < 3 or not grad_mode.state.grad_enabled or not _shares_memory(t):
+        return
+    root = t
+    while getattr(root, "_base", None) is not None:
+        root = root._base
+    if t.requires_grad or root.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in operands):
+        raise view_write_error(t, op=op)
+
+
 def snapshot(t):
-    """A Tensor holding `t`'s current value and graph position, immune to later writes into `t`."""
+    """A Tensor holding `t`'s current value and graph position, immune to later writes into `t`. For a
+    view, its position is its view op applied afresh to its base's graph, not its own grad_fn: as torch's
+    CopySlices, a write through the view sends the old value's gradient straight to the base, past
+    the hooks registered on the view (they are on the graph of a value the view no longer holds)."""
     s = Tensor.__new__(Tensor)
     s.array, s.device, s.grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
     s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
+    if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._base.requires_grad:
+        _record(t._view_fn[0], (t._base,), t._view_fn[1], None, s)
     return s
 
 
 def rebase(view, new_value):
     """Before `new_value` (a recorded Tensor) is written into `view`: the graph the root of its chain of
     views (the tensor that owns the memory) gets, as torch's CopySlices. Returns [(root, its new graph)]
-    (empty when `view` is no view), to apply with `commit` after the write. The views in between, like
-    every other view of that memory, are then stale and rebuild their graph from the root's when next
-    used (autograd.tensor.View)."""
+    (empty when `view` is no view), to apply with `commit` after the write. `view` itself, the views in
+    between, like every other view of that memory, are then stale and rebuild their graph from the
+    root's when next used (autograd.tensor.View), as torch's: so the hooks on `view`'s old graph see
+    what reaches that graph, not the gradient of the written value."""
     if not grad_mode.state.grad_enabled:
         return []
     node = _view_node(view)
     if node is None:
         return []
-    if len(view._view_fn) > 2:  # one of several views an op returned together (split)
-        raise multi_output_error(view, "is being modified inplace")
     with grad_mode.no_grad():
         covered = ew.const(1, view, None).expand(view.shape)
     placed = new_value
@@ -89,11 +116,11 @@ def rebase(view, new_value):
     with grad_mode.no_grad():
         written = cmp.ne(covered, 0)
     new_root = ew.where(written, placed, snapshot(base))  # (a where: the old value's gradient is 0 there, NaN g too)
-    if float(covered.array.max(initial=0)) <= 1:
-        return [(base, new_root)]
-    # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view): torch
-    # records the write, but its backward refuses to run. `view` itself rebuilds its graph from the root.
-    return [(base, _overlapping_write(new_root)), (view, None)]
+    if float(covered.array.max(initial=0)) > 1:
+        # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view):
+        # torch records the write, but its backward refuses to run.
+        new_root = _overlapping_write(new_root)
+    return [(base, new_root), (view, None)]
 
 
 @defop("overlapping_write", kind="other", save=())
@@ -135,13 +162,13 @@ def _place(node, t):
 
 
 def commit(rebased):
-    """After the write: the root gets its new graph (a written view whose graph `rebase` could not give
-    is left to rebuild it from the root's: a version it never had marks it stale)."""
+    """After the write: the root gets its new graph; the written view is left to rebuild its graph from
+    the root's (a version it never had marks it stale)."""
     for base, new_value in rebased:
         if new_value is None:
             base._view_version = -1
         else:
-            base.grad_fn, base.requires_grad = new_value.grad_fn, True
+            set_history(base, new_value.grad_fn)
 
 
 def refuse_partial_overlap(a, operands, op):
