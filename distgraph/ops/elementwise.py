@@ -96,13 +96,16 @@ def _pow(xp, a, b):
 
 @_pow.grad
 def _(ctx, g):
+    # torch's pow_backward_self / pow_backward_exponent, term for term, so NaN and inf reach the
+    # double backward as in torch: the mask of b == 0 is taken after g is multiplied in (0 even where
+    # g is NaN), and the exponent's rule takes log(a) itself, masked where a == 0 and b >= 0.
     a, b = ctx.inputs
     ga = gb = None
-    if ctx.next[0] is not None:  # b·a^(b-1), 0 where b == 0 (torch's mask: 0·0^-1 would be NaN)
-        ga = mul(g, where(cmp.eq(b, 0), const(0, a), mul(b, pow(a, sub(b, 1)))))
-    if ctx.next[1] is not None:  # a^b·log a, 0 where a == 0 and b >= 0 (torch); log of 1 there keeps
-        zero_base = cmp.logical_and(cmp.eq(a, 0), cmp.ge(b, 0))  # double backward finite
-        gb = mul(g, where(zero_base, const(0, a), mul(ctx.out, log(where(zero_base, const(1, a), a)))))
+    if ctx.next[0] is not None:
+        ga = where(cmp.eq(b, 0), const(0, a), mul(g, mul(b, pow(a, sub(b, 1)))))
+    if ctx.next[1] is not None:
+        zero_base = cmp.logical_and(cmp.eq(a, 0), cmp.ge(b, 0))
+        gb = mul(g, where(zero_base, const(0, a), mul(ctx.out, log(a))))
     return ga, gb
 
 
@@ -110,12 +113,10 @@ def _(ctx, g):
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
     xp = ctx.inputs[0].device.xp
-    ga = g * xp.where(b == 0, 0, b * a ** (b - 1)) if ctx.next[0] is not None else None
+    ga = xp.where(b == 0, 0, g * (b * a ** (b - 1))) if ctx.next[0] is not None else None
     if ctx.next[1] is None:
         return ga, None
-    zero_base = (a == 0) & (b >= 0)
-    gb = g * xp.where(zero_base, 0, ctx.out_array * xp.log(xp.where(zero_base, 1, a)))
-    return ga, gb
+    return ga, g * xp.where((a == 0) & (b >= 0), 0, ctx.out_array * xp.log(a))
 
 
 @defop("maximum", kind=EW, save=(0, 1))
