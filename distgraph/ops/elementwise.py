@@ -158,10 +158,12 @@ def _fmod(xp, a, b):
     return xp.fmod(a, b)
 
 
+# torch's rules: the quotient is div with a rounding mode, whose gradient is zero (no 0 / 0 where b is
+# 0, which trunc(a / b) would pass to a second-order gradient)
 @_fmod.grad
 def _(ctx, g):
     a, b = ctx.inputs
-    gb = mul(neg(g), trunc(div(a, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(a, b, rounding_mode="trunc")) if ctx.next[1] is not None else None
     return g, gb
 
 
@@ -174,7 +176,7 @@ def _remainder(xp, a, b):
 @_remainder.grad
 def _(ctx, g):
     a, b = ctx.inputs
-    gb = mul(neg(g), floor(div(a, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(a, b, rounding_mode="floor")) if ctx.next[1] is not None else None
     return g, gb
 
 

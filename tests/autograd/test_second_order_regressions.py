@@ -68,3 +68,11 @@ def test_pow_gradient_is_zero_at_a_zero_exponent_even_where_the_incoming_gradien
 def test_var_over_every_dim_without_degrees_of_freedom_adds_nothing_to_second_order(shape, kwargs):
     x = np.arange(1.0, 1.0 + np.prod(shape, dtype=int)).reshape(shape) * 1.5
     check_second_order(lambda m, x: x.var(**kwargs) + x * x, x)
+
+
+# ---- fmod / remainder: the divisor's rule uses div with a rounding mode (zero gradient, no 0 / 0) ------
+@pytest.mark.parametrize("name", ["fmod", "remainder"])
+def test_fmod_and_remainder_by_zero_keep_second_order_finite(name):
+    x, f = np.array([[0.5, -1.5, 2.0]]), np.array([[1.25, -0.5, 3.0]])
+    check_second_order(lambda m, x, f: getattr(m, name)(f, x * 0), x, f, grad=[True, False])
+    check_second_order(lambda m, x, f: getattr(m, name)(f, x) * x, x, f)
