@@ -67,15 +67,16 @@ def _div(xp, a, b):
 @_div.grad
 def _(ctx, g):
     a, b = ctx.inputs
+    # torch's -g·((a / b) / b): no b·b to overflow, and the same rounding (float32) as torch
     ga = div(g, b) if ctx.next[0] is not None else None
-    gb = neg(div(mul(g, a), mul(b, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(div(a, b), b)) if ctx.next[1] is not None else None
     return ga, gb
 
 
 @_div.array_grad
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
-    return (g / b if ctx.next[0] is not None else None, -((g * a) / (b * b)) if ctx.next[1] is not None else None)
+    return (g / b if ctx.next[0] is not None else None, -g * ((a / b) / b) if ctx.next[1] is not None else None)
 
 
 @defop("neg", kind=EW, save=())

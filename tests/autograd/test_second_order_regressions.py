@@ -76,3 +76,9 @@ def test_fmod_and_remainder_by_zero_keep_second_order_finite(name):
     x, f = np.array([[0.5, -1.5, 2.0]]), np.array([[1.25, -0.5, 3.0]])
     check_second_order(lambda m, x, f: getattr(m, name)(f, x * 0), x, f, grad=[True, False])
     check_second_order(lambda m, x, f: getattr(m, name)(f, x) * x, x, f)
+
+
+# ---- div: the divisor's rule is torch's -g·((a / b) / b), which has no b·b to overflow -----------------
+def test_div_gradient_of_a_huge_divisor_does_not_overflow():
+    a, b = np.array([1.5e308, -1e308, 3.0]), np.array([1e155, 2e154, -0.5])  # b·b is inf
+    check_second_order(lambda m, a, b: a / b, a, b)
