@@ -317,8 +317,9 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    """torch's zeros_like(grad), 0 where g is inf or nan too (not g * 0), as an op of g (create_graph)."""
-    return _where(const(False, g, np.bool_), g, const(0, g))
+    """torch's zeros_like(grad): 0 where g is inf or nan too (not g * 0), and a constant, not an op of
+    g, so a second-order gradient gets nothing through it (not 0 times a NaN further back)."""
+    return Tensor(g.device.xp.zeros(g.shape, dtype=g.array.dtype), device=g.device)
 
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda ctx, g: mul(g, ctx.out), saves_output=True, save=())

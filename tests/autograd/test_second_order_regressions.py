@@ -82,3 +82,15 @@ def test_fmod_and_remainder_by_zero_keep_second_order_finite(name):
 def test_div_gradient_of_a_huge_divisor_does_not_overflow():
     a, b = np.array([1.5e308, -1e308, 3.0]), np.array([1e155, 2e154, -0.5])  # b·b is inf
     check_second_order(lambda m, a, b: a / b, a, b)
+
+
+# ---- piecewise-constant ops: torch's zeros_like(grad) is a constant, so nothing flows back through it ------
+@pytest.mark.parametrize("name", ["floor", "round", "trunc_div"])
+def test_a_zero_gradient_passes_nothing_to_second_order(name):
+    step = {
+        "floor": lambda m, x: x.floor(),
+        "round": lambda m, x: x.round(),
+        "trunc_div": lambda m, x: m.div(m.tensor([3, -2, 1, 2]), x, rounding_mode="trunc"),
+    }[name]
+    x = np.array([-1.5, 0.75, -0.4, 2.5])  # a negative base: log(x) in pow's exponent rule is NaN
+    check_second_order(lambda m, x: x ** step(m, x), x)
