@@ -97,9 +97,8 @@ def _pow(xp, a, b):
 
 @_pow.grad
 def _(ctx, g):
-    # torch's pow_backward_self / pow_backward_exponent, term for term, so NaN and inf reach the
-    # double backward as in torch: the mask of b == 0 is taken after g is multiplied in (0 even where
-    # g is NaN), and the exponent's rule takes log(a) itself, masked where a == 0 and b >= 0.
+    # torch's pow_backward_self/_exponent term for term (NaN reaches double backward as in torch): b == 0
+    # masked after g is multiplied in (0 where g is NaN); log(a) itself, masked where a == 0 and b >= 0
     a, b = ctx.inputs
     ga = gb = None
     if ctx.next[0] is not None:
@@ -159,8 +158,7 @@ def _fmod(xp, a, b):
     return xp.fmod(a, b)
 
 
-# torch's rules: the quotient is div with a rounding mode, whose gradient is zero (no 0 / 0 where b is
-# 0, which trunc(a / b) would pass to a second-order gradient)
+# torch's rules: the quotient is div with a rounding mode, of zero gradient (trunc(a / b) passes 0/0 on)
 @_fmod.grad
 def _(ctx, g):
     a, b = ctx.inputs
@@ -317,8 +315,7 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    """torch's zeros_like(grad): 0 where g is inf or nan too (not g * 0), and a constant, not an op of
-    g, so a second-order gradient gets nothing through it (not 0 times a NaN further back)."""
+    """torch's zeros_like(grad): 0 where g is NaN too, and a constant, so no second order flows back."""
     return Tensor(g.device.xp.zeros(g.shape, dtype=g.array.dtype), device=g.device)
 
 
