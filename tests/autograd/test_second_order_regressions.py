@@ -30,7 +30,8 @@ def _first_and_second(m, fn, tensors):
 
 
 def check_second_order(fn, *arrays, grad=None):
-    """fn(m, *tensors) in both libraries: values, gradients and second-order gradients agree.
+    """fn(m, *tensors) in both libraries: values, gradients and second-order gradients agree (dtype,
+    requires_grad, NaN and inf included).
     `grad`: which arrays require grad (all by default)."""
     grad = grad or [True] * len(arrays)
     dg_in = [dg.tensor(a, requires_grad=r) for a, r in zip(arrays, grad)]
@@ -44,6 +45,7 @@ def check_second_order(fn, *arrays, grad=None):
             assert (dk is None) == (tk is None), f"{what} {k}: distgraph {dk}, torch {tk}"
             if tk is not None:
                 assert dk.dtype.name == str(tk.dtype).split(".")[-1], f"{what} {k}: dtype"
+                assert dk.requires_grad == tk.requires_grad, f"{what} {k}: requires_grad"
                 np.testing.assert_allclose(_np(dk), _np(tk), rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=what)
 
 
