@@ -67,15 +67,16 @@ def _div(xp, a, b):
 @_div.grad
 def _(ctx, g):
     a, b = ctx.inputs
+    # torch's -g·((a / b) / b): no b·b to overflow, and the same rounding (float32) as torch
     ga = div(g, b) if ctx.next[0] is not None else None
-    gb = neg(div(mul(g, a), mul(b, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(div(a, b), b)) if ctx.next[1] is not None else None
     return ga, gb
 
 
 @_div.array_grad
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
-    return (g / b if ctx.next[0] is not None else None, -((g * a) / (b * b)) if ctx.next[1] is not None else None)
+    return (g / b if ctx.next[0] is not None else None, -g * ((a / b) / b) if ctx.next[1] is not None else None)
 
 
 @defop("neg", kind=EW, save=())
@@ -96,13 +97,15 @@ def _pow(xp, a, b):
 
 @_pow.grad
 def _(ctx, g):
+    # torch's pow_backward_self/_exponent term for term (NaN reaches double backward as in torch): b == 0
+    # masked after g is multiplied in (0 where g is NaN); log(a) itself, masked where a == 0 and b >= 0
     a, b = ctx.inputs
     ga = gb = None
-    if ctx.next[0] is not None:  # b·a^(b-1), 0 where b == 0 (torch's mask: 0·0^-1 would be NaN)
-        ga = mul(g, where(cmp.eq(b, 0), const(0, a), mul(b, pow(a, sub(b, 1)))))
-    if ctx.next[1] is not None:  # a^b·log a, 0 where a == 0 and b >= 0 (torch); log of 1 there keeps
-        zero_base = cmp.logical_and(cmp.eq(a, 0), cmp.ge(b, 0))  # double backward finite
-        gb = mul(g, where(zero_base, const(0, a), mul(ctx.out, log(where(zero_base, const(1, a), a)))))
+    if ctx.next[0] is not None:
+        ga = where(cmp.eq(b, 0), const(0, a), mul(g, mul(b, pow(a, sub(b, 1)))))
+    if ctx.next[1] is not None:
+        zero_base = cmp.logical_and(cmp.eq(a, 0), cmp.ge(b, 0))
+        gb = mul(g, where(zero_base, const(0, a), mul(ctx.out, log(a))))
     return ga, gb
 
 
@@ -110,12 +113,10 @@ def _(ctx, g):
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
     xp = ctx.inputs[0].device.xp
-    ga = g * xp.where(b == 0, 0, b * a ** (b - 1)) if ctx.next[0] is not None else None
+    ga = xp.where(b == 0, 0, g * (b * a ** (b - 1))) if ctx.next[0] is not None else None
     if ctx.next[1] is None:
         return ga, None
-    zero_base = (a == 0) & (b >= 0)
-    gb = g * xp.where(zero_base, 0, ctx.out_array * xp.log(xp.where(zero_base, 1, a)))
-    return ga, gb
+    return ga, g * xp.where((a == 0) & (b >= 0), 0, ctx.out_array * xp.log(a))
 
 
 @defop("maximum", kind=EW, save=(0, 1))
@@ -157,10 +158,11 @@ def _fmod(xp, a, b):
     return xp.fmod(a, b)
 
 
+# torch's rules: the quotient is div with a rounding mode, of zero gradient (trunc(a / b) passes 0/0 on)
 @_fmod.grad
 def _(ctx, g):
     a, b = ctx.inputs
-    gb = mul(neg(g), trunc(div(a, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(a, b, rounding_mode="trunc")) if ctx.next[1] is not None else None
     return g, gb
 
 
@@ -173,7 +175,7 @@ def _remainder(xp, a, b):
 @_remainder.grad
 def _(ctx, g):
     a, b = ctx.inputs
-    gb = mul(neg(g), floor(div(a, b))) if ctx.next[1] is not None else None
+    gb = mul(neg(g), div(a, b, rounding_mode="floor")) if ctx.next[1] is not None else None
     return g, gb
 
 
@@ -313,8 +315,8 @@ def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
 
 
 def _zero_grad(ctx, g):
-    """torch's zeros_like(grad), 0 where g is inf or nan too (not g * 0), as an op of g (create_graph)."""
-    return _where(const(False, g, np.bool_), g, const(0, g))
+    """torch's zeros_like(grad): 0 where g is NaN too, and a constant, so no second order flows back."""
+    return Tensor(g.device.xp.zeros(g.shape, dtype=g.array.dtype), device=g.device)
 
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda ctx, g: mul(g, ctx.out), saves_output=True, save=())

@@ -248,11 +248,35 @@ def einsum(equation, *operands):
                 )
             if sizes.get(c, 1) == 1:
                 sizes[c] = n
+    operands = _sum_out_lone_letters(specs, equation.split("->")[1], operands, sizes)
     operands = [  # size-1 dims broadcast against the letter's size elsewhere, as in torch
         expand(t, tuple(sizes[c] for c in s)) if builtins.any(n != sizes[c] for c, n in zip(s, t.shape)) else t
         for s, t in zip(specs, operands)
     ]
     return _einsum(*operands, equation=equation)
+
+
+def _sum_out_lone_letters(specs, out_spec, operands, sizes):
+    """Each operand summed (keepdim) over the letters that are summed away and have size > 1 in it
+    alone, as torch's einsum does first: backward then reads those sums, not the operand (so a later
+    in-place write to it does not stop backward), and mixed dtypes meet in a product, not a matmul."""
+    summed = []
+    for i, (s, t) in enumerate(zip(specs, operands)):
+        dims = tuple(
+            k
+            for k, c in enumerate(s)
+            if c not in out_spec
+            and s.count(c) == 1
+            and t.shape[k] != 1
+            and builtins.all(
+                o.shape[z.index(c)] == 1 for j, (z, o) in enumerate(zip(specs, operands)) if j != i and c in z
+            )
+        )
+        if dims:
+            t = sum(t, dim=dims, keepdim=True)
+            sizes.update({s[k]: 1 for k in dims})
+        summed.append(t)
+    return summed
 
 
 # ---- softmax ------------------------------------------------------------------------------------------------

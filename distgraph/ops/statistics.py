@@ -11,6 +11,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import _all_if_empty, mean, normalize_dims, sum
+from distgraph.ops.registry import defop
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -21,7 +22,26 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     for a in axes:
         n *= input.shape[a]
     centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
+    if n <= correction and (dim is None or input.ndim == 0):
+        return _var_no_dof(input, axes=axes, keepdim=keepdim)
     return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
+
+
+@defop("var_no_dof", kind="other")
+def _var_no_dof(xp, x, axes, keepdim):
+    """var over every dim with no degree of freedom left: the sum of squares over 0 (NaN or inf)."""
+    centered = x - x.mean(axis=axes, keepdims=True)
+    return (centered * centered).sum(axis=axes, keepdims=keepdim) / 0
+
+
+@_var_no_dof.grad
+def _(ctx, g):
+    # torch's var_backward for a full reduction without degrees of freedom: g times NaN where x is
+    # its mean, inf elsewhere, a constant, so nothing of it reaches a second-order gradient of x
+    x = ctx.inputs[0]
+    xp = x.device.xp
+    nan_or_inf = xp.where(x.array == x.array.mean(), xp.nan, xp.inf).astype(x.array.dtype)
+    return ew.mul(g, Tensor(nan_or_inf, device=x.device))
 
 
 def max_(a, b):

@@ -341,3 +341,18 @@ def test_prod_gradient_without_zeros_is_torchs_g_times_prod_over_x(dim):
         return g * b.sum()
 
     _same(fn, x, Y)
+
+
+@pytest.mark.parametrize("equation", ["ij,kj->ik", "ij,k->i"])
+def test_einsum_sums_a_letter_only_one_operand_has_before_multiplying(equation):
+    # torch sums b over j first (j has size 1 in x, or only b has it), so backward reads that sum:
+    # a later write into b does not stop it, and float64 x meets float32 b in a product (fuzz seed 919)
+    b0 = np.arange(12.0).reshape(3, 4).astype(np.float32)
+
+    def fn(m, x, y):
+        b = m.tensor(b0 if "kj" in equation else b0[0])
+        out = m.einsum(equation, x, b) * y[0]
+        b.zero_()
+        return out
+
+    _same(fn, np.array([[1.5], [-2.0], [0.5]]), Y)
