@@ -152,7 +152,7 @@ def _check_int_divisor(op, a, b):
         )
 
 
-@defop("fmod", kind=EW, save=(0, 1))
+@defop("fmod", kind=EW, save=(0, 1), saved_for={0: 1, 1: 1})
 def _fmod(xp, a, b):
     _check_int_divisor("fmod", a, b)
     return xp.fmod(a, b)
@@ -166,10 +166,10 @@ def _(ctx, g):
     return g, gb
 
 
-@defop("remainder", kind=EW, save=(0, 1))
+@defop("remainder", kind=EW, save=(0, 1), saved_for={0: 1, 1: 1})
 def _remainder(xp, a, b):
     _check_int_divisor("remainder", a, b)
-    return xp.remainder(a, b)
+    return kernels.remainder(xp, a, b)
 
 
 @_remainder.grad
