@@ -431,6 +431,9 @@ def install():
         "__and__": cmp.bitwise_and,
         "__or__": cmp.bitwise_or,
         "__xor__": cmp.bitwise_xor,
+        "__rand__": _reflect(cmp.bitwise_and),
+        "__ror__": _reflect(cmp.bitwise_or),
+        "__rxor__": _reflect(cmp.bitwise_xor),
     }
     for name, fn in ops.items():
         setattr(Tensor, name, fn)
