@@ -134,3 +134,10 @@ def test_scatter_refuses_a_src_with_another_number_of_dims(op):
             getattr(torch.zeros(3, 4), op)(0, torch.zeros(3, 4, dtype=torch.int64), src(torch))
         with pytest.raises(ValueError, match="same number of dimensions"):
             getattr(dg.zeros(3, 4), op)(0, dg.zeros(3, 4, dtype=dg.int64), src(dg))
+
+
+@pytest.mark.parametrize("op", ["min", "max"])
+def test_a_nan_gradient_of_max_min_over_all_elements_reaches_only_the_extreme(op):
+    # the gradient of the reduced value sums w·log(x), NaN where x < 0: torch fills it into the hits only
+    _parity(lambda m, x: getattr(x, op)() * m.log(x), X)
+    _parity(lambda m, x: getattr(m, op)(x) * m.log(x), np.array([1.0, np.nan, -2.0, np.nan]))
