@@ -141,3 +141,10 @@ def test_a_nan_gradient_of_max_min_over_all_elements_reaches_only_the_extreme(op
     # the gradient of the reduced value sums w·log(x), NaN where x < 0: torch fills it into the hits only
     _parity(lambda m, x: getattr(x, op)() * m.log(x), X)
     _parity(lambda m, x: getattr(m, op)(x) * m.log(x), np.array([1.0, np.nan, -2.0, np.nan]))
+
+
+@pytest.mark.parametrize("offset", [0, 1, -1])
+def test_diagonal_backward_and_diag_keep_a_nan_on_the_diagonal(offset):
+    _parity(lambda m, x: m.sqrt(x.diagonal(offset)), X)  # sqrt of a negative: a NaN gradient
+    _parity(lambda m, x: m.sqrt(x.reshape(2, 3, 2).diagonal(offset, 0, 2)), X)
+    _parity(lambda m, x: m.diag(m.sqrt(x[0]), offset), X)
