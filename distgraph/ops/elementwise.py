@@ -188,9 +188,9 @@ def _atan2(xp, a, b):
 
 @_atan2.grad
 def _(ctx, g):
-    a, b = ctx.inputs
-    denom = add(mul(a, a), mul(b, b))
-    return div(mul(g, b), denom), div(mul(neg(g), a), denom)
+    a, b = ctx.inputs  # torch's: 1 / (a² + b²) with inf masked to 0, so the origin has a zero gradient
+    recip = where(cmp.isinf(r := reciprocal(add(mul(a, a), mul(b, b)))), const(0, r), r)
+    return mul(mul(g, b), recip), mul(mul(g, neg(a)), recip)
 
 
 def _binary_fn(op, float_only=False):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
+from tests.autograd.test_second_order_regressions import check_second_order
 from tests.parity import check
 
 torch = pytest.importorskip("torch")
@@ -148,3 +149,11 @@ def test_diagonal_backward_and_diag_keep_a_nan_on_the_diagonal(offset):
     _parity(lambda m, x: m.sqrt(x.diagonal(offset)), X)  # sqrt of a negative: a NaN gradient
     _parity(lambda m, x: m.sqrt(x.reshape(2, 3, 2).diagonal(offset, 0, 2)), X)
     _parity(lambda m, x: m.diag(m.sqrt(x[0]), offset), X)
+
+
+def test_atan2_has_a_zero_gradient_where_a_squared_plus_b_squared_is_zero():
+    a = np.array([0.0, 1e-200, 0.0, -0.0, 1e-170, 1.0, -2.0])
+    b = np.array([0.0, 1e-200, -0.0, 0.0, 0.0, 2.0, 0.5])
+    _parity(lambda m, x, y: m.atan2(x, y), a, b)
+    _parity(lambda m, x: m.atan2(x * 1, x * 1), a)
+    check_second_order(lambda m, x, y: m.atan2(x, y), a, b)
