@@ -260,8 +260,9 @@ def _(ctx, g):
     factors = ew.where(mask, xk, ones)
     dy_dx = prod(factors, dim=-1)  # (..., j, i)
     valid = Tensor((i[..., 0] <= j[..., 0]) if not exclusive else (i[..., 0] < j[..., 0]), device=x.device)
-    dy_dx = ew.mul(dy_dx, valid)
-    gi = sum(ew.mul(reshape(gm, gm.shape + (1,)), dy_dx), dim=-2)  # (..., i)
+    # y_j before x_i adds an exact 0 (where, not times 0): a NaN/inf g_j reaches only x_i of i <= j, as torch's
+    terms = ew.where(valid, ew.mul(reshape(gm, gm.shape + (1,)), dy_dx), ew.const(0, dy_dx))
+    gi = sum(terms, dim=-2)  # (..., i)
     return movedim(gi, -1, axis)
 
 
