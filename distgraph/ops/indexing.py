@@ -201,14 +201,10 @@ def _scatter(xp, x, index, src, axis):
 def _(ctx, g):
     x, index, src = ctx.inputs
     axis = ctx.attrs["axis"]
-    keep = _scatter(
-        Tensor(x.device.xp.ones(x.shape, dtype=g.array.dtype), device=x.device),
-        index,
-        Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device),
-        axis=axis,
-    )
+    # torch's g.scatter(dim, index, 0): the overwritten elements get an exact 0 (a NaN/inf g does not stay)
+    zeros = Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device)
     gsrc = _gather(g, index, axis=axis) if ctx.next[2] is not None else None
-    return ew.mul(g, keep), None, gsrc
+    return _scatter(g, index, zeros, axis=axis), None, gsrc
 
 
 def scatter(input, dim, index, src=None, value=None):

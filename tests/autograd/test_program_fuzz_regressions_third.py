@@ -162,3 +162,9 @@ def test_atan2_has_a_zero_gradient_where_a_squared_plus_b_squared_is_zero():
 @pytest.mark.parametrize("dim", [0, 1])
 def test_a_nan_gradient_of_cumprod_reaches_only_the_factors_before_it(dim):
     _parity(lambda m, x: m.sqrt(x.cumprod(dim)), X)  # sqrt of a negative product: a NaN gradient
+
+
+def test_scatter_backward_gives_an_exact_zero_to_overwritten_elements():
+    index = np.array([[0, 0, 1], [2, 2, 2], [3, 1, 0]])
+    _parity(lambda m, x: m.sqrt(x.scatter(-1, m.tensor(index), 1.5)), X)  # NaN gradient where x < 0
+    _parity(lambda m, x, y: m.sqrt(x.scatter(-1, m.tensor(index), y)), X, X[:, :3])
