@@ -168,3 +168,10 @@ def test_scatter_backward_gives_an_exact_zero_to_overwritten_elements():
     index = np.array([[0, 0, 1], [2, 2, 2], [3, 1, 0]])
     _parity(lambda m, x: m.sqrt(x.scatter(-1, m.tensor(index), 1.5)), X)  # NaN gradient where x < 0
     _parity(lambda m, x, y: m.sqrt(x.scatter(-1, m.tensor(index), y)), X, X[:, :3])
+
+
+@pytest.mark.parametrize("dim", [0, (0, 1), None])
+def test_an_infinite_gradient_of_var_keeps_the_sign_of_each_centered_value(dim):
+    _parity(lambda m, x: x.var(dim) / 0.0, X)  # torch's 2/dof·g·(x - mean), not NaN through mean
+    _parity(lambda m, x: m.var_mean(x, dim, keepdim=True)[0] / 0.0, X)
+    check_second_order(lambda m, x: x.var(dim, correction=0) * x.sum(), X)
