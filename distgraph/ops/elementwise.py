@@ -90,6 +90,8 @@ _neg.array_grad(lambda ctx, g: -g)
 
 @defop("pow", kind=EW, save=(0, 1), saves_output=True)
 def _pow(xp, a, b):
+    if a.dtype.kind == "b":  # bool ** a Python bool (torch's one bool pow) stays bool; numpy's is int8
+        return a | ~b
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":  # numpy refuses a negative integer exponent;
         return kernels.int_pow(xp, a, b)  # torch (a tensor exponent) gives the integer part of a^b
     return a**b
@@ -152,7 +154,7 @@ def _check_int_divisor(op, a, b):
         )
 
 
-@defop("fmod", kind=EW, save=(0, 1))
+@defop("fmod", kind=EW, save=(0, 1), saved_for={0: 1, 1: 1})
 def _fmod(xp, a, b):
     _check_int_divisor("fmod", a, b)
     return xp.fmod(a, b)
@@ -166,10 +168,10 @@ def _(ctx, g):
     return g, gb
 
 
-@defop("remainder", kind=EW, save=(0, 1))
+@defop("remainder", kind=EW, save=(0, 1), saved_for={0: 1, 1: 1})
 def _remainder(xp, a, b):
     _check_int_divisor("remainder", a, b)
-    return xp.remainder(a, b)
+    return kernels.remainder(xp, a, b)
 
 
 @_remainder.grad
@@ -186,9 +188,9 @@ def _atan2(xp, a, b):
 
 @_atan2.grad
 def _(ctx, g):
-    a, b = ctx.inputs
-    denom = add(mul(a, a), mul(b, b))
-    return div(mul(g, b), denom), div(mul(neg(g), a), denom)
+    a, b = ctx.inputs  # torch's: 1 / (a² + b²) with inf masked to 0, so the origin has a zero gradient
+    recip = where(cmp.isinf(r := reciprocal(add(mul(a, a), mul(b, b)))), const(0, r), r)
+    return mul(mul(g, b), recip), mul(mul(g, neg(a)), recip)
 
 
 def _binary_fn(op, float_only=False):
@@ -196,7 +198,7 @@ def _binary_fn(op, float_only=False):
         if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
             a, b = input, other  # the common case, without the promotion logic
         else:
-            a, b = _operands(input, other)
+            a, b = _operands(input, other, op.name)
         if float_only and a.array.dtype.kind != "f":
             a, b = _float_operand(a), _float_operand(b)
         return apply(op, (a, b))
@@ -224,12 +226,8 @@ def _scaled(input, other, alpha):
     torch applies alpha in the result's dtype, so with two bool operands it is a bool: other ∧ alpha."""
     if alpha == 1:
         return other
-    if (
-        isinstance(other, Tensor)
-        and other.array.dtype == np.bool_
-        and (type(input) is bool or input.array.dtype == np.bool_)
-    ):
-        return mul(other, bool(alpha))
+    if (type(other) is bool or _is_bool(other)) and (type(input) is bool or _is_bool(input)):
+        return mul(other, bool(alpha)) if isinstance(other, Tensor) else other and bool(alpha)
     return mul(other, alpha) if isinstance(other, Tensor) else other * alpha
 
 
@@ -238,7 +236,7 @@ def add(input, other, alpha=1):
 
 
 def sub(input, other, alpha=1):
-    return _sub_fn(input, _scaled(input, other, alpha))
+    return _sub_fn(input, other if type(other) is bool or _is_bool(other) else _scaled(input, other, alpha))
 
 
 def div(input, other, rounding_mode=None):
@@ -292,6 +290,8 @@ def pow(input, exponent):
         elif input.array.dtype.kind in "iub" and isinstance(exponent, int) and exponent < 0:
             refuse(InputRangeError, "pow", input, f"Integers to negative integer powers are not allowed ({exponent})")
     a, b = _operands(input, exponent)
+    if isinstance(exponent, Tensor) and _is_bool(a) and _is_bool(b):  # torch has no bool ** bool tensor
+        refuse(DTypeError, "pow", b, "\"pow\" not implemented for 'Bool' with a bool tensor exponent")
     return _pow(a, b)
 
 

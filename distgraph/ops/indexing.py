@@ -171,9 +171,22 @@ def _(ctx, g):
     return g, None, gsrc
 
 
+def _check_src(name, index, src):
+    """src as the scatter reads it. torch counts a 0-d index or src as 1-d here, so a 0-d index takes
+    the first element of a 1-d src; other dims must match in number."""
+    if not isinstance(src, Tensor):
+        return src
+    if max(src.ndim, 1) != max(index.ndim, 1):
+        raise ShapeError(
+            f"{name}(): Index tensor must have the same number of dimensions as src tensor (index "
+            f"{tuple(index.shape)}, src {tuple(src.shape)})"
+        )
+    return src[0] if index.ndim == 0 and src.ndim == 1 and src.shape[0] else src
+
+
 def scatter_add(input, dim, index, src):
     d = _check_gather("scatter_add", input, dim, index)
-    return _scatter_add(input, index, src, axis=d)
+    return _scatter_add(input, index, _check_src("scatter_add", index, src), axis=d)
 
 
 @defop("scatter", kind=IDX, save=(1,))
@@ -188,14 +201,10 @@ def _scatter(xp, x, index, src, axis):
 def _(ctx, g):
     x, index, src = ctx.inputs
     axis = ctx.attrs["axis"]
-    keep = _scatter(
-        Tensor(x.device.xp.ones(x.shape, dtype=g.array.dtype), device=x.device),
-        index,
-        Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device),
-        axis=axis,
-    )
+    # torch's g.scatter(dim, index, 0): the overwritten elements get an exact 0 (a NaN/inf g does not stay)
+    zeros = Tensor(x.device.xp.zeros(index.shape, dtype=g.array.dtype), device=x.device)
     gsrc = _gather(g, index, axis=axis) if ctx.next[2] is not None else None
-    return ew.mul(g, keep), None, gsrc
+    return _scatter(g, index, zeros, axis=axis), None, gsrc
 
 
 def scatter(input, dim, index, src=None, value=None):
@@ -204,7 +213,7 @@ def scatter(input, dim, index, src=None, value=None):
         src = Tensor(input.device.xp.full(index.shape, value, dtype=input.array.dtype), device=input.device)
     elif not isinstance(src, Tensor):
         src = Tensor(input.device.xp.full(index.shape, src, dtype=input.array.dtype), device=input.device)
-    return _scatter(input, index, src, axis=d)
+    return _scatter(input, index, _check_src("scatter", index, src), axis=d)
 
 
 def index_select(input, dim, index):

@@ -52,3 +52,17 @@ def sigmoid(xp, x):
     # split by sign so exp never overflows (exact for both tails)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def remainder(xp, a, b, out=None):
+    """torch's remainder: fmod(a, b), moved by b where its sign differs from b's. numpy's remainder gives
+    a zero the divisor's sign (-1.0 % 1.0 is +0.0) where torch keeps fmod's (-0.0), so 1 / result and
+    copysign differ; integers have no signed zero and keep numpy's."""
+    if a.dtype.kind != "f":
+        return xp.remainder(a, b, out=out)
+    mod = xp.fmod(a, b)
+    mod = xp.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+    if out is None:
+        return mod
+    out[...] = mod
+    return out

@@ -12,7 +12,7 @@ from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, index_put, indexing, linalg, regions, shape, statistics, views
+from distgraph.ops import creation, index_put, indexing, linalg, movement, regions, shape, statistics, views
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -142,7 +142,7 @@ METHODS = {
     "diagonal": regions.diagonal,
     "diag": regions.diag,
     "unfold": regions.unfold,
-    "contiguous": shape.contiguous,
+    "contiguous": movement.contiguous,
     "broadcast_to": shape.broadcast_to,
     # indexing
     "gather": indexing.gather,
@@ -431,6 +431,9 @@ def install():
         "__and__": cmp.bitwise_and,
         "__or__": cmp.bitwise_or,
         "__xor__": cmp.bitwise_xor,
+        "__rand__": _reflect(cmp.bitwise_and),
+        "__ror__": _reflect(cmp.bitwise_or),
+        "__rxor__": _reflect(cmp.bitwise_xor),
     }
     for name, fn in ops.items():
         setattr(Tensor, name, fn)
@@ -444,5 +447,5 @@ def install():
 
 
 def _clone(self):
-    out = Tensor(self.array.copy(), device=self.device)
-    return out
+    """A copy keeping the strides' order (torch's preserve_format), as the grad path's add(self, 0) does."""
+    return Tensor(self.array.copy(order="K"), device=self.device)

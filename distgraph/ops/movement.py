@@ -1,5 +1,7 @@
-"""Explicit device moves (`t.to(device)`), the only op that copies between host and GPU."""
+"""Explicit moves: between devices (`t.to(device)`, the only op that copies between host and GPU) and
+into row-major memory (`t.contiguous()`)."""
 
+from distgraph.autograd.function import apply
 from distgraph.backend import device as as_device
 from distgraph.backend import to_device
 from distgraph.ops.registry import defop
@@ -22,3 +24,19 @@ def to_device_op(input, device):
     out = apply(_to_device, (input,), {"device": str(dev)})
     out.device = dev
     return out
+
+
+@defop("contiguous", kind="other", save=())
+def _contiguous(xp, x):
+    return x.copy(order="C")
+
+
+_contiguous.grad(lambda ctx, g: g)
+_contiguous.array_grad(lambda ctx, g: g)
+
+
+def contiguous(input):
+    """`input` itself when its memory is laid out in order, else a row-major copy (not a view, as torch).
+    Not clone(): that keeps the input's strides as torch's does, so a reshape of it would copy again
+    and a write through that reshape would miss the copy."""
+    return input if input.array.flags.c_contiguous else apply(_contiguous, (input,), {})

@@ -35,10 +35,17 @@ def _wrapped(value, dt):
     return np.asarray(value, dtype=np.uint64 if value >= 0 else np.int64).astype(dt)
 
 
-def _operands(a, b):
-    """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants."""
+def _operands(a, b, op=None):
+    """Two Tensors of torch's promoted dtype; Python scalars become 0-d constants. `op` "sub" refuses a
+    bool operand as torch does (a bool would promote away and be subtracted as 0/1)."""
     if type(a) in TENSOR_TYPES and type(b) in TENSOR_TYPES and a.array.dtype == b.array.dtype:
         return a, b
+    if op == "sub" and any(type(x) is bool or (isinstance(x, Tensor) and x.array.dtype == np.bool_) for x in (a, b)):
+        kinds = [f"{x.array.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__ for x in (a, b)]
+        raise DTypeError(
+            f"sub: Subtraction, the `-` operator, with a bool tensor is not supported (operands {kinds[0]} and "
+            f"{kinds[1]}). If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
     if (type(b) is float or type(b) is int) and type(a) in TENSOR_TYPES and a.array.dtype.kind == "f":
         return a, const(b, a)  # the common `x * 2.0`: a Python number takes a float tensor's dtype
     a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)

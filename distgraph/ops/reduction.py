@@ -260,8 +260,9 @@ def _(ctx, g):
     factors = ew.where(mask, xk, ones)
     dy_dx = prod(factors, dim=-1)  # (..., j, i)
     valid = Tensor((i[..., 0] <= j[..., 0]) if not exclusive else (i[..., 0] < j[..., 0]), device=x.device)
-    dy_dx = ew.mul(dy_dx, valid)
-    gi = sum(ew.mul(reshape(gm, gm.shape + (1,)), dy_dx), dim=-2)  # (..., i)
+    # y_j before x_i adds an exact 0 (where, not times 0): a NaN/inf g_j reaches only x_i of i <= j, as torch's
+    terms = ew.where(valid, ew.mul(reshape(gm, gm.shape + (1,)), dy_dx), ew.const(0, dy_dx))
+    gi = sum(terms, dim=-2)  # (..., i)
     return movedim(gi, -1, axis)
 
 
@@ -272,18 +273,23 @@ def cumprod(input, dim, dtype=None, exclusive=False):
 # ---- max / min ------------------------------------------------------------------------------------
 def _extreme(name, fn):
     op = defop(name, kind=RED, saves_output=True)(
-        lambda xp, x, axes, keepdim=False: getattr(xp, fn)(x, axis=axes, keepdims=keepdim)
+        lambda xp, x, axes, keepdim=False, evenly=False: getattr(xp, fn)(x, axis=axes, keepdims=keepdim)
     )
 
     @op.grad
     def _(ctx, g):
-        # ties share the gradient evenly, as torch's amax/amin do
+        # ties share the gradient evenly, as torch's amax/amin do (g times a 0/1 mask: a NaN g reaches every
+        # element). `evenly`: max()/min() of all elements, torch's evenly_distribute_backward, which fills
+        # only the hits (the others get an exact 0) and counts NaN elements as hits of a NaN result
         x = ctx.inputs[0]
         axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
         out = _unsqueeze_reduced(ctx.out, axes, keepdim)
-        mask = ew.cast(cmp.eq(x, out), x.array.dtype)
-        count = sum(mask, dim=axes, keepdim=True)
-        return ew.mul(ew.div(_unsqueeze_reduced(g, axes, keepdim), count), mask)
+        hit = cmp.eq(x, out)
+        if ctx.attrs.get("evenly"):
+            hit = cmp.logical_or(hit, cmp.logical_and(cmp.isnan(x), cmp.isnan(out)))
+        mask = ew.cast(hit, x.array.dtype)
+        share = ew.div(_unsqueeze_reduced(g, axes, keepdim), sum(mask, dim=axes, keepdim=True))
+        return ew.where(hit, share, 0.0) if ctx.attrs.get("evenly") else ew.mul(share, mask)
 
     return op
 
@@ -344,7 +350,8 @@ def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
     if other is not None:
         return binary(input, other)
     if dim is None:
-        return reduce_all(input)
+        _check_nonempty(input, (), name)
+        return reduce_all(input, axes=normalize_dims(None, input.ndim, name), evenly=True)
     from distgraph.ops.indexing import gather
     from distgraph.ops.shape import squeeze
 
@@ -357,11 +364,11 @@ def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
 
 def max(input, dim=None, keepdim=False, other=None):
     """max(t) -> max value; max(t, dim) -> (values, indices); max(t, other) -> elementwise maximum."""
-    return _max_min(input, dim, keepdim, other, amax, argmax, ew.maximum, "max")
+    return _max_min(input, dim, keepdim, other, _amax, argmax, ew.maximum, "max")
 
 
 def min(input, dim=None, keepdim=False, other=None):
-    return _max_min(input, dim, keepdim, other, amin, argmin, ew.minimum, "min")
+    return _max_min(input, dim, keepdim, other, _amin, argmin, ew.minimum, "min")
 
 
 def logsumexp(input, dim, keepdim=False):

@@ -8,7 +8,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _dim, movedim, reshape, unsqueeze
+from distgraph.ops.shape import _dim, movedim, reshape
 
 
 # ---- pad ----------------------------------------------------------------------------------------------------
@@ -107,22 +107,19 @@ def _diagonal(xp, x, offset, axis1, axis2):
     return np.lib.stride_tricks.as_strided(x[tuple(start)], d.shape, d.strides)
 
 
-@_diagonal.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    off, a1, a2 = ctx.attrs["offset"], ctx.attrs["axis1"], ctx.attrs["axis2"]
-    xp = x.device.xp
-    n, m = x.shape[a1], x.shape[a2]
-    k = g.shape[-1]
-    rows = xp.arange(k) + builtins.max(-off, 0)
-    cols = xp.arange(k) + builtins.max(off, 0)
-    eye = xp.zeros((k, n, m), dtype=x.array.dtype)
-    eye[xp.arange(k), rows, cols] = 1
-    # g: (..., k) -> (..., n, m) via a fixed selection tensor, then move axes back
-    from distgraph.ops.linalg import matmul
+_diagonal.grad(lambda ctx, g: _diagonal_embed(g, shape=ctx.inputs[0].shape, **ctx.attrs))
 
-    full = reshape(matmul(g, reshape(Tensor(eye, device=x.device), (k, n * m))), g.shape[:-1] + (n, m))
-    return movedim(full, (-2, -1), (a1, a2))
+
+@defop("diagonal_embed", kind="other", save=())
+def _diagonal_embed(xp, g, shape, offset, axis1, axis2):
+    """Zeros of `shape` with `g` written on the diagonal `diagonal(offset, axis1, axis2)` reads: diagonal's
+    backward and diag's 1-D forward. Written, not multiplied in, so a NaN or inf stays on the diagonal."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    _diagonal.forward(xp, out, offset=offset, axis1=axis1, axis2=axis2)[...] = g
+    return out
+
+
+_diagonal_embed.grad(lambda ctx, g: (_diagonal(g, **{k: v for k, v in ctx.attrs.items() if k != "shape"}),))
 
 
 def diagonal(input, offset=0, dim1=0, dim2=1):
@@ -134,13 +131,7 @@ def diag(input, diagonal=0):
     if input.ndim == 2:  # a copy, as torch's diag (diagonal is the view)
         return globals()["diagonal"](input, diagonal).clone()
     n = input.shape[0] + builtins.abs(diagonal)
-    xp = input.device.xp
-    sel = xp.zeros((input.shape[0], n * n), dtype=input.array.dtype)
-    r = xp.arange(input.shape[0])
-    sel[r, (r + builtins.max(-diagonal, 0)) * n + r + builtins.max(diagonal, 0)] = 1
-    from distgraph.ops.linalg import matmul
-
-    return reshape(matmul(unsqueeze(input, 0), Tensor(sel, device=input.device)), (n, n))
+    return _diagonal_embed(input, shape=(n, n), offset=diagonal, axis1=0, axis2=1)
 
 
 # ---- unfold -----------------------------------------------------------------------------------------------------

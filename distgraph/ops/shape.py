@@ -124,11 +124,6 @@ def unsqueeze(input, dim):
     return reshape(input, input.shape[:d] + (1,) + input.shape[d:])
 
 
-def contiguous(input):
-    """`input` itself when its memory is laid out in order, else a copy that is (not a view, as torch)."""
-    return input if input.array.flags.c_contiguous else input.clone()
-
-
 # ---- permutations -----------------------------------------------------------------------------------
 @defop("permute", kind=VIEW, save=(), view=True)
 def _permute(xp, x, dims):

@@ -10,7 +10,7 @@ that value, with mean's gradient.
 from distgraph.autograd.tensor import Tensor
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import _all_if_empty, mean, normalize_dims, sum
+from distgraph.ops.reduction import _all_if_empty, _unsqueeze_reduced, mean, normalize_dims, sum
 from distgraph.ops.registry import defop
 
 
@@ -21,10 +21,27 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     n = 1
     for a in axes:
         n *= input.shape[a]
-    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
     if n <= correction and (dim is None or input.ndim == 0):
         return _var_no_dof(input, axes=axes, keepdim=keepdim)
+    if n > correction and input.array.dtype.kind == "f":
+        return _var(input, axes=axes, keepdim=keepdim, dof=n - correction)
+    centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
     return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
+
+
+@defop("var", kind="reduction")
+def _var(xp, x, axes, keepdim, dof):
+    centered = x - x.mean(axis=axes, keepdims=True)
+    return (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
+
+
+@_var.grad
+def _(ctx, g):
+    # torch's var_backward, 2/dof · g · (x - mean): not also through mean's gradient, whose term is 0 in
+    # exact arithmetic but NaN for an infinite g (inf times centered values of both signs, summed)
+    x, axes = ctx.inputs[0], ctx.attrs["axes"]
+    g = _unsqueeze_reduced(g, axes, ctx.attrs["keepdim"])
+    return ew.mul(ew.mul(g, 2.0 / ctx.attrs["dof"]), ew.sub(x, mean(x, dim=axes, keepdim=True)))
 
 
 @defop("var_no_dof", kind="other")

@@ -289,11 +289,13 @@ def multi_op(rng, pool):
     return f"{name}({a}, {b}, d={d})", fns[name], [a, b]
 
 
-def _distinct(m, a):
+def _distinct(m, a, nan=False):
     """`a` with ties broken by offsets far below its spacing: torch leaves the order of equal values
-    in sort/topk/kthvalue unspecified, so only tie-free inputs have one right answer."""
+    in sort/topk/kthvalue unspecified, so only tie-free inputs have one right answer. NaNs tie too, and
+    topk/kthvalue pick among them as libstdc++'s nth_element happens to leave them: `nan` replaces them."""
     if not a.is_floating_point() or a.numel() == 0:
         return a
+    a = m.where(a.isnan(), 0.0, a) if nan else a
     return a + m.arange(a.numel(), dtype=a.dtype).reshape(a.shape) * 1e-6
 
 
@@ -325,9 +327,9 @@ def index_op(rng, pool):
         "sort": lambda m, a, b: tuple(_distinct(m, a).sort(d)),
         "sort_desc": lambda m, a, b: tuple(m.sort(_distinct(m, a), dim=d, descending=True)),
         "argsort": lambda m, a, b: _distinct(m, a).argsort(d),
-        "topk": lambda m, a, b: tuple(_distinct(m, a).topk(k, d)),
-        "topk_small": lambda m, a, b: tuple(_distinct(m, a).topk(k, d, largest=False)),
-        "kthvalue": lambda m, a, b: tuple(_distinct(m, a).kthvalue(k, d)),
+        "topk": lambda m, a, b: tuple(_distinct(m, a, nan=True).topk(k, d)),
+        "topk_small": lambda m, a, b: tuple(_distinct(m, a, nan=True).topk(k, d, largest=False)),
+        "kthvalue": lambda m, a, b: tuple(_distinct(m, a, nan=True).kthvalue(k, d)),
         "masked_select": lambda m, a, b: a.masked_select(b > 0),
         "where1": lambda m, a, b: m.where(b > 0, a, 0.0),
         "nonzero": lambda m, a, b: (a > 0).nonzero(),
