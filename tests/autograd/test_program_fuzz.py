@@ -49,7 +49,7 @@ def _leaves(rng):
 
 # Calls torch refuses and distgraph accepts, left as they are (listed in the fuzzer's report): mixed
 # float dtypes in matmul-like ops and lerp/isclose; Python numbers where torch's signature wants a
-# Tensor; outer of non-1-D; float-only math on integer tensors; bool subtraction; scatter's dtype and
+# Tensor; outer of non-1-D; float-only math on integer tensors; scatter's dtype and
 # index-size checks; expand()/permute() without sizes.
 _LENIENT_OPS = (
     "lerp", "isclose", "outer", "@T", "mm", "mv", "bmm", "einsum", "matmul", "maximum", "minimum", "atan2",
