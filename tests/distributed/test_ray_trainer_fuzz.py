@@ -43,13 +43,19 @@ def draw(seed):
     n, batch = cfg["n"], cfg["batch"]
     if workers == 2 and cfg["norm"] != "batch" and rng.integers(3) == 0:
         n = batch * int(rng.integers(1, 4)) + 1  # the last batch leaves a worker without a sample
+    dtype = pick(["float64", "float32"])
     return {
         **cfg,
+        # one async worker on the shared store: claim, compute, push is the local step (nothing is stale)
+        "sync": "async" if workers == 1 and not cfg["scaler"] and rng.integers(3) == 0 else "sync",
+        # the unused layer in float64, the rest in float32: no sharded store (two dtypes), store actors
+        # fed by the workers' bucketed all-reduce
+        "mixed": cfg["towers"] and cfg["unused"] and dtype == "float32" and not cfg["scaler"] and rng.integers(2) == 0,
         "workers": workers,
         "n": n,
         "allreduce": allreduce,
         "bucket_mb": pick([25, 1e-6]),
-        "dtype": pick(["float64", "float32"]),
+        "dtype": dtype,
         "scaler": cfg["scaler"] and allreduce != "store",  # loss scaling needs the sharded store (a ConfigError)
         # "resume": a Trainer with checkpoint_dir fits epochs[0]; a fresh one goes on with fit(resume=True)
         "checkpoint": "resume" if cfg["checkpoint"] == "none" and rng.integers(3) == 0 else cfg["checkpoint"],
@@ -74,9 +80,12 @@ def run(cfg, backend, folder, loss_fn=None):
 
     def trainer_for(loss=loss_fn):
         model = fuzz.build(cfg)[0].to(getattr(dg, cfg["dtype"]))
+        if cfg.get("mixed"):
+            model.spare.to(dg.float64)
         opt, sched = fuzz.make_optimizer(cfg, dg, model)
         scaler = GradScaler(init_scale=2.0 ** cfg["scale_exp"], growth_interval=3) if cfg["scaler"] else None
-        t = dg.Trainer(model, loss, opt, workers=cfg["workers"], backend=backend, allreduce=cfg["allreduce"],
+        t = dg.Trainer(model, loss, opt, workers=cfg["workers"], backend=backend, sync=cfg["sync"] if backend == "ray" else "sync",
+                       allreduce=cfg["allreduce"],
                        bucket_mb=cfg["bucket_mb"], scheduler=sched, scheduler_interval=cfg["interval"],
                        grad_scaler=scaler, seed=cfg["seed"], progress=False,
                        checkpoint_dir=str(folder / "run") if resuming else None,
@@ -202,7 +211,8 @@ def test_random_configuration_on_ray_equals_the_local_trainer_bit_for_bit(seed, 
 # ---- what the fuzzer found, pinned -------------------------------------------------------------------
 def pinned(**changes):
     """The local fuzzer's small configuration (arrays, SGD, no scheduler) on two workers, the default path."""
-    return {**fuzz.pinned(workers=2), "allreduce": "auto", "bucket_mb": 25, "dtype": "float64", **changes}
+    cfg = {**fuzz.pinned(workers=2), "allreduce": "auto", "bucket_mb": 25, "dtype": "float64", "sync": "sync"}
+    return {**cfg, **changes}
 
 
 @pytest.mark.parametrize("allreduce", ["auto", "store"])
