@@ -123,9 +123,10 @@ def run(cfg, backend, folder, loss_fn=None):
 
 
 def _dying(cfg, loss_fn):
-    """The loss, raising Crash in the training call whose output is the `crash_at`-th one (mod their
-    number) of an uninterrupted local run: keyed on the output's bits, so a Ray worker (its own copy of
-    the function, its own count of calls) crashes in the same step as the local run's shard."""
+    """The loss, raising Crash in every shard of the `crash_at`-th step (mod their number): keyed on the
+    shard outputs of that step in an uninterrupted local run, so a Ray worker (its own copy of the
+    function, its own count of calls) crashes in the same step as the local run, and every rank does
+    (one crashing alone leaves its peer waiting in the all-reduce, and closing the Trainer waits for it)."""
     outputs = []
 
     def recording(out, target):
@@ -134,10 +135,17 @@ def _dying(cfg, loss_fn):
         return loss_fn(out, target)
 
     run({**cfg, "checkpoint": "none", "epochs": [sum(cfg["epochs"]), 0], "again": False}, "local", None, recording)
-    doomed = outputs[cfg["crash_at"] % len(outputs)]
+    n, b = cfg["n"], cfg["batch"]
+    ends = np.cumsum([min(b, n - i) for i in range(0, n, b)] * sum(cfg["epochs"]))  # each step's last row
+    doomed, rows = cfg["crash_at"] % len(ends), 0
+    shards = []
+    for out in outputs:
+        if np.searchsorted(ends, rows, side="right") == doomed and len(out):
+            shards.append(out)
+        rows += len(out)
 
     def dying(out, target):
-        if out.requires_grad and out.shape == doomed.shape and np.array_equal(out.detach().numpy(), doomed):
+        if out.requires_grad and any(o.shape == out.shape and np.array_equal(out.detach().numpy(), o) for o in shards):
             raise Crash("the process dies inside a step")
         return loss_fn(out, target)
 
@@ -221,6 +229,14 @@ def test_a_frozen_parameter_before_others_keeps_the_optimizer_state_in_place(all
     require grad, the optimizer's state_dict counts all of them, and the driver read and wrote the state
     by the store's indices — every later parameter's moments one slot off (a shape error here)."""
     assert diverges(pinned(frozen=True, optimizer="adam", epochs=[1, 1], allreduce=allreduce), tmp_path) == []
+
+
+@pytest.mark.parametrize("sync,workers", [("sync", 2), ("async", 1)])
+def test_an_epoch_scheduler_cycling_momentum_reaches_the_store_actors(sync, workers, tmp_path):
+    """OneCycleLR stepped per epoch cycles SGD's momentum with its lr: the store actors (allreduce="store")
+    were sent the lr alone at each run of steps and kept the momentum they started with."""
+    cfg = pinned(allreduce="store", scheduler="onecycle", sync=sync, workers=workers, epochs=[3, 0])
+    assert diverges(cfg, tmp_path) == []
 
 
 if __name__ == "__main__":  # hunting mode: many seeds, every divergence printed
