@@ -198,7 +198,7 @@ def diverges(cfg, folder):
 
 
 # ---- the committed seeds -----------------------------------------------------------------------------
-SEEDS = range(24)
+SEEDS = range(16)  # ~75 s with the pinned cases below; `__main__` runs many more
 
 
 @pytest.fixture(autouse=True)
