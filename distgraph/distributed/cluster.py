@@ -240,21 +240,20 @@ class RayCluster(DriverState):
     def resend_data(self):
         wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
 
-    def _lrs(self):
-        lrs = [g["lr"] for g in self.trainer.optimizer.param_groups]
-        return [[lrs[self.param_group[i]] for i in members] for members in self.members]
-
     def _step_hypers(self, t):
         """Epoch step t's hyperparameters per parameter under a per-step schedule (else None)."""
         rows = self.trainer.step_hypers(t)
         return None if rows is None else [rows[g] for g in self.param_group]
 
     def _lrs_for_step(self, offset=0):
-        """Store actors: step t's (+ offset) per shard, each member's lr (an epoch schedule: the driver's
-        lr now, for every step) or, per step, its whole row (a schedule may cycle momentum too)."""
+        """Store actors: step t's (+ offset) hyperparameters per shard, each member's whole dict: with an
+        epoch schedule the driver's optimizer's now, for every step; per step, the step's row. Whole, not
+        the lr alone: a scheduler may cycle momentum or betas too (OneCycleLR, CyclicLR), and an epoch
+        schedule's momentum never reached the store actors, which kept the one they started with."""
         if self._per_step() is None:
-            lrs = self._lrs()
-            return lambda _: lrs
+            hypers = self._hypers()
+            rows = [[hypers[i] for i in members] for members in self.members]
+            return lambda _: rows
 
         def rows(t):
             hypers = self._step_hypers(t + offset)

@@ -45,8 +45,9 @@ class DriverState:
         for p, arr in zip(self.params, params):
             p.array[...] = arr
         self.trainer.global_step = version
-        osd = self.trainer.optimizer.state_dict()
-        osd["state"] = {i: st for i, st in enumerate(states) if st}
+        osd, where = self.trainer.optimizer.state_dict(), self._state_indices()
+        kept = {k: st for k, st in osd["state"].items() if k not in set(where)}  # frozen ones: not the store's
+        osd["state"] = {**kept, **{where[i]: st for i, st in enumerate(states) if st}}
         self.trainer.optimizer.load_state_dict(osd)
         self._driver_current = True
 
@@ -98,7 +99,15 @@ class DriverState:
     def _driver_state(self):
         """The driver's parameters (host arrays) and each one's optimizer state ({} before its first step)."""
         state = self.trainer.optimizer.state_dict()["state"]
-        return [np.asarray(p.array) for p in self.params], [state.get(i, {}) for i in range(len(self.params))]
+        return [np.asarray(p.array) for p in self.params], [state.get(i, {}) for i in self._state_indices()]
+
+    def _state_indices(self):
+        """Each stored parameter's index in the optimizer's state_dict. The store holds the parameters that
+        require grad; the optimizer's state_dict counts every parameter of its groups, a frozen one
+        (requires_grad=False, still in the optimizer) included — so after one, the indices differ, and the
+        state went to the wrong parameter (a shape error, or silently another's moments)."""
+        where = {id(p): i for i, p in enumerate(p for g in self.trainer.optimizer.param_groups for p in g["params"])}
+        return [where[id(p)] for p in self.params]
 
     def _push_optimizer_state(self):
         params, states = self._driver_state()
