@@ -219,7 +219,15 @@ def _check_anomaly(node, grads):
             )
 
 
-def run_backward(
+def run_backward(*args, **kwargs):
+    """Core of backward() and grad() (`_run_backward`), without numpy's warnings: an inf or NaN in a
+    gradient (sqrt's at 0, 0·inf) is a value, as in torch, which warns of none (`detect_anomaly` names
+    the op that made one). One errstate per backward call, not per op."""
+    with np.errstate(all="ignore"):
+        return _run_backward(*args, **kwargs)
+
+
+def _run_backward(
     outputs,
     grad_outputs,
     retain_graph=False,
@@ -228,7 +236,7 @@ def run_backward(
     accumulate=True,
     capture_after_hooks=False,
 ):
-    """Core of backward() and grad(). `capture`: tensors whose total gradient is returned in a dict by id.
+    """`capture`: tensors whose total gradient is returned in a dict by id.
 
     As torch, autograd.grad captures a non-leaf's gradient before its hooks run (the hooks still shape
     what flows on), while backward(inputs=...) gives it the gradient its hooks made, as retain_grad does.
