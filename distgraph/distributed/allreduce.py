@@ -120,6 +120,11 @@ class ShmAllReduce:
                     return seg
         return None
 
+    def abort(self):
+        """This rank's step raised: peers waiting for it in any segment raise at once (`Segment.abort`)."""
+        for seg in self.segments.values():
+            seg.abort()
+
     def close(self):
         """Destroy the group's segments (every rank may call it; unlinking is idempotent)."""
         for seg in self.segments.values():
@@ -159,6 +164,9 @@ class CollectiveAllReduce:
             if not in_place:
                 _write_back(arrays, idx, flat)
         return arrays[0] if single else arrays
+
+    def abort(self):
+        """Nothing to tell: a peer blocked in a collective waits out its timeout (gloo's `timeout_s`)."""
 
     def close(self):
         self.collective.destroy_collective_group(self.group)

@@ -79,6 +79,10 @@ class SegmentExchange:
     def barrier(self):
         self.segment.barrier()
 
+    def abort(self):
+        """This rank's step raised: the peers waiting for it raise too, at once (`Segment.abort`)."""
+        self.segment.abort()
+
     def close(self):
         self.slot = self.results = None
         self.segment.close()
@@ -118,6 +122,10 @@ class CollectiveExchange:
     def publish(self, current):
         """Every rank has its own parameters in its one buffer: meeting the others is all there is to it."""
         self.barrier()
+
+    def abort(self):
+        """Nothing to tell: gloo has no way to wake a peer blocked in a collective, which waits out its
+        timeout (`timeout_s`)."""
 
     def close(self):
         self.slot = self.results = None  # the group itself is the worker's communicator's, closed with it

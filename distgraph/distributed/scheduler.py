@@ -381,7 +381,10 @@ def get_failing_fast(refs, timeout_s=None, what="step"):
         try:
             ray.get(ready)
         except BaseException:
-            discard(remaining)
+            # a peer told to give up (its rank's step raised) may fail first: the user's error wins
+            users = [e for e in discard(remaining) if user_error(e) is not None]
+            if users:
+                raise users[0] from None
             raise
     return ray.get(refs)
 
@@ -390,15 +393,17 @@ def discard(refs, timeout_s=2.0):
     """Collect the results of calls a failed step leaves behind, errors included, so that Ray does not
     print each one as an "Unhandled error" when its ref is dropped (into whatever runs next: a CLI's
     one-line error became a page of worker tracebacks). Calls still blocked after `timeout_s` (a peer
-    of a dead worker) are left: the restart kills them."""
+    of a dead worker) are left: the restart kills them. → the errors collected."""
     if not refs:
-        return
+        return []
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    errors = []
     for ref in ready:
         try:
             ray.get(ref)
-        except Exception:  # noqa: BLE001, S110  (the failure that matters is being raised already)
-            pass
+        except Exception as exc:  # noqa: BLE001  (the failure that matters is being raised already)
+            errors.append(exc)
+    return errors
 
 
 def wait_ready(refs, timeout_s, what):

@@ -20,7 +20,8 @@ after it has finished reading this call's result, so nobody overwrites a region 
 The barrier is a sequence counter per rank in the segment: a rank bumps its own counter and polls
 the others' (short spin, then 20 µs sleeps), so crossing it costs no round trip. Waiting is bounded:
 a peer whose process has exited (its pid is in the segment) or that does not arrive within
-`timeout_s` raises DistributedError, never a hang. The counters are plain int64 stores and loads:
+`timeout_s` raises DistributedError, never a hang; so does a peer that gave up (`abort`: its step
+raised, say on a NaN in its shard), within the liveness check's 0.2 s instead of the timeout. The counters are plain int64 stores and loads:
 data written before a counter is bumped is visible to a peer that sees the bump on x86 (stores are
 not reordered with stores, nor loads with loads); a weakly ordered CPU would need fences here.
 
@@ -214,6 +215,12 @@ class Segment:
         past that one may be writing its next row)."""
         return self.marks.all(axis=0)
 
+    def abort(self):
+        """Tell the peers that this rank will not reach another barrier (its step raised): its pid turns
+        negative, and a peer waiting for it raises at its next liveness check instead of at the timeout."""
+        if self.shm is not None:
+            self.pids[self.rank] = -abs(int(self.pids[self.rank]))
+
     def barrier(self, spin=True):
         """Wait until every rank has reached this barrier. `spin=False` (a background thread) skips the
         busy poll, which would hold the GIL the computing thread needs, and sleeps from the start."""
@@ -233,12 +240,16 @@ class Segment:
 
     def _check_peers(self, seq, waited):
         late = [r for r in range(self.world) if self.seq_flags[r] < seq]
-        dead = [r for r in late if not _alive(int(self.pids[r]))]
-        if dead or waited > self.timeout_s:
-            why = (
-                f"process of rank(s) {dead} has exited" if dead else f"waited {waited:.1f}s (timeout {self.timeout_s}s)"
-            )
-            self.close(remove=True)
+        gave_up = [r for r in late if self.pids[r] < 0]
+        dead = [r for r in late if r not in gave_up and not _alive(int(self.pids[r]))]
+        if gave_up or dead or waited > self.timeout_s:
+            if gave_up:
+                why = f"rank(s) {gave_up} stopped: their step raised (their error is the one to read)"
+            elif dead:
+                why = f"process of rank(s) {dead} has exited"
+            else:
+                why = f"waited {waited:.1f}s (timeout {self.timeout_s}s)"
+            _remove(self.name)  # the name, not the mapping: the model may still read parameters from it until close()
             raise DistributedError(
                 f"shm all-reduce on segment {self.name!r}: rank(s) {late} did not reach barrier {seq}: {why}"
             )
@@ -284,7 +295,7 @@ def _release(name):
 
 def _alive(pid):
     if pid <= 0:
-        return True  # not attached yet: only the timeout can tell
+        return True  # not attached yet (a rank that gave up is told apart by the caller): only the timeout can tell
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -344,7 +355,9 @@ def sweep():
             with open(f"/dev/shm/{name}", "rb") as f:
                 world = int(np.frombuffer(f.read(8), np.int64)[0]) if os.fstat(f.fileno()).st_size >= 8 else 0
                 f.seek(_ALIGN)
-                pids = np.frombuffer(f.read(8 * world), np.int64).tolist() if 0 < world < 1 << 16 else []
+                pids = (
+                    [abs(p) for p in np.frombuffer(f.read(8 * world), np.int64).tolist()] if 0 < world < 1 << 16 else []
+                )  # a rank that gave up: −pid
         except (FileNotFoundError, PermissionError, ValueError):
             continue
         if pids and pids[0] > 0 and not any(_alive(p) for p in pids if p > 0):

@@ -18,6 +18,7 @@ phase takes `factor` times as long; `stall_next(seconds)` stalls one step. They 
 not Trainer options: training code never wants them.
 """
 
+import contextlib
 import os
 import time
 
@@ -118,15 +119,29 @@ class TrainWorker:
             clock.lap("compute")
             return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards), self.step_fn.unused)
         bucketer = self._bucketer() if self.world > 1 else None
-        grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
-        clock.lap("compute")  # includes the buckets reduced while backward ran
-        unused = self.step_fn.unused
-        if bucketer is not None:
-            grads = bucketer.wait(self.allreduce_config.get("timeout_s"))
-            unused = self._unused_by_all(unused)
-            clock.lap("comm")  # the all-reduce backward did not hide
+        with self._telling_peers_on_error(self.comm):
+            grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
+            clock.lap("compute")  # includes the buckets reduced while backward ran
+            unused = self.step_fn.unused
+            if bucketer is not None:
+                grads = bucketer.wait(self.allreduce_config.get("timeout_s"))
+                unused = self._unused_by_all(unused)
+                clock.lap("comm")  # the all-reduce backward did not hide
         owned = [s for s in range(self.num_shards) if s % self.world == self.rank]
         return {**stats, **clock.stats()}, self._for_stores(grads, owned, unused)
+
+    @contextlib.contextmanager
+    def _telling_peers_on_error(self, exchange):
+        """A step that raises here (a NaN in this rank's shard, a loss error) would leave the peers waiting
+        for it in the all-reduce until their timeout (and the driver's close waiting for them): `exchange`
+        (the sharded store, or the all-reduce) tells them to give up at once. Their error names this
+        rank; the driver raises this rank's own."""
+        try:
+            yield
+        except BaseException:
+            if exchange is not None and self.world > 1:
+                exchange.abort()
+            raise
 
     def _unused_by_all(self, unused):
         """The parameters no rank's forward used this step (one tiny all-reduce of the ranks' used flags)."""
@@ -184,9 +199,10 @@ class TrainWorker:
             clock.lap("install")
             on_grad = self.sharded.grad_ready if self.world > 1 else None  # buckets reduce during backward
             self.sharded.begin_step()
-            grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
-            clock.lap("compute")  # includes the buckets reduced while backward ran
-            applied = self.sharded.step(grads, self.scaler, clock, self.step_fn.unused)
+            with self._telling_peers_on_error(self.sharded):
+                grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
+                clock.lap("compute")  # includes the buckets reduced while backward ran
+                applied = self.sharded.step(grads, self.scaler, clock, self.step_fn.unused)
             out.append(
                 {**stats, **clock.stats(), "skipped": int(not applied), "buckets_in_backward": self.sharded.overlapped}
             )

@@ -257,6 +257,11 @@ class ShardedParameters:
         self.version += 1
         return True
 
+    def abort(self):
+        """This rank's step raised: its peers, waiting for it in a barrier, raise as well instead of
+        waiting out the timeout. The group is unusable afterwards (the driver restarts the workers)."""
+        self.exchange.abort()
+
     def state_chunk(self, params=True):
         """This rank's slice: {version, pieces: [(param, start, stop)], params: [arrays], state: [dicts]};
         without `params` when the reader takes the parameters from the segment (`read_parameters`)."""

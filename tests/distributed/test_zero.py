@@ -284,3 +284,32 @@ def test_a_parameter_no_rank_used_keeps_its_value_and_state_one_some_ranks_used_
         np.testing.assert_array_equal(got, ref.array, err_msg=f"parameter {i}")
     ref_state = ref_opt.state_dict()["state"]
     assert states[0] == {} and all(set(st) == set(ref_state.get(i, {})) for i, st in enumerate(states))
+
+
+def test_a_rank_whose_step_raised_makes_its_peers_give_up_at_once_and_they_still_close_cleanly():
+    """Rank 1's step raised (a NaN in its shard): it aborts, and rank 0, waiting in the step's barrier,
+    raises an error naming it instead of waiting out its 30 s timeout. Rank 0 then closes: its model
+    copies the parameters out of the segment, which giving up used to unmap first (a SIGSEGV in close)."""
+    shapes = [p.shape for p in model().parameters()]
+    name, groups = make_optimizer_spec(dg.optim.SGD(model().parameters(), lr=0.1))
+    hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
+    group, replicas = f"t{uuid.uuid4().hex[:8]}", [model() for _ in range(2)]
+    start = [p.array.copy() for p in model().parameters()]
+
+    def rank_fn(rank):
+        params = list(replicas[rank].parameters())
+        sharded = ShardedParameters(params, rank, 2, group, name, hypers, timeout_s=30)
+        sharded.load(start, [{} for _ in shapes], version=0)
+        if rank == 1:
+            sharded.abort()
+            sharded.close()
+            return None
+        try:
+            with pytest.raises(DistributedError, match=r"rank\(s\) \[1\] stopped: their step raised"):
+                sharded.step([np.ones(s, np.float32) for s in shapes])
+        finally:
+            sharded.close()
+        return [p.array.copy() for p in params]
+
+    values = run_ranks(2, rank_fn)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(values, start))  # the step was not applied
