@@ -221,7 +221,12 @@ class SharedAsyncStore:
                 self._current().table[: len(batches)] = 0
         while (t := self._claim()) is not None:
             claimed_at = time.time()
-            grads, stats = compute(batches[t])
+            try:
+                grads, stats = compute(batches[t])
+            except BaseException:  # its error goes to the driver; the peers must not wait for its push
+                with self._locked():
+                    self._drop(self.rank)
+                raise
             pushed += self._push(t, grads, stats, claimed_at)
         with self._locked():
             table = self._current().table[: int(self.control[END])].copy()

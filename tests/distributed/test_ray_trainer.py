@@ -269,21 +269,24 @@ def test_batch_that_does_not_fit_the_model_is_reported_on_the_driver(ray_session
     assert not [e for e in t.history.events if "restart" in e or "dropped" in e]
 
 
-@pytest.mark.parametrize("allreduce,spare_dtype", [("auto", None), ("auto", dg.float64)])  # sharded; store actors
-def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(ray_session, allreduce, spare_dtype):
-    """A NaN in rank 1's half of a batch: rank 1 raises NonFiniteError, and rank 0, waiting for it in the
-    all-reduce, used to stay blocked until its timeout (60 s; the driver's close waited 10 s for it, then
-    gave up). Now rank 1 tells it to give up: the driver raises rank 1's own error and every worker
-    answers at once."""
+@pytest.mark.parametrize(
+    "spare_dtype,sync",
+    [(None, "sync"), (dg.float64, "sync"), (None, "async")],  # the sharded store; store actors; the async store
+)
+def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(ray_session, spare_dtype, sync):
+    """A NaN in one rank's shard: that rank raises NonFiniteError, and its peer, waiting for it in the
+    all-reduce (async: for its push), used to stay blocked until its timeout (60 s; the driver's close
+    waited 10 s for it, then gave up). Now the failed rank tells it to give up: the driver raises the
+    failed rank's own error and every worker answers at once."""
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # WithSpare lives here
-    x, y = data()
-    x[16 + 12, 3] = np.nan  # the first batch of 32: rank 1 gets samples 16..31
+    x, y = data(512)  # 16 steps: an async peer runs more than `staleness` ahead of the failed rank
+    x[28, 3] = np.nan  # the rank whose shard (async: whose batch) holds sample 28 raises
     dg.manual_seed(0)
     model = WithSpare(spare_dtype)
     t = dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1), workers=2,
-                   backend="ray", allreduce=allreduce, progress=False, timeout_s=60)  # fmt: skip
+                   backend="ray", sync=sync, progress=False, timeout_s=60)  # fmt: skip
     try:
-        with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf in 1 of 16 samples"):
+        with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf in 1 of"):
             t.fit((x, y), epochs=1, batch_size=32)
         dg.distributed.runtime.gather([w.ping.remote() for w in t._cluster.group.actors], timeout_s=5)
     finally:
