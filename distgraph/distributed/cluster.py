@@ -26,7 +26,7 @@ from distgraph.distributed.param_store import ParameterShard, partition_paramete
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
-from distgraph.errors import ConfigError, DistributedError
+from distgraph.errors import ConfigError, DistgraphError, DistributedError
 
 ELASTIC_SEGMENT = 16  # elastic runs: steps between two looks at the cluster's resources
 ELASTIC_CHECK_S = 1.0  # and at most one look a second (each asks the GCS)
@@ -59,6 +59,7 @@ class RayCluster(DriverState):
         self.sharded = not reduce_in_store and self._can_shard("sync")
         self.async_shared = not reduce_in_store and self._can_shard("async") and trainer.grad_scaler is None
         self.async_scheduler = None
+        self._failed_fit = False  # a sync step raised the user's error: the workers' group was told to give up
         if self.sharded:
             self._setup_sharded()
         elif self.async_shared:
@@ -288,6 +289,8 @@ class RayCluster(DriverState):
         not restarted in its lost bundle: once the cluster declares the node dead, the group shrinks.
         """
         t = self.trainer
+        if self._failed_fit:
+            self._restart_after_failed_fit()
         self._driver_current = False
         if t.sync == "async":
             self._run_async_epoch(batches, on_step, start, segment, on_segment)
@@ -356,6 +359,8 @@ class RayCluster(DriverState):
                     self.scheduler.run_sync(batches, lrs_for_step, on_step, resume, stop)
                 return
             except WORKER_FAILURES as exc:
+                if scheduler.user_error(exc) is not None:
+                    self._keep_the_steps_before_the_error()
                 raise_user_error(exc)
                 if attempt == self.max_restarts:
                     raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
@@ -387,6 +392,38 @@ class RayCluster(DriverState):
                 )
 
     max_restarts = 3
+
+    def _keep_the_steps_before_the_error(self):
+        """A step raised the user's error (it raises in compute, before any exchange): the steps before it
+        are applied everywhere and the failed one nowhere — sharded, a rank updates its chunk only after
+        every rank's gradient is in; store actors apply a step once all of its gradients came. The driver
+        takes that state, as a local run keeps the steps before its error, and the next fit restarts the
+        workers (`_restart_after_failed_fit`). Were a worker gone as well, the driver keeps its snapshot."""
+        self._failed_fit = True
+        if self.sharded and self.trainer.allreduce["backend"] == "gloo":
+            return  # the peers wait out gloo's timeout (exchange.py): asking them now would wait as long
+        self._driver_current = False
+        try:
+            self.pull()
+        except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
+            pass
+
+    def _restart_after_failed_fit(self):
+        """The last fit ended in the user's error (a NaN in a shard): its rank told the others to give
+        up, so their group cannot meet again, and the workers may have applied steps of that call the
+        driver never heard of. Start this fit from what the driver holds — its snapshot, as after a
+        dead worker (store actors: the stores' version) — in a fresh group, and say so."""
+        self._failed_fit = False
+        self._restart_workers()
+        if self.sharded:
+            self._setup_sharded()
+            self.scheduler.workers = self.group.actors
+        else:
+            self.scheduler.restart_from(self.group.actors, self._store_version())
+        self.trainer.history.events.append(
+            f"restarted {self.trainer.workers} workers after the error that ended the last fit, from global "
+            f"step {self.trainer.global_step} (the steps before the error were kept)"
+        )
 
     def _store_version(self):
         return min(self._ask_stores("get_version"))

@@ -39,6 +39,7 @@ all-reduce of the bucket that starts at the slot's beginning — the step's last
 import numpy as np
 
 from distgraph.distributed.shm import Segment, chunk_bounds, segment_name
+from distgraph.errors import DistributedError
 
 
 class SegmentExchange:
@@ -99,17 +100,26 @@ class CollectiveExchange:
         # 1 where this rank did not set the flag, summed over the ranks with the bucket at the slot's start
         self.unmarked, self.slot = flags_and_slot[:marks], flags_and_slot[marks:]
         self.results = [np.empty(count, dtype)]  # one buffer, updated in place
+        self.gave_up = False
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
 
     def reduce_range(self, lo, hi, chunk=None, spin=True, own=None):
         """The bucket [lo, hi) of `slot` summed over the ranks, in place: the store reads the whole
         reduced gradient from `slot` (`chunk` and `own` are not needed). The bucket at the slot's start
         takes the flags before it along."""
+        self._refuse_after_abort()
         marks = self.unmarked.size
         self.collective.allreduce(self.slot.base[marks + lo if lo else 0 : marks + hi], group_name=self.group)
 
     def barrier(self):
+        self._refuse_after_abort()
         self.collective.barrier(group_name=self.group)
+
+    def _refuse_after_abort(self):
+        """After `abort`, no collective again: a call queued behind the failed one would pair its
+        all-reduce with the peer's still waiting one, of another step."""
+        if self.gave_up:
+            raise DistributedError(f"{self.name}: this rank gave up after a failed step; the group must be restarted")
 
     def mark(self, flags):
         """This rank's flags, before the reduction of the bucket at the slot's start."""
@@ -124,8 +134,9 @@ class CollectiveExchange:
         self.barrier()
 
     def abort(self):
-        """Nothing to tell: gloo has no way to wake a peer blocked in a collective, which waits out its
-        timeout (`timeout_s`)."""
+        """No way to tell the peers: gloo cannot wake one blocked in a collective, which waits out its
+        timeout (`timeout_s`). This rank only stops taking part."""
+        self.gave_up = True
 
     def close(self):
         self.slot = self.results = None  # the group itself is the worker's communicator's, closed with it

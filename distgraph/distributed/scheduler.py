@@ -169,7 +169,9 @@ class DataParallelScheduler:
         on_step(t, merge_statistics(parts))
 
     def restart_from(self, workers, version):
-        """After a fault: new worker handles; every shard's parameters read at `version`."""
+        """After a fault: new worker handles; every shard's parameters read at `version` (the failed
+        chain of store outputs collected first, so that Ray does not print each as unhandled)."""
+        self.discard_pending()
         self.workers = workers
         self.version = version
         self.param_refs = [s.get_params_at.remote(version) for s in self.stores]

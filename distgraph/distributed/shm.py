@@ -143,6 +143,7 @@ class Segment:
         _precise_sleeps()
         self.lo, self.hi = chunk_bounds(self.count, world, rank)
         self.seq = 0  # a new segment is zero-filled; a rank never resets a counter a peer may already have bumped
+        self.gave_up = False
 
     @property
     def slot(self):
@@ -220,10 +221,20 @@ class Segment:
         negative, and a peer waiting for it raises at its next liveness check instead of at the timeout."""
         if self.shm is not None:
             self.pids[self.rank] = -abs(int(self.pids[self.rank]))
+        self.gave_up = True
 
     def barrier(self, spin=True):
         """Wait until every rank has reached this barrier. `spin=False` (a background thread) skips the
-        busy poll, which would hold the GIL the computing thread needs, and sleeps from the start."""
+        busy poll, which would hold the GIL the computing thread needs, and sleeps from the start.
+
+        A rank that gave up (`abort`, or a peer it waited for stopped, died or timed out) never bumps its
+        counter again: a call already queued behind the failed one (the driver keeps two in flight) would
+        otherwise meet its peer's barriers of other steps and sum gradients of different steps."""
+        if self.gave_up:
+            raise DistributedError(
+                f"shm all-reduce on segment {self.name!r}: this rank gave up after a failed step; the group "
+                "must be restarted"
+            )
         self.seq += 1
         flags, seq = self.seq_flags, self.seq
         flags[self.rank] = seq
@@ -249,6 +260,7 @@ class Segment:
                 why = f"process of rank(s) {dead} has exited"
             else:
                 why = f"waited {waited:.1f}s (timeout {self.timeout_s}s)"
+            self.gave_up = True
             _remove(self.name)  # the name, not the mapping: the model may still read parameters from it until close()
             raise DistributedError(
                 f"shm all-reduce on segment {self.name!r}: rank(s) {late} did not reach barrier {seq}: {why}"

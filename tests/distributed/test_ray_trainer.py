@@ -293,6 +293,42 @@ def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(
         t.close()
 
 
+@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the store sharded across the workers; store actors
+def test_a_fit_ended_by_one_ranks_error_keeps_the_steps_before_it_and_the_next_fit_goes_on_as_locally(
+    ray_session, allreduce
+):
+    """A local run keeps the steps before the one that raised. On Ray the driver only heard of the
+    steps of finished calls, and the call queued behind the failed one ran on: its steps met the
+    peer's barriers of the failed step and summed gradients of different steps. Now no rank meets again
+    after giving up, the driver takes the workers' state (the failed step applied nowhere), and the
+    next fit restarts the workers from it: both fits give the local run's bits."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    bad = x.copy()
+    bad[300, 3] = np.nan
+
+    def run(backend, **kw):
+        model, opt = small_model()
+        with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend=backend, progress=False,
+                        **kw) as t:  # fmt: skip
+            with pytest.raises(dg.errors.NonFiniteError):
+                t.fit((bad, y), epochs=1, batch_size=32)
+            failed = (t.global_step, [p.detach().numpy().copy() for p in model.parameters()])
+            hist = t.fit((x, y), epochs=2, batch_size=32)
+        return failed, [p.detach().numpy().copy() for p in model.parameters()], hist
+
+    (local_step, local_mid), local_end, _ = run("local")
+    (step, mid), end, hist = run("ray", allreduce=allreduce)
+    assert 0 < step == local_step < 16
+    assert all(np.array_equal(a, b) for a, b in zip(local_mid, mid))
+    assert all(np.array_equal(a, b) for a, b in zip(local_end, end))
+    assert [e for e in hist.events if "restarted" in e] == [
+        f"restarted 2 workers after the error that ended the last fit, from global step {step} (the steps "
+        "before the error were kept)"
+    ]
+
+
 def test_async_shared_store_round_trips_the_driver_state(ray_session):
     """push (what loading a checkpoint does) then pull: the shared async store gives back the driver's
     parameters, Adam state and step bit for bit."""
