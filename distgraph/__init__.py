@@ -141,6 +141,7 @@ from distgraph.ops.indexing import (  # noqa: F401
     topk,
 )
 from distgraph.ops.linalg import addmm, bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
+from distgraph.ops.products import cumprod, cumsum, prod  # noqa: F401
 from distgraph.ops.reduction import (  # noqa: F401
     all,
     amax,
@@ -149,14 +150,11 @@ from distgraph.ops.reduction import (  # noqa: F401
     argmax,
     argmin,
     count_nonzero,
-    cumprod,
-    cumsum,
     logsumexp,
     max,
     mean,
     min,
     norm,
-    prod,
     sum,
 )
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401

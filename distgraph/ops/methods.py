@@ -12,7 +12,7 @@ from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, index_put, indexing, linalg, movement, regions, shape, statistics, views
+from distgraph.ops import creation, index_put, indexing, linalg, movement, products, regions, shape, statistics, views
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -97,7 +97,7 @@ METHODS = {
     # reductions
     "sum": red.sum,
     "mean": red.mean,
-    "prod": red.prod,
+    "prod": products.prod,
     "max": red.max,
     "min": red.min,
     "amax": red.amax,
@@ -107,8 +107,8 @@ METHODS = {
     "var": statistics.var,
     "std": statistics.std,
     "logsumexp": red.logsumexp,
-    "cumsum": red.cumsum,
-    "cumprod": red.cumprod,
+    "cumsum": products.cumsum,
+    "cumprod": products.cumprod,
     "any": red.any,
     "all": red.all,
     "norm": red.norm,
