@@ -15,7 +15,8 @@ from distgraph.ops import creation
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import _unsqueeze_reduced, normalize_dim, normalize_dims, sum
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import cat, flatten, flip, movedim, narrow, reshape, stack
+from distgraph.ops.reorder import flip
+from distgraph.ops.shape import cat, flatten, movedim, narrow, reshape, stack
 
 
 def _accumulator(input, dtype):

@@ -1,4 +1,4 @@
-"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 1500..2999, each pinned
+"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 1500..4500, each pinned
 against torch with the parity helper."""
 
 import numpy as np
@@ -175,3 +175,33 @@ def test_an_infinite_gradient_of_var_keeps_the_sign_of_each_centered_value(dim):
     _parity(lambda m, x: x.var(dim) / 0.0, X)  # torch's 2/dof·g·(x - mean), not NaN through mean
     _parity(lambda m, x: m.var_mean(x, dim, keepdim=True)[0] / 0.0, X)
     check_second_order(lambda m, x: x.var(dim, correction=0) * x.sum(), X)
+
+
+def test_sign_of_nan_is_zero_and_so_is_abss_gradient_there():
+    # seed 3269: torch's sign is (0 < x) - (x < 0), 0 at NaN (numpy's sign gives NaN)
+    x = np.array([[np.nan, -1.5, 0.0, -0.0], [2.0, np.nan, -np.inf, np.inf]])
+    _parity(lambda m, x: m.sign(x), x)
+    _parity(lambda m, x: x.abs() * 3, x)
+    assert dg.tensor(x.astype(np.float32)).sign().dtype == dg.float32
+
+
+def test_lerp_uses_torchs_second_branch_from_weight_one_half():
+    # seed 4415: end - (end - start)·(1 - w) for |w| >= 0.5, so an infinite start gives ±inf, not NaN
+    start = np.array([0.0, -np.inf, -np.inf, np.inf, 1.0, np.nan])
+    end = np.array([1.0, 2.0, 3.0, 1.0, np.inf, 2.0])
+    weight = np.array([1.03, 0.9, 0.2, 0.5, 0.7, 0.6])
+    _parity(lambda m, s, e, w: m.lerp(s, e, w), start, end, weight)
+    _parity(lambda m, s, e: s.lerp(e, 0.75), start, end)
+    check_second_order(lambda m, s, e, w: m.lerp(s, e, w) * s, X, X[::-1].copy(), np.abs(X))
+
+
+def test_cat_counts_a_skipped_empty_tensors_dtype_and_gradient():
+    # seed 3780: torch skips a 1-D empty tensor's shape but promotes its dtype and keeps it in the graph
+    x = X.astype(np.float32)
+    for m in (dg, torch):
+        empty = m.tensor(np.zeros(0), requires_grad=True)
+        out = m.cat([m.tensor(x), empty * 2], 1)
+        out.sum().backward()
+        assert str(out.dtype).split(".")[-1] == "float64" and out.requires_grad
+        assert tuple(empty.grad.shape) == (0,)
+    _parity(lambda m, a, e: m.cat([a, e, a * 2], 0), X, np.zeros(0))
