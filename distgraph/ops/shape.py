@@ -47,6 +47,15 @@ _reshape.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
 _reshape.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
 
 
+@defop("reshape_copy", kind="other", save=())
+def _reshape_copy(xp, x, shape):
+    return x.reshape(shape)  # only called where no view of `x` has the shape: numpy copies
+
+
+_reshape_copy.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
+_reshape_copy.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
+
+
 def reshape(input, *shape):
     """A view where the memory allows, else a copy. Never `input` itself, even for its own shape: as in
     torch, the result is a new tensor (its own requires_grad, grad and detach_) sharing the memory."""
@@ -65,7 +74,21 @@ def reshape(input, *shape):
         )
     if infer:
         shape = tuple(size // known if s == -1 else s for s in shape)
+    if not input.array.flags.c_contiguous and not _reshapes_in_place(input.array, shape):
+        return _reshape_copy(input, shape=shape)  # as torch: no view has the shape, a copy (not a view)
     return _reshape(input, shape=shape)
+
+
+def _reshapes_in_place(a, shape):
+    """Whether array `a` has a view of `shape` (else reshape copies, and the result must not share
+    `a`'s version counter: writes into it do not reach `a`)."""
+    try:
+        a.reshape(shape, copy=False)
+    except ValueError:
+        return False
+    except TypeError:  # cupy's reshape takes no copy argument
+        return a.reshape(shape).base is not None
+    return True
 
 
 def view(input, *shape):

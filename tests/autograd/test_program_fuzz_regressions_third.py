@@ -205,3 +205,18 @@ def test_cat_counts_a_skipped_empty_tensors_dtype_and_gradient():
         assert str(out.dtype).split(".")[-1] == "float64" and out.requires_grad
         assert tuple(empty.grad.shape) == (0,)
     _parity(lambda m, a, e: m.cat([a, e, a * 2], 0), X, np.zeros(0))
+
+
+def test_reshape_that_must_copy_does_not_share_the_inputs_version():
+    # seed 4426: flattening an expanded tensor copies (torch too), so a write into the copy leaves the
+    # leaf's version alone and remainder's saved leaf stays usable
+    def fn(m, a, b):
+        x, _ = m.broadcast_tensors(a, b)
+        out = m.remainder(a, b)
+        flat = x.reshape(-1)
+        flat[0] = 5.0
+        return out, flat
+
+    _parity(fn, X, np.random.default_rng(1).standard_normal((2, 3, 4)))
+    y = dg.tensor(X).t()
+    assert getattr(y.reshape(-1), "_base", None) is None and y.reshape(4, 3)._base is y
