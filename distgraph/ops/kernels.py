@@ -75,7 +75,10 @@ def sign(xp, x, out=None):
             return x.copy()
         xp.copyto(out, x)
         return out
-    out = xp.sign(x, out=out)
-    if out.dtype.kind == "f":
-        xp.copyto(out, 0, where=xp.isnan(out))
+    res = xp.sign(x, out=out)
+    if res.dtype.kind != "f":
+        return res
+    if out is None:  # a 0-d x gives a numpy scalar, which copyto cannot write
+        return xp.where(xp.isnan(res), 0, res)
+    xp.copyto(out, 0, where=xp.isnan(out))
     return out

@@ -183,6 +183,9 @@ def test_sign_of_nan_is_zero_and_so_is_abss_gradient_there():
     _parity(lambda m, x: m.sign(x), x)
     _parity(lambda m, x: x.abs() * 3, x)
     assert dg.tensor(x.astype(np.float32)).sign().dtype == dg.float32
+    for v in (np.nan, -2.0):
+        _parity(lambda m, x: m.sign(x) * x, np.array(v))
+        _parity(lambda m, x: x.abs(), np.array(v, np.float32), dtype=np.float32)
 
 
 def test_lerp_uses_torchs_second_branch_from_weight_one_half():
