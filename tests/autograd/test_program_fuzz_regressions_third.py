@@ -223,3 +223,20 @@ def test_reshape_that_must_copy_does_not_share_the_inputs_version():
     _parity(fn, X, np.random.default_rng(1).standard_normal((2, 3, 4)))
     y = dg.tensor(X).t()
     assert getattr(y.reshape(-1), "_base", None) is None and y.reshape(4, 3)._base is y
+
+
+def test_gather_and_scatter_count_a_0d_input_or_index_as_1d():
+    # seeds 3155, 3237, 3421, 3536, 4468: scatter_ of a 0-d tensor with a (1,) index, refused before
+    def fn(m, x, v):
+        s = x.sum()
+        one, two = m.zeros(1, dtype=m.int64), m.tensor([0, 0])
+        return (
+            s.scatter(0, one, 3.0), s.gather(0, one), v.gather(0, m.tensor(2)), v.scatter(0, m.tensor(2), s),
+            s.scatter_add(0, two, v[:2]), s.gather(0, m.tensor(0)), s.scatter(0, one, v[1:2]),
+        )  # fmt: skip
+
+    _parity(fn, X, np.array([1.0, -2.0, 3.0]))
+    for m in (dg, torch):
+        z = m.tensor(2.0)
+        z.scatter_(0, m.zeros(1, dtype=m.int64), 3.0)
+        assert z.item() == 3.0
