@@ -31,7 +31,10 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 @defop("var", kind="reduction")
 def _var(xp, x, axes, keepdim, dof):
-    centered = x - x.mean(axis=axes, keepdims=True)
+    m = x.mean(axis=axes, keepdims=True)
+    # one correcting pass: sum/n of a constant slice may miss the constant by an ulp, leaving a variance
+    # of 1e-32 where torch's Welford pass gives an exact 0 (and, say, 0 ** -x an inf)
+    centered = x - (m + (x - m).mean(axis=axes, keepdims=True))
     return (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
 
 

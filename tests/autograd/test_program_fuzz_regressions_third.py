@@ -240,3 +240,15 @@ def test_gather_and_scatter_count_a_0d_input_or_index_as_1d():
         z = m.tensor(2.0)
         z.scatter_(0, m.zeros(1, dtype=m.int64), 3.0)
         assert z.item() == 3.0
+
+
+@pytest.mark.parametrize("value", [1.2229981429843382, -3.7e5, 1e-300, 0.1])
+def test_the_variance_of_a_constant_slice_is_exactly_zero(value):
+    # seed 3888: sum/n missed the constant by an ulp, so var was 5e-32 and 0 ** -x finite, not torch's inf.
+    # torch's Welford pass (several outputs) gives an exact 0; its full reductions run sum/n, whose
+    # rounding (its own summation order) distgraph does not copy
+    x = np.full((3, 4), value)
+    for dim in (0, 1, -1):
+        assert dg.tensor(x).var(dim, correction=0).eq(0).all().item()
+        _parity(lambda m, x, y: x.var(dim, correction=0, keepdim=True) ** y, x, X, grad=False)
+        _parity(lambda m, x: m.std(x, dim), x)
