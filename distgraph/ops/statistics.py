@@ -31,10 +31,7 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 @defop("var", kind="reduction")
 def _var(xp, x, axes, keepdim, dof):
-    m = x.mean(axis=axes, keepdims=True)
-    # one correcting pass: sum/n of a constant slice may miss the constant by an ulp, leaving a variance
-    # of 1e-32 where torch's Welford pass gives an exact 0 (and, say, 0 ** -x an inf)
-    centered = x - (m + (x - m).mean(axis=axes, keepdims=True))
+    centered = x - _exact_mean(x, axes)
     return (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
 
 
@@ -45,6 +42,14 @@ def _(ctx, g):
     x, axes = ctx.inputs[0], ctx.attrs["axes"]
     g = _unsqueeze_reduced(g, axes, ctx.attrs["keepdim"])
     return ew.mul(ew.mul(g, 2.0 / ctx.attrs["dof"]), ew.sub(x, mean(x, dim=axes, keepdim=True)))
+
+
+def _exact_mean(x, axes):
+    """x.mean over `axes` (kept) with one correcting pass: sum/n of a constant slice may miss the
+    constant by an ulp, leaving a variance of 1e-32 where torch's Welford pass gives an exact 0 (and, say,
+    0 ** -x an inf). torch's gradient takes x - mean() with mean = sum/n, so the gradient does too."""
+    m = x.mean(axis=axes, keepdims=True)
+    return m + (x - m).mean(axis=axes, keepdims=True)
 
 
 @defop("var_no_dof", kind="other")
