@@ -12,7 +12,7 @@ from distgraph.ops.promotion import cast, const
 from distgraph.ops.registry import defop
 
 
-@defop("lerp", kind=ew.EW, save=(0, 1, 2))
+@defop("lerp", kind=ew.EW, save=(0, 1, 2), saved_for={0: 2, 1: 2})  # start, end: for weight's gradient
 def _lerp(xp, start, end, weight):
     diff = end - start
     return xp.where(xp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))

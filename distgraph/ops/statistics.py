@@ -8,6 +8,7 @@ that value, with mean's gradient.
 """
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import _all_if_empty, _unsqueeze_reduced, mean, normalize_dims, sum
@@ -15,6 +16,8 @@ from distgraph.ops.registry import defop
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    if input.array.dtype.kind not in "fc":
+        raise DTypeError(f"var(): std and var only support floating point and complex dtypes, got {input.dtype.name}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")

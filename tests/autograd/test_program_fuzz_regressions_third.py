@@ -252,3 +252,26 @@ def test_the_variance_of_a_constant_slice_is_exactly_zero(value):
         assert dg.tensor(x).var(dim, correction=0).eq(0).all().item()
         _parity(lambda m, x, y: x.var(dim, correction=0, keepdim=True) ** y, x, X, grad=False)
         _parity(lambda m, x: m.std(x, dim), x)
+
+
+def test_lerp_saves_start_and_end_only_for_the_weights_gradient():
+    # seeds 859, 1246 (after lerp became one op): a write into start or end after lerp, with a weight
+    # that needs no gradient, leaves backward free, as torch's
+    def fn(m, x, y):
+        a, b = x * 1, y * 1
+        out = m.lerp(a, b, m.tensor(np.full((3, 4), 0.3))) + m.lerp(a, b, 0.7)
+        a.mul_(2)
+        b.add_(1)
+        return out, a, b
+
+    _parity(fn, X, X[::-1].copy())
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+@pytest.mark.parametrize("fn", ["var", "std", "var_mean"])
+def test_var_and_std_refuse_integer_and_bool_tensors(fn, dtype):
+    # seed 551: a 0-d bool tensor's var over dim -1 (no degree of freedom) gave NaN; torch refuses
+    for shape in ((), (3, 4)):
+        for m in (dg, torch):
+            with pytest.raises(RuntimeError if m is torch else dg.errors.DTypeError, match="floating point"):
+                getattr(m, fn)(m.tensor(np.ones(shape, dtype)), -1)
