@@ -95,7 +95,6 @@ from distgraph.ops.elementwise import (  # noqa: F401
     floor_divide,
     fmod,
     frac,
-    lerp,
     log,
     log1p,
     log2,
@@ -141,6 +140,9 @@ from distgraph.ops.indexing import (  # noqa: F401
     topk,
 )
 from distgraph.ops.linalg import addmm, bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
+from distgraph.ops.lerp import lerp  # noqa: F401
+from distgraph.ops.reorder import flip, fliplr, flipud, roll  # noqa: F401
+from distgraph.ops.products import cumprod, cumsum, prod  # noqa: F401
 from distgraph.ops.reduction import (  # noqa: F401
     all,
     amax,
@@ -149,14 +151,11 @@ from distgraph.ops.reduction import (  # noqa: F401
     argmax,
     argmin,
     count_nonzero,
-    cumprod,
-    cumsum,
     logsumexp,
     max,
     mean,
     min,
     norm,
-    prod,
     sum,
 )
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
@@ -168,16 +167,12 @@ from distgraph.ops.shape import (  # noqa: F401
     concat,
     expand,
     flatten,
-    flip,
-    fliplr,
-    flipud,
     hstack,
     movedim,
     narrow,
     permute,
     repeat_interleave,
     reshape,
-    roll,
     split,
     squeeze,
     stack,

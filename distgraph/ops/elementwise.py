@@ -1,4 +1,4 @@
-"""Elementwise ops: arithmetic, math functions, activations, where and clamp.
+"""Elementwise ops: arithmetic, math functions, activations, where and clamp (lerp: lerp.py).
 
 Binary ops broadcast as numpy does and promote dtypes as torch does (`_operands` and the cast op,
 in promotion.py); the engine sums broadcast gradients back to each input's shape, so the rules
@@ -339,7 +339,7 @@ def square(input):
 square.op = _square.op
 reciprocal = _unary("reciprocal", lambda xp, x: 1 / x, lambda ctx, g: neg(mul(g, mul(ctx.out, ctx.out))), True, save=())
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda ctx, g: mul(g, sign(ctx.inputs[0])), float_only=False)
-sign = _unary("sign", lambda xp, x: x.copy() if x.dtype == bool else xp.sign(x), _zero_grad, float_only=False, save=())
+sign = _unary("sign", kernels.sign, _zero_grad, float_only=False, save=())
 sin = _unary("sin", lambda xp, x: xp.sin(x), lambda ctx, g: mul(g, cos(ctx.inputs[0])))
 cos = _unary("cos", lambda xp, x: xp.cos(x), lambda ctx, g: neg(mul(g, sin(ctx.inputs[0]))))
 tan = _unary("tan", lambda xp, x: xp.tan(x), lambda ctx, g: mul(g, add(mul(ctx.out, ctx.out), 1)), True, save=())
@@ -425,7 +425,7 @@ sigmoid.op.array_grad(lambda ctx, g: g * (ctx.out_array * (1 - ctx.out_array)))
 relu.op.array_grad(lambda ctx, g: kernels.keep_or_zero(ctx.inputs[0].device.xp, ctx.out_array != 0, g))
 
 
-# ---- clamp, where, lerp -------------------------------------------------------------------------
+# ---- clamp, where -----------------------------------------------------------------------------
 @defop("clamp", kind=EW)
 def _clamp(xp, x, min=None, max=None):
     return xp.clip(x, min, max)
@@ -494,7 +494,3 @@ def where(condition, input=None, other=None):
     if condition.array.dtype.kind != "b":
         condition = cast(condition, np.bool_)
     return _where(condition, a, b)
-
-
-def lerp(input, end, weight):
-    return add(input, mul(weight, sub(end, input)))

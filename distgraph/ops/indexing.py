@@ -88,8 +88,6 @@ def getitem(input, index):
 # ---- gather / scatter -------------------------------------------------------------------------------------
 def _take_index(xp, index, axis, ndim):
     """Open-mesh index that takes `index` along `axis` and the identity elsewhere."""
-    if index.ndim == 0:  # a 0-d tensor: its one element
-        return ()
     grids = list(xp.ix_(*[xp.arange(s) for s in index.shape]))
     grids[axis] = index
     return tuple(grids)
@@ -97,8 +95,6 @@ def _take_index(xp, index, axis, ndim):
 
 @defop("gather", kind=IDX, save=(1,))  # backward reads the index (not the input)
 def _gather(xp, x, index, axis):
-    if x.ndim == 0:  # the one index is 0 (checked)
-        return x.copy()
     if index.shape != x.shape:  # torch lets index be smaller than x in the other dims: take its corner
         x = x[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))]
     return xp.take_along_axis(x, index, axis=axis)
@@ -117,7 +113,7 @@ def _zeros_like(x, g):
 def _check_gather(name, input, dim, index):
     if index.array.dtype.kind not in "iu":
         raise DTypeError(f"{name}(): Expected dtype int64 for index, got {index.dtype.name}")
-    if index.ndim != input.ndim:
+    if max(index.ndim, 1) != max(input.ndim, 1):  # torch counts a 0-d tensor as 1-d here
         raise ShapeError(
             f"{name}(): Index tensor must have the same number of dimensions as input tensor "
             f"(index {tuple(index.shape)}, input {tuple(input.shape)})"
@@ -140,7 +136,20 @@ def _check_gather(name, input, dim, index):
 
 def gather(input, dim, index):
     d = _check_gather("gather", input, dim, index)
-    return _gather(input, index, axis=d)
+    if input.ndim and index.ndim:
+        return _gather(input, index, axis=d)
+    return _as_shape(_gather(_as_1d(input), _as_1d(index), axis=0), index.shape)
+
+
+def _as_1d(t):
+    """A 0-d input, index or src as 1-d: gather and scatter count it so (torch), and run on the 1-d view."""
+    return _as_shape(t, (1,)) if isinstance(t, Tensor) and t.ndim == 0 else t
+
+
+def _as_shape(t, shape):
+    from distgraph.ops.shape import reshape
+
+    return reshape(t, shape)
 
 
 @defop("scatter_add", kind=IDX, save=(1,))
@@ -186,7 +195,10 @@ def _check_src(name, index, src):
 
 def scatter_add(input, dim, index, src):
     d = _check_gather("scatter_add", input, dim, index)
-    return _scatter_add(input, index, _check_src("scatter_add", index, src), axis=d)
+    src = _check_src("scatter_add", index, src)
+    if input.ndim and index.ndim:
+        return _scatter_add(input, index, src, axis=d)
+    return _as_shape(_scatter_add(_as_1d(input), _as_1d(index), _as_1d(src), axis=0), input.shape)
 
 
 @defop("scatter", kind=IDX, save=(1,))
@@ -213,7 +225,10 @@ def scatter(input, dim, index, src=None, value=None):
         src = Tensor(input.device.xp.full(index.shape, value, dtype=input.array.dtype), device=input.device)
     elif not isinstance(src, Tensor):
         src = Tensor(input.device.xp.full(index.shape, src, dtype=input.array.dtype), device=input.device)
-    return _scatter(input, index, _check_src("scatter", index, src), axis=d)
+    src = _check_src("scatter", index, src)
+    if input.ndim and index.ndim:
+        return _scatter(input, index, src, axis=d)
+    return _as_shape(_scatter(_as_1d(input), _as_1d(index), _as_1d(src), axis=0), input.shape)
 
 
 def index_select(input, dim, index):

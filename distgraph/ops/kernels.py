@@ -66,3 +66,19 @@ def remainder(xp, a, b, out=None):
         return mod
     out[...] = mod
     return out
+
+
+def sign(xp, x, out=None):
+    """torch's sign: numpy's, but 0 for NaN (torch computes (0 < x) - (x < 0)); a bool tensor is itself."""
+    if x.dtype == np.bool_:
+        if out is None:
+            return x.copy()
+        xp.copyto(out, x)
+        return out
+    res = xp.sign(x, out=out)
+    if res.dtype.kind != "f":
+        return res
+    if out is None:  # a 0-d x gives a numpy scalar, which copyto cannot write
+        return xp.where(xp.isnan(res), 0, res)
+    xp.copyto(out, 0, where=xp.isnan(out))
+    return out

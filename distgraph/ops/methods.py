@@ -12,7 +12,20 @@ from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, index_put, indexing, linalg, movement, regions, shape, statistics, views
+from distgraph.ops import (
+    creation,
+    index_put,
+    indexing,
+    lerp,
+    linalg,
+    movement,
+    products,
+    regions,
+    reorder,
+    shape,
+    statistics,
+    views,
+)
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 
@@ -74,7 +87,7 @@ METHODS = {
     "clip": ew.clamp,
     "maximum": ew.maximum,
     "minimum": ew.minimum,
-    "lerp": ew.lerp,
+    "lerp": lerp.lerp,
     "where": None,
     "eq": cmp.eq,
     "ne": cmp.ne,
@@ -97,7 +110,7 @@ METHODS = {
     # reductions
     "sum": red.sum,
     "mean": red.mean,
-    "prod": red.prod,
+    "prod": products.prod,
     "max": red.max,
     "min": red.min,
     "amax": red.amax,
@@ -107,8 +120,8 @@ METHODS = {
     "var": statistics.var,
     "std": statistics.std,
     "logsumexp": red.logsumexp,
-    "cumsum": red.cumsum,
-    "cumprod": red.cumprod,
+    "cumsum": products.cumsum,
+    "cumprod": products.cumprod,
     "any": red.any,
     "all": red.all,
     "norm": red.norm,
@@ -134,8 +147,8 @@ METHODS = {
     "split": shape.split,
     "chunk": shape.chunk,
     "unbind": shape.unbind,
-    "flip": shape.flip,
-    "roll": shape.roll,
+    "flip": reorder.flip,
+    "roll": reorder.roll,
     "narrow": shape.narrow,
     "tril": regions.tril,
     "triu": regions.triu,

@@ -1,5 +1,5 @@
-"""Shape ops: views (reshape, permute, expand, ...), joins and splits (cat, stack, split, chunk),
-reordering (flip, roll). Padding and triangular/diagonal selection live in `regions`.
+"""Shape ops: views (reshape, permute, expand, ...), joins and splits (cat, stack, split, chunk).
+Reordering (flip, roll) lives in `reorder`, padding and triangular/diagonal selection in `regions`.
 
 Views share memory with their input on numpy/cupy when the backend can, so they share its version
 counter (`view=True`): an in-place write through a view is seen by autograd's saved-tensor checks.
@@ -10,6 +10,7 @@ import functools
 
 import numpy as np
 
+from distgraph import dtypes
 from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply, mark_multi_output
 from distgraph.autograd.tensor import Tensor
@@ -46,6 +47,15 @@ _reshape.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
 _reshape.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
 
 
+@defop("reshape_copy", kind="other", save=())
+def _reshape_copy(xp, x, shape):
+    return x.reshape(shape)  # only called where no view of `x` has the shape: numpy copies
+
+
+_reshape_copy.grad(lambda ctx, g: reshape(g, ctx.inputs[0].shape))
+_reshape_copy.array_grad(lambda ctx, g: g.reshape(ctx.inputs[0].array.shape))
+
+
 def reshape(input, *shape):
     """A view where the memory allows, else a copy. Never `input` itself, even for its own shape: as in
     torch, the result is a new tensor (its own requires_grad, grad and detach_) sharing the memory."""
@@ -64,7 +74,21 @@ def reshape(input, *shape):
         )
     if infer:
         shape = tuple(size // known if s == -1 else s for s in shape)
+    if not input.array.flags.c_contiguous and not _reshapes_in_place(input.array, shape):
+        return _reshape_copy(input, shape=shape)  # as torch: no view has the shape, a copy (not a view)
     return _reshape(input, shape=shape)
+
+
+def _reshapes_in_place(a, shape):
+    """Whether array `a` has a view of `shape` (else reshape copies, and the result must not share
+    `a`'s version counter: writes into it do not reach `a`)."""
+    try:
+        a.reshape(shape, copy=False)
+    except ValueError:
+        return False
+    except TypeError:  # cupy's reshape takes no copy argument
+        return a.reshape(shape).base is not None
+    return True
 
 
 def view(input, *shape):
@@ -312,7 +336,12 @@ def repeat_interleave(input, repeats, dim=None):
 # ---- cat / stack / split --------------------------------------------------------------------------------
 @defop("cat", kind="other", save=())
 def _cat(xp, *xs, axis):
-    return xp.concatenate(xs, axis=axis)
+    return xp.concatenate([x for x in xs if not _legacy_empty(x)] or xs[:1], axis=axis)
+
+
+def _legacy_empty(x):
+    """A 1-D tensor of size 0, which torch's cat skips whatever the others' shapes (its dtype counts)."""
+    return x.ndim == 1 and x.shape[0] == 0
 
 
 @_cat.grad
@@ -320,6 +349,9 @@ def _(ctx, g):
     axis = ctx.attrs["axis"]
     grads, start = [], 0
     for x in ctx.inputs:
+        if _legacy_empty(x):
+            grads.append(Tensor(g.device.xp.zeros((0,), g.array.dtype), device=g.device))
+            continue
         n = x.shape[axis]
         grads.append(narrow(g, axis, start, n))
         start += n
@@ -331,6 +363,9 @@ def _(ctx, g):
     axis, index = ctx.attrs["axis"], [slice(None)] * g.ndim
     grads, start = [], 0
     for x in ctx.inputs:
+        if _legacy_empty(x.array):
+            grads.append(x.device.xp.zeros((0,), g.dtype))
+            continue
         index[axis] = slice(start, start + x.array.shape[axis])
         grads.append(g[tuple(index)])
         start += x.array.shape[axis]
@@ -341,20 +376,22 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("cat(): expected a non-empty list of Tensors")
-    tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
-    ref = tensors[0]
+    dt = (
+        dtypes.result_np_dtype(tensors)
+        if builtins.any(t.array.dtype != tensors[0].array.dtype for t in tensors)
+        else None
+    )
+    ref = next((t for t in tensors if not _legacy_empty(t)), tensors[0])
     d = _dim(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
+        if _legacy_empty(t):
+            continue
         if t.ndim != ref.ndim or builtins.any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d):
             raise ShapeError(
                 f"cat: Sizes of tensors must match except in dimension {d}. Expected {tuple(ref.shape)} "
                 f"but got {tuple(t.shape)} for tensor number {i} in the list."
             )
-    dt = tensors[0].array.dtype
-    if builtins.any(t.array.dtype != dt for t in tensors):
-        from distgraph.dtypes import result_np_dtype
-
-        dt = result_np_dtype(tensors)
+    if dt is not None:
         tensors = [t if t.array.dtype == dt else ew.cast(t, dt) for t in tensors]
     return _cat(*tensors, axis=d)
 
@@ -451,45 +488,3 @@ def chunk(input, chunks, dim=0):
 def unbind(input, dim=0):
     d = _dim(dim, input.ndim, "unbind", whole=True)
     return mark_multi_output(tuple(squeeze(s, d) for s in split(input, 1, d)), "Unbind")
-
-
-# ---- reorder ----------------------------------------------------------------------------------------------
-@defop("flip", kind="other", save=())
-def _flip(xp, x, axes):
-    # copied: xp.flip is a view, and a write into flip's output must not reach its input (as torch)
-    return xp.flip(x, axis=axes).copy()
-
-
-_flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))
-
-
-def flip(input, dims):
-    axes = normalize_dims(dims, input.ndim, "flip")
-    return _flip(input, axes=axes)
-
-
-def fliplr(input):
-    return flip(input, 1)
-
-
-def flipud(input):
-    return flip(input, 0)
-
-
-@defop("roll", kind="other", save=())
-def _roll(xp, x, shifts, axes):
-    return xp.roll(x, shifts, axis=axes)
-
-
-_roll.grad(lambda ctx, g: _roll(g, shifts=tuple(-s for s in ctx.attrs["shifts"]), axes=ctx.attrs["axes"]))
-
-
-def roll(input, shifts, dims=None):
-    if dims is None:
-        return reshape(roll(flatten(input), shifts, 0), input.shape)
-    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
-    dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    if len(shifts) != len(dims):
-        raise ShapeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
-    axes = tuple(_dim(d, input.ndim, "roll") for d in dims)
-    return _roll(input, shifts=shifts, axes=axes)

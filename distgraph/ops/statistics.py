@@ -8,6 +8,7 @@ that value, with mean's gradient.
 """
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import _all_if_empty, _unsqueeze_reduced, mean, normalize_dims, sum
@@ -15,6 +16,8 @@ from distgraph.ops.registry import defop
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    if input.array.dtype.kind not in "fc":
+        raise DTypeError(f"var(): std and var only support floating point and complex dtypes, got {input.dtype.name}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "var")
@@ -31,7 +34,7 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 @defop("var", kind="reduction")
 def _var(xp, x, axes, keepdim, dof):
-    centered = x - x.mean(axis=axes, keepdims=True)
+    centered = x - _exact_mean(x, axes)
     return (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
 
 
@@ -42,6 +45,14 @@ def _(ctx, g):
     x, axes = ctx.inputs[0], ctx.attrs["axes"]
     g = _unsqueeze_reduced(g, axes, ctx.attrs["keepdim"])
     return ew.mul(ew.mul(g, 2.0 / ctx.attrs["dof"]), ew.sub(x, mean(x, dim=axes, keepdim=True)))
+
+
+def _exact_mean(x, axes):
+    """x.mean over `axes` (kept) with one correcting pass: sum/n of a constant slice may miss the
+    constant by an ulp, leaving a variance of 1e-32 where torch's Welford pass gives an exact 0 (and, say,
+    0 ** -x an inf). torch's gradient takes x - mean() with mean = sum/n, so the gradient does too."""
+    m = x.mean(axis=axes, keepdims=True)
+    return m + (x - m).mean(axis=axes, keepdims=True)
 
 
 @defop("var_no_dof", kind="other")

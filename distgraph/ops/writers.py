@@ -26,6 +26,7 @@ from distgraph.ops.elementwise import (
     relu,
     rsqrt,
     sigmoid,
+    sign,
 )
 from distgraph.ops.promotion import _cast
 
@@ -185,3 +186,8 @@ def _checked_division(name):
 
 for _op in (_floor_divide, _remainder, _fmod):
     _op.writer(_checked_division(_op.name))
+
+
+@sign.op.writer
+def _sign_into(xp):
+    return lambda x, out=None: kernels.sign(xp, x, out=out)  # numpy's sign but 0 for NaN: not one ufunc

@@ -63,6 +63,7 @@ CASES = {
     "sum_to": [(lambda a: sum_to(a, (3, 1)), [_any((2, 3, 4))])],
     "expand": [(lambda a: a.expand(2, 3, 4), [_any((3, 1))]), (lambda a: a.expand(4, -1), [_any((1, 3))])],
     "reshape": [(lambda a: a.reshape(4, 6), [_any((2, 3, 4))]), (lambda a: a.view(-1), [_any((2, 3))])],
+    "reshape_copy": [(lambda a: a.t().reshape(-1) * a.t().reshape(-1), [_any((2, 3))])],
     "permute": [(lambda a: a.permute(2, 0, 1), [_any((2, 3, 4))]), (lambda a: a.T, [_any((2, 3))])],
     "contiguous": [(lambda a: a.permute(2, 0, 1).contiguous(), [_any((2, 3, 4))])],
     "matmul": [

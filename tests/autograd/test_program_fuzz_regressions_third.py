@@ -1,4 +1,4 @@
-"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 1500..2999, each pinned
+"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 1500..4500, each pinned
 against torch with the parity helper."""
 
 import numpy as np
@@ -175,3 +175,103 @@ def test_an_infinite_gradient_of_var_keeps_the_sign_of_each_centered_value(dim):
     _parity(lambda m, x: x.var(dim) / 0.0, X)  # torch's 2/dof·g·(x - mean), not NaN through mean
     _parity(lambda m, x: m.var_mean(x, dim, keepdim=True)[0] / 0.0, X)
     check_second_order(lambda m, x: x.var(dim, correction=0) * x.sum(), X)
+
+
+def test_sign_of_nan_is_zero_and_so_is_abss_gradient_there():
+    # seed 3269: torch's sign is (0 < x) - (x < 0), 0 at NaN (numpy's sign gives NaN)
+    x = np.array([[np.nan, -1.5, 0.0, -0.0], [2.0, np.nan, -np.inf, np.inf]])
+    _parity(lambda m, x: m.sign(x), x)
+    _parity(lambda m, x: x.abs() * 3, x)
+    assert dg.tensor(x.astype(np.float32)).sign().dtype == dg.float32
+    for v in (np.nan, -2.0):
+        _parity(lambda m, x: m.sign(x) * x, np.array(v))
+        _parity(lambda m, x: x.abs(), np.array(v, np.float32), dtype=np.float32)
+
+
+def test_lerp_uses_torchs_second_branch_from_weight_one_half():
+    # seed 4415: end - (end - start)·(1 - w) for |w| >= 0.5, so an infinite start gives ±inf, not NaN
+    start = np.array([0.0, -np.inf, -np.inf, np.inf, 1.0, np.nan])
+    end = np.array([1.0, 2.0, 3.0, 1.0, np.inf, 2.0])
+    weight = np.array([1.03, 0.9, 0.2, 0.5, 0.7, 0.6])
+    _parity(lambda m, s, e, w: m.lerp(s, e, w), start, end, weight)
+    _parity(lambda m, s, e: s.lerp(e, 0.75), start, end)
+    check_second_order(lambda m, s, e, w: m.lerp(s, e, w) * s, X, X[::-1].copy(), np.abs(X))
+
+
+def test_cat_counts_a_skipped_empty_tensors_dtype_and_gradient():
+    # seed 3780: torch skips a 1-D empty tensor's shape but promotes its dtype and keeps it in the graph
+    x = X.astype(np.float32)
+    for m in (dg, torch):
+        empty = m.tensor(np.zeros(0), requires_grad=True)
+        out = m.cat([m.tensor(x), empty * 2], 1)
+        out.sum().backward()
+        assert str(out.dtype).split(".")[-1] == "float64" and out.requires_grad
+        assert tuple(empty.grad.shape) == (0,)
+    _parity(lambda m, a, e: m.cat([a, e, a * 2], 0), X, np.zeros(0))
+
+
+def test_reshape_that_must_copy_does_not_share_the_inputs_version():
+    # seed 4426: flattening an expanded tensor copies (torch too), so a write into the copy leaves the
+    # leaf's version alone and remainder's saved leaf stays usable
+    def fn(m, a, b):
+        x, _ = m.broadcast_tensors(a, b)
+        out = m.remainder(a, b)
+        flat = x.reshape(-1)
+        flat[0] = 5.0
+        return out, flat
+
+    _parity(fn, X, np.random.default_rng(1).standard_normal((2, 3, 4)))
+    y = dg.tensor(X).t()
+    assert getattr(y.reshape(-1), "_base", None) is None and y.reshape(4, 3)._base is y
+
+
+def test_gather_and_scatter_count_a_0d_input_or_index_as_1d():
+    # seeds 3155, 3237, 3421, 3536, 4468: scatter_ of a 0-d tensor with a (1,) index, refused before
+    def fn(m, x, v):
+        s = x.sum()
+        one, two = m.zeros(1, dtype=m.int64), m.tensor([0, 0])
+        return (
+            s.scatter(0, one, 3.0), s.gather(0, one), v.gather(0, m.tensor(2)), v.scatter(0, m.tensor(2), s),
+            s.scatter_add(0, two, v[:2]), s.gather(0, m.tensor(0)), s.scatter(0, one, v[1:2]),
+        )  # fmt: skip
+
+    _parity(fn, X, np.array([1.0, -2.0, 3.0]))
+    for m in (dg, torch):
+        z = m.tensor(2.0)
+        z.scatter_(0, m.zeros(1, dtype=m.int64), 3.0)
+        assert z.item() == 3.0
+
+
+@pytest.mark.parametrize("value", [1.2229981429843382, -3.7e5, 1e-300, 0.1])
+def test_the_variance_of_a_constant_slice_is_exactly_zero(value):
+    # seed 3888: sum/n missed the constant by an ulp, so var was 5e-32 and 0 ** -x finite, not torch's inf.
+    # torch's Welford pass (several outputs) gives an exact 0; its full reductions run sum/n, whose
+    # rounding (its own summation order) distgraph does not copy
+    x = np.full((3, 4), value)
+    for dim in (0, 1, -1):
+        assert dg.tensor(x).var(dim, correction=0).eq(0).all().item()
+        _parity(lambda m, x, y: x.var(dim, correction=0, keepdim=True) ** y, x, X, grad=False)
+        _parity(lambda m, x: m.std(x, dim), x)
+
+
+def test_lerp_saves_start_and_end_only_for_the_weights_gradient():
+    # seeds 859, 1246 (after lerp became one op): a write into start or end after lerp, with a weight
+    # that needs no gradient, leaves backward free, as torch's
+    def fn(m, x, y):
+        a, b = x * 1, y * 1
+        out = m.lerp(a, b, m.tensor(np.full((3, 4), 0.3))) + m.lerp(a, b, 0.7)
+        a.mul_(2)
+        b.add_(1)
+        return out, a, b
+
+    _parity(fn, X, X[::-1].copy())
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+@pytest.mark.parametrize("fn", ["var", "std", "var_mean"])
+def test_var_and_std_refuse_integer_and_bool_tensors(fn, dtype):
+    # seed 551: a 0-d bool tensor's var over dim -1 (no degree of freedom) gave NaN; torch refuses
+    for shape in ((), (3, 4)):
+        for m in (dg, torch):
+            with pytest.raises(RuntimeError if m is torch else dg.errors.DTypeError, match="floating point"):
+                getattr(m, fn)(m.tensor(np.ones(shape, dtype)), -1)
