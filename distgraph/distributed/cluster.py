@@ -410,9 +410,9 @@ class RayCluster(DriverState):
 
     def _restart_after_failed_fit(self):
         """The last fit ended in the user's error (a NaN in a shard): its rank told the others to give
-        up, so their group cannot meet again, and the workers may have applied steps of that call the
-        driver never heard of. Start this fit from what the driver holds — its snapshot, as after a
-        dead worker (store actors: the stores' version) — in a fresh group, and say so."""
+        up, so their group cannot meet again. Start this fit in a fresh group from what the driver holds
+        (the steps before the error, `_keep_the_steps_before_the_error`; store actors: the stores'
+        version), and say so."""
         self._failed_fit = False
         self._restart_workers()
         if self.sharded:

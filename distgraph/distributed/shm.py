@@ -21,9 +21,10 @@ The barrier is a sequence counter per rank in the segment: a rank bumps its own 
 the others' (short spin, then 20 µs sleeps), so crossing it costs no round trip. Waiting is bounded:
 a peer whose process has exited (its pid is in the segment) or that does not arrive within
 `timeout_s` raises DistributedError, never a hang; so does a peer that gave up (`abort`: its step
-raised, say on a NaN in its shard), within the liveness check's 0.2 s instead of the timeout. The counters are plain int64 stores and loads:
-data written before a counter is bumped is visible to a peer that sees the bump on x86 (stores are
-not reordered with stores, nor loads with loads); a weakly ordered CPU would need fences here.
+raised, say on a NaN in its shard), within the liveness check's 0.2 s instead of the timeout. The
+counters are plain int64 stores and loads: data written before a counter is bumped is visible to a
+peer that sees the bump on x86 (stores are not reordered with stores, nor loads with loads); a weakly
+ordered CPU would need fences here.
 
 Cleanup: rank 0 owns the name. It unlinks it on `close()`, at interpreter exit (weakref.finalize)
 and, if it is killed, through multiprocessing's resource tracker, which unlinks what a dead process
