@@ -4,6 +4,8 @@ Write a model eagerly, train it in one process on numpy (cpu) or cupy (cuda), or
 partition it and run it across the workers of a Ray cluster. See DESIGN.md for the map.
 """
 
+import warnings as _warnings
+
 from distgraph import autograd, dtypes, errors  # noqa: F401
 from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
 from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
@@ -193,6 +195,13 @@ long = int64
 int = int32  # noqa: A001
 
 __version__ = "0.1.0"
+
+# An inf or NaN an op makes (x / 0, log(0), sqrt(-1)) is a value, as in torch, which warns of none:
+# numpy's RuntimeWarnings raised from distgraph's own modules are left out. A filter costs nothing until
+# a warning is raised, where an np.errstate around each op would cost ~1 µs a call (a fifth of a small
+# op); the user's own numpy calls still warn. An import inside `warnings.catch_warnings()` (pytest's
+# collection) loses the filter when that block ends; backward runs under one errstate anyway (engine.py).
+_warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"distgraph\.")
 
 _LAZY = {
     "nn": "distgraph.nn",
