@@ -65,10 +65,6 @@ def _unsqueeze_reduced(g, axes, keepdim):
     return reshape(g, tuple(shape))
 
 
-def _axes_arg(axes, ndim):
-    return None if len(axes) == ndim else axes
-
-
 # ---- sum / mean ---------------------------------------------------------------------------------
 @defop("sum", kind=RED, save=())
 def _sum(xp, x, axes, keepdim=False, dtype=None):
