@@ -336,22 +336,25 @@ class Trainer:
         shard_grads, stats = [], []
         # buffers (batch norm's running statistics) as DDP keeps them: every rank starts the step from the
         # same ones and rank 0's result is kept (Ray: each worker's replica updates its own, rank 0's on its
-        # shards); before, the shards updated the one model's buffers in turn, two updates a step
-        buffers = [b.array for b in self.model.buffers() if b is not None] if self.workers > 1 else []
-        before, rank0 = [b.copy() for b in buffers], []
+        # shards); before, the shards updated the one model's buffers in turn, two updates a step. A step
+        # that raises is applied nowhere and leaves the buffers as they were, as the Ray workers do.
+        before, rank0 = self.step_fn.buffer_copies(), None
         unused = set(range(len(self.step_fn.params)))  # no gradient on any shard: grad None, as DDP leaves it
-        for rank in range(self.workers):
-            for b, v in zip(buffers, before if rank else ()):
-                b[...] = v
-            lo, hi = shard_bounds(len(idx), self.workers, rank)
-            sel = idx[lo:hi]
-            grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
-            shard_grads.append(grads)
-            stats.append(st)
-            unused &= self.step_fn.unused
-            rank0 = rank0 or [b.copy() for b in buffers]
-        for b, v in zip(buffers, rank0):
-            b[...] = v
+        try:
+            for rank in range(self.workers):
+                if rank:
+                    self.step_fn.restore_buffers(before)
+                lo, hi = shard_bounds(len(idx), self.workers, rank)
+                sel = idx[lo:hi]
+                grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
+                shard_grads.append(grads)
+                stats.append(st)
+                unused &= self.step_fn.unused
+                rank0 = rank0 if rank0 is not None else self.step_fn.buffer_copies()
+        except BaseException:
+            self.step_fn.restore_buffers(before)
+            raise
+        self.step_fn.restore_buffers(rank0)
         grads = combine_gradients(shard_grads, quiet=scaler is not None) if self.workers > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions

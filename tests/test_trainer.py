@@ -166,6 +166,38 @@ def test_nan_inputs_and_nan_loss_stop_with_a_clear_report():
         t.fit(data(), epochs=1, batch_size=32)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_step_that_raises_after_its_forward_leaves_batch_norm_statistics_as_they_were(workers):
+    """A failed step is applied nowhere — parameters, optimizer state and buffers. A target out of range
+    raises in the loss, after the forward moved batch norm's running statistics; those used to stay (with
+    two workers, those of the last shard run), so the model went on from statistics of a step that never
+    happened, and a Ray run (whose workers undo it) ended with other buffers. The model after the error
+    equals one trained on the steps before it only."""
+    x, y = data()
+    bad_y = y.copy()
+    bad_y[40] = 7  # 3 classes: the second batch's loss raises
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
+
+    def trained(*fits):
+        dg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+        t = dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1),
+                       workers=workers, progress=False)  # fmt: skip
+        for fit in fits:
+            fit(t)
+        return t.global_step, {k: v.numpy() for k, v in model.state_dict().items()}
+
+    def failing(t):
+        with pytest.raises(dg.errors.IndexOutOfRangeError, match="out of bounds"):
+            t.fit([batches[0], (x[32:64], bad_y[32:64])], epochs=2)  # fit's epochs count from the first
+
+    step, after = trained(lambda t: t.fit(batches, epochs=1), failing)
+    ref_step, ref = trained(lambda t: t.fit(batches, epochs=1), lambda t: t.fit(batches[:1], epochs=2))
+    assert step == ref_step == 4
+    assert int(after["1.num_batches_tracked"]) == 4
+    assert all(np.array_equal(after[k], ref[k]) for k in ref)
+
+
 def test_optimizer_factory_and_iterable_of_batches():
     x, y = data()
     dg.manual_seed(0)

@@ -404,7 +404,7 @@ class RayCluster(DriverState):
             return  # the peers wait out gloo's timeout (exchange.py): asking them now would wait as long
         self._driver_current = False
         try:
-            self.pull()
+            self.pull(after_failed_step=not self.sharded)
         except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
             pass
 

@@ -15,18 +15,19 @@ from distgraph.distributed.scheduler import wait_ready
 
 
 class DriverState:
-    def pull(self):
+    def pull(self, after_failed_step=False):
         """Copy the store's parameters and optimizer state, and rank 0's buffers, into the driver's model and
         optimizer; nothing to do while the driver is current (no step ran since the last pull or push, or —
         sharded — since the epoch's last call brought the snapshot): evaluation, checkpoints and the end of
-        `fit` cost no call."""
+        `fit` cost no call. `after_failed_step`: a step raised on some rank, so rank 0's buffers are taken
+        as they were before its last step (which the failed one was)."""
         if self._driver_current:
             return
         if self.sharded:
             self._install_snapshot(self._state_chunks(params=False))
             return
         if self._driver_buffers():
-            rank0 = self.group.actors[0].get_buffers.remote()
+            rank0 = self.group.actors[0].get_buffers.remote(before_last_step=after_failed_step)
             self._install_buffers(wait_ready([rank0], self.trainer.timeout_s, "rank 0's buffers")[0])
         if self.async_shared:
             record = self.async_scheduler.snapshot()

@@ -69,6 +69,15 @@ class ShardStep:
         for b, a in zip(self._buffers(), arrays, strict=True):
             b.array[...] = to_device(np.asarray(a), self.device)
 
+    def buffer_copies(self):
+        """Copies of the buffers on their device: what `restore_buffers` puts back when the step about to
+        run fails (its forward has already moved batch norm's running statistics)."""
+        return [b.array.copy() for b in self._buffers()]
+
+    def restore_buffers(self, copies):
+        for b, a in zip(self._buffers(), copies, strict=True):
+            b.array[...] = a
+
     def _buffers(self):
         return [b for b in self.model.buffers() if b is not None]
 

@@ -47,6 +47,7 @@ class TrainWorker:
         self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
         self.async_store = None  # SharedAsyncStore when async workers share one node's segment
         self.scaler = None  # this rank's replica of the Trainer's GradScaler (dynamic loss scaling)
+        self.buffers_before_step = None  # copies of the buffers before the last sync step (`_one_step`)
         self.x = self.y = None
         self.pid = os.getpid()
         self.slowdown, self.stall_s = 1.0, 0.0
@@ -115,11 +116,12 @@ class TrainWorker:
         if self.world > 1 and self.allreduce_config.get("backend") == "store":
             # no peer exchange (workers on different nodes): every shard gets this rank's gradient and
             # the store sums them in rank order
-            grads, stats = self._compute(x, y, weight)
+            with self._one_step(None):  # a peer's failure in this step reaches the driver, not this rank
+                grads, stats = self._compute(x, y, weight)
             clock.lap("compute")
             return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards), self.step_fn.unused)
         bucketer = self._bucketer() if self.world > 1 else None
-        with self._telling_peers_on_error(self.comm):
+        with self._one_step(self.comm):
             grads, stats = self._compute(x, y, weight, on_grad=bucketer and bucketer.ready)
             clock.lap("compute")  # includes the buckets reduced while backward ran
             unused = self.step_fn.unused
@@ -131,14 +133,19 @@ class TrainWorker:
         return {**stats, **clock.stats()}, self._for_stores(grads, owned, unused)
 
     @contextlib.contextmanager
-    def _telling_peers_on_error(self, exchange):
-        """A step that raises here (a NaN in this rank's shard, a loss error) would leave the peers waiting
-        for it in the all-reduce until their timeout (and the driver's close waiting for them): `exchange`
-        (the sharded store, or the all-reduce) tells them to give up at once. Their error names this
-        rank; the driver raises this rank's own."""
+    def _one_step(self, exchange):
+        """One step's compute and exchange. A step that raises here (a NaN in this rank's shard, a loss
+        error, a peer that gave up) is applied nowhere, so it leaves no trace: the batch-norm statistics
+        its forward moved are put back (before, rank 0's buffers — the ones the driver keeps — held the
+        failed step's forward, and a call queued behind it added its own). `exchange` (the sharded store,
+        or the all-reduce) tells the peers to give up at once instead of leaving them waiting until their
+        timeout (and the driver's close waiting for them); their error names this rank, and the driver
+        raises this rank's own."""
+        self.buffers_before_step = self.step_fn.buffer_copies()
         try:
             yield
         except BaseException:
+            self.step_fn.restore_buffers(self.buffers_before_step)
             if exchange is not None and self.world > 1:
                 exchange.abort()
             raise
@@ -199,7 +206,7 @@ class TrainWorker:
             clock.lap("install")
             on_grad = self.sharded.grad_ready if self.world > 1 else None  # buckets reduce during backward
             self.sharded.begin_step()
-            with self._telling_peers_on_error(self.sharded):
+            with self._one_step(self.sharded):
                 grads, stats = self._compute(x, y, weight, self.scaler and self.scaler.get_scale(), on_grad)
                 clock.lap("compute")  # includes the buckets reduced while backward ran
                 applied = self.sharded.step(grads, self.scaler, clock, self.step_fn.unused)
@@ -226,7 +233,12 @@ class TrainWorker:
         chunk["buffers"] = self.step_fn.get_buffers() if self.rank == 0 else None  # DDP keeps rank 0's
         return chunk
 
-    def get_buffers(self):
+    def get_buffers(self, before_last_step=False):
+        """This replica's buffers; `before_last_step`: as they were before its last step, which a peer's
+        error failed after this rank finished it (store actors apply a step only once every rank's
+        gradient came: the failed step is applied nowhere, so its forward's statistics are not kept)."""
+        if before_last_step and self.buffers_before_step is not None:
+            return [to_device(a, CPU) for a in self.buffers_before_step]
         return self.step_fn.get_buffers()
 
     def set_buffers(self, arrays):

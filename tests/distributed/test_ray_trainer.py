@@ -293,34 +293,49 @@ def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(
         t.close()
 
 
-@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the store sharded across the workers; store actors
+@pytest.mark.parametrize(
+    "allreduce, bad",
+    [("auto", "nan"), ("store", "nan"), ("auto", "label"), ("store", "label"), ("shm", "label")],
+)  # the store sharded across the workers; store actors; store actors fed by the shm all-reduce
 def test_a_fit_ended_by_one_ranks_error_keeps_the_steps_before_it_and_the_next_fit_goes_on_as_locally(
-    ray_session, allreduce
+    ray_session, allreduce, bad
 ):
     """A local run keeps the steps before the one that raised. On Ray the driver only heard of the
     steps of finished calls, and the call queued behind the failed one ran on: its steps met the
     peer's barriers of the failed step and summed gradients of different steps. Now no rank meets again
     after giving up, the driver takes the workers' state (the failed step applied nowhere), and the
-    next fit restarts the workers from it: both fits give the local run's bits."""
+    next fit restarts the workers from it: both fits give the local run's bits.
+
+    Batch norm's buffers too: a failed step leaves none of its forward behind. Before, rank 0's
+    buffers (the ones the driver keeps) held the forward of the failed step — rank 0 ran it while its
+    peer raised — and, sharded, of the calls queued behind it (3 forwards more than the local run);
+    a NaN input raises before the forward, a target out of range after it."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((512, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
-    bad = x.copy()
-    bad[300, 3] = np.nan
+    bad_x, bad_y = x.copy(), y.copy()
+    if bad == "nan":
+        bad_x[300, 3] = np.nan
+    else:
+        bad_y[316] = 7  # 3 classes
+    error = dg.errors.NonFiniteError if bad == "nan" else dg.errors.IndexOutOfRangeError
 
     def run(backend, **kw):
-        model, opt = small_model()
+        dg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+        opt = OPTIMIZERS["adam"](model.parameters())
         with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend=backend, progress=False,
                         **kw) as t:  # fmt: skip
-            with pytest.raises(dg.errors.NonFiniteError):
-                t.fit((bad, y), epochs=1, batch_size=32)
-            failed = (t.global_step, [p.detach().numpy().copy() for p in model.parameters()])
+            with pytest.raises(error):
+                t.fit((bad_x, bad_y), epochs=1, batch_size=32)
+            failed = (t.global_step, [v.numpy().copy() for v in model.state_dict().values()])
             hist = t.fit((x, y), epochs=2, batch_size=32)
-        return failed, [p.detach().numpy().copy() for p in model.parameters()], hist
+        return failed, [v.numpy().copy() for v in model.state_dict().values()], hist
 
     (local_step, local_mid), local_end, _ = run("local")
     (step, mid), end, hist = run("ray", allreduce=allreduce)
     assert 0 < step == local_step < 16
+    assert len(mid) == 9  # two linear layers (4), batch norm: weight, bias, running mean, var, batch count
     assert all(np.array_equal(a, b) for a, b in zip(local_mid, mid))
     assert all(np.array_equal(a, b) for a, b in zip(local_end, end))
     assert [e for e in hist.events if "restarted" in e] == [
