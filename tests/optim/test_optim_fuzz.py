@@ -278,7 +278,8 @@ def _run_scheduler(m, spec):
 _LIBS = (("dg", dg), ("torch", torch))
 
 # Divergences found and not yet fixed (see the fuzzer's report); strict, so a fix shows up here.
-OPEN = {}
+_NADAM_RELOAD = "NAdam after a state_dict reload: torch casts mu_product to float64, distgraph keeps float32 rounding"
+OPEN = {6: _NADAM_RELOAD, 71: _NADAM_RELOAD, 116: _NADAM_RELOAD, 146: _NADAM_RELOAD}
 
 
 @pytest.mark.parametrize(
