@@ -31,10 +31,7 @@ def _accumulate(prev, g, create_graph):
         return g
     if create_graph:
         return prev + g
-    out = Tensor.__new__(Tensor)
-    out.array = prev.array + g.array
-    out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = g.device, None, None, False, [0]
-    return out
+    return _wrap(prev.array + g.array, g.device)  # 0-d arrays sum to a numpy scalar: `_wrap` keeps an ndarray
 
 
 def _wrap(array, device):

@@ -76,15 +76,12 @@ class _SGD(_Rule):
 
 
 class _Adam(_Rule):
-    """`functional.adam_update` (AdamW: `decoupled`): bias-corrected moments, optional amsgrad."""
+    """`functional.adam_update` (AdamW: decoupled_weight_decay=True): bias-corrected moments, optional amsgrad."""
 
     settings = "amsgrad, maximize, weight decay on or off, decoupled weight decay, beta1 > 0.5 (torch's lerp branch)"
 
-    def __init__(self, decoupled=False):
-        self.decoupled = decoupled
-
     def _decoupled(self, g):
-        return self.decoupled or g.get("decoupled_weight_decay", False)
+        return g.get("decoupled_weight_decay", False)
 
     def structure(self, g):
         return g["amsgrad"], g["maximize"], bool(g["weight_decay"]), self._decoupled(g), _small(1 - g["betas"][0])
@@ -417,7 +414,7 @@ def _moments(g, d, m, v, c):
 
 
 RULES = {
-    "sgd": _SGD(), "adam": _Adam(), "adamw": _Adam(decoupled=True), "rmsprop": _RMSprop(), "adagrad": _Adagrad(),
+    "sgd": _SGD(), "adam": _Adam(), "rmsprop": _RMSprop(), "adagrad": _Adagrad(),
     "nadam": _NAdam(), "radam": _RAdam(), "adamax": _Adamax(), "adadelta": _Adadelta(), "rprop": _Rprop(),
     "asgd": _ASGD(),
 }  # fmt: skip

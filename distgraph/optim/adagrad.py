@@ -25,6 +25,19 @@ class Adagrad(Optimizer):
             eps=eps, maximize=maximize,
         )  # fmt: skip
         super().__init__(params, defaults)
+        for p in self._params():  # torch makes the state here, from the constructor's value (not a group's)
+            self._init_state(p)
+
+    def _init_state(self, p):
+        self.state[p] = {"step": 0, "sum": p.device.xp.full_like(p.array, self.defaults["initial_accumulator_value"])}
+
+    def update_options(self, group):
+        """As torch, a parameter first stepped later (one of an added group) also starts its sum at the
+        constructor's initial_accumulator_value, whatever its group says."""
+        return {
+            **super().update_options(group),
+            "initial_accumulator_value": self.defaults["initial_accumulator_value"],
+        }
 
     def check(self, g):
         for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):

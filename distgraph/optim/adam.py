@@ -32,11 +32,10 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (default 1e-2): the parameter shrinks by lr·weight_decay each step."""
+    """Adam with decoupled weight decay (default 1e-2): the parameter shrinks by lr·weight_decay each step.
+    As torch's, its groups hold decoupled_weight_decay=True (a group may set it False) and it runs Adam's update."""
 
-    update_name = "adamw"
-    hyperparameters = {k: v for k, v in Adam.hyperparameters.items() if k != "decoupled_weight_decay"}
-    hyperparameters["weight_decay"] = 1e-2
+    hyperparameters = {**Adam.hyperparameters, "weight_decay": 1e-2, "decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False):  # fmt: skip
@@ -52,6 +51,6 @@ def check_adam_options(name, g):
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"{name}: invalid betas {betas} (two values, each in [0, 1))")
     if g["eps"] < 0:
-        raise ConfigError(f"{name}: invalid epsilon value {g['eps']} (must be >= 0)")
+        raise ConfigError(f"{name}: invalid eps value {g['eps']} (epsilon, must be >= 0)")
     if g["weight_decay"] < 0:
         raise ConfigError(f"{name}: invalid weight_decay value {g['weight_decay']} (must be >= 0)")

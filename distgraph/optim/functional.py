@@ -156,13 +156,6 @@ def _stepped(xp, param, state, keys=("exp_avg", "exp_avg_sq")):
     return state["step"]
 
 
-def adamw_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):  # fmt: skip
-    """AdamW: Adam whose weight decay shrinks the parameter directly instead of joining the gradient."""
-    adam_update(param, grad, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize, decoupled_weight_decay=True)  # fmt: skip
-
-
 def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, maximize=False):  # fmt: skip
     """NAdam: Adam with Nesterov momentum whose coefficient mu_t warms up (momentum_decay); the product of
@@ -394,7 +387,6 @@ def adagrad_update(param, grad, state, *, lr, lr_decay=0, weight_decay=0, initia
 UPDATES = {
     "sgd": sgd_update,
     "adam": adam_update,
-    "adamw": adamw_update,
     "rmsprop": rmsprop_update,
     "adagrad": adagrad_update,
     "nadam": nadam_update,
@@ -409,6 +401,4 @@ UPDATES = {
 def make_optimizer_spec(optimizer):
     """(update name, [hyperparameters of each param group]): what a remote store needs to run the same
     update as `optimizer` (a key of `UPDATES` and the keyword arguments of that function)."""
-    return optimizer.update_name, [
-        {k: g[k] for k in optimizer.hyperparameters if k in g} for g in optimizer.param_groups
-    ]
+    return optimizer.update_name, [optimizer.update_options(g) for g in optimizer.param_groups]

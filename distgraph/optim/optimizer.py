@@ -75,8 +75,12 @@ class Optimizer:
                 raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(self.hyperparameters)}")
         lr = options.get("lr")
         if isinstance(lr, bool) or not isinstance(lr, Real) or lr < 0:
-            raise ConfigError(f"{name}: invalid learning rate {lr!r} (must be a number >= 0)")
+            raise ConfigError(f"{name}: invalid learning rate lr={lr!r} (must be a number >= 0)")
         self.check(options)
+
+    def update_options(self, group):
+        """The keyword arguments of the update function for `group` (also what a remote store runs)."""
+        return {k: group[k] for k in self.hyperparameters}
 
     def check(self, options):
         """Subclasses raise ConfigError for values their update cannot use (lr is checked here)."""
@@ -98,10 +102,9 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         update = UPDATES[self.update_name]
-        keys = tuple(self.hyperparameters)
         with no_grad():
             for group in self.param_groups:
-                hyper = {k: group[k] for k in keys}
+                hyper = self.update_options(group)
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -162,7 +165,13 @@ class Optimizer:
                 raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
             state[p] = {k: _to_param(v, p, k, name, self.scalar_state) for k, v in entries.items()}
         for mine, theirs in zip(self.param_groups, groups):
-            for k, v in theirs.items():  # options torch keeps that distgraph has no use for (foreach, ...) are left out
+            # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
+            # options torch keeps that distgraph has no use for (foreach, ...) are left out, and an option the
+            # saved group lacks (an older torch's) keeps this group's value
+            kept = {k: v for k, v in mine.items() if k in self.hyperparameters or k == "params"}
+            mine.clear()
+            mine.update(kept)
+            for k, v in theirs.items():
                 if k in self.hyperparameters or k in _SCHEDULER_KEYS:
                     mine[k] = tuple(v) if isinstance(v, list) else v
         self.state = state

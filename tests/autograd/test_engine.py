@@ -99,6 +99,18 @@ def test_grad_does_not_touch_dot_grad_and_backward_accumulates():
     assert x.grad.tolist() == [5.0, 5.0, 5.0]
 
 
+def test_gradient_of_a_0d_leaf_accumulated_over_two_backwards_stays_an_array():
+    """Summing two 0-d gradients gave a numpy scalar as .grad's array: zero_grad(set_to_none=False) then
+    failed to zero it in place ("'numpy.float64' object does not support item assignment")."""
+    d, t = both(np.array(1.5))
+    for _ in range(2):
+        (d * 3.0).backward()
+        (t * 3.0).backward()
+    assert isinstance(d.grad.array, np.ndarray) and d.grad.item() == t.grad.item() == 6.0
+    dg.optim.SGD([d]).zero_grad(set_to_none=False)
+    assert d.grad.item() == 0.0
+
+
 def test_diamond_graph_and_multiple_outputs_match_torch():
     x, xt = both()
 

@@ -273,13 +273,13 @@ def test_load_state_dict_rejects_mismatched_structure():
 def test_bad_options_raise_config_errors_naming_the_option():
     p = dg.zeros(2, requires_grad=True)
     cases = [
-        (lambda: optim.SGD([p], lr=-1), "SGD: invalid learning rate -1"),
-        (lambda: optim.Adam([{"params": [p], "lr": -0.5}]), "Adam: invalid learning rate -0.5"),
+        (lambda: optim.SGD([p], lr=-1), "SGD: invalid learning rate lr=-1"),
+        (lambda: optim.Adam([{"params": [p], "lr": -0.5}]), "Adam: invalid learning rate lr=-0.5"),
         (lambda: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), "unknown param group option 'momentun'"),
         (lambda: optim.SGD([p], lr=0.1, nesterov=True), "nesterov momentum requires a momentum > 0"),
         (lambda: optim.SGD([p], lr=0.1, momentum=-0.1), "invalid momentum value -0.1"),
         (lambda: optim.Adam([p], betas=(0.9, 1.0)), "invalid betas"),
-        (lambda: optim.AdamW([p], eps=-1e-8), "AdamW: invalid epsilon value"),
+        (lambda: optim.AdamW([p], eps=-1e-8), "AdamW: invalid eps value"),
         (lambda: optim.Adam([p], weight_decay=-1), "invalid weight_decay value -1"),
         (lambda: optim.RMSprop([p], alpha=-0.1), "RMSprop: invalid alpha value"),
         (lambda: optim.Adagrad([p], lr_decay=-1), "Adagrad: invalid lr_decay value"),

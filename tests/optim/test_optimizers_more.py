@@ -209,10 +209,10 @@ def test_rprop_reads_lr_only_on_its_first_step():
 def test_bad_options_raise_config_errors_naming_the_optimizer():
     p = dg.zeros(2, requires_grad=True)
     cases = [
-        (lambda: optim.NAdam([p], lr=-1), "NAdam: invalid learning rate -1"),
+        (lambda: optim.NAdam([p], lr=-1), "NAdam: invalid learning rate lr=-1"),
         (lambda: optim.NAdam([p], momentum_decay=-0.1), "NAdam: invalid momentum_decay value -0.1"),
         (lambda: optim.NAdam([p], betas=(0.9, 1.0)), "NAdam: invalid betas"),
-        (lambda: optim.RAdam([p], eps=-1), "RAdam: invalid epsilon value"),
+        (lambda: optim.RAdam([p], eps=-1), "RAdam: invalid eps value"),
         (lambda: optim.Adamax([p], weight_decay=-1), "Adamax: invalid weight_decay value -1"),
         (lambda: optim.Adadelta([p], rho=1.5), "Adadelta: invalid rho value 1.5"),
         (lambda: optim.Adadelta([p], eps=-1), "Adadelta: invalid eps value"),
