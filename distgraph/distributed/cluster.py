@@ -400,8 +400,6 @@ class RayCluster(DriverState):
         takes that state, as a local run keeps the steps before its error, and the next fit restarts the
         workers (`_restart_after_failed_fit`). Were a worker gone as well, the driver keeps its snapshot."""
         self._failed_fit = True
-        if self.sharded and self.trainer.allreduce["backend"] == "gloo":
-            return  # the peers wait out gloo's timeout (exchange.py): asking them now would wait as long
         self._driver_current = False
         try:
             self.pull(after_failed_step=not self.sharded)

@@ -95,10 +95,12 @@ class CollectiveExchange:
 
     def __init__(self, comm, rank, world, dtype, count, timeout_s, marks=0):
         self.collective, self.group = comm.collective, comm.group
-        self.name, self.timeout_s = f"gloo group {comm.group!r}", timeout_s
-        flags_and_slot = np.zeros(marks + count, dtype)
-        # 1 where this rank did not set the flag, summed over the ranks with the bucket at the slot's start
-        self.unmarked, self.slot = flags_and_slot[:marks], flags_and_slot[marks:]
+        self.name, self.timeout_s, self.rank = f"gloo group {comm.group!r}", timeout_s, rank
+        self.head = world + marks  # the flags before the slot, summed over the ranks with the bucket at its start
+        flags_and_slot = np.zeros(self.head + count, dtype)
+        # 1 at a rank whose step raised (`void`); 1 where this rank did not set the flag (`mark`)
+        self.void_flags, self.unmarked = flags_and_slot[:world], flags_and_slot[world : self.head]
+        self.slot = flags_and_slot[self.head :]
         self.results = [np.empty(count, dtype)]  # one buffer, updated in place
         self.gave_up = False
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
@@ -108,8 +110,8 @@ class CollectiveExchange:
         reduced gradient from `slot` (`chunk` and `own` are not needed). The bucket at the slot's start
         takes the flags before it along."""
         self._refuse_after_abort()
-        marks = self.unmarked.size
-        self.collective.allreduce(self.slot.base[marks + lo if lo else 0 : marks + hi], group_name=self.group)
+        head = self.head
+        self.collective.allreduce(self.slot.base[head + lo if lo else 0 : head + hi], group_name=self.group)
 
     def barrier(self):
         self._refuse_after_abort()
@@ -122,20 +124,31 @@ class CollectiveExchange:
             raise DistributedError(f"{self.name}: this rank gave up after a failed step; the group must be restarted")
 
     def mark(self, flags):
-        """This rank's flags, before the reduction of the bucket at the slot's start."""
+        """This rank's flags, before the reduction of the bucket at the slot's start (and no void mark:
+        the last reduction left the sum there)."""
         self.unmarked[:] = ~np.asarray(flags, bool)
+        self.void_flags[:] = 0
 
     def marked_by_all(self):
         """After that reduction: a flag every rank set has summed to zero."""
         return self.unmarked == 0
+
+    def void(self):
+        """This rank's step raised: it joins the rest of the step's reductions (gloo cannot wake a peer
+        waiting in one) with this flag set, and after the last one every rank sees the step is void."""
+        self.void_flags[:] = 0
+        self.void_flags[self.rank] = 1
+
+    def voided_by(self):
+        """After the step's last reduction: the ranks that marked it void (none: [])."""
+        return [int(r) for r in np.flatnonzero(self.void_flags)]
 
     def publish(self, current):
         """Every rank has its own parameters in its one buffer: meeting the others is all there is to it."""
         self.barrier()
 
     def abort(self):
-        """No way to tell the peers: gloo cannot wake one blocked in a collective, which waits out its
-        timeout (`timeout_s`). This rank only stops taking part."""
+        """This rank stops taking part (after joining a void step's last reductions: `void`)."""
         self.gave_up = True
 
     def close(self):

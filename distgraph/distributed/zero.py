@@ -119,7 +119,7 @@ class ShardedParameters:
         self.bucket_of = {i: k for k, b in enumerate(planned) for i in b.members}
         self._reducer = None  # one thread: buckets reduced while backward runs, in bucket order
         self.overlapped = 0
-        self.begin_step()
+        self._forget_step()
 
     def load(self, arrays, states, version):
         """Start from full parameter `arrays` and optimizer `states` (one dict per parameter, torch's
@@ -138,7 +138,13 @@ class ShardedParameters:
             p.array = view
 
     def begin_step(self):
+        """A step starts: its collectives are to come (`abort` joins the rest of them on a gloo group)."""
+        self._forget_step()
+        self._collectives_to_come = True
+
+    def _forget_step(self):
         """Forget a step that did not reach `step` (its compute raised): every bucket is missing again."""
+        self._collectives_to_come = False
         self.arrived = [False] * len(self.params)
         self.own_grads = {}  # param -> its flat gradient, where this rank reads its chunk from there
         self.missing = [0] * len(self.buckets)
@@ -179,7 +185,11 @@ class ShardedParameters:
 
     def _reduce_bucket(self, k, spin=True):
         """Bucket k summed over the ranks (`exchange.reduce_range`): this rank's chunk of it into `scratch`."""
-        self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces)
+        try:
+            self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces)
+        except BaseException:
+            self._collectives_to_come = False  # the meeting itself failed (a peer gone, a timeout): none to join
+            raise
 
     def _reduce(self, grads, unused):
         """Every bucket reduced into `scratch` → (how many of them were reduced while backward ran, a bool
@@ -190,19 +200,30 @@ class ShardedParameters:
                 self._hand_over(i, np.asarray(g))
         overlapped = self.launched
         try:
-            for k, future in enumerate(self.futures):
-                try:
-                    future.result(timeout=self.exchange.timeout_s + 5)
-                except FutureTimeout:
-                    raise DistributedError(
-                        f"sharded parameter store: bucket {k} of {len(self.buckets)} was not reduced within "
-                        f"{self.exchange.timeout_s + 5:.0f}s ({self.exchange.name})"
-                    ) from None
-            for k in range(self.launched, len(self.buckets)):
-                self._reduce_bucket(k)
+            self._reduce_the_rest()
+            if self.replicated and (voided := self.exchange.voided_by()):  # one node: `Segment.abort` told
+                raise DistributedError(
+                    f"{self.exchange.name}: rank(s) {voided} stopped: their step raised (their error is the one to "
+                    "read); this step is applied on no rank"
+                )
             return overlapped, self.exchange.marked_by_all()
         finally:
-            self.begin_step()
+            self._forget_step()
+
+    def _reduce_the_rest(self):
+        """Wait for the buckets reduced while backward ran, then reduce the others, in bucket order."""
+        for k, future in enumerate(self.futures):
+            try:
+                future.result(timeout=self.exchange.timeout_s + 5)
+            except FutureTimeout:
+                self._collectives_to_come = False
+                raise DistributedError(
+                    f"sharded parameter store: bucket {k} of {len(self.buckets)} was not reduced within "
+                    f"{self.exchange.timeout_s + 5:.0f}s ({self.exchange.name})"
+                ) from None
+        for k in range(self.launched, len(self.buckets)):
+            self._reduce_bucket(k)
+        self._collectives_to_come = False
 
     def set_hypers(self, hypers):
         """New hyperparameters per parameter (an lr scheduler moved lr, momentum or betas)."""
@@ -258,8 +279,20 @@ class ShardedParameters:
         return True
 
     def abort(self):
-        """This rank's step raised: its peers, waiting for it in a barrier, raise as well instead of
-        waiting out the timeout. The group is unusable afterwards (the driver restarts the workers)."""
+        """This rank's step raised: its peers, waiting for it, raise as well instead of waiting out the
+        timeout. One node's segment tells them at once (`Segment.abort`). gloo cannot wake a peer blocked in
+        a collective, so on a gloo group this rank joins the rest of the step's reductions with the step
+        marked void (`exchange.void`): every rank leaves them together, and none applies the step (before,
+        the peers waited out gloo's timeout, and the driver could not ask them for the steps before the
+        error). The group is unusable afterwards: the driver restarts the workers."""
+        if self._collectives_to_come and self.world > 1 and not self.exchange.shared:
+            self.exchange.void()
+            try:
+                self._reduce_the_rest()
+            except Exception:  # noqa: BLE001, S110  (a peer gone as well: this rank's own error is the one raised)
+                pass
+            finally:
+                self._forget_step()
         self.exchange.abort()
 
     def state_chunk(self, params=True):

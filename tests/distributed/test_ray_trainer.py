@@ -270,21 +270,26 @@ def test_batch_that_does_not_fit_the_model_is_reported_on_the_driver(ray_session
 
 
 @pytest.mark.parametrize(
-    "spare_dtype,sync",
-    [(None, "sync"), (dg.float64, "sync"), (None, "async")],  # the sharded store; store actors; the async store
-)
-def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(ray_session, spare_dtype, sync):
+    "spare_dtype,sync,allreduce",
+    [(None, "sync", "auto"), (dg.float64, "sync", "auto"), (None, "async", "auto"), (None, "sync", "gloo")],
+)  # the sharded store; store actors; the async store; the sharded store in a gloo group
+def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(
+    ray_session, spare_dtype, sync, allreduce
+):
     """A NaN in one rank's shard: that rank raises NonFiniteError, and its peer, waiting for it in the
     all-reduce (async: for its push), used to stay blocked until its timeout (60 s; the driver's close
     waited 10 s for it, then gave up). Now the failed rank tells it to give up: the driver raises the
-    failed rank's own error and every worker answers at once."""
+    failed rank's own error and every worker answers at once. gloo cannot wake a peer in a collective:
+    there the failed rank joins the rest of the step's all-reduces, marking the step void."""
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # WithSpare lives here
     x, y = data(512)  # 16 steps: an async peer runs more than `staleness` ahead of the failed rank
     x[28, 3] = np.nan  # the rank whose shard (async: whose batch) holds sample 28 raises
     dg.manual_seed(0)
     model = WithSpare(spare_dtype)
     t = dg.Trainer(model, nn.functional.cross_entropy, dg.optim.SGD(model.parameters(), lr=0.1), workers=2,
-                   backend="ray", sync=sync, progress=False, timeout_s=60)  # fmt: skip
+                   backend="ray", sync=sync, allreduce=allreduce, progress=False, timeout_s=60)  # fmt: skip
     try:
         with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf in 1 of"):
             t.fit((x, y), epochs=1, batch_size=32)
@@ -295,8 +300,16 @@ def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(
 
 @pytest.mark.parametrize(
     "allreduce, bad",
-    [("auto", "nan"), ("store", "nan"), ("auto", "label"), ("store", "label"), ("shm", "label")],
-)  # the store sharded across the workers; store actors; store actors fed by the shm all-reduce
+    [
+        ("auto", "nan"),
+        ("store", "nan"),
+        ("auto", "label"),
+        ("store", "label"),
+        ("shm", "label"),
+        ("gloo", "nan"),
+        ("gloo", "label"),
+    ],
+)  # the store sharded across the workers (one node's segment; a gloo group); store actors (fed by the shm all-reduce)
 def test_a_fit_ended_by_one_ranks_error_keeps_the_steps_before_it_and_the_next_fit_goes_on_as_locally(
     ray_session, allreduce, bad
 ):
@@ -309,7 +322,13 @@ def test_a_fit_ended_by_one_ranks_error_keeps_the_steps_before_it_and_the_next_f
     Batch norm's buffers too: a failed step leaves none of its forward behind. Before, rank 0's
     buffers (the ones the driver keeps) held the forward of the failed step — rank 0 ran it while its
     peer raised — and, sharded, of the calls queued behind it (3 forwards more than the local run);
-    a NaN input raises before the forward, a target out of range after it."""
+    a NaN input raises before the forward, a target out of range after it.
+
+    In a gloo group the peers used to wait out gloo's timeout, so the driver could not ask them and kept
+    its snapshot from before the fit; now the failed rank joins the rest of the step's all-reduces with the
+    step marked void, and no rank applies it."""
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((512, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
