@@ -32,11 +32,12 @@ OPTIONS = {
 }  # fmt: skip
 # torch's implementation options, values both libraries accept: foreach and fused (the classes that take it)
 # with None, False or True but never both True; capturable and differentiable at their default only — torch's
-# CPU step refuses capturable=True, distgraph refuses differentiable=True (test_optim_options.py covers both)
+# CPU step refuses capturable=True, distgraph refuses differentiable=True — and ASGD's foreach never True:
+# torch's foreach ASGD rounds eta otherwise than its single-tensor one (test_optim_options.py covers these)
 _FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
 _CAPTURABLE = ("Adam", "AdamW", "RMSprop", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD")
 for _name, _opts in OPTIONS.items():
-    _opts.update(foreach=[None, False, True], differentiable=[False])
+    _opts.update(foreach=[None, False] if _name == "ASGD" else [None, False, True], differentiable=[False])
     if _name in _FUSED:
         _opts["fused"] = [None, False, True]
     if _name in _CAPTURABLE:
