@@ -5,8 +5,10 @@ from distgraph.optim.optimizer import Optimizer
 
 
 class Adagrad(Optimizer):
-    """params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, maximize=False;
-    the update is `functional.adagrad_update`."""
+    """params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, foreach=None, *,
+    maximize=False, differentiable=False, fused=None; the update is `functional.adagrad_update`. foreach,
+    differentiable and fused choose torch's kernel: accepted and kept in the groups, the one update runs
+    (`optimizer`'s module docstring; differentiable=True is refused)."""
 
     update_name = "adagrad"
     hyperparameters = {
@@ -17,12 +19,14 @@ class Adagrad(Optimizer):
         "eps": 1e-10,
         "maximize": False,
     }
+    implementation = {"foreach": None, "differentiable": False, "fused": None}
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
-                 maximize=False):  # fmt: skip
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):  # fmt: skip
         defaults = dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-            eps=eps, maximize=maximize,
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
+            differentiable=differentiable, fused=fused,
         )  # fmt: skip
         super().__init__(params, defaults)
         for p in self._params():  # torch makes the state here, from the constructor's value (not a group's)

@@ -5,8 +5,11 @@ from distgraph.optim.optimizer import Optimizer
 
 
 class Adam(Optimizer):
-    """params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
-    decoupled_weight_decay=False; the update is `functional.adam_update`."""
+    """params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *, foreach=None,
+    maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False; the update
+    is `functional.adam_update`. foreach, capturable, differentiable and fused choose torch's kernel: accepted
+    and kept in the groups, the one update runs (`optimizer`'s module docstring; differentiable=True is
+    refused)."""
 
     update_name = "adam"
     hyperparameters = {
@@ -18,11 +21,14 @@ class Adam(Optimizer):
         "maximize": False,
         "decoupled_weight_decay": False,
     }
+    implementation = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):  # fmt: skip
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):  # fmt: skip
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )  # fmt: skip
         super().__init__(params, defaults)
@@ -33,15 +39,17 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (default 1e-2): the parameter shrinks by lr·weight_decay each step.
-    As torch's, its groups hold decoupled_weight_decay=True (a group may set it False) and it runs Adam's update."""
+    As torch's, its groups hold decoupled_weight_decay=True (a group may set it False) and it runs Adam's update;
+    it takes Adam's implementation options."""
 
     hyperparameters = {**Adam.hyperparameters, "weight_decay": 1e-2, "decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):  # fmt: skip
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):  # fmt: skip
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize
-        )
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
+        )  # fmt: skip
         Optimizer.__init__(self, params, defaults)
 
 

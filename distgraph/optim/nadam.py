@@ -8,7 +8,10 @@ from distgraph.optim.optimizer import Optimizer
 
 class NAdam(Optimizer):
     """params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
-    decoupled_weight_decay=False, maximize=False; the update is `functional.nadam_update`."""
+    decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False; the
+    update is `functional.nadam_update`. foreach, capturable and differentiable choose torch's kernel: accepted
+    and kept in the groups, the one update runs (`optimizer`'s module docstring; differentiable=True is
+    refused)."""
 
     update_name = "nadam"
     scalar_state = ("mu_product",)
@@ -21,12 +24,15 @@ class NAdam(Optimizer):
         "decoupled_weight_decay": False,
         "maximize": False,
     }
+    implementation = {"foreach": None, "capturable": False, "differentiable": False}
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, maximize=False):  # fmt: skip
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False):  # fmt: skip
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
+            capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -37,8 +43,10 @@ class NAdam(Optimizer):
 
 
 class RAdam(Optimizer):
-    """params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
-    maximize=False; the update is `functional.radam_update`."""
+    """params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False, *,
+    foreach=None, maximize=False, capturable=False, differentiable=False; the update is
+    `functional.radam_update`. foreach, capturable and differentiable choose torch's kernel: accepted and kept
+    in the groups, the one update runs (`optimizer`'s module docstring; differentiable=True is refused)."""
 
     update_name = "radam"
     hyperparameters = {
@@ -49,12 +57,13 @@ class RAdam(Optimizer):
         "decoupled_weight_decay": False,
         "maximize": False,
     }
+    implementation = {"foreach": None, "capturable": False, "differentiable": False}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-                 *, maximize=False):  # fmt: skip
+                 *, foreach=None, maximize=False, capturable=False, differentiable=False):  # fmt: skip
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+            capturable=capturable, decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable,
         )  # fmt: skip
         super().__init__(params, defaults)
 

@@ -7,6 +7,18 @@ is what lets the distributed parameter store run the very same update from `make
 
 Each subclass's `check(group)` validates a group's values, so `add_param_group` and the constructor
 reject the same mistakes (a negative lr, an unknown option) with a message naming the optimizer.
+
+Implementation options (`implementation`: the subset of foreach, fused, capturable and differentiable that
+torch's class takes, with torch's defaults) are accepted, kept in every param group and in `state_dict()`
+under torch's keys, and never passed to the update: they pick one of torch's kernels, and distgraph has one
+vectorised update per optimizer, numerically the same as torch's in float64 whichever kernel torch runs.
+- foreach / fused (None, True or False): any value runs that update. As torch, fused=True refuses
+  foreach=True, differentiable=True and a non-floating parameter (torch at that parameter's first step,
+  distgraph when the group is made), and the pairing is refused in any group, not only the constructor's.
+- capturable (True or False): torch's step for CUDA graphs; distgraph's step takes its host scalars the
+  same way either way, so True is accepted on every device (torch's CPU step refuses it).
+- differentiable: only False. True asks for a step autograd can go through, and distgraph's step writes the
+  parameters in place outside autograd, so True is refused rather than silently giving no gradient.
 """
 
 from collections import defaultdict
@@ -23,10 +35,12 @@ class Optimizer:
 
     update_name = None
     hyperparameters = {}
+    implementation = {}  # torch's kernel-choice options of this class, with its defaults (module docstring)
     scalar_state = ()  # state keys torch keeps as 0-d tensors besides "step" (NAdam's mu_product): floats here
 
     def __init__(self, params, defaults):
-        self.defaults = {**self.hyperparameters, **defaults}
+        # in the order the subclass lists them (torch's), then any default it left out
+        self.defaults = {**defaults, **{k: v for k, v in self.options().items() if k not in defaults}}
         self._check_options(self.defaults, "option")
         self.param_groups = []
         self.state = defaultdict(dict)  # as torch: a parameter without state reads as {}
@@ -68,18 +82,51 @@ class Optimizer:
         self._check_options(group, "param group option")
         self.param_groups.append(group)
 
+    def options(self):
+        """Every option a param group holds: the update's hyperparameters and the implementation options."""
+        return {**self.hyperparameters, **self.implementation}
+
     def _check_options(self, options, what):
         name = type(self).__name__
+        known = self.options()
         for key in options:
-            if key != "params" and key not in self.hyperparameters and key not in _SCHEDULER_KEYS:
-                raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(self.hyperparameters)}")
+            if key != "params" and key not in known and key not in _SCHEDULER_KEYS:
+                raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(known)}")
         lr = options.get("lr")
         if isinstance(lr, bool) or not isinstance(lr, Real) or lr < 0:
             raise ConfigError(f"{name}: invalid learning rate lr={lr!r} (must be a number >= 0)")
+        self._check_implementation(options)
         self.check(options)
 
+    def _check_implementation(self, options):
+        """Refuse what distgraph cannot run and the pairings torch refuses (module docstring)."""
+        name = type(self).__name__
+        for key in self.implementation:
+            value = options.get(key)
+            if not (isinstance(value, bool) or (value is None and key in ("foreach", "fused"))):
+                allowed = "None, True or False" if key in ("foreach", "fused") else "True or False"
+                raise ConfigError(f"{name}: invalid {key}={value!r} (must be {allowed})")
+        fused, foreach = options.get("fused"), options.get("foreach")
+        if options.get("differentiable"):
+            raise ConfigError(
+                f"{name}: differentiable=True is not supported"
+                + (" (and fused=True does not support differentiable=True either)" if fused else "")
+                + ": distgraph's step updates the parameters in place outside autograd, so no gradient could "
+                "flow through it; use differentiable=False"
+            )
+        if fused and foreach:
+            raise ConfigError(f"{name}: fused=True and foreach=True cannot be set together (torch refuses them)")
+        if fused:
+            for i, p in enumerate(options.get("params", ())):
+                if not p.dtype.is_floating_point:
+                    raise ConfigError(
+                        f"{name}: fused=True requires floating point parameters, but parameter {i} of the group "
+                        f"is {p.dtype}"
+                    )
+
     def update_options(self, group):
-        """The keyword arguments of the update function for `group` (also what a remote store runs)."""
+        """The keyword arguments of the update function for `group` (also what a remote store runs): its
+        hyperparameters, never the implementation options."""
         return {k: group[k] for k in self.hyperparameters}
 
     def check(self, options):
@@ -164,16 +211,21 @@ class Optimizer:
             if p is None:
                 raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
             state[p] = {k: _to_param(v, p, k, name, self.scalar_state) for k, v in entries.items()}
+        # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
+        # an option the saved group lacks (an older torch's) keeps this group's value; the implementation
+        # options are checked before anything changes (a torch group may hold differentiable=True)
+        known = self.options()
+        loaded = []
         for mine, theirs in zip(self.param_groups, groups):
-            # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
-            # options torch keeps that distgraph has no use for (foreach, ...) are left out, and an option the
-            # saved group lacks (an older torch's) keeps this group's value
-            kept = {k: v for k, v in mine.items() if k in self.hyperparameters or k == "params"}
-            mine.clear()
-            mine.update(kept)
+            group = {k: v for k, v in mine.items() if k in known or k == "params"}
             for k, v in theirs.items():
-                if k in self.hyperparameters or k in _SCHEDULER_KEYS:
-                    mine[k] = tuple(v) if isinstance(v, list) else v
+                if k in known or k in _SCHEDULER_KEYS:
+                    group[k] = tuple(v) if isinstance(v, list) else v
+            self._check_implementation(group)
+            loaded.append(group)
+        for mine, group in zip(self.param_groups, loaded):
+            mine.clear()
+            mine.update(group)
         self.state = state
 
     def __repr__(self):

@@ -5,8 +5,10 @@ from distgraph.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):
-    """params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False; the
-    update is `functional.sgd_update`."""
+    """params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
+    foreach=None, differentiable=False, fused=None; the update is `functional.sgd_update`. foreach, fused and
+    differentiable choose torch's kernel: accepted and kept in the groups, the one update runs (`optimizer`'s
+    module docstring; differentiable=True is refused)."""
 
     update_name = "sgd"
     hyperparameters = {
@@ -17,12 +19,13 @@ class SGD(Optimizer):
         "nesterov": False,
         "maximize": False,
     }
+    implementation = {"foreach": None, "differentiable": False, "fused": None}
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False):  # fmt: skip
+                 maximize=False, foreach=None, differentiable=False, fused=None):  # fmt: skip
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            maximize=maximize,
+            maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
         )  # fmt: skip
         super().__init__(params, defaults)
 

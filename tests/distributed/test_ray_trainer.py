@@ -19,10 +19,14 @@ def data(n=128):
     return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
 
 
+# torch's implementation options (fused, foreach, capturable) ride in the param groups: the stores and the
+# sharded store must run the update with the hyperparameters alone
 OPTIMIZERS = {
-    "adam": lambda p: dg.optim.Adam(p, lr=0.01),
-    "sgd": lambda p: dg.optim.SGD(p, lr=0.1),
-    "nadam": lambda p: dg.optim.NAdam(p, lr=0.01, weight_decay=1e-3, decoupled_weight_decay=True),
+    "adam": lambda p: dg.optim.Adam(p, lr=0.01, fused=True),
+    "sgd": lambda p: dg.optim.SGD(p, lr=0.1, foreach=True),
+    "nadam": lambda p: dg.optim.NAdam(
+        p, lr=0.01, weight_decay=1e-3, decoupled_weight_decay=True, foreach=False, capturable=True
+    ),
 }
 
 

@@ -234,6 +234,13 @@ def test_unsupported_optimizer_and_changed_structure_are_clear_errors():
         ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=0.05)),
         ("Rprop", dict(lr=0.05, etas=(0.3, 1.7), step_sizes=(1e-3, 0.1))),
         ("ASGD", dict(lr=0.05, lambd=0.1, alpha=0.5, t0=2, weight_decay=0.05)),
+        # torch's implementation options: kept in the groups, never reaching the captured rule
+        ("SGD", dict(lr=0.1, momentum=0.9, fused=True)),
+        ("Adam", dict(lr=0.01, amsgrad=True, fused=True, capturable=False, differentiable=False)),
+        ("AdamW", dict(lr=0.01, foreach=True)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.01, fused=True)),
+        ("NAdam", dict(lr=0.01, foreach=False, capturable=False)),
+        ("Rprop", dict(lr=0.05, foreach=True, differentiable=False)),
     ],
 )
 def test_compiled_step_matches_torch(name, hyper):

@@ -30,6 +30,18 @@ OPTIONS = {
     "Rprop": dict(etas=[(0.5, 1.2), (0.3, 1.5)], step_sizes=[(1e-6, 50), (1e-3, 0.05)], maximize=[False, True]),
     "ASGD": dict(lambd=[1e-4, 0.1], alpha=[0.75, 0.5], t0=[1e6, 2.0, 3], weight_decay=_WD, maximize=[False, True]),
 }  # fmt: skip
+# torch's implementation options, values both libraries accept: foreach and fused (the classes that take it)
+# with None, False or True but never both True; capturable and differentiable at their default only — torch's
+# CPU step refuses capturable=True, distgraph refuses differentiable=True — and ASGD's foreach never True:
+# torch's foreach ASGD rounds eta otherwise than its single-tensor one (test_optim_options.py covers these)
+_FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
+_CAPTURABLE = ("Adam", "AdamW", "RMSprop", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD")
+for _name, _opts in OPTIONS.items():
+    _opts.update(foreach=[None, False] if _name == "ASGD" else [None, False, True], differentiable=[False])
+    if _name in _FUSED:
+        _opts["fused"] = [None, False, True]
+    if _name in _CAPTURABLE:
+        _opts["capturable"] = [False]
 LRS = {"Adadelta": [1.0, 0.5], "Rprop": [0.01, 0.1]}  # lrs on the scale of each optimizer's default
 _LR = [1e-3, 0.01, 0.1, 0.0]
 
@@ -46,6 +58,13 @@ BAD = {
     "ASGD": [("weight_decay", -0.1)],
 }  # fmt: skip
 BAD["AdamW"] = BAD["RAdam"] = BAD["Adamax"] = BAD["Adam"]
+# The pairings torch refuses with fused=True: (the option named, the options set, the parameter's dtype);
+# torch refuses the first two in the constructor, a non-floating parameter at its first step.
+BAD_FUSED = [
+    ("foreach", dict(fused=True, foreach=True), "float64"),
+    ("differentiable", dict(fused=True, differentiable=True), "float64"),
+    ("fused", dict(fused=True), "int64"),
+]
 
 
 def _pick(rng, values):
@@ -57,7 +76,19 @@ def draw_options(rng, name, p_each=0.6):
     opts = {k: _pick(rng, v) for k, v in OPTIONS[name].items() if rng.random() < p_each}
     if rng.random() < 0.8:
         opts["lr"] = _pick(rng, LRS.get(name, _LR))
-    return fix_nesterov(name, opts)
+    return fix_fused(name, fix_nesterov(name, opts))
+
+
+def fix_fused(name, opts, defaults=None):
+    """fused=True refuses foreach=True (torch in its constructor, distgraph in every group): where the group's
+    merged options have both, foreach goes back to None. torch's fused SGD with momentum fails on a parameter
+    whose first gradient comes after another's (test_optim_options.py): there fused goes back to None."""
+    merged = {**(defaults or {}), **opts}
+    if merged.get("fused") and merged.get("foreach"):
+        opts["foreach"] = None
+    if name == "SGD" and merged.get("fused") and merged.get("momentum"):
+        opts["fused"] = None
+    return opts
 
 
 def fix_nesterov(name, opts):
@@ -74,18 +105,20 @@ def draw_group_overrides(rng, name, defaults):
     if name == "SGD" and ({"momentum", "dampening", "nesterov"} & opts.keys()):
         merged = {**defaults, **opts}
         opts.update(fix_nesterov(name, {k: merged.get(k, 0) for k in ("momentum", "dampening", "nesterov")}))
-    return opts
+    return fix_fused(name, opts, defaults)
 
 
 def draw_bad(rng, name):
-    """(options, the bad option's name): valid options with one value torch's constructor refuses."""
-    key, value = _pick(rng, BAD[name] + [("lr", -0.01)])
+    """(options, the bad option's name, the parameter's dtype): valid options with one value or pairing
+    torch refuses (in the constructor, or at the first step for fused=True on a non-floating parameter)."""
+    bad = [(k, {k: v}, "float64") for k, v in BAD[name] + [("lr", -0.01)]]
+    key, changes, dtype = _pick(rng, bad + (BAD_FUSED if name in _FUSED else []))
     opts = draw_options(rng, name)
-    opts[key] = value
+    opts.update(changes)
     if key == "nesterov":
         opts["momentum"] = _pick(rng, [0.0, 0.9])
         opts["dampening"] = 0.5 if opts["momentum"] else _pick(rng, [0.0, 0.5])
-    return opts, key
+    return opts, key, dtype
 
 
 # ---- schedulers: a spec is (class name, kwargs) or (wrapper name, [specs], kwargs) --------------------------------

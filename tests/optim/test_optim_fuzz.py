@@ -10,9 +10,12 @@ schedulers are saved with state_dict() and loaded into fresh ones mid-run, distg
 dg.save / dg.load on a file. After every step both must agree on the parameters, each parameter's state
 (torch's key names, values to 1e-12), every group's options and the scheduler's get_last_lr().
 
+Options include torch's implementation options (foreach, fused, capturable, differentiable) at values both
+libraries accept, and every group must hold the same keys with the same values as torch's.
+
 Other seeds draw an option torch refuses (a negative lr, betas outside [0, 1), nesterov without momentum,
-a scheduler factor out of range, ...): distgraph must refuse too, naming the optimizer or scheduler and
-the option.
+fused=True with foreach=True or differentiable=True or on an integer parameter, a scheduler factor out of
+range, ...): distgraph must refuse too, naming the optimizer or scheduler and the option.
 
 `python tests/optim/test_optim_fuzz.py START STOP` runs many more seeds and prints every divergence.
 """
@@ -42,7 +45,6 @@ torch = pytest.importorskip("torch")
 N_STEPS = 8
 SHAPES = [(3, 4), (4,), (), (2, 3, 2), (1,)]
 TOL = 1e-12
-TORCH_ONLY_KEYS = {"foreach", "fused", "differentiable", "capturable"}  # options distgraph does not take
 
 
 class World:
@@ -147,11 +149,12 @@ def _compare(d, t):
     if len(d.opt.param_groups) != len(t.opt.param_groups):
         return f"{len(d.opt.param_groups)} param groups, torch {len(t.opt.param_groups)}"
     for j, (g, h) in enumerate(zip(d.opt.param_groups, t.opt.param_groups)):
-        dk, tk = set(g) - {"params"}, set(h) - {"params"} - TORCH_ONLY_KEYS
+        dk, tk = set(g) - {"params"}, set(h) - {"params"}
         if dk != tk:
             return f"group {j} keys: distgraph only {sorted(dk - tk)}, torch only {sorted(tk - dk)}"
         for k in dk:
-            if not _close(g[k], h[k]) or isinstance(g[k], bool) != isinstance(h[k], bool):
+            exact = g[k] is None or h[k] is None or isinstance(g[k], bool) or isinstance(h[k], bool)
+            if (g[k] != h[k] or type(g[k]) is not type(h[k])) if exact else not _close(g[k], h[k]):
                 return f"group {j} option {k!r}: distgraph {g[k]!r}, torch {h[k]!r}"
         if [_index(d.params, p) for p in g["params"]] != [_index(t.params, q) for q in h["params"]]:
             return f"group {j} holds other parameters"
@@ -259,9 +262,9 @@ def _refusal(rng, trace):
     """Draw one option torch refuses: distgraph must refuse too, naming the optimizer/scheduler and option."""
     if rng.random() < 0.6:
         name = list(OPTIONS)[int(rng.integers(len(OPTIONS)))]
-        opts, key = draw_bad(rng, name)
-        trace.append(f"{name}({opts}): bad {key}")
-        run = {lib: lambda m=m: getattr(m.optim, name)([m.zeros(3, requires_grad=True)], **opts) for lib, m in _LIBS}
+        opts, key, dtype = draw_bad(rng, name)
+        trace.append(f"{name}({opts}) on a {dtype} parameter: bad {key}")
+        run = {lib: lambda m=m: _run_optimizer(m, name, opts, dtype) for lib, m in _LIBS}
     else:
         name, kw, key = BAD_SCHEDULERS[int(rng.integers(len(BAD_SCHEDULERS)))]
         trace.append(f"{name}({kw}): bad {key}")
@@ -278,6 +281,16 @@ def _refusal(rng, trace):
     if errs["dg"] is not None and (name not in str(errs["dg"]) or key not in str(errs["dg"])):
         return f"distgraph's message names not both {name!r} and {key!r}: {errs['dg']}"
     return None
+
+
+def _run_optimizer(m, name, opts, dtype):
+    """Build optimizer `name` on one parameter of `dtype` and take a step (where torch refuses a fused
+    step on an integer parameter); an integer parameter cannot require grad: its gradient is set."""
+    floating = dtype.startswith("float")
+    p = m.zeros(3, dtype=getattr(m, dtype), requires_grad=floating)
+    opt = getattr(m.optim, name)([p], **opts)
+    p.grad = m.ones(3, dtype=getattr(m, dtype))
+    opt.step()
 
 
 def _run_scheduler(m, spec):
