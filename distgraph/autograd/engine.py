@@ -255,15 +255,16 @@ def _run_backward(
             capture_leaves.add(id(t))
     grads = {}
     for out, g in zip(outputs, grad_outputs):
-        if not out.requires_grad:
+        node = out.grad_fn
+        if node is None and not out._own_requires_grad:  # (a view requiring grad through its base only
+            # has no place for a gradient, as torch's: see View.requires_grad)
             raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
         seed = _make_seed(out, g)
         if fast:
             seed = seed.array
-        if out.grad_fn is None:
+        if node is None:
             _add_leaf(leaf_grads, out, seed, create_graph)
             continue
-        node = out.grad_fn
         grads[node] = grads[node] + seed if node in grads else seed
         roots.append(node)
     deps = dependencies(roots)

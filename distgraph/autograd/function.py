@@ -168,8 +168,9 @@ def apply(op, inputs, attrs=_EMPTY):
         _record(op, inputs, attrs, saved, out)
     else:
         out.requires_grad = False
-        if _inference_depth[0] and _grad_state.inference:  # not on the recording path; one list read
-            out._vc = INFERENCE_VERSION
+        if _inference_depth[0] and _grad_state.inference and not op.view:  # not on the recording path;
+            out._vc = INFERENCE_VERSION  # one list read (a view keeps its base's counter: an inference
+            # tensor only if its base is one, as torch)
     if _tracer is not None:
         _tracer.record(op, inputs, attrs, out)
     return out
@@ -195,12 +196,12 @@ def _record(op, inputs, attrs, saved, out):
     a = inputs[0]
     n = len(inputs)
     if n == 1:
-        node.next = (a.grad_fn or (a if a.requires_grad else None),)
+        node.next = (a.grad_fn or (a if a._own_requires_grad else None),)
     elif n == 2:
         b = inputs[1]
-        node.next = (a.grad_fn or (a if a.requires_grad else None), b.grad_fn or (b if b.requires_grad else None))
+        node.next = (a.grad_fn or (a if a._own_requires_grad else None), b.grad_fn or (b if b._own_requires_grad else None))
     else:
-        node.next = tuple(t.grad_fn or (t if t.requires_grad else None) for t in inputs)
+        node.next = tuple(t.grad_fn or (t if t._own_requires_grad else None) for t in inputs)
     save = op.save
     if not save:
         node.versions = ()

@@ -364,6 +364,10 @@ def _rebuild(array, device, requires_grad):
 regenerate_view = None
 _grad_fn_slot = Tensor.grad_fn  # the slots themselves, which View's properties wrap
 _requires_grad_slot = Tensor.requires_grad
+# The requires_grad slot under a name View does not override: a tensor's own flag (torch's
+# `requires_grad_`), what decides whether a leaf gets gradients (an edge in the graph, a `.grad`).
+# On a plain Tensor it is requires_grad itself; a View may require grad through its base alone.
+Tensor._own_requires_grad = _requires_grad_slot
 
 
 class View(Tensor):
@@ -392,10 +396,14 @@ class View(Tensor):
         self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
 
     def _requires_grad(self):
+        """As torch's views: its own flag (set by recording or requires_grad_), or its base's. So a view
+        made in no_grad mode of a tensor that requires grad requires grad too, with no grad_fn (a leaf
+        no gradient reaches, unless requires_grad_(True) gave it its own: see `_own_requires_grad`),
+        which is what makes an in-place write into it with grad mode on refused (views.check_view_write)."""
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
-        return _requires_grad_slot.__get__(self)
+        return _requires_grad_slot.__get__(self) or self._base.requires_grad
 
     requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
 
