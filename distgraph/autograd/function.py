@@ -199,7 +199,10 @@ def _record(op, inputs, attrs, saved, out):
         node.next = (a.grad_fn or (a if a._own_requires_grad else None),)
     elif n == 2:
         b = inputs[1]
-        node.next = (a.grad_fn or (a if a._own_requires_grad else None), b.grad_fn or (b if b._own_requires_grad else None))
+        node.next = (
+            a.grad_fn or (a if a._own_requires_grad else None),
+            b.grad_fn or (b if b._own_requires_grad else None),
+        )
     else:
         node.next = tuple(t.grad_fn or (t if t._own_requires_grad else None) for t in inputs)
     save = op.save
