@@ -64,7 +64,7 @@ class Node:
         array = self.out_array
         vc = self.out_ref[1]
         out = Tensor.__new__(Tensor)
-        out.array, out.device, out.grad, out.grad_fn = array, self.inputs[0].device, None, self
+        out.array, out.device, out._grad, out.grad_fn = array, self.inputs[0].device, None, self
         out.requires_grad, out._vc = True, vc
         return out
 
@@ -163,7 +163,7 @@ def apply(op, inputs, attrs=_EMPTY):
         out.grad_fn = None
     out.array = result
     out.device = dev
-    out.grad = None
+    out._grad = None
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
@@ -251,12 +251,10 @@ def _regenerate_view(view, strict=True):
         return
     view._view_version = view._vc[0]
     old = _grad_fn_slot.__get__(view)
-    if base.requires_grad:
+    if base.requires_grad or old is not None:  # (as torch, a view whose base left the graph with
+        # detach_ gets a graph reaching nothing, which keeps it requiring grad)
         _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
         move_retained_grad(view, old)
-    elif old is not None:  # the base left the graph (detach_ of a leaf base)
-        _grad_fn_slot.__set__(view, None)
-        view.requires_grad = False
 
 
 def move_retained_grad(t, old):

@@ -26,7 +26,7 @@ class Tensor:
         "array",
         "device",
         "requires_grad",
-        "grad",
+        "_grad",  # what .grad reads; assignments to .grad are checked (see grad's setter)
         "grad_fn",
         "_vc",
         "_hooks",
@@ -42,7 +42,7 @@ class Tensor:
     def __init__(self, array, requires_grad=False, device=None):
         self.array = array
         self.device = device if device is not None else device_of_array(array)
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
         self.requires_grad = False
@@ -109,12 +109,24 @@ class Tensor:
         return self.array.shape[0]
 
     # ---- autograd state ---------------------------------------------------------------------
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """As torch, a gradient assigned by hand must fit: a Tensor (or None) of this tensor's shape,
+        dtype and device, or the optimizer's update would fail later, far from the mistake."""
+        if value is not None:
+            _check_assigned_grad(self, value)
+        self._grad = value
+
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.array.dtype.kind != "f":
             raise DTypeError(f"only floating point tensors can require gradients, got {self.dtype}")
         if requires_grad and self._vc is INFERENCE_VERSION and not _grad_state.inference:
             raise AutogradError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
-        if not requires_grad and self.grad_fn is not None:
+        if not requires_grad and _grad_fn_slot.__get__(self) is not None:  # (its own: see retain_grad)
             raise AutogradError("you can only change requires_grad flags of leaf variables")
         self.requires_grad = bool(requires_grad)
         return self
@@ -188,8 +200,12 @@ class Tensor:
         return _RemovableHandle(self._post_hooks, hook)
 
     def retain_grad(self):
-        """Keep `.grad` for a non-leaf tensor after backward."""
-        if self.grad_fn is None or getattr(self, "_retains", None):
+        """Keep `.grad` for a non-leaf tensor after backward. A no-op on a leaf, as torch; whether it is
+        one is read from its own grad_fn, not rebuilt (a view made in no_grad mode is a leaf even after
+        its memory was written, when reading its grad_fn would raise)."""
+        if not self.requires_grad:
+            raise AutogradError("can't retain_grad on Tensor that has requires_grad=False")
+        if _grad_fn_slot.__get__(self) is None or getattr(self, "_retains", None):
             return
         import weakref
 
@@ -355,6 +371,25 @@ class Tensor:
         )
 
 
+def _check_assigned_grad(t, value):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(value).__name__}")
+    if value is t:
+        raise AutogradError("can't assign Variable as its own grad")
+    if value.array.dtype != t.array.dtype:
+        problem = "of a different type"
+    elif value.device is not t.device:
+        problem = "located on a different device"
+    elif value.shape != t.shape:
+        problem = "of a different size"
+    else:
+        return
+    raise AutogradError(
+        f"assigned grad has data {problem}: grad {tuple(value.shape)} {value.dtype.name} on {value.device}, "
+        f"tensor {tuple(t.shape)} {t.dtype.name} on {t.device}"
+    )
+
+
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
 
@@ -364,9 +399,8 @@ def _rebuild(array, device, requires_grad):
 regenerate_view = None
 _grad_fn_slot = Tensor.grad_fn  # the slots themselves, which View's properties wrap
 _requires_grad_slot = Tensor.requires_grad
-# The requires_grad slot under a name View does not override: a tensor's own flag (torch's
-# `requires_grad_`), what decides whether a leaf gets gradients (an edge in the graph, a `.grad`).
-# On a plain Tensor it is requires_grad itself; a View may require grad through its base alone.
+# The slot under a name View does not override: the own flag (torch's `requires_grad_`), which alone gives a
+# leaf gradients; a View may require grad through its base alone.
 Tensor._own_requires_grad = _requires_grad_slot
 
 
@@ -396,14 +430,20 @@ class View(Tensor):
         self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
 
     def _requires_grad(self):
-        """As torch's views: its own flag (set by recording or requires_grad_), or its base's. So a view
-        made in no_grad mode of a tensor that requires grad requires grad too, with no grad_fn (a leaf
-        no gradient reaches, unless requires_grad_(True) gave it its own: see `_own_requires_grad`),
-        which is what makes an in-place write into it with grad mode on refused (views.check_view_write)."""
+        """As torch's views: its own flag (set by recording or requires_grad_), or its root's (the
+        tensor that owns the memory: torch's `_base` of a view of a view). So a view made in no_grad
+        mode of a tensor that requires grad requires grad too, with no grad_fn (a leaf no gradient
+        reaches, unless requires_grad_(True) gave it its own: see `_own_requires_grad`), which is what
+        makes an in-place write into it with grad mode on refused (views.check_view_write)."""
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
-        return _requires_grad_slot.__get__(self) or self._base.requires_grad
+        if _requires_grad_slot.__get__(self):
+            return True
+        root = self._base
+        while type(root) is View:
+            root = root._base
+        return root.requires_grad
 
     requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
 
