@@ -122,7 +122,7 @@ def sum_to_array(g, shape):
 
 def _check_versions(node, inputs):
     for i, v in zip(node.op.save, node.versions):  # versions covers the saved inputs that exist
-        if inputs[i]._vc[0] != v:
+        if v is not None and inputs[i]._vc[0] != v:  # (None: not saved, see function._saved_version)
             j = getattr(node.op, "saved_for", {}).get(i)  # (custom Functions duck-type Op without it)
             if j is not None and node.next[j] is None:  # only j's gradient reads it, and j needs none
                 continue

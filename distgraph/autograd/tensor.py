@@ -84,9 +84,12 @@ class Tensor:
 
     def _is_view(self):
         """Whether this tensor was made by a view op (reshape, permute, slicing, basic indexing...) and
-        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch)."""
+        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch;
+        nor is a view of an inference tensor, which, as torch's, tracks no views)."""
         base = getattr(self, "_base", None)
-        return base is not None and bool(self.device.xp.may_share_memory(self.array, base.array))
+        if base is None or self._vc is INFERENCE_VERSION:
+            return False
+        return bool(self.device.xp.may_share_memory(self.array, base.array))
 
     def is_inference(self):
         """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
@@ -115,8 +118,7 @@ class Tensor:
 
     @grad.setter
     def grad(self, value):
-        """As torch, a gradient assigned by hand must fit: a Tensor (or None) of this tensor's shape,
-        dtype and device, or the optimizer's update would fail later, far from the mistake."""
+        """As torch, a gradient assigned by hand must be None or fit (see _check_assigned_grad)."""
         if value is not None:
             _check_assigned_grad(self, value)
         self._grad = value
@@ -372,6 +374,7 @@ class Tensor:
 
 
 def _check_assigned_grad(t, value):
+    """A Tensor of t's dtype, device and shape, or the optimizer's update fails later, far from the mistake."""
     if not isinstance(value, Tensor):
         raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(value).__name__}")
     if value is t:
@@ -430,11 +433,10 @@ class View(Tensor):
         self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
 
     def _requires_grad(self):
-        """As torch's views: its own flag (set by recording or requires_grad_), or its root's (the
-        tensor that owns the memory: torch's `_base` of a view of a view). So a view made in no_grad
-        mode of a tensor that requires grad requires grad too, with no grad_fn (a leaf no gradient
-        reaches, unless requires_grad_(True) gave it its own: see `_own_requires_grad`), which is what
-        makes an in-place write into it with grad mode on refused (views.check_view_write)."""
+        """As torch's views: its own flag (set by recording or requires_grad_), or its root's (the tensor
+        owning the memory, torch's `_base`). So a view made in no_grad mode of a tensor that requires grad
+        requires grad, with no grad_fn: a leaf no gradient reaches (unless requires_grad_(True) gave it
+        its own flag, `_own_requires_grad`) and that a write with grad mode on may not change."""
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
@@ -487,14 +489,5 @@ class _RemovableHandle:
             self.hooks.remove(self.hook)
 
 
-_TYPE_NAMES = {
-    "bool": "BoolTensor",
-    "uint8": "ByteTensor",
-    "int8": "CharTensor",
-    "int16": "ShortTensor",
-    "int32": "IntTensor",
-    "int64": "LongTensor",
-    "float16": "HalfTensor",
-    "float32": "FloatTensor",
-    "float64": "DoubleTensor",
-}
+_LEGACY = "bool Bool uint8 Byte int8 Char int16 Short int32 Int int64 Long float16 Half float32 Float float64 Double"
+_TYPE_NAMES = {dtype: f"{name}Tensor" for dtype, name in zip(_LEGACY.split()[::2], _LEGACY.split()[1::2])}

@@ -102,9 +102,12 @@ def rebase(view, new_value):
     with grad_mode.no_grad():
         covered = ew.const(1, view, None).expand(view.shape)
     placed = new_value
+    tracked = view.requires_grad  # (read before the loop: reading it may rebuild the view's graph)
     while node is not None:  # each view op's backward rule puts the value one level down
         base = node.inputs[0]
-        if base.requires_grad and base.grad_fn is None:
+        # as torch: refused into a view of a leaf that requires grad, or into a view that requires grad
+        # of a leaf (one that left the graph by detach_ after the view was made)
+        if base.grad_fn is None and (base.requires_grad or tracked):
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."
