@@ -204,3 +204,19 @@ def test_detach_in_place_of_a_view_of_an_inference_tensor_is_allowed_like_torch(
 
     got = _both(program)
     assert got[0] == got[1] is True
+
+
+def test_a_saved_non_leaf_detached_in_place_is_refused_in_backward_like_torch():
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True)
+        y = x * 2
+        z = (y * y).sum()  # saves y, an output of MulBackward
+        y.detach_()
+        w = x * 2
+        through_view = (w[:] * w[:]).sum()  # saves the views, not w
+        w.detach_()
+        through_view.backward()
+        return _outcome(lambda: z.backward()), x.grad.tolist()
+
+    got = _both(program)
+    assert got[0] == got[1] == ("raises", (8 * A).tolist())
