@@ -15,7 +15,7 @@ inference flag, and on the hooks called so far.
 Where torch's behaviour is an accident of its implementation, distgraph does not copy it and the
 program avoids it or stops comparing there; each place says why (FREED, PARTIAL below; detach, data,
 grad). `python tests/autograd/test_autograd_api_fuzz.py START STOP` runs more seeds and prints each
-divergence (with N_STEPS = 16, 6 of seeds 0-2999 diverge: chains of views, detach_ and grad modes).
+divergence (with N_STEPS = 16, 5 of seeds 0-2999 diverge: chains of views, detach_ and grad modes).
 """
 
 import collections
