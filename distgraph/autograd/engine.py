@@ -21,6 +21,7 @@ import numpy as np
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, _freed_message, get_tracer
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
+from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
 from distgraph.backend import device_of_array
 from distgraph.errors import AutogradError, ShapeError
 
@@ -123,12 +124,9 @@ def sum_to_array(g, shape):
 def _check_versions(node, inputs):
     """Refuse saved inputs written in place since they were saved, or, as torch, a saved output of
     another Node detached in place since (detach_ moves no version, but the graph it was part of is gone)."""
+    if _non_leaves_detached[0]:
+        _check_detached(node, inputs)
     for i, v in zip(node.op.save, node.versions):  # versions covers the saved inputs that exist
-        if v is not None and type(node.next[i]) is Node and _grad_fn_slot.__get__(inputs[i]) is None:
-            raise AutogradError(
-                f"Trying to use a saved tensor that has been detached in-place, i.e. with .detach_() (input {i} "
-                f"of {node.name()}). This is not supported, please use out-of-place `.detach()` instead"
-            )
         if v is not None and inputs[i]._vc[0] != v:  # (None: not saved, see function._saved_version)
             j = getattr(node.op, "saved_for", {}).get(i)  # (custom Functions duck-type Op without it)
             if j is not None and node.next[j] is None:  # only j's gradient reads it, and j needs none
@@ -138,6 +136,15 @@ def _check_versions(node, inputs):
                 f"one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: [{t.dtype.name} {tuple(t.shape)}], which is input {i} of {node.name()}, is at "
                 f"version {t._vc[0]}; expected version {v} instead."
+            )
+
+
+def _check_detached(node, inputs):
+    for i, v in zip(node.op.save, node.versions):
+        if v is not None and type(node.next[i]) is Node and _grad_fn_slot.__get__(inputs[i]) is None:
+            raise AutogradError(
+                f"Trying to use a saved tensor that has been detached in-place, i.e. with .detach_() (input {i} "
+                f"of {node.name()}). This is not supported, please use out-of-place `.detach()` instead"
             )
 
 

@@ -147,6 +147,8 @@ class Tensor:
                 "detach_: Can't detach views in-place. Use detach() instead (the tensor is a view of another "
                 f"tensor of shape {tuple(self._base.shape)})."
             )
+        if self.grad_fn is not None:
+            non_leaves_detached[0] += 1
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -476,6 +478,8 @@ class InferenceVersion(list):
 
 INFERENCE_VERSION = InferenceVersion([0])
 
+non_leaves_detached = [0]  # how many detach_ ever took a tensor out of a graph (the engine looks for a
+# saved one only if some did)
 post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
 # early-leaf bookkeeping while there are none)
 
