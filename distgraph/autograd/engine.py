@@ -20,7 +20,8 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, _freed_message, get_tracer
-from distgraph.autograd.tensor import Tensor
+from distgraph.autograd.tensor import Tensor, _grad_fn_slot
+from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
 from distgraph.backend import device_of_array
 from distgraph.errors import AutogradError, ShapeError
 
@@ -41,7 +42,7 @@ def _wrap(array, device):
     if isinstance(array, np.generic):
         array = np.asarray(array)
     out = _new_tensor(Tensor)
-    out.array, out.device, out.grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
+    out.array, out.device, out._grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
     return out
 
 
@@ -118,8 +119,12 @@ def sum_to_array(g, shape):
 
 
 def _check_versions(node, inputs):
+    """Refuse saved inputs written in place since they were saved, or, as torch, a saved output of
+    another Node detached in place since (detach_ moves no version, but the graph it was part of is gone)."""
+    if _non_leaves_detached[0]:
+        _check_detached(node, inputs)
     for i, v in zip(node.op.save, node.versions):  # versions covers the saved inputs that exist
-        if inputs[i]._vc[0] != v:
+        if v is not None and inputs[i]._vc[0] != v:  # (None: not saved, see function._saved_version)
             j = getattr(node.op, "saved_for", {}).get(i)  # (custom Functions duck-type Op without it)
             if j is not None and node.next[j] is None:  # only j's gradient reads it, and j needs none
                 continue
@@ -128,6 +133,15 @@ def _check_versions(node, inputs):
                 f"one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: [{t.dtype.name} {tuple(t.shape)}], which is input {i} of {node.name()}, is at "
                 f"version {t._vc[0]}; expected version {v} instead."
+            )
+
+
+def _check_detached(node, inputs):
+    for i, v in zip(node.op.save, node.versions):
+        if v is not None and type(node.next[i]) is Node and _grad_fn_slot.__get__(inputs[i]) is None:
+            raise AutogradError(
+                f"Trying to use a saved tensor that has been detached in-place, i.e. with .detach_() (input {i} "
+                f"of {node.name()}). This is not supported, please use out-of-place `.detach()` instead"
             )
 
 
@@ -224,19 +238,14 @@ def run_backward(*args, **kwargs):
         return _run_backward(*args, **kwargs)
 
 
-def _run_backward(
-    outputs,
-    grad_outputs,
-    retain_graph=False,
-    create_graph=False,
-    capture=None,
-    accumulate=True,
-    capture_after_hooks=False,
-):
-    """`capture`: tensors whose total gradient is returned in a dict by id.
+def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, inputs=None):
+    """`capture` (autograd.grad): tensors whose total gradient is returned in a dict by id; no `.grad`
+    changes. `inputs` (backward(inputs=...)): the only tensors whose `.grad` accumulates (the
+    non-leaves among them are made to retain their grad). With either, only the Nodes leading to
+    them run, as torch's (so their hooks fire, and their saved tensors are checked, only there).
 
-    As torch, autograd.grad captures a non-leaf's gradient before its hooks run (the hooks still shape
-    what flows on), while backward(inputs=...) gives it the gradient its hooks made, as retain_grad does.
+    As torch, autograd.grad captures a non-leaf's gradient before its hooks run when its Node runs
+    (the hooks still shape what flows on), after them when it need not run.
     """
     fast = not create_graph and get_tracer() is None  # gradients as arrays (see module docstring)
     run = _run_node_arrays if fast else _run_node
@@ -244,29 +253,44 @@ def _run_backward(
     leaf_grads = {}  # id(leaf) -> [leaf, grad]
     captured = {}
     capture_nodes = {}
-    capture_leaves = set()
-    for t in capture or ():
-        if t.grad_fn is not None:
-            capture_nodes[t.grad_fn] = t
-        else:
-            capture_leaves.add(id(t))
+    goal_leaves = None  # ids of the leaves whose gradient is wanted (None: every leaf's)
+    goal_nodes = {}  # Nodes that must run (backward's non-leaf inputs)
+    if capture is not None or inputs is not None:
+        goal_leaves = set()
+        for t in capture if capture is not None else inputs:
+            if t.grad_fn is None:
+                goal_leaves.add(id(t))
+            elif capture is not None:
+                capture_nodes[t.grad_fn] = t
+            else:
+                goal_nodes[t.grad_fn] = t
     grads = {}
     for out, g in zip(outputs, grad_outputs):
-        if not out.requires_grad:
+        node = out.grad_fn
+        if node is None and not out._own_requires_grad:  # (a view requiring grad through its base only
+            # has no place for a gradient, as torch's: see View.requires_grad)
             raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
         seed = _make_seed(out, g)
         if fast:
             seed = seed.array
-        if out.grad_fn is None:
-            _add_leaf(leaf_grads, out, seed, create_graph)
+        if node is None:
+            if goal_leaves is None or id(out) in goal_leaves:
+                _add_leaf(leaf_grads, out, seed, create_graph)
             continue
-        node = out.grad_fn
         grads[node] = grads[node] + seed if node in grads else seed
         roots.append(node)
+    for i, t in enumerate(inputs or ()):  # backward's inputs, checked once the roots passed theirs
+        if not t.requires_grad:
+            raise AutogradError(f"backward: inputs[{i}] does not require grad, so no gradient can be kept for it")
+        if t.grad_fn is not None:
+            t.retain_grad()  # as torch, its .grad is kept, in this backward and the next ones
     deps = dependencies(roots)
+    needed = (
+        None if goal_leaves is None else _needed(roots, deps, {**goal_nodes, **capture_nodes}, goal_nodes, goal_leaves)
+    )
     # leaves with post-accumulate hooks get their .grad (and the hooks run) as soon as their last
     # gradient arrives; the others at the end, all together
-    early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if accumulate and _post_hooks_exist() else {}
+    early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if capture is None and _post_hooks_exist() else {}
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
     anomaly = grad_mode.anomaly["enabled"]
     owned = set()  # fast mode: ids of the arrays already handed to a leaf
@@ -274,12 +298,16 @@ def _run_backward(
         while ready:
             node = ready.pop()
             grad = grads.pop(node, None)
-            if capture_nodes and grad is not None and node in capture_nodes and not capture_after_hooks:
+            if needed is not None and node not in needed:  # only a captured one reaches here with a grad
+                if grad is not None and node in capture_nodes:
+                    if node.hooks:
+                        grad = _call_hooks(node.hooks, grad, fast)
+                    captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
+                continue
+            if capture_nodes and grad is not None and node in capture_nodes:
                 captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
             if grad is not None and node.hooks:
                 grad = _call_hooks(node.hooks, grad, fast)
-            if capture_nodes and grad is not None and node in capture_nodes and capture_after_hooks:
-                captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
             if grad is not None:
                 in_grads = run(node, grad, retain_graph)
                 if anomaly:
@@ -290,6 +318,8 @@ def _run_backward(
                 if nxt is None:
                     continue
                 if type(nxt) is Node:
+                    if needed is not None and nxt not in needed and nxt not in capture_nodes:
+                        continue
                     if g is not None:
                         prev = grads.get(nxt)
                         if prev is None:
@@ -300,20 +330,43 @@ def _run_backward(
                     deps[nxt] = left
                     if left == 0:
                         ready.append(nxt)
-                else:
+                elif goal_leaves is None or id(nxt) in goal_leaves:
                     if g is not None:
                         _add_leaf(leaf_grads, nxt, g, create_graph)
                     if early and id(nxt) in early:
                         early[id(nxt)] -= 1
                         if early[id(nxt)] == 0 and id(nxt) in leaf_grads:
-                            _finish_leaf(*leaf_grads.pop(id(nxt)), owned, fast, create_graph, captured, capture_leaves)
+                            _finish_leaf(*leaf_grads.pop(id(nxt)), owned, fast, create_graph, captured, capture)
         for leaf, g in leaf_grads.values():
-            _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture_leaves, accumulate)
+            _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture)
     return captured
 
 
-def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture_leaves, accumulate=True):
-    """Leaf hooks, then `.grad` (or the captured gradient), then post-accumulate hooks."""
+def _needed(roots, deps, goals, run_goals, goal_leaves):
+    """The Nodes that must run for a gradient to reach a goal (a Node in `goals`, a leaf in
+    `goal_leaves`), as torch's exec_info: those with a path to one, and `run_goals` themselves. A
+    Node feeding a needed one is needed too, so the ones that run still count their inputs right."""
+    left = {n: deps.get(n, 0) for n in deps}
+    order, ready = [], [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    while ready:  # a topological order of the reachable Nodes, roots first
+        node = ready.pop()
+        order.append(node)
+        for nxt in node.next:
+            if type(nxt) is Node:
+                left[nxt] -= 1
+                if left[nxt] == 0:
+                    ready.append(nxt)
+    needed = set(run_goals)
+    for node in reversed(order):
+        for nxt in node.next:
+            if nxt in needed or nxt in goals or (nxt is not None and type(nxt) is not Node and id(nxt) in goal_leaves):
+                needed.add(node)
+                break
+    return needed
+
+
+def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
+    """Leaf hooks, then the captured gradient (autograd.grad) or `.grad` and the post-accumulate hooks."""
     if fast:
         if id(g) in owned or not g.flags.writeable:  # as torch: each .grad its own writeable memory
             g = leaf.device.xp.array(g)
@@ -322,15 +375,17 @@ def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture_leaves, a
     hooks = getattr(leaf, "_hooks", None)
     if hooks:
         g = _call_hooks(hooks, g, False)
-    if id(leaf) in capture_leaves:
+    if capture is not None:
         captured[id(leaf)] = g
-    elif accumulate:
-        if leaf.grad is None:
-            leaf.grad = g if create_graph or fast else g.detach()
-        else:
-            leaf.grad = _accumulate(leaf.grad, g, create_graph)
-        for hook in getattr(leaf, "_post_hooks", None) or ():
-            hook(leaf)
+        return
+    if not leaf._own_requires_grad:  # it left the graph (detach_, requires_grad_(False)) after this
+        return  # graph was recorded: as torch's AccumulateGrad, no .grad for it
+    if leaf._grad is None:
+        leaf._grad = g if create_graph or fast else g.detach()
+    else:
+        leaf._grad = _accumulate(leaf._grad, g, create_graph)
+    for hook in getattr(leaf, "_post_hooks", None) or ():
+        hook(leaf)
 
 
 def _post_hooks_exist():
@@ -372,22 +427,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         if not inputs:
             raise AutogradError("backward: the `inputs` argument cannot be empty (leave it None for every leaf)")
-        for i, t in enumerate(inputs):
-            if not t.requires_grad:
-                raise AutogradError(f"backward: inputs[{i}] does not require grad, so no gradient can be kept for it")
-        got = run_backward(
-            tensors,
-            grad_tensors,
-            retain_graph,
-            create_graph,
-            capture=inputs,
-            accumulate=False,
-            capture_after_hooks=True,
-        )
-        for t in inputs:
-            g = got.get(id(t))
-            if g is not None and not (t.grad_fn is not None and t.retains_grad):  # its retain_grad hook added it
-                t.grad = g if t.grad is None else t.grad + g
+        run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=inputs)
         return
     run_backward(tensors, grad_tensors, retain_graph, create_graph)
 
@@ -421,7 +461,7 @@ def grad(
     for t in inputs:
         if not t.requires_grad:
             raise AutogradError("One of the differentiated Tensors does not require grad")
-    got = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=inputs, accumulate=False)
+    got = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=inputs)
     result = []
     for i, t in enumerate(inputs):
         g = got.get(id(t))
@@ -431,6 +471,6 @@ def grad(
                 "been used in the graph. Set allow_unused=True if this is the desired behavior."
             )
         if g is None and materialize_grads:
-            g = Tensor(t.device.xp.zeros_like(t.array), device=t.device)
+            g = Tensor(t.device.xp.zeros_like(t.array), requires_grad=create_graph, device=t.device)  # (torch's)
         result.append(g)
     return tuple(result)

@@ -64,7 +64,7 @@ class Node:
         array = self.out_array
         vc = self.out_ref[1]
         out = Tensor.__new__(Tensor)
-        out.array, out.device, out.grad, out.grad_fn = array, self.inputs[0].device, None, self
+        out.array, out.device, out._grad, out.grad_fn = array, self.inputs[0].device, None, self
         out.requires_grad, out._vc = True, vc
         return out
 
@@ -163,13 +163,14 @@ def apply(op, inputs, attrs=_EMPTY):
         out.grad_fn = None
     out.array = result
     out.device = dev
-    out.grad = None
+    out._grad = None
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
         out.requires_grad = False
-        if _inference_depth[0] and _grad_state.inference:  # not on the recording path; one list read
-            out._vc = INFERENCE_VERSION
+        if _inference_depth[0] and _grad_state.inference and not op.view:  # not on the recording path;
+            out._vc = INFERENCE_VERSION  # one list read (a view keeps its base's counter: an inference
+            # tensor only if its base is one, as torch)
     if _tracer is not None:
         _tracer.record(op, inputs, attrs, out)
     return out
@@ -195,25 +196,38 @@ def _record(op, inputs, attrs, saved, out):
     a = inputs[0]
     n = len(inputs)
     if n == 1:
-        node.next = (a.grad_fn or (a if a.requires_grad else None),)
+        node.next = (a.grad_fn or (a if a._own_requires_grad else None),)
     elif n == 2:
         b = inputs[1]
-        node.next = (a.grad_fn or (a if a.requires_grad else None), b.grad_fn or (b if b.requires_grad else None))
+        node.next = (
+            a.grad_fn or (a if a._own_requires_grad else None),
+            b.grad_fn or (b if b._own_requires_grad else None),
+        )
     else:
-        node.next = tuple(t.grad_fn or (t if t.requires_grad else None) for t in inputs)
+        node.next = tuple(t.grad_fn or (t if t._own_requires_grad else None) for t in inputs)
     save = op.save
-    if not save:
-        node.versions = ()
-    elif len(save) == 1:
-        node.versions = (inputs[save[0]]._vc[0],)
-    elif len(save) == 2 and save[1] < n:
-        node.versions = (inputs[save[0]]._vc[0], inputs[save[1]]._vc[0])
-    else:
-        node.versions = tuple([inputs[i]._vc[0] for i in save if i < n])
+    try:
+        if not save:
+            node.versions = ()
+        elif len(save) == 1:
+            node.versions = (inputs[save[0]]._vc[0],)
+        elif len(save) == 2 and save[1] < n:
+            node.versions = (inputs[save[0]]._vc[0], inputs[save[1]]._vc[0])
+        else:
+            node.versions = tuple([inputs[i]._vc[0] for i in save if i < n])
+    except AutogradError:  # an inference tensor, which has no version: refused where a gradient reads it
+        node.versions = tuple([_saved_version(op, inputs, node.next, i) for i in save if i < n])
     node.out_ref = (out.array, out._vc, out._vc[0]) if op.saves_output else None
     node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
     out.requires_grad = True
+
+
+def _saved_version(op, inputs, edges, i):
+    """The version of saved input `i`, or None where only the gradient of an input that gets none reads
+    it (`op.saved_for`): as torch, which then saves nothing, an inference tensor is fine there."""
+    j = op.saved_for.get(i) if hasattr(op, "saved_for") else None  # (custom Functions have none)
+    return None if j is not None and edges[j] is None else inputs[i]._vc[0]
 
 
 def mark_view(out, base, op, attrs):
@@ -235,24 +249,25 @@ def _regenerate_view(view, strict=True):
     does). A reshape that had to copy holds no view of the memory: its graph stays. A view torch marks
     with how it was made (one of the views an op returned together, as split, chunk, unbind; one made in
     no_grad or inference mode) has no graph to rebuild, as in torch: reading its grad_fn (`strict`, what
-    an op does, not reading requires_grad) raises. A retain_grad() follows the view to its new graph."""
+    an op does, not reading requires_grad) raises. A retain_grad() follows the view to its new graph.
+    As torch, a view with no graph of a base outside the graph has nothing to rebuild and stays stale
+    (it must rebuild, or refuse, once its base requires grad)."""
     base = view._base
+    old = _grad_fn_slot.__get__(view)
+    if old is None and not base.requires_grad:
+        return
     if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
         view._view_version = view._vc[0]
         return
     if len(view._view_fn) > 2 and base.requires_grad:
         if strict:
             raise view_write_error(view, indirect=True)
-        view.requires_grad = True  # it has no graph, but it requires grad (torch)
-        return
+        return  # it has no graph, and requires grad through its base (View.requires_grad)
     view._view_version = view._vc[0]
-    old = _grad_fn_slot.__get__(view)
-    if base.requires_grad:
+    if base.requires_grad or old is not None:  # (as torch, a view whose base left the graph with
+        # detach_ gets a graph reaching nothing, which keeps it requiring grad)
         _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
         move_retained_grad(view, old)
-    elif old is not None:  # the base left the graph (detach_ of a leaf base)
-        _grad_fn_slot.__set__(view, None)
-        view.requires_grad = False
 
 
 def move_retained_grad(t, old):

@@ -26,7 +26,7 @@ class Tensor:
         "array",
         "device",
         "requires_grad",
-        "grad",
+        "_grad",  # what .grad reads; assignments to .grad are checked (see grad's setter)
         "grad_fn",
         "_vc",
         "_hooks",
@@ -42,7 +42,7 @@ class Tensor:
     def __init__(self, array, requires_grad=False, device=None):
         self.array = array
         self.device = device if device is not None else device_of_array(array)
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
         self.requires_grad = False
@@ -84,9 +84,12 @@ class Tensor:
 
     def _is_view(self):
         """Whether this tensor was made by a view op (reshape, permute, slicing, basic indexing...) and
-        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch)."""
+        shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch;
+        nor is a view of an inference tensor, which, as torch's, tracks no views)."""
         base = getattr(self, "_base", None)
-        return base is not None and bool(self.device.xp.may_share_memory(self.array, base.array))
+        if base is None or self._vc is INFERENCE_VERSION:
+            return False
+        return bool(self.device.xp.may_share_memory(self.array, base.array))
 
     def is_inference(self):
         """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
@@ -109,12 +112,23 @@ class Tensor:
         return self.array.shape[0]
 
     # ---- autograd state ---------------------------------------------------------------------
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """As torch, a gradient assigned by hand must be None or fit (see _check_assigned_grad)."""
+        if value is not None:
+            _check_assigned_grad(self, value)
+        self._grad = value
+
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.array.dtype.kind != "f":
             raise DTypeError(f"only floating point tensors can require gradients, got {self.dtype}")
         if requires_grad and self._vc is INFERENCE_VERSION and not _grad_state.inference:
             raise AutogradError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
-        if not requires_grad and self.grad_fn is not None:
+        if not requires_grad and _grad_fn_slot.__get__(self) is not None:  # (its own: see retain_grad)
             raise AutogradError("you can only change requires_grad flags of leaf variables")
         self.requires_grad = bool(requires_grad)
         return self
@@ -133,6 +147,8 @@ class Tensor:
                 "detach_: Can't detach views in-place. Use detach() instead (the tensor is a view of another "
                 f"tensor of shape {tuple(self._base.shape)})."
             )
+        if self.grad_fn is not None:
+            non_leaves_detached[0] += 1
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -188,8 +204,12 @@ class Tensor:
         return _RemovableHandle(self._post_hooks, hook)
 
     def retain_grad(self):
-        """Keep `.grad` for a non-leaf tensor after backward."""
-        if self.grad_fn is None or getattr(self, "_retains", None):
+        """Keep `.grad` for a non-leaf tensor after backward. A no-op on a leaf, as torch; whether it is
+        one is read from its own grad_fn, not rebuilt (a view made in no_grad mode is a leaf even after
+        its memory was written, when reading its grad_fn would raise)."""
+        if not self.requires_grad:
+            raise AutogradError("can't retain_grad on Tensor that has requires_grad=False")
+        if _grad_fn_slot.__get__(self) is None or getattr(self, "_retains", None):
             return
         import weakref
 
@@ -355,6 +375,26 @@ class Tensor:
         )
 
 
+def _check_assigned_grad(t, value):
+    """A Tensor of t's dtype, device and shape, or the optimizer's update fails later, far from the mistake."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(value).__name__}")
+    if value is t:
+        raise AutogradError("can't assign Variable as its own grad")
+    if value.array.dtype != t.array.dtype:
+        problem = "of a different type"
+    elif value.device is not t.device:
+        problem = "located on a different device"
+    elif value.shape != t.shape:
+        problem = "of a different size"
+    else:
+        return
+    raise AutogradError(
+        f"assigned grad has data {problem}: grad {tuple(value.shape)} {value.dtype.name} on {value.device}, "
+        f"tensor {tuple(t.shape)} {t.dtype.name} on {t.device}"
+    )
+
+
 def _rebuild(array, device, requires_grad):
     return Tensor(to_device(array, device), requires_grad=requires_grad)
 
@@ -364,6 +404,9 @@ def _rebuild(array, device, requires_grad):
 regenerate_view = None
 _grad_fn_slot = Tensor.grad_fn  # the slots themselves, which View's properties wrap
 _requires_grad_slot = Tensor.requires_grad
+# The slot under a name View does not override: the own flag (torch's `requires_grad_`), which alone gives a
+# leaf gradients; a View may require grad through its base alone.
+Tensor._own_requires_grad = _requires_grad_slot
 
 
 class View(Tensor):
@@ -392,10 +435,19 @@ class View(Tensor):
         self._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
 
     def _requires_grad(self):
+        """As torch's views: its own flag (set by recording or requires_grad_), or its root's (the tensor
+        owning the memory, torch's `_base`). So a view made in no_grad mode of a tensor that requires grad
+        requires grad, with no grad_fn: a leaf no gradient reaches (unless requires_grad_(True) gave it
+        its own flag, `_own_requires_grad`) and that a write with grad mode on may not change."""
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
-        return _requires_grad_slot.__get__(self)
+        if _requires_grad_slot.__get__(self):
+            return True
+        root = self._base
+        while type(root) is View:
+            root = root._base
+        return root.requires_grad
 
     requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
 
@@ -426,6 +478,8 @@ class InferenceVersion(list):
 
 INFERENCE_VERSION = InferenceVersion([0])
 
+non_leaves_detached = [0]  # how many detach_ ever took a tensor out of a graph (the engine looks for a
+# saved one only if some did)
 post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
 # early-leaf bookkeeping while there are none)
 
@@ -439,14 +493,5 @@ class _RemovableHandle:
             self.hooks.remove(self.hook)
 
 
-_TYPE_NAMES = {
-    "bool": "BoolTensor",
-    "uint8": "ByteTensor",
-    "int8": "CharTensor",
-    "int16": "ShortTensor",
-    "int32": "IntTensor",
-    "int64": "LongTensor",
-    "float16": "HalfTensor",
-    "float32": "FloatTensor",
-    "float64": "DoubleTensor",
-}
+_LEGACY = "bool Bool uint8 Byte int8 Char int16 Short int32 Int int64 Long float16 Half float32 Float float64 Double"
+_TYPE_NAMES = {dtype: f"{name}Tensor" for dtype, name in zip(_LEGACY.split()[::2], _LEGACY.split()[1::2])}

@@ -80,7 +80,7 @@ def snapshot(t):
     CopySlices, a write through the view sends the old value's gradient straight to the base, past
     the hooks registered on the view (they are on the graph of a value the view no longer holds)."""
     s = Tensor.__new__(Tensor)
-    s.array, s.device, s.grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
+    s.array, s.device, s._grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
     s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
     if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._base.requires_grad:
         _record(t._view_fn[0], (t._base,), t._view_fn[1], None, s)
@@ -102,9 +102,12 @@ def rebase(view, new_value):
     with grad_mode.no_grad():
         covered = ew.const(1, view, None).expand(view.shape)
     placed = new_value
+    tracked = view.requires_grad  # (read before the loop: reading it may rebuild the view's graph)
     while node is not None:  # each view op's backward rule puts the value one level down
         base = node.inputs[0]
-        if base.requires_grad and base.grad_fn is None:
+        # as torch: refused into a view of a leaf that requires grad, or into a view that requires grad
+        # of a leaf (one that left the graph by detach_ after the view was made)
+        if base.grad_fn is None and (base.requires_grad or tracked):
             raise AutogradError(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"({node.op.name} view of shape {tuple(view.shape)})."

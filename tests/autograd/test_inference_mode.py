@@ -110,3 +110,19 @@ def test_enable_grad_inside_inference_mode_records_nothing_as_torch():
             assert (x * 2).requires_grad == (tx * 2).requires_grad == True  # noqa: E712
         assert dg.is_grad_enabled() == torch.is_grad_enabled() == False  # noqa: E712
     assert (x * 2).requires_grad and dg.is_grad_enabled()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda t: t.view(3), lambda t: t.unsqueeze(0), lambda t: t.T, lambda t: t[1:]],
+    ids=["view", "unsqueeze", "T", "slice"],
+)
+def test_view_of_a_normal_tensor_made_in_inference_mode_is_no_inference_tensor_like_torch(make):
+    results = []
+    for lib in (dg, torch):
+        x = lib.tensor(np.array([0.5, -1.0, 2.0]))
+        with lib.inference_mode():
+            v = make(x)
+        v.add_(1)  # outside the mode: fine, it shares x's version counter
+        results.append((v.is_inference(), x._version, x.tolist()))
+    assert results[0] == results[1]
