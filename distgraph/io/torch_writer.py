@@ -75,6 +75,8 @@ class TorchWriter:
             self.get(self.memo[id(obj)])
         elif isinstance(obj, Tensor):
             self.tensor(obj, path)
+        elif isinstance(obj, np.ndarray):  # an optimizer's state holds arrays where torch's holds tensors
+            self.tensor(Tensor(obj), path, memo=obj)
         elif isinstance(obj, Mapping):
             self.mapping(obj, path, depth)
         elif isinstance(obj, list):
@@ -87,7 +89,7 @@ class TorchWriter:
             self.fail(
                 path,
                 f"cannot save an object of type {type(obj).__name__} in a torch file (supported: tensors, "
-                "Parameters, dicts, lists, tuples, str, bytes, int, float, bool, None)",
+                "Parameters, numpy arrays (as tensors), dicts, lists, tuples, str, bytes, int, float, bool, None)",
             )
 
     def int(self, value):
@@ -140,9 +142,10 @@ class TorchWriter:
             self.encode(v, join(path, k), depth + 1)
         self.out += b"u"
 
-    def tensor(self, t, path):
+    def tensor(self, t, path, memo=None):
         """_rebuild_tensor_v2(storage, 0, size, contiguous stride, requires_grad, OrderedDict()), in a
-        _rebuild_parameter(tensor, requires_grad, OrderedDict()) for a Parameter."""
+        _rebuild_parameter(tensor, requires_grad, OrderedDict()) for a Parameter. `memo`: the object a
+        second meeting refers to (an array wrapped for this call), else `t`."""
         arr = t.array
         name = STORAGE_OF.get(arr.dtype.name)
         if name is None or name.startswith("Complex"):
@@ -167,7 +170,7 @@ class TorchWriter:
         self.out += EMPTY_ORDERED_DICT + b"tR"
         if isinstance(t, Parameter):
             self.out += (b"\x88" if t.requires_grad else b"\x89") + EMPTY_ORDERED_DICT + b"tR"
-        self.put(t)
+        self.put(t if memo is None else memo)
 
     def storage(self, arr):
         """The key of the storage holding `arr` (one per array object), its bytes queued C-contiguous."""
