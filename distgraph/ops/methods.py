@@ -326,7 +326,8 @@ def _copy_(self, src, non_blocking=False):
 
     views.refuse_internal_overlap(self.array, "copy_")
     views.refuse_partial_overlap(self.array, (src,), "copy_")
-    views.check_view_write(self, (src,), "copy_")
+    # as torch's copy_, a grad-requiring src counts only where self's dtype can carry a gradient
+    views.check_view_write(self, (src,) if self.array.dtype.kind in "fc" else (), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
         return inplace_variant(views.overwrite, "copy_")(self, src)

@@ -1,0 +1,95 @@
+"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 4500..7000, each pinned
+against torch (float64, values and gradients; refusals where torch refuses)."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from tests.autograd.test_second_order_regressions import check_second_order
+from tests.parity import check
+
+torch = pytest.importorskip("torch")
+
+X = np.random.default_rng(0).standard_normal((3, 4))
+
+
+def _parity(fn, *arrays, **kw):
+    return check(lambda *a: fn(dg, *a), lambda *a: fn(torch, *a), *arrays, **kw)
+
+
+# ---- writes into an int/bool view that one of several views an op returned (seeds 6099, 6695) ----------
+def _raises(m, write, dtype):
+    """Whether writing `write(m, view, g)` (g a float64 tensor that requires grad) into output 0 of
+    unbind of an int/bool tensor raises."""
+    g = m.tensor(X, requires_grad=True)
+    view = m.zeros(3, 4, dtype=getattr(m, dtype)).unbind(0)[0]
+    try:
+        write(m, view, g)
+    except Exception:  # noqa: BLE001 - torch raises RuntimeError, distgraph its AutogradError
+        return True
+    return False
+
+
+WRITES = {  # torch's setitem copies a same-shaped or broadcast value (copy_), fills with a 0-d one (fill_)
+    "copy_": lambda m, v, g: v.copy_(g[0]),
+    "copy_0d": lambda m, v, g: v.copy_(g.sum()),
+    "setitem_same_shape": lambda m, v, g: v.__setitem__(slice(None), g[0]),
+    "setitem_broadcast": lambda m, v, g: v.__setitem__(slice(0, 2), g[0, :1]),
+    "setitem_0d_into_0d": lambda m, v, g: v.__setitem__(0, g.sum()),
+    "setitem_0d_into_slice": lambda m, v, g: v.__setitem__((Ellipsis, slice(0, 1)), g.sum()),
+    "setitem_0d_everywhere": lambda m, v, g: v.__setitem__(Ellipsis, g.sum()),
+    "setitem_0d_through_mask": lambda m, v, g: v.__setitem__(m.tensor([True, False, True, False]), g.sum()),
+    "setitem_through_index": lambda m, v, g: v.__setitem__(m.tensor([0, 1]), g[0, :2]),
+    "fill_": lambda m, v, g: v.fill_(g.sum()),
+}
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+@pytest.mark.parametrize("write", list(WRITES))
+def test_a_grad_value_written_into_an_int_multi_output_view_is_refused_where_torch_refuses_it(write, dtype):
+    """torch's copy_ leaves out a src's grad where the destination's dtype cannot carry one; fill_,
+    masked_fill_ and index_put_ (which setitem uses for a 0-d value into a larger target, a mask, an
+    index tensor) count it, and refuse the write into a view one of several views of an op."""
+    assert _raises(dg, WRITES[write], dtype) == _raises(torch, WRITES[write], dtype)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_copy_of_a_grad_value_into_an_int_unbind_view_writes_it(dtype):
+    def fn(m, x):
+        y = m.zeros(3, 4, dtype=getattr(m, dtype))
+        y.unbind(0)[1].copy_(x[0] * 3)
+        y.split(1)[2].copy_(x[1:2] - 0.5)
+        return x * y
+
+    _parity(fn, X)
+
+
+# ---- std's backward is torch's std_backward, to second order (seed 6444) -------------------------------
+def _constant_column():
+    x = X.copy()
+    x[:, 3] = -3.6
+    return x
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, x, y: x.std(0) * y,
+        lambda m, x, y: x.std(0, correction=0, keepdim=True) * y,
+        lambda m, x, y: m.std_mean(x, 0)[0] * y,
+        lambda m, x, y: m.lerp(x.std(0), y, x.std(0)),
+        lambda m, x, y: x[:, 3:].std() * y,
+    ],
+)
+def test_std_second_order_through_its_incoming_gradient_is_nan_where_std_is_zero(fn):
+    """torch's std_backward masks g / (2 std) to 0 where std is 0: the first-order gradient is 0 there,
+    and a second-order one through g is 0 / 0, NaN."""
+    check_second_order(fn, _constant_column(), np.random.default_rng(1).standard_normal((2, 3, 4)))
+
+
+def test_std_values_and_gradients_still_match_torch():
+    x = _constant_column()
+    _parity(lambda m, x: x.std(1), x)
+    _parity(lambda m, x: x.std((0, 1), keepdim=True), x)
+    _parity(lambda m, x: x.std(0, correction=2), x)
+    _parity(lambda m, x: x.float().std(0).double(), x, rtol=1e-5)
