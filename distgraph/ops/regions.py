@@ -8,7 +8,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _dim, movedim, reshape
+from distgraph.ops.shape import _dim
 
 
 # ---- pad ----------------------------------------------------------------------------------------------------
@@ -136,15 +136,42 @@ def diag(input, diagonal=0):
 
 # ---- unfold -----------------------------------------------------------------------------------------------------
 def unfold(input, dimension, size, step):
-    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim."""
-    from distgraph.ops.indexing import index_select
-
+    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim. A view, as
+    torch's: a write through it reaches `input` (where windows overlap, torch's in-place checks refuse it)."""
     d = _dim(dimension, input.ndim, "unfold")
-    n = (input.shape[d] - size) // step + 1
-    if n <= 0 or size <= 0:
-        raise ShapeError(f"unfold: size {size} is larger than dimension {d} of size {input.shape[d]}")
-    xp = input.device.xp
-    index = (xp.arange(n)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
-    picked = index_select(input, d, Tensor(index, device=input.device))  # (.., n*size, ..)
-    picked = reshape(picked, input.shape[:d] + (n, size) + input.shape[d + 1 :])
-    return movedim(picked, d + 1, -1)
+    length = input.shape[d] if input.ndim else 1
+    if not 0 <= size <= length:
+        raise ShapeError(f"unfold: maximum size for tensor at dimension {d} is {length} but size is {size} (>= 0)")
+    if step <= 0:
+        raise ShapeError(f"unfold: step is {step} but must be > 0")
+    return _unfold(input, dim=d, size=size, step=step)
+
+
+@defop("unfold", kind="other", save=(), view=True)
+def _unfold(xp, x, dim, size, step):
+    if not x.ndim:  # one element: its one window, without a dim of windows (as torch)
+        return xp.lib.stride_tricks.as_strided(x, (size,), (x.itemsize,))
+    n = (x.shape[dim] - size) // step + 1
+    shape = x.shape[:dim] + (n,) + x.shape[dim + 1 :] + (size,)
+    strides = x.strides[:dim] + (x.strides[dim] * step,) + x.strides[dim + 1 :] + (x.strides[dim],)
+    return xp.lib.stride_tricks.as_strided(x, shape, strides)
+
+
+_unfold.grad(lambda ctx, g: _unfold_backward(g, shape=ctx.inputs[0].shape, **ctx.attrs))
+
+
+@defop("unfold_backward", kind="other", save=())
+def _unfold_backward(xp, g, shape, dim, size, step):
+    """Zeros of `shape` with every window's gradient added where the window reads (overlapping windows
+    add up): element k of all windows is one strided slice of distinct positions, so k by k."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    if not len(shape):
+        out[...] = g.sum()
+        return out
+    last = step * (g.shape[dim] - 1) + 1
+    for k in range(size):
+        out[(slice(None),) * dim + (slice(k, k + last, step),)] += g[..., k]
+    return out
+
+
+_unfold_backward.grad(lambda ctx, g: _unfold(g, **{k: v for k, v in ctx.attrs.items() if k != "shape"}))

@@ -93,3 +93,34 @@ def test_std_values_and_gradients_still_match_torch():
     _parity(lambda m, x: x.std((0, 1), keepdim=True), x)
     _parity(lambda m, x: x.std(0, correction=2), x)
     _parity(lambda m, x: x.float().std(0).double(), x, rtol=1e-5)
+
+
+# ---- Tensor.unfold is a view, as torch's (extra menu, seeds 0..250) ----------------------------------
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_write_through_unfold_reaches_its_base(grad):
+    def fn(m, x):
+        y = x * 1
+        y.unfold(1, 1, 2).mul_(3)  # windows one element wide, two apart: no overlap
+        y[1:].unfold(0, 2, 1).fill_(-0.5)  # overlapping windows take a number
+        return y
+
+    _parity(fn, X, grad=grad)
+
+
+@pytest.mark.parametrize("args", [(1, 3, 1), (0, 2, 1), (1, 2, 2), (-1, 1, 3), (1, 4, 1), (1, 0, 1), (0, 3, 5)])
+def test_unfold_values_and_gradients_overlapping_windows_adding_up(args):
+    _parity(lambda m, x: x.unfold(*args) * 2, X)
+    check_second_order(lambda m, x: x.unfold(*args).exp(), X)
+
+
+def test_unfold_of_a_0d_tensor_is_its_one_window():
+    _parity(lambda m, x: x.unfold(0, 1, 2) * 3, np.array(1.5))
+    _parity(lambda m, x: x.unfold(-1, 0, 1), np.array(1.5))
+
+
+@pytest.mark.parametrize("args", [(1, 5, 1), (1, 2, 0), (1, -1, 1), (2, 1, 1)])
+def test_unfold_refuses_what_torch_refuses(args):
+    with pytest.raises((RuntimeError, IndexError)):
+        torch.tensor(X).unfold(*args)
+    with pytest.raises(ValueError, match="unfold"):
+        dg.tensor(X).unfold(*args)
