@@ -52,6 +52,12 @@ def pad(input, pad, mode="constant", value=None):
         return pad_nd(input, widths, 0.0 if value is None else value)
     if mode not in _BORDER_INDEX:
         raise ShapeError(f"pad: mode {mode!r} is not one of constant, reflect, replicate, circular")
+    k = len(pad) // 2  # torch pads k dims of a batch of them (one or none) only
+    if len(pad) not in (2, 4, 6) or not k + 1 <= input.ndim <= k + 2:
+        raise ShapeError(
+            f"pad: {mode} padding of size {len(pad)} is not supported for a {input.ndim}-D input (size 2 takes "
+            "2-D or 3-D input, 4 takes 3-D or 4-D, 6 takes 4-D or 5-D)"
+        )
     from distgraph.ops.indexing import getitem
 
     xp = input.device.xp

@@ -124,3 +124,64 @@ def test_unfold_refuses_what_torch_refuses(args):
         torch.tensor(X).unfold(*args)
     with pytest.raises(ValueError, match="unfold"):
         dg.tensor(X).unfold(*args)
+
+
+# ---- losses: broadcasting and dtypes as torch's (extra menu, seeds 0..250) ---------------------------
+def _loss(name, **kw):
+    return lambda m, x, y: getattr(m.nn.functional, name)(x, y, **kw)
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"])
+@pytest.mark.parametrize("target", [(), (4,), (3, 1)])
+def test_regression_losses_broadcast_first_so_a_0d_target_promotes_as_torch(name, target):
+    """torch broadcasts input and target before the loss, so a float64 0-d target makes a float32
+    input's loss float64 (elementwise promotion alone would keep float32); huber_loss excepted (below)."""
+    y = np.random.default_rng(2).standard_normal(target)
+
+    def fn(m, x, y):
+        out = _loss(name, reduction="none")(m, x.float(), y)
+        assert out.dtype == (m.float32 if name == "huber_loss" else m.float64)
+        return out.double()
+
+    _parity(fn, X, y, rtol=1e-6, atol=1e-6, grad=name != "huber_loss")  # torch's huber backward refuses them
+
+
+@pytest.mark.parametrize("dtypes", [("float32", "float64"), ("float64", "float32")])
+def test_huber_loss_is_in_the_inputs_dtype_and_bce_with_logits_in_the_targets(dtypes):
+    """torch writes huber_loss into a tensor like the input, and binary_cross_entropy_with_logits in
+    place into 1 - target: each takes that operand's dtype, not the promoted one."""
+    a, b = dtypes
+
+    def fn(m, x, y):
+        x, y = x.to(getattr(m, a)), y.to(getattr(m, b))
+        hub = m.nn.functional.huber_loss(x, y, reduction="none", delta=0.7)
+        bce = m.nn.functional.binary_cross_entropy_with_logits(x, y.sigmoid())
+        assert (hub.dtype, bce.dtype) == (getattr(m, a), getattr(m, b))
+        return hub.double(), bce.double()
+
+    _parity(fn, X, X[::-1].copy(), grad=False, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean'")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "batchmean", "none"])
+@pytest.mark.parametrize("target", [(), (4,), (3, 1), (2, 3, 4)])
+def test_kl_div_broadcasts_input_and_target(reduction, target):
+    y = np.random.default_rng(3).standard_normal(target)
+    _parity(lambda m, x, y: m.nn.functional.kl_div(x.log_softmax(-1), y.softmax(-1), reduction=reduction), X, y)
+
+
+# ---- F.pad's non-constant modes take the dims torch takes (extra menu, seeds 0..250) -------------------
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("ndim", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("size", [2, 4, 6])
+def test_pad_non_constant_modes_refuse_the_dims_torch_refuses(mode, ndim, size):
+    x = np.random.default_rng(4).standard_normal((3,) * ndim)
+    fn = lambda m, x: m.nn.functional.pad(x, (1,) * size, mode=mode)  # noqa: E731
+    try:
+        fn(torch, torch.tensor(x))
+    except (RuntimeError, NotImplementedError):
+        with pytest.raises(ValueError, match="pad"):
+            fn(dg, dg.tensor(x))
+    else:
+        _parity(fn, x)
