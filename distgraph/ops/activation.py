@@ -5,7 +5,7 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
-from distgraph.ops.compare import gt, le, logical_and, lt
+from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import EW, add, clamp, const, div, erf, mul, neg, pow, sigmoid, tanh, where
 from distgraph.ops.registry import defop
 
@@ -26,6 +26,21 @@ def step_mask(cond, like, inside=1.0, outside=0.0):
     backward through it is a zero gradient, not a tensor that does not require grad.
     """
     return _step_mask(cond, like, inside=inside, outside=outside)
+
+
+@defop("masked_grad", kind=EW, save=())
+def _masked_grad(xp, g, keep, like):
+    return xp.where(keep, g, 0).astype(g.dtype, copy=False)
+
+
+_masked_grad.grad(lambda ctx, gg: (masked_grad(gg, ctx.inputs[1], ctx.inputs[2]), None, mul(gg, const(0, gg))))
+
+
+def masked_grad(g, keep, like):
+    """g where `keep` holds, else 0: chosen, not multiplied by a 0/1 mask, so an inf or NaN g gives 0
+    outside, as torch's backward kernels (hardtanh's, hardswish's, threshold's) choose. A function of
+    `like` with derivative 0, so under create_graph it stays in the graph (see step_mask)."""
+    return _masked_grad(g, keep, like)
 
 
 @defop("leaky_relu", kind=EW)
@@ -104,7 +119,7 @@ def _(ctx, g):
     """torch's hardtanh gradient: 1 strictly inside, 0 at the bounds (clamp's is 1 on the closed
     interval, which made relu6(0), and hardsigmoid/hardswish at x = ±3, differ from torch)."""
     x, a = ctx.inputs[0], ctx.attrs
-    return mul(g, step_mask(logical_and(gt(x, a["min_val"]), lt(x, a["max_val"])), x))
+    return masked_grad(g, logical_and(gt(x, a["min_val"]), lt(x, a["max_val"])), x)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0):
@@ -124,12 +139,25 @@ def _(ctx, g):
     """torch's hardswish_backward: g times x/3 + 1/2 on (-3, 3), 0 at or below -3, 1 at or above 3 and at
     a NaN (so 1 at inf and 0 at -inf, where x·hardsigmoid'(x) was NaN)."""
     x = ctx.inputs[0]
-    outside = step_mask(le(x, -3.0), x, inside=0.0, outside=1.0)
-    return mul(g, where(logical_and(gt(x, -3.0), lt(x, 3.0)), add(div(x, 3.0), 0.5), outside))
+    slope = where(logical_and(gt(x, -3.0), lt(x, 3.0)), add(div(x, 3.0), 0.5), const(1, x))
+    return masked_grad(mul(g, slope), logical_not(le(x, -3.0)), x)
 
 
 def hardswish(input):
     return _hardswish(input)
+
+
+@defop("threshold", kind=EW)
+def _threshold(xp, x, threshold, value):
+    return xp.where(x <= threshold, value, x).astype(x.dtype, copy=False)
+
+
+_threshold.grad(lambda ctx, g: masked_grad(g, logical_not(le(ctx.inputs[0], ctx.attrs["threshold"])), ctx.inputs[0]))
+
+
+def threshold(input, threshold, value):
+    """value where x ≤ threshold, else x (a NaN input stays NaN, as torch); torch's threshold_backward."""
+    return _threshold(input, threshold=threshold, value=value)
 
 
 def relu6(input):

@@ -185,3 +185,35 @@ def test_pad_non_constant_modes_refuse_the_dims_torch_refuses(mode, ndim, size):
             fn(dg, dg.tensor(x))
     else:
         _parity(fn, x)
+
+
+# ---- piecewise activations choose their zero gradient, as torch's kernels (extra menu, seeds 79 105) -----
+ACT_X = np.array([np.nan, np.inf, -np.inf, -5, -3, -1, 0, 1, 3, 5, 7, -0.2, 0.2, 0.5, -0.5])
+PIECEWISE = {
+    "relu6": lambda F, x: F.relu6(x),
+    "hardtanh": lambda F, x: F.hardtanh(x, -0.5, 0.8),
+    "hardsigmoid": lambda F, x: F.hardsigmoid(x),
+    "hardswish": lambda F, x: F.hardswish(x),
+    "threshold": lambda F, x: F.threshold(x, 0.1, -1.0),
+}
+
+
+@pytest.mark.parametrize("g", [np.inf, np.nan, -2.0])
+@pytest.mark.parametrize("name", list(PIECEWISE))
+def test_piecewise_activation_gradient_is_zero_outside_even_for_an_inf_or_nan_gradient(name, g):
+    """torch's backward kernels pick 0 where the activation is flat (g times 0 would be NaN for an
+    inf g), and record that gradient as a function of x, so it requires grad under create_graph."""
+    got = []
+    for m in (dg, torch):
+        x = m.tensor(ACT_X, requires_grad=True)
+        (gx,) = m.autograd.grad(PIECEWISE[name](m.nn.functional, x), x, m.tensor(np.full(15, g)), create_graph=True)
+        got.append((np.asarray(gx.detach().numpy()), gx.requires_grad))
+    np.testing.assert_allclose(got[0][0], got[1][0], rtol=1e-7)  # torch's hardsigmoid takes g / 6 in float32
+    assert got[0][1] == got[1][1]
+
+
+@pytest.mark.parametrize("name", list(PIECEWISE))
+def test_piecewise_activation_second_order_matches_torch(name):
+    if name == "hardsigmoid":  # torch has no derivative of hardsigmoid_backward
+        pytest.skip("torch: derivative for aten::hardsigmoid_backward is not implemented")
+    check_second_order(lambda m, x: PIECEWISE[name](m.nn.functional, x * 4), X)

@@ -112,8 +112,7 @@ def tanhshrink(input):
 
 def threshold(input, threshold, value, inplace=False):
     """value where x ≤ threshold, else x (so a NaN input stays NaN, as torch)."""
-    replace = lambda x: ew.where(cmp.le(x, threshold), ew.const(value, x), x)  # noqa: E731
-    return _maybe_inplace(replace, input, inplace, "threshold")
+    return _maybe_inplace(act.threshold, input, inplace, "threshold", threshold, value)
 
 
 def _zero_keeping_nan(input):
