@@ -217,3 +217,17 @@ def test_piecewise_activation_second_order_matches_torch(name):
     if name == "hardsigmoid":  # torch has no derivative of hardsigmoid_backward
         pytest.skip("torch: derivative for aten::hardsigmoid_backward is not implemented")
     check_second_order(lambda m, x: PIECEWISE[name](m.nn.functional, x * 4), X)
+
+
+def test_a_write_through_overlapping_unfold_windows_backwards_as_torch():
+    """torch refuses the backward of a write only where the view has a zero stride (expand); overlapping
+    unfold windows backward, the value's gradient reading each location once per window element
+    (extra menu, seed 203)."""
+
+    def fn(m, x, v):
+        y = x * 2
+        y[1].unfold(-1, 3, 1).fill_(v.sum())
+        y.unfold(1, 2, 2).mul_(v.sum())
+        return y
+
+    _parity(fn, X, np.array([0.7, -0.2]))
