@@ -5,8 +5,26 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
+from distgraph.ops import kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
-from distgraph.ops.elementwise import EW, add, clamp, const, div, erf, mul, neg, pow, sigmoid, tanh, where
+from distgraph.ops.elementwise import (
+    EW,
+    _erf_fwd,
+    add,
+    clamp,
+    const,
+    div,
+    erf,
+    exp,
+    mul,
+    neg,
+    pow,
+    rsub,
+    sigmoid,
+    square,
+    tanh,
+    where,
+)
 from distgraph.ops.registry import defop
 
 
@@ -74,17 +92,50 @@ def elu(input, alpha=1.0):
     return _elu(input, alpha=alpha)
 
 
+# silu and gelu are single ops with torch's backward formulas, g times one derivative: through the product
+# rule of their compositions an inf g gave inf - inf = NaN where torch's gives ±inf
+@defop("silu", kind=EW)
+def _silu(xp, x):
+    return x * kernels.sigmoid(xp, x)
+
+
+@_silu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    s = sigmoid(x)
+    return mul(g, mul(s, add(mul(x, rsub(s, 1)), 1)))  # torch's silu_backward: s · (1 + x · (1 - s))
+
+
 def silu(input):
-    return mul(input, sigmoid(input))
+    return _silu(input)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+@defop("gelu", kind=EW)
+def _gelu(xp, x, approximate):
+    if approximate == "tanh":
+        return (x * 0.5) * (xp.tanh((x + x**3 * 0.044715) * _SQRT_2_OVER_PI) + 1)
+    return (x * 0.5) * (_erf_fwd(xp, x * (1 / math.sqrt(2))) + 1)
+
+
+@_gelu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    if ctx.attrs["approximate"] == "tanh":  # torch's gelu_backward: the product rule summed before g
+        t = tanh(mul(add(x, mul(pow(x, 3), 0.044715)), _SQRT_2_OVER_PI))
+        slope = mul(mul(mul(x, 0.5), rsub(square(t), 1)), mul(add(mul(square(x), 3 * 0.044715), 1), _SQRT_2_OVER_PI))
+        return mul(g, add(mul(add(t, 1), 0.5), slope))
+    cdf = mul(add(erf(mul(x, 1 / math.sqrt(2))), 1), 0.5)
+    pdf = mul(exp(mul(square(x), -0.5)), 1 / math.sqrt(2 * math.pi))
+    return mul(g, add(cdf, mul(x, pdf)))
 
 
 def gelu(input, approximate="none"):
-    if approximate == "tanh":
-        inner = mul(add(input, mul(pow(input, 3), 0.044715)), math.sqrt(2 / math.pi))
-        return mul(mul(input, 0.5), add(tanh(inner), 1))
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return mul(mul(input, 0.5), add(erf(mul(input, 1 / math.sqrt(2))), 1))
+    return _gelu(input, approximate=approximate)
 
 
 @defop("softplus", kind=EW)
@@ -105,8 +156,20 @@ def softplus(input, beta=1.0, threshold=20.0):
     return _softplus(input, beta=beta, threshold=threshold)
 
 
+@defop("mish", kind=EW)
+def _mish(xp, x):
+    return x * xp.tanh(_softplus.forward(xp, x))
+
+
+@_mish.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    t = tanh(softplus(x))
+    return mul(g, add(t, mul(mul(x, sigmoid(x)), rsub(square(t), 1))))  # torch's mish_backward, one factor
+
+
 def mish(input):
-    return mul(input, tanh(softplus(input)))
+    return _mish(input)
 
 
 @defop("hardtanh", kind=EW)

@@ -231,3 +231,25 @@ def test_a_write_through_overlapping_unfold_windows_backwards_as_torch():
         return y
 
     _parity(fn, X, np.array([0.7, -0.2]))
+
+
+SMOOTH = {
+    "silu": lambda F, x: F.silu(x),
+    "gelu": lambda F, x: F.gelu(x),
+    "gelu_tanh": lambda F, x: F.gelu(x, approximate="tanh"),
+    "mish": lambda F, x: F.mish(x),
+}
+
+
+@pytest.mark.parametrize("name", list(SMOOTH))
+def test_smooth_activation_gradient_of_an_inf_gradient_is_inf_as_torch(name):
+    """torch's silu/gelu/mish backward multiply g by one derivative; through the product rule of a
+    composition an inf g gave inf - inf = NaN (extra menu, seed 306)."""
+    got = []
+    for m in (dg, torch):
+        x = m.tensor(ACT_X, requires_grad=True)
+        (gx,) = m.autograd.grad(SMOOTH[name](m.nn.functional, x), x, m.tensor(np.full(15, np.inf)))
+        got.append(np.asarray(gx.numpy()))
+    np.testing.assert_array_equal(got[0], got[1])
+    _parity(lambda m, x: SMOOTH[name](m.nn.functional, x), X * 3)
+    check_second_order(lambda m, x: SMOOTH[name](m.nn.functional, x), X * 3)
