@@ -253,3 +253,50 @@ def test_smooth_activation_gradient_of_an_inf_gradient_is_inf_as_torch(name):
     np.testing.assert_array_equal(got[0], got[1])
     _parity(lambda m, x: SMOOTH[name](m.nn.functional, x), X * 3)
     check_second_order(lambda m, x: SMOOTH[name](m.nn.functional, x), X * 3)
+
+
+# ---- in-place logical ops, stacking, flips and addmm as torch's (extra menu, seeds 0..1000) -------------
+def test_in_place_logical_ops_record_nothing_so_views_and_leaves_take_them():
+    def fn(m, x):
+        y = x * 1
+        y.unbind(0)[0].logical_not_()
+        y.split(1)[1].logical_and_(y[2])
+        return y * 2
+
+    _parity(fn, X)
+    for m in (dg, torch):
+        leaf = m.tensor(X, requires_grad=True)
+        leaf.logical_or_(leaf)
+        assert leaf.requires_grad
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, x: m.hstack([x[0, 0], x[1, 1]]),
+        lambda m, x: m.hstack([x[0], x[1, 1]]),
+        lambda m, x: m.vstack([x[0, 0], x[1, 1]]),
+        lambda m, x: m.vstack([x[:, :1], x[1, 1]]),
+        lambda m, x: m.addmm(x[:, :1], x, x.T @ x, beta=0.5),
+        lambda m, x: m.addmm(x[0, 0], x, x.T @ x),
+    ],
+)
+def test_stacks_of_0d_tensors_and_addmm_broadcasting_match_torch(fn):
+    _parity(fn, X)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, x: m.flipud(x[0, 0]),
+        lambda m, x: m.fliplr(x[0]),
+        lambda m, x: m.addmm(x[0, :3], x, x.T @ x),
+        lambda m, x: m.addmm(x[:, :1].T, x, x.T @ x),
+        lambda m, x: m.addmm(x.expand(2, 3, 4), x, x.T @ x),
+    ],
+)
+def test_flips_and_addmm_refuse_what_torch_refuses(fn):
+    with pytest.raises(RuntimeError):
+        fn(torch, torch.tensor(X))
+    with pytest.raises(ValueError):
+        fn(dg, dg.tensor(X))
