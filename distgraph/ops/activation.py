@@ -25,6 +25,9 @@ from distgraph.ops.elementwise import (
     tanh,
     where,
 )
+from distgraph.ops.elementwise import (
+    abs as abs_,
+)
 from distgraph.ops.registry import defop
 
 
@@ -221,6 +224,21 @@ _threshold.grad(lambda ctx, g: masked_grad(g, logical_not(le(ctx.inputs[0], ctx.
 def threshold(input, threshold, value):
     """value where x ≤ threshold, else x (a NaN input stays NaN, as torch); torch's threshold_backward."""
     return _threshold(input, threshold=threshold, value=value)
+
+
+@defop("shrink", kind=EW)
+def _shrink(xp, x, lambd, soft):
+    kept = x - xp.sign(x) * lambd if soft else x
+    return xp.where(abs(x) > lambd, kept, xp.where(x != x, x, 0)).astype(x.dtype, copy=False)  # NaN stays
+
+
+_shrink.grad(lambda ctx, g: masked_grad(g, gt(abs_(ctx.inputs[0]), ctx.attrs["lambd"]), ctx.inputs[0]))
+
+
+def shrink(input, lambd, soft):
+    """hardshrink (x where |x| > λ, else 0) or softshrink (x − sign(x)·λ there): one op whose gradient is
+    torch's (g where |x| > λ, else 0, NaN included), a function of x under create_graph, as torch's."""
+    return _shrink(input, lambd=lambd, soft=soft)
 
 
 def relu6(input):

@@ -195,6 +195,8 @@ PIECEWISE = {
     "hardsigmoid": lambda F, x: F.hardsigmoid(x),
     "hardswish": lambda F, x: F.hardswish(x),
     "threshold": lambda F, x: F.threshold(x, 0.1, -1.0),
+    "hardshrink": lambda F, x: F.hardshrink(x, 0.5),  # extra menu, seed 435
+    "softshrink": lambda F, x: F.softshrink(x, 0.5),
 }
 
 

@@ -115,22 +115,16 @@ def threshold(input, threshold, value, inplace=False):
     return _maybe_inplace(act.threshold, input, inplace, "threshold", threshold, value)
 
 
-def _zero_keeping_nan(input):
-    """0, or NaN where the input is NaN (torch's x·0 without inf·0's warning), with no gradient."""
-    return ew.where(cmp.ne(input, input), input.detach(), ew.const(0, input))
-
-
 def hardshrink(input, lambd=0.5):
     """x where |x| > λ, else 0; a NaN input stays NaN (with zero gradient), as torch."""
-    return ew.where(cmp.gt(ew.abs(input), lambd), input, _zero_keeping_nan(input))
+    return act.shrink(input, lambd=lambd, soft=False)
 
 
 def softshrink(input, lambd=0.5):
     """x − sign(x)·λ where |x| > λ, else 0 (NaN stays NaN); λ must be non-negative, as torch requires."""
     if lambd < 0:
         raise ValueError(f"softshrink: lambda must be non-negative, got {lambd}")
-    shrunk = ew.sub(input, ew.mul(ew.sign(input), lambd))
-    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, _zero_keeping_nan(input))
+    return act.shrink(input, lambd=lambd, soft=True)
 
 
 def glu(input, dim=-1):
