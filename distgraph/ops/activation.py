@@ -79,7 +79,7 @@ def leaky_relu(input, negative_slope=0.01):
     return _leaky_relu(input, negative_slope=negative_slope)
 
 
-@defop("elu", kind=EW, saves_output=True)
+@defop("elu", kind=EW)
 def _elu(xp, x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
 
@@ -88,7 +88,8 @@ def _elu(xp, x, alpha=1.0):
 def _(ctx, g):
     x = ctx.inputs[0]
     alpha = ctx.attrs.get("alpha", 1.0)
-    return mul(g, where(le(x, 0), add(ctx.out, alpha), const(1, g)))  # as torch: 1 at a NaN input
+    # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later)
+    return mul(g, where(le(x, 0), mul(exp(x), alpha), const(1, g)))  # as torch: 1 at a NaN input
 
 
 def elu(input, alpha=1.0):

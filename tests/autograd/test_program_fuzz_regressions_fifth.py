@@ -302,3 +302,17 @@ def test_flips_and_addmm_refuse_what_torch_refuses(fn):
         fn(torch, torch.tensor(X))
     with pytest.raises(ValueError):
         fn(dg, dg.tensor(X))
+
+
+@pytest.mark.parametrize("name", ["elu", "celu", "selu"])
+def test_elu_saves_its_input_so_a_later_write_into_its_output_keeps_backward(name):
+    """torch's F.elu saves x, not its output (extra menu, seed 552)."""
+
+    def fn(m, x):
+        y = getattr(m.nn.functional, name)(x * 1)
+        z = y * 3
+        y.detach().mul_(2)
+        return z
+
+    _parity(fn, X)
+    check_second_order(lambda m, x: getattr(m.nn.functional, name)(x), X)
