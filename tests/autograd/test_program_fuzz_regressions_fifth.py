@@ -316,3 +316,11 @@ def test_elu_saves_its_input_so_a_later_write_into_its_output_keeps_backward(nam
 
     _parity(fn, X)
     check_second_order(lambda m, x: getattr(m.nn.functional, name)(x), X)
+
+
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+def test_huber_and_smooth_l1_gradient_at_an_infinite_difference_is_the_linear_branchs(name):
+    """torch's backward picks one branch per element; the unselected quadratic branch of the composition
+    sent inf · 0 = NaN (extra menu, seed 398)."""
+    y = np.array([np.inf, -np.inf, 0.3, 5.0, np.nan, -0.1])
+    _parity(lambda m, x, y: getattr(m.nn.functional, name)(x, y, reduction="none"), np.linspace(-1, 1, 6), y)

@@ -150,15 +150,23 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     d = ew.abs(ew.sub(input, target))
     if beta == 0:
         return _reduce(d, reduction, "smooth_l1_loss")
-    quad = ew.div(ew.mul(ew.square(d), 0.5), beta)
-    return _reduce(ew.where(cmp.lt(d, beta), quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+    near = cmp.lt(d, beta)
+    quad = ew.div(ew.mul(ew.square(_near_only(d, near)), 0.5), beta)
+    return _reduce(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+
+
+def _near_only(d, near):
+    """d where the loss is quadratic, else 0: the unselected quadratic branch then sends no inf · 0 = NaN
+    to the gradient where d is infinite (torch's backward picks one branch per element)."""
+    return ew.where(near, d, ew.const(0, d))
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     input, target = _broadcast(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
-    loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
+    near = cmp.lt(d, delta)
+    loss = ew.where(near, ew.mul(ew.square(_near_only(d, near)), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
     if loss.dtype != input.dtype:  # torch writes it into a tensor like the input (its backward then refuses)
         loss = cast(loss, input.dtype)
     return _weighted(loss, weight, reduction, "huber_loss", False)
