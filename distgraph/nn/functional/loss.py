@@ -150,7 +150,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     d = ew.abs(ew.sub(input, target))
     if beta == 0:
         return _reduce(d, reduction, "smooth_l1_loss")
-    near = cmp.lt(d, beta)
+    near = cmp.logical_not(cmp.gt(d, beta))  # NaN too: torch's quadratic branch
     quad = ew.div(ew.mul(ew.square(_near_only(d, near)), 0.5), beta)
     return _reduce(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
 
@@ -165,7 +165,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     input, target = _broadcast(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
-    near = cmp.lt(d, delta)
+    near = cmp.logical_not(cmp.gt(d, delta))  # NaN too: torch's quadratic branch
     loss = ew.where(near, ew.mul(ew.square(_near_only(d, near)), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
     if loss.dtype != input.dtype:  # torch writes it into a tensor like the input (its backward then refuses)
         loss = cast(loss, input.dtype)
