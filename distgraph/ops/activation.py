@@ -229,8 +229,9 @@ def threshold(input, threshold, value):
 
 @defop("shrink", kind=EW)
 def _shrink(xp, x, lambd, soft):
-    kept = x - xp.sign(x) * lambd if soft else x
-    return xp.where(abs(x) > lambd, kept, xp.where(x != x, x, 0)).astype(x.dtype, copy=False)  # NaN stays
+    if soft:  # torch's zero is x · 0 there (-0.0 for a negative x, NaN for NaN); hardshrink's a plain 0
+        return xp.where(abs(x) > lambd, x - xp.sign(x) * lambd, x * 0).astype(x.dtype, copy=False)
+    return xp.where(abs(x) > lambd, x, xp.where(x != x, x, 0)).astype(x.dtype, copy=False)  # NaN stays
 
 
 _shrink.grad(lambda ctx, g: masked_grad(g, gt(abs_(ctx.inputs[0]), ctx.attrs["lambd"]), ctx.inputs[0]))

@@ -324,3 +324,11 @@ def test_huber_and_smooth_l1_gradient_at_an_infinite_difference_is_the_linear_br
     sent inf · 0 = NaN (extra menu, seed 398)."""
     y = np.array([np.inf, -np.inf, 0.3, 5.0, np.nan, -0.1])
     _parity(lambda m, x, y: getattr(m.nn.functional, name)(x, y, reduction="none"), np.linspace(-1, 1, 6), y)
+
+
+def test_softshrink_zero_keeps_the_sign_of_x_as_torchs_x_times_0():
+    """torch's softshrink writes x · 0 inside [-lambda, lambda]: -0.0 for a negative x, which a later
+    1 / y or floor division shows (extra menu, seed 1360)."""
+    x = np.array([-0.3, 0.3, -0.0, 0.0, np.nan, 0.7, -2.0])
+    _parity(lambda m, x: 1 / m.nn.functional.softshrink(x, 0.5), x, grad=False)
+    _parity(lambda m, x: 1 / m.nn.functional.hardshrink(x, 0.5), x, grad=False)
