@@ -332,3 +332,15 @@ def test_softshrink_zero_keeps_the_sign_of_x_as_torchs_x_times_0():
     x = np.array([-0.3, 0.3, -0.0, 0.0, np.nan, 0.7, -2.0])
     _parity(lambda m, x: 1 / m.nn.functional.softshrink(x, 0.5), x, grad=False)
     _parity(lambda m, x: 1 / m.nn.functional.hardshrink(x, 0.5), x, grad=False)
+
+
+@pytest.mark.parametrize("right", [False, True])
+def test_searchsorted_places_nans_as_torchs_binary_search(right):
+    """torch's comparisons are false at a NaN: a NaN value lands at the end, a NaN in the sequence reads
+    as below a value; numpy's NaN-last order placed both otherwise (extra menu, seed 6038)."""
+    seqs = [[0.1, 0.5, 0.9, np.nan], [0.1, np.nan, 0.5, 0.9], [np.nan], [], [0.5, 0.5, 0.5]]
+    v = np.array([[0.3, np.nan, 2.0, 0.5], [-1.0, 0.1, 0.9, np.inf]])
+    for seq in seqs:
+        got = dg.searchsorted(dg.tensor(np.array(seq)), dg.tensor(v), right=right)
+        want = torch.searchsorted(torch.tensor(np.array(seq, dtype=np.float64)), torch.tensor(v), right=right)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
