@@ -295,6 +295,8 @@ def test_stacks_of_0d_tensors_and_addmm_broadcasting_match_torch(fn):
         lambda m, x: m.addmm(x[0, :3], x, x.T @ x),
         lambda m, x: m.addmm(x[:, :1].T, x, x.T @ x),
         lambda m, x: m.addmm(x.expand(2, 3, 4), x, x.T @ x),
+        lambda m, x: m.addmm(x, x.expand(2, 3, 4), x.T @ x),  # torch's mats must be matrices (seed 5202)
+        lambda m, x: m.addmm(x[:, :1], x, x[0]),
     ],
 )
 def test_flips_and_addmm_refuse_what_torch_refuses(fn):
