@@ -116,8 +116,12 @@ _INPLACE = {
     "sqrt_": lambda m, v, o: v.abs_().sqrt_(),
     "clip_": lambda m, v, o: v.clip_(max=o),
     "div_floor_": lambda m, v, o: v.div_(o, rounding_mode="floor"),
-    "scatter_add_": lambda m, v, o: v.scatter_add_(  # torch refuses another dtype (known); o may alias v
-        0, m.zeros((1,) + tuple(v.shape[1:]), dtype=m.int64), o.clone().to(v.dtype)
+    "scatter_add_": lambda m, v, o: (
+        v.scatter_add_(  # a src the index's shape, in v's dtype (torch's checks)
+            0, m.zeros((1,) + tuple(v.shape[1:]), dtype=m.int64), o.sum().to(v.dtype).expand((1,) + tuple(v.shape[1:]))
+        )
+        if v.ndim
+        else v.fill_(2.0)
     ),
     "index_put_": lambda m, v, o: v.index_put_((m.tensor([0, 0]),), o.sum(), accumulate=True),
     "logical_not_": lambda m, v, o: v.logical_not_(),
