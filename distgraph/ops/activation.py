@@ -5,6 +5,8 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
+import numpy as np
+
 from distgraph.ops import kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
@@ -212,6 +214,25 @@ def _(ctx, g):
 
 def hardswish(input):
     return _hardswish(input)
+
+
+@defop("hardsigmoid", kind=EW)
+def _hardsigmoid(xp, x):
+    return xp.clip(x + 3, 0, 6).astype(x.dtype, copy=False) / 6
+
+
+# torch's hardsigmoid_backward multiplies by 1/6 rounded to float32, in every dtype
+_ONE_SIXTH = float(np.float32(1 / 6))
+_hardsigmoid.grad(
+    lambda ctx, g: masked_grad(
+        mul(g, _ONE_SIXTH), logical_and(gt(ctx.inputs[0], -3.0), lt(ctx.inputs[0], 3.0)), ctx.inputs[0]
+    )
+)
+
+
+def hardsigmoid(input):
+    """relu6(x + 3) / 6, with torch's gradient: g · 1/6 strictly inside (-3, 3), else 0."""
+    return _hardsigmoid(input)
 
 
 @defop("threshold", kind=EW)

@@ -71,7 +71,7 @@ def celu(input, alpha=1.0, inplace=False):
 
 def hardsigmoid(input, inplace=False):
     """relu6(x + 3) / 6: a piecewise-linear sigmoid."""
-    return _maybe_inplace(lambda x: ew.div(act.relu6(ew.add(x, 3.0)), 6.0), input, inplace, "hardsigmoid")
+    return _maybe_inplace(act.hardsigmoid, input, inplace, "hardsigmoid")
 
 
 def hardswish(input, inplace=False):
