@@ -346,3 +346,12 @@ def test_searchsorted_places_nans_as_torchs_binary_search(right):
         got = dg.searchsorted(dg.tensor(np.array(seq)), dg.tensor(v), right=right)
         want = torch.searchsorted(torch.tensor(np.array(seq, dtype=np.float64)), torch.tensor(v), right=right)
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("p", [float("inf"), float("-inf")])
+def test_inf_norm_gradient_counts_a_nan_element_as_the_hit_as_torch(p):
+    """torch's norm(p=±inf) backward counts NaN elements as hits (amax's does not): the other elements of
+    a slice holding a NaN get 0, not g / 0 · 0 = NaN (seed 1693)."""
+    x = np.array([[np.nan, 0.3, -0.2, -0.1], [1.0, -2.0, 2.0, 0.5]])
+    _parity(lambda m, x: x.norm(p, dim=1), x)
+    _parity(lambda m, x: x.norm(p, dim=1, keepdim=True) * x, x)
