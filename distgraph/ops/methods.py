@@ -438,7 +438,7 @@ def install():
         "__mul__": ew.mul,
         "__rmul__": _reflect(ew.mul),
         "__truediv__": ew.div,
-        "__rtruediv__": _reflect(ew.div),
+        "__rtruediv__": lambda self, other: ew.mul(ew.reciprocal(self), other),  # torch's number / t (saves 1/t)
         "__floordiv__": ew.floor_divide,
         "__rfloordiv__": _reflect(ew.floor_divide),
         "__mod__": ew.remainder,

@@ -355,3 +355,16 @@ def test_inf_norm_gradient_counts_a_nan_element_as_the_hit_as_torch(p):
     x = np.array([[np.nan, 0.3, -0.2, -0.1], [1.0, -2.0, 2.0, 0.5]])
     _parity(lambda m, x: x.norm(p, dim=1), x)
     _parity(lambda m, x: x.norm(p, dim=1, keepdim=True) * x, x)
+
+
+def test_a_number_divided_by_a_tensor_is_its_reciprocal_times_the_number_as_torch():
+    """torch's number / t is t.reciprocal() * number, which saves 1/t: a later write into t leaves its
+    backward alone (seed 4543); its dtype and rounding are reciprocal's."""
+
+    def fn(m, x):
+        y = x * 1
+        q = 2 / y
+        y.abs_()
+        return q + 0.75 / y + True / (y > 0)
+
+    _parity(fn, X)
