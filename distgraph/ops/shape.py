@@ -381,8 +381,8 @@ def cat(tensors, dim=0):
         if builtins.any(t.array.dtype != tensors[0].array.dtype for t in tensors)
         else None
     )
-    ref = next((t for t in tensors if not _legacy_empty(t)), tensors[0])
-    d = _dim(dim, ref.ndim, "cat")
+    ref = next((t for t in tensors if not _legacy_empty(t)), None)  # all of shape (0,): torch takes any dim
+    d = _dim(dim, ref.ndim, "cat") if ref is not None else 0
     for i, t in enumerate(tensors):
         if _legacy_empty(t):
             continue

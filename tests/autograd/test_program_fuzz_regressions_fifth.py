@@ -368,3 +368,15 @@ def test_a_number_divided_by_a_tensor_is_its_reciprocal_times_the_number_as_torc
         return q + 0.75 / y + True / (y > 0)
 
     _parity(fn, X)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -2, 5])
+def test_cat_of_only_legacy_empty_tensors_takes_any_dim_as_torch(dim):
+    """torch skips 1-D empty tensors in cat, dim check included: with nothing else, any dim gives an
+    empty tensor (seed 3780)."""
+
+    def fn(m, x):
+        e = x[x > 10]  # shape (0,)
+        return m.cat([e, e * 2], dim=dim)
+
+    _parity(fn, X)
