@@ -61,7 +61,8 @@ def shape_extra(rng, pool):
     t = pool[i][0]
     d = _dim(rng, t, allow_none=False)
     fns = {
-        "unfold": lambda m, a, b: a.unfold(d, 2, 1),
+        # overlapping windows go to the pool as a copy: torch's in-place ops through them depend on its loop order
+        "unfold": lambda m, a, b: a.unfold(d, 2, 1) * 1,
         "unfold_step": lambda m, a, b: a.unfold(d, 1, 2),
         "swapaxes": lambda m, a, b: a.swapaxes(0, d),
         "expand_as": lambda m, a, b: a.expand_as(b),
@@ -98,7 +99,7 @@ def shape_extra(rng, pool):
 
 
 _INPLACE = {
-    "lerp_": lambda m, v, o: v.lerp_(o, 0.3),
+    "lerp_": lambda m, v, o: v.lerp_(o.to(v.dtype), 0.3),  # torch refuses mixed dtypes (known lenient)
     "floor_divide_": lambda m, v, o: v.floor_divide_(o),
     "remainder_": lambda m, v, o: v.remainder_(o.abs() + 0.5),
     "fmod_": lambda m, v, o: v.fmod_(1.5),
