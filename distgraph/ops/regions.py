@@ -6,7 +6,9 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
+from distgraph.ops.activation import step_mask
 from distgraph.ops.registry import defop
 from distgraph.ops.shape import _dim
 
@@ -60,7 +62,7 @@ def pad(input, pad, mode="constant", value=None):
         )
     from distgraph.ops.indexing import getitem
 
-    xp = input.device.xp
+    xp, source = input.device.xp, input
     for d, (lo, hi) in enumerate(widths):
         if lo or hi:
             n = input.shape[d]
@@ -74,7 +76,17 @@ def pad(input, pad, mode="constant", value=None):
                 raise ShapeError(f"pad: {mode} padding ({lo}, {hi}) of dim {d} leaves nothing of input shape {tuple(input.shape)}")  # fmt: skip
             index = _BORDER_INDEX[mode](xp.arange(-lo, n + hi), n, xp)
             input = getitem(input, (slice(None),) * d + (index,))  # gathers; backward adds repeats up
-    return input
+    return input if mode == "circular" else _border_pad(input, source)
+
+
+@defop("border_pad", kind="other", save=())
+def _border_pad(xp, out, source):
+    return out
+
+
+# torch's reflection/replication pad backward takes the input too (its derivative there is 0), so under
+# create_graph the input's gradient is a function of the input, as torch's (not of the output's gradient only)
+_border_pad.grad(lambda ctx, g: (g, step_mask(cmp.ne(ctx.inputs[1], ctx.inputs[1]), ctx.inputs[1], 0.0, 0.0)))
 
 
 # where position p (-lo <= p < n + hi) of a padded dim of size n reads from, per border mode

@@ -380,3 +380,16 @@ def test_cat_of_only_legacy_empty_tensors_takes_any_dim_as_torch(dim):
         return m.cat([e, e * 2], dim=dim)
 
     _parity(fn, X)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_border_pad_gradient_is_a_function_of_the_input_under_create_graph_as_torch(mode):
+    """torch's reflection/replication pad backward takes the input (derivative 0 there): the gradient
+    requires grad even for a constant incoming gradient, so a double backward runs (seeds 465 3732 4149)."""
+    x = np.random.default_rng(5).standard_normal((2, 5))
+    check_second_order(lambda m, x: m.nn.functional.pad(x, (2, 1), mode=mode) ** 2, x)
+    for m in (dg, torch):
+        t = m.tensor(x, requires_grad=True)
+        y = m.nn.functional.pad(t, (2, 1), mode=mode)
+        (g,) = m.autograd.grad(y, t, m.ones_like(y), create_graph=True)
+        assert g.requires_grad == (mode != "circular")
