@@ -90,8 +90,9 @@ def _elu(xp, x, alpha=1.0):
 def _(ctx, g):
     x = ctx.inputs[0]
     alpha = ctx.attrs.get("alpha", 1.0)
-    # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later)
-    return mul(g, where(le(x, 0), mul(exp(x), alpha), const(1, g)))  # as torch: 1 at a NaN input
+    # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later); its
+    # double backward masks with x < 0, so at x = 0 the slope alpha is a constant; 1 at a NaN input
+    return mul(g, where(lt(x, 0), mul(exp(x), alpha), where(le(x, 0), const(alpha, g), const(1, g))))
 
 
 def elu(input, alpha=1.0):
