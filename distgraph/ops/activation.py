@@ -92,7 +92,9 @@ def _(ctx, g):
     alpha = ctx.attrs.get("alpha", 1.0)
     # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later); its
     # double backward masks with x < 0, so at x = 0 the slope alpha is a constant; 1 at a NaN input
-    return mul(g, where(lt(x, 0), mul(exp(x), alpha), where(le(x, 0), const(alpha, g), const(1, g))))
+    neg = lt(x, 0)
+    curve = mul(exp(where(neg, x, const(0, x))), alpha)  # exp of 0 where unselected: no NaN from a NaN x
+    return mul(g, where(neg, curve, where(le(x, 0), const(alpha, g), const(1, g))))
 
 
 def elu(input, alpha=1.0):
