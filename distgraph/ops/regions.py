@@ -155,7 +155,8 @@ def diag(input, diagonal=0):
 # ---- unfold -----------------------------------------------------------------------------------------------------
 def unfold(input, dimension, size, step):
     """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim. A view, as
-    torch's: a write through it reaches `input` (where windows overlap, torch's in-place checks refuse it)."""
+    torch's: a write through it reaches `input`. Where windows overlap, an in-place op reads every element
+    before writing any (torch's result there depends on its loop order); fill_ and the like agree."""
     d = _dim(dimension, input.ndim, "unfold")
     length = input.shape[d] if input.ndim else 1
     if not 0 <= size <= length:
