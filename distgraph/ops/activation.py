@@ -5,8 +5,31 @@ Each is either one elementwise op with its own derivative, or a one-line composi
 
 import math
 
-from distgraph.ops.compare import gt, le, logical_and, lt
-from distgraph.ops.elementwise import EW, add, clamp, const, div, erf, mul, neg, pow, sigmoid, tanh, where
+import numpy as np
+
+from distgraph.ops import kernels
+from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
+from distgraph.ops.elementwise import (
+    EW,
+    _erf_fwd,
+    add,
+    clamp,
+    const,
+    div,
+    erf,
+    exp,
+    mul,
+    neg,
+    pow,
+    rsub,
+    sigmoid,
+    square,
+    tanh,
+    where,
+)
+from distgraph.ops.elementwise import (
+    abs as abs_,
+)
 from distgraph.ops.registry import defop
 
 
@@ -28,6 +51,21 @@ def step_mask(cond, like, inside=1.0, outside=0.0):
     return _step_mask(cond, like, inside=inside, outside=outside)
 
 
+@defop("masked_grad", kind=EW, save=())
+def _masked_grad(xp, g, keep, like):
+    return xp.where(keep, g, 0).astype(g.dtype, copy=False)
+
+
+_masked_grad.grad(lambda ctx, gg: (masked_grad(gg, ctx.inputs[1], ctx.inputs[2]), None, mul(gg, const(0, gg))))
+
+
+def masked_grad(g, keep, like):
+    """g where `keep` holds, else 0: chosen, not multiplied by a 0/1 mask, so an inf or NaN g gives 0
+    outside, as torch's backward kernels (hardtanh's, hardswish's, threshold's) choose. A function of
+    `like` with derivative 0, so under create_graph it stays in the graph (see step_mask)."""
+    return _masked_grad(g, keep, like)
+
+
 @defop("leaky_relu", kind=EW)
 def _leaky_relu(xp, x, negative_slope=0.01):
     return xp.where(x > 0, x, x * negative_slope)
@@ -43,7 +81,7 @@ def leaky_relu(input, negative_slope=0.01):
     return _leaky_relu(input, negative_slope=negative_slope)
 
 
-@defop("elu", kind=EW, saves_output=True)
+@defop("elu", kind=EW)
 def _elu(xp, x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
 
@@ -52,24 +90,61 @@ def _elu(xp, x, alpha=1.0):
 def _(ctx, g):
     x = ctx.inputs[0]
     alpha = ctx.attrs.get("alpha", 1.0)
-    return mul(g, where(le(x, 0), add(ctx.out, alpha), const(1, g)))  # as torch: 1 at a NaN input
+    # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later); its
+    # double backward masks with x < 0, so at x = 0 the slope alpha is a constant; 1 at a NaN input
+    neg = lt(x, 0)
+    curve = mul(exp(where(neg, x, const(0, x))), alpha)  # exp of 0 where unselected: no NaN from a NaN x
+    return mul(g, where(neg, curve, where(le(x, 0), const(alpha, g), const(1, g))))
 
 
 def elu(input, alpha=1.0):
     return _elu(input, alpha=alpha)
 
 
+# silu and gelu are single ops with torch's backward formulas, g times one derivative: through the product
+# rule of their compositions an inf g gave inf - inf = NaN where torch's gives ±inf
+@defop("silu", kind=EW)
+def _silu(xp, x):
+    return x * kernels.sigmoid(xp, x)
+
+
+@_silu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    s = sigmoid(x)
+    return mul(g, mul(s, add(mul(x, rsub(s, 1)), 1)))  # torch's silu_backward: s · (1 + x · (1 - s))
+
+
 def silu(input):
-    return mul(input, sigmoid(input))
+    return _silu(input)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+@defop("gelu", kind=EW)
+def _gelu(xp, x, approximate):
+    if approximate == "tanh":
+        return (x * 0.5) * (xp.tanh((x + x**3 * 0.044715) * _SQRT_2_OVER_PI) + 1)
+    return (x * 0.5) * (_erf_fwd(xp, x * (1 / math.sqrt(2))) + 1)
+
+
+@_gelu.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    if ctx.attrs["approximate"] == "tanh":  # torch's gelu_backward: the product rule summed before g
+        t = tanh(mul(add(x, mul(pow(x, 3), 0.044715)), _SQRT_2_OVER_PI))
+        slope = mul(mul(mul(x, 0.5), rsub(square(t), 1)), mul(add(mul(square(x), 3 * 0.044715), 1), _SQRT_2_OVER_PI))
+        return mul(g, add(mul(add(t, 1), 0.5), slope))
+    cdf = mul(add(erf(mul(x, 1 / math.sqrt(2))), 1), 0.5)
+    pdf = mul(exp(mul(square(x), -0.5)), 1 / math.sqrt(2 * math.pi))
+    return mul(g, add(cdf, mul(x, pdf)))
 
 
 def gelu(input, approximate="none"):
-    if approximate == "tanh":
-        inner = mul(add(input, mul(pow(input, 3), 0.044715)), math.sqrt(2 / math.pi))
-        return mul(mul(input, 0.5), add(tanh(inner), 1))
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return mul(mul(input, 0.5), add(erf(mul(input, 1 / math.sqrt(2))), 1))
+    return _gelu(input, approximate=approximate)
 
 
 @defop("softplus", kind=EW)
@@ -90,8 +165,20 @@ def softplus(input, beta=1.0, threshold=20.0):
     return _softplus(input, beta=beta, threshold=threshold)
 
 
+@defop("mish", kind=EW)
+def _mish(xp, x):
+    return x * xp.tanh(_softplus.forward(xp, x))
+
+
+@_mish.grad
+def _(ctx, g):
+    x = ctx.inputs[0]
+    t = tanh(softplus(x))
+    return mul(g, add(t, mul(mul(x, sigmoid(x)), rsub(square(t), 1))))  # torch's mish_backward, one factor
+
+
 def mish(input):
-    return mul(input, tanh(softplus(input)))
+    return _mish(input)
 
 
 @defop("hardtanh", kind=EW)
@@ -104,7 +191,7 @@ def _(ctx, g):
     """torch's hardtanh gradient: 1 strictly inside, 0 at the bounds (clamp's is 1 on the closed
     interval, which made relu6(0), and hardsigmoid/hardswish at x = ±3, differ from torch)."""
     x, a = ctx.inputs[0], ctx.attrs
-    return mul(g, step_mask(logical_and(gt(x, a["min_val"]), lt(x, a["max_val"])), x))
+    return masked_grad(g, logical_and(gt(x, a["min_val"]), lt(x, a["max_val"])), x)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0):
@@ -124,12 +211,60 @@ def _(ctx, g):
     """torch's hardswish_backward: g times x/3 + 1/2 on (-3, 3), 0 at or below -3, 1 at or above 3 and at
     a NaN (so 1 at inf and 0 at -inf, where x·hardsigmoid'(x) was NaN)."""
     x = ctx.inputs[0]
-    outside = step_mask(le(x, -3.0), x, inside=0.0, outside=1.0)
-    return mul(g, where(logical_and(gt(x, -3.0), lt(x, 3.0)), add(div(x, 3.0), 0.5), outside))
+    slope = where(logical_and(gt(x, -3.0), lt(x, 3.0)), add(div(x, 3.0), 0.5), const(1, x))
+    return masked_grad(mul(g, slope), logical_not(le(x, -3.0)), x)
 
 
 def hardswish(input):
     return _hardswish(input)
+
+
+@defop("hardsigmoid", kind=EW)
+def _hardsigmoid(xp, x):
+    return xp.clip(x + 3, 0, 6).astype(x.dtype, copy=False) / 6
+
+
+# torch's hardsigmoid_backward multiplies by 1/6 rounded to float32, in every dtype
+_ONE_SIXTH = float(np.float32(1 / 6))
+_hardsigmoid.grad(
+    lambda ctx, g: masked_grad(
+        mul(g, _ONE_SIXTH), logical_and(gt(ctx.inputs[0], -3.0), lt(ctx.inputs[0], 3.0)), ctx.inputs[0]
+    )
+)
+
+
+def hardsigmoid(input):
+    """relu6(x + 3) / 6, with torch's gradient: g · 1/6 strictly inside (-3, 3), else 0."""
+    return _hardsigmoid(input)
+
+
+@defop("threshold", kind=EW)
+def _threshold(xp, x, threshold, value):
+    return xp.where(x <= threshold, value, x).astype(x.dtype, copy=False)
+
+
+_threshold.grad(lambda ctx, g: masked_grad(g, logical_not(le(ctx.inputs[0], ctx.attrs["threshold"])), ctx.inputs[0]))
+
+
+def threshold(input, threshold, value):
+    """value where x ≤ threshold, else x (a NaN input stays NaN, as torch); torch's threshold_backward."""
+    return _threshold(input, threshold=threshold, value=value)
+
+
+@defop("shrink", kind=EW)
+def _shrink(xp, x, lambd, soft):
+    if soft:  # torch's zero is x · 0 there (-0.0 for a negative x, NaN for NaN); hardshrink's a plain 0
+        return xp.where(abs(x) > lambd, x - xp.sign(x) * lambd, x * 0).astype(x.dtype, copy=False)
+    return xp.where(abs(x) > lambd, x, xp.where(x != x, x, 0)).astype(x.dtype, copy=False)  # NaN stays
+
+
+_shrink.grad(lambda ctx, g: masked_grad(g, gt(abs_(ctx.inputs[0]), ctx.attrs["lambd"]), ctx.inputs[0]))
+
+
+def shrink(input, lambd, soft):
+    """hardshrink (x where |x| > λ, else 0) or softshrink (x − sign(x)·λ there): one op whose gradient is
+    torch's (g where |x| > λ, else 0, NaN included), a function of x under create_graph, as torch's."""
+    return _shrink(input, lambd=lambd, soft=soft)
 
 
 def relu6(input):

@@ -131,6 +131,11 @@ def setitem(input, index, value):
     sub = parse(input.shape, index, input.device.xp, "setitem")
     if not isinstance(value, Tensor):
         value = _scalar_value(input, value)
+    elif sub.adv is not None or (not value.ndim and indexed_shape(input.shape, sub)):
+        # torch writes a 0-d value into a larger basic target with fill_, an advanced one with index_put_
+        # (masked_fill_): their check counts the value's grad even where the target's dtype (int, bool)
+        # drops it in the cast below; only copy_ (same shape, or a broadcast value) leaves it out
+        check_view_write(input, (value,), "setitem")
     _put_(input, sub, _matched_value(input, sub, value, "setitem"), False, "setitem")
 
 

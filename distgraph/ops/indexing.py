@@ -373,8 +373,16 @@ def bincount(input, weights=None, minlength=0):
 
 
 def searchsorted(sorted_sequence, values, right=False):
-    xp = sorted_sequence.device.xp
-    side = "right" if right else "left"
-    return Tensor(
-        xp.searchsorted(sorted_sequence.array, values.array, side=side).astype(np.int64), device=values.device
-    )
+    """torch's binary search over a 1-D sequence, every value at once: its comparisons are false at a NaN,
+    so a NaN in the sequence reads as below a value and a NaN value lands at the end (numpy's order puts
+    NaN last and would place them otherwise)."""
+    xp, seq, v = sorted_sequence.device.xp, sorted_sequence.array, values.array
+    if seq.ndim != 1:
+        raise ShapeError(f"searchsorted: sorted_sequence must be 1-D here, got shape {tuple(seq.shape)}")
+    lo, hi = xp.zeros(v.shape, dtype=np.int64), xp.full(v.shape, seq.shape[0], dtype=np.int64)
+    while bool((lo < hi).any()):
+        mid = (lo + hi) // 2
+        s = seq[xp.minimum(mid, seq.shape[0] - 1)]
+        up = (lo < hi) & ~((s > v) if right else (s >= v))  # torch: start = mid + 1 unless mid_val >= val
+        lo, hi = xp.where(up, mid + 1, lo), xp.where(up | (lo >= hi), hi, mid)
+    return Tensor(lo, device=values.device)

@@ -150,7 +150,13 @@ ger = outer
 
 
 def addmm(input, mat1, mat2, beta=1, alpha=1):
+    for name, m in (("mat1", mat1), ("mat2", mat2)):
+        if m.ndim != 2:
+            raise ShapeError(f"addmm: {name} must be a matrix, got a {m.ndim}-D tensor of shape {tuple(m.shape)}")
     prod = matmul(mat1, mat2)
+    out, shape = tuple(prod.shape), tuple(input.shape)  # torch expands input to the product's shape
+    if len(shape) > len(out) or any(a not in (1, b) for a, b in zip(shape[::-1], out[::-1])):
+        raise ShapeError(f"addmm: input of shape {shape} cannot be expanded to the product's shape {out}")
     if alpha != 1:
         prod = ew.mul(prod, alpha)
     return ew.add(ew.mul(input, beta) if beta != 1 else input, prod)

@@ -235,6 +235,11 @@ INPLACE = [
 ]
 
 
+# in-place ops whose output torch does not differentiate: it records nothing for them, so it checks neither
+# the view nor the leaf they write into (a float tensor that requires grad keeps its graph)
+_NOT_DIFFERENTIABLE = frozenset({"logical_not_", "logical_and_", "logical_or_"})
+
+
 def inplace_variant(fn, name, overlap_ok=False):
     """The in-place method `name` of out-of-place op `fn`; `overlap_ok`: it may write into an expanded
     tensor (one value, or chosen positions, for all the aliases of a location), as torch lets it."""
@@ -244,11 +249,17 @@ def inplace_variant(fn, name, overlap_ok=False):
             views.refuse_internal_overlap(self.array, name)
         if name != "fill_":  # fill_ reads its one value first
             views.refuse_partial_overlap(self.array, (*args, *kwargs.values()), name)
-        views.check_view_write(self, (*args, *kwargs.values()), name)
-        recording = grad_mode.state.grad_enabled and (
-            self.requires_grad
-            or any(isinstance(a, Tensor) and a.requires_grad for a in args)
-            or any(isinstance(a, Tensor) and a.requires_grad for a in kwargs.values())  # clamp_(min=t)
+        differentiable = name not in _NOT_DIFFERENTIABLE
+        if differentiable:
+            views.check_view_write(self, (*args, *kwargs.values()), name)
+        recording = (
+            differentiable
+            and grad_mode.state.grad_enabled
+            and (
+                self.requires_grad
+                or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+                or any(isinstance(a, Tensor) and a.requires_grad for a in kwargs.values())  # clamp_(min=t)
+            )
         )
         if recording and self.requires_grad and self.grad_fn is None:
             raise AutogradError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
@@ -326,7 +337,8 @@ def _copy_(self, src, non_blocking=False):
 
     views.refuse_internal_overlap(self.array, "copy_")
     views.refuse_partial_overlap(self.array, (src,), "copy_")
-    views.check_view_write(self, (src,), "copy_")
+    # as torch's copy_, a grad-requiring src counts only where self's dtype can carry a gradient
+    views.check_view_write(self, (src,) if self.array.dtype.kind in "fc" else (), "copy_")
     arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
     if recording_needed(self, src):
         return inplace_variant(views.overwrite, "copy_")(self, src)
@@ -426,7 +438,7 @@ def install():
         "__mul__": ew.mul,
         "__rmul__": _reflect(ew.mul),
         "__truediv__": ew.div,
-        "__rtruediv__": _reflect(ew.div),
+        "__rtruediv__": lambda self, other: ew.mul(ew.reciprocal(self), other),  # torch's number / t (saves 1/t)
         "__floordiv__": ew.floor_divide,
         "__rfloordiv__": _reflect(ew.floor_divide),
         "__mod__": ew.remainder,

@@ -146,19 +146,20 @@ def sum_to(input, shape):
 # ---- max / min ------------------------------------------------------------------------------------
 def _extreme(name, fn):
     op = defop(name, kind=RED, saves_output=True)(
-        lambda xp, x, axes, keepdim=False, evenly=False: getattr(xp, fn)(x, axis=axes, keepdims=keepdim)
+        lambda xp, x, axes, keepdim=False, evenly=False, nan_hit=False: getattr(xp, fn)(x, axis=axes, keepdims=keepdim)
     )
 
     @op.grad
     def _(ctx, g):
         # ties share the gradient evenly, as torch's amax/amin do (g times a 0/1 mask: a NaN g reaches every
         # element). `evenly`: max()/min() of all elements, torch's evenly_distribute_backward, which fills
-        # only the hits (the others get an exact 0) and counts NaN elements as hits of a NaN result
+        # only the hits (the others get an exact 0) and counts NaN elements as hits of a NaN result.
+        # `nan_hit`: norm(p=±inf), whose torch backward counts NaN elements as hits too
         x = ctx.inputs[0]
         axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
         out = _unsqueeze_reduced(ctx.out, axes, keepdim)
         hit = cmp.eq(x, out)
-        if ctx.attrs.get("evenly"):
+        if ctx.attrs.get("evenly") or ctx.attrs.get("nan_hit"):
             hit = cmp.logical_or(hit, cmp.logical_and(cmp.isnan(x), cmp.isnan(out)))
         mask = ew.cast(hit, x.array.dtype)
         share = ew.div(_unsqueeze_reduced(g, axes, keepdim), sum(mask, dim=axes, keepdim=True))
@@ -298,10 +299,9 @@ def norm(input, p="fro", dim=None, keepdim=False):
     if not isinstance(p, int | float):
         raise TypeError(f"norm: p must be a number or 'fro', got {p!r}")
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "norm")
-    if p == float("inf"):
-        return amax(ew.abs(input), dim=axes, keepdim=keepdim)
-    if p == float("-inf"):
-        return amin(ew.abs(input), dim=axes, keepdim=keepdim)
+    if p in (float("inf"), float("-inf")):
+        _check_nonempty(input, axes, "norm")
+        return (_amax if p > 0 else _amin)(ew.abs(input), axes=axes, keepdim=keepdim, nan_hit=True)
     if p == 0:
         return sum(_nonzero_indicator(ew._float_operand(input)), dim=axes, keepdim=keepdim)
     return _vector_norm(ew._float_operand(input), p=p, axes=axes, keepdim=keepdim)

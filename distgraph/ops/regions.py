@@ -6,9 +6,11 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
+from distgraph.ops.activation import step_mask
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _dim, movedim, reshape
+from distgraph.ops.shape import _dim
 
 
 # ---- pad ----------------------------------------------------------------------------------------------------
@@ -52,9 +54,15 @@ def pad(input, pad, mode="constant", value=None):
         return pad_nd(input, widths, 0.0 if value is None else value)
     if mode not in _BORDER_INDEX:
         raise ShapeError(f"pad: mode {mode!r} is not one of constant, reflect, replicate, circular")
+    k = len(pad) // 2  # torch pads k dims of a batch of them (one or none) only
+    if len(pad) not in (2, 4, 6) or not k + 1 <= input.ndim <= k + 2:
+        raise ShapeError(
+            f"pad: {mode} padding of size {len(pad)} is not supported for a {input.ndim}-D input (size 2 takes "
+            "2-D or 3-D input, 4 takes 3-D or 4-D, 6 takes 4-D or 5-D)"
+        )
     from distgraph.ops.indexing import getitem
 
-    xp = input.device.xp
+    xp, source = input.device.xp, input
     for d, (lo, hi) in enumerate(widths):
         if lo or hi:
             n = input.shape[d]
@@ -68,7 +76,17 @@ def pad(input, pad, mode="constant", value=None):
                 raise ShapeError(f"pad: {mode} padding ({lo}, {hi}) of dim {d} leaves nothing of input shape {tuple(input.shape)}")  # fmt: skip
             index = _BORDER_INDEX[mode](xp.arange(-lo, n + hi), n, xp)
             input = getitem(input, (slice(None),) * d + (index,))  # gathers; backward adds repeats up
-    return input
+    return input if mode == "circular" else _border_pad(input, source)
+
+
+@defop("border_pad", kind="other", save=())
+def _border_pad(xp, out, source):
+    return out
+
+
+# torch's reflection/replication pad backward takes the input too (its derivative there is 0), so under
+# create_graph the input's gradient is a function of the input, as torch's (not of the output's gradient only)
+_border_pad.grad(lambda ctx, g: (g, step_mask(cmp.ne(ctx.inputs[1], ctx.inputs[1]), ctx.inputs[1], 0.0, 0.0)))
 
 
 # where position p (-lo <= p < n + hi) of a padded dim of size n reads from, per border mode
@@ -136,15 +154,43 @@ def diag(input, diagonal=0):
 
 # ---- unfold -----------------------------------------------------------------------------------------------------
 def unfold(input, dimension, size, step):
-    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim."""
-    from distgraph.ops.indexing import index_select
-
+    """Tensor.unfold: all slices of `size` along `dimension`, `step` apart, as a new last dim. A view, as
+    torch's: a write through it reaches `input`. Where windows overlap, an in-place op reads every element
+    before writing any (torch's result there depends on its loop order); fill_ and the like agree."""
     d = _dim(dimension, input.ndim, "unfold")
-    n = (input.shape[d] - size) // step + 1
-    if n <= 0 or size <= 0:
-        raise ShapeError(f"unfold: size {size} is larger than dimension {d} of size {input.shape[d]}")
-    xp = input.device.xp
-    index = (xp.arange(n)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
-    picked = index_select(input, d, Tensor(index, device=input.device))  # (.., n*size, ..)
-    picked = reshape(picked, input.shape[:d] + (n, size) + input.shape[d + 1 :])
-    return movedim(picked, d + 1, -1)
+    length = input.shape[d] if input.ndim else 1
+    if not 0 <= size <= length:
+        raise ShapeError(f"unfold: maximum size for tensor at dimension {d} is {length} but size is {size} (>= 0)")
+    if step <= 0:
+        raise ShapeError(f"unfold: step is {step} but must be > 0")
+    return _unfold(input, dim=d, size=size, step=step)
+
+
+@defop("unfold", kind="other", save=(), view=True)
+def _unfold(xp, x, dim, size, step):
+    if not x.ndim:  # one element: its one window, without a dim of windows (as torch)
+        return xp.lib.stride_tricks.as_strided(x, (size,), (x.itemsize,))
+    n = (x.shape[dim] - size) // step + 1
+    shape = x.shape[:dim] + (n,) + x.shape[dim + 1 :] + (size,)
+    strides = x.strides[:dim] + (x.strides[dim] * step,) + x.strides[dim + 1 :] + (x.strides[dim],)
+    return xp.lib.stride_tricks.as_strided(x, shape, strides)
+
+
+_unfold.grad(lambda ctx, g: _unfold_backward(g, shape=ctx.inputs[0].shape, **ctx.attrs))
+
+
+@defop("unfold_backward", kind="other", save=())
+def _unfold_backward(xp, g, shape, dim, size, step):
+    """Zeros of `shape` with every window's gradient added where the window reads (overlapping windows
+    add up): element k of all windows is one strided slice of distinct positions, so k by k."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    if not len(shape):
+        out[...] = g.sum()
+        return out
+    last = step * (g.shape[dim] - 1) + 1
+    for k in range(size):
+        out[(slice(None),) * dim + (slice(k, k + last, step),)] += g[..., k]
+    return out
+
+
+_unfold_backward.grad(lambda ctx, g: _unfold(g, **{k: v for k, v in ctx.attrs.items() if k != "shape"}))

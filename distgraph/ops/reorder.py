@@ -21,10 +21,14 @@ def flip(input, dims):
 
 
 def fliplr(input):
+    if input.ndim < 2:
+        raise ShapeError(f"fliplr: Input must be >= 2-d, got shape {tuple(input.shape)}")
     return flip(input, 1)
 
 
 def flipud(input):
+    if input.ndim < 1:
+        raise ShapeError("flipud: Input must be >= 1-d, got a 0-d tensor")
     return flip(input, 0)
 
 

@@ -381,8 +381,8 @@ def cat(tensors, dim=0):
         if builtins.any(t.array.dtype != tensors[0].array.dtype for t in tensors)
         else None
     )
-    ref = next((t for t in tensors if not _legacy_empty(t)), tensors[0])
-    d = _dim(dim, ref.ndim, "cat")
+    ref = next((t for t in tensors if not _legacy_empty(t)), None)  # all of shape (0,): torch takes any dim
+    d = _dim(dim, ref.ndim, "cat") if ref is not None else 0
     for i, t in enumerate(tensors):
         if _legacy_empty(t):
             continue
@@ -413,11 +413,12 @@ def stack(tensors, dim=0):
 
 
 def hstack(tensors):
+    tensors = [t if t.ndim else reshape(t, 1) for t in tensors]  # torch.atleast_1d first
     return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
 
 
 def vstack(tensors):
-    return cat([t if t.ndim > 1 else unsqueeze(t, 0) for t in tensors], 0)
+    return cat([t if t.ndim > 1 else reshape(t, 1, -1) for t in tensors], 0)  # torch.atleast_2d first
 
 
 @defop("slice", kind=VIEW, save=(), view=True)

@@ -15,7 +15,8 @@ from distgraph.ops.reduction import _all_if_empty, _unsqueeze_reduced, mean, nor
 from distgraph.ops.registry import defop
 
 
-def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+def _plan(input, dim, unbiased, correction):
+    """(axes reduced, values per slice n, correction) of var/std, with torch's dtype check."""
     if input.array.dtype.kind not in "fc":
         raise DTypeError(f"var(): std and var only support floating point and complex dtypes, got {input.dtype.name}")
     if correction is None:
@@ -24,6 +25,11 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     n = 1
     for a in axes:
         n *= input.shape[a]
+    return axes, n, correction
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    axes, n, correction = _plan(input, dim, unbiased, correction)
     if n <= correction and (dim is None or input.ndim == 0):
         return _var_no_dof(input, axes=axes, keepdim=keepdim)
     if n > correction and input.array.dtype.kind == "f":
@@ -40,11 +46,29 @@ def _var(xp, x, axes, keepdim, dof):
 
 @_var.grad
 def _(ctx, g):
-    # torch's var_backward, 2/dof · g · (x - mean): not also through mean's gradient, whose term is 0 in
-    # exact arithmetic but NaN for an infinite g (inf times centered values of both signs, summed)
+    return _var_backward(ctx, _unsqueeze_reduced(g, ctx.attrs["axes"], ctx.attrs["keepdim"]))
+
+
+def _var_backward(ctx, g):
+    """torch's var_backward, 2/dof · g · (x - mean) (`g` broadcasting against x): not also through mean's
+    gradient, whose term is 0 in exact arithmetic but NaN for an infinite g (inf times centered values
+    of both signs, summed)."""
     x, axes = ctx.inputs[0], ctx.attrs["axes"]
-    g = _unsqueeze_reduced(g, axes, ctx.attrs["keepdim"])
     return ew.mul(ew.mul(g, 2.0 / ctx.attrs["dof"]), ew.sub(x, mean(x, dim=axes, keepdim=True)))
+
+
+@defop("std", kind="reduction", saves_output=True)
+def _std(xp, x, axes, keepdim, dof):
+    return xp.sqrt(_var.forward(xp, x, axes=axes, keepdim=keepdim, dof=dof))
+
+
+@_std.grad
+def _(ctx, g):
+    # torch's std_backward: var_backward(g / (2 std)) with that quotient masked to 0 where std is 0, so the
+    # first-order gradient there is 0 and a second-order one through g is NaN (0 / 0), as torch's
+    axes, keepdim = ctx.attrs["axes"], ctx.attrs["keepdim"]
+    r, g = _unsqueeze_reduced(ctx.out, axes, keepdim), _unsqueeze_reduced(g, axes, keepdim)
+    return _var_backward(ctx, ew.where(cmp.eq(r, 0), ew.const(0, r), ew.div(g, ew.mul(r, 2))))
 
 
 def _exact_mean(x, axes):
@@ -77,8 +101,11 @@ def max_(a, b):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    # where the variance is 0 the gradient is 0, as torch's std_backward masks it (sqrt's infinite
-    # slope times the zero gradient of var would be NaN); sqrt(1) there keeps double backward finite
+    axes, n, corr = _plan(input, dim, unbiased, correction)
+    if n > corr and input.array.dtype.kind == "f":  # the usual case: torch's std_backward (_std)
+        return _std(input, axes=axes, keepdim=keepdim, dof=n - corr)
+    # otherwise (no degree of freedom left, complex): where the variance is 0 the gradient is 0, as
+    # torch's std_backward masks it (sqrt's infinite slope times var's zero gradient would be NaN)
     v = var(input, dim, unbiased, keepdim, correction)
     zero = cmp.eq(v, 0)
     return ew.where(zero, ew.const(0, v), ew.sqrt(ew.where(zero, ew.const(1, v), v)))

@@ -119,9 +119,10 @@ def rebase(view, new_value):
     with grad_mode.no_grad():
         written = cmp.ne(covered, 0)
     new_root = ew.where(written, placed, snapshot(base))  # (a where: the old value's gradient is 0 there, NaN g too)
-    if float(covered.array.max(initial=0)) > 1:
-        # Several elements of `view` wrote one location (fill_, masked_fill_ into an expanded view):
-        # torch records the write, but its backward refuses to run.
+    if internal_overlap(view.array):
+        # Several elements of `view` wrote one location through a zero stride (fill_, masked_fill_ into an
+        # expanded view): torch records the write, but its backward refuses to run. Windows of unfold that
+        # overlap (no zero stride) backward as torch's, each location's gradient read once per element
         new_root = _overlapping_write(new_root)
     return [(base, new_root), (view, None)]
 

@@ -127,8 +127,8 @@ def test_regression_losses_warn_and_broadcast_a_target_of_another_shape_as_torch
 def test_loss_shape_mismatch_names_the_op():
     with pytest.raises(ShapeError, match=r"mse_loss: input shape \(4, 3\) and target shape \(5,\) do not broadcast"):
         F.mse_loss(dg.tensor(a), dg.ones(5))
-    with pytest.raises(ShapeError, match=r"kl_div: input shape \(4, 3\) and target shape \(3,\) differ"):
-        F.kl_div(dg.tensor(a), dg.tensor(b[0]))
+    with pytest.raises(ShapeError, match=r"kl_div: input shape \(4, 3\) and target shape \(4,\) do not broadcast"):
+        F.kl_div(dg.tensor(a), dg.ones(4))
 
 
 CE_CASES = {

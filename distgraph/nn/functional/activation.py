@@ -71,7 +71,7 @@ def celu(input, alpha=1.0, inplace=False):
 
 def hardsigmoid(input, inplace=False):
     """relu6(x + 3) / 6: a piecewise-linear sigmoid."""
-    return _maybe_inplace(lambda x: ew.div(act.relu6(ew.add(x, 3.0)), 6.0), input, inplace, "hardsigmoid")
+    return _maybe_inplace(act.hardsigmoid, input, inplace, "hardsigmoid")
 
 
 def hardswish(input, inplace=False):
@@ -112,26 +112,19 @@ def tanhshrink(input):
 
 def threshold(input, threshold, value, inplace=False):
     """value where x ≤ threshold, else x (so a NaN input stays NaN, as torch)."""
-    replace = lambda x: ew.where(cmp.le(x, threshold), ew.const(value, x), x)  # noqa: E731
-    return _maybe_inplace(replace, input, inplace, "threshold")
-
-
-def _zero_keeping_nan(input):
-    """0, or NaN where the input is NaN (torch's x·0 without inf·0's warning), with no gradient."""
-    return ew.where(cmp.ne(input, input), input.detach(), ew.const(0, input))
+    return _maybe_inplace(act.threshold, input, inplace, "threshold", threshold, value)
 
 
 def hardshrink(input, lambd=0.5):
     """x where |x| > λ, else 0; a NaN input stays NaN (with zero gradient), as torch."""
-    return ew.where(cmp.gt(ew.abs(input), lambd), input, _zero_keeping_nan(input))
+    return act.shrink(input, lambd=lambd, soft=False)
 
 
 def softshrink(input, lambd=0.5):
     """x − sign(x)·λ where |x| > λ, else 0 (NaN stays NaN); λ must be non-negative, as torch requires."""
     if lambd < 0:
         raise ValueError(f"softshrink: lambda must be non-negative, got {lambd}")
-    shrunk = ew.sub(input, ew.mul(ew.sign(input), lambd))
-    return ew.where(cmp.gt(ew.abs(input), lambd), shrunk, _zero_keeping_nan(input))
+    return act.shrink(input, lambd=lambd, soft=True)
 
 
 def glu(input, dim=-1):

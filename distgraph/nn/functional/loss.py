@@ -18,6 +18,8 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
 from distgraph.ops.loss import cross_entropy_indices, weighted_mean
+from distgraph.ops.promotion import cast
+from distgraph.ops.shape import broadcast_tensors
 
 
 def _reduce(loss, reduction, op):
@@ -35,22 +37,29 @@ def _check_same_shape(input, target, op):
         raise ShapeError(f"{op}: input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ")
 
 
-def _warn_broadcast(input, target, op):
-    """torch's regression losses take a target of another shape with a warning and broadcast the two
-    (a common bug, hence the warning); shapes that do not broadcast raise, naming the loss."""
+def _check_broadcast(input, target, op):
     shapes = tuple(input.shape), tuple(target.shape)
-    if shapes[0] == shapes[1]:
-        return
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
         raise ShapeError(f"{op}: input shape {shapes[0]} and target shape {shapes[1]} do not broadcast") from None
+
+
+def _broadcast(input, target, op):
+    """torch's regression losses take a target of another shape with a warning and broadcast the two
+    (a common bug, hence the warning), before the loss: so a 0-d target promotes the dtype as a
+    dimensioned one does. Shapes that do not broadcast raise, naming the loss."""
+    shapes = tuple(input.shape), tuple(target.shape)
+    if shapes[0] == shapes[1]:
+        return input, target
+    _check_broadcast(input, target, op)
     warnings.warn(
         f"Using a target size ({shapes[1]}) that is different to the input size ({shapes[0]}). This will likely "
         "lead to incorrect results due to broadcasting. Please ensure they have the same size.",
         UserWarning,
         stacklevel=3,
     )
+    return broadcast_tensors(input, target)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -126,30 +135,40 @@ def _weighted(loss, weight, reduction, op, mean_over_weights):
 
 
 def mse_loss(input, target, reduction="mean", weight=None):
-    _warn_broadcast(input, target, "mse_loss")
+    input, target = _broadcast(input, target, "mse_loss")
     return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
 def l1_loss(input, target, reduction="mean", weight=None):
-    _warn_broadcast(input, target, "l1_loss")
+    input, target = _broadcast(input, target, "l1_loss")
     return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
-    _warn_broadcast(input, target, "smooth_l1_loss")
+    input, target = _broadcast(input, target, "smooth_l1_loss")
     d = ew.abs(ew.sub(input, target))
     if beta == 0:
         return _reduce(d, reduction, "smooth_l1_loss")
-    quad = ew.div(ew.mul(ew.square(d), 0.5), beta)
-    return _reduce(ew.where(cmp.lt(d, beta), quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+    near = cmp.logical_not(cmp.gt(d, beta))  # NaN too: torch's quadratic branch
+    quad = ew.div(ew.mul(ew.square(_near_only(d, near)), 0.5), beta)
+    return _reduce(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+
+
+def _near_only(d, near):
+    """d where the loss is quadratic, else 0: the unselected quadratic branch then sends no inf · 0 = NaN
+    to the gradient where d is infinite (torch's backward picks one branch per element)."""
+    return ew.where(near, d, ew.const(0, d))
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
-    _warn_broadcast(input, target, "huber_loss")
+    input, target = _broadcast(input, target, "huber_loss")
     d = ew.abs(ew.sub(input, target))
-    loss = ew.where(cmp.lt(d, delta), ew.mul(ew.square(d), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
+    near = cmp.logical_not(cmp.gt(d, delta))  # NaN too: torch's quadratic branch
+    loss = ew.where(near, ew.mul(ew.square(_near_only(d, near)), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
+    if loss.dtype != input.dtype:  # torch writes it into a tensor like the input (its backward then refuses)
+        loss = cast(loss, input.dtype)
     return _weighted(loss, weight, reduction, "huber_loss", False)
 
 
@@ -201,6 +220,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     loss = ew.neg(ew.add(pos, ew.mul(ew.rsub(target, 1), act.logsigmoid(ew.neg(input)))))
     if weight is not None:
         loss = ew.mul(loss, weight)
+    if loss.dtype != target.dtype and target.is_floating_point():  # torch computes it in place into 1 - target
+        loss = cast(loss, target.dtype)
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
@@ -212,8 +233,9 @@ _KL_MEAN_WARNING = (  # torch's words
 
 
 def kl_div(input, target, reduction="mean", log_target=False):
-    """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size."""
-    _check_same_shape(input, target, "kl_div")
+    """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size.
+    The two broadcast, as torch's elementwise formula does."""
+    _check_broadcast(input, target, "kl_div")
     if log_target:
         loss = ew.mul(ew.exp(target), ew.sub(target, input))
     else:  # 0 · log 0 = 0
