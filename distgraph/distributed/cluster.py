@@ -394,10 +394,13 @@ class RayCluster(DriverState):
     max_restarts = 3
 
     def _keep_the_steps_before_the_error(self):
-        """A step raised the user's error (it raises in compute, before any exchange): the steps before it
+        """A step raised the user's error (in compute, before its rank's exchange): the steps before it
         are applied everywhere and the failed one nowhere — sharded, a rank updates its chunk only after
-        every rank's gradient is in; store actors apply a step once all of its gradients came. The driver
-        takes that state, as a local run keeps the steps before its error, and the next fit restarts the
+        every rank's gradient is in (in a gloo group the failed rank marks the step void, zero.py's
+        `abort`); store actors apply a step once all of its gradients came. Every rank has put back the
+        batch-norm statistics of the failed step's forward (worker `_one_step`; rank 0's, when a peer
+        failed a step it finished for store actors, come from before its last step). The driver takes
+        that state, as a local run keeps the steps before its error, and the next fit restarts the
         workers (`_restart_after_failed_fit`). Were a worker gone as well, the driver keeps its snapshot."""
         self._failed_fit = True
         self._driver_current = False
