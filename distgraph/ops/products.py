@@ -85,6 +85,8 @@ def prod(input, dim=None, keepdim=False, dtype=None):
 # ---- cumulative -----------------------------------------------------------------------------------
 @defop("cumsum", kind="other", save=())
 def _cumsum(xp, x, axis):
+    if xp is np and x.ndim:  # what np.cumsum runs, called from here: its warnings meet distgraph's filter
+        return np.add.accumulate(x, axis)
     return xp.cumsum(x, axis=axis)
 
 
