@@ -260,11 +260,14 @@ def data(env, p):
     """.data: read it (outside the graph), write through it (unversioned), or rebind it. (Not rebinding
     an inference tensor: torch's is_inference() then follows the new data while its version counter
     stays, so it says it is no inference tensor yet has no version; distgraph keeps both with it. Nor
-    rebinding a view's: left, torch's detach_ still refuses it as a view, distgraph's no longer does.)"""
+    rebinding a view's, or a viewed tensor's: torch's view still is one, sharing no memory with its
+    base (detach_ refuses it; a write through it is recorded as one into the base, which it does not
+    change); distgraph's view is one while it shares the memory, so it is then a tensor of its own.)"""
     t, lib = env.pick(p["i"]), env.lib
     if p["i"] % len(env.ts) in env.odd:
         return "skipped"
-    if p["k"] % 3 == 0 or t.is_inference() or (p["k"] % 3 == 2 and getattr(t, "_base", None) is not None):
+    viewed = t._base is not None or any(u._base is t for u in env.ts)
+    if p["k"] % 3 == 0 or t.is_inference() or (p["k"] % 3 == 2 and viewed):
         return t.data.requires_grad, t.data.is_leaf
     if p["k"] % 3 == 1:
         t.data.mul_(2)
