@@ -456,7 +456,12 @@ class View(Tensor):
         vc = self._vc
         if vc is not INFERENCE_VERSION and vc[0] != self._view_version:
             regenerate_view(self, strict=False)
-        return _requires_grad_slot.__get__(self) or view_root(self).requires_grad
+        if _requires_grad_slot.__get__(self):
+            return True
+        root = self._view_of  # (view_root, inlined: read by every op on a view)
+        while type(root) is View:
+            root = root._view_of
+        return root.requires_grad
 
     requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
 
