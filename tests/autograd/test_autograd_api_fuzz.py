@@ -87,6 +87,7 @@ def make(env, p):
 
 
 def view(env, p):
+    _share_version(env, p["i"] % len(env.ts))
     env.ts.append(VIEWS[p["op"] % len(VIEWS)](env.pick(p["i"])))
 
 
@@ -135,7 +136,14 @@ def detach(env, p):
     i = p["i"] % len(env.ts)
     if env.ts[i].is_inference() and not env.lib.is_inference_mode_enabled() or i in env.odd:
         env.odd.add(len(env.ts))
+    _share_version(env, i)
     env.ts.append(env.ts[i].detach())
+
+
+def _share_version(env, i):
+    """The tensor about to be appended shares tensor i's version counter: unversioned if i is (see snapshot)."""
+    if i in env.unversioned:
+        env.unversioned.add(len(env.ts))
 
 
 def detach_(env, p):
@@ -191,7 +199,10 @@ def grad_mode(env, p):
 
     def body():
         a = BINARY[p["op"]](env.pick(p["i"]), env.pick(p["j"]))
-        env.ts += [a, VIEWS[p["k"] % len(VIEWS)](env.pick(p["i"]))]
+        v = VIEWS[p["k"] % len(VIEWS)](env.pick(p["i"]))
+        if p["i"] % len(env.ts) in env.unversioned:
+            env.unversioned.add(len(env.ts) + 1)  # (v's index: see _share_version)
+        env.ts += [a, v]
         return lib.is_grad_enabled(), lib.is_inference_mode_enabled()
 
     fn = body
@@ -322,7 +333,8 @@ def _value(x):
 
 def snapshot(env):
     """Every tensor's values and autograd flags, the .grads, the hook log. Not the version of what
-    autograd.grad returned (whether torch summed into it in place is its engine's business), nor of an
+    autograd.grad returned, nor of a detach or view of it (whether torch summed into it in place is its
+    engine's business), nor of an
     inference tensor (it has none; torch says 0 for a detach of one, see detach)."""
     rows = []
     for i, t in enumerate(env.ts):
