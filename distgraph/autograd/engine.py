@@ -248,6 +248,7 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
     (the hooks still shape what flows on), after them when it need not run.
     """
     fast = not create_graph and get_tracer() is None  # gradients as arrays (see module docstring)
+    owned = {}  # fast mode: id(array) -> the Tensor around it already handed out (see _hand_over)
     run = _run_node_arrays if fast else _run_node
     roots = []
     leaf_grads = {}  # id(leaf) -> [leaf, grad]
@@ -272,7 +273,8 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
             raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
         seed = _make_seed(out, g)
         if fast:
-            seed = seed.array
+            owned[id(seed.array)] = seed  # (the caller's: a .grad it reaches is a copy, an autograd.grad
+            seed = seed.array  # result it is, as torch's)
         if node is None:
             if goal_leaves is None or id(out) in goal_leaves:
                 _add_leaf(leaf_grads, out, seed, create_graph)
@@ -293,7 +295,6 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
     early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if capture is None and _post_hooks_exist() else {}
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
     anomaly = grad_mode.anomaly["enabled"]
-    owned = set()  # fast mode: ids of the arrays already handed to a leaf
     with grad_mode.set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
@@ -302,10 +303,10 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
                 if grad is not None and node in capture_nodes:
                     if node.hooks:
                         grad = _call_hooks(node.hooks, grad, fast)
-                    captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
+                    captured[id(capture_nodes[node])] = _hand_over(grad, owned, True) if fast else grad
                 continue
             if capture_nodes and grad is not None and node in capture_nodes:
-                captured[id(capture_nodes[node])] = _wrap(grad, device_of_array(grad)) if fast else grad
+                captured[id(capture_nodes[node])] = _hand_over(grad, owned, True) if fast else grad
             if grad is not None and node.hooks:
                 grad = _call_hooks(node.hooks, grad, fast)
             if grad is not None:
@@ -368,10 +369,7 @@ def _needed(roots, deps, goals, run_goals, goal_leaves):
 def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
     """Leaf hooks, then the captured gradient (autograd.grad) or `.grad` and the post-accumulate hooks."""
     if fast:
-        if id(g) in owned or not g.flags.writeable:  # as torch: each .grad its own writeable memory
-            g = leaf.device.xp.array(g)
-        owned.add(id(g))
-        g = _wrap(g, leaf.device)
+        g = _hand_over(g, owned, capture is not None)
     hooks = getattr(leaf, "_hooks", None)
     if hooks:
         g = _call_hooks(hooks, g, False)
@@ -386,6 +384,20 @@ def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
         leaf._grad = _accumulate(leaf._grad, g, create_graph)
     for hook in getattr(leaf, "_post_hooks", None) or ():
         hook(leaf)
+
+
+def _hand_over(array, owned, share):
+    """Fast mode: the Tensor handed to the user for gradient `array`, as torch's. Each .grad gets its own
+    writeable memory; autograd.grad's results (`share`) that are one gradient are one Tensor (the
+    caller's grad_outputs included), so a write into one moves the version autograd checks wherever
+    another was saved. `owned`: id(array) -> the Tensor already handed out around it."""
+    t = owned.get(id(array))
+    if t is not None and share:
+        return t
+    if t is not None or not array.flags.writeable:
+        array = device_of_array(array).xp.array(array)
+    t = owned[id(array)] = _wrap(array, device_of_array(array))
+    return t
 
 
 def _post_hooks_exist():

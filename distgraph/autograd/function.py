@@ -13,7 +13,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd import tensor as tensor_module
-from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View
+from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View, view_root
 from distgraph.errors import (
     AutogradError,
     DeviceError,
@@ -147,10 +147,10 @@ def apply(op, inputs, attrs=_EMPTY):
         result, saved = result
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
-    if op.view:  # shares memory and version with its input, which it keeps (torch's `_base`), and how
+    if op.view:  # shares memory and version with its input, which it keeps (`_view_of`), and how
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = vc = first._vc
-        out._base = first
+        out._view_of = first
         if _grad_state.grad_enabled and (type(first) is not View or len(first._view_fn) < 3):
             out._view_fn = (op, attrs)
         else:  # made in no_grad mode, or a view of such a view: writes through it are refused (views.py)
@@ -235,7 +235,7 @@ def mark_view(out, base, op, attrs):
     attrs, as getitem), a View of `base`: it shares base's version and keeps how it was made."""
     out.__class__ = View  # the same slots: only the grad_fn/requires_grad properties differ
     out._vc = base._vc
-    out._base = base
+    out._view_of = base
     if _grad_state.grad_enabled and (type(base) is not View or len(base._view_fn) < 3):
         out._view_fn = (op, attrs)
     else:
@@ -249,25 +249,38 @@ def _regenerate_view(view, strict=True):
     does). A reshape that had to copy holds no view of the memory: its graph stays. A view torch marks
     with how it was made (one of the views an op returned together, as split, chunk, unbind; one made in
     no_grad or inference mode) has no graph to rebuild, as in torch: reading its grad_fn (`strict`, what
-    an op does, not reading requires_grad) raises. A retain_grad() follows the view to its new graph.
-    As torch, a view with no graph of a base outside the graph has nothing to rebuild and stays stale
-    (it must rebuild, or refuse, once its base requires grad)."""
-    base = view._base
+    an op does, not reading requires_grad) raises, whether or not its root still requires grad. A
+    retain_grad() follows the view to its new graph. As torch, a view with no graph whose root (the
+    tensor owning the memory, not the view it was made of) is outside the graph has nothing to rebuild
+    and stays stale (it must rebuild, or refuse, once its root requires grad)."""
+    base = view._view_of
     old = _grad_fn_slot.__get__(view)
-    if old is None and not base.requires_grad:
+    if old is None and not view_root(view).requires_grad:
         return
     if view.array.size and not view.device.xp.may_share_memory(view.array, base.array):
         view._view_version = view._vc[0]
         return
-    if len(view._view_fn) > 2 and base.requires_grad:
+    if len(view._view_fn) > 2:
         if strict:
             raise view_write_error(view, indirect=True)
-        return  # it has no graph, and requires grad through its base (View.requires_grad)
+        return  # it keeps no graph; it requires grad through its own flag or its root (View.requires_grad)
     view._view_version = view._vc[0]
-    if base.requires_grad or old is not None:  # (as torch, a view whose base left the graph with
-        # detach_ gets a graph reaching nothing, which keeps it requiring grad)
-        _record(view._view_fn[0], (base,), view._view_fn[1], None, view)
-        move_retained_grad(view, old)
+    # (as torch, a view whose root left the graph with detach_ gets a graph reaching nothing, which keeps
+    # it requiring grad)
+    _record(view._view_fn[0], (_fresh_chain(base),), view._view_fn[1], None, view)
+    move_retained_grad(view, old)
+
+
+def _fresh_chain(t):
+    """`t` (the view a view was made of) as a graph rebuilt from the tensor owning the memory, as torch's
+    regenerated view, whose view ops are composed from there: the views in between get fresh Nodes, so
+    hooks and a retain_grad() on them see only what reaches their own graph, not this one."""
+    if type(t) is not View or (t.array.size and not t.device.xp.may_share_memory(t.array, t._view_of.array)):
+        return t  # the root: no view, or a reshape that copied
+    fresh = _new_tensor(Tensor)
+    fresh.array, fresh.device, fresh._vc, fresh._grad = t.array, t.device, t._vc, None
+    _record(t._view_fn[0], (_fresh_chain(t._view_of),), t._view_fn[1], None, fresh)
+    return fresh
 
 
 def move_retained_grad(t, old):

@@ -8,6 +8,8 @@ import functools
 import inspect
 import threading
 
+from distgraph.errors import AutogradError
+
 
 class _State(threading.local):
     """`grad_enabled` is whether ops are recorded (what every op reads); `requested` is the grad mode the
@@ -199,3 +201,26 @@ class detect_anomaly:  # noqa: N801 - PyTorch's name
 
 def set_detect_anomaly(mode):
     anomaly["enabled"] = bool(mode)
+
+
+class InferenceVersion(list):
+    """The version counter of every inference tensor: it has none. Reading it is what saving a tensor
+    for backward, an in-place update and `_version` do, so outside inference_mode each of these
+    raises, as torch refuses them (torch words the save and the in-place cases apart; here one message
+    names both). Inside the mode reads give 0 and writes are dropped: nothing there is recorded."""
+
+    def __getitem__(self, i):
+        if state.inference:
+            return 0
+        raise AutogradError(
+            "Inference tensors cannot be saved for backward or updated in place outside inference_mode "
+            "(they do not track a version counter). Please do not use Tensors created in inference mode in "
+            "computation tracked by autograd: make a clone() to get a normal tensor, or use no_grad() "
+            "instead of inference_mode()."
+        )
+
+    def __setitem__(self, i, value):
+        pass
+
+
+INFERENCE_VERSION = InferenceVersion([0])

@@ -8,6 +8,7 @@ holds only state and the few methods that are not ops.
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
@@ -32,8 +33,9 @@ class Tensor:
         "_hooks",
         "_post_hooks",
         "_retains",
-        "_base",  # set on views only (the tensor viewed); unset slots read as None through getattr
-        "_view_fn",  # on views only: (op, attrs) that made it from _base, so a write through it reaches _base
+        "_view_of",  # set on views only: the tensor viewed (its parent; torch's `_base` is the root, see
+        # there); unset slots read as None through getattr
+        "_view_fn",  # on views only: (op, attrs) that made it from _view_of, so a write through it reaches it
         "_view_version",  # on views only: the shared version its grad_fn was recorded at (View)
         "__weakref__",
     )
@@ -86,10 +88,21 @@ class Tensor:
         """Whether this tensor was made by a view op (reshape, permute, slicing, basic indexing...) and
         shares memory with the tensor it views (a reshape that had to copy is not a view, as in torch;
         nor is a view of an inference tensor, which, as torch's, tracks no views)."""
-        base = getattr(self, "_base", None)
+        base = getattr(self, "_view_of", None)
         if base is None or self._vc is INFERENCE_VERSION:
             return False
         return bool(self.device.xp.may_share_memory(self.array, base.array))
+
+    @property
+    def _base(self):
+        """torch's: the tensor owning the memory this view shares, the root of a chain of views (not the
+        view it was made of: `x[1:].view(-1)._base is x`); None for a tensor that is no view (_is_view)."""
+        if not self._is_view():
+            return None
+        root = self._view_of
+        while root._is_view():
+            root = root._view_of
+        return root
 
     def is_inference(self):
         """Made inside `inference_mode` (or a view of such a tensor): see InferenceVersion."""
@@ -218,7 +231,8 @@ class Tensor:
         def keep(grad):
             t = ref()
             if t is not None:
-                t.grad = grad if t.grad is None else t.grad + grad
+                t.grad = grad.clone() if t.grad is None else t.grad + grad  # (a copy, as torch: the
+                # same gradient may be handed on, to autograd.grad's caller or a later hook)
             return None
 
         self.register_hook(keep)
@@ -444,39 +458,26 @@ class View(Tensor):
             regenerate_view(self, strict=False)
         if _requires_grad_slot.__get__(self):
             return True
-        root = self._base
+        root = self._view_of  # (view_root, inlined: read by every op on a view)
         while type(root) is View:
-            root = root._base
+            root = root._view_of
         return root.requires_grad
 
     requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
 
 
+def view_root(view):
+    """The first tensor down `view`'s chain of views that is no View: the tensor whose graph a view's
+    graph is rebuilt from (torch's `_base`, but for a reshape that copied, which stays in the chain)."""
+    root = view._view_of
+    while type(root) is View:
+        root = root._view_of
+    return root
+
+
 TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take without further checks (not subclasses
 # such as Parameter, which take the general path)
 
-
-class InferenceVersion(list):
-    """The version counter of every inference tensor: it has none. Reading it is what saving a tensor
-    for backward, an in-place update and `_version` do, so outside inference_mode each of these
-    raises, as torch refuses them (torch words the save and the in-place cases apart; here one message
-    names both). Inside the mode reads give 0 and writes are dropped: nothing there is recorded."""
-
-    def __getitem__(self, i):
-        if _grad_state.inference:
-            return 0
-        raise AutogradError(
-            "Inference tensors cannot be saved for backward or updated in place outside inference_mode "
-            "(they do not track a version counter). Please do not use Tensors created in inference mode in "
-            "computation tracked by autograd: make a clone() to get a normal tensor, or use no_grad() "
-            "instead of inference_mode()."
-        )
-
-    def __setitem__(self, i, value):
-        pass
-
-
-INFERENCE_VERSION = InferenceVersion([0])
 
 non_leaves_detached = [0]  # how many detach_ ever took a tensor out of a graph (the engine looks for a
 # saved one only if some did)

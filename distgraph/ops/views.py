@@ -45,7 +45,7 @@ def _view_node(t):
         return None
     recipe = t._view_fn
     node = Node.__new__(Node)
-    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (t._base,), (None,)
+    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (t._view_of,), (None,)
     node.saved = node.hooks = node.out_ref = node.stack = None
     node.versions = ()
     return node
@@ -53,7 +53,7 @@ def _view_node(t):
 
 def _shares_memory(t):
     """Whether `t` is a view (has a base and a recipe) that shares memory with its base."""
-    base = getattr(t, "_base", None)
+    base = getattr(t, "_view_of", None)
     if base is None or getattr(t, "_view_fn", None) is None:
         return False
     # a reshape that copied is no view (an empty view shares no bytes, yet its writes belong to its base)
@@ -68,8 +68,8 @@ def check_view_write(t, operands, op):
     if type(t) is not View or len(t._view_fn) < 3 or not grad_mode.state.grad_enabled or not _shares_memory(t):
         return
     root = t
-    while getattr(root, "_base", None) is not None:
-        root = root._base
+    while getattr(root, "_view_of", None) is not None:
+        root = root._view_of
     if t.requires_grad or root.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in operands):
         raise view_write_error(t, op=op)
 
@@ -82,8 +82,8 @@ def snapshot(t):
     s = Tensor.__new__(Tensor)
     s.array, s.device, s._grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
     s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
-    if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._base.requires_grad:
-        _record(t._view_fn[0], (t._base,), t._view_fn[1], None, s)
+    if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._view_of.requires_grad:
+        _record(t._view_fn[0], (t._view_of,), t._view_fn[1], None, s)
     return s
 
 

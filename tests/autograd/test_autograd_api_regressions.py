@@ -220,3 +220,129 @@ def test_a_saved_non_leaf_detached_in_place_is_refused_in_backward_like_torch():
 
     got = _both(program)
     assert got[0] == got[1] == ("raises", (8 * A).tolist())
+
+
+def test_a_stale_view_made_in_inference_mode_is_no_refusal_once_its_root_left_the_graph_like_torch():
+    # seed 1827 (10 steps): whether a stale view with no graph has one to rebuild is its root's
+    # requires_grad, not that of the view it was made of (which keeps a graph reaching nothing)
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True)
+        mid = x.unsqueeze(0)
+        with lib.inference_mode():
+            v = mid.view(-1)
+        with lib.no_grad():
+            x.zero_()
+        x.detach_()
+        return v.requires_grad, _outcome(lambda: v.grad_fn is None), _outcome(lambda: v.is_leaf), mid.requires_grad
+
+    got = _both(program)
+    assert got[0] == got[1] == (False, True, True, True)
+
+
+def test_a_stale_view_of_a_no_grad_view_refuses_its_graph_after_its_root_left_it_like_torch():
+    # seed 157 (16 steps): a view made in grad mode of a view made in no_grad mode has a graph; after a
+    # write into its memory, reading it is refused, whether or not its root still requires grad
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True)
+        with lib.no_grad():
+            mid = x[:]
+        v = mid.view(-1)
+        with lib.no_grad():
+            v.fill_(0.5)
+        x.detach_()
+        return v.requires_grad, _outcome(lambda: v.grad_fn is None), _outcome(lambda: v.is_leaf)
+
+    got = _both(program)
+    assert got[0] == got[1] == (True, "raises", "raises")
+
+
+def test_a_stale_view_rebuilds_its_graph_from_its_root_not_through_the_view_it_was_made_of_like_torch():
+    # (found while fixing seed 157) the view it was made of, rebuilt first, keeps its hooks and
+    # retain_grad on its own new graph, which a backward from the other view does not reach
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True) * 1
+        mid = x[:]
+        v = mid.view(-1)
+        with lib.no_grad():
+            x.mul_(2)
+        calls = []
+        mid.grad_fn  # noqa: B018 - reading it rebuilds mid's graph
+        mid.retain_grad()
+        mid.register_hook(lambda g: calls.append(g.tolist()))
+        (v * 3).sum().backward()
+        return mid.grad, calls
+
+    got = _both(program)
+    assert got[0] == got[1] == (None, [])
+
+
+def test_a_retained_grad_is_a_copy_of_the_gradient_handed_on_like_torch():
+    # seed 1142 (16 steps): autograd.grad returned the very gradient retain_grad kept as .grad, so a write
+    # into the result changed the .grad
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True)
+        y = x + 1
+        y.retain_grad()
+        (g,) = lib.autograd.grad(y * 1, [y], grad_outputs=lib.full((3,), 3.0, dtype=lib.float64))
+        g.mul_(2)
+        return y.grad.tolist(), g.tolist()
+
+    got = _both(program)
+    assert got[0] == got[1] == ([3.0] * 3, [6.0] * 3)
+
+
+def test_autograd_grad_results_that_are_one_gradient_are_one_tensor_like_torch():
+    # seed 365 (16 steps): two results around one array had two version counters, so a write into one
+    # was not seen where the other was saved (nor by a view of it); grad_outputs itself is returned too
+    def program(lib):
+        x = lib.tensor(A, requires_grad=True)
+        y = x + 1
+        seed = lib.full((3,), 4.0, dtype=lib.float64)
+        g_y, g_x = lib.autograd.grad(y * 1, [y, x], grad_outputs=seed)
+        view = g_x[:]
+        g_y.add_(1)
+        (g,) = lib.autograd.grad(x + 1, [x], grad_outputs=seed)
+        return g_y is g_x, g_x._version, view._version, view.tolist(), g is seed
+
+    got = _both(program)
+    assert got[0] == got[1] == (True, 1, 1, [5.0] * 3, True)
+
+
+def test_a_grad_reached_by_the_callers_gradient_is_a_copy_like_torch():
+    # (found while fixing seed 365) `a.grad` was the caller's gradient tensor's memory
+    def program(lib):
+        a, b = lib.tensor(A, requires_grad=True), lib.tensor(A, requires_grad=True)
+        g = lib.ones(3, dtype=lib.float64)
+        (a + b).backward(g)
+        g.mul_(5)
+        return a.grad.tolist(), b.grad.tolist()
+
+    got = _both(program)
+    assert got[0] == got[1] == ([1.0] * 3, [1.0] * 3)
+
+
+def test_base_is_the_root_of_a_chain_of_views_and_none_for_a_tensor_that_is_no_view_like_torch():
+    def program(lib):
+        x = lib.tensor(np.arange(6.0).reshape(2, 3))
+        mid = x[1:]
+        inner = mid.view(-1).unsqueeze(0)
+        copied = x.t().reshape(-1)  # a reshape that copies is no view
+        of_copy = copied[1:]
+        with lib.inference_mode():
+            i = lib.ones(3)
+            iv = i[:]
+        with lib.no_grad():
+            made_in_no_grad = x[0]
+        return (
+            x._base is None,
+            mid._base is x,
+            inner._base is x,
+            copied._base is None,
+            of_copy._base is copied,
+            iv._base is None,
+            made_in_no_grad._base is x,
+            [t._is_view() for t in (x, mid, inner, copied, of_copy, iv, made_in_no_grad)],
+        )
+
+    got = _both(program)
+    assert got[0] == got[1] == (True,) * 7 + ([False, True, True, False, True, False, True],)
