@@ -40,17 +40,57 @@ def _padded(xp, x, kh, kw, s, p, d, oh, ow, fill):
     return out
 
 
+def _first_max(xp, taps):
+    """torch's running maximum, tap by tap: a tap replaces the maximum where it is greater, or NaN over
+    a number (`val > max || isnan(val)`), so ties and NaNs keep the first. Exact for every input (the
+    sign of a tied zero, the first NaN), but its masked copies are slow: used when the input has NaN or -0."""
+    out = taps[0].copy()
+    arg = xp.zeros(out.shape, dtype=xp.int64)
+    for t, tap in enumerate(taps[1:], 1):
+        take = ~(tap <= out) & (out == out)  # not (tap <= max): greater, or either is NaN; a NaN max stays
+        xp.copyto(out, tap, where=take)
+        xp.copyto(arg, t, where=take)
+    return out, arg
+
+
+def _has_negative_zero(xp, x):
+    bits = x.view(xp.dtype(f"i{x.itemsize}"))
+    return bool((bits == xp.iinfo(bits.dtype).min).any())  # -0.0 is the sign bit alone
+
+
+def _max_and_arg(xp, taps, padded):
+    """The maximum as a chain of elementwise maxima (vectorized), then the first tap equal to it as
+    the count of leading taps that differ: a few full-speed passes instead of masked copies. Equal
+    values are bit-identical except ±0, and NaN equals nothing: inputs with either go to `_first_max`."""
+    m = taps[0].copy()  # a copy, not a view of the input, even for a 1x1 kernel
+    for tap in taps[1:]:
+        xp.maximum(m, tap, out=m)
+    if m.dtype.kind == "f" and (bool(xp.isnan(m).any()) or _has_negative_zero(xp, padded)):
+        return _first_max(xp, taps)
+    differs = taps[0] != m
+    arg = differs.astype(xp.int64)
+    for tap in taps[1:-1]:
+        differs &= tap != m
+        arg += differs
+    return m, arg
+
+
 def _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode):
-    """Each window's maximum, its argmax (tap index, first maximum as torch) and the padded shape."""
+    """Each window's maximum, its argmax (tap index, first maximum as torch) and the padded shape.
+
+    Works on the kh·kw taps, each a strided (N, C, OH, OW) view of the padded input, so the input is
+    read in place; copying the windows into an (…, kh·kw) array and reducing its short last axis
+    (argmax, take_along_axis) was several times slower.
+    """
     kh, kw = kernel
     n, c, h, w = x.shape
     oh = _pool_out(h, kh, stride[0], padding[0], dilation[0], ceil_mode)
     ow = _pool_out(w, kw, stride[1], padding[1], dilation[1], ceil_mode)
     fill = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
     xpad = _padded(xp, x, kh, kw, stride, padding, dilation, oh, ow, fill)
-    win = _windows(xp, xpad, kh, kw, stride, dilation, oh, ow).reshape(n, c, oh, ow, kh * kw)
-    arg = win.argmax(axis=-1)
-    return xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg, xpad.shape
+    taps = [xpad[(..., *_tap_slices(i, j, kw, stride, dilation, oh, ow))] for i in range(kh) for j in range(kw)]
+    out, arg = _max_and_arg(xp, taps, xpad)
+    return out, arg, xpad.shape
 
 
 @defop("max_pool2d", kind="other", save=(), saves_extra=True)
@@ -86,10 +126,17 @@ def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape
     kh, kw = kernel
     oh, ow = g.shape[2], g.shape[3]
     gx = xp.zeros(padded_shape, dtype=g.dtype)
+    disjoint = stride[0] > dilation[0] * (kh - 1) and stride[1] > dilation[1] * (kw - 1)
+    finite = disjoint and bool(xp.isfinite(g).all())
     for i in range(kh):
         for j in range(kw):
-            rows, cols = _tap_slices(i, j, kw, stride, dilation, oh, ow)
-            gx[:, :, rows, cols] += xp.where(arg == i * kw + j, g, 0)
+            view = gx[(..., *_tap_slices(i, j, kw, stride, dilation, oh, ow))]
+            if finite:  # windows don't overlap: each tap's slice is written once, g·(is argmax) in one pass
+                xp.multiply(g, arg == i * kw + j, out=view)
+            else:  # overlapping windows accumulate; g·0 would turn an inf or NaN gradient into NaN
+                view += xp.where(arg == i * kw + j, g, 0)
+    if finite:
+        gx += 0  # g·0 is -0.0 for a negative g; torch's 0 + g gives +0.0 (bit-identical to the sums above)
     h, w = input_shape[2], input_shape[3]
     return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
 
