@@ -41,13 +41,14 @@ def _padded(xp, x, kh, kw, s, p, d, oh, ow, fill):
 
 
 def _first_max(xp, taps):
-    """torch's running maximum, tap by tap: a tap replaces the maximum where it is greater, or NaN over
-    a number (`val > max || isnan(val)`), so ties and NaNs keep the first. Exact for every input (the
-    sign of a tied zero, the first NaN), but its masked copies are slow: used when the input has NaN or -0."""
+    """torch's running maximum, tap by tap: a tap replaces the maximum where it is greater or NaN
+    (`val > max || isnan(val)`), so a tie keeps the first maximum and a NaN window the *last* NaN (torch's
+    index). Exact for every input (the sign of a tied zero, which NaN), but its masked copies are slow:
+    used only when the input has NaN or -0.0."""
     out = taps[0].copy()
     arg = xp.zeros(out.shape, dtype=xp.int64)
     for t, tap in enumerate(taps[1:], 1):
-        take = ~(tap <= out) & (out == out)  # not (tap <= max): greater, or either is NaN; a NaN max stays
+        take = (tap > out) | (tap != tap)
         xp.copyto(out, tap, where=take)
         xp.copyto(arg, t, where=take)
     return out, arg

@@ -270,3 +270,62 @@ def test_conv_border_padding_modes_match_torch(mode, name, args, kw, shape):
 def test_unbatched_inputs_and_1d_adaptive_pooling_match_torch(fn, args, shape, weight):
     arrays = (rng.standard_normal(shape),) + ((rng.standard_normal(weight),) if weight else ())
     check(lambda *a: getattr(F, fn)(*a, **args), lambda *a: getattr(TF, fn)(*a, **args), *arrays)
+
+
+MAX_POOL_SEMANTICS = [
+    dict(kernel_size=2),  # disjoint windows: the one-pass backward
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),  # overlapping, padded, ceil_mode
+    dict(kernel_size=2, stride=3, ceil_mode=True),  # gaps between windows, a partial last window
+    dict(kernel_size=(2, 3), dilation=2, padding=1),
+]
+
+
+def _pool_both(x, kw, grad):
+    """distgraph's and torch's max_pool2d (values, indices, input gradient) on the same array; `grad`
+    makes the output gradient from a fresh generator, so both get the same."""
+    got = []
+    for lib, f in ((dg, F), (torch, TF)):
+        a = lib.tensor(x, requires_grad=True) if x.dtype.kind == "f" else lib.tensor(x)
+        out, idx = f.max_pool2d(a, return_indices=True, **kw)
+        if x.dtype.kind == "f":
+            out.backward(lib.tensor(grad(np.random.default_rng(1), tuple(out.shape))))
+        got.append((np.asarray(out.detach().numpy()), np.asarray(idx.numpy()), a.grad))
+    return got
+
+
+@pytest.mark.parametrize("kw", MAX_POOL_SEMANTICS, ids=str)
+def test_max_pool_ties_nan_and_signed_zeros_match_torch_bit_for_bit(kw):
+    """Ties route to the first maximum, NaN wins and its index is the last NaN (torch's `val > max ||
+    isnan(val)` scan), a tie of -0.0 and 0.0 keeps the first one's sign; the gradient lands there."""
+    x = rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64)  # many ties
+    x[0, 0, 0, :4] = [0.0, -0.0, -0.0, 0.0]
+    x[0, 1, 1:3, 1:3] = [[-0.0, 0.0], [0.0, -0.0]]
+    x[1, 2, 0, 1], x[1, 2, 1, 0], x[1, 2, 4, 5] = np.nan, np.nan, -np.inf
+    for data in (x, np.where(np.isnan(x), 0.0, x)):  # with NaN (exact path) and without (fast path)
+        for signed in (data, data + 0.0):  # with and without -0.0
+            (out, idx, gx), (out_t, idx_t, gx_t) = _pool_both(signed, kw, lambda r, s: r.standard_normal(s))
+            np.testing.assert_array_equal(idx, idx_t)
+            np.testing.assert_array_equal(out.view(np.int64), out_t.view(np.int64))  # the bits: -0.0 and NaN too
+            if kw == MAX_POOL_SEMANTICS[0]:  # overlapping windows sum in another order than torch's
+                np.testing.assert_array_equal(gx.numpy().view(np.int64), gx_t.numpy().view(np.int64))
+            np.testing.assert_allclose(gx.numpy(), gx_t.numpy(), rtol=1e-14)
+
+
+@pytest.mark.parametrize("kw", MAX_POOL_SEMANTICS, ids=str)
+def test_max_pool_routes_negative_zero_and_infinite_gradients_as_torch(kw):
+    """An inf gradient reaches only its window's argmax (never inf·0 = NaN on the others); a -0.0
+    gradient arrives as torch's 0 + (-0.0) = +0.0."""
+    x = rng.standard_normal((2, 3, 7, 8))
+    seed = lambda r, s: np.where(r.random(s) < 0.3, np.inf, -0.0) * r.choice([-1.0, 1.0], s)  # noqa: E731
+    (_, _, gx), (_, _, gx_t) = _pool_both(x, kw, seed)
+    np.testing.assert_array_equal(gx.numpy().view(np.int64), gx_t.numpy().view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_max_pool_on_integers_pads_with_the_minimum_and_matches_torch(dtype):
+    x = rng.integers(-5, 5, (2, 3, 7, 8)).astype(dtype)
+    x[0, 0, 0, 0] = np.iinfo(dtype).min  # the padding value itself, in a padded corner window
+    for kw in MAX_POOL_SEMANTICS:
+        (out, idx, _), (out_t, idx_t, _) = _pool_both(x, kw, None)
+        np.testing.assert_array_equal(out, out_t)
+        np.testing.assert_array_equal(idx, idx_t)
