@@ -8,6 +8,9 @@ Before timing, the objects alive after the imports are frozen out of the garbage
 (`gc.freeze()`): torch's import leaves ~170,000 tracked objects, which every full collection
 triggered by distgraph's Python-level graph nodes would rescan — a cost of measuring both libraries
 in one process, not one a distgraph user pays (3–8 % of distgraph's time per chain, measured here).
+
+A second table times one convolutional chain on a small image batch, where the array work (im2col,
+matmuls, pooling windows) dominates rather than the per-op overhead: the gap a small CNN sees.
 """
 
 import gc
@@ -25,6 +28,32 @@ CHAINS = {
     "sub-exp-div": (4, lambda y, w: ((y - w).exp() / (w + 2.0)).tanh()),
     "sigmoid-mul-sum": (3, lambda y, w: (y.sigmoid() * w).sum(1, keepdim=True).expand(4, 4)),
 }
+
+
+CNN_SHAPES = {"input": (16, 1, 28, 28), "conv1": (8, 1, 3, 3), "conv2": (16, 8, 3, 3)}  # a LeNet-like stem
+
+
+def _cnn_step(lib, tensors):
+    """conv2d-relu-max_pool2d twice (3x3 padding 1, 2x2 pooling), forward + backward to both weights."""
+    F = lib.nn.functional
+
+    def run():
+        x, w1, w2 = tensors
+        y = F.max_pool2d(F.conv2d(x, w1, padding=1).relu(), 2)
+        F.max_pool2d(F.conv2d(y, w2, padding=1).relu(), 2).sum().backward()
+        w1.grad = None
+        w2.grad = None
+
+    return run
+
+
+def _cnn_row(dg, torch, rng, repeat):
+    arrays = [rng.standard_normal(s, dtype=np.float32) for s in CNN_SHAPES.values()]
+    ours = [dg.tensor(a, requires_grad=i > 0) for i, a in enumerate(arrays)]
+    theirs = [torch.tensor(a, requires_grad=i > 0) for i, a in enumerate(arrays)]
+    times = interleaved({"distgraph": _cnn_step(dg, ours), "torch": _cnn_step(torch, theirs)}, repeat=repeat, warmup=3)
+    ms = {k: v * 1e3 for k, v in times.items()}
+    return {"ms_per_step": ms, "ratio": ms["distgraph"] / ms["torch"]}
 
 
 def _step(lib_tensor, body, links):
@@ -77,4 +106,10 @@ def command(links, repeat, json_out):
     click.echo(f"eager autograd, 4x4 float32, forward+backward, µs per forward op — {machine()}")
     click.echo(table(["chain", "distgraph µs/op", "torch µs/op", "distgraph / torch"], rows))
     click.echo("target: distgraph <= 1.0x PyTorch per op")
-    write_json(json_out, {"machine": machine(), "results": results, "geomean_ratio": geo}, click.echo)
+    cnn = _cnn_row(dg, torch, rng, repeat)
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in CNN_SHAPES.items())
+    click.echo(f"\nconv2d-relu-max_pool2d x2, float32, forward+backward, ms per step ({shapes})")
+    ms = cnn["ms_per_step"]
+    click.echo(table(["chain", "distgraph ms", "torch ms", "distgraph / torch"],
+                     [["conv-relu-maxpool", f"{ms['distgraph']:.2f}", f"{ms['torch']:.2f}", f"{cnn['ratio']:.2f}x"]]))  # fmt: skip
+    write_json(json_out, {"machine": machine(), "results": results, "geomean_ratio": geo, "cnn": cnn}, click.echo)
