@@ -128,16 +128,16 @@ def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape
     oh, ow = g.shape[2], g.shape[3]
     gx = xp.zeros(padded_shape, dtype=g.dtype)
     disjoint = stride[0] > dilation[0] * (kh - 1) and stride[1] > dilation[1] * (kw - 1)
-    finite = disjoint and bool(xp.isfinite(g).all())
+    bits = xp.dtype(f"i{g.itemsize}")
     for i in range(kh):
         for j in range(kw):
             view = gx[(..., *_tap_slices(i, j, kw, stride, dilation, oh, ow))]
-            if finite:  # windows don't overlap: each tap's slice is written once, g·(is argmax) in one pass
-                xp.multiply(g, arg == i * kw + j, out=view)
-            else:  # overlapping windows accumulate; g·0 would turn an inf or NaN gradient into NaN
+            if disjoint:  # each tap's slice is written once: g's bits times (is argmax), exact for inf and NaN
+                xp.multiply(g.view(bits), arg == i * kw + j, out=view.view(bits))
+            else:  # overlapping windows accumulate
                 view += xp.where(arg == i * kw + j, g, 0)
-    if finite:
-        gx += 0  # g·0 is -0.0 for a negative g; torch's 0 + g gives +0.0 (bit-identical to the sums above)
+    if disjoint:
+        gx += 0  # torch accumulates into zeros: a -0.0 gradient arrives as 0 + (-0.0) = +0.0
     h, w = input_shape[2], input_shape[3]
     return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
 
