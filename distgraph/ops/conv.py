@@ -67,8 +67,12 @@ def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
     o, _, kh, kw = w.shape
     oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(wd, kw, stride[1], padding[1], dilation[1])
     wg = w.reshape(groups, o // groups, -1)
+    slices = _batches(n, c * kh * kw * oh * ow * x.itemsize)
+    if len(slices) == 1:  # the matmul's result is the output: no second (O, N, OH, OW) buffer, no copy
+        cols, _, _ = _columns(xp, x, w.shape, stride, padding, dilation, groups)
+        return (wg @ cols).reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
     out = xp.empty((o, n, oh, ow), dtype=xp.result_type(x, w))
-    for s in _batches(n, c * kh * kw * oh * ow * x.itemsize):
+    for s in slices:
         cols, _, _ = _columns(xp, x[s], w.shape, stride, padding, dilation, groups)
         out[:, s] = (wg @ cols).reshape(o, -1, oh, ow)  # (g, O/g, n·OH·OW) -> (O, n, OH, OW)
     return out.transpose(1, 0, 2, 3)
