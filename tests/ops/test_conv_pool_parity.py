@@ -329,3 +329,17 @@ def test_max_pool_on_integers_pads_with_the_minimum_and_matches_torch(dtype):
         (out, idx, _), (out_t, idx_t, _) = _pool_both(x, kw, None)
         np.testing.assert_array_equal(out, out_t)
         np.testing.assert_array_equal(idx, idx_t)
+
+
+@pytest.mark.parametrize("kw", MAX_POOL_SEMANTICS, ids=str)
+def test_max_pool_second_derivative_matches_torch(kw):
+    """Through max_pool2d_scatter (the disjoint one-pass path and the accumulating one) and its gather."""
+    x = rng.standard_normal((2, 3, 7, 8))
+    grads = []
+    for lib, f in ((dg, F), (torch, TF)):
+        a = lib.tensor(x, requires_grad=True)
+        (ga,) = lib.autograd.grad((f.max_pool2d(a, **kw) ** 3).sum(), [a], create_graph=True)
+        (ga * ga).sum().backward()
+        grads.append((ga.detach().numpy(), a.grad.numpy()))
+    for ours, theirs in zip(*grads, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
