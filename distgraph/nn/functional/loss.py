@@ -233,14 +233,15 @@ _KL_MEAN_WARNING = (  # torch's words
 
 
 def kl_div(input, target, reduction="mean", log_target=False):
-    """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size.
+    """Σ target · log target − target · input, input being log-probabilities; 'batchmean' divides by the batch size.
     The two broadcast, as torch's elementwise formula does."""
     _check_broadcast(input, target, "kl_div")
     if log_target:
         loss = ew.mul(ew.exp(target), ew.sub(target, input))
-    else:  # 0 · log 0 = 0
-        safe = ew.where(cmp.gt(target, 0), target, ew.const(1, target))
-        loss = ew.mul(target, ew.sub(ew.log(safe), input))
+    else:  # torch's xlogy(target, target) − target · input, rounded as torch's: 0 · log 0 = 0, and where
+        # log target and input differ by an ulp the two products often still round alike, giving 0
+        xlogx = ew.where(cmp.eq(target, 0), ew.const(0, target), ew.mul(target, ew.log(target)))
+        loss = ew.sub(xlogx, ew.mul(target, input))
     if reduction == "mean":
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if reduction == "batchmean":

@@ -1,0 +1,64 @@
+"""Bugs the random-program fuzzer (test_program_fuzz.py) found over seeds 0..7000 in its sixth round, each
+pinned against torch (float64, values and gradients, second-order gradients where the bug was there)."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from tests.autograd.test_second_order_regressions import check_second_order
+from tests.parity import check
+
+torch = pytest.importorskip("torch")
+
+X = np.random.default_rng(0).standard_normal((3, 4))
+ROW_6990 = np.array([0.7865904776604432, -1.1630266749940288, -1.3469742520575874, 0.16420158069987978])
+
+
+def _parity(fn, *arrays, **kw):
+    return check(lambda *a: fn(dg, *a), lambda *a: fn(torch, *a), *arrays, **kw)
+
+
+# ---- softmax and kl_div round as torch's, so kl_div(log_softmax x, softmax x) is 0 where torch's is (6990) ---
+def test_softmax_along_the_last_dim_rounds_as_torchs_kernel():
+    """torch's last-dim kernel multiplies exp(x − max) by 1 / sum, its other kernel divides by the sum;
+    dividing along the last dim left softmax an ulp off torch's, and log(softmax) an ulp off log_softmax
+    where torch's agree: kl_div(x, x) 1e-17 where torch's is 0, and atan2 of it π off."""
+    np.testing.assert_array_equal(dg.tensor(X).softmax(-1).numpy(), torch.tensor(X).softmax(-1).numpy())
+    np.testing.assert_array_equal(dg.tensor(X.T).softmax(0).numpy(), torch.tensor(X.T).softmax(0).numpy())
+    _parity(lambda m, x: x.softmax(-1), X)
+    _parity(lambda m, x: x.softmax(0), X)
+
+
+@pytest.mark.parametrize("x", [X, ROW_6990], ids=["3x4", "seed6990"])
+def test_kl_div_of_a_distribution_against_itself_is_torchs_bit_for_bit(x):
+    """torch's xlogy(t, t) − t · input rounds each product: where log t and input differ by an ulp the
+    two products often still round alike, to 0; distgraph's t · (log t − input) kept the ulp (seed 6990:
+    1e-17, whose reciprocal torch gives as inf)."""
+
+    def kl(m, x):
+        return m.nn.functional.kl_div(x.log_softmax(-1), x.softmax(-1), reduction="none")
+
+    np.testing.assert_array_equal(kl(dg, dg.tensor(x)).numpy(), kl(torch, torch.tensor(x)).numpy())
+    _parity(kl, x)
+
+
+def test_kl_div_is_torchs_xlogy_formula_at_zero_and_negative_targets():
+    """torch computes xlogy(target, target) − target · input: NaN at a negative target, and a NaN target
+    gradient at a zero one (xlogy's other-gradient target / target); distgraph took log 1 there."""
+    inp = np.array([0.3, -0.2, 0.5, 0.1, -1.5])
+    target = np.array([0.0, -1.0, 0.5, 2.0, 0.25])
+    for red in ("none", "sum", "batchmean"):
+        _parity(lambda m, i, t: m.nn.functional.kl_div(i, t, reduction=red), inp, target)
+
+
+# ---- norm's double backward at a zero norm is NaN, as torch's (seed 2088) ---------------------------------
+@pytest.mark.parametrize("p", [2, "fro", 3, 1.5, 1])
+def test_norm_second_order_through_its_incoming_gradient_is_nan_where_the_norm_is_zero(p):
+    """torch's norm_backward masks g / ‖x‖^(p−1) (x / ‖x‖ for p = 2) to 0 where ‖x‖ = 0: the first-order
+    gradient is 0 there, a second-order one 0 / 0, NaN. distgraph divided by a safe 1 and gave finite values."""
+    x = np.concatenate([np.zeros((1, 4)), X[:2]])  # row 0 has a zero norm
+    w = np.random.default_rng(1).standard_normal(3)
+    check_second_order(lambda m, x, w: x.norm(p, dim=1) * w, x, w)
+    check_second_order(lambda m, x, w: (x[0].norm(p) + x.sum()) * w, x, w)
+    _parity(lambda m, x: x.norm(p, dim=1), x)
+    _parity(lambda m, x: x.norm(p, dim=0, keepdim=True), x)
