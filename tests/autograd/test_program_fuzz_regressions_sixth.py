@@ -62,3 +62,18 @@ def test_norm_second_order_through_its_incoming_gradient_is_nan_where_the_norm_i
     check_second_order(lambda m, x, w: (x[0].norm(p) + x.sum()) * w, x, w)
     _parity(lambda m, x: x.norm(p, dim=1), x)
     _parity(lambda m, x: x.norm(p, dim=0, keepdim=True), x)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, x, w: m.nn.functional.cosine_similarity(x, x, dim=-1) * w,  # seed 1479
+        lambda m, x, w: m.nn.functional.cosine_similarity(x, x * 2, dim=-1) * w,
+        lambda m, x, w: m.nn.functional.normalize(x.T, dim=0).sum(0) * w,  # seed 3444
+    ],
+)
+def test_cosine_similarity_and_normalize_second_order_is_nan_at_a_zero_row(fn):
+    """Both divide by a norm floored at eps in value only, so a zero row's norm still differentiates as
+    torch's norm_backward: a NaN second-order gradient there."""
+    x = np.concatenate([np.zeros((1, 4)), X[:2]])
+    check_second_order(fn, x, np.random.default_rng(2).standard_normal(3))
