@@ -77,3 +77,33 @@ def test_cosine_similarity_and_normalize_second_order_is_nan_at_a_zero_row(fn):
     torch's norm_backward: a NaN second-order gradient there."""
     x = np.concatenate([np.zeros((1, 4)), X[:2]])
     check_second_order(fn, x, np.random.default_rng(2).standard_normal(3))
+
+
+# ---- huber and smooth_l1 are 0.5·d² of the signed difference: second derivative 1 at d = 0 (seed 618) ---
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda F, a, b: F.huber_loss(a, b, reduction="none", delta=0.7),
+        lambda F, a, b: F.smooth_l1_loss(a, b, reduction="none", beta=0.5),
+        lambda F, a, b: F.huber_loss(a, b, reduction="sum", delta=2.0),
+    ],
+)
+def test_huber_and_smooth_l1_second_order_where_input_equals_target_is_torchs(loss):
+    """distgraph squared |input − target|, whose second derivative is 0 (abs's slope is 0 there) where
+    input equals target, torch's 1 (1/β); the fuzzer reached it through clamp(x, y, y) against y."""
+    y = np.concatenate([X[0], [0.5, 3.0]])
+    x = y.copy()
+    x[[1, 4, 5]] += [0.2, -2.5, 4.0]  # near, far below, far above; the rest tie
+    check_second_order(lambda m, x, y: loss(m.nn.functional, x * 1, y * y), x, y)
+    check_second_order(lambda m, x, y: loss(m.nn.functional, m.clamp(x, y, y), y), x, y)
+    _parity(lambda m, x, y: loss(m.nn.functional, x, y), x, y)
+
+
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+@pytest.mark.parametrize("edge", [0.5, 2.0])
+def test_huber_and_smooth_l1_are_linear_at_exactly_delta(name, edge):
+    """torch's quadratic branch is |d| < δ (β): at |d| = δ the value and slope are the same either way, the
+    second derivative is the linear branch's 0; distgraph took the quadratic one (1)."""
+    x = np.array([2.0, -2.0, 0.5, -0.5, 1.0, 0.0])
+    kw = {"delta" if name == "huber_loss" else "beta": edge}
+    check_second_order(lambda m, x, y: getattr(m.nn.functional, name)(x, y, reduction="none", **kw), x, np.zeros(6))
