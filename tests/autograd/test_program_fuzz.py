@@ -260,6 +260,14 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
 # Divergences found and not yet fixed (see the fuzzer's report); strict, so a fix shows up here.
 OPEN = {}
 
+# Hunting-mode seeds that diverge for reasons outside distgraph: printed as known, not counted.
+KNOWN = {
+    1545: "torch's hardshrink/softshrink disagree with themselves at NaN",
+    6310: "ties among ±inf in topk: torch leaves their order unspecified",
+    6528: "kl_div(x, x) as xlogy(t, t) - t·x: torch's xlogy takes glibc's log, an ulp off numpy's (and torch.log's) "
+    "for one t, so its sum is 0 where distgraph's is 2e-18, and atan2 of it π off",
+}
+
 
 @pytest.mark.parametrize(
     "seed",
@@ -272,10 +280,13 @@ def test_random_program_matches_torch(seed):
 
 if __name__ == "__main__":  # hunting mode: many seeds, every divergence printed
     start, stop = int(sys.argv[1]), int(sys.argv[2])
-    failures = 0
+    failures = known = 0
     for seed in range(start, stop):
         trace, bad = run_program(seed, second_order=seed % 3 == 0)
-        if bad:
+        if bad and seed in KNOWN:
+            known += 1
+            print(f"=== seed {seed}: known, {KNOWN[seed]}\n")
+        elif bad:
             failures += 1
             print(f"=== seed {seed}\n  " + "\n  ".join(trace) + f"\n  -> {bad}\n")
-    print(f"{failures} of {stop - start} seeds diverge")
+    print(f"{failures} of {stop - start} seeds diverge ({known} more known)")
