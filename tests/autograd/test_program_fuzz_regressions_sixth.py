@@ -107,3 +107,33 @@ def test_huber_and_smooth_l1_are_linear_at_exactly_delta(name, edge):
     x = np.array([2.0, -2.0, 0.5, -0.5, 1.0, 0.0])
     kw = {"delta" if name == "huber_loss" else "beta": edge}
     check_second_order(lambda m, x, y: getattr(m.nn.functional, name)(x, y, reduction="none", **kw), x, np.zeros(6))
+
+
+# ---- clamp with Tensor bounds (seeds 7992, 7093) -------------------------------------------------------------
+@pytest.mark.parametrize("hi", [-np.inf, np.inf])
+def test_clamp_to_an_infinite_upper_bound_below_the_lower_is_that_bound_not_nan(hi):
+    """Where hi < lo the value is hi with hi's gradient; distgraph built it as hi + (out − hi).detach(),
+    NaN for an infinite hi (seed 7992: clamp(x, x, log of a bool mask))."""
+    lo = X[0]
+    his = np.array([hi, 0.5, hi, -3.0])
+    _parity(lambda m, x, lo, h: m.clamp(x, lo, h), X, lo, his)
+    _parity(lambda m, x, lo, h: m.clamp(x, lo - 10, h), X, lo, his)
+
+
+@pytest.mark.parametrize("number", [True, 1, 0.25])
+@pytest.mark.parametrize("which", ["min", "max"])
+def test_clamp_takes_a_0d_bound_next_to_a_number_as_a_number(number, which):
+    """torch's clamp(Tensor, Number, Number) takes a 0-d tensor that needs no grad as a number when the
+    other bound is one (a bool included); distgraph went the Tensor-bounds way, which refused the bool
+    (seed 7093) and promoted an integer input by the 0-d tensor's dtype."""
+    other = np.float64(-0.3)
+
+    def fn(m, x):
+        bounds = {"min": m.tensor(other), "max": number} if which == "min" else {"min": number, "max": m.tensor(other)}
+        return m.clamp(x, **bounds)
+
+    _parity(fn, X)
+    ints = np.array([[-2, 0, 1, 3]])
+    d, t = fn(dg, dg.tensor(ints)), fn(torch, torch.tensor(ints))
+    assert d.dtype.name == str(t.dtype).split(".")[-1]
+    np.testing.assert_array_equal(d.numpy(), t.numpy())
