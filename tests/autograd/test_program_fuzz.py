@@ -266,8 +266,8 @@ KNOWN = {
     6310: "ties among ±inf in topk: torch leaves their order unspecified",
     6528: "kl_div(x, x) as xlogy(t, t) - t·x: torch's xlogy takes glibc's log, an ulp off numpy's (and torch.log's) "
     "for one t, so its sum is 0 where distgraph's is 2e-18, and atan2 of it π off",
-    7008: "float32 noise: numpy's exp(1) is an ulp off torch's, and x / x's two gradient terms g / x and "
-    "-g·(1 / x) (torch's formula) cancel to 0 or to an ulp of 1 / x depending on g's last bit",
+    7008: "float32 noise: numpy's float32 exp(1) is an ulp off torch's (2.718282, 2.7182817) and a float32 sum "
+    "rounds apart; the second-order gradient through x / x's gradient (of values near 1 / x) shows those last bits",
     7033: "as 6528: kl_div(x, x) 2e-18 where torch's is 0 (glibc's log in torch's xlogy), then compared with lt",
     8188: "ties among ±inf in kthvalue (x / 0 truncated): torch leaves which index it returns unspecified",
     8379: "torch reports requires_grad on an int64 tensor a grad value was written into, then refuses log1p of it",
