@@ -288,11 +288,17 @@ def _sum_out_lone_letters(specs, out_spec, operands, sizes):
 # ---- softmax ------------------------------------------------------------------------------------------------
 @defop("softmax", kind="other", save=(), saves_output=True)
 def _softmax(xp, x, axis):
+    """exp(x − max) / sum, as torch's CPU kernels round it: along the last dim they multiply by the
+    sum's reciprocal, along another they divide (so log(softmax(x)) equals log_softmax(x) where torch's do)."""
     if x.size == 0:
         return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
     e = xp.exp(shifted)
-    e /= e.sum(axis=axis, keepdims=True)
+    total = e.sum(axis=axis, keepdims=True)
+    if axis == x.ndim - 1:
+        e *= 1 / total
+    else:
+        e /= total
     return e
 
 

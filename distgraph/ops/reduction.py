@@ -271,21 +271,31 @@ def _vector_norm(xp, x, p, axes, keepdim=False):
 
 @_vector_norm.grad
 def _(ctx, g):
-    # d||x||_p / dx = sign(x) |x|^(p-1) / ||x||^(p-1); at ||x|| = 0 the gradient is 0, as torch's
-    # subgradient (sqrt's infinite slope times 0 would otherwise give NaN, e.g. in clip_grad_norm_)
+    # torch's norm_backward: d||x||_p / dx = sign(x) |x|^(p-1) · g / ||x||^(p-1), the quotient masked to 0
+    # where ||x|| = 0 (sqrt's infinite slope times 0 would give NaN, e.g. in clip_grad_norm_). Masked, not
+    # divided by a safe 1: a second-order gradient through that quotient is 0 / 0 there, NaN, as torch's
     x, p = ctx.inputs[0], ctx.attrs["p"]
     axes, keepdim = ctx.attrs["axes"], ctx.attrs.get("keepdim", False)
     n = _unsqueeze_reduced(ctx.out, axes, keepdim)
-    safe = ew.where(cmp.eq(n, 0), ew.const(1, n), n)
     g = _unsqueeze_reduced(g, axes, keepdim)
+    if p == 1:
+        return ew.mul(ew.sign(x), g)
     if p == 2:
-        return ew.mul(g, ew.div(x, safe))
+        return ew.mul(g, _zero_where_zero_norm(n, ew.div(x, n)))
     if p < 1:  # torch's form sign(x)|x|^(p-1)·‖x‖^(1-p): 0 where x = 0 (|x|^(p-1) is infinite there, so
         # sign(0) multiplies a finite 1) and everywhere when ‖x‖ = 0 (a p < 0 norm is 0 at any zero)
         zero = cmp.eq(x, 0)
         scaled = ew.mul(ew.sign(x), ew.pow(ew.where(zero, ew.const(1, x), ew.abs(x)), p - 1))
         return ew.mul(g, ew.mul(scaled, ew.pow(n, 1 - p)))
-    return ew.mul(g, ew.mul(ew.sign(x), ew.pow(ew.div(ew.abs(x), safe), p - 1)))
+    if p < 2:
+        scaled = ew.mul(ew.sign(x), ew.pow(ew.abs(x), p - 1))
+    else:
+        scaled = ew.mul(x, ew.pow(ew.abs(x), p - 2))
+    return ew.mul(scaled, _zero_where_zero_norm(n, ew.div(g, ew.pow(n, p - 1))))
+
+
+def _zero_where_zero_norm(n, t):
+    return ew.where(cmp.eq(n, 0), ew.const(0, t), t)
 
 
 # 1 where x != 0, else 0: piecewise constant, so the 0-norm has a zero gradient and (as torch's) requires grad

@@ -260,6 +260,19 @@ def _check_gradients(rng, pool, leaves, second_order, loose, snapshots):
 # Divergences found and not yet fixed (see the fuzzer's report); strict, so a fix shows up here.
 OPEN = {}
 
+# Hunting-mode seeds that diverge for reasons outside distgraph: printed as known, not counted.
+KNOWN = {
+    1545: "torch's hardshrink/softshrink disagree with themselves at NaN",
+    6310: "ties among ±inf in topk: torch leaves their order unspecified",
+    6528: "kl_div(x, x) as xlogy(t, t) - t·x: torch's xlogy takes glibc's log, an ulp off numpy's (and torch.log's) "
+    "for one t, so its sum is 0 where distgraph's is 2e-18, and atan2 of it π off",
+    7008: "float32 noise: numpy's float32 exp(1) is an ulp off torch's (2.718282, 2.7182817) and a float32 sum "
+    "rounds apart; the second-order gradient through x / x's gradient (of values near 1 / x) shows those last bits",
+    7033: "as 6528: kl_div(x, x) 2e-18 where torch's is 0 (glibc's log in torch's xlogy), then compared with lt",
+    8188: "ties among ±inf in kthvalue (x / 0 truncated): torch leaves which index it returns unspecified",
+    8379: "torch reports requires_grad on an int64 tensor a grad value was written into, then refuses log1p of it",
+}
+
 
 @pytest.mark.parametrize(
     "seed",
@@ -272,10 +285,13 @@ def test_random_program_matches_torch(seed):
 
 if __name__ == "__main__":  # hunting mode: many seeds, every divergence printed
     start, stop = int(sys.argv[1]), int(sys.argv[2])
-    failures = 0
+    failures = known = 0
     for seed in range(start, stop):
         trace, bad = run_program(seed, second_order=seed % 3 == 0)
-        if bad:
+        if bad and seed in KNOWN:
+            known += 1
+            print(f"=== seed {seed}: known, {KNOWN[seed]}\n")
+        elif bad:
             failures += 1
             print(f"=== seed {seed}\n  " + "\n  ".join(trace) + f"\n  -> {bad}\n")
-    print(f"{failures} of {stop - start} seeds diverge")
+    print(f"{failures} of {stop - start} seeds diverge ({known} more known)")

@@ -147,26 +147,29 @@ def l1_loss(input, target, reduction="mean", weight=None):
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
     input, target = _broadcast(input, target, "smooth_l1_loss")
-    d = ew.abs(ew.sub(input, target))
+    diff = ew.sub(input, target)
+    d = ew.abs(diff)
     if beta == 0:
         return _reduce(d, reduction, "smooth_l1_loss")
-    near = cmp.logical_not(cmp.gt(d, beta))  # NaN too: torch's quadratic branch
-    quad = ew.div(ew.mul(ew.square(_near_only(d, near)), 0.5), beta)
+    near = cmp.logical_not(cmp.ge(d, beta))  # NaN too: torch's quadratic branch (|d| < β)
+    quad = ew.div(ew.mul(ew.square(_near_only(diff, near)), 0.5), beta)
     return _reduce(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
 
 
 def _near_only(d, near):
     """d where the loss is quadratic, else 0: the unselected quadratic branch then sends no inf · 0 = NaN
-    to the gradient where d is infinite (torch's backward picks one branch per element)."""
+    to the gradient where d is infinite (torch's backward picks one branch per element). d is the signed
+    difference: squaring |d| would give a second derivative of 0 (abs's slope 0) where input = target."""
     return ew.where(near, d, ew.const(0, d))
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     input, target = _broadcast(input, target, "huber_loss")
-    d = ew.abs(ew.sub(input, target))
-    near = cmp.logical_not(cmp.gt(d, delta))  # NaN too: torch's quadratic branch
-    loss = ew.where(near, ew.mul(ew.square(_near_only(d, near)), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
+    diff = ew.sub(input, target)
+    d = ew.abs(diff)
+    near = cmp.logical_not(cmp.ge(d, delta))  # NaN too: torch's quadratic branch (|d| < δ)
+    loss = ew.where(near, ew.mul(ew.square(_near_only(diff, near)), 0.5), ew.mul(ew.sub(d, 0.5 * delta), delta))
     if loss.dtype != input.dtype:  # torch writes it into a tensor like the input (its backward then refuses)
         loss = cast(loss, input.dtype)
     return _weighted(loss, weight, reduction, "huber_loss", False)
@@ -233,14 +236,15 @@ _KL_MEAN_WARNING = (  # torch's words
 
 
 def kl_div(input, target, reduction="mean", log_target=False):
-    """Σ target · (log target − input), input being log-probabilities; 'batchmean' divides by the batch size.
+    """Σ target · log target − target · input, input being log-probabilities; 'batchmean' divides by the batch size.
     The two broadcast, as torch's elementwise formula does."""
     _check_broadcast(input, target, "kl_div")
     if log_target:
         loss = ew.mul(ew.exp(target), ew.sub(target, input))
-    else:  # 0 · log 0 = 0
-        safe = ew.where(cmp.gt(target, 0), target, ew.const(1, target))
-        loss = ew.mul(target, ew.sub(ew.log(safe), input))
+    else:  # torch's xlogy(target, target) − target · input, rounded as torch's: 0 · log 0 = 0, and where
+        # log target and input differ by an ulp the two products often still round alike, giving 0
+        xlogx = ew.where(cmp.eq(target, 0), ew.const(0, target), ew.mul(target, ew.log(target)))
+        loss = ew.sub(xlogx, ew.mul(target, input))
     if reduction == "mean":
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if reduction == "batchmean":
