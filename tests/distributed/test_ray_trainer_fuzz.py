@@ -314,6 +314,16 @@ def test_an_epoch_scheduler_cycling_momentum_reaches_the_store_actors(sync, work
     assert diverges(cfg, tmp_path) == []
 
 
+def test_a_fit_ended_by_an_error_steps_a_per_step_scheduler_for_the_steps_it_applied(tmp_path):
+    """A per-step scheduler is stepped for an epoch's applied steps at its end. A fit that one rank's NaN
+    ended kept the steps before the error but never stepped the scheduler for them; the optimizer held
+    the failed step's row locally and the last finished call's on Ray, and the next fit's first step
+    took its lr from there: both fits diverged (and neither was a torch loop's, which steps after each
+    step)."""
+    cfg = pinned(scheduler="lambda", interval="step", groups=True, epochs=[1, 1], checkpoint="none")
+    assert diverges({**cfg, "fail": failure(cfg, "nan", step=2, rank=1)}, tmp_path) == []
+
+
 if __name__ == "__main__":  # hunting mode: many seeds, every divergence printed
     import pathlib
     import tempfile
