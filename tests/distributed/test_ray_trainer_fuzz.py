@@ -73,7 +73,10 @@ def draw(seed):
     rng = np.random.default_rng([seed, 3])
     if cfg["allreduce"] == "auto" and not cfg["scaler"] and rng.integers(4) == 0:
         cfg["allreduce"] = "shm"  # store actors fed by the workers' shm all-reduce (no loss scaling there)
-    return {**cfg, "fail": draw_failure(cfg, rng) if cfg["checkpoint"] != "crash" and rng.integers(3) else None}
+    if cfg["checkpoint"] == "crash" or not rng.integers(3):
+        return {**cfg, "fail": None}
+    cfg["epochs"] = [cfg["epochs"][0], max(cfg["epochs"][1], 1)]  # a fit after the failed one trains
+    return {**cfg, "fail": draw_failure(cfg, rng)}
 
 
 def draw_failure(cfg, rng):
