@@ -4,8 +4,8 @@ Each seed draws a configuration of the local fuzzer (`tests/test_trainer_fuzz.py
 optimizer with one or two param groups, scheduler per epoch or per step, data form, fit twice, a
 checkpoint saved and loaded, a grad scaler, validation data) and adds what only Ray varies: 1 or 2
 workers, the all-reduce ("auto": the store sharded across the workers' segment; "store": store actors
-summing the gradients; "gloo"), tiny or default buckets, float32 or float64, a last batch smaller than
-the worker count, and a resume (`checkpoint_dir`, `fit(resume=True)`) from an epoch end or from the step
+summing the gradients; "shm": store actors fed by the workers' all-reduce; "gloo"), tiny or default
+buckets, float32 or float64, a last batch smaller than the worker count, and a resume (`checkpoint_dir`, `fit(resume=True)`) from an epoch end or from the step
 checkpoint before a crash inside a step, and a fit ended by one rank's user error (a NaN in a sample, a
 target out of range) before the next. The same configuration is trained with `backend="local"` and
 `backend="ray"` with the same number of workers, and a synchronous Ray run must give the local run's
