@@ -32,10 +32,10 @@ from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays, check_data
 from distgraph.trainer_options import check_batch_size, check_fit, check_options
-from distgraph.trainer_schedule import StepSchedule, check_interval
+from distgraph.trainer_schedule import Schedules, check_interval
 
 
-class Trainer:
+class Trainer(Schedules):
     def __init__(
         self,
         model,
@@ -150,18 +150,9 @@ class Trainer:
                 )  # fmt: skip
                 bar.update(1)
 
-            if self._cluster is not None:
-                if self.elastic:
-                    self._cluster.fit_to_cluster(*self.elastic)
-                if not self._run_remote_epoch(batches, on_step, first):
-                    bar.close()
-                    continue  # a store shard was lost: restored from the checkpoint, redo from there
-            else:
-                for t in range(first, len(batches)):
-                    self.apply_step_hypers(t)
-                    on_step(t, self._local_step(x, y, batches[t]))
-                    if t + 1 < len(batches):
-                        self._step_checkpoint(t + 1)
+            if not self._run_epoch(x, y, batches, on_step, first):
+                bar.close()
+                continue  # a store shard was lost: restored from the checkpoint, redo from there
             bar.close()
             record_lr = self._last_lr(first + len(parts) - 1)
             self._catch_up_scheduler(first + len(parts))
@@ -192,54 +183,26 @@ class Trainer:
             self._cluster.pull()
         return self.history
 
-    def _step_scheduler(self, record):
-        """Step the lr scheduler once, at the epoch's end after validation, as a torch loop does after its
-        epoch: ReduceLROnPlateau is given the metric it watches, the epoch's val_loss (its training loss
-        without val_data; Keras's callback watches val_loss too); it used to be called with none and fail."""
-        from distgraph.optim.lr_scheduler import ReduceLROnPlateau
-
-        if self.lr_scheduler is None or self._schedule is not None:
-            return  # a per-step schedule was stepped after each step (`_catch_up_scheduler`)
-        if isinstance(self.lr_scheduler, ReduceLROnPlateau):
-            self.lr_scheduler.step(record.get("val_loss", record["loss"]))
-        else:
-            self.lr_scheduler.step()
-
-    # ---- per-step schedules (trainer_schedule.py) -----------------------------------------------------
-    def _start_schedule(self, first):
-        """At an epoch's start (its step `first` on a resume): the rows of its steps, run ahead from the
-        scheduler's state now; None with an epoch interval or no scheduler."""
-        per_step = self.lr_scheduler is not None and self.scheduler_interval == "step"
-        self._schedule = StepSchedule(self.lr_scheduler, self.optimizer, first) if per_step else None
-        self._scheduled = first
-
-    def step_hypers(self, t):
-        """Epoch step t's hyperparameters, one dict per param group; None unless per step (then the
-        driver's optimizer holds the hyperparameters every step uses)."""
-        return None if self._schedule is None else self._schedule.row(t)
-
-    def apply_step_hypers(self, t):
-        """Before the driver's optimizer applies epoch step t (local, graph strategies): set its row."""
-        if self._schedule is not None:
-            self._schedule.apply(self.optimizer, t)
-
-    def _catch_up_scheduler(self, epoch_step):
-        """Step the real scheduler once per step applied up to `epoch_step` (at the epoch's end and before
-        a mid-epoch checkpoint, whose scheduler state must be that of the step it records)."""
-        if self._schedule is None or epoch_step <= self._scheduled:
-            return
-        # the optimizer holds the last applied step's row; the real scheduler last left it at row
-        # `_scheduled`, and a chainable one (StepLR, CosineAnnealingLR: lr from the group's lr) steps from there
-        self._schedule.apply(self.optimizer, self._scheduled)
-        for _ in range(self._scheduled, epoch_step):
-            self.lr_scheduler.step()
-        self._scheduled = epoch_step
-
-    def _last_lr(self, t):
-        """The lr (first param group) the epoch's last step used: its row per step, else the optimizer's."""
-        if self._schedule is not None:
-            return self._schedule.rows[t][0].get("lr") if t in self._schedule.rows else None
-        return self.optimizer.param_groups[0].get("lr") if self.lr_scheduler is not None else None
+    def _run_epoch(self, x, y, batches, on_step, first):
+        """The epoch's steps from `first` (`_run_remote_epoch`'s answer on Ray). A step that raises ends the
+        fit with the steps before it applied: a per-step scheduler is stepped for those, as a torch loop
+        steps it after each; it was left where the epoch began, with the optimizer holding the failed
+        step's row (locally) or the one before it (Ray), so the next fit's lrs differed between the two."""
+        began = self.global_step
+        try:
+            if self._cluster is None:
+                for t in range(first, len(batches)):
+                    self.apply_step_hypers(t)
+                    on_step(t, self._local_step(x, y, batches[t]))
+                    if t + 1 < len(batches):
+                        self._step_checkpoint(t + 1)
+                return True
+            if self.elastic:
+                self._cluster.fit_to_cluster(*self.elastic)
+            return self._run_remote_epoch(batches, on_step, first)
+        except BaseException:
+            self._catch_up_scheduler(first + self.global_step - began)
+            raise
 
     def _start(self, x, y, batch_size):
         """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster

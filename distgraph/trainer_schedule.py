@@ -70,3 +70,56 @@ class StepSchedule:
         """Set step t's hyperparameters on `optimizer` (before its update of step t)."""
         for g, row in zip(optimizer.param_groups, self.row(t), strict=True):
             g.update(row)
+
+
+class Schedules:
+    """The Trainer's lr scheduler: stepped per epoch, or per step through an epoch's `StepSchedule`
+    (`self._schedule`, `self._scheduled`: the epoch steps the real scheduler has been stepped for)."""
+
+    def _step_scheduler(self, record):
+        """Step the lr scheduler once, at the epoch's end after validation, as a torch loop does after its
+        epoch: ReduceLROnPlateau is given the metric it watches, the epoch's val_loss (its training loss
+        without val_data; Keras's callback watches val_loss too); it used to be called with none and fail."""
+        from distgraph.optim.lr_scheduler import ReduceLROnPlateau
+
+        if self.lr_scheduler is None or self._schedule is not None:
+            return  # a per-step schedule was stepped after each step (`_catch_up_scheduler`)
+        if isinstance(self.lr_scheduler, ReduceLROnPlateau):
+            self.lr_scheduler.step(record.get("val_loss", record["loss"]))
+        else:
+            self.lr_scheduler.step()
+
+    def _start_schedule(self, first):
+        """At an epoch's start (its step `first` on a resume): the rows of its steps, run ahead from the
+        scheduler's state now; None with an epoch interval or no scheduler."""
+        per_step = self.lr_scheduler is not None and self.scheduler_interval == "step"
+        self._schedule = StepSchedule(self.lr_scheduler, self.optimizer, first) if per_step else None
+        self._scheduled = first
+
+    def step_hypers(self, t):
+        """Epoch step t's hyperparameters, one dict per param group; None unless per step (then the
+        driver's optimizer holds the hyperparameters every step uses)."""
+        return None if self._schedule is None else self._schedule.row(t)
+
+    def apply_step_hypers(self, t):
+        """Before the driver's optimizer applies epoch step t (local, graph strategies): set its row."""
+        if self._schedule is not None:
+            self._schedule.apply(self.optimizer, t)
+
+    def _catch_up_scheduler(self, epoch_step):
+        """Step the real scheduler once per step applied up to `epoch_step` (at the epoch's end and before
+        a mid-epoch checkpoint, whose scheduler state must be that of the step it records)."""
+        if self._schedule is None or epoch_step <= self._scheduled:
+            return
+        # the optimizer holds the last applied step's row; the real scheduler last left it at row
+        # `_scheduled`, and a chainable one (StepLR, CosineAnnealingLR: lr from the group's lr) steps from there
+        self._schedule.apply(self.optimizer, self._scheduled)
+        for _ in range(self._scheduled, epoch_step):
+            self.lr_scheduler.step()
+        self._scheduled = epoch_step
+
+    def _last_lr(self, t):
+        """The lr (first param group) the epoch's last step used: its row per step, else the optimizer's."""
+        if self._schedule is not None:
+            return self._schedule.rows[t][0].get("lr") if t in self._schedule.rows else None
+        return self.optimizer.param_groups[0].get("lr") if self.lr_scheduler is not None else None

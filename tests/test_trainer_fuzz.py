@@ -258,7 +258,9 @@ def make_optimizer(cfg, module, model):
         return opt, None
     if name == "plateau":
         return opt, s.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-    return opt, SCHEDULERS[name](s, opt, total * steps_per_epoch(cfg) if per_step else total)
+    # "extra_steps": steps applied beyond the epochs' (a failed fit's, before its error; the Ray fuzzer)
+    steps = total * steps_per_epoch(cfg) + cfg.get("extra_steps", 0)
+    return opt, SCHEDULERS[name](s, opt, steps if per_step else total)
 
 
 # ---- distgraph ---------------------------------------------------------------------------------------

@@ -293,7 +293,12 @@ class RayCluster(DriverState):
             self._restart_after_failed_fit()
         self._driver_current = False
         if t.sync == "async":
-            self._run_async_epoch(batches, on_step, start, segment, on_segment)
+            try:
+                self._run_async_epoch(batches, on_step, start, segment, on_segment)
+            except DistgraphError as exc:
+                if scheduler.user_error(exc.__cause__) is not None:
+                    self._keep_the_async_steps_before_the_error()
+                raise
             return
         seen = set()
 
@@ -406,6 +411,20 @@ class RayCluster(DriverState):
         self._driver_current = False
         try:
             self.pull(after_failed_step=not self.sharded)
+        except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
+            pass
+
+    def _keep_the_async_steps_before_the_error(self):
+        """An async step raised the user's error: the store holds the steps pushed before it (the failed
+        one pushed nothing). The driver takes them, as a local run keeps the steps before its error;
+        it used to keep its state from before the fit — the steps lost, and the Trainer's global_step
+        (which the Trainer steps a per-step scheduler by) behind the store's. The failed worker dropped
+        itself from the shared segment (its peers must not wait for its push), so the next fit's calls
+        found no live worker and waited for ever: a new segment is set up from the driver's state."""
+        try:
+            self.pull()
+            if self.async_shared:
+                self._setup_async()
         except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
             pass
 

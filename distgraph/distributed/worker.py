@@ -141,13 +141,24 @@ class TrainWorker:
         or the all-reduce) tells the peers to give up at once instead of leaving them waiting until their
         timeout (and the driver's close waiting for them); their error names this rank, and the driver
         raises this rank's own."""
+        try:
+            with self._undone_on_error():
+                yield
+        except BaseException:
+            if exchange is not None and self.world > 1:
+                exchange.abort()
+            raise
+
+    @contextlib.contextmanager
+    def _undone_on_error(self):
+        """A step (sync or async) that raises is applied nowhere: put back the batch-norm statistics its
+        forward moved. An async step's used to stay (a target out of range raises after the forward), and
+        the driver took them with the steps before the error."""
         self.buffers_before_step = self.step_fn.buffer_copies()
         try:
             yield
         except BaseException:
             self.step_fn.restore_buffers(self.buffers_before_step)
-            if exchange is not None and self.world > 1:
-                exchange.abort()
             raise
 
     def _unused_by_all(self, unused):
@@ -256,7 +267,8 @@ class TrainWorker:
         self._install(param_shards)
         x, y = self.x[indices], self.y[indices]
         clock.lap("install")
-        grads, stats = self._compute(x, y, 1.0)
+        with self._undone_on_error():
+            grads, stats = self._compute(x, y, 1.0)
         clock.lap("compute")
         return {**stats, **clock.stats()}, self._for_stores(grads, range(self.num_shards), self.step_fn.unused)
 
@@ -283,7 +295,8 @@ class TrainWorker:
         of hyperparameters per step of the call (a per-step lr schedule), used by whoever claims it."""
 
         def compute(indices):
-            grads, stats = self._compute(self.x[indices], self.y[indices], 1.0)
+            with self._undone_on_error():
+                grads, stats = self._compute(self.x[indices], self.y[indices], 1.0)
             return [None if i in self.step_fn.unused else g for i, g in enumerate(grads)], stats
 
         return self.async_store.run(chunk, unpack_indices(batches), compute, hypers, step_hypers)

@@ -4,12 +4,15 @@ Each seed draws a configuration of the local fuzzer (`tests/test_trainer_fuzz.py
 optimizer with one or two param groups, scheduler per epoch or per step, data form, fit twice, a
 checkpoint saved and loaded, a grad scaler, validation data) and adds what only Ray varies: 1 or 2
 workers, the all-reduce ("auto": the store sharded across the workers' segment; "store": store actors
-summing the gradients; "gloo"), tiny or default buckets, float32 or float64, a last batch smaller than
-the worker count, and a resume (`checkpoint_dir`, `fit(resume=True)`) from an epoch end or from the step
-checkpoint before a crash inside a step. The same configuration is trained with `backend="local"` and
+summing the gradients; "shm": store actors fed by the workers' all-reduce; "gloo"), tiny or default
+buckets, float32 or float64, a last batch smaller than the worker count, and a resume (`checkpoint_dir`, `fit(resume=True)`) from an epoch end or from the step
+checkpoint before a crash inside a step, and a fit ended by one rank's user error (a NaN in a sample, a
+target out of range) before the next. The same configuration is trained with `backend="local"` and
 `backend="ray"` with the same number of workers, and a synchronous Ray run must give the local run's
 bits: the Trainer's whole `state_dict()` (parameters, buffers, optimizer and scheduler state, grad
-scaler, steps, the history's loss, accuracy, lr, val_*, loss_scale, skipped_steps) and `evaluate()`.
+scaler, steps, the history's loss, accuracy, lr, val_*, loss_scale, skipped_steps) and `evaluate()`;
+after a failed fit, the error's type and the state it left (the steps before the error applied, the
+failed one nowhere), and on Ray one event of the workers restarted for the next fit.
 
 `python tests/distributed/test_ray_trainer_fuzz.py START STOP` runs many more seeds (on a local Ray
 instance of its own, started as the `ray_session` fixture starts one) and prints every divergence.
@@ -33,7 +36,7 @@ class Crash(DistgraphError):
     """The process dies inside a step (a DistgraphError: the Ray driver raises it at once, no restart)."""
 
 
-def draw(seed):
+def draw_paths(seed):
     """The local fuzzer's configuration for `seed`, with the Ray knobs drawn on top (module docstring)."""
     cfg = fuzz.draw(seed)
     rng = np.random.default_rng([seed, 2])
@@ -61,6 +64,62 @@ def draw(seed):
         "checkpoint": "resume" if cfg["checkpoint"] == "none" and rng.integers(3) == 0 else cfg["checkpoint"],
         "crash_at": int(rng.integers(10**6)),  # which training call of the loss crashes (mod their number)
     }
+
+
+def draw(seed):
+    """`draw_paths(seed)` with a failed fit drawn on top (`draw_failure`), from a stream of its own: the
+    configurations hunted before it keep their other draws."""
+    cfg = draw_paths(seed)
+    rng = np.random.default_rng([seed, 3])
+    if cfg["allreduce"] == "auto" and not cfg["scaler"] and rng.integers(4) == 0:
+        cfg["allreduce"] = "shm"  # store actors fed by the workers' shm all-reduce (no loss scaling there)
+    if cfg["checkpoint"] == "crash" or not rng.integers(3):
+        return {**cfg, "fail": None}
+    cfg["epochs"] = [cfg["epochs"][0], max(cfg["epochs"][1], 1)]  # a fit after the failed one trains
+    fail = draw_failure(cfg, rng)
+    # OneCycleLR's total_steps counts the failed fit's steps before its error too (a torch loop's would)
+    return {**cfg, "fail": fail, "extra_steps": fail["step"]}
+
+
+def draw_failure(cfg, rng):
+    """A fit after the first that one rank's user error ends (`spoiled`): a NaN in one sample (raises
+    before that step's forward on the rank holding it) or, for cross entropy, a target out of range (raises
+    in the loss, after the forward), in a drawn step, rank and place in the rank's shard."""
+    batches = failing_epoch(cfg)
+    step = int(rng.integers(len(batches)))
+    sizes = shard_sizes(cfg, batches[step])
+    rank = int(rng.choice([r for r, size in enumerate(sizes) if size]))
+    kind = "label" if cfg["task"] == "ce" and rng.integers(2) else "nan"
+    return failure(cfg, kind, step, rank, int(rng.integers(sizes[rank])), int(rng.integers(cfg["widths"][0])))
+
+
+def failing_epoch(cfg):
+    """The batches (sample indices) of the epoch the failing fit trains: the Trainer's shuffle of epoch
+    `epochs[0]`, or the order of its own data (a fresh loader's first pass)."""
+    return fuzz.epoch_batches(cfg, cfg["epochs"][0], np.random.default_rng(cfg["data_seed"]))
+
+
+def shard_sizes(cfg, idx):
+    """The ranks' shares of a batch (contiguous, rank 0 first); an async worker takes whole batches."""
+    w = cfg["workers"] if cfg["sync"] == "sync" else 1
+    return [len(idx) // w + (r < len(idx) % w) for r in range(w)]
+
+
+def failure(cfg, kind, step, rank, place=0, column=0):
+    """The failure of `kind` ("nan", "label") in the `place`-th sample of `rank`'s shard of `step`."""
+    idx = failing_epoch(cfg)[step]
+    sample = int(idx[sum(shard_sizes(cfg, idx)[:rank]) + place])
+    return {"kind": kind, "step": step, "rank": rank, "sample": sample, "column": column}
+
+
+def spoiled(cfg, x, y):
+    """Copies of the data with the drawn failure's bad sample."""
+    x, y, fail = x.copy(), y.copy(), cfg["fail"]
+    if fail["kind"] == "nan":
+        x[fail["sample"], fail["column"]] = np.nan
+    else:
+        y[fail["sample"]] = cfg["out"] + 2
+    return x, y
 
 
 def as_dtype(cfg, *arrays):
@@ -101,12 +160,20 @@ def run(cfg, backend, folder, loss_fn=None):
             opened.pop().close()
             trainer = trainer_for()
             fit(trainer, fuzz.data_for(cfg, x, y), sum(cfg["epochs"]), resume=True)
-            return _state(trainer), trainer.evaluate(fuzz.as_form(cfg, x, y), batch_size=cfg["eval_batch"])
+            return _state(trainer), trainer.evaluate(fuzz.as_form(cfg, x, y), batch_size=cfg["eval_batch"]), None, 0
         trainer = trainer_for()
         data = fuzz.data_for(cfg, x, y)  # one object for both fits: a DataLoader goes on with its own generator
         fit(trainer, data, cfg["epochs"][0])
         if cfg["again"] and cfg["data"] != "generator":
             fit(trainer, data, cfg["epochs"][0])
+        failed = None
+        if cfg.get("fail"):
+            try:
+                fit(trainer, fuzz.data_for(cfg, *spoiled(cfg, x, y)), cfg["epochs"][0] + 1)
+                error = None
+            except DistgraphError as exc:
+                error = type(exc).__name__
+            failed = {"error": error, "state": _state(trainer)}
         if cfg["checkpoint"] in ("save", "resume"):
             path = trainer.save_checkpoint(str(folder / "mid.dg")) if cfg["checkpoint"] == "save" else None
             opened.pop().close()
@@ -116,7 +183,8 @@ def run(cfg, backend, folder, loss_fn=None):
         if cfg["data"] == "generator" or cfg["checkpoint"] == "resume":
             data = fuzz.data_for(cfg, x, y)
         fit(trainer, data, sum(cfg["epochs"]), resume=cfg["checkpoint"] == "resume")
-        return _state(trainer), trainer.evaluate(fuzz.as_form(cfg, x, y), batch_size=cfg["eval_batch"])
+        end = _state(trainer), trainer.evaluate(fuzz.as_form(cfg, x, y), batch_size=cfg["eval_batch"])
+        return (*end, failed, _restarts(trainer))
     finally:
         for t in opened:
             t.close()
@@ -159,6 +227,11 @@ def _state(trainer):
     return _plain(sd)
 
 
+def _restarts(trainer):
+    """How many times the Trainer's history says it restarted its workers after a fit's error."""
+    return sum("after the error that ended the last fit" in e for e in trainer.history.events)
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -192,9 +265,19 @@ def differences(a, b, path=""):
 
 def diverges(cfg, folder):
     """The differences between the local and the Ray run of `cfg` (empty when they agree bit for bit)."""
-    local = run(cfg, "local", folder / "local")
-    remote = run(cfg, "ray", folder / "ray")
-    return differences(list(local), list(remote))
+    *local, failed, _ = run(cfg, "local", folder / "local")
+    *remote, failed_remote, restarts = run(cfg, "ray", folder / "ray")
+    bad = differences([*local, failed], [*remote, failed_remote])
+    if failed is not None and failed["error"] is None:
+        bad.append("the spoiled fit raised nothing")
+    # the next fit restarts the workers once, on the same Trainer (a checkpoint round trip makes a new one);
+    # not async: its workers claim and push on their own, in no group that the error broke
+    want = int(
+        failed is not None and failed["error"] is not None and cfg["checkpoint"] == "none" and cfg["sync"] == "sync"
+    )
+    if restarts != want:
+        bad.append(f"{restarts} restart events after the failed fit, expected {want}")
+    return bad
 
 
 # ---- the committed seeds -----------------------------------------------------------------------------
@@ -237,6 +320,30 @@ def test_an_epoch_scheduler_cycling_momentum_reaches_the_store_actors(sync, work
     were sent the lr alone at each run of steps and kept the momentum they started with."""
     cfg = pinned(allreduce="store", scheduler="onecycle", sync=sync, workers=workers, epochs=[3, 0])
     assert diverges(cfg, tmp_path) == []
+
+
+def test_a_fit_ended_by_an_error_steps_a_per_step_scheduler_for_the_steps_it_applied(tmp_path):
+    """A per-step scheduler is stepped for an epoch's applied steps at its end. A fit that one rank's NaN
+    ended kept the steps before the error but never stepped the scheduler for them; the optimizer held
+    the failed step's row locally and the last finished call's on Ray, and the next fit's first step
+    took its lr from there: both fits diverged (and neither was a torch loop's, which steps after each
+    step)."""
+    cfg = pinned(scheduler="lambda", interval="step", groups=True, epochs=[1, 1], checkpoint="none")
+    assert diverges({**cfg, "fail": failure(cfg, "nan", step=2, rank=1)}, tmp_path) == []
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "store"])  # the async store in the workers' segment; store actors
+def test_an_async_fit_ended_by_an_error_keeps_the_steps_before_it_without_its_forward(allreduce, tmp_path):
+    """An async step's error (a target out of range: in the loss, after the forward) used to leave the
+    driver's step count where the fit began, so the Trainer stepped a per-step scheduler for none of the
+    steps the store had applied; and the failed forward's batch-norm statistics stayed in the worker's
+    buffers, which the next fit went on from; and in the workers' segment the failed worker had dropped
+    itself, so the next fit found no live worker and hung. Now the driver takes the store's state (as a
+    sync run keeps the steps before the error) and sets up a new segment from it, and the worker puts the
+    statistics back."""
+    cfg = pinned(sync="async", workers=1, allreduce=allreduce, norm="batch", scheduler="lambda", interval="step",
+                 epochs=[1, 1], checkpoint="none")  # fmt: skip
+    assert diverges({**cfg, "fail": failure(cfg, "label", step=2, rank=0)}, tmp_path) == []
 
 
 if __name__ == "__main__":  # hunting mode: many seeds, every divergence printed
