@@ -343,13 +343,14 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
     return captured
 
 
-def _needed(roots, deps, goals, run_goals, goal_leaves):
-    """The Nodes that must run for a gradient to reach a goal (a Node in `goals`, a leaf in
-    `goal_leaves`), as torch's exec_info: those with a path to one, and `run_goals` themselves. A
-    Node feeding a needed one is needed too, so the ones that run still count their inputs right."""
-    left = {n: deps.get(n, 0) for n in deps}
-    order, ready = [], [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
-    while ready:  # a topological order of the reachable Nodes, roots first
+def topological_order(roots, deps):
+    """The Nodes reachable from `roots`, each after every Node that consumes it: Kahn's order over the
+    gradient counts `deps` (`dependencies`, left as they are). A depth-first order that marks a Node
+    when it is first pushed is not one: a Node pushed from a root and reached again through another
+    consumer could come first."""
+    left = dict(deps)
+    order, ready = [], [n for n in dict.fromkeys(roots) if left.get(n, 0) == 0]
+    while ready:
         node = ready.pop()
         order.append(node)
         for nxt in node.next:
@@ -357,8 +358,15 @@ def _needed(roots, deps, goals, run_goals, goal_leaves):
                 left[nxt] -= 1
                 if left[nxt] == 0:
                     ready.append(nxt)
+    return order
+
+
+def _needed(roots, deps, goals, run_goals, goal_leaves):
+    """The Nodes that must run for a gradient to reach a goal (a Node in `goals`, a leaf in
+    `goal_leaves`), as torch's exec_info: those with a path to one, and `run_goals` themselves. A
+    Node feeding a needed one is needed too, so the ones that run still count their inputs right."""
     needed = set(run_goals)
-    for node in reversed(order):
+    for node in reversed(topological_order(roots, deps)):
         for nxt in node.next:
             if nxt in needed or nxt in goals or (nxt is not None and type(nxt) is not Node and id(nxt) in goal_leaves):
                 needed.add(node)

@@ -17,7 +17,7 @@ recorded as one opaque `vjp` node that recomputes forward and applies the rule a
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.engine import dependencies, sum_to_shape
+from distgraph.autograd.engine import dependencies, sum_to_shape, topological_order
 from distgraph.autograd.function import Node as AutogradNode
 from distgraph.autograd.function import set_tracer
 from distgraph.autograd.tensor import Tensor
@@ -213,20 +213,9 @@ def _rule(node, g):
 
 
 def _topo(root):
-    """Autograd Nodes reachable from root, each after every Node that consumes it (Kahn's order over the
-    engine's gradient counts). A depth-first order that marks a Node when it is first pushed is not
-    one: a Node pushed from the root and reached again through another consumer could come first,
-    and the gradient that consumer sends it afterwards was lost."""
-    deps, order, ready = dependencies([root]), [], [root]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for nxt in node.next:
-            if type(nxt) is AutogradNode:
-                deps[nxt] -= 1
-                if deps[nxt] == 0:
-                    ready.append(nxt)
-    return order
+    """Autograd Nodes reachable from root, each after every Node that consumes it (the engine's order:
+    a depth-first one lost the gradient a Node's later consumer sent it)."""
+    return topological_order([root], dependencies([root]))
 
 
 def _vjp_traced(tracer, node, g):
