@@ -242,8 +242,11 @@ def kl_div(input, target, reduction="mean", log_target=False):
     if log_target:
         loss = ew.mul(ew.exp(target), ew.sub(target, input))
     else:  # torch's xlogy(target, target) − target · input, rounded as torch's: 0 · log 0 = 0, and where
-        # log target and input differ by an ulp the two products often still round alike, giving 0
-        xlogx = ew.where(cmp.eq(target, 0), ew.const(0, target), ew.mul(target, ew.log(target)))
+        # log target and input differ by an ulp the two products often still round alike, giving 0. The
+        # log of a zero target is taken (its -inf keeps torch's NaN gradient there) without numpy's warning,
+        # which torch does not give: zeros are ordinary targets
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xlogx = ew.where(cmp.eq(target, 0), ew.const(0, target), ew.mul(target, ew.log(target)))
         loss = ew.sub(xlogx, ew.mul(target, input))
     if reduction == "mean":
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
