@@ -56,3 +56,8 @@ class NonFiniteError(DistgraphError, FloatingPointError):
 
 class DataLoaderError(DistgraphError, RuntimeError):
     """A DataLoader worker process died or timed out (names the worker, its pid and the exit signal)."""
+
+
+class CaptureError(DistgraphError):
+    """The function does something a captured graph cannot represent (graph capture stops; callers run
+    eagerly)."""

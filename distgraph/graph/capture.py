@@ -22,14 +22,10 @@ from distgraph.autograd.function import Node as AutogradNode
 from distgraph.autograd.function import set_tracer
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
-from distgraph.errors import DistgraphError
+from distgraph.errors import CaptureError, DistgraphError  # noqa: F401  (CaptureError: its old home)
 from distgraph.graph.ir import Graph, Node, Spec, cost
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import REGISTRY, defop, get_op
-
-
-class CaptureError(DistgraphError):
-    """The function does something the captured graph cannot represent."""
 
 
 def spec_of(array):

@@ -90,6 +90,7 @@ from distgraph.nn.sampling import (  # noqa: F401
     UpsamplingNearest2d,
 )
 from distgraph.nn.sparse import Embedding  # noqa: F401
+from distgraph.nn.sync_batchnorm import SyncBatchNorm  # noqa: F401
 from distgraph.nn.transformer import (  # noqa: F401
     Transformer,
     TransformerDecoder,

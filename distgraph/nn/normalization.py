@@ -125,18 +125,7 @@ class _BatchNorm(Module):
         _reset_affine(self)
 
     def forward(self, input):
-        if input.ndim not in self._expected_dims or input.shape[1] != self.num_features:
-            raise ShapeError(
-                f"{type(self).__name__}({self.num_features}): expected "
-                f"{' or '.join(f'{d}-D' for d in self._expected_dims)} input with {self.num_features} channels "
-                f"in dim 1, got shape {tuple(input.shape)}"
-            )
-        momentum = self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.array[...] += 1
-            self.num_batches_tracked._vc[0] += 1
-            if momentum is None:  # cumulative moving average, as torch
-                momentum = 1.0 / int(self.num_batches_tracked.array)
+        self._check_input(input)
         return F.batch_norm(
             input,
             self.running_mean,  # None when not tracking: batch statistics in eval mode too
@@ -144,9 +133,27 @@ class _BatchNorm(Module):
             self.weight,
             self.bias,
             self.training or not self.track_running_stats,
-            0.0 if momentum is None else momentum,
+            self._momentum(),
             self.eps,
         )
+
+    def _check_input(self, input):
+        if input.ndim not in self._expected_dims or input.shape[1] != self.num_features:
+            raise ShapeError(
+                f"{type(self).__name__}({self.num_features}): expected "
+                f"{' or '.join(f'{d}-D' for d in self._expected_dims)} input with {self.num_features} channels "
+                f"in dim 1, got shape {tuple(input.shape)}"
+            )
+
+    def _momentum(self):
+        """This forward's momentum; in training, count the batch first (momentum None: a cumulative average)."""
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.array[...] += 1
+            self.num_batches_tracked._vc[0] += 1
+            if momentum is None:  # cumulative moving average, as torch
+                momentum = 1.0 / int(self.num_batches_tracked.array)
+        return 0.0 if momentum is None else momentum
 
     def extra_repr(self):
         return (

@@ -2,6 +2,7 @@
 
 from distgraph.ops import (  # noqa: F401
     activation,
+    collective,
     compare,
     conv,
     creation,

@@ -1,0 +1,113 @@
+"""SyncBatchNorm: batch norm whose statistics are those of the whole global batch, across the ranks.
+
+Data-parallel training normalizes each rank's shard by the shard's own mean and variance, which is a
+different model from the one trained on the global batch, and a poor one when a shard is small (a few
+images per GPU). torch's and Horovod's SyncBatchNorm sum the statistics over the ranks; so does this,
+through the process group the distributed worker installs (`ops/collective.py`): in the Trainer's sync
+data-parallel workers, in `dg.distributed.launch` functions, or a group given as `process_group`. With
+no group, or one rank, or in eval mode, it is BatchNorm (torch falls back the same way).
+
+It is BatchNorm written with one differentiable all-reduce per statistic (`all_reduce_sum`), so autograd
+derives the synchronized backward itself: the gradient of a shard's input needs the sums of the output
+gradient over every rank, and those come from the all-reduces' backward. Two collectives in forward (the
+channel sums with the element count, then the squared deviations from the global mean: the two-pass
+variance, as BatchNorm's, instead of E[x²]−E[x]², which loses float32 digits) and two in backward, each of
+2–3 numbers per channel.
+"""
+
+from distgraph.autograd.grad_mode import no_grad
+from distgraph.errors import ShapeError
+from distgraph.nn.normalization import _BatchNorm
+from distgraph.ops import elementwise as ew
+from distgraph.ops import reduction as red
+from distgraph.ops.collective import all_reduce_sum, current_group
+from distgraph.ops.creation import tensor
+from distgraph.ops.shape import cat
+
+
+class SyncBatchNorm(_BatchNorm):
+    """torch.nn.SyncBatchNorm: BatchNorm over (N, C, ...) inputs of any rank ≥ 2, statistics summed over
+    the ranks of `process_group` (None: the group of the distributed worker running it, if any)."""
+
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        process_group=None,
+        device=None,
+        dtype=None,
+        *,
+        bias=True,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.process_group = process_group
+
+    def _check_input(self, input):
+        if input.ndim < 2 or input.shape[1] != self.num_features:
+            raise ShapeError(
+                f"SyncBatchNorm({self.num_features}): expected at least 2-D input (N, C, ...) with "
+                f"{self.num_features} channels in dim 1, got shape {tuple(input.shape)}"
+            )
+
+    def forward(self, input):
+        group = self.process_group if self.process_group is not None else current_group()
+        if not self.training or group is None or group.world_size <= 1:
+            return super().forward(input)
+        self._check_input(input)
+        return sync_batch_norm(
+            input, self.running_mean, self.running_var, self.weight, self.bias, self._momentum(), self.eps, group
+        )
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """`module` with every BatchNorm*d in it replaced by a SyncBatchNorm that holds the same Parameter
+        objects (an optimizer built on the old module trains the new one) and the same buffers, in the same
+        train/eval mode, as torch's."""
+        converted = module
+        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+            converted = cls(
+                module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                process_group, bias=module.bias is not None,
+            )  # fmt: skip
+            for name in ("weight", "bias"):
+                converted.register_parameter(name, getattr(module, name))
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                converted.register_buffer(name, getattr(module, name))
+            converted.training = module.training
+        for name, child in module.named_children():
+            converted.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return converted
+
+
+def sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, eps, group):
+    """Training-mode batch norm over the global batch of `group`'s ranks; updates the running statistics
+    (on every rank alike) with the global mean and the global unbiased variance, as torch's."""
+    c = input.shape[1]
+    dims = (0, *range(2, input.ndim))
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    local = tensor([input.numel() // c], dtype=input.dtype, device=input.device)
+    sums = all_reduce_sum(cat([red.sum(input, dim=dims), local]), group)
+    count = int(round(float(sums.array[c])))
+    if count <= 1:
+        raise ValueError(
+            f"SyncBatchNorm: expected more than 1 value per channel over the {group.world_size} ranks when "
+            f"training, got {count} (this rank's input {tuple(input.shape)})"
+        )
+    mean = ew.div(sums[:c], count)
+    centered = ew.sub(input, mean.reshape(*shape))
+    var = ew.div(all_reduce_sum(red.sum(ew.square(centered), dim=dims), group), count)
+    if running_mean is not None:
+        with no_grad():
+            running_mean.array[...] = (1 - momentum) * running_mean.array + momentum * mean.array
+            running_var.array[...] = (1 - momentum) * running_var.array + momentum * var.array * (count / (count - 1))
+            running_mean._vc[0] += 1
+            running_var._vc[0] += 1
+    out = ew.mul(centered, ew.rsqrt(ew.add(var, eps)).reshape(*shape))
+    if weight is not None:
+        out = ew.mul(out, weight.reshape(*shape))
+    if bias is not None:
+        out = ew.add(out, bias.reshape(*shape))
+    return out
