@@ -31,7 +31,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays, check_data
-from distgraph.trainer_options import check_batch_size, check_fit, check_options
+from distgraph.trainer_options import check_batch_size, check_fit, check_options, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval
 
 
@@ -78,6 +78,7 @@ class Trainer(Schedules):
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
+        self.syncs_batch_norm = syncs_batch_norm(model, workers, sync)
         check_interval(scheduler_interval, type(scheduler).__name__)
         self.scheduler_interval = scheduler_interval
         self._schedule = None  # per-step schedules: the epoch's StepSchedule
@@ -303,11 +304,13 @@ class Trainer(Schedules):
         # that raises is applied nowhere and leaves the buffers as they were, as the Ray workers do.
         before, rank0 = self.step_fn.buffer_copies(), None
         unused = set(range(len(self.step_fn.params)))  # no gradient on any shard: grad None, as DDP leaves it
+        # SyncBatchNorm's ranks normalize by the global batch's statistics together: as one shard here
+        shards = 1 if self.syncs_batch_norm else self.workers
         try:
-            for rank in range(self.workers):
+            for rank in range(shards):
                 if rank:
                     self.step_fn.restore_buffers(before)
-                lo, hi = shard_bounds(len(idx), self.workers, rank)
+                lo, hi = shard_bounds(len(idx), shards, rank)
                 sel = idx[lo:hi]
                 grads, st = self.step_fn.compute(x[sel], y[sel], (hi - lo) / len(idx), scaler and scaler.get_scale())
                 shard_grads.append(grads)
@@ -318,7 +321,7 @@ class Trainer(Schedules):
             self.step_fn.restore_buffers(before)
             raise
         self.step_fn.restore_buffers(rank0)
-        grads = combine_gradients(shard_grads, quiet=scaler is not None) if self.workers > 1 else shard_grads[0]
+        grads = combine_gradients(shard_grads, quiet=scaler is not None) if shards > 1 else shard_grads[0]
         self.global_step += 1
         if scaler is not None:  # the Ray workers do the same on their slices: same bits, same decisions
             found = unscale_(grads, scaler.get_scale())

@@ -102,3 +102,18 @@ def check_batch_size(batch_size, where):
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
     return int(batch_size)
+
+
+def syncs_batch_norm(model, workers, sync):
+    """Whether `model` has SyncBatchNorm layers whose statistics span several workers. Those sum over the
+    replicas of one step, so async workers, which do not step together, are refused."""
+    from distgraph.nn.sync_batchnorm import SyncBatchNorm
+
+    if workers <= 1 or not any(isinstance(m, SyncBatchNorm) for m in model.modules()):
+        return False
+    if sync == "async":
+        raise ConfigError(
+            "Trainer: sync='async' cannot run SyncBatchNorm: async workers do not step together, so there is "
+            "no global batch to sum statistics over; use sync='sync', or nn.BatchNorm*d layers"
+        )
+    return True

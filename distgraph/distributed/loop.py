@@ -37,8 +37,10 @@ from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import OPS, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.shm import remove_group
+from distgraph.distributed.sync_group import CommGroup
 from distgraph.distributed.worker import _limit_threads
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
+from distgraph.ops.collective import using_group
 
 _context = {"rank": 0, "world": 1, "comm": None, "device": "cpu"}  # this process's place; rank 0 of 1 outside a launch
 
@@ -59,7 +61,8 @@ class LoopWorker:
         return True
 
     def run(self, fn, args, kwargs):
-        return fn(*args, **kwargs)
+        with using_group(CommGroup(self.rank, self.world, lambda: _context["comm"])):  # for SyncBatchNorm
+            return fn(*args, **kwargs)
 
     def close(self):
         if _context["comm"] is not None:

@@ -27,7 +27,9 @@ import numpy as np
 from distgraph.backend import CPU, to_device
 from distgraph.distributed.param_store import shard_members
 from distgraph.distributed.step import ShardStep, shard_bounds
+from distgraph.distributed.sync_group import CommGroup, own_communicator
 from distgraph.distributed.timeline import StepClock
+from distgraph.ops.collective import using_group
 
 
 class TrainWorker:
@@ -43,6 +45,8 @@ class TrainWorker:
         self.members = [shard_members(owner, s) for s in range(self.num_shards)]
         self.allreduce_config = allreduce or {}
         self.comm = None
+        self.sync_comm = None  # SyncBatchNorm's sums (sync_group.py): self.comm on shm, a group of their own else
+        self.group = CommGroup(rank, world, self._sync_communicator) if world > 1 else None  # (ops/collective.py)
         self.bucketer = None  # GradBucketer over self.comm: buckets all-reduced while backward runs
         self.sharded = None  # ShardedParameters when the parameter store is sharded across the workers
         self.async_store = None  # SharedAsyncStore when async workers share one node's segment
@@ -63,7 +67,8 @@ class TrainWorker:
 
     def _compute(self, x, y, weight, loss_scale=None, on_grad=None):
         started = time.perf_counter()
-        out = self.step_fn.compute(x, y, weight, loss_scale, on_grad)
+        with using_group(self.group):  # the group SyncBatchNorm layers sum their statistics over
+            out = self.step_fn.compute(x, y, weight, loss_scale, on_grad)
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         if self.stall_s:
@@ -105,6 +110,11 @@ class TrainWorker:
             self.comm = make_allreduce(rank=self.rank, world_size=self.world, **self.allreduce_config)
         return self.comm
 
+    def _sync_communicator(self):
+        if self.sync_comm is None:
+            self.sync_comm = own_communicator(self.allreduce_config, self.rank, self.world, self._communicator)
+        return self.sync_comm
+
     def step(self, indices, *param_shards):
         """Sync data-parallel step → (statistics, {shard: reduced gradient arrays} for shards this rank owns).
 
@@ -145,8 +155,9 @@ class TrainWorker:
             with self._undone_on_error():
                 yield
         except BaseException:
-            if exchange is not None and self.world > 1:
-                exchange.abort()
+            if self.world > 1:  # and peers waiting in a SyncBatchNorm sum
+                for waited_in in {id(e): e for e in (exchange, self.sync_comm) if e is not None}.values():
+                    waited_in.abort()
             raise
 
     @contextlib.contextmanager
@@ -323,9 +334,10 @@ class TrainWorker:
             self.sharded.close()
             self.sharded = None
         self._close_async()
-        if self.comm is not None and hasattr(self.comm, "close"):
-            self.comm.close()
-        self.comm = None
+        for comm in {id(c): c for c in (self.comm, self.sync_comm) if c is not None}.values():
+            if hasattr(comm, "close"):
+                comm.close()
+        self.comm = self.sync_comm = None
 
 
 def pack_indices(batches):

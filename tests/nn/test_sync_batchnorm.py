@@ -146,7 +146,9 @@ def test_without_a_group_in_eval_mode_or_alone_it_is_batch_norm():
     ref.eval()
     np.testing.assert_allclose(results[1], ref(torch.from_numpy(x[1::2])).detach().numpy(), rtol=1e-12)
     assert calls == [0, 0]
-    results, calls = run_ranks(1, lambda rank, group: dg.nn.SyncBatchNorm(4, dtype=dg.float64)(dg.tensor(x)).detach().numpy())
+    results, calls = run_ranks(
+        1, lambda rank, group: dg.nn.SyncBatchNorm(4, dtype=dg.float64)(dg.tensor(x)).detach().numpy()
+    )
     assert calls == [0]
 
 
@@ -189,3 +191,11 @@ def test_capture_of_a_synchronized_forward_stops_with_a_capture_error():
         return True
 
     assert run_ranks(2, rank_step)[0] == [True, True]
+
+
+def test_a_trainer_refuses_sync_batch_norm_with_async_workers():
+    model = dg.nn.Sequential(dg.nn.Linear(4, 3), dg.nn.SyncBatchNorm(3))
+    opt = dg.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(dg.errors.ConfigError, match="sync='async' cannot run SyncBatchNorm"):
+        dg.Trainer(model, dg.nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async")
+    dg.Trainer(model, dg.nn.functional.cross_entropy, opt, workers=1, backend="ray", sync="async").close()

@@ -1,0 +1,115 @@
+"""nn.SyncBatchNorm on real Ray workers: two data-parallel ranks train as one process on the global batch
+(the Trainer's sharded store over shm, a gloo group, and a `launch` loop of one's own), where plain
+BatchNorm does not; a rank's error reaches the peer waiting in a statistics sum at once."""
+
+import time
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+
+pytestmark = pytest.mark.ray
+
+
+def data(n=192, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, 6)) * [1, 2, 3, 0.5, 1, 4] + [0, 1, -2, 0, 3, 0]).astype(np.float32)
+    return x, ((x[:, 0] > 0).astype(np.int64) + (x[:, 2] > -2).astype(np.int64))
+
+
+def model(norm=nn.SyncBatchNorm, dtype=None):
+    dg.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 12), norm(12, momentum=0.2), nn.ReLU(), nn.Linear(12, 3))
+    return net.to(dtype) if dtype is not None else net
+
+
+def fit(net, backend, workers, allreduce="auto"):
+    opt = dg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    with dg.Trainer(
+        net, F.cross_entropy, opt, workers=workers, backend=backend, allreduce=allreduce, progress=False, timeout_s=60
+    ) as t:  # fmt: skip
+        t.fit(data(), epochs=2, batch_size=32)  # 12 steps
+    return {k: v.numpy().copy() for k, v in net.state_dict().items()}
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a)
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    return fit(model(), "local", 1)
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "gloo"])
+def test_two_ray_workers_with_sync_batch_norm_train_as_one_process_on_the_global_batch(
+    ray_session, one_process, allreduce
+):
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
+    state = fit(model(), "ray", 2, allreduce)
+    assert set(state) == set(one_process)
+    assert max_diff(state, one_process) <= 1e-6  # float32, two shard sums against one (12 SGD steps)
+    assert int(state["1.num_batches_tracked"]) == 12
+
+
+def test_plain_batch_norm_on_two_ray_workers_does_not(ray_session, one_process):
+    """What SyncBatchNorm changes: per-shard statistics give another model (the test above could fail)."""
+    state = fit(model(nn.BatchNorm1d), "ray", 2)
+    assert max_diff(state, one_process) > 1e-3
+
+
+def test_the_local_trainer_runs_sync_batch_norm_shards_as_one(one_process):
+    state = fit(model(), "local", 2)
+    assert all(np.array_equal(state[k], one_process[k]) for k in state)
+
+
+def _own_loop(x, y, steps, batch):
+    net = model(dtype=dg.float64)
+    dist.broadcast_parameters(net)
+    opt = dist.DistributedOptimizer(dg.optim.SGD(net.parameters(), lr=0.1))
+    per, r = batch // dist.world_size(), dist.rank()
+    for t in range(steps):
+        sel = slice(t * batch + r * per, t * batch + (r + 1) * per)
+        opt.zero_grad()
+        # the loss of the global batch: each rank's mean over its half, halved (the optimizer averages)
+        F.cross_entropy(net(dg.tensor(x[sel])), dg.tensor(y[sel])).backward()
+        opt.step()
+    return {k: v.numpy() for k, v in net.state_dict().items()}
+
+
+def test_sync_batch_norm_in_a_launched_loop_of_ones_own(ray_session):
+    x, y = data()
+    x = x.astype(np.float64)
+    ranks = dist.launch(_own_loop, workers=2, args=(x, y, 5, 32), cpus_per_worker=0.5, timeout_s=60)
+    net = model(dtype=dg.float64)
+    opt = dg.optim.SGD(net.parameters(), lr=0.1)
+    for t in range(5):
+        opt.zero_grad()
+        F.cross_entropy(net(dg.tensor(x[t * 32 : (t + 1) * 32])), dg.tensor(y[t * 32 : (t + 1) * 32])).backward()
+        opt.step()
+    alone = {k: v.numpy() for k, v in net.state_dict().items()}
+    for rank in ranks:
+        assert max_diff(rank, alone) <= 1e-12
+
+
+def test_a_ranks_error_before_its_statistics_sum_wakes_the_peer_waiting_there(ray_session):
+    """Rank 1 raises on a NaN in its shard before its forward; rank 0 waits in SyncBatchNorm's first sum.
+    The abort reaches it there: the fit ends with rank 1's error long before the 60 s timeout, and the
+    next fit trains as one process does."""
+    x, y = data()
+    bad = x.copy()
+    bad[40, 1] = np.nan  # batch 1's sample 8: rank 1's shard of 16
+    net = model()
+    opt = dg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    with dg.Trainer(net, F.cross_entropy, opt, workers=2, backend="ray", progress=False, timeout_s=60) as t:
+        started = time.monotonic()
+        with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf"):
+            t.fit((bad, y), epochs=1, batch_size=32)
+        assert time.monotonic() - started < 30
+        t.fit((x, y), epochs=1, batch_size=32)
+        assert np.isfinite(t.evaluate((x, y))["loss"])
