@@ -7,6 +7,7 @@ from distgraph.ops import (  # noqa: F401
     creation,
     elementwise,
     indexing,
+    indexing_extra,
     layers,
     lerp,
     linalg,
@@ -25,3 +26,4 @@ from distgraph.ops import (  # noqa: F401
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
 methods.install()
+indexing_extra.install()
