@@ -175,6 +175,17 @@ from distgraph.ops.reduction import (  # noqa: F401
     norm,
     sum,
 )
+from distgraph.ops.shape_extra import (  # noqa: F401
+    diag_embed,
+    diagflat,
+    dsplit,
+    hsplit,
+    moveaxis,
+    ravel,
+    rot90,
+    tensor_split,
+    vsplit,
+)
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,
