@@ -124,6 +124,21 @@ from distgraph.ops.elementwise import (  # noqa: F401
     where,
 )
 from distgraph.ops.index_put import index_put  # noqa: F401
+from distgraph.ops.indexing_extra import (  # noqa: F401
+    diagonal_scatter,
+    index_add,
+    index_copy,
+    index_fill,
+    index_reduce,
+    masked_scatter,
+    narrow_copy,
+    put,
+    scatter_reduce,
+    select,
+    select_scatter,
+    slice_scatter,
+    take,
+)
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
     argwhere,
@@ -159,6 +174,17 @@ from distgraph.ops.reduction import (  # noqa: F401
     min,
     norm,
     sum,
+)
+from distgraph.ops.shape_extra import (  # noqa: F401
+    diag_embed,
+    diagflat,
+    dsplit,
+    hsplit,
+    moveaxis,
+    ravel,
+    rot90,
+    tensor_split,
+    vsplit,
 )
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401

@@ -8,6 +8,7 @@ from distgraph.ops import (  # noqa: F401
     creation,
     elementwise,
     indexing,
+    indexing_extra,
     layers,
     lerp,
     linalg,
@@ -21,8 +22,11 @@ from distgraph.ops import (  # noqa: F401
     regions,
     reorder,
     shape,
+    shape_extra,
     writers,
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
 methods.install()
+indexing_extra.install()
+shape_extra.install()

@@ -367,9 +367,19 @@ def argwhere(input):
 
 
 def bincount(input, weights=None, minlength=0):
-    xp = input.device.xp
+    """torch.bincount: checked first (numpy's own errors named no op); float weights keep their dtype."""
+    xp, a = input.device.xp, input.array
+    if a.dtype.kind not in "iub":
+        raise DTypeError(f"bincount: expected an integral input, got {input.dtype.name}")
+    if a.ndim != 1 or (a.size and int(a.min()) < 0):
+        raise ShapeError(f"bincount only supports 1-d non-negative integral inputs (got shape {tuple(a.shape)})")
+    if weights is not None and (weights.ndim != 1 or weights.shape[0] != a.shape[0]):
+        raise ShapeError(
+            f"bincount: weights {tuple(weights.shape)} should be 1-d and as long as input {tuple(a.shape)}"
+        )
     w = None if weights is None else weights.array
-    return Tensor(xp.bincount(input.array, w, minlength), device=input.device)
+    out = xp.bincount(a, w, minlength)
+    return Tensor(out.astype(w.dtype) if w is not None and w.dtype.kind == "f" else out, device=input.device)
 
 
 def searchsorted(sorted_sequence, values, right=False):
