@@ -7,7 +7,7 @@ through the process group the distributed worker installs (`ops/collective.py`):
 data-parallel workers, in `dg.distributed.launch` functions, or a group given as `process_group`. With
 no group, or one rank, or in eval mode, it is BatchNorm (torch falls back the same way).
 
-It is BatchNorm written with one differentiable all-reduce per statistic (`all_reduce_sum`), so autograd
+It is BatchNorm written with a differentiable all-reduce (`all_reduce_sum`), so autograd
 derives the synchronized backward itself: the gradient of a shard's input needs the sums of the output
 gradient over every rank, and those come from the all-reduces' backward. Two collectives in forward (the
 channel sums with the element count, then the squared deviations from the global mean: the two-pass
@@ -16,12 +16,14 @@ variance, as BatchNorm's, instead of E[x²]−E[x]², which loses float32 digits
 """
 
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.backend import CPU, to_device
 from distgraph.errors import ShapeError
 from distgraph.nn.normalization import _BatchNorm
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.collective import all_reduce_sum, current_group
 from distgraph.ops.creation import tensor
+from distgraph.ops.regions import pad
 from distgraph.ops.shape import cat
 
 
@@ -86,28 +88,46 @@ def sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, ep
     """Training-mode batch norm over the global batch of `group`'s ranks; updates the running statistics
     (on every rank alike) with the global mean and the global unbiased variance, as torch's."""
     c = input.shape[1]
-    dims = (0, *range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
-    local = tensor([input.numel() // c], dtype=input.dtype, device=input.device)
-    sums = all_reduce_sum(cat([red.sum(input, dim=dims), local]), group)
-    count = int(round(float(sums.array[c])))
+    count, mean, var = _global_moments(input, group)
     if count <= 1:
         raise ValueError(
             f"SyncBatchNorm: expected more than 1 value per channel over the {group.world_size} ranks when "
             f"training, got {count} (this rank's input {tuple(input.shape)})"
         )
-    mean = ew.div(sums[:c], count)
-    centered = ew.sub(input, mean.reshape(*shape))
-    var = ew.div(all_reduce_sum(red.sum(ew.square(centered), dim=dims), group), count)
     if running_mean is not None:
         with no_grad():
             running_mean.array[...] = (1 - momentum) * running_mean.array + momentum * mean.array
             running_var.array[...] = (1 - momentum) * running_var.array + momentum * var.array * (count / (count - 1))
             running_mean._vc[0] += 1
             running_var._vc[0] += 1
-    out = ew.mul(centered, ew.rsqrt(ew.add(var, eps)).reshape(*shape))
+    out = ew.mul(ew.sub(input, mean.reshape(*shape)), ew.rsqrt(ew.add(var, eps)).reshape(*shape))
     if weight is not None:
         out = ew.mul(out, weight.reshape(*shape))
     if bias is not None:
         out = ew.add(out, bias.reshape(*shape))
     return out
+
+
+def _global_moments(input, group):
+    """(count, mean, biased variance) per channel of the global batch, from one all-reduce.
+
+    Each rank puts its count, mean and sum of squared deviations at its own offset of a zero row, so the
+    sum is their concatenation (torch's all_gather of the same three), and every rank combines them in rank
+    order by Chan's formula: M2 = Σ M2ᵣ + Σ nᵣ(meanᵣ − mean)². Exact where E[x²] − E[x]² loses float32
+    digits, and one collective each way instead of two (a sum, then the deviations from it)."""
+    c, rank, world = input.shape[1], group.rank, group.world_size
+    dims = (0, *range(2, input.ndim))
+    n = input.numel() // c
+    mean_r = ew.div(red.sum(input, dim=dims), max(n, 1))  # an empty shard: zeros, weighed by its count 0
+    m2_r = red.sum(ew.square(ew.sub(input, mean_r.reshape(1, c, *(1,) * (input.ndim - 2)))), dim=dims)
+    row = cat([tensor([n], dtype=input.dtype, device=input.device), mean_r, m2_r])
+    width = 2 * c + 1
+    rows = all_reduce_sum(pad(row, (rank * width, (world - rank - 1) * width)), group).reshape(world, width)
+    counts = [int(round(float(v))) for v in to_device(rows.array[:, 0], CPU)]
+    total = sum(counts)
+    means, m2s = rows[:, 1 : c + 1], rows[:, c + 1 :]
+    weights = tensor([[k / max(total, 1)] for k in counts], dtype=input.dtype, device=input.device)
+    mean = red.sum(ew.mul(means, weights), dim=0)
+    spread = red.sum(ew.mul(ew.square(ew.sub(means, mean)), weights), dim=0)  # Σ nᵣ(meanᵣ − mean)² / N
+    return total, mean, ew.add(ew.div(red.sum(m2s, dim=0), max(total, 1)), spread)
