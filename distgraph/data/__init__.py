@@ -7,6 +7,7 @@ composes them), `worker` and `worker_pool` (its worker processes: their side, th
 
 from distgraph.data.collate import default_collate, default_convert
 from distgraph.data.dataset import Dataset, IterableDataset, Subset, TensorDataset, random_split
+from distgraph.data.distributed import DistributedSampler
 from distgraph.data.loader import DataLoader
 from distgraph.data.sampler import (
     BatchSampler,
@@ -22,6 +23,7 @@ __all__ = [
     "BatchSampler",
     "DataLoader",
     "Dataset",
+    "DistributedSampler",
     "IterableDataset",
     "RandomSampler",
     "Sampler",

@@ -111,3 +111,12 @@ def test_bad_launch_arguments():
         dist.launch("train.py", workers=2)
     with pytest.raises(ConfigError, match="op must be 'sum' or 'mean'"):
         dist.all_reduce(dg.ones(2), op="max")
+
+
+def _my_share(n):
+    return list(dg.data.DistributedSampler(range(n), shuffle=False))
+
+
+def test_a_distributed_sampler_in_a_launch_takes_its_rank_and_world_from_it(ray_session):
+    shares = dist.launch(_my_share, workers=2, args=(5,), cpus_per_worker=0.5, timeout_s=60)
+    assert shares == [[0, 2, 4], [1, 3, 0]]  # 0: rank 1's padding, from the order's head
