@@ -4,7 +4,8 @@ The only package that imports ray. `dg.distributed.init(address)` connects to a 
 a local one); the Trainer with backend="ray" uses the rest. For a training loop of one's own (Horovod's
 way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
 `broadcast_parameters`, `DistributedOptimizer`, `allgather` / `all_gather`, `broadcast_object`,
-`allgather_object` / `all_gather_object` (loop.py).
+`allgather_object` / `all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`,
+`ReduceOp` (loop.py).
 """
 
 import importlib
@@ -41,6 +42,7 @@ def shutdown():
 _LOOP_API = (
     "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters", "DistributedOptimizer",
     "allgather", "all_gather", "broadcast_object", "allgather_object", "all_gather_object",
+    "get_rank", "get_world_size", "size", "ReduceOp", "broadcast_optimizer_state",
 )  # fmt: skip
 
 

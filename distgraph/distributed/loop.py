@@ -164,6 +164,17 @@ def world_size():
     return _context["world"]
 
 
+get_rank, get_world_size = rank, world_size  # torch.distributed's names
+size = world_size  # Horovod's
+
+
+class ReduceOp:
+    """torch.distributed.ReduceOp's names for the ops `all_reduce` takes."""
+
+    SUM = "sum"
+    AVG = "mean"
+
+
 def _listed(tensors):
     return list(tensors) if isinstance(tensors, list | tuple) else [tensors]
 
@@ -205,6 +216,14 @@ def broadcast_parameters(model, src=0):
     training, so every replica starts alike (Horovod's broadcast_parameters)."""
     tensors = list(model.parameters()) + list(getattr(model, "buffers", lambda: [])())
     return broadcast(tensors, src)
+
+
+def broadcast_optimizer_state(optimizer, root_rank=0):
+    """Every rank's optimizer state (moments, steps, hyperparameters) becomes rank `root_rank`'s
+    (Horovod's): after resuming from a checkpoint only one rank read, or where ranks built theirs apart."""
+    state = broadcast_object(optimizer.state_dict(), root_rank)
+    if _context["rank"] != root_rank:
+        optimizer.load_state_dict(state)
 
 
 class DistributedOptimizer:

@@ -120,3 +120,30 @@ def _my_share(n):
 def test_a_distributed_sampler_in_a_launch_takes_its_rank_and_world_from_it(ray_session):
     shares = dist.launch(_my_share, workers=2, args=(5,), cpus_per_worker=0.5, timeout_s=60)
     assert shares == [[0, 2, 4], [1, 3, 0]]  # 0: rank 1's padding, from the order's head
+
+
+def _resume_on_rank_0():
+    model = _model(seed=0)
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    if dist.get_rank() == 0:  # only rank 0 "read the checkpoint": its optimizer has taken two steps
+        for _ in range(2):
+            F.cross_entropy(model(dg.ones(4, SIZES[0])), dg.tensor([0, 1, 2, 0])).backward()
+            opt.step()
+    dist.broadcast_optimizer_state(opt, root_rank=0)
+    total = dg.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(total, op=dist.ReduceOp.AVG)
+    state = opt.state_dict()["state"]
+    return (
+        dist.get_world_size(),
+        float(total.item()),
+        {k: {n: np.asarray(v) for n, v in s.items()} for k, s in state.items()},
+    )
+
+
+def test_broadcast_optimizer_state_and_torchs_names(ray_session):
+    (w0, avg0, s0), (w1, avg1, s1) = dist.launch(_resume_on_rank_0, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    assert (w0, w1, avg0, avg1) == (2, 2, 1.5, 1.5)
+    assert s0 and s0.keys() == s1.keys()
+    for k in s0:
+        for name in s0[k]:
+            np.testing.assert_array_equal(s0[k][name], s1[k][name])
