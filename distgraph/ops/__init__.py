@@ -25,3 +25,6 @@ from distgraph.ops import (  # noqa: F401
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
 methods.install()
+from distgraph.ops import math_names  # noqa: E402  (after methods.install: its in-place forms wrap core methods)
+
+math_names.install()
