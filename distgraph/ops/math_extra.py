@@ -60,6 +60,11 @@ def _pair(name, input, other, kinds="biuf", float_result=False, tensors_only=Fal
     integer operands compute in the default float dtype; `tensors_only`: torch's signature takes no number."""
     if tensors_only and not (isinstance(input, Tensor) and isinstance(other, Tensor)):
         raise DTypeError(f"{name}(): expected two Tensors, got {_describe(input, other)}")
+    if float_result:  # an integer tensor meets a Python number as a float: copysign(uint8 t, -1) is negative
+        input, other = (
+            _float_operand(x) if isinstance(x, Tensor) and not isinstance(y, Tensor) else x
+            for x, y in ((input, other), (other, input))
+        )
     a, b = _operands(input, other)
     if float_result and a.array.dtype.kind != "f":
         a, b = _float_operand(a), _float_operand(b)
@@ -94,15 +99,31 @@ erfinv = ew._unary(
     saves_output=True,
     save=(),
 )
-lgamma = ew._unary("lgamma", _special_fwd("gammaln"), lambda ctx, g: ew.mul(g, digamma(ctx.inputs[0])))
-digamma = ew._unary("digamma", _special_fwd("digamma"), lambda ctx, g: ew.mul(g, polygamma(1, ctx.inputs[0])))
+
+
+@_quiet
+def _lgamma_fwd(xp, x):
+    """scipy's gammaln, but +inf at -inf as torch's (|Γ| grows without bound there)."""
+    return xp.where(x == -xp.inf, xp.inf, _special(xp, "gammaln")(x)).astype(x.dtype, copy=False)
+
+
+@_quiet
+def _digamma_fwd(xp, x):
+    """scipy's digamma, but NaN at -inf as torch's (no limit there)."""
+    return xp.where(x == -xp.inf, xp.nan, _special(xp, "digamma")(x)).astype(x.dtype, copy=False)
+
+
+lgamma = ew._unary("lgamma", _lgamma_fwd, lambda ctx, g: ew.mul(g, digamma(ctx.inputs[0])))
+digamma = ew._unary("digamma", _digamma_fwd, lambda ctx, g: ew.mul(g, polygamma(1, ctx.inputs[0])))
 
 
 @defop("polygamma", kind=EW)
 @_quiet
 def _polygamma(xp, x, n):
-    out = _special(xp, "digamma")(x) if n == 0 else _special(xp, "polygamma")(n, x)
-    return out.astype(x.dtype, copy=False)
+    """digamma for n = 0; NaN at -inf for every n, as torch's (scipy's trigamma gives inf there)."""
+    if n == 0:
+        return _digamma_fwd(xp, x)
+    return xp.where(x == -xp.inf, xp.nan, _special(xp, "polygamma")(n, x)).astype(x.dtype, copy=False)
 
 
 _polygamma.grad(lambda ctx, g: ew.mul(g, polygamma(ctx.attrs["n"] + 1, ctx.inputs[0])))
@@ -148,9 +169,12 @@ def _logit(xp, x, eps=None):
 
 @_logit.grad
 def _(ctx, g):
-    """torch's logit_backward: g / (x(1 - x)); outside [0, 1] NaN, or, with eps, 0 outside [eps, 1 - eps]."""
+    """torch's logit_backward: g / (x(1 - x)), g·inf at x = 0 or 1 (whatever 0's sign); outside [0, 1] NaN,
+    or, with eps, 0 outside [eps, 1 - eps]."""
     x, eps = ctx.inputs[0], ctx.attrs.get("eps")
     d = ew.div(g, ew.mul(x, ew.rsub(x, 1)))
+    if eps is None:
+        d = ew.where(cmp.logical_or(cmp.eq(x, 0), cmp.eq(x, 1)), ew.mul(g, math.inf), d)
     lo, hi, fill = (0, 1, math.nan) if eps is None else (eps, 1 - eps, 0.0)
     return ew.where(cmp.logical_or(cmp.lt(x, lo), cmp.gt(x, hi)), fill, d)
 
@@ -197,7 +221,14 @@ def positive(input):
     return input
 
 
-fix, sgn = ew.trunc, ew.sign
+def fix(input):
+    """trunc's alias; a bool tensor is refused, as torch's trunc does."""
+    if input.array.dtype == np.bool_:
+        refuse(DTypeError, "fix", input, "\"trunc\" not implemented for 'Bool'")
+    return ew.trunc(input)
+
+
+sgn = ew.sign
 
 
 # ---- binary ops ---------------------------------------------------------------------------------
@@ -327,12 +358,26 @@ def bitwise_not(input):
 
 
 # ---- binary composites --------------------------------------------------------------------------
+def _quietly(fn):
+    """A composite whose ops may overflow or divide by zero (pow, div): their numpy warnings off, as
+    torch gives none (the backward already runs under the engine's errstate)."""
+
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+    return run
+
+
+@_quietly
 def ldexp(input, other):
     """input · 2^other, as torch computes it (mul of pow(2.0, other)): float, differentiable in both."""
     _pair("ldexp", input, other, tensors_only=True)
     return ew.mul(input, ew.pow(2.0, other))
 
 
+@_quietly
 def float_power(input, exponent):
     """pow in float64 whatever the operands' dtypes (their gradients come back through the casts)."""
     if not (isinstance(input, Tensor) or isinstance(exponent, Tensor)):
@@ -359,12 +404,15 @@ def _scalar_of(value, operands):
 
 
 def addcmul(input, tensor1, tensor2, *, value=1):
-    """input + value · tensor1 · tensor2 (torch's order: value times tensor1 first)."""
+    """input + value · tensor1 · tensor2 (torch's order: value times tensor1 first); no bool kernel, as torch."""
+    if dtypes.result_np_dtype((input, tensor1, tensor2)).kind == "b":
+        raise DTypeError(f"addcmul: not implemented for bool (operands {_describe(input, tensor1, tensor2)})")
     value = _scalar_of(value, (input, tensor1, tensor2))
     scaled = tensor1 if value == 1 else ew.mul(tensor1, value)
     return ew.add(input, ew.mul(scaled, tensor2))
 
 
+@_quietly
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """input + value · tensor1 / tensor2; integer tensor1 and tensor2 are refused, as in torch."""
     if all(isinstance(t, Tensor) and t.array.dtype.kind in "biu" for t in (tensor1, tensor2)):
