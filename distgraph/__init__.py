@@ -143,6 +143,20 @@ from distgraph.ops.indexing import (  # noqa: F401
 )
 from distgraph.ops.linalg import addmm, bmm, dot, einsum, log_softmax, matmul, mm, mv, outer, softmax  # noqa: F401
 from distgraph.ops.lerp import lerp  # noqa: F401
+from distgraph.ops.linalg_extra import (  # noqa: F401
+    addbmm,
+    addmv,
+    addr,
+    baddbmm,
+    cross,
+    diff,
+    dist,
+    inner,
+    kron,
+    tensordot,
+    trace,
+    vdot,
+)
 from distgraph.ops.math_extra import (  # noqa: F401
     addcdiv,
     addcmul,
@@ -205,6 +219,7 @@ from distgraph.ops.math_names import (  # noqa: F401
     arctan_,
     arctanh,
     arctanh_,
+    addmv_,
     asin_,
     asinh_,
     atan_,
@@ -229,6 +244,7 @@ from distgraph.ops.math_names import (  # noqa: F401
     fill_,
     fix_,
     floor_,
+    ger,
     frac_,
     gcd_,
     greater,

@@ -9,8 +9,9 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
+from distgraph.ops import linalg, methods, shape
+from distgraph.ops import linalg_extra as lx
 from distgraph.ops import math_extra as mx
-from distgraph.ops import methods, shape
 
 
 # ---- Tensor predicates and ravel (methods and namespace functions) ------------------------------
@@ -101,6 +102,18 @@ METHODS = {
     "is_same_size": is_same_size,
     "is_nonzero": is_nonzero,
     "ravel": ravel,
+    "addmv": lx.addmv,
+    "addr": lx.addr,
+    "baddbmm": lx.baddbmm,
+    "addbmm": lx.addbmm,
+    "inner": lx.inner,
+    "vdot": lx.vdot,
+    "kron": lx.kron,
+    "ger": linalg.outer,
+    "trace": lx.trace,
+    "diff": lx.diff,
+    "cross": lx.cross,
+    "dist": lx.dist,
 }
 
 # in-place forms `name_`, of this table's ops or of methods.METHODS' (the aliases torch has them for)
@@ -111,6 +124,7 @@ INPLACE = [
     *("bitwise_right_shift", "ldexp", "nextafter", "clamp_min", "clamp_max", "atan2", "arctan2"),
     *("arccos", "arcsin", "arctan", "acosh", "arccosh", "asinh", "arcsinh", "atanh", "arctanh", "log2"),
     *("log10", "absolute", "negative", "divide", "multiply", "subtract", "true_divide"),
+    *("addmv", "addr", "baddbmm", "addbmm"),
 ]
 
 
@@ -152,7 +166,7 @@ NAMESPACE = (
     *("frac_", "gcd_", "i0_", "index_put_", "lcm_", "ldexp_", "log10_", "log1p_", "log2_", "log_", "logit_"),
     *("nan_to_num_", "neg_", "negative_", "rad2deg_", "reciprocal_", "relu_", "round_", "rsqrt_", "sigmoid_"),
     *("sin_", "sinc_", "sinh_", "sqrt_", "square_", "tan_", "tanh_", "trunc_", "xlogy_", "zero_"),
-    *("clone", "numel", "detach", "is_floating_point", "is_inference"),
+    *("addmv_", "clone", "numel", "detach", "is_floating_point", "is_inference"),
 )
 globals().update({name: _calls_method(name) for name in NAMESPACE})
 
@@ -161,3 +175,4 @@ arccos, arcsin, arctan, absolute = ew.acos, ew.asin, ew.atan, ew.abs
 divide, multiply, subtract, true_divide, negative = ew.div, ew.mul, ew.sub, ew.div, ew.neg
 swapaxes = swapdims = shape.transpose
 greater, greater_equal, less, less_equal, not_equal = cmp.gt, cmp.ge, cmp.lt, cmp.le, cmp.ne
+ger = linalg.outer
