@@ -157,6 +157,15 @@ from distgraph.ops.linalg_extra import (  # noqa: F401
     trace,
     vdot,
 )
+from distgraph.ops.linalg_matrix import (  # noqa: F401
+    cholesky,
+    det,
+    inverse,
+    logdet,
+    matrix_power,
+    pinverse,
+    slogdet,
+)
 from distgraph.ops.math_extra import (  # noqa: F401
     addcdiv,
     addcmul,
@@ -361,6 +370,7 @@ _LAZY = {
     "graph": "distgraph.graph",
     "distributed": "distgraph.distributed",
     "io": "distgraph.io",
+    "linalg": "distgraph.linalg",
     "utils": "distgraph.utils",
     "data": "distgraph.data",
 }

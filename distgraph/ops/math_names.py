@@ -11,6 +11,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg, methods, shape
 from distgraph.ops import linalg_extra as lx
+from distgraph.ops import linalg_matrix as lm
 from distgraph.ops import math_extra as mx
 
 
@@ -114,6 +115,13 @@ METHODS = {
     "diff": lx.diff,
     "cross": lx.cross,
     "dist": lx.dist,
+    "det": lm.det,
+    "logdet": lm.logdet,
+    "slogdet": lm.slogdet,
+    "inverse": lm.inverse,
+    "cholesky": lm.cholesky,
+    "pinverse": lm.pinverse,
+    "matrix_power": lm.matrix_power,
 }
 
 # in-place forms `name_`, of this table's ops or of methods.METHODS' (the aliases torch has them for)

@@ -130,3 +130,93 @@ def test_inplace_products_match_torch(name):
 def test_shape_errors_name_the_op(fn, match):
     with pytest.raises(ValueError, match=match):
         fn()
+
+
+# ---- functions of square matrices ---------------------------------------------------------------
+def _well_conditioned(m, a):
+    """a + 4·I: random matrices made safely invertible (det > 0 too)."""
+    return a + 4 * m.eye(a.shape[-1], dtype=a.dtype)
+
+
+def _spd(m, a):
+    """a·aᵀ + I: symmetric positive-definite."""
+    return a @ a.transpose(-2, -1) + m.eye(a.shape[-1], dtype=a.dtype)
+
+
+M = Table()
+M.op("inverse", lambda m, a: m.inverse(_well_conditioned(m, a)), (3, 3), double=True)
+M.op("inverse-batched", lambda m, a: _well_conditioned(m, a).inverse(), (2, 4, 4))
+M.op("linalg.inv", lambda m, a: m.linalg.inv(_well_conditioned(m, a)), (3, 3))
+M.op("det", lambda m, a: m.det(a), (3, 3), double=True)
+M.op("det-batched-method", lambda m, a: a.det(), (2, 2, 2))
+M.op("linalg.det", lambda m, a: m.linalg.det(_well_conditioned(m, a)), (4, 4))
+M.op("slogdet", lambda m, a: m.slogdet(a), (3, 3))
+M.op("slogdet-batched", lambda m, a: m.linalg.slogdet(a)[1], (2, 3, 3), double=True)
+M.op("logdet", lambda m, a: m.logdet(_well_conditioned(m, a)), (3, 3), double=True)
+M.op("logdet-negative", lambda m, a: a.logdet(), (2, 3, 3), gradcheck=False)
+M.op("solve", lambda m, a, b: m.linalg.solve(_well_conditioned(m, a), b), (3, 3), (3, 2), double=True)
+M.op("solve-vector", lambda m, a, b: m.linalg.solve(_well_conditioned(m, a), b), (3, 3), (3,))
+M.op("solve-batched-vector", lambda m, a, b: m.linalg.solve(_well_conditioned(m, a), b), (2, 3, 3), (2, 3))
+M.op("solve-bcast", lambda m, a, b: m.linalg.solve(_well_conditioned(m, a), b), (3, 3), (2, 3, 1))
+M.op("solve-right", lambda m, a, b: m.linalg.solve(_well_conditioned(m, a), b, left=False), (3, 3), (2, 3))
+M.op("cholesky", lambda m, a: m.cholesky(_spd(m, a)), (3, 3), double=True)
+M.op("cholesky-upper", lambda m, a: _spd(m, a).cholesky(upper=True), (2, 3, 3))
+M.op("linalg.cholesky", lambda m, a: m.linalg.cholesky(_spd(m, a)), (4, 4))
+M.op("matrix_power-3", lambda m, a: m.matrix_power(a, 3), (3, 3), double=True)
+M.op("matrix_power-5-batched", lambda m, a: a.matrix_power(5), (2, 2, 2))
+M.op("matrix_power-0", lambda m, a: m.matrix_power(a, 0), (3, 3))
+M.op("matrix_power-neg", lambda m, a: m.linalg.matrix_power(_well_conditioned(m, a), -2), (3, 3))
+M.op("pinverse-wide", lambda m, a: m.pinverse(a), (3, 5), double=True)
+M.op("pinverse-tall", lambda m, a: a.pinverse(), (2, 5, 3))
+M.op("linalg.pinv", lambda m, a: m.linalg.pinv(a), (4, 3))
+M.op("linalg.cross", lambda m, a, b: m.linalg.cross(a, b), (4, 3), (1, 3))
+M.op(
+    "linalg.vecdot-multi_dot",
+    lambda m, a, b: m.linalg.vecdot(a, b) + m.linalg.multi_dot([a, b.T, a]).sum(1),
+    (3, 3),
+    (3, 3),
+)
+M.op("linalg.diagonal", lambda m, a: m.linalg.diagonal(a, offset=1), (2, 3, 4))
+
+
+@pytest.mark.parametrize("row", M.rows())
+def test_matrix_functions_match_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", M.gradcheck_rows())
+def test_matrix_functions_gradcheck(row):
+    run_gradcheck(row)
+
+
+@pytest.mark.parametrize("row", M.double_rows())
+def test_matrix_functions_double_backward_match_torch(row):
+    run_double_backward(row)
+
+
+def test_pinverse_of_a_rank_deficient_matrix_matches_torch():
+    a = np.outer(np.arange(1.0, 4.0), np.arange(1.0, 5.0))  # rank 1
+    check(lambda x: dg.pinverse(x), lambda x: torch.pinverse(x), a)
+
+
+def test_matrix_power_of_integers_keeps_the_dtype():
+    x = [[1, 2], [3, 4]]
+    got, want = dg.matrix_power(dg.tensor(x), 3), torch.matrix_power(torch.tensor(x), 3)
+    assert got.dtype.name == "int64" and got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize(
+    "fn, error, match",
+    [
+        (lambda: dg.inverse(dg.zeros(2, 2)), dg.errors.InputRangeError, "inverse: .*singular"),
+        (lambda: dg.cholesky(-dg.eye(2)), dg.errors.InputRangeError, "cholesky: .*positive-definite"),
+        (lambda: dg.det(dg.zeros(2, 3)), dg.errors.ShapeError, r"det: A must be batches of square matrices.*\(2, 3\)"),
+        (lambda: dg.inverse(dg.tensor([[1, 0], [0, 1]])), dg.errors.DTypeError, "inverse: Expected a floating point"),
+        (lambda: dg.linalg.solve(dg.eye(3), dg.zeros(2)), dg.errors.ShapeError, "solve: incompatible shapes"),
+        (lambda: dg.matrix_power(dg.zeros(2, 3), 2), dg.errors.ShapeError, "matrix_power: expected"),
+        (lambda: dg.matrix_power(dg.tensor([[1, 0], [0, 1]]), -1), dg.errors.DTypeError, "matrix_power"),
+    ],
+)
+def test_matrix_function_errors_name_the_op(fn, error, match):
+    with pytest.raises(error, match=match):
+        fn()
