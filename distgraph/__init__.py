@@ -197,6 +197,7 @@ from distgraph.ops.math_extra import (  # noqa: F401
     lcm,
     ldexp,
     lgamma,
+    mvlgamma,
     logaddexp,
     logaddexp2,
     logit,

@@ -135,6 +135,17 @@ def polygamma(n, input):
     return _polygamma(_float_operand(input), n=n)
 
 
+def mvlgamma(input, p):
+    """The multivariate log-gamma: Σ_j<p lgamma(x - j/2) + p(p-1)/4·log π (inf at and below (p-1)/2's
+    poles, as torch 2.13, which no longer refuses that domain)."""
+    if type(p) is not int or p < 1:
+        raise ValueError(f"mvlgamma: p has to be greater than or equal to 1, got {p!r}")
+    x = _float_operand(input)
+    steps = Tensor(x.device.xp.arange(p, dtype=x.array.dtype) / 2, device=x.device)
+    terms = lgamma(ew.sub(x.unsqueeze(-1), steps))  # (..., p)
+    return ew.add(terms.sum(-1), p * (p - 1) / 4 * math.log(math.pi))
+
+
 def _i1_rule(ctx, g):
     """torch's i1_backward: i0(x) - i1(x)/x, and its limit 0.5 where |x| is below the dtype's epsilon."""
     x = ctx.inputs[0]

@@ -13,6 +13,7 @@ from distgraph.ops import linalg, methods, shape
 from distgraph.ops import linalg_extra as lx
 from distgraph.ops import linalg_matrix as lm
 from distgraph.ops import math_extra as mx
+from distgraph.ops.promotion import cast
 
 
 # ---- Tensor predicates and ravel (methods and namespace functions) ------------------------------
@@ -103,6 +104,7 @@ METHODS = {
     "is_same_size": is_same_size,
     "is_nonzero": is_nonzero,
     "ravel": ravel,
+    "mvlgamma": mx.mvlgamma,
     "addmv": lx.addmv,
     "addr": lx.addr,
     "baddbmm": lx.baddbmm,
@@ -132,7 +134,7 @@ INPLACE = [
     *("bitwise_right_shift", "ldexp", "nextafter", "clamp_min", "clamp_max", "atan2", "arctan2"),
     *("arccos", "arcsin", "arctan", "acosh", "arccosh", "asinh", "arcsinh", "atanh", "arctanh", "log2"),
     *("log10", "absolute", "negative", "divide", "multiply", "subtract", "true_divide"),
-    *("addmv", "addr", "baddbmm", "addbmm"),
+    *("addmv", "addr", "baddbmm", "addbmm", "mvlgamma"),
 ]
 
 
@@ -149,12 +151,36 @@ def _float_power_(self, exponent):
 _FLOAT_POWER_INPLACE = methods.inplace_variant(mx.float_power, "float_power_")
 
 
+def _recorded_comparison(fn):
+    """The base of a comparison's in-place form (`eq_`): torch records it, with zero gradients to self and
+    other, so where one needs grad the 0/1 values come from a where that passes them none."""
+
+    def base(self, other):
+        result = fn(self, other)
+        other_grad = isinstance(other, Tensor) and other.requires_grad
+        if not (self.requires_grad or other_grad):
+            return result
+        everywhere = Tensor(self.device.xp.ones(self.shape, dtype=bool), device=self.device)
+        passed_none = ew.add(self, ew.mul(other, 0)) if other_grad else self  # (its values are never read)
+        return ew.where(everywhere, cast(result, self.array.dtype), passed_none)
+
+    return base
+
+
+COMPARISONS = {"eq": cmp.eq, "ne": cmp.ne, "lt": cmp.lt, "le": cmp.le, "gt": cmp.gt, "ge": cmp.ge}
+COMPARISONS.update({"greater": cmp.gt, "greater_equal": cmp.ge, "less": cmp.lt, "less_equal": cmp.le})
+COMPARISONS["not_equal"] = cmp.ne
+
+
 def install():
     for name, fn in METHODS.items():
         setattr(Tensor, name, fn)
     for name in INPLACE:
         setattr(Tensor, name + "_", methods.inplace_variant(METHODS.get(name) or methods.METHODS[name], name + "_"))
     Tensor.float_power_ = _float_power_
+    for name, fn in COMPARISONS.items():
+        setattr(Tensor, name + "_", methods.inplace_variant(_recorded_comparison(fn), name + "_"))
+    Tensor.logical_xor_ = methods.inplace_variant(cmp.logical_xor, "logical_xor_")  # recorded by neither
 
 
 # ---- namespace functions that call the Tensor method of the same name ---------------------------

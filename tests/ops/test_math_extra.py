@@ -360,3 +360,50 @@ def test_new_ops_capture_into_a_compiled_graph():
     x, y = dg.rand(3, 4) + 0.5, dg.rand(3, 4) + 0.5
     compiled = dg.compile(fn, [x, y])
     np.testing.assert_allclose(compiled(x, y).numpy(), fn(x, y).numpy(), rtol=1e-6)
+
+
+M = Table()
+M.op("mvlgamma", lambda m, a: m.mvlgamma(a, 3), (3, 4), domain="gt1", double=True)
+M.op("mvlgamma-method-p1", lambda m, a: a.mvlgamma(1), (5,), domain="pos")
+
+
+@pytest.mark.parametrize("row", M.rows())
+def test_mvlgamma_matches_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", M.gradcheck_rows())
+def test_mvlgamma_gradcheck(row):
+    run_gradcheck(row)
+
+
+def test_mvlgamma_at_and_below_its_poles_like_torch():
+    """torch 2.13 no longer refuses x <= (p-1)/2: lgamma's poles give inf, digamma's -inf or NaN."""
+    check(lambda a: dg.mvlgamma(a, 3), lambda a: torch.mvlgamma(a, 3), np.array([0.5, 2.0, -1.0, 1.0, 1.25]))
+    with pytest.raises(ValueError, match="p has to be greater than or equal to 1"):
+        dg.mvlgamma(dg.tensor([2.0]), 0)
+
+
+@pytest.mark.parametrize("name", sorted(math_names.COMPARISONS))
+def test_inplace_comparisons_write_ones_and_zeros_with_a_zero_gradient_like_torch(name):
+    def run(a, b):
+        return getattr(a * 1, name + "_")(b.round())
+
+    rng = np.random.default_rng(6)
+    check(run, run, rng.standard_normal((3, 4)).round(), rng.standard_normal(4), seed_grad=False)
+    got, want = dg.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    getattr(got, name + "_")(2)
+    getattr(want, name + "_")(2)
+    assert got.tolist() == want.tolist() and got.dtype.name == "int64"
+
+
+def test_logical_xor_inplace_records_nothing_like_torch():
+    """torch's logical_xor_ keeps self's graph (MulBackward here): the gradient is the one before it."""
+    rng = np.random.default_rng(7)
+
+    def run(a, m):
+        out = a * 2
+        out.logical_xor_(m > 0)
+        return out
+
+    check(run, run, rng.standard_normal((3, 4)), rng.standard_normal(4), seed_grad=False)
