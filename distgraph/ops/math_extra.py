@@ -167,7 +167,13 @@ def _sinc_rule(ctx, g):
     return ew.mul(ew.where(cmp.eq(x, 0), 0.0, d), g)
 
 
-sinc = ew._unary("sinc", _quiet(lambda xp, x: xp.sinc(x)), _sinc_rule)
+@_quiet
+def _sinc_fwd(xp, x):
+    """numpy's sinc; a float16 one computed in float32 and rounded once, as torch's (half's π·x loses bits)."""
+    return xp.sinc(x.astype(np.float32)).astype(x.dtype) if x.dtype == np.float16 else xp.sinc(x)
+
+
+sinc = ew._unary("sinc", _sinc_fwd, _sinc_rule)
 
 
 # ---- logit, nan_to_num --------------------------------------------------------------------------

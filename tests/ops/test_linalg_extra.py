@@ -220,3 +220,13 @@ def test_matrix_power_of_integers_keeps_the_dtype():
 def test_matrix_function_errors_name_the_op(fn, error, match):
     with pytest.raises(error, match=match):
         fn()
+
+
+def test_matrix_functions_capture_into_a_compiled_graph():
+    def fn(a, b):
+        spd = a @ a.T + dg.eye(3)
+        return dg.inverse(spd) * dg.det(spd) + dg.cholesky(spd) + dg.linalg.solve(spd, b) + dg.kron(b[:1, :1], spd)
+
+    x, y = dg.rand(3, 3), dg.rand(3, 3)
+    compiled = dg.compile(fn, [x, y])
+    np.testing.assert_allclose(compiled(x, y).numpy(), fn(x, y).numpy(), rtol=1e-5)

@@ -407,3 +407,9 @@ def test_logical_xor_inplace_records_nothing_like_torch():
         return out
 
     check(run, run, rng.standard_normal((3, 4)), rng.standard_normal(4), seed_grad=False)
+
+
+def test_float16_sinc_rounds_once_like_torch():
+    x = np.array([0.1, 0.5, 0.9, 2.3], dtype=np.float16)
+    got, want = dg.sinc(dg.tensor(x)), torch.sinc(torch.tensor(x))
+    assert got.dtype.name == "float16" and got.numpy().tolist() == want.numpy().tolist()
