@@ -4,8 +4,8 @@ slogdet, logdet, solve, cholesky, matrix_power, pinverse.
 Each forward is the backend's LAPACK call (numpy.linalg or cupy.linalg); each backward is written with
 differentiable ops (matmul, the inverse itself), so double backward and captured graphs work. A
 singular matrix where the op needs an inverse raises InputRangeError naming the op, as torch's
-LinAlgError; the gradients are the formulas for invertible inputs (torch switches to an SVD-based rule
-for singular ones in det's backward, which this does not).
+LinAlgError; the gradients are the formulas for invertible inputs (det's is 0 at an exactly singular
+one, as torch 2.13's).
 """
 
 from collections import namedtuple
@@ -104,7 +104,14 @@ def _det(xp, a):
     return _lapack("det", xp.linalg.det, a)
 
 
-_det.grad(lambda ctx, g: ew.mul(_unsq2(ew.mul(g, ctx.out)), _mT(inverse(ctx.inputs[0]))))
+@_det.grad
+def _(ctx, g):
+    """g·det·A⁻ᵀ; torch 2.13 gives 0 where det is exactly 0 (not the cofactor matrix), and so does this:
+    such a matrix is inverted as the identity, whose inverse the zero det then scales away."""
+    a, d = ctx.inputs[0], _unsq2(ctx.out)
+    singular = cmp.eq(d, 0)
+    eye = creation.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return ew.mul(ew.mul(_unsq2(g), d), _mT(inverse(ew.where(singular, eye, a))))
 
 
 def det(input):

@@ -230,3 +230,10 @@ def test_matrix_functions_capture_into_a_compiled_graph():
     x, y = dg.rand(3, 3), dg.rand(3, 3)
     compiled = dg.compile(fn, [x, y])
     np.testing.assert_allclose(compiled(x, y).numpy(), fn(x, y).numpy(), rtol=1e-5)
+
+
+def test_det_gradient_at_exactly_singular_matrices_is_zero_like_torch():
+    """torch 2.13 gives 0 there, not the cofactor matrix; the inverse of a singular matrix is not taken."""
+    batch = np.stack([np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 2.0]), np.diag([2.0, 0.0, 3.0]), np.eye(3) * 2])
+    check(lambda a: dg.det(a), lambda a: torch.det(a), batch)
+    check(lambda a: dg.linalg.det(a), lambda a: torch.linalg.det(a), np.array([[1.0, 2.0], [2.0, 4.0]]))
