@@ -30,3 +30,6 @@ from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 methods.install()
 indexing_extra.install()
 shape_extra.install()
+from distgraph.ops import math_names  # noqa: E402  (after methods.install: its in-place forms wrap core methods)
+
+math_names.install()

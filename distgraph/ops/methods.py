@@ -237,7 +237,7 @@ INPLACE = [
 
 # in-place ops whose output torch does not differentiate: it records nothing for them, so it checks neither
 # the view nor the leaf they write into (a float tensor that requires grad keeps its graph)
-_NOT_DIFFERENTIABLE = frozenset({"logical_not_", "logical_and_", "logical_or_"})
+_NOT_DIFFERENTIABLE = frozenset({"logical_not_", "logical_and_", "logical_or_", "logical_xor_"})
 
 
 def inplace_variant(fn, name, overlap_ok=False):

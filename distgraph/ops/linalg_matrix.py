@@ -1,0 +1,224 @@
+"""Functions of square matrices (batched over leading dims) with torch's gradients: inverse, det,
+slogdet, logdet, solve, cholesky, matrix_power, pinverse.
+
+Each forward is the backend's LAPACK call (numpy.linalg or cupy.linalg); each backward is written with
+differentiable ops (matmul, the inverse itself), so double backward and captured graphs work. A
+singular matrix where the op needs an inverse raises InputRangeError naming the op, as torch's
+LinAlgError; the gradients are the formulas for invertible inputs (det's is 0 at an exactly singular
+one, as torch 2.13's).
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DTypeError, InputRangeError, ShapeError
+from distgraph.ops import compare as cmp
+from distgraph.ops import creation, linalg, regions, shape
+from distgraph.ops import elementwise as ew
+from distgraph.ops.registry import defop
+
+SLogDet = namedtuple("SLogDet", ["sign", "logabsdet"])
+
+
+def _mT(x):
+    return shape.transpose(x, -2, -1)
+
+
+def _square(name, a):
+    """`a` must be a float tensor of (batches of) square matrices, as torch's checks."""
+    if not isinstance(a, Tensor):
+        raise DTypeError(f"{name}: expected a Tensor, got {type(a).__name__}")
+    if a.array.dtype.kind != "f":
+        raise DTypeError(f"{name}: Expected a floating point tensor as input. Got {a.dtype.name}")
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ShapeError(f"{name}: A must be batches of square matrices, but they are {tuple(a.shape)}")
+    return a
+
+
+def _lapack(name, fn, *arrays):
+    """numpy's LinAlgError (a singular matrix) as InputRangeError naming the op."""
+    try:
+        with np.errstate(all="ignore"):
+            return fn(*arrays)
+    except np.linalg.LinAlgError as exc:
+        shapes = ", ".join(str(a.shape) for a in arrays)
+        raise InputRangeError(
+            f"{name}: {exc} (input {shapes}): the matrix is singular or not positive-definite"
+        ) from exc
+
+
+def _unsq2(x):
+    """A batch of scalars as a batch of 1×1 matrices, to scale matrices."""
+    return shape.unsqueeze(shape.unsqueeze(x, -1), -1)
+
+
+# ---- inverse, solve -----------------------------------------------------------------------------
+@defop("inverse", kind="other", save=(), saves_output=True)
+def _inverse(xp, a):
+    return _lapack("inverse", xp.linalg.inv, a)
+
+
+_inverse.grad(lambda ctx, g: ew.neg(linalg.matmul(linalg.matmul(_mT(ctx.out), g), _mT(ctx.out))))
+
+
+def inverse(input):
+    return _inverse(_square("inverse", input))
+
+
+@defop("solve", kind="other", save=(0,), saves_output=True)
+def _solve(xp, a, b):
+    return _lapack("solve", xp.linalg.solve, a, b)
+
+
+@_solve.grad
+def _(ctx, g):
+    """X = A⁻¹B: gB = A⁻ᵀ G, gA = -gB Xᵀ."""
+    gb = solve(_mT(ctx.inputs[0]), g)
+    ga = ew.neg(linalg.matmul(gb, _mT(ctx.out))) if ctx.next[0] is not None else None
+    return ga, gb
+
+
+def solve(A, B, *, left=True):
+    """X with A X = B (left) or X A = B; a B of one dim fewer than A is a (batch of) vector(s), as torch."""
+    _square("solve", A)
+    if not left:
+        return _mT(solve(_mT(A), _mT(B)))
+    if not isinstance(B, Tensor) or B.array.dtype != A.array.dtype:
+        raise DTypeError(f"solve: B must be a Tensor of A's dtype {A.dtype.name}, got {getattr(B, 'dtype', B)!r}")
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    b = shape.unsqueeze(B, -1) if vector else B
+    if b.ndim < 2 or b.shape[-2] != A.shape[-1]:
+        raise ShapeError(f"solve: incompatible shapes of A {tuple(A.shape)} and B {tuple(B.shape)}")
+    batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
+    a = shape.expand(A, batch + tuple(A.shape[-2:]))
+    b = shape.expand(b, batch + tuple(b.shape[-2:]))
+    x = _solve(a, b)
+    return shape.squeeze(x, -1) if vector else x
+
+
+# ---- determinants -------------------------------------------------------------------------------
+@defop("det", kind="other", save=(0,), saves_output=True)
+def _det(xp, a):
+    return _lapack("det", xp.linalg.det, a)
+
+
+@_det.grad
+def _(ctx, g):
+    """g·det·A⁻ᵀ; torch 2.13 gives 0 where det is exactly 0 (not the cofactor matrix), and so does this:
+    such a matrix is inverted as the identity, whose inverse the zero det then scales away."""
+    a, d = ctx.inputs[0], _unsq2(ctx.out)
+    singular = cmp.eq(d, 0)
+    eye = creation.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return ew.mul(ew.mul(_unsq2(g), d), _mT(inverse(ew.where(singular, eye, a))))
+
+
+def det(input):
+    return _det(_square("det", input))
+
+
+@defop("slogdet_logabsdet", kind="other", save=(0,))
+def _logabsdet(xp, a):
+    return _lapack("slogdet", xp.linalg.slogdet, a)[1]
+
+
+_logabsdet.grad(lambda ctx, g: ew.mul(_unsq2(g), _mT(inverse(ctx.inputs[0]))))
+_det_sign = defop("slogdet_sign", kind="other", save=())(lambda xp, a: _lapack("slogdet", xp.linalg.slogdet, a)[0])
+# torch's sign output requires grad (one node for both outputs) and passes back zero
+_det_sign.grad(lambda ctx, g: Tensor(g.device.xp.zeros(ctx.inputs[0].shape, g.array.dtype), device=g.device))
+
+
+def slogdet(input):
+    """(sign, log|det|): the sign has no gradient; log|det|'s is A⁻ᵀ."""
+    _square("slogdet", input)
+    return SLogDet(_det_sign(input), _logabsdet(input))
+
+
+def logdet(input):
+    """log det: NaN where det < 0, -inf where it is 0, as torch."""
+    sign, logabs = slogdet(input)
+    return ew.where(cmp.lt(sign, 0), float("nan"), logabs)
+
+
+# ---- cholesky -----------------------------------------------------------------------------------
+@defop("cholesky", kind="other", save=(), saves_output=True)
+def _cholesky(xp, a, upper=False):
+    low = _lapack("cholesky", xp.linalg.cholesky, a)
+    return xp.swapaxes(low, -1, -2).copy() if upper else low
+
+
+@_cholesky.grad
+def _(ctx, g):
+    """torch's cholesky_backward: L⁻ᵀ Φ(Lᵀ gL) L⁻¹, symmetrized; Φ keeps the lower triangle, half diagonal."""
+    upper = ctx.attrs.get("upper", False)
+    low, gl = (_mT(ctx.out), _mT(g)) if upper else (ctx.out, g)
+    low_inv = inverse(low)
+    phi = linalg.matmul(_mT(low), gl)
+    phi = ew.sub(regions.tril(phi), ew.mul(_diag_part(phi), 0.5))
+    grad = linalg.matmul(linalg.matmul(_mT(low_inv), phi), low_inv)
+    return ew.mul(ew.add(grad, _mT(grad)), 0.5)
+
+
+def _diag_part(x):
+    """x with everything but its (batched) diagonal zeroed."""
+    eye = creation.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return ew.mul(x, eye)
+
+
+def cholesky(input, upper=False):
+    return _cholesky(_square("cholesky", input), upper=bool(upper))
+
+
+# ---- matrix_power, pinverse ---------------------------------------------------------------------
+def matrix_power(input, n):
+    """A^n by repeated squaring (n < 0: of the inverse, float only); n = 0 gives the identity, as torch,
+    with a zero gradient to A."""
+    if not isinstance(n, int):
+        raise TypeError(f"matrix_power: n must be an int, got {type(n).__name__}")
+    if input.ndim < 2 or input.shape[-1] != input.shape[-2]:
+        raise ShapeError(f"matrix_power: expected (batches of) square matrices, got {tuple(input.shape)}")
+    if n == 0:
+        eye = creation.eye(input.shape[-1], dtype=input.dtype, device=input.device)
+        everywhere = Tensor(input.device.xp.ones(input.shape, dtype=bool), device=input.device)
+        return ew.where(everywhere, eye, input)
+    if n < 0:
+        _square("matrix_power", input)
+    base = inverse(input) if n < 0 else input
+    result, n = None, abs(n)
+    while n:
+        if n & 1:
+            result = base if result is None else linalg.matmul(result, base)
+        n >>= 1
+        if n:
+            base = linalg.matmul(base, base)
+    return result
+
+
+@defop("pinverse", kind="other", save=(0,), saves_output=True)
+def _pinverse(xp, a, rcond=1e-15):
+    return _lapack("pinverse", lambda m: xp.linalg.pinv(m, rcond=rcond), a)
+
+
+@_pinverse.grad
+def _(ctx, g):
+    """torch's pinv_backward (for an input of constant rank), in the smaller of the two products."""
+    a, p = ctx.inputs[0], ctx.out
+    ph, gh = _mT(p), _mT(g)
+    mm = linalg.matmul
+    if a.shape[-2] <= a.shape[-1]:
+        k = mm(gh, p)
+        kph = mm(k, ph)
+        first = ew.add(ew.neg(_mT(mm(p, k))), ew.sub(kph, mm(mm(a, p), kph)))
+        return ew.add(first, mm(mm(ph, p), ew.sub(gh, mm(k, a))))
+    k = mm(p, gh)
+    phk = mm(ph, k)
+    first = ew.add(ew.neg(_mT(mm(k, p))), mm(mm(ew.sub(gh, mm(a, k)), p), ph))
+    return ew.sub(ew.add(first, phk), mm(mm(phk, p), a))
+
+
+def pinverse(input, rcond=1e-15):
+    if not isinstance(input, Tensor) or input.array.dtype.kind != "f" or input.ndim < 2:
+        what = f"{input.dtype.name} {tuple(input.shape)}" if isinstance(input, Tensor) else type(input).__name__
+        raise DTypeError(f"pinverse: expected a float tensor of (batches of) matrices, got {what}")
+    return _pinverse(input, rcond=float(rcond))
