@@ -33,6 +33,18 @@ from distgraph.nn.functional.activation import (  # noqa: F401
     threshold,
 )
 from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
+from distgraph.nn.functional.distance import (  # noqa: F401
+    cosine_embedding_loss,
+    pairwise_distance,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
+from distgraph.nn.functional.extra import (  # noqa: F401
+    hinge_embedding_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
+)
 from distgraph.nn.functional.layers import (  # noqa: F401
     alpha_dropout,
     batch_norm,
