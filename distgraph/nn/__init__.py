@@ -44,6 +44,7 @@ from distgraph.nn.extra_layers import (  # noqa: F401
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
 )
+from distgraph.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm  # noqa: F401
 from distgraph.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from distgraph.nn.loss import (  # noqa: F401
     BCELoss,

@@ -77,6 +77,7 @@ from distgraph.nn.functional.loss import (  # noqa: F401
     smooth_l1_loss,
     soft_margin_loss,
 )
+from distgraph.nn.functional.norms import instance_norm, local_response_norm  # noqa: F401
 from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
