@@ -34,13 +34,20 @@ from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, Parame
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from distgraph.nn.extra_layers import (  # noqa: F401
+    ChannelShuffle,
     CosineEmbeddingLoss,
     CosineSimilarity,
     HingeEmbeddingLoss,
+    LPPool1d,
+    LPPool2d,
+    MaxUnpool1d,
+    MaxUnpool2d,
     MultiLabelMarginLoss,
     MultiLabelSoftMarginLoss,
     MultiMarginLoss,
     PairwiseDistance,
+    RReLU,
+    Softmax2d,
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
 )

@@ -1,12 +1,17 @@
-"""Distance modules and the margin / embedding losses, with torch's constructor signatures and reprs.
+"""Distance modules, margin / embedding losses, RReLU, Softmax2d, ChannelShuffle, LPPool and MaxUnpool,
+with torch's constructor signatures and reprs.
 
 Each stores its options and calls its functional form. Class weights are buffers (as torch's
 _WeightedLoss registers them), so they are in the state_dict and follow `.to(device)`. The deprecated
 `size_average` / `reduce` pair is folded into `reduction` at construction, with torch's warning.
 """
 
+from distgraph.errors import ShapeError
 from distgraph.nn.functional import distance as D
 from distgraph.nn.functional import extra as X
+from distgraph.nn.functional import pooling_extra as P
+from distgraph.nn.functional.activation import softmax
+from distgraph.nn.functional.activation_extra import rrelu
 from distgraph.nn.functional.layers import cosine_similarity
 from distgraph.nn.module import Module
 
@@ -117,3 +122,90 @@ class TripletMarginWithDistanceLoss(_Loss):
             swap=self.swap,
             reduction=self.reduction,
         )
+
+
+class RReLU(Module):
+    """Random slopes in training, their mean in eval (see nn.functional.rrelu)."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__()
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input):
+        return rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"lower={self.lower}, upper={self.upper}" + (", inplace=True" if self.inplace else "")
+
+
+class Softmax2d(Module):
+    """softmax over the channels (dim −3) of (C, H, W) or (N, C, H, W) input."""
+
+    def forward(self, input):
+        if input.ndim not in (3, 4):
+            raise ShapeError(f"Softmax2d: expected input to be 3D or 4D, got {input.ndim}D instead")
+        return softmax(input, -3)
+
+
+class ChannelShuffle(Module):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input):
+        return P.channel_shuffle(input, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"
+
+
+class _LPPool(Module):
+    _fn = None
+
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
+        super().__init__()
+        self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
+
+    def forward(self, input):
+        return type(self)._fn(input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+    def extra_repr(self):
+        return (
+            f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"ceil_mode={self.ceil_mode}"
+        )
+
+
+class LPPool1d(_LPPool):
+    _fn = staticmethod(P.lp_pool1d)
+
+
+class LPPool2d(_LPPool):
+    _fn = staticmethod(P.lp_pool2d)
+
+
+class _MaxUnpool(Module):
+    """kernel_size, stride (default: the kernel) and padding stored as tuples, as torch's reprs show them."""
+
+    _dims, _fn = 1, None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        n = self._dims
+        self.kernel_size = P._tuple(kernel_size, n)
+        self.stride = P._tuple(stride if stride is not None else kernel_size, n)
+        self.padding = P._tuple(padding, n)
+
+    def forward(self, input, indices, output_size=None):
+        return type(self)._fn(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(_MaxUnpool):
+    _dims, _fn = 1, staticmethod(P.max_unpool1d)
+
+
+class MaxUnpool2d(_MaxUnpool):
+    _dims, _fn = 2, staticmethod(P.max_unpool2d)
