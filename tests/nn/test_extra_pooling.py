@@ -212,3 +212,35 @@ def test_module_options_match_torch(family):
             FAMILIES[family](r)
         except AssertionError as e:
             raise AssertionError(f"{family} draw {i} (random.Random('{family}-{i}')): {e}") from None
+
+
+# ---- gumbel_softmax ------------------------------------------------------------------------------------------
+def test_gumbel_softmax_samples_follow_the_softmax_and_differentiate_as_it():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
+    dg.manual_seed(0)
+    x = dg.tensor(np.tile(logits, (20000, 1)), requires_grad=True)
+    y = F.gumbel_softmax(x, tau=0.5)
+    np.testing.assert_allclose(y.detach().numpy().sum(-1), 1.0, rtol=1e-12)
+    freq = np.bincount(y.detach().numpy().argmax(-1), minlength=4) / 20000  # the Gumbel-max trick
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.015)
+    w = rng.standard_normal((20000, 4))
+    (y * dg.tensor(w)).sum().backward()
+    yv = y.detach().numpy()  # softmax(z / τ)'s gradient: y · (w − Σ w·y) / τ
+    np.testing.assert_allclose(x.grad.numpy(), yv * (w - (w * yv).sum(-1, keepdims=True)) / 0.5, rtol=1e-9, atol=1e-12)
+
+
+def test_gumbel_softmax_hard_is_one_hot_with_the_soft_gradient():
+    x = dg.tensor(rng.standard_normal((5, 3, 4)), requires_grad=True)
+    dg.manual_seed(1)
+    soft = F.gumbel_softmax(x, dim=1)
+    dg.manual_seed(1)
+    hard = F.gumbel_softmax(x, hard=True, dim=1)
+    h = hard.detach().numpy()
+    assert set(np.unique(h)) <= {0.0, 1.0} and (h.sum(1) == 1).all()
+    np.testing.assert_array_equal(h.argmax(1), soft.detach().numpy().argmax(1))
+    w = dg.tensor(rng.standard_normal((5, 3, 4)))
+    (g_soft,) = dg.autograd.grad((soft * w).sum(), [x])
+    (g_hard,) = dg.autograd.grad((hard * w).sum(), [x])
+    np.testing.assert_allclose(g_hard.numpy(), g_soft.numpy(), rtol=1e-12)
+    with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
+        F.gumbel_softmax(x, eps=1e-3)

@@ -35,6 +35,7 @@ from distgraph.nn.functional.activation import (  # noqa: F401
 from distgraph.nn.functional.activation_extra import (  # noqa: F401
     celu_,
     elu_,
+    gumbel_softmax,
     hardtanh_,
     leaky_relu_,
     relu_,

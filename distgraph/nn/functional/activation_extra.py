@@ -1,4 +1,4 @@
-"""rrelu and torch's in-place functional activations (F.relu_, F.elu_, ...).
+"""rrelu, gumbel_softmax and torch's in-place functional activations (F.relu_, F.elu_, ...).
 
 rrelu in training multiplies each non-positive element by a slope drawn uniformly from [lower, upper]
 (distgraph's generator, so dg.manual_seed replays it) and its gradient is that slope, as torch's
@@ -6,12 +6,18 @@ noise; in eval it is leaky_relu with the mean slope. The `_` forms write into th
 it, recorded by autograd and refused on a leaf that requires grad, as torch's.
 """
 
+import warnings
+
+import numpy as np
+
 from distgraph.errors import DTypeError
-from distgraph.nn.functional.activation import _maybe_inplace, celu, elu, hardtanh, leaky_relu, relu, selu
+from distgraph.nn.functional.activation import _maybe_inplace, celu, elu, hardtanh, leaky_relu, relu, selu, softmax
 from distgraph.nn.functional.activation import threshold as _threshold
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops.creation import rand
+from distgraph.ops import indexing
+from distgraph.ops import reduction as red
+from distgraph.ops.creation import rand, zeros
 
 _LOWER, _UPPER = 1.0 / 8, 1.0 / 3
 
@@ -59,3 +65,21 @@ def selu_(input):
 
 def threshold_(input, threshold, value):
     return _threshold(input, threshold, value, inplace=True)
+
+
+def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
+    """softmax((logits + g) / τ) with g = −log E, E ~ Exp(1) per element (distgraph's generator); hard=True
+    returns the one-hot of its argmax with the soft sample's gradient (straight-through), as torch's."""
+    if eps != 1e-10:
+        warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
+    if not logits.is_floating_point():
+        raise DTypeError(f"gumbel_softmax: logits must be a floating-point tensor, got {logits.dtype.name}")
+    u = rand(*logits.shape, dtype=logits.dtype, device=logits.device)
+    with np.errstate(divide="ignore"):  # u = 0 draws E = 0 (g = inf), as torch's exponential_ may
+        gumbels = ew.neg(ew.log(ew.neg(ew.log1p(ew.neg(u)))))  # E = −log(1 − u)
+    y_soft = softmax(ew.div(ew.add(logits, gumbels), tau), dim=dim)
+    if not hard:
+        return y_soft
+    index = red.argmax(y_soft.detach(), dim=dim, keepdim=True)
+    y_hard = indexing.scatter(zeros(*logits.shape, dtype=logits.dtype, device=logits.device), dim, index, value=1.0)
+    return ew.add(ew.sub(y_hard, y_soft.detach()), y_soft)
