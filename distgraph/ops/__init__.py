@@ -8,6 +8,7 @@ from distgraph.ops import (  # noqa: F401
     elementwise,
     indexing,
     layers,
+    layers_extra,
     lerp,
     linalg,
     loss,

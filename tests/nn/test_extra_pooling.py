@@ -244,3 +244,10 @@ def test_gumbel_softmax_hard_is_one_hot_with_the_soft_gradient():
     np.testing.assert_allclose(g_hard.numpy(), g_soft.numpy(), rtol=1e-12)
     with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
         F.gumbel_softmax(x, eps=1e-3)
+
+
+def test_compiled_rrelu_and_gumbel_softmax_draw_anew_each_run():
+    x = dg.tensor(-np.ones((3, 4)))
+    for fn in (lambda t: F.rrelu(t, training=True), lambda t: F.gumbel_softmax(t)):
+        g = dg.compile(fn, [x])
+        assert not np.array_equal(g(x).numpy(), g(x).numpy())  # the noise is an op, not a frozen constant

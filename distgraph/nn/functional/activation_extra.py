@@ -1,7 +1,8 @@
 """rrelu, gumbel_softmax and torch's in-place functional activations (F.relu_, F.elu_, ...).
 
 rrelu in training multiplies each non-positive element by a slope drawn uniformly from [lower, upper]
-(distgraph's generator, so dg.manual_seed replays it) and its gradient is that slope, as torch's
+(distgraph's generator, so dg.manual_seed replays it; a recorded random op, so a compiled graph draws anew
+each run) and its gradient is that slope, as torch's
 noise; in eval it is leaky_relu with the mean slope. The `_` forms write into their input and return
 it, recorded by autograd and refused on a leaf that requires grad, as torch's.
 """
@@ -17,7 +18,8 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
-from distgraph.ops.creation import rand, zeros
+from distgraph.ops.creation import zeros
+from distgraph.ops.layers_extra import uniform_noise
 
 _LOWER, _UPPER = 1.0 / 8, 1.0 / 3
 
@@ -30,7 +32,7 @@ def rrelu(input, lower=_LOWER, upper=_UPPER, training=False, inplace=False):
         raise DTypeError(f"rrelu: input must be a floating-point tensor, got {input.dtype.name}")
     if not training:
         return leaky_relu(input, (lower + upper) / 2, inplace)
-    noise = ew.add(ew.mul(rand(*input.shape, dtype=input.dtype, device=input.device), upper - lower), lower)
+    noise = uniform_noise(input, lower, upper)
     slope = ew.where(cmp.le(input.detach(), 0), noise, ew.const(1, noise))
     return _maybe_inplace(lambda x: ew.mul(x, slope), input, inplace, "rrelu")
 
@@ -74,7 +76,7 @@ def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
         warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
     if not logits.is_floating_point():
         raise DTypeError(f"gumbel_softmax: logits must be a floating-point tensor, got {logits.dtype.name}")
-    u = rand(*logits.shape, dtype=logits.dtype, device=logits.device)
+    u = uniform_noise(logits, 0.0, 1.0)
     with np.errstate(divide="ignore"):  # u = 0 draws E = 0 (g = inf), as torch's exponential_ may
         gumbels = ew.neg(ew.log(ew.neg(ew.log1p(ew.neg(u)))))  # E = −log(1 − u)
     y_soft = softmax(ew.div(ew.add(logits, gumbels), tau), dim=dim)
