@@ -37,6 +37,7 @@ from distgraph.nn.extra_layers import (  # noqa: F401
     ChannelShuffle,
     CosineEmbeddingLoss,
     CosineSimilarity,
+    EmbeddingBag,
     HingeEmbeddingLoss,
     LPPool1d,
     LPPool2d,

@@ -1,19 +1,24 @@
-"""Distance modules, margin / embedding losses, RReLU, Softmax2d, ChannelShuffle, LPPool and MaxUnpool,
-with torch's constructor signatures and reprs.
+"""Distance modules, margin / embedding losses, RReLU, Softmax2d, ChannelShuffle, LPPool, MaxUnpool
+and EmbeddingBag, with torch's constructor signatures and reprs.
 
 Each stores its options and calls its functional form. Class weights are buffers (as torch's
 _WeightedLoss registers them), so they are in the state_dict and follow `.to(device)`. The deprecated
 `size_average` / `reduce` pair is folded into `reduction` at construction, with torch's warning.
 """
 
+from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import ShapeError
+from distgraph.nn import init
 from distgraph.nn.functional import distance as D
 from distgraph.nn.functional import extra as X
 from distgraph.nn.functional import pooling_extra as P
 from distgraph.nn.functional.activation import softmax
 from distgraph.nn.functional.activation_extra import rrelu
+from distgraph.nn.functional.embedding_bag import embedding_bag
 from distgraph.nn.functional.layers import cosine_similarity
 from distgraph.nn.module import Module
+from distgraph.nn.parameter import Parameter
+from distgraph.ops.creation import empty
 
 
 class PairwiseDistance(Module):
@@ -209,3 +214,61 @@ class MaxUnpool1d(_MaxUnpool):
 
 class MaxUnpool2d(_MaxUnpool):
     _dims, _fn = 2, staticmethod(P.max_unpool2d)
+
+
+class EmbeddingBag(Module):
+    """Sums, means or maxes of bags of embeddings (see nn.functional.embedding_bag); padding_idx's row starts at 0."""
+
+    def __init__(self, num_embeddings, embedding_dim, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                 mode="mean", sparse=False, _weight=None, include_last_offset=False, padding_idx=None, device=None,
+                 dtype=None):  # fmt: skip
+        super().__init__()
+        if sparse:
+            raise NotImplementedError(
+                "EmbeddingBag: sparse gradients are not supported (distgraph has no sparse tensors)"
+            )
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(
+                    f"EmbeddingBag: padding_idx {padding_idx} must be within num_embeddings {num_embeddings}"
+                )
+            padding_idx %= num_embeddings
+        self.num_embeddings, self.embedding_dim, self.max_norm, self.norm_type = (
+            num_embeddings,
+            embedding_dim,
+            max_norm,
+            norm_type,
+        )
+        self.scale_grad_by_freq, self.mode, self.sparse = scale_grad_by_freq, mode, sparse
+        self.include_last_offset, self.padding_idx = include_last_offset, padding_idx
+        if _weight is None:
+            self.weight = Parameter(empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+            self.reset_parameters()
+        else:
+            if tuple(_weight.shape) != (num_embeddings, embedding_dim):
+                raise ValueError(f"EmbeddingBag: _weight has shape {tuple(_weight.shape)}, expected "
+                                 f"{(num_embeddings, embedding_dim)}")  # fmt: skip
+            self.weight = Parameter(_weight)
+
+    def reset_parameters(self):
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with no_grad():
+                self.weight[self.padding_idx].fill_(0)
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
+                             self.mode, self.sparse, per_sample_weights, self.include_last_offset, self.padding_idx)  # fmt: skip
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm!r}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type!r}"
+        if self.scale_grad_by_freq is not False:
+            s += f", scale_grad_by_freq={self.scale_grad_by_freq!r}"
+        s += f", mode={self.mode!r}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx!r}"
+        return s

@@ -51,6 +51,7 @@ from distgraph.nn.functional.distance import (  # noqa: F401
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
+from distgraph.nn.functional.embedding_bag import embedding_bag  # noqa: F401
 from distgraph.nn.functional.extra import (  # noqa: F401
     hinge_embedding_loss,
     multi_margin_loss,
