@@ -41,6 +41,15 @@ class _Uninitialized:
     def __repr__(self):
         return f"<{type(self).__name__}>"
 
+    def __deepcopy__(self, memo):
+        """A new placeholder of the same dtype and device (torch's deepcopy of a lazy module stays lazy)."""
+        if id(self) not in memo:
+            memo[id(self)] = type(self)(self.requires_grad, self.device, self.dtype)
+        return memo[id(self)]
+
+    def __reduce__(self):
+        return (type(self), (self.requires_grad, self.device, self.dtype))
+
 
 class UninitializedParameter(_Uninitialized, Parameter):
     __slots__ = ()

@@ -83,3 +83,14 @@ def test_lazy_dtype_and_float64_after_double():
     m = nn.LazyBatchNorm1d().double()
     m(dg.tensor(rng.standard_normal((3, 2))))
     assert m.running_mean.dtype == dg.float64 and m.weight.dtype == dg.float64
+
+
+def test_deepcopy_and_pickle_of_a_lazy_module_stay_lazy():
+    import copy
+    import pickle
+
+    for clone in (copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))):
+        m = clone(nn.LazyBatchNorm1d(dtype=dg.float64))
+        assert m.has_uninitialized_params() and isinstance(m.running_mean, nn.UninitializedBuffer)
+        m(dg.tensor(rng.standard_normal((3, 2))))
+        assert type(m).__name__ == "BatchNorm1d" and m.weight.dtype == dg.float64
