@@ -219,6 +219,12 @@ def test_multilabel_margin_loss_matches_torch(reduction):
           rtol=1e-6)  # fmt: skip
 
 
+def test_multilabel_margin_loss_takes_a_view_as_target():
+    t = np.array([[9, 9, 9], [2, 0, -1], [1, -1, 0]])
+    check(lambda a: F.multilabel_margin_loss(a, dg.tensor(t)[1:]),
+          lambda a: TF.multilabel_margin_loss(a, torch.tensor(t)[1:]), rng.standard_normal((2, 3)))  # fmt: skip
+
+
 def test_multilabel_margin_loss_gradcheck_and_errors():
     t = dg.tensor(np.array([[2, 0, -1], [1, -1, 0]]))
     _gradcheck(lambda a: F.multilabel_margin_loss(a, t), rng.standard_normal((2, 3)))

@@ -9,6 +9,7 @@ as torch checks them, so a bad label says which op and which value.
 import warnings
 
 from distgraph.autograd.grad_mode import is_grad_enabled
+from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
@@ -129,9 +130,9 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     safe = xp.where(active, t, 0)
     hit = (safe[:, :, None] == xp.arange(dim)) & active[:, :, None]  # (N, J, C)
     pairs = active[:, :, None] & ~hit.any(axis=1)[:, None, :]  # (N, J, I): label j against non-label i
-    picked = indexing.gather(x, 1, type(target)(safe, device=input.device))  # (N, J)
+    picked = indexing.gather(x, 1, Tensor(safe, device=input.device))  # (N, J)
     z = ew.relu(ew.add(ew.rsub(picked.unsqueeze(2), 1), x.unsqueeze(1)))  # ATen adds only z > 0
-    mask = type(target)(pairs, device=input.device)
+    mask = Tensor(pairs, device=input.device)
     loss = ew.div(red.sum(ew.where(mask, z, ew.const(0, z)), dim=(1, 2)), dim)
     if reduction == "none":
         return loss.reshape(nframe) if target.ndim == 2 else loss.reshape(())
