@@ -56,6 +56,7 @@ from distgraph.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNo
 from distgraph.nn.lazy import (  # noqa: F401
     LazyBatchNorm1d,
     LazyBatchNorm2d,
+    LazyBatchNorm3d,
     LazyConv1d,
     LazyConv2d,
     LazyLinear,
@@ -79,7 +80,7 @@ from distgraph.nn.loss import (  # noqa: F401
     SoftMarginLoss,
 )
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
-from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
+from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.padding import (  # noqa: F401
     CircularPad1d,
     CircularPad2d,

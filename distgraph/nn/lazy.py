@@ -1,4 +1,4 @@
-"""Lazy modules: LazyLinear, LazyConv1d/2d, LazyBatchNorm1d/2d infer their input size at the first forward.
+"""Lazy modules: LazyLinear, LazyConv1d/2d, LazyBatchNorm1d/2d/3d infer their input size at the first forward.
 
 Until then their parameters (and BatchNorm's running statistics) are UninitializedParameter /
 UninitializedBuffer: empty placeholders that refuse to tell a shape. A forward pre-hook reads the
@@ -13,7 +13,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.nn.conv import Conv1d, Conv2d
 from distgraph.nn.linear import Linear
-from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d
+from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from distgraph.nn.parameter import Parameter
 from distgraph.ops.creation import empty, tensor
 
@@ -190,3 +190,7 @@ class LazyBatchNorm1d(_LazyNormMixin, BatchNorm1d):
 
 class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
     cls_to_become = BatchNorm2d
+
+
+class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
+    cls_to_become = BatchNorm3d

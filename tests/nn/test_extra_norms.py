@@ -1,4 +1,4 @@
-"""instance_norm / InstanceNorm1d-3d and local_response_norm / LocalResponseNorm against torch: float64 values
+"""instance_norm / InstanceNorm1d-3d, BatchNorm3d and local_response_norm / LocalResponseNorm against torch: float64 values
 and gradients of input and parameters, running statistics over passes, train vs eval, and the errors."""
 
 import random
@@ -98,7 +98,19 @@ def lrn_case(r):
     )
 
 
-FAMILIES = {**{f"InstanceNorm{d}d": (lambda r, d=d: instance_norm_case(r, d)) for d in (1, 2, 3)},
+def batch_norm3d_case(r):
+    c = r.randint(1, 3)
+    a = dict(eps=r.choice([1e-5, 0.1]), momentum=r.choice([0.1, None]), affine=r.random() < 0.7,
+             track_running_stats=r.random() < 0.7)  # fmt: skip
+    shape = (r.randint(1, 3), c, r.randint(1, 3), r.randint(1, 2), r.randint(2, 3))
+    g = np.random.default_rng(r.randint(0, 2**31))
+    dm, tm = nn.BatchNorm3d(c, **a), TN.BatchNorm3d(c, **a)
+    for p in dm.parameters():
+        p.detach().copy_(dg.tensor(g.standard_normal(p.shape)))
+    module_parity(dm, tm, [g.standard_normal(shape) * 2 + 1], train=r.random() < 0.7, passes=r.randint(1, 3))
+
+
+FAMILIES = {"BatchNorm3d": batch_norm3d_case, **{f"InstanceNorm{d}d": (lambda r, d=d: instance_norm_case(r, d)) for d in (1, 2, 3)},
             "LocalResponseNorm": lrn_case}  # fmt: skip
 
 
@@ -110,3 +122,8 @@ def test_module_options_match_torch(family):
             FAMILIES[family](r)
         except AssertionError as e:
             raise AssertionError(f"{family} draw {i} (random.Random('{family}-{i}')): {e}") from None
+
+
+def test_batch_norm3d_refuses_other_ranks():
+    with pytest.raises(ShapeError, match=r"BatchNorm3d\(2\): expected 5-D input with 2 channels"):
+        nn.BatchNorm3d(2)(dg.ones(2, 2, 3, 3))

@@ -23,6 +23,7 @@ CASES = [
     ("LazyBatchNorm1d", (), {}, (4, 3)),
     ("LazyBatchNorm1d", (), {"affine": False, "momentum": None}, (4, 3, 2)),
     ("LazyBatchNorm2d", (), {"track_running_stats": False}, (2, 3, 2, 2)),
+    ("LazyBatchNorm3d", (), {"momentum": 0.5}, (2, 3, 2, 1, 2)),
 ]
 
 
