@@ -33,6 +33,36 @@ from distgraph.nn.attention import MultiheadAttention  # noqa: F401
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
+from distgraph.nn.extra_layers import (  # noqa: F401
+    ChannelShuffle,
+    CosineEmbeddingLoss,
+    CosineSimilarity,
+    EmbeddingBag,
+    HingeEmbeddingLoss,
+    LPPool1d,
+    LPPool2d,
+    MaxUnpool1d,
+    MaxUnpool2d,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
+    PairwiseDistance,
+    RReLU,
+    Softmax2d,
+    TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
+)
+from distgraph.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm  # noqa: F401
+from distgraph.nn.lazy import (  # noqa: F401
+    LazyBatchNorm1d,
+    LazyBatchNorm2d,
+    LazyBatchNorm3d,
+    LazyConv1d,
+    LazyConv2d,
+    LazyLinear,
+    UninitializedBuffer,
+    UninitializedParameter,
+)
 from distgraph.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from distgraph.nn.loss import (  # noqa: F401
     BCELoss,
@@ -50,7 +80,7 @@ from distgraph.nn.loss import (  # noqa: F401
     SoftMarginLoss,
 )
 from distgraph.nn.module import Module, StateDictError  # noqa: F401
-from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
+from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from distgraph.nn.padding import (  # noqa: F401
     CircularPad1d,
     CircularPad2d,

@@ -275,7 +275,10 @@ class Module:
                         if p.grad is not None:
                             p.grad = fn(p.grad)
                 for name, b in m._buffers.items():
-                    if b is not None:
+                    if b is not None and hasattr(b, "materialize"):  # a lazy placeholder stays one (nn/lazy.py)
+                        new = fn(b)
+                        b.array, b.device = new.array, new.device
+                    elif b is not None:
                         m._buffers[name] = fn(b)
         return self
 
@@ -345,6 +348,10 @@ class Module:
         Values may be Tensors or arrays; they are converted to each target's dtype and device.
         """
         own = self.state_dict(keep_vars=True)
+        for k, t in own.items():  # a lazy module's placeholder takes the checkpoint's shape (nn/lazy.py)
+            if k in state_dict and hasattr(t, "materialize"):
+                v = state_dict[k]
+                t.materialize(tuple(v.shape) if hasattr(v, "shape") else np.shape(v))
         optional = {f"{p}.{k}" if p else k for p, m in self.named_modules() for k in m._optional_state}
         missing = [k for k in own if k not in state_dict and k not in optional]
         unexpected = [k for k in state_dict if k not in own]

@@ -10,6 +10,7 @@ from distgraph.ops import (  # noqa: F401
     indexing,
     indexing_extra,
     layers,
+    layers_extra,
     lerp,
     linalg,
     loss,

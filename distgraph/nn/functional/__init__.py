@@ -32,7 +32,32 @@ from distgraph.nn.functional.activation import (  # noqa: F401
     tanhshrink,
     threshold,
 )
+from distgraph.nn.functional.activation_extra import (  # noqa: F401
+    celu_,
+    elu_,
+    gumbel_softmax,
+    hardtanh_,
+    leaky_relu_,
+    relu_,
+    rrelu,
+    rrelu_,
+    selu_,
+    threshold_,
+)
 from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
+from distgraph.nn.functional.distance import (  # noqa: F401
+    cosine_embedding_loss,
+    pairwise_distance,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
+from distgraph.nn.functional.embedding_bag import embedding_bag  # noqa: F401
+from distgraph.nn.functional.extra import (  # noqa: F401
+    hinge_embedding_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
+)
 from distgraph.nn.functional.layers import (  # noqa: F401
     alpha_dropout,
     batch_norm,
@@ -64,6 +89,18 @@ from distgraph.nn.functional.loss import (  # noqa: F401
     poisson_nll_loss,
     smooth_l1_loss,
     soft_margin_loss,
+)
+from distgraph.nn.functional.norms import instance_norm, local_response_norm  # noqa: F401
+from distgraph.nn.functional.pooling_extra import (  # noqa: F401
+    adaptive_max_pool1d_with_indices,
+    adaptive_max_pool2d_with_indices,
+    channel_shuffle,
+    lp_pool1d,
+    lp_pool2d,
+    max_pool1d_with_indices,
+    max_pool2d_with_indices,
+    max_unpool1d,
+    max_unpool2d,
 )
 from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
