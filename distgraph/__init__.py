@@ -127,7 +127,6 @@ from distgraph.ops.index_put import index_put  # noqa: F401
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
     argwhere,
-    bincount,
     gather,
     index_select,
     kthvalue,
@@ -160,6 +159,21 @@ from distgraph.ops.reduction import (  # noqa: F401
     norm,
     sum,
 )
+from distgraph.ops.reduction_extra import (  # noqa: F401
+    aminmax,
+    cummax,
+    cummin,
+    logcumsumexp,
+    median,
+    mode,
+    msort,
+    nanmean,
+    nanmedian,
+    nanquantile,
+    nansum,
+    quantile,
+)
+from distgraph.ops.counting import bincount, corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,

@@ -17,6 +17,7 @@ from distgraph.ops import (  # noqa: F401
     products,
     recurrent,
     reduction,
+    reduction_extra,
     regions,
     reorder,
     shape,
@@ -25,3 +26,4 @@ from distgraph.ops import (  # noqa: F401
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
 methods.install()
+reduction_extra.install()
