@@ -45,7 +45,7 @@ _unique_values.grad(_no_derivative("unique"))
 def _as_rows(xp, x, axis):
     """`x` with `axis` first and the rest flattened: one row per slice along `axis`."""
     moved = xp.moveaxis(x, axis, 0)
-    return moved.reshape(moved.shape[0], -1), moved.shape
+    return moved.reshape(moved.shape[0], int(np.prod(moved.shape[1:]))), moved.shape
 
 
 def _results(input, values, inverse, counts, return_inverse, return_counts):
@@ -65,10 +65,13 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     axis = red.normalize_dim(dim, input.ndim, "unique")
     if input.ndim == 0:
         raise ShapeError("unique(): a 0-d tensor has no dim to take unique slices along")
+    if any(n == 0 for i, n in enumerate(x.shape) if i != axis):
+        raise ShapeError(
+            f"unique(): There are 0 sized dimensions, and they aren't selected (shape {tuple(x.shape)}, dim {dim})"
+        )
     rows, moved_shape = _as_rows(xp, x, axis)
-    if rows.shape[0] == 0 or rows.shape[1] == 0:
-        order = xp.arange(rows.shape[0])
-        return _results(input, x, order, xp.ones(rows.shape[0]), return_inverse, return_counts)
+    if rows.shape[0] == 0:
+        return _results(input, x, xp.zeros(0), xp.zeros(0), return_inverse, return_counts)
     order = xp.lexsort(rows.T[::-1])  # lexicographic order of the slices, as torch's unique_dim
     srt = rows[order]
     new = xp.concatenate([xp.ones(1, dtype=bool), (srt[1:] != srt[:-1]).any(1)])
@@ -134,7 +137,7 @@ def bincount(input, weights=None, minlength=0):
     """Counts of each value of a 1-d non-negative integer tensor (weighted sums with `weights`, in their
     float dtype; int64 counts without)."""
     x = input.array
-    if x.ndim != 1 or x.dtype.kind not in "iub" or (x.size and int(x.min()) < 0):
+    if x.ndim != 1 or x.dtype.kind not in "iu" or (x.size and int(x.min()) < 0):
         raise InputRangeError(
             f"bincount(): only supports 1-d non-negative integral inputs, got {input.dtype.name} of shape "
             f"{tuple(input.shape)}"

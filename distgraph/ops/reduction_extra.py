@@ -18,7 +18,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import counting
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
-from distgraph.ops.indexing import gather, sort
+from distgraph.ops.indexing import _scalar_pick, gather, sort
 from distgraph.ops.lerp import lerp
 from distgraph.ops.registry import defop
 from distgraph.ops.reorder import flip
@@ -91,11 +91,17 @@ def _median_all(xp, x, axes, keepdim=False, evenly=True, ignore_nan=False):
 _median_all.grad(red._amax.backward)  # torch's evenly_distribute_backward (amax's rule with `evenly`)
 
 
+def _int_dim(dim, ndim, name):
+    if not isinstance(dim, int | np.integer):
+        raise TypeError(f"{name}(): argument 'dim' must be int, not {type(dim).__name__}")
+    return red.normalize_dim(dim, ndim, name)
+
+
 def _select_along(input, dim, keepdim, pick, name):
     """(values, indices) of the element `pick(xp, rows) -> index per row` chooses along `dim`."""
-    d = red.normalize_dim(dim, input.ndim, name)
+    d = _int_dim(dim, input.ndim, name)
     if input.ndim == 0:
-        return ValuesIndices(ew.add(input, 0) if input.requires_grad else input, _index_tensor(0, input))
+        return ValuesIndices(*_scalar_pick(input))
     red._check_nonempty(input, (d,), name)
     xp = input.device.xp
     idx = xp.asarray(pick(xp, xp.moveaxis(input.array, d, -1)), dtype=np.int64)
@@ -116,6 +122,8 @@ def _median_pick(ignore_nan):
 
 
 def _median(input, dim, keepdim, ignore_nan, name):
+    if input.array.dtype == np.bool_:
+        raise DTypeError(f"{name}(): not implemented for bool tensors (as torch)")
     if dim is None:
         return _median_all(input, axes=tuple(range(input.ndim)), evenly=True, ignore_nan=ignore_nan)
     return _select_along(input, dim, keepdim, _median_pick(ignore_nan), name)
@@ -182,13 +190,12 @@ def _running_pick(better):
 
 
 def _cumulative_select(input, dim, better, name):
-    d = red.normalize_dim(dim, input.ndim, name)
+    d = _int_dim(dim, input.ndim, name)
     if input.ndim == 0:
-        return ValuesIndices(ew.add(input, 0) if input.requires_grad else input, _index_tensor(0, input))
+        return ValuesIndices(*_scalar_pick(input))
     xp = input.device.xp
-    if input.array.size == 0:
-        return ValuesIndices(ew.add(input, 0), _index_tensor(xp.zeros(input.shape), input))
-    idx = _running_pick(better)(xp, xp.moveaxis(input.array, d, -1))
+    rows = xp.moveaxis(input.array, d, -1)
+    idx = _running_pick(better)(xp, rows) if rows.size else xp.zeros(rows.shape)
     indices = _index_tensor(xp.moveaxis(idx, -1, d), input)
     return ValuesIndices(gather(input, d, indices), indices)
 
@@ -225,7 +232,7 @@ def _(ctx, g):
 def logcumsumexp(input, dim):
     if input.array.dtype.kind != "f":
         raise DTypeError(f"logcumsumexp(): expected a floating point input, got {input.dtype.name}")
-    axis = red.normalize_dim(dim, input.ndim, "logcumsumexp")
+    axis = _int_dim(dim, input.ndim, "logcumsumexp")
     if input.ndim == 0:
         return reshape(_logcumsumexp(reshape(input, (1,)), axis=0), ())
     return _logcumsumexp(input, axis=axis)

@@ -209,6 +209,22 @@ def test_empty_inputs_match_torch():
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
+EMPTY_DIM_CASES = {
+    "unique-dim0-of-empty": lambda m, x: m.unique(x, dim=0, return_inverse=True, return_counts=True),
+    "cummax-empty-bool": lambda m, x: tuple(m.cummax(x > 0, 0)),
+    "mode-0d": lambda m, x: tuple(m.mode(x.sum() > 0)),
+    "median-0d-dim": lambda m, x: tuple(m.median(x.sum(), 0, keepdim=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_DIM_CASES))
+def test_empty_and_0d_edge_cases_match_torch_shapes_and_dtypes(name):
+    got, want = EMPTY_DIM_CASES[name](dg, dg.zeros(0, 3)), EMPTY_DIM_CASES[name](torch, torch.zeros(0, 3))
+    for g, w in zip(got, want, strict=True):
+        assert tuple(g.shape) == tuple(w.shape) and g.dtype.name == str(w.dtype).split(".")[-1]
+        np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
 def test_cov_without_degrees_of_freedom_warns_and_gives_inf_like_torch():
     a = np.array([[1.0, 2.0, 4.0]])
     with pytest.warns(UserWarning, match="degrees of freedom is <= 0"):
@@ -245,6 +261,13 @@ BAD = [
     (lambda: dg.cov(dg.ones(2, 3), aweights=dg.tensor([1, 1, 2])), dg.errors.DTypeError, "aweights.*floating"),
     (lambda: dg.cov(dg.ones(2, 3), aweights=dg.ones(4)), dg.errors.ShapeError, "same numel.*observations"),
     (lambda: dg.unique(dg.tensor(1.0), dim=0), dg.errors.ShapeError, "unique.*0-d"),
+    (lambda: dg.unique(dg.ones(2, 0), dim=0), dg.errors.ShapeError, r"0 sized dimensions.*\(2, 0\)"),
+    (lambda: dg.median(dg.ones(2, dtype=dg.bool_)), dg.errors.DTypeError, "median.*bool"),
+    (lambda: dg.nanmedian(dg.ones(2, dtype=dg.bool_), 0), dg.errors.DTypeError, "nanmedian.*bool"),
+    (lambda: dg.bincount(dg.tensor([True])), ValueError, "bincount.*bool"),
+    (lambda: dg.cummax(dg.ones(2), None), TypeError, "cummax.*dim.*int"),
+    (lambda: dg.mode(dg.ones(2), None), TypeError, "mode.*dim.*int"),
+    (lambda: dg.logcumsumexp(dg.ones(2), None), TypeError, "logcumsumexp.*dim.*int"),
 ]
 
 
