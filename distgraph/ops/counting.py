@@ -20,6 +20,15 @@ from distgraph.ops.registry import defop
 from distgraph.ops.shape import reshape, squeeze, t, unsqueeze
 
 
+def host_read(t, what):
+    """Tell graph capture that `t`'s values are read on the host (an output whose shape or contents are
+    found there cannot be replayed for other inputs: capture stops and the caller runs eagerly)."""
+    from distgraph.autograd import tensor as tensor_module
+
+    if tensor_module.host_reads is not None:
+        tensor_module.host_reads(t, what)
+
+
 def _int_tensor(arr, like):
     return Tensor(like.device.xp.asarray(arr, dtype=np.int64), device=like.device)
 
@@ -58,6 +67,7 @@ def _results(input, values, inverse, counts, return_inverse, return_counts):
 
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """The distinct values (sorted, as torch always does on CPU; each NaN distinct, as torch's)."""
+    host_read(input, "unique()")
     xp, x = input.device.xp, input.array
     if dim is None:
         values, inverse, counts = xp.unique(x.reshape(-1), return_inverse=True, return_counts=True, equal_nan=False)
@@ -86,6 +96,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
 
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Collapse runs of equal consecutive values (or slices along `dim`)."""
+    host_read(input, "unique_consecutive()")
     xp, x = input.device.xp, input.array
     if dim is None:
         rows, axis, shape = x.reshape(-1, 1), None, x.shape
@@ -114,6 +125,7 @@ def histc(input, bins=100, min=0, max=0):
     last bin closed."""
     if input.array.dtype.kind != "f":
         raise DTypeError(f"histc(): expected a floating point input, got {input.dtype.name}")
+    host_read(input, "histc()")
     if bins <= 0:
         raise InputRangeError(f"histc(): bins must be > 0, but got {bins}")
     xp, x = input.device.xp, input.array.reshape(-1)
@@ -136,6 +148,7 @@ def histc(input, bins=100, min=0, max=0):
 def bincount(input, weights=None, minlength=0):
     """Counts of each value of a 1-d non-negative integer tensor (weighted sums with `weights`, in their
     float dtype; int64 counts without)."""
+    host_read(input, "bincount()")
     x = input.array
     if x.ndim != 1 or x.dtype.kind not in "iu" or (x.size and int(x.min()) < 0):
         raise InputRangeError(
@@ -152,6 +165,7 @@ def bincount(input, weights=None, minlength=0):
             f"bincount(): weights should be 1-d and have the same length as input (input {tuple(input.shape)}, "
             f"weights {tuple(weights.shape)})"
         )
+    host_read(weights, "bincount()")
     w = weights.array
     out_dtype = w.dtype if w.dtype.kind == "f" else np.float64
     return Tensor(xp.bincount(x, w, minlength).astype(out_dtype), device=input.device)
@@ -194,6 +208,8 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
         norm = ew.sub(w_sum, ew.div(ew.mul(red.sum(ew.mul(w, aweights)), correction), w_sum))
     else:
         norm = ew.sub(w_sum, correction) if w is not None else w_sum - correction
+    if isinstance(norm, Tensor):
+        host_read(norm, "cov()'s check of its weights' degrees of freedom")
     if float(norm.array if isinstance(norm, Tensor) else norm) <= 0:
         warnings.warn(
             "cov(): degrees of freedom is <= 0. Correction should be strictly less than the number of observations.",

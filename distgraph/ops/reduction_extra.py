@@ -97,15 +97,13 @@ def _int_dim(dim, ndim, name):
     return red.normalize_dim(dim, ndim, name)
 
 
-def _select_along(input, dim, keepdim, pick, name):
-    """(values, indices) of the element `pick(xp, rows) -> index per row` chooses along `dim`."""
+def _select_along(input, dim, keepdim, how, name):
+    """(values, indices) of the element picker `how` (PICKS) chooses along `dim`."""
     d = _int_dim(dim, input.ndim, name)
     if input.ndim == 0:
         return ValuesIndices(*_scalar_pick(input))
     red._check_nonempty(input, (d,), name)
-    xp = input.device.xp
-    idx = xp.asarray(pick(xp, xp.moveaxis(input.array, d, -1)), dtype=np.int64)
-    indices = _index_tensor(xp.expand_dims(idx, d), input)
+    indices = _select_index(input, axis=d, how=how)
     values = gather(input, d, indices)
     if keepdim:
         return ValuesIndices(values, indices)
@@ -126,7 +124,7 @@ def _median(input, dim, keepdim, ignore_nan, name):
         raise DTypeError(f"{name}(): not implemented for bool tensors (as torch)")
     if dim is None:
         return _median_all(input, axes=tuple(range(input.ndim)), evenly=True, ignore_nan=ignore_nan)
-    return _select_along(input, dim, keepdim, _median_pick(ignore_nan), name)
+    return _select_along(input, dim, keepdim, name, name)
 
 
 def median(input, dim=None, keepdim=False):
@@ -161,7 +159,7 @@ def _mode_pick(xp, rows):
 
 
 def mode(input, dim=-1, keepdim=False):
-    return _select_along(input, dim, keepdim, _mode_pick, "mode")
+    return _select_along(input, dim, keepdim, "mode", "mode")
 
 
 # ---- aminmax ----------------------------------------------------------------------------------------------
@@ -189,23 +187,45 @@ def _running_pick(better):
     return pick
 
 
-def _cumulative_select(input, dim, better, name):
+def _cumulative_select(input, dim, name):
     d = _int_dim(dim, input.ndim, name)
     if input.ndim == 0:
         return ValuesIndices(*_scalar_pick(input))
-    xp = input.device.xp
-    rows = xp.moveaxis(input.array, d, -1)
-    idx = _running_pick(better)(xp, rows) if rows.size else xp.zeros(rows.shape)
-    indices = _index_tensor(xp.moveaxis(idx, -1, d), input)
+    indices = _select_index(input, axis=d, how=name)
     return ValuesIndices(gather(input, d, indices), indices)
 
 
 def cummax(input, dim):
-    return _cumulative_select(input, dim, "maximum", "cummax")
+    return _cumulative_select(input, dim, "cummax")
 
 
 def cummin(input, dim):
-    return _cumulative_select(input, dim, "minimum", "cummin")
+    return _cumulative_select(input, dim, "cummin")
+
+
+# ---- the index op -------------------------------------------------------------------------------------
+PICKS = {
+    "median": _median_pick(False),
+    "nanmedian": _median_pick(True),
+    "mode": _mode_pick,
+    "cummax": _running_pick("maximum"),
+    "cummin": _running_pick("minimum"),
+}
+RUNNING = ("cummax", "cummin")  # one index per position; the others one per slice (kept as a size-1 dim)
+
+
+@defop("select_index", kind="index", save=())
+def _select_index(xp, x, axis, how):
+    """The indices picker `how` chooses along `axis`: an op of its own, so a captured graph picks again
+    for each new input instead of keeping the example's indices."""
+    rows = xp.moveaxis(x, axis, -1)
+    running = how in RUNNING
+    if rows.size == 0:
+        idx = xp.zeros(rows.shape if running else rows.shape[:-1] + (1,), dtype=np.int64)
+    else:
+        idx = PICKS[how](xp, rows)
+        idx = idx if running else idx[..., None]
+    return xp.moveaxis(idx.astype(np.int64), -1, axis)
 
 
 # ---- logcumsumexp -----------------------------------------------------------------------------------------
@@ -244,7 +264,7 @@ def msort(input):
 
 # ---- quantile / nanquantile ---------------------------------------------------------------------------
 def _quantile_args(input, q, interpolation, name):
-    """q as a 1-d array of input's dtype (and whether it was a scalar), after torch's checks."""
+    """(whether q was a scalar, q as a 1-d tensor of input's dtype), after torch's checks."""
     if input.array.dtype not in (np.float32, np.float64):
         raise DTypeError(f"{name}() input tensor must be either float or double dtype, got {input.dtype.name}")
     if input.array.size == 0:
@@ -262,12 +282,14 @@ def _quantile_args(input, q, interpolation, name):
             raise DTypeError(
                 f"{name}() q tensor must be same dtype as the input tensor (q {q.dtype.name}, input {input.dtype.name})"
             )
-        scalar, qa = q.ndim == 0, xp.asarray(q.array).reshape(-1)
+        counting.host_read(q, f"{name}()'s check of q")
+        scalar, q1 = q.ndim == 0, reshape(q, (-1,))
     else:
-        scalar, qa = True, xp.asarray([float(q)], dtype=input.array.dtype)
+        scalar, q1 = True, Tensor(xp.asarray([float(q)], dtype=input.array.dtype), device=input.device)
+    qa = q1.array
     if qa.size and not bool(((qa >= 0) & (qa <= 1)).all()):
         raise InputRangeError(f"{name}() q values must be in the range [0, 1], got {qa.tolist()}")
-    return scalar, qa
+    return scalar, q1
 
 
 def _quantile_ranks(xp, sorted_rows, qa, interpolation, ignore_nan):
@@ -288,24 +310,32 @@ def _quantile_ranks(xp, sorted_rows, qa, interpolation, ignore_nan):
     return below, xp.ceil(ranks).astype(np.int64), weights
 
 
+@defop("quantile_ranks", kind="index", save=())
+def _quantile_ranks_op(xp, sorted_rows, q, part, interpolation, ignore_nan):
+    """One of `_quantile_ranks`' arrays ("below", "above", "weights"): an op, so a captured graph finds
+    the ranks of each new input (its NaN counts)."""
+    below, above, weights = _quantile_ranks(xp, sorted_rows, q, interpolation, ignore_nan)
+    return {"below": below, "above": above, "weights": weights}[part]
+
+
 def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, name):
-    scalar, qa = _quantile_args(input, q, interpolation, name)
-    xp = input.device.xp
+    scalar, q1 = _quantile_args(input, q, interpolation, name)
     if dim is None:
         rows = flatten(input) if input.ndim else reshape(input, (1,))
     else:
         d = red.normalize_dim(dim, input.ndim, name)
         rows = movedim(input, d, -1) if input.ndim else reshape(input, (1,))
     srt = sort(rows, -1).values  # (*R, n)
-    below, above, weights = _quantile_ranks(xp, srt.array, qa, interpolation, ignore_nan)
-    full = expand(unsqueeze(srt, 0), (qa.shape[0],) + tuple(srt.shape))  # (Q, *R, n)
-    out = gather(full, -1, _index_tensor(below, input))
+    how = {"interpolation": interpolation, "ignore_nan": ignore_nan}
+    ranks = {k: _quantile_ranks_op(srt, q1, part=k, **how) for k in ("below", "above", "weights")}
+    full = expand(unsqueeze(srt, 0), (q1.shape[0],) + tuple(srt.shape))  # (Q, *R, n)
+    out = gather(full, -1, ranks["below"])
     if interpolation in ("linear", "midpoint"):
-        out = lerp(out, gather(full, -1, _index_tensor(above, input)), Tensor(weights, device=input.device))
+        out = lerp(out, gather(full, -1, ranks["above"]), ranks["weights"])
     out = squeeze(out, -1)  # (Q, *R)
     if keepdim:
         if dim is None:
-            out = reshape(out, (qa.shape[0],) + (1,) * input.ndim)
+            out = reshape(out, (q1.shape[0],) + (1,) * input.ndim)
         elif input.ndim:
             out = unsqueeze(out, d + 1)
     return squeeze(out, 0) if scalar else out
