@@ -27,6 +27,7 @@ from distgraph.ops.shape import expand, flatten, movedim, reshape, squeeze, unsq
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 MinMax = namedtuple("MinMax", ["min", "max"])
 INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+PARTS = ("below", "above", "weights")
 
 
 def _require_float(input, name):
@@ -293,29 +294,52 @@ def _quantile_args(input, q, interpolation, name):
 
 
 def _quantile_ranks(xp, sorted_rows, qa, interpolation, ignore_nan):
-    """(ranks below, ranks above, weights), each shaped (Q, *rows, 1): torch's quantile_compute."""
+    """{"ranks", "scale", "below", "above", "weights"}, each shaped (Q, *rows, 1): torch's quantile_compute.
+    "ranks" before rounding (linear interpolation's, `q · scale` where not fixed), "scale" their derivative
+    in q: n - 1 (the non-NaN count - 1 for nanquantile), 0 where torch fixes the rank (a row with a NaN
+    for quantile, an all-NaN row for nanquantile)."""
     dt = sorted_rows.dtype
     isnan = xp.isnan(sorted_rows)
     q = qa.reshape((-1,) + (1,) * sorted_rows.ndim)
     if ignore_nan:
         count = (~isnan).sum(-1, keepdims=True).astype(dt)
         ranks = q * (count - dt.type(1))
-        ranks = xp.where(ranks < 0, dt.type(0), ranks)
+        fixed = ranks < 0
+        ranks, scale = xp.where(fixed, dt.type(0), ranks), xp.where(fixed, dt.type(0), count - dt.type(1))
     else:
-        last = sorted_rows.shape[-1] - 1
-        ranks = xp.where(isnan.any(-1, keepdims=True), dt.type(last), q * dt.type(last))
-    ranks = {"lower": xp.floor, "higher": xp.ceil, "nearest": xp.round}.get(interpolation, lambda r: r)(ranks)
-    below = ranks.astype(np.int64)
-    weights = xp.full_like(ranks, 0.5) if interpolation == "midpoint" else ranks - below.astype(dt)
-    return below, xp.ceil(ranks).astype(np.int64), weights
+        last = dt.type(sorted_rows.shape[-1] - 1)
+        fixed = isnan.any(-1, keepdims=True)
+        ranks, scale = xp.where(fixed, last, q * last), xp.where(fixed, dt.type(0), last) + 0 * q
+    rounded = {"lower": xp.floor, "higher": xp.ceil, "nearest": xp.round}.get(interpolation, lambda r: r)(ranks)
+    below = rounded.astype(np.int64)
+    weights = xp.full_like(rounded, 0.5) if interpolation == "midpoint" else rounded - below.astype(dt)
+    return {
+        "ranks": ranks,
+        "scale": scale,
+        "fixed": fixed,
+        "below": below,
+        "above": xp.ceil(rounded).astype(np.int64),
+        "weights": weights,
+    }
 
 
-@defop("quantile_ranks", kind="index", save=())
+@defop("quantile_ranks", kind="index", save=(0,))
 def _quantile_ranks_op(xp, sorted_rows, q, part, interpolation, ignore_nan):
-    """One of `_quantile_ranks`' arrays ("below", "above", "weights"): an op, so a captured graph finds
-    the ranks of each new input (its NaN counts)."""
-    below, above, weights = _quantile_ranks(xp, sorted_rows, q, interpolation, ignore_nan)
-    return {"below": below, "above": above, "weights": weights}[part]
+    """One of `_quantile_ranks`' arrays: an op, so a captured graph finds the ranks of each new input (its
+    NaN counts). Only "ranks" is differentiable, in q (torch's linear weights are ranks - below)."""
+    return _quantile_ranks(xp, sorted_rows, q, interpolation, ignore_nan)[part]
+
+
+@_quantile_ranks_op.grad
+def _(ctx, g):
+    srt, q = ctx.inputs
+    if ctx.attrs["part"] != "ranks":
+        return None, None
+    xp, how = srt.device.xp, {k: ctx.attrs[k] for k in ("interpolation", "ignore_nan")}
+    found = _quantile_ranks(xp, srt.array, q.array, **how)
+    scale, fixed = (Tensor(found[k], device=srt.device) for k in ("scale", "fixed"))
+    g = ew.where(fixed, ew.const(0, g), g)  # masked first, as torch's masked_fill: a NaN g stops there
+    return None, red.sum(ew.mul(g, scale), dim=tuple(range(1, g.ndim)))
 
 
 def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, name):
@@ -327,11 +351,13 @@ def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, name):
         rows = movedim(input, d, -1) if input.ndim else reshape(input, (1,))
     srt = sort(rows, -1).values  # (*R, n)
     how = {"interpolation": interpolation, "ignore_nan": ignore_nan}
-    ranks = {k: _quantile_ranks_op(srt, q1, part=k, **how) for k in ("below", "above", "weights")}
+    below, above, weights = (_quantile_ranks_op(srt.detach(), q1.detach(), part=k, **how) for k in PARTS)
     full = expand(unsqueeze(srt, 0), (q1.shape[0],) + tuple(srt.shape))  # (Q, *R, n)
-    out = gather(full, -1, ranks["below"])
+    out = gather(full, -1, below)
+    if interpolation == "linear":  # weights = ranks - below, differentiable in q as torch's
+        weights = ew.sub(_quantile_ranks_op(srt.detach(), q1, part="ranks", **how), ew.cast(below, srt.array.dtype))
     if interpolation in ("linear", "midpoint"):
-        out = lerp(out, gather(full, -1, ranks["above"]), ranks["weights"])
+        out = lerp(out, gather(full, -1, above), weights)
     out = squeeze(out, -1)  # (Q, *R)
     if keepdim:
         if dim is None:

@@ -50,6 +50,23 @@ for how in ["linear", "lower", "higher", "midpoint", "nearest"]:
         (3, 5, 4),
         gradcheck=False,  # NaN where a slice is all NaN
     )
+# q's gradient (torch's linear weights are q·(n - 1) - below): 0 where torch fixes the rank (a NaN row)
+T.op("quantile-grad-of-q", lambda m, a, q: m.quantile(a, q.sigmoid(), 1), (3, 5, 4), (3,))
+T.op("quantile-grad-of-0d-q", lambda m, a, q: m.quantile(a, q.sigmoid(), keepdim=True), (3, 5), ())
+T.op(
+    "quantile-grad-of-q-nan-rows",
+    lambda m, a, q: m.quantile(with_nans(m, a), q.sigmoid(), 2),
+    (3, 5, 4),
+    (2,),
+    gradcheck=False,
+)
+T.op(
+    "nanquantile-grad-of-q",
+    lambda m, a, q: m.nanquantile(with_nans(m, a), q.sigmoid(), 1),
+    (3, 5, 4),
+    (4,),
+    gradcheck=False,
+)
 T.op("quantile-nan-row", lambda m, a: m.quantile(with_nans(m, a), 0.4, dim=2), (3, 5, 4), gradcheck=False)
 T.op("quantile-0d-q", lambda m, a: m.quantile(a, m.tensor(0.6, dtype=m.float64)), (7,))
 T.op("nanquantile-all", lambda m, a: m.nanquantile(with_nans(m, a), 0.77), (3, 5, 4))
