@@ -2,8 +2,9 @@
 cummin logcumsumexp msort (unique, histc, bincount, cov, corrcoef: ops/counting.py).
 
 Ops that pick elements (median and nanmedian along a dim, mode, cummax, cummin, quantile) find the
-positions on raw arrays and then `gather` the values, so their gradient is gather's scatter-add into
-the chosen positions: torch's value_selecting_reduction_backward and cummaxmin_backward. Whole-tensor
+positions with an index op of their own (select_index, quantile_ranks: a captured graph finds them
+again for each input) and then `gather` the values, so their gradient is gather's scatter-add into the
+chosen positions: torch's value_selecting_reduction_backward and cummaxmin_backward. Whole-tensor
 median/nanmedian split the gradient evenly among the elements equal to the result, as torch's
 evenly_distribute_backward (amax's rule with `evenly`).
 """
@@ -63,8 +64,7 @@ def nansum(input, dim=None, keepdim=False, dtype=None):
 
 
 def nanmean(input, dim=None, keepdim=False, dtype=None):
-    if input.array.dtype.kind != "f":
-        raise DTypeError(f"nanmean(): expected input to have floating point dtype but got {input.dtype.name}")
+    _require_float(input, "nanmean")
     count = red.sum(cmp.logical_not(cmp.isnan(input)), dim=dim, keepdim=keepdim)
     with np.errstate(invalid="ignore"):  # an all-NaN (or empty) slice: 0 / 0, NaN as torch's, unwarned
         return ew.div(nansum(input, dim, keepdim, dtype), count)
@@ -251,8 +251,7 @@ def _(ctx, g):
 
 
 def logcumsumexp(input, dim):
-    if input.array.dtype.kind != "f":
-        raise DTypeError(f"logcumsumexp(): expected a floating point input, got {input.dtype.name}")
+    _require_float(input, "logcumsumexp")
     axis = _int_dim(dim, input.ndim, "logcumsumexp")
     if input.ndim == 0:
         return reshape(_logcumsumexp(reshape(input, (1,)), axis=0), ())
