@@ -127,6 +127,7 @@ from distgraph.ops.index_put import index_put  # noqa: F401
 from distgraph.ops.indexing import (  # noqa: F401
     argsort,
     argwhere,
+    bincount,
     gather,
     index_select,
     kthvalue,
@@ -159,6 +160,7 @@ from distgraph.ops.reduction import (  # noqa: F401
     norm,
     sum,
 )
+from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.reduction_extra import (  # noqa: F401
     aminmax,
     cummax,
@@ -173,8 +175,7 @@ from distgraph.ops.reduction_extra import (  # noqa: F401
     nansum,
     quantile,
 )
-from distgraph.ops.counting import bincount, corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
-from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
+from distgraph.ops.counting import corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,
     broadcast_to,

@@ -25,5 +25,5 @@ from distgraph.ops import (  # noqa: F401
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
-methods.install()
 reduction_extra.install()
+methods.install()

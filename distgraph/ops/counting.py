@@ -1,7 +1,7 @@
-"""Counting and covariance: unique, unique_consecutive, histc, bincount, cov, corrcoef.
+"""Counting and covariance: unique, unique_consecutive, histc, cov, corrcoef.
 
 unique and unique_consecutive have no derivative in torch: their values still require grad when the
-input does, and a backward through them raises, as torch's. histc and bincount count (no gradient);
+input does, and a backward through them raises, as torch's. histc counts (no gradient);
 cov and corrcoef are written with differentiable ops, following torch's Correlation.cpp step by step.
 """
 
@@ -118,7 +118,7 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     return _results(input, values, inverse, counts, return_inverse, return_counts)
 
 
-# ---- histc / bincount ---------------------------------------------------------------------------------
+# ---- histc ---------------------------------------------------------------------------------
 def histc(input, bins=100, min=0, max=0):
     """Counts in `bins` equal bins over [min, max] (the data's range when min == max), as input's dtype;
     values outside, and NaN, are not counted. torch's bin: int((x - min) · bins / (max - min)), the
@@ -143,32 +143,6 @@ def histc(input, bins=100, min=0, max=0):
     pos = ((kept - lo) * typ(bins) / (hi - lo)).astype(np.int64)
     pos = xp.minimum(pos, bins - 1)
     return Tensor(xp.bincount(pos, minlength=bins).astype(x.dtype), device=input.device)
-
-
-def bincount(input, weights=None, minlength=0):
-    """Counts of each value of a 1-d non-negative integer tensor (weighted sums with `weights`, in their
-    float dtype; int64 counts without)."""
-    host_read(input, "bincount()")
-    x = input.array
-    if x.ndim != 1 or x.dtype.kind not in "iu" or (x.size and int(x.min()) < 0):
-        raise InputRangeError(
-            f"bincount(): only supports 1-d non-negative integral inputs, got {input.dtype.name} of shape "
-            f"{tuple(input.shape)}"
-        )
-    if minlength < 0:
-        raise InputRangeError(f"bincount(): minlength should be >= 0, got {minlength}")
-    xp = input.device.xp
-    if weights is None:
-        return _int_tensor(xp.bincount(x, minlength=minlength), input)
-    if weights.shape != input.shape:
-        raise ShapeError(
-            f"bincount(): weights should be 1-d and have the same length as input (input {tuple(input.shape)}, "
-            f"weights {tuple(weights.shape)})"
-        )
-    host_read(weights, "bincount()")
-    w = weights.array
-    out_dtype = w.dtype if w.dtype.kind == "f" else np.float64
-    return Tensor(xp.bincount(x, w, minlength).astype(out_dtype), device=input.device)
 
 
 # ---- cov / corrcoef -----------------------------------------------------------------------------------

@@ -370,6 +370,12 @@ def argwhere(input):
     return nonzero(input)
 
 
+def bincount(input, weights=None, minlength=0):
+    xp = input.device.xp
+    w = None if weights is None else weights.array
+    return Tensor(xp.bincount(input.array, w, minlength), device=input.device)
+
+
 def searchsorted(sorted_sequence, values, right=False):
     """torch's binary search over a 1-D sequence, every value at once: its comparisons are false at a NaN,
     so a NaN in the sequence reads as below a value and a NaN value lands at the end (numpy's order puts

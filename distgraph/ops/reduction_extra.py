@@ -1,5 +1,5 @@
 """More reductions and scans: nansum nanmean median nanmedian quantile nanquantile mode aminmax cummax
-cummin logcumsumexp msort (unique, histc, bincount, cov, corrcoef: ops/counting.py).
+cummin logcumsumexp msort (unique, histc, cov, corrcoef: ops/counting.py).
 
 Ops that pick elements (median and nanmedian along a dim, mode, cummax, cummin, quantile) find the
 positions with an index op of their own (select_index, quantile_ranks: a captured graph finds them
@@ -390,7 +390,6 @@ METHODS = {
     "unique": counting.unique,
     "unique_consecutive": counting.unique_consecutive,
     "histc": counting.histc,
-    "bincount": counting.bincount,
     "cov": counting.cov,
     "corrcoef": counting.corrcoef,
 }
