@@ -348,6 +348,21 @@ from distgraph.ops.shape_extra import (  # noqa: F401
     vsplit,
 )
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
+from distgraph.ops.reduction_extra import (  # noqa: F401
+    aminmax,
+    cummax,
+    cummin,
+    logcumsumexp,
+    median,
+    mode,
+    msort,
+    nanmean,
+    nanmedian,
+    nanquantile,
+    nansum,
+    quantile,
+)
+from distgraph.ops.counting import corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,
     broadcast_to,

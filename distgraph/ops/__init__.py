@@ -20,6 +20,7 @@ from distgraph.ops import (  # noqa: F401
     products,
     recurrent,
     reduction,
+    reduction_extra,
     regions,
     reorder,
     shape,
@@ -28,6 +29,7 @@ from distgraph.ops import (  # noqa: F401
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
 
+reduction_extra.install()
 methods.install()
 indexing_extra.install()
 shape_extra.install()

@@ -307,18 +307,22 @@ def one_hot(tensor, num_classes=-1):
 
 
 # ---- sort / topk ------------------------------------------------------------------------------------------
+@defop("argsort_indices", kind=IDX, save=())
+def _argsort_indices(xp, x, axis, descending=False):
+    """sort's indices: an op of their own, so a captured graph sorts each new input (not the example's)."""
+    if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
+        # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
+        rev = xp.flip(xp.argsort(xp.flip(x, axis=axis), axis=axis, kind="stable"), axis=axis)
+        return (x.shape[axis] - 1 - rev).astype(np.int64)
+    return xp.argsort(x, axis=axis, kind="stable").astype(np.int64)
+
+
 def sort(input, dim=-1, descending=False, stable=False):
     d = normalize_dim(dim, input.ndim, "sort")
     xp = input.device.xp
     if input.ndim == 0:
         return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
-    if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
-        # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
-        rev = xp.flip(xp.argsort(xp.flip(input.array, axis=d), axis=d, kind="stable"), axis=d)
-        idx = (input.shape[d] - 1 - rev).astype(np.int64)
-    else:
-        idx = xp.argsort(input.array, axis=d, kind="stable").astype(np.int64)
-    indices = Tensor(idx, device=input.device)
+    indices = _argsort_indices(input, axis=d, descending=descending)
     return SortResult(gather(input, d, indices), indices)
 
 

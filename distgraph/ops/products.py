@@ -36,6 +36,8 @@ def _has_zero(x):
 # ---- prod ---------------------------------------------------------------------------------------
 @defop("prod", kind="reduction", saves_output=True)
 def _prod(xp, x, axes, keepdim=False, whole=False):
+    if xp is np:  # the ufunc np.prod runs, called from here: an inf · 0 warns from this module, which
+        return np.multiply.reduce(x, axes, None, None, keepdim)  # distgraph's warnings filter silences (as torch)
     return xp.prod(x, axis=axes, keepdims=keepdim)
 
 
@@ -113,6 +115,8 @@ def _cumulative(op, input, dim, name):
 
 @defop("cumprod", kind="other", saves_output=True)
 def _cumprod(xp, x, axis):
+    if xp is np and x.ndim:  # as _cumsum: the ufunc called from here, so an inf · 0 is not warned of
+        return np.multiply.accumulate(x, axis)
     return xp.cumprod(x, axis=axis)
 
 

@@ -7,11 +7,13 @@ NaN where the slice holds any other infinite value (mean() alone gives ±inf). `
 that value, with mean's gradient.
 """
 
+import numpy as np
+
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import _all_if_empty, _unsqueeze_reduced, mean, normalize_dims, sum
+from distgraph.ops.reduction import _all_if_empty, _sum, _unsqueeze_reduced, mean, normalize_dims, sum
 from distgraph.ops.registry import defop
 
 
@@ -40,8 +42,8 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 @defop("var", kind="reduction")
 def _var(xp, x, axes, keepdim, dof):
-    centered = x - _exact_mean(x, axes)
-    return (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
+    centered = x - _exact_mean(xp, x, axes)
+    return _sum.forward(xp, centered * centered, axes, keepdim) / dof
 
 
 @_var.grad
@@ -71,19 +73,30 @@ def _(ctx, g):
     return _var_backward(ctx, ew.where(cmp.eq(r, 0), ew.const(0, r), ew.div(g, ew.mul(r, 2))))
 
 
-def _exact_mean(x, axes):
+def _exact_mean(xp, x, axes):
     """x.mean over `axes` (kept) with one correcting pass: sum/n of a constant slice may miss the
     constant by an ulp, leaving a variance of 1e-32 where torch's Welford pass gives an exact 0 (and, say,
     0 ** -x an inf). torch's gradient takes x - mean() with mean = sum/n, so the gradient does too."""
-    m = x.mean(axis=axes, keepdims=True)
-    return m + (x - m).mean(axis=axes, keepdims=True)
+    m = _mean_array(xp, x, axes)
+    return m + _mean_array(xp, x - m, axes)
+
+
+def _mean_array(xp, x, axes):
+    """x.mean over `axes` (kept), the same bits, with its sum and division made from this module: numpy's
+    mean runs them in numpy's own module, where an inf - inf or an empty slice's 0 / 0 escapes distgraph's
+    warnings filter (torch warns of neither)."""
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    wide = np.float32 if x.dtype == np.float16 else None  # numpy's mean sums float16 in float32
+    return (_sum.forward(xp, x, axes, True, wide) / n).astype(x.dtype, copy=False)
 
 
 @defop("var_no_dof", kind="other")
 def _var_no_dof(xp, x, axes, keepdim):
     """var over every dim with no degree of freedom left: the sum of squares over 0 (NaN or inf)."""
-    centered = x - x.mean(axis=axes, keepdims=True)
-    return (centered * centered).sum(axis=axes, keepdims=keepdim) / 0
+    centered = x - _mean_array(xp, x, axes)
+    return _sum.forward(xp, centered * centered, axes, keepdim) / 0
 
 
 @_var_no_dof.grad
