@@ -177,7 +177,9 @@ class _Emitter:
         cells = ", ".join([f"k{i}" for i in range(len(self.closure))] + [f"b{i}" for i in range(len(self.buffers))])
         body = "\n".join("        " + line for line in self.lines)
         source = f"def _factory({cells}):\n    def run({params}):\n{body}\n    return run\n"
-        namespace = {}
+        # a distgraph module's name: numpy's RuntimeWarnings from the generated code are filtered as the eager
+        # ops' are (distgraph/__init__.py), which compute the same values without printing them
+        namespace = {"__name__": "distgraph.graph.generated"}
         exec(compile(source, "<distgraph codegen>", "exec"), namespace)  # noqa: S102 - generated source only
         buffers, arena_bytes = self._arena()
         return Program(source, namespace["_factory"], tuple(self.closure), buffers, arena_bytes, self.dev)
