@@ -19,6 +19,7 @@ no_grad. Tensors are built only where user code sees them: hooks, captured input
 import numpy as np
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.callbacks import backward_pass
 from distgraph.autograd.function import Node, _freed_message, get_tracer
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
@@ -234,7 +235,7 @@ def run_backward(*args, **kwargs):
     """Core of backward() and grad() (`_run_backward`), without numpy's warnings: an inf or NaN in a
     gradient (sqrt's at 0, 0·inf) is a value, as in torch, which warns of none (`detect_anomaly` names
     the op that made one). One errstate per backward call, not per op."""
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), backward_pass():  # (callbacks.py: what hooks queued runs at the end)
         return _run_backward(*args, **kwargs)
 
 

@@ -5,7 +5,7 @@ a local one); the Trainer with backend="ray" uses the rest. For a training loop 
 way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
 `broadcast_parameters`, `DistributedOptimizer`, `allgather` / `all_gather`, `broadcast_object`,
 `allgather_object` / `all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`,
-`ReduceOp` (loop.py).
+`ReduceOp` (loop.py), and `DistributedDataParallel` (ddp.py).
 """
 
 import importlib
@@ -54,6 +54,8 @@ def launch(fn, workers=2, **kwargs):
 
 
 def __getattr__(name):
+    if name == "DistributedDataParallel":
+        return importlib.import_module("distgraph.distributed.ddp").DistributedDataParallel
     if name in _LOOP_API:
         return getattr(importlib.import_module("distgraph.distributed.loop"), name)
     if name in _SUBMODULES:

@@ -1,0 +1,103 @@
+"""dist.DistributedDataParallel in launched loops on real Ray: two ranks train as one process on the
+global batches (also accumulating under no_sync), a parameter some rank did not use gets the mean with
+zeros, one no rank used keeps .grad None; alone it changes nothing."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+
+pytestmark = pytest.mark.ray
+
+STEPS, BATCH = 6, 16
+
+
+def _data():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((STEPS * BATCH, 5))
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64)
+
+
+def _model(seed):
+    dg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).to(dg.float64)
+
+
+def _ddp_loop(x, y, accumulate):
+    model = dist.DistributedDataParallel(_model(seed=dist.rank()))  # rank 1 starts elsewhere: rank 0's wins
+    opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    per, r = BATCH // dist.world_size(), dist.rank()
+    for t in range(STEPS):
+        xs, ys = x[t * BATCH + r * per : t * BATCH + (r + 1) * per], y[t * BATCH + r * per : t * BATCH + (r + 1) * per]
+        opt.zero_grad()
+        if accumulate:  # two halves, the first without the all-reduce
+            with model.no_sync():
+                (F.cross_entropy(model(dg.tensor(xs[: per // 2])), dg.tensor(ys[: per // 2])) / 2).backward()
+            (F.cross_entropy(model(dg.tensor(xs[per // 2 :])), dg.tensor(ys[per // 2 :])) / 2).backward()
+        else:
+            F.cross_entropy(model(dg.tensor(xs)), dg.tensor(ys)).backward()
+        opt.step()
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accumulate):
+    x, y = _data()
+    ranks = dist.launch(_ddp_loop, workers=2, args=(x, y, accumulate), cpus_per_worker=0.5, timeout_s=60)
+    model = _model(seed=0)
+    opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    for t in range(STEPS):
+        opt.zero_grad()
+        if accumulate:  # the same four quarters, each a quarter of the loss: the batch norms see quarters
+            for q in range(4):
+                sel = slice(t * BATCH + q * BATCH // 4, t * BATCH + (q + 1) * BATCH // 4)
+                (F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])) / 4).backward()
+        else:  # plain BatchNorm: each rank normalizes its half
+            for h in range(2):
+                sel = slice(t * BATCH + h * BATCH // 2, t * BATCH + (h + 1) * BATCH // 2)
+                (F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])) / 2).backward()
+        opt.step()
+    alone = {f"module.{k}": v.numpy() for k, v in model.state_dict().items()}
+    assert set(ranks[0]) == set(alone)  # torch's keys: "module." first
+    for k in alone:
+        if "running" in k or "num_batches" in k:
+            continue  # buffers: rank 0's, broadcast before each forward (it saw its own shards only)
+        np.testing.assert_allclose(ranks[0][k], alone[k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(ranks[0][k], ranks[1][k])
+
+
+def _heads():
+    dg.manual_seed(3)
+    heads = nn.ModuleList([nn.Linear(4, 2).to(dg.float64) for _ in range(3)])
+    dist.DistributedDataParallel(heads)
+    x = dg.tensor(np.full((2, 4), 1.0 + dist.rank()))
+    heads[dist.rank()](x).sum().backward()  # rank 0 uses head 0, rank 1 head 1; head 2 nobody
+    local = np.full((2, 4), 2 * (1.0 + dist.rank()))  # this rank's own d(sum of outputs)/dW: its x's 2 rows summed
+    return [None if h.weight.grad is None else h.weight.grad.numpy() for h in heads], local
+
+
+def test_a_parameter_some_rank_did_not_use_gets_the_mean_and_one_nobody_used_keeps_none(ray_session):
+    (g0, local0), (g1, local1) = dist.launch(_heads, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    np.testing.assert_array_equal(g0[0], local0 / 2)  # rank 0's gradient and rank 1's zeros, averaged
+    np.testing.assert_array_equal(g0[1], local1 / 2)
+    np.testing.assert_array_equal(g0[0], g1[0])
+    np.testing.assert_array_equal(g0[1], g1[1])
+    assert g0[2] is None and g1[2] is None
+
+
+def test_alone_it_wraps_without_changing_a_gradient():
+    model = _model(seed=0)
+    wrapped = dist.DistributedDataParallel(model)
+    x, y = _data()
+    F.cross_entropy(wrapped(dg.tensor(x[:8])), dg.tensor(y[:8])).backward()
+    grads = [p.grad.numpy().copy() for p in model.parameters()]
+    model.zero_grad()
+    F.cross_entropy(model(dg.tensor(x[:8])), dg.tensor(y[:8])).backward()
+    for a, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(a, p.grad.numpy())
+    assert list(wrapped.state_dict())[0].startswith("module.")
+    with pytest.raises(dg.errors.ConfigError, match="module must be a distgraph.nn.Module"):
+        dist.DistributedDataParallel(lambda v: v)
