@@ -2,7 +2,8 @@
 
 What is measured: `dg.distributed.launch` running a hand-written loop — `broadcast_parameters`, then
 steps of forward, cross-entropy, backward and `DistributedOptimizer(SGD).step()` (the gradients
-averaged in one fused all-reduce, then every rank steps the whole model: Horovod's scheme) — against
+averaged in one fused all-reduce, then every rank steps the whole model: Horovod's scheme), and the same
+loop with the model in `DistributedDataParallel` instead (row "distgraph-ddp") — against
 the same loop under PyTorch DistributedDataParallel over gloo (one Ray actor per rank, the scaling
 bench's `DDPPeer`). Same MLP, teacher data, per-worker batch (weak scaling), one BLAS/intra-op thread
 per rank. A run is `--steps` timed steps after 3 warm-up steps, from a barrier to a barrier; the two
@@ -24,8 +25,9 @@ from distgraph.bench._util import CommaList, json_out_option, machine, table, wr
 LR = 0.05
 
 
-def _own_loop(x, y, sizes, batch, steps):
-    """One rank's timed steps → seconds from the barrier before the first to the barrier after the last."""
+def _own_loop(x, y, sizes, batch, steps, wrapper="optimizer"):
+    """One rank's timed steps → seconds from the barrier before the first to the barrier after the last.
+    `wrapper`: "optimizer" (Horovod's DistributedOptimizer) or "ddp" (torch's DistributedDataParallel)."""
     import distgraph as dg
     import distgraph.nn.functional as F
     from distgraph.bench.scaling import _mlp
@@ -33,8 +35,12 @@ def _own_loop(x, y, sizes, batch, steps):
     dist = dg.distributed
     r, n = dist.rank(), dist.world_size()
     model = _mlp(sizes, seed=0)
-    dist.broadcast_parameters(model)
-    opt = dist.DistributedOptimizer(dg.optim.SGD(model.parameters(), lr=LR))
+    if wrapper == "ddp":
+        model = dist.DistributedDataParallel(model)
+        opt = dg.optim.SGD(model.parameters(), lr=LR)
+    else:
+        dist.broadcast_parameters(model)
+        opt = dist.DistributedOptimizer(dg.optim.SGD(model.parameters(), lr=LR))
 
     def step(t):
         lo = t * batch * n + r * batch
@@ -54,7 +60,8 @@ def _own_loop(x, y, sizes, batch, steps):
 
 
 def run_loop(workers, sizes, batch, steps, repeat, bind_to="core", echo=print):
-    """{(system, W): [samples/s of each run]} for distgraph's own loop and DDP."""
+    """{(system, W): [samples/s of each run]} for distgraph's own loop (DistributedOptimizer; the
+    DistributedDataParallel wrapper) and torch's DDP."""
     import distgraph as dg
     from distgraph.bench.scaling import DDPPeer
     from distgraph.datasets import teacher
@@ -63,10 +70,10 @@ def run_loop(workers, sizes, batch, steps, repeat, bind_to="core", echo=print):
     runs = {}
     for r in range(repeat):
         for w in workers:
-            elapsed = max(
-                dg.distributed.launch(_own_loop, workers=w, args=(x, y, sizes, batch, steps), bind_to=bind_to)
-            )
-            runs.setdefault(("distgraph", w), []).append(w * batch * steps / elapsed)
+            for system, wrapper in (("distgraph", "optimizer"), ("distgraph-ddp", "ddp")):
+                args = (x, y, sizes, batch, steps, wrapper)
+                elapsed = max(dg.distributed.launch(_own_loop, workers=w, args=args, bind_to=bind_to))
+                runs.setdefault((system, w), []).append(w * batch * steps / elapsed)
             ddp = DDPPeer(w, (x, y), sizes, bind_to=bind_to)
             try:
                 ddp.warm(w * batch)
@@ -100,7 +107,8 @@ def report(runs):
 @click.option("--bind-to", type=click.Choice(["core", "none"]), default="core", show_default=True)
 @json_out_option("loop")
 def command(workers, sizes, batch, steps, repeat, bind_to, json_out):
-    """A training loop of one's own (launch + DistributedOptimizer) vs PyTorch DDP's, samples/s."""
+    """A training loop of one's own (launch + DistributedOptimizer or DistributedDataParallel) vs PyTorch
+    DDP's, samples/s."""
     try:
         import torch  # noqa: F401
     except ImportError:

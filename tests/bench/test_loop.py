@@ -17,7 +17,7 @@ def test_loop_bench_runs_both_systems_and_writes_the_figures(ray_session, tmp_pa
     result = CliRunner().invoke(command, [*args, "--bind-to", "none", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     points = {(p["system"], p["workers"]): p for p in json.loads(out.read_text())["points"]}
-    assert set(points) == {("distgraph", 1), ("distgraph", 2), ("torch-ddp", 1), ("torch-ddp", 2)}
+    assert set(points) == {(s, w) for s in ("distgraph", "distgraph-ddp", "torch-ddp") for w in (1, 2)}
     assert all(p["samples_per_s"] > 0 and len(p["runs"]) == 1 for p in points.values())
     assert points["distgraph", 1]["efficiency"] == 1.0 and points["torch-ddp", 2]["vs_ddp"] == 1.0
     assert points["distgraph", 2]["vs_ddp"] == pytest.approx(
