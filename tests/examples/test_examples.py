@@ -66,3 +66,12 @@ def test_char_rnn_trains_on_ray_workers(ray_session):
     remote = char_rnn.main(args + ["--backend", "ray"])
     assert remote["last_loss"] < remote["first_loss"] - 0.5
     assert remote == local  # sync data-parallel on Ray gives the local backend's bits
+
+
+@pytest.mark.ray
+def test_ddp_digits_trains_the_torch_style_loop_on_two_ray_workers_as_alone(ray_session):
+    import ddp_digits
+
+    two = ddp_digits.main(["--epochs", "3", "--workers", "2"])["accuracy"]
+    one = ddp_digits.main(["--epochs", "3"])["accuracy"]
+    assert two > 0.9 and abs(two - one) <= 0.01  # the same global batches, statistics and updates
