@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from distgraph.distributed.allreduce import ReduceRank, ShmAllReduce, make_allreduce
+from distgraph.distributed.allreduce import SMALL_COUNT, ReduceRank, ShmAllReduce, make_allreduce
 from distgraph.distributed.shm import leaked, sweep
 from distgraph.errors import DistributedError, DTypeError
 
@@ -81,6 +81,26 @@ def test_slot_buffer_path_gives_the_same_bits_as_the_packed_path(pair):
     packed = run(ray, actors, "reduce", [[x] for x in inputs])
     slot = run(ray, actors, "reduce_slot", inputs)
     assert np.array_equal(packed[0][0], slot[0]) and np.array_equal(slot[0], slot[1])
+
+
+def test_small_reductions_in_flight_back_to_back_each_get_their_own_sum(pair):
+    """Up to SMALL_COUNT elements go through one barrier and two alternating halves of the slot; 60 calls
+    queued at once let a rank run ahead into the next calls: none reads a half a peer is rewriting."""
+    ray, actors, _ = pair
+    calls = [[[np.arange(37, dtype=np.float64) * (k + 1) + r * 1000.0 + k] for r in range(2)] for k in range(60)]
+    refs = [[a.reduce.remote(calls[k][r]) for r, a in enumerate(actors)] for k in range(60)]
+    for k, pair_refs in enumerate(refs):
+        for out in ray.get(pair_refs, timeout=60):
+            np.testing.assert_array_equal(out[0], calls[k][0][0] + calls[k][1][0])
+
+
+def test_the_small_path_gives_the_bits_of_the_chunked_one(pair):
+    ray, actors, _ = pair
+    rng = np.random.default_rng(4)
+    inputs = [(rng.standard_normal(SMALL_COUNT) * 10.0 ** rng.integers(-8, 8, SMALL_COUNT)) for _ in range(2)]
+    chunked = run(ray, actors, "reduce", [[x, x] for x in inputs])  # 2 × SMALL_COUNT: two barriers, by chunks
+    small = run(ray, actors, "reduce", [[x] for x in inputs])  # SMALL_COUNT: one barrier
+    assert np.array_equal(chunked[0][0], small[0][0]) and np.array_equal(small[0][0], small[1][0])
 
 
 def test_mean_divides_by_world_size(pair):
