@@ -12,8 +12,11 @@ A transposed convolution is the input gradient of a convolution (see `conv_trans
 conv_transpose3d is `conv3d_input_grad` applied to the input with the transposed layer's weight.
 """
 
+import functools
 import itertools
 import math
+
+import numpy as np
 
 from distgraph.autograd.function import apply
 from distgraph.errors import DTypeError, ShapeError
@@ -65,7 +68,19 @@ def _channels_first(a):
     return a.swapaxes(0, 1)
 
 
+def _quiet(forward):
+    """Run a forward under np.errstate: an inf times 0 in the matmul is NaN, unwarned as in torch."""
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return forward(*args, **kwargs)
+
+    return run
+
+
 @defop("conv3d", kind="matmul", save=(0, 1))
+@_quiet
 def _conv3d(xp, x, w, *, stride, padding, dilation, groups):
     n, c, *spatial = x.shape
     o, kernel = w.shape[0], w.shape[2:]
@@ -89,6 +104,7 @@ def _grad_rows(g, groups):
 
 
 @defop("conv3d_input_grad", kind="matmul", save=(0, 1))
+@_quiet
 def _conv3d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, groups):
     n, c, *spatial = input_shape
     o, cg, *kernel = w.shape
@@ -104,6 +120,7 @@ def _conv3d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
 
 
 @defop("conv3d_weight_grad", kind="matmul", save=(0, 1))
+@_quiet
 def _conv3d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
     o, cg, *kernel = weight_shape
     n, c = x.shape[:2]

@@ -6,12 +6,14 @@ input is read in place. max_pool3d's maximum and argmax come from `pool._max_and
 first-maximum and NaN rules); its backward routes each output gradient to its window's argmax
 (`max_pool3d_scatter`, whose derivative gathers back). avg_pool3d's backward spreads each gradient
 over its window (`avg_pool3d_backward`, whose derivative is avg_pool3d). Adaptive average pooling
-is separable (three small matmuls); adaptive max pooling picks each window's first maximum in
+is separable (slice means, dim by dim); adaptive max pooling picks each window's first maximum in
 row-major order by separable reductions, last dim first.
 """
 
 import itertools
 import math
+
+import numpy as np
 
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
@@ -20,8 +22,10 @@ from distgraph.ops.conv import batch_optional
 from distgraph.ops.conv3d import tap_slices, triple, windows
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
-from distgraph.ops.pool import _adaptive_bounds, _averaging, _max_and_arg, _pool_out
+from distgraph.ops.pool import _adaptive_bounds, _max_and_arg, _pool_out
+from distgraph.ops.reduction import mean
 from distgraph.ops.registry import defop
+from distgraph.ops.shape import cat
 
 
 def _taps(kernel):
@@ -127,7 +131,8 @@ def _avg_pool3d(xp, x, *, kernel, stride, padding, ceil_mode, count_include_pad,
     out = _out(spatial, kernel, stride, padding, ones, ceil_mode)
     win = windows(xp, _padded(xp, x, kernel, stride, padding, ones, out, 0), kernel, stride, ones, out)
     div = _divisor(xp, spatial, kernel, stride, padding, out, count_include_pad, x.dtype, divisor)
-    return win.sum(axis=tuple(range(-len(kernel), 0))) / div
+    with np.errstate(invalid="ignore"):  # inf and -inf in one window: NaN, unwarned as in torch
+        return win.sum(axis=tuple(range(-len(kernel), 0))) / div
 
 
 @defop("avg_pool3d_backward", kind="other", save=())
@@ -215,15 +220,22 @@ def _adaptive_size(input, output_size, op):
 
 @batch_optional(5)
 def adaptive_avg_pool3d(input, output_size):
-    """Equal windows are one avg_pool3d; otherwise W, H, then D are averaged by small matmuls."""
-    od, oh, ow = _adaptive_size(input, output_size, "adaptive_avg_pool3d")
-    d, h, w = input.shape[2:]
-    if d % od == 0 and h % oh == 0 and w % ow == 0:
-        return avg_pool3d(input, (d // od, h // oh, w // ow))
-    from distgraph.ops.linalg import matmul
+    """Equal windows are one avg_pool3d; otherwise each dim's windows are averaged in turn (W, H, D).
 
-    x = matmul(_averaging(input, h, oh), matmul(input, _averaging(input, w, ow).T))  # (N, C, D, OH, OW)
-    return matmul(_averaging(input, d, od), x.transpose(2, 3)).transpose(2, 3)  # D averaged as (N, C, OH, D, OW)
+    Slice means, not the averaging matmuls of the 2-d form: a matmul multiplies an inf by the zeros
+    outside its window, which would make every output of that row NaN; torch's windows stay finite."""
+    size = _adaptive_size(input, output_size, "adaptive_avg_pool3d")
+    spatial = input.shape[2:]
+    if all(n % o == 0 for n, o in zip(spatial, size)):
+        return avg_pool3d(input, tuple(n // o for n, o in zip(spatial, size)))
+    x = input
+    for axis in (4, 3, 2):
+        n, o = spatial[axis - 2], size[axis - 2]
+        if n != o:
+            cut = lambda lo, hi: (slice(None),) * axis + (slice(lo, hi),)  # noqa: E731
+            with np.errstate(invalid="ignore"):  # inf and -inf in one window: NaN, unwarned as in torch
+                x = cat([mean(x[cut(lo, hi)], axis, keepdim=True) for lo, hi in _adaptive_bounds(n, o)], axis)
+    return x
 
 
 def _stage(xp, x, axis, bounds):
