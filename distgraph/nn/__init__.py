@@ -32,6 +32,7 @@ from distgraph.nn.activation import (  # noqa: F401
 from distgraph.nn.attention import MultiheadAttention  # noqa: F401
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
+from distgraph.nn.conv3d import Conv3d, ConvTranspose3d  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from distgraph.nn.extra_layers import (  # noqa: F401
     ChannelShuffle,
@@ -59,6 +60,13 @@ from distgraph.nn.lazy import (  # noqa: F401
     LazyBatchNorm3d,
     LazyConv1d,
     LazyConv2d,
+    LazyConv3d,
+    LazyConvTranspose1d,
+    LazyConvTranspose2d,
+    LazyConvTranspose3d,
+    LazyInstanceNorm1d,
+    LazyInstanceNorm2d,
+    LazyInstanceNorm3d,
     LazyLinear,
     UninitializedBuffer,
     UninitializedParameter,
@@ -99,6 +107,14 @@ from distgraph.nn.padding import (  # noqa: F401
     ZeroPad3d,
 )
 from distgraph.nn.parameter import Buffer, Parameter  # noqa: F401
+from distgraph.nn.pool3d import (  # noqa: F401
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool3d,
+    AvgPool3d,
+    LPPool3d,
+    MaxPool3d,
+    MaxUnpool3d,
+)
 from distgraph.nn.pooling import (  # noqa: F401
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,

@@ -1,4 +1,5 @@
-"""Lazy modules: LazyLinear, LazyConv1d/2d, LazyBatchNorm1d/2d/3d infer their input size at the first forward.
+"""Lazy modules: LazyLinear, LazyConv1d/2d/3d, LazyConvTranspose1d/2d/3d, LazyBatchNorm1d/2d/3d and
+LazyInstanceNorm1d/2d/3d infer their input size at the first forward.
 
 Until then their parameters (and BatchNorm's running statistics) are UninitializedParameter /
 UninitializedBuffer: empty placeholders that refuse to tell a shape. A forward pre-hook reads the
@@ -11,7 +12,9 @@ Loading a state_dict into a lazy module materializes the placeholders with the c
 from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
-from distgraph.nn.conv import Conv1d, Conv2d
+from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, _tuple
+from distgraph.nn.conv3d import Conv3d, ConvTranspose3d
+from distgraph.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from distgraph.nn.linear import Linear
 from distgraph.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from distgraph.nn.parameter import Parameter
@@ -124,7 +127,8 @@ class LazyLinear(LazyModuleMixin, Linear):
 class _LazyConvMixin(LazyModuleMixin):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
                  padding_mode="zeros", device=None, dtype=None):  # fmt: skip
-        super().__init__(0, 0, kernel_size, stride, padding, dilation, groups, False, padding_mode, device, dtype)
+        super().__init__(0, 0, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False,
+                         padding_mode=padding_mode, device=device, dtype=dtype)  # fmt: skip
         self.weight = UninitializedParameter(device=device, dtype=dtype)
         self.out_channels = out_channels
         if bias:
@@ -133,6 +137,9 @@ class _LazyConvMixin(LazyModuleMixin):
 
     def _inferred_size(self):
         return self.in_channels
+
+    def _weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def initialize_parameters(self, input):
         n, name = self._dims, type(self).__name__
@@ -145,7 +152,7 @@ class _LazyConvMixin(LazyModuleMixin):
                 raise ValueError(
                     f"{name}: in_channels ({self.in_channels}) must be divisible by groups ({self.groups})"
                 )
-            self.weight.materialize((self.out_channels, self.in_channels // self.groups, *self.kernel_size))
+            self.weight.materialize(self._weight_shape())
             if self.bias is not None:
                 self.bias.materialize((self.out_channels,))
             self.reset_parameters()
@@ -157,6 +164,36 @@ class LazyConv1d(_LazyConvMixin, Conv1d):
 
 class LazyConv2d(_LazyConvMixin, Conv2d):
     cls_to_become = Conv2d
+
+
+class LazyConv3d(_LazyConvMixin, Conv3d):
+    cls_to_become = Conv3d
+
+
+class _LazyConvTransposeMixin(_LazyConvMixin):
+    """The transposed layers' constructor order (output_padding after padding, dilation after bias) and
+    weight (in_channels, out_channels/groups, *kernel)."""
+
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
+                 dilation=1, padding_mode="zeros", device=None, dtype=None):  # fmt: skip
+        super().__init__(out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device,
+                         dtype)  # fmt: skip
+        self.output_padding = _tuple(output_padding, self._dims)
+
+    def _weight_shape(self):
+        return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+
+
+class LazyConvTranspose1d(_LazyConvTransposeMixin, ConvTranspose1d):
+    cls_to_become = ConvTranspose1d
+
+
+class LazyConvTranspose2d(_LazyConvTransposeMixin, ConvTranspose2d):
+    cls_to_become = ConvTranspose2d
+
+
+class LazyConvTranspose3d(_LazyConvTransposeMixin, ConvTranspose3d):
+    cls_to_become = ConvTranspose3d
 
 
 class _LazyNormMixin(LazyModuleMixin):
@@ -194,3 +231,15 @@ class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
 
 class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
     cls_to_become = BatchNorm3d
+
+
+class LazyInstanceNorm1d(_LazyNormMixin, InstanceNorm1d):
+    cls_to_become = InstanceNorm1d
+
+
+class LazyInstanceNorm2d(_LazyNormMixin, InstanceNorm2d):
+    cls_to_become = InstanceNorm2d
+
+
+class LazyInstanceNorm3d(_LazyNormMixin, InstanceNorm3d):
+    cls_to_become = InstanceNorm3d

@@ -58,6 +58,12 @@ from distgraph.nn.functional.extra import (  # noqa: F401
     multilabel_margin_loss,
     multilabel_soft_margin_loss,
 )
+from distgraph.nn.functional.extra3d import (  # noqa: F401
+    adaptive_max_pool3d_with_indices,
+    lp_pool3d,
+    max_pool3d_with_indices,
+    max_unpool3d,
+)
 from distgraph.nn.functional.layers import (  # noqa: F401
     alpha_dropout,
     batch_norm,
@@ -103,6 +109,7 @@ from distgraph.nn.functional.pooling_extra import (  # noqa: F401
     max_unpool2d,
 )
 from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
+from distgraph.ops.conv3d import conv3d, conv_transpose3d  # noqa: F401
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
 from distgraph.ops.pool import (  # noqa: F401
@@ -115,4 +122,5 @@ from distgraph.ops.pool import (  # noqa: F401
     max_pool1d,
     max_pool2d,
 )
+from distgraph.ops.pool3d import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d  # noqa: F401
 from distgraph.ops.resample import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401

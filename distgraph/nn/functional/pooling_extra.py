@@ -11,7 +11,7 @@ import numpy as np
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops import indexing, pool
+from distgraph.ops import indexing, pool, pool3d
 from distgraph.ops.creation import zeros
 
 INF = float("inf")
@@ -23,7 +23,11 @@ def _tuple(v, n):
 
 def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, dims):
     name = f"lp_pool{dims}d"
-    max_pool, avg_pool = (pool.max_pool1d, pool.avg_pool1d) if dims == 1 else (pool.max_pool2d, pool.avg_pool2d)
+    max_pool, avg_pool = {
+        1: (pool.max_pool1d, pool.avg_pool1d),
+        2: (pool.max_pool2d, pool.avg_pool2d),
+        3: (pool3d.max_pool3d, pool3d.avg_pool3d),
+    }[dims]
     if norm_type == INF:
         return max_pool(ew.abs(input), kernel_size, stride, 0, 1, ceil_mode)
     if norm_type == -INF:

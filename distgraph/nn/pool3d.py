@@ -1,0 +1,40 @@
+"""3-d pooling modules: MaxPool3d, AvgPool3d, AdaptiveAvgPool3d, AdaptiveMaxPool3d, LPPool3d, MaxUnpool3d.
+
+Each keeps its 2-d counterpart's constructor, attributes and repr (torch's) and calls the 3-d
+functional form.
+"""
+
+from distgraph.nn.extra_layers import _LPPool, _MaxUnpool
+from distgraph.nn.functional import extra3d
+from distgraph.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from distgraph.ops import pool3d
+
+
+class MaxPool3d(MaxPool2d):
+    def forward(self, input):
+        return pool3d.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                                 self.return_indices)  # fmt: skip
+
+
+class AvgPool3d(AvgPool2d):
+    def forward(self, input):
+        return pool3d.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                 self.count_include_pad, self.divisor_override)  # fmt: skip
+
+
+class AdaptiveAvgPool3d(AdaptiveAvgPool2d):
+    def forward(self, input):
+        return pool3d.adaptive_avg_pool3d(input, self.output_size)
+
+
+class AdaptiveMaxPool3d(AdaptiveMaxPool2d):
+    def forward(self, input):
+        return pool3d.adaptive_max_pool3d(input, self.output_size, self.return_indices)
+
+
+class LPPool3d(_LPPool):
+    _fn = staticmethod(extra3d.lp_pool3d)
+
+
+class MaxUnpool3d(_MaxUnpool):
+    _dims, _fn = 3, staticmethod(extra3d.max_unpool3d)
