@@ -45,6 +45,7 @@ from distgraph.nn.functional.activation_extra import (  # noqa: F401
     threshold_,
 )
 from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
+from distgraph.nn.functional.ctc import ctc_loss  # noqa: F401
 from distgraph.nn.functional.distance import (  # noqa: F401
     cosine_embedding_loss,
     pairwise_distance,
