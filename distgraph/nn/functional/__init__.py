@@ -103,6 +103,7 @@ from distgraph.nn.functional.pooling_extra import (  # noqa: F401
     max_unpool1d,
     max_unpool2d,
 )
+from distgraph.nn.functional.vision import affine_grid, grid_sample  # noqa: F401
 from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
 from distgraph.ops.indexing import one_hot  # noqa: F401
