@@ -29,6 +29,7 @@ from distgraph.nn.activation import (  # noqa: F401
     Tanhshrink,
     Threshold,
 )
+from distgraph.nn.adaptive import AdaptiveLogSoftmaxWithLoss  # noqa: F401
 from distgraph.nn.attention import MultiheadAttention  # noqa: F401
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
