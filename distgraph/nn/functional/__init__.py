@@ -69,6 +69,7 @@ from distgraph.nn.functional.layers import (  # noqa: F401
     dropout2d,
     dropout3d,
     embedding,
+    feature_alpha_dropout,
     group_norm,
     layer_norm,
     linear,
