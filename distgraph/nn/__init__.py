@@ -29,11 +29,13 @@ from distgraph.nn.activation import (  # noqa: F401
     Tanhshrink,
     Threshold,
 )
+from distgraph.nn.adaptive import AdaptiveLogSoftmaxWithLoss  # noqa: F401
 from distgraph.nn.attention import MultiheadAttention  # noqa: F401
 from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.conv3d import Conv3d, ConvTranspose3d  # noqa: F401
-from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
+from distgraph.nn.ctc import CTCLoss  # noqa: F401
+from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout  # noqa: F401
 from distgraph.nn.extra_layers import (  # noqa: F401
     ChannelShuffle,
     CosineEmbeddingLoss,

@@ -1,4 +1,4 @@
-"""Dropout layers: element-wise (Dropout), whole-channel (Dropout1d/2d/3d) and AlphaDropout (for SELU).
+"""Dropout layers: element-wise (Dropout), whole-channel (Dropout1d/2d/3d) AlphaDropout (for SELU) and FeatureAlphaDropout (its channel form).
 
 Each is active only in training mode (`module.train()`); in eval mode it is the identity, as in torch.
 """
@@ -51,3 +51,10 @@ class AlphaDropout(_DropoutNd):
 
     def forward(self, input):
         return F.alpha_dropout(input, self.p, self.training, self.inplace)
+
+
+class FeatureAlphaDropout(_DropoutNd):
+    """AlphaDropout of whole channels of (N, C, ...) input."""
+
+    def forward(self, input):
+        return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)

@@ -6,6 +6,7 @@ from distgraph.ops import (  # noqa: F401
     compare,
     conv,
     creation,
+    ctc,
     elementwise,
     indexing,
     indexing_extra,

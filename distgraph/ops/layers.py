@@ -38,7 +38,8 @@ def _linear(xp, x, w, *b):
 @defop("linear_weight_grad", kind="matmul", save=(0, 1))
 def _linear_weight_grad(xp, g, x):
     """gᵀ·x with every leading dim folded into the batch: (..., out), (..., in) -> (out, in)."""
-    return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    lead = math.prod(x.shape[:-1])  # not -1: numpy cannot infer it when in or out is 0
+    return g.reshape(lead, g.shape[-1]).T @ x.reshape(lead, x.shape[-1])
 
 
 @_linear.grad

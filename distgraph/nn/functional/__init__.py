@@ -45,6 +45,7 @@ from distgraph.nn.functional.activation_extra import (  # noqa: F401
     threshold_,
 )
 from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
+from distgraph.nn.functional.ctc import ctc_loss  # noqa: F401
 from distgraph.nn.functional.distance import (  # noqa: F401
     cosine_embedding_loss,
     pairwise_distance,
@@ -74,6 +75,7 @@ from distgraph.nn.functional.layers import (  # noqa: F401
     dropout2d,
     dropout3d,
     embedding,
+    feature_alpha_dropout,
     group_norm,
     layer_norm,
     linear,
@@ -108,6 +110,7 @@ from distgraph.nn.functional.pooling_extra import (  # noqa: F401
     max_unpool1d,
     max_unpool2d,
 )
+from distgraph.nn.functional.vision import affine_grid, grid_sample  # noqa: F401
 from distgraph.ops.conv import conv1d, conv2d, fold, unfold  # noqa: F401
 from distgraph.ops.conv3d import conv3d, conv_transpose3d  # noqa: F401
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401

@@ -114,17 +114,32 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropped units go to SELU's negative saturation; an affine map restores mean 0 and variance 1."""
-    _check_p(p, "alpha_dropout")
+    return _alpha_dropout(input, p, training, inplace, "alpha_dropout", tuple(input.shape))
+
+
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """alpha_dropout of whole channels: one draw per (N, C) of (N, C, ...) input."""
+    if input.ndim < 2:
+        raise ShapeError(
+            f"feature_alpha_dropout: feature dropout requires at least 2 dimensions in the input, got "
+            f"{tuple(input.shape)}"
+        )
+    shape = (*input.shape[:2], *(1,) * (input.ndim - 2))
+    return _alpha_dropout(input, p, training, inplace, "feature_alpha_dropout", shape)
+
+
+def _alpha_dropout(input, p, training, inplace, op, shape):
+    _check_p(p, op)
     if not training or p == 0:
         return input
     if p == 1:
-        return _masked(input, 0.0, inplace, "alpha_dropout")
+        return _masked(input, 0.0, inplace, op)
     alpha = 1.7580993408473766
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
-    keep = layers.dropout_mask(input, p, input.shape, 1.0)
+    keep = layers.dropout_mask(input, p, shape, 1.0)
     shift = ew.add(ew.mul(ew.sub(keep, 1), alpha * a), alpha * a * p)
     out = lambda x: ew.add(ew.mul(x, ew.mul(keep, a)), shift)  # noqa: E731
-    return inplace_variant(out, "alpha_dropout_")(input) if inplace else out(input)
+    return inplace_variant(out, op + "_")(input) if inplace else out(input)
 
 
 # ---- normalization ------------------------------------------------------------------------------------------
