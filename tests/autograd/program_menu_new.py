@@ -91,6 +91,14 @@ def linalg_new(rng, pool):
     return f"{name}({a}, {b}, k={k}, d={d})", fns[name], [a, b]
 
 
+def _some_nan(m, x, d):
+    """x with its negative entries NaN but the largest along d: torch's nanmedian index in a row of NaNs
+    only is where libstdc++'s nth_element happens to leave them (a comparator that finds no order)."""
+    if not x.is_floating_point() or x.ndim == 0:
+        return x
+    return x.masked_fill((x < 0) & (x < x.amax(d, keepdim=True)), float("nan"))
+
+
 def statistic_new(rng, pool):
     i, j = _two(rng, pool, 0.85)
     d = _dim(rng, pool[i][0], allow_none=False)
@@ -103,13 +111,14 @@ def statistic_new(rng, pool):
         "nanmean": lambda m, x, y: m.nanmean(x.log(), dim=d, keepdim=keep),
         "median_all": lambda m, x, y: _distinct(m, x).median(),
         "median": lambda m, x, y: tuple(m.median(_distinct(m, x), d, keepdim=keep)),
-        "nanmedian": lambda m, x, y: tuple(_distinct(m, x.log()).nanmedian(d, keepdim=keep)),
+        "nanmedian": lambda m, x, y: tuple(_some_nan(m, _distinct(m, x), d).nanmedian(d, keepdim=keep)),
         "nanmedian_all": lambda m, x, y: m.nanmedian(_distinct(m, x.log())),
         "quantile": lambda m, x, y: m.quantile(x, q, dim=d, keepdim=keep, interpolation=interp),
         "quantile_t": lambda m, x, y: x.quantile(y.flatten()[:3].sigmoid(), dim=d, interpolation=interp),
         "quantile_all": lambda m, x, y: m.quantile(x, q, interpolation=interp),
         "nanquantile": lambda m, x, y: m.nanquantile(x.log(), q, dim=d, keepdim=keep, interpolation=interp),
-        "mode": lambda m, x, y: tuple(m.mode(x.round(), d, keepdim=keep)),
+        # ties on purpose (rounded); no NaN: torch's mode std::sorts with <, which finds no order among NaNs
+        "mode": lambda m, x, y: tuple(m.mode(_distinct(m, x, nan=True).round(), d, keepdim=keep)),
         "aminmax": lambda m, x, y: tuple(m.aminmax(x, dim=d, keepdim=keep)),
         "aminmax_all": lambda m, x, y: tuple(x.aminmax()),
         "cummax": lambda m, x, y: tuple(m.cummax(x, d)),
@@ -139,6 +148,7 @@ def index_new(rng, pool):
     red = str(r.choice(["sum", "prod", "mean", "amax", "amin"]))
     self_ = bool(r.integers(2))
     k = int(r.integers(-size, size)) if size else 0
+    spread = r.integers(0, size, t.shape).tolist() if t.ndim else 0  # a scatter index of t's shape
 
     def src(m, x, y, n):  # a source of x's shape with n entries along d, from both operands
         return x.index_select(d, _ix(m, [k % size] * n)).flip(d if x.ndim else ()) * y.mean()
@@ -152,7 +162,10 @@ def index_new(rng, pool):
             d, _ix(m, dup), src(m, x, y, len(dup)), red if red != "sum" else "prod", include_self=self_
         ),
         "scatter_reduce": lambda m, x, y: x.scatter_reduce(
-            d, _ix(m, r.integers(0, size, x.shape).tolist()) if x.ndim else _ix(m, 0), x * y.mean(), red,
+            d,
+            _ix(m, spread),
+            x * y.mean(),
+            red,
             include_self=self_,
         ),  # fmt: skip
         "masked_scatter": lambda m, x, y: x.masked_scatter(y > 0, x.flip(0) * 3 if x.ndim else x * 3),
@@ -178,7 +191,7 @@ def index_new(rng, pool):
 
 
 def _like(m, v, o, lead):
-    """A tensor of shape `lead` + v.shape[1:] filled from `o` (in v's dtype half of the time)."""
+    """A tensor of shape `lead` + v.shape[1:] filled from `o`'s first element."""
     return o.flatten()[:1].expand(*lead, *v.shape[1:])
 
 

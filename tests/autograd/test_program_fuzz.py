@@ -58,6 +58,7 @@ _LENIENT_OPS = (
     "lerp", "isclose", "outer", "@T", "mm", "mv", "bmm", "einsum", "matmul", "maximum", "minimum", "atan2",
     "logical_", "fmod", "ge(", "gt(", "clamp(", "sub(", "-(", "scatter", "norm(", "expand_m1", "permute",
     "diag(", "softmax", "log_softmax", "log2", "log10", "frac", "pow_frac", "addmm",
+    "inner", "addmv", "addr", "baddbmm", "addbmm", "cross", "linalg_cross",  # program_menu_new's
 )  # fmt: skip
 _LENIENT_ERRORS = ("must be Tensor", "expected", "Expected", "not implemented for", "is not supported",
                    "does not allow", "invalid combination", "missing 1 required",
