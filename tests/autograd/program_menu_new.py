@@ -203,6 +203,9 @@ def _inplace_new(r):
     def same(v, x):
         return x.to(v.dtype) if cast else x
 
+    def mat(v, x):  # matmul-likes take mixed float dtypes in distgraph (lenient, as matmul's)
+        return x.to(v.dtype)
+
     return {
         "addcmul_": lambda m, v, o: v.addcmul_(o, o, value=0.5),
         "addcdiv_": lambda m, v, o: v.addcdiv_(o, o.abs() + 1, value=-2),
@@ -231,13 +234,13 @@ def _inplace_new(r):
         "masked_scatter_": lambda m, v, o: v.masked_scatter_(v > 0, same(v, v * 0 + o.sum())),
         "put_": lambda m, v, o: v.put_(_ix(m, [0, -1]), same(v, o.flatten()[:2]), accumulate=True),
         "put_noacc": lambda m, v, o: v.put_(_ix(m, [-1]), same(v, o.flatten()[:1])),
-        "addmv_": lambda m, v, o: v.addmv_(same(v, o.flatten()[:1].expand(v.shape[0], 2)), same(v, o.flatten()[-2:])),
-        "addr_": lambda m, v, o: v.addr_(same(v, o.flatten()[:1].expand(v.shape[0])), same(v, o.flatten()[-1:].expand(v.shape[-1]))),
+        "addmv_": lambda m, v, o: v.addmv_(mat(v, o.flatten()[:1].expand(v.shape[0], 2)), mat(v, o.flatten()[-2:])),
+        "addr_": lambda m, v, o: v.addr_(mat(v, o.flatten()[:1].expand(v.shape[0])), mat(v, o.flatten()[-1:].expand(v.shape[-1]))),
         "addbmm_": lambda m, v, o: v.addbmm_(
-            same(v, o.flatten()[:1].expand(2, v.shape[0], 3)), same(v, o.flatten()[-1:].expand(2, 3, v.shape[-1]))
+            mat(v, o.flatten()[:1].expand(2, v.shape[0], 3)), mat(v, o.flatten()[-1:].expand(2, 3, v.shape[-1]))
         ),
         "baddbmm_": lambda m, v, o: v.baddbmm_(
-            same(v, o.flatten()[:1].expand(v.shape[0], v.shape[1], 2)), same(v, o.flatten()[-2:].reshape(1, 2, 1)),
+            mat(v, o.flatten()[:1].expand(v.shape[0], v.shape[1], 2)), mat(v, o.flatten()[-2:].reshape(1, 2, 1)),
             alpha=0.5,
         ),  # fmt: skip
     }  # fmt: skip

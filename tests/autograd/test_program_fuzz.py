@@ -62,7 +62,8 @@ _LENIENT_OPS = (
 )  # fmt: skip
 _LENIENT_ERRORS = ("must be Tensor", "expected", "Expected", "not implemented for", "is not supported",
                    "does not allow", "invalid combination", "missing 1 required",
-                   "view of a leaf Variable", "did not match", "found", "must have the same dtype")  # fmt: skip
+                   "view of a leaf Variable", "did not match", "found", "must have the same dtype",
+                   "should have same dtype")  # fmt: skip
 
 
 def _lenient(desc, t_err):
