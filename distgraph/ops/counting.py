@@ -157,7 +157,7 @@ def _check_weights(w, name, n, integral):
         raise DTypeError(f"cov(): expected fweights to have integral dtype but got fweights with {w.dtype.name} dtype")
     if not integral and w.array.dtype.kind != "f":
         raise DTypeError(f"cov(): expected aweights to have floating point dtype but got {w.dtype.name} dtype")
-    if w.numel() and bool((w.array < 0).any()):
+    if w.numel() and not bool((w.array >= 0).all()):  # a NaN weight too: torch checks w.min() >= 0
         raise InputRangeError(f"cov(): {name} cannot be negative")
 
 
@@ -165,8 +165,10 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     """Covariance of the variables in `input`'s rows (observations in its columns), torch's estimator."""
     if input.ndim > 2:
         raise ShapeError(f"cov(): expected input to have two or fewer dimensions but got shape {tuple(input.shape)}")
+    if input.array.dtype == np.bool_:
+        raise DTypeError("cov(): bool dtype is not supported for input")
     x = input if input.ndim == 2 else reshape(input, (1, -1))
-    if x.array.dtype.kind in "biu":
+    if x.array.dtype.kind in "iu":
         x = ew.cast(x, dtypes.get_default_dtype().np)
     n = x.shape[1]
     w = None

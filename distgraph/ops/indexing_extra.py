@@ -64,6 +64,16 @@ def _check_source(op, input, d, k, source):
         )
 
 
+def _check_differentiable(op, input, src):
+    """torch's autograd refuses to record a write of a source that requires grad into an integer or bool
+    tensor (it cannot carry a gradient): an error where distgraph would silently drop the gradient."""
+    if src.requires_grad and grad_mode.is_grad_enabled() and input.array.dtype.kind != "f":
+        raise DTypeError(
+            f"{op}(): autograd does not support dtype {input.dtype.name}: the source ({src.dtype.name}, "
+            f"shape {tuple(src.shape)}) requires grad, but self ({tuple(input.shape)}) is not floating point"
+        )
+
+
 def _along(input, dim, op):
     """(dim as an axis, its size, input as at least 1-d): torch reads a 0-d tensor as one element here."""
     d = normalize_dim(dim, input.ndim, op)
@@ -96,6 +106,12 @@ def index_copy(input, dim, index, source):
 def index_fill(input, dim, index, value):
     """torch.index_fill: input with `value` (a number or 0-d tensor) at `index` along `dim`. Repeated indices
     write once: as torch, a tensor value's gradient counts each filled slice once."""
+    if isinstance(value, Tensor):  # not index_fill_: torch's in-place form lets an integer self through
+        _check_differentiable("index_fill", input, value)
+    return _index_fill(input, dim, index, value)
+
+
+def _index_fill(input, dim, index, value):
     if isinstance(value, Tensor):
         if value.ndim:
             raise ShapeError(
@@ -356,6 +372,7 @@ def _scatter_into(op, input, src, basic):
             f"{op}(): expected src to have a size equal to the slice of self. src size = {list(src.shape)}, slice "
             f"size = {list(target)}"
         )
+    _check_differentiable(op, input, src)
     if src.array.dtype != input.array.dtype:
         src = ew.cast(src, input.array.dtype)
     return _index_put(input, src, basic=basic, adv=None, accumulate=False)
@@ -387,6 +404,7 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
             f"diagonal_scatter(): expected src to have a size equal to the diagonal of self. src size = "
             f"{list(src.shape)}, diagonal size = {list(target)}"
         )
+    _check_differentiable("diagonal_scatter", input, src)
     src = src if src.array.dtype == input.array.dtype else ew.cast(src, input.array.dtype)
     kw = {"shape": tuple(input.shape), "offset": offset, "axis1": a1, "axis2": a2}
     with grad_mode.no_grad():
@@ -438,4 +456,5 @@ def install():
     for name, fn in METHODS.items():
         setattr(Tensor, name, fn)
     for name in INPLACE:
-        setattr(Tensor, name + "_", inplace_variant(METHODS[name], name + "_", overlap_ok=name == "index_fill"))
+        fn = _index_fill if name == "index_fill" else METHODS[name]
+        setattr(Tensor, name + "_", inplace_variant(fn, name + "_", overlap_ok=name == "index_fill"))

@@ -124,7 +124,11 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
         raise ValueError(f"diff: order n must be a non-negative int, got {n!r}")
     axis = red.normalize_dim(dim, input.ndim, "diff")
     parts = [p for p in (prepend, input, append) if p is not None]
-    parts = [p if p.ndim else shape.expand(p, _shape(input)[:axis] + (1,) + _shape(input)[axis + 1 :]) for p in parts]
+    if any(p.ndim != input.ndim for p in parts):
+        raise ShapeError(
+            f"diff: expects prepend or append to be the same dimension as input {_shape(input)}, got "
+            f"{[_shape(p) for p in (prepend, append) if p is not None]}"
+        )
     x = shape.cat(parts, axis) if len(parts) > 1 else input
     for _ in range(n):
         length = x.shape[axis] - 1

@@ -92,12 +92,10 @@ erfc = ew._unary(
     _special_fwd("erfc"),
     lambda ctx, g: ew.mul(g, ew.mul(ew.exp(ew.neg(ew.square(ctx.inputs[0]))), -2 / math.sqrt(math.pi))),
 )
-erfinv = ew._unary(
-    "erfinv",
+erfinv = ew._unary(  # the rule recomputes erfinv from the input, as torch's: a later write to the output
+    "erfinv",  # leaves the gradient as it was, where a saved output would refuse it
     _special_fwd("erfinv"),
-    lambda ctx, g: ew.mul(g, ew.mul(ew.exp(ew.square(ctx.out)), math.sqrt(math.pi) / 2)),
-    saves_output=True,
-    save=(),
+    lambda ctx, g: ew.mul(g, ew.mul(ew.exp(ew.square(erfinv(ctx.inputs[0]))), math.sqrt(math.pi) / 2)),
 )
 
 

@@ -52,11 +52,24 @@ def _accumulate(xp, name, a):
 
 
 # ---- nansum / nanmean ------------------------------------------------------------------------------------
+@defop("nan_to_zero", kind="elementwise")
+def _nan_to_zero_op(xp, x):
+    return xp.where(xp.isnan(x), xp.zeros((), dtype=x.dtype), x)
+
+
+@_nan_to_zero_op.grad
+def _(ctx, g):
+    """torch's nansum_backward, grad · (x == x): an infinite grad at a NaN gives NaN (an all-NaN nanmean's
+    1 / 0), where a `where` would give 0."""
+    with np.errstate(invalid="ignore"):  # inf · 0, unwarned as torch's
+        return ew.mul(g, cmp.logical_not(cmp.isnan(ctx.inputs[0])))
+
+
 def _nan_to_zero(input):
-    """`input` with NaN replaced by 0 (a where, so the gradient at a NaN is 0, as torch's nansum's)."""
+    """`input` with NaN replaced by 0, its gradient torch's nansum's."""
     if input.array.dtype.kind != "f":
         return input
-    return ew.where(cmp.isnan(input), ew.const(0, input), input)
+    return _nan_to_zero_op(input)
 
 
 def nansum(input, dim=None, keepdim=False, dtype=None):

@@ -58,10 +58,12 @@ _LENIENT_OPS = (
     "lerp", "isclose", "outer", "@T", "mm", "mv", "bmm", "einsum", "matmul", "maximum", "minimum", "atan2",
     "logical_", "fmod", "ge(", "gt(", "clamp(", "sub(", "-(", "scatter", "norm(", "expand_m1", "permute",
     "diag(", "softmax", "log_softmax", "log2", "log10", "frac", "pow_frac", "addmm",
+    "inner", "addmv", "addr", "baddbmm", "addbmm", "cross", "linalg_cross",  # program_menu_new's
 )  # fmt: skip
 _LENIENT_ERRORS = ("must be Tensor", "expected", "Expected", "not implemented for", "is not supported",
                    "does not allow", "invalid combination", "missing 1 required",
-                   "view of a leaf Variable", "did not match", "found", "must have the same dtype")  # fmt: skip
+                   "view of a leaf Variable", "did not match", "found", "must have the same dtype",
+                   "should have same dtype")  # fmt: skip
 
 
 def _lenient(desc, t_err):
@@ -144,8 +146,9 @@ def _weighted_sum(m, values, weights):
     return total
 
 
-def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False):
-    """Run one random program on both libraries; return (trace, divergence or None).
+def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False, more=None):
+    """Run one random program on both libraries; return (trace, divergence or None). `more`: (menu,
+    rate), a further menu drawn from with its own stream (test_program_fuzz_new_ops.py).
 
     Where torch's backward refuses a saved tensor written in place and distgraph's does not, the program
     runs again with torch saving copies (`snapshots`): distgraph must then give those gradients."""
@@ -159,8 +162,13 @@ def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False):
     extra_p = np.array(extra_weights, float) / sum(extra_weights)
     xrng = np.random.default_rng([seed, 1])  # the extra menu's own stream: the steps drawn from MENU
     trace = []  # stay what they were, up to the first extra step (a program with none is unchanged)
+    mrng = np.random.default_rng([seed, 2])
     for step in range(n_steps):
-        if xrng.random() < EXTRA_RATE:
+        if more is not None and mrng.random() < more[1]:
+            gens_m, weights_m = zip(*more[0])
+            gen = gens_m[int(mrng.choice(len(gens_m), p=np.array(weights_m, float) / sum(weights_m)))]
+            desc, fn, idx = gen(mrng, pool)
+        elif xrng.random() < EXTRA_RATE:
             gen = extra_gens[int(xrng.choice(len(extra_gens), p=extra_p))]
             desc, fn, idx = gen(xrng, pool)
         else:
@@ -200,7 +208,7 @@ def run_program(seed, n_steps=N_STEPS, second_order=False, snapshots=False):
                 return trace, bad
     bad = _check_gradients(rng, pool, leaves, second_order, loose, snapshots)
     if bad == "retry with snapshots":
-        return run_program(seed, n_steps, second_order, snapshots=True)
+        return run_program(seed, n_steps, second_order, snapshots=True, more=more)
     return trace, bad
 
 
