@@ -18,15 +18,17 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.compare import eq
 from distgraph.ops.indexing import index_select, searchsorted
 from distgraph.ops.products import cumprod, cumsum
 from distgraph.ops.promotion import cast
-from distgraph.ops.reduction import norm, sum
+from distgraph.ops.reduction import amax, norm, sum
 from distgraph.ops.shape import _dim, _slice, cat, concatenate, expand, hstack, reshape, stack, vstack
 
 __all__ = ["concatenate"]  # re-exported: torch.concatenate is shape.cat under its numpy name
 
 row_stack = vstack
+INF = float("inf")
 
 
 def _tensors(op, tensors):
@@ -72,9 +74,13 @@ def meshgrid(*tensors, indexing="ij"):
         raise ShapeError("torch.meshgrid: expects a non-empty TensorList")
     for i, t in enumerate(ts):
         if t.ndim > 1:
-            raise ShapeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got shape {tuple(t.shape)} at {i}")
+            raise ShapeError(
+                f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got shape {tuple(t.shape)} at {i}"
+            )
         if t.array.dtype != ts[0].array.dtype:
-            raise DTypeError(f"meshgrid expects all tensors to have the same dtype, got {ts[0].dtype.name} and {t.dtype.name}")
+            raise DTypeError(
+                f"meshgrid expects all tensors to have the same dtype, got {ts[0].dtype.name} and {t.dtype.name}"
+            )
     sizes = [t.numel() for t in ts]
     swap = indexing == "xy" and len(ts) >= 2
     order = [1, 0, *range(2, len(ts))] if swap else list(range(len(ts)))
@@ -118,10 +124,16 @@ def block_diag(*tensors):
     ts, _ = _tensors("block_diag", tensors)
     for i, t in enumerate(ts):
         if t.ndim > 2:
-            raise ShapeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has {t.ndim} dimensions")
+            raise ShapeError(
+                f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has {t.ndim} dimensions"
+            )
     if not ts:
         return Tensor(np.empty((1, 0), dtype=dtypes.get_default_dtype().np))
-    dt = dtypes.result_np_dtype([t for t in ts]) if builtins.any(t.array.dtype != ts[0].array.dtype for t in ts) else ts[0].array.dtype
+    dt = (
+        dtypes.result_np_dtype([t for t in ts])
+        if builtins.any(t.array.dtype != ts[0].array.dtype for t in ts)
+        else ts[0].array.dtype
+    )
     blocks = [reshape(t if t.array.dtype == dt else cast(t, dt), (1, -1) if t.ndim < 2 else tuple(t.shape)) for t in ts]
     width = builtins.sum(b.shape[1] for b in blocks)
     xp, rows, left = ts[0].device.xp, [], 0
@@ -162,7 +174,9 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     if x1.ndim < 2 or x2.ndim < 2:
         raise ShapeError(f"cdist only supports at least 2D tensors, got X1 {tuple(x1.shape)} and X2 {tuple(x2.shape)}")
     if x1.shape[-1] != x2.shape[-1]:
-        raise ShapeError(f"cdist: X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+        raise ShapeError(
+            f"cdist: X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}"
+        )
     for name, x in (("X1", x1), ("X2", x2)):
         if x.array.dtype.kind != "f":
             raise DTypeError(f"cdist only supports floating-point dtypes, {name} got: {x.dtype.name}")
@@ -171,10 +185,17 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
 
 
 def _pnorm(diff, p):
-    """The p-norm over the last dim; an empty last dim gives zeros (norm's max would refuse it at inf)."""
+    """The p-norm over the last dim; an empty last dim gives zeros (norm's max would refuse it at inf).
+    At p=inf torch's cdist/pdist give every tied largest |diff| its full gradient sign(diff) (amax shares
+    it among ties): the max's value plus sum(tied * (|d| - |d|.detach())), which is 0 with that gradient."""
     if diff.shape[-1] == 0:
         return ew.mul(sum(diff, dim=-1), 0.0)
-    return norm(diff, p=float(p), dim=-1)
+    if p != INF:
+        return norm(diff, p=float(p), dim=-1)
+    a = ew.abs(diff)
+    top = amax(a, dim=-1, keepdim=True).detach()
+    tied = cast(eq(a.detach(), top), a.array.dtype)
+    return ew.add(reshape(top, tuple(top.shape[:-1])), sum(ew.mul(tied, ew.sub(a, a.detach())), dim=-1))
 
 
 def pdist(input, p=2):
@@ -200,7 +221,9 @@ def _float(y):
 def _halves(y, d):
     """The mean of each pair of neighbours along `d`: (y[1:] + y[:-1]) / 2."""
     n = y.shape[d]
-    return ew.mul(ew.add(_slice(y, axis=d, start=1, stop=n), _slice(y, axis=d, start=0, stop=builtins.max(n - 1, 0))), 0.5)
+    return ew.mul(
+        ew.add(_slice(y, axis=d, start=1, stop=n), _slice(y, axis=d, start=0, stop=builtins.max(n - 1, 0))), 0.5
+    )
 
 
 def _spacing(op, y, x, dx, d):
@@ -212,7 +235,9 @@ def _spacing(op, y, x, dx, d):
     n = y.shape[d]
     if x.ndim == 1:
         if x.shape[0] != n:
-            raise ShapeError(f"{op}: There must be one `x` value for each sample point (x {tuple(x.shape)}, y {tuple(y.shape)}, dim {d})")
+            raise ShapeError(
+                f"{op}: There must be one `x` value for each sample point (x {tuple(x.shape)}, y {tuple(y.shape)}, dim {d})"
+            )
         x = reshape(x, tuple(n if k == d else 1 for k in range(y.ndim)))
         return ew.sub(_slice(x, axis=d, start=1, stop=n), _slice(x, axis=d, start=0, stop=builtins.max(n - 1, 0)))
     xd = _dim(d - y.ndim, x.ndim, op)
@@ -349,7 +374,7 @@ def can_cast(from_, to):
     return dtypes.from_any(from_).category <= dtypes.from_any(to).category
 
 
-class finfo:
+class finfo:  # noqa: N801  (torch.finfo)
     """torch.finfo: the machine limits of a floating dtype (numpy's), under torch's field names."""
 
     def __init__(self, type=None):
@@ -360,14 +385,14 @@ class finfo:
         self.bits, self.dtype = int(info.bits), dt.name
         self.eps, self.max, self.min = float(info.eps), float(info.max), float(info.min)
         self.tiny = self.smallest_normal = float(info.smallest_normal)
-        self.resolution = float(info.resolution)
+        self.resolution = 10.0 ** -int(info.precision)  # torch's: exact, not numpy's rounded float
 
     def __repr__(self):
         fields = ("resolution", "min", "max", "eps", "smallest_normal", "tiny")
         return "finfo(" + ", ".join(f"{k}={getattr(self, k):g}" for k in fields) + f", dtype={self.dtype})"
 
 
-class iinfo:
+class iinfo:  # noqa: N801  (torch.iinfo)
     """torch.iinfo: the range of an integer dtype (numpy's), under torch's field names."""
 
     def __init__(self, type):

@@ -1,0 +1,260 @@
+"""ops/namespace_extra.py against torch: the differentiable functions (atleast_Nd, meshgrid, cartesian_prod,
+combinations, block_diag, column_stack/dstack/row_stack, cdist/pdist, trapezoid and cumulative_trapezoid,
+vander, rsub) in float64 forward + gradient + gradcheck; the integer-valued ones (tril/triu_indices,
+unravel_index, bucketize, isin) and the dtype questions (broadcast_shapes, result_type, can_cast, finfo,
+iinfo) by value and dtype; bad input raises an error naming the op."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from distgraph.errors import DTypeError, ShapeError
+from tests.ops._table import Table, run_gradcheck, run_parity
+
+torch = pytest.importorskip("torch")
+
+INF = float("inf")
+T = Table()
+T.op("atleast_1d-0d", lambda m, a: m.atleast_1d(a.sum()), (2,))
+T.op("atleast_1d-many", lambda m, a, b: m.atleast_1d(a.sum(), b), (3,), (2, 2))
+T.op("atleast_1d-list", lambda m, a: m.atleast_1d([a]), (3,))
+T.op("atleast_2d-1d", lambda m, a: m.atleast_2d(a), (3,))
+T.op("atleast_2d-0d", lambda m, a: m.atleast_2d(a.sum()), (3,))
+T.op("atleast_3d-1d", lambda m, a: m.atleast_3d(a), (3,))
+T.op("atleast_3d-2d-and-0d", lambda m, a, b: m.atleast_3d(a, b.sum()), (2, 3), (2,))
+T.op("atleast_3d-4d", lambda m, a: m.atleast_3d(a), (1, 2, 1, 2))
+T.op("meshgrid-ij", lambda m, a, b, c: m.meshgrid(a, b, c, indexing="ij"), (2,), (3,), (4,))
+T.op("meshgrid-xy", lambda m, a, b, c: m.meshgrid(a, b, c, indexing="xy"), (2,), (3,), (4,))
+T.op("meshgrid-xy-list-0d", lambda m, a, b: m.meshgrid([a.sum(), b], indexing="xy"), (2,), (3,))
+T.op("meshgrid-one", lambda m, a: m.meshgrid(a, indexing="xy"), (3,))
+T.op("cartesian_prod", lambda m, a, b: m.cartesian_prod(a, b), (2,), (3,))
+T.op("cartesian_prod-three", lambda m, a, b, c: m.cartesian_prod(a, b, c), (2,), (3,), (2,))
+T.op("cartesian_prod-one", lambda m, a: m.cartesian_prod(a) * 1, (3,))
+T.op("combinations", lambda m, a: m.combinations(a), (4,))
+T.op("combinations-r3", lambda m, a: m.combinations(a, r=3), (5,))
+T.op("combinations-replacement", lambda m, a: m.combinations(a, 2, with_replacement=True), (3,))
+T.op("combinations-r-too-big", lambda m, a: m.combinations(a, r=4), (3,), gradcheck=False)
+T.op("block_diag", lambda m, a, b, c: m.block_diag(a, b.sum(), c), (2, 3), (2,), (3,))
+T.op("block_diag-one", lambda m, a: m.block_diag(a), (2, 2))
+T.op("block_diag-empty-rows", lambda m, a, b: m.block_diag(a, b), (0, 2), (2, 1), gradcheck=False)
+T.op("column_stack", lambda m, a, b, c: m.column_stack([a, b, c]), (3,), (3, 2), (3,))
+T.op("column_stack-0d", lambda m, a: m.column_stack([a.sum(), a[:1]]), (2,))
+T.op("dstack", lambda m, a, b: m.dstack((a, b)), (2, 3), (2, 3, 2))
+T.op("dstack-1d", lambda m, a, b: m.dstack([a, b]), (3,), (3,))
+T.op("row_stack", lambda m, a, b: m.row_stack([a, b]), (3,), (2, 3))
+T.op("concatenate", lambda m, a, b: m.concatenate([a, b], dim=1), (2, 3), (2, 1))
+for _p in (0, 0.5, 1, 2, 3, INF):
+    T.op(f"cdist-p{_p}", lambda m, a, b, p=_p: m.cdist(a, b, p=p), (4, 3), (5, 3), gradcheck=_p not in (0,))
+    T.op(f"pdist-p{_p}", lambda m, a, p=_p: m.pdist(a, p=p), (5, 3), gradcheck=_p not in (0,))
+T.op("cdist-batched-broadcast", lambda m, a, b: m.cdist(a, b), (2, 1, 4, 3), (3, 5, 3))
+T.op("cdist-compute-mode", lambda m, a, b: m.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist"), (2, 3), (3, 3))
+T.op("cdist-no-columns", lambda m, a, b: m.cdist(a, b), (2, 0), (3, 0), gradcheck=False)
+T.op("pdist-one-row", lambda m, a: m.pdist(a), (1, 3), gradcheck=False)
+T.op("trapezoid", lambda m, y: m.trapezoid(y), (3, 5))
+T.op("trapezoid-dx-dim", lambda m, y: m.trapezoid(y, dx=0.5, dim=0), (3, 5))
+T.op("trapezoid-x-1d", lambda m, y, x: m.trapezoid(y, x, dim=0), (3, 5), (3,))
+T.op("trapezoid-x-full", lambda m, y, x: m.trapezoid(y, x), (3, 5), (3, 5))
+T.op("trapezoid-x-broadcast", lambda m, y, x: m.trapezoid(y, x, dim=1), (2, 3, 4), (3, 4))
+T.op("trapezoid-one-sample", lambda m, y: m.trapezoid(y), (3, 1))
+T.op("trapz-x", lambda m, y, x: m.trapz(y, x), (2, 4), (4,))
+T.op("trapz-dx", lambda m, y: m.trapz(y, dx=2.0, dim=0), (3, 2))
+T.op("cumulative_trapezoid", lambda m, y: m.cumulative_trapezoid(y), (3, 5))
+T.op("cumulative_trapezoid-x", lambda m, y, x: m.cumulative_trapezoid(y, x, dim=0), (4, 2), (4,))
+T.op("cumulative_trapezoid-dx", lambda m, y: m.cumulative_trapezoid(y, dx=3.0), (4,))
+# torch 2.13's vander cannot backward (its cumprod output is flipped in place): forward here, gradient below
+T.op("vander", lambda m, x: m.vander(x), (4,), grad=False)
+T.op("vander-N-increasing", lambda m, x: m.vander(x, N=3, increasing=True), (4,), grad=False)
+T.op("vander-N1", lambda m, x: m.vander(x, N=1), (3,))
+T.op("vander-N2", lambda m, x: m.vander(x, N=2), (3,), grad=False)
+T.op("vander-N0", lambda m, x: m.vander(x, N=0), (3,), gradcheck=False)
+T.op("rsub", lambda m, a, b: m.rsub(a, b), (2, 3), (3,))
+T.op("rsub-alpha", lambda m, a, b: m.rsub(a, b, alpha=2.5), (2, 3), (2, 3))
+T.op("rsub-scalar", lambda m, a: m.rsub(a, 3.0, alpha=2), (2, 3))
+
+
+@pytest.mark.parametrize("row", T.rows())
+def test_matches_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", T.gradcheck_rows())
+def test_gradcheck(row):
+    run_gradcheck(row)
+
+
+def _same(d, t):
+    """A distgraph result equals torch's: values, shape and dtype (tuples element by element)."""
+    if isinstance(t, tuple):
+        assert isinstance(d, tuple) and len(d) == len(t)
+        for a, b in zip(d, t):
+            _same(a, b)
+        return
+    assert tuple(d.shape) == tuple(t.shape)
+    assert d.dtype.name == str(t.dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(d.numpy(), t.numpy())
+
+
+def _both(fn, *arrays):
+    _same(fn(dg, *(dg.tensor(a) for a in arrays)), fn(torch, *(torch.tensor(a) for a in arrays)))
+
+
+def test_zero_distance_has_zero_gradient_as_torch():
+    """cdist/pdist at coincident rows: torch's gradient there is 0 (not NaN from 0/0)."""
+    a = np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]])
+    for p in (0.5, 1, 2, 3, INF):
+        _check_grad(lambda m, x, p=p: m.pdist(x, p), a)
+        _check_grad(lambda m, x, p=p: m.cdist(x, x, p), a)
+
+
+def _check_grad(fn, a):
+    x, t = dg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    fn(dg, x).sum().backward()
+    fn(torch, t).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("increasing", [False, True])
+def test_vander_gradient(increasing):
+    """The gradient of sum(w * vander(x)) is sum_k k w_k x**(k-1), finite at x = 0 (torch can't backward
+    its own vander here, so the reference is the formula) and by central differences."""
+    x = dg.tensor([0.0, 1.5, -2.0], dtype=dg.float64, requires_grad=True)
+    w = np.random.default_rng(0).standard_normal((3, 4))
+    (dg.vander(x, N=4, increasing=increasing) * dg.tensor(w)).sum().backward()
+    k = np.arange(4) if increasing else np.arange(3, -1, -1)
+    xs = x.detach().numpy()[:, None]
+    want = (w * k * np.where(k > 0, xs ** np.maximum(k - 1, 0), 0.0)).sum(1)
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-12)
+    assert dg.autograd.gradcheck(
+        lambda t: dg.vander(t, N=4, increasing=increasing), [dg.tensor(xs[:, 0], requires_grad=True)]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64, np.bool_])
+def test_dtypes_follow_torch(dtype):
+    a = (np.arange(6).reshape(2, 3) % 3).astype(dtype)
+    _both(lambda m, x: m.atleast_3d(x), a)
+    _both(lambda m, x: m.block_diag(x, x[0]), a)
+    _both(lambda m, x: m.column_stack([x, x]), a)
+    _both(lambda m, x: m.dstack([x, x]), a)
+    _both(lambda m, x: m.meshgrid(x[0], x[1], indexing="xy"), a)
+    _both(lambda m, x: m.cartesian_prod(x[0], x[1]), a)
+    _both(lambda m, x: m.combinations(x[0], 2), a)
+    if dtype != np.bool_:
+        _both(lambda m, x: m.vander(x[0], 4), a)
+        _both(lambda m, x: m.trapezoid(x), a)
+        _both(lambda m, x: m.cumulative_trapezoid(x, dim=0), a)
+        _both(lambda m, x: m.rsub(x, 3, alpha=2), a)
+
+
+def test_block_diag_promotes_mixed_dtypes():
+    _both(lambda m, a, b: m.block_diag(a, b), np.array([1, 2], np.int32), np.array([[0.5]], np.float32))
+
+
+def test_float32_forward_matches_torch():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)
+    for fn in (lambda m, x, y: m.cdist(x, y), lambda m, x, y: m.pdist(x, 1), lambda m, x, y: m.trapezoid(x, dim=0)):
+        d, t = fn(dg, dg.tensor(a), dg.tensor(b)), fn(torch, torch.tensor(a), torch.tensor(b))
+        assert d.dtype == dg.float32
+        np.testing.assert_allclose(d.numpy(), t.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("row", "col", "offset"), [(3, 4, 0), (4, 3, -1), (3, 3, 1), (0, 3, 0), (3, 5, 7), (4, 2, -5)])
+def test_tril_triu_indices(row, col, offset):
+    for name in ("tril_indices", "triu_indices"):
+        _same(getattr(dg, name)(row, col, offset), getattr(torch, name)(row, col, offset))
+    _same(dg.tril_indices(row, col, offset, dtype=dg.int32), torch.tril_indices(row, col, offset, dtype=torch.int32))
+
+
+def test_unravel_index_wraps_as_torch():
+    for idx, shape in (([5, 7, 0], (2, 3)), ([-1, -7, 6], (2, 3)), (4, (2, 3)), ([[1, 2], [3, 4]], (5,)), (4, 6)):
+        _same(dg.unravel_index(dg.tensor(idx), shape), torch.unravel_index(torch.tensor(idx), shape))
+
+
+@pytest.mark.parametrize("right", [False, True])
+def test_bucketize(right):
+    bounds = np.array([1.0, 3.0, 5.0, 7.0])
+    vals = np.array([[0.0, 1.0, 3.0], [4.0, 7.0, 9.0]])
+    _both(lambda m, v, b: m.bucketize(v, b, right=right), vals, bounds)
+    _both(lambda m, v, b: m.bucketize(v, b, right=right, out_int32=True), vals, bounds)
+    _same(dg.bucketize(3, dg.tensor(bounds), right=right), torch.bucketize(3, torch.tensor(bounds), right=right))
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_isin(invert):
+    a, b = np.array([[1, 2, 3], [4, 5, 2]]), np.array([2, 4, 9])
+    _both(lambda m, x, y: m.isin(x, y, invert=invert), a, b)
+    _both(lambda m, x, y: m.isin(x, y, assume_unique=True, invert=invert), np.array([1, 2, 3]), b)
+    _both(lambda m, x, y: m.isin(x, y, invert=invert), a.astype(np.float64), b)
+    _same(dg.isin(dg.tensor(a), 2, invert=invert), torch.isin(torch.tensor(a), 2, invert=invert))
+    _same(dg.isin(2, dg.tensor(b), invert=invert), torch.isin(2, torch.tensor(b), invert=invert))
+
+
+def test_broadcast_shapes():
+    for shapes in (((2, 1), (3,)), ((1,), ()), (2, (3, 1)), ((5, 1, 4), (3, 1), (1,))):
+        assert dg.broadcast_shapes(*shapes) == tuple(torch.broadcast_shapes(*shapes))
+    with pytest.raises(ShapeError, match="broadcast_shapes"):
+        dg.broadcast_shapes((2, 1), (3, 3))
+
+
+def test_result_type_and_can_cast():
+    pairs = [(dg.tensor([1]), 1.0), (dg.tensor([1], dtype=dg.int8), dg.tensor(1)), (2, 3.0), (True, dg.tensor([1]))]
+    for a, b in pairs:
+        ta, tb = (torch.tensor(x.numpy()) if isinstance(x, dg.Tensor) else x for x in (a, b))
+        assert dg.result_type(a, b).name == str(torch.result_type(ta, tb)).removeprefix("torch.")
+    names = ["bool", "uint8", "int8", "int32", "int64", "float16", "float32", "float64"]
+    for f in names:
+        for t in names:
+            assert dg.can_cast(
+                getattr(dg, f if f != "bool" else "bool_"), getattr(dg, t if t != "bool" else "bool_")
+            ) == (torch.can_cast(getattr(torch, f), getattr(torch, t))), (f, t)
+
+
+@pytest.mark.parametrize("name", ["float16", "float32", "float64"])
+def test_finfo_fields_match_torch(name):
+    d, t = dg.finfo(getattr(dg, name)), torch.finfo(getattr(torch, name))
+    for field in ("bits", "eps", "max", "min", "tiny", "smallest_normal", "resolution", "dtype"):
+        assert getattr(d, field) == getattr(t, field), field
+    assert dg.finfo().dtype == torch.finfo().dtype
+
+
+@pytest.mark.parametrize("name", ["uint8", "int8", "int16", "int32", "int64"])
+def test_iinfo_fields_match_torch(name):
+    d, t = dg.iinfo(getattr(dg, name)), torch.iinfo(getattr(torch, name))
+    for field in ("bits", "max", "min", "dtype"):
+        assert getattr(d, field) == getattr(t, field), field
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: dg.meshgrid(dg.ones(2, 2)), ShapeError, "meshgrid.*0D or 1D"),
+        (lambda: dg.meshgrid(dg.ones(2), dg.ones(2, dtype=dg.int64)), DTypeError, "meshgrid.*same dtype"),
+        (lambda: dg.meshgrid(dg.ones(2), indexing="ji"), ShapeError, "meshgrid.*indexing"),
+        (lambda: dg.cartesian_prod(dg.ones(2, 2)), ShapeError, "cartesian_prod.*1D"),
+        (lambda: dg.combinations(dg.ones(2, 2)), ShapeError, "combinations.*1D"),
+        (lambda: dg.combinations(dg.ones(2), r=-1), ShapeError, "combinations.*non-negative"),
+        (lambda: dg.block_diag(dg.ones(2, 2, 2)), ShapeError, "block_diag.*2 or fewer"),
+        (lambda: dg.cdist(dg.ones(3), dg.ones(2, 3)), ShapeError, "cdist.*2D"),
+        (lambda: dg.cdist(dg.ones(2, 3), dg.ones(2, 4)), ShapeError, "cdist.*columns"),
+        (lambda: dg.cdist(dg.ones(2, 3), dg.ones(2, 3), p=-1), ShapeError, "cdist.*non-negative"),
+        (lambda: dg.cdist(dg.ones(2, 3), dg.ones(2, 3), compute_mode="x"), ShapeError, "cdist.*compute_mode"),
+        (lambda: dg.cdist(dg.ones(2, 3, dtype=dg.int64), dg.ones(2, 3)), DTypeError, "cdist.*floating"),
+        (lambda: dg.pdist(dg.ones(3)), ShapeError, "pdist.*2D"),
+        (lambda: dg.trapezoid(dg.ones(3), dg.ones(2)), ShapeError, "trapezoid.*each sample"),
+        (lambda: dg.trapezoid(dg.ones(3), dg.ones(3), dx=1.0), ShapeError, "trapezoid.*both"),
+        (lambda: dg.vander(dg.ones(2, 2)), ShapeError, "vander.*one-dimensional"),
+        (lambda: dg.rsub(dg.tensor([True]), 3), DTypeError, "[Ss]ubtraction"),
+        (lambda: dg.tril_indices(-1, 3), ShapeError, "tril_indices.*non-negative"),
+        (lambda: dg.triu_indices(2, 3, dtype=dg.float32), DTypeError, "triu_indices.*integer"),
+        (lambda: dg.unravel_index(dg.tensor([1.0]), (2, 3)), DTypeError, "unravel_index.*integer"),
+        (lambda: dg.unravel_index(dg.tensor([1]), (2, -3)), ShapeError, "unravel_index.*negative"),
+        (lambda: dg.bucketize(dg.ones(2), dg.ones(2, 2)), ShapeError, "bucketize.*1 dimension"),
+        (lambda: dg.finfo(dg.int32), DTypeError, "finfo.*floating"),
+        (lambda: dg.iinfo(dg.float32), DTypeError, "iinfo.*integer"),
+        (lambda: dg.atleast_1d(1.0), DTypeError, "atleast_1d.*Tensor"),
+    ],
+)
+def test_bad_input_names_the_op(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
