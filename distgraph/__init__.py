@@ -461,4 +461,7 @@ def __getattr__(name):
     if name in _LAZY_ATTRS:
         mod, attr = _LAZY_ATTRS[name]
         return getattr(importlib.import_module(mod), attr)
+    forms = importlib.import_module("distgraph.nn.functional.torch_forms")  # torch.dropout, torch.kl_div, ...
+    if name in forms.__all__:
+        return getattr(forms, name)
     raise AttributeError(f"module 'distgraph' has no attribute {name!r}")

@@ -258,3 +258,145 @@ def test_iinfo_fields_match_torch(name):
 def test_bad_input_names_the_op(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _consts(m, n):
+    """Fixed weights without grad (torch's bce weight and pos_weight are not differentiable)."""
+    return m.tensor(np.linspace(0.5, 2.0, n), dtype=m.float64)
+
+
+# ---- torch's top-level functional forms (nn/functional/torch_forms.py), with ATen's signatures --------
+F = Table()
+F.op("conv1d", lambda m, x, w: m.conv1d(x, w, None, 1, 1), (2, 3, 6), (4, 3, 3))
+F.op("conv2d", lambda m, x, w, b: m.conv2d(x, w, b, 2), (1, 2, 5, 5), (3, 2, 2, 2), (3,))
+F.op("conv_transpose1d", lambda m, x, w: m.conv_transpose1d(x, w, None, 2), (2, 3, 4), (3, 2, 3))
+F.op("conv_transpose2d", lambda m, x, w: m.conv_transpose2d(x, w), (1, 2, 3, 3), (2, 3, 2, 2))
+F.op("max_pool1d", lambda m, x: m.max_pool1d(x, 2), (2, 3, 7))
+F.op("max_pool1d-stride", lambda m, x: m.max_pool1d(x, 3, 2, 1, 1, True), (2, 3, 8))
+F.op("max_pool2d", lambda m, x: m.max_pool2d(x, [2, 2], [], 0, 1, False), (1, 2, 5, 5))
+F.op("max_pool1d_with_indices", lambda m, x: m.max_pool1d_with_indices(x, 2)[0], (2, 3, 6))
+F.op("adaptive_max_pool1d", lambda m, x: m.adaptive_max_pool1d(x, 3)[0], (2, 3, 7))
+F.op("avg_pool1d", lambda m, x: m.avg_pool1d(x, 3, 2, 1), (2, 3, 7))
+F.op("adaptive_avg_pool1d", lambda m, x: m.adaptive_avg_pool1d(x, 4), (2, 3, 7))
+F.op("pixel_shuffle", lambda m, x: m.pixel_shuffle(x, 2), (1, 8, 2, 3))
+F.op("pixel_unshuffle", lambda m, x: m.pixel_unshuffle(x, 2), (1, 2, 4, 6))
+F.op("channel_shuffle", lambda m, x: m.channel_shuffle(x, 2), (1, 4, 2, 2), gradcheck=False)
+F.op("cosine_similarity", lambda m, a, b: m.cosine_similarity(a, b, 0), (3, 4), (3, 4))
+F.op("pairwise_distance", lambda m, a, b: m.pairwise_distance(a, b, 3.0, 1e-6, True), (3, 4), (3, 4))
+F.op("bilinear", lambda m, a, b, w, c: m.bilinear(a, b, w, c), (2, 3), (2, 4), (5, 3, 4), (5,))
+F.op("layer_norm", lambda m, x, w, b: m.layer_norm(x, [4], w, b, 1e-5, False), (2, 3, 4), (4,), (4,))
+F.op("group_norm", lambda m, x, w: m.group_norm(x, 2, w, None, 1e-5, True), (2, 4, 3), (4,))
+F.op(
+    "batch_norm-train", lambda m, x, w, b: m.batch_norm(x, w, b, None, None, True, 0.1, 1e-5, False), (4, 3), (3,), (3,)
+)
+F.op("instance_norm", lambda m, x: m.instance_norm(x, None, None, None, None, True, 0.1, 1e-5, False), (2, 3, 5))
+F.op("rms_norm", lambda m, x, w: m.rms_norm(x, [4], w, 1e-6), (2, 3, 4), (4,))
+F.op("embedding", lambda m, w: m.embedding(w, m.tensor([[0, 2], [4, 2]])), (5, 3))
+# a padding row gets no gradient on purpose, so central differences do not check those rows
+F.op("embedding-padding", lambda m, w: m.embedding(w, m.tensor([0, 2, 4, 2]), 2), (5, 3), gradcheck=False)
+F.op("embedding-padding-negative-is-none", lambda m, w: m.embedding(w, m.tensor([0, 3, 1]), -2), (5, 3))
+F.op("selu", lambda m, x: m.selu(x), (3, 4))
+F.op("celu", lambda m, x: m.celu(x, 0.5), (3, 4))
+F.op("threshold", lambda m, x: m.threshold(x, 0.1, -2.0), (3, 4))
+F.op("hardshrink", lambda m, x: m.hardshrink(x, 0.3), (3, 4))
+F.op("prelu", lambda m, x, w: m.prelu(x, w), (2, 3, 4), (3,))
+F.op("rrelu-eval", lambda m, x: m.rrelu(x, 0.1, 0.3, False), (3, 4))
+F.op("dropout-eval", lambda m, x: m.dropout(x, 0.5, False), (3, 4))
+F.op("alpha_dropout-eval", lambda m, x: m.alpha_dropout(x, 0.5, False), (3, 4))
+for _r in (0, 1, 2):
+    F.op(f"kl_div-r{_r}", lambda m, a, b, r=_r: m.kl_div(a, b.exp(), r), (3, 4), (3, 4))
+    F.op(f"kl_div-log-target-r{_r}", lambda m, a, b, r=_r: m.kl_div(a, b, r, log_target=True), (3, 4), (3, 4))
+    F.op(
+        f"poisson_nll_loss-r{_r}",
+        lambda m, a, b, r=_r: m.poisson_nll_loss(a, b.abs(), True, True, 1e-8, r),
+        (3, 4),
+        (3, 4),
+    )
+    F.op(
+        f"margin_ranking_loss-r{_r}",
+        lambda m, a, b, r=_r: m.margin_ranking_loss(a, b, m.tensor([1.0, -1.0, 1.0], dtype=m.float64), 0.2, r),
+        (3,),
+        (3,),
+    )
+    F.op(
+        f"hinge_embedding_loss-r{_r}",
+        lambda m, a, r=_r: m.hinge_embedding_loss(a, m.tensor([1.0, -1.0, 1.0], dtype=m.float64), 0.5, r),
+        (3,),
+    )
+    F.op(
+        f"cosine_embedding_loss-r{_r}",
+        lambda m, a, b, r=_r: m.cosine_embedding_loss(a, b, m.tensor([1.0, -1.0, 1.0], dtype=m.float64), 0.1, r),
+        (3, 4),
+        (3, 4),
+    )
+    F.op(
+        f"triplet_margin_loss-r{_r}",
+        lambda m, a, b, c, r=_r: m.triplet_margin_loss(a, b, c, 1.0, 2.0, 1e-6, True, r),
+        (3, 4),
+        (3, 4),
+        (3, 4),
+    )
+    F.op(
+        f"bce_with_logits-r{_r}",
+        lambda m, a, b, r=_r: m.binary_cross_entropy_with_logits(a, b.sigmoid(), _consts(m, 4), _consts(m, 4) + 1, r),
+        (3, 4),
+        (3, 4),
+    )
+
+
+@pytest.mark.parametrize("row", F.rows())
+def test_torch_form_matches_torch(row, device):
+    run_parity(row, device)
+
+
+@pytest.mark.parametrize("row", F.gradcheck_rows())
+def test_torch_form_gradcheck(row):
+    run_gradcheck(row)
+
+
+def test_torch_forms_with_indices_return_both():
+    x = np.random.default_rng(0).standard_normal((2, 3, 7))
+    _same(dg.max_pool1d_with_indices(dg.tensor(x), 3, 2), torch.max_pool1d_with_indices(torch.tensor(x), 3, 2))
+    _same(dg.adaptive_max_pool1d(dg.tensor(x), 3), torch.adaptive_max_pool1d(torch.tensor(x), 3))
+
+
+def test_torch_form_dropout_train_is_required_and_drops():
+    x = dg.ones(1000, dtype=dg.float64)
+    with pytest.raises(TypeError):
+        dg.dropout(x, 0.5)
+    y = dg.dropout(x, 0.25, True).numpy()
+    assert set(np.unique(y)) <= {0.0, 1 / 0.75} and 0.15 < (y == 0).mean() < 0.35
+    z = dg.ones(1000, dtype=dg.float64)
+    assert dg.dropout_(z, 0.25, True) is z and 0.15 < (z.numpy() == 0).mean() < 0.35
+    a = dg.ones(1000, dtype=dg.float64)
+    assert dg.alpha_dropout_(a, 0.5, True) is a and len(np.unique(a.numpy())) == 2
+
+
+def test_torch_form_inplace_activations():
+    x = np.linspace(-2, 2, 9)
+    for name, args in (("selu_", ()), ("celu_", (0.5,)), ("threshold_", (0.5, -1.0))):
+        d, t = dg.tensor(x), torch.tensor(x)
+        assert getattr(dg, name)(d, *args) is d
+        getattr(torch, name)(t, *args)
+        np.testing.assert_allclose(d.numpy(), t.numpy(), rtol=1e-12)
+
+
+def test_torch_form_losses_take_int_reductions_only():
+    a = dg.ones(3)
+    with pytest.raises(DTypeError, match="kl_div: reduction must be 0"):
+        dg.kl_div(a, a, "mean")
+    with pytest.raises(DTypeError, match="margin_ranking_loss: reduction"):
+        dg.margin_ranking_loss(a, a, a, 0.0, 3)
+
+
+def test_torch_form_kl_div_mean_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dg.kl_div(dg.ones(3), dg.ones(3), 1)
+
+
+def test_torch_form_embedding_refuses_swapped_arguments():
+    with pytest.raises(DTypeError, match="embedding.*weight, indices"):
+        dg.embedding([0, 1], dg.ones(3, 2))
