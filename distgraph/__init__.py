@@ -392,6 +392,22 @@ from distgraph.ops.namespace_extra import (  # noqa: F401
     unravel_index,
     vander,
 )
+from distgraph.ops.random_extra import (  # noqa: F401
+    bartlett_window,
+    binomial,
+    blackman_window,
+    get_num_threads,
+    get_rng_state,
+    hamming_window,
+    hann_window,
+    kaiser_window,
+    normal,
+    poisson,
+    randint_like,
+    seed,
+    set_num_threads,
+    set_rng_state,
+)
 from distgraph.ops.counting import corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from tests.ops._table import Table, run_gradcheck, run_parity
 
 torch = pytest.importorskip("torch")
@@ -400,3 +400,121 @@ def test_torch_form_kl_div_mean_does_not_warn():
 def test_torch_form_embedding_refuses_swapped_arguments():
     with pytest.raises(DTypeError, match="embedding.*weight, indices"):
         dg.embedding([0, 1], dg.ones(3, 2))
+
+
+# ---- random_extra: normal/poisson/binomial/randint_like, rng state, threads, windows ----------------------
+WINDOWS = ["hann_window", "hamming_window", "blackman_window", "bartlett_window", "kaiser_window"]
+
+
+@pytest.mark.parametrize("name", WINDOWS)
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 8])
+@pytest.mark.parametrize("periodic", [True, False])
+def test_windows_match_torch(name, n, periodic):
+    d = getattr(dg, name)(n, periodic, dtype=dg.float64)
+    t = getattr(torch, name)(n, periodic, dtype=torch.float64)
+    assert tuple(d.shape) == tuple(t.shape)
+    np.testing.assert_allclose(d.numpy(), t.numpy(), rtol=1e-12, atol=1e-14)
+    d32, t32 = getattr(dg, name)(n), getattr(torch, name)(n)
+    assert d32.dtype == dg.float32
+    np.testing.assert_allclose(d32.numpy(), t32.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_window_parameters_match_torch():
+    np.testing.assert_allclose(
+        dg.hamming_window(7, False, 0.5, 0.5).numpy(), torch.hamming_window(7, False, 0.5, 0.5), rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_allclose(dg.kaiser_window(6, True, 5.0).numpy(), torch.kaiser_window(6, True, 5.0), rtol=1e-6)
+    with pytest.raises(ShapeError, match="hann_window.*non-negative"):
+        dg.hann_window(-1)
+    with pytest.raises(DTypeError, match="bartlett_window.*floating"):
+        dg.bartlett_window(4, dtype=dg.int64)
+
+
+def test_rng_state_round_trip_replays_draws():
+    dg.manual_seed(3)
+    state = dg.get_rng_state()
+    assert state.dtype == dg.uint8 and state.ndim == 1
+    a = (dg.randn(4).numpy(), dg.normal(dg.zeros(3), 1.0).numpy(), dg.poisson(dg.ones(3) * 4).numpy())
+    dg.manual_seed(99)
+    dg.set_rng_state(state)
+    b = (dg.randn(4).numpy(), dg.normal(dg.zeros(3), 1.0).numpy(), dg.poisson(dg.ones(3) * 4).numpy())
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert dg.initial_seed() == 3
+    with pytest.raises(InputRangeError, match="set_rng_state"):
+        dg.set_rng_state(dg.tensor([1, 2, 3], dtype=dg.uint8))
+    with pytest.raises(DTypeError, match="set_rng_state.*uint8"):
+        dg.set_rng_state(dg.ones(3))
+
+
+def test_seed_reseeds_and_is_reported():
+    s = dg.seed()
+    assert dg.initial_seed() == s and 0 <= s < 2**64
+    a = dg.rand(3).numpy()
+    dg.manual_seed(s)
+    np.testing.assert_array_equal(dg.rand(3).numpy(), a)
+
+
+def test_normal_overloads_shapes_dtypes_and_zero_gradient_as_torch():
+    mean = np.zeros((2, 3))
+    std = np.full(3, 2.0)
+    for args in ((mean, std), (mean, 1.5), (0.5, std)):
+        d_args = [dg.tensor(a, requires_grad=True) if isinstance(a, np.ndarray) else a for a in args]
+        t_args = [torch.tensor(a, requires_grad=True) if isinstance(a, np.ndarray) else a for a in args]
+        d, t = dg.normal(*d_args), torch.normal(*t_args)
+        assert tuple(d.shape) == tuple(t.shape) and d.dtype == dg.float64 and d.requires_grad == t.requires_grad
+        d.sum().backward()
+        t.sum().backward()
+        for x, y in zip(d_args, t_args):
+            if isinstance(x, dg.Tensor):
+                np.testing.assert_array_equal(x.grad.numpy(), y.grad.numpy())
+    d, t = dg.normal(2.0, 3.0, (4, 2)), torch.normal(2.0, 3.0, (4, 2))
+    assert tuple(d.shape) == tuple(t.shape) and d.dtype == dg.float32
+    assert dg.normal(0.0, 1.0, (2,), dtype=dg.float64).dtype == dg.float64
+
+
+def test_draws_have_the_right_distribution():
+    dg.manual_seed(0)
+    x = dg.normal(dg.full((20000,), 3.0, dtype=dg.float64), 2.0).numpy()
+    assert abs(x.mean() - 3) < 0.05 and abs(x.std() - 2) < 0.05
+    p = dg.poisson(dg.full((20000,), 4.0, dtype=dg.float64)).numpy()
+    assert abs(p.mean() - 4) < 0.1 and np.all(p == np.round(p))
+    b = dg.binomial(dg.full((20000,), 10.0), dg.full((20000,), 0.3)).numpy()
+    assert b.dtype == np.float32 and abs(b.mean() - 3) < 0.05 and b.min() >= 0 and b.max() <= 10
+    r = dg.randint_like(dg.zeros(20000, dtype=dg.int32), 2, 5)
+    assert r.dtype == dg.int32 and set(np.unique(r.numpy())) == {2, 3, 4}
+    assert dg.randint_like(dg.zeros(3, dtype=dg.float64), 5).dtype == dg.float64
+
+
+def test_random_draws_are_not_frozen_by_graph_passes():
+    from distgraph.ops.registry import get_op
+
+    assert all(get_op(n).random for n in ("normal_sample", "poisson_sample", "binomial_sample"))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: dg.normal(dg.zeros(2), -dg.ones(2)), InputRangeError, "normal.*std >= 0"),
+        (lambda: dg.normal(0.0, -1.0, (2,)), InputRangeError, "normal.*std >= 0"),
+        (lambda: dg.normal(0.0, 1.0), ShapeError, "normal.*size"),
+        (lambda: dg.normal(dg.zeros(2, dtype=dg.int64), 1.0), DTypeError, "normal.*floating"),
+        (lambda: dg.poisson(-dg.ones(2)), InputRangeError, "poisson.*non-negative"),
+        (lambda: dg.binomial(dg.ones(2), dg.ones(3)), ShapeError, "binomial.*same shape"),
+        (lambda: dg.binomial(dg.ones(2), dg.ones(2) * 2), InputRangeError, "binomial.*prob"),
+        (lambda: dg.randint_like(dg.zeros(2), 3, 3), InputRangeError, "randint_like.*low < high"),
+        (lambda: dg.set_num_threads(0), InputRangeError, "set_num_threads.*positive"),
+    ],
+)
+def test_random_bad_input_names_the_op(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_num_threads_round_trip():
+    pytest.importorskip("threadpoolctl")
+    before = dg.get_num_threads()
+    dg.set_num_threads(1)
+    assert dg.get_num_threads() == 1
+    dg.set_num_threads(before)
+    assert dg.get_num_threads() == before
