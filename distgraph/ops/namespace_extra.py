@@ -22,7 +22,8 @@ from distgraph.ops.compare import eq
 from distgraph.ops.indexing import index_select, searchsorted
 from distgraph.ops.products import cumprod, cumsum
 from distgraph.ops.promotion import cast
-from distgraph.ops.reduction import amax, norm, sum
+from distgraph.ops.reduction import norm, sum
+from distgraph.ops.registry import defop
 from distgraph.ops.shape import _dim, _slice, cat, concatenate, expand, hstack, reshape, stack, vstack
 
 __all__ = ["concatenate"]  # re-exported: torch.concatenate is shape.cat under its numpy name
@@ -184,18 +185,26 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     return _pnorm(diff, p)
 
 
+@defop("inf_norm_last", kind="reduction", saves_output=True)
+def _inf_norm_last(xp, d):
+    """max |d| over the last dim (a NaN propagates, as torch's cdist/pdist)."""
+    return xp.abs(d).max(axis=-1)
+
+
+@_inf_norm_last.grad
+def _(ctx, g):
+    """torch's cdist/pdist rule at p=inf: sign(d) * g at every tied maximum, each taking it whole (amax would
+    share g among ties)."""
+    d, out = ctx.inputs[0], ctx.out.detach()
+    tied = cast(eq(ew.abs(d.detach()), reshape(out, (*out.shape, 1))), d.array.dtype)
+    return (ew.mul(reshape(g, (*g.shape, 1)), ew.mul(ew.sign(d.detach()), tied)),)
+
+
 def _pnorm(diff, p):
-    """The p-norm over the last dim; an empty last dim gives zeros (norm's max would refuse it at inf).
-    At p=inf torch's cdist/pdist give every tied largest |diff| its full gradient sign(diff) (amax shares
-    it among ties): the max's value plus sum(tied * (|d| - |d|.detach())), which is 0 with that gradient."""
+    """The p-norm over the last dim; an empty last dim gives zeros (a max over it would refuse)."""
     if diff.shape[-1] == 0:
         return ew.mul(sum(diff, dim=-1), 0.0)
-    if p != INF:
-        return norm(diff, p=float(p), dim=-1)
-    a = ew.abs(diff)
-    top = amax(a, dim=-1, keepdim=True).detach()
-    tied = cast(eq(a.detach(), top), a.array.dtype)
-    return ew.add(reshape(top, tuple(top.shape[:-1])), sum(ew.mul(tied, ew.sub(a, a.detach())), dim=-1))
+    return _inf_norm_last(diff) if p == INF else norm(diff, p=float(p), dim=-1)
 
 
 def pdist(input, p=2):
