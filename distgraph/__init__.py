@@ -362,6 +362,52 @@ from distgraph.ops.reduction_extra import (  # noqa: F401
     nansum,
     quantile,
 )
+from distgraph.ops.namespace_extra import (  # noqa: F401
+    atleast_1d,
+    atleast_2d,
+    atleast_3d,
+    block_diag,
+    broadcast_shapes,
+    bucketize,
+    can_cast,
+    cartesian_prod,
+    cdist,
+    column_stack,
+    combinations,
+    concatenate,
+    cumulative_trapezoid,
+    dstack,
+    finfo,
+    iinfo,
+    isin,
+    meshgrid,
+    pdist,
+    result_type,
+    row_stack,
+    rsub,
+    trapezoid,
+    trapz,
+    tril_indices,
+    triu_indices,
+    unravel_index,
+    vander,
+)
+from distgraph.ops.random_extra import (  # noqa: F401
+    bartlett_window,
+    binomial,
+    blackman_window,
+    get_num_threads,
+    get_rng_state,
+    hamming_window,
+    hann_window,
+    kaiser_window,
+    normal,
+    poisson,
+    randint_like,
+    seed,
+    set_num_threads,
+    set_rng_state,
+)
 from distgraph.ops.counting import corrcoef, cov, histc, unique, unique_consecutive  # noqa: F401
 from distgraph.ops.shape import (  # noqa: F401
     broadcast_tensors,
@@ -431,4 +477,7 @@ def __getattr__(name):
     if name in _LAZY_ATTRS:
         mod, attr = _LAZY_ATTRS[name]
         return getattr(importlib.import_module(mod), attr)
+    forms = importlib.import_module("distgraph.nn.functional.torch_forms")  # torch.dropout, torch.kl_div, ...
+    if name in forms.__all__:
+        return getattr(forms, name)
     raise AttributeError(f"module 'distgraph' has no attribute {name!r}")
