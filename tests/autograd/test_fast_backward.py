@@ -33,6 +33,7 @@ _FULL_ROW = np.logical_or(_MASK, np.arange(3)[:, None] == 0)
 _TARGET = np.array([0, 3, 1, 1, 2])
 _CLASS_WEIGHT = _pos((4,))
 
+
 class _OneRank:
     """A group of one rank (the sum over it is the array itself): all_reduce_sum's rules without peers."""
 
@@ -45,6 +46,14 @@ class _OneRank:
 # op name -> cases; a case is (fn over dg tensors, input arrays); each op is reached through the public API
 CASES = {
     "all_reduce_sum": [(lambda a: all_reduce_sum(a * 2.0, _OneRank()) * a, [_any((2, 3))])],
+    "ctc_loss": [
+        (
+            lambda lp: F.ctc_loss(
+                lp.log_softmax(2), dg.tensor([[1, 2, 2], [3, 1, 0]]), (6, 5), (3, 2), reduction="sum"
+            ),
+            [_any((6, 2, 4))],
+        )
+    ],
     "add": [(lambda a, b: a + b, [_any((3, 1, 4)), _any((2, 4))]), (lambda a: a + 2.0, [_any((2, 3))])],
     "sub": [(lambda a, b: a - b, [_any((2, 4)), _any((3, 1, 4))]), (lambda a: 1.0 - a, [_any((3,))])],
     "mul": [(lambda a, b: a * b, [_any((3, 1)), _any((1, 4))]), (lambda a: a * 3.0, [_any((2, 3))])],
