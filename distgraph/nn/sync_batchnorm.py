@@ -7,12 +7,11 @@ through the process group the distributed worker installs (`ops/collective.py`):
 data-parallel workers, in `dg.distributed.launch` functions, or a group given as `process_group`. With
 no group, or one rank, or in eval mode, it is BatchNorm (torch falls back the same way).
 
-It is BatchNorm written with a differentiable all-reduce (`all_reduce_sum`), so autograd
-derives the synchronized backward itself: the gradient of a shard's input needs the sums of the output
-gradient over every rank, and those come from the all-reduces' backward. Two collectives in forward (the
-channel sums with the element count, then the squared deviations from the global mean: the two-pass
-variance, as BatchNorm's, instead of E[x²]−E[x]², which loses float32 digits) and two in backward, each of
-2–3 numbers per channel.
+It is BatchNorm written with a differentiable all-reduce (`all_reduce_sum`), so autograd derives the
+synchronized backward itself: the gradient of a shard's input needs sums of the output gradient over every
+rank, and those come from the all-reduce's backward. One collective in forward (every rank's count, mean and
+squared deviations, combined exactly: `_global_moments`) and one in backward, each of (2 × channels + 1) ×
+ranks numbers.
 """
 
 from distgraph.autograd.grad_mode import no_grad
