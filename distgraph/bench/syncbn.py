@@ -3,7 +3,7 @@
 What is measured: two `dg.Trainer(..., backend="ray", workers=N)` kept alive side by side on the same MLP
 with a batch-norm layer after each hidden linear layer, one with `nn.BatchNorm1d` (each worker normalizes
 by its shard's statistics, DDP's default) and one with the same model converted by
-`nn.SyncBatchNorm.convert_sync_batchnorm` (statistics over the global batch: two sums in forward and two
+`nn.SyncBatchNorm.convert_sync_batchnorm` (statistics over the global batch: one all-reduce in forward and one
 in backward per layer). Their epochs alternate `--repeat` times so the host's load hits both alike; each
 figure is the median epoch's samples/s (the Trainer's own timing), and the cost is the step time SyncBN
 adds, in ms and per layer.
@@ -127,7 +127,7 @@ def command(workers, sizes, batch, steps, repeat, address, json_out):
     ratio = res["syncbn"]["samples_per_s"] / res["batchnorm"]["samples_per_s"]
     click.echo(
         f"SyncBatchNorm / BatchNorm samples/s = {ratio:.3f}x; it adds {extra:.3f} ms a step "
-        f"({extra / max(layers, 1) * 1e3:.0f} µs per layer, 4 all-reduces each)"
+        f"({extra / max(layers, 1) * 1e3:.0f} µs per layer, 2 all-reduces each)"
     )
     config = {"workers": workers, "sizes": layer_sizes, "batch": batch, "steps": steps, "repeat": repeat}
     payload = {"machine": machine(), "config": config, "results": res, "syncbn_over_batchnorm": ratio}
