@@ -78,7 +78,7 @@ class Trainer(Schedules):
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
-        self.syncs_batch_norm = syncs_batch_norm(model, workers, sync)
+        self.syncs_batch_norm = syncs_batch_norm(model, workers, sync, allreduce)
         check_interval(scheduler_interval, type(scheduler).__name__)
         self.scheduler_interval = scheduler_interval
         self._schedule = None  # per-step schedules: the epoch's StepSchedule

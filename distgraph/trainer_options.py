@@ -104,9 +104,10 @@ def check_batch_size(batch_size, where):
     return int(batch_size)
 
 
-def syncs_batch_norm(model, workers, sync):
+def syncs_batch_norm(model, workers, sync, allreduce="auto"):
     """Whether `model` has SyncBatchNorm layers whose statistics span several workers. Those sum over the
-    replicas of one step, so async workers, which do not step together, are refused."""
+    replicas of one step, so async workers, which do not step together, and the store exchange, which has no
+    all-reduce between the workers, are refused."""
     from distgraph.nn.sync_batchnorm import SyncBatchNorm
 
     if workers <= 1 or not any(isinstance(m, SyncBatchNorm) for m in model.modules()):
@@ -115,5 +116,10 @@ def syncs_batch_norm(model, workers, sync):
         raise ConfigError(
             "Trainer: sync='async' cannot run SyncBatchNorm: async workers do not step together, so there is "
             "no global batch to sum statistics over; use sync='sync', or nn.BatchNorm*d layers"
+        )
+    if allreduce == "store":
+        raise ConfigError(
+            "Trainer: allreduce='store' cannot run SyncBatchNorm: the workers meet in no all-reduce (the stores "
+            "sum their gradients); use allreduce='gloo' across nodes or 'auto' / 'shm' on one node"
         )
     return True

@@ -193,9 +193,11 @@ def test_capture_of_a_synchronized_forward_stops_with_a_capture_error():
     assert run_ranks(2, rank_step)[0] == [True, True]
 
 
-def test_a_trainer_refuses_sync_batch_norm_with_async_workers():
+def test_a_trainer_refuses_sync_batch_norm_with_async_workers_or_the_store_exchange():
     model = dg.nn.Sequential(dg.nn.Linear(4, 3), dg.nn.SyncBatchNorm(3))
     opt = dg.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(dg.errors.ConfigError, match="sync='async' cannot run SyncBatchNorm"):
         dg.Trainer(model, dg.nn.functional.cross_entropy, opt, workers=2, backend="ray", sync="async")
+    with pytest.raises(dg.errors.ConfigError, match="allreduce='store' cannot run SyncBatchNorm"):
+        dg.Trainer(model, dg.nn.functional.cross_entropy, opt, workers=2, backend="ray", allreduce="store")
     dg.Trainer(model, dg.nn.functional.cross_entropy, opt, workers=1, backend="ray", sync="async").close()
