@@ -1,7 +1,9 @@
-"""Tensor methods torch has beyond the op table: in-place cumulative ops and renorm, the random fills of
-the other distributions (random_, exponential_, cauchy_, geometric_, log_normal_), the dtype shorthands
-(byte, char, short; bfloat16 refused: numpy has no such dtype) and metadata (H, mH, mT, adjoint,
-get_device, itemsize).
+"""Tensor methods torch has beyond the op table: in-place cumulative ops, renorm and fill_diagonal_,
+apply_/map_ (a Python callable per element), new_empty_strided, the random fills of the other
+distributions (random_, exponential_, cauchy_, geometric_, log_normal_), the dtype shorthands (byte,
+char, short; bfloat16 refused: numpy has no such dtype) and metadata (H, mH, mT, adjoint, get_device,
+itemsize). Not offered: values()/indices() (sparse tensors only, torch raises on dense ones) and index()
+(functorch's first-class dims).
 
 A random fill on a tensor that requires grad is recorded as torch records it (ExponentialBackward...):
 the old value gets a zero gradient, by the same path fill_ takes (methods.inplace_variant of an
@@ -13,7 +15,8 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, InputRangeError, ShapeError
+from distgraph.backend import device as as_device
+from distgraph.errors import AutogradError, DeviceError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, products, shape, views
 from distgraph.ops import elementwise as ew
@@ -64,6 +67,90 @@ def renorm(input, p, dim, maxnorm):
 
 
 renorm_ = inplace_variant(renorm, "renorm_")
+
+
+# ---- fill_diagonal_ -------------------------------------------------------------------------------------------
+def _fill_diagonal(input, fill_value, wrap=False):
+    """`input` with `fill_value` on its main diagonal (numpy's fill_diagonal, which torch's follows: all
+    dims equal past 2-d; `wrap`: a tall matrix's diagonal starts again every N + 1 rows)."""
+    if input.ndim < 2:
+        raise ShapeError(f"fill_diagonal_: dimensions must larger than 1 (got shape {tuple(input.shape)})")
+    if input.ndim > 2 and len(set(input.shape)) > 1:
+        raise ShapeError(f"fill_diagonal_: all dimensions of input must be of equal length, got {tuple(input.shape)}")
+    xp = input.device.xp
+    mask = xp.zeros(input.shape, dtype=bool)
+    xp.fill_diagonal(mask, True, wrap=wrap)
+    return ew.where(Tensor(mask, device=input.device), ew.const(fill_value, input), input)
+
+
+fill_diagonal_ = inplace_variant(_fill_diagonal, "fill_diagonal_")
+
+
+# ---- apply_ / map_: a Python callable per element --------------------------------------------------------------
+def apply_(self, callable):
+    """`callable(value)` written over each element, as Python numbers, in place (torch's: CPU only, never
+    on a tensor that requires grad; the results are cast to the tensor's dtype)."""
+    _check_python_map(self, "apply_")
+    out = self.array
+    for i in np.ndindex(out.shape):
+        _write_element(out, i, callable(out[i].item()), "apply_")
+    self._vc[0] += 1
+    return self
+
+
+def map_(self, tensor, callable):
+    """`callable(self_value, other_value)` written over each element of self in place; `tensor` is
+    broadcast to self's shape and must have self's dtype (torch's rules)."""
+    _check_python_map(self, "map_")
+    if not isinstance(tensor, Tensor) or tensor.array.dtype != self.array.dtype:
+        got = tensor.dtype.name if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise DTypeError(f"map_: expected a {self.dtype.name} tensor for 'other' (got {got})")
+    other = shape.broadcast_to(tensor, self.shape).array
+    out = self.array
+    for i in np.ndindex(out.shape):
+        _write_element(out, i, callable(out[i].item(), other[i].item()), "map_")
+    self._vc[0] += 1
+    return self
+
+
+def _check_python_map(self, name):
+    if self.device.type != "cpu":
+        raise DeviceError(f"{name} is only implemented on CPU tensors (got a tensor on {self.device})")
+    if self.requires_grad:
+        raise AutogradError(f"Can't call {name}() on Variable that requires grad. Use var.detach().{name}() instead.")
+    views.refuse_internal_overlap(self.array, name)
+
+
+def _write_element(out, i, value, name):
+    try:
+        out[i] = value
+    except (TypeError, ValueError) as exc:
+        raise DTypeError(
+            f"{name}: the callable returned {type(value).__name__} {value!r}, not a number for a "
+            f"{out.dtype} tensor ({exc})"
+        ) from None
+
+
+# ---- new_empty_strided ----------------------------------------------------------------------------------------
+def new_empty_strided(self, size, stride, *, dtype=None, device=None, requires_grad=False, **_):
+    """An uninitialized tensor of `size` whose elements lie `stride` elements apart (torch's): a view of a
+    buffer just long enough, so stride(), is_contiguous() and writes see that layout."""
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise ShapeError(
+            f"new_empty_strided: dimensionality of sizes ({len(size)}) must match dimensionality of strides "
+            f"({len(stride)})"
+        )
+    if any(n < 0 for n in size) or any(s < 0 for s in stride):
+        raise ShapeError(
+            f"new_empty_strided: negative sizes or strides are not supported (sizes={size}, strides={stride})"
+        )
+    dt = dtypes.from_any(dtype).np if dtype is not None else self.array.dtype
+    dev = self.device if device is None else as_device(device)
+    extent = 1 + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else 0
+    buf = dev.xp.empty(extent, dtype=dt)
+    arr = dev.xp.lib.stride_tricks.as_strided(buf, size, tuple(s * buf.itemsize for s in stride))
+    return Tensor(arr, requires_grad=requires_grad, device=dev)
 
 
 # ---- random fills ---------------------------------------------------------------------------------------------
@@ -202,6 +289,10 @@ METHODS = {
     "log_normal_": log_normal_,
     "geometric_": geometric_,
     "random_": random_,
+    "fill_diagonal_": fill_diagonal_,
+    "apply_": apply_,
+    "map_": map_,
+    "new_empty_strided": new_empty_strided,
     "byte": lambda self, memory_format=None: self.to(dtypes.uint8),
     "char": lambda self, memory_format=None: self.to(dtypes.int8),
     "short": lambda self, memory_format=None: self.to(dtypes.int16),

@@ -25,6 +25,11 @@ T.op("renorm-p1-dim1", lambda m, a: (a * 2).renorm(1, 1, 2.0), (3, 4, 2))
 T.op("renorm-p3-last", lambda m, a: (a * 2).renorm(3, -1, 0.5), (3, 4, 2))
 T.op("renorm-nothing-over", lambda m, a: a.renorm(2, 0, 100.0), (3, 4))
 T.op("renorm_", lambda m, a: (a * 2).renorm_(2, 1, 1.5), (3, 4))
+T.op("fill_diagonal_", lambda m, a: (a * 1).fill_diagonal_(2.5) * 3, (3, 3))
+T.op("fill_diagonal_-tall", lambda m, a: (a * 1).fill_diagonal_(-1.0), (7, 3))
+T.op("fill_diagonal_-tall-wrap", lambda m, a: (a * 1).fill_diagonal_(-1.0, wrap=True), (7, 3))
+T.op("fill_diagonal_-wide", lambda m, a: (a * 1).fill_diagonal_(0.0, True), (3, 7))
+T.op("fill_diagonal_-cube", lambda m, a: (a * 1).fill_diagonal_(4.0), (2, 2, 2))
 T.op("H", lambda m, a: a.H * 2, (2, 3))
 T.op("mH", lambda m, a: a.mH, (4, 2, 3))
 T.op("mT", lambda m, a: a.mT, (4, 2, 3))
@@ -114,6 +119,77 @@ def test_metadata():
             tx.element_size(),
             tx.get_device(),
         )
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool", "float32"])
+def test_fill_diagonal_casts_the_value_as_torch(dtype):
+    x, tx = dg.zeros(3, 4, dtype=getattr(dg, dtype)), torch.zeros(3, 4, dtype=getattr(torch, dtype))
+    assert x.fill_diagonal_(2.7) is x
+    tx.fill_diagonal_(2.7)
+    np.testing.assert_array_equal(x.numpy(), tx.numpy())
+    assert x._version == 1
+
+
+def test_fill_diagonal_refusals():
+    with pytest.raises(ShapeError, match="fill_diagonal_: dimensions must larger than 1"):
+        dg.zeros(3).fill_diagonal_(1)
+    with pytest.raises(ShapeError, match="fill_diagonal_: all dimensions of input must be of equal length"):
+        dg.zeros(2, 3, 3).fill_diagonal_(1)
+    with pytest.raises(AutogradError, match="fill_diagonal_: a leaf Variable that requires grad"):
+        dg.zeros(3, 3, requires_grad=True).fill_diagonal_(1)
+
+
+def test_apply_and_map_as_torch():
+    for a in (np.arange(6.0).reshape(2, 3), np.arange(6).reshape(2, 3)):
+        x, tx = dg.tensor(a), torch.tensor(a)
+        assert x.apply_(lambda v: v / 2 + 1) is x
+        tx.apply_(lambda v: v / 2 + 1)
+        np.testing.assert_array_equal(x.numpy(), tx.numpy())
+        other = a[0] + 1
+        x.map_(dg.tensor(other), lambda u, v: u * v - 1)
+        tx.map_(torch.tensor(other), lambda u, v: u * v - 1)
+        np.testing.assert_array_equal(x.numpy(), tx.numpy())
+        assert x._version == 2
+    b = dg.zeros(2, dtype=dg.bool)
+    b.apply_(lambda v: 3)
+    assert b.numpy().tolist() == [True, True]
+    base = dg.zeros(2, 3)
+    base[0].apply_(lambda v: 7.0)  # through a view
+    assert base.numpy()[0].tolist() == [7.0] * 3 and base.numpy()[1].tolist() == [0.0] * 3
+
+
+def test_apply_and_map_refusals():
+    with pytest.raises(AutogradError, match=r"Can't call apply_\(\) on Variable that requires grad"):
+        (dg.zeros(2, requires_grad=True) * 1).apply_(lambda v: v)
+    with pytest.raises(AutogradError, match=r"Can't call map_\(\) on Variable that requires grad"):
+        dg.zeros(2, requires_grad=True).map_(dg.zeros(2), lambda u, v: u)
+    with pytest.raises(DTypeError, match="apply_: the callable returned str"):
+        dg.zeros(2).apply_(lambda v: "a")
+    with pytest.raises(DTypeError, match="map_: expected a float32 tensor for 'other' \\(got int64\\)"):
+        dg.zeros(3).map_(dg.zeros(3, dtype=dg.int64), lambda u, v: u)
+    with pytest.raises(ShapeError):
+        dg.zeros(3).map_(dg.zeros(2), lambda u, v: u)
+    with pytest.raises(AutogradError, match="apply_: unsupported operation: more than one element"):
+        dg.zeros(1).expand(3).apply_(lambda v: v)
+
+
+@pytest.mark.parametrize("size,stride", [((2, 3), (1, 2)), ((2, 3), (3, 1)), ((2, 3), (0, 1)), ((4, 0, 2), (5, 1, 2))])
+def test_new_empty_strided_has_the_layout(size, stride):
+    x = dg.ones(1, dtype=dg.float64).new_empty_strided(size, stride)
+    t = torch.ones(1, dtype=torch.float64).new_empty_strided(size, stride)
+    assert x.shape == tuple(t.shape) and x.stride() == t.stride() and x.is_contiguous() == t.is_contiguous()
+    assert x.dtype == dg.float64 and not x.requires_grad
+    y = dg.ones(1).new_empty_strided((2, 2), (2, 1), dtype=dg.int64, requires_grad=False)
+    assert y.dtype == dg.int64
+
+
+def test_new_empty_strided_refusals():
+    with pytest.raises(
+        ShapeError, match="dimensionality of sizes \\(2\\) must match dimensionality of strides \\(1\\)"
+    ):
+        dg.ones(1).new_empty_strided((2, 3), (1,))
+    with pytest.raises(ShapeError, match="negative"):
+        dg.ones(1).new_empty_strided((2, 3), (-1, 1))
 
 
 # ---- random fills ------------------------------------------------------------------------------------------
