@@ -316,3 +316,33 @@ def test_bincount_refuses_bool():
 def test_bincount_stops_capture():
     with pytest.raises(CaptureError, match="bincount"):
         capture(lambda a: dg.bincount(a * 2), (dg.tensor([1, 2, 2]),))
+
+
+@pytest.mark.parametrize(
+    "source,destination,match",
+    [
+        ((0, 0), (1, 2), "movedim: repeated dim in `source`"),
+        ((0, 1), (2, -1), "movedim: repeated dim in `destination`"),
+        ((0, 1), (1,), "movedim: source .* and destination .* should contain the same number of dims"),
+    ],
+)
+def test_movedim_refuses_bad_dim_lists_as_torch(source, destination, match):
+    with pytest.raises(RuntimeError, match="movedim: "):
+        torch.moveaxis(torch.zeros(2, 3, 4), source, destination)
+    for fn in (dg.moveaxis, dg.movedim, dg.Tensor.movedim):
+        with pytest.raises(ShapeError, match=match):
+            fn(dg.zeros(2, 3, 4), source, destination)
+
+
+S = Table()
+S.op("swapaxes", lambda m, a: m.swapaxes(a, 0, 2), (2, 3, 4))
+S.op("swapdims-method", lambda m, a: a.swapdims(-1, 1), (2, 3, 4))
+S.op("swapaxes-same", lambda m, a: a.swapaxes(1, 1), (2, 3))
+S.op("moveaxis", lambda m, a: m.moveaxis(a, (0, 1), (2, 0)), (2, 3, 4))
+S.op("moveaxis-negative", lambda m, a: m.moveaxis(a, -1, 0), (2, 3, 4))
+S.op("swapaxes-0d", lambda m, a: m.swapaxes(a, 0, -1), ())
+
+
+@pytest.mark.parametrize("row", S.rows())
+def test_swaps_and_moves_parity(row):
+    run_parity(row, "cpu")
