@@ -13,6 +13,11 @@ views of one memory: a reshaped view of a base views the alias (which views the 
 root stays the root and the alias becomes its view by the inverse op, so writes through either reach
 the other's graph, as in torch where both share one storage.
 
+resize_/resize_as_ (torch's, for tensors that do not require grad) reinterpret the memory under the
+tensor, from its first element on, as a contiguous array of the new shape: torch's storage semantics.
+Growing past that memory copies it into a larger buffer; unlike torch's storage, which grows in place,
+other tensors on the old memory do not follow (they keep the old buffer).
+
 `as_strided`/`as_strided_` are not offered: distgraph's views are recipes (an op and its attributes),
 and a write through an arbitrary stride pattern has no such recipe to place it back.
 """
@@ -25,7 +30,7 @@ import numpy as np
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, move_retained_grad
 from distgraph.autograd.tensor import Tensor, View
-from distgraph.errors import AutogradError
+from distgraph.errors import AutogradError, ShapeError
 from distgraph.ops import shape, views
 from distgraph.ops.registry import defop
 
@@ -162,7 +167,53 @@ def _inverse(recipe, old_shape):
     return (op, {"shape": tuple(old_shape)})
 
 
+def resize_(self, *sizes, memory_format=None):
+    if self.requires_grad:
+        raise AutogradError("resize_: cannot resize variables that require grad")
+    size = tuple(int(n) for n in (sizes[0] if len(sizes) == 1 and isinstance(sizes[0], tuple | list) else sizes))
+    if any(n < 0 for n in size):
+        raise ShapeError(f"resize_: sizes must be non-negative, got {size}")
+    storage, offset = _storage(self.array)
+    need = offset + int(np.prod(size))
+    if need > storage.size:  # torch's storage grows; here a larger buffer takes the old memory's values
+        grown = self.device.xp.empty(need, dtype=storage.dtype)
+        grown[: storage.size] = storage
+        storage = grown
+    old = _alias(self)
+    _retarget(self, old)  # views of the old shape view the old state
+    if type(self) is View:  # no view op makes this layout: it is a tensor of its own on that memory
+        self.__class__ = Tensor
+        del self._view_of, self._view_fn, self._view_version
+    self.array = storage[offset:need].reshape(size)
+    self._vc[0] += 1
+    return self
+
+
+def resize_as_(self, the_template, memory_format=None):
+    return resize_(self, tuple(the_template.shape))
+
+
+def _storage(a):
+    """The memory under array `a` as a flat array (the first array of its chain of `.base`, which owns
+    it), and the index of `a`'s first element in it."""
+    root = a
+    while getattr(root, "base", None) is not None and hasattr(root.base, "dtype"):
+        root = root.base
+    if root.dtype != a.dtype or not root.flags.c_contiguous:
+        raise ShapeError(
+            f"resize_: the memory under this {a.dtype} tensor of shape {tuple(a.shape)} is an array of "
+            f"{root.dtype} {tuple(root.shape)} that is not one contiguous run; resize a .contiguous() copy"
+        )
+    return root.reshape(-1), (_address(a) - _address(root)) // a.itemsize
+
+
+def _address(a):
+    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]  # cupy, numpy
+
+
 METHODS = {
+    "resize_": resize_,
+    "resize_as_": resize_as_,
     "t_": t_,
     "transpose_": transpose_,
     "swapaxes_": swapaxes_,

@@ -255,3 +255,57 @@ def test_capture_refuses_a_reshaped_traced_value():
 
     with pytest.raises(CaptureError, match="modified in place"):
         capture(fn, (dg.randn(2, 3),))
+
+
+# ---- resize_ / resize_as_ ------------------------------------------------------------------------------------
+def _resize_both(make, *steps):
+    """Apply the resize_ `steps` to make(m) in both libraries; compare each result's values (where torch
+    defines them: within the old memory), shape, strides and version."""
+    x, tx = make(dg), make(torch)
+    for size in steps:
+        assert x.resize_(size) is x
+        tx.resize_(size)
+        known = min(tx.numel(), 6)
+        assert x.shape == tuple(tx.shape) and x.stride() == tx.stride() and x._version == tx._version
+        np.testing.assert_array_equal(x.reshape(-1)[:known].numpy(), tx.reshape(-1)[:known].numpy())
+
+
+@pytest.mark.parametrize("steps", [((3, 2),), ((2,),), ((2,), (6,)), ((8,), (2, 4)), ((0,),), ((2, 1, 3),)], ids=str)
+def test_resize_reads_the_memory_in_order(steps):
+    _resize_both(lambda m: m.arange(6.0).reshape(2, 3), *steps)
+
+
+def test_resize_of_strided_tensors_reads_their_memory():
+    _resize_both(lambda m: m.arange(6.0).reshape(2, 3).t(), (6,))
+    _resize_both(lambda m: m.arange(6.0).reshape(2, 3).expand(4, 2, 3), (3,))
+    _resize_both(lambda m: m.arange(6.0)[2:], (2, 2))
+
+
+def test_resize_keeps_sharing_memory_within_it():
+    x = dg.arange(6.0)
+    v = x.view(2, 3)
+    x.resize_(2, 2)
+    x[1, 1] = 9.0
+    assert v[1, 0].item() == 9.0 and v.shape == (2, 3) and v._version == 2
+    w = x[0]  # a view made after: of the new shape
+    w.fill_(-1.0)
+    assert v[0].tolist() == [-1.0, -1.0, 2.0]
+
+
+def test_resize_as_takes_the_template_shape():
+    x, tx = dg.zeros(2, 3), torch.zeros(2, 3)
+    x.resize_as_(dg.zeros(3, 2, dtype=dg.int64))
+    tx.resize_as_(torch.zeros(3, 2, dtype=torch.int64))
+    assert x.shape == tuple(tx.shape) and x.dtype == dg.float32
+
+
+def test_resize_refusals():
+    for t in (dg.zeros(2, requires_grad=True), dg.zeros(2, requires_grad=True) * 1):
+        with pytest.raises(AutogradError, match="resize_: cannot resize variables that require grad"):
+            t.resize_(3)
+        with dg.no_grad(), pytest.raises(AutogradError, match="cannot resize variables that require grad"):
+            t.resize_(3)
+    with pytest.raises(RuntimeError, match="cannot resize variables that require grad"):
+        torch.zeros(2, requires_grad=True).resize_(3)
+    with pytest.raises(ShapeError, match="resize_: sizes must be non-negative"):
+        dg.zeros(2).resize_(-1)
