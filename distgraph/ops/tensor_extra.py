@@ -274,9 +274,14 @@ def _h(self):
     return shape.transpose(self, 0, 1)
 
 
-def _get_device(self):
+def adjoint(input):
+    """torch.adjoint: the conjugate transpose of the last two dims (the transpose, for real tensors)."""
+    return _matrix_transpose("adjoint")(input)
+
+
+def get_device(input):
     """-1 on the CPU, the GPU's index on cuda (torch's)."""
-    return -1 if self.device.type == "cpu" else (self.device.index or 0)
+    return -1 if input.device.type == "cpu" else (input.device.index or 0)
 
 
 METHODS = {
@@ -297,8 +302,8 @@ METHODS = {
     "char": lambda self, memory_format=None: self.to(dtypes.int8),
     "short": lambda self, memory_format=None: self.to(dtypes.int16),
     "bfloat16": _bfloat16,
-    "adjoint": _matrix_transpose("adjoint"),
-    "get_device": _get_device,
+    "adjoint": adjoint,
+    "get_device": get_device,
 }
 PROPERTIES = {
     "H": _h,

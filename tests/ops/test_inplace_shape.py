@@ -41,8 +41,8 @@ def _write_through_reshaped_view(m, a):
 
 
 @pytest.mark.parametrize("row", T.rows())
-def test_parity(row):
-    run_parity(row, "cpu")
+def test_parity(row, device):
+    run_parity(row, device)
 
 
 @pytest.mark.parametrize("row", T.gradcheck_rows())
@@ -297,6 +297,7 @@ def test_resize_as_takes_the_template_shape():
     x.resize_as_(dg.zeros(3, 2, dtype=dg.int64))
     tx.resize_as_(torch.zeros(3, 2, dtype=torch.int64))
     assert x.shape == tuple(tx.shape) and x.dtype == dg.float32
+    assert dg.resize_as_(x, dg.zeros(6)) is x and x.shape == tuple(torch.resize_as_(tx, torch.zeros(6)).shape)
 
 
 def test_resize_refusals():

@@ -34,6 +34,7 @@ T.op("H", lambda m, a: a.H * 2, (2, 3))
 T.op("mH", lambda m, a: a.mH, (4, 2, 3))
 T.op("mT", lambda m, a: a.mT, (4, 2, 3))
 T.op("adjoint", lambda m, a: a.adjoint(), (2, 3))
+T.op("adjoint-function-batched", lambda m, a: m.adjoint(a), (4, 2, 3))
 
 
 def _through_view(m, a):
@@ -43,8 +44,8 @@ def _through_view(m, a):
 
 
 @pytest.mark.parametrize("row", T.rows())
-def test_parity(row):
-    run_parity(row, "cpu")
+def test_parity(row, device):
+    run_parity(row, device)
 
 
 @pytest.mark.parametrize("row", T.gradcheck_rows())
@@ -119,6 +120,7 @@ def test_metadata():
             tx.element_size(),
             tx.get_device(),
         )
+        assert dg.get_device(x) == torch.get_device(tx)
 
 
 @pytest.mark.parametrize("dtype", ["int64", "bool", "float32"])
@@ -344,5 +346,5 @@ S.op("swapaxes-0d", lambda m, a: m.swapaxes(a, 0, -1), ())
 
 
 @pytest.mark.parametrize("row", S.rows())
-def test_swaps_and_moves_parity(row):
-    run_parity(row, "cpu")
+def test_swaps_and_moves_parity(row, device):
+    run_parity(row, device)
