@@ -70,11 +70,13 @@ def _inplace_view(self, name, view_op, *args):
     old = _alias(self)
     with grad_mode.no_grad() if not recording else contextlib.nullcontext():
         new = view_op(old, *args)  # (checks the dims before anything changed)
-    _retarget(self, old)
+    consumers = _retarget(self, old)
     recorded = Tensor.grad_fn.__get__(new) if recording else None
-    if not recording and type(self) is not View and Tensor.grad_fn.__get__(self) is not None:
-        with grad_mode.enable_grad():  # a graph of the old shape: its backward must refuse, as torch's
-            recorded = _unrecorded_change(view_op(old, *args), name=name, shape=tuple(old.shape)).grad_fn
+    if not recording and self.requires_grad and type(self) is not View:
+        _refuse_old_gradients(self, old, new, name, consumers)
+        if Tensor.grad_fn.__get__(self) is not None:  # its graph is of the old shape: backward refuses
+            with grad_mode.enable_grad():
+                recorded = _unrecorded_change(view_op(old, *args), **_shapes(name, old, new)).grad_fn
     before = Tensor.grad_fn.__get__(self)
     self.array = new.array
     self._vc[0] += 1
@@ -99,18 +101,33 @@ def _inplace_view(self, name, view_op, *args):
 
 
 @defop("unrecorded_shape_change", kind="other", save=())
-def _unrecorded_change(xp, x, name, shape):
+def _unrecorded_change(xp, x, name, before, after):
     return x
 
 
 @_unrecorded_change.grad
 def _(ctx, g):
-    name, shape = ctx.attrs["name"], ctx.attrs["shape"]
     raise AutogradError(
-        f"{name}: in no_grad mode it changed a tensor that requires grad from shape {shape} to "
-        f"{tuple(g.shape)}, so its graph gives a gradient of the old shape (torch: 'returned an invalid "
-        "gradient'); change its shape with grad enabled, or out of place"
+        f"{ctx.attrs['name']}: in no_grad mode it changed a tensor that requires grad from shape "
+        f"{ctx.attrs['before']} to {ctx.attrs['after']}, so the gradient recorded for one shape would reach "
+        "a tensor of the other (torch fails here too); change its shape with grad enabled, or out of place"
     )
+
+
+def _shapes(name, old, new):
+    return {"name": name, "before": tuple(old.shape), "after": tuple(new.shape)}
+
+
+def _refuse_old_gradients(self, old, new, name, consumers):
+    """A leaf that requires grad, reshaped in no_grad mode after ops used it: those ops' gradients, of
+    the old shape, would accumulate into its .grad, of the new one. torch fails in backward; so does
+    this, through a guard on those ops' edges to the leaf."""
+    if Tensor.grad_fn.__get__(self) is not None or not consumers:
+        return
+    with grad_mode.enable_grad():
+        guard = _unrecorded_change(old, **_shapes(name, old, new)).grad_fn
+    for node in consumers:
+        node.next = tuple(guard if edge is self else edge for edge in node.next)
 
 
 def _refuse_leaf(self, name):
@@ -143,7 +160,7 @@ def _alias(self):
 
 def _retarget(self, old):
     """Point every Node that took `self` as an input, and every View of `self`, at `old` (see module
-    docstring). A Node's edges (`next`) stay: a leaf's gradient still accumulates into `self`."""
+    docstring); returns those Nodes. Their edges (`next`) stay: a leaf's gradient accumulates into `self`."""
     tuples = []
     for holder in gc.get_referrers(self):
         if isinstance(holder, Tensor) and holder is not old and getattr(holder, "_view_of", None) is self:
@@ -151,11 +168,12 @@ def _retarget(self, old):
         elif type(holder) is tuple:
             tuples.append(holder)
     if not tuples:
-        return
+        return []
     ids = {id(t) for t in tuples}
-    for node in gc.get_referrers(*tuples):
-        if isinstance(node, Node) and id(node.inputs) in ids:
-            node.inputs = tuple(old if t is self else t for t in node.inputs)
+    nodes = [n for n in gc.get_referrers(*tuples) if isinstance(n, Node) and id(n.inputs) in ids]
+    for node in nodes:
+        node.inputs = tuple(old if t is self else t for t in node.inputs)
+    return nodes
 
 
 def _inverse(recipe, old_shape):

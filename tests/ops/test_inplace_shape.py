@@ -146,6 +146,24 @@ def test_leaf_in_no_grad_mode_is_reshaped():
     assert x.grad.shape == (3, 2)
 
 
+def test_leaf_reshaped_in_no_grad_mode_after_use_refuses_that_backward():
+    """torch fails in backward ('The size of tensor a (2) must match...'): never a (2, 3) gradient
+    accumulated into a (3, 2) leaf."""
+    x = dg.randn(2, 3, requires_grad=True)
+    z = (x * 3).sum()
+    with dg.no_grad():
+        x.t_()
+    with pytest.raises(AutogradError, match=r"t_: in no_grad mode it changed .* from shape \(2, 3\) to \(3, 2\)"):
+        z.backward()
+    assert x.grad is None
+    tx = torch.randn(2, 3, requires_grad=True)
+    tz = (tx * 3).sum()
+    with torch.no_grad():
+        tx.t_()
+    with pytest.raises(RuntimeError):
+        tz.backward()
+
+
 def test_non_leaf_reshaped_in_no_grad_mode_refuses_backward():
     """torch keeps its old graph and fails in backward ('returned an invalid gradient'): never a
     gradient of the wrong shape."""
