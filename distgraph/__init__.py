@@ -347,6 +347,8 @@ from distgraph.ops.shape_extra import (  # noqa: F401
     tensor_split,
     vsplit,
 )
+from distgraph.ops.inplace_shape import resize_as_  # noqa: F401
+from distgraph.ops.tensor_extra import adjoint, get_device, renorm  # noqa: F401
 from distgraph.ops.statistics import std, std_mean, var, var_mean  # noqa: F401
 from distgraph.ops.reduction_extra import (  # noqa: F401
     aminmax,

@@ -300,11 +300,13 @@ def rsub(input, other, alpha=1):
 
 
 # ---- unary math ---------------------------------------------------------------------------------
-def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,)):
+def _unary(name, forward, rule, saves_output=False, float_only=True, save=(0,), kinds=None):
     op = defop(name, kind=EW, save=save, saves_output=saves_output)(forward)
     op.grad(rule)
 
     def fn(input):
+        if kinds is not None and input.array.dtype.kind not in kinds:  # dtypes torch has no kernel for
+            refuse(DTypeError, name, input, "not implemented for this dtype")
         if float_only and input.array.dtype.kind != "f":
             input = _float_operand(input)
         return apply(op, (input,))
@@ -352,10 +354,10 @@ tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda ctx, g: mul(g, rsub(mul(c
 asinh = _unary("asinh", lambda xp, x: xp.arcsinh(x), lambda ctx, g: mul(g, rsqrt(add(square(ctx.inputs[0]), 1))))
 acosh = _unary("acosh", lambda xp, x: xp.arccosh(x), lambda ctx, g: mul(g, rsqrt(sub(square(ctx.inputs[0]), 1))))
 atanh = _unary("atanh", lambda xp, x: xp.arctanh(x), lambda ctx, g: div(g, rsub(square(ctx.inputs[0]), 1)))
-floor = _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, float_only=False, save=())
-ceil = _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, float_only=False, save=())
-trunc = _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, float_only=False, save=())
-frac = _unary("frac", lambda xp, x: x - xp.trunc(x), lambda ctx, g: g, save=())
+floor = _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, float_only=False, save=(), kinds="iuf")
+ceil = _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, float_only=False, save=(), kinds="iuf")
+trunc = _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, float_only=False, save=(), kinds="iuf")
+frac = _unary("frac", lambda xp, x: x - xp.trunc(x), lambda ctx, g: g, save=(), kinds="f")
 
 
 def _round_fwd(xp, x, decimals=0):

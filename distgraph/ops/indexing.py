@@ -372,9 +372,12 @@ def argwhere(input):
 
 def bincount(input, weights=None, minlength=0):
     """torch.bincount: checked first (numpy's own errors named no op); float weights keep their dtype."""
+    from distgraph.ops.counting import host_read
+
     xp, a = input.device.xp, input.array
-    if a.dtype.kind not in "iub":
-        raise DTypeError(f"bincount: expected an integral input, got {input.dtype.name}")
+    if a.dtype.kind not in "iu":  # (bool too: torch has no kernel for it)
+        raise DTypeError(f"bincount: expected an integral input, not implemented for {input.dtype.name}")
+    host_read(input, "bincount()")  # its output's length is the input's largest value
     if a.ndim != 1 or (a.size and int(a.min()) < 0):
         raise ShapeError(f"bincount only supports 1-d non-negative integral inputs (got shape {tuple(a.shape)})")
     if weights is not None and (weights.ndim != 1 or weights.shape[0] != a.shape[0]):

@@ -419,7 +419,6 @@ def install():
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))
-    Tensor.mT = property(lambda self: shape.transpose(self, -2, -1) if self.ndim else shape.permute(self, ()))
     Tensor.new_zeros = lambda self, *size, **kw: _new(self, 0)(*size, **kw)
     Tensor.new_ones = lambda self, *size, **kw: _new(self, 1)(*size, **kw)
     Tensor.new_full = lambda self, size, value, **kw: _new(self, value)(*size, **kw)

@@ -195,6 +195,11 @@ def movedim(input, source, destination):
     n = input.ndim
     src = [_dim(s, n, "movedim") for s in src]  # checked: `s % n` wrapped any dim (and divided by 0 on 0-d)
     dst = [_dim(d, n, "movedim") for d in dst]
+    if len(src) != len(dst):  # (zip would drop the extra dims, and permute's error name none of these)
+        raise ShapeError(f"movedim: source {src} and destination {dst} should contain the same number of dims")
+    for what, dims in (("source", src), ("destination", dst)):
+        if len(set(dims)) != len(dims):
+            raise ShapeError(f"movedim: repeated dim in `{what}` ({dims})")
     if not n:
         return _reshape(input, shape=())
     order = [i for i in range(n) if i not in src]

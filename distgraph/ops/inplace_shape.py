@@ -1,0 +1,246 @@
+"""In-place shape changes: t_, transpose_, swapaxes_, swapdims_, squeeze_, unsqueeze_ (torch's in-place
+view ops). The tensor object stays the same; its array becomes a view of the same memory with the new
+shape, its version moves (torch's), and when grad is recorded its grad_fn is the view op's.
+
+What makes this more than `self.array = self.array.T`: a distgraph graph Node keeps its input Tensors
+(backward reads their shape and dtype), and a View keeps the Tensor it views (a write through it is
+placed into that tensor by its view op's backward rule). Both were recorded against the tensor before
+the change, so after it they must see that tensor, not the reshaped one, as torch's Nodes keep their
+inputs' metadata. So the old state is moved to a hidden alias (`_alias`), and every Node and View made
+before is pointed at it (`_retarget`, by a scan of the objects that refer to the tensor: a heap walk,
+paid by these rare ops only, not by every view or op). The alias and the reshaped tensor stay tied as
+views of one memory: a reshaped view of a base views the alias (which views the base), and a reshaped
+root stays the root and the alias becomes its view by the inverse op, so writes through either reach
+the other's graph, as in torch where both share one storage.
+
+resize_/resize_as_ (torch's, for tensors that do not require grad) reinterpret the memory under the
+tensor, from its first element on, as a contiguous array of the new shape: torch's storage semantics.
+Growing past that memory copies it into a larger buffer; unlike torch's storage, which grows in place,
+other tensors on the old memory do not follow (they keep the old buffer).
+
+`as_strided`/`as_strided_` are not offered: distgraph's views are recipes (an op and its attributes),
+and a write through an arbitrary stride pattern has no such recipe to place it back.
+"""
+
+import contextlib
+import gc
+
+import numpy as np
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.function import Node, move_retained_grad
+from distgraph.autograd.tensor import Tensor, View
+from distgraph.errors import AutogradError, ShapeError
+from distgraph.ops import shape, views
+from distgraph.ops.registry import defop
+
+_STATE = ("array", "device", "requires_grad", "grad_fn", "_vc", "_view_of", "_view_fn", "_view_version")
+
+
+def t_(self):
+    return _inplace_view(self, "t_", shape.t)
+
+
+def transpose_(self, dim0, dim1):
+    return _inplace_view(self, "transpose_", shape.transpose, dim0, dim1)
+
+
+def swapaxes_(self, axis0, axis1):
+    return _inplace_view(self, "swapaxes_", shape.transpose, axis0, axis1)
+
+
+def swapdims_(self, dim0, dim1):
+    return _inplace_view(self, "swapdims_", shape.transpose, dim0, dim1)
+
+
+def squeeze_(self, dim=None):
+    return _inplace_view(self, "squeeze_", shape.squeeze, dim)
+
+
+def unsqueeze_(self, dim):
+    return _inplace_view(self, "unsqueeze_", shape.unsqueeze, dim)
+
+
+def _inplace_view(self, name, view_op, *args):
+    """`self` reshaped in place by `view_op(self, *args)`, under torch's autograd rules for in-place ops."""
+    views.check_view_write(self, (), name)  # a view made in no_grad mode, or one of split's views
+    recording = grad_mode.state.grad_enabled and self.requires_grad
+    if recording:
+        _refuse_leaf(self, name)
+    old = _alias(self)
+    with grad_mode.no_grad() if not recording else contextlib.nullcontext():
+        new = view_op(old, *args)  # (checks the dims before anything changed)
+    consumers = _retarget(self, old)
+    recorded = Tensor.grad_fn.__get__(new) if recording else None
+    if not recording and self.requires_grad and type(self) is not View:
+        _refuse_old_gradients(self, old, new, name, consumers)
+        if Tensor.grad_fn.__get__(self) is not None:  # its graph is of the old shape: backward refuses
+            with grad_mode.enable_grad():
+                recorded = _unrecorded_change(view_op(old, *args), **_shapes(name, old, new)).grad_fn
+    before = Tensor.grad_fn.__get__(self)
+    self.array = new.array
+    self._vc[0] += 1
+    version = self._vc[0]
+    if type(self) is View:  # it now views the alias (which views what it viewed) by the view op
+        self._view_of = old
+        self._view_fn = (*new._view_fn[:2], *old._view_fn[2:])  # (it keeps how it was made)
+        if recorded is not None:
+            Tensor.grad_fn.__set__(self, recorded)
+        self._view_version = version if recorded is not None else -1  # unrecorded: rebuilt when read
+    else:  # the root stays the root; the alias becomes its view by the inverse op
+        if recorded is not None:
+            Tensor.grad_fn.__set__(self, recorded)
+            Tensor.requires_grad.__set__(self, True)
+        old.__class__ = View
+        old._view_of = self
+        old._view_fn = _inverse(new._view_fn, old.shape)
+        old._view_version = version
+    if recorded is not None:  # (torch leaves a retain_grad() on the old value: a .grad of the old shape)
+        move_retained_grad(self, before)
+    return self
+
+
+@defop("unrecorded_shape_change", kind="other", save=())
+def _unrecorded_change(xp, x, name, before, after):
+    return x
+
+
+@_unrecorded_change.grad
+def _(ctx, g):
+    raise AutogradError(
+        f"{ctx.attrs['name']}: in no_grad mode it changed a tensor that requires grad from shape "
+        f"{ctx.attrs['before']} to {ctx.attrs['after']}, so the gradient recorded for one shape would reach "
+        "a tensor of the other (torch fails here too); change its shape with grad enabled, or out of place"
+    )
+
+
+def _shapes(name, old, new):
+    return {"name": name, "before": tuple(old.shape), "after": tuple(new.shape)}
+
+
+def _refuse_old_gradients(self, old, new, name, consumers):
+    """A leaf that requires grad, reshaped in no_grad mode after ops used it: those ops' gradients, of
+    the old shape, would accumulate into its .grad, of the new one. torch fails in backward; so does
+    this, through a guard on those ops' edges to the leaf."""
+    if Tensor.grad_fn.__get__(self) is not None or not consumers:
+        return
+    with grad_mode.enable_grad():
+        guard = _unrecorded_change(old, **_shapes(name, old, new)).grad_fn
+    for node in consumers:
+        node.next = tuple(guard if edge is self else edge for edge in node.next)
+
+
+def _refuse_leaf(self, name):
+    """torch's refusals of an in-place op recorded on a leaf that requires grad, or on a view of one."""
+    if Tensor.grad_fn.__get__(self) is None and type(self) is not View:
+        raise AutogradError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
+    base = self
+    while type(base) is View and views._shares_memory(base):
+        base = base._view_of
+        if base.grad_fn is None and base.requires_grad:
+            raise AutogradError(
+                f"{name}: a view of a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a view of shape {tuple(self.shape)})."
+            )
+
+
+def _alias(self):
+    """A tensor holding `self`'s state as it is now (array, graph, version counter, what it views), but
+    not its identity's own things (.grad, hooks): what the Nodes and Views made before keep seeing."""
+    old = Tensor.__new__(View if type(self) is View else Tensor)
+    for slot in _STATE:
+        desc = Tensor.__dict__[slot]
+        try:
+            desc.__set__(old, desc.__get__(self))
+        except AttributeError:  # an unset slot (a plain tensor's view slots)
+            pass
+    old._grad = None
+    return old
+
+
+def _retarget(self, old):
+    """Point every Node that took `self` as an input, and every View of `self`, at `old` (see module
+    docstring); returns those Nodes. Their edges (`next`) stay: a leaf's gradient accumulates into `self`."""
+    tuples = []
+    for holder in gc.get_referrers(self):
+        if isinstance(holder, Tensor) and holder is not old and getattr(holder, "_view_of", None) is self:
+            holder._view_of = old
+        elif type(holder) is tuple:
+            tuples.append(holder)
+    if not tuples:
+        return []
+    ids = {id(t) for t in tuples}
+    nodes = [n for n in gc.get_referrers(*tuples) if isinstance(n, Node) and id(n.inputs) in ids]
+    for node in nodes:
+        node.inputs = tuple(old if t is self else t for t in node.inputs)
+    return nodes
+
+
+def _inverse(recipe, old_shape):
+    """The view recipe giving the old layout back from the new one: permute's inverse permutation, or a
+    reshape to the old shape (squeeze, unsqueeze, and t/transpose of a tensor under 2-d)."""
+    op, attrs = recipe[0], recipe[1]
+    if op.name == "permute":
+        return (op, {"dims": tuple(np.argsort(attrs["dims"]).tolist())})
+    return (op, {"shape": tuple(old_shape)})
+
+
+def resize_(self, *sizes, memory_format=None):
+    if self.requires_grad:
+        raise AutogradError("resize_: cannot resize variables that require grad")
+    size = tuple(int(n) for n in (sizes[0] if len(sizes) == 1 and isinstance(sizes[0], tuple | list) else sizes))
+    if any(n < 0 for n in size):
+        raise ShapeError(f"resize_: sizes must be non-negative, got {size}")
+    storage, offset = _storage(self.array)
+    need = offset + int(np.prod(size))
+    if need > storage.size:  # torch's storage grows; here a larger buffer takes the old memory's values
+        grown = self.device.xp.empty(need, dtype=storage.dtype)
+        grown[: storage.size] = storage
+        storage = grown
+    old = _alias(self)
+    _retarget(self, old)  # views of the old shape view the old state
+    if type(self) is View:  # no view op makes this layout: it is a tensor of its own on that memory
+        self.__class__ = Tensor
+        del self._view_of, self._view_fn, self._view_version
+    self.array = storage[offset:need].reshape(size)
+    self._vc[0] += 1
+    return self
+
+
+def resize_as_(self, the_template, memory_format=None):
+    return resize_(self, tuple(the_template.shape))
+
+
+def _storage(a):
+    """The memory under array `a` as a flat array (the first array of its chain of `.base`, which owns
+    it), and the index of `a`'s first element in it."""
+    root = a
+    while getattr(root, "base", None) is not None and hasattr(root.base, "dtype"):
+        root = root.base
+    if root.dtype != a.dtype or not root.flags.c_contiguous:
+        raise ShapeError(
+            f"resize_: the memory under this {a.dtype} tensor of shape {tuple(a.shape)} is an array of "
+            f"{root.dtype} {tuple(root.shape)} that is not one contiguous run; resize a .contiguous() copy"
+        )
+    return root.reshape(-1), (_address(a) - _address(root)) // a.itemsize
+
+
+def _address(a):
+    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]  # cupy, numpy
+
+
+METHODS = {
+    "resize_": resize_,
+    "resize_as_": resize_as_,
+    "t_": t_,
+    "transpose_": transpose_,
+    "swapaxes_": swapaxes_,
+    "swapdims_": swapdims_,
+    "squeeze_": squeeze_,
+    "unsqueeze_": unsqueeze_,
+}
+
+
+def install():
+    for name, fn in METHODS.items():
+        setattr(Tensor, name, fn)
