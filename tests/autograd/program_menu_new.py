@@ -246,6 +246,17 @@ def _inplace_new(r):
     }  # fmt: skip
 
 
+# In-place ops that read their operands while writing self (index and scatter writes, matmul-likes): where
+# an operand aliases self (o a view of the written value, read through expand), torch reads back what it has
+# already written (a.index_add_(0, i, a[0, :1].expand(2, 2)) adds the updated a[0, 0]; addbmm_ accumulates
+# batch after batch into self), so its result depends on its kernel's order: torch leaves such overlap
+# undefined (its overlap check cannot see through expand's 0 strides). These get a copy of the operand.
+_READ_WHILE_WRITING = {
+    "index_add_", "index_copy_", "index_reduce_", "scatter_reduce_", "put_", "put_noacc", "addmv_", "addr_",
+    "addbmm_", "baddbmm_",
+}  # fmt: skip
+
+
 def inplace_new(rng, pool):
     """An in-place form of a new op through a view of a pool value; the pool keeps the written view."""
     r = np.random.default_rng(int(rng.integers(1 << 30)))
@@ -257,7 +268,7 @@ def inplace_new(rng, pool):
 
     def call(m, a, o):
         v = _VIEWS[view](a)
-        fns[op](m, v, o)
+        fns[op](m, v, o.clone() if op in _READ_WHILE_WRITING else o)
         return v
 
     return f"{view}({i}).{op}({j})", call, [i, j]
