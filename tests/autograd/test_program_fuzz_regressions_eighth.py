@@ -90,3 +90,17 @@ def test_scans_of_a_transposed_input_are_contiguous(name):
         assert float(r.sum()) == 2.0 * r.numel()
     check(lambda a: dg.logcumsumexp(a.T, 1), lambda a: torch.logcumsumexp(a.T, 1), X)
     check(lambda a: dg.cummax(a.T, 1)[0], lambda a: torch.cummax(a.T, 1)[0], X)
+
+
+# ---- index_copy into a 0-d tensor takes a source of shape (1,) (seeds 238, 3225, 3250) --------------------------
+def test_index_copy_of_a_0d_self_takes_a_source_of_shape_1():
+    def fn(m, x, s):
+        return m.index_copy(x * 1.0, 0, m.tensor([0]), s * 2.0)
+
+    check(lambda x, s: fn(dg, x, s), lambda x, s: fn(torch, x, s), np.array(1.5), np.array([0.25]))
+    for m in (dg, torch):
+        x = m.tensor(1.5)
+        x.index_copy_(0, m.tensor([0]), m.tensor([3.0]))
+        assert float(x) == 3.0
+        with pytest.raises(Exception, match="shape"):
+            m.tensor(1.5).index_add_(0, m.tensor([0]), m.tensor([3.0]))
