@@ -99,7 +99,10 @@ def index_add(input, dim, index, source, *, alpha=1):
 
 
 def index_copy(input, dim, index, source):
-    """torch.index_copy: input with the slices of source written at `index` along `dim`."""
+    """torch.index_copy: input with the slices of source written at `index` along `dim`. A 0-d input takes a
+    source of one element as shape (1,) too (torch's index_copy does; its index_add and index_reduce do not)."""
+    if not input.ndim and isinstance(source, Tensor) and tuple(source.shape) == (1,):
+        source = reshape(source, ())
     return _put_along("index_copy", input, dim, index, source, accumulate=False)
 
 

@@ -49,6 +49,12 @@ def _lapack(name, fn, *arrays):
         ) from exc
 
 
+def _column_major(xp, r):
+    """r laid out as LAPACK leaves torch's results (inverse, solve, cholesky): each matrix column-major
+    (strides (.., 1, rows)), so is_contiguous(), view() and reshape()'s copy-or-view answer as torch's."""
+    return xp.swapaxes(xp.ascontiguousarray(xp.swapaxes(r, -1, -2)), -1, -2)
+
+
 def _unsq2(x):
     """A batch of scalars as a batch of 1×1 matrices, to scale matrices."""
     return shape.unsqueeze(shape.unsqueeze(x, -1), -1)
@@ -57,7 +63,7 @@ def _unsq2(x):
 # ---- inverse, solve -----------------------------------------------------------------------------
 @defop("inverse", kind="other", save=(), saves_output=True)
 def _inverse(xp, a):
-    return _lapack("inverse", xp.linalg.inv, a)
+    return _column_major(xp, _lapack("inverse", xp.linalg.inv, a))
 
 
 _inverse.grad(lambda ctx, g: ew.neg(linalg.matmul(linalg.matmul(_mT(ctx.out), g), _mT(ctx.out))))
@@ -69,7 +75,7 @@ def inverse(input):
 
 @defop("solve", kind="other", save=(0,), saves_output=True)
 def _solve(xp, a, b):
-    return _lapack("solve", xp.linalg.solve, a, b)
+    return _column_major(xp, _lapack("solve", xp.linalg.solve, a, b))
 
 
 @_solve.grad
@@ -145,7 +151,7 @@ def logdet(input):
 @defop("cholesky", kind="other", save=(), saves_output=True)
 def _cholesky(xp, a, upper=False):
     low = _lapack("cholesky", xp.linalg.cholesky, a)
-    return xp.swapaxes(low, -1, -2).copy() if upper else low
+    return _column_major(xp, xp.swapaxes(low, -1, -2) if upper else low)
 
 
 @_cholesky.grad

@@ -188,8 +188,9 @@ def _(ctx, g):
     or, with eps, 0 outside [eps, 1 - eps]."""
     x, eps = ctx.inputs[0], ctx.attrs.get("eps")
     d = ew.div(g, ew.mul(x, ew.rsub(x, 1)))
-    if eps is None:
-        d = ew.where(cmp.logical_or(cmp.eq(x, 0), cmp.eq(x, 1)), ew.mul(g, math.inf), d)
+    if eps is None:  # g times inf only where x is 0 or 1: g·inf everywhere would make g's own gradient 0·inf
+        edge = cmp.logical_or(cmp.eq(x, 0), cmp.eq(x, 1))
+        d = ew.where(edge, ew.mul(g, ew.where(edge, math.inf, 0.0)), d)
     lo, hi, fill = (0, 1, math.nan) if eps is None else (eps, 1 - eps, 0.0)
     return ew.where(cmp.logical_or(cmp.lt(x, lo), cmp.gt(x, hi)), fill, d)
 

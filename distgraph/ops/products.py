@@ -87,9 +87,10 @@ def prod(input, dim=None, keepdim=False, dtype=None):
 # ---- cumulative -----------------------------------------------------------------------------------
 @defop("cumsum", kind="other", save=())
 def _cumsum(xp, x, axis):
+    """Row-major whatever x's layout (numpy's keeps x's): torch's scans return contiguous results."""
     if xp is np and x.ndim:  # what np.cumsum runs, called from here: its warnings meet distgraph's filter
-        return np.add.accumulate(x, axis)
-    return xp.cumsum(x, axis=axis)
+        return np.ascontiguousarray(np.add.accumulate(x, axis))
+    return xp.ascontiguousarray(xp.cumsum(x, axis=axis))
 
 
 @_cumsum.grad
@@ -116,8 +117,8 @@ def _cumulative(op, input, dim, name):
 @defop("cumprod", kind="other", saves_output=True)
 def _cumprod(xp, x, axis):
     if xp is np and x.ndim:  # as _cumsum: the ufunc called from here, so an inf · 0 is not warned of
-        return np.multiply.accumulate(x, axis)
-    return xp.cumprod(x, axis=axis)
+        return np.ascontiguousarray(np.multiply.accumulate(x, axis))
+    return xp.ascontiguousarray(xp.cumprod(x, axis=axis))
 
 
 @_cumprod.grad

@@ -239,13 +239,13 @@ def _select_index(xp, x, axis, how):
     else:
         idx = PICKS[how](xp, rows)
         idx = idx if running else idx[..., None]
-    return xp.moveaxis(idx.astype(np.int64), -1, axis)
+    return xp.ascontiguousarray(xp.moveaxis(idx.astype(np.int64), -1, axis))  # torch's layout, not moveaxis's
 
 
 # ---- logcumsumexp -----------------------------------------------------------------------------------------
 @defop("logcumsumexp", kind="other", saves_output=True)
 def _logcumsumexp(xp, x, axis):
-    return xp.moveaxis(_accumulate(xp, "logaddexp", xp.moveaxis(x, axis, -1)), -1, axis)
+    return xp.ascontiguousarray(xp.moveaxis(_accumulate(xp, "logaddexp", xp.moveaxis(x, axis, -1)), -1, axis))
 
 
 @_logcumsumexp.grad
