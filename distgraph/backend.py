@@ -131,6 +131,15 @@ def namespace(array):
     return device_of_array(array).xp
 
 
+def cupy_scatter(ufunc):
+    """cupyx's unbuffered scatter for `ufunc` ("add", "maximum", "minimum"; None for others): numpy's
+    `ufunc.at` on the GPU. Here, so that no other module imports cupy."""
+    cupy_module()
+    import cupyx
+
+    return {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}.get(ufunc)
+
+
 def cupy_special():
     """cupyx.scipy.special (erf and friends on the GPU), imported lazily."""
     cupy_module()

@@ -12,6 +12,7 @@ import numpy as np
 
 from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import cupy_scatter
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
@@ -63,9 +64,7 @@ def _add_at(xp, out, index, values):
             values = np.broadcast_to(values, target)
         np.add.at(out, index, values)
     else:
-        import cupyx
-
-        cupyx.scatter_add(out, index, values)
+        cupy_scatter("add")(out, index, values)
 
 
 def index_add_into(values, shape, index):
@@ -160,9 +159,7 @@ def _scatter_add(xp, x, index, src, axis):
     if xp is np:
         np.add.at(out, idx, src)
     else:
-        import cupyx
-
-        cupyx.scatter_add(out, idx, src)
+        cupy_scatter("add")(out, idx, src)
     return out
 
 

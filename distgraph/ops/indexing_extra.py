@@ -14,6 +14,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import cupy_scatter
 from distgraph.errors import DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, indexing, linalg, reorder
@@ -154,9 +155,7 @@ def _reduce_at(xp, reduce, out, idx, src):
     if xp is np:
         getattr(np, _UFUNC[reduce]).at(out, idx, src)
         return
-    import cupyx
-
-    fn = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}.get(_UFUNC[reduce])
+    fn = cupy_scatter(_UFUNC[reduce])
     if fn is None:
         raise DistgraphError(f"scatter_reduce(): reduce='{reduce}' has no kernel on {type(out).__module__} arrays")
     fn(out, idx, src)

@@ -16,7 +16,7 @@ import math
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import device_of_array
+from distgraph.backend import cupy_scatter, device_of_array
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
@@ -185,9 +185,7 @@ def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
     if xp.__name__ == "numpy":
         xp.add.at(out, flat_i, flat_g)
     else:
-        import cupyx
-
-        cupyx.scatter_add(out, flat_i, flat_g)
+        cupy_scatter("add")(out, flat_i, flat_g)
     if padding_idx is not None:
         out[padding_idx] = 0
     return out
