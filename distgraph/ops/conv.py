@@ -144,42 +144,53 @@ def _attrs(ctx):
     return {k: a[k] for k in ("stride", "padding", "dilation", "groups")}
 
 
-@_conv2d.grad
-def _(ctx, g):
-    x, w = ctx.inputs
-    a = _attrs(ctx)
-    gx = apply(_conv2d_input_grad, (g, w), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
-    gw = apply(_conv2d_weight_grad, (x, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
-    return gx, gw
+def conv_rules(conv, input_grad, weight_grad):
+    """The differentiable rules of a convolution op and its two gradient ops, each written with the others
+    (so gradients of every order are exact): conv2d's here, conv3d's (ops/conv3d.py) the same way."""
+
+    @conv.grad
+    def _(ctx, g):
+        x, w = ctx.inputs
+        a = _attrs(ctx)
+        gx = apply(input_grad, (g, w), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
+        gw = apply(weight_grad, (x, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
+        return gx, gw
+
+    @input_grad.grad
+    def _(ctx, gg):  # d/dg <gg, input_grad(g, w)> = conv(gg, w); d/dw = weight_grad(gg, g)
+        g, w = ctx.inputs
+        a = _attrs(ctx)
+        dg = apply(conv, (gg, w), a) if ctx.next[0] is not None else None
+        dw = apply(weight_grad, (gg, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
+        return dg, dw
+
+    @weight_grad.grad
+    def _(ctx, gw):  # d/dx <gw, weight_grad(x, g)> = input_grad(g, gw); d/dg = conv(x, gw)
+        x, g = ctx.inputs
+        a = _attrs(ctx)
+        dx = apply(input_grad, (g, gw), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
+        dgr = apply(conv, (x, gw), a) if ctx.next[1] is not None else None
+        return dx, dgr
 
 
-@_conv2d_input_grad.grad
-def _(ctx, gg):  # d/dg <gg, input_grad(g, w)> = conv2d(gg, w); d/dw = weight_grad(gg, g)
-    g, w = ctx.inputs
-    a = _attrs(ctx)
-    dg = apply(_conv2d, (gg, w), a) if ctx.next[0] is not None else None
-    dw = apply(_conv2d_weight_grad, (gg, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
-    return dg, dw
+conv_rules(_conv2d, _conv2d_input_grad, _conv2d_weight_grad)
 
 
-@_conv2d_weight_grad.grad
-def _(ctx, gw):  # d/dx <gw, weight_grad(x, g)> = input_grad(g, gw); d/dg = conv2d(x, gw)
-    x, g = ctx.inputs
-    a = _attrs(ctx)
-    dx = apply(_conv2d_input_grad, (g, gw), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
-    dgr = apply(_conv2d, (x, gw), a) if ctx.next[1] is not None else None
-    return dx, dgr
+def ntuple(v, n, name, op):
+    """n ints from an int or n of them; padding (and output_padding) may be 0, a kernel size, stride or
+    dilation must be ≥ 1."""
+    t = (v,) * n if isinstance(v, int) else tuple(v)
+    if len(t) != n or not all(isinstance(i, int) for i in t):
+        what = "a pair of ints" if n == 2 else f"a tuple of {n} ints"
+        raise ShapeError(f"{op}: {name} must be an int or {what}, got {v!r}")
+    least = 0 if name in ("padding", "output_padding") else 1
+    if min(t) < least:
+        raise ShapeError(f"{op}: {name} must be {'≥ 0' if least == 0 else 'positive'}, got {v!r}")
+    return t
 
 
 def _pair(v, name, op):
-    """(int, int) from an int or a pair; padding may be 0, a kernel size, stride or dilation must be ≥ 1."""
-    pair = (v, v) if isinstance(v, int) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(i, int) for i in pair):
-        raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-    least = 0 if name == "padding" else 1
-    if min(pair) < least:
-        raise ShapeError(f"{op}: {name} must be {'≥ 0' if least == 0 else 'positive'}, got {v!r}")
-    return pair
+    return ntuple(v, 2, name, op)
 
 
 def batch_optional(batched_ndim):

@@ -21,7 +21,7 @@ import numpy as np
 from distgraph.autograd.function import apply
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import conv as conv2
-from distgraph.ops.conv import batch_optional
+from distgraph.ops.conv import batch_optional, conv_rules, ntuple
 from distgraph.ops.conv_transpose import _out_size as _transposed_size
 from distgraph.ops.regions import pad
 from distgraph.ops.registry import defop
@@ -132,46 +132,11 @@ def _conv3d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, gr
     return gw.reshape(weight_shape)
 
 
-def _attrs(ctx):
-    return {k: ctx.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
-
-
-@_conv3d.grad
-def _(ctx, g):
-    x, w = ctx.inputs
-    a = _attrs(ctx)
-    gx = apply(_conv3d_input_grad, (g, w), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
-    gw = apply(_conv3d_weight_grad, (x, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
-    return gx, gw
-
-
-@_conv3d_input_grad.grad
-def _(ctx, gg):  # d/dg <gg, input_grad(g, w)> = conv3d(gg, w); d/dw = weight_grad(gg, g)
-    g, w = ctx.inputs
-    a = _attrs(ctx)
-    dg = apply(_conv3d, (gg, w), a) if ctx.next[0] is not None else None
-    dw = apply(_conv3d_weight_grad, (gg, g), {"weight_shape": tuple(w.shape), **a}) if ctx.next[1] is not None else None
-    return dg, dw
-
-
-@_conv3d_weight_grad.grad
-def _(ctx, gw):  # d/dx <gw, weight_grad(x, g)> = input_grad(g, gw); d/dg = conv3d(x, gw)
-    x, g = ctx.inputs
-    a = _attrs(ctx)
-    dx = apply(_conv3d_input_grad, (g, gw), {"input_shape": tuple(x.shape), **a}) if ctx.next[0] is not None else None
-    dgr = apply(_conv3d, (x, gw), a) if ctx.next[1] is not None else None
-    return dx, dgr
+conv_rules(_conv3d, _conv3d_input_grad, _conv3d_weight_grad)
 
 
 def triple(v, name, op):
-    """(int, int, int) from an int or a triple; padding may be 0, a kernel size, stride or dilation must be ≥ 1."""
-    t = (v,) * DIMS if isinstance(v, int) else tuple(v)
-    if len(t) != DIMS or not all(isinstance(i, int) for i in t):
-        raise ShapeError(f"{op}: {name} must be an int or a tuple of {DIMS} ints, got {v!r}")
-    least = 0 if name in ("padding", "output_padding") else 1
-    if min(t) < least:
-        raise ShapeError(f"{op}: {name} must be {'≥ 0' if least == 0 else 'positive'}, got {v!r}")
-    return t
+    return ntuple(v, DIMS, name, op)
 
 
 def _check(op, input, weight, bias, groups):
