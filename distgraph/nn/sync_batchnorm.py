@@ -14,9 +14,9 @@ squared deviations, combined exactly: `_global_moments`) and one in backward, ea
 ranks numbers.
 """
 
-from distgraph.autograd.grad_mode import no_grad
 from distgraph.backend import CPU, to_device
 from distgraph.errors import ShapeError
+from distgraph.nn.functional.layers import normalize_affine, update_running_stats
 from distgraph.nn.normalization import _BatchNorm
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
@@ -95,17 +95,8 @@ def sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, ep
             f"training, got {count} (this rank's input {tuple(input.shape)})"
         )
     if running_mean is not None:
-        with no_grad():
-            running_mean.array[...] = (1 - momentum) * running_mean.array + momentum * mean.array
-            running_var.array[...] = (1 - momentum) * running_var.array + momentum * var.array * (count / (count - 1))
-            running_mean._vc[0] += 1
-            running_var._vc[0] += 1
-    out = ew.mul(ew.sub(input, mean.reshape(*shape)), ew.rsqrt(ew.add(var, eps)).reshape(*shape))
-    if weight is not None:
-        out = ew.mul(out, weight.reshape(*shape))
-    if bias is not None:
-        out = ew.add(out, bias.reshape(*shape))
-    return out
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    return normalize_affine(input, mean.reshape(*shape), var.reshape(*shape), eps, weight, bias, shape)
 
 
 def _global_moments(input, group):

@@ -178,16 +178,29 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             if tensor_module.host_reads is not None:  # being captured: a graph cannot carry this update
                 tensor_module.host_reads(mean, "batch_norm's running-statistics update (training mode)")
-            with no_grad():
-                m = momentum
-                running_mean.array[...] = (1 - m) * running_mean.array + m * mean.array.reshape(c)
-                running_var.array[...] = (1 - m) * running_var.array + m * var.array.reshape(c) * (n / (n - 1))
-                running_mean._vc[0] += 1
-                running_var._vc[0] += 1
+            update_running_stats(running_mean, running_var, mean, var, n, momentum)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: eval mode needs running_mean and running_var")
         mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
+    return normalize_affine(input, mean, var, eps, weight, bias, shape)
+
+
+def update_running_stats(running_mean, running_var, mean, var, n, momentum):
+    """running ← (1 − m)·running + m·batch statistic, the variance unbiased over its n values, in place and
+    outside autograd (batch norm's and SyncBatchNorm's, with its global statistics)."""
+    c = running_mean.shape[0]
+    with no_grad():
+        m = momentum
+        running_mean.array[...] = (1 - m) * running_mean.array + m * mean.array.reshape(c)
+        running_var.array[...] = (1 - m) * running_var.array + m * var.array.reshape(c) * (n / (n - 1))
+        running_mean._vc[0] += 1
+        running_var._vc[0] += 1
+
+
+def normalize_affine(input, mean, var, eps, weight, bias, shape):
+    """(input − mean) / √(var + eps), then × weight and + bias per channel (each reshaped to `shape`):
+    the end of batch, instance and SyncBatchNorm's normalization."""
     out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
     if weight is not None:
         out = ew.mul(out, weight.reshape(*shape))

@@ -11,6 +11,7 @@ import math
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import ShapeError
+from distgraph.nn.functional.layers import normalize_affine
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.regions import pad_nd
@@ -67,12 +68,7 @@ def instance_norm(
         if running_mean is None or running_var is None:
             raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
         mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
-    out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
-    if weight is not None:
-        out = ew.mul(out, weight.reshape(*shape))
-    if bias is not None:
-        out = ew.add(out, bias.reshape(*shape))
-    return out
+    return normalize_affine(input, mean, var, eps, weight, bias, shape)
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
