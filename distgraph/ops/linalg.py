@@ -295,6 +295,7 @@ def _softmax(xp, x, axis):
     shifted = x - x.max(axis=axis, keepdims=True)
     e = xp.exp(shifted)
     total = e.sum(axis=axis, keepdims=True)
+    e = xp.ascontiguousarray(e)  # torch's result is row-major whatever x's layout
     if axis == x.ndim - 1:
         e *= 1 / total
     else:
@@ -343,7 +344,8 @@ def _log_softmax(xp, x, axis):
     if x.size == 0:
         return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return xp.ascontiguousarray(out)  # torch's result is row-major whatever x's layout
 
 
 @_log_softmax.grad

@@ -21,8 +21,9 @@ from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedi
 
 
 def ravel(input):
-    """torch.ravel: the tensor as 1-d (a view where the memory allows, else a copy)."""
-    return reshape(input, (-1,))
+    """torch.ravel: the tensor as 1-d, a view of a row-major input, else a row-major copy (torch's
+    contiguous().view(-1): no strided view even where reshape would find one)."""
+    return reshape(input.contiguous(), (-1,))
 
 
 def tensor_split(input, indices_or_sections, dim=0):
