@@ -220,7 +220,8 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 signbit = cmp._predicate("signbit", lambda xp, x: xp.signbit(x) if x.dtype.kind != "b" else xp.zeros(x.shape, bool))
 isposinf = cmp._predicate("isposinf", lambda xp, x: x == xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
 isneginf = cmp._predicate("isneginf", lambda xp, x: x == -xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
-isreal = cmp._predicate("isreal", lambda xp, x: xp.ones_like(x, bool, order="C" if 0 in x.strides else "K"))  # no complex dtypes: every value is real
+# no complex dtypes: every value is real; laid out as x (row-major for an expanded x), as torch's
+isreal = cmp._predicate("isreal", lambda xp, x: xp.ones_like(x, bool, order="C" if 0 in x.strides else "K"))
 
 
 # ---- unary composites and aliases ---------------------------------------------------------------

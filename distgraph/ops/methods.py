@@ -142,7 +142,7 @@ METHODS = {
     "expand": shape.expand,
     "expand_as": shape.expand_as,
     "repeat": shape.repeat,
-    "tile": shape.tile_method,
+    "tile": shape.tile,
     "repeat_interleave": shape.repeat_interleave,
     "split": shape.split,
     "chunk": shape.chunk,

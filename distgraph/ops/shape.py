@@ -326,11 +326,6 @@ def tile(input, dims):
     return repeat(input, dims)
 
 
-def tile_method(input, *dims):
-    """Tensor.tile(*dims): ints or one sequence of them (torch.tile takes the sequence only)."""
-    return tile(input, _shape_arg(dims))
-
-
 def repeat_interleave(input, repeats, dim=None):
     from distgraph.ops.indexing import index_select
 

@@ -17,7 +17,7 @@ from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops.reduction import sum_to
 from distgraph.ops.regions import _diagonal_embed, diag
 from distgraph.ops.reorder import flip
-from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedim, reshape, split, transpose
+from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedim, reshape, split, tile, transpose
 
 
 def ravel(input):
@@ -185,10 +185,16 @@ def dim_order(input, *, ambiguity_check=False):
     return order
 
 
+def _tile_method(input, *dims):
+    """Tensor.tile(*dims): ints or one sequence of them (torch.tile takes the sequence only)."""
+    return tile(input, _shape_arg(dims))
+
+
 moveaxis = movedim
 
 METHODS = {
     "ravel": ravel,
+    "tile": _tile_method,
     "tensor_split": tensor_split,
     "hsplit": hsplit,
     "vsplit": vsplit,
