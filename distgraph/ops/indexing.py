@@ -286,7 +286,8 @@ def nonzero(input, as_tuple=False):
         return Tensor(xp.zeros((idx[0].size, 0), np.int64), device=input.device)
     if as_tuple:
         return tuple(Tensor(i.astype(np.int64), device=input.device) for i in idx)
-    return Tensor(xp.stack(idx, axis=1).astype(np.int64), device=input.device)
+    # torch's (n, ndim) result is column-major (strides (1, n)): view(-1) refuses it, reshape copies
+    return Tensor(xp.stack(idx).astype(np.int64).T, device=input.device)
 
 
 def one_hot(tensor, num_classes=-1):
@@ -358,7 +359,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     values, indices = sort(input, d)
     from distgraph.ops.shape import narrow, squeeze
 
-    idx = narrow(indices, d, k - 1, 1)
+    idx = narrow(indices, d, k - 1, 1).contiguous()  # torch's indices are a row-major tensor, not a view
     v = gather(input, d, idx)
     return SortResult(v, idx) if keepdim else SortResult(squeeze(v, d), squeeze(idx, d))
 

@@ -295,6 +295,7 @@ def _softmax(xp, x, axis):
     shifted = x - x.max(axis=axis, keepdims=True)
     e = xp.exp(shifted)
     total = e.sum(axis=axis, keepdims=True)
+    e = e if e.flags.c_contiguous else e.copy()  # row-major whatever x's layout, as torch's (0-d stays 0-d)
     if axis == x.ndim - 1:
         e *= 1 / total
     else:
@@ -343,7 +344,8 @@ def _log_softmax(xp, x, axis):
     if x.size == 0:
         return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return out if out.flags.c_contiguous else out.copy()  # row-major, as torch's (ascontiguousarray: 0-d to 1-d)
 
 
 @_log_softmax.grad

@@ -141,7 +141,7 @@ def mvlgamma(input, p):
     x = _float_operand(input)
     steps = Tensor(x.device.xp.arange(p, dtype=x.array.dtype) / 2, device=x.device)
     terms = lgamma(ew.sub(x.unsqueeze(-1), steps))  # (..., p)
-    return ew.add(terms.sum(-1), p * (p - 1) / 4 * math.log(math.pi))
+    return ew.add(terms.sum(-1), p * (p - 1) / 4 * math.log(math.pi)).contiguous()  # row-major, as torch's
 
 
 def _i1_rule(ctx, g):
@@ -203,7 +203,8 @@ def logit(input, eps=None):
 
 @defop("nan_to_num", kind=EW)
 def _nan_to_num(xp, x, nan=0.0, posinf=None, neginf=None):
-    return xp.nan_to_num(x, copy=True, nan=nan, posinf=posinf, neginf=neginf)
+    x = x.copy(order="C" if 0 in x.strides else "K")  # an expanded input's result row-major, as torch's
+    return xp.nan_to_num(x, copy=False, nan=nan, posinf=posinf, neginf=neginf)
 
 
 _nan_to_num.grad(lambda ctx, g: ew.mul(g, cast(cmp.isfinite(ctx.inputs[0]), g.array.dtype)))
@@ -219,7 +220,8 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 signbit = cmp._predicate("signbit", lambda xp, x: xp.signbit(x) if x.dtype.kind != "b" else xp.zeros(x.shape, bool))
 isposinf = cmp._predicate("isposinf", lambda xp, x: x == xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
 isneginf = cmp._predicate("isneginf", lambda xp, x: x == -xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
-isreal = cmp._predicate("isreal", lambda xp, x: xp.ones(x.shape, bool))  # no complex dtypes: every value is real
+# no complex dtypes: every value is real; laid out as x (row-major for an expanded x), as torch's
+isreal = cmp._predicate("isreal", lambda xp, x: xp.ones_like(x, bool, order="C" if 0 in x.strides else "K"))
 
 
 # ---- unary composites and aliases ---------------------------------------------------------------

@@ -471,5 +471,6 @@ def install():
 
 
 def _clone(self):
-    """A copy keeping the strides' order (torch's preserve_format), as the grad path's add(self, 0) does."""
-    return Tensor(self.array.copy(order="K"), device=self.device)
+    """A copy keeping the strides' order (torch's preserve_format), as the grad path's add(self, 0) does; an
+    expanded self (not dense) gives a row-major copy, as torch's."""
+    return Tensor(self.array.copy(order="C" if 0 in self.array.strides else "K"), device=self.device)

@@ -86,7 +86,9 @@ def _float_operand(x):
 # ---- cast ---------------------------------------------------------------------------------------
 @defop("cast", kind=EW, save=())
 def _cast(xp, x, dtype):
-    return x.astype(dtype)
+    """The input's memory order kept (torch's preserve_format), but an expanded input (a 0 stride, not dense)
+    gives a row-major result as torch's, where numpy's order K would follow the strides' order."""
+    return x.astype(dtype, order="C" if 0 in x.strides else "K")
 
 
 @_cast.grad

@@ -8,8 +8,9 @@ from distgraph.ops.shape import _dim, flatten, reshape
 
 @defop("flip", kind="other", save=())
 def _flip(xp, x, axes):
-    # copied: xp.flip is a view, and a write into flip's output must not reach its input (as torch)
-    return xp.flip(x, axis=axes).copy()
+    # copied: xp.flip is a view, and a write into flip's output must not reach its input (as torch); laid out
+    # as x (order K undoes the negative strides), as torch's, but row-major for an expanded x (not dense)
+    return xp.flip(x, axis=axes).copy(order="C" if 0 in x.strides else "K")
 
 
 _flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))

@@ -17,12 +17,13 @@ from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops.reduction import sum_to
 from distgraph.ops.regions import _diagonal_embed, diag
 from distgraph.ops.reorder import flip
-from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedim, reshape, split, transpose
+from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedim, reshape, split, tile, transpose
 
 
 def ravel(input):
-    """torch.ravel: the tensor as 1-d (a view where the memory allows, else a copy)."""
-    return reshape(input, (-1,))
+    """torch.ravel: the tensor as 1-d, a view of a row-major input, else a row-major copy (torch's
+    contiguous().view(-1): no strided view even where reshape would find one)."""
+    return reshape(input.contiguous(), (-1,))
 
 
 def tensor_split(input, indices_or_sections, dim=0):
@@ -184,10 +185,16 @@ def dim_order(input, *, ambiguity_check=False):
     return order
 
 
+def _tile_method(input, *dims):
+    """Tensor.tile(*dims): ints or one sequence of them (torch.tile takes the sequence only)."""
+    return tile(input, _shape_arg(dims))
+
+
 moveaxis = movedim
 
 METHODS = {
     "ravel": ravel,
+    "tile": _tile_method,
     "tensor_split": tensor_split,
     "hsplit": hsplit,
     "vsplit": vsplit,

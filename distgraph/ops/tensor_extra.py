@@ -63,7 +63,7 @@ def renorm(input, p, dim, maxnorm):
     others = tuple(d for d in range(input.ndim) if d != axis)
     norm = red.norm(input, p, dim=others, keepdim=True)
     factor = ew.where(cmp.gt(norm, maxnorm), ew.div(maxnorm, ew.add(norm, 1e-7)), ew.const(1, norm, None))
-    return ew.mul(input, factor)
+    return ew.mul(input, factor).contiguous()  # row-major whatever input's layout, as torch's
 
 
 renorm_ = inplace_variant(renorm, "renorm_")
