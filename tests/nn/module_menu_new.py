@@ -79,9 +79,13 @@ def max_unpool(r, dims):
     src = torch.tensor(_randn(r, (*_lead(r), r.randint(1, 3), *size)))
     pooled, idx = getattr(torch.nn.functional, f"max_pool{dims}d")(src, k, s, pad, return_indices=True)
     name = f"MaxUnpool{dims}d"
-    module_parity(
-        getattr(nn, name)(k, s, pad), getattr(TN, name)(k, s, pad), [_randn(r, pooled.shape), idx.numpy()], nograd=(1,)
-    )
+    dm, tm, inputs = getattr(nn, name)(k, s, pad), getattr(TN, name)(k, s, pad), [_randn(r, pooled.shape), idx.numpy()]
+    if r.random() < 0.4:  # an explicit output_size (within a stride of the default), with or without (N, C)
+        out = [v + r.randint(0, ss - 1) for v, ss in zip(size, steps)]
+        if src.ndim == dims + 2 and r.random() < 0.5:
+            out = list(src.shape[:2]) + out
+        dm, tm = (_Wrap(lib, m, lambda m, x, i: m(x, i, out)) for lib, m in ((nn, dm), (TN, tm)))
+    module_parity(dm, tm, inputs, nograd=(1,))
 
 
 def _norm_state(r, dm, c):
@@ -99,9 +103,15 @@ def _norm_options(r):
                 track_running_stats=r.random() < 0.7)  # fmt: skip
 
 
+def _channels(r, c, a):
+    """The input's channel count: without affine parameters or running statistics, sometimes not c (torch's
+    batch norm then takes any count, its instance norm warns)."""
+    return c + 1 if not (a["affine"] or a["track_running_stats"]) and r.random() < 0.3 else c
+
+
 def instance_norm(r, dims):
     c, a = r.randint(1, 4), _norm_options(r)
-    shape = (*_lead(r), c, *(r.randint(2, 4) for _ in range(dims)))
+    shape = (*_lead(r), _channels(r, c, a), *(r.randint(2, 4) for _ in range(dims)))
     name = f"InstanceNorm{dims}d"
     dm, tm = getattr(nn, name)(c, **a), getattr(TN, name)(c, **a)
     _norm_state(r, dm, c)
@@ -110,7 +120,7 @@ def instance_norm(r, dims):
 
 def batch_norm3d(r, name="BatchNorm3d"):
     c, a = r.randint(1, 4), _norm_options(r)
-    shape = (r.randint(1, 3), c, r.randint(1, 3), r.randint(1, 3), r.randint(2, 3))
+    shape = (r.randint(1, 3), _channels(r, c, a), r.randint(1, 3), r.randint(1, 3), r.randint(2, 3))
     dm, tm = getattr(nn, name)(c, **a), getattr(TN, name)(c, **a)
     _norm_state(r, dm, c)
     module_parity(dm, tm, [_randn(r, shape) * 2 + 1], train=r.random() < 0.7, passes=r.randint(1, 3))
@@ -119,7 +129,7 @@ def batch_norm3d(r, name="BatchNorm3d"):
 def sync_batch_norm(r):
     """Outside a process group SyncBatchNorm is BatchNorm over any input of 2 or more dimensions."""
     c, a = r.randint(1, 4), _norm_options(r)
-    shape = (r.randint(2, 3), c, *(r.randint(1, 3) for _ in range(r.randint(0, 3))))
+    shape = (r.randint(2, 3), _channels(r, c, a), *(r.randint(1, 3) for _ in range(r.randint(0, 3))))
     dm, tm = nn.SyncBatchNorm(c, **a), TN.SyncBatchNorm(c, **a)
     _norm_state(r, dm, c)
     module_parity(dm, tm, [_randn(r, shape) * 2 + 1], train=r.random() < 0.7, passes=r.randint(1, 3))
@@ -140,6 +150,9 @@ def embedding_bag(r):
     if r.random() < 0.5:  # 2-D input: one bag per row
         ids = g.integers(0, n, (r.randint(1, 3), r.randint(1, 4)))
         a["include_last_offset"] = False
+        if a["mode"] == "sum" and r.random() < 0.5:  # per_sample_weights, offsets None
+            dm, tm = (_Wrap(lib, lib.EmbeddingBag(n, d, **a), lambda m, x, w: m(x, None, w)) for lib in (nn, TN))
+            return module_parity(dm, tm, [ids, g.standard_normal(ids.shape)], passes=2)
         inputs = [ids]
     else:
         ids = g.integers(0, n, r.randint(1, 8))
@@ -161,7 +174,8 @@ def ctc(r):
     if unbatched:
         batch = 1
     x = g.standard_normal((t, batch, c))
-    x = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    if r.random() < 0.8:  # torch takes any values; mostly log-probabilities
+        x = x - np.log(np.exp(x).sum(-1, keepdims=True))
     in_len = g.integers(1, t + 1, batch)
     tgt_len = g.integers(0, t + 2, batch)  # above the input length: an impossible alignment (inf)
     labels = [v for v in range(c) if v != a["blank"]]
@@ -184,7 +198,7 @@ def _pair(r, g):
 
 def pairwise(r):
     g = _gen(r)
-    a = dict(p=r.choice([2.0, 1.0, 3.0, 0.5]), eps=r.choice([1e-6, 0.1]), keepdim=r.random() < 0.5)
+    a = dict(p=r.choice([2.0, 1.0, 3.0, 0.5, 0.0, float("inf")]), eps=r.choice([1e-6, 0.1]), keepdim=r.random() < 0.5)
     module_parity(nn.PairwiseDistance(**a), TN.PairwiseDistance(**a), list(_pair(r, g)))
 
 
@@ -193,7 +207,9 @@ def cosine(r):
     shape = tuple(r.randint(1, 4) for _ in range(r.randint(1, 3)))
     other = tuple(1 if r.random() < 0.2 else s for s in shape)
     a = dict(dim=r.randint(-len(shape), len(shape) - 1), eps=r.choice([1e-8, 0.5]))
-    module_parity(nn.CosineSimilarity(**a), TN.CosineSimilarity(**a), [g.standard_normal(shape), g.standard_normal(other)])
+    module_parity(
+        nn.CosineSimilarity(**a), TN.CosineSimilarity(**a), [g.standard_normal(shape), g.standard_normal(other)]
+    )
 
 
 def triplet(r):
@@ -211,7 +227,11 @@ def triplet_distance(r):
     a = dict(margin=r.choice([1.0, 0.1, 2.0]), swap=r.random() < 0.5, reduction=_reduction(r))
 
     def make(lib, F):
-        fn = {"none": None, "module": lib.PairwiseDistance(p=1.0), "cosine": lambda x, y: 1 - F.cosine_similarity(x, y, dim=-1)}
+        fn = {
+            "none": None,
+            "module": lib.PairwiseDistance(p=1.0),
+            "cosine": lambda x, y: 1 - F.cosine_similarity(x, y, dim=-1),
+        }
         return lib.TripletMarginWithDistanceLoss(distance_function=fn[kind], **a)
 
     dm, tm = make(nn, nn.functional), make(TN, torch.nn.functional)
@@ -222,13 +242,16 @@ def hinge_embedding(r):
     g, shape = _gen(r), tuple(r.randint(1, 4) for _ in range(r.randint(0, 3)))
     a = dict(margin=r.choice([1.0, 0.0, 2.0]), reduction=_reduction(r))
     x, t = g.standard_normal(shape), np.sign(g.standard_normal(shape))
+    if r.random() < 0.3:  # targets other than 1 and -1: torch's formula still defines the loss
+        t = g.integers(-1, 3, shape).astype(float)
     module_parity(nn.HingeEmbeddingLoss(**a), TN.HingeEmbeddingLoss(**a), [x, t], nograd=(1,))
 
 
 def cosine_embedding(r):
     g, d, lead = _gen(r), r.randint(1, 4), _lead(r)
     a = dict(margin=r.choice([0.0, 0.5, -0.5]), reduction=_reduction(r))
-    inputs = [g.standard_normal((*lead, d)), g.standard_normal((*lead, d)), np.sign(g.standard_normal(lead))]
+    t = np.sign(g.standard_normal(lead)) if r.random() < 0.7 else g.integers(-1, 3, lead).astype(float)
+    inputs = [g.standard_normal((*lead, d)), g.standard_normal((*lead, d)), t]
     module_parity(nn.CosineEmbeddingLoss(**a), TN.CosineEmbeddingLoss(**a), inputs, nograd=(2,))
 
 
@@ -251,7 +274,7 @@ def multilabel_margin(r):
 
 
 def multilabel_soft_margin(r):
-    g, c, lead = _gen(r), r.randint(1, 5), (r.randint(1, 3),)
+    g, c, lead = _gen(r), r.randint(1, 5), _lead(r)
     w = np.abs(g.standard_normal(c)) + 0.1 if r.random() < 0.5 else None
     red = _reduction(r)
     dm = nn.MultiLabelSoftMarginLoss(weight=None if w is None else dg.tensor(w), reduction=red)
@@ -262,14 +285,20 @@ def multilabel_soft_margin(r):
 def shuffles(r):
     """ChannelShuffle, Softmax2d, and FeatureAlphaDropout and RReLU in eval mode (where they are deterministic)."""
     g, groups = _gen(r), r.randint(1, 3)
-    x = g.standard_normal((r.randint(1, 3), groups * r.randint(1, 3), *(r.randint(1, 3) for _ in range(r.randint(1, 2)))))
+    x = g.standard_normal(
+        (r.randint(1, 3), groups * r.randint(1, 3), *(r.randint(1, 3) for _ in range(r.randint(1, 2))))
+    )
     module_parity(nn.ChannelShuffle(groups), TN.ChannelShuffle(groups), [x])
     x = g.standard_normal((*_lead(r), r.randint(1, 4), r.randint(1, 3), r.randint(1, 3)))
     module_parity(nn.Softmax2d(), TN.Softmax2d(), [x])
-    p = r.choice([0.0, 0.3, 0.9])
-    module_parity(nn.FeatureAlphaDropout(p), TN.FeatureAlphaDropout(p), [x], train=False)
+    p = r.choice([0.0, 0.3, 0.9, 1.0])
+    train = p in (0.0, 1.0) and r.random() < 0.5  # the train-mode draws without randomness
+    module_parity(nn.FeatureAlphaDropout(p), TN.FeatureAlphaDropout(p), [x], train=train)
     a = dict(lower=r.choice([1 / 8, 0.0, 0.3]), upper=r.choice([1 / 3, 0.5, 1.0]))
-    module_parity(nn.RReLU(**a), TN.RReLU(**a), [np.round(x * 3) if r.random() < 0.3 else x], train=False)
+    if r.random() < 0.3:  # equal bounds: train mode samples the one slope
+        a["upper"] = a["lower"]
+    module_parity(nn.RReLU(**a), TN.RReLU(**a), [np.round(x * 3) if r.random() < 0.3 else x],
+                  train=a["lower"] == a["upper"] and r.random() < 0.5)  # fmt: skip
 
 
 def adaptive_log_softmax(r):
@@ -284,17 +313,20 @@ def adaptive_log_softmax(r):
 
 def lazy(r, name):
     """A Lazy module after its first forward: it has become the plain module (class, repr, state_dict)."""
-    g, c = _gen(r), r.randint(1, 3)
+    g, c, kw = _gen(r), r.randint(1, 3), {}
     if name == "LazyLinear":
         args, shape = (r.randint(1, 4),), (*_lead(r), r.randint(1, 3), r.randint(1, 4))
+        kw["bias"] = r.random() < 0.7
     elif "Conv" in name:
         dims = int(name[-2])
         args = (r.randint(1, 3), _tup(r, 1, 3, dims))
         shape = (*_lead(r), c, *(r.randint(3, 5) for _ in range(dims)))
+        kw = dict(stride=_tup(r, 1, 2, dims), padding=r.randint(0, 1), bias=r.random() < 0.7)
     else:
         dims = int(name[-2])
         args, shape = (), (r.randint(2, 3), c, *(r.randint(2, 3) for _ in range(dims)))
-    dm, tm = getattr(nn, name)(*args), getattr(TN, name)(*args)
+        kw = _norm_options(r)
+    dm, tm = getattr(nn, name)(*args, **kw), getattr(TN, name)(*args, **kw)
     x = g.standard_normal(shape)
     first = x.astype(np.float32)  # lazy parameters materialize in the default dtype
     dm(dg.tensor(first)), tm(torch.tensor(first))
@@ -304,10 +336,20 @@ def lazy(r, name):
 
 def _functional(lib, fn, **a):
     """A module around one functional call, so module_parity can compare it."""
+    return _Wrap(lib, None, lambda _, *args: getattr(lib.functional, fn)(*args, **a))
+
+
+def _Wrap(lib, inner, call):
+    """A module whose forward is call(inner, *tensors): for arguments module_parity cannot pass (None, sizes)."""
 
     class Call(lib.Module):
+        def __init__(self):
+            super().__init__()
+            if inner is not None:
+                self.inner = inner
+
         def forward(self, *args):
-            return getattr(lib.functional, fn)(*args, **a)
+            return call(self.inner if inner is not None else None, *args)
 
     return Call()
 
@@ -315,10 +357,12 @@ def _functional(lib, fn, **a):
 def grid_sample(r):
     g, dims = _gen(r), r.choice([2, 3])
     a = dict(mode=r.choice(["bilinear", "nearest"]),  # bicubic: not implemented (KNOWN in the test file)
-             padding_mode=r.choice(["zeros", "border", "reflection"]), align_corners=r.random() < 0.5)  # fmt: skip
+             padding_mode=r.choice(["zeros", "border", "reflection"]), align_corners=r.choice([True, False, None]))  # fmt: skip
     n, c = r.randint(1, 2), r.randint(1, 3)
     x = g.standard_normal((n, c, *(r.randint(1, 4) for _ in range(dims))))
     grid = g.uniform(-1.4, 1.4, (n, *(r.randint(1, 3) for _ in range(dims)), dims))
+    if r.random() < 0.3:  # on pixel centres and half-way between them: rounding and reflection edges
+        grid = np.round(grid * 4) / 4
     module_parity(_functional(nn, "grid_sample", **a), _functional(TN, "grid_sample", **a), [x, grid])
 
 
@@ -326,12 +370,14 @@ def affine_grid(r):
     g, dims = _gen(r), r.choice([2, 3])
     n = r.randint(1, 3)
     size = [n, r.randint(1, 3), *(r.randint(1, 4) for _ in range(dims))]
-    a = dict(size=size, align_corners=r.random() < 0.5)
+    a = dict(size=size, align_corners=r.choice([True, False, None]))
     theta = g.standard_normal((n, dims, dims + 1))
     module_parity(_functional(nn, "affine_grid", **a), _functional(TN, "affine_grid", **a), [theta])
 
 
-LAZY = ["LazyLinear"] + [f"Lazy{k}{d}d" for k in ("Conv", "ConvTranspose", "BatchNorm", "InstanceNorm") for d in (1, 2, 3)]
+LAZY = ["LazyLinear"] + [
+    f"Lazy{k}{d}d" for k in ("Conv", "ConvTranspose", "BatchNorm", "InstanceNorm") for d in (1, 2, 3)
+]
 
 FAMILIES = {
     "Conv3d": (lambda r: conv(r, 3), 20),
