@@ -137,8 +137,13 @@ class _BatchNorm(Module):
             self.eps,
         )
 
+    def _channels_fixed(self):
+        """Whether a weight or running statistics hold num_features values: torch checks the channel count only
+        through them, so without both any count goes (as a LazyBatchNorm that has neither runs on any input)."""
+        return self.weight is not None or self.running_mean is not None
+
     def _check_input(self, input):
-        if input.ndim not in self._expected_dims or input.shape[1] != self.num_features:
+        if input.ndim not in self._expected_dims or (input.shape[1] != self.num_features and self._channels_fixed()):
             raise ShapeError(
                 f"{type(self).__name__}({self.num_features}): expected "
                 f"{' or '.join(f'{d}-D' for d in self._expected_dims)} input with {self.num_features} channels "

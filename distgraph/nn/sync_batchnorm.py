@@ -47,7 +47,7 @@ class SyncBatchNorm(_BatchNorm):
         self.process_group = process_group
 
     def _check_input(self, input):
-        if input.ndim < 2 or input.shape[1] != self.num_features:
+        if input.ndim < 2 or (input.shape[1] != self.num_features and self._channels_fixed()):
             raise ShapeError(
                 f"SyncBatchNorm({self.num_features}): expected at least 2-D input (N, C, ...) with "
                 f"{self.num_features} channels in dim 1, got shape {tuple(input.shape)}"
