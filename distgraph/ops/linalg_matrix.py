@@ -130,7 +130,16 @@ def _logabsdet(xp, a):
 
 
 _logabsdet.grad(lambda ctx, g: ew.mul(_unsq2(g), _mT(inverse(ctx.inputs[0]))))
-_det_sign = defop("slogdet_sign", kind="other", save=())(lambda xp, a: _lapack("slogdet", xp.linalg.slogdet, a)[0])
+
+
+@defop("slogdet_sign", kind="other", save=())
+def _det_sign(xp, a):
+    """LAPACK's sign, but 0 where log|det| is NaN (a NaN in the matrix): torch's sign is the product of
+    the LU diagonal's x/|x|, which a NaN pivot makes 0; numpy's stays ±1."""
+    sign, logabs = _lapack("slogdet", xp.linalg.slogdet, a)
+    return xp.where(xp.isnan(logabs), sign * 0, sign)
+
+
 # torch's sign output requires grad (one node for both outputs) and passes back zero
 _det_sign.grad(lambda ctx, g: Tensor(g.device.xp.zeros(ctx.inputs[0].shape, g.array.dtype), device=g.device))
 
