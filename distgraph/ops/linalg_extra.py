@@ -133,11 +133,11 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
             f"{[_shape(p) for p in (prepend, append) if p is not None]}"
         )
     x = shape.cat(parts, axis) if len(parts) > 1 else input
-    for _ in range(n):
-        length = x.shape[axis] - 1
-        if length <= 0:
-            return shape.narrow(x, axis, 0, 0)
-        hi, lo = shape.narrow(x, axis, 1, length), shape.narrow(x, axis, 0, length)
+    if n == 0:
+        return x.clone()  # a new tensor, as torch's (not input itself)
+    for _ in range(n):  # an empty result too is a difference (of empty slices), never a view of input
+        length = max(x.shape[axis] - 1, 0)
+        hi, lo = shape.narrow(x, axis, min(1, x.shape[axis]), length), shape.narrow(x, axis, 0, length)
         x = cmp.logical_xor(hi, lo) if x.array.dtype == np.bool_ else ew.sub(hi, lo)
     return x
 
