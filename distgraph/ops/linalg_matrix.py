@@ -159,8 +159,25 @@ def logdet(input):
 # ---- cholesky -----------------------------------------------------------------------------------
 @defop("cholesky", kind="other", save=(), saves_output=True)
 def _cholesky(xp, a, upper=False):
-    low = _lapack("cholesky", xp.linalg.cholesky, a)
+    """LAPACK's potrf reads one triangle: the upper for upper=True (as torch's), the lower otherwise."""
+    read = xp.swapaxes(a, -1, -2) if upper else a
+    _refuse_non_finite_factor(xp, read)
+    low = _lapack("cholesky", xp.linalg.cholesky, read)
+    if xp.isnan(low).any():  # a NaN pivot (an overflow): torch's potrf fails there
+        raise InputRangeError(f"cholesky: the input {a.shape} is not positive-definite (a NaN pivot)")
     return _column_major(xp, xp.swapaxes(low, -1, -2) if upper else low)
+
+
+def _refuse_non_finite_factor(xp, low):
+    """A NaN in the triangle read, or an infinite entry off its diagonal, makes a pivot NaN or -inf, where
+    torch's potrf fails (numpy's returns NaNs or, for inf, a diagonal matrix): refuse as torch. An infinite
+    diagonal alone factors (L has inf there, as torch's)."""
+    off = xp.tril(low, -1)
+    if (~xp.isfinite(off)).any() or xp.isnan(xp.diagonal(low, 0, -2, -1)).any():
+        raise InputRangeError(
+            f"cholesky: the input {low.shape} is not positive-definite: it holds NaN, or an infinite entry off "
+            "the diagonal, in the triangle the factorization reads"
+        )
 
 
 @_cholesky.grad
