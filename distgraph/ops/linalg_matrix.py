@@ -74,8 +74,11 @@ def inverse(input):
 
 
 @defop("solve", kind="other", save=(0,), saves_output=True)
-def _solve(xp, a, b):
-    return _column_major(xp, _lapack("solve", xp.linalg.solve, a, b))
+def _solve(xp, a, b, vector=False):
+    """`vector`: b is a batch of vectors as (..., n, 1); torch's result (..., n) then has each matrix of its
+    last two dims (the last batch dim by n) column-major, the layout torch's batched vector solve leaves."""
+    r = _lapack("solve", xp.linalg.solve, a, b)
+    return _column_major(xp, r[..., 0])[..., None] if vector and r.ndim >= 3 else _column_major(xp, r)
 
 
 @_solve.grad
@@ -100,7 +103,7 @@ def solve(A, B, *, left=True):
     batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
     a = shape.expand(A, batch + tuple(A.shape[-2:]))
     b = shape.expand(b, batch + tuple(b.shape[-2:]))
-    x = _solve(a, b)
+    x = _solve(a, b, vector=vector)
     return shape.squeeze(x, -1) if vector else x
 
 
