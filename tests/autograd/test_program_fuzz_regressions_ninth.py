@@ -181,3 +181,16 @@ def test_batched_vector_solve_is_laid_out_as_torch(a_shape, b_shape):
     assert got.is_contiguous() == want.is_contiguous()
     assert tuple(s // 8 for s in got.array.strides) == want.stride()
     check(lambda a, b: dg.linalg.solve(a, b), lambda a, b: torch.linalg.solve(a, b), a, b)
+
+
+# ---- addcmul / addcdiv's dtype (seed 5105) ---------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["addcmul", "addcdiv"])
+def test_addcmul_of_a_bool_tensor1_and_0d_float64_operands_is_float64(op):
+    """value · tensor1 first made a bool tensor1 float32, which then outranked the float64 of the 0-d operands."""
+    x, t = np.array(2.0), np.array([[True, False], [True, True]])
+    got = getattr(dg, op)(dg.tensor(x), dg.tensor(t), dg.tensor(x), value=-1.5)
+    want = getattr(torch, op)(torch.tensor(x), torch.tensor(t), torch.tensor(x), value=-1.5)
+    assert got.dtype.name == str(want.dtype).split(".")[-1]
+    np.testing.assert_allclose(got.array, want.numpy(), rtol=1e-12)
+    check(lambda a, b: getattr(dg, op)(a, dg.tensor(t), b, value=-1.5),
+          lambda a, b: getattr(torch, op)(a, torch.tensor(t), b, value=-1.5), x, np.array(3.0))  # fmt: skip
