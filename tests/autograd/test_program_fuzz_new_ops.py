@@ -37,6 +37,10 @@ _PINV32 = (
     "pinverse of a rank-1 float32 matrix: the default rcond 1e-15 is below float32's eps, so the "
     "round-off singular values (1e-7) are inverted, and they differ between LAPACK builds (torch's ±7e5)"
 )
+_HARDTANH_NAN = (
+    "torch's hardtanh backward at NaN depends on the element's position: its vectorized loop gives 0, the "
+    "scalar tail (and arrays under 8 elements) passes g; distgraph gives 0 everywhere"
+)
 KNOWN = {
     682: _COV,
     1392: _COV,
@@ -64,6 +68,13 @@ KNOWN = {
     2974: _COV,
     3116: _KRON_INPLACE,
     3506: _PINV32,
+    4089: _HARDTANH_NAN,
+    4128: "float32 cancellation: tanhshrink is x - tanh(x) in torch too, so its gradient 1 - (1 - tanh²) at "
+    "x = -0.02 keeps 3 digits, and numpy's and torch's float32 tanh round apart (digamma's pole amplifies it)",
+    4314: _KRON,
+    4423: _KRON,
+    4631: _HARDTANH_NAN,
+    4937: _KRON_INPLACE,
     3512: "ties among ±inf in topk (x / 0): torch leaves their order unspecified",
 }
 
