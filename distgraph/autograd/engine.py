@@ -20,7 +20,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.callbacks import backward_pass
-from distgraph.autograd.function import Node, _freed_message, get_tracer
+from distgraph.autograd.function import Node, _freed_message, get_tracer, read_only_for_unneeded
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
 from distgraph.backend import device_of_array
@@ -126,8 +126,7 @@ def _check_versions(node, inputs):
         _check_detached(node, inputs)
     for i, v in zip(node.op.save, node.versions):  # versions covers the saved inputs that exist
         if v is not None and inputs[i]._vc[0] != v:  # (None: not saved, see function._saved_version)
-            j = getattr(node.op, "saved_for", {}).get(i)  # (custom Functions duck-type Op without it)
-            if j is not None and node.next[j] is None:  # only j's gradient reads it, and j needs none
+            if read_only_for_unneeded(node.op, i, node.next):
                 continue
             t = inputs[i]
             raise AutogradError(

@@ -226,8 +226,17 @@ def _record(op, inputs, attrs, saved, out):
 def _saved_version(op, inputs, edges, i):
     """The version of saved input `i`, or None where only the gradient of an input that gets none reads
     it (`op.saved_for`): as torch, which then saves nothing, an inference tensor is fine there."""
-    j = op.saved_for.get(i) if hasattr(op, "saved_for") else None  # (custom Functions have none)
-    return None if j is not None and edges[j] is None else inputs[i]._vc[0]
+    return None if read_only_for_unneeded(op, i, edges) else inputs[i]._vc[0]
+
+
+def read_only_for_unneeded(op, i, edges):
+    """Whether saved input `i` is read only for gradients that no input needs: `op.saved_for[i]` names the
+    input (or a tuple of the inputs, as einsum's operands, each read for every other's) whose gradient
+    reads it; custom Functions have no `saved_for`."""
+    j = op.saved_for.get(i) if hasattr(op, "saved_for") else None
+    if j is None:
+        return False
+    return all(k >= len(edges) or edges[k] is None for k in ((j,) if isinstance(j, int) else j))
 
 
 def mark_view(out, base, op, attrs):

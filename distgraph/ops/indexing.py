@@ -187,7 +187,14 @@ def _check_src(name, index, src):
             f"{name}(): Index tensor must have the same number of dimensions as src tensor (index "
             f"{tuple(index.shape)}, src {tuple(src.shape)})"
         )
-    return src[0] if index.ndim == 0 and src.ndim == 1 and src.shape[0] else src
+    if index.ndim == 0 and src.ndim == 1 and src.shape[0]:
+        return src[0]
+    src = src.reshape(1) if src.ndim == 0 and index.ndim == 1 else src  # a 0-d src: one element
+    if index.ndim and any(i > s for i, s in zip(index.shape, src.shape)):
+        raise ShapeError(
+            f"{name}(): Expected index {list(index.shape)} to be no larger size than src {list(src.shape)}"
+        )
+    return src
 
 
 def scatter_add(input, dim, index, src):

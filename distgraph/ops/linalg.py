@@ -163,7 +163,10 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
 
 
 # ---- einsum ---------------------------------------------------------------------------------------------
-@defop("einsum", kind="matmul", save=(0, 1, 2, 3, 4, 5, 6, 7))
+# each operand is read only for the others' gradients (torch saves it only where one needs one)
+@defop(
+    "einsum", kind="matmul", save=tuple(range(8)), saved_for={i: tuple(k for k in range(8) if k != i) for i in range(8)}
+)
 def _einsum(xp, *operands, equation):
     return xp.einsum(equation, *operands, optimize=len(operands) > 2)
 

@@ -28,11 +28,14 @@ def _need_dims(name, **operands):
 
 
 def _scaled_sum(name, input, prod, beta, alpha):
-    """beta·input + alpha·prod, input expanded to prod's shape as torch does; beta = 0 ignores input's
-    values (a NaN there does not reach the result), as torch's, leaving input a zero gradient."""
+    """beta·input + alpha·prod, input expanded to prod's shape as torch does (so a 0-d input's dtype
+    counts in the promotion as a dimensioned tensor's: addr of a float64 0-d input and float32 vectors is
+    float64, as torch's); beta = 0 ignores input's values (a NaN there does not reach the result), as
+    torch's, leaving input a zero gradient."""
     out, shp = _shape(prod), _shape(input)
     if len(shp) > len(out) or any(a not in (1, b) for a, b in zip(shp[::-1], out[::-1])):
         raise ShapeError(f"{name}: input of shape {shp} cannot be expanded to the product's shape {out}")
+    input = shape.expand(input, out)
     if alpha != 1:
         prod = ew.mul(prod, alpha)
     if beta == 0:
@@ -130,11 +133,11 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
             f"{[_shape(p) for p in (prepend, append) if p is not None]}"
         )
     x = shape.cat(parts, axis) if len(parts) > 1 else input
-    for _ in range(n):
-        length = x.shape[axis] - 1
-        if length <= 0:
-            return shape.narrow(x, axis, 0, 0)
-        hi, lo = shape.narrow(x, axis, 1, length), shape.narrow(x, axis, 0, length)
+    if n == 0:
+        return x.clone()  # a new tensor, as torch's (not input itself)
+    for _ in range(n):  # an empty result too is a difference (of empty slices), never a view of input
+        length = max(x.shape[axis] - 1, 0)
+        hi, lo = shape.narrow(x, axis, min(1, x.shape[axis]), length), shape.narrow(x, axis, 0, length)
         x = cmp.logical_xor(hi, lo) if x.array.dtype == np.bool_ else ew.sub(hi, lo)
     return x
 

@@ -74,8 +74,11 @@ def inverse(input):
 
 
 @defop("solve", kind="other", save=(0,), saves_output=True)
-def _solve(xp, a, b):
-    return _column_major(xp, _lapack("solve", xp.linalg.solve, a, b))
+def _solve(xp, a, b, vector=False):
+    """`vector`: b is a batch of vectors as (..., n, 1); torch's result (..., n) then has each matrix of its
+    last two dims (the last batch dim by n) column-major, the layout torch's batched vector solve leaves."""
+    r = _lapack("solve", xp.linalg.solve, a, b)
+    return _column_major(xp, r[..., 0])[..., None] if vector and r.ndim >= 3 else _column_major(xp, r)
 
 
 @_solve.grad
@@ -100,7 +103,7 @@ def solve(A, B, *, left=True):
     batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
     a = shape.expand(A, batch + tuple(A.shape[-2:]))
     b = shape.expand(b, batch + tuple(b.shape[-2:]))
-    x = _solve(a, b)
+    x = _solve(a, b, vector=vector)
     return shape.squeeze(x, -1) if vector else x
 
 
@@ -130,7 +133,16 @@ def _logabsdet(xp, a):
 
 
 _logabsdet.grad(lambda ctx, g: ew.mul(_unsq2(g), _mT(inverse(ctx.inputs[0]))))
-_det_sign = defop("slogdet_sign", kind="other", save=())(lambda xp, a: _lapack("slogdet", xp.linalg.slogdet, a)[0])
+
+
+@defop("slogdet_sign", kind="other", save=())
+def _det_sign(xp, a):
+    """LAPACK's sign, but 0 where log|det| is NaN (a NaN in the matrix): torch's sign is the product of
+    the LU diagonal's x/|x|, which a NaN pivot makes 0; numpy's stays ±1."""
+    sign, logabs = _lapack("slogdet", xp.linalg.slogdet, a)
+    return xp.where(xp.isnan(logabs), sign * 0, sign)
+
+
 # torch's sign output requires grad (one node for both outputs) and passes back zero
 _det_sign.grad(lambda ctx, g: Tensor(g.device.xp.zeros(ctx.inputs[0].shape, g.array.dtype), device=g.device))
 
@@ -150,8 +162,25 @@ def logdet(input):
 # ---- cholesky -----------------------------------------------------------------------------------
 @defop("cholesky", kind="other", save=(), saves_output=True)
 def _cholesky(xp, a, upper=False):
-    low = _lapack("cholesky", xp.linalg.cholesky, a)
+    """LAPACK's potrf reads one triangle: the upper for upper=True (as torch's), the lower otherwise."""
+    read = xp.swapaxes(a, -1, -2) if upper else a
+    _refuse_non_finite_factor(xp, read)
+    low = _lapack("cholesky", xp.linalg.cholesky, read)
+    if xp.isnan(low).any():  # a NaN pivot (an overflow): torch's potrf fails there
+        raise InputRangeError(f"cholesky: the input {a.shape} is not positive-definite (a NaN pivot)")
     return _column_major(xp, xp.swapaxes(low, -1, -2) if upper else low)
+
+
+def _refuse_non_finite_factor(xp, low):
+    """A NaN in the triangle read, or an infinite entry off its diagonal, makes a pivot NaN or -inf, where
+    torch's potrf fails (numpy's returns NaNs or, for inf, a diagonal matrix): refuse as torch. An infinite
+    diagonal alone factors (L has inf there, as torch's)."""
+    off = xp.tril(low, -1)
+    if (~xp.isfinite(off)).any() or xp.isnan(xp.diagonal(low, 0, -2, -1)).any():
+        raise InputRangeError(
+            f"cholesky: the input {low.shape} is not positive-definite: it holds NaN, or an infinite entry off "
+            "the diagonal, in the triangle the factorization reads"
+        )
 
 
 @_cholesky.grad

@@ -426,8 +426,17 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     if dtypes.result_np_dtype((input, tensor1, tensor2)).kind == "b":
         raise DTypeError(f"addcmul: not implemented for bool (operands {_describe(input, tensor1, tensor2)})")
     value = _scalar_of(value, (input, tensor1, tensor2))
+    tensor1 = _in_result_dtype(tensor1, (input, tensor1, tensor2))
     scaled = tensor1 if value == 1 else ew.mul(tensor1, value)
     return ew.add(input, ew.mul(scaled, tensor2))
+
+
+def _in_result_dtype(tensor1, operands):
+    """tensor1 cast to the dtype of all three operands together, as torch's kernel computes in: scaling a
+    bool tensor1 by a float value alone gives float32, which then outranks a float64 that only 0-d
+    operands bring (addcmul(float64 0-d, bool (3, 4), float64 0-d) is float64)."""
+    rdt = dtypes.result_np_dtype(operands)
+    return cast(tensor1, rdt) if isinstance(tensor1, Tensor) and tensor1.array.dtype != rdt else tensor1
 
 
 @_quietly
@@ -438,6 +447,7 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
             f"addcdiv: Integer division with addcdiv is no longer supported (tensor1 and tensor2: "
             f"{_describe(tensor1, tensor2)}); use addcmul(input, tensor1, 1 / tensor2) or true division"
         )
+    tensor1 = _in_result_dtype(tensor1, (input, tensor1, tensor2))
     scaled = tensor1 if value == 1 else ew.mul(tensor1, value)
     return ew.add(input, ew.div(scaled, tensor2))
 

@@ -60,6 +60,11 @@ def pad(input, pad, mode="constant", value=None):
             f"pad: {mode} padding of size {len(pad)} is not supported for a {input.ndim}-D input (size 2 takes "
             "2-D or 3-D input, 4 takes 3-D or 4-D, 6 takes 4-D or 5-D)"
         )
+    if mode != "circular" and 0 in tuple(input.shape)[input.ndim - k - 1 :]:  # a batch dim may be empty
+        raise ShapeError(
+            f"pad: {mode} padding expects a {k + 1}-D or {k + 2}-D (batch mode) input with possibly 0 batch size "
+            f"and other non-zero dims, got shape {tuple(input.shape)}"
+        )
     from distgraph.ops.indexing import getitem
 
     xp, source = input.device.xp, input

@@ -140,7 +140,7 @@ def index_new(rng, pool):
     i, j = _two(rng, pool, 0.85)
     t = pool[i][0]
     d = _dim(rng, t, allow_none=False)
-    size = t.shape[d] if t.ndim else 1
+    size = max(t.shape[d], 1) if t.ndim else 1  # an empty dim: indices that both libraries refuse
     r = np.random.default_rng(int(rng.integers(1 << 30)))
     dup = r.integers(0, size, int(r.integers(1, size + 2))).tolist()  # may repeat
     perm = r.permutation(size)[: int(r.integers(1, size + 1))].tolist()  # distinct

@@ -28,13 +28,31 @@ _KRON = (
     "torch's kron raises 'view size is not compatible' for a transposed (non-contiguous) operand, "
     "torch.kron(a.T, a) with a of shape (3, 4): a view inside kron that should be a reshape"
 )
+_KRON_INPLACE = (
+    "torch's kron misses its version check: its gradient reads an operand as written in place after kron "
+    "(kron(x, y); x.relu_() gives y the gradient of relu(x), no error, where torch's mul refuses); distgraph "
+    "refuses, or where the written operand is one whose own gradient needs none, gives the values computed"
+)
+_PINV32 = (
+    "pinverse of a rank-1 float32 matrix: the default rcond 1e-15 is below float32's eps, so the "
+    "round-off singular values (1e-7) are inverted, and they differ between LAPACK builds (torch's ±7e5)"
+)
+_HARDTANH_NAN = (
+    "torch's hardtanh backward at NaN depends on the element's position: its vectorized loop gives 0, the "
+    "scalar tail (and arrays under 8 elements) passes g; distgraph gives 0 everywhere"
+)
 KNOWN = {
     682: _COV,
     1392: _COV,
     1190: "the sign bit of a NaN: numpy's log/logit of a negative gives x86's default NaN (sign set), torch's "
     "kernels a positive one; copysign(x, that NaN) reads it (IEEE leaves a NaN's sign unspecified)",
-    1540: "torch's kron of float64 and float32 operands: its gradient reads the float32 operand as written in "
-    "place after kron (index_reduce_), with no version-counter error (torch's mul of the same operands refuses)",
+    994: _KRON_INPLACE,
+    1266: "torch's float32 trigamma (lgamma's second derivative) near its pole: at x = -1.9995586 torch gives "
+    "5134292.5, 5e-4 off the float64 value 5131834.26 (torch's own float64, scipy's and distgraph's float32)",
+    1540: _KRON_INPLACE,
+    1815: "torch's smooth_l1_loss at a NaN difference: forward and first backward take the quadratic branch "
+    "(NaN < β reads as near), the double backward the linear one ((|d| < β) false: curvature 0); distgraph's "
+    "second order keeps the quadratic branch's 1/β",
     1740: _COV,
     1839: _KRON,
     1915: _KRON,
@@ -43,10 +61,20 @@ KNOWN = {
     2265: _COV,
     2321: _COV,
     2452: _COV,
-    2470: "pinverse of a rank-1 float32 matrix: the default rcond 1e-15 is below float32's eps, so the "
-    "round-off singular values (1e-7) are inverted, and they differ between LAPACK builds (torch's ±7e5)",
+    2470: _PINV32,
+    2836: "torch reports requires_grad on an int64 tensor a grad-requiring value was written into (fill_ of a "
+    "view), then refuses sort of it ('Autograd not support dtype: Long')",
     2476: _KRON,
     2974: _COV,
+    3116: _KRON_INPLACE,
+    3506: _PINV32,
+    4089: _HARDTANH_NAN,
+    4128: "float32 cancellation: tanhshrink is x - tanh(x) in torch too, so its gradient 1 - (1 - tanh²) at "
+    "x = -0.02 keeps 3 digits, and numpy's and torch's float32 tanh round apart (digamma's pole amplifies it)",
+    4314: _KRON,
+    4423: _KRON,
+    4631: _HARDTANH_NAN,
+    4937: _KRON_INPLACE,
     3512: "ties among ±inf in topk (x / 0): torch leaves their order unspecified",
 }
 
