@@ -128,6 +128,9 @@ def _refuse_old_gradients(self, old, new, name, consumers):
         guard = _unrecorded_change(old, **_shapes(name, old, new)).grad_fn
     for node in consumers:
         node.next = tuple(guard if edge is self else edge for edge in node.next)
+    # the alias the consumers saved now comes out of the guard: not a tensor detached in place, which the
+    # engine refuses with detach_'s message before the guard could give its own
+    Tensor.grad_fn.__set__(old, guard)
 
 
 def _refuse_leaf(self, name):

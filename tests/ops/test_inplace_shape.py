@@ -164,6 +164,19 @@ def test_leaf_reshaped_in_no_grad_mode_after_use_refuses_that_backward():
         tz.backward()
 
 
+def test_the_refusal_names_the_shape_change_after_a_detach_somewhere_else():
+    """Once any non-leaf was detached in place, the engine checks saved tensors for it first: the alias a
+    shape change leaves behind is not such a tensor (this failed only after another test's detach_)."""
+    other = dg.ones(2, requires_grad=True) * 1
+    other.detach_()
+    x = dg.randn(2, 3, requires_grad=True)
+    z = (x * 3).sum()
+    with dg.no_grad():
+        x.t_()
+    with pytest.raises(AutogradError, match=r"t_: in no_grad mode it changed .* from shape \(2, 3\) to \(3, 2\)"):
+        z.backward()
+
+
 def test_non_leaf_reshaped_in_no_grad_mode_refuses_backward():
     """torch keeps its old graph and fails in backward ('returned an invalid gradient'): never a
     gradient of the wrong shape."""
