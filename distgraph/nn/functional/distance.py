@@ -7,7 +7,8 @@ the swap), so values and gradients agree with torch's, ties and kinks included.
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
-from distgraph.nn.functional.extra import legacy_reduction, reduce_loss
+from distgraph.nn.functional.extra import legacy_reduction
+from distgraph.nn.functional.loss import reduce_loss
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red

@@ -11,6 +11,7 @@ import warnings
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.nn.functional.loss import reduce_loss
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
@@ -30,16 +31,6 @@ def legacy_reduction(size_average, reduce, reduction):
         f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.", stacklevel=3
     )
     return ret
-
-
-def reduce_loss(loss, reduction, op):
-    if reduction == "mean":
-        return red.mean(loss)
-    if reduction == "sum":
-        return red.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction ('mean', 'sum' or 'none')")
 
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):

@@ -22,14 +22,15 @@ from distgraph.ops.promotion import cast
 from distgraph.ops.shape import broadcast_tensors
 
 
-def _reduce(loss, reduction, op):
+def reduce_loss(loss, reduction, op):
+    """The per-element `loss` reduced as `reduction` asks (every loss of nn.functional ends here)."""
     if reduction == "mean":
         return red.mean(loss)
     if reduction == "sum":
         return red.sum(loss)
     if reduction == "none":
         return loss
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction (it must be 'mean', 'sum' or 'none')")
 
 
 def _check_same_shape(input, target, op):
@@ -92,7 +93,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     loss = ew.neg(red.sum(prod, dim=cls_dim))
     if reduction == "mean":  # torch: the mean over batch (and spatial) elements, whatever the weights
         return ew.div(red.sum(loss), max(loss.numel(), 1))
-    return _reduce(loss, reduction, "cross_entropy")
+    return reduce_loss(loss, reduction, "cross_entropy")
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -117,21 +118,21 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     loss = ew.neg(ew.mul(picked, w))
     if reduction == "mean":
         return weighted_mean(red.sum(loss), red.sum(w))
-    return _reduce(loss, reduction, "nll_loss")
+    return reduce_loss(loss, reduction, "nll_loss")
 
 
 def _weighted(loss, weight, reduction, op, mean_over_weights):
     """torch 2.13's elementwise `weight` (the input's shape): 'mean' divides by Σ weight (mse, l1) or by
     the element count (huber)."""
     if weight is None:
-        return _reduce(loss, reduction, op)
+        return reduce_loss(loss, reduction, op)
     if tuple(weight.shape) != tuple(loss.shape):
         raise ValueError(f"{op}: weights and input must have the same size, got {tuple(weight.shape)} and "
                          f"{tuple(loss.shape)}")  # fmt: skip
     loss = ew.mul(loss, weight)
     if reduction == "mean" and mean_over_weights:
         return ew.div(red.sum(loss), red.sum(weight))
-    return _reduce(loss, reduction, op)
+    return reduce_loss(loss, reduction, op)
 
 
 def mse_loss(input, target, reduction="mean", weight=None):
@@ -150,10 +151,10 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     diff = ew.sub(input, target)
     d = ew.abs(diff)
     if beta == 0:
-        return _reduce(d, reduction, "smooth_l1_loss")
+        return reduce_loss(d, reduction, "smooth_l1_loss")
     near = cmp.logical_not(cmp.ge(d, beta))  # NaN too: torch's quadratic branch (|d| < β)
     quad = ew.div(ew.mul(ew.square(_near_only(diff, near)), 0.5), beta)
-    return _reduce(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
+    return reduce_loss(ew.where(near, quad, ew.sub(d, 0.5 * beta)), reduction, "smooth_l1_loss")
 
 
 def _near_only(d, near):
@@ -211,7 +212,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     loss = ew.where(ok, inner, edge)
     if weight is not None:
         loss = ew.mul(loss, weight)
-    return _reduce(loss, reduction, "binary_cross_entropy")
+    return reduce_loss(loss, reduction, "binary_cross_entropy")
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
@@ -225,7 +226,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
         loss = ew.mul(loss, weight)
     if loss.dtype != target.dtype and target.is_floating_point():  # torch computes it in place into 1 - target
         loss = cast(loss, target.dtype)
-    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+    return reduce_loss(loss, reduction, "binary_cross_entropy_with_logits")
 
 
 _KL_MEAN_WARNING = (  # torch's words
@@ -252,13 +253,13 @@ def kl_div(input, target, reduction="mean", log_target=False):
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if reduction == "batchmean":
         return ew.div(red.sum(loss), input.shape[0] if input.ndim else 1)
-    return _reduce(loss, reduction, "kl_div")
+    return reduce_loss(loss, reduction, "kl_div")
 
 
 def soft_margin_loss(input, target, reduction="mean"):
     """log(1 + exp(−y·x)) for labels y ∈ {−1, 1}."""
     _check_same_shape(input, target, "soft_margin_loss")
-    return _reduce(act.softplus(ew.neg(ew.mul(input, target))), reduction, "soft_margin_loss")
+    return reduce_loss(act.softplus(ew.neg(ew.mul(input, target))), reduction, "soft_margin_loss")
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
@@ -269,7 +270,7 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
             f"{tuple(input1.shape)}, input2 {tuple(input2.shape)}, target {tuple(target.shape)}"
         )
     loss = ew.relu(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin))
-    return _reduce(loss, reduction, "margin_ranking_loss")
+    return reduce_loss(loss, reduction, "margin_ranking_loss")
 
 
 def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
@@ -283,7 +284,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduct
         t = ew.where(big, target, ew.const(2, target))
         stirling = ew.add(ew.sub(ew.mul(t, ew.log(t)), t), ew.mul(ew.log(ew.mul(t, 2 * math.pi)), 0.5))
         loss = ew.add(loss, ew.where(big, stirling, ew.const(0, loss)))
-    return _reduce(loss, reduction, "poisson_nll_loss")
+    return reduce_loss(loss, reduction, "poisson_nll_loss")
 
 
 def _gaussian_var(input, var):
@@ -314,4 +315,4 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     loss = ew.mul(ew.add(ew.log(with_clamp), ew.div(ew.square(ew.sub(input, target)), with_clamp)), 0.5)
     if full:
         loss = ew.add(loss, 0.5 * math.log(2 * math.pi))
-    return _reduce(loss, reduction, "gaussian_nll_loss")
+    return reduce_loss(loss, reduction, "gaussian_nll_loss")
