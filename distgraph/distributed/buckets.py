@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distgraph.backend import namespace
+from distgraph.distributed.shm import sleep_while_waiting
 from distgraph.errors import DistributedError, ShapeError
 
 DEFAULT_BUCKET_MB = 25
@@ -82,7 +83,7 @@ class GradBucketer:
         self.xp = namespace(params[0]) if params else np
         self.buckets = plan_buckets(self.specs, bucket_mb)
         self.bucket_of = {i: k for k, b in enumerate(self.buckets) for i in b.members}
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"dg-allreduce-{name}")
+        self.pool = ThreadPoolExecutor(1, f"dg-allreduce-{name}", initializer=sleep_while_waiting)
         self._reset()
 
     def _reset(self):

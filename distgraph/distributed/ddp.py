@@ -9,13 +9,14 @@ forward in training, rank 0's buffers (batch-norm statistics) too (`broadcast_bu
 parameter's `.grad` averaged over the ranks; `no_sync()` skips that for gradient accumulation (the next synced
 backward reduces what accumulated); `.module` is the wrapped model and the state_dict's keys start "module.".
 
-How: each parameter has a post-accumulate hook; the first of a backward queues one callback for its end
-(autograd/callbacks.py), which reduces every gradient in one all-reduce per dtype — the launch's segment on
-one node, gloo across nodes — with one more number per parameter: how many ranks had its gradient. A
-parameter no rank's forward used keeps `.grad` None, one used by some ranks gets the mean with zeros from
-the others (torch's `find_unused_parameters=True`, here always: the flag is accepted and changes nothing).
-The reduction is not overlapped with backward: Horovod's DistributedOptimizer does the same, and measured
-1.37× torch DDP's samples/s with gloo on the MLP of `distgraph bench loop` (README).
+How, as torch's reducer: each parameter has a post-accumulate hook that hands its final gradient to a
+`GradBucketer` (buckets.py, the Trainer's): parameters are packed into buckets of `bucket_cap_mb` (25 MB) from
+the last to the first, and a bucket whose gradients are all in is all-reduced by a background thread while
+backward goes on — the launch's segment on one node, gloo across nodes. The first hook of a backward also
+queues one callback for its end (autograd/callbacks.py), which waits for the buckets and reduces one more
+number per parameter: how many ranks had its gradient. A parameter no rank's forward used keeps `.grad` None,
+one used by some ranks gets the mean with zeros from the others (torch's `find_unused_parameters=True`,
+here always: the flag is accepted and changes nothing).
 """
 
 import contextlib
@@ -26,7 +27,8 @@ from distgraph.autograd.callbacks import queue_callback
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
-from distgraph.errors import ConfigError
+from distgraph.distributed.buckets import GradBucketer
+from distgraph.errors import ConfigError, DistributedError
 from distgraph.nn.module import Module
 
 
@@ -57,6 +59,9 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self._queued = False
         self._params = [p for p in module.parameters() if p.requires_grad]
+        self._index = {id(p): i for i, p in enumerate(self._params)}
+        self._had = [False] * len(self._params)
+        self.bucket_cap_mb, self._bucketer = bucket_cap_mb, None  # (built at the first synced backward)
         with no_grad():
             loop.broadcast(list(module.parameters()) + self._buffers_to_sync(), src=0)
         for p in self._params:
@@ -83,26 +88,47 @@ class DistributedDataParallel(Module):
             self.require_backward_grad_sync = before
 
     def _grad_ready(self, param):
-        if self.require_backward_grad_sync and not self._queued and loop.world_size() > 1:
-            self._queued = True
-            queue_callback(self._reduce_gradients)
+        if not self.require_backward_grad_sync or loop.world_size() == 1:
+            return
+        if not self._queued:
+            self._start_pass()
+        grad = param.grad.array
+        self._had[self._index[id(param)]] = True
+        self._bucketer.ready(self._index[id(param)], grad if _reducible_in_place(grad) else grad.copy())
+
+    def _start_pass(self):
+        if self._bucketer is None:
+            self._bucketer = GradBucketer(
+                loop.communicator(), [p.array for p in self._params], self.bucket_cap_mb, "mean", "ddp"
+            )
+        elif self._bucketer.launched or any(self._had):
+            raise DistributedError(
+                "DistributedDataParallel: a backward failed after its gradient buckets started reducing, so the "
+                "ranks' all-reduces are out of step; end the launch (every rank must run the same backwards)"
+            )
+        self._queued = True
+        queue_callback(self._reduce_gradients)
 
     def _reduce_gradients(self):
-        """Every parameter's .grad ← the mean over the ranks; the ranks' counts of who had one ride along."""
+        """Once backward ends: every parameter's .grad ← the mean over the ranks (the buckets), and how many
+        ranks had it (one small all-reduce) decides None or the mean with zeros for the ones this rank lacked."""
         self._queued = False
-        params = self._params
-        had = [p.grad is not None for p in params]
-        grads = [
-            p.grad if p.grad is not None else Tensor(p.device.xp.zeros_like(p.array), device=p.device) for p in params
-        ]
-        dtype = grads[0].array.dtype if grads else np.float32
-        counts = Tensor(params[0].device.xp.asarray(had, dtype=dtype), device=params[0].device) if params else None
+        params, had = self._params, self._had
+        self._had = [False] * len(params)
+        reduced = self._bucketer.wait()
+        device = params[0].device
+        counts = Tensor(device.xp.asarray(had, np.float32), device=device)
         with no_grad():
-            loop.all_reduce([*grads, counts] if counts is not None else grads, "sum")
-        world = loop.world_size()
-        for p, g, mine, n in zip(params, grads, had, counts.tolist() if counts is not None else ()):
+            loop.all_reduce(counts, "sum")
+        for p, g, mine, n in zip(params, reduced, had, counts.tolist()):
             if n == 0:
                 continue  # no rank used it: .grad stays None, as torch's
-            g.array[...] /= world
             if not mine:
-                p.grad = g
+                p.grad = Tensor(g, device=p.device)
+            elif g is not p.grad.array:  # (a copy went: a strided or read-only gradient)
+                p.grad.array[...] = g
+
+
+def _reducible_in_place(array):
+    flags = array.flags
+    return flags.c_contiguous and getattr(flags, "writeable", True)

@@ -164,6 +164,14 @@ def world_size():
     return _context["world"]
 
 
+def communicator():
+    """This rank's all-reduce communicator (allreduce.py), for collectives that run beside the loop's own
+    (DistributedDataParallel's gradient buckets)."""
+    if _context["comm"] is None:
+        raise DistributedError("no all-reduce group here: call this inside a function run by dg.distributed.launch")
+    return _context["comm"]
+
+
 get_rank, get_world_size = rank, world_size  # torch.distributed's names
 size = world_size  # Horovod's
 

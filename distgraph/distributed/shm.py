@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 import time
 import weakref
 from multiprocessing import resource_tracker, shared_memory
@@ -52,6 +53,14 @@ _SLEEP_S = 20e-6
 _LIVENESS_EVERY_S = 0.2
 _PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h), in nanoseconds
 _BLOCK_BYTES = 256 * 1024  # sum and copy back per block that stays in L2
+_this_thread = threading.local()
+
+
+def sleep_while_waiting():
+    """This thread's barriers sleep from the start, as `barrier(spin=False)`: for a background thread that
+    reduces gradient buckets while the thread beside it computes (`buckets.GradBucketer`), whose busy poll
+    would hold the GIL that thread needs back after each numpy call."""
+    _this_thread.sleeps = True
 
 
 def _precise_sleeps():
@@ -260,7 +269,7 @@ class Segment:
         self.seq += 1
         flags, seq = self.seq_flags, self.seq
         flags[self.rank] = seq
-        for _ in range(_SPINS if spin else 0):
+        for _ in range(_SPINS if spin and not getattr(_this_thread, "sleeps", False) else 0):
             if flags.min() >= seq:
                 return
         start = last_check = time.monotonic()

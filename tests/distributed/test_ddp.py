@@ -26,8 +26,9 @@ def _model(seed):
     return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).to(dg.float64)
 
 
-def _ddp_loop(x, y, accumulate):
-    model = dist.DistributedDataParallel(_model(seed=dist.rank()))  # rank 1 starts elsewhere: rank 0's wins
+def _ddp_loop(x, y, accumulate, bucket_cap_mb=None):
+    # rank 1 starts elsewhere: rank 0's wins
+    model = dist.DistributedDataParallel(_model(seed=dist.rank()), bucket_cap_mb=bucket_cap_mb)
     opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     per, r = BATCH // dist.world_size(), dist.rank()
     for t in range(STEPS):
@@ -43,10 +44,14 @@ def _ddp_loop(x, y, accumulate):
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accumulate):
+@pytest.mark.parametrize(
+    "accumulate, bucket_cap_mb",
+    [(False, None), (True, None), (False, 1e-5)],  # 1e-5 MB: a bucket per parameter, reduced as backward goes
+)
+def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accumulate, bucket_cap_mb):
     x, y = _data()
-    ranks = dist.launch(_ddp_loop, workers=2, args=(x, y, accumulate), cpus_per_worker=0.5, timeout_s=60)
+    args = (x, y, accumulate, bucket_cap_mb)
+    ranks = dist.launch(_ddp_loop, workers=2, args=args, cpus_per_worker=0.5, timeout_s=60)
     model = _model(seed=0)
     opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     for t in range(STEPS):
@@ -67,6 +72,22 @@ def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accum
             continue  # buffers: rank 0's, broadcast before each forward (it saw its own shards only)
         np.testing.assert_allclose(ranks[0][k], alone[k], rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(ranks[0][k], ranks[1][k])
+
+
+def _launched_before_backward_ends():
+    """How many gradient buckets were reducing when the first layer's gradient (the last one) came in."""
+    dg.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(6, 6) for _ in range(4)])
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=1e-5)
+    seen = []
+    model[0].weight.register_post_accumulate_grad_hook(lambda p: seen.append(ddp._bucketer.launched))
+    ddp(dg.randn(4, 6)).sum().backward()
+    return seen[0], len(ddp._bucketer.buckets)
+
+
+def test_gradient_buckets_start_reducing_while_backward_runs(ray_session):
+    for launched, buckets in dist.launch(_launched_before_backward_ends, workers=2, cpus_per_worker=0.5, timeout_s=60):
+        assert buckets == 8 and launched >= 6  # every bucket of the later layers was already handed over
 
 
 def _heads():
