@@ -210,6 +210,9 @@ def test_piecewise_activation_gradient_is_zero_outside_even_for_an_inf_or_nan_gr
         x = m.tensor(ACT_X, requires_grad=True)
         (gx,) = m.autograd.grad(PIECEWISE[name](m.nn.functional, x), x, m.tensor(np.full(15, g)), create_graph=True)
         got.append((np.asarray(gx.detach().numpy()), gx.requires_grad))
+    if name == "hardswish":  # at a NaN x torch's kernel gives NaN on an AVX2 host, g on an AVX-512 one (both seen)
+        assert np.isnan(got[1][0][0]) or got[1][0][0] == g or np.isnan(g)
+        got[1][0][0] = got[0][0][0]
     np.testing.assert_array_equal(got[0][0], got[1][0])  # to the bit: hardsigmoid's 1/6 is float32's, as torch's
     assert got[0][1] == got[1][1]
 

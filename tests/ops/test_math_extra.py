@@ -92,8 +92,10 @@ SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, INF, -INF, NAN, 2.5, -3.0])
         ("polygamma", lambda m, a: m.polygamma(2, m.nan_to_num(a.abs(), posinf=4.0) + 0.5)),
         ("i0", lambda m, a: m.i0(a)),
         ("sinc", lambda m, a: m.sinc(a)),
-        ("logit", lambda m, a: m.logit(a)),
-        ("logit-eps", lambda m, a: m.logit(a, eps=0.25)),
+        # not at -0.0, whose gradient 1/(x(1-x)) torch gives as -inf on an AVX2 host and inf on an AVX-512
+        # one, nor (with eps) at NaN, whose gradient torch gives as 0 on the first and NaN on the second
+        ("logit", lambda m, a: m.logit(a[[0, 2, 3, 4, 5, 6, 7, 8]])),
+        ("logit-eps", lambda m, a: m.logit(a[[0, 2, 3, 4, 5, 7, 8]], eps=0.25)),
         ("nan_to_num", lambda m, a: m.nan_to_num(a)),
         ("nan_to_num-args", lambda m, a: a.nan_to_num(nan=1.5, posinf=2.0, neginf=-3.0)),
         ("xlogy", lambda m, a: m.xlogy(a, a.flip(0))),
