@@ -45,7 +45,8 @@ def _window_indices(xp, x, starts, kernel):
         shape[2 + d], shape[2 + dims + d] = out[d], kernel[d]
         flat = flat * sizes[d] + pos.reshape(shape)
     taps = flat.reshape(n, c, math.prod(out), math.prod(kernel))
-    values = xp.take_along_axis(x.reshape(n, c, -1), taps.reshape(n, c, -1), axis=2).reshape(taps.shape)
+    plane = x.reshape(n, c, math.prod(sizes))  # explicit sizes: -1 is ambiguous for an empty batch
+    values = xp.take_along_axis(plane, taps.reshape(n, c, math.prod(taps.shape[2:])), axis=2).reshape(taps.shape)
     nan = xp.isnan(values)
     last_nan = taps.shape[-1] - 1 - xp.argmax(nan[..., ::-1], axis=-1)
     pick = xp.where(nan.any(axis=-1), last_nan, xp.argmax(values, axis=-1))
