@@ -113,6 +113,7 @@ from distgraph.nn.pool3d import (  # noqa: F401
     AdaptiveAvgPool3d,
     AdaptiveMaxPool3d,
     AvgPool3d,
+    FractionalMaxPool3d,
     LPPool3d,
     MaxPool3d,
     MaxUnpool3d,
@@ -124,6 +125,7 @@ from distgraph.nn.pooling import (  # noqa: F401
     AdaptiveMaxPool2d,
     AvgPool1d,
     AvgPool2d,
+    FractionalMaxPool2d,
     MaxPool1d,
     MaxPool2d,
 )

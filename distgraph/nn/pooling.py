@@ -1,5 +1,7 @@
-"""Pooling modules: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d (torch's arguments)."""
+"""Pooling modules: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d,
+FractionalMaxPool2d (torch's arguments)."""
 
+from distgraph.nn.functional import fractional
 from distgraph.nn.module import Module
 from distgraph.ops import pool
 
@@ -95,3 +97,28 @@ class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
 class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
     def forward(self, input):
         return pool.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class FractionalMaxPool2d(Module):
+    """Fractional max pooling to output_size or output_ratio (exactly one); `_random_samples`, when given, is
+    a buffer (in the state dict, as torch's) that fixes the windows, else every call draws new ones."""
+
+    _dims, _fn = 2, staticmethod(fractional.fractional_max_pool2d)
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices=False, _random_samples=None):
+        super().__init__()
+        n, name = self._dims, type(self).__name__
+        each = lambda v: None if v is None else (v,) * n if isinstance(v, int | float) else tuple(v)  # noqa: E731
+        self.kernel_size, self.return_indices = each(kernel_size), return_indices
+        self.register_buffer("_random_samples", _random_samples)
+        self.output_size, self.output_ratio = each(output_size), each(output_ratio)
+        if output_size is None and output_ratio is None:
+            raise ValueError(f"{name} requires specifying either an output size, or a pooling ratio")
+        if output_size is not None and output_ratio is not None:
+            raise ValueError("only one of output_size and output_ratio may be specified")
+        if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
+            raise ValueError(f"output_ratio must be between 0 and 1 (got {output_ratio})")
+
+    def forward(self, input):
+        return self._fn(input, self.kernel_size, self.output_size, self.output_ratio, self.return_indices,
+                        _random_samples=self._random_samples)  # fmt: skip

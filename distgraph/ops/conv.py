@@ -176,14 +176,15 @@ def conv_rules(conv, input_grad, weight_grad):
 conv_rules(_conv2d, _conv2d_input_grad, _conv2d_weight_grad)
 
 
-def ntuple(v, n, name, op):
-    """n ints from an int or n of them; padding (and output_padding) may be 0, a kernel size, stride or
-    dilation must be ≥ 1."""
+def ntuple(v, n, name, op, least=None):
+    """n ints from an int or n of them, each at least `least`: by default padding (and output_padding)
+    may be 0, a kernel size, stride or dilation must be ≥ 1."""
     t = (v,) * n if isinstance(v, int) else tuple(v)
     if len(t) != n or not all(isinstance(i, int) for i in t):
         what = "a pair of ints" if n == 2 else f"a tuple of {n} ints"
         raise ShapeError(f"{op}: {name} must be an int or {what}, got {v!r}")
-    least = 0 if name in ("padding", "output_padding") else 1
+    if least is None:
+        least = 0 if name in ("padding", "output_padding") else 1
     if min(t) < least:
         raise ShapeError(f"{op}: {name} must be {'≥ 0' if least == 0 else 'positive'}, got {v!r}")
     return t

@@ -1,7 +1,7 @@
 """The module fuzz's second menu: the families added after tests/nn/test_module_fuzz.py was written (3-d
 convolution and pooling, LP pooling, unpooling, instance and local response norm, EmbeddingBag, CTC, the
 distance and margin losses, AdaptiveLogSoftmaxWithLoss, SyncBatchNorm outside a process group, the Lazy
-modules after their first forward, F.grid_sample and F.affine_grid). Each case draws constructor options and
+modules after their first forward, F.grid_sample and F.affine_grid, fractional max pooling). Each case draws constructor options and
 inputs from `r` and hands both modules to the fuzz's `module_parity`, which compares them against torch.
 """
 
@@ -20,7 +20,6 @@ KNOWN = {
     "repeat unevenly (pytorch/pytorch#190063, fixed after 2.13): [0, 0, 1] gives row 1 a gradient of 0.5, not 1",
     "EmbeddingBag one offset, include_last_offset": "torch 2.13 segfaults (zero bags) where distgraph returns "
     "an empty (0, embedding_dim) result; the draws give such a module two offsets or more",
-    "grid_sample bicubic": "not a torch bug: distgraph refuses mode='bicubic' with NotImplementedError (a gap)",
 }
 
 
@@ -356,7 +355,7 @@ def _Wrap(lib, inner, call):
 
 def grid_sample(r):
     g, dims = _gen(r), r.choice([2, 3])
-    a = dict(mode=r.choice(["bilinear", "nearest"]),  # bicubic: not implemented (KNOWN in the test file)
+    a = dict(mode=r.choice(["bilinear", "nearest"] + ["bicubic"] * (dims == 2)),  # bicubic: 4-D input only
              padding_mode=r.choice(["zeros", "border", "reflection"]), align_corners=r.choice([True, False, None]))  # fmt: skip
     n, c = r.randint(1, 2), r.randint(1, 3)
     x = g.standard_normal((n, c, *(r.randint(1, 4) for _ in range(dims))))
@@ -373,6 +372,33 @@ def affine_grid(r):
     a = dict(size=size, align_corners=r.choice([True, False, None]))
     theta = g.standard_normal((n, dims, dims + 1))
     module_parity(_functional(nn, "affine_grid", **a), _functional(TN, "affine_grid", **a), [theta])
+
+
+def fractional_max_pool(r, dims):
+    """Fixed `_random_samples` (a buffer, so the state dict carries it to torch): the same windows on both
+    sides; ratios or sizes torch accepts (its 3-d check is strict: one input row more)."""
+    g, k = _gen(r), _tup(r, 1, 3, dims)
+    sizes = [kk + r.randint(0, 5) + (dims == 3) for kk in _each(k, dims)]
+    lead = _lead(r)
+    c = r.randint(1, 3)
+    a = dict(kernel_size=k, return_indices=r.random() < 0.5)
+    if r.random() < 0.5:
+        out = [r.randint(1, s - kk + 1 - (dims == 3)) for s, kk in zip(sizes, _each(k, dims))]
+        a["output_size"] = min(out) if r.random() < 0.3 else tuple(out)  # one int: every dim's
+    else:  # a ratio in (0, 1) whose sizes fit the kernel
+        ratios = [r.choice([0.25, 0.5, 0.6, 0.75, 0.9]) for _ in range(dims)]
+        ratios = [
+            q if int(s * q) + kk - 1 + (dims == 3) <= s else 0.01 for q, s, kk in zip(ratios, sizes, _each(k, dims))
+        ]
+        a["output_ratio"] = ratios[0] if r.random() < 0.3 and len(set(ratios)) == 1 else tuple(ratios)
+    u = g.random(((lead or (1,))[0] + r.randint(0, 1), c, dims))
+    x = g.standard_normal((*lead, c, *sizes))
+    if r.random() < 0.4:  # ties within windows: torch's pick (the first maximum) takes the gradient
+        x = np.maximum(np.round(x), 0)
+    name = f"FractionalMaxPool{dims}d"
+    dm = getattr(nn, name)(**a, _random_samples=dg.tensor(u).float())
+    tm = getattr(TN, name)(**a, _random_samples=torch.tensor(u).float())
+    module_parity(dm, tm, [x])
 
 
 LAZY = ["LazyLinear"] + [
@@ -406,4 +432,5 @@ FAMILIES = {
     **{n: ((lambda r, n=n: lazy(r, n)), 6) for n in LAZY},
     "grid_sample": (grid_sample, 30),
     "affine_grid": (affine_grid, 15),
+    **{f"FractionalMaxPool{d}d": ((lambda r, d=d: fractional_max_pool(r, d)), 20) for d in (2, 3)},
 }

@@ -65,6 +65,12 @@ from distgraph.nn.functional.extra3d import (  # noqa: F401
     max_pool3d_with_indices,
     max_unpool3d,
 )
+from distgraph.nn.functional.fractional import (  # noqa: F401
+    fractional_max_pool2d,
+    fractional_max_pool2d_with_indices,
+    fractional_max_pool3d,
+    fractional_max_pool3d_with_indices,
+)
 from distgraph.nn.functional.layers import (  # noqa: F401
     alpha_dropout,
     batch_norm,

@@ -7,6 +7,9 @@ clipped), then sampled. Bilinear (trilinear on 5-D input) blends the 2^k neighbo
 are linear in the position, which carries the gradient to the grid; the neighbours' integer corners are
 constants, as in ATen. Nearest rounds half to even (nearbyint) and gives the grid no gradient.
 Clipping and reflection pass the gradient only strictly inside the image, as ATen's *_set_grad helpers.
+Bicubic (4-D only) pads differently, as ATen's: the position itself is never clipped or reflected; its
+4x4 neighbours (integers around it) are, each on its own (`compute_coordinates`), so a neighbour past
+the edge reads a border or mirrored pixel and the weights stay cubic in the unpadded position.
 """
 
 import itertools
@@ -19,6 +22,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.indexing import gather
+from distgraph.ops.shape import stack
 
 _ALIGN_WARNING = (
     "Default grid_sample and affine_grid behavior has changed to align_corners=False since 1.3.0. Please specify "
@@ -105,12 +109,16 @@ def _reflect(coord, twice_low, twice_high):
     return ew.where(even, extra + low, (span - extra) + low)
 
 
+def _nan_if_infinite(x):
+    """±inf would meet 0 in the weights (0·inf, inf − inf): NaN from the start, which numpy never warns about."""
+    return ew.where(Tensor(x.device.xp.isfinite(x.array), device=x.device), x, float("nan"))
+
+
 def _source_index(coord, size, padding_mode, align_corners):
     x = _unnormalize(coord, size, align_corners)
     if padding_mode == "border":
         return _clip(x, size)  # ±inf clip to the edges
-    # ±inf would meet 0 in the weights (0·inf, inf − inf): NaN from the start, which numpy never warns about
-    x = ew.where(Tensor(x.device.xp.isfinite(x.array), device=x.device), x, float("nan"))
+    x = _nan_if_infinite(x)
     if padding_mode == "reflection":
         x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
         return _clip(x, size)
@@ -162,6 +170,45 @@ def _sample_linear(flat, coords, sizes):
     return out
 
 
+def _cubic_weights(t):
+    """ATen's get_cubic_upsample_coefficients: Keys' cubic convolution (A = −0.75) at the four taps
+    floor(x) − 1 … floor(x) + 2, for the fraction t = x − floor(x); written in ATen's order of operations."""
+    a = -0.75
+    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1  # noqa: E731 - |distance| ≤ 1
+    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # noqa: E731 - 1 < |distance| < 2
+    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+
+
+def _pad_taps(device, taps, size, padding_mode, align_corners):
+    """Integer tap positions through ATen's compute_coordinates: clipped (border) or reflected then clipped."""
+    if padding_mode == "zeros":
+        return taps  # off the image: read as 0 by `_corner`
+    t = Tensor(taps, device=device)
+    if padding_mode == "reflection":
+        t = _reflect(t, 0, 2 * (size - 1)) if align_corners else _reflect(t, -1, 2 * size - 1)
+    return _clip(t, size).array
+
+
+def _sample_cubic(flat, coords, sizes, padding_mode, align_corners):
+    """Σ over the 4x4 taps of value · wy · wx; the taps' positions are constants, the weights carry the
+    grid's gradient (through t = x − floor(x)) and the gather the input's."""
+    xp, dev, dt = flat.device.xp, flat.device, flat.array.dtype
+    n, p = coords[0].shape
+    lows = [xp.floor(_finite(xp, c.array, -4.0)) for c in coords]  # NaN/inf: every tap off the image
+    weights = [stack(_cubic_weights(c - Tensor(lo, device=dev)), 1) for c, lo in zip(coords, lows)]  # (N, 4, P)
+    offsets = xp.arange(-1, 3, dtype=dt)[None, :, None]
+    taps = [
+        _pad_taps(dev, lo[:, None, :] + offsets, size, padding_mode, align_corners) for lo, size in zip(lows, sizes)
+    ]
+    rows = xp.broadcast_to(taps[0][:, :, None, :], (n, 4, 4, p)).reshape(n, 16 * p)
+    cols = xp.broadcast_to(taps[1][:, None, :, :], (n, 4, 4, p)).reshape(n, 16 * p)
+    values, valid = _corner(flat, [rows, cols], sizes)
+    weight = (
+        weights[0].unsqueeze(2) * weights[1].unsqueeze(1) * Tensor(valid.reshape(n, 4, 4, p).astype(dt), device=dev)
+    )
+    return (values.reshape(n, flat.shape[1], 4, 4, p) * weight.unsqueeze(1)).sum((2, 3))
+
+
 def _check_sample_args(input, grid, mode, padding_mode):
     if mode not in _MODES:
         raise ValueError(f"grid_sample: expected mode to be 'bilinear', 'nearest' or 'bicubic', but got {mode!r}")
@@ -193,14 +240,15 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """input (N, C, H, W) sampled at grid (N, H_out, W_out, 2) of [−1, 1] coordinates (x, y); 5-D alike."""
     _check_sample_args(input, grid, mode, padding_mode)
     align_corners = _align(align_corners)
-    if mode == "bicubic":
-        raise NotImplementedError("grid_sample: mode 'bicubic' is not supported yet; use 'bilinear' or 'nearest'")
     n, c, sizes = input.shape[0], input.shape[1], tuple(input.shape[2:])
     k = len(sizes)
     out_spatial = tuple(grid.shape[1:-1])
     flat_grid = grid.reshape(n, -1, k)
     # grid's last dim is (x, y[, z]): x indexes the last spatial dim
-    coords = [_source_index(flat_grid[:, :, k - 1 - d], sizes[d], padding_mode, align_corners) for d in range(k)]
     flat = input.reshape(n, c, math.prod(sizes))
+    if mode == "bicubic":
+        coords = [_nan_if_infinite(_unnormalize(flat_grid[:, :, 1 - d], sizes[d], align_corners)) for d in range(2)]
+        return _sample_cubic(flat, coords, sizes, padding_mode, align_corners).reshape(n, c, *out_spatial)
+    coords = [_source_index(flat_grid[:, :, k - 1 - d], sizes[d], padding_mode, align_corners) for d in range(k)]
     sample = _sample_nearest if mode == "nearest" else _sample_linear
     return sample(flat, coords, sizes).reshape(n, c, *out_spatial)
