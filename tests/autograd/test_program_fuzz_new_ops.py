@@ -79,6 +79,13 @@ KNOWN = {
     5145: "torch's float64 trigamma (digamma's derivative) is 4.6e-10 relative off at x = 0.855 (and 0.78, 0.89; "
     "mpmath, scipy's polygamma and distgraph agree to 1e-16); the gradient there is -0.13, a digamma term of 2.9 "
     "nearly cancelled by the others, so torch's error reaches 1e-8 relative",
+    5544: "as 5145, torch's float64 trigamma (up to 4.6e-10 relative off for x in 0.8-1.7): digamma's second-order "
+    "gradient carries it through two products to 1.2e-9 relative (torch with scipy's trigamma in digamma's "
+    "backward matches distgraph)",
+    5602: "torch reports requires_grad on an int64 tensor a grad-requiring value was written into (fill_ of a "
+    "view), and on the float32 log of it",
+    5704: "torch's float32 cross computes a_i·b_j - a_j·b_i as fma(a_i, b_j, -round(a_j·b_i)), so cross(x, x) is "
+    "each product's rounding error (up to 1.5e-7), not 0 (its float64 kernel's and numpy's are 0); any() reads it",
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",
