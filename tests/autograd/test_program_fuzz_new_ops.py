@@ -86,6 +86,10 @@ KNOWN = {
     "view), and on the float32 log of it",
     5704: "torch's float32 cross computes a_i·b_j - a_j·b_i as fma(a_i, b_j, -round(a_j·b_i)), so cross(x, x) is "
     "each product's rounding error (up to 1.5e-7), not 0 (its float64 kernel's and numpy's are 0); any() reads it",
+    5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
+    "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
+    5912: "nanmedian of a row of NaNs only (var along a dim of size 1, then / 1.5; _some_nan keeps a row's largest "
+    "value, but this row has none): torch's index is where libstdc++'s nth_element leaves the NaNs (2 of 4)",
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",
