@@ -41,6 +41,10 @@ _HARDTANH_NAN = (
     "torch's hardtanh backward at NaN depends on the element's position: its vectorized loop gives 0, the "
     "scalar tail (and arrays under 8 elements) passes g; distgraph gives 0 everywhere"
 )
+_NANMEDIAN_NAN_ROW = (
+    "nanmedian of a row of NaNs only (all NaN before _some_nan, which keeps a row's largest value when it has "
+    "one): torch's index is where libstdc++'s nth_element leaves the NaNs, unspecified; distgraph's is (n - 1) // 2"
+)
 KNOWN = {
     682: _COV,
     1392: _COV,
@@ -88,8 +92,9 @@ KNOWN = {
     "each product's rounding error (up to 1.5e-7), not 0 (its float64 kernel's and numpy's are 0); any() reads it",
     5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
     "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
-    5912: "nanmedian of a row of NaNs only (var along a dim of size 1, then / 1.5; _some_nan keeps a row's largest "
-    "value, but this row has none): torch's index is where libstdc++'s nth_element leaves the NaNs (2 of 4)",
+    5912: _NANMEDIAN_NAN_ROW,
+    6097: _COV,
+    6098: _NANMEDIAN_NAN_ROW,
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",
