@@ -39,3 +39,43 @@ def test_abs_of_integer_and_float_tensors_is_unchanged():
         got, want = dg.tensor(values).abs(), torch.tensor(values).abs()
         assert got.dtype.name == str(want.dtype).split(".")[-1]
         np.testing.assert_array_equal(got.array, want.numpy())
+
+
+# ---- the other ops torch has no bool or integer kernel for (a sweep of Tensor methods after seed 4388) ---------
+_NO_KERNEL = {
+    "argmax": (lambda t: t.argmax(), "does not support bool"),
+    "argmin_dim": (lambda t: t.argmin(0), "does not support bool"),
+    "topk": (lambda t: t.topk(1), "does not support bool"),
+    "kthvalue": (lambda t: t.kthvalue(1), "not implemented for"),
+}
+
+
+@pytest.mark.parametrize("name", list(_NO_KERNEL))
+def test_selection_refuses_a_bool_tensor(name):
+    fn, match = _NO_KERNEL[name]
+    for m in (torch, dg):
+        with pytest.raises((RuntimeError, TypeError), match=match):
+            fn(m.tensor([[True, False, True], [False, False, True]]))
+
+
+def test_bool_max_along_a_dim_and_0d_kthvalue_still_work():
+    """max/min along a dim of a bool tensor share argmax's kernel in distgraph; torch takes both, and a 0-d
+    bool tensor's kthvalue(1)."""
+    b = [[True, False, True], [False, False, True]]
+    for dim in (0, 1):
+        got, want = dg.tensor(b).max(dim), torch.tensor(b).max(dim)
+        np.testing.assert_array_equal(got.values.array, want.values.numpy())
+        np.testing.assert_array_equal(got.indices.array, want.indices.numpy())
+    assert dg.tensor(True).kthvalue(1).values.item() is True
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+@pytest.mark.parametrize("name", ["uniform_", "normal_", "bernoulli"])
+def test_random_fill_refuses_a_non_float_tensor(name, dtype):
+    """torch's uniform_/normal_ kernels and bernoulli's of its probabilities are floating only; bernoulli_ and
+    bernoulli(t, p) write any dtype."""
+    for m in (torch, dg):
+        with pytest.raises((RuntimeError, TypeError), match="not implemented for"):
+            getattr(m.zeros(3, dtype=getattr(m, dtype)), name)()
+        assert m.zeros(3, dtype=getattr(m, dtype)).bernoulli_(0.5).dtype == getattr(m, dtype)
+        assert m.bernoulli(m.zeros(3, dtype=getattr(m, dtype)), 0.5).dtype == getattr(m, dtype)
