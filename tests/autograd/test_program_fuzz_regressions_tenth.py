@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
+from tests.parity import check
 
 torch = pytest.importorskip("torch")
 
@@ -79,3 +80,33 @@ def test_random_fill_refuses_a_non_float_tensor(name, dtype):
             getattr(m.zeros(3, dtype=getattr(m, dtype)), name)()
         assert m.zeros(3, dtype=getattr(m, dtype)).bernoulli_(0.5).dtype == getattr(m, dtype)
         assert m.bernoulli(m.zeros(3, dtype=getattr(m, dtype)), 0.5).dtype == getattr(m, dtype)
+
+
+# ---- var/std into one output element: two passes, as torch's std_var_all_cpu (seed 6507) -------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, value", [(3, 0.8099399745251025), (5, 0.8099), (7, 1.1), (4, 0.3)])
+def test_var_of_a_constant_into_one_output_is_torchs_two_pass_value(dtype, n, value):
+    """torch's var/std with one output element take mean() and sum the squared deviations in float64, so a
+    constant's variance is 1e-32 where mean() misses it by an ulp (std 1.4e-16, and std ** -x finite); distgraph's
+    corrected mean gave an exact 0 (an inf). Along a dim with more outputs, and var_mean, torch's Welford pass
+    gives 0 still."""
+    a = np.full(n, value, dtype)
+    for fn in (
+        lambda m, x: m.var(x),
+        lambda m, x: m.std(x, correction=0),
+        lambda m, x: x.reshape(1, n).var(1),
+        lambda m, x: m.std(x) ** -1.0,
+        lambda m, x: x.reshape(n, 1).expand(n, 2).var(0),
+        lambda m, x: m.var_mean(x)[0],
+        lambda m, x: m.std_mean(x.reshape(1, n), 1)[0],
+    ):
+        got, want = fn(dg, dg.tensor(a)), fn(torch, torch.tensor(a))
+        assert got.dtype.name == str(want.dtype).split(".")[-1]
+        np.testing.assert_array_equal(got.array, want.numpy())
+
+
+def test_var_into_one_output_keeps_its_gradient():
+    r = np.random.default_rng(3)
+    for x in (r.standard_normal((3, 4)), np.full((2, 3), 0.8099)):
+        check(lambda t: dg.var(t) + dg.std(t.reshape(1, -1), 1).sum(),
+              lambda t: torch.var(t) + torch.std(t.reshape(1, -1), 1).sum(), x)  # fmt: skip
