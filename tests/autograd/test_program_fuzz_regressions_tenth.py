@@ -110,3 +110,22 @@ def test_var_into_one_output_keeps_its_gradient():
     for x in (r.standard_normal((3, 4)), np.full((2, 3), 0.8099)):
         check(lambda t: dg.var(t) + dg.std(t.reshape(1, -1), 1).sum(),
               lambda t: torch.var(t) + torch.std(t.reshape(1, -1), 1).sum(), x)  # fmt: skip
+
+
+# ---- hypot's saved operands (seed 6979) --------------------------------------------------------------------------
+def test_hypot_operand_written_in_place_where_it_needs_no_gradient():
+    """hypot's gradient for x reads x (g·x / out), for y y: torch saves an operand only when its own gradient is
+    needed, so writing one that needs none after hypot leaves the other's backward free; distgraph refused."""
+    grads = []
+    for m in (dg, torch):
+        x, y = m.tensor(np.full((2, 2), 2.0)), m.tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
+        h = m.hypot(x, y * 1)
+        x.mul_(3)
+        grads.append(np.asarray(m.autograd.grad(h.sum(), [y])[0].detach()))
+        x = m.tensor(np.full((2, 2), 2.0), requires_grad=True)
+        a = x * 1
+        h = m.hypot(a, y * 1)
+        a.mul_(3)
+        with pytest.raises(Exception, match="modified by an inplace operation"):
+            m.autograd.grad(h.sum(), [y])
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
