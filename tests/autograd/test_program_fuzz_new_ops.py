@@ -41,6 +41,10 @@ _HARDTANH_NAN = (
     "torch's hardtanh backward at NaN depends on the element's position: its vectorized loop gives 0, the "
     "scalar tail (and arrays under 8 elements) passes g; distgraph gives 0 everywhere"
 )
+_CROSS_FMA = (
+    "torch's cross computes a_i·b_j - a_j·b_i as fma(a_i, b_j, -round(a_j·b_i)), so cross(x, x) is each "
+    "product's rounding error (1e-7 in float32, 1e-17 in float64), not numpy's exact 0; any() or x // it reads it"
+)
 _NANMEDIAN_NAN_ROW = (
     "nanmedian of a row of NaNs only (all NaN before _some_nan, which keeps a row's largest value when it has "
     "one): torch's index is where libstdc++'s nth_element leaves the NaNs, unspecified; distgraph's is (n - 1) // 2"
@@ -88,8 +92,11 @@ KNOWN = {
     "backward matches distgraph)",
     5602: "torch reports requires_grad on an int64 tensor a grad-requiring value was written into (fill_ of a "
     "view), and on the float32 log of it",
-    5704: "torch's float32 cross computes a_i·b_j - a_j·b_i as fma(a_i, b_j, -round(a_j·b_i)), so cross(x, x) is "
-    "each product's rounding error (up to 1.5e-7), not 0 (its float64 kernel's and numpy's are 0); any() reads it",
+    5704: _CROSS_FMA,
+    6528: "kl_div(x, x) as xlogy(t, t) - t·x (test_program_fuzz's 6528): torch's xlogy takes glibc's log, an ulp off "
+    "numpy's for one t, so its sum is 0 where distgraph's is -4.6e-18, and atan2 of it π off",
+    6535: _KRON_INPLACE,
+    6937: _CROSS_FMA,
     5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
     "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
     5912: _NANMEDIAN_NAN_ROW,
