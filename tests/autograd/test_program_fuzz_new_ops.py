@@ -106,6 +106,10 @@ KNOWN = {
     6270: "float64 rounding in the order gradients are summed: normalize of fmod(x, x) (all ±0) has gradient "
     "g / eps = 1e12·g, reaching x as fmod's dividend (+) and divisor (-); torch adds the divisor's -1e12·g to x's "
     "other terms (~1) before the dividend's +1e12·g cancels it (1e-4 lost), distgraph cancels the two first",
+    7221: _KRON,
+    7223: _KRON_INPLACE,
+    7230: "as 5145: torch's float64 trigamma (up to 4.6e-10 relative off) in digamma's gradient, 3.7e-9 relative "
+    "after cancellation (torch with scipy's trigamma in digamma's backward matches distgraph)",
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",
