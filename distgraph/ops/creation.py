@@ -253,6 +253,8 @@ def randperm(n, dtype=None, device=None):
 
 
 def bernoulli(input, p=None):
+    if p is None and input.array.dtype.kind != "f":  # torch: no kernel reads probabilities of another dtype
+        raise DTypeError(f"bernoulli: not implemented for {input.dtype.name} probabilities (as torch)")
     probs = input.array if p is None else p
     gen = generator(input.device)
     return Tensor((gen.random(input.shape) < probs).astype(input.array.dtype), device=input.device)

@@ -347,6 +347,8 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     n = input.shape[d] if input.ndim else 1
     if not 0 <= k <= n:
         raise IndexOutOfRangeError(f"topk: k ({k}) is out of range for dimension {d} of size {n}")
+    if input.array.dtype == np.bool_:  # torch's sort takes bool, its topk kernel does not
+        raise DTypeError("topk does not support bool dtypes (as torch)")
     if input.ndim == 0:  # torch gives the element for k=0 too (its output cannot be shorter than 0-d)
         return _scalar_pick(input)
     values, indices = sort(input, d, descending=largest)
@@ -361,8 +363,10 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     n = input.shape[d] if input.ndim else 1
     if not 1 <= k <= n:  # unchecked, k=0 or k<0 read from the end (narrow's negative start): a wrong value
         raise IndexOutOfRangeError(f"kthvalue(): selected number k ({k}) out of range for dimension {d} of size {n}")
-    if input.ndim == 0:
+    if input.ndim == 0:  # a 0-d bool tensor too, as torch
         return _scalar_pick(input)
+    if input.array.dtype == np.bool_:
+        raise DTypeError("kthvalue(): not implemented for bool tensors (as torch)")
     values, indices = sort(input, d)
     from distgraph.ops.shape import narrow, squeeze
 

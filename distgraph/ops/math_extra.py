@@ -292,7 +292,9 @@ _logaddexp2.grad(_logaddexp_rule(lambda d: ew.pow(2, d)))
 logaddexp = _binary(_logaddexp, "logaddexp", kinds="f", tensors_only=True)
 logaddexp2 = _binary(_logaddexp2, "logaddexp2", kinds="f", tensors_only=True)
 
-_hypot = defop("hypot", kind=EW, save=(0, 1), saves_output=True)(_quiet(lambda xp, a, b: xp.hypot(a, b)))
+_hypot = defop("hypot", kind=EW, save=(0, 1), saves_output=True, saved_for={0: 0, 1: 1})(
+    _quiet(lambda xp, a, b: xp.hypot(a, b))
+)
 _hypot.grad(lambda ctx, g: tuple(ew.div(ew.mul(g, x), ctx.out) for x in ctx.inputs))
 hypot = _binary(_hypot, "hypot", kinds="f", tensors_only=True)
 

@@ -357,7 +357,14 @@ def recording_needed(self, src):
     )
 
 
+def _refuse_non_float(self, name):
+    """torch's uniform_ and normal_ have kernels for floating dtypes only (bernoulli_ writes any dtype)."""
+    if self.array.dtype.kind != "f":
+        raise DTypeError(f"{name}: not implemented for {self.dtype.name} (as torch: a floating point tensor only)")
+
+
 def _uniform_(self, a=0.0, b=1.0):
+    _refuse_non_float(self, "uniform_")
     views.refuse_internal_overlap(self.array, "uniform_")
     views.check_view_write(self, (), "uniform_")
     gen = creation.generator(self.device)
@@ -367,6 +374,7 @@ def _uniform_(self, a=0.0, b=1.0):
 
 
 def _normal_(self, mean=0.0, std=1.0):
+    _refuse_non_float(self, "normal_")
     views.refuse_internal_overlap(self.array, "normal_")
     views.check_view_write(self, (), "normal_")
     gen = creation.generator(self.device)

@@ -13,7 +13,7 @@ from distgraph import dtypes
 from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ShapeError
+from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
@@ -206,18 +206,23 @@ def _argmin(xp, x, axis=None, keepdim=False):
     return xp.argmin(x, axis=axis, keepdims=keepdim)
 
 
-def argmax(input, dim=None, keepdim=False):
-    axis = None if dim is None else normalize_dim(dim, input.ndim, "argmax")
+def _arg(input, dim, keepdim, op, name):
+    axis = None if dim is None else normalize_dim(dim, input.ndim, name)
     axis = axis if input.ndim else None  # a 0-d tensor's only index is 0
-    _check_nonempty(input, () if axis is None else (axis,), "argmax")
-    return _argmax(input, axis=axis, keepdim=keepdim)  # dim None with keepdim: all dims of size 1, as torch
+    _check_nonempty(input, () if axis is None else (axis,), name)
+    return op(input, axis=axis, keepdim=keepdim)  # dim None with keepdim: all dims of size 1, as torch
+
+
+def argmax(input, dim=None, keepdim=False):
+    if input.array.dtype == np.bool_:  # torch's argmax/argmin have no bool kernel (max/min along a dim do)
+        raise DTypeError("argmax(): does not support bool input")
+    return _arg(input, dim, keepdim, _argmax, "argmax")
 
 
 def argmin(input, dim=None, keepdim=False):
-    axis = None if dim is None else normalize_dim(dim, input.ndim, "argmin")
-    axis = axis if input.ndim else None  # a 0-d tensor's only index is 0
-    _check_nonempty(input, () if axis is None else (axis,), "argmin")
-    return _argmin(input, axis=axis, keepdim=keepdim)
+    if input.array.dtype == np.bool_:
+        raise DTypeError("argmin(): does not support bool input")
+    return _arg(input, dim, keepdim, _argmin, "argmin")
 
 
 def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
@@ -231,7 +236,7 @@ def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
     from distgraph.ops.indexing import gather
     from distgraph.ops.shape import squeeze
 
-    idx = arg(input, dim, keepdim=True)
+    idx = _arg(input, dim, True, arg, name)
     values = gather(input, dim, idx)
     if not keepdim:
         values, idx = squeeze(values, dim), squeeze(idx, dim)
@@ -240,11 +245,11 @@ def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
 
 def max(input, dim=None, keepdim=False, other=None):
     """max(t) -> max value; max(t, dim) -> (values, indices); max(t, other) -> elementwise maximum."""
-    return _max_min(input, dim, keepdim, other, _amax, argmax, ew.maximum, "max")
+    return _max_min(input, dim, keepdim, other, _amax, _argmax, ew.maximum, "max")
 
 
 def min(input, dim=None, keepdim=False, other=None):
-    return _max_min(input, dim, keepdim, other, _amin, argmin, ew.minimum, "min")
+    return _max_min(input, dim, keepdim, other, _amin, _argmin, ew.minimum, "min")
 
 
 def logsumexp(input, dim, keepdim=False):

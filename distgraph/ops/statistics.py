@@ -30,18 +30,32 @@ def _plan(input, dim, unbiased, correction):
     return axes, n, correction
 
 
+def _two_pass(input, n, whole):
+    """Whether torch computes this var/std as std_var_all_cpu does: a var or std (not var_mean/std_mean,
+    which take one Welford pass) with one output element, float32 or float64: the squared deviations from
+    mean() summed in float64. Unlike Welford's, the variance of a constant slice may then be 1e-32, not 0."""
+    return whole and input.array.size == n and input.array.dtype in (np.float32, np.float64)
+
+
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return _variance(input, dim, unbiased, keepdim, correction, whole=True)
+
+
+def _variance(input, dim, unbiased, keepdim, correction, whole):
     axes, n, correction = _plan(input, dim, unbiased, correction)
     if n <= correction and (dim is None or input.ndim == 0):
         return _var_no_dof(input, axes=axes, keepdim=keepdim)
     if n > correction and input.array.dtype.kind == "f":
-        return _var(input, axes=axes, keepdim=keepdim, dof=n - correction)
+        return _var(input, axes=axes, keepdim=keepdim, dof=n - correction, two_pass=_two_pass(input, n, whole))
     centered = ew.sub(input, mean(input, dim=axes, keepdim=True))
     return ew.div(sum(ew.mul(centered, centered), dim=axes, keepdim=keepdim), max_(n - correction, 0))
 
 
 @defop("var", kind="reduction")
-def _var(xp, x, axes, keepdim, dof):
+def _var(xp, x, axes, keepdim, dof, two_pass=False):
+    if two_pass:
+        centered = x.astype(np.float64) - _mean_array(xp, x, axes).astype(np.float64)
+        return (_sum.forward(xp, centered * centered, axes, keepdim) / dof).astype(x.dtype, copy=False)
     centered = x - _exact_mean(xp, x, axes)
     return _sum.forward(xp, centered * centered, axes, keepdim) / dof
 
@@ -60,8 +74,8 @@ def _var_backward(ctx, g):
 
 
 @defop("std", kind="reduction", saves_output=True)
-def _std(xp, x, axes, keepdim, dof):
-    return xp.sqrt(_var.forward(xp, x, axes=axes, keepdim=keepdim, dof=dof))
+def _std(xp, x, axes, keepdim, dof, two_pass=False):
+    return xp.sqrt(_var.forward(xp, x, axes=axes, keepdim=keepdim, dof=dof, two_pass=two_pass))
 
 
 @_std.grad
@@ -75,8 +89,8 @@ def _(ctx, g):
 
 def _exact_mean(xp, x, axes):
     """x.mean over `axes` (kept) with one correcting pass: sum/n of a constant slice may miss the
-    constant by an ulp, leaving a variance of 1e-32 where torch's Welford pass gives an exact 0 (and, say,
-    0 ** -x an inf). torch's gradient takes x - mean() with mean = sum/n, so the gradient does too."""
+    constant by an ulp, leaving a variance of 1e-32 where torch's Welford pass (var along dims with more than
+    one output, var_mean) gives an exact 0 (and, say, 0 ** -x an inf). torch's gradient takes x - mean() with mean = sum/n, so the gradient does too."""
     m = _mean_array(xp, x, axes)
     return m + _mean_array(xp, x - m, axes)
 
@@ -114,9 +128,13 @@ def max_(a, b):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return _deviation(input, dim, unbiased, keepdim, correction, whole=True)
+
+
+def _deviation(input, dim, unbiased, keepdim, correction, whole):
     axes, n, corr = _plan(input, dim, unbiased, correction)
     if n > corr and input.array.dtype.kind == "f":  # the usual case: torch's std_backward (_std)
-        return _std(input, axes=axes, keepdim=keepdim, dof=n - corr)
+        return _std(input, axes=axes, keepdim=keepdim, dof=n - corr, two_pass=_two_pass(input, n, whole))
     # otherwise (no degree of freedom left, complex): where the variance is 0 the gradient is 0, as
     # torch's std_backward masks it (sqrt's infinite slope times var's zero gradient would be NaN)
     v = var(input, dim, unbiased, keepdim, correction)
@@ -125,11 +143,11 @@ def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return var(input, dim, unbiased, keepdim, correction), _welford_mean(input, dim, keepdim)
+    return _variance(input, dim, unbiased, keepdim, correction, False), _welford_mean(input, dim, keepdim)
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return std(input, dim, unbiased, keepdim, correction), _welford_mean(input, dim, keepdim)
+    return _deviation(input, dim, unbiased, keepdim, correction, False), _welford_mean(input, dim, keepdim)
 
 
 def _welford_mean(input, dim, keepdim):

@@ -41,6 +41,14 @@ _HARDTANH_NAN = (
     "torch's hardtanh backward at NaN depends on the element's position: its vectorized loop gives 0, the "
     "scalar tail (and arrays under 8 elements) passes g; distgraph gives 0 everywhere"
 )
+_CROSS_FMA = (
+    "torch's cross computes a_i·b_j - a_j·b_i as fma(a_i, b_j, -round(a_j·b_i)), so cross(x, x) is each "
+    "product's rounding error (1e-7 in float32, 1e-17 in float64), not numpy's exact 0; any() or x // it reads it"
+)
+_NANMEDIAN_NAN_ROW = (
+    "nanmedian of a row of NaNs only (all NaN before _some_nan, which keeps a row's largest value when it has "
+    "one): torch's index is where libstdc++'s nth_element leaves the NaNs, unspecified; distgraph's is (n - 1) // 2"
+)
 KNOWN = {
     682: _COV,
     1392: _COV,
@@ -76,6 +84,32 @@ KNOWN = {
     4631: _HARDTANH_NAN,
     4937: _KRON_INPLACE,
     3512: "ties among ±inf in topk (x / 0): torch leaves their order unspecified",
+    5145: "torch's float64 trigamma (digamma's derivative) is 4.6e-10 relative off at x = 0.855 (and 0.78, 0.89; "
+    "mpmath, scipy's polygamma and distgraph agree to 1e-16); the gradient there is -0.13, a digamma term of 2.9 "
+    "nearly cancelled by the others, so torch's error reaches 1e-8 relative",
+    5544: "as 5145, torch's float64 trigamma (up to 4.6e-10 relative off for x in 0.8-1.7): digamma's second-order "
+    "gradient carries it through two products to 1.2e-9 relative (torch with scipy's trigamma in digamma's "
+    "backward matches distgraph)",
+    5602: "torch reports requires_grad on an int64 tensor a grad-requiring value was written into (fill_ of a "
+    "view), and on the float32 log of it",
+    5704: _CROSS_FMA,
+    6528: "kl_div(x, x) as xlogy(t, t) - t·x (test_program_fuzz's 6528): torch's xlogy takes glibc's log, an ulp off "
+    "numpy's for one t, so its sum is 0 where distgraph's is -4.6e-18, and atan2 of it π off",
+    6535: _KRON_INPLACE,
+    6937: _CROSS_FMA,
+    5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
+    "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
+    5912: _NANMEDIAN_NAN_ROW,
+    6097: _COV,
+    6098: _NANMEDIAN_NAN_ROW,
+    6253: _HARDTANH_NAN,
+    6270: "float64 rounding in the order gradients are summed: normalize of fmod(x, x) (all ±0) has gradient "
+    "g / eps = 1e12·g, reaching x as fmod's dividend (+) and divisor (-); torch adds the divisor's -1e12·g to x's "
+    "other terms (~1) before the dividend's +1e12·g cancels it (1e-4 lost), distgraph cancels the two first",
+    7221: _KRON,
+    7223: _KRON_INPLACE,
+    7230: "as 5145: torch's float64 trigamma (up to 4.6e-10 relative off) in digamma's gradient, 3.7e-9 relative "
+    "after cancellation (torch with scipy's trigamma in digamma's backward matches distgraph)",
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",

@@ -1,0 +1,131 @@
+"""Bugs the random-program fuzzer found in the ops of the API round (test_program_fuzz_new_ops.py, fourth hunt),
+each pinned against torch (float64 values and gradients; errors where torch refuses)."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+from tests.parity import check
+
+torch = pytest.importorskip("torch")
+
+
+# ---- abs of a bool tensor (seed 4388) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["abs", "abs_", "absolute", "__abs__"])
+def test_abs_refuses_a_bool_tensor(name):
+    """torch has no abs kernel for bool ('"abs_cpu" not implemented for 'Bool''); distgraph's took it."""
+    with pytest.raises(RuntimeError, match="not implemented for 'Bool'"):
+        getattr(torch.tensor([True, False]), name)()
+    with pytest.raises(dg.errors.DTypeError, match=r"abs: not implemented for this dtype \(a bool tensor"):
+        getattr(dg.tensor([True, False]), name)()
+
+
+def test_refused_abs_leaves_a_saved_where_condition_unwritten():
+    """`c.abs_().add_(0.5)` on where's bool condition: distgraph's abs_ wrote c (its version moved) before add_
+    refused, so where's backward found its saved condition modified; torch refuses at abs_ and writes nothing."""
+    c = np.array([[True, False], [False, True]])
+    grads = []
+    for m in (dg, torch):
+        cond, x = m.tensor(c), m.tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
+        y = m.where(cond, x, x * 3)
+        with pytest.raises(Exception, match="not implemented"):
+            cond.abs_()
+        assert cond._version == 0
+        grads.append(np.asarray(m.autograd.grad(y.sum(), [x])[0].detach()))
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_abs_of_integer_and_float_tensors_is_unchanged():
+    for values in ([-2, 0, 3], [-1.5, 0.0, 2.0]):
+        got, want = dg.tensor(values).abs(), torch.tensor(values).abs()
+        assert got.dtype.name == str(want.dtype).split(".")[-1]
+        np.testing.assert_array_equal(got.array, want.numpy())
+
+
+# ---- the other ops torch has no bool or integer kernel for (a sweep of Tensor methods after seed 4388) ---------
+_NO_KERNEL = {
+    "argmax": (lambda t: t.argmax(), "does not support bool"),
+    "argmin_dim": (lambda t: t.argmin(0), "does not support bool"),
+    "topk": (lambda t: t.topk(1), "does not support bool"),
+    "kthvalue": (lambda t: t.kthvalue(1), "not implemented for"),
+}
+
+
+@pytest.mark.parametrize("name", list(_NO_KERNEL))
+def test_selection_refuses_a_bool_tensor(name):
+    fn, match = _NO_KERNEL[name]
+    for m in (torch, dg):
+        with pytest.raises((RuntimeError, TypeError), match=match):
+            fn(m.tensor([[True, False, True], [False, False, True]]))
+
+
+def test_bool_max_along_a_dim_and_0d_kthvalue_still_work():
+    """max/min along a dim of a bool tensor share argmax's kernel in distgraph; torch takes both, and a 0-d
+    bool tensor's kthvalue(1)."""
+    b = [[True, False, True], [False, False, True]]
+    for dim in (0, 1):
+        got, want = dg.tensor(b).max(dim), torch.tensor(b).max(dim)
+        np.testing.assert_array_equal(got.values.array, want.values.numpy())
+        np.testing.assert_array_equal(got.indices.array, want.indices.numpy())
+    assert dg.tensor(True).kthvalue(1).values.item() is True
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+@pytest.mark.parametrize("name", ["uniform_", "normal_", "bernoulli"])
+def test_random_fill_refuses_a_non_float_tensor(name, dtype):
+    """torch's uniform_/normal_ kernels and bernoulli's of its probabilities are floating only; bernoulli_ and
+    bernoulli(t, p) write any dtype."""
+    for m in (torch, dg):
+        with pytest.raises((RuntimeError, TypeError), match="not implemented for"):
+            getattr(m.zeros(3, dtype=getattr(m, dtype)), name)()
+        assert m.zeros(3, dtype=getattr(m, dtype)).bernoulli_(0.5).dtype == getattr(m, dtype)
+        assert m.bernoulli(m.zeros(3, dtype=getattr(m, dtype)), 0.5).dtype == getattr(m, dtype)
+
+
+# ---- var/std into one output element: two passes, as torch's std_var_all_cpu (seed 6507) -------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, value", [(3, 0.8099399745251025), (5, 0.8099), (7, 1.1), (4, 0.3)])
+def test_var_of_a_constant_into_one_output_is_torchs_two_pass_value(dtype, n, value):
+    """torch's var/std with one output element take mean() and sum the squared deviations in float64, so a
+    constant's variance is 1e-32 where mean() misses it by an ulp (std 1.4e-16, and std ** -x finite); distgraph's
+    corrected mean gave an exact 0 (an inf). Along a dim with more outputs, and var_mean, torch's Welford pass
+    gives 0 still."""
+    a = np.full(n, value, dtype)
+    for fn in (
+        lambda m, x: m.var(x),
+        lambda m, x: m.std(x, correction=0),
+        lambda m, x: x.reshape(1, n).var(1),
+        lambda m, x: m.std(x) ** -1.0,
+        lambda m, x: x.reshape(n, 1).expand(n, 2).var(0),
+        lambda m, x: m.var_mean(x)[0],
+        lambda m, x: m.std_mean(x.reshape(1, n), 1)[0],
+    ):
+        got, want = fn(dg, dg.tensor(a)), fn(torch, torch.tensor(a))
+        assert got.dtype.name == str(want.dtype).split(".")[-1]
+        np.testing.assert_array_equal(got.array, want.numpy())
+
+
+def test_var_into_one_output_keeps_its_gradient():
+    r = np.random.default_rng(3)
+    for x in (r.standard_normal((3, 4)), np.full((2, 3), 0.8099)):
+        check(lambda t: dg.var(t) + dg.std(t.reshape(1, -1), 1).sum(),
+              lambda t: torch.var(t) + torch.std(t.reshape(1, -1), 1).sum(), x)  # fmt: skip
+
+
+# ---- hypot's saved operands (seed 6979) --------------------------------------------------------------------------
+def test_hypot_operand_written_in_place_where_it_needs_no_gradient():
+    """hypot's gradient for x reads x (g·x / out), for y y: torch saves an operand only when its own gradient is
+    needed, so writing one that needs none after hypot leaves the other's backward free; distgraph refused."""
+    grads = []
+    for m in (dg, torch):
+        x, y = m.tensor(np.full((2, 2), 2.0)), m.tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
+        h = m.hypot(x, y * 1)
+        x.mul_(3)
+        grads.append(np.asarray(m.autograd.grad(h.sum(), [y])[0].detach()))
+        x = m.tensor(np.full((2, 2), 2.0), requires_grad=True)
+        a = x * 1
+        h = m.hypot(a, y * 1)
+        a.mul_(3)
+        with pytest.raises(Exception, match="modified by an inplace operation"):
+            m.autograd.grad(h.sum(), [y])
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
