@@ -361,12 +361,20 @@ def raise_user_error(exc):
         raise user_error(exc) from exc
 
 
+# Python's errors of a program's logic: a user's model or loss raising one (batch norm's "expected more than
+# 1 value per channel", a bug in a forward) raises it again after any restart, as a distgraph error does
+_LOGIC_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError, NotImplementedError)
+
+
 def user_error(exc):
-    """The distgraph error a worker's step raised from the user's model, loss, data or settings (a shape
-    that does not fit, a NaN loss, a bad option), else None. It would be raised again after any restart,
-    so the driver raises it at once, as local training would, instead of restarting the workers."""
+    """The error a worker's step raised from the user's model, loss, data or settings (a shape that does not
+    fit, a NaN loss, a bad option, a ValueError of the model's), else None. It would be raised again after
+    any restart, so the driver raises it at once, as local training would, instead of restarting the workers
+    (three restarts, then "giving up", with the error buried in a worker traceback)."""
     cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
-    return cause if isinstance(cause, DistgraphError) and not isinstance(cause, DistributedError) else None
+    if isinstance(cause, DistributedError):
+        return None
+    return cause if isinstance(cause, (DistgraphError, *_LOGIC_ERRORS)) else None
 
 
 def get_failing_fast(refs, timeout_s=None, what="step"):

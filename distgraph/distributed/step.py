@@ -8,7 +8,9 @@ Nothing here imports ray: the local backend uses it without a cluster.
 """
 
 import contextlib
+import functools
 import math
+import operator
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import ConfigError, NonFiniteError, ShapeError
+from distgraph.ops.collective import current_group
 
 
 def shard_bounds(n, world, rank):
@@ -97,6 +100,8 @@ class ShardStep:
             p.grad = None
         self.unused = set(range(len(self.params)))
         if len(x) == 0:  # a batch smaller than the worker count leaves this rank no samples: it adds nothing
+            if self._sums_with_peers():
+                self._join_the_peers_sums(x)
             return [p.device.xp.zeros_like(p.array) for p in self.params], {"loss_sum": 0.0, "count": 0}
         xt, yt = (
             Tensor(to_device(x, self.device), device=self.device),
@@ -117,6 +122,29 @@ class ShardStep:
                 return self._forward_backward(xt, yt, weight, loss_scale)
         finally:
             self._on_grad = None
+
+    def _sums_with_peers(self):
+        """Whether a forward and backward of this model meet the other ranks (SyncBatchNorm in training, in a
+        worker that installed its group): then every rank must run them, whatever its shard."""
+        from distgraph.nn.sync_batchnorm import SyncBatchNorm
+
+        return current_group() is not None and any(
+            isinstance(m, SyncBatchNorm) and m.training for m in self.model.modules()
+        )
+
+    def _join_the_peers_sums(self, x):
+        """An empty shard's forward and backward: its SyncBatchNorm layers add nothing to the statistics sums
+        (count 0) but take part in them, so the ranks with samples are not left waiting (a last batch
+        smaller than the worker count stalled them until the timeout). Backward runs from the sum of the
+        (empty) outputs: every gradient is zero, as the shard's share of the batch."""
+        for p in self.params:
+            p.grad = None
+        out = self.model(Tensor(to_device(x, self.device), device=self.device))
+        outs = [
+            t for t in (out if isinstance(out, tuple | list) else (out,)) if isinstance(t, Tensor) and t.requires_grad
+        ]
+        if outs:
+            functools.reduce(operator.add, [t.sum() for t in outs]).backward()
 
     def _hook_parameters(self):
         for i, p in enumerate(self.params):

@@ -27,12 +27,13 @@ def model(norm=nn.SyncBatchNorm, dtype=None):
     return net.to(dtype) if dtype is not None else net
 
 
-def fit(net, backend, workers, allreduce="auto"):
+def fit(net, backend, workers, allreduce="auto", samples=192, epochs=2, cpus_per_worker=1):
     opt = dg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     with dg.Trainer(
-        net, F.cross_entropy, opt, workers=workers, backend=backend, allreduce=allreduce, progress=False, timeout_s=60
+        net, F.cross_entropy, opt, workers=workers, backend=backend, allreduce=allreduce, progress=False, timeout_s=60,
+        cpus_per_worker=cpus_per_worker,
     ) as t:  # fmt: skip
-        t.fit(data(), epochs=2, batch_size=32)  # 12 steps
+        t.fit(data(samples), epochs=epochs, batch_size=32)  # 192 samples: 12 steps
     return {k: v.numpy().copy() for k, v in net.state_dict().items()}
 
 
@@ -66,6 +67,25 @@ def test_plain_batch_norm_on_two_ray_workers_does_not(ray_session, one_process):
 def test_the_local_trainer_runs_sync_batch_norm_shards_as_one(one_process):
     state = fit(model(), "local", 2)
     assert all(np.array_equal(state[k], one_process[k]) for k in state)
+
+
+def test_a_rank_left_without_samples_by_the_last_batch_still_joins_the_sums(ray_session):
+    """66 samples in batches of 32: the last batch's 2 samples leave rank 2 of 3 none. It takes part in
+    the statistics sums all the same (it returned at once, and its peers waited there until the timeout)."""
+    state = fit(model(), "ray", 3, samples=66, epochs=1, cpus_per_worker=0.5)
+    assert max_diff(state, fit(model(), "local", 1, samples=66, epochs=1)) <= 1e-6
+
+
+def test_a_last_batch_of_one_sample_raises_batch_norms_error_at_once_as_alone(ray_session):
+    """33 samples: the last batch holds one, so the global batch has one value per channel. The error is
+    the user's, raised on the driver as one process raises it, not three worker restarts and a timeout."""
+    with pytest.raises(ValueError, match="expected more than 1 value per channel") as alone:
+        fit(model(), "local", 1, samples=33, epochs=1)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="expected more than 1 value per channel") as ranks:
+        fit(model(), "ray", 2, samples=33, epochs=1)
+    assert time.monotonic() - started < 20
+    assert "over the 2 ranks" in str(ranks.value) and "over the 2 ranks" not in str(alone.value)
 
 
 def _own_loop(x, y, steps, batch):
