@@ -117,8 +117,7 @@ def _grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=N
 
 
 _ZERO_FILL = {
-    "back": "The output of the user-provided function is independent of input {i}. This is not allowed in strict "
-    "mode.",
+    "back": "The output of the user-provided function is independent of input {i}. This is not allowed in strict mode.",
     "back_trick": "The gradient with respect to the input is independent of entry {i} in the grad_outputs when "
     "using the double backward trick to compute forward mode gradients. This is not allowed in strict mode.",
     "double_back": "The jacobian of the user-provided function is independent of input {i}. This is not allowed "
@@ -155,9 +154,7 @@ def _zeros_like(t, requires_grad=False):
 
 def _check_v_none(v, tensors, fn_of):
     if v is None and (len(tensors) != 1 or tensors[0].numel() != 1):
-        raise AutogradError(
-            f"The vector v can only be None if {fn_of} a single Tensor with a single element."
-        )
+        raise AutogradError(f"The vector v can only be None if {fn_of} a single Tensor with a single element.")
 
 
 def _prepare_v(v, fn_name, create_graph, other, is_other_tuple):
