@@ -103,7 +103,7 @@ def _check_requires_grad(tensors, kind, strict):
             raise AutogradError(_STRICT[kind].format(i=i))
 
 
-def _grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None):
+def grad_allow_unused(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None):
     """autograd.grad over the outputs that require grad (None for every input when none does)."""
     if grad_outputs is None:
         grad_outputs = (None,) * len(outputs)
@@ -177,7 +177,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
             _check_v_none(v, outputs, "the user-provided function returns")
         v = _prepare_v(v, "vjp", create_graph, outputs, is_outputs_tuple)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        res = _fill_in_zeros(_grad(outputs, inputs, v, create_graph), inputs, strict, create_graph, "back")
+        res = _fill_in_zeros(grad_allow_unused(outputs, inputs, v, create_graph), inputs, strict, create_graph, "back")
     return (
         _unpack(_postprocess(outputs, create_graph), is_outputs_tuple),
         _unpack(_postprocess(res, create_graph), is_inputs_tuple),
@@ -195,10 +195,10 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
         is_outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function", "jvp")
         _check_requires_grad(outputs, "outputs", strict)
         grad_outputs = tuple(_zeros_like(out, requires_grad=True) for out in outputs)
-        grad_inputs = _grad(outputs, inputs, grad_outputs, create_graph=True)
+        grad_inputs = grad_allow_unused(outputs, inputs, grad_outputs, create_graph=True)
         _check_requires_grad(grad_inputs, "grad_inputs", strict)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        res = _grad(grad_inputs, grad_outputs, v, create_graph)
+        res = grad_allow_unused(grad_inputs, grad_outputs, v, create_graph)
         res = _fill_in_zeros(res, outputs, strict, create_graph, "back_trick")
     return (
         _unpack(_postprocess(outputs, create_graph), is_outputs_tuple),
@@ -230,18 +230,18 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
         inputs = _preprocess(inputs, create_graph, need_graph=True)
         is_outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function", "jacobian")
         _check_requires_grad(outputs, "outputs", strict)
-        jac = tuple(_jacobian_of(i, out, inputs, create_graph, strict) for i, out in enumerate(outputs))
+        jac = tuple(jacobian_blocks(i, out, inputs, create_graph, strict) for i, out in enumerate(outputs))
         return _unpack(_postprocess(jac, create_graph), (is_outputs_tuple, is_inputs_tuple))
 
 
-def _jacobian_of(i, out, inputs, create_graph, strict):
+def jacobian_blocks(i, out, inputs, create_graph, strict):
     """The Jacobian blocks of output `i` against every input: a backward per element of `out`."""
     from distgraph.ops.shape import stack
 
     rows = [[] for _ in inputs]
     flat = out.reshape(-1)
     for j in range(out.numel()):
-        vj = _grad((flat[j],), inputs, retain_graph=True, create_graph=create_graph)
+        vj = grad_allow_unused((flat[j],), inputs, retain_graph=True, create_graph=create_graph)
         for k, (g, inp) in enumerate(zip(vj, inputs)):
             if g is None:
                 if strict:
@@ -304,7 +304,7 @@ def _scalar_first_grad(func, inputs, v, create_graph, strict, fn_name):
         raise AutogradError(f"The function given to {fn_name} should return a single Tensor")
     if outputs[0].numel() != 1:
         raise AutogradError(f"The Tensor returned by the function given to {fn_name} should contain a single element")
-    jac = _grad(outputs, inputs, create_graph=True)
+    jac = grad_allow_unused(outputs, inputs, create_graph=True)
     _check_requires_grad(jac, "jacobian", strict)
     return is_inputs_tuple, inputs, v, is_outputs_tuple, outputs, jac
 
@@ -316,7 +316,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
             func, inputs, v, create_graph, strict, "vhp"
         )
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        res = _fill_in_zeros(_grad(jac, inputs, v, create_graph), inputs, strict, create_graph, "double_back")
+        res = _fill_in_zeros(grad_allow_unused(jac, inputs, v, create_graph), inputs, strict, create_graph, "double_back")
     return (
         _unpack(_postprocess(outputs, create_graph), is_outputs_tuple),
         _unpack(_postprocess(res, create_graph), is_inputs_tuple),
@@ -330,10 +330,10 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
             func, inputs, v, create_graph, strict, "hvp"
         )
         grad_jac = tuple(_zeros_like(inp, requires_grad=True) for inp in inputs)
-        double_back = _grad(jac, inputs, grad_jac, create_graph=True)
+        double_back = grad_allow_unused(jac, inputs, grad_jac, create_graph=True)
         _check_requires_grad(jac, "hessian", strict)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        res = _grad(double_back, grad_jac, v, create_graph)
+        res = grad_allow_unused(double_back, grad_jac, v, create_graph)
         res = _fill_in_zeros(res, inputs, strict, create_graph, "double_back_trick")
     return (
         _unpack(_postprocess(outputs, create_graph), is_outputs_tuple),
