@@ -19,8 +19,9 @@ The two variants are torch's:
   parameters and other tensors it reaches through closures or keyword arguments. They all become
   inputs of the Node, so their gradients flow through the outer backward like any op's: autograd.grad
   works, and parameters get their gradient even when no argument requires grad. Backward differentiates
-  the recomputed graph with `autograd.grad` up to exactly those tensors (one that has history of its own
-  is cut there: the outer backward carries its gradient on).
+  the recomputed graph with `autograd.grad` up to exactly those tensors (`_stand_in`: one with history
+  is reached through a fresh view, where the gradient is captured and the outer backward carries it
+  on), with create_graph when the outer backward has it, so higher-order gradients work.
 
 Nested checkpoints work with both: the inner Node is recorded when the outer one recomputes.
 """
@@ -131,7 +132,7 @@ class _Discover:
 
 class _Cut:
     """Tracer for the recomputation: an edge from a recorded op into a tensor of `cut` (one with history
-    from outside the function) is rerouted to a stand-in leaf, so the gradient stops there."""
+    that the function reads from outside, not as an argument) is rerouted to its stand-in's Node."""
 
     def __init__(self, outer, cut):
         self.outer, self.cut = outer, cut
@@ -140,7 +141,7 @@ class _Cut:
     def record(self, op, inputs, attrs, out):
         node = out.grad_fn
         if type(node) is Node and any(id(t) in self.cut for t in inputs):
-            node.next = tuple(self.cut[id(t)] if id(t) in self.cut else n for t, n in zip(inputs, node.next))
+            node.next = tuple(self.cut[id(t)].grad_fn if id(t) in self.cut else n for t, n in zip(inputs, node.next))
         if self.outer is not None:
             self.outer.record(op, inputs, attrs, out)
 
@@ -168,26 +169,35 @@ class _NonReentrant(Function):
         saved = iter(ctx.saved_tensors)
         everything = [next(saved) if isinstance(a, Tensor) else a for a in st.args + st.extra]
         args, extra = everything[: len(st.args)], everything[len(st.args) :]
-        detached = _detached(args)
-        cut = {id(t): t.detach().requires_grad_() for t in extra if t.grad_fn is not None}
+        with enable_grad():  # the stand-ins for tensors with history (see _stand_in)
+            args = [_stand_in(a) for a in args]
+            cut = {id(t): _stand_in(t) for t in extra if t.grad_fn is not None}
         with st.recompute_context:
             outputs = _traced(
-                _Cut(get_tracer(), cut) if cut else get_tracer(), _recompute, st.function, detached, st.kwargs,
+                _Cut(get_tracer(), cut) if cut else get_tracer(), _recompute, st.function, args, st.kwargs,
                 st.preserve, st.stash,
             )  # fmt: skip
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         if st.check:
             _check_same(st.meta, outputs)
-        targets = [d for d in detached if isinstance(d, Tensor) and d.requires_grad]
-        targets += [cut.get(id(t), t) for t in extra]
+        wanted = [isinstance(a, Tensor) and a.requires_grad for a in args]
+        targets = [a for a, w in zip(args, wanted) if w] + [cut.get(id(t), t) for t in extra]
         pairs = [(o, g) for o, g in zip(outputs, grads) if isinstance(o, Tensor) and o.requires_grad and g is not None]
         got = iter(
             autograd_grad([o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True,
                           create_graph=is_grad_enabled())
             if pairs and targets else [None] * len(targets)
         )  # fmt: skip
-        arg_grads = [next(got) if isinstance(d, Tensor) and d.requires_grad else None for d in detached]
+        arg_grads = [next(got) if w else None for w in wanted]
         return (None, *arg_grads, *got)
+
+
+def _stand_in(t):
+    """What the recomputation differentiates to in place of `t`: a leaf itself; a tensor with history a
+    fresh view of it. The view's Node is made here, so no graph outside can lead to it: autograd.grad
+    captures its gradient without running on into `t`'s history (the outer backward does that), while
+    a create_graph backward still sees the recomputed graph reach `t` (higher-order gradients)."""
+    return t.view_as(t) if isinstance(t, Tensor) and t.grad_fn is not None else t
 
 
 def _meta(outputs):
