@@ -316,7 +316,9 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
             func, inputs, v, create_graph, strict, "vhp"
         )
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        res = _fill_in_zeros(grad_allow_unused(jac, inputs, v, create_graph), inputs, strict, create_graph, "double_back")
+        res = _fill_in_zeros(
+            grad_allow_unused(jac, inputs, v, create_graph), inputs, strict, create_graph, "double_back"
+        )
     return (
         _unpack(_postprocess(outputs, create_graph), is_outputs_tuple),
         _unpack(_postprocess(res, create_graph), is_inputs_tuple),
