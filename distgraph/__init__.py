@@ -462,12 +462,14 @@ _LAZY = {
     "linalg": "distgraph.linalg",
     "utils": "distgraph.utils",
     "data": "distgraph.data",
+    "func": "distgraph.func",
 }
 _LAZY_ATTRS = {
     "save": ("distgraph.io", "save"),
     "load": ("distgraph.io", "load"),
     "compile": ("distgraph.graph.compile", "compile"),
     "Trainer": ("distgraph.trainer", "Trainer"),
+    "vmap": ("distgraph.func.batching", "vmap"),
 }
 
 

@@ -24,14 +24,22 @@ def queue_callback(fn):
     queue.append(fn)
 
 
+def is_checkpoint_valid():
+    """torch.autograd._is_checkpoint_valid: False inside a backward that computes only some gradients
+    (autograd.grad, backward(inputs=...)), where a reentrant checkpoint's nested backward cannot deliver
+    the gradients of the parameters it reaches."""
+    return not getattr(_state, "partial", False)
+
+
 @contextlib.contextmanager
-def backward_pass():
-    """The engine's frame of one backward: collect the callbacks queued in it and run them at its end."""
-    outer = getattr(_state, "queue", None)
-    _state.queue = queue = []
+def backward_pass(partial=False):
+    """The engine's frame of one backward: collect the callbacks queued in it and run them at its end.
+    `partial`: this backward computes only the gradients of chosen tensors (see is_checkpoint_valid)."""
+    outer, outer_partial = getattr(_state, "queue", None), getattr(_state, "partial", False)
+    _state.queue, _state.partial = queue, _ = [], partial
     try:
         yield
         while queue:  # a callback may queue another, as torch's may
             queue.pop(0)()
     finally:
-        _state.queue = outer
+        _state.queue, _state.partial = outer, outer_partial

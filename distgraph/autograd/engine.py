@@ -234,7 +234,8 @@ def run_backward(*args, **kwargs):
     """Core of backward() and grad() (`_run_backward`), without numpy's warnings: an inf or NaN in a
     gradient (sqrt's at 0, 0·inf) is a value, as in torch, which warns of none (`detect_anomaly` names
     the op that made one). One errstate per backward call, not per op."""
-    with np.errstate(all="ignore"), backward_pass():  # (callbacks.py: what hooks queued runs at the end)
+    partial = kwargs.get("capture") is not None or kwargs.get("inputs") is not None
+    with np.errstate(all="ignore"), backward_pass(partial):  # (callbacks.py: what hooks queued runs at the end)
         return _run_backward(*args, **kwargs)
 
 

@@ -33,14 +33,13 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import device as as_device
 from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
 from distgraph.graph.optimizer_capture import CapturedUpdate
 from distgraph.graph.passes import DEFAULT, optimize
 from distgraph.graph.passes.cse import freeze
-from distgraph.ops import creation
+from distgraph.ops.random_extra import fork_rng
 
 _EAGER = "eager"
 
@@ -108,7 +107,10 @@ class CompiledFunction:
 
     def _add(self, key, inputs):
         try:
-            with _rng_untouched(), _buffers_untouched(self._modules):
+            # capturing runs the function (twice, with the check): its random ops (dropout) draw from the
+            # generator, so without fork_rng a call after `dg.manual_seed(s)` that captures a new variant
+            # drew other masks than eager code seeded the same way
+            with fork_rng(), _buffers_untouched(self._modules):
                 graph, params, rebuild = self._capture(inputs)
                 if self.check:
                     with np.errstate(
@@ -317,19 +319,6 @@ def compile(
         fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check,
         grad_scaler=grad_scaler,
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _rng_untouched():
-    """Capturing runs the function (twice, with the check): its random ops (dropout) draw from the
-    generator, so without this a call after `dg.manual_seed(s)` that captures a new variant drew other
-    masks than eager code seeded the same way. The cpu generator's state is put back afterwards."""
-    gen = creation.generator(as_device("cpu"))
-    state = gen.bit_generator.state
-    try:
-        yield
-    finally:
-        gen.bit_generator.state = state
 
 
 @contextlib.contextmanager

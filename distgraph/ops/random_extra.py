@@ -9,6 +9,7 @@ comes from the device's generator (creation.generator), so dg.manual_seed and se
 """
 
 import builtins
+import contextlib
 import json
 import math
 import os
@@ -154,6 +155,48 @@ def set_rng_state(new_state):
         raise InputRangeError(f"set_rng_state: not a state from distgraph's get_rng_state ({e})") from None
     manual_seed(seed)
     creation._rng["cpu"] = gen
+
+
+def stash_rng_state(devices=()):
+    """What `replay_rng_state` needs to draw again what the generators are about to draw (activation
+    checkpointing's recomputation): the cpu generator's state, and for a cuda device a seed. cupy's
+    generator state cannot be read back, so its generator is replaced here by one seeded from itself:
+    the draws from now on come from that seed, which the replay re-creates."""
+    stash = {"cpu": generator(as_device("cpu")).bit_generator.state}
+    for dev in devices:
+        if dev.type != "cpu":
+            seed_ = int(generator(dev).integers(0, 2**63 - 1))
+            creation._rng[dev.type] = dev.xp.random.default_rng(seed_)
+            stash[dev.type] = (dev, seed_)
+    return stash
+
+
+def replay_rng_state(stash):
+    """Put the generators in the state `stash_rng_state` recorded (inside `fork_rng`, to leave no trace)."""
+    generator(as_device("cpu")).bit_generator.state = stash["cpu"]
+    for key, value in stash.items():
+        if key != "cpu":
+            dev, seed_ = value
+            creation._rng[key] = dev.xp.random.default_rng(seed_)
+
+
+@contextlib.contextmanager
+def fork_rng(devices=None, enabled=True):
+    """torch.random.fork_rng: the random draws inside the block leave the generators (cpu, and cuda's
+    when it exists) as they were before it."""
+    if not enabled:
+        yield
+        return
+    cpu = generator(as_device("cpu"))
+    state, others = cpu.bit_generator.state, {k: v for k, v in creation._rng.items() if k not in ("cpu", "seed")}
+    try:
+        yield
+    finally:
+        creation._rng["cpu"] = cpu
+        cpu.bit_generator.state = state
+        for key in [k for k in creation._rng if k not in ("cpu", "seed") and k not in others]:
+            del creation._rng[key]  # a generator first made inside the block
+        creation._rng.update(others)
 
 
 def seed():

@@ -1,0 +1,3 @@
+"""torch.utils counterparts: activation checkpointing (`distgraph.utils.checkpoint`)."""
+
+from distgraph.utils import checkpoint  # noqa: F401
