@@ -1,7 +1,11 @@
 """distgraph.nn.utils: torch.nn.utils's names: gradient clipping, flat parameter vectors, packed sequences
 (`rnn`), parametrizations (`parametrize`, `parametrizations`) and the older weight/spectral-norm hooks."""
 
-from distgraph.nn.utils import rnn  # noqa: F401
+from distgraph.nn.utils import (  # noqa: F401,E402
+    parametrizations,
+    parametrize,
+    rnn,  # noqa: F401
+)
 from distgraph.nn.utils.clip_grad import (  # noqa: F401
     clip_grad_norm_,
     clip_grad_value_,
