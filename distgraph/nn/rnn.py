@@ -9,6 +9,9 @@ handful of ops, not ~15 per step. The cells are composed from per-step ops.
 LSTM's `proj_size` (torch's projection: h_t = W_hr·(o_t ⊙ tanh c_t), weight_hr_l{k} of shape (P, H),
 h and the output of size P) runs as per-step cells plus one matmul per step: the fused op has no
 projection, so a projected LSTM pays the per-step overhead the fused op avoids.
+
+A PackedSequence input (nn/utils/rnn.py) runs through nn/rnn_packed.py: the same layers, told each
+sequence's length.
 """
 
 import math
