@@ -461,6 +461,7 @@ _LAZY = {
     "io": "distgraph.io",
     "linalg": "distgraph.linalg",
     "utils": "distgraph.utils",
+    "testing": "distgraph.testing",
     "data": "distgraph.data",
     "func": "distgraph.func",
 }

@@ -9,6 +9,9 @@ handful of ops, not ~15 per step. The cells are composed from per-step ops.
 LSTM's `proj_size` (torch's projection: h_t = W_hr·(o_t ⊙ tanh c_t), weight_hr_l{k} of shape (P, H),
 h and the output of size P) runs as per-step cells plus one matmul per step: the fused op has no
 projection, so a projected LSTM pays the per-step overhead the fused op avoids.
+
+A PackedSequence input (nn/utils/rnn.py) runs through nn/rnn_packed.py: the same layers, told each
+sequence's length.
 """
 
 import math
@@ -19,6 +22,8 @@ from distgraph.nn import functional as F
 from distgraph.nn import init
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
+from distgraph.nn.rnn_packed import flip_steps, last_steps, packed_forward
+from distgraph.nn.utils.rnn import PackedSequence
 from distgraph.ops.creation import empty, zeros
 from distgraph.ops.recurrent import GATES, gru_cell, lstm_cell, rnn_cell, rnn_layer
 from distgraph.ops.shape import cat, narrow, stack
@@ -96,51 +101,68 @@ class RNNBase(Module):
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return packed_forward(self, input, hx)
         unbatched = input.ndim == 2
         if input.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}: expected 2-D or 3-D input, got {tuple(input.shape)}")
+        self._check_input_size(input)
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
+        h0, c0 = self._initial(hx, x.shape[1], 2 if self.bidirectional else 1, unbatched, x)
+        x, h_n, c_n = self._layers(x, h0, c0)
+        out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+        if unbatched:
+            h_n, c_n = h_n.squeeze(1), c_n if c_n is None else c_n.squeeze(1)
+        return (out, (h_n, c_n)) if self.mode == "LSTM" else (out, h_n)
+
+    def _check_input_size(self, input):
         if input.shape[-1] != self.input_size:
             raise ValueError(
                 f"{type(self).__name__}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                 f"got {input.shape[-1]}"
             )
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
-        steps, batch, hid = x.shape[0], x.shape[1], self.proj_size or self.hidden_size  # hid: h's size
+
+    def _layers(self, x, h0, c0, lengths=None):
+        """Every layer and direction over x (L, N, In): (output (L, N, D·H), h_n, c_n or None).
+
+        With `lengths` (host ints, sequence b has lengths[b] steps, the rest is padding: a packed input),
+        the reverse direction reads each sequence from its own last step (flip_steps) and the final states
+        are each sequence's state at its true length (last_steps); positions past a length hold garbage.
+        """
+        steps, hid = x.shape[0], self.proj_size or self.hidden_size  # hid: h's size
         dirs = 2 if self.bidirectional else 1
         lstm = self.mode == "LSTM"
-        h0, c0 = self._initial(hx, batch, dirs, unbatched, x)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
-                k, last = layer * dirs + d, 0 if d else steps - 1
+                k = layer * dirs + d
                 if self.mode == "GRU":  # b_hn sits inside r·(W_hn·h + b_hn): it goes to the op
                     xw = F.linear(x, w_ih, b_ih)  # (L, N, 3H): every step's input projection in one matmul
                     rest = (w_hh, b_hh if b_hh is not None else zeros(w_hh.shape[0], dtype=x.dtype, device=x.device))
                 else:  # b_hh only adds: fold it into the projection
                     xw = F.linear(x, w_ih, b_ih + b_hh if self.bias else None)
                     rest = (c0[k], w_hh) if lstm else (w_hh,)
+                flip = bool(d) and lengths is not None  # run the flipped sequences forward instead
+                if flip:
+                    xw = flip_steps(xw, lengths)
+                reverse = bool(d) and not flip
                 if self.proj_size:  # (L, N, P + H): [h_t | c_t] at every step
                     w_hr = getattr(self, f"weight_hr_l{layer}" + ("_reverse" if d else ""))
-                    y = _projected_lstm(xw, h0[k], c0[k], w_hh, w_hr, bool(d))
+                    y = _projected_lstm(xw, h0[k], c0[k], w_hh, w_hr, reverse)
                 else:
-                    y = rnn_layer(self.mode, xw, h0[k], *rest, reverse=bool(d))  # (L, N, H), LSTM (L, N, 2H)
+                    y = rnn_layer(self.mode, xw, h0[k], *rest, reverse=reverse)  # (L, N, H), LSTM (L, N, 2H)
+                last = y[0 if reverse else steps - 1] if lengths is None else last_steps(y, lengths)  # (N, ·)
+                y = flip_steps(y, lengths) if flip else y
                 outs.append(narrow(y, 2, 0, hid) if lstm else y)
-                h_n.append(y[last, :, :hid])
+                h_n.append(last[:, :hid])
                 if lstm:
-                    c_n.append(y[last, :, hid:])
+                    c_n.append(last[:, hid:])
             x = outs[0] if dirs == 1 else cat(outs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
-        out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
-        h_n = stack(h_n, 0)
-        if unbatched:
-            h_n = h_n.squeeze(1)
-        if lstm:
-            c_n = stack(c_n, 0)
-            return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
-        return out, h_n
+        return x, stack(h_n, 0), stack(c_n, 0) if lstm else None
 
     def _initial(self, hx, batch, dirs, unbatched, x):
         shape = (self.num_layers * dirs, batch, self.proj_size or self.hidden_size)

@@ -1,7 +1,7 @@
 """distgraph.optim: torch's optimizers and learning-rate schedulers; the update math, on plain arrays, is
 in `functional` (shared with the distributed parameter store)."""
 
-from distgraph.optim import functional, lr_scheduler  # noqa: F401
+from distgraph.optim import functional, lr_scheduler, swa_utils  # noqa: F401
 from distgraph.optim.adadelta import Adadelta  # noqa: F401
 from distgraph.optim.adagrad import Adagrad  # noqa: F401
 from distgraph.optim.adam import Adam, AdamW  # noqa: F401

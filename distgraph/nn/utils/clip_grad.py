@@ -1,4 +1,4 @@
-"""nn.utils: gradient clipping and flat parameter vectors (torch's names and semantics).
+"""nn.utils gradient clipping (torch's names and semantics).
 
 Clipping works on the gradient arrays in place, on their device, with no host round trip: the
 total norm stays a device scalar, and the scale factor min(1, max_norm / (norm + 1e-6)) is applied
@@ -9,7 +9,6 @@ import math
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ShapeError
 
 
 def _grads(parameters):
@@ -71,29 +70,3 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         for g in _grads(parameters):
             g.device.xp.clip(g.array, -clip_value, clip_value, out=g.array)
             g._vc[0] += 1
-
-
-def parameters_to_vector(parameters):
-    """All parameters flattened and concatenated (differentiable, like torch)."""
-    from distgraph.ops.shape import cat
-
-    return cat([p.reshape(-1) for p in parameters])
-
-
-def vector_to_parameters(vec, parameters):
-    """Copy consecutive slices of a 1-D vector into the parameters, in order."""
-    if not isinstance(vec, Tensor):
-        raise TypeError(f"expected a Tensor, but got: {type(vec).__name__}")
-    if vec.ndim != 1:
-        raise ShapeError(f"vector_to_parameters: expected a 1-D vector, got shape {tuple(vec.shape)}")
-    parameters = list(parameters)
-    total = sum(p.numel() for p in parameters)
-    if vec.numel() != total:
-        raise ShapeError(f"vector_to_parameters: vector has {vec.numel()} elements, parameters need {total}")
-    offset = 0
-    with no_grad():
-        for p in parameters:
-            n = p.numel()
-            p.array[...] = vec.array[offset : offset + n].reshape(p.shape)
-            p._vc[0] += 1
-            offset += n

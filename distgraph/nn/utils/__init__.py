@@ -1,0 +1,17 @@
+"""distgraph.nn.utils: torch.nn.utils's names: gradient clipping, flat parameter vectors, packed sequences
+(`rnn`), parametrizations (`parametrize`, `parametrizations`) and the older weight/spectral-norm hooks."""
+
+from distgraph.nn.utils import parametrizations, parametrize, rnn  # noqa: F401
+from distgraph.nn.utils.clip_grad import (  # noqa: F401
+    clip_grad_norm_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    get_total_norm,
+)
+from distgraph.nn.utils.convert_parameters import parameters_to_vector, vector_to_parameters  # noqa: F401
+from distgraph.nn.utils.norm_hooks import (  # noqa: F401
+    remove_spectral_norm,
+    remove_weight_norm,
+    spectral_norm,
+    weight_norm,
+)
