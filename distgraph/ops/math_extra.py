@@ -268,8 +268,10 @@ def _xlogy(xp, x, y):
 
 @_xlogy.grad
 def _(ctx, g):
-    x, y = ctx.inputs  # torch's: g·xlogy(x != 0, y) and g·x / y
-    gx = ew.mul(g, xlogy(cast(cmp.ne(x, 0), x.array.dtype), y)) if ctx.next[0] is not None else None
+    x, y = ctx.inputs  # torch's: xlogy(g, y), 0 where x == 0 and y <= 0 (a zero g gives 0 where log y is
+    gx = None  # NaN or -inf: floor_divide's gradient reaching it); and g·x / y
+    if ctx.next[0] is not None:
+        gx = ew.where(cmp.logical_and(cmp.eq(x, 0), cmp.le(y, 0)), 0.0, xlogy(g, y))
     gy = ew.div(ew.mul(g, x), y) if ctx.next[1] is not None else None
     return gx, gy
 

@@ -96,6 +96,7 @@ KNOWN = {
     6528: "kl_div(x, x) as xlogy(t, t) - t·x (test_program_fuzz's 6528): torch's xlogy takes glibc's log, an ulp off "
     "numpy's for one t, so its sum is 0 where distgraph's is -4.6e-18, and atan2 of it π off",
     6535: _KRON_INPLACE,
+    6543: _KRON_INPLACE,
     6937: _CROSS_FMA,
     5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
     "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",

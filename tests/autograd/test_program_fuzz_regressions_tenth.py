@@ -129,3 +129,42 @@ def test_hypot_operand_written_in_place_where_it_needs_no_gradient():
         with pytest.raises(Exception, match="modified by an inplace operation"):
             m.autograd.grad(h.sum(), [y])
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+# ---- xlogy's gradient for x is xlogy(g, y) (seed 6628) -----------------------------------------------------------
+_SPECIAL_XY = (
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 0.0, 1.0, -0.0],
+    [2.0, -1.0, np.nan, 0.0, 2.0, -1.0, np.nan, 0.0, np.inf, np.inf, 0.0, -np.inf, -np.inf, -0.0],
+)
+
+
+@pytest.mark.parametrize("g", [0.0, 1.0, -1.0, np.nan, np.inf])
+def test_xlogy_gradient_is_xlogy_of_the_output_gradient(g):
+    """torch's x-gradient is xlogy(g, y), zeroed where x == 0 and y <= 0: a zero g (floor_divide's gradient
+    reaching it) gives 0 where log y is NaN or -inf, and x == 0 with y > 0 gives g·log y; distgraph's
+    g·xlogy(x != 0, y) gave 0·NaN = NaN and 0."""
+    grads = []
+    for m in (dg, torch):
+        x, y = (m.tensor(v, dtype=m.float64, requires_grad=True) for v in _SPECIAL_XY)
+        grads.append([np.asarray(t.detach()) for t in m.autograd.grad(m.xlogy(x, y), [x, y], m.full((14,), g))])
+    for got, want in zip(*grads):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_xlogy_of_a_negative_then_floor_divided_has_a_zero_gradient():
+    """The program of seed 6628: xlogy(x, y) with y < 0 (NaN), written by a floor division, whose gradient is 0."""
+    r = np.random.default_rng(0)
+    for m in (dg, torch):
+        x, y = m.tensor(r.standard_normal((3, 1)), requires_grad=True), m.tensor(-np.abs(r.standard_normal((3, 4))))
+        z = m.xlogy(x, y)
+        z.div_(2.0, rounding_mode="floor")
+        assert np.array_equal(np.asarray(m.autograd.grad(z.sum(), [x])[0].detach()), np.zeros((3, 1)))
+
+
+def test_xlogy_second_order_matches_torch():
+    r = np.random.default_rng(1)
+    x, y = r.standard_normal((3, 4)), np.abs(r.standard_normal((3, 4))) + 0.3
+    x[0, :2] = 0.0
+    check(lambda a, b: dg.autograd.grad(dg.xlogy(a, b).sum() * 1, [a], create_graph=True)[0] * a,
+          lambda a, b: torch.autograd.grad(torch.xlogy(a, b).sum() * 1, [a], create_graph=True)[0] * a, x, y)  # fmt: skip
