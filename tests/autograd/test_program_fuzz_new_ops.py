@@ -97,6 +97,14 @@ KNOWN = {
     "numpy's for one t, so its sum is 0 where distgraph's is -4.6e-18, and atan2 of it π off",
     6535: _KRON_INPLACE,
     6543: _KRON_INPLACE,
+    6578: "torch's cov of one observation with aweights (or fweights, not both) takes a corner case: in.zero_() (the "
+    "_COV write) and, for an integer input, in.to(kFloat), in place of in - avg, which promotes; so an int64 or "
+    "float32 input against float64 weights reaches its mm as float32 @ (in · w) float64 and raises 'expected m1 "
+    "and m2 to have the same dtype'; distgraph gives the promoted dtype's NaNs (0 / 0), as torch with more observations",
+    6924: "float32 round-off of an exact 0: addcdiv(a, a, a, value=-1.5) has gradient 1 - 1.5/a + 1.5·a/a² = 1, so its "
+    "second-order gradient is 0 (1e-15 in float64) and each library's float32 value is the rounding of terms "
+    "1.5·g·v/a² (1e-4 at a = 0.05) that torch's rule (g·(value / t2), -g·(value·t1 / (t2·t2))) and distgraph's "
+    "(through mul and div's rules) cancel in a different order",
     6937: _CROSS_FMA,
     5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
     "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
