@@ -119,6 +119,15 @@ KNOWN = {
     7223: _KRON_INPLACE,
     7230: "as 5145: torch's float64 trigamma (up to 4.6e-10 relative off) in digamma's gradient, 3.7e-9 relative "
     "after cancellation (torch with scipy's trigamma in digamma's backward matches distgraph)",
+    7668: _COV,
+    7776: _CROSS_FMA,
+    7915: _COV,
+    8298: _COV,
+    8314: "the sign of softshrink's zero on this host (AVX2): torch's float64 kernel gives +0 for |x| <= λ in its "
+    "vectorized loop (blocks of 8) and 0·x (-0 for a negative x) in its scalar tail and under 8 elements, so "
+    "softshrink of a (3, 4) is +0 at [0, 3], [1, 3] and -0 at [2, 0] (AVX-512 hosts: -0 at all three, as "
+    "distgraph's 0·x everywhere); copysign(y, it) reads the sign",
+    8330: _KRON,
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",

@@ -168,3 +168,35 @@ def test_xlogy_second_order_matches_torch():
     x[0, :2] = 0.0
     check(lambda a, b: dg.autograd.grad(dg.xlogy(a, b).sum() * 1, [a], create_graph=True)[0] * a,
           lambda a, b: torch.autograd.grad(torch.xlogy(a, b).sum() * 1, [a], create_graph=True)[0] * a, x, y)  # fmt: skip
+
+
+# ---- quantile with a tensor q: torch's layout (seed 8756) --------------------------------------------------------
+@pytest.mark.parametrize("dim, keepdim", [(0, False), (1, True), (-1, False), (None, True)])
+@pytest.mark.parametrize("name", ["quantile", "nanquantile"])
+def test_quantile_of_a_q_tensor_is_laid_out_as_torchs(name, dim, keepdim):
+    """torch's quantile_compute fills (*out, Q) and moves Q to the front, so along a dim of a matrix its result
+    is not contiguous and view(-1) of it refuses; distgraph's was contiguous and viewed."""
+    x = np.random.default_rng(2).standard_normal((3, 4, 5))
+    for m in (torch, dg):
+        out = getattr(m, name)(m.tensor(x), m.tensor([0.1, 0.5, 0.9], dtype=m.float64), dim=dim, keepdim=keepdim)
+        want = getattr(torch, name)(
+            torch.tensor(x), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=dim, keepdim=keepdim
+        )
+        np.testing.assert_allclose(np.asarray(out.detach()), want.numpy(), rtol=1e-14)
+        assert out.is_contiguous() == want.is_contiguous()
+        assert [s for s, n in zip(out.stride(), out.shape) if n > 1] == [
+            s for s, n in zip(want.stride(), want.shape) if n > 1
+        ]
+
+
+def test_view_of_quantile_along_a_dim_refuses_as_torch():
+    for m in (torch, dg):
+        out = m.tensor(np.arange(12.0).reshape(3, 4)).quantile(m.tensor([0.2, 0.6, 0.7], dtype=m.float64), dim=0)
+        with pytest.raises((RuntimeError, ValueError), match=r"[Uu]se \.reshape"):
+            out.view(-1)
+        assert out.reshape(-1).shape == (12,)
+
+
+def test_quantile_of_a_q_tensor_keeps_its_gradient():
+    x, q = np.random.default_rng(4).standard_normal((3, 4)), np.array([0.25, 0.5, 0.8])
+    check(lambda a, b: dg.quantile(a, b, dim=1), lambda a, b: torch.quantile(a, b, dim=1), x, q)
