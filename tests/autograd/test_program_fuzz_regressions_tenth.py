@@ -200,3 +200,31 @@ def test_view_of_quantile_along_a_dim_refuses_as_torch():
 def test_quantile_of_a_q_tensor_keeps_its_gradient():
     x, q = np.random.default_rng(4).standard_normal((3, 4)), np.array([0.25, 0.5, 0.8])
     check(lambda a, b: dg.quantile(a, b, dim=1), lambda a, b: torch.quantile(a, b, dim=1), x, q)
+
+
+# ---- piecewise activations' double backward: torch's zeros_like(grad) (seed 8382) -------------------------------
+_PIECEWISE = {
+    "leaky_relu": lambda m, t: m.nn.functional.leaky_relu(t, 0.1),
+    "hardtanh": lambda m, t: m.nn.functional.hardtanh(t),
+    "relu6": lambda m, t: m.nn.functional.relu6(t),
+    "hardswish": lambda m, t: m.nn.functional.hardswish(t),
+    "threshold": lambda m, t: m.nn.functional.threshold(t, 0.5, -1.0),
+    "softshrink": lambda m, t: m.nn.functional.softshrink(t),
+    "hardshrink": lambda m, t: m.nn.functional.hardshrink(t),
+}
+
+
+@pytest.mark.parametrize("name", list(_PIECEWISE))
+def test_piecewise_activation_double_backward_of_a_nan_gradient(name):
+    """The derivative of a piecewise-linear backward (its 0/1 mask) w.r.t. the input is torch's zeros_like(grad): 0
+    where the incoming second-order gradient is NaN or inf, where distgraph's g·0 was NaN. Seed 8382: hardswish of
+    a NaN loss, whose first-order gradient (through pow of a negative base) carries NaNs to every entry."""
+    x = np.array([-4.0, -3.0, -1.0, -0.2, 0.0, 0.3, 1.0, 3.0, 5.0])
+    v = np.array([np.nan, np.inf, 1.0, np.nan, -np.inf, np.nan, 2.0, np.nan, np.inf])
+    grads = []
+    for m in (dg, torch):
+        t, w = m.tensor(x, requires_grad=True), m.tensor(np.linspace(0.5, 1.5, 9), requires_grad=True)
+        (g,) = m.autograd.grad((_PIECEWISE[name](m, t) * w).sum(), [t], create_graph=True)
+        grads.append([np.asarray(a.detach()) for a in m.autograd.grad((g * m.tensor(v)).sum(), [t, w])])
+    for got, want in zip(*grads):
+        np.testing.assert_array_equal(got, want)
