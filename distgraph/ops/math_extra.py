@@ -158,11 +158,12 @@ i0 = ew._unary("i0", _special_fwd("i0"), lambda ctx, g: ew.mul(g, _i1(ctx.inputs
 
 
 def _sinc_rule(ctx, g):
-    """torch's: (πx·cos(πx) - sin(πx)) / (πx·x), 0 at x = 0."""
+    """torch's sinc_backward, rounded as its: g·((πx·cos(πx) - sin(πx)) / (x·x·π)), 0 (chosen, so at a NaN g too)
+    where x·x·π is 0, as it is for an x whose square underflows."""
     x = ctx.inputs[0]
-    px = ew.mul(x, math.pi)
-    d = ew.div(ew.sub(ew.mul(px, ew.cos(px)), ew.sin(px)), ew.mul(px, x))
-    return ew.mul(ew.where(cmp.eq(x, 0), 0.0, d), g)
+    px, den = ew.mul(x, math.pi), ew.mul(ew.mul(x, x), math.pi)
+    d = ew.div(ew.sub(ew.mul(px, ew.cos(px)), ew.sin(px)), den)
+    return ew.where(cmp.eq(den, 0), 0.0, ew.mul(g, d))
 
 
 @_quiet

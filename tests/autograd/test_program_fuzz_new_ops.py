@@ -122,6 +122,10 @@ KNOWN = {
     7668: _COV,
     7776: _CROSS_FMA,
     7915: _COV,
+    8118: "float32 cancellation in sinc's gradient: at x = 2.06e-4 its numerator πx·cos(πx) - sin(πx) = -(πx)³/3 = "
+    "-9e-11 is the difference of two 6.5e-4 values, so float32 keeps a bit or two; a second order of sinc there is -1.26 "
+    "(float64), torch's float32 -2.29, distgraph's -2.15 (torch's formula, the same sin/cos bits; its double "
+    "backward sums the terms in another order)",
     8298: _COV,
     8314: "the sign of softshrink's zero on this host (AVX2): torch's float64 kernel gives +0 for |x| <= λ in its "
     "vectorized loop (blocks of 8) and 0·x (-0 for a negative x) in its scalar tail and under 8 elements, so "

@@ -228,3 +228,19 @@ def test_piecewise_activation_double_backward_of_a_nan_gradient(name):
         grads.append([np.asarray(a.detach()) for a in m.autograd.grad((g * m.tensor(v)).sum(), [t, w])])
     for got, want in zip(*grads):
         np.testing.assert_array_equal(got, want)
+
+
+# ---- sinc's gradient as torch's sinc_backward (seed 8118) ---------------------------------------------------------
+@pytest.mark.parametrize("dtype, xs", [
+    (np.float32, [0.0, -0.0, 1e-23, -3e-20, 2.0558812e-04, 0.3, 1e-30, 7.0]),
+    (np.float64, [0.0, 1e-170, 1e-200, 2e-4, 0.3, 5.0]),
+])  # fmt: skip
+@pytest.mark.parametrize("g", [1.0, np.nan, np.inf])
+def test_sinc_gradient_is_zero_where_x_squared_is(dtype, xs, g):
+    """torch's g·((πx·cos πx - sin πx) / (x·x·π)), 0 chosen where x·x·π is 0: an x whose square underflows (1e-23 in
+    float32) has gradient 0, not 0 / 0, and a NaN or inf g gives 0 at x = 0; the same bits elsewhere."""
+    grads = []
+    for m in (dg, torch):
+        x = m.tensor(np.array(xs, dtype), requires_grad=True)
+        grads.append(np.asarray(m.autograd.grad(m.sinc(x), [x], m.tensor(np.full(len(xs), g, dtype)))[0].detach()))
+    np.testing.assert_array_equal(grads[0], grads[1])
