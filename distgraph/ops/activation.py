@@ -12,6 +12,7 @@ from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
     EW,
     _erf_fwd,
+    _zero_grad,
     add,
     clamp,
     const,
@@ -38,7 +39,7 @@ def _step_mask(xp, cond, like, inside=1.0, outside=0.0):
     return xp.where(cond, inside, outside).astype(like.dtype, copy=False)
 
 
-_step_mask.grad(lambda ctx, g: (None, mul(g, const(0, g))))
+_step_mask.grad(lambda ctx, g: (None, _zero_grad(ctx, g)))  # torch's zeros_like(grad): 0 at a NaN g too
 
 
 def step_mask(cond, like, inside=1.0, outside=0.0):
@@ -56,7 +57,7 @@ def _masked_grad(xp, g, keep, like):
     return xp.where(keep, g, 0).astype(g.dtype, copy=False)
 
 
-_masked_grad.grad(lambda ctx, gg: (masked_grad(gg, ctx.inputs[1], ctx.inputs[2]), None, mul(gg, const(0, gg))))
+_masked_grad.grad(lambda ctx, gg: (masked_grad(gg, ctx.inputs[1], ctx.inputs[2]), None, _zero_grad(ctx, gg)))
 
 
 def masked_grad(g, keep, like):

@@ -158,11 +158,12 @@ i0 = ew._unary("i0", _special_fwd("i0"), lambda ctx, g: ew.mul(g, _i1(ctx.inputs
 
 
 def _sinc_rule(ctx, g):
-    """torch's: (πx·cos(πx) - sin(πx)) / (πx·x), 0 at x = 0."""
+    """torch's sinc_backward, rounded as its: g·((πx·cos(πx) - sin(πx)) / (x·x·π)), 0 (chosen, so at a NaN g too)
+    where x·x·π is 0, as it is for an x whose square underflows."""
     x = ctx.inputs[0]
-    px = ew.mul(x, math.pi)
-    d = ew.div(ew.sub(ew.mul(px, ew.cos(px)), ew.sin(px)), ew.mul(px, x))
-    return ew.mul(ew.where(cmp.eq(x, 0), 0.0, d), g)
+    px, den = ew.mul(x, math.pi), ew.mul(ew.mul(x, x), math.pi)
+    d = ew.div(ew.sub(ew.mul(px, ew.cos(px)), ew.sin(px)), den)
+    return ew.where(cmp.eq(den, 0), 0.0, ew.mul(g, d))
 
 
 @_quiet
@@ -268,8 +269,10 @@ def _xlogy(xp, x, y):
 
 @_xlogy.grad
 def _(ctx, g):
-    x, y = ctx.inputs  # torch's: g·xlogy(x != 0, y) and g·x / y
-    gx = ew.mul(g, xlogy(cast(cmp.ne(x, 0), x.array.dtype), y)) if ctx.next[0] is not None else None
+    x, y = ctx.inputs  # torch's: xlogy(g, y), 0 where x == 0 and y <= 0 (a zero g gives 0 where log y is
+    gx = None  # NaN or -inf: floor_divide's gradient reaching it); and g·x / y
+    if ctx.next[0] is not None:
+        gx = ew.where(cmp.logical_and(cmp.eq(x, 0), cmp.le(y, 0)), 0.0, xlogy(g, y))
     gy = ew.div(ew.mul(g, x), y) if ctx.next[1] is not None else None
     return gx, gy
 

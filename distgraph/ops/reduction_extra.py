@@ -21,6 +21,7 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.indexing import _scalar_pick, gather, sort
 from distgraph.ops.lerp import lerp
+from distgraph.ops.movement import contiguous
 from distgraph.ops.registry import defop
 from distgraph.ops.reorder import flip
 from distgraph.ops.shape import expand, flatten, movedim, reshape, squeeze, unsqueeze
@@ -376,7 +377,10 @@ def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, name):
             out = reshape(out, (q1.shape[0],) + (1,) * input.ndim)
         elif input.ndim:
             out = unsqueeze(out, d + 1)
-    return squeeze(out, 0) if scalar else out
+    if scalar:
+        return squeeze(out, 0)
+    # torch's quantile_compute fills (*out, Q) and moves Q to the front: its strides, so view() refuses as torch's
+    return movedim(contiguous(movedim(out, 0, -1)), -1, 0)
 
 
 def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):

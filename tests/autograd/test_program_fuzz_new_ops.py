@@ -96,6 +96,15 @@ KNOWN = {
     6528: "kl_div(x, x) as xlogy(t, t) - t·x (test_program_fuzz's 6528): torch's xlogy takes glibc's log, an ulp off "
     "numpy's for one t, so its sum is 0 where distgraph's is -4.6e-18, and atan2 of it π off",
     6535: _KRON_INPLACE,
+    6543: _KRON_INPLACE,
+    6578: "torch's cov of one observation with aweights (or fweights, not both) takes a corner case: in.zero_() (the "
+    "_COV write) and, for an integer input, in.to(kFloat), in place of in - avg, which promotes; so an int64 or "
+    "float32 input against float64 weights reaches its mm as float32 @ (in · w) float64 and raises 'expected m1 "
+    "and m2 to have the same dtype'; distgraph gives the promoted dtype's NaNs (0 / 0), as torch with more observations",
+    6924: "float32 round-off of an exact 0: addcdiv(a, a, a, value=-1.5) has gradient 1 - 1.5/a + 1.5·a/a² = 1, so its "
+    "second-order gradient is 0 (1e-15 in float64) and each library's float32 value is the rounding of terms "
+    "1.5·g·v/a² (1e-4 at a = 0.05) that torch's rule (g·(value / t2), -g·(value·t1 / (t2·t2))) and distgraph's "
+    "(through mul and div's rules) cancel in a different order",
     6937: _CROSS_FMA,
     5787: "the sign bit of a NaN, as 1190: numpy's pow of a negative float32 base to a non-integer exponent gives "
     "x86's default NaN (sign set), torch's kernel a positive one; copysign(x, kl_div's NaN sum of it) reads it",
@@ -110,6 +119,22 @@ KNOWN = {
     7223: _KRON_INPLACE,
     7230: "as 5145: torch's float64 trigamma (up to 4.6e-10 relative off) in digamma's gradient, 3.7e-9 relative "
     "after cancellation (torch with scipy's trigamma in digamma's backward matches distgraph)",
+    7668: _COV,
+    7776: _CROSS_FMA,
+    7915: _COV,
+    8118: "float32 cancellation in sinc's gradient: at x = 2.06e-4 its numerator πx·cos(πx) - sin(πx) = -(πx)³/3 = "
+    "-9e-11 is the difference of two 6.5e-4 values, so float32 keeps a bit or two; a second order of sinc there is -1.26 "
+    "(float64), torch's float32 -2.29, distgraph's -2.15 (torch's formula, the same sin/cos bits; its double "
+    "backward sums the terms in another order)",
+    8298: _COV,
+    8314: "the sign of softshrink's zero on this host (AVX2): torch's float64 kernel gives +0 for |x| <= λ in its "
+    "vectorized loop (blocks of 8) and 0·x (-0 for a negative x) in its scalar tail and under 8 elements, so "
+    "softshrink of a (3, 4) is +0 at [0, 3], [1, 3] and -0 at [2, 0] (AVX-512 hosts: -0 at all three, as "
+    "distgraph's 0·x everywhere); copysign(y, it) reads the sign",
+    8330: _KRON,
+    8559: "float32 round-off in pinverse's second order (a (3, 4) of singular values 2.5, 1.8, 0.44, then addmv of "
+    "it): its terms reach 50, and torch's float32 lands 2e-4 off the float64 value where distgraph's lands 3e-5 off "
+    "(SVDs of different LAPACKs), so an entry of 0.0226 differs by 8e-5, over float32's atol 1e-5",
     4670: "float32 rounding meets pow's discontinuity: corrcoef's float32 diagonal is 0.99999994 here against "
     "torch's 1.0 (cov's matmul rounds differently, within the float32 tolerance), and float_power of a "
     "negative base is NaN at that non-integer exponent, finite at 1.0",
