@@ -18,7 +18,7 @@ def test_linear_regression_recovers_the_line():
 def test_gan_generator_learns_the_ring():
     import gan
 
-    result = gan.main(["--steps", "800", "--quiet"])
+    result = gan.main(["--steps", "1200", "--quiet"])  # (at 800 one host gave 0.09, another over 0.1)
     assert result["quality"] > 0.1 and result["modes_covered"] >= 2  # at step 0: 0.00 and 0
 
 
