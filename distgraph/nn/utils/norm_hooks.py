@@ -81,12 +81,7 @@ def weight_norm(module, name="weight", dim=0):
 
 
 def remove_weight_norm(module, name="weight"):
-    key, hook = _find_hook(module, WeightNorm, name)
-    if hook is None:
-        raise ValueError(f"weight_norm of '{name}' not found in {module}")
-    hook.remove(module)
-    del module._forward_pre_hooks[key]
-    return module
+    return _remove(module, WeightNorm, name, "weight_norm")
 
 
 class SpectralNorm:
@@ -161,9 +156,15 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 
 def remove_spectral_norm(module, name="weight"):
-    key, hook = _find_hook(module, SpectralNorm, name)
+    return _remove(module, SpectralNorm, name, "spectral_norm")
+
+
+def _remove(module, kind, name, what):
+    """Undo `what` (weight_norm, spectral_norm) of `module.name`: its hook of class `kind` goes, the
+    recombined tensor stays as a plain Parameter."""
+    key, hook = _find_hook(module, kind, name)
     if hook is None:
-        raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+        raise ValueError(f"{what} of '{name}' not found in {module}")
     hook.remove(module)
     del module._forward_pre_hooks[key]
     return module
