@@ -109,6 +109,8 @@ class ShardStep:
         )
         if xt.array.dtype.kind == "f" and not bool(xt.device.xp.isfinite(xt.array).all()):
             bad = int((~xt.device.xp.isfinite(xt.array)).reshape(len(x), -1).any(axis=1).sum())
+            if self._sums_with_peers():  # the peers wait in SyncBatchNorm's first sum, where gloo cannot wake
+                self._join_the_peers_sums(x[:0])  # them: take part with nothing, then fail (the step is void)
             raise NonFiniteError(
                 f"batch inputs contain NaN/Inf in {bad} of {len(x)} samples; training stopped before the step"
             )
