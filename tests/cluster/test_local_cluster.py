@@ -88,7 +88,7 @@ def test_local_cluster_two_nodes_run_tasks_train_digits_and_stop_cleanly(tmp_pat
 
         # a loop of one's own across the two nodes (dg.distributed.launch): its ranks meet in gloo there
         gan = _run(
-            [sys.executable, str(ROOT / "examples" / "gan.py"), "--workers", "2", "--address", address, "--steps", "300",
+            [sys.executable, str(ROOT / "examples" / "gan.py"), "--workers", "2", "--address", address, "--steps", "100",
              "--quiet"],
             env, timeout=300,
         )  # fmt: skip

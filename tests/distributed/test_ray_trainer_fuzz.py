@@ -281,7 +281,7 @@ def diverges(cfg, folder):
 
 
 # ---- the committed seeds -----------------------------------------------------------------------------
-SEEDS = range(16)  # ~75 s with the pinned cases below; `__main__` runs many more
+SEEDS = range(10)  # ~60 s with the pinned cases below on a slow host; `__main__` runs many more (seeds 10-15 pass too)
 
 
 @pytest.fixture(autouse=True)
