@@ -137,16 +137,25 @@ class ShardStep:
     def _join_the_peers_sums(self, x):
         """An empty shard's forward and backward: its SyncBatchNorm layers add nothing to the statistics sums
         (count 0) but take part in them, so the ranks with samples are not left waiting (a last batch
-        smaller than the worker count stalled them until the timeout). Backward runs from the sum of the
-        (empty) outputs: every gradient is zero, as the shard's share of the batch."""
+        smaller than the worker count stalled them until the timeout). Every gradient is zero, as the
+        shard's share of the batch."""
         for p in self.params:
             p.grad = None
-        out = self.model(Tensor(to_device(x, self.device), device=self.device))
+        self._backward_with_nothing(self.model(Tensor(to_device(x, self.device), device=self.device)))
+
+    def _backward_with_nothing(self, out):
+        """Backward from zero times the outputs: the SyncBatchNorm layers' backward sums, which the peers wait
+        in, get zeros from this rank. The parameters' hooks stay quiet: no gradient bucket is reduced as if
+        this rank's step had gone well (a failed step joins them void, `zero.abort`)."""
         outs = [
             t for t in (out if isinstance(out, tuple | list) else (out,)) if isinstance(t, Tensor) and t.requires_grad
         ]
-        if outs:
-            functools.reduce(operator.add, [t.sum() for t in outs]).backward()
+        on_grad, self._on_grad = self._on_grad, None
+        try:
+            if outs:
+                functools.reduce(operator.add, [t.sum() * 0 for t in outs]).backward()
+        finally:
+            self._on_grad = on_grad
 
     def _hook_parameters(self):
         for i, p in enumerate(self.params):
@@ -155,16 +164,12 @@ class ShardStep:
 
     def _forward_backward(self, xt, yt, weight, loss_scale):
         out = self.model(xt)
-        loss = self.loss_fn(out, yt)
-        if not isinstance(loss, Tensor):  # a float has no gradient to follow (was an AttributeError on .ndim)
-            raise ConfigError(f"loss_fn must return a scalar distgraph Tensor, got {type(loss).__name__}")
-        if loss.ndim != 0:
-            raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
-        if loss_scale is None and not math.isfinite(float(loss.item())):
-            raise NonFiniteError(
-                f"loss is {loss.item()} on a batch of {len(xt)} samples with finite inputs; parameters were not "
-                "updated. Run under dg.autograd.detect_anomaly() to name the op that produced it"
-            )
+        try:
+            loss = self._checked_loss(out, yt, loss_scale, len(xt))
+        except Exception:
+            if self._sums_with_peers():  # the peers go on to SyncBatchNorm's backward sums: take part, then fail
+                self._backward_with_nothing(out)
+            raise
         factor = weight * (loss_scale or 1.0)
         (loss * factor if factor != 1.0 else loss).backward()
         grads = []
@@ -172,6 +177,19 @@ class ShardStep:
             grads.append(p.grad.array if p.grad is not None else p.array.dtype.type(0) * p.array)
         self.unused = {i for i, p in enumerate(self.params) if p.grad is None}
         return grads, _statistics(out, yt, loss, len(xt))
+
+    def _checked_loss(self, out, yt, loss_scale, count):
+        loss = self.loss_fn(out, yt)
+        if not isinstance(loss, Tensor):  # a float has no gradient to follow (was an AttributeError on .ndim)
+            raise ConfigError(f"loss_fn must return a scalar distgraph Tensor, got {type(loss).__name__}")
+        if loss.ndim != 0:
+            raise ShapeError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
+        if loss_scale is None and not math.isfinite(float(loss.item())):
+            raise NonFiniteError(
+                f"loss is {loss.item()} on a batch of {count} samples with finite inputs; parameters were not "
+                "updated. Run under dg.autograd.detect_anomaly() to name the op that produced it"
+            )
+        return loss
 
     def evaluate(self, x, y):
         """Statistics of the model on (x, y) without gradients, in eval mode; each module's mode is given

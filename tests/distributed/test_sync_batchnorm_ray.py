@@ -118,25 +118,30 @@ def test_sync_batch_norm_in_a_launched_loop_of_ones_own(ray_session):
 
 
 @pytest.mark.parametrize("allreduce", ["auto", "gloo"])
-def test_a_ranks_error_before_its_statistics_sum_wakes_the_peer_waiting_there(ray_session, allreduce):
-    """Rank 1 raises on a NaN in its shard before its forward; rank 0 waits in SyncBatchNorm's first sum.
-    On shm the abort reaches it there; gloo cannot be woken, so rank 1 takes part in the step's sums with
-    nothing before it fails (it used to join the gradient reductions only, while rank 0 waited in the sum:
-    both stalled, three restarts, "giving up"). The fit ends with rank 1's error long before the 60 s
-    timeout, and the next fit trains as one process does."""
+@pytest.mark.parametrize("fault", ["nan", "label"])
+def test_a_ranks_error_does_not_leave_its_peer_in_a_statistics_sum(ray_session, allreduce, fault):
+    """Rank 1 raises on a NaN in its shard before its forward (rank 0 waits in SyncBatchNorm's first sum),
+    or on a label out of range after it (rank 0 goes on to the backward sums). On shm the abort reaches the
+    peer; gloo cannot be woken, so rank 1 takes part in the sums left with nothing before it fails (it used
+    to join the gradient reductions only while rank 0 waited in a sum: both stalled, three restarts, "giving
+    up"). The fit ends with rank 1's error long before the 60 s timeout, and the next fit trains."""
     if allreduce == "gloo":
         pytest.importorskip("torch")
     x, y = data()
-    bad = x.copy()
-    bad[40, 1] = np.nan  # batch 1's sample 8: rank 1's shard of 16
+    bad_x, bad_y = x.copy(), y.copy()
+    if fault == "nan":
+        bad_x[40, 1] = np.nan  # batch 1's sample 8: rank 1's shard of 16
+    else:
+        bad_y[40] = 7  # 3 classes
     net = model()
     opt = dg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     with dg.Trainer(
         net, F.cross_entropy, opt, workers=2, backend="ray", allreduce=allreduce, progress=False, timeout_s=60
     ) as t:  # fmt: skip
         started = time.monotonic()
-        with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf"):
-            t.fit((bad, y), epochs=1, batch_size=32)
+        error, match = (dg.errors.NonFiniteError, "NaN/Inf") if fault == "nan" else (IndexError, "out of bounds")
+        with pytest.raises(error, match=match):
+            t.fit((bad_x, bad_y), epochs=1, batch_size=32)
         assert time.monotonic() - started < 30
         t.fit((x, y), epochs=1, batch_size=32)
         assert np.isfinite(t.evaluate((x, y))["loss"])
