@@ -31,6 +31,12 @@ def is_checkpoint_valid():
     return not getattr(_state, "partial", False)
 
 
+def current_pass():
+    """A token of the backward pass now running (None outside one): a hook tells the pass it queued its
+    callback in from a later one (the earlier pass raised, so its callbacks never ran)."""
+    return getattr(_state, "queue", None)
+
+
 @contextlib.contextmanager
 def backward_pass(partial=False):
     """The engine's frame of one backward: collect the callbacks queued in it and run them at its end.

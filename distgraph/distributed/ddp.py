@@ -23,7 +23,7 @@ import contextlib
 
 import numpy as np
 
-from distgraph.autograd.callbacks import queue_callback
+from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
@@ -57,7 +57,7 @@ class DistributedDataParallel(Module):
         self.module = module
         self.broadcast_buffers, self.find_unused_parameters = broadcast_buffers, find_unused_parameters
         self.require_backward_grad_sync = True
-        self._queued = False
+        self._pass = None  # the backward pass whose callback reduces the gradients (callbacks.current_pass)
         self._params = [p for p in module.parameters() if p.requires_grad]
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._had = [False] * len(self._params)
@@ -90,7 +90,7 @@ class DistributedDataParallel(Module):
     def _grad_ready(self, param):
         if not self.require_backward_grad_sync or loop.world_size() == 1:
             return
-        if not self._queued:
+        if self._pass is not current_pass():
             self._start_pass()
         grad = param.grad.array
         self._had[self._index[id(param)]] = True
@@ -106,13 +106,13 @@ class DistributedDataParallel(Module):
                 "DistributedDataParallel: a backward failed after its gradient buckets started reducing, so the "
                 "ranks' all-reduces are out of step; end the launch (every rank must run the same backwards)"
             )
-        self._queued = True
+        self._pass = current_pass()
         queue_callback(self._reduce_gradients)
 
     def _reduce_gradients(self):
         """Once backward ends: every parameter's .grad ← the mean over the ranks (the buckets), and how many
         ranks had it (one small all-reduce) decides None or the mean with zeros for the ones this rank lacked."""
-        self._queued = False
+        self._pass = None
         params, had = self._params, self._had
         self._had = [False] * len(params)
         reduced = self._bucketer.wait()

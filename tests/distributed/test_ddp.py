@@ -90,6 +90,31 @@ def test_gradient_buckets_start_reducing_while_backward_runs(ray_session):
         assert buckets == 8 and launched >= 6  # every bucket of the later layers was already handed over
 
 
+def _a_backward_that_fails_midway():
+    """Both ranks' backward raises in a hook after some buckets were handed over; the next one is refused."""
+    dg.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(6, 6) for _ in range(4)])
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=1e-5)
+    failed = []
+
+    def fail_once(p):
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a hook failed")
+
+    model[0].weight.register_post_accumulate_grad_hook(fail_once)
+    with pytest.raises(RuntimeError, match="a hook failed"):
+        ddp(dg.randn(4, 6)).sum().backward()
+    with pytest.raises(dg.errors.DistributedError, match="a backward failed after its gradient buckets started") as e:
+        ddp(dg.randn(4, 6)).sum().backward()
+    return str(e.value)
+
+
+def test_a_backward_that_failed_after_its_buckets_started_refuses_the_next(ray_session):
+    for message in dist.launch(_a_backward_that_fails_midway, workers=2, cpus_per_worker=0.5, timeout_s=60):
+        assert "out of step" in message
+
+
 def _heads():
     dg.manual_seed(3)
     heads = nn.ModuleList([nn.Linear(4, 2).to(dg.float64) for _ in range(3)])
