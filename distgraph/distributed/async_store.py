@@ -37,7 +37,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from distgraph.distributed.shm import _ALIGN, _aligned, _alive, _attach, _release, sweep
+from distgraph.distributed.shm import _ALIGN, _aligned, _alive, _attach, _close_mapping, _release, sweep, view
 from distgraph.distributed.zero import common_dtype, flat_layout
 from distgraph.errors import DistributedError
 
@@ -97,11 +97,11 @@ class _Buffer:
 
     def __init__(self, buf, offset, layout, n_params):
         p, s, c, f, _ = layout.buffer_parts
-        self.params = np.ndarray((layout.count,), layout.dtype, buf, offset)
-        self.state = np.ndarray((layout.state_count,), layout.dtype, buf, offset + p)
-        self.scalars = np.ndarray((layout.scalar_count,), np.float64, buf, offset + p + s)
-        self.present = np.ndarray((n_params,), np.int64, buf, offset + p + s + c)
-        self.table = np.ndarray((MAX_STEPS, len(COLUMNS)), np.float64, buf, offset + p + s + c + f)
+        self.params = view(buf, (layout.count,), layout.dtype, offset)
+        self.state = view(buf, (layout.state_count,), layout.dtype, offset + p)
+        self.scalars = view(buf, (layout.scalar_count,), np.float64, offset + p + s)
+        self.present = view(buf, (n_params,), np.int64, offset + p + s + c)
+        self.table = view(buf, (MAX_STEPS, len(COLUMNS)), np.float64, offset + p + s + c + f)
 
     def copy_to(self, other, steps):
         for name in ("params", "state", "scalars", "present"):
@@ -143,12 +143,12 @@ class SharedAsyncStore:
             self.shm = _attach(name, layout.size, timeout_s)
             self._finalizer = None
         buf = self.shm.buf
-        self.world_word = np.ndarray((1,), np.int64, buf, 0)
-        self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
-        self.control = np.ndarray((8,), np.int64, buf, layout.control)
+        self.world_word = view(buf, (1,), np.int64, 0)
+        self.pids = view(buf, (world,), np.int64, _ALIGN)
+        self.control = view(buf, (8,), np.int64, layout.control)
         stride = _aligned(world * 8)
         self.base, self.live, self.claimed = (
-            np.ndarray((world,), np.int64, buf, layout.per_worker + k * stride) for k in range(3)
+            view(buf, (world,), np.int64, layout.per_worker + k * stride) for k in range(3)
         )
         part = sum(layout.buffer_parts)
         self.buffers = [_Buffer(buf, layout.buffers + k * part, layout, len(params)) for k in range(2)]
@@ -358,10 +358,7 @@ class SharedAsyncStore:
         self.buffers = []
         if self._finalizer is not None:
             self._finalizer()
-        try:
-            self.shm.close()
-        except BufferError:
-            pass
+        _close_mapping(self.shm)
         self.shm = None
 
 

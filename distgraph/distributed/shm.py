@@ -134,21 +134,21 @@ class Segment:
                     f"{name!r}, or a crashed run left it behind (remove it, or choose another group name)"
                 ) from None
             self._finalizer = weakref.finalize(self, _release, name)
-            np.ndarray((3,), np.int64, self.shm.buf, 0)[[0, 2]] = world, result  # read_result finds result 0
+            view(self.shm.buf, (3,), np.int64, 0)[[0, 2]] = world, result  # read_result finds result 0
         else:
             self.shm = _attach(name, size, timeout_s)
             self._finalizer = None
         buf = self.shm.buf
-        self.pids = np.ndarray((world,), np.int64, buf, _ALIGN)
-        self.seq_flags = np.ndarray((world,), np.int64, buf, _ALIGN + flags)
-        self.votes = np.ndarray((world,), np.int64, buf, _ALIGN + 2 * flags)
-        self.marks = np.ndarray((world, marks), np.bool_, buf, _ALIGN + 3 * flags)
-        slots = np.ndarray((world, stride), self.dtype, buf, base)
+        self.pids = view(buf, (world,), np.int64, _ALIGN)
+        self.seq_flags = view(buf, (world,), np.int64, _ALIGN + flags)
+        self.votes = view(buf, (world,), np.int64, _ALIGN + 2 * flags)
+        self.marks = view(buf, (world, marks), np.bool_, _ALIGN + 3 * flags)
+        slots = view(buf, (world, stride), self.dtype, base)
         self.slots = slots[:, : self.count]
         nbytes = _aligned(self.count * self.dtype.itemsize)
-        self.results = [np.ndarray((self.count,), self.dtype, buf, result + k * nbytes) for k in range(buffers)]
+        self.results = [view(buf, (self.count,), self.dtype, result + k * nbytes) for k in range(buffers)]
         self.result = self.results[0]
-        self.current = np.ndarray((1,), np.int64, buf, 8)  # which result buffer is current (read_result)
+        self.current = view(buf, (1,), np.int64, 8)  # which result buffer is current (read_result)
         self.pids[rank] = os.getpid()
         _precise_sleeps()
         self.lo, self.hi = chunk_bounds(self.count, world, rank)
@@ -306,11 +306,33 @@ class Segment:
             self._finalizer()  # runs once: remove the name and drop it from the resource tracker
         elif remove:
             _remove(self.name)
-        try:
-            self.shm.close()
-        except BufferError:  # a caller still holds a result view: the mapping goes when that view does
-            pass
+        _close_mapping(self.shm)
         self.shm = None
+
+
+def view(buf, shape, dtype, offset):
+    """An array of `shape` over the shared buffer `buf` at byte `offset` that holds the buffer exported, so
+    the mapping cannot be unmapped under it. np.frombuffer holds it; np.ndarray(buffer=...) does not: with
+    it, closing a segment while a view lived (a bucket thread still reducing when its launch closed the
+    communicator) unmapped the memory, and the next touch was a SIGSEGV that killed the worker."""
+    return np.frombuffer(buf, dtype, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
+
+
+_lingering = []  # mappings whose close met views still alive (BufferError): closed once those are gone
+
+
+def _close_mapping(shm):
+    """Close `shm`'s mapping now, or, while arrays still view it, as soon as a later close finds them gone
+    (the memory stays valid for them meanwhile; the name is removed by the owner either way)."""
+    for m in [shm, *_lingering]:
+        try:
+            m.close()
+        except BufferError:
+            if m not in _lingering:
+                _lingering.append(m)
+        else:
+            if m in _lingering:
+                _lingering.remove(m)
 
 
 def _overlaps(offsets, lo, hi):

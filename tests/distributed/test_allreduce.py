@@ -256,3 +256,28 @@ def test_a_segment_tightens_the_timer_slack_of_the_thread_that_opens_it():
     thread.start()
     thread.join()
     assert seen["before"] == 50_000 and seen["after"] == 1_000, seen
+
+
+_CLOSE_UNDER_A_VIEW = """
+import uuid
+import numpy as np
+from distgraph.distributed.allreduce import ShmAllReduce
+comm = ShmAllReduce(0, 1, "dgt" + uuid.uuid4().hex[:8], timeout_s=5)
+slot = comm.buffer(np.float64, 1000, tag="slot")
+result = comm.allreduce(slot)  # a view into the segment, as a bucket thread holds one mid-reduction
+comm.close()
+result[:] = 7.0  # the memory must still be there
+print(float(result.sum()))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_closing_a_communicator_while_a_view_of_its_segment_lives_does_not_unmap_it():
+    """A bucket thread still reducing when its `launch` closed the communicator wrote into an unmapped
+    segment: SIGSEGV, the worker gone (np.ndarray over shm.buf does not hold the buffer, so close() unmapped
+    it). Run in a process of its own: without the fix this one dies with -11."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _CLOSE_UNDER_A_VIEW], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split()[-1] == "7000.0"
