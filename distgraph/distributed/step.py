@@ -18,7 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import ConfigError, NonFiniteError, ShapeError
-from distgraph.ops.collective import current_group
+from distgraph.ops.collective import current_group, using_group
 
 
 def shard_bounds(n, world, rank):
@@ -44,6 +44,7 @@ class ShardStep:
             if isinstance(b.array, np.ndarray) and not b.array.flags.writeable:  # batch norm updates in place
                 b.array = b.array.copy()
         self._on_grad = None  # compute()'s `on_grad`, called from the parameters' post-accumulate hooks
+        self._sync_layers = [m for m in self.model.modules() if _is_sync_batch_norm(m)]
         self.unused = set()  # indices of the parameters the last `compute` gave no gradient (zeros in its list)
         self._hooked = False
 
@@ -119,29 +120,32 @@ class ShardStep:
         if on_grad is not None and not self._hooked:
             self._hook_parameters()
         self._on_grad = on_grad
+        sums = _SumLog(current_group()) if self._sums_with_peers() else None
         try:
-            with quiet:
-                return self._forward_backward(xt, yt, weight, loss_scale)
+            with quiet, using_group(sums) if sums is not None else contextlib.nullcontext():
+                return self._forward_backward(xt, yt, weight, loss_scale, sums)
         finally:
             self._on_grad = None
 
     def _sums_with_peers(self):
         """Whether a forward and backward of this model meet the other ranks (SyncBatchNorm in training, in a
         worker that installed its group): then every rank must run them, whatever its shard."""
-        from distgraph.nn.sync_batchnorm import SyncBatchNorm
+        return current_group() is not None and any(m.training for m in self._sync_layers)
 
-        return current_group() is not None and any(
-            isinstance(m, SyncBatchNorm) and m.training for m in self.model.modules()
-        )
-
-    def _join_the_peers_sums(self, x):
+    def _join_the_peers_sums(self, x, done=None):
         """An empty shard's forward and backward: its SyncBatchNorm layers add nothing to the statistics sums
         (count 0) but take part in them, so the ranks with samples are not left waiting (a last batch
         smaller than the worker count stalled them until the timeout). Every gradient is zero, as the
-        shard's share of the batch."""
+        shard's share of the batch. `done`: the _SumLog of a forward that raised after some of its sums;
+        those are replayed from it, and only the rest are joined."""
         for p in self.params:
             p.grad = None
-        self._backward_with_nothing(self.model(Tensor(to_device(x, self.device), device=self.device)))
+        xt = Tensor(to_device(x, self.device), device=self.device)
+        if done is None:
+            self._backward_with_nothing(self.model(xt))
+            return
+        with using_group(done.replaying()):
+            self._backward_with_nothing(self.model(xt))
 
     def _backward_with_nothing(self, out):
         """Backward from zero times the outputs: the SyncBatchNorm layers' backward sums, which the peers wait
@@ -157,17 +161,31 @@ class ShardStep:
         finally:
             self._on_grad = on_grad
 
+    def _join_after_a_failed_forward(self, xt, sums):
+        """The model raised in its forward on this rank only, perhaps between two SyncBatchNorm layers: join
+        the sums it did not reach, with nothing. Where every rank raised alike (batch norm's "more than 1
+        value per channel" after a sum), the replay raises it again on each, and the first error stands."""
+        try:
+            self._join_the_peers_sums(xt.array[:0], done=sums)
+        except Exception:  # noqa: BLE001 - the model's own error is the one to raise
+            pass
+
     def _hook_parameters(self):
         for i, p in enumerate(self.params):
             p.register_post_accumulate_grad_hook(lambda t, i=i: self._on_grad and self._on_grad(i, t.grad.array))
         self._hooked = True
 
-    def _forward_backward(self, xt, yt, weight, loss_scale):
-        out = self.model(xt)
+    def _forward_backward(self, xt, yt, weight, loss_scale, sums=None):
+        try:
+            out = self.model(xt)
+        except Exception:
+            if sums is not None:  # the peers wait in the next SyncBatchNorm sum: join the rest, then fail
+                self._join_after_a_failed_forward(xt, sums)
+            raise
         try:
             loss = self._checked_loss(out, yt, loss_scale, len(xt))
         except Exception:
-            if self._sums_with_peers():  # the peers go on to SyncBatchNorm's backward sums: take part, then fail
+            if sums is not None:  # the peers go on to SyncBatchNorm's backward sums: take part, then fail
                 self._backward_with_nothing(out)
             raise
         factor = weight * (loss_scale or 1.0)
@@ -208,6 +226,33 @@ class ShardStep:
         finally:
             for m, training in modes:
                 m.training = training
+
+
+def _is_sync_batch_norm(module):
+    from distgraph.nn.sync_batchnorm import SyncBatchNorm
+
+    return isinstance(module, SyncBatchNorm)
+
+
+class _SumLog:
+    """The process group of one step's forward and backward, keeping each sum's result: a rank whose forward
+    raised after some SyncBatchNorm sums replays them (`replaying`) and joins only those its peers still wait
+    in (gloo cannot wake a rank waiting in a sum). The sums are (2C + 1) × ranks numbers: the copies are small."""
+
+    def __init__(self, group, replay=None):
+        self.group, self.rank, self.world_size = group, group.rank, group.world_size
+        self.results, self._replay = [], replay
+
+    def all_reduce_sum(self, array):
+        if self._replay:
+            return self._replay.pop(0).copy()
+        out = self.group.all_reduce_sum(array)
+        if self._replay is None:
+            self.results.append(out.copy())
+        return out
+
+    def replaying(self):
+        return _SumLog(self.group, replay=list(self.results))
 
 
 def _statistics(out, y, loss, count):

@@ -2,6 +2,7 @@
 (the Trainer's sharded store over shm, a gloo group, and a `launch` loop of one's own), where plain
 BatchNorm does not; a rank's error reaches the peer waiting in a statistics sum at once."""
 
+import sys
 import time
 
 import numpy as np
@@ -25,6 +26,23 @@ def model(norm=nn.SyncBatchNorm, dtype=None):
     dg.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 12), norm(12, momentum=0.2), nn.ReLU(), nn.Linear(12, 3))
     return net.to(dtype) if dtype is not None else net
+
+
+class TwoNorms(nn.Module):
+    """Two SyncBatchNorm layers with a tripwire between them: a sample whose last feature is over 1e6 makes the
+    forward raise after the first layer's sum (one rank's error, the peer going on to the second's)."""
+
+    def __init__(self):
+        super().__init__()
+        dg.manual_seed(0)
+        self.first = nn.Sequential(nn.Linear(6, 12), nn.SyncBatchNorm(12), nn.ReLU())
+        self.second = nn.Sequential(nn.Linear(12, 12), nn.SyncBatchNorm(12), nn.ReLU(), nn.Linear(12, 3))
+
+    def forward(self, x):
+        h = self.first(x)
+        if len(x) and float(x[:, 5].abs().max()) > 1e6:
+            raise ValueError("a tripwire between two SyncBatchNorm layers")
+        return self.second(h)
 
 
 def fit(net, backend, workers, allreduce="auto", samples=192, epochs=2, cpus_per_worker=1):
@@ -117,29 +135,41 @@ def test_sync_batch_norm_in_a_launched_loop_of_ones_own(ray_session):
         assert max_diff(rank, alone) <= 1e-12
 
 
+FAULTS = {
+    "nan": (dg.errors.NonFiniteError, "NaN/Inf"),
+    "label": (IndexError, "out of bounds"),
+    "forward": (ValueError, "tripwire"),
+}
+
+
 @pytest.mark.parametrize("allreduce", ["auto", "gloo"])
-@pytest.mark.parametrize("fault", ["nan", "label"])
+@pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_ranks_error_does_not_leave_its_peer_in_a_statistics_sum(ray_session, allreduce, fault):
     """Rank 1 raises on a NaN in its shard before its forward (rank 0 waits in SyncBatchNorm's first sum),
-    or on a label out of range after it (rank 0 goes on to the backward sums). On shm the abort reaches the
-    peer; gloo cannot be woken, so rank 1 takes part in the sums left with nothing before it fails (it used
-    to join the gradient reductions only while rank 0 waited in a sum: both stalled, three restarts, "giving
-    up"). The fit ends with rank 1's error long before the 60 s timeout, and the next fit trains."""
+    in its forward between two SyncBatchNorm layers (rank 0 waits in the second's sum), or on a label out of
+    range after it (rank 0 goes on to the backward sums). On shm the abort reaches the peer; gloo cannot be
+    woken, so rank 1 takes part in the sums left with nothing before it fails (it used to join the gradient
+    reductions only while rank 0 waited in a sum: both stalled, three restarts, "giving up"). The fit ends
+    with rank 1's error long before the 60 s timeout, and the next fit trains."""
     if allreduce == "gloo":
         pytest.importorskip("torch")
     x, y = data()
     bad_x, bad_y = x.copy(), y.copy()
     if fault == "nan":
         bad_x[40, 1] = np.nan  # batch 1's sample 8: rank 1's shard of 16
+    elif fault == "forward":
+        bad_x[40, 5] = 1e9
     else:
         bad_y[40] = 7  # 3 classes
-    net = model()
+    if fault == "forward":
+        ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # TwoNorms lives here
+    net = TwoNorms() if fault == "forward" else model()
     opt = dg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     with dg.Trainer(
         net, F.cross_entropy, opt, workers=2, backend="ray", allreduce=allreduce, progress=False, timeout_s=60
     ) as t:  # fmt: skip
         started = time.monotonic()
-        error, match = (dg.errors.NonFiniteError, "NaN/Inf") if fault == "nan" else (IndexError, "out of bounds")
+        error, match = FAULTS[fault]
         with pytest.raises(error, match=match):
             t.fit((bad_x, bad_y), epochs=1, batch_size=32)
         assert time.monotonic() - started < 30
