@@ -17,6 +17,7 @@ from distgraph.ops import (  # noqa: F401
     loss,
     methods,
     movement,
+    polynomials,
     pool,
     products,
     recurrent,
@@ -26,6 +27,7 @@ from distgraph.ops import (  # noqa: F401
     reorder,
     shape,
     shape_extra,
+    special_fns,
     writers,
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401
