@@ -14,7 +14,6 @@ torch defines no gradient for these: the outputs never require grad.
 import numpy as np
 
 from distgraph.errors import DTypeError
-from distgraph.ops import elementwise as ew
 from distgraph.ops import math_extra as mx
 from distgraph.ops.registry import defop
 
@@ -87,9 +86,7 @@ def _w_trig(xp, n, x):
 
 
 _T = _chebyshev(lambda x: x, 6, _t_trig, lambda xp, n, x: _sign_unless(xp, (x > 0) | (n % 2 == 0), 1.0))
-_U = _chebyshev(
-    lambda x: x + x, 8, _u_trig, lambda xp, n, x: _sign_unless(xp, (x > 0) | (n % 2 == 0), n + 1.0)
-)
+_U = _chebyshev(lambda x: x + x, 8, _u_trig, lambda xp, n, x: _sign_unless(xp, (x > 0) | (n % 2 == 0), n + 1.0))
 _V = _chebyshev(
     lambda x: x + x - 1,
     8,

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from distgraph.errors import DerivativeNotImplementedError, DTypeError
+from distgraph.errors import DerivativeNotImplementedError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import math_extra as mx
@@ -79,9 +79,7 @@ ndtr = ew._unary(  # the standard normal's CDF; its density is the gradient
 log_ndtr = ew._unary(  # torch's: g/√(2π)·exp(-(log_ndtr(x) + x²/2)), stable where ndtr underflows
     "special_log_ndtr",
     mx._special_fwd("log_ndtr"),
-    lambda ctx, g: ew.mul(
-        ew.div(g, _SQRT_2PI), ew.exp(ew.neg(ew.add(ctx.out, ew.div(ew.square(ctx.inputs[0]), 2.0))))
-    ),
+    lambda ctx, g: ew.mul(ew.div(g, _SQRT_2PI), ew.exp(ew.neg(ew.add(ctx.out, ew.div(ew.square(ctx.inputs[0]), 2.0))))),
     saves_output=True,
 )
 ndtri = ew._unary(  # ndtr's inverse; torch's: g·√(2π)·exp(ndtri(p)²/2)
@@ -172,4 +170,3 @@ xlog1py = mx._binary(_xlog1py, "xlog1py", float_result=True)
 zeta = mx._binary(_zeta, "zeta", float_result=True)
 gammainc = _incomplete_gamma("special_gammainc", "gammainc", "igamma", 1)
 gammaincc = _incomplete_gamma("special_gammaincc", "gammaincc", "igammac", -1)
-
