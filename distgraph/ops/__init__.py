@@ -8,6 +8,7 @@ from distgraph.ops import (  # noqa: F401
     creation,
     ctc,
     elementwise,
+    gamma_sample,
     indexing,
     indexing_extra,
     layers,
