@@ -41,7 +41,7 @@ class Distribution:
             value = getattr(self, param)
             if not bool(constraint.check(value).all()):
                 raise ValueError(
-                    f"Expected parameter {param} ({type(value).__name__} of shape {tuple(value.shape)}) of "
+                    f"Expected parameter {param} (Tensor of shape {tuple(value.shape)}) of "
                     f"distribution {self!r} to satisfy the constraint {constraint!r}, but found invalid "
                     f"values:\n{value}"
                 )
@@ -135,7 +135,7 @@ class Distribution:
             return
         if not bool(support.check(value).all()):
             raise ValueError(
-                f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) to be within the "
+                f"Expected value argument (Tensor of shape {tuple(value.shape)}) to be within the "
                 f"support ({support!r}) of the distribution {self!r}, but found invalid values:\n{value}"
             )
 

@@ -163,7 +163,7 @@ def _kl_mvn_mvn(p, q):
     half_term1 = q._half_log_det() - p._half_log_det()
     batch = tuple(dg.broadcast_shapes(tuple(Lq.shape[:-2]), tuple(Lp.shape[:-2])))
     n = p.event_shape[0]
-    ratio = dg.linalg.solve(Lq.expand(*(batch + (n, n))), Lp.expand(*(batch + (n, n))))
+    ratio = dg.linalg.solve(Lq.tril().expand(*(batch + (n, n))), Lp.expand(*(batch + (n, n))))
     term2 = ratio.pow(2).sum((-2, -1))
     term3 = _mahalanobis(Lq, q.loc - p.loc)
     return half_term1 + 0.5 * (term2 + term3 - n)

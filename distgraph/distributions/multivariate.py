@@ -109,10 +109,11 @@ class MultivariateNormal(Distribution):
 
 
 def _mahalanobis(L, diff):
-    """|L⁻¹ diff|² over the last dim, L broadcast against diff's batch dims."""
+    """|L⁻¹ diff|² over the last dim, L broadcast against diff's batch dims. Only L's lower triangle is
+    read (torch's solve_triangular), so a scale_tril's upper triangle gets no gradient, as in torch."""
     batch = tuple(dg.broadcast_shapes(tuple(L.shape[:-2]), tuple(diff.shape[:-1])))
     n = L.shape[-1]
-    z = dg.linalg.solve(L.expand(*(batch + (n, n))), diff.expand(*(batch + (n,))).unsqueeze(-1)).squeeze(-1)
+    z = dg.linalg.solve(L.tril().expand(*(batch + (n, n))), diff.expand(*(batch + (n,))).unsqueeze(-1)).squeeze(-1)
     return z.pow(2).sum(-1)
 
 
