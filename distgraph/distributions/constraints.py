@@ -5,6 +5,11 @@ validation errors read as torch's do."""
 import distgraph as dg
 
 
+def _fmt(bound):
+    """A bound as torch's f-strings show it: a 0-d tensor as its number (Tensor.__format__), else as is."""
+    return bound.item() if isinstance(bound, dg.Tensor) and bound.ndim == 0 else bound
+
+
 class Constraint:
     """A region: `check(value)` is True where value lies in it. `is_discrete`: integer-valued;
     `event_dim`: how many rightmost dims one check covers."""
@@ -47,7 +52,7 @@ class _GreaterThan(Constraint):
         return value > self.lower_bound
 
     def __repr__(self):
-        return f"GreaterThan(lower_bound={self.lower_bound})"
+        return f"GreaterThan(lower_bound={_fmt(self.lower_bound)})"
 
 
 class _GreaterThanEq(_GreaterThan):
@@ -55,7 +60,18 @@ class _GreaterThanEq(_GreaterThan):
         return value >= self.lower_bound
 
     def __repr__(self):
-        return f"GreaterThanEq(lower_bound={self.lower_bound})"
+        return f"GreaterThanEq(lower_bound={_fmt(self.lower_bound)})"
+
+
+class _LessThan(Constraint):
+    def __init__(self, upper_bound):
+        self.upper_bound = upper_bound
+
+    def check(self, value):
+        return value < self.upper_bound
+
+    def __repr__(self):
+        return f"LessThan(upper_bound={_fmt(self.upper_bound)})"
 
 
 class _Interval(Constraint):
@@ -66,7 +82,7 @@ class _Interval(Constraint):
         return (self.lower_bound <= value) & (value <= self.upper_bound)
 
     def __repr__(self):
-        return f"Interval(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
+        return f"Interval(lower_bound={_fmt(self.lower_bound)}, upper_bound={_fmt(self.upper_bound)})"
 
 
 class _HalfOpenInterval(_Interval):
@@ -74,7 +90,7 @@ class _HalfOpenInterval(_Interval):
         return (self.lower_bound <= value) & (value < self.upper_bound)
 
     def __repr__(self):
-        return f"HalfOpenInterval(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
+        return f"HalfOpenInterval(lower_bound={_fmt(self.lower_bound)}, upper_bound={_fmt(self.upper_bound)})"
 
 
 class _IntegerInterval(_Interval):
@@ -84,7 +100,7 @@ class _IntegerInterval(_Interval):
         return (value % 1 == 0) & super().check(value)
 
     def __repr__(self):
-        return f"IntegerInterval(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
+        return f"IntegerInterval(lower_bound={_fmt(self.lower_bound)}, upper_bound={_fmt(self.upper_bound)})"
 
 
 class _Independent(Constraint):
@@ -164,7 +180,13 @@ simplex = _Simplex()
 one_hot = _OneHot()
 lower_cholesky = _LowerCholesky()
 positive_definite = _PositiveDefinite()
-greater_than, greater_than_eq, interval, half_open_interval = _GreaterThan, _GreaterThanEq, _Interval, _HalfOpenInterval
+greater_than, greater_than_eq, less_than, interval, half_open_interval = (
+    _GreaterThan,
+    _GreaterThanEq,
+    _LessThan,
+    _Interval,
+    _HalfOpenInterval,
+)
 integer_interval, independent = _IntegerInterval, _Independent
 
 

@@ -78,16 +78,17 @@ class Normal(_Family):
 
 
 class Uniform(_Family):
-    """Uniform on [low, high); torch's check low < high when validating."""
+    """Uniform on [low, high); validation asks low < high of each parameter, as torch's."""
 
-    arg_constraints = {"low": constraints.dependent, "high": constraints.dependent}
     has_rsample = True
     _params = ("low", "high")
 
     def __init__(self, low, high, validate_args=None):
         self._set_params((low, high), validate_args)
-        if self._validate_args and not bool((self.low < self.high).all()):
-            raise ValueError("Uniform is not defined when low>= high")
+
+    @property
+    def arg_constraints(self):
+        return {"low": constraints.less_than(self.high), "high": constraints.greater_than(self.low)}
 
     @property
     def support(self):
@@ -115,13 +116,6 @@ class Uniform(_Family):
 
     def entropy(self):
         return (self.high - self.low).log()
-
-    def __repr__(self):  # torch names them although they are `dependent`
-        return f"Uniform(low: {_short(self.low)}, high: {_short(self.high)})"
-
-
-def _short(t):
-    return t.item() if t.numel() == 1 else tuple(t.shape)
 
 
 class Exponential(_Family):

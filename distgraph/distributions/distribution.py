@@ -141,8 +141,12 @@ class Distribution:
 
     def __repr__(self):
         names = [k for k in self.arg_constraints if k in self.__dict__]
-        args = ", ".join(
-            f"{p}: {self.__dict__[p].item() if self.__dict__[p].numel() == 1 else tuple(self.__dict__[p].shape)}"
-            for p in names
-        )
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({', '.join(f'{p}: {describe(self.__dict__[p])}' for p in names)})"
+
+
+def describe(param):
+    """A parameter as torch's repr shows it: a 0-d one as its number, another one-element one as the
+    tensor, a larger one by its shape."""
+    if param.ndim == 0:
+        return param.item()
+    return param if param.numel() == 1 else tuple(param.shape)
