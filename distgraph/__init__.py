@@ -460,6 +460,8 @@ _LAZY = {
     "distributed": "distgraph.distributed",
     "io": "distgraph.io",
     "linalg": "distgraph.linalg",
+    "special": "distgraph.special",
+    "distributions": "distgraph.distributions",
     "utils": "distgraph.utils",
     "testing": "distgraph.testing",
     "data": "distgraph.data",

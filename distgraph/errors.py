@@ -38,6 +38,10 @@ class AutogradError(DistgraphError, RuntimeError):
     """Misuse of the autograd engine: freed graph, in-place change of a saved tensor, NaN in anomaly mode."""
 
 
+class DerivativeNotImplementedError(AutogradError, NotImplementedError):
+    """A backward reached an input that the op has no derivative for (torch raises NotImplementedError)."""
+
+
 class FileFormatError(DistgraphError, ValueError):
     """A file distgraph reads is not a valid distgraph file (names the file and what is wrong)."""
 

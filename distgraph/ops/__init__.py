@@ -8,6 +8,7 @@ from distgraph.ops import (  # noqa: F401
     creation,
     ctc,
     elementwise,
+    gamma_sample,
     indexing,
     indexing_extra,
     layers,
@@ -17,6 +18,7 @@ from distgraph.ops import (  # noqa: F401
     loss,
     methods,
     movement,
+    polynomials,
     pool,
     products,
     recurrent,
@@ -26,6 +28,7 @@ from distgraph.ops import (  # noqa: F401
     reorder,
     shape,
     shape_extra,
+    special_fns,
     writers,
 )
 from distgraph.ops.registry import REGISTRY, Op, defop, get_op  # noqa: F401

@@ -1,0 +1,18 @@
+"""`distgraph.distributions`: torch.distributions' families on distgraph tensors, with torch's shapes
+(sample + batch + event), argument validation and ValueError messages, log_prob/cdf/icdf/entropy and
+moments, reparameterized rsample where torch has one (gradients reach the parameters), and
+kl_divergence with register_kl.
+
+Families: Normal, Uniform, Exponential, Laplace, LogNormal (continuous.py); Gamma, Beta (gamma.py);
+Bernoulli, Categorical, OneHotCategorical (discrete.py); MultivariateNormal, Independent
+(multivariate.py). torch's draws and distgraph's come from different generators: the same seed gives the
+same distribution, not the same numbers.
+"""
+
+from distgraph.distributions import constraints  # noqa: F401
+from distgraph.distributions.continuous import Exponential, Laplace, LogNormal, Normal, Uniform  # noqa: F401
+from distgraph.distributions.discrete import Bernoulli, Categorical, OneHotCategorical  # noqa: F401
+from distgraph.distributions.distribution import Distribution  # noqa: F401
+from distgraph.distributions.gamma import Beta, Gamma  # noqa: F401
+from distgraph.distributions.kl import kl_divergence, register_kl  # noqa: F401
+from distgraph.distributions.multivariate import Independent, MultivariateNormal  # noqa: F401

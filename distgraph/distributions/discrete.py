@@ -1,0 +1,208 @@
+"""Bernoulli, Categorical and OneHotCategorical, parameterized by `probs` or `logits` (exactly one; the
+other is computed on first use). Draws have no reparameterization (has_rsample False, as torch's);
+log_prob and entropy are differentiable in either parameter."""
+
+import distgraph as dg
+import distgraph.nn.functional as F
+from distgraph.distributions import constraints
+from distgraph.distributions.distribution import Distribution
+from distgraph.distributions.utils import broadcast_all, lazy_property, logits_to_probs, probs_to_logits
+
+
+def _one_of(name, probs, logits):
+    if (probs is None) == (logits is None):
+        raise ValueError(f"{name}: Either `probs` or `logits` must be specified, but not both.")
+
+
+class Bernoulli(Distribution):
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.boolean
+    has_enumerate_support = True
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        _one_of("Bernoulli", probs, logits)
+        if probs is not None:
+            (self.probs,) = broadcast_all(probs)
+            param = self.probs
+        else:
+            (self.logits,) = broadcast_all(logits)
+            param = self.logits
+        self._param = param
+        super().__init__(tuple(param.shape), validate_args=validate_args)
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self):
+        return logits_to_probs(self.logits, is_binary=True)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Bernoulli, _instance)
+        for name in ("probs", "logits"):
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name].expand(*batch_shape))
+                new._param = getattr(new, name)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    mean = property(lambda self: self.probs)
+    variance = property(lambda self: self.probs * (1 - self.probs))
+
+    @property
+    def mode(self):
+        mode = (self.probs >= 0.5).to(self.probs.dtype)
+        return dg.where(self.probs == 0.5, float("nan"), mode)
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        with dg.no_grad():
+            return dg.bernoulli(self.probs.expand(*shape).contiguous())
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = dg.broadcast_tensors(self.logits, value.to(self.logits.dtype))
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+
+    def entropy(self):
+        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
+
+    def enumerate_support(self, expand=True):
+        values = dg.arange(2, dtype=self._param.dtype, device=self._param.device)
+        values = values.reshape((-1,) + (1,) * len(self._batch_shape))
+        return values.expand(2, *self._batch_shape) if expand else values
+
+
+class Categorical(Distribution):
+    """One of K categories (the last dim of probs/logits); probs are normalized to sum to 1 and logits
+    shifted so their logsumexp is 0, as torch's."""
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    has_enumerate_support = True
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        _one_of("Categorical", probs, logits)
+        param = probs if probs is not None else logits
+        if param.ndim < 1:
+            raise ValueError("`probs` or `logits` parameter must be at least one-dimensional.")
+        if probs is not None:
+            self.probs = probs / probs.sum(-1, keepdim=True)
+        else:
+            self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        self._param = self.probs if probs is not None else self.logits
+        self._num_events = self._param.shape[-1]
+        super().__init__(tuple(self._param.shape[:-1]), validate_args=validate_args)
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs)
+
+    @lazy_property
+    def probs(self):
+        return logits_to_probs(self.logits)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Categorical, _instance)
+        shape = tuple(batch_shape) + (self._num_events,)
+        for name in ("probs", "logits"):
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name].expand(*shape))
+                new._param = getattr(new, name)
+        new._num_events = self._num_events
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def support(self):
+        return constraints.integer_interval(0, self._num_events - 1)
+
+    param_shape = property(lambda self: tuple(self._param.shape))
+    mean = property(lambda self: dg.full(self._extended_shape(), float("nan"), dtype=self.probs.dtype))
+    mode = property(lambda self: self.probs.argmax(-1))
+    variance = property(lambda self: dg.full(self._extended_shape(), float("nan"), dtype=self.probs.dtype))
+
+    def sample(self, sample_shape=()):
+        """Inverse-CDF draws: the count of cumulative probabilities below u·total, u uniform."""
+        sample_shape = tuple(sample_shape)
+        with dg.no_grad():
+            probs = self.probs.expand(*(sample_shape + self._batch_shape + (self._num_events,)))
+            cum = probs.cumsum(-1)
+            u = dg.rand(sample_shape + self._batch_shape, dtype=probs.dtype, device=probs.device)
+            below = cum[..., :-1] <= (u * cum[..., -1]).unsqueeze(-1)
+            return below.sum(-1).long()
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = value.long().unsqueeze(-1)
+        value, log_pmf = dg.broadcast_tensors(value, self.logits)
+        return log_pmf.gather(-1, value[..., :1]).squeeze(-1)
+
+    def entropy(self):
+        logits = self.logits.clamp(min=dg.finfo(self.logits.dtype).min)
+        return -(logits * self.probs).sum(-1)
+
+    def enumerate_support(self, expand=True):
+        values = dg.arange(self._num_events, device=self._param.device)
+        values = values.reshape((-1,) + (1,) * len(self._batch_shape))
+        return values.expand(self._num_events, *self._batch_shape) if expand else values
+
+
+class OneHotCategorical(Distribution):
+    """A Categorical draw as a one-hot vector of length K (event_shape (K,))."""
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    support = constraints.one_hot
+    has_enumerate_support = True
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        self._categorical = Categorical(probs, logits)
+        param = self._categorical._param
+        super().__init__(tuple(param.shape[:-1]), tuple(param.shape[-1:]), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(OneHotCategorical, _instance)
+        new._categorical = self._categorical.expand(batch_shape)
+        Distribution.__init__(new, batch_shape, self._event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    probs = property(lambda self: self._categorical.probs)
+    logits = property(lambda self: self._categorical.logits)
+    param_shape = property(lambda self: self._categorical.param_shape)
+    mean = property(lambda self: self._categorical.probs)
+    variance = property(lambda self: self._categorical.probs * (1 - self._categorical.probs))
+
+    @property
+    def mode(self):
+        probs = self._categorical.probs
+        return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+
+    def sample(self, sample_shape=()):
+        probs = self._categorical.probs
+        indices = self._categorical.sample(sample_shape)
+        return F.one_hot(indices, self._num_events()).to(probs.dtype)
+
+    def _num_events(self):
+        return self._event_shape[0]
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._categorical.log_prob(value.argmax(-1))
+
+    def entropy(self):
+        return self._categorical.entropy()
+
+    def enumerate_support(self, expand=True):
+        n = self._num_events()
+        values = dg.eye(n, dtype=self._categorical._param.dtype, device=self._categorical._param.device)
+        values = values.reshape((n,) + (1,) * len(self._batch_shape) + (n,))
+        return values.expand(n, *self._batch_shape, n) if expand else values
+
+    def __repr__(self):
+        return f"OneHotCategorical({self._categorical!r})"
