@@ -104,8 +104,8 @@ def lstsq(A, B, rcond=None, *, driver=None):
     if driver != "gelsy" and full:  # Danskin: X is optimal, so its own change does not move the residual
         r = ew.sub(mm(a, x.detach()), b)
         residuals = red.sum(ew.mul(r, r), -2)
-    else:
-        residuals = empty
+    else:  # empty, but in the graph as torch's (requires_grad follows the solution's)
+        residuals = shape.narrow(shape.reshape(x, (-1,)), 0, 0, 0)
     sv = svdvals(a.detach()) if driver in ("gelsd", "gelss") else empty
     if rank is None:
         rank = creation.zeros(0, dtype=np.int64, device=A.device)
