@@ -74,6 +74,21 @@ def _lstsq_rank(xp, a, b, rcond, driver):
     return _run_lstsq(xp, a, b, rcond, driver)[1]
 
 
+@defop("lstsq_residuals", kind="other", save=(0, 1, 2))
+def _lstsq_residuals(xp, a, b, x):
+    r = a @ x - b
+    return (r * r).sum(-2)
+
+
+@_lstsq_residuals.grad
+def _(ctx, g):
+    """torch's (Danskin): X minimizes the residual, so X's own change does not move it; gA = 2 (gL·r) Xᵀ,
+    gB = -2 gL·r, with r = A X - B read through X (so double backward sees X's dependence, as torch's)."""
+    a, b, x = ctx.inputs
+    gr = ew.mul(ew.mul(shape.unsqueeze(g, -2), ew.sub(mm(a, x), b)), 2)
+    return mm(gr, _mT(x)), ew.neg(gr), None
+
+
 def _default_rcond(a):
     return float(np.finfo(a.array.dtype).eps) * max(a.shape[-2:])
 
@@ -101,9 +116,8 @@ def lstsq(A, B, rcond=None, *, driver=None):
     empty = creation.zeros(0, dtype=A.dtype, device=A.device)
     rank = _lstsq_rank(a.detach(), b.detach(), rcond=rcond, driver=driver) if driver != "gels" else None
     full = m > n and (rank is None or bool((rank.array == n).all()))
-    if driver != "gelsy" and full:  # Danskin: X is optimal, so its own change does not move the residual
-        r = ew.sub(mm(a, x.detach()), b)
-        residuals = red.sum(ew.mul(r, r), -2)
+    if driver != "gelsy" and full:
+        residuals = _lstsq_residuals(a, b, x)
     else:  # empty, but in the graph as torch's (requires_grad follows the solution's)
         residuals = shape.narrow(shape.reshape(x, (-1,)), 0, 0, 0)
     sv = svdvals(a.detach()) if driver in ("gelsd", "gelss") else empty

@@ -39,7 +39,7 @@ def _two_dims(name, A, dim):
         raise ShapeError(
             f"{name}: dim must be a 2-tuple. Got {dim if isinstance(dim, int) else ' '.join(map(str, dim))}"
         )
-    d = red.normalize_dims(tuple(dim), A.ndim, name)
+    d = tuple(red.normalize_dim(x, A.ndim, name) for x in dim)  # in order: rows, then columns
     if d[0] == d[1]:
         raise ShapeError(f"{name}: dims must be different. Got ({dim[0]}, {dim[1]})")
     return d

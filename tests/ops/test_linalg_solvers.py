@@ -34,7 +34,12 @@ T.op("solve_triangular-lower", lambda m, a, b: _st(m, a, b, upper=False), (4, 4)
 T.op("solve_triangular-right", lambda m, a, b: _st(m, a, b, upper=True, left=False), (3, 3), (2, 3))
 T.op("solve_triangular-unit", lambda m, a, b: _st(m, a, b, upper=False, unitriangular=True), (3, 3), (3, 2))
 T.op("solve_triangular-bcast", lambda m, a, b: _st(m, a, b, upper=True), (2, 3, 3), (3, 2))
-T.op("solve_triangular-unit-right", lambda m, a, b: _st(m, a, b, upper=True, left=False, unitriangular=True), (3, 3), (1, 2, 3))
+T.op(
+    "solve_triangular-unit-right",
+    lambda m, a, b: _st(m, a, b, upper=True, left=False, unitriangular=True),
+    (3, 3),
+    (1, 2, 3),
+)
 T.op("lu_factor", lambda m, a: m.linalg.lu_factor(a), (4, 4), double=False)
 T.op("lu_factor-batched", lambda m, a: m.linalg.lu_factor(a), (2, 3, 3))
 T.op("lu_factor-tall", lambda m, a: m.linalg.lu_factor(a), (5, 3))
@@ -64,7 +69,9 @@ T.op(
 )
 # torch's gradient treats the whole of L as the factor while the solve reads one triangle: with entries in
 # the other triangle it is torch's formula, not the derivative central differences measure
-T.op("cholesky_solve-full-L", lambda m, a, b: m.cholesky_solve(b, _w(m, a).tril() + 0.1), (3, 3), (3, 2), gradcheck=False)
+T.op(
+    "cholesky_solve-full-L", lambda m, a, b: m.cholesky_solve(b, _w(m, a).tril() + 0.1), (3, 3), (3, 2), gradcheck=False
+)
 T.op("cholesky_inverse", lambda m, a: m.cholesky_inverse(m.linalg.cholesky(_spd(m, a))), (3, 3), double=True)
 T.op("cholesky_inverse-upper", lambda m, a: m.linalg.cholesky(_spd(m, a)).mT.cholesky_inverse(upper=True), (3, 3))
 T.op("triangular_solve", lambda m, a, b: m.triangular_solve(b, _w(m, a)), (3, 3), (3, 2))
