@@ -45,7 +45,9 @@ def float_matrices(name, a):
 
 
 def _pack(xp, batch, *arrays):
-    return xp.concatenate([x.reshape(batch + (-1,)) for x in arrays], axis=-1)
+    """Matrices go in transposed, so that `_unpack` hands them out column-major, as LAPACK leaves torch's."""
+    flat = [(xp.swapaxes(x, -1, -2) if x.ndim - len(batch) == 2 else x).reshape(batch + (-1,)) for x in arrays]
+    return xp.concatenate(flat, axis=-1)
 
 
 def _unpack(t, batch, shapes):
@@ -53,7 +55,8 @@ def _unpack(t, batch, shapes):
     out, start = [], 0
     for s in shapes:
         size = math.prod(s)
-        out.append(shape.reshape(shape.narrow(t, -1, start, size), batch + s))
+        part = shape.narrow(t, -1, start, size)
+        out.append(_mT(shape.reshape(part, batch + s[::-1])) if len(s) == 2 else shape.reshape(part, batch + s))
         start += size
     return out
 

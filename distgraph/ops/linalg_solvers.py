@@ -116,7 +116,7 @@ def _lu_factor(xp, a):
     getrf = scipy_linalg(xp, "lu_factor", "linalg.lu_factor")
     m, n = a.shape[-2:]
     k = min(m, n)
-    out = xp.zeros(a.shape[:-1] + (n + 1,), dtype=a.dtype)
+    out = xp.swapaxes(xp.zeros(a.shape[:-2] + (n + 1, m), dtype=a.dtype), -1, -2)  # column-major, as torch's LU
     if a.size:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's 'Diagonal number %d is exactly zero': torch says nothing
