@@ -181,6 +181,14 @@ from distgraph.ops.linalg_matrix import (  # noqa: F401
     pinverse,
     slogdet,
 )
+from distgraph.ops.linalg_decomp import householder_product as orgqr  # noqa: F401
+from distgraph.ops.linalg_decomp import qr_old as qr  # noqa: F401
+from distgraph.ops.linalg_decomp import svd_old as svd  # noqa: F401
+from distgraph.ops.linalg_functions import chain_matmul, matrix_exp, pca_lowrank, svd_lowrank  # noqa: F401
+from distgraph.ops.linalg_norms import frobenius_norm, nuclear_norm  # noqa: F401
+from distgraph.ops.linalg_solvers import cholesky_inverse, cholesky_solve, lu_unpack, triangular_solve  # noqa: F401
+from distgraph.ops.linalg_solvers import lu_old as lu  # noqa: F401
+from distgraph.ops.linalg_solvers import lu_solve_old as lu_solve  # noqa: F401
 from distgraph.ops.math_extra import (  # noqa: F401
     addcdiv,
     addcmul,

@@ -146,3 +146,19 @@ def cupy_special():
     import cupyx.scipy.special
 
     return cupyx.scipy.special
+
+
+def scipy_linalg(xp, name, op):
+    """scipy.linalg's function `name` for numpy arrays, cupyx.scipy.linalg's for cupy ones (LAPACK routines
+    numpy.linalg lacks: getrf, expm, gelsy); a DeviceError naming `op` and the device where cupyx has none."""
+    if xp is np:
+        import scipy.linalg
+
+        return getattr(scipy.linalg, name)
+    cupy_module()
+    import cupyx.scipy.linalg
+
+    fn = getattr(cupyx.scipy.linalg, name, None)
+    if fn is None:
+        raise DeviceError(f"{op}: not available on cuda devices (cupyx.scipy.linalg has no {name})")
+    return fn

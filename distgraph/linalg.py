@@ -1,6 +1,7 @@
-"""`distgraph.linalg`: torch.linalg's names for distgraph's matrix ops (ops/linalg_matrix.py and the
-products), with torch.linalg's signatures where they differ from the top-level functions (cross's
-dim=-1, pinv's rtol, diagonal's last two dims)."""
+"""`distgraph.linalg`: torch.linalg's names for distgraph's matrix ops (ops/linalg_matrix.py, the products,
+and the decompositions, solvers, norms and functions of ops/linalg_{decomp,solvers,norms,functions}.py),
+with torch.linalg's signatures where they differ from the top-level functions (cross's dim=-1, pinv's
+rtol, diagonal's last two dims, svd's Vh, qr's mode)."""
 
 import numpy as _np
 
@@ -10,9 +11,22 @@ from distgraph.ops import linalg_extra as _extra
 from distgraph.ops import linalg_matrix as _matrix
 from distgraph.ops import reduction as _reduction
 from distgraph.ops import regions as _regions
+from distgraph.ops.linalg_decomp import eig, eigh, eigvals, eigvalsh, householder_product, qr, svd, svdvals  # noqa: F401
+from distgraph.ops.linalg_functions import lstsq, matrix_exp, tensorinv, tensorsolve, vander  # noqa: F401
+from distgraph.ops.linalg_norms import cond, matrix_norm, matrix_rank, norm, vector_norm  # noqa: F401
+from distgraph.ops.linalg_solvers import (  # noqa: F401
+    cholesky_ex,
+    inv_ex,
+    lu,
+    lu_factor,
+    lu_factor_ex,
+    lu_solve,
+    solve_ex,
+    solve_triangular,
+)
 
 det, slogdet, solve, matrix_power = _matrix.det, _matrix.slogdet, _matrix.solve, _matrix.matrix_power
-inv, matmul, vector_norm = _matrix.inverse, _products.matmul, _reduction.norm
+inv, matmul = _matrix.inverse, _products.matmul
 
 
 def cholesky(A, *, upper=False):

@@ -235,10 +235,12 @@ def _pinverse(xp, a, rcond=1e-15):
     return _lapack("pinverse", lambda m: xp.linalg.pinv(m, rcond=rcond), a)
 
 
-@_pinverse.grad
-def _(ctx, g):
-    """torch's pinv_backward (for an input of constant rank), in the smaller of the two products."""
-    a, p = ctx.inputs[0], ctx.out
+_pinverse.grad(lambda ctx, g: pinv_backward(g, ctx.out, ctx.inputs[0]))
+
+
+def pinv_backward(g, p, a):
+    """torch's pinv_backward (for an input of constant rank), in the smaller of the two products (lstsq's
+    gradient reuses it)."""
     ph, gh = _mT(p), _mT(g)
     mm = linalg.matmul
     if a.shape[-2] <= a.shape[-1]:

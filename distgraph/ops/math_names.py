@@ -10,8 +10,11 @@ from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg, methods, shape
+from distgraph.ops import linalg_decomp as ld
 from distgraph.ops import linalg_extra as lx
+from distgraph.ops import linalg_functions as lf
 from distgraph.ops import linalg_matrix as lm
+from distgraph.ops import linalg_solvers as ls
 from distgraph.ops import math_extra as mx
 from distgraph.ops.promotion import cast
 
@@ -119,6 +122,15 @@ METHODS = {
     "cholesky": lm.cholesky,
     "pinverse": lm.pinverse,
     "matrix_power": lm.matrix_power,
+    "svd": ld.svd_old,
+    "qr": ld.qr_old,
+    "orgqr": ld.householder_product,
+    "lu": ls.lu_old,
+    "lu_solve": ls.lu_solve_old,
+    "cholesky_solve": ls.cholesky_solve,
+    "cholesky_inverse": ls.cholesky_inverse,
+    "triangular_solve": ls.triangular_solve,
+    "matrix_exp": lf.matrix_exp,
 }
 
 # in-place forms `name_`, of this table's ops or of methods.METHODS' (the aliases torch has them for)
