@@ -83,7 +83,10 @@ def test_linear_cross_entropy_matches_torch(shapes, kwargs):
     [
         (((2, 2, 3), (5, 3), (2,)), "expected input with dimensionality 1 or 2, got 3"),
         (((2, 3), (3,), (2,)), "expected linear_weight with dimensionality at least 2, got 1"),
-        (((2, 3), (5, 4), (2,)), r"expected equal input and linear_weight last dimensions \(in_features\), got 3 and 4"),
+        (
+            ((2, 3), (5, 4), (2,)),
+            r"expected equal input and linear_weight last dimensions \(in_features\), got 3 and 4",
+        ),
         (((3,), (5, 2, 3), (2,)), "requires batched input"),
     ],
 )

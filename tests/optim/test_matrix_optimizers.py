@@ -176,7 +176,12 @@ LBFGS_CONFIGS = [
 @pytest.mark.parametrize("kwargs", LBFGS_CONFIGS, ids=str)
 def test_lbfgs_matches_torch_step_by_step(kwargs):
     rng = np.random.default_rng(8)
-    data = rng.standard_normal((12, 5)), rng.standard_normal((12, 1)), rng.standard_normal((5, 1)), rng.standard_normal(1)
+    data = (
+        rng.standard_normal((12, 5)),
+        rng.standard_normal((12, 1)),
+        rng.standard_normal((5, 1)),
+        rng.standard_normal(1),
+    )
     dps, dclosure, dcalls = _problem(dg, *data)
     tps, tclosure, tcalls = _problem(torch, *data)
     dopt, topt = optim.LBFGS(dps, **kwargs), torch.optim.LBFGS(tps, **kwargs)
@@ -195,7 +200,12 @@ def test_lbfgs_matches_torch_step_by_step(kwargs):
 
 def test_lbfgs_state_dict_round_trip_continues_identically():
     rng = np.random.default_rng(9)
-    data = rng.standard_normal((12, 5)), rng.standard_normal((12, 1)), rng.standard_normal((5, 1)), rng.standard_normal(1)
+    data = (
+        rng.standard_normal((12, 5)),
+        rng.standard_normal((12, 1)),
+        rng.standard_normal((5, 1)),
+        rng.standard_normal(1),
+    )
     ps1, closure1, _ = _problem(dg, *data)
     opt1 = optim.LBFGS(ps1, max_iter=3, line_search_fn="strong_wolfe")
     for _ in range(2):
