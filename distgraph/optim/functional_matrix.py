@@ -131,3 +131,5 @@ def _round_bfloat16(x):
 
 
 UPDATES.update(adafactor=adafactor_update, muon=muon_update)
+# updates that read a parameter's shape: a store that updates flat slices of parameters (ZeRO) refuses them
+WHOLE_PARAMETER = frozenset({"adafactor", "muon"})

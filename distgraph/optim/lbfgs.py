@@ -39,10 +39,9 @@ class LBFGS(Optimizer):
             tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
         )  # fmt: skip
         super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups)")
 
     def add_param_group(self, param_group):
+        """The one group; a second (in the constructor's list or added later) is refused, as torch's."""
         if self.param_groups:
             raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups)")
         super().add_param_group(param_group)

@@ -238,3 +238,12 @@ def test_lbfgs_stops_at_once_when_the_gradient_is_zero_and_refuses_an_unknown_li
     p.array[...] = 1.0
     with pytest.raises(RuntimeError, match="only 'strong_wolfe' is supported"):
         optim.LBFGS([p], line_search_fn="armijo").step(closure)
+
+
+@pytest.mark.parametrize("name", ["adafactor", "muon"])
+def test_the_sharded_store_refuses_updates_that_need_the_whole_parameter(name):
+    from distgraph.distributed.zero import ShardedParameters
+    from distgraph.errors import DistributedError
+
+    with pytest.raises(DistributedError, match=f"{name}'s update needs each parameter whole"):
+        ShardedParameters([], 0, 1, None, name, [])
