@@ -445,6 +445,8 @@ from distgraph.ops.shape import (  # noqa: F401
     vstack,
 )
 
+from distgraph.ops.torch_names import *  # noqa: F403,E402  (pi, is_tensor, view_copy, ...: its __all__)
+
 bool = bool_  # noqa: A001  (dg.bool, as torch.bool)
 float = float32  # noqa: A001
 double = float64

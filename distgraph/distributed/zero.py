@@ -80,7 +80,13 @@ class ShardedParameters:
     def __init__(self, params, rank, world, group, optimizer_name, hypers, timeout_s=60.0, bucket_mb=None, comm=None):
         """`comm`: a gloo `CollectiveAllReduce` to meet through (any nodes), else one node's segment."""
         from distgraph.optim.functional import UPDATES
+        from distgraph.optim.functional_matrix import WHOLE_PARAMETER
 
+        if optimizer_name in WHOLE_PARAMETER:
+            raise DistributedError(
+                f"sharded parameter store: {optimizer_name}'s update needs each parameter whole (its matrix shape), "
+                "and this store updates flat slices of them; use the unsharded store"
+            )
         dtype = common_dtype([p.array for p in params])
         if dtype is None:
             raise DistributedError(

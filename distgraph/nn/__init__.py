@@ -1,6 +1,6 @@
 """distgraph.nn: modules, layers, losses, functional forms and initializers, with torch's names."""
 
-from distgraph.nn import functional, init, utils  # noqa: F401
+from distgraph.nn import functional, grad, init, utils  # noqa: F401
 from distgraph.nn.activation import (  # noqa: F401
     CELU,
     ELU,
@@ -31,7 +31,14 @@ from distgraph.nn.activation import (  # noqa: F401
 )
 from distgraph.nn.adaptive import AdaptiveLogSoftmaxWithLoss  # noqa: F401
 from distgraph.nn.attention import MultiheadAttention  # noqa: F401
-from distgraph.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: F401
+from distgraph.nn.container import (  # noqa: F401
+    Container,
+    ModuleDict,
+    ModuleList,
+    ParameterDict,
+    ParameterList,
+    Sequential,
+)
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.conv3d import Conv3d, ConvTranspose3d  # noqa: F401
 from distgraph.nn.ctc import CTCLoss  # noqa: F401
@@ -55,7 +62,13 @@ from distgraph.nn.extra_layers import (  # noqa: F401
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
 )
-from distgraph.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm  # noqa: F401
+from distgraph.nn.instancenorm import (  # noqa: F401
+    CrossMapLRN2d,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LocalResponseNorm,
+)
 from distgraph.nn.lazy import (  # noqa: F401
     LazyBatchNorm1d,
     LazyBatchNorm2d,
@@ -82,6 +95,7 @@ from distgraph.nn.loss import (  # noqa: F401
     HuberLoss,
     KLDivLoss,
     L1Loss,
+    LinearCrossEntropyLoss,
     MarginRankingLoss,
     MSELoss,
     NLLLoss,
@@ -129,7 +143,7 @@ from distgraph.nn.pooling import (  # noqa: F401
     MaxPool1d,
     MaxPool2d,
 )
-from distgraph.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401
+from distgraph.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: F401
 from distgraph.nn.sampling import (  # noqa: F401
     Fold,
     PixelShuffle,

@@ -1,4 +1,5 @@
-"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict, as in torch.
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict (and the legacy Container), as
+in torch.
 
 Members are registered under their index ("0", "1", ...) or key, so they show up in
 named_parameters / state_dict with those names.
@@ -8,6 +9,15 @@ from collections import OrderedDict
 
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
+
+
+class Container(Module):
+    """torch's legacy container: a Module holding the modules given as keyword arguments (subclass Module)."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        for key, value in kwargs.items():
+            self.add_module(key, value)
 
 
 def _index(idx, n, kind):

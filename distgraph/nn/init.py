@@ -2,9 +2,12 @@
 
 Values are drawn on the tensor's own device from distgraph's generator (seeded by
 `dg.manual_seed`), or from `generator` when one (a numpy/cupy Generator) is passed. The
-distributions and bounds are torch's formulas; the random streams are distgraph's own.
+distributions and bounds are torch's formulas; the random streams are distgraph's own. torch's old names
+without the trailing underscore (uniform, normal, xavier_uniform, ...) still run them, with torch's
+FutureWarning.
 """
 
+import functools
 import math
 import warnings
 
@@ -198,3 +201,30 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
     for c in range(cols):
         values[gen.permutation(rows)[:zeros], c] = 0
     return _write(tensor, values)
+
+
+def _deprecated(init):
+    """torch's old name of `init` (its name without the trailing underscore), which warns and then runs it."""
+    old, new = init.__name__[:-1], init.__name__
+
+    @functools.wraps(init)
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(f"`nn.init.{old}` is now deprecated in favor of `nn.init.{new}`.", FutureWarning, stacklevel=2)
+        return init(*args, **kwargs)
+
+    deprecated_init.__name__ = deprecated_init.__qualname__ = old
+    deprecated_init.__doc__ = f"{old}(...): deprecated, use nn.init.{new}."
+    return deprecated_init
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+eye = _deprecated(eye_)
+dirac = _deprecated(dirac_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)

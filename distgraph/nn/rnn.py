@@ -228,13 +228,14 @@ class GRU(RNNBase):
         super().__init__("GRU", *args, **kwargs)
 
 
-class _CellBase(Module):
-    _gates = 1
+class RNNCellBase(Module):
+    """The cells' base (torch's): weight_ih (num_chunks·hidden, input), weight_hh (num_chunks·hidden, hidden)
+    and their biases, one chunk per gate."""
 
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+    def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None):
         super().__init__()
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        g = self._gates * hidden_size
+        g = num_chunks * hidden_size
         self.weight_ih = Parameter(empty(g, input_size, device=device, dtype=dtype))
         self.weight_hh = Parameter(empty(g, hidden_size, device=device, dtype=dtype))
         if bias:
@@ -270,11 +271,11 @@ class _CellBase(Module):
         return zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
 
 
-class RNNCell(_CellBase):
+class RNNCell(RNNCellBase):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r} (tanh or relu)")
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
@@ -283,8 +284,9 @@ class RNNCell(_CellBase):
         return rnn_cell(xw, h, self.weight_hh, self.bias_hh, relu=self.nonlinearity == "relu")
 
 
-class LSTMCell(_CellBase):
-    _gates = 4
+class LSTMCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
 
     def forward(self, input, hx=None):
         h = self._h0(input, hx)
@@ -292,8 +294,9 @@ class LSTMCell(_CellBase):
         return lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
 
 
-class GRUCell(_CellBase):
-    _gates = 3
+class GRUCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
 
     def forward(self, input, hx=None):
         h = self._h0(input, hx)

@@ -210,7 +210,7 @@ class Optimizer:
             p = by_saved_index.get(int(key))
             if p is None:
                 raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
-            state[p] = {k: _to_param(v, p, k, name, self.scalar_state) for k, v in entries.items()}
+            state[p] = self._load_param_state(p, entries)
         # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
         # an option the saved group lacks (an older torch's) keeps this group's value; the implementation
         # options are checked before anything changes (a torch group may hold differentiable=True)
@@ -228,6 +228,12 @@ class Optimizer:
             mine.update(group)
         self.state = state
 
+    def _load_param_state(self, param, entries):
+        """One parameter's saved state as its state here (`_to_param` on each entry); an optimizer whose state
+        is not shaped like the parameter (Adafactor's factors, LBFGS's flat history) overrides it."""
+        name = type(self).__name__
+        return {k: _to_param(v, param, k, name, self.scalar_state) for k, v in entries.items()}
+
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for i, g in enumerate(self.param_groups):
@@ -240,9 +246,9 @@ class Optimizer:
 _SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 
 
-def _to_param(value, param, key, name, scalar_keys=()):
+def _to_param(value, param, key, name, scalar_keys=(), shape=None):
     """A saved state value as this parameter's state: arrays copied to its device and dtype, "step" as an
-    int, the optimizer's other scalar keys as floats."""
+    int, the optimizer's other scalar keys as floats. An array must have `shape` (default: the parameter's)."""
     if isinstance(value, Tensor):
         value = value.array
     elif hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
@@ -253,9 +259,11 @@ def _to_param(value, param, key, name, scalar_keys=()):
         return float(value)
     if not hasattr(value, "shape"):
         return value  # 0-d arrays are state of a 0-d parameter: copied below, never shared with the caller's
-    if tuple(value.shape) != tuple(param.shape):
+    shape = tuple(param.shape if shape is None else shape)
+    if tuple(value.shape) != shape:
         raise ConfigError(
-            f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, parameter has {tuple(param.shape)}"
+            f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, "
+            + (f"parameter has {shape}" if shape == tuple(param.shape) else f"expected {shape}")
         )
     from distgraph.backend import to_device
 

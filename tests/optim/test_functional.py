@@ -20,6 +20,8 @@ OPTIMIZERS = [
     ("adadelta", optim.Adadelta, dict(lr=0.5, rho=0.8)),
     ("rprop", optim.Rprop, dict(lr=0.01, etas=(0.4, 1.3))),
     ("asgd", optim.ASGD, dict(lr=0.01, t0=4, lambd=0.01)),
+    ("adafactor", optim.Adafactor, dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    ("muon", optim.Muon, dict(lr=0.02, nesterov=False)),
 ]
 STATE_KEYS = {
     "sgd": {"momentum_buffer"},
@@ -31,6 +33,7 @@ STATE_KEYS = {
     "adamax": {"step", "exp_avg", "exp_inf"},
     "adadelta": {"step", "square_avg", "acc_delta"},
     "rprop": {"step", "prev", "step_size"},
+    "muon": {"momentum_buffer"},
     "asgd": {"step", "eta", "mu", "ax"},
 }
 
@@ -55,7 +58,7 @@ def test_adam_first_step_moves_each_weight_by_lr():
 @pytest.mark.parametrize("name,cls,kwargs", OPTIMIZERS, ids=[o[1].__name__ for o in OPTIMIZERS])
 def test_spec_rebuilds_the_optimizers_update_bit_for_bit(name, cls, kwargs):
     rng = np.random.default_rng(0)
-    shapes = [(5, 4), (4,)]
+    shapes = [(5, 4), (3, 4)] if name == "muon" else [(5, 4), (4,)]  # Muon takes matrices only
     init = [rng.standard_normal(s) for s in shapes]
     params = [dg.tensor(a.copy(), requires_grad=True) for a in init]
     opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.5 * kwargs["lr"]}], **kwargs)
@@ -71,7 +74,8 @@ def test_spec_rebuilds_the_optimizers_update_bit_for_bit(name, cls, kwargs):
             UPDATES[update_name](arr, g, st, **hyper)
     for p, arr, st in zip(params, arrays, states):
         assert np.array_equal(p.detach().numpy(), arr)
-        assert set(st) == STATE_KEYS[name]
+        factored = {"step", "row_var", "col_var"} if arr.ndim > 1 else {"step", "variance"}  # Adafactor's
+        assert set(st) == (factored if name == "adafactor" else STATE_KEYS[name])
         for k, v in st.items():
             assert np.array_equal(opt.state[p][k], v)
 

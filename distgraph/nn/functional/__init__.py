@@ -45,6 +45,15 @@ from distgraph.nn.functional.activation_extra import (  # noqa: F401
     threshold_,
 )
 from distgraph.nn.functional.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
+from distgraph.nn.functional.compat import (  # noqa: F401
+    conv_tbc,
+    linear_cross_entropy,
+    native_channel_shuffle,
+    pdist,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from distgraph.nn.functional.ctc import ctc_loss  # noqa: F401
 from distgraph.nn.functional.distance import (  # noqa: F401
     cosine_embedding_loss,

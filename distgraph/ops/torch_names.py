@@ -1,0 +1,191 @@
+"""torch's top-level names that are another op under another spelling, or process-wide switches.
+
+- The `*_copy` functions (view_copy, t_copy, permute_copy, ...): torch's functionalization gives each view op
+  a form that returns a fresh tensor instead of a view. They are made here by one rule, `_copy_of(view)`:
+  the view op, then `clone` — differentiable through both, so the gradient is the view's.
+- unsafe_chunk / unsafe_split / split_with_sizes: torch's versions of chunk / split that skip a view
+  check distgraph does not make; the same ops.
+- Switches distgraph has no kernel choice for (deterministic algorithms, float32 matmul precision,
+  inter-op threads) are kept and read back as torch's are, with torch's checks, and change nothing else:
+  every distgraph kernel is deterministic and computes float32 matmuls in float32.
+- is_anomaly_enabled / set_anomaly_enabled are `autograd.detect_anomaly`'s switch.
+"""
+
+import builtins
+import math
+
+from distgraph.autograd import grad_mode
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import ConfigError, InputRangeError
+from distgraph.ops import shape as _shape
+from distgraph.ops.creation import as_tensor, tensor
+from distgraph.ops.math_names import clone
+
+_STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None}
+
+
+def _copy_of(view, name):
+    def copy(input, *args, **kwargs):
+        out = view(input, *args, **kwargs)
+        return type(out)(clone(t) for t in out) if isinstance(out, tuple | list) else clone(out)
+
+    copy.__name__ = copy.__qualname__ = name
+    copy.__doc__ = f"torch.{name}: `{name[:-5]}` as a new tensor, not a view (gradient as the view's)."
+    return copy
+
+
+def _method(name):
+    return lambda input, *args, **kwargs: getattr(input, name)(*args, **kwargs)
+
+
+_VIEWS = ("view", "t", "permute", "expand", "transpose", "squeeze", "unsqueeze", "diagonal", "select", "unbind",
+          "split", "split_with_sizes", "unfold", "detach", "alias", "narrow", "slice")  # fmt: skip
+
+
+def _view_op(name):
+    if name == "alias":
+        return lambda input: input[...]
+    if name == "split_with_sizes":
+        return lambda input, split_sizes, dim=0: _shape.split(input, list(split_sizes), dim)
+    if name == "slice":  # aten's slice(input, dim, start, end, step)
+        return lambda input, dim=0, start=None, end=None, step=1: input[
+            (builtins.slice(None),) * (dim % input.ndim) + (builtins.slice(start, end, step),)
+        ]
+    return _method(name)
+
+
+COPIES = {f"{name}_copy": _copy_of(_view_op(name), f"{name}_copy") for name in _VIEWS}
+globals().update(COPIES)
+pi = math.pi
+e = math.e
+inf = math.inf
+nan = math.nan
+newaxis = None
+
+
+def unsafe_chunk(input, chunks, dim=0):
+    return _shape.chunk(input, chunks, dim)
+
+
+def unsafe_split(tensor, split_size_or_sections, dim=0):
+    return _shape.split(tensor, split_size_or_sections, dim)
+
+
+def split_with_sizes(input, split_sizes, dim=0):
+    return _shape.split(input, list(split_sizes), dim)
+
+
+# ---- predicates and small constructors ----------------------------------------------------------------------
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def is_storage(obj):
+    """distgraph has no storage objects (a tensor owns a numpy/cupy array): always False."""
+    return False
+
+
+def typename(obj):
+    """torch.typename: 'torch.DoubleTensor'-style names for tensors (of the CPU or CUDA namespace), else the
+    object's qualified type name."""
+    if isinstance(obj, Tensor):
+        kind = {"float64": "Double", "float32": "Float", "float16": "Half", "int64": "Long", "int32": "Int",
+                "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}.get(obj.dtype.name, obj.dtype.name)  # fmt: skip
+        return f"torch.{'cuda.' if obj.device.type == 'cuda' else ''}{kind}Tensor"
+    module = getattr(type(obj), "__module__", "")
+    name = type(obj).__qualname__
+    return name if module in ("builtins", "") else f"{module}.{name}"
+
+
+def scalar_tensor(s, dtype=None, device=None, requires_grad=False):
+    """A 0-d tensor holding the number `s`, of the default dtype unless `dtype` is given (torch's rule: even an
+    int or bool makes a floating tensor)."""
+    from distgraph.dtypes import get_default_dtype
+
+    return tensor(s, dtype=dtype or get_default_dtype(), device=device, requires_grad=requires_grad)
+
+
+def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=False):
+    """torch.asarray: shares memory with `obj` (a Tensor or a numpy/cupy array) when dtype and device allow and
+    copy is not True; copy=False refuses a conversion that must copy; copy=True always copies."""
+    if copy:
+        out = tensor(obj, dtype=dtype, device=device)
+    else:
+        out = as_tensor(obj, dtype=dtype, device=device)
+        source = obj.array if isinstance(obj, Tensor) else obj
+        if copy is False and hasattr(source, "shape") and out.array is not source and out.array.base is not source:
+            raise ConfigError(
+                f"asarray: copy=False, but the conversion to dtype={out.dtype}, device={out.device} needs a copy"
+            )
+    if requires_grad and not out.requires_grad:
+        out.requires_grad_(True)
+    return out
+
+
+def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
+    """A 1-d tensor sharing memory with a Python buffer (bytes are read only: torch warns, numpy refuses writes)."""
+    import numpy as np
+
+    from distgraph.dtypes import from_any
+
+    arr = np.frombuffer(buffer, dtype=from_any(dtype).np, count=count, offset=offset)
+    out = as_tensor(arr)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+# ---- process-wide switches -----------------------------------------------------------------------------------
+def use_deterministic_algorithms(mode, *, warn_only=False):
+    if not isinstance(mode, bool):
+        raise TypeError(f"use_deterministic_algorithms expects a bool, but got {type(mode).__name__}")
+    _STATE.update(deterministic=mode, warn_only=bool(warn_only))
+
+
+def are_deterministic_algorithms_enabled():
+    return _STATE["deterministic"]
+
+
+def is_deterministic_algorithms_warn_only_enabled():
+    return _STATE["warn_only"]
+
+
+def set_float32_matmul_precision(precision):
+    if precision not in ("highest", "high", "medium"):
+        raise InputRangeError(f"Invalid precision {precision!r}: expected one of 'highest', 'high', 'medium'")
+    _STATE["matmul_precision"] = precision
+
+
+def get_float32_matmul_precision():
+    return _STATE["matmul_precision"]
+
+
+def set_num_interop_threads(int):  # noqa: A002  (torch's parameter name)
+    if isinstance(int, bool) or not isinstance(int, builtins.int) or int < 1:
+        raise InputRangeError(f"set_num_interop_threads: expected a positive number of threads, got {int!r}")
+    if _STATE["interop_threads"] is not None:
+        raise RuntimeError(
+            "Error: cannot set number of interop threads after parallel work has started or set_num_interop_threads "
+            "called"
+        )
+    _STATE["interop_threads"] = int
+
+
+def get_num_interop_threads():
+    from distgraph.ops.random_extra import get_num_threads
+
+    return _STATE["interop_threads"] or get_num_threads()
+
+
+def is_anomaly_enabled():
+    return grad_mode.anomaly["enabled"]
+
+
+def set_anomaly_enabled(enabled, check_nan=True):
+    """torch.set_anomaly_enabled: `detect_anomaly`'s switch for the rest of the process."""
+    grad_mode.set_detect_anomaly(enabled and check_nan)
+
+
+__all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_split", "split_with_sizes", "is_tensor",
+           "is_storage", "typename", "scalar_tensor", "asarray", "frombuffer", "use_deterministic_algorithms",
+           "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
+           "set_float32_matmul_precision", "get_float32_matmul_precision", "set_num_interop_threads",
+           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled"]  # fmt: skip
