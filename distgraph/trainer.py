@@ -31,7 +31,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays, check_data
-from distgraph.trainer_options import check_batch_size, check_fit, check_options, syncs_batch_norm
+from distgraph.trainer_options import check_batch_size, check_fit, check_optimizer, check_options, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval
 
 
@@ -77,6 +77,7 @@ class Trainer(Schedules):
             raise ConfigError(f"Trainer: loss_fn must be callable (e.g. F.cross_entropy), got {type(loss_fn).__name__}")
         if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
             optimizer = optimizer(model.parameters())
+        check_optimizer(optimizer)
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
         self.syncs_batch_norm = syncs_batch_norm(model, workers, sync, allreduce)
         check_interval(scheduler_interval, type(scheduler).__name__)

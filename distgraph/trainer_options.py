@@ -7,6 +7,7 @@ Ray, the nccl all-reduce without a GPU), so such a run fails at once with a sent
 started workers that then fail one by one.
 """
 
+import inspect
 import math
 import numbers
 import os
@@ -87,6 +88,19 @@ def check_options(opts, where="Trainer", prefix=""):
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
     bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
     return int(workers), elastic, bind_to
+
+
+def check_optimizer(optimizer, where="Trainer"):
+    """Refuse an optimizer whose step needs a closure (torch's LBFGS re-evaluates the model several times a
+    step): the Trainer computes one gradient per step, on the workers, and calls `step()` with none."""
+    closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        name = type(optimizer).__name__
+        raise ConfigError(
+            f"{where}: {name}.step(closure) evaluates the model several times a step, and the Trainer computes one "
+            f"gradient per step; run {name} in a loop of your own (`opt.step(closure)`), or give the Trainer a "
+            "first-order optimizer (SGD, Adam, ...)"
+        )
 
 
 def check_fit(epochs, batch_size):

@@ -92,6 +92,11 @@ def test_bad_configuration_and_data_errors():
         make(bucket_mb=0)
     with pytest.raises(ConfigError, match="micro_batches must be a positive int"):
         make(micro_batches=0)
+    model = nn.Linear(8, 3)
+    with pytest.raises(ConfigError, match=r"LBFGS.step\(closure\) evaluates the model several times a step"):
+        dg.Trainer(
+            model, nn.functional.cross_entropy, dg.optim.LBFGS(model.parameters()), progress=False
+        )  # not a TypeError at the first step
     x, y = data()
     with pytest.raises(ConfigError, match="96 inputs but 95 targets"):
         make().fit((x, y[:-1]))
