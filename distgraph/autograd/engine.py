@@ -44,6 +44,7 @@ def _wrap(array, device):
         array = np.asarray(array)
     out = _new_tensor(Tensor)
     out.array, out.device, out._grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
+    out._epoch = _layout_current[0].seq  # (autograd/layout.py)
     return out
 
 
