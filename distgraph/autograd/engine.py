@@ -18,9 +18,9 @@ no_grad. Tensors are built only where user code sees them: hooks, captured input
 
 import numpy as np
 
-from distgraph.autograd import grad_mode
+from distgraph.autograd import grad_mode, layout
 from distgraph.autograd.callbacks import backward_pass
-from distgraph.autograd.function import Node, _freed_message, get_tracer, read_only_for_unneeded
+from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
 from distgraph.backend import device_of_array
@@ -44,10 +44,12 @@ def _wrap(array, device):
         array = np.asarray(array)
     out = _new_tensor(Tensor)
     out.array, out.device, out._grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
+    out._epoch = _layout_current[0].seq  # (autograd/layout.py)
     return out
 
 
 _new_tensor = Tensor.__new__
+_layout_current = layout.current
 
 
 def _make_seed(out, grad):
@@ -152,8 +154,8 @@ def _run_node_arrays(node, grad, retain_graph):
     the caller drops them, so they are never reduced or cast.
     """
     inputs = node.inputs
-    if inputs is None:
-        raise AutogradError(_freed_message(node))
+    if inputs is None or node.epoch is not _layout_current[0]:  # freed, or a tensor's layout changed since
+        inputs = inputs_as_recorded(node)
     if node.versions:
         _check_versions(node, inputs)
     op = node.op
@@ -189,8 +191,8 @@ def _run_node_arrays(node, grad, retain_graph):
 
 def _run_node(node, grad, retain_graph):
     inputs = node.inputs
-    if inputs is None:
-        raise AutogradError(_freed_message(node))
+    if inputs is None or node.epoch is not _layout_current[0]:  # freed, or a tensor's layout changed since
+        inputs = inputs_as_recorded(node)
     op = node.op
     if node.versions:
         _check_versions(node, inputs)

@@ -11,8 +11,9 @@ import traceback
 
 import numpy as np
 
-from distgraph.autograd import grad_mode
+from distgraph.autograd import grad_mode, layout
 from distgraph.autograd import tensor as tensor_module
+from distgraph.autograd.layout import view_base
 from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View, view_root
 from distgraph.errors import (
     AutogradError,
@@ -43,7 +44,19 @@ def get_tracer():
 class Node:
     """A recorded op application: what backward needs to turn the output's grad into input grads."""
 
-    __slots__ = ("op", "inputs", "attrs", "saved", "next", "versions", "out_ref", "hooks", "stack", "__weakref__")
+    __slots__ = (
+        "op",
+        "inputs",
+        "attrs",
+        "saved",
+        "next",
+        "versions",
+        "out_ref",
+        "hooks",
+        "stack",
+        "epoch",  # the layout epoch it was recorded in: see inputs_as_recorded
+        "__weakref__",
+    )
 
     def name(self):
         if self.op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
@@ -83,6 +96,26 @@ class Node:
 
     def __repr__(self):
         return f"<{self.name()}>"
+
+
+def inputs_as_recorded(node):
+    """`node`'s inputs as it recorded them, for backward: freed ones refused; a tensor given a new layout
+    in place since (ops/inplace_shape.py) replaced, for good, by the alias of the layout the node saw
+    (autograd/layout.py), or refused where the change left a gradient into that tensor meaningless."""
+    inputs = node.inputs
+    if inputs is None:
+        raise AutogradError(_freed_message(node))
+    epoch = node.epoch
+    if epoch.aliases:
+        seen = []
+        for t, edge in zip(inputs, node.next):
+            entry = epoch.aliases.get(id(t))
+            if entry is not None and entry[1] is not None and edge is t:
+                raise AutogradError(entry[1])
+            seen.append(t if entry is None else entry[0])
+        node.inputs = inputs = tuple(seen)
+    node.epoch = _layout_current[0]
+    return inputs
 
 
 def _freed_message(node):
@@ -156,6 +189,7 @@ def apply(op, inputs, attrs=_EMPTY):
         else:  # made in no_grad mode, or a view of such a view: writes through it are refused (views.py)
             out._view_fn = _with_creation(first, op, attrs)
         out._view_version = vc[0] if vc is not INFERENCE_VERSION else 0
+        out._view_epoch = _layout_current[0]
         _set_grad_fn(out, None)
     else:
         out = _new_tensor(Tensor)
@@ -164,6 +198,7 @@ def apply(op, inputs, attrs=_EMPTY):
     out.array = result
     out.device = dev
     out._grad = None
+    out._epoch = _layout_now[0]
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
@@ -184,6 +219,8 @@ _new_node = object.__new__
 _grad_state = grad_mode.state  # mutated in place, never rebound: one attribute load per op
 _anomaly = grad_mode.anomaly
 _inference_depth = grad_mode.inference_depth
+_layout_current = layout.current
+_layout_now = layout.now
 
 
 def _record(op, inputs, attrs, saved, out):
@@ -193,6 +230,7 @@ def _record(op, inputs, attrs, saved, out):
     node.attrs = attrs
     node.saved = saved
     node.hooks = None
+    node.epoch = _layout_current[0]
     a = inputs[0]
     n = len(inputs)
     if n == 1:
@@ -250,6 +288,7 @@ def mark_view(out, base, op, attrs):
     else:
         out._view_fn = _with_creation(base, op, attrs)
     out._view_version = base._vc[0] if base._vc is not INFERENCE_VERSION else 0
+    out._view_epoch = _layout_current[0]
 
 
 def _regenerate_view(view, strict=True):
@@ -262,7 +301,7 @@ def _regenerate_view(view, strict=True):
     retain_grad() follows the view to its new graph. As torch, a view with no graph whose root (the
     tensor owning the memory, not the view it was made of) is outside the graph has nothing to rebuild
     and stays stale (it must rebuild, or refuse, once its root requires grad)."""
-    base = view._view_of
+    base = view_base(view)
     old = _grad_fn_slot.__get__(view)
     if old is None and not view_root(view).requires_grad:
         return
@@ -283,13 +322,18 @@ def _regenerate_view(view, strict=True):
 def _fresh_chain(t):
     """`t` (the view a view was made of) as a graph rebuilt from the tensor owning the memory, as torch's
     regenerated view, whose view ops are composed from there: the views in between get fresh Nodes, so
-    hooks and a retain_grad() on them see only what reaches their own graph, not this one."""
-    if type(t) is not View or (t.array.size and not t.device.xp.may_share_memory(t.array, t._view_of.array)):
-        return t  # the root: no view, or a reshape that copied
-    fresh = _new_tensor(Tensor)
-    fresh.array, fresh.device, fresh._vc, fresh._grad = t.array, t.device, t._vc, None
-    _record(t._view_fn[0], (_fresh_chain(t._view_of),), t._view_fn[1], None, fresh)
-    return fresh
+    hooks and a retain_grad() on them see only what reaches their own graph, not this one. (A loop, not
+    a recursion: a tensor reshaped in place a thousand times leaves a chain of a thousand aliases.)"""
+    chain = []
+    while type(t) is View and (not t.array.size or t.device.xp.may_share_memory(t.array, view_base(t).array)):
+        chain.append(t)  # (else the root: no view, or a reshape that copied)
+        t = t._view_of
+    for view in reversed(chain):
+        fresh = _new_tensor(Tensor)
+        fresh.array, fresh.device, fresh._vc, fresh._grad = view.array, view.device, view._vc, None
+        _record(view._view_fn[0], (t,), view._view_fn[1], None, fresh)
+        t = fresh
+    return t
 
 
 def move_retained_grad(t, old):

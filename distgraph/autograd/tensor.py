@@ -10,6 +10,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
+from distgraph.autograd.layout import now as _layout_now
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -33,10 +34,11 @@ class Tensor:
         "_hooks",
         "_post_hooks",
         "_retains",
-        "_view_of",  # set on views only: the tensor viewed (its parent; torch's `_base` is the root, see
-        # there); unset slots read as None through getattr
+        "_view_of",  # on views only (unset slots read as None through getattr): the tensor viewed (its parent)
         "_view_fn",  # on views only: (op, attrs) that made it from _view_of, so a write through it reaches it
         "_view_version",  # on views only: the shared version its grad_fn was recorded at (View)
+        "_view_epoch",  # on views only: the layout epoch its recipe was made in (autograd/layout.py)
+        "_epoch",  # the layout epoch since which it has its layout (an int: autograd/layout.py)
         "__weakref__",
     )
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
@@ -45,6 +47,7 @@ class Tensor:
         self.array = array
         self.device = device if device is not None else device_of_array(array)
         self._grad = None
+        self._epoch = _layout_now[0]
         self.grad_fn = None
         self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
         self.requires_grad = False
@@ -475,8 +478,7 @@ def view_root(view):
     return root
 
 
-TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take without further checks (not subclasses
-# such as Parameter, which take the general path)
+TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take unchecked (not Parameter: the general path)
 
 
 non_leaves_detached = [0]  # how many detach_ ever took a tensor out of a graph (the engine looks for a

@@ -87,15 +87,25 @@ def _elu(xp, x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
 
 
-@_elu.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    alpha = ctx.attrs.get("alpha", 1.0)
-    # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later); its
-    # double backward masks with x < 0, so at x = 0 the slope alpha is a constant; 1 at a NaN input
-    neg = lt(x, 0)
-    curve = mul(exp(where(neg, x, const(0, x))), alpha)  # exp of 0 where unselected: no NaN from a NaN x
-    return mul(g, where(neg, curve, where(le(x, 0), const(alpha, g), const(1, g))))
+# torch's elu_backward from the input (F.elu saves x, not its output, which may be written later): g times
+# the slope, alpha·exp(x) below 0, alpha at 0, 1 above (and at a NaN x)
+_elu.grad(lambda ctx, g: _elu_backward(g, ctx.inputs[0], alpha=ctx.attrs.get("alpha", 1.0)))
+
+
+@defop("elu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
+def _elu_backward(xp, g, x, alpha):
+    slope = xp.where(x < 0, alpha * xp.exp(xp.minimum(x, 0)), xp.where(x <= 0, alpha, 1.0))
+    return (g * slope).astype(g.dtype, copy=False)
+
+
+@_elu_backward.grad
+def _(ctx, gg):
+    """torch's elu_double_backward: x's is elu_backward(gg·g) times the mask x < 0, a product, so an inf
+    or NaN gg·g gives NaN at x >= 0 too (the slope is constant there: at 0 as well, though elu_backward
+    takes x <= 0 for its curve)."""
+    g, x = ctx.inputs
+    alpha = ctx.attrs["alpha"]
+    return _elu_backward(gg, x, alpha=alpha), mul(_elu_backward(mul(gg, g), x, alpha=alpha), step_mask(lt(x, 0), x))
 
 
 def elu(input, alpha=1.0):

@@ -6,9 +6,9 @@ What makes this more than `self.array = self.array.T`: a distgraph graph Node ke
 (backward reads their shape and dtype), and a View keeps the Tensor it views (a write through it is
 placed into that tensor by its view op's backward rule). Both were recorded against the tensor before
 the change, so after it they must see that tensor, not the reshaped one, as torch's Nodes keep their
-inputs' metadata. So the old state is moved to a hidden alias (`_alias`), and every Node and View made
-before is pointed at it (`_retarget`, by a scan of the objects that refer to the tensor: a heap walk,
-paid by these rare ops only, not by every view or op). The alias and the reshaped tensor stay tied as
+inputs' metadata. So the old state is moved to a hidden alias (`_alias`), which every Node and View made
+before sees from then on (autograd/layout.py: each resolves itself when it next acts, found by no search
+and paid for by no other op). The alias and the reshaped tensor stay tied as
 views of one memory: a reshaped view of a base views the alias (which views the base), and a reshaped
 root stays the root and the alias becomes its view by the inverse op, so writes through either reach
 the other's graph, as in torch where both share one storage.
@@ -23,18 +23,18 @@ and a write through an arbitrary stride pattern has no such recipe to place it b
 """
 
 import contextlib
-import gc
 
 import numpy as np
 
-from distgraph.autograd import grad_mode
-from distgraph.autograd.function import Node, move_retained_grad
+from distgraph.autograd import grad_mode, layout
+from distgraph.autograd.function import move_retained_grad
+from distgraph.autograd.layout import view_base
 from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError, ShapeError
 from distgraph.ops import shape, views
 from distgraph.ops.registry import defop
 
-_STATE = ("array", "device", "requires_grad", "grad_fn", "_vc", "_view_of", "_view_fn", "_view_version")
+_STATE = ("array", "device", "requires_grad", "grad_fn", "_vc", "_view_of", "_view_fn", "_view_version", "_view_epoch")
 
 
 def t_(self):
@@ -70,19 +70,22 @@ def _inplace_view(self, name, view_op, *args):
     old = _alias(self)
     with grad_mode.no_grad() if not recording else contextlib.nullcontext():
         new = view_op(old, *args)  # (checks the dims before anything changed)
-    consumers = _retarget(self, old)
     recorded = Tensor.grad_fn.__get__(new) if recording else None
+    refusal = None
     if not recording and self.requires_grad and type(self) is not View:
-        _refuse_old_gradients(self, old, new, name, consumers)
         if Tensor.grad_fn.__get__(self) is not None:  # its graph is of the old shape: backward refuses
             with grad_mode.enable_grad():
                 recorded = _unrecorded_change(view_op(old, *args), **_shapes(name, old, new)).grad_fn
+        else:  # a leaf: the gradients of the ops that used it, of the old shape, must not reach its .grad
+            refusal = _refusal(**_shapes(name, old, new))  # (torch fails in backward too)
+    old._view_epoch = layout.changed(self, old, refusal)  # the Nodes and Views made before keep seeing `old`
     before = Tensor.grad_fn.__get__(self)
     self.array = new.array
     self._vc[0] += 1
     version = self._vc[0]
     if type(self) is View:  # it now views the alias (which views what it viewed) by the view op
         self._view_of = old
+        self._view_epoch = layout.current[0]
         self._view_fn = (*new._view_fn[:2], *old._view_fn[2:])  # (it keeps how it was made)
         if recorded is not None:
             Tensor.grad_fn.__set__(self, recorded)
@@ -107,30 +110,19 @@ def _unrecorded_change(xp, x, name, before, after):
 
 @_unrecorded_change.grad
 def _(ctx, g):
-    raise AutogradError(
-        f"{ctx.attrs['name']}: in no_grad mode it changed a tensor that requires grad from shape "
-        f"{ctx.attrs['before']} to {ctx.attrs['after']}, so the gradient recorded for one shape would reach "
-        "a tensor of the other (torch fails here too); change its shape with grad enabled, or out of place"
+    raise AutogradError(_refusal(**ctx.attrs))
+
+
+def _refusal(name, before, after):
+    return (
+        f"{name}: in no_grad mode it changed a tensor that requires grad from shape {before} to {after}, so "
+        "the gradient recorded for one shape would reach a tensor of the other (torch fails here too); "
+        "change its shape with grad enabled, or out of place"
     )
 
 
 def _shapes(name, old, new):
     return {"name": name, "before": tuple(old.shape), "after": tuple(new.shape)}
-
-
-def _refuse_old_gradients(self, old, new, name, consumers):
-    """A leaf that requires grad, reshaped in no_grad mode after ops used it: those ops' gradients, of
-    the old shape, would accumulate into its .grad, of the new one. torch fails in backward; so does
-    this, through a guard on those ops' edges to the leaf."""
-    if Tensor.grad_fn.__get__(self) is not None or not consumers:
-        return
-    with grad_mode.enable_grad():
-        guard = _unrecorded_change(old, **_shapes(name, old, new)).grad_fn
-    for node in consumers:
-        node.next = tuple(guard if edge is self else edge for edge in node.next)
-    # the alias the consumers saved now comes out of the guard: not a tensor detached in place, which the
-    # engine refuses with detach_'s message before the guard could give its own
-    Tensor.grad_fn.__set__(old, guard)
 
 
 def _refuse_leaf(self, name):
@@ -150,6 +142,8 @@ def _refuse_leaf(self, name):
 def _alias(self):
     """A tensor holding `self`'s state as it is now (array, graph, version counter, what it views), but
     not its identity's own things (.grad, hooks): what the Nodes and Views made before keep seeing."""
+    if type(self) is View:
+        view_base(self)  # (what it views in the layout its recipe was made for)
     old = Tensor.__new__(View if type(self) is View else Tensor)
     for slot in _STATE:
         desc = Tensor.__dict__[slot]
@@ -159,24 +153,6 @@ def _alias(self):
             pass
     old._grad = None
     return old
-
-
-def _retarget(self, old):
-    """Point every Node that took `self` as an input, and every View of `self`, at `old` (see module
-    docstring); returns those Nodes. Their edges (`next`) stay: a leaf's gradient accumulates into `self`."""
-    tuples = []
-    for holder in gc.get_referrers(self):
-        if isinstance(holder, Tensor) and holder is not old and getattr(holder, "_view_of", None) is self:
-            holder._view_of = old
-        elif type(holder) is tuple:
-            tuples.append(holder)
-    if not tuples:
-        return []
-    ids = {id(t) for t in tuples}
-    nodes = [n for n in gc.get_referrers(*tuples) if isinstance(n, Node) and id(n.inputs) in ids]
-    for node in nodes:
-        node.inputs = tuple(old if t is self else t for t in node.inputs)
-    return nodes
 
 
 def _inverse(recipe, old_shape):
@@ -201,10 +177,10 @@ def resize_(self, *sizes, memory_format=None):
         grown[: storage.size] = storage
         storage = grown
     old = _alias(self)
-    _retarget(self, old)  # views of the old shape view the old state
+    old._view_epoch = layout.changed(self, old)  # the Nodes and Views made before keep seeing the old shape
     if type(self) is View:  # no view op makes this layout: it is a tensor of its own on that memory
         self.__class__ = Tensor
-        del self._view_of, self._view_fn, self._view_version
+        del self._view_of, self._view_fn, self._view_version, self._view_epoch
     self.array = storage[offset:need].reshape(size)
     self._vc[0] += 1
     return self

@@ -493,4 +493,6 @@ def chunk(input, chunks, dim=0):
 
 def unbind(input, dim=0):
     d = _dim(dim, input.ndim, "unbind", whole=True)
+    if not input.shape[d]:  # none, as torch (split gives one empty piece there)
+        return ()
     return mark_multi_output(tuple(squeeze(s, d) for s in split(input, 1, d)), "Unbind")

@@ -17,6 +17,8 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.function import Node, _record, set_history, view_write_error
+from distgraph.autograd.layout import current as layout_current
+from distgraph.autograd.layout import view_base
 from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
 from distgraph.ops import compare as cmp
@@ -45,8 +47,9 @@ def _view_node(t):
         return None
     recipe = t._view_fn
     node = Node.__new__(Node)
-    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (t._view_of,), (None,)
+    node.op, node.attrs, node.inputs, node.next = recipe[0], recipe[1], (view_base(t),), (None,)
     node.saved = node.hooks = node.out_ref = node.stack = None
+    node.epoch = layout_current[0]
     node.versions = ()
     return node
 
@@ -83,7 +86,7 @@ def snapshot(t):
     s.array, s.device, s._grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
     s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
     if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._view_of.requires_grad:
-        _record(t._view_fn[0], (t._view_of,), t._view_fn[1], None, s)
+        _record(t._view_fn[0], (view_base(t),), t._view_fn[1], None, s)
     return s
 
 

@@ -283,6 +283,11 @@ KNOWN = {
     7033: "as 6528: kl_div(x, x) 2e-18 where torch's is 0 (glibc's log in torch's xlogy), then compared with lt",
     8188: "ties among ±inf in kthvalue (x / 0 truncated): torch leaves which index it returns unspecified",
     8379: "torch reports requires_grad on an int64 tensor a grad value was written into, then refuses log1p of it",
+    9520: "as 8379: torch reports requires_grad on a bool tensor a grad value was written into (setitem through a "
+    "detach()), then refuses pow(-3, it) ('Autograd not support dtype: Long')",
+    9141: "x[::2].mul_(x[0]): the operand is a row of the written view, which torch's overlap check cannot tell "
+    "(a strided view: 'too hard', not refused), so its kernel reads row 0 after writing it; distgraph reads the "
+    "values from before the write",
 }
 
 

@@ -325,6 +325,15 @@ def test_elu_saves_its_input_so_a_later_write_into_its_output_keeps_backward(nam
     check_second_order(lambda m, x: getattr(m.nn.functional, name)(x), np.array([0.0, -0.0, -1.0, 1.0, np.nan]))
 
 
+@pytest.mark.parametrize("name", ["elu", "celu", "selu"])
+def test_elu_second_order_through_an_infinite_or_nan_gradient_is_nan_at_x_at_least_0_as_torch(name):
+    """torch's elu_double_backward is elu_backward(gg·g) times the mask x < 0, a product: an inf or NaN
+    incoming gradient gives NaN where x >= 0 (0 · inf), where a slope chosen by where gave 0."""
+    x = np.array([-1.0, -0.0, 0.0, 0.5, 2.0, 1.0, -2.0])
+    g = np.array([np.inf, np.inf, np.nan, -np.inf, np.nan, 3.0, np.nan])
+    check_second_order(lambda m, x: getattr(m.nn.functional, name)(x) * m.tensor(g), x)
+
+
 @pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
 def test_huber_and_smooth_l1_gradient_at_an_infinite_difference_is_the_linear_branchs(name):
     """torch's backward picks one branch per element; the unselected quadratic branch of the composition

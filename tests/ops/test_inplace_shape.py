@@ -3,6 +3,9 @@ change the tensor itself (same object, new shape, version moved), and autograd s
 does: the graph recorded before keeps the old shape, views made before keep placing writes right, and
 the in-place refusals (leaf, view of a leaf, view made in no_grad mode, one of split's views) match."""
 
+import gc
+import time
+
 import numpy as np
 import pytest
 
@@ -286,6 +289,83 @@ def test_capture_refuses_a_reshaped_traced_value():
 
     with pytest.raises(CaptureError, match="modified in place"):
         capture(fn, (dg.randn(2, 3),))
+
+
+# ---- the holders of the old layout (autograd/layout.py) --------------------------------------------------------
+def test_a_thousand_reshapes_in_a_graph_take_well_under_a_second_and_differentiate_as_torch():
+    """Each change used to scan the heap for the Nodes and Views holding the tensor (12 ms a change with
+    torch loaded, half a minute for these 2,000); a view made before them also overflowed the stack
+    when its graph was rebuilt through the 2,000 aliases (a recursion)."""
+
+    def fn(m, x):
+        y = x * 1
+        s = (y * m.arange(6.0, dtype=m.float64).reshape(2, 3)).sum(dim=1)  # a Node that holds y
+        v = y[1]  # a View of y
+        for _ in range(1000):
+            y.unsqueeze_(0)
+            y.squeeze_(0)
+        ((y * 2).sum() + (s * s).sum() + (v * m.tensor([1.0, 2.0, 3.0], dtype=m.float64)).sum()).backward()
+        return x.grad, y, v
+
+    a = np.random.default_rng(0).standard_normal((2, 3))
+    x = dg.tensor(a, requires_grad=True)
+    start = time.perf_counter()
+    ours = fn(dg, x)
+    elapsed = time.perf_counter() - start
+    _same(ours, fn(torch, torch.tensor(a, requires_grad=True)))
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_a_node_reading_only_the_shape_of_an_input_sees_the_old_one():
+    """cat's backward splits the gradient by its inputs' sizes, which it does not save: an input that
+    needs no gradient, transposed after, must not move where the other's gradient is cut."""
+
+    def fn(m, x):
+        b = m.arange(6.0, dtype=m.float64).reshape(3, 2)
+        z = m.cat([x, b.t()], dim=0) * m.arange(12.0, dtype=m.float64).reshape(4, 3)
+        c = m.ones(2, 4, dtype=m.float64)
+        w = m.cat([x, c[:, :3]], dim=1)  # c: held by a View of it
+        c.t_()
+        (z.sum() + (w * w).sum()).backward()
+        return x.grad, c
+
+    _same(*_both(fn))
+
+
+def test_holders_made_after_a_change_see_the_new_layout_and_before_the_one_they_saw():
+    def fn(m, x):
+        y = x * 1
+        s1 = y.sum(dim=0)  # (3,)
+        y.t_()
+        s2 = y.sum(dim=0)  # (2,)
+        y.unsqueeze_(1)
+        s3 = y.sum(dim=0)  # (1, 2)
+        (s1 * m.tensor([1.0, 2.0, 3.0], dtype=m.float64)).sum().backward(retain_graph=True)
+        g1 = x.grad.clone()
+        x.grad = None
+        (s2 * m.tensor([5.0, 7.0], dtype=m.float64)).sum().backward(retain_graph=True)
+        g2 = x.grad.clone()
+        x.grad = None
+        (s3 * m.tensor([[11.0, 13.0]], dtype=m.float64)).sum().backward()
+        return g1, g2, x.grad, y
+
+    _same(*_both(fn))
+
+
+def test_the_old_layout_is_kept_only_while_a_holder_may_need_it():
+    """A graph kept from before (its epoch alive) does not keep the aliases of tensors made after it."""
+    from distgraph.autograd import layout
+
+    kept = (dg.randn(2, 3, requires_grad=True) * 1).sum()
+    for _ in range(50):
+        y = dg.randn(2, 3)
+        w = y[0]  # a holder: the change files an alias for it
+        y.t_()
+        assert w.shape == (3,) and y.shape == (3, 2)
+    assert len(kept.grad_fn.epoch.aliases) == 1  # the first y's only: made in that epoch, it may have holders there
+    gc.collect()
+    # the kept graph's epoch and the first y's alias's, the last y's epoch and its alias's, the current: not 50
+    assert sum(r() is not None for r in layout._live) <= 5
 
 
 # ---- resize_ / resize_as_ ------------------------------------------------------------------------------------
