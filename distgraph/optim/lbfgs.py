@@ -221,31 +221,14 @@ def strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change
     done = False
     ls_iter = 0
     while ls_iter < max_ls:  # bracketing phase
-        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
-            bracket, bracket_f, bracket_g, bracket_gtd = (
-                [t_prev, t],
-                [f_prev, f_new],
-                [g_prev, g_new.copy()],
-                [
-                    gtd_prev,
-                    gtd_new,
-                ],
-            )
-            break
-        if abs(gtd_new) <= -c2 * gtd:
+        decreased = not (f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev))
+        if decreased and abs(gtd_new) <= -c2 * gtd:  # the strong Wolfe conditions hold at t
             bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
             done = True
             break
-        if gtd_new >= 0:
-            bracket, bracket_f, bracket_g, bracket_gtd = (
-                [t_prev, t],
-                [f_prev, f_new],
-                [g_prev, g_new.copy()],
-                [
-                    gtd_prev,
-                    gtd_new,
-                ],
-            )
+        if not decreased or gtd_new >= 0:  # a minimum lies between t_prev and t (torch's two cases, one bracket)
+            bracket, bracket_f, bracket_g = [t_prev, t], [f_prev, f_new], [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
             break
         min_step = t + 0.01 * (t - t_prev)  # interpolate
         max_step = t * 10
