@@ -20,7 +20,16 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg as products
 from distgraph.ops import reduction as red
 from distgraph.ops.linalg_decomp import float_matrices, qr, svd, svdvals
-from distgraph.ops.linalg_matrix import _mT, _pinverse, _square, inverse, pinv_backward, solve
+from distgraph.ops.linalg_matrix import (
+    _mT,
+    _pinverse,
+    _square,
+    broadcast_batches,
+    inverse,
+    pinv_backward,
+    right_hand_side,
+    solve,
+)
 from distgraph.ops.linalg_solvers import per_matrix
 from distgraph.ops.products import cumprod
 from distgraph.ops.registry import defop
@@ -104,12 +113,10 @@ def lstsq(A, B, rcond=None, *, driver=None):
         raise ValueError(f"{name}: parameter `driver` should be one of ({', '.join(DRIVERS)})")
     if not isinstance(B, Tensor) or B.array.dtype != A.array.dtype:
         raise DTypeError(f"{name}: Expected input and other to have the same dtype, got {A.dtype.name} and {B.dtype}")
-    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
-    b = shape.unsqueeze(B, -1) if vector else B
+    b, vector = right_hand_side(A, B)
     if b.ndim < 2 or b.shape[-2] != A.shape[-2]:
         raise ShapeError(f"{name}: input.size(-2) should match other.size(-2) ({tuple(A.shape)} and {tuple(B.shape)})")
-    batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
-    a, b = shape.expand(A, batch + tuple(A.shape[-2:])), shape.expand(b, batch + tuple(b.shape[-2:]))
+    a, b = broadcast_batches(A, b)
     rcond = _default_rcond(A) if rcond is None else float(rcond)
     x = _lstsq(a, b, rcond=rcond, driver=driver)
     m, n = A.shape[-2:]

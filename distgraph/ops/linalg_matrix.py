@@ -89,6 +89,19 @@ def _(ctx, g):
     return ga, gb
 
 
+def right_hand_side(A, B):
+    """(B as a (batch of) matrices, whether it was a vector): torch's rule for solve and lstsq, a B of one dim
+    fewer than A with A's leading shape is a (batch of) vector(s)."""
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    return (shape.unsqueeze(B, -1) if vector else B), vector
+
+
+def broadcast_batches(A, b):
+    """A and b expanded to their common batch shape (the dims before the last two)."""
+    batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
+    return shape.expand(A, batch + tuple(A.shape[-2:])), shape.expand(b, batch + tuple(b.shape[-2:]))
+
+
 def solve(A, B, *, left=True):
     """X with A X = B (left) or X A = B; a B of one dim fewer than A is a (batch of) vector(s), as torch."""
     _square("solve", A)
@@ -96,13 +109,10 @@ def solve(A, B, *, left=True):
         return _mT(solve(_mT(A), _mT(B)))
     if not isinstance(B, Tensor) or B.array.dtype != A.array.dtype:
         raise DTypeError(f"solve: B must be a Tensor of A's dtype {A.dtype.name}, got {getattr(B, 'dtype', B)!r}")
-    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
-    b = shape.unsqueeze(B, -1) if vector else B
+    b, vector = right_hand_side(A, B)
     if b.ndim < 2 or b.shape[-2] != A.shape[-1]:
         raise ShapeError(f"solve: incompatible shapes of A {tuple(A.shape)} and B {tuple(B.shape)}")
-    batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
-    a = shape.expand(A, batch + tuple(A.shape[-2:]))
-    b = shape.expand(b, batch + tuple(b.shape[-2:]))
+    a, b = broadcast_batches(A, b)
     x = _solve(a, b, vector=vector)
     return shape.squeeze(x, -1) if vector else x
 
