@@ -133,7 +133,7 @@ class Segment:
                     f"shm all-reduce: segment /dev/shm/{name} already exists: another live group uses the name "
                     f"{name!r}, or a crashed run left it behind (remove it, or choose another group name)"
                 ) from None
-            self._finalizer = weakref.finalize(self, _release, name)
+            self._finalizer = _own(self, name)
             view(self.shm.buf, (3,), np.int64, 0)[[0, 2]] = world, result  # read_result finds result 0
         else:
             self.shm = _attach(name, size, timeout_s)
@@ -319,20 +319,22 @@ def view(buf, shape, dtype, offset):
 
 
 _lingering = []  # mappings whose close met views still alive (BufferError): closed once those are gone
+_lingering_lock = threading.Lock()  # ranks run as threads close at once: a mapping closed twice closed its fd twice
 
 
 def _close_mapping(shm):
     """Close `shm`'s mapping now, or, while arrays still view it, as soon as a later close finds them gone
     (the memory stays valid for them meanwhile; the name is removed by the owner either way)."""
-    for m in [shm, *_lingering]:
-        try:
-            m.close()
-        except BufferError:
-            if m not in _lingering:
-                _lingering.append(m)
-        else:
-            if m in _lingering:
-                _lingering.remove(m)
+    with _lingering_lock:
+        for m in [shm, *_lingering]:
+            try:
+                m.close()
+            except BufferError:
+                if m not in _lingering:
+                    _lingering.append(m)
+            else:
+                if m in _lingering:
+                    _lingering.remove(m)
 
 
 def _overlaps(offsets, lo, hi):
@@ -352,8 +354,18 @@ def _remove(name):
         pass
 
 
+_owned = set()  # names this process created (rank 0's), until released
+
+
+def _own(holder, name):
+    """`holder` created segment `name`: it is removed when `holder` is closed or collected (`_release`)."""
+    _owned.add(name)
+    return weakref.finalize(holder, _release, name)
+
+
 def _release(name):
     """The owner's cleanup: remove the name and tell the resource tracker it is gone (no leak warning)."""
+    _owned.discard(name)
     _remove(name)
     resource_tracker.unregister("/" + name, "shared_memory")
 
@@ -382,8 +394,10 @@ def _attach(name, size, timeout_s):
                 ) from None
             time.sleep(0.002)
             continue
-        # rank 0 owns the lifetime; without this, this process's tracker would unlink the segment at exit
-        resource_tracker.unregister(shm._name, "shared_memory")
+        # rank 0 owns the lifetime; without this, this process's tracker would unlink the segment at exit (a
+        # rank in the owner's own process, a thread, leaves the owner's registration alone: `_release` ends it)
+        if name not in _owned:
+            resource_tracker.unregister(shm._name, "shared_memory")
         if shm.size == 0 and time.monotonic() <= deadline:
             # sized between our fstat and mmap (rank 0's shm_open, then ftruncate): look again
             shm.close()

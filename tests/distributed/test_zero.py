@@ -268,10 +268,12 @@ def test_a_parameter_no_rank_used_keeps_its_value_and_state_one_some_ranks_used_
     hypers = [{k: v for k, v in groups[0].items() if k != "params"} for _ in shapes]
     group = f"t{uuid.uuid4().hex[:8]}"
     replicas = [model() for _ in range(world)]
+    start = [p.array.copy() for p in model().parameters()]  # made here: ranks seeding the global RNG at once
+    # in their threads drew each other's numbers (a rank started from other parameters, now and then)
 
     def rank_fn(rank):
         sharded = ShardedParameters(list(replicas[rank].parameters()), rank, world, group, name, hypers, timeout_s=10)
-        sharded.load([p.array.copy() for p in model().parameters()], [{} for _ in shapes], version=0)
+        sharded.load([a.copy() for a in start], [{} for _ in shapes], version=0)
         for _ in range(2):
             sharded.step(grads[rank], unused=unused[rank])
         chunk = sharded.state_chunk()
