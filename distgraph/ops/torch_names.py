@@ -21,6 +21,7 @@ from distgraph.ops import shape as _shape
 from distgraph.ops.creation import as_tensor, tensor
 from distgraph.ops.histogram import histogram, histogramdd
 from distgraph.ops.math_names import clone
+from distgraph.ops.numeric_gradient import gradient
 
 _STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None}
 
@@ -189,4 +190,4 @@ __all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_
            "is_storage", "typename", "scalar_tensor", "asarray", "frombuffer", "use_deterministic_algorithms",
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "set_num_interop_threads",
-           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd"]  # fmt: skip
+           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient"]  # fmt: skip
