@@ -15,6 +15,7 @@ import builtins
 import math
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.printing import set_printoptions
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, InputRangeError
 from distgraph.ops import shape as _shape
@@ -190,4 +191,5 @@ __all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_
            "is_storage", "typename", "scalar_tensor", "asarray", "frombuffer", "use_deterministic_algorithms",
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "set_num_interop_threads",
-           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient"]  # fmt: skip
+           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient",
+           "set_printoptions"]  # fmt: skip
