@@ -11,6 +11,7 @@ from distgraph import dtypes
 from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.autograd.layout import now as _layout_now
+from distgraph.autograd.printing import tensor_repr
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -343,22 +344,7 @@ class Tensor:
 
     # ---- printing ---------------------------------------------------------------------------
     def __repr__(self):
-        arr = self.__array__()
-        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
-        extra = []
-        if self.device is not CPU:
-            extra.append(f"device='{self.device}'")
-        if arr.dtype != dtypes.get_default_dtype().np and arr.dtype != np.int64 and arr.dtype != np.bool_:
-            extra.append(f"dtype={self.dtype}")
-        try:
-            grad_fn = self.grad_fn and self.grad_fn.name()
-        except AutogradError:  # a split output whose memory was written has no graph: torch shows this
-            grad_fn = "Invalid"
-        if grad_fn is not None:
-            extra.append(f"grad_fn=<{grad_fn}>")
-        elif self.requires_grad:
-            extra.append("requires_grad=True")
-        return "tensor(" + body + "".join(", " + e for e in extra) + ")"
+        return tensor_repr(self)
 
     def __bool__(self):
         if host_reads is not None:

@@ -18,8 +18,8 @@ tensor, from its first element on, as a contiguous array of the new shape: torch
 Growing past that memory copies it into a larger buffer; unlike torch's storage, which grows in place,
 other tensors on the old memory do not follow (they keep the old buffer).
 
-`as_strided`/`as_strided_` are not offered: distgraph's views are recipes (an op and its attributes),
-and a write through an arbitrary stride pattern has no such recipe to place it back.
+`as_strided_` is not offered: `as_strided` (ops/strided.py) is a view op like unfold, but an in-place
+restride of the tensor itself would need the same recipe for the alias, which is not built.
 """
 
 import contextlib

@@ -133,18 +133,20 @@ def _write_element(out, i, value, name):
 
 # ---- new_empty_strided ----------------------------------------------------------------------------------------
 def new_empty_strided(self, size, stride, *, dtype=None, device=None, requires_grad=False, **_):
+    return strided_empty("new_empty_strided", self, size, stride, dtype, device, requires_grad)
+
+
+def strided_empty(name, self, size, stride, dtype=None, device=None, requires_grad=False):
     """An uninitialized tensor of `size` whose elements lie `stride` elements apart (torch's): a view of a
-    buffer just long enough, so stride(), is_contiguous() and writes see that layout."""
+    buffer just long enough, so stride(), is_contiguous() and writes see that layout; dtype and device
+    default to `self`'s. `name` is the op the errors name."""
     size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
     if len(size) != len(stride):
         raise ShapeError(
-            f"new_empty_strided: dimensionality of sizes ({len(size)}) must match dimensionality of strides "
-            f"({len(stride)})"
+            f"{name}: dimensionality of sizes ({len(size)}) must match dimensionality of strides ({len(stride)})"
         )
     if any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise ShapeError(
-            f"new_empty_strided: negative sizes or strides are not supported (sizes={size}, strides={stride})"
-        )
+        raise ShapeError(f"{name}: negative sizes or strides are not supported (sizes={size}, strides={stride})")
     dt = dtypes.from_any(dtype).np if dtype is not None else self.array.dtype
     dev = self.device if device is None else as_device(device)
     extent = 1 + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else 0

@@ -15,11 +15,15 @@ import builtins
 import math
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.printing import set_printoptions
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, InputRangeError
 from distgraph.ops import shape as _shape
 from distgraph.ops.creation import as_tensor, tensor
+from distgraph.ops.histogram import histogram, histogramdd
 from distgraph.ops.math_names import clone
+from distgraph.ops.numeric_gradient import gradient
+from distgraph.ops.strided import as_strided, empty_strided
 
 _STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None}
 
@@ -188,4 +192,5 @@ __all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_
            "is_storage", "typename", "scalar_tensor", "asarray", "frombuffer", "use_deterministic_algorithms",
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "set_num_interop_threads",
-           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled"]  # fmt: skip
+           "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient",
+           "set_printoptions", "as_strided", "empty_strided"]  # fmt: skip

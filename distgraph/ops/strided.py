@@ -1,0 +1,84 @@
+"""as_strided and empty_strided: tensors laid over memory by explicit sizes, strides and an offset.
+
+`as_strided(input, size, stride, storage_offset)` reads `input`'s elements, in its contiguous order, as
+torch reads a storage: element i of the result sits at offset + sum(i_k * stride_k). It is a view (a write
+through it reaches `input`, registered as unfold's is), so windows may overlap. Its gradient is torch's:
+each output gradient added at the input element it reads, overlapping reads summed; that rule is linear,
+and its own gradient is as_strided again, so higher orders follow.
+
+distgraph tensors have no storage apart from their array, so the positions count over `input` itself: a
+non-contiguous input (a transpose, a strided slice), whose torch storage holds elements it does not show,
+is refused rather than read differently from torch; `.contiguous()` first gives torch's result.
+"""
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import InputRangeError, ShapeError
+from distgraph.ops import tensor_extra
+from distgraph.ops.creation import empty
+from distgraph.ops.registry import defop
+
+
+def _geometry(input, size, stride, storage_offset):
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    offset = 0 if storage_offset is None else int(storage_offset)
+    if len(size) != len(stride):
+        raise ShapeError("as_strided: mismatch in length of strides and shape")
+    if any(s < 0 for s in stride):
+        raise ShapeError(f"as_strided: Negative strides are not supported at the moment, got strides: {list(stride)}")
+    if any(n < 0 for n in size):
+        raise ShapeError(f"as_strided: Trying to create tensor with negative dimension {min(size)}: {list(size)}")
+    if offset < 0:
+        raise InputRangeError(f"as_strided: invalid storage offset {offset}")
+    need = offset + 1 + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else 0
+    have, item = input.numel(), input.array.itemsize
+    if need > have:
+        raise InputRangeError(
+            f"as_strided: sizes {list(size)}, strides {list(stride)}, storage offset {offset}, and itemsize {item} "
+            f"requiring a storage size of {need * item} are out of bounds for storage of size {have * item}"
+        )
+    if not input.array.flags.c_contiguous:
+        raise ShapeError(
+            f"as_strided: the input (shape {tuple(input.shape)}) is not contiguous; distgraph lays size and stride "
+            "over a contiguous input's own elements (call .contiguous() first)"
+        )
+    return size, stride, offset
+
+
+def as_strided(input, size, stride, storage_offset=None):
+    """torch.as_strided: a view of `input`'s elements at offset + sum(i_k * stride_k) (see the module doc)."""
+    size, stride, offset = _geometry(input, size, stride, storage_offset)
+    return _as_strided(input, size=size, stride=stride, offset=offset)
+
+
+@defop("as_strided", kind="other", save=(), view=True)
+def _as_strided(xp, x, size, stride, offset):
+    flat = x.reshape(-1)
+    return xp.lib.stride_tricks.as_strided(flat[offset:], size, tuple(s * flat.itemsize for s in stride))
+
+
+_as_strided.grad(lambda ctx, g: _as_strided_backward(g, shape=ctx.inputs[0].shape, **ctx.attrs))
+
+
+@defop("as_strided_backward", kind="other", save=())
+def _as_strided_backward(xp, g, shape, size, stride, offset):
+    """Zeros of `shape`, each gradient added at the element its output read (overlaps add up)."""
+    out = xp.zeros(int(np.prod(shape)), dtype=g.dtype)
+    where = offset + sum(xp.arange(n).reshape((-1,) + (1,) * (len(size) - 1 - k)) * s
+                         for k, (n, s) in enumerate(zip(size, stride)))  # fmt: skip
+    xp.add.at(out, xp.broadcast_to(where, size).reshape(-1), g.reshape(-1))
+    return out.reshape(shape)
+
+
+_as_strided_backward.grad(lambda ctx, g: _as_strided(g, **{k: v for k, v in ctx.attrs.items() if k != "shape"}))
+
+
+def empty_strided(size, stride, *, dtype=None, device=None, requires_grad=False, **_):
+    """torch.empty_strided: an uninitialized tensor of `size` whose elements lie `stride` elements apart."""
+    return tensor_extra.strided_empty("empty_strided", empty(0, dtype=dtype, device=device), size, stride,
+                                      requires_grad=requires_grad)  # fmt: skip
+
+
+def install():
+    Tensor.as_strided = as_strided
