@@ -281,7 +281,9 @@ def diverges(cfg, folder):
 
 
 # ---- the committed seeds -----------------------------------------------------------------------------
-SEEDS = range(10)  # ~60 s with the pinned cases below on a slow host; `__main__` runs many more (seeds 10-15 pass too)
+# six seeds that cover every all-reduce path (gloo twice, store, auto in float64 and float32 with a scaler, shm):
+# ~35 s on a slow host, for CI's time; `__main__` runs many more (seeds 0-15 pass)
+SEEDS = (0, 1, 2, 3, 4, 9)
 
 
 @pytest.fixture(autouse=True)
