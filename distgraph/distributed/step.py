@@ -141,10 +141,7 @@ class ShardStep:
         for p in self.params:
             p.grad = None
         xt = Tensor(to_device(x, self.device), device=self.device)
-        if done is None:
-            self._backward_with_nothing(self.model(xt))
-            return
-        with using_group(done.replaying()):
+        with using_group(done.replaying()) if done is not None else contextlib.nullcontext():
             self._backward_with_nothing(self.model(xt))
 
     def _backward_with_nothing(self, out):
