@@ -20,6 +20,16 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, as CI runs), every test that needs Ray goes to one
+    worker process: they share that process's one local Ray instance (two instances would each claim
+    the machine's 2 CPUs) and run in their file's order, while the other worker takes the tests that
+    need no Ray — which fill the time the Ray tests spend waiting on actors starting and timeouts."""
+    for item in items:
+        if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     dg.manual_seed(0)

@@ -25,7 +25,14 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from distgraph.distributed.async_store import COLUMNS, MAX_STEPS
-from distgraph.distributed.scheduler import CALL_SECONDS, FIRST_CALL_STEPS, discard, user_error, wait_ready
+from distgraph.distributed.scheduler import (
+    CALL_SECONDS,
+    FIRST_CALL_STEPS,
+    discard,
+    start_allowance,
+    user_error,
+    wait_ready,
+)
 from distgraph.distributed.shm import PREFIX
 from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistributedError
@@ -39,7 +46,7 @@ class SharedAsyncScheduler:
         self.staleness, self.timeout_s, self.on_event, self.respawn = staleness, timeout_s, on_event, respawn
         self.live = set(range(len(actors)))
         self.incarnations = dict.fromkeys(self.live, 0)
-        self.returning = {}  # ref ready when a dropped worker may rejoin -> (worker, since)
+        self.returning = {}  # ref ready when a dropped worker may rejoin -> (worker, deadline)
         self.rejoined = set()  # workers dropped in this run already: one rejoin per worker per run
         self.generation = self.chunk = 0
         self.step_seconds = None  # wall seconds per step (all workers together) of the last call
@@ -189,13 +196,14 @@ class SharedAsyncScheduler:
         if w in self.rejoined:
             return
         self.rejoined.add(w)
-        if isinstance(cause, RayActorError):  # dead: a replacement, back once it holds the data
-            _, ready = self.respawn(w)
+        allowance = self.timeout_s
+        if isinstance(cause, RayActorError):  # dead: a replacement, back once it holds the data (and started)
+            (_, ready), allowance = self.respawn(w), start_allowance(self.timeout_s)
         elif cause is None:  # its call came back: it is there now
             ready = self.actors[w].ping.remote()
         else:  # stalled: back once its call returns
             ready = cause
-        self.returning[ready] = (w, time.monotonic())
+        self.returning[ready] = (w, time.monotonic() + allowance)
 
     def _rejoin_returned(self, hypers):
         """Admit the dropped workers that can come back, in a new segment loaded from the live store."""
@@ -212,10 +220,10 @@ class SharedAsyncScheduler:
             except (RayActorError, RayTaskError) as exc:
                 self.on_event(f"worker {w} could not rejoin ({type(exc).__name__}); it stays dropped")
         now = time.monotonic()
-        for ref, (w, since) in list(self.returning.items()):
-            if now - since > self.timeout_s:
+        for ref, (w, deadline) in list(self.returning.items()):
+            if now > deadline:
                 del self.returning[ref]
-                self.on_event(f"worker {w} did not come back within {self.timeout_s:g}s; it stays dropped")
+                self.on_event(f"worker {w} did not come back in time; it stays dropped")
         if back:
             record = self.snapshot()
             self.setup(record, hypers, members=self.live | set(back))

@@ -158,7 +158,7 @@ class RayCluster(DriverState):
         if not self.sharded:  # the new group may span nodes the old one did not: then the stores reduce
             self.scheduler.reduce_in_store = self._spans_nodes()
         if self.data_refs is not None:
-            self.resend_data()
+            self.resend_data(fresh=True)
         if self.sharded:  # the driver holds the snapshot of the last epoch end or of `epoch_step` (`pull`)
             self._setup_sharded()
             self.scheduler.workers = self.group.actors
@@ -204,14 +204,14 @@ class RayCluster(DriverState):
         if t.allreduce["backend"] == "store":
             return True
         refs = [w.node.remote() for w in self.group.actors]  # new workers' processes start first: ≥ 1 minute
-        nodes = set(wait_ready(refs, max(60.0, t.timeout_s), "workers starting up (their first call)"))
+        nodes = set(wait_ready(refs, self._startup_s(), "workers starting up (their first call)"))
         if len(nodes) > 1 and t.allreduce["backend"] == "auto":
             gloo = t.sync == "sync" and collective.gloo_available()
             t.allreduce["backend"] = "gloo" if gloo else "store"
             for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)
                 self._start_worker(rank)
-            self.group.bound(max(60.0, t.timeout_s))
+            self.group.bound(self._startup_s())
             how = "they meet in a gloo group" if gloo else "gradients are summed by the parameter-store shards"
             t.history.events.append(f"workers span {len(nodes)} nodes: {how}")
             return not gloo
@@ -225,7 +225,7 @@ class RayCluster(DriverState):
         self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
         for rank in range(workers):
             self._start_worker(rank)
-        self.group.bound(max(60.0, t.timeout_s))  # with bind_to: each bound to its cores before it runs a step
+        self.group.bound(self._startup_s())  # with bind_to: each bound to its cores before it runs a step
 
     def _start_worker(self, rank):
         t = self.trainer
@@ -238,8 +238,14 @@ class RayCluster(DriverState):
             return  # resized first (a node lost since the last fit took its workers along): the new group has the data
         self.resend_data()
 
-    def resend_data(self):
-        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
+    def _startup_s(self):
+        return scheduler.start_allowance(self.trainer.timeout_s)
+
+    def resend_data(self, fresh=False):
+        """The epoch's data to every worker; `fresh` workers were just started, so their call waits as long
+        as a start may take (a restart under `timeout_s=5` once failed here while the new process imported)."""
+        timeout_s = self._startup_s() if fresh else self.trainer.timeout_s
+        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], timeout_s, "workers")
 
     def _step_hypers(self, t):
         """Epoch step t's hyperparameters per parameter under a per-step schedule (else None)."""
@@ -469,7 +475,7 @@ class RayCluster(DriverState):
             self.group.kill(rank)
         remove_group(self.group_name)
         self._new_group(self.trainer.workers, self.group)  # the same group: the bundles stay reserved
-        self.resend_data()
+        self.resend_data(fresh=True)
 
     def close(self):
         if not ray.is_initialized():

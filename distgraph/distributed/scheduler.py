@@ -29,6 +29,12 @@ from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistgraphError, DistributedError
 
 
+def start_allowance(timeout_s):
+    """How long a new worker's first call may take: it includes its process starting (imports, a runtime
+    env), which a step's `timeout_s` does not allow for on a loaded or distant node."""
+    return max(60.0, timeout_s)
+
+
 class StepTimeout(DistributedError):
     """Step calls did not come back in time: a hung (not dead) worker. Handled like a dead one."""
 
@@ -197,7 +203,7 @@ class _AsyncRun:
     statistics ref → (worker, step, indices, start time, gradient ref); `pushing`: the first shard's
     `applied` ref of a finished step's push → (worker, step, indices, statistics, every shard's
     `applied` ref); `returning` (the scheduler's `rejoining`, kept across runs: an epoch may end before a
-    replacement actor is up): a ref that is ready when a dropped worker can rejoin → (worker, actor, since).
+    replacement actor is up): a ref that is ready when a dropped worker can rejoin → (worker, actor, deadline).
 
     The driver submits a push only once its step has finished: store shards run a caller's calls in
     submission order, so a push waiting on a stalled worker's gradient would hold up everyone's pushes.
@@ -294,10 +300,10 @@ class _AsyncRun:
                 del self.computing[ref]
                 queue.appendleft((t, indices))
                 self._drop(w, f"worker {w} stalled more than {self.timeout_s:g}s at step {t}", rejoin_on=ref)
-        for ref, (w, _, since) in list(self.returning.items()):
-            if now - since > self.timeout_s:
+        for ref, (w, _, deadline) in list(self.returning.items()):
+            if now > deadline:
                 del self.returning[ref]
-                self.on_event(f"worker {w} did not come back within {self.timeout_s:g}s; it stays dropped")
+                self.on_event(f"worker {w} did not come back in time; it stays dropped")
                 self._require_workers(f"worker {w} did not come back")
 
     def _drop(self, w, why, rejoin_on):
@@ -312,12 +318,13 @@ class _AsyncRun:
         self._bound()
         self.on_event(f"{why}; dropped and fenced, staleness bound now over {len(self.live)} live workers")
         if w not in self.rejoined and rejoin_on != ():
+            allowance = self.timeout_s
             if rejoin_on is None and self.respawn is not None:
                 actor, rejoin_on = self.respawn(w)
-                self.sched.workers[w] = actor
+                self.sched.workers[w], allowance = actor, start_allowance(self.timeout_s)
             if rejoin_on is not None:
                 self.rejoined.add(w)
-                self.returning[rejoin_on] = (w, self.sched.workers[w], time.monotonic())
+                self.returning[rejoin_on] = (w, self.sched.workers[w], time.monotonic() + allowance)
         self._require_workers(why)
 
     def _returned(self, ref):
