@@ -105,12 +105,17 @@ def _exchange(arrays, sent, what, like):
 
 
 # ---- reductions -----------------------------------------------------------------------------------------
-def _reduce(arrays, op, what, problem=None):
+def _reduce(arrays, op, what, problem=None, root=None):
     """The ranks' `arrays` reduced by `op` → new arrays, alike on every rank. Every rank must hold the same
-    shapes and dtypes (else a ShapeError / DTypeError naming every rank's, on every rank)."""
+    shapes and dtypes (else a ShapeError / DTypeError naming every rank's, on every rank), and name the
+    same `root` (reduce's dst)."""
     for a in arrays:
         problem = problem or _op_problem(op, a.dtype, what)
-    metas = _agree(what, [_desc(a) for a in arrays], problem)
+    agreed = _agree(what, ([_desc(a) for a in arrays], root), problem)
+    if len({r for _, r in agreed}) > 1:
+        roots = ", ".join(f"rank {r}: {root}" for r, (_, root) in enumerate(agreed))
+        raise ConfigError(f"{what}: the ranks name different roots ({roots})")
+    metas = [m for m, _ in agreed]
     if len(set(map(str, metas))) > 1:
         ranks = ", ".join(f"rank {r}: " + ", ".join(map(_words, m)) for r, m in enumerate(metas))
         dtypes = {tuple(d[1] for d in m) for m in metas}
@@ -150,7 +155,7 @@ def grouped_allreduce(tensors, op=Average):
 
 def reduce(tensor, dst=0, op=Sum):
     """torch's: the reduction lands in rank `dst`'s tensor, in place; the others' are left as they were."""
-    (out,) = _reduce([tensor.array], op, "reduce", _root(dst, "reduce"))
+    (out,) = _reduce([tensor.array], op, "reduce", _root(dst, "reduce"), root=dst)
     if _context["rank"] == dst:
         tensor.array[...] = out
     return tensor

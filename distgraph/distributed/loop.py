@@ -5,7 +5,7 @@ group, like the Trainer's) and returns what each rank returned. Inside it:
 
 - `rank()`, `world_size()`: this worker's place (0 of 1 outside `launch`, so the script also runs alone);
 - `all_reduce(tensors, op="sum"|"mean")`, `broadcast(tensors, src=0)`, `barrier()`: in place, as
-  torch.distributed's;
+  torch.distributed's (the other ReduceOps, reduce-scatter, all-to-all, gather, scatter: collectives.py);
 - `DistributedOptimizer(optimizer)`: `step()` first averages every gradient across the ranks (one
   fused all-reduce of them all, Horovod's tensor fusion), then steps;
 - `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers;

@@ -143,6 +143,7 @@ def _bad_calls():
         "gather_list": lambda: dist.gather(dg.zeros(2), None, dst=1),
         "scatter_list": lambda: dist.scatter(dg.zeros(2), [dg.zeros(2)] * 2, src=1),
         "bad_root": lambda: dist.reduce(dg.zeros(2), dst=2 if r else 0),
+        "two_roots": lambda: dist.reduce(dg.zeros(2), dst=r),
         "a2a_splits": lambda: dist.all_to_all_single(dg.zeros(3, 2), dg.zeros(3, 2), [1, 2], [2, 1] if r else [1, 2]),
         "a2a_sum": lambda: dist.all_to_all_single(dg.zeros(4), dg.zeros(3), None, [1, 1 + r]),
         "a2a_even": lambda: dist.all_to_all_single(dg.zeros(2), dg.zeros(3)),
@@ -177,6 +178,7 @@ def test_bad_arguments_raise_the_same_error_on_every_rank_and_leave_them_in_step
         "gather_list": ("ConfigError", r"gather: Argument ``gather_list`` must be specified on destination rank\. \(on rank 1\)"),
         "scatter_list": ("ConfigError", r"scatter: Argument ``scatter_list`` must NOT be specified on non-source ranks\. \(on rank 0\)"),
         "bad_root": ("ConfigError", r"reduce: invalid root rank: 2 \(world size 2\) \(on rank 1\)"),
+        "two_roots": ("ConfigError", r"reduce: the ranks name different roots \(rank 0: 0, rank 1: 1\)"),
         "a2a_splits": ("ShapeError", r"all_to_all_single: rank 0 sends rank 1 float32 \(2, 2\), rank 1 expects float32 \(1, 2\)"),
         "a2a_sum": ("ShapeError", r"Split sizes doesn't match total dim 0 size \(input_split_sizes \[1, 1\], input has 3 rows\) \(on rank 0\)"),
         "a2a_even": ("ShapeError", r"Tensor's dim 0 does not divide equally across group size \(input has 3 rows, 2 ranks\) \(on rank 0\)"),
@@ -217,5 +219,7 @@ def test_outside_a_launch_every_collective_runs_as_rank_0_of_1():
         dist.scatter(dg.zeros(2), [dg.zeros(2)], src=1)
     with pytest.raises(ConfigError, match="Number of tensor splits not equal to group size"):
         dist.all_to_all_single(dg.zeros(2), dg.zeros(2), input_split_sizes=[1, 1])
-    with pytest.raises(ShapeError, match="reduce_scatter: input_list\\[0\\] is float32 \\(3,\\), output float32 \\(2,\\)"):
+    with pytest.raises(
+        ShapeError, match="reduce_scatter: input_list\\[0\\] is float32 \\(3,\\), output float32 \\(2,\\)"
+    ):
         dist.reduce_scatter(dg.zeros(2), [dg.zeros(3)])
