@@ -64,7 +64,11 @@ def _desc(array):
 
 
 def _words(desc):
-    return "nothing" if desc is None else f"{desc[1]} {desc[0]}"
+    """ "float32 (3, 2)"; a shape's None (alltoall's rows to come) reads "any"."""
+    if desc is None:
+        return "nothing"
+    dims = ["any" if d is None else str(d) for d in desc[0]]
+    return f"{desc[1]} ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
 def _agree(what, meta, problem=None):
@@ -113,7 +117,7 @@ def _reduce(arrays, op, what, problem=None, root=None):
         problem = problem or _op_problem(op, a.dtype, what)
     agreed = _agree(what, ([_desc(a) for a in arrays], root), problem)
     if len({r for _, r in agreed}) > 1:
-        roots = ", ".join(f"rank {r}: {root}" for r, (_, root) in enumerate(agreed))
+        roots = ", ".join(f"rank {r}: {named}" for r, (_, named) in enumerate(agreed))
         raise ConfigError(f"{what}: the ranks name different roots ({roots})")
     metas = [m for m, _ in agreed]
     if len(set(map(str, metas))) > 1:
@@ -122,15 +126,14 @@ def _reduce(arrays, op, what, problem=None, root=None):
         raise (DTypeError if len(dtypes) > 1 else ShapeError)(f"{what}: the ranks' tensors differ ({ranks})")
     if _context["world"] == 1 or not arrays:
         return [a.copy() for a in arrays]
-    copies = [namespace(a).array(a, copy=True) for a in arrays]
-    if op in OPS:  # the communicator's own sum
+    if op in OPS:  # the communicator's own sum, on copies (it reduces in place)
         try:
-            return _context["comm"].allreduce(copies, op, tag="gather")
+            return _context["comm"].allreduce([namespace(a).array(a, copy=True) for a in arrays], op, tag="gather")
         except DistributedError as exc:
             raise DistributedError(f"{what}: {exc}") from None
-    by_rank = _exchange(copies, metas, what, copies[0])
+    by_rank = _exchange(arrays, metas, what, arrays[0])
     out = []
-    for i, a in enumerate(copies):
+    for i, a in enumerate(arrays):
         ufunc = getattr(namespace(a), {**_LOCAL, **_BITWISE}[op])
         acc = by_rank[0][i]
         for r in range(1, _context["world"]):  # rank order, the same on every rank
