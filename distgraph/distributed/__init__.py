@@ -5,7 +5,10 @@ a local one); the Trainer with backend="ray" uses the rest. For a training loop 
 way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
 `broadcast_parameters`, `DistributedOptimizer`, `allgather` / `all_gather`, `broadcast_object`,
 `allgather_object` / `all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`,
-`ReduceOp` (loop.py), and `DistributedDataParallel` (ddp.py).
+`ReduceOp` (SUM, AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR) (loop.py); torch's `reduce`, `reduce_scatter`,
+`reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`, `scatter`, `is_initialized` and Horovod's
+`Sum`, `Average`, `Min`, `Max`, `Product`, `grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`,
+`local_size`, `cross_rank`, `cross_size` (collectives.py); and `DistributedDataParallel` (ddp.py).
 """
 
 import importlib
@@ -13,6 +16,7 @@ import importlib
 _SUBMODULES = (
     "allreduce",
     "buckets",
+    "collectives",
     "cluster",
     "loop",
     "param_store",
@@ -44,6 +48,11 @@ _LOOP_API = (
     "allgather", "all_gather", "broadcast_object", "allgather_object", "all_gather_object",
     "get_rank", "get_world_size", "size", "ReduceOp", "broadcast_optimizer_state",
 )  # fmt: skip
+_COLLECTIVES_API = (
+    "reduce", "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter",
+    "is_initialized", "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
+    "local_rank", "local_size", "cross_rank", "cross_size",
+)  # fmt: skip
 
 
 def launch(fn, workers=2, **kwargs):
@@ -58,6 +67,8 @@ def __getattr__(name):
         return importlib.import_module("distgraph.distributed.ddp").DistributedDataParallel
     if name in _LOOP_API:
         return getattr(importlib.import_module("distgraph.distributed.loop"), name)
+    if name in _COLLECTIVES_API:
+        return getattr(importlib.import_module("distgraph.distributed.collectives"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"distgraph.distributed.{name}")
     raise AttributeError(f"module 'distgraph.distributed' has no attribute {name!r}")

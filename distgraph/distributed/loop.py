@@ -5,7 +5,7 @@ group, like the Trainer's) and returns what each rank returned. Inside it:
 
 - `rank()`, `world_size()`: this worker's place (0 of 1 outside `launch`, so the script also runs alone);
 - `all_reduce(tensors, op="sum"|"mean")`, `broadcast(tensors, src=0)`, `barrier()`: in place, as
-  torch.distributed's;
+  torch.distributed's (the other ReduceOps, reduce-scatter, all-to-all, gather, scatter: collectives.py);
 - `DistributedOptimizer(optimizer)`: `step()` first averages every gradient across the ranks (one
   fused all-reduce of them all, Horovod's tensor fusion), then steps;
 - `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers;
@@ -42,7 +42,8 @@ from distgraph.distributed.worker import _limit_threads
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 from distgraph.ops.collective import using_group
 
-_context = {"rank": 0, "world": 1, "comm": None, "device": "cpu"}  # this process's place; rank 0 of 1 outside a launch
+# this process's place (rank 0 of 1 outside a launch) and the node of every rank (for local_rank & co.)
+_context = {"rank": 0, "world": 1, "comm": None, "device": "cpu", "nodes": None}
 
 
 class LoopWorker:
@@ -55,8 +56,8 @@ class LoopWorker:
     def node(self):
         return ray.get_runtime_context().get_node_id()
 
-    def connect(self, group, backend, device, timeout_s):
-        _context.update(rank=self.rank, world=self.world, device=device)
+    def connect(self, group, backend, device, timeout_s, nodes):
+        _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes)
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
@@ -92,7 +93,7 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
         group.bound(timeout_s)
         nodes = _get([a.node.remote() for a in group.actors], timeout_s, "starting the workers")
         backend = _backend(allreduce, device, len(set(nodes)))
-        refs = [a.connect.remote(name, backend, device, timeout_s) for a in group.actors]
+        refs = [a.connect.remote(name, backend, device, timeout_s, nodes) for a in group.actors]
         _get(refs, timeout_s, f"joining the {backend} all-reduce")
         refs = [a.run.remote(fn, tuple(args), dict(kwargs or {})) for a in group.actors]
         results = _get(refs, None, getattr(fn, "__name__", "fn"))
@@ -177,10 +178,16 @@ size = world_size  # Horovod's
 
 
 class ReduceOp:
-    """torch.distributed.ReduceOp's names for the ops `all_reduce` takes."""
+    """torch.distributed.ReduceOp's names for the ops `all_reduce` takes (Horovod's are in collectives.py)."""
 
     SUM = "sum"
     AVG = "mean"
+    MAX = "max"
+    MIN = "min"
+    PRODUCT = "product"
+    BAND = "band"
+    BOR = "bor"
+    BXOR = "bxor"
 
 
 def _listed(tensors):
@@ -189,9 +196,12 @@ def _listed(tensors):
 
 def all_reduce(tensors, op="sum"):
     """Reduce a tensor or a list of tensors across the ranks, in place (every rank gets the result); op is
-    "sum" or "mean". One call reduces the whole list in one fused buffer per dtype."""
+    a ReduceOp. Sum and mean: one call reduces the whole list in one fused buffer per dtype. The others
+    the communicator does not have: every rank reduces every rank's tensors (collectives.py)."""
     if op not in OPS:
-        raise ConfigError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
+        from distgraph.distributed.collectives import all_reduce_gathered  # (it builds on this module)
+
+        return all_reduce_gathered(tensors, op)
     if _context["world"] == 1:
         return tensors
     items = _listed(tensors)
