@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
+from distgraph.backend import cuda_is_available
 from distgraph.errors import DeviceError, InputRangeError, ShapeError
 from tests.parity import check
 
@@ -141,7 +142,7 @@ def test_default_device_is_where_factories_create(restore_default_device):
     assert dg.get_default_device() is dg.device("cpu")
 
 
-@pytest.mark.skipif(dg.cuda.is_available() if hasattr(dg, "cuda") else False, reason="a GPU is present")
+@pytest.mark.skipif(cuda_is_available(), reason="a GPU is present")
 def test_set_default_device_cuda_without_a_gpu_is_a_clear_error(restore_default_device):
     with pytest.raises(DeviceError, match="cuda device was requested"):
         dg.set_default_device("cuda")
