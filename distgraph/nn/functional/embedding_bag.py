@@ -72,8 +72,10 @@ def aten_embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=
     out, bag, counts, max_rows = _embedding_bag(indices, weight, offsets, None, 2, scale_grad_by_freq, _MODES[mode],
                                                 sparse, per_sample_weights, include_last_offset, padding_idx)  # fmt: skip
     dev = weight.device
-    if mode == 0:  # torch's sum kernel keeps neither: zeros, one per offset (include_last_offset's too)
-        sizes = max_rows = np.zeros(offsets.shape[0], np.int64)
+    if mode == 0:  # torch's sum kernels keep neither: zeros, one per bag, or per offset (include_last_offset's
+        # last too) from the forward-only kernel torch picks when neither weight nor per_sample_weights needs grad
+        grads = weight.requires_grad or (per_sample_weights is not None and per_sample_weights.requires_grad)
+        sizes = max_rows = np.zeros(len(counts) if grads else offsets.shape[0], np.int64)
     else:
         sizes = counts
     aux = (bag, sizes, sizes if mode == 1 else max_rows)
