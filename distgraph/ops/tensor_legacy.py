@@ -3,8 +3,8 @@
 - `new`: the legacy constructor. `x.new()` is empty, `x.new(2, 3)` or `x.new(dg.Size(...))` an uninitialized
   (2, 3) tensor, `x.new(data)` a tensor of x's dtype holding `data` (a tuple is data, as torch reads it),
   `x.new(t)` an alias of a tensor `t` of x's dtype; all on x's device unless `device=` says otherwise.
-- `resize` / `resize_as`: torch's deprecated out-of-place forms, a reshape that keeps the element count
-  (autograd's Resize), with torch's warning and error.
+- `resize` / `resize_as`: torch's deprecated out-of-place forms, a reshape of the row-major copy (or self,
+  when row-major already) that keeps the element count (autograd's Resize), with torch's warning and error.
 - `data_ptr`: the address of the first element in memory (numpy's or cupy's), so views of one memory
   differ by their offset in bytes, as torch's; 0 for an empty tensor, as torch's.
 - `to_dense`: a tensor is already dense; with a dtype, the cast.
@@ -55,7 +55,7 @@ def _resize(self, size, name):
             f"size of {'x'.join(map(str, self.shape))} ({self.numel()} elements). autograd's resize can only change "
             "the shape of a given tensor, while preserving the number of elements."
         )
-    return shape.reshape(self, size)
+    return shape.reshape(self.contiguous(), size)  # torch's Resize: a row-major result whatever self's layout
 
 
 def resize(self, *sizes):
