@@ -36,9 +36,12 @@ class Device:
 
 
 def device(spec="cpu"):
-    """Parse and intern a device: "cpu", "cuda", "cuda:N", or a Device. Checks cuda availability."""
+    """Parse and intern a device: "cpu", "cuda", "cuda:N", or a Device; None is the default device
+    (`set_default_device`), where factories given no device create. Checks cuda availability."""
     if isinstance(spec, Device):
         return spec
+    if spec is None:
+        return _default[0]
     key = str(spec)
     found = _devices.get(key)
     if found is not None:
@@ -98,6 +101,19 @@ def cuda_is_available():
 
 
 CPU = device("cpu")
+_default = [CPU]
+
+
+def get_default_device():
+    """torch.get_default_device: where factories (zeros, rand, tensor of Python data, ...) create when given no
+    device."""
+    return _default[0]
+
+
+def set_default_device(device_spec):
+    """torch.set_default_device: factories given no device create on `device_spec` from now on (None: back to cpu).
+    A cuda device is checked here, so a machine without cupy or a GPU refuses it at once, not at the next factory."""
+    _default[0] = CPU if device_spec is None else device(device_spec)
 
 
 def device_of_array(array):

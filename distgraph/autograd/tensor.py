@@ -12,6 +12,7 @@ from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.autograd.layout import now as _layout_now
 from distgraph.autograd.printing import tensor_repr
+from distgraph.autograd.size import Size
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -72,7 +73,7 @@ class Tensor:
         return self.array.ndim
 
     def size(self, dim=None):
-        return self.array.shape if dim is None else self.array.shape[dim]
+        return Size(self.array.shape) if dim is None else self.array.shape[dim]
 
     def numel(self):
         return self.array.size

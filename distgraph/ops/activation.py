@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from distgraph.errors import ShapeError
 from distgraph.ops import kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
@@ -284,3 +285,18 @@ def relu6(input):
 
 def logsigmoid(input):
     return neg(softplus(neg(input)))
+
+
+def prelu(input, weight):
+    """max(0, x) + w · min(0, x), one learned slope per channel (dim 1) or one shared slope."""
+    channels = input.shape[1] if input.ndim >= 2 else 1  # torch: input below 2-D has one channel
+    if weight.numel() not in (1, channels):
+        raise ShapeError(
+            f"prelu: mismatch of parameter numbers and input channel size: {weight.numel()} slopes for input "
+            f"{tuple(input.shape)} with {channels} channel(s)"
+        )
+    if weight.numel() == 1:
+        weight = weight.reshape(())  # one shared slope keeps the input's shape, 0-D included
+    else:
+        weight = weight.reshape(1, -1, *([1] * (input.ndim - 2)))
+    return where(gt(input, 0), input, mul(weight, input))

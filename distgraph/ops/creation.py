@@ -94,7 +94,7 @@ def _to_array(data, dtype, device):
         arr = _host_array(data, np_dtype)
     if dtype is not None:
         arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
-    dev = dev or as_device("cpu")
+    dev = dev or as_device(None)
     return to_device(arr, dev), dev
 
 
@@ -138,7 +138,7 @@ def _shape(size):
 
 
 def _fill(fill, size, dtype, device, requires_grad, default=None):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else (default or dtypes.get_default_dtype())
     arr = dev.xp.full(_shape(size), fill, dtype=dt.np)
     return Tensor(arr, requires_grad=requires_grad, device=dev)
@@ -184,7 +184,7 @@ def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, end, step))
         dt = dtypes.get_default_dtype() if is_float else dtypes.int64
@@ -194,25 +194,25 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
 def logspace(start, end, steps, base=10.0, dtype=None, device=None):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     return Tensor(dev.xp.logspace(start, end, steps, base=base).astype(dt.np), device=dev)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
 
 
 def _random(kind, size, dtype, device, requires_grad, **kw):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     gen = generator(dev)
     shape = _shape(size)
@@ -248,7 +248,7 @@ def randn_like(input, dtype=None):
 
 
 def randperm(n, dtype=None, device=None):
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     return Tensor(generator(dev).permutation(n).astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
 
 

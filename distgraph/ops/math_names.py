@@ -16,6 +16,7 @@ from distgraph.ops import linalg_functions as lf
 from distgraph.ops import linalg_matrix as lm
 from distgraph.ops import linalg_solvers as ls
 from distgraph.ops import math_extra as mx
+from distgraph.ops import special_fns as sf
 from distgraph.ops.promotion import cast
 
 
@@ -131,6 +132,8 @@ METHODS = {
     "cholesky_inverse": ls.cholesky_inverse,
     "triangular_solve": ls.triangular_solve,
     "matrix_exp": lf.matrix_exp,
+    "igamma": sf.gammainc,
+    "igammac": sf.gammaincc,
 }
 
 # in-place forms `name_`, of this table's ops or of methods.METHODS' (the aliases torch has them for)
@@ -141,7 +144,7 @@ INPLACE = [
     *("bitwise_right_shift", "ldexp", "nextafter", "clamp_min", "clamp_max", "atan2", "arctan2"),
     *("arccos", "arcsin", "arctan", "acosh", "arccosh", "asinh", "arcsinh", "atanh", "arctanh", "log2"),
     *("log10", "absolute", "negative", "divide", "multiply", "subtract", "true_divide"),
-    *("addmv", "addr", "baddbmm", "addbmm", "mvlgamma"),
+    *("addmv", "addr", "baddbmm", "addbmm", "mvlgamma", "igamma", "igammac"),
 ]
 
 

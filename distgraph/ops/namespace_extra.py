@@ -305,7 +305,7 @@ def _indices(op, take, row, col, offset, dtype, device):
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.int64
     if dt.category != 1:
         raise DTypeError(f"{op}: dtype must be an integer dtype, got {dt.name}")
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     r, c = take(row, offset, col)
     return Tensor(dev.xp.asarray(np.stack([r, c]).astype(dt.np).reshape(2, -1)), device=dev)
 

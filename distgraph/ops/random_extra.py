@@ -241,7 +241,7 @@ def _window(op, n, periodic, dtype, device, requires_grad, values):
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     if not dt.is_floating_point:
         raise DTypeError(f"{op} expects a floating point dtype, got {dt.name}")
-    dev = as_device(device or "cpu")
+    dev = as_device(device)
     if n <= 1:
         arr = np.ones(n, dtype=np.float64)
     else:

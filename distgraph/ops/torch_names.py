@@ -9,20 +9,35 @@
   inter-op threads) are kept and read back as torch's are, with torch's checks, and change nothing else:
   every distgraph kernel is deterministic and computes float32 matmuls in float32.
 - is_anomaly_enabled / set_anomaly_enabled are `autograd.detect_anomaly`'s switch.
+- igamma / igammac are special.gammainc / gammaincc; constant_pad_nd is F.pad's constant mode; fill is fill_'s
+  out-of-place form (views.overwrite: zero gradient to the input, the sum to a tensor value).
+- resolve_neg / resolve_conj return their input: distgraph has no lazy negation or conjugation bits to resolve.
+- get_default_device / set_default_device are backend's (the device factories create on when given none).
+- Size is torch.Size (autograd/size.py says why `.size()` returns one and `.shape` a plain tuple).
 """
 
 import builtins
 import math
 
+from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.printing import set_printoptions
+from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ConfigError, InputRangeError
+from distgraph.backend import device as _as_device
+from distgraph.backend import get_default_device, set_default_device
+from distgraph.errors import ConfigError, InputRangeError, ShapeError
+from distgraph.ops import regions, views
 from distgraph.ops import shape as _shape
 from distgraph.ops.creation import as_tensor, tensor
 from distgraph.ops.histogram import histogram, histogramdd
+from distgraph.ops.indexing import nonzero
+from distgraph.ops.linalg_norms import vector_norm
 from distgraph.ops.math_names import clone
 from distgraph.ops.numeric_gradient import gradient
+from distgraph.ops.promotion import cast
+from distgraph.ops.special_fns import gammainc as igamma
+from distgraph.ops.special_fns import gammaincc as igammac
 from distgraph.ops.strided import as_strided, empty_strided
 
 _STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None}
@@ -137,6 +152,76 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
     return out.requires_grad_(True) if requires_grad else out
 
 
+# ---- functional forms of Tensor methods and small ops ------------------------------------------------------
+def fill(input, value):
+    """torch.fill: a new tensor of `input`'s shape and dtype holding `value` (a number or a 0-dim tensor)."""
+    if isinstance(value, Tensor) and value.ndim:
+        raise ShapeError(f"fill only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions.")
+    out = views.overwrite(input, value)
+    return out if out.array.dtype == input.array.dtype else cast(out, input.dtype)
+
+
+def resolve_neg(input):
+    return input
+
+
+def resolve_conj(input):
+    return input
+
+
+def constant_pad_nd(input, pad, value=0):
+    """torch.constant_pad_nd: pad (last dim first, a (before, after) pair per dim; negative crops) with `value`."""
+    if len(pad) % 2:
+        raise ShapeError(f"constant_pad_nd: Length of pad must be even but instead it equals {len(pad)}")
+    return regions.pad(input, list(pad), "constant", value)
+
+
+def nonzero_static(input, *, size, fill_value=-1):
+    """torch.nonzero_static: nonzero's (n, ndim) indices cut or padded with `fill_value` rows to `size` rows, so
+    the result's shape does not depend on the values."""
+    if isinstance(size, builtins.bool) or not isinstance(size, builtins.int):
+        raise TypeError(f"nonzero_static(): argument 'size' must be int, not {type(size).__name__}")
+    if size < 0:
+        raise InputRangeError("nonzero_static: 'size' must be an non-negative integer")
+    found = nonzero(input).array[:size]
+    xp = input.device.xp
+    rows = xp.full((size, found.shape[1]), fill_value, dtype=found.dtype)
+    rows[: found.shape[0]] = found
+    return Tensor(rows, device=input.device)
+
+
+def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None, pin_memory=False,
+                   requires_grad=False):  # fmt: skip
+    """torch.empty_permuted: an uninitialized tensor of `size` whose memory holds its dims in the order
+    `physical_layout` (so `empty_permuted((N, C, H, W), (0, 2, 3, 1))` is channels-last)."""
+    size, order = tuple(size), tuple(physical_layout)
+    if len(size) != len(order):
+        raise ShapeError(
+            "Number of dimensions in size does not match the length of the physical_layout; i.e. len(size) = "
+            f"{len(size)} is not equal to len(physical_layout) = {len(order)}"
+        )
+    if sorted(order) != list(range(len(order))):
+        raise ShapeError(f"empty_permuted: Duplicate dim not allowed (physical_layout {order})")
+    dev = _as_device(device)
+    dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    memory = dev.xp.zeros([size[d] for d in order], dtype=dt.np)
+    inverse = [order.index(d) for d in range(len(order))]
+    return Tensor(memory.transpose(inverse), requires_grad=requires_grad, device=dev)
+
+
+def norm_except_dim(v, pow=2, dim=0):  # noqa: A002  (torch's parameter name)
+    """torch.norm_except_dim (weight_norm's): the `pow`-norm over every dim but `dim`, kept as size-1 dims; dim=-1
+    means no dim is kept apart (the norm of the whole tensor, 0-dim)."""
+    if dim == -1:
+        return vector_norm(v, pow)
+    if not -v.ndim <= dim < v.ndim:
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-v.ndim}, {v.ndim - 1}], but got {dim})"
+        )
+    dim %= v.ndim
+    return vector_norm(v, pow, tuple(d for d in range(v.ndim) if d != dim), keepdim=True)
+
+
 # ---- process-wide switches -----------------------------------------------------------------------------------
 def use_deterministic_algorithms(mode, *, warn_only=False):
     if not isinstance(mode, bool):
@@ -193,4 +278,6 @@ __all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "set_num_interop_threads",
            "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient",
-           "set_printoptions", "as_strided", "empty_strided"]  # fmt: skip
+           "set_printoptions", "as_strided", "empty_strided", "Size", "fill", "resolve_neg", "resolve_conj",
+           "constant_pad_nd", "nonzero_static", "empty_permuted", "norm_except_dim", "igamma", "igammac",
+           "get_default_device", "set_default_device"]  # fmt: skip

@@ -70,7 +70,8 @@ KNOWN = {
     **{
         (n, "transposed"): _FIRST_OPERAND
         for n in (
-            *("addcdiv", "addcmul", "addr", "atan2", "arctan2", "fmax", "fmin", "heaviside", "hypot"),
+            *("addcdiv", "addcmul", "addr", "atan2", "arctan2", "fmax", "fmin", "heaviside", "hypot", "igamma"),
+            *("igammac",),
             *("isclose", "ldexp", "lerp", "logaddexp", "logaddexp2", "logical_and", "logical_or"),
             *("logical_xor", "maximum", "minimum", "nextafter"),
         )

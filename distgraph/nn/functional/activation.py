@@ -4,7 +4,6 @@ import warnings
 
 from distgraph.errors import ShapeError
 from distgraph.ops import activation as act
-from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
 from distgraph.ops.methods import inplace_variant
@@ -135,16 +134,4 @@ def glu(input, dim=-1):
     return ew.mul(a, sigmoid(b))
 
 
-def prelu(input, weight):
-    """max(0, x) + w · min(0, x), one learned slope per channel (dim 1) or one shared slope."""
-    channels = input.shape[1] if input.ndim >= 2 else 1  # torch: input below 2-D has one channel
-    if weight.numel() not in (1, channels):
-        raise ShapeError(
-            f"prelu: mismatch of parameter numbers and input channel size: {weight.numel()} slopes for input "
-            f"{tuple(input.shape)} with {channels} channel(s)"
-        )
-    if weight.numel() == 1:
-        weight = weight.reshape(())  # one shared slope keeps the input's shape, 0-D included
-    else:
-        weight = weight.reshape(1, -1, *([1] * (input.ndim - 2)))
-    return ew.where(cmp.gt(input, 0), input, ew.mul(weight, input))
+prelu = act.prelu  # an op, so that Tensor.prelu is the same function

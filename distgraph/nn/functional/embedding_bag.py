@@ -9,6 +9,11 @@ The bag layout is integer bookkeeping done on the host; the values go through re
 embedding lookup, a scatter-add per bag for sum and mean, a max over a padded (bags, longest, dim)
 gather for max), so the weight and per_sample_weights get torch's gradients, max's to the first
 maximum of each bag and dim.
+
+`torch.embedding_bag` (ATen's form: weight first, mode as 0 sum / 1 mean / 2 max) also returns the
+bookkeeping torch's kernel keeps for backward, with its values: offset2bag (the bag of each index),
+bag_size (the entries counted in each bag; zeros in sum mode) and max_indices (max mode: the weight row
+each bag's maximum came from, per dim; mean mode: bag_size again; sum mode: zeros).
 """
 
 import numpy as np
@@ -55,6 +60,31 @@ def _bags(input, offsets, include_last_offset, op):
 
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
                   sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):  # fmt: skip
+    return _embedding_bag(input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mode, sparse,
+                          per_sample_weights, include_last_offset, padding_idx)[0]  # fmt: skip
+
+
+def aten_embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False,
+                       per_sample_weights=None, include_last_offset=False, padding_idx=None):  # fmt: skip
+    """torch.embedding_bag: (output, offset2bag, bag_size, max_indices), see the module docstring."""
+    if isinstance(mode, bool) or mode not in (0, 1, 2):
+        raise ValueError("embedding_bag: `mode` must be sum, mean, or max.")
+    out, bag, counts, max_rows = _embedding_bag(indices, weight, offsets, None, 2, scale_grad_by_freq, _MODES[mode],
+                                                sparse, per_sample_weights, include_last_offset, padding_idx)  # fmt: skip
+    dev = weight.device
+    if mode == 0:  # torch's sum kernels keep neither: zeros, one per bag, or per offset (include_last_offset's
+        # last too) from the forward-only kernel torch picks when neither weight nor per_sample_weights needs grad
+        grads = weight.requires_grad or (per_sample_weights is not None and per_sample_weights.requires_grad)
+        sizes = max_rows = np.zeros(len(counts) if grads else offsets.shape[0], np.int64)
+    else:
+        sizes = counts
+    aux = (bag, sizes, sizes if mode == 1 else max_rows)
+    return (out, *(Tensor(dev.xp.asarray(a.astype(np.int64)), device=dev) for a in aux))
+
+
+def _embedding_bag(input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mode, sparse, per_sample_weights,
+                   include_last_offset, padding_idx):  # fmt: skip
+    """(output, the bag of each index, the entries counted per bag, max mode's weight row per bag and dim)."""
     op = "embedding_bag"
     if weight.ndim != 2:
         raise ShapeError(f"{op}: weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
@@ -95,16 +125,18 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         rows = ew.mul(rows, indexing.index_select(per_sample_weights.reshape(-1), 0, kept).unsqueeze(1))
     counts = np.bincount(bag[keep], minlength=n_bags)
     if mode == "max":
-        return _bag_max(rows, bag[keep], counts, n_bags, dim, dev)
+        out, row_of_max = _bag_max(rows, bag[keep], counts, n_bags, dim, dev)
+        return out, bag, counts, np.append(ids[keep], 0)[row_of_max]  # an empty bag's (the −inf row's) is 0
     target = Tensor(dev.xp.asarray(np.repeat(bag[keep][:, None], dim, axis=1)), device=dev)
     out = indexing.scatter_add(zeros(n_bags, dim, dtype=rows.dtype, device=dev), 0, target, rows)
     if mode == "mean":
         out = ew.div(out, Tensor(dev.xp.asarray(np.maximum(counts, 1)[:, None], dtype=out.array.dtype), device=dev))
-    return out
+    return out, bag, counts, None
 
 
 def _bag_max(rows, bag_of_row, counts, n_bags, dim, dev):
-    """Per bag and dim, the first maximum: rows gathered into (bags, longest, dim), padded with −inf."""
+    """Per bag and dim, the first maximum: rows gathered into (bags, longest, dim), padded with −inf; and the
+    kept row it came from (host array, (bags, dim))."""
     longest = int(counts.max()) if n_bags and counts.size else 0
     slot = np.full((n_bags, max(longest, 1)), len(bag_of_row))  # the −inf row appended below
     rank = np.arange(len(bag_of_row)) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -113,6 +145,7 @@ def _bag_max(rows, bag_of_row, counts, n_bags, dim, dev):
     table = cat([rows, pad], 0)
     index = Tensor(dev.xp.asarray(slot.reshape(-1)), device=dev)
     gathered = indexing.index_select(table, 0, index).reshape(n_bags, slot.shape[1], dim)
-    best = red.max(gathered, dim=1)[0]
+    best, arg = red.max(gathered, dim=1)
     empty = Tensor(dev.xp.asarray((counts == 0)[:, None]), device=dev)
-    return ew.where(empty, ew.const(0, best), best)
+    arg = np.asarray(arg.array.get() if hasattr(arg.array, "get") else arg.array)
+    return ew.where(empty, ew.const(0, best), best), np.take_along_axis(slot, arg, 1)

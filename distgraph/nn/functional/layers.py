@@ -96,8 +96,18 @@ def _feature_dropout(input, p, training, batched_ndim, op, inplace):
         raise ShapeError(f"{op}: feature dropout needs a channel dim, got input {tuple(input.shape)}")
     if not training or p == 0:
         return input
-    shape = tuple(input.shape[:lead]) + (1,) * (n - lead)
-    return _masked(input, layers.dropout_mask(input, p, shape, 1.0 / (1 - p) if p < 1 else 0.0), inplace, op)
+    return drop_channels(input, p, lead, inplace, op)
+
+
+def channel_shape(input, lead):
+    """The shape of a per-channel draw: input's first `lead` dims, then 1s (broadcast over the rest)."""
+    return (*input.shape[:lead], *(1,) * (input.ndim - lead))
+
+
+def drop_channels(input, p, lead, inplace, op):
+    """Dropout of whole channels (one draw per index of the first `lead` dims), survivors scaled by 1/(1−p)."""
+    scale = 1.0 / (1 - p) if p < 1 else 0.0
+    return _masked(input, layers.dropout_mask(input, p, channel_shape(input, lead), scale), inplace, op)
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
@@ -114,7 +124,7 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropped units go to SELU's negative saturation; an affine map restores mean 0 and variance 1."""
-    return _alpha_dropout(input, p, training, inplace, "alpha_dropout", tuple(input.shape))
+    return alpha_dropout_of(input, p, training, inplace, "alpha_dropout", tuple(input.shape))
 
 
 def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
@@ -124,11 +134,11 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
             f"feature_alpha_dropout: feature dropout requires at least 2 dimensions in the input, got "
             f"{tuple(input.shape)}"
         )
-    shape = (*input.shape[:2], *(1,) * (input.ndim - 2))
-    return _alpha_dropout(input, p, training, inplace, "feature_alpha_dropout", shape)
+    return alpha_dropout_of(input, p, training, inplace, "feature_alpha_dropout", channel_shape(input, 2))
 
 
-def _alpha_dropout(input, p, training, inplace, op, shape):
+def alpha_dropout_of(input, p, training, inplace, op, shape):
+    """alpha dropout with one draw per element of `shape` (the input's own, or channel_shape's)."""
     _check_p(p, op)
     if not training or p == 0:
         return input
