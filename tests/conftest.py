@@ -20,13 +20,16 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a test that takes ray_session is a `ray` test
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, as CI runs), every test that needs Ray goes to one
-    worker process: they share that process's one local Ray instance (two instances would each claim
-    the machine's 2 CPUs) and run in their file's order, while the other worker takes the tests that
-    need no Ray — which fill the time the Ray tests spend waiting on actors starting and timeouts."""
+    """Every test that needs Ray (marked `ray`, or taking the `ray_session` fixture: it gets the mark, so
+    `-m "not ray"` leaves it out too) goes, under pytest-xdist (`-n auto --dist loadgroup`, as CI runs),
+    to one worker process: they share that process's one local Ray instance (two instances would each
+    claim the machine's 2 CPUs) and run in their file's order, while the other worker takes the rest."""
     for item in items:
-        if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
+        if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
