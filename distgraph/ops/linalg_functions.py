@@ -113,10 +113,18 @@ def lstsq(A, B, rcond=None, *, driver=None):
         raise ValueError(f"{name}: parameter `driver` should be one of ({', '.join(DRIVERS)})")
     if not isinstance(B, Tensor) or B.array.dtype != A.array.dtype:
         raise DTypeError(f"{name}: Expected input and other to have the same dtype, got {A.dtype.name} and {B.dtype}")
+    if not 0 <= A.ndim - B.ndim <= 1:
+        raise ShapeError(
+            f"{name}: input.dim() must be greater or equal to other.dim() and (input.dim() - other.dim()) <= 1 "
+            f"({tuple(A.shape)} and {tuple(B.shape)})"
+        )
     b, vector = right_hand_side(A, B)
-    if b.ndim < 2 or b.shape[-2] != A.shape[-2]:
-        raise ShapeError(f"{name}: input.size(-2) should match other.size(-2) ({tuple(A.shape)} and {tuple(B.shape)})")
-    a, b = broadcast_batches(A, b)
+    if b.shape[-2] != A.shape[-2]:
+        which = "other.size(-1)" if vector else "other.size(-2)"
+        raise ShapeError(f"{name}: input.size(-2) should match {which} ({tuple(A.shape)} and {tuple(B.shape)})")
+    # torch 2.13 reads B's batch as all but its last dim whenever B has one dim fewer than A, also where B is
+    # a matrix (A (1, 4, 3), B (4, 2): a batch of 4 solutions, each of A[0] X = B; A (2, 4, 3): an error)
+    a, b = broadcast_batches(name, A, b, B.shape[:-1] if A.ndim - B.ndim == 1 else None)
     rcond = _default_rcond(A) if rcond is None else float(rcond)
     x = _lstsq(a, b, rcond=rcond, driver=driver)
     m, n = A.shape[-2:]

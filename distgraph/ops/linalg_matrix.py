@@ -96,9 +96,21 @@ def right_hand_side(A, B):
     return (shape.unsqueeze(B, -1) if vector else B), vector
 
 
-def broadcast_batches(A, b):
-    """A and b expanded to their common batch shape (the dims before the last two)."""
-    batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(b.shape[:-2])))
+def broadcast_batches(name, A, b, b_batch=None):
+    """A and b expanded to their common batch shape (the dims before the last two; `b_batch` where the op
+    reads b's otherwise); batches that do not broadcast are a ShapeError in torch's words, naming the
+    first dim (from the right) that differs."""
+    a_batch, b_batch = tuple(A.shape[:-2]), tuple(b.shape[:-2] if b_batch is None else b_batch)
+    ndim = max(len(a_batch), len(b_batch))
+    padded = [(1,) * (ndim - len(s)) + s for s in (a_batch, b_batch)]
+    for i in range(ndim - 1, -1, -1):
+        da, db = padded[0][i], padded[1][i]
+        if da != db and 1 not in (da, db):
+            raise ShapeError(
+                f"{name}: The size of tensor a ({da}) must match the size of tensor b ({db}) at non-singleton "
+                f"dimension {i} (A {tuple(A.shape)}, B {tuple(b.shape)})"
+            )
+    batch = tuple(max(da, db) if 1 in (da, db) else da for da, db in zip(*padded))
     return shape.expand(A, batch + tuple(A.shape[-2:])), shape.expand(b, batch + tuple(b.shape[-2:]))
 
 
@@ -112,7 +124,7 @@ def solve(A, B, *, left=True):
     b, vector = right_hand_side(A, B)
     if b.ndim < 2 or b.shape[-2] != A.shape[-1]:
         raise ShapeError(f"solve: incompatible shapes of A {tuple(A.shape)} and B {tuple(B.shape)}")
-    a, b = broadcast_batches(A, b)
+    a, b = broadcast_batches("solve", A, b)
     x = _solve(a, b, vector=vector)
     return shape.squeeze(x, -1) if vector else x
 

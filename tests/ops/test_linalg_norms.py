@@ -192,3 +192,45 @@ def test_svd_lowrank_is_differentiable():
 def test_errors_name_the_op(fn, error, match):
     with pytest.raises(error, match=match):
         fn()
+
+
+@pytest.mark.skipif(torch is None, reason="needs torch")
+@pytest.mark.parametrize("fn", ["lstsq", "solve"])
+def test_right_hand_side_shapes_are_read_as_torch_reads_them(fn):
+    """Every pairing of these A and B shapes gives torch's solution shape and values, or an error where torch
+    raises one — a distgraph ShapeError, never numpy's broadcasting ValueError. torch 2.13's lstsq reads B's
+    batch as all but its last dim whenever B has one dim fewer than A, a matrix B too: A (1, 4, 3) with
+    B (4, 2) is a batch of 4 solutions, A (2, 4, 3) with B (4, 2) an error."""
+    rng = np.random.default_rng(0)
+    a_shapes = [(2, 4, 3), (4, 3), (1, 4, 3)] if fn == "lstsq" else [(3, 3), (2, 3, 3), (1, 3, 3)]
+    b_shapes = [
+        (4,),
+        (3,),
+        (2, 4),
+        (1, 4, 2),
+        (4, 2),
+        (3, 4, 2),
+        (2, 4, 2),
+        (2, 1, 4, 2),
+        (2, 3),
+        (1, 3),
+        (3, 2),
+        (3, 3, 2),
+    ]
+    seen = set()
+    for a_shape in a_shapes:
+        for b_shape in b_shapes:
+            a, b = rng.random(a_shape), rng.random(b_shape)
+            try:
+                want = getattr(torch.linalg, fn)(torch.tensor(a), torch.tensor(b))
+            except RuntimeError:
+                with pytest.raises(dg.errors.ShapeError):
+                    getattr(dg.linalg, fn)(dg.tensor(a), dg.tensor(b))
+                seen.add("error")
+                continue
+            got = getattr(dg.linalg, fn)(dg.tensor(a), dg.tensor(b))
+            want, got = (want.solution, got.solution) if fn == "lstsq" else (want, got)
+            assert tuple(got.shape) == tuple(want.shape), (a_shape, b_shape)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12, err_msg=f"{a_shape} {b_shape}")
+            seen.add("solved")
+    assert seen == {"error", "solved"}  # the table reaches both outcomes
