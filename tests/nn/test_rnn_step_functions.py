@@ -69,3 +69,20 @@ def test_rnn_step_errors_are_torchs():
         dg.lstm_cell(x, (h, dg.zeros(2, 4)), dg.ones(12, 4), dg.ones(12, 3))
     with pytest.raises(ShapeError, match="weight_hh first dim must be 4 \\* hidden_size = 12, but got 11"):
         dg.lstm_cell(x, (h, h), dg.ones(12, 4), dg.ones(11, 3))
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh_cell", "rnn_relu_cell", "gru_cell", "lstm_cell"])
+def test_rnn_step_functions_refuse_an_unbatched_input_as_torchs(name):
+    """torch's ATen step functions index dim 1 of the input and state: a 1-d one is refused (nn's cells,
+    not these, take unbatched input)."""
+    gates = {"rnn_tanh_cell": 1, "rnn_relu_cell": 1, "gru_cell": 3, "lstm_cell": 4}[name]
+    w_ih, w_hh = dg.ones(3 * gates, 4), dg.ones(3 * gates, 3)
+    x, h = dg.ones(4), dg.zeros(3)
+    hx = (h, h) if name == "lstm_cell" else h
+    t_hx = tuple(torch.tensor(v.numpy()) for v in hx) if name == "lstm_cell" else torch.tensor(h.numpy())
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        getattr(torch, name)(torch.tensor(x.numpy()), t_hx, *(torch.tensor(w.numpy()) for w in (w_ih, w_hh)))
+    with pytest.raises(ShapeError, match="Dimension out of range"):
+        getattr(dg, name)(x, hx, w_ih, w_hh)
+    with pytest.raises(ShapeError, match="Input batch size 2 doesn't match hidden0 batch size 3"):  # torch's too
+        getattr(dg, name)(dg.ones(2, 4), hx, w_ih, w_hh)

@@ -169,7 +169,13 @@ def convolution(input, weight, bias, stride, padding, dilation, transposed, outp
 
 # ---- RNN steps: (input, hx, w_ih, w_hh, b_ih, b_hh) -----------------------------------------------------------
 def _projected(input, hx, w_ih, w_hh, b_ih, gates, state=""):
-    """input·w_ihᵀ + b_ih, after torch's checks of the input, the state `hx` and the weights' sizes."""
+    """input·w_ihᵀ + b_ih, after torch's checks of the input, the state `hx` and the weights' sizes. ATen's
+    step functions take a batch only (nn's cells add the batch dim of an unbatched input themselves)."""
+    if input.ndim != 2:
+        raise ShapeError(
+            "Dimension out of range (expected to be in range of [-1, 0], but got 1): the step functions take a "
+            f"batch, input (batch, input_size), got shape {tuple(input.shape)}"
+        )
     hidden = w_hh.shape[1]
     if w_hh.shape[0] != gates * hidden:
         raise ShapeError(
