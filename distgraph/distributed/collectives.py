@@ -317,17 +317,26 @@ def alltoall(tensor, splits=None):
     return result, Tensor(np.array([g.shape[0] for g in got], np.int32))
 
 
+def _root_list_problem(what, root, tensors, name, role):
+    """The problem with a rooted collective's root or list, or None: the list (one tensor per rank) is given
+    on the root rank and on no other (torch's words)."""
+    me, world = _context["rank"], _context["world"]
+    if (problem := _root(root, what)) is not None:
+        return problem
+    if me == root and not tensors:
+        return ConfigError(f"{what}: Argument ``{name}`` must be specified on {role} rank.")
+    if me != root and tensors:
+        return ConfigError(f"{what}: Argument ``{name}`` must NOT be specified on non-{role} ranks.")
+    if me == root and len(tensors) != world:
+        return ConfigError(f"{what}: {name} has {len(tensors)} tensors for {world} ranks")
+    return None
+
+
 def gather(tensor, gather_list=None, dst=0):
     """torch's: every rank's tensor copied into gather_list[rank] on rank `dst`, in place; the other ranks
     pass no gather_list."""
     what, world, me = "gather", _context["world"], _context["rank"]
-    problem = _root(dst, what)
-    if problem is None and me == dst and not gather_list:
-        problem = ConfigError(f"{what}: Argument ``gather_list`` must be specified on destination rank.")
-    elif problem is None and me != dst and gather_list:
-        problem = ConfigError(f"{what}: Argument ``gather_list`` must NOT be specified on non-destination ranks.")
-    elif problem is None and me == dst and len(gather_list) != world:
-        problem = ConfigError(f"{what}: gather_list has {len(gather_list)} tensors for {world} ranks")
+    problem = _root_list_problem(what, dst, gather_list, "gather_list", "destination")
     parts = [tensor.array if d == dst else None for d in range(world)] if problem is None else [None] * world
     expect = [_desc(t.array) for t in gather_list] if problem is None and me == dst else [None] * world
     got = _route(parts, expect, what, tensor.array, problem)
@@ -341,13 +350,7 @@ def scatter(tensor, scatter_list=None, src=0):
     """torch's: scatter_list[r] of rank `src` copied into rank r's tensor, in place; the other ranks pass
     no scatter_list."""
     what, world, me = "scatter", _context["world"], _context["rank"]
-    problem = _root(src, what)
-    if problem is None and me == src and not scatter_list:
-        problem = ConfigError(f"{what}: Argument ``scatter_list`` must be specified on source rank.")
-    elif problem is None and me != src and scatter_list:
-        problem = ConfigError(f"{what}: Argument ``scatter_list`` must NOT be specified on non-source ranks.")
-    elif problem is None and me == src and len(scatter_list) != world:
-        problem = ConfigError(f"{what}: scatter_list has {len(scatter_list)} tensors for {world} ranks")
+    problem = _root_list_problem(what, src, scatter_list, "scatter_list", "source")
     parts = [t.array for t in scatter_list] if problem is None and me == src else [None] * world
     expect = [_desc(tensor.array) if s == src else None for s in range(world)] if problem is None else [None] * world
     tensor.array[...] = _route(parts, expect, what, tensor.array, problem)[src]
