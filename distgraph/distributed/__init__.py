@@ -9,15 +9,27 @@ way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`
 `reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`, `scatter`, `is_initialized` and Horovod's
 `Sum`, `Average`, `Min`, `Max`, `Product`, `grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`,
 `local_size`, `cross_rank`, `cross_size` (collectives.py); and `DistributedDataParallel` (ddp.py).
+
+What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
+backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
+`skip_synchronize()` (loop.py; `Compression`: compression.py); `DistributedDataParallel(...,
+find_unused_parameters, gradient_as_bucket_view, static_graph, broadcast_buffers, bucket_cap_mb)`,
+`ddp.register_comm_hook(state, hook)` with `algorithms.ddp_comm_hooks.default_hooks` (`allreduce_hook`,
+`fp16_compress_hook`, `bf16_compress_hook`; a hook gets a `GradBucket`, grad_bucket.py) and `ddp.join()` /
+`algorithms.Join` for ranks with uneven numbers of batches (algorithms/join.py).
 """
 
 import importlib
 
 _SUBMODULES = (
+    "algorithms",
     "allreduce",
     "buckets",
     "collectives",
     "cluster",
+    "compression",
+    "ddp",
+    "grad_bucket",
     "loop",
     "param_store",
     "placement",
@@ -51,7 +63,7 @@ _LOOP_API = (
 _COLLECTIVES_API = (
     "reduce", "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter",
     "is_initialized", "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
-    "local_rank", "local_size", "cross_rank", "cross_size",
+    "local_rank", "local_size", "cross_rank", "cross_size", "Adasum",
 )  # fmt: skip
 
 
@@ -65,6 +77,10 @@ def launch(fn, workers=2, **kwargs):
 def __getattr__(name):
     if name == "DistributedDataParallel":
         return importlib.import_module("distgraph.distributed.ddp").DistributedDataParallel
+    if name in ("Compression", "Compressor"):
+        return getattr(importlib.import_module("distgraph.distributed.compression"), name)
+    if name == "GradBucket":
+        return importlib.import_module("distgraph.distributed.grad_bucket").GradBucket
     if name in _LOOP_API:
         return getattr(importlib.import_module("distgraph.distributed.loop"), name)
     if name in _COLLECTIVES_API:
