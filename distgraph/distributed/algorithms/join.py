@@ -41,18 +41,11 @@ class JoinHook:
 
 class Joinable:
     """A class whose per-iteration collectives a joined rank can shadow: `join_hook(**kwargs)` → JoinHook;
-    its forward (or its iteration's first collective) calls `Join.notify_join_context(self)`."""
+    its forward (or its iteration's first collective) calls `Join.notify_join_context(self)`. (torch's also
+    names a device and a process group: here they are the launch's.)"""
 
     def join_hook(self, **kwargs):
         raise NotImplementedError
-
-    @property
-    def join_device(self):
-        return "cpu"
-
-    @property
-    def join_process_group(self):
-        return None  # the launch's
 
 
 class Join:
