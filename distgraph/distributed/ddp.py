@@ -27,8 +27,10 @@ saves in torch); `static_graph` and `check_reduction` (deprecated in torch) chan
 `register_comm_hook(state, hook)`: a hook reduces each bucket instead of the built-in mean (torch's
 `algorithms.ddp_comm_hooks.default_hooks`: allreduce, fp16 / bf16 compression; the contract is in
 grad_bucket.py). `join()`: uneven numbers of batches per rank (algorithms/join.py): a rank out of batches
-shadows the others' buffer broadcasts and gradient all-reduces with zeros until all have joined, so the
-mean divides by the initial world size (`divide_by_initial_world_size=False`: by the ranks still training).
+shadows the others' buffer broadcasts (from the highest rank still training, as torch's) and gradient
+all-reduces with zeros until all have joined, so the mean divides by the initial world size
+(`divide_by_initial_world_size=False`: by the ranks still training); then every rank takes the last
+joiner's parameters and buffers.
 """
 
 import contextlib
@@ -40,7 +42,7 @@ from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
 from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import DEFAULT_HOOKS
-from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, last_joiner
+from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, count_ranks, highest_rank_with
 from distgraph.distributed.buckets import GradBucketer
 from distgraph.distributed.grad_bucket import run_comm_hook
 from distgraph.errors import ConfigError, DistributedError
@@ -94,15 +96,22 @@ class DistributedDataParallel(Module, Joinable):
 
     def forward(self, *args, **kwargs):
         self._training_ranks = Join.notify_join_context(self)
-        self._sync_buffers()
+        if self._training_ranks is not None:  # tell the joined ranks whether this backward reduces (no_sync)
+            count_ranks(self.require_backward_grad_sync)
+        self._sync_buffers(training=True)
         return self.module(*args, **kwargs)
 
-    def _sync_buffers(self):
+    def _sync_buffers(self, training):
+        """Before a forward in training: every rank's buffers become rank 0's; in a join, the highest rank
+        still training's, as torch's (rank 0 may have joined with stale ones). `training`: whether this
+        rank is (False: a joined rank's shadow)."""
         if self.training and self.broadcast_buffers and loop.world_size() > 1:
             buffers = self._buffers_to_sync()
             if buffers:
+                joining = self._join_config is not None and self._join_config["enable"]
+                src = highest_rank_with(training) if joining else 0
                 with no_grad():
-                    loop.broadcast(buffers, src=0)
+                    loop.broadcast(buffers, src=src)
 
     def register_comm_hook(self, state, hook):
         """Reduce each gradient bucket with `hook(state, bucket)` instead of the built-in mean (torch's;
@@ -207,14 +216,15 @@ class _DDPJoinHook(JoinHook):
 
     def main_hook(self):
         ddp = self.ddp
-        ddp._sync_buffers()
-        if ddp._params:
+        syncing = count_ranks(False) > 0  # (the others' forward: whether their backward reduces)
+        ddp._sync_buffers(training=False)
+        if syncing and ddp._params:
             ddp._ensure_bucketer()
             ddp._bucketer.wait()
             ddp._count_users([False] * len(ddp._params))
 
     def post_hook(self, is_last_joiner):
-        src = last_joiner(is_last_joiner)
+        src = highest_rank_with(is_last_joiner)
         with no_grad():
             loop.broadcast(list(self.ddp.module.parameters()) + self.ddp._buffers_to_sync(), src=src)
 

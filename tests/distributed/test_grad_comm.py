@@ -34,9 +34,10 @@ def _reduced(**options):
     return [p.grad.numpy() for p in params]
 
 
-def _model(seed, dtype=dg.float32):
+def _model(seed, dtype=dg.float32, norm=False):
     dg.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
+    middle = [nn.BatchNorm1d(6)] if norm else []
+    return nn.Sequential(nn.Linear(5, 6), *middle, nn.Tanh(), nn.Linear(6, 3)).to(dtype)
 
 
 def _data(n=16, dtype=np.float32):
@@ -178,9 +179,9 @@ def test_ddp_comm_hooks_reduce_each_bucket_as_torchs(ray_session):
 
 
 def _uneven(divide, steps):
-    """This rank's `steps` batches inside ddp.join(), SGD after each; → the final parameters."""
+    """This rank's `steps` batches inside ddp.join(), SGD after each; → the final parameters and buffers."""
     x, y = _data(32, np.float64)
-    ddp = dist.DistributedDataParallel(_model(seed=dist.rank(), dtype=dg.float64))
+    ddp = dist.DistributedDataParallel(_model(seed=dist.rank(), dtype=dg.float64, norm=True))
     opt = dg.optim.SGD(ddp.parameters(), lr=0.5)
     with ddp.join(divide_by_initial_world_size=divide):
         for t in range(steps):
@@ -188,7 +189,7 @@ def _uneven(divide, steps):
             opt.zero_grad()
             F.cross_entropy(ddp(dg.tensor(x[sel])), dg.tensor(y[sel])).backward()
             opt.step()
-    return [p.detach().numpy() for p in ddp.module.parameters()]
+    return {k: v.numpy() for k, v in ddp.module.state_dict().items()}
 
 
 def _join_checks():
@@ -199,6 +200,8 @@ def _join_checks():
     with ddp.join():
         for _ in range(steps):
             ddp.zero_grad()
+            with ddp.no_sync():  # the joined rank learns that this backward reduces nothing
+                ddp(dg.ones(2, 5)).sum().backward()
             ddp(dg.ones(2, 5)).sum().backward()
     out["hooked"] = [p.grad.numpy() for p in ddp.module.parameters()]
     with pytest.raises(DistributedError, match="exhausted inputs"), ddp.join(throw_on_early_termination=True):
@@ -213,20 +216,28 @@ def test_join_lets_ranks_with_uneven_batches_finish_as_one_process(ray_session):
     r0, r1 = dist.launch(_join_checks, workers=2, cpus_per_worker=0.5, timeout_s=60)
     x, y = _data(32, np.float64)
     for name, divide in (("initial", True), ("training", False)):
-        model = _model(seed=0, dtype=dg.float64)  # rank 0's start
+        model = _model(seed=0, dtype=dg.float64, norm=True)  # rank 0's start
+        own = [[b.numpy().copy() for b in model.buffers()]] * 2  # each rank's batch-norm statistics
         for t in range(4):  # steps 0, 1: both ranks; 2, 3: rank 1 alone, rank 0 shadowing with zeros
             model.zero_grad()
+            shared = own[1]  # in a join, the buffers come from the highest rank still training: 1
             for r in [0, 1] if t < 2 else [1]:
+                for b, a in zip(model.buffers(), shared):
+                    b.array[...] = a
                 sel = slice(8 * t + 4 * r, 8 * t + 4 * r + 4)
-                (
-                    F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])) / (2 if t < 2 or divide else 1)
-                ).backward()
+                scale = 2 if t < 2 or divide else 1
+                (F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])) / scale).backward()
+                own[r] = [b.numpy().copy() for b in model.buffers()]
             with dg.no_grad():
                 for p in model.parameters():
                     p -= 0.5 * p.grad
-        for a, b, p in zip(r0[name], r1[name], model.parameters()):
-            np.testing.assert_array_equal(a, b)  # every rank ends with the last joiner's parameters
-            np.testing.assert_allclose(a, p.detach().numpy(), rtol=1e-12, atol=1e-14)
+        for b, a in zip(model.buffers(), own[1]):
+            b.array[...] = a
+        alone = {k: v.numpy() for k, v in model.state_dict().items()}
+        assert set(r0[name]) == set(alone)
+        for k in alone:  # every rank ends with the last joiner's parameters and buffers
+            np.testing.assert_array_equal(r0[name][k], r1[name][k])
+            np.testing.assert_allclose(r0[name][k], alone[k], rtol=1e-12, atol=1e-14)
     for a, b in zip(r0["hooked"], r1["hooked"]):  # the same local gradient on both ranks: rank 0's last is the
         np.testing.assert_array_equal(b, a / 2)  # float16 mean of two, rank 1's last has rank 0's zeros in it
 

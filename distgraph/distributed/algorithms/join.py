@@ -9,10 +9,12 @@ Protocol, as torch's: every iteration of a rank still training starts (in the fi
 with an all-reduce of a 1 — `notify_join_context`. A rank that has left its loop reaches `__exit__` and
 loops instead: it all-reduces a 0, which tells it how many ranks are still training; none: done;
 otherwise every joinable's `main_hook()` shadows the collectives of one iteration of theirs (DDP: the
-buffer broadcast and the gradient buckets, with zeros). Once all have joined, every `post_hook(is_last_
-joiner)` runs (DDP: every rank takes the parameters of the last rank to join, the only one that stepped
-through every iteration). Each iteration inside must run the same collectives on every rank still in
-it (for DDP: one forward in training mode and one synced backward).
+flag saying whether their backward reduces (no_sync), the buffer broadcast — from the highest rank still
+training, as torch's, since rank 0 may have joined with stale buffers — and the gradient buckets, with
+zeros). Once all have joined, every `post_hook(is_last_joiner)` runs (DDP: every rank takes the parameters
+and buffers of the last rank to join, the only one that stepped through every iteration). Each iteration
+inside must run the same collectives on every rank still in it (for DDP: each forward followed by one
+backward, synced or under no_sync, all ranks in the same train/eval mode).
 
 `throw_on_early_termination=True`: as soon as one rank has joined, every rank raises (the ones still
 training from their next forward), instead of shadowing. `enable=False`: the context does nothing.
@@ -68,7 +70,7 @@ class Join:
             if not self._enable or kind is not None:
                 return False
             is_last_joiner = True
-            while _count_training(0) > 0:
+            while count_ranks(0) > 0:
                 if self._throw:
                     raise DistributedError(f"Join: {_EARLY}")
                 is_last_joiner = False
@@ -88,7 +90,7 @@ class Join:
         config = getattr(joinable, "_join_config", None)
         if not config or not config["enable"] or not config["first"]:
             return None
-        n = _count_training(1)
+        n = count_ranks(1)
         if config["throw"] and n < loop.world_size():
             raise DistributedError(f"Join: {_EARLY}")
         return n
@@ -98,14 +100,16 @@ def _on_device(array):
     return Tensor(to_device(array, loop._context["device"]))  # (NCCL reduces GPU arrays only)
 
 
-def _count_training(mine):
-    flag = loop.all_reduce(_on_device(np.array([mine], np.int64)), "sum")
-    return int(flag.item())
+def count_ranks(flag):
+    """How many ranks' `flag` is true (one all-reduce)."""
+    total = loop.all_reduce(_on_device(np.array([int(flag)], np.int64)), "sum")
+    return int(total.item())
 
 
-def last_joiner(is_last_joiner):
-    """The highest rank that joined last (torch's choice), from every rank's flag."""
+def highest_rank_with(flag):
+    """The highest rank whose `flag` is true (torch's _find_common_rank): the last joiner whose parameters
+    every rank takes, the rank still training whose buffers are broadcast (one all-reduce)."""
     flags = np.zeros(loop.world_size(), np.int64)
-    flags[loop.rank()] = int(is_last_joiner)
+    flags[loop.rank()] = int(flag)
     flags = loop.all_reduce(_on_device(flags), "sum").tolist()
     return max(r for r, f in enumerate(flags) if f)
