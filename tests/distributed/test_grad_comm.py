@@ -291,3 +291,16 @@ def test_alone_fp16_compression_rounds_as_horovods_and_passes_integers_through()
     ints = dg.tensor(np.array([3, 4], np.int64))
     assert dist.Compression.fp16.compress(ints)[0] is ints
     assert dist.Compression.none.compress(t) == (t, None)
+
+
+def test_alone_step_compresses_the_gradients_unless_inside_skip_synchronize():
+    p = dg.tensor(np.zeros(1, np.float32), requires_grad=True)
+    opt = dist.DistributedOptimizer(dg.optim.SGD([p], lr=1.0), compression=dist.Compression.fp16)
+    g = np.float32(1 + 2.0**-12)  # float16 rounds it to 1
+    p.grad = dg.tensor(np.array([g]))
+    with opt.skip_synchronize():
+        opt.step()
+    assert p.item() == -g
+    p.grad = dg.tensor(np.array([g]))
+    opt.step()
+    assert p.item() == np.float32(-g - 1)
