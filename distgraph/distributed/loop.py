@@ -7,7 +7,8 @@ group, like the Trainer's) and returns what each rank returned. Inside it:
 - `all_reduce(tensors, op="sum"|"mean")`, `broadcast(tensors, src=0)`, `barrier()`: in place, as
   torch.distributed's (the other ReduceOps, reduce-scatter, all-to-all, gather, scatter: collectives.py);
 - `DistributedOptimizer(optimizer)`: `step()` first averages every gradient across the ranks (one
-  fused all-reduce of them all, Horovod's tensor fusion), then steps;
+  fused all-reduce of them all, Horovod's tensor fusion), then steps; Horovod's compression, op,
+  gradient_predivide_factor and backward_passes_per_step as well (see the class);
 - `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers;
 - `allgather(tensor)` (Horovod's name; `all_gather` too, which also takes torch's `(tensor_list, tensor)`):
   every rank's tensor concatenated along dim 0 in rank order, first dims free to differ;
