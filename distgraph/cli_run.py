@@ -2,7 +2,7 @@
 start one process per rank.
 
 Each rank runs the script as `__main__` with `sys.argv = [SCRIPT, *ARGS]`; inside it,
-`dg.distributed.rank()`, `world_size()`, `all_reduce`, `DistributedOptimizer`, ... (distributed/loop.py)
+`dg.distributed.rank()`, `world_size()`, `all_reduce`, `DistributedOptimizer`, ... (distributed/loop.py & co.)
 see the launch, so a script written with them runs unchanged alone (rank 0 of 1) or under `distgraph run`.
 The script is read and compiled here and its code sent to the workers (a worker on another node need not have the file);
 its own folder is put on each worker's import path, so modules beside it import where that folder exists

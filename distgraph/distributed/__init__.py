@@ -3,21 +3,35 @@
 The only package that imports ray. `dg.distributed.init(address)` connects to a cluster (or starts
 a local one); the Trainer with backend="ray" uses the rest. For a training loop of one's own (Horovod's
 way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`, `broadcast`, `barrier`,
-`broadcast_parameters`, `DistributedOptimizer`, `allgather` / `all_gather`, `broadcast_object`,
-`allgather_object` / `all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`,
-`ReduceOp` (SUM, AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR) (loop.py); torch's `reduce`, `reduce_scatter`,
-`reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`, `scatter`, `is_initialized` and Horovod's
-`Sum`, `Average`, `Min`, `Max`, `Product`, `grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`,
-`local_size`, `cross_rank`, `cross_size` (collectives.py); and `DistributedDataParallel` (ddp.py).
+`broadcast_parameters`, `allgather` / `all_gather`, `broadcast_object`, `allgather_object` /
+`all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`, `ReduceOp` (SUM,
+AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR) (loop.py); Horovod's `DistributedOptimizer` (dist_optimizer.py);
+torch's `reduce`, `reduce_scatter`, `reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`,
+`scatter`, `is_initialized` and Horovod's `Sum`, `Average`, `Min`, `Max`, `Product`, `Adasum`,
+`grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`, `local_size`, `cross_rank`, `cross_size`
+(collectives.py); and `DistributedDataParallel` (ddp.py).
+
+What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
+backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
+`skip_synchronize()` (dist_optimizer.py; `Compression`: compression.py); `DistributedDataParallel(...,
+find_unused_parameters, gradient_as_bucket_view, static_graph, broadcast_buffers, bucket_cap_mb)`,
+`ddp.register_comm_hook(state, hook)` with `algorithms.ddp_comm_hooks.default_hooks` (`allreduce_hook`,
+`fp16_compress_hook`, `bf16_compress_hook`; a hook gets a `GradBucket`, grad_bucket.py) and `ddp.join()` /
+`algorithms.Join` for ranks with uneven numbers of batches (algorithms/join.py).
 """
 
 import importlib
 
 _SUBMODULES = (
+    "algorithms",
     "allreduce",
     "buckets",
     "collectives",
     "cluster",
+    "compression",
+    "ddp",
+    "dist_optimizer",
+    "grad_bucket",
     "loop",
     "param_store",
     "placement",
@@ -44,14 +58,14 @@ def shutdown():
 
 
 _LOOP_API = (
-    "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters", "DistributedOptimizer",
+    "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters",
     "allgather", "all_gather", "broadcast_object", "allgather_object", "all_gather_object",
     "get_rank", "get_world_size", "size", "ReduceOp", "broadcast_optimizer_state",
 )  # fmt: skip
 _COLLECTIVES_API = (
     "reduce", "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter",
     "is_initialized", "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
-    "local_rank", "local_size", "cross_rank", "cross_size",
+    "local_rank", "local_size", "cross_rank", "cross_size", "Adasum",
 )  # fmt: skip
 
 
@@ -65,6 +79,12 @@ def launch(fn, workers=2, **kwargs):
 def __getattr__(name):
     if name == "DistributedDataParallel":
         return importlib.import_module("distgraph.distributed.ddp").DistributedDataParallel
+    if name == "DistributedOptimizer":
+        return importlib.import_module("distgraph.distributed.dist_optimizer").DistributedOptimizer
+    if name in ("Compression", "Compressor"):
+        return getattr(importlib.import_module("distgraph.distributed.compression"), name)
+    if name == "GradBucket":
+        return importlib.import_module("distgraph.distributed.grad_bucket").GradBucket
     if name in _LOOP_API:
         return getattr(importlib.import_module("distgraph.distributed.loop"), name)
     if name in _COLLECTIVES_API:

@@ -73,10 +73,13 @@ class GradBucketer:
     One bucketer per worker and model; reusable step after step (`ready` … `ready`, `wait`). The
     gradient arrays are reduced in place, so a caller must not touch one between `ready` and `wait`."""
 
-    def __init__(self, comm, params, bucket_mb=None, op="sum", name="grads"):
+    def __init__(self, comm, params, bucket_mb=None, op="sum", name="grads", reduce=None):
         """params: the parameters' arrays (numpy or cupy) in parameter order;
-        bucket_mb: None takes the communicator's `bucket_mb` (the Trainer's setting), else 25."""
+        bucket_mb: None takes the communicator's `bucket_mb` (the Trainer's setting), else 25;
+        reduce: `reduce(k, arrays) -> arrays` reduces bucket k (DDP's comm hooks), else the communicator's
+        all-reduce with `op`."""
         self.comm, self.op, self.name = comm, op, name
+        self.reduce = reduce or (lambda k, arrays: comm.allreduce(arrays, op, f"{name}{k}"))
         if bucket_mb is None:
             bucket_mb = getattr(comm, "bucket_mb", None) or DEFAULT_BUCKET_MB
         self.specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
@@ -108,7 +111,7 @@ class GradBucketer:
         while self.next_launch < len(self.buckets) and self.missing[self.next_launch] == 0:
             k = self.next_launch
             members = [self.grads[i] for i in self.buckets[k].members]
-            self.futures[k] = self.pool.submit(self.comm.allreduce, members, self.op, f"{self.name}{k}")
+            self.futures[k] = self.pool.submit(self.reduce, k, members)
             self.next_launch += 1
 
     @property

@@ -33,6 +33,7 @@ from distgraph.distributed.loop import _context, _gather_bytes, _listed, allgath
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
 Sum, Average, Min, Max, Product = "sum", "mean", "min", "max", "product"  # Horovod's op names
+Adasum = "adasum"  # Horovod's; no collective here takes it (DistributedOptimizer refuses it by name)
 _LOCAL = {"max": "maximum", "min": "minimum", "product": "multiply"}  # reduced by every rank, in rank order
 _BITWISE = {"band": "bitwise_and", "bor": "bitwise_or", "bxor": "bitwise_xor"}  # integer and bool only
 _NAMES = {"sum": "SUM", "mean": "AVG", "max": "MAX", "min": "MIN", "product": "PRODUCT", "band": "BAND",

@@ -16,7 +16,21 @@ backward goes on — the launch's segment on one node, gloo across nodes. The fi
 queues one callback for its end (autograd/callbacks.py), which waits for the buckets and reduces one more
 number per parameter: how many ranks had its gradient. A parameter no rank's forward used keeps `.grad` None,
 one used by some ranks gets the mean with zeros from the others (torch's `find_unused_parameters=True`,
-here always: the flag is accepted and changes nothing).
+here always: the flag is accepted and changes nothing; torch without it raises at the next iteration).
+
+The other constructor arguments, as torch's where they apply: `bucket_cap_mb` (a positive number);
+`device_ids` None for a CPU module (torch's rule), one device at most; `gradient_as_bucket_view` changes no
+number: buckets are already reduced in place in the gradients, without a copy into a bucket (the memory it
+saves in torch); `static_graph` and `check_reduction` (deprecated in torch) change nothing; `dim` and
+`output_device` are for multi-device modules, which DDP here does not split.
+
+`register_comm_hook(state, hook)`: a hook reduces each bucket instead of the built-in mean (torch's
+`algorithms.ddp_comm_hooks.default_hooks`: allreduce, fp16 / bf16 compression; the contract is in
+grad_bucket.py). `join()`: uneven numbers of batches per rank (algorithms/join.py): a rank out of batches
+shadows the others' buffer broadcasts (from the highest rank still training, as torch's) and gradient
+all-reduces with zeros until all have joined, so the mean divides by the initial world size
+(`divide_by_initial_world_size=False`: by the ranks still training); then every rank takes the last
+joiner's parameters and buffers.
 """
 
 import contextlib
@@ -27,12 +41,15 @@ from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
+from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import DEFAULT_HOOKS
+from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, count_ranks, highest_rank_with
 from distgraph.distributed.buckets import GradBucketer
+from distgraph.distributed.grad_bucket import run_comm_hook
 from distgraph.errors import ConfigError, DistributedError
 from distgraph.nn.module import Module
 
 
-class DistributedDataParallel(Module):
+class DistributedDataParallel(Module, Joinable):
     def __init__(
         self,
         module,
@@ -54,8 +71,15 @@ class DistributedDataParallel(Module):
             )
         if process_group is not None:
             raise ConfigError("DistributedDataParallel: process_group is the launch's; other groups are not supported")
+        if bucket_cap_mb is not None and (isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, int | float) or not bucket_cap_mb > 0):  # fmt: skip
+            raise ConfigError(
+                f"DistributedDataParallel: bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}"
+            )
+        _check_devices(module, device_ids, output_device)
         self.module = module
         self.broadcast_buffers, self.find_unused_parameters = broadcast_buffers, find_unused_parameters
+        self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
+        self._comm_hook, self._join_config, self._divide_by_initial, self._training_ranks = None, None, True, None
         self.require_backward_grad_sync = True
         self._pass = None  # the backward pass whose callback reduces the gradients (callbacks.current_pass)
         self._params = [p for p in module.parameters() if p.requires_grad]
@@ -71,12 +95,52 @@ class DistributedDataParallel(Module):
         return [b for b in self.module.buffers() if b is not None and b.array.dtype.kind in "fiu"]
 
     def forward(self, *args, **kwargs):
+        self._training_ranks = Join.notify_join_context(self)
+        if self._training_ranks is not None:  # tell the joined ranks whether this backward reduces (no_sync)
+            count_ranks(self.require_backward_grad_sync)
+        self._sync_buffers(training=True)
+        return self.module(*args, **kwargs)
+
+    def _sync_buffers(self, training):
+        """Before a forward in training: every rank's buffers become rank 0's; in a join, the highest rank
+        still training's, as torch's (rank 0 may have joined with stale ones). `training`: whether this
+        rank is (False: a joined rank's shadow)."""
         if self.training and self.broadcast_buffers and loop.world_size() > 1:
             buffers = self._buffers_to_sync()
             if buffers:
+                joining = self._join_config is not None and self._join_config["enable"]
+                src = highest_rank_with(training) if joining else 0
                 with no_grad():
-                    loop.broadcast(buffers, src=0)
-        return self.module(*args, **kwargs)
+                    loop.broadcast(buffers, src=src)
+
+    def register_comm_hook(self, state, hook):
+        """Reduce each gradient bucket with `hook(state, bucket)` instead of the built-in mean (torch's;
+        once, before training). The default hooks' state is the process group: None here."""
+        if not callable(hook):
+            raise ConfigError(f"register_comm_hook: hook must be callable, got {type(hook).__name__}")
+        if self._comm_hook is not None:
+            raise ConfigError("register_comm_hook: register_comm_hook or register_builtin_comm_hook can only be called once.")  # fmt: skip
+        if hook in DEFAULT_HOOKS and state is not None:
+            raise ConfigError(
+                f"register_comm_hook: {hook.__name__}'s state is the process group: None (the launch's), got {state!r}"
+            )
+        self._comm_hook = (hook, state)
+
+    def _reduce_bucket(self, k, arrays):
+        """The bucketer's reduction of bucket k: the built-in mean, or the registered hook."""
+        comm = loop.communicator()
+        if self._comm_hook is None:
+            return comm.allreduce(arrays, "mean", f"ddp{k}")
+        params = [self._params[i] for i in self._bucketer.buckets[k].members]
+        return run_comm_hook(*self._comm_hook, k, arrays, params, k == len(self._bucketer.buckets) - 1)
+
+    def join(self, divide_by_initial_world_size=True, enable=True, throw_on_early_termination=False):
+        """torch's: `with ddp.join(): for batch in my_batches: ...` — uneven inputs (algorithms/join.py)."""
+        return Join([self], enable, throw_on_early_termination, divide_by_initial_world_size=divide_by_initial_world_size)  # fmt: skip
+
+    def join_hook(self, **kwargs):
+        self._divide_by_initial = kwargs.get("divide_by_initial_world_size", True)
+        return _DDPJoinHook(self)
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -96,16 +160,20 @@ class DistributedDataParallel(Module):
         self._had[self._index[id(param)]] = True
         self._bucketer.ready(self._index[id(param)], grad if _reducible_in_place(grad) else grad.copy())
 
-    def _start_pass(self):
+    def _ensure_bucketer(self):
         if self._bucketer is None:
+            params = [p.array for p in self._params]
             self._bucketer = GradBucketer(
-                loop.communicator(), [p.array for p in self._params], self.bucket_cap_mb, "mean", "ddp"
+                loop.communicator(), params, self.bucket_cap_mb, "mean", "ddp", reduce=self._reduce_bucket
             )
-        elif self._bucketer.launched or any(self._had):
+
+    def _start_pass(self):
+        if self._bucketer is not None and (self._bucketer.launched or any(self._had)):
             raise DistributedError(
                 "DistributedDataParallel: a backward failed after its gradient buckets started reducing, so the "
                 "ranks' all-reduces are out of step; end the launch (every rank must run the same backwards)"
             )
+        self._ensure_bucketer()
         self._pass = current_pass()
         queue_callback(self._reduce_gradients)
 
@@ -116,17 +184,64 @@ class DistributedDataParallel(Module):
         params, had = self._params, self._had
         self._had = [False] * len(params)
         reduced = self._bucketer.wait()
-        device = params[0].device
-        counts = Tensor(device.xp.asarray(had, np.float32), device=device)
-        with no_grad():
-            loop.all_reduce(counts, "sum")
-        for p, g, mine, n in zip(params, reduced, had, counts.tolist()):
+        counts = self._count_users(had)
+        ranks = self._training_ranks
+        if ranks is not None and ranks < loop.world_size() and not self._divide_by_initial:
+            xp, scale = params[0].device.xp, loop.world_size() / ranks  # the mean over the ranks still training
+            reduced = [g * xp.asarray(scale, g.dtype) for g in reduced]
+        for p, g, mine, n in zip(params, reduced, had, counts):
             if n == 0:
                 continue  # no rank used it: .grad stays None, as torch's
             if not mine:
                 p.grad = Tensor(g, device=p.device)
             elif g is not p.grad.array:  # (a copy went: a strided or read-only gradient)
                 p.grad.array[...] = g
+
+    def _count_users(self, had):
+        """How many ranks had each parameter's gradient this pass (one all-reduce)."""
+        device = self._params[0].device
+        counts = Tensor(device.xp.asarray(had, np.float32), device=device)
+        with no_grad():
+            loop.all_reduce(counts, "sum")
+        return counts.tolist()
+
+
+class _DDPJoinHook(JoinHook):
+    """A joined rank's part in one iteration of the others: the buffer broadcast and every bucket's
+    reduction (through the comm hook, if any) with zero gradients, then the count of users (zeros); at the
+    end, every rank takes the last joiner's parameters and buffers."""
+
+    def __init__(self, ddp):
+        self.ddp = ddp
+
+    def main_hook(self):
+        ddp = self.ddp
+        syncing = count_ranks(False) > 0  # (the others' forward: whether their backward reduces)
+        ddp._sync_buffers(training=False)
+        if syncing and ddp._params:
+            ddp._ensure_bucketer()
+            ddp._bucketer.wait()
+            ddp._count_users([False] * len(ddp._params))
+
+    def post_hook(self, is_last_joiner):
+        src = highest_rank_with(is_last_joiner)
+        with no_grad():
+            loop.broadcast(list(self.ddp.module.parameters()) + self.ddp._buffers_to_sync(), src=src)
+
+
+def _check_devices(module, device_ids, output_device):
+    """torch's rules: device_ids None for a CPU module, else one device."""
+    if device_ids is None:
+        return
+    devices = {str(p.device) for p in module.parameters()}
+    if devices <= {"cpu"}:
+        raise ConfigError(
+            "DistributedDataParallel: device_ids and output_device arguments only work with single-device/multiple-"
+            f"device GPU modules or CPU modules, but got device_ids {device_ids}, output_device {output_device}, and "
+            f"module parameters {devices}."
+        )
+    if len(device_ids) != 1:
+        raise ConfigError("DistributedDataParallel: device_ids can only be None or contain a single element.")
 
 
 def _reducible_in_place(array):

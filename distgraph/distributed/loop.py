@@ -6,8 +6,8 @@ group, like the Trainer's) and returns what each rank returned. Inside it:
 - `rank()`, `world_size()`: this worker's place (0 of 1 outside `launch`, so the script also runs alone);
 - `all_reduce(tensors, op="sum"|"mean")`, `broadcast(tensors, src=0)`, `barrier()`: in place, as
   torch.distributed's (the other ReduceOps, reduce-scatter, all-to-all, gather, scatter: collectives.py);
-- `DistributedOptimizer(optimizer)`: `step()` first averages every gradient across the ranks (one
-  fused all-reduce of them all, Horovod's tensor fusion), then steps;
+- `DistributedOptimizer(optimizer)` (dist_optimizer.py): `step()` first averages every gradient across
+  the ranks (one fused all-reduce of them all, Horovod's tensor fusion), then steps;
 - `broadcast_parameters(model)`: every rank starts from rank 0's parameters and buffers;
 - `allgather(tensor)` (Horovod's name; `all_gather` too, which also takes torch's `(tensor_list, tensor)`):
   every rank's tensor concatenated along dim 0 in rank order, first dims free to differ;
@@ -242,23 +242,6 @@ def broadcast_optimizer_state(optimizer, root_rank=0):
     state = broadcast_object(optimizer.state_dict(), root_rank)
     if _context["rank"] != root_rank:
         optimizer.load_state_dict(state)
-
-
-class DistributedOptimizer:
-    """Wraps an optimizer: `step()` averages the gradients across the ranks, then steps it. Every rank must
-    have gradients for the same parameters (as in Horovod); anything else is the wrapped optimizer's."""
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-
-    def step(self, closure=None):
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads:
-            all_reduce(grads, "mean")
-        return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
-
-    def __getattr__(self, name):
-        return getattr(self.optimizer, name)
 
 
 # ---- gathering: tensors of different first dims, Python objects ---------------------------------------
