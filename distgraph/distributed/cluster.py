@@ -158,7 +158,7 @@ class RayCluster(DriverState):
         if not self.sharded:  # the new group may span nodes the old one did not: then the stores reduce
             self.scheduler.reduce_in_store = self._spans_nodes()
         if self.data_refs is not None:
-            self.resend_data(fresh=True)
+            self.resend_data()
         if self.sharded:  # the driver holds the snapshot of the last epoch end or of `epoch_step` (`pull`)
             self._setup_sharded()
             self.scheduler.workers = self.group.actors
@@ -194,7 +194,7 @@ class RayCluster(DriverState):
             self.stores.append(
                 runtime.start_store(ParameterShard, s, members, arrays, self.name, hyper, self.trainer.global_step)
             )
-        wait_ready([s.ping.remote() for s in self.stores], self.trainer.timeout_s, "parameter-store shards")
+        wait_ready([s.ping.remote() for s in self.stores], self._startup_s(), "parameter-store shards starting up")
         self._push_optimizer_state()
 
     def _spans_nodes(self):
@@ -203,15 +203,14 @@ class RayCluster(DriverState):
         t = self.trainer
         if t.allreduce["backend"] == "store":
             return True
-        refs = [w.node.remote() for w in self.group.actors]  # new workers' processes start first: ≥ 1 minute
-        nodes = set(wait_ready(refs, self._startup_s(), "workers starting up (their first call)"))
+        nodes = set(self.worker_nodes)
         if len(nodes) > 1 and t.allreduce["backend"] == "auto":
             gloo = t.sync == "sync" and collective.gloo_available()
             t.allreduce["backend"] = "gloo" if gloo else "store"
             for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)
                 self._start_worker(rank)
-            self.group.bound(self._startup_s())
+            self.worker_nodes = self._await_start()
             how = "they meet in a gloo group" if gloo else "gradients are summed by the parameter-store shards"
             t.history.events.append(f"workers span {len(nodes)} nodes: {how}")
             return not gloo
@@ -225,7 +224,7 @@ class RayCluster(DriverState):
         self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
         for rank in range(workers):
             self._start_worker(rank)
-        self.group.bound(self._startup_s())  # with bind_to: each bound to its cores before it runs a step
+        self.worker_nodes = self._await_start()
 
     def _start_worker(self, rank):
         t = self.trainer
@@ -241,11 +240,16 @@ class RayCluster(DriverState):
     def _startup_s(self):
         return scheduler.start_allowance(self.trainer.timeout_s)
 
-    def resend_data(self, fresh=False):
-        """The epoch's data to every worker; `fresh` workers were just started, so their call waits as long
-        as a start may take (a restart under `timeout_s=5` once failed here while the new process imported)."""
-        timeout_s = self._startup_s() if fresh else self.trainer.timeout_s
-        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], timeout_s, "workers")
+    def _await_start(self):
+        """Wait for the workers just started → each one's node. Their first call includes their processes'
+        start, so it is allowed a start's time; every later call is held to timeout_s (a restart's data call
+        under timeout_s=5 once failed while the new process imported). With bind_to, each is bound first."""
+        self.group.bound(self._startup_s())
+        refs = [w.node.remote() for w in self.group.actors]
+        return wait_ready(refs, self._startup_s(), "workers starting up (their first call)")
+
+    def resend_data(self):
+        wait_ready([w.set_data.remote(*self.data_refs) for w in self.group.actors], self.trainer.timeout_s, "workers")
 
     def _step_hypers(self, t):
         """Epoch step t's hyperparameters per parameter under a per-step schedule (else None)."""
@@ -475,7 +479,7 @@ class RayCluster(DriverState):
             self.group.kill(rank)
         remove_group(self.group_name)
         self._new_group(self.trainer.workers, self.group)  # the same group: the bundles stay reserved
-        self.resend_data(fresh=True)
+        self.resend_data()
 
     def close(self):
         if not ray.is_initialized():

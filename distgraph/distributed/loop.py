@@ -35,7 +35,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
 from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import OPS, make_allreduce
-from distgraph.distributed.scheduler import get_failing_fast, user_error
+from distgraph.distributed.scheduler import get_failing_fast, start_allowance, user_error
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.sync_group import CommGroup
 from distgraph.distributed.worker import _limit_threads
@@ -90,8 +90,8 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
     try:
         for r in range(workers):
             group.start(r, r, workers, cpus_per_worker)
-        group.bound(timeout_s)
-        nodes = _get([a.node.remote() for a in group.actors], timeout_s, "starting the workers")
+        group.bound(start_allowance(timeout_s))  # the workers' first calls include their processes' start
+        nodes = _get([a.node.remote() for a in group.actors], start_allowance(timeout_s), "starting the workers")
         backend = _backend(allreduce, device, len(set(nodes)))
         refs = [a.connect.remote(name, backend, device, timeout_s, nodes) for a in group.actors]
         _get(refs, timeout_s, f"joining the {backend} all-reduce")

@@ -390,7 +390,9 @@ def _attach(name, size, timeout_s):
         except (FileNotFoundError, ValueError):  # ValueError: created, not yet sized ("cannot mmap an empty file")
             if time.monotonic() > deadline:
                 raise DistributedError(
-                    f"shm all-reduce: segment {name!r} was not created by rank 0 within {timeout_s}s"
+                    f"shm all-reduce: segment {name!r} was not created by rank 0 within {timeout_s}s (its name "
+                    "holds the dtype and element count this rank reduces: ranks calling the same collective "
+                    "with tensors of other sizes or dtypes never meet — every rank must pass the same shapes)"
                 ) from None
             time.sleep(0.002)
             continue

@@ -98,6 +98,17 @@ def test_a_failing_rank_ends_the_launch_at_once_with_its_error(ray_session):
     assert time.monotonic() - started < 50  # not after rank 0's 60 s barrier timeout
 
 
+def _reduce_other_sizes():
+    dist.all_reduce(dg.ones(3 + dist.rank()))
+
+
+def test_ranks_reducing_tensors_of_other_sizes_are_told_so_after_the_timeout(ray_session):
+    """The sum path checks no shapes across ranks (that would cost two more all-reduces per call): ranks
+    whose tensors differ never meet, and the timeout's error says that this is what to look for."""
+    with pytest.raises(DistributedError, match="every rank must pass the same shapes"):
+        dist.launch(_reduce_other_sizes, workers=2, cpus_per_worker=0.5, timeout_s=2)
+
+
 def test_outside_a_launch_the_same_code_runs_as_rank_0_of_1():
     x, y = _data()
     params = _train_own_loop(x, y)
