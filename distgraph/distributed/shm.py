@@ -290,7 +290,11 @@ class Segment:
             elif dead:
                 why = f"process of rank(s) {dead} has exited"
             else:
-                why = f"waited {waited:.1f}s (timeout {self.timeout_s}s)"
+                why = (
+                    f"waited {waited:.1f}s (timeout {self.timeout_s}s); a live rank that never arrives may be hung, "
+                    "in another collective, or reducing a tensor of another size or dtype (segments are named by "
+                    "dtype and element count): every rank must pass the same shapes"
+                )
             self.gave_up = True
             _remove(self.name)  # the name, not the mapping: the model may still read parameters from it until close()
             raise DistributedError(
