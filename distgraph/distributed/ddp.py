@@ -128,9 +128,8 @@ class DistributedDataParallel(Module, Joinable):
 
     def _reduce_bucket(self, k, arrays):
         """The bucketer's reduction of bucket k: the built-in mean, or the registered hook."""
-        comm = loop.communicator()
         if self._comm_hook is None:
-            return comm.allreduce(arrays, "mean", f"ddp{k}")
+            return self._bucketer.comm.allreduce(arrays, "mean", f"ddp{k}")
         params = [self._params[i] for i in self._bucketer.buckets[k].members]
         return run_comm_hook(*self._comm_hook, k, arrays, params, k == len(self._bucketer.buckets) - 1)
 
@@ -152,8 +151,8 @@ class DistributedDataParallel(Module, Joinable):
             self.require_backward_grad_sync = before
 
     def _grad_ready(self, param):
-        if not self.require_backward_grad_sync or loop.world_size() == 1:
-            return
+        if not self.require_backward_grad_sync or (loop.world_size() == 1 and self._comm_hook is None):
+            return  # alone, the mean is the gradient; a registered hook still runs (torch's reducer calls it)
         if self._pass is not current_pass():
             self._start_pass()
         grad = param.grad.array
@@ -163,9 +162,8 @@ class DistributedDataParallel(Module, Joinable):
     def _ensure_bucketer(self):
         if self._bucketer is None:
             params = [p.array for p in self._params]
-            self._bucketer = GradBucketer(
-                loop.communicator(), params, self.bucket_cap_mb, "mean", "ddp", reduce=self._reduce_bucket
-            )
+            comm = loop.communicator() if loop.world_size() > 1 else None  # (alone: only the hook reduces)
+            self._bucketer = GradBucketer(comm, params, self.bucket_cap_mb, "mean", "ddp", reduce=self._reduce_bucket)
 
     def _start_pass(self):
         if self._bucketer is not None and (self._bucketer.launched or any(self._had)):

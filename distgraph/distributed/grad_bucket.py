@@ -47,16 +47,21 @@ class GradBucket:
         return self._is_last
 
 
-def run_comm_hook(hook, state, index, arrays, params, is_last):
-    """The bucket's gradient arrays through `hook` → the reduced arrays, shaped as the gradients."""
-    flat = namespace(arrays[0]).concatenate([a.reshape(-1) for a in arrays])
-    bucket = GradBucket(index, Tensor(flat, device=params[0].device), params, is_last)
-    result = hook(state, bucket)
+def resolved(result):
+    """What a hook returned, as the array it stands for (the contract above): a future's value waited for,
+    a one-element list unwrapped, a Tensor's array."""
     if hasattr(result, "wait"):
         result = result.wait()
     if isinstance(result, list | tuple) and len(result) == 1:
         result = result[0]
-    out = result.array if isinstance(result, Tensor) else result
+    return result.array if isinstance(result, Tensor) else result
+
+
+def run_comm_hook(hook, state, index, arrays, params, is_last):
+    """The bucket's gradient arrays through `hook` → the reduced arrays, shaped as the gradients."""
+    flat = namespace(arrays[0]).concatenate([a.reshape(-1) for a in arrays])
+    bucket = GradBucket(index, Tensor(flat, device=params[0].device), params, is_last)
+    out = resolved(hook(state, bucket))
     if getattr(out, "shape", None) != flat.shape:
         raise ShapeError(
             f"register_comm_hook: the hook {getattr(hook, '__name__', hook)!r} returned "

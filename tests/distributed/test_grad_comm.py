@@ -141,7 +141,9 @@ def _hook_checks():
     mine = slice(8 * dist.rank(), 8 * dist.rank() + 8)
     out = {"local": _local_grads(_model(seed=0), x[mine], y[mine])}
     hooks = {"allreduce": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
-             "bf16": default_hooks.bf16_compress_hook, "own": _sum_hook}  # fmt: skip
+             "bf16": default_hooks.bf16_compress_hook, "own": _sum_hook,
+             "fp16 wrapped": default_hooks.fp16_compress_wrapper(default_hooks.allreduce_hook),
+             "bf16 wrapped": default_hooks.bf16_compress_wrapper(default_hooks.allreduce_hook)}  # fmt: skip
     for name, hook in hooks.items():
         model = _WithUnused()  # rank 1 starts elsewhere: rank 0's parameters win
         ddp = dist.DistributedDataParallel(model, bucket_cap_mb=1e-6, find_unused_parameters=True)
@@ -158,7 +160,7 @@ def _hook_checks():
 def test_ddp_comm_hooks_reduce_each_bucket_as_torchs(ray_session):
     (r0, r1) = dist.launch(_hook_checks, workers=2, cpus_per_worker=0.5, timeout_s=60)
     g0, g1 = r0["local"], r1["local"]
-    for name in ("allreduce", "fp16", "bf16", "own"):
+    for name in ("allreduce", "fp16", "bf16", "own", "fp16 wrapped", "bf16 wrapped"):
         assert r0[name + " unused"] is None and r1[name + " unused"] is None  # no rank used it: no hang, None
         for a, b in zip(r0[name], r1[name]):
             np.testing.assert_array_equal(a, b)
@@ -172,6 +174,9 @@ def test_ddp_comm_hooks_reduce_each_bucket_as_torchs(ray_session):
         np.testing.assert_array_equal(r0["bf16"][i], (t0 / 2 + t1 / 2).float().numpy())
         assert np.all(np.abs(r0["bf16"][i] - exact) <= 2.0**-7 * (np.abs(g0[i]) + np.abs(g1[i])) / 2 + 2.0**-120)
         np.testing.assert_array_equal(r0["own"][i], g0[i] + g1[i])
+        # torch's wrappers around allreduce_hook: the same numbers as its compress hooks
+        np.testing.assert_array_equal(r0["fp16 wrapped"][i], r0["fp16"][i])
+        np.testing.assert_array_equal(r0["bf16 wrapped"][i], r0["bf16"][i])
     # one bucket per parameter (unused's two last, as buckets run from the last parameter), in order
     buckets = r0["own buckets"]
     assert [b[0] for b in buckets] == list(range(6)) and [b[1] for b in buckets] == [False] * 5 + [True]
@@ -304,3 +309,78 @@ def test_alone_step_compresses_the_gradients_unless_inside_skip_synchronize():
     p.grad = dg.tensor(np.array([g]))
     opt.step()
     assert p.item() == np.float32(-g - 1)
+
+
+@pytest.fixture
+def torch_group_of_one():
+    """torch.distributed with one gloo rank in this process (torch's DDP needs a process group)."""
+    import socket
+
+    tdist = torch.distributed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    tdist.destroy_process_group()
+
+
+def test_alone_a_registered_hook_still_reduces_each_bucket_as_torchs_ddp(torch_group_of_one):
+    """World size 1 (no launch): torch's reducer still calls the hook, so compression still rounds. torch
+    refuses its bf16 hooks on CPU (gloo), so theirs is torch's bfloat16 rounding of the same gradients."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks as torch_hooks
+
+    def tripled(seen, bucket):
+        seen.append(bucket.index())
+        return bucket.buffer().array * np.float32(3)
+
+    def torch_tripled(state, bucket):
+        fut = torch.futures.Future()
+        fut.set_result(bucket.buffer() * 3)
+        return fut
+
+    def bf16(g):
+        return torch.tensor(g).bfloat16().float().numpy()
+
+    x, y = _data()
+    local = _local_grads(_model(seed=0), x, y)
+    cases = {
+        "fp16": (default_hooks.fp16_compress_hook, torch_hooks.fp16_compress_hook),
+        "fp16 wrapped": (default_hooks.fp16_compress_wrapper(tripled), torch_hooks.fp16_compress_wrapper(torch_tripled)),
+        "own": (tripled, torch_tripled),
+        "bf16": (default_hooks.bf16_compress_hook, bf16),
+        "bf16 wrapped": (default_hooks.bf16_compress_wrapper(tripled), lambda g: bf16(bf16(g) * np.float32(3))),
+    }  # fmt: skip
+    for name, (ours, theirs) in cases.items():
+        model, seen = _model(seed=0), []
+        ddp = dist.DistributedDataParallel(model, bucket_cap_mb=1e-6)
+        ddp.register_comm_hook(None if name in ("fp16", "bf16") else seen, ours)
+        F.cross_entropy(ddp(dg.tensor(x)), dg.tensor(y)).backward()
+        grads = [p.grad.numpy() for p in model.parameters()]
+        if name.startswith("bf16"):
+            expected = [theirs(g) for g in local]
+        else:
+            reference = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+            with torch.no_grad():
+                for p, q in zip(_model(seed=0).parameters(), reference.parameters()):
+                    q.copy_(torch.tensor(p.detach().numpy()))
+            torch_ddp = torch.nn.parallel.DistributedDataParallel(reference, bucket_cap_mb=1e-6)
+            torch_ddp.register_comm_hook(None, theirs)
+            torch.nn.functional.cross_entropy(torch_ddp(torch.tensor(x)), torch.tensor(y)).backward()
+            expected = [q.grad.numpy() for q in reference.parameters()]
+        scale = np.float32(1 if name in ("fp16", "bf16") else 3)
+        for g, e, alone in zip(grads, expected, local):
+            # torch's forward and backward round differently from numpy's in the last float32 bits; a rounding
+            # to fp16 of those may then land one ulp apart
+            if name.startswith("bf16"):
+                np.testing.assert_array_equal(g, e)  # (both from distgraph's float32 gradients)
+            assert np.all(np.abs(g - e) <= 2.0**-10 * np.abs(e) + 1e-6), name
+            if name.startswith("fp16"):
+                np.testing.assert_array_equal(g, g.astype(F16).astype(np.float32))  # float16's values
+            if name != "own":
+                assert not np.array_equal(g, alone * scale), name  # compressed: not the float32 gradient
+        if name == "own":
+            for g, alone in zip(grads, local):
+                np.testing.assert_array_equal(g, alone * np.float32(3))
+        if name not in ("fp16", "bf16"):
+            assert seen == [0, 1, 2, 3], name  # one call per bucket (a parameter each), alone as on many ranks
