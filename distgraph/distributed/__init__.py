@@ -9,7 +9,11 @@ AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR) (loop.py); Horovod's `DistributedOptimi
 torch's `reduce`, `reduce_scatter`, `reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`,
 `scatter`, `is_initialized` and Horovod's `Sum`, `Average`, `Min`, `Max`, `Product`, `Adasum`,
 `grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`, `local_size`, `cross_rank`, `cross_size`
-(collectives.py); and `DistributedDataParallel` (ddp.py).
+(collectives.py); torch's differentiable collectives `nn.functional.all_reduce`, `all_gather`, `broadcast`,
+`reduce`, `gather`, `scatter`, `reduce_scatter`, `all_to_all`, `all_to_all_single` (nn/functional.py);
+Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (its `allreduce`, `broadcast`
+return new, differentiable tensors; `allreduce_`, `broadcast_` work in place); and `DistributedDataParallel`
+(ddp.py).
 
 What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
 backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
@@ -32,7 +36,9 @@ _SUBMODULES = (
     "ddp",
     "dist_optimizer",
     "grad_bucket",
+    "horovod",
     "loop",
+    "nn",
     "param_store",
     "placement",
     "plan_runner",

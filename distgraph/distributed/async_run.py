@@ -46,7 +46,7 @@ class SharedAsyncScheduler:
         self.staleness, self.timeout_s, self.on_event, self.respawn = staleness, timeout_s, on_event, respawn
         self.live = set(range(len(actors)))
         self.incarnations = dict.fromkeys(self.live, 0)
-        self.returning = {}  # ref ready when a dropped worker may rejoin -> (worker, deadline)
+        self.returning = {}  # ref ready when a dropped worker may rejoin -> (worker, deadline, its seconds)
         self.rejoined = set()  # workers dropped in this run already: one rejoin per worker per run
         self.generation = self.chunk = 0
         self.step_seconds = None  # wall seconds per step (all workers together) of the last call
@@ -203,7 +203,7 @@ class SharedAsyncScheduler:
             ready = self.actors[w].ping.remote()
         else:  # stalled: back once its call returns
             ready = cause
-        self.returning[ready] = (w, time.monotonic() + allowance)
+        self.returning[ready] = (w, time.monotonic() + allowance, allowance)
 
     def _rejoin_returned(self, hypers):
         """Admit the dropped workers that can come back, in a new segment loaded from the live store."""
@@ -213,17 +213,17 @@ class SharedAsyncScheduler:
         ready, _ = ray.wait(list(self.returning), num_returns=len(self.returning), timeout=timeout)
         back = []
         for ref in ready:
-            w, _ = self.returning.pop(ref)
+            w = self.returning.pop(ref)[0]
             try:
                 ray.get(ref)
                 back.append(w)
             except (RayActorError, RayTaskError) as exc:
                 self.on_event(f"worker {w} could not rejoin ({type(exc).__name__}); it stays dropped")
         now = time.monotonic()
-        for ref, (w, deadline) in list(self.returning.items()):
+        for ref, (w, deadline, allowance) in list(self.returning.items()):
             if now > deadline:
                 del self.returning[ref]
-                self.on_event(f"worker {w} did not come back in time; it stays dropped")
+                self.on_event(f"worker {w} did not come back within {allowance:g}s; it stays dropped")
         if back:
             record = self.snapshot()
             self.setup(record, hypers, members=self.live | set(back))

@@ -209,8 +209,7 @@ class RayCluster(DriverState):
             t.allreduce["backend"] = "gloo" if gloo else "store"
             for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)
-                self._start_worker(rank)
-            self.worker_nodes = self._await_start()
+            self._start_workers()
             how = "they meet in a gloo group" if gloo else "gradients are summed by the parameter-store shards"
             t.history.events.append(f"workers span {len(nodes)} nodes: {how}")
             return not gloo
@@ -222,7 +221,10 @@ class RayCluster(DriverState):
         t = self.trainer
         opts = dict(device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s, bind_to=t.bind_to)
         self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
-        for rank in range(workers):
+        self._start_workers()
+
+    def _start_workers(self):
+        for rank in range(len(self.group.actors)):
             self._start_worker(rank)
         self.worker_nodes = self._await_start()
 

@@ -15,7 +15,7 @@ even, on the float32 bits, as torch's conversion) and kept in float32; the optim
 
 import numpy as np
 
-from distgraph.autograd.tensor import Tensor
+from distgraph import dtypes
 from distgraph.optim.functional_matrix import _round_bfloat16
 
 
@@ -51,13 +51,13 @@ class FP16Compressor(Compressor):
         dtype = tensor.array.dtype
         if np.issubdtype(dtype, np.floating):
             with np.errstate(over="ignore"):  # beyond float16's range: inf, as torch's cast, without a warning
-                return Tensor(tensor.array.astype(np.float16), device=tensor.device), dtype
+                return tensor.to(dtypes.float16), dtype  # (a cast autograd goes through: allreduce is differentiable)
         return tensor, dtype
 
     @staticmethod
     def decompress(tensor, ctx):
         if np.issubdtype(ctx, np.floating) and tensor.array.dtype != ctx:
-            return Tensor(tensor.array.astype(ctx), device=tensor.device)
+            return tensor.to(dtypes.from_numpy(ctx))
         return tensor
 
 

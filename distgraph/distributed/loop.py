@@ -309,9 +309,11 @@ def allgather_object(obj):
 def allgather(tensor):
     """Every rank's tensor concatenated along dim 0 in rank order → a new tensor, on every rank (Horovod's
     allgather): the first dims may differ, the dtype and the other dims must match (else ShapeError /
-    DTypeError naming every rank's, raised alike on every rank, so none is left waiting). Not
-    differentiable: the result is a plain tensor."""
-    return _allgather(tensor, "allgather")[0]
+    DTypeError naming every rank's, raised alike on every rank, so none is left waiting). Differentiable,
+    as Horovod's: the gradient of this rank's rows sums every rank's (every rank must run the backward)."""
+    from distgraph.distributed.nn.functional import allgather_rows  # (it builds on this module)
+
+    return allgather_rows(tensor)
 
 
 def _allgather(tensor, what):

@@ -65,7 +65,7 @@ class DataParallelScheduler:
         self.param_refs = [s.get_params.remote() for s in stores]
         self.version = 0
         self.incarnations = {}  # async: worker -> its current incarnation (the stores fence lower ones)
-        self.rejoining = {}  # async: ref ready when a dropped worker may rejoin -> (worker, actor, since); outlives a run
+        self.rejoining = {}  # async: ref ready when a dropped worker may rejoin -> (worker, actor, deadline, seconds)
         self.on_worker_stats = None  # optional (step, [statistics of each rank]) hook, e.g. a timeline.Timeline's add
 
     def set_version(self, version):
@@ -203,7 +203,7 @@ class _AsyncRun:
     statistics ref → (worker, step, indices, start time, gradient ref); `pushing`: the first shard's
     `applied` ref of a finished step's push → (worker, step, indices, statistics, every shard's
     `applied` ref); `returning` (the scheduler's `rejoining`, kept across runs: an epoch may end before a
-    replacement actor is up): a ref that is ready when a dropped worker can rejoin → (worker, actor, deadline).
+    replacement actor is up): a ref that is ready when a dropped worker can rejoin → (worker, actor, deadline, its seconds).
 
     The driver submits a push only once its step has finished: store shards run a caller's calls in
     submission order, so a push waiting on a stalled worker's gradient would hold up everyone's pushes.
@@ -218,10 +218,10 @@ class _AsyncRun:
         self.computing, self.pushing, self.returning = {}, {}, sched.rejoining
         self.rejoined = set()  # one rejoin per worker per run: a worker that keeps failing stays out
         self.refused = 0
-        for ref, (w, actor, _) in list(self.returning.items()):
+        for ref, (w, actor, *_) in list(self.returning.items()):
             if w >= len(sched.workers) or sched.workers[w] is not actor:  # the group was resized meanwhile
                 del self.returning[ref]
-        waiting = {w for w, _, _ in self.returning.values()}
+        waiting = {w for w, *_ in self.returning.values()}
         for w in range(len(sched.workers)):
             if w not in waiting:
                 self._admit(w)
@@ -300,10 +300,10 @@ class _AsyncRun:
                 del self.computing[ref]
                 queue.appendleft((t, indices))
                 self._drop(w, f"worker {w} stalled more than {self.timeout_s:g}s at step {t}", rejoin_on=ref)
-        for ref, (w, _, deadline) in list(self.returning.items()):
+        for ref, (w, _, deadline, allowance) in list(self.returning.items()):
             if now > deadline:
                 del self.returning[ref]
-                self.on_event(f"worker {w} did not come back in time; it stays dropped")
+                self.on_event(f"worker {w} did not come back within {allowance:g}s; it stays dropped")
                 self._require_workers(f"worker {w} did not come back")
 
     def _drop(self, w, why, rejoin_on):
@@ -324,11 +324,11 @@ class _AsyncRun:
                 self.sched.workers[w], allowance = actor, start_allowance(self.timeout_s)
             if rejoin_on is not None:
                 self.rejoined.add(w)
-                self.returning[rejoin_on] = (w, self.sched.workers[w], time.monotonic() + allowance)
+                self.returning[rejoin_on] = (w, self.sched.workers[w], time.monotonic() + allowance, allowance)
         self._require_workers(why)
 
     def _returned(self, ref):
-        w, _, _ = self.returning.pop(ref)
+        w = self.returning.pop(ref)[0]
         try:
             ray.get(ref)
         except WORKER_FAILURES as exc:

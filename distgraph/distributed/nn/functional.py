@@ -1,0 +1,238 @@
+"""torch.distributed.nn.functional: collectives that autograd differentiates, inside a `dg.distributed.launch`
+function — for a loss that needs other ranks' activations (a contrastive loss over the global batch, a
+tensor- or sequence-parallel layer), where the gradient must travel back to the rank that made them.
+
+Each returns new tensors (the inputs are left alone) and records one node; its backward is the adjoint
+collective, as torch's: all_reduce ↔ all_reduce of the gradient; broadcast ↔ reduce to the source (zero on
+the others: their input did not reach the output); reduce ↔ broadcast from the destination; gather ↔
+scatter; all_gather ↔ reduce_scatter (sum); all_to_all ↔ all_to_all back; all_to_all_single with the
+split sizes swapped. So every rank must run the backward, as every rank ran the forward: each gradient
+is a collective the others wait in. all_reduce differentiates ReduceOp.SUM and AVG only (torch applies
+MAX's or PRODUCT's reduction to the gradient too, which is not their gradient: refused here, by name).
+
+Horovod's differentiable `allreduce` / `allgather` are built on these (collectives.py, loop.py).
+"""
+
+from distgraph.autograd.custom import Function
+from distgraph.autograd.tensor import Tensor
+from distgraph.distributed import collectives, loop
+from distgraph.distributed.loop import ReduceOp
+from distgraph.errors import ConfigError
+
+__all__ = [
+    "all_reduce", "broadcast", "reduce", "gather", "scatter", "all_gather", "reduce_scatter", "all_to_all",
+    "all_to_all_single",
+]  # fmt: skip
+
+_DIFFERENTIABLE = (ReduceOp.SUM, ReduceOp.AVG)
+
+
+def _copy(t):
+    return Tensor(t.array.copy(), device=t.device)
+
+
+def _zeros_like(t, shape=None):
+    a = t.array
+    return Tensor(t.device.xp.zeros(a.shape if shape is None else shape, a.dtype), device=t.device)
+
+
+def _differentiable_op(op, what):
+    if op not in _DIFFERENTIABLE:
+        raise ConfigError(
+            f"{what}: op={collectives._NAMES.get(op, op)} has no gradient an all-reduce gives; a differentiable "
+            "all_reduce takes ReduceOp.SUM or ReduceOp.AVG"
+        )
+    return op
+
+
+class _AllReduce(Function):
+    @staticmethod
+    def forward(ctx, op, tensor):
+        ctx.op = op
+        (out,) = collectives._reduce([tensor.array], op, "all_reduce")
+        return Tensor(out, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, _AllReduce.apply(ctx.op, grad)
+
+
+class _Broadcast(Function):
+    @staticmethod
+    def forward(ctx, src, tensor):
+        ctx.src = src
+        return loop.broadcast(_copy(tensor), src)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = _Reduce.apply(ctx.src, ReduceOp.SUM, grad)
+        return None, gx if loop.rank() == ctx.src else gx * 0
+
+
+class _Reduce(Function):
+    @staticmethod
+    def forward(ctx, dst, op, tensor):
+        ctx.dst, ctx.op = dst, op
+        return collectives.reduce(_copy(tensor), dst, op)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = _Broadcast.apply(ctx.dst, grad)
+        return None, None, gx / loop.world_size() if ctx.op == ReduceOp.AVG else gx
+
+
+class _Gather(Function):
+    @staticmethod
+    def forward(ctx, dst, tensor):
+        ctx.dst = dst
+        outs = [_zeros_like(tensor) for _ in range(loop.world_size())]
+        collectives.gather(tensor, outs if loop.rank() == dst else None, dst)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return None, _Scatter.apply(ctx.dst, *grads)
+
+
+class _Scatter(Function):
+    @staticmethod
+    def forward(ctx, src, *tensors):
+        ctx.src = src
+        out = _zeros_like(tensors[0])
+        collectives.scatter(out, list(tensors) if loop.rank() == src else None, src)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *_Gather.apply(ctx.src, grad))
+
+
+class _AllGather(Function):
+    @staticmethod
+    def forward(ctx, tensor):
+        return tuple(loop.all_gather([_zeros_like(tensor) for _ in range(loop.world_size())], tensor))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _ReduceScatter.apply(ReduceOp.SUM, _zeros_like(grads[0]), *grads)
+
+
+class _AllGatherRows(Function):
+    """Horovod's allgather: the ranks' tensors concatenated along dim 0 (first dims may differ); the
+    gradient of this rank's rows is the sum of every rank's gradient of them."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        out, metas = loop._allgather(tensor, "allgather")
+        rows = [shape[0] for shape, _ in metas]
+        ctx.start = sum(rows[: loop.rank()])
+        ctx.stop = ctx.start + rows[loop.rank()]
+        return Tensor(out.array, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduce.apply(ReduceOp.SUM, grad)[ctx.start : ctx.stop]
+
+
+def allgather_rows(tensor):
+    return _AllGatherRows.apply(tensor)
+
+
+class _ReduceScatter(Function):
+    @staticmethod
+    def forward(ctx, op, output, *inputs):
+        ctx.op = _differentiable_op(op, "reduce_scatter")
+        return collectives.reduce_scatter(_copy(output), list(inputs), op)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gathered = _AllGather.apply(grad)
+        if ctx.op == ReduceOp.AVG:
+            gathered = tuple(g / loop.world_size() for g in gathered)
+        return (None, None, *gathered)
+
+
+class _AllToAll(Function):
+    @staticmethod
+    def forward(ctx, outputs, *inputs):
+        ctx.shapes = [tuple(t.shape) for t in inputs]
+        return tuple(collectives.all_to_all([_copy(t) for t in outputs], list(inputs)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *_AllToAll.apply([_zeros_like(grads[0], s) for s in ctx.shapes], *grads))
+
+
+class _AllToAllSingle(Function):
+    @staticmethod
+    def forward(ctx, output, output_split_sizes, input_split_sizes, input):
+        ctx.input_shape, ctx.splits = tuple(input.shape), (output_split_sizes, input_split_sizes)
+        return collectives.all_to_all_single(_copy(output), input, output_split_sizes, input_split_sizes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        back = _zeros_like(grad, ctx.input_shape)
+        received, sent = ctx.splits
+        return None, None, None, _AllToAllSingle.apply(back, sent, received, grad)
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None):
+    """Every rank's tensor reduced by `op` (SUM or AVG) → a new tensor, the same on every rank."""
+    _one_group(group, "all_reduce")
+    return _AllReduce.apply(_differentiable_op(op, "all_reduce"), tensor)
+
+
+def broadcast(tensor, src, group=None):
+    """Rank `src`'s tensor → a new tensor on every rank; the gradient of src's input sums every rank's."""
+    _one_group(group, "broadcast")
+    return _Broadcast.apply(src, tensor)
+
+
+def reduce(tensor, dst, op=ReduceOp.SUM, group=None):
+    """The reduction on rank `dst` (the others get their own tensor back, as torch's gloo leaves it)."""
+    _one_group(group, "reduce")
+    return _Reduce.apply(dst, _differentiable_op(op, "reduce"), tensor)
+
+
+def gather(tensor, dst=0, group=None):
+    """Every rank's tensor → a tuple of them by rank on rank `dst` (zeros on the others)."""
+    _one_group(group, "gather")
+    return _Gather.apply(dst, tensor)
+
+
+def scatter(tensors, src=0, group=None):
+    """Rank `src`'s tensors[r] → rank r (every rank passes tensors of the same shape: the others' are
+    only read for it)."""
+    _one_group(group, "scatter")
+    return _Scatter.apply(src, *tensors)
+
+
+def all_gather(tensor, group=None):
+    """Every rank's tensor (all of one shape) → a tuple of them by rank, on every rank."""
+    _one_group(group, "all_gather")
+    return _AllGather.apply(tensor)
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
+    """input_list[r] of every rank reduced → rank r's result (a new tensor shaped as `output`)."""
+    _one_group(group, "reduce_scatter")
+    return _ReduceScatter.apply(op, output, *input_list)
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None):
+    """input_tensor_list[d] goes to rank d → a tuple of what each rank sent this one, shaped as
+    output_tensor_list (whose values are not read)."""
+    _one_group(group, "all_to_all")
+    return _AllToAll.apply(output_tensor_list, *input_tensor_list)
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None):
+    """Rows input_split_sizes[d] of `input` go to rank d → a new tensor shaped as `output` holding, in rank
+    order, output_split_sizes[s] rows from rank s. None: dim 0 split evenly."""
+    _one_group(group, "all_to_all_single")
+    return _AllToAllSingle.apply(output, output_split_sizes, input_split_sizes, input)
+
+
+def _one_group(group, what):
+    if group is not None:
+        raise ConfigError(f"{what}: group is the launch's (None); other process groups are not supported")

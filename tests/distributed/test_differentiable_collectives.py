@@ -1,0 +1,157 @@
+"""torch.distributed.nn.functional's differentiable collectives and Horovod's differentiable allreduce /
+allgather / broadcast (and its in-place forms), on 2 real Ray ranks: each rank's outputs and its inputs' gradients equal one torch graph of both
+ranks (float64), where each rank's loss weighs its outputs and the gradient of an input is the total loss's."""
+
+import numpy as np
+import pytest
+import torch
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.distributed.horovod as hvd
+from distgraph.distributed.nn import functional as dnf
+from distgraph.errors import ConfigError
+
+
+def _inputs(case, r):
+    """Rank r's input arrays for `case` (the same on the driver, for torch's graph)."""
+    rng = np.random.default_rng(100 * len(case) + r)
+    rows = {"all_to_all_single": 3 + r, "hvd allgather": 2 + r}.get(case, 2)
+    count = {"scatter": 2, "reduce_scatter": 2, "all_to_all": 2}.get(case, 1)
+    return [rng.standard_normal((rows, 3)) for _ in range(count)]
+
+
+def _ours(case, xs):
+    """Rank-local: the collective on this rank's inputs → a list of outputs."""
+    if case == "all_reduce sum":
+        return [dnf.all_reduce(xs[0])]
+    if case == "all_reduce avg":
+        return [dnf.all_reduce(xs[0], op=dist.ReduceOp.AVG)]
+    if case == "broadcast":
+        return [dnf.broadcast(xs[0], src=1)]
+    if case == "reduce":
+        return [dnf.reduce(xs[0], dst=0)]
+    if case == "gather":
+        return list(dnf.gather(xs[0], dst=0))
+    if case == "scatter":
+        return [dnf.scatter(xs, src=0)]
+    if case == "all_gather":
+        return list(dnf.all_gather(xs[0]))
+    if case == "reduce_scatter":
+        return [dnf.reduce_scatter(dg.zeros(2, 3, dtype=dg.float64), xs)]
+    if case == "all_to_all":
+        return list(dnf.all_to_all([dg.zeros(2, 3, dtype=dg.float64) for _ in range(2)], xs))
+    if case == "all_to_all_single":
+        send = [[1, 2], [3, 1]][dist.rank()]
+        take = [[1, 3], [2, 1]][dist.rank()]
+        return [dnf.all_to_all_single(dg.zeros(sum(take), 3, dtype=dg.float64), xs[0], take, send)]
+    if case == "hvd allreduce":
+        return [hvd.allreduce(xs[0], prescale_factor=2.0, postscale_factor=0.25)]
+    if case == "hvd allgather":
+        return [hvd.allgather(xs[0])]
+    if case == "hvd broadcast":
+        return [hvd.broadcast(xs[0], root_rank=0)]
+    raise AssertionError(case)
+
+
+def _theirs(case, x):
+    """torch: x[r] = rank r's inputs → per rank, its outputs (one graph over both ranks)."""
+    a, b = x[0][0], x[1][0]
+    return {
+        "all_reduce sum": lambda: [[a + b], [a + b]],
+        "all_reduce avg": lambda: [[(a + b) / 2], [(a + b) / 2]],
+        "broadcast": lambda: [[b], [b]],
+        "reduce": lambda: [[a + b], [b]],  # (rank 1's output is its own input: its loss does not weigh it)
+        "gather": lambda: [[a, b], [a * 0, b * 0]],
+        "scatter": lambda: [[x[0][0]], [x[0][1]]],
+        "all_gather": lambda: [[a, b], [a, b]],
+        "reduce_scatter": lambda: [[x[0][0] + x[1][0]], [x[0][1] + x[1][1]]],
+        "all_to_all": lambda: [[x[0][0], x[1][0]], [x[0][1], x[1][1]]],
+        "all_to_all_single": lambda: [[torch.cat([a[:1], b[:3]])], [torch.cat([a[1:], b[3:]])]],
+        "hvd allreduce": lambda: [[(2 * a + 2 * b) / 2 * 0.25], [(2 * a + 2 * b) / 2 * 0.25]],
+        "hvd allgather": lambda: [[torch.cat([a, b])], [torch.cat([a, b])]],
+        "hvd broadcast": lambda: [[a], [a]],
+    }[case]()
+
+
+CASES = ("all_reduce sum", "all_reduce avg", "broadcast", "reduce", "gather", "scatter", "all_gather",
+         "reduce_scatter", "all_to_all", "all_to_all_single", "hvd allreduce", "hvd allgather", "hvd broadcast")  # fmt: skip
+
+
+def _weights(case, r, outputs):
+    rng = np.random.default_rng(7 + r)
+    skip = case == "reduce" and r == 1  # a non-destination's reduce output is not the reduction (torch's too)
+    return [np.zeros(o.shape) if skip else rng.standard_normal(o.shape) for o in outputs]
+
+
+def _on_each_rank():
+    out = {}
+    for case in CASES:
+        xs = [dg.tensor(a, requires_grad=True) for a in _inputs(case, dist.rank())]
+        outputs = _ours(case, xs)
+        loss = sum((o * dg.tensor(w)).sum() for o, w in zip(outputs, _weights(case, dist.rank(), outputs)))
+        loss.backward()
+        out[case] = ([o.detach().numpy() for o in outputs], [x.grad.numpy() for x in xs])
+    with pytest.raises(ConfigError, match="op=MAX has no gradient an all-reduce gives"):
+        dnf.all_reduce(dg.ones(2), op=dist.ReduceOp.MAX)
+    with pytest.raises(ConfigError, match="The op parameter supersedes average"):
+        hvd.allreduce(dg.ones(2), average=True, op=hvd.Sum)
+    hvd.init()
+    t = dg.tensor(np.array([1.0, 2.0]) * (hvd.rank() + 1))
+    hvd.allreduce_(t, op=hvd.Sum)
+    out["in place"] = t.numpy()
+    out["max"] = hvd.allreduce(dg.tensor(np.array([1.0, -2.0]) * (hvd.rank() + 1)), op=hvd.Max).numpy()
+    model = dg.nn.Linear(2, 2)
+    with dg.no_grad():
+        model.weight.fill_(float(hvd.rank()))
+    hvd.broadcast_parameters(model.state_dict(), root_rank=1)
+    out["broadcast parameters"] = model.weight.detach().numpy()
+    return out
+
+
+@pytest.mark.ray
+def test_differentiable_collectives_give_torchs_values_and_gradients_of_both_ranks_graph(ray_session):
+    ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    for case in CASES:
+        x = [[torch.tensor(a, requires_grad=True) for a in _inputs(case, r)] for r in range(2)]
+        per_rank = _theirs(case, x)
+        loss = sum(
+            (o * torch.tensor(w)).sum() for r in range(2) for o, w in zip(per_rank[r], _weights(case, r, per_rank[r]))
+        )
+        loss.backward()
+        for r in range(2):
+            outputs, grads = ranks[r][case]
+            assert len(outputs) == len(per_rank[r]), case
+            for o, e in zip(outputs, per_rank[r]):
+                np.testing.assert_allclose(o, e.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=f"{case} rank {r}")
+            for g, xi in zip(grads, x[r]):
+                expected = np.zeros(xi.shape) if xi.grad is None else xi.grad.numpy()
+                np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12, err_msg=f"{case} grad rank {r}")
+    for r in range(2):
+        np.testing.assert_array_equal(ranks[r]["in place"], [3.0, 6.0])  # 1·[1, 2] + 2·[1, 2]
+        np.testing.assert_array_equal(ranks[r]["max"], [2.0, -2.0])
+        np.testing.assert_array_equal(ranks[r]["broadcast parameters"], np.ones((2, 2)))
+
+
+def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
+    """World size 1 (no launch), as one Horovod process or a torch group of one."""
+    x = dg.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    z = dg.zeros(2, 3, dtype=dg.float64)
+    for name, run in {
+        "all_reduce": lambda: [dnf.all_reduce(x, op=dist.ReduceOp.AVG)], "broadcast": lambda: [dnf.broadcast(x, 0)],
+        "reduce": lambda: [dnf.reduce(x, 0)], "gather": lambda: dnf.gather(x, 0), "scatter": lambda: [dnf.scatter([x], 0)],
+        "all_gather": lambda: dnf.all_gather(x), "reduce_scatter": lambda: [dnf.reduce_scatter(z, [x])],
+        "all_to_all": lambda: dnf.all_to_all([z], [x]), "all_to_all_single": lambda: [dnf.all_to_all_single(z, x)],
+        "hvd allreduce": lambda: [hvd.allreduce(x, compression=hvd.Compression.fp16)],
+        "hvd allgather": lambda: [hvd.allgather(x)], "hvd broadcast": lambda: [hvd.broadcast(x, 0)],
+    }.items():  # fmt: skip
+        x.grad = None
+        (out,) = run()
+        np.testing.assert_array_equal(out.detach().numpy(), x.detach().numpy(), err_msg=name)
+        (out * dg.tensor(np.full((2, 3), 3.0))).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 3.0), err_msg=name)
+        assert out is not x and not np.shares_memory(out.detach().numpy(), x.detach().numpy()), name
+    with pytest.raises(ConfigError, match="all_reduce: group is the launch's"):
+        dnf.all_reduce(x, group=object())
+    with pytest.raises(ConfigError, match="allreduce: the process set is the launch's"):
+        hvd.allreduce(x, process_set=object())
