@@ -12,7 +12,11 @@
 - `share_memory_`: returns self. Its purpose in torch is to let worker processes (torch.multiprocessing) map
   the storage; distgraph's workers get arrays through Ray's shared-memory object store or its own shm
   all-reduce, never by pickling a tensor's storage, so there is nothing to move.
-- hardshrink, prelu, resolve_neg, resolve_conj: the functions of the same name as methods.
+- `is_pinned` / `is_shared` / `is_neg` / `is_distributed`: False (no pinned host memory, no storage shared between
+  processes, no lazy negation bit, no distributed tensor type); `is_set_to(t)`: whether both read the same memory
+  the same way (first element, shape, strides, dtype), as torch's same storage, offset, sizes and strides.
+- hardshrink, prelu, resolve_neg, resolve_conj, nonzero_static, unsafe_split_with_sizes: the functions of the
+  same name as methods.
 - `as_subclass(cls)`: an alias of the tensor (its memory, version counter and place in the graph: the gradient
   reaches the tensor) as an object of exactly class `cls`, a Tensor subclass, as torch's. Writes through it reach
   the tensor's values and graph. Unlike distgraph's own views (autograd/tensor.py's View, whose graph rebuilds
@@ -29,7 +33,7 @@ from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
-from distgraph.ops import activation, creation, inplace_shape, shape
+from distgraph.ops import activation, creation, inplace_shape, shape, torch_names
 
 
 def new(self, *args, device=None):
@@ -99,6 +103,19 @@ def to_dense(self, dtype=None, *, masked_grad=None):
     return self if dtype is None or dtypes.from_any(dtype) == self.dtype else self.to(dtypes.from_any(dtype))
 
 
+def is_set_to(self, tensor):
+    a, b = self.array, tensor.array
+    if not a.size:  # (an empty tensor has no first element to compare: only the same memory object is)
+        return a is b
+    return (
+        self.device == tensor.device
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and data_ptr(self) == data_ptr(tensor)
+    )
+
+
 def share_memory_(self):
     return self
 
@@ -108,7 +125,10 @@ def hardshrink(self, lambd=0.5):
 
 
 def install():
-    for fn in (new, resize, resize_as, as_subclass, data_ptr, to_dense, share_memory_, hardshrink):
+    for fn in (new, resize, resize_as, as_subclass, data_ptr, to_dense, share_memory_, hardshrink, is_set_to):
         setattr(Tensor, fn.__name__, fn)
+    for fn in (torch_names.nonzero_static, torch_names.unsafe_split_with_sizes):
+        setattr(Tensor, fn.__name__, fn)
+    Tensor.is_pinned = Tensor.is_shared = Tensor.is_neg = Tensor.is_distributed = lambda self: False
     Tensor.prelu = activation.prelu
     Tensor.resolve_neg = Tensor.resolve_conj = lambda self: self
