@@ -72,9 +72,9 @@ def native_dropout(input, p, train):
     if not 0 <= p <= 1:
         raise InputRangeError(f"native_dropout: bernoulli_ expects p to be in [0, 1], but got p={1 - p}")
     if not train or p == 0:
-        return ew.mul(input, 1.0), ones(tuple(input.shape), dtype=dtypes.bool, device=input.device)
+        return ew.mul(input, 1.0), ones(tuple(input.shape), dtype=dtypes.bool_, device=input.device)
     if p == 1:
-        return ew.mul(input, 0.0), zeros(tuple(input.shape), dtype=dtypes.bool, device=input.device)
+        return ew.mul(input, 0.0), zeros(tuple(input.shape), dtype=dtypes.bool_, device=input.device)
     scaled = dropout_mask(input, p, input.shape, 1.0 / (1 - p))
     return ew.mul(input, scaled), scaled.ne(0)
 
