@@ -204,12 +204,12 @@ def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=Non
             "Number of dimensions in size does not match the length of the physical_layout; i.e. len(size) = "
             f"{len(size)} is not equal to len(physical_layout) = {len(order)}"
         )
-    if sorted(order) != list(range(len(order))):
+    if sorted(order) != list(builtins.range(len(order))):
         raise ShapeError(f"empty_permuted: Duplicate dim not allowed (physical_layout {order})")
     dev = _as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     memory = dev.xp.zeros([size[d] for d in order], dtype=dt.np)
-    inverse = [order.index(d) for d in range(len(order))]
+    inverse = [order.index(d) for d in builtins.range(len(order))]
     return Tensor(memory.transpose(inverse), requires_grad=requires_grad, device=dev)
 
 
@@ -223,7 +223,7 @@ def norm_except_dim(v, pow=2, dim=0):  # noqa: A002  (torch's parameter name)
             f"Dimension out of range (expected to be in range of [{-v.ndim}, {v.ndim - 1}], but got {dim})"
         )
     dim %= v.ndim
-    return vector_norm(v, pow, tuple(d for d in range(v.ndim) if d != dim), keepdim=True)
+    return vector_norm(v, pow, tuple(d for d in builtins.range(v.ndim) if d != dim), keepdim=True)
 
 
 # ---- process-wide switches -----------------------------------------------------------------------------------
