@@ -89,7 +89,11 @@ def as_subclass(self, cls):
             "your class inherits from Tensor."
         )
     alias = self[...]
-    return alias if cls is Tensor else inplace_shape.state_copy(alias, cls)
+    if cls is Tensor:
+        return alias
+    out = inplace_shape.state_copy(alias, cls)
+    Tensor.requires_grad.__set__(out, alias.requires_grad)  # a view's (its base's, when made in no_grad mode)
+    return out
 
 
 def data_ptr(self):

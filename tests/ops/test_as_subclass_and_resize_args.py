@@ -60,6 +60,15 @@ def test_a_write_through_the_subclass_alias_reaches_the_source_graph():
     np.testing.assert_allclose(*grads, rtol=1e-12)
 
 
+def test_as_subclass_in_no_grad_mode_requires_grad_as_torch():
+    x, tx = dg.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    with dg.no_grad():
+        z = x.as_subclass(Mine)
+    with torch.no_grad():
+        tz = tx.as_subclass(TorchMine)
+    assert (z.requires_grad, z.is_leaf, z.grad_fn) == (tz.requires_grad, tz.is_leaf, tz.grad_fn) == (True, True, None)
+
+
 def test_as_subclass_of_tensor_is_a_plain_alias():
     x = dg.tensor(rng.standard_normal(3), requires_grad=True)
     y = x.as_subclass(dg.Tensor)
