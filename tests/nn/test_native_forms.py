@@ -173,3 +173,38 @@ def test_embedding_renorm_rescales_the_rows_looked_up_in_place_as_torch(max_norm
     torch.embedding_renorm_(theirs, torch.tensor(idx), max_norm, norm_type)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
     assert ours._version == 1
+
+
+def _flat_weights(mode, layers, bidirectional, bias):
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}[mode]
+    extra = {"nonlinearity": mode[4:]} if mode.startswith("rnn") else {}
+    module = cls(3, 4, num_layers=layers, bidirectional=bidirectional, bias=bias, **extra).double()
+    return [p.detach().numpy() for p in module._flat_weights]
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("layers,bidirectional,bias,batch_first", [(1, False, True, False), (2, True, True, True),
+                                                                    (2, False, False, False)])  # fmt: skip
+def test_aten_rnns_over_flat_weights_match_torch(mode, layers, bidirectional, bias, batch_first):
+    dirs = 2 if bidirectional else 1
+    x = rng.standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
+    h0, c0 = rng.standard_normal((layers * dirs, 2, 4)), rng.standard_normal((layers * dirs, 2, 4))
+    weights = _flat_weights(mode, layers, bidirectional, bias)
+
+    def run(lib, a, h, c, *w):
+        hx = (h, c) if mode == "lstm" else h
+        return getattr(lib, mode)(a, hx, list(w), bias, layers, 0.0, False, bidirectional, batch_first)
+
+    check(lambda *t: run(dg, *t), lambda *t: run(torch, *t), x, h0, c0, *weights)
+    if layers == 1 and not bidirectional:
+        tensors = (dg.tensor(x, requires_grad=True), dg.tensor(h0), dg.tensor(c0), *map(dg.tensor, weights))
+        assert dg.autograd.gradcheck(lambda a: run(dg, a, *tensors[1:])[0], tensors[:1])
+
+
+def test_aten_rnn_refuses_a_wrong_number_of_weights():
+    weights = [dg.tensor(w) for w in _flat_weights("gru", 1, False, True)]
+    with pytest.raises(RuntimeError, match="got an incorrect number of RNN parameters"):
+        torch.gru(torch.ones(5, 2, 3), torch.zeros(1, 2, 4), [torch.tensor(w.numpy()) for w in weights[:-1]], True,
+                  1, 0.0, False, False, False)  # fmt: skip
+    with pytest.raises(ShapeError, match="got an incorrect number of RNN parameters"):
+        dg.gru(dg.ones(5, 2, 3), dg.zeros(1, 2, 4), weights[:-1], True, 1, 0.0, False, False, False)

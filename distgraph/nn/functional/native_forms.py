@@ -11,12 +11,16 @@ call: each computes with the nn.functional op of the same job and adds the extra
   is affine_grid.
 - conv_tbc: a 1-d convolution of a (time, batch, channel) input with a (width, in, out) weight, fairseq's layout.
 - embedding_renorm_: the in-place renorm embedding(max_norm=...) applies to the rows it looks up.
+- lstm / gru / rnn_tanh / rnn_relu: ATen's whole-sequence RNNs over a flat weight list (per layer and direction:
+  w_ih, w_hh, then b_ih, b_hh when has_biases: an nn.LSTM's `_flat_weights` order), run by nn.RNNBase's own
+  layer loop (`_FlatRNN` gives it the list as its weights). Returns (output, h_n) or, for lstm, (output, h_n, c_n).
 """
 
 from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import InputRangeError, ShapeError
 from distgraph.nn.functional import layers, pooling_extra, vision
+from distgraph.nn.rnn import RNNBase
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.conv import conv1d
@@ -142,6 +146,55 @@ def embedding_renorm_(input, indices, max_norm, norm_type):
     return input
 
 
+class _FlatRNN:
+    """What RNNBase._layers reads of its module, for ATen's flat weight list (no projections)."""
+
+    proj_size = 0
+
+    def __init__(self, mode, params, has_biases, num_layers, dropout, train, bidirectional):
+        per, dirs = 4 if has_biases else 2, 2 if bidirectional else 1
+        if len(params) != per * num_layers * dirs:
+            raise ShapeError(
+                f"{mode.lower()}: got an incorrect number of RNN parameters ({len(params)} for {num_layers} layer(s), "
+                f"{dirs} direction(s), has_biases={has_biases}: expected {per * num_layers * dirs})"
+            )
+        self.mode, self.params, self.bias, self.num_layers = mode, list(params), has_biases, num_layers
+        self.dropout, self.training, self.bidirectional = dropout, train, bidirectional
+        self.hidden_size = params[1].shape[1]  # w_hh: (gates * H, H)
+
+    def _weights(self, layer, d):
+        per = 4 if self.bias else 2
+        start = (layer * (2 if self.bidirectional else 1) + d) * per
+        w = self.params[start : start + per]
+        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+
+
+def _aten_rnn(mode, input, h0, c0, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    if input.ndim != 3:
+        raise ShapeError(f"{mode.lower()}: expected a 3-D input (L, N, In), or (N, L, In) batch first, got {tuple(input.shape)}")  # fmt: skip
+    flat = _FlatRNN(mode, params, has_biases, num_layers, dropout, train, bidirectional)
+    x = input.transpose(0, 1) if batch_first else input  # (L, N, In)
+    out, h_n, c_n = RNNBase._layers(flat, x, h0, c0)
+    return out.transpose(0, 1) if batch_first else out, h_n, c_n
+
+
+def lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    h0, c0 = hx
+    return _aten_rnn("LSTM", input, h0, c0, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def _rnn_of(mode, name):
+    def run(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+        out, h_n, _ = _aten_rnn(mode, input, hx, None, params, has_biases, num_layers, dropout, train, bidirectional,
+                                batch_first)  # fmt: skip
+        return out, h_n
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+gru, rnn_tanh, rnn_relu = _rnn_of("GRU", "gru"), _rnn_of("RNN_TANH", "rnn_tanh"), _rnn_of("RNN_RELU", "rnn_relu")
+
 __all__ = ["native_layer_norm", "native_group_norm", "native_batch_norm", "native_dropout", "native_channel_shuffle",
            "grid_sampler", "grid_sampler_2d", "grid_sampler_3d", "affine_grid_generator", "conv_tbc",
-           "embedding_renorm_"]  # fmt: skip
+           "embedding_renorm_", "lstm", "gru", "rnn_tanh", "rnn_relu"]  # fmt: skip
