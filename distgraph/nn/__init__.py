@@ -42,6 +42,7 @@ from distgraph.nn.container import (  # noqa: F401
 from distgraph.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from distgraph.nn.conv3d import Conv3d, ConvTranspose3d  # noqa: F401
 from distgraph.nn.ctc import CTCLoss  # noqa: F401
+from distgraph.nn.data_parallel import DataParallel  # noqa: F401
 from distgraph.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout  # noqa: F401
 from distgraph.nn.extra_layers import (  # noqa: F401
     ChannelShuffle,
@@ -99,6 +100,7 @@ from distgraph.nn.loss import (  # noqa: F401
     MarginRankingLoss,
     MSELoss,
     NLLLoss,
+    NLLLoss2d,
     PoissonNLLLoss,
     SmoothL1Loss,
     SoftMarginLoss,

@@ -5,6 +5,7 @@ module through `.to(device)` and appear in its state_dict.
 """
 
 import math
+import warnings
 
 from distgraph.errors import ShapeError
 from distgraph.nn import functional as F
@@ -40,6 +41,19 @@ class NLLLoss(_WeightedLoss):
 
     def forward(self, input, target):
         return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class NLLLoss2d(NLLLoss):
+    """torch's old name for NLLLoss over (N, C, H, W) scores (NLLLoss takes any rank), with torch's warning."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        warnings.warn(
+            "`NLLLoss2d` has been deprecated. Please use `NLLLoss` instead as a drop-in replacement and see "
+            "https://pytorch.org/docs/main/nn.html#torch.nn.NLLLoss for more details.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(weight, ignore_index, reduction)
 
 
 class MSELoss(_Loss):

@@ -123,11 +123,27 @@ def from_numpy(ndarray):
 
 
 def from_dlpack(ext):
-    """A tensor from any DLPack producer (torch, cupy, jax, ...), zero-copy."""
+    """A tensor from any DLPack producer (torch, cupy, jax, ...) or a DLPack capsule (what to_dlpack returns),
+    zero-copy."""
+    if type(ext).__name__ == "PyCapsule":  # numpy reads a capsule only through a producer's __dlpack__
+        return Tensor(np.from_dlpack(_Capsule(ext)))
     if hasattr(ext, "__dlpack_device__") and ext.__dlpack_device__()[0] == 2:  # kDLCUDA
         cp = as_device("cuda").xp
         return Tensor(cp.from_dlpack(ext))
     return Tensor(np.from_dlpack(ext))
+
+
+class _Capsule:
+    """A DLPack capsule as a producer of host memory (a CUDA one is cupy's to read: cupy.from_dlpack(capsule))."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
 
 
 def _shape(size):

@@ -140,11 +140,16 @@ def _refuse_leaf(self, name):
 
 
 def _alias(self):
-    """A tensor holding `self`'s state as it is now (array, graph, version counter, what it views), but
-    not its identity's own things (.grad, hooks): what the Nodes and Views made before keep seeing."""
+    """A tensor holding `self`'s state as it is now: what the Nodes and Views made before keep seeing."""
     if type(self) is View:
         view_base(self)  # (what it views in the layout its recipe was made for)
-    old = Tensor.__new__(View if type(self) is View else Tensor)
+    return state_copy(self, View if type(self) is View else Tensor)
+
+
+def state_copy(self, cls):
+    """A new `cls` object (Tensor or a subclass) holding `self`'s state (array, graph, version counter, what it
+    views), but not its identity's own things (.grad, hooks)."""
+    old = Tensor.__new__(cls)
     for slot in _STATE:
         desc = Tensor.__dict__[slot]
         try:
@@ -164,12 +169,18 @@ def _inverse(recipe, old_shape):
     return (op, {"shape": tuple(old_shape)})
 
 
-def resize_(self, *sizes, memory_format=None):
+def resize_(self, *sizes, size=None, memory_format=None):
+    if size is not None:
+        if sizes:
+            raise TypeError("resize_() got multiple values for argument 'size'")
+        if not isinstance(size, tuple | list):
+            raise TypeError(f"resize_(): argument 'size' must be tuple of ints, not {_typename(size)}")
+        sizes = (size,)
+    size = int_list("resize_", "size", sizes)
     if self.requires_grad:
         raise AutogradError("resize_: cannot resize variables that require grad")
-    size = tuple(int(n) for n in (sizes[0] if len(sizes) == 1 and isinstance(sizes[0], tuple | list) else sizes))
     if any(n < 0 for n in size):
-        raise ShapeError(f"resize_: sizes must be non-negative, got {size}")
+        raise ShapeError(f"resize_: numel: integer multiplication overflow (a negative size in {list(size)})")
     storage, offset = _storage(self.array)
     need = offset + int(np.prod(size))
     if need > storage.size:  # torch's storage grows; here a larger buffer takes the old memory's values
@@ -187,7 +198,48 @@ def resize_(self, *sizes, memory_format=None):
 
 
 def resize_as_(self, the_template, memory_format=None):
+    if not isinstance(the_template, Tensor):
+        raise TypeError(
+            f"resize_as_(): argument 'the_template' (position 1) must be Tensor, not {_typename(the_template)}"
+        )
     return resize_(self, tuple(the_template.shape))
+
+
+def int_list(op, name, args):
+    """torch's parsing of an int-list parameter given as `*args`: ints (Python's, numpy's, 0-d integer tensors)
+    or one tuple/list/Size of them, with torch's TypeErrors for anything else."""
+    if not args:
+        raise TypeError(f'{op}() missing 1 required positional arguments: "{name}"')
+    if not is_int(args[0]):
+        if len(args) > 1:
+            raise TypeError(f"{op}() takes 1 positional argument but {len(args)} were given")
+        if not isinstance(args[0], tuple | list):
+            raise TypeError(f"{op}(): argument '{name}' (position 1) must be tuple of ints, not {_typename(args[0])}")
+        args = args[0]
+    for pos, n in enumerate(args, 1):
+        if pos == 1 and not is_int(n):  # (only a sequence's first element can be no int here)
+            raise TypeError(
+                f"{op}(): argument '{name}' (position 1) must be tuple of ints, but found element of type "
+                f"{_typename(n)} at pos 0"
+            )
+        if not is_int(n):
+            raise TypeError(
+                f"{op}(): argument '{name}' failed to unpack the object at pos {pos} with error \"type must be tuple "
+                f'of ints,but got {_typename(n)}"'
+            )
+    return tuple(int(n) for n in args)
+
+
+def is_int(n):
+    """An integer torch takes as a size: a Python or numpy int (not a bool) or a 0-d integer tensor."""
+    if isinstance(n, Tensor):
+        return n.ndim == 0 and n.dtype.category == 1
+    return isinstance(n, int | np.integer) and not isinstance(n, bool | np.bool_)
+
+
+def _typename(obj):
+    module = type(obj).__module__
+    return type(obj).__name__ if module == "builtins" or isinstance(obj, Tensor) else f"{module}.{type(obj).__name__}"
 
 
 def _storage(a):

@@ -4,20 +4,28 @@
   (2, 3) tensor, `x.new(data)` a tensor of x's dtype holding `data` (a tuple is data, as torch reads it),
   `x.new(t)` an alias of a tensor `t` of x's dtype; all on x's device unless `device=` says otherwise.
 - `resize` / `resize_as`: torch's deprecated out-of-place forms, a reshape of the row-major copy (or self,
-  when row-major already) that keeps the element count (autograd's Resize), with torch's warning and error.
+  when row-major already) that keeps the element count (autograd's Resize), with torch's warning and error; sizes are ints only
+  (`resize(2, 3)`: torch refuses `resize((2, 3))`, which in-place `resize_` takes).
 - `data_ptr`: the address of the first element in memory (numpy's or cupy's), so views of one memory
   differ by their offset in bytes, as torch's; 0 for an empty tensor, as torch's.
 - `to_dense`: a tensor is already dense; with a dtype, the cast.
 - `share_memory_`: returns self. Its purpose in torch is to let worker processes (torch.multiprocessing) map
   the storage; distgraph's workers get arrays through Ray's shared-memory object store or its own shm
   all-reduce, never by pickling a tensor's storage, so there is nothing to move.
-- hardshrink, prelu, resolve_neg, resolve_conj: the functions of the same name as methods.
-
-`as_subclass` is not offered: an alias keeps torch's in-place view semantics only as distgraph's View type
-(autograd/tensor.py), which a user's Tensor subclass is not.
+- `is_pinned` / `is_shared` / `is_neg` / `is_distributed`: False (no pinned host memory, no storage shared between
+  processes, no lazy negation bit, no distributed tensor type); `is_set_to(t)`: whether both read the same memory
+  the same way (first element, shape, strides, dtype), as torch's same storage, offset, sizes and strides.
+- hardshrink, prelu, resolve_neg, resolve_conj, nonzero_static, unsafe_split_with_sizes: the functions of the
+  same name as methods.
+- `as_subclass(cls)`: an alias of the tensor (its memory, version counter and place in the graph: the gradient
+  reaches the tensor) as an object of exactly class `cls`, a Tensor subclass, as torch's. Writes through it reach
+  the tensor's values and graph. Unlike distgraph's own views (autograd/tensor.py's View, whose graph rebuilds
+  itself after a write into the memory), a user's class has no such hook: after a write into the tensor, the
+  alias holds the new values, but its graph is the one of the old ones (take as_subclass after the write).
 """
 
-import math
+import functools
+import operator
 import warnings
 
 from distgraph import dtypes
@@ -25,7 +33,7 @@ from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
-from distgraph.ops import activation, creation, shape
+from distgraph.ops import activation, creation, inplace_shape, shape, torch_names
 
 
 def new(self, *args, device=None):
@@ -45,25 +53,47 @@ def new(self, *args, device=None):
     return creation.tensor(data, dtype=self.dtype, device=dev)
 
 
-def _resize(self, size, name):
+def _resize(self, sizes, name):
     warnings.warn(f"non-inplace {name} is deprecated", UserWarning, stacklevel=3)
-    size = tuple(size)
-    count = math.prod(size)
+    # torch's Resize: the element count is the product of the arguments, so one tuple or list (which multiplies
+    # into a sequence, never a count) is refused; only ints pass, as for resize(2, 3)
+    count = functools.reduce(operator.mul, sizes, 1)
     if count != self.numel():
         raise ShapeError(
-            f"requested resize to {'x'.join(map(str, size))} ({count} elements in total), but the given tensor has a "
+            f"requested resize to {'x'.join(map(str, sizes))} ({count} elements in total), but the given tensor has a "
             f"size of {'x'.join(map(str, self.shape))} ({self.numel()} elements). autograd's resize can only change "
             "the shape of a given tensor, while preserving the number of elements."
         )
-    return shape.reshape(self.contiguous(), size)  # torch's Resize: a row-major result whatever self's layout
+    if not all(map(inplace_shape.is_int, sizes)):
+        raise TypeError(
+            f"view() received an invalid combination of arguments - got ({', '.join(type(n).__name__ for n in sizes)}), "
+            "but expected one of: (torch.dtype dtype), (tuple of ints size)"
+        )
+    return shape.reshape(self.contiguous(), tuple(map(int, sizes)))  # a row-major result whatever self's layout
 
 
 def resize(self, *sizes):
-    return _resize(self, sizes[0] if len(sizes) == 1 and isinstance(sizes[0], tuple | list) else sizes, "resize")
+    return _resize(self, sizes, "resize")
 
 
 def resize_as(self, tensor):
-    return _resize(self, tensor.shape, "resize_as")
+    return _resize(self, tuple(tensor.shape), "resize_as")
+
+
+def as_subclass(self, cls):
+    if not isinstance(cls, type):
+        raise TypeError(f"cls must be a type (got {type(cls).__name__})")
+    if not issubclass(cls, Tensor):
+        raise TypeError(
+            "Creating a Tensor subclass from a class that does not inherit from Tensor is not possible. Make sure "
+            "your class inherits from Tensor."
+        )
+    alias = self[...]
+    if cls is Tensor:
+        return alias
+    out = inplace_shape.state_copy(alias, cls)
+    Tensor.requires_grad.__set__(out, alias.requires_grad)  # a view's (its base's, when made in no_grad mode)
+    return out
 
 
 def data_ptr(self):
@@ -77,6 +107,19 @@ def to_dense(self, dtype=None, *, masked_grad=None):
     return self if dtype is None or dtypes.from_any(dtype) == self.dtype else self.to(dtypes.from_any(dtype))
 
 
+def is_set_to(self, tensor):
+    a, b = self.array, tensor.array
+    if not a.size:  # (an empty tensor has no first element to compare: only the same memory object is)
+        return a is b
+    return (
+        self.device == tensor.device
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and data_ptr(self) == data_ptr(tensor)
+    )
+
+
 def share_memory_(self):
     return self
 
@@ -86,7 +129,10 @@ def hardshrink(self, lambd=0.5):
 
 
 def install():
-    for fn in (new, resize, resize_as, data_ptr, to_dense, share_memory_, hardshrink):
+    for fn in (new, resize, resize_as, as_subclass, data_ptr, to_dense, share_memory_, hardshrink, is_set_to):
         setattr(Tensor, fn.__name__, fn)
+    for fn in (torch_names.nonzero_static, torch_names.unsafe_split_with_sizes):
+        setattr(Tensor, fn.__name__, fn)
+    Tensor.is_pinned = Tensor.is_shared = Tensor.is_neg = Tensor.is_distributed = lambda self: False
     Tensor.prelu = activation.prelu
     Tensor.resolve_neg = Tensor.resolve_conj = lambda self: self

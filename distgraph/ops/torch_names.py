@@ -5,8 +5,8 @@
   the view op, then `clone` — differentiable through both, so the gradient is the view's.
 - unsafe_chunk / unsafe_split / split_with_sizes: torch's versions of chunk / split that skip a view
   check distgraph does not make; the same ops.
-- Switches distgraph has no kernel choice for (deterministic algorithms, float32 matmul precision,
-  inter-op threads) are kept and read back as torch's are, with torch's checks, and change nothing else:
+- Switches distgraph has no kernel choice for (deterministic algorithms and their debug mode, float32 matmul
+  precision, inter-op threads, warn-always) are kept and read back as torch's are, with torch's checks, and change nothing else:
   every distgraph kernel is deterministic and computes float32 matmuls in float32.
 - is_anomaly_enabled / set_anomaly_enabled are `autograd.detect_anomaly`'s switch.
 - igamma / igammac are special.gammainc / gammaincc; constant_pad_nd is F.pad's constant mode; fill is fill_'s
@@ -39,8 +39,12 @@ from distgraph.ops.promotion import cast
 from distgraph.ops.special_fns import gammainc as igamma
 from distgraph.ops.special_fns import gammaincc as igammac
 from distgraph.ops.strided import as_strided, empty_strided
+from distgraph.ops.torch_names_more import *  # noqa: F403  (range, cond, while_loop, ...: its __all__)
+from distgraph.ops.torch_names_more import __all__ as _MORE
 
-_STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None}
+_STATE = {"deterministic": False, "warn_only": False, "matmul_precision": "highest", "interop_threads": None,
+          "warn_always": False}  # fmt: skip
+_DEBUG_MODES = ("default", "warn", "error")
 
 
 def _copy_of(view, name):
@@ -200,12 +204,12 @@ def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=Non
             "Number of dimensions in size does not match the length of the physical_layout; i.e. len(size) = "
             f"{len(size)} is not equal to len(physical_layout) = {len(order)}"
         )
-    if sorted(order) != list(range(len(order))):
+    if sorted(order) != list(builtins.range(len(order))):
         raise ShapeError(f"empty_permuted: Duplicate dim not allowed (physical_layout {order})")
     dev = _as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     memory = dev.xp.zeros([size[d] for d in order], dtype=dt.np)
-    inverse = [order.index(d) for d in range(len(order))]
+    inverse = [order.index(d) for d in builtins.range(len(order))]
     return Tensor(memory.transpose(inverse), requires_grad=requires_grad, device=dev)
 
 
@@ -219,7 +223,7 @@ def norm_except_dim(v, pow=2, dim=0):  # noqa: A002  (torch's parameter name)
             f"Dimension out of range (expected to be in range of [{-v.ndim}, {v.ndim - 1}], but got {dim})"
         )
     dim %= v.ndim
-    return vector_norm(v, pow, tuple(d for d in range(v.ndim) if d != dim), keepdim=True)
+    return vector_norm(v, pow, tuple(d for d in builtins.range(v.ndim) if d != dim), keepdim=True)
 
 
 # ---- process-wide switches -----------------------------------------------------------------------------------
@@ -235,6 +239,38 @@ def are_deterministic_algorithms_enabled():
 
 def is_deterministic_algorithms_warn_only_enabled():
     return _STATE["warn_only"]
+
+
+def set_deterministic_debug_mode(debug_mode):
+    """torch's other spelling of use_deterministic_algorithms: 0 / "default" off, 1 / "warn" on with warn_only,
+    2 / "error" on."""
+    if isinstance(debug_mode, str):
+        if debug_mode not in _DEBUG_MODES:
+            raise InputRangeError(
+                f"invalid value of debug_mode, expected one of `default`, `warn`, `error`, but got {debug_mode}"
+            )
+        debug_mode = _DEBUG_MODES.index(debug_mode)
+    elif not isinstance(debug_mode, builtins.int):
+        raise TypeError(f"debug_mode must be str or int, but got {type(debug_mode)}")
+    if debug_mode not in (0, 1, 2):
+        raise InputRangeError(f"invalid value of debug_mode, expected 0, 1, or 2, but got {debug_mode}")
+    use_deterministic_algorithms(debug_mode > 0, warn_only=debug_mode == 1)
+
+
+def get_deterministic_debug_mode():
+    return 0 if not _STATE["deterministic"] else 1 if _STATE["warn_only"] else 2
+
+
+def set_warn_always(b):
+    """torch's switch to repeat warnings it gives once; kept and read back (distgraph's warnings follow
+    Python's `warnings` filters, which decide repeats)."""
+    if not isinstance(b, bool):
+        raise TypeError(f"setWarnOnlyOnce expects a bool, but got {type(b).__name__}")
+    _STATE["warn_always"] = b
+
+
+def is_warn_always_enabled():
+    return _STATE["warn_always"]
 
 
 def set_float32_matmul_precision(precision):
@@ -280,4 +316,5 @@ __all__ = [*COPIES, "pi", "e", "inf", "nan", "newaxis", "unsafe_chunk", "unsafe_
            "get_num_interop_threads", "is_anomaly_enabled", "set_anomaly_enabled", "histogram", "histogramdd", "gradient",
            "set_printoptions", "as_strided", "empty_strided", "Size", "fill", "resolve_neg", "resolve_conj",
            "constant_pad_nd", "nonzero_static", "empty_permuted", "norm_except_dim", "igamma", "igammac",
-           "get_default_device", "set_default_device"]  # fmt: skip
+           "get_default_device", "set_default_device", "set_deterministic_debug_mode",
+           "get_deterministic_debug_mode", "set_warn_always", "is_warn_always_enabled", *_MORE]  # fmt: skip

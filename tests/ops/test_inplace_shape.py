@@ -419,5 +419,5 @@ def test_resize_refusals():
             t.resize_(3)
     with pytest.raises(RuntimeError, match="cannot resize variables that require grad"):
         torch.zeros(2, requires_grad=True).resize_(3)
-    with pytest.raises(ShapeError, match="resize_: sizes must be non-negative"):
+    with pytest.raises(ShapeError, match="resize_: numel: integer multiplication overflow"):
         dg.zeros(2).resize_(-1)

@@ -7,7 +7,8 @@ take a `cudnn_enable(d)` flag they ignore, and max_pool1d_with_indices / adaptiv
 `convolution` is ATen's one entry for every convolution: the weight's rank picks 1-, 2- or 3-d, `transposed`
 the transposed form. The feature dropouts draw one mask entry per (N, C) of any input of 2 dims or more, as
 ATen's do (F.dropout2d/3d read the rank first). The RNN cells take the weights explicitly (input, hx, w_ih,
-w_hh, b_ih, b_hh) and compute the step with nn's cells (ops/recurrent.py).
+w_hh, b_ih, b_hh) and compute the step with nn's cells (ops/recurrent.py). ATen's native_* forms, grid_sampler,
+conv_tbc and embedding_renorm_ are native_forms.py's.
 
 `dg.<name>` finds these lazily (distgraph/__init__.py's __getattr__ reads `__all__`), so `import distgraph`
 does not load nn.
@@ -19,6 +20,8 @@ from distgraph.nn.functional import activation as fa
 from distgraph.nn.functional import activation_extra as fx
 from distgraph.nn.functional import ctc, distance, extra, layers, loss, norms, pooling_extra
 from distgraph.nn.functional.embedding_bag import aten_embedding_bag as embedding_bag
+from distgraph.nn.functional.native_forms import *  # noqa: F403  (native_layer_norm, conv_tbc, ...: its __all__)
+from distgraph.nn.functional.native_forms import __all__ as _NATIVE
 from distgraph.ops import pool, pool3d, recurrent
 from distgraph.ops.conv import conv1d, conv2d
 from distgraph.ops.conv3d import conv3d, conv_transpose3d
@@ -334,4 +337,5 @@ __all__ = [
     "threshold",
     "threshold_",
     "triplet_margin_loss",
+    *_NATIVE,
 ]
