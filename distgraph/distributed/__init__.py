@@ -7,13 +7,15 @@ way): `launch(fn, workers=N)` and, inside fn, `rank`, `world_size`, `all_reduce`
 `all_gather_object`, `broadcast_optimizer_state`, and torch's `get_rank`, `get_world_size`, `ReduceOp` (SUM,
 AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR) (loop.py); Horovod's `DistributedOptimizer` (dist_optimizer.py);
 torch's `reduce`, `reduce_scatter`, `reduce_scatter_tensor`, `all_to_all`, `all_to_all_single`, `gather`,
-`scatter`, `is_initialized` and Horovod's `Sum`, `Average`, `Min`, `Max`, `Product`, `Adasum`,
+`scatter` and Horovod's `Sum`, `Average`, `Min`, `Max`, `Product`, `Adasum`,
 `grouped_allreduce`, `reducescatter`, `alltoall`, `local_rank`, `local_size`, `cross_rank`, `cross_size`
 (collectives.py); torch's differentiable collectives `nn.functional.all_reduce`, `all_gather`, `broadcast`,
 `reduce`, `gather`, `scatter`, `reduce_scatter`, `all_to_all`, `all_to_all_single` (nn/functional.py);
 Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (its `allreduce`, `broadcast`
 return new, differentiable tensors; `allreduce_`, `broadcast_` work in place); and `DistributedDataParallel`
-(ddp.py).
+(ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
+`new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
+`async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py).
 
 What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
 backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
@@ -42,6 +44,7 @@ _SUBMODULES = (
     "param_store",
     "placement",
     "plan_runner",
+    "process_group",
     "runtime",
     "scheduler",
     "shm",
@@ -69,9 +72,20 @@ _LOOP_API = (
     "get_rank", "get_world_size", "size", "ReduceOp", "broadcast_optimizer_state",
 )  # fmt: skip
 _COLLECTIVES_API = (
-    "reduce", "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter",
-    "is_initialized", "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
+    "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
     "local_rank", "local_size", "cross_rank", "cross_size", "Adasum",
+)  # fmt: skip
+
+
+_PROCESS_GROUP_API = (
+    "init_process_group", "destroy_process_group", "is_initialized", "get_backend", "is_available",
+    "is_gloo_available", "is_nccl_available", "is_mpi_available", "new_group", "monitored_barrier", "group",
+    "GroupMember", "ProcessGroup", "Backend", "Work",
+)  # fmt: skip
+_TORCH_COLLECTIVES = (
+    "all_reduce", "broadcast", "barrier", "all_gather", "all_gather_object", "reduce", "reduce_scatter",
+    "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter", "all_gather_into_tensor",
+    "broadcast_object_list", "gather_object", "scatter_object_list",
 )  # fmt: skip
 
 
@@ -91,6 +105,10 @@ def __getattr__(name):
         return getattr(importlib.import_module("distgraph.distributed.compression"), name)
     if name == "GradBucket":
         return importlib.import_module("distgraph.distributed.grad_bucket").GradBucket
+    if name in _PROCESS_GROUP_API:
+        return getattr(importlib.import_module("distgraph.distributed.process_group"), name)
+    if name in _TORCH_COLLECTIVES:  # with torch's group= and async_op= keywords
+        return importlib.import_module("distgraph.distributed.process_group").TORCH_COLLECTIVES[name]
     if name in _LOOP_API:
         return getattr(importlib.import_module("distgraph.distributed.loop"), name)
     if name in _COLLECTIVES_API:

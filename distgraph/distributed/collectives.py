@@ -9,7 +9,7 @@
   input_tensor_list)`, `gather(tensor, gather_list, dst)`, `scatter(tensor, scatter_list, src)` (torch) and
   `alltoall(tensor, splits)` (Horovod: → the result, and the rows received from each rank when splits
   are given);
-- `is_initialized()`, Horovod's `local_rank()`, `local_size()`, `cross_rank()`, `cross_size()`.
+- Horovod's `local_rank()`, `local_size()`, `cross_rank()`, `cross_size()`.
 
 Policy. Every collective first exchanges what each rank holds (shapes, dtypes, splits) and any problem
 with its own arguments (a gather_list on the wrong rank, splits that do not add up): then every rank
@@ -29,7 +29,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
 from distgraph.distributed.allreduce import OPS
-from distgraph.distributed.loop import _context, _gather_bytes, _listed, allgather_object
+from distgraph.distributed.loop import _context, _gather_bytes, _listed, _local_ranks, allgather_object
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
 Sum, Average, Min, Max, Product = "sum", "mean", "min", "max", "product"  # Horovod's op names
@@ -359,20 +359,6 @@ def scatter(tensor, scatter_list=None, src=0):
 
 
 # ---- the launch's layout --------------------------------------------------------------------------------
-def is_initialized():
-    """Whether this process is a rank of a launch (torch's and Horovod's name); outside one, the collectives
-    still run, as rank 0 of 1."""
-    return _context["comm"] is not None
-
-
-def _local_ranks():
-    """(ranks on this rank's node, by rank; every rank's local rank), from the node of each rank that
-    `launch` found (one node outside a launch)."""
-    nodes = _context.get("nodes") or [None] * _context["world"]
-    local = [sum(n == nodes[r] for n in nodes[:r]) for r in range(len(nodes))]
-    return [r for r, n in enumerate(nodes) if n == nodes[_context["rank"]]], local
-
-
 def local_rank():
     """This rank's place among the ranks on its node (Horovod's): which GPU or cores of the node are its."""
     return _local_ranks()[1][_context["rank"]]

@@ -30,7 +30,6 @@ from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Hor
     cross_rank,
     cross_size,
     grouped_allreduce,
-    is_initialized,
     local_rank,
     local_size,
     reducescatter,
@@ -49,6 +48,7 @@ from distgraph.distributed.loop import (  # noqa: F401
 from distgraph.distributed.loop import broadcast as _broadcast_in_place
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
 from distgraph.distributed.nn import functional as differentiable
+from distgraph.distributed.process_group import is_initialized  # noqa: F401
 from distgraph.errors import ConfigError
 
 

@@ -57,13 +57,25 @@ class LoopWorker:
         return ray.get_runtime_context().get_node_id()
 
     def connect(self, group, backend, device, timeout_s, nodes):
-        _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes)
+        _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend)
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
     def run(self, fn, args, kwargs):
-        with using_group(CommGroup(self.rank, self.world, lambda: _context["comm"])):  # for SyncBatchNorm
-            return fn(*args, **kwargs)
+        same_node, local = _local_ranks()
+        env = {"RANK": self.rank, "WORLD_SIZE": self.world, "LOCAL_RANK": local[self.rank],
+               "LOCAL_WORLD_SIZE": len(same_node)}  # fmt: skip
+        before = {k: os.environ.get(k) for k in env}
+        os.environ.update({k: str(v) for k, v in env.items()})  # torchrun's, for scripts that read them
+        try:
+            with using_group(CommGroup(self.rank, self.world, lambda: _context["comm"])):  # for SyncBatchNorm
+                return fn(*args, **kwargs)
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def close(self):
         if _context["comm"] is not None:
@@ -159,6 +171,23 @@ def _failed_rank(refs):
 # ---- inside a launched function ---------------------------------------------------------------------
 def rank():
     return _context["rank"]
+
+
+def is_launched():
+    """Whether this process is a rank of a launch (outside one, the collectives run as rank 0 of 1)."""
+    return _context["comm"] is not None
+
+
+def gloo_available():
+    return collective.gloo_available()
+
+
+def _local_ranks():
+    """(ranks on this rank's node, by rank; every rank's local rank), from the node of each rank that
+    `launch` found (one node outside a launch)."""
+    nodes = _context.get("nodes") or [None] * _context["world"]
+    local = [sum(n == nodes[r] for n in nodes[:r]) for r in range(len(nodes))]
+    return [r for r, n in enumerate(nodes) if n == nodes[_context["rank"]]], local
 
 
 def world_size():
@@ -354,4 +383,16 @@ def all_gather(tensor_or_list, tensor=None):
     return out
 
 
-all_gather_object = allgather_object
+_NO_OBJECT = object()
+
+
+def all_gather_object(object_list, obj=_NO_OBJECT):
+    """torch's `all_gather_object(object_list, obj)`: every rank's obj into object_list (one entry per rank),
+    in place. With one argument, Horovod's allgather_object: → the list."""
+    if obj is _NO_OBJECT:
+        return allgather_object(object_list)
+    gathered = allgather_object(obj)
+    if len(object_list) != len(gathered):
+        raise ConfigError(f"all_gather_object: object_list has {len(object_list)} entries for {len(gathered)} ranks")
+    object_list[:] = gathered
+    return object_list

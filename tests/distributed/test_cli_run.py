@@ -1,6 +1,7 @@
 """`distgraph run --workers N SCRIPT ARGS`: the script runs once per rank, as torchrun starts it, on real Ray."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -47,3 +48,60 @@ def test_a_rank_that_exits_non_zero_or_a_broken_script_ends_run_with_one_line(ra
     (tmp_path / "bad.py").write_text("def f(:\n")
     result = CliRunner().invoke(main, ["run", str(tmp_path / "bad.py")])
     assert result.exit_code == 1 and f"{tmp_path / 'bad.py'}:1: invalid syntax" in result.output, result.output
+
+
+TORCHRUN_SCRIPT = """
+import json, os, sys
+import numpy as np
+import distgraph as dg
+import distgraph.distributed as dist  # where a torchrun script imports torch.distributed
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+local = int(os.environ.get("LOCAL_RANK", "0"))
+t = dg.tensor(np.full(2, rank + 1.0))
+work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=dist.group.WORLD, async_op=True)
+work.wait()
+stacked = dg.zeros(world, 2, dtype=dg.float64)
+dist.all_gather_into_tensor(stacked, dg.tensor(np.full(2, 10.0 * rank)))
+objects = [{"lr": 0.1}, "cfg"] if rank == 0 else [None, None]
+dist.broadcast_object_list(objects, src=0)
+gathered = [None] * world if rank == 0 else None
+dist.gather_object(rank * 7, gathered, dst=0)
+everyone = [None] * world
+dist.all_gather_object(everyone, f"rank{rank}")
+mine = [None]
+dist.scatter_object_list(mine, [f"for{r}" for r in range(world)] if rank == 0 else None, src=0)
+group = dist.new_group(list(range(world)))
+dist.monitored_barrier(group)
+out = {"rank": rank, "world": world, "env": [os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+       "LOCAL_WORLD_SIZE")], "local": local, "sum": t.tolist(), "stacked": stacked.tolist(), "objects": objects,
+       "gathered": gathered, "everyone": everyone, "mine": mine, "backend": dist.get_backend(),
+       "initialized": dist.is_initialized()}
+dist.destroy_process_group()
+with open(f"{sys.argv[1]}.{rank}", "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_a_script_written_for_torchrun_runs_unchanged_under_run_and_alone(ray_session, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "torch_style.py").write_text(TORCHRUN_SCRIPT)
+    args = ["run", "--workers", "2", "--cpus-per-worker", "0.5", str(tmp_path / "torch_style.py"), str(tmp_path / "r")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    ranks = [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(2)]
+    for r, got in enumerate(ranks):
+        assert got["rank"] == r and got["world"] == 2 and got["env"] == [str(r), "2", str(r), "2"] and got["local"] == r
+        assert got["sum"] == [3.0, 3.0] and got["stacked"] == [[0.0, 0.0], [10.0, 10.0]]
+        assert got["objects"] == [{"lr": 0.1}, "cfg"] and got["everyone"] == ["rank0", "rank1"]
+        assert got["gathered"] == ([0, 7] if r == 0 else None) and got["mine"] == [f"for{r}"]
+        assert got["backend"] == "shm" and got["initialized"]
+    alone = subprocess.run([sys.executable, str(tmp_path / "torch_style.py"), str(tmp_path / "a")], capture_output=True,
+                           text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "LOCAL_RANK"})  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    got = json.loads((tmp_path / "a.0").read_text())
+    assert got["world"] == 1 and got["sum"] == [1.0, 1.0] and got["stacked"] == [[0.0, 0.0]] and got["mine"] == ["for0"]
+    assert got["env"] == [None] * 4 and got["backend"] == "gloo"  # no launch: the backend it asked for

@@ -1,0 +1,246 @@
+"""torch.distributed's process-group surface inside a `dg.distributed.launch` function, so a script written
+for torchrun runs unchanged under `distgraph run --workers N script.py` (or alone, as rank 0 of 1):
+
+    dist.init_process_group("gloo")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=dist.group.WORLD, async_op=False)
+    dist.destroy_process_group()
+
+- `init_process_group(backend, ..., world_size, rank)` joins nothing: the launch already made the group; it
+  checks that world_size and rank, when given, are the launch's (else a ConfigError naming both) and that it
+  is not called twice (torch's error); `destroy_process_group` ends that. The ranks see torchrun's variables
+  RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (loop.py sets them for the function's run).
+- Every collective takes torch's `group` (None or `group.WORLD`: the launch's ranks form one group; a
+  subgroup is refused by name, as is `new_group` of some ranks) and `async_op` (→ a completed `Work`:
+  distgraph's collectives have finished when they return).
+- `get_backend()` names the transport the launch chose: "shm" (one node), "gloo", "nccl".
+- torch's object collectives: `broadcast_object_list`, `gather_object`, `scatter_object_list`,
+  `all_gather_object(object_list, obj)` (Horovod's one-argument form too), and `all_gather_into_tensor`,
+  `monitored_barrier`.
+"""
+
+import functools
+
+from distgraph.backend import cuda_is_available
+from distgraph.distributed import collectives, loop
+from distgraph.distributed.loop import _context
+from distgraph.errors import ConfigError, ShapeError
+
+BACKENDS = ("gloo", "nccl", "mpi", "ucc", "shm", "cpu:gloo,cuda:nccl")
+
+
+class Backend:
+    """torch.distributed.Backend's names."""
+
+    GLOO, NCCL, MPI, UCC = "gloo", "nccl", "mpi", "ucc"
+
+
+class ProcessGroup:
+    """The launch's one group of ranks (torch's default group)."""
+
+    def rank(self):
+        return loop.rank()
+
+    def size(self):
+        return loop.world_size()
+
+    def __repr__(self):
+        return f"ProcessGroup(WORLD, rank {loop.rank()} of {loop.world_size()})"
+
+
+class group:  # noqa: N801  (torch's name)
+    WORLD = ProcessGroup()
+
+
+GroupMember = group
+
+
+class Work:
+    """What a collective called with async_op=True returns. It has already finished: `wait()` is True."""
+
+    def __init__(self, result):
+        self._result = result if isinstance(result, list) else [result]
+
+    def wait(self, timeout=None):
+        return True
+
+    def is_completed(self):
+        return True
+
+    def is_success(self):
+        return True
+
+    def result(self):
+        return self._result
+
+    def get_future(self):
+        return _Done(self._result)
+
+
+class _Done:
+    def __init__(self, value):
+        self._value = value
+
+    def wait(self):
+        return self._value
+
+    def value(self):
+        return self._value
+
+    def done(self):
+        return True
+
+
+def _check_group(g, what):
+    if g is not None and g is not group.WORLD:
+        raise ConfigError(
+            f"{what}: group must be the launch's (None or dist.group.WORLD), got {g!r}: subgroups are not supported "
+            "(every collective runs over all the launch's ranks)"
+        )
+
+
+def torch_collective(fn):
+    """`fn` with torch's `group` and `async_op` keywords."""
+
+    @functools.wraps(fn)
+    def call(*args, group=None, async_op=False, **kwargs):
+        _check_group(group, fn.__name__)
+        out = fn(*args, **kwargs)
+        return Work(out) if async_op else out
+
+    return call
+
+
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
+                       group_name="", pg_options=None, device_id=None):  # fmt: skip
+    """The launch's group, checked against what the script asks for (see the module's docstring)."""
+    if _context.get("pg"):
+        raise ConfigError("init_process_group: trying to initialize the default process group twice!")
+    if backend is not None and str(backend).lower() not in BACKENDS:
+        raise ConfigError(f"init_process_group: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    outside = "" if loop.is_launched() else (
+        " (outside dg.distributed.launch this process is rank 0 of 1: start the ranks with "
+        "`distgraph run --workers N script.py` or dg.distributed.launch)"
+    )  # fmt: skip
+    for name, asked, have in (("world_size", world_size, loop.world_size()), ("rank", rank, loop.rank())):
+        if asked not in (-1, None) and asked != have:
+            raise ConfigError(f"init_process_group: {name}={asked}, but this process's {name} is {have}{outside}")
+    _context["pg"] = str(backend).lower() if backend is not None else True
+
+
+def destroy_process_group(group=None):
+    _check_group(group, "destroy_process_group")
+    _context["pg"] = None
+
+
+def is_initialized():
+    """Inside a launch, or after init_process_group (alone: a group of one)."""
+    return loop.is_launched() or bool(_context.get("pg"))
+
+
+def get_backend(group=None):
+    _check_group(group, "get_backend")
+    if not is_initialized():
+        raise ConfigError(
+            "Default process group has not been initialized, please make sure to call init_process_group."
+        )
+    asked = _context.get("pg")
+    return _context.get("backend") or (asked if isinstance(asked, str) else "gloo")
+
+
+def is_available():
+    return True
+
+
+def is_gloo_available():
+    return loop.gloo_available()
+
+
+def is_nccl_available():
+    return cuda_is_available()
+
+
+def is_mpi_available():
+    return False
+
+
+def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False,
+              group_desc=None, device_id=None):  # fmt: skip
+    """The launch's group when `ranks` is all of them; a subgroup is refused."""
+    world = loop.world_size()
+    if ranks is not None and sorted(ranks) != list(range(world)):
+        what = "are a subgroup of" if set(ranks) <= set(range(world)) else "are not"
+        raise ConfigError(
+            f"new_group: ranks {list(ranks)} {what} the launch's ranks {list(range(world))}; subgroups are not "
+            "supported (every collective runs over all the launch's ranks)"
+        )
+    return group.WORLD
+
+
+def all_gather_into_tensor(output_tensor, input_tensor):
+    """Every rank's input, in rank order, into `output_tensor` (concatenated along dim 0, or stacked: any
+    shape of world_size × the input's elements), in place."""
+    out, world = output_tensor.array, loop.world_size()
+    flat = input_tensor.reshape(-1)
+    gathered = loop._allgather(flat, "all_gather_into_tensor")[0].array
+    if out.size != input_tensor.array.size * world or gathered.size != out.size:
+        raise ShapeError(
+            f"all_gather_into_tensor: output tensor size must be equal to world_size times input tensor size "
+            f"(output {tuple(out.shape)}, input {tuple(input_tensor.shape)}, world size {world}; every rank must "
+            "pass inputs of the same size)"
+        )
+    out[...] = gathered.reshape(out.shape)
+    return output_tensor
+
+
+def broadcast_object_list(object_list, src=0, device=None):
+    """Rank src's objects into every rank's `object_list`, in place."""
+    object_list[:] = loop.broadcast_object(list(object_list) if loop.rank() == src else None, src)
+    return object_list
+
+
+def gather_object(obj, object_gather_list=None, dst=0):
+    """Every rank's `obj` into rank dst's `object_gather_list` (by rank), in place; the others pass None."""
+    gathered = loop.allgather_object(obj)
+    if loop.rank() == dst:
+        if object_gather_list is None or len(object_gather_list) != len(gathered):
+            raise ConfigError(
+                f"gather_object: rank {dst} must pass an object_gather_list of {len(gathered)} entries (one per rank)"
+            )
+        object_gather_list[:] = gathered
+    return object_gather_list
+
+
+def scatter_object_list(scatter_object_output_list, scatter_object_input_list=None, src=0):
+    """Rank src's scatter_object_input_list[r] into rank r's scatter_object_output_list[0], in place."""
+    inputs = loop.broadcast_object(scatter_object_input_list if loop.rank() == src else None, src)
+    if inputs is None or len(inputs) != loop.world_size():
+        raise ConfigError(
+            f"scatter_object_list: rank {src}'s scatter_object_input_list must hold one object per rank "
+            f"({loop.world_size()}), got {None if inputs is None else len(inputs)}"
+        )
+    if not scatter_object_output_list:
+        raise ConfigError("scatter_object_list: Expected argument scatter_object_output_list to be a list of size at least 1.")  # fmt: skip
+    scatter_object_output_list[0] = inputs[loop.rank()]
+    return scatter_object_output_list
+
+
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """A barrier (every wait already has the launch's timeout, naming what it waited for)."""
+    _check_group(group, "monitored_barrier")
+    loop.barrier()
+
+
+# torch's collectives with torch's keywords: what dg.distributed.NAME resolves to
+TORCH_COLLECTIVES = {
+    name: torch_collective(fn)
+    for name, fn in {
+        "all_reduce": loop.all_reduce, "broadcast": loop.broadcast, "barrier": loop.barrier,
+        "all_gather": loop.all_gather, "all_gather_object": loop.all_gather_object, "reduce": collectives.reduce,
+        "reduce_scatter": collectives.reduce_scatter, "reduce_scatter_tensor": collectives.reduce_scatter_tensor,
+        "all_to_all": collectives.all_to_all, "all_to_all_single": collectives.all_to_all_single,
+        "gather": collectives.gather, "scatter": collectives.scatter, "all_gather_into_tensor": all_gather_into_tensor,
+        "broadcast_object_list": broadcast_object_list, "gather_object": gather_object,
+        "scatter_object_list": scatter_object_list,
+    }.items()
+}  # fmt: skip
