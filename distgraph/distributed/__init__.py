@@ -15,7 +15,8 @@ Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (i
 return new, differentiable tensors; `allreduce_`, `broadcast_` work in place); and `DistributedDataParallel`
 (ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
 `new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
-`async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py).
+`async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
+point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py).
 
 What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
 backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
@@ -41,6 +42,7 @@ _SUBMODULES = (
     "horovod",
     "loop",
     "nn",
+    "p2p",
     "param_store",
     "placement",
     "plan_runner",
@@ -82,6 +84,7 @@ _PROCESS_GROUP_API = (
     "is_gloo_available", "is_nccl_available", "is_mpi_available", "new_group", "monitored_barrier", "group",
     "GroupMember", "ProcessGroup", "Backend", "Work",
 )  # fmt: skip
+_P2P_API = ("send", "recv", "isend", "irecv", "batch_isend_irecv", "P2POp")
 _TORCH_COLLECTIVES = (
     "all_reduce", "broadcast", "barrier", "all_gather", "all_gather_object", "reduce", "reduce_scatter",
     "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "gather", "scatter", "all_gather_into_tensor",
@@ -105,6 +108,8 @@ def __getattr__(name):
         return getattr(importlib.import_module("distgraph.distributed.compression"), name)
     if name == "GradBucket":
         return importlib.import_module("distgraph.distributed.grad_bucket").GradBucket
+    if name in _P2P_API:
+        return getattr(importlib.import_module("distgraph.distributed.p2p"), name)
     if name in _PROCESS_GROUP_API:
         return getattr(importlib.import_module("distgraph.distributed.process_group"), name)
     if name in _TORCH_COLLECTIVES:  # with torch's group= and async_op= keywords

@@ -57,7 +57,8 @@ class LoopWorker:
         return ray.get_runtime_context().get_node_id()
 
     def connect(self, group, backend, device, timeout_s, nodes):
-        _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend)
+        _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend, group=group,
+                        timeout_s=timeout_s)  # fmt: skip
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 

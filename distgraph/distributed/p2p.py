@@ -1,0 +1,181 @@
+"""torch.distributed's point-to-point calls inside a `dg.distributed.launch` function — `send`, `recv`,
+`isend`, `irecv`, `batch_isend_irecv` with `P2POp` — what a pipeline written by hand passes between stages.
+
+On one node (the shm transport) a message is a file of its own under /dev/shm: the sender writes it (numpy's
+.npy: dtype and shape, then the bytes) under a temporary name and renames it, atomically, to
+`dg.<group>.p2p.<src>.<dst>.<tag>.<n>`; the receiver waits for that name, copies the data into its tensor
+and unlinks the file. So a send never waits for its receiver (every stage of a pipeline may send before it
+receives without a deadlock), and the n-th message of a (src, dst, tag) meets the n-th receive of it: in
+order, as torch guarantees per pair and tag. `recv(src=None)` takes the first message from any rank. A
+receive waits at most the launch's timeout_s, then raises naming the source, tag and message number.
+The launch removes what a failed run left (its group's names).
+
+Across nodes (gloo) and on GPUs (nccl): `ray.util.collective.send` / `recv` on the launch's group, which
+block as torch's gloo and nccl ones do and know no tags (messages of a pair meet in call order; `src=None`
+is refused: they need the source).
+"""
+
+import os
+import time
+import uuid
+
+import numpy as np
+
+from distgraph.backend import to_device
+from distgraph.distributed import loop
+from distgraph.distributed.loop import _context
+from distgraph.distributed.process_group import Work, _check_group
+from distgraph.distributed.shm import PREFIX
+from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
+
+_SHM = "/dev/shm"
+_counts = {}  # (group, src, dst, tag) -> messages sent (on src) or received (on dst) so far
+
+
+def _peer(rank, what, role):
+    world, me = loop.world_size(), loop.rank()
+    if not isinstance(rank, int) or not 0 <= rank < world:
+        raise ConfigError(f"{what}: Invalid {role} rank {rank!r}: the launch's ranks are 0..{world - 1}")
+    if rank == me:
+        raise ConfigError(f"{what}: Invalid {role} rank: should not be the same as the rank of the current process.")
+    return rank
+
+
+def _name(src, dst, tag, n):
+    return f"{PREFIX}{_context['group']}.p2p.{src}.{dst}.{tag}.{n}"
+
+
+def _count(src, dst, tag):
+    return _counts.get((_context["group"], src, dst, tag), 0)
+
+
+def _next(src, dst, tag):
+    n = _count(src, dst, tag)
+    _counts[_context["group"], src, dst, tag] = n + 1
+    return n
+
+
+def _collective():
+    """ray.util.collective when the launch's ranks meet in gloo or nccl, else None (one node: files)."""
+    comm = _context["comm"]
+    return getattr(comm, "collective", None)
+
+
+def send(tensor, dst=None, group=None, tag=0):
+    """`tensor` to rank `dst`; returns once it is handed over (on one node, before `dst` receives it)."""
+    _check_group(group, "send")
+    dst = _peer(dst, "send", "destination")
+    collective = _collective()
+    if collective is not None:
+        collective.send(np.ascontiguousarray(tensor.array), dst, group_name=_context["comm"].group)
+        return None
+    final = f"{_SHM}/{_name(loop.rank(), dst, tag, _next(loop.rank(), dst, tag))}"
+    temporary = f"{_SHM}/{PREFIX}{_context['group']}.p2p.tmp.{uuid.uuid4().hex}"
+    try:
+        with open(temporary, "wb") as f:
+            np.save(f, np.asarray(tensor.detach().numpy()), allow_pickle=False)
+        os.rename(temporary, final)  # the receiver sees the whole message or nothing
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return None
+
+
+def recv(tensor, src=None, group=None, tag=0):
+    """Rank `src`'s next message (of `tag`) into `tensor`, in place → the sender's rank. src=None: the first
+    message from any rank. The message must have the tensor's shape and dtype."""
+    _check_group(group, "recv")
+    collective = _collective()
+    if src is not None:
+        src = _peer(src, "recv", "source")
+    if collective is not None:
+        if src is None:
+            raise ConfigError(f"recv: src=None (any source) needs the one-node transport; the launch's ranks meet in {_context['comm'].backend}")  # fmt: skip
+        buf = np.ascontiguousarray(tensor.array)
+        collective.recv(buf, src, group_name=_context["comm"].group)
+        tensor.array[...] = buf
+        return src
+    me = loop.rank()
+    sources = [src] if src is not None else [r for r in range(loop.world_size()) if r != me]
+    deadline = time.monotonic() + _context.get("timeout_s", 120.0)
+    while True:
+        for s in sources:
+            path = f"{_SHM}/{_name(s, me, tag, _count(s, me, tag))}"
+            if os.path.exists(path):
+                _next(s, me, tag)
+                _take(path, tensor, s)
+                return s
+        if time.monotonic() > deadline:
+            which = f"rank {src}" if src is not None else "any rank"
+            n = _count(sources[0], me, tag)
+            raise DistributedError(
+                f"recv: no message from {which} (tag {tag}, message {n} of that pair) within "
+                f"{_context.get('timeout_s', 120.0):g}s: does the sender call send(tensor, dst={me}, tag={tag})?"
+            )
+        time.sleep(0.0002)
+
+
+def _take(path, tensor, src):
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+        if data.shape != tuple(tensor.shape):
+            raise ShapeError(f"recv: rank {src} sent a tensor of shape {data.shape}, this rank receives into {tuple(tensor.shape)}")  # fmt: skip
+        if data.dtype != tensor.array.dtype:
+            raise DTypeError(f"recv: rank {src} sent {data.dtype}, this rank receives into {tensor.array.dtype}")
+        tensor.array[...] = to_device(np.array(data), tensor.device)
+        del data
+    finally:
+        os.unlink(path)
+
+
+class _Receive(Work):
+    """An irecv: the message is taken at `wait()` (a send never waits for it, so nothing is lost meanwhile)."""
+
+    def __init__(self, tensor, src, tag):
+        super().__init__(tensor)
+        self._args, self._src = (tensor, src, tag), None
+
+    def wait(self, timeout=None):
+        if self._args is not None:
+            tensor, src, tag = self._args
+            self._src, self._args = recv(tensor, src, tag=tag), None
+        return True
+
+    def is_completed(self):
+        return self._args is None
+
+
+def isend(tensor, dst, group=None, tag=0):
+    send(tensor, dst, group, tag)
+    return Work(tensor)
+
+
+def irecv(tensor, src=None, group=None, tag=0):
+    _check_group(group, "irecv")
+    return _Receive(tensor, src, tag)
+
+
+class P2POp:
+    """One send or receive of a batch (torch's): `P2POp(dist.isend, tensor, peer, group=None, tag=0)`."""
+
+    def __init__(self, op, tensor, peer=None, group=None, tag=0):
+        if op not in (isend, irecv):
+            raise ConfigError("P2POp: Invalid ``op``. Expected ``op`` to be of type ``torch.distributed.isend`` or ``torch.distributed.irecv``.")  # fmt: skip
+        self.op, self.tensor, self.peer, self.group, self.tag = op, tensor, peer, group, tag
+
+
+def batch_isend_irecv(p2p_op_list):
+    """Every op of the list → their Works. The sends go first (on one node they never wait), then the
+    receives are returned pending, taken at `wait()`. Across nodes (gloo) a send blocks until its peer
+    receives: there, every rank's batch must not open with sends to a rank that also sends first."""
+    if not p2p_op_list or not all(isinstance(p, P2POp) for p in p2p_op_list):
+        raise ConfigError("batch_isend_irecv: Invalid ``p2p_op_list``. Each op is expected to to be of type ``torch.distributed.P2POp``.")  # fmt: skip
+    works = {}
+    for i, p in enumerate(p2p_op_list):
+        if p.op is isend:
+            works[i] = isend(p.tensor, p.peer, p.group, p.tag)
+    for i, p in enumerate(p2p_op_list):
+        if p.op is irecv:
+            works[i] = irecv(p.tensor, p.peer, p.group, p.tag)
+    return [works[i] for i in range(len(p2p_op_list))]

@@ -1,0 +1,115 @@
+"""torch.distributed's point-to-point calls (send / recv / isend / irecv / batch_isend_irecv) inside
+`dg.distributed.launch`, on 2 real Ray ranks: values, order per pair and tag, any-source receives, a
+pipeline's exchange where every rank sends first, and the errors (a wrong shape, no sender, a bad peer)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
+
+
+def _exchange():
+    me, other = dist.get_rank(), 1 - dist.get_rank()
+    out = {}
+    x = dg.tensor(np.arange(6.0).reshape(2, 3))
+    buf = dg.zeros(2, 3, dtype=dg.float64)
+    if me == 0:  # ping-pong
+        dist.send(x, dst=1)
+        assert dist.recv(buf, src=1) == 1
+        out["pong"] = buf.tolist()
+    else:
+        dist.recv(buf, src=0)
+        dist.send(buf + 1, dst=0)
+    if me == 0:  # order per (pair, tag): a later tag's message first, then three of tag 0
+        dist.send(dg.tensor(np.array([50.0])), 1, tag=5)
+        for k in range(3):
+            dist.send(dg.tensor(np.array([float(k)])), 1)
+    else:
+        got = dg.zeros(1, dtype=dg.float64)
+        seen = []
+        for _ in range(3):
+            dist.recv(got, 0)
+            seen.append(got.item())
+        dist.recv(got, 0, tag=5)
+        out["order"] = [*seen, got.item()]
+    mine = dg.tensor(np.full(4, 10.0 * (me + 1)))  # a pipeline's exchange: both send first
+    dist.send(mine, other)
+    theirs = dg.zeros(4, dtype=dg.float64)
+    dist.recv(theirs, other)
+    out["exchange"] = theirs.tolist()
+    inbox = dg.zeros(4, dtype=dg.float64)  # batched, as a 1F1B schedule posts them
+    ops = [dist.P2POp(dist.irecv, inbox, other), dist.P2POp(dist.isend, mine * 2, other)]
+    works = dist.batch_isend_irecv(ops)
+    for w in works:
+        w.wait()
+    out["batched"] = inbox.tolist()
+    if me == 1:  # any source
+        dist.send(dg.tensor(np.array([7.0])), 0, tag=3)
+    else:
+        got = dg.zeros(1, dtype=dg.float64)
+        out["any"] = (dist.recv(got, tag=3), got.item())
+    if me == 0:  # a message of another shape or dtype is refused, and consumed
+        dist.send(dg.tensor(np.ones(3)), 1, tag=9)
+        dist.send(dg.tensor(np.ones(2, np.float32)), 1, tag=9)
+    else:
+        with pytest.raises(
+            ShapeError, match=r"recv: rank 0 sent a tensor of shape \(3,\), this rank receives into \(2,\)"
+        ):
+            dist.recv(dg.zeros(2, dtype=dg.float64), 0, tag=9)
+        with pytest.raises(DTypeError, match="recv: rank 0 sent float32, this rank receives into float64"):
+            dist.recv(dg.zeros(2, dtype=dg.float64), 0, tag=9)
+        with pytest.raises(
+            DistributedError, match=r"recv: no message from rank 0 \(tag 4, message 0 of that pair\) within 3s"
+        ):
+            dist.recv(dg.zeros(1, dtype=dg.float64), 0, tag=4)
+    with pytest.raises(ConfigError, match="should not be the same as the rank of the current process"):
+        dist.send(x, dst=me)
+    dist.barrier()
+    return out
+
+
+@pytest.mark.ray
+def test_send_and_recv_between_two_ranks_in_order_batched_and_from_any_source(ray_session):
+    r0, r1 = dist.launch(_exchange, workers=2, cpus_per_worker=0.5, timeout_s=3)
+    assert r0["pong"] == (np.arange(6.0).reshape(2, 3) + 1).tolist()
+    assert r1["order"] == [0.0, 1.0, 2.0, 50.0]
+    assert r0["exchange"] == [20.0] * 4 and r1["exchange"] == [10.0] * 4
+    assert r0["batched"] == [40.0] * 4 and r1["batched"] == [20.0] * 4
+    assert r0["any"] == (1, 7.0)
+    assert not [f for f in os.listdir("/dev/shm") if ".p2p." in f]  # every message taken (or removed with the launch)
+
+
+def _gloo_pair():
+    me = dist.get_rank()
+    buf = dg.zeros(3, dtype=dg.float64)
+    if me == 0:
+        dist.send(dg.tensor(np.array([1.0, 2.0, 3.0])), 1)
+        dist.recv(buf, 1)
+    else:
+        dist.recv(buf, 0)
+        dist.send(buf * 10, 0)
+    with pytest.raises(ConfigError, match="src=None .* needs the one-node transport; the launch's ranks meet in gloo"):
+        dist.recv(buf)
+    return buf.tolist()
+
+
+@pytest.mark.ray
+def test_send_and_recv_through_a_gloo_group(ray_session):
+    pytest.importorskip("torch")
+    r0, r1 = dist.launch(_gloo_pair, workers=2, cpus_per_worker=0.5, allreduce="gloo", timeout_s=30)
+    assert r0 == [10.0, 20.0, 30.0] and r1 == [1.0, 2.0, 3.0]
+
+
+def test_alone_there_is_no_peer_and_a_batch_takes_p2p_ops_only():
+    with pytest.raises(ConfigError, match=r"send: Invalid destination rank 1: the launch's ranks are 0..0"):
+        dist.send(dg.ones(2), dst=1)
+    with pytest.raises(ConfigError, match="recv: Invalid source rank: should not be the same"):
+        dist.recv(dg.ones(2), src=0)
+    with pytest.raises(ConfigError, match="Invalid ``op``"):
+        dist.P2POp(dist.send, dg.ones(2), 1)
+    with pytest.raises(ConfigError, match="Invalid ``p2p_op_list``"):
+        dist.batch_isend_irecv([])
