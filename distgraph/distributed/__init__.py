@@ -16,7 +16,8 @@ return new, differentiable tensors; `allreduce_`, `broadcast_` work in place); a
 (ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
 `new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
-point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py).
+point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py);
+`optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py).
 
 What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
 backward_passes_per_step=k, op=Average|Sum, gradient_predivide_factor=f)`, with `synchronize()` and
@@ -42,6 +43,7 @@ _SUBMODULES = (
     "horovod",
     "loop",
     "nn",
+    "optim",
     "p2p",
     "param_store",
     "placement",

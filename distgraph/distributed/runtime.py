@@ -6,13 +6,23 @@ Ray Client and "host:port" joins a GCS directly. Token authentication stays as R
 (on by default); distgraph never turns it off.
 
 Workers are placed with one placement-group bundle each — `{"CPU": k}` on cpu, `{"GPU": 1, "CPU": k}`
-on cuda — with the PACK strategy by default (SPREAD across nodes when asked), and each worker's BLAS
-threads are limited to its k CPUs through its runtime environment. With `bind_to="core"` each worker
-is also bound to cores of its own (affinity.py).
+on cuda — with the PACK strategy by default (SPREAD across nodes when asked); Ray itself sets each
+worker's OMP_NUM_THREADS to its k CPUs before distgraph (and its BLAS) is imported there, and the worker
+limits its BLAS threads again on start (worker.py). With `bind_to="core"` each worker is also bound to
+cores of its own (affinity.py).
+
+No distgraph actor has a runtime_env: Ray starts an actor with one through its setup_worker step, a second
+Python start that imports much of Ray (0.5–0.6 s of CPU per actor here, 1.07 s against 0.30 s to a first
+call), so a launch of N workers paid N of them and the test suite's ~480 actors minutes. What the
+runtime_env carried, each actor's process now sets itself before its class's `__init__` runs
+(`remote_class`): the driver's default dtype, and the allocator settings below.
 """
 
+import contextlib
+import ctypes
 import gc
 import os
+import sys
 
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
@@ -22,13 +32,12 @@ from distgraph import dtypes
 from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # glibc returns freed blocks above its (dynamic) mmap threshold to the kernel and trims the heap's top,
 # so every step's fresh activation arrays fault their pages in again — the kernel zeroes them. On the
 # MLP of `bench scaling` that was ~1,300 page faults and 3 ms of a 17 ms step. A worker process is
 # distgraph's own: keep freed memory in the heap instead (RSS stays at the step's peak, as a caching
-# allocator's does).
-_ALLOCATOR_VARS = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+# allocator's does). mallopt's parameters: M_TRIM_THRESHOLD (-1), M_MMAP_THRESHOLD (-3); an int each.
+_MALLOPT = {-1: 2**31 - 1, -3: 1 << 30}
 
 
 def _probe(address, timeout_s):
@@ -125,8 +134,7 @@ class WorkerGroup:
             why = _no_room(n, bundle, timeout_s, self.pg)
             remove_placement_group(self.pg)
             raise DistributedError(why)
-        threads = str(max(1, int(cpus_per_worker)))
-        self.remote_cls = ray.remote(actor_cls)
+        self.remote_cls = remote_class(actor_cls)
         self.options = [
             {
                 "num_cpus": cpus_per_worker,
@@ -134,7 +142,6 @@ class WorkerGroup:
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
                     placement_group=self.pg, placement_group_bundle_index=i
                 ),
-                "runtime_env": {"env_vars": {**dict.fromkeys(_THREAD_VARS, threads), **_process_vars()}},
             }
             for i in range(n)
         ]
@@ -186,20 +193,44 @@ class WorkerGroup:
         remove_placement_group(self.pg)
 
 
-def _process_vars():
-    """Environment of every distgraph actor: the allocator settings, and the driver's default dtype now."""
-    return {**_ALLOCATOR_VARS, dtypes.DEFAULT_DTYPE_VAR: dtypes.get_default_dtype().name}
+def _keep_freed_memory():
+    """glibc's allocator in this process set as `_MALLOPT` says (Linux; elsewhere nothing to do)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None)
+            for param, value in _MALLOPT.items():
+                libc.mallopt(param, value)
+
+
+def setup_process(default_dtype):
+    """What every distgraph actor's process sets first: the driver's default dtype, the allocator."""
+    _keep_freed_memory()
+    dtypes.set_default_dtype(default_dtype)
+
+
+def remote_class(cls, **options):
+    """`ray.remote(cls)`, its actors' processes set up (`setup_process`) before `cls.__init__` runs, with
+    the default dtype the driver has now."""
+    default_dtype = dtypes.get_default_dtype().name
+
+    class Actor(cls):
+        def __init__(self, *args, **kwargs):
+            setup_process(default_dtype)
+            super().__init__(*args, **kwargs)
+
+    Actor.__name__, Actor.__qualname__, Actor.__doc__ = cls.__name__, cls.__qualname__, cls.__doc__
+    return ray.remote(**options)(Actor) if options else ray.remote(Actor)
 
 
 def start_store(shard_cls, *args, **kwargs):
     """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step)."""
-    return ray.remote(shard_cls).options(num_cpus=0, runtime_env={"env_vars": _process_vars()}).remote(*args, **kwargs)
+    return remote_class(shard_cls).options(num_cpus=0).remote(*args, **kwargs)
 
 
 def spawn(cls, args_per_rank, num_cpus=1):
-    """One plain actor per argument tuple (benchmarks and tests: no placement group needed), with the
-    worker processes' allocator settings, so what it measures is what a worker would see."""
-    remote_cls = ray.remote(num_cpus=num_cpus, runtime_env={"env_vars": _process_vars()})(cls)
+    """One plain actor per argument tuple (benchmarks and tests: no placement group needed), set up as a
+    worker's process is, so what it measures is what a worker would see."""
+    remote_cls = remote_class(cls, num_cpus=num_cpus)
     return [remote_cls.remote(*args) for args in args_per_rank]
 
 
