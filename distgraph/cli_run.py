@@ -31,7 +31,16 @@ def run_script(path, code, argv):
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="ranks (Ray workers)")
+@click.option(
+    "--workers",
+    "--nproc-per-node",
+    "--nproc_per_node",
+    "-np",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="ranks (Ray workers); also torchrun's --nproc-per-node and horovodrun's -np",
+)
 @click.option("--address", default=None, help="Ray address: auto, host:port or ray://host:port (default: a local Ray)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (one GPU per rank)")
 @click.option("--cpus-per-worker", type=float, default=1.0, show_default=True)

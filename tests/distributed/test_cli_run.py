@@ -89,7 +89,14 @@ def test_a_script_written_for_torchrun_runs_unchanged_under_run_and_alone(ray_se
     import sys
 
     (tmp_path / "torch_style.py").write_text(TORCHRUN_SCRIPT)
-    args = ["run", "--workers", "2", "--cpus-per-worker", "0.5", str(tmp_path / "torch_style.py"), str(tmp_path / "r")]
+    args = [
+        "run",
+        "--nproc_per_node=2",
+        "--cpus-per-worker",
+        "0.5",
+        str(tmp_path / "torch_style.py"),
+        str(tmp_path / "r"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     ranks = [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(2)]
