@@ -9,6 +9,8 @@ import pytest
 
 import distgraph as dg
 import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
 
@@ -113,3 +115,59 @@ def test_alone_there_is_no_peer_and_a_batch_takes_p2p_ops_only():
         dist.P2POp(dist.send, dg.ones(2), 1)
     with pytest.raises(ConfigError, match="Invalid ``p2p_op_list``"):
         dist.batch_isend_irecv([])
+
+
+def _stages():
+    dg.manual_seed(3)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh()).to(dg.float64), nn.Linear(8, 3).to(dg.float64)
+
+
+def _batch(step):
+    rng = np.random.default_rng(step)
+    x = rng.standard_normal((8, 5))
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64)
+
+
+def _pipeline_stage(steps, micro):
+    """A two-stage pipeline by hand, as torch users write it: rank 0 runs the first stage and sends each
+    micro-batch's activations, rank 1 the second and the loss, and sends the activations' gradients back."""
+    me = dist.get_rank()
+    first, second = _stages()
+    stage = first if me == 0 else second
+    opt = dg.optim.SGD(stage.parameters(), lr=0.1, momentum=0.9)
+    for step in range(steps):
+        x, y = _batch(step)
+        opt.zero_grad()
+        for m in range(micro):
+            rows = slice(m * 8 // micro, (m + 1) * 8 // micro)
+            if me == 0:
+                h = stage(dg.tensor(x[rows]))
+                dist.send(h.detach(), 1)
+                grad = dg.zeros(*h.shape, dtype=dg.float64)
+                dist.recv(grad, 1)
+                h.backward(grad)
+            else:
+                h = dg.zeros(8 // micro, 8, dtype=dg.float64)
+                dist.recv(h, 0)
+                h.requires_grad_(True)
+                (F.cross_entropy(stage(h), dg.tensor(y[rows])) / micro).backward()
+                dist.send(h.grad, 0)
+        opt.step()
+    return [p.detach().numpy() for p in stage.parameters()]
+
+
+@pytest.mark.ray
+def test_a_pipeline_written_with_send_and_recv_trains_as_one_process(ray_session):
+    first_params, second_params = dist.launch(
+        _pipeline_stage, workers=2, cpus_per_worker=0.5, args=(4, 2), timeout_s=30
+    )
+    first, second = _stages()
+    model = nn.Sequential(first, second)
+    opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(4):
+        x, y = _batch(step)
+        opt.zero_grad()
+        F.cross_entropy(model(dg.tensor(x)), dg.tensor(y)).backward()
+        opt.step()
+    for got, want in zip(first_params + second_params, model.parameters()):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=1e-12)
