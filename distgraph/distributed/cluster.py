@@ -231,7 +231,7 @@ class RayCluster(DriverState):
     def _start_worker(self, rank):
         t = self.trainer
         allreduce = {**t.allreduce, "group": self.group_name, "device": t.device, "timeout_s": t.timeout_s}
-        self.group.start(rank, rank, t.workers, t.model, t.loss_fn, self.owner, t.device, allreduce, t.cpus_per_worker)
+        self.group.start(rank, rank, t.workers, t.model, t.loss_fn, self.owner, t.device, allreduce)
 
     def set_data(self, x, y):
         self.data_refs = (ray.put(x), ray.put(y))

@@ -38,7 +38,6 @@ from distgraph.distributed.allreduce import OPS, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, start_allowance, user_error
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.sync_group import CommGroup
-from distgraph.distributed.worker import _limit_threads
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 from distgraph.ops.collective import using_group
 
@@ -49,8 +48,7 @@ _context = {"rank": 0, "world": 1, "comm": None, "device": "cpu", "nodes": None}
 class LoopWorker:
     """One rank of a launch: joins the group's all-reduce, then runs the user's function."""
 
-    def __init__(self, rank, world, cpus):
-        _limit_threads(cpus)
+    def __init__(self, rank, world):
         self.rank, self.world = rank, world
 
     def node(self):
@@ -102,7 +100,7 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
     name = f"dgl{uuid.uuid4().hex[:12]}"
     try:
         for r in range(workers):
-            group.start(r, r, workers, cpus_per_worker)
+            group.start(r, r, workers)
         group.bound(start_allowance(timeout_s))  # the workers' first calls include their processes' start
         nodes = _get([a.node.remote() for a in group.actors], start_allowance(timeout_s), "starting the workers")
         backend = _backend(allreduce, device, len(set(nodes)))
@@ -245,13 +243,27 @@ def all_reduce(tensors, op="sum"):
 
 def broadcast(tensors, src=0):
     """Every rank's tensors become rank `src`'s, in place: the others contribute zeros to a sum, which
-    gives src's values exactly."""
-    if not 0 <= src < _context["world"]:
-        raise ConfigError(f"broadcast: src {src} is not a rank of {_context['world']}")
-    if _context["world"] > 1 and _context["rank"] != src:
-        for t in _listed(tensors):
+    gives src's values exactly. Each rank also votes for the src it names, in the same sum (an element per
+    rank, in the first floating tensor's dtype: no extra collective); ranks that name different sources
+    would otherwise get the sum of their tensors without a word — they all raise instead."""
+    world = _context["world"]
+    if not 0 <= src < world:
+        raise ConfigError(f"broadcast: src {src} is not a rank of {world}")
+    if world == 1:
+        return tensors
+    items = _listed(tensors)
+    if _context["rank"] != src:
+        for t in items:
             t.array[...] = 0
-    return all_reduce(tensors, "sum")
+    dtype = next((t.array.dtype for t in items if t.array.dtype.kind == "f"), np.dtype(np.float32))
+    vote = Tensor(namespace(items[0].array).zeros(world, dtype), device=items[0].device)
+    vote.array[src] = 1
+    all_reduce([*items, vote], "sum")
+    counts = [int(c) for c in to_device(vote.array, "cpu")]
+    if counts[src] != world:
+        named = ", ".join(f"src {r}: {c} rank(s)" for r, c in enumerate(counts) if c)
+        raise ConfigError(f"broadcast: the ranks name different sources ({named}); every rank must pass the same src")
+    return tensors
 
 
 def barrier():
@@ -339,8 +351,9 @@ def allgather_object(obj):
 def allgather(tensor):
     """Every rank's tensor concatenated along dim 0 in rank order → a new tensor, on every rank (Horovod's
     allgather): the first dims may differ, the dtype and the other dims must match (else ShapeError /
-    DTypeError naming every rank's, raised alike on every rank, so none is left waiting). Differentiable,
-    as Horovod's: the gradient of this rank's rows sums every rank's (every rank must run the backward)."""
+    DTypeError naming every rank's, raised alike on every rank, so none is left waiting). Differentiable:
+    the gradient of this rank's rows sums every rank's (every rank must run the backward; Horovod's
+    `hvd.allgather` averages them instead)."""
     from distgraph.distributed.nn.functional import allgather_rows  # (it builds on this module)
 
     return allgather_rows(tensor)
@@ -374,12 +387,14 @@ def all_gather(tensor_or_list, tensor=None):
     out = tensor_or_list
     if len(out) != _context["world"]:
         raise ConfigError(f"all_gather: tensor_list has {len(out)} tensors for {_context['world']} ranks")
-    gathered, metas = _allgather(tensor, "all_gather")
+    scalar = tensor.array.ndim == 0  # (torch gathers 0-d tensors too: each travels as one row)
+    gathered, metas = _allgather(Tensor(tensor.array.reshape(1)) if scalar else tensor, "all_gather")
     start = 0
     for r, (t, (shape, _)) in enumerate(zip(out, metas)):
-        if tuple(t.array.shape) != shape:
-            raise ShapeError(f"all_gather: tensor_list[{r}] is {tuple(t.array.shape)}, rank {r} sent {shape}")
-        t.array[...] = gathered.array[start : start + shape[0]]
+        sent = shape[1:] if scalar else shape
+        if tuple(t.array.shape) != sent:
+            raise ShapeError(f"all_gather: tensor_list[{r}] is {tuple(t.array.shape)}, rank {r} sent {sent}")
+        t.array[...] = gathered.array[start : start + shape[0]].reshape(sent)
         start += shape[0]
     return out
 

@@ -21,7 +21,7 @@ import uuid
 
 import numpy as np
 
-from distgraph.backend import to_device
+from distgraph.backend import namespace, to_device
 from distgraph.distributed import loop
 from distgraph.distributed.loop import _context
 from distgraph.distributed.process_group import Work, _check_group
@@ -34,11 +34,11 @@ _counts = {}  # (group, src, dst, tag) -> messages sent (on src) or received (on
 
 def _peer(rank, what, role):
     world, me = loop.world_size(), loop.rank()
-    if not isinstance(rank, int) or not 0 <= rank < world:
+    if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or not 0 <= rank < world:
         raise ConfigError(f"{what}: Invalid {role} rank {rank!r}: the launch's ranks are 0..{world - 1}")
     if rank == me:
         raise ConfigError(f"{what}: Invalid {role} rank: should not be the same as the rank of the current process.")
-    return rank
+    return int(rank)
 
 
 def _name(src, dst, tag, n):
@@ -67,7 +67,7 @@ def send(tensor, dst=None, group=None, tag=0):
     dst = _peer(dst, "send", "destination")
     collective = _collective()
     if collective is not None:
-        collective.send(np.ascontiguousarray(tensor.array), dst, group_name=_context["comm"].group)
+        collective.send(namespace(tensor.array).ascontiguousarray(tensor.array), dst, group_name=_context["comm"].group)
         return None
     final = f"{_SHM}/{_name(loop.rank(), dst, tag, _next(loop.rank(), dst, tag))}"
     temporary = f"{_SHM}/{PREFIX}{_context['group']}.p2p.tmp.{uuid.uuid4().hex}"
@@ -92,7 +92,7 @@ def recv(tensor, src=None, group=None, tag=0):
     if collective is not None:
         if src is None:
             raise ConfigError(f"recv: src=None (any source) needs the one-node transport; the launch's ranks meet in {_context['comm'].backend}")  # fmt: skip
-        buf = np.ascontiguousarray(tensor.array)
+        buf = namespace(tensor.array).ascontiguousarray(tensor.array)
         collective.recv(buf, src, group_name=_context["comm"].group)
         tensor.array[...] = buf
         return src

@@ -20,6 +20,7 @@ for torchrun runs unchanged under `distgraph run --workers N script.py` (or alon
 """
 
 import functools
+import inspect
 
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
@@ -99,14 +100,25 @@ def _check_group(g, what):
         )
 
 
-def torch_collective(fn):
-    """`fn` with torch's `group` and `async_op` keywords."""
+def torch_collective(fn, extras=("group", "async_op")):
+    """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group`
+    checked, `async_op` → a completed Work, the rest (barrier's device_ids, an object collective's device)
+    accepted: they choose nothing here."""
+    own = len(inspect.signature(fn).parameters)
 
     @functools.wraps(fn)
-    def call(*args, group=None, async_op=False, **kwargs):
-        _check_group(group, fn.__name__)
-        out = fn(*args, **kwargs)
-        return Work(out) if async_op else out
+    def call(*args, **kwargs):
+        if len(args) > own + len(extras):
+            raise TypeError(
+                f"{fn.__name__}() takes at most {own + len(extras)} positional arguments ({len(args)} given)"
+            )
+        named = dict(zip(extras, args[own:]))
+        for key in extras:
+            if key in kwargs:
+                named[key] = kwargs.pop(key)
+        _check_group(named.get("group"), fn.__name__)
+        out = fn(*args[:own], **kwargs)
+        return Work(out) if named.get("async_op") else out
 
     return call
 
@@ -130,12 +142,14 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
 
 def destroy_process_group(group=None):
     _check_group(group, "destroy_process_group")
-    _context["pg"] = None
+    _context["pg"] = False
 
 
 def is_initialized():
-    """Inside a launch, or after init_process_group (alone: a group of one)."""
-    return loop.is_launched() or bool(_context.get("pg"))
+    """After init_process_group, until destroy_process_group; inside a launch also before it (the group
+    exists), as a script that checks before it calls init expects."""
+    pg = _context.get("pg")
+    return bool(pg) if pg is not None else loop.is_launched()
 
 
 def get_backend(group=None):
@@ -193,21 +207,24 @@ def all_gather_into_tensor(output_tensor, input_tensor):
     return output_tensor
 
 
-def broadcast_object_list(object_list, src=0, device=None):
+def broadcast_object_list(object_list, src=0):
     """Rank src's objects into every rank's `object_list`, in place."""
     object_list[:] = loop.broadcast_object(list(object_list) if loop.rank() == src else None, src)
     return object_list
 
 
 def gather_object(obj, object_gather_list=None, dst=0):
-    """Every rank's `obj` into rank dst's `object_gather_list` (by rank), in place; the others pass None."""
-    gathered = loop.allgather_object(obj)
+    """Every rank's `obj` into rank dst's `object_gather_list` (by rank), in place; the others pass None.
+    A rank's bad dst or list raises the same error on every rank (each rank's problem travels with its
+    object), so none is left waiting."""
+    mine = collectives._root_list_problem("gather_object", dst, object_gather_list, "object_gather_list", "destination")
+    gathered = loop.allgather_object((obj, mine))
+    problems = [(r, p) for r, (_, p) in enumerate(gathered) if p is not None]
+    if problems:
+        r, problem = problems[0]
+        raise type(problem)(f"{problem} (rank {r})")
     if loop.rank() == dst:
-        if object_gather_list is None or len(object_gather_list) != len(gathered):
-            raise ConfigError(
-                f"gather_object: rank {dst} must pass an object_gather_list of {len(gathered)} entries (one per rank)"
-            )
-        object_gather_list[:] = gathered
+        object_gather_list[:] = [o for o, _ in gathered]
     return object_gather_list
 
 
@@ -232,8 +249,12 @@ def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
 
 
 # torch's collectives with torch's keywords: what dg.distributed.NAME resolves to
+_EXTRAS = {  # torch's trailing parameters where they are not (group, async_op)
+    "barrier": ("group", "async_op", "device_ids"), "broadcast_object_list": ("group", "device"),
+    "gather_object": ("group",), "scatter_object_list": ("group",), "all_gather_object": ("group",),
+}  # fmt: skip
 TORCH_COLLECTIVES = {
-    name: torch_collective(fn)
+    name: torch_collective(fn, _EXTRAS.get(name, ("group", "async_op")))
     for name, fn in {
         "all_reduce": loop.all_reduce, "broadcast": loop.broadcast, "barrier": loop.barrier,
         "all_gather": loop.all_gather, "all_gather_object": loop.all_gather_object, "reduce": collectives.reduce,

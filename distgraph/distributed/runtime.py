@@ -134,7 +134,7 @@ class WorkerGroup:
             why = _no_room(n, bundle, timeout_s, self.pg)
             remove_placement_group(self.pg)
             raise DistributedError(why)
-        self.remote_cls = remote_class(actor_cls)
+        self.remote_cls = remote_class(actor_cls, cpus_per_worker)
         self.options = [
             {
                 "num_cpus": cpus_per_worker,
@@ -202,20 +202,34 @@ def _keep_freed_memory():
                 libc.mallopt(param, value)
 
 
-def setup_process(default_dtype):
-    """What every distgraph actor's process sets first: the driver's default dtype, the allocator."""
+def limit_threads(cpus):
+    """BLAS threads to the process's CPUs: the variables for libraries loaded later, threadpoolctl (if
+    present) for those loaded already — where the environment Ray inherited set OMP_NUM_THREADS itself."""
+    n = str(max(1, int(cpus)))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(n))
+
+
+def setup_process(default_dtype, cpus):
+    """What every distgraph actor's process sets first: the driver's default dtype, the allocator, BLAS
+    threads to its CPUs."""
     _keep_freed_memory()
+    limit_threads(cpus)
     dtypes.set_default_dtype(default_dtype)
 
 
-def remote_class(cls, **options):
-    """`ray.remote(cls)`, its actors' processes set up (`setup_process`) before `cls.__init__` runs, with
-    the default dtype the driver has now."""
+def remote_class(cls, cpus=1, **options):
+    """`ray.remote(cls)`, its actors' processes set up (`setup_process`, for `cpus` CPUs) before
+    `cls.__init__` runs, with the default dtype the driver has now."""
     default_dtype = dtypes.get_default_dtype().name
 
     class Actor(cls):
         def __init__(self, *args, **kwargs):
-            setup_process(default_dtype)
+            setup_process(default_dtype, cpus)
             super().__init__(*args, **kwargs)
 
     Actor.__name__, Actor.__qualname__, Actor.__doc__ = cls.__name__, cls.__qualname__, cls.__doc__
@@ -230,7 +244,7 @@ def start_store(shard_cls, *args, **kwargs):
 def spawn(cls, args_per_rank, num_cpus=1):
     """One plain actor per argument tuple (benchmarks and tests: no placement group needed), set up as a
     worker's process is, so what it measures is what a worker would see."""
-    remote_cls = remote_class(cls, num_cpus=num_cpus)
+    remote_cls = remote_class(cls, num_cpus, num_cpus=num_cpus)
     return [remote_cls.remote(*args) for args in args_per_rank]
 
 

@@ -129,7 +129,7 @@ class TrainContext:
         return self._run["path"]
 
 
-_run = {"name": None, "path": None, "reports": [], "checkpoint": None}  # this process's run (the worker's)
+_run = {"name": None, "path": None, "reports": [], "checkpoint": None, "first": 0}  # this process's run (a rank's)
 
 
 def report(metrics, checkpoint=None):
@@ -137,10 +137,12 @@ def report(metrics, checkpoint=None):
     rank) is copied to the run's `checkpoint_NNNNNN`, the report's number."""
     if not isinstance(metrics, dict):
         raise ConfigError(f"report: metrics must be a dict, got {type(metrics).__name__}")
+    if _run["path"] is None:
+        raise ConfigError("report: call it inside a TorchTrainer's train_loop_per_worker (no run here)")
     index = len(_run["reports"])
     persisted = None
-    if checkpoint is not None:
-        persisted = os.path.join(_run["path"], f"checkpoint_{index:06d}")
+    if checkpoint is not None:  # numbered after the run's earlier checkpoints: a rerun never writes into one
+        persisted = os.path.join(_run["path"], f"checkpoint_{_run['first'] + index:06d}")
         shutil.copytree(checkpoint.path, persisted, dirs_exist_ok=True)
     ranks = loop.allgather_object(persisted)  # every rank at this report: where its checkpoint went, if any
     kept = next((p for p in ranks if p is not None), None)
@@ -172,24 +174,32 @@ def prepare_model(model, move_to_device=True, parallel_strategy="ddp", parallel_
 
 
 def prepare_data_loader(data_loader, add_dist_sampler=True, move_to_device=True, auto_transfer=True):
-    """With several ranks, the same loader over this rank's share (a DistributedSampler that shuffles when
-    the loader did; call `loader.sampler.set_epoch(epoch)` for a new order each epoch, as with Ray)."""
-    from distgraph.data import DataLoader, DistributedSampler, RandomSampler
+    """With several ranks, the same loader over this rank's share: a DistributedSampler that shuffles
+    unless the loader read in order (Ray's rule); call `loader.sampler.set_epoch(epoch)` for a new order
+    each epoch, as with Ray. A loader with a batch_sampler of its own, over an iterable dataset, or already
+    distributed is returned as it is (as Ray does)."""
+    from distgraph.data import DataLoader, DistributedSampler, IterableDataset, SequentialSampler
 
-    if loop.world_size() == 1 or not add_dist_sampler or isinstance(data_loader.sampler, DistributedSampler):
-        return data_loader
-    sampler = DistributedSampler(data_loader.dataset, shuffle=isinstance(data_loader.sampler, RandomSampler))
+    loader = data_loader
+    if (
+        loop.world_size() == 1 or not add_dist_sampler or isinstance(loader.sampler, DistributedSampler)
+        or isinstance(loader.dataset, IterableDataset) or loader.batch_size is None
+    ):  # fmt: skip
+        return loader
+    sampler = DistributedSampler(loader.dataset, shuffle=not isinstance(loader.sampler, SequentialSampler))
     return DataLoader(
-        data_loader.dataset, batch_size=data_loader.batch_size, sampler=sampler, num_workers=data_loader.num_workers,
-        collate_fn=data_loader.collate_fn, drop_last=data_loader.drop_last, timeout=data_loader.timeout,
-        worker_init_fn=data_loader.worker_init_fn,
+        loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context, prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
     )  # fmt: skip
 
 
-def _rank_main(fn, config, name, path, resume):
+def _rank_main(fn, config, name, path, resume, first):
     import inspect
 
-    _run.update(name=name, path=path, reports=[], checkpoint=resume)
+    _run.update(name=name, path=path, reports=[], checkpoint=resume, first=first)
     fn(config if config is not None else {}) if inspect.signature(fn).parameters else fn()
     return _run["reports"], _run["checkpoint"]
 
@@ -210,10 +220,15 @@ class TorchTrainer:
         self.resume = resume_from_checkpoint
 
     def fit(self):
-        name = self.run_config.name or f"{type(self).__name__}_{os.getpid()}"
+        import time
+        import uuid
+
+        stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
+        name = self.run_config.name or f"{type(self).__name__}_{stamp}"  # (Ray's: the class and a time)
         root = self.run_config.storage_path or os.path.join(os.path.expanduser("~"), "distgraph_results")
         path = os.path.join(os.path.abspath(root), name)
         os.makedirs(path, exist_ok=True)
+        done = [int(d.rsplit("_", 1)[1]) for d in os.listdir(path) if d.startswith("checkpoint_") and d[11:].isdigit()]
         s = self.scaling
         per_worker = dict(s.resources_per_worker or {})
         if set(per_worker) - {"CPU", "GPU"} or s.placement_strategy != "PACK":
@@ -224,7 +239,7 @@ class TorchTrainer:
         cpus = per_worker.get("CPU", 1)
         resume = self.resume.path if self.resume is not None else None
         ranks = loop.launch(
-            _rank_main, s.num_workers, args=(self.fn, self.config, name, path, resume),
+            _rank_main, s.num_workers, args=(self.fn, self.config, name, path, resume, max(done, default=-1) + 1),
             device="cuda" if s.use_gpu else "cpu", cpus_per_worker=cpus,
         )  # fmt: skip
         reports, last = ranks[0]

@@ -33,8 +33,7 @@ from distgraph.ops.collective import using_group
 
 
 class TrainWorker:
-    def __init__(self, rank, world, model, loss_fn, owner, device="cpu", allreduce=None, cpus=1):
-        _limit_threads(cpus)
+    def __init__(self, rank, world, model, loss_fn, owner, device="cpu", allreduce=None):
         self.rank, self.world = rank, world
         # Ray shows a GPU actor its own GPU alone (CUDA_VISIBLE_DEVICES): in here it is "cuda", whatever
         # "cuda:N" the driver named
@@ -353,16 +352,3 @@ def pack_indices(batches):
 def unpack_indices(packed):
     flat, bounds = packed
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _limit_threads(cpus):
-    """Pin BLAS threads to the worker's CPUs (env for libraries loaded later, threadpoolctl if present)."""
-    n = str(max(1, int(cpus)))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = n
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(int(n))
-    except ImportError:
-        pass

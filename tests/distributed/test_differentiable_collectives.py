@@ -106,6 +106,17 @@ def _on_each_rank():
         model.weight.fill_(float(hvd.rank()))
     hvd.broadcast_parameters(model.state_dict(), root_rank=1)
     out["broadcast parameters"] = model.weight.detach().numpy()
+    with pytest.raises(
+        ConfigError, match=r"broadcast: the ranks name different sources \(src 0: 1 rank\(s\), src 1: 1 rank\(s\)\)"
+    ):
+        dist.broadcast(dg.ones(2), src=dist.rank())
+    # Horovod's own keywords on the rest of its names
+    out["object"] = hvd.broadcast_object({"from": hvd.rank()}, root_rank=1, name="cfg")
+    out["objects"] = hvd.allgather_object(hvd.rank(), name="ranks")
+    pair = [dg.tensor(np.array([1.0, 2.0])), dg.tensor(np.array([3.0]))]
+    out["grouped"] = [t.numpy() for t in hvd.grouped_allreduce(pair, average=False, name="g")]
+    out["scattered"] = hvd.reducescatter(dg.tensor(np.arange(4.0)), name="rs", op=hvd.Sum).numpy()
+    out["alltoall"] = hvd.alltoall(dg.tensor(np.arange(2.0) + 10 * hvd.rank()), name="a2a").numpy()
     return out
 
 
@@ -126,11 +137,18 @@ def test_differentiable_collectives_give_torchs_values_and_gradients_of_both_ran
                 np.testing.assert_allclose(o, e.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=f"{case} rank {r}")
             for g, xi in zip(grads, x[r]):
                 expected = np.zeros(xi.shape) if xi.grad is None else xi.grad.numpy()
+                if case == "hvd allgather":
+                    expected = expected / 2  # Horovod averages the ranks' gradients of each rank's rows
                 np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12, err_msg=f"{case} grad rank {r}")
     for r in range(2):
         np.testing.assert_array_equal(ranks[r]["in place"], [3.0, 6.0])  # 1·[1, 2] + 2·[1, 2]
         np.testing.assert_array_equal(ranks[r]["max"], [2.0, -2.0])
         np.testing.assert_array_equal(ranks[r]["broadcast parameters"], np.ones((2, 2)))
+        assert ranks[r]["object"] == {"from": 1} and ranks[r]["objects"] == [0, 1]
+        np.testing.assert_array_equal(ranks[r]["grouped"][0], [2.0, 4.0])
+        np.testing.assert_array_equal(ranks[r]["grouped"][1], [6.0])
+        np.testing.assert_array_equal(ranks[r]["scattered"], np.arange(4.0)[2 * r : 2 * r + 2] * 2)
+        np.testing.assert_array_equal(ranks[r]["alltoall"], [r, 10 + r])
 
 
 def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
@@ -155,3 +173,6 @@ def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
         dnf.all_reduce(x, group=object())
     with pytest.raises(ConfigError, match="allreduce: the process set is the launch's"):
         hvd.allreduce(x, process_set=object())
+    with pytest.raises(ConfigError, match="allreduce: op=max is not differentiable here"):
+        hvd.allreduce(x, op=hvd.Max)
+    assert hvd.allreduce(x.detach(), op=hvd.Max).tolist() == x.tolist()

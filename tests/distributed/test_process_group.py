@@ -44,6 +44,14 @@ def test_group_and_async_op_as_torch_takes_them(process_group):
     assert work.wait() and work.is_completed() and work.result()[0] is t
     assert work.get_future().wait()[0] is t
     assert dist.all_reduce(t, group=None) is t
+    assert dist.all_reduce(t, dist.ReduceOp.SUM, dist.group.WORLD, True).wait()  # torch's order, by position
+    dist.barrier(device_ids=[0])
+    dist.barrier(dist.group.WORLD, False, [0])
+    with pytest.raises(TypeError, match=r"all_reduce\(\) takes at most 4 positional arguments \(5 given\)"):
+        dist.all_reduce(t, "sum", None, False, 1)
+    zero_d = [dg.zeros((), dtype=dg.float64)]  # torch gathers 0-d tensors too
+    dist.all_gather(zero_d, dg.tensor(np.array(2.5)))
+    assert zero_d[0].item() == 2.5 and zero_d[0].shape == ()
     assert dist.new_group() is dist.group.WORLD and dist.new_group([0]) is dist.group.WORLD
     assert dist.group.WORLD.rank() == 0 and dist.group.WORLD.size() == 1
     with pytest.raises(ConfigError, match="all_reduce: group must be the launch's"):
@@ -63,8 +71,13 @@ def test_object_collectives_and_all_gather_into_tensor_alone(process_group):
     gathered = [None]
     dist.gather_object({"k": 1}, gathered, dst=0)
     assert gathered == [{"k": 1}]
-    with pytest.raises(ConfigError, match="gather_object: rank 0 must pass an object_gather_list of 1 entries"):
+    with pytest.raises(
+        ConfigError,
+        match=r"gather_object: Argument ``object_gather_list`` must be specified on destination rank. \(rank 0\)",
+    ):
         dist.gather_object(1, None, dst=0)
+    with pytest.raises(ConfigError, match=r"gather_object: invalid root rank: 1 \(world size 1\)"):
+        dist.gather_object(1, None, dst=1)
     everyone = [None]
     dist.all_gather_object(everyone, 5)
     assert everyone == [5] and dist.all_gather_object(5) == [5]  # torch's form fills, Horovod's returns

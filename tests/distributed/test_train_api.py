@@ -82,10 +82,12 @@ def test_a_ray_train_loop_trains_reports_checkpoints_and_resumes(ray_session, tm
     assert accuracy > 0.9, accuracy
     again = train.TorchTrainer(
         _loop, train_loop_config={"epochs": 1}, scaling_config=scaling, resume_from_checkpoint=result.checkpoint,
-        run_config=train.RunConfig(name="resumed", storage_path=str(tmp_path)),
+        run_config=run,
     ).fit()  # fmt: skip
     assert again.metrics["epoch"] == 3 and again.metrics["resumed"]
-    assert again.checkpoint.path == str(tmp_path / "resumed" / "checkpoint_000000")
+    # the same run name again: numbered after the run's checkpoints, the one resumed from left as it was
+    assert again.checkpoint.path == str(tmp_path / "digits" / "checkpoint_000003")
+    assert dg.load(os.path.join(result.checkpoint.path, "state.dg"))["epoch"] == 2
 
 
 def test_what_distgraph_does_not_offer_is_refused_by_name():
@@ -95,6 +97,8 @@ def test_what_distgraph_does_not_offer_is_refused_by_name():
         train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(placement_strategy="SPREAD")).fit()
     with pytest.raises(ConfigError, match="report: metrics must be a dict"):
         train.report([1.0])
+    with pytest.raises(ConfigError, match="report: call it inside a TorchTrainer's train_loop_per_worker"):
+        train.report({"loss": 1.0})
     with pytest.raises(ConfigError, match="is not a directory"):
         train.Checkpoint.from_directory("/nonexistent/checkpoint")
     model = _model()

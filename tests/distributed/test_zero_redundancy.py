@@ -58,6 +58,8 @@ def test_alone_it_is_the_wrapped_optimizer_bit_for_bit_with_its_state_dicts():
         ConfigError, match=r"has not been consolidated on this rank. Please call `consolidate_state_dict\(to=0\)`"
     ):
         zero.state_dict()
+    with pytest.raises(ConfigError, match="consolidate_state_dict: to=1 is not a rank of 1"):
+        zero.consolidate_state_dict(to=1)
     zero.consolidate_state_dict()
     saved, expected = zero.state_dict(), plain.state_dict()
     assert saved["param_groups"] == expected["param_groups"]

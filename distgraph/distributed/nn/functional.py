@@ -7,7 +7,9 @@ collective, as torch's: all_reduce ↔ all_reduce of the gradient; broadcast ↔
 the others: their input did not reach the output); reduce ↔ broadcast from the destination; gather ↔
 scatter; all_gather ↔ reduce_scatter (sum); all_to_all ↔ all_to_all back; all_to_all_single with the
 split sizes swapped. So every rank must run the backward, as every rank ran the forward: each gradient
-is a collective the others wait in. all_reduce differentiates ReduceOp.SUM and AVG only (torch applies
+is a collective the others wait in — a rank whose input does not require grad, or whose loss leaves the
+output out (gather's zeros off the destination), records no node, skips it, and its peers meet the
+launch's timeout there (torch's ranks hang the same way). all_reduce differentiates ReduceOp.SUM and AVG only (torch applies
 MAX's or PRODUCT's reduction to the gradient too, which is not their gradient: refused here, by name).
 
 Horovod's differentiable `allreduce` / `allgather` are built on these (collectives.py, loop.py).
@@ -118,24 +120,25 @@ class _AllGather(Function):
 
 
 class _AllGatherRows(Function):
-    """Horovod's allgather: the ranks' tensors concatenated along dim 0 (first dims may differ); the
-    gradient of this rank's rows is the sum of every rank's gradient of them."""
+    """The ranks' tensors concatenated along dim 0 (first dims may differ); the gradient of this rank's
+    rows is every rank's gradient of them summed, or averaged (Horovod's allgather)."""
 
     @staticmethod
-    def forward(ctx, tensor):
+    def forward(ctx, op, tensor):
         out, metas = loop._allgather(tensor, "allgather")
         rows = [shape[0] for shape, _ in metas]
-        ctx.start = sum(rows[: loop.rank()])
+        ctx.op, ctx.start = op, sum(rows[: loop.rank()])
         ctx.stop = ctx.start + rows[loop.rank()]
         return Tensor(out.array, device=tensor.device)
 
     @staticmethod
     def backward(ctx, grad):
-        return _AllReduce.apply(ReduceOp.SUM, grad)[ctx.start : ctx.stop]
+        return None, _AllReduce.apply(ctx.op, grad)[ctx.start : ctx.stop]
 
 
-def allgather_rows(tensor):
-    return _AllGatherRows.apply(tensor)
+def allgather_rows(tensor, average=False):
+    """Rows of every rank, concatenated; see _AllGatherRows (dist.allgather sums, Horovod's averages)."""
+    return _AllGatherRows.apply(ReduceOp.AVG if average else ReduceOp.SUM, tensor)
 
 
 class _ReduceScatter(Function):

@@ -12,7 +12,8 @@ elsewhere: the sum is the concatenation, exact), where torch broadcasts from eac
 `consolidate_state_dict(to)` gathers the shares' states on one rank (every rank calls it), after which
 that rank's `state_dict()` is the whole optimizer's, as one optimizer over all parameters would save it;
 `load_state_dict` takes such a dict on every rank and keeps its share. Not offered: `overlap_with_ddp`
-(the update runs after backward, in `step()`), other process groups, Join.
+(the update runs after backward, in `step()`), other process groups, Join; `parameters_as_bucket_view`
+is accepted and changes nothing (each parameter is its own array).
 """
 
 from distgraph.autograd.grad_mode import no_grad
@@ -98,6 +99,8 @@ class ZeroRedundancyOptimizer(Optimizer):
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def consolidate_state_dict(self, to=0):
         """Every rank's share of the state onto rank `to` (call it on every rank)."""
+        if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.world_size:
+            raise ConfigError(f"consolidate_state_dict: to={to!r} is not a rank of {self.world_size}")
         shares = loop.allgather_object(self.optim.state_dict())
         self._all_state_dicts = shares if self.rank == to else []
 
