@@ -166,12 +166,24 @@ class P2POp:
 
 
 def batch_isend_irecv(p2p_op_list):
-    """Every op of the list → their Works. The sends go first (on one node they never wait), then the
-    receives are returned pending, taken at `wait()`. Across nodes (gloo) a send blocks until its peer
-    receives: there, every rank's batch must not open with sends to a rank that also sends first."""
+    """Every op of the list → their Works, without a deadlock whatever order the ranks list them in.
+    On one node the sends go first (they never wait) and the receives are returned pending, taken at
+    `wait()`. Through gloo or nccl a send blocks until its peer receives, so the ops run there and then,
+    peer by peer in rank order, the lower rank of each pair sending first and the higher receiving first:
+    two ranks that both list their send first meet, and so does a ring (MPI's usual ordering)."""
     if not p2p_op_list or not all(isinstance(p, P2POp) for p in p2p_op_list):
         raise ConfigError("batch_isend_irecv: Invalid ``p2p_op_list``. Each op is expected to to be of type ``torch.distributed.P2POp``.")  # fmt: skip
     works = {}
+    if _collective() is not None:
+        me = loop.rank()
+        for peer in sorted({_peer(p.peer, "batch_isend_irecv", "peer") for p in p2p_op_list}):
+            first, then = (isend, irecv) if me < peer else (irecv, isend)
+            for op in (first, then):
+                for i, p in enumerate(p2p_op_list):
+                    if p.op is op and p.peer == peer:
+                        works[i] = op(p.tensor, p.peer, p.group, p.tag)
+                        works[i].wait()
+        return [works[i] for i in range(len(p2p_op_list))]
     for i, p in enumerate(p2p_op_list):
         if p.op is isend:
             works[i] = isend(p.tensor, p.peer, p.group, p.tag)

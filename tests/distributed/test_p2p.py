@@ -96,6 +96,12 @@ def _gloo_pair():
         dist.send(buf * 10, 0)
     with pytest.raises(ConfigError, match="src=None .* needs the one-node transport; the launch's ranks meet in gloo"):
         dist.recv(buf)
+    # both ranks list their send first, as a pipeline's exchange does: the batch orders them per pair
+    big = dg.tensor(np.full(1 << 20, float(me)))  # 8 MB: more than a transport would buffer
+    inbox = dg.zeros(1 << 20, dtype=dg.float64)
+    for w in dist.batch_isend_irecv([dist.P2POp(dist.isend, big, 1 - me), dist.P2POp(dist.irecv, inbox, 1 - me)]):
+        w.wait()
+    assert inbox.numpy().min() == inbox.numpy().max() == 1 - me
     return buf.tolist()
 
 
