@@ -38,7 +38,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             )
         self.optimizer_class, self.parameters_as_bucket_view = optimizer_class, parameters_as_bucket_view
         self.world_size, self.rank = loop.world_size(), loop.rank()
-        self.optim = None
+        self.optim, self._owners = None, None
         self._all_state_dicts = []
         super().__init__(params, defaults)
         self.optim = optimizer_class(self._local_groups(), **defaults)
@@ -68,10 +68,14 @@ class ZeroRedundancyOptimizer(Optimizer):
         return self._partition()[self.rank]
 
     def _owner(self):
-        return {id(p): r for r, groups in enumerate(self._partition()) for g in groups for p in g["params"]}
+        """{id(parameter): its rank}, kept until the groups change (step() reads it every step)."""
+        if self._owners is None:
+            self._owners = {id(p): r for r, groups in enumerate(self._partition()) for g in groups for p in g["params"]}  # fmt: skip
+        return self._owners
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
+        self._owners = None
         if self.optim is not None:  # (during __init__ the local optimizer is built from all groups after)
             self.optim.add_param_group(self._local_groups()[-1])
 
