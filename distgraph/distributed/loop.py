@@ -150,20 +150,26 @@ def _get(refs, timeout_s, what):
     except ray.exceptions.RayTaskError as exc:
         if user_error(exc) is not None:
             raise user_error(exc) from None
-        raise DistributedError(f"launch: {what} failed on rank {_failed_rank(refs)}: {exc.cause!r}") from None
+        raise DistributedError(
+            f"launch: {what} failed on rank {_failed_rank(refs, type(exc))}: {exc.cause!r}"
+        ) from None
     except ray.exceptions.RayActorError as exc:
-        raise DistributedError(f"launch: the worker of rank {_failed_rank(refs)} died during {what}: {exc}") from None
+        rank = _failed_rank(refs, ray.exceptions.RayActorError)
+        raise DistributedError(f"launch: the worker of rank {rank} died during {what}: {exc}") from None
 
 
-def _failed_rank(refs):
-    """The lowest rank whose call has come back with an error."""
+def _failed_rank(refs, kind):
+    """The lowest rank whose call has come back with an error of this kind: a peer of a rank that died may
+    fail too, waiting for it, and is not the rank to name."""
     done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
     for r, ref in enumerate(refs):
         if ref in done:
             try:
                 ray.get(ref)
-            except Exception:  # noqa: BLE001  (its error is what is being reported)
+            except kind:
                 return r
+            except Exception:  # noqa: BLE001  (another rank's error is the one being reported)
+                pass
     return "?"
 
 

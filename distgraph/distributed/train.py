@@ -17,25 +17,37 @@
                                 run_config=train.RunConfig(storage_path="/tmp/runs", name="digits")).fit()
     result.metrics, result.checkpoint, result.metrics_dataframe
 
-As in Ray Train: every rank calls `report` at the same points; the metrics kept are rank 0's; a
-checkpoint directory a rank reports is copied (persisted) to `storage_path/name/checkpoint_NNNNNN`, the
-reports' running number, and the last one is `result.checkpoint`; `get_checkpoint()` inside the loop is
-the one to resume from (`resume_from_checkpoint=`, else the last reported in this run); `get_context()`
-tells the rank its place. The ranks are `dg.distributed.launch`'s (one all-reduce group; a rank's error
-ends fit() with it). Not offered: Ray Data `datasets=`, failure retries (`FailureConfig`).
+As in Ray Train: every rank calls `report` at the same points; the metrics kept are rank 0's (also a
+line each in the run's `result.json`); a checkpoint directory a rank reports is copied (persisted) to
+`storage_path/name/checkpoint_NNNNNN`, the reports' running number, and the last one is
+`result.checkpoint`; `get_checkpoint()` inside the loop is the one to resume from
+(`resume_from_checkpoint=`, else the last reported in this run); `get_context()` tells the rank its place.
+`RunConfig(checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="loss",
+checkpoint_score_order="min"))` keeps the best two and the latest (`result.best_checkpoints`);
+`RunConfig(failure_config=FailureConfig(max_failures=3))`: when a rank fails or its process dies, every
+rank is stopped and the loop started again on fresh ones, `get_checkpoint()` the latest checkpoint
+(train_run.py) — up to 3 times (-1: always), then fit() raises TrainingFailedError. The ranks are
+`dg.distributed.launch`'s (one all-reduce group). Not offered: Ray Data `datasets=`.
 """
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 
-from distgraph.distributed import collectives, loop
-from distgraph.errors import ConfigError
+from distgraph.distributed import collectives, loop, train_run
+from distgraph.distributed.train_run import CheckpointConfig, FailureConfig
+from distgraph.errors import ConfigError, DistributedError
 
 __all__ = [
-    "TorchTrainer", "DataParallelTrainer", "ScalingConfig", "RunConfig", "Checkpoint", "Result", "report",
-    "get_context", "get_checkpoint", "prepare_model", "prepare_data_loader",
+    "TorchTrainer", "DataParallelTrainer", "ScalingConfig", "RunConfig", "CheckpointConfig", "FailureConfig",
+    "Checkpoint", "Result", "TrainingFailedError", "report", "get_context", "get_checkpoint", "prepare_model",
+    "prepare_data_loader",
 ]  # fmt: skip
+
+
+class TrainingFailedError(DistributedError):
+    """fit() gave up: an attempt failed and FailureConfig allowed no further restart (Ray Train's)."""
 
 
 @dataclass
@@ -51,9 +63,13 @@ class ScalingConfig:
 class RunConfig:
     name: str = None
     storage_path: str = None
-    checkpoint_config: object = None
-    failure_config: object = None
+    checkpoint_config: CheckpointConfig = None
+    failure_config: FailureConfig = None
     verbose: int = 1
+
+    def __post_init__(self):
+        self.checkpoint_config = self.checkpoint_config or CheckpointConfig()
+        self.failure_config = self.failure_config or FailureConfig()
 
 
 class Checkpoint:
@@ -93,6 +109,22 @@ class Result:
     path: str
     metrics_history: list = field(default_factory=list)
     error: BaseException = None
+    best_checkpoints: list = field(default_factory=list)  # (Checkpoint, metrics), worst first, as Ray's
+    return_value: object = None  # rank 0's train_loop_per_worker's
+
+    def get_best_checkpoint(self, metric, mode):
+        """The kept checkpoint whose report has the max/min `metric` (Ray's Result.get_best_checkpoint)."""
+        if mode not in ("max", "min"):
+            raise ConfigError(
+                f'Result.get_best_checkpoint: Unsupported mode: {mode}. Please choose from ["min", "max"]!'
+            )
+        scored = [(c, m[metric]) for c, m in self.best_checkpoints if m.get(metric) is not None]
+        if not scored:
+            raise ConfigError(
+                f"Result.get_best_checkpoint: Invalid metric name {metric}! You may choose from the following metrics: "
+                f"{sorted(self.metrics)}."
+            )
+        return (max if mode == "max" else min)(scored, key=lambda cm: cm[1])[0]
 
     @property
     def metrics_dataframe(self):
@@ -129,7 +161,10 @@ class TrainContext:
         return self._run["path"]
 
 
-_run = {"name": None, "path": None, "reports": [], "checkpoint": None, "first": 0}  # this process's run (a rank's)
+# this process's run (a rank's): where it writes, how many reports came before (earlier attempts), the
+# checkpoints kept so far (name, metrics) and the one to resume from
+_run = {"name": None, "path": None, "reported": 0, "before": 0, "first": 0, "kept": [], "checkpoint": None,
+        "checkpoint_config": None}  # fmt: skip
 
 
 def report(metrics, checkpoint=None):
@@ -139,18 +174,25 @@ def report(metrics, checkpoint=None):
         raise ConfigError(f"report: metrics must be a dict, got {type(metrics).__name__}")
     if _run["path"] is None:
         raise ConfigError("report: call it inside a TorchTrainer's train_loop_per_worker (no run here)")
-    index = len(_run["reports"])
+    index = _run["reported"]
     persisted = None
     if checkpoint is not None:  # numbered after the run's earlier checkpoints: a rerun never writes into one
         persisted = os.path.join(_run["path"], f"checkpoint_{_run['first'] + index:06d}")
         shutil.copytree(checkpoint.path, persisted, dirs_exist_ok=True)
     ranks = loop.allgather_object(persisted)  # every rank at this report: where its checkpoint went, if any
-    kept = next((p for p in ranks if p is not None), None)
-    if kept is not None:
-        _run["checkpoint"] = kept
-    _run["reports"].append(
-        {**metrics, "training_iteration": index + 1, "checkpoint_dir_name": os.path.basename(kept) if kept else None}
-    )
+    new = next((p for p in ranks if p is not None), None)
+    if new is not None:
+        _run["checkpoint"] = new
+    _run["reported"] += 1
+    line = {
+        **metrics, "training_iteration": _run["before"] + index + 1,
+        "checkpoint_dir_name": os.path.basename(new) if new else None,
+    }  # fmt: skip
+    if loop.rank() == 0:  # every rank's copy is done (the allgather): the log and the pruning are rank 0's
+        if new is not None:
+            _run["kept"] = train_run.prune(_run["path"], [*_run["kept"], (line["checkpoint_dir_name"], line)],
+                                           _run["checkpoint_config"])  # fmt: skip
+        train_run.append_report(_run["path"], line)
 
 
 def get_context():
@@ -196,12 +238,11 @@ def prepare_data_loader(data_loader, add_dist_sampler=True, move_to_device=True,
     )  # fmt: skip
 
 
-def _rank_main(fn, config, name, path, resume, first):
+def _rank_main(fn, config, run):
     import inspect
 
-    _run.update(name=name, path=path, reports=[], checkpoint=resume, first=first)
-    fn(config if config is not None else {}) if inspect.signature(fn).parameters else fn()
-    return _run["reports"], _run["checkpoint"]
+    _run.update(run, reported=0)
+    return fn(config if config is not None else {}) if inspect.signature(fn).parameters else fn()
 
 
 class TorchTrainer:
@@ -228,7 +269,6 @@ class TorchTrainer:
         root = self.run_config.storage_path or os.path.join(os.path.expanduser("~"), "distgraph_results")
         path = os.path.join(os.path.abspath(root), name)
         os.makedirs(path, exist_ok=True)
-        done = [int(d.rsplit("_", 1)[1]) for d in os.listdir(path) if d.startswith("checkpoint_") and d[11:].isdigit()]
         s = self.scaling
         per_worker = dict(s.resources_per_worker or {})
         if set(per_worker) - {"CPU", "GPU"} or s.placement_strategy != "PACK":
@@ -236,17 +276,47 @@ class TorchTrainer:
                 f"TorchTrainer: resources_per_worker takes CPU (and GPU with use_gpu) and placement_strategy PACK; "
                 f"got {per_worker} and {s.placement_strategy!r}"
             )
-        cpus = per_worker.get("CPU", 1)
-        resume = self.resume.path if self.resume is not None else None
-        ranks = loop.launch(
-            _rank_main, s.num_workers, args=(self.fn, self.config, name, path, resume, max(done, default=-1) + 1),
-            device="cuda" if s.use_gpu else "cpu", cpus_per_worker=cpus,
-        )  # fmt: skip
-        reports, last = ranks[0]
+        log = train_run.RunLog(path)
+        ranks = self._launch_until_done(log, name, path, per_worker.get("CPU", 1))
+        reports, kept, config = log.reports(), log.checkpoints(), self.run_config.checkpoint_config
         return Result(
-            metrics=reports[-1] if reports else {}, checkpoint=Checkpoint(last) if last else None, path=path,
-            metrics_history=reports,
+            metrics=reports[-1] if reports else {}, path=path, metrics_history=reports, return_value=ranks[0],
+            checkpoint=Checkpoint(os.path.join(path, kept[-1][0])) if kept else None,
+            best_checkpoints=[(Checkpoint(os.path.join(path, n)), m) for n, m in train_run.ranked(kept, config)],
         )  # fmt: skip
+
+    def _launch_until_done(self, log, name, path, cpus):
+        """Attempts of the loop on fresh ranks until one completes, each after a failure resuming from this
+        fit's latest checkpoint, as many as FailureConfig allows → what each rank returned."""
+        s, failures = self.scaling, 0
+        while True:
+            resume = self._resume_point(log, path)
+            run = {
+                "name": name, "path": path, "before": len(log.reports()), "kept": log.checkpoints(),
+                "checkpoint": resume, "first": train_run.next_checkpoint_number(path),
+                "checkpoint_config": self.run_config.checkpoint_config,
+            }  # fmt: skip
+            try:
+                return loop.launch(
+                    _rank_main, s.num_workers, args=(self.fn, self.config, run), device="cuda" if s.use_gpu else "cpu",
+                    cpus_per_worker=cpus,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - Ray Train restarts on any failure of the attempt
+                failures += 1
+                if not self.run_config.failure_config.allows(failures):
+                    raise TrainingFailedError(
+                        f"TorchTrainer: training failed ({failures - 1} restart(s) allowed by FailureConfig): {exc}"
+                    ) from exc
+                log.remove_unreported()
+                if self.run_config.verbose:
+                    resume = self._resume_point(log, path)
+                    print(f"TorchTrainer: attempt {failures} failed ({exc}); restarting {s.num_workers} worker(s) "
+                          f"from {os.path.basename(resume) if resume else 'the start'}", file=sys.stderr)  # fmt: skip
+
+    def _resume_point(self, log, path):
+        """This fit's latest checkpoint, else the one it was given to resume from."""
+        kept = log.checkpoints()
+        return os.path.join(path, kept[-1][0]) if kept else self.resume.path if self.resume else None
 
 
 DataParallelTrainer = TorchTrainer

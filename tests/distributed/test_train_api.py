@@ -2,6 +2,7 @@
 — prepare_model, prepare_data_loader, report with checkpoints, get_context, get_checkpoint — on 2 real Ray
 ranks trains the digits MLP, persists rank 0's checkpoints under the run's path, and resumes from one."""
 
+import json
 import os
 import tempfile
 
@@ -12,7 +13,7 @@ import distgraph.nn as nn
 import distgraph.nn.functional as F
 from distgraph.data import DataLoader, TensorDataset
 from distgraph.distributed import train
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DistributedError
 
 
 def _model():
@@ -73,7 +74,12 @@ def test_a_ray_train_loop_trains_reports_checkpoints_and_resumes(ray_session, tm
     assert history[-1]["loss"] < history[0]["loss"]
     assert result.path == str(tmp_path / "digits") and result.metrics == history[-1]
     assert result.checkpoint.path == str(tmp_path / "digits" / "checkpoint_000002")
-    assert sorted(os.listdir(result.path)) == ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
+    assert sorted(os.listdir(result.path)) == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+        "checkpoint_000002",
+        "result.json",
+    ]
     assert result.metrics["checkpoint_dir_name"] == "checkpoint_000002"
     state = dg.load(os.path.join(result.checkpoint.path, "state.dg"))
     model = _model()
@@ -105,3 +111,97 @@ def test_what_distgraph_does_not_offer_is_refused_by_name():
     assert train.prepare_model(model) is model  # alone: nothing to wrap
     loader = DataLoader(TensorDataset(dg.ones(4, 2)), batch_size=2)
     assert train.prepare_data_loader(loader) is loader
+
+
+LOSSES = [5.0, 1.0, 3.0, 2.0]  # per epoch: the best two checkpoints are epoch 1's and epoch 3's
+
+
+def _flaky_loop(config):
+    """Four epochs, a checkpoint each; rank 1 fails once as it starts epoch 2 — its process dies (os._exit)
+    or it raises — and leaves a marker so that the restarted attempt goes through."""
+    ctx = train.get_context()
+    start, resumed = 0, train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d, open(os.path.join(d, "state.json")) as f:
+            start = json.load(f)["epoch"] + 1
+    for epoch in range(start, len(LOSSES)):
+        if epoch == 2 and ctx.get_world_rank() == 1 and not os.path.exists(config["marker"]):
+            open(config["marker"], "w").close()
+            if config["how"] == "dies":
+                os._exit(1)
+            raise RuntimeError("rank 1 gave up at epoch 2")
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if ctx.get_world_rank() == 0:
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    json.dump({"epoch": epoch}, f)
+                checkpoint = train.Checkpoint.from_directory(d)
+            train.report({"epoch": epoch, "loss": LOSSES[epoch], "started_at": start}, checkpoint=checkpoint)
+    return f"rank {ctx.get_world_rank()} done"
+
+
+@pytest.mark.ray
+def test_a_dead_rank_restarts_the_run_from_its_latest_checkpoint_keeping_the_best_two(ray_session, tmp_path, capfd):
+    run = train.RunConfig(
+        name="flaky", storage_path=str(tmp_path), failure_config=train.FailureConfig(max_failures=1),
+        checkpoint_config=train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="loss",
+                                                 checkpoint_score_order="min"),
+    )  # fmt: skip
+    result = train.TorchTrainer(
+        _flaky_loop, train_loop_config={"marker": str(tmp_path / "failed-once"), "how": "dies"}, run_config=run,
+        scaling_config=train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+    ).fit()  # fmt: skip
+    assert os.path.exists(tmp_path / "failed-once")  # the first attempt did fail
+    said = capfd.readouterr().err
+    assert "TorchTrainer: attempt 1 failed (launch: the worker of rank 1 died during _rank_main" in said, said
+    assert "restarting 2 worker(s) from checkpoint_000001" in said
+    history = result.metrics_history
+    assert [m["epoch"] for m in history] == [0, 1, 2, 3] and [m["training_iteration"] for m in history] == [1, 2, 3, 4]
+    assert [m["started_at"] for m in history] == [0, 0, 2, 2]  # the second attempt resumed after epoch 1
+    # kept: the best two by loss (epochs 1 and 3), the latest among them; epochs 0 and 2 deleted as they fell out
+    assert sorted(os.listdir(result.path)) == ["checkpoint_000001", "checkpoint_000003", "result.json"]
+    assert result.checkpoint.path == os.path.join(result.path, "checkpoint_000003")
+    assert [(os.path.basename(c.path), m["loss"]) for c, m in result.best_checkpoints] == [
+        ("checkpoint_000003", 2.0), ("checkpoint_000001", 1.0)
+    ]  # fmt: skip
+    assert os.path.basename(result.get_best_checkpoint("loss", "min").path) == "checkpoint_000001"
+    assert result.return_value == "rank 0 done"
+    with open(os.path.join(result.path, "result.json")) as f:  # rank 0's reports, one line each, on disk
+        assert [json.loads(line)["epoch"] for line in f] == [0, 1, 2, 3]
+
+
+@pytest.mark.ray
+def test_without_restarts_allowed_a_failing_rank_fails_the_fit(ray_session, tmp_path):
+    with pytest.raises(train.TrainingFailedError, match=r"0 restart\(s\) allowed.*rank 1 gave up at epoch 2"):
+        train.TorchTrainer(
+            _flaky_loop, train_loop_config={"marker": str(tmp_path / "failed-once"), "how": "raises"},
+            scaling_config=train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+            run_config=train.RunConfig(name="fails", storage_path=str(tmp_path)),
+        ).fit()  # fmt: skip
+    assert issubclass(train.TrainingFailedError, DistributedError)
+    # what the attempt reported before it failed is on disk: epochs 0 and 1, with their checkpoints
+    with open(tmp_path / "fails" / "result.json") as f:
+        assert [json.loads(line)["checkpoint_dir_name"] for line in f] == ["checkpoint_000000", "checkpoint_000001"]
+
+
+def test_checkpoint_retention_keeps_the_best_and_always_the_latest(tmp_path):
+    from distgraph.distributed import train_run
+
+    config = train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="acc")
+    kept = []
+    for i, acc in enumerate([0.9, 0.5, 0.7]):
+        os.makedirs(tmp_path / f"c{i}")
+        kept = train_run.prune(str(tmp_path), [*kept, (f"c{i}", {"acc": acc})], config)
+    assert [n for n, _ in kept] == ["c0", "c2"]  # the best (0.9) and the latest, which is never deleted
+    assert sorted(os.listdir(tmp_path)) == ["c0", "c2"]
+    oldest_first = train_run.prune(str(tmp_path), kept, train.CheckpointConfig(num_to_keep=1))
+    assert [n for n, _ in oldest_first] == ["c2"] and sorted(os.listdir(tmp_path)) == ["c2"]
+    with pytest.raises(ConfigError, match=r"checkpoint_score_attribute 'acc' must be a number .* c3 has None"):
+        train_run.ranked([("c3", {"loss": 1.0})], config)
+    with pytest.raises(ConfigError, match="Received invalid num_to_keep: 0"):
+        train.CheckpointConfig(num_to_keep=0)
+    with pytest.raises(ConfigError, match="Received invalid checkpoint_score_order: best"):
+        train.CheckpointConfig(checkpoint_score_order="best")
+    with pytest.raises(ConfigError, match="max_failures must be an int >= -1"):
+        train.FailureConfig(max_failures=-2)
+    assert train.FailureConfig(max_failures=-1).allows(10**6) and not train.FailureConfig().allows(1)
