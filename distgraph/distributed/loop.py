@@ -151,7 +151,7 @@ def _get(refs, timeout_s, what):
         if user_error(exc) is not None:
             raise user_error(exc) from None
         raise DistributedError(
-            f"launch: {what} failed on rank {_failed_rank(refs, type(exc))}: {exc.cause!r}"
+            f"launch: {what} failed on rank {_failed_rank(refs, ray.exceptions.RayTaskError)}: {exc.cause!r}"
         ) from None
     except ray.exceptions.RayActorError as exc:
         rank = _failed_rank(refs, ray.exceptions.RayActorError)
