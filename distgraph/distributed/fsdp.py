@@ -1,0 +1,343 @@
+"""FullyShardedDataParallel: torch's FSDP (its FSDP1 API, `use_orig_params=False`) inside `dg.distributed.launch`.
+
+    from distgraph.distributed.fsdp import FullyShardedDataParallel as FSDP, ModuleWrapPolicy
+    model = FSDP(make_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    opt = dg.optim.Adam(model.parameters())        # the flat shards: each rank steps its own part
+    loss_fn(model(x_shard), y_shard).backward(); opt.step()
+    model.state_dict()                              # the full parameters, named as the plain model's
+
+Each unit (the root, and every submodule `auto_wrap_policy` picks, innermost first) keeps its parameters as
+one flat array split over the ranks (fsdp_flat.py), so at rest a rank holds 1/world of them and of the
+optimizer's state. A unit's forward gathers its parameters first; FULL_SHARD (the default) frees them again
+right after and gathers them anew when backward reaches the unit's output (a hook on it); SHARD_GRAD_OP
+keeps them until backward ends; NO_SHARD never splits (DDP's arithmetic). When backward ends (one callback,
+queued by the first gradient), every unit that ran forward averages its gradients over the ranks and keeps
+its block in `flat.grad`, in one order on every rank; `no_sync()` skips that, the parameters' full gradients
+accumulating until the next synced backward.
+
+`state_dict()` / `load_state_dict()` (torch's FULL_STATE_DICT: names and values as the plain model's, every
+rank), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
+every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
+run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
+GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: HYBRID
+strategies, `use_orig_params=True`, `mixed_precision`, parameter offload, ignored modules, `param_init_fn`.
+"""
+
+import contextlib
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from distgraph.autograd.callbacks import current_pass, queue_callback
+from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
+from distgraph.autograd.tensor import Tensor
+from distgraph.distributed import loop
+from distgraph.distributed.fsdp_flat import FlatParamHandle
+from distgraph.errors import ConfigError
+from distgraph.nn.module import Module, StateDictError
+
+
+class ShardingStrategy(enum.Enum):
+    FULL_SHARD = 1
+    SHARD_GRAD_OP = 2
+    NO_SHARD = 3
+    HYBRID_SHARD = 4
+    _HYBRID_SHARD_ZERO2 = 5
+
+
+class BackwardPrefetch(enum.Enum):
+    BACKWARD_PRE = 1
+    BACKWARD_POST = 2
+
+
+class StateDictType(enum.Enum):
+    FULL_STATE_DICT = 1
+    LOCAL_STATE_DICT = 2
+    SHARDED_STATE_DICT = 3
+
+
+@dataclass
+class CPUOffload:
+    offload_params: bool = False
+
+
+class ModuleWrapPolicy:
+    """torch's: every submodule of the given classes becomes a unit of its own."""
+
+    def __init__(self, module_classes):
+        self._classes = tuple(module_classes)
+
+    def __call__(self, module, recurse, nonwrapped_numel):
+        return True if recurse else isinstance(module, self._classes)
+
+
+def size_based_auto_wrap_policy(
+    module, recurse, nonwrapped_numel, min_num_params=int(1e8), force_leaf_modules=None, exclude_wrap_modules=None
+):
+    """torch's: a submodule with at least `min_num_params` parameters not yet in a unit becomes one."""
+    from distgraph import nn
+
+    leaves = tuple(force_leaf_modules or (nn.MultiheadAttention,))
+    excluded = tuple(exclude_wrap_modules or (nn.ModuleList, nn.ModuleDict))
+    if recurse:
+        return nonwrapped_numel >= min_num_params and not isinstance(module, leaves)
+    return nonwrapped_numel >= min_num_params and not isinstance(module, excluded)
+
+
+class FullyShardedDataParallel(Module):
+    def __init__(
+        self, module, process_group=None, sharding_strategy=None, cpu_offload=None, auto_wrap_policy=None,
+        backward_prefetch=BackwardPrefetch.BACKWARD_PRE, mixed_precision=None, ignored_modules=None,
+        param_init_fn=None, device_id=None, sync_module_states=False, forward_prefetch=False,
+        limit_all_gathers=True, use_orig_params=False, ignored_states=None, device_mesh=None,
+    ):  # fmt: skip
+        super().__init__()
+        strategy = sharding_strategy or ShardingStrategy.FULL_SHARD
+        refused = {
+            "sharding_strategy": strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2),
+            "use_orig_params=True": use_orig_params, "mixed_precision": mixed_precision is not None,
+            "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
+            "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
+            "param_init_fn": param_init_fn is not None, "device_mesh": device_mesh is not None,
+        }  # fmt: skip
+        for what, is_refused in refused.items():
+            if is_refused:
+                raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
+        self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
+        self._entries = _state_entries(module)  # names as the plain model's, before any unit is made
+        if auto_wrap_policy is not None:
+            kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states}
+            _wrap_children(module, auto_wrap_policy, kwargs)
+        self._fsdp_wrapped_module = module
+        owners = _own_parameters(module)
+        if sync_module_states:
+            _broadcast_from_rank_0(module, [p for _, _, p in owners])
+        self._handle = None
+        if owners:
+            self._handle = FlatParamHandle(owners, sharded=strategy is not ShardingStrategy.NO_SHARD)
+            self._flat_param = self._handle.flat
+            for p in self._handle.params:
+                p.register_post_accumulate_grad_hook(lambda _: self._root_unit._queue_post_backward())
+        for m in self.modules():  # the outermost unit made last is the root of all below it
+            if isinstance(m, FullyShardedDataParallel):
+                m.__dict__["_root_unit"] = self
+
+    @property
+    def module(self):
+        return self._fsdp_wrapped_module
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "_fsdp_wrapped_module":
+                raise
+            return getattr(self._fsdp_wrapped_module, name)  # (torch forwards to the wrapped module)
+
+    # ---- forward and backward --------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        handle = self._handle
+        if handle is not None:
+            handle.unshard()
+        out = self._fsdp_wrapped_module(*args, **kwargs)
+        if handle is None:
+            return out
+        tracked = [t for t in _tensors(out) if t.requires_grad] if is_grad_enabled() else []
+        if not tracked:  # no backward will come: nothing to keep
+            handle.reshard()
+            return out
+        self._ran = True
+        if self._strategy is ShardingStrategy.FULL_SHARD:
+            handle.reshard()
+            for t in tracked:
+                t.register_hook(self._pre_backward)
+        return out
+
+    def _pre_backward(self, grad):
+        """Backward has reached the unit's output: its parameters gathered again for the unit's ops."""
+        self._handle.unshard()
+        self._root_unit._queue_post_backward()
+
+    def _queue_post_backward(self):
+        if self._pass is not current_pass():
+            self._pass = current_pass()
+            queue_callback(self._post_backward)
+
+    def _post_backward(self):
+        """Backward has ended: each unit that ran forward reduces its gradients (pre-order: one order on
+        every rank) unless under no_sync, and frees its gathered parameters."""
+        self._pass = None
+        for unit in _units(self):
+            if unit._handle is None or not unit._ran:
+                continue
+            unit._ran = False
+            if self._sync:
+                unit._handle.reduce_grads()
+            unit._handle.reshard()
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backwards inside accumulate the full gradients locally; the next synced backward reduces them."""
+        before, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = before
+
+    # ---- the full parameters ---------------------------------------------------------------------------
+    @staticmethod
+    @contextlib.contextmanager
+    def summon_full_params(module, recurse=True, writeback=True, rank0_only=False, offload_to_cpu=False,
+                           with_grads=False):  # fmt: skip
+        """Every unit's full parameters in its module's attributes inside the block (a collective: every
+        rank enters it); with writeback, changes made to them are kept."""
+        if with_grads:
+            raise ConfigError("summon_full_params: with_grads=True is not supported")
+        units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
+        gathered = [u for u in units if not u._handle.unsharded]
+        for u in gathered:
+            u._handle.unshard()
+        try:
+            yield
+        finally:
+            for u in gathered:
+                u._handle.reshard(writeback=writeback)
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """The full parameters and persistent buffers by the plain model's names, on every rank (copies)."""
+        out = OrderedDict() if destination is None else destination
+        with FullyShardedDataParallel.summon_full_params(self, writeback=False):
+            for key, entry in self._entries:
+                t = _resolve(entry)
+                out[prefix + key] = Tensor(t.array.copy(), device=t.device)
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Full values by the plain model's names into every rank's shards; → (missing, unexpected)."""
+        keys = [k for k, _ in self._entries]
+        missing = [k for k in keys if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in set(keys)]
+        errors = []
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
+            pairs = [(k, _resolve(e), state_dict[k]) for k, e in self._entries if k in state_dict]
+            for key, t, v in pairs:
+                shape = tuple(v.shape) if hasattr(v, "shape") else ()
+                if shape != tuple(t.shape):
+                    errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
+                                  f"the shape in current model is {tuple(t.shape)}.")  # fmt: skip
+            if errors:  # (nothing written: the write-back puts the values back as they were)
+                raise StateDictError(
+                    "Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors)
+                )
+            for _, t, v in pairs:
+                t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
+        return missing, unexpected
+
+    def clip_grad_norm_(self, max_norm, norm_type=2.0):
+        """The gradients' norm over every rank's shards (torch's FSDP.clip_grad_norm_), clipped to max_norm
+        on every rank alike → the total norm (float64)."""
+        import numpy as np
+
+        norm_type = float(norm_type)
+        local = 0.0
+        for unit in _units(self):
+            grad = None if unit._handle is None else unit._handle.flat.grad
+            if grad is None or grad.array.size == 0:
+                continue
+            xp = grad.device.xp
+            g = xp.abs(grad.array.astype(xp.float64))
+            if norm_type == float("inf"):
+                local = max(local, float(g.max()))
+            else:  # a NO_SHARD unit's gradient is whole on every rank: counted once over all
+                share = 1 if unit._handle.world > 1 else unit._handle.ranks
+                local += float(xp.sum(g**norm_type)) / share
+        total = Tensor(np.array([local]))
+        loop.all_reduce(total, loop.ReduceOp.MAX if norm_type == float("inf") else "sum")
+        norm = float(total.array[0]) if norm_type == float("inf") else float(total.array[0]) ** (1.0 / norm_type)
+        coef = float(max_norm) / (norm + 1e-6)
+        if coef < 1:
+            for unit in _units(self):
+                grad = None if unit._handle is None else unit._handle.flat.grad
+                if grad is not None:
+                    grad.array *= grad.array.dtype.type(coef)
+        return Tensor(np.asarray(norm))
+
+
+FSDP = FullyShardedDataParallel
+
+
+def _units(module):
+    """Every FSDP unit at or under `module`, pre-order."""
+    return [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
+
+
+def _tensors(out):
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _tensors(o)]
+    return []
+
+
+def _state_entries(module, prefix=""):
+    """(name, (module, attribute, kind)) of every parameter and persistent buffer, by the plain model's names
+    (a unit below contributes its own, already made)."""
+    if isinstance(module, FullyShardedDataParallel):
+        return [(prefix + k, e) for k, e in module._entries]
+    out = [(prefix + n, (module, n, "param")) for n, p in module._parameters.items() if p is not None]
+    out += [
+        (prefix + n, (module, n, "buffer"))
+        for n, b in module._buffers.items()
+        if b is not None and n not in module._non_persistent
+    ]
+    for name, child in module._modules.items():
+        if child is not None:
+            out += _state_entries(child, prefix + name + ".")
+    return out
+
+
+def _resolve(entry):
+    module, name, _ = entry
+    return getattr(module, name)  # (a unit's parameter is a plain attribute now, a buffer still registered)
+
+
+def _own_parameters(module):
+    """(module, attribute, Parameter) of the parameters under `module` outside the units below it."""
+    out = []
+    for m in _modules_outside_units(module):
+        out += [(m, n, p) for n, p in m._parameters.items() if p is not None]
+    return out
+
+
+def _modules_outside_units(module):
+    yield module
+    for child in module._modules.values():
+        if child is not None and not isinstance(child, FullyShardedDataParallel):
+            yield from _modules_outside_units(child)
+
+
+def _numel_outside_units(module):
+    return sum(p.numel() for _, _, p in _own_parameters(module))
+
+
+def _wrap_children(module, policy, kwargs):
+    """torch's recursive wrap: descend where the policy says to, innermost first; wrap where it says so."""
+    for name, child in list(module._modules.items()):
+        if child is None or isinstance(child, FullyShardedDataParallel):
+            continue
+        if policy(module=child, recurse=True, nonwrapped_numel=_numel_outside_units(child)):
+            _wrap_children(child, policy, kwargs)
+            if policy(module=child, recurse=False, nonwrapped_numel=_numel_outside_units(child)):
+                setattr(module, name, FullyShardedDataParallel(child, **kwargs))
+
+
+def _broadcast_from_rank_0(module, params):
+    buffers = [b for m in _modules_outside_units(module) for b in m._buffers.values() if b is not None]
+    with no_grad():
+        loop.broadcast([*params, *buffers], 0)

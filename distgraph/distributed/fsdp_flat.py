@@ -1,0 +1,112 @@
+"""One FSDP unit's parameters as one flat, sharded array (torch's FlatParameter and its handle).
+
+The unit's parameters, in order, are laid end to end in one 1-d array, zero-padded to a multiple of the
+world size; rank r keeps elements [r·k, (r+1)·k) as `flat`, the Parameter its optimizer steps. The
+module's own parameters stay the tensors its forward reads, but they are taken out of the module's
+registry (so `parameters()` yields only the flat shards) and hold no memory at rest:
+
+- `unshard()`: every rank's shard gathered into a new full array; each parameter becomes a view of it.
+- `reshard()`: the parameters are given empty arrays again; the full array goes once nothing else holds
+  it (an op's saved view of a weight keeps it until that backward ran — numpy arrays cannot give their
+  memory back under a view, as torch's storages can).
+- `reduce_grads()`: the parameters' full gradients, flattened and padded the same way, are averaged over
+  the ranks and rank r adds its block to `flat.grad`.
+
+Both collectives are the launch's all-reduce (the shared-memory segment on one node): the gather is a sum
+in which every rank fills only its own block, so it is exact; the reduce-scatter is the mean, sliced. An
+all-gather or reduce-scatter of its own would move half the bytes — not built. NO_SHARD keeps the full
+array on every rank (a world of one for the layout) and all-reduces the gradient: DDP's arithmetic.
+"""
+
+import numpy as np
+
+from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
+from distgraph.distributed import loop
+from distgraph.nn.parameter import Parameter
+
+
+class FlatParamHandle:
+    def __init__(self, owners, sharded):
+        """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once."""
+        self.owners = owners
+        self.params = list({id(p): p for _, _, p in owners}.values())  # a tied parameter once
+        self.shapes = [tuple(p.shape) for p in self.params]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.ranks = loop.world_size()  # who averages the gradients
+        self.world = self.ranks if sharded else 1  # over how many ranks the array is split
+        self.rank = loop.rank() if sharded else 0
+        total = sum(self.sizes)
+        self.shard_size = -(-total // self.world)
+        first = self.params[0]
+        self.xp, self.dtype = first.device.xp, first.array.dtype
+        dtypes = {str(p.array.dtype) for p in self.params}
+        if len(dtypes) > 1:
+            from distgraph.errors import DTypeError
+
+            raise DTypeError(
+                f"FullyShardedDataParallel: one unit's parameters must share a dtype to be flattened, got {sorted(dtypes)}"
+                " (wrap the parts of other dtypes in units of their own)"
+            )
+        full = self._flatten([p.array for p in self.params])
+        self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device))
+        self.full = None
+        for module, name, _ in owners:  # out of the registry: parameters() yields the flat shards only
+            module._parameters.pop(name, None)
+        for module, name, p in owners:
+            module.__dict__[name] = p
+        self.reshard()
+
+    def _block(self):
+        return slice(self.rank * self.shard_size, (self.rank + 1) * self.shard_size)
+
+    def _flatten(self, arrays):
+        out = self.xp.zeros(self.shard_size * self.world, dtype=self.dtype)
+        start = 0
+        for a, n in zip(arrays, self.sizes):
+            if a is not None:
+                out[start : start + n] = a.reshape(-1)
+            start += n
+        return out
+
+    @property
+    def unsharded(self):
+        return self.full is not None
+
+    def unshard(self):
+        """Every parameter a view of the gathered full array (nothing to do if it is already)."""
+        if self.full is not None:
+            return
+        full = self.xp.zeros(self.shard_size * self.world, dtype=self.dtype)
+        full[self._block()] = self.flat.array
+        if self.world > 1:
+            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
+        self.full, start = full, 0
+        for p, shape, n in zip(self.params, self.shapes, self.sizes):
+            p.data = full[start : start + n].reshape(shape)
+            start += n
+
+    def reshard(self, writeback=False):
+        """The parameters emptied again; with `writeback`, this rank's block of their (changed) values first."""
+        if writeback and self.full is not None:
+            self.flat.array[...] = self._flatten([p.array for p in self.params])[self._block()]
+        self.full = None
+        for p in self.params:
+            p.data = self.xp.empty(0, dtype=self.dtype)
+
+    def reduce_grads(self):
+        """The parameters' gradients, averaged over the ranks, added to this rank's block in `flat.grad`;
+        the parameters' own `.grad` cleared."""
+        grads = [None if p.grad is None else p.grad.array for p in self.params]
+        full = self._flatten(grads)
+        if self.ranks > 1:
+            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
+            full /= self.ranks
+        mine = full[self._block()]
+        with no_grad():
+            if self.flat.grad is None:
+                self.flat.grad = Tensor(mine.copy(), device=self.flat.device)
+            else:
+                self.flat.grad.array[...] += mine
+        for p in self.params:
+            p.grad = None

@@ -1,0 +1,169 @@
+"""torch's FullyShardedDataParallel (distributed/fsdp.py): on 2 real Ray ranks each rank holds half of every
+unit's parameters at rest, and training (Adam, a no_sync accumulation, clip_grad_norm_) equals one process on
+the global batches in float64 for FULL_SHARD, SHARD_GRAD_OP and NO_SHARD; the full state dict has the plain
+model's names and values. Alone it is the plain model (bit for bit but for the clip's norm, summed over the
+flat shards in another order)."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+from distgraph.distributed.fsdp import (
+    FSDP,
+    CPUOffload,
+    ModuleWrapPolicy,
+    ShardingStrategy,
+    size_based_auto_wrap_policy,
+)  # fmt: skip
+from distgraph.errors import ConfigError
+from distgraph.nn.module import StateDictError
+
+STEPS, ROWS = 4, 8  # rows per rank
+
+
+def _model():
+    dg.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 7), nn.Tanh(), nn.Linear(7, 3)).to(dg.float64)
+
+
+def _batch(step, rows):
+    rng = np.random.default_rng(step)
+    x = rng.standard_normal((rows, 5))
+    return dg.tensor(x), dg.tensor((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64))
+
+
+WRAPS = {  # strategy → how the model is cut into units
+    "FULL_SHARD": lambda: {"auto_wrap_policy": ModuleWrapPolicy({nn.Linear})},  # 3 units (+ an empty root)
+    "SHARD_GRAD_OP": lambda: {},  # one unit
+    "NO_SHARD": lambda: {"auto_wrap_policy": lambda **kw: size_based_auto_wrap_policy(**kw, min_num_params=50)},
+}
+
+
+def _steps(model, opt, rank, world, clip):
+    """STEPS steps on this rank's rows of each global batch, then one accumulated over two micro-batches (the
+    first under no_sync) and clipped → the clip's total norm."""
+    me = slice(ROWS * rank, ROWS * (rank + 1))
+    for step in range(STEPS):
+        x, y = _batch(step, ROWS * world)
+        opt.zero_grad()
+        F.cross_entropy(model(x[me]), y[me]).backward()
+        opt.step()
+    x, y = _batch(STEPS, ROWS * world)
+    opt.zero_grad()
+    half = ROWS // 2
+    first, second = slice(me.start, me.start + half), slice(me.start + half, me.stop)
+    with model.no_sync() if world > 1 else _nothing():
+        F.cross_entropy(model(x[first]), y[first]).backward()
+    F.cross_entropy(model(x[second]), y[second]).backward()
+    norm = clip(model)
+    opt.step()
+    return float(norm)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _on_each_rank(strategy):
+    model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], **WRAPS[strategy]())
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    at_rest = sum(p.numel() for p in model.parameters())
+    emptied = model.module[0].module.weight.numel() if strategy == "FULL_SHARD" else model.module[0].weight.numel()
+    norm = _steps(model, opt, dist.get_rank(), dist.get_world_size(), lambda m: m.clip_grad_norm_(0.5))
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    with FSDP.summon_full_params(model):
+        inside = tuple((model.module[0].module if strategy == "FULL_SHARD" else model.module[0]).weight.shape)
+    return {"state": state, "at_rest": at_rest, "emptied": emptied, "norm": norm, "inside": inside}
+
+
+def _one_process():
+    """The plain model on the global batches: each rank's mean loss is over its rows, the ranks' gradients
+    averaged — the mean over all rows; the accumulated step sums two micro-batch means per rank."""
+    model = _model()
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    for step in range(STEPS):
+        x, y = _batch(step, 2 * ROWS)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    x, y = _batch(STEPS, 2 * ROWS)
+    opt.zero_grad()
+    q = ROWS // 2
+    loss = sum(F.cross_entropy(model(x[i * q : (i + 1) * q]), y[i * q : (i + 1) * q]) for i in range(4)) / 2
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    opt.step()
+    return model, float(norm)
+
+
+@pytest.mark.ray
+def test_fsdp_on_two_ranks_trains_as_one_process_holding_half_the_parameters(ray_session):
+    plain, plain_norm = _one_process()
+    want = {k: v.numpy() for k, v in plain.state_dict().items()}
+    sizes = [p.numel() for p in _model().parameters()]  # 40 8 56 7 21 3: units of 48, 63, 24 parameters
+    for strategy in WRAPS:
+        ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, args=(strategy,), timeout_s=60)
+        for r in ranks:
+            assert list(r["state"]) == list(want)  # the plain model's names, in its order
+            for k in want:
+                np.testing.assert_allclose(r["state"][k], want[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
+            assert r["norm"] == pytest.approx(plain_norm, rel=1e-12, abs=0)
+            assert r["emptied"] == 0 and r["inside"] == (8, 5)  # at rest the module's weight holds nothing
+        whole = sum(sizes)
+        at_rest = {"FULL_SHARD": 24 + 32 + 12, "SHARD_GRAD_OP": -(-whole // 2), "NO_SHARD": whole}[strategy]
+        assert [r["at_rest"] for r in ranks] == [at_rest, at_rest], strategy
+
+
+def test_alone_fsdp_is_the_plain_model():
+    plain = _model()
+    opt = dg.optim.Adam(plain.parameters(), lr=0.01)
+    plain_norm = _steps(plain, opt, 0, 1, lambda m: nn.utils.clip_grad_norm_(m.parameters(), 0.5))
+    for strategy in WRAPS:
+        model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], **WRAPS[strategy]())
+        norm = _steps(model, dg.optim.Adam(model.parameters(), lr=0.01), 0, 1, lambda m: m.clip_grad_norm_(0.5))
+        assert norm == pytest.approx(plain_norm, rel=1e-15, abs=0)
+        got, want = model.state_dict(), plain.state_dict()
+        assert list(got) == list(want)
+        for k in want:
+            np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {k}")
+
+
+def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
+    model = FSDP(_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    other = _model()
+    with dg.no_grad():
+        for p in other.parameters():
+            p.mul_(2.0)
+    model.load_state_dict(other.state_dict())
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy())
+    with FSDP.summon_full_params(model), dg.no_grad():
+        model.module[4].module.bias.fill_(7.0)
+    assert model.state_dict()["4.bias"].tolist() == [7.0, 7.0, 7.0]
+    with FSDP.summon_full_params(model, writeback=False), dg.no_grad():
+        model.module[4].module.bias.fill_(1.0)
+    assert model.state_dict()["4.bias"].tolist() == [7.0, 7.0, 7.0]
+    bad = dict(other.state_dict(), **{"0.weight": dg.zeros(2, 2, dtype=dg.float64)})
+    with pytest.raises(StateDictError, match=r"size mismatch for 0.weight: copying a param with shape \(2, 2\)"):
+        model.load_state_dict(bad)
+    with pytest.raises(StateDictError, match='Unexpected key\\(s\\) in state_dict: "extra"'):
+        model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)))
+    np.testing.assert_array_equal(model.state_dict()["0.weight"].numpy(), other.state_dict()["0.weight"].numpy())
+
+
+def test_what_fsdp_does_not_do_is_refused_by_name():
+    for kwargs, what in [
+        ({"use_orig_params": True}, "use_orig_params=True"),
+        ({"sharding_strategy": ShardingStrategy.HYBRID_SHARD}, "sharding_strategy"),
+        ({"cpu_offload": CPUOffload(offload_params=True)}, "cpu_offload with offload_params=True"),
+        ({"mixed_precision": object()}, "mixed_precision"),
+    ]:
+        with pytest.raises(ConfigError, match=f"FullyShardedDataParallel: {what} is not supported"):
+            FSDP(_model(), **kwargs)
