@@ -27,7 +27,7 @@ def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_ses
         dg.distributed.runtime.gather([t._cluster.group.actors[0].stall_next.remote(60.0)])
         started = time.monotonic()
         h = t.fit(data(), epochs=2, batch_size=32)
-        assert time.monotonic() - started < 45
+        assert time.monotonic() - started < 55  # a replacement's process start included; not the 60 s stall
     assert np.isfinite(h["loss"]).all() and t.global_step == 8
     assert any("not back within 2s (hung?)" in e and "restarted 1 workers" in e for e in h.events), h.events
 
