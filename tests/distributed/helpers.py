@@ -31,7 +31,8 @@ def kill_when(t, after_epochs, pick):
 
 def worker_pid(rank):
     """A `pick` for kill_when: the process of worker `rank`."""
-    return lambda cluster: dg.distributed.runtime.gather(cluster.group.actors[rank].ping.remote(), timeout_s=10)[1]
+    # the ping waits behind the calls in flight (two, of up to a second of steps each; longer on a loaded host)
+    return lambda cluster: dg.distributed.runtime.gather(cluster.group.actors[rank].ping.remote(), timeout_s=60)[1]
 
 
 def free_between_steps(monkeypatch, t, after_steps, free):
