@@ -109,7 +109,7 @@ def test_a_killed_worker_raises_naming_it_and_the_others_are_stopped():
         DataLoaderError, match=r"worker process 1 \(pid \d+\) exited unexpectedly \(killed by signal SIGKILL\)"
     ):
         list(it)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # raised, not hung (without a timeout a lost batch is waited for forever)
     assert_gone(workers)
     with pytest.raises(RuntimeError, match="worker process 1"):  # the iterator stays failed
         next(it)

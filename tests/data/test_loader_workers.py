@@ -125,26 +125,32 @@ def test_persistent_workers_are_the_same_processes_every_epoch_and_restart_a_bro
 
 
 class Slow(Dataset):
-    """Sample 0 (worker 0's batch) waits until worker 1 has read sample 3, then a little more."""
+    """Sample 0 (worker 0's batch) waits for `go`: set when worker 1 reads sample 3 (then 0.2 s more), or,
+    with `by_main`, only by the test once it holds a batch — so worker 1's batch surely comes first."""
 
-    def __init__(self):
-        self.done = multiprocessing.get_context("fork").Event()
+    def __init__(self, by_main=False):
+        self.go, self.by_main = multiprocessing.get_context("fork").Event(), by_main
 
     def __len__(self):
         return 4
 
     def __getitem__(self, i):
         if i == 0:
-            self.done.wait(10)
+            self.go.wait(10)
             time.sleep(0.2)
-        if i == 3:
-            self.done.set()
+        if i == 3 and not self.by_main:
+            self.go.set()
         return i
 
 
 def test_in_order_false_returns_batches_as_they_come():
     assert [b.tolist() for b in DataLoader(Slow(), batch_size=2, num_workers=2)] == [[0, 1], [2, 3]]
-    out_of_order = [b.tolist() for b in DataLoader(Slow(), batch_size=2, num_workers=2, in_order=False)]
+    # Not the 0.2 s alone (a loaded CI host may not run worker 1 for that long): worker 0's batch waits
+    # until the test has received one; a loader that waited for batch 0 first would wait out the 10 s
+    slow, out_of_order = Slow(by_main=True), []
+    for batch in DataLoader(slow, batch_size=2, num_workers=2, in_order=False):
+        out_of_order.append(batch.tolist())
+        slow.go.set()
     assert out_of_order == [[2, 3], [0, 1]]
 
 

@@ -147,7 +147,8 @@ def test_killed_owner_leaves_no_segment_behind(ray_session):
     assert leaked(group)
     for a in actors:
         ray_session.kill(a)  # SIGKILL: no close(), no atexit
-    for _ in range(100):  # wait until both processes are gone
+    deadline = time.monotonic() + 60  # ray.kill returns before the processes die: on a loaded host, seconds
+    while time.monotonic() < deadline:  # wait until both processes are gone
         if not leaked(group) or group in " ".join(sweep()):
             break
         time.sleep(0.05)
@@ -171,8 +172,8 @@ def test_dead_peer_is_detected_before_the_timeout(ray_session):
     ray.kill(actors[1])
     t0 = time.monotonic()
     with pytest.raises(ray.exceptions.RayTaskError, match="has exited"):
-        ray.get(actors[0].reduce.remote([np.ones(5)]), timeout=30)
-    assert time.monotonic() - t0 < 10
+        ray.get(actors[0].reduce.remote([np.ones(5)]), timeout=50)
+    assert time.monotonic() - t0 < 40  # well before the 60 s timeout (ray.kill is asynchronous: allow for it)
     ray.get(actors[0].close.remote(), timeout=60)
     assert leaked(group) == []
 

@@ -106,7 +106,7 @@ def test_a_worker_more_than_staleness_versions_ahead_waits_for_the_slowest():
     time.sleep(0.3)
     assert not claimed, "a took version 3 while b still computes on version 0"
     b._push(tb, grads_like(driver, 9), STATS)
-    waiter.join(5)
+    waiter.join(60)
     assert claimed and int(a.base[0]) == 4
     a.close(), b.close()
 
@@ -136,7 +136,7 @@ def test_a_stalled_peer_is_dropped_after_timeout():
     a._push(a._claim(), grads_like(driver, 0), STATS)
     started = time.monotonic()
     assert a._claim() is not None
-    assert 0.3 <= time.monotonic() - started < 5
+    assert 0.3 <= time.monotonic() - started < 30
     assert a.events and a.events[0]["rank"] == 1 and "did not push within" in a.events[0]["why"]
     a.close(), b.close()
 

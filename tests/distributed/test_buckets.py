@@ -74,6 +74,9 @@ class BucketRank:
         self.bucketer.ready(order[-1], grads[order[-1]])
         return done_early, [np.array(g) for g in self.bucketer.wait(timeout_s=20)]
 
+    def ping(self):
+        return self.rank
+
     def close(self):
         self.bucketer.close()
         self.comm.close()
@@ -88,6 +91,9 @@ def bucket_ranks(ray_session):
     def start(shapes, bucket_mb):
         group = f"dgb{uuid.uuid4().hex[:8]}"
         made.extend(cls.remote(r, group, shapes, bucket_mb) for r in range(2))
+        # both processes up before a step: a rank waits only 10 s for the first bucket, which needs its peer
+        # (one actor's process may start seconds after the other's on a loaded host)
+        assert ray_session.get([a.ping.remote() for a in made[-2:]], timeout=120) == [0, 1]
         return made[-2:]
 
     yield ray_session, start

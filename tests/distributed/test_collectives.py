@@ -166,9 +166,9 @@ def _bad_calls():
 
 @pytest.mark.ray
 def test_bad_arguments_raise_the_same_error_on_every_rank_and_leave_them_in_step(ray_session):
-    started = time.monotonic()
-    (errors, after), (errors1, after1) = dist.launch(_bad_calls, **LAUNCH)
-    assert time.monotonic() - started < 50  # no rank waited out a timeout
+    started = time.monotonic()  # the timeout far above a worker start on a loaded host: the time tells them apart
+    (errors, after), (errors1, after1) = dist.launch(_bad_calls, **{**LAUNCH, "timeout_s": 300})
+    assert time.monotonic() - started < 200  # no rank waited out a timeout
     assert errors == errors1 and after == after1 == 1.0
     expect = {
         "max_shapes": ("ShapeError", r"all_reduce: the ranks' tensors differ \(rank 0: float32 \(2,\), rank 1: float32 \(3,\)\)"),

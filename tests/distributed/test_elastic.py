@@ -25,6 +25,7 @@ import pytest
 
 import distgraph as dg
 import distgraph.nn as nn
+from tests.distributed.helpers import free_between_steps
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -143,9 +144,8 @@ def test_elastic_group_grows_onto_a_joining_node_between_steps_and_shrinks_when_
         thread.start()
         return thread
 
-    freer = after_32_steps(lambda: ray.kill(placeholder))
+    free_between_steps(monkeypatch, t, 32, lambda: ray.kill(placeholder))
     t.fit(long, epochs=2, batch_size=32)
-    freer.join()
     assert t.workers == 3, t.history.events
     killer = after_32_steps(lose_node)
     hist = t.fit(long, epochs=3, batch_size=32)  # epoch 3: the node dies under it, back to two

@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ import yaml
 
 import distgraph as dg
 import distgraph.nn as nn
-from tests.distributed.helpers import kill_when, worker_pid
+from tests.distributed.helpers import free_between_steps, kill_when, worker_pid
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -140,16 +139,8 @@ def test_elastic_workers_grow_between_steps_when_the_cluster_frees_resources(ray
     t.fit(data(256), epochs=1, batch_size=16)  # the cluster has one free CPU: one worker
     assert t.workers == 1
 
-    def free_after_64_steps():
-        first = t._cluster.scheduler.version
-        while t._cluster.scheduler.version < first + 64:
-            time.sleep(0.005)
-        ray.kill(blocker)
-
-    freer = threading.Thread(target=free_after_64_steps)
-    freer.start()
-    hist = t.fit(long, epochs=2, batch_size=16)  # epoch 2: grows to two between steps
-    freer.join()
+    free_between_steps(monkeypatch, t, 64, lambda: ray.kill(blocker))
+    hist = t.fit(long, epochs=2, batch_size=16)  # epoch 1: grows to two between steps
     t.close()
     (grown,) = (e for e in hist.events if e.startswith("elastic"))
     assert grown.startswith("elastic: 1 -> 2 workers (cluster resources changed, before epoch step "), hist.events

@@ -90,12 +90,13 @@ def _fail_on_rank_1(kind):
 
 
 def test_a_failing_rank_ends_the_launch_at_once_with_its_error(ray_session):
+    """A timeout far above what two launches' worker starts take on a loaded host: the time tells them apart."""
     started = time.monotonic()
     with pytest.raises(ShapeError, match="rank 1's batch does not fit"):
-        dist.launch(_fail_on_rank_1, workers=2, args=("shape",), cpus_per_worker=0.5, timeout_s=60)
+        dist.launch(_fail_on_rank_1, workers=2, args=("shape",), cpus_per_worker=0.5, timeout_s=300)
     with pytest.raises(DistributedError, match=r"_fail_on_rank_1 failed on rank 1: RuntimeError\('boom'\)"):
-        dist.launch(_fail_on_rank_1, workers=2, args=("other",), cpus_per_worker=0.5, timeout_s=60)
-    assert time.monotonic() - started < 50  # not after rank 0's 60 s barrier timeout
+        dist.launch(_fail_on_rank_1, workers=2, args=("other",), cpus_per_worker=0.5, timeout_s=300)
+    assert time.monotonic() - started < 200  # not after rank 0's 300 s barrier timeout
 
 
 def _reduce_other_sizes():

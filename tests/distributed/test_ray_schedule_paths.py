@@ -5,7 +5,6 @@ the same schedule and the history's lr is torch's scheduler's; an async run appl
 its own row (`probe`: a model whose parameters record the lr of every update)."""
 
 import sys
-import threading
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ import distgraph as dg
 import distgraph.nn as nn
 import distgraph.nn.functional as F
 from distgraph.optim import lr_scheduler as dls
-from tests.distributed.helpers import kill_when, worker_pid
+from tests.distributed.helpers import free_between_steps, kill_when, worker_pid
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.ray
@@ -148,16 +147,8 @@ def test_elastic_workers_growing_mid_epoch_keep_the_per_step_rows(ray_session, m
         tr.fit((x[:64], y[:64]), epochs=1, batch_size=1)
     assert t.workers == 1
 
-    def free_after_64_steps():
-        first = t._cluster.scheduler.version  # steps submitted, on either store
-        while t._cluster.scheduler.version < first + 64:
-            time.sleep(0.005)
-        ray.kill(blocker)
-
-    freer = threading.Thread(target=free_after_64_steps)
-    freer.start()
+    free_between_steps(monkeypatch, t, 64, lambda: ray.kill(blocker))
     t.fit((x, y), epochs=2, batch_size=1)
-    freer.join()
     t.close()
     local.fit((x, y), epochs=2, batch_size=1)
     (grown,) = (e for e in t.history.events if e.startswith("elastic"))

@@ -27,7 +27,7 @@ def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_ses
         dg.distributed.runtime.gather([t._cluster.group.actors[0].stall_next.remote(60.0)])
         started = time.monotonic()
         h = t.fit(data(), epochs=2, batch_size=32)
-        assert time.monotonic() - started < 45
+        assert time.monotonic() - started < 55  # a replacement's process start included; not the 60 s stall
     assert np.isfinite(h["loss"]).all() and t.global_step == 8
     assert any("not back within 2s (hung?)" in e and "restarted 1 workers" in e for e in h.events), h.events
 
@@ -69,7 +69,8 @@ def test_an_error_in_one_ranks_shard_is_raised_and_its_peer_is_not_left_waiting(
     try:
         with pytest.raises(dg.errors.NonFiniteError, match="NaN/Inf in 1 of"):
             t.fit((x, y), epochs=1, batch_size=32)
-        dg.distributed.runtime.gather([w.ping.remote() for w in t._cluster.group.actors], timeout_s=5)
+        # answered, not blocked until the 60 s timeout (30 s: a loaded host's Ray calls, not a peer's wait)
+        dg.distributed.runtime.gather([w.ping.remote() for w in t._cluster.group.actors], timeout_s=30)
     finally:
         t.close()
 

@@ -102,7 +102,7 @@ def test_a_last_batch_of_one_sample_raises_batch_norms_error_at_once_as_alone(ra
     started = time.monotonic()
     with pytest.raises(ValueError, match="expected more than 1 value per channel") as ranks:
         fit(model(), "ray", 2, samples=33, epochs=1)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 50  # the workers' start included; a peer waiting out its timeout takes 60 s
     assert "over the 2 ranks" in str(ranks.value) and "over the 2 ranks" not in str(alone.value)
 
 
@@ -172,6 +172,6 @@ def test_a_ranks_error_does_not_leave_its_peer_in_a_statistics_sum(ray_session, 
         error, match = FAULTS[fault]
         with pytest.raises(error, match=match):
             t.fit((bad_x, bad_y), epochs=1, batch_size=32)
-        assert time.monotonic() - started < 30
+        assert time.monotonic() - started < 50  # the workers' start included; not the 60 s timeout
         t.fit((x, y), epochs=1, batch_size=32)
         assert np.isfinite(t.evaluate((x, y))["loss"])

@@ -309,11 +309,11 @@ def test_a_thousand_reshapes_in_a_graph_take_well_under_a_second_and_differentia
 
     a = np.random.default_rng(0).standard_normal((2, 3))
     x = dg.tensor(a, requires_grad=True)
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU time: a loaded CI host's other processes do not count
     ours = fn(dg, x)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     _same(ours, fn(torch, torch.tensor(a, requires_grad=True)))
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    assert elapsed < 1.0, f"{elapsed:.2f} s of CPU"
 
 
 def test_a_node_reading_only_the_shape_of_an_input_sees_the_old_one():
