@@ -182,8 +182,12 @@ class DistributedDataParallel(Module, Joinable):
         params, had = self._params, self._had
         self._had = [False] * len(params)
         reduced = self._bucketer.wait()
-        counts = self._count_users(had)
-        ranks = self._training_ranks
+        self._take_reduced(reduced, had, self._count_users(had), self._training_ranks)
+
+    def _take_reduced(self, reduced, had, counts, ranks):
+        """Every parameter's .grad ← its reduced gradient (scaled to the ranks still training when a join
+        asks for that); None where no rank used it."""
+        params = self._params
         if ranks is not None and ranks < loop.world_size() and not self._divide_by_initial:
             xp, scale = params[0].device.xp, loop.world_size() / ranks  # the mean over the ranks still training
             reduced = [g * xp.asarray(scale, g.dtype) for g in reduced]
@@ -191,7 +195,7 @@ class DistributedDataParallel(Module, Joinable):
             if n == 0:
                 continue  # no rank used it: .grad stays None, as torch's
             if not mine:
-                p.grad = Tensor(g, device=p.device)
+                p.grad = Tensor(g.copy(), device=p.device)
             elif g is not p.grad.array:  # (a copy went: a strided or read-only gradient)
                 p.grad.array[...] = g
 
@@ -213,13 +217,18 @@ class _DDPJoinHook(JoinHook):
         self.ddp = ddp
 
     def main_hook(self):
+        """Beyond torch's: the joined rank keeps the reduced gradients (torch's drops them, leaving its last
+        own ones), so a joinable after it — ZeroRedundancyOptimizer's step for this rank's share — updates
+        with what the training ranks update theirs with."""
         ddp = self.ddp
         syncing = count_ranks(False) > 0  # (the others' forward: whether their backward reduces)
         ddp._sync_buffers(training=False)
         if syncing and ddp._params:
             ddp._ensure_bucketer()
-            ddp._bucketer.wait()
-            ddp._count_users([False] * len(ddp._params))
+            reduced, had = ddp._bucketer.wait(), [False] * len(ddp._params)
+            for p in ddp._params:  # (as if zeroed: none of this rank's own gradients is in this iteration)
+                p.grad = None
+            ddp._take_reduced(reduced, had, ddp._count_users(had), ddp._join_config["training"])
 
     def post_hook(self, is_last_joiner):
         src = highest_rank_with(is_last_joiner)

@@ -243,8 +243,12 @@ def test_join_lets_ranks_with_uneven_batches_finish_as_one_process(ray_session):
         for k in alone:  # every rank ends with the last joiner's parameters and buffers
             np.testing.assert_array_equal(r0[name][k], r1[name][k])
             np.testing.assert_allclose(r0[name][k], alone[k], rtol=1e-12, atol=1e-14)
-    for a, b in zip(r0["hooked"], r1["hooked"]):  # the same local gradient on both ranks: rank 0's last is the
-        np.testing.assert_array_equal(b, a / 2)  # float16 mean of two, rank 1's last has rank 0's zeros in it
+    local = _model(seed=0)
+    local(dg.ones(2, 5)).sum().backward()
+    for a, b, p in zip(r0["hooked"], r1["hooked"], local.parameters()):
+        # rank 1's last: its two backwards' sum, halved in float16 beside rank 0's zeros
+        np.testing.assert_array_equal(b, ((2 * p.grad.numpy()).astype(F16) / F16(2)).astype(np.float32))
+        np.testing.assert_array_equal(a, b)  # the joined rank keeps the reduced gradients too (torch's: its own)
 
 
 def test_bad_arguments_name_the_option():

@@ -128,3 +128,34 @@ def test_two_ranks_hold_a_share_each_and_train_as_one_process(ray_session):
     for i in want:
         for k in want[i]:
             np.testing.assert_allclose(got[i][k], want[i][k], rtol=0, atol=1e-12)
+
+
+def _uneven(steps_per_rank):
+    """Rank r has steps_per_rank[r] batches. The same run twice: DDP with a plain Adam under Join([model]),
+    and DDP with ZeroRedundancyOptimizer(Adam) under Join([model, zero]) → both models' parameters."""
+    from distgraph.distributed.algorithms import Join
+
+    out = []
+    for use_zero in (False, True):
+        model = dist.DistributedDataParallel(_model())
+        if use_zero:
+            opt = dist.optim.ZeroRedundancyOptimizer(_groups(model.module), optim.Adam, lr=0.01)
+        else:
+            opt = optim.Adam(_groups(model.module), lr=0.01)
+        with Join([model, opt] if use_zero else [model]):
+            _train(model, opt, steps_per_rank[dist.rank()], dist.rank(), 2)
+        out.append([p.detach().numpy() for p in model.parameters()])
+    return out
+
+
+@pytest.mark.ray
+def test_with_uneven_batches_under_join_zero_ends_as_a_plain_optimizer(ray_session):
+    """Rank 1 joins after 2 of rank 0's 5 steps; its share still steps in rank 0's 3 others — with the mean
+    gradients DDP's join hook leaves it (torch's leaves its own last ones, and the shares would drift)."""
+    ranks = dist.launch(_uneven, workers=2, cpus_per_worker=0.5, args=((5, 2),), timeout_s=60)
+    for plain, zero in ranks:
+        for a, b in zip(plain, zero):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+    for a, b in zip(ranks[0][1], ranks[1][1]):
+        np.testing.assert_array_equal(a, b)  # the last joiner's parameters on every rank
+    assert not all(np.array_equal(a, p.detach().numpy()) for a, p in zip(ranks[0][0], _model().parameters()))  # trained

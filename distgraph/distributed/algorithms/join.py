@@ -70,10 +70,12 @@ class Join:
             if not self._enable or kind is not None:
                 return False
             is_last_joiner = True
-            while count_ranks(0) > 0:
+            while (training := count_ranks(0)) > 0:
                 if self._throw:
                     raise DistributedError(f"Join: {_EARLY}")
                 is_last_joiner = False
+                for j in self._joinables:  # (DDP's hook scales the mean to them, as the training ranks do)
+                    j._join_config["training"] = training
                 for hook in self._hooks:
                     hook.main_hook()
             for hook in self._hooks:

@@ -11,19 +11,22 @@ rank's updated share reaches every rank in one all-reduce (each rank contributes
 elsewhere: the sum is the concatenation, exact), where torch broadcasts from each owner in turn.
 `consolidate_state_dict(to)` gathers the shares' states on one rank (every rank calls it), after which
 that rank's `state_dict()` is the whole optimizer's, as one optimizer over all parameters would save it;
-`load_state_dict` takes such a dict on every rank and keeps its share. Not offered: `overlap_with_ddp`
-(the update runs after backward, in `step()`), other process groups, Join; `parameters_as_bucket_view`
-is accepted and changes nothing (each parameter is its own array).
+`load_state_dict` takes such a dict on every rank and keeps its share. It is a Joinable, as torch's:
+`with Join([ddp_model, zero]):` — a rank out of batches still steps its share each iteration the others
+run (with the mean gradients DDP's join hook leaves it), so ranks with uneven numbers of batches end as
+with a plain optimizer. Not offered: `overlap_with_ddp` (the update runs after backward, in `step()`), other
+process groups; `parameters_as_bucket_view` is accepted and changes nothing (each parameter is its own array).
 """
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.distributed import loop
+from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook
 from distgraph.distributed.process_group import _check_group
 from distgraph.errors import ConfigError
 from distgraph.optim.optimizer import Optimizer
 
 
-class ZeroRedundancyOptimizer(Optimizer):
+class ZeroRedundancyOptimizer(Optimizer, Joinable):
     def __init__(self, params, optimizer_class, process_group=None, parameters_as_bucket_view=False,
                  overlap_with_ddp=False, **defaults):  # fmt: skip
         _check_group(process_group, "ZeroRedundancyOptimizer")
@@ -38,7 +41,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             )
         self.optimizer_class, self.parameters_as_bucket_view = optimizer_class, parameters_as_bucket_view
         self.world_size, self.rank = loop.world_size(), loop.rank()
-        self.optim, self._owners = None, None
+        self.optim, self._owners, self._join_config = None, None, None
         self._all_state_dicts = []
         super().__init__(params, defaults)
         self.optim = optimizer_class(self._local_groups(), **defaults)
@@ -86,6 +89,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     # ---- training -------------------------------------------------------------------------------------------
     def step(self, closure=None):
         """This rank's share updated by its optimizer, then every share on every rank (one all-reduce)."""
+        Join.notify_join_context(self)
         self._sync_options(self.param_groups, self.optim.param_groups)  # an lr scheduler sets this one's
         loss = self.optim.step(closure)
         params = self._params()
@@ -99,6 +103,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                 for p in params:
                     p._vc[0] += 1
         return loss
+
+    def join_hook(self, **kwargs):
+        return _ZeroJoinHook(self)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def consolidate_state_dict(self, to=0):
@@ -138,3 +145,13 @@ class ZeroRedundancyOptimizer(Optimizer):
             groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": list(range(start, start + len(g["params"])))})  # fmt: skip
             start += len(g["params"])
         self.optim.load_state_dict({"state": share, "param_groups": groups})
+
+
+class _ZeroJoinHook(JoinHook):
+    """A joined rank's part in each iteration of the others: its share's step, whose all-reduce they wait for."""
+
+    def __init__(self, zero):
+        self.zero = zero
+
+    def main_hook(self):
+        self.zero.step()
