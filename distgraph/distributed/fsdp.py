@@ -16,7 +16,8 @@ its block in `flat.grad`, in one order on every rank; `no_sync()` skips that, th
 accumulating until the next synced backward.
 
 `state_dict()` / `load_state_dict()` (torch's FULL_STATE_DICT: names and values as the plain model's, every
-rank), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
+rank), `FSDP.optim_state_dict(model, optim)` / `FSDP.optim_state_dict_to_load(model, optim, osd)` (the same for
+the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
 GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: HYBRID
@@ -236,6 +237,20 @@ class FullyShardedDataParallel(Module):
             for _, t, v in pairs:
                 t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
         return missing, unexpected
+
+    @staticmethod
+    def optim_state_dict(model, optim):
+        """The optimizer's whole state keyed by the plain model's parameter names (fsdp_optim.py)."""
+        from distgraph.distributed.fsdp_optim import optim_state_dict
+
+        return optim_state_dict(model, optim)
+
+    @staticmethod
+    def optim_state_dict_to_load(model, optim, optim_state_dict):
+        """Such a dict → what `optim.load_state_dict` takes on this rank (fsdp_optim.py)."""
+        from distgraph.distributed.fsdp_optim import optim_state_dict_to_load
+
+        return optim_state_dict_to_load(model, optim, optim_state_dict)
 
     def clip_grad_norm_(self, max_norm, norm_type=2.0):
         """The gradients' norm over every rank's shards (torch's FSDP.clip_grad_norm_), clipped to max_norm

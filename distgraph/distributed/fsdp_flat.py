@@ -61,7 +61,8 @@ class FlatParamHandle:
         return slice(self.rank * self.shard_size, (self.rank + 1) * self.shard_size)
 
     def _flatten(self, arrays):
-        out = self.xp.zeros(self.shard_size * self.world, dtype=self.dtype)
+        dtype = next((a.dtype for a in arrays if a is not None), self.dtype)
+        out = self.xp.zeros(self.shard_size * self.world, dtype=dtype)
         start = 0
         for a, n in zip(arrays, self.sizes):
             if a is not None:
@@ -73,23 +74,35 @@ class FlatParamHandle:
     def unsharded(self):
         return self.full is not None
 
+    def gather(self, block):
+        """Every rank's block of a flat array (the shard, or an optimizer's state of it) → the full array."""
+        full = self.xp.zeros(self.shard_size * self.world, dtype=block.dtype)
+        full[self._block()] = block
+        if self.world > 1:
+            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
+        return full
+
+    def split(self, full):
+        """The full flat array cut into the parameters' shapes (views)."""
+        starts = np.cumsum([0, *self.sizes])
+        return [full[a : a + n].reshape(shape) for a, n, shape in zip(starts, self.sizes, self.shapes)]
+
+    def block_of(self, arrays):
+        """Arrays of the parameters' shapes flattened as the unit and cut to this rank's block (a copy)."""
+        return self._flatten(arrays)[self._block()].copy()
+
     def unshard(self):
         """Every parameter a view of the gathered full array (nothing to do if it is already)."""
         if self.full is not None:
             return
-        full = self.xp.zeros(self.shard_size * self.world, dtype=self.dtype)
-        full[self._block()] = self.flat.array
-        if self.world > 1:
-            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
-        self.full, start = full, 0
-        for p, shape, n in zip(self.params, self.shapes, self.sizes):
-            p.data = full[start : start + n].reshape(shape)
-            start += n
+        self.full = self.gather(self.flat.array)
+        for p, view in zip(self.params, self.split(self.full)):
+            p.data = view
 
     def reshard(self, writeback=False):
         """The parameters emptied again; with `writeback`, this rank's block of their (changed) values first."""
         if writeback and self.full is not None:
-            self.flat.array[...] = self._flatten([p.array for p in self.params])[self._block()]
+            self.flat.array[...] = self.block_of([p.array for p in self.params])
         self.full = None
         for p in self.params:
             p.data = self.xp.empty(0, dtype=self.dtype)

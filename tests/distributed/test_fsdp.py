@@ -11,7 +11,7 @@ import distgraph as dg
 import distgraph.distributed as dist
 import distgraph.nn as nn
 import distgraph.nn.functional as F
-from distgraph.distributed.fsdp import (
+from distgraph.distributed.fsdp import (  # noqa: I001
     FSDP,
     CPUOffload,
     ModuleWrapPolicy,
@@ -80,7 +80,22 @@ def _on_each_rank(strategy):
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     with FSDP.summon_full_params(model):
         inside = tuple((model.module[0].module if strategy == "FULL_SHARD" else model.module[0]).weight.shape)
-    return {"state": state, "at_rest": at_rest, "emptied": emptied, "norm": norm, "inside": inside}
+    osd = FSDP.optim_state_dict(model, opt)
+    # a resume on fresh ranks' objects from the two full dicts, then one more step of each: the same numbers
+    again = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], **WRAPS[strategy]())
+    again.load_state_dict(model.state_dict())
+    again_opt = dg.optim.Adam(again.parameters(), lr=0.01)
+    again_opt.load_state_dict(FSDP.optim_state_dict_to_load(again, again_opt, osd))
+    x, y = _batch(STEPS + 1, ROWS)
+    for m, o in ((model, opt), (again, again_opt)):
+        o.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        o.step()
+    resumed = all(
+        np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.state_dict().values(), again.state_dict().values())
+    )
+    return {"state": state, "at_rest": at_rest, "emptied": emptied, "norm": norm, "inside": inside, "osd": osd,
+            "resumed": resumed}  # fmt: skip
 
 
 def _one_process():
@@ -100,13 +115,15 @@ def _one_process():
     loss.backward()
     norm = nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     opt.step()
-    return model, float(norm)
+    return model, opt, float(norm)
 
 
 @pytest.mark.ray
 def test_fsdp_on_two_ranks_trains_as_one_process_holding_half_the_parameters(ray_session):
-    plain, plain_norm = _one_process()
+    plain, plain_opt, plain_norm = _one_process()
     want = {k: v.numpy() for k, v in plain.state_dict().items()}
+    names = [n for n, _ in plain.named_parameters()]
+    plain_osd = plain_opt.state_dict()
     sizes = [p.numel() for p in _model().parameters()]  # 40 8 56 7 21 3: units of 48, 63, 24 parameters
     for strategy in WRAPS:
         ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, args=(strategy,), timeout_s=60)
@@ -116,6 +133,15 @@ def test_fsdp_on_two_ranks_trains_as_one_process_holding_half_the_parameters(ray
                 np.testing.assert_allclose(r["state"][k], want[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
             assert r["norm"] == pytest.approx(plain_norm, rel=1e-12, abs=0)
             assert r["emptied"] == 0 and r["inside"] == (8, 5)  # at rest the module's weight holds nothing
+            # the optimizer's state by parameter name, as the plain optimizer's; a resume from it steps alike
+            # (in the flat parameters' order: NO_SHARD's root unit holds 0.* and 4.*, the unit of 2 comes after)
+            assert sorted(r["osd"]["state"]) == sorted(names) == sorted(r["osd"]["param_groups"][0]["params"])
+            assert r["osd"]["param_groups"][0]["lr"] == 0.01
+            for i, n in enumerate(names):
+                assert r["osd"]["state"][n]["step"] == plain_osd["state"][i]["step"] == STEPS + 1
+                for k in ("exp_avg", "exp_avg_sq"):
+                    np.testing.assert_allclose(r["osd"]["state"][n][k], plain_osd["state"][i][k], rtol=0, atol=1e-12)
+            assert r["resumed"], strategy
         whole = sum(sizes)
         at_rest = {"FULL_SHARD": 24 + 32 + 12, "SHARD_GRAD_OP": -(-whole // 2), "NO_SHARD": whole}[strategy]
         assert [r["at_rest"] for r in ranks] == [at_rest, at_rest], strategy
@@ -167,3 +193,21 @@ def test_what_fsdp_does_not_do_is_refused_by_name():
     ]:
         with pytest.raises(ConfigError, match=f"FullyShardedDataParallel: {what} is not supported"):
             FSDP(_model(), **kwargs)
+
+
+def test_alone_the_optimizer_state_dict_is_the_plain_optimizers_by_name():
+    model, plain = FSDP(_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear})), _model()
+    opt, plain_opt = dg.optim.Adam(model.parameters(), lr=0.01), dg.optim.Adam(plain.parameters(), lr=0.01)
+    x, y = _batch(0, ROWS)
+    for m, o in ((model, opt), (plain, plain_opt)):
+        F.cross_entropy(m(x), y).backward()
+        o.step()
+    osd, want = FSDP.optim_state_dict(model, opt), plain_opt.state_dict()
+    for i, (name, _) in enumerate(plain.named_parameters()):
+        assert osd["state"][name]["step"] == 1
+        np.testing.assert_array_equal(osd["state"][name]["exp_avg_sq"], want["state"][i]["exp_avg_sq"])
+    with pytest.raises(ConfigError, match=r"holds a parameter of shape \(3,\) that is no flat parameter of this"):
+        FSDP.optim_state_dict(model, dg.optim.Adam([*model.parameters(), dg.zeros(3, requires_grad=True)]))
+    del osd["state"]["2.bias"]
+    with pytest.raises(ConfigError, match=r"no state for \['2.bias'\], though there is for others of their unit"):
+        FSDP.optim_state_dict_to_load(model, opt, osd)
