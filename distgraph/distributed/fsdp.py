@@ -62,6 +62,34 @@ class CPUOffload:
     offload_params: bool = False
 
 
+@dataclass
+class FullStateDictConfig:
+    offload_to_cpu: bool = False
+    rank0_only: bool = False
+
+
+@dataclass
+class FullOptimStateDictConfig:
+    offload_to_cpu: bool = True
+    rank0_only: bool = False
+
+
+@dataclass
+class StateDictSettings:
+    state_dict_type: StateDictType = StateDictType.FULL_STATE_DICT
+    state_dict_config: FullStateDictConfig = None
+    optim_state_dict_config: FullOptimStateDictConfig = None
+
+    def __post_init__(self):
+        if self.state_dict_type is not StateDictType.FULL_STATE_DICT:
+            raise ConfigError(
+                f"FullyShardedDataParallel: {self.state_dict_type.name} is not supported (FULL_STATE_DICT only: "
+                "the full values by the plain model's names)"
+            )
+        self.state_dict_config = self.state_dict_config or FullStateDictConfig()
+        self.optim_state_dict_config = self.optim_state_dict_config or FullOptimStateDictConfig()
+
+
 class ModuleWrapPolicy:
     """torch's: every submodule of the given classes becomes a unit of its own."""
 
@@ -105,6 +133,7 @@ class FullyShardedDataParallel(Module):
             if is_refused:
                 raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
+        self._settings = StateDictSettings()
         self._entries = _state_entries(module)  # names as the plain model's, before any unit is made
         if auto_wrap_policy is not None:
             kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states}
@@ -204,17 +233,48 @@ class FullyShardedDataParallel(Module):
             for u in gathered:
                 u._handle.reshard(writeback=writeback)
 
+    @staticmethod
+    def set_state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):
+        """What `state_dict()` and `optim_state_dict()` of every unit under `module` give → the settings before."""
+        settings = StateDictSettings(state_dict_type, state_dict_config, optim_state_dict_config)
+        before = next((u._settings for u in _units(module)), StateDictSettings())
+        for unit in _units(module):
+            unit._settings = settings
+        return before
+
+    @staticmethod
+    @contextlib.contextmanager
+    def state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):
+        """torch's checkpoint idiom: `with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
+        FullStateDictConfig(offload_to_cpu=True, rank0_only=True)): state = model.state_dict()`."""
+        before = FullyShardedDataParallel.set_state_dict_type(
+            module, state_dict_type, state_dict_config, optim_state_dict_config
+        )
+        try:
+            yield
+        finally:
+            for unit in _units(module):
+                unit._settings = before
+
     def state_dict(self, destination=None, prefix="", keep_vars=False):
-        """The full parameters and persistent buffers by the plain model's names, on every rank (copies)."""
+        """The full parameters and persistent buffers by the plain model's names (copies): on every rank, or
+        on rank 0 only with `rank0_only` (the others get an empty dict); on the CPU with `offload_to_cpu`."""
+        config = self._settings.state_dict_config
         out = OrderedDict() if destination is None else destination
-        with FullyShardedDataParallel.summon_full_params(self, writeback=False):
+        with FullyShardedDataParallel.summon_full_params(self, writeback=False):  # (every rank: a collective)
+            if config.rank0_only and loop.rank() != 0:
+                return out
             for key, entry in self._entries:
                 t = _resolve(entry)
-                out[prefix + key] = Tensor(t.array.copy(), device=t.device)
+                value = Tensor(t.array.copy(), device=t.device)
+                out[prefix + key] = value.cpu() if config.offload_to_cpu else value
         return out
 
     def load_state_dict(self, state_dict, strict=True):
-        """Full values by the plain model's names into every rank's shards; → (missing, unexpected)."""
+        """Full values by the plain model's names into every rank's shards; → (missing, unexpected). With
+        `rank0_only`, rank 0's dict is sent to the others first."""
+        if self._settings.state_dict_config.rank0_only and loop.world_size() > 1:
+            state_dict = loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
         keys = [k for k, _ in self._entries]
         missing = [k for k in keys if k not in state_dict]
         unexpected = [k for k in state_dict if k not in set(keys)]
@@ -243,14 +303,14 @@ class FullyShardedDataParallel(Module):
         """The optimizer's whole state keyed by the plain model's parameter names (fsdp_optim.py)."""
         from distgraph.distributed.fsdp_optim import optim_state_dict
 
-        return optim_state_dict(model, optim)
+        return optim_state_dict(model, optim, model._settings.optim_state_dict_config)
 
     @staticmethod
     def optim_state_dict_to_load(model, optim, optim_state_dict):
         """Such a dict → what `optim.load_state_dict` takes on this rank (fsdp_optim.py)."""
         from distgraph.distributed.fsdp_optim import optim_state_dict_to_load
 
-        return optim_state_dict_to_load(model, optim, optim_state_dict)
+        return optim_state_dict_to_load(model, optim, optim_state_dict, model._settings.optim_state_dict_config)
 
     def clip_grad_norm_(self, max_norm, norm_type=2.0):
         """The gradients' norm over every rank's shards (torch's FSDP.clip_grad_norm_), clipped to max_norm

@@ -11,6 +11,8 @@ rank, each entry flattened as the unit's parameters and cut to the rank's block.
 
 import numpy as np
 
+from distgraph.backend import to_device
+from distgraph.distributed import loop
 from distgraph.errors import ConfigError
 
 
@@ -37,7 +39,8 @@ def _flat_params(model, optim):
     return out
 
 
-def optim_state_dict(model, optim):
+def optim_state_dict(model, optim, config):
+    """(`config`: FullOptimStateDictConfig — rank0_only: the others get {}; offload_to_cpu: numpy arrays.)"""
     saved = optim.state_dict()
     state, groups = {}, [{k: v for k, v in g.items() if k != "params"} | {"params": []} for g in saved["param_groups"]]
     for g, index, handle, names in _flat_params(model, optim):
@@ -48,16 +51,21 @@ def optim_state_dict(model, optim):
         per_param = {n: {} for n in names}
         for key, value in entries.items():
             if getattr(value, "shape", None) == (handle.shard_size,):
-                for n, piece in zip(names, handle.split(handle.gather(value))):
-                    per_param[n][key] = piece.copy()
+                for n, piece in zip(names, handle.split(handle.gather(value))):  # (every rank: a collective)
+                    per_param[n][key] = (to_device(piece, "cpu") if config.offload_to_cpu else piece).copy()
             else:
                 for n in names:
                     per_param[n][key] = value
         state.update(per_param)
+    if config.rank0_only and loop.rank() != 0:
+        return {}
     return {"state": state, "param_groups": groups}
 
 
-def optim_state_dict_to_load(model, optim, optim_state_dict):
+def optim_state_dict_to_load(model, optim, optim_state_dict, config):
+    """(`config.rank0_only`: the dict is rank 0's, sent to the others first.)"""
+    if config.rank0_only and loop.world_size() > 1:
+        optim_state_dict = loop.broadcast_object(optim_state_dict if loop.rank() == 0 else None, 0)
     flats = _flat_params(model, optim)
     saved_groups = optim_state_dict["param_groups"]
     if len(saved_groups) != len(optim.param_groups):

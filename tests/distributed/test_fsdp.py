@@ -14,8 +14,11 @@ import distgraph.nn.functional as F
 from distgraph.distributed.fsdp import (  # noqa: I001
     FSDP,
     CPUOffload,
+    FullOptimStateDictConfig,
+    FullStateDictConfig,
     ModuleWrapPolicy,
     ShardingStrategy,
+    StateDictType,
     size_based_auto_wrap_policy,
 )  # fmt: skip
 from distgraph.errors import ConfigError
@@ -81,11 +84,18 @@ def _on_each_rank(strategy):
     with FSDP.summon_full_params(model):
         inside = tuple((model.module[0].module if strategy == "FULL_SHARD" else model.module[0]).weight.shape)
     osd = FSDP.optim_state_dict(model, opt)
-    # a resume on fresh ranks' objects from the two full dicts, then one more step of each: the same numbers
+    # torch's checkpoint idiom (rank 0 holds the full dicts, on the CPU), a resume from them on fresh objects,
+    # then one more step of each: the same numbers
+    configs = (StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
+               FullOptimStateDictConfig(rank0_only=True))  # fmt: skip
+    with FSDP.state_dict_type(model, *configs):
+        saved, saved_osd = model.state_dict(), FSDP.optim_state_dict(model, opt)
+    only_on_0 = (len(saved) > 0, len(saved_osd) > 0)
     again = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], **WRAPS[strategy]())
-    again.load_state_dict(model.state_dict())
     again_opt = dg.optim.Adam(again.parameters(), lr=0.01)
-    again_opt.load_state_dict(FSDP.optim_state_dict_to_load(again, again_opt, osd))
+    with FSDP.state_dict_type(again, *configs):
+        again.load_state_dict(saved)
+        again_opt.load_state_dict(FSDP.optim_state_dict_to_load(again, again_opt, saved_osd))
     x, y = _batch(STEPS + 1, ROWS)
     for m, o in ((model, opt), (again, again_opt)):
         o.zero_grad()
@@ -95,7 +105,7 @@ def _on_each_rank(strategy):
         np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.state_dict().values(), again.state_dict().values())
     )
     return {"state": state, "at_rest": at_rest, "emptied": emptied, "norm": norm, "inside": inside, "osd": osd,
-            "resumed": resumed}  # fmt: skip
+            "resumed": resumed, "only_on_0": only_on_0}  # fmt: skip
 
 
 def _one_process():
@@ -142,6 +152,7 @@ def test_fsdp_on_two_ranks_trains_as_one_process_holding_half_the_parameters(ray
                 for k in ("exp_avg", "exp_avg_sq"):
                     np.testing.assert_allclose(r["osd"]["state"][n][k], plain_osd["state"][i][k], rtol=0, atol=1e-12)
             assert r["resumed"], strategy
+        assert [r["only_on_0"] for r in ranks] == [(True, True), (False, False)]  # rank0_only: rank 1 got {}
         whole = sum(sizes)
         at_rest = {"FULL_SHARD": 24 + 32 + 12, "SHARD_GRAD_OP": -(-whole // 2), "NO_SHARD": whole}[strategy]
         assert [r["at_rest"] for r in ranks] == [at_rest, at_rest], strategy
@@ -193,6 +204,8 @@ def test_what_fsdp_does_not_do_is_refused_by_name():
     ]:
         with pytest.raises(ConfigError, match=f"FullyShardedDataParallel: {what} is not supported"):
             FSDP(_model(), **kwargs)
+    with pytest.raises(ConfigError, match="SHARDED_STATE_DICT is not supported"):
+        FSDP.set_state_dict_type(FSDP(_model()), StateDictType.SHARDED_STATE_DICT)
 
 
 def test_alone_the_optimizer_state_dict_is_the_plain_optimizers_by_name():
