@@ -8,6 +8,10 @@ The script is read and compiled here and its code sent to the workers (a worker 
 its own folder is put on each worker's import path, so modules beside it import where that folder exists
 on the worker's node (on other nodes, install them or ship them with a Ray runtime_env). The ranks' prints
 show here, prefixed by Ray with the worker's pid.
+
+`--max-restarts K` (torchrun's): when a rank fails or its process dies, every rank is stopped and the script
+started again on fresh ones, up to K times; each rank reads the attempt in TORCHELASTIC_RESTART_COUNT (0 first)
+and the bound in TORCHELASTIC_MAX_RESTARTS, as under torchrun, to resume from its own checkpoint.
 """
 
 import os
@@ -15,9 +19,11 @@ import os
 import click
 
 
-def run_script(path, code, argv):
+def run_script(path, code, argv, restart=0, max_restarts=0):
     """One rank: the script's compiled `code` executed as the `__main__` of `path` with `argv` (→ None)."""
     import sys
+
+    os.environ["TORCHELASTIC_RESTART_COUNT"], os.environ["TORCHELASTIC_MAX_RESTARTS"] = str(restart), str(max_restarts)
 
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
@@ -48,9 +54,13 @@ def run_script(path, code, argv):
     "--bind-to", type=click.Choice(["none", "core"]), default=None, help="core: each rank on cores of its own"
 )
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="seconds any wait may take")
+@click.option(
+    "--max-restarts", "--max_restarts", type=click.IntRange(0), default=0, show_default=True,
+    help="start every rank again this many times at most after a failure (torchrun's)",
+)  # fmt: skip
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, script, args):
+def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, max_restarts, script, args):
     """Run SCRIPT (with ARGS) on WORKERS ranks that meet in one all-reduce."""
     import distgraph as dg
 
@@ -60,7 +70,14 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, script, a
         code = compile(source, script, "exec")  # once, here: a syntax error stops it before any worker starts
     except SyntaxError as e:
         raise click.ClickException(f"{script}:{e.lineno}: {e.msg}") from None
-    dg.distributed.launch(
-        run_script, workers, args=(script, code, list(args)), address=address, device=device,
-        cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s,
-    )  # fmt: skip
+    for restart in range(max_restarts + 1):
+        try:
+            dg.distributed.launch(
+                run_script, workers, args=(script, code, list(args), restart, max_restarts), address=address,
+                device=device, cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s,
+            )  # fmt: skip
+            return
+        except dg.errors.DistgraphError as exc:
+            if restart == max_restarts:
+                raise
+            click.echo(f"distgraph run: {exc}; restarting all {workers} ranks ({restart + 1}/{max_restarts})", err=True)

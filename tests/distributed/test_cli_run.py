@@ -50,6 +50,31 @@ def test_a_rank_that_exits_non_zero_or_a_broken_script_ends_run_with_one_line(ra
     assert result.exit_code == 1 and f"{tmp_path / 'bad.py'}:1: invalid syntax" in result.output, result.output
 
 
+RESTARTING_SCRIPT = """
+import json, os, sys
+import distgraph as dg
+
+dist = dg.distributed
+attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+if attempt == 0 and dist.rank() == 1:
+    raise RuntimeError("rank 1 lost its batch")
+with open(f"{sys.argv[1]}.{dist.rank()}", "w") as f:
+    json.dump([attempt, os.environ["TORCHELASTIC_MAX_RESTARTS"]], f)
+"""
+
+
+def test_max_restarts_starts_every_rank_again_after_a_failure_as_torchrun(ray_session, tmp_path):
+    (tmp_path / "flaky.py").write_text(RESTARTING_SCRIPT)
+    args = ["run", "-np", "2", "--cpus-per-worker", "0.5", "--timeout", "30", "--max_restarts=2",
+            str(tmp_path / "flaky.py"), str(tmp_path / "r")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "rank 1 lost its batch" in result.output and "restarting all 2 ranks (1/2)" in result.output
+    assert [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(2)] == [[1, "2"], [1, "2"]]
+    result = CliRunner().invoke(main, [a for a in args if a != "--max_restarts=2"])  # none allowed: it fails
+    assert result.exit_code == 1 and "rank 1 lost its batch" in result.output and "restarting" not in result.output
+
+
 TORCHRUN_SCRIPT = """
 import json, os, sys
 import numpy as np
