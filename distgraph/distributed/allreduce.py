@@ -115,6 +115,18 @@ class ShmAllReduce:
                 self._segment(dtype, count, tag).allreduce(pieces, mean=op == "mean")
         return arrays
 
+    def all_gather(self, block, tag=0):
+        """→ every rank's equal-sized flat `block`, concatenated in rank order (a new array)."""
+        count = block.size * self.world_size
+        out = np.empty(count, block.dtype)
+        return self._segment(block.dtype, count, f"{tag}.gather").all_gather(block.reshape(-1), out)
+
+    def reduce_scatter(self, data, op="sum", tag=0):
+        """→ this rank's block (1/world of the flat, contiguous, writable `data`) of the sum or mean of every
+        rank's `data`: a view of `data`, overwritten there."""
+        _check_op("shm", op, data.dtype)
+        return self._segment(data.dtype, data.size, f"{tag}.scatter").reduce_scatter(data, mean=op == "mean")
+
     def _owning_segment(self, array):
         """The segment whose slot of this rank *is* `array` (same memory, same length), else None."""
         ptr = array.__array_interface__["data"][0]
@@ -169,6 +181,19 @@ class CollectiveAllReduce:
                 _write_back(arrays, idx, flat)
         return arrays[0] if single else arrays
 
+    def all_gather(self, block, tag=0):
+        """`ShmAllReduce.all_gather`'s contract, as an all-reduce of zero-padded blocks (exact: each element
+        is one rank's plus zeros)."""
+        k = block.size
+        full = namespace(block).zeros(k * self.world_size, dtype=block.dtype)
+        full[self.rank * k : (self.rank + 1) * k] = block.reshape(-1)
+        return self.allreduce(full, "sum", tag)
+
+    def reduce_scatter(self, data, op="sum", tag=0):
+        """`ShmAllReduce.reduce_scatter`'s contract, through the all-reduce."""
+        k = data.size // self.world_size
+        return self.allreduce(data, op, tag)[self.rank * k : (self.rank + 1) * k]
+
     def abort(self):
         """Nothing to tell: a peer blocked in a collective waits out its timeout (gloo's `timeout_s`)."""
 
@@ -202,6 +227,13 @@ class ReduceRank:
     def reduce(self, arrays, op="sum"):
         """Copies of the reduced arrays (results may be views into the segment)."""
         return [np.array(a) for a in self.comm.allreduce([np.array(a) for a in arrays], op)]
+
+    def halves(self, data, op="sum"):
+        """The all-reduce's two halves on flat `data` (world × k long) → (this rank's block of the reduction,
+        every rank's block of its `data` gathered)."""
+        k = data.size // self.comm.world_size
+        gathered = self.comm.all_gather(data[self.comm.rank * k : (self.comm.rank + 1) * k].copy())
+        return self.comm.reduce_scatter(data.copy(), op).copy(), gathered
 
     def reduce_slot(self, data):
         """Reduce `data` through this rank's slot (the zero-copy buffer path)."""

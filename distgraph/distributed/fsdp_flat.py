@@ -12,10 +12,10 @@ registry (so `parameters()` yields only the flat shards) and hold no memory at r
 - `reduce_grads()`: the parameters' full gradients, flattened and padded the same way, are averaged over
   the ranks and rank r adds its block to `flat.grad`.
 
-Both collectives are the launch's all-reduce (the shared-memory segment on one node): the gather is a sum
-in which every rank fills only its own block, so it is exact; the reduce-scatter is the mean, sliced. An
-all-gather or reduce-scatter of its own would move half the bytes — not built. NO_SHARD keeps the full
-array on every rank (a world of one for the layout) and all-reduces the gradient: DDP's arithmetic.
+Both are the launch communicator's `all_gather` and `reduce_scatter` (allreduce.py): on one node the two
+halves of the shared-memory all-reduce, each moving half its bytes; through gloo/NCCL an all-reduce of
+zero-padded blocks (exact) and a sliced mean. NO_SHARD keeps the full array on every rank (a world of one
+for the layout) and all-reduces the gradient: DDP's arithmetic.
 """
 
 import numpy as np
@@ -76,11 +76,9 @@ class FlatParamHandle:
 
     def gather(self, block):
         """Every rank's block of a flat array (the shard, or an optimizer's state of it) → the full array."""
-        full = self.xp.zeros(self.shard_size * self.world, dtype=block.dtype)
-        full[self._block()] = block
-        if self.world > 1:
-            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
-        return full
+        if self.world == 1:
+            return block.copy()
+        return loop.communicator().all_gather(block, tag="fsdp")
 
     def split(self, full):
         """The full flat array cut into the parameters' shapes (views)."""
@@ -110,12 +108,11 @@ class FlatParamHandle:
     def reduce_grads(self):
         """The parameters' gradients, averaged over the ranks, added to this rank's block in `flat.grad`;
         the parameters' own `.grad` cleared."""
-        grads = [None if p.grad is None else p.grad.array for p in self.params]
-        full = self._flatten(grads)
-        if self.ranks > 1:
-            loop.all_reduce(Tensor(full, device=self.flat.device), "sum")
-            full /= self.ranks
-        mine = full[self._block()]
+        full = self._flatten([None if p.grad is None else p.grad.array for p in self.params])
+        if self.world > 1:
+            mine = loop.communicator().reduce_scatter(full, "mean", tag="fsdp")
+        else:  # NO_SHARD (or alone): the whole gradient, averaged
+            mine = loop.communicator().allreduce(full, "mean", tag="fsdp") if self.ranks > 1 else full
         with no_grad():
             if self.flat.grad is None:
                 self.flat.grad = Tensor(mine.copy(), device=self.flat.device)

@@ -220,6 +220,30 @@ class Segment:
             np.copyto(p.reshape(-1), total[a : a + p.size])
         return pieces
 
+    def all_gather(self, block, out):
+        """Every rank's `block` — its chunk [lo, hi) of `count` — into `out` (count long) on every rank: each
+        publishes its chunk in the shared result and reads the whole back, 1/n of the data in and all of it
+        out, where an all-reduce of zero-padded blocks moves (n−1)/n each way and adds."""
+        np.copyto(self.result[self.lo : self.hi], block)
+        self.barrier()
+        np.copyto(out, self.result)
+        self.barrier()  # no rank publishes the next call's chunk before every rank has read this one
+        return out
+
+    def reduce_scatter(self, data, mean=False):
+        """This rank's chunk [lo, hi) of the sum (mean) over the ranks of their `data` (count long), into
+        data[lo:hi] in place, the rest of `data` left as it was: the all-reduce's first half, in rank order,
+        so the same bits; (n−1)/n of the data crosses the segment, nothing comes back."""
+        np.copyto(self.slot[: self.lo], data[: self.lo])
+        np.copyto(self.slot[self.hi :], data[self.hi :])
+        self.barrier()
+        own = data[self.lo : self.hi]
+        self._sum_into(
+            own, [own if r == self.rank else self.slots[r, self.lo : self.hi] for r in range(self.world)], mean
+        )
+        self.barrier()  # no rank overwrites its slot (the next call) before every rank has read this one
+        return own
+
     @staticmethod
     def _sum_into(out, sources, mean):
         """out = ((sources[0] + sources[1]) + sources[2]) + ... — always this order — then / n for a mean."""

@@ -74,6 +74,19 @@ def test_repeated_calls_are_bit_identical_and_equal_rank_order_sum(pair):
     assert np.array_equal(first[0][0], inputs[0][0] + inputs[1][0])
 
 
+def test_reduce_scatter_and_all_gather_are_the_all_reduces_two_halves(pair):
+    ray, actors, _ = pair
+    rng = np.random.default_rng(3)
+    k = 50_001
+    inputs = [(rng.standard_normal(2 * k) * 10.0 ** rng.integers(-8, 8, 2 * k)).astype(np.float32) for _ in range(2)]
+    total = inputs[0] + inputs[1]
+    for op, want in (("sum", total), ("mean", total / np.float32(2))):
+        outs = run(ray, actors, "halves", inputs, op)
+        for r, (block, gathered) in enumerate(outs):
+            assert np.array_equal(block, want[r * k : (r + 1) * k])  # the all-reduce's bits, this rank's block
+            assert np.array_equal(gathered, np.concatenate([inputs[0][:k], inputs[1][k:]]))
+
+
 def test_slot_buffer_path_gives_the_same_bits_as_the_packed_path(pair):
     ray, actors, _ = pair
     rng = np.random.default_rng(3)

@@ -135,8 +135,12 @@ def test_fsdp_on_two_ranks_trains_as_one_process_holding_half_the_parameters(ray
     names = [n for n, _ in plain.named_parameters()]
     plain_osd = plain_opt.state_dict()
     sizes = [p.numel() for p in _model().parameters()]  # 40 8 56 7 21 3: units of 48, 63, 24 parameters
-    for strategy in WRAPS:
-        ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, args=(strategy,), timeout_s=60)
+    # the shared-memory segment's reduce-scatter / all-gather, and gloo's (an all-reduce of padded blocks)
+    runs = [(s, "auto") for s in WRAPS] + ([("FULL_SHARD", "gloo")] if dist.is_gloo_available() else [])
+    for strategy, allreduce in runs:
+        ranks = dist.launch(
+            _on_each_rank, workers=2, cpus_per_worker=0.5, args=(strategy,), allreduce=allreduce, timeout_s=60
+        )
         for r in ranks:
             assert list(r["state"]) == list(want)  # the plain model's names, in its order
             for k in want:
