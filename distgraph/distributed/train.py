@@ -205,14 +205,17 @@ def get_checkpoint():
 
 
 def prepare_model(model, move_to_device=True, parallel_strategy="ddp", parallel_strategy_kwargs=None):
-    """The model wrapped in DistributedDataParallel when there are several ranks (Ray Train's)."""
-    if parallel_strategy not in ("ddp", None):
-        raise ConfigError(f"prepare_model: parallel_strategy must be 'ddp' or None, got {parallel_strategy!r}")
+    """The model wrapped in DistributedDataParallel ("ddp") or FullyShardedDataParallel ("fsdp") when there
+    are several ranks (Ray Train's)."""
+    if parallel_strategy not in ("ddp", "fsdp", None):
+        raise ConfigError(f"prepare_model: parallel_strategy must be 'ddp', 'fsdp' or None, got {parallel_strategy!r}")
     if loop.world_size() == 1 or parallel_strategy is None:
         return model
     from distgraph.distributed.ddp import DistributedDataParallel
+    from distgraph.distributed.fsdp import FullyShardedDataParallel
 
-    return DistributedDataParallel(model, **(parallel_strategy_kwargs or {}))
+    wrapper = FullyShardedDataParallel if parallel_strategy == "fsdp" else DistributedDataParallel
+    return wrapper(model, **(parallel_strategy_kwargs or {}))
 
 
 def prepare_data_loader(data_loader, add_dist_sampler=True, move_to_device=True, auto_transfer=True):

@@ -205,3 +205,33 @@ def test_checkpoint_retention_keeps_the_best_and_always_the_latest(tmp_path):
     with pytest.raises(ConfigError, match="max_failures must be an int >= -1"):
         train.FailureConfig(max_failures=-2)
     assert train.FailureConfig(max_failures=-1).allows(10**6) and not train.FailureConfig().allows(1)
+
+
+def _fsdp_loop():
+    from distgraph.datasets import digits
+
+    (x, y), _ = digits(seed=0)
+    model = train.prepare_model(_model(), parallel_strategy="fsdp")
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(dg.tensor(x[:256])), dg.tensor(y[:256]))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    train.report({"held": sum(p.numel() for p in model.parameters()), "first": losses[0], "last": losses[-1]})
+    return type(model).__name__
+
+
+@pytest.mark.ray
+def test_prepare_model_shards_the_model_with_the_fsdp_strategy(ray_session, tmp_path):
+    result = train.TorchTrainer(
+        _fsdp_loop, scaling_config=train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=train.RunConfig(name="fsdp", storage_path=str(tmp_path)),
+    ).fit()  # fmt: skip
+    assert result.return_value == "FullyShardedDataParallel"
+    whole = sum(p.numel() for p in _model().parameters())  # 2,410: rank 0 holds half
+    assert result.metrics["held"] == -(-whole // 2) and result.metrics["last"] < result.metrics["first"] / 2
+    with pytest.raises(ConfigError, match="parallel_strategy must be 'ddp', 'fsdp' or None"):
+        train.prepare_model(_model(), parallel_strategy="zero3")
