@@ -196,14 +196,15 @@ class FullyShardedDataParallel(Module):
             queue_callback(self._post_backward)
 
     def _post_backward(self):
-        """Backward has ended: each unit that ran forward reduces its gradients (pre-order: one order on
-        every rank) unless under no_sync, and frees its gathered parameters."""
+        """Backward has ended: each unit that ran forward reduces the gradients it got (pre-order: one order
+        on every rank, which run the same graph) unless under no_sync, and frees its gathered parameters."""
         self._pass = None
         for unit in _units(self):
             if unit._handle is None or not unit._ran:
                 continue
             unit._ran = False
-            if self._sync:
+            has_grads = any(p.grad is not None for p in unit._handle.params)  # (not all do: no output in the loss)
+            if self._sync and has_grads:  # (none: flat.grad stays as it was, None after zero_grad, as torch's)
                 unit._handle.reduce_grads()
             unit._handle.reshard()
 

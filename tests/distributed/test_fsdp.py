@@ -309,3 +309,32 @@ def test_alone_a_state_dict_loads_into_a_unit_gathered_by_a_forward_before_its_b
     model(x).sum().backward()  # the gathered parameters freed: only the shards are left
     for k, v in other.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy())
+
+
+def test_alone_a_unit_outside_this_steps_loss_is_not_stepped_as_torchs():
+    """Its output in no loss: no gradient (None after zero_grad), so Adam skips it, as the plain model's."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(5, 4), nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.a(h), self.b(h)
+
+    def make():
+        dg.manual_seed(0)
+        return TwoHeads().to(dg.float64)
+
+    plain, model = make(), FSDP(make(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    for m in (plain, model):
+        opt = dg.optim.Adam(m.parameters(), lr=0.1)
+        for step in range(2):
+            x, y = _batch(step, ROWS)
+            opt.zero_grad()
+            ya, yb = m(x)
+            (F.cross_entropy(ya, y) + (F.cross_entropy(yb, y) if step == 0 else 0.0)).backward()
+            opt.step()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
