@@ -36,7 +36,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
 from distgraph.errors import ConfigError
-from distgraph.nn.module import Module, StateDictError
+from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys
 
 
 class ShardingStrategy(enum.Enum):
@@ -302,7 +302,7 @@ class FullyShardedDataParallel(Module):
                 )
             for _, t, v in pairs:
                 t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
-        return missing, unexpected
+        return _IncompatibleKeys(missing, unexpected)
 
     @staticmethod
     def optim_state_dict(model, optim):

@@ -197,6 +197,8 @@ def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
     with pytest.raises(StateDictError, match='Unexpected key\\(s\\) in state_dict: "extra"'):
         model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)))
     np.testing.assert_array_equal(model.state_dict()["0.weight"].numpy(), other.state_dict()["0.weight"].numpy())
+    loose = model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)), strict=False)  # torch's namedtuple
+    assert loose.missing_keys == [] and loose.unexpected_keys == ["extra"]
 
 
 def test_what_fsdp_does_not_do_is_refused_by_name():
