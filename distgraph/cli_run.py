@@ -77,7 +77,7 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, max_resta
                 device=device, cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s,
             )  # fmt: skip
             return
-        except dg.errors.DistgraphError as exc:
+        except Exception as exc:  # noqa: BLE001 - torchrun restarts on any failure (a script's own ValueError too)
             if restart == max_restarts:
                 raise
             click.echo(f"distgraph run: {exc}; restarting all {workers} ranks ({restart + 1}/{max_restarts})", err=True)

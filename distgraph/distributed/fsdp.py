@@ -25,6 +25,7 @@ strategies, `use_orig_params=True`, `mixed_precision`, parameter offload, ignore
 """
 
 import contextlib
+import dataclasses
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
 from distgraph.errors import ConfigError
-from distgraph.nn.module import Module, StateDictError
+from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys
 
 
 class ShardingStrategy(enum.Enum):
@@ -146,7 +147,7 @@ class FullyShardedDataParallel(Module):
         if owners:
             self._handle = FlatParamHandle(owners, sharded=strategy is not ShardingStrategy.NO_SHARD)
             self._flat_param = self._handle.flat
-            for p in self._handle.params:
+            for p in (p for p in self._handle.params if p.requires_grad):
                 p.register_post_accumulate_grad_hook(lambda _: self._root_unit._queue_post_backward())
         for m in self.modules():  # the outermost unit made last is the root of all below it
             if isinstance(m, FullyShardedDataParallel):
@@ -179,12 +180,13 @@ class FullyShardedDataParallel(Module):
         self._ran = True
         if self._strategy is ShardingStrategy.FULL_SHARD:
             handle.reshard()
-            for t in tracked:
-                t.register_hook(self._pre_backward)
+        for t in tracked:  # (every strategy: a second backward through this graph comes after the reshard)
+            t.register_hook(self._pre_backward)
         return out
 
     def _pre_backward(self, grad):
         """Backward has reached the unit's output: its parameters gathered again for the unit's ops."""
+        self._ran = True  # (again, for each backward through a retained graph: torch reduces each one's)
         self._handle.unshard()
         self._root_unit._queue_post_backward()
 
@@ -194,14 +196,15 @@ class FullyShardedDataParallel(Module):
             queue_callback(self._post_backward)
 
     def _post_backward(self):
-        """Backward has ended: each unit that ran forward reduces its gradients (pre-order: one order on
-        every rank) unless under no_sync, and frees its gathered parameters."""
+        """Backward has ended: each unit that ran forward reduces the gradients it got (pre-order: one order
+        on every rank, which run the same graph) unless under no_sync, and frees its gathered parameters."""
         self._pass = None
         for unit in _units(self):
             if unit._handle is None or not unit._ran:
                 continue
             unit._ran = False
-            if self._sync:
+            has_grads = any(p.grad is not None for p in unit._handle.params)  # (not all do: no output in the loss)
+            if self._sync and has_grads:  # (none: flat.grad stays as it was, None after zero_grad, as torch's)
                 unit._handle.reduce_grads()
             unit._handle.reshard()
 
@@ -230,8 +233,11 @@ class FullyShardedDataParallel(Module):
         try:
             yield
         finally:
-            for u in gathered:
-                u._handle.reshard(writeback=writeback)
+            for u in units:
+                if u in gathered:
+                    u._handle.reshard(writeback=writeback)
+                elif writeback:  # (gathered before, by a forward whose backward is to come: stays so)
+                    u._handle.write_back()
 
     @staticmethod
     def set_state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):
@@ -296,7 +302,7 @@ class FullyShardedDataParallel(Module):
                 )
             for _, t, v in pairs:
                 t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
-        return missing, unexpected
+        return _IncompatibleKeys(missing, unexpected)
 
     @staticmethod
     def optim_state_dict(model, optim):
@@ -357,6 +363,8 @@ def _tensors(out):
         return [t for o in out for t in _tensors(o)]
     if isinstance(out, dict):
         return [t for o in out.values() for t in _tensors(o)]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):  # (torch's _apply_to_tensors looks in them too)
+        return [t for f in dataclasses.fields(out) for t in _tensors(getattr(out, f.name))]
     return []
 
 

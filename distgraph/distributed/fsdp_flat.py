@@ -23,6 +23,7 @@ import numpy as np
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
+from distgraph.errors import ConfigError
 from distgraph.nn.parameter import Parameter
 
 
@@ -48,8 +49,14 @@ class FlatParamHandle:
                 f"FullyShardedDataParallel: one unit's parameters must share a dtype to be flattened, got {sorted(dtypes)}"
                 " (wrap the parts of other dtypes in units of their own)"
             )
+        requires_grad = {p.requires_grad for p in self.params}
+        if len(requires_grad) > 1:  # (torch's words: one flat array is trained or frozen as a whole)
+            raise ConfigError(
+                "FullyShardedDataParallel: Must flatten tensors with uniform `requires_grad` when "
+                "`use_orig_params=False` (wrap the frozen parameters' modules in units of their own)"
+            )
         full = self._flatten([p.array for p in self.params])
-        self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device))
+        self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), requires_grad.pop())
         self.full = None
         for module, name, _ in owners:  # out of the registry: parameters() yields the flat shards only
             module._parameters.pop(name, None)
@@ -99,11 +106,16 @@ class FlatParamHandle:
 
     def reshard(self, writeback=False):
         """The parameters emptied again; with `writeback`, this rank's block of their (changed) values first."""
-        if writeback and self.full is not None:
-            self.flat.array[...] = self.block_of([p.array for p in self.params])
+        if writeback:
+            self.write_back()
         self.full = None
         for p in self.params:
             p.data = self.xp.empty(0, dtype=self.dtype)
+
+    def write_back(self):
+        """This rank's block of the gathered parameters' (changed) values into the shard."""
+        if self.full is not None:
+            self.flat.array[...] = self.block_of([p.array for p in self.params])
 
     def reduce_grads(self):
         """The parameters' gradients, averaged over the ranks, added to this rank's block in `flat.grad`;

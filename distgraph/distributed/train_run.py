@@ -12,6 +12,7 @@ restart resumes from (as Ray's checkpoint manager).
 """
 
 import json
+import math
 import numbers
 import os
 import shutil
@@ -117,7 +118,12 @@ def ranked(checkpoints, config):
                 f"checkpoint; the report of {name} has {metrics.get(attribute)!r} (its keys: {sorted(metrics)})"
             )
     sign = 1 if config.checkpoint_score_order == "max" else -1
-    return sorted(checkpoints, key=lambda c: sign * c[1][attribute])
+
+    def score(checkpoint):  # a NaN is the worst in either order, as Ray's (NaN compares false: sorted misplaces it)
+        value = sign * checkpoint[1][attribute]
+        return (False, 0.0) if math.isnan(value) else (True, value)
+
+    return sorted(checkpoints, key=score)
 
 
 def prune(path, checkpoints, config):

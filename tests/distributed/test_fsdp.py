@@ -197,6 +197,8 @@ def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
     with pytest.raises(StateDictError, match='Unexpected key\\(s\\) in state_dict: "extra"'):
         model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)))
     np.testing.assert_array_equal(model.state_dict()["0.weight"].numpy(), other.state_dict()["0.weight"].numpy())
+    loose = model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)), strict=False)  # torch's namedtuple
+    assert loose.missing_keys == [] and loose.unexpected_keys == ["extra"]
 
 
 def test_what_fsdp_does_not_do_is_refused_by_name():
@@ -228,3 +230,113 @@ def test_alone_the_optimizer_state_dict_is_the_plain_optimizers_by_name():
     del osd["state"]["2.bias"]
     with pytest.raises(ConfigError, match=r"no state for \['2.bias'\], though there is for others of their unit"):
         FSDP.optim_state_dict_to_load(model, opt, osd)
+
+
+def _flat_grads(model):
+    """The gradients as one array in the plain model's parameter order (alone, each unit's flat is whole)."""
+    units = [u for u in model.modules() if isinstance(u, FSDP) and u._handle is not None]
+    return np.concatenate([u._flat_param.grad.numpy()[: sum(u._handle.sizes)] for u in units])
+
+
+def test_alone_a_second_backward_through_a_retained_graph_is_reduced_as_torchs():
+    x, y = _batch(0, ROWS)
+    plain = _model()
+    loss = F.cross_entropy(plain(x), y)
+    loss.backward(retain_graph=True)
+    loss.backward()
+    want = np.concatenate([p.grad.numpy().ravel() for p in plain.parameters()])
+    for strategy in WRAPS:
+        model = FSDP(
+            _model(), sharding_strategy=ShardingStrategy[strategy], auto_wrap_policy=ModuleWrapPolicy({nn.Linear})
+        )
+        loss = F.cross_entropy(model(x), y)
+        loss.backward(retain_graph=True)
+        loss.backward()
+        np.testing.assert_allclose(_flat_grads(model), want, rtol=0, atol=1e-15, err_msg=strategy)
+        assert not any(u._handle.unsharded for u in model.modules() if isinstance(u, FSDP) and u._handle), strategy
+
+
+def test_alone_frozen_units_stay_frozen_and_a_half_frozen_unit_is_refused_as_torchs():
+    x, y = _batch(0, ROWS)
+    plain, model = _model(), _model()
+    plain[0].requires_grad_(False)
+    model[0].requires_grad_(False)
+    model = FSDP(model, auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    assert [p.requires_grad for p in model.parameters()] == [False, True, True]
+    for m in (plain, model):
+        opt = dg.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=0.1, weight_decay=0.5)
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
+    half = _model()
+    half[0].weight.requires_grad_(False)
+    with pytest.raises(ConfigError, match="Must flatten tensors with uniform `requires_grad`"):
+        FSDP(half)
+
+
+def test_alone_a_unit_returning_a_dataclass_is_gathered_again_for_backward():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        y: object
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, x):
+            return Out(self.net(x))
+
+    x, y = _batch(0, ROWS)
+    plain = _model()
+    F.cross_entropy(plain(x), y).backward()
+    model = FSDP(nn.Sequential(Block()), auto_wrap_policy=ModuleWrapPolicy({Block}))
+    F.cross_entropy(model(x).y, y).backward()
+    want = np.concatenate([p.grad.numpy().ravel() for p in plain.parameters()])
+    np.testing.assert_allclose(_flat_grads(model), want, rtol=0, atol=1e-15)
+
+
+def test_alone_a_state_dict_loads_into_a_unit_gathered_by_a_forward_before_its_backward():
+    x, _ = _batch(0, ROWS)
+    model = FSDP(_model(), sharding_strategy=ShardingStrategy.SHARD_GRAD_OP)
+    model(x)  # (a validation loss outside no_grad: SHARD_GRAD_OP keeps the gathered parameters)
+    other = _model()
+    with dg.no_grad():
+        for p in other.parameters():
+            p.mul_(2.0)
+    model.load_state_dict(other.state_dict())
+    model(x).sum().backward()  # the gathered parameters freed: only the shards are left
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy())
+
+
+def test_alone_a_unit_outside_this_steps_loss_is_not_stepped_as_torchs():
+    """Its output in no loss: no gradient (None after zero_grad), so Adam skips it, as the plain model's."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(5, 4), nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.a(h), self.b(h)
+
+    def make():
+        dg.manual_seed(0)
+        return TwoHeads().to(dg.float64)
+
+    plain, model = make(), FSDP(make(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    for m in (plain, model):
+        opt = dg.optim.Adam(m.parameters(), lr=0.1)
+        for step in range(2):
+            x, y = _batch(step, ROWS)
+            opt.zero_grad()
+            ya, yb = m(x)
+            (F.cross_entropy(ya, y) + (F.cross_entropy(yb, y) if step == 0 else 0.0)).backward()
+            opt.step()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)

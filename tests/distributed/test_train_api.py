@@ -196,6 +196,11 @@ def test_checkpoint_retention_keeps_the_best_and_always_the_latest(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["c0", "c2"]
     oldest_first = train_run.prune(str(tmp_path), kept, train.CheckpointConfig(num_to_keep=1))
     assert [n for n, _ in oldest_first] == ["c2"] and sorted(os.listdir(tmp_path)) == ["c2"]
+    nan = float("nan")  # a NaN'd epoch's score is the worst in either order (Ray's), not left where sort put it
+    scores = [("a", {"loss": 1.0}), ("n", {"loss": nan}), ("b", {"loss": 0.5}), ("d", {"loss": 2.0})]
+    for order, worst_first in (("min", ["n", "d", "a", "b"]), ("max", ["n", "b", "a", "d"])):
+        by_loss = train.CheckpointConfig(checkpoint_score_attribute="loss", checkpoint_score_order=order)
+        assert [n for n, _ in train_run.ranked(scores, by_loss)] == worst_first, order
     with pytest.raises(ConfigError, match=r"checkpoint_score_attribute 'acc' must be a number .* c3 has None"):
         train_run.ranked([("c3", {"loss": 1.0})], config)
     with pytest.raises(ConfigError, match="Received invalid num_to_keep: 0"):
