@@ -79,5 +79,7 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, max_resta
             return
         except Exception as exc:  # noqa: BLE001 - torchrun restarts on any failure (a script's own ValueError too)
             if restart == max_restarts:
-                raise
+                if isinstance(exc, dg.errors.DistgraphError):
+                    raise
+                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None  # (one line, as the others)
             click.echo(f"distgraph run: {exc}; restarting all {workers} ranks ({restart + 1}/{max_restarts})", err=True)

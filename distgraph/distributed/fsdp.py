@@ -11,8 +11,9 @@ one flat array split over the ranks (fsdp_flat.py), so at rest a rank holds 1/wo
 optimizer's state. A unit's forward gathers its parameters first; FULL_SHARD (the default) frees them again
 right after and gathers them anew when backward reaches the unit's output (a hook on it); SHARD_GRAD_OP
 keeps them until backward ends; NO_SHARD never splits (DDP's arithmetic). When backward ends (one callback,
-queued by the first gradient), every unit that ran forward averages its gradients over the ranks and keeps
-its block in `flat.grad`, in one order on every rank; `no_sync()` skips that, the parameters' full gradients
+queued by the first gradient), every unit whose parameters got gradients on some rank averages them over the
+ranks (zeros from the others: one small all-reduce counts them) and keeps its block in `flat.grad`, in one order
+on every rank; `no_sync()` skips that, the parameters' full gradients
 accumulating until the next synced backward.
 
 `state_dict()` / `load_state_dict()` (torch's FULL_STATE_DICT: names and values as the plain model's, every
@@ -199,14 +200,19 @@ class FullyShardedDataParallel(Module):
         """Backward has ended: each unit that ran forward reduces the gradients it got (pre-order: one order
         on every rank, which run the same graph) unless under no_sync, and frees its gathered parameters."""
         self._pass = None
-        for unit in _units(self):
-            if unit._handle is None or not unit._ran:
-                continue
-            unit._ran = False
-            has_grads = any(p.grad is not None for p in unit._handle.params)  # (not all do: no output in the loss)
-            if self._sync and has_grads:  # (none: flat.grad stays as it was, None after zero_grad, as torch's)
-                unit._handle.reduce_grads()
-            unit._handle.reshard()
+        units = [u for u in _units(self) if u._handle is not None]
+        if self._sync:  # a unit no rank's loss reached keeps flat.grad as it was (None after zero_grad), as
+            # torch's; one only some ranks' losses reached (a data-dependent loss) is reduced with the others'
+            # zeros, where torch's ranks would wait for each other in different collectives. (Every rank must
+            # still run every unit's forward alike, and under FULL_SHARD its losses must reach the same units:
+            # the gathers, in forward and where backward reaches a unit, are collectives.)
+            for unit, count in zip(units, _ranks_with_grads(units)):
+                if count:
+                    unit._handle.reduce_grads()
+        for unit in units:
+            if unit._ran:
+                unit._ran = False
+                unit._handle.reshard()
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -354,6 +360,20 @@ FSDP = FullyShardedDataParallel
 def _units(module):
     """Every FSDP unit at or under `module`, pre-order."""
     return [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
+
+
+def _ranks_with_grads(units):
+    """For each unit, how many ranks' backward reached its parameters (one all-reduce for all units)."""
+    import numpy as np
+
+    from distgraph.backend import to_device
+
+    mine = np.array([any(p.grad is not None for p in u._handle.params) for u in units], np.int64)
+    if loop.world_size() == 1 or not len(mine):
+        return mine.tolist()
+    counts = Tensor(to_device(mine, loop._context["device"]))  # (NCCL reduces GPU arrays only)
+    loop.all_reduce(counts, "sum")
+    return to_device(counts.array, "cpu").tolist()
 
 
 def _tensors(out):

@@ -57,7 +57,7 @@ import distgraph as dg
 dist = dg.distributed
 attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
 if attempt == 0 and dist.rank() == 1:
-    raise RuntimeError("rank 1 lost its batch")
+    raise KeyError("rank 1 lost its batch")  # (a script's own error: launch may raise it as itself)
 with open(f"{sys.argv[1]}.{dist.rank()}", "w") as f:
     json.dump([attempt, os.environ["TORCHELASTIC_MAX_RESTARTS"]], f)
 """

@@ -340,3 +340,46 @@ def test_alone_a_unit_outside_this_steps_loss_is_not_stepped_as_torchs():
             opt.step()
     for k, v in plain.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        dg.manual_seed(1)
+        self.body, self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.body(x).tanh()
+        return self.a(h), self.b(h)
+
+
+def _branch_by_rank(steps):
+    """Every rank runs both heads (a unit's forward gathers: a collective every rank must call), but rank r's
+    loss takes head r's output only: each head's gradients come from one rank. SHARD_GRAD_OP: FULL_SHARD gathers
+    again where backward reaches a unit, a collective too, so there every rank's loss must reach the same units."""
+    model = FSDP(_TwoHeads().to(dg.float64), sharding_strategy=ShardingStrategy.SHARD_GRAD_OP,
+                 auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+    opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(steps):
+        x, y = _batch(step, 2 * ROWS)
+        me = slice(ROWS * dist.get_rank(), ROWS * (dist.get_rank() + 1))
+        opt.zero_grad()
+        F.cross_entropy(model(x[me])[dist.get_rank()], y[me]).backward()
+        opt.step()
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.ray
+def test_units_only_some_ranks_losses_reach_are_reduced_with_the_others_zeros(ray_session):
+    ranks = dist.launch(_branch_by_rank, workers=2, cpus_per_worker=0.5, args=(3,), timeout_s=60)
+    plain = _TwoHeads().to(dg.float64)
+    opt = dg.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
+    for step in range(3):  # the ranks' mean loss: head a on rank 0's rows, head b on rank 1's
+        x, y = _batch(step, 2 * ROWS)
+        opt.zero_grad()
+        halves = [F.cross_entropy(plain(x[r * ROWS : (r + 1) * ROWS])[r], y[r * ROWS : (r + 1) * ROWS]) for r in (0, 1)]
+        ((halves[0] + halves[1]) / 2).backward()
+        opt.step()
+    for k, want in plain.state_dict().items():
+        for r in ranks:
+            np.testing.assert_allclose(r[k], want.numpy(), rtol=0, atol=1e-12, err_msg=k)
