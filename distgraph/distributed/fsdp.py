@@ -13,8 +13,8 @@ right after and gathers them anew when backward reaches the unit's output (a hoo
 keeps them until backward ends; NO_SHARD never splits (DDP's arithmetic). When backward ends (one callback,
 queued by the first gradient), every unit whose parameters got gradients on some rank averages them over the
 ranks (zeros from the others: one small all-reduce counts them) and keeps its block in `flat.grad`, in one order
-on every rank; `no_sync()` skips that, the parameters' full gradients
-accumulating until the next synced backward.
+on every rank; `no_sync()` skips that, the full gradients accumulating in `flat.grad` (where zero_grad clears
+them) until the next synced backward.
 
 `state_dict()` / `load_state_dict()` (torch's FULL_STATE_DICT: names and values as the plain model's, every
 rank), `FSDP.optim_state_dict(model, optim)` / `FSDP.optim_state_dict_to_load(model, optim, osd)` (the same for
@@ -142,6 +142,7 @@ class FullyShardedDataParallel(Module):
             _wrap_children(module, auto_wrap_policy, kwargs)
         self._fsdp_wrapped_module = module
         owners = _own_parameters(module)
+        _refuse_shared_with_units_below(module, owners)
         if sync_module_states:
             _broadcast_from_rank_0(module, [p for _, _, p in owners])
         self._handle = None
@@ -209,6 +210,10 @@ class FullyShardedDataParallel(Module):
             for unit, count in zip(units, _ranks_with_grads(units)):
                 if count:
                     unit._handle.reduce_grads()
+        else:
+            for unit in units:
+                if any(p.grad is not None for p in unit._handle.params):
+                    unit._handle.keep_grads()
         for unit in units:
             if unit._ran:
                 unit._ran = False
@@ -216,7 +221,8 @@ class FullyShardedDataParallel(Module):
 
     @contextlib.contextmanager
     def no_sync(self):
-        """Backwards inside accumulate the full gradients locally; the next synced backward reduces them."""
+        """Backwards inside accumulate the full gradients locally, as each unit's `flat.grad` (torch's: the
+        optimizer's zero_grad clears them; do not step inside); the next synced backward reduces them."""
         before, self._sync = self._sync, False
         try:
             yield
@@ -423,6 +429,22 @@ def _modules_outside_units(module):
     for child in module._modules.values():
         if child is not None and not isinstance(child, FullyShardedDataParallel):
             yield from _modules_outside_units(child)
+
+
+def _refuse_shared_with_units_below(module, owners):
+    """A parameter a unit below already holds cannot be in this one's flat array too (torch fails there
+    later, unclearly): its modules must be wrapped in one unit."""
+    below = {id(p): u for u in _units(module) for p in u._handle.params} if owners else {}
+    for m, name, p in owners:
+        if id(p) in below:
+            path = next((n for n, x in module.named_modules() if x is m), "?")
+            handle = below[id(p)]._handle
+            shape = handle.shapes[[id(q) for q in handle.params].index(id(p))]
+            raise ConfigError(
+                f"FullyShardedDataParallel: parameter {(path + '.' if path else '') + name} (shape {shape}) "
+                "is shared with a unit below it; shared parameters must be in one unit (wrap their modules' common "
+                "parent, or leave them out of the auto_wrap_policy)"
+            )
 
 
 def _numel_outside_units(module):

@@ -57,7 +57,7 @@ class FlatParamHandle:
             )
         full = self._flatten([p.array for p in self.params])
         self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), requires_grad.pop())
-        self.full = None
+        self.full = self._local = self._shard_grad = None
         for module, name, _ in owners:  # out of the registry: parameters() yields the flat shards only
             module._parameters.pop(name, None)
         for module, name, p in owners:
@@ -117,10 +117,32 @@ class FlatParamHandle:
         if self.full is not None:
             self.flat.array[...] = self.block_of([p.array for p in self.params])
 
-    def reduce_grads(self):
-        """The parameters' gradients, averaged over the ranks, added to this rank's block in `flat.grad`;
-        the parameters' own `.grad` cleared."""
+    def _take_grads(self):
+        """The parameters' gradients flattened (zeros where None), plus what no_sync kept in `flat.grad` if
+        the optimizer's zero_grad has not cleared it since; the parameters' `.grad` cleared."""
         full = self._flatten([None if p.grad is None else p.grad.array for p in self.params])
+        if self._local is not None:
+            if self.flat.grad is self._local:  # (still there: zero_grad(set_to_none=False) left zeros in it)
+                full += self._local.array
+                self.flat.grad = self._shard_grad
+            self._local = self._shard_grad = None  # (cleared by zero_grad: so is the reduced block kept beside it)
+        for p in self.params:
+            p.grad = None
+        return full
+
+    def keep_grads(self):
+        """Under no_sync: the gradients kept unreduced as `flat.grad` (the whole flat length), as torch's, so
+        that the optimizer's zero_grad clears them; the next synced backward reduces them with its own. A
+        reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them."""
+        full = self._take_grads()
+        self._shard_grad = self.flat.grad
+        self._local = Tensor(full, device=self.flat.device)
+        self.flat._grad = self._local  # (past the setter's shape check, as torch's FSDP: not for a step)
+
+    def reduce_grads(self):
+        """The parameters' gradients (and what no_sync kept), averaged over the ranks, added to this rank's
+        block in `flat.grad`."""
+        full = self._take_grads()
         if self.world > 1:
             mine = loop.communicator().reduce_scatter(full, "mean", tag="fsdp")
         else:  # NO_SHARD (or alone): the whole gradient, averaged
@@ -130,5 +152,3 @@ class FlatParamHandle:
                 self.flat.grad = Tensor(mine.copy(), device=self.flat.device)
             else:
                 self.flat.grad.array[...] += mine
-        for p in self.params:
-            p.grad = None

@@ -210,6 +210,13 @@ def test_what_fsdp_does_not_do_is_refused_by_name():
     ]:
         with pytest.raises(ConfigError, match=f"FullyShardedDataParallel: {what} is not supported"):
             FSDP(_model(), **kwargs)
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Tanh(), nn.Linear(4, 10, bias=False))
+    tied[2].weight = tied[0].weight  # in one unit: fine; the embedding a unit of its own: refused, named
+    assert tuple(FSDP(tied)(dg.tensor([[1, 2]])).shape) == (1, 2, 10)
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Tanh(), nn.Linear(4, 10, bias=False))
+    tied[2].weight = tied[0].weight
+    with pytest.raises(ConfigError, match=r"parameter 2.weight \(shape \(10, 4\)\) is shared with a unit below"):
+        FSDP(tied, auto_wrap_policy=ModuleWrapPolicy({nn.Embedding}))
     with pytest.raises(ConfigError, match="SHARDED_STATE_DICT is not supported"):
         FSDP.set_state_dict_type(FSDP(_model()), StateDictType.SHARDED_STATE_DICT)
 
@@ -383,3 +390,27 @@ def test_units_only_some_ranks_losses_reach_are_reduced_with_the_others_zeros(ra
     for k, want in plain.state_dict().items():
         for r in ranks:
             np.testing.assert_allclose(r[k], want.numpy(), rtol=0, atol=1e-12, err_msg=k)
+
+
+def test_alone_zero_grad_clears_what_no_sync_accumulated_as_torchs():
+    """no_sync's gradients live in flat.grad, so the optimizer's zero_grad clears them (torch's); without it
+    they join the next synced backward's."""
+    for zero_between in (True, False):
+        model, plain = FSDP(_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear})), _model()
+        opt, plain_opt = dg.optim.SGD(model.parameters(), lr=0.1), dg.optim.SGD(plain.parameters(), lr=0.1)
+        (x, y), (x2, y2) = _batch(0, ROWS), _batch(1, ROWS)
+        with model.no_sync():
+            F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(plain(x), y).backward()
+        if zero_between:
+            opt.zero_grad()
+            plain_opt.zero_grad()
+        F.cross_entropy(model(x2), y2).backward()
+        F.cross_entropy(plain(x2), y2).backward()
+        opt.step()
+        plain_opt.step()
+        got, want = model.state_dict(), plain.state_dict()
+        for k in want:
+            np.testing.assert_allclose(
+                got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-15, err_msg=f"{zero_between} {k}"
+            )
