@@ -36,6 +36,15 @@ from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
+from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
+    ModuleWrapPolicy,
+    modules_outside_units,
+    own_parameters,
+    resolve,
+    size_based_auto_wrap_policy,
+    state_entries,
+    wrap_children,
+)
 from distgraph.errors import ConfigError
 from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys
 
@@ -92,30 +101,9 @@ class StateDictSettings:
         self.optim_state_dict_config = self.optim_state_dict_config or FullOptimStateDictConfig()
 
 
-class ModuleWrapPolicy:
-    """torch's: every submodule of the given classes becomes a unit of its own."""
-
-    def __init__(self, module_classes):
-        self._classes = tuple(module_classes)
-
-    def __call__(self, module, recurse, nonwrapped_numel):
-        return True if recurse else isinstance(module, self._classes)
-
-
-def size_based_auto_wrap_policy(
-    module, recurse, nonwrapped_numel, min_num_params=int(1e8), force_leaf_modules=None, exclude_wrap_modules=None
-):
-    """torch's: a submodule with at least `min_num_params` parameters not yet in a unit becomes one."""
-    from distgraph import nn
-
-    leaves = tuple(force_leaf_modules or (nn.MultiheadAttention,))
-    excluded = tuple(exclude_wrap_modules or (nn.ModuleList, nn.ModuleDict))
-    if recurse:
-        return nonwrapped_numel >= min_num_params and not isinstance(module, leaves)
-    return nonwrapped_numel >= min_num_params and not isinstance(module, excluded)
-
-
 class FullyShardedDataParallel(Module):
+    is_fsdp_unit = True  # (fsdp_wrap.is_unit)
+
     def __init__(
         self, module, process_group=None, sharding_strategy=None, cpu_offload=None, auto_wrap_policy=None,
         backward_prefetch=BackwardPrefetch.BACKWARD_PRE, mixed_precision=None, ignored_modules=None,
@@ -136,12 +124,12 @@ class FullyShardedDataParallel(Module):
                 raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
         self._settings = StateDictSettings()
-        self._entries = _state_entries(module)  # names as the plain model's, before any unit is made
+        self._entries = state_entries(module)  # names as the plain model's, before any unit is made
         if auto_wrap_policy is not None:
             kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states}
-            _wrap_children(module, auto_wrap_policy, kwargs)
+            wrap_children(module, auto_wrap_policy, lambda child: FullyShardedDataParallel(child, **kwargs))
         self._fsdp_wrapped_module = module
-        owners = _own_parameters(module)
+        owners = own_parameters(module)
         _refuse_shared_with_units_below(module, owners)
         if sync_module_states:
             _broadcast_from_rank_0(module, [p for _, _, p in owners])
@@ -283,7 +271,7 @@ class FullyShardedDataParallel(Module):
             if config.rank0_only and loop.rank() != 0:
                 return out
             for key, entry in self._entries:
-                t = _resolve(entry)
+                t = resolve(entry)
                 value = Tensor(t.array.copy(), device=t.device)
                 out[prefix + key] = value.cpu() if config.offload_to_cpu else value
         return out
@@ -302,7 +290,7 @@ class FullyShardedDataParallel(Module):
         if strict and missing:
             errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
-            pairs = [(k, _resolve(e), state_dict[k]) for k, e in self._entries if k in state_dict]
+            pairs = [(k, resolve(e), state_dict[k]) for k, e in self._entries if k in state_dict]
             for key, t, v in pairs:
                 shape = tuple(v.shape) if hasattr(v, "shape") else ()
                 if shape != tuple(t.shape):
@@ -394,43 +382,6 @@ def _tensors(out):
     return []
 
 
-def _state_entries(module, prefix=""):
-    """(name, (module, attribute, kind)) of every parameter and persistent buffer, by the plain model's names
-    (a unit below contributes its own, already made)."""
-    if isinstance(module, FullyShardedDataParallel):
-        return [(prefix + k, e) for k, e in module._entries]
-    out = [(prefix + n, (module, n, "param")) for n, p in module._parameters.items() if p is not None]
-    out += [
-        (prefix + n, (module, n, "buffer"))
-        for n, b in module._buffers.items()
-        if b is not None and n not in module._non_persistent
-    ]
-    for name, child in module._modules.items():
-        if child is not None:
-            out += _state_entries(child, prefix + name + ".")
-    return out
-
-
-def _resolve(entry):
-    module, name, _ = entry
-    return getattr(module, name)  # (a unit's parameter is a plain attribute now, a buffer still registered)
-
-
-def _own_parameters(module):
-    """(module, attribute, Parameter) of the parameters under `module` outside the units below it."""
-    out = []
-    for m in _modules_outside_units(module):
-        out += [(m, n, p) for n, p in m._parameters.items() if p is not None]
-    return out
-
-
-def _modules_outside_units(module):
-    yield module
-    for child in module._modules.values():
-        if child is not None and not isinstance(child, FullyShardedDataParallel):
-            yield from _modules_outside_units(child)
-
-
 def _refuse_shared_with_units_below(module, owners):
     """A parameter a unit below already holds cannot be in this one's flat array too (torch fails there
     later, unclearly): its modules must be wrapped in one unit."""
@@ -447,22 +398,7 @@ def _refuse_shared_with_units_below(module, owners):
             )
 
 
-def _numel_outside_units(module):
-    return sum(p.numel() for _, _, p in _own_parameters(module))
-
-
-def _wrap_children(module, policy, kwargs):
-    """torch's recursive wrap: descend where the policy says to, innermost first; wrap where it says so."""
-    for name, child in list(module._modules.items()):
-        if child is None or isinstance(child, FullyShardedDataParallel):
-            continue
-        if policy(module=child, recurse=True, nonwrapped_numel=_numel_outside_units(child)):
-            _wrap_children(child, policy, kwargs)
-            if policy(module=child, recurse=False, nonwrapped_numel=_numel_outside_units(child)):
-                setattr(module, name, FullyShardedDataParallel(child, **kwargs))
-
-
 def _broadcast_from_rank_0(module, params):
-    buffers = [b for m in _modules_outside_units(module) for b in m._buffers.values() if b is not None]
+    buffers = [b for m in modules_outside_units(module) for b in m._buffers.values() if b is not None]
     with no_grad():
         loop.broadcast([*params, *buffers], 0)
