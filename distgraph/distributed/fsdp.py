@@ -1,4 +1,4 @@
-"""FullyShardedDataParallel: torch's FSDP (its FSDP1 API, `use_orig_params=False`) inside `dg.distributed.launch`.
+"""FullyShardedDataParallel: torch's FSDP (its FSDP1 API) inside `dg.distributed.launch`.
 
     from distgraph.distributed.fsdp import FullyShardedDataParallel as FSDP, ModuleWrapPolicy
     model = FSDP(make_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
@@ -16,13 +16,18 @@ ranks (zeros from the others: one small all-reduce counts them) and keeps its bl
 on every rank; `no_sync()` skips that, the full gradients accumulating in `flat.grad` (where zero_grad clears
 them) until the next synced backward.
 
+`use_orig_params=True` (torch's): `parameters()` / `named_parameters()` are the module's own, named as the
+plain model's — so optimizer param groups can pick them by name (no weight decay on biases) — each holding at
+rest a 1-d view of its piece of this rank's block (empty where none of it is here); the optimizer steps the
+pieces in place, and each gets its piece of the reduced gradient. A unit may then mix frozen and trained ones.
+
 `state_dict()` / `load_state_dict()` (torch's FULL_STATE_DICT: names and values as the plain model's, every
 rank), `FSDP.optim_state_dict(model, optim)` / `FSDP.optim_state_dict_to_load(model, optim, osd)` (the same for
 the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
 GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: HYBRID
-strategies, `use_orig_params=True`, `mixed_precision`, parameter offload, ignored modules, `param_init_fn`.
+strategies, `mixed_precision`, parameter offload, ignored modules, `param_init_fn`.
 """
 
 import contextlib
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import namespace
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
@@ -114,7 +120,7 @@ class FullyShardedDataParallel(Module):
         strategy = sharding_strategy or ShardingStrategy.FULL_SHARD
         refused = {
             "sharding_strategy": strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2),
-            "use_orig_params=True": use_orig_params, "mixed_precision": mixed_precision is not None,
+            "mixed_precision": mixed_precision is not None,
             "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
             "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
             "param_init_fn": param_init_fn is not None, "device_mesh": device_mesh is not None,
@@ -126,7 +132,8 @@ class FullyShardedDataParallel(Module):
         self._settings = StateDictSettings()
         self._entries = state_entries(module)  # names as the plain model's, before any unit is made
         if auto_wrap_policy is not None:
-            kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states}
+            kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states,
+                      "use_orig_params": use_orig_params}  # fmt: skip
             wrap_children(module, auto_wrap_policy, lambda child: FullyShardedDataParallel(child, **kwargs))
         self._fsdp_wrapped_module = module
         owners = own_parameters(module)
@@ -135,8 +142,9 @@ class FullyShardedDataParallel(Module):
             _broadcast_from_rank_0(module, [p for _, _, p in owners])
         self._handle = None
         if owners:
-            self._handle = FlatParamHandle(owners, sharded=strategy is not ShardingStrategy.NO_SHARD)
-            self._flat_param = self._handle.flat
+            self._handle = FlatParamHandle(owners, strategy is not ShardingStrategy.NO_SHARD, use_orig_params)
+            if not use_orig_params:  # (else the module's own parameters are the ones registered)
+                self._flat_param = self._handle.flat
             for p in (p for p in self._handle.params if p.requires_grad):
                 p.register_post_accumulate_grad_hook(lambda _: self._root_unit._queue_post_backward())
         for m in self.modules():  # the outermost unit made last is the root of all below it
@@ -146,6 +154,12 @@ class FullyShardedDataParallel(Module):
     @property
     def module(self):
         return self._fsdp_wrapped_module
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """As the plain model names them: torch's FSDP drops the wrappers' `_fsdp_wrapped_module.` (with
+        use_orig_params the names a param-group rule reads; else the units' `_flat_param`s)."""
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            yield name.replace("_fsdp_wrapped_module.", ""), p
 
     def __getattr__(self, name):
         try:
@@ -169,7 +183,7 @@ class FullyShardedDataParallel(Module):
             return out
         self._ran = True
         if self._strategy is ShardingStrategy.FULL_SHARD:
-            handle.reshard()
+            handle.reshard(restore_grads=False)
         for t in tracked:  # (every strategy: a second backward through this graph comes after the reshard)
             t.register_hook(self._pre_backward)
         return out
@@ -325,26 +339,23 @@ class FullyShardedDataParallel(Module):
 
         norm_type = float(norm_type)
         local = 0.0
-        for unit in _units(self):
-            grad = None if unit._handle is None else unit._handle.flat.grad
-            if grad is None or grad.array.size == 0:
+        grads = [(u._handle, a) for u in _units(self) if u._handle is not None for a in u._handle.grad_arrays()]
+        for handle, array in grads:
+            if array.size == 0:
                 continue
-            xp = grad.device.xp
-            g = xp.abs(grad.array.astype(xp.float64))
+            xp = namespace(array)
+            g = xp.abs(array.astype(xp.float64))
             if norm_type == float("inf"):
                 local = max(local, float(g.max()))
             else:  # a NO_SHARD unit's gradient is whole on every rank: counted once over all
-                share = 1 if unit._handle.world > 1 else unit._handle.ranks
-                local += float(xp.sum(g**norm_type)) / share
+                local += float(xp.sum(g**norm_type)) / (1 if handle.world > 1 else handle.ranks)
         total = Tensor(np.array([local]))
         loop.all_reduce(total, loop.ReduceOp.MAX if norm_type == float("inf") else "sum")
         norm = float(total.array[0]) if norm_type == float("inf") else float(total.array[0]) ** (1.0 / norm_type)
         coef = float(max_norm) / (norm + 1e-6)
         if coef < 1:
-            for unit in _units(self):
-                grad = None if unit._handle is None else unit._handle.flat.grad
-                if grad is not None:
-                    grad.array *= grad.array.dtype.type(coef)
+            for _, array in grads:
+                array *= array.dtype.type(coef)
         return Tensor(np.asarray(norm))
 
 

@@ -28,9 +28,10 @@ from distgraph.nn.parameter import Parameter
 
 
 class FlatParamHandle:
-    def __init__(self, owners, sharded):
-        """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once."""
-        self.owners = owners
+    def __init__(self, owners, sharded, orig_params=False):
+        """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once.
+        `orig_params` (torch's use_orig_params=True): see OrigParams below the class."""
+        self.owners, self.orig = owners, orig_params
         self.params = list({id(p): p for _, _, p in owners}.values())  # a tied parameter once
         self.shapes = [tuple(p.shape) for p in self.params]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
@@ -50,19 +51,31 @@ class FlatParamHandle:
                 " (wrap the parts of other dtypes in units of their own)"
             )
         requires_grad = {p.requires_grad for p in self.params}
-        if len(requires_grad) > 1:  # (torch's words: one flat array is trained or frozen as a whole)
+        if len(requires_grad) > 1 and not orig_params:  # (torch's words: one flat array trained or frozen whole)
             raise ConfigError(
                 "FullyShardedDataParallel: Must flatten tensors with uniform `requires_grad` when "
                 "`use_orig_params=False` (wrap the frozen parameters' modules in units of their own)"
             )
         full = self._flatten([p.array for p in self.params])
-        self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), requires_grad.pop())
+        self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), any(requires_grad))
         self.full = self._local = self._shard_grad = None
-        for module, name, _ in owners:  # out of the registry: parameters() yields the flat shards only
-            module._parameters.pop(name, None)
-        for module, name, p in owners:
-            module.__dict__[name] = p
+        self.pieces = self._pieces()
+        self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see unshard)
+        if not orig_params:  # out of the registry: parameters() yields the flat shards only
+            for module, name, _ in owners:
+                module._parameters.pop(name, None)
+            for module, name, p in owners:
+                module.__dict__[name] = p
         self.reshard()
+
+    def _pieces(self):
+        """[lo, hi) within this rank's block of each parameter's part of it (empty: none of it here)."""
+        b0, b1, start, out = self.rank * self.shard_size, (self.rank + 1) * self.shard_size, 0, []
+        for n in self.sizes:
+            lo, hi = max(start, b0), min(start + n, b1)
+            out.append((lo - b0, hi - b0) if hi > lo else (0, 0))
+            start += n
+        return out
 
     def _block(self):
         return slice(self.rank * self.shard_size, (self.rank + 1) * self.shard_size)
@@ -97,20 +110,30 @@ class FlatParamHandle:
         return self._flatten(arrays)[self._block()].copy()
 
     def unshard(self):
-        """Every parameter a view of the gathered full array (nothing to do if it is already)."""
+        """Every parameter a view of the gathered full array (nothing to do if it is already). With orig
+        params, a reduced piece of `.grad` (accumulating without zero_grad) waits aside while backward
+        accumulates the full gradient."""
         if self.full is not None:
             return
+        for i, p in enumerate(self.params):
+            if self.orig and p.grad is not None and p.grad is self._given.get(i):
+                self._stash[i] = p.grad
+                p._grad = None
         self.full = self.gather(self.flat.array)
         for p, view in zip(self.params, self.split(self.full)):
             p.data = view
 
-    def reshard(self, writeback=False):
-        """The parameters emptied again; with `writeback`, this rank's block of their (changed) values first."""
+    def reshard(self, writeback=False, restore_grads=True):
+        """The parameters emptied again — with orig params, views of their pieces of this rank's block, their
+        set-aside `.grad` pieces back unless a backward is to come (`restore_grads=False`); with `writeback`,
+        this rank's block of their (changed) values first."""
         if writeback:
             self.write_back()
         self.full = None
-        for p in self.params:
-            p.data = self.xp.empty(0, dtype=self.dtype)
+        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
+            p.data = self.flat.array[lo:hi] if self.orig else self.xp.empty(0, dtype=self.dtype)
+            if restore_grads and i in self._stash and p.grad is None:
+                p._grad = self._stash.pop(i)
 
     def write_back(self):
         """This rank's block of the gathered parameters' (changed) values into the shard."""
@@ -130,10 +153,21 @@ class FlatParamHandle:
             p.grad = None
         return full
 
+    def grad_arrays(self):
+        """The reduced gradients this rank holds: its block, or (orig params) the parameters' pieces."""
+        if self.orig:
+            return [
+                p.grad.array for i, p in enumerate(self.params) if p.grad is not None and p.grad is self._given.get(i)
+            ]
+        return [] if self.flat.grad is None else [self.flat.grad.array]
+
     def keep_grads(self):
         """Under no_sync: the gradients kept unreduced as `flat.grad` (the whole flat length), as torch's, so
         that the optimizer's zero_grad clears them; the next synced backward reduces them with its own. A
-        reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them."""
+        reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them. (Orig params
+        keep theirs on the parameters, full size, where zero_grad finds them.)"""
+        if self.orig:
+            return
         full = self._take_grads()
         self._shard_grad = self.flat.grad
         self._local = Tensor(full, device=self.flat.device)
@@ -147,8 +181,20 @@ class FlatParamHandle:
             mine = loop.communicator().reduce_scatter(full, "mean", tag="fsdp")
         else:  # NO_SHARD (or alone): the whole gradient, averaged
             mine = loop.communicator().allreduce(full, "mean", tag="fsdp") if self.ranks > 1 else full
+        if self.orig:
+            return self._give_pieces(mine)
         with no_grad():
             if self.flat.grad is None:
                 self.flat.grad = Tensor(mine.copy(), device=self.flat.device)
             else:
                 self.flat.grad.array[...] += mine
+
+    def _give_pieces(self, mine):
+        """Orig params: each parameter's `.grad` ← its piece of the reduced block (plus the piece set aside)."""
+        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
+            if not p.requires_grad:
+                continue
+            piece = mine[lo:hi].copy()
+            if i in self._stash:
+                piece += self._stash.pop(i).array
+            p._grad = self._given[i] = Tensor(piece, device=self.flat.device)

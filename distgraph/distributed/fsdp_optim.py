@@ -16,66 +16,105 @@ from distgraph.distributed import loop
 from distgraph.errors import ConfigError
 
 
-def _flat_params(model, optim):
-    """(group index, position in the optimizer's numbering, handle, the parameters' names) per flat parameter."""
+def _layout(model, optim):
+    """The optimizer's parameters as units: → ([(group, index, the names it stands for)] in the optimizer's
+    order, [(handle, its names, [(optimizer index or None, piece)] per member)] in the units' order — a member
+    is the flat parameter, or with use_orig_params each parameter and its piece of the rank's block)."""
     from distgraph.distributed.fsdp import _units
 
-    handles = {id(u._handle.flat): u._handle for u in _units(model) if u._handle is not None}
     names = {}
     for key, (module, name, kind) in model._entries:
         if kind == "param":
             names.setdefault(id(getattr(module, name)), key)  # a tied parameter by its first name
-    out, index = [], 0
+    handles = [u._handle for u in _units(model) if u._handle is not None]
+    stands_for = {id(h.flat): [names[id(q)] for q in h.params] for h in handles if not h.orig}
+    stands_for.update({id(q): [names[id(q)]] for h in handles if h.orig for q in h.params})
+    held, index = [], {}
     for g, group in enumerate(optim.param_groups):
         for p in group["params"]:
-            handle = handles.get(id(p))
-            if handle is None:
+            if id(p) not in stands_for:
                 raise ConfigError(
                     f"FSDP.optim_state_dict: the optimizer holds a parameter of shape {tuple(p.shape)} that is no "
-                    "flat parameter of this FSDP model (build the optimizer on model.parameters())"
+                    "parameter of this FSDP model (build the optimizer on model.parameters())"
                 )
-            out.append((g, index, handle, [names[id(q)] for q in handle.params]))
-            index += 1
-    return out
+            index[id(p)] = len(held)
+            held.append((g, len(held), stands_for[id(p)]))
+    units = []
+    for h in handles:
+        members = (
+            [(index.get(id(q)), piece) for q, piece in zip(h.params, h.pieces)]
+            if h.orig
+            else [(index.get(id(h.flat)), None)]
+        )
+        if any(i is not None for i, _ in members):
+            units.append((h, [names[id(q)] for q in h.params], members))
+    return held, units
+
+
+def _groups(saved_groups, held, entry):
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": []} for g in saved_groups]
+    for g, index, names in held:
+        groups[g]["params"] += entry(index, names)
+    return groups
 
 
 def optim_state_dict(model, optim, config):
     """(`config`: FullOptimStateDictConfig — rank0_only: the others get {}; offload_to_cpu: numpy arrays.)"""
     saved = optim.state_dict()
-    state, groups = {}, [{k: v for k, v in g.items() if k != "params"} | {"params": []} for g in saved["param_groups"]]
-    for g, index, handle, names in _flat_params(model, optim):
-        groups[g]["params"] += names
-        entries = saved["state"].get(index)
-        if entries is None:
+    held, units = _layout(model, optim)
+    state = {}
+    for handle, names, members in units:
+        entries = [(saved["state"].get(i), piece) for i, piece in members if i is not None]
+        if all(e is None for e, _ in entries):
             continue
         per_param = {n: {} for n in names}
-        for key, value in entries.items():
-            if getattr(value, "shape", None) == (handle.shard_size,):
-                for n, piece in zip(names, handle.split(handle.gather(value))):  # (every rank: a collective)
-                    per_param[n][key] = (to_device(piece, "cpu") if config.offload_to_cpu else piece).copy()
+        for key, value in next(e for e, _ in entries if e is not None).items():
+            if handle.orig and _per_element(entries, key):
+                block = _block_of_pieces(handle, entries, key)
+            elif not handle.orig and getattr(value, "shape", None) == (handle.shard_size,):
+                block = value
+            else:
+                block = None
+            if block is not None:
+                for n, part in zip(names, handle.split(handle.gather(block))):  # (every rank: a collective)
+                    per_param[n][key] = (to_device(part, "cpu") if config.offload_to_cpu else part).copy()
             else:
                 for n in names:
                     per_param[n][key] = value
         state.update(per_param)
     if config.rank0_only and loop.rank() != 0:
         return {}
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": _groups(saved["param_groups"], held, lambda _, names: names)}
+
+
+def _per_element(entries, key):
+    """Whether an orig-params state entry holds one number per element of its piece (Adam's moments)."""
+    entry, (lo, hi) = next((e, piece) for e, piece in entries if e is not None)
+    return getattr(entry[key], "shape", None) == (hi - lo,)
+
+
+def _block_of_pieces(handle, entries, key):
+    first = next(e for e, _ in entries if e is not None)[key]
+    block = handle.xp.zeros(handle.shard_size, dtype=first.dtype)
+    for entry, (lo, hi) in entries:
+        if entry is not None:
+            block[lo:hi] = entry[key]
+    return block
 
 
 def optim_state_dict_to_load(model, optim, optim_state_dict, config):
     """(`config.rank0_only`: the dict is rank 0's, sent to the others first.)"""
     if config.rank0_only and loop.world_size() > 1:
         optim_state_dict = loop.broadcast_object(optim_state_dict if loop.rank() == 0 else None, 0)
-    flats = _flat_params(model, optim)
+    held, units = _layout(model, optim)
     saved_groups = optim_state_dict["param_groups"]
     if len(saved_groups) != len(optim.param_groups):
         raise ConfigError(
             f"FSDP.optim_state_dict_to_load: the state dict has {len(saved_groups)} param groups, the optimizer "
             f"{len(optim.param_groups)}"
         )
-    state, groups = {}, [{k: v for k, v in g.items() if k != "params"} | {"params": []} for g in saved_groups]
-    for g, index, handle, names in flats:
-        groups[g]["params"].append(index)
+    state = {}
+    for handle, names, members in units:
         entries = [optim_state_dict["state"].get(n) for n in names]
         if all(e is None for e in entries):
             continue
@@ -84,11 +123,15 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
             raise ConfigError(
                 f"FSDP.optim_state_dict_to_load: no state for {missing}, though there is for others of their unit {names}"
             )
-        loaded = {}
+        blocks, per_element = {}, set()
         for key, first in entries[0].items():
             if getattr(first, "shape", None) == handle.shapes[0]:  # per element: flattened, this rank's block
-                loaded[key] = handle.block_of([np.asarray(getattr(e[key], "array", e[key])) for e in entries])
+                blocks[key] = handle.block_of([np.asarray(getattr(e[key], "array", e[key])) for e in entries])
+                per_element.add(key)
             else:
-                loaded[key] = first
-        state[index] = loaded
-    return {"state": state, "param_groups": groups}
+                blocks[key] = first
+        for index, piece in members:
+            if index is not None:  # the flat parameter's state is the block; an orig parameter's its piece
+                lo, hi = piece if handle.orig else (0, handle.shard_size)
+                state[index] = {k: v[lo:hi].copy() if k in per_element else v for k, v in blocks.items()}
+    return {"state": state, "param_groups": _groups(saved_groups, held, lambda index, _: [index])}

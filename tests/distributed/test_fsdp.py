@@ -203,7 +203,6 @@ def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
 
 def test_what_fsdp_does_not_do_is_refused_by_name():
     for kwargs, what in [
-        ({"use_orig_params": True}, "use_orig_params=True"),
         ({"sharding_strategy": ShardingStrategy.HYBRID_SHARD}, "sharding_strategy"),
         ({"cpu_offload": CPUOffload(offload_params=True)}, "cpu_offload with offload_params=True"),
         ({"mixed_precision": object()}, "mixed_precision"),
@@ -232,7 +231,7 @@ def test_alone_the_optimizer_state_dict_is_the_plain_optimizers_by_name():
     for i, (name, _) in enumerate(plain.named_parameters()):
         assert osd["state"][name]["step"] == 1
         np.testing.assert_array_equal(osd["state"][name]["exp_avg_sq"], want["state"][i]["exp_avg_sq"])
-    with pytest.raises(ConfigError, match=r"holds a parameter of shape \(3,\) that is no flat parameter of this"):
+    with pytest.raises(ConfigError, match=r"holds a parameter of shape \(3,\) that is no parameter of this FSDP model"):
         FSDP.optim_state_dict(model, dg.optim.Adam([*model.parameters(), dg.zeros(3, requires_grad=True)]))
     del osd["state"]["2.bias"]
     with pytest.raises(ConfigError, match=r"no state for \['2.bias'\], though there is for others of their unit"):
@@ -395,8 +394,9 @@ def test_units_only_some_ranks_losses_reach_are_reduced_with_the_others_zeros(ra
 def test_alone_zero_grad_clears_what_no_sync_accumulated_as_torchs():
     """no_sync's gradients live in flat.grad, so the optimizer's zero_grad clears them (torch's); without it
     they join the next synced backward's."""
-    for zero_between in (True, False):
-        model, plain = FSDP(_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear})), _model()
+    for zero_between, orig in [(True, False), (False, False), (True, True), (False, True)]:
+        model = FSDP(_model(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}), use_orig_params=orig)
+        plain = _model()
         opt, plain_opt = dg.optim.SGD(model.parameters(), lr=0.1), dg.optim.SGD(plain.parameters(), lr=0.1)
         (x, y), (x2, y2) = _batch(0, ROWS), _batch(1, ROWS)
         with model.no_sync():
@@ -414,3 +414,115 @@ def test_alone_zero_grad_clears_what_no_sync_accumulated_as_torchs():
             np.testing.assert_allclose(
                 got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-15, err_msg=f"{zero_between} {k}"
             )
+
+
+def _decay_groups(model):
+    """AdamW's usual rule by name: weight decay on the weights, none on the biases (what use_orig_params is for)."""
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if n.endswith("weight")], "weight_decay": 0.1},
+            {"params": [p for n, p in named if n.endswith("bias")], "weight_decay": 0.0}]  # fmt: skip
+
+
+def _in_group_order(names):
+    return [n for n in names if n.endswith("weight")] + [n for n in names if n.endswith("bias")]
+
+
+def _orig_params_run(strategy, steps=3):
+    """use_orig_params=True: the optimizer built on the module's own parameters by name → (names, parameter
+    numbers held at rest, clip norm, full state dict, optimizer state dict, a resume stepping alike)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    make = lambda: FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,  # noqa: E731
+                        auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+    model = make()
+    opt = dg.optim.AdamW(_decay_groups(model), lr=0.01)
+    names = [n for n, _ in model.named_parameters()]
+    held = sum(p.numel() for p in model.parameters())
+    me = slice(ROWS * rank, ROWS * (rank + 1))
+    for step in range(steps):
+        x, y = _batch(step, ROWS * world)
+        opt.zero_grad()
+        F.cross_entropy(model(x[me]), y[me]).backward()
+        opt.step()
+    x, y = _batch(steps, ROWS * world)
+    opt.zero_grad()
+    F.cross_entropy(model(x[me]), y[me]).backward()
+    norm = float(model.clip_grad_norm_(0.5))
+    opt.step()
+    osd, state = FSDP.optim_state_dict(model, opt), {k: v.numpy() for k, v in model.state_dict().items()}
+    again = make()
+    again_opt = dg.optim.AdamW(_decay_groups(again), lr=0.01)
+    again.load_state_dict(model.state_dict())
+    again_opt.load_state_dict(FSDP.optim_state_dict_to_load(again, again_opt, osd))
+    x, y = _batch(steps + 1, ROWS * world)
+    for m, o in ((model, opt), (again, again_opt)):
+        o.zero_grad()
+        F.cross_entropy(m(x[me]), y[me]).backward()
+        o.step()
+    resumed = all(
+        np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.state_dict().values(), again.state_dict().values())
+    )
+    return names, held, norm, state, osd, resumed
+
+
+def _plain_orig_reference(world, steps=3):
+    model = _model()
+    opt = dg.optim.AdamW(_decay_groups(model), lr=0.01)
+    for step in range(steps):
+        x, y = _batch(step, ROWS * world)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    x, y = _batch(steps, ROWS * world)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    norm = float(nn.utils.clip_grad_norm_(model.parameters(), 0.5))
+    opt.step()
+    return model, opt, norm
+
+
+def test_alone_use_orig_params_takes_param_groups_by_name_as_the_plain_model():
+    plain, plain_opt, plain_norm = _plain_orig_reference(1)
+    for strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        names, held, norm, state, osd, resumed = _orig_params_run(strategy)
+        assert names == [n for n, _ in plain.named_parameters()] and held == 135
+        assert norm == pytest.approx(plain_norm, rel=1e-15, abs=0) and resumed
+        for k, v in plain.state_dict().items():
+            np.testing.assert_allclose(state[k], v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {k}")
+        want = plain_opt.state_dict()
+        for i, n in enumerate(_in_group_order(names)):  # (the optimizer numbers its groups' parameters in turn)
+            np.testing.assert_allclose(osd["state"][n]["exp_avg"], want["state"][i]["exp_avg"], rtol=0, atol=1e-15)
+
+
+@pytest.mark.ray
+def test_use_orig_params_on_two_ranks_trains_as_one_process_with_param_groups_by_name(ray_session):
+    plain, plain_opt, plain_norm = _plain_orig_reference(2)
+    want, want_osd = plain.state_dict(), plain_opt.state_dict()
+    names = [n for n, _ in plain.named_parameters()]
+    for strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        ranks = dist.launch(_orig_params_run, workers=2, cpus_per_worker=0.5, args=(strategy,), timeout_s=60)
+        for got_names, _, norm, state, osd, resumed in ranks:
+            assert got_names == names and resumed, strategy
+            assert norm == pytest.approx(plain_norm, rel=1e-12, abs=0)
+            for k, v in want.items():
+                np.testing.assert_allclose(state[k], v.numpy(), rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
+            for i, n in enumerate(_in_group_order(names)):
+                for key in ("exp_avg", "exp_avg_sq"):
+                    np.testing.assert_allclose(osd["state"][n][key], want_osd["state"][i][key], rtol=0, atol=1e-12)
+            assert osd["param_groups"][1]["params"] == [n for n in names if n.endswith("bias")]
+        # each rank's pieces, half of each unit: units of 48, 63, 24 split 24+32+12 | 24+31+12 (and a pad)
+        assert [held for _, held, *_ in ranks] == [68, 67]
+
+
+def test_alone_orig_params_accumulate_reduced_gradients_over_synced_backwards_as_the_plain_model():
+    """Two synced backwards with no zero_grad between: the second forward sets the first's reduced pieces
+    aside while backward accumulates the full gradient, and adds them back after its reduce."""
+    for strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,
+                     auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+        plain = _model()
+        for m in (model, plain):
+            for step in (0, 1):
+                x, y = _batch(step, ROWS)
+                F.cross_entropy(m(x), y).backward()
+        for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy().reshape(-1), rtol=0, atol=1e-15, err_msg=n)
