@@ -28,6 +28,19 @@ def time_call(fn, repeat=30, warmup=3, inner=1):
     return statistics.median(samples)
 
 
+def timed_steps(step, steps, barrier, warmup=3):
+    """Seconds from a barrier after `warmup` calls of `step(t)` to the barrier after `steps` more: one rank's
+    share of a distributed loop's timing (every rank calls it alike)."""
+    for t in range(warmup):
+        step(t)
+    barrier()
+    start = time.perf_counter()
+    for t in range(steps):
+        step(t)
+    barrier()
+    return time.perf_counter() - start
+
+
 def interleaved(fns, repeat=30, warmup=3, inner=1, stat=statistics.median):
     """Seconds per call for each fn in `fns` (dict name->fn), alternating them so noise is shared: the
     median of `repeat` samples, or `stat=min` where other processes' interference, which only adds

@@ -11,12 +11,11 @@ FSDP's point is that this is about 1/world of DDP's.
 """
 
 import statistics
-import time
 
 import click
 
-from distgraph.bench._util import CommaList, json_out_option, machine, table, write_json
-from distgraph.bench.scaling import _free_port
+from distgraph.bench._util import CommaList, json_out_option, machine, table, timed_steps, write_json
+from distgraph.bench.scaling import _free_port, torch_rank_mlp
 from distgraph.distributed.step import shard_bounds
 
 LR = 1e-3
@@ -51,14 +50,7 @@ def _distgraph_loop(x, y, sizes, batch, steps, wrapper):
         F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])).backward()
         opt.step()
 
-    for t in range(3):
-        step(t)
-    dist.barrier()
-    start = time.perf_counter()
-    for t in range(steps):
-        step(t)
-    dist.barrier()
-    elapsed = time.perf_counter() - start
+    elapsed = timed_steps(step, steps, dist.barrier)
     held = _bytes_held(
         [p.array for p in model.parameters()], [{k: v for k, v in s.items()} for s in opt.state.values()]
     )
@@ -74,14 +66,8 @@ class TorchFSDPRank:
         from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-        torch.manual_seed(seed)
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
         self.model = FullyShardedDataParallel(
-            torch.nn.Sequential(*layers), sharding_strategy=ShardingStrategy.FULL_SHARD,
+            torch_rank_mlp(rank, world, port, sizes, seed), sharding_strategy=ShardingStrategy.FULL_SHARD,
             auto_wrap_policy=ModuleWrapPolicy({torch.nn.Linear}), device_id=torch.device("cpu"),
         )  # fmt: skip
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
@@ -100,14 +86,7 @@ class TorchFSDPRank:
             self.torch.nn.functional.cross_entropy(self.model(x[sel]), y[sel]).backward()
             self.opt.step()
 
-        for t in range(3):
-            step(t)
-        self.dist.barrier()
-        start = time.perf_counter()
-        for t in range(steps):
-            step(t)
-        self.dist.barrier()
-        elapsed = time.perf_counter() - start
+        elapsed = timed_steps(step, steps, self.dist.barrier)
         params = [p.detach().numpy() for p in self.model.parameters()]
         state = [{k: v.numpy() for k, v in s.items() if v.dim() > 0} for s in self.opt.state.values()]
         return elapsed, _bytes_held(params, state)

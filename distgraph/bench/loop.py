@@ -16,11 +16,10 @@ every rank: what a user's own loop gets with no more than the optimizer wrapped.
 """
 
 import statistics
-import time
 
 import click
 
-from distgraph.bench._util import CommaList, json_out_option, machine, table, write_json
+from distgraph.bench._util import CommaList, json_out_option, machine, table, timed_steps, write_json
 
 LR = 0.05
 
@@ -49,14 +48,7 @@ def _own_loop(x, y, sizes, batch, steps, wrapper="optimizer"):
         loss.backward()
         opt.step()
 
-    for t in range(3):
-        step(t)
-    dist.barrier()
-    start = time.perf_counter()
-    for t in range(steps):
-        step(t)
-    dist.barrier()
-    return time.perf_counter() - start
+    return timed_steps(step, steps, dist.barrier)
 
 
 def run_loop(workers, sizes, batch, steps, repeat, bind_to="core", echo=print):

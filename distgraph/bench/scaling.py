@@ -127,6 +127,20 @@ class DistgraphPeer:
 
 
 # ---- PyTorch DDP peer -----------------------------------------------------------------------------------
+def torch_rank_mlp(rank, world, port, sizes, seed):
+    """A torch peer's rank: one intra-op thread, in a gloo group on the port, with the bench's MLP (seeded)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
+    return torch.nn.Sequential(*layers)
+
+
 class DDPRank:
     """One rank of PyTorch DistributedDataParallel over gloo, as a Ray actor (one intra-op thread)."""
 
@@ -135,13 +149,7 @@ class DDPRank:
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-        torch.manual_seed(seed)
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
-        self.model = DistributedDataParallel(torch.nn.Sequential(*layers), bucket_cap_mb=bucket_mb)
+        self.model = DistributedDataParallel(torch_rank_mlp(rank, world, port, sizes, seed), bucket_cap_mb=bucket_mb)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.torch, self.dist, self.rank, self.world = torch, dist, rank, world
 
