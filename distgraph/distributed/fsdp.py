@@ -183,7 +183,7 @@ class FullyShardedDataParallel(Module):
             return out
         self._ran = True
         if self._strategy is ShardingStrategy.FULL_SHARD:
-            handle.reshard(restore_grads=False)
+            handle.reshard()
         for t in tracked:  # (every strategy: a second backward through this graph comes after the reshard)
             t.register_hook(self._pre_backward)
         return out
@@ -192,6 +192,7 @@ class FullyShardedDataParallel(Module):
         """Backward has reached the unit's output: its parameters gathered again for the unit's ops."""
         self._ran = True  # (again, for each backward through a retained graph: torch reduces each one's)
         self._handle.unshard()
+        self._handle.set_aside_grads()
         self._root_unit._queue_post_backward()
 
     def _queue_post_backward(self):
@@ -214,7 +215,7 @@ class FullyShardedDataParallel(Module):
                     unit._handle.reduce_grads()
         else:
             for unit in units:
-                if any(p.grad is not None for p in unit._handle.params):
+                if unit._handle.has_new_grads():
                     unit._handle.keep_grads()
         for unit in units:
             if unit._ran:
@@ -373,7 +374,7 @@ def _ranks_with_grads(units):
 
     from distgraph.backend import to_device
 
-    mine = np.array([any(p.grad is not None for p in u._handle.params) for u in units], np.int64)
+    mine = np.array([u._handle.has_new_grads() for u in units], np.int64)
     if loop.world_size() == 1 or not len(mine):
         return mine.tolist()
     counts = Tensor(to_device(mine, loop._context["device"]))  # (NCCL reduces GPU arrays only)

@@ -110,29 +110,36 @@ class FlatParamHandle:
         return self._flatten(arrays)[self._block()].copy()
 
     def unshard(self):
-        """Every parameter a view of the gathered full array (nothing to do if it is already). With orig
-        params, a reduced piece of `.grad` (accumulating without zero_grad) waits aside while backward
-        accumulates the full gradient."""
+        """Every parameter a view of the gathered full array (nothing to do if it is already)."""
         if self.full is not None:
             return
-        for i, p in enumerate(self.params):
-            if self.orig and p.grad is not None and p.grad is self._given.get(i):
-                self._stash[i] = p.grad
-                p._grad = None
         self.full = self.gather(self.flat.array)
         for p, view in zip(self.params, self.split(self.full)):
             p.data = view
 
-    def reshard(self, writeback=False, restore_grads=True):
+    def set_aside_grads(self):
+        """Orig params, backward about to reach the unit: a reduced piece in `.grad` (accumulating without
+        zero_grad) waits aside while backward accumulates the full gradient (only now: until then it stays
+        where the optimizer's zero_grad clears it)."""
+        for i, p in enumerate(self.params):
+            if self.orig and p.grad is not None and p.grad is self._given.get(i):
+                self._stash[i] = p.grad
+                p._grad = None
+
+    def has_new_grads(self):
+        """Whether a backward gave any parameter a gradient (a reduced piece given before is none)."""
+        return any(p.grad is not None and p.grad is not self._given.get(i) for i, p in enumerate(self.params))
+
+    def reshard(self, writeback=False):
         """The parameters emptied again — with orig params, views of their pieces of this rank's block, their
-        set-aside `.grad` pieces back unless a backward is to come (`restore_grads=False`); with `writeback`,
-        this rank's block of their (changed) values first."""
+        set-aside `.grad` pieces back where backward gave none; with `writeback`, this rank's block of their
+        (changed) values first."""
         if writeback:
             self.write_back()
         self.full = None
         for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
             p.data = self.flat.array[lo:hi] if self.orig else self.xp.empty(0, dtype=self.dtype)
-            if restore_grads and i in self._stash and p.grad is None:
+            if i in self._stash and p.grad is None:
                 p._grad = self._stash.pop(i)
 
     def write_back(self):
@@ -165,13 +172,23 @@ class FlatParamHandle:
         """Under no_sync: the gradients kept unreduced as `flat.grad` (the whole flat length), as torch's, so
         that the optimizer's zero_grad clears them; the next synced backward reduces them with its own. A
         reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them. (Orig params
-        keep theirs on the parameters, full size, where zero_grad finds them.)"""
+        keep theirs on the parameters, full size, where zero_grad finds them; a piece set aside joins them.)"""
         if self.orig:
-            return
+            return self._fold_stash()
         full = self._take_grads()
         self._shard_grad = self.flat.grad
         self._local = Tensor(full, device=self.flat.device)
         self.flat._grad = self._local  # (past the setter's shape check, as torch's FSDP: not for a step)
+
+    def _fold_stash(self):
+        """Each set-aside piece into its parameter's full gradient, times the ranks it is split over (the
+        reduce's mean then gives it back as it was), so that zero_grad clears it with them, as torch's."""
+        starts, b0 = np.cumsum([0, *self.sizes]), self.rank * self.shard_size
+        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
+            if i in self._stash and p.grad is not None:
+                g = p.grad.array.reshape(-1).copy()
+                g[b0 + lo - starts[i] : b0 + hi - starts[i]] += self._stash.pop(i).array * self.world
+                p._grad = Tensor(g.reshape(p.grad.shape), device=p.grad.device)
 
     def reduce_grads(self):
         """The parameters' gradients (and what no_sync kept), averaged over the ranks, added to this rank's

@@ -526,3 +526,37 @@ def test_alone_orig_params_accumulate_reduced_gradients_over_synced_backwards_as
                 F.cross_entropy(m(x), y).backward()
         for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy().reshape(-1), rtol=0, atol=1e-15, err_msg=n)
+
+
+def test_alone_zero_grad_clears_orig_params_reduced_pieces_after_a_forward_or_a_no_sync_backward_as_torchs():
+    """A reduced piece in .grad stays where zero_grad finds it through a forward whose backward never comes (a
+    validation loss outside no_grad), and joins the full gradient of a no_sync backward (it leaked into the next
+    step when set aside there)."""
+    import contextlib
+
+    def run(m, opt, zero_after_no_sync):
+        for step in range(3):
+            x, y = _batch(step, ROWS)
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+            m(x)  # the validation forward: no backward
+        F.cross_entropy(m(x), y).backward()
+        with m.no_sync() if isinstance(m, FSDP) else contextlib.nullcontext():
+            F.cross_entropy(m(x), y).backward()
+        if zero_after_no_sync:
+            opt.zero_grad()
+        F.cross_entropy(m(_batch(5, ROWS)[0]), _batch(5, ROWS)[1]).backward()
+        opt.step()
+
+    for strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        for zero_after_no_sync in (True, False):
+            model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,
+                         auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+            plain = _model()
+            for m in (model, plain):
+                run(m, dg.optim.SGD(m.parameters(), lr=0.1), zero_after_no_sync)
+            for k, v in plain.state_dict().items():
+                np.testing.assert_allclose(
+                    model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {k}"
+                )
