@@ -560,3 +560,32 @@ def test_alone_zero_grad_clears_orig_params_reduced_pieces_after_a_forward_or_a_
                 np.testing.assert_allclose(
                     model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {k}"
                 )
+
+
+def test_alone_orig_params_optimizer_state_dicts_leave_out_a_frozen_parameter_of_a_trained_unit_as_torchs():
+    """A frozen parameter beside trained ones in a unit has no optimizer state (it had zeros and a step), so a
+    plain model's optimizer state, keyed by names, loads and steps as the plain model's."""
+    plain, model = _model(), _model()
+    for m in (plain, model):
+        m[0].bias.requires_grad_(False)
+    model = FSDP(model, use_orig_params=True, auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    opts = [dg.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (plain, model)]
+    x, y = _batch(0, ROWS)
+    for m, opt in zip((plain, model), opts):
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    names = [n for n, p in plain.named_parameters() if p.requires_grad]
+    osd = FSDP.optim_state_dict(model, opts[1])
+    assert sorted(osd["state"]) == sorted(names)
+    saved = opts[0].state_dict()
+    by_name = {"state": {names[i]: s for i, s in saved["state"].items()},
+               "param_groups": [dict(saved["param_groups"][0], params=names)]}  # fmt: skip
+    again = dg.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    again.load_state_dict(FSDP.optim_state_dict_to_load(model, again, by_name))
+    x, y = _batch(1, ROWS)
+    for m, opt in ((plain, opts[0]), (model, again)):
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
