@@ -58,7 +58,7 @@ class FlatParamHandle:
             )
         full = self._flatten([p.array for p in self.params])
         self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), any(requires_grad))
-        self.full = self._local = self._shard_grad = None
+        self.full = self._local = None
         self.pieces = self._pieces()
         self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see unshard)
         if not orig_params:  # out of the registry: parameters() yields the flat shards only
@@ -154,8 +154,8 @@ class FlatParamHandle:
         if self._local is not None:
             if self.flat.grad is self._local:  # (still there: zero_grad(set_to_none=False) left zeros in it)
                 full += self._local.array
-                self.flat.grad = self._shard_grad
-            self._local = self._shard_grad = None  # (cleared by zero_grad: so is the reduced block kept beside it)
+                self.flat._grad = None
+            self._local = None
         for p in self.params:
             p.grad = None
         return full
@@ -171,18 +171,20 @@ class FlatParamHandle:
     def keep_grads(self):
         """Under no_sync: the gradients kept unreduced as `flat.grad` (the whole flat length), as torch's, so
         that the optimizer's zero_grad clears them; the next synced backward reduces them with its own. A
-        reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them. (Orig params
-        keep theirs on the parameters, full size, where zero_grad finds them; a piece set aside joins them.)"""
+        reduced block already in `flat.grad` (accumulating without zero_grad) joins them, times the ranks it is
+        split over (the reduce's mean gives it back as it was), so that zero_grad clears it with them (kept
+        beside, zero_grad(set_to_none=False) left it). (Orig params keep theirs on the parameters, full size,
+        where zero_grad finds them; a piece set aside joins them.)"""
         if self.orig:
             return self._fold_stash()
         full = self._take_grads()
-        self._shard_grad = self.flat.grad
+        if self.flat.grad is not None:
+            full[self._block()] += self.flat.grad.array * self.world
         self._local = Tensor(full, device=self.flat.device)
         self.flat._grad = self._local  # (past the setter's shape check, as torch's FSDP: not for a step)
 
     def _fold_stash(self):
-        """Each set-aside piece into its parameter's full gradient, times the ranks it is split over (the
-        reduce's mean then gives it back as it was), so that zero_grad clears it with them, as torch's."""
+        """Each set-aside piece into its parameter's full gradient, as keep_grads' block."""
         starts, b0 = np.cumsum([0, *self.sizes]), self.rank * self.shard_size
         for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
             if i in self._stash and p.grad is not None:

@@ -589,3 +589,29 @@ def test_alone_orig_params_optimizer_state_dicts_leave_out_a_frozen_parameter_of
         opt.step()
     for k, v in plain.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
+
+
+def test_alone_zero_grad_keeping_tensors_clears_a_reduced_block_accumulated_into_no_sync_as_torchs():
+    """A synced backward, a no_sync one, zero_grad(set_to_none=False), a synced one: only the last's gradient
+    is stepped (the first's reduced block, kept beside no_sync's, was not zeroed and joined it)."""
+    import contextlib
+
+    for strategy in ("FULL_SHARD", "NO_SHARD"):
+        for orig in (False, True):
+            model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=orig,
+                         auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+            plain = _model()
+            for m in (model, plain):
+                opt = dg.optim.SGD(m.parameters(), lr=0.1)
+                x, y = _batch(0, ROWS)
+                F.cross_entropy(m(x), y).backward()
+                with m.no_sync() if m is model else contextlib.nullcontext():
+                    F.cross_entropy(m(x), y).backward()
+                opt.zero_grad(set_to_none=False)
+                x, y = _batch(1, ROWS)
+                F.cross_entropy(m(x), y).backward()
+                opt.step()
+            for k, v in plain.state_dict().items():
+                np.testing.assert_allclose(
+                    model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {orig} {k}"
+                )
