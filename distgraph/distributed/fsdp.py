@@ -184,6 +184,8 @@ class FullyShardedDataParallel(Module):
         self._ran = True
         if self._strategy is ShardingStrategy.FULL_SHARD:
             handle.reshard()
+        else:
+            handle.show_pieces()
         for t in tracked:  # (every strategy: a second backward through this graph comes after the reshard)
             t.register_hook(self._pre_backward)
         return out
@@ -243,7 +245,7 @@ class FullyShardedDataParallel(Module):
             raise ConfigError("summon_full_params: with_grads=True is not supported")
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
         gathered = [u for u in units if not u._handle.unsharded]
-        for u in gathered:
+        for u in units:
             u._handle.unshard()
         try:
             yield
@@ -251,8 +253,10 @@ class FullyShardedDataParallel(Module):
             for u in units:
                 if u in gathered:
                     u._handle.reshard(writeback=writeback)
-                elif writeback:  # (gathered before, by a forward whose backward is to come: stays so)
-                    u._handle.write_back()
+                else:  # (gathered before, by a forward whose backward is to come: stays so)
+                    if writeback:
+                        u._handle.write_back()
+                    u._handle.show_pieces()
 
     @staticmethod
     def set_state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):

@@ -110,12 +110,19 @@ class FlatParamHandle:
         return self._flatten(arrays)[self._block()].copy()
 
     def unshard(self):
-        """Every parameter a view of the gathered full array (nothing to do if it is already)."""
-        if self.full is not None:
-            return
-        self.full = self.gather(self.flat.array)
+        """Every parameter a view of the gathered full array (gathered only if it is not already)."""
+        if self.full is None:
+            self.full = self.gather(self.flat.array)
         for p, view in zip(self.params, self.split(self.full)):
             p.data = view
+
+    def show_pieces(self):
+        """Orig params, gathered for a backward to come (SHARD_GRAD_OP, NO_SHARD): meanwhile the parameters
+        are views of their pieces again, as torch's after forward, so that an optimizer step before that
+        backward steps the pieces (the gathered array is not refreshed by it, as torch's is not)."""
+        if self.orig:
+            for p, (lo, hi) in zip(self.params, self.pieces):
+                p.data = self.flat.array[lo:hi]
 
     def set_aside_grads(self):
         """Orig params, backward about to reach the unit: a reduced piece in `.grad` (accumulating without
@@ -137,8 +144,10 @@ class FlatParamHandle:
         if writeback:
             self.write_back()
         self.full = None
-        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
-            p.data = self.flat.array[lo:hi] if self.orig else self.xp.empty(0, dtype=self.dtype)
+        self.show_pieces()
+        for i, p in enumerate(self.params):
+            if not self.orig:
+                p.data = self.xp.empty(0, dtype=self.dtype)
             if i in self._stash and p.grad is None:
                 p._grad = self._stash.pop(i)
 

@@ -615,3 +615,21 @@ def test_alone_zero_grad_keeping_tensors_clears_a_reduced_block_accumulated_into
                 np.testing.assert_allclose(
                     model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {orig} {k}"
                 )
+
+
+def test_alone_orig_params_are_their_pieces_after_a_forward_that_keeps_them_gathered_as_torchs():
+    """SHARD_GRAD_OP / NO_SHARD keep a forward's gathered parameters for its backward; a loss logged between
+    backward and step is such a forward: the parameters are their pieces meanwhile (torch's post-forward), so the
+    step steps them (they stayed full-size views and it failed on the pieces' gradients)."""
+    for strategy in ("SHARD_GRAD_OP", "NO_SHARD"):
+        model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,
+                     auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+        plain = _model()
+        x, y = _batch(0, ROWS)
+        for m in (model, plain):
+            opt = dg.optim.SGD(m.parameters(), lr=0.1)
+            F.cross_entropy(m(x), y).backward()
+            F.cross_entropy(m(x), y)  # logged, no backward
+            opt.step()
+        for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+            np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy().ravel(), rtol=0, atol=1e-15, err_msg=n)
