@@ -60,7 +60,7 @@ class FlatParamHandle:
         self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), any(requires_grad))
         self.full = self._local = None
         self.pieces = self._pieces()
-        self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see unshard)
+        self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see set_aside_grads)
         if not orig_params:  # out of the registry: parameters() yields the flat shards only
             for module, name, _ in owners:
                 module._parameters.pop(name, None)
