@@ -183,7 +183,9 @@ class FullyShardedDataParallel(Module):
             return out
         self._ran = True
         if self._strategy is ShardingStrategy.FULL_SHARD:
-            handle.reshard(restore_grads=False)
+            handle.reshard()
+        else:
+            handle.show_pieces()
         for t in tracked:  # (every strategy: a second backward through this graph comes after the reshard)
             t.register_hook(self._pre_backward)
         return out
@@ -192,6 +194,7 @@ class FullyShardedDataParallel(Module):
         """Backward has reached the unit's output: its parameters gathered again for the unit's ops."""
         self._ran = True  # (again, for each backward through a retained graph: torch reduces each one's)
         self._handle.unshard()
+        self._handle.set_aside_grads()
         self._root_unit._queue_post_backward()
 
     def _queue_post_backward(self):
@@ -214,7 +217,7 @@ class FullyShardedDataParallel(Module):
                     unit._handle.reduce_grads()
         else:
             for unit in units:
-                if any(p.grad is not None for p in unit._handle.params):
+                if unit._handle.has_new_grads():
                     unit._handle.keep_grads()
         for unit in units:
             if unit._ran:
@@ -242,7 +245,7 @@ class FullyShardedDataParallel(Module):
             raise ConfigError("summon_full_params: with_grads=True is not supported")
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
         gathered = [u for u in units if not u._handle.unsharded]
-        for u in gathered:
+        for u in units:
             u._handle.unshard()
         try:
             yield
@@ -250,8 +253,10 @@ class FullyShardedDataParallel(Module):
             for u in units:
                 if u in gathered:
                     u._handle.reshard(writeback=writeback)
-                elif writeback:  # (gathered before, by a forward whose backward is to come: stays so)
-                    u._handle.write_back()
+                else:  # (gathered before, by a forward whose backward is to come: stays so)
+                    if writeback:
+                        u._handle.write_back()
+                    u._handle.show_pieces()
 
     @staticmethod
     def set_state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):
@@ -373,7 +378,7 @@ def _ranks_with_grads(units):
 
     from distgraph.backend import to_device
 
-    mine = np.array([any(p.grad is not None for p in u._handle.params) for u in units], np.int64)
+    mine = np.array([u._handle.has_new_grads() for u in units], np.int64)
     if loop.world_size() == 1 or not len(mine):
         return mine.tolist()
     counts = Tensor(to_device(mine, loop._context["device"]))  # (NCCL reduces GPU arrays only)

@@ -58,9 +58,9 @@ class FlatParamHandle:
             )
         full = self._flatten([p.array for p in self.params])
         self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), any(requires_grad))
-        self.full = self._local = self._shard_grad = None
+        self.full = self._local = None
         self.pieces = self._pieces()
-        self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see unshard)
+        self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see set_aside_grads)
         if not orig_params:  # out of the registry: parameters() yields the flat shards only
             for module, name, _ in owners:
                 module._parameters.pop(name, None)
@@ -110,29 +110,45 @@ class FlatParamHandle:
         return self._flatten(arrays)[self._block()].copy()
 
     def unshard(self):
-        """Every parameter a view of the gathered full array (nothing to do if it is already). With orig
-        params, a reduced piece of `.grad` (accumulating without zero_grad) waits aside while backward
-        accumulates the full gradient."""
-        if self.full is not None:
-            return
+        """Every parameter a view of the gathered full array (gathered only if it is not already)."""
+        if self.full is None:
+            self.full = self.gather(self.flat.array)
+        for p, view in zip(self.params, self.split(self.full)):
+            p.data = view
+
+    def show_pieces(self):
+        """Orig params, gathered for a backward to come (SHARD_GRAD_OP, NO_SHARD): meanwhile the parameters
+        are views of their pieces again, as torch's after forward, so that an optimizer step before that
+        backward steps the pieces (the gathered array is not refreshed by it, as torch's is not)."""
+        if self.orig:
+            for p, (lo, hi) in zip(self.params, self.pieces):
+                p.data = self.flat.array[lo:hi]
+
+    def set_aside_grads(self):
+        """Orig params, backward about to reach the unit: a reduced piece in `.grad` (accumulating without
+        zero_grad) waits aside while backward accumulates the full gradient (only now: until then it stays
+        where the optimizer's zero_grad clears it)."""
         for i, p in enumerate(self.params):
             if self.orig and p.grad is not None and p.grad is self._given.get(i):
                 self._stash[i] = p.grad
                 p._grad = None
-        self.full = self.gather(self.flat.array)
-        for p, view in zip(self.params, self.split(self.full)):
-            p.data = view
 
-    def reshard(self, writeback=False, restore_grads=True):
+    def has_new_grads(self):
+        """Whether a backward gave any parameter a gradient (a reduced piece given before is none)."""
+        return any(p.grad is not None and p.grad is not self._given.get(i) for i, p in enumerate(self.params))
+
+    def reshard(self, writeback=False):
         """The parameters emptied again — with orig params, views of their pieces of this rank's block, their
-        set-aside `.grad` pieces back unless a backward is to come (`restore_grads=False`); with `writeback`,
-        this rank's block of their (changed) values first."""
+        set-aside `.grad` pieces back where backward gave none; with `writeback`, this rank's block of their
+        (changed) values first."""
         if writeback:
             self.write_back()
         self.full = None
-        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
-            p.data = self.flat.array[lo:hi] if self.orig else self.xp.empty(0, dtype=self.dtype)
-            if restore_grads and i in self._stash and p.grad is None:
+        self.show_pieces()
+        for i, p in enumerate(self.params):
+            if not self.orig:
+                p.data = self.xp.empty(0, dtype=self.dtype)
+            if i in self._stash and p.grad is None:
                 p._grad = self._stash.pop(i)
 
     def write_back(self):
@@ -147,8 +163,8 @@ class FlatParamHandle:
         if self._local is not None:
             if self.flat.grad is self._local:  # (still there: zero_grad(set_to_none=False) left zeros in it)
                 full += self._local.array
-                self.flat.grad = self._shard_grad
-            self._local = self._shard_grad = None  # (cleared by zero_grad: so is the reduced block kept beside it)
+                self.flat._grad = None
+            self._local = None
         for p in self.params:
             p.grad = None
         return full
@@ -164,14 +180,26 @@ class FlatParamHandle:
     def keep_grads(self):
         """Under no_sync: the gradients kept unreduced as `flat.grad` (the whole flat length), as torch's, so
         that the optimizer's zero_grad clears them; the next synced backward reduces them with its own. A
-        reduced block already in `flat.grad` (accumulating without zero_grad) waits beside them. (Orig params
-        keep theirs on the parameters, full size, where zero_grad finds them.)"""
+        reduced block already in `flat.grad` (accumulating without zero_grad) joins them, times the ranks it is
+        split over (the reduce's mean gives it back as it was), so that zero_grad clears it with them (kept
+        beside, zero_grad(set_to_none=False) left it). (Orig params keep theirs on the parameters, full size,
+        where zero_grad finds them; a piece set aside joins them.)"""
         if self.orig:
-            return
+            return self._fold_stash()
         full = self._take_grads()
-        self._shard_grad = self.flat.grad
+        if self.flat.grad is not None:
+            full[self._block()] += self.flat.grad.array * self.world
         self._local = Tensor(full, device=self.flat.device)
         self.flat._grad = self._local  # (past the setter's shape check, as torch's FSDP: not for a step)
+
+    def _fold_stash(self):
+        """Each set-aside piece into its parameter's full gradient, as keep_grads' block."""
+        starts, b0 = np.cumsum([0, *self.sizes]), self.rank * self.shard_size
+        for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
+            if i in self._stash and p.grad is not None:
+                g = p.grad.array.reshape(-1).copy()
+                g[b0 + lo - starts[i] : b0 + hi - starts[i]] += self._stash.pop(i).array * self.world
+                p._grad = Tensor(g.reshape(p.grad.shape), device=p.grad.device)
 
     def reduce_grads(self):
         """The parameters' gradients (and what no_sync kept), averaged over the ranks, added to this rank's

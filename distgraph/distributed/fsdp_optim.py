@@ -67,7 +67,7 @@ def optim_state_dict(model, optim, config):
         entries = [(saved["state"].get(i), piece) for i, piece in members if i is not None]
         if all(e is None for e, _ in entries):
             continue
-        per_param = {n: {} for n in names}
+        per_param = {n: {} for n in _stated(handle, names, members, saved["state"])}
         for key, value in next(e for e, _ in entries if e is not None).items():
             if handle.orig and _per_element(entries, key):
                 block = _block_of_pieces(handle, entries, key)
@@ -77,14 +77,23 @@ def optim_state_dict(model, optim, config):
                 block = None
             if block is not None:
                 for n, part in zip(names, handle.split(handle.gather(block))):  # (every rank: a collective)
-                    per_param[n][key] = (to_device(part, "cpu") if config.offload_to_cpu else part).copy()
+                    if n in per_param:
+                        per_param[n][key] = (to_device(part, "cpu") if config.offload_to_cpu else part).copy()
             else:
-                for n in names:
+                for n in per_param:
                     per_param[n][key] = value
         state.update(per_param)
     if config.rank0_only and loop.rank() != 0:
         return {}
     return {"state": state, "param_groups": _groups(saved["param_groups"], held, lambda _, names: names)}
+
+
+def _stated(handle, names, members, state):
+    """The names the optimizer holds state for: a flat parameter's all; with orig params, those of the unit's
+    parameters it steps and has stepped (not a frozen one beside them: torch's have none)."""
+    if not handle.orig:
+        return names
+    return [n for n, (i, _) in zip(names, members) if i is not None and state.get(i) is not None]
 
 
 def _per_element(entries, key):
@@ -115,18 +124,25 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
         )
     state = {}
     for handle, names, members in units:
-        entries = [optim_state_dict["state"].get(n) for n in names]
-        if all(e is None for e in entries):
+        held_names = names if not handle.orig else [n for n, (i, _) in zip(names, members) if i is not None]
+        entries = {n: optim_state_dict["state"].get(n) for n in held_names}
+        if all(e is None for e in entries.values()):
             continue
-        missing = [n for n, e in zip(names, entries) if e is None]
+        missing = [n for n, e in entries.items() if e is None]
         if missing:
             raise ConfigError(
                 f"FSDP.optim_state_dict_to_load: no state for {missing}, though there is for others of their unit {names}"
             )
         blocks, per_element = {}, set()
-        for key, first in entries[0].items():
-            if getattr(first, "shape", None) == handle.shapes[0]:  # per element: flattened, this rank's block
-                blocks[key] = handle.block_of([np.asarray(getattr(e[key], "array", e[key])) for e in entries])
+        shape = dict(zip(names, handle.shapes))[held_names[0]]
+        for key, first in entries[held_names[0]].items():
+            if getattr(first, "shape", None) == shape:  # per element: flattened, this rank's block (zeros: not held)
+                blocks[key] = handle.block_of(
+                    [
+                        None if n not in entries else np.asarray(getattr(entries[n][key], "array", entries[n][key]))
+                        for n in names
+                    ]
+                )
                 per_element.add(key)
             else:
                 blocks[key] = first

@@ -526,3 +526,110 @@ def test_alone_orig_params_accumulate_reduced_gradients_over_synced_backwards_as
                 F.cross_entropy(m(x), y).backward()
         for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy().reshape(-1), rtol=0, atol=1e-15, err_msg=n)
+
+
+def test_alone_zero_grad_clears_orig_params_reduced_pieces_after_a_forward_or_a_no_sync_backward_as_torchs():
+    """A reduced piece in .grad stays where zero_grad finds it through a forward whose backward never comes (a
+    validation loss outside no_grad), and joins the full gradient of a no_sync backward (it leaked into the next
+    step when set aside there)."""
+    import contextlib
+
+    def run(m, opt, zero_after_no_sync):
+        for step in range(3):
+            x, y = _batch(step, ROWS)
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+            m(x)  # the validation forward: no backward
+        F.cross_entropy(m(x), y).backward()
+        with m.no_sync() if isinstance(m, FSDP) else contextlib.nullcontext():
+            F.cross_entropy(m(x), y).backward()
+        if zero_after_no_sync:
+            opt.zero_grad()
+        F.cross_entropy(m(_batch(5, ROWS)[0]), _batch(5, ROWS)[1]).backward()
+        opt.step()
+
+    for strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        for zero_after_no_sync in (True, False):
+            model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,
+                         auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+            plain = _model()
+            for m in (model, plain):
+                run(m, dg.optim.SGD(m.parameters(), lr=0.1), zero_after_no_sync)
+            for k, v in plain.state_dict().items():
+                np.testing.assert_allclose(
+                    model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {k}"
+                )
+
+
+def test_alone_orig_params_optimizer_state_dicts_leave_out_a_frozen_parameter_of_a_trained_unit_as_torchs():
+    """A frozen parameter beside trained ones in a unit has no optimizer state (it had zeros and a step), so a
+    plain model's optimizer state, keyed by names, loads and steps as the plain model's."""
+    plain, model = _model(), _model()
+    for m in (plain, model):
+        m[0].bias.requires_grad_(False)
+    model = FSDP(model, use_orig_params=True, auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    opts = [dg.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (plain, model)]
+    x, y = _batch(0, ROWS)
+    for m, opt in zip((plain, model), opts):
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    names = [n for n, p in plain.named_parameters() if p.requires_grad]
+    osd = FSDP.optim_state_dict(model, opts[1])
+    assert sorted(osd["state"]) == sorted(names)
+    saved = opts[0].state_dict()
+    by_name = {"state": {names[i]: s for i, s in saved["state"].items()},
+               "param_groups": [dict(saved["param_groups"][0], params=names)]}  # fmt: skip
+    again = dg.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    again.load_state_dict(FSDP.optim_state_dict_to_load(model, again, by_name))
+    x, y = _batch(1, ROWS)
+    for m, opt in ((plain, opts[0]), (model, again)):
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=k)
+
+
+def test_alone_zero_grad_keeping_tensors_clears_a_reduced_block_accumulated_into_no_sync_as_torchs():
+    """A synced backward, a no_sync one, zero_grad(set_to_none=False), a synced one: only the last's gradient
+    is stepped (the first's reduced block, kept beside no_sync's, was not zeroed and joined it)."""
+    import contextlib
+
+    for strategy in ("FULL_SHARD", "NO_SHARD"):
+        for orig in (False, True):
+            model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=orig,
+                         auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+            plain = _model()
+            for m in (model, plain):
+                opt = dg.optim.SGD(m.parameters(), lr=0.1)
+                x, y = _batch(0, ROWS)
+                F.cross_entropy(m(x), y).backward()
+                with m.no_sync() if m is model else contextlib.nullcontext():
+                    F.cross_entropy(m(x), y).backward()
+                opt.zero_grad(set_to_none=False)
+                x, y = _batch(1, ROWS)
+                F.cross_entropy(m(x), y).backward()
+                opt.step()
+            for k, v in plain.state_dict().items():
+                np.testing.assert_allclose(
+                    model.state_dict()[k].numpy(), v.numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {orig} {k}"
+                )
+
+
+def test_alone_orig_params_are_their_pieces_after_a_forward_that_keeps_them_gathered_as_torchs():
+    """SHARD_GRAD_OP / NO_SHARD keep a forward's gathered parameters for its backward; a loss logged between
+    backward and step is such a forward: the parameters are their pieces meanwhile (torch's post-forward), so the
+    step steps them (they stayed full-size views and it failed on the pieces' gradients)."""
+    for strategy in ("SHARD_GRAD_OP", "NO_SHARD"):
+        model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=True,
+                     auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+        plain = _model()
+        x, y = _batch(0, ROWS)
+        for m in (model, plain):
+            opt = dg.optim.SGD(m.parameters(), lr=0.1)
+            F.cross_entropy(m(x), y).backward()
+            F.cross_entropy(m(x), y)  # logged, no backward
+            opt.step()
+        for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+            np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy().ravel(), rtol=0, atol=1e-15, err_msg=n)
