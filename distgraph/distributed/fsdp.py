@@ -173,6 +173,8 @@ class FullyShardedDataParallel(Module):
     def forward(self, *args, **kwargs):
         handle = self._handle
         if handle is not None:
+            if self._ran and handle.unsharded:  # gathered by a forward whose backward has not come (a logged
+                handle.reshard()  # loss): the optimizer may have stepped since, so gather anew (torch's does not)
             handle.unshard()
         out = self._fsdp_wrapped_module(*args, **kwargs)
         if handle is None:
@@ -246,6 +248,8 @@ class FullyShardedDataParallel(Module):
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
         gathered = [u for u in units if not u._handle.unsharded]
         for u in units:
+            if u._handle.unsharded:  # by a forward whose backward is to come: the optimizer may have stepped since
+                u._handle.full = None
             u._handle.unshard()
         try:
             yield
@@ -286,13 +290,18 @@ class FullyShardedDataParallel(Module):
         on rank 0 only with `rank0_only` (the others get an empty dict); on the CPU with `offload_to_cpu`."""
         config = self._settings.state_dict_config
         out = OrderedDict() if destination is None else destination
-        with FullyShardedDataParallel.summon_full_params(self, writeback=False):  # (every rank: a collective)
-            if config.rank0_only and loop.rank() != 0:
-                return out
-            for key, entry in self._entries:
-                t = resolve(entry)
-                value = Tensor(t.array.copy(), device=t.device)
-                out[prefix + key] = value.cpu() if config.offload_to_cpu else value
+        full = {}  # gathered from the shards themselves (every rank: a collective), never from a unit's
+        for unit in _units(self):  # parameters, which a forward whose backward is to come may hold older
+            if unit._handle is not None:
+                full.update(
+                    zip(map(id, unit._handle.params), unit._handle.split(unit._handle.gather(unit._handle.flat.array)))
+                )
+        if config.rank0_only and loop.rank() != 0:
+            return out
+        for key, entry in self._entries:
+            t = resolve(entry)
+            value = Tensor(full.get(id(t), t.array).copy(), device=t.device)
+            out[prefix + key] = value.cpu() if config.offload_to_cpu else value
         return out
 
     def load_state_dict(self, state_dict, strict=True):

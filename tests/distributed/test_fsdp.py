@@ -633,3 +633,25 @@ def test_alone_orig_params_are_their_pieces_after_a_forward_that_keeps_them_gath
             opt.step()
         for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
             np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy().ravel(), rtol=0, atol=1e-15, err_msg=n)
+
+
+def test_alone_a_forward_whose_backward_never_came_does_not_leave_stale_parameters():
+    """A loss logged with grad enabled keeps SHARD_GRAD_OP / NO_SHARD units gathered for a backward that never
+    comes; the next forward, after an optimizer step, gathers anew (torch's SHARD_GRAD_OP reads the old copy)."""
+    for strategy, orig in [("SHARD_GRAD_OP", False), ("NO_SHARD", False), ("SHARD_GRAD_OP", True), ("NO_SHARD", True)]:
+        model = FSDP(_model(), sharding_strategy=ShardingStrategy[strategy], use_orig_params=orig,
+                     auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+        plain = _model()
+        for m in (model, plain):
+            opt = dg.optim.SGD(m.parameters(), lr=0.1)
+            for step in range(3):
+                x, y = _batch(step, ROWS)
+                opt.zero_grad()
+                F.cross_entropy(m(x), y).backward()
+                m(x).sum()  # logged between backward and step, never backpropagated
+                opt.step()
+        got, want = model.state_dict(), plain.state_dict()
+        for k in want:
+            np.testing.assert_allclose(
+                got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-15, err_msg=f"{strategy} {orig} {k}"
+            )
