@@ -36,10 +36,12 @@ import enum
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import namespace
+from distgraph.backend import namespace, to_device
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
@@ -205,8 +207,9 @@ class FullyShardedDataParallel(Module):
             queue_callback(self._post_backward)
 
     def _post_backward(self):
-        """Backward has ended: each unit that ran forward reduces the gradients it got (pre-order: one order
-        on every rank, which run the same graph) unless under no_sync, and frees its gathered parameters."""
+        """Backward has ended: each unit some rank's backward reached reduces its gradients (pre-order: one
+        order on every rank) unless under no_sync, which keeps them; each unit that ran frees its gathered
+        parameters."""
         self._pass = None
         units = [u for u in _units(self) if u._handle is not None]
         if self._sync:  # a unit no rank's loss reached keeps flat.grad as it was (None after zero_grad), as
@@ -349,8 +352,6 @@ class FullyShardedDataParallel(Module):
     def clip_grad_norm_(self, max_norm, norm_type=2.0):
         """The gradients' norm over every rank's shards (torch's FSDP.clip_grad_norm_), clipped to max_norm
         on every rank alike → the total norm (float64)."""
-        import numpy as np
-
         norm_type = float(norm_type)
         local = 0.0
         grads = [(u._handle, a) for u in _units(self) if u._handle is not None for a in u._handle.grad_arrays()]
@@ -383,10 +384,6 @@ def _units(module):
 
 def _ranks_with_grads(units):
     """For each unit, how many ranks' backward reached its parameters (one all-reduce for all units)."""
-    import numpy as np
-
-    from distgraph.backend import to_device
-
     mine = np.array([u._handle.has_new_grads() for u in units], np.int64)
     if loop.world_size() == 1 or not len(mine):
         return mine.tolist()

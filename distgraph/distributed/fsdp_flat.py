@@ -3,7 +3,10 @@
 The unit's parameters, in order, are laid end to end in one 1-d array, zero-padded to a multiple of the
 world size; rank r keeps elements [r·k, (r+1)·k) as `flat`, the Parameter its optimizer steps. The
 module's own parameters stay the tensors its forward reads, but they are taken out of the module's
-registry (so `parameters()` yields only the flat shards) and hold no memory at rest:
+registry (so `parameters()` yields only the flat shards) and hold no memory at rest. With `orig_params`
+(torch's use_orig_params=True) they stay registered and the optimizer steps them: at rest each is a 1-d view
+of its piece of the block (`pieces`, empty where none of it is here), and after a reduce its `.grad` is its
+piece of the reduced block (`_given`), set aside (`_stash`) while a later backward accumulates a full one.
 
 - `unshard()`: every rank's shard gathered into a new full array; each parameter becomes a view of it.
 - `reshard()`: the parameters are given empty arrays again; the full array goes once nothing else holds
@@ -23,14 +26,14 @@ import numpy as np
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DTypeError
 from distgraph.nn.parameter import Parameter
 
 
 class FlatParamHandle:
     def __init__(self, owners, sharded, orig_params=False):
         """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once.
-        `orig_params` (torch's use_orig_params=True): see OrigParams below the class."""
+        `orig_params` (torch's use_orig_params=True): see the module doc."""
         self.owners, self.orig = owners, orig_params
         self.params = list({id(p): p for _, _, p in owners}.values())  # a tied parameter once
         self.shapes = [tuple(p.shape) for p in self.params]
@@ -44,8 +47,6 @@ class FlatParamHandle:
         self.xp, self.dtype = first.device.xp, first.array.dtype
         dtypes = {str(p.array.dtype) for p in self.params}
         if len(dtypes) > 1:
-            from distgraph.errors import DTypeError
-
             raise DTypeError(
                 f"FullyShardedDataParallel: one unit's parameters must share a dtype to be flattened, got {sorted(dtypes)}"
                 " (wrap the parts of other dtypes in units of their own)"
