@@ -54,7 +54,7 @@ from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, imp
     wrap_children,
 )
 from distgraph.errors import ConfigError
-from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys
+from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys, key_errors
 
 
 class ShardingStrategy(enum.Enum):
@@ -175,9 +175,8 @@ class FullyShardedDataParallel(Module):
     def forward(self, *args, **kwargs):
         handle = self._handle
         if handle is not None:
-            if self._ran and handle.unsharded:  # gathered by a forward whose backward has not come (a logged
-                handle.reshard()  # loss): the optimizer may have stepped since, so gather anew (torch's does not)
-            handle.unshard()
+            # gathered by a forward whose backward has not come (a logged loss): the optimizer may have stepped
+            handle.unshard(fresh=self._ran)  # since, so gather anew (torch's does not)
         out = self._fsdp_wrapped_module(*args, **kwargs)
         if handle is None:
             return out
@@ -250,10 +249,8 @@ class FullyShardedDataParallel(Module):
             raise ConfigError("summon_full_params: with_grads=True is not supported")
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
         gathered = [u for u in units if not u._handle.unsharded]
-        for u in units:
-            if u._handle.unsharded:  # by a forward whose backward is to come: the optimizer may have stepped since
-                u._handle.full = None
-            u._handle.unshard()
+        for u in units:  # (one gathered by a forward whose backward is to come: anew, a step may have come since)
+            u._handle.unshard(fresh=True)
         try:
             yield
         finally:
@@ -312,18 +309,12 @@ class FullyShardedDataParallel(Module):
         `rank0_only`, rank 0's dict is sent to the others first."""
         if self._settings.state_dict_config.rank0_only and loop.world_size() > 1:
             state_dict = loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
-        keys = [k for k, _ in self._entries]
-        missing = [k for k in keys if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in set(keys)]
-        errors = []
-        if strict and unexpected:
-            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
-        if strict and missing:
-            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        optional = {k for k, (module, name, _) in self._entries if name in module._optional_state}
+        missing, unexpected, errors = key_errors([k for k, _ in self._entries], state_dict, strict, optional)
         with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
             pairs = [(k, resolve(e), state_dict[k]) for k, e in self._entries if k in state_dict]
             for key, t, v in pairs:
-                shape = tuple(v.shape) if hasattr(v, "shape") else ()
+                shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
                 if shape != tuple(t.shape):
                     errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
                                   f"the shape in current model is {tuple(t.shape)}.")  # fmt: skip

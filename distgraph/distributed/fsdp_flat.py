@@ -110,9 +110,10 @@ class FlatParamHandle:
         """Arrays of the parameters' shapes flattened as the unit and cut to this rank's block (a copy)."""
         return self._flatten(arrays)[self._block()].copy()
 
-    def unshard(self):
-        """Every parameter a view of the gathered full array (gathered only if it is not already)."""
-        if self.full is None:
+    def unshard(self, fresh=False):
+        """Every parameter a view of the gathered full array (gathered only if it is not already, or anew
+        when `fresh`: the shard may have been stepped since)."""
+        if self.full is None or fresh:
             self.full = self.gather(self.flat.array)
         for p, view in zip(self.params, self.split(self.full)):
             p.data = view

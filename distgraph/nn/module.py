@@ -21,6 +21,20 @@ from distgraph.nn.parameter import Buffer, Parameter
 __all__ = ["Module", "RemovableHandle", "StateDictError"]
 
 
+def key_errors(own_keys, state_dict, strict, optional=()):
+    """(missing, unexpected, errors) of `state_dict` against the keys a module has (the `optional` ones may
+    be missing): torch's messages, errors only when strict."""
+    own = set(own_keys)
+    missing = [k for k in own_keys if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in own]
+    errors = []
+    if strict and unexpected:
+        errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+    if strict and missing:
+        errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+    return missing, unexpected, errors
+
+
 class StateDictError(DistgraphError, RuntimeError):
     """load_state_dict found missing or unexpected keys (strict mode) or a shape mismatch (any mode)."""
 
@@ -353,13 +367,7 @@ class Module:
                 v = state_dict[k]
                 t.materialize(tuple(v.shape) if hasattr(v, "shape") else np.shape(v))
         optional = {f"{p}.{k}" if p else k for p, m in self.named_modules() for k in m._optional_state}
-        missing = [k for k in own if k not in state_dict and k not in optional]
-        unexpected = [k for k in state_dict if k not in own]
-        errors = []
-        if strict and unexpected:
-            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
-        if strict and missing:
-            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        missing, unexpected, errors = key_errors(own, state_dict, strict, optional)
         for k, t in own.items():
             # a Tensor, an array, or a number / nested list (a 0-d num_batches_tracked saved as an int)
             v = state_dict.get(k)

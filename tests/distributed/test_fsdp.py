@@ -45,15 +45,20 @@ WRAPS = {  # strategy → how the model is cut into units
 }
 
 
-def _steps(model, opt, rank, world, clip):
-    """STEPS steps on this rank's rows of each global batch, then one accumulated over two micro-batches (the
-    first under no_sync) and clipped → the clip's total norm."""
-    me = slice(ROWS * rank, ROWS * (rank + 1))
-    for step in range(STEPS):
+def _train(model, opt, steps, world, me=slice(None)):
+    """`steps` plain steps, each on rows `me` (this rank's, or all) of the global batch of `world` ranks."""
+    for step in range(steps):
         x, y = _batch(step, ROWS * world)
         opt.zero_grad()
         F.cross_entropy(model(x[me]), y[me]).backward()
         opt.step()
+
+
+def _steps(model, opt, rank, world, clip):
+    """STEPS steps on this rank's rows of each global batch, then one accumulated over two micro-batches (the
+    first under no_sync) and clipped → the clip's total norm."""
+    me = slice(ROWS * rank, ROWS * (rank + 1))
+    _train(model, opt, STEPS, world, me)
     x, y = _batch(STEPS, ROWS * world)
     opt.zero_grad()
     half = ROWS // 2
@@ -113,11 +118,7 @@ def _one_process():
     averaged — the mean over all rows; the accumulated step sums two micro-batch means per rank."""
     model = _model()
     opt = dg.optim.Adam(model.parameters(), lr=0.01)
-    for step in range(STEPS):
-        x, y = _batch(step, 2 * ROWS)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    _train(model, opt, STEPS, 2)
     x, y = _batch(STEPS, 2 * ROWS)
     opt.zero_grad()
     q = ROWS // 2
@@ -438,11 +439,7 @@ def _orig_params_run(strategy, steps=3):
     names = [n for n, _ in model.named_parameters()]
     held = sum(p.numel() for p in model.parameters())
     me = slice(ROWS * rank, ROWS * (rank + 1))
-    for step in range(steps):
-        x, y = _batch(step, ROWS * world)
-        opt.zero_grad()
-        F.cross_entropy(model(x[me]), y[me]).backward()
-        opt.step()
+    _train(model, opt, steps, world, me)
     x, y = _batch(steps, ROWS * world)
     opt.zero_grad()
     F.cross_entropy(model(x[me]), y[me]).backward()
@@ -467,11 +464,7 @@ def _orig_params_run(strategy, steps=3):
 def _plain_orig_reference(world, steps=3):
     model = _model()
     opt = dg.optim.AdamW(_decay_groups(model), lr=0.01)
-    for step in range(steps):
-        x, y = _batch(step, ROWS * world)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    _train(model, opt, steps, world)
     x, y = _batch(steps, ROWS * world)
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
