@@ -130,7 +130,7 @@ class ShmAllReduce:
     def _owning_segment(self, array):
         """The segment whose slot of this rank *is* `array` (same memory, same length), else None."""
         ptr = array.__array_interface__["data"][0]
-        for seg in self.segments.values():
+        for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
             if seg.shm is not None and array.ndim == 1 and array.size == seg.count:
                 if ptr == seg.slot.__array_interface__["data"][0]:
                     return seg
@@ -138,12 +138,12 @@ class ShmAllReduce:
 
     def abort(self):
         """This rank's step raised: peers waiting for it in any segment raise at once (`Segment.abort`)."""
-        for seg in self.segments.values():
+        for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
             seg.abort()
 
     def close(self):
         """Destroy the group's segments (every rank may call it; unlinking is idempotent)."""
-        for seg in self.segments.values():
+        for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
             seg.close()
         self.segments = {}
 
