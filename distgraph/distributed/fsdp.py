@@ -44,6 +44,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
+from distgraph.distributed.fsdp_sharded import load_sharded_state_dict, sharded_state_dict
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
     ModuleWrapPolicy,
     modules_outside_units,
@@ -94,19 +95,34 @@ class FullOptimStateDictConfig:
 
 
 @dataclass
+class ShardedStateDictConfig:
+    offload_to_cpu: bool = False
+
+
+@dataclass
+class ShardedOptimStateDictConfig:
+    offload_to_cpu: bool = False
+
+
+@dataclass
 class StateDictSettings:
     state_dict_type: StateDictType = StateDictType.FULL_STATE_DICT
     state_dict_config: FullStateDictConfig = None
     optim_state_dict_config: FullOptimStateDictConfig = None
 
     def __post_init__(self):
-        if self.state_dict_type is not StateDictType.FULL_STATE_DICT:
+        if self.state_dict_type is StateDictType.LOCAL_STATE_DICT:
             raise ConfigError(
-                f"FullyShardedDataParallel: {self.state_dict_type.name} is not supported (FULL_STATE_DICT only: "
-                "the full values by the plain model's names)"
+                "FullyShardedDataParallel: LOCAL_STATE_DICT is not supported (FULL_STATE_DICT: the full values by the "
+                "plain model's names; SHARDED_STATE_DICT: each rank's pieces, for dcp.save / dcp.load)"
             )
-        self.state_dict_config = self.state_dict_config or FullStateDictConfig()
-        self.optim_state_dict_config = self.optim_state_dict_config or FullOptimStateDictConfig()
+        sharded = self.state_dict_type is StateDictType.SHARDED_STATE_DICT
+        self.state_dict_config = self.state_dict_config or (
+            ShardedStateDictConfig() if sharded else FullStateDictConfig()
+        )
+        self.optim_state_dict_config = self.optim_state_dict_config or (
+            ShardedOptimStateDictConfig() if sharded else FullOptimStateDictConfig()
+        )
 
 
 class FullyShardedDataParallel(Module):
@@ -290,6 +306,8 @@ class FullyShardedDataParallel(Module):
         on rank 0 only with `rank0_only` (the others get an empty dict); on the CPU with `offload_to_cpu`."""
         config = self._settings.state_dict_config
         out = OrderedDict() if destination is None else destination
+        if self._settings.state_dict_type is StateDictType.SHARDED_STATE_DICT:
+            return sharded_state_dict(self, out, prefix, config.offload_to_cpu)
         full = {}  # gathered from the shards themselves (every rank: a collective), never from a unit's
         for unit in _units(self):  # parameters, which a forward whose backward is to come may hold older
             if unit._handle is not None:
@@ -307,6 +325,8 @@ class FullyShardedDataParallel(Module):
     def load_state_dict(self, state_dict, strict=True):
         """Full values by the plain model's names into every rank's shards; → (missing, unexpected). With
         `rank0_only`, rank 0's dict is sent to the others first."""
+        if self._settings.state_dict_type is StateDictType.SHARDED_STATE_DICT:
+            return load_sharded_state_dict(self, state_dict, strict)
         if self._settings.state_dict_config.rank0_only and loop.world_size() > 1:
             state_dict = loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
         optional = {k for k, (module, name, _) in self._entries if name in module._optional_state}

@@ -25,7 +25,9 @@ import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import to_device
 from distgraph.distributed import loop
+from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError, DTypeError
 from distgraph.nn.parameter import Parameter
 
@@ -109,6 +111,45 @@ class FlatParamHandle:
     def block_of(self, arrays):
         """Arrays of the parameters' shapes flattened as the unit and cut to this rank's block (a copy)."""
         return self._flatten(arrays)[self._block()].copy()
+
+    def sharded(self, block, offload=False):
+        """A flat array's block (the shard, or an optimizer's state of it) as one ShardedTensor per parameter:
+        its piece here as a run of the flattened parameter — or, NO_SHARD's block being whole on every rank,
+        plain tensors of the parameters' shapes (copies; numpy arrays with `offload`)."""
+
+        def copy(a):
+            return Tensor(to_device(a.copy(), "cpu")) if offload else Tensor(a.copy(), device=self.flat.device)
+
+        if self.world == 1:
+            return [copy(a) for a in self.split(block)]
+        b0, starts, out = self.rank * self.shard_size, np.cumsum([0, *self.sizes]), []
+        for shape, (lo, hi), start in zip(self.shapes, self.pieces, starts):
+            out.append(ShardedTensor(shape, block.dtype, [(b0 + lo - start, copy(block[lo:hi]))] if hi > lo else []))
+        return out
+
+    def write_block(self, dest, values, names, what):
+        """dest (this rank's block of a flat array) ← each parameter's part of it from `values`, one per
+        parameter: a full array or tensor, a ShardedTensor whose pieces cover that part (`dcp.load`'s into
+        this model's sharded state dict — from a checkpoint of any world size), or None (left as it is)."""
+        b0, starts = self.rank * self.shard_size, np.cumsum([0, *self.sizes])
+        for value, (lo, hi), start, name in zip(values, self.pieces, starts, names):
+            if value is None or hi <= lo:
+                continue
+            runs = value.pieces if isinstance(value, ShardedTensor) else [(0, value)]
+            covered = 0
+            for offset, run in runs:
+                a = (run.array if isinstance(run, Tensor) else run).reshape(-1)
+                g0 = start + offset  # where the run starts in the unit's flat layout
+                s, e = max(g0, b0 + lo), min(g0 + a.shape[0], b0 + hi)
+                if e > s:
+                    dest[s - b0 : e - b0] = self.xp.asarray(a[s - g0 : e - g0])
+                    covered += e - s
+            if covered != hi - lo:
+                raise ConfigError(
+                    f"{what}: the value for {name} holds {covered} of the {hi - lo} elements this rank keeps (a "
+                    "sharded value must come from this model's sharded state dict, filled by dcp.load)"
+                )
+        return dest
 
     def unshard(self, fresh=False):
         """Every parameter a view of the gathered full array (gathered only if it is not already, or anew

@@ -9,10 +9,9 @@ function, or from a plain model's optimizer re-keyed by names — → what `opti
 rank, each entry flattened as the unit's parameters and cut to the rank's block.
 """
 
-import numpy as np
-
 from distgraph.backend import to_device
 from distgraph.distributed import loop
+from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError
 
 
@@ -59,7 +58,9 @@ def _groups(saved_groups, held, entry):
 
 
 def optim_state_dict(model, optim, config):
-    """(`config`: FullOptimStateDictConfig — rank0_only: the others get {}; offload_to_cpu: numpy arrays.)"""
+    """(`config`: FullOptimStateDictConfig — rank0_only: the others get {}; offload_to_cpu: numpy arrays — or
+    ShardedOptimStateDictConfig: each per-element entry a ShardedTensor of this rank's piece, nothing gathered.)"""
+    sharded = not hasattr(config, "rank0_only")
     saved = optim.state_dict()
     held, units = _layout(model, optim)
     state = {}
@@ -75,7 +76,11 @@ def optim_state_dict(model, optim, config):
                 block = value
             else:
                 block = None
-            if block is not None:
+            if block is not None and sharded:
+                for n, part in zip(names, handle.sharded(block, config.offload_to_cpu)):
+                    if n in per_param:
+                        per_param[n][key] = part
+            elif block is not None:
                 for n, part in zip(names, handle.split(handle.gather(block))):  # (every rank: a collective)
                     if n in per_param:
                         per_param[n][key] = (to_device(part, "cpu") if config.offload_to_cpu else part).copy()
@@ -83,7 +88,7 @@ def optim_state_dict(model, optim, config):
                 for n in per_param:
                     per_param[n][key] = value
         state.update(per_param)
-    if config.rank0_only and loop.rank() != 0:
+    if getattr(config, "rank0_only", False) and loop.rank() != 0:
         return {}
     return {"state": state, "param_groups": _groups(saved["param_groups"], held, lambda _, names: names)}
 
@@ -112,8 +117,9 @@ def _block_of_pieces(handle, entries, key):
 
 
 def optim_state_dict_to_load(model, optim, optim_state_dict, config):
-    """(`config.rank0_only`: the dict is rank 0's, sent to the others first.)"""
-    if config.rank0_only and loop.world_size() > 1:
+    """(`config.rank0_only`: the dict is rank 0's, sent to the others first. Per-element entries may be full
+    arrays or ShardedTensors (a sharded dict `dcp.load` filled).)"""
+    if getattr(config, "rank0_only", False) and loop.world_size() > 1:
         optim_state_dict = loop.broadcast_object(optim_state_dict if loop.rank() == 0 else None, 0)
     held, units = _layout(model, optim)
     saved_groups = optim_state_dict["param_groups"]
@@ -136,12 +142,13 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
         blocks, per_element = {}, set()
         shape = dict(zip(names, handle.shapes))[held_names[0]]
         for key, first in entries[held_names[0]].items():
-            if getattr(first, "shape", None) == shape:  # per element: flattened, this rank's block (zeros: not held)
-                blocks[key] = handle.block_of(
-                    [
-                        None if n not in entries else np.asarray(getattr(entries[n][key], "array", entries[n][key]))
-                        for n in names
-                    ]
+            if (
+                getattr(first, "shape", None) is not None and tuple(first.shape) == shape
+            ):  # per element: this rank's block (zeros: not held)
+                values = [entries[n][key] if n in entries else None for n in names]
+                dtype = first.dtype if isinstance(first, ShardedTensor) else getattr(first, "array", first).dtype
+                blocks[key] = handle.write_block(
+                    handle.xp.zeros(handle.shard_size, dtype), values, names, "FSDP.optim_state_dict_to_load"
                 )
                 per_element.add(key)
             else:

@@ -217,8 +217,8 @@ def test_what_fsdp_does_not_do_is_refused_by_name():
     tied[2].weight = tied[0].weight
     with pytest.raises(ConfigError, match=r"parameter 2.weight \(shape \(10, 4\)\) is shared with a unit below"):
         FSDP(tied, auto_wrap_policy=ModuleWrapPolicy({nn.Embedding}))
-    with pytest.raises(ConfigError, match="SHARDED_STATE_DICT is not supported"):
-        FSDP.set_state_dict_type(FSDP(_model()), StateDictType.SHARDED_STATE_DICT)
+    with pytest.raises(ConfigError, match="LOCAL_STATE_DICT is not supported"):
+        FSDP.set_state_dict_type(FSDP(_model()), StateDictType.LOCAL_STATE_DICT)
 
 
 def test_alone_the_optimizer_state_dict_is_the_plain_optimizers_by_name():

@@ -1,0 +1,179 @@
+"""Distributed checkpoints: torch.distributed.checkpoint's `save` / `load` (import as dcp).
+
+    import distgraph.distributed.checkpoint as dcp
+    with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+        state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, optim)}
+        dcp.save(state, checkpoint_id="ckpt/step-100")        # every rank writes its own shards, at once
+    ...
+    with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+        state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, optim)}
+        dcp.load(state, checkpoint_id="ckpt/step-100")        # in place, this rank's pieces only
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(FSDP.optim_state_dict_to_load(model, optim, state["optim"]))
+
+Why: a FULL_STATE_DICT checkpoint gathers the whole model (and the optimizer's state, twice its size for
+Adam) on one rank and writes it from there; here each rank writes only what it holds, in parallel, and
+nothing is gathered. The world size may change between save and load (a ShardedTensor's pieces are runs of
+elements, filled from whichever chunks overlap them), and a plain model's state dict loads from an FSDP
+model's checkpoint and back (`ShardedTensor.full_tensor`, or a plain tensor in the dict passed to `load`).
+
+`save` / `load` are collectives inside `dg.distributed.launch` (every rank calls them with the same keys);
+outside one, or with `no_dist=True`, they run as rank 0 of 1. The folder is layout.py's: one file per rank
+plus `.metadata`, each written by `dg.save` (no pickle: a checkpoint is data, never code) and renamed into
+place; `.metadata` comes last, after every rank's file, so a save cut short leaves no checkpoint that `load`
+would take. Files are read where `load` runs: ranks on other nodes need the folder on shared storage, as
+torch's FileSystemReader does.
+"""
+
+import os
+from dataclasses import dataclass
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.distributed import loop
+from distgraph.distributed.checkpoint.layout import (
+    METADATA,
+    VERSION,
+    data_file,
+    fill,
+    flatten,
+    is_array,
+    merge,
+    rank_chunks,
+    validate,
+)
+from distgraph.distributed.checkpoint.sharded import ShardedTensor
+from distgraph.errors import ConfigError, FileFormatError, ShapeError
+
+__all__ = ["FileSystemReader", "FileSystemWriter", "Metadata", "ShardedTensor", "load", "save"]
+
+
+@dataclass
+class FileSystemWriter:
+    """torch's storage writer for a folder (the folder is all it holds here)."""
+
+    path: str
+
+
+@dataclass
+class FileSystemReader:
+    path: str
+
+
+@dataclass
+class Metadata:
+    """What `save` returns and `.metadata` holds: each key's entry (layout.py)."""
+
+    state_dict_metadata: dict
+    world_size: int
+
+
+def _folder(checkpoint_id, storage, what):
+    path = storage.path if storage is not None else checkpoint_id
+    if path is None:
+        raise ConfigError(
+            f"{what}: give checkpoint_id= (a folder) or a storage {'writer' if what == 'dcp.save' else 'reader'}"
+        )
+    return os.fspath(path)
+
+
+def _world(no_dist):
+    distributed = loop.is_launched() and not no_dist
+    return (loop.rank(), loop.world_size()) if distributed else (0, 1)
+
+
+def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, process_group=None, no_dist=False):
+    """Every rank's part of `state_dict` into the folder `checkpoint_id` → Metadata (on every rank).
+    `planner` and `process_group` must be None (torch's defaults: every rank of the launch)."""
+    import distgraph as dg
+
+    _refuse_extras("dcp.save", planner, process_group)
+    path = _folder(checkpoint_id, storage_writer, "dcp.save")
+    rank, world = _world(no_dist)
+    leaves, _ = flatten(state_dict, "dcp.save")
+    arrays, entries = rank_chunks(leaves, rank)
+    if rank == 0:
+        os.makedirs(path, exist_ok=True)
+        if os.path.exists(os.path.join(path, METADATA)):  # (the old index goes first: a save cut short is none)
+            os.remove(os.path.join(path, METADATA))
+    if world > 1:
+        loop.barrier()
+    dg.save(arrays, os.path.join(path, data_file(rank)))
+    per_rank = loop.allgather_object(entries) if world > 1 else [entries]
+    merged = merge(per_rank, "dcp.save")
+    if rank == 0:
+        dg.save({"version": VERSION, "world_size": world, "entries": merged}, os.path.join(path, METADATA))
+    if world > 1:
+        loop.barrier()  # (no rank returns before the checkpoint is whole)
+    return Metadata(merged, world)
+
+
+def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, process_group=None, no_dist=False):
+    """The checkpoint's values into `state_dict`, in place: tensors and arrays copied into, a ShardedTensor's
+    pieces filled (whatever world size saved it), other values replaced. Every key of `state_dict` must be in
+    the checkpoint, with its shape; keys only the checkpoint has are left out (torch's rule)."""
+    import distgraph as dg
+
+    _refuse_extras("dcp.load", planner, process_group)
+    path = _folder(checkpoint_id, storage_reader, "dcp.load")
+    if not os.path.isdir(path):
+        raise FileFormatError(f"{path}: no such checkpoint folder")
+    index = os.path.join(path, METADATA)
+    if not os.path.exists(index):
+        raise FileFormatError(f"{path}: no {METADATA} in it — not a checkpoint, or a save that did not finish")
+    entries = validate(dg.load(index), path)
+    leaves, places = flatten(state_dict, "dcp.load")
+    missing = [k for k in leaves if k not in entries]
+    if missing:
+        raise ConfigError(
+            f"dcp.load: missing key(s) in checkpoint {path}: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+        )
+    files = {}
+
+    def read(chunk):
+        rank = chunk["rank"]
+        if rank not in files:
+            files[rank] = dg.load(os.path.join(path, data_file(rank)), map_location="cpu")
+        if chunk["name"] not in files[rank] or files[rank][chunk["name"]].shape != (chunk["numel"],):
+            raise FileFormatError(
+                f"{path}: {data_file(rank)} lacks chunk {chunk['name']!r} of {chunk['numel']} elements"
+            )
+        return files[rank][chunk["name"]]
+
+    for key, value in leaves.items():
+        entry = entries[key]
+        if isinstance(value, ShardedTensor) or is_array(value):
+            if entry["kind"] != "tensor":
+                raise ConfigError(f"dcp.load: {key!r} is a tensor here but an object in checkpoint {path}")
+            _load_tensor(key, value, entry, read, path)
+        else:
+            if entry["kind"] != "object":
+                raise ConfigError(f"dcp.load: {key!r} is an object here but a tensor in checkpoint {path}")
+            container, k = places[key]
+            container[k] = entry["value"]
+
+
+def _load_tensor(key, value, entry, read, path):
+    shape = value.shape if isinstance(value, ShardedTensor) else tuple(value.shape)
+    if tuple(entry["shape"]) != tuple(shape):
+        raise ShapeError(
+            f"dcp.load: size mismatch for {key!r}: shape {tuple(entry['shape'])} in checkpoint {path}, "
+            f"{tuple(shape)} here"
+        )
+    if isinstance(value, ShardedTensor):
+        for offset, t in value.pieces:
+            fill(t.array, offset, entry, read)
+        return
+    array = value.array if isinstance(value, Tensor) else value
+    if array.flags.c_contiguous:  # (filled through a flat view of it)
+        fill(array.reshape(-1), 0, entry, read)
+    else:  # (a transposed tensor: a flat copy filled, then written back)
+        flat = array.reshape(-1)
+        fill(flat, 0, entry, read)
+        array[...] = flat.reshape(array.shape)
+
+
+def _refuse_extras(what, planner, process_group):
+    if planner is not None:
+        raise ConfigError(f"{what}: custom planners are not supported (planner must be None)")
+    if process_group is not None:
+        raise ConfigError(f"{what}: process_group must be None (every rank of the launch saves and loads)")

@@ -1,0 +1,168 @@
+"""What a distributed checkpoint holds, as pure functions: nested state dicts flattened to dotted keys, each
+rank's chunks, the merged index, and filling a run of a tensor's elements from the chunks.
+
+A checkpoint folder (torch's DCP file names):
+
+    .metadata        dg.save of {"version", "world_size", "entries": {key: entry}} — written last, by rank 0
+    __R_0.distcp     dg.save of {chunk name: 1-d array}: the chunks rank R wrote
+
+An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"rank", "name", "offset", "numel"}]} — the
+tensor's flattened elements [offset, offset + numel) lie in rank R's file under `name` — or
+{"kind": "object", "value": ...} for anything else (a step count, param_groups), rank 0's. A ShardedTensor's
+pieces are chunks of the ranks that hold them; a plain tensor or array is one chunk, written by rank 0 only
+(every rank holds the same: torch's DCP writes a replicated tensor once too).
+"""
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import namespace, to_device
+from distgraph.distributed.checkpoint.sharded import ShardedTensor
+from distgraph.errors import ConfigError, FileFormatError, ShapeError
+
+VERSION = 1
+METADATA = ".metadata"
+
+
+def data_file(rank):
+    return f"__{rank}_0.distcp"
+
+
+def is_array(value):
+    """A tensor, or a numpy/cupy array (an optimizer's state) — not a numpy scalar, which is an object here."""
+    if isinstance(value, Tensor):
+        return True
+    return (
+        getattr(value, "ndim", 0) > 0
+        and hasattr(value, "__array_interface__")
+        or hasattr(value, "__cuda_array_interface__")
+    )
+
+
+def flatten(state_dict, what):
+    """Nested dicts (and lists/tuples that hold tensors) → {dotted key: leaf} and {dotted key: (container,
+    its key)} (where `load` puts a loaded object back). Keys are str or int (an optimizer's state by index)."""
+    leaves, places = {}, {}
+
+    def walk(node, prefix):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            if not isinstance(k, str | int) or isinstance(k, bool):
+                raise ConfigError(f"{what}: state dict keys must be str or int, got {k!r} under {prefix or 'the top'}")
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) or (isinstance(v, list | tuple) and any(map(_holds_tensors, v))):
+                walk(v, key)
+                continue
+            if key in leaves:
+                raise ConfigError(f"{what}: two entries flatten to the key {key!r} (rename one)")
+            leaves[key], places[key] = v, (node, k)
+
+    if not isinstance(state_dict, dict):
+        raise ConfigError(f"{what}: the state dict must be a dict, got {type(state_dict).__name__}")
+    walk(state_dict, "")
+    return leaves, places
+
+
+def _holds_tensors(v):
+    if isinstance(v, dict):
+        return any(map(_holds_tensors, v.values()))
+    if isinstance(v, list | tuple):
+        return any(map(_holds_tensors, v))
+    return isinstance(v, ShardedTensor) or is_array(v)
+
+
+def rank_chunks(leaves, rank):
+    """What `rank` writes → ({chunk name: host array}, {key: entry with this rank's chunks})."""
+    arrays, entries = {}, {}
+    for key, value in leaves.items():
+        if isinstance(value, ShardedTensor):
+            chunks = []
+            for i, (offset, t) in enumerate(value.pieces):
+                if t.shape[0]:
+                    arrays[f"{key}#{i}"] = to_device(t.array, "cpu")
+                    chunks.append({"rank": rank, "name": f"{key}#{i}", "offset": offset, "numel": int(t.shape[0])})
+            entries[key] = {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype), "chunks": chunks}
+        elif is_array(value):
+            array = to_device(value.array if isinstance(value, Tensor) else value, "cpu")
+            chunks = []
+            if rank == 0:
+                arrays[key] = np.ascontiguousarray(array).reshape(-1)
+                chunks.append({"rank": 0, "name": key, "offset": 0, "numel": int(array.size)})
+            entries[key] = {"kind": "tensor", "shape": list(array.shape), "dtype": str(array.dtype), "chunks": chunks}
+        else:
+            entries[key] = {"kind": "object", "value": value}
+    return arrays, entries
+
+
+def merge(per_rank, what):
+    """Every rank's entries → the checkpoint's: chunk lists joined; a key's kind, shape and dtype must agree."""
+    merged = {}
+    for rank, entries in enumerate(per_rank):
+        for key, entry in entries.items():
+            if key not in merged:
+                merged[key] = dict(entry, chunks=list(entry.get("chunks", ())))
+                continue
+            seen = merged[key]
+            fields = ("kind", "shape", "dtype")
+            if any(seen.get(f) != entry.get(f) for f in fields):
+                raise ConfigError(
+                    f"{what}: the ranks disagree on {key!r}: "
+                    + _describe(seen)
+                    + " on an earlier rank, "
+                    + _describe(entry)
+                    + f" on rank {rank} (every rank must save the same keys alike)"
+                )
+            if entry["kind"] == "tensor":
+                seen["chunks"] += entry["chunks"]
+    keys = [set(e) for e in per_rank]
+    if any(k != keys[0] for k in keys):
+        odd = sorted(set().union(*keys) - set.intersection(*keys))
+        raise ConfigError(f"{what}: the ranks saved different keys ({odd[:5]} not on every rank)")
+    for key, entry in merged.items():
+        if entry["kind"] == "tensor":
+            _check_cover(key, entry, f"{what}: the ranks' pieces of")
+    return merged
+
+
+def _describe(entry):
+    if entry["kind"] == "object":
+        return "an object"
+    return f"a tensor of shape {tuple(entry['shape'])}, {entry['dtype']}"
+
+
+def _check_cover(key, entry, what):
+    """The chunks tile [0, numel) exactly, without gaps or overlaps."""
+    numel, end = int(np.prod(entry["shape"])), 0
+    for chunk in sorted(entry["chunks"], key=lambda c: c["offset"]):
+        if chunk["offset"] != end:
+            gap = "overlap" if chunk["offset"] < end else "leave a gap"
+            raise ShapeError(f"{what} {key!r} {gap} at element {min(end, chunk['offset'])} of {numel}")
+        end += chunk["numel"]
+    if end != numel:
+        raise ShapeError(f"{what} {key!r} cover {end} of its {numel} elements")
+
+
+def fill(dest, start, entry, read):
+    """dest (a 1-d array) ← elements [start, start + len(dest)) of the entry's tensor, from its chunks
+    (`read(chunk)` → the chunk's 1-d array)."""
+    stop = start + dest.shape[0]
+    for chunk in entry["chunks"]:
+        lo, hi = max(start, chunk["offset"]), min(stop, chunk["offset"] + chunk["numel"])
+        if hi > lo:
+            part = read(chunk)[lo - chunk["offset"] : hi - chunk["offset"]]
+            dest[lo - start : hi - start] = namespace(dest).asarray(part)  # (a cupy tensor: from host chunks)
+
+
+def validate(meta, source):
+    """A loaded .metadata → its entries, or a FileFormatError naming the folder and what is wrong."""
+    if not isinstance(meta, dict) or meta.get("version") != VERSION or not isinstance(meta.get("entries"), dict):
+        raise FileFormatError(f"{source}: its {METADATA} is not a distgraph checkpoint index (version {VERSION})")
+    for key, entry in meta["entries"].items():
+        if not isinstance(entry, dict) or entry.get("kind") not in ("tensor", "object"):
+            raise FileFormatError(f"{source}: {METADATA} entry {key!r} is damaged")
+        if entry["kind"] == "tensor":
+            try:
+                _check_cover(key, entry, f"{source}: the chunks of")
+            except (ShapeError, KeyError, TypeError) as exc:
+                raise FileFormatError(f"{source}: {METADATA} entry {key!r} is damaged ({exc})") from None
+    return meta["entries"]

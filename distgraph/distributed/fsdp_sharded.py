@@ -1,0 +1,76 @@
+"""FSDP's SHARDED_STATE_DICT: each rank's pieces of the parameters, by the plain model's names, for `dcp.save`
+and `dcp.load` (distributed/checkpoint/) — and loaded back into the flat shards.
+
+    with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+        dcp.save({"model": model.state_dict()}, checkpoint_id=path)
+
+A unit split over the ranks gives each of its parameters as a ShardedTensor holding this rank's piece (a run
+of the flattened parameter: what its block of the flat array holds, copied); nothing is gathered, so saving
+costs each rank only what it keeps. A NO_SHARD unit's parameters and every buffer are whole on every rank and
+given as plain tensors (`dcp.save` writes those once). Loading writes into each rank's block whatever part
+of it a value holds: a ShardedTensor `dcp.load` filled for this model (from a checkpoint of any world size)
+or a full tensor.
+"""
+
+from collections import OrderedDict
+
+from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
+from distgraph.backend import to_device
+from distgraph.distributed.fsdp_wrap import resolve
+from distgraph.nn.module import StateDictError, _IncompatibleKeys, key_errors
+
+
+def _units_with_params(model):
+    from distgraph.distributed.fsdp import _units
+
+    return [u._handle for u in _units(model) if u._handle is not None]
+
+
+def sharded_state_dict(model, out=None, prefix="", offload=False):
+    out = OrderedDict() if out is None else out
+    values = {}
+    for h in _units_with_params(model):
+        values.update(zip(map(id, h.params), h.sharded(h.flat.array)))
+    for key, entry in model._entries:
+        t = resolve(entry)
+        value = values.get(id(t))
+        if value is None:  # a buffer
+            value = Tensor(t.array.copy(), device=t.device)
+        if offload and isinstance(value, Tensor):
+            value = Tensor(to_device(value.array, "cpu"))
+        out[prefix + key] = value
+    return out
+
+
+def load_sharded_state_dict(model, state_dict, strict=True):
+    """→ (missing, unexpected); every key's shape checked before anything is written."""
+    optional = {k for k, (module, name, _) in model._entries if name in module._optional_state}
+    missing, unexpected, errors = key_errors([k for k, _ in model._entries], state_dict, strict, optional)
+    handles = _units_with_params(model)
+    shapes = {id(p): shape for h in handles for p, shape in zip(h.params, h.shapes)}  # (emptied at rest)
+    for key, entry in model._entries:
+        if key in state_dict:
+            t = resolve(entry)
+            shape, want = tuple(getattr(state_dict[key], "shape", ())), shapes.get(id(t), tuple(t.shape))
+            if shape != want:
+                errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
+                              f"the shape in current model is {want}.")  # fmt: skip
+    if errors:
+        raise StateDictError("Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors))
+    name_of = {}
+    for key, entry in model._entries:
+        name_of.setdefault(id(resolve(entry)), key)  # (a tied parameter by its first name)
+    in_units = set(shapes)
+    with no_grad():
+        for h in handles:
+            names = [name_of[id(p)] for p in h.params]
+            h.write_block(h.flat.array, [state_dict.get(n) for n in names], names, "FSDP.load_state_dict")
+            if h.unsharded:  # (gathered by a forward whose backward is to come: the new values there too)
+                h.unshard(fresh=True)
+        for key, entry in model._entries:
+            t = resolve(entry)
+            if id(t) not in in_units and key in state_dict:  # a buffer
+                v = state_dict[key]
+                t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
+    return _IncompatibleKeys(missing, unexpected)

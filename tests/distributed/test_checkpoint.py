@@ -1,0 +1,224 @@
+"""Distributed checkpoints (distributed/checkpoint/): `dcp.save` / `dcp.load` with the state dicts of
+`get_state_dict` — a plain model alone; FSDP on 2 real Ray ranks each writing only its own pieces, resumed
+bit for bit; and the same checkpoint moving between world sizes (2 ranks → one process, one process → 2
+ranks). Bad folders, files and dicts get errors that name them."""
+
+import os
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.distributed.checkpoint as dcp
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+from distgraph.distributed.checkpoint import ShardedTensor
+from distgraph.distributed.checkpoint.layout import merge
+from distgraph.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from distgraph.distributed.fsdp import FSDP, ModuleWrapPolicy, ShardingStrategy
+from distgraph.errors import ConfigError, FileFormatError, ShapeError
+
+STEPS, ROWS = 3, 6  # rows per rank
+
+
+def _model(scale=1.0):
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 7), nn.Tanh(), nn.Linear(7, 3)).to(dg.float64)
+    with dg.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
+
+
+def _batch(step, rows):
+    rng = np.random.default_rng(step)
+    x = rng.standard_normal((rows, 5))
+    return dg.tensor(x), dg.tensor((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64))
+
+
+def _step(model, opt, step, world=1, me=slice(None)):
+    x, y = _batch(step, ROWS * world)
+    opt.zero_grad()
+    F.cross_entropy(model(x[me]), y[me]).backward()
+    opt.step()
+
+
+def _numpy(state):
+    return {k: v.numpy() if hasattr(v, "numpy") else v for k, v in state.items()}
+
+
+def _resume(model, opt, path):
+    """`get_state_dict` for the structure, `dcp.load` into it, `set_state_dict` → the loaded extra entry."""
+    msd, osd = get_state_dict(model, opt)
+    state = {"model": msd, "optim": osd, "step": -1}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return state["step"]
+
+
+def test_a_plain_model_and_its_adam_resume_bit_for_bit_from_a_checkpoint_folder(tmp_path):
+    model, resumed = _model(), _model(scale=3.0)
+    opt, resumed_opt = dg.optim.AdamW(model.parameters(), lr=0.01), dg.optim.AdamW(resumed.parameters(), lr=0.5)
+    for step in range(STEPS):
+        _step(model, opt, step)
+    msd, osd = get_state_dict(model, opt)
+    assert sorted(osd["state"]) == sorted(n for n, _ in model.named_parameters())  # keyed by name, not index
+    meta = dcp.save({"model": msd, "optim": osd, "step": STEPS}, checkpoint_id=tmp_path / "ck")
+    assert sorted(os.listdir(tmp_path / "ck")) == [".metadata", "__0_0.distcp"]
+    assert meta.world_size == 1 and meta.state_dict_metadata["model.0.weight"]["shape"] == [8, 5]
+    assert _resume(resumed, resumed_opt, tmp_path / "ck") == STEPS
+    assert resumed_opt.param_groups[0]["lr"] == 0.01  # the saved groups' hyperparameters, as load_state_dict
+    for m, o in ((model, opt), (resumed, resumed_opt)):
+        _step(m, o, STEPS)
+    want, got = _numpy(model.state_dict()), _numpy(resumed.state_dict())
+    assert all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def test_an_optimizer_that_has_not_stepped_is_given_its_state_without_moving_the_parameters():
+    model = _model()
+    before = _numpy(model.state_dict())
+    opt = dg.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    _, osd = get_state_dict(model, opt)
+    assert set(osd["state"]["0.weight"]) >= {"step", "exp_avg", "exp_avg_sq"}
+    assert opt.param_groups[0]["lr"] == 0.1 and all(p.grad is None for p in model.parameters())
+    after = _numpy(model.state_dict())
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(tmp_path):
+    full = np.arange(24, dtype=np.float64).reshape(4, 6)
+    dcp.save({"w": dg.tensor(full)}, checkpoint_id=tmp_path)
+    pieces = [(3, dg.zeros(7, dtype=dg.float64)), (17, dg.zeros(5, dtype=dg.float64))]  # any runs of elements
+    target = {"w": ShardedTensor((4, 6), np.float64, pieces)}
+    dcp.load(target, checkpoint_id=tmp_path)
+    assert target["w"].to_local().tolist() == [*range(3, 10), *range(17, 22)]
+    assert np.array_equal(ShardedTensor((4, 6), np.float64, [(0, dg.tensor(full.ravel()))]).full_tensor().numpy(), full)
+    with pytest.raises(ShapeError, match=r"a piece of shape \(5,\) at offset 20 does not lie in the 24 elements"):
+        ShardedTensor((4, 6), np.float64, [(20, dg.zeros(5))])
+
+
+def test_bad_checkpoints_and_dicts_get_errors_that_name_them(tmp_path):
+    folder = tmp_path / "ck"
+    dcp.save({"w": dg.ones(3, 2), "epoch": 1}, checkpoint_id=folder)
+    with pytest.raises(FileFormatError, match="no such checkpoint folder"):
+        dcp.load({"w": dg.ones(3, 2)}, checkpoint_id=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"missing key\(s\) in checkpoint .*\['v'\]"):
+        dcp.load({"v": dg.ones(3, 2)}, checkpoint_id=folder)
+    with pytest.raises(ShapeError, match=r"size mismatch for 'w': shape \(3, 2\) in checkpoint .*, \(2, 3\) here"):
+        dcp.load({"w": dg.ones(2, 3)}, checkpoint_id=folder)
+    with pytest.raises(ConfigError, match="'epoch' is a tensor here but an object in checkpoint"):
+        dcp.load({"epoch": dg.ones(1)}, checkpoint_id=folder)
+    with pytest.raises(ConfigError, match="give checkpoint_id="):
+        dcp.save({"w": dg.ones(1)})
+    data = folder / "__0_0.distcp"
+    data.write_bytes(data.read_bytes()[:-8])  # a truncated rank file
+    with pytest.raises(FileFormatError, match="__0_0.distcp"):
+        dcp.load({"w": dg.ones(3, 2)}, checkpoint_id=folder)
+    os.remove(folder / ".metadata")  # a save cut short: its index is written last
+    with pytest.raises(FileFormatError, match="no .metadata in it .* a save that did not finish"):
+        dcp.load({"w": dg.ones(3, 2)}, checkpoint_id=folder)
+    gap = {
+        "kind": "tensor",
+        "shape": [4],
+        "dtype": "float64",
+        "chunks": [{"rank": 0, "name": "w", "offset": 1, "numel": 3}],
+    }
+    dg.save({"version": 1, "world_size": 1, "entries": {"w": gap}}, folder / ".metadata")
+    with pytest.raises(FileFormatError, match=r"\.metadata entry 'w' is damaged .*leave a gap at element 0"):
+        dcp.load({"w": dg.ones(4)}, checkpoint_id=folder)
+
+
+def test_ranks_that_save_different_things_under_one_key_are_told_which():
+    one = {
+        "kind": "tensor",
+        "shape": [2],
+        "dtype": "float64",
+        "chunks": [{"rank": 0, "name": "w", "offset": 0, "numel": 2}],
+    }
+    other = dict(one, shape=[3], chunks=[])
+    with pytest.raises(
+        ConfigError, match=r"disagree on 'w': a tensor of shape \(2,\), float64 .* shape \(3,\), float64 on rank 1"
+    ):
+        merge([{"w": one}, {"w": other}], "dcp.save")
+    with pytest.raises(ShapeError, match="'w' overlap at element 0"):
+        merge([{"w": one}, {"w": one}], "dcp.save")
+
+
+# ---- FSDP on 2 real ranks ------------------------------------------------------------------------------------
+CONFIGS = [("FULL_SHARD", False), ("SHARD_GRAD_OP", True), ("NO_SHARD", False)]
+
+
+def _fsdp(strategy, orig, scale=1.0):
+    return FSDP(_model(scale), sharding_strategy=ShardingStrategy[strategy], use_orig_params=orig,
+                auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))  # fmt: skip
+
+
+def _on_each_rank(folder):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    me = slice(ROWS * rank, ROWS * (rank + 1))
+    out = {}
+    for strategy, orig in CONFIGS:
+        path = os.path.join(folder, strategy)
+        model = _fsdp(strategy, orig)
+        opt = dg.optim.Adam(model.parameters(), lr=0.01)
+        for step in range(STEPS):
+            _step(model, opt, step, world, me)
+        msd, osd = get_state_dict(model, opt)
+        kinds = sorted({type(v).__name__ for v in msd.values()})
+        held = sum(t.shape[0] for v in msd.values() if isinstance(v, ShardedTensor) for _, t in v.pieces)
+        dcp.save({"model": msd, "optim": osd, "step": STEPS}, checkpoint_id=path)
+        full, full_osd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+        again = _fsdp(strategy, orig, scale=3.0)
+        again_opt = dg.optim.Adam(again.parameters(), lr=0.5)
+        loaded_step = _resume(again, again_opt, path)
+        for m, o in ((model, opt), (again, again_opt)):
+            _step(m, o, STEPS, world, me)
+        after = [_numpy(get_state_dict(m, o, options=StateDictOptions(full_state_dict=True))[0]) for m, o in
+                 ((model, opt), (again, again_opt))]  # fmt: skip
+        out[strategy] = {"kinds": kinds, "held": held, "full": _numpy(full), "osd": full_osd, "step": loaded_step,
+                         "resumed": all(np.array_equal(after[0][k], after[1][k]) for k in after[0])}  # fmt: skip
+    # one process's checkpoint (the driver's, before the launch) into 2 ranks' FULL_SHARD
+    model = _fsdp("FULL_SHARD", False, scale=3.0)
+    opt = dg.optim.Adam(model.parameters(), lr=0.5)
+    out["from_one"] = _resume(model, opt, os.path.join(folder, "one"))
+    out["from_one_full"] = _numpy(get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))[0])
+    return out
+
+
+@pytest.mark.ray
+def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_world_sizes(ray_session, tmp_path):
+    plain = _model()
+    plain_opt = dg.optim.Adam(plain.parameters(), lr=0.01)
+    for step in range(STEPS):
+        _step(plain, plain_opt, step, 2)  # the 2 ranks' global batches, in one process
+    msd, osd = get_state_dict(plain, plain_opt)
+    dcp.save({"model": msd, "optim": osd, "step": 7}, checkpoint_id=tmp_path / "one")
+    ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, args=(str(tmp_path),), timeout_s=120)
+    whole = sum(p.numel() for p in plain.parameters())  # 40 8 | 56 7 | 21 3: units of 48, 63 and 24
+    for strategy, _ in CONFIGS:
+        r0, r1 = ranks[0][strategy], ranks[1][strategy]
+        assert sorted(os.listdir(tmp_path / strategy)) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+        if strategy == "NO_SHARD":  # whole on every rank: plain tensors, written once (by rank 0)
+            assert r0["kinds"] == ["Tensor"] and r0["held"] == 0
+        else:  # each rank its pieces, which together are the model once
+            assert r0["kinds"] == ["ShardedTensor"] and r0["held"] + r1["held"] == whole and r0["held"] < whole
+        assert r0["resumed"] and r1["resumed"] and r0["step"] == STEPS, strategy
+        # 2 ranks → one process: the plain model and its Adam from the FSDP checkpoint are FSDP's full dicts
+        model, opt = _model(scale=3.0), None
+        opt = dg.optim.Adam(model.parameters(), lr=0.5)
+        assert _resume(model, opt, tmp_path / strategy) == STEPS
+        got = _numpy(model.state_dict())
+        assert all(np.array_equal(got[k], r0["full"][k]) for k in got), strategy
+        _, got_osd = get_state_dict(model, opt)
+        for name, entry in r0["osd"]["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert np.array_equal(got_osd["state"][name][key], entry[key]), (strategy, name, key)
+        # and FSDP trained as the plain model did (the sharded path changes no arithmetic)
+        plain_state = _numpy(plain.state_dict())
+        for k in plain_state:
+            np.testing.assert_allclose(r0["full"][k], plain_state[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
+    # one process → 2 ranks: each rank loaded its pieces of the plain checkpoint
+    for r in ranks:
+        assert r["from_one"] == 7
+        assert all(np.array_equal(r["from_one_full"][k], v) for k, v in _numpy(plain.state_dict()).items())
