@@ -1,9 +1,10 @@
 """Distributed checkpoints (distributed/checkpoint/): `dcp.save` / `dcp.load` with the state dicts of
 `get_state_dict` — a plain model alone; FSDP on 2 real Ray ranks each writing only its own pieces, resumed
 bit for bit; and the same checkpoint moving between world sizes (2 ranks → one process, one process → 2
-ranks). Bad folders, files and dicts get errors that name them."""
+ranks, FSDP → DDP), and under Ray Train, whose report merges the ranks' folders. Bad folders, files and dicts get errors that name them."""
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import distgraph.distributed as dist
 import distgraph.distributed.checkpoint as dcp
 import distgraph.nn as nn
 import distgraph.nn.functional as F
+from distgraph.distributed import train
 from distgraph.distributed.checkpoint import ShardedTensor
 from distgraph.distributed.checkpoint.layout import merge
 from distgraph.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
@@ -183,6 +185,12 @@ def _on_each_rank(folder):
     opt = dg.optim.Adam(model.parameters(), lr=0.5)
     out["from_one"] = _resume(model, opt, os.path.join(folder, "one"))
     out["from_one_full"] = _numpy(get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))[0])
+    # FSDP's checkpoint into DDP (its names are the plain model's, `module.` left out)
+    ddp = dist.DistributedDataParallel(_model(scale=3.0))
+    ddp_opt = dg.optim.Adam(ddp.parameters(), lr=0.5)
+    out["ddp_keys"] = sorted(get_state_dict(ddp, ddp_opt)[0])
+    out["ddp_step"] = _resume(ddp, ddp_opt, os.path.join(folder, "FULL_SHARD"))
+    out["ddp"] = _numpy(ddp.module.state_dict())
     return out
 
 
@@ -222,3 +230,43 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
     for r in ranks:
         assert r["from_one"] == 7
         assert all(np.array_equal(r["from_one_full"][k], v) for k, v in _numpy(plain.state_dict()).items())
+        assert r["ddp_keys"] == sorted(plain.state_dict()) and r["ddp_step"] == STEPS
+        assert all(np.array_equal(r["ddp"][k], v) for k, v in ranks[0]["FULL_SHARD"]["full"].items())
+
+
+def _ray_train_loop(config):
+    """Ray Train's pattern for sharded models: every rank saves its part into a folder of its own and reports it."""
+    ctx = train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    model = train.prepare_model(_model(scale=3.0), parallel_strategy="fsdp",
+                                parallel_strategy_kwargs={"auto_wrap_policy": ModuleWrapPolicy({nn.Linear})})  # fmt: skip
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    start = 0
+    if train.get_checkpoint() is not None:
+        with train.get_checkpoint().as_directory() as d:
+            start = _resume(model, opt, d)
+    for step in range(start, start + config["steps"]):
+        _step(model, opt, step, world, slice(ROWS * rank, ROWS * (rank + 1)))
+        with tempfile.TemporaryDirectory() as d:
+            msd, osd = get_state_dict(model, opt)
+            dcp.save({"model": msd, "optim": osd, "step": step + 1}, checkpoint_id=d)
+            train.report({"step": step + 1}, checkpoint=train.Checkpoint.from_directory(d))
+    return _numpy(get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))[0])
+
+
+@pytest.mark.ray
+def test_ray_train_merges_the_ranks_sharded_checkpoint_folders_and_resumes_from_them(ray_session, tmp_path):
+    scaling = train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})
+    run = train.RunConfig(name="fsdp", storage_path=str(tmp_path))
+
+    def fit(steps, resume=None):
+        trainer = train.TorchTrainer(_ray_train_loop, train_loop_config={"steps": steps}, scaling_config=scaling,
+                                     run_config=run, resume_from_checkpoint=resume)  # fmt: skip
+        return trainer.fit()
+
+    straight, first = fit(STEPS + 1), fit(STEPS)
+    assert sorted(os.listdir(first.checkpoint.path)) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    resumed = fit(1, resume=first.checkpoint)
+    assert resumed.metrics["step"] == STEPS + 1
+    want, got = straight.return_value, resumed.return_value
+    assert all(np.array_equal(want[k], got[k]) for k in want)  # stopped and resumed = never stopped, bit for bit

@@ -22,7 +22,8 @@ outside one, or with `no_dist=True`, they run as rank 0 of 1. The folder is layo
 plus `.metadata`, each written by `dg.save` (no pickle: a checkpoint is data, never code) and renamed into
 place; `.metadata` comes last, after every rank's file, so a save cut short leaves no checkpoint that `load`
 would take. Files are read where `load` runs: ranks on other nodes need the folder on shared storage, as
-torch's FileSystemReader does.
+torch's FileSystemReader does — or, under Ray Train, each rank saves into a temporary folder of its own and
+reports it: `train.report` merges the ranks' folders into one checkpoint (rank 0's holds `.metadata`).
 """
 
 import os
@@ -91,8 +92,8 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, p
     rank, world = _world(no_dist)
     leaves, _ = flatten(state_dict, "dcp.save")
     arrays, entries = rank_chunks(leaves, rank)
+    os.makedirs(path, exist_ok=True)  # (each rank may name a folder of its own: Ray Train merges them)
     if rank == 0:
-        os.makedirs(path, exist_ok=True)
         if os.path.exists(os.path.join(path, METADATA)):  # (the old index goes first: a save cut short is none)
             os.remove(os.path.join(path, METADATA))
     if world > 1:
