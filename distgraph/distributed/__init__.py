@@ -12,7 +12,8 @@ torch's `reduce`, `reduce_scatter`, `reduce_scatter_tensor`, `all_to_all`, `all_
 (collectives.py); torch's differentiable collectives `nn.functional.all_reduce`, `all_gather`, `broadcast`,
 `reduce`, `gather`, `scatter`, `reduce_scatter`, `all_to_all`, `all_to_all_single` (nn/functional.py);
 Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (its `allreduce`, `broadcast`
-return new, differentiable tensors; `allreduce_`, `broadcast_` work in place); and `DistributedDataParallel`
+return new, differentiable tensors; `allreduce_`, `broadcast_` work in place; the `*_async` forms with
+`synchronize` / `poll`; `start_timeline` / `stop_timeline`, collective_trace.py); and `DistributedDataParallel`
 (ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
 `new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);

@@ -296,6 +296,13 @@ def alltoall(tensor, splits=None):
     """Horovod's: rows splits[d] of `tensor` (dim 0, in order) go to rank d → what every rank sent this one,
     concatenated in rank order (a new tensor); with `splits` given, also the rows taken from each rank (an
     int32 tensor). splits=None: dim 0 split evenly. The other dims and the dtype must match across ranks."""
+    result, received = alltoall_received(tensor, splits)
+    return result if splits is None else (result, received)
+
+
+def alltoall_received(tensor, splits=None):
+    """`alltoall` → (the result, the rows taken from each rank) whether or not splits are given (what
+    Horovod's alltoall_async hands over)."""
     a, world, what = tensor.array, _context["world"], "alltoall"
     if a.ndim == 0:
         raise ShapeError(f"{what}: a 0-d tensor has no dim 0 to split (reshape it to (1,))")
@@ -312,10 +319,7 @@ def alltoall(tensor, splits=None):
         problem = ShapeError(f"{what}: Sum of splits entries is greater than the first dimension of tensor ({sizes}, {a.shape[0]} rows)")  # fmt: skip
     parts = _cut(a, sizes) if problem is None else [None] * world
     got = _route(parts, [((None, *a.shape[1:]), str(a.dtype))] * world, what, a, problem)
-    result = Tensor(namespace(a).concatenate(got))
-    if splits is None:
-        return result
-    return result, Tensor(np.array([g.shape[0] for g in got], np.int32))
+    return Tensor(namespace(a).concatenate(got)), Tensor(np.array([g.shape[0] for g in got], np.int32))
 
 
 def _root_list_problem(what, root, tensors, name, role):

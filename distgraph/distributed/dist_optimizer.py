@@ -5,8 +5,9 @@ of Horovod's options)."""
 import contextlib
 import weakref
 
+from distgraph.distributed.collective_trace import span
 from distgraph.distributed.compression import Compression, Compressor
-from distgraph.distributed.loop import all_reduce
+from distgraph.distributed.loop import all_reduce, world_size
 from distgraph.errors import ConfigError
 
 
@@ -25,13 +26,17 @@ class DistributedOptimizer:
       through the discriminator and then zeroes the discriminator's gradients would fail).
 
     `named_parameters` is accepted for Horovod's signature (it names Horovod's tensors; nothing here needs
-    names). The all-reduce runs in `synchronize()`, one fused call per dtype, not from hooks during backward: the
-    same numbers as Horovod's, without the overlap. `synchronize()` then `with opt.skip_synchronize():
+    names), as are `num_groups` / `groups` (how Horovod groups gradients into fused calls: here all are one
+    call already), `sparse_as_dense` (no gradient is sparse here) and `process_set` (the global one: all the
+    launch's ranks). The all-reduce runs in `synchronize()`, one fused call per dtype, not from hooks during
+    backward: the same numbers as Horovod's, without the overlap (a running `hvd.start_timeline` shows it as
+    one event, "allreduce.gradients"). `synchronize()` then `with opt.skip_synchronize():
     opt.step()` lets a loop clip the averaged gradients in between, as with Horovod. Every rank must have
     gradients for the same parameters (as in Horovod); anything else is the wrapped optimizer's."""
 
     def __init__(self, optimizer, named_parameters=None, compression=None, backward_passes_per_step=1, op="mean",
-                 gradient_predivide_factor=1.0):  # fmt: skip
+                 gradient_predivide_factor=1.0, num_groups=0, groups=None, sparse_as_dense=False,
+                 process_set=None):  # fmt: skip
         compression = Compression.none if compression is None else compression
         if not (
             isinstance(compression, Compressor) or isinstance(compression, type) and issubclass(compression, Compressor)
@@ -50,6 +55,17 @@ class DistributedOptimizer:
             )
         if gradient_predivide_factor != 1.0 and op != "mean":
             raise ConfigError("DistributedOptimizer: gradient_predivide_factor not supported with op != Average")
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 0:
+            raise ConfigError(f"DistributedOptimizer: num_groups should be a non-negative integer, got {num_groups!r}")
+        if groups is not None and not (
+            isinstance(groups, list | tuple) and all(isinstance(g, list | tuple) for g in groups)
+        ):
+            raise ConfigError(f"DistributedOptimizer: groups should be a list of lists of parameters, got {groups!r}")
+        if process_set is not None and list(getattr(process_set, "ranks", ())) != list(range(world_size())):
+            raise ConfigError(
+                f"DistributedOptimizer: the process set is the launch's (None or hvd.global_process_set), got "
+                f"{process_set!r}; other process sets are not supported"
+            )
         self.optimizer, self._compression, self.op = optimizer, compression, op
         self.backward_passes_per_step, self.gradient_predivide_factor = k, float(gradient_predivide_factor)
         self._passes, self._should_synchronize = {}, True
@@ -82,7 +98,8 @@ class DistributedOptimizer:
         if pre != 1.0:
             for t in sent:
                 t.array *= t.array.dtype.type(pre)
-        all_reduce(sent, self.op)
+        with span("allreduce", "gradients", sent):
+            all_reduce(sent, self.op)
         for p, t, (_, ctx) in zip(params, sent, packed):
             if pre != 1.0:
                 t.array *= t.array.dtype.type(self.gradient_predivide_factor)

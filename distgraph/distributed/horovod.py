@@ -14,11 +14,29 @@ Here rather than at `dg.distributed`'s top level because two of Horovod's names 
 where Horovod's returns a new tensor (`root_rank=`). The rest is the same code as `dg.distributed`'s.
 `allreduce`, `allgather` and `broadcast` are differentiable, as Horovod's (nn/functional.py): every rank
 must run the backward, as every rank ran the forward.
+
+The async forms (`allreduce_async`, `allreduce_async_`, `grouped_allreduce_async(_)`, `allgather_async`,
+`grouped_allgather_async`, `broadcast_async(_)`, `reducescatter_async`, `grouped_reducescatter_async`,
+`alltoall_async`) return an int handle for `synchronize(handle)` (→ the output, as Horovod's) and
+`poll(handle)`. distgraph's collectives run when called, so the handle is of a collective that has already
+finished: `poll` is True at once and `synchronize` only hands the output over (what Horovod's overlap buys,
+backward running while the gradients travel, is not had this way; the numbers are the same). Each async
+form is its sync form's code, run without recording a graph (Horovod's async ops are not differentiable).
+`start_timeline` / `stop_timeline`: collective_trace.py. The build queries (`mpi_built`, `nccl_built`, ...)
+say what distgraph has, not what a Horovod build would. Not here: `join` (a joined rank would have to
+shadow collectives it cannot know the shapes of: `ddp.join()` / `algorithms.Join` cover uneven inputs),
+`sparse_allreduce_async` (no sparse tensors), `elastic` (the launch has a fixed set of ranks), process sets
+other than the global one (every collective runs over all the launch's ranks).
 """
+
+import inspect
+import itertools
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.distributed import collectives, loop
+from distgraph.backend import cuda_is_available, cupy_module
+from distgraph.distributed import collective_trace, collectives, loop
+from distgraph.distributed.collective_trace import start_timeline, stop_timeline, traced  # noqa: F401
 from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Horovod's names)
     OPS,
     Adasum,
@@ -34,32 +52,80 @@ from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Hor
 )
 from distgraph.distributed.compression import Compression
 from distgraph.distributed.dist_optimizer import DistributedOptimizer  # noqa: F401
-from distgraph.distributed.loop import barrier, broadcast_optimizer_state, rank, size  # noqa: F401
 from distgraph.distributed.loop import broadcast as _broadcast_in_place
+from distgraph.distributed.loop import broadcast_optimizer_state, rank, size  # noqa: F401
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
 from distgraph.distributed.nn import functional as differentiable
-from distgraph.distributed.process_group import is_initialized  # noqa: F401
+from distgraph.distributed.process_group import is_gloo_available, is_nccl_available
 from distgraph.errors import ConfigError
+from distgraph.errors import DistributedError as HorovodInternalError  # noqa: F401  (what a failed collective raises)
+from distgraph.nn import SyncBatchNorm  # noqa: F401  (Horovod's: statistics over all the ranks)
+
+_state = {"initialized": False}
+_handles = {}  # handle → the output of its (finished) collective, until synchronize takes it
+_handle_ids = itertools.count(1)
+
+
+class ProcessSet:
+    """Horovod's process set: here only the global one, all the launch's ranks."""
+
+    def rank(self):
+        return loop.rank()
+
+    def size(self):
+        return loop.world_size()
+
+    def included(self):
+        return True
+
+    @property
+    def ranks(self):
+        return list(range(loop.world_size()))
+
+    def __repr__(self):
+        return f"ProcessSet(global, ranks {self.ranks})"
+
+
+global_process_set = ProcessSet()
+
+
+def add_process_set(process_set):
+    raise ConfigError(
+        "add_process_set: process sets other than the global one are not supported (every collective runs over "
+        "all the launch's ranks)"
+    )
 
 
 def init(comm=None, process_sets=None):
-    """Nothing to do: `dg.distributed.launch` started the ranks and their group (one rank without it)."""
+    """Nothing to start: `dg.distributed.launch` started the ranks and their group (one rank without it).
+    Marks Horovod initialized (`is_initialized()`) and forgets the handles of a previous init, as Horovod's."""
     _one_set(comm, "init")
+    _handles.clear()
+    _state["initialized"] = True
 
 
 def shutdown():
-    """Nothing to do: the launch ends the group when the function returns."""
+    """Nothing to end (the launch ends the group when the function returns); a running timeline is written
+    first, as Horovod's shutdown flushes it."""
+    if collective_trace.recording():
+        stop_timeline()
+    _handles.clear()
+    _state["initialized"] = False
 
 
-def broadcast_parameters(params, root_rank=0, prefix=None):
-    """Rank root_rank's parameters on every rank, in place: a model's `state_dict()` (its tensors share the
-    model's memory), `named_parameters()`, a list of tensors, or a module (its buffers too)."""
-    if hasattr(params, "parameters"):
-        return _broadcast_parameters(params, root_rank)
-    items = params.values() if hasattr(params, "items") else params
-    return _broadcast_in_place([p[1] if isinstance(p, tuple) else p for p in items], root_rank)
+def is_initialized():
+    """Whether hvd.init() ran (and no shutdown() since), as Horovod's."""
+    return _state["initialized"]
 
 
+def barrier(process_set=None):
+    _one_set(process_set, "barrier")
+    with collective_trace.span("barrier", None, []):
+        loop.barrier()
+
+
+# ---- the collectives ---------------------------------------------------------------------------------------
+@traced
 def allreduce(tensor, average=None, name=None, compression=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
               process_set=None):  # fmt: skip
     """Every rank's tensor reduced → a new tensor (default op: Average), scaled by prescale_factor before and
@@ -68,8 +134,7 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
     _one_set(process_set, "allreduce")
     op = _op(average, op, "allreduce")
     if op not in OPS:
-        if prescale_factor != 1.0 or postscale_factor != 1.0:
-            raise ConfigError(f"allreduce: prescale and postscale factors are supported for Sum and Average, not {op}")  # fmt: skip
+        _scales_for(op, prescale_factor, postscale_factor, "allreduce")
         if tensor.requires_grad and grad_mode.state.grad_enabled:
             raise ConfigError(
                 f"allreduce: op={op} is not differentiable here (its gradient is not an all-reduce); detach the "
@@ -83,6 +148,7 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
     return reduced * postscale_factor if postscale_factor != 1.0 else reduced
 
 
+@traced
 def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0, process_set=None):
     """In place: the tensor's values become the reduction (not differentiable)."""
     options = dict(average=average, op=op, prescale_factor=prescale_factor, postscale_factor=postscale_factor)
@@ -90,6 +156,25 @@ def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0, po
     return tensor
 
 
+@traced
+def grouped_allreduce(tensors, average=None, name=None, compression=None, op=None, prescale_factor=1.0,
+                      postscale_factor=1.0, process_set=None):  # fmt: skip
+    """Each tensor of the list through `allreduce` → the new tensors (Horovod fuses them; here each is one call)."""
+    options = dict(average=average, compression=compression, op=op, prescale_factor=prescale_factor,
+                   postscale_factor=postscale_factor, process_set=process_set)  # fmt: skip
+    return [allreduce(t, **options) for t in tensors]
+
+
+@traced
+def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+                       process_set=None):  # fmt: skip
+    """In place: each tensor's values become its reduction → the tensors."""
+    options = dict(average=average, op=op, prescale_factor=prescale_factor, postscale_factor=postscale_factor,
+                   process_set=process_set)  # fmt: skip
+    return [allreduce_(t, **options) for t in tensors]
+
+
+@traced
 def broadcast(tensor, root_rank, name=None, process_set=None):
     """Rank root_rank's tensor → a new tensor on every rank (differentiable: root's input gets every rank's
     gradient, the others' none)."""
@@ -97,18 +182,26 @@ def broadcast(tensor, root_rank, name=None, process_set=None):
     return differentiable.broadcast(tensor, root_rank)
 
 
+@traced
 def broadcast_(tensor, root_rank, name=None, process_set=None):
     """In place: every rank's tensor becomes rank root_rank's."""
     _one_set(process_set, "broadcast_")
     return _broadcast_in_place(tensor, root_rank)
 
 
+@traced
 def allgather(tensor, name=None, process_set=None):
     """Every rank's tensor concatenated along dim 0 (first dims may differ) → a new tensor; differentiable,
     as Horovod's: the gradient of this rank's rows is the ranks' gradients of them averaged (Horovod
     averages; torch's nn.functional.all_gather sums)."""
     _one_set(process_set, "allgather")
     return differentiable.allgather_rows(tensor, average=True)
+
+
+@traced
+def grouped_allgather(tensors, name=None, process_set=None):
+    """Each tensor of the list through `allgather` → the new tensors."""
+    return [allgather(t, process_set=process_set) for t in tensors]
 
 
 def allgather_object(obj, name=None, process_set=None):
@@ -121,26 +214,149 @@ def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     return loop.broadcast_object(obj, root_rank)
 
 
-def grouped_allreduce(tensors, average=None, name=None, compression=None, op=None, prescale_factor=1.0,
-                      postscale_factor=1.0, process_set=None):  # fmt: skip
-    """Each tensor of the list through `allreduce` → the new tensors (Horovod fuses them; here each is one call)."""
-    options = dict(average=average, compression=compression, op=op, prescale_factor=prescale_factor,
-                   postscale_factor=postscale_factor, process_set=process_set)  # fmt: skip
-    return [allreduce(t, **options) for t in tensors]
+def broadcast_parameters(params, root_rank=0, prefix=None):
+    """Rank root_rank's parameters on every rank, in place: a model's `state_dict()` (its tensors share the
+    model's memory), `named_parameters()`, a list of tensors, or a module (its buffers too)."""
+    if hasattr(params, "parameters"):
+        return _broadcast_parameters(params, root_rank)
+    items = params.values() if hasattr(params, "items") else params
+    return _broadcast_in_place([p[1] if isinstance(p, tuple) else p for p in items], root_rank)
 
 
-def reducescatter(tensor, name=None, compression=None, op=Average, process_set=None):
+@traced
+def reducescatter(tensor, name=None, compression=None, op=Average, process_set=None, prescale_factor=1.0,
+                  postscale_factor=1.0):  # fmt: skip
+    """Every rank's tensor reduced, split along dim 0 → this rank's rows (collectives.reducescatter), scaled
+    and compressed as allreduce's (not differentiable)."""
     _one_set(process_set, "reducescatter")
+    _scales_for(op, prescale_factor, postscale_factor, "reducescatter")
     compression = compression or Compression.none
-    compressed, ctx = compression.compress(tensor)
-    return compression.decompress(collectives.reducescatter(compressed, op), ctx)
+    scaled = tensor * prescale_factor if prescale_factor != 1.0 else tensor
+    compressed, ctx = compression.compress(scaled)
+    out = compression.decompress(collectives.reducescatter(compressed, op), ctx)
+    return out * postscale_factor if postscale_factor != 1.0 else out
 
 
+@traced
+def grouped_reducescatter(tensors, name=None, compression=None, op=Average, process_set=None, prescale_factor=1.0,
+                          postscale_factor=1.0):  # fmt: skip
+    """Each tensor of the list through `reducescatter` → the new tensors."""
+    options = dict(compression=compression, op=op, process_set=process_set, prescale_factor=prescale_factor,
+                   postscale_factor=postscale_factor)  # fmt: skip
+    return [reducescatter(t, **options) for t in tensors]
+
+
+@traced
 def alltoall(tensor, splits=None, name=None, process_set=None):
+    """Rows splits[d] of `tensor` to rank d → what every rank sent this one (and, with splits given, the
+    rows taken from each rank): collectives.alltoall."""
     _one_set(process_set, "alltoall")
     return collectives.alltoall(tensor, splits)
 
 
+# ---- async: a handle to a finished collective (see the module's docstring) -----------------------------------
+def _started(output):
+    """A new handle to `output`, which synchronize(handle) hands over once."""
+    handle = next(_handle_ids)
+    _handles[handle] = output
+    return handle
+
+
+def _async(fn):
+    """Horovod's `NAME_async` form of the collective `fn`: its handle, the collective run without a graph."""
+
+    def run(*args, **kwargs):
+        with grad_mode.no_grad():
+            return _started(fn(*args, **kwargs))
+
+    run.__signature__ = inspect.signature(fn)
+    run.__name__ = run.__qualname__ = f"{fn.__name__.rstrip('_')}_async{'_' if fn.__name__.endswith('_') else ''}"
+    run.__doc__ = f"{fn.__name__} → a handle for synchronize() / poll() (the collective has finished)."
+    return run
+
+
+allreduce_async, allreduce_async_ = _async(allreduce), _async(allreduce_)
+grouped_allreduce_async, grouped_allreduce_async_ = _async(grouped_allreduce), _async(grouped_allreduce_)
+allgather_async, grouped_allgather_async = _async(allgather), _async(grouped_allgather)
+broadcast_async, broadcast_async_ = _async(broadcast), _async(broadcast_)
+reducescatter_async, grouped_reducescatter_async = _async(reducescatter), _async(grouped_reducescatter)
+
+
+def alltoall_async(tensor, splits=None, name=None, process_set=None):
+    """alltoall → a handle whose synchronize() gives (output, received_splits) whether or not splits were
+    given, as Horovod's."""
+    _one_set(process_set, "alltoall")
+    with grad_mode.no_grad(), collective_trace.span("alltoall", name, [tensor]):
+        return _started(collectives.alltoall_received(tensor, splits))
+
+
+def _known(handle, what):
+    if handle not in _handles:
+        raise ConfigError(f"{what}: Handle {handle} was not created or has been cleared.")
+
+
+def poll(handle):
+    """Whether the handle's collective has finished: True (it ran when called)."""
+    _known(handle, "poll")
+    return True
+
+
+def synchronize(handle):
+    """The output of the handle's collective (a tensor, a list for the grouped forms, (output, received_splits)
+    for alltoall); the handle is cleared. Horovod returns None for a handle it does not know; an unknown
+    or already synchronized handle raises here, as its `poll` does, instead of passing None on."""
+    _known(handle, "synchronize")
+    return _handles.pop(handle)
+
+
+# ---- what this build has (Horovod asks its compiled library; these say what distgraph can use) --------------
+def mpi_built():
+    return False  # no MPI anywhere in distgraph
+
+
+def mpi_enabled():
+    return False
+
+
+def mpi_threads_supported():
+    """Horovod raises this where MPI is not enabled, which is always here."""
+    raise ConfigError("mpi_threads_supported: Horovod MPI is not enabled; Please make sure it's installed and enabled.")
+
+
+def gloo_built():
+    """Whether Ray's collective library has gloo here (what a launch across nodes uses)."""
+    return is_gloo_available()
+
+
+def gloo_enabled():
+    """Whether this launch's ranks meet over gloo (across nodes on CPUs; shm on one node, NCCL on GPUs)."""
+    return loop._context.get("backend") == "gloo"
+
+
+def nccl_built():
+    """Whether NCCL (cupy's, through Ray's collective library) can run here: a CUDA GPU with cupy."""
+    return is_nccl_available()
+
+
+def cuda_built():
+    """distgraph has no build step: its CUDA is cupy's, so True where cupy runs on a CUDA GPU here."""
+    return cuda_is_available() and not cupy_module().cuda.runtime.is_hip
+
+
+def rocm_built():
+    """True where cupy is a ROCm build running on an AMD GPU here."""
+    return cuda_is_available() and bool(cupy_module().cuda.runtime.is_hip)
+
+
+def ddl_built():
+    return False  # IBM's DDL: not a distgraph transport
+
+
+def ccl_built():
+    return False  # Intel's oneCCL: not a distgraph transport
+
+
+# ---- Horovod's arguments -----------------------------------------------------------------------------------
 def _op(average, op, what):
     """Horovod's op from its deprecated `average` and `op` (default: Average)."""
     if op is not None and average is not None:
@@ -148,6 +364,11 @@ def _op(average, op, what):
     return op if op is not None else Sum if average is False else Average
 
 
+def _scales_for(op, prescale_factor, postscale_factor, what):
+    if op not in OPS and (prescale_factor != 1.0 or postscale_factor != 1.0):
+        raise ConfigError(f"{what}: prescale and postscale factors are supported for Sum and Average, not {op}")
+
+
 def _one_set(process_set, what):
-    if process_set is not None:
-        raise ConfigError(f"{what}: the process set is the launch's (None); other process sets are not supported")
+    if process_set is not None and process_set is not global_process_set:
+        raise ConfigError(f"{what}: the process set is the launch's (None or hvd.global_process_set); other process sets are not supported")  # fmt: skip

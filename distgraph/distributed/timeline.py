@@ -26,6 +26,19 @@ import time
 TIMING_KEYS = ("t_start", "t_install", "t_compute", "t_comm", "t_update", "t_publish", "t_end")
 
 
+def trace_event(name, cat, pid, start_s, dur_s, args):
+    """A Chrome-trace complete event ("X") on thread 0 of process `pid`: start and duration in seconds,
+    written in µs (the trace's unit)."""
+    us = lambda seconds: round(seconds * 1e6, 3)
+    return {"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": 0, "ts": us(start_s), "dur": us(dur_s),
+            "args": args}  # fmt: skip
+
+
+def process_name(pid, name):
+    """The metadata event that names process `pid` in the trace viewer (one process per rank)."""
+    return {"name": "process_name", "ph": "M", "pid": pid, "args": {"name": name}}
+
+
 class StepClock:
     """Wall-clock laps of one worker step: `lap("install")`, `lap("compute")`, ...; `stats()` → dict."""
 
@@ -110,10 +123,9 @@ class Timeline:
         step = self.median_step() if step is None else step
         ranks = split_step(self.steps[step])
         origin = min(r["start"] for r in ranks)
-        us = lambda seconds: round(seconds * 1e6, 3)
         events = []
         for rank, r in enumerate(ranks):
-            events.append({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": f"{label} worker {rank}"}})
+            events.append(process_name(rank, f"{label} worker {rank}"))
             t = r["start"] - origin
             for name, dur in (
                 ("install parameters", r["install"]),
@@ -124,10 +136,7 @@ class Timeline:
                 ("parameters: wait for peers' updates", r["publish"]),
             ):
                 if dur > 0:
-                    events.append({
-                        "name": name, "cat": "step", "ph": "X", "pid": rank, "tid": 0,
-                        "ts": us(t), "dur": us(dur), "args": {"step": step, "rank": rank},
-                    })  # fmt: skip
+                    events.append(trace_event(name, "step", rank, t, dur, {"step": step, "rank": rank}))
                 t += dur
         return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"step": step, "workers": len(ranks)}}
 
@@ -175,18 +184,14 @@ class AsyncTimeline:
         if not self.records:
             return {"traceEvents": [], "displayTimeUnit": "ms"}
         origin = min(r["t_claim"] for r in self.records)
-        us = lambda seconds: round(seconds * 1e6, 3)
-        events = []
-        for rank in sorted({int(r["rank"]) for r in self.records}):
-            events.append({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": f"{label} worker {rank}"}})
+        events = [
+            process_name(rank, f"{label} worker {rank}") for rank in sorted({int(r["rank"]) for r in self.records})
+        ]
         for r in self.records:
             rank, args = int(r["rank"]), {"step": r["step"], "base": int(r["base"]), "version": int(r["version"])}
             for name, a, b in (
                 (f"step {r['step']} on version {int(r['base'])}", r["t_claim"], r["t_computed"]),
                 (f"push → version {int(r['version'])}", r["t_computed"], r["t_pushed"]),
             ):
-                events.append({
-                    "name": name, "cat": "async", "ph": "X", "pid": rank, "tid": 0,
-                    "ts": us(a - origin), "dur": us(b - a), "args": args,
-                })  # fmt: skip
+                events.append(trace_event(name, "async", rank, a - origin, b - a, args))
         return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"steps": len(self.records)}}

@@ -1,0 +1,297 @@
+"""The rest of Horovod's torch API in `distgraph.distributed.horovod`: the async forms with their handles
+(`synchronize`, `poll`), the timeline (`start_timeline` / `stop_timeline`: rank 0 writes every rank's
+collectives), `is_initialized`, the build queries, the global process set; alone (rank 0 of 1) and on 2
+real Ray ranks, against numpy."""
+
+import inspect
+import json
+import os
+
+import numpy as np
+import pytest
+from ray.util import collective
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.distributed.horovod as hvd
+from distgraph.backend import cuda_is_available
+from distgraph.distributed import collective_trace
+from distgraph.errors import ConfigError, DistributedError
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    """Every test starts and ends with Horovod shut down and no timeline recording (module state)."""
+    hvd.shutdown()
+    yield
+    collective_trace._state["trace"] = None
+    hvd.shutdown()
+
+
+# ---- alone: rank 0 of 1 -------------------------------------------------------------------------------------
+def test_each_async_form_hands_its_collectives_output_over_once():
+    x = dg.tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    y = dg.tensor(np.array([[7.0, 8.0]]))
+    handles = {
+        "allreduce": hvd.allreduce_async(x, name="x", op=hvd.Sum, postscale_factor=3.0),
+        "grouped": hvd.grouped_allreduce_async([x, y], average=True),
+        "allgather": hvd.allgather_async(x),
+        "grouped allgather": hvd.grouped_allgather_async([x, y]),
+        "broadcast": hvd.broadcast_async(x, root_rank=0),
+        "reducescatter": hvd.reducescatter_async(x, op=hvd.Sum, prescale_factor=2.0),
+        "grouped reducescatter": hvd.grouped_reducescatter_async([x, y]),
+        "alltoall": hvd.alltoall_async(x),
+        "alltoall splits": hvd.alltoall_async(x, splits=[3]),
+    }
+    assert list(handles.values()) == sorted(set(handles.values())) and all(type(h) is int for h in handles.values())
+    assert all(hvd.poll(h) is True for h in handles.values())  # finished when returned
+    got = {k: hvd.synchronize(h) for k, h in handles.items()}
+    a, b = x.detach().numpy(), y.numpy()
+    np.testing.assert_array_equal(got["allreduce"].numpy(), a * 3)
+    assert [t.tolist() for t in got["grouped"]] == [a.tolist(), b.tolist()]
+    np.testing.assert_array_equal(got["allgather"].numpy(), a)
+    assert [t.tolist() for t in got["grouped allgather"]] == [a.tolist(), b.tolist()]
+    np.testing.assert_array_equal(got["broadcast"].numpy(), a)
+    np.testing.assert_array_equal(got["reducescatter"].numpy(), a * 2)
+    assert [t.tolist() for t in got["grouped reducescatter"]] == [a.tolist(), b.tolist()]
+    for key in ("alltoall", "alltoall splits"):  # (output, received splits) with or without splits, as Horovod's
+        out, received = got[key]
+        np.testing.assert_array_equal(out.numpy(), a)
+        assert received.tolist() == [3] and received.dtype == dg.int32
+    # Horovod's async ops record no graph: the outputs of a tensor that requires grad are plain tensors
+    assert not got["allreduce"].requires_grad and got["allreduce"].grad_fn is None
+    # a handle is handed over once
+    for h in handles.values():
+        with pytest.raises(ConfigError, match=rf"synchronize: Handle {h} was not created or has been cleared\."):
+            hvd.synchronize(h)
+        with pytest.raises(ValueError, match=rf"poll: Handle {h} was not created or has been cleared\."):
+            hvd.poll(h)
+    with pytest.raises(ConfigError, match="synchronize: Handle 10000 was not created"):
+        hvd.synchronize(10000)
+
+
+def test_in_place_async_forms_reduce_into_the_tensor_and_hand_it_back():
+    t = dg.tensor(np.array([1.0, 2.0]))
+    pair = [dg.tensor(np.array([3.0])), dg.tensor(np.array([4.0, 5.0]))]
+    h1, h2 = hvd.allreduce_async_(t, op=hvd.Sum, prescale_factor=4.0), hvd.grouped_allreduce_async_(pair)
+    h3 = hvd.broadcast_async_(dg.tensor(np.array([6.0])), root_rank=0)
+    assert hvd.synchronize(h1) is t and t.tolist() == [4.0, 8.0]
+    out = hvd.synchronize(h2)
+    assert out[0] is pair[0] and out[1] is pair[1] and [p.tolist() for p in pair] == [[3.0], [4.0, 5.0]]
+    assert hvd.synchronize(h3).tolist() == [6.0]
+    for name, fn in (("allreduce_async_", hvd.allreduce_async_), ("grouped_allreduce_async_", hvd.grouped_allreduce_async_)):  # fmt: skip
+        assert fn.__name__ == name and "process_set" in str(inspect.signature(fn))
+
+
+def test_async_forms_check_their_arguments_as_the_sync_ones():
+    x = dg.tensor(np.arange(4.0))
+    with pytest.raises(ConfigError, match="allreduce: prescale and postscale factors are supported for Sum and Average, not max"):  # fmt: skip
+        hvd.allreduce_async(x, op=hvd.Max, prescale_factor=2.0)
+    with pytest.raises(ConfigError, match="reducescatter: prescale and postscale factors are supported"):
+        hvd.reducescatter_async(x, op=hvd.Min, postscale_factor=2.0)
+    with pytest.raises(ConfigError, match="The op parameter supersedes average"):
+        hvd.allreduce_async_(x, average=True, op=hvd.Sum)
+    for fn in (hvd.allreduce_async, hvd.allgather_async, hvd.alltoall_async, hvd.reducescatter_async):
+        with pytest.raises(ConfigError, match="the process set is the launch's"):
+            fn(x, process_set=object())
+    with pytest.raises(ConfigError, match="the process set is the launch's"):
+        hvd.broadcast_async(x, 0, process_set=object())
+    # Horovod's default set, named, is the launch's; max is not differentiable, but async records no graph
+    got = hvd.synchronize(hvd.allreduce_async(dg.tensor(np.arange(4.0), requires_grad=True), op=hvd.Max))
+    assert got.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert hvd.synchronize(hvd.allgather_async(x, process_set=hvd.global_process_set)).tolist() == x.tolist()
+    hvd.barrier(process_set=hvd.global_process_set)
+    assert hvd.global_process_set.ranks == [0] and hvd.global_process_set.size() == 1
+    with pytest.raises(ConfigError, match="add_process_set: process sets other than the global one"):
+        hvd.add_process_set([0])
+
+
+def test_init_marks_horovod_initialized_until_shutdown_and_forgets_old_handles():
+    assert hvd.is_initialized() is False
+    hvd.init()
+    assert hvd.is_initialized() is True
+    h = hvd.allreduce_async(dg.ones(2))
+    hvd.init()  # Horovod's init starts a new table of handles
+    with pytest.raises(ConfigError, match=f"Handle {h} was not created or has been cleared"):
+        hvd.synchronize(h)
+    hvd.shutdown()
+    assert hvd.is_initialized() is False
+
+
+def test_build_queries_say_what_distgraph_has_here():
+    assert hvd.mpi_built() is False and hvd.mpi_enabled() is False
+    assert hvd.ddl_built() is False and hvd.ccl_built() is False
+    with pytest.raises(ValueError, match="Horovod MPI is not enabled; Please make sure it's installed and enabled."):
+        hvd.mpi_threads_supported()
+    assert hvd.gloo_built() is collective.gloo_available()
+    assert hvd.gloo_enabled() is False  # outside a launch: no group at all
+    assert hvd.nccl_built() is cuda_is_available()
+    assert hvd.cuda_built() or hvd.rocm_built() or not cuda_is_available()
+    assert not (hvd.cuda_built() and hvd.rocm_built())
+    assert hvd.HorovodInternalError is DistributedError and hvd.SyncBatchNorm is dg.nn.SyncBatchNorm
+
+
+def test_distributed_optimizer_takes_horovods_grouping_keywords():
+    p = dg.zeros(2, requires_grad=True)
+    opt = hvd.DistributedOptimizer(
+        dg.optim.SGD([p], lr=1.0), num_groups=2, groups=[[p]], sparse_as_dense=True, process_set=hvd.global_process_set
+    )
+    p.grad = dg.tensor(np.array([1.0, -1.0], np.float32))
+    opt.step()
+    assert p.tolist() == [-1.0, 1.0]
+    for kwargs, words in (
+        ({"num_groups": -1}, "num_groups should be a non-negative integer, got -1"),
+        ({"groups": [p]}, "groups should be a list of lists of parameters"),
+        ({"process_set": object()}, "the process set is the launch's"),
+    ):
+        with pytest.raises(ConfigError, match=f"DistributedOptimizer: {words}"):
+            hvd.DistributedOptimizer(dg.optim.SGD([p], lr=1.0), **kwargs)
+
+
+def test_chrome_trace_has_a_process_per_rank_and_an_event_per_collective():
+    events = [
+        [{"name": "allreduce.loss", "op": "allreduce", "bytes": 8, "start": 100.5, "end": 100.5005}],
+        [
+            {"name": "allreduce.loss", "op": "allreduce", "bytes": 8, "start": 100.25, "end": 100.5005},
+            {"name": "broadcast.noname.1", "op": "broadcast", "bytes": 16, "start": 101.0, "end": 101.002},
+        ],
+    ]
+    assert collective_trace.chrome_trace(events) == {
+        "traceEvents": [
+            {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "hvd rank 0"}},
+            {"name": "allreduce.loss", "cat": "allreduce", "ph": "X", "pid": 0, "tid": 0, "ts": 250000.0,
+             "dur": 500.0, "args": {"op": "allreduce", "bytes": 8, "rank": 0}},
+            {"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "hvd rank 1"}},
+            {"name": "allreduce.loss", "cat": "allreduce", "ph": "X", "pid": 1, "tid": 0, "ts": 0.0,
+             "dur": 250500.0, "args": {"op": "allreduce", "bytes": 8, "rank": 1}},
+            {"name": "broadcast.noname.1", "cat": "broadcast", "ph": "X", "pid": 1, "tid": 0, "ts": 750000.0,
+             "dur": 2000.0, "args": {"op": "broadcast", "bytes": 16, "rank": 1}},
+        ],
+        "displayTimeUnit": "ms",
+        "otherData": {"ranks": 2, "collectives": 3},
+    }  # fmt: skip
+    assert collective_trace.chrome_trace([[]])["traceEvents"] == [
+        {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "hvd rank 0"}}
+    ]
+
+
+def _names(path):
+    with open(path, encoding="utf-8") as f:
+        trace = json.load(f)
+    return [(e["name"], e["args"]["bytes"]) for e in trace["traceEvents"] if e["ph"] == "X"]
+
+
+def test_timeline_has_one_event_per_collective_between_start_and_stop(tmp_path):
+    path = tmp_path / "timeline.json"
+    x = dg.tensor(np.zeros(3, np.float32))  # 12 bytes
+    hvd.allreduce(x, name="before")  # not recorded
+    hvd.start_timeline(str(path), mark_cycles=True)
+    with pytest.raises(ConfigError, match="start_timeline: a timeline is already recording"):
+        hvd.start_timeline(str(tmp_path / "other.json"))
+    hvd.allreduce_(x, name="loss")  # through allreduce: one event
+    hvd.grouped_allreduce([x, x])  # through allreduce twice: one event, both tensors' bytes
+    hvd.synchronize(hvd.allreduce_async(x))
+    hvd.synchronize(hvd.alltoall_async(x, name="a2a"))
+    hvd.broadcast_(x, 0, name="w")
+    hvd.barrier()
+    p = dg.zeros(5, requires_grad=True)  # 20 bytes of float32 gradient
+    opt = hvd.DistributedOptimizer(dg.optim.SGD([p], lr=0.1))
+    p.grad = dg.ones(5)
+    opt.step()
+    with pytest.raises(ValueError):
+        hvd.allreduce(x, op="nonsense")  # a collective that fails is no event
+    assert not path.exists()  # written at stop
+    hvd.stop_timeline()
+    hvd.allreduce(x, name="after")  # not recorded
+    assert _names(path) == [
+        ("allreduce.loss", 12), ("grouped_allreduce.noname.1", 24), ("allreduce.noname.2", 12),
+        ("alltoall.a2a", 12), ("broadcast.w", 12), ("barrier.noname.3", 0), ("allreduce.gradients", 20),
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"stop_timeline: no timeline is recording; call start_timeline\(file_path\)"):
+        hvd.stop_timeline()
+
+
+def test_shutdown_writes_a_running_timeline(tmp_path):
+    hvd.init()
+    hvd.start_timeline(str(tmp_path / "t.json"))
+    hvd.allreduce(dg.ones(2), name="x")
+    hvd.shutdown()
+    assert _names(tmp_path / "t.json") == [("allreduce.x", 8)]
+    assert not collective_trace.recording()
+
+
+# ---- 2 ranks -------------------------------------------------------------------------------------------------
+def _on_each_rank(folder):
+    r, out = hvd.rank(), {}
+    hvd.init()
+    out["initialized"], out["gloo enabled"] = hvd.is_initialized(), hvd.gloo_enabled()
+    hvd.start_timeline(os.path.join(folder, f"rank{r}.json"))  # rank 0's path is the file, as Horovod's
+    mine = dg.tensor(np.array([1.0, 2.0]) * (r + 1))  # rank 0: [1, 2], rank 1: [2, 4]
+    rows = dg.tensor(np.arange(2.0 + r).reshape(-1, 1) + 10 * r)  # rank 0: 2 rows, rank 1: 3 rows
+    handles = {
+        "avg": hvd.allreduce_async(mine, name="avg"),
+        "grouped": hvd.grouped_allreduce_async([mine, mine * 2], op=hvd.Sum),
+        "gather": hvd.allgather_async(rows),
+        "grouped gather": hvd.grouped_allgather_async([rows, mine.reshape(2, 1)]),
+        "bcast": hvd.broadcast_async(mine, root_rank=1),
+        "rs": hvd.reducescatter_async(dg.tensor(np.arange(4.0) * (r + 1)), op=hvd.Sum),
+        "grouped rs": hvd.grouped_reducescatter_async([dg.tensor(np.arange(2.0) + r)], op=hvd.Sum),
+        "a2a": hvd.alltoall_async(dg.tensor(np.array([1.0, 2.0, 3.0]) + 10 * r), splits=[1, 2] if r == 0 else [2, 1]),
+    }  # fmt: skip
+    out["polled"] = [hvd.poll(h) for h in handles.values()]
+    got = {k: hvd.synchronize(h) for k, h in handles.items()}
+    out.update({k: v.numpy() for k, v in got.items() if isinstance(v, dg.Tensor)})
+    out["grouped"] = [t.numpy() for t in got["grouped"]]
+    out["grouped gather"] = [t.numpy() for t in got["grouped gather"]]
+    out["grouped rs"] = [t.numpy() for t in got["grouped rs"]]
+    out["a2a"] = [t.numpy() for t in got["a2a"]]
+    in_place = dg.tensor(np.array([3.0]) * (r + 1))
+    assert hvd.synchronize(hvd.allreduce_async_(in_place, op=hvd.Sum)) is in_place
+    out["in place"] = in_place.numpy()
+    root = dg.tensor(np.array([5.0 + r]))
+    hvd.synchronize(hvd.broadcast_async_(root, root_rank=0))
+    out["in place bcast"] = root.numpy()
+    with pytest.raises(ConfigError, match="synchronize: Handle .* was not created or has been cleared"):
+        hvd.synchronize(handles["avg"])
+    hvd.barrier()
+    hvd.stop_timeline()
+    return out
+
+
+@pytest.mark.ray
+def test_async_forms_and_the_timeline_on_two_ranks(ray_session, tmp_path):
+    ranks = dist.launch(_on_each_rank, workers=2, args=(str(tmp_path),), cpus_per_worker=0.5, timeout_s=60)
+    for r, got in enumerate(ranks):
+        assert got["initialized"] is True and got["gloo enabled"] is False  # one node: shared memory
+        assert got["polled"] == [True] * 8
+        np.testing.assert_array_equal(got["avg"], [1.5, 3.0])
+        np.testing.assert_array_equal(got["grouped"][0], [3.0, 6.0])
+        np.testing.assert_array_equal(got["grouped"][1], [6.0, 12.0])
+        np.testing.assert_array_equal(got["gather"], [[0.0], [1.0], [10.0], [11.0], [12.0]])
+        np.testing.assert_array_equal(got["grouped gather"][0], got["gather"])
+        np.testing.assert_array_equal(got["grouped gather"][1], [[1.0], [2.0], [2.0], [4.0]])
+        np.testing.assert_array_equal(got["bcast"], [2.0, 4.0])
+        np.testing.assert_array_equal(got["rs"], (np.arange(4.0) * 3)[2 * r : 2 * r + 2])
+        np.testing.assert_array_equal(got["grouped rs"][0], [1.0, 3.0][r : r + 1])
+        np.testing.assert_array_equal(got["in place"], [9.0])
+        np.testing.assert_array_equal(got["in place bcast"], [5.0])
+    # alltoall: rank 0 sends [1] to itself and [2, 3] to rank 1; rank 1 sends [11, 12] to rank 0 and [13] to itself
+    np.testing.assert_array_equal(ranks[0]["a2a"][0], [1.0, 11.0, 12.0])
+    np.testing.assert_array_equal(ranks[0]["a2a"][1], [1, 2])
+    np.testing.assert_array_equal(ranks[1]["a2a"][0], [2.0, 3.0, 13.0])
+    np.testing.assert_array_equal(ranks[1]["a2a"][1], [2, 1])
+    # Horovod's convention: rank 0 writes one file holding both ranks' collectives
+    assert sorted(os.listdir(tmp_path)) == ["rank0.json"]
+    with open(tmp_path / "rank0.json", encoding="utf-8") as f:
+        trace = json.load(f)
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    names = ["allreduce.avg", "grouped_allreduce.noname.1", "allgather.noname.2", "grouped_allgather.noname.3",
+             "broadcast.noname.4", "reducescatter.noname.5", "grouped_reducescatter.noname.6", "alltoall.noname.7",
+             "allreduce.noname.8", "broadcast.noname.9", "barrier.noname.10"]  # fmt: skip
+    for r in (0, 1):
+        assert [e["name"] for e in spans if e["pid"] == r] == names
+    by_rank = {r: {e["name"]: e["args"]["bytes"] for e in spans if e["pid"] == r} for r in (0, 1)}
+    assert by_rank[0]["allgather.noname.2"] == 16 and by_rank[1]["allgather.noname.2"] == 24  # each its own rows
+    assert by_rank[0]["grouped_allreduce.noname.1"] == 32 and by_rank[0]["barrier.noname.10"] == 0
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+    assert trace["otherData"] == {"ranks": 2, "collectives": 2 * len(names)}
