@@ -1,0 +1,261 @@
+"""`distgraph bench checkpoint`: saving and loading an FSDP model with its Adam state, sharded and whole,
+against PyTorch's, on Ray workers.
+
+What is measured, for each system on `--workers` ranks (an MLP, a unit per Linear, FULL_SHARD, after one
+Adam step so that the optimizer has its state): the seconds from a barrier to a barrier of
+
+- `distgraph-dcp`: `get_state_dict` + `dcp.save` (every rank writes its own pieces), and `get_state_dict` +
+  `dcp.load` + `set_state_dict`;
+- `distgraph-full`: FULL_STATE_DICT, every rank gathers the whole and rank 0 `dg.save`s it as one file;
+  every rank `dg.load`s it and loads it (torch's usual full-checkpoint idiom; not rank0_only with
+  offload_to_cpu, which torch 2.13's FSDP fails on CPU tensors with: "setStorage: ... storage of size 0");
+- `torch-dcp`, `torch-full`: the same two with PyTorch FSDP over gloo, torch.distributed.checkpoint's
+  FileSystemWriter and torch.save / torch.load.
+
+Each load first zeroes the model's parameters, and the bench checks afterwards that they are back (a load
+that restored nothing is refused, not timed). The systems' rounds alternate `--repeat` times; each figure
+is the median. Files go to `--dir` (a temporary folder by default): both DCPs and dg.save fsync each file,
+torch.save does not, so `torch-full`'s save may end before its bytes reach the disk.
+"""
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import click
+
+from distgraph.bench._util import CommaList, json_out_option, machine, table, write_json
+from distgraph.bench.fsdp import TorchFSDPRank
+
+LR = 1e-3
+
+
+def _timed(fn, barrier):
+    barrier()
+    start = time.perf_counter()
+    fn()
+    barrier()
+    return time.perf_counter() - start
+
+
+def _folder_bytes(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def _distgraph_round(sizes, folder):
+    """One rank of both distgraph systems → {system: (save s, load s, restored)} and the files' bytes."""
+    import numpy as np
+
+    import distgraph as dg
+    import distgraph.distributed.checkpoint as dcp
+    import distgraph.nn as nn
+    import distgraph.nn.functional as F
+    from distgraph.bench.scaling import _mlp
+    from distgraph.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from distgraph.distributed.fsdp import (
+        FSDP,
+        FullOptimStateDictConfig,
+        FullStateDictConfig,
+        ModuleWrapPolicy,
+        StateDictType,
+    )
+
+    dist = dg.distributed
+    model = FSDP(_mlp(sizes, seed=0), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    opt = dg.optim.Adam(model.parameters(), lr=LR)
+    rng = np.random.default_rng(dist.rank())
+    F.cross_entropy(
+        model(dg.tensor(rng.standard_normal((8, sizes[0])).astype("float32"))), dg.tensor(np.zeros(8, np.int64))
+    ).backward()
+    opt.step()
+    kept = [p.array.copy() for p in model.parameters()]
+
+    def zeroed():
+        for p in model.parameters():
+            p.array[...] = 0
+
+    def restored():
+        return all(np.array_equal(p.array, k) for p, k in zip(model.parameters(), kept))
+
+    sharded, whole = os.path.join(folder, "distgraph-dcp"), os.path.join(folder, "distgraph-full.dg")
+    out = {}
+
+    def dcp_save():
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=sharded)
+
+    def dcp_load():
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=sharded)
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+    save_s = _timed(dcp_save, dist.barrier)
+    zeroed()
+    out["distgraph-dcp"] = (save_s, _timed(dcp_load, dist.barrier), restored())
+    configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
+
+    def full_save():
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, *configs):
+            state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, opt)}
+        if dist.rank() == 0:
+            dg.save(state, whole)
+
+    def full_load():
+        state = dg.load(whole)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
+
+    save_s = _timed(full_save, dist.barrier)
+    zeroed()
+    out["distgraph-full"] = (save_s, _timed(full_load, dist.barrier), restored())
+    return out, {"distgraph-dcp": _folder_bytes(sharded), "distgraph-full": _folder_bytes(whole)}
+
+
+class TorchCheckpointRank(TorchFSDPRank):
+    """A rank of PyTorch FSDP (bench fsdp's) that saves and loads itself both ways."""
+
+    def __init__(self, rank, world, port, sizes, seed):
+        super().__init__(rank, world, port, sizes, seed)
+        self.features = sizes[0]
+
+    def round(self, folder):
+        import torch.distributed.checkpoint as tdcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
+
+        torch, model, opt, barrier = self.torch, self.model, self.opt, self.dist.barrier
+        torch.manual_seed(self.rank)  # one step: Adam's state
+        x = torch.randn(8, self.features)
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+        opt.step()
+        kept = [p.detach().clone() for p in model.parameters()]
+
+        def zeroed():
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+
+        def restored():
+            return all(torch.equal(p.detach(), k) for p, k in zip(model.parameters(), kept))
+
+        sharded, whole = os.path.join(folder, "torch-dcp"), os.path.join(folder, "torch-full.pt")
+        out = {}
+
+        def dcp_save():
+            msd, osd = get_state_dict(model, opt)
+            tdcp.save({"model": msd, "optim": osd}, checkpoint_id=sharded)
+
+        def dcp_load():
+            msd, osd = get_state_dict(model, opt)
+            state = {"model": msd, "optim": osd}
+            tdcp.load(state, checkpoint_id=sharded)
+            set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+        FSDP = type(model)
+        configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
+
+        def full_save():
+            with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, *configs):
+                state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, opt)}
+            if self.rank == 0:
+                torch.save(state, whole)
+
+        def full_load():
+            state = torch.load(whole, weights_only=True)
+            with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT):
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
+
+        save_s = _timed(full_save, barrier)
+        zeroed()
+        out["torch-full"] = (save_s, _timed(full_load, barrier), restored())
+        save_s = _timed(dcp_save, barrier)
+        zeroed()
+        out["torch-dcp"] = (save_s, _timed(dcp_load, barrier), restored())
+        return out, {"torch-dcp": _folder_bytes(sharded), "torch-full": _folder_bytes(whole)}
+
+
+def _torch_round(workers, sizes, folder, bind_to):
+    """PyTorch's ranks for one round (made anew each round: Ray's CPUs go to distgraph's launch between)."""
+    from distgraph.bench.scaling import _free_port
+    from distgraph.distributed import runtime
+
+    port = _free_port()
+    ranks = runtime.spawn(TorchCheckpointRank, [(r, workers, port, sizes, 0) for r in range(workers)], num_cpus=1)
+    try:
+        if bind_to == "core":
+            runtime.bind_actors(ranks)
+        return runtime.gather([a.round.remote(folder) for a in ranks])
+    finally:
+        runtime.gather([a.close.remote() for a in ranks])
+        runtime.kill(ranks)
+
+
+def run_checkpoint(workers, sizes, repeat, folder, bind_to="core", echo=print):
+    """{system: [(save s, load s) of the slowest rank] per round}, {system: bytes on disk}."""
+    import distgraph as dg
+
+    runs, sizes_on_disk = {}, {}
+    for r in range(repeat):
+        for per_rank in (
+            dg.distributed.launch(_distgraph_round, workers=workers, args=(sizes, folder), bind_to=bind_to),
+            _torch_round(workers, sizes, folder, bind_to),
+        ):
+            for system in per_rank[0][0]:
+                if not all(out[system][2] for out, _ in per_rank):
+                    raise click.ClickException(f"bench checkpoint: {system}'s load did not restore the parameters")
+                runs.setdefault(system, []).append(tuple(max(out[system][i] for out, _ in per_rank) for i in (0, 1)))
+            sizes_on_disk.update(per_rank[0][1])
+        echo(f"  round {r + 1}/{repeat}: " + ", ".join(f"{s} {v[-1][0]:.3f}/{v[-1][1]:.3f}s" for s, v in runs.items()))
+    return runs, sizes_on_disk
+
+
+def report(runs, sizes_on_disk):
+    median = {s: tuple(statistics.median(r[i] for r in rs) for i in (0, 1)) for s, rs in runs.items()}
+    peer = median["torch-dcp"]
+    return [
+        {"system": s, "save_s": median[s][0], "load_s": median[s][1], "bytes": sizes_on_disk[s],
+         "save_vs_torch_dcp": peer[0] / median[s][0], "load_vs_torch_dcp": peer[1] / median[s][1], "runs": runs[s]}
+        for s in runs
+    ]  # fmt: skip
+
+
+@click.command("checkpoint")
+@click.option("--workers", type=click.IntRange(2), default=2, show_default=True, help="ranks")
+@click.option("--sizes", type=CommaList(), default="256,2048,2048,10", show_default=True, help="MLP layer sizes")
+@click.option("--repeat", type=click.IntRange(1), default=5, show_default=True, help="rounds per system (median)")
+@click.option("--dir", "folder", default=None, help="where the checkpoints go (default: a temporary folder)")
+@click.option("--bind-to", type=click.Choice(["core", "none"]), default="core", show_default=True)
+@json_out_option("checkpoint")
+def command(workers, sizes, repeat, folder, bind_to, json_out):
+    """FSDP checkpoints, sharded (dcp) and whole, vs PyTorch's: seconds to save and load, bytes on disk."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise click.ClickException("bench checkpoint compares with PyTorch: pip install 'distgraph[bench]'") from None
+    from distgraph.distributed import runtime
+
+    runtime.init(None, num_cpus=workers)
+    own = folder is None
+    folder = tempfile.mkdtemp(prefix="distgraph-bench-checkpoint-") if own else folder
+    click.echo(f"checkpoint · FSDP MLP {'-'.join(map(str, sizes))} + Adam · {workers} ranks · {folder} · {machine()}")
+    try:
+        points = report(*run_checkpoint(workers, tuple(sizes), repeat, folder, bind_to, click.echo))
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
+    rows = [
+        [p["system"], f"{p['save_s']:.3f}", f"{p['load_s']:.3f}", f"{p['bytes'] / 2**20:.1f}",
+         f"{p['bytes'] / p['save_s'] / 1e9:.2f}", f"{p['save_vs_torch_dcp']:.2f}x", f"{p['load_vs_torch_dcp']:.2f}x"]
+        for p in points
+    ]  # fmt: skip
+    headers = ["system", "save s", "load s", "MiB on disk", "save GB/s", "save ÷torch-dcp", "load ÷torch-dcp"]
+    click.echo(table(headers, rows))
+    click.echo("÷torch-dcp: torch-dcp's seconds ÷ the system's (above 1: faster); barrier to barrier, slowest rank")
+    config = {"workers": workers, "sizes": sizes, "repeat": repeat, "bind_to": bind_to}
+    write_json(json_out, {"machine": machine(), "config": config, "points": points}, click.echo)
