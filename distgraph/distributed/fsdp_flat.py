@@ -8,12 +8,13 @@ registry (so `parameters()` yields only the flat shards) and hold no memory at r
 of its piece of the block (`pieces`, empty where none of it is here), and after a reduce its `.grad` is its
 piece of the reduced block (`_given`), set aside (`_stash`) while a later backward accumulates a full one.
 
-- `unshard()`: every rank's shard gathered into a new full array; each parameter becomes a view of it.
+- `unshard()`: every rank's shard (cast to `param_dtype` under mixed precision, fsdp_mixed.py) gathered into
+  a new full array; each parameter becomes a view of it.
 - `reshard()`: the parameters are given empty arrays again; the full array goes once nothing else holds
   it (an op's saved view of a weight keeps it until that backward ran — numpy arrays cannot give their
   memory back under a view, as torch's storages can).
 - `reduce_grads()`: the parameters' full gradients, flattened and padded the same way, are averaged over
-  the ranks and rank r adds its block to `flat.grad`.
+  the ranks (in `reduce_dtype`) and rank r adds its block to `flat.grad` (in the shard's dtype).
 
 Both are the launch communicator's `all_gather` and `reduce_scatter` (allreduce.py): on one node the two
 halves of the shared-memory all-reduce, each moving half its bytes; through gloo/NCCL an all-reduce of

@@ -11,7 +11,9 @@ of its forward's arguments to `param_dtype` (`cast_root_forward_inputs`), any un
 `cast_forward_inputs`. `summon_full_params` gathers the full-precision values. With an `auto_wrap_policy`,
 modules of `_module_classes_to_ignore` (batch norms) become units of their own without mixed precision.
 
-numpy and cupy have float16 but no bfloat16, so the dtypes are float16, float32 or float64.
+numpy and cupy have float16 but no bfloat16, so the dtypes are float16, float32 or float64. One difference from
+torch: a reduced gradient still in `flat.grad` when a no_sync backward comes (no zero_grad between) joins no_sync's
+unreduced gradient (fsdp_flat.keep_grads) in `param_dtype`, where torch keeps it aside in full precision.
 """
 
 import dataclasses
