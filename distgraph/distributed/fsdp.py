@@ -326,9 +326,7 @@ class FullyShardedDataParallel(Module):
             return out
         for key, entry in self._entries:
             t = resolve(entry)
-            array = full.get(id(t), t.array)  # (a buffer cast to buffer_dtype: in its original dtype, as torch's)
-            original = (self._root_unit._buffer_dtypes or {}).get((id(entry[0]), entry[1]), array.dtype)
-            value = Tensor(array.astype(original), device=t.device)
+            value = Tensor(fsdp_mixed.saved(self, entry, full.get(id(t), t.array)), device=t.device)
             out[prefix + key] = value.cpu() if config.offload_to_cpu else value
         return out
 

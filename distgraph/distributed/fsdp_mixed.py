@@ -123,6 +123,13 @@ def _cast_buffers(root):
     return original
 
 
+def saved(unit, entry, array):
+    """A copy of a state entry's array as the state dicts give it: a buffer cast to `buffer_dtype` back in its
+    original dtype (torch's full and sharded state dicts)."""
+    module, name, _ = entry
+    return array.astype((unit._root_unit._buffer_dtypes or {}).get((id(module), name), array.dtype))
+
+
 def cast_tensors(x, dtype):
     """Floating-point tensors in `x` (tuples, lists, dicts, dataclasses, as torch's) cast to `dtype`
     (differentiably); the rest as they are."""

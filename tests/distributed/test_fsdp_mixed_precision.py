@@ -22,7 +22,7 @@ import distgraph.distributed as dist
 import distgraph.nn as nn
 import distgraph.nn.functional as F
 from distgraph.distributed import loop
-from distgraph.distributed.fsdp import FSDP, MixedPrecision, ModuleWrapPolicy, ShardingStrategy
+from distgraph.distributed.fsdp import FSDP, MixedPrecision, ModuleWrapPolicy, ShardingStrategy, StateDictType
 from distgraph.errors import ConfigError
 from distgraph.nn.utils.clip_grad import clip_grads_with_norm_, get_total_norm
 
@@ -241,6 +241,9 @@ def test_alone_buffers_are_cast_at_the_first_forward_and_saved_in_full_precision
     assert model.module[0]._mixed_precision.param_dtype is dg.float16
     model.load_state_dict(state)  # (into float16 buffers, float32 shards)
     assert scaled.scale.dtype is dg.float16 and model.state_dict()["0.scale"].dtype is dg.float32
+    with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):  # (torch's: full precision there too)
+        sharded = model.state_dict()
+    assert sharded["0.scale"].dtype is dg.float32 and sharded["0.linear.weight"].dtype is dg.float32
 
 
 def test_alone_forward_inputs_are_cast_by_the_root_and_where_cast_forward_inputs_says_as_torchs():
