@@ -6,13 +6,15 @@ gradients in float16, as no_sync's unsharded gradient does); the ranks' gradient
 — (g0 + g1) / 2, the order the communicator sums in (torch's pre-divides each by 2 first: the same value, halving
 being exact in float16 short of subnormals) — and cast to float32 for the step. FSDP runs the same ops on the
 same arrays, so it must equal the recipe bit for bit (tolerance 0), through FULL_SHARD, SHARD_GRAD_OP, NO_SHARD,
-use_orig_params, no_sync, clip_grad_norm_ and the state dicts. Against torch's own FSDP MixedPrecision (gloo, one
-rank, in this process) the tolerance is float16's: numpy's and torch's float16 kernels may round a result to
-neighbouring float16 values (2**-11 relative), and the backward compounds a few such roundings — gradients seen to
-differ by 1.6e-3 of their largest are asked to agree to 5e-3 of it; an SGD step of lr 0.1 makes that 1e-4 (seen:
-2.4e-5) in the parameters. (Computing in float32, or casting back nothing, fails it on the dtypes.)"""
+use_orig_params, no_sync, clip_grad_norm_ and the state dicts. Against torch's own FSDP MixedPrecision (gloo: one
+rank in this process, and FULL_SHARD on the 2 ranks; one SGD step) the tolerance is float16's: numpy's and
+torch's float16 kernels may round a result to neighbouring float16 values (2**-11 relative), and the backward
+compounds a few such roundings — gradients seen to differ by 1.6e-3 of their largest are asked to agree to 5e-3
+of it; an SGD step of lr 0.1 makes that 1e-4 in the parameters (seen: 2.5e-5). (Computing in float32, or casting
+back nothing, fails it on the dtypes.)"""
 
 import contextlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -165,18 +167,33 @@ def test_alone_mixed_precision_trains_as_torchs_float16_recipe_bit_for_bit():
     assert not np.array_equal(full["state"]["0.weight"], plain.state_dict()["0.weight"].numpy())
 
 
-def _two_ranks():
-    """Every configuration in one launch."""
+def _two_ranks(with_torch):
+    """Every configuration in one launch, then (torch being there) one step beside torch's FSDP."""
     runs = [*((s, o, F16) for s, o in RUNS), ("FULL_SHARD", False, MixedPrecision(dg.float16, reduce_dtype=dg.float32))]
-    return [_fsdp_run(strategy, orig, mp) for strategy, orig, mp in runs]
+    out = [_fsdp_run(strategy, orig, mp) for strategy, orig, mp in runs]
+    if not with_torch:
+        return out, None
+    port = loop.broadcast_object(_free_port() if dist.get_rank() == 0 else None, 0)
+    return out, _one_step_beside_torch(f"tcp://127.0.0.1:{port}")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.ray
 def test_mixed_precision_on_two_ranks_trains_as_torchs_float16_recipe_bit_for_bit(ray_session):
     plain, plain_opt, norm = _recipe(2)
     plain32, plain32_opt, norm32 = _recipe(2, reduce_dtype=np.float32)
-    ranks = dist.launch(_two_ranks, workers=2, cpus_per_worker=0.5, timeout_s=120)
-    for r in ranks:
+    with_torch = importlib.util.find_spec("torch") is not None
+    ranks = dist.launch(_two_ranks, workers=2, cpus_per_worker=0.5, args=(with_torch,), timeout_s=180)
+    for r, beside_torch in ranks:
+        if with_torch:  # torch's FULL_SHARD reduce-scatters in float16 through gloo (its orig params' pieces are
+            _assert_as_torchs(beside_torch, with_grads=False)  # cut with alignment padding: the states compared)
         for (strategy, orig), got in zip(RUNS, r):
             _assert_as_recipe(got, plain, plain_opt, norm, f"{strategy} orig={orig}")
             # while training, the gathers and the gradients' reduces (NO_SHARD: all-reduces) move float16 only
@@ -323,11 +340,11 @@ def test_alone_gradients_accumulate_over_synced_backwards_in_full_precision_as_t
         np.testing.assert_array_equal(got, want, err_msg=f"{strategy} orig={orig}")
 
 
-def test_alone_one_step_matches_torchs_fsdp_mixed_precision(tmp_path):
-    """torch's FSDP (gloo, a world of one, in this process) and distgraph's, the same float32 weights and
-    MixedPrecision(float16 params and buffers), use_orig_params: one SGD step. The output, the parameters'
-    gradients and the state dict after the step agree in dtype, and in value to float16's rounding (module doc)."""
-    torch = pytest.importorskip("torch")
+def _one_step_beside_torch(init_method):
+    """torch's FSDP and distgraph's on this rank (torch's over gloo, its group met at `init_method`), the same
+    float32 weights, MixedPrecision(float16 params and buffers), use_orig_params, a unit per _Scaled: one SGD
+    step on this rank's rows → the outputs, the gradients (names as the plain model's), the full state dicts."""
+    import torch
     import torch.distributed as tdist
     from torch.distributed.fsdp import FullyShardedDataParallel as TorchFSDP
     from torch.distributed.fsdp import MixedPrecision as TorchMixedPrecision
@@ -344,18 +361,21 @@ def test_alone_one_step_matches_torchs_fsdp_mixed_precision(tmp_path):
             self.calls.add_(1)
             return self.linear(x) * self.scale
 
+    rank, world = dist.get_rank(), dist.get_world_size()
     mine = nn.Sequential(_Scaled(5, 8), nn.Tanh(), _Scaled(8, 3))
     theirs = torch.nn.Sequential(TorchScaled(5, 8), torch.nn.Tanh(), TorchScaled(8, 3))
     theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in mine.state_dict().items()})
-    x, y = _batch(0, ROWS)
-    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    x, y = _batch(0, ROWS * world)
+    x, y = x[ROWS * rank : ROWS * (rank + 1)], y[ROWS * rank : ROWS * (rank + 1)]
+    tdist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         theirs = TorchFSDP(theirs, auto_wrap_policy=TorchModuleWrapPolicy({TorchScaled}), device_id=torch.device("cpu"),
                            use_orig_params=True, mixed_precision=TorchMixedPrecision(torch.float16, buffer_dtype=torch.float16))  # fmt: skip
         out_theirs = theirs(torch.from_numpy(x.numpy()))
         torch.nn.functional.cross_entropy(out_theirs, torch.from_numpy(y.numpy())).backward()
         grads_theirs = {
-            n.replace("_fsdp_wrapped_module.", ""): p.grad.numpy().copy() for n, p in theirs.named_parameters()
+            n.replace("_fsdp_wrapped_module.", ""): None if p.grad is None else p.grad.numpy().copy()
+            for n, p in theirs.named_parameters()
         }
         torch.optim.SGD(theirs.parameters(), lr=0.1).step()
         state_theirs = {k: v.numpy() for k, v in theirs.state_dict().items()}
@@ -365,17 +385,31 @@ def test_alone_one_step_matches_torchs_fsdp_mixed_precision(tmp_path):
                  mixed_precision=MixedPrecision(dg.float16, buffer_dtype=dg.float16))  # fmt: skip
     out = model(x)
     F.cross_entropy(out, y).backward()
-    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    grads = {
+        n: None if p.grad is None else p.grad.numpy().copy() for n, p in model.named_parameters()
+    }  # (on 2 ranks: pieces)
     dg.optim.SGD(model.parameters(), lr=0.1).step()
     state = {k: v.numpy() for k, v in model.state_dict().items()}
+    return {"out": (out.detach().numpy(), out_theirs.detach().numpy()), "grads": (grads, grads_theirs),
+            "state": (state, state_theirs)}  # fmt: skip
 
-    assert out.dtype is dg.float16 and out_theirs.dtype == torch.float16
-    np.testing.assert_allclose(out.detach().numpy(), out_theirs.detach().numpy(), rtol=2e-3, atol=2e-3)
-    assert list(grads) == list(grads_theirs)
-    for n, g in grads_theirs.items():
-        assert grads[n].dtype == g.dtype == np.float32, n
-        np.testing.assert_allclose(grads[n].reshape(g.shape), g, rtol=0, atol=5e-3 * np.abs(g).max(), err_msg=n)
+
+def _assert_as_torchs(got, with_grads=True):
+    (out, out_theirs), (grads, grads_theirs), (state, state_theirs) = got["out"], got["grads"], got["state"]
+    assert out.dtype == out_theirs.dtype == np.float16
+    np.testing.assert_allclose(out, out_theirs, rtol=2e-3, atol=2e-3)
+    if with_grads:  # (alone: whole; on 2 ranks each rank's pieces, cut alike only where torch's and ours agree)
+        assert list(grads) == list(grads_theirs)
+        for n, g in grads_theirs.items():
+            assert grads[n].dtype == g.dtype == np.float32, n
+            np.testing.assert_allclose(grads[n].reshape(g.shape), g, rtol=0, atol=5e-3 * np.abs(g).max(), err_msg=n)
     assert sorted(state) == sorted(state_theirs)
     for k, v in state_theirs.items():
         assert state[k].dtype == v.dtype, k  # full precision (the buffers too), the counter an int64
         np.testing.assert_allclose(state[k], v, rtol=0, atol=1e-4, err_msg=k)
+
+
+def test_alone_one_step_matches_torchs_fsdp_mixed_precision(tmp_path):
+    """(module doc: the tolerances.) Computing in float32, or casting back nothing, fails it on the dtypes."""
+    pytest.importorskip("torch")
+    _assert_as_torchs(_one_step_beside_torch(f"file://{tmp_path / 'rendezvous'}"))
