@@ -27,7 +27,11 @@ the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`,
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
 GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: HYBRID
-strategies, `mixed_precision`, parameter offload, ignored modules, `param_init_fn`.
+strategies, parameter offload, ignored modules, `param_init_fn`.
+
+`mixed_precision=MixedPrecision(param_dtype=dg.float16, ...)` (torch's, fsdp_mixed.py): shards and optimizer in
+full precision, gathers (low-precision bytes), forward and backward in `param_dtype`, gradients reduced in
+`reduce_dtype` and kept in full precision; state dicts and summon_full_params give full-precision values.
 """
 
 import contextlib
@@ -42,8 +46,9 @@ from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
-from distgraph.distributed import loop
+from distgraph.distributed import fsdp_mixed, loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
+from distgraph.distributed.fsdp_mixed import MixedPrecision  # noqa: F401 - torch's name, importable from here
 from distgraph.distributed.fsdp_sharded import load_sharded_state_dict, sharded_state_dict
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
     ModuleWrapPolicy,
@@ -138,7 +143,6 @@ class FullyShardedDataParallel(Module):
         strategy = sharding_strategy or ShardingStrategy.FULL_SHARD
         refused = {
             "sharding_strategy": strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2),
-            "mixed_precision": mixed_precision is not None,
             "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
             "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
             "param_init_fn": param_init_fn is not None, "device_mesh": device_mesh is not None,
@@ -147,12 +151,14 @@ class FullyShardedDataParallel(Module):
             if is_refused:
                 raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
+        self._mixed_precision, self._buffer_dtypes = fsdp_mixed.resolve(mixed_precision), None
         self._settings = StateDictSettings()
         self._entries = state_entries(module)  # names as the plain model's, before any unit is made
         if auto_wrap_policy is not None:
             kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states,
-                      "use_orig_params": use_orig_params}  # fmt: skip
-            wrap_children(module, auto_wrap_policy, lambda child: FullyShardedDataParallel(child, **kwargs))
+                      "use_orig_params": use_orig_params, "mixed_precision": mixed_precision}  # fmt: skip
+            policy, kwargs_of = fsdp_mixed.wrapping(auto_wrap_policy, mixed_precision, kwargs)
+            wrap_children(module, policy, lambda child: FullyShardedDataParallel(child, **kwargs_of(child)))
         self._fsdp_wrapped_module = module
         owners = own_parameters(module)
         _refuse_shared_with_units_below(module, owners)
@@ -160,7 +166,8 @@ class FullyShardedDataParallel(Module):
             _broadcast_from_rank_0(module, [p for _, _, p in owners])
         self._handle = None
         if owners:
-            self._handle = FlatParamHandle(owners, strategy is not ShardingStrategy.NO_SHARD, use_orig_params)
+            self._handle = FlatParamHandle(owners, strategy is not ShardingStrategy.NO_SHARD, use_orig_params,
+                                           **fsdp_mixed.handle_dtypes(self._mixed_precision))  # fmt: skip
             if not use_orig_params:  # (else the module's own parameters are the ones registered)
                 self._flat_param = self._handle.flat
             for p in (p for p in self._handle.params if p.requires_grad):
@@ -189,6 +196,7 @@ class FullyShardedDataParallel(Module):
 
     # ---- forward and backward --------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
+        args, kwargs = fsdp_mixed.pre_forward(self, args, kwargs)
         handle = self._handle
         if handle is not None:
             # gathered by a forward whose backward has not come (a logged loss): the optimizer may have stepped
@@ -265,8 +273,8 @@ class FullyShardedDataParallel(Module):
             raise ConfigError("summon_full_params: with_grads=True is not supported")
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
         gathered = [u for u in units if not u._handle.unsharded]
-        for u in units:  # (one gathered by a forward whose backward is to come: anew, a step may have come since)
-            u._handle.unshard(fresh=True)
+        for u in units:  # (one gathered by a forward whose backward is to come: anew, a step may have come since;
+            u._handle.unshard(fresh=True, full_precision=True)  # its backward gathers in param_dtype again)
         try:
             yield
         finally:
@@ -318,7 +326,7 @@ class FullyShardedDataParallel(Module):
             return out
         for key, entry in self._entries:
             t = resolve(entry)
-            value = Tensor(full.get(id(t), t.array).copy(), device=t.device)
+            value = Tensor(fsdp_mixed.saved(self, entry, full.get(id(t), t.array)), device=t.device)
             out[prefix + key] = value.cpu() if config.offload_to_cpu else value
         return out
 

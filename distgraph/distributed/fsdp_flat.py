@@ -8,12 +8,13 @@ registry (so `parameters()` yields only the flat shards) and hold no memory at r
 of its piece of the block (`pieces`, empty where none of it is here), and after a reduce its `.grad` is its
 piece of the reduced block (`_given`), set aside (`_stash`) while a later backward accumulates a full one.
 
-- `unshard()`: every rank's shard gathered into a new full array; each parameter becomes a view of it.
+- `unshard()`: every rank's shard (cast to `param_dtype` under mixed precision, fsdp_mixed.py) gathered into
+  a new full array; each parameter becomes a view of it.
 - `reshard()`: the parameters are given empty arrays again; the full array goes once nothing else holds
   it (an op's saved view of a weight keeps it until that backward ran — numpy arrays cannot give their
   memory back under a view, as torch's storages can).
 - `reduce_grads()`: the parameters' full gradients, flattened and padded the same way, are averaged over
-  the ranks and rank r adds its block to `flat.grad`.
+  the ranks (in `reduce_dtype`) and rank r adds its block to `flat.grad` (in the shard's dtype).
 
 Both are the launch communicator's `all_gather` and `reduce_scatter` (allreduce.py): on one node the two
 halves of the shared-memory all-reduce, each moving half its bytes; through gloo/NCCL an all-reduce of
@@ -33,9 +34,11 @@ from distgraph.nn.parameter import Parameter
 
 
 class FlatParamHandle:
-    def __init__(self, owners, sharded, orig_params=False):
+    def __init__(self, owners, sharded, orig_params=False, param_dtype=None, reduce_dtype=None,
+                 keep_low_precision_grads=False):  # fmt: skip
         """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once.
-        `orig_params` (torch's use_orig_params=True): see the module doc."""
+        `orig_params` (torch's use_orig_params=True): see the module doc. The dtypes (numpy's; None: the
+        parameters' own) and `keep_low_precision_grads`: torch's MixedPrecision, see fsdp_mixed.py."""
         self.owners, self.orig = owners, orig_params
         self.params = list({id(p): p for _, _, p in owners}.values())  # a tied parameter once
         self.shapes = [tuple(p.shape) for p in self.params]
@@ -53,6 +56,10 @@ class FlatParamHandle:
                 f"FullyShardedDataParallel: one unit's parameters must share a dtype to be flattened, got {sorted(dtypes)}"
                 " (wrap the parts of other dtypes in units of their own)"
             )
+        floating = self.dtype.kind == "f"  # (torch casts floating-point parameters only)
+        self.param_dtype = np.dtype(param_dtype or self.dtype) if floating else self.dtype  # forward, backward
+        self.reduce_dtype = np.dtype(reduce_dtype or param_dtype or self.dtype) if floating else self.dtype
+        self.grad_dtype = self.param_dtype if keep_low_precision_grads else self.dtype  # flat.grad's
         requires_grad = {p.requires_grad for p in self.params}
         if len(requires_grad) > 1 and not orig_params:  # (torch's words: one flat array trained or frozen whole)
             raise ConfigError(
@@ -151,11 +158,13 @@ class FlatParamHandle:
                 )
         return dest
 
-    def unshard(self, fresh=False):
-        """Every parameter a view of the gathered full array (gathered only if it is not already, or anew
-        when `fresh`: the shard may have been stepped since)."""
-        if self.full is None or fresh:
-            self.full = self.gather(self.flat.array)
+    def unshard(self, fresh=False, full_precision=False):
+        """Every parameter a view of the gathered full array, in `param_dtype` (the shard cast before the
+        gather) or with `full_precision` in the shard's — gathered only if it is not already so, or anew
+        when `fresh`: the shard may have been stepped since."""
+        dtype = self.dtype if full_precision else self.param_dtype
+        if self.full is None or fresh or self.full.dtype != dtype:
+            self.full = self.gather(self.flat.array.astype(dtype, copy=False))
         for p, view in zip(self.params, self.split(self.full)):
             p.data = view
 
@@ -245,20 +254,24 @@ class FlatParamHandle:
                 p._grad = Tensor(g.reshape(p.grad.shape), device=p.grad.device)
 
     def reduce_grads(self):
-        """The parameters' gradients (and what no_sync kept), averaged over the ranks, added to this rank's
-        block in `flat.grad`."""
-        full = self._take_grads()
+        """The parameters' gradients (and what no_sync kept), averaged over the ranks in `reduce_dtype`, added
+        to this rank's block in `flat.grad` in the shard's dtype (then cast to `grad_dtype`: torch accumulates
+        in full precision whatever it keeps)."""
+        full = self._take_grads().astype(self.reduce_dtype, copy=False)
         if self.world > 1:
             mine = loop.communicator().reduce_scatter(full, "mean", tag="fsdp")
         else:  # NO_SHARD (or alone): the whole gradient, averaged
             mine = loop.communicator().allreduce(full, "mean", tag="fsdp") if self.ranks > 1 else full
+        mine = mine.astype(self.dtype, copy=False)
         if self.orig:
             return self._give_pieces(mine)
+        grad = self.flat.grad
         with no_grad():
-            if self.flat.grad is None:
-                self.flat.grad = Tensor(mine.copy(), device=self.flat.device)
-            else:
-                self.flat.grad.array[...] += mine
+            if grad is not None and grad.array.dtype == self.grad_dtype == self.dtype:
+                grad.array[...] += mine
+            else:  # (past the setter's dtype check with keep_low_precision_grads, as torch's)
+                total = mine.copy() if grad is None else mine + grad.array
+                self.flat._grad = Tensor(total.astype(self.grad_dtype, copy=False), device=self.flat.device)
 
     def _give_pieces(self, mine):
         """Orig params: each parameter's `.grad` ← its piece of the reduced block (plus the piece set aside)."""
@@ -268,4 +281,4 @@ class FlatParamHandle:
             piece = mine[lo:hi].copy()
             if i in self._stash:
                 piece += self._stash.pop(i).array
-            p._grad = self._given[i] = Tensor(piece, device=self.flat.device)
+            p._grad = self._given[i] = Tensor(piece.astype(self.grad_dtype, copy=False), device=self.flat.device)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
+from distgraph.distributed import fsdp_mixed
 from distgraph.distributed.fsdp_wrap import resolve
 from distgraph.nn.module import StateDictError, _IncompatibleKeys, key_errors
 
@@ -36,7 +37,7 @@ def sharded_state_dict(model, out=None, prefix="", offload=False):
         t = resolve(entry)
         value = values.get(id(t))
         if value is None:  # a buffer
-            value = Tensor(t.array.copy(), device=t.device)
+            value = Tensor(fsdp_mixed.saved(model, entry, t.array), device=t.device)
         if offload and isinstance(value, Tensor):
             value = Tensor(to_device(value.array, "cpu"))
         out[prefix + key] = value
