@@ -81,13 +81,13 @@ def _along(input, dim, op):
     return d, (input.shape[d] if input.ndim else 1), (input if input.ndim else reshape(input, (1,)))
 
 
-def _put_along(op, input, dim, index, source, accumulate, negative=False):
-    """input with source written (or added) at `index` along `dim`: one recorded index_put."""
+def _put_along(op, input, dim, index, source, accumulate, negative=False, layout="contiguous"):
+    """input with source written (or added) at `index` along `dim`: one recorded index_put (`layout`: its)."""
     d, n, x = _along(input, dim, op)
     idx = _check_index(op, index, n, d, negative)
     _check_source(op, input, d, idx.size, source)
     src = source if input.ndim else reshape(source, (1,))
-    out = _index_put(x, src, basic=None, adv=(slice(None),) * d + (idx,), accumulate=accumulate)
+    out = _index_put(x, src, basic=None, adv=(slice(None),) * d + (idx,), accumulate=accumulate, layout=layout)
     return out if input.ndim else reshape(out, ())
 
 
@@ -129,7 +129,8 @@ def _index_fill(input, dim, index, value):
     xp = input.device.xp
     unique = Tensor(xp.unique(idx).astype(np.int64), device=input.device)
     shape = tuple(unique.array.size if i == d else s for i, s in enumerate(input.shape))
-    return _put_along("index_fill", input, dim, unique, fill.expand(shape), accumulate=False)
+    # torch fills a clone of input (its layout kept); index_add and index_copy write a row-major result
+    return _put_along("index_fill", input, dim, unique, fill.expand(shape), accumulate=False, layout="preserve")
 
 
 # ---- scatter_reduce / index_reduce ---------------------------------------------------------------------------
@@ -377,7 +378,8 @@ def _scatter_into(op, input, src, basic):
     _check_differentiable(op, input, src)
     if src.array.dtype != input.array.dtype:
         src = ew.cast(src, input.array.dtype)
-    return _index_put(input, src, basic=basic, adv=None, accumulate=False)
+    # torch writes into clone_preserve_strides(input): a sliced input's gaps kept (autograd/memory_format.py)
+    return _index_put(input, src, basic=basic, adv=None, accumulate=False, layout="strides")
 
 
 def slice_scatter(input, src, dim=0, start=None, end=None, step=1):

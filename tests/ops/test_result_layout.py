@@ -62,27 +62,7 @@ SKIP = {
     *("item", "new_empty", "new_empty_strided", "bernoulli", "multinomial", "cuda", "cpu", "to", "type"),
     *("half", "bfloat16"),
 }
-# the transposed self's layout torch keeps (TensorIterator follows its first operand where operands
-# disagree; numpy's order K then gives a row-major result), or a sort/scatter written into empty_like(self)
-_FIRST_OPERAND = "torch's result follows a transposed self against a row-major other; numpy's ufunc gives row-major"
-_EMPTY_LIKE = "torch writes into empty_like(self) (a transposed self's layout); distgraph's result is row-major"
-KNOWN = {
-    **{
-        (n, "transposed"): _FIRST_OPERAND
-        for n in (
-            *("addcdiv", "addcmul", "addr", "atan2", "arctan2", "fmax", "fmin", "heaviside", "hypot", "igamma"),
-            *("igammac",),
-            *("isclose", "ldexp", "lerp", "logaddexp", "logaddexp2", "logical_and", "logical_or"),
-            *("logical_xor", "maximum", "minimum", "nextafter"),
-        )
-    },
-    **{
-        (n, "transposed"): _EMPTY_LIKE
-        for n in ("sort", "argsort", "msort", "index_fill", "select_scatter", "slice_scatter")
-    },
-    ("select_scatter", "sliced"): "torch's result keeps the sliced self's non-dense strides (8, 2)",
-    ("slice_scatter", "sliced"): "torch's result keeps the sliced self's non-dense strides (8, 2)",
-}
+KNOWN = {}  # (method, layout) -> why distgraph's result is laid out unlike torch's (xfailed)
 
 
 def _layouts(m):
