@@ -14,8 +14,6 @@ answer as torch's do. One permutation rule serves three kinds of result:
 Each is a no-op (no copy, one flag read) on row-major operands, the common case.
 """
 
-import numpy as np
-
 
 def dim_order(shape, arrays):
     """The dims of `shape`, slowest first, as TensorIterator lays out a result of `arrays` (broadcast to
@@ -23,66 +21,66 @@ def dim_order(shape, arrays):
     broadcast dim (stride 0) tells nothing, equal strides put the longer dim outside, and a pair no array
     orders keeps row-major order."""
     nd = len(shape)
-    strides = []
+    table = []  # per array, its stride along each dim of `shape` (0: broadcast)
     for a in arrays:
-        lead = nd - a.ndim
-        strides.append(
-            [0] * lead
-            + [0 if n == 1 and shape[lead + i] != 1 else abs(s) for i, (n, s) in enumerate(zip(a.shape, a.strides))]
-        )
-
-    def should_swap(d0, d1):  # 1: d0 goes inside d1; -1: outside; 0: no array tells
-        for st in strides:
-            s0, s1 = st[d0], st[d1]
-            if s0 == 0 or s1 == 0:
-                continue
-            if s0 != s1:
-                return 1 if s0 > s1 else -1
-            if shape[d0] > shape[d1]:
-                return 1
-        return 0
-
+        lead, dims, st = nd - a.ndim, a.shape, a.strides
+        if lead or 1 in dims:  # broadcast (a 0-d array: in every dim)
+            table.append([0] * lead + [0 if n == 1 != shape[lead + i] else s for i, (n, s) in enumerate(zip(dims, st))])
+        else:
+            table.append(st)
     perm = list(range(nd - 1, -1, -1))  # fastest first, as TensorIterator's perm_
     for i in range(1, nd):
         d1 = i
         for d0 in range(i - 1, -1, -1):
-            c = should_swap(perm[d0], perm[d1])
-            if c > 0:
-                perm[d0], perm[d1] = perm[d1], perm[d0]
+            a, b = perm[d0], perm[d1]
+            swap = 0  # 1: a goes inside b; -1: outside; 0: no array tells
+            for st in table:
+                s0, s1 = abs(st[a]), abs(st[b])  # (numpy's negative strides: their distances)
+                if s0 and s1:
+                    if s0 != s1:
+                        swap = 1 if s0 > s1 else -1
+                        break
+                    if shape[a] > shape[b]:
+                        swap = 1
+                        break
+            if swap > 0:
+                perm[d0], perm[d1] = b, a
                 d1 = d0
-            elif c < 0:
+            elif swap < 0:
                 break
     return perm[::-1]
 
 
-def _dense_strides(shape, order, itemsize):
-    """Byte strides of a dense array of `shape` whose dims run `order` (slowest first)."""
-    strides, step = [0] * len(shape), itemsize
-    for d in reversed(order):
-        strides[d] = step
-        step *= max(shape[d], 1)
-    return strides
-
-
-def _same_layout(a, strides):
-    return all(n == 1 or s == t for n, s, t in zip(a.shape, a.strides, strides))
-
-
 def _laid_out(xp, result, order, copy=False):
     """`result` dense with dims `order` (slowest first): itself where it already is (unless `copy`), else a copy."""
-    if not copy and _same_layout(result, _dense_strides(result.shape, order, result.itemsize)):
+    shape, step = result.shape, result.itemsize
+    strides = [0] * len(shape)
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    if not copy and all(n == 1 or s == t for n, s, t in zip(shape, result.strides, strides)):
         return result
-    out = xp.empty(tuple(result.shape[d] for d in order), result.dtype).transpose(np.argsort(order))
+    inverse = [0] * len(order)
+    for i, d in enumerate(order):
+        inverse[d] = i
+    out = xp.empty([shape[d] for d in order], result.dtype).transpose(inverse)
     out[...] = result
     return out
 
 
 def follow_operands(xp, result, arrays):
     """An elementwise op's `result` of `arrays` in TensorIterator's layout (see the module doc). `apply`
-    calls it only where the first operand is not row-major: otherwise numpy's layout is torch's already."""
-    if result.ndim < 2 or not result.size:
+    calls it only where the first operand is not row-major: otherwise numpy's layout is torch's already,
+    as it is where the result has the first operand's strides or no other operand has a dim."""
+    first = arrays[0]
+    if result.ndim < 2 or not result.size or result.strides == first.strides:
         return result
-    return _laid_out(xp, result, dim_order(result.shape, arrays))
+    if first.shape == result.shape and first.flags.f_contiguous:  # (a transpose) orders every dim itself
+        return xp.asfortranarray(result)
+    for other in arrays[1:]:
+        if other.ndim:
+            return _laid_out(xp, result, dim_order(result.shape, arrays))
+    return result
 
 
 def like(xp, result, self):
