@@ -23,9 +23,8 @@ from distgraph.ops.index_put import _index_put
 from distgraph.ops.indexing import IDX, _gather, _scatter, _scatter_add, _take_index, getitem
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.reduction import normalize_dim
-from distgraph.ops.regions import _diagonal_embed
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _dim, narrow, reshape
+from distgraph.ops.shape import _dim, movedim, narrow, reshape
 
 REDUCES = ("sum", "prod", "mean", "amax", "amin")
 
@@ -410,10 +409,13 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
         )
     _check_differentiable("diagonal_scatter", input, src)
     src = src if src.array.dtype == input.array.dtype else ew.cast(src, input.array.dtype)
-    kw = {"shape": tuple(input.shape), "offset": offset, "axis1": a1, "axis2": a2}
-    with grad_mode.no_grad():
-        on = cmp.ne(_diagonal_embed(ew.const(1, input, np.int8).expand(target), **kw), 0)
-    return ew.where(on, _diagonal_embed(src, **kw), input)
+    xp, n = input.device.xp, target[-1]
+    adv = [slice(None)] * input.ndim
+    adv[a1], adv[a2] = xp.arange(n) + max(-offset, 0), xp.arange(n) + max(offset, 0)
+    # numpy puts the two indexed dims' one where they stood when adjacent, else first; the diagonal's is last
+    src = movedim(src, -1, min(a1, a2) if abs(a1 - a2) == 1 else 0)
+    # torch writes into clone_preserve_strides(input), as select_scatter's (_scatter_into)
+    return _index_put(input, src, basic=None, adv=tuple(adv), accumulate=False, layout="strides")
 
 
 # ---- Tensor methods of ops distgraph had as functions only ---------------------------------------------------------

@@ -57,6 +57,7 @@ CANDIDATES = [  # (m, x) -> the arguments after self, for a module m (dg or torc
     lambda m: (2, 0, 1),
     lambda m: (0, _index(m), _full(m, (3, 4)), "sum"),
     lambda m: (2, 1, 0.0),
+    lambda m: (_full(m, 3),),
 ]
 # not results of an op on the tensor's values (hooks, conversions out, random draws, uninitialized memory)
 SKIP = {
