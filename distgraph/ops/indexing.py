@@ -316,7 +316,8 @@ def one_hot(tensor, num_classes=-1):
 @defop("argsort_indices", kind=IDX, save=())
 def _argsort_indices(xp, x, axis, descending=False):
     """sort's indices: an op of their own, so a captured graph sorts each new input (not the example's).
-    Laid out as torch's, in empty_like(x); sort's values, gathered at them, take their layout."""
+    Laid out as torch's, in empty_like(x); sort's values, gathered at them, take their layout (numpy's
+    take_along_axis follows the index's)."""
     if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
         # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
         rev = xp.flip(xp.argsort(xp.flip(x, axis=axis), axis=axis, kind="stable"), axis=axis)
