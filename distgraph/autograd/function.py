@@ -4,7 +4,8 @@
 a Tensor and, when grad mode is on and an input requires grad, attaches a Node. The Node fixes its
 edges (`next`: the producer Node or the leaf Tensor of each input) at forward time, so later in-place
 rebinding of a tensor cannot reroute gradients. Graph capture hooks in here too (`set_tracer`), so an
-op defined once serves eager autograd, capture and every executor.
+op defined once serves eager autograd, capture and every executor. An elementwise op's result takes
+torch's TensorIterator layout here too, for every such op at once (autograd/memory_format.py).
 """
 
 import traceback
@@ -14,6 +15,7 @@ import numpy as np
 from distgraph.autograd import grad_mode, layout
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.layout import view_base
+from distgraph.autograd.memory_format import follow_operands
 from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View, view_root
 from distgraph.errors import (
     AutogradError,
@@ -25,6 +27,7 @@ from distgraph.errors import (
 )
 
 _EMPTY = {}
+_ELEMENTWISE = "elementwise"  # Op.kind of the ops whose result takes TensorIterator's layout
 _tracer = None
 
 
@@ -180,6 +183,8 @@ def apply(op, inputs, attrs=_EMPTY):
         result, saved = result
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
+    elif n > 1 and op.kind == _ELEMENTWISE and not arrays[0].flags.c_contiguous:
+        result = follow_operands(dev.xp, result, arrays)  # torch's layout where numpy's may differ
     if op.view:  # shares memory and version with its input, which it keeps (`_view_of`), and how
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = vc = first._vc

@@ -11,7 +11,7 @@ value that shares memory with where it goes, a leaf that requires grad.
 
 import numpy as np
 
-from distgraph.autograd import grad_mode
+from distgraph.autograd import grad_mode, memory_format
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, InputRangeError, ShapeError
@@ -47,8 +47,11 @@ def _write(xp, out, basic, adv, values, accumulate):
 
 
 @defop("index_put", kind=IDX, save=())
-def _index_put(xp, x, values, basic, adv, accumulate):
-    out = x.copy()
+def _index_put(xp, x, values, basic, adv, accumulate, layout="contiguous"):
+    """`layout`: the result's, as torch makes it for the op written this way: "contiguous" (row-major, as
+    index_add's), "preserve" (clone(self), as index_put's) or "strides" (clone_preserve_strides(self), as
+    the *_scatter ops'): autograd/memory_format.py."""
+    out = x.copy() if layout == "contiguous" else memory_format.clone(xp, x, preserve_strides=layout == "strides")
     _write(xp, out, basic, adv, values, accumulate)
     return out
 
@@ -68,7 +71,7 @@ def index_put(input, indices, values, accumulate=False):
     """torch.index_put: `input` with `values` written at `indices` (a tuple of index tensors), added up
     over repeated positions when `accumulate`."""
     sub, values = _index_put_args(input, indices, values, accumulate, "index_put")
-    return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate))
+    return _index_put(input, values, basic=sub.basic, adv=sub.adv, accumulate=bool(accumulate), layout="preserve")
 
 
 def index_put_(input, indices, values, accumulate=False):

@@ -10,6 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from distgraph.autograd import memory_format
 from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import cupy_scatter
@@ -314,12 +315,14 @@ def one_hot(tensor, num_classes=-1):
 # ---- sort / topk ------------------------------------------------------------------------------------------
 @defop("argsort_indices", kind=IDX, save=())
 def _argsort_indices(xp, x, axis, descending=False):
-    """sort's indices: an op of their own, so a captured graph sorts each new input (not the example's)."""
+    """sort's indices: an op of their own, so a captured graph sorts each new input (not the example's).
+    Laid out as torch's, in empty_like(x); sort's values, gathered at them, take their layout (numpy's
+    take_along_axis follows the index's)."""
     if descending:  # the stable ascending sort of the reversed input, reversed: ties keep their order and
         # NaN comes first as in torch (sorting -x wrapped unsigned ints and int64's minimum, kept NaN last)
         rev = xp.flip(xp.argsort(xp.flip(x, axis=axis), axis=axis, kind="stable"), axis=axis)
-        return (x.shape[axis] - 1 - rev).astype(np.int64)
-    return xp.argsort(x, axis=axis, kind="stable").astype(np.int64)
+        return memory_format.like(xp, (x.shape[axis] - 1 - rev).astype(np.int64), x)
+    return memory_format.like(xp, xp.argsort(x, axis=axis, kind="stable").astype(np.int64), x)
 
 
 def sort(input, dim=-1, descending=False, stable=False):

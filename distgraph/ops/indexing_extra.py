@@ -23,9 +23,8 @@ from distgraph.ops.index_put import _index_put
 from distgraph.ops.indexing import IDX, _gather, _scatter, _scatter_add, _take_index, getitem
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.reduction import normalize_dim
-from distgraph.ops.regions import _diagonal_embed
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import _dim, narrow, reshape
+from distgraph.ops.shape import _dim, movedim, narrow, reshape
 
 REDUCES = ("sum", "prod", "mean", "amax", "amin")
 
@@ -81,13 +80,13 @@ def _along(input, dim, op):
     return d, (input.shape[d] if input.ndim else 1), (input if input.ndim else reshape(input, (1,)))
 
 
-def _put_along(op, input, dim, index, source, accumulate, negative=False):
-    """input with source written (or added) at `index` along `dim`: one recorded index_put."""
+def _put_along(op, input, dim, index, source, accumulate, negative=False, layout="contiguous"):
+    """input with source written (or added) at `index` along `dim`: one recorded index_put (`layout`: its)."""
     d, n, x = _along(input, dim, op)
     idx = _check_index(op, index, n, d, negative)
     _check_source(op, input, d, idx.size, source)
     src = source if input.ndim else reshape(source, (1,))
-    out = _index_put(x, src, basic=None, adv=(slice(None),) * d + (idx,), accumulate=accumulate)
+    out = _index_put(x, src, basic=None, adv=(slice(None),) * d + (idx,), accumulate=accumulate, layout=layout)
     return out if input.ndim else reshape(out, ())
 
 
@@ -129,7 +128,8 @@ def _index_fill(input, dim, index, value):
     xp = input.device.xp
     unique = Tensor(xp.unique(idx).astype(np.int64), device=input.device)
     shape = tuple(unique.array.size if i == d else s for i, s in enumerate(input.shape))
-    return _put_along("index_fill", input, dim, unique, fill.expand(shape), accumulate=False)
+    # torch fills a clone of input (its layout kept); index_add and index_copy write a row-major result
+    return _put_along("index_fill", input, dim, unique, fill.expand(shape), accumulate=False, layout="preserve")
 
 
 # ---- scatter_reduce / index_reduce ---------------------------------------------------------------------------
@@ -377,7 +377,8 @@ def _scatter_into(op, input, src, basic):
     _check_differentiable(op, input, src)
     if src.array.dtype != input.array.dtype:
         src = ew.cast(src, input.array.dtype)
-    return _index_put(input, src, basic=basic, adv=None, accumulate=False)
+    # torch writes into clone_preserve_strides(input): a sliced input's gaps kept (autograd/memory_format.py)
+    return _index_put(input, src, basic=basic, adv=None, accumulate=False, layout="strides")
 
 
 def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
@@ -408,10 +409,13 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
         )
     _check_differentiable("diagonal_scatter", input, src)
     src = src if src.array.dtype == input.array.dtype else ew.cast(src, input.array.dtype)
-    kw = {"shape": tuple(input.shape), "offset": offset, "axis1": a1, "axis2": a2}
-    with grad_mode.no_grad():
-        on = cmp.ne(_diagonal_embed(ew.const(1, input, np.int8).expand(target), **kw), 0)
-    return ew.where(on, _diagonal_embed(src, **kw), input)
+    xp, n = input.device.xp, target[-1]
+    adv = [slice(None)] * input.ndim
+    adv[a1], adv[a2] = xp.arange(n) + max(-offset, 0), xp.arange(n) + max(offset, 0)
+    # numpy puts the two indexed dims' one where they stood when adjacent, else first; the diagonal's is last
+    src = movedim(src, -1, min(a1, a2) if abs(a1 - a2) == 1 else 0)
+    # torch writes into clone_preserve_strides(input), as select_scatter's (_scatter_into)
+    return _index_put(input, src, basic=None, adv=tuple(adv), accumulate=False, layout="strides")
 
 
 # ---- Tensor methods of ops distgraph had as functions only ---------------------------------------------------------

@@ -159,7 +159,8 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
         raise ShapeError(f"addmm: input of shape {shape} cannot be expanded to the product's shape {out}")
     if alpha != 1:
         prod = ew.mul(prod, alpha)
-    return ew.add(ew.mul(input, beta) if beta != 1 else input, prod)
+    # the product first: torch's result is the product's (row-major), whatever input's layout
+    return ew.add(prod, ew.mul(input, beta) if beta != 1 else input)
 
 
 # ---- einsum ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd import memory_format
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError
 from distgraph.ops import compare as cmp
@@ -204,7 +205,7 @@ def logit(input, eps=None):
 
 @defop("nan_to_num", kind=EW)
 def _nan_to_num(xp, x, nan=0.0, posinf=None, neginf=None):
-    x = x.copy(order="C" if 0 in x.strides else "K")  # an expanded input's result row-major, as torch's
+    x = memory_format.clone(xp, x)  # laid out as torch's result (preserve_format)
     return xp.nan_to_num(x, copy=False, nan=nan, posinf=posinf, neginf=neginf)
 
 
@@ -221,8 +222,8 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 signbit = cmp._predicate("signbit", lambda xp, x: xp.signbit(x) if x.dtype.kind != "b" else xp.zeros(x.shape, bool))
 isposinf = cmp._predicate("isposinf", lambda xp, x: x == xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
 isneginf = cmp._predicate("isneginf", lambda xp, x: x == -xp.inf if x.dtype.kind == "f" else xp.zeros(x.shape, bool))
-# no complex dtypes: every value is real; laid out as x (row-major for an expanded x), as torch's
-isreal = cmp._predicate("isreal", lambda xp, x: xp.ones_like(x, bool, order="C" if 0 in x.strides else "K"))
+# no complex dtypes: every value is real; laid out as torch's empty_like(x)
+isreal = cmp._predicate("isreal", lambda xp, x: memory_format.like(xp, xp.ones_like(x, bool), x))
 
 
 # ---- unary composites and aliases ---------------------------------------------------------------

@@ -7,7 +7,7 @@ fire), and rebinds the tensor to the new graph node when grad is being recorded.
 """
 
 from distgraph import dtypes
-from distgraph.autograd import grad_mode
+from distgraph.autograd import grad_mode, memory_format
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError, ShapeError
@@ -479,6 +479,6 @@ def install():
 
 
 def _clone(self):
-    """A copy keeping the strides' order (torch's preserve_format), as the grad path's add(self, 0) does; an
-    expanded self (not dense) gives a row-major copy, as torch's."""
-    return Tensor(self.array.copy(order="C" if 0 in self.array.strides else "K"), device=self.device)
+    """A copy laid out as torch's clone (preserve_format: autograd/memory_format.py), as the grad path's
+    add(self, 0) does."""
+    return Tensor(memory_format.clone(self.device.xp, self.array), device=self.device)

@@ -9,6 +9,7 @@ Kept apart from elementwise.py, which applies the rules: every binary op, compar
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd import memory_format
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DTypeError
 from distgraph.ops.registry import defop
@@ -86,9 +87,9 @@ def _float_operand(x):
 # ---- cast ---------------------------------------------------------------------------------------
 @defop("cast", kind=EW, save=())
 def _cast(xp, x, dtype):
-    """The input's memory order kept (torch's preserve_format), but an expanded input (a 0 stride, not dense)
-    gives a row-major result as torch's, where numpy's order K would follow the strides' order."""
-    return x.astype(dtype, order="C" if 0 in x.strides else "K")
+    """Laid out as torch's (preserve_format: autograd/memory_format.py); numpy's order K agrees but for an
+    expanded input (a 0 stride), which it would make column-major where torch keeps row-major."""
+    return memory_format.like(xp, x.astype(dtype), x)
 
 
 @_cast.grad

@@ -1,5 +1,6 @@
 """Reordering ops: flip (and fliplr, flipud) and roll, each its own inverse in backward."""
 
+from distgraph.autograd import memory_format
 from distgraph.errors import ShapeError
 from distgraph.ops.reduction import normalize_dims
 from distgraph.ops.registry import defop
@@ -9,8 +10,8 @@ from distgraph.ops.shape import _dim, flatten, reshape
 @defop("flip", kind="other", save=())
 def _flip(xp, x, axes):
     # copied: xp.flip is a view, and a write into flip's output must not reach its input (as torch); laid out
-    # as x (order K undoes the negative strides), as torch's, but row-major for an expanded x (not dense)
-    return xp.flip(x, axis=axes).copy(order="C" if 0 in x.strides else "K")
+    # as torch's empty_like(x) (order K undoes the negative strides; `like` fixes an expanded x's)
+    return memory_format.like(xp, xp.flip(x, axis=axes).copy(order="K"), x)
 
 
 _flip.grad(lambda ctx, g: _flip(g, axes=ctx.attrs["axes"]))
