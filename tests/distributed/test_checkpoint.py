@@ -5,6 +5,7 @@ ranks, FSDP → DDP), and under Ray Train, whose report merges the ranks' folder
 
 import os
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -47,7 +48,8 @@ def _step(model, opt, step, world=1, me=slice(None)):
 
 
 def _numpy(state):
-    return {k: v.numpy() if hasattr(v, "numpy") else v for k, v in state.items()}
+    """Copies (a state dict's tensors share the parameters' memory, as torch's)."""
+    return {k: v.numpy().copy() if hasattr(v, "numpy") else v for k, v in state.items()}
 
 
 def _resume(model, opt, path):
@@ -75,6 +77,28 @@ def test_a_plain_model_and_its_adam_resume_bit_for_bit_from_a_checkpoint_folder(
         _step(m, o, STEPS)
     want, got = _numpy(model.state_dict()), _numpy(resumed.state_dict())
     assert all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def test_async_save_returns_before_writing_and_saves_the_values_of_its_call(tmp_path):
+    model, resumed = _model(), _model(scale=3.0)
+    opt, resumed_opt = dg.optim.Adam(model.parameters(), lr=0.01), dg.optim.Adam(resumed.parameters(), lr=0.5)
+    _step(model, opt, 0)
+    msd, osd = get_state_dict(model, opt)
+    want = _numpy(model.state_dict())
+    gate = threading.Event()
+    dcp._writer.submit(gate.wait, 30)  # the writer thread held: nothing of this save is written until set
+    future = dcp.async_save({"model": msd, "optim": osd, "step": 1}, checkpoint_id=tmp_path)
+    _step(model, opt, 1)  # training goes on before the thread writes: the checkpoint keeps the call's values
+    for v in msd.values():
+        v.array[...] = 0
+    osd["param_groups"][0]["lr"] = 99.0
+    assert not future.done() and not os.listdir(tmp_path)
+    gate.set()
+    assert future.result(timeout=60).world_size == 1
+    assert sorted(os.listdir(tmp_path)) == [".metadata", "__0_0.distcp"]  # (this save's marker removed)
+    assert _resume(resumed, resumed_opt, tmp_path) == 1 and resumed_opt.param_groups[0]["lr"] == 0.01
+    got = _numpy(resumed.state_dict())
+    assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_an_optimizer_that_has_not_stepped_is_given_its_state_without_moving_the_parameters():
@@ -180,6 +204,22 @@ def _on_each_rank(folder):
                  ((model, opt), (again, again_opt))]  # fmt: skip
         out[strategy] = {"kinds": kinds, "held": held, "full": _numpy(full), "osd": full_osd, "step": loaded_step,
                          "resumed": all(np.array_equal(after[0][k], after[1][k]) for k in after[0])}  # fmt: skip
+    # async: this rank's part copied before the call returns, written while a step runs; rank 0's future ends
+    # when every rank's file and the index are written
+    model = _fsdp("FULL_SHARD", False)
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    _step(model, opt, 0, world, me)
+    msd, osd = get_state_dict(model, opt)
+    before = _numpy(get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))[0])
+    future = dcp.async_save({"model": msd, "optim": osd, "step": 1}, checkpoint_id=os.path.join(folder, "async"))
+    _step(model, opt, 1, world, me)
+    future.result(timeout=60)
+    dist.barrier()
+    again = _fsdp("FULL_SHARD", False, scale=3.0)
+    again_opt = dg.optim.Adam(again.parameters(), lr=0.5)
+    out["async_step"] = _resume(again, again_opt, os.path.join(folder, "async"))
+    got = _numpy(get_state_dict(again, again_opt, options=StateDictOptions(full_state_dict=True))[0])
+    out["async_saved_the_call"] = all(np.array_equal(got[k], before[k]) for k in before)
     # one process's checkpoint (the driver's, before the launch) into 2 ranks' FULL_SHARD
     model = _fsdp("FULL_SHARD", False, scale=3.0)
     opt = dg.optim.Adam(model.parameters(), lr=0.5)
@@ -231,6 +271,7 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
         assert r["from_one"] == 7
         assert all(np.array_equal(r["from_one_full"][k], v) for k, v in _numpy(plain.state_dict()).items())
         assert r["ddp_keys"] == sorted(plain.state_dict()) and r["ddp_step"] == STEPS
+        assert r["async_step"] == 1 and r["async_saved_the_call"]
         assert all(np.array_equal(r["ddp"][k], v) for k, v in ranks[0]["FULL_SHARD"]["full"].items())
 
 

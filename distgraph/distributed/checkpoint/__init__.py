@@ -27,6 +27,9 @@ reports it: `train.report` merges the ranks' folders into one checkpoint (rank 0
 """
 
 import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distgraph.autograd.tensor import Tensor
@@ -43,9 +46,9 @@ from distgraph.distributed.checkpoint.layout import (
     validate,
 )
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
-from distgraph.errors import ConfigError, FileFormatError, ShapeError
+from distgraph.errors import ConfigError, DistributedError, FileFormatError, ShapeError
 
-__all__ = ["FileSystemReader", "FileSystemWriter", "Metadata", "ShardedTensor", "load", "save"]
+__all__ = ["FileSystemReader", "FileSystemWriter", "Metadata", "ShardedTensor", "async_save", "load", "save"]
 
 
 @dataclass
@@ -82,6 +85,26 @@ def _world(no_dist):
     return (loop.rank(), loop.world_size()) if distributed else (0, 1)
 
 
+def _prepare(state_dict, path, what, no_dist, stage):
+    """What every save does first, with the collective in it: this rank's chunks (host copies with `stage`),
+    the old index removed, every rank's entries merged → (rank, world, arrays, merged, rank 0's token)."""
+    rank, world = _world(no_dist)
+    leaves, _ = flatten(state_dict, what)
+    arrays, entries = rank_chunks(leaves, rank, stage)
+    os.makedirs(path, exist_ok=True)  # (each rank may name a folder of its own: Ray Train merges them)
+    if rank == 0 and os.path.exists(os.path.join(path, METADATA)):  # (a save cut short leaves no index)
+        os.remove(os.path.join(path, METADATA))
+    token = uuid.uuid4().hex if rank == 0 else None
+    per_rank = loop.allgather_object((entries, token)) if world > 1 else [(entries, token)]
+    return rank, world, arrays, merge([e for e, _ in per_rank], what), per_rank[0][1]
+
+
+def _write_index(path, world, merged):
+    import distgraph as dg
+
+    dg.save({"version": VERSION, "world_size": world, "entries": merged}, os.path.join(path, METADATA))
+
+
 def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, process_group=None, no_dist=False):
     """Every rank's part of `state_dict` into the folder `checkpoint_id` → Metadata (on every rank).
     `planner` and `process_group` must be None (torch's defaults: every rank of the launch)."""
@@ -89,23 +112,58 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, p
 
     _refuse_extras("dcp.save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.save")
-    rank, world = _world(no_dist)
-    leaves, _ = flatten(state_dict, "dcp.save")
-    arrays, entries = rank_chunks(leaves, rank)
-    os.makedirs(path, exist_ok=True)  # (each rank may name a folder of its own: Ray Train merges them)
-    if rank == 0:
-        if os.path.exists(os.path.join(path, METADATA)):  # (the old index goes first: a save cut short is none)
-            os.remove(os.path.join(path, METADATA))
-    if world > 1:
-        loop.barrier()
+    rank, world, arrays, merged, _ = _prepare(state_dict, path, "dcp.save", no_dist, stage=False)
     dg.save(arrays, os.path.join(path, data_file(rank)))
-    per_rank = loop.allgather_object(entries) if world > 1 else [entries]
-    merged = merge(per_rank, "dcp.save")
+    if world > 1:
+        loop.barrier()  # (every rank's file is whole before the index names it)
     if rank == 0:
-        dg.save({"version": VERSION, "world_size": world, "entries": merged}, os.path.join(path, METADATA))
+        _write_index(path, world, merged)
     if world > 1:
         loop.barrier()  # (no rank returns before the checkpoint is whole)
     return Metadata(merged, world)
+
+
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcp-async-save")  # (saves finish in order)
+
+
+def async_save(
+    state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, process_group=None, no_dist=False,
+    timeout_s=600.0,
+):  # fmt: skip
+    """`save`, returning once this rank's part is copied to host memory (and the ranks agreed on the index):
+    the files are written by a thread while training goes on → a `concurrent.futures.Future` of the Metadata.
+    On rank 0 it is done when the checkpoint is whole (every rank's file, then `.metadata`); on the others when
+    their own file is. The thread meets no collective (training's own may run meanwhile): each rank marks its
+    file done with a marker file of this save, which rank 0 waits for (up to `timeout_s`) — so every rank must
+    save into one folder they all see (not Ray Train's folder per rank)."""
+    import distgraph as dg
+
+    _refuse_extras("dcp.async_save", planner, process_group)
+    path = _folder(checkpoint_id, storage_writer, "dcp.async_save")
+    rank, world, arrays, merged, token = _prepare(state_dict, path, "dcp.async_save", no_dist, stage=True)
+
+    def marker(r):
+        return os.path.join(path, f".done-{token}-{r}")
+
+    def write():
+        dg.save(arrays, os.path.join(path, data_file(rank)))
+        with open(marker(rank), "w"):
+            pass
+        if rank == 0:
+            deadline = time.monotonic() + timeout_s
+            while missing := [r for r in range(world) if not os.path.exists(marker(r))]:
+                if time.monotonic() > deadline:
+                    raise DistributedError(
+                        f"dcp.async_save: rank(s) {missing} did not finish writing into {path} within {timeout_s:.0f}s "
+                        "(async_save needs one folder every rank sees)"
+                    )
+                time.sleep(0.005)
+            _write_index(path, world, merged)
+            for r in range(world):
+                os.remove(marker(r))
+        return Metadata(merged, world)
+
+    return _writer.submit(write)
 
 
 def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, process_group=None, no_dist=False):

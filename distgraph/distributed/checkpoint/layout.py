@@ -13,6 +13,8 @@ pieces are chunks of the ranks that hold them; a plain tensor or array is one ch
 (every rank holds the same: torch's DCP writes a replicated tensor once too).
 """
 
+import copy
+
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
@@ -71,26 +73,32 @@ def _holds_tensors(v):
     return isinstance(v, ShardedTensor) or is_array(v)
 
 
-def rank_chunks(leaves, rank):
-    """What `rank` writes → ({chunk name: host array}, {key: entry with this rank's chunks})."""
+def rank_chunks(leaves, rank, stage=False):
+    """What `rank` writes → ({chunk name: host array}, {key: entry with this rank's chunks}); with `stage`,
+    every array a copy (async_save writes them while training changes the originals)."""
+
+    def host(a):
+        out = to_device(a, "cpu")
+        return out.copy() if stage and out is a else out
+
     arrays, entries = {}, {}
     for key, value in leaves.items():
         if isinstance(value, ShardedTensor):
             chunks = []
             for i, (offset, t) in enumerate(value.pieces):
                 if t.shape[0]:
-                    arrays[f"{key}#{i}"] = to_device(t.array, "cpu")
+                    arrays[f"{key}#{i}"] = host(t.array)
                     chunks.append({"rank": rank, "name": f"{key}#{i}", "offset": offset, "numel": int(t.shape[0])})
             entries[key] = {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype), "chunks": chunks}
         elif is_array(value):
-            array = to_device(value.array if isinstance(value, Tensor) else value, "cpu")
+            array = host(value.array if isinstance(value, Tensor) else value)
             chunks = []
             if rank == 0:
                 arrays[key] = np.ascontiguousarray(array).reshape(-1)
                 chunks.append({"rank": 0, "name": key, "offset": 0, "numel": int(array.size)})
             entries[key] = {"kind": "tensor", "shape": list(array.shape), "dtype": str(array.dtype), "chunks": chunks}
         else:
-            entries[key] = {"kind": "object", "value": value}
+            entries[key] = {"kind": "object", "value": copy.deepcopy(value) if stage else value}
     return arrays, entries
 
 
