@@ -13,7 +13,9 @@ Adam step so that the optimizer has its state): the seconds from a barrier to a 
   FileSystemWriter and torch.save / torch.load.
 
 Each load first zeroes the model's parameters, and the bench checks afterwards that they are back (a load
-that restored nothing is refused, not timed). The systems' rounds alternate `--repeat` times; each figure
+that restored nothing is refused, not timed). `*-dcp-async` (`dcp.async_save`, torch's `async_save`): "save" is
+what the loop waits for (until the call returns), "written" until the checkpoint is whole. Every timed call
+follows one untimed call of the same (first-call costs: imports, the collectives' first buffers). The systems' rounds alternate `--repeat` times; each figure
 is the median. Files go to `--dir` (a temporary folder by default): both DCPs and dg.save fsync each file,
 torch.save does not, so `torch-full`'s save may end before its bytes reach the disk.
 """
@@ -33,11 +35,42 @@ LR = 1e-3
 
 
 def _timed(fn, barrier):
+    """Seconds of `fn` on every rank, barrier to barrier, after one untimed call (first-call costs: imports,
+    the collectives' first buffers of a size)."""
+    fn()
     barrier()
     start = time.perf_counter()
     fn()
     barrier()
     return time.perf_counter() - start
+
+
+def _timed_async(start_save, barrier):
+    """→ (seconds until every rank's call returned, seconds until every rank's write finished), after one
+    untimed save."""
+    start_save().result()
+    barrier()
+    start = time.perf_counter()
+    future = start_save()
+    barrier()
+    blocked = time.perf_counter() - start
+    future.result()
+    barrier()
+    return blocked, time.perf_counter() - start
+
+
+def _record(save_s, load_s, restored):
+    return {"save": save_s, "load": load_s, "written": save_s, "restored": restored}
+
+
+def _record_async(blocked, written, folder):
+    """An async save: the loop blocked for `blocked`; whole (its index there) after `written`."""
+    return {
+        "save": blocked,
+        "load": None,
+        "written": written,
+        "restored": os.path.exists(os.path.join(folder, ".metadata")),
+    }
 
 
 def _folder_bytes(path):
@@ -96,7 +129,14 @@ def _distgraph_round(sizes, folder):
 
     save_s = _timed(dcp_save, dist.barrier)
     zeroed()
-    out["distgraph-dcp"] = (save_s, _timed(dcp_load, dist.barrier), restored())
+    out["distgraph-dcp"] = _record(save_s, _timed(dcp_load, dist.barrier), restored())
+    asynchronous = os.path.join(folder, "distgraph-dcp-async")
+
+    def dcp_async_save():
+        msd, osd = get_state_dict(model, opt)
+        return dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=asynchronous)
+
+    out["distgraph-dcp-async"] = _record_async(*_timed_async(dcp_async_save, dist.barrier), asynchronous)
     configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
 
     def full_save():
@@ -112,16 +152,21 @@ def _distgraph_round(sizes, folder):
 
     save_s = _timed(full_save, dist.barrier)
     zeroed()
-    out["distgraph-full"] = (save_s, _timed(full_load, dist.barrier), restored())
-    return out, {"distgraph-dcp": _folder_bytes(sharded), "distgraph-full": _folder_bytes(whole)}
+    out["distgraph-full"] = _record(save_s, _timed(full_load, dist.barrier), restored())
+    return out, {"distgraph-dcp": _folder_bytes(sharded), "distgraph-full": _folder_bytes(whole),
+                 "distgraph-dcp-async": _folder_bytes(asynchronous)}  # fmt: skip
 
 
 class TorchCheckpointRank(TorchFSDPRank):
     """A rank of PyTorch FSDP (bench fsdp's) that saves and loads itself both ways."""
 
     def __init__(self, rank, world, port, sizes, seed):
-        super().__init__(rank, world, port, sizes, seed)
+        # (over a device mesh FSDP's sharded state dicts are DTensors: async_save's stager takes no ShardedTensor)
+        super().__init__(rank, world, port, sizes, seed, mesh=True)
         self.features = sizes[0]
+        # async_save's thread runs collectives while the loop runs its own: a group of its own (torch's advice;
+        # on the default group the two threads' collectives can meet out of order and hang)
+        self.async_group = self.dist.new_group(backend="gloo")
 
     def round(self, folder):
         import torch.distributed.checkpoint as tdcp
@@ -173,11 +218,21 @@ class TorchCheckpointRank(TorchFSDPRank):
 
         save_s = _timed(full_save, barrier)
         zeroed()
-        out["torch-full"] = (save_s, _timed(full_load, barrier), restored())
+        out["torch-full"] = _record(save_s, _timed(full_load, barrier), restored())
         save_s = _timed(dcp_save, barrier)
         zeroed()
-        out["torch-dcp"] = (save_s, _timed(dcp_load, barrier), restored())
-        return out, {"torch-dcp": _folder_bytes(sharded), "torch-full": _folder_bytes(whole)}
+        out["torch-dcp"] = _record(save_s, _timed(dcp_load, barrier), restored())
+        asynchronous = os.path.join(folder, "torch-dcp-async")
+
+        def dcp_async_save():
+            msd, osd = get_state_dict(model, opt)
+            return tdcp.async_save(
+                {"model": msd, "optim": osd}, checkpoint_id=asynchronous, process_group=self.async_group
+            )
+
+        out["torch-dcp-async"] = _record_async(*_timed_async(dcp_async_save, barrier), asynchronous)
+        return out, {"torch-dcp": _folder_bytes(sharded), "torch-full": _folder_bytes(whole),
+                     "torch-dcp-async": _folder_bytes(asynchronous)}  # fmt: skip
 
 
 def _torch_round(workers, sizes, folder, bind_to):
@@ -196,8 +251,12 @@ def _torch_round(workers, sizes, folder, bind_to):
         runtime.kill(ranks)
 
 
+PEERS = {"distgraph-dcp": "torch-dcp", "distgraph-dcp-async": "torch-dcp-async", "distgraph-full": "torch-full"}
+FIELDS = ("save", "load", "written")
+
+
 def run_checkpoint(workers, sizes, repeat, folder, bind_to="core", echo=print):
-    """{system: [(save s, load s) of the slowest rank] per round}, {system: bytes on disk}."""
+    """{system: [{save, load, written} seconds of the slowest rank] per round}, {system: bytes on disk}."""
     import distgraph as dg
 
     runs, sizes_on_disk = {}, {}
@@ -207,22 +266,25 @@ def run_checkpoint(workers, sizes, repeat, folder, bind_to="core", echo=print):
             _torch_round(workers, sizes, folder, bind_to),
         ):
             for system in per_rank[0][0]:
-                if not all(out[system][2] for out, _ in per_rank):
-                    raise click.ClickException(f"bench checkpoint: {system}'s load did not restore the parameters")
-                runs.setdefault(system, []).append(tuple(max(out[system][i] for out, _ in per_rank) for i in (0, 1)))
+                if not all(out[system]["restored"] for out, _ in per_rank):
+                    raise click.ClickException(f"bench checkpoint: {system}'s checkpoint did not come back whole")
+                slowest = {f: max((out[system][f] for out, _ in per_rank), default=None) for f in FIELDS
+                           if per_rank[0][0][system][f] is not None}  # fmt: skip
+                runs.setdefault(system, []).append(slowest)
             sizes_on_disk.update(per_rank[0][1])
-        echo(f"  round {r + 1}/{repeat}: " + ", ".join(f"{s} {v[-1][0]:.3f}/{v[-1][1]:.3f}s" for s, v in runs.items()))
+        echo(f"  round {r + 1}/{repeat}: " + ", ".join(f"{s} {v[-1]['save']:.3f}s" for s, v in runs.items()))
     return runs, sizes_on_disk
 
 
 def report(runs, sizes_on_disk):
-    median = {s: tuple(statistics.median(r[i] for r in rs) for i in (0, 1)) for s, rs in runs.items()}
-    peer = median["torch-dcp"]
-    return [
-        {"system": s, "save_s": median[s][0], "load_s": median[s][1], "bytes": sizes_on_disk[s],
-         "save_vs_torch_dcp": peer[0] / median[s][0], "load_vs_torch_dcp": peer[1] / median[s][1], "runs": runs[s]}
-        for s in runs
-    ]  # fmt: skip
+    median = {s: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for s, rs in runs.items()}
+    points = []
+    for s in runs:
+        m, peer = median[s], median[PEERS.get(s, s)]
+        point = {"system": s, **{f"{f}_s": m.get(f) for f in FIELDS}, "bytes": sizes_on_disk[s], "runs": runs[s]}
+        point |= {f"{f}_vs_torch": peer[f] / m[f] if f in m else None for f in ("save", "load")}
+        points.append(point)
+    return points
 
 
 @click.command("checkpoint")
@@ -249,13 +311,22 @@ def command(workers, sizes, repeat, folder, bind_to, json_out):
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def cell(value, form):
+        return "—" if value is None else format(value, form)
+
     rows = [
-        [p["system"], f"{p['save_s']:.3f}", f"{p['load_s']:.3f}", f"{p['bytes'] / 2**20:.1f}",
-         f"{p['bytes'] / p['save_s'] / 1e9:.2f}", f"{p['save_vs_torch_dcp']:.2f}x", f"{p['load_vs_torch_dcp']:.2f}x"]
+        [p["system"], cell(p["save_s"], ".3f"), cell(p["written_s"], ".3f"), cell(p["load_s"], ".3f"),
+         f"{p['bytes'] / 2**20:.1f}", f"{p['bytes'] / p['written_s'] / 1e9:.2f}", cell(p["save_vs_torch"], ".2f"),
+         cell(p["load_vs_torch"], ".2f")]
         for p in points
     ]  # fmt: skip
-    headers = ["system", "save s", "load s", "MiB on disk", "save GB/s", "save ÷torch-dcp", "load ÷torch-dcp"]
+    headers = ["system", "save s", "written s", "load s", "MiB on disk", "GB/s written", "save ÷torch", "load ÷torch"]
     click.echo(table(headers, rows))
-    click.echo("÷torch-dcp: torch-dcp's seconds ÷ the system's (above 1: faster); barrier to barrier, slowest rank")
+    click.echo(
+        "save: what the loop waits for (an async save: until its call returns); written: until the checkpoint is "
+        "whole; ÷torch: the torch peer's seconds ÷ the system's (dcp, dcp-async, full alike; above 1: faster); "
+        "barrier to barrier, the slowest rank"
+    )
     config = {"workers": workers, "sizes": sizes, "repeat": repeat, "bind_to": bind_to}
     write_json(json_out, {"machine": machine(), "config": config, "points": points}, click.echo)

@@ -60,15 +60,18 @@ def _distgraph_loop(x, y, sizes, batch, steps, wrapper):
 class TorchFSDPRank:
     """One rank of PyTorch FullyShardedDataParallel (FULL_SHARD, a unit per Linear) over gloo, as a Ray actor."""
 
-    def __init__(self, rank, world, port, sizes, seed):
+    def __init__(self, rank, world, port, sizes, seed, mesh=False):
+        """`mesh`: over a device mesh of the ranks (its sharded state dicts are then DTensors)."""
         import torch
         import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+        model = torch_rank_mlp(rank, world, port, sizes, seed)  # (the process group first)
         self.model = FullyShardedDataParallel(
-            torch_rank_mlp(rank, world, port, sizes, seed), sharding_strategy=ShardingStrategy.FULL_SHARD,
-            auto_wrap_policy=ModuleWrapPolicy({torch.nn.Linear}), device_id=torch.device("cpu"),
+            model, sharding_strategy=ShardingStrategy.FULL_SHARD, auto_wrap_policy=ModuleWrapPolicy({torch.nn.Linear}),
+            device_id=torch.device("cpu"), device_mesh=init_device_mesh("cpu", (world,)) if mesh else None,
         )  # fmt: skip
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
         self.torch, self.dist, self.rank, self.world = torch, dist, rank, world
