@@ -148,13 +148,22 @@ class ShmAllReduce:
         self.segments = {}
 
 
+def gloo_available():
+    """Whether `ray.util.collective` can run gloo here (on torch.distributed). Asked, not imported up front:
+    importing ray.util.collective imports torch, a second and more of every worker process's start (every
+    launch's rank paid it before any collective ran)."""
+    from ray.util import collective
+
+    return collective.gloo_available()
+
+
 class CollectiveAllReduce:
     """gloo (numpy, needs torch) or nccl (cupy) through `ray.util.collective`, one group per name."""
 
     def __init__(self, rank, world_size, backend, group="distgraph", timeout_s=60.0, bucket_mb=25):
         from ray.util import collective
 
-        if backend == "gloo" and not collective.gloo_available():
+        if backend == "gloo" and not gloo_available():
             raise DistributedError("gloo all-reduce needs torch (ray.util.collective runs gloo on torch.distributed)")
         if backend == "nccl" and not collective.nccl_available():
             raise DistributedError("nccl all-reduce needs cupy with NCCL and a CUDA GPU")

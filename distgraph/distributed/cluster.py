@@ -17,9 +17,9 @@ import time
 import uuid
 
 import ray
-from ray.util import collective
 
 from distgraph.distributed import runtime, scheduler
+from distgraph.distributed.allreduce import gloo_available
 from distgraph.distributed.driver_state import DriverState
 from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
@@ -205,7 +205,7 @@ class RayCluster(DriverState):
             return True
         nodes = set(self.worker_nodes)
         if len(nodes) > 1 and t.allreduce["backend"] == "auto":
-            gloo = t.sync == "sync" and collective.gloo_available()
+            gloo = t.sync == "sync" and gloo_available()
             t.allreduce["backend"] = "gloo" if gloo else "store"
             for rank in range(t.workers):  # restart without a shared-memory group
                 self.group.kill(rank)

@@ -128,6 +128,14 @@ class StateDictSettings:
         self.optim_state_dict_config = self.optim_state_dict_config or (
             ShardedOptimStateDictConfig() if sharded else FullOptimStateDictConfig()
         )
+        wanted = (ShardedStateDictConfig, ShardedOptimStateDictConfig) if sharded else (
+            FullStateDictConfig, FullOptimStateDictConfig)  # fmt: skip
+        for config, kind in zip((self.state_dict_config, self.optim_state_dict_config), wanted):
+            if not isinstance(config, kind):  # (torch's check: the config must be the state dict type's)
+                raise ConfigError(
+                    f"FullyShardedDataParallel: {self.state_dict_type.name} takes a {kind.__name__}, got "
+                    f"{type(config).__name__}"
+                )
 
 
 class FullyShardedDataParallel(Module):

@@ -28,6 +28,7 @@ from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
 from distgraph.distributed import loop
+from distgraph.distributed.checkpoint.layout import overlaps
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError, DTypeError
 from distgraph.nn.parameter import Parameter
@@ -142,15 +143,14 @@ class FlatParamHandle:
         for value, (lo, hi), start, name in zip(values, self.pieces, starts, names):
             if value is None or hi <= lo:
                 continue
-            runs = value.pieces if isinstance(value, ShardedTensor) else [(0, value)]
-            covered = 0
-            for offset, run in runs:
+            runs = []  # (where each run starts in the unit's flat layout, its length, the run)
+            for offset, run in value.pieces if isinstance(value, ShardedTensor) else [(0, value)]:
                 a = (run.array if isinstance(run, Tensor) else run).reshape(-1)
-                g0 = start + offset  # where the run starts in the unit's flat layout
-                s, e = max(g0, b0 + lo), min(g0 + a.shape[0], b0 + hi)
-                if e > s:
-                    dest[s - b0 : e - b0] = self.xp.asarray(a[s - g0 : e - g0])
-                    covered += e - s
+                runs.append((start + offset, a.shape[0], (start + offset, a)))
+            covered = 0
+            for s, e, (g0, a) in overlaps(b0 + lo, b0 + hi, runs):
+                dest[s - b0 : e - b0] = self.xp.asarray(a[s - g0 : e - g0])
+                covered += e - s
             if covered != hi - lo:
                 raise ConfigError(
                     f"{what}: the value for {name} holds {covered} of the {hi - lo} elements this rank keeps (a "
@@ -258,10 +258,17 @@ class FlatParamHandle:
         to this rank's block in `flat.grad` in the shard's dtype (then cast to `grad_dtype`: torch accumulates
         in full precision whatever it keeps)."""
         full = self._take_grads().astype(self.reduce_dtype, copy=False)
-        if self.world > 1:
-            mine = loop.communicator().reduce_scatter(full, "mean", tag="fsdp")
-        else:  # NO_SHARD (or alone): the whole gradient, averaged
-            mine = loop.communicator().allreduce(full, "mean", tag="fsdp") if self.ranks > 1 else full
+        if self.ranks > 1:  # divided before the sum and after, as torch's: a float16 sum stays finite longer
+            pre, post = divide_factors(self.ranks)
+            full /= full.dtype.type(pre)
+            if self.world > 1:
+                mine = loop.communicator().reduce_scatter(full, "sum", tag="fsdp")
+            else:  # NO_SHARD: the whole gradient
+                mine = loop.communicator().allreduce(full, "sum", tag="fsdp")
+            if post != 1:
+                mine /= mine.dtype.type(post)
+        else:
+            mine = full
         mine = mine.astype(self.dtype, copy=False)
         if self.orig:
             return self._give_pieces(mine)
@@ -282,3 +289,14 @@ class FlatParamHandle:
             if i in self._stash:
                 piece += self._stash.pop(i).array
             p._grad = self._given[i] = Tensor(piece.astype(self.grad_dtype, copy=False), device=self.flat.device)
+
+
+def divide_factors(world):
+    """(before, after): the gradients are divided by `before` ahead of the ranks' sum and by `after` behind it,
+    before × after = world (torch's FSDP gradient pre/post-divide factors: the largest power of 2 dividing the
+    world below its square root, and the rest) — so that a low-precision sum overflows less and underflows
+    less than a sum then a mean, or a mean of each."""
+    factor = 1
+    while world % factor == 0 and world / factor > factor:
+        factor *= 2
+    return float(factor), world / factor

@@ -60,7 +60,9 @@ def _groups(saved_groups, held, entry):
 def optim_state_dict(model, optim, config):
     """(`config`: FullOptimStateDictConfig — rank0_only: the others get {}; offload_to_cpu: numpy arrays — or
     ShardedOptimStateDictConfig: each per-element entry a ShardedTensor of this rank's piece, nothing gathered.)"""
-    sharded = not hasattr(config, "rank0_only")
+    from distgraph.distributed.fsdp import FullOptimStateDictConfig
+
+    sharded = not isinstance(config, FullOptimStateDictConfig)
     saved = optim.state_dict()
     held, units = _layout(model, optim)
     state = {}
@@ -130,7 +132,13 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
         )
     state = {}
     for handle, names, members in units:
-        held_names = names if not handle.orig else [n for n, (i, _) in zip(names, members) if i is not None]
+        held_names = (
+            names
+            if not handle.orig
+            else [  # (a frozen one has no state to load: _stated leaves it out)
+                n for n, (i, _), p in zip(names, members, handle.params) if i is not None and p.requires_grad
+            ]
+        )
         entries = {n: optim_state_dict["state"].get(n) for n in held_names}
         if all(e is None for e in entries.values()):
             continue

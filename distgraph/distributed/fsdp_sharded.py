@@ -32,14 +32,13 @@ def sharded_state_dict(model, out=None, prefix="", offload=False):
     out = OrderedDict() if out is None else out
     values = {}
     for h in _units_with_params(model):
-        values.update(zip(map(id, h.params), h.sharded(h.flat.array)))
+        values.update(zip(map(id, h.params), h.sharded(h.flat.array, offload)))
     for key, entry in model._entries:
         t = resolve(entry)
         value = values.get(id(t))
         if value is None:  # a buffer
             value = Tensor(fsdp_mixed.saved(model, entry, t.array), device=t.device)
-        if offload and isinstance(value, Tensor):
-            value = Tensor(to_device(value.array, "cpu"))
+            value = Tensor(to_device(value.array, "cpu")) if offload else value
         out[prefix + key] = value
     return out
 

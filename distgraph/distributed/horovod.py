@@ -100,6 +100,9 @@ def init(comm=None, process_sets=None):
     """Nothing to start: `dg.distributed.launch` started the ranks and their group (one rank without it).
     Marks Horovod initialized (`is_initialized()`) and forgets the handles of a previous init, as Horovod's."""
     _one_set(comm, "init")
+    if process_sets is not None and any(ps is not global_process_set for ps in process_sets):
+        raise ConfigError("init: process_sets other than hvd.global_process_set are not supported (every collective "
+                          "runs over all the launch's ranks)")  # fmt: skip
     _handles.clear()
     _state["initialized"] = True
 

@@ -29,12 +29,11 @@ import uuid
 
 import numpy as np
 import ray
-from ray.util import collective
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
 from distgraph.distributed import runtime
-from distgraph.distributed.allreduce import OPS, make_allreduce
+from distgraph.distributed.allreduce import OPS, gloo_available, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, start_allowance, user_error
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.sync_group import CommGroup
@@ -136,7 +135,7 @@ def _backend(allreduce, device, nodes):
         return "nccl"
     if nodes == 1:
         return "shm"
-    if not collective.gloo_available():
+    if not gloo_available():
         raise DistributedError(f"launch: the ranks span {nodes} nodes and need gloo there: pip install torch")
     return "gloo"
 
@@ -181,10 +180,6 @@ def rank():
 def is_launched():
     """Whether this process is a rank of a launch (outside one, the collectives run as rank 0 of 1)."""
     return _context["comm"] is not None
-
-
-def gloo_available():
-    return collective.gloo_available()
 
 
 def _local_ranks():

@@ -20,7 +20,7 @@ from distgraph.distributed.checkpoint import ShardedTensor
 from distgraph.distributed.checkpoint.layout import merge
 from distgraph.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from distgraph.distributed.fsdp import FSDP, ModuleWrapPolicy, ShardingStrategy
-from distgraph.errors import ConfigError, FileFormatError, ShapeError
+from distgraph.errors import ConfigError, DistributedError, DTypeError, FileFormatError, ShapeError
 
 STEPS, ROWS = 3, 6  # rows per rank
 
@@ -112,6 +112,63 @@ def test_an_optimizer_that_has_not_stepped_is_given_its_state_without_moving_the
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+def test_get_state_dict_leaves_gradients_it_finds_and_a_stepped_sgd_alone():
+    for make in (lambda ps: dg.optim.Adam(ps, lr=0.1), lambda ps: dg.optim.SGD(ps, lr=0.1)):
+        model = _model()
+        opt = make(model.parameters())
+        x, y = _batch(0, ROWS)
+        F.cross_entropy(model(x), y).backward()  # a checkpoint between backward and step (torch's guard)
+        grads = [p.grad.numpy().copy() for p in model.parameters()]
+        get_state_dict(model, opt)
+        assert all(np.array_equal(p.grad.numpy(), g) for p, g in zip(model.parameters(), grads))
+        assert not opt.state_dict()["state"]  # no step was taken on those gradients
+
+
+def test_a_later_save_into_the_folder_of_an_async_save_in_flight_wins(tmp_path):
+    gate = threading.Event()
+    dcp._writer.submit(gate.wait, 30)
+    future = dcp.async_save({"w": dg.zeros(1000), "step": 1}, checkpoint_id=tmp_path)
+    threading.Timer(0.2, gate.set).start()  # (the save below waits for the one in flight, which waits for this)
+    dcp.save({"w": dg.ones(1000), "step": 2}, checkpoint_id=tmp_path)
+    assert future.done() and future.result().world_size == 1
+    state = {"w": dg.zeros(1000), "step": 0}
+    dcp.load(state, checkpoint_id=tmp_path)
+    assert state["step"] == 2 and state["w"].numpy().min() == 1.0
+
+
+def test_keys_that_look_like_chunk_names_and_tuples_are_kept_apart(tmp_path):
+    pieces = [(0, dg.tensor(np.arange(4.0)))]
+    dcp.save({"a": ShardedTensor((4,), np.float64, pieces), "a#0": dg.full((2,), 7.0, dtype=dg.float64)},
+             checkpoint_id=tmp_path)  # fmt: skip
+    state = {"a": ShardedTensor((4,), np.float64, [(0, dg.zeros(4, dtype=dg.float64))]), "a#0": dg.zeros(2)}
+    dcp.load(state, checkpoint_id=tmp_path)
+    assert state["a"].to_local().tolist() == [0.0, 1.0, 2.0, 3.0] and state["a#0"].tolist() == [7.0, 7.0]
+    dcp.save({"t": (dg.ones(2), "x")}, checkpoint_id=tmp_path / "tuple")
+    with pytest.raises(ConfigError, match="'t.1' lies in a tuple"):
+        dcp.load({"t": (dg.ones(2), "y")}, checkpoint_id=tmp_path / "tuple")
+    with pytest.raises(DTypeError, match="a piece of dtype float32 in a tensor of dtype float64"):
+        ShardedTensor((4,), np.float64, [(0, dg.zeros(4, dtype=dg.float32))])
+    # torch's precedence: checkpoint_id over the storage writer's own path
+    dcp.save({"w": dg.ones(1)}, checkpoint_id=tmp_path / "id", storage_writer=dcp.FileSystemWriter(tmp_path / "writer"))
+    assert (tmp_path / "id" / ".metadata").exists() and not (tmp_path / "writer").exists()
+
+
+def test_fsdp_orig_params_with_a_frozen_parameter_and_wrong_configs():
+    from distgraph.distributed.fsdp import FullOptimStateDictConfig, ShardedStateDictConfig, StateDictType
+
+    model = FSDP(_model(), use_orig_params=True)
+    model.module[0].bias.requires_grad_(False)
+    opt = dg.optim.Adam(model.parameters(), lr=0.01)
+    _step(model, opt, 0)
+    msd, osd = get_state_dict(model, opt)
+    assert "0.bias" not in osd["state"] and "0.weight" in osd["state"]
+    set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd)  # (refused 0.bias's missing state before)
+    with pytest.raises(ConfigError, match="FULL_STATE_DICT takes a FullStateDictConfig, got ShardedStateDictConfig"):
+        FSDP.set_state_dict_type(model, StateDictType.FULL_STATE_DICT, ShardedStateDictConfig())
+    with pytest.raises(ConfigError, match="SHARDED_STATE_DICT takes a ShardedOptimStateDictConfig, got Full"):
+        FSDP.set_state_dict_type(model, StateDictType.SHARDED_STATE_DICT, None, FullOptimStateDictConfig())
+
+
 def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(tmp_path):
     full = np.arange(24, dtype=np.float64).reshape(4, 6)
     dcp.save({"w": dg.tensor(full)}, checkpoint_id=tmp_path)
@@ -121,7 +178,7 @@ def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(
     assert target["w"].to_local().tolist() == [*range(3, 10), *range(17, 22)]
     assert np.array_equal(ShardedTensor((4, 6), np.float64, [(0, dg.tensor(full.ravel()))]).full_tensor().numpy(), full)
     with pytest.raises(ShapeError, match=r"a piece of shape \(5,\) at offset 20 does not lie in the 24 elements"):
-        ShardedTensor((4, 6), np.float64, [(20, dg.zeros(5))])
+        ShardedTensor((4, 6), np.float64, [(20, dg.zeros(5, dtype=dg.float64))])
 
 
 def test_bad_checkpoints_and_dicts_get_errors_that_name_them(tmp_path):
@@ -220,6 +277,15 @@ def _on_each_rank(folder):
     out["async_step"] = _resume(again, again_opt, os.path.join(folder, "async"))
     got = _numpy(get_state_dict(again, again_opt, options=StateDictOptions(full_state_dict=True))[0])
     out["async_saved_the_call"] = all(np.array_equal(got[k], before[k]) for k in before)
+    # a rank whose part cannot be written (its folder is a file) fails every rank's save, naming it, at once
+    bad = os.path.join(folder, "a-file") if rank == 1 else os.path.join(folder, "fine")
+    if rank == 1:
+        open(bad, "w").close()
+    try:
+        dcp.save({"w": dg.ones(2)}, checkpoint_id=bad)
+        out["bad_save"] = None
+    except DistributedError as exc:
+        out["bad_save"] = str(exc)
     # one process's checkpoint (the driver's, before the launch) into 2 ranks' FULL_SHARD
     model = _fsdp("FULL_SHARD", False, scale=3.0)
     opt = dg.optim.Adam(model.parameters(), lr=0.5)
@@ -272,6 +338,7 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
         assert all(np.array_equal(r["from_one_full"][k], v) for k, v in _numpy(plain.state_dict()).items())
         assert r["ddp_keys"] == sorted(plain.state_dict()) and r["ddp_step"] == STEPS
         assert r["async_step"] == 1 and r["async_saved_the_call"]
+        assert r["bad_save"].startswith("dcp.save: preparing failed on rank(s) [1]: rank 1: FileExistsError")
         assert all(np.array_equal(r["ddp"][k], v) for k, v in ranks[0]["FULL_SHARD"]["full"].items())
 
 

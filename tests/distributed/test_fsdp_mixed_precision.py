@@ -3,8 +3,8 @@
 The reference is torch's recipe done by hand in one process: float32 parameters and Adam; for each rank, a
 float16 copy of the parameters runs the forward and backward of its rows (micro-batches accumulating their
 gradients in float16, as no_sync's unsharded gradient does); the ranks' gradients are averaged in reduce_dtype
-— (g0 + g1) / 2, the order the communicator sums in (torch's pre-divides each by 2 first: the same value, halving
-being exact in float16 short of subnormals) — and cast to float32 for the step. FSDP runs the same ops on the
+— each divided before the sum and the sum after, as torch's (`divide_factors`: by 2 and by 1 on 2 ranks), summed in
+the order the communicator sums in — and cast to float32 for the step. FSDP runs the same ops on the
 same arrays, so it must equal the recipe bit for bit (tolerance 0), through FULL_SHARD, SHARD_GRAD_OP, NO_SHARD,
 use_orig_params, no_sync, clip_grad_norm_ and the state dicts. Against torch's own FSDP MixedPrecision (gloo: one
 rank in this process, and FULL_SHARD on the 2 ranks; one SGD step) the tolerance is float16's: numpy's and
@@ -25,6 +25,7 @@ import distgraph.nn as nn
 import distgraph.nn.functional as F
 from distgraph.distributed import loop
 from distgraph.distributed.fsdp import FSDP, MixedPrecision, ModuleWrapPolicy, ShardingStrategy, StateDictType
+from distgraph.distributed.fsdp_flat import divide_factors
 from distgraph.errors import ConfigError
 from distgraph.nn.utils.clip_grad import clip_grads_with_norm_, get_total_norm
 
@@ -74,7 +75,10 @@ def _recipe(world, reduce_dtype=np.float16, optimizer="Adam", grad_dtype=np.floa
             per_rank.append([p.grad.numpy().astype(reduce_dtype) for p in low.parameters()])
         opt.zero_grad()
         for p, grads in zip(plain.parameters(), zip(*per_rank)):
-            p._grad = dg.tensor((sum(grads[1:], grads[0]) / world).astype(np.float32).astype(grad_dtype))
+            pre, post = divide_factors(world)  # (torch's: divided before the ranks' sum and after it)
+            parts = [g / g.dtype.type(pre) for g in grads]
+            mean = sum(parts[1:], parts[0]) / parts[0].dtype.type(post)
+            p._grad = dg.tensor(mean.astype(np.float32).astype(grad_dtype))
         if step == STEPS:
             norm = _clip(plain.parameters())
         opt.step()

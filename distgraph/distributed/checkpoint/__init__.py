@@ -29,7 +29,7 @@ reports it: `train.report` merges the ranks' folders into one checkpoint (rank 0
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from distgraph.autograd.tensor import Tensor
@@ -72,7 +72,7 @@ class Metadata:
 
 
 def _folder(checkpoint_id, storage, what):
-    path = storage.path if storage is not None else checkpoint_id
+    path = checkpoint_id if checkpoint_id is not None else getattr(storage, "path", None)  # (torch's: the id wins)
     if path is None:
         raise ConfigError(
             f"{what}: give checkpoint_id= (a folder) or a storage {'writer' if what == 'dcp.save' else 'reader'}"
@@ -89,14 +89,51 @@ def _prepare(state_dict, path, what, no_dist, stage):
     """What every save does first, with the collective in it: this rank's chunks (host copies with `stage`),
     the old index removed, every rank's entries merged → (rank, world, arrays, merged, rank 0's token)."""
     rank, world = _world(no_dist)
-    leaves, _ = flatten(state_dict, what)
-    arrays, entries = rank_chunks(leaves, rank, stage)
-    os.makedirs(path, exist_ok=True)  # (each rank may name a folder of its own: Ray Train merges them)
-    if rank == 0 and os.path.exists(os.path.join(path, METADATA)):  # (a save cut short leaves no index)
-        os.remove(os.path.join(path, METADATA))
+    for earlier in list(_pending):  # this process's async saves finish first: two saves never interleave
+        wait([earlier])  # (their errors are their futures' to raise)
+        _pending.remove(earlier)
+    arrays, entries = {}, {}
+
+    def chunks():
+        nonlocal arrays, entries
+        leaves, _ = flatten(state_dict, what)
+        arrays, entries = rank_chunks(leaves, rank, stage)
+        os.makedirs(path, exist_ok=True)  # (each rank may name a folder of its own: Ray Train merges them)
+        if rank == 0 and os.path.exists(os.path.join(path, METADATA)):  # (a save cut short leaves no index)
+            os.remove(os.path.join(path, METADATA))
+
+    error = _attempt(chunks)
     token = uuid.uuid4().hex if rank == 0 else None
-    per_rank = loop.allgather_object((entries, token)) if world > 1 else [(entries, token)]
-    return rank, world, arrays, merge([e for e, _ in per_rank], what), per_rank[0][1]
+    per_rank = loop.allgather_object((entries, token, error)) if world > 1 else [(entries, token, error)]
+    _raise_any(what, "preparing", [e for _, _, e in per_rank])
+    return rank, world, arrays, merge([e for e, _, _ in per_rank], what), per_rank[0][1]
+
+
+def _attempt(fn):
+    """→ None, or the exception `fn` raised (every rank is then told of it: `_raise_any`)."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+def _raise_any(what, step, errors):
+    """Every rank's outcome of `step` (None or an exception, by rank) → raised on every rank if one failed:
+    alone the exception itself, among ranks a DistributedError naming them (no rank left waiting)."""
+    failed = {r: e for r, e in enumerate(errors) if e is not None}
+    if len(errors) == 1 and failed:
+        raise failed[0]
+    if failed:
+        raise DistributedError(
+            f"{what}: {step} failed on rank(s) {sorted(failed)}: "
+            + "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in failed.items())
+        )
+
+
+def _agree(world, what, step, error):
+    """`_raise_any` of every rank's outcome (a collective)."""
+    _raise_any(what, step, loop.allgather_object(error) if world > 1 else [error])
 
 
 def _write_index(path, world, merged):
@@ -113,17 +150,16 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, p
     _refuse_extras("dcp.save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.save")
     rank, world, arrays, merged, _ = _prepare(state_dict, path, "dcp.save", no_dist, stage=False)
-    dg.save(arrays, os.path.join(path, data_file(rank)))
-    if world > 1:
-        loop.barrier()  # (every rank's file is whole before the index names it)
-    if rank == 0:
-        _write_index(path, world, merged)
-    if world > 1:
-        loop.barrier()  # (no rank returns before the checkpoint is whole)
+    # each step's outcome gathered from every rank (not a barrier): one rank's failed write (a full disk, an
+    # object dg.save refuses) is raised on every rank instead of leaving the others waiting for it
+    _agree(world, "dcp.save", "writing", _attempt(lambda: dg.save(arrays, os.path.join(path, data_file(rank)))))
+    index = _attempt(lambda: _write_index(path, world, merged)) if rank == 0 else None
+    _agree(world, "dcp.save", "writing the index", index)
     return Metadata(merged, world)
 
 
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcp-async-save")  # (saves finish in order)
+_pending = []  # this process's async saves not yet seen finished
 
 
 def async_save(
@@ -153,6 +189,8 @@ def async_save(
             deadline = time.monotonic() + timeout_s
             while missing := [r for r in range(world) if not os.path.exists(marker(r))]:
                 if time.monotonic() > deadline:
+                    for r in set(range(world)) - set(missing):
+                        os.remove(marker(r))
                     raise DistributedError(
                         f"dcp.async_save: rank(s) {missing} did not finish writing into {path} within {timeout_s:.0f}s "
                         "(async_save needs one folder every rank sees)"
@@ -163,12 +201,14 @@ def async_save(
                 os.remove(marker(r))
         return Metadata(merged, world)
 
-    return _writer.submit(write)
+    future = _writer.submit(write)
+    _pending.append(future)
+    return future
 
 
 def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, process_group=None, no_dist=False):
-    """The checkpoint's values into `state_dict`, in place: tensors and arrays copied into, a ShardedTensor's
-    pieces filled (whatever world size saved it), other values replaced. Every key of `state_dict` must be in
+    """The checkpoint's values into `state_dict`, in place: tensors and arrays copied into (cast to their dtype,
+    as torch's copy_), a ShardedTensor's pieces filled (whatever world size saved it), other values replaced. Every key of `state_dict` must be in
     the checkpoint, with its shape; keys only the checkpoint has are left out (torch's rule)."""
     import distgraph as dg
 
@@ -208,6 +248,10 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, p
             if entry["kind"] != "object":
                 raise ConfigError(f"dcp.load: {key!r} is an object here but a tensor in checkpoint {path}")
             container, k = places[key]
+            if isinstance(container, tuple):
+                raise ConfigError(
+                    f"dcp.load: {key!r} lies in a tuple, which cannot be loaded into in place (use a list)"
+                )
             container[k] = entry["value"]
 
 
@@ -221,7 +265,10 @@ def _load_tensor(key, value, entry, read, path):
     if isinstance(value, ShardedTensor):
         for offset, t in value.pieces:
             fill(t.array, offset, entry, read)
+            t._vc[0] += 1  # (written in place: a graph that saved it must see it, as after torch's copy_)
         return
+    if isinstance(value, Tensor):
+        value._vc[0] += 1
     array = value.array if isinstance(value, Tensor) else value
     if array.flags.c_contiguous:  # (filled through a flat view of it)
         fill(array.reshape(-1), 0, entry, read)

@@ -31,14 +31,12 @@ def data_file(rank):
 
 
 def is_array(value):
-    """A tensor, or a numpy/cupy array (an optimizer's state) — not a numpy scalar, which is an object here."""
+    """A tensor, or a numpy/cupy array of one dimension or more (an optimizer's state); a 0-d array is an
+    object here, on either device."""
     if isinstance(value, Tensor):
         return True
-    return (
-        getattr(value, "ndim", 0) > 0
-        and hasattr(value, "__array_interface__")
-        or hasattr(value, "__cuda_array_interface__")
-    )
+    arrayish = hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__")
+    return arrayish and getattr(value, "ndim", 0) > 0
 
 
 def flatten(state_dict, what):
@@ -75,27 +73,23 @@ def _holds_tensors(v):
 
 def rank_chunks(leaves, rank, stage=False):
     """What `rank` writes → ({chunk name: host array}, {key: entry with this rank's chunks}); with `stage`,
-    every array a copy (async_save writes them while training changes the originals)."""
-
-    def host(a):
-        out = to_device(a, "cpu")
-        return out.copy() if stage and out is a else out
-
+    every array a copy (async_save writes them while training changes the originals). Chunks are named by
+    their order in the rank's file (a key's own text could collide with another's)."""
     arrays, entries = {}, {}
+
+    def chunk(a, offset):
+        out = to_device(a, "cpu")
+        name = f"c{len(arrays)}"
+        arrays[name] = np.ascontiguousarray(out.copy() if stage and out is a else out).reshape(-1)
+        return {"rank": rank, "name": name, "offset": offset, "numel": int(a.size)}
+
     for key, value in leaves.items():
         if isinstance(value, ShardedTensor):
-            chunks = []
-            for i, (offset, t) in enumerate(value.pieces):
-                if t.shape[0]:
-                    arrays[f"{key}#{i}"] = host(t.array)
-                    chunks.append({"rank": rank, "name": f"{key}#{i}", "offset": offset, "numel": int(t.shape[0])})
+            chunks = [chunk(t.array, offset) for offset, t in value.pieces if t.shape[0]]
             entries[key] = {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype), "chunks": chunks}
         elif is_array(value):
-            array = host(value.array if isinstance(value, Tensor) else value)
-            chunks = []
-            if rank == 0:
-                arrays[key] = np.ascontiguousarray(array).reshape(-1)
-                chunks.append({"rank": 0, "name": key, "offset": 0, "numel": int(array.size)})
+            array = value.array if isinstance(value, Tensor) else value
+            chunks = [chunk(array, 0)] if rank == 0 else []  # (replicated: rank 0's copy is written, once)
             entries[key] = {"kind": "tensor", "shape": list(array.shape), "dtype": str(array.dtype), "chunks": chunks}
         else:
             entries[key] = {"kind": "object", "value": copy.deepcopy(value) if stage else value}
@@ -150,15 +144,22 @@ def _check_cover(key, entry, what):
         raise ShapeError(f"{what} {key!r} cover {end} of its {numel} elements")
 
 
+def overlaps(start, stop, runs):
+    """For each run (offset, numel, payload) that overlaps elements [start, stop): (lo, hi, payload), the
+    overlap in the tensor's flattened elements — the one rule `fill` and FSDP's `write_block` cut by."""
+    for offset, numel, payload in runs:
+        lo, hi = max(start, offset), min(stop, offset + numel)
+        if hi > lo:
+            yield lo, hi, payload
+
+
 def fill(dest, start, entry, read):
     """dest (a 1-d array) ← elements [start, start + len(dest)) of the entry's tensor, from its chunks
     (`read(chunk)` → the chunk's 1-d array)."""
-    stop = start + dest.shape[0]
-    for chunk in entry["chunks"]:
-        lo, hi = max(start, chunk["offset"]), min(stop, chunk["offset"] + chunk["numel"])
-        if hi > lo:
-            part = read(chunk)[lo - chunk["offset"] : hi - chunk["offset"]]
-            dest[lo - start : hi - start] = namespace(dest).asarray(part)  # (a cupy tensor: from host chunks)
+    runs = [(c["offset"], c["numel"], c) for c in entry["chunks"]]
+    for lo, hi, chunk in overlaps(start, start + dest.shape[0], runs):
+        part = read(chunk)[lo - chunk["offset"] : hi - chunk["offset"]]
+        dest[lo - start : hi - start] = namespace(dest).asarray(part)  # (a cupy tensor: from host chunks)
 
 
 def validate(meta, source):

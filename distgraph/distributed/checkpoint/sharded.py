@@ -12,7 +12,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
-from distgraph.errors import ShapeError
+from distgraph.errors import DTypeError, ShapeError
 
 
 class ShardedTensor:
@@ -22,6 +22,8 @@ class ShardedTensor:
         self.pieces = [(int(offset), t) for offset, t in pieces]
         numel = self.numel()
         for offset, t in self.pieces:
+            if np.dtype(str(t.array.dtype)) != self.dtype:
+                raise DTypeError(f"ShardedTensor: a piece of dtype {t.array.dtype} in a tensor of dtype {self.dtype}")
             if t.ndim != 1 or not 0 <= offset <= offset + t.shape[0] <= numel:
                 raise ShapeError(
                     f"ShardedTensor: a piece of shape {tuple(t.shape)} at offset {offset} does not lie in the "

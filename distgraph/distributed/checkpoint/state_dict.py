@@ -122,10 +122,12 @@ def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, opt
 
 
 def init_optim_state(optim):
-    """An optimizer that has not stepped: its state made by one step with zero gradients at lr 0 (torch's
-    `_init_optim_state`: the parameters do not move), the gradients then dropped."""
-    if any(optim.state.get(p) for g in optim.param_groups for p in g["params"]):
+    """An optimizer that has not stepped and holds no gradients: its state made by one step with zero
+    gradients at lr 0 (torch's `_init_optim_state`: the parameters do not move), the gradients then dropped."""
+    if optim.state:  # (stepped: a stateless SGD holds {} per parameter then)
         return
+    if any(p.grad is not None for g in optim.param_groups for p in g["params"]):
+        return  # (gradients the step to come needs: never zeroed here, as torch's)
     lrs = [g.get("lr") for g in optim.param_groups]
     with no_grad():
         for g in optim.param_groups:
