@@ -20,6 +20,7 @@ is the median. Files go to `--dir` (a temporary folder by default): both DCPs an
 torch.save does not, so `torch-full`'s save may end before its bytes reach the disk.
 """
 
+import functools
 import os
 import shutil
 import statistics
@@ -79,8 +80,24 @@ def _folder_bytes(path):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
+def _measure(system, folder, barrier, zeroed, restored, ops):
+    """One rank's figures of a system's three kinds → ({"SYSTEM-KIND": figures}, {"SYSTEM-KIND": bytes on
+    disk}). `ops` has each kind's calls on a path: "full" and "dcp" (save, load) — every load after zeroing the
+    parameters, then checked to restore them — and "dcp-async" a save returning its future."""
+    paths = {kind: os.path.join(folder, f"{system}-{kind}") for kind in ("full", "dcp", "dcp-async")}
+    out = {}
+    for kind in ("full", "dcp"):
+        save, load = ops[kind]
+        save_s = _timed(functools.partial(save, paths[kind]), barrier)
+        zeroed()
+        out[f"{system}-{kind}"] = _record(save_s, _timed(functools.partial(load, paths[kind]), barrier), restored())
+    path = paths["dcp-async"]
+    out[f"{system}-dcp-async"] = _record_async(*_timed_async(functools.partial(ops["dcp-async"], path), barrier), path)
+    return out, {f"{system}-{kind}": _folder_bytes(p) for kind, p in paths.items()}
+
+
 def _distgraph_round(sizes, folder):
-    """One rank of both distgraph systems → {system: (save s, load s, restored)} and the files' bytes."""
+    """One rank of distgraph's systems (`_measure`)."""
     import numpy as np
 
     import distgraph as dg
@@ -100,10 +117,9 @@ def _distgraph_round(sizes, folder):
     dist = dg.distributed
     model = FSDP(_mlp(sizes, seed=0), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
     opt = dg.optim.Adam(model.parameters(), lr=LR)
-    rng = np.random.default_rng(dist.rank())
-    F.cross_entropy(
-        model(dg.tensor(rng.standard_normal((8, sizes[0])).astype("float32"))), dg.tensor(np.zeros(8, np.int64))
-    ).backward()
+    rng = np.random.default_rng(dist.rank())  # one step: Adam's state
+    x = dg.tensor(rng.standard_normal((8, sizes[0])).astype("float32"))
+    F.cross_entropy(model(x), dg.tensor(np.zeros(8, np.int64))).backward()
     opt.step()
     kept = [p.array.copy() for p in model.parameters()]
 
@@ -114,51 +130,39 @@ def _distgraph_round(sizes, folder):
     def restored():
         return all(np.array_equal(p.array, k) for p, k in zip(model.parameters(), kept))
 
-    sharded, whole = os.path.join(folder, "distgraph-dcp"), os.path.join(folder, "distgraph-full.dg")
-    out = {}
-
-    def dcp_save():
+    def dcp_save(path):
         msd, osd = get_state_dict(model, opt)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=sharded)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
 
-    def dcp_load():
+    def dcp_load(path):
         msd, osd = get_state_dict(model, opt)
         state = {"model": msd, "optim": osd}
-        dcp.load(state, checkpoint_id=sharded)
+        dcp.load(state, checkpoint_id=path)
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
-    save_s = _timed(dcp_save, dist.barrier)
-    zeroed()
-    out["distgraph-dcp"] = _record(save_s, _timed(dcp_load, dist.barrier), restored())
-    asynchronous = os.path.join(folder, "distgraph-dcp-async")
-
-    def dcp_async_save():
+    def dcp_async_save(path):
         msd, osd = get_state_dict(model, opt)
-        return dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=asynchronous)
+        return dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=path)
 
-    out["distgraph-dcp-async"] = _record_async(*_timed_async(dcp_async_save, dist.barrier), asynchronous)
     configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
 
-    def full_save():
+    def full_save(path):
         with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, *configs):
             state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, opt)}
         if dist.rank() == 0:
-            dg.save(state, whole)
+            dg.save(state, path)
 
-    def full_load():
-        state = dg.load(whole)
+    def full_load(path):
+        state = dg.load(path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
 
-    save_s = _timed(full_save, dist.barrier)
-    zeroed()
-    out["distgraph-full"] = _record(save_s, _timed(full_load, dist.barrier), restored())
-    return out, {"distgraph-dcp": _folder_bytes(sharded), "distgraph-full": _folder_bytes(whole),
-                 "distgraph-dcp-async": _folder_bytes(asynchronous)}  # fmt: skip
+    ops = {"full": (full_save, full_load), "dcp": (dcp_save, dcp_load), "dcp-async": dcp_async_save}
+    return _measure("distgraph", folder, dist.barrier, zeroed, restored, ops)
 
 
 class TorchCheckpointRank(TorchFSDPRank):
-    """A rank of PyTorch FSDP (bench fsdp's) that saves and loads itself both ways."""
+    """A rank of PyTorch FSDP (bench fsdp's) that saves and loads itself each way (`_measure`)."""
 
     def __init__(self, rank, world, port, sizes, seed):
         # (over a device mesh FSDP's sharded state dicts are DTensors: async_save's stager takes no ShardedTensor)
@@ -173,7 +177,7 @@ class TorchCheckpointRank(TorchFSDPRank):
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
         from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
 
-        torch, model, opt, barrier = self.torch, self.model, self.opt, self.dist.barrier
+        torch, model, opt = self.torch, self.model, self.opt
         torch.manual_seed(self.rank)  # one step: Adam's state
         x = torch.randn(8, self.features)
         torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
@@ -188,51 +192,37 @@ class TorchCheckpointRank(TorchFSDPRank):
         def restored():
             return all(torch.equal(p.detach(), k) for p, k in zip(model.parameters(), kept))
 
-        sharded, whole = os.path.join(folder, "torch-dcp"), os.path.join(folder, "torch-full.pt")
-        out = {}
-
-        def dcp_save():
+        def dcp_save(path):
             msd, osd = get_state_dict(model, opt)
-            tdcp.save({"model": msd, "optim": osd}, checkpoint_id=sharded)
+            tdcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
 
-        def dcp_load():
+        def dcp_load(path):
             msd, osd = get_state_dict(model, opt)
             state = {"model": msd, "optim": osd}
-            tdcp.load(state, checkpoint_id=sharded)
+            tdcp.load(state, checkpoint_id=path)
             set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+        def dcp_async_save(path):
+            msd, osd = get_state_dict(model, opt)
+            return tdcp.async_save({"model": msd, "optim": osd}, checkpoint_id=path, process_group=self.async_group)
 
         FSDP = type(model)
         configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
 
-        def full_save():
+        def full_save(path):
             with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, *configs):
                 state = {"model": model.state_dict(), "optim": FSDP.optim_state_dict(model, opt)}
             if self.rank == 0:
-                torch.save(state, whole)
+                torch.save(state, path)
 
-        def full_load():
-            state = torch.load(whole, weights_only=True)
+        def full_load(path):
+            state = torch.load(path, weights_only=True)
             with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT):
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
 
-        save_s = _timed(full_save, barrier)
-        zeroed()
-        out["torch-full"] = _record(save_s, _timed(full_load, barrier), restored())
-        save_s = _timed(dcp_save, barrier)
-        zeroed()
-        out["torch-dcp"] = _record(save_s, _timed(dcp_load, barrier), restored())
-        asynchronous = os.path.join(folder, "torch-dcp-async")
-
-        def dcp_async_save():
-            msd, osd = get_state_dict(model, opt)
-            return tdcp.async_save(
-                {"model": msd, "optim": osd}, checkpoint_id=asynchronous, process_group=self.async_group
-            )
-
-        out["torch-dcp-async"] = _record_async(*_timed_async(dcp_async_save, barrier), asynchronous)
-        return out, {"torch-dcp": _folder_bytes(sharded), "torch-full": _folder_bytes(whole),
-                     "torch-dcp-async": _folder_bytes(asynchronous)}  # fmt: skip
+        ops = {"full": (full_save, full_load), "dcp": (dcp_save, dcp_load), "dcp-async": dcp_async_save}
+        return _measure("torch", folder, self.dist.barrier, zeroed, restored, ops)
 
 
 def _torch_round(workers, sizes, folder, bind_to):
@@ -305,6 +295,7 @@ def command(workers, sizes, repeat, folder, bind_to, json_out):
     runtime.init(None, num_cpus=workers)
     own = folder is None
     folder = tempfile.mkdtemp(prefix="distgraph-bench-checkpoint-") if own else folder
+    os.makedirs(folder, exist_ok=True)
     click.echo(f"checkpoint · FSDP MLP {'-'.join(map(str, sizes))} + Adam · {workers} ranks · {folder} · {machine()}")
     try:
         points = report(*run_checkpoint(workers, tuple(sizes), repeat, folder, bind_to, click.echo))

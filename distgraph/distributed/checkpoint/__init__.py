@@ -104,7 +104,10 @@ def _prepare(state_dict, path, what, no_dist, stage):
 
     error = _attempt(chunks)
     token = uuid.uuid4().hex if rank == 0 else None
-    per_rank = loop.allgather_object((entries, token, error)) if world > 1 else [(entries, token, error)]
+    if world == 1:
+        _raise_any(what, "preparing", [error])
+        return rank, world, arrays, merge([entries], what), token
+    per_rank = loop.allgather_object((entries, token, _text(error)))
     _raise_any(what, "preparing", [e for _, _, e in per_rank])
     return rank, world, arrays, merge([e for e, _, _ in per_rank], what), per_rank[0][1]
 
@@ -118,22 +121,27 @@ def _attempt(fn):
     return None
 
 
+def _text(error):
+    """An exception as what the other ranks are told (text: not every exception pickles back)."""
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
 def _raise_any(what, step, errors):
-    """Every rank's outcome of `step` (None or an exception, by rank) → raised on every rank if one failed:
-    alone the exception itself, among ranks a DistributedError naming them (no rank left waiting)."""
+    """Every rank's outcome of `step`, by rank → raised on every rank if one failed: alone the exception
+    itself; among ranks (their outcomes as `_text`) a DistributedError naming them, no rank left waiting."""
     failed = {r: e for r, e in enumerate(errors) if e is not None}
     if len(errors) == 1 and failed:
         raise failed[0]
     if failed:
         raise DistributedError(
             f"{what}: {step} failed on rank(s) {sorted(failed)}: "
-            + "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in failed.items())
+            + "; ".join(f"rank {r}: {e}" for r, e in failed.items())
         )
 
 
 def _agree(world, what, step, error):
-    """`_raise_any` of every rank's outcome (a collective)."""
-    _raise_any(what, step, loop.allgather_object(error) if world > 1 else [error])
+    """`_raise_any` of every rank's outcome (a collective among ranks)."""
+    _raise_any(what, step, loop.allgather_object(_text(error)) if world > 1 else [error])
 
 
 def _write_index(path, world, merged):
