@@ -18,7 +18,9 @@ return new, differentiable tensors; `allreduce_`, `broadcast_` work in place; th
 `new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
 point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py);
-`optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py); `fsdp.FullyShardedDataParallel` (fsdp.py); Ray Train's `train.TorchTrainer`, `report`,
+`optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py); `fsdp.FullyShardedDataParallel` (fsdp.py, with
+MixedPrecision and SHARDED_STATE_DICT); torch.distributed.checkpoint's `checkpoint.save` / `load` / `async_save`
+and `checkpoint.state_dict.get_state_dict` / `set_state_dict` (checkpoint/); Ray Train's `train.TorchTrainer`, `report`,
 `get_context`, `get_checkpoint`, `Checkpoint`, `prepare_model`, `prepare_data_loader` (train.py).
 
 What Horovod and torch DDP users pass besides: `DistributedOptimizer(opt, compression=Compression.fp16,
@@ -36,6 +38,7 @@ _SUBMODULES = (
     "algorithms",
     "allreduce",
     "buckets",
+    "checkpoint",
     "collectives",
     "cluster",
     "compression",
