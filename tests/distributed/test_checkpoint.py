@@ -69,7 +69,7 @@ def test_a_plain_model_and_its_adam_resume_bit_for_bit_from_a_checkpoint_folder(
     msd, osd = get_state_dict(model, opt)
     assert sorted(osd["state"]) == sorted(n for n, _ in model.named_parameters())  # keyed by name, not index
     meta = dcp.save({"model": msd, "optim": osd, "step": STEPS}, checkpoint_id=tmp_path / "ck")
-    assert sorted(os.listdir(tmp_path / "ck")) == [".metadata", "__0_0.distcp"]
+    assert sorted(os.listdir(tmp_path / "ck")) == [".metadata", "__0_1.distcp"]
     assert meta.world_size == 1 and meta.state_dict_metadata["model.0.weight"]["shape"] == [8, 5]
     assert _resume(resumed, resumed_opt, tmp_path / "ck") == STEPS
     assert resumed_opt.param_groups[0]["lr"] == 0.01  # the saved groups' hyperparameters, as load_state_dict
@@ -95,7 +95,7 @@ def test_async_save_returns_before_writing_and_saves_the_values_of_its_call(tmp_
     assert not future.done() and not os.listdir(tmp_path)
     gate.set()
     assert future.result(timeout=60).world_size == 1
-    assert sorted(os.listdir(tmp_path)) == [".metadata", "__0_0.distcp"]  # (this save's marker removed)
+    assert sorted(os.listdir(tmp_path)) == [".metadata", "__0_1.distcp"]  # (this save's marker removed)
     assert _resume(resumed, resumed_opt, tmp_path) == 1 and resumed_opt.param_groups[0]["lr"] == 0.01
     got = _numpy(resumed.state_dict())
     assert all(np.array_equal(got[k], want[k]) for k in want)
@@ -194,21 +194,21 @@ def test_bad_checkpoints_and_dicts_get_errors_that_name_them(tmp_path):
         dcp.load({"epoch": dg.ones(1)}, checkpoint_id=folder)
     with pytest.raises(ConfigError, match="give checkpoint_id="):
         dcp.save({"w": dg.ones(1)})
-    data = folder / "__0_0.distcp"
+    data = folder / "__0_1.distcp"  # (tensors every rank holds alike: rank 0's second file)
     data.write_bytes(data.read_bytes()[:-8])  # a truncated rank file
-    with pytest.raises(FileFormatError, match="__0_0.distcp"):
+    with pytest.raises(FileFormatError, match="__0_1.distcp"):
         dcp.load({"w": dg.ones(3, 2)}, checkpoint_id=folder)
     os.remove(folder / ".metadata")  # a save cut short: its index is written last
     with pytest.raises(FileFormatError, match="no .metadata in it .* a save that did not finish"):
         dcp.load({"w": dg.ones(3, 2)}, checkpoint_id=folder)
-    gap = {
-        "kind": "tensor",
-        "shape": [4],
-        "dtype": "float64",
-        "chunks": [{"rank": 0, "name": "w", "offset": 1, "numel": 3}],
-    }
+    chunk = {"rank": 0, "file": "__0_1.distcp", "name": "c0", "offset": 1, "numel": 3}
+    gap = {"kind": "tensor", "shape": [4], "dtype": "float64", "chunks": [chunk]}
     dg.save({"version": 1, "world_size": 1, "entries": {"w": gap}}, folder / ".metadata")
     with pytest.raises(FileFormatError, match=r"\.metadata entry 'w' is damaged .*leave a gap at element 0"):
+        dcp.load({"w": dg.ones(4)}, checkpoint_id=folder)
+    elsewhere = dict(gap, chunks=[dict(chunk, offset=0, numel=4, file="../../etc/passwd")])
+    dg.save({"version": 1, "world_size": 1, "entries": {"w": elsewhere}}, folder / ".metadata")
+    with pytest.raises(FileFormatError, match="names a data file .* not of this checkpoint"):
         dcp.load({"w": dg.ones(4)}, checkpoint_id=folder)
 
 
@@ -312,10 +312,11 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
     whole = sum(p.numel() for p in plain.parameters())  # 40 8 | 56 7 | 21 3: units of 48, 63 and 24
     for strategy, _ in CONFIGS:
         r0, r1 = ranks[0][strategy], ranks[1][strategy]
-        assert sorted(os.listdir(tmp_path / strategy)) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
-        if strategy == "NO_SHARD":  # whole on every rank: plain tensors, written once (by rank 0)
-            assert r0["kinds"] == ["Tensor"] and r0["held"] == 0
-        else:  # each rank its pieces, which together are the model once
+        files = sorted(os.listdir(tmp_path / strategy))
+        if strategy == "NO_SHARD":  # whole on every rank: plain tensors, written once (rank 0's second file)
+            assert r0["kinds"] == ["Tensor"] and r0["held"] == 0 and files == [".metadata", "__0_1.distcp"]
+        else:  # each rank its pieces (in a file of its own), which together are the model once
+            assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
             assert r0["kinds"] == ["ShardedTensor"] and r0["held"] + r1["held"] == whole and r0["held"] < whole
         assert r0["resumed"] and r1["resumed"] and r0["step"] == STEPS, strategy
         # 2 ranks → one process: the plain model and its Adam from the FSDP checkpoint are FSDP's full dicts

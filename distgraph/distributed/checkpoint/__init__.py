@@ -19,7 +19,7 @@ model's checkpoint and back (`ShardedTensor.full_tensor`, or a plain tensor in t
 
 `save` / `load` are collectives inside `dg.distributed.launch` (every rank calls them with the same keys);
 outside one, or with `no_dist=True`, they run as rank 0 of 1. The folder is layout.py's: one file per rank
-plus `.metadata`, each written by `dg.save` (no pickle: a checkpoint is data, never code) and renamed into
+(and rank 0's of the tensors every rank holds alike) plus `.metadata`, each written by `dg.save` (no pickle: a checkpoint is data, never code) and renamed into
 place; `.metadata` comes last, after every rank's file, so a save cut short leaves no checkpoint that `load`
 would take. Files are read where `load` runs: ranks on other nodes need the folder on shared storage, as
 torch's FileSystemReader does — or, under Ray Train, each rank saves into a temporary folder of its own and
@@ -37,7 +37,6 @@ from distgraph.distributed import loop
 from distgraph.distributed.checkpoint.layout import (
     METADATA,
     VERSION,
-    data_file,
     fill,
     flatten,
     is_array,
@@ -144,6 +143,13 @@ def _agree(world, what, step, error):
     _raise_any(what, step, loop.allgather_object(_text(error)) if world > 1 else [error])
 
 
+def _write_files(path, files):
+    import distgraph as dg
+
+    for name, arrays in files.items():
+        dg.save(arrays, os.path.join(path, name))
+
+
 def _write_index(path, world, merged):
     import distgraph as dg
 
@@ -153,14 +159,12 @@ def _write_index(path, world, merged):
 def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, process_group=None, no_dist=False):
     """Every rank's part of `state_dict` into the folder `checkpoint_id` → Metadata (on every rank).
     `planner` and `process_group` must be None (torch's defaults: every rank of the launch)."""
-    import distgraph as dg
-
     _refuse_extras("dcp.save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.save")
     rank, world, arrays, merged, _ = _prepare(state_dict, path, "dcp.save", no_dist, stage=False)
     # each step's outcome gathered from every rank (not a barrier): one rank's failed write (a full disk, an
     # object dg.save refuses) is raised on every rank instead of leaving the others waiting for it
-    _agree(world, "dcp.save", "writing", _attempt(lambda: dg.save(arrays, os.path.join(path, data_file(rank)))))
+    _agree(world, "dcp.save", "writing", _attempt(lambda: _write_files(path, arrays)))
     index = _attempt(lambda: _write_index(path, world, merged)) if rank == 0 else None
     _agree(world, "dcp.save", "writing the index", index)
     return Metadata(merged, world)
@@ -180,8 +184,6 @@ def async_save(
     their own file is. The thread meets no collective (training's own may run meanwhile): each rank marks its
     file done with a marker file of this save, which rank 0 waits for (up to `timeout_s`) — so every rank must
     save into one folder they all see (not Ray Train's folder per rank)."""
-    import distgraph as dg
-
     _refuse_extras("dcp.async_save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.async_save")
     rank, world, arrays, merged, token = _prepare(state_dict, path, "dcp.async_save", no_dist, stage=True)
@@ -190,7 +192,7 @@ def async_save(
         return os.path.join(path, f".done-{token}-{r}")
 
     def write():
-        dg.save(arrays, os.path.join(path, data_file(rank)))
+        _write_files(path, arrays)
         with open(marker(rank), "w"):
             pass
         if rank == 0:
@@ -237,14 +239,12 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, p
     files = {}
 
     def read(chunk):
-        rank = chunk["rank"]
-        if rank not in files:
-            files[rank] = dg.load(os.path.join(path, data_file(rank)), map_location="cpu")
-        if chunk["name"] not in files[rank] or files[rank][chunk["name"]].shape != (chunk["numel"],):
-            raise FileFormatError(
-                f"{path}: {data_file(rank)} lacks chunk {chunk['name']!r} of {chunk['numel']} elements"
-            )
-        return files[rank][chunk["name"]]
+        name = chunk["file"]
+        if name not in files:  # (each file read once, and only if a chunk this rank needs lies in it)
+            files[name] = dg.load(os.path.join(path, name), map_location="cpu")
+        if chunk["name"] not in files[name] or files[name][chunk["name"]].shape != (chunk["numel"],):
+            raise FileFormatError(f"{path}: {name} lacks chunk {chunk['name']!r} of {chunk['numel']} elements")
+        return files[name][chunk["name"]]
 
     for key, value in leaves.items():
         entry = entries[key]

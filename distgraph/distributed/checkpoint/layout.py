@@ -4,16 +4,18 @@ rank's chunks, the merged index, and filling a run of a tensor's elements from t
 A checkpoint folder (torch's DCP file names):
 
     .metadata        dg.save of {"version", "world_size", "entries": {key: entry}} — written last, by rank 0
-    __R_0.distcp     dg.save of {chunk name: 1-d array}: the chunks rank R wrote
+    __R_0.distcp     dg.save of {chunk name: 1-d array}: the pieces rank R holds
+    __0_1.distcp     the same, of the tensors every rank holds alike (rank 0's copy)
 
-An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"rank", "name", "offset", "numel"}]} — the
-tensor's flattened elements [offset, offset + numel) lie in rank R's file under `name` — or
+An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"rank", "file", "name", "offset", "numel"}]} —
+the tensor's flattened elements [offset, offset + numel) lie in `file` under `name` — or
 {"kind": "object", "value": ...} for anything else (a step count, param_groups), rank 0's. A ShardedTensor's
 pieces are chunks of the ranks that hold them; a plain tensor or array is one chunk, written by rank 0 only
 (every rank holds the same: torch's DCP writes a replicated tensor once too).
 """
 
 import copy
+import re
 
 import numpy as np
 
@@ -26,8 +28,11 @@ VERSION = 1
 METADATA = ".metadata"
 
 
-def data_file(rank):
-    return f"__{rank}_0.distcp"
+def data_file(rank, index=0):
+    return f"__{rank}_{index}.distcp"
+
+
+DATA_FILE = re.compile(r"__\d+_[01]\.distcp")
 
 
 def is_array(value):
@@ -72,28 +77,31 @@ def _holds_tensors(v):
 
 
 def rank_chunks(leaves, rank, stage=False):
-    """What `rank` writes → ({chunk name: host array}, {key: entry with this rank's chunks}); with `stage`,
+    """What `rank` writes → ({file name: {chunk name: host array}}, {key: entry with this rank's chunks}):
+    its pieces in `__R_0.distcp`, the tensors every rank holds alike (rank 0's copy, written once) in
+    `__0_1.distcp` — so that a rank loading its pieces reads no file but its own and that one. With `stage`,
     every array a copy (async_save writes them while training changes the originals). Chunks are named by
-    their order in the rank's file (a key's own text could collide with another's)."""
-    arrays, entries = {}, {}
+    their order in their file (a key's own text could collide with another's)."""
+    files, entries = {}, {}
 
-    def chunk(a, offset):
+    def chunk(a, offset, file):
+        arrays = files.setdefault(file, {})
         out = to_device(a, "cpu")
         name = f"c{len(arrays)}"
         arrays[name] = np.ascontiguousarray(out.copy() if stage and out is a else out).reshape(-1)
-        return {"rank": rank, "name": name, "offset": offset, "numel": int(a.size)}
+        return {"rank": rank, "file": file, "name": name, "offset": offset, "numel": int(a.size)}
 
     for key, value in leaves.items():
         if isinstance(value, ShardedTensor):
-            chunks = [chunk(t.array, offset) for offset, t in value.pieces if t.shape[0]]
+            chunks = [chunk(t.array, offset, data_file(rank)) for offset, t in value.pieces if t.shape[0]]
             entries[key] = {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype), "chunks": chunks}
         elif is_array(value):
             array = value.array if isinstance(value, Tensor) else value
-            chunks = [chunk(array, 0)] if rank == 0 else []  # (replicated: rank 0's copy is written, once)
+            chunks = [chunk(array, 0, data_file(0, 1))] if rank == 0 else []
             entries[key] = {"kind": "tensor", "shape": list(array.shape), "dtype": str(array.dtype), "chunks": chunks}
         else:
             entries[key] = {"kind": "object", "value": copy.deepcopy(value) if stage else value}
-    return arrays, entries
+    return files, entries
 
 
 def merge(per_rank, what):
@@ -170,6 +178,11 @@ def validate(meta, source):
         if not isinstance(entry, dict) or entry.get("kind") not in ("tensor", "object"):
             raise FileFormatError(f"{source}: {METADATA} entry {key!r} is damaged")
         if entry["kind"] == "tensor":
+            named = [c.get("file") for c in entry.get("chunks", ())]
+            if not all(isinstance(f, str) and DATA_FILE.fullmatch(f) for f in named):  # (never a path elsewhere)
+                raise FileFormatError(
+                    f"{source}: {METADATA} entry {key!r} names a data file {named} not of this checkpoint"
+                )
             try:
                 _check_cover(key, entry, f"{source}: the chunks of")
             except (ShapeError, KeyError, TypeError) as exc:
