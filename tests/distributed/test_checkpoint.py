@@ -169,6 +169,39 @@ def test_fsdp_orig_params_with_a_frozen_parameter_and_wrong_configs():
         FSDP.set_state_dict_type(model, StateDictType.SHARDED_STATE_DICT, None, FullOptimStateDictConfig())
 
 
+class _AppState(dcp.Stateful):
+    """torch's DCP tutorial's application state, as written there."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self):
+        model_state_dict, optimizer_state_dict = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state_dict, "optim": optimizer_state_dict}
+
+    def load_state_dict(self, state_dict):
+        set_state_dict(self.model, self.optimizer, model_state_dict=state_dict["model"],
+                       optim_state_dict=state_dict["optim"])  # fmt: skip
+
+
+def test_stateful_objects_save_and_load_themselves_as_torchs_tutorial_writes_it(tmp_path):
+    model, resumed = _model(), _model(scale=3.0)
+    opt, resumed_opt = dg.optim.Adam(model.parameters(), lr=0.01), dg.optim.Adam(resumed.parameters(), lr=0.5)
+    _step(model, opt, 0)
+    dcp.save({"app": _AppState(model, opt), "epoch": 4}, checkpoint_id=tmp_path / "app")
+    state = {"app": _AppState(resumed, resumed_opt), "epoch": 0}
+    dcp.load(state, checkpoint_id=tmp_path / "app")
+    assert state["epoch"] == 4 and isinstance(state["app"], _AppState)
+    for m, o in ((model, opt), (resumed, resumed_opt)):
+        _step(m, o, 1)
+    want, got = _numpy(model.state_dict()), _numpy(resumed.state_dict())
+    assert all(np.array_equal(want[k], got[k]) for k in want)
+    plain = _model(scale=5.0)  # a module is Stateful too: its state_dict() saved, load_state_dict() loaded
+    dcp.save({"model": model}, checkpoint_id=tmp_path / "model")
+    dcp.load({"model": plain}, checkpoint_id=tmp_path / "model")
+    assert all(np.array_equal(v, _numpy(plain.state_dict())[k]) for k, v in _numpy(model.state_dict()).items())
+
+
 def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(tmp_path):
     full = np.arange(24, dtype=np.float64).reshape(4, 6)
     dcp.save({"w": dg.tensor(full)}, checkpoint_id=tmp_path)

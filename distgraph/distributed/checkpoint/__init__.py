@@ -45,9 +45,19 @@ from distgraph.distributed.checkpoint.layout import (
     validate,
 )
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
+from distgraph.distributed.checkpoint.stateful import Stateful, expand, hand_back
 from distgraph.errors import ConfigError, DistributedError, FileFormatError, ShapeError
 
-__all__ = ["FileSystemReader", "FileSystemWriter", "Metadata", "ShardedTensor", "async_save", "load", "save"]
+__all__ = [
+    "FileSystemReader",
+    "FileSystemWriter",
+    "Metadata",
+    "ShardedTensor",
+    "Stateful",
+    "async_save",
+    "load",
+    "save",
+]
 
 
 @dataclass
@@ -161,7 +171,7 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, p
     `planner` and `process_group` must be None (torch's defaults: every rank of the launch)."""
     _refuse_extras("dcp.save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.save")
-    rank, world, arrays, merged, _ = _prepare(state_dict, path, "dcp.save", no_dist, stage=False)
+    rank, world, arrays, merged, _ = _prepare(expand(state_dict), path, "dcp.save", no_dist, stage=False)
     # each step's outcome gathered from every rank (not a barrier): one rank's failed write (a full disk, an
     # object dg.save refuses) is raised on every rank instead of leaving the others waiting for it
     _agree(world, "dcp.save", "writing", _attempt(lambda: _write_files(path, arrays)))
@@ -186,7 +196,7 @@ def async_save(
     save into one folder they all see (not Ray Train's folder per rank)."""
     _refuse_extras("dcp.async_save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.async_save")
-    rank, world, arrays, merged, token = _prepare(state_dict, path, "dcp.async_save", no_dist, stage=True)
+    rank, world, arrays, merged, token = _prepare(expand(state_dict), path, "dcp.async_save", no_dist, stage=True)
 
     def marker(r):
         return os.path.join(path, f".done-{token}-{r}")
@@ -230,6 +240,14 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, p
     if not os.path.exists(index):
         raise FileFormatError(f"{path}: no {METADATA} in it — not a checkpoint, or a save that did not finish")
     entries = validate(dg.load(index), path)
+    expanded = expand(state_dict) if isinstance(state_dict, dict) else state_dict
+    _load_into(expanded, entries, path)
+    hand_back(state_dict, expanded)
+
+
+def _load_into(state_dict, entries, path):
+    import distgraph as dg
+
     leaves, places = flatten(state_dict, "dcp.load")
     missing = [k for k in leaves if k not in entries]
     if missing:
