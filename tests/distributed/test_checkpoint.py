@@ -18,9 +18,15 @@ import distgraph.nn.functional as F
 from distgraph.distributed import train
 from distgraph.distributed.checkpoint import ShardedTensor
 from distgraph.distributed.checkpoint.layout import merge
-from distgraph.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from distgraph.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 from distgraph.distributed.fsdp import FSDP, ModuleWrapPolicy, ShardingStrategy
 from distgraph.errors import ConfigError, DistributedError, DTypeError, FileFormatError, ShapeError
+from distgraph.nn.module import StateDictError
 
 STEPS, ROWS = 3, 6  # rows per rank
 
@@ -202,6 +208,25 @@ def test_stateful_objects_save_and_load_themselves_as_torchs_tutorial_writes_it(
     assert all(np.array_equal(v, _numpy(plain.state_dict())[k]) for k, v in _numpy(model.state_dict()).items())
 
 
+def test_ignore_frozen_params_leaves_them_out_and_lets_them_be_missing_on_load():
+    model = _model()
+    model[0].bias.requires_grad_(False)
+    msd = get_state_dict(model, dg.optim.SGD(model.parameters(), lr=0.1),
+                         options=StateDictOptions(ignore_frozen_params=True))[0]  # fmt: skip
+    assert "0.bias" not in msd and "0.weight" in msd
+    other = _model(scale=2.0)
+    other[0].bias.requires_grad_(False)
+    options = StateDictOptions(ignore_frozen_params=True)
+    assert set_model_state_dict(other, msd, options=options).missing_keys == ["0.bias"]
+    assert np.array_equal(other[0].weight.detach().numpy(), model[0].weight.detach().numpy())
+    with pytest.raises(StateDictError, match=r"missing key\(s\) \['2.weight'\]"):
+        set_model_state_dict(other, {k: v for k, v in msd.items() if k != "2.weight"}, options=options)
+    with pytest.raises(ConfigError, match="broadcast_from_rank0 needs full_state_dict=True"):
+        StateDictOptions(broadcast_from_rank0=True)
+    with pytest.raises(ConfigError, match="flatten_optimizer_state_dict=True are not supported"):
+        StateDictOptions(flatten_optimizer_state_dict=True)
+
+
 def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(tmp_path):
     full = np.arange(24, dtype=np.float64).reshape(4, 6)
     dcp.save({"w": dg.tensor(full)}, checkpoint_id=tmp_path)
@@ -324,6 +349,16 @@ def _on_each_rank(folder):
     opt = dg.optim.Adam(model.parameters(), lr=0.5)
     out["from_one"] = _resume(model, opt, os.path.join(folder, "one"))
     out["from_one_full"] = _numpy(get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))[0])
+    # full dicts only rank 0 holds, sent to the others (torch's broadcast_from_rank0; rank 1 passes {})
+    full_model, full_optim = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    fresh = _fsdp("FULL_SHARD", False, scale=5.0)
+    fresh_opt = dg.optim.Adam(fresh.parameters(), lr=0.5)
+    from_0 = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_state_dict(fresh, fresh_opt, model_state_dict=full_model if rank == 0 else {},
+                   optim_state_dict=full_optim if rank == 0 else {}, options=from_0)  # fmt: skip
+    got = _numpy(get_state_dict(fresh, fresh_opt, options=StateDictOptions(full_state_dict=True))[0])
+    out["from_rank0"] = all(np.array_equal(got[k], v) for k, v in out["from_one_full"].items())
+    out["from_rank0_lr"] = fresh_opt.param_groups[0]["lr"]
     # FSDP's checkpoint into DDP (its names are the plain model's, `module.` left out)
     ddp = dist.DistributedDataParallel(_model(scale=3.0))
     ddp_opt = dg.optim.Adam(ddp.parameters(), lr=0.5)
@@ -372,6 +407,7 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
         assert all(np.array_equal(r["from_one_full"][k], v) for k, v in _numpy(plain.state_dict()).items())
         assert r["ddp_keys"] == sorted(plain.state_dict()) and r["ddp_step"] == STEPS
         assert r["async_step"] == 1 and r["async_saved_the_call"]
+        assert r["from_rank0"] and r["from_rank0_lr"] == 0.01  # (the fresh optimizer had 0.5)
         assert r["bad_save"].startswith("dcp.save: preparing failed on rank(s) [1]: rank 1: FileExistsError")
         assert all(np.array_equal(r["ddp"][k], v) for k, v in ranks[0]["FULL_SHARD"]["full"].items())
 

@@ -21,13 +21,32 @@ from dataclasses import dataclass
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
+from distgraph.nn.module import StateDictError
 
 
 @dataclass
 class StateDictOptions:
+    """torch's options. `ignore_frozen_params`: the model's dict leaves out parameters that do not require
+    grad. `broadcast_from_rank0` (with full_state_dict, for the set_ functions): only rank 0's dicts are read,
+    sent to the other ranks first. Offered as torch's defaults only: `keep_submodule_prefixes=True` and
+    `flatten_optimizer_state_dict=False`."""
+
     full_state_dict: bool = False
     cpu_offload: bool = False
+    ignore_frozen_params: bool = False
+    keep_submodule_prefixes: bool = True
     strict: bool = True
+    broadcast_from_rank0: bool = False
+    flatten_optimizer_state_dict: bool = False
+
+    def __post_init__(self):
+        if not self.keep_submodule_prefixes or self.flatten_optimizer_state_dict:
+            raise ConfigError(
+                "StateDictOptions: keep_submodule_prefixes=False and flatten_optimizer_state_dict=True are not "
+                "supported"
+            )
+        if self.broadcast_from_rank0 and not self.full_state_dict:
+            raise ConfigError("StateDictOptions: broadcast_from_rank0 needs full_state_dict=True (torch's rule)")
 
 
 def _fsdp():
@@ -64,9 +83,22 @@ def get_model_state_dict(model, *, options=None):
     options = options or StateDictOptions()
     if _is_fsdp(model):
         with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-            return model.state_dict()
-    out = _plain(model).state_dict()
-    return {k: Tensor(v.array.copy()).cpu() for k, v in out.items()} if options.cpu_offload else out
+            out = model.state_dict()
+    else:
+        out = _plain(model).state_dict()
+        out = {k: Tensor(v.array.copy()).cpu() for k, v in out.items()} if options.cpu_offload else out
+    if options.ignore_frozen_params:
+        out = {k: v for k, v in out.items() if k not in _frozen(model)}
+    return out
+
+
+def _frozen(model):
+    """The names of the parameters that do not require grad (FSDP's by the plain model's names)."""
+    if _is_fsdp(model):
+        from distgraph.distributed.fsdp_wrap import resolve
+
+        return {k for k, e in model._entries if e[2] == "param" and not resolve(e).requires_grad}
+    return {n for n, p in _plain(model).named_parameters() if not p.requires_grad}
 
 
 def get_optimizer_state_dict(model, optimizers, *, options=None):
@@ -93,14 +125,26 @@ def get_state_dict(model, optimizers, *, options=None):
 def set_model_state_dict(model, model_state_dict, *, options=None):
     """→ (missing keys, unexpected keys), as load_state_dict."""
     options = options or StateDictOptions()
+    model_state_dict = _from_rank0(model_state_dict, options)
+    strict = options.strict and not options.ignore_frozen_params  # (frozen ones may be missing: checked below)
     if _is_fsdp(model):
         with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-            return model.load_state_dict(model_state_dict, strict=options.strict)
-    return _plain(model).load_state_dict(model_state_dict, strict=options.strict)
+            keys = model.load_state_dict(model_state_dict, strict=strict)
+    else:
+        keys = _plain(model).load_state_dict(model_state_dict, strict=strict)
+    if options.strict and options.ignore_frozen_params:
+        missing = [k for k in keys.missing_keys if k not in _frozen(model)]
+        if missing or keys.unexpected_keys:
+            raise StateDictError(
+                f"set_model_state_dict: missing key(s) {missing}, unexpected key(s) {keys.unexpected_keys} "
+                "(frozen parameters may be missing with ignore_frozen_params)"
+            )
+    return keys
 
 
 def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=None):
     options = options or StateDictOptions()
+    optim_state_dict = _from_rank0(optim_state_dict, options)
     groups = list(optim_state_dict["param_groups"])
     for optim in _optimizers(optimizers):
         mine, groups = groups[: len(optim.param_groups)], groups[len(optim.param_groups) :]
@@ -119,6 +163,15 @@ def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, opt
     keys = set_model_state_dict(model, model_state_dict, options=options)
     set_optimizer_state_dict(model, optimizers, optim_state_dict, options=options)
     return keys
+
+
+def _from_rank0(state_dict, options):
+    """With `broadcast_from_rank0`: rank 0's dict on every rank (the others may pass an empty one)."""
+    if not options.broadcast_from_rank0:
+        return state_dict
+    from distgraph.distributed import loop
+
+    return loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
 
 
 def init_optim_state(optim):
