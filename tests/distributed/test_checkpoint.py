@@ -157,6 +157,9 @@ def test_keys_that_look_like_chunk_names_and_tuples_are_kept_apart(tmp_path):
     # torch's precedence: checkpoint_id over the storage writer's own path
     dcp.save({"w": dg.ones(1)}, checkpoint_id=tmp_path / "id", storage_writer=dcp.FileSystemWriter(tmp_path / "writer"))
     assert (tmp_path / "id" / ".metadata").exists() and not (tmp_path / "writer").exists()
+    keep = dcp.FileSystemWriter(tmp_path / "id", overwrite=False, thread_count=4)  # (torch's keywords)
+    with pytest.raises(ConfigError, match="already holds a checkpoint and the writer has overwrite=False"):
+        dcp.save({"w": dg.zeros(1)}, storage_writer=keep)
 
 
 def test_fsdp_orig_params_with_a_frozen_parameter_and_wrong_configs():

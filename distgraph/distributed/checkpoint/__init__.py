@@ -62,9 +62,17 @@ __all__ = [
 
 @dataclass
 class FileSystemWriter:
-    """torch's storage writer for a folder (the folder is all it holds here)."""
+    """torch's storage writer for a folder. `overwrite=False`: a save into a folder that holds a checkpoint is
+    refused. Accepted as torch's and without effect here: `single_file_per_rank` (always one file per rank),
+    `sync_files` (every file is fsynced), `thread_count`, `per_thread_copy_ahead`, `cache_staged_state_dict`."""
 
     path: str
+    single_file_per_rank: bool = True
+    sync_files: bool = True
+    thread_count: int = 1
+    per_thread_copy_ahead: int = 10_000_000
+    cache_staged_state_dict: bool = False
+    overwrite: bool = True
 
 
 @dataclass
@@ -87,6 +95,11 @@ def _folder(checkpoint_id, storage, what):
             f"{what}: give checkpoint_id= (a folder) or a storage {'writer' if what == 'dcp.save' else 'reader'}"
         )
     return os.fspath(path)
+
+
+def _refuse_overwrite(path, storage, what):
+    if storage is not None and not storage.overwrite and os.path.exists(os.path.join(path, METADATA)):
+        raise ConfigError(f"{what}: {path} already holds a checkpoint and the writer has overwrite=False")
 
 
 def _world(no_dist):
@@ -171,6 +184,7 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None, p
     `planner` and `process_group` must be None (torch's defaults: every rank of the launch)."""
     _refuse_extras("dcp.save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.save")
+    _refuse_overwrite(path, storage_writer, "dcp.save")
     rank, world, arrays, merged, _ = _prepare(expand(state_dict), path, "dcp.save", no_dist, stage=False)
     # each step's outcome gathered from every rank (not a barrier): one rank's failed write (a full disk, an
     # object dg.save refuses) is raised on every rank instead of leaving the others waiting for it
@@ -196,6 +210,7 @@ def async_save(
     save into one folder they all see (not Ray Train's folder per rank)."""
     _refuse_extras("dcp.async_save", planner, process_group)
     path = _folder(checkpoint_id, storage_writer, "dcp.async_save")
+    _refuse_overwrite(path, storage_writer, "dcp.async_save")
     rank, world, arrays, merged, token = _prepare(expand(state_dict), path, "dcp.async_save", no_dist, stage=True)
 
     def marker(r):
