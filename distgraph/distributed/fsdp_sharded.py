@@ -58,9 +58,11 @@ def load_sharded_state_dict(model, state_dict, strict=True):
                               f"the shape in current model is {want}.")  # fmt: skip
     if errors:
         raise StateDictError("Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors))
-    name_of = {}
+    name_of = {}  # (a tied parameter by the first of its names the dict holds: strict=False may leave one out)
     for key, entry in model._entries:
-        name_of.setdefault(id(resolve(entry)), key)  # (a tied parameter by its first name)
+        pid = id(resolve(entry))
+        if pid not in name_of or (name_of[pid] not in state_dict and key in state_dict):
+            name_of[pid] = key
     in_units = set(shapes)
     with no_grad():
         for h in handles:

@@ -6,6 +6,7 @@ ranks, FSDP → DDP), and under Ray Train, whose report merges the ranks' folder
 import os
 import tempfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -230,6 +231,25 @@ def test_ignore_frozen_params_leaves_them_out_and_lets_them_be_missing_on_load()
         StateDictOptions(flatten_optimizer_state_dict=True)
 
 
+def test_a_tied_parameter_loads_from_whichever_of_its_names_a_sharded_dict_holds():
+    from distgraph.distributed.fsdp import StateDictType
+
+    def tied(scale):
+        dg.manual_seed(0)
+        m = nn.Sequential(nn.Embedding(10, 4), nn.Tanh(), nn.Linear(4, 10, bias=False))
+        m[2].weight = m[0].weight
+        with dg.no_grad():
+            m[0].weight.mul_(scale)
+        return FSDP(m)
+
+    saved, loaded = tied(1.0), tied(3.0)
+    with FSDP.state_dict_type(saved, StateDictType.SHARDED_STATE_DICT):
+        state = saved.state_dict()
+    with FSDP.state_dict_type(loaded, StateDictType.SHARDED_STATE_DICT):  # (only the second name: strict=False)
+        assert loaded.load_state_dict({"2.weight": state["2.weight"]}, strict=False).missing_keys == ["0.weight"]
+    assert np.array_equal(loaded.state_dict()["0.weight"].numpy(), saved.state_dict()["0.weight"].numpy())
+
+
 def test_sharded_tensor_pieces_are_filled_across_the_chunks_of_any_other_layout(tmp_path):
     full = np.arange(24, dtype=np.float64).reshape(4, 6)
     dcp.save({"w": dg.tensor(full)}, checkpoint_id=tmp_path)
@@ -338,6 +358,18 @@ def _on_each_rank(folder):
     out["async_step"] = _resume(again, again_opt, os.path.join(folder, "async"))
     got = _numpy(get_state_dict(again, again_opt, options=StateDictOptions(full_state_dict=True))[0])
     out["async_saved_the_call"] = all(np.array_equal(got[k], before[k]) for k in before)
+    # an async save whose write fails on rank 1 (its file's name taken by a folder): rank 0's future says so at
+    # once, not after its 600 s wait for rank 1's file
+    bad_async = os.path.join(folder, "async-bad")
+    if rank == 1:
+        os.makedirs(os.path.join(bad_async, "__1_0.distcp"))
+    dist.barrier()
+    started = time.monotonic()
+    try:
+        dcp.async_save({"model": msd}, checkpoint_id=bad_async).result(timeout=60)
+        out["bad_async"] = None
+    except Exception as exc:  # noqa: BLE001 - rank 1 its own write's error, rank 0 the DistributedError
+        out["bad_async"] = (type(exc).__name__, str(exc), time.monotonic() - started)
     # a rank whose part cannot be written (its folder is a file) fails every rank's save, naming it, at once
     bad = os.path.join(folder, "a-file") if rank == 1 else os.path.join(folder, "fine")
     if rank == 1:
@@ -404,6 +436,8 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
         plain_state = _numpy(plain.state_dict())
         for k in plain_state:
             np.testing.assert_allclose(r0["full"][k], plain_state[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
+    kind, message, _ = ranks[0]["bad_async"]
+    assert kind == "DistributedError" and "writing into" in message and "failed on rank(s) [1]" in message
     # one process → 2 ranks: each rank loaded its pieces of the plain checkpoint
     for r in ranks:
         assert r["from_one"] == 7
@@ -411,6 +445,7 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
         assert r["ddp_keys"] == sorted(plain.state_dict()) and r["ddp_step"] == STEPS
         assert r["async_step"] == 1 and r["async_saved_the_call"]
         assert r["from_rank0"] and r["from_rank0_lr"] == 0.01  # (the fresh optimizer had 0.5)
+        assert r["bad_async"] is not None and r["bad_async"][2] < 30
         assert r["bad_save"].startswith("dcp.save: preparing failed on rank(s) [1]: rank 1: FileExistsError")
         assert all(np.array_equal(r["ddp"][k], v) for k, v in ranks[0]["FULL_SHARD"]["full"].items())
 

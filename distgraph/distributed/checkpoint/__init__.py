@@ -213,24 +213,20 @@ def async_save(
     _refuse_overwrite(path, storage_writer, "dcp.async_save")
     rank, world, arrays, merged, token = _prepare(expand(state_dict), path, "dcp.async_save", no_dist, stage=True)
 
-    def marker(r):
-        return os.path.join(path, f".done-{token}-{r}")
+    def marker(r, outcome="done"):
+        return os.path.join(path, f".{outcome}-{token}-{r}")
 
     def write():
-        _write_files(path, arrays)
+        try:
+            _write_files(path, arrays)
+        except Exception as exc:  # (rank 0 learns of it from the folder, not from a timeout)
+            with open(marker(rank, "failed"), "w") as f:
+                f.write(_text(exc))
+            raise
         with open(marker(rank), "w"):
             pass
         if rank == 0:
-            deadline = time.monotonic() + timeout_s
-            while missing := [r for r in range(world) if not os.path.exists(marker(r))]:
-                if time.monotonic() > deadline:
-                    for r in set(range(world)) - set(missing):
-                        os.remove(marker(r))
-                    raise DistributedError(
-                        f"dcp.async_save: rank(s) {missing} did not finish writing into {path} within {timeout_s:.0f}s "
-                        "(async_save needs one folder every rank sees)"
-                    )
-                time.sleep(0.005)
+            _await_ranks(path, world, marker, timeout_s)
             _write_index(path, world, merged)
             for r in range(world):
                 os.remove(marker(r))
@@ -239,6 +235,32 @@ def async_save(
     future = _writer.submit(write)
     _pending.append(future)
     return future
+
+
+def _await_ranks(path, world, marker, timeout_s):
+    """Rank 0's async thread: until every rank's file is written (its marker there); a rank whose write
+    failed (its "failed" marker) or a timeout raises, naming the ranks, and this save's markers are removed."""
+    deadline = time.monotonic() + timeout_s
+    while missing := [r for r in range(world) if not os.path.exists(marker(r))]:
+        failed = [r for r in missing if os.path.exists(marker(r, "failed"))]
+        if failed or time.monotonic() > deadline:
+            reasons = []
+            for r in failed:
+                with open(marker(r, "failed")) as f:
+                    reasons.append(f"rank {r}: {f.read()}")
+            for r in range(world):
+                for outcome in ("done", "failed"):
+                    if os.path.exists(marker(r, outcome)):
+                        os.remove(marker(r, outcome))
+            if failed:
+                raise DistributedError(
+                    f"dcp.async_save: writing into {path} failed on rank(s) {failed}: " + "; ".join(reasons)
+                )
+            raise DistributedError(
+                f"dcp.async_save: rank(s) {missing} did not finish writing into {path} within {timeout_s:.0f}s "
+                "(async_save needs one folder every rank sees)"
+            )
+        time.sleep(0.005)
 
 
 def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, process_group=None, no_dist=False):
