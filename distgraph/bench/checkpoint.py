@@ -96,6 +96,27 @@ def _measure(system, folder, barrier, zeroed, restored, ops):
     return out, {f"{system}-{kind}": _folder_bytes(p) for kind, p in paths.items()}
 
 
+def _dcp_ops(dcp, get_state_dict, set_state_dict, model, opt, **async_options):
+    """The "dcp" (save, load) and "dcp-async" calls on a path, for `_measure`: one code for distgraph's
+    checkpoint modules and torch's, whose API they share (`async_options`: torch's process group)."""
+
+    def save(path):
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
+
+    def load(path):
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+    def async_save(path):
+        msd, osd = get_state_dict(model, opt)
+        return dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=path, **async_options)
+
+    return {"dcp": (save, load), "dcp-async": async_save}
+
+
 def _distgraph_round(sizes, folder):
     """One rank of distgraph's systems (`_measure`)."""
     import numpy as np
@@ -130,20 +151,6 @@ def _distgraph_round(sizes, folder):
     def restored():
         return all(np.array_equal(p.array, k) for p, k in zip(model.parameters(), kept))
 
-    def dcp_save(path):
-        msd, osd = get_state_dict(model, opt)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
-
-    def dcp_load(path):
-        msd, osd = get_state_dict(model, opt)
-        state = {"model": msd, "optim": osd}
-        dcp.load(state, checkpoint_id=path)
-        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-
-    def dcp_async_save(path):
-        msd, osd = get_state_dict(model, opt)
-        return dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=path)
-
     configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
 
     def full_save(path):
@@ -157,7 +164,7 @@ def _distgraph_round(sizes, folder):
         model.load_state_dict(state["model"])
         opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
 
-    ops = {"full": (full_save, full_load), "dcp": (dcp_save, dcp_load), "dcp-async": dcp_async_save}
+    ops = {"full": (full_save, full_load), **_dcp_ops(dcp, get_state_dict, set_state_dict, model, opt)}
     return _measure("distgraph", folder, dist.barrier, zeroed, restored, ops)
 
 
@@ -192,20 +199,6 @@ class TorchCheckpointRank(TorchFSDPRank):
         def restored():
             return all(torch.equal(p.detach(), k) for p, k in zip(model.parameters(), kept))
 
-        def dcp_save(path):
-            msd, osd = get_state_dict(model, opt)
-            tdcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
-
-        def dcp_load(path):
-            msd, osd = get_state_dict(model, opt)
-            state = {"model": msd, "optim": osd}
-            tdcp.load(state, checkpoint_id=path)
-            set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-
-        def dcp_async_save(path):
-            msd, osd = get_state_dict(model, opt)
-            return tdcp.async_save({"model": msd, "optim": osd}, checkpoint_id=path, process_group=self.async_group)
-
         FSDP = type(model)
         configs = (FullStateDictConfig(), FullOptimStateDictConfig(offload_to_cpu=False))  # (every rank gathers)
 
@@ -221,8 +214,10 @@ class TorchCheckpointRank(TorchFSDPRank):
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(FSDP.optim_state_dict_to_load(model, opt, state["optim"]))
 
-        ops = {"full": (full_save, full_load), "dcp": (dcp_save, dcp_load), "dcp-async": dcp_async_save}
-        return _measure("torch", folder, self.dist.barrier, zeroed, restored, ops)
+        dcp_ops = _dcp_ops(tdcp, get_state_dict, set_state_dict, model, opt, process_group=self.async_group)
+        return _measure(
+            "torch", folder, self.dist.barrier, zeroed, restored, {"full": (full_save, full_load), **dcp_ops}
+        )
 
 
 def _torch_round(workers, sizes, folder, bind_to):

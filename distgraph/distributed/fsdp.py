@@ -49,7 +49,7 @@ from distgraph.backend import namespace, to_device
 from distgraph.distributed import fsdp_mixed, loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
 from distgraph.distributed.fsdp_mixed import MixedPrecision  # noqa: F401 - torch's name, importable from here
-from distgraph.distributed.fsdp_sharded import load_sharded_state_dict, sharded_state_dict
+from distgraph.distributed.fsdp_sharded import assign, check_state_dict, load_sharded_state_dict, sharded_state_dict
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
     ModuleWrapPolicy,
     modules_outside_units,
@@ -60,7 +60,7 @@ from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, imp
     wrap_children,
 )
 from distgraph.errors import ConfigError
-from distgraph.nn.module import Module, StateDictError, _IncompatibleKeys, key_errors
+from distgraph.nn.module import Module, _IncompatibleKeys
 
 
 class ShardingStrategy(enum.Enum):
@@ -345,21 +345,11 @@ class FullyShardedDataParallel(Module):
             return load_sharded_state_dict(self, state_dict, strict)
         if self._settings.state_dict_config.rank0_only and loop.world_size() > 1:
             state_dict = loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
-        optional = {k for k, (module, name, _) in self._entries if name in module._optional_state}
-        missing, unexpected, errors = key_errors([k for k, _ in self._entries], state_dict, strict, optional)
         with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
-            pairs = [(k, resolve(e), state_dict[k]) for k, e in self._entries if k in state_dict]
-            for key, t, v in pairs:
-                shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
-                if shape != tuple(t.shape):
-                    errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
-                                  f"the shape in current model is {tuple(t.shape)}.")  # fmt: skip
-            if errors:  # (nothing written: the write-back puts the values back as they were)
-                raise StateDictError(
-                    "Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors)
-                )
-            for _, t, v in pairs:
-                t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
+            missing, unexpected = check_state_dict(self, state_dict, strict)  # (raising: the write-back keeps all)
+            for key, entry in self._entries:
+                if key in state_dict:
+                    assign(resolve(entry), state_dict[key])
         return _IncompatibleKeys(missing, unexpected)
 
     @staticmethod

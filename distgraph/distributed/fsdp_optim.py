@@ -78,14 +78,15 @@ def optim_state_dict(model, optim, config):
                 block = value
             else:
                 block = None
-            if block is not None and sharded:
-                for n, part in zip(names, handle.sharded(block, config.offload_to_cpu)):
+            if block is not None:
+                if sharded:
+                    parts = handle.sharded(block, config.offload_to_cpu)
+                else:  # (every rank: a collective)
+                    gathered = handle.split(handle.gather(block))
+                    parts = [(to_device(a, "cpu") if config.offload_to_cpu else a).copy() for a in gathered]
+                for n, part in zip(names, parts):
                     if n in per_param:
                         per_param[n][key] = part
-            elif block is not None:
-                for n, part in zip(names, handle.split(handle.gather(block))):  # (every rank: a collective)
-                    if n in per_param:
-                        per_param[n][key] = (to_device(part, "cpu") if config.offload_to_cpu else part).copy()
             else:
                 for n in per_param:
                     per_param[n][key] = value

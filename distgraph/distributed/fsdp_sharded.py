@@ -14,6 +14,8 @@ or a full tensor.
 
 from collections import OrderedDict
 
+import numpy as np
+
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
@@ -43,27 +45,40 @@ def sharded_state_dict(model, out=None, prefix="", offload=False):
     return out
 
 
-def load_sharded_state_dict(model, state_dict, strict=True):
-    """→ (missing, unexpected); every key's shape checked before anything is written."""
+def check_state_dict(model, state_dict, strict):
+    """(missing, unexpected) of a full or sharded state dict against the model's entries, every key's shape
+    checked against its parameter's own (emptied at rest) — or torch's StateDictError, before anything is
+    written."""
     optional = {k for k, (module, name, _) in model._entries if name in module._optional_state}
     missing, unexpected, errors = key_errors([k for k, _ in model._entries], state_dict, strict, optional)
-    handles = _units_with_params(model)
-    shapes = {id(p): shape for h in handles for p, shape in zip(h.params, h.shapes)}  # (emptied at rest)
+    shapes = {id(p): shape for h in _units_with_params(model) for p, shape in zip(h.params, h.shapes)}
     for key, entry in model._entries:
         if key in state_dict:
-            t = resolve(entry)
-            shape, want = tuple(getattr(state_dict[key], "shape", ())), shapes.get(id(t), tuple(t.shape))
+            v, t = state_dict[key], resolve(entry)
+            shape, want = tuple(v.shape) if hasattr(v, "shape") else np.shape(v), shapes.get(id(t), tuple(t.shape))
             if shape != want:
                 errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
                               f"the shape in current model is {want}.")  # fmt: skip
     if errors:
         raise StateDictError("Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors))
+    return missing, unexpected
+
+
+def assign(t, value):
+    """A tensor's values ← a state dict's (a tensor or an array; cast to its dtype, onto its device)."""
+    t.array[...] = t.device.xp.asarray(value.array if isinstance(value, Tensor) else value, dtype=t.array.dtype)
+
+
+def load_sharded_state_dict(model, state_dict, strict=True):
+    """→ (missing, unexpected); every key's shape checked before anything is written."""
+    missing, unexpected = check_state_dict(model, state_dict, strict)
+    handles = _units_with_params(model)
     name_of = {}  # (a tied parameter by the first of its names the dict holds: strict=False may leave one out)
     for key, entry in model._entries:
         pid = id(resolve(entry))
         if pid not in name_of or (name_of[pid] not in state_dict and key in state_dict):
             name_of[pid] = key
-    in_units = set(shapes)
+    in_units = {id(p) for h in handles for p in h.params}
     with no_grad():
         for h in handles:
             names = [name_of[id(p)] for p in h.params]
@@ -73,6 +88,5 @@ def load_sharded_state_dict(model, state_dict, strict=True):
         for key, entry in model._entries:
             t = resolve(entry)
             if id(t) not in in_units and key in state_dict:  # a buffer
-                v = state_dict[key]
-                t.array[...] = t.device.xp.asarray(v.array if isinstance(v, Tensor) else v, dtype=t.array.dtype)
+                assign(t, state_dict[key])
     return _IncompatibleKeys(missing, unexpected)

@@ -111,9 +111,8 @@ def _prepare(state_dict, path, what, no_dist, stage):
     """What every save does first, with the collective in it: this rank's chunks (host copies with `stage`),
     the old index removed, every rank's entries merged → (rank, world, arrays, merged, rank 0's token)."""
     rank, world = _world(no_dist)
-    for earlier in list(_pending):  # this process's async saves finish first: two saves never interleave
-        wait([earlier])  # (their errors are their futures' to raise)
-        _pending.remove(earlier)
+    wait(_pending)  # this process's async saves finish first: two saves never interleave (their errors are
+    _pending.clear()  # their futures' to raise)
     arrays, entries = {}, {}
 
     def chunks():
@@ -125,11 +124,8 @@ def _prepare(state_dict, path, what, no_dist, stage):
             os.remove(os.path.join(path, METADATA))
 
     error = _attempt(chunks)
-    token = uuid.uuid4().hex if rank == 0 else None
-    if world == 1:
-        _raise_any(what, "preparing", [error])
-        return rank, world, arrays, merge([entries], what), token
-    per_rank = loop.allgather_object((entries, token, _text(error)))
+    mine = (entries, uuid.uuid4().hex if rank == 0 else None, error if world == 1 else _text(error))
+    per_rank = loop.allgather_object(mine) if world > 1 else [mine]
     _raise_any(what, "preparing", [e for _, _, e in per_rank])
     return rank, world, arrays, merge([e for e, _, _ in per_rank], what), per_rank[0][1]
 
@@ -226,10 +222,14 @@ def async_save(
         with open(marker(rank), "w"):
             pass
         if rank == 0:
-            _await_ranks(path, world, marker, timeout_s)
-            _write_index(path, world, merged)
-            for r in range(world):
-                os.remove(marker(r))
+            try:
+                _await_ranks(path, world, marker, timeout_s)
+                _write_index(path, world, merged)
+            finally:  # (this save's markers go, whatever came of it)
+                for r in range(world):
+                    for outcome in ("done", "failed"):
+                        if os.path.exists(marker(r, outcome)):
+                            os.remove(marker(r, outcome))
         return Metadata(merged, world)
 
     future = _writer.submit(write)
@@ -239,23 +239,19 @@ def async_save(
 
 def _await_ranks(path, world, marker, timeout_s):
     """Rank 0's async thread: until every rank's file is written (its marker there); a rank whose write
-    failed (its "failed" marker) or a timeout raises, naming the ranks, and this save's markers are removed."""
+    failed (its "failed" marker) or a timeout raises, naming the ranks."""
     deadline = time.monotonic() + timeout_s
     while missing := [r for r in range(world) if not os.path.exists(marker(r))]:
         failed = [r for r in missing if os.path.exists(marker(r, "failed"))]
-        if failed or time.monotonic() > deadline:
+        if failed:
             reasons = []
             for r in failed:
                 with open(marker(r, "failed")) as f:
                     reasons.append(f"rank {r}: {f.read()}")
-            for r in range(world):
-                for outcome in ("done", "failed"):
-                    if os.path.exists(marker(r, outcome)):
-                        os.remove(marker(r, outcome))
-            if failed:
-                raise DistributedError(
-                    f"dcp.async_save: writing into {path} failed on rank(s) {failed}: " + "; ".join(reasons)
-                )
+            raise DistributedError(
+                f"dcp.async_save: writing into {path} failed on rank(s) {failed}: " + "; ".join(reasons)
+            )
+        if time.monotonic() > deadline:
             raise DistributedError(
                 f"dcp.async_save: rank(s) {missing} did not finish writing into {path} within {timeout_s:.0f}s "
                 "(async_save needs one folder every rank sees)"
@@ -264,9 +260,10 @@ def _await_ranks(path, world, marker, timeout_s):
 
 
 def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, process_group=None, no_dist=False):
-    """The checkpoint's values into `state_dict`, in place: tensors and arrays copied into (cast to their dtype,
-    as torch's copy_), a ShardedTensor's pieces filled (whatever world size saved it), other values replaced. Every key of `state_dict` must be in
-    the checkpoint, with its shape; keys only the checkpoint has are left out (torch's rule)."""
+    """The checkpoint's values into `state_dict`, in place: tensors and arrays copied into (cast to their
+    dtype, as torch's copy_), a ShardedTensor's pieces filled (whatever world size saved it), other values
+    replaced. Every key of `state_dict` must be in the checkpoint, with its shape; keys only the checkpoint
+    has are left out (torch's rule)."""
     import distgraph as dg
 
     _refuse_extras("dcp.load", planner, process_group)

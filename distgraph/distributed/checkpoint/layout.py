@@ -7,7 +7,7 @@ A checkpoint folder (torch's DCP file names):
     __R_0.distcp     dg.save of {chunk name: 1-d array}: the pieces rank R holds
     __0_1.distcp     the same, of the tensors every rank holds alike (rank 0's copy)
 
-An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"rank", "file", "name", "offset", "numel"}]} —
+An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"file", "name", "offset", "numel"}]} —
 the tensor's flattened elements [offset, offset + numel) lie in `file` under `name` — or
 {"kind": "object", "value": ...} for anything else (a step count, param_groups), rank 0's. A ShardedTensor's
 pieces are chunks of the ranks that hold them; a plain tensor or array is one chunk, written by rank 0 only
@@ -89,7 +89,7 @@ def rank_chunks(leaves, rank, stage=False):
         out = to_device(a, "cpu")
         name = f"c{len(arrays)}"
         arrays[name] = np.ascontiguousarray(out.copy() if stage and out is a else out).reshape(-1)
-        return {"rank": rank, "file": file, "name": name, "offset": offset, "numel": int(a.size)}
+        return {"file": file, "name": name, "offset": offset, "numel": int(a.size)}
 
     for key, value in leaves.items():
         if isinstance(value, ShardedTensor):

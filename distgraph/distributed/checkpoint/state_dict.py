@@ -16,6 +16,7 @@ first (one step with zero gradients and lr 0, torch's `_init_optim_state`), so t
 every entry. `StateDictOptions(full_state_dict=True)` gives FSDP's full dicts instead (`cpu_offload`: on the CPU).
 """
 
+import contextlib
 from dataclasses import dataclass
 
 from distgraph.autograd.grad_mode import no_grad
@@ -66,13 +67,18 @@ def _is_fsdp(model):
     return isinstance(model, _fsdp().FullyShardedDataParallel)
 
 
-def _fsdp_settings(model, options):
-    f = _fsdp()
+def _kind(model, options):
+    """Inside it an FSDP model's state dicts are the options' kind (full or sharded); other models: as they are."""
+    if not _is_fsdp(model):
+        return contextlib.nullcontext()
+    f, offload = _fsdp(), options.cpu_offload
     if options.full_state_dict:
-        return (f.StateDictType.FULL_STATE_DICT, f.FullStateDictConfig(offload_to_cpu=options.cpu_offload),
-                f.FullOptimStateDictConfig(offload_to_cpu=options.cpu_offload))  # fmt: skip
-    return (f.StateDictType.SHARDED_STATE_DICT, f.ShardedStateDictConfig(offload_to_cpu=options.cpu_offload),
-            f.ShardedOptimStateDictConfig(offload_to_cpu=options.cpu_offload))  # fmt: skip
+        configs = (f.StateDictType.FULL_STATE_DICT, f.FullStateDictConfig(offload_to_cpu=offload),
+                   f.FullOptimStateDictConfig(offload_to_cpu=offload))  # fmt: skip
+    else:
+        configs = (f.StateDictType.SHARDED_STATE_DICT, f.ShardedStateDictConfig(offload_to_cpu=offload),
+                   f.ShardedOptimStateDictConfig(offload_to_cpu=offload))  # fmt: skip
+    return f.FullyShardedDataParallel.state_dict_type(model, *configs)
 
 
 def _optimizers(optimizers):
@@ -81,14 +87,13 @@ def _optimizers(optimizers):
 
 def get_model_state_dict(model, *, options=None):
     options = options or StateDictOptions()
-    if _is_fsdp(model):
-        with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-            out = model.state_dict()
-    else:
+    with _kind(model, options):
         out = _plain(model).state_dict()
-        out = {k: Tensor(v.array.copy()).cpu() for k, v in out.items()} if options.cpu_offload else out
+    if options.cpu_offload and not _is_fsdp(model):  # (FSDP's own config offloads)
+        out = {k: Tensor(v.array.copy()).cpu() for k, v in out.items()}
     if options.ignore_frozen_params:
-        out = {k: v for k, v in out.items() if k not in _frozen(model)}
+        frozen = _frozen(model)
+        out = {k: v for k, v in out.items() if k not in frozen}
     return out
 
 
@@ -107,11 +112,8 @@ def get_optimizer_state_dict(model, optimizers, *, options=None):
     state, groups = {}, []
     for optim in _optimizers(optimizers):
         init_optim_state(optim)
-        if _is_fsdp(model):
-            with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-                osd = _fsdp().FullyShardedDataParallel.optim_state_dict(model, optim)
-        else:
-            osd = _by_name(_plain(model), optim)
+        with _kind(model, options):
+            osd = _fsdp().FSDP.optim_state_dict(model, optim) if _is_fsdp(model) else _by_name(_plain(model), optim)
         state.update(osd["state"])
         groups += osd["param_groups"]
     return {"state": state, "param_groups": groups}
@@ -127,13 +129,11 @@ def set_model_state_dict(model, model_state_dict, *, options=None):
     options = options or StateDictOptions()
     model_state_dict = _from_rank0(model_state_dict, options)
     strict = options.strict and not options.ignore_frozen_params  # (frozen ones may be missing: checked below)
-    if _is_fsdp(model):
-        with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-            keys = model.load_state_dict(model_state_dict, strict=strict)
-    else:
+    with _kind(model, options):
         keys = _plain(model).load_state_dict(model_state_dict, strict=strict)
     if options.strict and options.ignore_frozen_params:
-        missing = [k for k in keys.missing_keys if k not in _frozen(model)]
+        frozen = _frozen(model)
+        missing = [k for k in keys.missing_keys if k not in frozen]
         if missing or keys.unexpected_keys:
             raise StateDictError(
                 f"set_model_state_dict: missing key(s) {missing}, unexpected key(s) {keys.unexpected_keys} "
@@ -150,11 +150,11 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
         mine, groups = groups[: len(optim.param_groups)], groups[len(optim.param_groups) :]
         names = {n for g in mine for n in g["params"]}
         osd = {"state": {n: s for n, s in optim_state_dict["state"].items() if n in names}, "param_groups": mine}
-        if _is_fsdp(model):
-            with _fsdp().FullyShardedDataParallel.state_dict_type(model, *_fsdp_settings(model, options)):
-                optim.load_state_dict(_fsdp().FullyShardedDataParallel.optim_state_dict_to_load(model, optim, osd))
-        else:
-            optim.load_state_dict(_by_index(_plain(model), optim, osd))
+        with _kind(model, options):
+            if _is_fsdp(model):
+                optim.load_state_dict(_fsdp().FSDP.optim_state_dict_to_load(model, optim, osd))
+            else:
+                optim.load_state_dict(_by_index(_plain(model), optim, osd))
     if groups:
         raise ConfigError(f"set_optimizer_state_dict: {len(groups)} param group(s) left over for no optimizer")
 
