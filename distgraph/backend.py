@@ -142,6 +142,15 @@ def to_device(array, dev):
         return cp.asarray(array)
 
 
+def synchronize(dev=None):
+    """torch.cuda.synchronize: wait until every kernel queued on a cuda device has finished (nothing to wait
+    for on cpu, where every op has finished when it returns). What a timer around GPU work needs: cupy's
+    calls return once their kernels are queued."""
+    dev = device(dev)
+    if dev.type == "cuda":
+        dev.xp.cuda.Device(dev.index).synchronize()
+
+
 def namespace(array):
     """numpy or cupy for an array."""
     return device_of_array(array).xp

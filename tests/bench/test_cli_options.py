@@ -74,3 +74,18 @@ def test_a_distgraph_error_in_a_subcommand_is_one_line(tmp_path):
         result.output.strip()
         == f"Error: FileFormatError: {tmp_path / 'x.dg'}: not a distgraph file (too short: 3 bytes)"
     )
+
+
+def test_bench_mlp_runs_on_the_device_asked_for_and_names_a_device_it_cannot_use(device):
+    """`--device cuda` times distgraph on cupy against torch on the GPU; a device that is not there is one
+    line naming it, not a traceback."""
+    from distgraph.bench.mlp import command
+
+    result = CliRunner().invoke(command, ["--device", "tpu", "--json-out", ""])
+    assert result.exit_code != 0 and "bench mlp: unknown device 'tpu'" in result.output
+    result = CliRunner().invoke(
+        command, ["--device", device, "--repeat", "1", "--model", "overhead-bound", "--json-out", ""]
+    )
+    assert result.exit_code == 0, result.output
+    assert (f"on {device}" if device != "cpu" else "1 BLAS threads") in result.output
+    assert "| overhead-bound |" in result.output
