@@ -88,6 +88,9 @@ def train(
     elapsed = time.perf_counter() - start
     summary = {k: v for k, v in result.items() if k != "count"}
     click.echo("test " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items()) + f"  ({elapsed:.1f} s)")
+    rates = sorted(e["samples_per_s"] for e in history.epochs if "samples_per_s" in e)
+    if rates:  # the median epoch's: the first pays for the workers' start and warm-up
+        click.echo(f"train samples/s: {rates[len(rates) // 2]:,.0f} (median of {len(rates)} epochs)")
     if history.epochs and "skipped_steps" in history.epochs[-1]:  # epochs: 0 trains nothing
         click.echo(f"loss scaling: {sum(history['skipped_steps'])} step(s) skipped on overflow")
     for event in history.events:

@@ -101,6 +101,8 @@ def test_train_command_trains_and_resumes(tmp_path):
     assert result.exit_code == 0, result.output
     first = json.loads(out.read_text())
     assert first["test"]["accuracy"] > 0.85
+    rates = sorted(e["samples_per_s"] for e in first["history"]["epochs"])
+    assert f"train samples/s: {rates[len(rates) // 2]:,.0f} (median of {len(rates)} epochs)" in result.output
     result = CliRunner().invoke(main, ["train", path, "--quiet", "--checkpoint-dir", ck, "--epochs", "4", "--resume"])
     assert result.exit_code == 0 and "resumed from" in result.output
 
