@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from distgraph.backend import namespace
+from distgraph.distributed.call_board import FIELDS, SLOTS, CallBoard
 from distgraph.distributed.shm import Segment, segment_name
 from distgraph.errors import DistributedError, DTypeError
 
@@ -73,6 +74,10 @@ class ShmAllReduce:
         self.rank, self.world_size, self.group = rank, world_size, group
         self.timeout_s, self.bucket_mb = timeout_s, bucket_mb
         self.segments = {}
+        self.board = None  # what each rank reduces, so that ranks reducing different shapes fail at once
+        if world_size > 1:
+            name = segment_name(group, "board", np.int64, SLOTS * FIELDS)
+            self.board = CallBoard(name, rank, world_size, timeout_s)
 
     def _segment(self, dtype, count, tag):
         dtype = np.dtype(dtype)
@@ -80,8 +85,17 @@ class ShmAllReduce:
         seg = self.segments.get(key)
         if seg is None or seg.shm is None:
             name = segment_name(self.group, tag, dtype, count)
-            seg = self.segments[key] = Segment(name, self.rank, self.world_size, dtype, count, self.timeout_s)
+            watch = None if self.board is None else self.board.check
+            seg = self.segments[key] = Segment(
+                name, self.rank, self.world_size, dtype, count, self.timeout_s, watch=watch
+            )
+            seg.tag = tag
         return seg
+
+    def _post(self, tag, kind, dtype, count):
+        """Tell the peers which call this rank now waits in (call_board.py), before it waits."""
+        if self.board is not None:
+            self.board.post(tag, kind, dtype, count)
 
     def buffer(self, dtype, count, tag=0):
         """This rank's flat slot for (dtype, count, tag): write data here, then `allreduce(slot)`.
@@ -97,6 +111,7 @@ class ShmAllReduce:
             slot_seg = self._owning_segment(arrays)
             if slot_seg is not None:
                 _check_op("shm", op, arrays.dtype)
+                self._post(slot_seg.tag, "all-reduce", arrays.dtype, arrays.size)
                 return slot_seg.reduce(mean=op == "mean")
             return self.allreduce([arrays], op, tag)[0]
         arrays = list(arrays)
@@ -109,6 +124,7 @@ class ShmAllReduce:
                     a = arrays[i] = np.array(a, order="C")  # a fresh result for read-only / strided inputs
                 pieces.append(a.reshape(-1))
             count = sum(p.size for p in pieces)
+            self._post(tag, "all-reduce", dtype, count)
             if count <= SMALL_COUNT:  # a few numbers: one barrier, not two (measured 2–3× faster at 33 floats)
                 self._segment(dtype, 2 * count, f"{tag}.small").allreduce_small(pieces, mean=op == "mean")
             else:
@@ -119,12 +135,14 @@ class ShmAllReduce:
         """→ every rank's equal-sized flat `block`, concatenated in rank order (a new array)."""
         count = block.size * self.world_size
         out = np.empty(count, block.dtype)
+        self._post(tag, "all-gather", block.dtype, block.size)
         return self._segment(block.dtype, count, f"{tag}.gather").all_gather(block.reshape(-1), out)
 
     def reduce_scatter(self, data, op="sum", tag=0):
         """→ this rank's block (1/world of the flat, contiguous, writable `data`) of the sum or mean of every
         rank's `data`: a view of `data`, overwritten there."""
         _check_op("shm", op, data.dtype)
+        self._post(tag, "reduce-scatter", data.dtype, data.size)
         return self._segment(data.dtype, data.size, f"{tag}.scatter").reduce_scatter(data, mean=op == "mean")
 
     def _owning_segment(self, array):
@@ -146,6 +164,8 @@ class ShmAllReduce:
         for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
             seg.close()
         self.segments = {}
+        if self.board is not None:
+            self.board.close()
 
 
 def gloo_available():

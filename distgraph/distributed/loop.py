@@ -149,27 +149,27 @@ def _get(refs, timeout_s, what):
     except ray.exceptions.RayTaskError as exc:
         if user_error(exc) is not None:
             raise user_error(exc) from None
-        raise DistributedError(
-            f"launch: {what} failed on rank {_failed_rank(refs, ray.exceptions.RayTaskError)}: {exc.cause!r}"
-        ) from None
+        rank, exc = _failed_rank(refs, ray.exceptions.RayTaskError, exc)
+        raise DistributedError(f"launch: {what} failed on rank {rank}: {exc.cause!r}") from None
     except ray.exceptions.RayActorError as exc:
-        rank = _failed_rank(refs, ray.exceptions.RayActorError)
+        rank, exc = _failed_rank(refs, ray.exceptions.RayActorError, exc)
         raise DistributedError(f"launch: the worker of rank {rank} died during {what}: {exc}") from None
 
 
-def _failed_rank(refs, kind):
-    """The lowest rank whose call has come back with an error of this kind: a peer of a rank that died may
-    fail too, waiting for it, and is not the rank to name."""
+def _failed_rank(refs, kind, first):
+    """(rank, its error) of the lowest rank whose call has come back with an error of this kind, else ("?",
+    `first`): a peer of a rank that died may fail too, waiting for it, and is not the rank to name — and the
+    error named is that rank's own, not whichever came back first."""
     done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
     for r, ref in enumerate(refs):
         if ref in done:
             try:
                 ray.get(ref)
-            except kind:
-                return r
+            except kind as exc:
+                return r, exc
             except Exception:  # noqa: BLE001  (another rank's error is the one being reported)
                 pass
-    return "?"
+    return "?", first
 
 
 # ---- inside a launched function ---------------------------------------------------------------------

@@ -119,8 +119,9 @@ class Segment:
     """The segment `name`, opened by `rank` of `world`, holding flat buffers of `count` × `dtype`: a slot
     per rank and `buffers` results, and `marks` flags per rank."""
 
-    def __init__(self, name, rank, world, dtype, count, timeout_s, buffers=1, marks=0):
+    def __init__(self, name, rank, world, dtype, count, timeout_s, buffers=1, marks=0, watch=None):
         self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
+        self.watch = watch  # called at every liveness check of a wait: raises when the wait is known to be vain
         self.dtype, self.count = np.dtype(dtype), int(count)
         size = segment_size(world, self.dtype, self.count, buffers, marks)
         flags, stride, base, result = _layout(world, self.dtype, self.count, marks)
@@ -136,7 +137,7 @@ class Segment:
             self._finalizer = _own(self, name)
             view(self.shm.buf, (3,), np.int64, 0)[[0, 2]] = world, result  # read_result finds result 0
         else:
-            self.shm = _attach(name, size, timeout_s)
+            self.shm = _attach(name, size, timeout_s, watch)
             self._finalizer = None
         buf = self.shm.buf
         self.pids = view(buf, (world,), np.int64, _ALIGN)
@@ -155,6 +156,14 @@ class Segment:
         self.seq = 0  # a new segment is zero-filled; a rank never resets a counter a peer may already have bumped
         self._small_calls = 0  # (allreduce_small: which half of the slot this call writes)
         self.gave_up = False
+
+    @classmethod
+    def attach_if_there(cls, name, rank, world, dtype, count, timeout_s):
+        """The segment as `Segment(...)` opens it, or None where rank 0 has not created it yet: a rank that
+        must not wait for it (call_board.py) looks again later."""
+        if rank != 0 and not os.path.exists(f"/dev/shm/{name}"):
+            return None
+        return cls(name, rank, world, dtype, count, timeout_s)
 
     @property
     def slot(self):
@@ -302,6 +311,12 @@ class Segment:
             now = time.monotonic()
             if now - last_check > _LIVENESS_EVERY_S:
                 last_check = now
+                if self.watch is not None:  # first: a peer that found the mismatch first has given up by now
+                    try:
+                        self.watch()
+                    except Exception:
+                        self.abort()  # the peers stop waiting for this rank at their next check
+                        raise
                 self._check_peers(seq, now - start)
 
     def _check_peers(self, seq, waited):
@@ -410,8 +425,9 @@ def _alive(pid):
     return True
 
 
-def _attach(name, size, timeout_s):
-    deadline = time.monotonic() + timeout_s
+def _attach(name, size, timeout_s, watch=None):
+    start = last_check = time.monotonic()
+    deadline = start + timeout_s
     while True:
         try:
             shm = shared_memory.SharedMemory(name=name, create=False)
@@ -422,6 +438,9 @@ def _attach(name, size, timeout_s):
                     "holds the dtype and element count this rank reduces: ranks calling the same collective "
                     "with tensors of other sizes or dtypes never meet — every rank must pass the same shapes)"
                 ) from None
+            if watch is not None and time.monotonic() - last_check > _LIVENESS_EVERY_S:
+                last_check = time.monotonic()
+                watch()
             time.sleep(0.002)
             continue
         # rank 0 owns the lifetime; without this, this process's tracker would unlink the segment at exit (a

@@ -10,7 +10,7 @@ import distgraph as dg
 import distgraph.distributed as dist
 import distgraph.nn as nn
 import distgraph.nn.functional as F
-from distgraph.errors import ConfigError, DistributedError, ShapeError
+from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
 pytestmark = pytest.mark.ray
 SIZES, STEPS, BATCH, LR = (6, 16, 3), 20, 32, 0.1
@@ -99,15 +99,52 @@ def test_a_failing_rank_ends_the_launch_at_once_with_its_error(ray_session):
     assert time.monotonic() - started < 200  # not after rank 0's 300 s barrier timeout
 
 
-def _reduce_other_sizes():
-    dist.all_reduce(dg.ones(3 + dist.rank()))
+def test_the_rank_named_is_the_rank_whose_error_is_shown(ray_session):
+    """Both ranks' calls failed, and rank 1's error came back first: the lowest failed rank is named, and
+    with its own error (it was once named beside rank 1's)."""
+    from distgraph.distributed.loop import _failed_rank
+
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    def fail(rank):
+        raise RuntimeError(f"rank {rank}'s own error")
+
+    refs = [fail.remote(0), fail.remote(1)]
+    ray.wait(refs, num_returns=2, timeout=60)
+    with pytest.raises(ray.exceptions.RayTaskError) as first:
+        ray.get(refs[1])
+    rank, error = _failed_rank(refs, ray.exceptions.RayTaskError, first.value)
+    assert rank == 0 and "rank 0's own error" in str(error.cause)
 
 
-def test_ranks_reducing_tensors_of_other_sizes_are_told_so_after_the_timeout(ray_session):
-    """The sum path checks no shapes across ranks (that would cost two more all-reduces per call): ranks
-    whose tensors differ never meet, and the timeout's error says that this is what to look for."""
-    with pytest.raises(DistributedError, match="every rank must pass the same shapes"):
-        dist.launch(_reduce_other_sizes, workers=2, cpus_per_worker=0.5, timeout_s=2)
+def _reduce_other_tensors(case):
+    r = dist.rank()
+    dist.all_reduce(dg.ones(4))  # one call alike first: the mismatch is the second call with the tag
+    if case == "sizes":
+        dist.all_reduce(dg.ones(3 + r))
+    elif case == "dtypes":
+        dist.all_reduce(dg.ones(3, dtype=dg.float32 if r == 0 else dg.float64))
+    else:  # a few numbers on one rank (the one-barrier path), many on the other (another segment kind)
+        dist.all_reduce(dg.ones(10 if r == 0 else 100_000))
+
+
+@pytest.mark.parametrize(
+    "case, error, said",
+    [
+        ("sizes", ShapeError, "rank 0: an all-reduce of 3 float32 elements, rank 1: an all-reduce of 4 float32"),
+        ("dtypes", DTypeError, "rank 0: an all-reduce of 3 float32 elements, rank 1: an all-reduce of 3 float64"),
+        ("paths", ShapeError, "rank 0: an all-reduce of 10 float32 elements, rank 1: an all-reduce of 100000"),
+    ],
+)
+def test_ranks_reducing_tensors_of_other_shapes_fail_at_once_naming_each_ranks_call(ray_session, case, error, said):
+    """The sum path exchanges no shapes (that would cost a round trip per call), and ranks whose tensors
+    differ wait in segments of their own: each posts its call where its peers read it while they wait
+    (call_board.py), so both fail within a liveness check, naming every rank's call, not at the timeout."""
+    started = time.monotonic()
+    with pytest.raises(error, match=f"the ranks' call 2 with tag 0 differs \\({said}"):
+        dist.launch(_reduce_other_tensors, workers=2, args=(case,), cpus_per_worker=0.5, timeout_s=120)
+    assert time.monotonic() - started < 60  # not after the 120 s timeout
 
 
 def test_outside_a_launch_the_same_code_runs_as_rank_0_of_1():

@@ -1,0 +1,101 @@
+"""What each rank is reducing, posted where its peers can read it: ranks that call one collective with tensors
+of other sizes or dtypes fail at once, naming every rank's call, instead of each waiting out its timeout.
+
+The shm all-reduce names a segment by its dtype and element count, so two ranks reducing different shapes never
+meet: each waits in a segment the other never opens, and before this each raised only at its timeout (120 s
+in a launch) with a guess at the cause. torch's gloo and NCCL hang there too, unless TORCH_DISTRIBUTED_DEBUG
+adds a round trip to every collective. Here every rank posts, before each reduction, what it is about to reduce
+into a small segment of its group (its row of `SLOTS` records): the tag, the how-many-th call with that tag this
+is, the kind of collective, the dtype and the element count — five stores, no round trip. A rank whose wait
+outlasts a liveness check (`shm._LIVENESS_EVERY_S`) reads its peers' rows: a peer's record of the same call of
+the same tag that differs is a mismatch, certain and not a guess, since the n-th call with a tag is the same
+collective on every rank of a correct program.
+
+Records are written by one thread each (a tag belongs to one thread: the loop's own, or the gradient bucket
+thread's) into the row's slot of their tag's hash. A record that another tag overwrote only hides a mismatch
+until the timeout, and a record read while its rank rewrites it (odd version: the seqlock below) is skipped, so
+a mismatch is never invented. Rank 0 creates the board with its communicator; the others attach the first time
+they look and find it.
+"""
+
+import threading
+import zlib
+from collections import defaultdict
+
+import numpy as np
+
+from distgraph.distributed.shm import Segment
+from distgraph.errors import DTypeError, ShapeError
+
+SLOTS = 8  # records per rank: tags in flight at once (the loop's, a few buckets') rarely share one
+FIELDS = 6  # version, tag hash, call number, kind, dtype char, element count
+_KINDS = ("all-reduce", "all-gather", "reduce-scatter")
+
+
+class CallBoard:
+    """This rank's view of its group's board, the segment `name` of `world` rows."""
+
+    def __init__(self, name, rank, world, timeout_s):
+        self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
+        self._segment = None
+        self._calls = defaultdict(int)  # tag → calls posted so far
+        self._mine = threading.local()  # the call this thread is in (what its waits compare)
+        if rank == 0:
+            self._open()
+
+    def _open(self):
+        """The board's segment, or None while rank 0 has not made it (attaching never waits here)."""
+        if self._segment is None:
+            self._segment = Segment.attach_if_there(
+                self.name, self.rank, self.world, np.int64, SLOTS * FIELDS, self.timeout_s
+            )
+        return self._segment
+
+    def post(self, tag, kind, dtype, count):
+        """Say, before waiting for the peers, that this rank now makes its next `kind` call with `tag`."""
+        self._calls[tag] += 1
+        key = zlib.crc32(str(tag).encode())  # (Python's hash() differs between processes)
+        mine = (key, self._calls[tag], _KINDS.index(kind), ord(np.dtype(dtype).char), int(count))
+        self._mine.call = (tag, mine)
+        seg = self._open()
+        if seg is None:
+            return
+        record = seg.slots[self.rank, (key % SLOTS) * FIELDS : (key % SLOTS + 1) * FIELDS]
+        version = int(record[0])
+        record[0] = version + 1  # odd: being written
+        record[1:] = mine
+        record[0] = version + 2
+
+    def check(self):
+        """Raise ShapeError (DTypeError where the dtypes differ) when a peer's record of the call this thread
+        waits in differs from this rank's; otherwise nothing (no record yet, another call, a record in flux)."""
+        tag, mine = getattr(self._mine, "call", (None, None))
+        seg = self._open() if mine is not None else None
+        if seg is None:
+            return
+        at = (mine[0] % SLOTS) * FIELDS
+        calls = {self.rank: mine}
+        for r in range(self.world):
+            if r != self.rank:
+                record = seg.slots[r, at : at + FIELDS]
+                before, theirs, after = int(record[0]), tuple(int(v) for v in record[1:]), int(record[0])
+                if before == after and before > 0 and before % 2 == 0 and theirs[:2] == mine[:2]:
+                    calls[r] = theirs
+        if len({c[2:] for c in calls.values()}) > 1:
+            said = ", ".join(f"rank {r}: {_words(calls[r])}" for r in sorted(calls))
+            error = DTypeError if len({c[3] for c in calls.values()}) > 1 else ShapeError
+            raise error(
+                f"shm all-reduce: the ranks' call {mine[1]} with tag {tag!r} differs ({said}): every rank must "
+                "make the same collectives with tensors of the same shapes and dtypes, in the same order"
+            )
+
+    def close(self):
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+
+
+def _words(call):
+    """'an all-reduce of 20 float32 elements'"""
+    _, _, kind, dtype, count = call
+    return f"{'an' if _KINDS[kind][0] == 'a' else 'a'} {_KINDS[kind]} of {count} {np.dtype(chr(dtype))} elements"
