@@ -157,3 +157,15 @@ def test_the_newer_torch_optimizers_and_schedulers_are_built_by_name(tmp_path):
     assert type(opt).__name__ == "NAdam" and opt.param_groups[0]["betas"] == (0.9, 0.99)  # max_momentum first
     sched.step()
     assert sched.get_last_lr() == [pytest.approx(0.001 + 0.009 / 4)] and opt.param_groups[0]["decoupled_weight_decay"]
+
+
+def test_the_compute_bound_example_config_trains(tmp_path):
+    """examples/configs/teacher_mlp.yaml: the scaling bench's MLP on generated data (what tools/gpu_check.sh
+    times on a GPU), two epochs here."""
+    import pathlib
+
+    config = pathlib.Path(__file__).parent.parent / "examples" / "configs" / "teacher_mlp.yaml"
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["train", str(config), "--quiet", "--epochs", "2", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["test"]["accuracy"] > 0.5  # ten classes: chance is 0.1

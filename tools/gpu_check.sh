@@ -2,14 +2,15 @@
 # Every check that needs a GPU, in one run that fits a lease of the GPU machine (15 minutes of device time per
 # session, its start included): the device tool's `run` with
 #
-#   command: bash tools/gpu_check.sh        carry: [".device"]        timeout_s: 480
+#   command: bash tools/gpu_check.sh        carry: [".device"]        timeout_s: 510
 #
 # after `bash tools/gpu_bundle.sh` here (the machine has cupy and torch but no Ray, and fetches nothing).
-# Phases, each under its own limit and all under GPU_CHECK_BUDGET_S (420 s), the issue's own checks first, so
+# Phases, each under its own limit and all under GPU_CHECK_BUDGET_S (450 s), the issue's own checks first, so
 # that the long parity run last cannot starve them:
 #   ray     the distributed paths on the GPU's worker (tests/distributed/test_device_paths.py, nccl);
-#   mlp     `distgraph bench mlp --device cuda`: distgraph on cupy against torch on the same GPU;
-#   train   the digits config on cuda, in one process and on one Ray worker (samples/s per epoch);
+#   bench-mlp `distgraph bench mlp --device cuda`: distgraph on cupy against torch on the same GPU;
+#   train   the digits config on cuda, in one process and on one Ray worker (samples/s per epoch), then the
+#           compute-bound teacher_mlp config (the scaling bench's MLP) the same two ways;
 #   ops     every test that runs on "cuda" without Ray (~1,700 op, autograd and nn parity tests on cupy),
 #           each test's result written as it ends (-v), so a run stopped at its limit still says what ran.
 # It writes $OUT/summary.txt (the machine, each phase's result and tail) and $OUT/logs.tar.gz (every log and
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-bench-out/gpu-check}"
 mkdir -p "$out/logs"
 dev="${GPU_CHECK_DEVICE:-cuda}"
-budget="${GPU_CHECK_BUDGET_S:-420}"
+budget="${GPU_CHECK_BUDGET_S:-450}"
 start=$SECONDS
 summary="$out/summary.txt"
 : >"$summary"
@@ -80,11 +81,15 @@ EOF
 
 pytest=(python3 -m pytest -p no:cacheprovider -p no:warnings -o addopts= -v -rfE --timeout 120)
 phase ray 120 "${pytest[@]}" tests/distributed/test_device_paths.py tests/distributed/test_allreduce.py -k "$dev or nccl"
-phase mlp 45 python3 -m distgraph bench mlp --device "$dev" --json-out "$out/logs/mlp.json"
+phase bench-mlp 45 python3 -m distgraph bench mlp --device "$dev" --json-out "$out/logs/mlp.json"
 phase train-local 40 python3 -m distgraph train examples/configs/digits.yaml --device "$dev" --quiet \
     --checkpoint-dir /tmp/dg-ckpt-local --json-out "$out/logs/train-local.json"
 phase train-ray 60 python3 -m distgraph train examples/configs/digits.yaml --device "$dev" --backend ray \
     --workers 1 --quiet --checkpoint-dir /tmp/dg-ckpt-ray --json-out "$out/logs/train-ray.json"
+phase teacher-local 45 python3 -m distgraph train examples/configs/teacher_mlp.yaml --device "$dev" --quiet \
+    --json-out "$out/logs/teacher-local.json"
+phase teacher-ray 60 python3 -m distgraph train examples/configs/teacher_mlp.yaml --device "$dev" --backend ray \
+    --workers 1 --quiet --json-out "$out/logs/teacher-ray.json"
 phase ops 240 "${pytest[@]}" -n 8 -m "not ray" -k cuda tests
 tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$out/logs"
 say "done; $out/summary.txt and $out/logs.tar.gz"
