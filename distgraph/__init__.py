@@ -6,7 +6,7 @@ partition it and run it across the workers of a Ray cluster. See DESIGN.md for t
 
 import warnings as _warnings
 
-from distgraph import autograd, dtypes, errors  # noqa: F401
+from distgraph import autograd, cuda, dtypes, errors  # noqa: F401
 from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
 from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
 from distgraph.autograd.grad_mode import inference_mode, is_grad_enabled, is_inference_mode_enabled  # noqa: F401

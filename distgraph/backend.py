@@ -151,6 +151,33 @@ def synchronize(dev=None):
         dev.xp.cuda.Device(dev.index).synchronize()
 
 
+def cuda_device_count():
+    """How many GPUs cupy sees (0 without cupy or a driver: never raises)."""
+    return cupy_module().cuda.runtime.getDeviceCount() if cuda_is_available() else 0
+
+
+def cuda_device_name(dev):
+    """The GPU's name as its driver gives it ("NVIDIA H100 80GB HBM3")."""
+    dev = device(dev)
+    name = dev.xp.cuda.runtime.getDeviceProperties(dev.index)["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def cuda_memory(dev):
+    """(bytes held by live arrays, bytes the allocator holds) on a GPU: cupy's memory pool, torch's caching
+    allocator's counterpart (memory_allocated, memory_reserved)."""
+    dev = device(dev)
+    with dev.xp.cuda.Device(dev.index):
+        pool = dev.xp.get_default_memory_pool()
+        return pool.used_bytes(), pool.total_bytes()
+
+
+def cuda_empty_cache():
+    """Give the blocks no array uses back to the driver (torch.cuda.empty_cache)."""
+    if _cupy is not None:
+        _cupy.get_default_memory_pool().free_all_blocks()
+
+
 def namespace(array):
     """numpy or cupy for an array."""
     return device_of_array(array).xp

@@ -1,0 +1,50 @@
+"""`dg.cuda`, torch.cuda's everyday names, and `backend.synchronize` under it: on cpu-only machines the queries
+say there is no GPU and the rest raise DeviceError naming what is missing; on a GPU they read cupy's device
+and memory pool."""
+
+import pytest
+
+import distgraph as dg
+from distgraph.backend import synchronize
+from distgraph.errors import DeviceError
+
+
+def test_synchronize_leaves_nothing_queued_on_the_device(device):
+    x = dg.randn(512, 512, device=device)
+    for _ in range(20):
+        x = x @ x / 512
+    synchronize(device)
+    if device != "cpu":
+        assert dg.device(device).xp.cuda.get_current_stream().done  # every queued kernel has finished
+    assert x.shape == (512, 512)
+
+
+def test_synchronize_names_a_device_it_does_not_know():
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        synchronize("tpu")
+
+
+@pytest.mark.skipif(dg.cuda.is_available(), reason="checks the cpu-only machine's answers")
+def test_without_a_gpu_the_queries_say_so_and_the_rest_name_what_is_missing():
+    assert dg.cuda.is_available() is False and dg.cuda.device_count() == 0
+    dg.cuda.empty_cache()  # nothing cached: nothing to do, as torch's
+    for call in (dg.cuda.synchronize, dg.cuda.memory_allocated, dg.cuda.memory_reserved, dg.cuda.get_device_name):
+        with pytest.raises(DeviceError, match="a cuda device was requested but"):
+            call()
+
+
+@pytest.mark.skipif(not dg.cuda.is_available(), reason="needs cupy and a CUDA GPU")
+def test_on_a_gpu_memory_follows_the_arrays_and_empty_cache_returns_the_free_blocks():
+    assert dg.cuda.device_count() >= 1 and isinstance(dg.cuda.get_device_name(0), str)
+    dg.cuda.empty_cache()
+    before = dg.cuda.memory_allocated()
+    x = dg.zeros(1 << 20, device="cuda")  # 4 MiB
+    dg.cuda.synchronize()
+    assert dg.cuda.memory_allocated() >= before + 4 * (1 << 20)
+    assert dg.cuda.memory_reserved() >= dg.cuda.memory_allocated()
+    held = dg.cuda.memory_reserved()
+    del x
+    assert dg.cuda.memory_allocated() < before + 4 * (1 << 20)  # the block is free, still cached
+    assert dg.cuda.memory_reserved() == held
+    dg.cuda.empty_cache()
+    assert dg.cuda.memory_reserved() <= held - 4 * (1 << 20)  # and now given back
