@@ -89,7 +89,6 @@ class ShmAllReduce:
             seg = self.segments[key] = Segment(
                 name, self.rank, self.world_size, dtype, count, self.timeout_s, watch=watch
             )
-            seg.tag = tag
         return seg
 
     def _post(self, tag, kind, dtype, count):
@@ -108,10 +107,10 @@ class ShmAllReduce:
         is reduced in place and returned; this rank's `buffer(...)` slot returns the reduced flat view (valid
         until this rank's next call with the same tag)."""
         if isinstance(arrays, np.ndarray):
-            slot_seg = self._owning_segment(arrays)
+            slot_tag, slot_seg = self._owning_segment(arrays)
             if slot_seg is not None:
                 _check_op("shm", op, arrays.dtype)
-                self._post(slot_seg.tag, "all-reduce", arrays.dtype, arrays.size)
+                self._post(slot_tag, "all-reduce", arrays.dtype, arrays.size)
                 return slot_seg.reduce(mean=op == "mean")
             return self.allreduce([arrays], op, tag)[0]
         arrays = list(arrays)
@@ -146,13 +145,14 @@ class ShmAllReduce:
         return self._segment(data.dtype, data.size, f"{tag}.scatter").reduce_scatter(data, mean=op == "mean")
 
     def _owning_segment(self, array):
-        """The segment whose slot of this rank *is* `array` (same memory, same length), else None."""
+        """(tag, segment) of the segment whose slot of this rank *is* `array` (same memory, same length), else
+        (None, None)."""
         ptr = array.__array_interface__["data"][0]
-        for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
+        for (tag, _, _), seg in list(self.segments.items()):  # (a snapshot: a bucket thread may open one meanwhile)
             if seg.shm is not None and array.ndim == 1 and array.size == seg.count:
                 if ptr == seg.slot.__array_interface__["data"][0]:
-                    return seg
-        return None
+                    return tag, seg
+        return None, None
 
     def abort(self):
         """This rank's step raised: peers waiting for it in any segment raise at once (`Segment.abort`)."""

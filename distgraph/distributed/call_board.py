@@ -53,8 +53,9 @@ class CallBoard:
 
     def post(self, tag, kind, dtype, count):
         """Say, before waiting for the peers, that this rank now makes its next `kind` call with `tag`."""
+        tag = str(tag)  # (the slot path knows a segment's tag as the string its key holds)
         self._calls[tag] += 1
-        key = zlib.crc32(str(tag).encode())  # (Python's hash() differs between processes)
+        key = zlib.crc32(tag.encode())  # (Python's hash() differs between processes)
         mine = (key, self._calls[tag], _KINDS.index(kind), ord(np.dtype(dtype).char), int(count))
         self._mine.call = (tag, mine)
         seg = self._open()
@@ -85,7 +86,7 @@ class CallBoard:
             said = ", ".join(f"rank {r}: {_words(calls[r])}" for r in sorted(calls))
             error = DTypeError if len({c[3] for c in calls.values()}) > 1 else ShapeError
             raise error(
-                f"shm all-reduce: the ranks' call {mine[1]} with tag {tag!r} differs ({said}): every rank must "
+                f"shm all-reduce: the ranks' call {mine[1]} with tag {tag} differs ({said}): every rank must "
                 "make the same collectives with tensors of the same shapes and dtypes, in the same order"
             )
 
