@@ -80,7 +80,7 @@ def shutdown():
 _LOOP_API = (
     "rank", "world_size", "all_reduce", "broadcast", "barrier", "broadcast_parameters",
     "allgather", "all_gather", "broadcast_object", "allgather_object", "all_gather_object",
-    "get_rank", "get_world_size", "size", "ReduceOp", "broadcast_optimizer_state",
+    "size", "ReduceOp", "broadcast_optimizer_state",
 )  # fmt: skip
 _COLLECTIVES_API = (
     "Sum", "Average", "Min", "Max", "Product", "grouped_allreduce", "reducescatter", "alltoall",
@@ -91,7 +91,8 @@ _COLLECTIVES_API = (
 _PROCESS_GROUP_API = (
     "init_process_group", "destroy_process_group", "is_initialized", "get_backend", "is_available",
     "is_gloo_available", "is_nccl_available", "is_mpi_available", "new_group", "monitored_barrier", "group",
-    "GroupMember", "ProcessGroup", "Backend", "Work",
+    "GroupMember", "ProcessGroup", "Backend", "Work", "get_rank", "get_world_size", "get_process_group_ranks",
+    "get_global_rank", "get_group_rank",
 )  # fmt: skip
 _P2P_API = ("send", "recv", "isend", "irecv", "batch_isend_irecv", "P2POp")
 _TORCH_COLLECTIVES = (

@@ -21,6 +21,7 @@ a gloo group across nodes, NCCL on GPUs (`allreduce.make_allreduce`). Every wait
 `timeout_s`; a rank that fails ends the launch at once with its error, the others stopped.
 """
 
+import contextlib
 import os
 import pickle
 import sys
@@ -55,7 +56,7 @@ class LoopWorker:
 
     def connect(self, group, backend, device, timeout_s, nodes):
         _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend, group=group,
-                        timeout_s=timeout_s)  # fmt: skip
+                        timeout_s=timeout_s, subgroups=0, on_close=[])  # fmt: skip
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
@@ -76,6 +77,8 @@ class LoopWorker:
                     os.environ[k] = v
 
     def close(self):
+        for close in _context.pop("on_close", []):  # the subgroups' communicators (subgroups.py)
+            close()
         if _context["comm"] is not None:
             _context["comm"].close()
 
@@ -192,6 +195,18 @@ def _local_ranks():
 
 def world_size():
     return _context["world"]
+
+
+@contextlib.contextmanager
+def in_group(rank, world, comm, nodes):
+    """This rank's place (rank, world size, communicator, nodes) swapped for its place in a subgroup while a
+    collective runs over the subgroup's members (subgroups.py); the launch's, after."""
+    saved = {k: _context.get(k) for k in ("rank", "world", "comm", "nodes")}
+    _context.update(rank=rank, world=world, comm=comm, nodes=nodes)
+    try:
+        yield
+    finally:
+        _context.update(saved)
 
 
 def communicator():

@@ -10,9 +10,10 @@ for torchrun runs unchanged under `distgraph run --workers N script.py` (or alon
   checks that world_size and rank, when given, are the launch's (else a ConfigError naming both) and that it
   is not called twice (torch's error); `destroy_process_group` ends that. The ranks see torchrun's variables
   RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (loop.py sets them for the function's run).
-- Every collective takes torch's `group` (None or `group.WORLD`: the launch's ranks form one group; a
-  subgroup is refused by name, as is `new_group` of some ranks) and `async_op` (→ a completed `Work`:
-  distgraph's collectives have finished when they return).
+- Every collective takes torch's `group` (None or `group.WORLD`: the launch's ranks; or a subgroup from
+  `new_group(ranks)`, subgroups.py) and `async_op` (→ a completed `Work`: distgraph's collectives have finished
+  when they return). `get_rank(group)`, `get_world_size(group)`, `get_process_group_ranks`, `get_global_rank`
+  and `get_group_rank` place a rank in a group as torch's do.
 - `get_backend()` names the transport the launch chose: "shm" (one node), "gloo", "nccl".
 - torch's object collectives: `broadcast_object_list`, `gather_object`, `scatter_object_list`,
   `all_gather_object(object_list, obj)` (Horovod's one-argument form too), and `all_gather_into_tensor`,
@@ -25,6 +26,7 @@ import inspect
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
 from distgraph.distributed.loop import _context
+from distgraph.distributed.subgroups import SubGroup, new_subgroup
 from distgraph.errors import ConfigError, ShapeError
 
 BACKENDS = ("gloo", "nccl", "mpi", "ucc", "shm", "cpu:gloo,cuda:nccl")
@@ -92,19 +94,28 @@ class _Done:
         return True
 
 
-def _check_group(g, what):
-    if g is not None and g is not group.WORLD:
-        raise ConfigError(
-            f"{what}: group must be the launch's (None or dist.group.WORLD), got {g!r}: subgroups are not supported "
-            "(every collective runs over all the launch's ranks)"
-        )
+def _check_group(g, what, subgroups=False):
+    """None for the launch's group, else the subgroup `g` (where `subgroups` may be given); anything else is
+    refused by name."""
+    if g is None or g is group.WORLD:
+        return None
+    if subgroups and isinstance(g, SubGroup):
+        return g
+    raise ConfigError(
+        f"{what}: group must be the launch's (None or dist.group.WORLD)"
+        + (" or one of dist.new_group's" if subgroups else "")
+        + f", got {g!r}"
+    )
 
 
 def torch_collective(fn, extras=("group", "async_op")):
-    """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group`
-    checked, `async_op` → a completed Work, the rest (barrier's device_ids, an object collective's device)
+    """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group` checked
+    (a subgroup runs fn over its members: a rank outside it returns None at once, and src / dst name global
+    ranks), `async_op` → a completed Work, the rest (barrier's device_ids, an object collective's device)
     accepted: they choose nothing here."""
-    own = len(inspect.signature(fn).parameters)
+    signature = inspect.signature(fn)
+    own = len(signature.parameters)
+    roots = [name for name in ("src", "dst") if name in signature.parameters]
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -116,8 +127,17 @@ def torch_collective(fn, extras=("group", "async_op")):
         for key in extras:
             if key in kwargs:
                 named[key] = kwargs.pop(key)
-        _check_group(named.get("group"), fn.__name__)
-        out = fn(*args[:own], **kwargs)
+        sub = _check_group(named.get("group"), fn.__name__, subgroups=True)
+        if sub is None:
+            out = fn(*args[:own], **kwargs)
+        elif sub.rank() < 0:
+            out = None  # torch: a rank outside the group takes no part
+        else:
+            bound = signature.bind(*args[:own], **kwargs)
+            for name in roots:
+                given = bound.arguments.get(name, signature.parameters[name].default)
+                bound.arguments[name] = sub.group_rank(given, fn.__name__)
+            out = sub.run(fn, *bound.args, **bound.kwargs)
         return Work(out) if named.get("async_op") else out
 
     return call
@@ -141,8 +161,11 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
 
 
 def destroy_process_group(group=None):
-    _check_group(group, "destroy_process_group")
-    _context["pg"] = False
+    sub = _check_group(group, "destroy_process_group", subgroups=True)
+    if sub is not None:
+        sub.close()
+    else:
+        _context["pg"] = False
 
 
 def is_initialized():
@@ -153,7 +176,7 @@ def is_initialized():
 
 
 def get_backend(group=None):
-    _check_group(group, "get_backend")
+    _check_group(group, "get_backend", subgroups=True)
     if not is_initialized():
         raise ConfigError(
             "Default process group has not been initialized, please make sure to call init_process_group."
@@ -180,15 +203,43 @@ def is_mpi_available():
 
 def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False,
               group_desc=None, device_id=None):  # fmt: skip
-    """The launch's group when `ranks` is all of them; a subgroup is refused."""
+    """The launch's group when `ranks` is None or all of them, else a subgroup of those ranks (subgroups.py).
+    As torch asks, every rank calls it, with the same ranks, in the same order."""
     world = loop.world_size()
-    if ranks is not None and sorted(ranks) != list(range(world)):
-        what = "are a subgroup of" if set(ranks) <= set(range(world)) else "are not"
-        raise ConfigError(
-            f"new_group: ranks {list(ranks)} {what} the launch's ranks {list(range(world))}; subgroups are not "
-            "supported (every collective runs over all the launch's ranks)"
-        )
-    return group.WORLD
+    if ranks is None or sorted(ranks) == list(range(world)):
+        return group.WORLD
+    return new_subgroup(ranks, world)
+
+
+def get_rank(group=None):
+    """This rank's place in `group` (-1 outside it), as torch's."""
+    sub = _check_group(group, "get_rank", subgroups=True)
+    return loop.rank() if sub is None else sub.rank()
+
+
+def get_world_size(group=None):
+    sub = _check_group(group, "get_world_size", subgroups=True)
+    return loop.world_size() if sub is None else sub.size()
+
+
+def get_process_group_ranks(group):
+    """The global ranks of `group`, in its order."""
+    sub = _check_group(group, "get_process_group_ranks", subgroups=True)
+    return list(range(loop.world_size())) if sub is None else list(sub.ranks)
+
+
+def get_global_rank(group, group_rank):
+    ranks = get_process_group_ranks(group)
+    if not 0 <= group_rank < len(ranks):
+        raise ConfigError(f"get_global_rank: group rank {group_rank} is not part of group {ranks}")
+    return ranks[group_rank]
+
+
+def get_group_rank(group, global_rank):
+    ranks = get_process_group_ranks(group)
+    if global_rank not in ranks:
+        raise ConfigError(f"get_group_rank: Global rank {global_rank} is not part of group {ranks}")
+    return ranks.index(global_rank)
 
 
 def all_gather_into_tensor(output_tensor, input_tensor):
@@ -244,8 +295,7 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
 
 def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
     """A barrier (every wait already has the launch's timeout, naming what it waited for)."""
-    _check_group(group, "monitored_barrier")
-    loop.barrier()
+    return TORCH_COLLECTIVES["barrier"](group=group)
 
 
 # torch's collectives with torch's keywords: what dg.distributed.NAME resolves to

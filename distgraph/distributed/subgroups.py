@@ -1,0 +1,68 @@
+"""torch.distributed's subgroups inside a `dg.distributed.launch`: `new_group(ranks)` of some of the launch's
+ranks, and every collective's `group=` (process_group.py wires them in).
+
+A subgroup is a communicator of its own over its members, on the launch's transport (a shared-memory segment
+group on one node, gloo or NCCL across nodes: `allreduce.make_allreduce`), made at its first collective. Its
+name is the launch's group's and the how-many-th `new_group` call made it: torch asks every rank to call
+new_group, with the same ranks, in the same order, so every member names it alike without a message. A
+collective given the group runs with this rank's place swapped for its place in the group (`loop.in_group`:
+rank, world size, communicator, nodes), so every collective — the object ones, the other ReduceOps, the gathers
+— runs unchanged over the members alone, each group with its own segments, barriers and call board. As in
+torch, a rank outside the group returns at once, and src / dst name global ranks (translated to the group's; one
+outside the group is refused by name).
+"""
+
+from distgraph.distributed import loop
+from distgraph.distributed.allreduce import make_allreduce
+from distgraph.distributed.loop import _context
+from distgraph.errors import ConfigError
+
+
+class SubGroup:
+    """Some of the launch's ranks (torch's ProcessGroup from new_group); `rank()` is -1 outside it."""
+
+    def __init__(self, ranks, name):
+        self.ranks, self.name, self._comm = tuple(ranks), name, None
+
+    def rank(self):
+        return self.ranks.index(loop.rank()) if loop.rank() in self.ranks else -1
+
+    def size(self):
+        return len(self.ranks)
+
+    def group_rank(self, global_rank, what):
+        """`global_rank`'s place in the group, or a ConfigError naming both (torch's words)."""
+        if global_rank not in self.ranks:
+            raise ConfigError(f"{what}: Global rank {global_rank} is not part of group {list(self.ranks)}")
+        return self.ranks.index(global_rank)
+
+    def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) as a collective of this group's members (see the module's docstring)."""
+        if self._comm is None:
+            self._comm = make_allreduce(self.rank(), self.size(), _context.get("backend", "shm"), self.name,
+                                        _context.get("timeout_s", 120.0), _context.get("device", "cpu"))  # fmt: skip
+            _context.setdefault("on_close", []).append(self.close)
+        nodes = _context.get("nodes")
+        nodes = None if nodes is None else [nodes[r] for r in self.ranks]
+        with loop.in_group(self.rank(), self.size(), self._comm, nodes):
+            return fn(*args, **kwargs)
+
+    def close(self):
+        if self._comm is not None:
+            self._comm.close()
+            self._comm = None
+
+    def __repr__(self):
+        return f"ProcessGroup(ranks {list(self.ranks)}, rank {self.rank()} of {self.size()})"
+
+
+def new_subgroup(ranks, world):
+    """The subgroup of `ranks` (checked: distinct ranks of the launch, named in any order)."""
+    ranks = list(ranks)
+    if any(isinstance(r, bool) or not isinstance(r, int) for r in ranks) or len(set(ranks)) != len(ranks):
+        raise ConfigError(f"new_group: ranks must be distinct ints, got {ranks}")
+    outside = [r for r in ranks if not 0 <= r < world]
+    if outside or not ranks:
+        raise ConfigError(f"new_group: ranks {ranks} are not the launch's ranks {list(range(world))}")
+    count = _context["subgroups"] = _context.get("subgroups", 0) + 1
+    return SubGroup(sorted(ranks), f"{_context.get('group', 'dg')}.g{count}")

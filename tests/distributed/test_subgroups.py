@@ -1,0 +1,61 @@
+"""torch.distributed's subgroups (distributed/subgroups.py) on 3 real Ray ranks: `new_group(ranks)` and every
+collective's `group=` run over the members alone, src / dst are global ranks, a rank outside the group takes no
+part, two overlapping groups and the launch's own group interleave, and bad ranks are refused by name."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+from distgraph.errors import ConfigError
+
+pytestmark = pytest.mark.ray
+
+
+def _subgroups():
+    r = dist.get_rank()
+    ends, left = dist.new_group([2, 0]), dist.new_group([0, 1])  # every rank makes both, in the same order
+    out = {"place": (dist.get_rank(ends), dist.get_world_size(ends), dist.get_process_group_ranks(ends))}
+    t = dg.tensor(np.full(3, 10.0 * (r + 1), np.float32))
+    out["reduced"] = dist.all_reduce(t, group=ends)  # None on rank 1, which is not a member
+    out["sum"] = t.numpy().tolist()
+    b = dg.tensor(np.array([float(r)]))
+    dist.broadcast(b, src=2, group=ends)  # src: a global rank
+    out["broadcast"] = b.item()
+    gathered = [None] * 2
+    if r in (0, 1):
+        dist.all_gather_object(gathered, {"rank": r}, group=left)
+    out["objects"] = gathered
+    m = dg.tensor(np.array([float(r + 1)]))
+    dist.all_reduce(m, op=dist.ReduceOp.MAX, group=left)  # a gathered ReduceOp, over the members
+    out["max"] = m.item()
+    w = dg.tensor(np.ones(2))
+    dist.all_reduce(w)  # the launch's group, after the subgroups'
+    out["world"] = w.numpy().tolist()
+    dist.barrier(group=ends)
+    errors = []
+    for call in (lambda: dist.broadcast(b, src=1, group=ends), lambda: dist.new_group([0, 3])):
+        try:
+            call()
+        except ConfigError as exc:
+            errors.append(str(exc))
+    out["errors"] = errors  # (rank 1, outside `ends`, is not asked about its src)
+    out["global"] = (dist.get_global_rank(ends, 1), dist.get_group_rank(ends, 2))
+    return out
+
+
+def test_subgroups_run_their_collectives_over_their_members_alone(ray_session):
+    out = dist.launch(_subgroups, workers=3, cpus_per_worker=0.5, timeout_s=60)
+    assert [o["place"] for o in out] == [(0, 2, [0, 2]), (-1, 2, [0, 2]), (1, 2, [0, 2])]
+    assert out[1]["reduced"] is None and out[1]["sum"] == [20.0] * 3  # rank 1 took no part: its own values
+    assert out[0]["sum"] == out[2]["sum"] == [40.0] * 3  # 10 + 30
+    assert [o["broadcast"] for o in out] == [2.0, 1.0, 2.0]
+    assert out[0]["objects"] == out[1]["objects"] == [{"rank": 0}, {"rank": 1}] and out[2]["objects"] == [None] * 2
+    assert [o["max"] for o in out] == [2.0, 2.0, 3.0]  # rank 2 is outside [0, 1]: its own
+    assert all(o["world"] == [3.0, 3.0] for o in out)
+    assert out[0]["errors"] == [
+        "broadcast: Global rank 1 is not part of group [0, 2]",
+        "new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]",
+    ]
+    assert out[1]["errors"] == ["new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]"]
+    assert all(o["global"] == (2, 1) for o in out)
