@@ -37,7 +37,7 @@ def _synced(step, dev, sync):
     return run
 
 
-def _dg_step(sizes, batch, rng, dev):
+def _dg_step(sizes, batch, rng, dev="cpu"):
     import distgraph as dg
 
     nn = dg.nn
@@ -59,7 +59,7 @@ def _dg_step(sizes, batch, rng, dev):
     return _synced(step, dev, lambda: dg.backend.synchronize(dev)), model
 
 
-def _torch_step(sizes, batch, rng, model_dg, dev):
+def _torch_step(sizes, batch, rng, model_dg, dev="cpu"):
     import torch
 
     layers = []
@@ -84,7 +84,7 @@ def _torch_step(sizes, batch, rng, model_dg, dev):
     return _synced(step, dev, torch.cuda.synchronize)
 
 
-def _matmul_only(sizes, batch, rng, dev):
+def _matmul_only(sizes, batch, rng, dev="cpu"):
     """The step's six matmuls on the device's arrays (numpy's, cupy's): the rate the step can at best reach."""
     import distgraph as dg
 
