@@ -59,7 +59,7 @@ def device(spec="cpu"):
         count = cp.cuda.runtime.getDeviceCount()
         if index >= count:
             raise DeviceError(f"device {key!r} requested but this machine has {count} CUDA device(s)")
-        dev = Device("cuda", index)
+        dev = _devices.get(f"cuda:{index}") or Device("cuda", index)  # "cuda" and "cuda:0": one Device
         _devices[f"cuda:{index}"] = dev
         if key == "cuda":
             _devices["cuda"] = dev
@@ -176,6 +176,17 @@ def cuda_empty_cache():
     """Give the blocks no array uses back to the driver (torch.cuda.empty_cache)."""
     if _cupy is not None:
         _cupy.get_default_memory_pool().free_all_blocks()
+
+
+def address(array):
+    """Where an array's first element lies in memory (numpy's and cupy's differ in how they say it)."""
+    return array.data.ptr if hasattr(array.data, "ptr") else array.__array_interface__["data"][0]
+
+
+def writeable(array):
+    """numpy's WRITEABLE flag (off for arrays out of Ray's object store or a read-only file mapping); cupy's
+    flags have no such field (cupy#2616): a GPU array is always writeable."""
+    return getattr(array.flags, "writeable", True)
 
 
 def namespace(array):

@@ -48,3 +48,35 @@ def test_on_a_gpu_memory_follows_the_arrays_and_empty_cache_returns_the_free_blo
     assert dg.cuda.memory_reserved() == held
     dg.cuda.empty_cache()
     assert dg.cuda.memory_reserved() <= held - 4 * (1 << 20)  # and now given back
+
+
+@pytest.mark.skipif(not dg.cuda.is_available(), reason="needs cupy and a CUDA GPU")
+def test_cuda_and_cuda_0_are_one_device_whichever_is_named_first():
+    from distgraph import backend
+
+    backend._devices.pop("cuda", None)  # as in a fresh process that named "cuda:0" first
+    first = dg.device("cuda:0")
+    assert dg.device("cuda") is first and dg.device("cuda:0") is first
+
+
+def test_no_module_reads_numpys_writeable_flag_where_a_cupy_array_may_come():
+    """cupy's flags have no `writeable` (cupy#2616): reading it raised AttributeError in every backward() on a GPU
+    before any of it had run there. `backend.writeable` is the one place that reads it."""
+    import pathlib
+
+    root = pathlib.Path(dg.__file__).parent
+    readers = [str(p.relative_to(root)) for p in root.rglob("*.py") if ".flags.writeable" in p.read_text()]
+    assert readers == [], readers
+
+
+def test_writeable_reads_numpys_flag_and_takes_an_array_without_one_as_writeable():
+    import types
+
+    import numpy as np
+
+    from distgraph.backend import writeable
+
+    frozen = np.ones(2)
+    frozen.flags.writeable = False
+    assert writeable(np.ones(2)) and not writeable(frozen)
+    assert writeable(types.SimpleNamespace(flags=types.SimpleNamespace(c_contiguous=True)))  # cupy's flags

@@ -23,7 +23,7 @@ from distgraph.autograd.callbacks import backward_pass
 from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
-from distgraph.backend import device_of_array
+from distgraph.backend import device_of_array, writeable
 from distgraph.errors import AutogradError, ShapeError
 
 
@@ -405,7 +405,7 @@ def _hand_over(array, owned, share):
     t = owned.get(id(array))
     if t is not None and share:
         return t
-    if t is not None or not array.flags.writeable:
+    if t is not None or not writeable(array):
         array = device_of_array(array).xp.array(array)
     t = owned[id(array)] = _wrap(array, device_of_array(array))
     return t

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from distgraph.backend import namespace
+from distgraph.backend import address, namespace, writeable
 from distgraph.distributed.call_board import FIELDS, SLOTS, CallBoard
 from distgraph.distributed.shm import Segment, segment_name
 from distgraph.errors import DistributedError, DTypeError
@@ -57,7 +57,7 @@ def _write_back(arrays, idx, flat):
         a = arrays[i]
         part = flat[offset : offset + a.size].reshape(a.shape)
         offset += a.size
-        if getattr(a.flags, "writeable", True):  # (cupy arrays are always writeable)
+        if writeable(a):
             a[...] = part
         else:
             arrays[i] = part.copy()
@@ -119,7 +119,7 @@ class ShmAllReduce:
             pieces = []
             for i in idx:
                 a = arrays[i]
-                if not (a.flags.c_contiguous and a.flags.writeable):
+                if not (a.flags.c_contiguous and writeable(a)):
                     a = arrays[i] = np.array(a, order="C")  # a fresh result for read-only / strided inputs
                 pieces.append(a.reshape(-1))
             count = sum(p.size for p in pieces)
@@ -147,10 +147,10 @@ class ShmAllReduce:
     def _owning_segment(self, array):
         """(tag, segment) of the segment whose slot of this rank *is* `array` (same memory, same length), else
         (None, None)."""
-        ptr = array.__array_interface__["data"][0]
+        ptr = address(array)
         for (tag, _, _), seg in list(self.segments.items()):  # (a snapshot: a bucket thread may open one meanwhile)
             if seg.shm is not None and array.ndim == 1 and array.size == seg.count:
-                if ptr == seg.slot.__array_interface__["data"][0]:
+                if ptr == address(seg.slot):
                     return tag, seg
         return None, None
 
@@ -201,7 +201,7 @@ class CollectiveAllReduce:
             _check_op(self.backend, op, dtype)
             xp = namespace(arrays[idx[0]])
             first = arrays[idx[0]]
-            in_place = len(idx) == 1 and first.flags.c_contiguous and getattr(first.flags, "writeable", True)
+            in_place = len(idx) == 1 and first.flags.c_contiguous and writeable(first)
             flat = first.reshape(-1) if in_place else xp.concatenate([arrays[i].reshape(-1) for i in idx])
             self.collective.allreduce(flat, group_name=self.group)
             if op == "mean":
@@ -230,6 +230,32 @@ class CollectiveAllReduce:
         self.collective.destroy_collective_group(self.group)
 
 
+class Alone:
+    """A group of one rank on a collective backend: every call's result is its input, and no gloo or NCCL group is
+    made (NCCL's start takes seconds and a library that may not load, for a group that never communicates)."""
+
+    def __init__(self, backend, bucket_mb=25):
+        self.backend, self.rank, self.world_size, self.bucket_mb = backend, 0, 1, bucket_mb
+
+    def allreduce(self, arrays, op="sum", tag=0):
+        for a in arrays if isinstance(arrays, list | tuple) else [arrays]:
+            _check_op(self.backend, op, a.dtype)
+        return list(arrays) if isinstance(arrays, list | tuple) else arrays
+
+    def all_gather(self, block, tag=0):
+        return block.reshape(-1).copy()
+
+    def reduce_scatter(self, data, op="sum", tag=0):
+        _check_op(self.backend, op, data.dtype)
+        return data
+
+    def abort(self):
+        """Nothing waits on this rank."""
+
+    def close(self):
+        """Nothing to destroy."""
+
+
 def make_allreduce(
     rank, world_size, backend="auto", group="distgraph", timeout_s=60.0, device="cpu", bucket_mb=25, array=None
 ):
@@ -244,6 +270,8 @@ def make_allreduce(
         backend = "nccl" if on_gpu else "shm"
     if backend == "shm":
         return ShmAllReduce(rank, world_size, group, timeout_s, bucket_mb)
+    if world_size == 1:
+        return Alone(backend, bucket_mb)
     return CollectiveAllReduce(rank, world_size, backend, group, timeout_s, bucket_mb)
 
 

@@ -36,6 +36,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from distgraph.backend import writeable
 from distgraph.distributed.shm import _ALIGN, _aligned, _alive, _attach, _close_mapping, _own, sweep, view
 from distgraph.distributed.zero import common_dtype, flat_layout
 from distgraph.errors import DistributedError
@@ -125,7 +126,7 @@ class SharedAsyncStore:
             )
         self.name, self.rank, self.world, self.timeout_s = name, rank, world, timeout_s
         for p in params:  # a claim writes into them (a model from Ray's object store arrives read-only)
-            if not p.array.flags.writeable:
+            if not writeable(p.array):
                 p.array = np.array(p.array, copy=True)
         self.params, self.shapes = params, [p.array.shape for p in params]
         self.offsets = flat_layout(self.shapes)

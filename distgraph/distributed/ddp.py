@@ -40,6 +40,7 @@ import numpy as np
 from distgraph.autograd.callbacks import current_pass, queue_callback
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import writeable
 from distgraph.distributed import loop
 from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import DEFAULT_HOOKS
 from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, count_ranks, highest_rank_with
@@ -252,5 +253,4 @@ def _check_devices(module, device_ids, output_device):
 
 
 def _reducible_in_place(array):
-    flags = array.flags
-    return flags.c_contiguous and getattr(flags, "writeable", True)
+    return array.flags.c_contiguous and writeable(array)

@@ -381,9 +381,10 @@ class FullyShardedDataParallel(Module):
                 local = max(local, float(g.max()))
             else:  # a NO_SHARD unit's gradient is whole on every rank: counted once over all
                 local += float(xp.sum(g**norm_type)) / (1 if handle.world > 1 else handle.ranks)
-        total = Tensor(np.array([local]))
+        total = Tensor(to_device(np.array([local]), loop._context["device"]))  # (NCCL reduces GPU arrays only)
         loop.all_reduce(total, loop.ReduceOp.MAX if norm_type == float("inf") else "sum")
-        norm = float(total.array[0]) if norm_type == float("inf") else float(total.array[0]) ** (1.0 / norm_type)
+        total = float(total.array[0])
+        norm = total if norm_type == float("inf") else total ** (1.0 / norm_type)
         coef = float(max_norm) / (norm + 1e-6)
         if coef < 1:
             for _, array in grads:

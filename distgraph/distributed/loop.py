@@ -283,8 +283,9 @@ def broadcast(tensors, src=0):
 
 
 def barrier():
-    """Wait until every rank gets here (an all-reduce of one number)."""
-    all_reduce(Tensor(np.zeros(1, np.float32)), "sum")
+    """Wait until every rank gets here (an all-reduce of one number, on the launch's device: NCCL reduces GPU
+    arrays only)."""
+    all_reduce(Tensor(to_device(np.zeros(1, np.float32), _context["device"])), "sum")
 
 
 def broadcast_parameters(model, src=0):

@@ -16,7 +16,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
-from distgraph.backend import device_of_array, to_device
+from distgraph.backend import device_of_array, to_device, writeable
 from distgraph.errors import ConfigError, NonFiniteError, ShapeError
 from distgraph.ops.collective import current_group, using_group
 
@@ -41,7 +41,7 @@ class ShardStep:
         self.loss_fn = loss_fn
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         for b in self._buffers():  # a replica unpickled from Ray's object store holds read-only arrays, and
-            if isinstance(b.array, np.ndarray) and not b.array.flags.writeable:  # batch norm updates in place
+            if not writeable(b.array):  # batch norm updates in place
                 b.array = b.array.copy()
         self._on_grad = None  # compute()'s `on_grad`, called from the parameters' post-accumulate hooks
         self._sync_layers = [m for m in self.model.modules() if _is_sync_batch_norm(m)]
@@ -60,7 +60,7 @@ class ShardStep:
             a = to_device(np.asarray(a) if not hasattr(a, "__cuda_array_interface__") else a, self.device)
             if a.shape != p.array.shape:
                 raise ShapeError(f"set_parameters: parameter of shape {p.array.shape} got an array of shape {a.shape}")
-            if p.array.flags.writeable:
+            if writeable(p.array):
                 p.array[...] = a
             else:
                 p.array = a.copy()

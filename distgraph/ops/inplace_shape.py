@@ -30,6 +30,7 @@ from distgraph.autograd import grad_mode, layout
 from distgraph.autograd.function import move_retained_grad
 from distgraph.autograd.layout import view_base
 from distgraph.autograd.tensor import Tensor, View
+from distgraph.backend import address
 from distgraph.errors import AutogradError, ShapeError
 from distgraph.ops import shape, views
 from distgraph.ops.registry import defop
@@ -253,11 +254,7 @@ def _storage(a):
             f"resize_: the memory under this {a.dtype} tensor of shape {tuple(a.shape)} is an array of "
             f"{root.dtype} {tuple(root.shape)} that is not one contiguous run; resize a .contiguous() copy"
         )
-    return root.reshape(-1), (_address(a) - _address(root)) // a.itemsize
-
-
-def _address(a):
-    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]  # cupy, numpy
+    return root.reshape(-1), (address(a) - address(root)) // a.itemsize
 
 
 METHODS = {

@@ -10,6 +10,7 @@ from distgraph import dtypes
 from distgraph.autograd import grad_mode, memory_format
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import writeable
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import (
@@ -297,7 +298,7 @@ def _result_array(self, result, name):
 
 def _write_into(self, res):
     if self.array.ndim == 0:
-        self.array = self.array.copy() if not self.array.flags.writeable else self.array
+        self.array = self.array.copy() if not writeable(self.array) else self.array
         self.array[...] = res
     elif views.internal_overlap(self.array):  # only the changed elements, so a location is changed when
         changed = res != self.array  # any of its aliases is (tril_, masked_fill_), in any order, as torch

@@ -13,6 +13,7 @@ import builtins
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import address
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops.reduction import sum_to
 from distgraph.ops.regions import _diagonal_embed, diag
@@ -171,9 +172,7 @@ def storage_offset(input):
         root = root.base
     if not a.size:
         return 0
-    start = a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]
-    base = root.data.ptr if hasattr(root.data, "ptr") else root.__array_interface__["data"][0]
-    return (start - base) // a.itemsize
+    return (address(a) - address(root)) // a.itemsize
 
 
 def dim_order(input, *, ambiguity_check=False):

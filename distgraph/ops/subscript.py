@@ -28,6 +28,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import address
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 
 Subscript = namedtuple("Subscript", ["basic", "adv", "lone_mask"])
@@ -338,7 +339,7 @@ def memory_overlap(a, b):
     (disjoint, or too hard to tell: an array that is not dense, such as a broadcast or a strided view)."""
     if a.size == 0 or b.size == 0 or not (_dense(a) and _dense(b)):
         return None
-    pa, pb = _address(a), _address(b)
+    pa, pb = address(a), address(b)
     if pa == pb and a.nbytes == b.nbytes:  # the same block: the same elements only in the same layout
         return "full" if a.strides == b.strides else "partial"
     return "partial" if pa < pb + b.nbytes and pb < pa + a.nbytes else None
@@ -352,7 +353,3 @@ def _dense(a):
             return False
         step *= size
     return True
-
-
-def _address(a):
-    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]  # cupy | numpy

@@ -31,6 +31,7 @@ import warnings
 from distgraph import dtypes
 from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import address
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import activation, creation, inplace_shape, shape, torch_names
@@ -99,8 +100,7 @@ def as_subclass(self, cls):
 def data_ptr(self):
     if not self.numel():
         return 0
-    a = self.array
-    return a.data.ptr if self.device.type == "cuda" else a.__array_interface__["data"][0]
+    return address(self.array)
 
 
 def to_dense(self, dtype=None, *, masked_grad=None):

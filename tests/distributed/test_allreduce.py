@@ -7,7 +7,14 @@ import uuid
 import numpy as np
 import pytest
 
-from distgraph.distributed.allreduce import SMALL_COUNT, ReduceRank, ShmAllReduce, make_allreduce
+from distgraph.distributed.allreduce import (
+    SMALL_COUNT,
+    Alone,
+    CollectiveAllReduce,
+    ReduceRank,
+    ShmAllReduce,
+    make_allreduce,
+)
 from distgraph.distributed.shm import leaked, sweep
 from distgraph.errors import DistributedError, DTypeError
 
@@ -231,7 +238,8 @@ def test_nccl_backend_reduces_cupy_arrays(ray_session):
             import cupy
 
             self.cp = cupy
-            self.comm = make_allreduce(rank, world, "auto", group, array=cupy.zeros(1))
+            # CollectiveAllReduce itself: make_allreduce gives a group of one no NCCL communicator (Alone)
+            self.comm = CollectiveAllReduce(rank, world, "nccl", group)
             self.rank = rank
 
         def reduce(self, op):
@@ -295,3 +303,21 @@ def test_closing_a_communicator_while_a_view_of_its_segment_lives_does_not_unmap
     done = subprocess.run([sys.executable, "-c", _CLOSE_UNDER_A_VIEW], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.split()[-1] == "7000.0"
+
+
+def test_a_group_of_one_on_a_collective_backend_makes_no_group_and_hands_its_input_back():
+    """A one-rank launch on cuda (one GPU) or across one node's gloo never communicates: no NCCL or gloo group
+    is started (NCCL's start costs seconds and needs its library), and every call's result is its input."""
+    for backend in ("gloo", "nccl"):
+        comm = make_allreduce(0, 1, backend)
+        assert isinstance(comm, Alone) and comm.backend == backend
+        a, b = np.arange(3.0), np.ones(2, np.float32)
+        out = comm.allreduce([a, b], "mean")
+        assert out[0] is a and out[1] is b and np.array_equal(a, np.arange(3.0))
+        assert comm.allreduce(a) is a
+        gathered = comm.all_gather(a)
+        assert np.array_equal(gathered, a) and gathered is not a
+        assert comm.reduce_scatter(a) is a
+        with pytest.raises(DTypeError, match="mean"):
+            comm.allreduce([np.arange(3)], "mean")
+        comm.close()
