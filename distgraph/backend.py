@@ -183,6 +183,16 @@ def address(array):
     return array.data.ptr if hasattr(array.data, "ptr") else array.__array_interface__["data"][0]
 
 
+def linalg_errors_raised(xp):
+    """A context in which a singular or non-positive-definite matrix raises numpy's LinAlgError: numpy raises by
+    itself (its float warnings silenced here); cupy returns NaNs unless cupyx.errstate asks it to check."""
+    if xp is np:
+        return np.errstate(all="ignore")
+    import cupyx
+
+    return cupyx.errstate(linalg="raise")
+
+
 def writeable(array):
     """numpy's WRITEABLE flag (off for arrays out of Ray's object store or a read-only file mapping); cupy's
     flags have no such field (cupy#2616): a GPU array is always writeable."""

@@ -80,3 +80,19 @@ def test_writeable_reads_numpys_flag_and_takes_an_array_without_one_as_writeable
     frozen.flags.writeable = False
     assert writeable(np.ones(2)) and not writeable(frozen)
     assert writeable(types.SimpleNamespace(flags=types.SimpleNamespace(c_contiguous=True)))  # cupy's flags
+
+
+def test_the_gpu_generator_gives_what_cupys_lacks_from_what_it_has():
+    """cupy's Generator has no normal or permutation (distgraph's normal_, log_normal_, randperm and sparse_ call
+    them): the wrapper draws them from standard_normal and random. Checked over numpy's generator, which has
+    both, so the wrapper's own draws can be compared with what the methods must give."""
+    import numpy as np
+
+    from distgraph.ops.creation import _CupyGenerator
+
+    gen = _CupyGenerator(np.random.default_rng(0), np)
+    perm = gen.permutation(1000)
+    assert sorted(perm.tolist()) == list(range(1000)) and perm.tolist() != list(range(1000))
+    draws = gen.normal(3.0, 2.0, (200_000,))
+    assert draws.shape == (200_000,) and abs(draws.mean() - 3.0) < 0.02 and abs(draws.std() - 2.0) < 0.02
+    assert gen.integers(0, 5, 10).shape == (10,)  # the rest is the wrapped generator's own

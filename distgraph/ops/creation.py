@@ -44,8 +44,25 @@ def generator(dev):
         return _rng["cpu"]
     gen = _rng.get("cuda")
     if gen is None:
-        gen = _rng["cuda"] = dev.xp.random.default_rng(_rng["seed"])
+        gen = _rng["cuda"] = _CupyGenerator(dev.xp.random.default_rng(_rng["seed"]), dev.xp)
     return gen
+
+
+class _CupyGenerator:
+    """cupy's Generator with the numpy Generator methods distgraph calls that cupy's lacks (`normal`,
+    `permutation`: its Generator has `standard_normal` and `random`), drawn on the GPU from those."""
+
+    def __init__(self, gen, xp):
+        self._gen, self._xp = gen, xp
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return loc + scale * self._gen.standard_normal(size)
+
+    def permutation(self, n):
+        return self._xp.argsort(self._gen.random(n))
 
 
 def _infer_np_dtype(data):
@@ -277,7 +294,7 @@ def bernoulli(input, p=None):
 
 
 def multinomial(input, num_samples, replacement=False):
-    gen = generator(input.device)
+    gen = generator(as_device("cpu"))  # drawn on the host, where the probabilities are read (cupy has no choice)
     probs = np.asarray(input.__array__(), dtype=np.float64)
     probs2d = probs.reshape(-1, probs.shape[-1])
     out = np.stack(

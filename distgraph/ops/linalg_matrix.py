@@ -13,6 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import linalg_errors_raised, namespace
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, linalg, regions, shape
@@ -40,7 +41,7 @@ def _square(name, a):
 def _lapack(name, fn, *arrays):
     """numpy's LinAlgError (a singular matrix) as InputRangeError naming the op."""
     try:
-        with np.errstate(all="ignore"):
+        with linalg_errors_raised(namespace(arrays[0])):
             return fn(*arrays)
     except np.linalg.LinAlgError as exc:
         shapes = ", ".join(str(a.shape) for a in arrays)

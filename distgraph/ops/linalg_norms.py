@@ -9,6 +9,7 @@ shared equally, as amax's.
 
 import numpy as np
 
+from distgraph.backend import to_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
@@ -122,7 +123,7 @@ def matrix_rank(A, *, atol=None, rtol=None, hermitian=False, tol=None):
     a = A.detach()
     s = ew.abs(eigvalsh(a)) if hermitian else svdvals(a)
     if rtol is None:
-        positive_atol = atol is not None and (np.all(np.asarray(getattr(atol, "array", atol)) > 0))
+        positive_atol = atol is not None and np.all(np.asarray(to_device(getattr(atol, "array", atol), "cpu")) > 0)
         rtol = 0.0 if positive_atol else float(np.finfo(a.array.dtype).eps) * max(A.shape[-2:])
     if s.shape[-1] == 0:
         return red.sum(cmp.gt(s, 0), -1)  # no singular values: rank 0

@@ -16,7 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import scipy_linalg
+from distgraph.backend import scipy_linalg, to_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import creation, regions, shape
 from distgraph.ops import elementwise as ew
@@ -212,7 +212,7 @@ def lu_factor(A, *, pivot=True):
 
 
 def _raise_info(name, info, message):
-    bad = info.numpy().reshape(-1)
+    bad = to_device(info.array, "cpu").reshape(-1)  # (a cuda tensor refuses .numpy())
     hit = np.flatnonzero(bad)
     if hit.size:
         batch = f"(Batch element {hit[0]}): " if info.ndim else ""

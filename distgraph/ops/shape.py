@@ -332,9 +332,9 @@ def repeat_interleave(input, repeats, dim=None):
     if dim is None:
         input, dim = flatten(input), 0
     d = _dim(dim, input.ndim, "repeat_interleave", whole=True)
-    reps = repeats.array if isinstance(repeats, Tensor) else repeats
+    reps = repeats.array.tolist() if isinstance(repeats, Tensor) else repeats  # (cupy's repeat takes no array)
     xp = input.device.xp
-    index = xp.repeat(xp.arange(input.shape[d]), xp.asarray(reps) if not isinstance(reps, int) else reps)
+    index = xp.repeat(xp.arange(input.shape[d]), reps)
     return index_select(input, d, Tensor(index, device=input.device))
 
 

@@ -185,7 +185,7 @@ class LBFGS(Optimizer):
             if value is None or isinstance(value, int | float):
                 return value
             if hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
-                value = value.detach().numpy() if hasattr(value, "detach") else value.numpy()
+                value = value.detach().cpu().numpy() if hasattr(value, "detach") else value.numpy()
             if getattr(value, "ndim", 1) == 0:
                 return float(value)
             return to_device(getattr(value, "array", value), param.device).astype(param.array.dtype, copy=True)
