@@ -204,13 +204,31 @@ def namespace(array):
     return device_of_array(array).xp
 
 
-def cupy_scatter(ufunc):
-    """cupyx's unbuffered scatter for `ufunc` ("add", "maximum", "minimum"; None for others): numpy's
-    `ufunc.at` on the GPU. Here, so that no other module imports cupy."""
-    cupy_module()
+_SCATTER_DTYPES = {  # what cupyx's scatter kernels take (cupy's _scatter_op raises TypeError for the rest)
+    "add": {"int32", "uint32", "uint64", "float16", "float32", "float64"},
+    "maximum": {"int32", "uint32", "uint64", "float32", "float64"},
+    "minimum": {"int32", "uint32", "uint64", "float32", "float64"},
+}
+
+
+def scatter_at(ufunc, out, index, values):
+    """numpy's `ufunc.at(out, index, values)` (repeated positions all taking part) on either device. On a GPU
+    cupyx's scatter kernels do add / maximum / minimum for the dtypes they take; anything else (a product,
+    int64, bool, complex) is done on the host and copied back: slow, but right, where cupy has no kernel."""
+    if isinstance(out, np.ndarray):
+        getattr(np, ufunc).at(out, index, values)
+        return
     import cupyx
 
-    return {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}.get(ufunc)
+    if out.dtype.name in _SCATTER_DTYPES.get(ufunc, ()):
+        {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}[ufunc](
+            out, index, values
+        )
+        return
+    host = lambda a: a.get() if hasattr(a, "get") else a
+    on_host = out.get()
+    getattr(np, ufunc).at(on_host, tuple(map(host, index)) if isinstance(index, tuple) else host(index), host(values))
+    out[...] = cupy_module().asarray(on_host)
 
 
 def cupy_special():

@@ -43,7 +43,12 @@ def check(dg_fn, torch_fn, *arrays, grad=True, rtol=1e-7, atol=1e-10, device="cp
         else:
             dg_in.append(a)
             th_in.append(a)
-    out_dg = dg_fn(*dg_in)
+    previous = dg.get_default_device()
+    dg.set_default_device(device)  # tensors a row makes inside dg_fn (an index, a mask) land where its inputs are
+    try:
+        out_dg = dg_fn(*dg_in)
+    finally:
+        dg.set_default_device(previous)
     out_th = torch_fn(*th_in)
     outs_dg = out_dg if isinstance(out_dg, tuple | list) else (out_dg,)
     outs_th = out_th if isinstance(out_th, tuple | list) else (out_th,)

@@ -13,7 +13,7 @@ import numpy as np
 from distgraph.autograd import memory_format
 from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import cupy_scatter
+from distgraph.backend import scatter_at
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
@@ -59,13 +59,10 @@ _index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
 
 def _add_at(xp, out, index, values):
     """out[index] += values in place, repeated positions adding up (numpy's `+=` keeps one of them)."""
-    if xp is np:
-        target = np.broadcast_to(np.empty((), dtype=bool), out.shape)[index].shape
-        if values.shape != target:  # numpy 2's ufunc.at adds a value of lower rank wrongly: broadcast first
-            values = np.broadcast_to(values, target)
-        np.add.at(out, index, values)
-    else:
-        cupy_scatter("add")(out, index, values)
+    target = xp.broadcast_to(xp.empty((), dtype=bool), out.shape)[index].shape
+    if values.shape != target:  # numpy 2's ufunc.at adds a value of lower rank wrongly (also on the host
+        values = xp.broadcast_to(values, target)  # path of scatter_at): broadcast first
+    scatter_at("add", out, index, values)
 
 
 def index_add_into(values, shape, index):
@@ -157,10 +154,7 @@ def _scatter_add(xp, x, index, src, axis):
     out = x.copy()
     idx = _take_index(xp, index, axis, x.ndim)
     src = src[tuple(slice(0, s) for s in index.shape)]
-    if xp is np:
-        np.add.at(out, idx, src)
-    else:
-        cupy_scatter("add")(out, idx, src)
+    scatter_at("add", out, idx, src)
     return out
 
 

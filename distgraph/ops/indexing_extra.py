@@ -14,8 +14,8 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import cupy_scatter
-from distgraph.errors import DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.backend import scatter_at
+from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, indexing, linalg, reorder
 from distgraph.ops import elementwise as ew
@@ -152,13 +152,7 @@ def _identity(reduce, dtype):
 
 def _reduce_at(xp, reduce, out, idx, src):
     """out[idx] = reduce(out[idx], src) in place, repeated positions all taking part."""
-    if xp is np:
-        getattr(np, _UFUNC[reduce]).at(out, idx, src)
-        return
-    fn = cupy_scatter(_UFUNC[reduce])
-    if fn is None:
-        raise DistgraphError(f"scatter_reduce(): reduce='{reduce}' has no kernel on {type(out).__module__} arrays")
-    fn(out, idx, src)
+    scatter_at(_UFUNC[reduce], out, idx, src)
 
 
 @defop("scatter_reduce", kind=IDX, save=(0, 1, 2), saves_output=True)
@@ -170,8 +164,8 @@ def _scatter_reduce(xp, x, index, src, axis, reduce, include_self):
         out[idx] = _identity(reduce, x.dtype)
     _reduce_at(xp, reduce, out, idx, src)
     if reduce == "mean":
-        count = xp.full(x.shape, int(include_self), dtype=np.int64)
-        _reduce_at(xp, "sum", count, idx, xp.ones(index.shape, dtype=np.int64))
+        count = xp.full(x.shape, int(include_self), dtype=np.int32)  # (cupyx's scatter_add takes no int64)
+        _reduce_at(xp, "sum", count, idx, xp.ones(index.shape, dtype=np.int32))
         count = xp.maximum(count, 1)
         out = out // count.astype(out.dtype) if out.dtype.kind in "iu" else (out / count).astype(out.dtype)
     return out

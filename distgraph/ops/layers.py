@@ -16,7 +16,7 @@ import math
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import cupy_scatter, device_of_array
+from distgraph.backend import device_of_array, scatter_at
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
@@ -182,10 +182,7 @@ def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
     """Rows of g summed into a (V, D) gradient by index; the padding row gets none."""
     out = xp.zeros((num_weights, g.shape[-1]), g.dtype)
     flat_g, flat_i = g.reshape(-1, g.shape[-1]), indices.reshape(-1)
-    if xp.__name__ == "numpy":
-        xp.add.at(out, flat_i, flat_g)
-    else:
-        cupy_scatter("add")(out, flat_i, flat_g)
+    scatter_at("add", out, flat_i, flat_g)
     if padding_idx is not None:
         out[padding_idx] = 0
     return out

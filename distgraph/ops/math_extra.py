@@ -37,14 +37,23 @@ def _quiet(forward):
 
 
 def _special(xp, name):
-    """scipy.special's function `name` for numpy arrays, cupyx.scipy.special's for cupy ones."""
-    if xp is np:
-        import scipy.special
+    """scipy.special's function `name` for numpy arrays, cupyx.scipy.special's for cupy ones; where cupyx has
+    none (airy), scipy's on a host copy, the results sent back."""
+    import scipy.special
 
+    if xp is np:
         return getattr(scipy.special, name)
     from distgraph.backend import cupy_special
 
-    return getattr(cupy_special(), name)
+    on_gpu = getattr(cupy_special(), name, None)
+    if on_gpu is not None:
+        return on_gpu
+
+    def on_host(*args):
+        out = getattr(scipy.special, name)(*(a.get() if hasattr(a, "get") else a for a in args))
+        return tuple(map(xp.asarray, out)) if isinstance(out, tuple) else xp.asarray(out)
+
+    return on_host
 
 
 def _special_fwd(name):

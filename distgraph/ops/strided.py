@@ -14,6 +14,7 @@ is refused rather than read differently from torch; `.contiguous()` first gives 
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import scatter_at
 from distgraph.errors import InputRangeError, ShapeError
 from distgraph.ops import tensor_extra
 from distgraph.ops.creation import empty
@@ -67,7 +68,7 @@ def _as_strided_backward(xp, g, shape, size, stride, offset):
     out = xp.zeros(int(np.prod(shape)), dtype=g.dtype)
     where = offset + sum(xp.arange(n).reshape((-1,) + (1,) * (len(size) - 1 - k)) * s
                          for k, (n, s) in enumerate(zip(size, stride)))  # fmt: skip
-    xp.add.at(out, xp.broadcast_to(where, size).reshape(-1), g.reshape(-1))
+    scatter_at("add", out, xp.broadcast_to(where, size).reshape(-1), g.reshape(-1))
     return out.reshape(shape)
 
 
