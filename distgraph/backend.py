@@ -142,6 +142,14 @@ def to_device(array, dev):
         return cp.asarray(array)
 
 
+def to_host(data):
+    """A numpy array of `data`: an array (numpy's, cupy's), a list, or a tensor (distgraph's, torch's) on any
+    device, requiring grad or not (what a user hands in as data or weights)."""
+    if hasattr(data, "detach"):
+        data = data.detach().cpu().numpy()
+    return np.asarray(to_device(data, "cpu"))
+
+
 def synchronize(dev=None):
     """torch.cuda.synchronize: wait until every kernel queued on a cuda device has finished (nothing to wait
     for on cpu, where every op has finished when it returns). What a timer around GPU work needs: cupy's

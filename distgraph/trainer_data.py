@@ -16,11 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from distgraph.backend import to_host
 from distgraph.errors import ConfigError
-
-
-def _host(d):
-    return np.asarray(d.numpy() if hasattr(d, "numpy") else d)
 
 
 def as_arrays(data):
@@ -29,7 +26,7 @@ def as_arrays(data):
     batches = _loader_batches(data)
     if batches is not None:
         return _concatenated(batches)[:2]
-    x, y = (_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
+    x, y = (to_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
     if len(x) != len(y):
         raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
     return _nonempty(x), y
@@ -87,7 +84,7 @@ def _describe(batch):
 
 def _concatenated(batches):
     """(x, y, the loader's batches as index arrays into them: its order and batch sizes)."""
-    xs, ys = [_host(b[0]) for b in batches], [_host(b[1]) for b in batches]
+    xs, ys = [to_host(b[0]) for b in batches], [to_host(b[1]) for b in batches]
     for part, arrays, items in (("inputs", xs, (b[0] for b in batches)), ("targets", ys, (b[1] for b in batches))):
         for arr, item in zip(arrays, items):  # the batches are concatenated: each needs a batch dimension
             if arr.ndim == 0 or arr.dtype == object:

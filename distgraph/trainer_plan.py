@@ -14,8 +14,7 @@ history says so once. The history has no accuracy: the step's outputs are the lo
 `placement.choose_strategy` and records why in the history.
 """
 
-import numpy as np
-
+from distgraph.backend import to_device
 from distgraph.errors import ConfigError
 
 
@@ -26,7 +25,8 @@ def _capture(trainer, x, y):
     from distgraph.autograd.tensor import Tensor
     from distgraph.graph.compile import compile as dg_compile
 
-    xt, yt = Tensor(x), Tensor(y)
+    dev = trainer.step_fn.device  # where the model is (cuda under a local Trainer on a GPU)
+    xt, yt = Tensor(to_device(x, dev), device=dev), Tensor(to_device(y, dev), device=dev)
     step = dg_compile(trainer.model, (xt, yt), loss_fn=trainer.loss_fn)
     with no_grad():
         variant = next(iter(step.variants.values()))
@@ -126,10 +126,14 @@ class PlanTrainer:
         opt = self.trainer.optimizer
         for t in range(start, len(kept)):
             idx = kept[t]
-            outs = executor.run(self.x[idx], self.y[idx], *[p.array for p in self.graph_params])
+            dev = self.trainer.step_fn.device
+            outs = executor.run(
+                to_device(self.x[idx], dev), to_device(self.y[idx], dev), *[p.array for p in self.graph_params]
+            )
             loss, grads = outs[0], outs[1:]
             for i, (p, g) in enumerate(zip(self.params, grads)):  # an unused one's zeros: no grad, as in torch
-                p.grad = None if i in self.unused else Tensor(np.asarray(g, dtype=p.array.dtype), device=p.device)
+                grad = to_device(g, p.device).astype(p.array.dtype, copy=False)
+                p.grad = None if i in self.unused else Tensor(grad, device=p.device)
             self.trainer.apply_step_hypers(t)  # a per-step lr schedule's row for this step
             opt.step()
             on_step(t, {"loss": float(loss), "count": len(idx)})

@@ -368,3 +368,14 @@ def test_a_model_with_several_outputs_and_its_own_loss_trains_and_evaluates():
     h = trainer.fit(data(), epochs=2, batch_size=32, val_data=data(40))
     assert h["loss"][1] < h["loss"][0] and "accuracy" not in h and "val_loss" in h
     assert set(trainer.evaluate(data())) == {"loss", "count"}
+
+
+def test_data_may_be_tensors_on_the_device_and_requiring_grad(device):
+    """fit and evaluate take (x, y) as tensors wherever they are, requiring grad or not (torch's users pass
+    what their model took): it once called .numpy() on them, which refuses both."""
+    x, y = data()
+    arrays = make().fit((x, y), epochs=2, batch_size=16)["loss"]
+    tensors = (dg.tensor(x, device=device, requires_grad=True), dg.tensor(y, device=device))
+    trainer = make()
+    assert trainer.fit(tensors, epochs=2, batch_size=16)["loss"] == pytest.approx(arrays, rel=1e-5)
+    assert trainer.evaluate(tensors)["accuracy"] == trainer.evaluate((x, y))["accuracy"]

@@ -36,7 +36,7 @@ def train(make_model, n=256, **kw):
     opt = dg.optim.SGD(model.parameters(), lr=0.1)
     with dg.Trainer(model, nn.functional.cross_entropy, opt, progress=False, **kw) as t:
         hist = t.fit(data(n), epochs=2, batch_size=32)
-        return [p.detach().numpy().copy() for p in model.parameters()], hist
+        return [p.detach().cpu().numpy().copy() for p in model.parameters()], hist
 
 
 def close(a, b, tol=1e-6):
@@ -44,9 +44,9 @@ def close(a, b, tol=1e-6):
 
 
 @pytest.mark.parametrize("strategy,make_model", [("pipeline", mlp), ("branches", TwoTowers)])
-def test_local_split_step_equals_unsplit_training(strategy, make_model):
-    reference, ref_hist = train(make_model)
-    split, hist = train(make_model, workers=2, strategy=strategy)
+def test_local_split_step_equals_unsplit_training(strategy, make_model, device):
+    reference, ref_hist = train(make_model, device=device)
+    split, hist = train(make_model, workers=2, strategy=strategy, device=device)
     assert close(reference, split)
     assert np.allclose(ref_hist["loss"], hist["loss"], rtol=1e-5)
     assert any(f"strategy {strategy}" in e for e in hist.events), hist.events

@@ -77,6 +77,14 @@ try:
     print(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout.strip())
 except (OSError, subprocess.SubprocessError) as exc:
     print("nvidia-smi:", exc)
+try:  # a Trainer on cuda waits its timeout (120 s) for a GPU bundle Ray cannot see: say what Ray sees first
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    print("Ray's resources:", {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+    ray.shutdown()
+except Exception as exc:  # noqa: BLE001  (report it, go on)
+    print(f"Ray could not start: {type(exc).__name__}: {exc}")
 EOF
 
 pytest=(python3 -m pytest -p no:cacheprovider -p no:warnings -o addopts= -v -rfE --timeout 120)

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from distgraph.backend import CPU
+from distgraph.backend import CPU, to_host
 from distgraph.errors import ConfigError
 from distgraph.ops.creation import generator as _global_generator
 
@@ -124,7 +124,7 @@ class WeightedRandomSampler(Sampler):
             raise ConfigError(
                 f"WeightedRandomSampler: replacement should be a boolean value, but got replacement={replacement}"
             )
-        w = np.asarray(weights.numpy() if hasattr(weights, "numpy") else weights, dtype=np.float64)
+        w = to_host(weights).astype(np.float64)  # (weights on a GPU, or requiring grad, as torch takes them)
         if w.ndim != 1:
             raise ConfigError(
                 f"WeightedRandomSampler: weights should be a 1d sequence but given weights have shape {w.shape}"

@@ -33,6 +33,7 @@ import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import to_device
 from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
@@ -61,7 +62,10 @@ class CompiledFunction:
         # under loss scaling the update waits for the overflow check: the optimizer steps eagerly after it
         self.optimizer = optimizer
         self.update = CapturedUpdate(optimizer, self.params) if optimizer is not None and self.scaler is None else None
-        self._scale = Tensor(np.ones((), np.float32)) if self.scaler is not None else None  # a graph input
+        self._scale = None  # a graph input, on the parameters' device (a cpu scale beside cuda weights is refused)
+        if self.scaler is not None:
+            where = self.params[0].device if self.params else "cpu"
+            self._scale = Tensor(to_device(np.ones((), np.float32), where), device=where)
         self.variants = {}
         self._unused_of = {}  # id(variant) -> indices of the parameters its loss does not depend on
         self._paths = {}  # key -> (guard, call, modes): the fast path of each captured variant
