@@ -15,7 +15,7 @@ Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (i
 return new, differentiable tensors; `allreduce_`, `broadcast_` work in place; the `*_async` forms with
 `synchronize` / `poll`; `start_timeline` / `stop_timeline`, collective_trace.py); and `DistributedDataParallel`
 (ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
-`new_group` (all ranks), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
+`new_group` (of any ranks: subgroups.py), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
 point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py);
 `optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py); `fsdp.FullyShardedDataParallel` (fsdp.py, with
