@@ -170,8 +170,9 @@ def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
         (out * dg.tensor(np.full((2, 3), 3.0))).sum().backward()
         np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 3.0), err_msg=name)
         assert out is not x and not np.shares_memory(out.detach().numpy(), x.detach().numpy()), name
-    with pytest.raises(ConfigError, match="all_reduce: group is the launch's"):
+    with pytest.raises(ConfigError, match=r"all_reduce: group must be the launch's \(None or dist.group.WORLD\)"):
         dnf.all_reduce(x, group=object())
+    assert dnf.all_reduce(x, group=dist.group.WORLD).tolist() == x.tolist()  # torch's callers name the group
     with pytest.raises(ConfigError, match="allreduce: the process set is the launch's"):
         hvd.allreduce(x, process_set=object())
     with pytest.raises(ConfigError, match="allreduce: op=max is not differentiable here"):

@@ -237,5 +237,8 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
 
 
 def _one_group(group, what):
-    if group is not None:
-        raise ConfigError(f"{what}: group is the launch's (None); other process groups are not supported")
+    """The launch's group, None or dist.group.WORLD as torch's callers pass it; a subgroup is refused (its
+    backward would have to run over the same members)."""
+    from distgraph.distributed.process_group import _check_group
+
+    _check_group(group, what)
