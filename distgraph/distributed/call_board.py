@@ -59,8 +59,7 @@ class CallBoard:
         key = self._keys.get(tag)
         if key is None:
             key = self._keys[tag] = zlib.crc32(tag.encode())  # (Python's hash() differs between processes)
-        mine = (key, n, _KINDS.index(kind), ord(dtype.char) if hasattr(dtype, "char") else ord(np.dtype(dtype).char),
-                count)  # fmt: skip
+        mine = (key, n, _KINDS.index(kind), ord(np.dtype(dtype).char), count)
         self._mine.call = (tag, mine)
         record = self._records.get(key % SLOTS)
         if record is None:

@@ -26,7 +26,7 @@ import inspect
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
 from distgraph.distributed.loop import _context
-from distgraph.distributed.subgroups import SubGroup, new_subgroup
+from distgraph.distributed.subgroups import SubGroup, new_subgroup, place_in
 from distgraph.errors import ConfigError, ShapeError
 
 BACKENDS = ("gloo", "nccl", "mpi", "ucc", "shm", "cpu:gloo,cuda:nccl")
@@ -236,10 +236,7 @@ def get_global_rank(group, group_rank):
 
 
 def get_group_rank(group, global_rank):
-    ranks = get_process_group_ranks(group)
-    if global_rank not in ranks:
-        raise ConfigError(f"get_group_rank: Global rank {global_rank} is not part of group {ranks}")
-    return ranks.index(global_rank)
+    return place_in(get_process_group_ranks(group), global_rank, "get_group_rank")
 
 
 def all_gather_into_tensor(output_tensor, input_tensor):

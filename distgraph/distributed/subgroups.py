@@ -31,10 +31,7 @@ class SubGroup:
         return len(self.ranks)
 
     def group_rank(self, global_rank, what):
-        """`global_rank`'s place in the group, or a ConfigError naming both (torch's words)."""
-        if global_rank not in self.ranks:
-            raise ConfigError(f"{what}: Global rank {global_rank} is not part of group {list(self.ranks)}")
-        return self.ranks.index(global_rank)
+        return place_in(self.ranks, global_rank, what)
 
     def run(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) as a collective of this group's members (see the module's docstring)."""
@@ -54,6 +51,13 @@ class SubGroup:
 
     def __repr__(self):
         return f"ProcessGroup(ranks {list(self.ranks)}, rank {self.rank()} of {self.size()})"
+
+
+def place_in(ranks, global_rank, what):
+    """`global_rank`'s place among a group's `ranks`, or a ConfigError naming both (torch's words)."""
+    if global_rank not in ranks:
+        raise ConfigError(f"{what}: Global rank {global_rank} is not part of group {list(ranks)}")
+    return list(ranks).index(global_rank)
 
 
 def new_subgroup(ranks, world):
