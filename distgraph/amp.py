@@ -61,8 +61,10 @@ class GradScaler:
         return loss * self.scale_value if self.enabled else loss
 
     def unscale_(self, optimizer):
+        """Divide every gradient by the scale in place, and note whether any is inf/NaN: one check per device
+        over all its gradients (a GPU's answer costs a wait for its queue, so it is asked once, not per parameter)."""
         inv = 1.0 / self.scale_value
-        found = False
+        finite = {}  # device -> each gradient's all-finite flag, still on the device
         with no_grad():
             for group in optimizer.param_groups:
                 for p in group["params"]:
@@ -70,9 +72,8 @@ class GradScaler:
                         continue
                     g = p.grad.array
                     g *= inv
-                    if not found and not bool(p.device.xp.isfinite(g).all()):
-                        found = True
-        self._found_inf = found
+                    finite.setdefault(p.device, []).append(p.device.xp.isfinite(g).all())
+        self._found_inf = not all(bool(dev.xp.stack(flags).all()) for dev, flags in finite.items())
 
     def step(self, optimizer):
         """Unscale and step, unless a gradient is inf/NaN: then skip (and count) the step."""
