@@ -233,7 +233,7 @@ def scatter_at(ufunc, out, index, values):
             out, index, values
         )
         return
-    host = lambda a: a.get() if hasattr(a, "get") else a
+    host = lambda a: to_device(a, "cpu")
     on_host = out.get()
     getattr(np, ufunc).at(on_host, tuple(map(host, index)) if isinstance(index, tuple) else host(index), host(values))
     out[...] = cupy_module().asarray(on_host)

@@ -123,17 +123,16 @@ class PlanTrainer:
                 f"epoch ({sum(len(b) for b in batches[len(kept) :])} samples) is left out (drop_last)"
             )
         executor = self._executor_for(full)
-        opt = self.trainer.optimizer
+        opt, dev = self.trainer.optimizer, self.trainer.step_fn.device
         for t in range(start, len(kept)):
             idx = kept[t]
-            dev = self.trainer.step_fn.device
             outs = executor.run(
                 to_device(self.x[idx], dev), to_device(self.y[idx], dev), *[p.array for p in self.graph_params]
             )
             loss, grads = outs[0], outs[1:]
             for i, (p, g) in enumerate(zip(self.params, grads)):  # an unused one's zeros: no grad, as in torch
-                grad = to_device(g, p.device).astype(p.array.dtype, copy=False)
-                p.grad = None if i in self.unused else Tensor(grad, device=p.device)
+                grad = None if i in self.unused else to_device(g, p.device).astype(p.array.dtype, copy=False)
+                p.grad = None if grad is None else Tensor(grad, device=p.device)
             self.trainer.apply_step_hypers(t)  # a per-step lr schedule's row for this step
             opt.step()
             on_step(t, {"loss": float(loss), "count": len(idx)})

@@ -43,14 +43,14 @@ def _special(xp, name):
 
     if xp is np:
         return getattr(scipy.special, name)
-    from distgraph.backend import cupy_special
+    from distgraph.backend import cupy_special, to_device
 
     on_gpu = getattr(cupy_special(), name, None)
     if on_gpu is not None:
         return on_gpu
 
     def on_host(*args):
-        out = getattr(scipy.special, name)(*(a.get() if hasattr(a, "get") else a for a in args))
+        out = getattr(scipy.special, name)(*(to_device(a, "cpu") for a in args))
         return tuple(map(xp.asarray, out)) if isinstance(out, tuple) else xp.asarray(out)
 
     return on_host
