@@ -33,6 +33,8 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from distgraph.backend import CPU, to_device
+from distgraph.backend import device as as_device
 from distgraph.distributed.placement import CostModel, choose_strategy, place, tasks
 from distgraph.distributed.runtime import WorkerGroup
 from distgraph.distributed.scheduler import wait_ready
@@ -48,21 +50,33 @@ class PlanWorker:
     """Ray actor: Runners for the subgraphs placed on it, and a log of what it ran when.
 
     A call names its task by its index in `tasks` ((label, subgraph) of every task of the plan, sent
-    once): one small int instead of two strings in every call's arguments."""
+    once): one small int instead of two strings in every call's arguments.
 
-    def __init__(self, rank, graphs, tasks):
+    The graphs are captured on the driver, on its host; a worker runs them on its own `device` (the GPU
+    Ray gave it, cupy). Values arrive and leave as numpy arrays, which is what Ray moves between processes
+    anyway (it pickles a cupy array through the host) and what the driver, which may have no GPU, reads."""
+
+    def __init__(self, rank, graphs, tasks, device="cpu"):
         self.rank = rank
-        runners = {name: Runner(graph) for name, graph in graphs.items()}
+        self.device = as_device("cuda" if str(device).startswith("cuda") else device)  # Ray's GPU is cuda:0 here
+        runners = {name: Runner(graph, device=self.device) for name, graph in graphs.items()}
         self.tasks = [(label, runners.get(name)) for label, name in tasks]
         self.log = []
 
     def ping(self):
         return self.rank
 
+    def computes_on(self):
+        """The array module this worker's Runners compute with ("numpy" or "cupy")."""
+        return self.device.xp.__name__
+
     def run(self, task, *arrays):
         label, runner = self.tasks[task]
         start = time.time()
-        outs = runner(*arrays)
+        dev = self.device
+        outs = runner(*(to_device(a, dev) for a in arrays))
+        if dev is not CPU:
+            outs = [to_device(o, CPU) for o in outs]  # waits for the kernels: the log's end is the work's end
         end = time.time()
         self.log.append((label, start, end, sum(a.nbytes for a in arrays) + sum(o.nbytes for o in outs)))
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -103,7 +117,7 @@ class RayPlanExecutor:
             table = [(t.label, t.subgraph) for t in self.tasks]
             for w in range(workers):
                 mine = {sg.name: sg.graph for sg in plan.subgraphs if self.placement[sg.name] == w}
-                self.group.start(w, w, mine, table)
+                self.group.start(w, w, mine, table, device)
             self.group.bound(timeout_s)
             wait_ready([a.ping.remote() for a in self.group.actors], timeout_s, f"{workers} plan workers")
         except BaseException:

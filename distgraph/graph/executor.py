@@ -48,12 +48,15 @@ class Runner:
 
     By default the graph becomes one generated function (`codegen`); `codegen=False` interprets it
     node by node instead (the reference the generated code is tested against). `write_back` maps an
-    output index to the input index whose array receives that output (see `codegen`).
+    output index to the input index whose array receives that output (see `codegen`). `device` runs
+    the graph on another device than the one it was captured on (a Ray worker's GPU runs a graph its
+    driver captured on the host).
     """
 
-    def __init__(self, graph, plan_memory=True, codegen=True, write_back=None):
+    def __init__(self, graph, plan_memory=True, codegen=True, write_back=None, device=None):
         self.graph = graph
-        dev = as_device(graph.inputs[0][1].device if graph.inputs else "cpu")
+        dev = as_device(device if device is not None else graph.inputs[0][1].device if graph.inputs else "cpu")
+        self.device = dev
         self.xp = dev.xp
         self.n_inputs = len(graph.inputs)
         self.plan = memory.plan(graph, inplace=plan_memory) if plan_memory else None

@@ -152,3 +152,28 @@ def test_the_trainer_on_ray_workers_matches_the_local_trainer_on_the_device(ray_
         assert np.abs(a - b).max() <= 1e-6
     np.testing.assert_allclose(remote_loss, local_loss, rtol=1e-6)
     assert accuracy > 0.4
+
+
+def test_a_pipeline_on_ray_workers_computes_on_their_device_and_matches_the_local_one(ray_session, device):
+    """The driver captures the step on its host; each worker runs its stages on its own device (cupy on a GPU)."""
+    world = _world(ray_session, device)
+    x, y = _data(2 * ROWS)
+    runs = []
+    for backend in ("local", "ray"):
+        model = _model("cpu")
+        opt = dg.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+        with dg.Trainer(
+            model, F.cross_entropy, opt, workers=world, backend=backend, device=device, cpus_per_worker=0.5,
+            strategy="pipeline", micro_batches=2, progress=False,
+        ) as trainer:  # fmt: skip
+            history = trainer.fit((x, y), epochs=2, batch_size=2 * ROWS)
+            if backend == "ray":
+                actors = trainer._cluster.executor.actors
+                assert dist.runtime.gather([a.computes_on.remote() for a in actors], 60) == [
+                    "cupy" if device == "cuda" else "numpy"
+                ] * world
+        runs.append((_host(model.parameters()), history["loss"]))
+    (local, local_loss), (remote, remote_loss) = runs
+    for a, b in zip(local, remote):
+        assert np.abs(a - b).max() <= 1e-6
+    np.testing.assert_allclose(remote_loss, local_loss, rtol=1e-6)
