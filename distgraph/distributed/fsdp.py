@@ -26,8 +26,14 @@ rank), `FSDP.optim_state_dict(model, optim)` / `FSDP.optim_state_dict_to_load(mo
 the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
-GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: HYBRID
-strategies, parameter offload, ignored modules, `param_init_fn`.
+GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: parameter
+offload, ignored modules, `param_init_fn`, `device_mesh`.
+
+`process_group=dist.new_group(ranks)` splits and averages over those ranks alone; HYBRID_SHARD (FULL_SHARD
+within a shard group, replicated across a replicate group) and _HYBRID_SHARD_ZERO2 (SHARD_GRAD_OP so) take
+`process_group=(shard group, replicate group)` or, by default, shard within each node and replicate across
+nodes (fsdp_groups.py). A SHARDED_STATE_DICT's replicated pieces are written once (dcp.save keeps the lowest
+rank's).
 
 `mixed_precision=MixedPrecision(param_dtype=dg.float16, ...)` (torch's, fsdp_mixed.py): shards and optimizer in
 full precision, gathers (low-precision bytes), forward and backward in `param_dtype`, gradients reduced in
@@ -48,6 +54,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
 from distgraph.distributed import fsdp_mixed, loop
 from distgraph.distributed.fsdp_flat import FlatParamHandle
+from distgraph.distributed.fsdp_groups import FSDPGroups
 from distgraph.distributed.fsdp_mixed import MixedPrecision  # noqa: F401 - torch's name, importable from here
 from distgraph.distributed.fsdp_sharded import assign, check_state_dict, load_sharded_state_dict, sharded_state_dict
 from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, importable from here too
@@ -149,8 +156,8 @@ class FullyShardedDataParallel(Module):
     ):  # fmt: skip
         super().__init__()
         strategy = sharding_strategy or ShardingStrategy.FULL_SHARD
+        hybrid = strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2)
         refused = {
-            "sharding_strategy": strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2),
             "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
             "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
             "param_init_fn": param_init_fn is not None, "device_mesh": device_mesh is not None,
@@ -158,12 +165,13 @@ class FullyShardedDataParallel(Module):
         for what, is_refused in refused.items():
             if is_refused:
                 raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
+        self._groups = groups = FSDPGroups.resolve(process_group, hybrid)
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
         self._mixed_precision, self._buffer_dtypes = fsdp_mixed.resolve(mixed_precision), None
         self._settings = StateDictSettings()
         self._entries = state_entries(module)  # names as the plain model's, before any unit is made
         if auto_wrap_policy is not None:
-            kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states,
+            kwargs = {"sharding_strategy": strategy, "sync_module_states": sync_module_states, "process_group": groups,
                       "use_orig_params": use_orig_params, "mixed_precision": mixed_precision}  # fmt: skip
             policy, kwargs_of = fsdp_mixed.wrapping(auto_wrap_policy, mixed_precision, kwargs)
             wrap_children(module, policy, lambda child: FullyShardedDataParallel(child, **kwargs_of(child)))
@@ -171,10 +179,10 @@ class FullyShardedDataParallel(Module):
         owners = own_parameters(module)
         _refuse_shared_with_units_below(module, owners)
         if sync_module_states:
-            _broadcast_from_rank_0(module, [p for _, _, p in owners])
+            _broadcast_from_rank_0(module, [p for _, _, p in owners], groups)
         self._handle = None
         if owners:
-            self._handle = FlatParamHandle(owners, strategy is not ShardingStrategy.NO_SHARD, use_orig_params,
+            self._handle = FlatParamHandle(owners, strategy is not ShardingStrategy.NO_SHARD, groups, use_orig_params,
                                            **fsdp_mixed.handle_dtypes(self._mixed_precision))  # fmt: skip
             if not use_orig_params:  # (else the module's own parameters are the ones registered)
                 self._flat_param = self._handle.flat
@@ -217,7 +225,7 @@ class FullyShardedDataParallel(Module):
             handle.reshard()
             return out
         self._ran = True
-        if self._strategy is ShardingStrategy.FULL_SHARD:
+        if self._strategy in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD):
             handle.reshard()
         else:
             handle.show_pieces()
@@ -248,7 +256,7 @@ class FullyShardedDataParallel(Module):
             # zeros, where torch's ranks would wait for each other in different collectives. (Every rank must
             # still run every unit's forward alike, and under FULL_SHARD its losses must reach the same units:
             # the gathers, in forward and where backward reaches a unit, are collectives.)
-            for unit, count in zip(units, _ranks_with_grads(units)):
+            for unit, count in zip(units, _ranks_with_grads(units, self._groups)):
                 if count:
                     unit._handle.reduce_grads()
         else:
@@ -330,7 +338,7 @@ class FullyShardedDataParallel(Module):
                 full.update(
                     zip(map(id, unit._handle.params), unit._handle.split(unit._handle.gather(unit._handle.flat.array)))
                 )
-        if config.rank0_only and loop.rank() != 0:
+        if config.rank0_only and not self._groups.is_rank_0:
             return out
         for key, entry in self._entries:
             t = resolve(entry)
@@ -343,8 +351,8 @@ class FullyShardedDataParallel(Module):
         `rank0_only`, rank 0's dict is sent to the others first."""
         if self._settings.state_dict_type is StateDictType.SHARDED_STATE_DICT:
             return load_sharded_state_dict(self, state_dict, strict)
-        if self._settings.state_dict_config.rank0_only and loop.world_size() > 1:
-            state_dict = loop.broadcast_object(state_dict if loop.rank() == 0 else None, 0)
+        if self._settings.state_dict_config.rank0_only:
+            state_dict = self._groups.broadcast_object(state_dict if self._groups.is_rank_0 else None)
         with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
             missing, unexpected = check_state_dict(self, state_dict, strict)  # (raising: the write-back keeps all)
             for key, entry in self._entries:
@@ -379,10 +387,11 @@ class FullyShardedDataParallel(Module):
             g = xp.abs(array.astype(xp.float64))
             if norm_type == float("inf"):
                 local = max(local, float(g.max()))
-            else:  # a NO_SHARD unit's gradient is whole on every rank: counted once over all
-                local += float(xp.sum(g**norm_type)) / (1 if handle.world > 1 else handle.ranks)
+            else:  # a block is held by each of its replicas, a NO_SHARD gradient whole by every rank: each once
+                local += float(xp.sum(g**norm_type)) / (handle.ranks / handle.world)
         total = Tensor(to_device(np.array([local]), loop._context["device"]))  # (NCCL reduces GPU arrays only)
-        loop.all_reduce(total, loop.ReduceOp.MAX if norm_type == float("inf") else "sum")
+        op = loop.ReduceOp.MAX if norm_type == float("inf") else "sum"
+        self._groups.all_reduce(total, op)
         total = float(total.array[0])
         norm = total if norm_type == float("inf") else total ** (1.0 / norm_type)
         coef = float(max_norm) / (norm + 1e-6)
@@ -400,13 +409,13 @@ def _units(module):
     return [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
 
 
-def _ranks_with_grads(units):
+def _ranks_with_grads(units, groups):
     """For each unit, how many ranks' backward reached its parameters (one all-reduce for all units)."""
     mine = np.array([u._handle.has_new_grads() for u in units], np.int64)
-    if loop.world_size() == 1 or not len(mine):
+    if groups.world == 1 or not len(mine):
         return mine.tolist()
     counts = Tensor(to_device(mine, loop._context["device"]))  # (NCCL reduces GPU arrays only)
-    loop.all_reduce(counts, "sum")
+    groups.all_reduce(counts, "sum")
     return to_device(counts.array, "cpu").tolist()
 
 
@@ -438,7 +447,7 @@ def _refuse_shared_with_units_below(module, owners):
             )
 
 
-def _broadcast_from_rank_0(module, params):
+def _broadcast_from_rank_0(module, params, groups):
     buffers = [b for m in modules_outside_units(module) for b in m._buffers.values() if b is not None]
     with no_grad():
-        loop.broadcast([*params, *buffers], 0)
+        groups.broadcast([*params, *buffers])

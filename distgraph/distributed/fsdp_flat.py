@@ -16,7 +16,9 @@ piece of the reduced block (`_given`), set aside (`_stash`) while a later backwa
 - `reduce_grads()`: the parameters' full gradients, flattened and padded the same way, are averaged over
   the ranks (in `reduce_dtype`) and rank r adds its block to `flat.grad` (in the shard's dtype).
 
-Both are the launch communicator's `all_gather` and `reduce_scatter` (allreduce.py): on one node the two
+Both are the shard group's communicator's `all_gather` and `reduce_scatter` (allreduce.py; the launch's, a
+`process_group`'s, or a hybrid strategy's shard group, whose blocks are then summed across the replicate
+group: fsdp_groups.py): on one node the two
 halves of the shared-memory all-reduce, each moving half its bytes; through gloo/NCCL an all-reduce of
 zero-padded blocks (exact) and a sliced mean. NO_SHARD keeps the full array on every rank (a world of one
 for the layout) and all-reduces the gradient: DDP's arithmetic.
@@ -35,18 +37,19 @@ from distgraph.nn.parameter import Parameter
 
 
 class FlatParamHandle:
-    def __init__(self, owners, sharded, orig_params=False, param_dtype=None, reduce_dtype=None,
+    def __init__(self, owners, sharded, groups, orig_params=False, param_dtype=None, reduce_dtype=None,
                  keep_low_precision_grads=False):  # fmt: skip
         """`owners`: (module, attribute name, Parameter) of each parameter of the unit, shared ones once.
+        `groups` (fsdp_groups.FSDPGroups): the ranks it is split over (the shard group) and averaged over.
         `orig_params` (torch's use_orig_params=True): see the module doc. The dtypes (numpy's; None: the
         parameters' own) and `keep_low_precision_grads`: torch's MixedPrecision, see fsdp_mixed.py."""
-        self.owners, self.orig = owners, orig_params
+        self.owners, self.orig, self.groups = owners, orig_params, groups
         self.params = list({id(p): p for _, _, p in owners}.values())  # a tied parameter once
         self.shapes = [tuple(p.shape) for p in self.params]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.ranks = loop.world_size()  # who averages the gradients
-        self.world = self.ranks if sharded else 1  # over how many ranks the array is split
-        self.rank = loop.rank() if sharded else 0
+        self.ranks = groups.world  # who averages the gradients
+        self.world = groups.shard_size if sharded else 1  # over how many ranks the array is split
+        self.rank = groups.shard_rank if sharded else 0
         total = sum(self.sizes)
         self.shard_size = -(-total // self.world)
         first = self.params[0]
@@ -109,7 +112,7 @@ class FlatParamHandle:
         """Every rank's block of a flat array (the shard, or an optimizer's state of it) → the full array."""
         if self.world == 1:
             return block.copy()
-        return loop.communicator().all_gather(block, tag="fsdp")
+        return self.groups.in_shard(lambda: loop.communicator().all_gather(block, tag="fsdp"))
 
     def split(self, full):
         """The full flat array cut into the parameters' shapes (views)."""
@@ -261,10 +264,11 @@ class FlatParamHandle:
         if self.ranks > 1:  # divided before the sum and after, as torch's: a float16 sum stays finite longer
             pre, post = divide_factors(self.ranks)
             full /= full.dtype.type(pre)
-            if self.world > 1:
-                mine = loop.communicator().reduce_scatter(full, "sum", tag="fsdp")
+            if self.world > 1:  # this rank's block summed over the shard group, then across its replicas
+                mine = self.groups.in_shard(lambda: loop.communicator().reduce_scatter(full, "sum", tag="fsdp"))
+                mine = self.groups.in_replicate(_all_reduce_sum, mine)
             else:  # NO_SHARD: the whole gradient
-                mine = loop.communicator().allreduce(full, "sum", tag="fsdp")
+                mine = self.groups.in_shard(lambda: _all_reduce_sum(full))
             if post != 1:
                 mine /= mine.dtype.type(post)
         else:
@@ -289,6 +293,11 @@ class FlatParamHandle:
             if i in self._stash:
                 piece += self._stash.pop(i).array
             p._grad = self._given[i] = Tensor(piece.astype(self.grad_dtype, copy=False), device=self.flat.device)
+
+
+def _all_reduce_sum(array):
+    """The sum of `array` over the current group's ranks (alone: itself)."""
+    return array if loop.world_size() == 1 else loop.communicator().allreduce(array, "sum", tag="fsdp")
 
 
 def divide_factors(world):

@@ -10,7 +10,6 @@ rank, each entry flattened as the unit's parameters and cut to the rank's block.
 """
 
 from distgraph.backend import to_device
-from distgraph.distributed import loop
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError
 
@@ -91,7 +90,7 @@ def optim_state_dict(model, optim, config):
                 for n in per_param:
                     per_param[n][key] = value
         state.update(per_param)
-    if getattr(config, "rank0_only", False) and loop.rank() != 0:
+    if getattr(config, "rank0_only", False) and not model._groups.is_rank_0:
         return {}
     return {"state": state, "param_groups": _groups(saved["param_groups"], held, lambda _, names: names)}
 
@@ -122,8 +121,9 @@ def _block_of_pieces(handle, entries, key):
 def optim_state_dict_to_load(model, optim, optim_state_dict, config):
     """(`config.rank0_only`: the dict is rank 0's, sent to the others first. Per-element entries may be full
     arrays or ShardedTensors (a sharded dict `dcp.load` filled).)"""
-    if getattr(config, "rank0_only", False) and loop.world_size() > 1:
-        optim_state_dict = loop.broadcast_object(optim_state_dict if loop.rank() == 0 else None, 0)
+    if getattr(config, "rank0_only", False):
+        groups = model._groups
+        optim_state_dict = groups.broadcast_object(optim_state_dict if groups.is_rank_0 else None)
     held, units = _layout(model, optim)
     saved_groups = optim_state_dict["param_groups"]
     if len(saved_groups) != len(optim.param_groups):

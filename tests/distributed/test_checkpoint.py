@@ -18,7 +18,7 @@ import distgraph.nn as nn
 import distgraph.nn.functional as F
 from distgraph.distributed import train
 from distgraph.distributed.checkpoint import ShardedTensor
-from distgraph.distributed.checkpoint.layout import merge
+from distgraph.distributed.checkpoint.layout import merge, written
 from distgraph.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -305,8 +305,22 @@ def test_ranks_that_save_different_things_under_one_key_are_told_which():
         ConfigError, match=r"disagree on 'w': a tensor of shape \(2,\), float64 .* shape \(3,\), float64 on rank 1"
     ):
         merge([{"w": one}, {"w": other}], "dcp.save")
+    shifted = dict(one, shape=[2], chunks=[{"rank": 1, "name": "w", "offset": 0, "numel": 1}])
     with pytest.raises(ShapeError, match="'w' overlap at element 0"):
-        merge([{"w": one}, {"w": one}], "dcp.save")
+        merge([{"w": one}, {"w": shifted}], "dcp.save")
+
+
+def test_a_chunk_two_ranks_hold_alike_is_written_once_by_the_lower_rank():
+    """Replicas (FSDP's hybrid sharding) save the same elements: the index names rank 0's, rank 1 writes none."""
+    def entry(rank):
+        chunk = {"file": f"__{rank}_0.distcp", "name": "c0", "offset": 0, "numel": 2}
+        return {"w": {"kind": "tensor", "shape": [2], "dtype": "float64", "chunks": [chunk]}}
+
+    merged = merge([entry(0), entry(1)], "dcp.save")
+    assert [c["file"] for c in merged["w"]["chunks"]] == ["__0_0.distcp"]
+    files = {"__1_0.distcp": {"c0": np.zeros(2)}}
+    assert written(files, merged) == {}
+    assert list(written({"__0_0.distcp": {"c0": np.zeros(2)}}, merged)["__0_0.distcp"]) == ["c0"]
 
 
 # ---- FSDP on 2 real ranks ------------------------------------------------------------------------------------

@@ -113,16 +113,17 @@ def _on_each_rank(strategy):
             "resumed": resumed, "only_on_0": only_on_0}  # fmt: skip
 
 
-def _one_process():
-    """The plain model on the global batches: each rank's mean loss is over its rows, the ranks' gradients
-    averaged — the mean over all rows; the accumulated step sums two micro-batch means per rank."""
+def _one_process(world=2):
+    """The plain model on the global batches of `world` ranks: each rank's mean loss is over its rows, the ranks'
+    gradients averaged — the mean over all rows; the accumulated step sums two micro-batch means per rank."""
     model = _model()
     opt = dg.optim.Adam(model.parameters(), lr=0.01)
-    _train(model, opt, STEPS, 2)
-    x, y = _batch(STEPS, 2 * ROWS)
+    _train(model, opt, STEPS, world)
+    x, y = _batch(STEPS, world * ROWS)
     opt.zero_grad()
     q = ROWS // 2
-    loss = sum(F.cross_entropy(model(x[i * q : (i + 1) * q]), y[i * q : (i + 1) * q]) for i in range(4)) / 2
+    parts = range(2 * world)
+    loss = sum(F.cross_entropy(model(x[i * q : (i + 1) * q]), y[i * q : (i + 1) * q]) for i in parts) / world
     loss.backward()
     norm = nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     opt.step()
@@ -204,7 +205,6 @@ def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
 
 def test_what_fsdp_does_not_do_is_refused_by_name():
     for kwargs, what in [
-        ({"sharding_strategy": ShardingStrategy.HYBRID_SHARD}, "sharding_strategy"),
         ({"cpu_offload": CPUOffload(offload_params=True)}, "cpu_offload with offload_params=True"),
     ]:
         with pytest.raises(ConfigError, match=f"FullyShardedDataParallel: {what} is not supported"):

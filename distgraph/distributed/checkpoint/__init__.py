@@ -43,6 +43,7 @@ from distgraph.distributed.checkpoint.layout import (
     merge,
     rank_chunks,
     validate,
+    written,
 )
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.distributed.checkpoint.stateful import Stateful, expand, hand_back
@@ -127,7 +128,8 @@ def _prepare(state_dict, path, what, no_dist, stage):
     mine = (entries, uuid.uuid4().hex if rank == 0 else None, error if world == 1 else _text(error))
     per_rank = loop.allgather_object(mine) if world > 1 else [mine]
     _raise_any(what, "preparing", [e for _, _, e in per_rank])
-    return rank, world, arrays, merge([e for e, _, _ in per_rank], what), per_rank[0][1]
+    merged = merge([e for e, _, _ in per_rank], what)
+    return rank, world, written(arrays, merged), merged, per_rank[0][1]
 
 
 def _attempt(fn):

@@ -105,7 +105,9 @@ def rank_chunks(leaves, rank, stage=False):
 
 
 def merge(per_rank, what):
-    """Every rank's entries → the checkpoint's: chunk lists joined; a key's kind, shape and dtype must agree."""
+    """Every rank's entries → the checkpoint's: chunk lists joined; a key's kind, shape and dtype must agree.
+    A chunk another rank already holds alike (the same elements: a replica's, under FSDP's hybrid sharding) is
+    kept once, the lowest rank's, as torch's dedup of save plans (`written` drops it from the others' files)."""
     merged = {}
     for rank, entries in enumerate(per_rank):
         for key, entry in entries.items():
@@ -123,7 +125,8 @@ def merge(per_rank, what):
                     + f" on rank {rank} (every rank must save the same keys alike)"
                 )
             if entry["kind"] == "tensor":
-                seen["chunks"] += entry["chunks"]
+                held = {(c["offset"], c["numel"]) for c in seen["chunks"]}
+                seen["chunks"] += [c for c in entry["chunks"] if (c["offset"], c["numel"]) not in held]
     keys = [set(e) for e in per_rank]
     if any(k != keys[0] for k in keys):
         odd = sorted(set().union(*keys) - set.intersection(*keys))
@@ -132,6 +135,13 @@ def merge(per_rank, what):
         if entry["kind"] == "tensor":
             _check_cover(key, entry, f"{what}: the ranks' pieces of")
     return merged
+
+
+def written(files, merged):
+    """A rank's files cut to the chunks the merged index names (a replicated chunk is written by one rank)."""
+    named = {(c["file"], c["name"]) for e in merged.values() if e["kind"] == "tensor" for c in e["chunks"]}
+    kept = {f: {n: a for n, a in arrays.items() if (f, n) in named} for f, arrays in files.items()}
+    return {f: arrays for f, arrays in kept.items() if arrays}
 
 
 def _describe(entry):
