@@ -24,6 +24,9 @@ number: buckets are already reduced in place in the gradients, without a copy in
 saves in torch); `static_graph` and `check_reduction` (deprecated in torch) change nothing; `dim` and
 `output_device` are for multi-device modules, which DDP here does not split.
 
+`process_group=dist.new_group(ranks)` replicates the model over those ranks alone: its broadcasts, its gradient
+buckets and its counts run on that group's communicator (no comm hook or join there).
+
 `register_comm_hook(state, hook)`: a hook reduces each bucket instead of the built-in mean (torch's
 `algorithms.ddp_comm_hooks.default_hooks`: allreduce, fp16 / bf16 compression; the contract is in
 grad_bucket.py). `join()`: uneven numbers of batches per rank (algorithms/join.py): a rank out of batches
@@ -46,6 +49,7 @@ from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import DEFAUL
 from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, count_ranks, highest_rank_with
 from distgraph.distributed.buckets import GradBucketer
 from distgraph.distributed.grad_bucket import run_comm_hook
+from distgraph.distributed.process_group import _check_group
 from distgraph.errors import ConfigError, DistributedError
 from distgraph.nn.module import Module
 
@@ -70,8 +74,12 @@ class DistributedDataParallel(Module, Joinable):
             raise ConfigError(
                 f"DistributedDataParallel: module must be a distgraph.nn.Module, got {type(module).__name__}"
             )
-        if process_group is not None:
-            raise ConfigError("DistributedDataParallel: process_group is the launch's; other groups are not supported")
+        self._group = _check_group(process_group, "DistributedDataParallel", subgroups=True)
+        if self._group is not None and self._group.rank() < 0:
+            raise ConfigError(
+                f"DistributedDataParallel: this rank ({loop.rank()}) is not in process_group {list(self._group.ranks)}"
+            )
+        self._world = loop.world_size() if self._group is None else self._group.size()
         if bucket_cap_mb is not None and (isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, int | float) or not bucket_cap_mb > 0):  # fmt: skip
             raise ConfigError(
                 f"DistributedDataParallel: bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}"
@@ -88,9 +96,13 @@ class DistributedDataParallel(Module, Joinable):
         self._had = [False] * len(self._params)
         self.bucket_cap_mb, self._bucketer = bucket_cap_mb, None  # (built at the first synced backward)
         with no_grad():
-            loop.broadcast(list(module.parameters()) + self._buffers_to_sync(), src=0)
+            self._collective(loop.broadcast, list(module.parameters()) + self._buffers_to_sync(), 0)
         for p in self._params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
+
+    def _collective(self, fn, *args):
+        """fn(*args), a collective, over the ranks this model is replicated on (process_group's, or the launch's)."""
+        return fn(*args) if self._group is None else self._group.run(fn, *args)
 
     def _buffers_to_sync(self):
         return [b for b in self.module.buffers() if b is not None and b.array.dtype.kind in "fiu"]
@@ -106,13 +118,13 @@ class DistributedDataParallel(Module, Joinable):
         """Before a forward in training: every rank's buffers become rank 0's; in a join, the highest rank
         still training's, as torch's (rank 0 may have joined with stale ones). `training`: whether this
         rank is (False: a joined rank's shadow)."""
-        if self.training and self.broadcast_buffers and loop.world_size() > 1:
+        if self.training and self.broadcast_buffers and self._world > 1:
             buffers = self._buffers_to_sync()
             if buffers:
                 joining = self._join_config is not None and self._join_config["enable"]
                 src = highest_rank_with(training) if joining else 0
                 with no_grad():
-                    loop.broadcast(buffers, src=src)
+                    self._collective(loop.broadcast, buffers, src)
 
     def register_comm_hook(self, state, hook):
         """Reduce each gradient bucket with `hook(state, bucket)` instead of the built-in mean (torch's;
@@ -121,6 +133,10 @@ class DistributedDataParallel(Module, Joinable):
             raise ConfigError(f"register_comm_hook: hook must be callable, got {type(hook).__name__}")
         if self._comm_hook is not None:
             raise ConfigError("register_comm_hook: register_comm_hook or register_builtin_comm_hook can only be called once.")  # fmt: skip
+        if self._group is not None:
+            raise ConfigError(
+                "register_comm_hook: a DistributedDataParallel over a new_group's ranks takes no comm hook"
+            )
         if hook in DEFAULT_HOOKS and state is not None:
             raise ConfigError(
                 f"register_comm_hook: {hook.__name__}'s state is the process group: None (the launch's), got {state!r}"
@@ -136,6 +152,10 @@ class DistributedDataParallel(Module, Joinable):
 
     def join(self, divide_by_initial_world_size=True, enable=True, throw_on_early_termination=False):
         """torch's: `with ddp.join(): for batch in my_batches: ...` — uneven inputs (algorithms/join.py)."""
+        if self._group is not None:
+            raise ConfigError(
+                "DistributedDataParallel.join: a model over a new_group's ranks cannot join (the launch's only)"
+            )
         return Join([self], enable, throw_on_early_termination, divide_by_initial_world_size=divide_by_initial_world_size)  # fmt: skip
 
     def join_hook(self, **kwargs):
@@ -152,7 +172,7 @@ class DistributedDataParallel(Module, Joinable):
             self.require_backward_grad_sync = before
 
     def _grad_ready(self, param):
-        if not self.require_backward_grad_sync or (loop.world_size() == 1 and self._comm_hook is None):
+        if not self.require_backward_grad_sync or (self._world == 1 and self._comm_hook is None):
             return  # alone, the mean is the gradient; a registered hook still runs (torch's reducer calls it)
         if self._pass is not current_pass():
             self._start_pass()
@@ -163,7 +183,7 @@ class DistributedDataParallel(Module, Joinable):
     def _ensure_bucketer(self):
         if self._bucketer is None:
             params = [p.array for p in self._params]
-            comm = loop.communicator() if loop.world_size() > 1 else None  # (alone: only the hook reduces)
+            comm = self._collective(loop.communicator) if self._world > 1 else None  # (alone: only the hook reduces)
             self._bucketer = GradBucketer(comm, params, self.bucket_cap_mb, "mean", "ddp", reduce=self._reduce_bucket)
 
     def _start_pass(self):
@@ -189,8 +209,8 @@ class DistributedDataParallel(Module, Joinable):
         """Every parameter's .grad ← its reduced gradient (scaled to the ranks still training when a join
         asks for that); None where no rank used it."""
         params = self._params
-        if ranks is not None and ranks < loop.world_size() and not self._divide_by_initial:
-            xp, scale = params[0].device.xp, loop.world_size() / ranks  # the mean over the ranks still training
+        if ranks is not None and ranks < self._world and not self._divide_by_initial:
+            xp, scale = params[0].device.xp, self._world / ranks  # the mean over the ranks still training
             reduced = [g * xp.asarray(scale, g.dtype) for g in reduced]
         for p, g, mine, n in zip(params, reduced, had, counts):
             if n == 0:
@@ -205,7 +225,7 @@ class DistributedDataParallel(Module, Joinable):
         device = self._params[0].device
         counts = Tensor(device.xp.asarray(had, np.float32), device=device)
         with no_grad():
-            loop.all_reduce(counts, "sum")
+            self._collective(loop.all_reduce, counts, "sum")
         return counts.tolist()
 
 

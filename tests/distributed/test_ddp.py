@@ -9,6 +9,8 @@ import distgraph as dg
 import distgraph.distributed as dist
 import distgraph.nn as nn
 import distgraph.nn.functional as F
+from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from distgraph.errors import ConfigError
 
 pytestmark = pytest.mark.ray
 
@@ -26,11 +28,13 @@ def _model(seed):
     return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).to(dg.float64)
 
 
-def _ddp_loop(x, y, accumulate, bucket_cap_mb=None):
-    # rank 1 starts elsewhere: rank 0's wins
-    model = dist.DistributedDataParallel(_model(seed=dist.rank()), bucket_cap_mb=bucket_cap_mb)
+def _ddp_loop(x, y, accumulate, bucket_cap_mb=None, pairs=False):
+    """With `pairs`, ranks 0-1 and 2-3 are two models, each DDP over its pair (process_group=new_group)."""
+    group = [dist.new_group(r) for r in ([0, 1], [2, 3])][dist.rank() // 2] if pairs else None
+    # the other rank starts elsewhere: its group's first rank's wins
+    model = dist.DistributedDataParallel(_model(seed=dist.rank()), bucket_cap_mb=bucket_cap_mb, process_group=group)
     opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    per, r = BATCH // dist.world_size(), dist.rank()
+    per, r = BATCH // dist.get_world_size(group), dist.get_rank(group)
     for t in range(STEPS):
         xs, ys = x[t * BATCH + r * per : t * BATCH + (r + 1) * per], y[t * BATCH + r * per : t * BATCH + (r + 1) * per]
         opt.zero_grad()
@@ -52,7 +56,20 @@ def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accum
     x, y = _data()
     args = (x, y, accumulate, bucket_cap_mb)
     ranks = dist.launch(_ddp_loop, workers=2, args=args, cpus_per_worker=0.5, timeout_s=60)
-    model = _model(seed=0)
+    _assert_trained_as_one_process(ranks, _one_process(x, y, accumulate, seed=0))
+
+
+def test_two_models_each_over_a_pair_of_four_ranks_train_as_one_process_each(ray_session):
+    """process_group=new_group([0, 1]) / ([2, 3]): each pair starts from its first rank's parameters (seeds 0 and
+    2) and averages over itself alone."""
+    x, y = _data()
+    ranks = dist.launch(_ddp_loop, workers=4, args=(x, y, False, 1e-5, True), cpus_per_worker=0.5, timeout_s=60)
+    _assert_trained_as_one_process(ranks[:2], _one_process(x, y, False, seed=0))
+    _assert_trained_as_one_process(ranks[2:], _one_process(x, y, False, seed=2))
+
+
+def _one_process(x, y, accumulate, seed):
+    model = _model(seed=seed)
     opt = dg.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     for t in range(STEPS):
         opt.zero_grad()
@@ -65,7 +82,10 @@ def test_two_ranks_train_as_one_process_on_the_global_batches(ray_session, accum
                 sel = slice(t * BATCH + h * BATCH // 2, t * BATCH + (h + 1) * BATCH // 2)
                 (F.cross_entropy(model(dg.tensor(x[sel])), dg.tensor(y[sel])) / 2).backward()
         opt.step()
-    alone = {f"module.{k}": v.numpy() for k, v in model.state_dict().items()}
+    return {f"module.{k}": v.numpy() for k, v in model.state_dict().items()}
+
+
+def _assert_trained_as_one_process(ranks, alone):
     assert set(ranks[0]) == set(alone)  # torch's keys: "module." first
     for k in alone:
         if "running" in k or "num_batches" in k:
@@ -147,3 +167,22 @@ def test_alone_it_wraps_without_changing_a_gradient():
     assert list(wrapped.state_dict())[0].startswith("module.")
     with pytest.raises(dg.errors.ConfigError, match="module must be a distgraph.nn.Module"):
         dist.DistributedDataParallel(lambda v: v)
+
+
+def _refusals():
+    """What a DDP over a new_group's ranks does not do, said by name → the messages."""
+    alone = dist.new_group([0])
+    if dist.rank() == 1:
+        with pytest.raises(ConfigError, match=r"this rank \(1\) is not in process_group \[0\]"):
+            dist.DistributedDataParallel(_model(seed=0), process_group=alone)
+        return "outside"
+    model = dist.DistributedDataParallel(_model(seed=0), process_group=alone)
+    with pytest.raises(ConfigError, match="over a new_group's ranks takes no comm hook"):
+        model.register_comm_hook(None, allreduce_hook)
+    with pytest.raises(ConfigError, match="cannot join"):
+        model.join()
+    return "refused"
+
+
+def test_a_ddp_over_a_group_refuses_a_rank_outside_it_a_comm_hook_and_join_by_name(ray_session):
+    assert dist.launch(_refusals, workers=2, cpus_per_worker=0.5, timeout_s=60) == ["refused", "outside"]
