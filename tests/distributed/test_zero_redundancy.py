@@ -92,22 +92,29 @@ def test_bad_arguments_are_named():
         dist.optim.ZeroRedundancyOptimizer(_model().parameters(), optim.SGD, lr=0.1, betas=(0.9, 0.99))
 
 
-def _on_each_rank():
-    model = dist.DistributedDataParallel(_model())
-    opt = dist.optim.ZeroRedundancyOptimizer(_groups(model.module), optim.Adam, lr=0.01)
-    _train(model, opt, 5, dist.rank(), 2)
+def _on_each_rank(pairs=False):
+    """With `pairs`, ranks 0-1 and 2-3 train two models, DDP and ZeRO each over its pair (a new_group)."""
+    group = [dist.new_group(r) for r in ([0, 1], [2, 3])][dist.rank() // 2] if pairs else None
+    model = dist.DistributedDataParallel(_model(), process_group=group)
+    opt = dist.optim.ZeroRedundancyOptimizer(_groups(model.module), optim.Adam, process_group=group, lr=0.01)
+    _train(model, opt, 5, dist.get_rank(group), 2)
     opt.consolidate_state_dict(to=0)
     shapes = [tuple(p.shape) for g in opt.optim.param_groups for p in g["params"]]
     held = sorted(tuple(p.shape) for p in opt.optim.state)
-    saved = opt.state_dict() if dist.rank() == 0 else None
+    saved = opt.state_dict() if dist.get_rank(group) == 0 else None
     return [p.detach().numpy() for p in model.parameters()], shapes, held, saved
 
 
 @pytest.mark.ray
-def test_two_ranks_hold_a_share_each_and_train_as_one_process(ray_session):
-    (p0, shapes0, held0, saved), (p1, shapes1, held1, none) = dist.launch(
-        _on_each_rank, workers=2, cpus_per_worker=0.5, timeout_s=60
-    )
+@pytest.mark.parametrize("pairs", [False, True], ids=["2 ranks", "a pair of 4 ranks each"])
+def test_two_ranks_hold_a_share_each_and_train_as_one_process(ray_session, pairs):
+    ranks = dist.launch(_on_each_rank, workers=4 if pairs else 2, cpus_per_worker=0.5, args=(pairs,), timeout_s=60)
+    for pair in (ranks[:2], ranks[2:]) if pairs else (ranks,):
+        _assert_a_share_each_trained_as_one_process(*pair)
+
+
+def _assert_a_share_each_trained_as_one_process(rank0, rank1):
+    (p0, shapes0, held0, saved), (p1, shapes1, held1, none) = rank0, rank1
     assert none is None
     # torch's split per group, largest first to the emptier rank: (6, 5) 30 → 0, (6,) → 1; then (3, 6) → 1, (3,) → 1
     assert shapes0 == [(6, 5)] and shapes1 == [(6,), (3, 6), (3,)]

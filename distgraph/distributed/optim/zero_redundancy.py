@@ -14,8 +14,9 @@ that rank's `state_dict()` is the whole optimizer's, as one optimizer over all p
 `load_state_dict` takes such a dict on every rank and keeps its share. It is a Joinable, as torch's:
 `with Join([ddp_model, zero]):` — a rank out of batches still steps its share each iteration the others
 run (with the mean gradients DDP's join hook leaves it), so ranks with uneven numbers of batches end as
-with a plain optimizer. Not offered: `overlap_with_ddp` (the update runs after backward, in `step()`), other
-process groups; `parameters_as_bucket_view` is accepted and changes nothing (each parameter is its own array).
+with a plain optimizer. `process_group=dist.new_group(ranks)` shares the state over those ranks alone (ranks and
+`consolidate_state_dict(to)` are then the group's; no join). Not offered: `overlap_with_ddp` (the update runs
+after backward, in `step()`); `parameters_as_bucket_view` is accepted and changes nothing (each parameter is its own array).
 """
 
 from distgraph.autograd.grad_mode import no_grad
@@ -29,7 +30,11 @@ from distgraph.optim.optimizer import Optimizer
 class ZeroRedundancyOptimizer(Optimizer, Joinable):
     def __init__(self, params, optimizer_class, process_group=None, parameters_as_bucket_view=False,
                  overlap_with_ddp=False, **defaults):  # fmt: skip
-        _check_group(process_group, "ZeroRedundancyOptimizer")
+        self._group = _check_group(process_group, "ZeroRedundancyOptimizer", subgroups=True)
+        if self._group is not None and self._group.rank() < 0:
+            raise ConfigError(
+                f"ZeroRedundancyOptimizer: this rank ({loop.rank()}) is not in process_group {list(self._group.ranks)}"
+            )
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise ConfigError(
                 f"ZeroRedundancyOptimizer: optimizer_class must be a distgraph optimizer class (optim.SGD, "
@@ -40,7 +45,8 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
                 "ZeroRedundancyOptimizer: overlap_with_ddp=True is not supported: call step() after backward"
             )
         self.optimizer_class, self.parameters_as_bucket_view = optimizer_class, parameters_as_bucket_view
-        self.world_size, self.rank = loop.world_size(), loop.rank()
+        group = self._group
+        self.world_size, self.rank = (loop.world_size(), loop.rank()) if group is None else (group.size(), group.rank())
         self.optim, self._owners, self._join_config = None, None, None
         self._all_state_dicts = []
         super().__init__(params, defaults)
@@ -99,12 +105,18 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
                 for p in params:
                     if owner[id(p)] != self.rank:
                         p.array[...] = 0
-                loop.all_reduce(params, "sum")
+                self._collective(loop.all_reduce, params, "sum")
                 for p in params:
                     p._vc[0] += 1
         return loss
 
+    def _collective(self, fn, *args):
+        """fn(*args), a collective, over the ranks that share the state (process_group's, or the launch's)."""
+        return fn(*args) if self._group is None else self._group.run(fn, *args)
+
     def join_hook(self, **kwargs):
+        if self._group is not None:
+            raise ConfigError("ZeroRedundancyOptimizer: one over a new_group's ranks cannot join (the launch's only)")
         return _ZeroJoinHook(self)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
@@ -112,7 +124,7 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
         """Every rank's share of the state onto rank `to` (call it on every rank)."""
         if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.world_size:
             raise ConfigError(f"consolidate_state_dict: to={to!r} is not a rank of {self.world_size}")
-        shares = loop.allgather_object(self.optim.state_dict())
+        shares = self._collective(loop.allgather_object, self.optim.state_dict())
         self._all_state_dicts = shares if self.rank == to else []
 
     def state_dict(self):
