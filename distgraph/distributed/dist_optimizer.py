@@ -7,7 +7,8 @@ import weakref
 
 from distgraph.distributed.collective_trace import span
 from distgraph.distributed.compression import Compression, Compressor
-from distgraph.distributed.loop import all_reduce, world_size
+from distgraph.distributed.loop import all_reduce
+from distgraph.distributed.process_sets import group_of, run_in
 from distgraph.errors import ConfigError
 
 
@@ -27,8 +28,8 @@ class DistributedOptimizer:
 
     `named_parameters` is accepted for Horovod's signature (it names Horovod's tensors; nothing here needs
     names), as are `num_groups` / `groups` (how Horovod groups gradients into fused calls: here all are one
-    call already), `sparse_as_dense` (no gradient is sparse here) and `process_set` (the global one: all the
-    launch's ranks). The all-reduce runs in `synchronize()`, one fused call per dtype, not from hooks during
+    call already) and `sparse_as_dense` (no gradient is sparse here). `process_set` (process_sets.py): the
+    gradients are averaged over the set's ranks alone. The all-reduce runs in `synchronize()`, one fused call per dtype, not from hooks during
     backward: the same numbers as Horovod's, without the overlap (a running `hvd.start_timeline` shows it as
     one event, "allreduce.gradients"). `synchronize()` then `with opt.skip_synchronize():
     opt.step()` lets a loop clip the averaged gradients in between, as with Horovod. Every rank must have
@@ -61,11 +62,8 @@ class DistributedOptimizer:
             isinstance(groups, list | tuple) and all(isinstance(g, list | tuple) for g in groups)
         ):
             raise ConfigError(f"DistributedOptimizer: groups should be a list of lists of parameters, got {groups!r}")
-        if process_set is not None and list(getattr(process_set, "ranks", ())) != list(range(world_size())):
-            raise ConfigError(
-                f"DistributedOptimizer: the process set is the launch's (None or hvd.global_process_set), got "
-                f"{process_set!r}; other process sets are not supported"
-            )
+        group_of(process_set, "DistributedOptimizer")  # (checked now: registered, this rank in it)
+        self.process_set = process_set
         self.optimizer, self._compression, self.op = optimizer, compression, op
         self.backward_passes_per_step, self.gradient_predivide_factor = k, float(gradient_predivide_factor)
         self._passes, self._should_synchronize = {}, True
@@ -99,7 +97,7 @@ class DistributedOptimizer:
             for t in sent:
                 t.array *= t.array.dtype.type(pre)
         with span("allreduce", "gradients", sent):
-            all_reduce(sent, self.op)
+            run_in(self.process_set, "DistributedOptimizer", all_reduce, sent, self.op)
         for p, t, (_, ctx) in zip(params, sent, packed):
             if pre != 1.0:
                 t.array *= t.array.dtype.type(self.gradient_predivide_factor)

@@ -23,10 +23,11 @@ finished: `poll` is True at once and `synchronize` only hands the output over (w
 backward running while the gradients travel, is not had this way; the numbers are the same). Each async
 form is its sync form's code, run without recording a graph (Horovod's async ops are not differentiable).
 `start_timeline` / `stop_timeline`: collective_trace.py. The build queries (`mpi_built`, `nccl_built`, ...)
-say what distgraph has, not what a Horovod build would. Not here: `join` (a joined rank would have to
-shadow collectives it cannot know the shapes of: `ddp.join()` / `algorithms.Join` cover uneven inputs),
-`sparse_allreduce_async` (no sparse tensors), `elastic` (the launch has a fixed set of ranks), process sets
-other than the global one (every collective runs over all the launch's ranks).
+say what distgraph has, not what a Horovod build would. Process sets (`hvd.ProcessSet`, `add_process_set`,
+`remove_process_set`, `init(process_sets=...)`, every op's `process_set=`): process_sets.py. Not here: `join`
+(a joined rank would have to shadow collectives it cannot know the shapes of: `ddp.join()` / `algorithms.Join`
+cover uneven inputs), `sparse_allreduce_async` (no sparse tensors), `elastic` (the launch has a fixed set of
+ranks).
 """
 
 import inspect
@@ -36,6 +37,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import cuda_is_available, cupy_module
 from distgraph.distributed import collective_trace, collectives, loop
+from distgraph.distributed import process_sets as process_sets_module
 from distgraph.distributed.collective_trace import start_timeline, stop_timeline, traced  # noqa: F401
 from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Horovod's names)
     OPS,
@@ -57,6 +59,14 @@ from distgraph.distributed.loop import broadcast_optimizer_state, rank, size  # 
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
 from distgraph.distributed.nn import functional as differentiable
 from distgraph.distributed.process_group import is_gloo_available, is_nccl_available
+from distgraph.distributed.process_sets import (  # noqa: F401  (Horovod's names)
+    ProcessSet,
+    add_process_set,
+    global_process_set,
+    group_of,
+    remove_process_set,
+    run_in,
+)
 from distgraph.errors import ConfigError
 from distgraph.errors import DistributedError as HorovodInternalError  # noqa: F401  (what a failed collective raises)
 from distgraph.nn import SyncBatchNorm  # noqa: F401  (Horovod's: statistics over all the ranks)
@@ -66,43 +76,12 @@ _handles = {}  # handle → the output of its (finished) collective, until synch
 _handle_ids = itertools.count(1)
 
 
-class ProcessSet:
-    """Horovod's process set: here only the global one, all the launch's ranks."""
-
-    def rank(self):
-        return loop.rank()
-
-    def size(self):
-        return loop.world_size()
-
-    def included(self):
-        return True
-
-    @property
-    def ranks(self):
-        return list(range(loop.world_size()))
-
-    def __repr__(self):
-        return f"ProcessSet(global, ranks {self.ranks})"
-
-
-global_process_set = ProcessSet()
-
-
-def add_process_set(process_set):
-    raise ConfigError(
-        "add_process_set: process sets other than the global one are not supported (every collective runs over "
-        "all the launch's ranks)"
-    )
-
-
 def init(comm=None, process_sets=None):
     """Nothing to start: `dg.distributed.launch` started the ranks and their group (one rank without it).
     Marks Horovod initialized (`is_initialized()`) and forgets the handles of a previous init, as Horovod's."""
-    _one_set(comm, "init")
-    if process_sets is not None and any(ps is not global_process_set for ps in process_sets):
-        raise ConfigError("init: process_sets other than hvd.global_process_set are not supported (every collective "
-                          "runs over all the launch's ranks)")  # fmt: skip
+    if comm is not None:
+        raise ConfigError(f"init: comm is the launch's (None); an MPI communicator is not taken here, got {comm!r}")
+    process_sets_module.register(process_sets)
     _handles.clear()
     _state["initialized"] = True
 
@@ -112,6 +91,7 @@ def shutdown():
     first, as Horovod's shutdown flushes it."""
     if collective_trace.recording():
         stop_timeline()
+    process_sets_module.reset()
     _handles.clear()
     _state["initialized"] = False
 
@@ -122,9 +102,8 @@ def is_initialized():
 
 
 def barrier(process_set=None):
-    _one_set(process_set, "barrier")
     with collective_trace.span("barrier", None, []):
-        loop.barrier()
+        run_in(process_set, "barrier", loop.barrier)
 
 
 # ---- the collectives ---------------------------------------------------------------------------------------
@@ -134,7 +113,7 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
     """Every rank's tensor reduced → a new tensor (default op: Average), scaled by prescale_factor before and
     postscale_factor after (Sum and Average only), through `compression` (Compression.none / fp16).
     Differentiable for Sum and Average: the gradient is the same allreduce of the output's gradient."""
-    _one_set(process_set, "allreduce")
+    group = group_of(process_set, "allreduce")
     op = _op(average, op, "allreduce")
     if op not in OPS:
         _scales_for(op, prescale_factor, postscale_factor, "allreduce")
@@ -143,11 +122,12 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
                 f"allreduce: op={op} is not differentiable here (its gradient is not an all-reduce); detach the "
                 "tensor, or use Sum or Average"
             )
-        return Tensor(collectives._reduce([tensor.array], op, "allreduce")[0], device=tensor.device)
+        (out,) = run_in(process_set, "allreduce", collectives._reduce, [tensor.array], op, "allreduce")
+        return Tensor(out, device=tensor.device)
     compression = compression or Compression.none
     scaled = tensor * prescale_factor if prescale_factor != 1.0 else tensor
     compressed, ctx = compression.compress(scaled)
-    reduced = compression.decompress(differentiable.all_reduce(compressed, op), ctx)
+    reduced = compression.decompress(differentiable.all_reduce(compressed, op, group), ctx)
     return reduced * postscale_factor if postscale_factor != 1.0 else reduced
 
 
@@ -181,15 +161,15 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
 def broadcast(tensor, root_rank, name=None, process_set=None):
     """Rank root_rank's tensor → a new tensor on every rank (differentiable: root's input gets every rank's
     gradient, the others' none)."""
-    _one_set(process_set, "broadcast")
-    return differentiable.broadcast(tensor, root_rank)
+    return differentiable.broadcast(tensor, root_rank, group_of(process_set, "broadcast"))
 
 
 @traced
 def broadcast_(tensor, root_rank, name=None, process_set=None):
     """In place: every rank's tensor becomes rank root_rank's."""
-    _one_set(process_set, "broadcast_")
-    return _broadcast_in_place(tensor, root_rank)
+    group = group_of(process_set, "broadcast_")
+    root = root_rank if group is None else group.group_rank(root_rank, "broadcast_")
+    return run_in(process_set, "broadcast_", _broadcast_in_place, tensor, root)
 
 
 @traced
@@ -197,8 +177,7 @@ def allgather(tensor, name=None, process_set=None):
     """Every rank's tensor concatenated along dim 0 (first dims may differ) → a new tensor; differentiable,
     as Horovod's: the gradient of this rank's rows is the ranks' gradients of them averaged (Horovod
     averages; torch's nn.functional.all_gather sums)."""
-    _one_set(process_set, "allgather")
-    return differentiable.allgather_rows(tensor, average=True)
+    return differentiable.allgather_rows(tensor, average=True, group=group_of(process_set, "allgather"))
 
 
 @traced
@@ -208,13 +187,13 @@ def grouped_allgather(tensors, name=None, process_set=None):
 
 
 def allgather_object(obj, name=None, process_set=None):
-    _one_set(process_set, "allgather_object")
-    return loop.allgather_object(obj)
+    return run_in(process_set, "allgather_object", loop.allgather_object, obj)
 
 
 def broadcast_object(obj, root_rank=0, name=None, process_set=None):
-    _one_set(process_set, "broadcast_object")
-    return loop.broadcast_object(obj, root_rank)
+    group = group_of(process_set, "broadcast_object")
+    root = root_rank if group is None else group.group_rank(root_rank, "broadcast_object")
+    return run_in(process_set, "broadcast_object", loop.broadcast_object, obj, root)
 
 
 def broadcast_parameters(params, root_rank=0, prefix=None):
@@ -231,12 +210,11 @@ def reducescatter(tensor, name=None, compression=None, op=Average, process_set=N
                   postscale_factor=1.0):  # fmt: skip
     """Every rank's tensor reduced, split along dim 0 → this rank's rows (collectives.reducescatter), scaled
     and compressed as allreduce's (not differentiable)."""
-    _one_set(process_set, "reducescatter")
     _scales_for(op, prescale_factor, postscale_factor, "reducescatter")
     compression = compression or Compression.none
     scaled = tensor * prescale_factor if prescale_factor != 1.0 else tensor
     compressed, ctx = compression.compress(scaled)
-    out = compression.decompress(collectives.reducescatter(compressed, op), ctx)
+    out = compression.decompress(run_in(process_set, "reducescatter", collectives.reducescatter, compressed, op), ctx)
     return out * postscale_factor if postscale_factor != 1.0 else out
 
 
@@ -253,8 +231,7 @@ def grouped_reducescatter(tensors, name=None, compression=None, op=Average, proc
 def alltoall(tensor, splits=None, name=None, process_set=None):
     """Rows splits[d] of `tensor` to rank d → what every rank sent this one (and, with splits given, the
     rows taken from each rank): collectives.alltoall."""
-    _one_set(process_set, "alltoall")
-    return collectives.alltoall(tensor, splits)
+    return run_in(process_set, "alltoall", collectives.alltoall, tensor, splits)
 
 
 # ---- async: a handle to a finished collective (see the module's docstring) -----------------------------------
@@ -288,9 +265,8 @@ reducescatter_async, grouped_reducescatter_async = _async(reducescatter), _async
 def alltoall_async(tensor, splits=None, name=None, process_set=None):
     """alltoall → a handle whose synchronize() gives (output, received_splits) whether or not splits were
     given, as Horovod's."""
-    _one_set(process_set, "alltoall")
     with grad_mode.no_grad(), collective_trace.span("alltoall", name, [tensor]):
-        return _started(collectives.alltoall_received(tensor, splits))
+        return _started(run_in(process_set, "alltoall", collectives.alltoall_received, tensor, splits))
 
 
 def _known(handle, what):
@@ -370,8 +346,3 @@ def _op(average, op, what):
 def _scales_for(op, prescale_factor, postscale_factor, what):
     if op not in OPS and (prescale_factor != 1.0 or postscale_factor != 1.0):
         raise ConfigError(f"{what}: prescale and postscale factors are supported for Sum and Average, not {op}")
-
-
-def _one_set(process_set, what):
-    if process_set is not None and process_set is not global_process_set:
-        raise ConfigError(f"{what}: the process set is the launch's (None or hvd.global_process_set); other process sets are not supported")  # fmt: skip

@@ -198,11 +198,12 @@ def world_size():
 
 
 @contextlib.contextmanager
-def in_group(rank, world, comm, nodes):
-    """This rank's place (rank, world size, communicator, nodes) swapped for its place in a subgroup while a
-    collective runs over the subgroup's members (subgroups.py); the launch's, after."""
-    saved = {k: _context.get(k) for k in ("rank", "world", "comm", "nodes")}
-    _context.update(rank=rank, world=world, comm=comm, nodes=nodes)
+def in_group(rank, world, comm, nodes, subgroup=None):
+    """This rank's place (rank, world size, communicator, nodes) swapped for its place in `subgroup` while a
+    collective runs over the subgroup's members (subgroups.py); the launch's, after. `_context["subgroup"]` says
+    which one runs (a differentiable collective's backward runs over the same: nn/functional.py)."""
+    saved = {k: _context.get(k) for k in ("rank", "world", "comm", "nodes", "subgroup")}
+    _context.update(rank=rank, world=world, comm=comm, nodes=nodes, subgroup=subgroup)
     try:
         yield
     finally:

@@ -41,7 +41,7 @@ class SubGroup:
             _context.setdefault("on_close", []).append(self.close)
         nodes = _context.get("nodes")
         nodes = None if nodes is None else [nodes[r] for r in self.ranks]
-        with loop.in_group(self.rank(), self.size(), self._comm, nodes):
+        with loop.in_group(self.rank(), self.size(), self._comm, nodes, self):
             return fn(*args, **kwargs)
 
     def close(self):

@@ -22,36 +22,38 @@ def _inputs(case, r):
     return [rng.standard_normal((rows, 3)) for _ in range(count)]
 
 
-def _ours(case, xs):
-    """Rank-local: the collective on this rank's inputs → a list of outputs."""
+def _ours(case, xs, group=None, process_set=None):
+    """Rank-local: the collective on this rank's inputs → a list of outputs; over `group` (torch's) or
+    `process_set` (Horovod's) of two ranks, roots named by their global ranks."""
+    first, second = (0, 1) if group is None else group.ranks
     if case == "all_reduce sum":
-        return [dnf.all_reduce(xs[0])]
+        return [dnf.all_reduce(xs[0], group=group)]
     if case == "all_reduce avg":
-        return [dnf.all_reduce(xs[0], op=dist.ReduceOp.AVG)]
+        return [dnf.all_reduce(xs[0], op=dist.ReduceOp.AVG, group=group)]
     if case == "broadcast":
-        return [dnf.broadcast(xs[0], src=1)]
+        return [dnf.broadcast(xs[0], src=second, group=group)]
     if case == "reduce":
-        return [dnf.reduce(xs[0], dst=0)]
+        return [dnf.reduce(xs[0], dst=first, group=group)]
     if case == "gather":
-        return list(dnf.gather(xs[0], dst=0))
+        return list(dnf.gather(xs[0], dst=first, group=group))
     if case == "scatter":
-        return [dnf.scatter(xs, src=0)]
+        return [dnf.scatter(xs, src=first, group=group)]
     if case == "all_gather":
-        return list(dnf.all_gather(xs[0]))
+        return list(dnf.all_gather(xs[0], group=group))
     if case == "reduce_scatter":
-        return [dnf.reduce_scatter(dg.zeros(2, 3, dtype=dg.float64), xs)]
+        return [dnf.reduce_scatter(dg.zeros(2, 3, dtype=dg.float64), xs, group=group)]
     if case == "all_to_all":
-        return list(dnf.all_to_all([dg.zeros(2, 3, dtype=dg.float64) for _ in range(2)], xs))
+        return list(dnf.all_to_all([dg.zeros(2, 3, dtype=dg.float64) for _ in range(2)], xs, group=group))
     if case == "all_to_all_single":
-        send = [[1, 2], [3, 1]][dist.rank()]
-        take = [[1, 3], [2, 1]][dist.rank()]
-        return [dnf.all_to_all_single(dg.zeros(sum(take), 3, dtype=dg.float64), xs[0], take, send)]
+        send = [[1, 2], [3, 1]][dist.get_rank(group)]
+        take = [[1, 3], [2, 1]][dist.get_rank(group)]
+        return [dnf.all_to_all_single(dg.zeros(sum(take), 3, dtype=dg.float64), xs[0], take, send, group=group)]
     if case == "hvd allreduce":
-        return [hvd.allreduce(xs[0], prescale_factor=2.0, postscale_factor=0.25)]
+        return [hvd.allreduce(xs[0], prescale_factor=2.0, postscale_factor=0.25, process_set=process_set)]
     if case == "hvd allgather":
-        return [hvd.allgather(xs[0])]
+        return [hvd.allgather(xs[0], process_set=process_set)]
     if case == "hvd broadcast":
-        return [hvd.broadcast(xs[0], root_rank=0)]
+        return [hvd.broadcast(xs[0], root_rank=first, process_set=process_set)]
     raise AssertionError(case)
 
 
@@ -85,14 +87,20 @@ def _weights(case, r, outputs):
     return [np.zeros(o.shape) if skip else rng.standard_normal(o.shape) for o in outputs]
 
 
-def _on_each_rank():
-    out = {}
+def _every_case(group=None, process_set=None):
+    """Each case's outputs and input gradients on this rank (its place in the group choosing its inputs)."""
+    out, me = {}, dist.get_rank(group)
     for case in CASES:
-        xs = [dg.tensor(a, requires_grad=True) for a in _inputs(case, dist.rank())]
-        outputs = _ours(case, xs)
-        loss = sum((o * dg.tensor(w)).sum() for o, w in zip(outputs, _weights(case, dist.rank(), outputs)))
+        xs = [dg.tensor(a, requires_grad=True) for a in _inputs(case, me)]
+        outputs = _ours(case, xs, group, process_set)
+        loss = sum((o * dg.tensor(w)).sum() for o, w in zip(outputs, _weights(case, me, outputs)))
         loss.backward()
         out[case] = ([o.detach().numpy() for o in outputs], [x.grad.numpy() for x in xs])
+    return out
+
+
+def _on_each_rank():
+    out = _every_case()
     with pytest.raises(ConfigError, match="op=MAX has no gradient an all-reduce gives"):
         dnf.all_reduce(dg.ones(2), op=dist.ReduceOp.MAX)
     with pytest.raises(ConfigError, match="The op parameter supersedes average"):
@@ -124,6 +132,20 @@ def _on_each_rank():
 @pytest.mark.ray
 def test_differentiable_collectives_give_torchs_values_and_gradients_of_both_ranks_graph(ray_session):
     ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    _assert_every_case_as_torchs(ranks)
+    for r in range(2):
+        np.testing.assert_array_equal(ranks[r]["in place"], [3.0, 6.0])  # 1·[1, 2] + 2·[1, 2]
+        np.testing.assert_array_equal(ranks[r]["max"], [2.0, -2.0])
+        np.testing.assert_array_equal(ranks[r]["broadcast parameters"], np.ones((2, 2)))
+        assert ranks[r]["object"] == {"from": 1} and ranks[r]["objects"] == [0, 1]
+        np.testing.assert_array_equal(ranks[r]["grouped"][0], [2.0, 4.0])
+        np.testing.assert_array_equal(ranks[r]["grouped"][1], [6.0])
+        np.testing.assert_array_equal(ranks[r]["scattered"], np.arange(4.0)[2 * r : 2 * r + 2] * 2)
+        np.testing.assert_array_equal(ranks[r]["alltoall"], [r, 10 + r])
+
+
+def _assert_every_case_as_torchs(ranks):
+    """`ranks`: the two ranks' `_every_case` → each equals torch's graph of both ranks."""
     for case in CASES:
         x = [[torch.tensor(a, requires_grad=True) for a in _inputs(case, r)] for r in range(2)]
         per_rank = _theirs(case, x)
@@ -141,15 +163,51 @@ def test_differentiable_collectives_give_torchs_values_and_gradients_of_both_ran
                 if case == "hvd allgather":
                     expected = expected / 2  # Horovod averages the ranks' gradients of each rank's rows
                 np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12, err_msg=f"{case} grad rank {r}")
-    for r in range(2):
-        np.testing.assert_array_equal(ranks[r]["in place"], [3.0, 6.0])  # 1·[1, 2] + 2·[1, 2]
-        np.testing.assert_array_equal(ranks[r]["max"], [2.0, -2.0])
-        np.testing.assert_array_equal(ranks[r]["broadcast parameters"], np.ones((2, 2)))
-        assert ranks[r]["object"] == {"from": 1} and ranks[r]["objects"] == [0, 1]
-        np.testing.assert_array_equal(ranks[r]["grouped"][0], [2.0, 4.0])
-        np.testing.assert_array_equal(ranks[r]["grouped"][1], [6.0])
-        np.testing.assert_array_equal(ranks[r]["scattered"], np.arange(4.0)[2 * r : 2 * r + 2] * 2)
-        np.testing.assert_array_equal(ranks[r]["alltoall"], [r, 10 + r])
+
+
+def _in_two_sets():
+    """4 ranks: every case over {0, 2} and over {1, 3} at once — torch's through new_group, Horovod's through
+    process sets — then Horovod's other ops in the sets."""
+    groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]
+    even, odd = hvd.ProcessSet([0, 2]), hvd.ProcessSet([1, 3])
+    hvd.init(process_sets=[even, odd])
+    low = hvd.add_process_set([0, 1])  # a third set, dynamic: removed below
+    me, other = (even, odd) if dist.rank() % 2 == 0 else (odd, even)
+    out = _every_case(groups[dist.rank() % 2], me)
+    out["set"] = (me.process_set_id, me.rank(), me.size(), me.included(), low.included())
+    t = dg.tensor(np.array([1.0, 2.0]) * (dist.rank() + 1))
+    hvd.allreduce_(t, op=hvd.Sum, process_set=me)
+    out["in place"] = t.numpy()
+    out["object"] = hvd.broadcast_object({"from": dist.rank()}, root_rank=me.ranks[1], process_set=me)
+    out["objects"] = hvd.allgather_object(dist.rank(), process_set=me)
+    out["alltoall"] = hvd.alltoall(dg.tensor(np.arange(2.0) + 10 * dist.rank()), process_set=me).numpy()
+    p = dg.tensor(np.array([float(dist.rank())]), requires_grad=True)
+    opt = hvd.DistributedOptimizer(dg.optim.SGD([p], lr=1.0), process_set=me)
+    (p * 1.0).sum().backward()
+    p.grad.array[...] = dist.rank()  # each rank's own gradient: the set's mean is what the step takes
+    opt.step()
+    out["optimizer"] = p.detach().numpy()
+    hvd.barrier(process_set=me)
+    with pytest.raises(ConfigError, match=r"this rank \(\d\) is not in the process set of ranks"):
+        hvd.allreduce(dg.ones(1), process_set=other)
+    out["removed"] = (hvd.remove_process_set(low), hvd.remove_process_set(low), low.process_set_id)
+    hvd.shutdown()
+    out["after shutdown"] = me.process_set_id
+    return out
+
+
+@pytest.mark.ray
+def test_collectives_over_two_sets_of_four_ranks_give_torchs_values_and_gradients_in_each(ray_session):
+    ranks = dist.launch(_in_two_sets, workers=4, cpus_per_worker=0.5, timeout_s=60)
+    for pair in ((0, 2), (1, 3)):
+        _assert_every_case_as_torchs([ranks[r] for r in pair])
+        for place, r in enumerate(pair):
+            assert ranks[r]["set"] == (1 + pair[0], place, 2, True, r in (0, 1))
+            np.testing.assert_array_equal(ranks[r]["in place"], np.array([1.0, 2.0]) * (pair[0] + pair[1] + 2))
+            assert ranks[r]["object"] == {"from": pair[1]} and ranks[r]["objects"] == list(pair)
+            np.testing.assert_array_equal(ranks[r]["alltoall"], [pair[0] * 10 + place, pair[1] * 10 + place])
+            np.testing.assert_array_equal(ranks[r]["optimizer"], [r - (pair[0] + pair[1]) / 2])
+            assert ranks[r]["removed"] == (True, False, None) and ranks[r]["after shutdown"] is None
 
 
 def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
@@ -173,7 +231,7 @@ def test_alone_each_collective_is_the_identity_and_so_is_its_gradient():
     with pytest.raises(ConfigError, match=r"all_reduce: group must be the launch's \(None or dist.group.WORLD\)"):
         dnf.all_reduce(x, group=object())
     assert dnf.all_reduce(x, group=dist.group.WORLD).tolist() == x.tolist()  # torch's callers name the group
-    with pytest.raises(ConfigError, match="allreduce: the process set is the launch's"):
+    with pytest.raises(ConfigError, match="allreduce: process_set must be an hvd.ProcessSet"):
         hvd.allreduce(x, process_set=object())
     with pytest.raises(ConfigError, match="allreduce: op=max is not differentiable here"):
         hvd.allreduce(x, op=hvd.Max)

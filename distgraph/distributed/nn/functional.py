@@ -12,7 +12,11 @@ output out (gather's zeros off the destination), records no node, skips it, and 
 launch's timeout there (torch's ranks hang the same way). all_reduce differentiates ReduceOp.SUM and AVG only (torch applies
 MAX's or PRODUCT's reduction to the gradient too, which is not their gradient: refused here, by name).
 
-Horovod's differentiable `allreduce` / `allgather` are built on these (collectives.py, loop.py).
+`group=` is the launch's (None, dist.group.WORLD) or a `new_group`'s, which this rank must be in: the collective
+and, later, its backward run over the group's members alone (src / dst are global ranks, as torch's).
+
+Horovod's differentiable `allreduce` / `allgather` / `broadcast` are built on these (horovod.py: a process set
+is such a group).
 """
 
 from distgraph.autograd.custom import Function
@@ -38,6 +42,25 @@ def _zeros_like(t, shape=None):
     return Tensor(t.device.xp.zeros(a.shape if shape is None else shape, a.dtype), device=t.device)
 
 
+def _over_its_group(cls):
+    """A collective's Function whose backward runs over the group its forward ran over: the forward records the
+    subgroup running it (None: the launch's), and the backward — run by autograd later, outside it — enters it
+    again, so the adjoint collective meets the same members (and a second-order backward the same again)."""
+    forward, backward = cls.forward, cls.backward
+
+    def forward_in_group(ctx, *args):
+        ctx.group = loop._context.get("subgroup")
+        return forward(ctx, *args)
+
+    def backward_in_group(ctx, *grads):
+        if ctx.group is None or loop._context.get("subgroup") is ctx.group:
+            return backward(ctx, *grads)
+        return ctx.group.run(backward, ctx, *grads)
+
+    cls.forward, cls.backward = staticmethod(forward_in_group), staticmethod(backward_in_group)
+    return cls
+
+
 def _differentiable_op(op, what):
     if op not in _DIFFERENTIABLE:
         raise ConfigError(
@@ -47,6 +70,7 @@ def _differentiable_op(op, what):
     return op
 
 
+@_over_its_group
 class _AllReduce(Function):
     @staticmethod
     def forward(ctx, op, tensor):
@@ -59,6 +83,7 @@ class _AllReduce(Function):
         return None, _AllReduce.apply(ctx.op, grad)
 
 
+@_over_its_group
 class _Broadcast(Function):
     @staticmethod
     def forward(ctx, src, tensor):
@@ -71,6 +96,7 @@ class _Broadcast(Function):
         return None, gx if loop.rank() == ctx.src else gx * 0
 
 
+@_over_its_group
 class _Reduce(Function):
     @staticmethod
     def forward(ctx, dst, op, tensor):
@@ -83,6 +109,7 @@ class _Reduce(Function):
         return None, None, gx / loop.world_size() if ctx.op == ReduceOp.AVG else gx
 
 
+@_over_its_group
 class _Gather(Function):
     @staticmethod
     def forward(ctx, dst, tensor):
@@ -96,6 +123,7 @@ class _Gather(Function):
         return None, _Scatter.apply(ctx.dst, *grads)
 
 
+@_over_its_group
 class _Scatter(Function):
     @staticmethod
     def forward(ctx, src, *tensors):
@@ -109,6 +137,7 @@ class _Scatter(Function):
         return (None, *_Gather.apply(ctx.src, grad))
 
 
+@_over_its_group
 class _AllGather(Function):
     @staticmethod
     def forward(ctx, tensor):
@@ -119,6 +148,7 @@ class _AllGather(Function):
         return _ReduceScatter.apply(ReduceOp.SUM, _zeros_like(grads[0]), *grads)
 
 
+@_over_its_group
 class _AllGatherRows(Function):
     """The ranks' tensors concatenated along dim 0 (first dims may differ); the gradient of this rank's
     rows is every rank's gradient of them summed, or averaged (Horovod's allgather)."""
@@ -136,11 +166,12 @@ class _AllGatherRows(Function):
         return None, _AllReduce.apply(ctx.op, grad)[ctx.start : ctx.stop]
 
 
-def allgather_rows(tensor, average=False):
+def allgather_rows(tensor, average=False, group=None):
     """Rows of every rank, concatenated; see _AllGatherRows (dist.allgather sums, Horovod's averages)."""
-    return _AllGatherRows.apply(ReduceOp.AVG if average else ReduceOp.SUM, tensor)
+    return _in(group, "allgather", _AllGatherRows.apply, ReduceOp.AVG if average else ReduceOp.SUM, tensor)
 
 
+@_over_its_group
 class _ReduceScatter(Function):
     @staticmethod
     def forward(ctx, op, output, *inputs):
@@ -155,6 +186,7 @@ class _ReduceScatter(Function):
         return (None, None, *gathered)
 
 
+@_over_its_group
 class _AllToAll(Function):
     @staticmethod
     def forward(ctx, outputs, *inputs):
@@ -166,6 +198,7 @@ class _AllToAll(Function):
         return (None, *_AllToAll.apply([_zeros_like(grads[0], s) for s in ctx.shapes], *grads))
 
 
+@_over_its_group
 class _AllToAllSingle(Function):
     @staticmethod
     def forward(ctx, output, output_split_sizes, input_split_sizes, input):
@@ -181,64 +214,70 @@ class _AllToAllSingle(Function):
 
 def all_reduce(tensor, op=ReduceOp.SUM, group=None):
     """Every rank's tensor reduced by `op` (SUM or AVG) → a new tensor, the same on every rank."""
-    _one_group(group, "all_reduce")
-    return _AllReduce.apply(_differentiable_op(op, "all_reduce"), tensor)
+    return _in(group, "all_reduce", _AllReduce.apply, _differentiable_op(op, "all_reduce"), tensor)
 
 
 def broadcast(tensor, src, group=None):
     """Rank `src`'s tensor → a new tensor on every rank; the gradient of src's input sums every rank's."""
-    _one_group(group, "broadcast")
-    return _Broadcast.apply(src, tensor)
+    return _in(group, "broadcast", lambda: _Broadcast.apply(_place(group, src, "broadcast"), tensor))
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None):
     """The reduction on rank `dst` (the others get their own tensor back, as torch's gloo leaves it)."""
-    _one_group(group, "reduce")
-    return _Reduce.apply(dst, _differentiable_op(op, "reduce"), tensor)
+    op = _differentiable_op(op, "reduce")
+    return _in(group, "reduce", lambda: _Reduce.apply(_place(group, dst, "reduce"), op, tensor))
 
 
 def gather(tensor, dst=0, group=None):
     """Every rank's tensor → a tuple of them by rank on rank `dst` (zeros on the others)."""
-    _one_group(group, "gather")
-    return _Gather.apply(dst, tensor)
+    return _in(group, "gather", lambda: _Gather.apply(_place(group, dst, "gather"), tensor))
 
 
 def scatter(tensors, src=0, group=None):
     """Rank `src`'s tensors[r] → rank r (every rank passes tensors of the same shape: the others' are
     only read for it)."""
-    _one_group(group, "scatter")
-    return _Scatter.apply(src, *tensors)
+    return _in(group, "scatter", lambda: _Scatter.apply(_place(group, src, "scatter"), *tensors))
 
 
 def all_gather(tensor, group=None):
     """Every rank's tensor (all of one shape) → a tuple of them by rank, on every rank."""
-    _one_group(group, "all_gather")
-    return _AllGather.apply(tensor)
+    return _in(group, "all_gather", _AllGather.apply, tensor)
 
 
 def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
     """input_list[r] of every rank reduced → rank r's result (a new tensor shaped as `output`)."""
-    _one_group(group, "reduce_scatter")
-    return _ReduceScatter.apply(op, output, *input_list)
+    return _in(group, "reduce_scatter", _ReduceScatter.apply, op, output, *input_list)
 
 
 def all_to_all(output_tensor_list, input_tensor_list, group=None):
     """input_tensor_list[d] goes to rank d → a tuple of what each rank sent this one, shaped as
     output_tensor_list (whose values are not read)."""
-    _one_group(group, "all_to_all")
-    return _AllToAll.apply(output_tensor_list, *input_tensor_list)
+    return _in(group, "all_to_all", _AllToAll.apply, output_tensor_list, *input_tensor_list)
 
 
 def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None):
     """Rows input_split_sizes[d] of `input` go to rank d → a new tensor shaped as `output` holding, in rank
     order, output_split_sizes[s] rows from rank s. None: dim 0 split evenly."""
-    _one_group(group, "all_to_all_single")
-    return _AllToAllSingle.apply(output, output_split_sizes, input_split_sizes, input)
+    return _in(group, "all_to_all_single", _AllToAllSingle.apply, output, output_split_sizes, input_split_sizes, input)
 
 
-def _one_group(group, what):
-    """The launch's group, None or dist.group.WORLD as torch's callers pass it; a subgroup is refused (its
-    backward would have to run over the same members)."""
+def _in(group, what, fn, *args):
+    """fn(*args) over `group`: the launch's (None or dist.group.WORLD), or a new_group's subgroup, which this rank
+    must be in (a differentiable collective's output and gradient need every member, and a rank outside has
+    neither)."""
     from distgraph.distributed.process_group import _check_group
 
-    _check_group(group, what)
+    sub = _check_group(group, what, subgroups=True)
+    if sub is None:
+        return fn(*args)
+    if sub.rank() < 0:
+        raise ConfigError(f"{what}: this rank ({loop.rank()}) is not in group {list(sub.ranks)}")
+    return sub.run(fn, *args)
+
+
+def _place(group, rank, what):
+    """A global rank (torch's src / dst) → its place in `group` (the launch's: itself)."""
+    from distgraph.distributed.process_group import _check_group
+
+    sub = _check_group(group, what, subgroups=True)
+    return rank if sub is None else sub.group_rank(rank, what)
