@@ -152,13 +152,13 @@ class DistributedDataParallel(Module, Joinable):
 
     def join(self, divide_by_initial_world_size=True, enable=True, throw_on_early_termination=False):
         """torch's: `with ddp.join(): for batch in my_batches: ...` — uneven inputs (algorithms/join.py)."""
-        if self._group is not None:
-            raise ConfigError(
-                "DistributedDataParallel.join: a model over a new_group's ranks cannot join (the launch's only)"
-            )
         return Join([self], enable, throw_on_early_termination, divide_by_initial_world_size=divide_by_initial_world_size)  # fmt: skip
 
     def join_hook(self, **kwargs):
+        if self._group is not None:  # (Join([model]) as well as model.join())
+            raise ConfigError(
+                "DistributedDataParallel.join: a model over a new_group's ranks cannot join (the launch's only)"
+            )
         self._divide_by_initial = kwargs.get("divide_by_initial_world_size", True)
         return _DDPJoinHook(self)
 

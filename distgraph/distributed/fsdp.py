@@ -164,7 +164,7 @@ class FullyShardedDataParallel(Module):
         }  # fmt: skip
         for what, is_refused in refused.items():
             if is_refused:
-                raise ConfigError(f"FullyShardedDataParallel: {what} is not supported (got {strategy.name})")
+                raise ConfigError(f"FullyShardedDataParallel: {what} is not supported")
         self._groups = groups = FSDPGroups.resolve(process_group, hybrid)
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
         self._mixed_precision, self._buffer_dtypes = fsdp_mixed.resolve(mixed_precision), None
@@ -352,7 +352,7 @@ class FullyShardedDataParallel(Module):
         if self._settings.state_dict_type is StateDictType.SHARDED_STATE_DICT:
             return load_sharded_state_dict(self, state_dict, strict)
         if self._settings.state_dict_config.rank0_only:
-            state_dict = self._groups.broadcast_object(state_dict if self._groups.is_rank_0 else None)
+            state_dict = self._groups.broadcast_object(state_dict if self._groups.is_first else None)
         with FullyShardedDataParallel.summon_full_params(self, writeback=True), no_grad():
             missing, unexpected = check_state_dict(self, state_dict, strict)  # (raising: the write-back keeps all)
             for key, entry in self._entries:

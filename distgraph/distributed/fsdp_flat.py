@@ -267,8 +267,8 @@ class FlatParamHandle:
             if self.world > 1:  # this rank's block summed over the shard group, then across its replicas
                 mine = self.groups.in_shard(lambda: loop.communicator().reduce_scatter(full, "sum", tag="fsdp"))
                 mine = self.groups.in_replicate(_all_reduce_sum, mine)
-            else:  # NO_SHARD: the whole gradient
-                mine = self.groups.in_shard(lambda: _all_reduce_sum(full))
+            else:  # the whole gradient (NO_SHARD, or a hybrid shard group of one rank) summed over every rank
+                mine = self.groups.over_all(_all_reduce_sum, full)
             if post != 1:
                 mine /= mine.dtype.type(post)
         else:

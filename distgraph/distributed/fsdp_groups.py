@@ -12,7 +12,8 @@ sharding strategies.
 
 A collective over all the data-parallel ranks (counting the ranks a unit's gradients reached, the clip norm,
 rank 0's values sent everywhere) runs in two steps, within the shard group then across the replicate group:
-a sum, a max or a broadcast from rank 0 composes so. "Rank 0" is the one at place 0 in both groups.
+a sum, a max or a broadcast from the rank at place 0 in both (`is_first`) composes so. A rank0_only state dict
+goes, as torch's, to place 0 of the shard group (under a hybrid strategy, one rank per shard group).
 """
 
 from distgraph.distributed import loop
@@ -43,10 +44,11 @@ class FSDPGroups:
                     f"replicate group) or None (shard within each node, replicate across nodes), got {process_group!r}"
                 )
             shard, replicate = (_member(g, what) for g, what in zip(process_group, ("shard", "replicate")))
-            if _size(shard) * _size(replicate) > loop.world_size():
+            common = set(_ranks(shard)) & set(_ranks(replicate))
+            if common != {loop.rank()}:
                 raise ConfigError(
-                    f"FullyShardedDataParallel: a shard group of {_size(shard)} ranks times a replicate group of "
-                    f"{_size(replicate)} is more than the launch's {loop.world_size()} ranks"
+                    f"FullyShardedDataParallel: the shard group {_ranks(shard)} and the replicate group "
+                    f"{_ranks(replicate)} must have this rank ({loop.rank()}) alone in common, not {sorted(common)}"
                 )
             return cls(shard, replicate, replicated=_size(replicate) > 1)
         if isinstance(process_group, tuple):
@@ -76,6 +78,12 @@ class FSDPGroups:
 
     @property
     def is_rank_0(self):
+        """torch's FSDP "rank 0" (rank0_only state dicts): place 0 of the shard group."""
+        return self.shard_rank == 0
+
+    @property
+    def is_first(self):
+        """The rank at place 0 in both groups: where a dict handed to every rank comes from."""
         replicate_rank = loop.rank() if self.replicate is None else self.replicate.rank()
         return self.shard_rank == 0 and (not self.replicated or replicate_rank == 0)
 
@@ -121,6 +129,10 @@ class FSDPGroups:
 
 def _size(group):
     return loop.world_size() if group is None else group.size()
+
+
+def _ranks(group):
+    return list(range(loop.world_size())) if group is None else list(group.ranks)
 
 
 def _member(group, what):

@@ -123,7 +123,7 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
     arrays or ShardedTensors (a sharded dict `dcp.load` filled).)"""
     if getattr(config, "rank0_only", False):
         groups = model._groups
-        optim_state_dict = groups.broadcast_object(optim_state_dict if groups.is_rank_0 else None)
+        optim_state_dict = groups.broadcast_object(optim_state_dict if groups.is_first else None)
     held, units = _layout(model, optim)
     saved_groups = optim_state_dict["param_groups"]
     if len(saved_groups) != len(optim.param_groups):

@@ -26,6 +26,7 @@ import os
 import pickle
 import sys
 import sysconfig
+import threading
 import uuid
 
 import numpy as np
@@ -41,8 +42,35 @@ from distgraph.distributed.sync_group import CommGroup
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 from distgraph.ops.collective import using_group
 
+
+class _Context(dict):
+    """This process's place in the launch (rank, world size, communicator, nodes, ...). A subgroup's collective
+    (`in_group`) overlays its own place on the thread that runs it only: a gradient bucket thread reducing for
+    the launch meanwhile (DDP's, through a comm hook) still reads the launch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._thread = threading.local()
+
+    def __getitem__(self, key):
+        overlay = getattr(self._thread, "overlay", None)
+        if overlay is not None and key in overlay:
+            return overlay[key]
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        overlay = getattr(self._thread, "overlay", None)
+        if overlay is not None and key in overlay:
+            return overlay[key]
+        return super().get(key, default)
+
+    def launch_rank(self):
+        """This process's rank in the launch, whatever group's collective the thread is in."""
+        return super().__getitem__("rank")
+
+
 # this process's place (rank 0 of 1 outside a launch) and the node of every rank (for local_rank & co.)
-_context = {"rank": 0, "world": 1, "comm": None, "device": "cpu", "nodes": None}
+_context = _Context(rank=0, world=1, comm=None, device="cpu", nodes=None)
 
 
 class LoopWorker:
@@ -55,6 +83,7 @@ class LoopWorker:
         return ray.get_runtime_context().get_node_id()
 
     def connect(self, group, backend, device, timeout_s, nodes):
+        _context.clear()  # (nothing of an earlier launch in this process — its subgroups, process sets — carries over)
         _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend, group=group,
                         timeout_s=timeout_s, subgroups=0, on_close=[])  # fmt: skip
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
@@ -202,12 +231,13 @@ def in_group(rank, world, comm, nodes, subgroup=None):
     """This rank's place (rank, world size, communicator, nodes) swapped for its place in `subgroup` while a
     collective runs over the subgroup's members (subgroups.py); the launch's, after. `_context["subgroup"]` says
     which one runs (a differentiable collective's backward runs over the same: nn/functional.py)."""
-    saved = {k: _context.get(k) for k in ("rank", "world", "comm", "nodes", "subgroup")}
-    _context.update(rank=rank, world=world, comm=comm, nodes=nodes, subgroup=subgroup)
+    thread = _context._thread
+    saved = getattr(thread, "overlay", None)
+    thread.overlay = {"rank": rank, "world": world, "comm": comm, "nodes": nodes, "subgroup": subgroup}
     try:
         yield
     finally:
-        _context.update(saved)
+        thread.overlay = saved
 
 
 def communicator():

@@ -74,7 +74,10 @@ def add_process_set(process_set):
     taken = next((i for i, other in registry.items() if other.ranks == ps.ranks), None)
     if ps.ranks == global_process_set.ranks or taken is not None:
         raise ConfigError(f"add_process_set: a process set of ranks {ps.ranks} is already registered (id {taken or 0})")
-    ps.group = new_subgroup(ps.ranks, loop.world_size())
+    try:
+        ps.group = new_subgroup(ps.ranks, loop.world_size())
+    except ConfigError as exc:
+        raise ConfigError(f"add_process_set: {exc}".replace("new_group: ", "")) from None
     ps.process_set_id = max(registry, default=0) + 1
     registry[ps.process_set_id] = ps
     return ps
@@ -82,6 +85,8 @@ def add_process_set(process_set):
 
 def remove_process_set(process_set):
     """Unregister a set (every rank, as Horovod's) → whether it was registered; the global set stays."""
+    if not isinstance(process_set, ProcessSet):
+        raise ConfigError(f"remove_process_set: expected an hvd.ProcessSet, got {process_set!r}")
     registry = _registry()
     if process_set is global_process_set or registry.get(process_set.process_set_id) is not process_set:
         return False

@@ -25,7 +25,10 @@ class SubGroup:
         self.ranks, self.name, self._comm = tuple(ranks), name, None
 
     def rank(self):
-        return self.ranks.index(loop.rank()) if loop.rank() in self.ranks else -1
+        """This process's place in the group (-1 outside it), from its launch rank even inside another group's
+        collective."""
+        me = _context.launch_rank()
+        return self.ranks.index(me) if me in self.ranks else -1
 
     def size(self):
         return len(self.ranks)

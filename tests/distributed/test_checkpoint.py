@@ -312,6 +312,7 @@ def test_ranks_that_save_different_things_under_one_key_are_told_which():
 
 def test_a_chunk_two_ranks_hold_alike_is_written_once_by_the_lower_rank():
     """Replicas (FSDP's hybrid sharding) save the same elements: the index names rank 0's, rank 1 writes none."""
+
     def entry(rank):
         chunk = {"file": f"__{rank}_0.distcp", "name": "c0", "offset": 0, "numel": 2}
         return {"w": {"kind": "tensor", "shape": [2], "dtype": "float64", "chunks": [chunk]}}

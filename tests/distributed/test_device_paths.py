@@ -169,9 +169,10 @@ def test_a_pipeline_on_ray_workers_computes_on_their_device_and_matches_the_loca
             history = trainer.fit((x, y), epochs=2, batch_size=2 * ROWS)
             if backend == "ray":
                 actors = trainer._cluster.executor.actors
-                assert dist.runtime.gather([a.computes_on.remote() for a in actors], 60) == [
-                    "cupy" if device == "cuda" else "numpy"
-                ] * world
+                assert (
+                    dist.runtime.gather([a.computes_on.remote() for a in actors], 60)
+                    == ["cupy" if device == "cuda" else "numpy"] * world
+                )
         runs.append((_host(model.parameters()), history["loss"]))
     (local, local_loss), (remote, remote_loss) = runs
     for a, b in zip(local, remote):

@@ -1,7 +1,8 @@
 """FSDP over some ranks (distributed/fsdp_groups.py): `process_group=new_group(...)` and the hybrid strategies
 (split within a shard group, replicated across a replicate group) on 4 real Ray ranks train as one process on the
-global batches in float64; rank 0 of both groups alone gets a rank0_only state dict; a sharded checkpoint writes a
-replicated piece once and loads back on every replica; torch's default groups follow the nodes."""
+global batches in float64 — shard groups of two, and of one (replicated over all four: DDP's arithmetic); place 0
+of each shard group gets a rank0_only state dict, as torch's; a sharded checkpoint writes a replicated piece once
+and loads back on every replica; torch's default groups follow the nodes."""
 
 import os
 
@@ -28,15 +29,18 @@ WORLD = 4
 UNITS = {"auto_wrap_policy": ModuleWrapPolicy({nn.Linear})}
 
 
-def _groups():
-    """Shard groups {0, 1} and {2, 3}, replicate groups {0, 2} and {1, 3}: every rank makes each, in one order."""
-    made = [dist.new_group(r) for r in ([0, 1], [2, 3], [0, 2], [1, 3])]
+def _groups(layout):
+    """ "pairs": shard groups {0, 1} and {2, 3}, replicate groups {0, 2} and {1, 3}; "singles": each rank its own
+    shard group, all four replicas. Every rank makes each group, in one order."""
     me = dist.get_rank()
+    if layout == "singles":
+        return [dist.new_group([r]) for r in range(WORLD)][me], dist.group.WORLD
+    made = [dist.new_group(r) for r in ([0, 1], [2, 3], [0, 2], [1, 3])]
     return next(g for g in made[:2] if me in g.ranks), next(g for g in made[2:] if me in g.ranks)
 
 
-def _hybrid_rank(strategy, folder):
-    model = FSDP(_model(), process_group=_groups(), sharding_strategy=ShardingStrategy[strategy], **UNITS)
+def _hybrid_rank(strategy, layout, folder):
+    model = FSDP(_model(), process_group=_groups(layout), sharding_strategy=ShardingStrategy[strategy], **UNITS)
     opt = optim.Adam(model.parameters(), lr=0.01)
     at_rest = sum(p.numel() for p in model.parameters())
     norm = _steps(model, opt, dist.get_rank(), WORLD, lambda m: m.clip_grad_norm_(0.5))
@@ -61,23 +65,32 @@ def test_hybrid_sharding_on_four_ranks_trains_as_one_process_and_checkpoints_eac
     plain, _, plain_norm = _one_process(WORLD)
     want = {k: v.numpy() for k, v in plain.state_dict().items()}
     whole = sum(p.numel() for p in _model().parameters())
-    for strategy in ("HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"):
-        folder = str(tmp_path / strategy)
-        ranks = dist.launch(_hybrid_rank, workers=WORLD, cpus_per_worker=0.5, args=(strategy, folder), timeout_s=60)
+    for strategy, layout in (("HYBRID_SHARD", "pairs"), ("_HYBRID_SHARD_ZERO2", "pairs"), ("HYBRID_SHARD", "singles")):
+        folder = str(tmp_path / f"{strategy}-{layout}")
+        args = (strategy, layout, folder)
+        ranks = dist.launch(_hybrid_rank, workers=WORLD, cpus_per_worker=0.5, args=args, timeout_s=60)
+        if layout == "singles":  # whole on every rank: rank 0 writes the tensors every rank holds alike
+            assert [r["at_rest"] for r in ranks] == [whole] * WORLD
+            assert [r["only_on_0"] for r in ranks] == [(True, True)] * WORLD
+            assert sorted(f for f in os.listdir(folder) if f.endswith(".distcp")) == ["__0_1.distcp"]
         for r in ranks:
             for k in want:
                 np.testing.assert_allclose(r["state"][k], want[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
                 np.testing.assert_array_equal(r["reloaded"][k], r["state"][k])
             assert r["norm"] == pytest.approx(plain_norm, rel=1e-12, abs=0)
-            assert r["at_rest"] < whole  # each unit split over the shard group of 2 (rounded up per unit)
-        assert [r["only_on_0"] for r in ranks] == [(True, True)] + [(False, False)] * 3
-        # each replicated piece written once: ranks 2 and 3 hold what 0 and 1 hold, and write no file
-        assert sorted(f for f in os.listdir(folder) if f.endswith(".distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        if layout == "pairs":
+            assert all(r["at_rest"] < whole for r in ranks)  # each unit split over its shard group of 2
+            # torch's rank 0 of a rank0_only state dict: place 0 of each shard group ({0, 1}, {2, 3})
+            assert [r["only_on_0"] for r in ranks] == [(True, True), (False, False)] * 2
+            # each replicated piece written once: ranks 2 and 3 hold what 0 and 1 hold, and write no file
+            assert sorted(f for f in os.listdir(folder) if f.endswith(".distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
 
 def _subgroup_rank():
     """Two models, each FULL_SHARD over a group of 2: ranks 0-1 and ranks 2-3 train independently."""
     pair = [dist.new_group(r) for r in ([0, 1], [2, 3])][dist.get_rank() // 2]
+    with pytest.raises(ConfigError, match=r"must have this rank \(\d\) alone in common, not \[\d, \d\]"):
+        FSDP(_model(), process_group=(pair, pair), sharding_strategy=ShardingStrategy.HYBRID_SHARD)
     model = FSDP(_model(), process_group=pair, **UNITS)
     opt = optim.Adam(model.parameters(), lr=0.01)
     norm = _steps(model, opt, pair.rank(), 2, lambda m: m.clip_grad_norm_(0.5))

@@ -106,6 +106,11 @@ def test_async_forms_check_their_arguments_as_the_sync_ones():
         ConfigError, match=r"add_process_set: a process set of ranks \[0\] is already registered \(id 0\)"
     ):
         hvd.add_process_set([0])  # (alone, [0] is the global set)
+    with pytest.raises(ConfigError, match=r"add_process_set: ranks \[5\] are not the launch's ranks \[0\]"):
+        hvd.add_process_set([5])
+    with pytest.raises(ConfigError, match=r"remove_process_set: expected an hvd.ProcessSet, got \[0\]"):
+        hvd.remove_process_set([0])
+    assert hvd.remove_process_set(hvd.global_process_set) is False  # the global set stays
 
 
 def test_init_marks_horovod_initialized_until_shutdown_and_forgets_old_handles():

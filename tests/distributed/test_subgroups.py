@@ -59,3 +59,27 @@ def test_subgroups_run_their_collectives_over_their_members_alone(ray_session):
     ]
     assert out[1]["errors"] == ["new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]"]
     assert all(o["global"] == (2, 1) for o in out)
+
+
+def test_a_subgroups_place_is_seen_only_by_the_thread_running_its_collective():
+    """A subgroup's collective overlays its place on its own thread: a bucket thread reducing for the launch at
+    the same time (DDP's, through a comm hook) still reads the launch's rank, world size and communicator."""
+    import threading
+
+    from distgraph.distributed import loop
+
+    inside, seen = threading.Event(), {}
+
+    def other_thread():
+        inside.wait(10)
+        seen["other"] = (loop.rank(), loop.world_size(), loop._context["comm"], loop._context.get("subgroup"))
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with loop.in_group(1, 2, "the group's", None, subgroup="g"):
+        seen["inside"] = (loop.rank(), loop.world_size(), loop._context["comm"], loop._context.get("subgroup"))
+        inside.set()
+        t.join(10)
+    assert seen["inside"] == (1, 2, "the group's", "g")
+    assert seen["other"] == (0, 1, None, None)  # the launch's: rank 0 of 1 outside a launch
+    assert (loop.rank(), loop._context.get("subgroup")) == (0, None)  # and this thread's again after

@@ -4,14 +4,15 @@ rank's chunks, the merged index, and filling a run of a tensor's elements from t
 A checkpoint folder (torch's DCP file names):
 
     .metadata        dg.save of {"version", "world_size", "entries": {key: entry}} — written last, by rank 0
-    __R_0.distcp     dg.save of {chunk name: 1-d array}: the pieces rank R holds
+    __R_0.distcp     dg.save of {chunk name: 1-d array}: the pieces rank R holds that no lower rank holds alike
     __0_1.distcp     the same, of the tensors every rank holds alike (rank 0's copy)
 
 An entry is {"kind": "tensor", "shape", "dtype", "chunks": [{"file", "name", "offset", "numel"}]} —
 the tensor's flattened elements [offset, offset + numel) lie in `file` under `name` — or
 {"kind": "object", "value": ...} for anything else (a step count, param_groups), rank 0's. A ShardedTensor's
-pieces are chunks of the ranks that hold them; a plain tensor or array is one chunk, written by rank 0 only
-(every rank holds the same: torch's DCP writes a replicated tensor once too).
+pieces are chunks of the ranks that hold them — a piece several ranks hold alike (the same elements: replicas
+under FSDP's hybrid sharding) once, the lowest rank's; a plain tensor or array is one chunk, written by rank 0
+only (every rank holds the same: torch's DCP writes a replicated tensor once too).
 """
 
 import copy
@@ -78,10 +79,11 @@ def _holds_tensors(v):
 
 def rank_chunks(leaves, rank, stage=False):
     """What `rank` writes → ({file name: {chunk name: host array}}, {key: entry with this rank's chunks}):
-    its pieces in `__R_0.distcp`, the tensors every rank holds alike (rank 0's copy, written once) in
-    `__0_1.distcp` — so that a rank loading its pieces reads no file but its own and that one. With `stage`,
-    every array a copy (async_save writes them while training changes the originals). Chunks are named by
-    their order in their file (a key's own text could collide with another's)."""
+        its pieces in `__R_0.distcp`, the tensors every rank holds alike (rank 0's copy, written once) in
+        `__0_1.distcp` — so that a rank loading its pieces reads no file but its own and that one (and, for a piece
+    a lower rank also held, that rank's: `merge`). With `stage`,
+        every array a copy (async_save writes them while training changes the originals). Chunks are named by
+        their order in their file (a key's own text could collide with another's)."""
     files, entries = {}, {}
 
     def chunk(a, offset, file):
@@ -107,7 +109,8 @@ def rank_chunks(leaves, rank, stage=False):
 def merge(per_rank, what):
     """Every rank's entries → the checkpoint's: chunk lists joined; a key's kind, shape and dtype must agree.
     A chunk another rank already holds alike (the same elements: a replica's, under FSDP's hybrid sharding) is
-    kept once, the lowest rank's, as torch's dedup of save plans (`written` drops it from the others' files)."""
+    kept once, the lowest rank's, as torch's dedup of save plans (`written` drops it from the others' files).
+    Such chunks are taken to hold the same values (replicas): which rank's is written is not checked."""
     merged = {}
     for rank, entries in enumerate(per_rank):
         for key, entry in entries.items():
