@@ -149,7 +149,8 @@ def test_xlogy_gradient_is_xlogy_of_the_output_gradient(g):
         grads.append([np.asarray(t.detach()) for t in m.autograd.grad(m.xlogy(x, y), [x, y], m.full((14,), g))])
     for got, want in zip(*grads):
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+        real = ~np.isnan(want)  # (a NaN's sign bit is the CPU's SIMD kernels' to choose: it differs on AVX-512)
+        np.testing.assert_array_equal(np.signbit(got)[real], np.signbit(want)[real])
 
 
 def test_xlogy_of_a_negative_then_floor_divided_has_a_zero_gradient():

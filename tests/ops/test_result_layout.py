@@ -202,7 +202,8 @@ def test_elementwise_results_follow_tensor_iterator_on_every_pair_of_layouts(sha
             xs = [(_laid(m, a, pa), _laid(m, b, pb)) for m in (torch, dg)]
             r_th, r_dg = fn(*xs[0]), fn(*xs[1])
             assert _layout(r_dg) == _layout(r_th), (shape, pa, pb)
-            np.testing.assert_array_equal(r_dg.numpy(), r_th.numpy())
+            # (atan2's last bit differs between numpy's and torch's SIMD kernels on some CPUs: AVX-512 hosts)
+            np.testing.assert_array_max_ulp(r_dg.numpy(), r_th.numpy(), maxulp=1)
 
 
 @pytest.mark.parametrize("order", ORDERS)
