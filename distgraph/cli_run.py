@@ -24,6 +24,7 @@ def run_script(path, code, argv, restart=0, max_restarts=0):
     import sys
 
     os.environ["TORCHELASTIC_RESTART_COUNT"], os.environ["TORCHELASTIC_MAX_RESTARTS"] = str(restart), str(max_restarts)
+    os.environ["TORCHELASTIC_RUN_ID"] = "distgraph"  # (is_torchelastic_launched(), as under torchrun)
 
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:

@@ -15,7 +15,8 @@ Horovod's API in one namespace, `import distgraph.distributed.horovod as hvd` (i
 return new, differentiable tensors; `allreduce_`, `broadcast_` work in place; the `*_async` forms with
 `synchronize` / `poll`; `start_timeline` / `stop_timeline`, collective_trace.py); and `DistributedDataParallel`
 (ddp.py). A script written for torchrun: `init_process_group`, `destroy_process_group`, `get_backend`,
-`new_group` (of any ranks: subgroups.py), `group.WORLD`, `all_gather_into_tensor`, the object collectives, `group=` and
+`new_group` (of any ranks: subgroups.py), `new_subgroups`, `new_subgroups_by_enumeration`, `group.WORLD`,
+`device_mesh.init_device_mesh` / `DeviceMesh` (device_mesh.py), `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
 point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py);
 `optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py); `fsdp.FullyShardedDataParallel` (fsdp.py, with
@@ -43,6 +44,7 @@ _SUBMODULES = (
     "cluster",
     "compression",
     "ddp",
+    "device_mesh",
     "dist_optimizer",
     "fsdp",
     "grad_bucket",
@@ -92,7 +94,8 @@ _PROCESS_GROUP_API = (
     "init_process_group", "destroy_process_group", "is_initialized", "get_backend", "is_available",
     "is_gloo_available", "is_nccl_available", "is_mpi_available", "new_group", "monitored_barrier", "group",
     "GroupMember", "ProcessGroup", "Backend", "Work", "get_rank", "get_world_size", "get_process_group_ranks",
-    "get_global_rank", "get_group_rank",
+    "get_global_rank", "get_group_rank", "new_subgroups", "new_subgroups_by_enumeration", "get_node_local_rank",
+    "is_torchelastic_launched",
 )  # fmt: skip
 _P2P_API = ("send", "recv", "isend", "irecv", "batch_isend_irecv", "P2POp")
 _TORCH_COLLECTIVES = (
@@ -118,6 +121,8 @@ def __getattr__(name):
         return getattr(importlib.import_module("distgraph.distributed.compression"), name)
     if name == "GradBucket":
         return importlib.import_module("distgraph.distributed.grad_bucket").GradBucket
+    if name in ("DeviceMesh", "init_device_mesh"):
+        return getattr(importlib.import_module("distgraph.distributed.device_mesh"), name)
     if name in _P2P_API:
         return getattr(importlib.import_module("distgraph.distributed.p2p"), name)
     if name in _PROCESS_GROUP_API:

@@ -21,8 +21,12 @@ here always: the flag is accepted and changes nothing; torch without it raises a
 The other constructor arguments, as torch's where they apply: `bucket_cap_mb` (a positive number);
 `device_ids` None for a CPU module (torch's rule), one device at most; `gradient_as_bucket_view` changes no
 number: buckets are already reduced in place in the gradients, without a copy into a bucket (the memory it
-saves in torch); `static_graph` and `check_reduction` (deprecated in torch) change nothing; `dim` and
-`output_device` are for multi-device modules, which DDP here does not split.
+saves in torch); `static_graph`, `check_reduction` (deprecated in torch) and `batched_grad_copy` (fewer kernel
+launches in torch) change nothing; `dim` and `output_device` are for multi-device modules, which DDP here does not
+split; `init_sync=False` skips the broadcast at construction and `forward_sync_buffers` (torch 2.13's name for
+`broadcast_buffers`) the one before each forward; `device_mesh` (1-d) stands for its group. Refused by name:
+`mixed_precision`, `delay_all_reduce_named_params`, `param_to_hook_all_reduce`, `bucket_cap_mb_list` and
+`skip_all_reduce_unused_params=True`.
 
 `process_group=dist.new_group(ranks)` replicates the model over those ranks alone: its broadcasts, its gradient
 buckets and its counts run on that group's communicator (no comm hook or join there).
@@ -61,24 +65,32 @@ class DistributedDataParallel(Module, Joinable):
         device_ids=None,
         output_device=None,
         dim=0,
-        broadcast_buffers=True,
+        broadcast_buffers=None,
+        init_sync=True,
         process_group=None,
         bucket_cap_mb=None,
         find_unused_parameters=False,
         check_reduction=False,
         gradient_as_bucket_view=False,
         static_graph=False,
+        delay_all_reduce_named_params=None,
+        param_to_hook_all_reduce=None,
+        mixed_precision=None,
+        device_mesh=None,
+        skip_all_reduce_unused_params=False,
+        bucket_cap_mb_list=None,
+        batched_grad_copy=False,
+        forward_sync_buffers=None,
     ):
         super().__init__()
         if not isinstance(module, Module):
             raise ConfigError(
                 f"DistributedDataParallel: module must be a distgraph.nn.Module, got {type(module).__name__}"
             )
-        self._group = _check_group(process_group, "DistributedDataParallel", subgroups=True)
-        if self._group is not None and self._group.rank() < 0:
-            raise ConfigError(
-                f"DistributedDataParallel: this rank ({loop.rank()}) is not in process_group {list(self._group.ranks)}"
-            )
+        _refuse_unsupported(delay_all_reduce_named_params=delay_all_reduce_named_params, mixed_precision=mixed_precision,
+                            param_to_hook_all_reduce=param_to_hook_all_reduce, bucket_cap_mb_list=bucket_cap_mb_list,
+                            skip_all_reduce_unused_params=skip_all_reduce_unused_params or None)  # fmt: skip
+        self._group = _group_of(process_group, device_mesh)
         self._world = loop.world_size() if self._group is None else self._group.size()
         if bucket_cap_mb is not None and (isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, int | float) or not bucket_cap_mb > 0):  # fmt: skip
             raise ConfigError(
@@ -86,7 +98,10 @@ class DistributedDataParallel(Module, Joinable):
             )
         _check_devices(module, device_ids, output_device)
         self.module = module
-        self.broadcast_buffers, self.find_unused_parameters = broadcast_buffers, find_unused_parameters
+        # torch 2.13: forward_sync_buffers replaces broadcast_buffers (whose False also keeps buffers out of the
+        # init sync); both default to syncing
+        self.broadcast_buffers = next((b for b in (forward_sync_buffers, broadcast_buffers) if b is not None), True)
+        self.find_unused_parameters = find_unused_parameters
         self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self._comm_hook, self._join_config, self._divide_by_initial, self._training_ranks = None, None, True, None
         self.require_backward_grad_sync = True
@@ -95,8 +110,10 @@ class DistributedDataParallel(Module, Joinable):
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._had = [False] * len(self._params)
         self.bucket_cap_mb, self._bucketer = bucket_cap_mb, None  # (built at the first synced backward)
-        with no_grad():
-            self._collective(loop.broadcast, list(module.parameters()) + self._buffers_to_sync(), 0)
+        if init_sync:  # (False: the user vouches that every rank starts alike, as torch's)
+            buffers = self._buffers_to_sync() if broadcast_buffers is not False else []
+            with no_grad():
+                self._collective(loop.broadcast, list(module.parameters()) + buffers, 0)
         for p in self._params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
 
@@ -255,6 +272,29 @@ class _DDPJoinHook(JoinHook):
         src = highest_rank_with(is_last_joiner)
         with no_grad():
             loop.broadcast(list(self.ddp.module.parameters()) + self.ddp._buffers_to_sync(), src=src)
+
+
+def _group_of(process_group, device_mesh):
+    """The subgroup the model is replicated over (None: the launch's), from torch's process_group or a 1-d
+    device_mesh."""
+    if device_mesh is not None:
+        if process_group is not None:
+            raise ConfigError("DistributedDataParallel: Cannot specify both process_group and device_mesh arguments.")
+        if device_mesh.ndim != 1:
+            raise ConfigError(f"DistributedDataParallel: Only 1D device mesh is supported, got {device_mesh!r}")
+        process_group = device_mesh.get_group()
+    group = _check_group(process_group, "DistributedDataParallel", subgroups=True)
+    if group is not None and group.rank() < 0:
+        raise ConfigError(
+            f"DistributedDataParallel: this rank ({loop.rank()}) is not in process_group {list(group.ranks)}"
+        )
+    return group
+
+
+def _refuse_unsupported(**given):
+    for what, value in given.items():
+        if value is not None:
+            raise ConfigError(f"DistributedDataParallel: {what}={value!r} is not supported")
 
 
 def _check_devices(module, device_ids, output_device):

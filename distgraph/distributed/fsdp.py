@@ -27,12 +27,13 @@ the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`,
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
 GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: parameter
-offload, ignored modules, `param_init_fn`, `device_mesh`.
+offload, ignored modules, `param_init_fn`.
 
 `process_group=dist.new_group(ranks)` splits and averages over those ranks alone; HYBRID_SHARD (FULL_SHARD
 within a shard group, replicated across a replicate group) and _HYBRID_SHARD_ZERO2 (SHARD_GRAD_OP so) take
 `process_group=(shard group, replicate group)` or, by default, shard within each node and replicate across
-nodes (fsdp_groups.py). A SHARDED_STATE_DICT's replicated pieces are written once (dcp.save keeps the lowest
+nodes (fsdp_groups.py); `device_mesh=` (device_mesh.py) instead of `process_group`: a 1-d mesh, or for a hybrid
+strategy a 2-d one, (replicate, shard), as torch's. A SHARDED_STATE_DICT's replicated pieces are written once (dcp.save keeps the lowest
 rank's).
 
 `mixed_precision=MixedPrecision(param_dtype=dg.float16, ...)` (torch's, fsdp_mixed.py): shards and optimizer in
@@ -160,12 +161,12 @@ class FullyShardedDataParallel(Module):
         refused = {
             "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
             "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
-            "param_init_fn": param_init_fn is not None, "device_mesh": device_mesh is not None,
+            "param_init_fn": param_init_fn is not None,
         }  # fmt: skip
         for what, is_refused in refused.items():
             if is_refused:
                 raise ConfigError(f"FullyShardedDataParallel: {what} is not supported")
-        self._groups = groups = FSDPGroups.resolve(process_group, hybrid)
+        self._groups = groups = FSDPGroups.resolve(process_group, hybrid, device_mesh)
         self._strategy, self._sync, self._ran, self._pass = strategy, True, False, None
         self._mixed_precision, self._buffer_dtypes = fsdp_mixed.resolve(mixed_precision), None
         self._settings = StateDictSettings()

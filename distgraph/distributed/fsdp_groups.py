@@ -29,12 +29,25 @@ class FSDPGroups:
         self.shard, self.replicate, self.replicated = shard, replicate, replicated
 
     @classmethod
-    def resolve(cls, process_group, hybrid):
+    def resolve(cls, process_group, hybrid, device_mesh=None):
         """torch's `process_group` argument (None, dist.group.WORLD, a new_group's, or for a hybrid strategy
-        the pair (shard, replicate)) → FSDPGroups; an FSDPGroups passes through (a parent unit's, for the units
-        its auto_wrap_policy makes: one set of groups, not one per unit)."""
+        the pair (shard, replicate)) or `device_mesh` (1-d; for a hybrid strategy 2-d, (replicate, shard), as
+        torch's) → FSDPGroups; an FSDPGroups passes through (a parent unit's, for the units its
+        auto_wrap_policy makes: one set of groups, not one per unit)."""
         if isinstance(process_group, cls):
             return process_group
+        if device_mesh is not None:
+            if process_group is not None:
+                raise ConfigError(
+                    "FullyShardedDataParallel: Cannot pass both process_group and device_mesh at the same time"
+                )
+            if device_mesh.ndim != (2 if hybrid else 1):
+                raise ConfigError(
+                    f"FullyShardedDataParallel: {'a hybrid strategy' if hybrid else 'this strategy'} takes a "
+                    f"{2 if hybrid else 1}-d device_mesh{' (replicate, shard)' if hybrid else ''}, got {device_mesh!r}"
+                )
+            groups = device_mesh.get_all_groups()
+            process_group = (groups[1], groups[0]) if hybrid else groups[0]
         if hybrid:
             if process_group is None:
                 return cls(*_groups_by_node())

@@ -22,6 +22,7 @@ for torchrun runs unchanged under `distgraph run --workers N script.py` (or alon
 
 import functools
 import inspect
+import os
 
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
@@ -209,6 +210,47 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local
     if ranks is None or sorted(ranks) == list(range(world)):
         return group.WORLD
     return new_subgroup(ranks, world)
+
+
+def new_subgroups(group_size=None, group=None, timeout=None, backend=None, pg_options=None, group_desc=None):
+    """The launch's ranks cut into consecutive groups of `group_size` → (this rank's group, all of them), as
+    torch's (whose default size, the GPUs of a node, is the launch's ranks on this node here)."""
+    world = loop.world_size()
+    if group is not None:
+        raise ConfigError("new_subgroups: group is the launch's (None); subgroups of a subgroup are not supported")
+    if group_size is None:
+        group_size = len(loop._local_ranks()[0])
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or world % group_size:
+        raise ConfigError(f"new_subgroups: group_size must divide the launch's {world} ranks, got {group_size!r}")
+    return new_subgroups_by_enumeration([list(range(s, s + group_size)) for s in range(0, world, group_size)])
+
+
+def new_subgroups_by_enumeration(ranks_per_subgroup_list, timeout=None, backend=None, pg_options=None,
+                                 group_desc=None):  # fmt: skip
+    """A group of each list of ranks (every rank in one at most) → (this rank's group or None, all of them)."""
+    lists = [list(r) for r in ranks_per_subgroup_list]
+    seen = [r for ranks in lists for r in ranks]
+    if not lists or len(seen) != len(set(seen)):
+        raise ConfigError(
+            f"new_subgroups_by_enumeration: every rank may be in one subgroup at most, got {ranks_per_subgroup_list!r}"
+        )
+    made = [new_group(ranks) for ranks in lists]
+    mine = next((g for g, ranks in zip(made, lists) if loop.rank() in ranks), None)
+    return mine, made
+
+
+def get_node_local_rank(fallback_rank=None):
+    """This rank's place among the launch's ranks on its node (torchrun's LOCAL_RANK), as torch's."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if fallback_rank is not None:
+        return int(fallback_rank)
+    raise ConfigError("get_node_local_rank: LOCAL_RANK is not set (outside a launch) and no fallback_rank was given")
+
+
+def is_torchelastic_launched():
+    """Whether this process runs under `distgraph run` (torchrun's TORCHELASTIC_RUN_ID is set), as torch's."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") is not None
 
 
 def get_rank(group=None):

@@ -1,6 +1,7 @@
 """FSDP over some ranks (distributed/fsdp_groups.py): `process_group=new_group(...)` and the hybrid strategies
 (split within a shard group, replicated across a replicate group) on 4 real Ray ranks train as one process on the
-global batches in float64 — shard groups of two, and of one (replicated over all four: DDP's arithmetic); place 0
+global batches in float64 — shard groups of two (given as groups, or as torch's 2-d device mesh), and of one
+(replicated over all four: DDP's arithmetic); place 0
 of each shard group gets a rank0_only state dict, as torch's; a sharded checkpoint writes a replicated piece once
 and loads back on every replica; torch's default groups follow the nodes."""
 
@@ -40,7 +41,11 @@ def _groups(layout):
 
 
 def _hybrid_rank(strategy, layout, folder):
-    model = FSDP(_model(), process_group=_groups(layout), sharding_strategy=ShardingStrategy[strategy], **UNITS)
+    if layout == "mesh":  # torch's way: a 2-d mesh (replicate, shard) — the pairs' groups
+        mesh = dist.init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard"))
+        model = FSDP(_model(), device_mesh=mesh, sharding_strategy=ShardingStrategy[strategy], **UNITS)
+    else:
+        model = FSDP(_model(), process_group=_groups(layout), sharding_strategy=ShardingStrategy[strategy], **UNITS)
     opt = optim.Adam(model.parameters(), lr=0.01)
     at_rest = sum(p.numel() for p in model.parameters())
     norm = _steps(model, opt, dist.get_rank(), WORLD, lambda m: m.clip_grad_norm_(0.5))
@@ -65,7 +70,13 @@ def test_hybrid_sharding_on_four_ranks_trains_as_one_process_and_checkpoints_eac
     plain, _, plain_norm = _one_process(WORLD)
     want = {k: v.numpy() for k, v in plain.state_dict().items()}
     whole = sum(p.numel() for p in _model().parameters())
-    for strategy, layout in (("HYBRID_SHARD", "pairs"), ("_HYBRID_SHARD_ZERO2", "pairs"), ("HYBRID_SHARD", "singles")):
+    runs = [
+        ("HYBRID_SHARD", "pairs"),
+        ("_HYBRID_SHARD_ZERO2", "pairs"),
+        ("HYBRID_SHARD", "singles"),
+        ("HYBRID_SHARD", "mesh"),
+    ]
+    for strategy, layout in runs:
         folder = str(tmp_path / f"{strategy}-{layout}")
         args = (strategy, layout, folder)
         ranks = dist.launch(_hybrid_rank, workers=WORLD, cpus_per_worker=0.5, args=args, timeout_s=60)
@@ -78,7 +89,7 @@ def test_hybrid_sharding_on_four_ranks_trains_as_one_process_and_checkpoints_eac
                 np.testing.assert_allclose(r["state"][k], want[k], rtol=0, atol=1e-12, err_msg=f"{strategy} {k}")
                 np.testing.assert_array_equal(r["reloaded"][k], r["state"][k])
             assert r["norm"] == pytest.approx(plain_norm, rel=1e-12, abs=0)
-        if layout == "pairs":
+        if layout in ("pairs", "mesh"):
             assert all(r["at_rest"] < whole for r in ranks)  # each unit split over its shard group of 2
             # torch's rank 0 of a rank0_only state dict: place 0 of each shard group ({0, 1}, {2, 3})
             assert [r["only_on_0"] for r in ranks] == [(True, True), (False, False)] * 2
@@ -130,5 +141,8 @@ def test_alone_a_hybrid_strategy_is_the_plain_model_and_bad_groups_are_refused_b
         FSDP(_model(), process_group=3, sharding_strategy=ShardingStrategy.HYBRID_SHARD)
     with pytest.raises(ConfigError, match="process_group must be a new_group's or None, got 'x'"):
         FSDP(_model(), process_group="x")
-    with pytest.raises(ConfigError, match="device_mesh is not supported"):
-        FSDP(_model(), device_mesh=object())
+    mesh = dist.init_device_mesh("cpu", (1,))
+    with pytest.raises(ConfigError, match="Cannot pass both process_group and device_mesh at the same time"):
+        FSDP(_model(), process_group=dist.group.WORLD, device_mesh=mesh)
+    with pytest.raises(ConfigError, match=r"a hybrid strategy takes a 2-d device_mesh \(replicate, shard\)"):
+        FSDP(_model(), device_mesh=mesh, sharding_strategy=ShardingStrategy.HYBRID_SHARD)
