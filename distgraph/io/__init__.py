@@ -20,7 +20,8 @@ Trust model: a file is data, never code (no pickle). Loading validates before it
 is bounded by the file size (msgpack's max_*_len), nesting by MAX_DEPTH, each tensor's dtype by an
 allow-list, its shape × itemsize against its byte count, and its bytes against the data region, with
 tensors laid out in increasing, non-overlapping order, so a forged header can never make `load`
-allocate more than the file holds. Every checksum is checked. Any problem is a FileFormatError naming
+allocate more than the file holds. Every checksum is checked (but under `load(f, mmap=True)`, whose arrays are
+views of the file's pages: mapped.py). Any problem is a FileFormatError naming
 the file and the tensor. Writes go to a temporary file renamed into place (`os.replace`), so a crash
 never leaves a half-written checkpoint under the final name.
 

@@ -4,6 +4,7 @@ Nothing is allocated before it is checked against the bytes the file really hold
 docstring for the trust model); every failure is a FileFormatError naming the file and the tensor.
 """
 
+import functools
 import inspect
 import io
 import math
@@ -18,7 +19,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import DeviceError, DistgraphError, FileFormatError
-from distgraph.io import torch_format
+from distgraph.io import mapped, torch_format
 from distgraph.io.layout import (
     ALIGN,
     EXT_ARRAY,
@@ -45,9 +46,9 @@ from distgraph.nn.parameter import Parameter
 class Reader:
     """Decodes the tree in the order `Writer.encode` built it, reading each array as its record comes."""
 
-    def __init__(self, fh, name, data_start, data_size, map_location):
+    def __init__(self, fh, name, data_start, data_size, map_location, mapped=None):
         self.fh, self.name, self.data_start, self.data_size = fh, name, data_start, data_size
-        self.map_location = map_location
+        self.map_location, self.mapped = map_location, mapped  # mapped: the file's pages (mmap=True)
         self.data_pos = 0  # end of the last array read: arrays must follow each other, never overlap
         self.records = []  # the tensors and arrays decoded so far, in record order (what references name)
 
@@ -135,19 +136,10 @@ class Reader:
         if offset + nbytes > self.data_size:
             self.fail(f"file is truncated: {what} needs {nbytes} bytes at offset {offset}, data has {self.data_size}")
         self.data_pos = offset + nbytes
-        # The checks above bound the allocation by the bytes actually present in the file.
-        arr = np.empty(shape, dt.newbyteorder(order))
-        view = bytes_view(arr)
-        self.fh.seek(self.data_start + offset)
-        got = crc = 0
-        while got < nbytes:  # checksum each chunk right after reading it, while it is still in cache
-            n = self.fh.readinto(view[got : got + READ_CHUNK])
-            if not n:
-                self.fail(f"file is truncated inside {what}")
-            crc = zlib.crc32(view[got : got + n], crc)
-            got += n
-        if crc != meta.get("crc"):
-            self.fail(f"{what} checksum mismatch (data corrupted)")
+        if self.mapped is not None:  # a view of the file's pages: nothing read, the checksum left (mapped.py)
+            arr = mapped.view(self.mapped, dt.newbyteorder(order), shape, self.data_start + offset)
+        else:  # the checks above bound the allocation by the bytes actually present in the file
+            arr = self.read_bytes(np.empty(shape, dt.newbyteorder(order)), offset, meta.get("crc"), what)
         if not arr.dtype.isnative:
             arr = arr.astype(dt)
         dev = self.target_device(meta.get("device"), what, arr)
@@ -162,6 +154,21 @@ class Reader:
             return self.tensor(arr, dev, meta)
         except DistgraphError as exc:
             self.fail(f"{what}: {exc}")
+
+    def read_bytes(self, arr, offset, expected_crc, what):
+        """`arr` filled from the data region at `offset`, its checksum checked."""
+        view, nbytes = bytes_view(arr), arr.nbytes
+        self.fh.seek(self.data_start + offset)
+        got = crc = 0
+        while got < nbytes:  # checksum each chunk right after reading it, while it is still in cache
+            n = self.fh.readinto(view[got : got + READ_CHUNK])
+            if not n:
+                self.fail(f"file is truncated inside {what}")
+            crc = zlib.crc32(view[got : got + n], crc)
+            got += n
+        if crc != expected_crc:
+            self.fail(f"{what} checksum mismatch (data corrupted)")
+        return arr
 
     def tensor(self, arr, dev, meta):
         """A Tensor on `arr`, or a Parameter when one was saved (torch.load gives back Parameters)."""
@@ -215,7 +222,7 @@ def _takes_two_args(fn):
     return True
 
 
-def load(f, map_location=None):
+def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None, **pickle_load_args):
     """Load what `save` wrote, from a path or a seekable binary file.
 
     `map_location` (as torch.load): None keeps each tensor on the device it was saved from; a device
@@ -224,9 +231,14 @@ def load(f, map_location=None):
     the string) and returns a device, or an array to use as is (`lambda storage, loc: storage` → cpu).
 
     A file torch.save wrote (zip or legacy) is read without torch, as torch.load(weights_only=True)
-    would: see distgraph.io.torch_format.
+    would: see distgraph.io.torch_format. `weights_only` is accepted either way: no file ever runs code here.
+    `mmap=True` (torch's): the arrays are copy-on-write views of the file's pages (mapped.py).
     """
-    tree, native = _load_tree(f, map_location, _load_any)
+    if pickle_module is not None or pickle_load_args:
+        raise FileFormatError(
+            "dg.load: pickle_module and pickle load arguments are not taken (no pickle runs: files are data)"
+        )
+    tree, native = _load_tree(f, map_location, functools.partial(_load_any, mmap=bool(mmap)))
     if not native:
         return tree
     try:
@@ -268,7 +280,7 @@ def load_as(f, parse, what):
         raise FileFormatError(f"{_name(f)}: not a valid distgraph {what} ({type(exc).__name__}: {exc})") from None
 
 
-def _load_any(fh, name, map_location):
+def _load_any(fh, name, map_location, mmap=False):
     """(tree, True) for a distgraph file, (object, False) for a torch one, told apart by the first bytes."""
     if hasattr(fh, "seekable") and hasattr(fh, "read") and fh.seekable():
         base = fh.tell()
@@ -276,11 +288,11 @@ def _load_any(fh, name, map_location):
         fh.seek(base)
         if torch_format.is_torch_file(head):
             place = Reader(fh, name, 0, 0, map_location).target_device
-            return torch_format.load(fh, name, lambda arr, loc, what: place(loc, what, arr)), False
-    return _load(fh, name, map_location), True
+            return torch_format.load(fh, name, lambda arr, loc, what: place(loc, what, arr), mmap), False
+    return _load(fh, name, map_location, mmap), True
 
 
-def _load(fh, name, map_location):
+def _load(fh, name, map_location, mmap=False):
     """Read the record that starts at the stream's current position (as torch.load), and leave the stream
     just past it, so several objects saved one after another into one stream load back in turn."""
     if not (hasattr(fh, "seekable") and hasattr(fh, "read")):
@@ -307,7 +319,8 @@ def _load(fh, name, map_location):
         raise FileFormatError(f"{name}: checksum mismatch in the structure (file corrupted)")
     data_start = HEADER.size + tree_len  # relative to the record's start, as the writer padded it
     data_start += -data_start % ALIGN
-    reader = Reader(fh, name, base + data_start, max(size - data_start, 0), map_location)
+    pages = mapped.map_file(fh, name) if mmap else None
+    reader = Reader(fh, name, base + data_start, max(size - data_start, 0), map_location, pages)
     obj = reader.decode(reader.unpack(tree, ""))
     fh.seek(base + data_start + reader.data_pos)
     return obj

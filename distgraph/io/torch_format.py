@@ -47,6 +47,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import FileFormatError
+from distgraph.io import mapped
 from distgraph.io.layout import MAX_DEPTH, READ_CHUNK, join, show
 from distgraph.nn.parameter import Parameter
 
@@ -315,11 +316,21 @@ class TorchReader:
         storage.placed[dtype] = placed
         return placed
 
-    def read(self, storage, fh, nbytes, big_endian):
-        """Fill `storage.array` from `nbytes` bytes of `fh` (already checked to be in the file)."""
+    def _checked_dtype(self, storage, nbytes):
         dt = np.dtype("u2" if storage.dtype == "bfloat16" else storage.dtype)
         if nbytes != storage.numel * dt.itemsize:
             self.fail(f"storage {storage.key!r}: {nbytes} bytes stored for {storage.numel} {storage.dtype} elements")
+        return dt
+
+    def map(self, storage, pages, offset, nbytes, big_endian):
+        """`storage.array` as a copy-on-write view of `nbytes` mapped bytes at `offset` (mmap=True)."""
+        dt = self._checked_dtype(storage, nbytes)
+        arr = mapped.view(pages, dt.newbyteorder(">" if big_endian else "<"), (storage.numel,), offset)
+        storage.array = arr if arr.dtype.isnative else arr.astype(dt)
+
+    def read(self, storage, fh, nbytes, big_endian):
+        """Fill `storage.array` from `nbytes` bytes of `fh` (already checked to be in the file)."""
+        dt = self._checked_dtype(storage, nbytes)
         arr = np.empty(storage.numel, dt)
         view = memoryview(arr.view(np.uint8)) if nbytes else memoryview(b"")
         got = 0
@@ -354,19 +365,23 @@ def _plain(key):
     return key is None or type(key) in (bool, int, float, str, bytes) or (type(key) is tuple and all(map(_plain, key)))
 
 
-def load(fh, name, place):
-    """Load the torch file starting at `fh`'s position: zip or legacy, sniffed from its first bytes."""
+def load(fh, name, place, mmap=False):
+    """Load the torch file starting at `fh`'s position: zip or legacy, sniffed from its first bytes. `mmap`:
+    the zip's stored storages as copy-on-write views of the file (io/mapped.py); the legacy format has none."""
     base = fh.tell()
     head = fh.read(4)
     fh.seek(base)
     reader = TorchReader(name, place)
-    obj = _load_zip(fh, reader) if head == ZIP_MAGIC else _load_legacy(fh, reader)
+    if head != ZIP_MAGIC and mmap:
+        reader.fail("mmap=True reads torch's zip format only, as torch.load (this file is in its legacy format)")
+    pages = mapped.map_file(fh, name) if mmap else None
+    obj = _load_zip(fh, reader, pages) if head == ZIP_MAGIC else _load_legacy(fh, reader)
     if reader.bfloat16:  # stacklevel: the caller of dg.load (via reader._load_any, _load_tree, load)
         warnings.warn(f"{name}: bfloat16 tensors loaded as float32 (distgraph has no bfloat16 tensors)", stacklevel=5)
     return obj
 
 
-def _load_zip(fh, reader):
+def _load_zip(fh, reader, pages=None):
     try:
         archive = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -384,6 +399,9 @@ def _load_zip(fh, reader):
             tree = reader.unpickle(io.BytesIO(archive.read(info)), info.file_size)
             for key, storage in reader.storages.items():
                 info = _info(archive, f"{prefix}data/{key}", reader, size)
+                if pages is not None and info.compress_type == zipfile.ZIP_STORED:
+                    reader.map(storage, pages, mapped.zip_member_offset(pages, info, reader.name), info.file_size, big)
+                    continue
                 with archive.open(info) as member:
                     reader.read(storage, member, info.file_size, big)
             return reader.build(tree)
