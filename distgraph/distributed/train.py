@@ -27,7 +27,12 @@ checkpoint_score_order="min"))` keeps the best two and the latest (`result.best_
 `RunConfig(failure_config=FailureConfig(max_failures=3))`: when a rank fails or its process dies, every
 rank is stopped and the loop started again on fresh ones, `get_checkpoint()` the latest checkpoint
 (train_run.py) — up to 3 times (-1: always), then fit() raises TrainingFailedError. The ranks are
-`dg.distributed.launch`'s (one all-reduce group). Not offered: Ray Data `datasets=`.
+`dg.distributed.launch`'s (one all-reduce group).
+
+Ray Data, as Ray Train feeds it: `TorchTrainer(..., datasets={"train": ray.data.from_items(rows)})` splits each
+dataset over the ranks (`streaming_split(num_workers, equal=True)`, anew for each attempt), and inside the loop
+`train.get_dataset_shard("train").iter_batches(batch_size=32, batch_format="numpy")` gives this rank's batches
+(dicts of numpy arrays, for `dg.tensor`), epoch after epoch. Ray Data needs pyarrow and pandas installed.
 """
 
 import os
@@ -42,7 +47,7 @@ from distgraph.errors import ConfigError, DistributedError
 __all__ = [
     "TorchTrainer", "DataParallelTrainer", "ScalingConfig", "RunConfig", "CheckpointConfig", "FailureConfig",
     "Checkpoint", "Result", "TrainingFailedError", "report", "get_context", "get_checkpoint", "prepare_model",
-    "prepare_data_loader",
+    "prepare_data_loader", "get_dataset_shard",
 ]  # fmt: skip
 
 
@@ -164,7 +169,7 @@ class TrainContext:
 # this process's run (a rank's): where it writes, how many reports came before (earlier attempts), the
 # checkpoints kept so far (name, metrics) and the one to resume from
 _run = {"name": None, "path": None, "reported": 0, "before": 0, "first": 0, "kept": [], "checkpoint": None,
-        "checkpoint_config": None}  # fmt: skip
+        "checkpoint_config": None, "datasets": {}}  # fmt: skip
 
 
 def report(metrics, checkpoint=None):
@@ -197,6 +202,18 @@ def report(metrics, checkpoint=None):
 
 def get_context():
     return TrainContext(_run)
+
+
+def get_dataset_shard(dataset_name=None):
+    """This rank's share of the TorchTrainer's dataset `dataset_name` (Ray Data's DataIterator: `iter_batches`)."""
+    shards = _run.get("datasets") or {}
+    if dataset_name is None and len(shards) == 1:
+        dataset_name = next(iter(shards))
+    if dataset_name not in shards:
+        raise ConfigError(
+            f"get_dataset_shard: no dataset {dataset_name!r} was passed to the TorchTrainer (datasets: {sorted(shards)})"
+        )
+    return shards[dataset_name][loop.rank()]
 
 
 def get_checkpoint():
@@ -256,9 +273,14 @@ class TorchTrainer:
                  datasets=None, resume_from_checkpoint=None, torch_config=None, metadata=None):  # fmt: skip
         if not callable(train_loop_per_worker):
             raise ConfigError("TorchTrainer: train_loop_per_worker must be callable")
-        if datasets:
-            raise ConfigError("TorchTrainer: datasets= (Ray Data) is not supported: read the data in the loop")
-        self.fn, self.config = train_loop_per_worker, train_loop_config
+        datasets = dict(datasets or {})
+        for key, ds in datasets.items():
+            if not hasattr(ds, "streaming_split"):
+                raise ConfigError(
+                    f"TorchTrainer: datasets[{key!r}] must be a Ray Data Dataset (ray.data.from_items(...), "
+                    f"ray.data.from_numpy(...)), got {type(ds).__name__}"
+                )
+        self.fn, self.config, self.datasets = train_loop_per_worker, train_loop_config, datasets
         self.scaling = scaling_config or ScalingConfig()
         self.run_config = run_config or RunConfig()
         self.resume = resume_from_checkpoint
@@ -298,6 +320,8 @@ class TorchTrainer:
                 "name": name, "path": path, "before": len(log.reports()), "kept": log.checkpoints(),
                 "checkpoint": resume, "first": train_run.next_checkpoint_number(path),
                 "checkpoint_config": self.run_config.checkpoint_config,
+                # each dataset split over the ranks, anew for each attempt (a split is read once through)
+                "datasets": {k: ds.streaming_split(s.num_workers, equal=True) for k, ds in self.datasets.items()},
             }  # fmt: skip
             try:
                 return loop.launch(

@@ -97,7 +97,7 @@ def test_a_ray_train_loop_trains_reports_checkpoints_and_resumes(ray_session, tm
 
 
 def test_what_distgraph_does_not_offer_is_refused_by_name():
-    with pytest.raises(ConfigError, match=r"datasets= \(Ray Data\) is not supported"):
+    with pytest.raises(ConfigError, match=r"datasets\['train'\] must be a Ray Data Dataset .* got object"):
         train.TorchTrainer(lambda: None, datasets={"train": object()})
     with pytest.raises(ConfigError, match="placement_strategy PACK"):
         train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(placement_strategy="SPREAD")).fit()
