@@ -111,7 +111,9 @@ class DistributedDataParallel(Module, Joinable):
         self._had = [False] * len(self._params)
         self.bucket_cap_mb, self._bucketer = bucket_cap_mb, None  # (built at the first synced backward)
         if init_sync:  # (False: the user vouches that every rank starts alike, as torch's)
-            buffers = self._buffers_to_sync() if broadcast_buffers is not False else []
+            # (torch 2.13: the deprecated broadcast_buffers=False keeps buffers out, unless forward_sync_buffers is given)
+            keep_out = broadcast_buffers is False and forward_sync_buffers is None
+            buffers = [] if keep_out else self._buffers_to_sync()
             with no_grad():
                 self._collective(loop.broadcast, list(module.parameters()) + buffers, 0)
         for p in self._params:

@@ -7,8 +7,10 @@ with a process group along each dimension — how torch sets up hybrid sharding 
 
 Making a mesh is a collective: every rank makes it, with the same layout, and for each dimension every rank
 makes the group of every row along it (`new_group`'s rule: the same groups in the same order on every rank),
-keeping the one it is in. A row of all the launch's ranks is the launch's own group (`group.WORLD`). A sub-mesh
-(`mesh["shard"]`) takes its parent's groups, as torch's, and makes none.
+keeping the one it is in. A row of all the launch's ranks is the launch's own group (`group.WORLD`). A rank
+outside the mesh makes the groups too (so that its later groups are named alike) and keeps none: its
+`get_coordinate()` is None, as torch's. A sub-mesh (`mesh["shard"]`) takes its parent's groups, as torch's, and
+makes none.
 """
 
 import math
@@ -26,14 +28,15 @@ class DeviceMesh:
     per dimension for this rank (see the module doc)."""
 
     def __init__(self, device_type, mesh, *, mesh_dim_names=None, _groups=None):
-        ranks = np.asarray(mesh.numpy() if isinstance(mesh, Tensor) else mesh)
+        try:
+            ranks = np.asarray(mesh.numpy() if isinstance(mesh, Tensor) else mesh)
+        except ValueError:  # (ragged nested lists)
+            ranks = np.asarray([])
         if ranks.dtype.kind not in "iu" or ranks.ndim == 0 or ranks.size == 0:
             raise ConfigError(f"DeviceMesh: mesh must be a non-empty n-d array of ranks, got {mesh!r}")
-        world, me = loop.world_size(), loop._context.launch_rank()
+        world = loop.world_size()
         if len(set(ranks.ravel().tolist())) != ranks.size or not (0 <= ranks.min() and ranks.max() < world):
             raise ConfigError(f"DeviceMesh: mesh {ranks.tolist()} must hold distinct ranks of the launch's {world}")
-        if me not in ranks:
-            raise ConfigError(f"DeviceMesh: this rank ({me}) is not in the mesh {ranks.tolist()}")
         names = tuple(mesh_dim_names) if mesh_dim_names is not None else None
         if names is not None and (len(names) != ranks.ndim or len(set(names)) != len(names)):
             raise ConfigError(
@@ -78,12 +81,16 @@ class DeviceMesh:
         return loop._context.launch_rank()
 
     def get_coordinate(self):
-        """This rank's index along each dimension."""
-        return [int(i) for i in np.argwhere(self._ranks == self.get_rank())[0]]
+        """This rank's index along each dimension (None outside the mesh), as torch's tuple."""
+        where = np.argwhere(self._ranks == self.get_rank())
+        return tuple(int(i) for i in where[0]) if len(where) else None
 
     def get_local_rank(self, mesh_dim=None):
-        """This rank's place along `mesh_dim` (its rank in that dimension's group)."""
-        return self.get_coordinate()[self._dim(mesh_dim)]
+        """This rank's rank in the group along `mesh_dim` (its groups hold their ranks sorted, as torch's)."""
+        group = self.get_group(mesh_dim)
+        if group is None:
+            raise ConfigError(f"DeviceMesh: this rank ({self.get_rank()}) is not in the mesh {self._ranks.tolist()}")
+        return group.rank() if hasattr(group, "ranks") else self.get_rank()
 
     # ---- the groups ----------------------------------------------------------------------------------------
     def get_group(self, mesh_dim=None):
@@ -98,7 +105,13 @@ class DeviceMesh:
         along them, with the groups this mesh made."""
         names = (names,) if isinstance(names, str) else tuple(names)
         dims = [self._dim(n, "DeviceMesh[...]", by_name=True) for n in names]
+        if len(set(dims)) != len(dims):
+            raise ConfigError(f"DeviceMesh[...]: each dimension may be named once, got {names}")
         coordinate = self.get_coordinate()
+        if coordinate is None:
+            raise ConfigError(
+                f"DeviceMesh[...]: this rank ({self.get_rank()}) is not in the mesh {self._ranks.tolist()}"
+            )
         index = tuple(slice(None) if d in dims else coordinate[d] for d in range(self.ndim))
         ranks = np.moveaxis(self._ranks[index], [sorted(dims).index(d) for d in dims], range(len(dims)))
         return DeviceMesh(self.device_type, ranks, mesh_dim_names=names, _groups=[self._groups[d] for d in dims])
@@ -125,8 +138,18 @@ class DeviceMesh:
         return mesh_dim % self.ndim
 
     def __repr__(self):
-        names = f", mesh_dim_names={self.mesh_dim_names}" if self.mesh_dim_names else ""
-        return f"DeviceMesh('{self.device_type}', {self._ranks.tolist()}{names})"
+        """torch 2.13's: the sizes (named), the device and the strides of the ranks' layout (the ranks themselves
+        where they are no strided layout of 0, 1, ...)."""
+        sizes = self.shape
+        shown = (
+            f"({', '.join(f'{n}={s}' for n, s in zip(self.mesh_dim_names, sizes))})"
+            if self.mesh_dim_names
+            else f"{sizes}"
+        )
+        strides = tuple(int(s) // self._ranks.itemsize for s in np.ascontiguousarray(self._ranks).strides)
+        regular = np.array_equal(self._ranks, np.arange(self._ranks.size).reshape(sizes))
+        layout = f"stride={strides}" if regular else f"mesh={self._ranks.tolist()}"
+        return f"DeviceMesh({shown}, '{self.device_type}', {layout})"
 
 
 def init_device_mesh(device_type, mesh_shape, *, mesh_dim_names=None):

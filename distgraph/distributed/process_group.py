@@ -218,8 +218,15 @@ def new_subgroups(group_size=None, group=None, timeout=None, backend=None, pg_op
     world = loop.world_size()
     if group is not None:
         raise ConfigError("new_subgroups: group is the launch's (None); subgroups of a subgroup are not supported")
-    if group_size is None:
-        group_size = len(loop._local_ranks()[0])
+    if group_size is None:  # (every rank must come to the same size: the nodes must hold as many ranks)
+        nodes = _context.get("nodes") or [None] * world
+        per_node = {nodes.count(n) for n in nodes}
+        if len(per_node) > 1:
+            raise ConfigError(
+                f"new_subgroups: the nodes hold {sorted(per_node)} ranks each, so there is no one default group_size; "
+                "pass group_size"
+            )
+        group_size = per_node.pop()
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or world % group_size:
         raise ConfigError(f"new_subgroups: group_size must divide the launch's {world} ranks, got {group_size!r}")
     return new_subgroups_by_enumeration([list(range(s, s + group_size)) for s in range(0, world, group_size)])
@@ -235,7 +242,8 @@ def new_subgroups_by_enumeration(ranks_per_subgroup_list, timeout=None, backend=
             f"new_subgroups_by_enumeration: every rank may be in one subgroup at most, got {ranks_per_subgroup_list!r}"
         )
     made = [new_group(ranks) for ranks in lists]
-    mine = next((g for g, ranks in zip(made, lists) if loop.rank() in ranks), None)
+    me = _context.launch_rank()
+    mine = next((g for g, ranks in zip(made, lists) if me in ranks), None)
     return mine, made
 
 

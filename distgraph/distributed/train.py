@@ -213,7 +213,7 @@ def get_dataset_shard(dataset_name=None):
         raise ConfigError(
             f"get_dataset_shard: no dataset {dataset_name!r} was passed to the TorchTrainer (datasets: {sorted(shards)})"
         )
-    return shards[dataset_name][loop.rank()]
+    return shards[dataset_name][loop._context.launch_rank()]
 
 
 def get_checkpoint():

@@ -5,6 +5,9 @@ The file is mapped once, privately (`mmap.ACCESS_COPY`): an array written to cha
 the file. The bounds of every array are checked against the file as without mmap, but its checksum is not: that
 would read every byte, which is what mapping avoids (torch's format has none at all). A torch zip file maps its
 stored (uncompressed) members, as torch.load(mmap=True) reads only zip files; its legacy format cannot be mapped.
+As with torch's, the arrays see the file as it is when they are read: a file rewritten in place meanwhile changes
+them, and one cut shorter ends the process (SIGBUS) — `dg.save` never does either (it writes a new file and
+renames it into place).
 """
 
 import mmap

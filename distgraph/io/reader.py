@@ -18,7 +18,7 @@ from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import DeviceError, DistgraphError, FileFormatError
+from distgraph.errors import ConfigError, DeviceError, DistgraphError, FileFormatError
 from distgraph.io import mapped, torch_format
 from distgraph.io.layout import (
     ALIGN,
@@ -235,7 +235,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     `mmap=True` (torch's): the arrays are copy-on-write views of the file's pages (mapped.py).
     """
     if pickle_module is not None or pickle_load_args:
-        raise FileFormatError(
+        raise ConfigError(
             "dg.load: pickle_module and pickle load arguments are not taken (no pickle runs: files are data)"
         )
     tree, native = _load_tree(f, map_location, functools.partial(_load_any, mmap=bool(mmap)))

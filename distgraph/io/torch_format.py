@@ -399,7 +399,7 @@ def _load_zip(fh, reader, pages=None):
             tree = reader.unpickle(io.BytesIO(archive.read(info)), info.file_size)
             for key, storage in reader.storages.items():
                 info = _info(archive, f"{prefix}data/{key}", reader, size)
-                if pages is not None and info.compress_type == zipfile.ZIP_STORED:
+                if pages is not None and info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
                     reader.map(storage, pages, mapped.zip_member_offset(pages, info, reader.name), info.file_size, big)
                     continue
                 with archive.open(info) as member:

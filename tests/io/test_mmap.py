@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import distgraph as dg
-from distgraph.errors import FileFormatError
+from distgraph.errors import ConfigError, FileFormatError
 
 torch = pytest.importorskip("torch")  # (the torch files are written by torch itself)
 
@@ -57,5 +57,5 @@ def test_what_cannot_be_mapped_is_refused_by_name(tmp_path):
     with pytest.raises(FileFormatError, match="mmap=True reads torch's zip format only"):
         dg.load(tmp_path / "old.pt", mmap=True)
     np.testing.assert_array_equal(dg.load(tmp_path / "old.pt")["w"].numpy(), [1.0, 1.0])  # read, not mapped
-    with pytest.raises(FileFormatError, match="pickle_module and pickle load arguments are not taken"):
+    with pytest.raises(ConfigError, match="pickle_module and pickle load arguments are not taken"):
         dg.load(tmp_path / "s.dg", encoding="latin1")
