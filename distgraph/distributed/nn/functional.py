@@ -212,6 +212,81 @@ class _AllToAllSingle(Function):
         return None, None, None, _AllToAllSingle.apply(back, sent, received, grad)
 
 
+# ---- tensor parallelism's region boundaries (Megatron's f / g; tensor/parallel.py) ---------------------------
+# Every rank of a tensor-parallel group computes the same loss from replicated outputs, so a replicated tensor's
+# gradient is already whole on each rank: these pair a collective one way with none the other.
+@_over_its_group
+class _CopyToRegion(Function):
+    """Forward: the replicated input as it is; backward: the ranks' partial input gradients summed."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return _copy(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduce.apply(ReduceOp.SUM, grad)
+
+
+@_over_its_group
+class _ReduceFromRegion(Function):
+    """Forward: the ranks' partial outputs summed; backward: the replicated gradient as it is."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        (out,) = collectives._reduce([tensor.array], ReduceOp.SUM, "all_reduce")
+        return Tensor(out, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _CopyToRegion.apply(grad)
+
+
+@_over_its_group
+class _GatherLastDim(Function):
+    """Forward: the ranks' shards joined along the last dim; backward: this rank's slice of the gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        parts = loop.all_gather([_zeros_like(tensor) for _ in range(loop.world_size())], tensor)
+        return Tensor(tensor.device.xp.concatenate([p.array for p in parts], axis=-1), device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _SplitLastDim.apply(grad)
+
+
+@_over_its_group
+class _SplitLastDim(Function):
+    """Forward: this rank's slice along the last dim of a replicated tensor; backward: the slices' gradients joined."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        width = tensor.shape[-1] // loop.world_size()
+        start = loop.rank() * width
+        return Tensor(tensor.array[..., start : start + width].copy(), device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _GatherLastDim.apply(grad)
+
+
+def copy_to_region(tensor, group=None):
+    return _in(group, "tensor parallel", _CopyToRegion.apply, tensor)
+
+
+def reduce_from_region(tensor, group=None):
+    return _in(group, "tensor parallel", _ReduceFromRegion.apply, tensor)
+
+
+def gather_last_dim(tensor, group=None):
+    return _in(group, "tensor parallel", _GatherLastDim.apply, tensor)
+
+
+def split_last_dim(tensor, group=None):
+    return _in(group, "tensor parallel", _SplitLastDim.apply, tensor)
+
+
 def all_reduce(tensor, op=ReduceOp.SUM, group=None):
     """Every rank's tensor reduced by `op` (SUM or AVG) → a new tensor, the same on every rank."""
     return _in(group, "all_reduce", _AllReduce.apply, _differentiable_op(op, "all_reduce"), tensor)

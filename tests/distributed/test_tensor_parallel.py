@@ -1,0 +1,94 @@
+"""Tensor parallelism (distributed/tensor/parallel.py): on 2 real Ray ranks an MLP whose first Linear is
+ColwiseParallel and second RowwiseParallel gives the unsharded model's outputs and input gradient, each rank's
+weight shards get their slices of its gradients, and SGD steps keep the shards equal to the plain model's slices
+(float64); the other layouts, and what is not done, named."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+from distgraph.distributed.tensor import Replicate, Shard
+from distgraph.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from distgraph.errors import ConfigError
+
+STEPS = 3
+
+
+def _model(seed=0):
+    dg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).to(dg.float64)
+
+
+def _batch(step):
+    rng = np.random.default_rng(step)
+    return rng.standard_normal((5, 6)), rng.standard_normal((5, 4))
+
+
+def _run(model, rank=None):
+    """STEPS SGD steps on (out · w).sum() → outputs, input gradients, parameters after each step."""
+    opt = dg.optim.SGD(model.parameters(), lr=0.1)
+    out = []
+    for step in range(STEPS):
+        x, w = _batch(step)
+        xt = dg.tensor(x, requires_grad=True)
+        opt.zero_grad()
+        y = model(xt)
+        (y * dg.tensor(w)).sum().backward()
+        out.append((y.detach().numpy(), xt.grad.numpy(), [p.grad.numpy().copy() for p in model.parameters()]))
+        opt.step()
+    return out, [p.detach().numpy() for p in model.parameters()]
+
+
+def _on_each_rank():
+    mesh = dist.init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
+    model = _model(seed=dist.get_rank())  # the group's first rank's parameters are the ones cut
+    parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    steps, params = _run(model)
+
+    def linear():  # one layer, the same on every rank and each time
+        dg.manual_seed(5)
+        return nn.Linear(6, 4).to(dg.float64)
+
+    single = linear()  # and each way, with the other layouts: the same outputs
+    col = parallelize_module(linear(), mesh, ColwiseParallel(output_layouts=Replicate()))
+    row = parallelize_module(linear(), mesh, RowwiseParallel(input_layouts=Replicate()))
+    x = dg.tensor(_batch(9)[0])
+    errors = []
+    for call in (
+        lambda: parallelize_module(_model(), mesh, {"1": ColwiseParallel()}),
+        lambda: parallelize_module(nn.Linear(5, 4), mesh, RowwiseParallel()),
+        lambda: parallelize_module(_model(), mesh, {"fc9": ColwiseParallel()}),
+        lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(input_layouts=Shard(0))}),
+    ):
+        with pytest.raises(ConfigError) as err:
+            call()
+        errors.append(str(err.value))
+    return {"shapes": shapes, "steps": steps, "params": params, "single": [p.detach().numpy() for p in single.parameters()],
+            "col": col(x).detach().numpy(), "row": row(x).detach().numpy(), "x": x.numpy(), "errors": errors}  # fmt: skip
+
+
+@pytest.mark.ray
+def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and_steps(ray_session):
+    ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    plain_steps, plain_params = _run(_model(seed=0))
+    for r, out in enumerate(ranks):
+        assert out["shapes"] == [(4, 6), (4,), (4, 4), (4,)]  # rows of fc1 (and its bias), columns of fc2
+        rows, cols = slice(4 * r, 4 * r + 4), slice(4 * r, 4 * r + 4)
+        for (y, gx, grads), (py, pgx, pgrads) in zip(out["steps"], plain_steps):
+            np.testing.assert_allclose(y, py, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(gx, pgx, rtol=0, atol=1e-12)  # partial input gradients summed
+            for g, want in zip(grads, [pgrads[0][rows], pgrads[1][rows], pgrads[2][:, cols], pgrads[3]]):
+                np.testing.assert_allclose(g, want, rtol=0, atol=1e-12)
+        want = [plain_params[0][rows], plain_params[1][rows], plain_params[2][:, cols], plain_params[3]]
+        for p, w in zip(out["params"], want):
+            np.testing.assert_allclose(p, w, rtol=0, atol=1e-12)
+        weight, bias = out["single"]  # the same Linear, whole, on every rank: the sharded ones must give its output
+        np.testing.assert_allclose(out["col"], out["x"] @ weight.T + bias, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out["row"], out["x"] @ weight.T + bias, rtol=0, atol=1e-12)
+        assert "only nn.Linear is parallelized here, got ReLU" in out["errors"][0]
+        assert "weight of shape (4, 5) does not split evenly over 2 ranks along dim 1" in out["errors"][1]
+        assert "no submodule of the model is named 'fc9'" in out["errors"][2]
+        assert "input_layouts must be one of (Replicate(),), got Shard(dim=0)" in out["errors"][3]
