@@ -1,0 +1,190 @@
+"""torch.distributed.pipelining's manual pipeline inside a `dg.distributed.launch`: one stage per rank, its
+micro-batches' activations and gradients passed between neighbours with point-to-point messages (p2p.py).
+
+    stage = PipelineStage(my_part_of_the_model, stage_index=dist.get_rank(), num_stages=dist.get_world_size())
+    schedule = Schedule1F1B(stage, n_microbatches=4, loss_fn=F.cross_entropy)   # or ScheduleGPipe
+    if stage.is_first:
+        schedule.step(x)                                   # the batch, cut into micro-batches along dim 0
+    elif stage.is_last:
+        losses = []
+        out = schedule.step(target=y, losses=losses)      # the outputs joined; each micro-batch's loss
+    else:
+        schedule.step()
+    optimizer.step()                                       # each stage steps its own part
+
+As torch's: the gradients are those of the mean of the micro-batches' losses (`scale_grads=True`: each loss
+enters backward divided by the count), they accumulate in the stage's parameters like any backward, and
+without a `loss_fn` a step runs the forward alone. GPipe runs every forward, then every backward; 1F1B starts
+`num_stages - 1 - stage_index` forwards ahead, then alternates, so a stage holds at most that many more
+micro-batches' activations. Each message is preceded by a small header (dtype and shape), so a stage need not
+be told its input's shape. Messages never wait for their receiver on one node (p2p.py), so neither order can
+deadlock there; stages hand over single tensors (a tuple is refused by name).
+"""
+
+import numpy as np
+
+from distgraph.autograd.tensor import Tensor
+from distgraph.distributed import loop, p2p
+from distgraph.errors import ConfigError, ShapeError
+from distgraph.ops.shape import cat
+
+_HEADER = 10  # int64s: dtype code, ndim, then the shape (8 dims at most)
+_DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")
+
+__all__ = ["PipelineStage", "Schedule1F1B", "ScheduleGPipe"]
+
+
+class PipelineStage:
+    """This rank's stage: `submodule` as stage `stage_index` of `num_stages`, one per rank of `group`'s (the
+    launch's by default) in order."""
+
+    def __init__(self, submodule, stage_index, num_stages, device=None, input_args=None, output_args=None,
+                 group=None, dw_builder=None):  # fmt: skip
+        from distgraph.distributed.process_group import _check_group
+
+        sub = _check_group(group, "PipelineStage", subgroups=True)
+        ranks = list(range(loop.world_size())) if sub is None else list(sub.ranks)
+        me = loop.rank()
+        if num_stages != len(ranks):
+            raise ConfigError(
+                f"PipelineStage: num_stages={num_stages}, but the group has {len(ranks)} ranks (one stage each)"
+            )
+        if me not in ranks or ranks.index(me) != stage_index:
+            raise ConfigError(
+                f"PipelineStage: stage_index={stage_index} is not this rank's place ({ranks.index(me) if me in ranks else 'none'}) "
+                f"in the group {ranks}: stage s runs on the group's s-th rank"
+            )
+        if dw_builder is not None:
+            raise ConfigError("PipelineStage: dw_builder (zero-bubble schedules) is not supported")
+        self.submod, self.stage_index, self.num_stages, self._ranks = submodule, stage_index, num_stages, ranks
+
+    @property
+    def is_first(self):
+        return self.stage_index == 0
+
+    @property
+    def is_last(self):
+        return self.stage_index == self.num_stages - 1
+
+    def _send(self, tensor, stage):
+        """`tensor` (a single one, detached) to `stage`, after a header saying its dtype and shape."""
+        if not isinstance(tensor, Tensor):
+            raise ConfigError(
+                f"PipelineStage {self.stage_index}: a stage hands over one tensor, got {type(tensor).__name__}"
+            )
+        dtype = str(tensor.array.dtype)
+        if dtype not in _DTYPES or tensor.ndim > _HEADER - 2:
+            raise ShapeError(
+                f"PipelineStage {self.stage_index}: cannot send a {dtype} tensor of shape {tuple(tensor.shape)}"
+            )
+        header = np.zeros(_HEADER, np.int64)
+        header[:2] = _DTYPES.index(dtype), tensor.ndim
+        header[2 : 2 + tensor.ndim] = tensor.shape
+        p2p.send(Tensor(header), self._ranks[stage])
+        p2p.send(tensor.detach(), self._ranks[stage])
+
+    def _recv(self, stage, device):
+        """The next tensor `stage` sends this one (its header first)."""
+        header = Tensor(np.zeros(_HEADER, np.int64))
+        p2p.recv(header, self._ranks[stage])
+        code, ndim = (int(v) for v in header.array[:2])
+        shape = tuple(int(v) for v in header.array[2 : 2 + ndim])
+        out = Tensor(device.xp.zeros(shape, _DTYPES[code]), device=device)
+        p2p.recv(out, self._ranks[stage])
+        return out
+
+
+class _PipelineSchedule:
+    """A single-stage-per-rank schedule (torch's PipelineScheduleSingle); subclasses give the order."""
+
+    def __init__(self, stage, n_microbatches, loss_fn=None, output_merge_spec=None, scale_grads=True):
+        if not isinstance(stage, PipelineStage):
+            raise ConfigError(f"{type(self).__name__}: stage must be a PipelineStage, got {type(stage).__name__}")
+        if isinstance(n_microbatches, bool) or not isinstance(n_microbatches, int) or n_microbatches < 1:
+            raise ConfigError(f"{type(self).__name__}: n_microbatches must be a positive int, got {n_microbatches!r}")
+        if output_merge_spec is not None:
+            raise ConfigError(f"{type(self).__name__}: output_merge_spec is not supported (outputs join along dim 0)")
+        self.stage, self.n, self.loss_fn, self.scale_grads = stage, n_microbatches, loss_fn, scale_grads
+
+    def _order(self):
+        raise NotImplementedError
+
+    def step(self, *args, target=None, losses=None, **kwargs):
+        """One batch through the pipeline (see the module doc) → on the last stage, the outputs joined along
+        dim 0; elsewhere None."""
+        stage, n = self.stage, self.n
+        if kwargs or (args and not stage.is_first) or (not args and stage.is_first) or len(args) > 1:
+            raise ConfigError(
+                f"{type(self).__name__}.step: stage {stage.stage_index} takes "
+                + ("one input tensor (the batch)" if stage.is_first else "no input (it receives its stage's)")
+            )
+        if (target is not None) != (stage.is_last and self.loss_fn is not None):
+            raise ConfigError(
+                f"{type(self).__name__}.step: target= goes to the last stage, and only with a loss_fn "
+                f"(stage {stage.stage_index} of {stage.num_stages}, loss_fn {'given' if self.loss_fn else 'None'})"
+            )
+        inputs = _chunks(args[0], n, "the batch") if stage.is_first else None
+        targets = _chunks(target, n, "target") if target is not None else None
+        kept, outputs, micro_losses = {}, [], []
+        for action, i in self._order() if self.loss_fn is not None else [("F", i) for i in range(n)]:
+            if action == "F":
+                x = inputs[i] if stage.is_first else stage._recv(stage.stage_index - 1, _device(stage.submod))
+                if not stage.is_first:
+                    x.requires_grad_(True)
+                y = stage.submod(x)
+                if stage.is_last:
+                    outputs.append(y.detach())
+                    if self.loss_fn is not None:
+                        loss = self.loss_fn(y, targets[i])
+                        micro_losses.append(loss)
+                        kept[i] = (x, loss)
+                else:
+                    stage._send(y, stage.stage_index + 1)
+                    kept[i] = (x, y)
+            else:
+                x, y = kept.pop(i)
+                if stage.is_last:
+                    (y / n if self.scale_grads else y).backward()
+                else:
+                    y.backward(stage._recv(stage.stage_index + 1, y.device))
+                if not stage.is_first:
+                    stage._send(x.grad, stage.stage_index - 1)
+        if losses is not None and stage.is_last:
+            losses.extend(loss.detach() for loss in micro_losses)
+        return cat(outputs, dim=0) if stage.is_last else None
+
+
+class ScheduleGPipe(_PipelineSchedule):
+    """Every micro-batch's forward, then every backward."""
+
+    def _order(self):
+        return [("F", i) for i in range(self.n)] + [("B", i) for i in range(self.n)]
+
+
+class Schedule1F1B(_PipelineSchedule):
+    """`num_stages - 1 - stage_index` forwards ahead, then one forward and one backward in turn, then the rest of
+    the backwards: a stage holds fewer micro-batches' activations than under GPipe."""
+
+    def _order(self):
+        ahead = min(self.n, self.stage.num_stages - 1 - self.stage.stage_index)
+        order = [("F", i) for i in range(ahead)]
+        for i in range(self.n - ahead):
+            order += [("F", ahead + i), ("B", i)]
+        return order + [("B", i) for i in range(self.n - ahead, self.n)]
+
+
+def _chunks(tensor, n, what):
+    """`tensor` cut into `n` micro-batches along dim 0 (torch's tensor_split: the first ones one row longer)."""
+    if not isinstance(tensor, Tensor) or tensor.ndim == 0 or tensor.shape[0] < n:
+        raise ShapeError(f"pipeline step: {what} must be a tensor of at least {n} rows (n_microbatches), got "
+                         f"{tuple(getattr(tensor, 'shape', ())) or type(tensor).__name__}")  # fmt: skip
+    base, extra = divmod(tensor.shape[0], n)
+    bounds = np.cumsum([0] + [base + (1 if i < extra else 0) for i in range(n)])
+    return [tensor[int(a) : int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _device(module):
+    from distgraph.backend import CPU
+
+    first = next(iter(module.parameters()), None)
+    return CPU if first is None else first.device

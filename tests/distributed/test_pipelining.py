@@ -1,0 +1,88 @@
+"""torch.distributed.pipelining's manual stages (distributed/pipelining.py) on 3 real Ray ranks: an MLP cut into
+three stages, run by ScheduleGPipe and Schedule1F1B over 4 micro-batches (one of them a row short), gives one
+process's outputs, per-micro-batch losses and gradients (float64); a forward-only step; errors named."""
+
+import numpy as np
+import pytest
+
+import distgraph as dg
+import distgraph.distributed as dist
+import distgraph.nn as nn
+import distgraph.nn.functional as F
+from distgraph.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from distgraph.errors import ConfigError
+
+ROWS, MICRO = 15, 4  # 4, 4, 4, 3 rows
+
+
+def _model():
+    dg.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3)).to(dg.float64)
+
+
+def _parts(model):
+    return [model[0:2], model[2:4], model[4:5]]
+
+
+def _data():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((ROWS, 5))
+    return dg.tensor(x), dg.tensor((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64))
+
+
+def _on_each_rank(schedule_name):
+    rank = dist.get_rank()
+    part = _parts(_model())[rank]
+    stage = PipelineStage(part, rank, 3)
+    schedule = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule_name](stage, MICRO, loss_fn=F.cross_entropy)
+    x, y = _data()
+    losses = []
+    out = (
+        schedule.step(x)
+        if stage.is_first
+        else schedule.step(target=y, losses=losses)
+        if stage.is_last
+        else schedule.step()
+    )
+    grads = [p.grad.numpy() for p in part.parameters()]
+    forward_only = ScheduleGPipe(stage, 2)
+    again = forward_only.step(x) if stage.is_first else forward_only.step()
+    with pytest.raises(ConfigError, match=r"stage_index=\d is not this rank.s place \(\d\) in the group \[0, 1, 2\]"):
+        PipelineStage(part, 2 if rank != 2 else 0, 3)
+    return {
+        "out": None if out is None else out.numpy(), "losses": [float(v) for v in losses], "grads": grads,
+        "again": None if again is None else again.numpy(),
+    }  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("schedule_name", ["gpipe", "1f1b"])
+def test_three_stages_give_one_process_outputs_losses_and_gradients(ray_session, schedule_name):
+    ranks = dist.launch(_on_each_rank, workers=3, cpus_per_worker=0.5, args=(schedule_name,), timeout_s=60)
+    model = _model()
+    x, y = _data()
+    cuts = [(0, 4), (4, 8), (8, 12), (12, 15)]
+    micro = [F.cross_entropy(model(x[a:b]), y[a:b]) for a, b in cuts]
+    (sum(micro) / MICRO).backward()  # torch's scale_grads: the mean of the micro-batches' losses
+    np.testing.assert_allclose(ranks[2]["out"], model(x).detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ranks[2]["losses"], [float(v) for v in micro], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ranks[2]["again"], model(x).detach().numpy(), rtol=0, atol=1e-12)
+    for rank, part in enumerate(_parts(model)):
+        for got, p in zip(ranks[rank]["grads"], part.parameters()):
+            np.testing.assert_allclose(got, p.grad.numpy(), rtol=0, atol=1e-12)
+    assert ranks[0]["out"] is None and ranks[1]["out"] is None and ranks[0]["losses"] == []
+
+
+def test_alone_bad_stages_and_steps_are_named():
+    with pytest.raises(ConfigError, match="num_stages=2, but the group has 1 ranks"):
+        PipelineStage(nn.Linear(2, 2), 0, 2)
+    stage = PipelineStage(nn.Linear(2, 2).to(dg.float64), 0, 1)
+    with pytest.raises(ConfigError, match="n_microbatches must be a positive int"):
+        ScheduleGPipe(stage, 0)
+    schedule = Schedule1F1B(stage, 2, loss_fn=F.mse_loss)
+    with pytest.raises(ConfigError, match="target= goes to the last stage, and only with a loss_fn"):
+        schedule.step(dg.ones(4, 2, dtype=dg.float64))
+    x = dg.ones(4, 2, dtype=dg.float64)
+    losses = []
+    out = schedule.step(x, target=dg.zeros(4, 2, dtype=dg.float64), losses=losses)  # one stage: first and last
+    assert tuple(out.shape) == (4, 2) and len(losses) == 2
