@@ -26,8 +26,9 @@ rank), `FSDP.optim_state_dict(model, optim)` / `FSDP.optim_state_dict_to_load(mo
 the optimizer, fsdp_optim.py), `FSDP.summon_full_params(model, writeback=True)`, `clip_grad_norm_(max_norm, norm_type)` (the norm over
 every rank's shards), `sync_module_states=True` (rank 0's values everywhere first), `.module`. Every rank must
 run the same forwards and backwards (as with torch). Accepted and without effect here, being about overlap on
-GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`. Refused by name: parameter
-offload, ignored modules, `param_init_fn`.
+GPUs: `backward_prefetch`, `forward_prefetch`, `limit_all_gathers`, `device_id`, and `CPUOffload(offload_params=True)`
+for a model on the cpu (its shards are in host memory already). Refused by name: parameter offload of a GPU model,
+ignored modules, `param_init_fn`.
 
 `process_group=dist.new_group(ranks)` splits and averages over those ranks alone; HYBRID_SHARD (FULL_SHARD
 within a shard group, replicated across a replicate group) and _HYBRID_SHARD_ZERO2 (SHARD_GRAD_OP so) take
@@ -159,7 +160,9 @@ class FullyShardedDataParallel(Module):
         strategy = sharding_strategy or ShardingStrategy.FULL_SHARD
         hybrid = strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2)
         refused = {
-            "cpu_offload with offload_params=True": cpu_offload is not None and cpu_offload.offload_params,
+            # (on the cpu the shards already live in host memory: offloading them is what happens anyway)
+            "cpu_offload with offload_params=True on a GPU model": cpu_offload is not None
+            and cpu_offload.offload_params and any(p.device.type != "cpu" for p in module.parameters()),
             "ignored_modules": bool(ignored_modules), "ignored_states": bool(ignored_states),
             "param_init_fn": param_init_fn is not None,
         }  # fmt: skip
