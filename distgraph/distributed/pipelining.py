@@ -12,23 +12,31 @@ micro-batches' activations and gradients passed between neighbours with point-to
         schedule.step()
     optimizer.step()                                       # each stage steps its own part
 
-As torch's: the gradients are those of the mean of the micro-batches' losses (`scale_grads=True`: each loss
-enters backward divided by the count), they accumulate in the stage's parameters like any backward, and
-without a `loss_fn` a step runs the forward alone. GPipe runs every forward, then every backward; 1F1B starts
-`num_stages - 1 - stage_index` forwards ahead, then alternates, so a stage holds at most that many more
-micro-batches' activations. Each message is preceded by a small header (dtype and shape), so a stage need not
-be told its input's shape. Messages never wait for their receiver on one node (p2p.py), so neither order can
-deadlock there; stages hand over single tensors (a tuple is refused by name).
+As torch's: the gradients accumulate in the stage's parameters like any backward's, and with `scale_grads=True`
+each stage divides its parameters' gradients by the count of micro-batches once they are all in — the mean of
+their losses' gradients (a gradient left from an earlier step without zero_grad is divided too, as torch's).
+Without a `loss_fn` a step runs the forward alone, recording no graph. GPipe runs every forward, then every
+backward; 1F1B starts `num_stages - 1 - stage_index` forwards ahead, then alternates, so a stage holds at most
+that many more micro-batches' activations. Each message is preceded by a small header (dtype, whether it
+requires grad, shape), so a stage need not be told its input's shape, and a gradient goes back only for an
+activation that required one (an integer activation, or a stage whose output depends on no trained parameter,
+gets none). Messages never wait for their receiver on one node (p2p.py), so neither order can deadlock there;
+across nodes (gloo) a send waits, and 1F1B — whose neighbours may both be sending at once — is refused there by
+name. Stages hand over single tensors (a tuple is refused by name). `device`, `input_args` and `output_args`
+are taken and unused: a stage runs where its module's parameters are and learns its input from the header.
 """
+
+import contextlib
 
 import numpy as np
 
+from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import loop, p2p
-from distgraph.errors import ConfigError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, ShapeError
 from distgraph.ops.shape import cat
 
-_HEADER = 10  # int64s: dtype code, ndim, then the shape (8 dims at most)
+_HEADER = 11  # int64s: dtype code, requires grad, ndim, then the shape (8 dims at most)
 _DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")
 
 __all__ = ["PipelineStage", "Schedule1F1B", "ScheduleGPipe"]
@@ -67,31 +75,35 @@ class PipelineStage:
         return self.stage_index == self.num_stages - 1
 
     def _send(self, tensor, stage):
-        """`tensor` (a single one, detached) to `stage`, after a header saying its dtype and shape."""
+        """`tensor` (a single one, detached) to `stage`, after a header saying its dtype, grad and shape."""
         if not isinstance(tensor, Tensor):
             raise ConfigError(
                 f"PipelineStage {self.stage_index}: a stage hands over one tensor, got {type(tensor).__name__}"
             )
         dtype = str(tensor.array.dtype)
-        if dtype not in _DTYPES or tensor.ndim > _HEADER - 2:
+        if dtype not in _DTYPES:
+            raise DTypeError(
+                f"PipelineStage {self.stage_index}: cannot send a {dtype} tensor (it sends {', '.join(_DTYPES)})"
+            )
+        if tensor.ndim > _HEADER - 3:
             raise ShapeError(
-                f"PipelineStage {self.stage_index}: cannot send a {dtype} tensor of shape {tuple(tensor.shape)}"
+                f"PipelineStage {self.stage_index}: cannot send a tensor of {tensor.ndim} dims (8 at most)"
             )
         header = np.zeros(_HEADER, np.int64)
-        header[:2] = _DTYPES.index(dtype), tensor.ndim
-        header[2 : 2 + tensor.ndim] = tensor.shape
+        header[:3] = _DTYPES.index(dtype), bool(tensor.requires_grad), tensor.ndim
+        header[3 : 3 + tensor.ndim] = tensor.shape
         p2p.send(Tensor(header), self._ranks[stage])
         p2p.send(tensor.detach(), self._ranks[stage])
 
     def _recv(self, stage, device):
-        """The next tensor `stage` sends this one (its header first)."""
+        """The next tensor `stage` sends this one (its header first), requiring grad where the sent one did."""
         header = Tensor(np.zeros(_HEADER, np.int64))
         p2p.recv(header, self._ranks[stage])
-        code, ndim = (int(v) for v in header.array[:2])
-        shape = tuple(int(v) for v in header.array[2 : 2 + ndim])
+        code, grad, ndim = (int(v) for v in header.array[:3])
+        shape = tuple(int(v) for v in header.array[3 : 3 + ndim])
         out = Tensor(device.xp.zeros(shape, _DTYPES[code]), device=device)
         p2p.recv(out, self._ranks[stage])
-        return out
+        return out.requires_grad_(True) if grad else out
 
 
 class _PipelineSchedule:
@@ -109,6 +121,33 @@ class _PipelineSchedule:
     def _order(self):
         raise NotImplementedError
 
+    def _run(self, inputs, targets, training):
+        """This stage's forwards (and, training, backwards) in the schedule's order → (outputs, losses): the last
+        stage's."""
+        stage = self.stage
+        kept, outputs, micro_losses = {}, [], []
+        for action, i in self._order() if training else [("F", i) for i in range(self.n)]:
+            if action == "F":
+                x = inputs[i] if stage.is_first else stage._recv(stage.stage_index - 1, _device(stage.submod))
+                y = stage.submod(x)
+                if stage.is_last:
+                    outputs.append(y.detach())
+                    if training:
+                        y = self.loss_fn(y, targets[i])
+                        micro_losses.append(y)
+                else:
+                    stage._send(y, stage.stage_index + 1)
+                kept[i] = (x, y)
+            else:
+                x, y = kept.pop(i)
+                if stage.is_last:
+                    y.backward()
+                elif y.requires_grad:  # (else the next stage sends none back: its input needed none)
+                    y.backward(stage._recv(stage.stage_index + 1, y.device))
+                if not stage.is_first and x.requires_grad:  # the previous stage waits for it
+                    stage._send(x.grad if x.grad is not None else x.detach() * 0, stage.stage_index - 1)
+        return outputs, micro_losses
+
     def step(self, *args, target=None, losses=None, **kwargs):
         """One batch through the pipeline (see the module doc) → on the last stage, the outputs joined along
         dim 0; elsewhere None."""
@@ -125,30 +164,14 @@ class _PipelineSchedule:
             )
         inputs = _chunks(args[0], n, "the batch") if stage.is_first else None
         targets = _chunks(target, n, "target") if target is not None else None
-        kept, outputs, micro_losses = {}, [], []
-        for action, i in self._order() if self.loss_fn is not None else [("F", i) for i in range(n)]:
-            if action == "F":
-                x = inputs[i] if stage.is_first else stage._recv(stage.stage_index - 1, _device(stage.submod))
-                if not stage.is_first:
-                    x.requires_grad_(True)
-                y = stage.submod(x)
-                if stage.is_last:
-                    outputs.append(y.detach())
-                    if self.loss_fn is not None:
-                        loss = self.loss_fn(y, targets[i])
-                        micro_losses.append(loss)
-                        kept[i] = (x, loss)
-                else:
-                    stage._send(y, stage.stage_index + 1)
-                    kept[i] = (x, y)
-            else:
-                x, y = kept.pop(i)
-                if stage.is_last:
-                    (y / n if self.scale_grads else y).backward()
-                else:
-                    y.backward(stage._recv(stage.stage_index + 1, y.device))
-                if not stage.is_first:
-                    stage._send(x.grad, stage.stage_index - 1)
+        training = self.loss_fn is not None
+        with contextlib.nullcontext() if training else no_grad():
+            outputs, micro_losses = self._run(inputs, targets, training)
+        if training and self.scale_grads:  # (torch's: every gradient in, then each divided by the count)
+            with no_grad():
+                for p in stage.submod.parameters():
+                    if p.grad is not None:
+                        p.grad.div_(n)
         if losses is not None and stage.is_last:
             losses.extend(loss.detach() for loss in micro_losses)
         return cat(outputs, dim=0) if stage.is_last else None
@@ -164,6 +187,14 @@ class ScheduleGPipe(_PipelineSchedule):
 class Schedule1F1B(_PipelineSchedule):
     """`num_stages - 1 - stage_index` forwards ahead, then one forward and one backward in turn, then the rest of
     the backwards: a stage holds fewer micro-batches' activations than under GPipe."""
+
+    def __init__(self, stage, n_microbatches, loss_fn=None, output_merge_spec=None, scale_grads=True):
+        super().__init__(stage, n_microbatches, loss_fn, output_merge_spec, scale_grads)
+        if p2p._collective() is not None:  # (its sends wait for their receiver: neighbours sending at once hang)
+            raise ConfigError(
+                "Schedule1F1B: the launch's ranks meet over gloo / NCCL, whose sends wait for their receiver; use "
+                "ScheduleGPipe there (1F1B needs the one-node transport)"
+            )
 
     def _order(self):
         ahead = min(self.n, self.stage.num_stages - 1 - self.stage.stage_index)

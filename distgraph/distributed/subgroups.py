@@ -55,6 +55,12 @@ class SubGroup:
     def __repr__(self):
         return f"ProcessGroup(ranks {list(self.ranks)}, rank {self.rank()} of {self.size()})"
 
+    def __copy__(self):
+        return self  # a handle to its communicator: a copied module (tensor parallelism's) keeps the one group
+
+    def __deepcopy__(self, memo):
+        return self
+
 
 def place_in(ranks, global_rank, what):
     """`global_rank`'s place among a group's `ranks`, or a ConfigError naming both (torch's words)."""

@@ -47,11 +47,18 @@ def _on_each_rank(schedule_name):
     grads = [p.grad.numpy() for p in part.parameters()]
     forward_only = ScheduleGPipe(stage, 2)
     again = forward_only.step(x) if stage.is_first else forward_only.step()
+    # the first stage frozen: its output requires no grad, so no gradient is sent back to it (and none waited for)
+    for p in part.parameters():
+        p.grad = None
+        p.requires_grad_(rank != 0)
+    frozen = ScheduleGPipe(stage, 2, loss_fn=F.cross_entropy)
+    _ = frozen.step(x) if stage.is_first else frozen.step(target=y) if stage.is_last else frozen.step()
+    got_grads = all(p.grad is not None for p in part.parameters())
     with pytest.raises(ConfigError, match=r"stage_index=\d is not this rank.s place \(\d\) in the group \[0, 1, 2\]"):
         PipelineStage(part, 2 if rank != 2 else 0, 3)
     return {
         "out": None if out is None else out.numpy(), "losses": [float(v) for v in losses], "grads": grads,
-        "again": None if again is None else again.numpy(),
+        "again": None if again is None else again.numpy(), "frozen grads": got_grads,
     }  # fmt: skip
 
 
@@ -71,6 +78,7 @@ def test_three_stages_give_one_process_outputs_losses_and_gradients(ray_session,
         for got, p in zip(ranks[rank]["grads"], part.parameters()):
             np.testing.assert_allclose(got, p.grad.numpy(), rtol=0, atol=1e-12)
     assert ranks[0]["out"] is None and ranks[1]["out"] is None and ranks[0]["losses"] == []
+    assert [r["frozen grads"] for r in ranks] == [False, True, True]
 
 
 def test_alone_bad_stages_and_steps_are_named():

@@ -3,6 +3,8 @@ ColwiseParallel and second RowwiseParallel gives the unsharded model's outputs a
 weight shards get their slices of its gradients, and SGD steps keep the shards equal to the plain model's slices
 (float64); the other layouts, and what is not done, named."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -56,18 +58,24 @@ def _on_each_rank():
     col = parallelize_module(linear(), mesh, ColwiseParallel(output_layouts=Replicate()))
     row = parallelize_module(linear(), mesh, RowwiseParallel(input_layouts=Replicate()))
     x = dg.tensor(_batch(9)[0])
+    copied = copy.deepcopy(col)  # its own shards: changing the copy's leaves the original's output alone
+    with dg.no_grad():
+        copied.weight.fill_(0.0)
+    copy_out = (copied(x).detach().numpy(), col(x).detach().numpy())
     errors = []
     for call in (
         lambda: parallelize_module(_model(), mesh, {"1": ColwiseParallel()}),
         lambda: parallelize_module(nn.Linear(5, 4), mesh, RowwiseParallel()),
         lambda: parallelize_module(_model(), mesh, {"fc9": ColwiseParallel()}),
         lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(input_layouts=Shard(0))}),
+        lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(), "[0-2]": RowwiseParallel()}),
+        lambda: ColwiseParallel(use_local_output=False),
     ):
         with pytest.raises(ConfigError) as err:
             call()
         errors.append(str(err.value))
     return {"shapes": shapes, "steps": steps, "params": params, "single": [p.detach().numpy() for p in single.parameters()],
-            "col": col(x).detach().numpy(), "row": row(x).detach().numpy(), "x": x.numpy(), "errors": errors}  # fmt: skip
+            "col": col(x).detach().numpy(), "copy": copy_out, "row": row(x).detach().numpy(), "x": x.numpy(), "errors": errors}  # fmt: skip
 
 
 @pytest.mark.ray
@@ -92,3 +100,8 @@ def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and
         assert "weight of shape (4, 5) does not split evenly over 2 ranks along dim 1" in out["errors"][1]
         assert "no submodule of the model is named 'fc9'" in out["errors"][2]
         assert "input_layouts must be one of (Replicate(),), got Shard(dim=0)" in out["errors"][3]
+        assert "'0' is matched by both '0' and '[0-2]'" in out["errors"][4]
+        assert "use_local_output=False asks for a DTensor" in out["errors"][5]
+        # the copy: zero weights, its bias shards gathered; the original: unchanged
+        np.testing.assert_allclose(out["copy"][0], np.broadcast_to(bias, out["copy"][0].shape), rtol=0, atol=0)
+        np.testing.assert_allclose(out["copy"][1], out["col"], rtol=0, atol=0)

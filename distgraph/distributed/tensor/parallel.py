@@ -19,6 +19,8 @@ optimizer steps as any parameter.
 """
 
 import fnmatch
+import types
+import warnings
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.distributed import loop
@@ -32,10 +34,15 @@ __all__ = ["ColwiseParallel", "RowwiseParallel", "parallelize_module"]
 
 
 class ParallelStyle:
-    """What a plan maps a module to; `_apply(module, group)` shards it and wraps its forward."""
+    """What a plan maps a module to; `_apply(module, group)` shards it and gives it its style's forward, a method
+    bound to it (so a deep copy of the module, as AveragedModel makes, runs on the copy's own shards)."""
 
     def __init__(self, *, input_layouts=None, output_layouts=None, use_local_output=True):
-        self.input_layouts, self.output_layouts, self.use_local_output = input_layouts, output_layouts, use_local_output
+        if not use_local_output:
+            raise ConfigError(
+                f"{type(self).__name__}: use_local_output=False asks for a DTensor, which distgraph has not"
+            )
+        self.input_layouts, self.output_layouts = input_layouts, output_layouts
 
     def _layout(self, given, default, allowed, what):
         layout = given if given is not None else default
@@ -54,12 +61,8 @@ class ColwiseParallel(ParallelStyle):
         self._layout(self.input_layouts, Replicate(), (Replicate(),), "input_layouts")
         output = self._layout(self.output_layouts, Shard(-1), (Shard(-1), Replicate()), "output_layouts")
         _shard(module, group, dim=0, split_bias=True, style=self)
-
-        def forward(x):
-            y = _linear(regions.copy_to_region(x, group), module.weight, module.bias)
-            return regions.gather_last_dim(y, group) if output == Replicate() else y
-
-        module.forward = forward
+        module._tp = {"group": group, "gather_output": output == Replicate()}
+        module.forward = types.MethodType(_colwise_forward, module)
 
 
 class RowwiseParallel(ParallelStyle):
@@ -67,13 +70,22 @@ class RowwiseParallel(ParallelStyle):
         given = self._layout(self.input_layouts, Shard(-1), (Shard(-1), Replicate()), "input_layouts")
         self._layout(self.output_layouts, Replicate(), (Replicate(),), "output_layouts")
         _shard(module, group, dim=1, split_bias=False, style=self)
+        module._tp = {"group": group, "split_input": given == Replicate()}
+        module.forward = types.MethodType(_rowwise_forward, module)
 
-        def forward(x):  # the partial products summed first; the bias, whole on every rank, added once
-            local = regions.split_last_dim(x, group) if given == Replicate() else x
-            y = regions.reduce_from_region(_linear(local, module.weight, None), group)
-            return y if module.bias is None else y + module.bias
 
-        module.forward = forward
+def _colwise_forward(self, input):
+    group = self._tp["group"]
+    y = _linear(regions.copy_to_region(input, group), self.weight, self.bias)
+    return regions.gather_last_dim(y, group) if self._tp["gather_output"] else y
+
+
+def _rowwise_forward(self, input):
+    """The partial products summed first; the bias, whole on every rank, added once."""
+    group = self._tp["group"]
+    local = regions.split_last_dim(input, group) if self._tp["split_input"] else input
+    y = regions.reduce_from_region(_linear(local, self.weight, None), group)
+    return y if self.bias is None else y + self.bias
 
 
 def _linear(x, weight, bias):
@@ -117,8 +129,9 @@ def _in_group(group, fn, *args):
 
 
 def parallelize_module(module, device_mesh=None, parallelize_plan=None, *, src_data_rank=0):
-    """Apply `parallelize_plan` ({module name, with * wildcards: style}, or one style for `module` itself) over
-    the 1-d `device_mesh`'s group (None: every rank of the launch) → the module, changed in place."""
+    """Apply `parallelize_plan` ({module name: style}, torch's keys: one dotted segment per token, each token an
+    fnmatch pattern, "" the module itself; or one style for `module`) over the 1-d `device_mesh`'s group (None:
+    every rank of the launch) → the module, changed in place."""
     if src_data_rank != 0:
         raise ConfigError(
             f"parallelize_module: src_data_rank must be 0 (the group's first rank), got {src_data_rank!r}"
@@ -127,8 +140,15 @@ def parallelize_module(module, device_mesh=None, parallelize_plan=None, *, src_d
     if device_mesh is not None:
         if device_mesh.ndim != 1:
             raise ConfigError(f"parallelize_module: a 1-d device_mesh is taken here, got {device_mesh!r}")
+        if device_mesh.get_coordinate() is None:
+            raise ConfigError(
+                f"parallelize_module: this rank ({loop.rank()}) is not in the device_mesh {device_mesh!r}"
+            )
         group = device_mesh.get_group()
         group = group if hasattr(group, "ranks") else None  # (the launch's own)
+    if parallelize_plan is None:
+        warnings.warn("parallelize_module: no parallelize_plan; the module is left as it is", stacklevel=2)
+        return module
     if isinstance(parallelize_plan, ParallelStyle):
         parallelize_plan._apply(module, group)
         return module
@@ -136,11 +156,20 @@ def parallelize_module(module, device_mesh=None, parallelize_plan=None, *, src_d
         raise ConfigError(
             f"parallelize_module: parallelize_plan must be a dict or a ParallelStyle, got {parallelize_plan!r}"
         )
-    names = dict(module.named_modules())
+    names, done = dict(module.named_modules()), {}
     for pattern, style in parallelize_plan.items():
-        matched = [n for n in names if n and fnmatch.fnmatchcase(n, pattern)]
+        matched = [n for n in names if _matches(n, pattern)]
         if not matched:
             raise ConfigError(f"parallelize_module: no submodule of the model is named {pattern!r}")
         for name in matched:
+            if name in done:
+                raise ConfigError(f"parallelize_module: {name!r} is matched by both {done[name]!r} and {pattern!r}")
+            done[name] = pattern
             style._apply(names[name], group)
     return module
+
+
+def _matches(name, pattern):
+    """Whether plan key `pattern` names the submodule `name` (segment by segment, as torch's)."""
+    parts, tokens = name.split(".") if name else [], pattern.split(".") if pattern else []
+    return len(parts) == len(tokens) and all(fnmatch.fnmatchcase(p, t) for p, t in zip(parts, tokens))
