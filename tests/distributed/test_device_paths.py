@@ -134,47 +134,37 @@ def test_fsdp_in_float16_saves_and_loads_its_shards_on_the_device(ray_session, d
             np.testing.assert_array_equal(a, b)
 
 
-def test_the_trainer_on_ray_workers_matches_the_local_trainer_on_the_device(ray_session, device):
-    world = _world(ray_session, device)
-    x, y = _data(world * ROWS)
+def _local_then_ray(device, world, rows, **options):
+    """The same training with a local Trainer, then a Ray one, each on `device` → [(parameters, losses, accuracy,
+    the Ray workers' array modules or None)] — the second's parameters and losses checked against the first's."""
+    x, y = _data(rows)
     runs = []
     for backend in ("local", "ray"):
         model = _model("cpu")
         opt = dg.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
         with dg.Trainer(
             model, F.cross_entropy, opt, workers=world, backend=backend, device=device, cpus_per_worker=0.5,
-            progress=False,
+            progress=False, **options,
         ) as trainer:  # fmt: skip
-            history = trainer.fit((x, y), epochs=2, batch_size=world * ROWS)
-            runs.append((_host(model.parameters()), history["loss"], trainer.evaluate((x, y))["accuracy"]))
-    (local, local_loss, _), (remote, remote_loss, accuracy) = runs
+            history = trainer.fit((x, y), epochs=2, batch_size=rows)
+            plan = getattr(trainer._cluster, "executor", None) if backend == "ray" else None
+            modules = None if plan is None else dist.runtime.gather([a.computes_on.remote() for a in plan.actors], 60)
+            runs.append((_host(model.parameters()), history["loss"], trainer.evaluate((x, y))["accuracy"], modules))
+    (local, local_loss, _, _), (remote, remote_loss, _, _) = runs
     for a, b in zip(local, remote):
         assert np.abs(a - b).max() <= 1e-6
     np.testing.assert_allclose(remote_loss, local_loss, rtol=1e-6)
+    return runs
+
+
+def test_the_trainer_on_ray_workers_matches_the_local_trainer_on_the_device(ray_session, device):
+    world = _world(ray_session, device)
+    _, (_, _, accuracy, _) = _local_then_ray(device, world, world * ROWS)
     assert accuracy > 0.4
 
 
 def test_a_pipeline_on_ray_workers_computes_on_their_device_and_matches_the_local_one(ray_session, device):
     """The driver captures the step on its host; each worker runs its stages on its own device (cupy on a GPU)."""
     world = _world(ray_session, device)
-    x, y = _data(2 * ROWS)
-    runs = []
-    for backend in ("local", "ray"):
-        model = _model("cpu")
-        opt = dg.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-        with dg.Trainer(
-            model, F.cross_entropy, opt, workers=world, backend=backend, device=device, cpus_per_worker=0.5,
-            strategy="pipeline", micro_batches=2, progress=False,
-        ) as trainer:  # fmt: skip
-            history = trainer.fit((x, y), epochs=2, batch_size=2 * ROWS)
-            if backend == "ray":
-                actors = trainer._cluster.executor.actors
-                assert (
-                    dist.runtime.gather([a.computes_on.remote() for a in actors], 60)
-                    == ["cupy" if device == "cuda" else "numpy"] * world
-                )
-        runs.append((_host(model.parameters()), history["loss"]))
-    (local, local_loss), (remote, remote_loss) = runs
-    for a, b in zip(local, remote):
-        assert np.abs(a - b).max() <= 1e-6
-    np.testing.assert_allclose(remote_loss, local_loss, rtol=1e-6)
+    _, (_, _, _, modules) = _local_then_ray(device, world, 2 * ROWS, strategy="pipeline", micro_batches=2)
+    assert modules == ["cupy" if device == "cuda" else "numpy"] * world
