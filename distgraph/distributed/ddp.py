@@ -54,6 +54,7 @@ from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, coun
 from distgraph.distributed.buckets import GradBucketer
 from distgraph.distributed.grad_bucket import run_comm_hook
 from distgraph.distributed.process_group import _check_group
+from distgraph.distributed.subgroups import run_over
 from distgraph.errors import ConfigError, DistributedError
 from distgraph.nn.module import Module
 
@@ -115,13 +116,9 @@ class DistributedDataParallel(Module, Joinable):
             keep_out = broadcast_buffers is False and forward_sync_buffers is None
             buffers = [] if keep_out else self._buffers_to_sync()
             with no_grad():
-                self._collective(loop.broadcast, list(module.parameters()) + buffers, 0)
+                run_over(self._group, loop.broadcast, list(module.parameters()) + buffers, 0)
         for p in self._params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
-
-    def _collective(self, fn, *args):
-        """fn(*args), a collective, over the ranks this model is replicated on (process_group's, or the launch's)."""
-        return fn(*args) if self._group is None else self._group.run(fn, *args)
 
     def _buffers_to_sync(self):
         return [b for b in self.module.buffers() if b is not None and b.array.dtype.kind in "fiu"]
@@ -143,7 +140,7 @@ class DistributedDataParallel(Module, Joinable):
                 joining = self._join_config is not None and self._join_config["enable"]
                 src = highest_rank_with(training) if joining else 0
                 with no_grad():
-                    self._collective(loop.broadcast, buffers, src)
+                    run_over(self._group, loop.broadcast, buffers, src)
 
     def register_comm_hook(self, state, hook):
         """Reduce each gradient bucket with `hook(state, bucket)` instead of the built-in mean (torch's;
@@ -202,7 +199,9 @@ class DistributedDataParallel(Module, Joinable):
     def _ensure_bucketer(self):
         if self._bucketer is None:
             params = [p.array for p in self._params]
-            comm = self._collective(loop.communicator) if self._world > 1 else None  # (alone: only the hook reduces)
+            comm = (
+                run_over(self._group, loop.communicator) if self._world > 1 else None
+            )  # (alone: only the hook reduces)
             self._bucketer = GradBucketer(comm, params, self.bucket_cap_mb, "mean", "ddp", reduce=self._reduce_bucket)
 
     def _start_pass(self):
@@ -244,7 +243,7 @@ class DistributedDataParallel(Module, Joinable):
         device = self._params[0].device
         counts = Tensor(device.xp.asarray(had, np.float32), device=device)
         with no_grad():
-            self._collective(loop.all_reduce, counts, "sum")
+            run_over(self._group, loop.all_reduce, counts, "sum")
         return counts.tolist()
 
 

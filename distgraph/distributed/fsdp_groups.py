@@ -17,7 +17,7 @@ goes, as torch's, to place 0 of the shard group (under a hybrid strategy, one ra
 """
 
 from distgraph.distributed import loop
-from distgraph.distributed.subgroups import SubGroup, new_subgroup
+from distgraph.distributed.subgroups import SubGroup, new_subgroup, run_over
 from distgraph.errors import ConfigError
 
 
@@ -103,7 +103,7 @@ class FSDPGroups:
     # ---- collectives -------------------------------------------------------------------------------------
     def in_shard(self, fn, *args):
         """fn(*args), a collective, over the shard group."""
-        return fn(*args) if self.shard is None else self.shard.run(fn, *args)
+        return run_over(self.shard, fn, *args)
 
     def in_replicate(self, fn, value):
         """fn(value), a sum, max or broadcast, over the replicate group; without replicas that group is this

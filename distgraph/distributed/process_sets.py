@@ -14,7 +14,7 @@ set (to read an allgather's rows). A rank outside the set, or a set not register
 """
 
 from distgraph.distributed import loop
-from distgraph.distributed.subgroups import new_subgroup
+from distgraph.distributed.subgroups import new_subgroup, run_over
 from distgraph.errors import ConfigError
 
 
@@ -130,5 +130,4 @@ def group_of(process_set, what):
 
 def run_in(process_set, what, fn, *args):
     """fn(*args), a collective, over the set's members (every rank's for the global set)."""
-    group = group_of(process_set, what)
-    return fn(*args) if group is None else group.run(fn, *args)
+    return run_over(group_of(process_set, what), fn, *args)

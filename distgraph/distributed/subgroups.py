@@ -62,6 +62,11 @@ class SubGroup:
         return self
 
 
+def run_over(group, fn, *args):
+    """fn(*args), a collective, over `group`'s members: a SubGroup's, or (None) the launch's."""
+    return fn(*args) if group is None else group.run(fn, *args)
+
+
 def place_in(ranks, global_rank, what):
     """`global_rank`'s place among a group's `ranks`, or a ConfigError naming both (torch's words)."""
     if global_rank not in ranks:

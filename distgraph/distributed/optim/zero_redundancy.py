@@ -23,6 +23,7 @@ from distgraph.autograd.grad_mode import no_grad
 from distgraph.distributed import loop
 from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook
 from distgraph.distributed.process_group import _check_group
+from distgraph.distributed.subgroups import run_over
 from distgraph.errors import ConfigError
 from distgraph.optim.optimizer import Optimizer
 
@@ -105,14 +106,10 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
                 for p in params:
                     if owner[id(p)] != self.rank:
                         p.array[...] = 0
-                self._collective(loop.all_reduce, params, "sum")
+                run_over(self._group, loop.all_reduce, params, "sum")
                 for p in params:
                     p._vc[0] += 1
         return loss
-
-    def _collective(self, fn, *args):
-        """fn(*args), a collective, over the ranks that share the state (process_group's, or the launch's)."""
-        return fn(*args) if self._group is None else self._group.run(fn, *args)
 
     def join_hook(self, **kwargs):
         if self._group is not None:
@@ -124,7 +121,7 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
         """Every rank's share of the state onto rank `to` (call it on every rank)."""
         if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.world_size:
             raise ConfigError(f"consolidate_state_dict: to={to!r} is not a rank of {self.world_size}")
-        shares = self._collective(loop.allgather_object, self.optim.state_dict())
+        shares = run_over(self._group, loop.allgather_object, self.optim.state_dict())
         self._all_state_dicts = shares if self.rank == to else []
 
     def state_dict(self):

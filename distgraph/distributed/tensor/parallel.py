@@ -25,6 +25,7 @@ import warnings
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.distributed import loop
 from distgraph.distributed.nn import functional as regions
+from distgraph.distributed.subgroups import run_over
 from distgraph.distributed.tensor import Replicate, Shard
 from distgraph.errors import ConfigError
 from distgraph.nn.linear import Linear
@@ -110,7 +111,7 @@ def _shard(module, group, dim, split_bias, style):
                 f"along dim {d}"
             )
     with no_grad():
-        _in_group(group, loop.broadcast, [p for p in (module.weight, module.bias) if p is not None], 0)
+        run_over(group, loop.broadcast, [p for p in (module.weight, module.bias) if p is not None], 0)
         for name, d in cuts.items():
             p = getattr(module, name)
             k = p.shape[d] // size
@@ -122,10 +123,6 @@ def _tensor(array, like):
     from distgraph.autograd.tensor import Tensor
 
     return Tensor(array, device=like.device)
-
-
-def _in_group(group, fn, *args):
-    return fn(*args) if group is None else group.run(fn, *args)
 
 
 def parallelize_module(module, device_mesh=None, parallelize_plan=None, *, src_data_rank=0):
