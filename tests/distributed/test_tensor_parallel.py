@@ -96,7 +96,7 @@ def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and
         weight, bias = out["single"]  # the same Linear, whole, on every rank: the sharded ones must give its output
         np.testing.assert_allclose(out["col"], out["x"] @ weight.T + bias, rtol=0, atol=1e-12)
         np.testing.assert_allclose(out["row"], out["x"] @ weight.T + bias, rtol=0, atol=1e-12)
-        assert "only nn.Linear is parallelized here, got ReLU" in out["errors"][0]
+        assert "only nn.Linear and nn.Embedding are parallelized here, got ReLU" in out["errors"][0]
         assert "weight of shape (4, 5) does not split evenly over 2 ranks along dim 1" in out["errors"][1]
         assert "no submodule of the model is named 'fc9'" in out["errors"][2]
         assert "input_layouts must be one of (Replicate(),), got Shard(dim=0)" in out["errors"][3]
@@ -105,3 +105,41 @@ def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and
         # the copy: zero weights, its bias shards gathered; the original: unchanged
         np.testing.assert_allclose(out["copy"][0], np.broadcast_to(bias, out["copy"][0].shape), rtol=0, atol=0)
         np.testing.assert_allclose(out["copy"][1], out["col"], rtol=0, atol=0)
+
+
+def _embedder():
+    dg.manual_seed(1)
+    return nn.Sequential(nn.Embedding(8, 6, padding_idx=5), nn.Linear(6, 4)).to(dg.float64)
+
+
+PLANS = {  # the embedding cut by rows (ids), then by columns (features), each with the Linear that fits after it
+    "rows": lambda: {"0": RowwiseParallel(input_layouts=Replicate()), "1": ColwiseParallel(output_layouts=Replicate())},
+    "columns": lambda: {"0": ColwiseParallel(), "1": RowwiseParallel()},
+}
+IDS = [[0, 3, 5, 7], [6, 1, 4, 2], [7, 7, 0, 5]]  # every shard's ids, the padding id among them
+
+
+def _embedding_rank(plan):
+    model = parallelize_module(_embedder(), dist.init_device_mesh("cpu", (2,)), PLANS[plan]())
+    out = model(dg.tensor(np.array(IDS)))
+    (out * dg.tensor(np.arange(48.0).reshape(3, 4, 4))).sum().backward()
+    return out.detach().numpy(), [p.grad.numpy() for p in model.parameters()]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_an_embedding_cut_by_ids_or_by_features_gives_the_plain_lookup_and_gradients(ray_session, plan):
+    ranks = dist.launch(_embedding_rank, workers=2, cpus_per_worker=0.5, args=(plan,), timeout_s=60)
+    plain = _embedder()
+    out = plain(dg.tensor(np.array(IDS)))
+    (out * dg.tensor(np.arange(48.0).reshape(3, 4, 4))).sum().backward()
+    table, weight, bias = (p.grad.numpy() for p in plain.parameters())
+    assert not table[5].any()  # the padding row gets no gradient
+    for r, (got, grads) in enumerate(ranks):
+        np.testing.assert_allclose(got, out.detach().numpy(), rtol=0, atol=1e-12)
+        if plan == "rows":  # the table's ids 4r..4r+3; the Linear's output features 2r, 2r+1
+            want = [table[4 * r : 4 * r + 4], weight[2 * r : 2 * r + 2], bias[2 * r : 2 * r + 2]]
+        else:  # the table's features 3r..3r+2, and the Linear's input features alike; its bias whole
+            want = [table[:, 3 * r : 3 * r + 3], weight[:, 3 * r : 3 * r + 3], bias]
+        for g, w in zip(grads, want):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)

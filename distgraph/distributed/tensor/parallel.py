@@ -1,4 +1,5 @@
-"""torch.distributed.tensor.parallel's tensor parallelism for Linear layers, Megatron's way, inside a launch:
+"""torch.distributed.tensor.parallel's tensor parallelism for Linear and Embedding layers, Megatron's way, inside a
+launch:
 
     mesh = dist.init_device_mesh("cpu", (2,))
     parallelize_module(model, mesh, {"fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
@@ -8,7 +9,9 @@ rank, its output this rank's slice of the features (`Shard(-1)`), or joined back
 `RowwiseParallel` keeps this rank's columns of the weight (input features): its input is this rank's slice (what
 a Colwise layer before it gives, `Shard(-1)`) or a whole one it slices (`input_layouts=Replicate()`); the ranks'
 partial outputs are summed and the bias, whole on every rank, added once. So Colwise → (element-wise ops) →
-Rowwise needs one all-reduce forward and one backward, as in Megatron-LM.
+Rowwise needs one all-reduce forward and one backward, as in Megatron-LM. An Embedding is cut as torch cuts it:
+Colwise keeps columns of every row (its output this rank's slice of the features), Rowwise keeps a range of ids'
+rows (each rank looks up the ids in its range, zeros for the rest, and the ranks' lookups are summed).
 
 Every rank of the group computes the same loss (the outputs are replicated), so a replicated tensor's gradient
 is already whole on each rank; the boundaries pair a collective one way with none the other (nn/functional.py's
@@ -61,18 +64,38 @@ class ColwiseParallel(ParallelStyle):
     def _apply(self, module, group):
         self._layout(self.input_layouts, Replicate(), (Replicate(),), "input_layouts")
         output = self._layout(self.output_layouts, Shard(-1), (Shard(-1), Replicate()), "output_layouts")
-        _shard(module, group, dim=0, split_bias=True, style=self)
+        embedding = _kind(module, self) == "embedding"
+        if embedding and module.max_norm is not None:
+            raise ConfigError("ColwiseParallel: an Embedding with max_norm needs its whole rows; it is not split here")
+        _shard(module, group, dim=1 if embedding else 0, split_bias=True)
         module._tp = {"group": group, "gather_output": output == Replicate()}
-        module.forward = types.MethodType(_colwise_forward, module)
+        module.forward = types.MethodType(_colwise_embedding_forward if embedding else _colwise_forward, module)
 
 
 class RowwiseParallel(ParallelStyle):
     def _apply(self, module, group):
         given = self._layout(self.input_layouts, Shard(-1), (Shard(-1), Replicate()), "input_layouts")
         self._layout(self.output_layouts, Replicate(), (Replicate(),), "output_layouts")
-        _shard(module, group, dim=1, split_bias=False, style=self)
-        module._tp = {"group": group, "split_input": given == Replicate()}
-        module.forward = types.MethodType(_rowwise_forward, module)
+        embedding = _kind(module, self) == "embedding"
+        lo = _shard(module, group, dim=0 if embedding else 1, split_bias=False)
+        if embedding:  # its ids are wanted whole (torch's desired Replicate): a Shard(-1) input is gathered
+            module._tp = {"group": group, "gather_input": given == Shard(-1), "first": lo}
+            module.forward = types.MethodType(_rowwise_embedding_forward, module)
+        else:
+            module._tp = {"group": group, "split_input": given == Replicate()}
+            module.forward = types.MethodType(_rowwise_forward, module)
+
+
+def _kind(module, style):
+    from distgraph.nn.sparse import Embedding
+
+    if isinstance(module, Linear):
+        return "linear"
+    if isinstance(module, Embedding):
+        return "embedding"
+    raise ConfigError(
+        f"{type(style).__name__}: only nn.Linear and nn.Embedding are parallelized here, got {type(module).__name__}"
+    )
 
 
 def _colwise_forward(self, input):
@@ -89,34 +112,55 @@ def _rowwise_forward(self, input):
     return y if self.bias is None else y + self.bias
 
 
+def _colwise_embedding_forward(self, input):
+    """This rank's columns of every id's row (ids have no gradient: nothing to sum in backward)."""
+    from distgraph.nn import functional as F
+
+    y = F.embedding(input, self.weight, self.padding_idx, None, self.norm_type, self.scale_grad_by_freq)
+    return regions.gather_last_dim(y, self._tp["group"]) if self._tp["gather_output"] else y
+
+
+def _rowwise_embedding_forward(self, input):
+    """Each rank looks up the ids in its rows (zeros for the others' ids); the ranks' lookups summed."""
+    from distgraph.nn import functional as F
+
+    group, lo, rows = self._tp["group"], self._tp["first"], self.weight.shape[0]
+    ids = regions.gather_last_dim(input, group) if self._tp["gather_input"] else input
+    mine = (ids >= lo) & (ids < lo + rows)
+    local = (ids - lo) * mine  # (another rank's id looks up row 0, then is zeroed)
+    padding = self.padding_idx - lo if self.padding_idx is not None and lo <= self.padding_idx < lo + rows else None
+    y = F.embedding(local, self.weight, padding, self.max_norm, self.norm_type, self.scale_grad_by_freq)
+    return regions.reduce_from_region(y * mine.unsqueeze(-1).to(y.dtype), group)
+
+
 def _linear(x, weight, bias):
     from distgraph.nn import functional as F
 
     return F.linear(x, weight, bias)
 
 
-def _shard(module, group, dim, split_bias, style):
+def _shard(module, group, dim, split_bias):
     """The group's first rank's weight and bias on every rank, then this rank's even slice of the weight along
-    `dim` (and of the bias, with `split_bias`)."""
-    if not isinstance(module, Linear):
-        raise ConfigError(f"{type(style).__name__}: only nn.Linear is parallelized here, got {type(module).__name__}")
+    `dim` (and of the bias, with `split_bias`) → where this rank's slice starts along `dim`."""
     size = loop.world_size() if group is None else group.size()
     rank = loop.rank() if group is None else group.rank()
-    cuts = {"weight": dim, **({"bias": 0} if split_bias and module.bias is not None else {})}
+    bias = getattr(module, "bias", None)
+    cuts = {"weight": dim, **({"bias": 0} if split_bias and bias is not None else {})}
     for name, d in cuts.items():
         p = getattr(module, name)
         if p.shape[d] % size:
             raise ConfigError(
-                f"{type(style).__name__}: {name} of shape {tuple(p.shape)} does not split evenly over {size} ranks "
+                f"{type(module).__name__}: {name} of shape {tuple(p.shape)} does not split evenly over {size} ranks "
                 f"along dim {d}"
             )
     with no_grad():
-        run_over(group, loop.broadcast, [p for p in (module.weight, module.bias) if p is not None], 0)
+        run_over(group, loop.broadcast, [p for p in (module.weight, bias) if p is not None], 0)
         for name, d in cuts.items():
             p = getattr(module, name)
             k = p.shape[d] // size
             piece = p.array[(slice(None),) * d + (slice(rank * k, (rank + 1) * k),)].copy()
             module.register_parameter(name, Parameter(_tensor(piece, p), requires_grad=p.requires_grad))
+    return rank * (module.weight.shape[dim])
 
 
 def _tensor(array, like):
