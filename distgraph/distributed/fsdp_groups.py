@@ -46,6 +46,10 @@ class FSDPGroups:
                     f"FullyShardedDataParallel: {'a hybrid strategy' if hybrid else 'this strategy'} takes a "
                     f"{2 if hybrid else 1}-d device_mesh{' (replicate, shard)' if hybrid else ''}, got {device_mesh!r}"
                 )
+            if device_mesh.get_coordinate() is None:
+                raise ConfigError(
+                    f"FullyShardedDataParallel: this rank ({loop.rank()}) is not in the device_mesh {device_mesh!r}"
+                )
             groups = device_mesh.get_all_groups()
             process_group = (groups[1], groups[0]) if hybrid else groups[0]
         if hybrid:
@@ -110,7 +114,7 @@ class FSDPGroups:
         rank alone, and `value` its own result."""
         if not self.replicated:
             return value
-        return fn(value) if self.replicate is None else self.replicate.run(fn, value)
+        return run_over(self.replicate, fn, value)
 
     def over_all(self, fn, value):
         """fn(value) → value over the shard group, then its result over the replicate group: a sum, a max or a

@@ -19,8 +19,8 @@ Without a `loss_fn` a step runs the forward alone, recording no graph. GPipe run
 backward; 1F1B starts `num_stages - 1 - stage_index` forwards ahead, then alternates, so a stage holds at most
 that many more micro-batches' activations. Each message is preceded by a small header (dtype, whether it
 requires grad, shape), so a stage need not be told its input's shape, and a gradient goes back only for an
-activation that required one (an integer activation, or a stage whose output depends on no trained parameter,
-gets none). Messages never wait for their receiver on one node (p2p.py), so neither order can deadlock there;
+activation that required one (an integer activation, or the output of a stage that requires no grad — a frozen
+first stage's — gets none). Messages never wait for their receiver on one node (p2p.py), so neither order can deadlock there;
 across nodes (gloo) a send waits, and 1F1B — whose neighbours may both be sending at once — is refused there by
 name. Stages hand over single tensors (a tuple is refused by name). `device`, `input_args` and `output_args`
 are taken and unused: a stage runs where its module's parameters are and learns its input from the header.
@@ -137,7 +137,8 @@ class _PipelineSchedule:
                         micro_losses.append(y)
                 else:
                     stage._send(y, stage.stage_index + 1)
-                kept[i] = (x, y)
+                if training:  # (kept for its backward)
+                    kept[i] = (x, y)
             else:
                 x, y = kept.pop(i)
                 if stage.is_last:

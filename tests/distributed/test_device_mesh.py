@@ -34,6 +34,9 @@ def _on_each_rank():
     partial = dist.DeviceMesh("cpu", [2, 1])
     outside = (partial.get_coordinate(), partial.get_group())
     inside = None if outside[0] is None else partial.get_local_rank()  # its group's rank: ranks sorted, as torch's
+    if outside[0] is None:  # a rank outside a mesh takes no part in what runs over it
+        with pytest.raises(ConfigError, match=r"this rank \(\d\) is not in the device_mesh"):
+            dist.DistributedDataParallel(nn.Linear(2, 2), device_mesh=partial)
     cur, pairs = dist.new_subgroups(2)
     odd, groups = dist.new_subgroups_by_enumeration([[0, 3], [1, 2]])
     return {

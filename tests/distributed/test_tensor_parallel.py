@@ -13,7 +13,7 @@ import distgraph.distributed as dist
 import distgraph.nn as nn
 from distgraph.distributed.tensor import Replicate, Shard
 from distgraph.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, InputRangeError
 
 STEPS = 3
 
@@ -70,6 +70,7 @@ def _on_each_rank():
         lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(input_layouts=Shard(0))}),
         lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(), "[0-2]": RowwiseParallel()}),
         lambda: ColwiseParallel(use_local_output=False),
+        lambda: parallelize_module(nn.Embedding(8, 6, max_norm=1.0), mesh, RowwiseParallel(input_layouts=Replicate())),
     ):
         with pytest.raises(ConfigError) as err:
             call()
@@ -102,6 +103,7 @@ def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and
         assert "input_layouts must be one of (Replicate(),), got Shard(dim=0)" in out["errors"][3]
         assert "'0' is matched by both '0' and '[0-2]'" in out["errors"][4]
         assert "use_local_output=False asks for a DTensor" in out["errors"][5]
+        assert "an Embedding with max_norm or scale_grad_by_freq is not split by ids here" in out["errors"][6]
         # the copy: zero weights, its bias shards gathered; the original: unchanged
         np.testing.assert_allclose(out["copy"][0], np.broadcast_to(bias, out["copy"][0].shape), rtol=0, atol=0)
         np.testing.assert_allclose(out["copy"][1], out["col"], rtol=0, atol=0)
@@ -121,6 +123,9 @@ IDS = [[0, 3, 5, 7], [6, 1, 4, 2], [7, 7, 0, 5]]  # every shard's ids, the paddi
 
 def _embedding_rank(plan):
     model = parallelize_module(_embedder(), dist.init_device_mesh("cpu", (2,)), PLANS[plan]())
+    if plan == "rows":  # an id past the table, as the plain layer says it
+        with pytest.raises(InputRangeError, match=r"index out of range in self \(ids 0\.\.9, 8 rows\)"):
+            model(dg.tensor(np.array([[0, 9]])))
     out = model(dg.tensor(np.array(IDS)))
     (out * dg.tensor(np.arange(48.0).reshape(3, 4, 4))).sum().backward()
     return out.detach().numpy(), [p.grad.numpy() for p in model.parameters()]

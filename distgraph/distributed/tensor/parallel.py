@@ -30,7 +30,7 @@ from distgraph.distributed import loop
 from distgraph.distributed.nn import functional as regions
 from distgraph.distributed.subgroups import run_over
 from distgraph.distributed.tensor import Replicate, Shard
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, InputRangeError
 from distgraph.nn.linear import Linear
 from distgraph.nn.parameter import Parameter
 
@@ -77,6 +77,11 @@ class RowwiseParallel(ParallelStyle):
         given = self._layout(self.input_layouts, Shard(-1), (Shard(-1), Replicate()), "input_layouts")
         self._layout(self.output_layouts, Replicate(), (Replicate(),), "output_layouts")
         embedding = _kind(module, self) == "embedding"
+        if embedding and (module.max_norm is not None or module.scale_grad_by_freq):
+            raise ConfigError(
+                "RowwiseParallel: an Embedding with max_norm or scale_grad_by_freq is not split by ids here (each rank "
+                "would renormalise or count the other ranks' ids as its own)"
+            )
         lo = _shard(module, group, dim=0 if embedding else 1, split_bias=False)
         if embedding:  # its ids are wanted whole (torch's desired Replicate): a Shard(-1) input is gathered
             module._tp = {"group": group, "gather_input": given == Shard(-1), "first": lo}
@@ -126,10 +131,15 @@ def _rowwise_embedding_forward(self, input):
 
     group, lo, rows = self._tp["group"], self._tp["first"], self.weight.shape[0]
     ids = regions.gather_last_dim(input, group) if self._tp["gather_input"] else input
+    total = rows * (loop.world_size() if group is None else group.size())
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= total):
+        raise InputRangeError(
+            f"Embedding: index out of range in self (ids {int(ids.min())}..{int(ids.max())}, {total} rows)"
+        )
     mine = (ids >= lo) & (ids < lo + rows)
     local = (ids - lo) * mine  # (another rank's id looks up row 0, then is zeroed)
     padding = self.padding_idx - lo if self.padding_idx is not None and lo <= self.padding_idx < lo + rows else None
-    y = F.embedding(local, self.weight, padding, self.max_norm, self.norm_type, self.scale_grad_by_freq)
+    y = F.embedding(local, self.weight, padding)
     return regions.reduce_from_region(y * mine.unsqueeze(-1).to(y.dtype), group)
 
 
