@@ -32,6 +32,7 @@ import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import CPU, to_device
 from distgraph.distributed import loop, p2p
 from distgraph.errors import ConfigError, DTypeError, ShapeError
 from distgraph.ops.shape import cat
@@ -92,15 +93,17 @@ class PipelineStage:
         header = np.zeros(_HEADER, np.int64)
         header[:3] = _DTYPES.index(dtype), bool(tensor.requires_grad), tensor.ndim
         header[3 : 3 + tensor.ndim] = tensor.shape
-        p2p.send(Tensor(header), self._ranks[stage])
+        # (on the tensor's device: NCCL, a GPU launch's transport, sends device arrays only)
+        p2p.send(Tensor(to_device(header, tensor.device), device=tensor.device), self._ranks[stage])
         p2p.send(tensor.detach(), self._ranks[stage])
 
     def _recv(self, stage, device):
         """The next tensor `stage` sends this one (its header first), requiring grad where the sent one did."""
-        header = Tensor(np.zeros(_HEADER, np.int64))
+        header = Tensor(device.xp.zeros(_HEADER, np.int64), device=device)
         p2p.recv(header, self._ranks[stage])
-        code, grad, ndim = (int(v) for v in header.array[:3])
-        shape = tuple(int(v) for v in header.array[3 : 3 + ndim])
+        values = to_device(header.array, CPU)
+        code, grad, ndim = (int(v) for v in values[:3])
+        shape = tuple(int(v) for v in values[3 : 3 + ndim])
         out = Tensor(device.xp.zeros(shape, _DTYPES[code]), device=device)
         p2p.recv(out, self._ranks[stage])
         return out.requires_grad_(True) if grad else out
@@ -216,7 +219,5 @@ def _chunks(tensor, n, what):
 
 
 def _device(module):
-    from distgraph.backend import CPU
-
     first = next(iter(module.parameters()), None)
     return CPU if first is None else first.device
