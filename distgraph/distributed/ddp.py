@@ -283,11 +283,7 @@ def _group_of(process_group, device_mesh):
             raise ConfigError("DistributedDataParallel: Cannot specify both process_group and device_mesh arguments.")
         if device_mesh.ndim != 1:
             raise ConfigError(f"DistributedDataParallel: Only 1D device mesh is supported, got {device_mesh!r}")
-        if device_mesh.get_coordinate() is None:
-            raise ConfigError(
-                f"DistributedDataParallel: this rank ({loop.rank()}) is not in the device_mesh {device_mesh!r}"
-            )
-        process_group = device_mesh.get_group()
+        (process_group,) = device_mesh.member_groups("DistributedDataParallel")
     group = _check_group(process_group, "DistributedDataParallel", subgroups=True)
     if group is not None and group.rank() < 0:
         raise ConfigError(

@@ -100,6 +100,13 @@ class DeviceMesh:
     def get_all_groups(self):
         return list(self._groups)
 
+    def member_groups(self, what):
+        """Its groups along each dimension, for what runs over the mesh (DDP, FSDP, tensor parallelism): a rank
+        outside the mesh, which holds none, is refused by name (`what`)."""
+        if self.get_coordinate() is None:
+            raise ConfigError(f"{what}: this rank ({self.get_rank()}) is not in the device_mesh {self!r}")
+        return list(self._groups)
+
     def __getitem__(self, names):
         """The sub-mesh of the dimensions `names` (one name, or a tuple of them) through this rank: its rows
         along them, with the groups this mesh made."""

@@ -46,11 +46,7 @@ class FSDPGroups:
                     f"FullyShardedDataParallel: {'a hybrid strategy' if hybrid else 'this strategy'} takes a "
                     f"{2 if hybrid else 1}-d device_mesh{' (replicate, shard)' if hybrid else ''}, got {device_mesh!r}"
                 )
-            if device_mesh.get_coordinate() is None:
-                raise ConfigError(
-                    f"FullyShardedDataParallel: this rank ({loop.rank()}) is not in the device_mesh {device_mesh!r}"
-                )
-            groups = device_mesh.get_all_groups()
+            groups = device_mesh.member_groups("FullyShardedDataParallel")
             process_group = (groups[1], groups[0]) if hybrid else groups[0]
         if hybrid:
             if process_group is None:

@@ -191,11 +191,7 @@ def parallelize_module(module, device_mesh=None, parallelize_plan=None, *, src_d
     if device_mesh is not None:
         if device_mesh.ndim != 1:
             raise ConfigError(f"parallelize_module: a 1-d device_mesh is taken here, got {device_mesh!r}")
-        if device_mesh.get_coordinate() is None:
-            raise ConfigError(
-                f"parallelize_module: this rank ({loop.rank()}) is not in the device_mesh {device_mesh!r}"
-            )
-        group = device_mesh.get_group()
+        (group,) = device_mesh.member_groups("parallelize_module")
         group = group if hasattr(group, "ranks") else None  # (the launch's own)
     if parallelize_plan is None:
         warnings.warn("parallelize_module: no parallelize_plan; the module is left as it is", stacklevel=2)
