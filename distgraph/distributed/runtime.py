@@ -19,25 +19,16 @@ runtime_env carried, each actor's process now sets itself before its class's `__
 """
 
 import contextlib
-import ctypes
 import gc
 import os
-import sys
 
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from distgraph import dtypes
+from distgraph import dtypes, host_memory
 from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
-
-# glibc returns freed blocks above its (dynamic) mmap threshold to the kernel and trims the heap's top,
-# so every step's fresh activation arrays fault their pages in again — the kernel zeroes them. On the
-# MLP of `bench scaling` that was ~1,300 page faults and 3 ms of a 17 ms step. A worker process is
-# distgraph's own: keep freed memory in the heap instead (RSS stays at the step's peak, as a caching
-# allocator's does). mallopt's parameters: M_TRIM_THRESHOLD (-1), M_MMAP_THRESHOLD (-3); an int each.
-_MALLOPT = {-1: 2**31 - 1, -3: 1 << 30}
 
 
 def _probe(address, timeout_s):
@@ -193,15 +184,6 @@ class WorkerGroup:
         remove_placement_group(self.pg)
 
 
-def _keep_freed_memory():
-    """glibc's allocator in this process set as `_MALLOPT` says (Linux; elsewhere nothing to do)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None)
-            for param, value in _MALLOPT.items():
-                libc.mallopt(param, value)
-
-
 def limit_threads(cpus):
     """BLAS threads to the process's CPUs: the variables for libraries loaded later, threadpoolctl (if
     present) for those loaded already — where the environment Ray inherited set OMP_NUM_THREADS itself."""
@@ -217,7 +199,7 @@ def limit_threads(cpus):
 def setup_process(default_dtype, cpus):
     """What every distgraph actor's process sets first: the driver's default dtype, the allocator, BLAS
     threads to its CPUs."""
-    _keep_freed_memory()
+    host_memory.keep_freed_memory(host_memory.WORKER)  # distgraph's own process: keep all of it
     limit_threads(cpus)
     dtypes.set_default_dtype(default_dtype)
 
