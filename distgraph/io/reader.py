@@ -9,6 +9,7 @@ import inspect
 import io
 import math
 import os
+import re
 import zlib
 
 import msgpack
@@ -189,8 +190,8 @@ class Reader:
 
     def target_device(self, saved, what, arr):
         """Where map_location sends a tensor saved on `saved` (a Device, or an array from a torch-style callable)."""
-        if not (isinstance(saved, str) and (saved in ("cpu", "cuda") or saved.startswith("cuda:"))):
-            self.fail(f"{what}: corrupt device {saved!r}")
+        if not (isinstance(saved, str) and _LOCATION.fullmatch(saved)):  # any device's name: torch's mps,
+            self.fail(f"{what}: corrupt device {saved!r}")  # xpu... load wherever map_location sends them
         loc = self.map_location
         if loc is None:
             target = saved
@@ -209,6 +210,9 @@ class Reader:
                 f"{self.name}: {what} was saved on {saved} and cannot be loaded on {target} ({exc}); "
                 "pass map_location='cpu' to load it on the cpu"
             ) from None
+
+
+_LOCATION = re.compile(r"[a-z_]+(:[0-9]+)?")  # a device as torch names it: "cpu", "cuda:1", "mps"
 
 
 def _takes_two_args(fn):

@@ -40,10 +40,11 @@ import math
 import pickle
 import warnings
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 
+from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import FileFormatError
@@ -92,6 +93,20 @@ class _Inert:
 
     def __setstate__(self, state):
         raise pickle.UnpicklingError(f"a {self.what} cannot be given extra state")
+
+
+class _Call(_Inert):
+    """An allowed function as the pickle gets it: callable, but BUILD cannot set its attributes (on the function
+    itself, `__defaults__` from one file would break every later load in the process)."""
+
+    what = "function"
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
 
 
 class _Marker(_Inert):
@@ -161,14 +176,35 @@ def _encode(text, encoding="utf-8"):
     return text.encode(encoding)
 
 
+def _device(kind, index=None):
+    """torch.device("cuda", 0) as its name, "cuda:0": what a checkpoint's device entry means here."""
+    if not (isinstance(kind, str) and (index is None or type(index) is int)):
+        raise pickle.UnpicklingError(f"torch.device({kind!r:.40}, {index!r:.40}) is not a device")
+    return kind if index is None else f"{kind}:{index}"
+
+
+def _counter(*args):
+    """collections.Counter(mapping): a dict subclass (the class itself is not handed to the pickle, whose BUILD
+    could set its attributes)."""
+    if len(args) > 1 or (args and not isinstance(args[0], dict)):
+        raise pickle.UnpicklingError("collections.Counter rebuilt from something other than a dict")
+    return Counter(*args)
+
+
 ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor_v2"): _Call(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v3"): _Call(_rebuild_tensor_v3),
+    ("torch._utils", "_rebuild_parameter"): _Call(_rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): _Call(_rebuild_parameter),
     ("collections", "OrderedDict"): OrderedDict,
     ("torch", "Size"): tuple,
-    ("_codecs", "encode"): _encode,
+    ("_codecs", "encode"): _Call(_encode),
+    ("torch", "device"): _Call(_device),
+    ("collections", "Counter"): _Call(_counter),
+    # torch's weights_only allows these too; builtin types (immutable: BUILD cannot change them)
+    ("builtins", "set"): set,
+    ("builtins", "complex"): complex,
+    ("builtins", "bytearray"): bytearray,
     ("torch.storage", "UntypedStorage"): _Marker("UntypedStorage", "uint8"),
 }
 ALLOWED |= {("torch", name): _Marker(name, dt) for name, dt in STORAGE_DTYPES.items()}
@@ -243,8 +279,13 @@ class TorchReader:
         """The loaded object: placeholders made Tensors, containers checked (and kept, in place)."""
         if depth > MAX_DEPTH:
             self.fail(f"structure nested deeper than {MAX_DEPTH} levels {show(path)}")
-        if node is None or type(node) in (bool, int, float, str, bytes):
+        if node is None or type(node) in (bool, int, float, complex, str, bytes, bytearray):
             return node
+        if type(node) is _Marker and not node.name.endswith("Storage"):  # a dtype value (torch.float32)
+            found = getattr(dtypes, "bool_" if node.dtype == "bool" else node.dtype, None)
+            if found is None:
+                self.fail(f"the dtype torch.{node.name} {show(path)} has no distgraph dtype")
+            return found
         if id(node) in self.done:
             return self.done[id(node)]
         kind = type(node)
@@ -254,7 +295,7 @@ class TorchReader:
             self.done[id(node)] = node
             node[:] = [self.build(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
             out = node
-        elif kind in (dict, OrderedDict):
+        elif kind in (dict, OrderedDict, Counter):
             self.done[id(node)] = node
             for k in list(node):
                 if not _plain(k):

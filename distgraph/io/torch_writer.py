@@ -41,6 +41,7 @@ class TorchWriter:
     def __init__(self):
         self.out = bytearray(b"\x80\x02")  # PROTO 2
         self.memo = {}  # id(tensor or container) -> memo index
+        self.memo_slots = 0  # memo indices handed out (not len(memo): one object, e.g. (), may be put twice)
         self.keep = []  # the objects behind those ids, alive until written
         self.storages = {}  # id(array) -> (key, contiguous host array)
 
@@ -108,8 +109,11 @@ class TorchWriter:
         self.out += b"X" + struct.pack("<I", len(data)) + data
 
     def put(self, obj):
-        """Memoize the object on top of the stack, so a second meeting is a reference to it."""
-        index = self.memo[id(obj)] = len(self.memo)
+        """Memoize the object on top of the stack, so a second meeting is a reference to it. Each put takes
+        a fresh index: a shared object put twice (the empty shape and stride tuples of a 0-d tensor are one
+        object) must not hand its index to the next one, which would overwrite that slot."""
+        index = self.memo[id(obj)] = self.memo_slots
+        self.memo_slots += 1
         self.keep.append(obj)
         self.out += b"r" + struct.pack("<I", index)  # LONG_BINPUT
 

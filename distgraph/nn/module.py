@@ -27,11 +27,11 @@ def key_errors(own_keys, state_dict, strict, optional=()):
     own = set(own_keys)
     missing = [k for k in own_keys if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in own]
-    errors = []
-    if strict and unexpected:
-        errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+    errors = []  # torch's order: missing keys first
     if strict and missing:
         errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+    if strict and unexpected:
+        errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
     return missing, unexpected, errors
 
 
@@ -355,11 +355,15 @@ class Module:
     # without it in the checkpoint keeps its own value, as torch's _load_from_state_dict for old versions
     _optional_state = ()
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values in place, by name; returns (missing_keys, unexpected_keys).
 
         Shape mismatches always raise StateDictError; missing/unexpected keys raise it when strict.
-        Values may be Tensors or arrays; they are converted to each target's dtype and device.
+        Values may be Tensors or arrays; they are converted to each target's dtype and device. A (1,)
+        value loads into a 0-d target as its one element (torch's rule for old checkpoints).
+        `assign=True` (torch's): the module takes the checkpoint's tensors themselves, with their dtype
+        and device, a parameter as a Parameter keeping the old one's requires_grad (no copy: a file
+        loaded with mmap stays mapped). An optimizer built before holds the old parameters.
         """
         own = self.state_dict(keep_vars=True)
         for k, t in own.items():  # a lazy module's placeholder takes the checkpoint's shape (nn/lazy.py)
@@ -372,6 +376,9 @@ class Module:
             # a Tensor, an array, or a number / nested list (a 0-d num_batches_tracked saved as an int)
             v = state_dict.get(k)
             shape = None if k not in state_dict else tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+            if shape == (1,) and t.ndim == 0:
+                state_dict = {**state_dict, k: v[0]}  # (not the caller's dict)
+                shape = ()
             if shape is not None and shape != tuple(t.shape):
                 errors.append(
                     f"size mismatch for {k}: copying a param with shape {shape} from checkpoint, "
@@ -381,12 +388,30 @@ class Module:
             raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         with no_grad():
             for k, t in own.items():
-                if k in state_dict:
-                    v = state_dict[k]
-                    arr = v.to(t.device).array if isinstance(v, Tensor) else v
-                    t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
-                    t._vc[0] += 1
+                if k not in state_dict:
+                    continue
+                v = state_dict[k]
+                if assign:
+                    self._assign(k, t, v)
+                    continue
+                arr = v.to(t.device).array if isinstance(v, Tensor) else v
+                t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
+                t._vc[0] += 1
         return _IncompatibleKeys(missing, unexpected)
+
+    def _assign(self, key, old, value):
+        """load_state_dict(assign=True)'s step for one key: the value itself becomes the module's tensor."""
+        path, _, name = key.rpartition(".")
+        owner = self.get_submodule(path) if path else self
+        value = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        if name in owner._parameters:
+            if isinstance(value, Parameter):
+                value.requires_grad_(old.requires_grad)
+            else:
+                value = Parameter(value, requires_grad=old.requires_grad)
+            owner._parameters[name] = value
+        else:
+            owner._buffers[name] = value
 
     # ---- call and hooks -----------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):

@@ -133,7 +133,7 @@ def test_wrong_version_and_foreign_files_are_refused(good, tmp_path):
         (lambda m: {**m, "dtype": "V8"}, "unsupported dtype"),
         (lambda m: {**m, "order": "?"}, "byte order"),
         (lambda m: {**m, "crc": m["crc"] ^ 1}, "checksum mismatch"),
-        (lambda m: {**m, "device": "tpu:0"}, "corrupt device"),
+        (lambda m: {**m, "device": "cuda:x"}, "corrupt device"),
         (lambda m: {**m, "device": None}, "corrupt device"),
         (lambda m: {**m, "dtype": "i8", "shape": [m["nbytes"] // 8], "requires_grad": True}, "only floating"),
         (lambda m: [m], "corrupt record"),

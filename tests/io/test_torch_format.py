@@ -433,3 +433,61 @@ def test_distgraph_reads_and_writes_torch_files_without_importing_torch(tmp_path
         [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     )
     assert torch.load(tmp_path / "back.pt", weights_only=True)["w"].tolist() == [1.0, 1.0]
+
+
+# ---- from a review: memo slots, other devices' files, BUILD on allowed functions, torch's other safe globals --
+
+
+def test_empty_tuples_beside_0d_tensors_keep_their_own_memo_slots(tmp_path):
+    """A 0-d tensor's shape and stride are one object, (), put twice: its slot used to go to the next object."""
+    dg.save({"loss": dg.tensor(0.5), "args": (), "w": dg.ones(2), "kw": ()}, tmp_path / "e.pt", format="torch")
+    for back in (torch.load(tmp_path / "e.pt", weights_only=True), dg.load(tmp_path / "e.pt")):
+        assert back["args"] == () and back["kw"] == () and float(back["loss"]) == 0.5
+        assert back["w"].tolist() == [1.0, 1.0]
+
+
+def _relocated(src, dst, location):
+    """torch's file `src` with every storage's location string changed to `location` (as saved on that device)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name.endswith("data.pkl"):
+                data = data.replace(
+                    b"X\x03\x00\x00\x00cpu", b"X" + struct.pack("<I", len(location)) + location.encode()
+                )
+            zout.writestr(name, data)
+
+
+def test_a_file_saved_on_another_device_loads_where_map_location_sends_it(tmp_path):
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "cpu.pt")
+    _relocated(tmp_path / "cpu.pt", tmp_path / "mps.pt", "mps")
+    for where in ("cpu", {"mps": "cpu"}, lambda storage, loc: storage):
+        assert dg.load(tmp_path / "mps.pt", map_location=where)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(dg.errors.DeviceError, match="mps.pt: tensor 'w' was saved on mps .*map_location='cpu'"):
+        dg.load(tmp_path / "mps.pt")
+
+
+def test_a_file_cannot_set_attributes_of_the_loaders_functions(tmp_path):
+    """BUILD on an allowed global (torch's weights_only refuses it): before, __defaults__ set from one file
+    broke every later load of a Parameter in the process."""
+    pkl = b"\x80\x02ctorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s\x86b0}."
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as archive:
+        archive.writestr("a/data.pkl", pkl)
+        archive.writestr("a/version", b"3\n")
+    with pytest.raises(FileFormatError, match="evil.pt: corrupt pickle .*cannot be given extra state"):
+        dg.load(tmp_path / "evil.pt")
+    torch.save({"p": torch.nn.Parameter(torch.ones(2))}, tmp_path / "p.pt")
+    assert isinstance(dg.load(tmp_path / "p.pt")["p"], dg.nn.Parameter)
+
+
+def test_torchs_other_weights_only_globals_load():
+    import collections
+
+    buf = io.BytesIO()
+    value = {"s": {1, 2}, "c": 1 + 2j, "b": bytearray(b"ab"), "n": collections.Counter({"a": 2}), "w": torch.ones(2)}
+    torch.save({**value, "d": torch.device("cuda", 1), "e": torch.device("cpu"), "t": torch.float32}, buf)
+    buf.seek(0)
+    back = dg.load(buf)
+    assert {k: back[k] for k in ("s", "c", "b", "n")} == {k: value[k] for k in ("s", "c", "b", "n")}
+    assert type(back["n"]) is collections.Counter and back["t"] is dg.float32
+    assert (back["d"], back["e"]) == ("cuda:1", "cpu")

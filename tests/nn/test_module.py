@@ -106,9 +106,32 @@ def test_strict_load_names_missing_and_unexpected_keys():
     with pytest.raises(nn.StateDictError, match=r'Missing key\(s\) in state_dict: "fc2.bias"') as err:
         m.load_state_dict(sd)
     assert 'Unexpected key(s) in state_dict: "fc3.weight"' in str(err.value)
+    assert str(err.value).index("Missing") < str(err.value).index("Unexpected")  # torch's order
     assert isinstance(err.value, RuntimeError)
     missing, unexpected = m.load_state_dict(sd, strict=False)
     assert missing == ["fc2.bias"] and unexpected == ["fc3.weight"]
+
+
+@pytest.mark.parametrize("m", [dg, torch], ids=["distgraph", "torch"])
+def test_load_state_dict_assign_takes_the_checkpoints_tensors_as_torch(m):
+    net = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+    net[0].weight.requires_grad_(False)
+    sd = {k: (v.double() + 1) if v.is_floating_point() else v + 3 for k, v in net.state_dict().items()}
+    assert tuple(net.load_state_dict(sd, assign=True)) == ([], [])
+    w, b, mean = net[0].weight, net[0].bias, net[1].running_mean
+    assert isinstance(w, m.nn.Parameter) and isinstance(b, m.nn.Parameter)
+    assert (w.requires_grad, b.requires_grad) == (False, True)  # the old parameters' flags
+    assert w.dtype == mean.dtype == m.float64  # the checkpoint's dtype, not converted
+    assert w.data_ptr() == sd["0.weight"].data_ptr() if m is torch else np.shares_memory(w.array, sd["0.weight"].array)
+    assert int(net[1].num_batches_tracked) == 3
+
+
+@pytest.mark.parametrize("m", [dg, torch], ids=["distgraph", "torch"])
+def test_a_one_element_value_loads_into_a_0d_tensor(m):
+    net = m.nn.BatchNorm1d(2)
+    sd = {**net.state_dict(), "num_batches_tracked": m.tensor([5])}
+    net.load_state_dict(sd)
+    assert int(net.num_batches_tracked) == 5 and net.num_batches_tracked.ndim == 0
 
 
 def test_shape_mismatch_is_named_even_when_not_strict():
