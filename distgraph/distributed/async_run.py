@@ -37,6 +37,8 @@ from distgraph.distributed.shm import PREFIX
 from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistributedError
 
+IDLE_CALLS = 3  # calls in a row that apply nothing with every worker answering: the run cannot go on
+
 
 class SharedAsyncScheduler:
     """Async runs of `actors` (a list the cluster keeps current, rank order) on shared-store segments."""
@@ -81,15 +83,22 @@ class SharedAsyncScheduler:
         holds step t (a step redone after a drop is sent again with the same)."""
         queue = deque(range(first, len(batches)))
         self.rejoined = set()
-        redone = 0
+        redone = idle = 0
         while queue:
             self._rejoin_returned(hypers)
             n = min(len(queue), self._call_steps())
             steps = [queue.popleft() for _ in range(n)]
             per_step = None if hypers_for_step is None else [hypers_for_step(t) for t in steps]
+            live = set(self.live)
             undone = self._call(batches, steps, on_step, hypers, per_step)
             redone += len(undone)
             queue.extendleft(reversed(undone))
+            idle = idle + 1 if len(undone) == n and self.live == live else 0
+            if idle == IDLE_CALLS:  # every live worker answered, none dropped, and no step was applied
+                raise DistributedError(
+                    f"async: {IDLE_CALLS} calls in a row applied none of their steps though every live worker "
+                    f"({sorted(live)}) answered: the shared store no longer counts them as members"
+                )
         if redone:
             self.on_event(f"async: {redone} step(s) redone: their worker was dropped before it pushed them")
 

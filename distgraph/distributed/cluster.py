@@ -28,13 +28,10 @@ from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistgraphError, DistributedError
 
+StoreLost = scheduler.StoreLost  # (the Trainer catches it by this name)
 ELASTIC_SEGMENT = 16  # elastic runs: steps between two looks at the cluster's resources
 ELASTIC_CHECK_S = 1.0  # and at most one look a second (each asks the GCS)
 NODE_LOSS_WAIT_S = 90.0  # elastic: how long to wait for the cluster to declare a lost node dead
-
-
-class StoreLost(DistributedError):
-    """A parameter-store shard died: its state lives only in checkpoints now."""
 
 
 class RayCluster(DriverState):
@@ -72,10 +69,12 @@ class RayCluster(DriverState):
             )
         else:
             self._start_stores()
-        events, timeout = trainer.history.events.append, trainer.timeout_s
-        self.scheduler = DataParallelScheduler(self.group.actors, self.stores, events, timeout)
+        self.scheduler = DataParallelScheduler(self.group.actors, self.stores, self._event, trainer.timeout_s)
         self.scheduler.reduce_in_store = reduce_in_store
         self.scheduler.set_version(trainer.global_step)
+
+    def _event(self, message):  # the Trainer's current history: a loaded checkpoint replaces it
+        self.trainer.history.events.append(message)
 
     # ---- the store sharded across the workers (zero.py) ----------------------------------------------------
     def _can_shard(self, sync):
@@ -118,7 +117,7 @@ class RayCluster(DriverState):
         if self.async_scheduler is None or self.async_scheduler.actors is not self.group.actors:
             t = self.trainer
             self.async_scheduler = SharedAsyncScheduler(
-                self.group.actors, self.group_name, self.name, t.staleness, t.timeout_s, t.history.events.append,
+                self.group.actors, self.group_name, self.name, t.staleness, t.timeout_s, self._event,
                 self._replace_worker,
             )  # fmt: skip
         params, states = self._driver_state()
@@ -307,7 +306,7 @@ class RayCluster(DriverState):
         if t.sync == "async":
             try:
                 self._run_async_epoch(batches, on_step, start, segment, on_segment)
-            except DistgraphError as exc:
+            except Exception as exc:  # the user's own error comes as itself: a ValueError of the model's too
                 if scheduler.user_error(exc.__cause__) is not None:
                     self._keep_the_async_steps_before_the_error()
                 raise
@@ -427,12 +426,11 @@ class RayCluster(DriverState):
             pass
 
     def _keep_the_async_steps_before_the_error(self):
-        """An async step raised the user's error: the store holds the steps pushed before it (the failed
-        one pushed nothing). The driver takes them, as a local run keeps the steps before its error;
-        it used to keep its state from before the fit — the steps lost, and the Trainer's global_step
-        (which the Trainer steps a per-step scheduler by) behind the store's. The failed worker dropped
-        itself from the shared segment (its peers must not wait for its push), so the next fit's calls
-        found no live worker and waited for ever: a new segment is set up from the driver's state."""
+        """An async step raised the user's error (a distgraph one or the model's own ValueError...): the store
+        holds the steps pushed before it. The driver takes them, as a local run keeps the steps before its
+        error (it used to keep its state from before the fit, its global_step behind the store's). The
+        failed worker dropped itself from the shared segment, so the next fit's calls found no live worker
+        and waited for ever: a new segment is set up from the driver's state."""
         try:
             self.pull()
             if self.async_shared:

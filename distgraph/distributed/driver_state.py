@@ -122,7 +122,7 @@ class DriverState:
                 "params": [params[i] for i in members],
                 "state": [states[i] for i in members],
             }
-            ray.get(self.stores[s].load_state_dict.remote(sd))
+            wait_ready(self.stores[s].load_state_dict.remote(sd), self.trainer.timeout_s, f"parameter-store shard {s}")
 
     # ---- buffers ------------------------------------------------------------------------------------------
     def _driver_buffers(self):

@@ -39,6 +39,10 @@ class StepTimeout(DistributedError):
     """Step calls did not come back in time: a hung (not dead) worker. Handled like a dead one."""
 
 
+class StoreLost(DistributedError):
+    """A parameter-store shard died or stopped answering: its state lives only in checkpoints now."""
+
+
 WORKER_FAILURES = (RayActorError, RayTaskError, StepTimeout)
 
 # Sharded sync steps per Ray call: a call carries about CALL_SECONDS of steps (measured on the calls
@@ -248,6 +252,8 @@ class _AsyncRun:
         busy = {v[0] for v in self.computing.values()} | {v[0] for v in self.pushing.values()}
         for w in sorted(self.live - busy):
             behind = [b for u, b in self.base.items() if u != w]
+            if queue and behind and max(behind) - self.version[w] > self.staleness:
+                self._refresh(w)  # held back meanwhile: its parameters are too old for the peers' steps now
             if queue and (not behind or self.version[w] - min(behind) <= self.staleness):
                 t, indices = queue.popleft()
                 self.base[w] = self.version[w]
@@ -255,8 +261,16 @@ class _AsyncRun:
                 stats, grads = self.sched.workers[w].step_async.options(num_returns=2).remote(indices, *shards)
                 self.computing[stats] = (w, t, indices, time.monotonic(), grads)
 
+    def _refresh(self, w):
+        """w's next step computes on the store's current parameters. Its own last push set its version; a
+        worker held back while the others went on would start that far behind them, past the staleness
+        bound (SSP bounds the gap both ways). A shard runs this get after the pushes submitted before it."""
+        self.params[w] = [s.get.options(num_returns=2).remote() for s in self.stores]
+        self.version[w] = self._from_stores(self.params[w][0][0], f"parameter-store read for worker {w}")
+
     def _computed(self, ref, queue, lrs_for_step):
-        w, t, indices, _, grads = self.computing.pop(ref)
+        w, t, indices, started, grads = self.computing.pop(ref)
+        when = {"rank": w, "base": self.base[w], "t_claim": started, "t_computed": time.monotonic()}
         try:
             stats = ray.get(ref)
         except WORKER_FAILURES as exc:
@@ -271,14 +285,12 @@ class _AsyncRun:
             for s, (store, (base, _)) in enumerate(zip(self.stores, self.params[w]))
         ]
         self.params[w] = [(version, params) for version, params, _ in outs]  # current either way
-        self.pushing[outs[0][2]] = (w, t, indices, stats, [applied for _, _, applied in outs])
+        self.pushing[outs[0][2]] = (w, t, indices, stats, [applied for _, _, applied in outs], when)
 
     def _pushed(self, ref, queue, on_step):
-        w, t, indices, stats, applied_refs = self.pushing.pop(ref)
-        *applied, version = wait_ready(
-            [*applied_refs, self.params[w][0][0]],
-            self.timeout_s,
-            f"parameter-store shards (worker {w}'s push of step {t})",
+        w, t, indices, stats, applied_refs, when = self.pushing.pop(ref)
+        *applied, version = self._from_stores(
+            [*applied_refs, self.params[w][0][0]], f"parameter-store shards (worker {w}'s push of step {t})"
         )
         self.version[w] = version  # what w computes on next, the push applied or refused
         # the store's version, as a sync run keeps it: a resize between epochs reads every shard there
@@ -291,10 +303,26 @@ class _AsyncRun:
             self.refused += 1
             queue.appendleft((t, indices))
             return
+        if self.sched.on_worker_stats is not None:  # timeline.AsyncTimeline's record (driver's clock)
+            self.sched.on_worker_stats(t, [{**when, "version": version, "t_pushed": time.monotonic()}])
         on_step(t, merge_statistics([stats]))
+
+    def _from_stores(self, refs, what):
+        """The store shards' answers; StoreLost when one died or did not answer in time (the Trainer then
+        resumes from its last checkpoint, as after a sync run's lost shard)."""
+        try:
+            return wait_ready(refs, self.timeout_s, what)
+        except (RayActorError, DistributedError) as exc:
+            raise StoreLost(f"async: {what}: a parameter-store shard is lost ({exc})") from exc
 
     def _check_timeouts(self, queue):
         now = time.monotonic()
+        for w, t, *_, when in self.pushing.values():  # the first shard's answer is what execute() waits on
+            if now - when["t_computed"] > self.timeout_s:
+                raise StoreLost(
+                    f"async: the parameter-store shards did not answer worker {w}'s push of step {t} "
+                    f"within {self.timeout_s:g}s"
+                )
         for ref, (w, t, indices, started, _) in list(self.computing.items()):
             if now - started > self.timeout_s:
                 del self.computing[ref]
@@ -314,7 +342,7 @@ class _AsyncRun:
         self.version.pop(w, None)
         self.base.pop(w, None)
         self.sched.incarnations[w] += 1  # the incarnation a rejoin gets; every earlier one is fenced
-        wait_ready([s.fence.remote(w, self.sched.incarnations[w]) for s in self.stores], self.timeout_s, "store fence")
+        self._from_stores([s.fence.remote(w, self.sched.incarnations[w]) for s in self.stores], "store fence")
         self._bound()
         self.on_event(f"{why}; dropped and fenced, staleness bound now over {len(self.live)} live workers")
         if w not in self.rejoined and rejoin_on != ():
@@ -342,7 +370,7 @@ class _AsyncRun:
         """Admit w's current incarnation; returns the version it starts from (the store's current parameters)."""
         incarnation = self.sched.incarnations.setdefault(w, 0)
         self.params[w] = [s.admit.options(num_returns=2).remote(w, incarnation) for s in self.stores]
-        self.version[w] = wait_ready(self.params[w][0][0], self.timeout_s, f"parameter-store admission of worker {w}")
+        self.version[w] = self._from_stores(self.params[w][0][0], f"parameter-store admission of worker {w}")
         self.live.add(w)
         self._bound()
         return self.version[w]

@@ -476,7 +476,8 @@ def sweep():
     """Remove distgraph segments whose ranks have all exited (a group killed before it could clean up).
 
     Rank 0 runs this before it creates a segment, so what a SIGKILLed group left behind is gone at the
-    latest when the next group starts. A segment still being set up (no pid written yet) is kept."""
+    latest when the next group starts. A segment still being set up (no pid written yet) is kept. Any rank's
+    pid counts, not rank 0's alone: an async store that rank 0 left for good is created by a higher rank."""
     removed = []
     for name in leaked():
         try:  # read the header as a file: mapping it would involve this process's resource tracker
@@ -488,7 +489,7 @@ def sweep():
                 )  # a rank that gave up: −pid
         except (FileNotFoundError, PermissionError, ValueError):
             continue
-        if pids and pids[0] > 0 and not any(_alive(p) for p in pids if p > 0):
+        if any(p > 0 for p in pids) and not any(_alive(p) for p in pids if p > 0):
             _remove(name)
             removed.append(name)
     return removed

@@ -1,5 +1,6 @@
 """The all-reduce layer between real Ray actors: correct, deterministic, cleaned up, never hangs."""
 
+import os
 import sys
 import time
 import uuid
@@ -173,6 +174,32 @@ def test_killed_owner_leaves_no_segment_behind(ray_session):
             break
         time.sleep(0.05)
     assert leaked(group) == []  # removed by the sweep the next group's rank 0 runs
+
+
+def test_sweep_removes_a_segment_whose_only_written_pids_are_dead_even_without_rank_0s():
+    """An async store that rank 0 left for good is created by a higher rank: its rank-0 pid stays 0, and the
+    sweep (which waited for rank 0's pid) kept it in /dev/shm for good once its ranks were killed."""
+    import subprocess
+
+    from distgraph.distributed.shm import _ALIGN, PREFIX
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    made = {}
+    for case, pids in {"setting-up": [0, 0], "rank-0-gone": [0, dead.pid]}.items():
+        name = f"{PREFIX}{group_name()}.{case}"
+        header = np.zeros(_ALIGN // 8, np.int64)
+        header[0] = 2  # world
+        with open(f"/dev/shm/{name}", "wb") as f:
+            f.write(header.tobytes() + np.array(pids, np.int64).tobytes())
+        made[case] = name
+    removed = sweep()
+    try:
+        assert made["rank-0-gone"] in removed and made["setting-up"] not in removed
+    finally:
+        for name in made.values():
+            if name in leaked():
+                os.remove(f"/dev/shm/{name}")
 
 
 def test_missing_peer_raises_after_the_timeout_instead_of_hanging():

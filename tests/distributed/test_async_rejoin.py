@@ -148,3 +148,38 @@ def test_the_version_bound_holds_in_a_real_schedule_with_a_straggler(ray_session
     assert checked > len(rows) // 4
     steps = timeline.per_worker()
     assert steps[1]["steps"] > steps[0]["steps"]
+
+
+@pytest.mark.ray
+def test_store_actors_hold_the_version_bound_both_ways_with_three_uneven_workers(ray_session):
+    """Store actors, 3 workers slowed 1×, 1.5×, 4× at staleness 1. A worker held back by the bound used to
+    start later on the parameters of its own last push, however far the others had gone meanwhile: 2 versions
+    behind a peer computing then (the bound only stopped a worker starting too far ahead). Now a worker that
+    far behind reads the store's current parameters first; from the recorded schedule, no two steps computing
+    at once are more than 1 version apart."""
+    from distgraph.distributed.timeline import AsyncTimeline
+
+    (x, y), _ = digits(seed=0)
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = dg.optim.SGD(model.parameters(), lr=0.05)
+    with dg.Trainer(
+        model, nn.functional.cross_entropy, opt, workers=3, backend="ray", sync="async", staleness=1,
+        allreduce="store", cpus_per_worker=0.5, progress=False,
+    ) as trainer:  # fmt: skip
+        trainer.fit((x[:96], y[:96]), epochs=1, batch_size=32)
+        actors = trainer._cluster.group.actors
+        dg.distributed.runtime.gather([actors[1].set_slowdown.remote(1.5), actors[2].set_slowdown.remote(4.0)])
+        timeline = AsyncTimeline()
+        trainer._cluster.scheduler.on_worker_stats = timeline.add
+        trainer.fit((x[:768], y[:768]), epochs=2, batch_size=16)
+    rows = timeline.records
+    assert len(rows) == 768 // 16
+    pairs = [
+        (r, q) for r in rows for q in rows if q["rank"] != r["rank"] and q["t_claim"] <= r["t_claim"] <= q["t_pushed"]
+    ]
+    assert len(pairs) > len(rows) // 4  # steps did overlap
+    assert all(abs(r["base"] - q["base"]) <= 1 for r, q in pairs), [
+        (r["rank"], r["base"], q["rank"], q["base"]) for r, q in pairs if abs(r["base"] - q["base"]) > 1
+    ]
+    assert {int(r["rank"]) for r in rows} == {0, 1, 2}

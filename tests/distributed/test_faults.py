@@ -70,6 +70,38 @@ def test_killed_store_resumes_from_checkpoint_without_double_application(ray_ses
     assert all(np.array_equal(a, b) for a, b in zip(params(reference), params(t)))
 
 
+def test_killed_store_in_an_async_run_resumes_from_checkpoint(ray_session, tmp_path):
+    """The async run on store actors: a store shard killed mid-fit raised Ray's RayActorError out of the
+    scheduler (the Trainer's recovery waits for StoreLost), and a hung one left the driver waiting for ever.
+    Now both are StoreLost, and the Trainer restores its last checkpoint and goes on."""
+    t = trainer("ray", sync="async", checkpoint_dir=str(tmp_path), checkpoint_every_steps=8, allreduce="store")
+    store_pid = {}
+
+    def pick(cluster):
+        return store_pid.setdefault("pid", dg.distributed.runtime.gather(cluster.stores[0].pid.remote()))
+
+    killer = kill_when(t, 1, pick)
+    t.fit(data(), epochs=3, batch_size=16)
+    killer.join()
+    t.close()
+    assert any("parameter store lost" in e for e in t.history.events), t.history.events
+    assert len(t.history) == 3 and t.global_step == 3 * 64
+
+
+def test_events_after_loading_a_checkpoint_reach_the_history_the_trainer_holds(ray_session, tmp_path):
+    """load_checkpoint gives the Trainer a new History; the cluster's schedulers, made once, went on appending
+    their events (an async worker dropped, fenced and rejoining) to the old one's list, missing from what fit
+    returned."""
+    t = trainer("ray", sync="async", checkpoint_dir=str(tmp_path))
+    t.fit(data(), epochs=1, batch_size=16)
+    t.load_checkpoint()
+    killer = kill_when(t, 2, worker_pid(1))
+    history = t.fit(data(), epochs=4, batch_size=16)
+    killer.join()
+    t.close()
+    assert history is t.history and any("dropped and fenced" in e for e in history.events), history.events
+
+
 def test_killed_driver_resumes_to_the_same_parameters(tmp_path):
     cfg = {
         "data": {"name": "teacher", "samples": 4000, "features": 16, "classes": 4},
