@@ -46,18 +46,14 @@ def train(
     from distgraph.errors import ConfigError
 
     try:
-        cfg = cfgmod.load_config(config)
-        t = dict(cfg.get("trainer", {}))
         overrides = {
-            "workers": workers, "backend": backend, "address": address, "device": device, "sync": sync,
-            "staleness": staleness, "strategy": strategy, "allreduce": allreduce, "bind_to": bind_to,
+            "workers": workers, "address": address, "device": device, "sync": sync, "staleness": staleness,
+            "strategy": strategy, "allreduce": allreduce, "bind_to": bind_to, "checkpoint_dir": checkpoint_dir or None,
+            "backend": backend or ("ray" if address else None),  # --address implies Ray, over the file's backend
         }  # fmt: skip
-        t.update({k: v for k, v in overrides.items() if v is not None})
-        if checkpoint_dir:
-            t["checkpoint_dir"] = checkpoint_dir
-        if address and not backend:
-            t["backend"] = "ray"
-        cfgmod.validate({**cfg, "trainer": t}, config)
+        # validated with the options given here (a file's checkpoint_every with --checkpoint-dir is valid)
+        cfg = cfgmod.load_config(config, {k: v for k, v in overrides.items() if v is not None})
+        t = dict(cfg.get("trainer", {}))
         train_cfg = cfg["train"]
         seed = train_cfg.get("seed", 0)
         dg.manual_seed(seed)

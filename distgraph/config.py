@@ -6,6 +6,7 @@ so loading a config can never run code it was not shipped with. Every problem is
 the file and the key: unknown keys, wrong types, missing files, unknown names.
 """
 
+import math
 import os
 
 import yaml
@@ -81,7 +82,7 @@ SCHEMA = {
         "checkpoint_dir": str,
         "checkpoint_every": int,
         "checkpoint_every_steps": int,
-        "cpus_per_worker": int,
+        "cpus_per_worker": float,  # Ray's num_cpus: 0.5 shares a CPU between two workers
         "bind_to": str,
         "address": str,
         "strategy": str,
@@ -96,6 +97,19 @@ SCHEDULERS = (  # those a YAML file can configure: no function (LambdaLR) or sch
     "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau",
     "ConstantLR", "PolynomialLR", "CosineAnnealingWarmRestarts", "CyclicLR",
 )  # fmt: skip
+
+
+def _as_number(value, expected):
+    """A float field's numeric string as its float: PyYAML follows YAML 1.1, whose floats need a dot, so
+    `lr: 1e-3` is read as the string "1e-3" (YAML 1.2 and Python read it as 0.001) and was refused. Only a
+    finite number is taken; anything else stays a string and is refused as one."""
+    if expected is float and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
 
 
 def _type_ok(value, expected):
@@ -118,7 +132,8 @@ def _tname(t):
 
 
 def validate(cfg, source="config"):
-    """Raise ConfigError naming `source` and the key for the first problem; return cfg."""
+    """Raise ConfigError naming `source` and the key for the first problem; return cfg, whose numeric
+    strings in float fields are made floats in place (`_as_number`)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(cfg).__name__}")
     for key in cfg:
@@ -137,6 +152,7 @@ def validate(cfg, source="config"):
             for k, v in value.items():
                 if k not in spec:
                     raise ConfigError(f"{source}: unknown key {section}.{k} (known: {', '.join(spec)})")
+                v = value[k] = _as_number(v, spec[k])
                 if not _type_ok(v, spec[k]):
                     raise ConfigError(f"{source}: {section}.{k} must be {_tname(spec[k])}, got {v!r}")
         elif not _type_ok(value, spec):
@@ -182,12 +198,23 @@ def _validate_names(cfg, source):
     from distgraph.amp import check_scaler_options
     from distgraph.trainer_options import check_options
 
-    check_options(cfg.get("trainer", {}), source, "trainer.")
+    trainer = cfg.get("trainer", {})
+    if "address" in trainer and "backend" not in trainer:  # an address implies Ray, as the CLI's --address does
+        trainer["backend"] = "ray"
+    check_options(trainer, source, "trainer.")
+    micro, batch = trainer.get("micro_batches", 4), cfg["train"].get("batch_size", 32)
+    if trainer.get("strategy") == "pipeline" and batch % micro:  # found only inside fit, after the data loaded
+        raise ConfigError(
+            f"{source}: train.batch_size {batch} is not divisible by trainer.micro_batches {micro}: strategy "
+            "pipeline cuts each batch into micro_batches equal parts"
+        )
     check_scaler_options(cfg.get("loss_scaling", {}), source, "loss_scaling.")
 
 
-def load_config(path):
-    """Read and validate a YAML config (safe_load: YAML tags cannot construct objects)."""
+def load_config(path, overrides=None):
+    """Read and validate a YAML config (safe_load: YAML tags cannot construct objects). `overrides`: trainer
+    options (the command line's) that replace the file's before it is validated, so a file's
+    `checkpoint_every` with `--checkpoint-dir` given on the command line is valid."""
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -199,6 +226,8 @@ def load_config(path):
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    if overrides and isinstance(cfg, dict) and isinstance(cfg.get("trainer", {}), dict):
+        cfg["trainer"] = {**cfg.get("trainer", {}), **overrides}
     return validate(cfg, path)
 
 

@@ -30,9 +30,9 @@ import weakref
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History
-from distgraph.trainer_data import EpochData, as_arrays, check_data
+from distgraph.trainer_data import EpochData, as_arrays, check_data, validation_arrays
 from distgraph.trainer_options import check_batch_size, check_fit, check_optimizer, check_options, syncs_batch_norm
-from distgraph.trainer_schedule import Schedules, check_interval
+from distgraph.trainer_schedule import Schedules, check_interval, check_scheduler
 
 
 class Trainer(Schedules):
@@ -69,15 +69,18 @@ class Trainer(Schedules):
             "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
             "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
             "checkpoint_every": checkpoint_every, "cpus_per_worker": cpus_per_worker, "timeout_s": timeout_s,
+            "address": address,
         }  # fmt: skip
         workers, self.elastic, self.bind_to = check_options(options)
         if not (callable(model) and hasattr(model, "parameters")):
             raise ConfigError(f"Trainer: model must be a distgraph.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise ConfigError(f"Trainer: loss_fn must be callable (e.g. F.cross_entropy), got {type(loss_fn).__name__}")
-        if callable(optimizer) and not hasattr(optimizer, "param_groups"):  # a factory: params -> optimizer
+        factory = callable(optimizer) and not hasattr(optimizer, "param_groups")  # params -> optimizer
+        if factory:
             optimizer = optimizer(model.parameters())
-        check_optimizer(optimizer)
+        check_optimizer(optimizer, factory=factory)
+        check_scheduler(scheduler, optimizer, factory)
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
         self.syncs_batch_norm = syncs_batch_norm(model, workers, sync, allreduce)
         check_interval(scheduler_interval, type(scheduler).__name__)
@@ -91,7 +94,7 @@ class Trainer(Schedules):
         self.address, self.cpus_per_worker = address, cpus_per_worker
         self.strategy, self.micro_batches = strategy, micro_batches
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
-        self.checkpoint_every_steps = checkpoint_every_steps if checkpoint_dir else None
+        self.checkpoint_every_steps = checkpoint_every_steps
         # with Ray the workers hold the device; the driver's model (a cluster head often has no GPU) stays
         # on the host, receiving the trained parameters there
         self.step_fn = ShardStep(model, loss_fn, device if backend == "local" else "cpu")
@@ -114,6 +117,8 @@ class Trainer(Schedules):
             return self.history
         source = EpochData(data, batch_size, self.seed, self.epoch)
         x, y = source.x, source.y
+        val = None if val_data is None else validation_arrays(val_data, x, y, self.step_fn.evaluate)
+        self._refresh_trainable()
         if self._cluster is None:
             self._cluster = self._start(x, y, batch_size if source.ranges is None else len(source.ranges[0]))
         if self._cluster is not None:
@@ -158,7 +163,6 @@ class Trainer(Schedules):
             bar.close()
             record_lr = self._last_lr(first + len(parts) - 1)
             self._catch_up_scheduler(first + len(parts))
-            self.epoch_step = 0
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
             record = {"epoch": epoch + 1, **_weighted(carried + parts), "samples_per_s": done / elapsed}
@@ -170,13 +174,17 @@ class Trainer(Schedules):
             if self.grad_scaler is not None:
                 record["skipped_steps"] = sum(p.get("skipped", 0) for p in carried + parts)
                 record["loss_scale"] = self.grad_scaler.get_scale()
-            self.epoch, self._carried = epoch + 1, []
-            if val_data is not None:
-                if self._cluster is not None:
-                    self._cluster.pull()
-                record.update({f"val_{k}": v for k, v in self.evaluate(val_data).items() if k != "count"})
-            self._step_scheduler(record)
+            try:  # the epoch is done only once validated: an error here leaves it at its last step, not closed
+                if val is not None:
+                    if self._cluster is not None:
+                        self._cluster.pull()
+                    record.update({f"val_{k}": v for k, v in self.evaluate(val).items() if k != "count"})
+                self._step_scheduler(record)
+            except BaseException:
+                self._stop_inside_epoch(first + len(parts), steps_complete=True)
+                raise
             self.history.epochs.append(record)
+            self.epoch, self.epoch_step, self._carried = epoch + 1, 0, []
             if self.progress:
                 print(_epoch_line(record), flush=True)
             if self.checkpoint_dir and (self.checkpoint_every is None or self.epoch % self.checkpoint_every == 0):
@@ -191,8 +199,8 @@ class Trainer(Schedules):
         steps it after each; it was left where the epoch began, with the optimizer holding the failed
         step's row (locally) or the one before it (Ray), so the next fit's lrs differed between the two."""
         began = self.global_step
-        try:
-            if self._cluster is None:
+        try:  # first == len(batches): the steps ran in a fit whose validation failed, none is left to run
+            if self._cluster is None or first >= len(batches):
                 for t in range(first, len(batches)):
                     self.apply_step_hypers(t)
                     on_step(t, self._local_step(x, y, batches[t]))
@@ -203,8 +211,33 @@ class Trainer(Schedules):
                 self._cluster.fit_to_cluster(*self.elastic)
             return self._run_remote_epoch(batches, on_step, first)
         except BaseException:
-            self._catch_up_scheduler(first + self.global_step - began)
+            self._stop_inside_epoch(first + self.global_step - began)
             raise
+
+    def _stop_inside_epoch(self, epoch_step, steps_complete=False):
+        """An error ended the epoch after `epoch_step` steps: stay there, as a mid-epoch checkpoint of that step
+        does, so a next fit goes on from it and `save_checkpoint` records it. It stayed at the epoch's start:
+        a next fit applied those steps twice, a checkpoint recorded step 0 with the steps' parameters. This fit's
+        statistics are kept only when all came back (`steps_complete`: an error in the validation); else the
+        record covers the steps after the error (on Ray a failed call's never reach the driver)."""
+        self._catch_up_scheduler(epoch_step)
+        kept = self._epoch_parts if steps_complete else []
+        self.epoch_step, self._carried, self._epoch_parts = epoch_step, self._carried + kept, []
+
+    def _refresh_trainable(self):
+        """A layer frozen or unfrozen since the last fit: the local step takes the new set of trainable
+        parameters (`ShardStep.refresh_params`) and a graph strategy captures its step again; Ray workers
+        hold model replicas built with the old set, so there a change is refused."""
+        from distgraph.trainer_plan import PlanTrainer
+
+        if self._cluster is not None and not isinstance(self._cluster, PlanTrainer):
+            if change := self.step_fn.trainable_changes():
+                raise ConfigError(
+                    f"Trainer.fit: parameters changed requires_grad since the Ray workers started ({change}); their "
+                    "replicas train the old set: close this Trainer and build a new one on the model and optimizer"
+                )
+        elif self.step_fn.refresh_params() and self._cluster is not None:
+            self._cluster.close()  # the next step captures the graph again, with the new set's gradients
 
     def _start(self, x, y, batch_size):
         """What runs the steps: None for data parallelism in this process (`_local_step`), a RayCluster
@@ -346,11 +379,12 @@ class Trainer(Schedules):
         parts = [
             self.step_fn.evaluate(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
         ]
-        out = merge_statistics(parts)
-        return out
+        return merge_statistics(parts)
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def checkpoint_path(self):
+        if not self.checkpoint_dir:  # os.path.join(None, ...) was a bare TypeError
+            raise ConfigError("Trainer: no checkpoint path: pass one to save/load_checkpoint or set checkpoint_dir")
         return os.path.join(self.checkpoint_dir, "checkpoint.dg")
 
     def state_dict(self):

@@ -32,6 +32,26 @@ def as_arrays(data):
     return _nonempty(x), y
 
 
+def validation_arrays(val_data, x, y, evaluate):
+    """`fit`'s val_data as host arrays, read once per fit (a generator was exhausted by the first epoch's
+    validation, and the second epoch's failed). Samples shaped unlike the training data's are tried with
+    `evaluate(x, y)` on one of them before any step (a model may take other lengths): a val_data the model
+    cannot take failed only after the first epoch had trained. Those shaped alike are not, so the model and
+    loss_fn see no call a torch loop would not make."""
+    vx, vy = as_arrays(val_data)
+    if vx.shape[1:] == x.shape[1:] and vy.shape[1:] == y.shape[1:]:
+        return vx, vy
+    try:
+        evaluate(vx[:1], vy[:1])
+    except Exception as exc:
+        raise ConfigError(
+            f"Trainer.fit: val_data's samples have inputs of shape {vx.shape[1:]} and targets {vy.shape[1:]}, the "
+            f"training data's {x.shape[1:]} and {y.shape[1:]}, and fail in the model or loss_fn "
+            f"({type(exc).__name__}: {exc}): give val_data in the training data's form"
+        ) from exc
+    return vx, vy
+
+
 def _nonempty(x):
     """x, or a ConfigError when it holds no sample: an epoch of nothing recorded a loss of 0.0."""
     if len(x) == 0:
@@ -93,9 +113,16 @@ def _concatenated(batches):
                     f"{_describe(item) if arr.dtype == object else 'shape ()'} (a DataLoader with batch_size=None "
                     "yields single samples; its collate_fn must return (inputs, targets) arrays)"
                 )
-    for bx, by in zip(xs, ys):
+    for i, (bx, by) in enumerate(zip(xs, ys)):
         if len(bx) != len(by):
             raise ConfigError(f"Trainer data: a batch has {len(bx)} inputs but {len(by)} targets")
+        for part, arr, first in (("inputs", bx, xs[0]), ("targets", by, ys[0])):  # np.concatenate's bare error
+            if arr.shape[1:] != first.shape[1:]:
+                raise ConfigError(
+                    f"Trainer data: batch {i}'s {part} have shape {arr.shape}, batch 0's {first.shape}; the Trainer "
+                    "concatenates the batches into one array, so they must agree beyond the batch dimension (pad "
+                    "every batch to one size, e.g. in the collate_fn, and give targets one shape)"
+                )
     ends = np.cumsum([len(b) for b in xs])
     return _nonempty(np.concatenate(xs)), np.concatenate(ys), [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends)]
 

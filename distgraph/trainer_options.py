@@ -82,17 +82,34 @@ def check_options(opts, where="Trainer", prefix=""):
         if every is not None and (not _is_int(every) or every < 1):
             fail(name, f"must be a positive int, got {every!r}")
     folder = opts.get("checkpoint_dir")
+    for name in ("checkpoint_every", "checkpoint_every_steps"):  # without a folder they saved nothing, silently
+        if opts.get(name) is not None and not folder:
+            fail(
+                name,
+                f"={opts[name]!r} saves into {prefix}checkpoint_dir, which is not set: set it or drop {prefix}{name}",
+            )
     if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
         fail("checkpoint_dir", f"{os.fspath(folder)!r} is a file, not a folder for checkpoints")
+    address = opts.get("address")
+    if address is not None and backend != "ray":  # it ran locally without a word: the user meant a cluster
+        fail("address", f"={address!r} is the Ray cluster to join and needs {prefix}backend='ray', got {backend!r}")
     if backend == "local" and sync == "async":
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
     bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
     return int(workers), elastic, bind_to
 
 
-def check_optimizer(optimizer, where="Trainer"):
-    """Refuse an optimizer whose step needs a closure (torch's LBFGS re-evaluates the model several times a
-    step): the Trainer computes one gradient per step, on the workers, and calls `step()` with none."""
+def check_optimizer(optimizer, where="Trainer", factory=False):
+    """Refuse what is no optimizer (None, a name, a list of parameters: an AttributeError deep in the check
+    below), and an optimizer whose step needs a closure (torch's LBFGS re-evaluates the model several times a
+    step): the Trainer computes one gradient per step, on the workers, and calls `step()` with none.
+    `factory`: `optimizer` is what the Trainer's optimizer factory returned."""
+    if not (hasattr(optimizer, "param_groups") and callable(getattr(optimizer, "step", None))):
+        got = f"the optimizer factory returned {type(optimizer).__name__}" if factory else type(optimizer).__name__
+        raise ConfigError(
+            f"{where}: optimizer must be an optimizer built on the model's parameters (e.g. "
+            f"dg.optim.SGD(model.parameters(), lr=0.1)) or a function parameters -> optimizer; got {got}"
+        )
     closure = inspect.signature(type(optimizer).step).parameters.get("closure")
     if closure is not None and closure.default is inspect.Parameter.empty:
         name = type(optimizer).__name__

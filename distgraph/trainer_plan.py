@@ -115,12 +115,12 @@ class PlanTrainer:
         from distgraph.autograd.tensor import Tensor
 
         full = len(batches[0])
-        kept = [b for b in batches if len(b) == full]
+        kept = _kept(batches, self.strategy)
         if len(kept) < len(batches) and not self._dropped_noted:
             self._dropped_noted = True
             self.trainer.history.events.append(
                 f"strategy {self.strategy}: the captured step has a static batch of {full}; the last batch of each "
-                f"epoch ({sum(len(b) for b in batches[len(kept) :])} samples) is left out (drop_last)"
+                f"epoch ({len(batches[-1])} samples) is left out (drop_last)"
             )
         executor = self._executor_for(full)
         opt, dev = self.trainer.optimizer, self.trainer.step_fn.device
@@ -135,6 +135,7 @@ class PlanTrainer:
                 p.grad = None if grad is None else Tensor(grad, device=p.device)
             self.trainer.apply_step_hypers(t)  # a per-step lr schedule's row for this step
             opt.step()
+            self.trainer.global_step += 1  # here, not after the epoch: an error in a later step keeps this one
             on_step(t, {"loss": float(loss), "count": len(idx)})
             if on_segment is not None and segment and (t + 1 - start) % segment == 0 and t + 1 < len(kept):
                 on_segment(t + 1)
@@ -150,3 +151,18 @@ class PlanTrainer:
         if self.executor is not None:
             self.executor.shutdown()
         self.executor = None
+
+
+def _kept(batches, strategy):
+    """The epoch's batches the captured step runs: all but a smaller last one (PyTorch's drop_last). A batch
+    of another size elsewhere is a ConfigError: every batch of another size was dropped, silently, wherever
+    it was (a DataLoader with uneven batches lost some of its data each epoch)."""
+    full = len(batches[0])
+    for i, b in enumerate(batches):
+        if len(b) != full and (i < len(batches) - 1 or len(b) > full):
+            raise ConfigError(
+                f"Trainer: strategy {strategy!r}: batch {i} of the epoch has {len(b)} samples, but the captured step "
+                f"has a static batch of {full} (batch 0's); only the last batch may be smaller (it is left out): "
+                "give batches of one size, or use strategy='data'"
+            )
+    return batches if len(batches[-1]) == full else batches[:-1]

@@ -32,6 +32,23 @@ def check_interval(interval, scheduler_name, where="Trainer", key="scheduler_int
         )
 
 
+def check_scheduler(scheduler, optimizer, factory=False, where="Trainer"):
+    """Refuse an lr scheduler attached to another optimizer than the Trainer's: stepping it changed that
+    optimizer's lr, and the Trainer's trained on with its own, silently."""
+    if scheduler is None or getattr(scheduler, "optimizer", optimizer) is optimizer:
+        return
+    name = type(scheduler).__name__
+    if factory:
+        raise ConfigError(
+            f"{where}: scheduler {name} cannot drive the optimizer the optimizer factory builds (it is attached "
+            "to another one): build the optimizer yourself, the scheduler on it, and pass both"
+        )
+    raise ConfigError(
+        f"{where}: scheduler {name} is attached to another optimizer than the Trainer's, whose lr it would "
+        "never change: build it on the optimizer passed to the Trainer"
+    )
+
+
 class _Groups:
     """What a scheduler reads of an optimizer: `param_groups` (without the parameters) and `defaults`."""
 

@@ -39,7 +39,7 @@ class ShardStep:
         self.device = as_device(device)
         self.model = model.to(self.device) if hasattr(model, "to") else model
         self.loss_fn = loss_fn
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = self._trainable()
         for b in self._buffers():  # a replica unpickled from Ray's object store holds read-only arrays, and
             if not writeable(b.array):  # batch norm updates in place
                 b.array = b.array.copy()
@@ -49,6 +49,33 @@ class ShardStep:
         self._hooked = False
 
     # ---- parameters --------------------------------------------------------------------------------
+    def trainable_changes(self):
+        """The parameters frozen or unfrozen since `params` was taken, by name ("unfrozen: 0.weight; frozen:
+        2.bias"), or "" when none was."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        now, before = {id(p) for p in self._trainable()}, {id(p) for p in self.params}
+        changed = {"unfrozen": now - before, "frozen": before - now}
+        return "; ".join(
+            f"{how}: {', '.join(n for i, n in names.items() if i in ids)}" for how, ids in changed.items() if ids
+        )
+
+    def refresh_params(self):
+        """Take `params` again when the set of parameters that require grad changed (True then). A layer
+        unfrozen after `params` was taken got gradients from backward that `compute` never cleared, so the
+        optimizer applied them summed over every step since; one frozen since kept its last gradient, which
+        the optimizer applied again each step. Every gradient is cleared on a change, as a torch loop's
+        `zero_grad()`. Not for a worker whose parameters are hooked (the Trainer refuses a change on Ray)."""
+        now = self._trainable()
+        if len(now) == len(self.params) and all(a is b for a, b in zip(now, self.params)):
+            return False
+        for p in self.model.parameters():
+            p.grad = None
+        self.params = now
+        return True
+
+    def _trainable(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def get_parameters(self):
         return [p.array for p in self.params]
 
