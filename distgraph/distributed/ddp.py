@@ -4,10 +4,12 @@
     loss_fn(model(x_shard), y_shard).backward()          # .grad is the mean over the ranks when it returns
     optimizer.step()
 
-What it does, as torch's: at construction rank 0's parameters and buffers go to every rank; before each
-forward in training, rank 0's buffers (batch-norm statistics) too (`broadcast_buffers`); backward leaves every
-parameter's `.grad` averaged over the ranks; `no_sync()` skips that for gradient accumulation (the next synced
-backward reduces what accumulated); `.module` is the wrapped model and the state_dict's keys start "module.".
+What it does, as torch's: at construction rank 0's parameters and buffers go to every rank; before a forward
+that follows one with grad enabled outside no_sync (torch's `require_forward_param_sync`: training or not), rank
+0's buffers (batch-norm statistics) too (`broadcast_buffers`); backward leaves every parameter's `.grad`
+averaged over the ranks; `no_sync()` skips that for gradient accumulation (the next synced backward reduces what
+accumulated); whether a backward reduces is decided by its forward, inside or outside no_sync, as torch's;
+`.module` is the wrapped model and the state_dict's keys start "module.".
 
 How, as torch's reducer: each parameter has a post-accumulate hook that hands its final gradient to a
 `GradBucketer` (buckets.py, the Trainer's): parameters are packed into buckets of `bucket_cap_mb` (25 MB) from
@@ -45,7 +47,7 @@ import contextlib
 import numpy as np
 
 from distgraph.autograd.callbacks import current_pass, queue_callback
-from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.grad_mode import is_grad_enabled, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import writeable
 from distgraph.distributed import loop
@@ -53,7 +55,7 @@ from distgraph.distributed.algorithms.ddp_comm_hooks.default_hooks import DEFAUL
 from distgraph.distributed.algorithms.join import Join, Joinable, JoinHook, count_ranks, highest_rank_with
 from distgraph.distributed.buckets import GradBucketer
 from distgraph.distributed.grad_bucket import run_comm_hook
-from distgraph.distributed.process_group import _check_group
+from distgraph.distributed.process_group import _check_group, group
 from distgraph.distributed.subgroups import run_over
 from distgraph.errors import ConfigError, DistributedError
 from distgraph.nn.module import Module
@@ -106,10 +108,14 @@ class DistributedDataParallel(Module, Joinable):
         self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self._comm_hook, self._join_config, self._divide_by_initial, self._training_ranks = None, None, True, None
         self.require_backward_grad_sync = True
+        # torch's: whether the last forward had grad enabled outside no_sync (the next forward then broadcasts the
+        # buffers, and the backward of this one reduces)
+        self.require_forward_param_sync = self._reduce_this_backward = True
         self._pass = None  # the backward pass whose callback reduces the gradients (callbacks.current_pass)
         self._params = [p for p in module.parameters() if p.requires_grad]
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._had = [False] * len(self._params)
+        self._used_unsynced = [False] * len(self._params)  # reached by a backward under no_sync since the last sync
         self.bucket_cap_mb, self._bucketer = bucket_cap_mb, None  # (built at the first synced backward)
         if init_sync:  # (False: the user vouches that every rank starts alike, as torch's)
             # (torch 2.13: the deprecated broadcast_buffers=False keeps buffers out, unless forward_sync_buffers is given)
@@ -128,13 +134,17 @@ class DistributedDataParallel(Module, Joinable):
         if self._training_ranks is not None:  # tell the joined ranks whether this backward reduces (no_sync)
             count_ranks(self.require_backward_grad_sync)
         self._sync_buffers(training=True)
-        return self.module(*args, **kwargs)
+        out = self.module(*args, **kwargs)
+        self.require_forward_param_sync = self._reduce_this_backward = (
+            is_grad_enabled() and self.require_backward_grad_sync
+        )
+        return out
 
     def _sync_buffers(self, training):
         """Before a forward in training: every rank's buffers become rank 0's; in a join, the highest rank
         still training's, as torch's (rank 0 may have joined with stale ones). `training`: whether this
         rank is (False: a joined rank's shadow)."""
-        if self.training and self.broadcast_buffers and self._world > 1:
+        if self.require_forward_param_sync and self.broadcast_buffers and self._world > 1:
             buffers = self._buffers_to_sync()
             if buffers:
                 joining = self._join_config is not None and self._join_config["enable"]
@@ -153,7 +163,7 @@ class DistributedDataParallel(Module, Joinable):
             raise ConfigError(
                 "register_comm_hook: a DistributedDataParallel over a new_group's ranks takes no comm hook"
             )
-        if hook in DEFAULT_HOOKS and state is not None:
+        if hook in DEFAULT_HOOKS and state is not None and state is not group.WORLD:  # (torch's docs pass it)
             raise ConfigError(
                 f"register_comm_hook: {hook.__name__}'s state is the process group: None (the launch's), got {state!r}"
             )
@@ -188,7 +198,10 @@ class DistributedDataParallel(Module, Joinable):
             self.require_backward_grad_sync = before
 
     def _grad_ready(self, param):
-        if not self.require_backward_grad_sync or (self._world == 1 and self._comm_hook is None):
+        if not self._reduce_this_backward:  # its forward ran under no_sync (torch decides there)
+            self._used_unsynced[self._index[id(param)]] = True  # used once in a no_sync session: used (torch's)
+            return
+        if self._world == 1 and self._comm_hook is None:
             return  # alone, the mean is the gradient; a registered hook still runs (torch's reducer calls it)
         if self._pass is not current_pass():
             self._start_pass()
@@ -218,10 +231,17 @@ class DistributedDataParallel(Module, Joinable):
         """Once backward ends: every parameter's .grad ← the mean over the ranks (the buckets), and how many
         ranks had it (one small all-reduce) decides None or the mean with zeros for the ones this rank lacked."""
         self._pass = None
-        params, had = self._params, self._had
-        self._had = [False] * len(params)
+        params, fired, used = self._params, self._had, self._used_unsynced
+        self._had, self._used_unsynced = [False] * len(params), [False] * len(params)
+        mine = list(fired)
+        for i, p in enumerate(params):  # not reached now but holding a gradient (accumulated under no_sync, or
+            if not fired[i] and p.grad is not None:  # not zeroed): it goes in, not zeros, as torch's reducer copies
+                grad = p.grad.array  # a defined .grad into the bucket; the mean then replaces it
+                self._bucketer.ready(i, grad if _reducible_in_place(grad) else grad.copy())
+                mine[i] = True
         reduced = self._bucketer.wait()
-        self._take_reduced(reduced, had, self._count_users(had), self._training_ranks)
+        users = self._count_users([f or u for f, u in zip(fired, used)])  # used since the last sync, no_sync too
+        self._take_reduced(reduced, mine, users, self._training_ranks)
 
     def _take_reduced(self, reduced, had, counts, ranks):
         """Every parameter's .grad ← its reduced gradient (scaled to the ranks still training when a join

@@ -288,23 +288,53 @@ class FullyShardedDataParallel(Module):
     def summon_full_params(module, recurse=True, writeback=True, rank0_only=False, offload_to_cpu=False,
                            with_grads=False):  # fmt: skip
         """Every unit's full parameters in its module's attributes inside the block (a collective: every
-        rank enters it); with writeback, changes made to them are kept."""
+        rank enters it); with writeback, changes made to them are kept. As torch's, the original parameters
+        are the registered ones inside (not the units' `_flat_param`s), so `parameters()` yields them and a
+        write through it is kept; with `rank0_only` only global rank 0 holds them (the others keep their
+        shards; writeback must be False). `offload_to_cpu`: a cpu model's are there already."""
         if with_grads:
             raise ConfigError("summon_full_params: with_grads=True is not supported")
+        if rank0_only and writeback:
+            raise ConfigError("summon_full_params: writeback=True and rank0_only=True is not supported (as torch's)")
         units = [u for u in (_units(module) if recurse else [module]) if u._handle is not None]
+        if offload_to_cpu and any(u._handle.flat.device.type != "cpu" for u in units):
+            raise ConfigError("summon_full_params: offload_to_cpu=True for a GPU model is not supported")
         gathered = [u for u in units if not u._handle.unsharded]
         for u in units:  # (one gathered by a forward whose backward is to come: anew, a step may have come since;
             u._handle.unshard(fresh=True, full_precision=True)  # its backward gathers in param_dtype again)
+        shown = units if not rank0_only or loop.rank() == 0 else []
+        for u in units:
+            if u not in shown and u in gathered:  # (every rank took part in the gather rank 0 needed)
+                u._handle.reshard()
+        for u in shown:
+            u._register_originals(True)
         try:
             yield
         finally:
-            for u in units:
+            for u in shown:
+                u._register_originals(False)
+            for u in shown:
                 if u in gathered:
                     u._handle.reshard(writeback=writeback)
                 else:  # (gathered before, by a forward whose backward is to come: stays so)
                     if writeback:
                         u._handle.write_back()
                     u._handle.show_pieces()
+
+    def _register_originals(self, inside):
+        """summon_full_params: the unit's original parameters registered instead of its `_flat_param` (inside),
+        or back (after); with use_orig_params they are registered always."""
+        if self._handle.orig:
+            return
+        for owner, name, p in self._handle.owners:
+            if inside:
+                owner._parameters[name] = p
+            else:
+                owner._parameters.pop(name, None)
+        if inside:
+            self._parameters.pop("_flat_param", None)
+        else:
+            self._parameters["_flat_param"] = self._handle.flat
 
     @staticmethod
     def set_state_dict_type(module, state_dict_type, state_dict_config=None, optim_state_dict_config=None):

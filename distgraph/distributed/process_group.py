@@ -82,6 +82,8 @@ class Work:
 
 
 class _Done:
+    """torch.futures.Future of a finished collective: what a DDP comm hook chains (`fut.then(fn)`)."""
+
     def __init__(self, value):
         self._value = value
 
@@ -93,6 +95,16 @@ class _Done:
 
     def done(self):
         return True
+
+    def then(self, callback):
+        """A future of callback(this one), as torch's (the collective is done: it runs now)."""
+        return _Done(callback(self))
+
+    def add_done_callback(self, callback):
+        callback(self)
+
+    def set_result(self, result):
+        self._value = result
 
 
 def _check_group(g, what, subgroups=False):

@@ -154,6 +154,66 @@ def test_a_parameter_some_rank_did_not_use_gets_the_mean_and_one_nobody_used_kee
     assert g0[2] is None and g1[2] is None
 
 
+def _accumulated_heads():
+    """Rank 0 reaches all three heads under no_sync, then head 0 alone in the synced backward; rank 1 reaches
+    head 1 both times. x is 1 on rank 0 and 2 on rank 1, so each backward adds 2·x to a head's weight grad."""
+    dg.manual_seed(3)
+    heads = nn.ModuleList([nn.Linear(4, 2).to(dg.float64) for _ in range(3)])
+    ddp = dist.DistributedDataParallel(heads)
+    x = dg.tensor(np.full((2, 4), 1.0 + dist.rank()))
+    first, then = ([0, 1, 2], [0]) if dist.rank() == 0 else ([1], [1])
+    with ddp.no_sync():
+        sum(heads[h](x).sum() for h in first).backward()
+    sum(heads[h](x).sum() for h in then).backward()
+    return [None if h.weight.grad is None else float(h.weight.grad.numpy()[0, 0]) for h in heads]
+
+
+def test_gradients_accumulated_under_no_sync_go_into_the_mean_even_where_the_synced_backward_did_not_reach():
+    """torch's reducer puts a parameter's defined .grad into its bucket and counts a parameter used in a no_sync
+    backward as used: head 1 is rank 0's 2 (no_sync) and rank 1's 4 + 4, averaged; head 2, reached by rank 0
+    under no_sync only, is its 2 and rank 1's nothing. Before, rank 0 sent zeros for head 1 (its own 2 lost) and
+    kept head 2 unreduced while rank 1 had none."""
+    ranks = dist.launch(_accumulated_heads, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    assert ranks[0] == ranks[1] == [(4 + 0) / 2, (2 + 8) / 2, (2 + 0) / 2]
+
+
+def _sync_decisions():
+    """What each rank sees: a backward whose forward ran under no_sync, one whose forward ran outside it, and the
+    buffers after eval forwards (grad on: broadcast before the next; under no_grad: once, then not)."""
+    dg.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2)).to(dg.float64)
+    ddp = dist.DistributedDataParallel(model)
+    x = dg.tensor(np.random.default_rng(dist.rank()).standard_normal((4, 4)))
+    weights, beta = dg.tensor(np.full((4, 2), 1.0 + dist.rank())), model[1].bias  # beta.grad: 4 (rank 0), 8
+    with ddp.no_sync():
+        out = ddp(x)
+    (out * weights).sum().backward()  # its forward ran under no_sync: not reduced (torch decides at the forward)
+    kept = float(beta.grad.numpy()[0])
+    beta.grad = None
+    out = ddp(x)
+    with ddp.no_sync():
+        (out * weights).sum().backward()  # its forward ran outside: reduced
+    reduced = float(beta.grad.numpy()[0])
+    ddp.eval()
+    model[1].running_mean.array[:] = 10.0 + dist.rank()
+    with dg.no_grad():
+        ddp(x)  # the forward before had grad on: rank 0's buffers come first
+        after_first = float(model[1].running_mean.numpy()[0])
+        model[1].running_mean.array[:] = 10.0 + dist.rank()
+        ddp(x)  # the forward before was under no_grad: no broadcast
+        after_second = float(model[1].running_mean.numpy()[0])
+    return kept, reduced, after_first, after_second
+
+
+def test_the_forward_decides_whether_its_backward_reduces_and_the_next_forward_broadcasts_buffers(ray_session):
+    """torch's DDP: prepare_for_backward runs in the forward only with grad on outside no_sync, and
+    require_forward_param_sync (set there, training or not) gates the next forward's buffer broadcast. Before,
+    the backward's own context decided, and buffers were broadcast before every forward in training only."""
+    (k0, r0, a0, b0), (k1, r1, a1, b1) = dist.launch(_sync_decisions, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    assert (k0, k1) == (4.0, 8.0) and r0 == r1 == 6.0  # each rank its own gradient, then the mean
+    assert a0 == a1 == 10.0 and (b0, b1) == (10.0, 11.0)
+
+
 def test_alone_it_wraps_without_changing_a_gradient():
     model = _model(seed=0)
     wrapped = dist.DistributedDataParallel(model)

@@ -201,6 +201,19 @@ def test_the_full_state_dict_loads_back_and_summon_full_params_writes_back():
     np.testing.assert_array_equal(model.state_dict()["0.weight"].numpy(), other.state_dict()["0.weight"].numpy())
     loose = model.load_state_dict(dict(other.state_dict(), extra=dg.ones(1)), strict=False)  # torch's namedtuple
     assert loose.missing_keys == [] and loose.unexpected_keys == ["extra"]
+    # torch's: inside, the original parameters are the registered ones, and a write through parameters() is kept
+    with FSDP.summon_full_params(model), dg.no_grad():
+        names = [n for n, _ in model.named_parameters()]
+        for p in model.parameters():
+            p.fill_(3.0)
+    assert "4.bias" in names and not any("_flat_param" in n for n in names), names
+    assert model.state_dict()["4.bias"].tolist() == [3.0, 3.0, 3.0]
+    assert all("_flat_param" in n for n, _ in model.named_parameters())  # (after: the flat shards again)
+    with (
+        pytest.raises(ConfigError, match="writeback=True and rank0_only=True"),
+        FSDP.summon_full_params(model, rank0_only=True),
+    ):
+        pass
 
 
 def test_what_fsdp_does_not_do_is_refused_by_name():

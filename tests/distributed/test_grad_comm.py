@@ -128,6 +128,12 @@ def _sum_hook(seen, bucket):
     return _Done([t])
 
 
+def _chained_hook(state, bucket):
+    """torch's documented pattern: an async all-reduce's future, divided in a `then` callback."""
+    t = bucket.buffer()
+    return dist.all_reduce(t, async_op=True).get_future().then(lambda fut: fut.value()[0] / 2)
+
+
 class _WithUnused(nn.Module):
     def __init__(self):
         super().__init__()
@@ -144,12 +150,13 @@ def _hook_checks():
     hooks = {"allreduce": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
              "bf16": default_hooks.bf16_compress_hook, "own": _sum_hook,
              "fp16 wrapped": default_hooks.fp16_compress_wrapper(default_hooks.allreduce_hook),
-             "bf16 wrapped": default_hooks.bf16_compress_wrapper(default_hooks.allreduce_hook)}  # fmt: skip
+             "bf16 wrapped": default_hooks.bf16_compress_wrapper(default_hooks.allreduce_hook),
+             "chained": _chained_hook, "world state": default_hooks.allreduce_hook}  # fmt: skip
     for name, hook in hooks.items():
         model = _WithUnused()  # rank 1 starts elsewhere: rank 0's parameters win
         ddp = dist.DistributedDataParallel(model, bucket_cap_mb=1e-6, find_unused_parameters=True)
         seen = []
-        ddp.register_comm_hook(seen if name == "own" else None, hook)
+        ddp.register_comm_hook({"own": seen, "world state": dist.group.WORLD}.get(name), hook)
         F.cross_entropy(ddp(dg.tensor(x[mine])), dg.tensor(y[mine])).backward()
         out[name] = [p.grad.numpy() for p in model.net.parameters()]
         out[name + " unused"] = model.unused.weight.grad
@@ -161,7 +168,7 @@ def _hook_checks():
 def test_ddp_comm_hooks_reduce_each_bucket_as_torchs(ray_session):
     (r0, r1) = dist.launch(_hook_checks, workers=2, cpus_per_worker=0.5, timeout_s=60)
     g0, g1 = r0["local"], r1["local"]
-    for name in ("allreduce", "fp16", "bf16", "own", "fp16 wrapped", "bf16 wrapped"):
+    for name in ("allreduce", "fp16", "bf16", "own", "fp16 wrapped", "bf16 wrapped", "chained", "world state"):
         assert r0[name + " unused"] is None and r1[name + " unused"] is None  # no rank used it: no hang, None
         for a, b in zip(r0[name], r1[name]):
             np.testing.assert_array_equal(a, b)
@@ -178,6 +185,9 @@ def test_ddp_comm_hooks_reduce_each_bucket_as_torchs(ray_session):
         # torch's wrappers around allreduce_hook: the same numbers as its compress hooks
         np.testing.assert_array_equal(r0["fp16 wrapped"][i], r0["fp16"][i])
         np.testing.assert_array_equal(r0["bf16 wrapped"][i], r0["bf16"][i])
+        # torch's future chaining (get_future().then) and the process group as the default hook's state
+        np.testing.assert_array_equal(r0["chained"][i], (g0[i] + g1[i]) / np.float32(2))
+        np.testing.assert_array_equal(r0["world state"][i], r0["allreduce"][i])
     # one bucket per parameter (unused's two last, as buckets run from the last parameter), in order
     buckets = r0["own buckets"]
     assert [b[0] for b in buckets] == list(range(6)) and [b[1] for b in buckets] == [False] * 5 + [True]
