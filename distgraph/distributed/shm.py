@@ -247,8 +247,9 @@ class Segment:
         np.copyto(self.slot[self.hi :], data[self.hi :])
         self.barrier()
         own = data[self.lo : self.hi]
+        mine = own if self.rank < 2 else own.copy()  # a source after the first two is read after `own` is written
         self._sum_into(
-            own, [own if r == self.rank else self.slots[r, self.lo : self.hi] for r in range(self.world)], mean
+            own, [mine if r == self.rank else self.slots[r, self.lo : self.hi] for r in range(self.world)], mean
         )
         self.barrier()  # no rank overwrites its slot (the next call) before every rank has read this one
         return own
@@ -344,7 +345,8 @@ class Segment:
         """Unmap; the owner (rank 0), or any rank with remove=True, also removes the name. Idempotent."""
         if self.shm is None:
             return
-        self.seq_flags = self.pids = self.votes = self.slots = self.result = self.results = self.current = None
+        self.seq_flags = self.pids = self.votes = self.marks = self.slots = self.result = self.results = None
+        self.current = None  # (every view of the mapping, or it cannot close: BufferError, kept lingering)
         if self._finalizer is not None:
             self._finalizer()  # runs once: remove the name and drop it from the resource tracker
         elif remove:

@@ -202,6 +202,40 @@ def test_sweep_removes_a_segment_whose_only_written_pids_are_dead_even_without_r
                 os.remove(f"/dev/shm/{name}")
 
 
+def test_reduce_scatter_over_three_ranks_sums_every_rank_in_order():
+    """A rank past the second summed into its own chunk while reading it: rank 2 of 3 got 2·(s0 + s1) instead
+    of s0 + s1 + s2 (FSDP's gradient reduce-scatter on a shard group of 3 or more). Ranks as threads."""
+    import threading
+
+    world, group = 3, group_name()
+    data = [np.arange(6, dtype=np.float64) * 0.1 + 100 * (r + 1) for r in range(world)]
+    out = {}
+
+    def rank(r):
+        comm = ShmAllReduce(r, world, group, timeout_s=10)
+        out[r] = comm.reduce_scatter(data[r].copy()).copy()
+        comm.close()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    in_order = (data[0] + data[1]) + data[2]  # the all-reduce's order: the same bits
+    for r in range(world):
+        np.testing.assert_array_equal(out[r], in_order[2 * r : 2 * r + 2])
+    assert leaked(group) == []
+
+
+def test_a_closed_segment_lets_go_of_its_mapping():
+    from distgraph.distributed import shm
+
+    seg = shm.Segment(f"{shm.PREFIX}{group_name()}.one", 0, 1, np.float64, 8, timeout_s=1.0)
+    before = len(shm._lingering)
+    seg.close()
+    assert len(shm._lingering) == before  # every view released: nothing kept for a later close to unmap
+
+
 def test_missing_peer_raises_after_the_timeout_instead_of_hanging():
     group = group_name()
     comm = ShmAllReduce(0, 2, group, timeout_s=0.5)
