@@ -6,7 +6,7 @@ composes them), `worker` and `worker_pool` (its worker processes: their side, th
 """
 
 from distgraph.data.collate import default_collate, default_convert
-from distgraph.data.dataset import Dataset, IterableDataset, Subset, TensorDataset, random_split
+from distgraph.data.dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from distgraph.data.distributed import DistributedSampler
 from distgraph.data.loader import DataLoader
 from distgraph.data.sampler import (
@@ -21,6 +21,7 @@ from distgraph.data.worker import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
+    "ConcatDataset",
     "DataLoader",
     "Dataset",
     "DistributedSampler",

@@ -1,10 +1,15 @@
-"""Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, Subset, random_split.
+"""Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, Subset, ConcatDataset,
+random_split.
 
-A TensorDataset (or a Subset of one) answers `dataset[index_array]` with the whole batch — one
-fancy-index per tensor — which the DataLoader uses instead of a per-sample Python loop when it
-collates by default (`gathers_batches`).
+The DataLoader reads a batch as torch does: `dataset.__getitems__(indices)` when the dataset defines
+it, else `dataset[i]` per sample. One exception, invisible in the result: a TensorDataset (or Subsets
+of one, at any depth) whose classes keep this module's own `__getitem__` answers the whole batch with
+one fancy-index per tensor (`batch_gatherer`). A subclass that overrides `__getitem__` (a per-sample
+transform) is read per sample, so its code sees one index at a time, as in torch.
 """
 
+import bisect
+import itertools
 import math
 import operator
 
@@ -12,8 +17,9 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU
-from distgraph.errors import ShapeError
-from distgraph.ops.creation import generator
+from distgraph.data.sampler import as_generator
+from distgraph.errors import ConfigError, IndexOutOfRangeError, ShapeError
+from distgraph.ops.creation import generator as _global_generator
 
 
 class Dataset:
@@ -22,6 +28,9 @@ class Dataset:
 
     def __getitem__(self, index):
         raise NotImplementedError(f"{type(self).__name__}: subclasses of Dataset should implement __getitem__")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
 
 
 class IterableDataset(Dataset):
@@ -58,26 +67,106 @@ class TensorDataset(Dataset):
 
 
 class Subset(Dataset):
+    """The samples of `dataset` at `indices`, kept as given (random_split gives lists of ints, as torch's
+    does, so `a.indices + b.indices` joins them); a numpy integer index reaches `dataset` as an int."""
+
     def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.dataset, self.indices = dataset, indices
 
     def __getitem__(self, index):
-        return self.dataset[self.indices[index]]
+        if isinstance(index, list):  # torch: a list of positions is one read of the dataset
+            return self.dataset[[self.indices[i] for i in index]]
+        if isinstance(index, np.ndarray):  # positions as an array: one fancy-index of the indices
+            return self.dataset[np.asarray(self.indices)[index]]
+        return self.dataset[_scalar(self.indices[index])]
+
+    def __getitems__(self, positions):
+        """The samples at a batch's positions (torch's protocol): through the dataset's own __getitems__
+        when it has one; per sample through `self[i]` when a subclass overrides __getitem__ (torch
+        refuses such a subclass; reading per sample runs its code as written)."""
+        if type(self).__getitem__ is not Subset.__getitem__:
+            return [self[i] for i in positions]
+        indices = [_scalar(self.indices[i]) for i in positions]
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if callable(getitems):
+            return getitems(indices)
+        return [self.dataset[i] for i in indices]
 
     def __len__(self):
         return len(self.indices)
 
 
-def gathers_batches(dataset):
-    """True when `dataset[index_array]` is the whole batch (TensorDataset, Subsets of one)."""
-    while isinstance(dataset, Subset):
+def _scalar(index):
+    return int(index) if isinstance(index, np.integer) else index
+
+
+class ConcatDataset(Dataset):
+    """The samples of several map-style datasets, one after another (`a + b` builds one, as in torch).
+
+    `cumulative_sizes[k]` is the number of samples in datasets[0..k]; an index finds its dataset by
+    bisection. The DataLoader reads it per sample (its members may each read differently)."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ConfigError("ConcatDataset: datasets should not be empty; pass at least one dataset")
+        for i, d in enumerate(self.datasets):
+            if isinstance(d, IterableDataset):
+                raise ConfigError(
+                    f"ConcatDataset: datasets[{i}] is an IterableDataset ({type(d).__name__}), which has no "
+                    "indices; concatenate map-style datasets, or chain iterables in an IterableDataset's __iter__"
+                )
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        index, n = operator.index(index), len(self)
+        if not -n <= index < n:  # (torch: a ValueError below -n, an IndexError from n on)
+            raise IndexOutOfRangeError(f"ConcatDataset: index {index} is out of range for {n} samples")
+        if index < 0:
+            index += n
+        k = bisect.bisect_right(self.cumulative_sizes, index)
+        return self.datasets[k][index - (self.cumulative_sizes[k - 1] if k else 0)]
+
+
+def _reads_as(dataset, cls):
+    """True when `dataset` is a `cls` whose class keeps cls's own __getitem__ and __getitems__."""
+    kind = type(dataset)
+    return (
+        isinstance(dataset, cls)
+        and kind.__getitem__ is cls.__getitem__
+        and getattr(kind, "__getitems__", None) is getattr(cls, "__getitems__", None)
+    )
+
+
+def batch_gatherer(dataset):
+    """A function from a batch's indices to the batch a default-collating DataLoader yields (a list of
+    one fancy-index per tensor), for a TensorDataset or Subsets of one that read as this module does;
+    None for any other dataset (read per sample). The Subsets' indices become arrays here, once."""
+    chain = []
+    while _reads_as(dataset, Subset):
+        chain.append(np.asarray(dataset.indices, dtype=np.int64))
         dataset = dataset.dataset
-    return isinstance(dataset, TensorDataset)
+    if not _reads_as(dataset, TensorDataset):
+        return None
+    base = dataset
+
+    def gather(index):
+        index = np.asarray(index, dtype=np.int64)
+        for indices in chain:
+            index = indices[index]
+        return list(base[index])  # a list, as default_collate makes of a batch of tuples
+
+    return gather
 
 
-def random_split(dataset, lengths):
+def random_split(dataset, lengths, generator=None):
     """Split into non-overlapping subsets of the given lengths, or of fractions summing to 1 (as torch:
-    the samples that flooring leaves over go one each to the first subsets, round-robin)."""
+    the samples that flooring leaves over go one each to the first subsets, round-robin). `generator`
+    is a numpy Generator or an int seed, as the samplers take; None draws from the global generator."""
+    generator = as_generator(generator, "random_split")
     n = len(dataset)
     lengths = list(lengths)
     if math.isclose(sum(lengths), 1.0) and sum(lengths) <= 1:
@@ -93,7 +182,8 @@ def random_split(dataset, lengths):
             raise ShapeError(f"random_split: lengths {lengths} must be ints or fractions summing to 1") from None
     if any(c < 0 for c in counts) or sum(counts) != n:
         raise ShapeError(f"random_split: lengths {lengths} are not ≥ 0 or do not sum to the dataset size {n}")
-    perm = generator(CPU).permutation(n)
+    rng = generator if generator is not None else _global_generator(CPU)
+    perm = rng.permutation(n).tolist()
     out, start = [], 0
     for c in counts:
         out.append(Subset(dataset, perm[start : start + c]))

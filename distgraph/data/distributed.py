@@ -1,10 +1,11 @@
 """DistributedSampler: each rank of a data-parallel loop visits its own share of the dataset, as
 torch.utils.data.distributed.DistributedSampler.
 
-Every rank draws the same permutation of all indices (seeded by `seed + epoch`, never the global
-generator, which the ranks need not share), pads it with its own head to a multiple of the ranks (or
-drops the tail with `drop_last=True`), and takes every `num_replicas`-th index from its rank on: equal
-shares, together the whole dataset. `set_epoch(e)` before each epoch gives a new order, as in torch.
+Every rank draws the same permutation of all indices (seeded by `seed + epoch` modulo 2**64, so any
+int seed works as in torch; never the global generator, which the ranks need not share), pads it with
+its own head to a multiple of the ranks (or drops the tail with `drop_last=True`), and takes every
+`num_replicas`-th index from its rank on: equal shares, together the whole dataset. `set_epoch(e)`
+before each epoch gives a new order, as in torch.
 
 `num_replicas` and `rank` default to the process group the distributed worker running this code installs
 (`dg.distributed.launch`; ops/collective.py); outside one, rank 0 of 1, as `dg.distributed.rank()` is
@@ -52,7 +53,7 @@ class DistributedSampler(Sampler):
     def __iter__(self):
         n = len(self.dataset)
         if self.shuffle:
-            indices = np.random.default_rng(self.seed + self.epoch).permutation(n)
+            indices = np.random.default_rng((self.seed + self.epoch) % 2**64).permutation(n)
         else:
             indices = np.arange(n)
         if self.drop_last:

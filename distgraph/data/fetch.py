@@ -1,28 +1,30 @@
 """How one batch is read from a dataset: the same code in the main process and in a worker process.
 
 The main process decides *which* batch (an index, or a list of indices, from the sampler); a fetcher
-turns it into the batch. Map-style: each index through `dataset[i]`, then collate_fn (or, for a
-TensorDataset with the default collation, one fancy-index per tensor: the same result). Iterable-style:
-the "index" is how many samples to take (the batch size, or None without auto-batching) from this
-process's own iterator of the dataset; when that iterator ends the fetcher raises StopIteration, and a
-last short batch is dropped with drop_last, as torch's fetchers do.
+turns it into the batch. Map-style, as torch: the list through `dataset.__getitems__` when the dataset
+has one, else each index through `dataset[i]`, then collate_fn (or, for a TensorDataset whose class
+keeps distgraph's __getitem__, with the default collation, one fancy-index per tensor: the same
+result; see `dataset.batch_gatherer`). Iterable-style: the "index" is how many samples to take (the
+batch size, or None without auto-batching) from this process's own iterator of the dataset; when that
+iterator ends the fetcher raises StopIteration, and a last short batch is dropped with drop_last, as
+torch's fetchers do.
 """
 
-import numpy as np
-
-from distgraph.data.dataset import IterableDataset, gathers_batches
+from distgraph.data.dataset import IterableDataset, batch_gatherer
 
 
 class MapFetcher:
-    def __init__(self, dataset, auto_collation, collate_fn, whole_batches):
-        self.dataset, self.auto_collation, self.collate_fn = dataset, auto_collation, collate_fn
-        self.whole_batches = whole_batches
+    def __init__(self, dataset, auto_collation, collate_fn, gather):
+        self.dataset, self.auto_collation, self.collate_fn, self.gather = dataset, auto_collation, collate_fn, gather
+        self.getitems = getattr(dataset, "__getitems__", None)  # torch: a falsy one (None) opts out
 
     def fetch(self, index):
         if not self.auto_collation:  # torch: no auto-batching, each sample through collate_fn
             return self.collate_fn(self.dataset[index])
-        if self.whole_batches:
-            return self.dataset[np.asarray(index, dtype=np.int64)]
+        if self.gather is not None:
+            return self.gather(index)
+        if self.getitems:
+            return self.collate_fn(self.getitems(index))
         return self.collate_fn([self.dataset[i] for i in index])
 
 
@@ -53,7 +55,8 @@ class IterableFetcher:
 
 def make_fetcher(dataset, auto_collation, collate_fn, drop_last, default_collate):
     """The fetcher for this dataset's kind; `default_collate` says collate_fn is the loader's default
-    (then a TensorDataset's batch is gathered in one index)."""
+    (then a TensorDataset's batch may be gathered in one index)."""
     if isinstance(dataset, IterableDataset):
         return IterableFetcher(dataset, auto_collation, collate_fn, drop_last)
-    return MapFetcher(dataset, auto_collation, collate_fn, default_collate and gathers_batches(dataset))
+    gather = batch_gatherer(dataset) if default_collate and auto_collation else None
+    return MapFetcher(dataset, auto_collation, collate_fn, gather)

@@ -5,7 +5,8 @@ RandomSampler when shuffle=True), a BatchSampler groups them (built from batch_s
 unless a batch_sampler is given), and collate_fn turns each group's samples into the batch
 (default_collate). With batch_size=None nothing is grouped: each sample goes through collate_fn
 alone (default_convert). When the collation is the default and the dataset is a TensorDataset (or a
-Subset of one), a batch is one fancy-index per tensor instead of a per-sample loop: the same result.
+Subset of one) whose class does not override __getitem__, a batch is one fancy-index per tensor
+instead of a per-sample loop: the same result (`dataset.batch_gatherer`).
 
 An IterableDataset has no indices: batches are its samples in order, batch_size at a time (the last
 one shorter, or dropped with drop_last); it takes no sampler, batch_sampler or shuffle.

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from distgraph.backend import CPU, to_host
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DTypeError
 from distgraph.ops.creation import generator as _global_generator
 
 
@@ -70,10 +70,8 @@ class RandomSampler(Sampler):
     def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
         self.data_source, self.replacement, self._num_samples = data_source, replacement, num_samples
         self.generator = as_generator(generator, "RandomSampler")
-        if not isinstance(replacement, bool):
-            raise ConfigError(
-                f"RandomSampler: replacement should be a boolean value, but got replacement={replacement}"
-            )
+        if not isinstance(replacement, bool):  # torch: a TypeError here (a ValueError in WeightedRandomSampler)
+            raise DTypeError(f"RandomSampler: replacement should be a boolean value, but got replacement={replacement}")
         if not _is_positive_int(self.num_samples):
             raise ConfigError(
                 f"RandomSampler: num_samples should be a positive integer value, but got num_samples={self.num_samples}"

@@ -11,11 +11,23 @@ import math
 from bisect import bisect_right
 from collections import Counter
 
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DTypeError
+from distgraph.optim.optimizer import Optimizer
+
+
+def _check_optimizer(owner, optimizer):
+    """torch's TypeError for a scheduler built on something else (an AttributeError on param_groups later)."""
+    if not isinstance(optimizer, Optimizer):
+        raise DTypeError(
+            f"{owner}: {type(optimizer).__name__} is not an Optimizer; pass the distgraph.optim optimizer "
+            "whose learning rates to schedule"
+        )
 
 
 def _per_group(name, optimizer, value):
-    """`value` for each param group: a list of the right length, or one value repeated."""
+    """`value` for each param group: a list of the right length, or one value repeated. (The optimizer
+    is checked here too: CyclicLR and SWALR read their groups through this before LRScheduler.__init__.)"""
+    _check_optimizer(name.split(":")[0], optimizer)
     n = len(optimizer.param_groups)
     if isinstance(value, list | tuple):
         if len(value) != n:
@@ -30,6 +42,7 @@ class LRScheduler:
     _is_initial = False
 
     def __init__(self, optimizer, last_epoch=-1):
+        _check_optimizer(type(self).__name__, optimizer)
         self.optimizer = optimizer
         if last_epoch == -1:
             for g in optimizer.param_groups:
@@ -226,6 +239,7 @@ class OneCycleLR(LRScheduler):
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
                  anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
                  final_div_factor=1e4, three_phase=False, last_epoch=-1):  # fmt: skip
+        _check_optimizer(type(self).__name__, optimizer)
         if total_steps is not None:
             if not isinstance(total_steps, int) or total_steps <= 0:
                 raise ConfigError(f"OneCycleLR: expected a positive integer total_steps, got {total_steps!r}")
@@ -387,6 +401,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0.0, eps=1e-8):  # fmt: skip
+        _check_optimizer(type(self).__name__, optimizer)
         if factor >= 1.0:
             raise ConfigError(f"ReduceLROnPlateau: factor must be < 1.0, got {factor}")
         if mode not in ("min", "max"):

@@ -79,3 +79,17 @@ def test_bad_arguments_are_named():
         DistributedSampler(range(4), 0, 0)
     with pytest.raises(ConfigError, match="seed must be an int"):
         DistributedSampler(range(4), 2, 0, seed=1.5)
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**70), 2**64 + 3])
+def test_any_int_seed_shuffles_as_in_torch(seed):
+    """torch folds any int seed into its generator's range; numpy refuses a negative seed, so it is folded
+    (seed + epoch modulo 2**64) before it seeds the permutation."""
+    data = range(9)
+    assert sorted(TorchSampler(data, 1, 0, seed=-1)) == list(data)  # torch takes a negative seed
+    shares = [list(DistributedSampler(data, 3, r, seed=seed)) for r in range(3)]
+    assert sorted(sum(shares, [])) == list(data)
+    assert shares[0] == list(DistributedSampler(data, 3, 0, seed=seed))
+    sampler = DistributedSampler(data, 3, 0, seed=seed)
+    sampler.set_epoch(1)
+    assert list(sampler) == list(DistributedSampler(data, 3, 0, seed=seed + 1))

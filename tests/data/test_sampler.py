@@ -13,7 +13,7 @@ from distgraph.data import (
     SubsetRandomSampler,
     WeightedRandomSampler,
 )
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DTypeError
 
 torch = pytest.importorskip("torch")
 tdata = torch.utils.data
@@ -111,9 +111,16 @@ def test_weighted_sampler_frequencies_follow_the_weights():
 def test_bad_sampler_arguments_fail_where_torch_fails_naming_the_class_and_option(ours, theirs, match):
     with pytest.raises((ValueError, TypeError, RuntimeError)):
         theirs()
-    with pytest.raises(ConfigError, match=match) as err:
+    with pytest.raises((ConfigError, DTypeError), match=match) as err:
         ours()
     assert "Sampler" in str(err.value)
+
+
+def test_a_non_bool_replacement_is_a_type_error_as_in_torch():
+    with pytest.raises(TypeError):
+        tdata.RandomSampler(range(3), replacement=1)
+    with pytest.raises(DTypeError, match="RandomSampler: replacement should be a boolean value, but got replacement=1"):
+        RandomSampler(range(3), replacement=1)
 
 
 def test_a_bad_generator_is_refused_and_the_base_class_needs_iter():

@@ -8,7 +8,7 @@ import pytest
 
 import distgraph as dg
 from distgraph import optim
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DTypeError
 from distgraph.optim import lr_scheduler as dls
 
 torch = pytest.importorskip("torch")
@@ -212,3 +212,21 @@ def test_bad_scheduler_arguments_raise_config_errors():
     with pytest.raises(ConfigError, match="tried to step 4 times; total_steps is 3"):
         one_cycle.step()
         one_cycle.step()
+
+
+@pytest.mark.parametrize(
+    ("make", "torch_error"),
+    [
+        (lambda m, o: m.StepLR(o, 2), TypeError),
+        (lambda m, o: m.LambdaLR(o, lambda e: 1.0), AttributeError),  # torch reads param_groups first
+        (lambda m, o: m.OneCycleLR(o, max_lr=1.0, total_steps=10), TypeError),
+        (lambda m, o: m.CyclicLR(o, base_lr=0.1, max_lr=1.0), TypeError),
+        (lambda m, o: m.ReduceLROnPlateau(o), TypeError),
+    ],
+)
+def test_a_scheduler_on_something_not_an_optimizer_is_a_type_error_naming_it(make, torch_error):
+    with pytest.raises(torch_error):
+        make(tls, object())
+    with pytest.raises(DTypeError, match="object is not an Optimizer") as err:
+        make(dls, object())
+    assert type(make(dls, optim.SGD([dg.zeros(1, requires_grad=True)], lr=0.1))).__name__ in str(err.value)
