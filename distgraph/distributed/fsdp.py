@@ -201,8 +201,10 @@ class FullyShardedDataParallel(Module):
         return self._fsdp_wrapped_module
 
     def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
-        """As the plain model names them: torch's FSDP drops the wrappers' `_fsdp_wrapped_module.` (with
-        use_orig_params the names a param-group rule reads; else the units' `_flat_param`s)."""
+        """As the plain model names them, the wrappers' `_fsdp_wrapped_module.` dropped (with use_orig_params
+        the names a param-group rule reads; else the units' `_flat_param`s). torch's drops it inside
+        summon_full_params only, and names them `_fsdp_wrapped_module.…` outside: a deviation, kept so that
+        names match the plain model's everywhere."""
         for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
             yield name.replace("_fsdp_wrapped_module.", ""), p
 

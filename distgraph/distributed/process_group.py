@@ -124,8 +124,9 @@ def _check_group(g, what, subgroups=False):
 def torch_collective(fn, extras=("group", "async_op")):
     """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group` checked
     (a subgroup runs fn over its members: a rank outside it returns None at once, and src / dst name global
-    ranks), `async_op` → a completed Work, the rest (barrier's device_ids, an object collective's device)
-    accepted: they choose nothing here."""
+    ranks; torch's `group_src` / `group_dst` name the root by its rank in the group instead), `async_op` → a
+    completed Work, the rest (barrier's device_ids, an object collective's device) accepted: they choose
+    nothing here."""
     signature = inspect.signature(fn)
     own = len(signature.parameters)
     roots = [name for name in ("src", "dst") if name in signature.parameters]
@@ -140,6 +141,12 @@ def torch_collective(fn, extras=("group", "async_op")):
         for key in extras:
             if key in kwargs:
                 named[key] = kwargs.pop(key)
+        for name in roots:  # torch's group_src / group_dst: the root's rank in the group → its global rank
+            if f"group_{name}" in kwargs:
+                in_group = kwargs.pop(f"group_{name}")
+                if signature.bind_partial(*args[:own], **kwargs).arguments.get(name) is not None:
+                    raise ConfigError(f"{fn.__name__}: Can not specify both group_{name} and {name} (torch's rule)")
+                kwargs[name] = get_global_rank(named.get("group"), in_group)
         sub = _check_group(named.get("group"), fn.__name__, subgroups=True)
         if sub is None:
             out = fn(*args[:own], **kwargs)

@@ -415,6 +415,10 @@ def _on_each_rank(folder):
     out["ddp_keys"] = sorted(get_state_dict(ddp, ddp_opt)[0])
     out["ddp_step"] = _resume(ddp, ddp_opt, os.path.join(folder, "FULL_SHARD"))
     out["ddp"] = _numpy(ddp.module.state_dict())
+    # torch's: full dicts offloaded to the cpu are rank 0's alone ({} on the others), FSDP's and DDP's alike
+    offloaded = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    dicts = (*get_state_dict(model, opt, options=offloaded), *get_state_dict(ddp, ddp_opt, options=offloaded))
+    out["offloaded"] = [len(d) > 0 for d in dicts]
     return out
 
 
@@ -427,6 +431,7 @@ def test_fsdp_ranks_save_their_own_pieces_resume_bit_for_bit_and_move_between_wo
     msd, osd = get_state_dict(plain, plain_opt)
     dcp.save({"model": msd, "optim": osd, "step": 7}, checkpoint_id=tmp_path / "one")
     ranks = dist.launch(_on_each_rank, workers=2, cpus_per_worker=0.5, args=(str(tmp_path),), timeout_s=120)
+    assert ranks[0]["offloaded"] == [True] * 4 and ranks[1]["offloaded"] == [False] * 4
     whole = sum(p.numel() for p in plain.parameters())  # 40 8 | 56 7 | 21 3: units of 48, 63 and 24
     for strategy, _ in CONFIGS:
         r0, r1 = ranks[0][strategy], ranks[1][strategy]

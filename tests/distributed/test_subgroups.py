@@ -22,6 +22,9 @@ def _subgroups():
     b = dg.tensor(np.array([float(r)]))
     dist.broadcast(b, src=2, group=ends)  # src: a global rank
     out["broadcast"] = b.item()
+    g = dg.tensor(np.array([float(r)]))
+    dist.broadcast(g, group=ends, group_src=1)  # torch 2.13's group_src: the root's rank in the group ([0, 2]: 2)
+    out["group_src"] = g.item()
     gathered = [None] * 2
     if r in (0, 1):
         dist.all_gather_object(gathered, {"rank": r}, group=left)
@@ -34,7 +37,11 @@ def _subgroups():
     out["world"] = w.numpy().tolist()
     dist.barrier(group=ends)
     errors = []
-    for call in (lambda: dist.broadcast(b, src=1, group=ends), lambda: dist.new_group([0, 3])):
+    for call in (
+        lambda: dist.broadcast(b, src=1, group=ends),
+        lambda: dist.new_group([0, 3]),
+        lambda: dist.broadcast(b, src=0, group=ends, group_src=0),
+    ):
         try:
             call()
         except ConfigError as exc:
@@ -50,14 +57,19 @@ def test_subgroups_run_their_collectives_over_their_members_alone(ray_session):
     assert out[1]["reduced"] is None and out[1]["sum"] == [20.0] * 3  # rank 1 took no part: its own values
     assert out[0]["sum"] == out[2]["sum"] == [40.0] * 3  # 10 + 30
     assert [o["broadcast"] for o in out] == [2.0, 1.0, 2.0]
+    assert [o["group_src"] for o in out] == [2.0, 1.0, 2.0]  # rank 1, outside the group, keeps its own
     assert out[0]["objects"] == out[1]["objects"] == [{"rank": 0}, {"rank": 1}] and out[2]["objects"] == [None] * 2
     assert [o["max"] for o in out] == [2.0, 2.0, 3.0]  # rank 2 is outside [0, 1]: its own
     assert all(o["world"] == [3.0, 3.0] for o in out)
     assert out[0]["errors"] == [
         "broadcast: Global rank 1 is not part of group [0, 2]",
         "new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]",
+        "broadcast: Can not specify both group_src and src (torch's rule)",
     ]
-    assert out[1]["errors"] == ["new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]"]
+    assert out[1]["errors"] == [  # (rank 1, outside `ends`, is not asked about its src; both roots: refused anywhere)
+        "new_group: ranks [0, 3] are not the launch's ranks [0, 1, 2]",
+        "broadcast: Can not specify both group_src and src (torch's rule)",
+    ]
     assert all(o["global"] == (2, 1) for o in out)
 
 

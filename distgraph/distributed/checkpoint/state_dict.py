@@ -72,13 +72,21 @@ def _kind(model, options):
     if not _is_fsdp(model):
         return contextlib.nullcontext()
     f, offload = _fsdp(), options.cpu_offload
-    if options.full_state_dict:
-        configs = (f.StateDictType.FULL_STATE_DICT, f.FullStateDictConfig(offload_to_cpu=offload),
-                   f.FullOptimStateDictConfig(offload_to_cpu=offload))  # fmt: skip
+    if options.full_state_dict:  # torch's: offloaded full dicts are rank 0's only (and with broadcast_from_rank0)
+        configs = (f.StateDictType.FULL_STATE_DICT, f.FullStateDictConfig(offload_to_cpu=offload, rank0_only=offload),
+                   f.FullOptimStateDictConfig(offload_to_cpu=offload,
+                                              rank0_only=offload or options.broadcast_from_rank0))  # fmt: skip
     else:
         configs = (f.StateDictType.SHARDED_STATE_DICT, f.ShardedStateDictConfig(offload_to_cpu=offload),
                    f.ShardedOptimStateDictConfig(offload_to_cpu=offload))  # fmt: skip
     return f.FullyShardedDataParallel.state_dict_type(model, *configs)
+
+
+def _rank0_only(options):
+    """A model not FSDP: torch's full dicts offloaded to the cpu are rank 0's, {} on the others (a launch's)."""
+    from distgraph.distributed import loop
+
+    return options.full_state_dict and options.cpu_offload and loop.is_launched() and loop.rank() != 0
 
 
 def _optimizers(optimizers):
@@ -87,6 +95,8 @@ def _optimizers(optimizers):
 
 def get_model_state_dict(model, *, options=None):
     options = options or StateDictOptions()
+    if not _is_fsdp(model) and _rank0_only(options):
+        return {}
     with _kind(model, options):
         out = _plain(model).state_dict()
     if options.cpu_offload and not _is_fsdp(model):  # (FSDP's own config offloads)
@@ -109,11 +119,15 @@ def _frozen(model):
 def get_optimizer_state_dict(model, optimizers, *, options=None):
     """Every optimizer's state by parameter name; several optimizers' groups one after another (torch's)."""
     options = options or StateDictOptions()
+    if not _is_fsdp(model) and _rank0_only(options):
+        return {}
     state, groups = {}, []
     for optim in _optimizers(optimizers):
         init_optim_state(optim)
         with _kind(model, options):
             osd = _fsdp().FSDP.optim_state_dict(model, optim) if _is_fsdp(model) else _by_name(_plain(model), optim)
+        if not osd:  # an FSDP full dict kept on rank 0 only: {} elsewhere, as torch's
+            return {}
         state.update(osd["state"])
         groups += osd["param_groups"]
     return {"state": state, "param_groups": groups}
