@@ -6,8 +6,7 @@ partition it and run it across the workers of a Ray cluster. See DESIGN.md for t
 
 import warnings as _warnings
 
-from distgraph import autograd, cuda, dtypes, errors  # noqa: F401
-from distgraph import host_memory as _host_memory
+from distgraph import autograd, cuda, dtypes, errors, host_memory  # noqa: F401  (host_memory: keeps freed arrays)
 from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
 from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
 from distgraph.autograd.grad_mode import inference_mode, is_grad_enabled, is_inference_mode_enabled  # noqa: F401
@@ -463,9 +462,6 @@ __version__ = "0.1.0"
 # op); the user's own numpy calls still warn. An import inside `warnings.catch_warnings()` (pytest's
 # collection) loses the filter when that block ends; backward runs under one errstate anyway (engine.py).
 _warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"distgraph\.")
-
-# Freed activation arrays stay in the process instead of faulting in anew each step (host_memory.py).
-_host_memory.keep_freed_memory()
 
 _LAZY = {
     "nn": "distgraph.nn",

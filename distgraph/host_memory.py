@@ -8,7 +8,7 @@ samples/s against 56k with the settings below (`python -c` loop in the note of t
 module); a Ray worker's step lost 3 of 17 ms to them. numpy has no allocator hook reachable from Python
 (PyDataMem_SetHandler is C-only), so the fix is glibc's own `mallopt`.
 
-A user's process gets bounded settings on `import distgraph`: blocks up to `USER["mmap"]` come from the heap
+A user's process gets bounded settings on `import distgraph` (this module's import applies them): blocks up to `USER["mmap"]` come from the heap
 and up to `USER["trim"]` of free memory stays at its top (the rest is returned as before). A worker process,
 distgraph's own, keeps all of it (`WORKER`). `DISTGRAPH_KEEP_FREED_MEMORY=0` leaves glibc as it is.
 Elsewhere than glibc (macOS, musl's no-op mallopt) nothing changes.
@@ -36,3 +36,6 @@ def keep_freed_memory(settings=USER):
         taken = [mallopt(_M_MMAP_THRESHOLD, settings["mmap"]), mallopt(_M_TRIM_THRESHOLD, settings["trim"])]
         return all(t == 1 for t in taken)
     return False
+
+
+keep_freed_memory()  # on import: `import distgraph` imports this module first

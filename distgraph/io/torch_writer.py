@@ -24,7 +24,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.errors import FileFormatError
 from distgraph.io.layout import ALIGN, CHUNK, MAX_DEPTH, bytes_view, join, show
-from distgraph.io.torch_format import STORAGE_DTYPES
+from distgraph.io.torch_pickle import STORAGE_DTYPES
 from distgraph.nn.parameter import Parameter
 
 STORAGE_OF = {dt: name for name, dt in STORAGE_DTYPES.items()}  # numpy dtype name -> torch.<X>Storage
