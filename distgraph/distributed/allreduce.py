@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from distgraph.backend import address, namespace, writeable
-from distgraph.distributed.call_board import FIELDS, SLOTS, CallBoard
+from distgraph.distributed.call_board import ROW, CallBoard
 from distgraph.distributed.shm import Segment, segment_name
 from distgraph.errors import DistributedError, DTypeError
 
@@ -73,10 +73,10 @@ class ShmAllReduce:
             raise DistributedError(f"shm all-reduce: rank {rank} is outside a group of {world_size}")
         self.rank, self.world_size, self.group = rank, world_size, group
         self.timeout_s, self.bucket_mb = timeout_s, bucket_mb
-        self.segments = {}
+        self.segments, self.aborted = {}, False
         self.board = None  # what each rank reduces, so that ranks reducing different shapes fail at once
         if world_size > 1:
-            name = segment_name(group, "board", np.int64, SLOTS * FIELDS)
+            name = segment_name(group, "board", np.int64, ROW)
             self.board = CallBoard(name, rank, world_size, timeout_s)
 
     def _segment(self, dtype, count, tag):
@@ -84,6 +84,10 @@ class ShmAllReduce:
         key = (str(tag), dtype, int(count))
         seg = self.segments.get(key)
         if seg is None or seg.shm is None:
+            if self.aborted:  # (a call queued behind the failed one would meet its peers' other steps)
+                raise DistributedError(
+                    f"shm all-reduce: rank {self.rank} gave up after a failed step; the group must be restarted"
+                )
             name = segment_name(self.group, tag, dtype, count)
             watch = None if self.board is None else self.board.check
             seg = self.segments[key] = Segment(
@@ -155,9 +159,13 @@ class ShmAllReduce:
         return None, None
 
     def abort(self):
-        """This rank's step raised: peers waiting for it in any segment raise at once (`Segment.abort`)."""
+        """This rank's step raised: peers waiting for it in any segment raise at once (`Segment.abort`), and in
+        one it never opened at their next look at the board (`CallBoard.give_up`); it opens no segment again."""
+        self.aborted = True
         for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
             seg.abort()
+        if self.board is not None:
+            self.board.give_up()
 
     def close(self):
         """Destroy the group's segments (every rank may call it; unlinking is idempotent)."""

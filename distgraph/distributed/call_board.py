@@ -24,10 +24,12 @@ import zlib
 import numpy as np
 
 from distgraph.distributed.shm import Segment
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import DistributedError, DTypeError, ShapeError
 
 SLOTS = 8  # records per rank: tags in flight at once (the loop's, a few buckets') rarely share one
 FIELDS = 6  # version, tag hash, call number, kind, dtype char, element count
+ROW = SLOTS * FIELDS + 1  # a rank's row: its records, then its "gave up" flag (`give_up`)
+GAVE_UP = ROW - 1
 _KINDS = ("all-reduce", "all-gather", "reduce-scatter")
 
 
@@ -46,9 +48,7 @@ class CallBoard:
     def _open(self):
         """The board's segment, or None while rank 0 has not made it (attaching never waits here)."""
         if self._segment is None:
-            self._segment = Segment.attach_if_there(
-                self.name, self.rank, self.world, np.int64, SLOTS * FIELDS, self.timeout_s
-            )
+            self._segment = Segment.attach_if_there(self.name, self.rank, self.world, np.int64, ROW, self.timeout_s)
         return self._segment
 
     def post(self, tag, kind, dtype, count):
@@ -73,12 +73,28 @@ class CallBoard:
         record[1], record[2], record[3], record[4], record[5] = mine
         record[0] = version + 2
 
+    def give_up(self):
+        """This rank's step raised: say so on the board, which every rank opens with its first wait, so a peer
+        waiting in a segment this rank never opened (its first bucket, its first gather) stops at its next
+        liveness check instead of at the timeout (`check`)."""
+        seg = self._open()
+        if seg is not None:
+            seg.slots[self.rank, GAVE_UP] = 1
+
     def check(self):
-        """Raise ShapeError (DTypeError where the dtypes differ) when a peer's record of the call this thread
-        waits in differs from this rank's; otherwise nothing (no record yet, another call, a record in flux)."""
+        """Raise DistributedError when a peer gave up (`give_up`); ShapeError (DTypeError where the dtypes
+        differ) when a peer's record of the call this thread waits in differs from this rank's; otherwise
+        nothing (no record yet, another call, a record in flux)."""
         tag, mine = getattr(self._mine, "call", (None, None))
-        seg = self._open() if mine is not None else None
+        seg = self._open()
         if seg is None:
+            return
+        gave_up = [r for r in range(self.world) if r != self.rank and seg.slots[r, GAVE_UP]]
+        if gave_up:
+            raise DistributedError(
+                f"shm all-reduce: rank(s) {gave_up} stopped: their step raised (their error is the one to read)"
+            )
+        if mine is None:
             return
         at = (mine[0] % SLOTS) * FIELDS
         calls = {self.rank: mine}

@@ -102,3 +102,30 @@ def test_a_record_being_rewritten_is_not_read():
     finally:
         for c in comms:
             c.close()
+
+
+@pytest.mark.parametrize("failing", [0, 1])  # the segment's creator; a rank that would attach to it
+def test_a_rank_that_gave_up_before_opening_a_segment_stops_its_peer_within_a_liveness_check(failing):
+    """A rank whose first step raised before any reduction (a NaN in its shard) had no segment to mark: its peer
+    waited in a new segment for the whole timeout (rank 0 at its barrier; another rank for rank 0 to create it)
+    and then blamed the shapes. The board every rank opens says it now."""
+
+    def calls(comm):
+        if comm.rank == failing:
+            comm.abort()  # what a failed step does (worker._one_step)
+            raise RuntimeError("this rank's step raised")
+        return comm.allreduce([np.ones(4, np.float32)], tag="grads0")
+
+    results, errors, elapsed = _ranks(calls, timeout_s=20.0)
+    peer = 1 - failing
+    assert "stopped: their step raised" in str(errors[peer]) and elapsed < 10, (errors, elapsed)
+
+
+def test_a_rank_that_gave_up_opens_no_segment_again():
+    group = f"dgcb{uuid.uuid4().hex[:8]}"
+    comm = ShmAllReduce(0, 2, group, timeout_s=5.0)
+    comm.abort()
+    with pytest.raises(Exception, match="gave up after a failed step"):
+        comm.allreduce([np.ones(3)])
+    comm.close()
+    assert leaked(group) == []
