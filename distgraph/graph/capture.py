@@ -3,11 +3,20 @@
 Every op goes through `distgraph.autograd.function.apply`, which reports `(op, inputs, attrs, out)`
 to the tracer, so the IR is built from the same registry eager mode runs: no op exists twice.
 
-Values are tracked by tensor identity. A tensor the tracer has not seen is either a leaf that
-requires grad (a parameter, from a module or a closure: it is *lifted* into a graph input that is
-read from the tensor at each call, so optimizer updates are seen) or a constant (scalars, masks),
-whose array the graph keeps. A tensor changed in place after it was recorded cannot be represented
-and raises CaptureError, as does an op with no tensor output.
+Values are tracked by tensor identity. A tensor the tracer has not seen is either *lifted* into a
+graph input that is read from the tensor at each call — a leaf that requires grad (a parameter, from a
+module or a closure), or one of the `state` tensors (the compiled module's parameters and buffers,
+frozen or not, also when reached through `.detach()` or `.data`), so optimizer updates, running
+statistics and loaded weights are seen — or a constant (scalars, masks), whose array the graph keeps.
+Constants taken from tensors that outlive the capture (a closure's frozen tensor) are reported in
+`sources`, so the caller can guard them (graph/guards.py).
+
+What a graph cannot represent raises CaptureError: a tensor changed in place after it was recorded, an
+op with no tensor output, a traced value or lifted tensor read on the host (`host_read`), and a write
+into an input, a lifted tensor or a constant's tensor that nothing reads afterwards (`acc.add_(y)`,
+`w.clamp_()` under no_grad): it would be recorded as an out-of-place node that no output needs, so the
+compiled function would silently skip the write. The optimizer capture writes nothing during the trace
+(its update is traced out of place and written back by the runner), so it is unaffected.
 
 Backward is captured by walking the autograd Nodes in reverse and calling each op's rule while the
 tracer records (the rules are written with differentiable ops). The engine is not reused because
@@ -20,6 +29,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.engine import dependencies, sum_to_shape, topological_order
 from distgraph.autograd.function import Node as AutogradNode
 from distgraph.autograd.function import set_tracer
+from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
 from distgraph.errors import CaptureError, DistgraphError  # noqa: F401  (CaptureError: its old home)
@@ -32,15 +42,25 @@ def spec_of(array):
     return Spec(tuple(array.shape), array.dtype.name, str(device_of_array(array)))
 
 
+def _version(t):
+    """t's version counter; -1 for an inference tensor, whose counter reads raise outside inference_mode
+    (it has none: nothing can write into it there)."""
+    vc = t._vc
+    return -1 if vc is INFERENCE_VERSION else vc[0]
+
+
 class Tracer:
     """Records op applications; maps tensors (by identity, checked against their version) to value names."""
 
-    def __init__(self):
+    def __init__(self, state=()):
         self.values = {}  # id(tensor) -> (name, tensor, version)
         self.arrays = {}  # id(array) -> (name, array): a rule's ctx.out is a new Tensor on a known array
         self.inputs = []  # (name, Spec)
         self.params = []  # lifted tensors, in input order after the explicit inputs
         self.constants = {}
+        self.sources = {}  # "constant %c0" (or "tensor 1 read on the host") -> the tensor
+        self._read = {}  # id -> tensor read on the host, not traced nor lifted
+        self.state = {id(t.array): t for t in state}  # by array: `.detach()` and `.data` share it
         self.nodes = []
         self.specs = {}
 
@@ -50,14 +70,14 @@ class Tracer:
         self.specs[name] = self.inputs[-1][1]
 
     def _bind(self, t, name):
-        self.values[id(t)] = (name, t, t._vc[0])
+        self.values[id(t)] = (name, t, _version(t))
         self.arrays[id(t.array)] = (name, t.array, t._vc)
 
     def ref(self, t):
         entry = self.values.get(id(t))
         if entry is not None and entry[1] is t:
             name, _, version = entry
-            if t._vc[0] != version:
+            if _version(t) != version:
                 raise CaptureError(
                     f"{name} ({tuple(t.shape)} {t.dtype.name}) was modified in place after it was recorded; "
                     "in-place ops on captured values cannot be represented"
@@ -66,7 +86,12 @@ class Tracer:
         known = self.arrays.get(id(t.array))
         if known is not None and known[1] is t.array and known[2] is t._vc:
             return known[0]
-        if t.requires_grad and t.grad_fn is None:
+        owner = self._state_of(t)
+        if owner is not None and owner is not t:  # a detached alias of a module tensor: the tensor itself
+            name = self.ref(owner)
+            self._bind(t, name)
+            return name
+        if owner is not None or (t.requires_grad and t.grad_fn is None):
             name = f"%p{len(self.params)}"
             self.params.append(t)
             self.add_input(t, name)
@@ -74,17 +99,32 @@ class Tracer:
         name = f"%c{len(self.constants)}"
         self.constants[name] = t.array.copy()
         self.specs[name] = spec_of(t.array)
+        self.sources[f"constant {name}"] = t
         self._bind(t, name)
         return name
 
+    def _state_of(self, t):
+        owner = self.state.get(id(t.array))
+        return owner if owner is not None and owner.array is t.array else None
+
     def host_read(self, t, what):
-        """A traced value or a parameter read on the host (`Tensor.item()`, `bool()`, `numpy()`...):
-        whatever Python does with it (a branch, a number baked into a later op) the graph cannot redo
-        with other values, so capture stops here and the caller runs eagerly. Constants may be read."""
+        """A traced value, a lifted tensor (a parameter, a module's buffer) or an alias of one (`.detach()`)
+        read on the host (`Tensor.item()`, `bool()`, `numpy()`, a tensor index...): whatever Python does
+        with it (a branch, a number baked into a later op) the graph cannot redo with other values, so
+        capture stops here and the caller runs eagerly. Constants may be read; a tensor of the caller's
+        that is neither (a closure's) is guarded as constants are (`sources`)."""
         entry = self.values.get(id(t))
         name = entry[0] if entry is not None and entry[1] is t else None
-        if name is None and t.requires_grad and t.grad_fn is None:
+        known = self.arrays.get(id(t.array)) if name is None else None
+        if known is not None and known[1] is t.array:  # shares a recorded value's array
+            name = known[0]
+        if name is None and self._state_of(t) is not None:
+            name = "a parameter or buffer of the module"
+        elif name is None and t.requires_grad and t.grad_fn is None:
             name = "a parameter"
+        elif name is None and t.grad_fn is None and id(t) not in self._read:  # a closure's: guarded like a constant
+            self._read[id(t)] = t
+            self.sources[f"tensor {len(self._read)} read on the host"] = t
         if name is not None and not name.startswith("%c"):
             raise CaptureError(
                 f"{what} reads the value of {name} ({tuple(t.shape)} {t.dtype.name}) on the host while capturing: "
@@ -103,6 +143,18 @@ class Tracer:
         self.specs[name] = spec
         self._bind(out, name)
         return name
+
+    def check_writes(self):
+        """Raise CaptureError when an input, a lifted tensor or a constant's tensor was written in place
+        during the trace (see the module docstring): the graph would not replay the write."""
+        for name, t, version in self.values.values():
+            if name[1].isdigit() or _version(t) == version:  # "%3": a node's value (its writes raise on read)
+                continue
+            what = {"%i": "input", "%h": "input", "%p": "lifted parameter or buffer", "%c": "constant tensor"}[name[:2]]
+            raise CaptureError(
+                f"the function writes in place into {what} {name} ({tuple(t.shape)} {t.dtype.name}); a graph "
+                "does not replay writes into its inputs, parameters, buffers or constants"
+            )
 
     def graph(self, outputs):
         names = []
@@ -125,21 +177,25 @@ def flatten(result):
         return [result], single
     if isinstance(result, tuple | list):
         parts = [flatten(r) for r in result]
-        counts = [len(p[0]) for p in parts]
+        rebuilds, counts, kind = [p[1] for p in parts], [len(p[0]) for p in parts], type(result)
 
-        def rebuild(xs):
+        def rebuild(xs):  # (holds no traced tensor: a variant keeps it for as long as it lives)
             out, i = [], 0
-            for (_, fn), n in zip(parts, counts):
+            for fn, n in zip(rebuilds, counts):
                 out.append(fn(xs[i : i + n]))
                 i += n
-            return type(result)(out)
+            return kind(out)
 
         return [t for p in parts for t in p[0]], rebuild
     raise CaptureError(f"captured functions must return tensors or tuples of tensors, got {type(result).__name__}")
 
 
-def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=(), unused=None):
+def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=(), unused=None, state=(), sources=None):
     """Trace `fn(*example_inputs)`; returns (Graph, lifted parameter tensors, rebuild).
+
+    `state` (a module's parameters and buffers) are lifted when read, like parameters; `sources`, a
+    dict when given, receives the tensors constants were taken from or whose values were read on the
+    host without being lifted (see the module docstring).
 
     With `grad_of` (a list of leaf tensors), the graph computes `fn`'s first output (a scalar loss)
     and appends the gradient of that loss with respect to each tensor in `grad_of` as extra outputs.
@@ -150,7 +206,7 @@ def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=(), unused=N
     is traced and its results are appended instead of the gradients; `hyper` tensors it reads
     (learning rates) become graph inputs `%h0, ...` after the explicit ones, not constants.
     """
-    tracer = Tracer()
+    tracer = Tracer(state)
     for i, t in enumerate(example_inputs):
         tracer.add_input(t, f"%in{i}")
     for i, t in enumerate(hyper):
@@ -172,9 +228,13 @@ def capture(fn, example_inputs, *, grad_of=None, update=None, hyper=(), unused=N
             else:
                 zeros = [ew.mul(Tensor(p.array, device=p.device), 0.0) for p in grad_of]
                 outputs = outputs + [zeros[i] if g is None else g for i, g in enumerate(grads)]
+        tracer.check_writes()
     finally:
         set_tracer(prev)
-    return tracer.graph(outputs), tracer.params, rebuild
+    graph = tracer.graph(outputs)
+    if sources is not None:
+        sources.update(tracer.sources)
+    return graph, tracer.params, rebuild
 
 
 # ---- backward capture ----------------------------------------------------------------------------

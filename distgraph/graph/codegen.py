@@ -33,6 +33,8 @@ interpreter does. `Program.instantiate` makes a function with its own arena; the
 concurrent call its own instance, so calls never share scratch memory.
 
 Outputs that may share a constant's memory are returned as copies (the constant serves every call).
+A 0-d output is returned as a 0-d array (numpy computes 0-d results as immutable scalars, into which a
+caller's in-place op, `out += 1`, could not write), as eager ops return them.
 
 Write-back: `write_back={output index: input index}` stores an output into an input's array (an
 optimizer's updated parameter into the parameter): with `out=` directly when the producing node is
@@ -207,8 +209,11 @@ class _Emitter:
 
     def _returned(self, name):
         """An output as returned: a copy where it may share a constant's memory (a folded result, a
-        closure tensor), since the caller may write into it and the constant serves every call."""
+        closure tensor), since the caller may write into it and the constant serves every call; a 0-d
+        one as an array (see the module docstring)."""
         shares_constant = any(r in self.graph.constants for r in self.roots[name])
+        if not self.specs[name].shape:
+            return f"{self.bind(self.xp.array if shares_constant else self.xp.asarray)}({self.names[name]})"
         return f"{self.names[name]}.copy()" if shares_constant else self.names[name]
 
     def _unbuffered(self):

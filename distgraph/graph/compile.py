@@ -5,15 +5,22 @@
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)  # + opt.step() in the graph
     f = dg.compile(fn, (x,)); out = f(x)                       # inference: outputs without grad
 
-Guards: each captured variant is keyed by the shapes, dtypes and devices of the inputs and, for a
-module, the train/eval mode of its submodules. A call whose
-inputs match the previous call's (checked field by field by a small generated function, no key built)
-goes straight to that variant's generated graph function (`codegen`), so the wrapper costs a couple
-of microseconds. A call with a different signature warns and re-captures (up to `max_variants`, then
-runs eagerly). At capture, the function is traced a second time on perturbed inputs (floats scaled
-and negated, integers rolled along the batch); if the two graphs differ — Python control flow on
-values, randomness, data baked into constants — the graph cannot stand for the function and calls
-run eagerly, with a warning that says why. A wrong result is never returned silently.
+Guards (graph/guards.py): each captured variant is keyed by the shapes, dtypes and devices of the
+inputs and, for a module, the train/eval mode, the public int/float/bool attributes of its submodules
+(`self.temperature`) and its parameters' requires_grad. A call whose inputs and module state match the
+previous call's (checked field by field by small generated functions, no key built) goes straight to
+that variant's generated graph function (`codegen`), so the wrapper costs a few microseconds. A call
+with a different signature or module state warns and re-captures (up to `max_variants`, then runs
+eagerly). A module's parameters and buffers (running statistics, frozen weights) are graph inputs read
+at each call, so loading or training them needs no re-capture; a tensor from a closure or a global that
+the graph holds as a constant is guarded by its version, array and requires_grad, and a change
+re-captures. At capture, the function is traced a second time on perturbed inputs (floats scaled,
+negated and shifted, integers rolled along every axis); if the two graphs differ — Python control flow
+on values, randomness, data baked into constants — or the capture sees what a graph cannot replay (a
+tensor's values read on the host, a write into an input, a parameter or a buffer, a module attribute
+changed by the forward), the graph cannot stand for the function and calls run eagerly, with a warning
+that says why. A wrong result is never returned silently — with one exception: Python numbers read
+from closures or globals are baked in unguarded (compile again after changing them).
 
 With `optimizer=` (every optimizer of `distgraph.optim`: SGD, Adam, AdamW, NAdam, RAdam, Adamax, RMSprop,
 Adagrad, Adadelta, Rprop, ASGD; a user's own optimizer, whose rule has no traced twin, is refused with a
@@ -25,7 +32,6 @@ state back into their arrays, so a call is the whole training step in one genera
 `zero_grad(); loss.backward(); step()` is eagerly.
 """
 
-import builtins
 import contextlib
 import warnings
 
@@ -37,9 +43,9 @@ from distgraph.backend import to_device
 from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
 from distgraph.graph.executor import Runner
+from distgraph.graph.guards import ConstantGuards, ModuleState, check_same, perturbed, unpacker
 from distgraph.graph.optimizer_capture import CapturedUpdate
 from distgraph.graph.passes import DEFAULT, optimize
-from distgraph.graph.passes.cse import freeze
 from distgraph.ops.random_extra import fork_rng
 
 _EAGER = "eager"
@@ -68,21 +74,22 @@ class CompiledFunction:
             self._scale = Tensor(to_device(np.ones((), np.float32), where), device=where)
         self.variants = {}
         self._unused_of = {}  # id(variant) -> indices of the parameters its loss does not depend on
-        self._paths = {}  # key -> (guard, call, modes): the fast path of each captured variant
+        self._guards = {}  # id(variant) -> ConstantGuards of its constants from closure tensors
+        self._paths = {}  # key -> (guard, call, state, constant guards): the fast path of each captured variant
         self._last = None  # the fast path of the last call
-        # a module's train/eval modes are part of what a graph was captured under (dropout, batch norm)
-        self._modules = list(fn.modules()) if callable(getattr(fn, "modules", None)) else []
+        self._recaptures, self._eager_only = 0, False  # (a forward with Python side effects always runs eagerly)
+        # a module's train/eval modes, numbers and requires_grad flags are part of what a graph was captured under
+        root = fn if callable(getattr(fn, "named_modules", None)) else getattr(fn, "__self__", None)  # (model.forward)
+        has_modules = callable(getattr(root, "named_modules", None))
+        self._module_state = ModuleState(root) if has_modules else None
+        self._modules = [m for _, m in self._module_state.modules] if has_modules else []
+        self._state = self._module_state.read if has_modules else tuple
+        # an inference graph (no loss_fn) cannot give its outputs autograd history: see `_autograd_call`
+        self._differentiable, self._warned_autograd, self._trainable = loss_fn is None, False, False
         try:
-            self._add((_signature(example_inputs), self._modes()), list(example_inputs))
+            self._add((_signature(example_inputs), self._state()), list(example_inputs))
         except CaptureError as exc:  # an argument no graph can take: every call runs the original
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
-        # an inference graph (no loss_fn) cannot give its outputs autograd history: see `_autograd_call`
-        self._differentiable, self._warned_autograd = loss_fn is None, False
-        lifted = [p for v in self.variants.values() if v is not _EAGER for p in v[1]]
-        self._trainable = any(p.requires_grad for p in lifted)
-
-    def _modes(self):
-        return tuple(m.training for m in self._modules)
 
     # ---- capture -----------------------------------------------------------------------------------
     def _traced(self):
@@ -93,7 +100,7 @@ class CompiledFunction:
             return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1]) * scale
         return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1])
 
-    def _capture(self, inputs):
+    def _capture(self, inputs, sources=None):
         update = self.update.trace if self.update is not None else None
         hyper = self.update.tensors if self.update is not None else (self._scale,) if self._scale is not None else ()
         fn, tensors = self._traced(), [t for t in inputs if isinstance(t, Tensor)]
@@ -107,21 +114,25 @@ class CompiledFunction:
                 return traced(*args)
 
         self._unused = []  # indices into self.params of parameters the loss does not depend on
-        return capture(fn, tensors, grad_of=self.params, update=update, hyper=hyper, unused=self._unused)
+        state = [t for _, t in self._module_state.tensors] if self._module_state is not None else ()
+        return capture(
+            fn, tensors, grad_of=self.params, update=update, hyper=hyper, unused=self._unused, state=state,
+            sources=sources,
+        )  # fmt: skip
 
     def _add(self, key, inputs):
+        sources = {}  # tensors the graph's constants come from: guarded where they outlive the capture
         try:
             # capturing runs the function (twice, with the check): its random ops (dropout) draw from the
             # generator, so without fork_rng a call after `dg.manual_seed(s)` that captures a new variant
             # drew other masks than eager code seeded the same way
             with fork_rng(), _buffers_untouched(self._modules):
-                graph, params, rebuild = self._capture(inputs)
+                versions = self._module_state.versions() if self._module_state is not None else None
+                graph, params, rebuild = self._capture(inputs, sources)
                 if self.check:
-                    with np.errstate(
-                        all="ignore"
-                    ):  # negated inputs may leave a function's domain: only structure matters
-                        other = self._capture(_perturbed(inputs))[0]
-                    _check_same(graph, other)
+                    other = self._check_capture(inputs)
+                    check_same(graph, other)
+                self._side_effects(key, versions)
         except CaptureError as exc:
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
             self.variants[key] = _EAGER
@@ -135,8 +146,40 @@ class CompiledFunction:
             write_back |= {1 + len(self.params) + j: states + j for j in range(self.update.n_states)}
         variant = (Runner(optimize(graph, self.passes), write_back=write_back), params, rebuild, graph)
         self._unused_of[id(variant)] = tuple(self._unused) if self.params is not None else ()
+        self._guards[id(variant)] = ConstantGuards(sources)  # (after the capture's temporaries are gone)
         self.variants[key] = variant
+        self._trainable = self._trainable or any(p.requires_grad for p in params)
         return variant
+
+    def _check_capture(self, inputs):
+        """The graph captured on perturbed inputs. Any error there (a value outside the function's domain
+        that it checks) means the graph cannot be checked: calls run eagerly, warned, as for a CaptureError."""
+        try:
+            with np.errstate(all="ignore"):  # negated inputs may leave a function's domain: only structure matters
+                return self._capture(perturbed(inputs))[0]
+        except CaptureError:
+            raise
+        except Exception as exc:
+            raise CaptureError(
+                f"the check capture on perturbed input values raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _side_effects(self, key, versions):
+        """Refuse a forward that changed its module while captured: a parameter or buffer written
+        (`self.calls += 1` on a buffer) or a guarded number (`self.step += 1`). No graph replays either,
+        and a changed number would never match the key again, so the function always runs eagerly."""
+        if self._module_state is None:
+            return
+        written = self._module_state.written(versions)
+        changed = self._state() != key[1]
+        if written or changed:
+            self._eager_only, self._last = True, None
+            what = (
+                f"writes in place into {', '.join(written)}"
+                if written
+                else self._module_state.change(key[1], self._state())
+            )
+            raise CaptureError(f"the module's forward {what} (a side effect a graph cannot replay)")
 
     def unused(self, variant):
         """Indices into `params` of the parameters `variant`'s loss does not depend on: their gradient
@@ -164,7 +207,7 @@ class CompiledFunction:
         if self._differentiable and grad_mode.state.grad_enabled and self._needs_autograd(inputs):
             return self._autograd_call(inputs)
         fast = self._last
-        if fast is not None and (not self._modules or fast[2] == self._modes()):
+        if fast is not None and fast[2] == self._state() and (fast[3] is None or fast[3].hold()):
             arrays = fast[0](*inputs)
             if arrays is not None:
                 return fast[1](arrays)
@@ -173,7 +216,8 @@ class CompiledFunction:
             return self._eager(inputs)
         fast = self._paths.get(key)
         if fast is None:
-            fast = self._paths[key] = (_unpacker(inputs), self._runner_call(variant, inputs), key[1])
+            guards = self._guards[id(variant)] or None
+            fast = self._paths[key] = (unpacker(inputs), self._runner_call(variant, inputs), key[1], guards)
         self._last = fast
         return fast[1]([t.array for t in inputs if isinstance(t, Tensor)])
 
@@ -223,7 +267,7 @@ class CompiledFunction:
                     scaler.update()
                 else:  # gradients of loss × scale accumulate in .grad, as after scaler.scale(loss).backward()
                     _accumulate(trained, outs[1:], device)
-                return Tensor(outs[0] / scale, device=device)
+                return Tensor(device.xp.asarray(outs[0] / scale), device=device)  # (0-d / 0-d: a numpy scalar)
 
         else:
 
@@ -235,31 +279,52 @@ class CompiledFunction:
         return call
 
     def _variant(self, inputs):
-        """The variant for these inputs' signature, re-capturing (with a warning) when none matches."""
+        """The variant for these inputs' signature and module state, re-capturing (with a warning) when
+        none matches or a closure tensor its graph holds as a constant changed (`ConstantGuards`)."""
+        if self._eager_only:
+            return None, _EAGER
         try:
-            key = (_signature(inputs), self._modes())
+            key = (_signature(inputs), self._state())
         except CaptureError as exc:  # an argument no graph can take: the original runs, as it would
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
             return None, _EAGER
         variant = self.variants.get(key)
-        if variant is not None:
+        if variant is _EAGER or (variant is not None and self._guards[id(variant)].hold()):
             return key, variant
         if not self.variants:
             return None, _EAGER
-        known = next(iter(self.variants))
-        if len(self.variants) >= self.max_variants:
+        if variant is not None:  # its constants changed: captured again, counted against the limit
+            why = self._guards[id(variant)].change()
+            self._paths.pop(key, None)
+            self._last, self._recaptures = None, self._recaptures + 1
+        else:
+            why = self._change(next(iter(self.variants)), key)
+        if len(self.variants) + self._recaptures > self.max_variants or (
+            variant is None and len(self.variants) >= self.max_variants
+        ):
             warnings.warn(
-                f"dg.compile: inputs {_describe(key)} differ from every captured variant and the "
-                f"{self.max_variants}-variant limit is reached; running eagerly",
+                f"dg.compile: {why}, and the {self.max_variants}-variant limit is reached; running eagerly",
                 CompileWarning,
                 stacklevel=3,
             )
             variant = self.variants[key] = _EAGER
             return key, variant
-        warnings.warn(f"dg.compile: {_change(known, key)}; re-capturing", CompileWarning, stacklevel=3)
+        warnings.warn(f"dg.compile: {why}; re-capturing", CompileWarning, stacklevel=3)
         return key, self._add(key, list(inputs))
 
+    def _change(self, old, new):
+        if old[0] != new[0]:
+            return f"inputs changed from {_describe(old)} to {_describe(new)}"
+        if not old[1] or not new[1] or old[1][0] == new[1][0]:
+            return self._module_state.change(old[1], new[1])
+        return (
+            f"the module's mode changed from {_mode(old[1][0])} to {_mode(new[1][0])} (dropout, batch norm act "
+            "differently)"
+        )
+
     def _needs_autograd(self, inputs):
+        """`_trainable`: a lifted tensor required grad at some capture (requires_grad is in a module's key,
+        so unfreezing a parameter re-captures and sets it)."""
         return self._trainable or any(getattr(t, "requires_grad", False) for t in inputs)
 
     def _autograd_call(self, inputs):
@@ -342,30 +407,8 @@ def _accumulate(params, grads, device):
     """Add new gradient arrays into the parameters' `.grad`, as `loss.backward()` does."""
     for p, g in zip(params, grads):
         if p is not None:  # None: a parameter the loss does not depend on
-            p.grad = Tensor(g, device=device) if p.grad is None else Tensor(p.grad.array + g, device=device)
-
-
-def _unpacker(inputs):
-    """The fast-path guard for calls like this one: a generated function that returns the inputs'
-    arrays when every input has the same shape, dtype object and (interned) device as here, else None
-    (a different or Tensor-less call then takes the slow path, which builds the full signature).
-    Its source holds only generated names; the shapes, dtypes and devices are closure values."""
-    if not all(isinstance(t, Tensor) for t in inputs):  # Python scalars: the slow path keys them by value
-        return lambda *args: None
-    n = len(inputs)
-    ts, arrays = [f"t{i}" for i in range(n)], [f"a{i}" for i in range(n)]
-    lines = ["def unpack(*args):", "    if len(args) != N:", "        return None", "    try:"]
-    lines.append(f"        ({''.join(t + ', ' for t in ts)}) = args")
-    for i in range(n):
-        lines.append(f"        a{i} = t{i}.array")
-        lines.append(f"        if a{i}.shape != s{i} or a{i}.dtype is not d{i} or t{i}.device is not v{i}:")
-        lines.append("            return None")
-    lines += ["    except AttributeError:", "        return None", f"    return ({''.join(a + ', ' for a in arrays)})"]
-    cells = ["N"] + [f"{c}{i}" for i in range(n) for c in "sdv"]
-    source = f"def _make({', '.join(cells)}):\n" + "".join(f"    {line}\n" for line in lines) + "    return unpack\n"
-    namespace = {}
-    exec(builtins.compile(source, "<distgraph guard>", "exec"), namespace)  # noqa: S102 - generated source only
-    return namespace["_make"](n, *[v for t in inputs for v in (t.array.shape, t.array.dtype, t.device)])
+            total = g if p.grad is None else device.xp.asarray(p.grad.array + g)  # (0-d + 0-d: a numpy scalar)
+            p.grad = Tensor(total, device=device)
 
 
 SCALARS = (bool, int, float, str, type(None))  # arguments a variant holds as constants, keyed by value
@@ -382,7 +425,8 @@ def _signature(inputs):
 
 
 def _describe(key):
-    signature, modes = key
+    signature, state = key
+    modes = state[0] if state else ()
     shown = (
         "(" + ", ".join(f"{x[1]}{list(x[0])} on {x[2]}" if len(x) == 3 else f"{x[0]} {x[1]!r}" for x in signature) + ")"
     )
@@ -397,51 +441,3 @@ def _mode(modes):
         if not any(modes)
         else f"mixed train/eval ({sum(modes)} of {len(modes)} training)"
     )
-
-
-def _change(old, new):
-    if old[0] == new[0]:
-        return (
-            f"the module's mode changed from {_mode(old[1])} to {_mode(new[1])} (dropout, batch norm act differently)"
-        )
-    return f"inputs changed from {_describe(old)} to {_describe(new)}"
-
-
-def _perturbed(inputs):
-    rng = np.random.default_rng(1234)
-    out = []
-    for t in inputs:
-        if not isinstance(t, Tensor):  # a Python scalar: a constant of the variant, not perturbed
-            out.append(t)
-            continue
-        arr = t.array
-        xp = t.device.xp
-        if arr.dtype.kind == "f":
-            scale = xp.asarray(rng.uniform(-1.5, -0.5, arr.shape).astype(arr.dtype))
-            new = arr * scale  # sign flipped too, so comparisons and `if x.sum() > 0` change
-        else:
-            new = xp.roll(arr, 1, axis=0) if arr.ndim else arr.copy()
-        p = Tensor(new, device=t.device)
-        if t.requires_grad:
-            p.requires_grad_(True)
-        out.append(p)
-    return out
-
-
-def _check_same(a, b):
-    """Raise CaptureError naming the first difference between two captures of one function."""
-    if len(a.nodes) != len(b.nodes) or a.outputs != b.outputs:
-        raise CaptureError(
-            f"the function records a different graph for other input values ({len(a.nodes)} vs {len(b.nodes)} "
-            "ops): Python control flow depends on tensor values"
-        )
-    for x, y in zip(a.nodes, b.nodes):
-        if (x.op, x.inputs, x.spec) != (y.op, y.inputs, y.spec) or freeze(x.attrs) != freeze(y.attrs):
-            raise CaptureError(f"the recorded op {x} becomes {y} for other input values")
-    for name, arr in a.constants.items():
-        other = b.constants.get(name)
-        if other is None or arr.shape != other.shape or not bool((arr == other).all()):
-            raise CaptureError(
-                f"constant {name} ({arr.dtype.name}{list(arr.shape)}) depends on the input values "
-                "(randomness or data computed outside distgraph ops); it cannot be baked into a graph"
-            )

@@ -18,6 +18,12 @@ Forward-only stages run micro-batches in order under both. A micro-batch's activ
 dropped as soon as their last reader has run. A "replicas" plan runs its copies over batch shards
 concurrently and combines outputs. Every subgraph run is recorded on the Timeline.
 
+Random draws (dropout masks, samples) come from the device's one generator, so subgraphs drawing on
+concurrent threads would take each other's numbers in whatever order the threads run: a seeded run
+would not repeat. A "dag" or "replicas" plan with more than one drawing subgraph therefore runs its
+subgraphs one at a time, in plan order (a dag's draws then come in the captured graph's order, as a
+Runner's). A pipeline's stages still draw concurrently: seeded pipeline runs with dropout may differ.
+
 The executor's threads live as long as it does (`shutdown()`, `with`, or garbage collection ends them),
 as torch's inter-op pool does: a pool started per run paid thread start-up and, in every new thread,
 a fresh malloc arena whose pages fault in again — measured here, 6 page faults and ~0.5 ms a run of
@@ -34,10 +40,11 @@ import numpy as np
 
 from distgraph.backend import device as as_device
 from distgraph.backend import to_device
-from distgraph.errors import ConfigError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, ShapeError
 from distgraph.graph.codegen import generate
 from distgraph.graph.ir import makes_fresh
 from distgraph.graph.passes import memory
+from distgraph.graph.passes.dce import is_random
 from distgraph.graph.passes.fusion import FusedKernel, compute_into, out_function, writes_out
 from distgraph.graph.trace import Timeline
 from distgraph.ops.registry import get_op
@@ -59,6 +66,7 @@ class Runner:
         self.device = dev
         self.xp = dev.xp
         self.n_inputs = len(graph.inputs)
+        self.expects = tuple((tuple(spec.shape), _dtype(spec.dtype)) for _, spec in graph.inputs)
         self.plan = memory.plan(graph, inplace=plan_memory) if plan_memory else None
         self.write_back = dict(write_back or {})
         if codegen:
@@ -83,11 +91,29 @@ class Runner:
             idle.append(fn)
 
     def __call__(self, *arrays):
+        """Run the graph after checking the inputs against the captured specs: its buffers are
+        preallocated for those shapes, so another shape would broadcast into them (wrong numbers) or
+        fail inside numpy. (dg.compile calls `run` directly: its guard has checked the signature.)"""
         if len(arrays) != self.n_inputs:
             raise ShapeError(f"graph expects {self.n_inputs} inputs, got {len(arrays)}")
+        try:
+            for i, (a, (shape, dtype)) in enumerate(zip(arrays, self.expects)):
+                if a.shape != shape or (a.dtype is not dtype and a.dtype != dtype):
+                    self._refuse(i, a)
+        except AttributeError:  # not an array
+            self._refuse(i, a)
         if self.program is not None:
             return self.run(*arrays)
         return self._interpret(arrays)
+
+    def _refuse(self, i, a):
+        name, spec = self.graph.inputs[i]
+        shape, dtype = tuple(getattr(a, "shape", ())), getattr(a, "dtype", type(a).__name__)
+        error = ShapeError if shape != tuple(spec.shape) else DTypeError
+        raise error(
+            f"graph input {i} ({name}) is {dtype} {shape}, but the graph was captured for {spec.dtype} "
+            f"{tuple(spec.shape)}: capture it again for these inputs"
+        )
 
     # ---- the interpreter: a flat list of steps (registry forward, argument slots, output slot, frees)
     def _compile_steps(self, graph, dev):
@@ -111,6 +137,8 @@ class Runner:
             if not makes_fresh(node):
                 roots[node.name] = roots[node.name].union(*(roots[n] for n in node.inputs))
         self.copied = {slot[o] for o in graph.outputs if roots[o] & set(graph.constants)}
+        specs = graph.specs()
+        self.scalars = {slot[o] for o in graph.outputs if not specs[o].shape}  # 0-d: returned as arrays
         self.write_slots = [(self.outputs[o], i) for o, i in self.write_back.items()]
 
     def _interpret(self, arrays):
@@ -127,7 +155,13 @@ class Runner:
                 env[f] = None
         for out, i in self.write_slots:
             xp.copyto(arrays[i], env[out])
-        return [env[o].copy() if o in self.copied else env[o] for o in self.outputs]
+        return [self._returned(env[o], o, xp) for o in self.outputs]
+
+    def _returned(self, value, slot, xp):
+        """As the generated code returns it: a copy where it may share a constant, a 0-d value as an array."""
+        if slot in self.scalars:
+            return xp.array(value) if slot in self.copied else xp.asarray(value)
+        return value.copy() if slot in self.copied else value
 
 
 def _callable(node, xp):
@@ -156,6 +190,8 @@ class LocalExecutor:
         self.schedule = schedule
         self.order = pipeline_order(plan, schedule) if plan.kind == "pipeline" else None
         self.runners = {sg.name: Runner(sg.graph) for sg in plan.subgraphs}
+        # subgraphs that draw random numbers: two or more run one at a time (module docstring)
+        self._serial = sum(any(is_random(n) for n in sg.graph.nodes) for sg in plan.subgraphs) > 1
         self.timeline = Timeline()
         self._running = threading.Lock()
         self._pools = {}  # name -> ThreadPoolExecutor, started on first use, kept until shutdown()
@@ -208,7 +244,7 @@ class LocalExecutor:
         hand work over: four towers on 2 threads lost ~0.1 ms at every hand-over, ~0.8 ms a 10 ms run."""
         pending = list(subgraphs)
         running = {}
-        pool = self._pool("dg-worker", self.workers - 1) if self.workers > 1 else None
+        pool = self._pool("dg-worker", self.workers - 1) if self.workers > 1 and not self._serial else None
         while pending or running:
             for fut in [f for f in running if f.done()]:
                 del running[fut]
@@ -269,6 +305,9 @@ class LocalExecutor:
     def _run_replicas(self, arrays):
         plan = self.plan
         shards = _split_inputs(plan, arrays, len(plan.subgraphs))
+        if self._serial:
+            results = [self._call(sg, dict(zip(plan.inputs, shard))) for sg, shard in zip(plan.subgraphs, shards)]
+            return _combine(plan, [[r[n] for n in plan.outputs] for r in results])
         pool = self._pool("dg-replica", self.workers)
         futures = [
             pool.submit(self._call, sg, dict(zip(plan.inputs, shard))) for sg, shard in zip(plan.subgraphs, shards)
@@ -333,7 +372,32 @@ def _producers(plan):
 
 def _split_inputs(plan, arrays, parts):
     split = [_shards(a, parts, plan.inputs[i]) if i in plan.batch_inputs else [a] * parts for i, a in enumerate(arrays)]
+    _check_shards(plan, arrays, [col[0] for col in split], parts)
     return [tuple(col[k] for col in split) for k in range(parts)]
+
+
+def _check_shards(plan, arrays, shards, parts):
+    """Each shard (the whole input, where it is not split) against the spec the subgraphs were captured
+    with: a graph captured at the full batch, run on shards of it, broadcast them into its buffers."""
+    specs = {name: spec for sg in plan.subgraphs for name, spec in sg.graph.inputs}
+    for i, (name, whole, shard) in enumerate(zip(plan.inputs, arrays, shards)):
+        spec = specs.get(name)
+        if spec is None or shard.shape == tuple(spec.shape):
+            continue
+        split = f" (a 1/{parts} shard of {tuple(whole.shape)})" if i in plan.batch_inputs else ""
+        raise ShapeError(
+            f"plan input {i} ({name}) gives its subgraphs shape {tuple(shard.shape)}{split}, but they were "
+            f"captured for {tuple(spec.shape)}: capture the graph at the size one {plan.kind} task runs"
+        )
+
+
+def _dtype(name):
+    """numpy's dtype for a spec's dtype name (the name itself where numpy has no such dtype: compared
+    with an array's dtype, it still matches the dtype of that name)."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return name
 
 
 def _shards(array, parts, name):

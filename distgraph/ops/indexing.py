@@ -11,10 +11,12 @@ from collections import namedtuple
 import numpy as np
 
 from distgraph.autograd import memory_format
+from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.function import mark_view
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import scatter_at
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
@@ -247,7 +249,21 @@ def index_select(input, dim, index):
     n = input.shape[d]
     if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
+    if tensor_module.host_reads is not None:  # being captured: the index must be an op's input, not an
+        return _index_select_traced(input, d, index)  # array in getitem's attributes (a weighted loss's target)
     return getitem(input, (slice(None),) * d + (index.array.reshape(-1),))  # a 0-d index keeps the dim
+
+
+def _index_select_traced(input, d, index):
+    """index_select as a gather along `d` of the index broadcast over the other dims: the same values,
+    recorded with the index as an input, so a captured graph selects each call's rows."""
+    from distgraph.ops.shape import expand, reshape
+
+    k = index.array.size
+    lead = [1] * input.ndim
+    lead[d] = k
+    idx = expand(reshape(index, tuple(lead)), *[k if i == d else s for i, s in enumerate(input.shape)])
+    return gather(input, d, idx)
 
 
 def take_along_dim(input, indices, dim=None):
@@ -269,6 +285,7 @@ def masked_select(input, mask):
     """As torch, input and mask broadcast together (either may be the smaller one)."""
     if mask.array.dtype.kind != "b":
         raise DTypeError(f"masked_select: expected a boolean mask, got mask with dtype {mask.dtype.name}")
+    _host_read(mask, "masked_select()")  # the result's length is the mask's count: a traced mask stops capture
     if mask.shape != input.shape:
         from distgraph.ops.shape import broadcast_tensors
 
@@ -282,6 +299,7 @@ def masked_select(input, mask):
 
 
 def nonzero(input, as_tuple=False):
+    _host_read(input, "nonzero()")  # its result is made from the values on the host: a traced input stops capture
     xp = input.device.xp
     idx = xp.nonzero(input.array if input.ndim else input.array.reshape(1))  # 0-d: as torch, one dim
     if not input.ndim and not as_tuple:
@@ -296,14 +314,24 @@ def one_hot(tensor, num_classes=-1):
     if tensor.array.dtype.kind not in "iu":
         raise DTypeError(f"one_hot is only applicable to index tensor, got {tensor.dtype.name}")
     xp = tensor.device.xp
-    if num_classes == -1:
+    if num_classes == -1:  # the width is the largest value: a traced input stops capture
+        _host_read(tensor, "one_hot(num_classes=-1)")
         num_classes = int(tensor.array.max()) + 1 if tensor.array.size else 0
     if tensor.array.size and (int(tensor.array.min()) < 0 or int(tensor.array.max()) >= num_classes):
         raise IndexOutOfRangeError(
             f"one_hot: class values must be in [0, {num_classes}), got {tensor.array.min()}..{tensor.array.max()}"
         )
-    out = (tensor.array[..., None] == xp.arange(num_classes)).astype(np.int64)
-    return Tensor(out, device=tensor.device)
+    # recorded ops (not an array made here), so a captured graph encodes each call's classes
+    from distgraph.ops.shape import unsqueeze
+
+    classes = Tensor(xp.arange(num_classes, dtype=tensor.array.dtype), device=tensor.device)
+    return ew.cast(cmp.eq(unsqueeze(tensor, -1), classes), np.int64)
+
+
+def _host_read(t, what):
+    """Tell graph capture that `t`'s values are read on the host (see counting.host_read)."""
+    if tensor_module.host_reads is not None:
+        tensor_module.host_reads(t, what)
 
 
 # ---- sort / topk ------------------------------------------------------------------------------------------
@@ -399,6 +427,8 @@ def searchsorted(sorted_sequence, values, right=False):
     """torch's binary search over a 1-D sequence, every value at once: its comparisons are false at a NaN,
     so a NaN in the sequence reads as below a value and a NaN value lands at the end (numpy's order puts
     NaN last and would place them otherwise)."""
+    _host_read(sorted_sequence, "searchsorted()")  # the search runs on the arrays, not as a recorded op:
+    _host_read(values, "searchsorted()")  # a traced input stops capture
     xp, seq, v = sorted_sequence.device.xp, sorted_sequence.array, values.array
     if seq.ndim != 1:
         raise ShapeError(f"searchsorted: sorted_sequence must be 1-D here, got shape {tuple(seq.shape)}")

@@ -19,6 +19,10 @@ index (never a bare numpy traceback):
   int32/int64 and every float dtype are refused;
 - slice steps must be positive; each Ellipsis spans the dims the other items leave (torch's rule, so a
   second one spans none after the first took them).
+
+A tensor index's values are read here, on the host, and become part of the indexing op's attributes;
+graph capture hears of the read (`_host_read`), so a traced index stops a capture instead of being
+baked into the graph.
 """
 
 import sys
@@ -27,6 +31,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import address
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
@@ -114,12 +119,20 @@ def _item(it, pos, op):
     if isinstance(it, slice):
         return ("slice", _slice(it, op))
     if isinstance(it, Tensor):  # copied: the op keeps the index for backward, and a later write into the
-        return _array_item(it.array.copy() if it.ndim else it.array, pos, op)  # tensor must not move the gradient
+        _host_read(it, op)  # tensor must not move the gradient; its values become the op's attribute
+        return _array_item(it.array.copy() if it.ndim else it.array, pos, op)
     if isinstance(it, np.ndarray | list | tuple | range):
         return _array_item(_from_data(it, op), pos, op)
     if hasattr(it, "__cuda_array_interface__"):  # a cupy array (distgraph's own calls on cuda tensors)
         return _array_item(it, pos, op)
     raise IndexOutOfRangeError(f"{op}: {_VALID} (got {_type_name(it)})")
+
+
+def _host_read(t, op):
+    """Tell graph capture that a tensor index's values are read here: they become a number or an array
+    in the op's attributes, which a graph would replay for every input (a traced index stops capture)."""
+    if tensor_module.host_reads is not None:
+        tensor_module.host_reads(t, f"{op} with a tensor index")
 
 
 def _type_name(it):

@@ -122,21 +122,24 @@ def test_replicas_copy_the_graph_and_average_scalars():
 
 def test_replicas_of_a_train_step_split_the_targets_and_average_gradients_whatever_their_shape():
     """Defaults: the batch and its targets are cut; a gradient whose first dimension equals the batch
-    (Linear(3, 8)'s weight, batch 8) is averaged, not concatenated — it came out (16, 3) before."""
+    (Linear(3, 4)'s weight, shards of 4) is averaged, not concatenated — it came out (8, 3) before.
+    The step is captured at the size one replica runs (a shard), as the executors expect."""
     from distgraph import nn
     from distgraph.graph.executor import LocalExecutor, Runner
 
     dg.manual_seed(0)
-    model = nn.Linear(3, 8)
+    model = nn.Linear(3, 4)
     model.double()
-    x, y = randn(8, 3), dg.tensor(np.arange(8) % 8)
-    step = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy)
-    graph, arrays = step.graph, [x.array, y.array, *[p.array for p in next(iter(step.variants.values()))[1]]]
+    x, y = randn(8, 3), dg.tensor(np.arange(8) % 4)
+    step = dg.compile(model, (x[:4], y[:4]), loss_fn=dg.nn.functional.cross_entropy)
+    params = [p.array for p in next(iter(step.variants.values()))[1]]
+    graph, run = step.graph, Runner(step.graph)
     plan = replicas(graph, 2)
     assert plan.batch_inputs == (0, 1) and plan.combine == ("mean",) * 3
-    for a, b in zip(LocalExecutor(plan).run(*arrays), Runner(graph)(*arrays)):
+    halves = [run(x.array[:4], y.array[:4], *params), run(x.array[4:], y.array[4:], *params)]
+    for a, b, c in zip(LocalExecutor(plan).run(x.array, y.array, *params), *halves):
         assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a, (b + c) / 2, rtol=0, atol=1e-12)
 
 
 def test_plan_prints_serializes_and_draws(tmp_path):

@@ -22,9 +22,10 @@ from distgraph.graph.ir import Node
 from distgraph.ops.registry import get_op
 
 # registry op -> the numpy/cupy ufunc computing it exactly (its forward is that ufunc, or the same IEEE
-# operation: square is x·x, reciprocal 1/x, pow a**b), so a step can write into a buffer with `out=`.
+# operation: square is x·x, reciprocal 1/x), so a step can write into a buffer with `out=`.
 # Not here: ops whose forward checks its operands first (floor_divide, remainder, fmod refuse an integer
-# zero divisor): they have writers (ops/writers.py) that run the same check, so compiled raises as eager.
+# zero divisor): they have writers (ops/writers.py) that run the same check, so compiled raises as eager;
+# and pow, whose forward is numpy's power only for floats (`_pow_writer` below).
 UFUNCS = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative", "exp": "exp",
     "exp2": "exp2", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10", "log1p": "log1p",
@@ -32,7 +33,7 @@ UFUNCS = {
     "tan": "tan", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "sinh": "sinh", "cosh": "cosh",
     "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "abs": "absolute",
     "floor": "floor", "ceil": "ceil", "trunc": "trunc", "maximum": "maximum", "minimum": "minimum",
-    "pow": "power", "atan2": "arctan2",
+    "atan2": "arctan2",
     "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
     "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
     "logical_not": "logical_not", "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or",
@@ -41,10 +42,31 @@ UFUNCS = {
 }  # fmt: skip
 
 
+def _pow_writer(xp):
+    """pow into `out`: numpy's power where the registry forward is power (a float operand); the forward
+    itself, copied into `out`, for a bool base (which stays bool) and for integer ** integer (a negative
+    exponent gives torch's integer result where numpy's power raises)."""
+    forward = get_op("pow").forward
+
+    def pow_into(a, b, out=None):
+        if a.dtype.kind == "b" or (a.dtype.kind in "iu" and b.dtype.kind in "iu"):
+            result = forward(xp, a, b)
+            if out is None:
+                return result
+            xp.copyto(out, result, casting="unsafe")
+            return out
+        return xp.power(a, b) if out is None else xp.power(a, b, out=out)
+
+    return pow_into
+
+
+_WRITERS = {"pow": _pow_writer}  # ops whose writer lives here rather than on the registry op (ops/writers.py)
+
+
 def writes_out(op, attrs=None):
     """True when registry op `op` with `attrs` can write its result into a given buffer: a ufunc (no
     attributes), or an op with a writer (`Op.writer`, which takes the op's attributes as keywords)."""
-    if op in UFUNCS:
+    if op in UFUNCS or op in _WRITERS:
         return not attrs
     return get_op(op).writer_factory is not None
 
@@ -54,6 +76,8 @@ def out_function(xp, op):
     """`f(*inputs, out=None, **attrs)` computing registry op `op` into `out` with `xp`, or None."""
     if op in UFUNCS:
         return getattr(xp, UFUNCS[op])
+    if op in _WRITERS:
+        return _WRITERS[op](xp)
     factory = get_op(op).writer_factory
     return factory(xp) if factory is not None else None
 
