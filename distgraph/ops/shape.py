@@ -327,11 +327,14 @@ def tile(input, dims):
 
 
 def repeat_interleave(input, repeats, dim=None):
+    from distgraph.ops.counting import host_read
     from distgraph.ops.indexing import index_select
 
     if dim is None:
         input, dim = flatten(input), 0
     d = _dim(dim, input.ndim, "repeat_interleave", whole=True)
+    if isinstance(repeats, Tensor):
+        host_read(repeats, "repeat_interleave's repeats")  # the output's length: no graph can replay other counts
     reps = repeats.array.tolist() if isinstance(repeats, Tensor) else repeats  # (cupy's repeat takes no array)
     xp = input.device.xp
     index = xp.repeat(xp.arange(input.shape[d]), reps)

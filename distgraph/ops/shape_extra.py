@@ -39,6 +39,9 @@ def tensor_split(input, indices_or_sections, dim=0):
                 f"tensor_split: expected a 0-d or 1-d integer tensor for indices_or_sections, got {arg.dtype.name} "
                 f"of shape {tuple(arg.shape)}"
             )
+        from distgraph.ops.counting import host_read
+
+        host_read(arg, "tensor_split's indices_or_sections")  # where the pieces end: read on the host
         arg = int(arg.array) if arg.ndim == 0 else [int(i) for i in arg.array.tolist()]
     if isinstance(arg, bool) or not isinstance(arg, int | np.integer | list | tuple):
         raise DTypeError(

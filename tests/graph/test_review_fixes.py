@@ -59,6 +59,8 @@ def test_an_index_tensor_given_as_an_input_is_read_at_every_call():
         ("one_hot", lambda x, y: F.one_hot(y.long(), -1).float().sum(0)),
         ("index_select", lambda x, y: dg.index_select(x, 0, y.long())),
         ("searchsorted", lambda x, y: dg.searchsorted(dg.tensor([0.5, 1.5]), y.float())),
+        ("repeat_interleave", lambda x, y: dg.repeat_interleave(x, y, dim=0).sum(0)),
+        ("tensor_split", lambda x, y: dg.stack([p.sum() for p in dg.tensor_split(x.reshape(-1), y.long())])),
     ],
 )
 def test_data_dependent_results_follow_each_call(name, fn):
