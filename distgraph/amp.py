@@ -4,12 +4,23 @@ Low-precision gradients underflow to zero when they are small; scaling the loss 
 gradient by S and lifts them back into range. `step` unscales the gradients and skips the update if
 any is inf/NaN (the scale was too large), counting the skip; `update` halves the scale after an
 overflow and doubles it after `growth_interval` clean steps.
+
+As torch's, the scaler remembers per optimizer whether its gradients were already unscaled since the last
+`update` (the clipping recipe: `unscale_(opt)`, clip, `step(opt)`): `step` then does not divide them again, and
+calling `unscale_` twice or `step` twice before `update` is refused instead of silently shrinking the
+gradients by the scale once more. `update` moves the scale from every optimizer's check since the last one.
 """
 
 import math
 
 from distgraph.autograd.grad_mode import no_grad
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DistgraphError
+
+_READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"  # an optimizer's stage since the last update()
+
+
+class GradScalerError(DistgraphError, RuntimeError):
+    """A GradScaler method called out of order (torch raises RuntimeError or AssertionError there)."""
 
 
 def _number(v):
@@ -54,15 +65,36 @@ class GradScaler:
         self.enabled = enabled
         self.skipped_steps = 0
         self.steps = 0
-        self._good = 0
-        self._found_inf = False
+        self._good = 0  # torch's growth tracker: clean steps since the last overflow or growth
+        self._per_optimizer = {}  # id(optimizer) -> {"stage": ..., "found_inf": bool or None}, until update()
 
-    def scale(self, loss):
-        return loss * self.scale_value if self.enabled else loss
+    def is_enabled(self):
+        return self.enabled
+
+    def scale(self, outputs):
+        """`outputs` (a tensor, or a list or tuple of them, nested) times the scale; unchanged when disabled."""
+        if not self.enabled:
+            return outputs
+        if isinstance(outputs, list | tuple):
+            return type(outputs)(self.scale(o) for o in outputs)
+        return outputs * self.scale_value
+
+    def _stage(self, optimizer):
+        return self._per_optimizer.setdefault(id(optimizer), {"stage": _READY, "found_inf": None})
 
     def unscale_(self, optimizer):
         """Divide every gradient by the scale in place, and note whether any is inf/NaN: one check per device
-        over all its gradients (a GPU's answer costs a wait for its queue, so it is asked once, not per parameter)."""
+        over all its gradients (a GPU's answer costs a wait for its queue, so it is asked once, not per parameter).
+        Once per optimizer between updates, as torch (a second call would divide the gradients again)."""
+        if not self.enabled:
+            return
+        state = self._stage(optimizer)
+        if state["stage"] == _UNSCALED:
+            raise GradScalerError(
+                "GradScaler.unscale_() has already been called on this optimizer since the last update()"
+            )
+        if state["stage"] == _STEPPED:
+            raise GradScalerError("GradScaler.unscale_() is being called after step() (call update() first)")
         inv = 1.0 / self.scale_value
         finite = {}  # device -> each gradient's all-finite flag, still on the device
         with no_grad():
@@ -73,17 +105,28 @@ class GradScaler:
                     g = p.grad.array
                     g *= inv
                     finite.setdefault(p.device, []).append(p.device.xp.isfinite(g).all())
-        self._found_inf = not all(bool(dev.xp.stack(flags).all()) for dev, flags in finite.items())
+        state["found_inf"] = not all(bool(dev.xp.stack(flags).all()) for dev, flags in finite.items())
+        state["stage"] = _UNSCALED
 
-    def step(self, optimizer):
-        """Unscale and step, unless a gradient is inf/NaN: then skip (and count) the step."""
+    def step(self, optimizer, *args, **kwargs):
+        """Unscale (unless `unscale_` already did) and step, unless a gradient is inf/NaN: then skip (and count)
+        the step and return None; else optimizer.step(*args, **kwargs)'s result."""
         if not self.enabled:
-            return optimizer.step()
-        self.unscale_(optimizer)
-        self._count(self._found_inf)
-        if self._found_inf:
+            return optimizer.step(*args, **kwargs)
+        if "closure" in kwargs:
+            raise GradScalerError(
+                "GradScaler.step: closure use is not supported while the scaler is enabled (as torch)"
+            )
+        state = self._stage(optimizer)
+        if state["stage"] == _STEPPED:
+            raise GradScalerError("GradScaler.step() has already been called on this optimizer since the last update()")
+        if state["stage"] == _READY:
+            self.unscale_(optimizer)
+        state["stage"] = _STEPPED
+        self._count(state["found_inf"])
+        if state["found_inf"]:
             return None
-        return optimizer.step()
+        return optimizer.step(*args, **kwargs)
 
     def _count(self, found_inf):
         self.steps += 1
@@ -93,20 +136,38 @@ class GradScaler:
         """`step` + `update` for a caller that unscaled and checked the gradients itself (the Trainer, whose
         workers each hold a slice): count the step, skipped when `found_inf`, and move the scale."""
         self._count(found_inf)
-        self._found_inf = bool(found_inf)
-        self.update()
+        self._move(bool(found_inf))
 
-    def update(self):
+    def update(self, new_scale=None):
+        """Move the scale after this iteration's steps: back off if any optimizer's gradients overflowed, else
+        count a clean step and grow after `growth_interval` of them; `new_scale` sets it instead (as torch)."""
         if not self.enabled:
             return
-        if self._found_inf:
+        if new_scale is not None:
+            self.scale_value = float(new_scale.item() if hasattr(new_scale, "item") else new_scale)
+        else:
+            found = [s["found_inf"] for s in self._per_optimizer.values() if s["found_inf"] is not None]
+            if not found:
+                raise GradScalerError(
+                    "GradScaler.update(): no inf checks were recorded since the last update (call step() or "
+                    "unscale_() first)"
+                )
+            self._move(any(found))
+        self._per_optimizer = {}
+
+    def _move(self, found_inf):
+        """torch's _amp_update_scale_: back off on an overflow; grow after growth_interval clean steps, unless
+        the grown scale would be inf (then it stays), and restart the count either way."""
+        if found_inf:
             self.scale_value *= self.backoff_factor
             self._good = 0
-        else:
-            self._good += 1
-            if self._good % self.growth_interval == 0:
-                self.scale_value = min(self.scale_value * self.growth_factor, math.inf)
-        self._found_inf = False
+            return
+        self._good += 1
+        if self._good == self.growth_interval:
+            grown = self.scale_value * self.growth_factor
+            if math.isfinite(grown):
+                self.scale_value = grown
+            self._good = 0
 
     def config(self):
         """The constructor's arguments: what a replica of this scaler on a worker is built from."""
@@ -116,11 +177,28 @@ class GradScaler:
         }  # fmt: skip
 
     def get_scale(self):
-        return self.scale_value
+        """The scale the loss is multiplied by: 1.0 for a disabled scaler (as torch), whose scale() is a no-op."""
+        return self.scale_value if self.enabled else 1.0
 
     def state_dict(self):
-        return {"scale": self.scale_value, "good": self._good, "skipped_steps": self.skipped_steps, "steps": self.steps}
+        """torch's keys (scale, growth_factor, backoff_factor, growth_interval, _growth_tracker) and distgraph's
+        step counters (skipped_steps, steps)."""
+        return {
+            "scale": self.scale_value, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval, "_growth_tracker": self._good,
+            "skipped_steps": self.skipped_steps, "steps": self.steps,
+        }  # fmt: skip
 
     def load_state_dict(self, sd):
-        self.scale_value, self._good = float(sd["scale"]), int(sd["good"])
-        self.skipped_steps, self.steps = int(sd["skipped_steps"]), int(sd["steps"])
+        """Restore a state_dict of this class or of torch's GradScaler (whose options it restores as well;
+        counters it lacks start at 0); an older distgraph one keeps its growth tracker under "good"."""
+        if not sd:
+            raise GradScalerError(
+                "GradScaler.load_state_dict: the state dict is empty, possibly saved from a disabled GradScaler"
+            )
+        self.scale_value = float(sd["scale"])
+        self._good = int(sd.get("_growth_tracker", sd.get("good", 0)))
+        for key in ("growth_factor", "backoff_factor", "growth_interval"):
+            if key in sd:
+                setattr(self, key, sd[key])
+        self.skipped_steps, self.steps = int(sd.get("skipped_steps", 0)), int(sd.get("steps", 0))

@@ -1,7 +1,7 @@
 """Adadelta (torch.optim.Adadelta): steps scaled by the ratio of running RMS of updates and of gradients."""
 
 from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class Adadelta(Optimizer):
@@ -25,6 +25,4 @@ class Adadelta(Optimizer):
     def check(self, g):
         if not 0 <= g["rho"] <= 1:
             raise ConfigError(f"Adadelta: invalid rho value {g['rho']} (must be in [0, 1])")
-        for key in ("eps", "weight_decay"):
-            if g[key] < 0:
-                raise ConfigError(f"Adadelta: invalid {key} value {g[key]} (must be >= 0)")
+        check_nonnegative("Adadelta", g, ("eps", "weight_decay"))

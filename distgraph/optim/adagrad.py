@@ -1,7 +1,6 @@
 """Adagrad (torch.optim.Adagrad), with lr_decay and an initial accumulator value."""
 
-from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class Adagrad(Optimizer):
@@ -44,6 +43,4 @@ class Adagrad(Optimizer):
         }
 
     def check(self, g):
-        for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-            if g[key] < 0:
-                raise ConfigError(f"Adagrad: invalid {key} value {g[key]} (must be >= 0)")
+        check_nonnegative("Adagrad", g, ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"))

@@ -1,7 +1,7 @@
 """Adam and AdamW (torch.optim.Adam / AdamW), with amsgrad; AdamW is Adam with decoupled weight decay."""
 
 from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class Adam(Optimizer):
@@ -58,7 +58,4 @@ def check_adam_options(name, g):
     betas = g["betas"]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"{name}: invalid betas {betas} (two values, each in [0, 1))")
-    if g["eps"] < 0:
-        raise ConfigError(f"{name}: invalid eps value {g['eps']} (epsilon, must be >= 0)")
-    if g["weight_decay"] < 0:
-        raise ConfigError(f"{name}: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+    check_nonnegative(name, g, ("eps", "weight_decay"))

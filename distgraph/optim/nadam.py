@@ -1,9 +1,8 @@
 """NAdam and RAdam (torch.optim.NAdam / RAdam): Adam with Nesterov momentum, and rectified Adam; both with
 torch's decoupled_weight_decay (NAdamW / RAdamW)."""
 
-from distgraph.errors import ConfigError
 from distgraph.optim.adam import check_adam_options
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class NAdam(Optimizer):
@@ -38,8 +37,7 @@ class NAdam(Optimizer):
 
     def check(self, g):
         check_adam_options("NAdam", g)
-        if g["momentum_decay"] < 0:
-            raise ConfigError(f"NAdam: invalid momentum_decay value {g['momentum_decay']} (must be >= 0)")
+        check_nonnegative("NAdam", g, ("momentum_decay",))
 
 
 class RAdam(Optimizer):

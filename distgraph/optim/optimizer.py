@@ -93,7 +93,7 @@ class Optimizer:
             if key != "params" and key not in known and key not in _SCHEDULER_KEYS:
                 raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(known)}")
         lr = options.get("lr")
-        if isinstance(lr, bool) or not isinstance(lr, Real) or lr < 0:
+        if isinstance(lr, bool) or not isinstance(lr, Real) or not lr >= 0:  # `not >=`: NaN is refused too
             raise ConfigError(f"{name}: invalid learning rate lr={lr!r} (must be a number >= 0)")
         self._check_implementation(options)
         self.check(options)
@@ -240,6 +240,15 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def check_nonnegative(name, options, keys):
+    """Raise a ConfigError naming optimizer `name` for the first of `keys` in `options` that is not >= 0.
+    Written `not value >= 0` so that NaN is refused as well, as torch's `not 0.0 <= value` refuses it (a NaN
+    eps or weight_decay would otherwise turn every parameter into NaN at the first step)."""
+    for key in keys:
+        if not options[key] >= 0:
+            raise ConfigError(f"{name}: invalid {key} value {options[key]} (must be >= 0)")
 
 
 # Keys a learning-rate scheduler writes into param groups: allowed in groups and saved with them.

@@ -1,7 +1,6 @@
 """RMSprop (torch.optim.RMSprop): plain, centered, with momentum."""
 
-from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class RMSprop(Optimizer):
@@ -31,6 +30,4 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def check(self, g):
-        for key in ("alpha", "eps", "weight_decay", "momentum"):
-            if g[key] < 0:
-                raise ConfigError(f"RMSprop: invalid {key} value {g[key]} (must be >= 0)")
+        check_nonnegative("RMSprop", g, ("alpha", "eps", "weight_decay", "momentum"))

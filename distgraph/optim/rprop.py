@@ -2,7 +2,7 @@
 — Rprop adapts a step size per weight from the gradient's sign, ASGD decays its step and averages the iterates."""
 
 from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class Rprop(Optimizer):
@@ -51,5 +51,4 @@ class ASGD(Optimizer):
         super().__init__(params, defaults)
 
     def check(self, g):
-        if g["weight_decay"] < 0:
-            raise ConfigError(f"ASGD: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+        check_nonnegative("ASGD", g, ("weight_decay",))

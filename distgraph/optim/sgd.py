@@ -1,7 +1,7 @@
 """SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (torch.optim.SGD)."""
 
 from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
 class SGD(Optimizer):
@@ -30,10 +30,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def check(self, g):
-        if g["momentum"] < 0:
-            raise ConfigError(f"SGD: invalid momentum value {g['momentum']} (must be >= 0)")
-        if g["weight_decay"] < 0:
-            raise ConfigError(f"SGD: invalid weight_decay value {g['weight_decay']} (must be >= 0)")
+        check_nonnegative("SGD", g, ("momentum", "weight_decay"))
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ConfigError(
                 f"SGD: nesterov momentum requires a momentum > 0 and zero dampening "

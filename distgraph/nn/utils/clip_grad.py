@@ -9,12 +9,30 @@ import math
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.errors import NonFiniteError
+
+
+class NonFiniteNormError(NonFiniteError, RuntimeError):
+    """The total gradient norm is NaN or Inf under error_if_nonfinite=True: a distgraph NonFiniteError that is
+    also the RuntimeError torch raises, so torch-style `except RuntimeError` keeps working."""
 
 
 def _grads(parameters):
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     return [p.grad for p in parameters if p.grad is not None]
+
+
+def _vector_norm(xp, a, p):
+    """torch.linalg.vector_norm(a, p) of an array: max/min of |a| for ±inf, the count of nonzero elements for
+    p = 0 (|a|**0 would count the zeros too), else (sum |a|**p)**(1/p); an empty array's norm is 0."""
+    if p == 0:
+        return xp.asarray(xp.count_nonzero(a), dtype=a.dtype)
+    if math.isinf(p):
+        if not a.size:
+            return xp.zeros((), dtype=a.dtype)
+        return xp.abs(a).max() if p > 0 else xp.abs(a).min()
+    return (xp.abs(a) ** p).sum() ** (1.0 / p)
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -26,15 +44,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
         return tensor(0.0)
     xp = tensors[0].device.xp
     norm_type = float(norm_type)
-    with no_grad():
-        if math.isinf(norm_type):
-            parts = xp.stack([xp.abs(t.array).max() if t.array.size else xp.zeros(()) for t in tensors])
-            total = parts.max() if norm_type > 0 else xp.stack([xp.abs(t.array).min() for t in tensors]).min()
-        else:
-            parts = xp.stack([(xp.abs(t.array) ** norm_type).sum() for t in tensors])
-            total = parts.sum() ** (1.0 / norm_type)
+    with no_grad():  # as torch: each tensor's norm, then the norm of those norms
+        total = _vector_norm(xp, xp.stack([_vector_norm(xp, t.array, norm_type) for t in tensors]), norm_type)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
-        raise RuntimeError(
+        raise NonFiniteNormError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
             "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
             "`error_if_nonfinite=False`"
