@@ -38,6 +38,7 @@ dataset over the ranks (`streaming_split(num_workers, equal=True)`, anew for eac
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from distgraph.distributed import collectives, loop, train_run
@@ -47,7 +48,7 @@ from distgraph.errors import ConfigError, DistributedError
 __all__ = [
     "TorchTrainer", "DataParallelTrainer", "ScalingConfig", "RunConfig", "CheckpointConfig", "FailureConfig",
     "Checkpoint", "Result", "TrainingFailedError", "report", "get_context", "get_checkpoint", "prepare_model",
-    "prepare_data_loader", "get_dataset_shard",
+    "prepare_data_loader", "get_dataset_shard", "TorchConfig",
 ]  # fmt: skip
 
 
@@ -62,6 +63,16 @@ class ScalingConfig:
     resources_per_worker: dict = None
     placement_strategy: str = "PACK"
     trainer_resources: dict = None
+
+
+@dataclass
+class TorchConfig:
+    """Ray's ray.train.torch.TorchConfig: `timeout_s` is how long the ranks' collectives wait; the backend is
+    what the launch picks (shm on one node, gloo across nodes, NCCL on GPUs)."""
+
+    backend: str = None
+    init_method: str = "env"
+    timeout_s: int = 1800
 
 
 @dataclass
@@ -194,10 +205,12 @@ def report(metrics, checkpoint=None):
         "checkpoint_dir_name": os.path.basename(new) if new else None,
     }  # fmt: skip
     if loop.rank() == 0:  # every rank's copy is done (the allgather): the log and the pruning are rank 0's
+        if new is not None:  # a score that is not a number fails here, in the loop, not after it (fit's Result)
+            train_run.score_of(line, _run["checkpoint_config"], line["checkpoint_dir_name"])
+        train_run.append_report(_run["path"], line)  # first: a failure before the pruning keeps a resume point
         if new is not None:
             _run["kept"] = train_run.prune(_run["path"], [*_run["kept"], (line["checkpoint_dir_name"], line)],
                                            _run["checkpoint_config"])  # fmt: skip
-        train_run.append_report(_run["path"], line)
 
 
 def get_context():
@@ -284,6 +297,12 @@ class TorchTrainer:
         self.scaling = scaling_config or ScalingConfig()
         self.run_config = run_config or RunConfig()
         self.resume = resume_from_checkpoint
+        self.per_worker = _checked_resources(self.scaling)
+        # TorchConfig(timeout_s=): how long the ranks' collectives and calls wait (the launch's waits); without
+        # one the launch's 120 s, not Ray's 1800: a hung rank is found in minutes, not half an hour
+        self.timeout_s = getattr(torch_config, "timeout_s", None) or 120.0
+        if metadata is not None:
+            warnings.warn("TorchTrainer: metadata is deprecated (Ray 2.60) and not kept", DeprecationWarning, 2)
 
     def fit(self):
         import time
@@ -294,15 +313,8 @@ class TorchTrainer:
         root = self.run_config.storage_path or os.path.join(os.path.expanduser("~"), "distgraph_results")
         path = os.path.join(os.path.abspath(root), name)
         os.makedirs(path, exist_ok=True)
-        s = self.scaling
-        per_worker = dict(s.resources_per_worker or {})
-        if set(per_worker) - {"CPU", "GPU"} or s.placement_strategy != "PACK":
-            raise ConfigError(
-                f"TorchTrainer: resources_per_worker takes CPU (and GPU with use_gpu) and placement_strategy PACK; "
-                f"got {per_worker} and {s.placement_strategy!r}"
-            )
         log = train_run.RunLog(path)
-        ranks = self._launch_until_done(log, name, path, per_worker.get("CPU", 1))
+        ranks = self._launch_until_done(log, name, path, self.per_worker.get("CPU", 1))
         reports, kept, config = log.reports(), log.checkpoints(), self.run_config.checkpoint_config
         return Result(
             metrics=reports[-1] if reports else {}, path=path, metrics_history=reports, return_value=ranks[0],
@@ -326,7 +338,7 @@ class TorchTrainer:
             try:
                 return loop.launch(
                     _rank_main, s.num_workers, args=(self.fn, self.config, run), device="cuda" if s.use_gpu else "cpu",
-                    cpus_per_worker=cpus,
+                    cpus_per_worker=cpus, timeout_s=self.timeout_s,
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - Ray Train restarts on any failure of the attempt
                 failures += 1
@@ -344,6 +356,27 @@ class TorchTrainer:
         """This fit's latest checkpoint, else the one it was given to resume from."""
         kept = log.checkpoints()
         return os.path.join(path, kept[-1][0]) if kept else self.resume.path if self.resume else None
+
+
+def _checked_resources(s):
+    """ScalingConfig's resources per worker, checked as Ray's are (before any folder is made): CPUs, and one
+    GPU with use_gpu (a rank drives one device here); trainer_resources is deprecated in Ray 2.60."""
+    per_worker = dict(s.resources_per_worker or {})
+    if set(per_worker) - {"CPU", "GPU"} or s.placement_strategy != "PACK":
+        raise ConfigError(
+            f"TorchTrainer: resources_per_worker takes CPU (and GPU with use_gpu) and placement_strategy PACK; "
+            f"got {per_worker} and {s.placement_strategy!r}"
+        )
+    if per_worker.get("GPU") and not s.use_gpu:
+        raise ConfigError(
+            "TorchTrainer: `use_gpu` is False but `GPU` was found in `resources_per_worker`. Either set `use_gpu` "
+            "to True or remove `GPU` from `resources_per_worker` (Ray's rule)."
+        )
+    if per_worker.get("GPU", 1) != 1:
+        raise ConfigError(f"TorchTrainer: each rank drives one GPU here; resources_per_worker GPU={per_worker['GPU']}")
+    if s.trainer_resources is not None:
+        warnings.warn("ScalingConfig: trainer_resources is deprecated (Ray 2.60) and not used", DeprecationWarning, 3)
+    return per_worker
 
 
 DataParallelTrainer = TorchTrainer

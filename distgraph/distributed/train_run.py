@@ -16,6 +16,7 @@ import math
 import numbers
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 
 from distgraph.errors import ConfigError
@@ -94,9 +95,12 @@ def append_report(path, report):
 
 
 def _plain(value):
-    """numpy scalars and 0-d tensors as the numbers they hold; anything else by its repr."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) else repr(value)
+    """numpy scalars and 0-d tensors as the numbers they hold, arrays and tensors as lists (a report of one
+    failed its attempt); anything else by its repr."""
+    if getattr(value, "size", None) == 1 and callable(getattr(value, "item", None)):
+        return value.item()
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else repr(value)
 
 
 def next_checkpoint_number(path):
@@ -104,24 +108,39 @@ def next_checkpoint_number(path):
     return max(numbers_used, default=-1) + 1
 
 
+def score_of(metrics, config, name):
+    """The report's score (`checkpoint_score_attribute`, nested dicts read as "a/b", as Ray flattens them);
+    None when it is missing (warned: it ranks worst, Ray's -inf); a ConfigError when it is no number."""
+    attribute = (config or CheckpointConfig()).checkpoint_score_attribute
+    value = metrics
+    for key in attribute.split("/") if attribute else ():
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None or attribute is None:
+        if attribute is not None:
+            warnings.warn(f"CheckpointConfig: the report of {name} has no {attribute!r}: it ranks worst", stacklevel=3)
+        return None
+    value = value.item() if getattr(value, "size", None) == 1 and callable(getattr(value, "item", None)) else value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"CheckpointConfig: checkpoint_score_attribute {attribute!r} must be a number in every report with a "
+            f"checkpoint; the report of {name} has {value!r}"
+        )
+    return float(value)
+
+
 def ranked(checkpoints, config):
     """The checkpoints worst first: by the score attribute in its order, else oldest first (Ray's order of
-    `best_checkpoints`)."""
+    `best_checkpoints`); a missing score or a NaN is the worst in either order, as Ray's."""
     config = config or CheckpointConfig()
-    attribute = config.checkpoint_score_attribute
-    if attribute is None:
+    if config.checkpoint_score_attribute is None:
         return list(checkpoints)
-    for name, metrics in checkpoints:
-        if not isinstance(metrics.get(attribute), numbers.Real):
-            raise ConfigError(
-                f"CheckpointConfig: checkpoint_score_attribute {attribute!r} must be a number in every report with a "
-                f"checkpoint; the report of {name} has {metrics.get(attribute)!r} (its keys: {sorted(metrics)})"
-            )
     sign = 1 if config.checkpoint_score_order == "max" else -1
 
-    def score(checkpoint):  # a NaN is the worst in either order, as Ray's (NaN compares false: sorted misplaces it)
-        value = sign * checkpoint[1][attribute]
-        return (False, 0.0) if math.isnan(value) else (True, value)
+    def score(checkpoint):  # (NaN compares false: sorted would misplace it)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (warned once, when it was reported)
+            value = score_of(checkpoint[1], config, checkpoint[0])
+        return (False, 0.0) if value is None or math.isnan(value) else (True, sign * value)
 
     return sorted(checkpoints, key=score)
 

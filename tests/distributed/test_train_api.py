@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import pytest
 
 import distgraph as dg
@@ -100,7 +101,18 @@ def test_what_distgraph_does_not_offer_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"datasets\['train'\] must be a Ray Data Dataset .* got object"):
         train.TorchTrainer(lambda: None, datasets={"train": object()})
     with pytest.raises(ConfigError, match="placement_strategy PACK"):
-        train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(placement_strategy="SPREAD")).fit()
+        train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(placement_strategy="SPREAD"))
+    # Ray's checks, before any run folder is made (they were silently ignored)
+    with pytest.raises(ConfigError, match="`use_gpu` is False but `GPU` was found in `resources_per_worker`"):
+        train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(resources_per_worker={"GPU": 1}))
+    with pytest.raises(ConfigError, match="each rank drives one GPU here; resources_per_worker GPU=2"):
+        scaling = train.ScalingConfig(use_gpu=True, resources_per_worker={"GPU": 2})
+        train.TorchTrainer(lambda: None, scaling_config=scaling)
+    with pytest.warns(DeprecationWarning, match="trainer_resources is deprecated"):
+        train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(trainer_resources={"CPU": 1}))
+    with pytest.warns(DeprecationWarning, match="metadata is deprecated"):
+        train.TorchTrainer(lambda: None, metadata={"a": 1})
+    assert train.TorchTrainer(lambda: None, torch_config=train.TorchConfig(timeout_s=30)).timeout_s == 30
     with pytest.raises(ConfigError, match="report: metrics must be a dict"):
         train.report([1.0])
     with pytest.raises(ConfigError, match="report: call it inside a TorchTrainer's train_loop_per_worker"):
@@ -201,8 +213,15 @@ def test_checkpoint_retention_keeps_the_best_and_always_the_latest(tmp_path):
     for order, worst_first in (("min", ["n", "d", "a", "b"]), ("max", ["n", "b", "a", "d"])):
         by_loss = train.CheckpointConfig(checkpoint_score_attribute="loss", checkpoint_score_order=order)
         assert [n for n, _ in train_run.ranked(scores, by_loss)] == worst_first, order
-    with pytest.raises(ConfigError, match=r"checkpoint_score_attribute 'acc' must be a number .* c3 has None"):
-        train_run.ranked([("c3", {"loss": 1.0})], config)
+    # Ray's: a report without the attribute ranks worst (warned), nested metrics are read as "a/b", a 0-d value
+    # counts as its number; only a value that is no number is an error (raised as it is reported)
+    mixed = [("m", {"loss": 1.0}), ("x", {"val": {"acc": 0.8}}), ("y", {"val": {"acc": np.float32(0.6)}})]
+    nested = train.CheckpointConfig(checkpoint_score_attribute="val/acc")
+    assert [n for n, _ in train_run.ranked(mixed, nested)] == ["m", "y", "x"]
+    with pytest.warns(UserWarning, match="the report of c3 has no 'acc': it ranks worst"):
+        assert train_run.score_of({"loss": 1.0}, config, "c3") is None
+    with pytest.raises(ConfigError, match=r"checkpoint_score_attribute 'acc' must be a number .* c4 has 'high'"):
+        train_run.score_of({"acc": "high"}, config, "c4")
     with pytest.raises(ConfigError, match="Received invalid num_to_keep: 0"):
         train.CheckpointConfig(num_to_keep=0)
     with pytest.raises(ConfigError, match="Received invalid checkpoint_score_order: best"):
@@ -240,3 +259,23 @@ def test_prepare_model_shards_the_model_with_the_fsdp_strategy(ray_session, tmp_
     assert result.metrics["held"] == -(-whole // 2) and result.metrics["last"] < result.metrics["first"] / 2
     with pytest.raises(ConfigError, match="parallel_strategy must be 'ddp', 'fsdp' or None"):
         train.prepare_model(_model(), parallel_strategy="zero3")
+
+
+def _array_reports():
+    for epoch in range(3):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "epoch.txt"), "w") as f:
+                f.write(str(epoch))
+            train.report({"epoch": epoch, "weights": np.arange(3) + epoch}, train.Checkpoint.from_directory(folder))
+
+
+def test_array_metrics_are_kept_as_lists_and_the_latest_checkpoint_survives(ray_session, tmp_path):
+    """An array metric made the report's JSON line fail after the older checkpoints were already pruned: the
+    attempt failed with no resume point left. Now the line is written first, with the array as a list."""
+    config = train.RunConfig(storage_path=str(tmp_path), name="arrays",
+                             checkpoint_config=train.CheckpointConfig(num_to_keep=1))  # fmt: skip
+    result = train.TorchTrainer(_array_reports, run_config=config).fit()
+    assert result.metrics["weights"] == [2, 3, 4]
+    with open(os.path.join(result.checkpoint.path, "epoch.txt")) as f:
+        assert f.read() == "2"
+    assert sorted(d for d in os.listdir(tmp_path / "arrays") if d.startswith("checkpoint_")) == ["checkpoint_000002"]
