@@ -90,7 +90,7 @@ def sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, ep
     shape = (1, c) + (1,) * (input.ndim - 2)
     count, mean, var = _global_moments(input, group)
     if count <= 1:
-        raise ValueError(
+        raise ShapeError(
             f"SyncBatchNorm: expected more than 1 value per channel over the {group.world_size} ranks when "
             f"training, got {count} (this rank's input {tuple(input.shape)})"
         )

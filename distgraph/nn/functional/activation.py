@@ -2,7 +2,7 @@
 
 import warnings
 
-from distgraph.errors import ShapeError
+from distgraph.errors import InputRangeError, ShapeError
 from distgraph.ops import activation as act
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
@@ -122,7 +122,7 @@ def hardshrink(input, lambd=0.5):
 def softshrink(input, lambd=0.5):
     """x − sign(x)·λ where |x| > λ, else 0 (NaN stays NaN); λ must be non-negative, as torch requires."""
     if lambd < 0:
-        raise ValueError(f"softshrink: lambda must be non-negative, got {lambd}")
+        raise InputRangeError(f"softshrink: lambda must be non-negative, got {lambd}")
     return act.shrink(input, lambd=lambd, soft=True)
 
 

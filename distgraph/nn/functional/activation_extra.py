@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from distgraph.errors import DTypeError
+from distgraph.errors import DTypeError, InputRangeError
 from distgraph.nn.functional.activation import _maybe_inplace, celu, elu, hardtanh, leaky_relu, relu, selu, softmax
 from distgraph.nn.functional.activation import threshold as _threshold
 from distgraph.ops import compare as cmp
@@ -27,7 +27,7 @@ _LOWER, _UPPER = 1.0 / 8, 1.0 / 3
 def rrelu(input, lower=_LOWER, upper=_UPPER, training=False, inplace=False):
     """x where x > 0, else a·x with a ~ U(lower, upper) per element (training) or a = (lower + upper) / 2."""
     if lower > upper:
-        raise ValueError(f"rrelu: lower bound ({lower}) should be less than or equal to the upper bound ({upper})")
+        raise InputRangeError(f"rrelu: lower bound ({lower}) should be less than or equal to the upper bound ({upper})")
     if not input.is_floating_point():
         raise DTypeError(f"rrelu: input must be a floating-point tensor, got {input.dtype.name}")
     if not training:

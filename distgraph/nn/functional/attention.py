@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import dropout, linear, pad
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
@@ -83,7 +83,7 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
     if key.shape[-2] != value.shape[-2]:
         raise ShapeError(f"{_SDPA}: key and value must have the same sequence length (dim -2), got {shapes}")
     if not 0 <= dropout_p <= 1:
-        raise ValueError(f"{_SDPA}: dropout probability has to be between 0 and 1, but got {dropout_p}")
+        raise InputRangeError(f"{_SDPA}: dropout probability has to be between 0 and 1, but got {dropout_p}")
     lead = [tuple(t.shape[:-2]) for t in (query, key, value)]
     if enable_gqa:
         if min(query.ndim, key.ndim, value.ndim) < 3:
@@ -102,7 +102,7 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
     if attn_mask is None:
         return
     if is_causal:
-        raise ValueError(f"{_SDPA}: attn_mask must not be given with is_causal=True (the causal mask is implied)")
+        raise ConfigError(f"{_SDPA}: attn_mask must not be given with is_causal=True (the causal mask is implied)")
     if attn_mask.array.dtype.kind not in "bf":
         raise DTypeError(f"{_SDPA}: attn_mask must be bool or floating, got {attn_mask.dtype.name}")
     scores = (*batch, query.shape[-2], key.shape[-2])
@@ -157,7 +157,7 @@ def multi_head_attention_forward(
     tgt_len, bsz, embed_dim = query.shape
     key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", query, attn_mask, "attn_mask")
     if is_causal and attn_mask is None:
-        raise ValueError(
+        raise ConfigError(
             f"{_MHA}: is_causal needs attn_mask too (the causal mask itself, e.g. "
             "nn.Transformer.generate_square_subsequent_mask); it is only a hint"
         )
@@ -185,7 +185,7 @@ def multi_head_attention_forward(
         v = sh.cat([v, sh.repeat(bias_v, 1, bsz, 1)])
         masks = _one_more_key(*masks)
     elif bias_k is not None or bias_v is not None:
-        raise ValueError(f"{_MHA}: bias_k and bias_v must be given together")
+        raise ConfigError(f"{_MHA}: bias_k and bias_v must be given together")
     # (L, N, E) -> (N*H, L, head_dim): heads become batch entries
     q = sh.transpose(sh.reshape(q, tgt_len, bsz * num_heads, head_dim), 0, 1)
     k = _heads(k, static_k, "static_k", bsz * num_heads, head_dim)
@@ -215,7 +215,7 @@ def multi_head_attention_forward(
 def _required(**weights):
     missing = [name for name, w in weights.items() if w is None]
     if missing:
-        raise ValueError(f"{_MHA}: {', '.join(missing)} must be given (use_separate_proj_weight selects which)")
+        raise ConfigError(f"{_MHA}: {', '.join(missing)} must be given (use_separate_proj_weight selects which)")
     return tuple(weights.values())
 
 

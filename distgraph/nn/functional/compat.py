@@ -69,7 +69,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         )
     logits_shape = (*batch, num_classes, *out_features)
     if tuple(target.shape) == logits_shape and ignore_index is not None:
-        raise ValueError("ignore_index cannot be specified when target contains probabilities")
+        raise ConfigError("ignore_index cannot be specified when target contains probabilities")
     if out_features:
         rows = math.prod(out_features, start=num_classes)
         linear_weight = linear_weight.reshape(rows, in_features)

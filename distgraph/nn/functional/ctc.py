@@ -8,7 +8,7 @@ batch; 'sum' adds them up. Lengths may be tensors, lists or tuples; they are rea
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.ctc import ctc_nll
@@ -32,9 +32,9 @@ def _check_lengths(input_lengths, target_lengths, n, t_max):
         if len(lengths) != n:
             raise ShapeError(f"ctc_loss: {name} must be of size batch_size {n}, got {len(lengths)} values")
         if lengths and min(lengths) < 0:
-            raise ValueError(f"ctc_loss: expected {name} to have value at least 0, but got value {min(lengths)}")
+            raise InputRangeError(f"ctc_loss: expected {name} to have value at least 0, but got value {min(lengths)}")
     if input_lengths and max(input_lengths) > t_max:
-        raise ValueError(
+        raise InputRangeError(
             f"ctc_loss: expected input_lengths to have value at most {t_max} (log_probs' time dimension), "
             f"but got value {max(input_lengths)}"
         )
@@ -69,7 +69,7 @@ def _check_targets(targets, target_lengths, n, classes):
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """CTC loss of log_probs (T, N, C) (or (T, C) unbatched) against targets (N, S) padded or 1-d concatenated."""
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"ctc_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        raise ConfigError(f"ctc_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     if log_probs.array.dtype not in (np.float32, np.float64):
         raise DTypeError(f"ctc_loss: log_probs must be float32 or float64, got {log_probs.dtype.name}")
     if log_probs.ndim not in (2, 3):
@@ -79,7 +79,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         log_probs = log_probs.unsqueeze(1)
     t_max, n, classes = log_probs.shape
     if not 0 <= blank < classes:
-        raise ValueError(f"ctc_loss: blank {blank} must be in the label range [0, {classes})")
+        raise InputRangeError(f"ctc_loss: blank {blank} must be in the label range [0, {classes})")
     input_lengths, target_lengths = _ints(input_lengths, "input_lengths"), _ints(target_lengths, "target_lengths")
     _check_lengths(input_lengths, target_lengths, n, t_max)
     targets = _check_targets(targets, target_lengths, n, classes)

@@ -6,7 +6,7 @@ the swap), so values and gradients agree with torch's, ties and kinks included.
 """
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import ShapeError
+from distgraph.errors import ConfigError, InputRangeError, ShapeError
 from distgraph.nn.functional.extra import legacy_reduction
 from distgraph.nn.functional.loss import reduce_loss
 from distgraph.ops import compare as cmp
@@ -30,7 +30,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
 
 def _check_triplet(anchor, positive, negative, margin, op):
     if margin <= 0:
-        raise ValueError(f"{op}: margin must be greater than 0, got {margin}")
+        raise InputRangeError(f"{op}: margin must be greater than 0, got {margin}")
     dims = anchor.ndim, positive.ndim, negative.ndim
     if len(set(dims)) != 1:
         raise ShapeError(
@@ -63,7 +63,7 @@ def triplet_margin_with_distance_loss(
     """The triplet loss with any distance (default: pairwise_distance); torch checks the reduction first."""
     op = "triplet_margin_with_distance_loss"
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction")
+        raise ConfigError(f"{op}: {reduction!r} is not a valid value for reduction")
     _check_triplet(anchor, positive, negative, margin, op)
     dist = distance_function if distance_function is not None else pairwise_distance
     swap_d = dist(positive, negative) if swap else None

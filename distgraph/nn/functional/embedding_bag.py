@@ -19,7 +19,7 @@ each bag's maximum came from, per dim; mean mode: bag_size again; sum mode: zero
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import _embedding_renorm_
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing, layers
@@ -34,7 +34,7 @@ def _bags(input, offsets, include_last_offset, op):
     """(flat indices, host offsets) for 1-D input with offsets or 2-D input (one bag per row)."""
     if input.ndim == 2:
         if offsets is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"{op}: if input is 2D, then offsets has to be None, as input is treated is a mini-batch of fixed "
                 f"length sequences. However, found offsets of type {type(offsets).__name__}"
             )
@@ -43,17 +43,17 @@ def _bags(input, offsets, include_last_offset, op):
     if input.ndim != 1:
         raise ShapeError(f"{op}: input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
     if offsets is None:
-        raise ValueError(f"{op}: offsets has to be a 1D Tensor but got None")
+        raise ConfigError(f"{op}: offsets has to be a 1D Tensor but got None")
     if offsets.ndim != 1:
         raise ShapeError(f"{op}: offsets has to be a 1D Tensor, got shape {tuple(offsets.shape)}")
     if offsets.array.dtype.kind not in "iu":
         raise DTypeError(f"{op}: offsets must be an integer tensor, got {offsets.dtype.name}")
     offs = np.asarray(offsets.array.get() if hasattr(offsets.array, "get") else offsets.array).astype(np.int64)
     if offs.size and offs[0] != 0:
-        raise ValueError(f"{op}: offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
+        raise InputRangeError(f"{op}: offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
                          f"position 0. However, got {offs[0]}")  # fmt: skip
     if offs.size and (offs[-1] > input.shape[0] or np.any(np.diff(offs) < 0)):
-        raise ValueError(f"{op}: offsets must be non-decreasing and at most the input's length {input.shape[0]}, got "
+        raise InputRangeError(f"{op}: offsets must be non-decreasing and at most the input's length {input.shape[0]}, got "
                          f"{offs.tolist()}")  # fmt: skip
     return input, offs, include_last_offset
 
@@ -68,7 +68,7 @@ def aten_embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=
                        per_sample_weights=None, include_last_offset=False, padding_idx=None):  # fmt: skip
     """torch.embedding_bag: (output, offset2bag, bag_size, max_indices), see the module docstring."""
     if isinstance(mode, bool) or mode not in (0, 1, 2):
-        raise ValueError("embedding_bag: `mode` must be sum, mean, or max.")
+        raise ConfigError("embedding_bag: `mode` must be sum, mean, or max.")
     out, bag, counts, max_rows = _embedding_bag(indices, weight, offsets, None, 2, scale_grad_by_freq, _MODES[mode],
                                                 sparse, per_sample_weights, include_last_offset, padding_idx)  # fmt: skip
     dev = weight.device
@@ -91,7 +91,7 @@ def _embedding_bag(input, weight, offsets, max_norm, norm_type, scale_grad_by_fr
     if sparse:
         raise NotImplementedError(f"{op}: sparse gradients are not supported (distgraph has no sparse tensors)")
     if mode not in _MODES:
-        raise ValueError(f"{op}: mode has to be one of sum, mean or max, got {mode!r}")
+        raise ConfigError(f"{op}: mode has to be one of sum, mean or max, got {mode!r}")
     if per_sample_weights is not None and mode != "sum":
         raise NotImplementedError(f"{op}: per_sample_weights was not None. per_sample_weights is only supported for "
                                   f"mode='sum' (got mode='{mode}')")  # fmt: skip

@@ -10,7 +10,7 @@ import warnings
 
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import AutogradError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.nn.functional.loss import reduce_loss
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
@@ -78,9 +78,9 @@ def multi_margin_loss(
     op = "multi_margin_loss"
     reduction = legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
-        raise ValueError(f"{op}: only p == 1 and p == 2 supported, got p={p}")
+        raise InputRangeError(f"{op}: only p == 1 and p == 2 supported, got p={p}")
     if weight is not None and weight.ndim != 1:
-        raise ValueError(f"{op}: weight must be one-dimensional, got shape {tuple(weight.shape)}")
+        raise ShapeError(f"{op}: weight must be one-dimensional, got shape {tuple(weight.shape)}")
     x, nframe, dim = _class_input(input, op)
     if target.ndim > 1 or target.numel() != nframe:
         raise ShapeError(

@@ -14,7 +14,7 @@ import math
 
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import AutogradError, DTypeError, ShapeError
+from distgraph.errors import AutogradError, ConfigError, DTypeError, ShapeError
 from distgraph.ops.conv import ntuple
 from distgraph.ops.creation import rand
 from distgraph.ops.indexing import gather
@@ -55,12 +55,12 @@ def _window_indices(xp, x, starts, kernel):
 
 def _output_size(input, output_size, output_ratio, dims, name):
     if output_size is None and output_ratio is None:
-        raise ValueError(f"{name} requires specifying either an output_size or an output_ratio")
+        raise ConfigError(f"{name} requires specifying either an output_size or an output_ratio")
     if output_size is not None:
         return ntuple(output_size, dims, "output_size", name, least=0)
     ratio = (output_ratio,) * dims if isinstance(output_ratio, int | float) else tuple(output_ratio)
     if len(ratio) != dims:
-        raise ValueError(f"{name} requires output_ratio to either be a single Int or tuple of Ints.")
+        raise ConfigError(f"{name} requires output_ratio to either be a single Int or tuple of Ints.")
     return tuple(int(input.shape[-dims + d] * ratio[d]) for d in range(dims))
 
 

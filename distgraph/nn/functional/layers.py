@@ -7,7 +7,7 @@ import numpy as np
 
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
-from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops import layers, linalg
 from distgraph.ops import reduction as red
@@ -18,6 +18,10 @@ from distgraph.ops.shape import broadcast_tensors
 # ---- linear -------------------------------------------------------------------------------------------------
 def linear(input, weight, bias=None):
     """x·Wᵀ + b; one fused op when the operands agree in dtype (the common case)."""
+    if input.ndim == 0 or weight.ndim == 0:  # a 0-D operand has no feature dim to contract (torch refuses it)
+        raise ShapeError(
+            f"linear: both arguments to linear need to be at least 1D, but they are {input.ndim}D and {weight.ndim}D"
+        )
     if input.shape[-1] != weight.shape[-1]:
         raise ShapeError(
             f"linear: input features {input.shape[-1]} do not match weight {tuple(weight.shape)} (in_features last)"
@@ -49,7 +53,7 @@ def bilinear(input1, input2, weight, bias=None):
 # ---- dropout ------------------------------------------------------------------------------------------------
 def _check_p(p, op):
     if not 0 <= p <= 1:
-        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+        raise InputRangeError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
 
 
 def _masked(input, mask, inplace, op):
@@ -180,7 +184,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training:
         n = input.numel() // c
         if n <= 1:
-            raise ValueError(
+            raise ShapeError(
                 f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}"
             )
         mean = red.mean(input, dim=dims, keepdim=True)
@@ -191,7 +195,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             update_running_stats(running_mean, running_var, mean, var, n, momentum)
     else:
         if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+            raise ConfigError("batch_norm: eval mode needs running_mean and running_var")
         mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
     return normalize_affine(input, mean, var, eps, weight, bias, shape)
 
@@ -225,7 +229,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     n, c = input.shape[0], input.shape[1]
     if input.numel() // num_groups == 1:  # torch: one value per group normalizes to 0 whatever the input
-        raise ValueError(
+        raise ShapeError(
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
         )
     grouped = input.reshape(n, num_groups, input.numel() // max(n * num_groups, 1))  # no -1: N may be 0

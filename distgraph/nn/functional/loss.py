@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import InputRangeError, ShapeError
+from distgraph.errors import ConfigError, InputRangeError, ShapeError
 from distgraph.nn.functional.activation import log_softmax
 from distgraph.ops import activation as act
 from distgraph.ops import compare as cmp
@@ -30,7 +30,7 @@ def reduce_loss(loss, reduction, op):
         return red.sum(loss)
     if reduction == "none":
         return loss
-    raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction (it must be 'mean', 'sum' or 'none')")
+    raise ConfigError(f"{op}: {reduction!r} is not a valid value for reduction (it must be 'mean', 'sum' or 'none')")
 
 
 def _check_same_shape(input, target, op):
@@ -66,7 +66,7 @@ def _broadcast(input, target, op):
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Logits (N, C[, d...]) against class indices (N[, d...]) or class probabilities (same shape as input)."""
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+        raise InputRangeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     if target.array.dtype.kind in "iu":
         return cross_entropy_indices(input, target, weight, ignore_index, label_smoothing, reduction)
     if tuple(input.shape) != tuple(target.shape):
@@ -127,7 +127,7 @@ def _weighted(loss, weight, reduction, op, mean_over_weights):
     if weight is None:
         return reduce_loss(loss, reduction, op)
     if tuple(weight.shape) != tuple(loss.shape):
-        raise ValueError(f"{op}: weights and input must have the same size, got {tuple(weight.shape)} and "
+        raise ShapeError(f"{op}: weights and input must have the same size, got {tuple(weight.shape)} and "
                          f"{tuple(loss.shape)}")  # fmt: skip
     loss = ew.mul(loss, weight)
     if reduction == "mean" and mean_over_weights:
@@ -292,10 +292,10 @@ def _gaussian_var(input, var):
     with exactly one dim of size 1 where the input's is larger. A float is one variance for every element."""
     if not isinstance(var, Tensor):
         if var < 0:
-            raise ValueError(f"gaussian_nll_loss: var has negative entry/entries (got {var})")
+            raise InputRangeError(f"gaussian_nll_loss: var has negative entry/entries (got {var})")
         return ew.add(ew.mul(input.detach(), 0), float(var))
     if var.numel() and bool((var.array < 0).any()):
-        raise ValueError("gaussian_nll_loss: var has negative entry/entries")
+        raise InputRangeError("gaussian_nll_loss: var has negative entry/entries")
     shape, vshape = tuple(input.shape), tuple(var.shape)
     if vshape == shape:
         return var
@@ -303,14 +303,14 @@ def _gaussian_var(input, var):
         return var.unsqueeze(-1)
     if len(vshape) == len(shape) and sum(v for i, v in zip(shape, vshape) if i != v) == 1:
         return var
-    raise ValueError(f"gaussian_nll_loss: var is of incorrect size {vshape} for input {shape}")
+    raise ShapeError(f"gaussian_nll_loss: var is of incorrect size {vshape} for input {shape}")
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
     """0.5 · (log var + (input − target)² / var), var clamped at eps (without gradient through the clamp)."""
     var = _gaussian_var(input, var)
     if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"gaussian_nll_loss: {reduction} is not a valid reduction")
+        raise ConfigError(f"gaussian_nll_loss: {reduction} is not a valid reduction")
     with_clamp = ew.add(var, ew.sub(ew.clamp(var.detach(), min=eps), var.detach()))
     loss = ew.mul(ew.add(ew.log(with_clamp), ew.div(ew.square(ew.sub(input, target)), with_clamp)), 0.5)
     if full:

@@ -10,7 +10,7 @@ import math
 
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
-from distgraph.errors import ShapeError
+from distgraph.errors import ConfigError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import normalize_affine
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
@@ -56,7 +56,7 @@ def instance_norm(
     if use_input_stats:
         n = math.prod(input.shape[2:])
         if n == 1:
-            raise ValueError(
+            raise ShapeError(
                 f"instance_norm: expected more than 1 spatial element when training, got input size {tuple(input.shape)}"
             )
         dims = tuple(range(2, input.ndim))
@@ -66,7 +66,7 @@ def instance_norm(
             _update_running(running_mean, running_var, mean, var, n, momentum)
     else:
         if running_mean is None or running_var is None:
-            raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
+            raise ConfigError("instance_norm: use_input_stats=False needs running_mean and running_var")
         mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
     return normalize_affine(input, mean, var, eps, weight, bias, shape)
 
@@ -79,7 +79,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
             f"local_response_norm: expected 3D or higher dimensionality input, got shape {tuple(input.shape)}"
         )
     if size < 1:
-        raise ValueError(f"local_response_norm: size must be positive, got {size}")
+        raise InputRangeError(f"local_response_norm: size must be positive, got {size}")
     if input.numel() == 0:
         return input
     c = input.shape[1]

@@ -8,7 +8,7 @@ so its gradient is the gather of the output gradient at those indices, as torch'
 
 import numpy as np
 
-from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing, pool, pool3d
@@ -67,12 +67,12 @@ def _unpool_output_size(input, kernel_size, stride, padding, output_size, name):
     if len(output_size) == n + 2:
         output_size = output_size[2:]
     if len(output_size) != n:
-        raise ValueError(f"{name}: output_size should be a sequence containing {n} or {n + 2} elements, but it has "
+        raise ShapeError(f"{name}: output_size should be a sequence containing {n} or {n + 2} elements, but it has "
                          f"a length of '{len(output_size)}'")  # fmt: skip
     for d in range(n):
         lo, hi = default[d] - stride[d], default[d] + stride[d]
         if not lo < output_size[d] < hi:
-            raise ValueError(f'{name}: invalid output_size "{output_size}" (dim {d} must be between {lo} and {hi})')
+            raise ShapeError(f'{name}: invalid output_size "{output_size}" (dim {d} must be between {lo} and {hi})')
     return output_size
 
 
@@ -117,7 +117,7 @@ def channel_shuffle(input, groups):
     if input.ndim < 3:
         raise ShapeError(f"channel_shuffle: expected input of at least 3 dims (N, C, *), got {tuple(input.shape)}")
     if groups <= 0:
-        raise ValueError(f"channel_shuffle: number of groups to divide channels in must be positive, got {groups}")
+        raise InputRangeError(f"channel_shuffle: number of groups to divide channels in must be positive, got {groups}")
     n, c, rest = input.shape[0], input.shape[1], tuple(input.shape[2:])
     if c % groups:
         raise ShapeError(f"channel_shuffle: number of channels must be divisible by groups, got {c} channels and "

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.indexing import gather
 from distgraph.ops.shape import stack
@@ -74,7 +74,7 @@ def affine_grid(theta, size, align_corners=None):
             stacklevel=2,
         )
     elif min(size) <= 0:
-        raise ValueError(f"affine_grid: expected non-zero, positive output size, got {size}")
+        raise ShapeError(f"affine_grid: expected non-zero, positive output size, got {size}")
     axes = [_linspace(n, align_corners) for n in reversed(spatial)]  # x (W) first, as the grid's last dim
     mesh = np.meshgrid(*axes, indexing="ij")  # indexed (W, H[, D])
     base = np.stack([m.transpose(*reversed(range(k))) for m in mesh] + [np.ones(spatial)], axis=-1)  # (*spatial, k+1)
@@ -211,9 +211,9 @@ def _sample_cubic(flat, coords, sizes, padding_mode, align_corners):
 
 def _check_sample_args(input, grid, mode, padding_mode):
     if mode not in _MODES:
-        raise ValueError(f"grid_sample: expected mode to be 'bilinear', 'nearest' or 'bicubic', but got {mode!r}")
+        raise ConfigError(f"grid_sample: expected mode to be 'bilinear', 'nearest' or 'bicubic', but got {mode!r}")
     if padding_mode not in _PADDINGS:
-        raise ValueError(
+        raise ConfigError(
             f"grid_sample: expected padding_mode to be 'zeros', 'border' or 'reflection', but got {padding_mode!r}"
         )
     if input.ndim not in (4, 5) or grid.ndim != input.ndim or grid.shape[-1] != input.ndim - 2:
