@@ -82,5 +82,7 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, max_resta
             if restart == max_restarts:
                 if isinstance(exc, dg.errors.DistgraphError):
                     raise
+                for note in getattr(exc, "__notes__", ()):  # the script's own error: its rank and traceback
+                    click.echo(f"distgraph run: {note}", err=True)
                 raise click.ClickException(f"{type(exc).__name__}: {exc}") from None  # (one line, as the others)
             click.echo(f"distgraph run: {exc}; restarting all {workers} ranks ({restart + 1}/{max_restarts})", err=True)

@@ -24,6 +24,7 @@ a gloo group across nodes, NCCL on GPUs (`allreduce.make_allreduce`). Every wait
 import contextlib
 import os
 import pickle
+import re
 import sys
 import sysconfig
 import threading
@@ -92,7 +93,8 @@ class LoopWorker:
     def run(self, fn, args, kwargs):
         same_node, local = _local_ranks()
         env = {"RANK": self.rank, "WORLD_SIZE": self.world, "LOCAL_RANK": local[self.rank],
-               "LOCAL_WORLD_SIZE": len(same_node)}  # fmt: skip
+               "LOCAL_WORLD_SIZE": len(same_node), "NODE_RANK": node_rank(), "GROUP_RANK": node_rank(),
+               "ROLE_RANK": self.rank}  # fmt: skip
         before = {k: os.environ.get(k) for k in env}
         os.environ.update({k: str(v) for k, v in env.items()})  # torchrun's, for scripts that read them
         try:
@@ -179,13 +181,25 @@ def _get(refs, timeout_s, what):
     try:
         return get_failing_fast(refs, timeout_s, f"launch: {what}")
     except ray.exceptions.RayTaskError as exc:
-        if user_error(exc) is not None:
-            raise user_error(exc) from None
-        rank, exc = _failed_rank(refs, ray.exceptions.RayTaskError, exc)
-        raise DistributedError(f"launch: {what} failed on rank {rank}: {exc.cause!r}") from None
+        rank, failed = _failed_rank(refs, ray.exceptions.RayTaskError, exc)
+        where = f"raised on rank {rank} of the launch, where its traceback reads:\n{_traceback(failed)}"
+        cause = user_error(failed) or user_error(exc)
+        if cause is not None:  # the user's error as itself, with where it came from (Ray's worker traceback)
+            cause.add_note(where)
+            raise cause from None
+        error = DistributedError(f"launch: {what} failed on rank {rank}: {failed.cause!r}")
+        error.add_note(where)
+        raise error from None
     except ray.exceptions.RayActorError as exc:
         rank, exc = _failed_rank(refs, ray.exceptions.RayActorError, exc)
         raise DistributedError(f"launch: the worker of rank {rank} died during {what}: {exc}") from None
+
+
+def _traceback(exc):
+    """The failed call's traceback as the worker printed it (Ray's RayTaskError text, its colours and its first
+    line, which names the task and the process, left out)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.split("\n", 1)[1] if text.startswith("ray::") and "\n" in text else text
 
 
 def _failed_rank(refs, kind, first):
@@ -220,6 +234,13 @@ def _local_ranks():
     nodes = _context.get("nodes") or [None] * _context["world"]
     local = [sum(n == nodes[r] for n in nodes[:r]) for r in range(len(nodes))]
     return [r for r, n in enumerate(nodes) if n == nodes[_context["rank"]]], local
+
+
+def node_rank():
+    """The index of this rank's node, nodes numbered in the order of their first rank (Ray Train's and
+    torchrun's node rank, whatever the number of ranks on each node)."""
+    nodes = _context.get("nodes") or [None] * _context["world"]
+    return list(dict.fromkeys(nodes)).index(nodes[_context["rank"]])
 
 
 def world_size():

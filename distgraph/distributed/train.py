@@ -168,7 +168,7 @@ class TrainContext:
         return collectives.local_size()
 
     def get_node_rank(self):
-        return collectives.cross_rank()
+        return loop.node_rank()  # (Horovod's cross_rank differs where nodes run unequal numbers of ranks)
 
     def get_experiment_name(self):
         return self._run["name"]
@@ -344,7 +344,8 @@ class TorchTrainer:
                 failures += 1
                 if not self.run_config.failure_config.allows(failures):
                     raise TrainingFailedError(
-                        f"TorchTrainer: training failed ({failures - 1} restart(s) allowed by FailureConfig): {exc}"
+                        f"TorchTrainer: training failed ({failures - 1} restart(s) allowed by FailureConfig): "
+                        f"{type(exc).__name__}: {exc}"  # (its rank and traceback: the chained error's note)
                     ) from exc
                 log.remove_unreported()
                 if self.run_config.verbose:

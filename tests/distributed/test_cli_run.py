@@ -100,7 +100,7 @@ dist.scatter_object_list(mine, [f"for{r}" for r in range(world)] if rank == 0 el
 group = dist.new_group(list(range(world)))
 dist.monitored_barrier(group)
 out = {"rank": rank, "world": world, "env": [os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
-       "LOCAL_WORLD_SIZE")], "local": local, "sum": t.tolist(), "stacked": stacked.tolist(), "objects": objects,
+       "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "ROLE_RANK")], "local": local, "sum": t.tolist(), "stacked": stacked.tolist(), "objects": objects,
        "gathered": gathered, "everyone": everyone, "mine": mine, "backend": dist.get_backend(),
        "initialized": dist.is_initialized()}
 dist.destroy_process_group()
@@ -126,7 +126,8 @@ def test_a_script_written_for_torchrun_runs_unchanged_under_run_and_alone(ray_se
     assert result.exit_code == 0, result.output
     ranks = [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(2)]
     for r, got in enumerate(ranks):
-        assert got["rank"] == r and got["world"] == 2 and got["env"] == [str(r), "2", str(r), "2"] and got["local"] == r
+        assert got["rank"] == r and got["world"] == 2 and got["local"] == r
+        assert got["env"] == [str(r), "2", str(r), "2", "0", "0", str(r)]  # torchrun's, one node
         assert got["sum"] == [3.0, 3.0] and got["stacked"] == [[0.0, 0.0], [10.0, 10.0]]
         assert got["objects"] == [{"lr": 0.1}, "cfg"] and got["everyone"] == ["rank0", "rank1"]
         assert got["gathered"] == ([0, 7] if r == 0 else None) and got["mine"] == [f"for{r}"]
@@ -137,3 +138,14 @@ def test_a_script_written_for_torchrun_runs_unchanged_under_run_and_alone(ray_se
     got = json.loads((tmp_path / "a.0").read_text())
     assert got["world"] == 1 and got["sum"] == [1.0, 1.0] and got["stacked"] == [[0.0, 0.0]] and got["mine"] == ["for0"]
     assert got["env"] == [None] * 4 and got["backend"] == "gloo"  # no launch: the backend it asked for
+
+
+def test_a_scripts_own_error_is_shown_with_its_rank_and_traceback(ray_session, tmp_path):
+    """torchrun prints the failing rank's traceback; `distgraph run` ended with the error's one line alone."""
+    (tmp_path / "fails.py").write_text(
+        "import distgraph as dg\n\ndef check(rank):\n    if rank == 1:\n        raise ValueError('bad batch')\n\n"
+        "check(dg.distributed.rank())\n"
+    )
+    result = CliRunner().invoke(main, ["run", "--workers", "2", "--cpus-per-worker", "0.5", str(tmp_path / "fails.py")])
+    assert result.exit_code == 1 and "ValueError: bad batch" in result.output, result.output
+    assert "raised on rank 1 of the launch" in result.output and "in check" in result.output, result.output

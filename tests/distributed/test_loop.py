@@ -92,10 +92,14 @@ def _fail_on_rank_1(kind):
 def test_a_failing_rank_ends_the_launch_at_once_with_its_error(ray_session):
     """A timeout far above what two launches' worker starts take on a loaded host: the time tells them apart."""
     started = time.monotonic()
-    with pytest.raises(ShapeError, match="rank 1's batch does not fit"):
+    with pytest.raises(ShapeError, match="rank 1's batch does not fit") as shape:
         dist.launch(_fail_on_rank_1, workers=2, args=("shape",), cpus_per_worker=0.5, timeout_s=300)
-    with pytest.raises(DistributedError, match=r"_fail_on_rank_1 failed on rank 1: RuntimeError\('boom'\)"):
+    # where it came from, as Ray's WorkerGroupError says: the rank, and the frame that raised (a note)
+    (note,) = shape.value.__notes__
+    assert note.startswith("raised on rank 1 of the launch") and "in _fail_on_rank_1" in note, note
+    with pytest.raises(DistributedError, match=r"_fail_on_rank_1 failed on rank 1: RuntimeError\('boom'\)") as other:
         dist.launch(_fail_on_rank_1, workers=2, args=("other",), cpus_per_worker=0.5, timeout_s=300)
+    assert "in _fail_on_rank_1" in other.value.__notes__[0] and "\n" not in str(other.value)
     assert time.monotonic() - started < 200  # not after rank 0's 300 s barrier timeout
 
 
@@ -196,3 +200,21 @@ def test_broadcast_optimizer_state_and_torchs_names(ray_session):
     for k in s0:
         for name in s0[k]:
             np.testing.assert_array_equal(s0[k][name], s1[k][name])
+
+
+def test_node_rank_numbers_nodes_in_order_of_their_first_rank_whatever_their_sizes():
+    """Ray Train's get_node_rank and torchrun's NODE_RANK for nodes [A, B, B]: rank 2 is on node 1 (Horovod's
+    cross_rank, which get_node_rank used, said 0: it counts ranks with the same local rank)."""
+    from distgraph.distributed import loop, train
+
+    saved = dict(loop._context)
+    try:
+        loop._context.update(world=3, nodes=["A", "B", "B"])
+        got = []
+        for r in range(3):
+            loop._context.update(rank=r)
+            got.append((loop.node_rank(), train.get_context().get_node_rank()))
+        assert got == [(0, 0), (1, 1), (1, 1)]
+    finally:
+        loop._context.clear()
+        loop._context.update(saved)
