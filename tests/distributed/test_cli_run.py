@@ -137,7 +137,7 @@ def test_a_script_written_for_torchrun_runs_unchanged_under_run_and_alone(ray_se
     assert alone.returncode == 0, alone.stderr[-2000:]
     got = json.loads((tmp_path / "a.0").read_text())
     assert got["world"] == 1 and got["sum"] == [1.0, 1.0] and got["stacked"] == [[0.0, 0.0]] and got["mine"] == ["for0"]
-    assert got["env"] == [None] * 4 and got["backend"] == "gloo"  # no launch: the backend it asked for
+    assert got["env"] == [None] * 7 and got["backend"] == "gloo"  # no launch: the backend it asked for
 
 
 def test_a_scripts_own_error_is_shown_with_its_rank_and_traceback(ray_session, tmp_path):
