@@ -333,11 +333,10 @@ def repeat_interleave(input, repeats, dim=None):
     if dim is None:
         input, dim = flatten(input), 0
     d = _dim(dim, input.ndim, "repeat_interleave", whole=True)
-    if isinstance(repeats, Tensor):
-        host_read(repeats, "repeat_interleave's repeats")  # the output's length: no graph can replay other counts
-    reps = repeats.array.tolist() if isinstance(repeats, Tensor) else repeats  # (cupy's repeat takes no array)
-    xp = input.device.xp
-    index = xp.repeat(xp.arange(input.shape[d]), reps)
+    if isinstance(repeats, Tensor):  # its values set the output's length: a host read (no graph replays them)
+        host_read(repeats, "repeat_interleave's repeats")
+        repeats = repeats.array.tolist()  # (cupy's repeat takes no array)
+    index = input.device.xp.repeat(input.device.xp.arange(input.shape[d]), repeats)
     return index_select(input, d, Tensor(index, device=input.device))
 
 

@@ -33,6 +33,16 @@ def params(t):
     return [p.detach().numpy().copy() for p in t.model.parameters()]
 
 
+def _kill_the_first_store(t):
+    """kill_when for store shard 0's process, once the first epoch is done."""
+    store_pid = {}
+
+    def pick(cluster):
+        return store_pid.setdefault("pid", dg.distributed.runtime.gather(cluster.stores[0].pid.remote()))
+
+    return kill_when(t, 1, pick)
+
+
 @pytest.mark.parametrize("allreduce", ["auto", "gloo"])  # the workers' segment; a gloo group (across nodes)
 def test_killed_worker_is_replaced_and_result_is_bit_identical(ray_session, allreduce):
     if allreduce == "gloo":
@@ -55,12 +65,7 @@ def test_killed_store_resumes_from_checkpoint_without_double_application(ray_ses
     reference = trainer("local")
     reference.fit(data(), epochs=3, batch_size=16)
     t = trainer("ray", checkpoint_dir=str(tmp_path), checkpoint_every_steps=8, allreduce="store")
-    store_pid = {}
-
-    def pick(cluster):
-        return store_pid.setdefault("pid", dg.distributed.runtime.gather(cluster.stores[0].pid.remote()))
-
-    killer = kill_when(t, 1, pick)
+    killer = _kill_the_first_store(t)
     t.fit(data(), epochs=3, batch_size=16)
     killer.join()
     t.close()
@@ -75,12 +80,7 @@ def test_killed_store_in_an_async_run_resumes_from_checkpoint(ray_session, tmp_p
     scheduler (the Trainer's recovery waits for StoreLost), and a hung one left the driver waiting for ever.
     Now both are StoreLost, and the Trainer restores its last checkpoint and goes on."""
     t = trainer("ray", sync="async", checkpoint_dir=str(tmp_path), checkpoint_every_steps=8, allreduce="store")
-    store_pid = {}
-
-    def pick(cluster):
-        return store_pid.setdefault("pid", dg.distributed.runtime.gather(cluster.stores[0].pid.remote()))
-
-    killer = kill_when(t, 1, pick)
+    killer = _kill_the_first_store(t)
     t.fit(data(), epochs=3, batch_size=16)
     killer.join()
     t.close()
