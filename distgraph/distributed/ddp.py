@@ -5,8 +5,9 @@
     optimizer.step()
 
 What it does, as torch's: at construction rank 0's parameters and buffers go to every rank; before a forward
-that follows one with grad enabled outside no_sync (torch's `require_forward_param_sync`: training or not), rank
-0's buffers (batch-norm statistics) too (`broadcast_buffers`); backward leaves every parameter's `.grad`
+in training that follows one with grad enabled outside no_sync (torch's `require_forward_param_sync`: once per
+accumulation cycle), rank 0's buffers (batch-norm statistics) too (`broadcast_buffers`; not in eval mode, where
+torch's broadcast makes an evaluation on rank 0 alone hang); backward leaves every parameter's `.grad`
 averaged over the ranks; `no_sync()` skips that for gradient accumulation (the next synced backward reduces what
 accumulated); whether a backward reduces is decided by its forward, inside or outside no_sync, as torch's;
 `.module` is the wrapped model and the state_dict's keys start "module.".
@@ -144,7 +145,7 @@ class DistributedDataParallel(Module, Joinable):
         """Before a forward in training: every rank's buffers become rank 0's; in a join, the highest rank
         still training's, as torch's (rank 0 may have joined with stale ones). `training`: whether this
         rank is (False: a joined rank's shadow)."""
-        if self.require_forward_param_sync and self.broadcast_buffers and self._world > 1:
+        if self.training and self.require_forward_param_sync and self.broadcast_buffers and self._world > 1:
             buffers = self._buffers_to_sync()
             if buffers:
                 joining = self._join_config is not None and self._join_config["enable"]
