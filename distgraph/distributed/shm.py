@@ -51,6 +51,7 @@ _ALIGN = 64
 _SPINS = 200  # polls (~1 µs each) before the barrier starts sleeping: a peer on its own core usually arrives by then
 _SLEEP_S = 20e-6
 _LIVENESS_EVERY_S = 0.2
+_ABANDONED_S = 60.0  # a segment with no rank's pid this long after it was made was left half made (`sweep`)
 _PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h), in nanoseconds
 _BLOCK_BYTES = 256 * 1024  # sum and copy back per block that stays in L2
 _this_thread = threading.local()
@@ -477,21 +478,23 @@ def remove_group(group):
 def sweep():
     """Remove distgraph segments whose ranks have all exited (a group killed before it could clean up).
 
-    Rank 0 runs this before it creates a segment, so what a SIGKILLed group left behind is gone at the
-    latest when the next group starts. A segment still being set up (no pid written yet) is kept. Any rank's
-    pid counts, not rank 0's alone: an async store that rank 0 left for good is created by a higher rank."""
+    Rank 0 runs this before it creates a segment, so what a SIGKILLed group left is gone by the next group's
+    start. One being set up (no pid yet) is kept, unless so for `_ABANDONED_S` (its creator killed before it
+    wrote the header: seen once in CI). Any rank's pid counts (an async store rank 0 left is a higher rank's)."""
     removed = []
     for name in leaked():
         try:  # read the header as a file: mapping it would involve this process's resource tracker
             with open(f"/dev/shm/{name}", "rb") as f:
-                world = int(np.frombuffer(f.read(8), np.int64)[0]) if os.fstat(f.fileno()).st_size >= 8 else 0
+                size, made = os.fstat(f.fileno()).st_size, os.fstat(f.fileno()).st_mtime
+                world = int(np.frombuffer(f.read(8), np.int64)[0]) if size >= 8 else 0
                 f.seek(_ALIGN)
                 pids = (
                     [abs(p) for p in np.frombuffer(f.read(8 * world), np.int64).tolist()] if 0 < world < 1 << 16 else []
                 )  # a rank that gave up: −pid
         except (FileNotFoundError, PermissionError, ValueError):
             continue
-        if any(p > 0 for p in pids) and not any(_alive(p) for p in pids if p > 0):
+        abandoned = not any(p > 0 for p in pids) and time.time() - made > _ABANDONED_S
+        if abandoned or (any(p > 0 for p in pids) and not any(_alive(p) for p in pids if p > 0)):
             _remove(name)
             removed.append(name)
     return removed

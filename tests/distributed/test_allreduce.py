@@ -202,6 +202,26 @@ def test_sweep_removes_a_segment_whose_only_written_pids_are_dead_even_without_r
                 os.remove(f"/dev/shm/{name}")
 
 
+def test_sweep_removes_a_segment_left_without_a_header_only_once_it_is_old():
+    """A creator killed between making a segment and writing its header (seen once in CI) left a segment no pid
+    names, which the sweep kept for good as one "being set up". Now one as old as `_ABANDONED_S` goes."""
+    from distgraph.distributed.shm import _ABANDONED_S, PREFIX
+
+    fresh, old = (f"{PREFIX}{group_name()}.{kind}" for kind in ("fresh", "old"))
+    for name in (fresh, old):
+        with open(f"/dev/shm/{name}", "wb") as f:
+            f.write(bytes(256))  # what a creator leaves before its header: zeros
+    made = time.time() - _ABANDONED_S - 5
+    os.utime(f"/dev/shm/{old}", (made, made))
+    try:
+        removed = sweep()
+        assert old in removed and fresh not in removed
+    finally:
+        for name in (fresh, old):
+            if name in leaked():
+                os.remove(f"/dev/shm/{name}")
+
+
 def test_reduce_scatter_over_three_ranks_sums_every_rank_in_order():
     """A rank past the second summed into its own chunk while reading it: rank 2 of 3 got 2·(s0 + s1) instead
     of s0 + s1 + s2 (FSDP's gradient reduce-scatter on a shard group of 3 or more). Ranks as threads."""
