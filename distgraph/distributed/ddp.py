@@ -111,7 +111,7 @@ class DistributedDataParallel(Module, Joinable):
         self.require_backward_grad_sync = True
         # torch's: whether the last forward had grad enabled outside no_sync (the next forward then broadcasts the
         # buffers, and the backward of this one reduces)
-        self.require_forward_param_sync = self._reduce_this_backward = True
+        self.require_forward_param_sync = True
         self._pass = None  # the backward pass whose callback reduces the gradients (callbacks.current_pass)
         self._params = [p for p in module.parameters() if p.requires_grad]
         self._index = {id(p): i for i, p in enumerate(self._params)}
@@ -136,9 +136,7 @@ class DistributedDataParallel(Module, Joinable):
             count_ranks(self.require_backward_grad_sync)
         self._sync_buffers(training=True)
         out = self.module(*args, **kwargs)
-        self.require_forward_param_sync = self._reduce_this_backward = (
-            is_grad_enabled() and self.require_backward_grad_sync
-        )
+        self.require_forward_param_sync = is_grad_enabled() and self.require_backward_grad_sync
         return out
 
     def _sync_buffers(self, training):
@@ -199,7 +197,7 @@ class DistributedDataParallel(Module, Joinable):
             self.require_backward_grad_sync = before
 
     def _grad_ready(self, param):
-        if not self._reduce_this_backward:  # its forward ran under no_sync (torch decides there)
+        if not self.require_forward_param_sync:  # its forward ran under no_sync (torch decides there)
             self._used_unsynced[self._index[id(param)]] = True  # used once in a no_sync session: used (torch's)
             return
         if self._world == 1 and self._comm_hook is None:

@@ -485,15 +485,15 @@ def sweep():
     for name in leaked():
         try:  # read the header as a file: mapping it would involve this process's resource tracker
             with open(f"/dev/shm/{name}", "rb") as f:
-                size, made = os.fstat(f.fileno()).st_size, os.fstat(f.fileno()).st_mtime
-                world = int(np.frombuffer(f.read(8), np.int64)[0]) if size >= 8 else 0
+                stat = os.fstat(f.fileno())
+                world = int(np.frombuffer(f.read(8), np.int64)[0]) if stat.st_size >= 8 else 0
                 f.seek(_ALIGN)
                 pids = (
                     [abs(p) for p in np.frombuffer(f.read(8 * world), np.int64).tolist()] if 0 < world < 1 << 16 else []
                 )  # a rank that gave up: −pid
         except (FileNotFoundError, PermissionError, ValueError):
             continue
-        abandoned = not any(p > 0 for p in pids) and time.time() - made > _ABANDONED_S
+        abandoned = not any(p > 0 for p in pids) and time.time() - stat.st_mtime > _ABANDONED_S
         if abandoned or (any(p > 0 for p in pids) and not any(_alive(p) for p in pids if p > 0)):
             _remove(name)
             removed.append(name)

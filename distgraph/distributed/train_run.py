@@ -94,11 +94,17 @@ def append_report(path, report):
         f.write(json.dumps(report, default=_plain) + "\n")
 
 
+def _number(value):
+    """A numpy scalar's or one-element tensor's number; anything else as it is."""
+    return value.item() if getattr(value, "size", None) == 1 and callable(getattr(value, "item", None)) else value
+
+
 def _plain(value):
     """numpy scalars and 0-d tensors as the numbers they hold, arrays and tensors as lists (a report of one
     failed its attempt); anything else by its repr."""
-    if getattr(value, "size", None) == 1 and callable(getattr(value, "item", None)):
-        return value.item()
+    number = _number(value)
+    if number is not value:
+        return number
     tolist = getattr(value, "tolist", None)
     return tolist() if callable(tolist) else repr(value)
 
@@ -119,7 +125,7 @@ def score_of(metrics, config, name):
         if attribute is not None:
             warnings.warn(f"CheckpointConfig: the report of {name} has no {attribute!r}: it ranks worst", stacklevel=3)
         return None
-    value = value.item() if getattr(value, "size", None) == 1 and callable(getattr(value, "item", None)) else value
+    value = _number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(
             f"CheckpointConfig: checkpoint_score_attribute {attribute!r} must be a number in every report with a "

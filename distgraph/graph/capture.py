@@ -42,7 +42,7 @@ def spec_of(array):
     return Spec(tuple(array.shape), array.dtype.name, str(device_of_array(array)))
 
 
-def _version(t):
+def version_of(t):
     """t's version counter; -1 for an inference tensor, whose counter reads raise outside inference_mode
     (it has none: nothing can write into it there)."""
     vc = t._vc
@@ -70,14 +70,14 @@ class Tracer:
         self.specs[name] = self.inputs[-1][1]
 
     def _bind(self, t, name):
-        self.values[id(t)] = (name, t, _version(t))
+        self.values[id(t)] = (name, t, version_of(t))
         self.arrays[id(t.array)] = (name, t.array, t._vc)
 
     def ref(self, t):
         entry = self.values.get(id(t))
         if entry is not None and entry[1] is t:
             name, _, version = entry
-            if _version(t) != version:
+            if version_of(t) != version:
                 raise CaptureError(
                     f"{name} ({tuple(t.shape)} {t.dtype.name}) was modified in place after it was recorded; "
                     "in-place ops on captured values cannot be represented"
@@ -148,7 +148,7 @@ class Tracer:
         """Raise CaptureError when an input, a lifted tensor or a constant's tensor was written in place
         during the trace (see the module docstring): the graph would not replay the write."""
         for name, t, version in self.values.values():
-            if name[1].isdigit() or _version(t) == version:  # "%3": a node's value (its writes raise on read)
+            if name[1].isdigit() or version_of(t) == version:  # "%3": a node's value (its writes raise on read)
                 continue
             what = {"%i": "input", "%h": "input", "%p": "lifted parameter or buffer", "%c": "constant tensor"}[name[:2]]
             raise CaptureError(

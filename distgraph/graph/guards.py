@@ -28,9 +28,9 @@ import weakref
 
 import numpy as np
 
-from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import CaptureError
+from distgraph.graph.capture import version_of
 from distgraph.graph.passes.cse import freeze
 
 _NUMBERS = (bool, int, float)
@@ -100,11 +100,11 @@ class ModuleState:
         self.read = make(*[m for _, m in self.modules], *[p for _, p in self.params])
 
     def versions(self):
-        return [_version(t) for _, t in self.tensors]
+        return [version_of(t) for _, t in self.tensors]
 
     def written(self, before):
         """Names of the parameters and buffers whose version moved since `versions()` gave `before`."""
-        return [name for (name, t), v in zip(self.tensors, before) if _version(t) != v]
+        return [name for (name, t), v in zip(self.tensors, before) if version_of(t) != v]
 
     def change(self, old, new):
         """The first attribute (not mode) that differs between two states, worded for a warning."""
@@ -120,11 +120,6 @@ def _plain_name(name):
     return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
 
 
-def _version(t):
-    vc = t._vc
-    return -1 if vc is INFERENCE_VERSION else vc[0]
-
-
 class ConstantGuards:
     """The constants of one variant taken from tensors that outlive the capture, each with its version,
     array and requires_grad at capture; `hold()` tells whether all are unchanged (a tensor since freed
@@ -132,7 +127,7 @@ class ConstantGuards:
     hold no other reference to the capture's temporaries, so that only tensors someone else keeps stay."""
 
     def __init__(self, sources):
-        refs = [(name, weakref.ref(t), _version(t), t.array, t.requires_grad) for name, t in sources.items()]
+        refs = [(name, weakref.ref(t), version_of(t), t.array, t.requires_grad) for name, t in sources.items()]
         sources.clear()
         self.items = tuple(r for r in refs if r[1]() is not None)
 
@@ -140,16 +135,13 @@ class ConstantGuards:
         return bool(self.items)
 
     def hold(self):
-        for _, ref, version, array, grad in self.items:
-            t = ref()
-            if t is not None and (t.array is not array or _version(t) != version or t.requires_grad is not grad):
-                return False
-        return True
+        return self.change() is None
 
     def change(self):
+        """What changed first, in words; None while every tensor holds (the words are made only then)."""
         for name, ref, version, array, grad in self.items:
             t = ref()
-            if t is not None and (t.array is not array or _version(t) != version or t.requires_grad is not grad):
+            if t is not None and (t.array is not array or version_of(t) != version or t.requires_grad is not grad):
                 what = "requires_grad" if t.requires_grad is not grad else "value"
                 return (
                     f"the {what} of {name} ({tuple(t.shape)} {t.dtype.name}: a closure's or a global's tensor the "
