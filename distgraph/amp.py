@@ -13,6 +13,8 @@ gradients by the scale once more. `update` moves the scale from every optimizer'
 
 import math
 
+import numpy as np
+
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.errors import ConfigError, DistgraphError
 
@@ -95,7 +97,14 @@ class GradScaler:
             )
         if state["stage"] == _STEPPED:
             raise GradScalerError("GradScaler.unscale_() is being called after step() (call update() first)")
-        inv = 1.0 / self.scale_value
+        grads = [p.grad.array for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for g in grads:  # checked before any is divided, so a refusal leaves every gradient as it was
+            if g.dtype.itemsize == 2 and g.dtype.kind == "f":
+                raise ConfigError(
+                    f"GradScaler.unscale_: attempting to unscale {g.dtype} gradients (shape {tuple(g.shape)}); as "
+                    "in torch, keep the parameters in float32 (master weights) and only the forward in low precision"
+                )
+        inv = float(np.float32(1.0 / self.scale_value))  # torch: the float64 reciprocal, rounded to float32
         finite = {}  # device -> each gradient's all-finite flag, still on the device
         with no_grad():
             for group in optimizer.param_groups:

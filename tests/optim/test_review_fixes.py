@@ -176,3 +176,31 @@ def test_clip_grad_norm_of_order_0_and_others_matches_torch(norm_type):
     assert d_total == pytest.approx(t_total, rel=1e-14)
     for a, b in zip(t_grads, d_grads):
         np.testing.assert_allclose(b, a, rtol=1e-13)
+
+
+def test_unscale_multiplies_by_the_float32_inverse_scale_as_torch():
+    """torch unscales with the float64 reciprocal of the scale rounded to float32; distgraph used the float64
+    reciprocal, so float64 gradients left torch's by about 1e-8 relative whenever 1/scale is not a float32."""
+    grads = []
+    for lib in (dg, torch):
+        p = lib.tensor(W0.copy(), requires_grad=True)
+        opt = lib.optim.SGD([p], lr=0.1)
+        scaler = _scaler(lib, init_scale=3.0)
+        scaler.scale((p * lib.tensor(GRADS[0])).sum()).backward()
+        scaler.unscale_(opt)
+        grads.append(np.asarray(p.grad.detach().numpy()))
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert not np.array_equal(grads[0], GRADS[0] * 3.0 * (1.0 / 3.0))  # the float64 reciprocal gives other values
+
+
+def test_float16_gradients_are_refused_before_any_is_divided_as_torch():
+    for lib, err in ((torch, ValueError), (dg, ConfigError)):
+        p32 = lib.tensor(W0.copy(), requires_grad=True)
+        p16 = lib.tensor(W0.astype(np.float16), requires_grad=True)
+        opt = lib.optim.SGD([p32, p16], lr=0.1)
+        scaler = _scaler(lib, init_scale=4.0)
+        scaler.scale(lib.tensor(1.0))
+        p32.grad, p16.grad = lib.tensor(GRADS[0].copy()), lib.tensor(GRADS[0].astype(np.float16))
+        with pytest.raises(err, match="(?i)unscale (FP16|float16) gradients"):
+            scaler.unscale_(opt)
+        np.testing.assert_array_equal(p32.grad.detach().numpy(), GRADS[0])  # left as it was
