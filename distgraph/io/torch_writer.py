@@ -7,8 +7,10 @@ torch.FloatStorage, ... — cannot be pickled by reference without importing tor
 weights_only accepts is written: tensors and Parameters, dicts (OrderedDicts stay OrderedDicts), lists,
 tuples, str, bytes, int, float, bool and None; anything else is a FileFormatError naming where it is.
 
-Sharing as torch.save keeps it: a tensor met twice is pickled once (a memo reference), and tensors on
-one array (tied weights, t and t.detach()) name one storage.
+Sharing as torch.save keeps it: a tensor met twice is pickled once (a memo reference), tensors on one
+array (tied weights, t and t.detach()) name one storage, and a view of a host array (a slice, a transpose,
+an expand) names its base's storage with its own offset and strides, so torch.load gives views again and
+the bytes are written once. Views torch cannot describe (negative strides, another dtype) are copied.
 """
 
 import struct
@@ -43,12 +45,21 @@ class TorchWriter:
         self.memo = {}  # id(tensor or container) -> memo index
         self.memo_slots = 0  # memo indices handed out (not len(memo): one object, e.g. (), may be put twice)
         self.keep = []  # the objects behind those ids, alive until written
-        self.storages = {}  # id(array) -> (key, contiguous host array)
+        self.storages = {}  # id(the array a storage holds, or its base) -> (key, contiguous host array)
+        self.spans = {}  # id(base array) -> [first, end) elements its saved views use (a dry run fills it)
+        self.dry = False
 
     def fail(self, path, what):
         raise FileFormatError(f"dg.save(format='torch'): {show(path)}: {what}")
 
     def pickle(self, obj):
+        """The pickle of `obj`. A dry run first finds the part of each base array that its views use, so a
+        storage holds that part only: a view of a large buffer (a parameter in a flat bucket) writes its own
+        elements, not the buffer."""
+        scout = TorchWriter()
+        scout.dry = True
+        scout.encode(obj)
+        self.spans, self.keep = scout.spans, scout.keep
         self.encode(obj)
         self.out += b"."  # STOP
         return bytes(self.out)
@@ -154,40 +165,52 @@ class TorchWriter:
         name = STORAGE_OF.get(arr.dtype.name)
         if name is None or name.startswith("Complex"):
             self.fail(path, f"tensor of dtype {arr.dtype} cannot be saved in a torch file")
-        key = self.storage(arr)
+        base, offset, strides = _in_storage(arr)
+        if base is not arr:
+            end = offset + sum((n - 1) * st for n, st in zip(arr.shape, strides)) + 1
+            if self.dry:
+                span = self.spans.setdefault(id(base), [offset, end])
+                span[:] = min(span[0], offset), max(span[1], end)
+                self.keep.append(base)
+            first, end = self.spans.get(id(base), (offset, end))
+            key, size = self.storage(base.reshape(-1)[first:end], id(base)), end - first
+            offset -= first
+        else:
+            key, size = self.storage(arr, id(arr)), arr.size
         location = "cpu" if t.device is CPU else str(t.device)
         if isinstance(t, Parameter):
             self.out += REBUILD_PARAMETER + b"("
-        strides = [1] * arr.ndim
-        for i in range(arr.ndim - 2, -1, -1):
-            strides[i] = strides[i + 1] * arr.shape[i + 1]
         self.out += REBUILD_TENSOR + b"(("  # MARK (the arguments) MARK (the storage's persistent id)
         self.str("storage")
         self.out += b"ctorch\n" + name.encode() + b"\n"
         self.str(key)
         self.str(location)
-        self.int(arr.size)
-        self.out += b"tQ" + b"K\x00"  # TUPLE, BINPERSID; storage offset 0
+        self.int(size)
+        self.out += b"tQ"  # TUPLE, BINPERSID
+        self.int(offset)
         self.tuple(tuple(int(n) for n in arr.shape), path, 0)
-        self.tuple(tuple(strides), path, 0)
+        self.tuple(strides, path, 0)
         self.out += b"\x88" if t.requires_grad and not isinstance(t, Parameter) else b"\x89"
         self.out += EMPTY_ORDERED_DICT + b"tR"
         if isinstance(t, Parameter):
             self.out += (b"\x88" if t.requires_grad else b"\x89") + EMPTY_ORDERED_DICT + b"tR"
         self.put(t if memo is None else memo)
 
-    def storage(self, arr):
-        """The key of the storage holding `arr` (one per array object), its bytes queued C-contiguous."""
-        if id(arr) not in self.storages:
+    def storage(self, arr, ident):
+        """The key of the storage holding `arr` (one per `ident`, the id of the array it is or is a part of),
+        its bytes queued C-contiguous; a dry run queues nothing."""
+        if self.dry:
+            return ""
+        if ident not in self.storages:
             host = to_device(arr, CPU) if device_of_array(arr) is not CPU else arr
             host = (
                 host
                 if host.flags.c_contiguous and host.dtype.isnative
                 else np.array(host, host.dtype.newbyteorder("="), order="C")
             )
-            self.storages[id(arr)] = (str(len(self.storages)), host)
+            self.storages[ident] = (str(len(self.storages)), host)
             self.keep.append(arr)
-        return self.storages[id(arr)][0]
+        return self.storages[ident][0]
 
     def write(self, fh, data_pkl, prefix="archive"):
         """The zip file, in torch's member order, into the binary file `fh`."""
@@ -201,6 +224,31 @@ class TorchWriter:
                 chunks = [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)]
                 _write(archive, f"{prefix}/data/{key}", chunks, aligned=True)
             _write(archive, f"{prefix}/version", [b"3\n"])
+
+
+def _in_storage(arr):
+    """(the array whose bytes hold `arr`, arr's offset in it and strides, in elements): for a view of a
+    C-contiguous host array, that array (torch.save's storage sharing); else `arr` itself, contiguous."""
+    base = arr
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    size = arr.itemsize
+    if (
+        base is not arr
+        and arr.size
+        and isinstance(arr, np.ndarray)
+        and base.dtype == arr.dtype
+        and base.flags.c_contiguous
+        and base.dtype.isnative
+        and all(st >= 0 and st % size == 0 for st in arr.strides)
+    ):
+        start = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        if start % size == 0:
+            return base, start // size, tuple(st // size for st in arr.strides)
+    strides = [1] * arr.ndim
+    for i in range(arr.ndim - 2, -1, -1):
+        strides[i] = strides[i + 1] * arr.shape[i + 1]
+    return arr, 0, tuple(strides)
 
 
 def _write(archive, name, chunks, aligned=False):

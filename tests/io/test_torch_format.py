@@ -391,6 +391,36 @@ def test_dg_save_torch_format_round_trips_through_torch_load_weights_only(tmp_pa
     ]
 
 
+def test_dg_save_torch_format_keeps_views_of_one_array_as_views_of_one_storage_as_torch_save(tmp_path):
+    """Views (a slice, a column, a transpose) were written as separate copies: torch.load gave unrelated
+    tensors, and a write through one no longer reached the others. Now they name one storage with their
+    own offsets and strides, as torch.save writes them, and a view of a large buffer writes only the
+    elements its views use. Views torch cannot describe (negative strides) are still copied."""
+    base = np.arange(24.0).reshape(4, 6)
+    t = dg.tensor(base)
+    obj = {"w": t, "rows": t[1:3], "col": t[:, 2], "t": t.t(), "flipped": dg.tensor(base[::-1])}
+    dg.save(obj, tmp_path / "views.pt", format="torch")
+    theirs = torch.load(tmp_path / "views.pt", weights_only=True)
+    ptr = theirs["w"].untyped_storage().data_ptr()
+    for key, offset, stride in (("rows", 6, (6, 1)), ("col", 2, (6,)), ("t", 0, (1, 6))):
+        assert theirs[key].untyped_storage().data_ptr() == ptr, key
+        assert (theirs[key].storage_offset(), theirs[key].stride()) == (offset, stride), key
+    assert theirs["flipped"].untyped_storage().data_ptr() != ptr
+    for key, value in obj.items():
+        np.testing.assert_array_equal(theirs[key].numpy(), value.numpy(), err_msg=key)
+    theirs["w"][2, 2] = -1.0  # one storage: the write reaches every view, as in torch
+    assert theirs["rows"][1, 2] == theirs["col"][2] == theirs["t"][2, 2] == -1.0
+    ours = dg.load(tmp_path / "views.pt")
+    assert all(np.shares_memory(ours[k].numpy(), ours["w"].numpy()) for k in ("rows", "col", "t"))
+
+    flat = np.zeros(1_000_000)  # parameters as views of one flat buffer: their elements only are written
+    buffer = dg.from_numpy(flat)
+    dg.save({"a": buffer[10:20], "b": buffer[30:40]}, tmp_path / "flat.pt", format="torch")
+    theirs = torch.load(tmp_path / "flat.pt", weights_only=True)
+    assert theirs["a"].untyped_storage().nbytes() == 30 * 8 and theirs["b"].storage_offset() == 20
+    assert os.path.getsize(tmp_path / "flat.pt") < 2_000
+
+
 def test_dg_save_torch_format_storages_are_64_byte_aligned(tmp_path):
     dg.save({f"w{i}": dg.ones(i + 1) for i in range(5)}, tmp_path / "a.pt", format="torch")
     raw = (tmp_path / "a.pt").read_bytes()
