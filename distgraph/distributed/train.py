@@ -17,17 +17,25 @@
                                 run_config=train.RunConfig(storage_path="/tmp/runs", name="digits")).fit()
     result.metrics, result.checkpoint, result.metrics_dataframe
 
-As in Ray Train: every rank calls `report` at the same points; the metrics kept are rank 0's (also a
-line each in the run's `result.json`); a checkpoint directory a rank reports is copied (persisted) to
-`storage_path/name/checkpoint_NNNNNN`, the reports' running number, and the last one is
-`result.checkpoint`; `get_checkpoint()` inside the loop is the one to resume from
-(`resume_from_checkpoint=`, else the last reported in this run); `get_context()` tells the rank its place.
+As in Ray Train (V2, Ray 2.60): every rank calls `report` at the same points; the metrics kept are rank 0's
+(also a line each in the run's `result.json`: `result.metrics_history`, distgraph's); a checkpoint directory a
+rank reports is copied (persisted) to `storage_path/name/checkpoint_NNNNNN`, the reports' running number.
+Ray V2 keeps only the metrics reported with a checkpoint: `result.checkpoint` is the latest checkpoint and
+`result.metrics` its report's metrics (None when no checkpoint was reported), `result.best_checkpoints` the
+best `num_to_keep` (Checkpoint, metrics), worst first, and `result.metrics_dataframe` their metrics, a row
+each. `get_checkpoint()` inside the loop is the one to resume from: the run's latest checkpoint, else
+`resume_from_checkpoint=`. A fit under the `RunConfig(name, storage_path)` of an earlier one — finished
+or failed — carries that run on (Ray V2's rule; `TorchTrainer.restore` is deprecated there): its loop's
+`get_checkpoint()` is the run's latest checkpoint, and its Result counts the run's earlier checkpoints;
+`Result.from_path(path)` reads a run's Result back. `get_context()` tells the rank its place.
 `RunConfig(checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="loss",
-checkpoint_score_order="min"))` keeps the best two and the latest (`result.best_checkpoints`);
+checkpoint_score_order="min"))` keeps the best two and the latest (which is deleted once it is neither);
 `RunConfig(failure_config=FailureConfig(max_failures=3))`: when a rank fails or its process dies, every
 rank is stopped and the loop started again on fresh ones, `get_checkpoint()` the latest checkpoint
 (train_run.py) — up to 3 times (-1: always), then fit() raises TrainingFailedError. The ranks are
-`dg.distributed.launch`'s (one all-reduce group).
+`dg.distributed.launch`'s (one all-reduce group). As in Ray, `storage_path` must be a folder every node
+shares (an NFS mount or the like): each rank checks the driver's marker in the run folder as it starts and
+fails the attempt when its node does not see it.
 
 Ray Data, as Ray Train feeds it: `TorchTrainer(..., datasets={"train": ray.data.from_items(rows)})` splits each
 dataset over the ranks (`streaming_split(num_workers, equal=True)`, anew for each attempt), and inside the loop
@@ -39,7 +47,7 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from distgraph.distributed import collectives, loop, train_run
 from distgraph.distributed.train_run import CheckpointConfig, FailureConfig
@@ -120,13 +128,26 @@ class Checkpoint:
 
 @dataclass
 class Result:
-    metrics: dict
+    metrics: dict  # the latest checkpoint's report's (Ray V2's); None without a checkpoint
     checkpoint: Checkpoint
     path: str
-    metrics_history: list = field(default_factory=list)
+    metrics_history: list = field(default_factory=list)  # distgraph's: every report of the run, rank 0's
     error: BaseException = None
-    best_checkpoints: list = field(default_factory=list)  # (Checkpoint, metrics), worst first, as Ray's
+    best_checkpoints: list = field(default_factory=list)  # (Checkpoint, metrics), the best num_to_keep, worst first
     return_value: object = None  # rank 0's train_loop_per_worker's
+
+    @classmethod
+    def from_path(cls, path, storage_filesystem=None):
+        """The Result of the run in folder `path` (Ray's): its latest checkpoint and that report's metrics, its
+        kept checkpoints ranked by the last fit's CheckpointConfig; no error, no return value."""
+        if storage_filesystem is not None:
+            raise ConfigError("Result.from_path: a folder on a local or shared filesystem only, no storage_filesystem")
+        path = os.path.abspath(os.fspath(path))
+        if not os.path.isdir(path):
+            raise DistributedError(f"Result.from_path: experiment folder {path} doesn't exist")
+        if not os.path.exists(os.path.join(path, train_run.LOG)):
+            raise DistributedError(f"Result.from_path: no TorchTrainer run reported in {path} (no {train_run.LOG})")
+        return _result(path, train_run.RunLog(path), replace(train_run.load_config(path), num_to_keep=None))
 
     def get_best_checkpoint(self, metric, mode):
         """The kept checkpoint whose report has the max/min `metric` (Ray's Result.get_best_checkpoint)."""
@@ -134,6 +155,8 @@ class Result:
             raise ConfigError(
                 f'Result.get_best_checkpoint: Unsupported mode: {mode}. Please choose from ["min", "max"]!'
             )
+        if not self.best_checkpoints:
+            raise DistributedError("Result.get_best_checkpoint: No checkpoint exists in the trial directory!")
         scored = [(c, m[metric]) for c, m in self.best_checkpoints if m.get(metric) is not None]
         if not scored:
             raise ConfigError(
@@ -144,9 +167,21 @@ class Result:
 
     @property
     def metrics_dataframe(self):
+        """The best checkpoints' metrics, a row each (Ray V2's); None without a checkpoint."""
         import pandas as pd  # (as Ray Train's: pandas is the caller's)
 
-        return pd.DataFrame(self.metrics_history)
+        return pd.DataFrame([m for _, m in self.best_checkpoints]) if self.best_checkpoints else None
+
+
+def _result(path, log, config, return_value=None):
+    """The Result of the run folder `path` as it is now (Ray V2's: built from the kept checkpoints)."""
+    kept = log.checkpoints()
+    name, metrics = kept[-1] if kept else (None, None)
+    return Result(
+        metrics=metrics, checkpoint=Checkpoint(os.path.join(path, name)) if kept else None, path=path,
+        metrics_history=log.reports(), return_value=return_value,
+        best_checkpoints=[(Checkpoint(os.path.join(path, n)), m) for n, m in train_run.best(kept, config)],
+    )  # fmt: skip
 
 
 class TrainContext:
@@ -274,6 +309,7 @@ def prepare_data_loader(data_loader, add_dist_sampler=True, move_to_device=True,
 def _rank_main(fn, config, run):
     import inspect
 
+    train_run.check_storage(run["path"], run["marker"])  # this rank's node sees the driver's run folder
     _run.update(run, reported=0)
     return fn(config if config is not None else {}) if inspect.signature(fn).parameters else fn()
 
@@ -313,23 +349,31 @@ class TorchTrainer:
         root = self.run_config.storage_path or os.path.join(os.path.expanduser("~"), "distgraph_results")
         path = os.path.join(os.path.abspath(root), name)
         os.makedirs(path, exist_ok=True)
+        train_run.mark_storage(path, stamp)
+        train_run.save_config(path, self.run_config.checkpoint_config)
         log = train_run.RunLog(path)
-        ranks = self._launch_until_done(log, name, path, self.per_worker.get("CPU", 1))
-        reports, kept, config = log.reports(), log.checkpoints(), self.run_config.checkpoint_config
-        return Result(
-            metrics=reports[-1] if reports else {}, path=path, metrics_history=reports, return_value=ranks[0],
-            checkpoint=Checkpoint(os.path.join(path, kept[-1][0])) if kept else None,
-            best_checkpoints=[(Checkpoint(os.path.join(path, n)), m) for n, m in train_run.ranked(kept, config)],
-        )  # fmt: skip
+        if log.checkpoints() and self.run_config.verbose:  # (Ray's notice, as its checkpoint manager loads the run)
+            print(f"TorchTrainer: run {name} goes on from its {log.checkpoints()[-1][0]} (get_checkpoint()); for a new "
+                  f"run give a new RunConfig(name) or delete {path}", file=sys.stderr)  # fmt: skip
+        ranks = self._launch_until_done(log, name, path, self.per_worker.get("CPU", 1), stamp)
+        return _result(path, log, self.run_config.checkpoint_config, return_value=ranks[0])
 
-    def _launch_until_done(self, log, name, path, cpus):
+    @classmethod
+    def restore(cls, *args, **kwargs):
+        raise DeprecationWarning(_RESTORE_DEPRECATED.format(f"{cls.__name__}.restore"))
+
+    @classmethod
+    def can_restore(cls, *args, **kwargs):
+        raise DeprecationWarning(_RESTORE_DEPRECATED.format(f"{cls.__name__}.can_restore"))
+
+    def _launch_until_done(self, log, name, path, cpus, stamp):
         """Attempts of the loop on fresh ranks until one completes, each after a failure resuming from this
         fit's latest checkpoint, as many as FailureConfig allows → what each rank returned."""
         s, failures = self.scaling, 0
         while True:
             resume = self._resume_point(log, path)
             run = {
-                "name": name, "path": path, "before": len(log.reports()), "kept": log.checkpoints(),
+                "name": name, "path": path, "marker": stamp, "before": len(log.reports()), "kept": log.checkpoints(),
                 "checkpoint": resume, "first": train_run.next_checkpoint_number(path),
                 "checkpoint_config": self.run_config.checkpoint_config,
                 # each dataset split over the ranks, anew for each attempt (a split is read once through)
@@ -354,7 +398,7 @@ class TorchTrainer:
                           f"from {os.path.basename(resume) if resume else 'the start'}", file=sys.stderr)  # fmt: skip
 
     def _resume_point(self, log, path):
-        """This fit's latest checkpoint, else the one it was given to resume from."""
+        """The run's latest checkpoint (an earlier fit's under the same name included), else resume_from_checkpoint."""
         kept = log.checkpoints()
         return os.path.join(path, kept[-1][0]) if kept else self.resume.path if self.resume else None
 
@@ -380,4 +424,8 @@ def _checked_resources(s):
     return per_worker
 
 
+_RESTORE_DEPRECATED = (
+    "{} is deprecated (Ray 2.60 raises too): build the trainer again with the same RunConfig(name=, storage_path=) "
+    "and fit() it: the run goes on from its latest checkpoint (train.get_checkpoint() in the loop)"
+)
 DataParallelTrainer = TorchTrainer

@@ -4,11 +4,17 @@ The run's directory (`storage_path/name`) holds each reported checkpoint as `che
 JSON line per report in `result.json` (rank 0's metrics, the iteration, the checkpoint's directory name),
 written by rank 0 as it reports. The driver reads the reports back from there, not from the ranks'
 return values: when a rank dies mid-run, what the attempt reported and checkpointed is still known, and
-the next attempt (`FailureConfig(max_failures=)`) resumes from the latest checkpoint.
+the next attempt (`FailureConfig(max_failures=)`) resumes from the latest checkpoint. A later fit under the
+same `RunConfig(name, storage_path)` carries the run on, as Ray Train V2 does: its reports and kept checkpoints
+are the run's, and `get_checkpoint()` is its latest checkpoint.
 
 `CheckpointConfig(num_to_keep=, checkpoint_score_attribute=, checkpoint_score_order=)` deletes the
 worst checkpoints beyond `num_to_keep` — by the score, else the oldest — never the latest, the one a
-restart resumes from (as Ray's checkpoint manager).
+restart resumes from (as Ray's checkpoint manager). `best` is what Ray's Result shows of them: the
+best `num_to_keep`, worst first (the latest is kept but not listed when it is not one of them).
+
+The run folder must be one every node sees (Ray's rule: an NFS mount or the like, not a local path): the
+driver writes a marker there for each fit and a rank that does not find it fails (`check_storage`).
 """
 
 import json
@@ -16,12 +22,15 @@ import math
 import numbers
 import os
 import shutil
+import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DistributedError
 
 LOG = "result.json"
+CONFIG = ".checkpoint_config.json"  # the last fit's CheckpointConfig: how Result.from_path ranks the checkpoints
+MARKER = ".validate_storage_marker"  # (Ray's name) the fit's token, written by the driver, read by every rank
 
 
 @dataclass
@@ -55,24 +64,21 @@ class FailureConfig:
 
 
 class RunLog:
-    """The reports of one fit: the lines of the run's result.json after those already there when it began
-    (an earlier fit under the same name keeps its own)."""
+    """The reports of a run: every line of its result.json, an earlier fit's under the same name included
+    (Ray V2's checkpoint manager loads the run's snapshot likewise); `first`: this fit's first checkpoint number."""
 
     def __init__(self, path):
         self.path, self.file = path, os.path.join(path, LOG)
-        self.offset, self.first = len(self._lines()), next_checkpoint_number(path)
+        self.first = next_checkpoint_number(path)
 
-    def _lines(self):
+    def reports(self):
         if not os.path.exists(self.file):
             return []
         with open(self.file) as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def reports(self):
-        return self._lines()[self.offset :]
-
     def checkpoints(self):
-        """(directory name, metrics) of this fit's checkpoints still on disk, in report order."""
+        """(directory name, metrics) of the run's checkpoints still on disk, in report order."""
         return [
             (r["checkpoint_dir_name"], r)
             for r in self.reports()
@@ -151,6 +157,12 @@ def ranked(checkpoints, config):
     return sorted(checkpoints, key=score)
 
 
+def best(checkpoints, config):
+    """The checkpoints Ray's Result lists (best_checkpoints): the best `num_to_keep`, worst first."""
+    ranked_ = ranked(checkpoints, config)
+    return ranked_ if config is None or config.num_to_keep is None else ranked_[-config.num_to_keep :]
+
+
 def prune(path, checkpoints, config):
     """Delete the checkpoints beyond num_to_keep, worst first, never the latest → those kept, in report order."""
     if config is None or config.num_to_keep is None:
@@ -160,3 +172,41 @@ def prune(path, checkpoints, config):
     for name in doomed:
         shutil.rmtree(os.path.join(path, name), ignore_errors=True)
     return [c for c in checkpoints if c[0] not in doomed]
+
+
+def save_config(path, config):
+    with open(os.path.join(path, CONFIG), "w") as f:
+        json.dump(asdict(config), f)
+
+
+def load_config(path):
+    """The CheckpointConfig the run's last fit had (the default one where none was written)."""
+    if not os.path.exists(os.path.join(path, CONFIG)):
+        return CheckpointConfig()
+    with open(os.path.join(path, CONFIG)) as f:
+        return CheckpointConfig(**json.load(f))
+
+
+def mark_storage(path, token):
+    """The driver's mark for this fit in the run folder (check_storage)."""
+    with open(os.path.join(path, MARKER), "w") as f:
+        f.write(token)
+
+
+def check_storage(path, token):
+    """A DistributedError unless this rank sees the driver's mark for this fit: its node does not share the run
+    folder (a checkpoint it persisted and rank 0's result.json would be lost to the driver, get_checkpoint()
+    missing)."""
+    try:
+        with open(os.path.join(path, MARKER)) as f:
+            seen = f.read()
+    except FileNotFoundError:
+        seen = None
+    if seen != token:
+        found = "is another fit's" if seen is not None else "is missing"
+        raise DistributedError(
+            f"TorchTrainer: the node {socket.gethostname()} does not see the run folder {path} as the driver wrote "
+            f"it (its {MARKER} {found}): RunConfig(storage_path) must be a "
+            "filesystem every node of the cluster shares (an NFS mount, ...); a local path on the driver's node is "
+            "not seen by the other nodes"
+        )

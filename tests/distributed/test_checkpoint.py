@@ -495,12 +495,14 @@ def test_ray_train_merges_the_ranks_sharded_checkpoint_folders_and_resumes_from_
     scaling = train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})
     run = train.RunConfig(name="fsdp", storage_path=str(tmp_path))
 
-    def fit(steps, resume=None):
+    def fit(steps, resume=None, run=run):
         trainer = train.TorchTrainer(_ray_train_loop, train_loop_config={"steps": steps}, scaling_config=scaling,
                                      run_config=run, resume_from_checkpoint=resume)  # fmt: skip
         return trainer.fit()
 
-    straight, first = fit(STEPS + 1), fit(STEPS)
+    # a run of its own: a second fit under one RunConfig(name) continues that run's folder, as in Ray
+    straight = fit(STEPS + 1, run=train.RunConfig(name="fsdp-straight", storage_path=str(tmp_path)))
+    first = fit(STEPS)
     assert sorted(os.listdir(first.checkpoint.path)) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     resumed = fit(1, resume=first.checkpoint)
     assert resumed.metrics["step"] == STEPS + 1

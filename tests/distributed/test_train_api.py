@@ -76,6 +76,8 @@ def test_a_ray_train_loop_trains_reports_checkpoints_and_resumes(ray_session, tm
     assert result.path == str(tmp_path / "digits") and result.metrics == history[-1]
     assert result.checkpoint.path == str(tmp_path / "digits" / "checkpoint_000002")
     assert sorted(os.listdir(result.path)) == [
+        ".checkpoint_config.json",  # how Result.from_path ranks the checkpoints
+        ".validate_storage_marker",  # the driver's, found by every rank (storage_path is shared)
         "checkpoint_000000",
         "checkpoint_000001",
         "checkpoint_000002",
@@ -92,7 +94,8 @@ def test_a_ray_train_loop_trains_reports_checkpoints_and_resumes(ray_session, tm
         run_config=run,
     ).fit()  # fmt: skip
     assert again.metrics["epoch"] == 3 and again.metrics["resumed"]
-    # the same run name again: numbered after the run's checkpoints, the one resumed from left as it was
+    # the same run again (it resumes from its latest checkpoint, the one given too): numbered after the run's
+    # checkpoints, the one resumed from left as it was
     assert again.checkpoint.path == str(tmp_path / "digits" / "checkpoint_000003")
     assert dg.load(os.path.join(result.checkpoint.path, "state.dg"))["epoch"] == 2
 
@@ -112,6 +115,11 @@ def test_what_distgraph_does_not_offer_is_refused_by_name():
         train.TorchTrainer(lambda: None, scaling_config=train.ScalingConfig(trainer_resources={"CPU": 1}))
     with pytest.warns(DeprecationWarning, match="metadata is deprecated"):
         train.TorchTrainer(lambda: None, metadata={"a": 1})
+    # Ray 2.60 raises on both: a fit under the same RunConfig(name, storage_path) carries the run on instead
+    with pytest.raises(DeprecationWarning, match=r"TorchTrainer.restore is deprecated .* same RunConfig\(name="):
+        train.TorchTrainer.restore("/tmp/runs/digits")
+    with pytest.raises(DeprecationWarning, match="TorchTrainer.can_restore is deprecated"):
+        train.TorchTrainer.can_restore("/tmp/runs/digits")
     assert train.TorchTrainer(lambda: None, torch_config=train.TorchConfig(timeout_s=30)).timeout_s == 30
     with pytest.raises(ConfigError, match="report: metrics must be a dict"):
         train.report([1.0])
@@ -171,7 +179,9 @@ def test_a_dead_rank_restarts_the_run_from_its_latest_checkpoint_keeping_the_bes
     assert [m["epoch"] for m in history] == [0, 1, 2, 3] and [m["training_iteration"] for m in history] == [1, 2, 3, 4]
     assert [m["started_at"] for m in history] == [0, 0, 2, 2]  # the second attempt resumed after epoch 1
     # kept: the best two by loss (epochs 1 and 3), the latest among them; epochs 0 and 2 deleted as they fell out
-    assert sorted(os.listdir(result.path)) == ["checkpoint_000001", "checkpoint_000003", "result.json"]
+    assert sorted(d for d in os.listdir(result.path) if d.startswith("checkpoint_0")) == [
+        "checkpoint_000001", "checkpoint_000003"
+    ]  # fmt: skip
     assert result.checkpoint.path == os.path.join(result.path, "checkpoint_000003")
     assert [(os.path.basename(c.path), m["loss"]) for c, m in result.best_checkpoints] == [
         ("checkpoint_000003", 2.0), ("checkpoint_000001", 1.0)
@@ -183,17 +193,107 @@ def test_a_dead_rank_restarts_the_run_from_its_latest_checkpoint_keeping_the_bes
 
 
 @pytest.mark.ray
-def test_without_restarts_allowed_a_failing_rank_fails_the_fit(ray_session, tmp_path):
+def test_without_restarts_allowed_a_failing_rank_fails_the_fit_and_a_rerun_goes_on(ray_session, tmp_path, capfd):
+    trainer = train.TorchTrainer(
+        _flaky_loop, train_loop_config={"marker": str(tmp_path / "failed-once"), "how": "raises"},
+        scaling_config=train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=train.RunConfig(name="fails", storage_path=str(tmp_path)),
+    )  # fmt: skip
     with pytest.raises(train.TrainingFailedError, match=r"0 restart\(s\) allowed.*rank 1 gave up at epoch 2"):
-        train.TorchTrainer(
-            _flaky_loop, train_loop_config={"marker": str(tmp_path / "failed-once"), "how": "raises"},
-            scaling_config=train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-            run_config=train.RunConfig(name="fails", storage_path=str(tmp_path)),
-        ).fit()  # fmt: skip
+        trainer.fit()
     assert issubclass(train.TrainingFailedError, DistributedError)
     # what the attempt reported before it failed is on disk: epochs 0 and 1, with their checkpoints
     with open(tmp_path / "fails" / "result.json") as f:
         assert [json.loads(line)["checkpoint_dir_name"] for line in f] == ["checkpoint_000000", "checkpoint_000001"]
+    # Ray V2: a fit under the same RunConfig(name, storage_path) carries the failed run on from its latest checkpoint
+    result = trainer.fit()
+    assert "TorchTrainer: run fails goes on from its checkpoint_000001" in capfd.readouterr().err
+    history = result.metrics_history
+    assert [(m["epoch"], m["started_at"], m["training_iteration"]) for m in history] == [
+        (0, 0, 1), (1, 0, 2), (2, 2, 3), (3, 2, 4)
+    ]  # fmt: skip
+    assert result.metrics == history[-1] and len(result.best_checkpoints) == 4
+    with open(os.path.join(result.checkpoint.path, "state.json")) as f:
+        assert json.load(f) == {"epoch": 3}
+
+
+def _epochs_loop(config):
+    """A report per (loss, checkpoint or not) of config["reports"], its epochs after get_checkpoint()'s."""
+    start, resumed = 0, train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d, open(os.path.join(d, "epoch.txt")) as f:
+            start = int(f.read()) + 1
+    for epoch, (loss, keep) in enumerate(config["reports"], start):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "epoch.txt"), "w") as f:
+                f.write(str(epoch))
+            train.report(
+                {"epoch": epoch, "loss": loss}, checkpoint=train.Checkpoint.from_directory(d) if keep else None
+            )
+
+
+@pytest.mark.ray
+def test_the_result_is_the_runs_checkpoints_and_a_second_fit_of_the_run_goes_on_from_its_latest(ray_session, tmp_path):
+    """Ray V2 keeps only metrics reported with a checkpoint: Result.metrics is the latest checkpoint's report's (not
+    the last report's), best_checkpoints the best num_to_keep worst first (not the latest kept beside them) and
+    metrics_dataframe their metrics. A second fit under the same RunConfig resumes the run and counts its checkpoints."""
+    by_loss = train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="loss", checkpoint_score_order="min")
+    run = train.RunConfig(name="scored", storage_path=str(tmp_path), checkpoint_config=by_loss)
+    reports = [(3.0, True), (1.0, True), (2.0, True), (4.0, True), (0.5, False)]  # the last one with no checkpoint
+    result = train.TorchTrainer(_epochs_loop, train_loop_config={"reports": reports}, run_config=run).fit()
+    assert [m["epoch"] for m in result.metrics_history] == [0, 1, 2, 3, 4]  # every report (distgraph's)
+    assert result.metrics["epoch"] == 3 and result.metrics["loss"] == 4.0  # the latest checkpoint's report
+    assert result.checkpoint.path == os.path.join(result.path, "checkpoint_000003")
+    names = sorted(d for d in os.listdir(result.path) if d.startswith("checkpoint_0"))
+    assert names == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]  # the best two and the latest
+    assert [(os.path.basename(c.path), m["loss"]) for c, m in result.best_checkpoints] == [
+        ("checkpoint_000002", 2.0), ("checkpoint_000001", 1.0)
+    ]  # fmt: skip
+    assert result.metrics_dataframe["epoch"].tolist() == [2, 1]
+    again = train.TorchTrainer(_epochs_loop, train_loop_config={"reports": [(0.2, True)]}, run_config=run).fit()
+    assert again.metrics["epoch"] == 4 and again.metrics["training_iteration"] == 6  # after checkpoint_000003's epoch
+    assert [(os.path.basename(c.path), m["loss"]) for c, m in again.best_checkpoints] == [
+        ("checkpoint_000001", 1.0), ("checkpoint_000004", 0.2)
+    ]  # fmt: skip
+    assert sorted(d for d in os.listdir(again.path) if d.startswith("checkpoint_0")) == [
+        "checkpoint_000001", "checkpoint_000004"
+    ]  # fmt: skip
+    restored = train.Result.from_path(again.path)  # Ray's: the run's Result read back from its folder
+    assert restored.metrics == again.metrics and restored.checkpoint.path == again.checkpoint.path
+    assert [(c.path, m) for c, m in restored.best_checkpoints] == [(c.path, m) for c, m in again.best_checkpoints]
+    assert restored.metrics_history == again.metrics_history and restored.return_value is None
+
+
+def test_a_run_without_checkpoints_has_no_metrics_in_its_result(tmp_path):
+    from distgraph.distributed import train_run
+
+    train_run.append_report(str(tmp_path), {"loss": 1.0, "training_iteration": 1, "checkpoint_dir_name": None})
+    result = train.Result.from_path(tmp_path)
+    assert result.metrics is None and result.checkpoint is None and result.best_checkpoints == []
+    assert result.metrics_dataframe is None and result.metrics_history[0]["loss"] == 1.0
+    with pytest.raises(DistributedError, match="No checkpoint exists"):
+        result.get_best_checkpoint("loss", "min")
+    with pytest.raises(DistributedError, match="experiment folder .*nowhere doesn't exist"):
+        train.Result.from_path(tmp_path / "nowhere")
+    with pytest.raises(DistributedError, match="no TorchTrainer run reported in"):
+        train.Result.from_path((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+@pytest.mark.ray
+def test_a_rank_that_does_not_see_the_drivers_run_folder_fails_the_fit(ray_session, tmp_path, monkeypatch):
+    """Ray's rule: storage_path must be shared by every node. On one host every path is, so the driver's marker is
+    written elsewhere here, as a driver with a local storage_path writes it on a disk the other nodes lack."""
+    from distgraph.distributed import train_run
+
+    elsewhere, mark = tmp_path / "drivers-own-disk", train_run.mark_storage
+    elsewhere.mkdir()
+    monkeypatch.setattr(train_run, "mark_storage", lambda path, token: mark(str(elsewhere), token))  # (the driver's)
+    with pytest.raises(train.TrainingFailedError, match=r"does not see the run folder .*marker is missing.*every node"):
+        train.TorchTrainer(
+            _epochs_loop, train_loop_config={"reports": [(1.0, True)]},
+            run_config=train.RunConfig(name="unshared", storage_path=str(tmp_path)),
+        ).fit()  # fmt: skip
+    assert not os.path.exists(tmp_path / "unshared" / "result.json")  # stopped before any report
 
 
 def test_checkpoint_retention_keeps_the_best_and_always_the_latest(tmp_path):
@@ -255,8 +355,10 @@ def test_prepare_model_shards_the_model_with_the_fsdp_strategy(ray_session, tmp_
         run_config=train.RunConfig(name="fsdp", storage_path=str(tmp_path)),
     ).fit()  # fmt: skip
     assert result.return_value == "FullyShardedDataParallel"
+    assert result.metrics is None  # Ray V2 keeps only the metrics reported with a checkpoint; distgraph's history:
+    metrics = result.metrics_history[-1]
     whole = sum(p.numel() for p in _model().parameters())  # 2,410: rank 0 holds half
-    assert result.metrics["held"] == -(-whole // 2) and result.metrics["last"] < result.metrics["first"] / 2
+    assert metrics["held"] == -(-whole // 2) and metrics["last"] < metrics["first"] / 2
     with pytest.raises(ConfigError, match="parallel_strategy must be 'ddp', 'fsdp' or None"):
         train.prepare_model(_model(), parallel_strategy="zero3")
 
