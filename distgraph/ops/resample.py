@@ -1,13 +1,21 @@
-"""Resampling: interpolate (nearest, nearest-exact, linear, bilinear, trilinear, area) and pixel_shuffle /
-pixel_unshuffle, with torch's names, arguments and index arithmetic.
+"""Resampling: interpolate (nearest, nearest-exact, linear, bilinear, bicubic, trilinear, area; antialias for
+bilinear and bicubic) and pixel_shuffle / pixel_unshuffle, with torch's names, arguments and index arithmetic.
 
 Interpolation is separable, so it runs one spatial dim at a time (last dim first, as torch's kernels
-weigh it): nearest modes gather one source index per output position; linear modes gather the two
-neighbours and blend them, out = x[i0]·λ0 + x[i1]·λ1. Gathers and products are differentiable ops
-(index_select adds gradients back to repeated sources), so no backward of its own is needed and
-higher-order gradients come free. Source indices follow ATen's UpSample.h bit for bit: nearest
-scales in float32, and a linear output as large as its input is a plain copy. The pixel shuffles are a
-reshape, a permute and a reshape.
+weigh it): nearest modes gather one source index per output position; the others blend K taps,
+out = Σ_k x[index[k]]·weight[k], with the taps built in numpy from the sizes: two neighbours for linear
+modes, four for bicubic (Keys' cubic, A = −0.75, indices clamped into the input), and for antialias
+Pillow's window that widens with the downsampling factor (triangle, or cubic with A = −0.5, normalised
+per output). Gathers, products and sums are differentiable ops (index_select adds gradients back to
+repeated sources), so no backward of its own is needed and higher-order gradients come free. Source
+indices follow ATen's UpSample.h bit for bit: nearest scales in float32, and a linear output as large as
+its input is a plain copy. The pixel shuffles are a reshape, a permute and a reshape.
+
+The gradient is always the adjoint of the forward. torch 2.13's is not in three places: bicubic with a
+scale_factor ≠ 1 and an output as large as its input (its forward resamples, its backward copies);
+antialias on a dim it does not resize (its forward copies, its backward resamples with the scale_factor);
+and its antialias forward, resizing the height to an output of width 1, repeats the first output row (its
+backward is right: this forward is the one whose adjoint it is).
 """
 
 import math
@@ -18,8 +26,8 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops.indexing import index_select
 
-_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
-_LINEAR_NDIM = {"linear": 3, "bilinear": 4, "trilinear": 5}
+_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
+_NDIM = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
 
 
 def _scale(scale, size, out):
@@ -42,39 +50,96 @@ def _nearest_index(size, out, scale, exact, shortcuts):
     return np.minimum(np.floor(pos).astype(np.int64), size - 1)
 
 
-def _linear_taps(size, out, scale, align_corners):
-    """(i0, i1, λ0, λ1) per output position: ATen's compute_source_index_and_lambda."""
+def _pixel_scale(size, out, scale, align_corners):
+    """ATen's area_pixel_compute_scale: input pixels per output pixel."""
+    if align_corners:
+        return (size - 1) / (out - 1) if out > 1 else 0.0
+    return _scale(scale, size, out)
+
+
+def _source_index(size, out, scale, align_corners, cubic):
+    """Each output's position in the input and the input index left of it: ATen's
+    area_pixel_compute_source_index (clamped at 0 unless cubic) and guard_index_and_lambda's floorf."""
     dst = np.arange(out, dtype=np.float64)
+    s = _pixel_scale(size, out, scale, align_corners)
+    src = s * dst if align_corners else s * (dst + 0.5) - 0.5
+    src = src if cubic else np.maximum(src, 0.0)
+    return src, np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), size - 1)
+
+
+def _linear_taps(size, out, scale, align_corners):
+    """(index, weight), each (2, out): ATen's compute_source_index_and_lambda, taps i0 and i1 with λ0, λ1."""
     if out == size:
         i = np.arange(out)
-        return i, i, np.ones(out), np.zeros(out)
-    if align_corners:
-        src = dst * ((size - 1) / (out - 1) if out > 1 else 0.0)
-    else:
-        src = np.maximum(_scale(scale, size, out) * (dst + 0.5) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), size - 1)
+        return np.stack([i, i]), np.stack([np.ones(out), np.zeros(out)])
+    src, i0 = _source_index(size, out, scale, align_corners, cubic=False)
     lam1 = np.clip(src - i0, 0.0, 1.0)
-    return i0, i0 + (i0 < size - 1), 1.0 - lam1, lam1
+    return np.stack([i0, i0 + (i0 < size - 1)]), np.stack([1.0 - lam1, lam1])
+
+
+def _cubic(x, a):
+    """Keys' cubic convolution kernel at distance |x|: ATen's cubic_convolution1/2, in their order of operations."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+def _cubic_taps(size, out, scale, align_corners):
+    """(index, weight), each (4, out): ATen's HelperInterpCubic. Taps floor(src) − 1 … floor(src) + 2, clamped
+    into the input, weighted by the A = −0.75 kernel at their distances t + 1, t, 1 − t, 2 − t."""
+    src, i0 = _source_index(size, out, scale, align_corners, cubic=True)
+    t = np.clip(src - i0, 0.0, 1.0)
+    index = np.clip(i0 + np.arange(-1, 3)[:, None], 0, size - 1)
+    return index, _cubic(np.stack([t + 1, t, 1 - t, 2 - t]), -0.75)
+
+
+def _antialias_taps(size, out, scale, align_corners, cubic):
+    """(index, weight), each (K, out): ATen's _compute_indices_min_size_weights_aa (Pillow's resampling). Output
+    i reads the inputs within `support` of its centre s·(i + 0.5) (no −0.5, even with align_corners), weighted
+    by the triangle (bilinear) or A = −0.5 cubic (bicubic) filter, stretched by s when downsampling, then
+    normalised to sum to 1. K = 2·ceil(support) + 1; taps past an output's window weigh 0."""
+    s = _pixel_scale(size, out, scale, align_corners)
+    support = (2.0 if cubic else 1.0) * max(s, 1.0)
+    k = int(math.ceil(support)) * 2 + 1
+    centre = s * (np.arange(out) + 0.5)
+    xmin = np.maximum(np.trunc(centre - support + 0.5).astype(np.int64), 0)
+    xsize = np.clip(np.minimum(np.trunc(centre + support + 0.5).astype(np.int64), size) - xmin, 0, k)
+    j = np.arange(k)[:, None]
+    x = (j + xmin - centre + 0.5) * (1.0 / s if s >= 1.0 else 1.0)
+    w = np.where(j < xsize, _cubic(x, -0.5) if cubic else np.maximum(1.0 - np.abs(x), 0.0), 0.0)
+    total = w.sum(axis=0)
+    return np.minimum(xmin + j, size - 1), w / np.where(total != 0, total, 1.0)
 
 
 def _gather(x, dim, index):
     return index_select(x, dim, Tensor(x.device.xp.asarray(index), device=x.device))
 
 
-def _along(x, dim, weights):
-    """Weights (out,) shaped to broadcast along `dim` of x, in x's dtype and device."""
-    shape = [1] * x.ndim
-    shape[dim] = -1
-    return Tensor(x.device.xp.asarray(weights.astype(x.array.dtype)).reshape(shape), device=x.device)
+def _blend(x, dim, index, weight):
+    """Σ_k x[index[k]]·weight[k] along `dim`, for (K, out) taps: one gather of all K·out source positions, a
+    product with the weights and a sum over K. Differentiable ops only (index_select adds gradients back to
+    repeated sources), so no backward of its own is needed and higher-order gradients come free."""
+    k, out = index.shape
+    taps = _gather(x, dim, index.reshape(-1)).reshape(*x.shape[:dim], k, out, *x.shape[dim + 1 :])
+    shape = [1] * (x.ndim + 1)
+    shape[dim : dim + 2] = k, out
+    w = Tensor(x.device.xp.asarray(weight.astype(x.array.dtype)).reshape(shape), device=x.device)
+    return (taps * w).sum(dim)
 
 
-def _resample_dim(x, dim, out, scale, mode, align_corners):
+def _resample_dim(x, dim, out, scale, mode, align_corners, antialias):
     size = x.shape[dim]
     if mode in ("nearest", "nearest-exact"):
         exact, shortcuts = mode == "nearest-exact", mode == "nearest" and x.ndim == 4
         return _gather(x, dim, _nearest_index(size, out, scale, exact, shortcuts))
-    i0, i1, lam0, lam1 = _linear_taps(size, out, scale, align_corners)
-    return _gather(x, dim, i0) * _along(x, dim, lam0) + _gather(x, dim, i1) * _along(x, dim, lam1)
+    if antialias:
+        if out == size:  # torch's separable antialias forward skips a dim it does not resize
+            return x
+        return _blend(x, dim, *_antialias_taps(size, out, scale, align_corners, mode == "bicubic"))
+    if mode == "bicubic":
+        return _blend(x, dim, *_cubic_taps(size, out, scale, align_corners))
+    return _blend(x, dim, *_linear_taps(size, out, scale, align_corners))
 
 
 def _output_size(input, size, scale_factor, recompute_scale_factor):
@@ -104,14 +169,19 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     """torch.nn.functional.interpolate on (N, C, L), (N, C, H, W) or (N, C, D, H, W) input."""
     if mode not in _MODES:
         raise NotImplementedError(f"interpolate: mode {mode!r} is not supported; use one of {', '.join(_MODES)}")
-    if antialias:
-        raise NotImplementedError("interpolate: antialias=True is not supported")
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
-        raise ValueError("interpolate: align_corners can only be set with the modes linear, bilinear, trilinear")
+        raise ValueError(
+            "interpolate: align_corners can only be set with the modes linear, bilinear, bicubic, trilinear"
+        )
+    if antialias and (mode not in ("bilinear", "bicubic") or input.ndim != 4):
+        raise ValueError(
+            f"interpolate: antialias=True is restricted to the modes bilinear and bicubic on 4-D input, got mode "
+            f"{mode!r} and input {tuple(input.shape)}"
+        )
     if not 3 <= input.ndim <= 5:
         raise ShapeError(f"interpolate: expected 3-D, 4-D or 5-D input (N, C, ...), got {tuple(input.shape)}")
-    if mode in _LINEAR_NDIM and input.ndim != _LINEAR_NDIM[mode]:
-        raise ShapeError(f"interpolate: mode {mode!r} needs {_LINEAR_NDIM[mode]}-D input, got {tuple(input.shape)}")
+    if mode in _NDIM and input.ndim != _NDIM[mode]:
+        raise ShapeError(f"interpolate: mode {mode!r} needs {_NDIM[mode]}-D input, got {tuple(input.shape)}")
     if mode == "area":
         recompute_scale_factor = True if size is None else recompute_scale_factor
     sizes, scales = _output_size(input, size, scale_factor, recompute_scale_factor)
@@ -127,7 +197,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         return (adaptive_avg_pool1d if input.ndim == 3 else adaptive_avg_pool2d)(input, sizes)
     out = input
     for dim in reversed(range(2, input.ndim)):
-        out = _resample_dim(out, dim, sizes[dim - 2], scales[dim - 2], mode, bool(align_corners))
+        out = _resample_dim(out, dim, sizes[dim - 2], scales[dim - 2], mode, bool(align_corners), bool(antialias))
     return out
 
 
