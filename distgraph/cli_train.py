@@ -3,9 +3,11 @@
 Command-line options override the config's `trainer` section (as `ray job submit -- distgraph train
 ... --workers 8 --address auto` needs). The config is validated completely before any worker starts.
 With `--resume`, training continues from the checkpoint in `trainer.checkpoint_dir` (model, optimizer,
-scheduler, epoch and history; batches are a pure function of seed and epoch).
+scheduler, epoch and history; batches are a pure function of seed and epoch); a folder without one
+is an error, not a fresh start. `--epochs` is the total to reach: the resumed epochs count.
 """
 
+import os
 import time
 
 import click
@@ -13,12 +15,22 @@ import click
 from distgraph.bench._util import writable_file, write_json
 
 
+def _device_option(ctx, param, value):
+    """click callback: --device is a device string distgraph knows (whether this machine has it is the
+    Trainer's to say), so a typo is a usage error naming the option."""
+    from distgraph.config import DEVICE, DEVICE_HELP
+
+    if value is not None and not DEVICE.fullmatch(value):
+        raise click.BadParameter(f"unknown device {value!r}: {DEVICE_HELP}")
+    return value
+
+
 @click.command("train")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--workers", type=int, default=None, help="number of data-parallel workers")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None)
 @click.option("--address", default=None, help="Ray address: auto, host:port or ray://host:port (implies --backend ray)")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N")
+@click.option("--device", default=None, callback=_device_option, help="cpu, cuda or cuda:N")
 @click.option("--sync", type=click.Choice(["sync", "async"]), default=None)
 @click.option("--staleness", type=int, default=None, help="async: versions a worker may run ahead of the slowest")
 @click.option(
@@ -30,9 +42,9 @@ from distgraph.bench._util import writable_file, write_json
     "--bind-to", type=click.Choice(["none", "core"]), default=None,
     help="core: bind each Ray worker to cores of its own on its node (as mpirun --bind-to core)",
 )  # fmt: skip
-@click.option("--epochs", type=int, default=None)
+@click.option("--epochs", type=click.IntRange(0), default=None, help="total epochs to reach (resumed epochs count)")
 @click.option("--checkpoint-dir", default=None)
-@click.option("--resume", is_flag=True, help="continue from the last checkpoint")
+@click.option("--resume", is_flag=True, help="continue from the checkpoint in the checkpoint folder (it must hold one)")
 @click.option("--json-out", default=None, callback=writable_file, help="write the history and final metrics as JSON")
 @click.option("--quiet", is_flag=True)
 def train(
@@ -43,7 +55,7 @@ def train(
     import distgraph as dg
     from distgraph import config as cfgmod
     from distgraph import datasets
-    from distgraph.errors import ConfigError
+    from distgraph.errors import ConfigError, DeviceError
 
     try:
         overrides = {
@@ -68,10 +80,18 @@ def train(
 
             t["grad_scaler"] = GradScaler(**cfg["loss_scaling"])
         interval = cfgmod.scheduler_interval(cfg)
-        trainer = dg.Trainer(
-            model, loss_fn, optimizer, scheduler=scheduler, scheduler_interval=interval, seed=seed,
-            progress=not quiet, **t,
-        )  # fmt: skip
+        if resume and not t.get("checkpoint_dir"):
+            raise ConfigError("--resume needs a checkpoint folder: give --checkpoint-dir or trainer.checkpoint_dir")
+        try:
+            trainer = dg.Trainer(
+                model, loss_fn, optimizer, scheduler=scheduler, scheduler_interval=interval, seed=seed,
+                progress=not quiet, **t,
+            )  # fmt: skip
+        except DeviceError as exc:  # a device this machine lacks (cuda without a GPU): which setting asked for it
+            raise ConfigError(f"{'--device' if device else f'{config}: trainer.device'}: {exc}") from None
+        if resume and not os.path.exists(trainer.checkpoint_path()):  # the Trainer would silently start afresh
+            trainer.close()
+            raise ConfigError(f"--resume: no checkpoint in {t['checkpoint_dir']} (no {trainer.checkpoint_path()})")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     start = time.perf_counter()

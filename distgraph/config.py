@@ -3,18 +3,28 @@
 A config names everything it uses — dataset, layers, loss, optimizer, scheduler — from allow-lists
 (`distgraph.datasets`, the Module classes of `distgraph.nn`, `nn.functional` losses, `distgraph.optim`),
 so loading a config can never run code it was not shipped with. Every problem is one line naming
-the file and the key: unknown keys, wrong types, missing files, unknown names.
+the file and the key: unknown keys, keys given twice, wrong types (of list items too), missing files,
+unknown names.
 """
 
 import math
 import os
+import re
 
 import yaml
 
 from distgraph.errors import ConfigError
 
 SCHEMA = {
-    "data": {"name": str, "seed": int, "test_fraction": float, "samples": int, "features": int, "classes": int},
+    "data": {
+        "name": str,
+        "seed": int,
+        "test_fraction": float,
+        "samples": int,
+        "features": int,
+        "classes": int,
+        "hidden": int,
+    },  # fmt: skip
     "model": list,
     "loss": str,
     "optimizer": {
@@ -22,14 +32,14 @@ SCHEMA = {
         "lr": float,
         "momentum": float,
         "weight_decay": float,
-        "betas": list,
+        "betas": [float],  # a list of numbers: its items are converted and checked as a float field
         "nesterov": bool,
         "eps": float,
         "decoupled_weight_decay": bool,
         "momentum_decay": float,
         "rho": float,
-        "etas": list,
-        "step_sizes": list,
+        "etas": [float],
+        "step_sizes": [float],
         "lambd": float,
         "alpha": float,
         "t0": float,
@@ -42,7 +52,7 @@ SCHEMA = {
         "step_size": int,
         "gamma": float,
         "T_max": int,
-        "milestones": list,
+        "milestones": [int],
         "eta_min": float,
         "start_factor": float,
         "end_factor": float,
@@ -99,6 +109,10 @@ SCHEDULERS = (  # those a YAML file can configure: no function (LambdaLR) or sch
 )  # fmt: skip
 
 
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")  # the device strings distgraph.backend.device takes
+DEVICE_HELP = "expected 'cpu', 'cuda' or 'cuda:N'"
+
+
 def _as_number(value, expected):
     """A float field's numeric string as its float: PyYAML follows YAML 1.1, whose floats need a dot, so
     `lr: 1e-3` is read as the string "1e-3" (YAML 1.2 and Python read it as 0.001) and was refused. Only a
@@ -121,6 +135,8 @@ def _type_ok(value, expected):
 
 
 def _tname(t):
+    if isinstance(t, list):  # [item type]: a list of those
+        return {float: "a list of numbers", int: "a list of integers"}[t[0]]
     return {
         dict: "a mapping",
         list: "a list",
@@ -131,9 +147,22 @@ def _tname(t):
     }[t]
 
 
+def _checked(value, expected, source, key):
+    """`value` of field `key` as `expected` (a type, or [item type] for a list whose items are each converted
+    and checked, naming e.g. optimizer.step_sizes[0]); a ConfigError naming source and key when it is not."""
+    if isinstance(expected, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be {_tname(expected)}, got {value!r}")
+        return [_checked(item, expected[0], source, f"{key}[{i}]") for i, item in enumerate(value)]
+    value = _as_number(value, expected)
+    if not _type_ok(value, expected):
+        raise ConfigError(f"{source}: {key} must be {_tname(expected)}, got {value!r}")
+    return value
+
+
 def validate(cfg, source="config"):
     """Raise ConfigError naming `source` and the key for the first problem; return cfg, whose numeric
-    strings in float fields are made floats in place (`_as_number`)."""
+    strings in float fields and float lists are made floats in place (`_as_number`)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(cfg).__name__}")
     for key in cfg:
@@ -152,9 +181,7 @@ def validate(cfg, source="config"):
             for k, v in value.items():
                 if k not in spec:
                     raise ConfigError(f"{source}: unknown key {section}.{k} (known: {', '.join(spec)})")
-                v = value[k] = _as_number(v, spec[k])
-                if not _type_ok(v, spec[k]):
-                    raise ConfigError(f"{source}: {section}.{k} must be {_tname(spec[k])}, got {v!r}")
+                value[k] = _checked(v, spec[k], source, f"{section}.{k}")
         elif not _type_ok(value, spec):
             raise ConfigError(f"{source}: {section} must be {_tname(spec)}, got {type(value).__name__}")
     _validate_names(cfg, source)
@@ -201,6 +228,8 @@ def _validate_names(cfg, source):
     trainer = cfg.get("trainer", {})
     if "address" in trainer and "backend" not in trainer:  # an address implies Ray, as the CLI's --address does
         trainer["backend"] = "ray"
+    if "device" in trainer and not DEVICE.fullmatch(str(trainer["device"])):
+        raise ConfigError(f"{source}: trainer.device: unknown device {trainer['device']!r} ({DEVICE_HELP})")
     check_options(trainer, source, "trainer.")
     micro, batch = trainer.get("micro_batches", 4), cfg["train"].get("batch_size", 32)
     if trainer.get("strategy") == "pipeline" and batch % micro:  # found only inside fit, after the data loaded
@@ -211,15 +240,58 @@ def _validate_names(cfg, source):
     check_scaler_options(cfg.get("loss_scaling", {}), source, "loss_scaling.")
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load's loader (YAML tags cannot construct objects) that also refuses a key given twice in one
+    mapping, which PyYAML would settle silently by keeping the last value: a ConfigError naming the file,
+    the key and both lines."""
+
+    def __init__(self, stream, source):
+        super().__init__(stream)
+        self.source = source
+
+    def construct_document(self, node):
+        _refuse_duplicate_keys(node, "", self.source, set())
+        return super().construct_document(node)
+
+
+def _at(mark):
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _refuse_duplicate_keys(node, path, source, seen_nodes):
+    if id(node) in seen_nodes:  # an alias of a node already walked (or a recursive one)
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            where = f"{path}.{key}" if path else str(key)
+            if key is not None and key in lines:
+                raise ConfigError(
+                    f"{source}: {_at(key_node.start_mark)}: duplicate key {where} (first given at {lines[key]}); "
+                    "give each key once"
+                )
+            lines[key] = _at(key_node.start_mark)
+            _refuse_duplicate_keys(value_node, where, source, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{i}]", source, seen_nodes)
+
+
 def load_config(path, overrides=None):
-    """Read and validate a YAML config (safe_load: YAML tags cannot construct objects). `overrides`: trainer
-    options (the command line's) that replace the file's before it is validated, so a file's
+    """Read and validate a YAML config (safe_load's rules, and no key twice: `_Loader`). `overrides`:
+    trainer options (the command line's) that replace the file's before it is validated, so a file's
     `checkpoint_every` with `--checkpoint-dir` given on the command line is valid."""
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no such config file")
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
+            loader = _Loader(f, path)
+            try:
+                cfg = loader.get_single_data()
+            finally:
+                loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except UnicodeDecodeError:

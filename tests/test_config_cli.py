@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from distgraph.cli import main
 from distgraph.config import load_config
+from distgraph.errors import ConfigError
 
 GOOD = {
     "data": {"name": "digits", "seed": 0},
@@ -60,7 +61,19 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c["train"].update(seed=-1), "train.seed must be an integer ≥ 0"),
         (lambda c: c["train"].update(batch_size=0), "c.yaml: train.batch_size must be an integer ≥ 1"),
         (lambda c: c.update(trainer={"checkpoint_every": 0}), "trainer.checkpoint_every must be a positive int"),
-    ],
+        # list items are checked one by one, naming the item (YAML 1.1 reads 1e1 as a string)
+        (
+            lambda c: c.update(scheduler={"name": "MultiStepLR", "milestones": ["1e1"]}),
+            "c.yaml: scheduler.milestones[0] must be an integer, got '1e1'",
+        ),
+        (
+            lambda c: c.update(scheduler={"name": "MultiStepLR", "milestones": [10.0]}),
+            "c.yaml: scheduler.milestones[0] must be an integer, got 10.0",
+        ),
+        (lambda c: c["optimizer"].update(betas=[0.9, "x"]), "c.yaml: optimizer.betas[1] must be a number, got 'x'"),
+        (lambda c: c["optimizer"].update(betas=0.9), "c.yaml: optimizer.betas must be a list of numbers, got 0.9"),
+        (lambda c: c.update(trainer={"device": "gpu"}), "c.yaml: trainer.device: unknown device 'gpu' (expected"),
+    ],  # fmt: skip
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, mutate, message):
     cfg = json.loads(json.dumps(GOOD))
@@ -169,3 +182,57 @@ def test_the_compute_bound_example_config_trains(tmp_path):
     result = CliRunner().invoke(main, ["train", str(config), "--quiet", "--epochs", "2", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["test"]["accuracy"] > 0.5  # ten classes: chance is 0.1
+
+
+def test_a_key_given_twice_is_refused_naming_file_key_and_where(tmp_path):
+    path = tmp_path / "dup.yaml"
+    text = yaml.safe_dump(GOOD).replace("optimizer:\n", "optimizer:\n  lr: 5.0\n")  # and lr below it, too
+    path.write_text(text)
+    line = text.splitlines().index("  lr: 0.003") + 1
+    result = CliRunner().invoke(main, ["train", str(path), "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {path}: line {line}, column 3: duplicate key optimizer.lr (first given at line {line - 1}, "
+        "column 3); give each key once"
+    )
+    path.write_text("data: {name: digits}\n" + yaml.safe_dump(GOOD))  # a whole section twice
+    with pytest.raises(ConfigError, match=r"dup.yaml: line \d+, column 1: duplicate key data \(first given at line 1"):
+        load_config(str(path))
+
+
+def test_list_items_are_numbers_as_float_fields_are(tmp_path):
+    """YAML 1.1 reads 1e-6 as a string: in a list of numbers it is converted as `lr: 1e-3` is."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD).replace("name: Adam", "name: Rprop\n  step_sizes: [1e-6, 50]"))
+    cfg = load_config(str(path))
+    assert cfg["optimizer"]["step_sizes"] == [1e-6, 50] and isinstance(cfg["optimizer"]["step_sizes"][0], float)
+
+
+def test_the_teacher_datasets_hidden_width_is_a_config_key(tmp_path):
+    cfg = dict(GOOD, data={"name": "teacher", "samples": 200, "features": 64, "classes": 10, "hidden": 16})
+    assert load_config(write(tmp_path, cfg))["data"]["hidden"] == 16
+    cfg["data"]["hidden"] = 0
+    with pytest.raises(ConfigError, match="data.hidden must be ≥ 1, got 0"):
+        load_config(write(tmp_path, cfg))
+
+
+def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    ck = tmp_path / "ck"
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--resume", "--checkpoint-dir", ck])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: --resume: no checkpoint in {ck} ") and "test loss" not in result.output
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--resume"])
+    assert result.exit_code == 1 and "--resume needs a checkpoint folder" in result.output, result.output
+    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert "--epochs INTEGER RANGE total epochs to reach (resumed epochs count)" in help_text
+
+
+def test_a_bad_device_names_the_option_or_the_file_and_key(tmp_path):
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--device", "gpu"])
+    assert result.exit_code == 2 and "Invalid value for '--device': unknown device 'gpu'" in result.output
+    cfg = dict(GOOD, trainer={"device": "cuda:9"})  # well formed, but not on this machine
+    path = write(tmp_path, cfg)
+    result = CliRunner().invoke(main, ["train", path, "--quiet"])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {path}: trainer.device: "), result.output
+    result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--device", "cuda:9"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --device: "), result.output

@@ -9,7 +9,7 @@ One Ray actor per rank hosts every peer, so all peers run in the same processes 
 - `ray gloo`   distgraph's gloo backend: `ray.util.collective`, which Ray 2.60 runs on torch.distributed;
 - `torch gloo` `torch.distributed.all_reduce` with the gloo backend: the reference.
 
-Each rank times its own calls; for every size the peers take turns, round by round, so machine noise
+Sizes are MiB (2**20 bytes; bandwidths are GB/s, 1e9 bytes). Each rank times its own calls; for every size the peers take turns, round by round, so machine noise
 hits all of them; a round's time is the slowest rank's median, a peer's time the median over rounds.
 algbw = bytes / time, busbw = algbw × 2(n−1)/n (the nccl-tests convention). The memcpy row is one
 rank copying a private buffer of the same size: the ceiling of anything that moves the data once.
@@ -87,7 +87,7 @@ class BenchRank:
         return statistics.median(times)
 
     def drop(self, nbytes):
-        """Free the buffers of one size (256 MB × 4 peers adds up)."""
+        """Free the buffers of one size (256 MiB × 4 peers adds up)."""
         self.buffers = {k: v for k, v in self.buffers.items() if k[1] != nbytes}
 
     def close(self):
@@ -112,12 +112,26 @@ def _plan(mb, iters):
     return 3, max(2, iters // 3)
 
 
+HEADERS = ["MiB", "peer", "ms", "algbw GB/s", "busbw GB/s", "speed-up vs torch gloo"]
+
+
+def size_rows(mib, nbytes, seconds, copy, factor):
+    """The table's rows for one size: each peer's ms, algbw, busbw and speed-up (torch gloo's time ÷ the
+    peer's, as `bench io`'s: higher is better), then the one-rank memcpy."""
+    ref = seconds.get("torch gloo")
+    rows = []
+    for p, t in seconds.items():
+        alg = nbytes / t / 1e9
+        rows.append([f"{mib:g}", p, t * 1e3, alg, alg * factor, ref / t if ref else float("nan")])
+    return rows + [[f"{mib:g}", "memcpy (1 rank)", copy * 1e3, nbytes / copy / 1e9, "", ""]]
+
+
 @click.command("allreduce")
 @click.option(
     "--ranks", type=click.IntRange(1), default=2, show_default=True, help="number of ranks (one Ray actor each)"
 )
 @click.option(
-    "--sizes", type=CommaList(float), default="1,4,16,64,256", show_default=True, help="buffer sizes in MB (float32)"
+    "--sizes", type=CommaList(float), default="1,4,16,64,256", show_default=True, help="buffer sizes in MiB (float32)"
 )
 @click.option(
     "--iters", type=click.IntRange(1), default=15, show_default=True, help="calls per peer and size (small sizes)"
@@ -145,11 +159,7 @@ def command(ranks, sizes, iters, json_out):
             copy = runtime.gather(actors[0].time.remote("memcpy", nbytes, calls))
             runtime.gather([a.drop.remote(nbytes) for a in actors])
             seconds = {p: statistics.median(v) for p, v in samples.items()}
-            ref = seconds.get("torch gloo")
-            for p, t in seconds.items():
-                alg = nbytes / t / 1e9
-                rows.append([f"{mb:g}", p, t * 1e3, alg, alg * factor, ref / t if ref else float("nan")])
-            rows.append([f"{mb:g}", "memcpy (1 rank)", copy * 1e3, nbytes / copy / 1e9, "", ""])
+            rows += size_rows(mb, nbytes, seconds, copy, factor)
             records.append(
                 {
                     "mb": mb,
@@ -165,6 +175,9 @@ def command(ranks, sizes, iters, json_out):
         runtime.gather([a.close.remote() for a in actors])
         runtime.kill(actors)
     click.echo(f"all-reduce, {ranks} ranks, float32 · {machine()}")
-    click.echo(table(["MB", "peer", "ms", "algbw GB/s", "busbw GB/s", "× torch gloo"], rows))
-    click.echo(f"busbw = algbw × 2(n−1)/n = algbw × {factor:g}; '× torch gloo' = torch gloo's time / the peer's")
+    click.echo(table(HEADERS, rows))
+    click.echo(
+        f"busbw = algbw × 2(n−1)/n = algbw × {factor:g}; speed-up vs torch gloo = torch gloo's time ÷ the peer's "
+        "(> 1: faster than torch gloo)"
+    )
     write_json(json_out, {"ranks": ranks, "results": records, "machine": machine()}, click.echo)

@@ -5,7 +5,7 @@
 2. MLP train step (forward, cross-entropy, backward, SGD update) captured as ONE graph (dg.compile with
    optimizer=) vs PyTorch eager (zero_grad, backward, step) vs the same math written as straight numpy
    calls (the floor for a numpy engine); and the compute-bound MLP's captured step in GFLOP/s against
-   its six matmuls timed alone.
+   its matmuls timed alone (five: the first layer's input gets no gradient; `bench.mlp._flops`).
 3. four independent towers: the `independent` plan on a 2-thread LocalExecutor vs the whole graph run
    on one thread, best of 30 interleaved runs each; inference, and the training step of the towers
    under a linear head (cross-entropy), whose backward is split by tower too.

@@ -6,6 +6,8 @@ load, its safe mode), interleaved in one run, and compared with writing/reading 
 raw file, the ceiling of this disk. Loads read from the page cache (the file was just written), so
 they measure the format's own cost, not the disk. dg.save includes its fsync; torch.save has none,
 so the save column also shows dg.save with the fsync left out (a file object instead of a path).
+Sizes are MiB (2**20 bytes), bandwidths GB/s (1e9 bytes); the speed-up is torch's time ÷ the peer's,
+as in `bench allreduce` (> 1: faster than torch).
 """
 
 import os
@@ -24,7 +26,7 @@ def _state(kind, total_bytes, rng):
 
 
 @click.command("io")
-@click.option("--mb", type=click.IntRange(1), default=256, show_default=True, help="checkpoint size in MB")
+@click.option("--mb", type=click.IntRange(1), default=256, show_default=True, help="checkpoint size in MiB")
 @click.option("--repeat", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--dir", "folder", default=None, help="where to write (default: the system temp folder)")
 @json_out_option("io")
@@ -72,10 +74,11 @@ def command(mb, repeat, folder, json_out):
             )
             results[kind] = {"bytes": nbytes, "tensors": len(arrays), "save_s": saves, "load_s": loads}
             for op, times in (("save", saves), ("load", loads)):
+                results[kind][f"{op}_speedup_vs_torch"] = speedups = {p: times["torch"] / t for p, t in times.items()}
                 for peer, secs in times.items():
-                    ratio = secs / times["torch"]
-                    rows.append([f"{kind} ({len(arrays)} tensors)", op, peer, secs * 1e3, nbytes / secs / 1e9, ratio])
-    click.echo(f"checkpoint of {mb} MB float32, median of {repeat}; ratio = time / torch's time")
-    click.echo(table(["checkpoint", "op", "peer", "ms", "GB/s", "× torch"], rows))
+                    rows.append([f"{kind} ({len(arrays)} tensors)", op, peer, secs * 1e3, nbytes / secs / 1e9,
+                                 speedups[peer]])  # fmt: skip
+    click.echo(f"checkpoint of {mb} MiB float32, median of {repeat}; speed-up vs torch = torch's time ÷ the peer's")
+    click.echo(table(["checkpoint", "op", "peer", "ms", "GB/s", "speed-up vs torch"], rows))
     click.echo(machine())
     write_json(json_out, {"machine": machine(), "mb": mb, "results": results}, click.echo)

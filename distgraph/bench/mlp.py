@@ -6,7 +6,10 @@ digits-sized), where per-op cost dominates. Both libraries get the same number o
 (--threads, default 1: torch.set_num_threads and threadpoolctl for numpy's BLAS). One thread is the
 default because interleaving two multi-threaded BLAS runtimes in one process makes each one's idle
 spinning threads slow the other (measured here: both libraries' steps and the bare matmuls ran 1.1–6×
-slower with 2 threads each than apart). Steps are interleaved so machine noise is shared. The matmul rate is the six matmuls of the step timed alone.
+slower with 2 threads each than apart). Steps are interleaved so machine noise is shared. The matmul
+rate is the step's own matmuls timed alone: per layer forward, weight gradient and input gradient, but
+no input gradient for the first layer (its input needs none: distgraph's linear backward and torch's
+skip it), so five for three layers; GFLOP/s count those same products.
 
 `--device cuda`: distgraph on cupy against torch on the same GPU, each step timed to its kernels' end (a
 synchronize after each: a GPU call returns once its kernels are queued); the matmul rate is cupy's.
@@ -21,8 +24,9 @@ MODELS = {"compute-bound": ((784, 1024, 1024, 10), 256), "overhead-bound": ((64,
 
 
 def _flops(sizes, batch):
-    """Forward + backward FLOPs of the matmuls: 3 matmuls of 2·B·in·out per layer (fwd, dX, dW)."""
-    return sum(3 * 2 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    """Forward + backward FLOPs of the step's matmuls, 2·B·in·out each: per layer forward, dW and dX,
+    except the first layer's dX (the data needs no gradient, and neither library computes it)."""
+    return sum((2 if i == 0 else 3) * 2 * batch * a * b for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
 
 
 def _synced(step, dev, sync):
@@ -85,7 +89,8 @@ def _torch_step(sizes, batch, rng, model_dg, dev="cpu"):
 
 
 def _matmul_only(sizes, batch, rng, dev="cpu"):
-    """The step's six matmuls on the device's arrays (numpy's, cupy's): the rate the step can at best reach."""
+    """The step's matmuls (`_flops`'s: no input gradient for the first layer) on the device's arrays (numpy's,
+    cupy's): the rate the step can at best reach."""
     import distgraph as dg
 
     xp = dg.device(dev).xp
@@ -95,9 +100,10 @@ def _matmul_only(sizes, batch, rng, dev="cpu"):
     gs = [arrays(batch, b) for b in sizes[1:]]
 
     def run():
-        for x, w, g in zip(xs, ws, gs):
+        for i, (x, w, g) in enumerate(zip(xs, ws, gs)):
             x @ w.T
-            g @ w
+            if i:  # the first layer's input (the data) gets no gradient
+                g @ w
             g.T @ x
 
     return _synced(run, dev, lambda: dg.backend.synchronize(dev))

@@ -2,7 +2,9 @@
 
 Tiny (4x4) tensors make the numeric work negligible, so the figure is the framework's own overhead:
 op dispatch, graph recording, and the backward engine. Each chain runs forward and backward; the
-time is divided by the number of forward ops. Peers are interleaved in one run (shared noise).
+time is divided by the number of forward ops, counted as the autograd nodes the chain records
+(`recorded_ops`, at run time: no hand count to drift from the bodies). Peers are interleaved in one run
+(shared noise).
 
 Before timing, the objects alive after the imports are frozen out of the garbage collector
 (`gc.freeze()`): torch's import leaves ~170,000 tracked objects, which every full collection
@@ -21,12 +23,12 @@ import numpy as np
 from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 
 CHAINS = {
-    # name: (ops per link, body(y, w) using only operators/methods both libraries share); each
-    # chain keeps values bounded so no overflow changes the work
-    "mul-add-tanh": (3, lambda y, w: (y * w + w).tanh()),
-    "matmul-relu": (2, lambda y, w: (y @ w).relu()),
-    "sub-exp-div": (4, lambda y, w: ((y - w).exp() / (w + 2.0)).tanh()),
-    "sigmoid-mul-sum": (3, lambda y, w: (y.sigmoid() * w).sum(1, keepdim=True).expand(4, 4)),
+    # name: body(y, w) using only operators/methods both libraries share; each chain keeps values
+    # bounded so no overflow changes the work
+    "mul-add-tanh": lambda y, w: (y * w + w).tanh(),
+    "matmul-relu": lambda y, w: (y @ w).relu(),
+    "sub-exp-div": lambda y, w: ((y - w).exp() / (w + 2.0)).tanh(),
+    "sigmoid-mul-sum": lambda y, w: (y.sigmoid() * w).sum(1, keepdim=True).expand(4, 4),
 }
 
 
@@ -56,13 +58,31 @@ def _cnn_row(dg, torch, rng, repeat):
     return {"ms_per_step": ms, "ratio": ms["distgraph"] / ms["torch"]}
 
 
+def _chain(x, w, body, links):
+    y = x
+    for _ in range(links):
+        y = body(y, w)
+    return y.sum()
+
+
+def recorded_ops(lib_tensor, body, links):
+    """Forward ops of a chain of `links` links and its final sum: the autograd nodes reachable from the
+    output's grad_fn (through `next_functions`, which distgraph and torch both have; torch's AccumulateGrad
+    leaves are not ops)."""
+    seen, stack = {}, [_chain(*lib_tensor, body, links).grad_fn]  # id -> node: kept alive, so ids stay unique
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen or type(node).__name__ == "AccumulateGrad":
+            continue
+        seen[id(node)] = node
+        stack += [n for n, _ in node.next_functions]
+    return len(seen)
+
+
 def _step(lib_tensor, body, links):
     def run():
         x, w = lib_tensor
-        y = x
-        for _ in range(links):
-            y = body(y, w)
-        y.sum().backward()
+        _chain(x, w, body, links).backward()
         x.grad = None
         w.grad = None
 
@@ -88,7 +108,7 @@ def command(links, repeat, json_out):
     gc.freeze()
     rng = np.random.default_rng(0)
     rows, results = [], {}
-    for name, (per_link, body) in CHAINS.items():
+    for name, body in CHAINS.items():
         a = rng.random((4, 4), dtype=np.float32) * 0.5
         b = rng.random((4, 4), dtype=np.float32) * 0.5
         ours = (dg.tensor(a, requires_grad=True), dg.tensor(b, requires_grad=True))
@@ -96,10 +116,10 @@ def command(links, repeat, json_out):
         times = interleaved(
             {"distgraph": _step(ours, body, links), "torch": _step(theirs, body, links)}, repeat=repeat, warmup=3
         )
-        n_ops = links * per_link + 1
+        n_ops = recorded_ops(ours, body, links)
         us = {k: v / n_ops * 1e6 for k, v in times.items()}
         ratio = us["distgraph"] / us["torch"]
-        results[name] = {"us_per_op": us, "ratio": ratio}
+        results[name] = {"us_per_op": us, "ratio": ratio, "forward_ops": n_ops}
         rows.append([name, f"{us['distgraph']:.2f}", f"{us['torch']:.2f}", f"{ratio:.2f}x"])
     geo = float(np.exp(np.mean([np.log(r["ratio"]) for r in results.values()])))
     rows.append(["geometric mean", "", "", f"{geo:.2f}x"])

@@ -57,13 +57,18 @@ def rows(points):
 def verdicts(points):
     """The issue's targets at the largest worker count, one line each: efficiency ≥ 90 % (weak scaling —
     Horovod's convention: the per-worker batch fixed, as in its 90 % figures; strong shown beside) and
-    ≥ 1.1× DDP's samples/s in both modes."""
+    ≥ 1.1× DDP's samples/s in both modes; without a 1-worker run, a line saying efficiency needs one."""
     top = max(p["workers"] for p in points)
     ours = {p["mode"]: p for p in points if p["system"] == "distgraph" and p["workers"] == top}
     if top < 2 or not ours:
         return []
     met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     lines = []
+    if not any(p["workers"] == 1 for p in points):  # the table's efficiency column is all "—": say why
+        lines.append(
+            "efficiency: — (samples/s ÷ (W × 1-worker samples/s) needs a 1-worker baseline: put 1 in --workers, "
+            f"e.g. --workers 1,{top})"
+        )
     if ours.get("weak", {}).get("efficiency") is not None:
         weak, strong = ours["weak"]["efficiency"], ours.get("strong", {}).get("efficiency")
         beside = f"; strong scaling {100 * strong:.0f}%" if strong is not None else ""

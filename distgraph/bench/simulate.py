@@ -7,14 +7,19 @@ distgraph bench simulate --sample-flops 23e9 --flops 5e12 --params 44.5e6 --plot
 distgraph bench simulate --step-time 0.1 --params 25e6 --gpus-per-server 8 --contention 1.1 --jitter 0.05
 distgraph bench simulate --horovod        # Horovod's published ResNet-101 run vs the model, the gap explained
 distgraph bench simulate --validate       # the model vs our own measured 1- and 2-worker Ray runs
+
+The compute time per step is --step-time, or --sample-flops with --flops: never both, never half of the
+pair. --horovod sets every model input itself (it takes --plot) and --validate measures them (it takes
+neither): model options given with either are refused, not ignored.
 """
 
 from dataclasses import replace
 
 import click
+from click.core import ParameterSource
 
 from distgraph.bench import simulator_model as sm
-from distgraph.bench._util import json_out_option, machine, table, write_json
+from distgraph.bench._util import json_out_option, machine, table, writable_file, write_json
 
 HEAD = ["GPUs", "step ms", "compute ms", "wait ms", "all-reduce ms", "exposed ms", "bubble", "samples/s", "efficiency"]
 
@@ -98,6 +103,26 @@ def _plot(path, result, title):
     plt.close(fig)
 
 
+def check_options(ctx):
+    """Raise click.UsageError for options that would be ignored or silently lose to others: half of the
+    FLOP pair, --step-time with it, model options (or --plot for --validate) given to --horovod/--validate."""
+    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) != ParameterSource.DEFAULT}
+    opt = lambda name: "--" + name.replace("_", "-")
+    if {"validate", "horovod"} <= given:
+        raise click.UsageError("--validate and --horovod are two different reports: give one")
+    for mode, takes in (("validate", {"json_out"}), ("horovod", {"json_out", "plot"})):
+        if mode in given and given - takes - {mode}:
+            extra = ", ".join(sorted(opt(n) for n in given - takes - {mode}))
+            raise click.UsageError(
+                f"--{mode} sets the model's inputs itself and ignores {extra}"
+                + (" (it writes no plot)" if mode == "validate" and "plot" in given else "")
+            )
+    if ("sample_flops" in given) != ("flops" in given):
+        raise click.UsageError("--sample-flops and --flops go together: compute time = batch × sample FLOPs ÷ FLOP/s")
+    if "step_time" in given and "sample_flops" in given:
+        raise click.UsageError("give --step-time or --sample-flops with --flops, not both: each sets the compute time")
+
+
 @click.command("simulate")
 @click.option("--step-time", type=float, default=None, help="measured seconds per worker step (forward + backward)")
 @click.option(
@@ -142,12 +167,15 @@ def _plot(path, result, title):
 )
 @click.option("--horovod", is_flag=True, help="Horovod's published ResNet-101 result vs the model")
 @click.option("--validate", is_flag=True, help="the model vs our own measured 1- and 2-worker Ray runs")
-@click.option("--plot", default=None, help="write a PNG of throughput and efficiency vs GPUs (matplotlib)")
+@click.option(
+    "--plot", default=None, callback=writable_file, help="write a PNG of throughput and efficiency vs GPUs (matplotlib)"
+)
 @json_out_option("simulate")
 def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, buckets, bandwidth, latency, algorithm,
             gpus_per_server, intra_bandwidth, overlap, contention, jitter, update_time, update_sharded, stages,
             micro_batches, horovod, validate, plot, json_out):  # fmt: skip
     """α-β scaling model: predicted samples/s and scaling efficiency for 1–1,024 GPUs."""
+    check_options(click.get_current_context())
     if validate:
         from distgraph.bench._simulate_validate import validate as run_validation
 
@@ -158,7 +186,7 @@ def command(step_time, sample_flops, flops, batch, params, bytes_per_grad, bucke
         click.echo("\n".join(lines))
         cfg, title = sm.horovod_config(), "Horovod ResNet-101 setup, tensor fusion, ring, no overlap"
     else:
-        if step_time is None and not (sample_flops and flops):
+        if step_time is None and sample_flops is None:
             step_time = 0.1
         cfg = sm.Config(step_time=step_time, sample_flops=sample_flops, flops=flops, batch=batch, params=params,
                         bytes_per_grad=bytes_per_grad, buckets=buckets, bandwidth=bandwidth * 1e9 / 8,

@@ -14,9 +14,11 @@ Ray frees objects in batches (about once a second), so during the run the store 
 whose height is the objects awaiting their free. The store and the references are therefore judged
 on settled samples: at every epoch boundary (pipeline drained) the sampler waits until the store
 stops shrinking, then samples; after `--warmup` steps those must not grow (growth = largest settled
-value − first settled value, within `--store-tol-mb` / `--refs-tol`). Private memory is judged on
-the in-run samples by its floor: min(last third) − min(first third), within `--mem-tol-mb`. The
-least-squares slope per 1,000 steps of every series is printed too: a leak shows as a steady slope.
+value − first settled value, within `--store-tol-mb`, and within 8 for the counts). Private memory
+is judged on the in-run samples by its floor: min(last third) − min(first third), within
+`--mem-tol-mb`. The least-squares slope per 1,000 steps of every series is printed too: a leak shows
+as a steady slope. A series with fewer than 2 samples after warm-up cannot show growth: it is not
+judged ("—"), and the command refuses settings that leave a judged series so short.
 """
 
 import os
@@ -29,6 +31,7 @@ import ray
 from distgraph.bench._util import json_out_option, machine, table, write_json
 
 MB = 2**20
+EPOCH_STEPS = 100  # the command's epoch: a settled sample every EPOCH_STEPS steps
 
 
 def process_memory(pid):
@@ -94,20 +97,59 @@ class Sampler:
 
 
 def flatness(samples, key, warmup, floor=True):
-    """{first, last, growth, slope_per_1000_steps} of one series after `warmup` steps; growth is of the
-    floor (min of the last third − min of the first third), or with floor=False of the maximum."""
-    after = [s for s in samples if s["step"] >= warmup] or samples[-1:]
-    steps = np.array([s["step"] for s in after], dtype=float)
+    """{first, last, growth, slope_per_1000_steps, samples} of one series after `warmup` steps; growth is of
+    the floor (min of the last third − min of the first third), or with floor=False of the maximum. With
+    fewer than 2 samples after warm-up nothing can have grown: growth and slope are None."""
+    after = [s for s in samples if s["step"] >= warmup]
     values = np.array([s[key] for s in after], dtype=float)
+    out = {
+        "first": float(values[0]) if len(after) else None,
+        "last": float(values[-1]) if len(after) else None,
+        "growth": None,
+        "slope_per_1000_steps": None,
+        "samples": len(after),
+    }
+    if len(after) < 2:
+        return out
+    steps = np.array([s["step"] for s in after], dtype=float)
     third = max(1, len(values) // 3)
     growth = values[-third:].min() - values[:third].min() if floor else values.max() - values[0]
-    slope = float(np.polyfit(steps, values, 1)[0]) * 1000 if len(after) > 1 else 0.0
-    return {
-        "first": float(values[0]),
-        "last": float(values[-1]),
-        "growth": float(growth),
-        "slope_per_1000_steps": slope,
-    }
+    return out | {"growth": float(growth), "slope_per_1000_steps": float(np.polyfit(steps, values, 1)[0]) * 1000}
+
+
+def window_samples(steps, warmup, sample_every, epoch_steps=EPOCH_STEPS):
+    """(in-run, settled) samples a run of `steps` steps (a multiple of `epoch_steps`) takes from step
+    `warmup` on: in-run ones at every multiple of `sample_every`, settled ones at every epoch end (step 0
+    included, both)."""
+
+    def multiples(every):
+        return max(0, steps // every - -(-warmup // every) + 1)
+
+    return multiples(sample_every), multiples(epoch_steps)
+
+
+def check_window(steps, warmup, sample_every, epoch_steps=EPOCH_STEPS):
+    """Raise click.BadParameter unless the run is whole epochs and every judged series has ≥ 2 samples
+    after warm-up (one sample cannot show growth)."""
+    if steps % epoch_steps:
+        raise click.BadParameter(
+            f"{steps} is not a multiple of {epoch_steps}: the soak runs whole epochs of {epoch_steps} steps",
+            param_hint="'--steps'",
+        )
+    in_run, settled = window_samples(steps, warmup, sample_every, epoch_steps)
+    if settled < 2:
+        least = -(-warmup // epoch_steps) * epoch_steps + epoch_steps
+        raise click.BadParameter(
+            f"--steps {steps} with --warmup {warmup} leaves {settled} settled sample(s) after warm-up (one every "
+            f"{epoch_steps} steps); at least 2 are needed to judge growth: give --steps ≥ {least} or a smaller --warmup",
+            param_hint="'--steps' / '--warmup'",
+        )
+    if in_run < 2:
+        raise click.BadParameter(
+            f"--steps {steps}, --warmup {warmup} and --sample-every {sample_every} leave {in_run} sample(s) after "
+            "warm-up; at least 2 are needed to judge growth",
+            param_hint="'--sample-every'",
+        )
 
 
 def _model(features, hidden, classes, seed):
@@ -172,7 +214,7 @@ def verdict(result, warmup, mem_tol_mb=8.0, store_tol_mb=2.0, refs_tol=8):
     out = {}
     for label, data, key, floor, tol in series:
         f = flatness(data, key, warmup, floor)
-        out[label] = f | {"tolerance": tol, "flat": None if tol is None else f["growth"] <= tol}
+        out[label] = f | {"tolerance": tol, "flat": None if tol is None or f["growth"] is None else f["growth"] <= tol}
     return out
 
 
@@ -183,7 +225,13 @@ def _fmt(key, value):
 
 
 @click.command("soak")
-@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help=f"a multiple of {EPOCH_STEPS} (whole epochs)",
+)
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--sync", "sync", type=click.Choice(["sync", "async"]), default="sync", show_default=True)
 @click.option(
@@ -200,8 +248,9 @@ def command(steps, workers, sync, sample_every, warmup, mem_tol_mb, store_tol_mb
     """Long Ray run: object store, driver ObjectRefs and every process's RSS stay flat after warm-up."""
     from distgraph.distributed import runtime
 
+    check_window(steps, warmup, sample_every)
     runtime.init(address, num_cpus=None if address else workers)
-    result = run_soak(steps, workers, sample_every, warmup, sync=sync)
+    result = run_soak(steps, workers, sample_every, warmup, epoch_steps=EPOCH_STEPS, sync=sync)
     figures = verdict(result, warmup, mem_tol_mb, store_tol_mb)
     click.echo(
         f"soak · {result['steps']} {sync} steps · {workers} workers · {result['seconds']:.1f}s "

@@ -216,3 +216,27 @@ def test_model_and_command_import_no_ray():
 def test_a_config_the_arithmetic_cannot_take_is_refused_by_field(field, value, says):
     with pytest.raises(ConfigError, match=f"simulator: {says}"):
         sm.Config(**{"step_time": 0.1, field: value})
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--sample-flops", "3e9"], "--sample-flops and --flops go together"),
+        (["--flops", "1e12"], "--sample-flops and --flops go together"),
+        (["--step-time", "0.1", "--sample-flops", "3e9", "--flops", "1e12"], "give --step-time or --sample-flops"),
+        (["--horovod", "--params", "1e6", "--overlap", "0.5"], "--horovod sets the model's inputs itself and ignores "
+         "--overlap, --params"),
+        (["--validate", "--plot", "v.png"], "--validate sets the model's inputs itself and ignores --plot (it writes"),
+        (["--validate", "--horovod"], "--validate and --horovod are two different reports: give one"),
+    ],
+)  # fmt: skip
+def test_options_that_would_be_ignored_or_overridden_are_usage_errors(args, says):
+    out = CliRunner().invoke(command, [*args, "--json-out", ""])
+    assert out.exit_code == 2 and says in out.output, out.output
+    assert "α-β model" not in out.output and "Horovod README" not in out.output  # nothing computed
+
+
+def test_a_plot_path_it_cannot_write_is_a_usage_error(tmp_path):
+    (tmp_path / "afile").write_text("")
+    out = CliRunner().invoke(command, ["--step-time", "0.1", "--plot", str(tmp_path / "afile" / "s.png")])
+    assert out.exit_code == 2 and "Invalid value for '--plot'" in out.output and "Traceback" not in out.output
