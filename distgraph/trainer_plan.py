@@ -11,7 +11,8 @@ static shapes, so an epoch's last, smaller batch is left out (PyTorch's `drop_la
 history says so once. The history has no accuracy: the step's outputs are the loss and the gradients.
 
 `choose(trainer, x, y, batch_size)` resolves `strategy="auto"` with the cost model of
-`placement.choose_strategy` and records why in the history.
+`placement.choose_strategy` and records why in the history: on the trainer's backend (a local data
+step runs its shards one after another), with uneven data shards allowed (the data path cuts any batch).
 """
 
 from distgraph.backend import to_device
@@ -44,7 +45,9 @@ def choose(trainer, x, y, batch_size):
     from distgraph.distributed.placement import choose_strategy
 
     graph, *_ = _capture(trainer, x[:batch_size], y[:batch_size])
-    strategy, reason = choose_strategy(graph, trainer.workers, trainer.micro_batches)
+    strategy, reason = choose_strategy(
+        graph, trainer.workers, trainer.micro_batches, backend=trainer.backend, even_shards=False
+    )
     trainer.history.events.append(f"strategy auto → {strategy}: {reason}")
     return strategy
 

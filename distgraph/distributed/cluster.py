@@ -219,6 +219,7 @@ class RayCluster(DriverState):
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         t = self.trainer
         opts = dict(device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s, bind_to=t.bind_to)
+        opts["seeded"] = True  # each worker's dropout stream its own, from the driver's seed (runtime.py)
         self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
         self._start_workers()
 

@@ -21,7 +21,8 @@ backward; 1F1B warms up with k−1−s forwards, then alternates one forward and
 
 Strategy (`choose_strategy`): a cost model estimates one step of each applicable strategy —
 compute at `flops_per_s` per worker, bytes moved at `bytes_per_s`, `dispatch_s` per task — and
-picks the cheapest. Parameters are plan inputs, so each worker reading one receives it.
+picks the cheapest. Parameters are plan inputs, so each worker reading one receives it. With
+backend="local" the data strategy's shards run one after another, so it costs the whole compute.
 """
 
 from dataclasses import dataclass
@@ -121,8 +122,15 @@ def _keys(names, part=None, split=(), private=()):
 
 
 # ---- strategy -------------------------------------------------------------------------------------
-def choose_strategy(graph, workers, micro_batches=4, cost=CostModel()):
-    """("data" | "branches" | "pipeline", reason): the strategy the cost model estimates fastest."""
+def choose_strategy(graph, workers, micro_batches=4, cost=CostModel(), *, backend="ray", even_shards=True):
+    """("data" | "branches" | "pipeline", reason): the strategy the cost model estimates fastest, the
+    graph being the whole batch's step.
+
+    `backend="local"`: a data-parallel step computes its shards one after another in one process (the
+    Trainer's local data path), so "data" costs the whole batch's compute there; branches and pipeline
+    stages do run at once, on threads. `even_shards`: "data" cuts the batch into equal shards (a
+    replicas Plan); the Trainer's data path takes uneven ones (`shard_bounds`) and passes False. When
+    no strategy can be estimated it is "data", the one that runs any step, and the reason says why."""
     if workers < 1:
         raise ConfigError(f"choose_strategy: workers must be ≥ 1, got {workers}")
     if workers == 1:
@@ -134,12 +142,20 @@ def choose_strategy(graph, workers, micro_batches=4, cost=CostModel()):
     shared_in = sum(s.nbytes for n, s in graph.inputs if n not in batched)
     out_reduce = sum(specs[o].nbytes for o in graph.outputs if not specs[o].shape or specs[o].shape[0] != batch)
 
-    if batch and batch % workers == 0:
-        t = cost.compute(graph.flops / workers) + cost.move(workers * shared_in)
+    if not batch:
+        skipped.append("data: the first input has no batch dimension to split")
+    elif even_shards and batch % workers:
+        skipped.append(f"data: batch {batch} does not split into {workers} equal shards")
+    elif backend == "local":
+        estimates["data"] = (
+            cost.compute(graph.flops),
+            f"{workers} shards one after another in this process, backend='local'",
+        )
+    else:
+        largest = -(-batch // workers) / batch  # the largest shard's share: the step waits for it
+        t = cost.compute(graph.flops * largest) + cost.move(workers * shared_in)
         t += cost.move(2 * (workers - 1) / workers * out_reduce) + cost.dispatch_s
         estimates["data"] = (t, f"{workers} replicas, each receiving {shared_in / 1e6:.3g} MB of parameters")
-    else:
-        skipped.append(f"data needs a batch divisible by {workers} (batch {batch})")
 
     plan = independent(graph)
     if len(plan.subgraphs) > 1:
@@ -148,7 +164,13 @@ def choose_strategy(graph, workers, micro_batches=4, cost=CostModel()):
     else:
         skipped.append("branches: the graph has no independent subgraphs")
 
-    if batch and batch % micro_batches == 0 and len(graph.nodes) >= workers:
+    if not batch:
+        skipped.append("pipeline: the first input has no batch dimension to cut into micro-batches")
+    elif batch % micro_batches:
+        skipped.append(f"pipeline: batch {batch} does not split into {micro_batches} micro-batches")
+    elif len(graph.nodes) < workers:
+        skipped.append(f"pipeline: the graph has {len(graph.nodes)} nodes, fewer than {workers} stages")
+    else:
         stages = pipeline(graph, workers)
         per_stage = {}
         for sg in stages.subgraphs:  # a stage's forward and backward share its worker
@@ -159,11 +181,11 @@ def choose_strategy(graph, workers, micro_batches=4, cost=CostModel()):
         t += cost.move(shared_in + micro_batches * out_reduce)
         bubble = (workers - 1) / (micro_batches + workers - 1)
         estimates["pipeline"] = (t, f"{workers} stages × {micro_batches} micro-batches, bubble {bubble:.0%}")
-    else:
-        skipped.append(f"pipeline needs a batch divisible by {micro_batches} micro-batches (batch {batch})")
 
+    why_not = "".join(f"; {s}" for s in skipped)
+    if not estimates:
+        return "data", f"data: no strategy could be estimated, and data is the default{why_not}"
     best = min(estimates, key=lambda k: estimates[k][0])
     others = ", ".join(f"{k} {v[0] * 1e3:.3g} ms" for k, v in estimates.items() if k != best)
     reason = f"{best}: estimated {estimates[best][0] * 1e3:.3g} ms per step ({estimates[best][1]})"
-    reason += (f" vs {others}" if others else "") + "".join(f"; {s}" for s in skipped)
-    return best, reason
+    return best, reason + (f" vs {others}" if others else "") + why_not

@@ -24,26 +24,30 @@ the LocalExecutor's bit for bit on CPU when BLAS uses as many threads in both (a
 `cpus_per_worker`; OpenBLAS sums in another order with more threads).
 
 Timeline: each actor logs (task, wall-clock start, end, bytes read and written) per task; the
-`timeline` property collects the logs into one `graph.trace.Timeline`, one row per worker.
+`timeline` property collects the logs into one `graph.trace.Timeline`, one row per worker. A log
+keeps the last LOG_TASKS tasks since the timeline was last read: a Trainer that never reads it runs
+for days, and an unbounded log grew by every task of every step.
 """
 
 import os
 import time
+from collections import deque
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from distgraph.backend import CPU, to_device
 from distgraph.backend import device as as_device
 from distgraph.distributed.placement import CostModel, choose_strategy, place, tasks
 from distgraph.distributed.runtime import WorkerGroup
-from distgraph.distributed.scheduler import wait_ready
-from distgraph.errors import DistributedError, ShapeError
+from distgraph.distributed.scheduler import raise_user_error, start_allowance, wait_ready
+from distgraph.errors import ConfigError, DistributedError, ShapeError
 from distgraph.graph.executor import Runner, _combine, _shards
 from distgraph.graph.partition import independent, pipeline, replicas
 from distgraph.graph.trace import Timeline
 
 INLINE_BYTES = 100 * 1024  # Ray inlines smaller arguments in the call; larger ones are put in the object store once
+LOG_TASKS = 100_000  # tasks a worker's timeline log keeps (the latest; ~10 MB)
 
 
 class PlanWorker:
@@ -61,7 +65,7 @@ class PlanWorker:
         self.device = as_device("cuda" if str(device).startswith("cuda") else device)  # Ray's GPU is cuda:0 here
         runners = {name: Runner(graph, device=self.device) for name, graph in graphs.items()}
         self.tasks = [(label, runners.get(name)) for label, name in tasks]
-        self.log = []
+        self.log = deque(maxlen=LOG_TASKS)
 
     def ping(self):
         return self.rank
@@ -82,7 +86,7 @@ class PlanWorker:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def drain(self):
-        log, self.log = self.log, []
+        log, self.log = list(self.log), deque(maxlen=self.log.maxlen)
         return log
 
 
@@ -111,15 +115,17 @@ class RayPlanExecutor:
         for i, t in enumerate(self.tasks):
             self.last_use.update(dict.fromkeys(t.inputs, i))
         self.group = WorkerGroup(
-            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
-        )
+            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to,
+            seeded=True,
+        )  # fmt: skip
         try:
             table = [(t.label, t.subgraph) for t in self.tasks]
             for w in range(workers):
                 mine = {sg.name: sg.graph for sg in plan.subgraphs if self.placement[sg.name] == w}
                 self.group.start(w, w, mine, table, device)
-            self.group.bound(timeout_s)
-            wait_ready([a.ping.remote() for a in self.group.actors], timeout_s, f"{workers} plan workers")
+            startup = start_allowance(timeout_s)  # the first calls include the workers' processes starting
+            self.group.bound(startup)
+            wait_ready([a.ping.remote() for a in self.group.actors], startup, f"{workers} plan workers")
         except BaseException:
             self.group.shutdown()
             raise
@@ -132,14 +138,20 @@ class RayPlanExecutor:
         self.compile_at = {True: 0, False: None, "auto": 1 if spare else None}[compiled]
 
     @classmethod
-    def for_graph(cls, graph, strategy="auto", workers=2, micro_batches=4, **kwargs):
+    def for_graph(cls, graph, strategy="auto", workers=2, micro_batches=4, recapture=None, **kwargs):
         """Partition `graph` for a strategy ("auto": `choose_strategy`) and start an executor for it.
 
-        The graph is captured at the size one task runs: a shard for "data", a micro-batch for
-        "pipeline", the whole batch for "branches". `executor.reason` says why the strategy was chosen."""
+        A named strategy takes the graph captured at the size one task runs: a shard for "data", a
+        micro-batch for "pipeline", the whole batch for "branches". "auto" takes it at the whole batch
+        (what `run` is given) and needs `recapture(rows)` → the graph captured again for `rows` samples
+        when it picks "data" or "pipeline" (as the Trainer captures its step at the task's size): a
+        captured graph has static shapes. Without one, that choice is refused with the reason.
+        `executor.reason` says why the strategy was chosen."""
         reason = f"{strategy}: asked for"
-        if strategy == "auto":
+        if strategy == "auto":  # on Ray, with replicas that need equal shards (the defaults)
             strategy, reason = choose_strategy(graph, workers, micro_batches, kwargs.get("cost", CostModel()))
+            if strategy != "branches":  # branches run the graph whole; the others a shard or micro-batch of it
+                graph = _at_task_size(graph, strategy, workers if strategy == "data" else micro_batches, recapture)
         if strategy == "data":
             plan = replicas(graph, workers)
         elif strategy == "branches":
@@ -230,6 +242,27 @@ class RayPlanExecutor:
         self.shutdown()
 
 
+def _at_task_size(graph, strategy, parts, recapture):
+    """`graph` (captured at the whole batch) captured again at the size one task of `strategy` runs."""
+    batch = graph.inputs[0][1].shape[0] if graph.inputs and graph.inputs[0][1].shape else 0
+    what = "shards" if strategy == "data" else "micro-batches"
+    if not batch or batch % parts:
+        raise ConfigError(
+            f"for_graph(strategy='auto'): chose {strategy!r}, but batch {batch} does not split into {parts} {what}"
+        )
+    if recapture is None:
+        raise ConfigError(
+            f"for_graph(strategy='auto') chose {strategy!r}, whose tasks each run {batch // parts} of the graph's {batch} "
+            f"samples, but a captured graph has static shapes: pass recapture=fn (rows → the graph captured for that "
+            f"many samples), or capture at the task's size and name the strategy"
+        )
+    task = recapture(batch // parts)
+    got = task.inputs[0][1].shape[:1] if task.inputs else ()
+    if tuple(got) != (batch // parts,):
+        raise ConfigError(f"for_graph: recapture({batch // parts}) gave a graph whose first input has batch {got}")
+    return task
+
+
 class PendingRun:
     """One submitted run: `result()` waits (at most the executor's timeout) and returns the outputs."""
 
@@ -247,4 +280,9 @@ class PendingRun:
             ) from exc
         except RayActorError as exc:
             raise DistributedError(f"plan worker died while running the plan: {exc}") from exc
+        except RayTaskError as exc:  # the task's own error: the user's (a bad input, an op's) raised as itself
+            raise_user_error(exc)
+            raise DistributedError(
+                f"plan ({ex.plan.kind}): a task failed: {getattr(exc, 'cause', None) or exc}"
+            ) from exc
         return ex._outputs(values)

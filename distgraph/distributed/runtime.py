@@ -16,19 +16,36 @@ Python start that imports much of Ray (0.5–0.6 s of CPU per actor here, 1.07 s
 call), so a launch of N workers paid N of them and the test suite's ~480 actors minutes. What the
 runtime_env carried, each actor's process now sets itself before its class's `__init__` runs
 (`remote_class`): the driver's default dtype, and the allocator settings below.
+
+Random streams: a process starts with distgraph's generator at seed 0, so workers left alone would all
+draw the same dropout masks (every data-parallel rank, pipeline stage and branch tower) whatever the
+driver seeded. A `seeded` WorkerGroup (the Trainer's and a plan's) draws a base seed from the driver's
+generator when it is made (at a fit: `dg.manual_seed(s)` before it makes the run repeat), and each actor
+it starts seeds its process
+from `SeedSequence([base, rank, start])` (`worker_seed`), `start` counting the starts of that rank in
+the group. A restarted worker draws a stream of its own, not its first incarnation's again: the
+generator's state is in no snapshot or checkpoint a restart resumes from, so replaying from the seed
+would give the masks of the run's first steps to the steps redone, which no uninterrupted run drew.
+`launch`'s ranks are not seeded: as torchrun's processes (torch's default seed is the same in each), they
+start alike, so a script's unseeded model is the same on every rank, and the script seeds them itself.
 """
 
 import contextlib
 import gc
 import os
 
+import numpy as np
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from distgraph import dtypes, host_memory
+from distgraph.backend import CPU
 from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
+from distgraph.ops.creation import generator, manual_seed
+
+SEED = "_distgraph_seed"  # the keyword `remote_class`'s actors take their (base, rank, start) by
 
 
 def _probe(address, timeout_s):
@@ -109,8 +126,10 @@ def _no_room(n, bundle, timeout_s, pg):
 class WorkerGroup:
     """N actors of one class in a placement group (one bundle each), with their device and CPUs."""
 
-    def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60, bind_to=None):
-        """`bind_to="core"`: each worker bound to cores of its own on its node (affinity.py; `bound()`)."""
+    def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60, bind_to=None,
+                 seeded=False):  # fmt: skip
+        """`bind_to="core"`: each worker bound to cores of its own on its node (affinity.py; `bound()`);
+        `seeded`: each worker's generator seeded from a base seed the driver draws (module docstring)."""
         self.bind_to = affinity.check_bind_to(bind_to, "WorkerGroup")
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
@@ -137,6 +156,8 @@ class WorkerGroup:
             for i in range(n)
         ]
         self.actors = [None] * n
+        self.seed = draw_base_seed() if seeded else None  # the workers' random streams (module docstring)
+        self.starts = [0] * n  # starts of each rank so far: a restarted worker's stream is new
         self.cores = max(1, int(cpus_per_worker))
         self._binding = {}  # rank -> the ref of its binding call, until `bound()` collects it
 
@@ -144,7 +165,11 @@ class WorkerGroup:
         """(Re)start the actor of `rank` in its bundle. With `bind_to`, its first call binds it (Ray runs
         one caller's calls to an actor in order, so it is bound before anything else runs) to the cores of
         its index among the bundles on its node — read at each start: after a node is lost, Ray may have
-        placed the bundle elsewhere."""
+        placed the bundle elsewhere. Its process's generator is seeded from (the group's base seed, rank,
+        the number of earlier starts of this rank): module docstring."""
+        if self.seed is not None:
+            kwargs[SEED] = (self.seed, rank, self.starts[rank])
+        self.starts[rank] += 1
         actor = self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
         if self.bind_to:
             placed = ray.util.placement_group_table(self.pg).get("bundles_to_node_id", {})
@@ -196,12 +221,24 @@ def limit_threads(cpus):
         threadpool_limits(int(n))
 
 
-def setup_process(default_dtype, cpus):
+def setup_process(default_dtype, cpus, seed=None):
     """What every distgraph actor's process sets first: the driver's default dtype, the allocator, BLAS
-    threads to its CPUs."""
+    threads to its CPUs, and its random generator from `seed` ((base, rank, start): `worker_seed`)."""
     host_memory.keep_freed_memory(host_memory.WORKER)  # distgraph's own process: keep all of it
     limit_threads(cpus)
     dtypes.set_default_dtype(default_dtype)
+    if seed is not None:
+        manual_seed(worker_seed(*seed))
+
+
+def draw_base_seed():
+    """A base seed for a group of workers, drawn from the driver's generator (so `dg.manual_seed` fixes it)."""
+    return int(generator(CPU).integers(0, 2**63))
+
+
+def worker_seed(base, rank, start=0):
+    """The seed of worker `rank`'s generator in its `start`-th process: independent streams per rank and start."""
+    return int(np.random.SeedSequence([base, rank, start]).generate_state(1, np.uint64)[0])
 
 
 def remote_class(cls, cpus=1, **options):
@@ -211,7 +248,7 @@ def remote_class(cls, cpus=1, **options):
 
     class Actor(cls):
         def __init__(self, *args, **kwargs):
-            setup_process(default_dtype, cpus)
+            setup_process(default_dtype, cpus, kwargs.pop(SEED, None))
             super().__init__(*args, **kwargs)
 
     Actor.__name__, Actor.__qualname__, Actor.__doc__ = cls.__name__, cls.__qualname__, cls.__doc__
@@ -226,8 +263,8 @@ def start_store(shard_cls, *args, **kwargs):
 def spawn(cls, args_per_rank, num_cpus=1):
     """One plain actor per argument tuple (benchmarks and tests: no placement group needed), set up as a
     worker's process is, so what it measures is what a worker would see."""
-    remote_cls = remote_class(cls, num_cpus, num_cpus=num_cpus)
-    return [remote_cls.remote(*args) for args in args_per_rank]
+    remote_cls, base = remote_class(cls, num_cpus, num_cpus=num_cpus), draw_base_seed()
+    return [remote_cls.remote(*args, **{SEED: (base, r, 0)}) for r, args in enumerate(args_per_rank)]
 
 
 def gather(refs, timeout_s=None):

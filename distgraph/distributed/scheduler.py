@@ -58,7 +58,7 @@ class DataParallelScheduler:
     def __init__(self, workers, stores, on_event=None, timeout_s=120.0, max_in_flight=2, steps_per_call=None):
         self.workers = workers  # list of actor handles (rank order)
         # a call's wait: the workers' own waits (the all-reduce's barriers) give up after timeout_s and
-        # report it; the driver gives them twice that before it calls the workers hung
+        # report it; the driver gives them twice that per step the call carries before it calls them hung
         self.timeout_s = timeout_s
         self.stores = stores  # list of store-shard actor handles
         self.max_in_flight = max_in_flight
@@ -116,9 +116,10 @@ class DataParallelScheduler:
         call carries those of its steps, set before each (a replay asks again and gets the same)."""
         stop = len(batches) if stop is None else stop
         snapshots = [None]
+        steps_in = {}  # a call's first step -> the steps it carries
 
         def finish(first, refs, on_step):
-            snapshots[0] = self._finish_chunk(first, refs, on_step) or snapshots[0]
+            snapshots[0] = self._finish_chunk(first, refs, on_step, steps_in.pop(first)) or snapshots[0]
 
         def calls():
             first = start
@@ -132,6 +133,7 @@ class DataParallelScheduler:
                     options["step_hypers"] = [hypers_for_step(t) for t in range(first, last)]
                 packed = pack_indices(batches[first:last])
                 refs = [w.step_sharded.remote(packed, **options) for w in self.workers]
+                steps_in[first] = last - first
                 self.version += last - first
                 yield first, refs
                 first = last
@@ -161,9 +163,11 @@ class DataParallelScheduler:
             return FIRST_CALL_STEPS
         return max(1, min(MAX_STEPS_PER_CALL, round(CALL_SECONDS / self.step_seconds)))
 
-    def _finish_chunk(self, first, refs, on_step):
-        """Report a call's steps in order; → every rank's snapshot if the call brought one, else None."""
-        per_rank, snapshots = zip(*get_failing_fast(refs, 2 * self.timeout_s, f"steps {first}+"))
+    def _finish_chunk(self, first, refs, on_step, steps=1):
+        """Report a call's `steps` steps in order; → every rank's snapshot if the call brought one, else None.
+        The call is given twice timeout_s per step it carries: a healthy call of slow steps is not a hang."""
+        wait_s = 2 * self.timeout_s * steps
+        per_rank, snapshots = zip(*get_failing_fast(refs, wait_s, f"steps {first}–{first + steps - 1}"))
         steps = per_rank[0]
         self.step_seconds = (steps[-1]["t_end"] - steps[0]["t_start"]) / len(steps)
         for k, parts in enumerate(zip(*per_rank)):

@@ -22,7 +22,9 @@ Random draws (dropout masks, samples) come from the device's one generator, so s
 concurrent threads would take each other's numbers in whatever order the threads run: a seeded run
 would not repeat. A "dag" or "replicas" plan with more than one drawing subgraph therefore runs its
 subgraphs one at a time, in plan order (a dag's draws then come in the captured graph's order, as a
-Runner's). A pipeline's stages still draw concurrently: seeded pipeline runs with dropout may differ.
+Runner's). A pipeline keeps its stages concurrent: each run draws one seed per task from the device's
+generator on the calling thread, in `pipeline_order`, and a drawing task runs on generators of its
+own seeded with its seed (`creation.seeded_draws`), so a seeded pipeline run repeats bit for bit.
 
 The executor's threads live as long as it does (`shutdown()`, `with`, or garbage collection ends them),
 as torch's inter-op pool does: a pool started per run paid thread start-up and, in every new thread,
@@ -30,6 +32,7 @@ a fresh malloc arena whose pages fault in again — measured here, 6 page faults
 the four-tower bench.
 """
 
+import contextlib
 import threading
 import time
 import weakref
@@ -47,6 +50,7 @@ from distgraph.graph.passes import memory
 from distgraph.graph.passes.dce import is_random
 from distgraph.graph.passes.fusion import FusedKernel, compute_into, out_function, writes_out
 from distgraph.graph.trace import Timeline
+from distgraph.ops.creation import generator, seeded_draws
 from distgraph.ops.registry import get_op
 
 
@@ -191,7 +195,8 @@ class LocalExecutor:
         self.order = pipeline_order(plan, schedule) if plan.kind == "pipeline" else None
         self.runners = {sg.name: Runner(sg.graph) for sg in plan.subgraphs}
         # subgraphs that draw random numbers: two or more run one at a time (module docstring)
-        self._serial = sum(any(is_random(n) for n in sg.graph.nodes) for sg in plan.subgraphs) > 1
+        self._random = {sg.name for sg in plan.subgraphs if any(is_random(n) for n in sg.graph.nodes)}
+        self._serial = len(self._random) > 1
         self.timeline = Timeline()
         self._running = threading.Lock()
         self._pools = {}  # name -> ThreadPoolExecutor, started on first use, kept until shutdown()
@@ -279,21 +284,26 @@ class LocalExecutor:
         left = [dict(readers) for _ in range(m)]  # per micro-batch: readers still to run, per value
         lock = threading.Lock()
         pools = {s: self._pool(f"dg-stage{s}", 1) for s in sorted({sg.stage for sg in plan.subgraphs})}
+        # one seed per task, drawn here in the schedule's order: a task's draws do not depend on the threads'
+        seeds = generator(as_device("cpu")).integers(0, 2**63, size=len(self.order)) if self._random else None
         futures = {}
-        for sg, j in self.order:
+        for i, (sg, j) in enumerate(self.order):
             deps = [futures[(made_by[v], j)] for v in sg.inputs if v in made_by]
-            args = (sg, envs[j], deps, f"{sg.name}/mb{j}", left[j], lock)
+            seed = seeds[i] if sg.name in self._random else None
+            args = (sg, envs[j], deps, f"{sg.name}/mb{j}", left[j], lock, seed)
             futures[(sg.name, j)] = pools[sg.stage].submit(self._task, *args)
         wait(futures.values())  # every task ends (a failed one fails its dependants) before any error is raised
         for f in futures.values():
             f.result()
         return _combine(plan, [[env[n] for n in plan.outputs] for env in envs])
 
-    def _task(self, sg, env, deps, label, left, lock):
-        """Run one (subgraph, micro-batch) once its producers are done; drop the inputs it read last."""
+    def _task(self, sg, env, deps, label, left, lock, seed=None):
+        """Run one (subgraph, micro-batch) once its producers are done, drawing from generators seeded
+        with `seed` if it has one; drop the inputs it read last."""
         for d in deps:
             d.result()
-        env.update(self._call(sg, env, label))
+        with seeded_draws(seed) if seed is not None else contextlib.nullcontext():
+            env.update(self._call(sg, env, label))
         with lock:
             for v in sg.inputs:
                 if v in left:

@@ -5,7 +5,9 @@ bool; a numpy array keeps its dtype. Random numbers come from one numpy Generato
 reseeded by `manual_seed` (and cupy's generator on the GPU), so a seed fixes a run.
 """
 
+import contextlib
 import re
+import threading
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from distgraph.backend import device_of_array, to_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 
 _rng = {"cpu": np.random.default_rng(0), "seed": 0}
+_thread = threading.local()  # `rng`: this thread's own generators inside `seeded_draws`
 
 
 def manual_seed(seed):
@@ -39,13 +42,31 @@ def initial_seed():
 
 
 def generator(dev):
-    """The random generator of a device (numpy Generator on cpu, cupy's on cuda)."""
+    """The random generator of a device (numpy Generator on cpu, cupy's on cuda): the process's, or inside
+    `seeded_draws` this thread's own."""
+    rng = getattr(_thread, "rng", None) or _rng
     if dev.type == "cpu":
-        return _rng["cpu"]
-    gen = _rng.get("cuda")
+        gen = rng.get("cpu")
+        if gen is None:
+            gen = rng["cpu"] = np.random.default_rng(rng["seed"])
+        return gen
+    gen = rng.get("cuda")
     if gen is None:
-        gen = _rng["cuda"] = _CupyGenerator(dev.xp.random.default_rng(_rng["seed"]), dev.xp)
+        gen = rng["cuda"] = _CupyGenerator(dev.xp.random.default_rng(rng["seed"]), dev.xp)
     return gen
+
+
+@contextlib.contextmanager
+def seeded_draws(seed):
+    """Random draws of this thread inside the block come from generators of its own seeded by `seed`,
+    leaving the process's untouched: concurrent tasks each seeded by the caller draw the same numbers
+    whatever order their threads run in (the LocalExecutor's pipeline tasks)."""
+    saved = getattr(_thread, "rng", None)
+    _thread.rng = {"seed": int(seed)}
+    try:
+        yield
+    finally:
+        _thread.rng = saved
 
 
 class _CupyGenerator:
