@@ -5,6 +5,7 @@ rtol, diagonal's last two dims, svd's Vh, qr's mode)."""
 
 import numpy as _np
 
+from distgraph.errors import ShapeError as _ShapeError
 from distgraph.ops import elementwise as _ew
 from distgraph.ops import linalg as _products
 from distgraph.ops import linalg_extra as _extra
@@ -34,13 +35,25 @@ def cholesky(A, *, upper=False):
 
 
 def pinv(A, *, atol=None, rtol=None, hermitian=False):
-    """Singular values below rtol·σ_max are cut (torch's default rtol: eps·max(m, n)); atol is not
-    supported."""
-    if atol is not None:
-        raise NotImplementedError("linalg.pinv: atol is not supported by distgraph (use rtol)")
-    if rtol is None:
-        rtol = float(_np.finfo(A.array.dtype).eps) * max(A.shape[-2:])
-    return _matrix.pinverse(A, rcond=rtol)
+    """Singular values (|eigenvalues| of A's lower triangle if hermitian) at most max(atol, rtol·σ_max)
+    are cut; rtol defaults to eps·max(m, n), or 0 when a positive atol is given (torch's rules). A tensor
+    tolerance must hold one value."""
+    atol, rtol = _one_value("atol", atol), _one_value("rtol", rtol)
+    if rtol is None and atol is not None and atol > 0:
+        rtol = 0.0
+    elif rtol is None:  # (pinverse refuses a non-float A)
+        rtol = float(_np.finfo(A.array.dtype).eps) * max(A.shape[-2:]) if A.array.dtype.kind == "f" else 0.0
+    return _matrix.pinverse(A, rcond=rtol, atol=0.0 if atol is None else atol, hermitian=hermitian)
+
+
+def _one_value(name, tol):
+    if tol is None or not hasattr(tol, "numel"):
+        return tol
+    if tol.numel() != 1:
+        raise NotImplementedError(
+            f"linalg.pinv: a tensor {name} of shape {tuple(tol.shape)} (one per matrix) is not supported"
+        )
+    return float(tol.item())
 
 
 def cross(input, other, *, dim=-1):
@@ -59,6 +72,15 @@ def multi_dot(tensors):
     """The chain product, a 1-D first (last) operand read as a row (column) vector, as torch."""
     if len(tensors) < 2:
         raise ValueError(f"linalg.multi_dot: expected at least 2 tensors, got {len(tensors)}")
+    last = len(tensors) - 1
+    for i, t in enumerate(tensors):
+        if i in (0, last) and t.ndim not in (1, 2):
+            which = "first" if i == 0 else "last"
+            raise _ShapeError(
+                f"linalg.multi_dot: the {which} tensor must be 1D or 2D but got {t.ndim}D (shape {tuple(t.shape)})"
+            )
+        if 0 < i < last and t.ndim != 2:
+            raise _ShapeError(f"linalg.multi_dot: tensor {i} must be 2D but got {t.ndim}D (shape {tuple(t.shape)})")
     out = tensors[0]
     for t in tensors[1:]:
         out = _products.matmul(out, t)

@@ -154,12 +154,13 @@ class _LowerCholesky(Constraint):
 
 
 class _PositiveDefinite(Constraint):
-    """Symmetric with positive eigenvalues (torch asks cholesky_ex; the answer is the same)."""
+    """Symmetric as torch's (isclose to its transpose: rtol 1e-5, atol 1e-6) with positive eigenvalues
+    (torch asks cholesky_ex; the answer is the same)."""
 
     event_dim = 2
 
     def check(self, value):
-        symmetric = (value - value.transpose(-2, -1)).abs().le(1e-6).flatten(-2).all(-1)
+        symmetric = dg.isclose(value, value.transpose(-2, -1), rtol=1e-5, atol=1e-6).flatten(-2).all(-1)
         xp = value.device.xp
         arr = value.detach().array
         positive = xp.zeros(arr.shape[:-2], dtype=bool)

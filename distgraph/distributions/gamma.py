@@ -56,7 +56,17 @@ class Beta(_Family):
         return self.concentration1 + self.concentration0
 
     mean = property(lambda self: self.concentration1 / self._total())
-    mode = property(lambda self: (self.concentration1 - 1) / (self._total() - 2))
+
+    @property
+    def mode(self):
+        """torch's (its Dirichlet's mode): (a-1)⁺ / ((a-1)⁺ + (b-1)⁺), so 0 or 1 where one concentration is
+        below 1, nan where neither exceeds 1 but one is 1, and 1 where both are below 1 (torch's argmax of
+        that nan pair picks the first)."""
+        a1 = (self.concentration1 - 1).clamp(min=0)
+        a0 = (self.concentration0 - 1).clamp(min=0)
+        both_below = (self.concentration1 < 1) & (self.concentration0 < 1)
+        return dg.where(both_below, 1.0, a1 / (a1 + a0))
+
     variance = property(
         lambda self: self.concentration1 * self.concentration0 / (self._total().pow(2) * (self._total() + 1))
     )

@@ -9,6 +9,10 @@ Where the loop cannot see what torch's batching sees, it decides from the result
 - randomness="error" (the default): a random draw is noticed as the cpu generator moving during a
   call, and refused in torch's words; "same" replays the generator state for every element, so each
   draws what the first did; "different" lets the draws go on.
+- An in-place write to an unmapped input (in_dims=None) would run once per element: it is refused in
+  torch's words (noticed as the input's version moving, so only after the first elements wrote) unless
+  every element leaves the input with the same value, as `b.zero_()`. torch also runs once a write that
+  reads no mapped value but does not repeat to the same value (`b.mul_(2)`); the loop refuses it.
 - A batch of size 0 is refused: there is no element to run.
 """
 
@@ -113,19 +117,41 @@ def _run(func, size, flat_in_dims, flat_args, spec, kwargs, randomness):
 
     cpu = generator(as_device("cpu"))
     stash = stash_rng_state() if randomness == "same" else None
+    unmapped = [a for a, d in zip(flat_args, flat_in_dims) if d is None and isinstance(a, Tensor)]
+    unmapped += [a for a in flatten(kwargs)[0] if isinstance(a, Tensor)]  # kwargs are never mapped
+    written = {}  # id(input) -> its value after the first element that wrote it
     results = []
     for b in range(size):
         if stash is not None:
             replay_rng_state(stash)
         before = cpu.bit_generator.state if randomness == "error" else None
+        versions = [a._vc[0] for a in unmapped]
         inputs = [a if d is None else a.select(d, b) for a, d in zip(flat_args, flat_in_dims)]
         results.append(func(*unflatten(inputs, spec), **kwargs))
+        for a, v in zip(unmapped, versions):
+            if a._vc[0] != v:
+                _check_unmapped_write(a, written)
         if before is not None and (generator(as_device("cpu")) is not cpu or cpu.bit_generator.state != before):
             raise RuntimeError(
                 "vmap: called random operation while in randomness error mode. Please either use the 'same' or "
                 "'different' randomness flags on vmap or perform the randomness operation out of vmap"
             )
     return results
+
+
+def _check_unmapped_write(a, written):
+    """An element wrote unmapped input `a` in place: refused unless it left the value the first writer did."""
+    value = a.detach()
+    first = written.setdefault(id(a), value.clone())
+    same = first.shape == value.shape and bool(((first == value) | (first.isnan() & value.isnan())).all())
+    if not same:
+        raise RuntimeError(
+            "vmap: inplace arithmetic(self, *extra_args) is not possible because there exists a Tensor `other` in "
+            "extra_args that has more elements than `self`. This happened due to `other` being vmapped over but "
+            "`self` not being vmapped over in a vmap. Please try to use out-of-place operators instead of inplace "
+            "arithmetic. If said operator is being called inside the PyTorch framework, please file a bug report "
+            "instead."
+        )
 
 
 def _stack_outputs(results, out_dims, func):

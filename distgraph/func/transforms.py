@@ -5,8 +5,11 @@ A transformed call runs the function once with the differentiated arguments (arg
 tuple/list/dict of tensors) replaced by fresh tensors that require grad, and differentiates its
 output with respect to them. Transforms compose (jacrev(jacrev(f)), grad(grad(f)), vmap(grad(f))):
 when an argument already requires grad, as one an outer transform made, the fresh tensor is a view
-of it and the gradients are computed with a graph, so the result stays differentiable to the outer
-level. Tensors the function reads from its closure are constants for the transform.
+of it. Under grad mode the gradients are computed with a graph, and a result keeps it when the graph
+reaches a tensor that requires grad other than the transform's fresh leaves: an outer level's argument,
+or one the function reads from its closure (a module's parameters, as in a gradient penalty), so the
+result stays differentiable to it, as torch's. A result that depends on the fresh leaves alone is
+detached, as a gradient that no outer level can differentiate.
 
 jacfwd gives jacrev's values (distgraph has no forward-mode AD): it is built on reverse mode too.
 """
@@ -49,11 +52,8 @@ def _fresh(t):
     return t.view_as(t) if t.requires_grad else t.detach().requires_grad_()
 
 
-def _differentiable(args, argnums, grad_on):
-    """(args with argnums' tensors made fresh, each argnum's (fresh leaves, spec), whether to keep a graph:
-    `grad_on`, grad mode outside the transform, and an argument that requires grad)."""
-    flat_all, _ = flatten(args)
-    keep_graph = grad_on and any(isinstance(t, Tensor) and t.requires_grad for t in flat_all)
+def _differentiable(args, argnums):
+    """(args with argnums' tensors made fresh, each argnum's (fresh leaves, spec))."""
     args = list(args)
     parts = []
     for i in argnums:
@@ -61,7 +61,7 @@ def _differentiable(args, argnums, grad_on):
         leaves = [_fresh(t) for t in leaves]
         args[i] = unflatten(leaves, spec)
         parts.append((leaves, spec))
-    return tuple(args), parts, keep_graph
+    return tuple(args), parts
 
 
 def _pack(per_arg, parts, argnums):
@@ -70,11 +70,42 @@ def _pack(per_arg, parts, argnums):
     return out if isinstance(argnums, tuple) else out[0]
 
 
-def _detach_tree(tree, keep_graph):
-    if keep_graph:
-        return tree
+def _graph_keeper(parts, grad_on):
+    """A predicate: whether a result must keep its graph (see the module docstring). None when grad mode
+    was off outside the transform: every result is detached."""
+    if not grad_on:
+        return None
+    fresh = {id(t) for leaves, _ in parts for t in leaves if t.grad_fn is None}
+    clean = set()  # Nodes whose whole graph is known to reach only fresh leaves
+
+    def reaches_outside(t):
+        if not t.requires_grad:
+            return False
+        if t.grad_fn is None:
+            return id(t) not in fresh
+        stack, seen = [t.grad_fn], {id(t.grad_fn)}
+        while stack:
+            for nxt in stack.pop().next:
+                if nxt is None or id(nxt) in seen or id(nxt) in clean:
+                    continue
+                if isinstance(nxt, Tensor):  # a leaf that requires grad
+                    if id(nxt) not in fresh:
+                        return True
+                    continue
+                seen.add(id(nxt))
+                stack.append(nxt)
+        clean.update(seen)
+        return False
+
+    return reaches_outside
+
+
+def _detach_tree(tree, keeps):
+    """`tree` with its tensors detached, but those `keeps` says keep their graph."""
     leaves, spec = flatten(tree)
-    return unflatten([t.detach() if isinstance(t, Tensor) else t for t in leaves], spec)
+    return unflatten(
+        [t.detach() if isinstance(t, Tensor) and (keeps is None or not keeps(t)) else t for t in leaves], spec
+    )
 
 
 def _split_aux(output, has_aux, api):
@@ -94,7 +125,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
         nums = _check_argnums(argnums, len(args))
         grad_on = is_grad_enabled()
         with enable_grad():
-            args, parts, keep_graph = _differentiable(args, nums, grad_on)
+            args, parts = _differentiable(args, nums)
             output, aux = _split_aux(func(*args, **kwargs), has_aux, api)
             if not isinstance(output, Tensor):
                 raise RuntimeError(f"{api}: Expected f(*args) to return a Tensor, got {type(output)}")
@@ -104,12 +135,13 @@ def grad_and_value(func, argnums=0, has_aux=False):
                     "Maybe you wanted to use the vjp or jacrev APIs instead?"
                 )
             inputs = [t for leaves, _ in parts for t in leaves]
-            grads = grad_allow_unused((output,), inputs, create_graph=keep_graph)
+            grads = grad_allow_unused((output,), inputs, create_graph=grad_on)
         grads = iter(_zeros_for_none(grads, inputs))
         per_arg = [[next(grads) for _ in leaves] for leaves, _ in parts]
-        grad_out = _detach_tree(_pack(per_arg, parts, argnums), keep_graph)
-        value = _detach_tree(output, keep_graph)
-        return (grad_out, (value, _detach_tree(aux, keep_graph))) if has_aux else (grad_out, value)
+        keeps = _graph_keeper(parts, grad_on)
+        grad_out = _detach_tree(_pack(per_arg, parts, argnums), keeps)
+        value = _detach_tree(output, keeps)
+        return (grad_out, (value, _detach_tree(aux, keeps))) if has_aux else (grad_out, value)
 
     return wrapper
 
@@ -137,7 +169,7 @@ def vjp(func, *primals, has_aux=False):
     (as a tuple), and may be called more than once."""
     grad_on = is_grad_enabled()
     with enable_grad():
-        primals, parts, keep_graph = _differentiable(primals, tuple(range(len(primals))), grad_on)
+        primals, parts = _differentiable(primals, tuple(range(len(primals))))
         out, aux = _split_aux(func(*primals), has_aux, "vjp(f, *primals)")
         flat_out, out_spec = flatten(out)
         if not flat_out:
@@ -155,6 +187,7 @@ def vjp(func, *primals, has_aux=False):
                     f"{o.dtype}"
                 )
     inputs = [t for leaves, _ in parts for t in leaves]
+    keeps = _graph_keeper(parts, grad_on)
 
     def vjp_fn(cotangents):
         flat_ct, ct_spec = flatten(cotangents)
@@ -164,15 +197,13 @@ def vjp(func, *primals, has_aux=False):
                 f"function. cotangents: {ct_spec}, primal output: {out_spec}"
             )
         with enable_grad():
-            grads = grad_allow_unused(
-                tuple(flat_out), inputs, tuple(flat_ct), create_graph=keep_graph, retain_graph=True
-            )
+            grads = grad_allow_unused(tuple(flat_out), inputs, tuple(flat_ct), create_graph=grad_on, retain_graph=True)
         it = iter(_zeros_for_none(grads, inputs))
         per_arg = [[next(it) for _ in leaves] for leaves, _ in parts]
-        return _detach_tree(_pack(per_arg, parts, tuple(range(len(parts)))), keep_graph)
+        return _detach_tree(_pack(per_arg, parts, tuple(range(len(parts)))), keeps)
 
-    result = _detach_tree(out, keep_graph)
-    return (result, vjp_fn, _detach_tree(aux, keep_graph)) if has_aux else (result, vjp_fn)
+    result = _detach_tree(out, keeps)
+    return (result, vjp_fn, _detach_tree(aux, keeps)) if has_aux else (result, vjp_fn)
 
 
 def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):
@@ -186,7 +217,7 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
         nums = _check_argnums(argnums, len(args))
         grad_on = is_grad_enabled()
         with enable_grad():
-            args, parts, keep_graph = _differentiable(args, nums, grad_on)
+            args, parts = _differentiable(args, nums)
             out, aux = _split_aux(func(*args, **kwargs), has_aux, "jacrev(f, ...)(*args)")
             flat_out, out_spec = flatten(out)
             for o in flat_out:
@@ -197,10 +228,11 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
             inputs = [t for leaves, _ in parts for t in leaves]
             blocks = []
             for i, o in enumerate(flat_out):
-                it = iter(jacobian_blocks(i, o, inputs, keep_graph, strict=False))
+                it = iter(jacobian_blocks(i, o, inputs, grad_on, strict=False))
                 blocks.append(_pack([[next(it) for _ in leaves] for leaves, _ in parts], parts, argnums))
-        jac = _detach_tree(unflatten(blocks, out_spec), keep_graph)
-        return (jac, _detach_tree(aux, keep_graph)) if has_aux else jac
+        keeps = _graph_keeper(parts, grad_on)
+        jac = _detach_tree(unflatten(blocks, out_spec), keeps)
+        return (jac, _detach_tree(aux, keeps)) if has_aux else jac
 
     return wrapper
 

@@ -139,28 +139,47 @@ def dot(input, other):
 
 
 def mv(input, vec):
+    if input.ndim != 2 or vec.ndim != 1:
+        raise ShapeError(
+            f"mv: expected a 2-D matrix and a 1-D vector, got shapes {tuple(input.shape)} and {tuple(vec.shape)}"
+        )
     return matmul(input, vec)
 
 
 def outer(input, vec2):
+    for name, v in (("self", input), ("vec2", vec2)):
+        if v.ndim != 1:
+            raise ShapeError(f"outer: Expected 1-D argument {name}, but got {v.ndim}-D (shape {tuple(v.shape)})")
     return ew.mul(unsqueeze(input, 1), unsqueeze(vec2, 0))
 
 
 ger = outer
 
 
+def scaled_sum(name, input, prod, beta, alpha, *, layout_of_input=False):
+    """beta·input + alpha·prod for addmm and its kin (ops/linalg_extra.py), input expanded to prod's shape as
+    torch does (so a 0-d input's dtype counts in the promotion as a dimensioned tensor's: addr of a float64
+    0-d input and float32 vectors is float64, as torch's); beta = 0 ignores input's values (a NaN there does
+    not reach the result), as torch's, leaving input a zero gradient. The result is laid out as the product
+    (torch's matmul-based ops), or as input with `layout_of_input` (torch's addr, an elementwise op)."""
+    out, shp = tuple(prod.shape), tuple(input.shape)
+    if len(shp) > len(out) or builtins.any(a not in (1, b) for a, b in zip(shp[::-1], out[::-1])):
+        raise ShapeError(f"{name}: input of shape {shp} cannot be expanded to the product's shape {out}")
+    input = expand(input, out)
+    if alpha != 1:
+        prod = ew.mul(prod, alpha)
+    if beta == 0:
+        everywhere = Tensor(input.device.xp.ones(input.shape, dtype=bool), device=input.device)
+        return ew.add(prod, ew.where(everywhere, 0, input))
+    scaled = ew.mul(input, beta) if beta != 1 else input
+    return ew.add(scaled, prod) if layout_of_input else ew.add(prod, scaled)
+
+
 def addmm(input, mat1, mat2, beta=1, alpha=1):
     for name, m in (("mat1", mat1), ("mat2", mat2)):
         if m.ndim != 2:
             raise ShapeError(f"addmm: {name} must be a matrix, got a {m.ndim}-D tensor of shape {tuple(m.shape)}")
-    prod = matmul(mat1, mat2)
-    out, shape = tuple(prod.shape), tuple(input.shape)  # torch expands input to the product's shape
-    if len(shape) > len(out) or any(a not in (1, b) for a, b in zip(shape[::-1], out[::-1])):
-        raise ShapeError(f"addmm: input of shape {shape} cannot be expanded to the product's shape {out}")
-    if alpha != 1:
-        prod = ew.mul(prod, alpha)
-    # the product first: torch's result is the product's (row-major), whatever input's layout
-    return ew.add(prod, ew.mul(input, beta) if beta != 1 else input)
+    return scaled_sum("addmm", input, matmul(mat1, mat2), beta, alpha)
 
 
 # ---- einsum ---------------------------------------------------------------------------------------------
@@ -238,9 +257,33 @@ def _spell_out(equation, operands):
     return ",".join(specs) + "->" + out.replace("...", ell)
 
 
+def _sublist_equation(args):
+    """torch.einsum's sublist form (op1, sublist1, op2, sublist2, ..., [sublist_out]) as (equation, operands):
+    subscripts 0-25 are 'A'-'Z', 26-51 'a'-'z', Ellipsis '...'."""
+
+    def letters(sublist):
+        out = []
+        for n in sublist:
+            if n is Ellipsis:
+                out.append("...")
+            elif isinstance(n, int) and 0 <= n < 52:
+                out.append(chr(ord("A") + n) if n < 26 else chr(ord("a") + n - 26))
+            else:
+                raise ValueError(f"einsum(): subscript {n!r} in subscript list is not within the valid range [0, 52)")
+        return "".join(out)
+
+    equation = ",".join(letters(sub) for sub in args[1::2])
+    if len(args) % 2 == 1:
+        return equation + "->" + letters(args[-1]), args[:-1:2]
+    return equation, args[::2]
+
+
 def einsum(equation, *operands):
-    """torch.einsum: explicit or implicit output, repeated subscripts, '...' with broadcasting."""
-    if len(operands) == 1 and isinstance(operands[0], list | tuple):
+    """torch.einsum: explicit or implicit output, repeated subscripts, '...' with broadcasting; the
+    equation as a string or in the sublist form einsum(a, [0, 1], b, [1, 2], [0, 2])."""
+    if isinstance(equation, Tensor):
+        equation, operands = _sublist_equation((equation, *operands))
+    elif len(operands) == 1 and isinstance(operands[0], list | tuple):
         operands = tuple(operands[0])
     equation = _spell_out(equation.replace(" ", ""), operands)
     specs = equation.split("->")[0].split(",")

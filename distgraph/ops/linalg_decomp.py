@@ -178,9 +178,10 @@ def svd_old(input, some=True, compute_uv=True):
 
 # ---- eigh ---------------------------------------------------------------------------------------
 def _uplo(name, UPLO):
-    if UPLO not in ("L", "U"):
+    """'L' or 'U', in either case (as torch)."""
+    if not isinstance(UPLO, str) or UPLO.upper() not in ("L", "U"):
         raise ValueError(f"{name}: Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
-    return UPLO
+    return UPLO.upper()
 
 
 @defop("linalg_eigh", kind="other", save=(), saves_output=True)

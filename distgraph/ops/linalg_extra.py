@@ -27,42 +27,25 @@ def _need_dims(name, **operands):
             raise ShapeError(f"{name}: {what} must be {ndim}-D, got a {x.ndim}-D tensor of shape {_shape(x)}")
 
 
-def _scaled_sum(name, input, prod, beta, alpha):
-    """beta·input + alpha·prod, input expanded to prod's shape as torch does (so a 0-d input's dtype
-    counts in the promotion as a dimensioned tensor's: addr of a float64 0-d input and float32 vectors is
-    float64, as torch's); beta = 0 ignores input's values (a NaN there does not reach the result), as
-    torch's, leaving input a zero gradient."""
-    out, shp = _shape(prod), _shape(input)
-    if len(shp) > len(out) or any(a not in (1, b) for a, b in zip(shp[::-1], out[::-1])):
-        raise ShapeError(f"{name}: input of shape {shp} cannot be expanded to the product's shape {out}")
-    input = shape.expand(input, out)
-    if alpha != 1:
-        prod = ew.mul(prod, alpha)
-    if beta == 0:
-        everywhere = Tensor(input.device.xp.ones(input.shape, dtype=bool), device=input.device)
-        return ew.add(prod, ew.where(everywhere, 0, input))
-    return ew.add(ew.mul(input, beta) if beta != 1 else input, prod)
-
-
 def addmv(input, mat, vec, *, beta=1, alpha=1):
     _need_dims("addmv", mat=(mat, 2), vec=(vec, 1))
-    return _scaled_sum("addmv", input, linalg.mv(mat, vec), beta, alpha)
+    return linalg.scaled_sum("addmv", input, linalg.mv(mat, vec), beta, alpha)
 
 
 def addr(input, vec1, vec2, *, beta=1, alpha=1):
     _need_dims("addr", vec1=(vec1, 1), vec2=(vec2, 1))
-    return _scaled_sum("addr", input, linalg.outer(vec1, vec2), beta, alpha)
+    return linalg.scaled_sum("addr", input, linalg.outer(vec1, vec2), beta, alpha, layout_of_input=True)
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     _need_dims("baddbmm", batch1=(batch1, 3), batch2=(batch2, 3))
-    return _scaled_sum("baddbmm", input, linalg.bmm(batch1, batch2), beta, alpha)
+    return linalg.scaled_sum("baddbmm", input, linalg.bmm(batch1, batch2), beta, alpha)
 
 
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """beta·input + alpha·Σ_b batch1[b] @ batch2[b]."""
     _need_dims("addbmm", batch1=(batch1, 3), batch2=(batch2, 3))
-    return _scaled_sum("addbmm", input, red.sum(linalg.bmm(batch1, batch2), 0), beta, alpha)
+    return linalg.scaled_sum("addbmm", input, red.sum(linalg.bmm(batch1, batch2), 0), beta, alpha)
 
 
 def vdot(input, other):

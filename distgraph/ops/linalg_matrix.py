@@ -254,8 +254,24 @@ def matrix_power(input, n):
 
 
 @defop("pinverse", kind="other", save=(0,), saves_output=True)
-def _pinverse(xp, a, rcond=1e-15):
-    return _lapack("pinverse", lambda m: xp.linalg.pinv(m, rcond=rcond), a)
+def _pinverse(xp, a, rcond=1e-15, atol=0.0, hermitian=False):
+    """Singular values (|eigenvalues| of the lower triangle if hermitian) at most max(atol, rcond·σ_max)
+    are cut, as torch.linalg.pinv's; numpy's pinv where it is the same (no atol, not hermitian)."""
+
+    def pinv(m):
+        if (atol == 0 and not hermitian) or m.size == 0:
+            return xp.linalg.pinv(m, rcond=rcond)
+        if hermitian:  # A = V diag(w) Vᵀ, so A⁺ = V diag(1/w) Vᵀ over the kept w
+            s, u = xp.linalg.eigh(m)
+            vt = xp.swapaxes(u, -1, -2)
+        else:
+            u, s, vt = xp.linalg.svd(m, full_matrices=False)
+        cutoff = xp.maximum(atol, rcond * xp.abs(s).max(-1, keepdims=True))
+        kept = xp.abs(s) > cutoff
+        inv = xp.where(kept, 1 / xp.where(kept, s, 1), 0)
+        return xp.swapaxes(vt, -1, -2) * inv[..., None, :] @ xp.swapaxes(u, -1, -2)
+
+    return _lapack("pinverse", pinv, a)
 
 
 _pinverse.grad(lambda ctx, g: pinv_backward(g, ctx.out, ctx.inputs[0]))
@@ -277,8 +293,11 @@ def pinv_backward(g, p, a):
     return ew.sub(ew.add(first, phk), mm(mm(phk, p), a))
 
 
-def pinverse(input, rcond=1e-15):
+def pinverse(input, rcond=1e-15, *, atol=0.0, hermitian=False):
+    """torch.pinverse; `atol` and `hermitian` for linalg.pinv (distgraph/linalg.py)."""
     if not isinstance(input, Tensor) or input.array.dtype.kind != "f" or input.ndim < 2:
         what = f"{input.dtype.name} {tuple(input.shape)}" if isinstance(input, Tensor) else type(input).__name__
         raise DTypeError(f"pinverse: expected a float tensor of (batches of) matrices, got {what}")
-    return _pinverse(input, rcond=float(rcond))
+    if hermitian and input.shape[-1] != input.shape[-2]:
+        raise ShapeError(f"linalg.pinv(hermitian=True): expected square matrices, got shape {tuple(input.shape)}")
+    return _pinverse(input, rcond=float(rcond), atol=float(atol), hermitian=bool(hermitian))

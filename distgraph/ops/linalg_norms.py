@@ -9,6 +9,7 @@ shared equally, as amax's.
 
 import numpy as np
 
+from distgraph import dtypes
 from distgraph.backend import to_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
@@ -24,15 +25,29 @@ INF = float("inf")
 _MATRIX_ORDS = ("fro", "nuc", INF, -INF, 1, -1, 2, -2)
 
 
-def _cast(x, dtype):
-    return x if dtype is None else cast(x, getattr(dtype, "np", dtype))
+def _float_input(name, x, dtype):
+    """x cast to `dtype` (None: as it is), with torch's checks: x must be floating point, and `dtype` a
+    floating dtype x converts to without narrowing (float64 to float32 is refused)."""
+    if x.array.dtype.kind != "f":
+        raise DTypeError(f"{name}: Expected a floating point or complex tensor as input. Got {x.dtype.name}")
+    if dtype is None:
+        return x
+    dt = dtypes.from_any(dtype)
+    if dt.np.kind != "f":
+        raise DTypeError(f"{name}: dtype should be floating point or complex, but got {dt.name}")
+    if np.promote_types(x.array.dtype, dt.np) != dt.np:
+        raise DTypeError(
+            f"{name}: the dtype of the input ({x.dtype.name}) should be convertible without narrowing to the "
+            f"specified dtype ({dt.name})"
+        )
+    return cast(x, dt.np)
 
 
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     """torch.linalg.vector_norm (ord a number; dim None flattens)."""
     if isinstance(ord, str):
         raise TypeError(f"linalg.vector_norm: argument 'ord' must be Number, not str ({ord!r})")
-    return red.norm(_cast(x, dtype), ord, dim, keepdim)
+    return red.norm(_float_input("linalg.vector_norm", x, dtype), ord, dim, keepdim)
 
 
 def _two_dims(name, A, dim):
@@ -63,18 +78,20 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
         raise ShapeError(f"{name}: The input tensor A must have at least 2 dimensions.")
     if ord not in _MATRIX_ORDS:
         raise ValueError(f"{name}: Order {ord} not supported.")
-    if A.array.dtype.kind != "f" and dtype is None:
-        raise DTypeError(f"{name}: Expected a floating point tensor as input. Got {A.dtype.name}")
-    A = _cast(A, dtype)
+    A = _float_input(name, A, dtype)
     d = _two_dims(name, A, dim)
     if ord == "fro":
         return red.norm(A, 2, d, keepdim)
     if ord == "nuc":
         return _over_singular_values(A, d, keepdim, red.sum)
+    # the max (min) is over the singular values (2), the column sums (1) or the row sums (inf)
+    over = min(A.shape[d[0]], A.shape[d[1]]) if abs(ord) == 2 else A.shape[d[1] if abs(ord) == 1 else d[0]]
+    if over == 0:  # torch's: 0, with no graph, for the max of nothing; an error for the min
+        if ord < 0:
+            raise ShapeError(f"{name}: Expected a non-empty tensor to reduce over, got {tuple(A.shape)} (ord {ord})")
+        return red.norm(A.detach(), 2, d, keepdim)
     if abs(ord) == 2:
         return _over_singular_values(A, d, keepdim, red.amax if ord > 0 else red.amin)
-    if A.numel() == 0 and A.shape[d[1] if abs(ord) == 1 else d[0]] == 0:
-        raise ShapeError(f"{name}: Expected a non-empty tensor to reduce over, got {tuple(A.shape)}")
     summed, kept = (d[0], d[1]) if abs(ord) == 1 else (d[1], d[0])
     if not keepdim and summed < kept:
         kept -= 1
@@ -86,6 +103,8 @@ def norm(A, ord=None, dim=None, keepdim=False, *, dtype=None):
     """torch.linalg.norm: a vector norm over one dim (or all, flattened), a matrix norm over two."""
     if isinstance(dim, int):
         dim = (dim,)
+    if dim is not None and len(dim) not in (1, 2):
+        raise ShapeError(f"linalg.norm: If dim is specified, it must be of length 1 or 2. Got {list(dim)}")
     if dim is not None and len(dim) == 2:
         return matrix_norm(A, "fro" if ord is None else ord, tuple(dim), keepdim, dtype=dtype)
     if dim is not None:
