@@ -88,8 +88,10 @@ def check_options(opts, where="Trainer", prefix=""):
                 name,
                 f"={opts[name]!r} saves into {prefix}checkpoint_dir, which is not set: set it or drop {prefix}{name}",
             )
-    if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
-        fail("checkpoint_dir", f"{os.fspath(folder)!r} is a file, not a folder for checkpoints")
+    if folder is not None:
+        problem = _unwritable_folder(os.fspath(folder))
+        if problem:  # found now, not after the first epoch's training
+            fail("checkpoint_dir", f"{os.fspath(folder)!r} cannot hold checkpoints: {problem}")
     address = opts.get("address")
     if address is not None and backend != "ray":  # it ran locally without a word: the user meant a cluster
         fail("address", f"={address!r} is the Ray cluster to join and needs {prefix}backend='ray', got {backend!r}")
@@ -154,3 +156,16 @@ def syncs_batch_norm(model, workers, sync, allreduce="auto"):
             "sum their gradients); use allreduce='gloo' across nodes or 'auto' / 'shm' on one node"
         )
     return True
+
+
+def _unwritable_folder(folder):
+    """Why checkpoints cannot be written into `folder` (made on the first save if missing), or None: a file
+    in its place or on its way, or a nearest existing folder this process cannot write into."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return f"{path!r} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"this process may not write into {path!r}"
+    return None

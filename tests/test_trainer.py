@@ -113,6 +113,11 @@ def test_options_that_would_fail_later_are_refused_when_the_trainer_is_made(tmp_
     (tmp_path / "f").write_text("")
     with pytest.raises(ConfigError, match="checkpoint_dir .* is a file, not a folder"):
         make(checkpoint_dir=str(tmp_path / "f"))
+    # a file part-way along the path: it trained an epoch, then save_checkpoint's NotADirectoryError
+    with pytest.raises(ConfigError, match=r"checkpoint_dir '.*f/runs/a' cannot hold checkpoints: '.*f' is a file"):
+        make(checkpoint_dir=str(tmp_path / "f" / "runs" / "a"))
+    make(checkpoint_dir=str(tmp_path / "new" / "runs"))  # a folder still to be made is fine
+    assert not (tmp_path / "new").exists()  # (made at the first save, not by the check)
     model = nn.Linear(4, 3)
     with pytest.raises(ConfigError, match="loss_fn must be callable"):
         dg.Trainer(model, "cross_entropy", dg.optim.SGD(model.parameters(), lr=0.1))
