@@ -6,6 +6,7 @@ reseeded by `manual_seed` (and cupy's generator on the GPU), so a seed fixes a r
 """
 
 import contextlib
+import math
 import re
 import threading
 
@@ -87,7 +88,21 @@ class _CupyGenerator:
 
 
 def _infer_np_dtype(data):
-    """torch's dtype inference for Python data: float -> default float, int -> int64, bool -> bool."""
+    """torch's dtype inference for Python data: float -> default float, int -> int64, bool -> bool; a
+    sequence holding numpy scalars: those and the Python numbers promoted together, as torch infers it
+    (`[np.float64(0.1)]` is float64, `[np.int32(1)]` int32, `[1.0, np.float16(2)]` the default float)."""
+    if isinstance(data, list | tuple):
+        kinds = _scalar_types(data)
+        if any(issubclass(t, np.generic) for t in kinds) and all(t in _PY_SCALARS or issubclass(t, np.number | np.bool_)
+                                                                 for t in kinds):  # fmt: skip
+            found = [
+                dtypes.get_default_dtype() if t is float else dtypes.from_numpy(np.dtype(_PY_SCALARS.get(t) or t))
+                for t in kinds
+            ]
+            promoted = found[0]
+            for dt in found[1:]:
+                promoted = dtypes.promote_types(promoted, dt)
+            return promoted.np
     arr = _host_array(data)
     if arr.dtype.kind == "f" and not isinstance(data, np.ndarray | np.generic):
         return dtypes.get_default_dtype().np
@@ -98,6 +113,22 @@ def _infer_np_dtype(data):
     if arr.dtype.kind in "OUS":
         raise DTypeError(f"tensor(): could not infer a numeric dtype from {type(data).__name__} data")
     return arr.dtype
+
+
+_PY_SCALARS = {bool: np.bool_, int: np.int64, float: None}  # None: the default float dtype, read at the call
+
+
+def _scalar_types(data):
+    """The types of the scalars in a nested list/tuple (one pass of C-level `map(type, ...)` per level)."""
+    found, stack = set(), [data]
+    while stack:
+        seq = stack.pop()
+        for t in set(map(type, seq)):
+            if t is list or t is tuple:
+                stack.extend(x for x in seq if type(x) is t)
+            else:
+                found.add(t)
+    return found
 
 
 def _host_array(data, dtype=None):
@@ -213,8 +244,12 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     default = None
     if dtype is None:
-        default = (
-            dtypes.bool_ if isinstance(fill_value, bool) else dtypes.int64 if isinstance(fill_value, int) else None
+        default = (  # a numpy int counts as a Python int (torch's full((2,), np.int32(1)) is int64)
+            dtypes.bool_
+            if isinstance(fill_value, bool)
+            else dtypes.int64
+            if isinstance(fill_value, int | np.integer)
+            else None
         )
     return _fill(fill_value, (tuple(size),), dtype, device, requires_grad, default)
 
@@ -236,6 +271,9 @@ def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    """torch.arange: [start, end) by step, as ATen computes it: the values start + i·step in int64 or float64
+    (an integer dtype truncates the bounds and step first), their count ceil((end - start) / step) (for int64
+    in integers, from the truncated bounds; for the other integer dtypes from the bounds as given)."""
     if end is None:
         start, end = 0, start
     dev = as_device(device)
@@ -244,10 +282,26 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
         dt = dtypes.get_default_dtype() if is_float else dtypes.int64
     else:
         dt = dtypes.from_any(dtype)
-    return Tensor(dev.xp.arange(start, end, step).astype(dt.np), requires_grad=requires_grad, device=dev)
+    if not all(math.isfinite(v) for v in (start, end, step)):
+        raise InputRangeError(f"arange: unsupported range: {start} -> {end} (step {step})")
+    integral = dt.np.kind in "iub"
+    a, b, s = (int(v) if integral else float(v) for v in (start, end, step))  # the values' terms
+    # the checks and the count: int64's in those integers, every other dtype's in float64 from the bounds given
+    ca, cb, cs = (a, b, s) if dt is dtypes.int64 else (float(start), float(end), float(step))
+    if cs == 0:
+        raise InputRangeError("arange: step must be nonzero")
+    if (cs > 0 and cb < ca) or (cs < 0 and cb > ca):
+        raise InputRangeError(
+            f"arange: upper bound and lower bound inconsistent with step sign (start {start}, end {end}, step {step})"
+        )
+    n = (cb - ca + cs - (1 if cs > 0 else -1)) // cs if dt is dtypes.int64 else math.ceil((cb - ca) / cs)
+    i = dev.xp.arange(n, dtype=np.int64 if integral else np.float64)
+    return Tensor((a + i * s).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    if steps < 0:
+        raise InputRangeError(f"linspace: number of steps must be non-negative, got {steps}")
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
@@ -260,6 +314,9 @@ def logspace(start, end, steps, base=10.0, dtype=None, device=None):
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    for name, v in (("n", n), ("m", m)):
+        if v is not None and v < 0:
+            raise InputRangeError(f"eye: {name} must be greater or equal to 0, got {v}")
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
     return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
