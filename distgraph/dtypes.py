@@ -2,7 +2,8 @@
 
 Promotion follows torch: the result category (bool < integer < floating) is the highest among all
 operands; within it, dimensioned tensors decide before zero-dim tensors, which decide before Python
-scalars; a Python float meeting only integer tensors gives the default dtype (float32).
+scalars (a numpy scalar counts as one); a Python float meeting only integer tensors gives the default dtype
+(float32).
 """
 
 import os
@@ -131,12 +132,12 @@ def result_np_dtype(operands):
     tiers = [None, None, None]  # dimensioned, zero-dim, scalar: promoted dtype per tier
     for x in operands:
         arr = getattr(x, "array", x)
-        if isinstance(arr, (bool, np.bool_)):
-            dt, tier = np.dtype(np.bool_), 2
-        elif isinstance(arr, (int, np.integer)) and not hasattr(arr, "ndim"):
+        if isinstance(arr, (bool, np.bool_)):  # a numpy number (np.generic) counts as the Python one, as in torch:
+            dt, tier = np.dtype(np.bool_), 2  # int32 tensor + np.float64(0.5) is float32
+        elif isinstance(arr, (int, np.integer)):
             dt, tier = np.dtype(np.int64), 2
-        elif isinstance(arr, (int, float)) and not hasattr(arr, "ndim"):  # np.float64 is a float: not a scalar
-            dt, tier = (np.dtype(np.int64) if isinstance(arr, int) else _default_float.np), 2
+        elif isinstance(arr, (float, np.floating)):
+            dt, tier = _default_float.np, 2
         else:
             dt, tier = arr.dtype, (0 if arr.ndim else 1)
         tiers[tier] = dt if tiers[tier] is None else _promote_np(tiers[tier], dt)

@@ -12,7 +12,7 @@ user's backward (None, or zeros under `set_materialize_grads(True)`, for outputs
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import _record, mark_custom_output
+from distgraph.autograd.function import FREED_MESSAGE, _record, mark_custom_output, set_history
 from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
 
@@ -37,7 +37,7 @@ class FunctionCtx:
     @property
     def saved_tensors(self):
         if self._saved is None:
-            raise AutogradError("saved_tensors: the saved tensors were freed by a previous backward")
+            raise AutogradError(FREED_MESSAGE)
         for i, (t, v) in enumerate(zip(self._saved, self._versions)):
             if isinstance(t, Tensor) and t._vc[0] != v:
                 raise AutogradError(
@@ -74,6 +74,9 @@ class _EngineOp:
     saves_extra = False
     view = False
 
+    def release(self, ctx):
+        """After a backward that keeps no graph: free what the Node saved (function.release)."""
+
 
 class _CustomOp(_EngineOp):
     """Duck-types the Op interface the engine needs, for one Function subclass."""
@@ -82,6 +85,10 @@ class _CustomOp(_EngineOp):
         self.name = fn_cls.__name__
         self.fn_cls = fn_cls
         self.positions = tensor_positions
+
+    def release(self, ctx):
+        if ctx._saved:
+            ctx._saved = None  # (saved_tensors then raises, as torch's)
 
     def backward(self, node, grad):
         ctx = node.saved
@@ -96,6 +103,13 @@ class _CustomOp(_EngineOp):
             raise AutogradError(
                 f"function {name} returned an incorrect number of gradients (expected {ctx.num_args}, got {len(grads)})"
             )
+        if len(self.positions) != ctx.num_args:
+            for pos, g in enumerate(grads):
+                if g is not None and pos not in self.positions:
+                    raise AutogradError(
+                        f"function {name} returned a gradient different than None at position {pos + 1}, but the "
+                        "corresponding forward input was not a Variable"
+                    )
         out = []
         for k, pos in enumerate(self.positions):
             g = grads[pos]
@@ -187,7 +201,7 @@ class Function:
             diff = [i for i, o in enumerate(outs) if isinstance(o, Tensor) and id(o) not in ctx.non_differentiable]
             if not multi:
                 if diff:
-                    _record(_CustomOp(cls, positions), inputs, {}, ctx, results[0])
+                    _attach(_CustomOp(cls, positions), inputs, ctx, results[0])
             elif diff:
                 ctx._outputs = [(o.shape, o.array.dtype, o.device) if isinstance(o, Tensor) else None for o in outs]
                 ctx._grads = [None] * len(outs)
@@ -195,7 +209,7 @@ class Function:
                 anchor = Tensor(first.device.xp.zeros((), dtype=first.array.dtype), device=first.device)
                 _record(_CustomOp(cls, positions), inputs, {}, ctx, anchor)
                 for i in diff:
-                    _record(_CustomOutput(cls, i), (anchor,), {}, ctx, results[i])
+                    _attach(_CustomOutput(cls, i), (anchor,), ctx, results[i])
         for i, o in enumerate(outs):
             if isinstance(o, View) and id(o) not in ctx.dirty:
                 mark_custom_output(o, cls.__name__, i, record and len(diff) > 1)
@@ -221,3 +235,32 @@ def _output(o, inputs, ctx, record):
         new._vc = o._vc
         return new
     return o
+
+
+def _attach(op, inputs, ctx, out):
+    """Record `op`'s Node with output `out`. An input marked dirty that is a view gets its new history as an
+    in-place op on a view does (ops/views.py): the tensor owning its memory is rebased through it, so that
+    the base's gradient goes through the Function too, as torch's."""
+    if type(out) is not View or id(out) not in ctx.dirty:
+        _record(op, inputs, {}, ctx, out)
+        return
+    from distgraph.ops import views  # (the layer above, imported when needed: as engine.py's sum_to)
+
+    new = Tensor(out.array, device=out.device)  # the written value, recorded before the view's history moves
+    new._vc = out._vc
+    _record(op, inputs, {}, ctx, new)
+    rebased = views.rebase(out, new)
+    set_history(out, new.grad_fn)
+    views.commit(rebased)
+
+
+class DelayedError(Function):
+    """The graph once_differentiable (function.py) puts on a backward's results: differentiating it raises."""
+
+    @staticmethod
+    def forward(ctx, *grads):
+        return grads if len(grads) > 1 else grads[0]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise AutogradError("trying to differentiate twice a function that was marked with @once_differentiable")

@@ -5,8 +5,9 @@ counts, for every Node reachable from the roots, how many consumers will send it
 LIFO ready-list runs each Node once all of its consumers have reported: its hooks, then its op's
 backward rule, then the gradients are reduced to each input's shape and routed along the edges
 fixed at forward time. Leaf gradients are summed first and accumulated into `.grad` at the end, so
-leaf hooks see the total. Unless `retain_graph`, a Node drops its saved inputs as soon as it has
-run, which frees their arrays and makes a second backward raise as PyTorch does.
+leaf hooks see the total (accumulate.py). Unless `retain_graph`, a Node drops its inputs as soon as it
+has run (function.release), which frees their arrays and makes a second backward through a Node that
+saved some raise, as PyTorch does; one that saved none keeps their metadata and runs again, as torch's.
 
 Two modes share the loop. With `create_graph=True`, or while graph capture traces (it must see the
 backward as differentiable ops), gradients are Tensors and each op's differentiable rule runs. In
@@ -19,36 +20,14 @@ no_grad. Tensors are built only where user code sees them: hooks, captured input
 import numpy as np
 
 from distgraph.autograd import grad_mode, layout
+from distgraph.autograd.accumulate import accumulate, add_leaf, call_hooks, finish_leaf, hand_over, wrap
 from distgraph.autograd.callbacks import backward_pass
-from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded
+from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded, release
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
-from distgraph.backend import device_of_array, writeable
+from distgraph.backend import device_of_array
 from distgraph.errors import AutogradError, ShapeError
 
-
-def _accumulate(prev, g, create_graph):
-    """prev + g; outside create_graph the sum needs no graph, so add the arrays directly."""
-    if prev is None:
-        return g
-    if create_graph:
-        return prev + g
-    return _wrap(prev.array + g.array, g.device)  # 0-d arrays sum to a numpy scalar: `_wrap` keeps an ndarray
-
-
-def _wrap(array, device):
-    """A grad-less Tensor around `array` without Tensor.__init__'s checks (the backward hot path).
-    An array rule on 0-d arrays may return a numpy scalar: user code (hooks, `autograd.grad`) gets an
-    ndarray, which in-place ops can write into."""
-    if isinstance(array, np.generic):
-        array = np.asarray(array)
-    out = _new_tensor(Tensor)
-    out.array, out.device, out._grad, out.grad_fn, out.requires_grad, out._vc = array, device, None, None, False, [0]
-    out._epoch = _layout_current[0].seq  # (autograd/layout.py)
-    return out
-
-
-_new_tensor = Tensor.__new__
 _layout_current = layout.current
 
 
@@ -165,12 +144,13 @@ def _run_node_arrays(node, grad, retain_graph):
         if type(grads) is not tuple:
             grads = (grads,)
     else:
-        got = op.backward(node, _wrap(grad, device_of_array(grad)))
+        got = op.backward(node, wrap(grad, device_of_array(grad)))
         grads = tuple(None if g is None else g.array for g in (got if type(got) is tuple else (got,)))
     if not retain_graph:
-        node.inputs = None
-        node.saved = None
-        node.out_ref = None
+        if node.versions or node.out_ref is not None:  # (most Nodes: what they saved goes, with their inputs)
+            node.inputs = node.saved = node.out_ref = None
+        else:
+            release(node)
     result = grads
     nxt = node.next
     for i, g in enumerate(grads):
@@ -200,9 +180,10 @@ def _run_node(node, grad, retain_graph):
     if type(grads) is not tuple:
         grads = (grads,)
     if not retain_graph:
-        node.inputs = None
-        node.saved = None
-        node.out_ref = None
+        if node.versions or node.out_ref is not None:  # (most Nodes: what they saved goes, with their inputs)
+            node.inputs = node.saved = node.out_ref = None
+        else:
+            release(node)
     result = grads
     for i, g in enumerate(grads):
         if g is None:
@@ -251,7 +232,7 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
     (the hooks still shape what flows on), after them when it need not run.
     """
     fast = not create_graph and get_tracer() is None  # gradients as arrays (see module docstring)
-    owned = {}  # fast mode: id(array) -> the Tensor around it already handed out (see _hand_over)
+    owned = {}  # fast mode: id(array) -> the Tensor around it already handed out (accumulate.hand_over)
     run = _run_node_arrays if fast else _run_node
     roots = []
     leaf_grads = {}  # id(leaf) -> [leaf, grad]
@@ -269,18 +250,18 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
             else:
                 goal_nodes[t.grad_fn] = t
     grads = {}
-    for out, g in zip(outputs, grad_outputs):
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
         node = out.grad_fn
         if node is None and not out._own_requires_grad:  # (a view requiring grad through its base only
             # has no place for a gradient, as torch's: see View.requires_grad)
-            raise AutogradError("element 0 of tensors does not require grad and does not have a grad_fn")
+            raise AutogradError(f"element {i} of tensors does not require grad and does not have a grad_fn")
         seed = _make_seed(out, g)
         if fast:
             owned[id(seed.array)] = seed  # (the caller's: a .grad it reaches is a copy, an autograd.grad
             seed = seed.array  # result it is, as torch's)
         if node is None:
             if goal_leaves is None or id(out) in goal_leaves:
-                _add_leaf(leaf_grads, out, seed, create_graph)
+                add_leaf(leaf_grads, out, seed, create_graph)
             continue
         grads[node] = grads[node] + seed if node in grads else seed
         roots.append(node)
@@ -305,13 +286,13 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
             if needed is not None and node not in needed:  # only a captured one reaches here with a grad
                 if grad is not None and node in capture_nodes:
                     if node.hooks:
-                        grad = _call_hooks(node.hooks, grad, fast)
-                    captured[id(capture_nodes[node])] = _hand_over(grad, owned, True) if fast else grad
+                        grad = call_hooks(node.hooks, grad, fast)
+                    captured[id(capture_nodes[node])] = hand_over(grad, owned, True) if fast else grad
                 continue
             if capture_nodes and grad is not None and node in capture_nodes:
-                captured[id(capture_nodes[node])] = _hand_over(grad, owned, True) if fast else grad
+                captured[id(capture_nodes[node])] = hand_over(grad, owned, True) if fast else grad
             if grad is not None and node.hooks:
-                grad = _call_hooks(node.hooks, grad, fast)
+                grad = call_hooks(node.hooks, grad, fast)
             if grad is not None:
                 in_grads = run(node, grad, retain_graph)
                 if anomaly:
@@ -329,20 +310,20 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
                         if prev is None:
                             grads[nxt] = g
                         else:
-                            grads[nxt] = prev + g if fast else _accumulate(prev, g, create_graph)
+                            grads[nxt] = prev + g if fast else accumulate(prev, g, create_graph)
                     left = deps[nxt] - 1
                     deps[nxt] = left
                     if left == 0:
                         ready.append(nxt)
                 elif goal_leaves is None or id(nxt) in goal_leaves:
                     if g is not None:
-                        _add_leaf(leaf_grads, nxt, g, create_graph)
+                        add_leaf(leaf_grads, nxt, g, create_graph)
                     if early and id(nxt) in early:
                         early[id(nxt)] -= 1
                         if early[id(nxt)] == 0 and id(nxt) in leaf_grads:
-                            _finish_leaf(*leaf_grads.pop(id(nxt)), owned, fast, create_graph, captured, capture)
+                            finish_leaf(*leaf_grads.pop(id(nxt)), owned, fast, create_graph, captured, capture)
         for leaf, g in leaf_grads.values():
-            _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture)
+            finish_leaf(leaf, g, owned, fast, create_graph, captured, capture)
     return captured
 
 
@@ -377,40 +358,6 @@ def _needed(roots, deps, goals, run_goals, goal_leaves):
     return needed
 
 
-def _finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
-    """Leaf hooks, then the captured gradient (autograd.grad) or `.grad` and the post-accumulate hooks."""
-    if fast:
-        g = _hand_over(g, owned, capture is not None)
-    hooks = getattr(leaf, "_hooks", None)
-    if hooks:
-        g = _call_hooks(hooks, g, False)
-    if capture is not None:
-        captured[id(leaf)] = g
-        return
-    if not leaf._own_requires_grad:  # it left the graph (detach_, requires_grad_(False)) after this
-        return  # graph was recorded: as torch's AccumulateGrad, no .grad for it
-    if leaf._grad is None:
-        leaf._grad = g if create_graph or fast else g.detach()
-    else:
-        leaf._grad = _accumulate(leaf._grad, g, create_graph)
-    for hook in getattr(leaf, "_post_hooks", None) or ():
-        hook(leaf)
-
-
-def _hand_over(array, owned, share):
-    """Fast mode: the Tensor handed to the user for gradient `array`, as torch's. Each .grad gets its own
-    writeable memory; autograd.grad's results (`share`) that are one gradient are one Tensor (the
-    caller's grad_outputs included), so a write into one moves the version autograd checks wherever
-    another was saved. `owned`: id(array) -> the Tensor already handed out around it."""
-    t = owned.get(id(array))
-    if t is not None and share:
-        return t
-    if t is not None or not writeable(array):
-        array = device_of_array(array).xp.array(array)
-    t = owned[id(array)] = _wrap(array, device_of_array(array))
-    return t
-
-
 def _post_hooks_exist():
     """Whether any leaf may have a post-accumulate hook (checked per backward, so plain runs pay nothing)."""
     from distgraph.autograd import tensor
@@ -418,32 +365,21 @@ def _post_hooks_exist():
     return tensor.post_hooks_registered[0] > 0
 
 
-def _call_hooks(hooks, grad, as_array):
-    """Run tensor hooks on `grad` (an array when `as_array`); a hook's non-None return replaces it."""
-    t = _wrap(grad, device_of_array(grad)) if as_array else grad
-    for hook in hooks:
-        new = hook(t)
-        if new is not None:
-            t = new
-    return t.array if as_array else t
-
-
-def _add_leaf(leaf_grads, leaf, g, create_graph=False):
-    entry = leaf_grads.get(id(leaf))
-    if entry is None:
-        leaf_grads[id(leaf)] = [leaf, g]
-    elif isinstance(g, Tensor):
-        entry[1] = _accumulate(entry[1], g, create_graph)
-    else:
-        entry[1] = entry[1] + g
+def _paired_gradients(outputs, grads):
+    """One gradient (or None) per output, as torch pairs them: None for all, a lone Tensor, or a sequence;
+    fewer than the outputs are refused (torch's zip ignores extra ones)."""
+    if grads is None:
+        return [None] * len(outputs)
+    grads = [grads] if isinstance(grads, Tensor) else list(grads)
+    if len(grads) < len(outputs):
+        raise AutogradError(f"got {len(outputs)} tensors and {len(grads)} gradients")
+    return grads[: len(outputs)]
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """torch.autograd.backward: accumulate d(tensors)/d(leaf) into each leaf's `.grad`."""
-    if isinstance(tensors, Tensor):
-        tensors = [tensors]
-    if grad_tensors is None or isinstance(grad_tensors, Tensor):
-        grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    grad_tensors = _paired_gradients(tensors, grad_tensors)
     if retain_graph is None:
         retain_graph = create_graph
     if inputs is not None:
@@ -477,8 +413,7 @@ def grad(
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    if grad_outputs is None or isinstance(grad_outputs, Tensor):
-        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = _paired_gradients(outputs, grad_outputs)
     if retain_graph is None:
         retain_graph = create_graph
     for t in inputs:

@@ -8,6 +8,7 @@ op defined once serves eager autograd, capture and every executor. An elementwis
 torch's TensorIterator layout here too, for every such op at once (autograd/memory_format.py).
 """
 
+import functools
 import traceback
 
 import numpy as np
@@ -81,7 +82,7 @@ class Node:
         vc = self.out_ref[1]
         out = Tensor.__new__(Tensor)
         out.array, out.device, out._grad, out.grad_fn = array, self.inputs[0].device, None, self
-        out.requires_grad, out._vc = True, vc
+        out._own_requires_grad, out._vc = True, vc
         return out
 
     @property
@@ -109,7 +110,9 @@ def inputs_as_recorded(node):
     if inputs is None:
         raise AutogradError(_freed_message(node))
     epoch = node.epoch
-    if epoch.aliases:
+    if epoch is _FREED:  # it saved nothing: its inputs' metadata stands in for them (see release)
+        node.inputs = inputs = tuple([_stand_in(*meta) for meta in inputs])
+    elif epoch.aliases:
         seen = []
         for t, edge in zip(inputs, node.next):
             entry = epoch.aliases.get(id(t))
@@ -121,13 +124,38 @@ def inputs_as_recorded(node):
     return inputs
 
 
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after they have already "
+    "been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). "
+    "Specify retain_graph=True if you need to backward through the graph a second time or if you need to access "
+    "saved tensors after calling backward."
+)
+_FREED = object()  # a Node's epoch once `release` kept only its inputs' metadata
+
+
 def _freed_message(node):
-    return (
-        "Trying to backward through the graph a second time (or directly access saved tensors after they "
-        "have already been freed). Saved intermediate values of the graph are freed when you call "
-        ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
-        f"graph a second time. (op: {node.name()})"
-    )
+    return f"{FREED_MESSAGE} (op: {node.name()})"
+
+
+def release(node):
+    """After `node` ran without retain_graph: what it saved is freed, as torch's, so that a second backward
+    through it raises. A Node that saved nothing keeps only its inputs' shape, dtype and device (their
+    arrays are freed), which stand in for them if a second backward runs it, as torch's does. A custom
+    Function's Node frees its ctx's saved tensors: only reading them raises then, as torch's."""
+    saved = node.saved
+    if saved is not None and node.op.kind == "custom":
+        node.op.release(saved)
+    elif node.versions or node.out_ref is not None or saved is not None:
+        node.inputs = node.saved = node.out_ref = None
+        return
+    if node.epoch is not _FREED:
+        node.inputs = tuple([(t.array.shape, t.array.dtype, t.device) for t in node.inputs])
+        node.epoch = _FREED
+
+
+def _stand_in(shape, dtype, device):
+    """A Tensor of `shape` and `dtype` on `device` holding one element (zero strides): a freed input's metadata."""
+    return Tensor(device.xp.broadcast_to(device.xp.zeros((), dtype), shape), device=device)
 
 
 def _describe(inputs, attrs):
@@ -207,7 +235,7 @@ def apply(op, inputs, attrs=_EMPTY):
     if needs_grad and op.backward is not None and _grad_state.grad_enabled:
         _record(op, inputs, attrs, saved, out)
     else:
-        out.requires_grad = False
+        out._own_requires_grad = False
         if _inference_depth[0] and _grad_state.inference and not op.view:  # not on the recording path;
             out._vc = INFERENCE_VERSION  # one list read (a view keeps its base's counter: an inference
             # tensor only if its base is one, as torch)
@@ -263,7 +291,7 @@ def _record(op, inputs, attrs, saved, out):
     node.out_ref = (out.array, out._vc, out._vc[0]) if op.saves_output else None
     node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
-    out.requires_grad = True
+    out._own_requires_grad = True
 
 
 def _saved_version(op, inputs, edges, i):
@@ -362,7 +390,7 @@ def set_history(t, node):
     """`t`, just written in place, gets `node` (the write's) as its grad_fn."""
     old = _grad_fn_slot.__get__(t)
     t.grad_fn = node
-    t.requires_grad = True
+    t._own_requires_grad = True
     move_retained_grad(t, old)
 
 
@@ -435,3 +463,24 @@ def view_write_error(view, indirect=False, op=None):
 
 _grad_fn_slot = Tensor.grad_fn
 tensor_module.regenerate_view = _regenerate_view
+
+
+def once_differentiable(backward):
+    """torch.autograd.function.once_differentiable: decorate a custom Function's backward that is not
+    itself differentiable. It runs under no_grad; with grad mode on (create_graph) and an input requiring
+    grad, its results come back with a graph whose backward raises, so a double backward through it fails
+    then, not silently with a wrong (zero) gradient."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *args, **kwargs):
+        with grad_mode.no_grad():
+            outputs = backward(ctx, *args, **kwargs)
+        if not grad_mode.is_grad_enabled() or not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+            return outputs
+        from distgraph.autograd.custom import DelayedError  # (custom.py builds on this module)
+
+        outs = outputs if isinstance(outputs, tuple) else (outputs,)
+        fresh = [None if o is None else o.detach().requires_grad_() for o in outs]
+        return DelayedError.apply(*fresh)
+
+    return wrapper

@@ -1,4 +1,9 @@
-"""Finite-difference checks of analytic gradients (central differences, float64), as torch's gradcheck."""
+"""Finite-difference checks of analytic gradients (central differences, float64), as torch's gradcheck.
+
+torch's keywords are taken: `nondet_tol` as torch's (the analytic Jacobian is computed twice and must
+agree within it: a backward that is not reentrant fails); `fast_mode` and `check_undefined_grad` are
+accepted and ignored (the check is always the full Jacobian one, which a fast-mode check would pass).
+"""
 
 import numpy as np
 
@@ -20,16 +25,17 @@ def numerical_jacobian(fn, inputs, eps=1e-6):
         if not (isinstance(x, Tensor) and x.requires_grad):
             jac.append(None)
             continue
-        flat = x.array.reshape(-1)
+        array = x.array  # perturbed in place, element by element (a reshape of a non-contiguous one is a copy)
         cols = []
-        for j in range(flat.size):
-            orig = flat[j].item()
+        for j in range(array.size):
+            at = np.unravel_index(j, array.shape)
+            orig = array[at].item()
             with no_grad():
-                flat[j] = orig + eps
+                array[at] = orig + eps
                 plus = np.concatenate([np.asarray(o.__array__(), np.float64).ravel() for o in _outputs(fn, inputs)])
-                flat[j] = orig - eps
+                array[at] = orig - eps
                 minus = np.concatenate([np.asarray(o.__array__(), np.float64).ravel() for o in _outputs(fn, inputs)])
-                flat[j] = orig
+                array[at] = orig
             cols.append((plus - minus) / (2 * eps))
         jac.append(np.stack(cols, axis=0) if cols else np.zeros((0, 0)))
     return jac
@@ -57,8 +63,20 @@ def analytical_jacobian(fn, inputs):
     return jac
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
-    """True when analytic and numerical Jacobians agree; else raise (naming the input) or return False."""
+def gradcheck(
+    fn,
+    inputs,
+    eps=1e-6,
+    atol=1e-5,
+    rtol=1e-3,
+    raise_exception=True,
+    *,
+    nondet_tol=0.0,
+    check_undefined_grad=True,
+    fast_mode=False,
+):
+    """True when analytic and numerical Jacobians agree (and the analytic one is reproducible within
+    `nondet_tol`); else raise (naming the input) or return False."""
     inputs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
     for i, x in enumerate(inputs):
         if isinstance(x, Tensor) and x.requires_grad and x.array.dtype != np.float64:
@@ -77,15 +95,40 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
             raise AutogradError(
                 f"Jacobian mismatch for differentiable input {i}: max abs diff {err}\nnumerical:\n{n}\nanalytical:\n{a}"
             )
+    for a, again in zip(analytical, analytical_jacobian(fn, inputs)):
+        if a.size and np.max(np.abs(a - again)) > nondet_tol:
+            if not raise_exception:
+                return False
+            raise AutogradError(
+                "Backward is not reentrant, i.e., running backward with same input and grad_output multiple times "
+                "gives different values, although analytical gradient matches numerical gradient. The tolerance "
+                f"for nondeterminism was {nondet_tol}."
+            )
     return True
 
 
-def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
-    """Check second derivatives: gradcheck of the function x -> d(sum fn(x) * v)/dx."""
-    inputs = tuple(inputs)
+def gradgradcheck(
+    fn,
+    inputs,
+    grad_outputs=None,
+    *,
+    eps=1e-6,
+    atol=1e-5,
+    rtol=1e-3,
+    raise_exception=True,
+    nondet_tol=0.0,
+    check_undefined_grad=True,
+    fast_mode=False,
+):
+    """Check second derivatives: gradcheck of the function x -> d(sum fn(x) * v)/dx, with `grad_outputs`
+    as v (random normal ones when None)."""
+    inputs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
     outs = _outputs(fn, inputs)
-    rng = np.random.default_rng(0)
-    seeds = [Tensor(rng.standard_normal(o.shape)) for o in outs]
+    if grad_outputs is None:
+        rng = np.random.default_rng(0)
+        seeds = [Tensor(rng.standard_normal(o.shape)) for o in outs]
+    else:
+        seeds = list(grad_outputs) if isinstance(grad_outputs, tuple | list) else [grad_outputs]
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
 
     def first(*xs):
@@ -94,4 +137,4 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             gs = autograd_grad(os, [xs[i] for i in diff_idx], seeds, create_graph=True, allow_unused=True)
         return tuple(g for g in gs if g is not None)
 
-    return gradcheck(first, inputs, eps, atol, rtol)
+    return gradcheck(first, inputs, eps, atol, rtol, raise_exception, nondet_tol=nondet_tol)

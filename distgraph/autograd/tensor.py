@@ -5,6 +5,8 @@ The backing array is `t.array` (a numpy or cupy ndarray, never copied). Op metho
 holds only state and the few methods that are not ops.
 """
 
+from operator import attrgetter
+
 import numpy as np
 
 from distgraph import dtypes
@@ -29,7 +31,7 @@ class Tensor:
     __slots__ = (
         "array",
         "device",
-        "requires_grad",
+        "_own_requires_grad",  # what requires_grad reads (a View's: or its base's); assignments are checked
         "_grad",  # what .grad reads; assignments to .grad are checked (see grad's setter)
         "grad_fn",
         "_vc",
@@ -52,7 +54,7 @@ class Tensor:
         self._epoch = _layout_now[0]
         self.grad_fn = None
         self._vc = INFERENCE_VERSION if _grad_state.inference else [0]
-        self.requires_grad = False
+        self._own_requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -147,9 +149,19 @@ class Tensor:
         if requires_grad and self._vc is INFERENCE_VERSION and not _grad_state.inference:
             raise AutogradError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
         if not requires_grad and _grad_fn_slot.__get__(self) is not None:  # (its own: see retain_grad)
-            raise AutogradError("you can only change requires_grad flags of leaf variables")
-        self.requires_grad = bool(requires_grad)
+            raise AutogradError(_LEAF_ONLY + _USE_DETACH)
+        self._own_requires_grad = bool(requires_grad)
         return self
+
+    def _set_requires_grad(self, value):
+        """`t.requires_grad = value` (read: the slot's C-level get, as every op reads it; code building a
+        tensor writes the slot, `_own_requires_grad`), checked as torch's: as requires_grad_, and refused on
+        any non-leaf."""
+        if value and _grad_fn_slot.__get__(self) is not None:
+            raise AutogradError(_LEAF_ONLY)
+        self.requires_grad_(value)
+
+    requires_grad = property(attrgetter("_own_requires_grad"), _set_requires_grad)
 
     def detach(self):
         """A tensor sharing this one's array and version counter, outside the graph."""
@@ -168,7 +180,7 @@ class Tensor:
         if self.grad_fn is not None:
             non_leaves_detached[0] += 1
         self.grad_fn = None
-        self.requires_grad = False
+        self._own_requires_grad = False
         return self
 
     @property
@@ -367,16 +379,16 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def __reduce__(self):
-        # Ray/in-flight serialization only (files use msgpack via dg.save): array + flags.
-        return (
-            _rebuild,
-            (
-                to_device(self.array, "cpu") if self.device is not CPU else self.array,
-                str(self.device),
-                self.requires_grad,
-            ),
-        )
+    def __reduce__(self):  # Ray/in-flight serialization only (files use msgpack via dg.save): array + flags
+        array = to_device(self.array, "cpu") if self.device is not CPU else self.array
+        return (_rebuild, (array, str(self.device), self.requires_grad))
+
+
+_LEAF_ONLY = "you can only change requires_grad flags of leaf variables."
+_USE_DETACH = (
+    " If you want to use a computed variable in a subgraph that doesn't require differentiation use "
+    "var_no_grad = var.detach()."
+)
 
 
 def _check_assigned_grad(t, value):
@@ -407,10 +419,9 @@ def _rebuild(array, device, requires_grad):
 # View's grad_fn as its view op applied to its base's current graph.
 regenerate_view = None
 _grad_fn_slot = Tensor.grad_fn  # the slots themselves, which View's properties wrap
-_requires_grad_slot = Tensor.requires_grad
-# The slot under a name View does not override: the own flag (torch's `requires_grad_`), which alone gives a
-# leaf gradients; a View may require grad through its base alone.
-Tensor._own_requires_grad = _requires_grad_slot
+# The slot requires_grad reads, under a name View does not override: the own flag (torch's `requires_grad_`),
+# which alone gives a leaf gradients; a View may require grad through its base alone.
+_requires_grad_slot = Tensor._own_requires_grad
 
 
 class View(Tensor):
@@ -453,7 +464,7 @@ class View(Tensor):
             root = root._view_of
         return root.requires_grad
 
-    requires_grad = property(_requires_grad, _requires_grad_slot.__set__)  # set: the bare slot
+    requires_grad = property(_requires_grad, Tensor._set_requires_grad)  # set: checked, as a plain tensor's
 
 
 def view_root(view):

@@ -17,7 +17,7 @@ from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import DivisionByZeroError, DTypeError, InputRangeError
 from distgraph.ops import compare as cmp  # rules call comparisons at run time; no import cycle
 from distgraph.ops import kernels
-from distgraph.ops.promotion import _float_operand, _operands, cast, const, refuse
+from distgraph.ops.promotion import _float_operand, _float_operands, _operands, cast, const, refuse
 from distgraph.ops.registry import defop
 
 EW = "elementwise"
@@ -195,12 +195,12 @@ def _(ctx, g):
 
 def _binary_fn(op, float_only=False):
     def fn(input, other):
-        if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
+        if float_only:
+            a, b = _float_operands(input, other)
+        elif type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
             a, b = input, other  # the common case, without the promotion logic
         else:
             a, b = _operands(input, other, op.name)
-        if float_only and a.array.dtype.kind != "f":
-            a, b = _float_operand(a), _float_operand(b)
         return apply(op, (a, b))
 
     fn.__name__ = op.name
@@ -240,18 +240,14 @@ def sub(input, other, alpha=1):
 
 
 def div(input, other, rounding_mode=None):
-    a, b = _operands(input, other)
     if rounding_mode is None:
-        if a.array.dtype.kind != "f":
-            a, b = _float_operand(a), _float_operand(b)
-        return apply(_div, (a, b))
+        return apply(_div, _float_operands(input, other))
+    a, b = _operands(input, other)
     if rounding_mode == "floor":
         return floor_divide(a, b)
-    if rounding_mode == "trunc":
-        if a.array.dtype.kind in "iu" and b.array.dtype.kind in "iu":
-            _check_int_divisor("div", a.array, b.array)
-        q = _trunc_divide(_float_operand(a), _float_operand(b))
-        return q if a.array.dtype.kind == "f" else cast(q, a.array.dtype)
+    if rounding_mode == "trunc":  # integers exactly, with no float detour (float32 holds integers to 2**24)
+        q = _trunc_divide(*((a, b) if a.array.dtype.kind in "iuf" else (_float_operand(a), _float_operand(b))))
+        return q if q.array.dtype == a.array.dtype else cast(q, a.array.dtype)
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
 
@@ -261,14 +257,20 @@ def _floor_divide(xp, a, b):
     return a // b
 
 
-# Piecewise constant: zero gradient wherever defined, so (as torch's div(rounding_mode="floor")) a float
-# result still requires grad. torch's floor_divide itself raises in backward ("not implemented"); here
-# both give the zero gradient.
+# Piecewise constant: a zero gradient wherever defined, so a float result still requires grad, as torch's
+# div(rounding_mode="floor") (torch's floor_divide itself raises "not implemented" in backward).
 _floor_divide.grad(lambda ctx, g: tuple(_zero_grad(ctx, g) if n is not None else None for n in ctx.next))
 
 
-# div(rounding_mode="trunc") of floats, one op: a zero gradient where b is 0 too (trunc of div gave 0 / 0)
-_trunc_divide = defop("trunc_divide", kind=EW, save=())(lambda xp, a, b: xp.trunc(a / b))
+@defop("trunc_divide", kind=EW, save=())
+def _trunc_divide(xp, a, b):
+    """div(rounding_mode="trunc"), one op of zero gradient (0 where b is 0 too); integers: floor, moved toward 0."""
+    if a.dtype.kind not in "iu":
+        return xp.trunc(a / b)
+    _check_int_divisor("div", a, b)
+    return (q := a // b) + ((q * b != a) & ((a < 0) != (b < 0))).astype(q.dtype)
+
+
 _trunc_divide.grad(_floor_divide.backward)
 
 

@@ -126,7 +126,7 @@ def _check_gather(name, input, dim, index):
     if index.array.size:
         lo, hi = int(index.array.min()), int(index.array.max())
         n = input.shape[d] if input.ndim else 1
-        if lo < -n or hi >= n:
+        if lo < 0 or hi >= n:  # torch's gather and scatter refuse a negative index (take_along_dim wraps it)
             raise IndexOutOfRangeError(
                 f"{name}(): index {hi if hi >= n else lo} is out of bounds for dimension {d} with size {n}"
             )
@@ -220,12 +220,18 @@ def _(ctx, g):
     return _scatter(g, index, zeros, axis=axis), None, gsrc
 
 
-def scatter(input, dim, index, src=None, value=None):
+def scatter(input, dim, index, src=None, value=None, *, reduce=None):
+    """`reduce` 'add' or 'multiply': torch's older form of scatter_reduce 'sum' or 'prod' (self included)."""
     d = _check_gather("scatter", input, dim, index)
-    if src is None:
-        src = Tensor(input.device.xp.full(index.shape, value, dtype=input.array.dtype), device=input.device)
-    elif not isinstance(src, Tensor):
-        src = Tensor(input.device.xp.full(index.shape, src, dtype=input.array.dtype), device=input.device)
+    if src is None or not isinstance(src, Tensor):
+        fill = value if src is None else src
+        src = Tensor(input.device.xp.full(index.shape, fill, dtype=input.array.dtype), device=input.device)
+    if reduce is not None:
+        if reduce not in ("add", "multiply"):
+            raise ShapeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
+        from distgraph.ops.indexing_extra import scatter_reduce  # (it builds on this module)
+
+        return scatter_reduce(input, dim, index, src, "sum" if reduce == "add" else "prod")
     src = _check_src("scatter", index, src)
     if input.ndim and index.ndim:
         return _scatter(input, index, src, axis=d)
@@ -247,7 +253,7 @@ def index_select(input, dim, index):
             )
         return gather(input, 0, Tensor(index.array.reshape(()), device=input.device))
     n = input.shape[d]
-    if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < -n):
+    if index.array.size and (int(index.array.max()) >= n or int(index.array.min()) < 0):  # (no negative: torch)
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
     if tensor_module.host_reads is not None:  # being captured: the index must be an op's input, not an
         return _index_select_traced(input, d, index)  # array in getitem's attributes (a weighted loss's target)
@@ -267,10 +273,16 @@ def _index_select_traced(input, d, index):
 
 
 def take_along_dim(input, indices, dim=None):
-    if dim is None:  # torch: both flattened
+    """gather; with a dim, as torch's, an index in [-n, 0) counts from the end (torch wraps any index modulo
+    n; one beyond [-n, n) is refused here, as gather refuses it). Without one both are flattened, and a
+    negative index is refused, as torch refuses it."""
+    if dim is None:
         return gather(input.reshape(-1), 0, indices.reshape(-1))
     if input.ndim == 0:  # torch's take_along_dim has no dim to take along (gather reads a 0-d as 1-d)
         raise IndexOutOfRangeError(f"take_along_dim: Dimension specified as {dim} but tensor has no dimensions")
+    n = input.shape[normalize_dim(dim, input.ndim, "take_along_dim")]
+    if indices.array.dtype.kind == "i" and indices.array.size and -n <= int(indices.array.min()) < 0:
+        indices = ew.where(cmp.lt(indices, 0), ew.add(indices, n), indices)
     return gather(input, dim, indices)
 
 

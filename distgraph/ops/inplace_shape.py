@@ -35,7 +35,17 @@ from distgraph.errors import AutogradError, ShapeError
 from distgraph.ops import shape, views
 from distgraph.ops.registry import defop
 
-_STATE = ("array", "device", "requires_grad", "grad_fn", "_vc", "_view_of", "_view_fn", "_view_version", "_view_epoch")
+_STATE = (
+    "array",
+    "device",
+    "_own_requires_grad",
+    "grad_fn",
+    "_vc",
+    "_view_of",
+    "_view_fn",
+    "_view_version",
+    "_view_epoch",
+)
 
 
 def t_(self):
@@ -94,7 +104,7 @@ def _inplace_view(self, name, view_op, *args):
     else:  # the root stays the root; the alias becomes its view by the inverse op
         if recorded is not None:
             Tensor.grad_fn.__set__(self, recorded)
-            Tensor.requires_grad.__set__(self, True)
+            Tensor._own_requires_grad.__set__(self, True)
         old.__class__ = View
         old._view_of = self
         old._view_fn = _inverse(new._view_fn, old.shape)

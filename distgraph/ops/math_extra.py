@@ -18,7 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops.promotion import _float_operand, _operands, cast, refuse
+from distgraph.ops.promotion import _float_operand, _float_operands, _operands, cast, refuse
 from distgraph.ops.registry import defop
 
 EW = "elementwise"
@@ -70,14 +70,8 @@ def _pair(name, input, other, kinds="biuf", float_result=False, tensors_only=Fal
     integer operands compute in the default float dtype; `tensors_only`: torch's signature takes no number."""
     if tensors_only and not (isinstance(input, Tensor) and isinstance(other, Tensor)):
         raise DTypeError(f"{name}(): expected two Tensors, got {_describe(input, other)}")
-    if float_result:  # an integer tensor meets a Python number as a float: copysign(uint8 t, -1) is negative
-        input, other = (
-            _float_operand(x) if isinstance(x, Tensor) and not isinstance(y, Tensor) else x
-            for x, y in ((input, other), (other, input))
-        )
-    a, b = _operands(input, other)
-    if float_result and a.array.dtype.kind != "f":
-        a, b = _float_operand(a), _float_operand(b)
+    # float_result: integer tensors turn float before a number meets them (copysign(uint8 t, -1) is negative)
+    a, b = _float_operands(input, other) if float_result else _operands(input, other)
     if a.array.dtype.kind not in kinds:
         raise DTypeError(f"{name}: not implemented for {a.array.dtype} (operands {_describe(input, other)})")
     return a, b

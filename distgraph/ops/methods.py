@@ -24,10 +24,12 @@ from distgraph.ops import (
     regions,
     reorder,
     shape,
+    shape_extra,
     statistics,
     views,
 )
 from distgraph.ops import elementwise as ew
+from distgraph.ops import math_extra as mx
 from distgraph.ops import reduction as red
 
 METHODS = {
@@ -337,6 +339,8 @@ def _copy_(self, src, non_blocking=False):
     from distgraph.backend import to_device
 
     views.refuse_internal_overlap(self.array, "copy_")
+    if tuple(getattr(src, "shape", ())) != self.shape:
+        shape_extra.check_broadcasts_to(tuple(getattr(src, "shape", ())), tuple(self.shape), "copy_")
     views.refuse_partial_overlap(self.array, (src,), "copy_")
     # as torch's copy_, a grad-requiring src counts only where self's dtype can carry a gradient
     views.check_view_write(self, (src,) if self.array.dtype.kind in "fc" else (), "copy_")
@@ -467,6 +471,12 @@ def install():
         "__rand__": _reflect(cmp.bitwise_and),
         "__ror__": _reflect(cmp.bitwise_or),
         "__rxor__": _reflect(cmp.bitwise_xor),
+        "__lshift__": mx.bitwise_left_shift,
+        "__rshift__": mx.bitwise_right_shift,
+        "__rlshift__": _reflect(mx.bitwise_left_shift),
+        "__rrshift__": _reflect(mx.bitwise_right_shift),
+        "__ilshift__": inplace_variant(mx.bitwise_left_shift, "__ilshift__"),
+        "__irshift__": inplace_variant(mx.bitwise_right_shift, "__irshift__"),
     }
     for name, fn in ops.items():
         setattr(Tensor, name, fn)

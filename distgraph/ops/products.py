@@ -13,7 +13,7 @@ from distgraph.autograd import grad_mode
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import _unsqueeze_reduced, normalize_dim, normalize_dims, sum
+from distgraph.ops.reduction import F16, _unsqueeze_reduced, normalize_dim, normalize_dims, sum
 from distgraph.ops.registry import defop
 from distgraph.ops.reorder import flip
 from distgraph.ops.shape import cat, flatten, movedim, narrow, reshape, stack
@@ -109,6 +109,8 @@ def cumsum(input, dim, dtype=None):
 
 def _cumulative(op, input, dim, name):
     axis = normalize_dim(dim, input.ndim, name)
+    if input.array.dtype is F16:  # torch accumulates float16 in float32 (a float16 running sum stops at 2048)
+        return ew.cast(_cumulative(op, ew.cast(input, np.float32), axis, name), F16)
     if input.ndim == 0:  # numpy's cumsum would flatten a 0-d tensor into shape (1,)
         return reshape(op(reshape(input, (1,)), axis=0), ())
     return op(input, axis=axis)

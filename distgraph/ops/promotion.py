@@ -74,6 +74,16 @@ def _operands(a, b, op=None):
     return a, const(b, a, dt)
 
 
+def _float_operands(a, b):
+    """Two Tensors for an op whose result is floating (true division, atan2): torch's promoted dtype, or the
+    default float dtype where that would be bool/integer. Tensors turn float before a number meets them, so
+    uint8 / 256 divides by 256.0 (not by 256 wrapped into uint8, 0) and atan2(uint8, tensor(-1)) by -1.0."""
+    if not (isinstance(a, Tensor) and a.array.dtype.kind == "f" or isinstance(b, Tensor) and b.array.dtype.kind == "f"):
+        a = _float_operand(a) if isinstance(a, Tensor) else a
+        b = _float_operand(b) if isinstance(b, Tensor) else b
+    return _operands(a, b)
+
+
 def refuse(error, op, x, what):
     """Raise `error` for an input `op` does not take, as torch refuses it: names the op, dtype and shape."""
     raise error(f"{op}: {what} (a {x.array.dtype} tensor of shape {tuple(x.shape)})")
@@ -105,5 +115,5 @@ def cast(x, dtype):
     np_dtype = dtype.np if isinstance(dtype, dtypes.DType) else np.dtype(dtype)
     out = _cast(x, dtype=np_dtype)
     if np_dtype.kind != "f" and out.requires_grad:  # as torch: integer/bool tensors never require grad
-        out.requires_grad, out.grad_fn = False, None
+        out._own_requires_grad, out.grad_fn = False, None
     return out

@@ -19,6 +19,7 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
 
 RED = "reduction"
+F16 = np.dtype(np.float16)  # torch accumulates float16 in float32 and rounds once (a singleton: `is` compares)
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
 
@@ -43,7 +44,10 @@ def normalize_dims(dim, ndim, op="op"):
 
 
 def normalize_dim(dim, ndim, op="op"):
-    """One `dim` as a non-negative axis (0 for a 0-d tensor, whose ops treat it as one element)."""
+    """One `dim` as a non-negative axis (0 for a 0-d tensor, whose ops treat it as one element). A tuple is
+    refused, as torch refuses it: these ops take one dim (sort(x, (-1,)) would otherwise sort along dim 0)."""
+    if type(dim) is not int and not isinstance(dim, np.integer):
+        raise TypeError(f"{op}(): argument 'dim' must be int, not {type(dim).__name__}")
     axes = normalize_dims(dim, ndim, op)
     return axes[0] if axes else 0
 
@@ -68,6 +72,8 @@ def _unsqueeze_reduced(g, axes, keepdim):
 # ---- sum / mean ---------------------------------------------------------------------------------
 @defop("sum", kind=RED, save=())
 def _sum(xp, x, axes, keepdim=False, dtype=None):
+    if dtype is F16 or (dtype is None and x.dtype is F16):  # numpy would accumulate in float16 (2048 + 1 is 2048)
+        return _sum.forward(xp, x.astype(F16, copy=False), axes, keepdim, np.dtype(np.float32)).astype(F16)
     if xp is np:  # what the method runs, called from here: an inf - inf warns from this module, which
         return np.add.reduce(x, axes, dtype, None, keepdim)  # distgraph's warnings filter silences (as torch)
     return x.sum(axes, dtype, None, keepdim)  # the method skips np.sum's dispatch (2x on tiny arrays)
@@ -117,6 +123,10 @@ def mean(input, dim=None, keepdim=False, dtype=None):
             f"mean(): could not infer output dtype. Input dtype must be either a floating point or complex "
             f"dtype. Got: {input.dtype.name}"
         )
+    if (input.array.dtype if dtype is None else dtypes.from_any(dtype).np) is F16:
+        # torch's: cast to float32, sum, divide, cast back (a float16 count would be inf above 65504)
+        x = input if input.array.dtype is F16 else ew.cast(input, F16)
+        return ew.cast(mean(ew.cast(x, np.float32), dim, keepdim), F16)
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "mean")
     count = 1
     for a in axes:
@@ -315,6 +325,8 @@ def norm(input, p="fro", dim=None, keepdim=False):
         p = 2
     if not isinstance(p, int | float):
         raise TypeError(f"norm: p must be a number or 'fro', got {p!r}")
+    if input.array.dtype is F16:  # torch accumulates in float32 (a float16 x·x summed overflows at 65504)
+        return ew.cast(norm(ew.cast(input, np.float32), p, dim, keepdim), F16)
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "norm")
     if p in (float("inf"), float("-inf")):
         _check_nonempty(input, axes, "norm")

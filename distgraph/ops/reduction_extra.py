@@ -80,8 +80,11 @@ def nansum(input, dim=None, keepdim=False, dtype=None):
 def nanmean(input, dim=None, keepdim=False, dtype=None):
     _require_float(input, "nanmean")
     count = red.sum(cmp.logical_not(cmp.isnan(input)), dim=dim, keepdim=keepdim)
+    total = nansum(input, dim, keepdim, dtype)
+    half = total.array.dtype is red.F16  # torch divides a float16 sum in float32: a float16 count is inf above 65504
     with np.errstate(invalid="ignore"):  # an all-NaN (or empty) slice: 0 / 0, NaN as torch's, unwarned
-        return ew.div(nansum(input, dim, keepdim, dtype), count)
+        out = ew.div(ew.cast(total, np.float32) if half else total, count)
+    return ew.cast(out, red.F16) if half else out
 
 
 # ---- median / nanmedian ---------------------------------------------------------------------------------

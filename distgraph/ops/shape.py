@@ -383,11 +383,8 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("cat(): expected a non-empty list of Tensors")
-    dt = (
-        dtypes.result_np_dtype(tensors)
-        if builtins.any(t.array.dtype != tensors[0].array.dtype for t in tensors)
-        else None
-    )
+    mixed = builtins.any(t.array.dtype != tensors[0].array.dtype for t in tensors)
+    dt = dtypes.result_np_dtype(tensors) if mixed else None
     ref = next((t for t in tensors if not _legacy_empty(t)), None)  # all of shape (0,): torch takes any dim
     d = _dim(dim, ref.ndim, "cat") if ref is not None else 0
     for i, t in enumerate(tensors):
@@ -487,6 +484,8 @@ def split(tensor, split_size_or_sections, dim=0):
 
 def chunk(input, chunks, dim=0):
     d = _dim(dim, input.ndim, "chunk", whole=True)
+    if chunks <= 0:
+        raise ShapeError(f"chunk expects `chunks` to be greater than 0, got: {chunks} (input {tuple(input.shape)})")
     n = input.shape[d]
     if not n:  # torch: an empty dim gives `chunks` empty pieces (split would give one)
         return split(input, [0] * chunks, d)

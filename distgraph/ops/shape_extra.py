@@ -12,13 +12,27 @@ import builtins
 
 import numpy as np
 
+from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import address
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops.reduction import sum_to
 from distgraph.ops.regions import _diagonal_embed, diag
 from distgraph.ops.reorder import flip
-from distgraph.ops.shape import _dim, _shape_arg, _slice, chunk, flatten, movedim, reshape, split, tile, transpose
+from distgraph.ops.shape import (
+    _dim,
+    _shape_arg,
+    _slice,
+    chunk,
+    flatten,
+    movedim,
+    permute,
+    reshape,
+    split,
+    tile,
+    transpose,
+    view,
+)
 
 
 def ravel(input):
@@ -187,9 +201,85 @@ def dim_order(input, *, ambiguity_check=False):
     return order
 
 
-def _tile_method(input, *dims):
-    """Tensor.tile(*dims): ints or one sequence of them (torch.tile takes the sequence only)."""
-    return tile(input, _shape_arg(dims))
+def check_broadcasts_to(have, want, op):
+    """A source of shape `have` must broadcast to `want` (the tensor written into), as torch checks it: numpy
+    names no op, and lets a leading size-1 dim through."""
+    n = max(len(have), len(want))
+    a, b = (1,) * (n - len(want)) + want, (1,) * (n - len(have)) + have
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y and 1 not in (x, y):
+            raise ShapeError(
+                f"{op}: The size of tensor a ({x}) must match the size of tensor b ({y}) at non-singleton dimension "
+                f"{k} (self {want}, source {have})"
+            )
+    if any(x != y and x == 1 for x, y in zip(a, b)) or len(have) > len(want):
+        wide = [max(x, y) for x, y in zip(a, b)]
+        raise ShapeError(f"{op}: output with shape {list(want)} doesn't match the broadcast shape {wide}")
+
+
+def _dims_arg(op, args, kwargs, key="dims"):
+    """A method's dims as torch's Tensor methods take them: ints, one sequence of them, or the keyword `key`."""
+    if key in kwargs and not args and len(kwargs) == 1:
+        return _shape_arg((kwargs[key],))
+    if kwargs:
+        raise TypeError(f"{op}() got unexpected keyword arguments {sorted(kwargs)} (with {len(args)} positional)")
+    return _shape_arg(args)
+
+
+def _tile_method(input, *dims, **kwargs):
+    """Tensor.tile(*dims), tile(dims=...): ints or one sequence of them (torch.tile takes the sequence only)."""
+    return tile(input, _dims_arg("tile", dims, kwargs))
+
+
+def _flip_method(input, *dims, **kwargs):
+    """Tensor.flip(*dims), flip(dims=...) (torch.flip takes the sequence only)."""
+    return flip(input, _dims_arg("flip", dims, kwargs))
+
+
+def _permute_method(input, *dims, **kwargs):
+    """Tensor.permute(*dims), permute(dims=...)."""
+    return permute(input, _dims_arg("permute", dims, kwargs))
+
+
+def _split_method(input, split_size, dim=0):
+    """Tensor.split(split_size, dim): torch's method names its first argument split_size (an int or sizes)."""
+    return split(input, split_size, dim)
+
+
+def _view_method(input, *shape, dtype=None):
+    """Tensor.view(*shape), or view(dtype) / view(dtype=...): the same memory read as another dtype."""
+    if dtype is None and len(shape) == 1 and isinstance(shape[0], dtypes.DType):
+        shape, dtype = (), shape[0]
+    if dtype is None:
+        return view(input, *shape)
+    if shape:
+        raise TypeError(f"view() takes a shape or a dtype, not both (got shape {shape} and dtype {dtype})")
+    return view_dtype(input, dtypes.from_any(dtype))
+
+
+def view_dtype(input, dtype):
+    """torch's Tensor.view(dtype): input's memory read as `dtype`, not differentiable (as torch's, the result never
+    requires grad). A different element size scales the last dim, which must then be contiguous, of a size and
+    offset that fit, with the other strides whole multiples of the new element size (torch's checks)."""
+    a, old = input.array, input.dtype
+    if dtype.itemsize != old.itemsize:
+        what = f"to view {old.name} as {dtype.name} (different element sizes)"
+        big, small = max(dtype.itemsize, old.itemsize), min(dtype.itemsize, old.itemsize)
+        if a.ndim == 0:
+            raise ShapeError(f"view: self.dim() cannot be 0 {what}")
+        if a.strides[-1] != a.itemsize:
+            raise ShapeError(f"view: self.stride(-1) must be 1 {what}, but got {a.strides[-1] // a.itemsize}")
+        if dtype.itemsize > old.itemsize:
+            ratio = big // small
+            if a.shape[-1] % ratio:
+                raise ShapeError(f"view: self.size(-1) must be divisible by {ratio} {what}, but got {a.shape[-1]}")
+            if storage_offset(input) % ratio:
+                raise ShapeError(f"view: self.storage_offset() must be divisible by {ratio} {what}")
+            if builtins.any(s % dtype.itemsize for s in a.strides[:-1]):
+                raise ShapeError(f"view: self.stride(i) must be divisible by {ratio} {what}, got {_strides(input)}")
+    out = Tensor(a.view(dtype.np), device=input.device)
+    out._vc = input._vc  # writes through either show in the other's version, as detach()'s
+    return out
 
 
 moveaxis = movedim
@@ -197,6 +287,10 @@ moveaxis = movedim
 METHODS = {
     "ravel": ravel,
     "tile": _tile_method,
+    "flip": _flip_method,
+    "permute": _permute_method,
+    "split": _split_method,
+    "view": _view_method,
     "tensor_split": tensor_split,
     "hsplit": hsplit,
     "vsplit": vsplit,

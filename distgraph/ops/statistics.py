@@ -13,7 +13,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import _all_if_empty, _sum, _unsqueeze_reduced, mean, normalize_dims, sum
+from distgraph.ops.reduction import F16, _all_if_empty, _sum, _unsqueeze_reduced, mean, normalize_dims, sum
 from distgraph.ops.registry import defop
 
 
@@ -42,6 +42,8 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def _variance(input, dim, unbiased, keepdim, correction, whole):
+    if input.array.dtype is F16:  # torch accumulates float16 in float32 (a float16 dof is inf above 65504)
+        return ew.cast(_variance(ew.cast(input, np.float32), dim, unbiased, keepdim, correction, whole), F16)
     axes, n, correction = _plan(input, dim, unbiased, correction)
     if n <= correction and (dim is None or input.ndim == 0):
         return _var_no_dof(input, axes=axes, keepdim=keepdim)
@@ -132,6 +134,8 @@ def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def _deviation(input, dim, unbiased, keepdim, correction, whole):
+    if input.array.dtype is F16:  # as _variance
+        return ew.cast(_deviation(ew.cast(input, np.float32), dim, unbiased, keepdim, correction, whole), F16)
     axes, n, corr = _plan(input, dim, unbiased, correction)
     if n > corr and input.array.dtype.kind == "f":  # the usual case: torch's std_backward (_std)
         return _std(input, axes=axes, keepdim=keepdim, dof=n - corr, two_pass=_two_pass(input, n, whole))

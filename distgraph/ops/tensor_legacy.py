@@ -93,7 +93,7 @@ def as_subclass(self, cls):
     if cls is Tensor:
         return alias
     out = inplace_shape.state_copy(alias, cls)
-    Tensor.requires_grad.__set__(out, alias.requires_grad)  # a view's (its base's, when made in no_grad mode)
+    Tensor._own_requires_grad.__set__(out, alias.requires_grad)  # a view's (its base's, when made in no_grad mode)
     return out
 
 

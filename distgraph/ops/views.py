@@ -84,7 +84,7 @@ def snapshot(t):
     the hooks registered on the view (they are on the graph of a value the view no longer holds)."""
     s = Tensor.__new__(Tensor)
     s.array, s.device, s._grad, s.grad_fn = t.array.copy(), t.device, None, t.grad_fn
-    s.requires_grad, s._vc = t.requires_grad, [t._vc[0]]
+    s._own_requires_grad, s._vc = t.requires_grad, [t._vc[0]]
     if type(t) is View and s.grad_fn is not None and _shares_memory(t) and t._view_of.requires_grad:
         _record(t._view_fn[0], (view_base(t),), t._view_fn[1], None, s)
     return s

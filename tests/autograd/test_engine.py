@@ -371,7 +371,8 @@ def test_saved_arrays_are_freed_after_backward():
     y.backward()
     gc.collect()
     assert ref() is None  # backward released it
-    assert node.inputs == () or node.inputs is None  # the node dropped its references
+    # the node dropped its references (a node that saved nothing, as sum, keeps its inputs' metadata only)
+    assert node.inputs is None or not any(isinstance(t, dg.Tensor) for t in node.inputs)
 
 
 def test_retained_graph_keeps_saved_arrays_until_the_last_backward():
