@@ -266,10 +266,11 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     rank order, output_split_sizes[s] rows from rank s, in place. None: dim 0 split evenly."""
     out, inp, what = output.array, input.array, "all_to_all_single"
     if out.ndim == 0 or inp.ndim == 0:
-        raise ShapeError(f"{what}: 0-d tensors have no dim 0 to split (output {out.shape}, input {inp.shape})")
-    send, problem = _splits(input_split_sizes, inp.shape[0], what, "input")
-    take, problem_out = _splits(output_split_sizes, out.shape[0], what, "output")
-    problem = problem or problem_out
+        problem = ShapeError(f"{what}: 0-d tensors have no dim 0 to split (output {out.shape}, input {inp.shape})")
+    else:
+        send, problem = _splits(input_split_sizes, inp.shape[0], what, "input")
+        take, problem_out = _splits(output_split_sizes, out.shape[0], what, "output")
+        problem = problem or problem_out
     parts = _cut(inp, send) if problem is None else [None] * _context["world"]
     expect = [((n, *out.shape[1:]), str(out.dtype)) for n in take] if problem is None else [None] * _context["world"]
     got = _route(parts, expect, what, inp, problem)
@@ -286,7 +287,7 @@ def all_to_all(output_tensor_list, input_tensor_list):
             problem = ConfigError(f"{what}: {name} has {len(ts)} tensors for {world} ranks")
     parts = [t.array for t in input_tensor_list] if problem is None else [None] * world
     expect = [_desc(t.array) for t in output_tensor_list] if problem is None else [None] * world
-    like = (input_tensor_list or output_tensor_list)[0].array
+    like = parts[0] if problem is None else None  # (only read once every rank's lists have passed)
     for t, a in zip(output_tensor_list, _route(parts, expect, what, like, problem)):
         t.array[...] = a
     return output_tensor_list
@@ -304,12 +305,12 @@ def alltoall_received(tensor, splits=None):
     """`alltoall` → (the result, the rows taken from each rank) whether or not splits are given (what
     Horovod's alltoall_async hands over)."""
     a, world, what = tensor.array, _context["world"], "alltoall"
-    if a.ndim == 0:
-        raise ShapeError(f"{what}: a 0-d tensor has no dim 0 to split (reshape it to (1,))")
     if isinstance(splits, Tensor):
         splits = splits.numpy()
     sizes, problem = [int(s) for s in np.asarray([] if splits is None else splits).reshape(-1)], None
-    if splits is None and a.shape[0] % world:
+    if a.ndim == 0:
+        problem = ShapeError(f"{what}: a 0-d tensor has no dim 0 to split (reshape it to (1,))")
+    elif splits is None and a.shape[0] % world:
         problem = ShapeError(f"{what}: splits not provided, but first dimension of tensor is not an even multiple of the number of workers ({a.shape[0]} rows, {world} ranks)")  # fmt: skip
     elif splits is None:
         sizes = [a.shape[0] // world] * world
@@ -318,7 +319,8 @@ def alltoall_received(tensor, splits=None):
     elif sum(sizes) > a.shape[0] or min(sizes) < 0:
         problem = ShapeError(f"{what}: Sum of splits entries is greater than the first dimension of tensor ({sizes}, {a.shape[0]} rows)")  # fmt: skip
     parts = _cut(a, sizes) if problem is None else [None] * world
-    got = _route(parts, [((None, *a.shape[1:]), str(a.dtype))] * world, what, a, problem)
+    expect = [((None, *a.shape[1:]), str(a.dtype))] * world if problem is None else [None] * world
+    got = _route(parts, expect, what, a, problem)
     return Tensor(namespace(a).concatenate(got)), Tensor(np.array([g.shape[0] for g in got], np.int32))
 
 

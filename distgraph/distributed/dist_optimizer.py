@@ -3,8 +3,10 @@ wrap the optimizer, and its `step()` all-reduces the gradients first (the class 
 of Horovod's options)."""
 
 import contextlib
+import functools
 import weakref
 
+from distgraph.autograd.tensor import Tensor
 from distgraph.distributed.collective_trace import span
 from distgraph.distributed.compression import Compression, Compressor
 from distgraph.distributed.loop import all_reduce
@@ -32,8 +34,18 @@ class DistributedOptimizer:
     gradients are averaged over the set's ranks alone. The all-reduce runs in `synchronize()`, one fused call per dtype, not from hooks during
     backward: the same numbers as Horovod's, without the overlap (a running `hvd.start_timeline` shows it as
     one event, "allreduce.gradients"). `synchronize()` then `with opt.skip_synchronize():
-    opt.step()` lets a loop clip the averaged gradients in between, as with Horovod. Every rank must have
-    gradients for the same parameters (as in Horovod); anything else is the wrapped optimizer's."""
+    opt.step()` lets a loop clip the averaged gradients in between, as with Horovod. Every parameter that
+    requires grad is reduced, on every rank: one without a gradient here (a branch this rank's forward did
+    not take) gets a zero gradient first, as Horovod's, so the ranks pair the same parameters.
+
+    As Horovod's, the wrapper is an instance of a class made for the wrapped optimizer's, a subclass of both
+    this one and it: `isinstance(opt, SGD)` holds, so an lr scheduler, a GradScaler or a checkpoint takes it
+    as the optimizer it wraps. Its `param_groups`, `state` and `defaults` are the wrapped optimizer's own
+    (one set of learning rates and moments, whichever of the two is scheduled or stepped); anything else is
+    read from the wrapped one."""
+
+    def __new__(cls, optimizer, *args, **kwargs):
+        return super().__new__(_subclass_for(type(optimizer)) if cls is DistributedOptimizer else cls)
 
     def __init__(self, optimizer, named_parameters=None, compression=None, backward_passes_per_step=1, op="mean",
                  gradient_predivide_factor=1.0, num_groups=0, groups=None, sparse_as_dense=False,
@@ -84,12 +96,21 @@ class DistributedOptimizer:
                 "to accumulate gradients locally"
             )
 
+    param_groups = property(lambda self: self.optimizer.param_groups,
+                            lambda self, groups: setattr(self.optimizer, "param_groups", groups))  # fmt: skip
+    state = property(lambda self: self.optimizer.state, lambda self, state: setattr(self.optimizer, "state", state))
+    defaults = property(lambda self: self.optimizer.defaults)
+
     def synchronize(self):
-        """Every gradient ← its all-reduce across the ranks (compressed, scaled as configured), in place."""
+        """Every gradient ← its all-reduce across the ranks (compressed, scaled as configured), in place; a
+        parameter that requires grad and has none gets zeros first (the other ranks may have its gradient)."""
         self._passes = {}
-        params = [p for p in self._params() if p.grad is not None]
+        params = [p for p in self._params() if p.requires_grad]
         if not params:
             return
+        for p in params:
+            if p.grad is None:
+                p.grad = Tensor(p.device.xp.zeros(p.array.shape, p.array.dtype), device=p.device)
         packed = [self._compression.compress(p.grad) for p in params]
         sent = [t for t, _ in packed]
         pre = 1.0 / self.gradient_predivide_factor
@@ -125,4 +146,14 @@ class DistributedOptimizer:
         return self.optimizer.zero_grad(*args, **kwargs)
 
     def __getattr__(self, name):
+        if name == "optimizer":  # (not set yet: no endless lookup)
+            raise AttributeError(name)
         return getattr(self.optimizer, name)
+
+
+@functools.cache
+def _subclass_for(optimizer_class):
+    """DistributedOptimizer for `optimizer_class`: a subclass of both, named after the wrapped one (Horovod's)."""
+    if issubclass(optimizer_class, DistributedOptimizer):  # a wrapper wrapped again: its class already is one
+        return optimizer_class
+    return type(optimizer_class.__name__, (DistributedOptimizer, optimizer_class), {"__module__": __name__})

@@ -35,7 +35,7 @@ import itertools
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import cuda_is_available, cupy_module
+from distgraph.backend import cuda_is_available, cupy_module, namespace
 from distgraph.distributed import collective_trace, collectives, loop
 from distgraph.distributed import process_sets as process_sets_module
 from distgraph.distributed.collective_trace import start_timeline, stop_timeline, traced  # noqa: F401
@@ -112,7 +112,9 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
               process_set=None):  # fmt: skip
     """Every rank's tensor reduced → a new tensor (default op: Average), scaled by prescale_factor before and
     postscale_factor after (Sum and Average only), through `compression` (Compression.none / fp16).
-    Differentiable for Sum and Average: the gradient is the same allreduce of the output's gradient."""
+    Differentiable for Sum and Average: the gradient is the same allreduce of the output's gradient. An
+    integer tensor keeps its dtype, as Horovod's: its average is the sum scaled by 1 / size, and every
+    scaling is truncated toward zero (`_scaled`)."""
     group = group_of(process_set, "allreduce")
     op = _op(average, op, "allreduce")
     if op not in OPS:
@@ -124,11 +126,11 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
             )
         (out,) = run_in(process_set, "allreduce", collectives._reduce, [tensor.array], op, "allreduce")
         return Tensor(out, device=tensor.device)
+    op, postscale_factor = _integer_average(tensor, op, postscale_factor, group)
     compression = compression or Compression.none
-    scaled = tensor * prescale_factor if prescale_factor != 1.0 else tensor
-    compressed, ctx = compression.compress(scaled)
+    compressed, ctx = compression.compress(_scaled(tensor, prescale_factor))
     reduced = compression.decompress(differentiable.all_reduce(compressed, op, group), ctx)
-    return reduced * postscale_factor if postscale_factor != 1.0 else reduced
+    return _scaled(reduced, postscale_factor)
 
 
 @traced
@@ -159,9 +161,9 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
 
 @traced
 def broadcast(tensor, root_rank, name=None, process_set=None):
-    """Rank root_rank's tensor → a new tensor on every rank (differentiable: root's input gets every rank's
-    gradient, the others' none)."""
-    return differentiable.broadcast(tensor, root_rank, group_of(process_set, "broadcast"))
+    """Rank root_rank's tensor → a new tensor on every rank (differentiable, as Horovod's: root's input gets the
+    ranks' gradients averaged, the others' zeros)."""
+    return differentiable.broadcast(tensor, root_rank, group_of(process_set, "broadcast"), average=True)
 
 
 @traced
@@ -211,11 +213,12 @@ def reducescatter(tensor, name=None, compression=None, op=Average, process_set=N
     """Every rank's tensor reduced, split along dim 0 → this rank's rows (collectives.reducescatter), scaled
     and compressed as allreduce's (not differentiable)."""
     _scales_for(op, prescale_factor, postscale_factor, "reducescatter")
+    group = group_of(process_set, "reducescatter")
+    op, postscale_factor = _integer_average(tensor, op, postscale_factor, group)
     compression = compression or Compression.none
-    scaled = tensor * prescale_factor if prescale_factor != 1.0 else tensor
-    compressed, ctx = compression.compress(scaled)
+    compressed, ctx = compression.compress(_scaled(tensor, prescale_factor))
     out = compression.decompress(run_in(process_set, "reducescatter", collectives.reducescatter, compressed, op), ctx)
-    return out * postscale_factor if postscale_factor != 1.0 else out
+    return _scaled(out, postscale_factor)
 
 
 @traced
@@ -341,6 +344,25 @@ def _op(average, op, what):
     if op is not None and average is not None:
         raise ConfigError(f"{what}: The op parameter supersedes average. Please provide only one of them.")
     return op if op is not None else Sum if average is False else Average
+
+
+def _integer_average(tensor, op, postscale_factor, group):
+    """(op, postscale_factor) to run: an integer tensor's Average as Horovod runs it, the sum scaled by
+    postscale_factor / size (torch's AVG refuses integers; dist.all_reduce keeps that)."""
+    if op != Average or tensor.array.dtype.kind not in "iu":
+        return op, postscale_factor
+    return Sum, postscale_factor / (loop.world_size() if group is None else group.size())
+
+
+def _scaled(tensor, factor):
+    """tensor * factor. An integer tensor keeps its dtype, each value factor * value (in float64) truncated
+    toward zero, as Horovod's ScaleBuffer writes it back (a float tensor * a float is float, in dg as in torch)."""
+    if factor == 1.0:
+        return tensor
+    a = tensor.array
+    if a.dtype.kind not in "iu":
+        return tensor * factor
+    return Tensor(namespace(a).trunc(a * float(factor)).astype(a.dtype), device=tensor.device)
 
 
 def _scales_for(op, prescale_factor, postscale_factor, what):

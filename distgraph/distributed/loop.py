@@ -428,14 +428,21 @@ def allgather(tensor):
     return allgather_rows(tensor)
 
 
-def _allgather(tensor, what):
-    """(the concatenation, every rank's (shape, dtype) by rank)."""
+def _allgather(tensor, what, problem=None):
+    """(the concatenation, every rank's (shape, dtype) by rank). `problem`: an error with this rank's other
+    arguments (or None), exchanged with the shapes: the lowest rank's is raised on every rank, naming it."""
     a = tensor.array
     if a.ndim == 0:
         raise ShapeError(f"{what}: a 0-d tensor has no dim 0 to concatenate along (reshape it to (1,))")
     if _context["world"] == 1:
+        if problem is not None:
+            raise problem
         return Tensor(a.copy()), [(tuple(a.shape), str(a.dtype))]
-    metas = allgather_object((tuple(a.shape), str(a.dtype)))
+    gathered = allgather_object((tuple(a.shape), str(a.dtype), problem))
+    for r, (_, _, p) in enumerate(gathered):
+        if p is not None:
+            raise type(p)(f"{p} (on rank {r})")
+    metas = [(shape, dtype) for shape, dtype, _ in gathered]
     ranks = ", ".join(f"rank {r}: {dtype} {shape}" for r, (shape, dtype) in enumerate(metas))
     if len({dtype for _, dtype in metas}) > 1:
         raise DTypeError(f"{what}: the ranks' dtypes differ ({ranks})")
@@ -450,14 +457,22 @@ def _allgather(tensor, what):
 def all_gather(tensor_or_list, tensor=None):
     """`all_gather(tensor)`: Horovod's allgather (concatenation along dim 0). `all_gather(tensor_list,
     tensor)`: torch.distributed's form, rank r's tensor copied into tensor_list[r], in place; each entry
-    must have the shape that rank sent (ShapeError otherwise, after the gather, on that rank only)."""
+    must have the shape that rank sent (ShapeError otherwise, after the gather, on that rank only) and the
+    input's dtype (a list of the wrong length or dtype: an error on every rank, before the gather)."""
     if tensor is None:
         return allgather(tensor_or_list)
-    out = tensor_or_list
+    out, problem = tensor_or_list, None
     if len(out) != _context["world"]:
-        raise ConfigError(f"all_gather: tensor_list has {len(out)} tensors for {_context['world']} ranks")
+        problem = ConfigError(f"all_gather: tensor_list has {len(out)} tensors for {_context['world']} ranks")
+    mismatched = [r for r, t in enumerate(out) if t.array.dtype != tensor.array.dtype]
+    if problem is None and mismatched:
+        r = mismatched[0]
+        problem = DTypeError(
+            f"all_gather: output tensor must have the same type as input tensor (tensor_list[{r}] is "
+            f"{out[r].array.dtype}, the input {tensor.array.dtype})"
+        )
     scalar = tensor.array.ndim == 0  # (torch gathers 0-d tensors too: each travels as one row)
-    gathered, metas = _allgather(Tensor(tensor.array.reshape(1)) if scalar else tensor, "all_gather")
+    gathered, metas = _allgather(Tensor(tensor.array.reshape(1)) if scalar else tensor, "all_gather", problem)
     start = 0
     for r, (t, (shape, _)) in enumerate(zip(out, metas)):
         sent = shape[1:] if scalar else shape

@@ -10,11 +10,19 @@ order, as torch guarantees per pair and tag. `recv(src=None)` takes the first me
 receive waits at most the launch's timeout_s, then raises naming the source, tag and message number.
 The launch removes what a failed run left (its group's names).
 
-Across nodes (gloo) and on GPUs (nccl): `ray.util.collective.send` / `recv` on the launch's group, which
-block as torch's gloo and nccl ones do and know no tags (messages of a pair meet in call order; `src=None`
-is refused: they need the source).
+Across nodes (gloo): `ray.util.collective.send` / `recv` on the launch's group, which block and know no tags
+(messages of a pair meet in call order; `src=None` is refused: they need the source). Each runs on a thread of
+its own per peer and direction (a lane: one peer's sends, in call order, or its receives), so `isend` / `irecv`
+return at once, as torch's, and `req = irecv(b, peer); send(a, peer); req.wait()` on both ranks completes:
+the receive is posted before the send blocks. `send` / `recv` go through the same lanes (in order with the
+pending ones) and wait; `Work.wait(timeout)` waits at most `timeout` (default: the launch's timeout_s), then
+raises naming the call. On GPUs (nccl) a send blocks there and then and `irecv` receives at `wait()`, as
+before: Ray runs a pair's sends and receives on one CUDA stream, where a receive posted first holds up the
+send behind it whatever thread posts them.
 """
 
+import concurrent.futures
+import datetime
 import os
 import time
 import uuid
@@ -61,13 +69,69 @@ def _collective():
     return getattr(comm, "collective", None)
 
 
+class _Pending(Work):
+    """A send or receive running on its lane (gloo): `wait()` waits for it, at most `timeout`."""
+
+    def __init__(self, tensor, future, what):
+        super().__init__(tensor)
+        self._future, self._what = future, what
+
+    def wait(self, timeout=None):
+        limit = _context.get("timeout_s", 120.0) if timeout is None else timeout
+        limit = limit.total_seconds() if isinstance(limit, datetime.timedelta) else float(limit)
+        try:
+            self._future.result(limit)
+        except concurrent.futures.TimeoutError:
+            raise DistributedError(f"{self._what}: not done within {limit:g}s: does the peer call the matching "
+                                   "send / recv?") from None  # fmt: skip
+        return True
+
+    def is_completed(self):
+        return self._future.done()
+
+
+def _on_lane(peer, direction, fn, tensor, what):
+    """fn() on this rank's thread for `direction` ("send" / "recv") with `peer`, after the ones queued there."""
+    group = _context["comm"].group
+    lanes = _context.setdefault("p2p_lanes", {})
+    if (group, peer, direction) not in lanes:
+        if not lanes:  # (the launch's close ends them: a lane left waiting does not hold the process)
+            _context.setdefault("on_close", []).append(lambda: [x.shutdown(False, cancel_futures=True) for x in lanes.values()])  # fmt: skip
+        lanes[group, peer, direction] = concurrent.futures.ThreadPoolExecutor(1, f"dg-p2p-{direction}-{peer}")
+    return _Pending(tensor, lanes[group, peer, direction].submit(fn), what)
+
+
+def _collective_send(collective, tensor, dst, what):
+    """`tensor` to `dst` through gloo (on its lane) or nccl (now) → its Work."""
+    buf, group = namespace(tensor.array).ascontiguousarray(tensor.array), _context["comm"].group
+    if _context["comm"].backend != "gloo":
+        collective.send(buf, dst, group_name=group)
+        return Work(tensor)
+    return _on_lane(dst, "send", lambda: collective.send(buf, dst, group_name=group), tensor, f"{what} to rank {dst}")
+
+
+def _collective_recv(collective, tensor, src, what):
+    """`src`'s next message into `tensor` through gloo (on its lane) or nccl (now: recv's) → its Work."""
+    buf, group = namespace(tensor.array).ascontiguousarray(tensor.array), _context["comm"].group
+
+    def receive():
+        collective.recv(buf, src, group_name=group)
+        if buf is not tensor.array:
+            tensor.array[...] = buf
+
+    if _context["comm"].backend != "gloo":
+        receive()
+        return Work(tensor)
+    return _on_lane(src, "recv", receive, tensor, f"{what} from rank {src}")
+
+
 def send(tensor, dst=None, group=None, tag=0):
     """`tensor` to rank `dst`; returns once it is handed over (on one node, before `dst` receives it)."""
     _check_group(group, "send")
     dst = _peer(dst, "send", "destination")
     collective = _collective()
     if collective is not None:
-        collective.send(namespace(tensor.array).ascontiguousarray(tensor.array), dst, group_name=_context["comm"].group)
+        _collective_send(collective, tensor, dst, "send").wait()
         return None
     final = f"{_SHM}/{_name(loop.rank(), dst, tag, _next(loop.rank(), dst, tag))}"
     temporary = f"{_SHM}/{PREFIX}{_context['group']}.p2p.tmp.{uuid.uuid4().hex}"
@@ -92,9 +156,7 @@ def recv(tensor, src=None, group=None, tag=0):
     if collective is not None:
         if src is None:
             raise ConfigError(f"recv: src=None (any source) needs the one-node transport; the launch's ranks meet in {_context['comm'].backend}")  # fmt: skip
-        buf = namespace(tensor.array).ascontiguousarray(tensor.array)
-        collective.recv(buf, src, group_name=_context["comm"].group)
-        tensor.array[...] = buf
+        _collective_recv(collective, tensor, src, "recv").wait()
         return src
     me = loop.rank()
     sources = [src] if src is not None else [r for r in range(loop.world_size()) if r != me]
@@ -147,13 +209,24 @@ class _Receive(Work):
 
 
 def isend(tensor, dst, group=None, tag=0):
-    send(tensor, dst, group, tag)
-    return Work(tensor)
+    """Through gloo: posted on the peer's send lane → its Work (the tensor must not change until `wait()`)."""
+    if _collective() is None:
+        send(tensor, dst, group, tag)
+        return Work(tensor)
+    _check_group(group, "isend")
+    return _collective_send(_collective(), tensor, _peer(dst, "isend", "destination"), "isend")
 
 
 def irecv(tensor, src=None, group=None, tag=0):
+    """Through gloo the receive is posted now (on its lane); on one node, and through nccl (where a receive
+    posted now would hold up this rank's sends behind it), the message is taken at `wait()`."""
     _check_group(group, "irecv")
-    return _Receive(tensor, src, tag)
+    collective = _collective()
+    if collective is None or _context["comm"].backend != "gloo":
+        return _Receive(tensor, src, tag)
+    if src is None:
+        raise ConfigError(f"irecv: src=None (any source) needs the one-node transport; the launch's ranks meet in {_context['comm'].backend}")  # fmt: skip
+    return _collective_recv(collective, tensor, _peer(src, "irecv", "source"), "irecv")
 
 
 class P2POp:
@@ -168,13 +241,14 @@ class P2POp:
 def batch_isend_irecv(p2p_op_list):
     """Every op of the list → their Works, without a deadlock whatever order the ranks list them in.
     On one node the sends go first (they never wait) and the receives are returned pending, taken at
-    `wait()`. Through gloo or nccl a send blocks until its peer receives, so the ops run there and then,
-    peer by peer in rank order, the lower rank of each pair sending first and the higher receiving first:
-    two ranks that both list their send first meet, and so does a ring (MPI's usual ordering)."""
+    `wait()`; through gloo every op is posted on its lane at once. Through nccl a send blocks until its peer
+    receives, so the ops run there and then, peer by peer in rank order, the lower rank of each pair sending
+    first and the higher receiving first: two ranks that both list their send first meet, and so does a ring
+    (MPI's usual ordering)."""
     if not p2p_op_list or not all(isinstance(p, P2POp) for p in p2p_op_list):
         raise ConfigError("batch_isend_irecv: Invalid ``p2p_op_list``. Each op is expected to to be of type ``torch.distributed.P2POp``.")  # fmt: skip
     works = {}
-    if _collective() is not None:
+    if _collective() is not None and _context["comm"].backend != "gloo":
         me = loop.rank()
         for peer in sorted({_peer(p.peer, "batch_isend_irecv", "peer") for p in p2p_op_list}):
             first, then = (isend, irecv) if me < peer else (irecv, isend)

@@ -28,7 +28,7 @@ from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
 from distgraph.distributed.loop import _context
 from distgraph.distributed.subgroups import SubGroup, new_subgroup, place_in
-from distgraph.errors import ConfigError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, ShapeError
 
 BACKENDS = ("gloo", "nccl", "mpi", "ucc", "shm", "cpu:gloo,cuda:nccl")
 
@@ -224,11 +224,12 @@ def is_mpi_available():
 def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False,
               group_desc=None, device_id=None):  # fmt: skip
     """The launch's group when `ranks` is None or all of them, else a subgroup of those ranks (subgroups.py).
-    As torch asks, every rank calls it, with the same ranks, in the same order."""
+    As torch asks, every rank calls it, with the same ranks, in the same order; with use_local_synchronization=True
+    only the members do (in the same order among themselves)."""
     world = loop.world_size()
     if ranks is None or sorted(ranks) == list(range(world)):
         return group.WORLD
-    return new_subgroup(ranks, world)
+    return new_subgroup(ranks, world, local=bool(use_local_synchronization))
 
 
 def new_subgroups(group_size=None, group=None, timeout=None, backend=None, pg_options=None, group_desc=None):
@@ -310,10 +311,16 @@ def get_group_rank(group, global_rank):
 
 def all_gather_into_tensor(output_tensor, input_tensor):
     """Every rank's input, in rank order, into `output_tensor` (concatenated along dim 0, or stacked: any
-    shape of world_size × the input's elements), in place."""
+    shape of world_size × the input's elements, the input's dtype), in place."""
     out, world = output_tensor.array, loop.world_size()
     flat = input_tensor.reshape(-1)
-    gathered = loop._allgather(flat, "all_gather_into_tensor")[0].array
+    problem = None
+    if out.dtype != input_tensor.array.dtype:  # (torch's words; every rank raises it, naming the rank)
+        problem = DTypeError(
+            f"all_gather_into_tensor: output tensor must have the same type as input tensor (output {out.dtype}, "
+            f"input {input_tensor.array.dtype})"
+        )
+    gathered = loop._allgather(flat, "all_gather_into_tensor", problem)[0].array
     if out.size != input_tensor.array.size * world or gathered.size != out.size:
         raise ShapeError(
             f"all_gather_into_tensor: output tensor size must be equal to world_size times input tensor size "

@@ -4,13 +4,18 @@ ranks, and every collective's `group=` (process_group.py wires them in).
 A subgroup is a communicator of its own over its members, on the launch's transport (a shared-memory segment
 group on one node, gloo or NCCL across nodes: `allreduce.make_allreduce`), made at its first collective. Its
 name is the launch's group's and the how-many-th `new_group` call made it: torch asks every rank to call
-new_group, with the same ranks, in the same order, so every member names it alike without a message. A
+new_group, with the same ranks, in the same order, so every member names it alike without a message. With
+torch's `use_local_synchronization=True` only the members call it, so that count differs from rank to rank
+(ranks {0, 1} and {2, 3} each making their own group would both name theirs the first): such a group is named
+by its sorted ranks and the how-many-th group of those ranks it is, which its members alone agree on. A
 collective given the group runs with this rank's place swapped for its place in the group (`loop.in_group`:
 rank, world size, communicator, nodes), so every collective — the object ones, the other ReduceOps, the gathers
 — runs unchanged over the members alone, each group with its own segments, barriers and call board. As in
 torch, a rank outside the group returns at once, and src / dst name global ranks (translated to the group's; one
 outside the group is refused by name).
 """
+
+import hashlib
 
 from distgraph.distributed import loop
 from distgraph.distributed.allreduce import make_allreduce
@@ -74,13 +79,22 @@ def place_in(ranks, global_rank, what):
     return list(ranks).index(global_rank)
 
 
-def new_subgroup(ranks, world):
-    """The subgroup of `ranks` (checked: distinct ranks of the launch, named in any order)."""
+def new_subgroup(ranks, world, local=False):
+    """The subgroup of `ranks` (checked: distinct ranks of the launch, named in any order). `local`: torch's
+    use_local_synchronization, where only the members call new_group (see the module's docstring)."""
     ranks = list(ranks)
     if any(isinstance(r, bool) or not isinstance(r, int) for r in ranks) or len(set(ranks)) != len(ranks):
         raise ConfigError(f"new_group: ranks must be distinct ints, got {ranks}")
     outside = [r for r in ranks if not 0 <= r < world]
     if outside or not ranks:
         raise ConfigError(f"new_group: ranks {ranks} are not the launch's ranks {list(range(world))}")
-    count = _context["subgroups"] = _context.get("subgroups", 0) + 1
-    return SubGroup(sorted(ranks), f"{_context.get('group', 'dg')}.g{count}")
+    ranks, group = sorted(ranks), _context.get("group", "dg")
+    if not local:
+        count = _context["subgroups"] = _context.get("subgroups", 0) + 1
+        return SubGroup(ranks, f"{group}.g{count}")
+    made = _context.setdefault("local_subgroups", {})  # sorted ranks -> how many groups of them so far
+    count = made[tuple(ranks)] = made.get(tuple(ranks), 0) + 1
+    label = "-".join(map(str, ranks))
+    if len(label) > 64:  # (a segment's name must stay within a file name's 255 bytes)
+        label = hashlib.sha1(label.encode()).hexdigest()[:16]
+    return SubGroup(ranks, f"{group}.l{label}.{count}")

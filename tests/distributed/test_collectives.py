@@ -192,6 +192,46 @@ def test_bad_arguments_raise_the_same_error_on_every_rank_and_leave_them_in_step
         assert re.search(pattern, errors[name][1]), (name, errors[name][1])
 
 
+def _bad_calls_on_one_rank():
+    """Each call bad on one rank only (the other's arguments are fine), caught: both must raise that rank's
+    error at once, naming it, rather than one raising alone and the other waiting in the collective."""
+    r, zero_d = dist.rank(), dg.tensor(np.array(1.0, np.float32))
+    calls = {
+        "a2a_single_0d": lambda: dist.all_to_all_single(dg.zeros(2), zero_d if r == 0 else dg.zeros(2)),
+        "alltoall_0d": lambda: dist.alltoall(zero_d if r == 1 else dg.zeros(2)),
+        "a2a_empty": lambda: dist.all_to_all(*([[], []] if r == 0 else [[dg.zeros(1)] * 2, [dg.zeros(1)] * 2])),
+        "gather_into_dtype": lambda: dist.all_gather_into_tensor(
+            dg.zeros(4, dtype=dg.float64 if r else dg.float32), dg.zeros(2)
+        ),  # fmt: skip
+        "all_gather_dtype": lambda: dist.all_gather(
+            [dg.zeros(2), dg.zeros(2, dtype=dg.int64 if r == 0 else dg.float32)], dg.zeros(2)
+        ),  # fmt: skip
+    }
+    errors = {}
+    for name, call in calls.items():
+        try:
+            call()
+            errors[name] = None
+        except Exception as exc:  # noqa: BLE001  (the error is what is checked)
+            errors[name] = (type(exc).__name__, str(exc))
+    t = dg.tensor([float(r)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return errors, t.item()
+
+
+@pytest.mark.ray
+def test_a_bad_argument_on_one_rank_raises_on_every_rank_without_a_wait(ray_session):
+    (errors, after), (errors1, after1) = dist.launch(_bad_calls_on_one_rank, **LAUNCH)
+    assert errors == errors1 and after == after1 == 1.0
+    assert errors == {
+        "a2a_single_0d": ("ShapeError", "all_to_all_single: 0-d tensors have no dim 0 to split (output (2,), input ()) (on rank 0)"),
+        "alltoall_0d": ("ShapeError", "alltoall: a 0-d tensor has no dim 0 to split (reshape it to (1,)) (on rank 1)"),
+        "a2a_empty": ("ConfigError", "all_to_all: input_tensor_list has 0 tensors for 2 ranks (on rank 0)"),
+        "gather_into_dtype": ("DTypeError", "all_gather_into_tensor: output tensor must have the same type as input tensor (output float64, input float32) (on rank 1)"),
+        "all_gather_dtype": ("DTypeError", "all_gather: output tensor must have the same type as input tensor (tensor_list[1] is int64, the input float32) (on rank 0)"),
+    }  # fmt: skip
+
+
 def test_outside_a_launch_every_collective_runs_as_rank_0_of_1():
     x = _inputs(0)
     assert not dist.is_initialized()
@@ -217,6 +257,8 @@ def test_outside_a_launch_every_collective_runs_as_rank_0_of_1():
         dist.grouped_allreduce([_t(x["i64"])])
     with pytest.raises(ConfigError, match=r"scatter: invalid root rank: 1 \(world size 1\)"):
         dist.scatter(dg.zeros(2), [dg.zeros(2)], src=1)
+    with pytest.raises(ConfigError, match="all_to_all: input_tensor_list has 0 tensors for 1 ranks"):
+        dist.all_to_all([], [])
     with pytest.raises(ConfigError, match="Number of tensor splits not equal to group size"):
         dist.all_to_all_single(dg.zeros(2), dg.zeros(2), input_split_sizes=[1, 1])
     with pytest.raises(

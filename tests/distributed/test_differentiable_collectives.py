@@ -73,8 +73,13 @@ def _theirs(case, x):
         "all_to_all_single": lambda: [[torch.cat([a[:1], b[:3]])], [torch.cat([a[1:], b[3:]])]],
         "hvd allreduce": lambda: [[(2 * a + 2 * b) / 2 * 0.25], [(2 * a + 2 * b) / 2 * 0.25]],
         "hvd allgather": lambda: [[torch.cat([a, b])], [torch.cat([a, b])]],
-        "hvd broadcast": lambda: [[a], [a]],
+        "hvd broadcast": lambda: [[_averaged(a)], [_averaged(a)]],
     }[case]()
+
+
+def _averaged(a):
+    """a, with half its gradient: Horovod's broadcast averages the 2 ranks' gradients where torch's sums them."""
+    return a * 0.5 + (a * 0.5).detach()
 
 
 CASES = ("all_reduce sum", "all_reduce avg", "broadcast", "reduce", "gather", "scatter", "all_gather",

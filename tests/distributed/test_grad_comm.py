@@ -219,7 +219,7 @@ def _join_checks():
             with ddp.no_sync():  # the joined rank learns that this backward reduces nothing
                 ddp(dg.ones(2, 5)).sum().backward()
             ddp(dg.ones(2, 5)).sum().backward()
-    out["hooked"] = [p.grad.numpy() for p in ddp.module.parameters()]
+    out["hooked"] = [p.grad.numpy().copy() for p in ddp.module.parameters()]  # (the backwards below add into .grad)
     with pytest.raises(DistributedError, match="exhausted inputs"), ddp.join(throw_on_early_termination=True):
         for _ in range(steps):
             ddp(dg.ones(2, 5)).sum().backward()

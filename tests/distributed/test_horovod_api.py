@@ -14,9 +14,10 @@ from ray.util import collective
 import distgraph as dg
 import distgraph.distributed as dist
 import distgraph.distributed.horovod as hvd
+from distgraph.amp import GradScaler
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collective_trace
-from distgraph.errors import ConfigError, DistributedError
+from distgraph.errors import ConfigError, DistributedError, DTypeError
 
 
 @pytest.fixture(autouse=True)
@@ -306,3 +307,100 @@ def test_async_forms_and_the_timeline_on_two_ranks(ray_session, tmp_path):
     assert by_rank[0]["grouped_allreduce.noname.1"] == 32 and by_rank[0]["barrier.noname.10"] == 0
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
     assert trace["otherData"] == {"ranks": 2, "collectives": 2 * len(names)}
+
+
+# ---- Horovod's semantics where torch's differ --------------------------------------------------------------
+def test_integer_tensors_average_in_their_own_dtype_as_horovods():
+    """Horovod's Average of an integer tensor is its sum scaled by 1 / size, and every scaling writes factor * value
+    back truncated toward zero: the dtype stays (torch's ReduceOp.AVG refuses integers, and dist.* still does)."""
+    x = dg.tensor(np.array([1, -3, 5], np.int32))
+    for got in (hvd.allreduce(x), hvd.grouped_allreduce([x])[0], hvd.reducescatter(x), hvd.allreduce_(dg.tensor(x.numpy()))):  # fmt: skip
+        assert got.dtype == dg.int32 and got.tolist() == [1, -3, 5]
+    assert hvd.synchronize(hvd.allreduce_async(x)).tolist() == [1, -3, 5]
+    halved = hvd.allreduce(x, prescale_factor=0.5)  # 0.5, -1.5, 2.5
+    assert halved.dtype == dg.int32 and halved.tolist() == [0, -1, 2]
+    assert hvd.allreduce(x, op=hvd.Sum, postscale_factor=2.5).tolist() == [2, -7, 12]
+    assert hvd.reducescatter(x, postscale_factor=-0.5).tolist() == [0, 1, -2]
+    with pytest.raises(DTypeError, match="Cannot use ReduceOp.AVG with non-floating dtype int32"):
+        dist.grouped_allreduce([x])  # dg.distributed's: torch's refusal
+
+
+def test_distributed_optimizer_is_an_instance_of_the_wrapped_optimizers_class():
+    """As Horovod's: a subclass of the wrapped optimizer's class, sharing its param groups and state, so lr
+    schedulers and GradScaler take it."""
+    p = dg.zeros(2, requires_grad=True)
+    sgd = dg.optim.SGD([p], lr=1.0, momentum=0.5)
+    opt = hvd.DistributedOptimizer(sgd)
+    assert isinstance(opt, dg.optim.SGD) and isinstance(opt, hvd.DistributedOptimizer) and type(opt).__name__ == "SGD"
+    assert opt.param_groups is sgd.param_groups and opt.state is sgd.state and opt.optimizer is sgd
+    assert type(hvd.DistributedOptimizer(dg.optim.SGD([dg.zeros(1, requires_grad=True)], lr=1.0))) is type(opt)
+    schedule = dg.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    scaler = GradScaler(init_scale=4.0)
+    scaler.scale((p * dg.tensor(np.array([1.0, -1.0], np.float32))).sum()).backward()
+    scaler.step(opt)  # unscales, then opt.step(): the all-reduce (alone: the gradient), then SGD's update
+    scaler.update()
+    schedule.step()
+    assert p.tolist() == [-1.0, 1.0] and sgd.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == 0.5
+    assert opt.state_dict()["state"][0]["momentum_buffer"].tolist() == [1.0, -1.0]
+    assert sgd.state[p]["momentum_buffer"].tolist() == [1.0, -1.0]
+
+
+def _optimizer_with_gradients_on_some_ranks(r):
+    """Rank 0 has a gradient for `a` only, rank 1 for `b` only (their forwards took other branches)."""
+    a, b, frozen = dg.zeros(2, requires_grad=True), dg.zeros(2, requires_grad=True), dg.zeros(2)
+    opt = hvd.DistributedOptimizer(dg.optim.SGD([a, b, frozen], lr=1.0))
+    (a if r == 0 else b).grad = dg.tensor(np.full(2, 2.0 + 2 * r, np.float32))
+    opt.step()
+    return [None if p.grad is None else p.grad.tolist() for p in (a, b, frozen)], [a.tolist(), b.tolist()]
+
+
+def _integer_averages(r):
+    ints = dg.tensor(np.array([[1, -3, 5, 7], [2, 0, 0, 8]][r], np.int64))
+    return hvd.allreduce(ints).numpy(), hvd.reducescatter(ints).numpy()
+
+
+def _broadcast_gradients(r):
+    """x's gradient through Horovod's broadcast and through torch's, each rank's output gradient r + 1."""
+    grads = []
+    for fn in (lambda x: hvd.broadcast(x, root_rank=0), lambda x: dist.nn.functional.broadcast(x, 0)):
+        x = dg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+        (fn(x) * (r + 1)).sum().backward()
+        grads.append(x.grad.tolist())
+    return grads
+
+
+def _horovod_semantics_on_each_rank():
+    """Each part's result, or its error (type, message): one part failing leaves the others to their tests."""
+    out = {}
+    for name, part in (("optimizer", _optimizer_with_gradients_on_some_ranks), ("ints", _integer_averages),
+                       ("broadcast", _broadcast_gradients)):  # fmt: skip
+        try:
+            out[name] = part(hvd.rank())
+        except Exception as exc:  # noqa: BLE001  (reported to the test)
+            out[name] = (type(exc).__name__, str(exc))
+    return out
+
+
+@pytest.fixture(scope="module")
+def horovod_semantics(ray_session):
+    return dist.launch(_horovod_semantics_on_each_rank, workers=2, cpus_per_worker=0.5, timeout_s=60)
+
+
+@pytest.mark.ray
+def test_distributed_optimizer_reduces_every_parameter_zero_filling_missing_gradients(horovod_semantics):
+    for got in horovod_semantics:  # a: (2 + 0) / 2, b: (0 + 4) / 2 on both ranks, never a paired with b
+        assert got["optimizer"] == ([[1.0, 1.0], [2.0, 2.0], None], [[-1.0, -1.0], [-2.0, -2.0]])
+
+
+@pytest.mark.ray
+def test_integer_average_over_two_ranks_truncates_toward_zero(horovod_semantics):
+    for r, got in enumerate(horovod_semantics):  # sums [3, -3, 5, 15] / 2: 1.5, -1.5, 2.5, 7.5
+        average, scattered = got["ints"]
+        assert average.dtype == scattered.dtype == np.int64
+        assert average.tolist() == [1, -1, 2, 7] and scattered.tolist() == [[1, -1], [2, 7]][r]
+
+
+@pytest.mark.ray
+def test_horovod_broadcast_averages_its_gradient_where_torchs_sums_it(horovod_semantics):
+    r0, r1 = (got["broadcast"] for got in horovod_semantics)  # the ranks' output gradients: 1 and 2
+    assert r0 == [[1.5, 1.5], [3.0, 3.0]] and r1 == [[0.0, 0.0], [0.0, 0.0]]  # (Horovod's, torch's)

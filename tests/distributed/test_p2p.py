@@ -2,7 +2,10 @@
 `dg.distributed.launch`, on 2 real Ray ranks: values, order per pair and tag, any-source receives, a
 pipeline's exchange where every rank sends first, and the errors (a wrong shape, no sender, a bad peer)."""
 
+import datetime
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -189,3 +192,61 @@ def test_a_pipeline_written_with_send_and_recv_trains_as_one_process(ray_session
         opt.step()
     for got, want in zip(first_params + second_params, model.parameters()):
         np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def _within(seconds, fn):
+    """fn() on a thread, waited for at most `seconds`: ranks that deadlock fail the test, not hang the launch
+    (its run has no timeout)."""
+    result = []
+
+    def run():
+        try:
+            result.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001  (raised on the rank's own thread below)
+            result.append((False, exc))
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + seconds
+    while not result and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert result, f"not done within {seconds}s: the ranks deadlocked"
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _posted_receive_then_send(me, other):
+    inbox = dg.zeros(1 << 20, dtype=dg.float64)  # 8 MB: more than a transport would buffer
+    request = dist.irecv(inbox, other)
+    dist.send(dg.tensor(np.full(1 << 20, float(me))), other)  # returns once the peer's posted receive takes it
+    return request.wait(), request.is_completed(), inbox.numpy().min(), inbox.numpy().max()
+
+
+def _gloo_nonblocking():
+    """torch's isend / irecv return at once through gloo too: each rank posts its receive, then sends (blocking)."""
+    me, other = dist.get_rank(), 1 - dist.get_rank()
+    out = {"exchange": _within(20, lambda: _posted_receive_then_send(me, other))}
+    sends = [dist.isend(dg.tensor(np.array([float(k + 10 * me)])), other) for k in range(3)]  # in order per peer
+    got = [dg.zeros(1, dtype=dg.float64) for _ in range(3)]
+    receives = [dist.irecv(g, other) for g in got]
+    out["ordered"] = [w.wait() for w in sends + receives] and [g.item() for g in got]
+    late = dg.zeros(1, dtype=dg.float64)
+    if me == 0:  # a receive whose message comes later: wait(timeout) names it, a later wait() takes the message
+        pending = dist.irecv(late, 1)
+        with pytest.raises(DistributedError, match=r"irecv from rank 1: not done within 0.5s"):
+            pending.wait(timeout=datetime.timedelta(seconds=0.5))
+        out["late"] = (pending.wait(), late.item())
+    else:
+        time.sleep(2)
+        dist.send(dg.tensor(np.array([42.0])), 0)
+    return out
+
+
+@pytest.mark.ray
+def test_isend_and_irecv_through_gloo_do_not_wait_for_the_peer(ray_session):
+    pytest.importorskip("torch")
+    r0, r1 = dist.launch(_gloo_nonblocking, workers=2, cpus_per_worker=0.5, allreduce="gloo", timeout_s=30)
+    assert r0["exchange"] == (True, True, 1.0, 1.0) and r1["exchange"] == (True, True, 0.0, 0.0)
+    assert r0["ordered"] == [10.0, 11.0, 12.0] and r1["ordered"] == [0.0, 1.0, 2.0]
+    assert r0["late"] == (True, 42.0)

@@ -7,7 +7,7 @@ import pytest
 
 import distgraph as dg
 import distgraph.distributed as dist
-from distgraph.errors import ConfigError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, ShapeError
 
 
 @pytest.fixture
@@ -89,3 +89,12 @@ def test_object_collectives_and_all_gather_into_tensor_alone(process_group):
     with pytest.raises(ConfigError, match="scatter_object_input_list must hold one object per rank"):
         dist.scatter_object_list(mine, ["x", "y"], src=0)
     dist.monitored_barrier()
+
+
+def test_gathers_into_tensors_of_another_dtype_are_refused_as_torchs(process_group):
+    out = dg.zeros(3, dtype=dg.int64)
+    with pytest.raises(DTypeError, match=r"all_gather_into_tensor: output tensor must have the same type as input tensor \(output int64, input float64\)"):  # fmt: skip
+        dist.all_gather_into_tensor(out, dg.tensor(np.arange(3.0)))
+    with pytest.raises(DTypeError, match=r"all_gather: output tensor must have the same type as input tensor \(tensor_list\[0\] is int64, the input float64\)"):  # fmt: skip
+        dist.all_gather([out], dg.tensor(np.arange(3.0)))
+    assert out.tolist() == [0, 0, 0]  # nothing cast into it

@@ -95,3 +95,33 @@ def test_a_subgroups_place_is_seen_only_by_the_thread_running_its_collective():
     assert seen["inside"] == (1, 2, "the group's", "g")
     assert seen["other"] == (0, 1, None, None)  # the launch's: rank 0 of 1 outside a launch
     assert (loop.rank(), loop._context.get("subgroup")) == (0, None)  # and this thread's again after
+
+
+def _locally_synchronized_groups():
+    """torch's use_local_synchronization=True: only the members call new_group. Ranks {0, 1} and {2, 3} make a
+    group each (the first group every one of them makes), {0, 1} a second one; then every rank makes one."""
+    r = dist.get_rank()
+    pair = [0, 1] if r < 2 else [2, 3]
+    mine = dist.new_group(pair, use_local_synchronization=True)
+    t = dg.tensor(np.full(2, float(r + 1)))
+    dist.all_reduce(t, group=mine)
+    out = {"name": mine.name.split(".", 1)[1], "sum": t.tolist()}
+    if r < 2:
+        again = dist.new_group([1, 0], use_local_synchronization=True)  # the same ranks again: a group of its own
+        m = dg.tensor(np.array([10.0 * (r + 1)]))
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=again)
+        out["again"], out["max"] = again.name.split(".", 1)[1], m.item()
+    ends = dist.new_group([0, 3])  # every rank: its count is not the local groups' (ranks made 2 or 1 of those)
+    e = dg.tensor(np.array([float(r)]))
+    dist.all_reduce(e, group=ends)
+    out["ends"], out["ends sum"] = ends.name.split(".", 1)[1], e.item()
+    return out
+
+
+def test_groups_made_by_their_members_alone_have_names_of_their_own(ray_session):
+    out = dist.launch(_locally_synchronized_groups, workers=4, cpus_per_worker=0.5, timeout_s=60)
+    assert [o["name"] for o in out] == ["l0-1.1", "l0-1.1", "l2-3.1", "l2-3.1"]  # not one name for both pairs
+    assert [o["sum"] for o in out] == [[3.0, 3.0], [3.0, 3.0], [7.0, 7.0], [7.0, 7.0]]
+    assert [(o["again"], o["max"]) for o in out[:2]] == [("l0-1.2", 20.0)] * 2
+    assert [o["ends"] for o in out] == ["g1"] * 4
+    assert [o["ends sum"] for o in out] == [3.0, 1.0, 2.0, 3.0]  # ranks 1 and 2, outside [0, 3]: their own

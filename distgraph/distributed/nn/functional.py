@@ -3,14 +3,15 @@ function — for a loss that needs other ranks' activations (a contrastive loss 
 tensor- or sequence-parallel layer), where the gradient must travel back to the rank that made them.
 
 Each returns new tensors (the inputs are left alone) and records one node; its backward is the adjoint
-collective, as torch's: all_reduce ↔ all_reduce of the gradient; broadcast ↔ reduce to the source (zero on
-the others: their input did not reach the output); reduce ↔ broadcast from the destination; gather ↔
-scatter; all_gather ↔ reduce_scatter (sum); all_to_all ↔ all_to_all back; all_to_all_single with the
-split sizes swapped. So every rank must run the backward, as every rank ran the forward: each gradient
-is a collective the others wait in — a rank whose input does not require grad, or whose loss leaves the
-output out (gather's zeros off the destination), records no node, skips it, and its peers meet the
-launch's timeout there (torch's ranks hang the same way). all_reduce differentiates ReduceOp.SUM and AVG only (torch applies
-MAX's or PRODUCT's reduction to the gradient too, which is not their gradient: refused here, by name).
+collective, as torch's: all_reduce ↔ all_reduce of the gradient; broadcast ↔ reduce to the source (zero on the
+others: their input did not reach the output; Horovod's hvd.broadcast averages there: `average=True`); reduce
+↔ broadcast from the destination; gather ↔ scatter; all_gather ↔ reduce_scatter (sum); all_to_all ↔ all_to_all
+back; all_to_all_single with the split sizes swapped. So every rank must run the backward, as every rank ran
+the forward: each gradient is a collective the others wait in — a rank whose input does not require grad, or
+whose loss leaves the output out (gather's zeros off the destination), records no node, skips it, and its
+peers meet the launch's timeout there (torch's ranks hang the same way). all_reduce differentiates
+ReduceOp.SUM and AVG only (torch applies MAX's or PRODUCT's reduction to the gradient too, which is not their
+gradient: refused here, by name).
 
 `group=` is the launch's (None, dist.group.WORLD) or a `new_group`'s, which this rank must be in: the collective
 and, later, its backward run over the group's members alone (src / dst are global ranks, as torch's).
@@ -85,15 +86,18 @@ class _AllReduce(Function):
 
 @_over_its_group
 class _Broadcast(Function):
+    """Rank src's tensor on every rank; the gradient of src's input is the ranks' gradients reduced by `op`
+    (SUM: torch's; AVG: Horovod's), zero on the others."""
+
     @staticmethod
-    def forward(ctx, src, tensor):
-        ctx.src = src
+    def forward(ctx, src, op, tensor):
+        ctx.src, ctx.op = src, op
         return loop.broadcast(_copy(tensor), src)
 
     @staticmethod
     def backward(ctx, grad):
-        gx = _Reduce.apply(ctx.src, ReduceOp.SUM, grad)
-        return None, gx if loop.rank() == ctx.src else gx * 0
+        gx = _Reduce.apply(ctx.src, ctx.op, grad)
+        return None, None, gx if loop.rank() == ctx.src else gx * 0
 
 
 @_over_its_group
@@ -105,7 +109,7 @@ class _Reduce(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        gx = _Broadcast.apply(ctx.dst, grad)
+        gx = _Broadcast.apply(ctx.dst, ReduceOp.SUM, grad)
         return None, None, gx / loop.world_size() if ctx.op == ReduceOp.AVG else gx
 
 
@@ -292,9 +296,11 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None):
     return _in(group, "all_reduce", _AllReduce.apply, _differentiable_op(op, "all_reduce"), tensor)
 
 
-def broadcast(tensor, src, group=None):
-    """Rank `src`'s tensor → a new tensor on every rank; the gradient of src's input sums every rank's."""
-    return _in(group, "broadcast", lambda: _Broadcast.apply(_place(group, src, "broadcast"), tensor))
+def broadcast(tensor, src, group=None, average=False):
+    """Rank `src`'s tensor → a new tensor on every rank; the gradient of src's input sums every rank's (torch's),
+    or averages them with average=True (Horovod's hvd.broadcast)."""
+    op = ReduceOp.AVG if average else ReduceOp.SUM
+    return _in(group, "broadcast", lambda: _Broadcast.apply(_place(group, src, "broadcast"), op, tensor))
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None):
