@@ -198,7 +198,11 @@ class Function:
         record = grad_mode.state.grad_enabled and any(t.requires_grad for t in inputs)
         results = [_output(o, inputs, ctx, record) for o in outs]
         if record:
-            diff = [i for i, o in enumerate(outs) if isinstance(o, Tensor) and id(o) not in ctx.non_differentiable]
+            diff = [  # (an integer or bool output is never differentiable, as torch's)
+                i
+                for i, o in enumerate(outs)
+                if isinstance(o, Tensor) and id(o) not in ctx.non_differentiable and o.array.dtype.kind in "fc"
+            ]
             if not multi:
                 if diff:
                     _attach(_CustomOp(cls, positions), inputs, ctx, results[0])

@@ -40,10 +40,11 @@ shape_extra.install()
 from distgraph.ops import math_names  # noqa: E402  (after methods.install: its in-place forms wrap core methods)
 
 math_names.install()
-from distgraph.ops import histogram, inplace_shape, strided, tensor_extra, tensor_legacy  # noqa: E402
+from distgraph.ops import histogram, inplace_shape, strided, tensor_extra, tensor_legacy, tensor_protocol  # noqa: E402
 
 inplace_shape.install()
 tensor_extra.install()
 histogram.install()
 strided.install()
 tensor_legacy.install()
+tensor_protocol.install()
