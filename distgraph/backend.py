@@ -5,6 +5,8 @@ imports and runs on machines without it. Devices are interned: `device("cuda:0")
 which lets hot paths compare devices by identity.
 """
 
+import re
+
 import numpy as np
 
 from distgraph.errors import DeviceError
@@ -35,9 +37,24 @@ class Device:
         return (device, (str(self),))
 
 
-def device(spec="cpu"):
-    """Parse and intern a device: "cpu", "cuda", "cuda:N", or a Device; None is the default device
-    (`set_default_device`), where factories given no device create. Checks cuda availability."""
+_DEVICE_STRING = re.compile(r"(cpu|cuda)(?::(0|[1-9][0-9]*))?")  # torch's: no sign, no leading zero, no space
+
+
+def device(spec="cpu", index=None):
+    """Parse and intern a device: "cpu", "cuda", "cuda:N", ("cuda", N), or a Device; None is the default
+    device (`set_default_device`), where factories given no device create. Checks cuda availability.
+
+    "cpu:N" (or ("cpu", N)) is the one cpu device: torch's tensors made there report plain "cpu" too, and
+    distgraph's ops compare devices by identity, so the index is not kept. A malformed string ("cuda:-1",
+    "cuda:01") raises torch's "Invalid device string"."""
+    if index is not None:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"device(): argument 'index' (position 2) must be int, not {type(index).__name__}")
+        if index < 0:
+            raise DeviceError("Device index must not be negative")
+        if ":" in str(spec):
+            raise DeviceError(f"type (string) must not include an index because index was passed explicitly: {spec}")
+        spec = f"{spec}:{index}"
     if isinstance(spec, Device):
         return spec
     if spec is None:
@@ -46,15 +63,15 @@ def device(spec="cpu"):
     found = _devices.get(key)
     if found is not None:
         return found
-    if key == "cpu":
+    parsed = _DEVICE_STRING.fullmatch(key)
+    if parsed is None and re.fullmatch(r"(cpu|cuda):.*", key):
+        raise DeviceError(f"Invalid device string: {key!r}")
+    if parsed is not None and parsed[1] == "cpu":
+        if key != "cpu":
+            return device("cpu")
         dev = Device("cpu", None)
-    elif key == "cuda" or key.startswith("cuda:"):
-        index = 0
-        if key != "cuda":
-            try:
-                index = int(key.split(":", 1)[1])
-            except ValueError:
-                raise DeviceError(f"bad device string {spec!r}: expected 'cuda:N' with an integer N") from None
+    elif parsed is not None:
+        index = int(parsed[2] or 0)
         cp = cupy_module()
         count = cp.cuda.runtime.getDeviceCount()
         if index >= count:
@@ -178,6 +195,49 @@ def cuda_memory(dev):
     with dev.xp.cuda.Device(dev.index):
         pool = dev.xp.get_default_memory_pool()
         return pool.used_bytes(), pool.total_bytes()
+
+
+_peak = {}  # GPU index -> the most bytes live arrays held since peak tracking began or was last reset
+
+
+def cuda_peak_memory(dev, reset=False):
+    """The most bytes live arrays held on a GPU (torch.cuda.max_memory_allocated), or, with `reset`, start
+    anew from what they hold now. cupy's pool keeps no peak: the first call wraps cupy's allocator so that
+    every allocation from then on records it (usage is highest right after an allocation), so the peak
+    counts from that first call: call it with reset=True before the work to measure."""
+    dev = device(dev)
+    cp = dev.xp
+    if not _peak:
+        inner = cp.cuda.get_allocator()
+
+        def malloc_tracking_peak(size):
+            mem = inner(size)
+            used = cp.get_default_memory_pool().used_bytes()  # of the current device: the one allocated on
+            if used > _peak.get(mem.device_id, 0):
+                _peak[mem.device_id] = used
+            return mem
+
+        cp.cuda.set_allocator(malloc_tracking_peak)
+    used = cuda_memory(dev)[0]
+    if reset or dev.index not in _peak:
+        _peak[dev.index] = used
+    return max(_peak[dev.index], used)
+
+
+def cuda_current_device():
+    """The index of cupy's current GPU (torch.cuda.current_device)."""
+    return cupy_module().cuda.runtime.getDevice()
+
+
+def cuda_set_device(dev):
+    """Make a GPU cupy's current one (torch.cuda.set_device); distgraph's "cuda" still names cuda:0."""
+    dev = device(dev)
+    dev.xp.cuda.runtime.setDevice(dev.index)
+
+
+def cuda_is_initialized():
+    """Whether a cuda Device has been made in this process (torch.cuda.is_initialized)."""
+    return any(d.type == "cuda" for d in _devices.values())
 
 
 def cuda_empty_cache():

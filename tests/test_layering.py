@@ -17,8 +17,9 @@ ROOT = pathlib.Path(distgraph.__file__).parent
 # lower number = lower layer; a module may import only from layers <= its own (DESIGN.md's drawing, top
 # to bottom: cli · bench, trainer, distributed, graph, nn · optim · io, autograd, ops, backend)
 LAYERS = {
-    **dict.fromkeys(("backend", "cuda", "errors", "dtypes", "_config", "host_memory"), 0),
-    **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing"), 1),
+    **dict.fromkeys(("backend", "errors", "dtypes", "_config", "host_memory"), 0),
+    # cuda: backend's device queries, and the GPU generator that ops/creation.py keeps
+    **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing", "cuda"), 1),
     **dict.fromkeys(("nn", "optim", "io", "serialization", "data", "utils", "func", "distributions", "datasets"), 2),
     **dict.fromkeys(("graph", "amp"), 3),
     "distributed": 4,

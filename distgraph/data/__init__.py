@@ -6,7 +6,15 @@ composes them), `worker` and `worker_pool` (its worker processes: their side, th
 """
 
 from distgraph.data.collate import default_collate, default_convert
-from distgraph.data.dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
+from distgraph.data.dataset import (
+    ConcatDataset,
+    Dataset,
+    IterableDataset,
+    StackDataset,
+    Subset,
+    TensorDataset,
+    random_split,
+)
 from distgraph.data.distributed import DistributedSampler
 from distgraph.data.loader import DataLoader
 from distgraph.data.sampler import (
@@ -29,6 +37,7 @@ __all__ = [
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
+    "StackDataset",
     "Subset",
     "SubsetRandomSampler",
     "TensorDataset",

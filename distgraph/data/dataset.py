@@ -1,5 +1,5 @@
-"""Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, Subset, ConcatDataset,
-random_split.
+"""Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, StackDataset, Subset,
+ConcatDataset, random_split.
 
 The DataLoader reads a batch as torch does: `dataset.__getitems__(indices)` when the dataset defines
 it, else `dataset[i]` per sample. One exception, invisible in the result: a TensorDataset (or Subsets
@@ -94,6 +94,51 @@ class Subset(Dataset):
 
     def __len__(self):
         return len(self.indices)
+
+
+class StackDataset(Dataset):
+    """Several datasets of one length side by side: sample i is the tuple of their i-th samples
+    (`StackDataset(a, b)`) or a dict of them by name (`StackDataset(image=a, text=b)`), as torch's."""
+
+    def __init__(self, *args, **kwargs):
+        if args and kwargs:
+            raise ValueError(
+                "Supported either ``tuple``- (via ``args``) or``dict``- (via ``kwargs``) like input/output, "
+                "but both types are given."
+            )
+        if not args and not kwargs:
+            raise ValueError("At least one dataset should be passed")
+        parts = args or list(kwargs.values())
+        self._length = len(parts[0])
+        if any(self._length != len(d) for d in parts):
+            raise ValueError("Size mismatch between datasets")
+        self.datasets = args or kwargs
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {k: d[index] for k, d in self.datasets.items()}
+        return tuple(d[index] for d in self.datasets)
+
+    def __getitems__(self, indices):
+        """One batch: each dataset read once through its own `__getitems__` where it has one."""
+        named = isinstance(self.datasets, dict)
+        columns = {}
+        for key, d in self.datasets.items() if named else enumerate(self.datasets):
+            if callable(getattr(d, "__getitems__", None)):
+                items = d.__getitems__(indices)
+                if len(items) != len(indices):
+                    raise ValueError(
+                        f"Nested dataset's output size mismatch. Expected {len(indices)}, got {len(items)}"
+                    )
+                columns[key] = items
+            else:
+                columns[key] = [d[i] for i in indices]
+        if named:
+            return [{k: col[j] for k, col in columns.items()} for j in range(len(indices))]
+        return [tuple(col[j] for col in columns.values()) for j in range(len(indices))]
+
+    def __len__(self):
+        return self._length
 
 
 def _scalar(index):

@@ -42,11 +42,14 @@ class RemovableHandle:
         self.remove()
 
 
-def add_hook(hooks, kw_ids, hook, prepend, with_kwargs=False):
-    handle = RemovableHandle(hooks, kw_ids)
+def add_hook(hooks, kw_ids, hook, prepend, with_kwargs=False, always_ids=None):
+    """Register `hook` (its id also in kw_ids when with_kwargs, and in always_ids when given)."""
+    handle = RemovableHandle(hooks, kw_ids, *(() if always_ids is None else (always_ids,)))
     hooks[handle.id] = hook
     if with_kwargs:
         kw_ids.add(handle.id)
+    if always_ids is not None:
+        always_ids.add(handle.id)
     if prepend:
         hooks.move_to_end(handle.id, last=False)
     return handle
@@ -54,7 +57,34 @@ def add_hook(hooks, kw_ids, hook, prepend, with_kwargs=False):
 
 def call_with_hooks(module, args, kwargs):
     """Module.__call__ when any hook is registered: forward pre-hooks, backward-hook wrapping of the
-    inputs, forward, forward hooks, backward-hook wrapping of the outputs (torch's order)."""
+    inputs, forward, forward hooks, backward-hook wrapping of the outputs (torch's order). When any of it
+    raises, the forward hooks registered with always_call that have not run yet run (with the args as
+    the pre-hooks left them and output None); an error of theirs becomes a warning, and the first error
+    propagates, as in torch."""
+    state = {"args": args, "kwargs": kwargs, "out": None, "called": set()}
+    try:
+        return _call(module, state)
+    except Exception:
+        always = module._forward_hooks_always_called
+        for hid, hook in list(module._forward_hooks.items()):
+            if hid not in always or hid in state["called"]:
+                continue
+            try:
+                with_kwargs = hid in module._forward_hooks_with_kwargs
+                a, kw, out = state["args"], state["kwargs"], state["out"]
+                res = hook(module, a, kw, out) if with_kwargs else hook(module, a, out)
+                state["out"] = state["out"] if res is None else res
+            except Exception as e:
+                warnings.warn(
+                    "module forward hook with ``always_call=True`` raised an exception that was silenced as "
+                    f"another error was raised in forward: {e}",
+                    stacklevel=2,
+                )
+        raise
+
+
+def _call(module, state):
+    args, kwargs = state["args"], state["kwargs"]
     for hid, hook in list(module._forward_pre_hooks.items()):
         if hid in module._forward_pre_hooks_with_kwargs:
             res = hook(module, args, kwargs)
@@ -68,15 +98,17 @@ def call_with_hooks(module, args, kwargs):
             res = hook(module, args)
             if res is not None:
                 args = res if isinstance(res, tuple) else (res,)
+        state["args"], state["kwargs"] = args, kwargs
     bw = None
     if module._backward_hooks or module._backward_pre_hooks:
         bw = BackwardHook(module, list(module._backward_hooks.values()), list(module._backward_pre_hooks.values()))
         args = bw.setup_input_hook(args)
-    out = module.forward(*args, **kwargs)
+    out = state["out"] = module.forward(*args, **kwargs)
     for hid, hook in list(module._forward_hooks.items()):
+        state["called"].add(hid)
         res = hook(module, args, kwargs, out) if hid in module._forward_hooks_with_kwargs else hook(module, args, out)
         if res is not None:
-            out = res
+            out = state["out"] = res
     if bw is not None:
         if not isinstance(out, Tensor | tuple):
             warnings.warn(

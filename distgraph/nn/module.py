@@ -7,57 +7,40 @@ swaps the arrays inside the existing Parameters, so an optimizer built before th
 the model's parameters.
 """
 
-from collections import OrderedDict, namedtuple
-
-import numpy as np
+from collections import OrderedDict
 
 from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
-from distgraph.errors import DistgraphError
+from distgraph.errors import DTypeError
 from distgraph.nn.hooks import RemovableHandle, add_hook, call_with_hooks
+from distgraph.nn.module_state import ModuleState, StateDictError, _IncompatibleKeys, key_errors  # noqa: F401
 from distgraph.nn.parameter import Buffer, Parameter
 
 __all__ = ["Module", "RemovableHandle", "StateDictError"]
 
 
-def key_errors(own_keys, state_dict, strict, optional=()):
-    """(missing, unexpected, errors) of `state_dict` against the keys a module has (the `optional` ones may
-    be missing): torch's messages, errors only when strict."""
-    own = set(own_keys)
-    missing = [k for k in own_keys if k not in state_dict and k not in optional]
-    unexpected = [k for k in state_dict if k not in own]
-    errors = []  # torch's order: missing keys first
-    if strict and missing:
-        errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
-    if strict and unexpected:
-        errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
-    return missing, unexpected, errors
-
-
-class StateDictError(DistgraphError, RuntimeError):
-    """load_state_dict found missing or unexpected keys (strict mode) or a shape mismatch (any mode)."""
-
-
-class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
-    __slots__ = ()
-
-    def __repr__(self):
-        if not self.missing_keys and not self.unexpected_keys:
-            return "<All keys matched successfully>"
-        return super().__repr__()
-
-
-def _check_name(module, name, kind):
+def _check_name(module, name, kind, store):
+    """torch's checks of a name about to enter `store`: a string without dots that no other attribute of the
+    module has (an instance attribute, another store's entry, or a class attribute such as a property: a
+    parametrized `weight`, which would otherwise hide the new entry from every read)."""
     if not isinstance(name, str):
         raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
     if not name or "." in name:
         raise KeyError(f'{kind} name can\'t be empty or contain ".", got {name!r}')
-    if name in module.__dict__ and not any(name in d for d in (module._parameters, module._buffers, module._modules)):
-        raise KeyError(f"attribute {name!r} already exists")
+    if name not in store and hasattr(module, name):
+        raise KeyError(f"attribute '{name}' already exists")
 
 
-class Module:
+_STATE_HOOKS = (
+    "_state_dict_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+class Module(ModuleState):
     """Base class for all layers; subclasses set attributes in `__init__` and define `forward`."""
 
     training = True
@@ -73,8 +56,12 @@ class Module:
         d["_forward_hooks_with_kwargs"] = set()
         d["_forward_pre_hooks"] = OrderedDict()
         d["_forward_pre_hooks_with_kwargs"] = set()
+        d["_forward_hooks_always_called"] = set()
         d["_backward_hooks"] = OrderedDict()
         d["_backward_pre_hooks"] = OrderedDict()
+        d["_is_full_backward_hook"] = None  # True / False once a full / legacy backward hook is registered
+        for name in _STATE_HOOKS:  # nn/module_state.py
+            d[name] = OrderedDict()
 
     # ---- registration -------------------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -87,7 +74,7 @@ class Module:
             return
         if isinstance(value, Parameter):
             self._forget(name, keep=params)
-            params[name] = value
+            self.register_parameter(name, value)
         elif name in params:
             if value is not None:
                 raise TypeError(
@@ -139,7 +126,7 @@ class Module:
         """Add a Parameter (or None: a declared but absent parameter, like `bias=False`)."""
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
-        _check_name(self, name, "parameter")
+        _check_name(self, name, "parameter", self._parameters)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' (Parameter or None)")
         self._forget(name, keep=self._parameters)
@@ -149,7 +136,7 @@ class Module:
         """Add state that is not trained (running stats); non-persistent buffers stay out of state_dict."""
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
-        _check_name(self, name, "buffer")
+        _check_name(self, name, "buffer", self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (Tensor or None)")
         self._forget(name, keep=self._buffers)
@@ -162,7 +149,7 @@ class Module:
     def register_module(self, name, module):
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        _check_name(self, name, "module")
+        _check_name(self, name, "module", self._modules)
         self._forget(name, keep=self._modules)
         self._modules[name] = module
 
@@ -336,82 +323,33 @@ class Module:
     def half(self):
         return self.to(dtypes.float16)
 
-    # ---- state --------------------------------------------------------------------------------------------
-    def state_dict(self, destination=None, prefix="", keep_vars=False):
-        """Parameters and persistent buffers by dotted name; values share memory with the module (detached)."""
-        out = OrderedDict() if destination is None else destination
-        for name, p in self._parameters.items():
-            if p is not None:
-                out[prefix + name] = p if keep_vars else p.detach()
-        for name, b in self._buffers.items():
-            if b is not None and name not in self._non_persistent:
-                out[prefix + name] = b if keep_vars else b.detach()
-        for name, m in self._modules.items():
-            if m is not None:
-                m.state_dict(out, prefix + name + ".", keep_vars)
-        return out
+    def bfloat16(self):
+        raise DTypeError(
+            f"{type(self).__name__}.bfloat16(): distgraph's arrays are numpy/cupy arrays, which have no bfloat16 "
+            "dtype; use half() or float()"
+        )
 
-    # state a checkpoint may lack (written before it existed: BatchNorm's num_batches_tracked); a module
-    # without it in the checkpoint keeps its own value, as torch's _load_from_state_dict for old versions
-    _optional_state = ()
+    def type(self, dst_type):
+        """Cast every parameter and buffer (integer ones too) to `dst_type`: a dtype or a name such as
+        "torch.DoubleTensor"; as torch, a parameter that requires grad cannot become an integer."""
 
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        """Copy values in place, by name; returns (missing_keys, unexpected_keys).
-
-        Shape mismatches always raise StateDictError; missing/unexpected keys raise it when strict.
-        Values may be Tensors or arrays; they are converted to each target's dtype and device. A (1,)
-        value loads into a 0-d target as its one element (torch's rule for old checkpoints).
-        `assign=True` (torch's): the module takes the checkpoint's tensors themselves, with their dtype
-        and device, a parameter as a Parameter keeping the old one's requires_grad (no copy: a file
-        loaded with mmap stays mapped). An optimizer built before holds the old parameters.
-        """
-        own = self.state_dict(keep_vars=True)
-        for k, t in own.items():  # a lazy module's placeholder takes the checkpoint's shape (nn/lazy.py)
-            if k in state_dict and hasattr(t, "materialize"):
-                v = state_dict[k]
-                t.materialize(tuple(v.shape) if hasattr(v, "shape") else np.shape(v))
-        optional = {f"{p}.{k}" if p else k for p, m in self.named_modules() for k in m._optional_state}
-        missing, unexpected, errors = key_errors(own, state_dict, strict, optional)
-        for k, t in own.items():
-            # a Tensor, an array, or a number / nested list (a 0-d num_batches_tracked saved as an int)
-            v = state_dict.get(k)
-            shape = None if k not in state_dict else tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
-            if shape == (1,) and t.ndim == 0:
-                state_dict = {**state_dict, k: v[0]}  # (not the caller's dict)
-                shape = ()
-            if shape is not None and shape != tuple(t.shape):
-                errors.append(
-                    f"size mismatch for {k}: copying a param with shape {shape} from checkpoint, "
-                    f"the shape in current model is {tuple(t.shape)}."
+        def cast(t):
+            out = t.type(dst_type)
+            if t.requires_grad and not (out.is_floating_point() or out.is_complex()):
+                raise DTypeError(
+                    f"{type(self).__name__}.type({dst_type}): data set to a tensor that requires gradients must be "
+                    "floating point or complex dtype"
                 )
-        if errors:
-            raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
-        with no_grad():
-            for k, t in own.items():
-                if k not in state_dict:
-                    continue
-                v = state_dict[k]
-                if assign:
-                    self._assign(k, t, v)
-                    continue
-                arr = v.to(t.device).array if isinstance(v, Tensor) else v
-                t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
-                t._vc[0] += 1
-        return _IncompatibleKeys(missing, unexpected)
+            return out
 
-    def _assign(self, key, old, value):
-        """load_state_dict(assign=True)'s step for one key: the value itself becomes the module's tensor."""
-        path, _, name = key.rpartition(".")
-        owner = self.get_submodule(path) if path else self
-        value = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
-        if name in owner._parameters:
-            if isinstance(value, Parameter):
-                value.requires_grad_(old.requires_grad)
-            else:
-                value = Parameter(value, requires_grad=old.requires_grad)
-            owner._parameters[name] = value
-        else:
-            owner._buffers[name] = value
+        return self._apply_tensors(cast)
+
+    def share_memory(self):
+        """torch's share_memory: returns self. It moves tensors to shared memory so that torch.multiprocessing
+        workers see one copy; distgraph's cpu tensors are numpy arrays, which its process tools (DataLoader
+        workers, Ray) pass by pickling or Ray's object store, so there is nothing to move (Tensor.share_memory_
+        is the same no-op)."""
+        return self._apply_tensors(lambda t: t.share_memory_())
 
     # ---- call and hooks -----------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -426,9 +364,11 @@ class Module:
         """hook(module, args) -> None or new args (hook(module, args, kwargs) -> None or (args, kwargs))."""
         return add_hook(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs, hook, prepend, with_kwargs)
 
-    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
-        """hook(module, args, output) -> None or a replacement output (with_kwargs: (module, args, kwargs, output))."""
-        return add_hook(self._forward_hooks, self._forward_hooks_with_kwargs, hook, prepend, with_kwargs)
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """hook(module, args, output) -> None or a replacement output (with_kwargs: (module, args, kwargs, output));
+        always_call: it also runs when forward raises (output None), before the error propagates."""
+        always = self._forward_hooks_always_called if always_call else None
+        return add_hook(self._forward_hooks, self._forward_hooks_with_kwargs, hook, prepend, with_kwargs, always)
 
     def register_full_backward_pre_hook(self, hook, prepend=False):
         """hook(module, grad_output) -> None or new grad_output, before the gradient enters the module."""
@@ -437,7 +377,22 @@ class Module:
     def register_full_backward_hook(self, hook, prepend=False):
         """hook(module, grad_input, grad_output) -> None or new grad_input, once the inputs' gradients
         are known (see nn/hooks.py for which tensors count and when it fires)."""
+        self._backward_hook_kind(True)
         return add_hook(self._backward_hooks, set(), hook, prepend)
+
+    def register_backward_hook(self, hook):
+        """torch's deprecated backward hook, run as a full one: torch's hands it the gradients of the last op
+        of forward, which are the module's own for a one-op module (an activation), the case it is fit for."""
+        self._backward_hook_kind(False)
+        return add_hook(self._backward_hooks, set(), hook, False)
+
+    def _backward_hook_kind(self, full):
+        if self._is_full_backward_hook is (not full):
+            raise RuntimeError(
+                "Cannot use both regular backward hooks and full backward hooks on a single Module. "
+                "Please use only one of them."
+            )
+        self.__dict__["_is_full_backward_hook"] = full
 
     # ---- repr ---------------------------------------------------------------------------------------------
     def extra_repr(self):
@@ -465,5 +420,7 @@ class Module:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        for name in ("_backward_hooks", "_backward_pre_hooks"):  # state pickled before these existed
+        for name in ("_backward_hooks", "_backward_pre_hooks", *_STATE_HOOKS):  # state pickled before these existed
             self.__dict__.setdefault(name, OrderedDict())
+        self.__dict__.setdefault("_forward_hooks_always_called", set())
+        self.__dict__.setdefault("_is_full_backward_hook", None)

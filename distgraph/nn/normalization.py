@@ -87,7 +87,8 @@ class GroupNorm(Module):
 
 class _BatchNorm(Module):
     _expected_dims = (2, 3)
-    _optional_state = ("num_batches_tracked",)  # checkpoints from before torch 0.4.1 lack it
+    _version = 2  # version 2 added num_batches_tracked (torch 0.4.1)
+    _optional_state = ("num_batches_tracked",)  # for FSDP's flat loader, which reads no versions
 
     def __init__(
         self,
@@ -113,6 +114,15 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        """A checkpoint older than version 2 (a plain dict has no version) has no num_batches_tracked: the
+        module keeps its own count, as torch's. A version-2 one without it is missing the key."""
+        key = prefix + "num_batches_tracked"
+        version = local_metadata.get("version")
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked if self.num_batches_tracked is not None else tensor(0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def reset_running_stats(self):
         if self.track_running_stats:

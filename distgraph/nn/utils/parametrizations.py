@@ -1,11 +1,18 @@
-"""nn.utils.parametrizations: weight_norm and spectral_norm as parametrizations (nn/utils/parametrize.py).
+"""nn.utils.parametrizations: weight_norm, spectral_norm and orthogonal as parametrizations (nn/utils/parametrize.py).
 
 weight_norm stores w as magnitude g = ‖v‖ (over every dim but `dim`) and direction v, and recomputes
 w = v·g/‖v‖ on each access; spectral_norm recomputes w / σ(w), σ estimated by power iteration on
 the buffers u, v, one step per access in training mode (none in eval), as torch's. Both are written
 with differentiable ops, so gradients reach the originals (`parametrizations.weight.original0/1`,
 `parametrizations.weight.original`) as torch's do.
+
+orthogonal keeps a matrix Q (or a batch) with orthonormal columns (rows, when wide), as torch's: the
+original is mapped to Q by the matrix exponential or the Cayley map of a skew-symmetric matrix built from
+its lower triangle, or by a product of Householder reflectors; with use_trivialization (the default) Q is
+then multiplied by the buffer `base`, which assigning a value (and registering) sets from it.
 """
+
+import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
@@ -14,11 +21,16 @@ from distgraph.nn.conv import ConvTranspose1d, ConvTranspose2d
 from distgraph.nn.conv3d import ConvTranspose3d
 from distgraph.nn.module import Module
 from distgraph.nn.utils import parametrize
-from distgraph.ops.creation import randn
+from distgraph.ops.compare import allclose
+from distgraph.ops.creation import eye, randn, zeros_like
 from distgraph.ops.linalg import dot, mv
+from distgraph.ops.linalg_decomp import householder_product, qr
+from distgraph.ops.linalg_functions import matrix_exp
+from distgraph.ops.linalg_matrix import solve
 from distgraph.ops.reduction import norm
+from distgraph.ops.shape import cat
 
-__all__ = ["spectral_norm", "weight_norm"]
+__all__ = ["orthogonal", "spectral_norm", "weight_norm"]
 
 
 def norm_except_dim(v, pow=2, dim=0):
@@ -109,4 +121,127 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
     if dim is None:  # a transposed convolution's output channels are its dim 1
         dim = 1 if isinstance(module, ConvTranspose1d | ConvTranspose2d | ConvTranspose3d) else 0
     parametrize.register_parametrization(module, name, _SpectralNorm(weight, n_power_iterations, dim, eps))
+    return module
+
+
+_ORTHOGONAL_MAPS = ("matrix_exp", "cayley", "householder")
+
+
+def _is_orthogonal(Q):
+    n, k = Q.shape[-2:]
+    eps = 10.0 * n * float(np.finfo(Q.array.dtype).eps)
+    return allclose(Q.mH @ Q, eye(k, dtype=Q.dtype, device=Q.device), atol=eps)
+
+
+def _make_orthogonal(A):
+    """The Q of A = QR (A tall) with diag(R) made non-negative: torch's geqrf + householder_product, whose Q
+    is LAPACK's, as linalg.qr's is."""
+    Q, R = qr(A)
+    return Q * R.diagonal(dim1=-2, dim2=-1).sgn().unsqueeze(-2)
+
+
+def _geqrf(Q):
+    """torch.geqrf of a tall matrix or batch: LAPACK's packed QR (reflectors below the diagonal, R on and
+    above it) and the reflectors' scales tau, as arrays (numpy's qr(mode="raw") gives them transposed)."""
+    xp, (n, k) = Q.device.xp, Q.shape[-2:]
+    packed = [xp.linalg.qr(m, mode="raw") for m in Q.array.reshape(-1, n, k)]
+    a = xp.stack([h.T for h, _ in packed]).reshape(Q.shape)
+    tau = xp.stack([t for _, t in packed]).reshape(*Q.shape[:-2], min(n, k))
+    return a, tau
+
+
+class _Orthogonal(Module):
+    def __init__(self, weight, orthogonal_map, *, use_trivialization=True):
+        super().__init__()
+        if weight.is_complex() and orthogonal_map == "householder":
+            raise ValueError("The householder parametrization does not support complex tensors.")
+        self.shape = tuple(weight.shape)
+        self.orthogonal_map = orthogonal_map
+        if use_trivialization:
+            self.register_buffer("base", None)
+
+    def forward(self, X):
+        n, k = X.shape[-2:]
+        transposed = n < k
+        if transposed:  # work on the tall form
+            X = X.mT
+            n, k = k, n
+        if self.orthogonal_map == "householder":
+            A = X.tril(diagonal=-1)
+            tau = 2.0 / (1.0 + (A * A).sum(dim=-2))
+            Q = householder_product(A, tau) * X.diagonal(dim1=-2, dim2=-1).int().unsqueeze(-2)
+        else:
+            X = X.tril()
+            if n != k:  # (..., n, k) -> (..., n, n): A is square
+                X = cat([X, X.new_zeros(*X.shape[:-2], n, n - k)], dim=-1)
+            A = X - X.mH  # skew-symmetric (skew-Hermitian)
+            if self.orthogonal_map == "matrix_exp":
+                Q = matrix_exp(A)
+            else:  # Cayley: (I - A/2)^-1 (I + A/2)
+                Id = eye(n, dtype=A.dtype, device=A.device)
+                Q = solve(Id - 0.5 * A, Id + 0.5 * A)
+            if n != k:
+                Q = Q[..., :k]
+        if "base" in self._buffers:
+            Q = self.base @ Q
+        return Q.mT if transposed else Q
+
+    def right_inverse(self, Q):
+        """An original whose forward is Q: with a base, base takes Q (orthogonalized by QR where it is not
+        orthogonal; a tall one completed by random columns) and the original becomes -I, which every map
+        sends to I; without, householder's reflectors of Q (the exponential and Cayley maps refuse)."""
+        if tuple(Q.shape) != self.shape:
+            raise ValueError(
+                f"Expected a matrix or batch of matrices of shape {self.shape}. Got a tensor of shape {tuple(Q.shape)}."
+            )
+        with no_grad():
+            Q_init = Q
+            n, k = Q.shape[-2:]
+            transpose = n < k
+            if transpose:
+                Q = Q.mT
+                n, k = k, n
+            if "base" not in self._buffers:
+                if self.orthogonal_map != "householder":
+                    raise NotImplementedError(
+                        "It is not possible to assign to the matrix exponential or the Cayley parametrizations "
+                        "when use_trivialization=False."
+                    )
+                a, tau = _geqrf(Q)
+                xp, i = Q.device.xp, np.arange(k)
+                diag = xp.sign(a[..., i, i])
+                a[..., i, i] = xp.where(tau == 0.0, -diag, diag)
+                A = Tensor(a, device=Q.device)
+                return A.mT if transpose else A
+            if n == k:
+                Q = Q.clone() if _is_orthogonal(Q) else _make_orthogonal(Q)
+            else:
+                N = randn(*Q.shape[:-2], n, n - k, dtype=Q.dtype, device=Q.device)
+                Q = _make_orthogonal(cat([Q, N], dim=-1))
+            self.base = Q
+            neg_Id = zeros_like(Q_init)
+            neg_Id.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
+            return neg_Id
+
+
+def orthogonal(module, name="weight", orthogonal_map=None, *, use_trivialization=True):
+    """Keep `module.name` (a matrix or a batch of them) orthogonal: orthonormal columns, or rows when it is wide.
+
+    orthogonal_map: "matrix_exp", "cayley" or "householder"; by default "matrix_exp" for a square or complex
+    matrix and "householder" otherwise (torch's choice). Registering keeps the current value where it is
+    orthogonal, else its QR orthogonalization (with a base, or with householder)."""
+    weight = getattr(module, name, None)
+    if not isinstance(weight, Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    if weight.ndim < 2:
+        raise ValueError(f"Expected a matrix or batch of matrices. Got a tensor of {weight.ndim} dimensions.")
+    if orthogonal_map is None:
+        square = weight.shape[-2] == weight.shape[-1]
+        orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
+    if orthogonal_map not in _ORTHOGONAL_MAPS:
+        raise ValueError(
+            f'orthogonal_map has to be one of "matrix_exp", "cayley", "householder". Got: {orthogonal_map}'
+        )
+    orth = _Orthogonal(weight, orthogonal_map, use_trivialization=use_trivialization)
+    parametrize.register_parametrization(module, name, orth, unsafe=True)
     return module

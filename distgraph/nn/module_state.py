@@ -1,0 +1,302 @@
+"""Module state dicts: torch's per-module recursion, with its extension points and hooks.
+
+`state_dict()` walks the module tree as torch does. At each module: its state-dict pre-hooks, then
+`_save_to_state_dict` (its own parameters, its persistent buffers and, where the class defines
+`get_extra_state`, that value under `<prefix>_extra_state`), then each child's `state_dict`, then its
+post-hooks. A dict the call creates carries `_metadata`: `{"version": cls._version}` for every module
+prefix, so a later load knows which layout each module's entries were written in.
+
+`load_state_dict` walks the tree the same way. Each module's `_load_from_state_dict` sees the entries
+under its prefix and the metadata saved for it (empty for a plain dict: an old checkpoint, to which a
+class may add what its older versions lacked, as BatchNorm adds `num_batches_tracked`). It copies its
+values in place as it goes; the keys found missing or unexpected and every size mismatch are reported
+together at the end. Unlike torch's, a load that raises leaves the module as it was: every parameter and
+buffer (the tensor each name holds and its values) is put back, so a bad checkpoint does not leave half a
+model behind (it costs a copy of the module's state for the duration of the load).
+"""
+
+from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
+
+import numpy as np
+
+from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
+from distgraph.errors import DistgraphError
+from distgraph.nn.hooks import RemovableHandle
+from distgraph.nn.parameter import Parameter
+
+__all__ = ["ModuleState", "StateDictError", "key_errors"]
+
+EXTRA_STATE_KEY = "_extra_state"
+
+
+class StateDictError(DistgraphError, RuntimeError):
+    """load_state_dict found missing or unexpected keys (strict mode) or a shape mismatch (any mode)."""
+
+
+class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    __slots__ = ()
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
+
+
+def key_errors(own_keys, state_dict, strict, optional=()):
+    """(missing, unexpected, errors) of `state_dict` against the keys a model has (the `optional` ones may
+    be missing): torch's messages, errors only when strict. (FSDP's loaders check their flat keys here.)"""
+    own = set(own_keys)
+    missing = [k for k in own_keys if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in own]
+    return missing, unexpected, _key_messages(missing, unexpected) if strict else []
+
+
+def _key_messages(missing, unexpected):
+    """torch's messages for missing and unexpected keys, missing first."""
+    out = []
+    if missing:
+        out.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+    if unexpected:
+        out.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+    return out
+
+
+def _shape(value):
+    """A value's shape: a Tensor's or array's, or that of a number / nested list (a 0-d count saved as an int)."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+class ModuleState:
+    """Module's state-dict methods (a base of Module). The hook dicts are made in Module.__init__."""
+
+    _version = 1  # written to state_dict()._metadata; a class that changes its entries raises it
+    # state a checkpoint may lack, for FSDP's flat loader (distributed/fsdp_sharded.py); Module's own
+    # loader asks each class's _load_from_state_dict instead
+    _optional_state = ()
+
+    # ---- saving -------------------------------------------------------------------------------------------
+    def get_extra_state(self):
+        """What to save beyond parameters and buffers under `_extra_state`; define it with set_extra_state."""
+        raise RuntimeError(
+            "Reached a code path in Module.get_extra_state() that should never be called. Please file an issue "
+            "at https://github.com/pytorch/pytorch/issues/new?template=bug-report.yml to report this bug."
+        )
+
+    def set_extra_state(self, state):
+        """Restore what get_extra_state returned."""
+        raise RuntimeError(
+            "Reached a code path in Module.set_extra_state() that should never be called. Please file an issue "
+            "at https://github.com/pytorch/pytorch/issues/new?template=bug-report.yml to report this bug."
+        )
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """This module's own entries (not its children's): override for class-specific saving."""
+        for name, p in self._parameters.items():
+            if p is not None:
+                destination[prefix + name] = p if keep_vars else p.detach()
+        for name, b in self._buffers.items():
+            if b is not None and name not in self._non_persistent:
+                destination[prefix + name] = b if keep_vars else b.detach()
+        if type(self).get_extra_state is not ModuleState.get_extra_state:
+            destination[prefix + EXTRA_STATE_KEY] = self.get_extra_state()
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Parameters, persistent buffers and extra state by dotted name; tensors share memory with the
+        module (detached unless keep_vars). A dict made here has `_metadata` (module docstring)."""
+        if destination is None:
+            destination = OrderedDict()
+            destination._metadata = OrderedDict()
+        local_metadata = {"version": self._version}
+        metadata = getattr(destination, "_metadata", None)
+        if metadata is not None:
+            metadata[prefix[:-1]] = local_metadata
+        for hook in self._state_dict_pre_hooks.values():
+            hook(self, prefix, keep_vars)
+        self._save_to_state_dict(destination, prefix, keep_vars)
+        for name, m in self._modules.items():
+            if m is not None:
+                m.state_dict(destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars)
+        for hook in self._state_dict_hooks.values():
+            result = hook(self, destination, prefix, local_metadata)
+            if getattr(hook, "_from_public_api", False):
+                if result is not None:
+                    raise RuntimeError("state_dict post-hook must return None")
+            elif result is not None:
+                destination = result
+        return destination
+
+    def register_state_dict_pre_hook(self, hook):
+        """hook(module, prefix, keep_vars) -> None, before the module's state_dict runs."""
+        return _add(self._state_dict_pre_hooks, hook)
+
+    def register_state_dict_post_hook(self, hook):
+        """hook(module, state_dict, prefix, local_metadata) -> None, after it: may edit the dict in place."""
+        hook._from_public_api = True
+        return _add(self._state_dict_hooks, hook)
+
+    def _register_state_dict_hook(self, hook):
+        """torch's older post-hook: a dict it returns replaces the result (at the root call only)."""
+        if getattr(hook, "_from_public_api", False):
+            raise RuntimeError(
+                "Cannot register the same function as the state dict post hook that was previously registered "
+                "via register_state_dict_post_hook"
+            )
+        return _add(self._state_dict_hooks, hook)
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    def register_load_state_dict_pre_hook(self, hook):
+        """hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        -> None, before the module's _load_from_state_dict reads its entries (it may edit the dict)."""
+        return self._register_load_state_dict_pre_hook(hook, with_module=True)
+
+    def _register_load_state_dict_pre_hook(self, hook, with_module=False):
+        return _add(self._load_state_dict_pre_hooks, (hook, with_module))
+
+    def register_load_state_dict_post_hook(self, hook):
+        """hook(module, incompatible_keys) -> None, once the module and its children are loaded; it may
+        edit incompatible_keys' lists in place (what a strict load then raises for)."""
+        return _add(self._load_state_dict_post_hooks, hook)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        """Load this module's own entries (not its children's) from `state_dict` (a copy: it may be edited),
+        recording missing / unexpected keys and error messages; override for class-specific loading."""
+        for hook, with_module in self._load_state_dict_pre_hooks.values():
+            args = (state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+            hook(self, *args) if with_module else hook(*args)
+        local = [(n, p) for n, p in self._parameters.items() if p is not None]
+        local += [(n, b) for n, b in self._buffers.items() if b is not None and n not in self._non_persistent]
+        assign = local_metadata.get("assign_to_params_buffers", False)
+        with no_grad():
+            for name, t in local:
+                key = prefix + name
+                if key not in state_dict:
+                    if strict:
+                        missing_keys.append(key)
+                    continue
+                value = state_dict[key]  # a Tensor, an array, or a number / nested list
+                shape = _shape(value)
+                if hasattr(t, "materialize"):  # a lazy module's placeholder takes the checkpoint's shape (nn/lazy.py)
+                    t.materialize(shape)
+                if shape == (1,) and t.ndim == 0:  # torch's rule for checkpoints from before 0-d tensors
+                    value, shape = value[0], ()
+                if shape != tuple(t.shape):
+                    error_msgs.append(
+                        f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
+                        f"the shape in current model is {tuple(t.shape)}."
+                    )
+                elif assign:
+                    self._assign(name, t, value)
+                else:
+                    arr = value.to(t.device).array if isinstance(value, Tensor) else value
+                    t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
+                    t._vc[0] += 1
+        extra_key = prefix + EXTRA_STATE_KEY
+        if type(self).set_extra_state is not ModuleState.set_extra_state:
+            if extra_key in state_dict:
+                self.set_extra_state(state_dict[extra_key])
+            elif strict:
+                missing_keys.append(extra_key)
+        elif strict and extra_key in state_dict:
+            unexpected_keys.append(extra_key)
+        if strict:
+            names = {n for n, _ in local}
+            for key in state_dict:
+                if key.startswith(prefix) and key != extra_key:
+                    head, dot, _ = key[len(prefix) :].partition(".")
+                    if head not in (self._modules if dot else names):
+                        unexpected_keys.append(key)
+
+    def _assign(self, name, old, value):
+        """load_state_dict(assign=True)'s step for one entry: the value itself becomes the module's tensor
+        (a parameter as a Parameter keeping the old one's requires_grad)."""
+        value = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        if name in self._parameters:
+            if isinstance(value, Parameter):
+                value.requires_grad_(old.requires_grad)
+            else:
+                value = Parameter(value, requires_grad=old.requires_grad)
+            self._parameters[name] = value
+        else:
+            self._buffers[name] = value
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Copy values in place, by name, module by module (module docstring); returns (missing_keys,
+        unexpected_keys).
+
+        Shape mismatches always raise StateDictError; missing/unexpected keys raise it when strict.
+        Values may be Tensors or arrays; they are converted to each target's dtype and device. A (1,)
+        value loads into a 0-d target as its one element (torch's rule for old checkpoints).
+        `assign=True` (torch's): the module takes the checkpoint's tensors themselves, with their dtype
+        and device, a parameter as a Parameter keeping the old one's requires_grad (no copy: a file
+        loaded with mmap stays mapped). An optimizer built before holds the old parameters.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        missing, unexpected, errors = [], [], []
+        metadata = getattr(state_dict, "_metadata", None)
+        state_dict = OrderedDict(state_dict)  # the modules' loaders may edit it, not the caller's dict
+
+        def load(module, local_state, prefix):
+            local_metadata = {} if metadata is None else dict(metadata.get(prefix[:-1], {}))
+            if assign:
+                local_metadata["assign_to_params_buffers"] = True
+            module._load_from_state_dict(local_state, prefix, local_metadata, True, missing, unexpected, errors)
+            by_child = {}  # the entries under each child's prefix, as torch filters them (in one pass)
+            for k, v in local_state.items():
+                head, dot, _ = k[len(prefix) :].partition(".")
+                if dot and k.startswith(prefix):
+                    by_child.setdefault(head, {})[k] = v
+            for name, child in module._modules.items():
+                if child is not None:
+                    load(child, by_child.get(name, {}), prefix + name + ".")
+            incompatible = _IncompatibleKeys(missing, unexpected)
+            for hook in module._load_state_dict_post_hooks.values():
+                if hook(module, incompatible) is not None:
+                    raise AssertionError(
+                        "Hooks registered with ``register_load_state_dict_post_hook`` are not expected to return "
+                        "new values, if incompatible_keys need to be modified, it should be done inplace."
+                    )
+
+        saved = _snapshot(self)
+        try:
+            load(self, state_dict, "")
+            if strict:
+                errors[:0] = _key_messages(missing, unexpected)
+            if errors:
+                raise StateDictError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+                )
+        except BaseException:
+            _restore(saved)
+            raise
+        return _IncompatibleKeys(missing, unexpected)
+
+
+def _snapshot(module):
+    """Each parameter and buffer slot of the tree: (its store, name, tensor, the tensor's array, a copy)."""
+    out = []
+    for m in module.modules():
+        for store in (m._parameters, m._buffers):
+            for name, t in store.items():
+                out.append((store, name, t, None if t is None else t.array, None if t is None else t.array.copy()))
+    return out
+
+
+def _restore(saved):
+    """Put back what `_snapshot` saw: the tensors in their slots, their arrays and values."""
+    for store, name, t, array, values in saved:
+        store[name] = t
+        if t is not None:
+            t.array = array
+            if getattr(array.flags, "writeable", True):  # (a read-only array, mmap-loaded, was not written)
+                array[...] = values
+
+
+def _add(hooks, hook):
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
