@@ -12,14 +12,15 @@ from distgraph.errors import ConfigError
 from distgraph.nn import init
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
-from distgraph.ops.conv import conv1d, conv2d
+from distgraph.ops.conv import conv1d, conv2d, ntuple
 from distgraph.ops.conv_transpose import conv_transpose1d, conv_transpose2d
 from distgraph.ops.creation import empty
 from distgraph.ops.regions import pad
 
 
-def _tuple(v, n):
-    return (v,) * n if isinstance(v, int) else tuple(v)
+def _tuple(v, n, name="output_padding", op="ConvTranspose"):
+    """n ints from an int or a sequence of exactly n (ntuple: a wrong length raises, naming `name` and `op`)."""
+    return ntuple(v, n, name, op)
 
 
 class _ConvNd(Module):
@@ -37,12 +38,13 @@ class _ConvNd(Module):
                              f"got {padding_mode!r}")  # fmt: skip
         if isinstance(padding, str) and padding not in ("same", "valid"):
             raise ConfigError(f"{type(self).__name__}: invalid padding string {padding!r}, should be 'same' or 'valid'")
-        if padding == "same" and any(s != 1 for s in _tuple(stride, self._dims)):
-            raise ConfigError(f"{type(self).__name__}: padding='same' is not supported for strided convolutions")
-        n = self._dims
+        n, name = self._dims, type(self).__name__
+        self.kernel_size, self.stride = _tuple(kernel_size, n, "kernel_size", name), _tuple(stride, n, "stride", name)
+        self.dilation = _tuple(dilation, n, "dilation", name)
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, n, "padding", name)
+        if padding == "same" and any(s != 1 for s in self.stride):
+            raise ConfigError(f"{name}: padding='same' is not supported for strided convolutions")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.dilation = _tuple(kernel_size, n), _tuple(stride, n), _tuple(dilation, n)
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, n)
         self.padding_mode, self.transposed = padding_mode, self._transposed
         self.output_padding = (0,) * n
         channels = (in_channels, out_channels // groups) if self._transposed else (out_channels, in_channels // groups)
@@ -117,7 +119,7 @@ class _ConvTransposeNd(_ConvNd):
             raise ConfigError(f"{type(self).__name__}: padding must be an int or a tuple of ints, got {padding!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device, dtype)  # fmt: skip
-        self.output_padding = _tuple(output_padding, self._dims)
+        self.output_padding = _tuple(output_padding, self._dims, "output_padding", type(self).__name__)
 
     def _output_padding(self, input, output_size):
         """torch's rule: an output_size (spatial, or with the batch and channel dims) picks the output_padding

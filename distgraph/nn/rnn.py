@@ -17,7 +17,7 @@ sequence's length.
 import math
 import warnings
 
-from distgraph.errors import ShapeError
+from distgraph.errors import DTypeError, ShapeError
 from distgraph.nn import functional as F
 from distgraph.nn import init
 from distgraph.nn.module import Module
@@ -102,12 +102,18 @@ class RNNBase(Module):
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
+            check_dtype(self, input.data, self.weight_ih_l0)
             return packed_forward(self, input, hx)
         unbatched = input.ndim == 2
         if input.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}: expected 2-D or 3-D input, got {tuple(input.shape)}")
         self._check_input_size(input)
+        check_dtype(self, input, self.weight_ih_l0)
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (L, N, In)
+        if x.shape[0] == 0:
+            raise ShapeError(
+                f"{type(self).__name__}: expected sequence length to be larger than 0, got input {tuple(input.shape)}"
+            )
         h0, c0 = self._initial(hx, x.shape[1], 2 if self.bidirectional else 1, unbatched, x)
         x, h_n, c_n = self._layers(x, h0, c0)
         out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
@@ -202,6 +208,15 @@ class RNNBase(Module):
         return s
 
 
+def check_dtype(module, input, weight):
+    """torch refuses an input whose dtype is not the weights' (no silent promotion), in its words."""
+    if input.dtype != weight.dtype:
+        raise DTypeError(
+            f"{type(module).__name__}: input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
+            f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})"
+        )
+
+
 def _projected_lstm(xw, h, c, w_hh, w_hr, reverse):
     """One direction of a projected LSTM layer from per-step ops: [h_t | c_t] stacked, (L, N, P + H)."""
     steps = xw.unbind(0)
@@ -259,16 +274,29 @@ class RNNCellBase(Module):
             s += f", nonlinearity={self.nonlinearity}"
         return s
 
-    def _h0(self, input, hx):
-        """The given state, or zeros; the input's shape is checked first so a mismatch names the cell."""
+    def _h0(self, input, hx, states=1):
+        """The given state (`states` tensors: LSTMCell's (h, c)) or zeros, each checked against
+        (*input.shape[:-1], hidden_size); the input's shape and dtype are checked first, naming the cell."""
+        name = type(self).__name__
         if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
             raise ShapeError(
-                f"{type(self).__name__}: expected input of shape (N, {self.input_size}) or ({self.input_size},), "
+                f"{name}: expected input of shape (N, {self.input_size}) or ({self.input_size},), "
                 f"got {tuple(input.shape)}"
             )
-        if hx is not None:
-            return hx
-        return zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
+        check_dtype(self, input, self.weight_ih)
+        want = (*input.shape[:-1], self.hidden_size)
+        if hx is None:
+            h = zeros(*want, dtype=input.dtype, device=input.device)
+            return h if states == 1 else (h,) * states
+        if states > 1 and (not isinstance(hx, tuple | list) or len(hx) != states):
+            raise ShapeError(f"{name}: expected hx to be a tuple (h, c) of two tensors, got {type(hx).__name__}")
+        for label, t in zip(("hx", "cx"), (hx,) if states == 1 else hx):
+            if tuple(t.shape) != want:
+                raise ShapeError(
+                    f"{name}: expected {label} of shape {want} (input {tuple(input.shape)}, hidden_size "
+                    f"{self.hidden_size}), got {tuple(t.shape)}"
+                )
+        return hx
 
 
 class RNNCell(RNNCellBase):
@@ -289,8 +317,7 @@ class LSTMCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, 4, device, dtype)
 
     def forward(self, input, hx=None):
-        h = self._h0(input, hx)
-        hx = (h, h) if hx is None else hx
+        hx = self._h0(input, hx, states=2)
         return lstm_cell(F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh, self.bias_hh)
 
 

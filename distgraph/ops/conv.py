@@ -194,6 +194,15 @@ def _pair(v, name, op):
     return ntuple(v, 2, name, op)
 
 
+def check_bias(op, bias, weight, channels):
+    """A convolution's bias holds one value per output channel: shape (channels,)."""
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ShapeError(
+            f"{op}: given weight of size {tuple(weight.shape)}, expected bias to be 1-dimensional with {channels} "
+            f"elements, but got bias of size {tuple(bias.shape)} instead"
+        )
+
+
 def batch_optional(batched_ndim):
     """Accept torch's unbatched input (one dim fewer than `batched_ndim`) by running a batch of one."""
 
@@ -257,6 +266,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _conv2d, (input, weight), {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     )
     if bias is not None:
+        check_bias("conv2d", bias, weight, o)
         out = out + bias.reshape(1, o, 1, 1)
     return out
 
@@ -269,14 +279,10 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"conv1d: expected 2-D or 3-D input and 3-D weight, got input {tuple(input.shape)} and weight "
             f"{tuple(weight.shape)}"
         )
-
-    def one(v):
-        return v if isinstance(v, int) else v[0]
-
-    pad = padding if isinstance(padding, str) else (0, one(padding))
-    out = conv2d(
-        input.unsqueeze(2), weight.unsqueeze(2), None, (1, one(stride)), pad, (1, one(dilation)), groups
-    ).squeeze(2)
+    check_bias("conv1d", bias, weight, weight.shape[0])
+    (s,), (d,) = ntuple(stride, 1, "stride", "conv1d"), ntuple(dilation, 1, "dilation", "conv1d")
+    pad = padding if isinstance(padding, str) else (0, *ntuple(padding, 1, "padding", "conv1d"))
+    out = conv2d(input.unsqueeze(2), weight.unsqueeze(2), None, (1, s), pad, (1, d), groups).squeeze(2)
     if bias is not None:
         out = out + bias.reshape(1, -1, 1)
     return out

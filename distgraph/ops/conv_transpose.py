@@ -14,7 +14,7 @@ where output_padding exceeds padding) with F.pad.
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
-from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional, check_ranks_and_groups
+from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional, check_bias, check_ranks_and_groups, ntuple
 from distgraph.ops.regions import pad
 
 
@@ -55,6 +55,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         out = apply(_conv2d_input_grad, (input, weight), {**attrs, "padding": (0, 0), "input_shape": (n, cg * groups, *full)})  # fmt: skip
         out = pad(out, (-padding[1], size[1] + padding[1] - full[1], -padding[0], size[0] + padding[0] - full[0]))
     if bias is not None:
+        check_bias("conv_transpose2d", bias, weight, cg * groups)
         out = out + bias.reshape(1, -1, 1, 1)
     return out
 
@@ -67,14 +68,12 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"conv_transpose1d: expected 2-D or 3-D input and 3-D weight, got input {tuple(input.shape)} and weight "
             f"{tuple(weight.shape)}"
         )
-
-    def one(v):
-        return v if isinstance(v, int) else v[0]
-
-    out = conv_transpose2d(
-        input.unsqueeze(2), weight.unsqueeze(2), None, (1, one(stride)), (0, one(padding)), (0, one(output_padding)),
-        groups, (1, one(dilation)),
-    ).squeeze(2)  # fmt: skip
+    op = "conv_transpose1d"
+    check_bias(op, bias, weight, weight.shape[1] * groups)
+    (s,), (d,) = ntuple(stride, 1, "stride", op), ntuple(dilation, 1, "dilation", op)
+    (p,), (e,) = ntuple(padding, 1, "padding", op), ntuple(output_padding, 1, "output_padding", op)
+    out = conv_transpose2d(input.unsqueeze(2), weight.unsqueeze(2), None, (1, s), (0, p), (0, e), groups, (1, d))
+    out = out.squeeze(2)
     if bias is not None:
         out = out + bias.reshape(1, -1, 1)
     return out

@@ -168,6 +168,15 @@ def _cross_entropy_grad_composed(ctx, g):
     return ew.mul(grad, g)
 
 
+def check_class_weight(weight, c, op):
+    """A class `weight` must hold one value per class: shape (C,), as torch's."""
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ShapeError(
+            f"{op}: weight tensor should be defined either for all {c} classes or no classes but got weight tensor "
+            f"of shape: {list(weight.shape)}"
+        )
+
+
 def cross_entropy_indices(input, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     """Cross-entropy of (N, C) or (N, C, d1, ...) logits against integer targets (N,) / (N, d1, ...)."""
     if reduction not in ("mean", "sum", "none"):
@@ -178,6 +187,7 @@ def cross_entropy_indices(input, target, weight=None, ignore_index=-100, label_s
     if squeeze:
         input, target = input.reshape(1, -1), target.reshape(1)
     n, c = input.shape[0], input.shape[1]
+    check_class_weight(weight, c, "cross_entropy")
     spatial = tuple(input.shape[2:])
     if tuple(target.shape) != (n, *spatial):
         raise ShapeError(

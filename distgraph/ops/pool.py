@@ -12,7 +12,7 @@ import math
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
-from distgraph.ops.conv import _pair, _windows, batch_optional
+from distgraph.ops.conv import _pair, _windows, batch_optional, ntuple
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
 from distgraph.ops.registry import defop
@@ -266,23 +266,27 @@ def avg_pool2d(
     return apply(_avg_pool2d, (input,), attrs)
 
 
+def _single(v, name, op):
+    """An int or a sequence of exactly one int (torch refuses the rest, naming the argument)."""
+    return ntuple(v, 1, name, op)[0]
+
+
 @batch_optional(3)
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
-    s = stride if stride is None else (1, one(stride))
-    out = max_pool2d(
-        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), (1, one(dilation)), ceil_mode, return_indices
-    )
+    op = "max_pool1d"
+    k, p = _single(kernel_size, "kernel_size", op), _single(padding, "padding", op)
+    d = _single(dilation, "dilation", op)
+    s = None if stride is None else (1, _single(stride, "stride", op))
+    out = max_pool2d(input.unsqueeze(2), (1, k), s, (0, p), (1, d), ceil_mode, return_indices)
     return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)
 
 
 @batch_optional(3)
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
-    s = stride if stride is None else (1, one(stride))
-    return avg_pool2d(
-        input.unsqueeze(2), (1, one(kernel_size)), s, (0, one(padding)), ceil_mode, count_include_pad
-    ).squeeze(2)
+    op = "avg_pool1d"
+    k, p = _single(kernel_size, "kernel_size", op), _single(padding, "padding", op)
+    s = None if stride is None else (1, _single(stride, "stride", op))
+    return avg_pool2d(input.unsqueeze(2), (1, k), s, (0, p), ceil_mode, count_include_pad).squeeze(2)
 
 
 def _adaptive_bounds(size, out):
@@ -299,10 +303,25 @@ def _averaging(input, size, out):
     return Tensor(a, device=input.device)
 
 
+def _nonempty_spatial(input, first, op):
+    """torch's adaptive pools refuse an empty spatial dim (from dim `first` on); an empty batch or channel dim
+    gives an empty output."""
+    for i in range(first, input.ndim):
+        if input.shape[i] == 0:
+            raise ShapeError(
+                f"{op}: expected input to have non-zero size for non-batch dimensions, but input has sizes "
+                f"{tuple(input.shape)} with dimension {i} being empty"
+            )
+
+
 def _adaptive_size(input, output_size, op):
     _check4(input, op)
+    _nonempty_spatial(input, 2, op)
     oh, ow = (output_size, output_size) if isinstance(output_size, int | None) else tuple(output_size)
-    return input.shape[2] if oh is None else oh, input.shape[3] if ow is None else ow  # None keeps that size
+    oh, ow = input.shape[2] if oh is None else oh, input.shape[3] if ow is None else ow  # None keeps that size
+    if oh < 0 or ow < 0:
+        raise ShapeError(f"{op}: elements of output_size must be greater than or equal to 0, got {(oh, ow)}")
+    return oh, ow
 
 
 @batch_optional(4)
@@ -311,10 +330,15 @@ def adaptive_avg_pool2d(input, output_size):
     matmuls (A_h · x · A_wᵀ), whatever the output size."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_avg_pool2d")
     h, w = input.shape[2], input.shape[3]
-    if h % oh == 0 and w % ow == 0:
+    if oh and ow and h % oh == 0 and w % ow == 0:
         return avg_pool2d(input, (h // oh, w // ow))
+    return _separable_average(input, oh, ow)  # an output size of 0 too: (N, C, 0, ow) or (N, C, oh, 0)
+
+
+def _separable_average(input, oh, ow):
     from distgraph.ops.linalg import matmul
 
+    h, w = input.shape[2], input.shape[3]
     return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
 
 
@@ -354,6 +378,10 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     so tied inputs, e.g. after a ReLU, send the whole gradient to one element)."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_max_pool2d")
     h, w = input.shape[2], input.shape[3]
+    if not (oh and ow):  # an empty output (torch's), still attached to the input
+        out = _separable_average(input, oh, ow)
+        idx = Tensor(input.device.xp.zeros(out.shape, dtype=input.device.xp.int64), device=input.device)
+        return (out, idx) if return_indices else out
     if h % oh == 0 and w % ow == 0:
         return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
     out = apply(_adaptive_max_pool2d, (input,), {"output_size": (oh, ow)})
@@ -364,12 +392,14 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 @batch_optional(3)
 def adaptive_avg_pool1d(input, output_size):
-    size = output_size if isinstance(output_size, int) else output_size[0]
+    size = ntuple(output_size, 1, "output_size", "adaptive_avg_pool1d", least=0)[0]
+    _nonempty_spatial(input, 2, "adaptive_avg_pool1d")
     return adaptive_avg_pool2d(input.unsqueeze(2), (1, size)).squeeze(2)
 
 
 @batch_optional(3)
 def adaptive_max_pool1d(input, output_size, return_indices=False):
-    size = output_size if isinstance(output_size, int) else output_size[0]
+    size = ntuple(output_size, 1, "output_size", "adaptive_max_pool1d", least=0)[0]
+    _nonempty_spatial(input, 2, "adaptive_max_pool1d")
     out = adaptive_max_pool2d(input.unsqueeze(2), (1, size), return_indices)
     return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)

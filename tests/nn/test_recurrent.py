@@ -108,7 +108,7 @@ def test_dropout_between_layers_only_in_training():
     out_a, out_b = (dm(dg.tensor(x))[0].detach().numpy() for _ in range(2))
     assert not np.allclose(out_a, out_eval) and not np.allclose(out_a, out_b)  # fresh masks each call
     with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
-        one_layer = nn.GRU(4, 5, dropout=0.5)  # dropout after the last layer: none, as torch
+        one_layer = nn.GRU(4, 5, dropout=0.5).double()  # dropout after the last layer: none, as torch
     one_layer.train()
     with dg.no_grad():
         np.testing.assert_array_equal(one_layer(dg.tensor(x))[0].numpy(), one_layer(dg.tensor(x))[0].numpy())

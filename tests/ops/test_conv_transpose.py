@@ -108,7 +108,7 @@ ERRORS = [
     (lambda: F.conv_transpose2d(dg.randn(1, 2, 4, 4), dg.randn(2, 3, 3, 3), groups=4), "groups=4"),
     (lambda: F.conv_transpose2d(dg.randn(1, 2, 4, 4), dg.randn(2, 3, 3, 3), padding=5), r"output size \(-4, -4\)"),
     (lambda: F.conv_transpose2d(dg.randn(2, 4, 4), dg.randn(2, 3, 3)), "conv_transpose2d: expected 3-D or 4-D input"),
-    (lambda: F.conv_transpose1d(dg.randn(1, 2, 4), dg.randn(2, 3, 3), stride=-1), "conv_transpose2d: stride must be positive"),
+    (lambda: F.conv_transpose1d(dg.randn(1, 2, 4), dg.randn(2, 3, 3), stride=-1), "conv_transpose1d: stride must be positive"),
     (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2)(dg.randn(1, 2, 4, 4), output_size=(11, 9)),
      r"ConvTranspose2d: requested an output size of \[11, 9\], but valid sizes range from \[9, 9\] to \[10, 10\]"),
     (lambda: nn.ConvTranspose1d(2, 3, 3)(dg.randn(1, 2, 4), output_size=(1, 2, 3, 4)), "output_size must have 1 or 3"),

@@ -173,17 +173,13 @@ def multi_head_attention_forward(
         q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), ws, biases))
     else:
         q, k, v = _in_projection_packed(query, key, value, *_required(in_proj_weight=in_proj_weight), in_proj_bias)
-    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (bsz, key.shape[0]):
-        raise ShapeError(
-            f"{_MHA}: expected key_padding_mask of shape {(bsz, key.shape[0])} (batch, source length), "
-            f"got {tuple(key_padding_mask.shape)}"
-        )
+    added = 0  # key columns appended below (bias_k, a zero key): the masks grow by as many
     masks = (None if attn_mask is None else _mask_as_3d(attn_mask, bsz * num_heads, tgt_len, key.shape[0]),)
     masks += (key_padding_mask,)
     if bias_k is not None and bias_v is not None:  # one more key and value, the same for every sequence
         k = sh.cat([k, sh.repeat(bias_k, 1, bsz, 1)])
         v = sh.cat([v, sh.repeat(bias_v, 1, bsz, 1)])
-        masks = _one_more_key(*masks)
+        masks, added = _one_more_key(*masks), added + 1
     elif bias_k is not None or bias_v is not None:
         raise ConfigError(f"{_MHA}: bias_k and bias_v must be given together")
     # (L, N, E) -> (N*H, L, head_dim): heads become batch entries
@@ -193,8 +189,14 @@ def multi_head_attention_forward(
     if add_zero_attn:  # one more key and value, of zeros
         zeros = Tensor(k.device.xp.zeros((bsz * num_heads, 1, head_dim), k.array.dtype), device=k.device)
         k, v = sh.cat([k, zeros], dim=1), sh.cat([v, zeros], dim=1)
-        masks = _one_more_key(*masks)
+        masks, added = _one_more_key(*masks), added + 1
     src_len = k.shape[1]
+    # checked here, as torch: static_k, when given, has replaced the keys (and sets the source length)
+    if masks[1] is not None and tuple(masks[1].shape) != (bsz, src_len):
+        raise ShapeError(
+            f"{_MHA}: expected key_padding_mask of shape {(bsz, src_len - added)} (batch, source length), got "
+            f"{tuple(key_padding_mask.shape)}" + ("" if static_k is None else " (static_k sets the source length)")
+        )
     attn_mask = _merge_key_padding(*masks, bsz, num_heads, src_len)
     dropout_p = dropout_p if training else 0.0
     if need_weights:

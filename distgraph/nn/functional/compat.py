@@ -76,7 +76,12 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         linear_bias = None if linear_bias is None else linear_bias.reshape(rows)
     logits = linear(input, linear_weight, linear_bias).reshape(logits_shape)
     return cross_entropy(
-        logits, target, weight, -100 if ignore_index is None else ignore_index, reduction, label_smoothing
+        logits,
+        target,
+        weight,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
     )
 
 

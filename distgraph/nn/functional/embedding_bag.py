@@ -60,6 +60,8 @@ def _bags(input, offsets, include_last_offset, op):
 
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
                   sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):  # fmt: skip
+    if mode == "max" and scale_grad_by_freq:  # torch.nn.functional's check (ATen's form has none)
+        raise ConfigError("embedding_bag: max mode does not support scaling the gradient by the frequency")
     return _embedding_bag(input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mode, sparse,
                           per_sample_weights, include_last_offset, padding_idx)[0]  # fmt: skip
 

@@ -179,6 +179,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if input.ndim < 2:
         raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got {tuple(input.shape)}")
     c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != c:
+            raise ShapeError(
+                f"batch_norm: {name} should contain {c} elements (num_channels of input {tuple(input.shape)}), "
+                f"not {t.numel()}"
+            )
     dims = (0, *range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
     if training:
@@ -223,11 +229,23 @@ def normalize_affine(input, mean, var, eps, weight, bias, shape):
     return out
 
 
+def check_channel_vectors(op, input, weight, bias):
+    """weight and bias (each optional) must be (C,), C = input.shape[1], the number of channels."""
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (input.shape[1],):
+            raise ShapeError(
+                f"{op}: expected {name} to be a vector of size equal to the number of channels in input "
+                f"(num_channels={input.shape[1]}), but got {name} of shape {tuple(t.shape)} and input of shape "
+                f"{tuple(input.shape)}"
+            )
+
+
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each of `num_groups` channel groups of every sample (N, C, ...), then scale and shift per channel."""
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     n, c = input.shape[0], input.shape[1]
+    check_channel_vectors("group_norm", input, weight, bias)
     if input.numel() // num_groups == 1:  # torch: one value per group normalizes to 0 whatever the input
         raise ShapeError(
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
@@ -250,6 +268,11 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(input.shape[input.ndim - len(normalized_shape) :]) != normalized_shape:
         raise ShapeError(f"rms_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
+    if weight is not None and tuple(weight.shape) != normalized_shape:
+        raise ShapeError(
+            f"rms_norm: expected weight to be of same shape as normalized_shape, but got weight of shape "
+            f"{tuple(weight.shape)} and normalized_shape = {normalized_shape}"
+        )
     if eps is None:
         eps = float(np.finfo(input.array.dtype).eps)
     dims = tuple(range(-len(normalized_shape), 0))
@@ -295,14 +318,32 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
 
 
 def _embedding_renorm_(weight, flat, max_norm, norm_type):
+    """torch's embedding_renorm_: each looked-up row whose norm_type-norm exceeds max_norm is scaled in place by
+    max_norm / (norm + 1e-7), the norm taken in the weight's dtype and the scale in double, as ATen's."""
     xp = weight.device.xp
     with no_grad():
         rows = xp.unique(flat.array)
         sel = weight.array[rows]
-        norms = (xp.abs(sel) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+        norms = _row_norms(xp, sel, float(norm_type)).astype(np.float64)
         scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(sel.dtype)
         weight.array[rows] = sel * scale[:, None]
         weight._vc[0] += 1
+
+
+def _row_norms(xp, rows, p):
+    """torch's vector p-norm of each row: max |x| for p = inf, min |x| for −inf, the count of nonzeros for 0,
+    else (Σ |x|^p)^(1/p); an empty row's norm is 0."""
+    a = xp.abs(rows)
+    if a.shape[1] == 0:
+        return xp.zeros(a.shape[0], a.dtype)
+    if p == math.inf:
+        return a.max(axis=1)
+    if p == -math.inf:
+        return a.min(axis=1)
+    if p == 0:
+        return (a != 0).sum(axis=1).astype(a.dtype)
+    with np.errstate(divide="ignore"):  # a zero to a negative p is inf, as torch's
+        return (a**p).sum(axis=1) ** (1.0 / p)
 
 
 # ---- tensor utilities ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
-from distgraph.ops.loss import cross_entropy_indices, weighted_mean
+from distgraph.ops.loss import check_class_weight, cross_entropy_indices, weighted_mean
 from distgraph.ops.promotion import cast
 from distgraph.ops.shape import broadcast_tensors
 
@@ -31,6 +31,14 @@ def reduce_loss(loss, reduction, op):
     if reduction == "none":
         return loss
     raise ConfigError(f"{op}: {reduction!r} is not a valid value for reduction (it must be 'mean', 'sum' or 'none')")
+
+
+def _legacy(size_average, reduce, reduction):
+    """torch's deprecated size_average / reduce folded into `reduction`, with torch's warning (callers test
+    that one of the two is given first, so the common call pays for no import)."""
+    from distgraph.nn.functional.extra import legacy_reduction  # extra imports this module
+
+    return legacy_reduction(size_average, reduce, reduction)
 
 
 def _check_same_shape(input, target, op):
@@ -63,8 +71,11 @@ def _broadcast(input, target, op):
     return broadcast_tensors(input, target)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0):  # fmt: skip
     """Logits (N, C[, d...]) against class indices (N[, d...]) or class probabilities (same shape as input)."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise InputRangeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     if target.array.dtype.kind in "iu":
@@ -82,6 +93,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         )
     cls_dim = 1 if input.ndim > 1 else 0
     c = input.shape[cls_dim]
+    check_class_weight(weight, c, "cross_entropy")
     logp = log_softmax(input, dim=cls_dim)
     if label_smoothing:
         target = ew.add(ew.mul(target, 1 - label_smoothing), label_smoothing / c)
@@ -96,8 +108,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return reduce_loss(loss, reduction, "cross_entropy")
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """−input[n, target[n]] (log-probabilities in, class indices as target), weighted; 'mean' divides by Σ weights."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     if input.ndim < 1:
         raise ShapeError(f"nll_loss: input must have a class dimension, got shape {tuple(input.shape)}")
     cls_dim = 1 if input.ndim > 1 else 0
@@ -107,6 +121,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     valid = cmp.ne(target, ignore_index)
     safe = ew.where(valid, target, ew.const(0, target))
     c = input.shape[cls_dim]
+    check_class_weight(weight, c, "nll_loss")
     if safe.numel() and (int(safe.array.min()) < 0 or int(safe.array.max()) >= c):
         from distgraph.errors import IndexOutOfRangeError
 
@@ -135,18 +150,24 @@ def _weighted(loss, weight, reduction, op, mean_over_weights):
     return reduce_loss(loss, reduction, op)
 
 
-def mse_loss(input, target, reduction="mean", weight=None):
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     input, target = _broadcast(input, target, "mse_loss")
     return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
-def l1_loss(input, target, reduction="mean", weight=None):
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     input, target = _broadcast(input, target, "l1_loss")
     return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     input, target = _broadcast(input, target, "smooth_l1_loss")
     diff = ew.sub(input, target)
     d = ew.abs(diff)
@@ -185,7 +206,7 @@ def _clamped_log(p):
     return ew.where(pos, ew.clamp(ew.log(ew.where(pos, p, ew.const(1, p))), min=-100), ew.const(-100, p))
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Probabilities in [0, 1] against targets; each log is clamped at −100, as torch.
 
     torch's gradient is not the derivative of that clamped forward: it is (p − t) / max(p·(1 − p), 1e−12),
@@ -193,7 +214,10 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     has that derivative (and its logs are far from the clamp); elsewhere the loss is the clamped value
     (constant in p) plus a term whose derivative in p is (p − t)/1e−12 and whose value is 0.
     """
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     _check_same_shape(input, target, "binary_cross_entropy")
+    _check_weight_fits(weight, input, "weight", "binary_cross_entropy")
     a = input.array
     if a.size and not bool(((a >= 0) & (a <= 1)).all()):  # NaN included, as torch
         raise InputRangeError(
@@ -215,9 +239,15 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return reduce_loss(loss, reduction, "binary_cross_entropy")
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):  # fmt: skip
     """BCE on logits through log σ(x) and log σ(−x), stable for any |x|."""
-    _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
+    op = "binary_cross_entropy_with_logits"
+    _check_same_shape(input, target, op)
+    _check_weight_fits(weight, input, "weight", op)
+    _check_weight_fits(pos_weight, input, "pos_weight", op)
     pos = ew.mul(target, act.logsigmoid(input))
     if pos_weight is not None:
         pos = ew.mul(pos, pos_weight)
@@ -229,6 +259,19 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return reduce_loss(loss, reduction, "binary_cross_entropy_with_logits")
 
 
+def _check_weight_fits(weight, input, name, op):
+    """A weight (or pos_weight) must broadcast to the input's shape without growing it, as torch's."""
+    if weight is None or tuple(weight.shape) == tuple(input.shape):
+        return
+    shape = tuple(input.shape)
+    try:
+        fits = np.broadcast_shapes(tuple(weight.shape), shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"{op}: {name} of shape {tuple(weight.shape)} does not broadcast to the input's shape {shape}")
+
+
 _KL_MEAN_WARNING = (  # torch's words
     "reduction: 'mean' divides the total loss by both the batch size and the support size."
     "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
@@ -236,7 +279,7 @@ _KL_MEAN_WARNING = (  # torch's words
 )
 
 
-def kl_div(input, target, reduction="mean", log_target=False):
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """Σ target · log target − target · input, input being log-probabilities; 'batchmean' divides by the batch size.
     The two broadcast, as torch's elementwise formula does."""
     _check_broadcast(input, target, "kl_div")
@@ -249,21 +292,27 @@ def kl_div(input, target, reduction="mean", log_target=False):
         with np.errstate(divide="ignore", invalid="ignore"):
             xlogx = ew.where(cmp.eq(target, 0), ew.const(0, target), ew.mul(target, ew.log(target)))
         loss = ew.sub(xlogx, ew.mul(target, input))
-    if reduction == "mean":
+    if size_average is not None or reduce is not None:  # torch: no 'batchmean' advice then
+        reduction = _legacy(size_average, reduce, reduction)
+    elif reduction == "mean":
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if reduction == "batchmean":
         return ew.div(red.sum(loss), input.shape[0] if input.ndim else 1)
     return reduce_loss(loss, reduction, "kl_div")
 
 
-def soft_margin_loss(input, target, reduction="mean"):
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """log(1 + exp(−y·x)) for labels y ∈ {−1, 1}."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     _check_same_shape(input, target, "soft_margin_loss")
     return reduce_loss(act.softplus(ew.neg(ew.mul(input, target))), reduction, "soft_margin_loss")
 
 
-def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """max(0, −y·(x1 − x2) + margin); the three must have one rank (then they broadcast), as torch."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     if not input1.ndim == input2.ndim == target.ndim:
         raise ShapeError(
             f"margin_ranking_loss: all input tensors should have the same dimension, got input1 "
@@ -273,8 +322,11 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
     return reduce_loss(loss, reduction, "margin_ranking_loss")
 
 
-def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):  # fmt: skip
     """Negative log-likelihood of a Poisson with rate exp(input) (log_input) or input."""
+    if size_average is not None or reduce is not None:
+        reduction = _legacy(size_average, reduce, reduction)
     if log_input:
         loss = ew.sub(ew.exp(input), ew.mul(target, input))
     else:

@@ -243,16 +243,20 @@ def instance_norm(input, weight, bias, running_mean, running_var, use_input_stat
 def kl_div(input, target, reduction=1, *, log_target=False):
     """ATen's kl_div: its mean is the plain elementwise mean, without F.kl_div's warning about 'batchmean'."""
     red = _reduction("kl_div", reduction)
-    out = loss.kl_div(input, target, "none" if red == "mean" else red, log_target)
+    out = loss.kl_div(input, target, reduction="none" if red == "mean" else red, log_target=log_target)
     return out.mean() if red == "mean" else out
 
 
 def poisson_nll_loss(input, target, log_input, full, eps, reduction):
-    return loss.poisson_nll_loss(input, target, log_input, full, eps, _reduction("poisson_nll_loss", reduction))
+    return loss.poisson_nll_loss(
+        input, target, log_input, full, eps=eps, reduction=_reduction("poisson_nll_loss", reduction)
+    )
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction=1):
-    return loss.margin_ranking_loss(input1, input2, target, margin, _reduction("margin_ranking_loss", reduction))
+    return loss.margin_ranking_loss(
+        input1, input2, target, margin, reduction=_reduction("margin_ranking_loss", reduction)
+    )
 
 
 def hinge_embedding_loss(input, target, margin=1.0, reduction=1):
@@ -276,7 +280,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction=1):
     red = _reduction("binary_cross_entropy_with_logits", reduction)
-    return loss.binary_cross_entropy_with_logits(input, target, weight, red, pos_weight)
+    return loss.binary_cross_entropy_with_logits(input, target, weight, reduction=red, pos_weight=pos_weight)
 
 
 __all__ = [
