@@ -6,7 +6,8 @@ module's own parameters stay the tensors its forward reads, but they are taken o
 registry (so `parameters()` yields only the flat shards) and hold no memory at rest. With `orig_params`
 (torch's use_orig_params=True) they stay registered and the optimizer steps them: at rest each is a 1-d view
 of its piece of the block (`pieces`, empty where none of it is here), and after a reduce its `.grad` is its
-piece of the reduced block (`_given`), set aside (`_stash`) while a later backward accumulates a full one.
+piece of the reduced block (`_given`; None where it has no piece here), set aside (`_stash`) while a later
+backward accumulates a full one.
 
 - `unshard()`: every rank's shard (cast to `param_dtype` under mixed precision, fsdp_mixed.py) gathered into
   a new full array; each parameter becomes a view of it.
@@ -90,6 +91,11 @@ class FlatParamHandle:
             out.append((lo - b0, hi - b0) if hi > lo else (0, 0))
             start += n
         return out
+
+    def holds(self, i):
+        """Whether this rank keeps a piece of parameter i (one of no elements: every rank, as the plain model's)."""
+        lo, hi = self.pieces[i]
+        return hi > lo or self.sizes[i] == 0
 
     def _block(self):
         return slice(self.rank * self.shard_size, (self.rank + 1) * self.shard_size)
@@ -189,8 +195,13 @@ class FlatParamHandle:
                 p._grad = None
 
     def has_new_grads(self):
-        """Whether a backward gave any parameter a gradient (a reduced piece given before is none)."""
-        return any(p.grad is not None and p.grad is not self._given.get(i) for i, p in enumerate(self.params))
+        """Whether a backward gave any parameter a gradient (a reduced piece given before is none), or no_sync
+        kept gradients in `flat.grad` that no synced backward has reduced yet (one that missed the unit must
+        still reduce them)."""
+        pending = self._local is not None and self.flat.grad is self._local
+        return pending or any(
+            p.grad is not None and p.grad is not self._given.get(i) for i, p in enumerate(self.params)
+        )
 
     def reshard(self, writeback=False):
         """The parameters emptied again — with orig params, views of their pieces of this rank's block, their
@@ -285,9 +296,10 @@ class FlatParamHandle:
                 self.flat._grad = Tensor(total.astype(self.grad_dtype, copy=False), device=self.flat.device)
 
     def _give_pieces(self, mine):
-        """Orig params: each parameter's `.grad` ← its piece of the reduced block (plus the piece set aside)."""
+        """Orig params: each parameter's `.grad` ← its piece of the reduced block (plus the piece set aside); one
+        with no piece here keeps None, as torch's (an optimizer steps nothing of it on this rank)."""
         for i, (p, (lo, hi)) in enumerate(zip(self.params, self.pieces)):
-            if not p.requires_grad:
+            if not p.requires_grad or not self.holds(i):
                 continue
             piece = mine[lo:hi].copy()
             if i in self._stash:

@@ -3,15 +3,36 @@ one over the plain model's parameters, keyed by their names, and loaded back.
 
 `optim_state_dict(model, optim)` (a collective: every rank gets the whole dict): each per-element entry of a
 flat shard's state (Adam's exp_avg, ...: an array of the shard's shape) is gathered into the unit's full flat
-array and cut into its parameters' shapes; other entries (the step) go to each of its parameters as they are;
-`param_groups` list parameter names. `optim_state_dict_to_load(model, optim, osd)`: such a dict — from this
-function, or from a plain model's optimizer re-keyed by names — → what `optim.load_state_dict` takes on this
-rank, each entry flattened as the unit's parameters and cut to the rank's block.
+array and cut into its parameters' shapes; other entries (the step) go to each of its parameters as they are —
+with use_orig_params each parameter's own (a unit's parameters may have stepped unlike: progressive
+unfreezing), told by a rank holding a piece of it (a rank without one has no state for it, as torch's: the
+ranks tell each other what they hold first); `param_groups` list parameter names.
+`optim_state_dict_to_load(model, optim, osd)`: such a dict — from this function, or from a plain model's
+optimizer re-keyed by names — → what `optim.load_state_dict` takes on this rank, each entry flattened as the
+unit's parameters and cut to the rank's block; with use_orig_params each parameter keeps its own other
+entries, while a flat parameter keeps one of each, so its parameters' must agree (else a ConfigError naming
+them, as torch raises). Optimizers whose update reads a parameter's shape (Adafactor, Muon) are refused: they
+would step the flat shards and 1-d pieces as if those were the parameters.
 """
 
-from distgraph.backend import to_device
+import numpy as np
+
+from distgraph.backend import to_device, to_host
+from distgraph.distributed import loop
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError
+from distgraph.optim.functional_matrix import WHOLE_PARAMETER
+
+
+def refuse_whole_parameter(optim, what):
+    """A ConfigError for an optimizer whose update needs each parameter whole (zero.py's sharded store refuses
+    them too): FSDP's optimizer steps 1-d runs of the parameters (flat shards; with use_orig_params, pieces)."""
+    if getattr(optim, "update_name", None) in WHOLE_PARAMETER:
+        raise ConfigError(
+            f"{what}: {type(optim).__name__}'s update needs each parameter whole (its matrix shape), and FSDP's "
+            "optimizer steps 1-d runs of them (flat shards; with use_orig_params, each rank's pieces); use an "
+            "elementwise optimizer (SGD, Adam, ...) or DistributedDataParallel"
+        )
 
 
 def _layout(model, optim):
@@ -61,66 +82,82 @@ def optim_state_dict(model, optim, config):
     ShardedOptimStateDictConfig: each per-element entry a ShardedTensor of this rank's piece, nothing gathered.)"""
     from distgraph.distributed.fsdp import FullOptimStateDictConfig
 
-    sharded = not isinstance(config, FullOptimStateDictConfig)
+    refuse_whole_parameter(optim, "FSDP.optim_state_dict")
+    offload = config.offload_to_cpu
+
+    def parts(handle, block):  # a block of the unit's flat state → one value per parameter
+        if not isinstance(config, FullOptimStateDictConfig):
+            return handle.sharded(block, offload)
+        return [(to_device(a, "cpu") if offload else a).copy() for a in handle.split(handle.gather(block))]
+
     saved = optim.state_dict()
     held, units = _layout(model, optim)
     state = {}
-    for handle, names, members in units:
-        entries = [(saved["state"].get(i), piece) for i, piece in members if i is not None]
-        if all(e is None for e, _ in entries):
-            continue
-        per_param = {n: {} for n in _stated(handle, names, members, saved["state"])}
-        for key, value in next(e for e, _ in entries if e is not None).items():
-            if handle.orig and _per_element(entries, key):
-                block = _block_of_pieces(handle, entries, key)
-            elif not handle.orig and getattr(value, "shape", None) == (handle.shard_size,):
-                block = value
-            else:
-                block = None
-            if block is not None:
-                if sharded:
-                    parts = handle.sharded(block, config.offload_to_cpu)
-                else:  # (every rank: a collective)
-                    gathered = handle.split(handle.gather(block))
-                    parts = [(to_device(a, "cpu") if config.offload_to_cpu else a).copy() for a in gathered]
-                for n, part in zip(names, parts):
-                    if n in per_param:
-                        per_param[n][key] = part
-            else:
-                for n in per_param:
-                    per_param[n][key] = value
-        state.update(per_param)
+    for (handle, names, members), told in zip(units, _told_state(model, units, saved["state"])):
+        entries = [None if i is None else saved["state"].get(i) for i, _ in members]
+        if handle.orig:
+            state.update(_orig_params_state(handle, names, entries, told, parts))
+        elif entries[0] is not None:  # (a flat parameter: its state's per-element entries are blocks, cut up;
+            for key, value in entries[0].items():  # the others, its one step, go to each of its parameters)
+                per_element = getattr(value, "shape", None) == (handle.shard_size,)
+                for n, part in zip(names, parts(handle, value) if per_element else [value] * len(names)):
+                    state.setdefault(n, {})[key] = part
     if getattr(config, "rank0_only", False) and not model._groups.is_rank_0:
         return {}
     return {"state": state, "param_groups": _groups(saved["param_groups"], held, lambda _, names: names)}
 
 
-def _stated(handle, names, members, state):
-    """The names the optimizer holds state for: a flat parameter's all; with orig params, those of the unit's
-    parameters it steps and has stepped (not a frozen one beside them: torch's have none)."""
-    if not handle.orig:
-        return names
-    return [n for n, (i, _) in zip(names, members) if i is not None and state.get(i) is not None]
+def _told_state(model, units, state):
+    """For each use_orig_params unit, for each parameter: what the optimizer holds for it — None, or {key:
+    ("element", dtype) for an entry of one number per element of its piece, else ("value", the entry)} — as
+    the first rank holding a piece of it and state for it tells (a collective over the shard group, once for
+    all units: every rank then gathers the same entries). Flat units: None (every rank steps its block)."""
+    mine = []
+    for handle, _, members in units:
+        told = None
+        if handle.orig:
+            told = []
+            for j, (i, (lo, hi)) in enumerate(members):
+                entry = state.get(i) if i is not None and handle.holds(j) else None
+                told.append(None if entry is None else {k: _kind(v, hi - lo) for k, v in entry.items()})
+        mine.append(told)
+    if all(told is None for told in mine):
+        return mine
+    ranks = model._groups.in_shard(loop.allgather_object, mine)
+
+    def first(u, j):
+        return next((r[u][j] for r in ranks if r[u][j] is not None), None)
+
+    return [None if told is None else [first(u, j) for j in range(len(told))] for u, told in enumerate(mine)]
 
 
-def _per_element(entries, key):
-    """Whether an orig-params state entry holds one number per element of its piece (Adam's moments)."""
-    entry, (lo, hi) = next((e, piece) for e, piece in entries if e is not None)
-    return getattr(entry[key], "shape", None) == (hi - lo,)
+def _kind(value, n):
+    if getattr(value, "shape", None) == (n,):
+        return "element", str(value.dtype)
+    return "value", value
 
 
-def _block_of_pieces(handle, entries, key):
-    first = next(e for e, _ in entries if e is not None)[key]
-    block = handle.xp.zeros(handle.shard_size, dtype=first.dtype)
-    for entry, (lo, hi) in entries:
-        if entry is not None:
-            block[lo:hi] = entry[key]
-    return block
+def _orig_params_state(handle, names, entries, told, parts):
+    """A use_orig_params unit's state by parameter name: each per-element entry gathered from the ranks' pieces
+    (zeros where a parameter has none of it), every other entry the parameter's own."""
+    gathered = {}
+    for key, dtype in {k: v for t in told if t for k, (kind, v) in t.items() if kind == "element"}.items():
+        block = handle.xp.zeros(handle.shard_size, np.dtype(dtype))
+        for j, (entry, (lo, hi)) in enumerate(zip(entries, handle.pieces)):
+            if entry is not None and handle.holds(j) and key in entry:
+                block[lo:hi] = entry[key]
+        gathered[key] = parts(handle, block)  # (every rank, for the same keys in one order: a collective)
+    return {
+        n: {key: gathered[key][j] if kind == "element" else value for key, (kind, value) in t.items()}
+        for j, (n, t) in enumerate(zip(names, told))
+        if t is not None
+    }
 
 
 def optim_state_dict_to_load(model, optim, optim_state_dict, config):
     """(`config.rank0_only`: the dict is rank 0's, sent to the others first. Per-element entries may be full
     arrays or ShardedTensors (a sharded dict `dcp.load` filled).)"""
+    refuse_whole_parameter(optim, "FSDP.optim_state_dict_to_load")
     if getattr(config, "rank0_only", False):
         groups = model._groups
         optim_state_dict = groups.broadcast_object(optim_state_dict if groups.is_first else None)
@@ -136,7 +173,7 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
         held_names = (
             names
             if not handle.orig
-            else [  # (a frozen one has no state to load: _stated leaves it out)
+            else [  # (a frozen one has no state to load: _told_state leaves it out)
                 n for n, (i, _), p in zip(names, members, handle.params) if i is not None and p.requires_grad
             ]
         )
@@ -148,22 +185,52 @@ def optim_state_dict_to_load(model, optim, optim_state_dict, config):
             raise ConfigError(
                 f"FSDP.optim_state_dict_to_load: no state for {missing}, though there is for others of their unit {names}"
             )
-        blocks, per_element = {}, set()
-        shape = dict(zip(names, handle.shapes))[held_names[0]]
-        for key, first in entries[held_names[0]].items():
-            if (
-                getattr(first, "shape", None) is not None and tuple(first.shape) == shape
-            ):  # per element: this rank's block (zeros: not held)
-                values = [entries[n][key] if n in entries else None for n in names]
-                dtype = first.dtype if isinstance(first, ShardedTensor) else getattr(first, "array", first).dtype
-                blocks[key] = handle.write_block(
-                    handle.xp.zeros(handle.shard_size, dtype), values, names, "FSDP.optim_state_dict_to_load"
-                )
-                per_element.add(key)
-            else:
-                blocks[key] = first
-        for index, piece in members:
-            if index is not None:  # the flat parameter's state is the block; an orig parameter's its piece
-                lo, hi = piece if handle.orig else (0, handle.shard_size)
-                state[index] = {k: v[lo:hi].copy() if k in per_element else v for k, v in blocks.items()}
+        blocks = _blocks(handle, names, entries)
+        if handle.orig:  # each parameter its piece of the blocks and its own other entries; none without a piece
+            for j, ((index, (lo, hi)), n, shape) in enumerate(zip(members, names, handle.shapes)):
+                if n in entries and handle.holds(j):
+                    state[index] = {
+                        k: blocks[k][lo:hi].copy() if _per_element(v, shape) else v for k, v in entries[n].items()
+                    }
+        else:
+            state[members[0][0]] = {k: blocks.get(k, v) for k, v in _one_of_each(names, entries, blocks).items()}
     return {"state": state, "param_groups": _groups(saved_groups, held, lambda index, _: [index])}
+
+
+def _blocks(handle, names, entries):
+    """{key: this rank's block} of each entry holding one number per element of its parameter (a full array or a
+    ShardedTensor), flattened as the unit's parameters (zeros where a parameter has none)."""
+    shapes, blocks = dict(zip(names, handle.shapes)), {}
+    for key in dict.fromkeys(k for e in entries.values() for k in e):
+        values = [
+            entries[n][key] if n in entries and key in entries[n] and _per_element(entries[n][key], shapes[n]) else None
+            for n in names
+        ]
+        first = next((v for v in values if v is not None), None)
+        if first is not None:
+            dtype = first.dtype if isinstance(first, ShardedTensor) else getattr(first, "array", first).dtype
+            blocks[key] = handle.write_block(
+                handle.xp.zeros(handle.shard_size, dtype), values, names, "FSDP.optim_state_dict_to_load"
+            )
+    return blocks
+
+
+def _per_element(value, shape):
+    return getattr(value, "shape", None) is not None and tuple(value.shape) == shape
+
+
+def _one_of_each(names, entries, blocks):
+    """A flat parameter's entries: the per-element ones as `blocks`; each other one (the step) is one value for
+    the whole unit, so its parameters' must agree (torch raises too)."""
+    out = {}
+    for key in dict.fromkeys(k for e in entries.values() for k in e):
+        values = {n: entries[n].get(key) for n in names}
+        first = values[names[0]]
+        if key not in blocks and not all(np.array_equal(to_host(v), to_host(first)) for v in values.values()):
+            raise ConfigError(
+                f"FSDP.optim_state_dict_to_load: the parameters of one flat unit hold different {key!r}: {values}; "
+                "a flat parameter (use_orig_params=False) keeps one for all of them (use_orig_params=True keeps "
+                "each parameter's own)"
+            )
+        out[key] = first
+    return out

@@ -276,7 +276,7 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None, p
     if not os.path.exists(index):
         raise FileFormatError(f"{path}: no {METADATA} in it — not a checkpoint, or a save that did not finish")
     entries = validate(dg.load(index), path)
-    expanded = expand(state_dict) if isinstance(state_dict, dict) else state_dict
+    expanded = expand(state_dict, entries) if isinstance(state_dict, dict) else state_dict
     _load_into(expanded, entries, path)
     hand_back(state_dict, expanded)
 

@@ -117,20 +117,28 @@ def _frozen(model):
 
 
 def get_optimizer_state_dict(model, optimizers, *, options=None):
-    """Every optimizer's state by parameter name; several optimizers' groups one after another (torch's)."""
+    """Every optimizer's state by parameter name; several optimizers' groups one after another (torch's). An
+    FSDP full dict kept on rank 0: the other ranks make every optimizer's too (each a collective), then get {}."""
     options = options or StateDictOptions()
     if not _is_fsdp(model) and _rank0_only(options):
         return {}
-    state, groups = {}, []
-    for optim in _optimizers(optimizers):
+    optimizers = _optimizers(optimizers)
+    if _is_fsdp(model):  # (before init_optim_state steps one)
+        from distgraph.distributed.fsdp_optim import refuse_whole_parameter
+
+        for optim in optimizers:
+            refuse_whole_parameter(optim, "get_optimizer_state_dict")
+    state, groups, kept = {}, [], True
+    for optim in optimizers:  # (each optimizer's FSDP dict is a collective: every rank makes every one)
         init_optim_state(optim)
         with _kind(model, options):
             osd = _fsdp().FSDP.optim_state_dict(model, optim) if _is_fsdp(model) else _by_name(_plain(model), optim)
         if not osd:  # an FSDP full dict kept on rank 0 only: {} elsewhere, as torch's
-            return {}
+            kept = False
+            continue
         state.update(osd["state"])
         groups += osd["param_groups"]
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": groups} if kept else {}
 
 
 def get_state_dict(model, optimizers, *, options=None):
@@ -190,9 +198,13 @@ def _from_rank0(state_dict, options):
 
 def init_optim_state(optim):
     """An optimizer that has not stepped and holds no gradients: its state made by one step with zero
-    gradients at lr 0 (torch's `_init_optim_state`: the parameters do not move), the gradients then dropped."""
-    if optim.state:  # (stepped: a stateless SGD holds {} per parameter then)
-        return
+    gradients at lr 0 (torch's `_init_optim_state`: the parameters do not move), the gradients then dropped.
+    A ZeroRedundancyOptimizer is left as it is: its state is its local optimizer's (its own `state` stays
+    empty), its step a collective, and its `state_dict()` the one `consolidate_state_dict` gathered."""
+    from distgraph.distributed.optim.zero_redundancy import ZeroRedundancyOptimizer
+
+    if optim.state or isinstance(optim, ZeroRedundancyOptimizer):  # (stepped: a stateless SGD holds {} per
+        return  # parameter then)
     if any(p.grad is not None for g in optim.param_groups for p in g["params"]):
         return  # (gradients the step to come needs: never zeroed here, as torch's)
     lrs = [g.get("lr") for g in optim.param_groups]

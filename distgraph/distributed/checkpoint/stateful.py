@@ -15,7 +15,11 @@ tutorial writes:
     dcp.save({"app": AppState(model, optimizer)}, checkpoint_id=path)
 """
 
+import inspect
 from typing import Protocol, runtime_checkable
+
+from distgraph.distributed.checkpoint.state_dict import init_optim_state
+from distgraph.optim.optimizer import Optimizer
 
 
 @runtime_checkable
@@ -25,10 +29,28 @@ class Stateful(Protocol):
     def load_state_dict(self, state_dict): ...
 
 
-def expand(state_dict):
+def expand(state_dict, checkpoint=None):
     """A shallow copy of `state_dict` with each Stateful value (at the top, as torch's) replaced by its
-    `state_dict()`."""
-    return {k: v.state_dict() if isinstance(v, Stateful) else v for k, v in state_dict.items()}
+    `state_dict()`. For a load (`checkpoint`: the keys it holds), an optimizer that has not stepped is given
+    its state first (`init_optim_state`: one zero-gradient step at lr 0, the parameters unmoved), so that its
+    dict has entries for the checkpoint's state to load into (else `load` would fill its param_groups alone);
+    the entries of a parameter the checkpoint holds no state for are left out of it."""
+    return {k: _expanded(k, v, checkpoint) if isinstance(v, Stateful) else v for k, v in state_dict.items()}
+
+
+def _expanded(key, value, checkpoint):
+    if checkpoint is None or not isinstance(value, Optimizer) or value.state or _needs_closure(value):
+        return value.state_dict()
+    init_optim_state(value)
+    out = value.state_dict()
+    out["state"] = {i: s for i, s in out["state"].items() if any(f"{key}.state.{i}.{k}" in checkpoint for k in s)}
+    return out
+
+
+def _needs_closure(optim):
+    """Whether its step cannot run without a closure (LBFGS): no zero-gradient step gives it its state."""
+    closure = inspect.signature(optim.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def hand_back(state_dict, loaded):
