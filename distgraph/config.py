@@ -98,6 +98,7 @@ SCHEMA = {
         "strategy": str,
         "micro_batches": int,
         "timeout_s": float,
+        "max_restarts": int,  # Ray sync: worker restarts per fit (-1: no limit)
     },
 }
 REQUIRED = ("data", "model", "loss", "optimizer", "train")

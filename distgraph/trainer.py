@@ -1,8 +1,9 @@
 """Trainer: one API for training in this process or across Ray workers.
 
 `backend="local"` runs in this process with no Ray: the batch is cut into `workers` shards that are
-computed one after another and combined exactly as the Ray all-reduce combines them, so a
-synchronous Ray run and a local run with the same seed give the same parameters, bit for bit, on cpu.
+computed one after another and combined in rank order, as one node's Ray all-reduce combines them, so
+a synchronous Ray run there (or with 2 gloo workers) and a local run with the same seed give the same
+parameters, bit for bit, on cpu; gloo's ring of 3+ workers adds in another order (equal to rounding).
 `backend="ray"` runs the data-parallel scheduler of `distgraph.distributed`. Sync: the parameter store
 is sharded across the workers in one shared-memory segment (`distributed/zero.py`): they all-reduce
 and each updates its slice, with no message through Ray inside a step; across nodes they meet in a gloo
@@ -31,7 +32,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History
 from distgraph.trainer_data import EpochData, as_arrays, check_data, validation_arrays
-from distgraph.trainer_options import check_batch_size, check_fit, check_optimizer, check_options, syncs_batch_norm
+from distgraph.trainer_options import check_batch_size, check_fit, check_options, checked_parts, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval, check_scheduler
 
 
@@ -63,23 +64,17 @@ class Trainer(Schedules):
         progress=True,
         timeout_s=120.0,
         micro_batches=4,
+        max_restarts=3,
     ):
         options = {
             "backend": backend, "sync": sync, "strategy": strategy, "workers": workers, "allreduce": allreduce,
             "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
             "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
             "checkpoint_every": checkpoint_every, "cpus_per_worker": cpus_per_worker, "timeout_s": timeout_s,
-            "address": address,
+            "address": address, "max_restarts": max_restarts,
         }  # fmt: skip
         workers, self.elastic, self.bind_to = check_options(options)
-        if not (callable(model) and hasattr(model, "parameters")):
-            raise ConfigError(f"Trainer: model must be a distgraph.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise ConfigError(f"Trainer: loss_fn must be callable (e.g. F.cross_entropy), got {type(loss_fn).__name__}")
-        factory = callable(optimizer) and not hasattr(optimizer, "param_groups")  # params -> optimizer
-        if factory:
-            optimizer = optimizer(model.parameters())
-        check_optimizer(optimizer, factory=factory)
+        optimizer, factory = checked_parts(model, loss_fn, optimizer)  # a factory: called on the parameters
         check_scheduler(scheduler, optimizer, factory)
         self.model, self.loss_fn, self.optimizer, self.lr_scheduler = model, loss_fn, optimizer, scheduler
         self.syncs_batch_norm = syncs_batch_norm(model, workers, sync, allreduce)
@@ -92,6 +87,7 @@ class Trainer(Schedules):
         self.staleness, self.seed, self.progress, self.timeout_s = staleness, seed, progress, timeout_s
         self.allreduce = {"backend": allreduce, "bucket_mb": bucket_mb}
         self.address, self.cpus_per_worker = address, cpus_per_worker
+        self.max_restarts, self.restarts = max_restarts, 0  # Ray sync: worker restarts a fit may use, and used
         self.strategy, self.micro_batches = strategy, micro_batches
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.checkpoint_every_steps = checkpoint_every_steps
@@ -123,6 +119,7 @@ class Trainer(Schedules):
             self._cluster = self._start(x, y, batch_size if source.ranges is None else len(source.ranges[0]))
         if self._cluster is not None:
             self._cluster.set_data(x, y)
+        self.restarts = 0
         while self.epoch < epochs:
             epoch, first = self.epoch, self.epoch_step
             x, y, batches, fresh = source.epoch(epoch)

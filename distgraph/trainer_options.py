@@ -62,6 +62,12 @@ def check_options(opts, where="Trainer", prefix=""):
             "allreduce",
             f"='nccl' reduces GPU arrays and needs device='cuda', got device={device!r} (use 'shm' or 'gloo')",
         )
+    if allreduce in ("shm", "gloo") and device.startswith("cuda"):  # (Ray's gloo group takes numpy/torch only)
+        fail(
+            "allreduce",
+            f"={allreduce!r} reduces host (numpy) arrays and cannot run with device={device!r} (GPU arrays): use "
+            "'nccl' or 'auto'",
+        )
     staleness = opts.get("staleness", 2)
     if not _is_int(staleness) or staleness < 0:
         fail("staleness", f"must be an int ≥ 0 (versions a worker may run ahead), got {staleness!r}")
@@ -74,6 +80,9 @@ def check_options(opts, where="Trainer", prefix=""):
     timeout_s = opts.get("timeout_s", 120.0)  # a wait of ≤ 0 s gives up before any worker can answer
     if not _is_positive(timeout_s):
         fail("timeout_s", f"must be a positive number of seconds, got {timeout_s!r}")
+    max_restarts = opts.get("max_restarts", 3)  # Ray sync: worker restarts per fit; -1: no limit (Ray's FailureConfig)
+    if not _is_int(max_restarts) or max_restarts < -1:
+        fail("max_restarts", f"must be an int ≥ 0 (worker restarts per fit) or -1 (no limit), got {max_restarts!r}")
     micro_batches = opts.get("micro_batches", 4)
     if not _is_int(micro_batches) or micro_batches < 1:
         fail("micro_batches", f"must be a positive int, got {micro_batches!r}")
@@ -99,6 +108,20 @@ def check_options(opts, where="Trainer", prefix=""):
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
     bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
     return int(workers), elastic, bind_to
+
+
+def checked_parts(model, loss_fn, optimizer):
+    """The Trainer's model and loss_fn checked, and its optimizer (built first when it is a function
+    parameters -> optimizer) → (the optimizer, whether a factory built it)."""
+    if not (callable(model) and hasattr(model, "parameters")):
+        raise ConfigError(f"Trainer: model must be a distgraph.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise ConfigError(f"Trainer: loss_fn must be callable (e.g. F.cross_entropy), got {type(loss_fn).__name__}")
+    factory = callable(optimizer) and not hasattr(optimizer, "param_groups")  # params -> optimizer
+    if factory:
+        optimizer = optimizer(model.parameters())
+    check_optimizer(optimizer, factory=factory)
+    return optimizer, factory
 
 
 def check_optimizer(optimizer, where="Trainer", factory=False):

@@ -61,6 +61,8 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c["train"].update(seed=-1), "train.seed must be an integer ≥ 0"),
         (lambda c: c["train"].update(batch_size=0), "c.yaml: train.batch_size must be an integer ≥ 1"),
         (lambda c: c.update(trainer={"checkpoint_every": 0}), "trainer.checkpoint_every must be a positive int"),
+        (lambda c: c.update(trainer={"max_restarts": -2}), "c.yaml: trainer.max_restarts must be an int ≥ 0 (worker"),
+        (lambda c: c.update(trainer={"max_restarts": 1.5}), "c.yaml: trainer.max_restarts must be an integer, got 1.5"),
         # list items are checked one by one, naming the item (YAML 1.1 reads 1e1 as a string)
         (
             lambda c: c.update(scheduler={"name": "MultiStepLR", "milestones": ["1e1"]}),
@@ -144,6 +146,16 @@ def test_strategy_from_yaml_and_from_the_command_line(tmp_path):
     assert "strategy pipeline" in result.output and "2 micro-batches" in result.output
     result = CliRunner().invoke(main, ["train", write(tmp_path, GOOD), "--quiet", "--strategy", "branches"])
     assert result.exit_code == 0 and "strategy branches" in result.output, result.output
+
+
+def test_max_restarts_is_a_trainer_key_that_reaches_the_trainer(tmp_path, monkeypatch):
+    import distgraph as dg
+
+    seen = []
+    monkeypatch.setattr(dg.Trainer, "fit", lambda self, *a, **k: seen.append(self.max_restarts) or self.history)
+    cfg = {**GOOD, "trainer": {"max_restarts": -1}}
+    result = CliRunner().invoke(main, ["train", write(tmp_path, cfg), "--quiet"])
+    assert result.exit_code == 0 and seen == [-1], result.output
 
 
 def test_loss_scaling_section_skips_and_reports_overflowing_steps(tmp_path):

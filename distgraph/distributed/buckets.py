@@ -47,8 +47,9 @@ class Bucket:
 def plan_buckets(specs, bucket_mb=DEFAULT_BUCKET_MB):
     """Buckets for parameters given as (shape, dtype) pairs in parameter order.
 
-    Walks the parameters from last to first; a bucket is closed once it holds ≥ bucket_mb MB (a larger
-    parameter gets a bucket alone). Buckets are numbered by the position of their first member."""
+    Walks the parameters from last to first; a bucket is closed once it holds ≥ bucket_mb MB (a parameter
+    larger than that joins the open bucket and closes it, as in torch's DDP). Buckets are numbered by the
+    position of their first member."""
     cap = bucket_mb * 2**20
     buckets, open_by_dtype = [], {}
     for i in reversed(range(len(specs))):

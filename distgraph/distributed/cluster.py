@@ -20,21 +20,21 @@ import ray
 
 from distgraph.distributed import runtime, scheduler
 from distgraph.distributed.allreduce import gloo_available
+from distgraph.distributed.cluster_restarts import WorkerRestarts
 from distgraph.distributed.driver_state import DriverState
-from distgraph.distributed.nodes import bundles_on_live_nodes, lost_nodes, wait_until_dead
+from distgraph.distributed.nodes import bundles_on_live_nodes
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
 from distgraph.distributed.shm import remove_group
 from distgraph.distributed.worker import TrainWorker
-from distgraph.errors import ConfigError, DistgraphError, DistributedError
+from distgraph.errors import ConfigError, DistributedError
 
 StoreLost = scheduler.StoreLost  # (the Trainer catches it by this name)
 ELASTIC_SEGMENT = 16  # elastic runs: steps between two looks at the cluster's resources
 ELASTIC_CHECK_S = 1.0  # and at most one look a second (each asks the GCS)
-NODE_LOSS_WAIT_S = 90.0  # elastic: how long to wait for the cluster to declare a lost node dead
 
 
-class RayCluster(DriverState):
+class RayCluster(DriverState, WorkerRestarts):
     def __init__(self, trainer):
         from distgraph.optim.functional import make_optimizer_spec
 
@@ -48,7 +48,8 @@ class RayCluster(DriverState):
         self.owner = partition_parameters([p.array.nbytes for p in self.params], trainer.workers)
         self.members = [shard_members(self.owner, s) for s in range(max(self.owner) + 1)]
         self.stores = []
-        self._epoch_base = self._snapshot_step = 0  # run_epoch sets them; `pull` moves the snapshot
+        self._epoch_base = 0  # the global step the running epoch started from (run_epoch)
+        self._snapshot_version = trainer.global_step  # sharded: the step of the driver's snapshot (`pull`)
         self._driver_current = False  # the driver holds the store's state: no step ran since its last pull or push
         self._new_group(trainer.workers)
         self.data_refs = None
@@ -99,12 +100,13 @@ class RayCluster(DriverState):
         return [{k: v for k, v in groups[g].items() if k != "params"} for g in self.param_group]
 
     def _setup_sharded(self):
-        """Every worker takes its share of the driver's parameters and optimizer state."""
+        """Every worker takes its share of the driver's parameters and optimizer state, labelled with the
+        snapshot's step (the Trainer's may have moved on since: an elastic epoch's segments, a fault)."""
         params, states = self._driver_state()
         arrays = ray.put(params)
         scaler = self.trainer.grad_scaler
         scaler_state = {"config": scaler.config(), "state": scaler.state_dict()} if scaler is not None else None
-        args = (self.name, self._hypers(), arrays, states, self.trainer.global_step, scaler_state)
+        args = (self.name, self._hypers(), arrays, states, self._snapshot_version, scaler_state)
         refs = [w.setup_sharded.remote(*args) for w in self.group.actors]
         wait_ready(refs, self.trainer.timeout_s, "workers setting up the sharded parameter store")
         self._driver_current = True
@@ -137,37 +139,57 @@ class RayCluster(DriverState):
         ours = bundles_on_live_nodes(group.pg) * per if group is not None else 0
         return max(lo, min(hi, int((free + ours) // per)))
 
-    def fit_to_cluster(self, lo, hi, epoch_step=None):
+    def fit_to_cluster(self, lo, hi, epoch_step=None, lost_workers=False):
         """Grow or shrink the worker group to what the cluster holds now (between epochs, or between the
-        steps of an epoch at `epoch_step`, the driver then holding a snapshot of that step); True if it did.
+        steps of an epoch at `epoch_step`); True if it did. With the store in the workers the driver takes
+        it first (`pull`), unless `lost_workers` (a fault: the group starts from the driver's snapshot).
 
         Parameter-store shards stay as they are (each shard is owned by worker `shard % world`, for
         any world size), so resizing restarts only the workers; the math of a step does not depend
-        on the worker count beyond float rounding (shard gradients are weighted by batch share)."""
+        on the worker count beyond float rounding (shard gradients are weighted by batch share).
+        A group grown onto another node cannot meet in one node's segment (`_meet_across_nodes`)."""
         want = self._fitting_workers(lo, hi)
         if want == self.trainer.workers:
             return False
         old = self.trainer.workers
-        if self.async_shared:
+        if (self.sharded or self.async_shared) and not lost_workers:
             self.pull()  # the store lives in the workers: the driver takes it before they go
         self.group.shutdown()
         remove_group(self.group_name)
         self.trainer.workers = want
         self._new_group(want)
-        if not self.sharded:  # the new group may span nodes the old one did not: then the stores reduce
-            self.scheduler.reduce_in_store = self._spans_nodes()
+        self._meet_across_nodes()
         if self.data_refs is not None:
             self.resend_data()
-        if self.sharded:  # the driver holds the snapshot of the last epoch end or of `epoch_step` (`pull`)
+        if self.sharded:  # from the driver's snapshot (`pull`, or the one a fault restarts from)
             self._setup_sharded()
             self.scheduler.workers = self.group.actors
-        elif self.async_shared:  # likewise: the epoch's end pulled
+        elif self.async_shared:
             self._setup_async()
         else:
             self.scheduler.restart_from(self.group.actors, self.scheduler.version)
         where = "" if epoch_step is None else f", before epoch step {epoch_step}"
         self.trainer.history.events.append(f"elastic: {old} -> {want} workers (cluster resources changed{where})")
         return True
+
+    def _meet_across_nodes(self):
+        """A resized group on several nodes (`_spans_nodes`): the sharded store's workers restart in a gloo
+        group, an async run's store moves from the segment into store actors, and otherwise the stores sum.
+        (A group grown onto a new node kept the one-node segment, which the new node's workers cannot share.)"""
+        t, nodes = self.trainer, len(set(self.worker_nodes))
+        if self.sharded and nodes > 1 and t.allreduce["backend"] == "auto" and not gloo_available():
+            raise DistributedError(
+                f"elastic: the group grew to {t.workers} workers on {nodes} nodes, and the parameter store sharded "
+                "across them meets across nodes only in a gloo group, which needs torch (not installed here): "
+                "install torch on every node, or bound workers=(min, max) to what one node holds"
+            )
+        reduce_in_store = self._spans_nodes()
+        if self.async_shared and reduce_in_store:
+            self.async_shared, self.async_scheduler = False, None
+            self._start_stores()  # from the driver's state, which `fit_to_cluster` pulled
+            self.scheduler.stores = self.stores
+            self.scheduler.set_version(t.global_step)
+        self.scheduler.reduce_in_store = reduce_in_store
 
     def pending_rejoins(self):
         """Refs ready when the dropped async workers may rejoin (at the next call boundary after that)."""
@@ -198,12 +220,13 @@ class RayCluster(DriverState):
 
     def _spans_nodes(self):
         """shm needs one node. Across nodes a sync run's workers meet in a gloo group (torch installed),
-        else (or when asked) the store shards sum the gradients. → True when the store shards do."""
+        else (or when asked) the store shards sum the gradients; on GPUs they stay in NCCL ("auto"'s there:
+        gloo reduces no cupy arrays). → True when the store shards do."""
         t = self.trainer
         if t.allreduce["backend"] == "store":
             return True
         nodes = set(self.worker_nodes)
-        if len(nodes) > 1 and t.allreduce["backend"] == "auto":
+        if len(nodes) > 1 and t.allreduce["backend"] == "auto" and not str(t.device).startswith("cuda"):
             gloo = t.sync == "sync" and gloo_available()
             t.allreduce["backend"] = "gloo" if gloo else "store"
             for rank in range(t.workers):  # restart without a shared-memory group
@@ -285,14 +308,10 @@ class RayCluster(DriverState):
         segments, with every step before `step` applied (the Trainer's step checkpoints; their `pull`
         is a snapshot that sharded recovery then replays from).
 
-        Recovery (sync): every worker is restarted (a live one may be blocked in the all-reduce with
-        its dead peer), in the same placement-group bundles, under a fresh all-reduce group. With the
-        store in the workers (sharded) they restart from the driver's snapshot (returned by the epoch's
-        last call; `pull` at step checkpoints and before an elastic resize) and the steps since it are
-        replayed; with store actors the store's version says how many of this epoch's steps were
-        applied, and the run continues from there reading every shard at that version. Either way no step is applied twice or
-        skipped, and the result is bit-identical to an uninterrupted run. A lost store shard is not
-        recoverable here: it raises StoreLost and the Trainer resumes from its last checkpoint.
+        Recovery (sync, `cluster_restarts.py`): the workers are restarted and the steps since the driver's
+        snapshot (sharded) or the stores' version replayed; no step is applied twice or skipped, and the
+        result is bit-identical to an uninterrupted run. A lost store shard is not recoverable here: it
+        raises StoreLost and the Trainer resumes from its last checkpoint.
 
         Elastic (`workers=(min, max)`, sync): the epoch runs in segments of ELASTIC_SEGMENT steps, and
         between two segments, at most every ELASTIC_CHECK_S seconds, the group is resized to what the
@@ -319,13 +338,13 @@ class RayCluster(DriverState):
                 seen.add(step)
                 on_step(step, stats)
 
-        self._epoch_base = self.trainer.global_step - start  # the global step this epoch started from
-        self._snapshot_step = start  # sharded: the epoch step of the driver's last snapshot (set by `pull`)
+        first = start  # the epoch step this run of the epoch began at
+        self._epoch_base = t.global_step - start  # the global step of the epoch's step 0
         segment = min(segment or len(batches), ELASTIC_SEGMENT if t.elastic else len(batches))
         checked = time.monotonic()
         while start < len(batches):
             stop = min(start + segment, len(batches))
-            self._run_steps(batches, once, start, stop, seen)
+            self._run_steps(batches, once, start, stop, first, seen)
             start = stop
             if start == len(batches):
                 break
@@ -333,10 +352,7 @@ class RayCluster(DriverState):
                 on_segment(start)
             if t.elastic and time.monotonic() - checked >= ELASTIC_CHECK_S:
                 checked = time.monotonic()
-                if self._fitting_workers(*t.elastic) != t.workers:
-                    if self.sharded:
-                        self.pull()  # the snapshot the resized group starts from
-                    self.fit_to_cluster(*t.elastic, epoch_step=start)
+                self.fit_to_cluster(*t.elastic, epoch_step=start)
 
     def _run_async_epoch(self, batches, on_step, start, segment, on_segment):
         """Async steps from `start`, `segment` at a time when asked, `on_segment(step)` between two
@@ -357,13 +373,13 @@ class RayCluster(DriverState):
                 self._driver_current = False
             start = stop
 
-    def _run_steps(self, batches, on_step, start, stop, seen):
-        """Steps [start, stop) of the epoch, restarting the workers after a failure (run_epoch); `seen`:
-        the epoch steps reported so far."""
+    def _run_steps(self, batches, on_step, start, stop, first, seen):
+        """Steps [start, stop) of the epoch begun at step `first`, restarting the workers after a failure
+        (`_recover`); `seen`: the epoch steps reported so far."""
         lrs_for_step = None if self.sharded else self._lrs_for_step()
         resume = start
         self._driver_current = False
-        for attempt in range(self.max_restarts + 1):
+        while True:
             try:
                 if self.sharded:  # the epoch's last call brings back the snapshot the epoch ends with
                     snapshot = self.scheduler.run_sharded(
@@ -379,82 +395,7 @@ class RayCluster(DriverState):
                 if scheduler.user_error(exc) is not None:
                     self._keep_the_steps_before_the_error()
                 raise_user_error(exc)
-                if attempt == self.max_restarts:
-                    raise DistributedError(f"giving up after {attempt} worker restarts: {exc}") from exc
-                version = None if self.sharded else self._store_version()
-                resume = self._snapshot_step if self.sharded else version - self._epoch_base
-                dead = self._dead_workers()
-                lost = lost_nodes(self.group.pg, dead) if self.trainer.elastic else set()
-                if (
-                    lost
-                    and wait_until_dead(lost, NODE_LOSS_WAIT_S)
-                    and self.fit_to_cluster(*self.trainer.elastic, resume)
-                ):
-                    action = f"their node was lost; went on with {self.trainer.workers} workers"  # elastic: shrunk
-                else:
-                    self._restart_workers()
-                    if self.sharded:
-                        self._setup_sharded()
-                        self.scheduler.workers = self.group.actors
-                    action = f"restarted {self.trainer.workers} workers"
-                if self.sharded:
-                    how = f"from the snapshot of global step {self.trainer.global_step}, replayed from epoch step {resume}"
-                else:
-                    self.scheduler.restart_from(self.group.actors, version)
-                    how = f"replayed from global step {version}"
-                self.trainer.history.events.append(
-                    f"worker(s) {dead} {'hung' if isinstance(exc, scheduler.StepTimeout) else 'died'} at epoch step "
-                    f"{len(seen)} ({exc if isinstance(exc, DistributedError) else type(exc).__name__}); {action} {how} "
-                    "(steps applied: never twice)"
-                )
-
-    max_restarts = 3
-
-    def _keep_the_steps_before_the_error(self):
-        """A step raised the user's error (in compute, before its rank's exchange): the steps before it
-        are applied everywhere and the failed one nowhere — sharded, a rank updates its chunk only after
-        every rank's gradient is in (in a gloo group the failed rank marks the step void, zero.py's
-        `abort`); store actors apply a step once all of its gradients came. Every rank has put back the
-        batch-norm statistics of the failed step's forward (worker `_one_step`; rank 0's, when a peer
-        failed a step it finished for store actors, come from before its last step). The driver takes
-        that state, as a local run keeps the steps before its error, and the next fit restarts the
-        workers (`_restart_after_failed_fit`). Were a worker gone as well, the driver keeps its snapshot."""
-        self._failed_fit = True
-        self._driver_current = False
-        try:
-            self.pull(after_failed_step=not self.sharded)
-        except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
-            pass
-
-    def _keep_the_async_steps_before_the_error(self):
-        """An async step raised the user's error (a distgraph one or the model's own ValueError...): the store
-        holds the steps pushed before it. The driver takes them, as a local run keeps the steps before its
-        error (it used to keep its state from before the fit, its global_step behind the store's). The
-        failed worker dropped itself from the shared segment, so the next fit's calls found no live worker
-        and waited for ever: a new segment is set up from the driver's state."""
-        try:
-            self.pull()
-            if self.async_shared:
-                self._setup_async()
-        except (DistgraphError, *WORKER_FAILURES):  # noqa: S110  (the user's error is what the caller raises)
-            pass
-
-    def _restart_after_failed_fit(self):
-        """The last fit ended in the user's error (a NaN in a shard): its rank told the others to give
-        up, so their group cannot meet again. Start this fit in a fresh group from what the driver holds
-        (the steps before the error, `_keep_the_steps_before_the_error`; store actors: the stores'
-        version), and say so."""
-        self._failed_fit = False
-        self._restart_workers()
-        if self.sharded:
-            self._setup_sharded()
-            self.scheduler.workers = self.group.actors
-        else:
-            self.scheduler.restart_from(self.group.actors, self._store_version())
-        self.trainer.history.events.append(
-            f"restarted {self.trainer.workers} workers after the error that ended the last fit, from global "
-            f"step {self.trainer.global_step} (the steps before the error were kept)"
-        )
+                resume = self._recover(exc, first + len(seen))
 
     def _store_version(self):
         return min(self._ask_stores("get_version"))
@@ -465,22 +406,6 @@ class RayCluster(DriverState):
             return ray.get([getattr(s, method).remote() for s in self.stores], timeout=self.trainer.timeout_s)
         except WORKER_FAILURES as exc:
             raise StoreLost(f"a parameter-store shard died: {exc}") from exc
-
-    def _dead_workers(self):
-        dead = []
-        for rank, w in enumerate(self.group.actors):
-            try:
-                ray.get(w.ping.remote(), timeout=2)
-            except Exception:  # noqa: BLE001  (dead, dying or blocked: all get restarted)
-                dead.append(rank)
-        return dead
-
-    def _restart_workers(self):
-        for rank in range(self.trainer.workers):
-            self.group.kill(rank)
-        remove_group(self.group_name)
-        self._new_group(self.trainer.workers, self.group)  # the same group: the bundles stay reserved
-        self.resend_data()
 
     def close(self):
         if not ray.is_initialized():

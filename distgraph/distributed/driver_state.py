@@ -73,7 +73,7 @@ class DriverState:
         version, params, states = assemble(chunks, shapes, flat)
         self._install(params, version, states)
         self._install_buffers(chunks[0]["buffers"])
-        self._snapshot_step = version - self._epoch_base  # where a replay after a worker fault starts
+        self._snapshot_version = version  # the step a restart after a worker fault starts from (cluster_restarts.py)
         if self.trainer.grad_scaler is not None:
             self.trainer.grad_scaler.load_state_dict(chunks[0]["scaler"])
 
@@ -81,6 +81,7 @@ class DriverState:
         """Reset the stores and the workers' buffers from the driver's model and optimizer (after loading a
         checkpoint)."""
         self._push_buffers()
+        self._snapshot_version = self.trainer.global_step  # the driver's state is the loaded checkpoint's
         if self.sharded:
             self._setup_sharded()
             self.scheduler.set_version(self.trainer.global_step)

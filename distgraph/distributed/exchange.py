@@ -1,8 +1,9 @@
 """How the ranks of the sharded parameter store (zero.py) meet: one node's segment, or a gloo group.
 
 Each rank writes its gradient into `slot` and its model reads the parameters from one of `results`;
-`reduce_range(lo, hi, chunk, spin, own)` sums the flat gradient's [lo, hi) over the ranks (one call per
-bucket), and `chunk` (this rank's [self.lo, self.hi)) receives its part of it. `copies_own` says
+`reduce_range(lo, hi, chunk, spin, own, flags)` sums the flat gradient's [lo, hi) over the ranks (one call
+per bucket), and `chunk` (this rank's [self.lo, self.hi)) receives its part of it; `flags` marks the
+step's last bucket, which the flags of `mark` ride on. `copies_own` says
 whether the rank's own chunk must be in its slot too; where it need not, `own(a, b)` hands the
 rank's gradient for flat [a, b) of its chunk straight from backward's arrays.
 
@@ -33,7 +34,9 @@ another order than rank order). The store then updates every parameter on every 
 `replicated`), as DDP does, instead of its chunk followed by an exchange of the chunks: measured in
 `distgraph bench scaling` (2 workers), 0.20–0.26 ms a step against 1.6–2.3 ms for chunk updates
 broadcast from each rank. Its flags (`mark`) lie just before the slot in one array and ride on the
-all-reduce of the bucket that starts at the slot's beginning — the step's last: no call of their own.
+all-reduce of the step's last bucket (the one at the slot's start): no call of their own. (They rode on
+every bucket starting at flat 0 — after a zero-size first parameter, two — one of them reduced during
+backward, before this step's `mark`, in the background thread.)
 """
 
 import numpy as np
@@ -53,8 +56,9 @@ class SegmentExchange:
         self.lo, self.hi = self.segment.lo, self.segment.hi
         self.world, self.name, self.timeout_s = world, self.segment.name, timeout_s
 
-    def reduce_range(self, lo, hi, chunk, spin, own):
-        """`own(a, b)`: (flat start, 1-D array) pieces of this rank's gradient covering [a, b)."""
+    def reduce_range(self, lo, hi, chunk, spin, own, flags=False):
+        """`own(a, b)`: (flat start, 1-D array) pieces of this rank's gradient covering [a, b); the flags
+        live in the segment and are read after the last barrier (`flags` is not needed)."""
         seg = self.segment
         seg.barrier(spin=spin)
         for f, mine in own(max(lo, self.lo), min(hi, self.hi)):
@@ -105,13 +109,13 @@ class CollectiveExchange:
         self.gave_up = False
         self.lo, self.hi = chunk_bounds(count, world, rank)  # the chunk this rank reports (state_chunk)
 
-    def reduce_range(self, lo, hi, chunk=None, spin=True, own=None):
+    def reduce_range(self, lo, hi, chunk=None, spin=True, own=None, flags=False):
         """The bucket [lo, hi) of `slot` summed over the ranks, in place: the store reads the whole
-        reduced gradient from `slot` (`chunk` and `own` are not needed). The bucket at the slot's start
-        takes the flags before it along."""
+        reduced gradient from `slot` (`chunk` and `own` are not needed). With `flags` (the step's last
+        bucket, at the slot's start) the flags before it go along."""
         self._refuse_after_abort()
         head = self.head
-        self.collective.allreduce(self.slot.base[head + lo if lo else 0 : head + hi], group_name=self.group)
+        self.collective.allreduce(self.slot.base[0 if flags else head + lo : head + hi], group_name=self.group)
 
     def barrier(self):
         self._refuse_after_abort()

@@ -192,7 +192,8 @@ class ShardedParameters:
     def _reduce_bucket(self, k, spin=True):
         """Bucket k summed over the ranks (`exchange.reduce_range`): this rank's chunk of it into `scratch`."""
         try:
-            self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces)
+            last = k == len(self.buckets) - 1  # the flags of `mark` ride on it (exchange.py)
+            self.exchange.reduce_range(*self.buckets[k], self.scratch, spin, self._own_pieces, flags=last)
         except BaseException:
             self._collectives_to_come = False  # the meeting itself failed (a peer gone, a timeout): none to join
             raise

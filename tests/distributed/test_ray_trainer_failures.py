@@ -1,6 +1,7 @@
 """Failures inside a Ray fit: a hung worker, a batch that does not fit the model, one rank's error —
 raised on the driver at once, no peer left waiting, and the steps before the error kept as locally."""
 
+import re
 import time
 
 import numpy as np
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.ray
 
 def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_session):
     """One worker (no peer whose barrier would give up first) stalls 60 s in a step: the driver's wait
-    gives up after 2 × timeout_s, names the call, restarts the worker and the epoch completes. timeout_s
+    gives up after 2 × timeout_s per step its call carries, names the call, restarts the worker and the epoch
+    completes. timeout_s
     is shorter than a worker's process start: the replacement's first call is allowed a start's time
     (with the step's 1 s it failed, "workers did not answer within 1.0s")."""
     model, opt = small_model("sgd")
@@ -29,7 +31,10 @@ def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_ses
         h = t.fit(data(), epochs=2, batch_size=32)
         assert time.monotonic() - started < 55  # a replacement's process start included; not the 60 s stall
     assert np.isfinite(h["loss"]).all() and t.global_step == 8
-    assert any("not back within 2s (hung?)" in e and "restarted 1 workers" in e for e in h.events), h.events
+    # 2 × timeout_s per step the call carries (a first call carries 4: a healthy slow run is not called hung)
+    assert any(re.search(r"not back within (2|8)s \(hung\?\)", e) and "restarted 1 workers" in e for e in h.events), (
+        h.events
+    )
 
 
 @pytest.mark.parametrize("sync", ["sync", "async"])
