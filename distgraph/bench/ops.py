@@ -103,7 +103,10 @@ def command(links, repeat, json_out):
         import torch
     except ImportError:
         raise click.ClickException("bench ops compares against PyTorch: pip install 'distgraph[bench]'") from None
-    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)  # one BLAS thread each, as the table says: numpy's OpenBLAS left at 2 threads on a
+    threadpool_limits(1)  # busy 2-core host ran the CNN chain's small matmuls up to 16x slower (spinning threads)
     gc.collect()
     gc.freeze()
     rng = np.random.default_rng(0)
