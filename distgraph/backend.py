@@ -5,6 +5,7 @@ imports and runs on machines without it. Devices are interned: `device("cuda:0")
 which lets hot paths compare devices by identity.
 """
 
+import contextlib
 import re
 
 import numpy as np
@@ -146,6 +147,17 @@ def device_of_array(array):
     return CPU
 
 
+_ON_CPU = contextlib.nullcontext()  # (reentrant, shared: entering it does nothing)
+
+
+def on(dev):
+    """The context in which cupy allocates and runs on `dev`'s GPU (`cupy.cuda.Device(index)`: cupy works on its
+    current GPU, GPU 0 unless set, whatever device a tensor names); on cpu one that does nothing. Hot paths test
+    `dev.index is None` (cpu) first and enter this only on cuda. A fresh cupy Device each time: its stack of
+    devices to restore is per object, so one shared between threads could restore another thread's."""
+    return _ON_CPU if dev.index is None else dev.xp.cuda.Device(dev.index)
+
+
 def to_device(array, dev):
     """Copy `array` onto `dev` (no copy when it is already there)."""
     dev = device(dev)
@@ -157,6 +169,47 @@ def to_device(array, dev):
     cp = dev.xp
     with cp.cuda.Device(dev.index):
         return cp.asarray(array)
+
+
+def from_dlpack_capsule(capsule):
+    """The array a DLPack capsule holds (what a producer's `to_dlpack` returns), zero-copy: host memory as a numpy
+    array, CUDA memory as a cupy one (read by cupy, which takes a capsule as it is; numpy reads one only through a
+    producer's __dlpack__)."""
+    if capsule_device_type(capsule) == 2:  # kDLCUDA
+        return cupy_module().from_dlpack(capsule)
+    return np.from_dlpack(_HostCapsule(capsule))
+
+
+def capsule_device_type(capsule):
+    """The DLDeviceType (1 host, 2 CUDA, ...) of the tensor in a DLPack capsule, read from its DLManagedTensor
+    (the legacy "dltensor" capsule) or DLManagedTensorVersioned ("dltensor_versioned", DLPack 1.0)."""
+    import ctypes
+
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    name = api.PyCapsule_GetName(capsule)
+    if name not in (b"dltensor", b"dltensor_versioned"):
+        raise DeviceError(f"from_dlpack: a DLPack capsule named {name!r} (one already consumed?) cannot be read")
+    word = ctypes.sizeof(ctypes.c_void_p)
+    # versioned: DLPackVersion (2 x uint32), manager_ctx, deleter, uint64 flags, then the DLTensor; legacy: the
+    # DLTensor first. In a DLTensor the DLDevice (int32 device_type, int32 device_id) follows the data pointer.
+    tensor_at = 8 + 2 * word + 8 if name == b"dltensor_versioned" else 0
+    return ctypes.c_int32.from_address(api.PyCapsule_GetPointer(capsule, name) + tensor_at + word).value
+
+
+class _HostCapsule:
+    """A DLPack capsule of host memory as a producer (numpy's from_dlpack asks for __dlpack__)."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
 
 
 def to_host(data):

@@ -25,13 +25,16 @@ from distgraph.autograd.callbacks import backward_pass
 from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded, release
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
-from distgraph.backend import device_of_array
-from distgraph.errors import AutogradError, ShapeError
+from distgraph.backend import CPU, device_of_array, on
+from distgraph.errors import AutogradError, DeviceError, ShapeError
 
 _layout_current = layout.current
+_ndarray = np.ndarray
 
 
-def _make_seed(out, grad):
+def _make_seed(out, grad, index=0):
+    """The gradient backward starts `out` (the `index`th output) from: ones for a one-element output, else `grad`,
+    of out's shape and on its device (a 0-d one elsewhere is moved there, as torch's)."""
     if grad is None:
         if out.array.size != 1:
             raise AutogradError(
@@ -45,6 +48,10 @@ def _make_seed(out, grad):
         raise ShapeError(
             f"backward: gradient of shape {tuple(grad.shape)} does not match output shape {tuple(out.shape)}"
         )
+    if grad.device is not out.device:
+        if grad.ndim:
+            raise DeviceError(f"invalid gradient at index {index} - expected device {out.device} but got {grad.device}")
+        grad = grad.to(out.device)
     return grad
 
 
@@ -213,13 +220,19 @@ def _check_anomaly(node, grads):
             )
 
 
-def run_backward(*args, **kwargs):
+def run_backward(outputs, *args, **kwargs):
     """Core of backward() and grad() (`_run_backward`), without numpy's warnings: an inf or NaN in a
     gradient (sqrt's at 0, 0·inf) is a value, as in torch, which warns of none (`detect_anomaly` names
-    the op that made one). One errstate per backward call, not per op."""
+    the op that made one). One errstate per backward call, not per op. On a GPU, the outputs' one is
+    cupy's current device throughout (where the gradients between Nodes are summed), and each Node's
+    rule runs on the GPU of the gradient it is given."""
     partial = kwargs.get("capture") is not None or kwargs.get("inputs") is not None
+    dev = outputs[0].device if outputs else CPU
     with np.errstate(all="ignore"), backward_pass(partial):  # (callbacks.py: what hooks queued runs at the end)
-        return _run_backward(*args, **kwargs)
+        if dev.index is None:
+            return _run_backward(outputs, *args, **kwargs)
+        with on(dev):
+            return _run_backward(outputs, *args, **kwargs)
 
 
 def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, capture=None, inputs=None):
@@ -255,7 +268,7 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
         if node is None and not out._own_requires_grad:  # (a view requiring grad through its base only
             # has no place for a gradient, as torch's: see View.requires_grad)
             raise AutogradError(f"element {i} of tensors does not require grad and does not have a grad_fn")
-        seed = _make_seed(out, g)
+        seed = _make_seed(out, g, i)
         if fast:
             owned[id(seed.array)] = seed  # (the caller's: a .grad it reaches is a copy, an autograd.grad
             seed = seed.array  # result it is, as torch's)
@@ -294,7 +307,11 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
             if grad is not None and node.hooks:
                 grad = call_hooks(node.hooks, grad, fast)
             if grad is not None:
-                in_grads = run(node, grad, retain_graph)
+                if type(grad) is _ndarray:  # (numpy's: the cpu fast path's one test for devices)
+                    in_grads = run(node, grad, retain_graph)
+                else:  # on the GPU the gradient is on: cupy's current one is where cupy allocates
+                    with on(grad.device if isinstance(grad, Tensor) else device_of_array(grad)):
+                        in_grads = run(node, grad, retain_graph)
                 if anomaly:
                     _check_anomaly(node, in_grads)
             else:

@@ -18,14 +18,8 @@ from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.layout import view_base
 from distgraph.autograd.memory_format import follow_operands
 from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View, view_root
-from distgraph.errors import (
-    AutogradError,
-    DeviceError,
-    DistgraphError,
-    DTypeError,
-    IndexOutOfRangeError,
-    ShapeError,
-)
+from distgraph.backend import on
+from distgraph.errors import AutogradError, DeviceError, DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
 
 _EMPTY = {}
 _ELEMENTWISE = "elementwise"  # Op.kind of the ops whose result takes TensorIterator's layout
@@ -193,17 +187,21 @@ def apply(op, inputs, attrs=_EMPTY):
     elif n == 2:
         second = inputs[1]
         if second.device is not dev:
-            raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+            return apply(op, _scalars_moved(op, inputs, attrs), attrs)
         arrays = (first.array, second.array)
         needs_grad = first.requires_grad or second.requires_grad
     else:
         for t in inputs:
             if t.device is not dev:
-                raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+                return apply(op, _scalars_moved(op, inputs, attrs), attrs)
         arrays = [t.array for t in inputs]
         needs_grad = any(t.requires_grad for t in inputs)
     try:
-        result = op.forward(dev.xp, *arrays, **attrs) if attrs else op.forward(dev.xp, *arrays)
+        if dev.index is None:  # cpu (the one test the hot path pays for devices)
+            result = op.forward(dev.xp, *arrays, **attrs) if attrs else op.forward(dev.xp, *arrays)
+        else:  # cupy allocates and runs on its current GPU: the tensors' one, then
+            with on(dev):
+                result = op.forward(dev.xp, *arrays, **attrs)
     except Exception as exc:
         raise op_error(op.name, inputs, attrs, exc) from exc
     saved = None
@@ -212,7 +210,8 @@ def apply(op, inputs, attrs=_EMPTY):
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
     elif n > 1 and op.kind == _ELEMENTWISE and not arrays[0].flags.c_contiguous:
-        result = follow_operands(dev.xp, result, arrays)  # torch's layout where numpy's may differ
+        with on(dev):
+            result = follow_operands(dev.xp, result, arrays)  # torch's layout where numpy's may differ
     if op.view:  # shares memory and version with its input, which it keeps (`_view_of`), and how
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = vc = first._vc
@@ -242,6 +241,15 @@ def apply(op, inputs, attrs=_EMPTY):
     if _tracer is not None:
         _tracer.record(op, inputs, attrs, out)
     return out
+
+
+def _scalars_moved(op, inputs, attrs):
+    """`inputs`, their 0-d cpu tensors copied (differentiably) to the others' one device: torch takes a 0-d cpu
+    tensor beside cuda ones for a scalar. Any other mix of devices is refused."""
+    others = {t.device for t in inputs if not (t.device.index is None and t.ndim == 0)}
+    if len(others) != 1:
+        raise DeviceError(f"{op.name}: expected all tensors on one device, got {_describe(inputs, attrs)}")
+    return tuple(t if t.device in others else t.to(*others) for t in inputs)
 
 
 _new_tensor = Tensor.__new__

@@ -10,6 +10,7 @@ import numpy as np
 from distgraph.autograd.engine import grad as autograd_grad
 from distgraph.autograd.grad_mode import enable_grad, no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import on
 from distgraph.errors import AutogradError
 
 
@@ -53,9 +54,11 @@ def analytical_jacobian(fn, inputs):
             col += o.array.size
             continue
         for k in range(o.array.size):
-            seed = np.zeros(o.array.size, dtype=o.array.dtype)
-            seed[k] = 1
-            gs = autograd_grad(o, diff, Tensor(seed.reshape(o.shape)), retain_graph=True, allow_unused=True)
+            with on(o.device):  # the seed on the output's device, as backward wants it
+                seed = o.device.xp.zeros(o.array.size, dtype=o.array.dtype)
+                seed[k] = 1
+            seed = Tensor(seed.reshape(o.shape), device=o.device)
+            gs = autograd_grad(o, diff, seed, retain_graph=True, allow_unused=True)
             for i, g in enumerate(gs):
                 if g is not None:
                     jac[i][:, col + k] = np.asarray(g.__array__()).ravel()
@@ -125,8 +128,8 @@ def gradgradcheck(
     inputs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
     outs = _outputs(fn, inputs)
     if grad_outputs is None:
-        rng = np.random.default_rng(0)
-        seeds = [Tensor(rng.standard_normal(o.shape)) for o in outs]
+        rng = np.random.default_rng(0)  # (drawn on the host, the same numbers on every device)
+        seeds = [Tensor(rng.standard_normal(o.shape)).to(o.device) for o in outs]
     else:
         seeds = list(grad_outputs) if isinstance(grad_outputs, tuple | list) else [grad_outputs]
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]

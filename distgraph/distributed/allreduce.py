@@ -201,8 +201,9 @@ class CollectiveAllReduce:
         collective.init_collective_group(world_size, rank, backend=backend, group_name=group, **kwargs)
 
     def allreduce(self, arrays, op="sum", tag=0):
-        """Same contract as `ShmAllReduce.allreduce` (tag is accepted for interchangeability and unused:
-        collective calls of one group are serialized by the library)."""
+        """Same contract as `ShmAllReduce.allreduce`, but `tag` is accepted for interchangeability and unused: a
+        group's collectives pair up across ranks in the order each rank issues them, so two threads reducing
+        concurrently (DDP's buckets, SyncBatchNorm's sums) need a group each (sync_group.py)."""
         single = not isinstance(arrays, list | tuple)
         arrays = [arrays] if single else list(arrays)
         for dtype, idx in _by_dtype(arrays).items():

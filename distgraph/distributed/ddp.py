@@ -170,7 +170,7 @@ class DistributedDataParallel(Module, Joinable):
 
     def _reduce_bucket(self, k, arrays):
         """The bucketer's reduction of bucket k: the built-in mean, or the registered hook."""
-        if self._comm_hook is None:
+        if self._comm_hook is None:  # (on gloo/nccl the tag keeps nothing apart: SyncBatchNorm has its own group)
             return self._bucketer.comm.allreduce(arrays, "mean", f"ddp{k}")
         params = [self._params[i] for i in self._bucketer.buckets[k].members]
         return run_comm_hook(*self._comm_hook, k, arrays, params, k == len(self._bucketer.buckets) - 1)

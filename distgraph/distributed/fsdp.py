@@ -412,7 +412,7 @@ class FullyShardedDataParallel(Module):
 
     def clip_grad_norm_(self, max_norm, norm_type=2.0):
         """The gradients' norm over every rank's shards (torch's FSDP.clip_grad_norm_), clipped to max_norm
-        on every rank alike → the total norm (float64)."""
+        on every rank alike → the total norm (float64, 0-d, on the parameters' device)."""
         norm_type = float(norm_type)
         local = 0.0
         grads = [(u._handle, a) for u in _units(self) if u._handle is not None for a in u._handle.grad_arrays()]
@@ -434,7 +434,8 @@ class FullyShardedDataParallel(Module):
         if coef < 1:
             for _, array in grads:
                 array *= array.dtype.type(coef)
-        return Tensor(np.asarray(norm))
+        device = next((p.device for p in self.parameters()), loop._context["device"])  # (torch's: the grads')
+        return Tensor(to_device(np.asarray(norm), device))
 
 
 FSDP = FullyShardedDataParallel

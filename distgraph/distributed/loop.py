@@ -39,7 +39,7 @@ from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import OPS, gloo_available, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, start_allowance, user_error
 from distgraph.distributed.shm import remove_group
-from distgraph.distributed.sync_group import CommGroup
+from distgraph.distributed.sync_group import SyncGroup
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 from distgraph.ops.collective import using_group
 
@@ -85,8 +85,10 @@ class LoopWorker:
 
     def connect(self, group, backend, device, timeout_s, nodes):
         _context.clear()  # (nothing of an earlier launch in this process — its subgroups, process sets — carries over)
+        config = {"backend": backend, "group": group, "timeout_s": timeout_s, "device": device}  # SyncBatchNorm's:
+        sync = SyncGroup(config, self.rank, self.world, lambda: _context["comm"])  # apart on gloo/nccl (DDP's thread)
         _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend, group=group,
-                        timeout_s=timeout_s, subgroups=0, on_close=[])  # fmt: skip
+                        timeout_s=timeout_s, subgroups=0, sync=sync, on_close=[sync.close])  # fmt: skip
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
@@ -98,7 +100,7 @@ class LoopWorker:
         before = {k: os.environ.get(k) for k in env}
         os.environ.update({k: str(v) for k, v in env.items()})  # torchrun's, for scripts that read them
         try:
-            with using_group(CommGroup(self.rank, self.world, lambda: _context["comm"])):  # for SyncBatchNorm
+            with using_group(_context["sync"]):  # for SyncBatchNorm
                 return fn(*args, **kwargs)
         finally:
             for k, v in before.items():

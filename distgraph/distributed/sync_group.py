@@ -3,10 +3,11 @@ nn.SyncBatchNorm, over a communicator of the all-reduce layer.
 
 Which communicator: on shm, the worker's own serves. Its sums go under their own tag, so into segments of
 their own, apart from the gradient buckets, which a background thread reduces while backward goes on.
-gloo and nccl run one group's collectives in the order a process issues them, and the bucket thread's
-order against the model's would differ from rank to rank, pairing the wrong buffers. So there the sums get
-a group of their own (`<group>-sync`), joined at the first sum, which every rank reaches at the same point of
-its first forward. A `launch` function has no bucket thread: its one communicator serves.
+gloo and nccl run one group's collectives in the order a process issues them, whatever their tags, and the
+bucket thread's order against the model's would differ from rank to rank, pairing the wrong buffers or
+deadlocking. So there the sums get a group of their own (`<group>-sync`), joined at the first sum, which every
+rank reaches at the same point of its first forward: a Trainer worker's (`own_communicator`), and a `launch`
+rank's too, where DistributedDataParallel's bucket thread reduces on the launch's communicator (loop.py).
 """
 
 from distgraph.errors import DistributedError
@@ -40,3 +41,21 @@ def own_communicator(config, rank, world_size, shared):
         return shared()
     options = {k: v for k, v in config.items() if k != "group"}
     return make_allreduce(rank, world_size, group=f"{config.get('group', 'distgraph')}-sync", **options)
+
+
+class SyncGroup(CommGroup):
+    """The CommGroup of SyncBatchNorm's sums in a `launch` rank: over `own_communicator(config, ...)`, made at the
+    first sum; `close()` closes it when it is a group of its own."""
+
+    def __init__(self, config, rank, world_size, shared):
+        super().__init__(rank, world_size, self._communicator)
+        self._config, self._shared, self._made = config, shared, None
+
+    def _communicator(self):
+        if self._made is None:
+            self._made = own_communicator(self._config, self.rank, self.world_size, self._shared)
+        return self._made
+
+    def close(self):
+        if self._made is not None and self._made is not self._shared():
+            self._made.close()

@@ -132,7 +132,7 @@ def histc(input, bins=100, min=0, max=0):
     typ = x.dtype.type
     lo, hi = typ(min), typ(max)
     if lo == hi and x.size:
-        lo, hi = typ(x.min()), typ(x.max())
+        lo, hi = typ(x.min().item()), typ(x.max().item())  # (cupy's 0-d arrays convert only through item())
     if lo == hi:
         lo, hi = lo - typ(1), hi + typ(1)
     if not (np.isfinite(lo) and np.isfinite(hi)):

@@ -2,7 +2,10 @@
 
 dtype rules follow torch: Python floats give the default dtype (float32), Python ints int64, bools
 bool; a numpy array keeps its dtype. Random numbers come from one numpy Generator per process,
-reseeded by `manual_seed` (and cupy's generator on the GPU), so a seed fixes a run.
+reseeded by `manual_seed` (and one cupy generator per GPU), so a seed fixes a run.
+
+A cuda tensor is made on its own GPU: cupy allocates on its current GPU, so each factory makes its array
+inside `backend.on(device)` (after one `device.index is None` test, so cpu pays nothing more).
 """
 
 import contextlib
@@ -15,7 +18,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
-from distgraph.backend import device_of_array, to_device
+from distgraph.backend import device_of_array, from_dlpack_capsule, on, to_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 
 _rng = {"cpu": np.random.default_rng(0), "seed": 0}
@@ -34,7 +37,8 @@ def manual_seed(seed):
     seed %= 2**64
     _rng["cpu"] = np.random.default_rng(seed)
     _rng["seed"] = seed
-    _rng.pop("cuda", None)
+    for key in [k for k in _rng if k.startswith("cuda")]:  # each GPU's, remade from the seed when next drawn
+        del _rng[key]
     return seed
 
 
@@ -43,17 +47,25 @@ def initial_seed():
 
 
 def generator(dev):
-    """The random generator of a device (numpy Generator on cpu, cupy's on cuda): the process's, or inside
-    `seeded_draws` this thread's own."""
+    """The random generator of a device (numpy Generator on cpu, cupy's on each GPU, as torch's one per
+    device, all seeded alike): the process's, or inside `seeded_draws` this thread's own. GPU 0's is kept
+    under "cuda", GPU N's under "cuda:N"; a plain cupy Generator put there (dg.cuda.manual_seed,
+    stash_rng_state) is wrapped here, so that it draws on its GPU and has the methods distgraph calls."""
     rng = getattr(_thread, "rng", None) or _rng
     if dev.type == "cpu":
         gen = rng.get("cpu")
         if gen is None:
             gen = rng["cpu"] = np.random.default_rng(rng["seed"])
         return gen
-    gen = rng.get("cuda")
+    key = "cuda" if dev.index == 0 else str(dev)
+    gen = rng.get(key)
     if gen is None:
-        gen = rng["cuda"] = _CupyGenerator(dev.xp.random.default_rng(rng["seed"]), dev.xp)
+        with on(dev):  # (its state lives on the GPU it draws on)
+            gen = rng[key] = _CupyGenerator(dev.xp.random.default_rng(rng["seed"]), dev.xp, dev)
+    elif type(gen) is not _CupyGenerator:
+        gen = rng[key] = _CupyGenerator(gen, dev.xp, dev)
+    elif gen._dev is not dev:
+        gen = rng[key] = _CupyGenerator(gen._gen, dev.xp, dev)
     return gen
 
 
@@ -72,19 +84,29 @@ def seeded_draws(seed):
 
 class _CupyGenerator:
     """cupy's Generator with the numpy Generator methods distgraph calls that cupy's lacks (`normal`,
-    `permutation`: its Generator has `standard_normal` and `random`), drawn on the GPU from those."""
+    `permutation`: its Generator has `standard_normal` and `random`), drawn on the GPU from those; every
+    draw on the generator's GPU (`dev`; None: cupy's current one)."""
 
-    def __init__(self, gen, xp):
-        self._gen, self._xp = gen, xp
+    def __init__(self, gen, xp, dev=None):
+        self._gen, self._xp, self._dev = gen, xp, dev
 
     def __getattr__(self, name):
-        return getattr(self._gen, name)
+        method = getattr(self._gen, name)
+        if self._dev is None or not callable(method):
+            return method
+
+        def on_its_gpu(*args, **kwargs):
+            with on(self._dev):
+                return method(*args, **kwargs)
+
+        return on_its_gpu
 
     def normal(self, loc=0.0, scale=1.0, size=None):
-        return loc + scale * self._gen.standard_normal(size)
+        return loc + scale * self.standard_normal(size)
 
     def permutation(self, n):
-        return self._xp.argsort(self._gen.random(n))
+        with on(self._dev) if self._dev is not None else contextlib.nullcontext():
+            return self._xp.argsort(self._gen.random(n))
 
 
 def _infer_np_dtype(data):
@@ -161,9 +183,12 @@ def _to_array(data, dtype, device):
         else:
             np_dtype = dtypes.from_any(dtype).np
         arr = _host_array(data, np_dtype)
-    if dtype is not None:
-        arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
     dev = dev or as_device(None)
+    if dtype is not None and isinstance(arr, np.ndarray):
+        arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
+    elif dtype is not None:
+        with on(device_of_array(arr)):  # (a cupy array's cast: on its own GPU)
+            arr = arr.astype(dtypes.from_any(dtype).np, copy=False)
     return to_device(arr, dev), dev
 
 
@@ -171,7 +196,11 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor holding a copy of `data` (list, scalar, numpy/cupy array or Tensor)."""
     arr, dev = _to_array(data, dtype, device)
     if isinstance(data, Tensor) or isinstance(data, np.ndarray):
-        arr = arr.copy()
+        if dev.index is None:
+            arr = arr.copy()
+        else:
+            with on(dev):
+                arr = arr.copy()
     return Tensor(arr, requires_grad=requires_grad, device=dev)
 
 
@@ -193,26 +222,13 @@ def from_numpy(ndarray):
 
 def from_dlpack(ext):
     """A tensor from any DLPack producer (torch, cupy, jax, ...) or a DLPack capsule (what to_dlpack returns),
-    zero-copy."""
-    if type(ext).__name__ == "PyCapsule":  # numpy reads a capsule only through a producer's __dlpack__
-        return Tensor(np.from_dlpack(_Capsule(ext)))
+    zero-copy: host memory as a cpu tensor, CUDA memory as a cuda one."""
+    if type(ext).__name__ == "PyCapsule":
+        return Tensor(from_dlpack_capsule(ext))
     if hasattr(ext, "__dlpack_device__") and ext.__dlpack_device__()[0] == 2:  # kDLCUDA
         cp = as_device("cuda").xp
         return Tensor(cp.from_dlpack(ext))
     return Tensor(np.from_dlpack(ext))
-
-
-class _Capsule:
-    """A DLPack capsule as a producer of host memory (a CUDA one is cupy's to read: cupy.from_dlpack(capsule))."""
-
-    def __init__(self, capsule):
-        self.capsule = capsule
-
-    def __dlpack__(self, **kwargs):
-        return self.capsule
-
-    def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU
 
 
 def _shape(size):
@@ -225,7 +241,11 @@ def _shape(size):
 def _fill(fill, size, dtype, device, requires_grad, default=None):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else (default or dtypes.get_default_dtype())
-    arr = dev.xp.full(_shape(size), fill, dtype=dt.np)
+    if dev.index is None:
+        arr = np.full(_shape(size), fill, dtype=dt.np)
+    else:
+        with on(dev):
+            arr = dev.xp.full(_shape(size), fill, dtype=dt.np)
     return Tensor(arr, requires_grad=requires_grad, device=dev)
 
 
@@ -295,8 +315,9 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
             f"arange: upper bound and lower bound inconsistent with step sign (start {start}, end {end}, step {step})"
         )
     n = (cb - ca + cs - (1 if cs > 0 else -1)) // cs if dt is dtypes.int64 else math.ceil((cb - ca) / cs)
-    i = dev.xp.arange(n, dtype=np.int64 if integral else np.float64)
-    return Tensor((a + i * s).astype(dt.np), requires_grad=requires_grad, device=dev)
+    with on(dev):
+        i = dev.xp.arange(n, dtype=np.int64 if integral else np.float64)
+        return Tensor((a + i * s).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
@@ -304,13 +325,15 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
         raise InputRangeError(f"linspace: number of steps must be non-negative, got {steps}")
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
-    return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
+    with on(dev):
+        return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
 def logspace(start, end, steps, base=10.0, dtype=None, device=None):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
-    return Tensor(dev.xp.logspace(start, end, steps, base=base).astype(dt.np), device=dev)
+    with on(dev):
+        return Tensor(dev.xp.logspace(start, end, steps, base=base).astype(dt.np), device=dev)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
@@ -319,21 +342,27 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
             raise InputRangeError(f"eye: {name} must be greater or equal to 0, got {v}")
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
-    return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
+    with on(dev):
+        return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
 
 
 def _random(kind, size, dtype, device, requires_grad, **kw):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
-    gen = generator(dev)
-    shape = _shape(size)
-    if kind == "rand":
-        arr = gen.random(shape, dtype=np.float64).astype(dt.np)
-    elif kind == "randn":
-        arr = gen.standard_normal(shape, dtype=np.float64).astype(dt.np)
+    if dev.index is None:
+        arr = _draw(kind, generator(dev), _shape(size), dt.np, kw)
     else:
-        arr = gen.integers(kw["low"], kw["high"], size=shape).astype(dt.np)
+        with on(dev):
+            arr = _draw(kind, generator(dev), _shape(size), dt.np, kw)
     return Tensor(arr, requires_grad=requires_grad, device=dev)
+
+
+def _draw(kind, gen, shape, dtype, kw):
+    if kind == "rand":
+        return gen.random(shape, dtype=np.float64).astype(dtype)
+    if kind == "randn":
+        return gen.standard_normal(shape, dtype=np.float64).astype(dtype)
+    return gen.integers(kw["low"], kw["high"], size=shape).astype(dtype)
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
@@ -360,15 +389,17 @@ def randn_like(input, dtype=None):
 
 def randperm(n, dtype=None, device=None):
     dev = as_device(device)
-    return Tensor(generator(dev).permutation(n).astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
+    with on(dev):
+        return Tensor(generator(dev).permutation(n).astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
 
 
 def bernoulli(input, p=None):
     if p is None and input.array.dtype.kind != "f":  # torch: no kernel reads probabilities of another dtype
         raise DTypeError(f"bernoulli: not implemented for {input.dtype.name} probabilities (as torch)")
     probs = input.array if p is None else p
-    gen = generator(input.device)
-    return Tensor((gen.random(input.shape) < probs).astype(input.array.dtype), device=input.device)
+    with on(input.device):
+        drawn = generator(input.device).random(input.shape)
+        return Tensor((drawn < probs).astype(input.array.dtype), device=input.device)
 
 
 def multinomial(input, num_samples, replacement=False):

@@ -176,7 +176,8 @@ def _(ctx, gg):
 
 
 def ctc_nll(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity):
-    """The (N,) per-sequence losses of checked (T, N, C) log_probs; see nn.functional.ctc_loss."""
+    """The (N,) per-sequence losses of checked (T, N, C) log_probs; see nn.functional.ctc_loss. The targets are
+    read where log_probs are (torch takes cpu targets beside cuda log_probs); the lengths are ints already."""
     attrs = dict(input_lengths=tuple(input_lengths), target_lengths=tuple(target_lengths), blank=int(blank),
                  zero_infinity=bool(zero_infinity))  # fmt: skip
-    return _ctc_loss(log_probs, targets, **attrs)
+    return _ctc_loss(log_probs, targets.to(log_probs.device), **attrs)

@@ -125,6 +125,7 @@ def _polygamma(xp, x, n):
     """digamma for n = 0; NaN at -inf for every n, as torch's (scipy's trigamma gives inf there)."""
     if n == 0:
         return _digamma_fwd(xp, x)
+    n = xp.asarray(n)  # cupyx's polygamma broadcasts n with x: an array, not a Python int
     return xp.where(x == -xp.inf, xp.nan, _special(xp, "polygamma")(n, x)).astype(x.dtype, copy=False)
 
 

@@ -68,6 +68,7 @@ def _as_strided_backward(xp, g, shape, size, stride, offset):
     out = xp.zeros(int(np.prod(shape)), dtype=g.dtype)
     where = offset + sum(xp.arange(n).reshape((-1,) + (1,) * (len(size) - 1 - k)) * s
                          for k, (n, s) in enumerate(zip(size, stride)))  # fmt: skip
+    where = xp.asarray(where)  # (a 0-d output's is the bare int offset: cupy's broadcast_to takes arrays only)
     scatter_at("add", out, xp.broadcast_to(where, size).reshape(-1), g.reshape(-1))
     return out.reshape(shape)
 

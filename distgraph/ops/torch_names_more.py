@@ -7,8 +7,8 @@
 - cond / while_loop: torch's control-flow operators. torch traces them (torch.compile) to keep one graph;
   distgraph records eagerly, so the branch taken or the loop run is what is recorded: the same values and
   gradients as torch's, with torch's checks on the predicate and the carried values.
-- to_dlpack: the tensor's DLPack capsule (numpy's or cupy's, DLPack 1.0), which `from_dlpack` (torch's too)
-  reads back.
+- to_dlpack: the tensor's DLPack capsule (numpy's or cupy's; DLPack 1.0 where the array library takes it),
+  which `from_dlpack` (torch's too) reads back.
 - set_default_tensor_type: torch's deprecated spelling of set_default_dtype (and set_default_device for a
   `torch.cuda.*Tensor` name), with torch's warning.
 - set_flush_denormal: returns False, torch's answer where it cannot: numpy and cupy compute with denormals.
@@ -100,7 +100,10 @@ def _holds(pred):
 
 
 def to_dlpack(tensor):
-    return tensor.__dlpack__(max_version=(1, 0))  # a versioned capsule: it says the memory is writable
+    try:
+        return tensor.__dlpack__(max_version=(1, 0))  # a versioned capsule: it says the memory is writable
+    except TypeError:  # an array library older than DLPack 1.0 (older cupy, numpy < 2.1) takes no max_version
+        return tensor.__dlpack__()
 
 
 _TENSOR_TYPES = {"Double": "float64", "Float": "float32", "Half": "float16", "BFloat16": "bfloat16"}

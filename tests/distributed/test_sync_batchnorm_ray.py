@@ -135,6 +135,42 @@ def test_sync_batch_norm_in_a_launched_loop_of_ones_own(ray_session):
         assert max_diff(rank, alone) <= 1e-12
 
 
+def _ddp_loop(x, y, steps, batch):
+    """SyncBatchNorm inside DDP: the bucket thread all-reduces gradients while backward's statistic sums run."""
+    from distgraph.distributed.loop import _context
+
+    net = dist.DistributedDataParallel(model(dtype=dg.float64), bucket_cap_mb=0.0001)  # a bucket per parameter
+    opt = dg.optim.SGD(net.parameters(), lr=0.1)
+    per, r = batch // dist.world_size(), dist.rank()
+    for t in range(steps):
+        sel = slice(t * batch + r * per, t * batch + (r + 1) * per)
+        opt.zero_grad()
+        F.cross_entropy(net(dg.tensor(x[sel])), dg.tensor(y[sel])).backward()
+        opt.step()
+    sums = _context["sync"]._communicator()  # SyncBatchNorm's: its own group apart from the launch's on gloo
+    return {k.removeprefix("module."): v.numpy() for k, v in net.state_dict().items()}, getattr(sums, "group", None)
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "gloo"])
+def test_sync_batch_norm_inside_ddp_in_a_launch_sums_apart_from_the_gradient_buckets(ray_session, allreduce):
+    if allreduce == "gloo":
+        pytest.importorskip("torch")
+    x, y = data()
+    x = x.astype(np.float64)
+    ranks = dist.launch(_ddp_loop, workers=2, args=(x, y, 5, 32), cpus_per_worker=0.5, timeout_s=60,
+                        allreduce=allreduce)  # fmt: skip
+    net = model(dtype=dg.float64)
+    opt = dg.optim.SGD(net.parameters(), lr=0.1)
+    for t in range(5):
+        opt.zero_grad()
+        F.cross_entropy(net(dg.tensor(x[t * 32 : (t + 1) * 32])), dg.tensor(y[t * 32 : (t + 1) * 32])).backward()
+        opt.step()
+    alone = {k: v.numpy() for k, v in net.state_dict().items()}
+    for state, group in ranks:
+        assert max_diff(state, alone) <= 1e-12
+        assert (group or "").endswith("-sync") == (allreduce == "gloo")
+
+
 FAULTS = {
     "nan": (dg.errors.NonFiniteError, "NaN/Inf"),
     "label": (IndexError, "out of bounds"),

@@ -11,6 +11,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
+from distgraph.ops.creation import tensor
 from distgraph.ops.ctc import ctc_nll
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -85,9 +86,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     targets = _check_targets(targets, target_lengths, n, classes)
     loss = ctc_nll(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)  # (N,)
     if reduction == "mean":
-        dev = log_probs.device
-        den = dev.xp.asarray(np.maximum(target_lengths, 1), dtype=log_probs.array.dtype)
-        return red.mean(ew.div(loss, Tensor(den, device=dev)))
+        den = tensor(np.maximum(target_lengths, 1), dtype=log_probs.dtype, device=log_probs.device)
+        return red.mean(ew.div(loss, den))
     if reduction == "sum":
         return red.sum(loss)
     return loss.reshape(()) if unbatched else loss

@@ -142,11 +142,12 @@ def _make_orthogonal(A):
 
 def _geqrf(Q):
     """torch.geqrf of a tall matrix or batch: LAPACK's packed QR (reflectors below the diagonal, R on and
-    above it) and the reflectors' scales tau, as arrays (numpy's qr(mode="raw") gives them transposed)."""
-    xp, (n, k) = Q.device.xp, Q.shape[-2:]
+    above it) and the reflectors' scales tau, as arrays of Q's dtype (numpy's qr(mode="raw") gives them
+    transposed; cupy's, float64 for a float32 Q)."""
+    xp, (n, k), dtype = Q.device.xp, Q.shape[-2:], Q.array.dtype
     packed = [xp.linalg.qr(m, mode="raw") for m in Q.array.reshape(-1, n, k)]
-    a = xp.stack([h.T for h, _ in packed]).reshape(Q.shape)
-    tau = xp.stack([t for _, t in packed]).reshape(*Q.shape[:-2], min(n, k))
+    a = xp.stack([h.T for h, _ in packed]).reshape(Q.shape).astype(dtype, copy=False)
+    tau = xp.stack([t for _, t in packed]).reshape(*Q.shape[:-2], min(n, k)).astype(dtype, copy=False)
     return a, tau
 
 
