@@ -152,16 +152,7 @@ def _bad_calls():
         "alltoall_splits": lambda: dist.alltoall(dg.zeros(2), splits=[2, 1]),
         "band_float": lambda: dist.all_reduce(dg.zeros(2), op=dist.ReduceOp.BAND),
     }
-    errors = {}
-    for name, call in calls.items():
-        try:
-            call()
-            errors[name] = None
-        except Exception as exc:  # noqa: BLE001  (the error is what is checked)
-            errors[name] = (type(exc).__name__, str(exc))
-    t = dg.tensor([float(r)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return errors, t.item()
+    return _errors_then_in_step(calls)
 
 
 @pytest.mark.ray
@@ -192,6 +183,21 @@ def test_bad_arguments_raise_the_same_error_on_every_rank_and_leave_them_in_step
         assert re.search(pattern, errors[name][1]), (name, errors[name][1])
 
 
+def _errors_then_in_step(calls):
+    """Each call's error (type name, message), or None; then one all-reduce: its result shows the ranks are
+    still in step after them."""
+    errors = {}
+    for name, call in calls.items():
+        try:
+            call()
+            errors[name] = None
+        except Exception as exc:  # noqa: BLE001  (the error is what is checked)
+            errors[name] = (type(exc).__name__, str(exc))
+    t = dg.tensor([float(dist.rank())])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return errors, t.item()
+
+
 def _bad_calls_on_one_rank():
     """Each call bad on one rank only (the other's arguments are fine), caught: both must raise that rank's
     error at once, naming it, rather than one raising alone and the other waiting in the collective."""
@@ -207,16 +213,7 @@ def _bad_calls_on_one_rank():
             [dg.zeros(2), dg.zeros(2, dtype=dg.int64 if r == 0 else dg.float32)], dg.zeros(2)
         ),  # fmt: skip
     }
-    errors = {}
-    for name, call in calls.items():
-        try:
-            call()
-            errors[name] = None
-        except Exception as exc:  # noqa: BLE001  (the error is what is checked)
-            errors[name] = (type(exc).__name__, str(exc))
-    t = dg.tensor([float(r)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return errors, t.item()
+    return _errors_then_in_step(calls)
 
 
 @pytest.mark.ray

@@ -120,17 +120,24 @@ def _own_loop(x, y, steps, batch):
     return {k: v.numpy() for k, v in net.state_dict().items()}
 
 
+def _one_process(x, y, steps, batch):
+    """The same SGD steps in one process on the whole batches → the final state dict (the ranks' reference)."""
+    net = model(dtype=dg.float64)
+    opt = dg.optim.SGD(net.parameters(), lr=0.1)
+    for t in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(
+            net(dg.tensor(x[t * batch : (t + 1) * batch])), dg.tensor(y[t * batch : (t + 1) * batch])
+        ).backward()
+        opt.step()
+    return {k: v.numpy() for k, v in net.state_dict().items()}
+
+
 def test_sync_batch_norm_in_a_launched_loop_of_ones_own(ray_session):
     x, y = data()
     x = x.astype(np.float64)
     ranks = dist.launch(_own_loop, workers=2, args=(x, y, 5, 32), cpus_per_worker=0.5, timeout_s=60)
-    net = model(dtype=dg.float64)
-    opt = dg.optim.SGD(net.parameters(), lr=0.1)
-    for t in range(5):
-        opt.zero_grad()
-        F.cross_entropy(net(dg.tensor(x[t * 32 : (t + 1) * 32])), dg.tensor(y[t * 32 : (t + 1) * 32])).backward()
-        opt.step()
-    alone = {k: v.numpy() for k, v in net.state_dict().items()}
+    alone = _one_process(x, y, 5, 32)
     for rank in ranks:
         assert max_diff(rank, alone) <= 1e-12
 
@@ -159,13 +166,7 @@ def test_sync_batch_norm_inside_ddp_in_a_launch_sums_apart_from_the_gradient_buc
     x = x.astype(np.float64)
     ranks = dist.launch(_ddp_loop, workers=2, args=(x, y, 5, 32), cpus_per_worker=0.5, timeout_s=60,
                         allreduce=allreduce)  # fmt: skip
-    net = model(dtype=dg.float64)
-    opt = dg.optim.SGD(net.parameters(), lr=0.1)
-    for t in range(5):
-        opt.zero_grad()
-        F.cross_entropy(net(dg.tensor(x[t * 32 : (t + 1) * 32])), dg.tensor(y[t * 32 : (t + 1) * 32])).backward()
-        opt.step()
-    alone = {k: v.numpy() for k, v in net.state_dict().items()}
+    alone = _one_process(x, y, 5, 32)
     for state, group in ranks:
         assert max_diff(state, alone) <= 1e-12
         assert (group or "").endswith("-sync") == (allreduce == "gloo")
