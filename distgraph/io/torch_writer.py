@@ -166,17 +166,16 @@ class TorchWriter:
         if name is None or name.startswith("Complex"):
             self.fail(path, f"tensor of dtype {arr.dtype} cannot be saved in a torch file")
         base, offset, strides = _in_storage(arr)
-        if base is not arr:
-            end = offset + sum((n - 1) * st for n, st in zip(arr.shape, strides)) + 1
-            if self.dry:
-                span = self.spans.setdefault(id(base), [offset, end])
-                span[:] = min(span[0], offset), max(span[1], end)
-                self.keep.append(base)
-            first, end = self.spans.get(id(base), (offset, end))
-            key, size = self.storage(base.reshape(-1)[first:end], id(base)), end - first
-            offset -= first
-        else:
-            key, size = self.storage(arr, id(arr)), arr.size
+        lo = hi = offset  # the elements of `base` this tensor reads: [lo, hi)
+        if arr.size:
+            hi = offset + sum((n - 1) * st for n, st in zip(arr.shape, strides)) + 1
+        if self.dry:  # every tensor on one base widens its span: the base's storage holds the union
+            span = self.spans.setdefault(id(base), [lo, hi])
+            span[:] = min(span[0], lo), max(span[1], hi)
+            self.keep.append(base)
+        first, end = self.spans.get(id(base), (lo, hi))
+        key = self.storage(base.reshape(-1)[first:end], id(base))  # (a C-ordered copy where base is not)
+        size, offset = end - first, offset - first
         location = "cpu" if t.device is CPU else str(t.device)
         if isinstance(t, Parameter):
             self.out += REBUILD_PARAMETER + b"("

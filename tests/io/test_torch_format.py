@@ -413,6 +413,15 @@ def test_dg_save_torch_format_keeps_views_of_one_array_as_views_of_one_storage_a
     ours = dg.load(tmp_path / "views.pt")
     assert all(np.shares_memory(ours[k].numpy(), ours["w"].numpy()) for k in ("rows", "col", "t"))
 
+    for first in ("whole", "part"):  # a tensor saved beside a view of itself: one storage, whichever comes first
+        pair = {"whole": t, "part": t[2:]} if first == "whole" else {"part": t[2:], "whole": t}
+        dg.save(pair, tmp_path / "pair.pt", format="torch")
+        back, theirs = dg.load(tmp_path / "pair.pt"), torch.load(tmp_path / "pair.pt", weights_only=True)
+        for key, value in pair.items():
+            np.testing.assert_array_equal(back[key].numpy(), value.numpy())
+            np.testing.assert_array_equal(theirs[key].numpy(), value.numpy())
+        assert np.shares_memory(back["part"].numpy(), back["whole"].numpy())
+
     flat = np.zeros(1_000_000)  # parameters as views of one flat buffer: their elements only are written
     buffer = dg.from_numpy(flat)
     dg.save({"a": buffer[10:20], "b": buffer[30:40]}, tmp_path / "flat.pt", format="torch")
