@@ -38,7 +38,7 @@ class Device:
         return (device, (str(self),))
 
 
-_DEVICE_STRING = re.compile(r"(cpu|cuda)(?::(0|[1-9][0-9]*))?")  # torch's: no sign, no leading zero, no space
+DEVICE_STRING = re.compile(r"(cpu|cuda)(?::(0|[1-9][0-9]*))?")  # torch's: no sign, no leading zero, no space
 
 
 def device(spec="cpu", index=None):
@@ -64,7 +64,7 @@ def device(spec="cpu", index=None):
     found = _devices.get(key)
     if found is not None:
         return found
-    parsed = _DEVICE_STRING.fullmatch(key)
+    parsed = DEVICE_STRING.fullmatch(key)
     if parsed is None and re.fullmatch(r"(cpu|cuda):.*", key):
         raise DeviceError(f"Invalid device string: {key!r}")
     if parsed is not None and parsed[1] == "cpu":
@@ -156,6 +156,13 @@ def on(dev):
     `dev.index is None` (cpu) first and enter this only on cuda. A fresh cupy Device each time: its stack of
     devices to restore is per object, so one shared between threads could restore another thread's."""
     return _ON_CPU if dev.index is None else dev.xp.cuda.Device(dev.index)
+
+
+def mixed_devices(op, *devices):
+    """The DeviceError for an op given tensors on two devices (an in-place one writing a GPU value into a cpu
+    tensor), in torch's words."""
+    found = " and ".join(str(d) for d in devices)
+    return DeviceError(f"{op}: Expected all tensors to be on the same device, but found at least two devices, {found}!")
 
 
 def to_device(array, dev):

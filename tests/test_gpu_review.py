@@ -203,3 +203,96 @@ def test_each_gpu_has_a_random_generator_of_its_own_seeded_alike():
     assert creation.generator(dg.device("cuda:0")) is not creation.generator(dg.device("cuda:1"))
     assert a0.tolist() == a1.tolist()  # (as torch's: every device's generator takes the one seed)
     assert on_gpu(a1) == 1
+
+
+# ---- constants, optimizer state, seeds and in-place writes on the tensor's GPU (ops/promotion.py,
+# optim/functional.py, cuda.py, ops/creation.py, ops/methods.py) --------------------------------------------
+@two_gpus
+def test_a_number_or_numpy_operand_of_a_cuda_1_tensor_becomes_a_constant_on_gpu_1():
+    from distgraph.ops.promotion import const
+
+    x = dg.randn(3, device="cuda:1")
+    assert on_gpu(const(2.0, x)) == 1 and on_gpu(const(np.ones(3, np.float32), x, np.float32)) == 1
+    made = [x * 2, 2 - x, x + 2.5, dg.arange(3, device="cuda:1") + 2, x + np.ones(3, np.float32)]
+    assert [on_gpu(t) for t in made] == [1] * len(made)
+
+
+@two_gpus
+@pytest.mark.parametrize("name, kw", [("SGD", dict(momentum=0.9, nesterov=True, weight_decay=0.1)), ("Adam", {}),
+                                      ("RMSprop", dict(centered=True, momentum=0.9)), ("Rprop", {}), ("ASGD", {})])  # fmt: skip
+def test_an_optimizer_step_on_cuda_1_keeps_its_state_and_scratch_on_gpu_1(name, kw):
+    m = nn.Linear(3, 2).to("cuda:1")
+    opt = getattr(dg.optim, name)(m.parameters(), lr=0.1, **kw)
+    for _ in range(2):
+        opt.zero_grad()
+        m(dg.randn(4, 3, device="cuda:1")).sum().backward()
+        opt.step()
+    arrays = [v for s in opt.state.values() for v in s.values() if hasattr(v, "device")]
+    assert arrays and {a.device.id for a in arrays} == {1} and on_gpu(m.weight) == 1
+
+
+@two_gpus
+def test_cuda_manual_seed_seeds_the_current_gpus_generator_and_manual_seed_all_every_gpus():
+    dg.manual_seed(0)
+    dg.cuda.manual_seed_all(7)
+    expected = [dg.rand(3, device=d).tolist() for d in ("cuda:0", "cuda:1")]
+    drawn_on_0 = dg.rand(3, device="cuda:0").tolist()
+    dg.cuda.manual_seed_all(7)
+    assert [dg.rand(3, device=d).tolist() for d in ("cuda:0", "cuda:1")] == expected
+    dg.cuda.set_device(1)
+    try:
+        dg.cuda.manual_seed(7)  # the current GPU's only: GPU 0 draws on from where it was
+    finally:
+        dg.cuda.set_device(0)
+    assert dg.rand(3, device="cuda:1").tolist() == expected[1]
+    assert dg.rand(3, device="cuda:0").tolist() == drawn_on_0
+    assert creation.generator(dg.device("cuda:1"))._dev is dg.device("cuda:1")
+
+
+@two_gpus
+def test_a_stashed_cuda_1_generator_replays_on_gpu_1_leaving_gpu_0s():
+    from distgraph.ops.random_extra import replay_rng_state, stash_rng_state
+
+    dg.manual_seed(4)
+    gen0 = creation.generator(dg.device("cuda:0"))
+    stash = stash_rng_state([dg.device("cuda:1")])
+    first = dg.rand(3, device="cuda:1")
+    replay_rng_state(stash)
+    assert dg.rand(3, device="cuda:1").tolist() == first.tolist() and on_gpu(first) == 1
+    assert creation.generator(dg.device("cuda:0")) is gen0
+
+
+@needs_gpu
+def test_an_inplace_op_writing_a_cuda_value_into_a_cpu_tensor_is_refused_in_torchs_words():
+    c = dg.tensor(1.0)
+    with pytest.raises(DeviceError, match=r"add_: Expected all tensors to be on the same device, .* cuda:0 and cpu!"):
+        c.add_(dg.tensor(2.0, device="cuda"))
+    assert c.item() == 1.0
+    c.fill_(dg.tensor(3.0, device="cuda"))  # as torch: fill_ and copy_ take a value from any device
+    assert c.item() == 3.0
+    src = dg.ones(2, device="cuda", requires_grad=True)
+    dst = dg.zeros(2, requires_grad=True).clone()
+    dst.copy_(src)
+    dst.sum().backward()
+    assert dst.tolist() == [1.0, 1.0] and src.grad.device == dg.device("cuda") and src.grad.tolist() == [1.0, 1.0]
+
+
+@two_gpus
+def test_inplace_writes_into_a_cuda_1_tensor_run_on_gpu_1():
+    a, s = dg.zeros(3, device="cuda:1"), dg.zeros((), device="cuda:1")
+    a.add_(dg.ones(3, device="cuda:1"))
+    s.mul_(2.0)
+    a.copy_(dg.full((3,), 2.0, device="cuda:0"))
+    a.fill_(dg.tensor(5.0))
+    assert a.tolist() == [5.0] * 3 and on_gpu(a) == 1 and on_gpu(s) == 1
+
+
+def test_a_mixed_device_error_names_both_devices_in_torchs_words():
+    from distgraph.backend import mixed_devices
+
+    err = mixed_devices("add_", "cuda:0", "cpu")
+    assert isinstance(err, DeviceError)
+    assert (
+        str(err)
+        == "add_: Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+    )

@@ -49,23 +49,27 @@ def initial_seed():
 def generator(dev):
     """The random generator of a device (numpy Generator on cpu, cupy's on each GPU, as torch's one per
     device, all seeded alike): the process's, or inside `seeded_draws` this thread's own. GPU 0's is kept
-    under "cuda", GPU N's under "cuda:N"; a plain cupy Generator put there (dg.cuda.manual_seed,
-    stash_rng_state) is wrapped here, so that it draws on its GPU and has the methods distgraph calls."""
+    under "cuda", GPU N's under "cuda:N" (`seed_gpus` writes them; made from the seed when first drawn)."""
     rng = getattr(_thread, "rng", None) or _rng
     if dev.type == "cpu":
         gen = rng.get("cpu")
         if gen is None:
             gen = rng["cpu"] = np.random.default_rng(rng["seed"])
         return gen
-    key = "cuda" if dev.index == 0 else str(dev)
-    gen = rng.get(key)
-    if gen is None:
+    gen = rng.get("cuda" if dev.index == 0 else str(dev))
+    return gen if gen is not None else seed_gpus(rng["seed"], [dev])
+
+
+def seed_gpus(seed, devices):
+    """Give each cuda device of `devices` a generator of its own seeded by `seed`, made on its GPU, where
+    `generator` reads (the process's, or this thread's inside `seeded_draws`); the others are left as they
+    are. The one writer of the GPUs' generators: dg.cuda.manual_seed (the current GPU's), manual_seed_all
+    (every GPU's), activation checkpointing's stash and replay. Returns the last one made."""
+    rng, gen = getattr(_thread, "rng", None) or _rng, None
+    for dev in devices:
         with on(dev):  # (its state lives on the GPU it draws on)
-            gen = rng[key] = _CupyGenerator(dev.xp.random.default_rng(rng["seed"]), dev.xp, dev)
-    elif type(gen) is not _CupyGenerator:
-        gen = rng[key] = _CupyGenerator(gen, dev.xp, dev)
-    elif gen._dev is not dev:
-        gen = rng[key] = _CupyGenerator(gen._gen, dev.xp, dev)
+            gen = _CupyGenerator(dev.xp.random.default_rng(seed), dev.xp, dev)
+        rng["cuda" if dev.index == 0 else str(dev)] = gen
     return gen
 
 

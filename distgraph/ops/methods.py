@@ -10,7 +10,7 @@ from distgraph import dtypes
 from distgraph.autograd import grad_mode, memory_format
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import writeable
+from distgraph.backend import mixed_devices, on, to_device, writeable
 from distgraph.errors import AutogradError, DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import (
@@ -283,6 +283,8 @@ def inplace_variant(fn, name, overlap_ok=False):
 
 def _result_array(self, result, name):
     """`result`'s array, cast to `self`'s dtype where torch casts: what the in-place op writes."""
+    if result.device is not self.device:  # a 0-d cpu tensor's result beside a cuda operand is a cuda one
+        raise mixed_devices(name, result.device, self.device)
     res = result.array
     if res.dtype != self.array.dtype:
         if dtypes._category(res.dtype) > dtypes._category(self.array.dtype):
@@ -299,14 +301,15 @@ def _result_array(self, result, name):
 
 
 def _write_into(self, res):
-    if self.array.ndim == 0:
-        self.array = self.array.copy() if not writeable(self.array) else self.array
-        self.array[...] = res
-    elif views.internal_overlap(self.array):  # only the changed elements, so a location is changed when
-        changed = res != self.array  # any of its aliases is (tril_, masked_fill_), in any order, as torch
-        self.array[changed] = res[changed]
-    else:
-        self.array[...] = res
+    with on(self.device):  # (cupy writes on its current GPU: the tensor's; on cpu a shared no-op)
+        if self.array.ndim == 0:
+            self.array = self.array.copy() if not writeable(self.array) else self.array
+            self.array[...] = res
+        elif views.internal_overlap(self.array):  # only the changed elements, so a location is changed when
+            changed = res != self.array  # any of its aliases is (tril_, masked_fill_), in any order, as torch
+            self.array[changed] = res[changed]
+        else:
+            self.array[...] = res
     self._vc[0] += 1
 
 
@@ -322,10 +325,11 @@ def _fill_as(self, value, name):
                 f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
             )
         views.refuse_internal_overlap(self.array, name)  # torch fills aliased elements with a number only
+        value = value.to(self.device)  # (torch fills from a 0-d tensor on any device)
     views.check_view_write(self, (value,), name)
     if recording_needed(self, value):  # recorded: the old value gets zero gradient, a Tensor value its sum
         return inplace_variant(views.overwrite, name, overlap_ok=True)(self, value)
-    with grad_mode.no_grad():
+    with grad_mode.no_grad(), on(self.device):
         self.array[...] = value.array if isinstance(value, Tensor) else value
     self._vc[0] += 1
     return self
@@ -336,19 +340,17 @@ def _zero_(self):
 
 
 def _copy_(self, src, non_blocking=False):
-    from distgraph.backend import to_device
-
     views.refuse_internal_overlap(self.array, "copy_")
     if tuple(getattr(src, "shape", ())) != self.shape:
         shape_extra.check_broadcasts_to(tuple(getattr(src, "shape", ())), tuple(self.shape), "copy_")
     views.refuse_partial_overlap(self.array, (src,), "copy_")
     # as torch's copy_, a grad-requiring src counts only where self's dtype can carry a gradient
     views.check_view_write(self, (src,) if self.array.dtype.kind in "fc" else (), "copy_")
-    arr = to_device(src.array if isinstance(src, Tensor) else src, self.device)
+    if isinstance(src, Tensor):
+        src = src.to(self.device)  # (differentiable: torch's copy_ across devices carries the gradient back)
     if recording_needed(self, src):
         return inplace_variant(views.overwrite, "copy_")(self, src)
-    self.array[...] = arr
-    self._vc[0] += 1
+    _write_into(self, to_device(src.array if isinstance(src, Tensor) else src, self.device))
     return self
 
 

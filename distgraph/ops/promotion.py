@@ -11,6 +11,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd import memory_format
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
+from distgraph.backend import on
 from distgraph.errors import DTypeError
 from distgraph.ops.registry import defop
 
@@ -19,12 +20,16 @@ EW = "elementwise"
 
 # ---- operand handling -------------------------------------------------------------------------
 def const(value, like, np_dtype=None):
-    """A 0-d (or array) constant on `like`'s device, without grad."""
-    xp = like.device.xp
+    """A 0-d (or array) constant on `like`'s device, without grad: on a GPU made on that GPU (cupy makes an
+    array on its current one), so `x * 2` on cuda:1 does not mix GPUs."""
+    dev = like.device
     dt = np_dtype or like.array.dtype
     if type(value) is int and np.dtype(dt).kind in "iu":
         value = _wrapped(value, np.dtype(dt))
-    return Tensor(xp.asarray(value, dtype=dt), device=like.device)
+    if dev.index is None:  # cpu (the one test it pays)
+        return Tensor(np.asarray(value, dtype=dt), device=dev)
+    with on(dev):
+        return Tensor(dev.xp.asarray(value, dtype=dt), device=dev)
 
 
 def _wrapped(value, dt):
@@ -53,9 +58,9 @@ def _operands(a, b, op=None):
     if not (a_is or b_is):
         raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
     if a_is and isinstance(b, np.ndarray):
-        return _operands(a, Tensor(a.device.xp.asarray(b), device=a.device))
+        return _operands(a, const(b, a, b.dtype))
     if b_is and isinstance(a, np.ndarray):
-        return _operands(Tensor(b.device.xp.asarray(a), device=b.device), b)
+        return _operands(const(a, b, a.dtype), b)
     if a_is and b_is:
         if a.array.dtype == b.array.dtype:
             return a, b

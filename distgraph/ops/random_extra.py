@@ -166,8 +166,8 @@ def stash_rng_state(devices=()):
     for dev in devices:
         if dev.type != "cpu":
             seed_ = int(generator(dev).integers(0, 2**63 - 1))
-            creation._rng[dev.type] = dev.xp.random.default_rng(seed_)
-            stash[dev.type] = (dev, seed_)
+            creation.seed_gpus(seed_, [dev])
+            stash[str(dev)] = (dev, seed_)
     return stash
 
 
@@ -177,7 +177,7 @@ def replay_rng_state(stash):
     for key, value in stash.items():
         if key != "cpu":
             dev, seed_ = value
-            creation._rng[key] = dev.xp.random.default_rng(seed_)
+            creation.seed_gpus(seed_, [dev])
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ The step time of small models counts, so every function writes into its state an
 or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator.
 `grad` is never written: the caller still owns it. Every new array is made with `out=xp.empty_like(param)`,
 since a ufunc on 0-d arrays would otherwise return a scalar that in-place updates cannot write to.
+cupy allocates and runs on its current GPU, whatever GPU the parameter is on: each update runs inside
+`backend.on` its parameter's device (`_elsewhere`, after one type test: all a numpy parameter pays).
 """
 
 import math
@@ -18,11 +20,23 @@ import math
 import numpy as np
 
 from distgraph import dtypes
-from distgraph.backend import device_of_array
+from distgraph.backend import cuda_current_device, device_of_array, on
 
 
 def _xp(array):
     return device_of_array(array).xp
+
+
+def _elsewhere(param):
+    """Whether `param` is a cupy array on another GPU than cupy's current one (where cupy would allocate and
+    run): the update then runs again inside `backend.on` its GPU (`_on_its_gpu`). A numpy one never is."""
+    return not isinstance(param, np.ndarray) and param.device.id != cuda_current_device()
+
+
+def _on_its_gpu(update, args):
+    """`update` called with `args` (its locals on entry: its arguments) on its parameter's GPU."""
+    with on(device_of_array(args["param"])):
+        return update(**args)
 
 
 def _regularized(xp, param, grad, weight_decay, maximize):
@@ -78,6 +92,8 @@ def _lerp_(start, end, weight, scratch):
 
 def sgd_update(param, grad, state, *, lr, momentum=0, dampening=0, nesterov=False, weight_decay=0, maximize=False):
     """SGD with torch's momentum buffer (the first step copies the gradient; no dampening on it)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(sgd_update, locals())
     xp = _xp(param)
     d_p, owned = _regularized(xp, param, grad, weight_decay, maximize)
     scratch = xp.empty_like(param)
@@ -113,6 +129,8 @@ def adam_update(
     decoupled_weight_decay=False,
 ):
     """Adam (AdamW with `decoupled_weight_decay`): torch's bias-corrected update, optional amsgrad."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(adam_update, locals())
     xp = _xp(param)
     beta1, beta2 = betas
     step = _stepped(xp, param, state, ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()))
@@ -160,6 +178,8 @@ def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight
                  decoupled_weight_decay=False, maximize=False):  # fmt: skip
     """NAdam: Adam with Nesterov momentum whose coefficient mu_t warms up (momentum_decay); the product of
     the mu's so far is state ("mu_product", a torch scalar: `_scalar`)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(nadam_update, locals())
     xp = _xp(param)
     beta1, beta2 = betas
     if "step" not in state:
@@ -195,6 +215,8 @@ def radam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight
                  maximize=False):  # fmt: skip
     """RAdam: Adam whose adaptive step is switched on (and rectified) only once the variance of the
     second moment is tractable (rho_t > 5); before that, SGD with bias-corrected momentum."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(radam_update, locals())
     xp = _xp(param)
     beta1, beta2 = betas
     step = _stepped(xp, param, state)
@@ -227,6 +249,8 @@ def radam_rectification(beta2, step):
 
 def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
     """Adamax: Adam with the infinity norm, a running max of |grad|, in place of the second moment."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(adamax_update, locals())
     xp = _xp(param)
     beta1, beta2 = betas
     step = _stepped(xp, param, state, ("exp_avg", "exp_inf"))
@@ -246,6 +270,8 @@ def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weigh
 
 def adadelta_update(param, grad, state, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
     """Adadelta: the step is the gradient scaled by RMS(past updates) / RMS(gradients), times lr."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(adadelta_update, locals())
     xp = _xp(param)
     _stepped(xp, param, state, ("square_avg", "acc_delta"))
     g, _ = _regularized(xp, param, grad, weight_decay, maximize)
@@ -272,6 +298,8 @@ def rprop_update(param, grad, state, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e
     """Rprop: per-weight step sizes, grown by etas[1] while the gradient keeps its sign and shrunk by
     etas[0] when it flips (that step then moves nothing); only the gradient's sign is used. `lr` is
     the initial step size, read on the first step only (as torch)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(rprop_update, locals())
     xp = _xp(param)
     if "step" not in state:
         state["step"] = 0
@@ -298,6 +326,8 @@ def rprop_update(param, grad, state, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e
 def asgd_update(param, grad, state, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, maximize=False):
     """ASGD: SGD with a decaying step eta and a running average of the iterates ("ax") from step t0 on;
     eta and the averaging weight mu are torch scalars (`_scalar`)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(asgd_update, locals())
     xp = _xp(param)
     eta, mu = asgd_scalars(state, lr)
     if "step" not in state:
@@ -330,6 +360,8 @@ def asgd_next(lr, lambd, alpha, t0, step):
 def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                    maximize=False):  # fmt: skip
     """RMSprop: divide by a running RMS of the gradient (centered: of its deviation from its mean)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(rmsprop_update, locals())
     xp = _xp(param)
     if "step" not in state:
         state["step"] = 0
@@ -368,6 +400,8 @@ def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay
 def adagrad_update(param, grad, state, *, lr, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                    maximize=False):  # fmt: skip
     """Adagrad: divide by the root of the summed squared gradients; the step size decays as 1/(1 + t·lr_decay)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(adagrad_update, locals())
     xp = _xp(param)
     if "step" not in state:
         state["step"] = 0
