@@ -18,9 +18,10 @@ from distgraph.bench._util import writable_file, write_json
 def _device_option(ctx, param, value):
     """click callback: --device is a device string distgraph knows (whether this machine has it is the
     Trainer's to say), so a typo is a usage error naming the option."""
-    from distgraph.config import DEVICE, DEVICE_HELP
+    from distgraph.backend import DEVICE_STRING
+    from distgraph.config import DEVICE_HELP
 
-    if value is not None and not DEVICE.fullmatch(value):
+    if value is not None and not DEVICE_STRING.fullmatch(value):
         raise click.BadParameter(f"unknown device {value!r}: {DEVICE_HELP}")
     return value
 

@@ -9,10 +9,10 @@ unknown names.
 
 import math
 import os
-import re
 
 import yaml
 
+from distgraph.backend import DEVICE_STRING
 from distgraph.errors import ConfigError
 
 SCHEMA = {
@@ -110,7 +110,6 @@ SCHEDULERS = (  # those a YAML file can configure: no function (LambdaLR) or sch
 )  # fmt: skip
 
 
-DEVICE = re.compile(r"cpu|cuda(:\d+)?")  # the device strings distgraph.backend.device takes
 DEVICE_HELP = "expected 'cpu', 'cuda' or 'cuda:N'"
 
 
@@ -229,7 +228,7 @@ def _validate_names(cfg, source):
     trainer = cfg.get("trainer", {})
     if "address" in trainer and "backend" not in trainer:  # an address implies Ray, as the CLI's --address does
         trainer["backend"] = "ray"
-    if "device" in trainer and not DEVICE.fullmatch(str(trainer["device"])):
+    if "device" in trainer and not DEVICE_STRING.fullmatch(str(trainer["device"])):
         raise ConfigError(f"{source}: trainer.device: unknown device {trainer['device']!r} ({DEVICE_HELP})")
     check_options(trainer, source, "trainer.")
     micro, batch = trainer.get("micro_batches", 4), cfg["train"].get("batch_size", 32)

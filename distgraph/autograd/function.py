@@ -210,8 +210,11 @@ def apply(op, inputs, attrs=_EMPTY):
     if isinstance(result, _np_scalar):  # numpy ops on 0-d arrays return immutable scalars, which
         result = _np_asarray(result)  # in-place ops and setitem could not write into: keep an ndarray
     elif n > 1 and op.kind == _ELEMENTWISE and not arrays[0].flags.c_contiguous:
-        with on(dev):
-            result = follow_operands(dev.xp, result, arrays)  # torch's layout where numpy's may differ
+        if dev.index is None:  # torch's layout where numpy's may differ (on a GPU: made on the tensors' one)
+            result = follow_operands(dev.xp, result, arrays)
+        else:
+            with on(dev):
+                result = follow_operands(dev.xp, result, arrays)
     if op.view:  # shares memory and version with its input, which it keeps (`_view_of`), and how
         out = _new_tensor(View)  # it views it (for writes through the view: ops/views.py)
         out._vc = vc = first._vc

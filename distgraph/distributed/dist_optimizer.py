@@ -6,12 +6,12 @@ import contextlib
 import functools
 import weakref
 
-from distgraph.autograd.tensor import Tensor
 from distgraph.distributed.collective_trace import span
 from distgraph.distributed.compression import Compression, Compressor
 from distgraph.distributed.loop import all_reduce
 from distgraph.distributed.process_sets import group_of, run_in
 from distgraph.errors import ConfigError
+from distgraph.ops.creation import zeros_like
 
 
 class DistributedOptimizer:
@@ -110,7 +110,7 @@ class DistributedOptimizer:
             return
         for p in params:
             if p.grad is None:
-                p.grad = Tensor(p.device.xp.zeros(p.array.shape, p.array.dtype), device=p.device)
+                p.grad = zeros_like(p)  # (on the parameter's device and GPU)
         packed = [self._compression.compress(p.grad) for p in params]
         sent = [t for t, _ in packed]
         pre = 1.0 / self.gradient_predivide_factor

@@ -21,7 +21,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
 from distgraph.distributed import fsdp_mixed
 from distgraph.distributed.fsdp_wrap import resolve
-from distgraph.nn.module import StateDictError, _IncompatibleKeys, key_errors
+from distgraph.nn.module_state import StateDictError, _IncompatibleKeys, key_errors
 
 
 def _units_with_params(model):

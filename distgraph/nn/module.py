@@ -14,7 +14,7 @@ from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError
 from distgraph.nn.hooks import RemovableHandle, add_hook, call_with_hooks
-from distgraph.nn.module_state import ModuleState, StateDictError, _IncompatibleKeys, key_errors  # noqa: F401
+from distgraph.nn.module_state import ModuleState, StateDictError  # noqa: F401  (StateDictError: nn's public name)
 from distgraph.nn.parameter import Buffer, Parameter
 
 __all__ = ["Module", "RemovableHandle", "StateDictError"]

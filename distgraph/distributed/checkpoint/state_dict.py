@@ -23,6 +23,7 @@ from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.nn.module import StateDictError
+from distgraph.ops.creation import zeros_like
 
 
 @dataclass
@@ -214,7 +215,7 @@ def init_optim_state(optim):
                 g["lr"] = 0.0
             for p in g["params"]:
                 if p.requires_grad and p.grad is None:
-                    p.grad = Tensor(p.device.xp.zeros_like(p.array), device=p.device)
+                    p.grad = zeros_like(p)  # (on the parameter's device and GPU)
         try:
             optim.step()
         finally:
