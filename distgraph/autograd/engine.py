@@ -154,10 +154,7 @@ def _run_node_arrays(node, grad, retain_graph):
         got = op.backward(node, wrap(grad, device_of_array(grad)))
         grads = tuple(None if g is None else g.array for g in (got if type(got) is tuple else (got,)))
     if not retain_graph:
-        if node.versions or node.out_ref is not None:  # (most Nodes: what they saved goes, with their inputs)
-            node.inputs = node.saved = node.out_ref = None
-        else:
-            release(node)
+        release(node)
     result = grads
     nxt = node.next
     for i, g in enumerate(grads):
@@ -187,10 +184,7 @@ def _run_node(node, grad, retain_graph):
     if type(grads) is not tuple:
         grads = (grads,)
     if not retain_graph:
-        if node.versions or node.out_ref is not None:  # (most Nodes: what they saved goes, with their inputs)
-            node.inputs = node.saved = node.out_ref = None
-        else:
-            release(node)
+        release(node)
     result = grads
     for i, g in enumerate(grads):
         if g is None:

@@ -461,8 +461,6 @@ def install():
         "__rpow__": _reflect(ew.pow),
         "__matmul__": linalg.matmul,
         "__rmatmul__": _reflect(linalg.matmul),
-        "__eq__": cmp.eq,
-        "__ne__": cmp.ne,
         "__lt__": cmp.lt,
         "__le__": cmp.le,
         "__gt__": cmp.gt,
