@@ -69,7 +69,8 @@ from distgraph.distributed.fsdp_wrap import (  # noqa: F401 - torch's names, imp
     wrap_children,
 )
 from distgraph.errors import ConfigError
-from distgraph.nn.module import Module, _IncompatibleKeys
+from distgraph.nn.module import Module
+from distgraph.nn.module_state import _IncompatibleKeys
 
 
 class ShardingStrategy(enum.Enum):
