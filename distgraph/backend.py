@@ -6,6 +6,7 @@ which lets hot paths compare devices by identity.
 """
 
 import contextlib
+import functools
 import re
 
 import numpy as np
@@ -156,6 +157,18 @@ def on(dev):
     `dev.index is None` (cpu) first and enter this only on cuda. A fresh cupy Device each time: its stack of
     devices to restore is per object, so one shared between threads could restore another thread's."""
     return _ON_CPU if dev.index is None else dev.xp.cuda.Device(dev.index)
+
+
+def on_its_device(fn):
+    """`fn(tensor, ...)` (an in-place fill or init: its draws, the math on them and the write) run on its first
+    argument's GPU, where cupy then allocates and runs; on cpu within the shared no-op context."""
+
+    @functools.wraps(fn)
+    def run(tensor, *args, **kwargs):
+        with on(tensor.device):
+            return fn(tensor, *args, **kwargs)
+
+    return run
 
 
 def mixed_devices(op, *devices):

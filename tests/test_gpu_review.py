@@ -232,6 +232,59 @@ def test_an_optimizer_step_on_cuda_1_keeps_its_state_and_scratch_on_gpu_1(name, 
 
 
 @two_gpus
+@pytest.mark.parametrize(
+    "name, shape", [("Adagrad", (2, 3)), ("Adafactor", (2, 3)), ("Adafactor", (3,)), ("Muon", (2, 3))]
+)
+def test_a_matrix_or_adagrad_step_on_cuda_1_keeps_its_state_on_gpu_1(name, shape):
+    p = nn.Parameter(dg.randn(*shape, device="cuda:1"))
+    opt = getattr(dg.optim, name)([p], lr=0.1)
+    for _ in range(2):
+        p.grad = dg.randn(*shape, device="cuda:1")
+        opt.step()
+    arrays = [v for v in opt.state[p].values() if hasattr(v, "device")]
+    assert arrays and {a.device.id for a in arrays} == {1} and on_gpu(p) == 1
+
+
+@two_gpus
+def test_index_put_and_setitem_into_a_cuda_1_tensor_run_on_gpu_1():
+    t, i, v = dg.zeros(4, device="cuda:1"), dg.tensor([0, 2], device="cuda:1"), dg.tensor([1.0, 2.0], device="cuda:1")
+    t.index_put_((i,), v)
+    t.index_put_((i,), v, accumulate=True)
+    t[dg.tensor([3], device="cuda:1")] = 5.0
+    t[1:2] = 4.0
+    assert t.tolist() == [2.0, 4.0, 4.0, 5.0] and on_gpu(t) == 1
+
+
+@two_gpus
+@pytest.mark.parametrize("fill, args", [("exponential_", ()), ("cauchy_", ()), ("log_normal_", ()),
+                                        ("geometric_", (0.5,)), ("random_", (0, 5))])  # fmt: skip
+def test_a_random_fill_of_a_cuda_1_tensor_draws_and_writes_on_gpu_1(fill, args):
+    t = dg.zeros(8, device="cuda:1")
+    getattr(t, fill)(*args)
+    assert on_gpu(t) == 1 and bool((t != 0).any())
+
+
+@two_gpus
+@pytest.mark.parametrize("init, args", [("normal_", ()), ("uniform_", ()), ("trunc_normal_", ()),
+                                        ("xavier_uniform_", ()), ("orthogonal_", ()), ("constant_", (2.0,))])  # fmt: skip
+def test_nn_init_of_a_cuda_1_tensor_draws_and_writes_on_gpu_1(init, args):
+    t = dg.zeros(3, 4, device="cuda:1")
+    getattr(nn.init, init)(t, *args)
+    assert on_gpu(t) == 1 and bool((t != 0).all())
+
+
+@two_gpus
+@pytest.mark.parametrize("source", ["cpu", "cuda:0", "cuda:1"])
+def test_load_state_dict_into_a_cuda_1_module_copies_on_gpu_1(source):
+    m, saved = nn.Linear(3, 2).to("cuda:1"), nn.Linear(3, 2)
+    m.load_state_dict({k: v.to(source) for k, v in saved.state_dict().items()})
+    assert on_gpu(m.weight) == 1 and m.weight.tolist() == saved.weight.tolist()
+    with pytest.raises(Exception, match="size mismatch"):  # a failed load puts the values back, on GPU 1
+        m.load_state_dict({"weight": dg.zeros(2, 3, device=source), "bias": dg.zeros(5, device=source)})
+    assert on_gpu(m.weight) == 1 and m.weight.tolist() == saved.weight.tolist()
+
+
+@two_gpus
 def test_cuda_manual_seed_seeds_the_current_gpus_generator_and_manual_seed_all_every_gpus():
     dg.manual_seed(0)
     dg.cuda.manual_seed_all(7)

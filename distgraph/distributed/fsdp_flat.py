@@ -35,6 +35,7 @@ from distgraph.distributed.checkpoint.layout import overlaps
 from distgraph.distributed.checkpoint.sharded import ShardedTensor
 from distgraph.errors import ConfigError, DTypeError
 from distgraph.nn.parameter import Parameter
+from distgraph.optim.functional_matrix import mark_shard
 
 
 class FlatParamHandle:
@@ -75,6 +76,9 @@ class FlatParamHandle:
         self.flat = Parameter(Tensor(full[self._block()].copy(), device=first.device), any(requires_grad))
         self.full = self._local = None
         self.pieces = self._pieces()
+        if self.world > 1:  # each rank holds a slice: whole-parameter optimizers refuse these when built
+            for p in [self.flat] if not orig_params else self.params:
+                mark_shard(p)
         self._stash, self._given = {}, {}  # (orig_params: this rank's reduced pieces of .grad, see set_aside_grads)
         if not orig_params:  # out of the registry: parameters() yields the flat shards only
             for module, name, _ in owners:

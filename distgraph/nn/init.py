@@ -12,6 +12,7 @@ import math
 import warnings
 
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.backend import on_its_device
 from distgraph.ops.creation import generator as _device_generator
 
 _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
@@ -67,11 +68,13 @@ def _gen(tensor, generator):
     return generator if generator is not None else _device_generator(tensor.device)
 
 
+@on_its_device
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """U(a, b)."""
     return _write(tensor, a + (b - a) * _gen(tensor, generator).random(tensor.shape))
 
 
+@on_its_device
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """N(mean, std²)."""
     return _write(tensor, mean + std * _gen(tensor, generator).standard_normal(tensor.shape))
@@ -87,6 +90,7 @@ def _erfinv(xp, x):
     return erfinv(x)
 
 
+@on_its_device
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std²) restricted to [a, b], by the inverse CDF (exact, no rejection loop, as torch)."""
     if mean < a - 2 * std or mean > b + 2 * std:
@@ -105,18 +109,22 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     return _write(tensor, xp.clip(values, a, b))
 
 
+@on_its_device
 def constant_(tensor, val):
     return _write(tensor, val)
 
 
+@on_its_device
 def zeros_(tensor):
     return _write(tensor, 0)
 
 
+@on_its_device
 def ones_(tensor):
     return _write(tensor, 1)
 
 
+@on_its_device
 def eye_(tensor):
     """The identity matrix (2-D only), preserving the identity of the inputs in Linear layers."""
     if tensor.ndim != 2:
@@ -124,6 +132,7 @@ def eye_(tensor):
     return _write(tensor, tensor.device.xp.eye(*tensor.shape))
 
 
+@on_its_device
 def dirac_(tensor, groups=1):
     """The Dirac delta for {3,4,5}-D conv weights: each output channel copies one input channel."""
     if tensor.ndim not in (3, 4, 5):
@@ -171,6 +180,7 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", gen
     return tensor if std is None else normal_(tensor, 0.0, std, generator)
 
 
+@on_its_device
 def orthogonal_(tensor, gain=1.0, generator=None):
     """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one (Saxe et al.)."""
     if tensor.ndim < 2:
@@ -190,6 +200,7 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     return _write(tensor, gain * q.reshape(tensor.shape))
 
 
+@on_its_device
 def sparse_(tensor, sparsity, std=0.01, generator=None):
     """A 2-D matrix from N(0, std²) with a fraction `sparsity` of each column set to zero."""
     if tensor.ndim != 2:

@@ -22,6 +22,7 @@ import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import on
 from distgraph.errors import DistgraphError
 from distgraph.nn.hooks import RemovableHandle
 from distgraph.nn.parameter import Parameter
@@ -192,7 +193,8 @@ class ModuleState:
                     self._assign(name, t, value)
                 else:
                     arr = value.to(t.device).array if isinstance(value, Tensor) else value
-                    t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
+                    with on(t.device):  # (cupy copies on its current GPU: the target's; on cpu a no-op)
+                        t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
                     t._vc[0] += 1
         extra_key = prefix + EXTRA_STATE_KEY
         if type(self).set_extra_state is not ModuleState.set_extra_state:
@@ -282,8 +284,13 @@ def _snapshot(module):
     for m in module.modules():
         for store in (m._parameters, m._buffers):
             for name, t in store.items():
-                out.append((store, name, t, None if t is None else t.array, None if t is None else t.array.copy()))
+                out.append((store, name, t, None if t is None else t.array, None if t is None else _copy(t)))
     return out
+
+
+def _copy(t):
+    with on(t.device):  # (cupy copies onto its current GPU: the tensor's)
+        return t.array.copy()
 
 
 def _restore(saved):
@@ -293,7 +300,8 @@ def _restore(saved):
         if t is not None:
             t.array = array
             if getattr(array.flags, "writeable", True):  # (a read-only array, mmap-loaded, was not written)
-                array[...] = values
+                with on(t.device):
+                    array[...] = values
 
 
 def _add(hooks, hook):

@@ -14,6 +14,7 @@ import numpy as np
 from distgraph.autograd import grad_mode, memory_format
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
+from distgraph.backend import on
 from distgraph.errors import AutogradError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.indexing import IDX, _add_at, _getitem, getitem
@@ -91,7 +92,8 @@ def _index_put_args(input, indices, values, accumulate, op):
             )
     if not isinstance(values, Tensor):
         raise DTypeError(f"{op}(): argument 'values' must be Tensor, not {type(values).__name__}")
-    sub = parse(input.shape, tuple(indices), input.device.xp, op)
+    with on(input.device):  # (the index arrays it makes go on the tensor's GPU, where they are used)
+        sub = parse(input.shape, tuple(indices), input.device.xp, op)
     return sub, _matched_value(input, sub, values, op, masked_fill=not accumulate)
 
 
@@ -131,7 +133,8 @@ def setitem(input, index, value):
     the same checks as index_put_."""
     if index is True:  # torch copies the value over the whole tensor (x[True] would add a dim of size 1)
         index = None
-    sub = parse(input.shape, index, input.device.xp, "setitem")
+    with on(input.device):  # (as in `_index_put_args`)
+        sub = parse(input.shape, index, input.device.xp, "setitem")
     if not isinstance(value, Tensor):
         value = _scalar_value(input, value)
     elif sub.adv is not None or (not value.ndim and indexed_shape(input.shape, sub)):
@@ -183,7 +186,8 @@ def _put_(input, sub, v, accumulate, op):
         else:
             result = _index_put(snapshot(input), v, basic=sub.basic, adv=sub.adv, accumulate=accumulate)
         rebased = rebase(written, result)
-    _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, accumulate)
+    with on(input.device):  # (cupy writes on its current GPU: the tensor's; on cpu a shared no-op)
+        _write(input.device.xp, input.array, sub.basic, sub.adv, v.array, accumulate)
     input._vc[0] += 1
     if recording:
         if written is input:

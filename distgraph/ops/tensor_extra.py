@@ -16,6 +16,7 @@ from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
+from distgraph.backend import on_its_device
 from distgraph.errors import AutogradError, DeviceError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, products, shape, views
@@ -182,6 +183,7 @@ def _uniform_open(self):
     return 1.0 - creation.generator(self.device).random(self.shape)
 
 
+@on_its_device
 def exponential_(self, lambd=1.0):
     _continuous(self, "exponential_", "Exponential")
     if not lambd > 0:
@@ -189,6 +191,7 @@ def exponential_(self, lambd=1.0):
     return _fill_random(self, "exponential_", -self.device.xp.log(_uniform_open(self)) / lambd)
 
 
+@on_its_device
 def cauchy_(self, median=0.0, sigma=1.0):
     _continuous(self, "cauchy_", "Cauchy")
     if not sigma > 0:
@@ -197,6 +200,7 @@ def cauchy_(self, median=0.0, sigma=1.0):
     return _fill_random(self, "cauchy_", median + sigma * self.device.xp.tan(np.pi * (u - 0.5)))
 
 
+@on_its_device
 def log_normal_(self, mean=1.0, std=2.0):
     if self.array.dtype.kind != "f":
         refuse(DTypeError, "log_normal_", self, "not implemented for this dtype")
@@ -206,6 +210,7 @@ def log_normal_(self, mean=1.0, std=2.0):
     return _fill_random(self, "log_normal_", self.device.xp.exp(normal))
 
 
+@on_its_device
 def geometric_(self, p):
     """The number of Bernoulli(p) trials up to the first success (1, 2, ...): the inverse of its CDF."""
     if self.array.dtype == np.bool_:
@@ -217,6 +222,7 @@ def geometric_(self, p):
     return _fill_random(self, "geometric_", trials)
 
 
+@on_its_device
 def random_(self, *bounds, to=None, generator=None):
     """random_(from, to): integers uniform in [from, to - 1]; random_(to): [0, to - 1]; random_(): [0, the
     largest integer the dtype holds exactly] (2**mantissa for floats, as torch)."""

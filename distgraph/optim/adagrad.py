@@ -1,5 +1,6 @@
 """Adagrad (torch.optim.Adagrad), with lr_decay and an initial accumulator value."""
 
+from distgraph.backend import on
 from distgraph.optim.optimizer import Optimizer, check_nonnegative
 
 
@@ -32,7 +33,9 @@ class Adagrad(Optimizer):
             self._init_state(p)
 
     def _init_state(self, p):
-        self.state[p] = {"step": 0, "sum": p.device.xp.full_like(p.array, self.defaults["initial_accumulator_value"])}
+        with on(p.device):  # (cupy allocates on its current GPU: the parameter's)
+            total = p.device.xp.full_like(p.array, self.defaults["initial_accumulator_value"])
+        self.state[p] = {"step": 0, "sum": total}
 
     def update_options(self, group):
         """As torch, a parameter first stepped later (one of an added group) also starts its sum at the

@@ -1,8 +1,9 @@
 """The update math of the optimizers whose state or step is shaped by the parameter's matrix: Adafactor
 (second moments factored into a row and a column vector) and Muon (momentum orthogonalized by a
 Newton-Schulz iteration). Same contract as `functional`: torch's single-tensor step on plain arrays, in
-place, state under torch's keys. Registered in `functional.UPDATES` when this module is imported (the
-`distgraph.optim` package does), so the classes and the parameter store find them by name as the others.
+place, state under torch's keys, each update run on its parameter's GPU (`functional._elsewhere`).
+Registered in `functional.UPDATES` when this module is imported (the `distgraph.optim` package does), so
+the classes and the parameter store find them by name as the others.
 
 Muon runs its Newton-Schulz iteration in bfloat16, as torch's does whatever the parameter's dtype: numpy
 and cupy have no bfloat16, so the iteration computes in float32 and rounds every op's result to the nearest
@@ -12,10 +13,11 @@ same bits.
 """
 
 import math
+import weakref
 
 import numpy as np
 
-from distgraph.optim.functional import UPDATES, _lerp_, _xp
+from distgraph.optim.functional import UPDATES, _elsewhere, _lerp_, _on_its_gpu, _xp
 
 
 def adafactor_update(param, grad, state, *, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
@@ -23,6 +25,8 @@ def adafactor_update(param, grad, state, *, lr=1e-2, beta2_decay=-0.8, eps=(None
     """torch's `_single_tensor_adafactor`: relative step min(lr, 1/√t) scaled by the parameter's RMS,
     second moments as row and column means of g² for a matrix (the last two dims), a full variance for a
     vector, the update clipped to RMS <= d."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(adafactor_update, locals())
     xp = _xp(param)
     g = -grad if maximize else grad
     if not state:
@@ -64,6 +68,8 @@ def muon_update(param, grad, state, *, lr=1e-3, weight_decay=0.1, momentum=0.95,
                 ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):  # fmt: skip
     """torch's `_single_tensor_muon`: momentum (a lerp), its Newton-Schulz orthogonalization, decoupled weight
     decay, then a step scaled for the matrix's shape (`adjust_lr_fn`)."""
+    if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
+        return _on_its_gpu(muon_update, locals())
     xp = _xp(param)
     if grad.ndim != 2:
         raise ValueError("Param gradient must be a 2D matrix")
@@ -133,3 +139,18 @@ def _round_bfloat16(x):
 UPDATES.update(adafactor=adafactor_update, muon=muon_update)
 # updates that read a parameter's shape: a store that updates flat slices of parameters (ZeRO) refuses them
 WHOLE_PARAMETER = frozenset({"adafactor", "muon"})
+_SHARDS = {}  # id -> weakref of each parameter whose array is a rank's shard of a larger one (`mark_shard`)
+
+
+def mark_shard(param):
+    """Note that `param` holds one rank's slice of a parameter (FSDP's flat shards, or its original parameters'
+    pieces), so an optimizer whose update reads whole parameters (WHOLE_PARAMETER) refuses it when built,
+    rather than stepping slices whose result depends on the world size. (An id-keyed dict of weak references:
+    a Tensor's == is elementwise, so it cannot sit in a WeakSet.)"""
+    key = id(param)
+    _SHARDS[key] = weakref.ref(param, lambda _, key=key: _SHARDS.pop(key, None))
+
+
+def is_shard(param):
+    ref = _SHARDS.get(id(param))
+    return ref is not None and ref() is param

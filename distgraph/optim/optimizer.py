@@ -77,6 +77,15 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]):
             raise ConfigError(f"{name}: some parameters appear in more than one parameter group")
+        if self.update_name in ("adafactor", "muon"):  # (functional_matrix.WHOLE_PARAMETER)
+            from distgraph.optim.functional_matrix import is_shard
+
+            if any(is_shard(p) for p in group["params"]):
+                raise ConfigError(
+                    f"{name} reads each parameter whole (its shape), but some of these are one rank's shard of a "
+                    "FullyShardedDataParallel parameter: its steps would depend on the world size; use an "
+                    "elementwise optimizer (Adam, SGD, ...) under FSDP, or wrap the model in DDP"
+                )
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._check_options(group, "param group option")

@@ -301,3 +301,39 @@ def test_alone_optimizers_that_need_whole_parameters_are_refused_by_name(orig):
         FSDP.optim_state_dict(model, opt)
     with pytest.raises(ConfigError, match="FSDP.optim_state_dict_to_load: Adafactor"):
         FSDP.optim_state_dict_to_load(model, opt, {"state": {}, "param_groups": []})
+
+
+def _whole_parameter_optimizers_on_shards():
+    """On each rank: which optimizers FSDP's shards (flat) and pieces (orig params) let be built."""
+    out = {}
+    for orig in (False, True):
+        model = _fsdp(orig)
+        for cls in (dg.optim.Adafactor, dg.optim.Adam):
+            try:
+                cls(model.parameters())
+                out[orig, cls.__name__] = "built"
+            except ConfigError as exc:
+                out[orig, cls.__name__] = str(exc)
+    return out
+
+
+@pytest.mark.ray
+def test_whole_parameter_optimizers_are_refused_on_fsdp_shards_when_built(ray_session):
+    """Adafactor on FSDP's 1-d shards trained silently with steps that depend on the world size (0.07 apart
+    after 2 steps at world 2 and 3); only the state-dict calls refused it. It is now refused when built."""
+    for got in dist.launch(_whole_parameter_optimizers_on_shards, workers=2, cpus_per_worker=0.5, timeout_s=60):
+        for orig in (False, True):
+            assert got[orig, "Adam"] == "built"
+            assert "Adafactor reads each parameter whole" in got[orig, "Adafactor"], got[orig, "Adafactor"]
+
+
+def test_alone_a_marked_shard_is_refused_by_whole_parameter_optimizers_only():
+    from distgraph.optim.functional_matrix import mark_shard
+
+    shard, whole = dg.nn.Parameter(dg.zeros(6)), dg.nn.Parameter(dg.zeros(2, 3))
+    mark_shard(shard)
+    for cls in (dg.optim.Adafactor, dg.optim.Muon):
+        cls([whole])
+        with pytest.raises(ConfigError, match="reads each parameter whole"):
+            cls([whole, shard])
+    dg.optim.SGD([shard], lr=0.1)
