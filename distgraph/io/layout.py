@@ -4,9 +4,10 @@ Changing anything here changes the file format: bump FORMAT_VERSION.
 """
 
 import struct
-import zlib
 
 import numpy as np
+
+from distgraph.io import checksum
 
 MAGIC = b"\x89DGRAPH\n"
 # Version 2 adds references (EXT_REF, a tensor record's "data_of") so that shared tensors load back
@@ -48,11 +49,8 @@ def bytes_view(arr):
 
 
 def array_crc(arr):
-    view = bytes_view(arr)
-    crc = 0
-    for start in range(0, len(view), CHUNK):
-        crc = zlib.crc32(view[start : start + CHUNK], crc)
-    return crc
+    """The CRC-32 of a C-contiguous array's bytes (on two threads when large: io/checksum.py)."""
+    return checksum.crc32(bytes_view(arr))
 
 
 def join(path, key):

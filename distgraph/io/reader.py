@@ -20,7 +20,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import ConfigError, DeviceError, DistgraphError, FileFormatError
-from distgraph.io import mapped, torch_format
+from distgraph.io import checksum, mapped, torch_format
 from distgraph.io.layout import (
     ALIGN,
     EXT_ARRAY,
@@ -160,13 +160,17 @@ class Reader:
         """`arr` filled from the data region at `offset`, its checksum checked."""
         view, nbytes = bytes_view(arr), arr.nbytes
         self.fh.seek(self.data_start + offset)
+        whole = nbytes >= checksum.PARALLEL_BYTES  # large: read it all, then checksum both halves at once
         got = crc = 0
-        while got < nbytes:  # checksum each chunk right after reading it, while it is still in cache
+        while got < nbytes:  # else checksum each chunk right after reading it, while it is still in cache
             n = self.fh.readinto(view[got : got + READ_CHUNK])
             if not n:
                 self.fail(f"file is truncated inside {what}")
-            crc = zlib.crc32(view[got : got + n], crc)
+            if not whole:
+                crc = zlib.crc32(view[got : got + n], crc)
             got += n
+        if whole:
+            crc = checksum.crc32(view)
         if crc != expected_crc:
             self.fail(f"{what} checksum mismatch (data corrupted)")
         return arr
