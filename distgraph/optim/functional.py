@@ -8,7 +8,9 @@ keeps its state under torch's key names in the per-parameter `state` dict, creat
 are arrays shaped like the parameter, so an update on a slice of the parameter is that slice of the update).
 
 The step time of small models counts, so every function writes into its state and into at most one
-or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator.
+or two scratch arrays (`out=` and in-place ufuncs) instead of building a temporary per operator; on
+large host arrays each runs one cache-sized block at a time (`blocked.in_blocks`: same bits, less
+memory traffic).
 `grad` is never written: the caller still owns it. Every new array is made with `out=xp.empty_like(param)`,
 since a ufunc on 0-d arrays would otherwise return a scalar that in-place updates cannot write to.
 cupy allocates and runs on its current GPU, whatever GPU the parameter is on: each update runs inside
@@ -21,6 +23,7 @@ import numpy as np
 
 from distgraph import dtypes
 from distgraph.backend import cuda_current_device, device_of_array, on
+from distgraph.optim.blocked import in_blocks
 
 
 def _xp(array):
@@ -90,6 +93,7 @@ def _lerp_(start, end, weight, scratch):
         xp.subtract(end, diff, out=start)
 
 
+@in_blocks
 def sgd_update(param, grad, state, *, lr, momentum=0, dampening=0, nesterov=False, weight_decay=0, maximize=False):
     """SGD with torch's momentum buffer (the first step copies the gradient; no dampening on it)."""
     if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
@@ -115,6 +119,7 @@ def sgd_update(param, grad, state, *, lr, momentum=0, dampening=0, nesterov=Fals
     _add_scaled(param, d_p, -lr, scratch)
 
 
+@in_blocks
 def adam_update(
     param,
     grad,
@@ -174,6 +179,7 @@ def _stepped(xp, param, state, keys=("exp_avg", "exp_avg_sq")):
     return state["step"]
 
 
+@in_blocks
 def nadam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, maximize=False):  # fmt: skip
     """NAdam: Adam with Nesterov momentum whose coefficient mu_t warms up (momentum_decay); the product of
@@ -211,6 +217,7 @@ def nadam_scalars(lr, beta1, momentum_decay, step, mu_product):
     return -lr * (1.0 - mu) / (1.0 - mu_product), (-lr * mu_next) / (1.0 - mu_product * mu_next), mu_product
 
 
+@in_blocks
 def radam_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
                  maximize=False):  # fmt: skip
     """RAdam: Adam whose adaptive step is switched on (and rectified) only once the variance of the
@@ -247,6 +254,7 @@ def radam_rectification(beta2, step):
     return None
 
 
+@in_blocks
 def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
     """Adamax: Adam with the infinity norm, a running max of |grad|, in place of the second moment."""
     if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
@@ -268,6 +276,7 @@ def adamax_update(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weigh
     param += tmp
 
 
+@in_blocks
 def adadelta_update(param, grad, state, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
     """Adadelta: the step is the gradient scaled by RMS(past updates) / RMS(gradients), times lr."""
     if type(param) is not np.ndarray and _elsewhere(param):  # (first: locals() are the arguments)
@@ -294,6 +303,7 @@ def adadelta_update(param, grad, state, *, lr=1.0, rho=0.9, eps=1e-6, weight_dec
     _add_scaled(param, delta, -lr, std)
 
 
+@in_blocks
 def rprop_update(param, grad, state, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
     """Rprop: per-weight step sizes, grown by etas[1] while the gradient keeps its sign and shrunk by
     etas[0] when it flips (that step then moves nothing); only the gradient's sign is used. `lr` is
@@ -323,6 +333,7 @@ def rprop_update(param, grad, state, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e
     prev[...] = g
 
 
+@in_blocks
 def asgd_update(param, grad, state, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, maximize=False):
     """ASGD: SGD with a decaying step eta and a running average of the iterates ("ax") from step t0 on;
     eta and the averaging weight mu are torch scalars (`_scalar`)."""
@@ -357,6 +368,7 @@ def asgd_next(lr, lambd, alpha, t0, step):
     return _scalar(lr / ((1 + lambd * lr * step) ** alpha)), _scalar(1 / max(1, step - t0))
 
 
+@in_blocks
 def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                    maximize=False):  # fmt: skip
     """RMSprop: divide by a running RMS of the gradient (centered: of its deviation from its mean)."""
@@ -397,6 +409,7 @@ def rmsprop_update(param, grad, state, *, lr, alpha=0.99, eps=1e-8, weight_decay
         param -= ratio
 
 
+@in_blocks
 def adagrad_update(param, grad, state, *, lr, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                    maximize=False):  # fmt: skip
     """Adagrad: divide by the root of the summed squared gradients; the step size decays as 1/(1 + t·lr_decay)."""
