@@ -4,18 +4,41 @@ Windows are strided views of the padded input, as in `conv`. max_pool2d's backwa
 output gradient to the argmax of its window (`max_pool2d_scatter`, whose own derivative gathers
 back); avg_pool2d's backward spreads each gradient over its window (`avg_pool2d_backward`, whose
 derivative is avg_pool2d itself). 1-D pooling is 2-D pooling with height 1; adaptive pooling is built
-from these and from separable row/column reductions.
+from these and from separable row/column averages (`adaptive_avg_pool2d`).
+
+As torch's pooling backward ops, which take the forward input `self` as an input of derivative
+zeros_like(self), each rule ties the gradient it returns to the input under create_graph (`tied`): the
+gradient requires grad and a second backward gives the input zeros, not an error (nor None beside other
+inputs). The ordinary backward runs the rules without grad mode and pays nothing for it.
 """
 
 import math
 
+import numpy as np
+
+from distgraph.autograd import grad_mode
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops.activation import masked_grad
 from distgraph.ops.conv import _pair, _windows, batch_optional, ntuple
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
+from distgraph.ops.linalg import _matmul, _matmul_tn, _mm
+from distgraph.ops.promotion import const
+from distgraph.ops.reduction import mean
 from distgraph.ops.registry import defop
+
+
+def tied(grad, input, edge):
+    """`grad`, and under grad mode (create_graph) a function of `input` with derivative zero when `input`
+    needs a gradient (`edge`, the Node's edge to it): torch's pooling backward ops take the forward input as
+    an input whose derivative is zeros_like(self). `grad` chosen where a True mask holds (masked_grad), not
+    grad + 0·input, which an inf or NaN input would make NaN; the values are grad's bits. Without grad mode,
+    the ordinary backward, it is `grad` itself."""
+    if edge is None or grad is None or not grad_mode.is_grad_enabled() or not input.requires_grad:
+        return grad
+    return masked_grad(grad, const(True, grad, np.bool_), input)
 
 
 def _pool_out(size, k, s, p, d, ceil_mode):
@@ -113,8 +136,9 @@ def _(ctx, g):
     arg, padded_shape = ctx.saved
     a = ctx.attrs
     attrs = {k: a[k] for k in ("kernel", "stride", "padding", "dilation")}
-    return apply(_pool_scatter, (g, Tensor(arg, device=g.device)), {**attrs, "padded_shape": padded_shape,
-                                                                     "input_shape": tuple(ctx.inputs[0].shape)})  # fmt: skip
+    gx = apply(_pool_scatter, (g, Tensor(arg, device=g.device)), {**attrs, "padded_shape": padded_shape,
+                                                                   "input_shape": tuple(ctx.inputs[0].shape)})  # fmt: skip
+    return tied(gx, ctx.inputs[0], ctx.next[0])
 
 
 def _tap_slices(i, j, kw, s, d, oh, ow):
@@ -207,7 +231,8 @@ def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_inc
 
 @_avg_pool2d.grad
 def _(ctx, g):
-    return apply(_avg_pool2d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+    gx = apply(_avg_pool2d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+    return tied(gx, ctx.inputs[0], ctx.next[0])
 
 
 @_avg_pool2d_backward.grad
@@ -294,13 +319,12 @@ def _adaptive_bounds(size, out):
     return [((i * size) // out, math.ceil((i + 1) * size / out)) for i in range(out)]
 
 
-def _averaging(input, size, out):
+def _averaging(xp, size, out, dtype):
     """(out, size) matrix whose row i averages window i: adaptive average pooling is separable."""
-    xp = input.device.xp
-    a = xp.zeros((out, size), dtype=input.array.dtype)
+    a = xp.zeros((out, size), dtype=dtype)
     for i, (lo, hi) in enumerate(_adaptive_bounds(size, out)):
         a[i, lo:hi] = 1.0 / (hi - lo)
-    return Tensor(a, device=input.device)
+    return a
 
 
 def _nonempty_spatial(input, first, op):
@@ -326,20 +350,40 @@ def _adaptive_size(input, output_size, op):
 
 @batch_optional(4)
 def adaptive_avg_pool2d(input, output_size):
-    """Equal windows are one strided pooling op; otherwise rows then columns are averaged by two small
-    matmuls (A_h · x · A_wᵀ), whatever the output size."""
+    """Equal windows are one strided pooling op (one window: the mean, as torch's, whose gradient does not
+    depend on the input); otherwise rows then columns are averaged by two small matmuls (A_h · x · A_wᵀ),
+    whatever the output size."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_avg_pool2d")
     h, w = input.shape[2], input.shape[3]
+    if oh == ow == 1:
+        return mean(input, (-2, -1), keepdim=True)
     if oh and ow and h % oh == 0 and w % ow == 0:
         return avg_pool2d(input, (h // oh, w // ow))
     return _separable_average(input, oh, ow)  # an output size of 0 too: (N, C, 0, ow) or (N, C, oh, 0)
 
 
 def _separable_average(input, oh, ow):
-    from distgraph.ops.linalg import matmul
+    return apply(_adaptive_avg_pool2d, (input,), {"output_size": (oh, ow)})
 
-    h, w = input.shape[2], input.shape[3]
-    return matmul(matmul(_averaging(input, h, oh), input), _averaging(input, w, ow).T)
+
+def _averagings(xp, x, output_size):
+    """The row and column averaging matrices of input `x` (an array, or a Tensor's metadata in backward)."""
+    return tuple(_averaging(xp, x.shape[2 + i], output_size[i], x.dtype) for i in (0, 1))
+
+
+@defop("adaptive_avg_pool2d", kind="other", save=())
+def _adaptive_avg_pool2d(xp, x, *, output_size):
+    rows, cols = _averagings(xp, x, output_size)
+    return _mm(_mm(rows, x), cols.T)
+
+
+@_adaptive_avg_pool2d.grad
+def _(ctx, g):
+    """A_hᵀ · (G · A_w), by the two matmuls' own ops (the averaging matrices are constants of the shapes).
+    No array rule: the ordinary backward runs this under no_grad, the same products."""
+    x = ctx.inputs[0]
+    rows, cols = (Tensor(a, device=g.device) for a in _averagings(g.device.xp, x.array, ctx.attrs["output_size"]))
+    return tied(apply(_matmul_tn, (rows, apply(_matmul, (g, cols)))), x, ctx.next[0])
 
 
 def _adaptive_argmax(xp, x, oh, ow):
@@ -369,7 +413,7 @@ def _(ctx, g):
     cells = g.shape[2] * g.shape[3]
     idx = Tensor(ctx.saved.reshape(n, c, cells), device=g.device)
     base = zeros(n, c, h * w, dtype=g.dtype, device=g.device)
-    return scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(n, c, h, w)
+    return tied(scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(n, c, h, w), ctx.inputs[0], ctx.next[0])
 
 
 @batch_optional(4)

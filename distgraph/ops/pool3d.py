@@ -7,7 +7,8 @@ first-maximum and NaN rules); its backward routes each output gradient to its wi
 (`max_pool3d_scatter`, whose derivative gathers back). avg_pool3d's backward spreads each gradient
 over its window (`avg_pool3d_backward`, whose derivative is avg_pool3d). Adaptive average pooling
 is separable (slice means, dim by dim); adaptive max pooling picks each window's first maximum in
-row-major order by separable reductions, last dim first.
+row-major order by separable reductions, last dim first. As in `pool`, each rule ties the gradient it
+returns to the input under create_graph (`pool.tied`), as torch's backward ops take `self`.
 """
 
 import itertools
@@ -22,10 +23,10 @@ from distgraph.ops.conv import batch_optional
 from distgraph.ops.conv3d import tap_slices, triple, windows
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
-from distgraph.ops.pool import _adaptive_bounds, _max_and_arg, _pool_out
+from distgraph.ops.pool import _adaptive_bounds, _max_and_arg, _pool_out, tied
 from distgraph.ops.reduction import mean
 from distgraph.ops.registry import defop
-from distgraph.ops.shape import cat
+from distgraph.ops.shape import _cat
 
 
 def _taps(kernel):
@@ -77,7 +78,7 @@ def _max_pool3d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
 def _(ctx, g):
     arg, padded_shape = ctx.saved
     attrs = {**_window_attrs(ctx.attrs), "padded_shape": padded_shape, "input_shape": tuple(ctx.inputs[0].shape)}
-    return apply(_pool_scatter, (g, Tensor(arg, device=g.device)), attrs)
+    return tied(apply(_pool_scatter, (g, Tensor(arg, device=g.device)), attrs), ctx.inputs[0], ctx.next[0])
 
 
 @defop("max_pool3d_scatter", kind="other", save=(1,))
@@ -148,7 +149,8 @@ def _avg_pool3d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_inc
 
 @_avg_pool3d.grad
 def _(ctx, g):
-    return apply(_avg_pool3d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+    gx = apply(_avg_pool3d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+    return tied(gx, ctx.inputs[0], ctx.next[0])
 
 
 @_avg_pool3d_backward.grad
@@ -218,14 +220,25 @@ def _adaptive_size(input, output_size, op):
     return size
 
 
+# cat under a name of its own, for adaptive_avg_pool3d's windows: the same forward and rules, but under
+# create_graph each window's gradient is tied to that window's mean (`pool.tied`), so the input's gradient
+# depends on the input with derivative zero, as torch's adaptive_avg_pool3d_backward(grad, self)
+# (no array rule: the ordinary backward runs this one under no_grad, the same slices of the gradient)
+_window_cat = defop("adaptive_avg_pool3d_cat", kind="other", save=())(_cat.forward)
+_window_cat.grad(lambda ctx, g: tuple(map(tied, _cat.backward(ctx, g), ctx.inputs, ctx.next)))
+
+
 @batch_optional(5)
 def adaptive_avg_pool3d(input, output_size):
-    """Equal windows are one avg_pool3d; otherwise each dim's windows are averaged in turn (W, H, D).
+    """Equal windows are one avg_pool3d (one window: the mean, as torch's, whose gradient does not depend on
+    the input); otherwise each dim's windows are averaged in turn (W, H, D).
 
     Slice means, not the averaging matmuls of the 2-d form: a matmul multiplies an inf by the zeros
     outside its window, which would make every output of that row NaN; torch's windows stay finite."""
     size = _adaptive_size(input, output_size, "adaptive_avg_pool3d")
     spatial = input.shape[2:]
+    if size == (1, 1, 1):
+        return mean(input, (-3, -2, -1), keepdim=True)
     if all(n % o == 0 for n, o in zip(spatial, size)):
         return avg_pool3d(input, tuple(n // o for n, o in zip(spatial, size)))
     x = input
@@ -234,7 +247,8 @@ def adaptive_avg_pool3d(input, output_size):
         if n != o:
             cut = lambda lo, hi: (slice(None),) * axis + (slice(lo, hi),)  # noqa: E731
             with np.errstate(invalid="ignore"):  # inf and -inf in one window: NaN, unwarned as in torch
-                x = cat([mean(x[cut(lo, hi)], axis, keepdim=True) for lo, hi in _adaptive_bounds(n, o)], axis)
+                x = _window_cat(*[mean(x[cut(lo, hi)], axis, keepdim=True) for lo, hi in _adaptive_bounds(n, o)],
+                                axis=axis)  # fmt: skip
     return x
 
 
@@ -275,7 +289,7 @@ def _(ctx, g):
     n, c, cells = shape[0], shape[1], math.prod(g.shape[2:])
     idx = Tensor(ctx.saved.reshape(n, c, cells), device=g.device)
     base = zeros(n, c, math.prod(shape[2:]), dtype=g.dtype, device=g.device)
-    return scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(*shape)
+    return tied(scatter_add(base, 2, idx, g.reshape(n, c, cells)).reshape(*shape), ctx.inputs[0], ctx.next[0])
 
 
 @batch_optional(5)
