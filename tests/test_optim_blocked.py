@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distgraph.optim import functional
-from distgraph.optim.blocked import BLOCK_BYTES, PROBE, in_blocks
+from distgraph.optim.blocked import BLOCK_BYTES, MIN_BYTES, PROBE, in_blocks
 
 CASES = [
     ("sgd", dict(lr=0.1)),
@@ -38,7 +38,7 @@ def _same(a, b):
 def test_blocked_update_gives_the_whole_updates_bits(name, options, dtype):
     update = functional.UPDATES[name]
     rng = np.random.default_rng(0)
-    shape = (3 * BLOCK_BYTES // np.dtype(dtype).itemsize // 250 + 7, 250)  # three blocks and a remainder
+    shape = (MIN_BYTES // np.dtype(dtype).itemsize // 250 + 7, 250)  # four blocks and a remainder
     param = rng.standard_normal(shape).astype(dtype)
     blocked, whole = param.copy(), param.copy()
     state_blocked, state_whole = {}, {}
@@ -52,7 +52,7 @@ def test_blocked_update_gives_the_whole_updates_bits(name, options, dtype):
 
 def test_amsgrad_switched_on_later_makes_a_whole_state_array():
     update, rng = functional.UPDATES["adam"], np.random.default_rng(1)
-    param = rng.standard_normal(4 * BLOCK_BYTES // 4).astype(np.float32)
+    param = rng.standard_normal(MIN_BYTES // 4 + 100).astype(np.float32)
     blocked, whole, sb, sw = param.copy(), param.copy(), {}, {}
     for step in range(4):
         grad = rng.standard_normal(param.shape).astype(np.float32)
@@ -78,10 +78,10 @@ def _recording(calls, make_state=False):
 def test_large_arrays_run_as_a_probe_then_blocks():
     calls = []
     block = BLOCK_BYTES // 4
-    size = 2 * block + PROBE + 1000
+    size = 4 * block + PROBE + 1000
     param, grad, state = np.zeros(size, np.float32), np.arange(size, dtype=np.float32), {"step": 3}
     _recording(calls)(param, grad, state)
-    assert calls == [PROBE, block, block, 1000]
+    assert size * 4 >= MIN_BYTES and calls == [PROBE, block, block, block, block, 1000]
     assert np.array_equal(param, grad)
     assert state == {"step": 4}  # every block started from step 3; the last one's count is kept
 
@@ -89,11 +89,11 @@ def test_large_arrays_run_as_a_probe_then_blocks():
 @pytest.mark.parametrize(
     "param,state",
     [
-        (np.zeros((4 * BLOCK_BYTES // 4,), np.float32)[::2], {}),  # not contiguous
-        (np.zeros((600, 500), np.float32).T, {}),  # Fortran order
-        (np.zeros(BLOCK_BYTES // 4, np.float32), {}),  # one block: nothing to gain
-        (np.zeros(4 * BLOCK_BYTES // 4, np.float32), {"history": []}),  # a mutable entry blocks would share
-        (np.zeros(4 * BLOCK_BYTES // 4, np.float32), {"count": np.zeros(())}),  # a 0-d array, same
+        (np.zeros((4 * MIN_BYTES // 4,), np.float32)[::2], {}),  # not contiguous
+        (np.zeros((600, 600), np.float32).T, {}),  # Fortran order
+        (np.zeros(MIN_BYTES // 4 - 1, np.float32), {}),  # fits the cache whole
+        (np.zeros(2 * MIN_BYTES // 4, np.float32), {"history": []}),  # a mutable entry blocks would share
+        (np.zeros(2 * MIN_BYTES // 4, np.float32), {"count": np.zeros(())}),  # a 0-d array, same
     ],
     ids=["strided", "fortran", "small", "list-state", "0d-state"],
 )
@@ -106,7 +106,8 @@ def test_other_arrays_and_state_run_whole(param, state):
 
 def test_a_call_that_makes_state_is_undone_and_run_whole():
     calls = []
-    param, grad, state = np.zeros(4 * BLOCK_BYTES // 4, np.float32), np.ones(4 * BLOCK_BYTES // 4, np.float32), {}
+    size = 4 * BLOCK_BYTES // 4
+    param, grad, state = np.zeros(size, np.float32), np.ones(size, np.float32), {}
     update = _recording(calls, make_state=True)
     update(param, grad, state)
     assert calls == [PROBE, param.size]  # the probe made state["seen"]: undone, then the whole array once
