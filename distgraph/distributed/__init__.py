@@ -18,7 +18,8 @@ return new, differentiable tensors; `allreduce_`, `broadcast_` work in place; th
 `new_group` (of any ranks: subgroups.py), `new_subgroups`, `new_subgroups_by_enumeration`, `group.WORLD`,
 `device_mesh.init_device_mesh` / `DeviceMesh` (device_mesh.py), tensor parallelism's
 `tensor.parallel.parallelize_module` with `ColwiseParallel` / `RowwiseParallel` (tensor/parallel.py),
-pipelining's `PipelineStage`, `ScheduleGPipe`, `Schedule1F1B` (pipelining.py), `all_gather_into_tensor`, the object collectives, `group=` and
+pipelining's `PipelineStage`, `ScheduleGPipe`, `Schedule1F1B`, `ScheduleLoopedBFS`, `ScheduleInterleaved1F1B`
+(pipelining.py), `all_gather_into_tensor`, the object collectives, `group=` and
 `async_op=` on every collective, and RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (process_group.py);
 point-to-point `send`, `recv`, `isend`, `irecv`, `batch_isend_irecv`, `P2POp` (p2p.py);
 `optim.ZeroRedundancyOptimizer` (optim/zero_redundancy.py); `fsdp.FullyShardedDataParallel` (fsdp.py, with

@@ -24,23 +24,24 @@ first stage's — gets none). Messages never wait for their receiver on one node
 across nodes (gloo) a send waits, and 1F1B — whose neighbours may both be sending at once — is refused there by
 name. Stages hand over single tensors (a tuple is refused by name). `device`, `input_args` and `output_args`
 are taken and unused: a stage runs where its module's parameters are and learns its input from the header.
-"""
 
-import contextlib
+Several stages a rank (torch's PipelineScheduleMulti): `num_stages` a multiple of the group's size W, stage s
+on the group's rank s % W (torch's looped assignment), each rank's stages handed together to
+`ScheduleLoopedBFS` or `ScheduleInterleaved1F1B`. The four schedules are in pipelining_schedules.py, exported here.
+"""
 
 import numpy as np
 
-from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, to_device
 from distgraph.distributed import loop, p2p
 from distgraph.errors import ConfigError, DTypeError, ShapeError
-from distgraph.ops.shape import cat
 
 _HEADER = 11  # int64s: dtype code, requires grad, ndim, then the shape (8 dims at most)
 _DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")
 
-__all__ = ["PipelineStage", "Schedule1F1B", "ScheduleGPipe"]
+__all__ = ["PipelineStage", "Schedule1F1B", "ScheduleGPipe", "ScheduleInterleaved1F1B", "ScheduleLoopedBFS"]  # noqa: F822 (__getattr__)
+_SCHEDULES = __all__[1:]  # pipelining_schedules.py (which imports this module: loaded on first use)
 
 
 class PipelineStage:
@@ -54,14 +55,19 @@ class PipelineStage:
         sub = _check_group(group, "PipelineStage", subgroups=True)
         ranks = list(range(loop.world_size())) if sub is None else list(sub.ranks)
         me = loop.rank()
-        if num_stages != len(ranks):
+        world = len(ranks)
+        if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1 or num_stages % world \
+                or (world == 1 and num_stages != 1):  # fmt: skip
             raise ConfigError(
-                f"PipelineStage: num_stages={num_stages}, but the group has {len(ranks)} ranks (one stage each)"
+                f"PipelineStage: num_stages={num_stages}, but the group has {world} ranks (one stage each, or a "
+                f"multiple of {world} with more than one rank: stage s on the group's rank s % {world})"
             )
-        if me not in ranks or ranks.index(me) != stage_index:
+        if isinstance(stage_index, bool) or not isinstance(stage_index, int) or not 0 <= stage_index < num_stages:
+            raise ConfigError(f"PipelineStage: stage_index={stage_index!r} is not one of the {num_stages} stages")
+        if me not in ranks or ranks.index(me) != stage_index % world:
             raise ConfigError(
                 f"PipelineStage: stage_index={stage_index} is not this rank's place ({ranks.index(me) if me in ranks else 'none'}) "
-                f"in the group {ranks}: stage s runs on the group's s-th rank"
+                f"in the group {ranks}: stage s runs on the group's (s % {world})-th rank"
             )
         if dw_builder is not None:
             raise ConfigError("PipelineStage: dw_builder (zero-bubble schedules) is not supported")
@@ -75,8 +81,9 @@ class PipelineStage:
     def is_last(self):
         return self.stage_index == self.num_stages - 1
 
-    def _send(self, tensor, stage):
-        """`tensor` (a single one, detached) to `stage`, after a header saying its dtype, grad and shape."""
+    def _send(self, tensor, stage, tag):
+        """`tensor` (a single one, detached) to `stage` (as p2p `tag`), after a header saying its dtype, grad and
+        shape."""
         if not isinstance(tensor, Tensor):
             raise ConfigError(
                 f"PipelineStage {self.stage_index}: a stage hands over one tensor, got {type(tensor).__name__}"
@@ -94,118 +101,22 @@ class PipelineStage:
         header[:3] = _DTYPES.index(dtype), bool(tensor.requires_grad), tensor.ndim
         header[3 : 3 + tensor.ndim] = tensor.shape
         # (on the tensor's device: NCCL, a GPU launch's transport, sends device arrays only)
-        p2p.send(Tensor(to_device(header, tensor.device), device=tensor.device), self._ranks[stage])
-        p2p.send(tensor.detach(), self._ranks[stage])
+        dst = self._ranks[stage % len(self._ranks)]
+        p2p.send(Tensor(to_device(header, tensor.device), device=tensor.device), dst, tag=tag)
+        p2p.send(tensor.detach(), dst, tag=tag)
 
-    def _recv(self, stage, device):
-        """The next tensor `stage` sends this one (its header first), requiring grad where the sent one did."""
+    def _recv(self, stage, device, tag):
+        """The next tensor `stage` sends this one (as `tag`; its header first), requiring grad where the sent one
+        did."""
+        src = self._ranks[stage % len(self._ranks)]
         header = Tensor(device.xp.zeros(_HEADER, np.int64), device=device)
-        p2p.recv(header, self._ranks[stage])
+        p2p.recv(header, src, tag=tag)
         values = to_device(header.array, CPU)
         code, grad, ndim = (int(v) for v in values[:3])
         shape = tuple(int(v) for v in values[3 : 3 + ndim])
         out = Tensor(device.xp.zeros(shape, _DTYPES[code]), device=device)
-        p2p.recv(out, self._ranks[stage])
+        p2p.recv(out, src, tag=tag)
         return out.requires_grad_(True) if grad else out
-
-
-class _PipelineSchedule:
-    """A single-stage-per-rank schedule (torch's PipelineScheduleSingle); subclasses give the order."""
-
-    def __init__(self, stage, n_microbatches, loss_fn=None, output_merge_spec=None, scale_grads=True):
-        if not isinstance(stage, PipelineStage):
-            raise ConfigError(f"{type(self).__name__}: stage must be a PipelineStage, got {type(stage).__name__}")
-        if isinstance(n_microbatches, bool) or not isinstance(n_microbatches, int) or n_microbatches < 1:
-            raise ConfigError(f"{type(self).__name__}: n_microbatches must be a positive int, got {n_microbatches!r}")
-        if output_merge_spec is not None:
-            raise ConfigError(f"{type(self).__name__}: output_merge_spec is not supported (outputs join along dim 0)")
-        self.stage, self.n, self.loss_fn, self.scale_grads = stage, n_microbatches, loss_fn, scale_grads
-
-    def _order(self):
-        raise NotImplementedError
-
-    def _run(self, inputs, targets, training):
-        """This stage's forwards (and, training, backwards) in the schedule's order → (outputs, losses): the last
-        stage's."""
-        stage = self.stage
-        kept, outputs, micro_losses = {}, [], []
-        for action, i in self._order() if training else [("F", i) for i in range(self.n)]:
-            if action == "F":
-                x = inputs[i] if stage.is_first else stage._recv(stage.stage_index - 1, _device(stage.submod))
-                y = stage.submod(x)
-                if stage.is_last:
-                    outputs.append(y.detach())
-                    if training:
-                        y = self.loss_fn(y, targets[i])
-                        micro_losses.append(y)
-                else:
-                    stage._send(y, stage.stage_index + 1)
-                if training:  # (kept for its backward)
-                    kept[i] = (x, y)
-            else:
-                x, y = kept.pop(i)
-                if stage.is_last:
-                    y.backward()
-                elif y.requires_grad:  # (else the next stage sends none back: its input needed none)
-                    y.backward(stage._recv(stage.stage_index + 1, y.device))
-                if not stage.is_first and x.requires_grad:  # the previous stage waits for it
-                    stage._send(x.grad if x.grad is not None else x.detach() * 0, stage.stage_index - 1)
-        return outputs, micro_losses
-
-    def step(self, *args, target=None, losses=None, **kwargs):
-        """One batch through the pipeline (see the module doc) → on the last stage, the outputs joined along
-        dim 0; elsewhere None."""
-        stage, n = self.stage, self.n
-        if kwargs or (args and not stage.is_first) or (not args and stage.is_first) or len(args) > 1:
-            raise ConfigError(
-                f"{type(self).__name__}.step: stage {stage.stage_index} takes "
-                + ("one input tensor (the batch)" if stage.is_first else "no input (it receives its stage's)")
-            )
-        if (target is not None) != (stage.is_last and self.loss_fn is not None):
-            raise ConfigError(
-                f"{type(self).__name__}.step: target= goes to the last stage, and only with a loss_fn "
-                f"(stage {stage.stage_index} of {stage.num_stages}, loss_fn {'given' if self.loss_fn else 'None'})"
-            )
-        inputs = _chunks(args[0], n, "the batch") if stage.is_first else None
-        targets = _chunks(target, n, "target") if target is not None else None
-        training = self.loss_fn is not None
-        with contextlib.nullcontext() if training else no_grad():
-            outputs, micro_losses = self._run(inputs, targets, training)
-        if training and self.scale_grads:  # (torch's: every gradient in, then each divided by the count)
-            with no_grad():
-                for p in stage.submod.parameters():
-                    if p.grad is not None:
-                        p.grad.div_(n)
-        if losses is not None and stage.is_last:
-            losses.extend(loss.detach() for loss in micro_losses)
-        return cat(outputs, dim=0) if stage.is_last else None
-
-
-class ScheduleGPipe(_PipelineSchedule):
-    """Every micro-batch's forward, then every backward."""
-
-    def _order(self):
-        return [("F", i) for i in range(self.n)] + [("B", i) for i in range(self.n)]
-
-
-class Schedule1F1B(_PipelineSchedule):
-    """`num_stages - 1 - stage_index` forwards ahead, then one forward and one backward in turn, then the rest of
-    the backwards: a stage holds fewer micro-batches' activations than under GPipe."""
-
-    def __init__(self, stage, n_microbatches, loss_fn=None, output_merge_spec=None, scale_grads=True):
-        super().__init__(stage, n_microbatches, loss_fn, output_merge_spec, scale_grads)
-        if p2p._collective() is not None:  # (its sends wait for their receiver: neighbours sending at once hang)
-            raise ConfigError(
-                "Schedule1F1B: the launch's ranks meet over gloo / NCCL, whose sends wait for their receiver; use "
-                "ScheduleGPipe there (1F1B needs the one-node transport)"
-            )
-
-    def _order(self):
-        ahead = min(self.n, self.stage.num_stages - 1 - self.stage.stage_index)
-        order = [("F", i) for i in range(ahead)]
-        for i in range(self.n - ahead):
-            order += [("F", ahead + i), ("B", i)]
-        return order + [("B", i) for i in range(self.n - ahead, self.n)]
 
 
 def _chunks(tensor, n, what):
@@ -221,3 +132,12 @@ def _chunks(tensor, n, what):
 def _device(module):
     first = next(iter(module.parameters()), None)
     return CPU if first is None else first.device
+
+
+def __getattr__(name):
+    """The schedules, from pipelining_schedules.py (imported on first use: it imports this module)."""
+    if name in _SCHEDULES:
+        from distgraph.distributed import pipelining_schedules
+
+        return getattr(pipelining_schedules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -88,9 +88,20 @@ def test_alone_bad_stages_and_steps_are_named():
     with pytest.raises(ConfigError, match="n_microbatches must be a positive int"):
         ScheduleGPipe(stage, 0)
     schedule = Schedule1F1B(stage, 2, loss_fn=F.mse_loss)
-    with pytest.raises(ConfigError, match="target= goes to the last stage, and only with a loss_fn"):
+    with pytest.raises(ConfigError, match="target= goes to the rank holding the last stage, and only with a loss_fn"):
         schedule.step(dg.ones(4, 2, dtype=dg.float64))
     x = dg.ones(4, 2, dtype=dg.float64)
     losses = []
     out = schedule.step(x, target=dg.zeros(4, 2, dtype=dg.float64), losses=losses)  # one stage: first and last
     assert tuple(out.shape) == (4, 2) and len(losses) == 2
+
+
+def test_multi_stage_schedules_are_exported_beside_the_single_stage_ones():
+    from distgraph.distributed import pipelining, pipelining_schedules
+
+    for name in ("ScheduleGPipe", "Schedule1F1B", "ScheduleLoopedBFS", "ScheduleInterleaved1F1B"):
+        assert name in pipelining.__all__ and getattr(pipelining, name) is getattr(pipelining_schedules, name)
+    with pytest.raises(ConfigError, match="a rank holding several runs ScheduleLoopedBFS or ScheduleInterleaved1F1B"):
+        stage = PipelineStage.__new__(PipelineStage)
+        stage.submod, stage.stage_index, stage.num_stages, stage._ranks = nn.Linear(2, 2), 0, 4, [0, 1]
+        ScheduleGPipe(stage, 2)
