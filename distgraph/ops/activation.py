@@ -18,11 +18,9 @@ from distgraph.ops.elementwise import (
     clamp,
     const,
     div,
-    erf,
     exp,
     mul,
     neg,
-    pow,
     rsub,
     sigmoid,
     square,
@@ -70,7 +68,9 @@ def masked_grad(g, keep, like):
 
 @defop("leaky_relu", kind=EW)
 def _leaky_relu(xp, x, negative_slope=0.01):
-    return xp.where(x > 0, x, x * negative_slope)
+    if x.dtype.kind != "f":
+        return xp.where(x > 0, x, x * negative_slope)
+    return kernels.select(xp, x > 0, x, x * negative_slope)
 
 
 @_leaky_relu.grad
@@ -79,13 +79,22 @@ def _(ctx, g):
     return mul(g, step_mask(gt(x, 0), x, outside=ctx.attrs.get("negative_slope", 0.01)))
 
 
+@_leaky_relu.array_grad
+def _(ctx, g):
+    """The rule above on arrays: g where x > 0, else g · slope (g · 1 is g, bit for bit)."""
+    x = ctx.inputs[0].array
+    return kernels.select(ctx.inputs[0].device.xp, x > 0, g, g * ctx.attrs.get("negative_slope", 0.01))
+
+
 def leaky_relu(input, negative_slope=0.01):
     return _leaky_relu(input, negative_slope=negative_slope)
 
 
 @defop("elu", kind=EW)
 def _elu(xp, x, alpha=1.0):
-    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+    curve = xp.expm1(xp.minimum(x, 0))  # +0 at x = -0 (torch: -0), as the writer (ops/writers.py) computes
+    curve = xp.multiply(curve, alpha, out=curve) if curve.ndim else alpha * curve
+    return kernels.select(xp, x > 0, x, curve.astype(x.dtype, copy=False))
 
 
 # torch's elu_backward from the input (F.elu saves x, not its output, which may be written later): g times
@@ -95,8 +104,19 @@ _elu.grad(lambda ctx, g: _elu_backward(g, ctx.inputs[0], alpha=ctx.attrs.get("al
 
 @defop("elu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
 def _elu_backward(xp, g, x, alpha):
-    slope = xp.where(x < 0, alpha * xp.exp(xp.minimum(x, 0)), xp.where(x <= 0, alpha, 1.0))
-    return (g * slope).astype(g.dtype, copy=False)
+    if g.shape != x.shape or g.dtype != x.dtype:
+        slope = xp.where(x < 0, alpha * xp.exp(xp.minimum(x, 0)), xp.where(x <= 0, alpha, 1.0))
+        return (g * slope).astype(g.dtype, copy=False)
+    curve = xp.exp(xp.minimum(x, 0))  # alpha · exp(x) at x <= 0 (alpha at 0), 1 above and at a NaN
+    curve = xp.multiply(curve, alpha, out=curve) if curve.ndim else alpha * curve
+    return kernels.select(xp, ~(x <= 0), g, (g * curve).astype(g.dtype, copy=False))
+
+
+_elu.array_grad(
+    lambda ctx, g: _elu_backward.forward(
+        ctx.inputs[0].device.xp, g, ctx.inputs[0].array, alpha=ctx.attrs.get("alpha", 1.0)
+    )
+)
 
 
 @_elu_backward.grad
@@ -113,44 +133,99 @@ def elu(input, alpha=1.0):
     return _elu(input, alpha=alpha)
 
 
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes the in-place kernels (torch's formulas) take
+_TANH_BETA = 1.4142135623730951 * 1.1283791670955126 * 0.5  # torch's kBeta: M_SQRT2 · M_2_SQRTPI · 0.5
+_SQRT1_2, _PDF_SCALE = math.sqrt(0.5), 1.1283791670955126 * 0.7071067811865476 * 0.5  # torch's M_SQRT1_2, kBeta
+
+
 # silu and gelu are single ops with torch's backward formulas, g times one derivative: through the product
 # rule of their compositions an inf g gave inf - inf = NaN where torch's gives ±inf
 @defop("silu", kind=EW)
 def _silu(xp, x):
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.silu, xp, x)
     return x * kernels.sigmoid(xp, x)
 
 
-@_silu.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
+_silu.grad(lambda ctx, g: _silu_backward(g, ctx.inputs[0]))
+_silu.array_grad(lambda ctx, g: _on_1d(kernels.silu_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array))
+
+
+# the backward kernels are ops (as torch's silu_backward, gelu_backward), one kernel for the engine's fast
+# mode and for a graph of the backward (create_graph, capture): the same bits in both
+@defop("silu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
+def _silu_backward(xp, g, x):
+    return _on_1d(kernels.silu_backward, xp, g, x)
+
+
+@_silu_backward.grad
+def _(ctx, gg):
+    """torch's silu double backward: g's is silu_backward(gg), x's gg · g · s(1 - s)(2 + x(1 - 2s))."""
+    g, x = ctx.inputs
     s = sigmoid(x)
-    return mul(g, mul(s, add(mul(x, rsub(s, 1)), 1)))  # torch's silu_backward: s · (1 + x · (1 - s))
+    d2 = mul(mul(s, rsub(s, 1)), add(mul(x, rsub(mul(s, 2), 1)), 2))
+    return _silu_backward(gg, x), mul(mul(gg, g), d2)
+
+
+def _is_half(x):
+    return x.dtype.itemsize == 2 and x.dtype.kind in "fV"  # float16, bfloat16
+
+
+def _on_1d(kernel, xp, *arrays, **attrs):
+    """kernel(xp, *arrays) for float32/float64 arrays, a 0-d one as 1-d (its in-place steps need an array);
+    a half-precision one computed in float32 and rounded back, as torch's kernels do (its opmath type)."""
+    dtype = arrays[-1].dtype
+    if dtype not in _FAST:
+        arrays = tuple(a.astype(np.float32) for a in arrays)
+    if arrays[-1].ndim:
+        out = kernel(xp, *arrays, **attrs)
+    else:
+        out = kernel(xp, *(a.reshape(1) for a in arrays), **attrs).reshape(())
+    return out if out.dtype == dtype else out.astype(dtype)
 
 
 def silu(input):
     return _silu(input)
 
 
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-
-
 @defop("gelu", kind=EW)
 def _gelu(xp, x, approximate):
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.gelu, xp, x, approximate=approximate)
     if approximate == "tanh":
-        return (x * 0.5) * (xp.tanh((x + x**3 * 0.044715) * _SQRT_2_OVER_PI) + 1)
-    return (x * 0.5) * (_erf_fwd(xp, x * (1 / math.sqrt(2))) + 1)
+        return (x * 0.5) * (xp.tanh((x + x * x * x * 0.044715) * _TANH_BETA) + 1)
+    return (x * 0.5) * (_erf_fwd(xp, x * _SQRT1_2) + 1)
 
 
-@_gelu.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    if ctx.attrs["approximate"] == "tanh":  # torch's gelu_backward: the product rule summed before g
-        t = tanh(mul(add(x, mul(pow(x, 3), 0.044715)), _SQRT_2_OVER_PI))
-        slope = mul(mul(mul(x, 0.5), rsub(square(t), 1)), mul(add(mul(square(x), 3 * 0.044715), 1), _SQRT_2_OVER_PI))
-        return mul(g, add(mul(add(t, 1), 0.5), slope))
-    cdf = mul(add(erf(mul(x, 1 / math.sqrt(2))), 1), 0.5)
-    pdf = mul(exp(mul(square(x), -0.5)), 1 / math.sqrt(2 * math.pi))
-    return mul(g, add(cdf, mul(x, pdf)))
+_gelu.grad(lambda ctx, g: _gelu_backward(g, ctx.inputs[0], approximate=ctx.attrs["approximate"]))
+_gelu.array_grad(
+    lambda ctx, g: _on_1d(
+        kernels.gelu_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array, approximate=ctx.attrs["approximate"]
+    )
+)
+
+
+@defop("gelu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
+def _gelu_backward(xp, g, x, approximate):
+    return _on_1d(kernels.gelu_backward, xp, g, x, approximate=approximate)
+
+
+@_gelu_backward.grad
+def _(ctx, gg):
+    """torch's gelu_double_backward: g's is gelu_backward(gg), x's gg · g · gelu''(x)."""
+    g, x = ctx.inputs
+    approximate = ctx.attrs["approximate"]
+    if approximate == "tanh":  # f = x/2, q = 1 - tanh(inner)², h = β(1 + 3κx²): (f·q·h)' + q·h/2
+        t = tanh(mul(add(x, mul(mul(square(x), x), 0.044715)), _TANH_BETA))
+        f, q = mul(x, 0.5), rsub(square(t), 1)
+        h = mul(add(mul(square(x), 3 * 0.044715), 1), _TANH_BETA)
+        q_prime_fh = mul(mul(f, h), mul(mul(mul(q, t), -2.0), h))
+        h_prime_fq = mul(mul(f, q), mul(x, 6 * 0.044715 * _TANH_BETA))
+        d2 = add(add(mul(mul(q, h), 1.0), q_prime_fh), h_prime_fq)
+    else:  # pdf · (2 - x²)
+        pdf = mul(exp(mul(square(x), -0.5)), _PDF_SCALE)
+        d2 = mul(pdf, rsub(square(x), 2))
+    return _gelu_backward(gg, x, approximate=approximate), mul(mul(gg, g), d2)
 
 
 def gelu(input, approximate="none"):

@@ -94,7 +94,7 @@ def _pow(xp, a, b):
         return a | ~b
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":  # numpy refuses a negative integer exponent;
         return kernels.int_pow(xp, a, b)  # torch (a tensor exponent) gives the integer part of a^b
-    return a**b
+    return kernels.pow(xp, a, b)  # torch's special exponents (2, 3, 0.5, -1, ...) as torch computes them
 
 
 @_pow.grad
@@ -115,7 +115,7 @@ def _(ctx, g):
 def _(ctx, g):
     a, b = ctx.inputs[0].array, ctx.inputs[1].array
     xp = ctx.inputs[0].device.xp
-    ga = xp.where(b == 0, 0, g * (b * a ** (b - 1))) if ctx.next[0] is not None else None
+    ga = xp.where(b == 0, 0, g * (b * kernels.pow(xp, a, b - 1))) if ctx.next[0] is not None else None
     if ctx.next[1] is None:
         return ga, None
     return ga, g * xp.where((a == 0) & (b >= 0), 0, ctx.out_array * xp.log(a))

@@ -21,6 +21,20 @@ def keep_or_zero(xp, keep, g):
     return (g.view(_INT_OF_SIZE[g.dtype.itemsize]) * keep).view(g.dtype)
 
 
+def select(xp, keep, a, other):
+    """`where(keep, a, other)` for float arrays of one dtype and shape, written into `other` (a fresh
+    array): from BIG elements on a branch-free blend of the bits, other ^= (other ^ a) · keep (3x faster
+    than `where` on a random mask, the same bits)."""
+    if other.size < BIG or a.dtype != other.dtype or a.shape != other.shape or keep.shape != other.shape:
+        return xp.where(keep, a, other).astype(other.dtype, copy=False)
+    ints = _INT_OF_SIZE[other.dtype.itemsize]
+    o = other.view(ints)
+    d = xp.bitwise_xor(o, a.view(ints))
+    d *= keep
+    o ^= d
+    return other
+
+
 def relu(xp, x):
     """`maximum(x, 0)`: NaN stays NaN, -0 gives +0, against zeros as against the scalar."""
     if x.size < BIG or x.dtype.kind != "f":
@@ -82,3 +96,161 @@ def sign(xp, x, out=None):
         return xp.where(xp.isnan(res), 0, res)
     xp.copyto(out, 0, where=xp.isnan(out))
     return out
+
+
+def pow(xp, a, b):
+    """`a ** b` with torch's CPU pow(tensor, scalar) for a float32/float64 base and a 0-d exponent: 0 gives
+    ones, 1 a copy, 2 x·x, 3 x·x·x, -2 1/(x·x), 0.5 sqrt, -0.5 1/sqrt, -1 1/x (so sqrt(-0.0) is -0.0);
+    other exponents, dtypes and shapes: numpy's power."""
+    if b.ndim != 0 or a.dtype.kind != "f" or a.dtype.itemsize < 4 or b.dtype.kind not in "fiu":
+        return a**b
+    e = float(b)
+    if e == 2.0 or e == 3.0 or e == -2.0:
+        r = a * a
+        if e == 3.0:
+            r = xp.multiply(r, a, out=r) if a.ndim else r * a
+        return r if e != -2.0 else _reciprocal(xp, r)
+    if e == 0.5 or e == -0.5:
+        r = xp.sqrt(a)
+        return r if e == 0.5 else _reciprocal(xp, r)
+    if e == -1.0:
+        return _reciprocal(xp, a * 1)  # a * 1: a fresh array, the same bits
+    if e == 0.0 or e == 1.0:  # a ufunc's copy: laid out as a**b is (ones_like orders an expanded a otherwise)
+        r = xp.positive(a)
+        if e == 0.0 and a.ndim:
+            r[...] = 1
+        return r if e == 1.0 or a.ndim else xp.ones_like(a)
+    return a**b
+
+
+def _reciprocal(xp, r):
+    """1 / r, written into r (a fresh array) where it is not 0-d."""
+    return xp.divide(1, r, out=r) if r.ndim else 1 / r
+
+
+# ---- gelu and silu: torch's CPU kernels (GeluKernel.cpp, Activation.cpp) step for step, in place -----------
+_M_SQRT2, _M_2_SQRTPI, _M_SQRT1_2 = 1.4142135623730951, 1.1283791670955126, 0.7071067811865476
+# torch's float erf inside gelu (Vectorized<float>::erf): Abramowitz-Stegun 7.1.26, |error| < 1.5e-7
+_AS_P, _AS_COEFS = 0.3275911, (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
+def _consts(dtype, *values):
+    return tuple(dtype.type(v) for v in values)
+
+
+def _gelu_erf(xp, x):
+    """erf(x / sqrt(2)) as a fresh array: torch's float32 approximation for float32 (4x faster than scipy's
+    erf, which computes float32 in double), scipy's (cupy's) erf otherwise."""
+    (alpha,) = _consts(x.dtype, _M_SQRT1_2)
+    z = x * alpha
+    if x.dtype != np.float32:
+        from distgraph.ops.elementwise import _erf_fwd
+
+        return _erf_fwd(xp, z)
+    one, p = _consts(x.dtype, 1, _AS_P)
+    t = xp.abs(z)
+    t *= p
+    t += one
+    xp.divide(one, t, out=t)  # t = 1 / (1 + p·|z|)
+    coefs = _consts(x.dtype, *_AS_COEFS)
+    r = t * coefs[0]
+    for c in coefs[1:]:
+        r += c
+        if c is not coefs[-1]:
+            r *= t
+    e = xp.multiply(z, z)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    e *= t
+    e *= r
+    xp.subtract(one, e, out=e)  # 1 - r·t·exp(-z²), its sign flipped where z's is set (copysign: 4x slower)
+    bits = xp.bitwise_and(z.view(np.int32), np.int32(-(2**31)))
+    xp.bitwise_xor(e.view(np.int32), bits, out=e.view(np.int32))
+    return e
+
+
+def gelu(xp, x, approximate):
+    """torch's gelu: x·0.5·(1 + erf(x·√½)), or 0.5·x·(1 + tanh(β·(x + κ·x³)))."""
+    half, one = _consts(x.dtype, 0.5, 1)
+    if approximate == "tanh":
+        beta, kappa = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715)
+        c = x * x
+        c *= x
+        c *= kappa
+        c += x
+        c *= beta
+        xp.tanh(c, out=c)
+    else:
+        c = _gelu_erf(xp, x)
+    c += one
+    h = x * half
+    h *= c
+    return h
+
+
+def gelu_backward(xp, g, x, approximate):
+    """torch's gelu_backward: g·(cdf + x·pdf), or g·(0.5·(1 + t) + 0.5·x·(1 - t²)·β·(1 + 3κ·x²))."""
+    half, one = _consts(x.dtype, 0.5, 1)
+    if approximate == "tanh":
+        beta, kappa, three = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715, 3)
+        s = x * x
+        c = s * x
+        c *= kappa
+        c += x
+        c *= beta
+        xp.tanh(c, out=c)  # tanh(inner)
+        d = c * c
+        xp.subtract(one, d, out=d)  # tanh's derivative
+        s *= three * kappa
+        s += one
+        s *= beta  # inner's derivative
+        out = x * half
+        out *= d
+        out *= s
+        c += one
+        c *= half
+        out += c
+    else:
+        (beta,) = _consts(x.dtype, _M_2_SQRTPI * _M_SQRT1_2 * 0.5)
+        c = _gelu_erf(xp, x)
+        c += one
+        c *= half  # cdf
+        out = x * x
+        out *= -half
+        xp.exp(out, out=out)
+        out *= beta  # pdf
+        out *= x
+        out += c
+    out *= g
+    return out
+
+
+def _sigmoid_torch(xp, x):
+    """1 / (1 + exp(-x)), torch's silu sigmoid, as a fresh array: 4 passes, 3.5x faster than scipy's expit in
+    float32 (an exp overflowing to inf gives 0, as torch's)."""
+    e = xp.negative(x)
+    with np.errstate(over="ignore"):
+        xp.exp(e, out=e)
+    e += x.dtype.type(1)
+    return xp.divide(x.dtype.type(1), e, out=e)
+
+
+def silu(xp, x):
+    """torch's silu: x / (1 + exp(-x))."""
+    e = xp.negative(x)
+    with np.errstate(over="ignore"):
+        xp.exp(e, out=e)
+    e += x.dtype.type(1)
+    return xp.divide(x, e, out=e)
+
+
+def silu_backward(xp, g, x):
+    """torch's silu_backward: g·s·(1 + x·(1 - s)), s = 1 / (1 + exp(-x))."""
+    one = x.dtype.type(1)
+    s = _sigmoid_torch(xp, x)
+    t = xp.subtract(one, s)
+    t *= x
+    t += one
+    s *= g
+    s *= t
+    return s

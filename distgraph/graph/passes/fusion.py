@@ -44,12 +44,14 @@ UFUNCS = {
 
 def _pow_writer(xp):
     """pow into `out`: numpy's power where the registry forward is power (a float operand); the forward
-    itself, copied into `out`, for a bool base (which stays bool) and for integer ** integer (a negative
-    exponent gives torch's integer result where numpy's power raises)."""
+    itself, copied into `out`, for a bool base (which stays bool), for integer ** integer (a negative
+    exponent gives torch's integer result where numpy's power raises) and for a float32/float64 base with a
+    0-d exponent (torch's special cases, `kernels.pow`: x·x·x for 3, so a captured graph keeps eager's bits)."""
     forward = get_op("pow").forward
 
     def pow_into(a, b, out=None):
-        if a.dtype.kind == "b" or (a.dtype.kind in "iu" and b.dtype.kind in "iu"):
+        special = b.ndim == 0 and a.dtype.kind == "f" and a.dtype.itemsize >= 4
+        if special or a.dtype.kind == "b" or (a.dtype.kind in "iu" and b.dtype.kind in "iu"):
             result = forward(xp, a, b)
             if out is None:
                 return result
