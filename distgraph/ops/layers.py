@@ -16,11 +16,13 @@ import math
 from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import device_of_array, scatter_at
+from distgraph.backend import device_of_array
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import generator
+from distgraph.ops.fused_norm import layer_norm_grads, scatter_rows
+from distgraph.ops.fused_norm import normalized as _normalized
 from distgraph.ops.linalg import _matmul, _mm, matmul
 from distgraph.ops.registry import defop
 
@@ -83,18 +85,6 @@ def linear(input, weight, bias=None):
 
 
 # ---- layer_norm ---------------------------------------------------------------------------------------------
-def _normalized(xp, x, k, eps):
-    """x̂ as (M, N) rows of the N normalized elements, and rstd (M, 1); row sums go through BLAS matvecs."""
-    n = math.prod(x.shape[x.ndim - k :])
-    x2 = x.reshape(-1, n)
-    mean = (x2 @ xp.ones(n, x.dtype)) * (1.0 / n)
-    xhat = x2 - mean[:, None]
-    var = xp.einsum("ij,ij->i", xhat, xhat) * (1.0 / n)
-    rstd = (1.0 / xp.sqrt(var + eps))[:, None]
-    xhat *= rstd
-    return xhat, rstd
-
-
 @defop("layer_norm", kind="other", save=(0, 1, 2))
 def _layer_norm(xp, x, *wb, k, eps, has_bias):
     """Normalize over the last k dims, then scale by w and shift by b (each optional)."""
@@ -108,16 +98,9 @@ def _layer_norm(xp, x, *wb, k, eps, has_bias):
 
 @defop("layer_norm_backward", kind="other", save=(0, 1, 2))
 def _layer_norm_backward(xp, g, x, *w, k, eps):
-    """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims."""
-    xhat, rstd = _normalized(xp, x, k, eps)
-    n = xhat.shape[1]
-    g2 = g.reshape(xhat.shape)
-    gh = g2 * w[0].reshape(-1) if w else g2
-    gx = gh - ((gh @ xp.ones(n, gh.dtype)) * (1.0 / n))[:, None]
-    xhat *= (xp.einsum("ij,ij->i", gh, xhat) * (1.0 / n))[:, None]
-    gx -= xhat
-    gx *= rstd
-    return gx.reshape(x.shape)
+    """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims
+    (the array rule's bits: one function computes both)."""
+    return layer_norm_grads(xp, g, x, w[0] if w else None, k, eps, True, False, False)[0]
 
 
 @defop("layer_norm_weight_grad", kind="other", save=(0, 1))
@@ -129,7 +112,7 @@ def _layer_norm_weight_grad(xp, g, x, *, k, eps):
 
 
 @_layer_norm.grad
-def _(ctx, g):
+def _layer_norm_tensor_grad(ctx, g):
     x, *wb = ctx.inputs
     k, eps, has_bias = ctx.attrs["k"], ctx.attrs["eps"], ctx.attrs["has_bias"]
     w = wb[0] if len(wb) > has_bias else None
@@ -144,6 +127,24 @@ def _(ctx, g):
     if has_bias:
         grads.append(red.sum(g, dim=lead) if need[-1] is not None and lead else (g if need[-1] is not None else None))
     return tuple(grads)
+
+
+@_layer_norm.array_grad
+def _(ctx, g):
+    """The rule above on arrays: x̂ recomputed once for all three gradients (fused_norm.layer_norm_grads)."""
+    x, *wb = (t.array for t in ctx.inputs)
+    has_bias, need = ctx.attrs["has_bias"], ctx.next
+    w = wb[0] if len(wb) > has_bias else None
+    if x.size == 0:  # empty: through the Tensor rule
+        got = _layer_norm_tensor_grad(ctx, Tensor(g, device=ctx.inputs[0].device))
+        return tuple(None if t is None else t.array for t in got)
+    nw = need[1] is not None if w is not None else False
+    xp, k = ctx.inputs[0].device.xp, ctx.attrs["k"]
+    gx, gw, _ = layer_norm_grads(xp, g, x, w, k, ctx.attrs["eps"], need[0] is not None, nw, False)
+    gb = None
+    if has_bias and need[-1] is not None:  # the sum op's own bits (float16 accumulates in float32 there)
+        gb = red._sum.forward(xp, g, tuple(range(g.ndim - k)), False, None) if g.ndim > k else g
+    return (gx, *((gw,) if w is not None else ()), *((gb,) if has_bias else ()))
 
 
 def _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias):
@@ -174,15 +175,13 @@ def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
 @defop("embedding", kind="index", save=())
 def _embedding(xp, weight, indices, *, padding_idx=None, scale_grad_by_freq=False):
     """weight: (V, D), indices: any integer shape -> (*indices.shape, D)."""
-    return weight[indices]
+    return xp.take(weight, indices, axis=0)
 
 
 @defop("embedding_backward", kind="index", save=())
 def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
     """Rows of g summed into a (V, D) gradient by index; the padding row gets none."""
-    out = xp.zeros((num_weights, g.shape[-1]), g.dtype)
-    flat_g, flat_i = g.reshape(-1, g.shape[-1]), indices.reshape(-1)
-    scatter_at("add", out, flat_i, flat_g)
+    out = scatter_rows(xp, g, indices, num_weights)  # np.add.at's sums, by sorting the indices
     if padding_idx is not None:
         out[padding_idx] = 0
     return out

@@ -12,7 +12,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops.reduction import normalize_dim, sum
+from distgraph.ops.reduction import _sum, normalize_dim, sum
 from distgraph.ops.registry import defop
 from distgraph.ops.shape import _permute, expand, reshape, unsqueeze
 
@@ -339,8 +339,8 @@ def _softmax(xp, x, axis):
     sum's reciprocal, along another they divide (so log(softmax(x)) equals log_softmax(x) where torch's do)."""
     if x.size == 0:
         return x.copy()
-    shifted = x - x.max(axis=axis, keepdims=True)
-    e = xp.exp(shifted)
+    e = x - x.max(axis=axis, keepdims=True)
+    e = xp.exp(e, out=e) if x.ndim else xp.exp(e)  # in place: one (M, N) array in all
     total = e.sum(axis=axis, keepdims=True)
     e = e if e.flags.c_contiguous else e.copy()  # row-major whatever x's layout, as torch's (0-d stays 0-d)
     if axis == x.ndim - 1:
@@ -353,14 +353,19 @@ def _softmax(xp, x, axis):
 @_softmax.grad
 def _softmax_grad(ctx, g):
     out = ctx.out
-    axis = ctx.attrs["axis"]
-    return ew.mul(out, ew.sub(g, sum(ew.mul(g, out), dim=axis, keepdim=True)))
+    gy = ew.mul(g, out)  # torch's g·y − y·Σ(g·y), as the array rule below (the same bits)
+    return ew.sub(gy, ew.mul(out, sum(gy, dim=ctx.attrs["axis"], keepdim=True)))
 
 
 @_softmax.array_grad
 def _softmax_array_grad(ctx, g):
+    """torch's form, g·y − y·Σ(g·y), in two arrays: g·y, then y·Σ taken from it in place."""
     out = ctx.out_array
-    return out * (g - (g * out).sum(axis=ctx.attrs["axis"], keepdims=True))
+    gy = g * out
+    if gy.ndim == 0:
+        return gy - out * gy
+    t = out * _sum.forward(ctx.inputs[0].device.xp, gy, (ctx.attrs["axis"],), True)  # sum's bits (float16 too)
+    return ctx.inputs[0].device.xp.subtract(gy, t, out=t)
 
 
 @defop("safe_softmax", kind="other", save=(), saves_output=True)
@@ -390,8 +395,12 @@ _safe_softmax.array_grad(_softmax_array_grad)
 def _log_softmax(xp, x, axis):
     if x.size == 0:
         return x.copy()
-    shifted = x - x.max(axis=axis, keepdims=True)
-    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    out = x - x.max(axis=axis, keepdims=True)
+    lse = xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
+    if out.ndim:
+        out -= lse  # in place: the shifted x becomes the output
+    else:
+        out = out - lse
     return out if out.flags.c_contiguous else out.copy()  # row-major, as torch's (ascontiguousarray: 0-d to 1-d)
 
 
@@ -401,9 +410,15 @@ def _(ctx, g):
     return ew.sub(g, ew.mul(ew.exp(ctx.out), sum(g, dim=axis, keepdim=True)))
 
 
-_log_softmax.array_grad(
-    lambda ctx, g: g - ctx.inputs[0].device.xp.exp(ctx.out_array) * g.sum(axis=ctx.attrs["axis"], keepdims=True)
-)
+@_log_softmax.array_grad
+def _(ctx, g):
+    """torch's form, g − exp(y)·Σg, in one array: exp(y), scaled and subtracted from g in place."""
+    xp = ctx.inputs[0].device.xp
+    e = xp.exp(ctx.out_array)
+    if e.ndim == 0:
+        return g - e * g
+    e *= _sum.forward(xp, g, (ctx.attrs["axis"],), True)  # the sum op's bits (float16 sums in float32)
+    return xp.subtract(g, e, out=e)
 
 
 def _softmax_dim(input, dim, name):

@@ -71,12 +71,15 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index, check=True)
     z = x - x.max(axis=1, keepdims=True)
-    lse = xp.log(xp.exp(z).sum(axis=1))  # log Σ exp z, so −log p_c = lse − z_c
-    loss = lse - z[xp.arange(m), t]
+    z_t = z[xp.arange(m), t]
+    if label_smoothing:  # −Σ_c w_c log p_c = lse · Σw − z · w: z's part taken before z turns into exp z
+        z_w = z @ weight[0] if weight else z.sum(axis=1)
+    lse = xp.log(xp.exp(z, out=z).sum(axis=1))  # log Σ exp z, so −log p_c = lse − z_c
+    loss = lse - z_t
     if w_t is not None:
         loss *= w_t
-    if label_smoothing:  # −Σ_c w_c log p_c = lse · Σw − z · w
-        smooth = lse * weight[0].sum() - z @ weight[0] if weight else c * lse - z.sum(axis=1)
+    if label_smoothing:
+        smooth = lse * weight[0].sum() - z_w if weight else c * lse - z_w
         if valid is not None:
             smooth *= valid
         loss = (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
@@ -97,15 +100,24 @@ def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_
     """The gradient of `cross_entropy` w.r.t. the logits, for the output gradient g."""
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index)
-    e = xp.exp(x - x.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = x - x.max(axis=1, keepdims=True)  # one (M, C) array, turned into p in place
+    xp.exp(p, out=p)
+    total = p.sum(axis=1, keepdims=True)
     ls = label_smoothing
+    if w_t is None and not ls and (reduction != "mean" or m):  # plain: e · (scale / Σe), then the targets
+        scale = g / m if reduction == "mean" else g  # (a 0-d array, or one per row for 'none')
+        rows = xp.arange(m)
+        e_t = p[rows, t]
+        p *= (scale[:, None] if reduction == "none" else scale) / total
+        p[rows, t] = (e_t / total[:, 0] - 1) * scale  # (p_t − 1) · scale, as below: exact where p_t ≈ 1
+        return p
+    p /= total
     if w_t is None:
         grad = p * (1 - ls) if ls else p  # p is this call's own array: it becomes the gradient in place
         grad[xp.arange(m), t] -= 1 - ls
     else:
         coef = (1 - ls) * w_t
-        grad = p * coef[:, None]
+        grad = p * coef[:, None] if ls else xp.multiply(p, coef[:, None], out=p)  # (p is read again if ls)
         grad[xp.arange(m), t] -= coef
     if ls:
         wvec = weight[0] if weight else xp.ones(c, x.dtype)
