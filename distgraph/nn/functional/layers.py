@@ -7,9 +7,10 @@ import numpy as np
 
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.ops import elementwise as ew
-from distgraph.ops import layers, linalg
+from distgraph.ops import fused_batch_norm, layers, linalg
 from distgraph.ops import reduction as red
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.shape import broadcast_tensors
@@ -193,6 +194,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ShapeError(
                 f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}"
             )
+        if fused_batch_norm.fusable(input, weight, bias):  # one op (the common case)
+            out = fused_batch_norm.batch_norm_train(input, weight, bias, eps)
+            if running_mean is not None:
+                if tensor_module.host_reads is not None:  # being captured: a graph cannot carry this update
+                    tensor_module.host_reads(out, "batch_norm's running-statistics update (training mode)")
+                mean, var = fused_batch_norm.saved_stats(out, input)
+                dev = input.device
+                update_running_stats(
+                    running_mean, running_var, Tensor(mean, device=dev), Tensor(var, device=dev), n, momentum
+                )
+            return out
         mean = red.mean(input, dim=dims, keepdim=True)
         var = red.mean(ew.square(ew.sub(input, mean)), dim=dims, keepdim=True)
         if running_mean is not None:
