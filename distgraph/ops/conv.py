@@ -1,16 +1,16 @@
 """Convolution as ops: conv2d (conv1d is conv2d with height 1), with stride, padding, dilation, groups.
 
-Forward is im2col + one matmul per group. The columns are laid out channel-major,
-(C·kh·kw, N·OH·OW): gathered from a strided *view* of the padded input, the copy's innermost run is
-a whole output row (contiguous when stride is 1) instead of kw taps, which makes it several times
-faster than the (N·OH·OW, C·kh·kw) layout on numpy. The output is W·cols, (O, N, OH, OW) in memory,
-returned as an (N, O, OH, OW) view; elementwise ops keep that layout, so the output gradient usually
-arrives already in the layout the backward matmuls want. Backward is two ops of its own:
-`conv2d_input_grad` (Wᵀ·grad, then col2im as kh·kw slice-adds) and `conv2d_weight_grad`
-(grad·colsᵀ). Each of the three is linear in each argument and their derivatives are each other, so
-every order of gradient is exact. Columns are built for slices of the batch of at most
-COLUMNS_BUDGET bytes, so memory stays bounded on large inputs. Works with xp = numpy or cupy (both
-have as_strided).
+Forward is im2col + batched matmuls. The columns are laid out per sample, (N, C·kh·kw, OH·OW):
+gathered from a strided *view* of the padded input, the copy's innermost run is a whole output row
+(contiguous when stride 1); W·cols broadcasts W over the samples and writes straight into a
+contiguous (N, O, OH, OW) output, so nothing downstream meets a transposed layout. Backward is two ops
+of its own: `conv2d_input_grad` (Wᵀ·grad, then col2im; at stride 1 the kw taps of each kernel row are
+gathered into the matmul so col2im is kh contiguous row adds) and `conv2d_weight_grad` (per-sample
+cols·gradᵀ summed over the batch). Each of the three is linear in each argument and their derivatives
+are each other, so every order of gradient is exact. Columns are built for slices of the batch of at
+most min(CACHE_BUDGET, COLUMNS_BUDGET) bytes: the matmul reads them while cached, and memory stays
+bounded on large inputs. Works with xp = numpy or cupy (both have as_strided). `_columns` and `_col2im`
+(the channel-major (C, kh, kw, N, OH, OW) layout) serve unfold / fold.
 """
 
 import functools
@@ -61,21 +61,44 @@ def _columns(xp, x, w_shape, stride, padding, dilation, groups):
     return cols.reshape(groups, cg * kh * kw, n * oh * ow), oh, ow
 
 
+def _padded(xp, x, padding):
+    """x zero-padded on its last two dims (zeros + one slice assignment: cheaper than xp.pad on small
+    batches); x itself when there is no padding."""
+    if not (padding[0] or padding[1]):
+        return x
+    n, c, h, wd = x.shape
+    xpad = xp.zeros((n, c, h + 2 * padding[0], wd + 2 * padding[1]), dtype=x.dtype)
+    xpad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd] = x
+    return xpad
+
+
+def _sample_columns(xp, x, w_shape, stride, padding, dilation, groups, oh, ow):
+    """im2col per sample: (N, groups, C/g·kh·kw, OH·OW), gathered with one copy whose innermost run is an
+    output row; each sample's (C/g·kh·kw, OH·OW) block is one matrix of the batched matmuls."""
+    cg, kh, kw = w_shape[1:]
+    cols = _windows(xp, _padded(xp, x, padding), kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw)
+    return xp.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(x.shape[0], groups, cg * kh * kw, oh * ow)
+
+
+CACHE_BUDGET = 1 << 20  # bytes of columns per step of the batched ops: the matmul reads them while cached
+
+
+def _chunks(n, bytes_per_sample):
+    step = max(1, min(COLUMNS_BUDGET, CACHE_BUDGET) // max(1, bytes_per_sample))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 @defop("conv2d", kind="matmul", save=(0, 1))
 def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(wd, kw, stride[1], padding[1], dilation[1])
     wg = w.reshape(groups, o // groups, -1)
-    slices = _batches(n, c * kh * kw * oh * ow * x.itemsize)
-    if len(slices) == 1:  # the matmul's result is the output: no second (O, N, OH, OW) buffer, no copy
-        cols, _, _ = _columns(xp, x, w.shape, stride, padding, dilation, groups)
-        return (wg @ cols).reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
-    out = xp.empty((o, n, oh, ow), dtype=xp.result_type(x, w))
-    for s in slices:
-        cols, _, _ = _columns(xp, x[s], w.shape, stride, padding, dilation, groups)
-        out[:, s] = (wg @ cols).reshape(o, -1, oh, ow)  # (g, O/g, n·OH·OW) -> (O, n, OH, OW)
-    return out.transpose(1, 0, 2, 3)
+    out = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, w))  # contiguous NCHW: no transpose downstream
+    for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
+        cols = _sample_columns(xp, x[s], w.shape, stride, padding, dilation, groups, oh, ow)
+        xp.matmul(wg, cols, out=out[s].reshape(-1, groups, o // groups, oh * ow))  # wg broadcast over samples
+    return out
 
 
 def _col2im(gx, cols, stride, dilation):
@@ -90,10 +113,10 @@ def _col2im(gx, cols, stride, dilation):
             gx[:, :, rows, c0 : c0 + stride[1] * (ow - 1) + 1 : stride[1]] += cols[:, i, j]
 
 
-def _grad_rows(xp, g, groups):
-    """(N, O, OH, OW) -> (groups, O/g, N·OH·OW); a view when g is laid out as the forward's output."""
+def _sample_rows(g, groups):
+    """(N, O, OH, OW) -> (N, groups, O/g, OH·OW); a view for the forward's output and most layouts."""
     n, o, oh, ow = g.shape
-    return g.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * oh * ow)
+    return g.reshape(n, groups, o // groups, oh * ow)
 
 
 @defop("conv2d_input_grad", kind="matmul", save=(0, 1))
@@ -103,16 +126,13 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
     oh, ow = g.shape[2], g.shape[3]
     hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
     wg = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
-    narrow = stride[0] == stride[1] == 1 and ow < 16
-    if narrow:  # see below; the tail keeps the last tap's run inside each image
+    if stride[0] == stride[1] == 1 and o > kh * c:
+        # Stride 1, few input channels (a network's first layer): gathering the kw shifts below would copy
+        # more than it saves, so one matmul over the whole batch, the gradient's rows padded to the input
+        # width (channel-major), and each tap's contribution added as one contiguous run per image at a
+        # flat offset (its zero columns land on the margins; the tail keeps the last run inside).
         flat = xp.zeros((c, n, hp * wp + (kw - 1) * dilation[1]), dtype=g.dtype)
-    else:
-        gx = xp.zeros((c, n, hp, wp), dtype=g.dtype)  # same layout as the columns
-    for s in _batches(n, c * kh * kw * oh * (wp if narrow else ow) * g.itemsize):
-        if narrow:
-            # Narrow rows (small images): col2im's slice-adds would run 4-8 elements at a time. Pad the
-            # gradient's rows to the padded input width instead; then each tap's contribution is one
-            # contiguous run per image, added at a flat offset (its zero columns land on the margins).
+        for s in _batches(n, c * kh * kw * oh * wp * g.itemsize):
             wide = xp.zeros((o, s.stop - s.start, oh, wp), dtype=g.dtype)
             wide[..., :ow] = g[s].transpose(1, 0, 2, 3)
             cols = (wg @ wide.reshape(groups, o // groups, -1)).reshape(c, kh, kw, -1, oh * wp)
@@ -120,23 +140,50 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
                 for j in range(kw):
                     at = i * dilation[0] * wp + j * dilation[1]
                     flat[:, s, at : at + oh * wp] += cols[:, i, j]
-        else:
-            _col2im(gx[:, s], (wg @ _grad_rows(xp, g[s], groups)).reshape(c, kh, kw, -1, oh, ow), stride, dilation)
-    if narrow:
-        gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
-    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].transpose(1, 0, 2, 3)
+        gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp).transpose(1, 0, 2, 3)
+    elif stride[0] == stride[1] == 1:
+        # Stride 1, in flat (row-major, padded-width) coordinates: tap (i, j) adds Wᵢⱼᵀ·g shifted by
+        # i·d·Wp + j·d. The kw shifts of each kernel row are gathered into the matmul's inner dimension
+        # (G: the gradient, rows padded to the input width, stacked kw times, each shifted by j·d), so
+        # one matmul gives each kernel row's whole contribution and kh contiguous adds replace col2im's
+        # kh·kw strided ones. The gradient's zero pad columns land on the input's margins.
+        og, t = o // groups, (kw - 1) * dilation[1]
+        lq = oh * wp + t
+        wr = w.reshape(groups, og, cg, kh, kw).transpose(0, 3, 2, 4, 1).reshape(groups, kh * cg, kw * og)
+        flat = xp.zeros((n, groups, cg, hp * wp + t), dtype=g.dtype)
+        for s in _chunks(n, (kw * o + kh * c) * lq * g.itemsize):
+            m = s.stop - s.start
+            e = xp.zeros((m, o, oh * wp + 2 * t), dtype=g.dtype)
+            e[:, :, t : t + oh * wp].reshape(m, o, oh, wp)[..., :ow] = g[s]
+            e = e.reshape(m, groups, og, -1)
+            gs = xp.empty((m, groups, kw, og, lq), dtype=g.dtype)
+            for j in range(kw):
+                gs[:, :, j] = e[..., t - j * dilation[1] : t - j * dilation[1] + lq]
+            rows = (wr @ gs.reshape(m, groups, kw * og, lq)).reshape(m, groups, kh, cg, lq)
+            fs = flat[s]
+            for i in range(kh):
+                fs[..., i * dilation[0] * wp : i * dilation[0] * wp + lq] += rows[:, :, i]
+        gx = flat.reshape(n, c, hp * wp + t)[:, :, : hp * wp].reshape(n, c, hp, wp)
+    else:
+        gx = xp.zeros((c, n, hp, wp), dtype=g.dtype)
+        for s in _chunks(n, c * kh * kw * oh * ow * g.itemsize):
+            cols = (wg @ _sample_rows(g[s], groups)).reshape(-1, c, kh, kw, oh, ow)
+            _col2im(gx[:, s], cols.transpose(1, 2, 3, 0, 4, 5), stride, dilation)
+        gx = gx.transpose(1, 0, 2, 3)
+    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
 
 
 @defop("conv2d_weight_grad", kind="matmul", save=(0, 1))
 def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
     n, c = x.shape[:2]
-    gw = xp.zeros((groups, o // groups, cg * kh * kw), dtype=xp.result_type(x, g))
-    for s in _batches(n, c * kh * kw * g.shape[2] * g.shape[3] * x.itemsize):
-        cols, _, _ = _columns(xp, x[s], weight_shape, stride, padding, dilation, groups)  # (g, C/g·kh·kw, M)
-        # (g, O/g, C/g·kh·kw) as (cols · gradᵀ)ᵀ: OpenBLAS runs this form of the long-K product far faster
-        gw += (cols @ _grad_rows(xp, g[s], groups).transpose(0, 2, 1)).transpose(0, 2, 1)
-    return gw.reshape(o, cg, kh, kw)
+    oh, ow = g.shape[2], g.shape[3]
+    gw = xp.zeros((groups, cg * kh * kw, o // groups), dtype=xp.result_type(x, g))
+    for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
+        cols = _sample_columns(xp, x[s], weight_shape, stride, padding, dilation, groups, oh, ow)
+        # per sample (C/g·kh·kw, O/g) as cols · gradᵀ: OpenBLAS runs this form of the long-K product faster
+        gw += (cols @ _sample_rows(g[s], groups).transpose(0, 1, 3, 2)).sum(0)
+    return gw.transpose(0, 2, 1).reshape(o, cg, kh, kw)
 
 
 def _attrs(ctx):

@@ -119,6 +119,21 @@ CASES = {
     "safe_softmax": [  # row 0 entirely -inf: a zero row, and a zero gradient
         (lambda a: safe_softmax(a.masked_fill(dg.tensor(_FULL_ROW, device=a.device), float("-inf")), 1), [_any((3, 4))])
     ],
+    "layer_norm": [
+        (lambda a, w, b: F.layer_norm(a, (3, 4), w, b), [_any((2, 3, 4)), _pos((3, 4)), _any((3, 4))]),
+        (lambda a, w: F.layer_norm(a, (4,), w), [_any((3, 4)), _pos((4,))]),
+        (lambda a, b: F.layer_norm(a, (4,), None, b), [_any((3, 4)), _any((4,))]),
+        (lambda a: F.layer_norm(a, (4,)), [_any((3, 4))]),
+    ],
+    "batch_norm_train": [
+        (lambda a, w, b: F.batch_norm(a, None, None, w, b, True), [_any((4, 3, 2, 5)), _pos((3,)), _any((3,))]),
+        (lambda a, w: F.batch_norm(a, None, None, w, None, True), [_any((5, 2, 3)), _pos((2,))]),
+        (lambda a: F.batch_norm(a, None, None, None, None, True), [_any((6, 3))]),
+    ],
+    "silu": [(lambda a: F.silu(a), [_any((3, 4))])],
+    "gelu": [(lambda a: F.gelu(a), [_any((3, 4))]), (lambda a: F.gelu(a, approximate="tanh"), [_any((3, 4))])],
+    "elu": [(lambda a: F.elu(a, 0.7), [_any((3, 4))])],
+    "leaky_relu": [(lambda a: F.leaky_relu(a, 0.2), [_any((3, 4))])],
 }
 
 
