@@ -24,6 +24,7 @@ from distgraph.ops.elementwise import (
     rsub,
     sigmoid,
     square,
+    sub,
     tanh,
     where,
 )
@@ -236,16 +237,43 @@ def gelu(input, approximate="none"):
 
 @defop("softplus", kind=EW)
 def _softplus(xp, x, beta=1.0, threshold=20.0):
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.softplus, xp, x, beta=beta, threshold=threshold)
     bx = x * beta
     return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta).astype(x.dtype, copy=False)
 
 
-@_softplus.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    beta, threshold = ctx.attrs.get("beta", 1.0), ctx.attrs.get("threshold", 20.0)
+def _softplus_attrs(ctx):
+    return {"beta": ctx.attrs.get("beta", 1.0), "threshold": ctx.attrs.get("threshold", 20.0)}
+
+
+_softplus.grad(lambda ctx, g: _softplus_backward(g, ctx.inputs[0], **_softplus_attrs(ctx)))
+_softplus.array_grad(
+    lambda ctx, g: _on_1d(
+        kernels.softplus_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array, **_softplus_attrs(ctx)
+    )
+)
+
+
+@defop("softplus_backward", kind=EW, save=(0, 1), saved_for={0: 1})
+def _softplus_backward(xp, g, x, beta, threshold):
+    """torch's softplus_backward: g where x·β > threshold, else g·z / (z + 1), z = exp(x·β)."""
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.softplus_backward, xp, g, x, beta=beta, threshold=threshold)
+    bx = x * beta
+    return xp.where(bx > threshold, g, g * (1 / (1 + xp.exp(-bx)))).astype(g.dtype, copy=False)
+
+
+@_softplus_backward.grad
+def _(ctx, gg):
+    """torch's softplus_double_backward: g's is softplus_backward(gg); x's sigmoid_backward(gg·g, s)·β where
+    x·β < threshold, else 0, s = sigmoid(x·β)."""
+    g, x = ctx.inputs
+    beta, threshold = ctx.attrs["beta"], ctx.attrs["threshold"]
     bx = mul(x, beta)
-    return mul(g, where(gt(bx, threshold), const(1, g), sigmoid(bx)))
+    s = sigmoid(bx)
+    d2 = mul(mul(mul(mul(gg, g), rsub(s, 1)), s), step_mask(lt(bx, threshold), x, inside=beta))
+    return _softplus_backward(gg, x, beta=beta, threshold=threshold), d2
 
 
 def softplus(input, beta=1.0, threshold=20.0):
@@ -254,14 +282,31 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 @defop("mish", kind=EW)
 def _mish(xp, x):
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.mish, xp, x)  # torch's x·tanh(log1p(exp(x))), no threshold
     return x * xp.tanh(_softplus.forward(xp, x))
 
 
-@_mish.grad
-def _(ctx, g):
-    x = ctx.inputs[0]
-    t = tanh(softplus(x))
-    return mul(g, add(t, mul(mul(x, sigmoid(x)), rsub(square(t), 1))))  # torch's mish_backward, one factor
+_mish.grad(lambda ctx, g: _mish_backward(g, ctx.inputs[0]))
+_mish.array_grad(lambda ctx, g: _on_1d(kernels.mish_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array))
+
+
+@defop("mish_backward", kind=EW, save=(0, 1), saved_for={0: 1})
+def _mish_backward(xp, g, x):
+    """torch's mish_backward: g·(t + x·s·(1 - t²)), s = sigmoid(x), t = tanh(softplus(x))."""
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(kernels.mish_backward, xp, g, x)
+    t = xp.tanh(_softplus.forward(xp, x))
+    return g * (t + x * (1 / (1 + xp.exp(-x))) * (1 - t * t))
+
+
+@_mish_backward.grad
+def _(ctx, gg):
+    """g's is mish_backward(gg); x's gg · g · mish''(x), mish'' = s(1 - t²)(2 + x(1 - s) - 2x·s·t)."""
+    g, x = ctx.inputs
+    s, t = sigmoid(x), tanh(softplus(x))
+    inner = sub(add(mul(x, rsub(s, 1)), 2), mul(mul(mul(x, s), t), 2))
+    return _mish_backward(gg, x), mul(mul(gg, g), mul(mul(s, rsub(square(t), 1)), inner))
 
 
 def mish(input):

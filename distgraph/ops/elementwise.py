@@ -392,7 +392,7 @@ erf = _unary("erf", _erf_fwd, lambda ctx, g: mul(g, mul(exp(neg(square(ctx.input
 
 # ---- activations --------------------------------------------------------------------------------
 sigmoid = _unary(
-    "sigmoid", kernels.sigmoid, lambda ctx, g: mul(g, mul(ctx.out, rsub(ctx.out, 1))), saves_output=True, save=()
+    "sigmoid", kernels.sigmoid, lambda ctx, g: mul(mul(g, rsub(ctx.out, 1)), ctx.out), saves_output=True, save=()
 )
 
 
@@ -423,8 +423,8 @@ sqrt.op.array_grad(lambda ctx, g: g / (ctx.out_array * 2))
 square.op.array_grad(lambda ctx, g: g * (ctx.inputs[0].array * 2))
 sin.op.array_grad(lambda ctx, g: g * ctx.inputs[0].device.xp.cos(ctx.inputs[0].array))
 cos.op.array_grad(lambda ctx, g: -(g * ctx.inputs[0].device.xp.sin(ctx.inputs[0].array)))
-tanh.op.array_grad(lambda ctx, g: g * (1 - ctx.out_array * ctx.out_array))
-sigmoid.op.array_grad(lambda ctx, g: g * (ctx.out_array * (1 - ctx.out_array)))
+tanh.op.array_grad(lambda ctx, g: kernels.tanh_backward(ctx.inputs[0].device.xp, g, ctx.out_array))
+sigmoid.op.array_grad(lambda ctx, g: kernels.sigmoid_backward(ctx.inputs[0].device.xp, g, ctx.out_array))
 # relu's output is >= 0 or NaN, so `out != 0` is `not out <= 0` in one comparison
 relu.op.array_grad(lambda ctx, g: kernels.keep_or_zero(ctx.inputs[0].device.xp, ctx.out_array != 0, g))
 

@@ -60,10 +60,10 @@ def _relu_into(xp):
 
 @sigmoid.op.writer
 def _sigmoid_into(xp):
-    if xp is not np:
-        return None
-    kernels.sigmoid(xp, np.zeros(1))  # looks expit up
-    return kernels.EXPIT[0]
+    def sigmoid_into(x, out=None):
+        return kernels.sigmoid(xp, x, out=out)  # torch's 1 / (1 + exp(-x)), the forward's steps into out
+
+    return sigmoid_into
 
 
 @frac.op.writer
@@ -150,18 +150,10 @@ def _elu_into(xp):
 @_softplus.writer
 def _softplus_into(xp):
     def softplus_into(x, out=None, beta=1.0, threshold=20.0):
+        res = _softplus.forward(xp, x, beta, threshold)  # its select needs x whole: computed, then copied
         if out is None:
-            return _softplus.forward(xp, x, beta, threshold)
-        if out is x:  # in place: the kept elements are x already; compute only the others
-            bx = xp.multiply(x, beta)
-            rest = xp.logical_not(xp.greater(bx, threshold))
-            xp.logaddexp(0, bx, out=out, where=rest)
-            return xp.divide(out, beta, out=out, where=rest)
-        bx = xp.multiply(x, beta, out=out)
-        keep = xp.greater(bx, threshold)
-        xp.logaddexp(0, bx, out=out)
-        xp.divide(out, beta, out=out)
-        xp.copyto(out, x, where=keep)
+            return res
+        xp.copyto(out, res)
         return out
 
     return softplus_into
