@@ -1,8 +1,11 @@
-"""Array helpers for the fused normalization and lookup ops (ops/layers.py): layer_norm's array backward
-(all three gradients from one recomputed x̂) and embedding's scatter-add of gradient rows.
+"""Array helpers for the fused normalization and lookup ops (ops/layers.py): layer_norm's forward and array
+backward (all three gradients from one recomputed centering) and embedding's scatter-add of gradient rows.
 
-Both work on raw arrays (numpy or cupy) and make as few passes over the (M, N) data as they can:
-products into scratch arrays updated in place, row sums as BLAS matvecs.
+Both work on raw arrays (numpy or cupy) and make as few passes over the (M, N) data as they can: row sums
+and products are matvecs, per-row dot products batched matmuls, and the rest in-place ufuncs. (A BLAS
+rank-1 update through scipy centred rows faster, with the same bits, but put scipy.linalg's import (~120 ms)
+on distgraph's start-up and a second BLAS thread pool, which `threadpool_limits` set before the import
+misses, on every layer_norm: not taken.)
 """
 
 import math
@@ -12,47 +15,73 @@ import numpy as np
 from distgraph.backend import scatter_at
 
 
-def normalized(xp, x, k, eps):
-    """x̂ as (M, N) rows of the N normalized elements, and rstd (M, 1); row sums go through BLAS matvecs."""
+def _rowdot(a, b):
+    """Σ_j a_ij b_ij per row, as a batch of (1, N) @ (N, 1) products (a BLAS dot per row)."""
+    return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])
+
+
+def centered(xp, x, k, eps):
+    """(xc, mean, rstd) for x's rows of its last k dims: xc = x − mean as a fresh (M, N) array, mean and
+    rstd = 1 / sqrt(var + eps) as (M,) vectors (two-pass variance, as torch's is stable)."""
     n = math.prod(x.shape[x.ndim - k :])
     x2 = x.reshape(-1, n)
-    mean = (x2 @ xp.ones(n, x.dtype)) * (1.0 / n)
-    xhat = x2 - mean[:, None]
-    var = xp.einsum("ij,ij->i", xhat, xhat) * (1.0 / n)
-    rstd = (1.0 / xp.sqrt(var + eps))[:, None]
-    xhat *= rstd
-    return xhat, rstd
+    ones = xp.ones(n, x.dtype)
+    mean = (x2 @ ones) * (1.0 / n)
+    xc = x2 - mean[:, None]
+    var = (_rowdot(xc, xc) if xp is np else xp.einsum("ij,ij->i", xc, xc)) * (1.0 / n)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    return xc, mean, rstd
+
+
+def normalized(xp, x, k, eps):
+    """x̂ as (M, N) rows of the N normalized elements, and rstd (M, 1)."""
+    xhat, _, rstd = centered(xp, x, k, eps)
+    xhat *= rstd[:, None]
+    return xhat, rstd[:, None]
+
+
+def layer_norm_forward(xp, x, w, b, k, eps):
+    """layer_norm's output, x̂ · w + b (w, b optional), shaped as x."""
+    out, _ = normalized(xp, x, k, eps)
+    if w is not None:
+        out *= w.reshape(-1)
+    if b is not None:
+        out += b.reshape(-1)
+    return out.reshape(x.shape)
 
 
 def layer_norm_grads(xp, g, x, w, k, eps, need_x, need_w, need_b):
     """(gx, gw, gb) of layer_norm for the output gradient g (each None where not needed; gw None without w).
 
-    gx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = g·w, gw = Σ g·x̂ and gb = Σ g over the leading
-    dims; Σ ĝ·x̂ per row is (g·x̂)·w, so g·x̂ is formed once for both gw and gx. Each gradient's bits do
-    not depend on which others are asked for (the Tensor rule's ops ask for one at a time)."""
-    xhat, rstd = normalized(xp, x, k, eps)
-    m, n = xhat.shape
-    g2 = g.reshape(xhat.shape)
+    With xc = x − mean and P = g·xc: gw = Σ_i rstd_i P_ij (a matvec), and
+    gx = rstd · (ĝ − mean(ĝ)) − xc · rstd³ · mean(ĝ · xc) with ĝ = g·w (Σ_j ĝ·xc = P @ w), so x̂ is never
+    formed. Each gradient's bits do not depend on which others are asked for (the Tensor rule's ops ask
+    for one at a time)."""
+    xc, _, rstd = centered(xp, x, k, eps)
+    m, n = xc.shape
+    g2 = g.reshape(xc.shape)
     tail = x.shape[x.ndim - k :]
     gb = (xp.ones(m, g2.dtype) @ g2).reshape(tail) if need_b else None
     gw = gx = None
     if need_w or need_x:
-        gxh = g2 * xhat
+        p = g2 * xc
         if need_w:
-            gw = (xp.ones(m, gxh.dtype) @ gxh).reshape(tail)
+            gw = (rstd @ p).reshape(tail)
         if need_x:
-            wf = xp.ones(n, g2.dtype) if w is None else w.reshape(-1)
-            c2 = (gxh @ wf) * (1.0 / n)  # mean(ĝ · x̂) per row
-            c1 = (g2 @ wf) * (1.0 / n)  # mean(ĝ) per row
-            xhat *= c2[:, None]
-            xhat += c1[:, None]
-            gx = gxh  # (its last use above): the scratch for ĝ
-            if w is None:
-                xp.subtract(g2, xhat, out=gx)
+            wf = None if w is None else w.reshape(-1)
+            wv = xp.ones(n, g2.dtype) if wf is None else wf
+            s = p @ wv
+            c1 = (g2 @ wv) * (1.0 / n)  # mean(ĝ) per row
+            a = s * (rstd * rstd * (1.0 / n))  # rstd² · mean(ĝ · xc): xc's factor before the last · rstd
+            gx = p  # (its last use above): the scratch for ĝ
+            if wf is None:
+                gx[...] = g2
             else:
                 xp.multiply(g2, wf, out=gx)
-                gx -= xhat
-            gx *= rstd
+            gx -= c1[:, None]
+            xc *= a[:, None]
+            gx -= xc
+            gx *= rstd[:, None]
             gx = gx.reshape(x.shape)
     return gx, gw, gb
 

@@ -21,8 +21,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import generator
-from distgraph.ops.fused_norm import layer_norm_grads, scatter_rows
-from distgraph.ops.fused_norm import normalized as _normalized
+from distgraph.ops.fused_norm import layer_norm_forward, layer_norm_grads, scatter_rows
 from distgraph.ops.linalg import _matmul, _mm, matmul
 from distgraph.ops.registry import defop
 
@@ -31,7 +30,7 @@ from distgraph.ops.registry import defop
 @defop("linear", kind="matmul", save=(0, 1))
 def _linear(xp, x, w, *b):
     """x: (..., in), w: (out, in), b: optional (out,) -> (..., out)."""
-    out = x @ w.T
+    out = _mm(x, w.T)  # (leading dims folded into one product: linalg._mm)
     if b:
         out += b[0]
     return out
@@ -88,12 +87,8 @@ def linear(input, weight, bias=None):
 @defop("layer_norm", kind="other", save=(0, 1, 2))
 def _layer_norm(xp, x, *wb, k, eps, has_bias):
     """Normalize over the last k dims, then scale by w and shift by b (each optional)."""
-    out, _ = _normalized(xp, x, k, eps)
-    if len(wb) > has_bias:
-        out *= wb[0].reshape(-1)
-    if has_bias:
-        out += wb[-1].reshape(-1)
-    return out.reshape(x.shape)
+    w = wb[0] if len(wb) > has_bias else None
+    return layer_norm_forward(xp, x, w, wb[-1] if has_bias else None, k, eps)
 
 
 @defop("layer_norm_backward", kind="other", save=(0, 1, 2))
@@ -105,10 +100,8 @@ def _layer_norm_backward(xp, g, x, *w, k, eps):
 
 @defop("layer_norm_weight_grad", kind="other", save=(0, 1))
 def _layer_norm_weight_grad(xp, g, x, *, k, eps):
-    """Σ over the leading dims of g · x̂: the gradient of the scale."""
-    xhat, _ = _normalized(xp, x, k, eps)
-    xhat *= g.reshape(xhat.shape)
-    return (xp.ones(xhat.shape[0], xhat.dtype) @ xhat).reshape(x.shape[x.ndim - k :])
+    """Σ over the leading dims of g · x̂, the gradient of the scale (the array rule's bits: one function)."""
+    return layer_norm_grads(xp, g, x, None, k, eps, False, True, False)[1]
 
 
 @_layer_norm.grad
