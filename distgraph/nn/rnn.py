@@ -4,7 +4,8 @@ Parameter names, shapes, gate order (LSTM: i, f, g, o; GRU: r, z, n) and initial
 U(−1/√hidden, 1/√hidden) follow torch, so state dicts load in both directions. Each layer and
 direction is one matmul for every step's input projection (x·W_ihᵀ) and one fused op for the
 recurrence (`ops.recurrent.rnn_layer`, with its own BPTT op for backward), so a sequence costs a
-handful of ops, not ~15 per step. The cells are composed from per-step ops.
+handful of ops, not ~15 per step (ops/recurrent_kernels.py has what makes those ops quick). The cells
+are composed from per-step ops.
 
 LSTM's `proj_size` (torch's projection: h_t = W_hr·(o_t ⊙ tanh c_t), weight_hr_l{k} of shape (P, H),
 h and the output of size P) runs as per-step cells plus one matmul per step: the fused op has no

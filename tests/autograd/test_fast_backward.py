@@ -134,6 +134,19 @@ CASES = {
     "gelu": [(lambda a: F.gelu(a), [_any((3, 4))]), (lambda a: F.gelu(a, approximate="tanh"), [_any((3, 4))])],
     "elu": [(lambda a: F.elu(a, 0.7), [_any((3, 4))])],
     "leaky_relu": [(lambda a: F.leaky_relu(a, 0.2), [_any((3, 4))])],
+    "softplus": [(lambda a: F.softplus(a), [_any((3, 4))]), (lambda a: F.softplus(a, 2.0, 1.0), [_any((3, 4))])],
+    "mish": [(lambda a: F.mish(a), [_any((3, 4))])],
+    "rnn_layer": [  # one layer, one direction (ops/recurrent.py): every mode's BPTT
+        (
+            lambda *a: dg.ops.recurrent.rnn_layer("LSTM", *a),
+            [_any((4, 2, 12)), _any((2, 3)), _any((2, 3)), _any((12, 3))],
+        ),
+        (
+            lambda *a: dg.ops.recurrent.rnn_layer("GRU", *a, reverse=True),
+            [_any((4, 2, 9)), _any((2, 3)), _any((9, 3)), _any((9,))],
+        ),
+        (lambda *a: dg.ops.recurrent.rnn_layer("RNN_RELU", *a), [_any((4, 2, 3)), _any((2, 3)), _any((3, 3))]),
+    ],
 }
 
 
