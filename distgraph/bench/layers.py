@@ -23,7 +23,12 @@ ROWS = {  # name: (input shapes, fn(lib, F, *tensors) -> tensor)
     "gelu": ([ACT], lambda lib, F, x: F.gelu(x)),
     "gelu (tanh)": ([ACT], lambda lib, F, x: F.gelu(x, approximate="tanh")),
     "silu": ([ACT], lambda lib, F, x: F.silu(x)),
+    "sigmoid": ([ACT], lambda lib, F, x: lib.sigmoid(x)),
+    "tanh": ([ACT], lambda lib, F, x: lib.tanh(x)),
+    "softplus": ([ACT], lambda lib, F, x: F.softplus(x)),
+    "mish": ([ACT], lambda lib, F, x: F.mish(x)),
     "x ** 3": ([ACT], lambda lib, F, x: x**3),
+    "linear, 3-d input": ([(32, 128, 512), (512, 512)], lambda lib, F, x, w: F.linear(x, w)),
     "cross_entropy": ([(256, 1000)], lambda lib, F, x: F.cross_entropy(x, lib.arange(256) % 1000)),
     "batch_norm (train)": (
         [(32, 32, 16, 16), (32,), (32,)],
