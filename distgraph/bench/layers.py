@@ -16,6 +16,15 @@ import numpy as np
 from distgraph.bench._util import interleaved, json_out_option, machine, table, write_json
 
 ACT = (256, 1024)
+_MODULES = {}  # lib -> the module a row uses (made once, with that library's default init)
+
+
+def _module(lib, make):
+    if lib not in _MODULES:
+        _MODULES[lib] = make(lib)
+    return _MODULES[lib]
+
+
 ROWS = {  # name: (input shapes, fn(lib, F, *tensors) -> tensor)
     "softmax": ([ACT], lambda lib, F, x: F.softmax(x, -1) * x),
     "log_softmax": ([ACT], lambda lib, F, x: F.log_softmax(x, -1)),
@@ -38,6 +47,10 @@ ROWS = {  # name: (input shapes, fn(lib, F, *tensors) -> tensor)
     "max_pool2d": ([(32, 32, 32, 32)], lambda lib, F, x: F.max_pool2d(x, 2)),
     "embedding": ([(10000, 256)], lambda lib, F, w: F.embedding(lib.arange(4096) * 7 % 10000, w)),
     "rows x[ids]": ([(10000, 64)], lambda lib, F, x: x[lib.arange(2048) * 3 % 10000]),
+    "LSTM(128, 256), 35 steps": (
+        [(35, 32, 128)],
+        lambda lib, F, x: _module(lib, lambda lib: lib.nn.LSTM(128, 256))(x)[0],
+    ),
     "attention (sdpa)": (
         [(8, 4, 128, 64)] * 3,
         lambda lib, F, q, k, v: F.scaled_dot_product_attention(q, k, v),
