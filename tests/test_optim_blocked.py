@@ -114,3 +114,17 @@ def test_a_call_that_makes_state_is_undone_and_run_whole():
     assert np.all(param == 1) and state["seen"].shape == param.shape and state["step"] == 1
     update(param, grad, state)  # the state exists now: blocks
     assert calls[2] == PROBE and len(calls) == 2 + 1 + 4 and np.all(param == 2) and state["step"] == 2
+
+
+def test_a_none_entry_an_update_fills_runs_whole():
+    """A loaded torch SGD state may hold momentum_buffer=None: the update fills it, whole, not block by block."""
+    param, grad = np.ones(2 * MIN_BYTES // 4, np.float32), np.full(2 * MIN_BYTES // 4, 0.5, np.float32)
+    state = {"momentum_buffer": None}
+    update = functional.UPDATES["sgd"]
+    update(param, grad, state, lr=0.1, momentum=0.9)
+    assert state["momentum_buffer"].shape == param.shape
+    update(param, grad, state, lr=0.1, momentum=0.9)  # (it raised on block-sized state)
+    whole, st = np.ones_like(param), {"momentum_buffer": None}
+    for _ in range(2):
+        update.__wrapped__(whole, grad, st, lr=0.1, momentum=0.9)
+    assert np.array_equal(param, whole)

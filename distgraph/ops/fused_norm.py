@@ -106,12 +106,12 @@ def scatter_rows(xp, g, indices, num_weights):
     new = np.empty(ids.size, bool)
     new[0] = True
     np.not_equal(ids[1:], ids[:-1], out=new[1:])
-    if new.all():  # no index repeats: one assignment
-        out[flat_i] = flat_g
+    if new.all():  # no index repeats: one assignment (0 + g, as add.at: a -0.0 gradient gives +0.0)
+        out[flat_i] = flat_g + out.dtype.type(0)
         return out
     starts = np.flatnonzero(new)
     rank = np.arange(ids.size) - np.repeat(starts, np.diff(np.append(starts, ids.size)))
-    out[ids[new]] = flat_g[order[new]]
+    out[ids[new]] = flat_g[order[new]] + out.dtype.type(0)
     top = int(rank.max())
     for r in range(1, min(top, _ROUNDS) + 1):
         sel = rank == r

@@ -109,6 +109,9 @@ def sign(xp, x, out=None):
     return out
 
 
+POW_SPECIAL = frozenset((0.0, 1.0, 2.0, 3.0, -2.0, 0.5, -0.5, -1.0))  # the exponents `pow` computes as torch does
+
+
 def pow(xp, a, b):
     """`a ** b` with torch's CPU pow(tensor, scalar) for a float32/float64 base and a 0-d exponent: 0 gives
     ones, 1 a copy, 2 x·x, 3 x·x·x, -2 1/(x·x), 0.5 sqrt, -0.5 1/sqrt, -1 1/x (so sqrt(-0.0) is -0.0);
@@ -116,6 +119,8 @@ def pow(xp, a, b):
     if b.ndim != 0 or a.dtype.kind != "f" or a.dtype.itemsize < 4 or b.dtype.kind not in "fiu":
         return a**b
     e = float(b)
+    if e not in POW_SPECIAL:
+        return a**b
     if e == 2.0 or e == 3.0 or e == -2.0:
         r = a * a
         if e == 3.0:

@@ -58,11 +58,12 @@ def in_blocks(update):
 
 def _flat_views(param, grad, state):
     """(param, grad, {key: state array}) as 1-d views when blocking applies, else None: numpy arrays of
-    at least `MIN_BYTES`, C-contiguous, every state entry a number, None or an array shaped like param."""
+    at least `MIN_BYTES`, C-contiguous, every state entry a number or an array shaped like param."""
     if type(param) is not np.ndarray or param.size * param.itemsize < MIN_BYTES:
         return None
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-    others_plain = all(v is None or isinstance(v, numbers.Number) for k, v in state.items() if k not in arrays)
+    # (a None entry is state an update may fill, e.g. a loaded momentum_buffer: blocks would each fill their own)
+    others_plain = all(isinstance(v, numbers.Number) for k, v in state.items() if k not in arrays)
     together = [param, grad, *arrays.values()]
     if not others_plain or not all(
         type(a) is np.ndarray and a.shape == param.shape and a.flags.c_contiguous for a in together

@@ -338,3 +338,12 @@ def test_layer_norm_backward_ops_give_the_array_rules_bits(affine):
             xs[1].grad.numpy(), get_op("layer_norm_weight_grad").forward(np, seed, x, k=1, eps=1e-5)
         )
         np.testing.assert_array_equal(xs[2].grad.numpy(), seed.sum((0, 1)))
+
+
+@pytest.mark.parametrize("ids", [[0, 1, 2], [0, 1, 1]])
+def test_scatter_rows_turns_a_negative_zero_gradient_positive_as_add_at(ids):
+    g = np.full((len(ids), 4), -0.0)
+    got = scatter_rows(np, g, np.array(ids), 3)
+    want = np.zeros((3, 4))
+    np.add.at(want, np.array(ids), g)
+    assert np.array_equal(np.signbit(got), np.signbit(want)) and not np.signbit(got).any()

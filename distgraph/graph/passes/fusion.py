@@ -19,6 +19,7 @@ import functools
 import threading
 
 from distgraph.graph.ir import Node
+from distgraph.ops import kernels
 from distgraph.ops.registry import get_op
 
 # registry op -> the numpy/cupy ufunc computing it exactly (its forward is that ufunc, or the same IEEE
@@ -50,7 +51,7 @@ def _pow_writer(xp):
     forward = get_op("pow").forward
 
     def pow_into(a, b, out=None):
-        special = b.ndim == 0 and a.dtype.kind == "f" and a.dtype.itemsize >= 4
+        special = b.ndim == 0 and a.dtype.kind == "f" and a.dtype.itemsize >= 4 and float(b) in kernels.POW_SPECIAL
         if special or a.dtype.kind == "b" or (a.dtype.kind in "iu" and b.dtype.kind in "iu"):
             result = forward(xp, a, b)
             if out is None:
