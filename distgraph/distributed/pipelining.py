@@ -27,7 +27,9 @@ are taken and unused: a stage runs where its module's parameters are and learns 
 
 Several stages a rank (torch's PipelineScheduleMulti): `num_stages` a multiple of the group's size W, stage s
 on the group's rank s % W (torch's looped assignment), each rank's stages handed together to
-`ScheduleLoopedBFS` or `ScheduleInterleaved1F1B`. The four schedules are in pipelining_schedules.py, exported here.
+`ScheduleLoopedBFS` or `ScheduleInterleaved1F1B`. A group of one rank (outside a launch, or `dist.new_group` of
+one rank) holds every stage; a stage then hands over to the next in-process, no message sent (as torch's
+set_local_fwd_input). The four schedules are in pipelining_schedules.py, exported here.
 """
 
 import numpy as np
@@ -45,8 +47,8 @@ _SCHEDULES = __all__[1:]  # pipelining_schedules.py (which imports this module: 
 
 
 class PipelineStage:
-    """This rank's stage: `submodule` as stage `stage_index` of `num_stages`, one per rank of `group`'s (the
-    launch's by default) in order."""
+    """This rank's stage: `submodule` as stage `stage_index` of `num_stages` (a multiple of the size W of `group`,
+    the launch's by default), stage s on the group's rank s % W."""
 
     def __init__(self, submodule, stage_index, num_stages, device=None, input_args=None, output_args=None,
                  group=None, dw_builder=None):  # fmt: skip
@@ -56,11 +58,12 @@ class PipelineStage:
         ranks = list(range(loop.world_size())) if sub is None else list(sub.ranks)
         me = loop.rank()
         world = len(ranks)
-        if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1 or num_stages % world \
-                or (world == 1 and num_stages != 1):  # fmt: skip
+        if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
+            raise ConfigError(f"PipelineStage: num_stages must be a positive int, got {num_stages!r}")
+        if num_stages % world:
             raise ConfigError(
-                f"PipelineStage: num_stages={num_stages}, but the group has {world} ranks (one stage each, or a "
-                f"multiple of {world} with more than one rank: stage s on the group's rank s % {world})"
+                f"PipelineStage: num_stages={num_stages} is not a multiple of the group's {world} ranks (stage s runs "
+                f"on the group's rank s % {world}, every rank holding as many)"
             )
         if isinstance(stage_index, bool) or not isinstance(stage_index, int) or not 0 <= stage_index < num_stages:
             raise ConfigError(f"PipelineStage: stage_index={stage_index!r} is not one of the {num_stages} stages")
@@ -81,9 +84,9 @@ class PipelineStage:
     def is_last(self):
         return self.stage_index == self.num_stages - 1
 
-    def _send(self, tensor, stage, tag):
-        """`tensor` (a single one, detached) to `stage` (as p2p `tag`), after a header saying its dtype, grad and
-        shape."""
+    def _check(self, tensor):
+        """`tensor`'s dtype name; refused by name unless it is one tensor that a message carries (the same rules
+        where the next stage is on this rank: a pipeline that runs on one rank runs on several)."""
         if not isinstance(tensor, Tensor):
             raise ConfigError(
                 f"PipelineStage {self.stage_index}: a stage hands over one tensor, got {type(tensor).__name__}"
@@ -97,6 +100,12 @@ class PipelineStage:
             raise ShapeError(
                 f"PipelineStage {self.stage_index}: cannot send a tensor of {tensor.ndim} dims (8 at most)"
             )
+        return dtype
+
+    def _send(self, tensor, stage, tag):
+        """`tensor` (a single one, detached) to `stage` (as p2p `tag`), after a header saying its dtype, grad and
+        shape."""
+        dtype = self._check(tensor)
         header = np.zeros(_HEADER, np.int64)
         header[:3] = _DTYPES.index(dtype), bool(tensor.requires_grad), tensor.ndim
         header[3 : 3 + tensor.ndim] = tensor.shape

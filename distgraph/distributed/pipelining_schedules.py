@@ -16,8 +16,9 @@ use. Several stages a rank:
 A schedule is an order of (local stage, forward | backward, micro-batch) actions per rank; one engine runs any
 of them (`_Schedule`), so the four differ only in their orders and in where they may run.
 A rank holding both the first and the last stage takes both (`step(x, target=y, losses=losses)`). Each rank
-hands every stage it holds (v = num_stages / W of them, in any order) at once; a stage whose index is not this
-rank's is refused by PipelineStage, stages of different groups or counts here.
+hands every stage it holds (v = num_stages / W of them, in any order) at once — on a group of one rank, all of
+them; a stage whose index is not this rank's is refused by PipelineStage, stages of different groups or counts
+here.
 
 Orders (per rank; each stage's micro-batches go 0, 1, 2, ... both ways, as the messages' FIFO order needs):
 GPipe runs every forward, then every backward; 1F1B starts `num_stages - 1 - stage_index` forwards ahead, then
@@ -31,8 +32,10 @@ Messages: the activation into stage s goes as p2p tag 2 * s, the gradient into s
 (receiving stage, kind) is a FIFO channel of its own (p2p.py: the n-th message of a (src, dst, tag) meets its
 n-th receive). Sends never wait for their receiver on one node, so every order whose receives can all be met
 completes. Across nodes (gloo / NCCL) there are no tags (a pair's messages meet in call order) and sends wait for
-their receiver: only GPipe runs there (each rank sends one way at a time); the others are refused by name.
-(A stage handing over to a stage of its own rank — one rank holding them all — keeps the tensor here instead.)
+their receiver: only GPipe runs there (each rank sends one way at a time); the others are refused by name, except
+on a group of one rank. There (outside a launch, or a `dist.new_group` of one rank) the rank holds every stage and
+a stage hands over to the next in-process, no message sent: the tensor, detached (an activation requiring grad
+where it did), waits in a FIFO per (receiving stage, kind) — torch's set_local_fwd_input / set_local_bwd_input.
 Without a loss_fn a step runs the forwards alone (in LoopedBFS's order), recording no graph.
 """
 
@@ -132,7 +135,7 @@ class _Schedule:
             raise ConfigError(f"{name}: n_microbatches must be a positive int, got {n_microbatches!r}")
         if output_merge_spec is not None:
             raise ConfigError(f"{name}: output_merge_spec is not supported (outputs join along dim 0)")
-        if not self.crosses_nodes and p2p._collective() is not None:
+        if not self.crosses_nodes and world > 1 and p2p._collective() is not None:  # (one rank: nothing crosses)
             raise ConfigError(
                 f"{name}: the launch's ranks meet over gloo / NCCL, which know no p2p tags and whose sends wait for "
                 f"their receiver; use ScheduleGPipe there ({name} needs the one-node transport)"
@@ -147,9 +150,11 @@ class _Schedule:
         raise NotImplementedError
 
     def _send(self, stage, tensor, to, kind):
-        """`tensor` from `stage` into stage `to`: by p2p, or kept here where this rank holds `to` too (one rank)."""
+        """`tensor` from `stage` into stage `to`: by p2p, or kept here where this rank holds `to` too (a group of
+        one rank), detached as a message's would be (torch's set_local_fwd_input / set_local_bwd_input)."""
         if to % self.world != self.rank:
             return stage._send(tensor, to, tag=tag(to, kind))
+        stage._check(tensor)
         sent = tensor.detach()
         self._mail[to, kind].append(sent.requires_grad_(True) if tensor.requires_grad and kind == ACTIVATION else sent)
 

@@ -1,6 +1,7 @@
 """torch.distributed.pipelining's manual stages (distributed/pipelining.py) on 3 real Ray ranks: an MLP cut into
 three stages, run by ScheduleGPipe and Schedule1F1B over 4 micro-batches (one of them a row short), gives one
-process's outputs, per-micro-batch losses and gradients (float64); a forward-only step; errors named."""
+process's outputs, per-micro-batch losses and gradients (float64); a forward-only step; so does one stage on a
+group of one rank (outside a launch); errors named."""
 
 import numpy as np
 import pytest
@@ -81,9 +82,35 @@ def test_three_stages_give_one_process_outputs_losses_and_gradients(ray_session,
     assert [r["frozen grads"] for r in ranks] == [False, True, True]
 
 
+def _one_process():
+    model = _model()
+    x, y = _data()
+    micro = [F.cross_entropy(model(x[a:b]), y[a:b]) for a, b in [(0, 4), (4, 8), (8, 12), (12, 15)]]
+    (sum(micro) / MICRO).backward()
+    return model(x).detach().numpy(), [float(v) for v in micro], [p.grad.numpy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("cls", [ScheduleGPipe, Schedule1F1B])
+def test_one_rank_one_stage_gives_one_process_outputs_losses_and_gradients(cls):
+    model = _model()  # outside a launch: the group is one rank, holding the one stage (first and last)
+    x, y = _data()
+    losses = []
+    out = cls(PipelineStage(model, 0, 1), MICRO, loss_fn=F.cross_entropy).step(x, target=y, losses=losses)
+    want_out, micro, grads = _one_process()
+    np.testing.assert_allclose(out.numpy(), want_out, rtol=0, atol=1e-12)
+    np.testing.assert_allclose([float(v) for v in losses], micro, rtol=0, atol=1e-12)
+    for p, want in zip(model.parameters(), grads, strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), want, rtol=0, atol=1e-12)
+
+
 def test_alone_bad_stages_and_steps_are_named():
-    with pytest.raises(ConfigError, match="num_stages=2, but the group has 1 ranks"):
-        PipelineStage(nn.Linear(2, 2), 0, 2)
+    linear = nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="PipelineStage: num_stages must be a positive int, got 0"):
+        PipelineStage(linear, 0, 0)
+    with pytest.raises(ConfigError, match="PipelineStage: stage_index=2 is not one of the 2 stages"):
+        PipelineStage(linear, 2, 2)
+    with pytest.raises(ConfigError, match=r"dw_builder \(zero-bubble schedules\) is not supported"):
+        PipelineStage(linear, 0, 1, dw_builder=lambda: None)
     stage = PipelineStage(nn.Linear(2, 2).to(dg.float64), 0, 1)
     with pytest.raises(ConfigError, match="n_microbatches must be a positive int"):
         ScheduleGPipe(stage, 0)
@@ -101,7 +128,8 @@ def test_multi_stage_schedules_are_exported_beside_the_single_stage_ones():
 
     for name in ("ScheduleGPipe", "Schedule1F1B", "ScheduleLoopedBFS", "ScheduleInterleaved1F1B"):
         assert name in pipelining.__all__ and getattr(pipelining, name) is getattr(pipelining_schedules, name)
-    with pytest.raises(ConfigError, match="a rank holding several runs ScheduleLoopedBFS or ScheduleInterleaved1F1B"):
-        stage = PipelineStage.__new__(PipelineStage)
-        stage.submod, stage.stage_index, stage.num_stages, stage._ranks = nn.Linear(2, 2), 0, 4, [0, 1]
-        ScheduleGPipe(stage, 2)
+    stage = PipelineStage(nn.Linear(2, 2), 0, 2)  # one rank holding two stages: a multi-stage schedule's
+    for cls in (ScheduleGPipe, Schedule1F1B):
+        with pytest.raises(ConfigError, match=f"{cls.__name__}: stage 0 is one of 2 stages on 1 ranks; a rank holding "
+                           "several runs ScheduleLoopedBFS or ScheduleInterleaved1F1B"):  # fmt: skip
+            cls(stage, 2)

@@ -1,7 +1,9 @@
 """torch.distributed.pipelining's multi-stage schedules (distributed/pipelining_schedules.py): every rank's order
 simulated (non-blocking sends, blocking receives) completes with each stage's micro-batches in order, and
 Interleaved1F1B keeps fewer activations than LoopedBFS; on 2 real Ray ranks holding 2 stages each, both
-schedules give one process's outputs, per-micro-batch losses and gradients (float64); errors named."""
+schedules give one process's outputs, per-micro-batch losses and gradients (float64), and so does a group of one
+rank holding every stage (outside a launch, or dist.new_group of one rank inside one), its stages handing over
+in-process; errors named."""
 
 import collections
 
@@ -19,6 +21,7 @@ from distgraph.distributed.pipelining import (
     ScheduleLoopedBFS,
 )
 from distgraph.distributed.pipelining_schedules import interleaved_1f1b_order, looped_bfs_order
+from distgraph.distributed.subgroups import SubGroup
 from distgraph.errors import ConfigError
 
 ROWS, MICRO, WORLD, V = 14, 4, 2, 2  # micro-batches of 4, 4, 3, 3 rows; 4 stages on 2 ranks
@@ -110,8 +113,10 @@ def _model():
     ).to(dg.float64)
 
 
-def _parts(model):
-    return [model[0:2], model[2:4], model[4:6], model[6:7]]
+def _parts(model, num_stages=4):
+    """`model` cut into `num_stages` stages: 4, a Linear (and its Tanh) each; 2, two of those each."""
+    cuts = {4: (0, 2, 4, 6, 7), 2: (0, 4, 7)}[num_stages]
+    return [model[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _data():
@@ -120,13 +125,13 @@ def _data():
     return dg.tensor(x), dg.tensor((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64))
 
 
-def _one_process():
+def _one_process(num_stages=4):
     model = _model()
     x, y = _data()
     cuts = [(0, 4), (4, 8), (8, 11), (11, 14)]
     micro = [F.cross_entropy(model(x[a:b]), y[a:b]) for a, b in cuts]
     (sum(micro) / MICRO).backward()  # torch's scale_grads: the mean of the micro-batches' losses
-    grads = [[p.grad.numpy() for p in part.parameters()] for part in _parts(model)]
+    grads = [[p.grad.numpy() for p in part.parameters()] for part in _parts(model, num_stages)]
     return model(x).detach().numpy(), [float(v) for v in micro], grads
 
 
@@ -156,6 +161,14 @@ def _on_each_rank():
         forward_only = cls(stages, MICRO)
         again = forward_only.step(x) if rank == 0 else forward_only.step()
         result[name]["again"] = None if again is None else again.numpy()
+    # a group of this rank alone (dist.new_group of one rank): it holds both stages of 2, handing over in-process
+    alone = dist.new_group([rank], use_local_synchronization=True)
+    parts = _parts(_model(), 2)
+    losses = []
+    out = ScheduleInterleaved1F1B([PipelineStage(part, s, 2, group=alone) for s, part in enumerate(parts)], MICRO,
+                                  loss_fn=F.cross_entropy).step(x, target=y, losses=losses)  # fmt: skip
+    result["alone"] = {"out": out.numpy(), "losses": [float(v) for v in losses],
+                       "grads": [[p.grad.numpy() for p in part.parameters()] for part in parts]}  # fmt: skip
     errors = []
     for call in (
         lambda: PipelineStage(nn.Linear(2, 2), (rank + 1) % world, world * V),  # the other rank's stage
@@ -187,6 +200,14 @@ def test_four_stages_on_two_ranks_give_one_process_outputs_losses_and_gradients(
                     np.testing.assert_allclose(g, want, rtol=0, atol=1e-12)
     assert [r["bfs"]["peak"] for r in ranks] == [8, 8]
     assert [r["interleaved"]["peak"] for r in ranks] == [5, 3]
+    out, micro, grads = _one_process(2)
+    for rank in range(WORLD):
+        alone = ranks[rank]["alone"]
+        np.testing.assert_allclose(alone["out"], out, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(alone["losses"], micro, rtol=0, atol=1e-12)
+        for got, want in zip(alone["grads"], grads, strict=True):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
     errors = ranks[0]["errors"]
     assert "stage_index=1 is not this rank's place (0) in the group [0, 1]" in errors[0]
     assert "n_microbatches=3 is not a multiple of the group's 2 ranks" in errors[1]
@@ -194,62 +215,104 @@ def test_four_stages_on_two_ranks_give_one_process_outputs_losses_and_gradients(
     assert "stage 0 is one of 4 stages on 2 ranks" in errors[3] and "ScheduleInterleaved1F1B" in errors[3]
 
 
-def _fake_stage(submod, index, num_stages, ranks):
-    """A PipelineStage as rank 0 of `ranks` would build it (outside a launch every stage is rank 0's of 1)."""
-    stage = PipelineStage.__new__(PipelineStage)
-    stage.submod, stage.stage_index, stage.num_stages, stage._ranks = submod, index, num_stages, list(ranks)
-    return stage
+def _one_rank_stages(num_stages, model=None):
+    """Every stage of `model` (a fresh one by default) cut `num_stages` ways, on the group of one rank that
+    a process outside a launch is: this rank holds them all."""
+    parts = _parts(_model() if model is None else model, num_stages)
+    return parts, [PipelineStage(part, s, num_stages) for s, part in enumerate(parts)]
 
 
+@pytest.mark.parametrize("num_stages", [2, 4])
 @pytest.mark.parametrize("cls", [ScheduleLoopedBFS, ScheduleInterleaved1F1B])
-def test_one_rank_holding_every_stage_first_and_last_gives_one_process_run(cls):
-    parts = _parts(_model())
-    stages = [_fake_stage(part, s, 4, [0]) for s, part in enumerate(parts)]
+def test_one_rank_holding_every_stage_gives_one_process_outputs_losses_and_gradients(cls, num_stages):
+    parts, stages = _one_rank_stages(num_stages)
     x, y = _data()
     losses = []
-    out = cls(stages, MICRO, loss_fn=F.cross_entropy).step(x, target=y, losses=losses)
-    want_out, micro, grads = _one_process()
+    schedule = cls(stages[::-1], MICRO, loss_fn=F.cross_entropy)  # (any order: sorted by stage index)
+    out = schedule.step(x, target=y, losses=losses)  # the rank holds the first stage and the last: both
+    want_out, micro, grads = _one_process(num_stages)
     np.testing.assert_allclose(out.numpy(), want_out, rtol=0, atol=1e-12)
     np.testing.assert_allclose([float(v) for v in losses], micro, rtol=0, atol=1e-12)
     for part, want in zip(parts, grads, strict=True):
         for p, g in zip(part.parameters(), want, strict=True):
             np.testing.assert_allclose(p.grad.numpy(), g, rtol=0, atol=1e-12)
-    with pytest.raises(ConfigError, match=r"the rank holding stages \[0, 1, 2, 3\] takes one input tensor"):
-        cls(stages, MICRO, loss_fn=F.cross_entropy).step(target=y)
+    # LoopedBFS holds every micro-batch of every stage; Interleaved1F1B (W=1: v - 1 warmup forwards) one a stage
+    assert schedule.peak_kept == (MICRO * num_stages if cls is ScheduleLoopedBFS else num_stages)
+    np.testing.assert_allclose(cls(stages, MICRO).step(x).numpy(), want_out, rtol=0, atol=1e-12)  # forward only
+    with pytest.raises(ConfigError, match=r"the rank holding stages \[0, 1(, 2, 3)?\] takes one input tensor"):
+        schedule.step(target=y)
     with pytest.raises(ConfigError, match="target= goes to the rank holding the last stage, and only with a loss_fn"):
-        cls(stages, MICRO, loss_fn=F.cross_entropy).step(x)
+        schedule.step(x)
 
 
-def test_alone_bad_stage_lists_are_named():
+@pytest.mark.parametrize("cls", [ScheduleLoopedBFS, ScheduleInterleaved1F1B])
+def test_one_rank_hands_no_gradient_to_a_frozen_first_stage_nor_a_tuple_on(cls):
+    parts, stages = _one_rank_stages(2)
+    for p in parts[0].parameters():
+        p.requires_grad_(False)  # its output requires no grad: the next stage's input gets none, sends none back
+    x, y = _data()
+    cls(stages, MICRO, loss_fn=F.cross_entropy).step(x, target=y)
+    assert all(p.grad is None for p in parts[0].parameters())
+    assert all(p.grad is not None for p in parts[1].parameters())
+
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    pair = [PipelineStage(Pair(), 0, 2), PipelineStage(nn.Linear(5, 3).to(dg.float64), 1, 2)]
+    with pytest.raises(ConfigError, match="PipelineStage 0: a stage hands over one tensor, got tuple"):
+        cls(pair, MICRO, loss_fn=F.cross_entropy).step(x, target=y)  # refused as a message would be
+
+
+def _two_rank_stage(submod, index, ranks=(0, 1)):
+    """Stage `index` of 4 on a group of two ranks, as the group's first rank builds it (outside a launch this
+    process is rank 0); for the refusals, which send nothing."""
+    return PipelineStage(submod, index, 4, group=SubGroup(ranks, "pipelining-test"))
+
+
+def test_alone_bad_stages_and_stage_lists_are_named():
     linear = nn.Linear(2, 2)
-    a, b = _fake_stage(linear, 0, 4, [0, 1]), _fake_stage(linear, 2, 4, [0, 1])
+    _, stages = _one_rank_stages(4)
+    a, b = _two_rank_stage(linear, 0), _two_rank_stage(linear, 2)
     for cls in (ScheduleLoopedBFS, ScheduleInterleaved1F1B):
         with pytest.raises(ConfigError, match=f"{cls.__name__}: stages must be a non-empty list"):
             cls([], 2)
         with pytest.raises(ConfigError, match="stages must be PipelineStages, got a Linear"):
-            cls([a, linear], 2)
+            cls([stages[0], linear], 2)
         with pytest.raises(
             ConfigError, match=r"the stages mix groups: stage 0 is one of 4 on ranks \[0, 1\], stage 2 "
         ):
-            cls([a, _fake_stage(linear, 2, 4, [0, 2])], 2)
-        with pytest.raises(ConfigError, match=r"a stage is given twice \(stage indices \[0, 0\]\)"):
-            cls([a, a], 2)
+            cls([a, _two_rank_stage(linear, 2, (0, 2))], 2)
+        with pytest.raises(ConfigError, match=r"the stages mix groups: stage 0 is one of 2 on ranks \[0\], stage 1 "):
+            cls([PipelineStage(linear, 0, 2), stages[1]], 2)
+        with pytest.raises(ConfigError, match=r"a stage is given twice \(stage indices \[0, 0, 1, 2\]\)"):
+            cls(stages[:1] + stages[:3], 2)
+        with pytest.raises(
+            ConfigError, match=r"this rank holds 3 stages \(\[0, 1, 2\]\) of 4 on 1 ranks; hand it all 4"
+        ):
+            cls(stages[:3], 2)
         with pytest.raises(ConfigError, match="n_microbatches must be a positive int"):
-            cls([a, b], 0)
+            cls(stages, 0)
     ScheduleLoopedBFS([a, b], 3)  # any count of micro-batches
+    ScheduleInterleaved1F1B(stages, 3)  # (a multiple of one rank)
     with pytest.raises(
         ConfigError, match="ScheduleInterleaved1F1B: n_microbatches=3 is not a multiple of the group's 2"
     ):
         ScheduleInterleaved1F1B([a, b], 3)
-    with pytest.raises(ConfigError, match="num_stages=4, but the group has 1 ranks"):
-        PipelineStage(linear, 0, 4)  # (one rank: one stage, as before)
+    with pytest.raises(ConfigError, match="PipelineStage: num_stages=3 is not a multiple of the group's 2 ranks"):
+        PipelineStage(linear, 0, 3, group=SubGroup((0, 1), "pipelining-test"))
+    with pytest.raises(ConfigError, match=r"stage_index=1 is not this rank's place \(0\) in the group \[0, 1\]"):
+        _two_rank_stage(linear, 1)
 
 
-def test_across_nodes_the_multi_stage_schedules_are_refused_by_name(monkeypatch):
+def test_across_nodes_the_multi_stage_schedules_are_refused_by_name_unless_one_rank(monkeypatch):
     from distgraph.distributed import p2p
 
     monkeypatch.setattr(p2p, "_collective", lambda: object())  # as when the launch's ranks meet over gloo
-    stages = [_fake_stage(nn.Linear(2, 2), 0, 4, [0, 1]), _fake_stage(nn.Linear(2, 2), 2, 4, [0, 1])]
+    stages = [_two_rank_stage(nn.Linear(2, 2), 0), _two_rank_stage(nn.Linear(2, 2), 2)]
     for cls in (ScheduleLoopedBFS, ScheduleInterleaved1F1B):
         with pytest.raises(ConfigError, match=f"{cls.__name__}: the launch's ranks meet over gloo / NCCL"):
             cls(stages, 2)
+        _, alone = _one_rank_stages(2)  # a group of one rank sends nothing: it runs
+        x, y = _data()
+        assert cls(alone, MICRO, loss_fn=F.cross_entropy).step(x, target=y).shape == (ROWS, 3)
