@@ -24,10 +24,11 @@ backward running while the gradients travel, is not had this way; the numbers ar
 form is its sync form's code, run without recording a graph (Horovod's async ops are not differentiable).
 `start_timeline` / `stop_timeline`: collective_trace.py. The build queries (`mpi_built`, `nccl_built`, ...)
 say what distgraph has, not what a Horovod build would. Process sets (`hvd.ProcessSet`, `add_process_set`,
-`remove_process_set`, `init(process_sets=...)`, every op's `process_set=`): process_sets.py. Not here: `join`
-(a joined rank would have to shadow collectives it cannot know the shapes of: `ddp.join()` / `algorithms.Join`
-cover uneven inputs), `sparse_allreduce_async` (no sparse tensors), `elastic` (the launch has a fixed set of
-ranks).
+`remove_process_set`, `init(process_sets=...)`, every op's `process_set=`): process_sets.py. `join()` for
+uneven inputs (a joined rank adds zeros to the others' all-reduces until all have joined; the other ops raise
+Horovod's "... is not supported with Join"): horovod_join.py, whose rounds every collective here over the
+global set takes part in (`@served` / `@refused`). Not here: `sparse_allreduce_async` (no sparse tensors),
+`elastic` (the launch has a fixed set of ranks).
 """
 
 import inspect
@@ -53,10 +54,10 @@ from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Hor
     local_size,
 )
 from distgraph.distributed.compression import Compression
-from distgraph.distributed.dist_optimizer import DistributedOptimizer  # noqa: F401
+from distgraph.distributed.horovod_join import DistributedOptimizer, join, refused, served  # noqa: F401
 from distgraph.distributed.loop import broadcast as _broadcast_in_place
-from distgraph.distributed.loop import broadcast_optimizer_state, rank, size  # noqa: F401
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
+from distgraph.distributed.loop import rank, size  # noqa: F401
 from distgraph.distributed.nn import functional as differentiable
 from distgraph.distributed.process_group import is_gloo_available, is_nccl_available
 from distgraph.distributed.process_sets import (  # noqa: F401  (Horovod's names)
@@ -101,6 +102,7 @@ def is_initialized():
     return _state["initialized"]
 
 
+@served
 def barrier(process_set=None):
     with collective_trace.span("barrier", None, []):
         run_in(process_set, "barrier", loop.barrier)
@@ -108,6 +110,7 @@ def barrier(process_set=None):
 
 # ---- the collectives ---------------------------------------------------------------------------------------
 @traced
+@served
 def allreduce(tensor, average=None, name=None, compression=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
               process_set=None):  # fmt: skip
     """Every rank's tensor reduced → a new tensor (default op: Average), scaled by prescale_factor before and
@@ -160,6 +163,7 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
 
 
 @traced
+@refused("broadcast")
 def broadcast(tensor, root_rank, name=None, process_set=None):
     """Rank root_rank's tensor → a new tensor on every rank (differentiable, as Horovod's: root's input gets the
     ranks' gradients averaged, the others' zeros)."""
@@ -167,6 +171,7 @@ def broadcast(tensor, root_rank, name=None, process_set=None):
 
 
 @traced
+@refused("broadcast")
 def broadcast_(tensor, root_rank, name=None, process_set=None):
     """In place: every rank's tensor becomes rank root_rank's."""
     group = group_of(process_set, "broadcast_")
@@ -175,6 +180,7 @@ def broadcast_(tensor, root_rank, name=None, process_set=None):
 
 
 @traced
+@refused("allgather")
 def allgather(tensor, name=None, process_set=None):
     """Every rank's tensor concatenated along dim 0 (first dims may differ) → a new tensor; differentiable,
     as Horovod's: the gradient of this rank's rows is the ranks' gradients of them averaged (Horovod
@@ -188,16 +194,19 @@ def grouped_allgather(tensors, name=None, process_set=None):
     return [allgather(t, process_set=process_set) for t in tensors]
 
 
+@refused("allgather")
 def allgather_object(obj, name=None, process_set=None):
     return run_in(process_set, "allgather_object", loop.allgather_object, obj)
 
 
+@refused("broadcast")
 def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     group = group_of(process_set, "broadcast_object")
     root = root_rank if group is None else group.group_rank(root_rank, "broadcast_object")
     return run_in(process_set, "broadcast_object", loop.broadcast_object, obj, root)
 
 
+@refused("broadcast")
 def broadcast_parameters(params, root_rank=0, prefix=None):
     """Rank root_rank's parameters on every rank, in place: a model's `state_dict()` (its tensors share the
     model's memory), `named_parameters()`, a list of tensors, or a module (its buffers too)."""
@@ -207,7 +216,11 @@ def broadcast_parameters(params, root_rank=0, prefix=None):
     return _broadcast_in_place([p[1] if isinstance(p, tuple) else p for p in items], root_rank)
 
 
+broadcast_optimizer_state = refused("broadcast")(loop.broadcast_optimizer_state)
+
+
 @traced
+@refused("reducescatter")
 def reducescatter(tensor, name=None, compression=None, op=Average, process_set=None, prescale_factor=1.0,
                   postscale_factor=1.0):  # fmt: skip
     """Every rank's tensor reduced, split along dim 0 → this rank's rows (collectives.reducescatter), scaled
@@ -231,6 +244,7 @@ def grouped_reducescatter(tensors, name=None, compression=None, op=Average, proc
 
 
 @traced
+@refused("alltoall")
 def alltoall(tensor, splits=None, name=None, process_set=None):
     """Rows splits[d] of `tensor` to rank d → what every rank sent this one (and, with splits given, the
     rows taken from each rank): collectives.alltoall."""
@@ -265,6 +279,7 @@ broadcast_async, broadcast_async_ = _async(broadcast), _async(broadcast_)
 reducescatter_async, grouped_reducescatter_async = _async(reducescatter), _async(grouped_reducescatter)
 
 
+@refused("alltoall")
 def alltoall_async(tensor, splits=None, name=None, process_set=None):
     """alltoall → a handle whose synchronize() gives (output, received_splits) whether or not splits were
     given, as Horovod's."""
