@@ -67,7 +67,7 @@ def _on_each_rank():
         lambda: parallelize_module(_model(), mesh, {"1": ColwiseParallel()}),
         lambda: parallelize_module(nn.Linear(5, 4), mesh, RowwiseParallel()),
         lambda: parallelize_module(_model(), mesh, {"fc9": ColwiseParallel()}),
-        lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(input_layouts=Shard(0))}),
+        lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(input_layouts=Shard(-1))}),
         lambda: parallelize_module(_model(), mesh, {"0": ColwiseParallel(), "[0-2]": RowwiseParallel()}),
         lambda: ColwiseParallel(use_local_output=False),
         lambda: parallelize_module(nn.Embedding(8, 6, max_norm=1.0), mesh, RowwiseParallel(input_layouts=Replicate())),
@@ -100,7 +100,7 @@ def test_colwise_then_rowwise_on_two_ranks_is_the_plain_mlp_forward_backward_and
         assert "only nn.Linear and nn.Embedding are parallelized here, got ReLU" in out["errors"][0]
         assert "weight of shape (4, 5) does not split evenly over 2 ranks along dim 1" in out["errors"][1]
         assert "no submodule of the model is named 'fc9'" in out["errors"][2]
-        assert "input_layouts must be one of (Replicate(),), got Shard(dim=0)" in out["errors"][3]
+        assert "of (Replicate(),) or Shard(d) of a sequence dim d >= 0, got Shard(dim=-1)" in out["errors"][3]
         assert "'0' is matched by both '0' and '[0-2]'" in out["errors"][4]
         assert "use_local_output=False asks for a DTensor" in out["errors"][5]
         assert "an Embedding with max_norm or scale_grad_by_freq is not split by ids here" in out["errors"][6]

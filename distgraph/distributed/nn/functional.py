@@ -24,7 +24,7 @@ from distgraph.autograd.custom import Function
 from distgraph.autograd.tensor import Tensor
 from distgraph.distributed import collectives, loop
 from distgraph.distributed.loop import ReduceOp
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, ShapeError
 
 __all__ = [
     "all_reduce", "broadcast", "reduce", "gather", "scatter", "all_gather", "reduce_scatter", "all_to_all",
@@ -247,32 +247,64 @@ class _ReduceFromRegion(Function):
 
 
 @_over_its_group
-class _GatherLastDim(Function):
-    """Forward: the ranks' shards joined along the last dim; backward: this rank's slice of the gradient."""
+class _GatherDim(Function):
+    """Forward: the ranks' shards joined along `dim`; backward: this rank's slice of the whole gradient, the same on
+    every rank — or, with `partial`, of the ranks' gradients summed (each from its own features only: a
+    reduce-scatter, sequence parallelism's before a ColwiseParallel layer)."""
 
     @staticmethod
-    def forward(ctx, tensor):
+    def forward(ctx, dim, partial, tensor):
+        ctx.dim, ctx.partial = dim, partial
         parts = loop.all_gather([_zeros_like(tensor) for _ in range(loop.world_size())], tensor)
-        return Tensor(tensor.device.xp.concatenate([p.array for p in parts], axis=-1), device=tensor.device)
+        return Tensor(tensor.device.xp.concatenate([p.array for p in parts], axis=dim), device=tensor.device)
 
     @staticmethod
     def backward(ctx, grad):
-        return _SplitLastDim.apply(grad)
+        return None, None, (_ReduceScatterSequence if ctx.partial else _SplitDim).apply(ctx.dim, grad)
 
 
 @_over_its_group
-class _SplitLastDim(Function):
-    """Forward: this rank's slice along the last dim of a replicated tensor; backward: the slices' gradients joined."""
+class _SplitDim(Function):
+    """Forward: this rank's slice along `dim` of a replicated tensor; backward: the slices' gradients joined."""
 
     @staticmethod
-    def forward(ctx, tensor):
-        width = tensor.shape[-1] // loop.world_size()
-        start = loop.rank() * width
-        return Tensor(tensor.array[..., start : start + width].copy(), device=tensor.device)
+    def forward(ctx, dim, tensor):
+        ctx.dim = dim
+        return _mine(tensor.array, dim, tensor.device)
 
     @staticmethod
     def backward(ctx, grad):
-        return _GatherLastDim.apply(grad)
+        return None, _GatherDim.apply(ctx.dim, False, grad)
+
+
+# Sequence parallelism (Megatron's, arXiv 2205.05198): between a RowwiseParallel layer and the next ColwiseParallel
+# one, activations are cut along the sequence, and each rank's loss is its shard's part of the whole (their sum).
+# So a sequence shard's gradient is this rank's part of the whole loss's; the sequence is gathered before a
+# Colwise layer (_GatherDim, partial) and reduce-scattered after a Rowwise one, in place of the f / g pair above.
+@_over_its_group
+class _ReduceScatterSequence(Function):
+    """Forward: the ranks' partial tensors summed → this rank's shard along `dim`; backward: the shards' gradients
+    joined (each rank's partial tensor reached the whole sum)."""
+
+    @staticmethod
+    def forward(ctx, dim, tensor):
+        ctx.dim = dim
+        (out,) = collectives._reduce([tensor.array], ReduceOp.SUM, "reduce_scatter")
+        return _mine(out, dim, tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, _GatherDim.apply(ctx.dim, True, grad)
+
+
+def _mine(array, dim, device):
+    """This rank's even slice of `array` along `dim` → a new tensor."""
+    shape, size, rank = array.shape, loop.world_size(), loop.rank()
+    if not -len(shape) <= dim < len(shape) or shape[dim] % size:
+        raise ShapeError(f"split along dim {dim}: a tensor of shape {shape} does not split evenly over {size} ranks")
+    width = shape[dim] // size
+    index = (slice(None),) * (dim % len(shape)) + (slice(rank * width, (rank + 1) * width),)
+    return Tensor(array[index].copy(), device=device)
 
 
 def copy_to_region(tensor, group=None):
@@ -284,11 +316,26 @@ def reduce_from_region(tensor, group=None):
 
 
 def gather_last_dim(tensor, group=None):
-    return _in(group, "tensor parallel", _GatherLastDim.apply, tensor)
+    return _in(group, "tensor parallel", _GatherDim.apply, -1, False, tensor)
 
 
 def split_last_dim(tensor, group=None):
-    return _in(group, "tensor parallel", _SplitLastDim.apply, tensor)
+    return _in(group, "tensor parallel", _SplitDim.apply, -1, tensor)
+
+
+def split_sequence(tensor, dim=1, group=None):
+    """A replicated tensor → this rank's shard along `dim` (backward: the shards' gradients joined)."""
+    return _in(group, "sequence parallel", _SplitDim.apply, dim, tensor)
+
+
+def gather_sequence(tensor, dim=1, group=None):
+    """Sequence shards → the whole, before a ColwiseParallel layer (backward: a reduce-scatter)."""
+    return _in(group, "sequence parallel", _GatherDim.apply, dim, True, tensor)
+
+
+def reduce_scatter_sequence(tensor, dim=1, group=None):
+    """A RowwiseParallel layer's partial outputs summed → this rank's shard along `dim` (backward: an all-gather)."""
+    return _in(group, "sequence parallel", _ReduceScatterSequence.apply, dim, tensor)
 
 
 def all_reduce(tensor, op=ReduceOp.SUM, group=None):
