@@ -20,6 +20,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import normalize_dim
 from distgraph.ops.registry import defop
+from distgraph.ops.row_scatter import add_at as _add_at  # (ops/index_put.py takes it from here too)
 from distgraph.ops.subscript import parse
 from distgraph.ops.views import is_basic_index
 
@@ -57,58 +58,6 @@ def _index_put_add(xp, g, shape, index):
 
 
 _index_put_add.grad(lambda ctx, gg: _getitem(gg, index=ctx.attrs["index"]))
-
-
-def _add_at(xp, out, index, values, fresh=False):
-    """out[index] += values in place, repeated positions adding up (numpy's `+=` keeps one of them).
-    `fresh`: out is all zeros (a gradient being made), so rows may be written into it rather than added."""
-    target = xp.broadcast_to(xp.empty((), dtype=bool), out.shape)[index].shape
-    if values.shape != target:  # numpy 2's ufunc.at adds a value of lower rank wrongly (also on the host
-        values = xp.broadcast_to(values, target)  # path of scatter_at): broadcast first
-    if xp is np and _add_rows(out, index, values, fresh):
-        return
-    scatter_at("add", out, index, values)
-
-
-def _add_rows(out, index, values, fresh):
-    """np.add.at(out, index, values), same bits, for one integer array on dim 0 (x[ids]'s backward): add.at's
-    generic loop is slow. Round r adds each id's r-th row (in index order) by one fancy-index add of distinct
-    ids, so each id's rows add up in index order, as add.at's. False (nothing done) where it does not apply."""
-    index = index[0] if type(index) is tuple and len(index) == 1 else index
-    if type(index) is not np.ndarray or index.dtype.kind not in "iu" or index.size < 2 or out.ndim < 2:
-        return False
-    if out.dtype.kind not in "fc" or values.dtype != out.dtype or out.size < 8 * len(out):  # (narrow rows: add.at's
-        return False  # own loop is as fast)
-    flat = index.reshape(-1).astype(np.int64, copy=False)
-    n, k = out.shape[0], flat.size
-    lo, hi = flat.min(), flat.max()
-    if lo < -n or hi >= n or n * k >= 2**62:  # out of range (add.at raises), or too large for the sort keys
-        return False
-    if lo < 0:
-        flat = np.where(flat < 0, flat + n, flat)
-    rows = values.reshape((k, *out.shape[1:]))
-    ids, order = np.divmod(np.sort(flat * k + np.arange(k)), k)  # a stable argsort of the ids, and them sorted
-    new = ids[1:] != ids[:-1]
-    if new.all():  # each row once
-        if fresh:  # out is zeros: 0 + v, as add.at (−0.0 turns +0.0), written in one go
-            out[flat] = rows + out.dtype.type(0)
-        else:
-            out[flat] += rows
-        return True
-    starts = np.flatnonzero(np.concatenate(([True], new)))
-    rank = np.arange(k) - np.repeat(starts, np.diff(np.append(starts, k)))  # occurrence number of each row's id
-    counts = np.bincount(rank)
-    if counts.size * 8 > k:  # many repeats: more rounds than add.at costs
-        return False
-    by_rank = order[np.argsort(rank, kind="stable")]
-    bounds = np.cumsum(counts)
-    for r, end in enumerate(bounds):
-        seg = by_rank[end - counts[r] : end]
-        if fresh and r == 0:  # into zeros: as above
-            out[flat[seg]] = rows[seg] + out.dtype.type(0)
-        else:
-            out[flat[seg]] += rows[seg]
-    return True
 
 
 def index_add_into(values, shape, index):

@@ -21,9 +21,10 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import generator
-from distgraph.ops.fused_norm import layer_norm_forward, layer_norm_grads, scatter_rows
+from distgraph.ops.fused_norm import layer_norm_forward, layer_norm_grads
 from distgraph.ops.linalg import _matmul, _mm, matmul
 from distgraph.ops.registry import defop
+from distgraph.ops.row_scatter import add_at
 
 
 # ---- linear -------------------------------------------------------------------------------------------------
@@ -95,13 +96,13 @@ def _layer_norm(xp, x, *wb, k, eps, has_bias):
 def _layer_norm_backward(xp, g, x, *w, k, eps):
     """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims
     (the array rule's bits: one function computes both)."""
-    return layer_norm_grads(xp, g, x, w[0] if w else None, k, eps, True, False, False)[0]
+    return layer_norm_grads(xp, g, x, w[0] if w else None, k, eps, True, False)[0]
 
 
 @defop("layer_norm_weight_grad", kind="other", save=(0, 1))
 def _layer_norm_weight_grad(xp, g, x, *, k, eps):
     """Σ over the leading dims of g · x̂, the gradient of the scale (the array rule's bits: one function)."""
-    return layer_norm_grads(xp, g, x, None, k, eps, False, True, False)[1]
+    return layer_norm_grads(xp, g, x, None, k, eps, False, True)[1]
 
 
 @_layer_norm.grad
@@ -133,7 +134,7 @@ def _(ctx, g):
         return tuple(None if t is None else t.array for t in got)
     nw = need[1] is not None if w is not None else False
     xp, k = ctx.inputs[0].device.xp, ctx.attrs["k"]
-    gx, gw, _ = layer_norm_grads(xp, g, x, w, k, ctx.attrs["eps"], need[0] is not None, nw, False)
+    gx, gw = layer_norm_grads(xp, g, x, w, k, ctx.attrs["eps"], need[0] is not None, nw)
     gb = None
     if has_bias and need[-1] is not None:  # the sum op's own bits (float16 accumulates in float32 there)
         gb = red._sum.forward(xp, g, tuple(range(g.ndim - k)), False, None) if g.ndim > k else g
@@ -174,7 +175,8 @@ def _embedding(xp, weight, indices, *, padding_idx=None, scale_grad_by_freq=Fals
 @defop("embedding_backward", kind="index", save=())
 def _embedding_backward(xp, g, indices, *, num_weights, padding_idx=None):
     """Rows of g summed into a (V, D) gradient by index; the padding row gets none."""
-    out = scatter_rows(xp, g, indices, num_weights)  # np.add.at's sums, by sorting the indices
+    out = xp.zeros((num_weights, g.shape[-1]), g.dtype)
+    add_at(xp, out, indices, g, fresh=True)  # np.add.at's sums, in rounds of distinct indices
     if padding_idx is not None:
         out[padding_idx] = 0
     return out

@@ -1,5 +1,5 @@
 """The fused training-mode batch norm (ops/fused_batch_norm.py) and the row scatter-add behind x[ids]'s
-backward (ops/indexing.py `_add_rows`) against torch (float64 to 1e-12, float32 to rounding) and, for the
+backward (ops/row_scatter.py `add_at`) against torch (float64 to 1e-12, float32 to rounding) and, for the
 scatter-add, against np.add.at bit for bit."""
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 
 import distgraph as dg
 import distgraph.nn.functional as F
-from distgraph.ops.indexing import _add_at
+from distgraph.ops.registry import get_op
+from distgraph.ops.row_scatter import add_at
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -148,8 +149,10 @@ def test_add_rows_matches_add_at_bitwise(fresh, dtype):
         base = np.zeros((n, *rest), dtype) if fresh else _RNG.standard_normal((n, *rest)).astype(dtype)
         want, got = base.copy(), base.copy()
         np.add.at(want, idx, vals)
-        _add_at(np, got, (idx,), vals, fresh=fresh)
+        add_at(np, got, (idx,), vals, fresh=fresh)
         assert want.tobytes() == got.tobytes()
+        if fresh:  # x[ids]'s backward op, which adds through add_at
+            assert get_op("index_put_add").forward(np, vals, base.shape, (idx,)).tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

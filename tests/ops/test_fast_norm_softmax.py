@@ -3,12 +3,14 @@ exp and scaling, layer_norm's array rule computing all three gradients from one 
 scatter-add): values and gradients against torch (float64 to 1e-12, float32 to its rounding), double
 backward where it was supported, and the edge cases the new code paths branch on."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import distgraph as dg
 import distgraph.nn.functional as F
-from distgraph.ops.fused_norm import scatter_rows
+from distgraph.ops import fused_norm
 from distgraph.ops.registry import get_op
 
 torch = pytest.importorskip("torch")
@@ -125,7 +127,15 @@ def test_layer_norm_has_an_array_rule():
     assert get_op("layer_norm").array_backward is not None
 
 
-_LN = [((8, 16), (16,)), ((2, 3, 4, 5), (4, 5)), ((7,), (7,)), ((0, 4), (4,))]
+# (the last two: rows of 128+ elements, which run with numpy's ufunc buffer cut to a row)
+_LN = [
+    ((8, 16), (16,)),
+    ((2, 3, 4, 5), (4, 5)),
+    ((7,), (7,)),
+    ((0, 4), (4,)),
+    ((6, 300), (300,)),
+    ((3, 2, 16, 9), (16, 9)),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -182,6 +192,24 @@ def test_layer_norm_array_rule_equals_tensor_rule(affine):
 
     for fast, slow in zip(grads(False), grads(True)):
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [300, 1024])
+def test_layer_norm_with_a_row_long_buffer_gives_the_default_buffers_bits_and_restores_it(n, monkeypatch):
+    x, g = RNG.standard_normal((40, n)).astype(np.float32), RNG.standard_normal((40, n)).astype(np.float32)
+    w, b = RNG.uniform(0.5, 2, n).astype(np.float32), RNG.standard_normal(n).astype(np.float32)
+
+    def run():
+        return fused_norm.layer_norm_forward(np, x, w, b, 1, 1e-5), *fused_norm.layer_norm_grads(
+            np, g, x, w, 1, 1e-5, True, True
+        )[:2]
+
+    before = np.getbufsize()
+    got = run()
+    assert np.getbufsize() == before
+    monkeypatch.setattr(fused_norm, "_row_buffer", lambda xp, n: contextlib.nullcontext())
+    for a, want in zip(got, run()):
+        assert a.tobytes() == want.tobytes()
 
 
 def test_layer_norm_double_backward_matches_torch():
@@ -275,23 +303,30 @@ def test_embedding_matches_torch(ids, padding_idx, scale, dtype):
     _check(fn(F, dg), fn(TF, torch), [w])
 
 
+def _embedding_grad(g, idx, num_weights):
+    """embedding's backward op on arrays: its rows added by row_scatter.add_at."""
+    return get_op("embedding_backward").forward(np, g, idx, num_weights=num_weights)
+
+
 @pytest.mark.parametrize("ids", ["repeats", "many-repeats", "distinct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_scatter_rows_equals_add_at_bit_for_bit(ids, dtype):
-    """Each index's rows summed in the order they occur, as np.add.at (float32 would show another order)."""
+def test_embedding_backward_equals_add_at_bit_for_bit(ids, dtype):
+    """Each index's rows summed in the order they occur, as np.add.at (float32 would show another order), and a
+    −0.0 gradient made +0.0 as add.at makes it."""
     idx = _IDS[ids]
     g = (RNG.standard_normal((*idx.shape, 33)) * 10.0 ** RNG.integers(-3, 4, (*idx.shape, 1))).astype(dtype)
+    g[RNG.random(g.shape) < 0.1] = -0.0
     want = np.zeros((40, 33), dtype)
     np.add.at(want, idx.reshape(-1), g.reshape(-1, 33))
-    np.testing.assert_array_equal(scatter_rows(np, g, idx, 40), want)
+    assert _embedding_grad(g, idx, 40).tobytes() == want.tobytes()
 
 
-def test_scatter_rows_with_negative_indices_sums_them_with_their_positive_twins():
+def test_embedding_backward_sums_negative_indices_with_their_positive_twins():
     idx = np.array([1, -39, 2, -1, 39, 1])
     g = RNG.standard_normal((6, 4))
     want = np.zeros((40, 4))
     np.add.at(want, idx, g)
-    np.testing.assert_allclose(scatter_rows(np, g, idx, 40), want, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(_embedding_grad(g, idx, 40), want, rtol=0, atol=1e-15)
 
 
 def test_embedding_double_backward_matches_torch():
@@ -341,9 +376,9 @@ def test_layer_norm_backward_ops_give_the_array_rules_bits(affine):
 
 
 @pytest.mark.parametrize("ids", [[0, 1, 2], [0, 1, 1]])
-def test_scatter_rows_turns_a_negative_zero_gradient_positive_as_add_at(ids):
+def test_embedding_backward_turns_a_negative_zero_gradient_positive_as_add_at(ids):
     g = np.full((len(ids), 4), -0.0)
-    got = scatter_rows(np, g, np.array(ids), 3)
+    got = _embedding_grad(g, np.array(ids), 3)
     want = np.zeros((3, 4))
     np.add.at(want, np.array(ids), g)
     assert np.array_equal(np.signbit(got), np.signbit(want)) and not np.signbit(got).any()
