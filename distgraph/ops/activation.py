@@ -3,12 +3,13 @@
 Each is either one elementwise op with its own derivative, or a one-line composition of existing ops.
 """
 
+import functools
 import math
 
 import numpy as np
 
 from distgraph.errors import ShapeError
-from distgraph.ops import kernels
+from distgraph.ops import cache_blocks, kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
     EW,
@@ -189,10 +190,15 @@ def silu(input):
     return _silu(input)
 
 
+# gelu's kernels on large host arrays: a block at a time (ops/cache_blocks.py), the same bits
+_gelu_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu)
+_gelu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu_backward)
+
+
 @defop("gelu", kind=EW)
 def _gelu(xp, x, approximate):
     if x.dtype in _FAST or _is_half(x):
-        return _on_1d(kernels.gelu, xp, x, approximate=approximate)
+        return _on_1d(_gelu_blocks, xp, x, approximate=approximate)
     if approximate == "tanh":
         return (x * 0.5) * (xp.tanh((x + x * x * x * 0.044715) * _TANH_BETA) + 1)
     return (x * 0.5) * (_erf_fwd(xp, x * _SQRT1_2) + 1)
@@ -201,14 +207,14 @@ def _gelu(xp, x, approximate):
 _gelu.grad(lambda ctx, g: _gelu_backward(g, ctx.inputs[0], approximate=ctx.attrs["approximate"]))
 _gelu.array_grad(
     lambda ctx, g: _on_1d(
-        kernels.gelu_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array, approximate=ctx.attrs["approximate"]
+        _gelu_backward_blocks, ctx.inputs[0].device.xp, g, ctx.inputs[0].array, approximate=ctx.attrs["approximate"]
     )
 )
 
 
 @defop("gelu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
 def _gelu_backward(xp, g, x, approximate):
-    return _on_1d(kernels.gelu_backward, xp, g, x, approximate=approximate)
+    return _on_1d(_gelu_backward_blocks, xp, g, x, approximate=approximate)
 
 
 @_gelu_backward.grad

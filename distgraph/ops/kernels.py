@@ -154,73 +154,80 @@ def _consts(dtype, *values):
     return tuple(dtype.type(v) for v in values)
 
 
-def _gelu_erf(xp, x):
-    """erf(x / sqrt(2)) as a fresh array: torch's float32 approximation for float32 (4x faster than scipy's
-    erf, which computes float32 in double), scipy's (cupy's) erf otherwise."""
+def _scratch(xp, x, scratch, i):
+    """Work array i: scratch[i] where given (a block's, reused: ops/cache_blocks.py), else a fresh one like x."""
+    return scratch[i] if scratch else xp.empty_like(x)
+
+
+def _gelu_erf(xp, x, scratch=None):
+    """erf(x / sqrt(2)), in scratch[3] where given (3 more work arrays below it): torch's float32 approximation
+    for float32 (4x faster than scipy's erf, which computes float32 in double), scipy's (cupy's) erf otherwise."""
     (alpha,) = _consts(x.dtype, _M_SQRT1_2)
-    z = x * alpha
+    z = xp.multiply(x, alpha, out=_scratch(xp, x, scratch, 0))
     if x.dtype != np.float32:
         from distgraph.ops.elementwise import _erf_fwd
 
         return _erf_fwd(xp, z)
     one, p = _consts(x.dtype, 1, _AS_P)
-    t = xp.abs(z)
+    t = xp.abs(z, out=_scratch(xp, x, scratch, 1))
     t *= p
     t += one
     xp.divide(one, t, out=t)  # t = 1 / (1 + p·|z|)
     coefs = _consts(x.dtype, *_AS_COEFS)
-    r = t * coefs[0]
+    r = xp.multiply(t, coefs[0], out=_scratch(xp, x, scratch, 2))
     for c in coefs[1:]:
         r += c
         if c is not coefs[-1]:
             r *= t
-    e = xp.multiply(z, z)
+    e = xp.multiply(z, z, out=_scratch(xp, x, scratch, 3))
     xp.negative(e, out=e)
     xp.exp(e, out=e)
     e *= t
     e *= r
     xp.subtract(one, e, out=e)  # 1 - r·t·exp(-z²), its sign flipped where z's is set (copysign: 4x slower)
-    bits = xp.bitwise_and(z.view(np.int32), np.int32(-(2**31)))
+    bits = xp.bitwise_and(z.view(np.int32), np.int32(-(2**31)), out=t.view(np.int32))
     xp.bitwise_xor(e.view(np.int32), bits, out=e.view(np.int32))
     return e
 
 
-def gelu(xp, x, approximate):
-    """torch's gelu: x·0.5·(1 + erf(x·√½)), or 0.5·x·(1 + tanh(β·(x + κ·x³)))."""
+def gelu(xp, x, approximate, out=None, scratch=None):
+    """torch's gelu: x·0.5·(1 + erf(x·√½)), or 0.5·x·(1 + tanh(β·(x + κ·x³))), into `out` where given (and
+    its steps in `scratch`, 4 work arrays like x, where given)."""
     half, one = _consts(x.dtype, 0.5, 1)
     if approximate == "tanh":
         beta, kappa = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715)
-        c = x * x
+        c = xp.multiply(x, x, out=_scratch(xp, x, scratch, 0))
         c *= x
         c *= kappa
         c += x
         c *= beta
         xp.tanh(c, out=c)
     else:
-        c = _gelu_erf(xp, x)
+        c = _gelu_erf(xp, x, scratch)
     c += one
-    h = x * half
+    h = xp.multiply(x, half, out=out)
     h *= c
     return h
 
 
-def gelu_backward(xp, g, x, approximate):
-    """torch's gelu_backward: g·(cdf + x·pdf), or g·(0.5·(1 + t) + 0.5·x·(1 - t²)·β·(1 + 3κ·x²))."""
+def gelu_backward(xp, g, x, approximate, out=None, scratch=None):
+    """torch's gelu_backward: g·(cdf + x·pdf), or g·(0.5·(1 + t) + 0.5·x·(1 - t²)·β·(1 + 3κ·x²)), into `out`
+    where given (and its steps in `scratch`, 4 work arrays like x, where given)."""
     half, one = _consts(x.dtype, 0.5, 1)
     if approximate == "tanh":
         beta, kappa, three = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715, 3)
-        s = x * x
-        c = s * x
+        s = xp.multiply(x, x, out=_scratch(xp, x, scratch, 0))
+        c = xp.multiply(s, x, out=_scratch(xp, x, scratch, 1))
         c *= kappa
         c += x
         c *= beta
         xp.tanh(c, out=c)  # tanh(inner)
-        d = c * c
+        d = xp.multiply(c, c, out=_scratch(xp, x, scratch, 2))
         xp.subtract(one, d, out=d)  # tanh's derivative
         s *= three * kappa
         s += one
         s *= beta  # inner's derivative
-        out = x * half
+        out = xp.multiply(x, half, out=out)
         out *= d
         out *= s
         c += one
@@ -228,10 +235,10 @@ def gelu_backward(xp, g, x, approximate):
         out += c
     else:
         (beta,) = _consts(x.dtype, _M_2_SQRTPI * _M_SQRT1_2 * 0.5)
-        c = _gelu_erf(xp, x)
+        c = _gelu_erf(xp, x, scratch)
         c += one
         c *= half  # cdf
-        out = x * x
+        out = xp.multiply(x, x, out=out)
         out *= -half
         xp.exp(out, out=out)
         out *= beta  # pdf

@@ -12,6 +12,7 @@ import string
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops import cache_blocks
 from distgraph.ops import elementwise as ew
 from distgraph.ops.reduction import _sum, normalize_dim, sum
 from distgraph.ops.registry import defop
@@ -371,6 +372,9 @@ def _softmax_grad(ctx, g):
 def _softmax_array_grad(ctx, g):
     """torch's form, g·y − y·Σ(g·y), in two arrays: g·y, then y·Σ taken from it in place."""
     out = ctx.out_array
+    blocked = cache_blocks.softmax_grad(out, g, ctx.attrs["axis"])  # large host arrays: by rows, the same bits
+    if blocked is not None:
+        return blocked
     gy = g * out
     if gy.ndim == 0:
         return gy - out * gy
