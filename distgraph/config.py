@@ -191,6 +191,8 @@ def validate(cfg, source="config"):
 def _validate_names(cfg, source):
     import distgraph.nn as nn
 
+    if not cfg["model"]:  # else "optimizer: Adam got an empty parameter list", naming the wrong key
+        raise ConfigError(f"{source}: model is an empty list: give its layers, e.g. [{{Linear: [64, 10]}}]")
     for i, layer in enumerate(cfg["model"]):
         if not (isinstance(layer, dict) and len(layer) == 1):
             raise ConfigError(f"{source}: model[{i}] must be one mapping like {{Linear: [64, 10]}}, got {layer!r}")
@@ -279,6 +281,20 @@ def _refuse_duplicate_keys(node, path, source, seen_nodes):
             _refuse_duplicate_keys(item, f"{path}[{i}]", source, seen_nodes)
 
 
+def _yaml_problem(exc):
+    """Where and what PyYAML found wrong, on one line: "line 11, column 30: expected ',' or '}', but got ':'
+    (while parsing a flow mapping that begins at line 11, column 8)". Its message's first line alone was the
+    context ("while parsing a flow mapping"), with neither the line nor the problem."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if not problem:
+        return str(exc).splitlines()[0]
+    text = f"{_at(mark)}: {problem}" if mark is not None else problem
+    if context:
+        text += f" ({context}{f' that begins at {_at(context_mark)}' if context_mark is not None else ''})"
+    return text
+
+
 def load_config(path, overrides=None):
     """Read and validate a YAML config (safe_load's rules, and no key twice: `_Loader`). `overrides`:
     trainer options (the command line's) that replace the file's before it is validated, so a file's
@@ -293,7 +309,7 @@ def load_config(path, overrides=None):
             finally:
                 loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
     except OSError as exc:

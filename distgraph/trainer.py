@@ -71,7 +71,7 @@ class Trainer(Schedules):
             "device": device, "staleness": staleness, "bucket_mb": bucket_mb, "micro_batches": micro_batches,
             "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_dir": checkpoint_dir, "bind_to": bind_to,
             "checkpoint_every": checkpoint_every, "cpus_per_worker": cpus_per_worker, "timeout_s": timeout_s,
-            "address": address, "max_restarts": max_restarts,
+            "address": address, "max_restarts": max_restarts, "seed": seed,
         }  # fmt: skip
         workers, self.elastic, self.bind_to = check_options(options)
         optimizer, factory = checked_parts(model, loss_fn, optimizer)  # a factory: called on the parameters
@@ -400,8 +400,10 @@ class Trainer(Schedules):
             "history": self.history.state_dict(),
         }
 
-    def load_state_dict(self, sd):
-        self.model.load_state_dict(sd["model"])
+    def load_state_dict(self, sd, _source="Trainer.load_state_dict"):
+        from distgraph.trainer_options import check_trainer_state
+
+        self.model.load_state_dict(check_trainer_state(sd, _source)["model"])  # a checkpoint, before loading any
         self.optimizer.load_state_dict(sd["optimizer"])
         if self.lr_scheduler is not None and sd.get("scheduler") is not None:
             self.lr_scheduler.load_state_dict(sd["scheduler"])
@@ -427,7 +429,7 @@ class Trainer(Schedules):
     def load_checkpoint(self, path=None):
         from distgraph.io import load
 
-        self.load_state_dict(load(path or self.checkpoint_path()))
+        self.load_state_dict(load(path := path or self.checkpoint_path()), f"Trainer.load_checkpoint: {path}")
 
     def _resume(self):
         if not self.checkpoint_dir:

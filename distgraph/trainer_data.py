@@ -70,6 +70,17 @@ def _is_batches(data):
     """True for an iterable of batches, False for (inputs, targets) or a TensorDataset, else a ConfigError."""
     if hasattr(data, "tensors") or (isinstance(data, tuple | list) and len(data) == 2 and not _is_batch_pair(data[0])):
         return False
+    if hasattr(data, "shape") or (isinstance(data, tuple | list) and data and all(hasattr(d, "shape") for d in data)):
+        # one array, or inputs and targets with a third array: read as batches, "got a ndarray" named no mistake
+        got = (
+            f"one {type(data).__name__} of shape {tuple(data.shape)}"
+            if hasattr(data, "shape")
+            else f"a {type(data).__name__} of {len(data)} arrays"
+        )
+        raise ConfigError(
+            f"Trainer data: got {got}; give (inputs, targets): two arrays or tensors with the same first dimension "
+            "(or a TensorDataset, or an iterable of (inputs, targets) batches)"
+        )
     if not hasattr(data, "__iter__") or isinstance(data, str | bytes | dict):
         raise ConfigError(
             f"Trainer data must be (inputs, targets), a TensorDataset or an iterable of (inputs, targets) "
@@ -99,7 +110,8 @@ def _describe(batch):
         return f"a dict with keys {list(batch)}"
     if isinstance(batch, tuple | list):
         return f"a {type(batch).__name__} of {len(batch)} items"
-    return f"a {type(batch).__name__}"
+    name = type(batch).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _concatenated(batches):

@@ -91,6 +91,8 @@ def check_options(opts, where="Trainer", prefix=""):
         if every is not None and (not _is_int(every) or every < 1):
             fail(name, f"must be a positive int, got {every!r}")
     folder = opts.get("checkpoint_dir")
+    if folder is not None and not isinstance(folder, str | os.PathLike):  # os.fspath's bare TypeError
+        fail("checkpoint_dir", f"must be a path (a str or os.PathLike), got {type(folder).__name__} {folder!r}")
     for name in ("checkpoint_every", "checkpoint_every_steps"):  # without a folder they saved nothing, silently
         if opts.get(name) is not None and not folder:
             fail(
@@ -106,6 +108,9 @@ def check_options(opts, where="Trainer", prefix=""):
         fail("address", f"={address!r} is the Ray cluster to join and needs {prefix}backend='ray', got {backend!r}")
     if backend == "local" and sync == "async":
         fail("sync", "='async' needs backend='ray' (there is nothing to wait for locally)")
+    seed = opts.get("seed", 0)  # numpy's default_rng([seed, epoch]) draws the batches: "unrecognized seed string"
+    if not _is_int(seed) or seed < 0:
+        fail("seed", f"must be an int ≥ 0 (it seeds each epoch's shuffle), got {seed!r}")
     bind_to = check_bind_to(opts.get("bind_to"), where, prefix + "bind_to")
     return int(workers), elastic, bind_to
 
@@ -121,7 +126,22 @@ def checked_parts(model, loss_fn, optimizer):
     if factory:
         optimizer = optimizer(model.parameters())
     check_optimizer(optimizer, factory=factory)
+    _check_optimizes_model(model, optimizer)
     return optimizer, factory
+
+
+def _check_optimizes_model(model, optimizer):
+    """Refuse an optimizer that holds none of the model's trainable parameters (one built on another model,
+    or on a copy of this one): the Trainer sets the model's gradients and calls `step()`, which then updated
+    nothing, and every epoch reported a loss that never moved."""
+    ours = {id(p) for p in model.parameters() if p.requires_grad}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if ours and held and not any(id(p) in ours for p in held):
+        raise ConfigError(
+            f"Trainer: the optimizer ({type(optimizer).__name__}) holds {len(held)} parameter(s), none of them the "
+            f"model's ({len(ours)} trainable): it was built on another model's parameters, so no step would change "
+            "this one; build it on model.parameters() (or pass a function parameters -> optimizer)"
+        )
 
 
 def check_optimizer(optimizer, where="Trainer", factory=False):
@@ -192,3 +212,24 @@ def _unwritable_folder(folder):
     if not os.access(path, os.W_OK | os.X_OK):
         return f"this process may not write into {path!r}"
     return None
+
+
+STATE_KEYS = ("model", "optimizer", "epoch", "global_step", "seed", "history")  # what `Trainer.state_dict` writes
+
+
+def check_trainer_state(sd, where):
+    """`sd`, or a ConfigError refusing, before anything is loaded, what is no Trainer checkpoint (a model's state_dict saved with dg.save,
+    a dict of other things): a bare KeyError came from deep inside `Trainer.load_state_dict`, after it had
+    already loaded the model's part of a partial one. `where` names the file or the call."""
+    if not isinstance(sd, dict):
+        raise ConfigError(f"{where}: not a Trainer checkpoint: it holds a {type(sd).__name__}, not a dict")
+    missing = [k for k in STATE_KEYS if k not in sd]
+    if missing:
+        hint = " (it looks like a model's state_dict: load it with model.load_state_dict)" if "model" in missing else ""
+        raise ConfigError(
+            f"{where}: not a Trainer checkpoint: missing key(s) {', '.join(map(repr, missing))} of those "
+            f"Trainer.save_checkpoint writes ({', '.join(STATE_KEYS)}){hint}"
+        )
+    if not (isinstance(sd["history"], dict) and {"epochs", "events"} <= set(sd["history"])):
+        raise ConfigError(f"{where}: not a Trainer checkpoint: its 'history' lacks 'epochs' and 'events'")
+    return sd

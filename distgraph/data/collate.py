@@ -41,6 +41,13 @@ def default_collate(batch):
     if isinstance(elem, int):  # and bool: the dtype torch.tensor infers from all ([1, 2.5] is float32)
         return tensor(batch)
     if isinstance(elem, Mapping):
+        for i, sample in enumerate(batch):  # else a bare KeyError (or TypeError) naming only the key
+            if not isinstance(sample, Mapping) or any(key not in sample for key in elem):
+                got = f"keys {list(sample)}" if isinstance(sample, Mapping) else f"a {type(sample).__name__}"
+                raise ShapeError(
+                    f"DataLoader: default_collate: sample {i} of the batch has {got}, sample 0 a dict with keys "
+                    f"{list(elem)}; every sample must be a dict with those keys (or give the DataLoader a collate_fn)"
+                )
         return _like_mapping(elem, {key: default_collate([sample[key] for sample in batch]) for key in elem})
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
         return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))

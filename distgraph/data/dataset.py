@@ -18,7 +18,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU
 from distgraph.data.sampler import as_generator
-from distgraph.errors import ConfigError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, ShapeError
 from distgraph.ops.creation import generator as _global_generator
 
 
@@ -197,14 +197,31 @@ def batch_gatherer(dataset):
     if not _reads_as(dataset, TensorDataset):
         return None
     base = dataset
+    size = len(chain[0]) if chain else len(base)  # what the sampler's indices index
 
     def gather(index):
-        index = np.asarray(index, dtype=np.int64)
+        index = _sample_indices(index, size)
         for indices in chain:
             index = indices[index]
         return list(base[index])  # a list, as default_collate makes of a batch of tuples
 
     return gather
+
+
+def _sample_indices(index, size):
+    """A batch's indices from the sampler as an int64 array, or an error naming the sampler: an index past the
+    dataset's end (a sampler longer than the dataset) failed in getitem, a non-integer one in numpy."""
+    try:
+        index = np.asarray(index, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DTypeError(f"DataLoader: the sampler must yield integer indices, got {index!r:.80}") from None
+    outside = (index >= size) | (index < -size)
+    if outside.any():
+        raise IndexOutOfRangeError(
+            f"DataLoader: the sampler gave index {int(index[outside][0])}, but the dataset has {size} samples: a "
+            f"sampler or batch_sampler must yield indices in [0, {size}) (one built for a longer dataset?)"
+        )
+    return index
 
 
 def random_split(dataset, lengths, generator=None):

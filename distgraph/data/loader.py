@@ -46,6 +46,30 @@ def _check_options(batch_size, shuffle, sampler, batch_sampler, drop_last):
         raise ConfigError("DataLoader: batch_size=None disables auto-batching and is mutually exclusive with drop_last")
 
 
+def _check_dataset(dataset, sampler, batch_sampler):
+    """A map-style dataset needs __getitem__ (and __len__ for the default sampler), samplers must be iterable:
+    else the first iteration failed with a bare TypeError ("object of type 'int' has no len()")."""
+    if not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__getitem__"):
+        hint = (
+            ": an iterator or generator is no dataset; wrap it in an IterableDataset whose __iter__ yields the samples"
+            if hasattr(dataset, "__iter__")
+            else ""
+        )
+        raise ConfigError(
+            "DataLoader: dataset must be map-style (with __getitem__ and __len__: a TensorDataset, a list, ...) or "
+            f"an IterableDataset, got {type(dataset).__name__}{hint}"
+        )
+    for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
+        if value is not None and not hasattr(value, "__iter__"):
+            raise ConfigError(f"DataLoader: {name} must be an iterable of indices, got {type(value).__name__}")
+    if sampler is None and batch_sampler is None and not isinstance(dataset, IterableDataset):
+        if not hasattr(dataset, "__len__"):
+            raise ConfigError(
+                f"DataLoader: dataset {type(dataset).__name__} has no __len__, which the default sampler needs to "
+                "draw its indices: give it __len__, or pass a sampler or batch_sampler"
+            )
+
+
 def _check_iterable_options(shuffle, sampler, batch_sampler):
     """An IterableDataset has no indices to sample or shuffle (torch refuses these first)."""
     for name, value, unset in (("shuffle", shuffle, shuffle in (None, False)), ("sampler", sampler, sampler is None)):
@@ -145,6 +169,7 @@ class DataLoader:
         self.prefetch_factor = _check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers)
         if isinstance(dataset, IterableDataset):
             _check_iterable_options(shuffle, sampler, batch_sampler)
+        _check_dataset(dataset, sampler, batch_sampler)
         shuffle = bool(shuffle)
         _check_options(batch_size, shuffle, sampler, batch_sampler, drop_last)
         self.multiprocessing_context = _as_context(multiprocessing_context, num_workers)

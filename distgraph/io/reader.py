@@ -290,6 +290,8 @@ def load_as(f, parse, what):
 
 def _load_any(fh, name, map_location, mmap=False):
     """(tree, True) for a distgraph file, (object, False) for a torch one, told apart by the first bytes."""
+    if isinstance(fh, io.TextIOBase):  # its first read decoded the bytes as text: a bare UnicodeDecodeError
+        raise FileFormatError(f"{name}: dg.load needs a binary file: open it with 'rb', not in text mode")
     if hasattr(fh, "seekable") and hasattr(fh, "read") and fh.seekable():
         base = fh.tell()
         head = fh.read(4)

@@ -262,7 +262,9 @@ def _load_zip(fh, reader, pages=None):
     try:
         archive = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        reader.fail(f"not a distgraph file, nor a valid torch zip archive ({exc})")
+        reader.fail(  # it starts as a zip (torch's format): its end, which holds the archive's index, is missing
+            f"not a distgraph file, nor a valid torch zip archive: it starts as one but is truncated or damaged ({exc})"
+        )
     size = fh.seek(0, 2)
     with archive:
         names = [i.filename for i in archive.infolist()]

@@ -5,6 +5,7 @@ buffers written in chunks straight from memory. A path is written to a temporary
 the target only when complete.
 """
 
+import io
 import os
 import secrets
 import zlib
@@ -173,6 +174,9 @@ def save(obj, f, format="distgraph"):
     else:
         raise FileFormatError(f"dg.save: unknown format {format!r} (expected 'distgraph' or 'torch')")
     if not isinstance(f, str | os.PathLike):
+        if not callable(getattr(f, "write", None)) or isinstance(f, io.TextIOBase):  # a bare TypeError/AttributeError
+            got = "a file opened in text mode (open it with 'wb')" if hasattr(f, "write") else type(f).__name__
+            raise FileFormatError(f"dg.save: expected a path or a binary file object, got {got}")
         writer.write(f, tree)
         return
     path = os.fspath(f)
