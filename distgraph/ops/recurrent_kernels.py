@@ -9,7 +9,8 @@ What they do to be quick (the per-step matmuls dominate, so most of it is about 
   - the LSTM forward writes h_t and c_t straight into the output;
   - the backward recomputes every gate from the saved output with one batched matmul (all h_{t-1}
     are known), precomputes everything that does not depend on the recursion for all steps at once,
-    and leaves only the recursion itself in the time loop.
+    and leaves only the recursion itself in the time loop, where the LSTM's dh and dc are two arrays
+    updated in place (each step's product written into dh), not fresh ones per step.
 """
 
 
@@ -196,6 +197,7 @@ def _lstm_backward(xp, gy, y, xw, h0, c0, w, reverse):
     gates = dxw.reshape(steps, n, 4, hid)
     dh = xp.zeros_like(h0)
     dc = xp.zeros_like(c0)
+    tmp = xp.empty_like(dc)
     for s, e in blocks(steps, size, reverse):
         m = e - s
         z = zb[:m]
@@ -222,11 +224,11 @@ def _lstm_backward(xp, gy, y, xw, h0, c0, w, reverse):
         h_to_c *= o
         for j in order(m, not reverse):
             t = s + j
-            dh = gy[t, :, :hid] + dh
-            dc = gy[t, :, hid:] + dc
-            dc += dh * h_to_c[j]
+            dh += gy[t, :, :hid]
+            dc += gy[t, :, hid:]
+            dc += xp.multiply(dh, h_to_c[j], out=tmp)
             xp.multiply(dc[:, None], ifg[j], out=gates[t, :, :3])
             xp.multiply(dh, h_to_o[j], out=gates[t, :, 3])
             dc *= f[j]
-            dh = dxw[t] @ w
+            xp.matmul(dxw[t], w, out=dh)
     return dxw, dh, dc, dxw.reshape(-1, width).T @ hp2

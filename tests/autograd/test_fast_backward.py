@@ -116,6 +116,10 @@ CASES = {
             [_any((5, 4))],
         ),  # fmt: skip
     ],
+    "attention_weights": [  # scaled_dot_product_attention without a mask (ops/attention.py); k broadcast
+        (lambda q, k, v: F.scaled_dot_product_attention(q, k, v), [_any((2, 3, 4)), _any((1, 5, 4)), _any((2, 5, 2))]),
+        (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3), [_any((4, 3))] * 3),
+    ],
     "safe_softmax": [  # row 0 entirely -inf: a zero row, and a zero gradient
         (lambda a: safe_softmax(a.masked_fill(dg.tensor(_FULL_ROW, device=a.device), float("-inf")), 1), [_any((3, 4))])
     ],

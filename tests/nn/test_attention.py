@@ -122,13 +122,15 @@ def test_sdpa_dropout_zeroes_weights_and_is_unbiased():
     np.testing.assert_allclose(F.scaled_dot_product_attention(q, k, v, dropout_p=0.0).numpy(), exact)
 
 
-def test_sdpa_double_backward_matches_torch():
+@pytest.mark.parametrize("mask", ["bool", "none", "causal"])  # none and causal: the fused weights op
+def test_sdpa_double_backward_matches_torch(mask):
     arrays = [rng.standard_normal(s) for s in ((2, 3, 4), (2, 5, 4), (2, 5, 3))]
-    mask = _rows_masked((3, 5))
+    bool_mask = _rows_masked((3, 5))
     grads = []
     for m, mk in ((dg, dg.tensor), (torch, torch.tensor)):
         xs = [mk(a, requires_grad=True) for a in arrays]
-        gs = m.autograd.grad(sdpa(m, *xs, attn_mask=mk(mask)).pow(2).sum(), xs, create_graph=True)
+        kw = {"attn_mask": mk(bool_mask)} if mask == "bool" else {"is_causal": mask == "causal", "scale": 0.7}
+        gs = m.autograd.grad(sdpa(m, *xs, **kw).pow(2).sum(), xs, create_graph=True)
         grads.append(m.autograd.grad(sum((g * g).sum() for g in gs), xs))
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-8, atol=1e-11)

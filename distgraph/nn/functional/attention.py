@@ -1,7 +1,8 @@
 """Attention: scaled_dot_product_attention and multi_head_attention_forward, with torch's signatures.
 
-Both are compositions of registered ops (matmul, where, safe_softmax / softmax, linear, cat, pad), so
-they differentiate to any order and capture into graphs like other model code. No mask value is read
+Both are compositions of registered ops (matmul, where, safe_softmax / softmax, linear, cat, pad; without
+a mask, the weights are one op, ops/attention.py), so they differentiate to any order and capture into
+graphs like other model code. No mask value is read
 on the host (only shapes and dtypes are checked), so a captured graph replays them on new masks.
 
 The two mask conventions differ, as in torch:
@@ -21,6 +22,7 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import dropout, linear, pad
+from distgraph.ops import attention as fused
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
 from distgraph.ops import reduction as red
@@ -47,6 +49,20 @@ def scaled_dot_product_attention(
     if enable_gqa and value.shape[-3] != query.shape[-3]:
         value = sh.repeat_interleave(value, query.shape[-3] // value.shape[-3], dim=value.ndim - 3)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if attn_mask is None and fused.fusable(query, key):
+        weights_t = fused.attention_weights_t(query, key, scale, is_causal)  # (..., S, L): transposed
+        if dropout_p > 0:
+            weights_t = dropout(weights_t, dropout_p)
+        return fused.weighted_values(weights_t, value)
+    weights = _masked_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
+    return linalg.matmul(weights, value)
+
+
+def _masked_weights(query, key, attn_mask, is_causal, scale):
+    """The weights composed from ops: a float mask (which may want a gradient) or a bool one, with rows a
+    bool mask leaves empty giving 0 (safe_softmax)."""
     scores = ew.mul(linalg.matmul(query, sh.transpose(key, -2, -1)), scale)  # (..., L, S)
     if is_causal:
         attn_mask = _causal(query.shape[-2], key.shape[-2], query)
@@ -54,10 +70,7 @@ def scaled_dot_product_attention(
         scores = ew.where(attn_mask, scores, ew.const(-math.inf, scores))
     elif attn_mask is not None:
         scores = ew.add(scores, attn_mask if attn_mask.dtype == query.dtype else ew.cast(attn_mask, query.array.dtype))
-    weights = linalg.safe_softmax(scores, -1)
-    if dropout_p > 0:
-        weights = dropout(weights, dropout_p)
-    return linalg.matmul(weights, value)
+    return linalg.safe_softmax(scores, -1)
 
 
 def _causal(L, S, like):
