@@ -19,12 +19,10 @@ import os
 import click
 
 
-def run_script(path, code, argv, restart=0, max_restarts=0):
-    """One rank: the script's compiled `code` executed as the `__main__` of `path` with `argv` (→ None)."""
+def run_script(path, code, argv):
+    """One rank: the script's compiled `code` executed as the `__main__` of `path` with `argv` (→ None); the
+    launch sets torchrun's variables around it (distributed/launcher.py)."""
     import sys
-
-    os.environ["TORCHELASTIC_RESTART_COUNT"], os.environ["TORCHELASTIC_MAX_RESTARTS"] = str(restart), str(max_restarts)
-    os.environ["TORCHELASTIC_RUN_ID"] = "distgraph"  # (is_torchelastic_launched(), as under torchrun)
 
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
@@ -71,18 +69,14 @@ def run(workers, address, device, cpus_per_worker, bind_to, timeout_s, max_resta
         code = compile(source, script, "exec")  # once, here: a syntax error stops it before any worker starts
     except SyntaxError as e:
         raise click.ClickException(f"{script}:{e.lineno}: {e.msg}") from None
-    for restart in range(max_restarts + 1):
-        try:
-            dg.distributed.launch(
-                run_script, workers, args=(script, code, list(args), restart, max_restarts), address=address,
-                device=device, cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s,
-            )  # fmt: skip
-            return
-        except Exception as exc:  # noqa: BLE001 - torchrun restarts on any failure (a script's own ValueError too)
-            if restart == max_restarts:
-                if isinstance(exc, dg.errors.DistgraphError):
-                    raise
-                for note in getattr(exc, "__notes__", ()):  # the script's own error: its rank and traceback
-                    click.echo(f"distgraph run: {note}", err=True)
-                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None  # (one line, as the others)
-            click.echo(f"distgraph run: {exc}; restarting all {workers} ranks ({restart + 1}/{max_restarts})", err=True)
+    try:  # launch restarts every rank after a failure, up to max_restarts times, saying so on stderr
+        dg.distributed.launch(
+            run_script, workers, args=(script, code, list(args)), address=address, device=device,
+            cpus_per_worker=cpus_per_worker, bind_to=bind_to, timeout_s=timeout_s, max_restarts=max_restarts,
+        )  # fmt: skip
+    except dg.errors.DistgraphError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the script's own error: its rank and traceback, then one line
+        for note in getattr(exc, "__notes__", ()):
+            click.echo(f"distgraph run: {note}", err=True)
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None  # (one line, as the others)

@@ -18,27 +18,23 @@ Why: the Trainer covers fit and evaluate, but a GAN, an RL loop or a custom sche
 Horovod's answer — wrap the optimizer, start from one rank's parameters — changes nothing else in it.
 The ranks meet in the same all-reduce as the Trainer's workers: the shared-memory segment on one node,
 a gloo group across nodes, NCCL on GPUs (`allreduce.make_allreduce`). Every wait has the launch's
-`timeout_s`; a rank that fails ends the launch at once with its error, the others stopped.
+`timeout_s`; a rank that fails ends the launch at once with its error, the others stopped — or, with
+`launch(..., max_restarts=K)`, every rank starts again on a fresh group, as under torchrun (launcher.py).
 """
 
 import contextlib
 import os
 import pickle
 import re
-import sys
-import sysconfig
 import threading
-import uuid
 
 import numpy as np
 import ray
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
-from distgraph.distributed import runtime
-from distgraph.distributed.allreduce import OPS, gloo_available, make_allreduce
-from distgraph.distributed.scheduler import get_failing_fast, start_allowance, user_error
-from distgraph.distributed.shm import remove_group
+from distgraph.distributed.allreduce import OPS, make_allreduce
+from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.sync_group import SyncGroup
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 from distgraph.ops.collective import using_group
@@ -92,11 +88,13 @@ class LoopWorker:
         _context["comm"] = make_allreduce(self.rank, self.world, backend, group, timeout_s, device)
         return True
 
-    def run(self, fn, args, kwargs):
+    def run(self, fn, args, kwargs, launch_env=None):
+        """fn's result, run with torchrun's variables set: this rank's, and the launch's `launch_env` (MASTER_ADDR,
+        MASTER_PORT, TORCHELASTIC_*: launcher.py); the environment as it was after."""
         same_node, local = _local_ranks()
         env = {"RANK": self.rank, "WORLD_SIZE": self.world, "LOCAL_RANK": local[self.rank],
                "LOCAL_WORLD_SIZE": len(same_node), "NODE_RANK": node_rank(), "GROUP_RANK": node_rank(),
-               "ROLE_RANK": self.rank}  # fmt: skip
+               "ROLE_RANK": self.rank, "ROLE_WORLD_SIZE": self.world, **(launch_env or {})}  # fmt: skip
         before = {k: os.environ.get(k) for k in env}
         os.environ.update({k: str(v) for k, v in env.items()})  # torchrun's, for scripts that read them
         try:
@@ -116,75 +114,24 @@ class LoopWorker:
             _context["comm"].close()
 
 
-def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", cpus_per_worker=1, bind_to=None,
-           allreduce="auto", timeout_s=120.0):  # fmt: skip
-    """Run `fn(*args, **kwargs)` on `workers` ranks; → the list of what each rank returned, by rank.
+def launch(fn, workers=2, **kwargs):
+    """Run `fn` on `workers` ranks → what each rank returned, by rank; `max_restarts=K` starts every rank again
+    after a failure, as torchrun (launcher.py, which starts the ranks and gives each torchrun's environment)."""
+    from distgraph.distributed.launcher import launch as _launch  # (it builds on this module)
 
-    `allreduce="auto"` is the shared-memory segment when all ranks share a node, gloo across nodes (needs
-    torch), NCCL with device="cuda". A rank's error is raised here (a distgraph error as itself, anything
-    else as a DistributedError naming the rank) as soon as it happens."""
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ConfigError(f"launch: workers must be a positive int, got {workers!r}")
-    if not callable(fn):
-        raise ConfigError(f"launch: fn must be callable, got {type(fn).__name__}")
-    _send_by_value(fn)
-    runtime.init(address, log_to_driver=True)  # (when it starts Ray) the ranks' prints show here
-    group = runtime.WorkerGroup(
-        LoopWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
-    )
-    name = f"dgl{uuid.uuid4().hex[:12]}"
-    try:
-        for r in range(workers):
-            group.start(r, r, workers)
-        group.bound(start_allowance(timeout_s))  # the workers' first calls include their processes' start
-        nodes = _get([a.node.remote() for a in group.actors], start_allowance(timeout_s), "starting the workers")
-        backend = _backend(allreduce, device, len(set(nodes)))
-        refs = [a.connect.remote(name, backend, device, timeout_s, nodes) for a in group.actors]
-        _get(refs, timeout_s, f"joining the {backend} all-reduce")
-        refs = [a.run.remote(fn, tuple(args), dict(kwargs or {})) for a in group.actors]
-        results = _get(refs, None, getattr(fn, "__name__", "fn"))
-        _get([a.close.remote() for a in group.actors], timeout_s, "closing the all-reduce")
-        return results
-    finally:  # after a failure the other ranks may still wait in the all-reduce: stopped, not asked to close
-        group.shutdown()
-        remove_group(name)  # the segment, if a stopped rank left it behind
+    return _launch(fn, workers, **kwargs)
 
 
-def _send_by_value(fn):
-    """Ship `fn` by value when it comes from the driver's own files (a module beside the script, a test):
-    Ray pickles a module's function by reference, and a worker cannot import a module that is neither
-    installed nor under its working directory ("No module named 'train_gan'"). A script's own functions
-    (`__main__`) and installed packages' go as Ray sends them."""
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    path = getattr(module, "__file__", None)
-    if module is None or module.__name__ == "__main__" or not path:
-        return
-    installed = {os.path.abspath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
-    if module.__name__.split(".")[0] != "distgraph" and not any(os.path.abspath(path).startswith(p) for p in installed):
-        ray.cloudpickle.register_pickle_by_value(module)
-
-
-def _backend(allreduce, device, nodes):
-    if allreduce != "auto":
-        return allreduce
-    if str(device).startswith("cuda"):
-        return "nccl"
-    if nodes == 1:
-        return "shm"
-    if not gloo_available():
-        raise DistributedError(f"launch: the ranks span {nodes} nodes and need gloo there: pip install torch")
-    return "gloo"
-
-
-def _get(refs, timeout_s, what):
+def _get(refs, timeout_s, what, attempt=""):
     """Every result, by rank (the scheduler's fail-fast wait: the first failure raises at once, the other
     calls collected); a rank's error is raised as itself when it is the user's distgraph error, else as a
-    DistributedError naming the rank."""
+    DistributedError naming the rank (and the `attempt`, "" or " (attempt 2 of 3)", where there are restarts)."""
+    what = f"{what}{attempt}"
     try:
         return get_failing_fast(refs, timeout_s, f"launch: {what}")
     except ray.exceptions.RayTaskError as exc:
         rank, failed = _failed_rank(refs, ray.exceptions.RayTaskError, exc)
-        where = f"raised on rank {rank} of the launch, where its traceback reads:\n{_traceback(failed)}"
+        where = f"raised on rank {rank} of the launch{attempt}, where its traceback reads:\n{_traceback(failed)}"
         cause = user_error(failed) or user_error(exc)
         if cause is not None:  # the user's error as itself, with where it came from (Ray's worker traceback)
             cause.add_note(where)

@@ -9,7 +9,8 @@ for torchrun runs unchanged under `distgraph run --workers N script.py` (or alon
 - `init_process_group(backend, ..., world_size, rank)` joins nothing: the launch already made the group; it
   checks that world_size and rank, when given, are the launch's (else a ConfigError naming both) and that it
   is not called twice (torch's error); `destroy_process_group` ends that. The ranks see torchrun's variables
-  RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (loop.py sets them for the function's run).
+  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT & co.
+  (launcher.py lists them; loop.py sets them for the function's run).
 - Every collective takes torch's `group` (None or `group.WORLD`: the launch's ranks; or a subgroup from
   `new_group(ranks)`, subgroups.py) and `async_op` (→ a completed `Work`: distgraph's collectives have finished
   when they return). `get_rank(group)`, `get_world_size(group)`, `get_process_group_ranks`, `get_global_rank`
@@ -26,6 +27,7 @@ import os
 
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collectives, loop
+from distgraph.distributed.allreduce import gloo_available
 from distgraph.distributed.loop import _context
 from distgraph.distributed.subgroups import SubGroup, new_subgroup, place_in
 from distgraph.errors import ConfigError, DTypeError, ShapeError
@@ -210,7 +212,7 @@ def is_available():
 
 
 def is_gloo_available():
-    return loop.gloo_available()
+    return gloo_available()
 
 
 def is_nccl_available():
@@ -277,7 +279,8 @@ def get_node_local_rank(fallback_rank=None):
 
 
 def is_torchelastic_launched():
-    """Whether this process runs under `distgraph run` (torchrun's TORCHELASTIC_RUN_ID is set), as torch's."""
+    """Whether this process is a rank of a launch or of `distgraph run` (torchrun's TORCHELASTIC_RUN_ID is set), as
+    torch's."""
     return os.environ.get("TORCHELASTIC_RUN_ID") is not None
 
 

@@ -66,7 +66,7 @@ def test_a_two_by_two_mesh_has_a_group_along_each_dimension_on_four_ranks(ray_se
         assert out["sub"] == ([2 * row, 2 * row + 1], True, ("shard",), [[0, 2], [1, 3]])
         np.testing.assert_array_equal(out["ddp"], ranks[2 * row]["ddp"])  # the row's first rank's parameters
         assert out["subgroups"] == ([2 * row, 2 * row + 1], [[0, 1], [2, 3]], [0, 3] if r in (0, 3) else [1, 2], 2)
-        assert out["env"][:2] == (out["env"][2], False)
+        assert out["env"][:2] == (out["env"][2], True)  # a launch sets TORCHELASTIC_RUN_ID, as torchrun
         assert out["repr"] == "DeviceMesh((replicate=2, shard=2), 'cpu', stride=(2, 1))"  # torch 2.13's
         assert (
             out["partial"]
