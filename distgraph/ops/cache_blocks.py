@@ -1,5 +1,5 @@
 """Chains of array passes run one cache-sized block at a time on large host arrays: gelu's forward and
-gradient (erf and tanh forms), softmax's gradient.
+gradient (erf and tanh forms), softmax's gradient; and numpy's ufunc buffer cut to one row (`row_buffer`).
 
 numpy makes one pass over memory per operation. gelu's erf form is ~20 passes (torch's float32 erf
 approximation, ops/kernels.py) over its input and three temporaries, softmax's backward four over as
@@ -14,7 +14,24 @@ Measured (`distgraph bench layers`' arrays, one thread, old and new alternated):
 its gradient 0.85x, the tanh form's 0.87x and 0.77x, softmax's gradient 0.8x. softmax's and
 log_softmax's forwards and log_softmax's gradient, two or three arrays, gained 0-5 % at 2-4 MiB an
 array (and lost as much with a broadcast gradient), so they run whole.
+
+`row_buffer` is the other cache measure, for ufuncs with a per-row operand (x − mean[:, None]): numpy runs
+such a ufunc through its ufunc buffer (np.getbufsize(), 8192 elements) whenever a row is shorter than the
+buffer, 1.5-2.6x the time of its direct loop; cut to one row, the buffer is skipped. Elementwise results
+are the same bits with any buffer; so are float32/float64 reductions along the last axis, BLAS, matmul
+and einsum (checked), but not a reduction over another axis (slower, too) nor one that casts (float16
+sums run in float32 through the buffer): callers wrap only what is elementwise or reduces along rows.
+Taken by layer_norm (ops/fused_norm.py), softmax and log_softmax along the last dim and softmax's
+gradient (ops/linalg.py), cross_entropy and its gradient (ops/loss.py), batch_norm's fused training op
+(ops/fused_batch_norm.py: rows of H·W), and the forwards of eval batch_norm, instance_norm, group_norm,
+rms_norm and normalize (nn/functional/layers.py). Measured, old and new alternated, float32: `bench
+layers`' rows (forward + backward) softmax 0.91x, log_softmax 0.96x, cross_entropy 0.89x, batch_norm
+(train) 0.83x; softmax's and log_softmax's forwards 0.74-0.89x at rows of 512-4096, cross_entropy's
+gradient 0.82-0.88x, eval batch_norm 0.63-0.71x, group_norm, instance_norm, rms_norm and normalize's
+forwards 0.77-0.92x. Not taken: log_softmax's gradient (0.94-1.06x), rows under ROW_MIN.
 """
+
+import contextlib
 
 import numpy as np
 
@@ -22,6 +39,7 @@ BLOCK_BYTES = 256 * 1024  # per array, as optim/blocked.py (measured: 128-512 Ki
 MIN_BYTES = 4 * 1024 * 1024  # a chain's arrays together: smaller fit the cache whole (measured: 3 MiB no faster)
 SCRATCH = 4  # work arrays of a block, for gelu's erf
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+ROW_MIN = 192  # shorter rows: the default buffer as fast or faster (measured: 128 1.05-1.2x, 160 0.9-1.1x)
 
 
 def _row_blocks(x, arrays, axis=None):
@@ -33,6 +51,34 @@ def _row_blocks(x, arrays, axis=None):
         return None
     step = max(1, BLOCK_BYTES * x.shape[0] // x.nbytes)
     return [slice(s, s + step) for s in range(0, x.shape[0], step)] if step < x.shape[0] else None
+
+
+class _Buffer:
+    """numpy's ufunc buffer `size` elements long inside a with-block, the old size restored on leaving."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __enter__(self):
+        self.old = np.setbufsize(self.size)
+
+    def __exit__(self, *exc):
+        np.setbufsize(self.old)
+
+
+_UNCHANGED = contextlib.nullcontext()
+
+
+def row_buffer(x, n):
+    """A with-block context in which numpy's ufunc buffer is cut to one row of n elements (to a multiple of
+    16, as numpy takes) where x, the op's array, is a C-contiguous float32/float64 numpy array (its rows lie
+    in memory as they count) and ROW_MIN <= n < the buffer, else one that changes nothing. The old size
+    comes back on leaving, on an exception too (numpy 2's buffer size is a context variable: per thread)."""
+    size = n - n % 16
+    rows = type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous
+    if not rows or n < ROW_MIN or size >= np.getbufsize():
+        return _UNCHANGED
+    return _Buffer(size)
 
 
 def elementwise(kernel, xp, *arrays, **attrs):
@@ -64,9 +110,10 @@ def softmax_grad(y, g, axis):
         return None
     out = np.empty_like(y)
     scratch = np.empty_like(y[parts[0]])
-    for part in parts:
-        yb, ob = y[part], out[part]
-        gy = np.multiply(g[part], yb, out=scratch[: yb.shape[0]])
-        np.multiply(yb, np.add.reduce(gy, axis, keepdims=True), out=ob)
-        np.subtract(gy, ob, out=ob)
+    with row_buffer(y, y.shape[-1] if axis == y.ndim - 1 else 0):
+        for part in parts:
+            yb, ob = y[part], out[part]
+            gy = np.multiply(g[part], yb, out=scratch[: yb.shape[0]])
+            np.multiply(yb, np.add.reduce(gy, axis, keepdims=True), out=ob)
+            np.subtract(gy, ob, out=ob)
     return out

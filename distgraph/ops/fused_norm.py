@@ -5,8 +5,8 @@ Both make as few passes over the (M, N) data as they can: row sums and products 
 products batched matmuls, and the rest in-place ufuncs. Half of those ufuncs take a per-row operand
 (x − mean[:, None]), and numpy runs such an operation through its ufunc buffer (8192 elements) when a row
 is shorter than the buffer: 2.6x the time of its direct loop over each row (measured at (256, 1024)
-float32). So on numpy both functions run with the buffer cut to one row (`_row_buffer`): `bench layers`'
-layer_norm row went from 3.0x torch's time to 2.1x. Elementwise results are the same bits with any
+float32). So on numpy both functions run with the buffer cut to one row (cache_blocks.row_buffer, rows of
+192 and more): `bench layers`' layer_norm row went from 3.0x torch's time to 2.1x. Elementwise results are the same bits with any
 buffer, and no reduction here runs through it (BLAS and matmul do those). Taking the rows a cache-sized
 block at a time (as optim/blocked.py) measured no faster, with or without this: not taken. (A BLAS
 rank-1 update through scipy centred rows faster, with the same bits, but put scipy.linalg's import (~120 ms)
@@ -14,30 +14,16 @@ on distgraph's start-up and a second BLAS thread pool, which `threadpool_limits`
 misses, on every layer_norm: not taken.)
 """
 
-import contextlib
 import math
 
 import numpy as np
+
+from distgraph.ops import cache_blocks
 
 
 def _rowdot(a, b):
     """Σ_j a_ij b_ij per row, as a batch of (1, N) @ (N, 1) products (a BLAS dot per row)."""
     return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])
-
-
-@contextlib.contextmanager
-def _row_buffer(xp, n):
-    """Inside the with-block, numpy's ufunc buffer at most one row of n elements long (from n = 128: on
-    shorter rows the buffer is the faster, measured)."""
-    size = n - n % 16  # (numpy takes multiples of 16)
-    if xp is not np or n < 128 or size >= np.getbufsize():
-        yield
-        return
-    old = np.setbufsize(size)
-    try:
-        yield
-    finally:
-        np.setbufsize(old)
 
 
 def centered(xp, x, k, eps):
@@ -62,7 +48,7 @@ def normalized(xp, x, k, eps):
 
 def layer_norm_forward(xp, x, w, b, k, eps):
     """layer_norm's output, x̂ · w + b (w, b optional), shaped as x."""
-    with _row_buffer(xp, math.prod(x.shape[x.ndim - k :])):
+    with cache_blocks.row_buffer(x, math.prod(x.shape[x.ndim - k :])):
         out, _ = normalized(xp, x, k, eps)
         if w is not None:
             out *= w.reshape(-1)
@@ -79,7 +65,7 @@ def layer_norm_grads(xp, g, x, w, k, eps, need_x, need_w):
     gx = rstd · (ĝ − mean(ĝ)) − xc · rstd³ · mean(ĝ · xc) with ĝ = g·w (Σ_j ĝ·xc = P @ w), so x̂ is never
     formed. Each gradient's bits do not depend on which others are asked for (the Tensor rule's ops ask
     for one at a time)."""
-    with _row_buffer(xp, math.prod(x.shape[x.ndim - k :])):
+    with cache_blocks.row_buffer(x, math.prod(x.shape[x.ndim - k :])):
         return _layer_norm_grads(xp, g, x, w, k, eps, need_x, need_w)
 
 

@@ -344,12 +344,23 @@ def _sum_out_lone_letters(specs, out_spec, operands, sizes):
 
 
 # ---- softmax ------------------------------------------------------------------------------------------------
+def _rows(x, axis):
+    """cache_blocks.row_buffer for a pass along x's last axis (the per-row max and sum then broadcast along
+    rows, and the reductions run along them: the same bits); none along another axis."""
+    return cache_blocks.row_buffer(x, x.shape[-1] if x.ndim and axis == x.ndim - 1 else 0)
+
+
 @defop("softmax", kind="other", save=(), saves_output=True)
 def _softmax(xp, x, axis):
     """exp(x − max) / sum, as torch's CPU kernels round it: along the last dim they multiply by the
     sum's reciprocal, along another they divide (so log(softmax(x)) equals log_softmax(x) where torch's do)."""
     if x.size == 0:
         return x.copy()
+    with _rows(x, axis):
+        return _softmax_of(xp, x, axis)
+
+
+def _softmax_of(xp, x, axis):
     e = x - x.max(axis=axis, keepdims=True)
     e = xp.exp(e, out=e) if x.ndim else xp.exp(e)  # in place: one (M, N) array in all
     total = e.sum(axis=axis, keepdims=True)
@@ -378,8 +389,9 @@ def _softmax_array_grad(ctx, g):
     gy = g * out
     if gy.ndim == 0:
         return gy - out * gy
-    t = out * _sum.forward(ctx.inputs[0].device.xp, gy, (ctx.attrs["axis"],), True)  # sum's bits (float16 too)
-    return ctx.inputs[0].device.xp.subtract(gy, t, out=t)
+    with _rows(gy, ctx.attrs["axis"]):
+        t = out * _sum.forward(ctx.inputs[0].device.xp, gy, (ctx.attrs["axis"],), True)  # sum's bits (float16 too)
+        return ctx.inputs[0].device.xp.subtract(gy, t, out=t)
 
 
 @defop("safe_softmax", kind="other", save=(), saves_output=True)
@@ -410,12 +422,13 @@ _safe_softmax.array_grad(_softmax_array_grad)
 def _log_softmax(xp, x, axis):
     if x.size == 0:
         return x.copy()
-    out = x - x.max(axis=axis, keepdims=True)
-    lse = xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
-    if out.ndim:
-        out -= lse  # in place: the shifted x becomes the output
-    else:
-        out = out - lse
+    with _rows(x, axis):
+        out = x - x.max(axis=axis, keepdims=True)
+        lse = xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
+        if out.ndim:
+            out -= lse  # in place: the shifted x becomes the output
+        else:
+            out = out - lse
     return out if out.flags.c_contiguous else out.copy()  # row-major, as torch's (ascontiguousarray: 0-d to 1-d)
 
 

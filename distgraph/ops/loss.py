@@ -15,6 +15,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import IndexOutOfRangeError, ShapeError
+from distgraph.ops import cache_blocks
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops.registry import defop
@@ -70,11 +71,12 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
     """x: (M, C) logits, target: (M,) class indices; weight: optional (C,)."""
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index, check=True)
-    z = x - x.max(axis=1, keepdims=True)
-    z_t = z[xp.arange(m), t]
-    if label_smoothing:  # −Σ_c w_c log p_c = lse · Σw − z · w: z's part taken before z turns into exp z
-        z_w = z @ weight[0] if weight else z.sum(axis=1)
-    lse = xp.log(xp.exp(z, out=z).sum(axis=1))  # log Σ exp z, so −log p_c = lse − z_c
+    with cache_blocks.row_buffer(x, c):  # (the per-row max broadcast along rows: ops/cache_blocks.py)
+        z = x - x.max(axis=1, keepdims=True)
+        z_t = z[xp.arange(m), t]
+        if label_smoothing:  # −Σ_c w_c log p_c = lse · Σw − z · w: z's part taken before z turns into exp z
+            z_w = z @ weight[0] if weight else z.sum(axis=1)
+        lse = xp.log(xp.exp(z, out=z).sum(axis=1))  # log Σ exp z, so −log p_c = lse − z_c
     loss = lse - z_t
     if w_t is not None:
         loss *= w_t
@@ -97,7 +99,13 @@ def _cross_entropy(xp, x, target, *weight, ignore_index=-100, label_smoothing=0.
 
 @defop("cross_entropy_backward", kind="other", save=(0, 1))
 def _cross_entropy_backward(xp, g, x, target, *weight, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
-    """The gradient of `cross_entropy` w.r.t. the logits, for the output gradient g."""
+    """The gradient of `cross_entropy` w.r.t. the logits, for the output gradient g (per-row operands: with
+    numpy's buffer cut to a row, ops/cache_blocks.py; its reductions run along rows or over vectors)."""
+    with cache_blocks.row_buffer(x, x.shape[1]):
+        return _cross_entropy_grad_array(xp, g, x, target, weight, ignore_index, label_smoothing, reduction)
+
+
+def _cross_entropy_grad_array(xp, g, x, target, weight, ignore_index, label_smoothing, reduction):
     m, c = x.shape
     t, w_t, valid = _targets(xp, x, target, weight, ignore_index)
     p = x - x.max(axis=1, keepdims=True)  # one (M, C) array, turned into p in place

@@ -9,8 +9,8 @@ from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
+from distgraph.ops import cache_blocks, fused_batch_norm, layers, linalg
 from distgraph.ops import elementwise as ew
-from distgraph.ops import fused_batch_norm, layers, linalg
 from distgraph.ops import reduction as red
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.shape import broadcast_tensors
@@ -232,12 +232,14 @@ def update_running_stats(running_mean, running_var, mean, var, n, momentum):
 
 def normalize_affine(input, mean, var, eps, weight, bias, shape):
     """(input − mean) / √(var + eps), then × weight and + bias per channel (each reshaped to `shape`):
-    the end of batch, instance and SyncBatchNorm's normalization."""
-    out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
-    if weight is not None:
-        out = ew.mul(out, weight.reshape(*shape))
-    if bias is not None:
-        out = ew.add(out, bias.reshape(*shape))
+    the end of batch, instance and SyncBatchNorm's normalization. Each per-channel operand broadcasts along
+    rows of the spatial size: numpy's buffer cut to such a row for the forward (ops/cache_blocks.py)."""
+    with cache_blocks.row_buffer(input.array, math.prod(input.shape[2:])):
+        out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
+        if weight is not None:
+            out = ew.mul(out, weight.reshape(*shape))
+        if bias is not None:
+            out = ew.add(out, bias.reshape(*shape))
     return out
 
 
@@ -263,15 +265,17 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
         )
     grouped = input.reshape(n, num_groups, input.numel() // max(n * num_groups, 1))  # no -1: N may be 0
-    mean = red.mean(grouped, dim=2, keepdim=True)
-    centered = ew.sub(grouped, mean)
-    var = red.mean(ew.square(centered), dim=2, keepdim=True)
-    out = ew.mul(centered, ew.rsqrt(ew.add(var, eps))).reshape(*input.shape)
-    shape = (1, c) + (1,) * (input.ndim - 2)
-    if weight is not None:
-        out = ew.mul(out, weight.reshape(*shape))
-    if bias is not None:
-        out = ew.add(out, bias.reshape(*shape))
+    rows = min(grouped.shape[2], math.prod(input.shape[2:]))  # per-group and per-channel operands' rows
+    with cache_blocks.row_buffer(input.array, rows):  # (its reductions run along rows: the same bits)
+        mean = red.mean(grouped, dim=2, keepdim=True)
+        centered = ew.sub(grouped, mean)
+        var = red.mean(ew.square(centered), dim=2, keepdim=True)
+        out = ew.mul(centered, ew.rsqrt(ew.add(var, eps))).reshape(*input.shape)
+        shape = (1, c) + (1,) * (input.ndim - 2)
+        if weight is not None:
+            out = ew.mul(out, weight.reshape(*shape))
+        if bias is not None:
+            out = ew.add(out, bias.reshape(*shape))
     return out
 
 
@@ -288,14 +292,17 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     if eps is None:
         eps = float(np.finfo(input.array.dtype).eps)
     dims = tuple(range(-len(normalized_shape), 0))
-    out = ew.mul(input, ew.rsqrt(ew.add(red.mean(ew.square(input), dim=dims, keepdim=True), eps)))
-    return out if weight is None else ew.mul(out, weight)
+    with cache_blocks.row_buffer(input.array, math.prod(normalized_shape)):  # (a per-row operand: cache_blocks)
+        out = ew.mul(input, ew.rsqrt(ew.add(red.mean(ew.square(input), dim=dims, keepdim=True), eps)))
+        return out if weight is None else ew.mul(out, weight)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """x / max(‖x‖_p, eps) along `dim`."""
-    norm = red.norm(input, p=p, dim=dim, keepdim=True)
-    return ew.div(input, ew.clamp(norm, min=eps))
+    last = input.ndim and dim in (-1, input.ndim - 1)
+    with cache_blocks.row_buffer(input.array, input.shape[-1] if last else 0):  # (a per-row operand: cache_blocks)
+        norm = red.norm(input, p=p, dim=dim, keepdim=True)
+        return ew.div(input, ew.clamp(norm, min=eps))
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
