@@ -3,10 +3,18 @@
 Composed from per-step ops, a length-L sequence costs ~15·L small ops forward and more backward, and
 eager overhead, not arithmetic, dominates. `rnn_layer` instead loops over time on raw arrays (the
 input projection x·W_ihᵀ of every step arrives precomputed, as `xw`, from one matmul), and its
-backward is one op too, `rnn_layer_vjp`: BPTT on raw arrays. The BPTT recomputes every gate from the
-saved output with batched matmuls (all h_{t-1} are known), so nothing but the output is kept. Where no
-graph of the backward is wanted, `rnn_layer`'s array rule runs the same BPTT kernel and hands its
-gradients over as they are (no packing, no vjp node). The kernels live in ops/recurrent_kernels.py.
+backward is one op too, `rnn_layer_vjp`: BPTT on raw arrays. Where no graph of the backward is wanted,
+the layer's array rule runs the same BPTT kernel and hands its gradients over as they are (no packing,
+no vjp node). The kernels live in ops/recurrent_kernels.py.
+
+What the backward keeps, as torch: where eager autograd records the layer (grad enabled, an input that
+needs it, no tracer), it runs as `rnn_layer_saving`, which also keeps its activated gates (`saves_extra`:
+the LSTM's i, f, g, o; the GRU's r, z, n and W_hn·h + b_hn; 4H values a step either way, the cell states
+being in the output), and its array rule reads them instead of recomputing them. Otherwise it runs as
+`rnn_layer`, which keeps nothing: no extra memory under no_grad, and a captured graph (capture makes a
+`saves_extra` op's gradient an opaque vjp node that reruns the forward per input) records `rnn_layer` and
+its differentiable rule as before. That rule, and the array rule given no gates, recompute every gate
+from the saved output with batched matmuls (all h_{t-1} are known).
 
 Modes and cells follow torch (gate order LSTM i, f, g, o; GRU r, z, n with b_hn inside r·(…)):
     "LSTM"      inputs xw (L, N, 4H), h0, c0, w_hh    -> (L, N, 2H): [h_t | c_t] at every step
@@ -19,7 +27,7 @@ layer from the per-step cells below (`_composite`) and differentiates it twice; 
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import apply
+from distgraph.autograd.function import apply, get_tracer
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
@@ -73,7 +81,14 @@ def _rnn_layer(xp, xw, h0, *rest, mode, reverse):
     return K.forward(xp, xw, h0, rest, mode, reverse)
 
 
+@defop("rnn_layer_saving", kind="other", save=(0, 1, 2, 3, 4), saves_output=True, saves_extra=True)
+def _rnn_layer_saving(xp, xw, h0, *rest, mode, reverse):
+    """`rnn_layer`, keeping its gates for the array rule: (output, gates)."""
+    return K.forward(xp, xw, h0, rest, mode, reverse, keep=True)
+
+
 @_rnn_layer.grad
+@_rnn_layer_saving.grad
 def _(ctx, g):
     ins = ctx.inputs
     packed = apply(_rnn_layer_vjp, (g, ctx.out, *ins), ctx.attrs)
@@ -85,11 +100,13 @@ def _(ctx, g):
 
 
 @_rnn_layer.array_grad
+@_rnn_layer_saving.array_grad
 def _(ctx, g):
-    """The rule above on arrays: BPTT's gradients straight from the kernel, not packed into one array."""
+    """The rule above on arrays: BPTT's gradients straight from the kernel, not packed into one array; from
+    the gates the forward kept where it kept them (ctx.saved), else recomputing them."""
     ins = [t.array for t in ctx.inputs]
     xp = ctx.inputs[0].device.xp
-    return K.backward(xp, g, ctx.out_array, ins[0], ins[1], ins[2:], **ctx.attrs)
+    return K.backward(xp, g, ctx.out_array, ins[0], ins[1], ins[2:], **ctx.attrs, saved=ctx.saved)
 
 
 @defop("rnn_layer_vjp", kind="other", save=(0, 1, 2, 3, 4, 5, 6))
@@ -123,4 +140,6 @@ def _(ctx, gpacked):
 
 def rnn_layer(mode, xw, h0, *rest, reverse=False):
     """Run one layer, one direction: see the module docstring for the inputs and the output."""
-    return apply(_rnn_layer, (xw, h0, *rest), {"mode": mode, "reverse": reverse})
+    ins = (xw, h0, *rest)
+    records = grad_mode.is_grad_enabled() and get_tracer() is None and any(t.requires_grad for t in ins)
+    return apply(_rnn_layer_saving if records else _rnn_layer, ins, {"mode": mode, "reverse": reverse})

@@ -7,10 +7,15 @@ What they do to be quick (the per-step matmuls dominate, so most of it is about 
   - gate activations are computed in place, each nonlinearity only on its own gates, sigmoid as
     ½·tanh(½z) + ½ (tanh is cheaper than exp, and cannot overflow);
   - the LSTM forward writes h_t and c_t straight into the output;
-  - the backward recomputes every gate from the saved output with one batched matmul (all h_{t-1}
-    are known), precomputes everything that does not depend on the recursion for all steps at once,
-    and leaves only the recursion itself in the time loop, where the LSTM's dh and dc are two arrays
-    updated in place (each step's product written into dh), not fresh ones per step.
+  - with `keep`, the forward also returns what the backward reads besides the output, as torch keeps
+    it: the LSTM's activated gates i, f, g, o (L, N, 4H), the GRU's r, z, n (L, N, 3H) and W_hn·h_{t-1}
+    + b_hn (L, N, H); the RNN's backward needs only the output (saved: None). The gates are computed in
+    the buffer that keeps them, so the backward reads the very numbers the forward used;
+  - given none (`saved=None`: the vjp op, and a layer run without `keep`), the backward recomputes every
+    gate from the output with one batched matmul (all h_{t-1} are known); either way it precomputes
+    everything that does not depend on the recursion for all steps at once, and leaves only the
+    recursion itself in the time loop, where the LSTM's dh and dc are two arrays updated in place (each
+    step's product written into dh), not fresh ones per step.
 """
 
 
@@ -57,38 +62,47 @@ def _lstm_acts_(xp, z, consts):
     return z
 
 
-def forward(xp, xw, h0, rest, mode, reverse):
+def forward(xp, xw, h0, rest, mode, reverse, keep=False):
+    """The layer's output; with `keep`, (output, saved) where saved is what `backward` reads besides it."""
     steps, n, width = xw.shape
     hid = h0.shape[-1]
     out = xp.empty((steps, n, 2 * hid if mode == "LSTM" else hid), dtype=xw.dtype)
     w = rest[1] if mode == "LSTM" else rest[0]
     wt = xp.ascontiguousarray(w.T)
-    z = xp.empty((n, width), dtype=xw.dtype)
+    acts = xp.empty_like(xw) if keep and mode in ("LSTM", "GRU") else None  # every step's gates
+    scratch = xp.empty((n, width), dtype=xw.dtype) if acts is None else None
+    saved = acts
     h = h0
     if mode == "LSTM":
         c = rest[0]
         consts = _lstm_consts(xp, hid, xw.dtype)
-        i, f, g, o = z[:, :hid], z[:, hid : 2 * hid], z[:, 2 * hid : 3 * hid], z[:, 3 * hid :]
+        ig = xp.empty_like(h0)
         for t in order(steps, reverse):
+            z = scratch if acts is None else acts[t]
             xp.matmul(h, wt, out=z)
             z += xw[t]
             _lstm_acts_(xp, z, consts)
+            i, f, g, o = z[:, :hid], z[:, hid : 2 * hid], z[:, 2 * hid : 3 * hid], z[:, 3 * hid :]
             hs, cs = out[t, :, :hid], out[t, :, hid:]
             xp.multiply(f, c, out=cs)
-            g *= i
-            cs += g
+            cs += xp.multiply(i, g, out=ig)
             xp.tanh(cs, out=hs)
             hs *= o
             h, c = hs, cs
     elif mode == "GRU":
         b = rest[1]
-        rz, hn = z[:, : 2 * hid], z[:, 2 * hid :]
-        r, u = z[:, :hid], z[:, hid : 2 * hid]
+        hns = None if acts is None else xp.empty((steps, n, hid), dtype=xw.dtype)
+        saved = None if acts is None else (acts, hns)
         for t in order(steps, reverse):
+            z = scratch if acts is None else acts[t]
+            rz, hn = z[:, : 2 * hid], z[:, 2 * hid :]
+            r, u = z[:, :hid], z[:, hid : 2 * hid]
             xp.matmul(h, wt, out=z)
             z += b
             rz += xw[t, :, : 2 * hid]
             sigmoid_(xp, rz)
+            if hns is not None:
+                hns[t] = hn  # W_hn·h_{t-1} + b_hn, before r scales it
             hn *= r
             hn += xw[t, :, 2 * hid :]
             xp.tanh(hn, out=hn)  # n_t
@@ -108,31 +122,26 @@ def forward(xp, xw, h0, rest, mode, reverse):
             else:
                 xp.tanh(ht, out=ht)
             h = ht
-    return out
+    return (out, saved) if keep else out
 
 
-def backward(xp, gy, y, xw, h0, rest, mode, reverse):
-    """BPTT: the gradients of <gy, layer(xw, h0, *rest)>, one array per input, in input order."""
+def backward(xp, gy, y, xw, h0, rest, mode, reverse, saved=None):
+    """BPTT: the gradients of <gy, layer(xw, h0, *rest)>, one array per input, in input order; `saved`:
+    what `forward(..., keep=True)` kept (None: the gates are recomputed)."""
     steps, n, width = xw.shape
     hid = h0.shape[-1]
     w = rest[1] if mode == "LSTM" else rest[0]
     back = order(steps, not reverse)
     if mode == "LSTM":
-        return _lstm_backward(xp, gy, y, xw, h0, rest[0], w, reverse)
+        return _lstm_backward(xp, gy, y, xw, h0, rest[0], w, reverse, saved)
     hprev = previous(xp, y, h0, reverse)
     hp2 = hprev.reshape(-1, hid)
     dh = xp.zeros_like(h0)
     if mode == "GRU":
-        b = rest[1]
-        hw = (hp2 @ xp.ascontiguousarray(w.T)).reshape(xw.shape)  # every step's W_hh·h_{t-1} in one matmul
-        hw += b
-        act = xw[..., : 2 * hid] + hw[..., : 2 * hid]
-        sigmoid_(xp, act)
-        r, u = act[..., :hid], act[..., hid:]
-        hn = hw[..., 2 * hid :]
-        new = r * hn
-        new += xw[..., 2 * hid :]
-        xp.tanh(new, out=new)
+        if saved is None:
+            saved = _gru_gates(xp, hp2, xw, w, rest[1])
+        acts, hn = saved
+        r, u, new = acts[..., :hid], acts[..., hid : 2 * hid], acts[..., 2 * hid :]
         # the step-independent factors, for all steps at once (dn = dh·a_n; dr = dn·a_r; dz = dh·a_z)
         a_n = 1 - new * new
         a_n *= 1 - u
@@ -164,6 +173,21 @@ def backward(xp, gy, y, xw, h0, rest, mode, reverse):
     return dxw, dh, dxw.reshape(-1, width).T @ hp2
 
 
+def _gru_gates(xp, hp2, xw, w, b):
+    """What the GRU forward keeps, recomputed: (r, z, n) every step, and W_hn·h_{t-1} + b_hn."""
+    hid = hp2.shape[-1]
+    hw = (hp2 @ xp.ascontiguousarray(w.T)).reshape(xw.shape)  # every step's W_hh·h_{t-1} in one matmul
+    hw += b
+    acts = xp.empty_like(xw)
+    rz = xp.add(xw[..., : 2 * hid], hw[..., : 2 * hid], out=acts[..., : 2 * hid])
+    sigmoid_(xp, rz)
+    hn = hw[..., 2 * hid :]
+    new = xp.multiply(acts[..., :hid], hn, out=acts[..., 2 * hid :])
+    new += xw[..., 2 * hid :]
+    xp.tanh(new, out=new)
+    return acts, hn
+
+
 def blocks(steps, size, reverse):
     """[start, stop) runs of at most `size` steps covering range(steps), in BPTT's order (last first
     unless `reverse`)."""
@@ -178,16 +202,16 @@ def block_size(n, width):
     return max(1, (1 << 18) // max(1, n * width))
 
 
-def _lstm_backward(xp, gy, y, xw, h0, c0, w, reverse):
+def _lstm_backward(xp, gy, y, xw, h0, c0, w, reverse, acts):
     steps, n, width = xw.shape
     hid = h0.shape[-1]
-    wt = xp.ascontiguousarray(w.T)
     hprev = previous(xp, y[..., :hid], h0, reverse)
     cprev = previous(xp, y[..., hid:], c0, reverse)
     hp2 = hprev.reshape(-1, hid)
     size = block_size(n, width)
-    consts = _lstm_consts(xp, hid, xw.dtype)
-    zb = xp.empty((size, n, width), dtype=xw.dtype)
+    if acts is None:  # the gates are recomputed a block at a time, into zb
+        wt, consts = xp.ascontiguousarray(w.T), _lstm_consts(xp, hid, xw.dtype)
+        zb = xp.empty((size, n, width), dtype=xw.dtype)
     # the step-independent factors of a block: d pre_{i,f,g} / d c_t (packed (·, N, 3, H), so one product
     # per step writes all three), d pre_o / d h_t and d c_t / d h_t
     ifgb = xp.empty((size, n, 3, hid), dtype=xw.dtype)
@@ -200,10 +224,13 @@ def _lstm_backward(xp, gy, y, xw, h0, c0, w, reverse):
     tmp = xp.empty_like(dc)
     for s, e in blocks(steps, size, reverse):
         m = e - s
-        z = zb[:m]
-        xp.matmul(hp2[s * n : e * n], wt, out=z.reshape(m * n, width))  # the block's gates, recomputed
-        z += xw[s:e]
-        _lstm_acts_(xp, z, consts)
+        if acts is None:  # the block's gates, recomputed
+            z = zb[:m]
+            xp.matmul(hp2[s * n : e * n], wt, out=z.reshape(m * n, width))
+            z += xw[s:e]
+            _lstm_acts_(xp, z, consts)
+        else:
+            z = acts[s:e]
         i, f, g, o = z[..., :hid], z[..., hid : 2 * hid], z[..., 2 * hid : 3 * hid], z[..., 3 * hid :]
         ifg, h_to_o, h_to_c = ifgb[:m], hob[:m], hcb[:m]
         k = xp.subtract(1, i, out=ifg[:, :, 0])

@@ -140,7 +140,7 @@ CASES = {
     "leaky_relu": [(lambda a: F.leaky_relu(a, 0.2), [_any((3, 4))])],
     "softplus": [(lambda a: F.softplus(a), [_any((3, 4))]), (lambda a: F.softplus(a, 2.0, 1.0), [_any((3, 4))])],
     "mish": [(lambda a: F.mish(a), [_any((3, 4))])],
-    "rnn_layer": [  # one layer, one direction (ops/recurrent.py): every mode's BPTT
+    "rnn_layer_saving": [  # one layer, one direction (ops/recurrent.py): every mode's BPTT, from kept gates
         (
             lambda *a: dg.ops.recurrent.rnn_layer("LSTM", *a),
             [_any((4, 2, 12)), _any((2, 3)), _any((2, 3)), _any((12, 3))],
@@ -150,6 +150,16 @@ CASES = {
             [_any((4, 2, 9)), _any((2, 3)), _any((9, 3)), _any((9,))],
         ),
         (lambda *a: dg.ops.recurrent.rnn_layer("RNN_RELU", *a), [_any((4, 2, 3)), _any((2, 3)), _any((3, 3))]),
+    ],
+    "rnn_layer": [  # the same op keeping nothing (what no_grad and capture run): BPTT recomputing the gates
+        (
+            lambda *a: dg.ops.recurrent._rnn_layer(*a, mode="LSTM", reverse=True),
+            [_any((4, 2, 12)), _any((2, 3)), _any((2, 3)), _any((12, 3))],
+        ),
+        (
+            lambda *a: dg.ops.recurrent._rnn_layer(*a, mode="GRU", reverse=False),
+            [_any((4, 2, 9)), _any((2, 3)), _any((9, 3)), _any((9,))],
+        ),
     ],
 }
 
