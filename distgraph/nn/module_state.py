@@ -8,15 +8,24 @@ prefix, so a later load knows which layout each module's entries were written in
 
 `load_state_dict` walks the tree the same way. Each module's `_load_from_state_dict` sees the entries
 under its prefix and the metadata saved for it (empty for a plain dict: an old checkpoint, to which a
-class may add what its older versions lacked, as BatchNorm adds `num_batches_tracked`). It copies its
-values in place as it goes; the keys found missing or unexpected and every size mismatch are reported
-together at the end. Unlike torch's, a load that raises leaves the module as it was: every parameter and
-buffer (the tensor each name holds and its values) is put back, so a bad checkpoint does not leave half a
-model behind (it costs a copy of the module's state for the duration of the load).
+class may add what its older versions lacked, as BatchNorm adds `num_batches_tracked`).
+
+Unlike torch's, a load is all or nothing: it checks every entry first (the keys when strict, each value's
+type, its dtype, its shape) and copies nothing until all of them pass, so a bad checkpoint raises one
+StateDictError listing every problem (torch's "Error(s) in loading state_dict for X:" message) and leaves
+the module as it was. (torch collects the same messages but has copied the entries that fit by then.) The
+walk records each write (a copy, an `assign`, a lazy placeholder's `materialize`, a `set_extra_state`) and
+the root runs them once everything is checked. User code that runs after the writes (the load post-hooks,
+which torch lets edit the key lists a strict load then raises for; a `set_extra_state`, which may refuse its
+value) could still fail: a tree that has either keeps a copy of its state during the load and puts it back
+if the load raises. Post-hooks run once all the writes are done, in torch's order (each module's after its
+children's), and see the complete key lists.
 """
 
 from collections import OrderedDict, namedtuple
 from collections.abc import Mapping
+from contextvars import ContextVar
+from functools import partial
 
 import numpy as np
 
@@ -30,6 +39,9 @@ from distgraph.nn.parameter import Parameter
 __all__ = ["ModuleState", "StateDictError", "key_errors"]
 
 EXTRA_STATE_KEY = "_extra_state"
+# the writes of the load_state_dict in progress, run once every entry is checked (module docstring); None
+# outside one (a direct call of _load_from_state_dict writes at once)
+_PENDING_WRITES = ContextVar("distgraph_pending_state_writes", default=None)
 
 
 class StateDictError(DistgraphError, RuntimeError):
@@ -64,9 +76,40 @@ def _key_messages(missing, unexpected):
     return out
 
 
-def _shape(value):
-    """A value's shape: a Tensor's or array's, or that of a number / nested list (a 0-d count saved as an int)."""
-    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+def _as_loadable(key, value):
+    """(value, None) where `value` can fill a tensor: a Tensor, an array (numpy's or the device's), or a
+    number / nested list / foreign tensor (torch's) read as a numpy array; else (None, torch's message
+    naming the key and what it received)."""
+    if isinstance(value, Tensor):
+        return value, None
+    try:
+        np.dtype(value.dtype)  # an array of a namespace numpy knows the dtypes of (numpy's, cupy's): as it is
+        arr = value if hasattr(value, "shape") else np.asarray(value)
+    except (AttributeError, TypeError):
+        try:
+            arr = np.asarray(value)  # a number, nested lists, a torch tensor (zero-copy)
+        except Exception as e:  # ragged lists, a tensor numpy cannot read (torch's bfloat16)
+            return None, _type_message(key, f"{type(value)} ({e})")
+    if np.dtype(arr.dtype).kind not in "biufc":  # bool, int, uint, float, complex
+        converted = arr is not value and not hasattr(value, "dtype")  # a str, None, a dict, ...: its type says it
+        return None, _type_message(key, type(value) if converted else f"{type(value)} of dtype {arr.dtype}")
+    return arr, None
+
+
+def _type_message(key, what):
+    return (
+        f'While copying the parameter named "{key}", expected a Tensor, an array or a number from checkpoint but '
+        f"received {what}"
+    )
+
+
+def _defer(write, *args):
+    """Run write(*args) when the load in progress has checked everything (at once outside a load)."""
+    pending = _PENDING_WRITES.get()
+    if pending is None:
+        write(*args)
+    else:
+        pending.append(partial(write, *args))
 
 
 class ModuleState:
@@ -171,35 +214,32 @@ class ModuleState:
         local = [(n, p) for n, p in self._parameters.items() if p is not None]
         local += [(n, b) for n, b in self._buffers.items() if b is not None and n not in self._non_persistent]
         assign = local_metadata.get("assign_to_params_buffers", False)
-        with no_grad():
-            for name, t in local:
+        with no_grad():  # (a (1,) Tensor's element is taken outside autograd)
+            for name, t in local:  # checks only: the writes are deferred (module docstring)
                 key = prefix + name
                 if key not in state_dict:
                     if strict:
                         missing_keys.append(key)
                     continue
-                value = state_dict[key]  # a Tensor, an array, or a number / nested list
-                shape = _shape(value)
-                if hasattr(t, "materialize"):  # a lazy module's placeholder takes the checkpoint's shape (nn/lazy.py)
-                    t.materialize(shape)
-                if shape == (1,) and t.ndim == 0:  # torch's rule for checkpoints from before 0-d tensors
+                value, problem = _as_loadable(key, state_dict[key])
+                if problem:
+                    error_msgs.append(problem)
+                    continue
+                shape = tuple(value.shape)
+                lazy = hasattr(t, "materialize")  # a lazy placeholder takes the checkpoint's shape (nn/lazy.py)
+                if not lazy and shape == (1,) and t.ndim == 0:  # torch's rule for checkpoints before 0-d tensors
                     value, shape = value[0], ()
-                if shape != tuple(t.shape):
+                if not lazy and shape != tuple(t.shape):
                     error_msgs.append(
                         f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
                         f"the shape in current model is {tuple(t.shape)}."
                     )
-                elif assign:
-                    self._assign(name, t, value)
-                else:
-                    arr = value.to(t.device).array if isinstance(value, Tensor) else value
-                    with on(t.device):  # (cupy copies on its current GPU: the target's; on cpu a no-op)
-                        t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
-                    t._vc[0] += 1
+                    continue
+                _defer(self._write, name, t, value, shape if lazy else None, assign)
         extra_key = prefix + EXTRA_STATE_KEY
         if type(self).set_extra_state is not ModuleState.set_extra_state:
             if extra_key in state_dict:
-                self.set_extra_state(state_dict[extra_key])
+                _defer(self.set_extra_state, state_dict[extra_key])
             elif strict:
                 missing_keys.append(extra_key)
         elif strict and extra_key in state_dict:
@@ -211,6 +251,20 @@ class ModuleState:
                     head, dot, _ = key[len(prefix) :].partition(".")
                     if head not in (self._modules if dot else names):
                         unexpected_keys.append(key)
+
+    def _write(self, name, t, value, materialize_shape, assign):
+        """One checked entry into tensor `t` (this module's `name`): a lazy placeholder materialized first,
+        then the value copied in place (converted to t's dtype and device) or, with assign, taking its place."""
+        if materialize_shape is not None:
+            t.materialize(materialize_shape)
+        if assign:
+            self._assign(name, t, value)
+            return
+        with no_grad():
+            arr = value.to(t.device).array if isinstance(value, Tensor) else value
+            with on(t.device):  # (cupy copies on its current GPU: the target's; on cpu a no-op)
+                t.array[...] = t.device.xp.asarray(arr, dtype=t.array.dtype)
+            t._vc[0] += 1
 
     def _assign(self, name, old, value):
         """load_state_dict(assign=True)'s step for one entry: the value itself becomes the module's tensor
@@ -226,11 +280,12 @@ class ModuleState:
             self._buffers[name] = value
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
-        """Copy values in place, by name, module by module (module docstring); returns (missing_keys,
-        unexpected_keys).
+        """Copy values in place, by name, module by module, all or nothing (module docstring); returns
+        (missing_keys, unexpected_keys).
 
-        Shape mismatches always raise StateDictError; missing/unexpected keys raise it when strict.
-        Values may be Tensors or arrays; they are converted to each target's dtype and device. A (1,)
+        A value that is not a Tensor, an array or a number (list) of a numeric dtype, and a shape mismatch,
+        always raise StateDictError; missing/unexpected keys raise it when strict; one error lists them all
+        and nothing is changed. Values are converted to each target's dtype and device. A (1,)
         value loads into a 0-d target as its one element (torch's rule for old checkpoints).
         `assign=True` (torch's): the module takes the checkpoint's tensors themselves, with their dtype
         and device, a parameter as a Parameter keeping the old one's requires_grad (no copy: a file
@@ -241,6 +296,8 @@ class ModuleState:
         missing, unexpected, errors = [], [], []
         metadata = getattr(state_dict, "_metadata", None)
         state_dict = OrderedDict(state_dict)  # the modules' loaders may edit it, not the caller's dict
+
+        post_hooks = []  # (module, hook) in torch's order: a module's after its children's
 
         def load(module, local_state, prefix):
             local_metadata = {} if metadata is None else dict(metadata.get(prefix[:-1], {}))
@@ -255,37 +312,59 @@ class ModuleState:
             for name, child in module._modules.items():
                 if child is not None:
                     load(child, by_child.get(name, {}), prefix + name + ".")
+            post_hooks.extend((module, hook) for hook in module._load_state_dict_post_hooks.values())
+
+        def check():
+            messages = (_key_messages(missing, unexpected) if strict else []) + errors
+            if messages:
+                raise StateDictError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(messages)
+                )
+
+        writes = []
+        token = _PENDING_WRITES.set(writes)
+        try:
+            load(self, state_dict, "")  # the checks: nothing is written yet
+        finally:
+            _PENDING_WRITES.reset(token)
+        if errors or not post_hooks:  # (a post-hook may clear the key lists, never the other errors)
+            check()
+        saved = _snapshot(self) if post_hooks or _has_extra_state(self) else None  # user code runs below
+        try:
+            for write in writes:
+                write()
             incompatible = _IncompatibleKeys(missing, unexpected)
-            for hook in module._load_state_dict_post_hooks.values():
+            for module, hook in post_hooks:
                 if hook(module, incompatible) is not None:
                     raise AssertionError(
                         "Hooks registered with ``register_load_state_dict_post_hook`` are not expected to return "
                         "new values, if incompatible_keys need to be modified, it should be done inplace."
                     )
-
-        saved = _snapshot(self)
-        try:
-            load(self, state_dict, "")
-            if strict:
-                errors[:0] = _key_messages(missing, unexpected)
-            if errors:
-                raise StateDictError(
-                    f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
-                )
+            check()
         except BaseException:
-            _restore(saved)
+            if saved is not None:
+                _restore(saved)
             raise
         return _IncompatibleKeys(missing, unexpected)
 
 
+def _has_extra_state(module):
+    return any(type(m).set_extra_state is not ModuleState.set_extra_state for m in module.modules())
+
+
 def _snapshot(module):
-    """Each parameter and buffer slot of the tree: (its store, name, tensor, the tensor's array, a copy)."""
-    out = []
+    """What a load may change, to put back if user code run after its checks raises: each parameter and buffer
+    slot of the tree (its store, name, tensor, the tensor's class, device, array and a copy of its values), and
+    each module's extra state."""
+    out, extra = [], []
     for m in module.modules():
         for store in (m._parameters, m._buffers):
             for name, t in store.items():
-                out.append((store, name, t, None if t is None else t.array, None if t is None else _copy(t)))
-    return out
+                kept = None if t is None else (type(t), t.device, t.array, _copy(t))
+                out.append((store, name, t, kept))
+        if type(m).set_extra_state is not ModuleState.set_extra_state:
+            extra.append((m, m.get_extra_state()))
+    return out, extra
 
 
 def _copy(t):
@@ -294,14 +373,19 @@ def _copy(t):
 
 
 def _restore(saved):
-    """Put back what `_snapshot` saw: the tensors in their slots, their arrays and values."""
-    for store, name, t, array, values in saved:
+    """Put back what `_snapshot` saw: the tensors in their slots, their classes (a lazy placeholder that was
+    materialized), devices, arrays and values, then the extra states."""
+    slots, extra = saved
+    for store, name, t, kept in slots:
         store[name] = t
         if t is not None:
-            t.array = array
+            cls, device, array, values = kept
+            t.__class__, t.device, t.array = cls, device, array
             if getattr(array.flags, "writeable", True):  # (a read-only array, mmap-loaded, was not written)
-                with on(t.device):
+                with on(device):
                     array[...] = values
+    for m, state in extra:
+        m.set_extra_state(state)
 
 
 def _add(hooks, hook):

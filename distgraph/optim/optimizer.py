@@ -22,6 +22,7 @@ vectorised update per optimizer, numerically the same as torch's in float64 whic
 """
 
 from collections import defaultdict
+from collections.abc import Mapping
 from numbers import Real
 
 from distgraph.autograd.grad_mode import enable_grad, no_grad
@@ -190,39 +191,46 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore state and group options saved by `state_dict` (from this or an equal optimizer).
+        """Restore state and group options saved by `state_dict` (from this or an equal optimizer), all or
+        nothing: everything is checked and converted before the optimizer changes.
 
         Arrays are copied onto each parameter's device with its dtype (torch's rule: "step" stays an int);
-        group structure must match, parameter by parameter.
+        group structure must match, parameter by parameter (torch's errors for a different number of groups,
+        or of parameters in a group). As torch, per-parameter state keys this optimizer does not use (an
+        Adam's exp_avg loaded into an SGD) are kept, not refused: torch's load takes any key, and a torch
+        version or kernel may save keys another lacks; the update reads only its own.
         """
         name = type(self).__name__
-        try:
-            groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        except (KeyError, TypeError):
-            raise ConfigError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'") from None
+        where = f"{name}.load_state_dict"
+        groups, saved_state = _parts(state_dict, where)
         if len(groups) != len(self.param_groups):
             raise ConfigError(
-                f"{name}.load_state_dict: {len(groups)} param groups in the state dict, "
-                f"the optimizer has {len(self.param_groups)}"
+                f"{where}: loaded state dict has a different number of parameter groups ({len(groups)}; the "
+                f"optimizer has {len(self.param_groups)})"
             )
         for i, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             if len(mine["params"]) != len(theirs["params"]):
                 raise ConfigError(
-                    f"{name}.load_state_dict: param group {i} has {len(theirs['params'])} parameters in the state "
-                    f"dict and {len(mine['params'])} in the optimizer"
+                    f"{where}: loaded state dict contains a parameter group that doesn't match the size of "
+                    f"optimizer's group (group {i}: {len(theirs['params'])} parameters in the state dict, "
+                    f"{len(mine['params'])} in the optimizer)"
                 )
         by_saved_index = {
-            int(saved): p for g, mine in zip(groups, self.param_groups) for saved, p in zip(g["params"], mine["params"])
+            _index(saved, where): p
+            for g, mine in zip(groups, self.param_groups)
+            for saved, p in zip(g["params"], mine["params"])
         }
         state = defaultdict(dict)
         for key, entries in saved_state.items():
-            p = by_saved_index.get(int(key))
+            p = by_saved_index.get(_index(key, where))
             if p is None:
-                raise ConfigError(f"{name}.load_state_dict: state for parameter {key} which no param group lists")
+                raise ConfigError(f"{where}: state for parameter {key} which no param group lists")
+            if not isinstance(entries, Mapping):
+                raise ConfigError(f"{where}: the state of parameter {key} must be a dict, got {type(entries).__name__}")
             state[p] = self._load_param_state(p, entries)
         # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
-        # an option the saved group lacks (an older torch's) keeps this group's value; the implementation
-        # options are checked before anything changes (a torch group may hold differentiable=True)
+        # an option the saved group lacks (an older torch's) keeps this group's value; every group is checked as
+        # the constructor checks its own before anything changes (a torch group may hold differentiable=True)
         known = self.options()
         loaded = []
         for mine, theirs in zip(self.param_groups, groups):
@@ -230,7 +238,7 @@ class Optimizer:
             for k, v in theirs.items():
                 if k in known or k in _SCHEDULER_KEYS:
                     group[k] = tuple(v) if isinstance(v, list) else v
-            self._check_implementation(group)
+            self._check_options(group, "param group option in the loaded state dict")
             loaded.append(group)
         for mine, group in zip(self.param_groups, loaded):
             mine.clear()
@@ -264,6 +272,31 @@ def check_nonnegative(name, options, keys):
 _SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 
 
+def _parts(state_dict, where):
+    """A saved optimizer state's (param_groups, state), its layout checked: a dict of the two, each group a
+    dict with a "params" list, the state a dict by parameter index."""
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+        got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ConfigError(f"{where}: expected a dict with 'state' and 'param_groups', got {got}")
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{where}: 'state' must be a dict by parameter index, got {type(state).__name__}")
+    if not isinstance(groups, (list, tuple)):
+        raise ConfigError(f"{where}: 'param_groups' must be a list, got {type(groups).__name__}")
+    for i, g in enumerate(groups):
+        if not isinstance(g, Mapping) or not isinstance(g.get("params"), (list, tuple)):
+            raise ConfigError(f"{where}: param group {i} must be a dict with a 'params' list of indices")
+    return groups, state
+
+
+def _index(key, where):
+    """A saved parameter index (an int; a string of one from JSON)."""
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: parameter index {key!r} is not an integer") from None
+
+
 def _to_param(value, param, key, name, scalar_keys=(), shape=None):
     """A saved state value as this parameter's state: arrays copied to its device and dtype, "step" as an
     int, the optimizer's other scalar keys as floats. An array must have `shape` (default: the parameter's)."""
@@ -271,10 +304,11 @@ def _to_param(value, param, key, name, scalar_keys=(), shape=None):
         value = value.array
     elif hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
         value = value.numpy()  # a foreign tensor (a torch optimizer's state): read through its numpy()
-    if key == "step":
-        return int(value)
-    if key in scalar_keys:
-        return float(value)
+    if key == "step" or key in scalar_keys:
+        try:
+            return int(value) if key == "step" else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}.load_state_dict: state {key!r} must be a number, got {value!r}") from None
     if not hasattr(value, "shape"):
         return value  # 0-d arrays are state of a 0-d parameter: copied below, never shared with the caller's
     shape = tuple(param.shape if shape is None else shape)
