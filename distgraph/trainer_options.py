@@ -126,15 +126,17 @@ def checked_parts(model, loss_fn, optimizer):
     if factory:
         optimizer = optimizer(model.parameters())
     check_optimizer(optimizer, factory=factory)
-    _check_optimizes_model(model, optimizer)
+    _check_optimizes_model(model, loss_fn, optimizer)
     return optimizer, factory
 
 
-def _check_optimizes_model(model, optimizer):
-    """Refuse an optimizer that holds none of the model's trainable parameters (one built on another model,
-    or on a copy of this one): the Trainer sets the model's gradients and calls `step()`, which then updated
-    nothing, and every epoch reported a loss that never moved."""
-    ours = {id(p) for p in model.parameters() if p.requires_grad}
+def _check_optimizes_model(model, loss_fn, optimizer):
+    """Refuse an optimizer that holds none of the trainable parameters of the model or of a loss module (one
+    built on another model, or on a copy of this one): the Trainer sets their gradients and calls `step()`,
+    which then updated nothing, and every epoch reported a loss that never moved. (A loss module's own
+    parameters, a temperature say, are trained as the model's: an optimizer of those alone is valid.)"""
+    owners = [model] + ([loss_fn] if hasattr(loss_fn, "parameters") else [])
+    ours = {id(p) for owner in owners for p in owner.parameters() if p.requires_grad}
     held = [p for group in optimizer.param_groups for p in group["params"]]
     if ours and held and not any(id(p) in ours for p in held):
         raise ConfigError(

@@ -33,6 +33,34 @@ def test_an_optimizer_built_on_another_models_parameters_is_refused():
         dg.Trainer(model, F.cross_entropy, optim.SGD(other.parameters(), lr=0.1), progress=False)
 
 
+def test_an_optimizer_of_the_loss_modules_own_parameters_is_taken_and_trains_them():
+    class Tempered(nn.Module):  # cross-entropy at a learned temperature
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Parameter(dg.ones(1))
+
+        def forward(self, logits, y):
+            return F.cross_entropy(logits / self.t, y)
+
+    model, loss = _model(), Tempered()
+    x, y = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32), np.arange(32) % 3
+    trainer = dg.Trainer(model, loss, optim.SGD(loss.parameters(), lr=0.5), progress=False)
+    trainer.fit((x, y), epochs=2, batch_size=8)
+    assert loss.t.item() != 1.0
+
+
+def test_a_torch_style_iterable_dataset_is_told_to_become_an_iterable_dataset():
+    class Stream:  # torch's IterableDataset: __iter__ and an inherited __getitem__, no __len__
+        def __iter__(self):
+            return iter(range(3))
+
+        def __getitem__(self, i):
+            raise NotImplementedError
+
+    with pytest.raises(ConfigError, match="no __len__.*it iterates, so make it a distgraph.data.IterableDataset"):
+        DataLoader(Stream())
+
+
 def test_an_optimizer_on_part_of_the_model_is_taken():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
     dg.Trainer(model, F.cross_entropy, optim.SGD(model[1].parameters(), lr=0.1), progress=False)

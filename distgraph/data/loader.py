@@ -64,9 +64,15 @@ def _check_dataset(dataset, sampler, batch_sampler):
             raise ConfigError(f"DataLoader: {name} must be an iterable of indices, got {type(value).__name__}")
     if sampler is None and batch_sampler is None and not isinstance(dataset, IterableDataset):
         if not hasattr(dataset, "__len__"):
+            streams = hasattr(dataset, "__iter__")  # (torch's IterableDataset inherits a __getitem__ it never has)
             raise ConfigError(
                 f"DataLoader: dataset {type(dataset).__name__} has no __len__, which the default sampler needs to "
-                "draw its indices: give it __len__, or pass a sampler or batch_sampler"
+                "draw its indices: "
+                + (
+                    "it iterates, so make it a distgraph.data.IterableDataset (its __iter__ yields the samples)"
+                    if streams
+                    else "give it __len__, or pass a sampler or batch_sampler"
+                )
             )
 
 

@@ -110,11 +110,16 @@ _TORCH_COLLECTIVES = (
 )  # fmt: skip
 
 
-def launch(fn, workers=2, **kwargs):
-    """Run `fn` on `workers` Ray workers that meet in one all-reduce → what each rank returned (loop.py)."""
-    from distgraph.distributed.loop import launch as _launch
+def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", cpus_per_worker=1, bind_to=None,
+           allreduce="auto", timeout_s=120.0, max_restarts=0):  # fmt: skip
+    """Run `fn(*args, **kwargs)` on `workers` Ray workers that meet in one all-reduce → what each rank returned;
+    `max_restarts=K` starts every rank again after a failure, as torchrun (distributed/launcher.py). Imported
+    when called: `import distgraph.distributed` does not import ray."""
+    from distgraph.distributed.launcher import launch as _launch
 
-    return _launch(fn, workers, **kwargs)
+    return _launch(fn, workers, args=args, kwargs=kwargs, address=address, device=device,
+                   cpus_per_worker=cpus_per_worker, bind_to=bind_to, allreduce=allreduce, timeout_s=timeout_s,
+                   max_restarts=max_restarts)  # fmt: skip
 
 
 def __getattr__(name):

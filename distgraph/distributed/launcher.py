@@ -7,7 +7,8 @@ fails the attempt. Every rank is stopped (a live one may be blocked in a collect
 placement group released, and while `max_restarts` allows, a fresh group of the same size runs fn again from
 its start under a fresh all-reduce. Nothing is replayed for fn: it resumes from its own checkpoint, reading the
 attempt in TORCHELASTIC_RESTART_COUNT (0 first), as a torchrun script does. With no restarts left the last
-attempt's error is raised, naming the rank and the attempt. Every wait but fn's own run has the launch's
+attempt's error is raised, naming the rank and the attempt. A ConfigError (the launch's own settings, say gloo
+missing for ranks on several nodes, or fn's distgraph ConfigError) is raised at once: no restart changes it. Every wait but fn's own run has the launch's
 `timeout_s` (a worker's start: `start_allowance`) and names what it waited for; fn's collectives time out
 within it themselves.
 
@@ -62,7 +63,7 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
         try:
             return _attempt(fn, workers, tuple(args), dict(kwargs or {}), elastic, attempt, **settings)
         except Exception as exc:  # noqa: BLE001 - torchrun restarts after any failure (fn's own ValueError too)
-            if restart == max_restarts:
+            if restart == max_restarts or isinstance(exc, ConfigError):  # (a setting no restart changes: at once)
                 if max_restarts and not isinstance(exc, DistributedError):  # (a DistributedError's message says)
                     exc.add_note(f"launch: every attempt failed, this the last{attempt} (max_restarts={max_restarts})")
                 raise
@@ -138,5 +139,5 @@ def _backend(allreduce, device, nodes):
     if nodes == 1:
         return "shm"
     if not gloo_available():
-        raise DistributedError(f"launch: the ranks span {nodes} nodes and need gloo there: pip install torch")
+        raise ConfigError(f"launch: the ranks span {nodes} nodes and need gloo there: pip install torch")
     return "gloo"

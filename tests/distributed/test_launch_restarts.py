@@ -92,3 +92,29 @@ def test_max_restarts_must_be_a_count():
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="launch: max_restarts must be an int >= 0"):
             dist.launch(_master_and_attempt, workers=2, max_restarts=bad)
+
+
+def _config_error_counting(folder):
+    """Counts its attempts in a file, then raises a ConfigError (a setting no restart changes)."""
+    path = os.path.join(folder, f"attempts.{dist.rank()}")
+    with open(path, "a") as f:
+        f.write(os.environ["TORCHELASTIC_RESTART_COUNT"])
+    raise ConfigError("a setting that no restart changes")
+
+
+@pytest.mark.ray
+def test_a_config_error_is_raised_at_once_without_restarts(ray_session, tmp_path):
+    with pytest.raises(ConfigError, match="a setting that no restart changes"):
+        dist.launch(_config_error_counting, workers=2, args=(str(tmp_path),), cpus_per_worker=0.5, timeout_s=30,
+                    max_restarts=2)  # fmt: skip
+    attempts = [open(p).read() for p in sorted(tmp_path.glob("attempts.*"))]
+    assert attempts and all(a == "0" for a in attempts)  # one attempt: restart count 0 only
+
+
+def test_dist_launch_takes_the_launchers_keywords():
+    """`dist.launch` (which imports the launcher, and ray, only when called) spells out the launcher's signature."""
+    import inspect
+
+    from distgraph.distributed import launcher
+
+    assert inspect.signature(dist.launch) == inspect.signature(launcher.launch)

@@ -120,6 +120,9 @@ def _on_each_rank():
     )
     extras = {"rms": y.detach().numpy(), "rms_x_grad": xt.grad.numpy(), "rms_w_grad": rms.weight.grad.numpy(),
               "lookup": lookup(dg.tensor(ids[:, rank * S // 2 : (rank + 1) * S // 2])).detach().numpy()}  # fmt: skip
+    drop = parallelize_module(nn.Dropout(0.4), mesh, SequenceParallel())
+    dg.manual_seed(99)  # seeded alike on every rank: each keeps its part of one mask for the whole sequence
+    extras["dropout"] = drop(dg.tensor(x[:, rank * S // 2 : (rank + 1) * S // 2])).numpy()
 
     errors = []
     for error, call in (
@@ -220,3 +223,15 @@ def test_a_module_or_sequence_the_styles_cannot_cut_is_named(ranks):
     for out in ranks:
         for got, message in zip(out["errors"], want, strict=True):
             assert message in got
+
+
+@pytest.mark.ray
+def test_sequence_parallel_dropout_shards_are_the_plain_dropout_of_the_whole_sequence(ranks):
+    """Ranks seeded alike draw one mask for the whole sequence and keep their part: not one pattern per shard."""
+    x = _data(5)[0]
+    dg.manual_seed(99)
+    want = nn.Dropout(0.4)(dg.tensor(x)).numpy()
+    got = np.concatenate([out["extras"]["dropout"] for out in ranks], axis=1)
+    assert (want == 0).any() and (want != 0).any()
+    _close(got, want)
+    assert not np.array_equal(ranks[0]["extras"]["dropout"] == 0, ranks[1]["extras"]["dropout"] == 0)

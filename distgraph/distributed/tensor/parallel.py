@@ -267,9 +267,24 @@ def _rms_norm_forward(self, input):
 
 
 def _dropout_forward(self, input):
-    from distgraph.nn import functional as F
+    """Dropout on this rank's shard with this rank's part of one mask drawn for the whole sequence. Ranks seeded
+    alike draw the same whole mask, so the shards together are dropout on the whole tensor; a mask per shard from
+    like-seeded generators would repeat one pattern along the sequence (torch's DTensor offsets its generator per
+    shard for the same reason)."""
+    from distgraph.nn.functional.layers import _check_p, _masked, dropout
+    from distgraph.ops.layers import dropout_mask
 
-    return F.dropout(_sequence_shard(self, input), self.p, self.training, self.inplace)
+    shard = _sequence_shard(self, input)
+    _check_p(self.p, "dropout")
+    if not self.training or self.p in (0, 1):
+        return dropout(shard, self.p, self.training, self.inplace)
+    dim, group = self._tp["sequence"] % shard.ndim, self._tp["group"]
+    rank, world = run_over(group, loop.rank), run_over(group, loop.world_size)
+    whole = list(shard.shape)
+    whole[dim] *= world
+    mask = dropout_mask(shard, self.p, whole, 1.0 / (1 - self.p))
+    index = (slice(None),) * dim + (slice(rank * shard.shape[dim], (rank + 1) * shard.shape[dim]),)
+    return _masked(shard, mask[index], self.inplace, "dropout")
 
 
 def _sequence_shard(self, input):
