@@ -140,6 +140,12 @@ _TANH_BETA = 1.4142135623730951 * 1.1283791670955126 * 0.5  # torch's kBeta: M_S
 _SQRT1_2, _PDF_SCALE = math.sqrt(0.5), 1.1283791670955126 * 0.7071067811865476 * 0.5  # torch's M_SQRT1_2, kBeta
 
 
+# silu's backward and gelu's kernels on large host arrays: a block at a time (ops/cache_blocks.py), the same bits
+_silu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.silu_backward, work=1)
+_gelu_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu)
+_gelu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu_backward)
+
+
 # silu and gelu are single ops with torch's backward formulas, g times one derivative: through the product
 # rule of their compositions an inf g gave inf - inf = NaN where torch's gives ±inf
 @defop("silu", kind=EW)
@@ -150,14 +156,14 @@ def _silu(xp, x):
 
 
 _silu.grad(lambda ctx, g: _silu_backward(g, ctx.inputs[0]))
-_silu.array_grad(lambda ctx, g: _on_1d(kernels.silu_backward, ctx.inputs[0].device.xp, g, ctx.inputs[0].array))
+_silu.array_grad(lambda ctx, g: _on_1d(_silu_backward_blocks, ctx.inputs[0].device.xp, g, ctx.inputs[0].array))
 
 
 # the backward kernels are ops (as torch's silu_backward, gelu_backward), one kernel for the engine's fast
 # mode and for a graph of the backward (create_graph, capture): the same bits in both
 @defop("silu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
 def _silu_backward(xp, g, x):
-    return _on_1d(kernels.silu_backward, xp, g, x)
+    return _on_1d(_silu_backward_blocks, xp, g, x)
 
 
 @_silu_backward.grad
@@ -188,11 +194,6 @@ def _on_1d(kernel, xp, *arrays, **attrs):
 
 def silu(input):
     return _silu(input)
-
-
-# gelu's kernels on large host arrays: a block at a time (ops/cache_blocks.py), the same bits
-_gelu_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu)
-_gelu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu_backward)
 
 
 @defop("gelu", kind=EW)

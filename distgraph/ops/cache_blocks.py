@@ -1,5 +1,6 @@
 """Chains of array passes run one cache-sized block at a time on large host arrays: gelu's forward and
-gradient (erf and tanh forms), softmax's gradient; and numpy's ufunc buffer cut to one row (`row_buffer`).
+gradient (erf and tanh forms), silu's gradient, softmax's gradient; and numpy's ufunc buffer cut to one row
+(`row_buffer`).
 
 numpy makes one pass over memory per operation. gelu's erf form is ~20 passes (torch's float32 erf
 approximation, ops/kernels.py) over its input and three temporaries, softmax's backward four over as
@@ -11,9 +12,12 @@ blocks are whole rows, slices of axis 0 when the reduction is along another). cu
 `MIN_BYTES`, `x` not C-contiguous and operands of another dtype or shape run whole, as before.
 
 Measured (`distgraph bench layers`' arrays, one thread, old and new alternated): gelu's forward 0.8x,
-its gradient 0.85x, the tanh form's 0.87x and 0.77x, softmax's gradient 0.8x. softmax's and
-log_softmax's forwards and log_softmax's gradient, two or three arrays, gained 0-5 % at 2-4 MiB an
-array (and lost as much with a broadcast gradient), so they run whole.
+its gradient 0.85x, the tanh form's 0.87x and 0.77x, silu's gradient 0.87x (0.81x in float64), softmax's
+gradient 0.8x. softmax's and log_softmax's forwards and log_softmax's gradient, two or three arrays, gained
+0-5 % at 2-4 MiB an array (and lost as much with a broadcast gradient), so they run whole; so do the
+chains of two or three arrays of sigmoid and silu's forwards (1.12x blocked), sigmoid's and tanh's
+gradients (1.05x) and softplus's (exp and log1p bound: 1.0x). Each fresh work array costs (~5 us a block's
+worth), so a kernel asks for the number it takes (`work`).
 
 `row_buffer` is the other cache measure, for ufuncs with a per-row operand (x − mean[:, None]): numpy runs
 such a ufunc through its ufunc buffer (np.getbufsize(), 8192 elements) whenever a row is shorter than the
@@ -37,7 +41,7 @@ import numpy as np
 
 BLOCK_BYTES = 256 * 1024  # per array, as optim/blocked.py (measured: 128-512 KiB alike, 64 KiB slower)
 MIN_BYTES = 4 * 1024 * 1024  # a chain's arrays together: smaller fit the cache whole (measured: 3 MiB no faster)
-SCRATCH = 4  # work arrays of a block, for gelu's erf
+SCRATCH = 4  # work arrays of a block, by default: gelu's erf form takes 4 (fresh ones cost: 20 us for 4)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 ROW_MIN = 192  # shorter rows: the default buffer as fast or faster (measured: 128 1.05-1.2x, 160 0.9-1.1x)
 
@@ -81,19 +85,19 @@ def row_buffer(x, n):
     return _Buffer(size)
 
 
-def elementwise(kernel, xp, *arrays, **attrs):
+def elementwise(kernel, xp, *arrays, work=SCRATCH, **attrs):
     """`kernel(xp, *arrays, **attrs)`, an elementwise kernel with an `out=` for its result and `scratch=` for
-    `SCRATCH` work arrays, on arrays of one shape and dtype: block by block into one fresh array (a block's
+    `work` work arrays, on arrays of one shape and dtype: block by block into one fresh array (a block's
     work arrays reused by the next) where blocking applies, else whole."""
     x = arrays[-1]
     same = all(type(a) is np.ndarray and a.shape == x.shape and a.dtype == x.dtype for a in arrays)
     if same and all(a.flags.c_contiguous for a in arrays):
         arrays = tuple(a.reshape(-1) for a in arrays)  # elements, not rows: a row may be larger than a block
-    parts = _row_blocks(arrays[-1], len(arrays) + 1 + SCRATCH) if same else None
+    parts = _row_blocks(arrays[-1], len(arrays) + 1 + work) if same else None
     if parts is None:
         return kernel(xp, *arrays, **attrs).reshape(x.shape)
     out = np.empty_like(arrays[-1])
-    scratch = [np.empty_like(out[parts[0]]) for _ in range(SCRATCH)]
+    scratch = [np.empty_like(out[parts[0]]) for _ in range(work)]
     for part in parts:
         ob = out[part]
         kernel(xp, *(a[part] for a in arrays), out=ob, scratch=[w[: len(ob)] for w in scratch], **attrs)

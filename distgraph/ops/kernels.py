@@ -268,11 +268,12 @@ def silu(xp, x):
     return xp.divide(x, e, out=e)
 
 
-def silu_backward(xp, g, x):
-    """torch's silu_backward: g·s·(1 + x·(1 - s)), s = 1 / (1 + exp(-x))."""
+def silu_backward(xp, g, x, out=None, scratch=None):
+    """torch's silu_backward: g·s·(1 + x·(1 - s)), s = 1 / (1 + exp(-x)), into `out` where given (and its
+    one work array in `scratch[0]`)."""
     one = x.dtype.type(1)
-    s = _sigmoid_torch(xp, x)
-    t = xp.subtract(one, s)
+    s = _sigmoid_torch(xp, x, out)
+    t = xp.subtract(one, s, out=_scratch(xp, x, scratch, 0))
     t *= x
     t += one
     s *= g
@@ -309,26 +310,35 @@ def tanh_backward(xp, g, y):
 
 
 def softplus(xp, x, beta, threshold):
-    """torch's softplus: x where x·β > threshold, else log1p(exp(x·β)) / β (float32/float64, not 0-d)."""
+    """torch's softplus: x where x·β > threshold, else log1p(exp(x·β)) / β (float32/float64, not 0-d); at β = 1
+    x·1 and z / 1, which are x and z, are not computed."""
     beta, threshold = _consts(x.dtype, beta, threshold)
-    bx = x * beta
+    bx = x if beta == 1 else x * beta
     with np.errstate(over="ignore"):
         z = xp.exp(bx)
     xp.log1p(z, out=z)
-    z /= beta
-    return select(xp, bx > threshold, x, z)
+    if beta != 1:
+        z /= beta
+    return _over(xp, bx > threshold, x, z)
 
 
 def softplus_backward(xp, g, x, beta, threshold):
-    """torch's softplus_backward: g where x·β > threshold, else g·z / (z + 1), z = exp(x·β)."""
+    """torch's softplus_backward: g where x·β > threshold, else g·z / (z + 1), z = exp(x·β) (x·1 is x, not
+    computed)."""
     beta, threshold = _consts(x.dtype, beta, threshold)
-    bx = x * beta
+    bx = x if beta == 1 else x * beta
     with np.errstate(over="ignore", invalid="ignore"):
         z = xp.exp(bx)
         d = z + x.dtype.type(1)
         z *= g
         z /= d
-    return select(xp, bx > threshold, g.astype(z.dtype, copy=False), z)
+    return _over(xp, bx > threshold, g.astype(z.dtype, copy=False), z)
+
+
+def _over(xp, keep, a, out):
+    """`select(xp, keep, a, out)`, skipped where no element is kept (softplus's threshold, the common case: an
+    any() of 0.01 ms for a select of 0.18 on (256, 1024) float32)."""
+    return select(xp, keep, a, out) if keep.any() else out
 
 
 def _tanh_softplus(xp, x):

@@ -1,7 +1,7 @@
-"""gelu and softmax's gradient run a cache-sized block at a time on large host arrays (ops/cache_blocks.py):
-the same bits as the whole-array kernels (blocks forced on small arrays, and off), for rows larger than a
-block, reductions along a middle axis, a broadcast or strided gradient, float32 and float64; and against
-torch on the benchmark's (256, 1024) activation."""
+"""gelu, silu's gradient and softmax's gradient run a cache-sized block at a time on large host arrays
+(ops/cache_blocks.py): the same bits as the whole-array kernels (blocks forced on small arrays, and off), for
+rows larger than a block, reductions along a middle axis, a broadcast or strided gradient, a transposed
+input, float32 and float64; and against torch on the benchmark's (256, 1024) activation."""
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ _RNG = np.random.default_rng(0)
 _FNS = {
     "gelu": lambda lib, x: lib.nn.functional.gelu(x),
     "gelu_tanh": lambda lib, x: lib.nn.functional.gelu(x, approximate="tanh"),
+    "silu": lambda lib, x: lib.nn.functional.silu(x),
     "softmax_last": lambda lib, x: lib.nn.functional.softmax(x, -1),
     "softmax_middle": lambda lib, x: lib.nn.functional.softmax(x, 1),
 }
@@ -55,6 +56,30 @@ def test_blocks_give_the_whole_arrays_bits(name, dtype, shape, grad, monkeypatch
     whole = _run(name, a, g, np.inf, monkeypatch)
     for got, want in zip(blocked, whole):
         _same_bits(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu"])
+def test_a_transposed_input_runs_whole_with_the_same_bits(name, dtype, monkeypatch):
+    a = (_RNG.standard_normal((130, 96)) * 6).astype(dtype).T
+    a[0, :3] = [np.inf, np.nan, -100.0]
+    g = _RNG.standard_normal(a.shape).astype(dtype)
+    for got, want in zip(_run(name, a, g, 0, monkeypatch), _run(name, a, g, np.inf, monkeypatch)):
+        _same_bits(got, want)
+
+
+def test_a_kernel_gets_the_work_arrays_it_asks_for(monkeypatch):
+    monkeypatch.setattr(cache_blocks, "MIN_BYTES", 0)
+    seen = []
+
+    def kernel(xp, x, out=None, scratch=None):
+        seen.append(None if scratch is None else len(scratch))
+        return xp.multiply(x, 2, out=out)
+
+    x = _RNG.standard_normal(200000).astype(np.float32)
+    np.testing.assert_array_equal(cache_blocks.elementwise(kernel, np, x, work=1), x * 2)
+    assert set(seen) == {1} and len(seen) > 1
+    assert cache_blocks.elementwise(kernel, np, x[::2], work=1).shape == (100000,) and seen[-1] is None
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(_FNS) if "middle" not in n])

@@ -254,3 +254,34 @@ def test_a_captured_graph_gives_eagers_bits(dtype):
     loss.backward()
     _same_bits(outs[0], loss.array)
     _same_bits(outs[1], w.grad.array)
+
+
+def _softplus_head(x, g, beta, threshold):
+    """softplus and its gradient as kernels.py computed them before skipping x·1, z / 1 and an empty select."""
+    beta, threshold = x.dtype.type(beta), x.dtype.type(threshold)
+    bx = x * beta
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.log1p(np.exp(bx)) / beta
+        z = np.exp(bx)
+        d = z + x.dtype.type(1)
+        z *= g
+        z /= d
+    return np.where(bx > threshold, x, y), np.where(bx > threshold, g, z)
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["none-over-threshold", "some-over"])
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_bits_with_and_without_values_over_the_threshold(dtype, beta, over):
+    a = np.clip(_RNG.standard_normal(6000) * 4, -9, 9).astype(dtype)
+    a[:4] = [0.0, -0.0, -np.inf, np.nan]
+    if over:
+        a[10:20] = [12.0, 100.0, np.inf, 30.0, 21.0, 25.0, 1e30, 11.0, 10.5, 50.0]
+    g = _RNG.standard_normal(a.shape).astype(dtype)
+    g[:3] = [np.inf, -np.inf, np.nan]
+    x = dg.tensor(a, requires_grad=True)
+    y = dg.nn.functional.softplus(x, beta, 20.0)
+    y.backward(dg.tensor(g))
+    want_y, want_g = _softplus_head(a, g, beta, 20.0)
+    _same_bits(y.detach().numpy(), want_y)
+    _same_bits(x.grad.numpy(), want_g)
