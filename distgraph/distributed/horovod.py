@@ -27,8 +27,9 @@ say what distgraph has, not what a Horovod build would. Process sets (`hvd.Proce
 `remove_process_set`, `init(process_sets=...)`, every op's `process_set=`): process_sets.py. `join()` for
 uneven inputs (a joined rank adds zeros to the others' all-reduces until all have joined; the other ops raise
 Horovod's "... is not supported with Join"): horovod_join.py, whose rounds every collective here over the
-global set takes part in (`@served` / `@refused`). Not here: `sparse_allreduce_async` (no sparse tensors),
-`elastic` (the launch has a fixed set of ranks).
+global set takes part in (`@served` / `@refused`). `elastic` (`hvd.elastic.run`, `ObjectState`, `TorchState`):
+horovod_elastic.py, for a launch with max_restarts (a fixed world size; a failure restarts every rank, which
+resume from the last commit). Not here: `sparse_allreduce_async` (no sparse tensors).
 """
 
 import inspect
@@ -38,6 +39,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import cuda_is_available, cupy_module, namespace
 from distgraph.distributed import collective_trace, collectives, loop
+from distgraph.distributed import horovod_elastic as elastic  # noqa: F401  (hvd.elastic.run, TorchState, ...)
 from distgraph.distributed import process_sets as process_sets_module
 from distgraph.distributed.collective_trace import start_timeline, stop_timeline, traced  # noqa: F401
 from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Horovod's names)
@@ -54,6 +56,7 @@ from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Hor
     local_size,
 )
 from distgraph.distributed.compression import Compression
+from distgraph.distributed.horovod_elastic import HostsUpdatedInterrupt  # noqa: F401  (never raised here)
 from distgraph.distributed.horovod_join import DistributedOptimizer, join, refused, served  # noqa: F401
 from distgraph.distributed.loop import broadcast as _broadcast_in_place
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
