@@ -59,7 +59,8 @@ class Node:
     def name(self):
         if self.op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
             return f"{self.op.name}Backward"
-        return f"{self.op.name.title().replace('_', '')}Backward"
+        # an op's `_saving` variant (it keeps forward arrays for its backward: ops/recurrent.py) is the same op to a user
+        return f"{self.op.name.removesuffix('_saving').title().replace('_', '')}Backward"
 
     @property
     def next_functions(self):

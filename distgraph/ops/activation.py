@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from distgraph.autograd import grad_mode
+from distgraph.autograd.function import get_tracer
 from distgraph.errors import ShapeError
 from distgraph.ops import cache_blocks, kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
@@ -144,6 +146,8 @@ _SQRT1_2, _PDF_SCALE = math.sqrt(0.5), 1.1283791670955126 * 0.7071067811865476 *
 _silu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.silu_backward, work=1)
 _gelu_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu)
 _gelu_backward_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu_backward)
+_gelu_kept_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu, kept=True)
+_gelu_backward_kept_blocks = functools.partial(cache_blocks.elementwise, kernels.gelu_backward_kept)
 
 
 # silu and gelu are single ops with torch's backward formulas, g times one derivative: through the product
@@ -188,7 +192,10 @@ def _on_1d(kernel, xp, *arrays, **attrs):
     if arrays[-1].ndim:
         out = kernel(xp, *arrays, **attrs)
     else:
-        out = kernel(xp, *(a.reshape(1) for a in arrays), **attrs).reshape(())
+        out = kernel(xp, *(a.reshape(1) for a in arrays), **attrs)
+        out = tuple(o.reshape(()) for o in out) if type(out) is tuple else out.reshape(())
+    if type(out) is tuple:  # (result, what its backward keeps): that stays in the kernel's dtype
+        return out[0] if out[0].dtype == dtype else out[0].astype(dtype), out[1]
     return out if out.dtype == dtype else out.astype(dtype)
 
 
@@ -205,12 +212,29 @@ def _gelu(xp, x, approximate):
     return (x * 0.5) * (_erf_fwd(xp, x * _SQRT1_2) + 1)
 
 
-_gelu.grad(lambda ctx, g: _gelu_backward(g, ctx.inputs[0], approximate=ctx.attrs["approximate"]))
-_gelu.array_grad(
-    lambda ctx, g: _on_1d(
-        _gelu_backward_blocks, ctx.inputs[0].device.xp, g, ctx.inputs[0].array, approximate=ctx.attrs["approximate"]
-    )
-)
+@defop("gelu_saving", kind=EW, saves_extra=True)
+def _gelu_saving(xp, x, approximate):
+    """`gelu`, keeping what its backward would recompute (kernels.gelu's `kept`: 1 + erf(x·√½), or the tanh;
+    one array like x, float32 for a half x) for its array rule: (output, kept)."""
+    if x.dtype in _FAST or _is_half(x):
+        return _on_1d(_gelu_kept_blocks, xp, x, approximate=approximate)
+    return _gelu.forward(xp, x, approximate), None
+
+
+@_gelu.grad
+@_gelu_saving.grad
+def _(ctx, g):
+    return _gelu_backward(g, ctx.inputs[0], approximate=ctx.attrs["approximate"])
+
+
+@_gelu.array_grad
+@_gelu_saving.array_grad
+def _(ctx, g):
+    """The rule above on arrays: from what the forward kept where it kept it (ctx.saved), else recomputing."""
+    x, approximate = ctx.inputs[0], ctx.attrs["approximate"]
+    if ctx.saved is None:
+        return _on_1d(_gelu_backward_blocks, x.device.xp, g, x.array, approximate=approximate)
+    return _on_1d(_gelu_backward_kept_blocks, x.device.xp, g, ctx.saved, x.array, approximate=approximate)
 
 
 @defop("gelu_backward", kind=EW, save=(0, 1), saved_for={0: 1})
@@ -239,7 +263,10 @@ def _(ctx, gg):
 def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _gelu(input, approximate=approximate)
+    # where eager autograd records it, the op that keeps its erf (tanh) for the backward (as recurrent.py's
+    # rnn_layer_saving); under no_grad and in a captured graph the one that keeps nothing, as before
+    records = input.requires_grad and grad_mode.is_grad_enabled() and get_tracer() is None
+    return (_gelu_saving if records else _gelu)(input, approximate=approximate)
 
 
 @defop("softplus", kind=EW)

@@ -85,23 +85,26 @@ def row_buffer(x, n):
     return _Buffer(size)
 
 
-def elementwise(kernel, xp, *arrays, work=SCRATCH, **attrs):
+def elementwise(kernel, xp, *arrays, work=SCRATCH, kept=False, **attrs):
     """`kernel(xp, *arrays, **attrs)`, an elementwise kernel with an `out=` for its result and `scratch=` for
     `work` work arrays, on arrays of one shape and dtype: block by block into one fresh array (a block's
-    work arrays reused by the next) where blocking applies, else whole."""
+    work arrays reused by the next) where blocking applies, else whole. Where `kept`, the kernel also fills
+    a `kept=` array like x (what its backward reads: gelu's), and the call returns (result, that array)."""
     x = arrays[-1]
     same = all(type(a) is np.ndarray and a.shape == x.shape and a.dtype == x.dtype for a in arrays)
     if same and all(a.flags.c_contiguous for a in arrays):
         arrays = tuple(a.reshape(-1) for a in arrays)  # elements, not rows: a row may be larger than a block
-    parts = _row_blocks(arrays[-1], len(arrays) + 1 + work) if same else None
+    parts = _row_blocks(arrays[-1], len(arrays) + 1 + work + kept) if same else None
+    keep = xp.empty_like(arrays[-1]) if kept else None
     if parts is None:
-        return kernel(xp, *arrays, **attrs).reshape(x.shape)
-    out = np.empty_like(arrays[-1])
-    scratch = [np.empty_like(out[parts[0]]) for _ in range(work)]
-    for part in parts:
-        ob = out[part]
-        kernel(xp, *(a[part] for a in arrays), out=ob, scratch=[w[: len(ob)] for w in scratch], **attrs)
-    return out.reshape(x.shape)
+        out = kernel(xp, *arrays, **attrs, **({"kept": keep} if kept else {}))
+    else:
+        out = np.empty_like(arrays[-1])
+        scratch = [np.empty_like(out[parts[0]]) for _ in range(work)]
+        for part in parts:
+            ob, more = out[part], ({"kept": keep[part]} if kept else {})
+            kernel(xp, *(a[part] for a in arrays), out=ob, scratch=[w[: len(ob)] for w in scratch], **more, **attrs)
+    return (out.reshape(x.shape), keep.reshape(x.shape)) if kept else out.reshape(x.shape)
 
 
 def softmax_grad(y, g, axis):

@@ -190,39 +190,49 @@ def _gelu_erf(xp, x, scratch=None):
     return e
 
 
-def gelu(xp, x, approximate, out=None, scratch=None):
-    """torch's gelu: x·0.5·(1 + erf(x·√½)), or 0.5·x·(1 + tanh(β·(x + κ·x³))), into `out` where given (and
-    its steps in `scratch`, 4 work arrays like x, where given)."""
-    half, one = _consts(x.dtype, 0.5, 1)
+def _gelu_step(xp, x, approximate, scratch=None, kept=None):
+    """What gelu's backward reads besides x: 1 + erf(x·√½), or tanh(β·(x + κ·x³)); into `kept` where given,
+    else into a work array (scratch[3] for erf, scratch[2] for tanh: gelu_backward_kept uses 0 and 1)."""
     if approximate == "tanh":
         beta, kappa = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715)
-        c = xp.multiply(x, x, out=_scratch(xp, x, scratch, 0))
+        c = xp.multiply(x, x, out=_scratch(xp, x, scratch, 2))
         c *= x
         c *= kappa
         c += x
         c *= beta
-        xp.tanh(c, out=c)
-    else:
-        c = _gelu_erf(xp, x, scratch)
-    c += one
+        return xp.tanh(c, out=c if kept is None else kept)
+    c = _gelu_erf(xp, x, scratch)
+    return xp.add(c, x.dtype.type(1), out=c if kept is None else kept)
+
+
+def gelu(xp, x, approximate, out=None, scratch=None, kept=None):
+    """torch's gelu: x·0.5·(1 + erf(x·√½)), or 0.5·x·(1 + tanh(β·(x + κ·x³))), into `out` where given (and
+    its steps in `scratch`, 4 work arrays like x, where given). Where `kept` (an array like x) is given, the
+    step gelu_backward recomputes is left in it for `gelu_backward_kept` (`_gelu_step`: the same operations,
+    written there instead of in place, so no extra pass)."""
+    half, one = _consts(x.dtype, 0.5, 1)
+    c = _gelu_step(xp, x, approximate, scratch, kept)
+    if approximate == "tanh":  # 1 + tanh, in place unless the tanh is kept
+        c = xp.add(c, one, out=c if kept is None else _scratch(xp, x, scratch, 2))
     h = xp.multiply(x, half, out=out)
     h *= c
     return h
 
 
 def gelu_backward(xp, g, x, approximate, out=None, scratch=None):
-    """torch's gelu_backward: g·(cdf + x·pdf), or g·(0.5·(1 + t) + 0.5·x·(1 - t²)·β·(1 + 3κ·x²)), into `out`
-    where given (and its steps in `scratch`, 4 work arrays like x, where given)."""
+    """torch's gelu_backward: `gelu_backward_kept` from the step recomputed (`_gelu_step`), into `out` where
+    given (and its steps in `scratch`, 4 work arrays like x, where given)."""
+    return gelu_backward_kept(xp, g, _gelu_step(xp, x, approximate, scratch), x, approximate, out, scratch)
+
+
+def gelu_backward_kept(xp, g, kept, x, approximate, out=None, scratch=None):
+    """torch's gelu_backward from what `gelu` left in `kept` (1 + erf, or the tanh), not written: g·(cdf +
+    x·pdf), or g·(0.5·(1 + t) + 0.5·x·(1 - t²)·β·(1 + 3κ·x²)); its work arrays scratch[0] and [1]."""
     half, one = _consts(x.dtype, 0.5, 1)
     if approximate == "tanh":
         beta, kappa, three = _consts(x.dtype, _M_SQRT2 * _M_2_SQRTPI * 0.5, 0.044715, 3)
         s = xp.multiply(x, x, out=_scratch(xp, x, scratch, 0))
-        c = xp.multiply(s, x, out=_scratch(xp, x, scratch, 1))
-        c *= kappa
-        c += x
-        c *= beta
-        xp.tanh(c, out=c)  # tanh(inner)
-        d = xp.multiply(c, c, out=_scratch(xp, x, scratch, 2))
+        d = xp.multiply(kept, kept, out=_scratch(xp, x, scratch, 1))
         xp.subtract(one, d, out=d)  # tanh's derivative
         s *= three * kappa
         s += one
@@ -230,20 +240,17 @@ def gelu_backward(xp, g, x, approximate, out=None, scratch=None):
         out = xp.multiply(x, half, out=out)
         out *= d
         out *= s
-        c += one
+        c = xp.add(kept, one, out=d)
         c *= half
-        out += c
     else:
         (beta,) = _consts(x.dtype, _M_2_SQRTPI * _M_SQRT1_2 * 0.5)
-        c = _gelu_erf(xp, x, scratch)
-        c += one
-        c *= half  # cdf
         out = xp.multiply(x, x, out=out)
         out *= -half
         xp.exp(out, out=out)
         out *= beta  # pdf
         out *= x
-        out += c
+        c = xp.multiply(kept, half, out=_scratch(xp, x, scratch, 0))  # cdf
+    out += c
     out *= g
     return out
 

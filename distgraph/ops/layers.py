@@ -8,12 +8,14 @@ Backward rules recompute what they need from their inputs (no arrays hidden in t
 attributes: embedding's indices are an input tensor, not an index baked into the op), so the backward
 pass is made of registered ops only and a captured graph replays correctly on new batches. For the
 same reason dropout's mask is drawn by an op (`dropout_mask`), so a replayed graph draws a fresh one. When a higher-order
-gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops.
+gradient is asked for (create_graph), layer_norm's rule is written out with differentiable ops. One exception, as
+torch's: where eager autograd records layer_norm (grad enabled, an input that needs it, no tracer), it runs as
+`layer_norm_saving`, which keeps its (M,) mean and rstd for the array rule; no_grad and capture run `layer_norm`.
 """
 
 import math
 
-from distgraph.autograd.function import apply
+from distgraph.autograd.function import apply, get_tracer
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
@@ -92,6 +94,13 @@ def _layer_norm(xp, x, *wb, k, eps, has_bias):
     return layer_norm_forward(xp, x, w, wb[-1] if has_bias else None, k, eps)
 
 
+@defop("layer_norm_saving", kind="other", save=(0, 1, 2), saves_extra=True)
+def _layer_norm_saving(xp, x, *wb, k, eps, has_bias):
+    """`layer_norm`, keeping its (M,) mean and rstd for the array rule: (output, (mean, rstd))."""
+    w = wb[0] if len(wb) > has_bias else None
+    return layer_norm_forward(xp, x, w, wb[-1] if has_bias else None, k, eps, keep=True)
+
+
 @defop("layer_norm_backward", kind="other", save=(0, 1, 2))
 def _layer_norm_backward(xp, g, x, *w, k, eps):
     """d loss / d x: rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g·w, means over the normalized dims
@@ -106,6 +115,7 @@ def _layer_norm_weight_grad(xp, g, x, *, k, eps):
 
 
 @_layer_norm.grad
+@_layer_norm_saving.grad
 def _layer_norm_tensor_grad(ctx, g):
     x, *wb = ctx.inputs
     k, eps, has_bias = ctx.attrs["k"], ctx.attrs["eps"], ctx.attrs["has_bias"]
@@ -124,8 +134,10 @@ def _layer_norm_tensor_grad(ctx, g):
 
 
 @_layer_norm.array_grad
+@_layer_norm_saving.array_grad
 def _(ctx, g):
-    """The rule above on arrays: x̂ recomputed once for all three gradients (fused_norm.layer_norm_grads)."""
+    """The rule above on arrays: all three gradients from one centering of x, from the mean and rstd the
+    forward kept where it kept them (ctx.saved), else recomputing them (fused_norm.layer_norm_grads)."""
     x, *wb = (t.array for t in ctx.inputs)
     has_bias, need = ctx.attrs["has_bias"], ctx.next
     w = wb[0] if len(wb) > has_bias else None
@@ -134,7 +146,7 @@ def _(ctx, g):
         return tuple(None if t is None else t.array for t in got)
     nw = need[1] is not None if w is not None else False
     xp, k = ctx.inputs[0].device.xp, ctx.attrs["k"]
-    gx, gw = layer_norm_grads(xp, g, x, w, k, ctx.attrs["eps"], need[0] is not None, nw)
+    gx, gw = layer_norm_grads(xp, g, x, w, k, ctx.attrs["eps"], need[0] is not None, nw, ctx.saved)
     gb = None
     if has_bias and need[-1] is not None:  # the sum op's own bits (float16 accumulates in float32 there)
         gb = red._sum.forward(xp, g, tuple(range(g.ndim - k)), False, None) if g.ndim > k else g
@@ -161,8 +173,10 @@ def _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias):
 
 def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
     """Fused layer norm over the last `k` dims of `input` (shape checks are nn.functional's)."""
-    wb = [t for t in (weight, bias) if t is not None]
-    return _layer_norm(input, *wb, k=k, eps=float(eps), has_bias=bias is not None)
+    ins = (input, *(t for t in (weight, bias) if t is not None))
+    records = is_grad_enabled() and get_tracer() is None and any(t.requires_grad for t in ins)
+    op = _layer_norm_saving if records else _layer_norm  # (module docstring)
+    return apply(op, ins, {"k": k, "eps": float(eps), "has_bias": bias is not None})
 
 
 # ---- embedding ----------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class _OneRank:
 
 
 # op name -> cases; a case is (fn over dg tensors, input arrays); each op is reached through the public API
+_LAYER_NORM = dg.ops.layers._layer_norm  # the plain op (F.layer_norm records layer_norm_saving)
+
 CASES = {
     "all_reduce_sum": [(lambda a: all_reduce_sum(a * 2.0, _OneRank()) * a, [_any((2, 3))])],
     "ctc_loss": [
@@ -123,11 +125,17 @@ CASES = {
     "safe_softmax": [  # row 0 entirely -inf: a zero row, and a zero gradient
         (lambda a: safe_softmax(a.masked_fill(dg.tensor(_FULL_ROW, device=a.device), float("-inf")), 1), [_any((3, 4))])
     ],
-    "layer_norm": [
+    "layer_norm_saving": [  # what eager autograd records (ops/layers.py): the op keeping its mean and rstd
         (lambda a, w, b: F.layer_norm(a, (3, 4), w, b), [_any((2, 3, 4)), _pos((3, 4)), _any((3, 4))]),
         (lambda a, w: F.layer_norm(a, (4,), w), [_any((3, 4)), _pos((4,))]),
         (lambda a, b: F.layer_norm(a, (4,), None, b), [_any((3, 4)), _any((4,))]),
         (lambda a: F.layer_norm(a, (4,)), [_any((3, 4))]),
+    ],
+    "layer_norm": [  # the same op keeping nothing (what no_grad and capture run): its backward recomputes them
+        (lambda a, w, b: _LAYER_NORM(a, w, b, k=2, eps=1e-5, has_bias=True), [_any((2, 3, 4)), _pos((3, 4)), _any((3, 4))]),
+        (lambda a, w: _LAYER_NORM(a, w, k=1, eps=1e-5, has_bias=False), [_any((3, 4)), _pos((4,))]),
+        (lambda a, b: _LAYER_NORM(a, b, k=1, eps=1e-5, has_bias=True), [_any((3, 4)), _any((4,))]),
+        (lambda a: _LAYER_NORM(a, k=1, eps=1e-5, has_bias=False), [_any((3, 4))]),
     ],
     "batch_norm_train": [
         (lambda a, w, b: F.batch_norm(a, None, None, w, b, True), [_any((4, 3, 2, 5)), _pos((3,)), _any((3,))]),
@@ -135,7 +143,11 @@ CASES = {
         (lambda a: F.batch_norm(a, None, None, None, None, True), [_any((6, 3))]),
     ],
     "silu": [(lambda a: F.silu(a), [_any((3, 4))])],
-    "gelu": [(lambda a: F.gelu(a), [_any((3, 4))]), (lambda a: F.gelu(a, approximate="tanh"), [_any((3, 4))])],
+    "gelu_saving": [(lambda a: F.gelu(a), [_any((3, 4))]), (lambda a: F.gelu(a, approximate="tanh"), [_any((3, 4))])],
+    "gelu": [  # the same op keeping nothing (what no_grad and capture run): its backward recomputes erf, tanh
+        (lambda a: dg.ops.activation._gelu(a, approximate="none"), [_any((3, 4))]),
+        (lambda a: dg.ops.activation._gelu(a, approximate="tanh"), [_any((3, 4))]),
+    ],
     "elu": [(lambda a: F.elu(a, 0.7), [_any((3, 4))])],
     "leaky_relu": [(lambda a: F.leaky_relu(a, 0.2), [_any((3, 4))])],
     "softplus": [(lambda a: F.softplus(a), [_any((3, 4))]), (lambda a: F.softplus(a, 2.0, 1.0), [_any((3, 4))])],
