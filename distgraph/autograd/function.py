@@ -39,6 +39,13 @@ def get_tracer():
     return _tracer
 
 
+def records(inputs):
+    """Whether eager autograd records a node for an op on `inputs` (the state `apply` checks, grad mode as it is
+    in force, not as asked for inside inference_mode; no tracer capturing): where an op's `_saving` variant,
+    which keeps forward arrays for its backward, pays (ops/recurrent.py)."""
+    return _grad_state.grad_enabled and _tracer is None and any(t.requires_grad for t in inputs)
+
+
 class Node:
     """A recorded op application: what backward needs to turn the output's grad into input grads."""
 

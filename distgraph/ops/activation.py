@@ -8,8 +8,7 @@ import math
 
 import numpy as np
 
-from distgraph.autograd import grad_mode
-from distgraph.autograd.function import get_tracer
+from distgraph.autograd.function import records
 from distgraph.errors import ShapeError
 from distgraph.ops import cache_blocks, kernels
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
@@ -264,9 +263,10 @@ def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     # where eager autograd records it, the op that keeps its erf (tanh) for the backward (as recurrent.py's
-    # rnn_layer_saving); under no_grad and in a captured graph the one that keeps nothing, as before
-    records = input.requires_grad and grad_mode.is_grad_enabled() and get_tracer() is None
-    return (_gelu_saving if records else _gelu)(input, approximate=approximate)
+    # rnn_layer_saving); under no_grad and in a captured graph the one that keeps nothing, as before. Not for a
+    # half input: its kept array is float32 (twice the input's bytes, against torch's input alone)
+    keeps = records((input,)) and not _is_half(input.array)
+    return (_gelu_saving if keeps else _gelu)(input, approximate=approximate)
 
 
 @defop("softplus", kind=EW)

@@ -15,7 +15,7 @@ torch's: where eager autograd records layer_norm (grad enabled, an input that ne
 
 import math
 
-from distgraph.autograd.function import apply, get_tracer
+from distgraph.autograd.function import apply, records
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
@@ -174,8 +174,7 @@ def _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias):
 def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
     """Fused layer norm over the last `k` dims of `input` (shape checks are nn.functional's)."""
     ins = (input, *(t for t in (weight, bias) if t is not None))
-    records = is_grad_enabled() and get_tracer() is None and any(t.requires_grad for t in ins)
-    op = _layer_norm_saving if records else _layer_norm  # (module docstring)
+    op = _layer_norm_saving if records(ins) else _layer_norm  # (module docstring)
     return apply(op, ins, {"k": k, "eps": float(eps), "has_bias": bias is not None})
 
 

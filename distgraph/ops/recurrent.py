@@ -27,7 +27,7 @@ layer from the per-step cells below (`_composite`) and differentiates it twice; 
 """
 
 from distgraph.autograd import grad_mode
-from distgraph.autograd.function import apply, get_tracer
+from distgraph.autograd.function import apply, records
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError
 from distgraph.ops import elementwise as ew
@@ -141,5 +141,4 @@ def _(ctx, gpacked):
 def rnn_layer(mode, xw, h0, *rest, reverse=False):
     """Run one layer, one direction: see the module docstring for the inputs and the output."""
     ins = (xw, h0, *rest)
-    records = grad_mode.is_grad_enabled() and get_tracer() is None and any(t.requires_grad for t in ins)
-    return apply(_rnn_layer_saving if records else _rnn_layer, ins, {"mode": mode, "reverse": reverse})
+    return apply(_rnn_layer_saving if records(ins) else _rnn_layer, ins, {"mode": mode, "reverse": reverse})

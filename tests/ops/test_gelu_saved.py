@@ -56,7 +56,8 @@ def test_the_kept_backward_gives_the_recomputing_ones_bits(approximate, dtype, s
     g = _GRADS[grad](a)
     saving = _forward_and_grad(F.gelu, a, g, approximate)
     plain = _forward_and_grad(activation._gelu, a, g, approximate)
-    assert (saving[0], plain[0]) == ("gelu_saving", "gelu")
+    # a half input runs the op keeping nothing (its kept array would be float32: twice the input's bytes)
+    assert (saving[0], plain[0]) == ("gelu" if dtype == np.float16 else "gelu_saving", "gelu")
     for got, want in zip(saving[1:], plain[1:]):
         _same_bits(got, want)
 
@@ -89,9 +90,21 @@ def test_the_kept_array_is_the_step_the_backward_recomputes():
     assert y.grad_fn.saved is None  # freed with the graph
 
 
-def test_a_half_input_keeps_float32():
-    y = F.gelu(dg.tensor(np.ones((2, 3), np.float16), requires_grad=True), approximate="tanh")
+def test_a_half_input_keeps_nothing_and_the_saving_op_would_keep_float32():
+    x = dg.tensor(np.ones((2, 3), np.float16), requires_grad=True)
+    assert F.gelu(x, approximate="tanh").grad_fn.op.name == "gelu"
+    y = activation._gelu_saving(x, approximate="tanh")
     assert y.dtype == dg.float16 and y.grad_fn.saved.dtype == np.float32
+
+
+def test_inside_inference_mode_enable_grad_asks_for_nothing_it_keeps_nothing(monkeypatch):
+    """grad mode as in force (what apply records by), not as asked for: no kept array computed and dropped."""
+    ran = []
+    monkeypatch.setattr(activation, "_gelu_saving", lambda *a, **k: ran.append(1))
+    x = dg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    with dg.inference_mode(), dg.enable_grad():
+        y = F.gelu(x)
+    assert y.grad_fn is None and not ran
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
