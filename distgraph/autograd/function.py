@@ -1,11 +1,10 @@
 """The one place where an op is applied to tensors, and the Node that remembers how to differentiate it.
 
-`apply(op, inputs, attrs)` runs the op's array forward on the device's namespace, wraps the result in
-a Tensor and, when grad mode is on and an input requires grad, attaches a Node. The Node fixes its
-edges (`next`: the producer Node or the leaf Tensor of each input) at forward time, so later in-place
-rebinding of a tensor cannot reroute gradients. Graph capture hooks in here too (`set_tracer`), so an
-op defined once serves eager autograd, capture and every executor. An elementwise op's result takes
-torch's TensorIterator layout here too, for every such op at once (autograd/memory_format.py).
+`apply(op, inputs, attrs)` runs the op's array forward on the device's namespace, wraps the result in a Tensor
+and, when grad mode is on and an input requires grad, attaches a Node. The Node fixes its edges (`next`: the
+producer Node or the leaf Tensor of each input) at forward time, so later in-place rebinding of a tensor cannot
+reroute gradients. Graph capture hooks in here too (`set_tracer`), so an op defined once serves eager autograd,
+capture and every executor; an elementwise op's result takes torch's TensorIterator layout here (memory_format.py).
 """
 
 import functools
@@ -27,8 +26,7 @@ _tracer = None
 
 
 def set_tracer(tracer):
-    """Install (or remove with None) the recorder graph capture uses; returns the previous one. The
-    tracer also hears every read of a tensor's value on the host (`tensor.host_reads`)."""
+    """Install (None: remove) graph capture's recorder, which also hears host reads (`tensor.host_reads`) → the last."""
     global _tracer
     prev, _tracer = _tracer, tracer
     tensor_module.host_reads = getattr(tracer, "host_read", None)
@@ -40,9 +38,7 @@ def get_tracer():
 
 
 def records(inputs):
-    """Whether eager autograd records a node for an op on `inputs` (the state `apply` checks, grad mode as it is
-    in force, not as asked for inside inference_mode; no tracer capturing): where an op's `_saving` variant,
-    which keeps forward arrays for its backward, pays (ops/recurrent.py)."""
+    """Whether eager autograd records an op on `inputs` (grad mode in force, no tracer): where a `_saving` op pays."""
     return _grad_state.grad_enabled and _tracer is None and any(t.requires_grad for t in inputs)
 
 
@@ -66,7 +62,6 @@ class Node:
     def name(self):
         if self.op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
             return f"{self.op.name}Backward"
-        # an op's `_saving` variant (it keeps forward arrays for its backward: ops/recurrent.py) is the same op to a user
         return f"{self.op.name.removesuffix('_saving').title().replace('_', '')}Backward"
 
     @property
