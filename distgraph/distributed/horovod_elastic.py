@@ -30,21 +30,24 @@ removed (HostsUpdatedInterrupt). Here the world size is fixed (no host discovery
 HostsUpdatedInterrupt is never raised), and a peer's death breaks the whole group: the launch stops every rank
 and runs fn again on a fresh group (launcher.py, torchrun's policy), so the memory of the processes is gone.
 Hence `commit()` also puts the state outside the ranks: rank 0 sends its snapshot (arrays as numpy, pickled)
-to a *keeper*, a 0-CPU Ray actor named after the launch's TORCHELASTIC_RUN_ID, and on a restarted attempt
-(TORCHELASTIC_RESTART_COUNT > 0) `sync()` loads every rank from the keeper's last commit instead of
-broadcasting (rank 0's snapshot is every rank's under data parallelism). Nothing was committed: rank 0's state
-is broadcast, as on the first attempt. `run` does not catch HorovodInternalError: the group it came from is
-broken, and the launch restarts it. Outside a launch, or with max_restarts=0, there is no keeper (no attempt
-could read it): commits stay in memory, as Horovod's.
+to a *keeper*, a 0-CPU Ray actor named after the launch's TORCHELASTIC_RUN_ID, under the State's key: its
+creation order in the attempt (0 for fn's first State, 1 for its second, ...), the same on every rank and every
+attempt as long as fn makes its States in the same order. At a State's first `sync()` of a restarted attempt
+(TORCHELASTIC_RESTART_COUNT > 0) rank 0 says whether the keeper holds a commit of it, and if so every rank
+loads it instead of broadcasting (rank 0's snapshot is every rank's under data parallelism). Nothing was
+committed, or a later `sync()`: rank 0's state is broadcast, as on the first attempt. `run` does not catch
+HorovodInternalError: the group it came from is broken, and the launch restarts it. Outside a launch, or with
+max_restarts=0, there is no keeper (no attempt could read it); on the last allowed attempt nothing goes to it
+(no later attempt could read it): commits stay in memory, as Horovod's.
 
 The keeper's lifetime. An actor dies with the process that created it, and a restart kills every rank, so
 it is detached ("detached actors ... must be manually destroyed",
-https://docs.ray.io/en/latest/ray-core/actors/terminating-actors.html); it is removed (1) by rank 0 when every
-rank's `func` has returned (a barrier first), (2) on the launch's last allowed attempt, by rank 0 once every
-rank's `sync()` has read it (no later attempt could), that attempt's commits staying in memory. Left behind
-only if the last attempt fails before its ranks reach `sync()`, or the driver is killed mid-launch: then
-`drop_keeper(run_id)` (or the end of the Ray instance) removes it. A failure after `func` returned and before
-fn's end restarts without a keeper: that attempt trains from fn's start.
+https://docs.ray.io/en/latest/ray-core/actors/terminating-actors.html); it is removed by rank 0 when every
+rank's `func` has returned (a barrier first), and by the launch's end however it ended (`drop_keeper(run_id)`
+in launcher.py: an error raised at once, a last attempt that fails, the driver interrupted). Left behind only
+if the driver's process is killed mid-launch: then `drop_keeper(run_id)` (or the end of the Ray instance)
+removes it. A failure after `func` returned and before fn's end restarts without a keeper: that attempt trains
+from fn's start.
 """
 
 import copy
@@ -72,6 +75,8 @@ class State:
 
     def __init__(self):
         self._reset_callbacks = []
+        self._key = _next_key()  # where its commits go in the keeper
+        self._synced = False  # (a restarted attempt's first sync loads the keeper's commit)
 
     def register_reset_callbacks(self, callbacks):
         """Functions to run (in order) when a restarted attempt resets the state, before its sync."""
@@ -85,7 +90,7 @@ class State:
         """save(), and (rank 0, while a restart could read it) the snapshot to the keeper; → when it is there."""
         self.save()
         if _restartable() and loop.rank() == 0:
-            _publish(self._saved)
+            _publish(self._key, self._saved)
 
     def check_host_updates(self):
         """Horovod raises HostsUpdatedInterrupt here when hosts changed: they never do (fixed world size)."""
@@ -120,18 +125,18 @@ class ObjectState(State):
         self._load(self._saved)
 
     def sync(self):
-        """Every rank's state alike: on a restarted attempt the keeper's last commit (read by every rank),
-        else rank 0's state (Horovod's broadcast). Saved after, so restore() comes back here."""
-        committed = _committed() if _restarted() else None
-        if committed is None:
-            snapshot = loop.broadcast_object(self._snapshot(), 0)
+        """Every rank's state alike: at its first sync of a restarted attempt, its last commit in the keeper
+        when rank 0 finds one there (then read by every rank), else rank 0's state (Horovod's broadcast). Every
+        rank takes rank 0's path. Saved after, so restore() comes back here."""
+        resume, self._synced = _restarted() and not self._synced, True
+        committed = _committed(self._key) if resume and loop.rank() == 0 else None
+        if resume and loop.broadcast_object(committed is not None, 0):
+            snapshot = committed if loop.rank() == 0 else _committed(self._key)
+            loop.barrier()  # every rank has read it before rank 0 commits again
         else:
-            snapshot = committed
-            loop.barrier()  # every rank has read it before any commits again (or the keeper goes)
+            snapshot = loop.broadcast_object(self._snapshot(), 0)
         self._load(snapshot)
         self._saved = snapshot
-        if _restarted() and not _restartable() and loop.rank() == 0:
-            drop_keeper()  # the last attempt: no later one reads it
 
     def _snapshot(self):
         """{"attrs": {name: a deep copy}, "objects": {name: its state_dict, arrays as numpy copies}}."""
@@ -176,7 +181,7 @@ def run(func):
             state.on_reset()
         state.sync()
         result = func(state, *args, **kwargs)
-        if _restartable():
+        if _attempt()[1] > 0:  # (a launch with restarts: an earlier attempt may have started a keeper)
             loop.barrier()  # every rank is done with it
             if loop.rank() == 0:
                 drop_keeper()
@@ -203,23 +208,37 @@ def _restartable():
     return restart < most
 
 
+_made = {"attempt": None, "count": 0}  # the States made in this process's attempt (for their keys)
+
+
+def _next_key():
+    """A new State's key in the keeper: how many States this attempt made before it (the same on every rank and
+    attempt, fn making them in the same order)."""
+    attempt = os.environ.get("TORCHELASTIC_RUN_ID"), os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if _made["attempt"] != attempt:
+        _made.update(attempt=attempt, count=0)
+    _made["count"] += 1
+    return _made["count"] - 1
+
+
 def keeper_name(run_id=None):
     """The keeper's actor name (in NAMESPACE) for the launch `run_id` (default: this rank's launch)."""
     return f"hvd-elastic-{run_id or os.environ['TORCHELASTIC_RUN_ID']}"
 
 
 class _Keeper:
-    """The last commit, as rank 0's pickle (bytes: a copy of its own, whatever happens to rank 0)."""
+    """Each State's last commit by its key, as rank 0's pickle (bytes: a copy of its own, whatever happens to
+    rank 0)."""
 
     def __init__(self):
-        self.blob = None
+        self.blobs = {}
 
-    def put(self, blob):
-        self.blob = blob
+    def put(self, key, blob):
+        self.blobs[key] = blob
         return len(blob)
 
-    def get(self):
-        return self.blob
+    def get(self, key):
+        return self.blobs.get(key)
 
 
 @functools.cache
@@ -231,28 +250,29 @@ def _timeout():
     return loop._context.get("timeout_s") or 120.0
 
 
-def _publish(snapshot):
-    """The snapshot into this launch's keeper (started at the first commit), waited for."""
+def _publish(key, snapshot):
+    """The snapshot into this launch's keeper (started at the first commit) under `key`, waited for."""
     options = dict(name=keeper_name(), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
     keeper = _keeper_class().options(**options).remote()
-    ray.get(keeper.put.remote(ray.cloudpickle.dumps(snapshot)), timeout=_timeout())
+    ray.get(keeper.put.remote(key, ray.cloudpickle.dumps(snapshot)), timeout=_timeout())
 
 
-def _committed():
-    """The keeper's last commit, or None (no keeper: nothing committed in an earlier attempt)."""
+def _committed(key):
+    """The keeper's last commit under `key`, or None (nothing committed under it in an earlier attempt)."""
     try:
         keeper = ray.get_actor(keeper_name(), namespace=NAMESPACE)
     except ValueError:
         return None
-    blob = ray.get(keeper.get.remote(), timeout=_timeout())
+    blob = ray.get(keeper.get.remote(key), timeout=_timeout())
     return None if blob is None else ray.cloudpickle.loads(blob)
 
 
 def drop_keeper(run_id=None):
-    """Kill the keeper of the launch `run_id` (default: this rank's); → whether there was one."""
+    """Kill the keeper of the launch `run_id` (default: this rank's); → whether there was one. Never raises (a
+    launch's cleanup: launcher.py)."""
     try:
         ray.kill(ray.get_actor(keeper_name(run_id), namespace=NAMESPACE))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - none (ValueError), or Ray gone: nothing to remove
         return False
     return True
 

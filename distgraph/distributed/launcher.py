@@ -31,6 +31,7 @@ import ray
 
 from distgraph.distributed import runtime
 from distgraph.distributed.allreduce import gloo_available
+from distgraph.distributed.horovod_elastic import drop_keeper
 from distgraph.distributed.loop import LoopWorker, _get
 from distgraph.distributed.scheduler import start_allowance
 from distgraph.distributed.shm import remove_group
@@ -56,19 +57,24 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
     settings = {"device": device, "cpus_per_worker": cpus_per_worker, "bind_to": bind_to, "allreduce": allreduce,
                 "timeout_s": timeout_s}  # fmt: skip
     run_id = uuid.uuid4().hex[:12]
-    for restart in range(max_restarts + 1):
-        elastic = {"TORCHELASTIC_RESTART_COUNT": restart, "TORCHELASTIC_MAX_RESTARTS": max_restarts,
-                   "TORCHELASTIC_RUN_ID": run_id}  # fmt: skip
-        attempt = f" (attempt {restart + 1} of {max_restarts + 1})" if max_restarts else ""
-        try:
-            return _attempt(fn, workers, tuple(args), dict(kwargs or {}), elastic, attempt, **settings)
-        except Exception as exc:  # noqa: BLE001 - torchrun restarts after any failure (fn's own ValueError too)
-            if restart == max_restarts or isinstance(exc, ConfigError):  # (a setting no restart changes: at once)
-                if max_restarts and not isinstance(exc, DistributedError):  # (a DistributedError's message says)
-                    exc.add_note(f"launch: every attempt failed, this the last{attempt} (max_restarts={max_restarts})")
-                raise
-            print(f"{_one_line(exc)}; restarting all {workers} ranks ({restart + 1}/{max_restarts})",
-                  file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        for restart in range(max_restarts + 1):
+            elastic = {"TORCHELASTIC_RESTART_COUNT": restart, "TORCHELASTIC_MAX_RESTARTS": max_restarts,
+                       "TORCHELASTIC_RUN_ID": run_id}  # fmt: skip
+            attempt = f" (attempt {restart + 1} of {max_restarts + 1})" if max_restarts else ""
+            try:
+                return _attempt(fn, workers, tuple(args), dict(kwargs or {}), elastic, attempt, **settings)
+            except Exception as exc:  # noqa: BLE001 - torchrun restarts after any failure (fn's own ValueError too)
+                if restart == max_restarts or isinstance(exc, ConfigError):  # (a setting no restart changes: at once)
+                    if max_restarts and not isinstance(exc, DistributedError):  # (a DistributedError's message says)
+                        last = f"this the last{attempt} (max_restarts={max_restarts})"
+                        exc.add_note(f"launch: every attempt failed, {last}")
+                    raise
+                print(f"{_one_line(exc)}; restarting all {workers} ranks ({restart + 1}/{max_restarts})",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        if max_restarts:  # (hvd.elastic's commits: kept outside the ranks only when a restart could read them)
+            drop_keeper(run_id)
 
 
 def _attempt(fn, workers, args, kwargs, elastic, attempt, *, device, cpus_per_worker, bind_to, allreduce, timeout_s):

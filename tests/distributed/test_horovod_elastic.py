@@ -197,6 +197,78 @@ def test_a_launch_whose_last_attempt_fails_leaves_no_keeper(ray_session, tmp_pat
                     timeout_s=30, max_restarts=1)  # fmt: skip
     assert (tmp_path / "synced").read_text() == "0 1 "  # the second attempt synced from the keeper's commit
     assert "restarting all 2 ranks (1/1)" in capsys.readouterr().err
-    named = ray_session.util.list_named_actors(all_namespaces=True)  # (the keeper: dropped by the last attempt's sync)
+    named = ray_session.util.list_named_actors(all_namespaces=True)  # (the keeper: dropped by the launch's end)
     keepers = [a["name"] for a in named if a["namespace"] == horovod_elastic.NAMESPACE]
     assert all(_gone(ray_session, name) for name in keepers)
+
+
+def _keepers(ray):
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return [a["name"] for a in named if a["namespace"] == horovod_elastic.NAMESPACE]
+
+
+def _two_states_rank_1_dies_once():
+    """Two States, each committed in the first attempt before rank 1's process dies; the next attempt syncs the
+    second State inside `run`, then the first again. → what the next attempt saw."""
+    hvd.init()
+    a = hvd.elastic.ObjectState(epoch=0)
+    b = hvd.elastic.ObjectState(best_loss=99.0)
+
+    @hvd.elastic.run
+    def train(a):
+        resumed = {"a": vars(a).get("epoch"), "a has best_loss": hasattr(a, "best_loss")}
+        b.sync()  # (its first sync: its own commit)
+        resumed.update(b=b.best_loss, b_has_epoch=hasattr(b, "epoch"))
+        if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+            a.epoch, b.best_loss = 5, 0.5
+            a.commit()
+            b.commit()
+            hvd.barrier()
+            if hvd.rank() == 1:
+                os._exit(1)
+            hvd.barrier()  # rank 0 waits for rank 1, which never comes
+        a.epoch = 10 + hvd.rank()
+        a.sync()  # a second sync: rank 0's state now, on every rank
+        return {**resumed, "a after a second sync": a.epoch, "keeper": horovod_elastic.keeper_name()}
+
+    return train(a)
+
+
+@pytest.mark.ray
+def test_two_states_each_resume_from_their_own_commit(ray_session, capsys):
+    out = dist.launch(_two_states_rank_1_dies_once, workers=2, cpus_per_worker=0.5, timeout_s=30, max_restarts=2)
+    assert "restarting all 2 ranks (1/2)" in capsys.readouterr().err
+    for got in out:
+        assert (got["a"], got["a has best_loss"], got["b"], got["b_has_epoch"]) == (5, False, 0.5, False)
+    assert _gone(ray_session, out[0]["keeper"])
+
+
+@pytest.mark.ray
+def test_a_second_sync_on_the_last_attempt_gives_every_rank_rank_0s_state(ray_session, capsys):
+    out = dist.launch(_two_states_rank_1_dies_once, workers=2, cpus_per_worker=0.5, timeout_s=30, max_restarts=1)
+    assert "restarting all 2 ranks (1/1)" in capsys.readouterr().err
+    for got in out:  # (the last attempt: its syncs took rank 0's path on every rank, none waited for the others)
+        assert (got["a"], got["b"], got["a after a second sync"]) == (5, 0.5, 10)
+    assert _gone(ray_session, out[0]["keeper"])
+
+
+def _commits_then_raises_a_config_error():
+    hvd.init()
+    state = hvd.elastic.ObjectState(epoch=0)
+
+    @hvd.elastic.run
+    def train(state):
+        state.epoch = 1
+        state.commit()  # (rank 0: the keeper starts)
+        hvd.barrier()
+        raise dg.errors.ConfigError("a setting no restart changes")
+
+    train(state)
+
+
+@pytest.mark.ray
+def test_a_launch_that_ends_in_a_config_error_leaves_no_keeper(ray_session):
+    before = set(_keepers(ray_session))
+    with pytest.raises(dg.errors.ConfigError, match="a setting no restart changes"):
+        dist.launch(_commits_then_raises_a_config_error, workers=2, cpus_per_worker=0.5, timeout_s=30, max_restarts=2)
+    assert all(_gone(ray_session, name) for name in set(_keepers(ray_session)) - before)
