@@ -132,7 +132,10 @@ CASES = {
         (lambda a: F.layer_norm(a, (4,)), [_any((3, 4))]),
     ],
     "layer_norm": [  # the same op keeping nothing (what no_grad and capture run): its backward recomputes them
-        (lambda a, w, b: _LAYER_NORM(a, w, b, k=2, eps=1e-5, has_bias=True), [_any((2, 3, 4)), _pos((3, 4)), _any((3, 4))]),
+        (
+            lambda a, w, b: _LAYER_NORM(a, w, b, k=2, eps=1e-5, has_bias=True),
+            [_any((2, 3, 4)), _pos((3, 4)), _any((3, 4))],
+        ),
         (lambda a, w: _LAYER_NORM(a, w, k=1, eps=1e-5, has_bias=False), [_any((3, 4)), _pos((4,))]),
         (lambda a, b: _LAYER_NORM(a, b, k=1, eps=1e-5, has_bias=True), [_any((3, 4)), _any((4,))]),
         (lambda a: _LAYER_NORM(a, k=1, eps=1e-5, has_bias=False), [_any((3, 4))]),
