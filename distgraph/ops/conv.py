@@ -8,9 +8,10 @@ of its own: `conv2d_input_grad` (Wᵀ·grad, then col2im; at stride 1 the kw tap
 gathered into the matmul so col2im is kh contiguous row adds) and `conv2d_weight_grad` (per-sample
 cols·gradᵀ summed over the batch). Each of the three is linear in each argument and their derivatives
 are each other, so every order of gradient is exact. Columns are built for slices of the batch of at
-most min(CACHE_BUDGET, COLUMNS_BUDGET) bytes: the matmul reads them while cached, and memory stays
-bounded on large inputs. Works with xp = numpy or cupy (both have as_strided). `_columns` and `_col2im`
-(the channel-major (C, kh, kw, N, OH, OW) layout) serve unfold / fold.
+most min(CACHE_BUDGET, COLUMNS_BUDGET) bytes, each gathered from the input padded once for the whole
+batch: the matmul reads them while cached, and memory stays bounded on large inputs. Works with xp =
+numpy or cupy (both have as_strided). `_columns` and `_col2im` (the channel-major (C, kh, kw, N, OH, OW)
+layout) serve unfold / fold.
 """
 
 import functools
@@ -52,11 +53,7 @@ def _columns(xp, x, w_shape, stride, padding, dilation, groups):
         _out_size(h, kh, stride[0], padding[0], dilation[0]),
         _out_size(wd, kw, stride[1], padding[1], dilation[1]),
     )
-    if padding[0] or padding[1]:  # zeros + one slice assignment: cheaper than xp.pad on small batches
-        xpad = xp.zeros((n, c, h + 2 * padding[0], wd + 2 * padding[1]), dtype=x.dtype)
-        xpad[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd] = x
-        x = xpad
-    cols = _windows(xp, x, kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw) view
+    cols = _windows(xp, _padded(xp, x, padding), kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw) view
     cols = xp.ascontiguousarray(cols.transpose(1, 4, 5, 0, 2, 3))  # (C, kh, kw, N, OH, OW): the one copy
     return cols.reshape(groups, cg * kh * kw, n * oh * ow), oh, ow
 
@@ -72,12 +69,18 @@ def _padded(xp, x, padding):
     return xpad
 
 
-def _sample_columns(xp, x, w_shape, stride, padding, dilation, groups, oh, ow):
-    """im2col per sample: (N, groups, C/g·kh·kw, OH·OW), gathered with one copy whose innermost run is an
-    output row; each sample's (C/g·kh·kw, OH·OW) block is one matrix of the batched matmuls."""
-    cg, kh, kw = w_shape[1:]
-    cols = _windows(xp, _padded(xp, x, padding), kh, kw, stride, dilation, oh, ow)  # (N, C, OH, OW, kh, kw)
-    return xp.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(x.shape[0], groups, cg * kh * kw, oh * ow)
+def _sample_windows(xp, x, w_shape, stride, padding, dilation, oh, ow):
+    """(N, C, kh, kw, OH, OW) strided view of x padded once for the whole batch: each slice of the batch
+    then gathers its columns with one copy (padding slice by slice would allocate and copy it again)."""
+    kh, kw = w_shape[2:]
+    return _windows(xp, _padded(xp, x, padding), kh, kw, stride, dilation, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+
+
+def _sample_columns(xp, windows, groups):
+    """im2col of a batch slice of `_sample_windows`: (M, groups, C/g·kh·kw, OH·OW), gathered with one copy
+    whose innermost run is an output row; each sample's block is one matrix of the batched matmuls."""
+    m, c, kh, kw, oh, ow = windows.shape
+    return xp.ascontiguousarray(windows).reshape(m, groups, c // groups * kh * kw, oh * ow)
 
 
 CACHE_BUDGET = 1 << 20  # bytes of columns per step of the batched ops: the matmul reads them while cached
@@ -95,8 +98,9 @@ def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
     oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(wd, kw, stride[1], padding[1], dilation[1])
     wg = w.reshape(groups, o // groups, -1)
     out = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, w))  # contiguous NCHW: no transpose downstream
+    win = _sample_windows(xp, x, w.shape, stride, padding, dilation, oh, ow)
     for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
-        cols = _sample_columns(xp, x[s], w.shape, stride, padding, dilation, groups, oh, ow)
+        cols = _sample_columns(xp, win[s], groups)
         xp.matmul(wg, cols, out=out[s].reshape(-1, groups, o // groups, oh * ow))  # wg broadcast over samples
     return out
 
@@ -179,8 +183,9 @@ def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, gr
     n, c = x.shape[:2]
     oh, ow = g.shape[2], g.shape[3]
     gw = xp.zeros((groups, cg * kh * kw, o // groups), dtype=xp.result_type(x, g))
+    win = _sample_windows(xp, x, weight_shape, stride, padding, dilation, oh, ow)
     for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
-        cols = _sample_columns(xp, x[s], weight_shape, stride, padding, dilation, groups, oh, ow)
+        cols = _sample_columns(xp, win[s], groups)
         # per sample (C/g·kh·kw, O/g) as cols · gradᵀ: OpenBLAS runs this form of the long-K product faster
         gw += (cols @ _sample_rows(g[s], groups).transpose(0, 1, 3, 2)).sum(0)
     return gw.transpose(0, 2, 1).reshape(o, cg, kh, kw)

@@ -74,11 +74,16 @@ def test_the_output_is_contiguous_nchw():
         assert y.numpy().flags.c_contiguous
 
 
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=(1, 2)), dict(dilation=2, padding=1)])
-def test_batches_cut_by_the_columns_budget_give_the_same_result(monkeypatch, kw):
-    monkeypatch.setattr(conv, "COLUMNS_BUDGET", 1)  # one sample per slice
-    monkeypatch.setattr(conv, "CACHE_BUDGET", 1)
-    _compare((5, 4, 9, 10), (6, 4, 3, 3), kw, np.float64, 1e-12)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(padding=1), dict(stride=2, padding=(1, 2)), dict(dilation=2, padding=1), dict(groups=2, padding=(2, 1))],
+)
+@pytest.mark.parametrize("budget", [1, 2 * 4 * 9 * 90 * 8])  # one sample per slice; a few
+def test_batches_cut_by_the_columns_budget_give_the_same_result(monkeypatch, kw, budget):
+    # every slice gathers its columns from the one padded copy of the whole batch
+    monkeypatch.setattr(conv, "COLUMNS_BUDGET", budget)
+    monkeypatch.setattr(conv, "CACHE_BUDGET", budget)
+    _compare((5, 4, 9, 10), (6, 4 // kw.get("groups", 1), 3, 3), kw, np.float64, 1e-12)
 
 
 def test_gradients_of_a_non_contiguous_incoming_gradient_match_torch():
