@@ -136,6 +136,9 @@ def _get(refs, timeout_s, what, attempt=""):
         if cause is not None:  # the user's error as itself, with where it came from (Ray's worker traceback)
             cause.add_note(where)
             raise cause from None
+        dead, died = _failed_rank(refs, ray.exceptions.RayActorError, None, wait_s=DEATH_NEWS_S)
+        if died is not None:  # the peer's error was the consequence (it found the dead rank's process gone)
+            raise DistributedError(f"launch: the worker of rank {dead} died during {what}: {died}") from None
         error = DistributedError(f"launch: {what} failed on rank {rank}: {failed.cause!r}")
         error.add_note(where)
         raise error from None
@@ -151,11 +154,15 @@ def _traceback(exc):
     return text.split("\n", 1)[1] if text.startswith("ray::") and "\n" in text else text
 
 
-def _failed_rank(refs, kind, first):
+DEATH_NEWS_S = 2.0  # how long a peer's collective error waits for Ray's word that a rank's process died
+
+
+def _failed_rank(refs, kind, first, wait_s=0.0):
     """(rank, its error) of the lowest rank whose call has come back with an error of this kind, else ("?",
     `first`): a peer of a rank that died may fail too, waiting for it, and is not the rank to name — and the
-    error named is that rank's own, not whichever came back first."""
-    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    error named is that rank's own, not whichever came back first. `wait_s`: how long to wait for the calls
+    still out (a peer's barrier can see a dead process before Ray reports the death)."""
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
     for r, ref in enumerate(refs):
         if ref in done:
             try:

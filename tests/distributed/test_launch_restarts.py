@@ -55,6 +55,21 @@ def test_with_no_restarts_a_dead_rank_ends_the_launch_naming_it(ray_session, tmp
         dist.launch(_resuming_loop, workers=2, args=(str(tmp_path),), cpus_per_worker=0.5, timeout_s=30)
 
 
+def _peer_error_before_the_death_news():
+    """Rank 0 fails at once with the error a barrier gives when a peer's process is gone; rank 1's process dies
+    a moment later: the driver has rank 0's error in hand before Ray reports rank 1's death."""
+    if dist.rank() == 0:
+        raise DistributedError("shm all-reduce: process of rank(s) [1] has exited")
+    time.sleep(0.3)
+    os._exit(1)
+
+
+@pytest.mark.ray
+def test_a_peers_error_that_comes_back_first_still_names_the_rank_that_died(ray_session):
+    with pytest.raises(DistributedError, match=r"the worker of rank 1 died during _peer_error_before_the_death_news"):
+        dist.launch(_peer_error_before_the_death_news, workers=2, cpus_per_worker=0.5, timeout_s=30)
+
+
 def _master_and_attempt():
     return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), os.environ["TORCHELASTIC_RESTART_COUNT"]
 
