@@ -27,15 +27,17 @@ say what distgraph has, not what a Horovod build would. Process sets (`hvd.Proce
 `remove_process_set`, `init(process_sets=...)`, every op's `process_set=`): process_sets.py. `join()` for
 uneven inputs (a joined rank adds zeros to the others' all-reduces until all have joined; the other ops raise
 Horovod's "... is not supported with Join"): horovod_join.py, whose rounds every collective here over the
-global set takes part in (`@served` / `@refused`). `elastic` (`hvd.elastic.run`, `ObjectState`, `TorchState`):
-horovod_elastic.py, for a launch with max_restarts (a fixed world size; a failure restarts every rank, which
-resume from the last commit). Not here: `sparse_allreduce_async` (no sparse tensors).
+global set takes part in (`@served` / `@refused`; allreduce's and allgather's round carries a small tensor
+and is then the whole collective: one all-reduce a call, as dist.all_reduce's). `elastic` (`hvd.elastic.run`,
+`ObjectState`, `TorchState`): horovod_elastic.py, for a launch with max_restarts (a fixed world size; a failure
+restarts every rank, which resume from the last commit). Not here: `sparse_allreduce_async` (no sparse tensors).
 """
 
 import inspect
 import itertools
 
 from distgraph.autograd import grad_mode
+from distgraph.autograd.custom import Function
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import cuda_is_available, cupy_module, namespace
 from distgraph.distributed import collective_trace, collectives, loop
@@ -57,7 +59,17 @@ from distgraph.distributed.collectives import (  # noqa: F401  (re-exported: Hor
 )
 from distgraph.distributed.compression import Compression
 from distgraph.distributed.horovod_elastic import HostsUpdatedInterrupt  # noqa: F401  (never raised here)
-from distgraph.distributed.horovod_join import DistributedOptimizer, join, refused, served  # noqa: F401
+from distgraph.distributed.horovod_join import (  # noqa: F401
+    DistributedOptimizer,
+    gather_in_round,
+    join,
+    reduce_in_round,
+    refused,
+    refused_in_its_gather,
+    served,
+    served_in_its_reduce,
+    take_round,
+)
 from distgraph.distributed.loop import broadcast as _broadcast_in_place
 from distgraph.distributed.loop import broadcast_parameters as _broadcast_parameters
 from distgraph.distributed.loop import rank, size  # noqa: F401
@@ -113,7 +125,7 @@ def barrier(process_set=None):
 
 # ---- the collectives ---------------------------------------------------------------------------------------
 @traced
-@served
+@served_in_its_reduce
 def allreduce(tensor, average=None, name=None, compression=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
               process_set=None):  # fmt: skip
     """Every rank's tensor reduced → a new tensor (default op: Average), scaled by prescale_factor before and
@@ -130,13 +142,55 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
                 f"allreduce: op={op} is not differentiable here (its gradient is not an all-reduce); detach the "
                 "tensor, or use Sum or Average"
             )
+        take_round()
         (out,) = run_in(process_set, "allreduce", collectives._reduce, [tensor.array], op, "allreduce")
         return Tensor(out, device=tensor.device)
     op, postscale_factor = _integer_average(tensor, op, postscale_factor, group)
     compression = compression or Compression.none
     compressed, ctx = compression.compress(_scaled(tensor, prescale_factor))
-    reduced = compression.decompress(differentiable.all_reduce(compressed, op, group), ctx)
+    reduced = compression.decompress(_all_reduce(compressed, op, group), ctx)
     return _scaled(reduced, postscale_factor)
+
+
+def _all_reduce(tensor, op, group):
+    """differentiable.all_reduce(tensor, op, group) — or its result from allreduce's join round, where the
+    tensor rode in it (horovod_join.reduce_in_round): one small all-reduce a call, where the round, the
+    check that the ranks' shapes agree (two) and the data's made four."""
+    out = reduce_in_round(tensor.array, op, lambda: collectives._op_problem(op, tensor.array.dtype, "all_reduce"))
+    if out is None:
+        return differentiable.all_reduce(tensor, op, group)
+    if tensor.requires_grad and grad_mode.state.grad_enabled:
+        return _ReducedInRound.apply(op, out, tensor)
+    return Tensor(out, device=tensor.device)
+
+
+class _ReducedInRound(Function):
+    """The node of an all-reduce done in a join round (`reduced`, its array, the output): the gradient is the
+    all-reduce of the output's gradient, as differentiable.all_reduce's."""
+
+    @staticmethod
+    def forward(ctx, op, reduced, tensor):
+        ctx.op = op
+        return Tensor(reduced, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, differentiable.all_reduce(grad, ctx.op)
+
+
+class _GatheredInRound(Function):
+    """The node of an allgather done in a join round (`gathered`, its array, the output; this rank's rows
+    start:stop of it): their gradient is every rank's gradient of them averaged, as
+    differentiable.allgather_rows(average=True)'s."""
+
+    @staticmethod
+    def forward(ctx, start, stop, gathered, tensor):
+        ctx.start, ctx.stop = start, stop
+        return Tensor(gathered, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, None, differentiable.all_reduce(grad, Average)[ctx.start : ctx.stop]
 
 
 @traced
@@ -183,12 +237,22 @@ def broadcast_(tensor, root_rank, name=None, process_set=None):
 
 
 @traced
-@refused("allgather")
+@refused_in_its_gather("allgather")
 def allgather(tensor, name=None, process_set=None):
     """Every rank's tensor concatenated along dim 0 (first dims may differ) → a new tensor; differentiable,
     as Horovod's: the gradient of this rank's rows is the ranks' gradients of them averaged (Horovod
-    averages; torch's nn.functional.all_gather sums)."""
-    return differentiable.allgather_rows(tensor, average=True, group=group_of(process_set, "allgather"))
+    averages; torch's nn.functional.all_gather sums). A small tensor rides in the join round
+    (horovod_join.gather_in_round): one all-reduce, where the round, the shapes' exchange (two) and the
+    bytes' (two) made five."""
+    group = group_of(process_set, "allgather")
+    gathered = gather_in_round(tensor.array)
+    if gathered is None:
+        return differentiable.allgather_rows(tensor, average=True, group=group)
+    out, rows = gathered
+    if tensor.requires_grad and grad_mode.state.grad_enabled:
+        start = sum(rows[: loop.rank()])
+        return _GatheredInRound.apply(start, start + rows[loop.rank()], out, tensor)
+    return Tensor(out, device=tensor.device)
 
 
 @traced

@@ -7,12 +7,16 @@ has joined, then every rank gets the rank that joined last.
     last = hvd.join()                 # rank 1 serves rank 0's last two steps with zeros; → 0 on both
 
 Policy. Every collective of horovod.py over the global set, and hvd.DistributedOptimizer's gradient
-all-reduce, first takes part in a *round*: one sum all-reduce of one int64 per rank saying where the rank
-is: WORKING (about to run this collective), JOINING (its first round in join()), JOINED (in join() since an
-earlier round). All WORKING, the common case: the collective runs as it always did, one small all-reduce
-dearer. Otherwise the ranks also gather what each working rank is about to run (its request: the op, its
-tensors' shapes, dtypes and devices, its options; a joined rank sends None), and `decide` (pure) gives every
-rank the same answer:
+all-reduce, first takes part in a *round*: one sum all-reduce of a fixed 8 KiB (`_round`), a row per rank
+saying where the rank is: WORKING (about to run this collective), JOINING (its first round in join()),
+JOINED (in join() since an earlier round), and which op with which call (a digest of shapes, dtype, op).
+All WORKING, the common case: ranks about to run different ops raise at once, naming them; allreduce and
+allgather (`_in_its_collective`) also put a tensor that fits in their row, and where every rank's did on the
+same call the round *is* the collective (`reduce_in_round`, `gather_in_round`: one all-reduce a call, where
+the round, the shapes' check and the data made four or five); otherwise the collective runs as it always
+did, its own checks raising where the calls differ, one small all-reduce dearer. Otherwise the ranks also
+gather what each working rank is about to run (its request: the op, its tensors' shapes, dtypes and devices,
+its options; a joined rank sends None), and `decide` (pure) gives every rank the same answer:
 
 - an all-reduce (hvd.allreduce and the in-place, grouped and async forms built on it, DistributedOptimizer's
   all-reduce, barrier): each joined rank runs the same code on zeros of those shapes, so the ranks make the same
@@ -43,12 +47,14 @@ process_set either.
 
 import functools
 import inspect
+import math
+import zlib
 
 import numpy as np
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import to_device
+from distgraph.backend import namespace, to_device
 from distgraph.distributed import dist_optimizer, loop
 from distgraph.distributed.process_sets import global_process_set
 from distgraph.errors import DistributedError
@@ -60,6 +66,9 @@ REFUSED = {  # Horovod's words (controller.cc, ConstructResponse) for the ops a 
     "alltoall": "Alltoall is not supported with Join at this time.",
     "reducescatter": "Reducescatter is not supported with Join at this time.",
 }
+HEAD, ROUND_WORDS = 4, 1024  # a round's row: its head's words; every rank's rows together (8 KiB)
+_NAMES, _OPS_BY_CODE = {}, {}  # op name ↔ the number a round carries for it
+_pending = []  # the round each running op of _in_its_collective's is to take (None: taken), innermost last
 _SERVED = {}  # op name → what a joined rank runs for it (the undecorated op: no round of its own, no trace)
 
 
@@ -105,12 +114,42 @@ def _in_rounds(process_set=None):
     return global_set and ctx["world"] > 1 and ctx["comm"] is not None and ctx.get("subgroup") is None
 
 
-def _round(code, what):
-    """Every rank's code (WORKING / JOINING / JOINED), by rank: one sum all-reduce of one int64 per rank."""
+def _name_code(op):
+    """The op's name as a number a round carries (crc32: Python's hash() differs between processes)."""
+    code = _NAMES.setdefault(op, zlib.crc32(op.encode()))
+    _OPS_BY_CODE[code] = op
+    return code
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(call):
+    """A call's description (a tuple of str and ints) as a number a round carries; kept, as a step calls the
+    same few again and again."""
+    return zlib.crc32(repr(call).encode())
+
+
+def _round(code, op, waits_in, call=None, data=None):
+    """One round: every rank's row of an int64 buffer of ROUND_WORDS — its code (WORKING / JOINING / JOINED),
+    the op it is about to run, a digest of the call (`call`: shapes, dtype, options) and how many of `data`'s
+    bytes ride along (1 + nbytes; 0: none, where they do not fit), then those bytes — by one sum all-reduce,
+    each rank writing only its row (x + 0 = x for any bytes), so every rank reads every rank's row. A fixed
+    size: a joined rank cannot know the call's. `waits_in` names the wait in a timeout's error.
+    → (the rows' heads by rank, [code, op, call digest, carried]; the rows, on the launch's device)."""
     ctx = loop._context
-    codes = np.zeros(ctx["world"], np.int64)
-    codes[ctx["rank"]] = code
-    return [int(c) for c in to_device(loop._reduce_sum(to_device(codes, ctx["device"]), what), "cpu")]
+    world, device = ctx["world"], ctx["device"]
+    words = max(HEAD, ROUND_WORDS // world)
+    rows = np.zeros((world, words), np.int64)
+    rows = rows if device == "cpu" else to_device(rows, device)
+    row = rows[ctx["rank"]]
+    fits = data is not None and type(data) is type(rows) and data.flags.c_contiguous
+    fits = fits and data.nbytes <= (words - HEAD) * 8
+    if fits:
+        row.view(np.uint8)[HEAD * 8 : HEAD * 8 + data.nbytes] = data.reshape(-1).view(np.uint8)
+    head = (code, _name_code(op), 0 if call is None else _digest(call), 1 + data.nbytes if fits else 0)
+    row[:HEAD] = namespace(rows).asarray(head, np.int64)
+    rows = loop._reduce_sum(rows, waits_in).reshape(world, words)
+    heads = rows[:, :HEAD]
+    return (heads if device == "cpu" else to_device(heads, "cpu")).tolist(), rows
 
 
 def decide(requests):
@@ -136,47 +175,146 @@ def decide(requests):
     return "run", first
 
 
-def negotiate(what, request):
-    """On a working rank, before the collective `what`: its round; `request()` (built only when a rank has
-    joined) is what the joined ranks serve, or a refusal, raised here as on every working rank."""
-    codes = _round(WORKING, f"{what} (its join round)")
-    if not any(codes):
-        return
-    action, detail = decide(loop.allgather_object(request()))
-    if action == "refuse":
-        raise DistributedError(detail)
+def negotiate(what, request, call=None, data=None):
+    """On a working rank, before the collective `what`: its round (carrying `data`, see `_round`); `request()`
+    (built only when a rank has joined) is what the joined ranks serve, or a refusal, raised here as on every
+    working rank. → every rank's `data` by rank (flat bytes) when every rank is working on the same call and
+    each one's data rode along (the collective is then done: reduce or gather them here), else None (run the
+    collective, which checks the calls and raises where they differ)."""
+    heads, rows = _round(WORKING, what, f"{what} (its join round)", call, data)
+    codes, ops, digests, carried = zip(*heads)
+    if any(codes):
+        action, detail = decide(loop.allgather_object(request()))
+        if action == "refuse":
+            raise DistributedError(detail)
+        return None
+    if ops.count(ops[0]) < len(ops):
+        each = ", ".join(f"rank {r}: {_OPS_BY_CODE.get(op, op)}" for r, op in enumerate(ops))
+        raise DistributedError(
+            f"{what}: the ranks run different collectives ({each}): every rank must call the same Horovod "
+            "collectives in the same order"
+        )
+    if data is None or digests.count(digests[0]) < len(digests) or not all(carried):
+        return None
+    sent = rows.view(np.uint8)
+    return [sent[r, HEAD * 8 : HEAD * 8 + n - 1] for r, n in enumerate(carried)]
 
 
-def _process_set(signature, args, kwargs):
-    return signature.bind(*args, **kwargs).arguments.get("process_set")
+def _process_set_of(fn):
+    """A reader of fn's `process_set` argument from a call's (args, kwargs), None where not given (or not
+    taken): by its place, as inspect's bind would find it, at a tenth of bind's cost (every call asks)."""
+    names = list(inspect.signature(fn).parameters)
+    if "process_set" not in names:
+        return lambda args, kwargs: None
+    at = names.index("process_set")
+    return lambda args, kwargs: kwargs.get("process_set", args[at] if len(args) > at else None)
+
+
+def _request_of(what, args, kwargs):
+    return {"what": what, "args": _described(args), "kwargs": {k: _described(v) for k, v in kwargs.items()},
+            "differentiable": _needs_grad(args) or _needs_grad(list(kwargs.values()))}  # fmt: skip
 
 
 def served(fn):
     """Horovod's op `fn`, whose joined ranks run it on zeros (see the module's docstring)."""
-    signature = inspect.signature(fn)
+    process_set_of = _process_set_of(fn)
     _SERVED[fn.__name__] = fn
+    _name_code(fn.__name__)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if _in_rounds(_process_set(signature, args, kwargs)):
-            negotiate(fn.__name__, lambda: {
-                "what": fn.__name__, "args": _described(args), "kwargs": {k: _described(v) for k, v in kwargs.items()},
-                "differentiable": _needs_grad(args) or _needs_grad(list(kwargs.values())),
-            })  # fmt: skip
+        if _in_rounds(process_set_of(args, kwargs)):
+            negotiate(fn.__name__, lambda: _request_of(fn.__name__, args, kwargs))
         return fn(*args, **kwargs)
 
     return call
+
+
+def _in_its_collective(fn, request):
+    """`fn`, its round taken by its body where it runs its collective (`reduce_in_round`, `gather_in_round`;
+    `take_round` on its paths without them): the round carries a small tensor, so the round is the whole
+    collective (one all-reduce a call, as dist.all_reduce's). `request(args, kwargs)`: what the joined ranks
+    are told. A body that raises before its round (its arguments) skips it: peers with the same arguments
+    raise alike."""
+    process_set_of = _process_set_of(fn)
+    _name_code(fn.__name__)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if not _in_rounds(process_set_of(args, kwargs)):
+            return fn(*args, **kwargs)
+        _pending.append((fn.__name__, lambda: request(args, kwargs)))
+        depth = len(_pending)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            del _pending[depth - 1 :]
+
+    return call
+
+
+def served_in_its_reduce(fn):
+    """`served`, its round taken where it reduces (`_in_its_collective`)."""
+    _SERVED[fn.__name__] = fn
+    return _in_its_collective(fn, lambda args, kwargs: _request_of(fn.__name__, args, kwargs))
+
+
+def refused_in_its_gather(kind):
+    """`refused(kind)`, its round taken where it gathers (`_in_its_collective`)."""
+    return lambda fn: _in_its_collective(fn, lambda args, kwargs: {"what": fn.__name__, "refused": kind})
+
+
+def take_round(call=None, data=None):
+    """The round of the `_in_its_collective` op running here, if it has not taken it (see `negotiate`)."""
+    if not _pending or _pending[-1] is None:
+        return None
+    what, request = _pending[-1]
+    _pending[-1] = None
+    return negotiate(what, request, call, data)
+
+
+def reduce_in_round(array, op, problem):
+    """`array` summed (op "sum") or averaged ("mean") over every rank in the running op's round, when every
+    rank's rode in it (same shape, dtype and op; no joined rank; `problem()`, an error with this rank's
+    arguments, None on every rank) → the result, reduced here in rank order as the shm all-reduce does (the
+    same bits); else None, after the round (none outside one): reduce it as usual, which checks and raises."""
+    if not _pending or _pending[-1] is None:
+        return None
+    parts = take_round((op, array.shape, array.dtype.str), None if problem() is not None else array)
+    if parts is None:
+        return None
+    out = parts[0].view(array.dtype).copy()
+    for part in parts[1:]:
+        out += part.view(array.dtype)
+    if op == "mean":
+        out /= len(parts)
+    return out.reshape(array.shape)
+
+
+def gather_in_round(array):
+    """Every rank's `array` concatenated along dim 0 (first dims may differ) in the running op's round, when
+    every rank's rode in it (same dtype and dims after the first; no joined rank) → (the result, every rank's
+    rows by rank); else None, after the round (none outside one): gather it as usual, which checks and raises."""
+    if not _pending or _pending[-1] is None:
+        return None
+    rides = array.ndim and math.prod(array.shape[1:])  # (a 0-d tensor: allgather's own error; rows of no size)
+    parts = take_round((array.dtype.str, array.shape[1:]), array if rides else None)
+    if parts is None:
+        return None
+    parts = [p.view(array.dtype).reshape(-1, *array.shape[1:]) for p in parts]
+    return namespace(array).concatenate(parts), [len(p) for p in parts]
 
 
 def refused(kind):
     """Horovod's op, refused on every working rank while a rank has joined (REFUSED[kind]'s words)."""
 
     def wrap(fn):
-        signature = inspect.signature(fn)
+        process_set_of = _process_set_of(fn)
+        _name_code(fn.__name__)
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            if _in_rounds(_process_set(signature, args, kwargs)):
+            if _in_rounds(process_set_of(args, kwargs)):
                 negotiate(fn.__name__, lambda: {"what": fn.__name__, "refused": kind})
             return fn(*args, **kwargs)
 
@@ -193,10 +331,11 @@ def join(device=-1):
         return loop.rank()
     me, code = loop.rank(), JOINING
     while True:
-        codes = _round(code, f"join (rank {me} joined; waiting for the other ranks' next collective or join())")
+        waits_in = f"join (rank {me} joined; waiting for the other ranks' next collective or join())"
+        heads, _ = _round(code, "join", waits_in)
         code = JOINED
-        if all(codes):
-            return max(r for r, c in enumerate(codes) if c == JOINING)
+        if all(c for c, _, _, _ in heads):
+            return max(r for r, (c, _, _, _) in enumerate(heads) if c == JOINING)
         action, request = decide(loop.allgather_object(None))
         if action == "run":
             _SERVED[request["what"]](*_rebuilt(request["args"]), **_rebuilt(request["kwargs"]))

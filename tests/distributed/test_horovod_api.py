@@ -17,6 +17,7 @@ import distgraph.distributed.horovod as hvd
 from distgraph.amp import GradScaler
 from distgraph.backend import cuda_is_available
 from distgraph.distributed import collective_trace
+from distgraph.distributed.horovod_join import ROUND_WORDS
 from distgraph.errors import ConfigError, DistributedError, DTypeError
 
 
@@ -369,11 +370,53 @@ def _broadcast_gradients(r):
     return grads
 
 
+def _counting_all_reduces(fn):
+    """(fn(), the arrays' sizes of each all-reduce of the launch's communicator it made)."""
+    comm, made = dist.loop._context["comm"], []
+    comm.allreduce = lambda arrays, *a, **k: made.append([x.size for x in arrays]) or type(comm).allreduce(comm, arrays, *a, **k)  # fmt: skip
+    try:
+        return fn(), made
+    finally:
+        del comm.allreduce
+
+
+def _allreduce_rounds(r):
+    """Each form of hvd.allreduce of a small tensor: its result, and the all-reduces it made."""
+    x = dg.tensor(np.array([1.0, 2.0], np.float32) * (r + 1))
+    calls = {"sum": lambda: hvd.allreduce(x, op=hvd.Sum), "average": lambda: hvd.allreduce(x),
+             "int average": lambda: hvd.allreduce(dg.tensor(np.array([3, -3], np.int64) * (r + 1))),
+             "fp16": lambda: hvd.allreduce(x, compression=hvd.Compression.fp16, op=hvd.Sum)}  # fmt: skip
+    out = {name: _counting_all_reduces(lambda fn=fn: fn().numpy().tolist()) for name, fn in calls.items()}
+    w = dg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    out["gradient"] = _counting_all_reduces(lambda: (hvd.allreduce(w, op=hvd.Sum) * (r + 1)).sum().backward())[1]
+    out["gradient"] = (w.grad.tolist(), out["gradient"])
+    rows = dg.tensor(np.arange(r + 1, dtype=np.float32).reshape(-1, 1) + 10 * r, requires_grad=True)
+    out["gather"] = _counting_all_reduces(lambda: hvd.allgather(rows.detach()).numpy().tolist())
+    out["gather gradient"] = _counting_all_reduces(lambda: (hvd.allgather(rows) * (r + 1)).sum().backward())[1]
+    out["gather gradient"] = (rows.grad.tolist(), out["gather gradient"])
+    return out
+
+
+def _mismatched_calls(r):
+    """Each way the ranks' calls can differ: the error each rank raised (type, message), or None."""
+    out = {}
+    for name, fn in (("shapes", lambda: hvd.allreduce(dg.ones(2 + r))),
+                     ("dtypes", lambda: hvd.allreduce(dg.tensor(np.ones(2, [np.float32, np.float64][r])))),
+                     ("gathered dims", lambda: hvd.allgather(dg.ones((1, 2 + r)))),
+                     ("ops", lambda: hvd.allreduce(dg.ones(2)) if r == 0 else hvd.allgather(dg.ones(2)))):  # fmt: skip
+        try:
+            out[name] = fn() and None
+        except Exception as exc:  # noqa: BLE001  (reported to the test)
+            out[name] = (type(exc).__name__, str(exc))
+    return out
+
+
 def _horovod_semantics_on_each_rank():
     """Each part's result, or its error (type, message): one part failing leaves the others to their tests."""
     out = {}
     for name, part in (("optimizer", _optimizer_with_gradients_on_some_ranks), ("ints", _integer_averages),
-                       ("broadcast", _broadcast_gradients)):  # fmt: skip
+                       ("broadcast", _broadcast_gradients), ("rounds", _allreduce_rounds),
+                       ("mismatched", _mismatched_calls)):  # fmt: skip
         try:
             out[name] = part(hvd.rank())
         except Exception as exc:  # noqa: BLE001  (reported to the test)
@@ -404,3 +447,30 @@ def test_integer_average_over_two_ranks_truncates_toward_zero(horovod_semantics)
 def test_horovod_broadcast_averages_its_gradient_where_torchs_sums_it(horovod_semantics):
     r0, r1 = (got["broadcast"] for got in horovod_semantics)  # the ranks' output gradients: 1 and 2
     assert r0 == [[1.5, 1.5], [3.0, 3.0]] and r1 == [[0.0, 0.0], [0.0, 0.0]]  # (Horovod's, torch's)
+
+
+@pytest.mark.ray
+def test_allreduce_and_allgather_of_a_small_tensor_are_one_all_reduce_the_data_riding_in_the_join_round(
+    horovod_semantics,
+):
+    words = ROUND_WORDS  # (the round: every rank's head and data together)
+    for got in horovod_semantics:
+        rounds = got["rounds"]
+        assert rounds["sum"] == ([3.0, 6.0], [[words]]) and rounds["average"] == ([1.5, 3.0], [[words]])
+        assert rounds["int average"] == ([4, -4], [[words]])  # 9 / 2 → 4, truncated as Horovod's
+        assert rounds["fp16"] == ([3.0, 6.0], [[words]])
+        grad, made = rounds["gradient"]  # forward in the round; backward: dist's all-reduce of the gradients, checked
+        assert grad == [3.0, 3.0] and made[0] == [words] and len(made) > 1
+        assert rounds["gather"] == ([[0.0], [10.0], [11.0]], [[words]])  # rank 0's row, then rank 1's two
+    (grad0, made), (grad1, _) = (got["rounds"]["gather gradient"] for got in horovod_semantics)
+    assert grad0 == [[1.5]] and grad1 == [[1.5], [1.5]] and made[0] == [words]  # (1 + 2) / 2, Horovod's average
+
+
+@pytest.mark.ray
+def test_ranks_calling_different_collectives_or_shapes_raise_on_every_rank(horovod_semantics):
+    for got, op in zip(horovod_semantics, ("allreduce", "allgather")):
+        mismatched = got["mismatched"]
+        assert mismatched["shapes"] == ("ShapeError", "all_reduce: the ranks' tensors differ (rank 0: float32 (2,), rank 1: float32 (3,))")  # fmt: skip
+        assert mismatched["dtypes"][0] == "DTypeError" and "the ranks' tensors differ" in mismatched["dtypes"][1]
+        assert mismatched["gathered dims"] == ("ShapeError", "allgather: the ranks' shapes differ beyond dim 0 (rank 0: float32 (1, 2), rank 1: float32 (1, 3))")  # fmt: skip
+        assert mismatched["ops"] == ("DistributedError", f"{op}: the ranks run different collectives (rank 0: allreduce, rank 1: allgather): every rank must call the same Horovod collectives in the same order")  # fmt: skip
