@@ -20,17 +20,32 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+RAY_GROUPS = 2  # xdist groups of Ray tests: CI's two workers each run one, on a Ray instance of its own
+# they look for leftover point-to-point files in /dev/shm: only one instance may run them at a time
+_ONE_GROUP = {"test_p2p.py", "test_pipelining.py", "test_pipelining_multi.py"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a test that takes ray_session is a `ray` test
 def pytest_collection_modifyitems(config, items):
     """Every test that needs Ray (marked `ray`, or taking the `ray_session` fixture: it gets the mark, so
     `-m "not ray"` leaves it out too) goes, under pytest-xdist (`-n auto --dist loadgroup`, as CI runs),
-    to one worker process: they share that process's one local Ray instance (two instances would each
-    claim the machine's 2 CPUs) and run in their file's order, while the other worker takes the rest."""
+    to one of RAY_GROUPS groups, whole files at a time, each file to the group with fewer tests so far.
+    A group runs in one worker process, on that process's one local Ray instance, in its files' order.
+    xdist hands out the largest groups first, one to each worker, so CI's two workers each run one half
+    of the Ray tests (and share the rest): one group of them all kept a worker busy for ~13 minutes
+    while the other had finished everything else after ~3. Each instance claims the machine's 2 CPUs, so
+    the two share the cores: the Ray tests spend much of their time waiting (process starts, timeouts,
+    Ray's own round trips) rather than computing."""
+    groups, sizes = {}, [0] * RAY_GROUPS
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            path = item.path
+            if path not in groups:
+                groups[path] = 0 if path.name in _ONE_GROUP else sizes.index(min(sizes))
+            sizes[groups[path]] += 1
+            item.add_marker(pytest.mark.xdist_group(f"ray{groups[path]}"))
 
 
 @pytest.fixture(autouse=True)
