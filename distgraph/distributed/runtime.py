@@ -123,6 +123,12 @@ def _no_room(n, bundle, timeout_s, pg):
     return msg
 
 
+# The least a placement waits, whatever the caller's timeout_s (a Trainer's 1 s for hung steps, say): on a
+# loaded machine Ray took over a second to place one bundle with the CPU free, and the actors of a group just
+# closed give their CPUs back a moment after their kill.
+PLACEMENT_FLOOR_S = 5.0
+
+
 class WorkerGroup:
     """N actors of one class in a placement group (one bundle each), with their device and CPUs."""
 
@@ -134,12 +140,13 @@ class WorkerGroup:
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
-        ready, _ = ray.wait([self.pg.ready()], timeout=min(1.0, timeout_s))
+        timeout_s = max(timeout_s, PLACEMENT_FLOOR_S)
+        ready, _ = ray.wait([self.pg.ready()], timeout=1.0)
         if not ready:
             # A Trainer dropped after a failed fit sits in a reference cycle (its error's traceback holds the
             # frames that hold it) until the next collection, holding its group (Trainer._own): collect it now.
             gc.collect()
-            ready, _ = ray.wait([self.pg.ready()], timeout=max(0.0, timeout_s - 1.0))
+            ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s - 1.0)
         if not ready:
             why = _no_room(n, bundle, timeout_s, self.pg)
             remove_placement_group(self.pg)

@@ -22,7 +22,6 @@ def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_ses
     is shorter than a worker's process start: the replacement's first call is allowed a start's time
     (with the step's 1 s it failed, "workers did not answer within 1.0s")."""
     model, opt = small_model("sgd")
-    _wait_for_free_cpus(ray_session)  # timeout_s bounds the placement too: 1 s is no time for a peer test's cleanup
     with dg.Trainer(
         model, nn.functional.cross_entropy, opt, workers=1, backend="ray", progress=False, timeout_s=1.0
     ) as t:
@@ -36,16 +35,6 @@ def test_a_hung_worker_is_timed_out_and_restarted_not_waited_for_forever(ray_ses
     assert any(re.search(r"not back within (2|8)s \(hung\?\)", e) and "restarted 1 workers" in e for e in h.events), (
         h.events
     )
-
-
-def _wait_for_free_cpus(ray, within_s=30.0):
-    """Until every CPU of the session's Ray is free again (the actors and placement groups of the tests before
-    are released asynchronously), at most `within_s`."""
-    deadline = time.monotonic() + within_s
-    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sync", ["sync", "async"])

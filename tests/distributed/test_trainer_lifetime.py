@@ -9,6 +9,7 @@ import pytest
 
 import distgraph as dg
 import distgraph.nn as nn
+from distgraph.distributed import runtime
 from distgraph.errors import DistributedError
 
 pytestmark = pytest.mark.ray
@@ -50,7 +51,8 @@ def test_no_room_names_the_placement_groups_that_hold_the_cpus(ray_session):
         with pytest.raises(DistributedError) as err:
             trainer(timeout_s=2.0).fit((X, Y), epochs=1, batch_size=16)
     msg = str(err.value)
-    assert "could not place 2 workers with {'CPU': 1} each within 2.0s" in msg
+    # (2 s asked; a placement waits at least PLACEMENT_FLOOR_S)
+    assert f"could not place 2 workers with {{'CPU': 1}} each within {runtime.PLACEMENT_FLOOR_S}s" in msg
     assert "CPU 0 free of 2" in msg and "1 other placement group(s) hold CPU 2" in msg
     assert "trainer.close()" in msg
     with trainer(timeout_s=20.0) as after:  # the refused Trainer kept nothing either
