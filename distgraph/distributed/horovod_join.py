@@ -48,6 +48,7 @@ process_set either.
 import functools
 import inspect
 import math
+import threading
 import zlib
 
 import numpy as np
@@ -67,8 +68,9 @@ REFUSED = {  # Horovod's words (controller.cc, ConstructResponse) for the ops a 
     "reducescatter": "Reducescatter is not supported with Join at this time.",
 }
 HEAD, ROUND_WORDS = 4, 1024  # a round's row: its head's words; every rank's rows together (8 KiB)
-_NAMES, _OPS_BY_CODE = {}, {}  # op name ↔ the number a round carries for it
-_pending = []  # the round each running op of _in_its_collective's is to take (None: taken), innermost last
+_NAMES, _OPS_BY_CODE = {}, {}  # collective kind ↔ the number a round carries for it
+_thread = threading.local()  # .pending: the round each running op of _in_its_collective's is to take (None:
+# taken), innermost last — per thread, so that two threads' collectives never take each other's rounds
 _SERVED = {}  # op name → what a joined rank runs for it (the undecorated op: no round of its own, no trace)
 
 
@@ -114,11 +116,27 @@ def _in_rounds(process_set=None):
     return global_set and ctx["world"] > 1 and ctx["comm"] is not None and ctx.get("subgroup") is None
 
 
+def _kind(op):
+    """The collective an op runs over the wire: its in-place (`broadcast_`) and `_async` forms are the op's."""
+    op = op.rstrip("_")
+    return op.removesuffix("_async")
+
+
 def _name_code(op):
-    """The op's name as a number a round carries (crc32: Python's hash() differs between processes)."""
-    code = _NAMES.setdefault(op, zlib.crc32(op.encode()))
-    _OPS_BY_CODE[code] = op
+    """The op's collective kind as a number a round carries (crc32: Python's hash() differs between
+    processes); ranks running different kinds raise (`negotiate`)."""
+    kind = _kind(op)
+    code = _NAMES.setdefault(kind, zlib.crc32(kind.encode()))
+    _OPS_BY_CODE[code] = kind
     return code
+
+
+def _pending():
+    """This thread's stack of rounds to take (see `_thread`)."""
+    stack = getattr(_thread, "pending", None)
+    if stack is None:
+        stack = _thread.pending = []
+    return stack
 
 
 @functools.lru_cache(maxsize=256)
@@ -137,7 +155,7 @@ def _round(code, op, waits_in, call=None, data=None):
     → (the rows' heads by rank, [code, op, call digest, carried]; the rows, on the launch's device)."""
     ctx = loop._context
     world, device = ctx["world"], ctx["device"]
-    words = max(HEAD, ROUND_WORDS // world)
+    words = max(HEAD, ROUND_WORDS // world // 2 * 2)  # even: every row's bytes start 16-byte aligned (complex128)
     rows = np.zeros((world, words), np.int64)
     rows = rows if device == "cpu" else to_device(rows, device)
     row = rows[ctx["rank"]]
@@ -243,12 +261,13 @@ def _in_its_collective(fn, request):
     def call(*args, **kwargs):
         if not _in_rounds(process_set_of(args, kwargs)):
             return fn(*args, **kwargs)
-        _pending.append((fn.__name__, lambda: request(args, kwargs)))
-        depth = len(_pending)
+        pending = _pending()
+        pending.append((fn.__name__, lambda: request(args, kwargs)))
+        depth = len(pending)
         try:
             return fn(*args, **kwargs)
         finally:
-            del _pending[depth - 1 :]
+            del pending[depth - 1 :]
 
     return call
 
@@ -266,10 +285,11 @@ def refused_in_its_gather(kind):
 
 def take_round(call=None, data=None):
     """The round of the `_in_its_collective` op running here, if it has not taken it (see `negotiate`)."""
-    if not _pending or _pending[-1] is None:
+    pending = _pending()
+    if not pending or pending[-1] is None:
         return None
-    what, request = _pending[-1]
-    _pending[-1] = None
+    what, request = pending[-1]
+    pending[-1] = None
     return negotiate(what, request, call, data)
 
 
@@ -278,7 +298,7 @@ def reduce_in_round(array, op, problem):
     rank's rode in it (same shape, dtype and op; no joined rank; `problem()`, an error with this rank's
     arguments, None on every rank) → the result, reduced here in rank order as the shm all-reduce does (the
     same bits); else None, after the round (none outside one): reduce it as usual, which checks and raises."""
-    if not _pending or _pending[-1] is None:
+    if not _pending() or _pending()[-1] is None:
         return None
     parts = take_round((op, array.shape, array.dtype.str), None if problem() is not None else array)
     if parts is None:
@@ -295,7 +315,7 @@ def gather_in_round(array):
     """Every rank's `array` concatenated along dim 0 (first dims may differ) in the running op's round, when
     every rank's rode in it (same dtype and dims after the first; no joined rank) → (the result, every rank's
     rows by rank); else None, after the round (none outside one): gather it as usual, which checks and raises."""
-    if not _pending or _pending[-1] is None:
+    if not _pending() or _pending()[-1] is None:
         return None
     rides = array.ndim and math.prod(array.shape[1:])  # (a 0-d tensor: allgather's own error; rows of no size)
     parts = take_round((array.dtype.str, array.shape[1:]), array if rides else None)
@@ -367,6 +387,8 @@ class DistributedOptimizer(dist_optimizer.DistributedOptimizer):
 
 
 _SERVED["DistributedOptimizer"] = loop.all_reduce  # (what its synchronize runs: the gradients, fused, in place)
+for _op in ("DistributedOptimizer", "join"):  # named in a peer's error even on a rank that never ran them
+    _name_code(_op)
 
 
 @functools.cache

@@ -408,6 +408,18 @@ def _mismatched_calls(r):
             out[name] = fn() and None
         except Exception as exc:  # noqa: BLE001  (reported to the test)
             out[name] = (type(exc).__name__, str(exc))
+    x = dg.tensor(np.full(2, float(r + 1), np.float32))
+    # forms of one collective on the wire agree: in place against not, async against not
+    out["broadcast forms"] = (hvd.broadcast_(x.clone(), 0) if r == 0 else hvd.broadcast(x, 0)).numpy().tolist()
+    alltoall = hvd.alltoall(x) if r == 0 else hvd.synchronize(hvd.alltoall_async(x))[0]
+    out["alltoall forms"] = alltoall.numpy().tolist()
+    w = dg.zeros(2, requires_grad=True)
+    opt = hvd.DistributedOptimizer(dg.optim.SGD([w], lr=1.0))
+    w.grad = dg.ones(2)
+    try:  # rank 1 has never run a DistributedOptimizer: its error still names it
+        opt.step() if r == 0 else hvd.allreduce(dg.ones(2))
+    except DistributedError as exc:
+        out["optimizer against allreduce"] = str(exc)
     return out
 
 
@@ -474,3 +486,5 @@ def test_ranks_calling_different_collectives_or_shapes_raise_on_every_rank(horov
         assert mismatched["dtypes"][0] == "DTypeError" and "the ranks' tensors differ" in mismatched["dtypes"][1]
         assert mismatched["gathered dims"] == ("ShapeError", "allgather: the ranks' shapes differ beyond dim 0 (rank 0: float32 (1, 2), rank 1: float32 (1, 3))")  # fmt: skip
         assert mismatched["ops"] == ("DistributedError", f"{op}: the ranks run different collectives (rank 0: allreduce, rank 1: allgather): every rank must call the same Horovod collectives in the same order")  # fmt: skip
+        assert mismatched["broadcast forms"] == [1.0, 1.0] and mismatched["alltoall forms"] == [1.0, 2.0]
+        assert "(rank 0: DistributedOptimizer, rank 1: allreduce)" in mismatched["optimizer against allreduce"]
