@@ -233,19 +233,29 @@ def _request_of(what, args, kwargs):
             "differentiable": _needs_grad(args) or _needs_grad(list(kwargs.values()))}  # fmt: skip
 
 
-def served(fn):
-    """Horovod's op `fn`, whose joined ranks run it on zeros (see the module's docstring)."""
+def _round_first(fn, request):
+    """`fn`, its round taken before it runs (`negotiate`); `request(args, kwargs)`: what the joined ranks are told."""
     process_set_of = _process_set_of(fn)
-    _SERVED[fn.__name__] = fn
     _name_code(fn.__name__)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if _in_rounds(process_set_of(args, kwargs)):
-            negotiate(fn.__name__, lambda: _request_of(fn.__name__, args, kwargs))
+            negotiate(fn.__name__, lambda: request(args, kwargs))
         return fn(*args, **kwargs)
 
     return call
+
+
+def served(fn):
+    """Horovod's op `fn`, whose joined ranks run it on zeros (see the module's docstring)."""
+    _SERVED[fn.__name__] = fn
+    return _round_first(fn, lambda args, kwargs: _request_of(fn.__name__, args, kwargs))
+
+
+def refused(kind):
+    """Horovod's op, refused on every working rank while a rank has joined (REFUSED[kind]'s words)."""
+    return lambda fn: _round_first(fn, lambda args, kwargs: {"what": fn.__name__, "refused": kind})
 
 
 def _in_its_collective(fn, request):
@@ -283,11 +293,17 @@ def refused_in_its_gather(kind):
     return lambda fn: _in_its_collective(fn, lambda args, kwargs: {"what": fn.__name__, "refused": kind})
 
 
+def _round_pending():
+    """Whether the `_in_its_collective` op running here has its round still to take."""
+    pending = _pending()
+    return bool(pending) and pending[-1] is not None
+
+
 def take_round(call=None, data=None):
     """The round of the `_in_its_collective` op running here, if it has not taken it (see `negotiate`)."""
-    pending = _pending()
-    if not pending or pending[-1] is None:
+    if not _round_pending():
         return None
+    pending = _pending()
     what, request = pending[-1]
     pending[-1] = None
     return negotiate(what, request, call, data)
@@ -298,7 +314,7 @@ def reduce_in_round(array, op, problem):
     rank's rode in it (same shape, dtype and op; no joined rank; `problem()`, an error with this rank's
     arguments, None on every rank) → the result, reduced here in rank order as the shm all-reduce does (the
     same bits); else None, after the round (none outside one): reduce it as usual, which checks and raises."""
-    if not _pending() or _pending()[-1] is None:
+    if not _round_pending():
         return None
     parts = take_round((op, array.shape, array.dtype.str), None if problem() is not None else array)
     if parts is None:
@@ -315,7 +331,7 @@ def gather_in_round(array):
     """Every rank's `array` concatenated along dim 0 (first dims may differ) in the running op's round, when
     every rank's rode in it (same dtype and dims after the first; no joined rank) → (the result, every rank's
     rows by rank); else None, after the round (none outside one): gather it as usual, which checks and raises."""
-    if not _pending() or _pending()[-1] is None:
+    if not _round_pending():
         return None
     rides = array.ndim and math.prod(array.shape[1:])  # (a 0-d tensor: allgather's own error; rows of no size)
     parts = take_round((array.dtype.str, array.shape[1:]), array if rides else None)
@@ -323,24 +339,6 @@ def gather_in_round(array):
         return None
     parts = [p.view(array.dtype).reshape(-1, *array.shape[1:]) for p in parts]
     return namespace(array).concatenate(parts), [len(p) for p in parts]
-
-
-def refused(kind):
-    """Horovod's op, refused on every working rank while a rank has joined (REFUSED[kind]'s words)."""
-
-    def wrap(fn):
-        process_set_of = _process_set_of(fn)
-        _name_code(fn.__name__)
-
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            if _in_rounds(process_set_of(args, kwargs)):
-                negotiate(fn.__name__, lambda: {"what": fn.__name__, "refused": kind})
-            return fn(*args, **kwargs)
-
-        return call
-
-    return wrap
 
 
 def join(device=-1):
