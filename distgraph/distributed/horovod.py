@@ -61,6 +61,7 @@ from distgraph.distributed.compression import Compression
 from distgraph.distributed.horovod_elastic import HostsUpdatedInterrupt  # noqa: F401  (never raised here)
 from distgraph.distributed.horovod_join import (  # noqa: F401
     DistributedOptimizer,
+    broadcast_in_round,
     gather_in_round,
     join,
     reduce_in_round,
@@ -178,6 +179,21 @@ class _ReducedInRound(Function):
         return None, None, differentiable.all_reduce(grad, ctx.op)
 
 
+class _BroadcastInRound(Function):
+    """The node of a broadcast done in a join round (`sent`, its array, the output): root's input gets every rank's
+    gradient averaged, the others' zeros, as differentiable.broadcast(average=True)'s."""
+
+    @staticmethod
+    def forward(ctx, root, sent, tensor):
+        ctx.root = root
+        return Tensor(sent, device=tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = differentiable.reduce(grad, ctx.root, op=Average)
+        return None, None, gx if loop.rank() == ctx.root else gx * 0
+
+
 class _GatheredInRound(Function):
     """The node of an allgather done in a join round (`gathered`, its array, the output; this rank's rows
     start:stop of it): their gradient is every rank's gradient of them averaged, as
@@ -220,11 +236,18 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
 
 
 @traced
-@refused("broadcast")
+@refused_in_its_gather("broadcast")
 def broadcast(tensor, root_rank, name=None, process_set=None):
     """Rank root_rank's tensor → a new tensor on every rank (differentiable, as Horovod's: root's input gets the
-    ranks' gradients averaged, the others' zeros)."""
-    return differentiable.broadcast(tensor, root_rank, group_of(process_set, "broadcast"), average=True)
+    ranks' gradients averaged, the others' zeros). A small tensor rides in the join round
+    (horovod_join.broadcast_in_round): one all-reduce, where the round and the data's made two."""
+    group = group_of(process_set, "broadcast")
+    got = broadcast_in_round(tensor.array, root_rank)
+    if got is None:
+        return differentiable.broadcast(tensor, root_rank, group, average=True)
+    if tensor.requires_grad and grad_mode.state.grad_enabled:
+        return _BroadcastInRound.apply(root_rank, got, tensor)
+    return Tensor(got, device=tensor.device)
 
 
 @traced

@@ -327,6 +327,19 @@ def reduce_in_round(array, op, problem):
     return out.reshape(array.shape)
 
 
+def broadcast_in_round(array, root):
+    """Rank `root`'s `array` in the running op's round, when every rank's rode in it (same root, shape and dtype;
+    no joined rank) → its bytes exactly, a new array; else None, after the round (none outside one): broadcast it
+    as usual, which checks and raises (a root out of range never rides)."""
+    if not _round_pending():
+        return None
+    rides = 0 <= root < loop.world_size()
+    parts = take_round(("broadcast", root, array.shape, array.dtype.str), array if rides else None)
+    if parts is None:
+        return None
+    return parts[root].view(array.dtype).reshape(array.shape).copy()
+
+
 def gather_in_round(array):
     """Every rank's `array` concatenated along dim 0 (first dims may differ) in the running op's round, when
     every rank's rode in it (same dtype and dims after the first; no joined rank) → (the result, every rank's

@@ -394,6 +394,8 @@ def _allreduce_rounds(r):
     out["gather"] = _counting_all_reduces(lambda: hvd.allgather(rows.detach()).numpy().tolist())
     out["gather gradient"] = _counting_all_reduces(lambda: (hvd.allgather(rows) * (r + 1)).sum().backward())[1]
     out["gather gradient"] = (rows.grad.tolist(), out["gather gradient"])
+    signed = dg.tensor(np.array([-0.0, 1.5, np.nan]) * [1, r + 1, 1])  # root's bytes exactly, -0.0 and NaN too
+    out["broadcast"] = _counting_all_reduces(lambda: hvd.broadcast(signed, root_rank=1).numpy().tobytes().hex())
     return out
 
 
@@ -462,7 +464,7 @@ def test_horovod_broadcast_averages_its_gradient_where_torchs_sums_it(horovod_se
 
 
 @pytest.mark.ray
-def test_allreduce_and_allgather_of_a_small_tensor_are_one_all_reduce_the_data_riding_in_the_join_round(
+def test_allreduce_allgather_and_broadcast_of_a_small_tensor_are_one_all_reduce_the_data_riding_in_the_join_round(
     horovod_semantics,
 ):
     words = ROUND_WORDS  # (the round: every rank's head and data together)
@@ -476,6 +478,8 @@ def test_allreduce_and_allgather_of_a_small_tensor_are_one_all_reduce_the_data_r
         assert rounds["gather"] == ([[0.0], [10.0], [11.0]], [[words]])  # rank 0's row, then rank 1's two
     (grad0, made), (grad1, _) = (got["rounds"]["gather gradient"] for got in horovod_semantics)
     assert grad0 == [[1.5]] and grad1 == [[1.5], [1.5]] and made[0] == [words]  # (1 + 2) / 2, Horovod's average
+    root = np.array([-0.0, 3.0, np.nan]).tobytes().hex()
+    assert [got["rounds"]["broadcast"] for got in horovod_semantics] == [(root, [[words]])] * 2
 
 
 @pytest.mark.ray
