@@ -160,53 +160,27 @@ def _all_reduce(tensor, op, group):
     out = reduce_in_round(tensor.array, op, lambda: collectives._op_problem(op, tensor.array.dtype, "all_reduce"))
     if out is None:
         return differentiable.all_reduce(tensor, op, group)
+    return _done_in_round(out, tensor, lambda grad: differentiable.all_reduce(grad, op))
+
+
+def _done_in_round(result, tensor, gradient):
+    """The output of a collective done in a join round (`result`, its array), as a tensor; where `tensor` needs a
+    gradient, a node whose backward is `gradient(output's gradient)`: the same collectives as the
+    differentiable op the round stood in for."""
     if tensor.requires_grad and grad_mode.state.grad_enabled:
-        return _ReducedInRound.apply(op, out, tensor)
-    return Tensor(out, device=tensor.device)
+        return _DoneInRound.apply(gradient, result, tensor)
+    return Tensor(result, device=tensor.device)
 
 
-class _ReducedInRound(Function):
-    """The node of an all-reduce done in a join round (`reduced`, its array, the output): the gradient is the
-    all-reduce of the output's gradient, as differentiable.all_reduce's."""
-
+class _DoneInRound(Function):
     @staticmethod
-    def forward(ctx, op, reduced, tensor):
-        ctx.op = op
-        return Tensor(reduced, device=tensor.device)
+    def forward(ctx, gradient, result, tensor):
+        ctx.gradient = gradient
+        return Tensor(result, device=tensor.device)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, differentiable.all_reduce(grad, ctx.op)
-
-
-class _BroadcastInRound(Function):
-    """The node of a broadcast done in a join round (`sent`, its array, the output): root's input gets every rank's
-    gradient averaged, the others' zeros, as differentiable.broadcast(average=True)'s."""
-
-    @staticmethod
-    def forward(ctx, root, sent, tensor):
-        ctx.root = root
-        return Tensor(sent, device=tensor.device)
-
-    @staticmethod
-    def backward(ctx, grad):
-        gx = differentiable.reduce(grad, ctx.root, op=Average)
-        return None, None, gx if loop.rank() == ctx.root else gx * 0
-
-
-class _GatheredInRound(Function):
-    """The node of an allgather done in a join round (`gathered`, its array, the output; this rank's rows
-    start:stop of it): their gradient is every rank's gradient of them averaged, as
-    differentiable.allgather_rows(average=True)'s."""
-
-    @staticmethod
-    def forward(ctx, start, stop, gathered, tensor):
-        ctx.start, ctx.stop = start, stop
-        return Tensor(gathered, device=tensor.device)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return None, None, None, differentiable.all_reduce(grad, Average)[ctx.start : ctx.stop]
+        return None, None, ctx.gradient(grad)
 
 
 @traced
@@ -245,9 +219,13 @@ def broadcast(tensor, root_rank, name=None, process_set=None):
     got = broadcast_in_round(tensor.array, root_rank)
     if got is None:
         return differentiable.broadcast(tensor, root_rank, group, average=True)
-    if tensor.requires_grad and grad_mode.state.grad_enabled:
-        return _BroadcastInRound.apply(root_rank, got, tensor)
-    return Tensor(got, device=tensor.device)
+    return _done_in_round(got, tensor, lambda grad: _broadcast_gradient(grad, root_rank))
+
+
+def _broadcast_gradient(grad, root):
+    """Root's input gets every rank's gradient averaged, the others' zeros, as differentiable.broadcast(average=True)'s."""
+    gx = differentiable.reduce(grad, root, op=Average)
+    return gx if loop.rank() == root else gx * 0
 
 
 @traced
@@ -272,10 +250,9 @@ def allgather(tensor, name=None, process_set=None):
     if gathered is None:
         return differentiable.allgather_rows(tensor, average=True, group=group)
     out, rows = gathered
-    if tensor.requires_grad and grad_mode.state.grad_enabled:
-        start = sum(rows[: loop.rank()])
-        return _GatheredInRound.apply(start, start + rows[loop.rank()], out, tensor)
-    return Tensor(out, device=tensor.device)
+    start, stop = sum(rows[: loop.rank()]), sum(rows[: loop.rank() + 1])
+    # this rank's rows' gradient: every rank's gradient of them averaged, as allgather_rows(average=True)'s
+    return _done_in_round(out, tensor, lambda grad: differentiable.all_reduce(grad, Average)[start:stop])
 
 
 @traced
