@@ -54,6 +54,10 @@ class DistributedError(DistgraphError, RuntimeError):
     """A distributed run could not proceed: unreachable cluster, dead worker, timeout (names what it waited for)."""
 
 
+class PeerExitedError(DistributedError):
+    """A collective found a peer rank's process gone: the peer's death is the cause to report, not this rank."""
+
+
 class NonFiniteError(DistgraphError, FloatingPointError):
     """NaN or Inf where training cannot continue: in a batch's inputs or in the loss (names which)."""
 

@@ -36,7 +36,7 @@ from distgraph.backend import namespace, to_device
 from distgraph.distributed.allreduce import OPS, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.sync_group import SyncGroup
-from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
+from distgraph.errors import ConfigError, DistgraphError, DistributedError, DTypeError, PeerExitedError, ShapeError
 from distgraph.ops.collective import using_group
 
 
@@ -136,7 +136,7 @@ def _get(refs, timeout_s, what, attempt=""):
         if cause is not None:  # the user's error as itself, with where it came from (Ray's worker traceback)
             cause.add_note(where)
             raise cause from None
-        dead, died = _failed_rank(refs, ray.exceptions.RayActorError, None, wait_s=DEATH_NEWS_S)
+        dead, died = _failed_rank(refs, ray.exceptions.RayActorError, None, wait_s=_death_news_wait(failed))
         if died is not None:  # the peer's error was the consequence (it found the dead rank's process gone)
             raise DistributedError(f"launch: the worker of rank {dead} died during {what}: {died}") from None
         error = DistributedError(f"launch: {what} failed on rank {rank}: {failed.cause!r}")
@@ -155,6 +155,15 @@ def _traceback(exc):
 
 
 DEATH_NEWS_S = 2.0  # how long a peer's collective error waits for Ray's word that a rank's process died
+
+
+def _death_news_wait(failed):
+    """How long a rank's failure waits for Ray's word of another rank's death: DEATH_NEWS_S where the failure
+    may be that death seen first (a barrier that found a peer's process gone; an error from outside distgraph,
+    such as gloo's closed connection), none where distgraph's own error says what went wrong instead (a
+    timeout, a mismatch between the ranks)."""
+    cause = getattr(failed, "cause", None)
+    return DEATH_NEWS_S if isinstance(cause, PeerExitedError) or not isinstance(cause, DistgraphError) else 0.0
 
 
 def _failed_rank(refs, kind, first, wait_s=0.0):

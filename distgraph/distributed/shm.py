@@ -44,7 +44,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from distgraph.errors import DistributedError
+from distgraph.errors import DistributedError, PeerExitedError
 
 PREFIX = "dg."
 _ALIGN = 64
@@ -338,9 +338,8 @@ class Segment:
                 )
             self.gave_up = True
             _remove(self.name)  # the name, not the mapping: the model may still read parameters from it until close()
-            raise DistributedError(
-                f"shm all-reduce on segment {self.name!r}: rank(s) {late} did not reach barrier {seq}: {why}"
-            )
+            error = PeerExitedError if dead and not gave_up else DistributedError
+            raise error(f"shm all-reduce on segment {self.name!r}: rank(s) {late} did not reach barrier {seq}: {why}")
 
     def close(self, remove=False):
         """Unmap; the owner (rank 0), or any rank with remove=True, also removes the name. Idempotent."""

@@ -10,7 +10,7 @@ import pytest
 
 import distgraph as dg
 import distgraph.distributed as dist
-from distgraph.errors import ConfigError, DistributedError
+from distgraph.errors import ConfigError, DistributedError, PeerExitedError
 
 TORCHRUN_VARS = ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
                  "TORCHELASTIC_RUN_ID", "ROLE_WORLD_SIZE")  # fmt: skip
@@ -59,7 +59,7 @@ def _peer_error_before_the_death_news():
     """Rank 0 fails at once with the error a barrier gives when a peer's process is gone; rank 1's process dies
     a moment later: the driver has rank 0's error in hand before Ray reports rank 1's death."""
     if dist.rank() == 0:
-        raise DistributedError("shm all-reduce: process of rank(s) [1] has exited")
+        raise PeerExitedError("shm all-reduce: process of rank(s) [1] has exited")
     time.sleep(0.3)
     os._exit(1)
 
@@ -68,6 +68,24 @@ def _peer_error_before_the_death_news():
 def test_a_peers_error_that_comes_back_first_still_names_the_rank_that_died(ray_session):
     with pytest.raises(DistributedError, match=r"the worker of rank 1 died during _peer_error_before_the_death_news"):
         dist.launch(_peer_error_before_the_death_news, workers=2, cpus_per_worker=0.5, timeout_s=30)
+
+
+def _peer_error_of_another_kind():
+    """Rank 0 fails with a distgraph error that names its own cause (no rank died); rank 1 is still working."""
+    if dist.rank() == 0:
+        raise DistributedError("all_reduce: the ranks passed tensors of different shapes")
+    time.sleep(60)
+
+
+@pytest.mark.ray
+def test_a_peers_error_that_is_not_a_death_is_raised_without_waiting_for_death_news(ray_session, monkeypatch):
+    import distgraph.distributed.loop as loop
+
+    monkeypatch.setattr(loop, "DEATH_NEWS_S", 45.0)  # what the wait would cost, were it waited
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"_peer_error_of_another_kind failed on rank 0: .*different shapes"):
+        dist.launch(_peer_error_of_another_kind, workers=2, cpus_per_worker=0.5, timeout_s=90)
+    assert time.monotonic() - start < 30
 
 
 def _master_and_attempt():
