@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from distgraph.backend import address, namespace, writeable
+from distgraph.distributed import wire
 from distgraph.distributed.call_board import ROW, CallBoard
 from distgraph.distributed.shm import Segment, segment_name
 from distgraph.errors import DistributedError, DTypeError
@@ -212,7 +213,9 @@ class CollectiveAllReduce:
             first = arrays[idx[0]]
             in_place = len(idx) == 1 and first.flags.c_contiguous and writeable(first)
             flat = first.reshape(-1) if in_place else xp.concatenate([arrays[i].reshape(-1) for i in idx])
-            self.collective.allreduce(flat, group_name=self.group)
+            carried, finish = wire.for_reduction(self.backend, flat)
+            self.collective.allreduce(carried, group_name=self.group)
+            finish()
             if op == "mean":
                 flat /= self.world_size
             if not in_place:

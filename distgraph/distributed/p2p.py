@@ -30,7 +30,7 @@ import uuid
 import numpy as np
 
 from distgraph.backend import namespace, to_device
-from distgraph.distributed import loop
+from distgraph.distributed import loop, wire
 from distgraph.distributed.loop import _context
 from distgraph.distributed.process_group import Work, _check_group
 from distgraph.distributed.shm import PREFIX
@@ -104,6 +104,7 @@ def _on_lane(peer, direction, fn, tensor, what):
 def _collective_send(collective, tensor, dst, what):
     """`tensor` to `dst` through gloo (on its lane) or nccl (now) → its Work."""
     buf, group = namespace(tensor.array).ascontiguousarray(tensor.array), _context["comm"].group
+    buf = wire.as_bytes(_context["comm"].backend, buf)
     if _context["comm"].backend != "gloo":
         collective.send(buf, dst, group_name=group)
         return Work(tensor)
@@ -115,7 +116,7 @@ def _collective_recv(collective, tensor, src, what):
     buf, group = namespace(tensor.array).ascontiguousarray(tensor.array), _context["comm"].group
 
     def receive():
-        collective.recv(buf, src, group_name=group)
+        collective.recv(wire.as_bytes(_context["comm"].backend, buf), src, group_name=group)
         if buf is not tensor.array:
             tensor.array[...] = buf
 

@@ -117,6 +117,12 @@ def _gloo_pair():
     for w in dist.batch_isend_irecv([dist.P2POp(dist.isend, big, 1 - me), dist.P2POp(dist.irecv, inbox, 1 - me)]):
         w.wait()
     assert inbox.numpy().min() == inbox.numpy().max() == 1 - me
+    sent, got = np.array([32767, 7, -32768], dtype=np.int16), dg.zeros(3, dtype=dg.int16)  # gloo has no int16:
+    if me == 0:  # it travels as its bytes
+        dist.send(dg.tensor(sent), 1)
+    else:
+        dist.recv(got, 0)
+        assert got.dtype == dg.int16 and got.numpy().tolist() == sent.tolist()
     return buf.tolist()
 
 
