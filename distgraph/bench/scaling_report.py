@@ -54,6 +54,11 @@ def rows(points):
     return rows
 
 
+def _ratio(v):
+    """A ratio as "1.16x", or "1.097x" where two decimals would round it up onto the 1.1x target it misses."""
+    return f"{v:.3f}x" if round(v, 2) >= 1.1 > v else f"{v:.2f}x"
+
+
 def verdicts(points):
     """The issue's targets at the largest worker count, one line each: efficiency ≥ 90 % (weak scaling —
     Horovod's convention: the per-worker batch fixed, as in its 90 % figures; strong shown beside) and
@@ -86,7 +91,7 @@ def verdicts(points):
         )
     vs = {m: p["vs_ddp"] for m, p in ours.items() if p["vs_ddp"] is not None}
     if vs:
-        figures = ", ".join(f"{m} {v:.2f}x" for m, v in sorted(vs.items()))
+        figures = ", ".join(f"{m} {_ratio(v)}" for m, v in sorted(vs.items()))
         lines.append(f"target ≥ 1.1x DDP's samples/s at {top} workers: {figures} {met(min(vs.values()) >= 1.1)}")
     return lines
 

@@ -119,6 +119,9 @@ def test_verdicts_judge_weak_scaling_efficiency_and_both_ratios_to_ddp():
     assert efficiency == "target efficiency 1→2 workers ≥ 90% (weak scaling): 91.0% met; strong scaling 86%"
     assert ratio == "target ≥ 1.1x DDP's samples/s at 2 workers: strong 1.30x, weak 1.05x NOT met"
     assert verdicts([point("weak", 1, 1.0, None)]) == []
+    points[2]["vs_ddp"], points[3]["vs_ddp"] = 1.0968, 1.1049  # a miss that two decimals would round onto 1.10
+    assert verdicts(points)[1] == "target ≥ 1.1x DDP's samples/s at 2 workers: strong 1.097x, weak 1.10x NOT met"
+    points[2]["vs_ddp"], points[3]["vs_ddp"] = 1.3, 1.05
     points[3]["best_efficiency"] = 0.95
     assert verdicts(points)[0].endswith("91.0% met; strong scaling 86%; best epochs: weak 95%")
     points[3]["ceiling"] = 0.97
