@@ -204,7 +204,12 @@ def cross_entropy_indices(input, target, weight=None, ignore_index=-100, label_s
     if target.array.dtype.kind not in "iu":
         raise ShapeError(f"cross_entropy: class-index target must be an integer tensor, got {target.dtype.name}")
     squeeze = input.ndim == 1
-    if squeeze:
+    if squeeze:  # unbatched (C,) logits: a 0-d or (1,) target (a (1, 1) one would reshape to fit; torch refuses it)
+        if target.ndim > 1 or target.numel() != 1:
+            raise ShapeError(
+                f"cross_entropy: unbatched input {tuple(input.shape)} needs a 0-d or (1,) class-index target, got "
+                f"shape {tuple(target.shape)}"
+            )
         input, target = input.reshape(1, -1), target.reshape(1)
     n, c = input.shape[0], input.shape[1]
     check_class_weight(weight, c, "cross_entropy")

@@ -37,7 +37,14 @@ def _two_pass(input, n, whole):
     return whole and input.array.size == n and input.array.dtype in (np.float32, np.float64)
 
 
+def _unbiased_overload(dim, unbiased):
+    """torch's other overload, var(input, unbiased): a bool in dim's place is `unbiased` over every element
+    (x.std(False) is the population deviation of all of x, not a reduction over dim 0)."""
+    return (None, dim) if isinstance(dim, bool) and unbiased is None else (dim, unbiased)
+
+
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    dim, unbiased = _unbiased_overload(dim, unbiased)
     return _variance(input, dim, unbiased, keepdim, correction, whole=True)
 
 
@@ -130,6 +137,7 @@ def max_(a, b):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    dim, unbiased = _unbiased_overload(dim, unbiased)
     return _deviation(input, dim, unbiased, keepdim, correction, whole=True)
 
 
@@ -147,10 +155,12 @@ def _deviation(input, dim, unbiased, keepdim, correction, whole):
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    dim, unbiased = _unbiased_overload(dim, unbiased)
     return _variance(input, dim, unbiased, keepdim, correction, False), _welford_mean(input, dim, keepdim)
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    dim, unbiased = _unbiased_overload(dim, unbiased)
     return _deviation(input, dim, unbiased, keepdim, correction, False), _welford_mean(input, dim, keepdim)
 
 

@@ -298,6 +298,14 @@ def test_margin_ranking_and_gaussian_nll():
         a[:, 0],
         b[:, 0],
     )
+    tied = np.array([0.0, -0.5, 1.0, 2.0])  # ties at both margins: the gradient passes there, as torch's clamp_min
+    for margin in (0.0, 0.5):
+        check(
+            lambda x1, x2, m=margin: F.margin_ranking_loss(x1, x2, dg.tensor([1.0, 1.0, -1.0, 1.0]), margin=m),
+            lambda x1, x2, m=margin: TF.margin_ranking_loss(x1, x2, torch.tensor([1.0, 1.0, -1.0, 1.0]), margin=m),
+            np.zeros(4),
+            tied * (margin > 0),
+        )
     var = rng.uniform(0.1, 2.0, (4, 3))
     var[0, 0] = 1e-9  # clamped to eps in value, gradient passes through
     for v, kw in ((var, {"full": True}), (var[:, 0], {"reduction": "sum"})):
@@ -454,3 +462,13 @@ def test_embedding_second_order_and_padding_gradient():
     (gd[0] ** 2).sum().backward()
     (gt[0] ** 2).sum().backward()
     np.testing.assert_allclose(wd.grad.numpy(), wt.grad.numpy(), rtol=1e-10)
+
+
+def test_shapes_torch_refuses_are_refused_not_reshaped_to_fit():
+    assert F.cross_entropy(dg.ones(3), dg.tensor([0])).item() == pytest.approx(np.log(3))  # (C,) with (1,): torch's
+    assert F.cross_entropy(dg.ones(3), dg.tensor(0)).item() == pytest.approx(np.log(3))
+    for target in ([[0]], [0, 1]):
+        with pytest.raises(ShapeError, match=r"cross_entropy: unbatched input \(3,\) needs a 0-d or \(1,\) class"):
+            F.cross_entropy(dg.ones(3), dg.tensor(target))
+    with pytest.raises(ShapeError, match=r"embedding: 'weight' must be 2-D .* got \(3,\)"):
+        F.embedding(dg.tensor([0]), dg.ones(3))

@@ -147,3 +147,16 @@ def test_var_mean_of_infinite_values_gives_torchs_welford_mean_and_mean_gradient
         out.append((mean.detach().numpy(), g.numpy()))
     np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)  # NaN where NaN, ±inf where ±inf
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["std", "var", "std_mean", "var_mean"])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_a_bool_in_dims_place_is_unbiased_over_every_element_as_torchs_overload(name, unbiased):
+    if torch is None:
+        pytest.skip("torch not installed")
+    x = np.arange(12.0).reshape(3, 4) ** 1.5
+    want = getattr(torch, name)(torch.tensor(x), unbiased)
+    methods = [getattr(dg.tensor(x), name)(unbiased)] if name in ("std", "var") else []  # (no Tensor.std_mean)
+    for got in [getattr(dg, name)(dg.tensor(x), unbiased), *methods]:
+        got, w = (got, want) if name in ("std", "var") else (got[0], want[0])
+        assert got.shape == () and np.allclose(got.numpy(), w.numpy(), rtol=1e-12)

@@ -326,6 +326,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         raise NotImplementedError("embedding: sparse gradients are not supported (distgraph has no sparse tensors)")
     if input.array.dtype.kind not in "iu":
         raise DTypeError(f"embedding: indices must be an integer tensor, got {input.dtype.name}")
+    if weight.ndim != 2:
+        raise ShapeError(f"embedding: 'weight' must be 2-D (num_embeddings, embedding_dim), got {tuple(weight.shape)}")
     n = weight.shape[0]
     if input.numel():
         lo, hi = int(input.array.min()), int(input.array.max())

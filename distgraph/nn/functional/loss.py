@@ -18,6 +18,7 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
 from distgraph.ops.loss import check_class_weight, cross_entropy_indices, weighted_mean
+from distgraph.ops.math_extra import clamp_min
 from distgraph.ops.promotion import cast
 from distgraph.ops.shape import broadcast_tensors
 
@@ -318,7 +319,9 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
             f"margin_ranking_loss: all input tensors should have the same dimension, got input1 "
             f"{tuple(input1.shape)}, input2 {tuple(input2.shape)}, target {tuple(target.shape)}"
         )
-    loss = ew.relu(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin))
+    # clamp_min, not relu, as torch: at a tie with margin 0 the gradient passes (relu's is 0 there, and scores
+    # that start equal would never move)
+    loss = clamp_min(ew.add(ew.neg(ew.mul(target, ew.sub(input1, input2))), margin), 0)
     return reduce_loss(loss, reduction, "margin_ranking_loss")
 
 
