@@ -447,12 +447,7 @@ from distgraph.ops.shape import (  # noqa: F401
 
 from distgraph.ops.torch_names import *  # noqa: F403,E402  (pi, is_tensor, view_copy, ...: its __all__)
 
-bool = bool_  # noqa: A001  (dg.bool, as torch.bool)
-float = float32  # noqa: A001
-double = float64
-half = float16
-long = int64
-int = int32  # noqa: A001
+bool, float, double, half, long, int = bool_, float32, float64, float16, int64, int32  # noqa: A001  (as torch's)
 
 __version__ = "0.1.0"
 
@@ -476,6 +471,7 @@ _LAZY = {
     "testing": "distgraph.testing",
     "data": "distgraph.data",
     "func": "distgraph.func",
+    "amp": "distgraph.amp",
 }
 _LAZY_ATTRS = {
     "save": ("distgraph.io", "save"),

@@ -21,7 +21,8 @@ vectorised update per optimizer, numerically the same as torch's in float64 whic
   parameters in place outside autograd, so True is refused rather than silently giving no gradient.
 """
 
-from collections import defaultdict
+import functools
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from numbers import Real
 
@@ -30,9 +31,71 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.optim.functional import UPDATES
 
+_GLOBAL_STEP_HOOKS = {
+    "pre": OrderedDict(),
+    "post": OrderedDict(),
+}  # register_optimizer_step_*_hook's, every optimizer's
+
+
+def register_optimizer_step_pre_hook(hook):
+    """torch's: `hook(optimizer, args, kwargs)` before every optimizer's step (see `Optimizer.register_step_pre_hook`)."""
+    return _add_step_hook(_GLOBAL_STEP_HOOKS["pre"], hook)
+
+
+def register_optimizer_step_post_hook(hook):
+    """torch's: `hook(optimizer, args, kwargs)` after every optimizer's step."""
+    return _add_step_hook(_GLOBAL_STEP_HOOKS["post"], hook)
+
+
+def _add_step_hook(hooks, hook):
+    from distgraph.nn.hooks import RemovableHandle  # (nn's handle; imported here: optim does not need nn to load)
+
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
+def _with_step_hooks(step):
+    """`step` run between the step hooks, as torch's: the global pre-hooks, then the optimizer's own, the step,
+    then the optimizer's post-hooks and the global ones. Each hook is `hook(optimizer, args, kwargs)` with args
+    starting with the optimizer itself, as torch passes them, and a pre-hook may return (new_args, new_kwargs)
+    for the step. A subclass's step that calls super().step() runs them once."""
+
+    @functools.wraps(step)
+    def hooked(self, *args, **kwargs):
+        own = self.__dict__.get("_step_hooks", {"pre": {}, "post": {}})
+        pre, post = [*_GLOBAL_STEP_HOOKS["pre"].values(), *own["pre"].values()], own["post"].values()
+        if self.__dict__.get("_in_step") or not (pre or post or _GLOBAL_STEP_HOOKS["post"]):
+            return step(self, *args, **kwargs)
+        args = (self, *args)
+        for hook in pre:
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise ConfigError(
+                        f"{type(self).__name__}.step: the pre-hook {hook!r} must return None or a tuple of "
+                        f"(new_args, new_kwargs), but got {result!r}"
+                    )
+                args, kwargs = result
+        self._in_step = True
+        try:
+            out = step(*args, **kwargs)
+        finally:
+            self._in_step = False
+        for hook in [*post, *_GLOBAL_STEP_HOOKS["post"].values()]:
+            hook(self, args, kwargs)
+        return out
+
+    return hooked
+
 
 class Optimizer:
     """Base class: `Optimizer(params, defaults)` where params are Tensors or dicts {"params": [...], **options}."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:  # every step runs between the step hooks (torch's profile_hook_step)
+            cls.step = _with_step_hooks(cls.__dict__["step"])
 
     update_name = None
     hyperparameters = {}
@@ -103,6 +166,7 @@ class Optimizer:
             if key != "params" and key not in known and key not in _SCHEDULER_KEYS:
                 raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(known)}")
         lr = options.get("lr")
+        lr = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 and lr.dtype.is_floating_point else lr
         if isinstance(lr, bool) or not isinstance(lr, Real) or not lr >= 0:  # `not >=`: NaN is refused too
             raise ConfigError(f"{name}: invalid learning rate lr={lr!r} (must be a number >= 0)")
         self._check_implementation(options)
@@ -137,7 +201,7 @@ class Optimizer:
     def update_options(self, group):
         """The keyword arguments of the update function for `group` (also what a remote store runs): its
         hyperparameters, never the implementation options."""
-        return {k: group[k] for k in self.hyperparameters}
+        return {k: group[k].item() if isinstance(group[k], Tensor) else group[k] for k in self.hyperparameters}
 
     def check(self, options):
         """Subclasses raise ConfigError for values their update cannot use (lr is checked here)."""
@@ -168,6 +232,15 @@ class Optimizer:
                     update(p.array, p.grad.array, self.state[p], **hyper)
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
+
+    def register_step_pre_hook(self, hook):
+        """torch's: `hook(optimizer, args, kwargs)` before this optimizer's step; it may return (new_args,
+        new_kwargs) for the step. Returns a handle whose remove() unregisters it."""
+        return _add_step_hook(self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})["pre"], hook)
+
+    def register_step_post_hook(self, hook):
+        """torch's: `hook(optimizer, args, kwargs)` after this optimizer's step."""
+        return _add_step_hook(self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})["post"], hook)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def _params(self):
@@ -257,6 +330,9 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+Optimizer.step = _with_step_hooks(Optimizer.step)
 
 
 def check_nonnegative(name, options, keys):
