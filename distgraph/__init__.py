@@ -37,10 +37,8 @@ from distgraph.ops.creation import (  # noqa: F401
     from_numpy,
     full,
     full_like,
-    initial_seed,
     linspace,
     logspace,
-    manual_seed,
     multinomial,
     ones,
     ones_like,
@@ -72,6 +70,7 @@ from distgraph.ops.compare import (  # noqa: F401
     lt,
     ne,
 )
+from distgraph.ops.rng import initial_seed, manual_seed  # noqa: F401
 from distgraph.ops.regions import diag, diagonal, pad, tril, triu, unfold  # noqa: F401
 from distgraph.ops.elementwise import (  # noqa: F401
     abs,

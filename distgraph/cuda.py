@@ -7,12 +7,12 @@ A device argument is an index, "cuda:N" or a Device; None is cuda:0. Where there
 answers as torch's CPU-only build does: the queries say so (False, 0 devices, 0 bytes), the seeds are no-ops,
 and the rest raise DeviceError naming what is missing (torch raises "Torch not compiled with CUDA enabled").
 
-distgraph has a generator per GPU (ops/creation.py's, which `dg.manual_seed` seeds along with the cpu one):
+distgraph has a generator per GPU (ops/rng.py's, which `dg.manual_seed` seeds along with the cpu one):
 `manual_seed` seeds the current GPU's, `manual_seed_all` every GPU's, and both leave the cpu generator as it is.
 """
 
 from distgraph import backend
-from distgraph.ops import creation
+from distgraph.ops import rng
 
 
 def _cuda(device):
@@ -55,14 +55,14 @@ def manual_seed(seed):
     """Seed the current GPU's generator (distgraph has one per GPU, as torch); without a GPU, nothing, as torch."""
     seed = int(seed) % 2**64  # negative seeds map into uint64 as dg.manual_seed's
     if backend.cuda_is_available():
-        creation.seed_gpus(seed, [_cuda(backend.cuda_current_device())])
+        rng.seed_gpus(seed, [_cuda(backend.cuda_current_device())])
 
 
 def manual_seed_all(seed):
     """Seed every GPU's generator; without a GPU, nothing."""
     seed = int(seed) % 2**64
     if backend.cuda_is_available():
-        creation.seed_gpus(seed, [_cuda(i) for i in range(backend.cuda_device_count())])
+        rng.seed_gpus(seed, [_cuda(i) for i in range(backend.cuda_device_count())])
 
 
 def synchronize(device=None):

@@ -195,7 +195,7 @@ def test_the_gpu_generator_gives_what_cupys_lacks_from_what_it_has():
     both, so the wrapper's own draws can be compared with what the methods must give."""
     import numpy as np
 
-    from distgraph.ops.creation import _CupyGenerator
+    from distgraph.ops.rng import _CupyGenerator
 
     gen = _CupyGenerator(np.random.default_rng(0), np)
     perm = gen.permutation(1000)

@@ -10,7 +10,7 @@ import distgraph.nn.functional as F
 from distgraph.backend import capsule_device_type, on
 from distgraph.distributed.sync_group import SyncGroup
 from distgraph.errors import ConfigError, DeviceError
-from distgraph.ops import creation
+from distgraph.ops import rng
 
 
 def needs_gpu(fn):
@@ -200,7 +200,7 @@ def test_factories_ops_and_gradients_of_cuda_1_are_made_on_gpu_1():
 def test_each_gpu_has_a_random_generator_of_its_own_seeded_alike():
     dg.manual_seed(3)
     a0, a1 = dg.rand(4, device="cuda:0"), dg.rand(4, device="cuda:1")
-    assert creation.generator(dg.device("cuda:0")) is not creation.generator(dg.device("cuda:1"))
+    assert rng.generator(dg.device("cuda:0")) is not rng.generator(dg.device("cuda:1"))
     assert a0.tolist() == a1.tolist()  # (as torch's: every device's generator takes the one seed)
     assert on_gpu(a1) == 1
 
@@ -299,7 +299,7 @@ def test_cuda_manual_seed_seeds_the_current_gpus_generator_and_manual_seed_all_e
         dg.cuda.set_device(0)
     assert dg.rand(3, device="cuda:1").tolist() == expected[1]
     assert dg.rand(3, device="cuda:0").tolist() == drawn_on_0
-    assert creation.generator(dg.device("cuda:1"))._dev is dg.device("cuda:1")
+    assert rng.generator(dg.device("cuda:1"))._dev is dg.device("cuda:1")
 
 
 @two_gpus
@@ -307,12 +307,12 @@ def test_a_stashed_cuda_1_generator_replays_on_gpu_1_leaving_gpu_0s():
     from distgraph.ops.random_extra import replay_rng_state, stash_rng_state
 
     dg.manual_seed(4)
-    gen0 = creation.generator(dg.device("cuda:0"))
+    gen0 = rng.generator(dg.device("cuda:0"))
     stash = stash_rng_state([dg.device("cuda:1")])
     first = dg.rand(3, device="cuda:1")
     replay_rng_state(stash)
     assert dg.rand(3, device="cuda:1").tolist() == first.tolist() and on_gpu(first) == 1
-    assert creation.generator(dg.device("cuda:0")) is gen0
+    assert rng.generator(dg.device("cuda:0")) is gen0
 
 
 @needs_gpu

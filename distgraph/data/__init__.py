@@ -7,6 +7,7 @@ composes them), `worker` and `worker_pool` (its worker processes: their side, th
 
 from distgraph.data.collate import default_collate, default_convert
 from distgraph.data.dataset import (
+    ChainDataset,
     ConcatDataset,
     Dataset,
     IterableDataset,
@@ -29,6 +30,7 @@ from distgraph.data.worker import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
+    "ChainDataset",
     "ConcatDataset",
     "DataLoader",
     "Dataset",

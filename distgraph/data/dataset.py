@@ -1,5 +1,5 @@
 """Datasets with PyTorch's names: Dataset, IterableDataset, TensorDataset, StackDataset, Subset,
-ConcatDataset, random_split.
+ConcatDataset, ChainDataset, random_split.
 
 The DataLoader reads a batch as torch does: `dataset.__getitems__(indices)` when the dataset defines
 it, else `dataset[i]` per sample. One exception, invisible in the result: a TensorDataset (or Subsets
@@ -19,7 +19,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU
 from distgraph.data.sampler import as_generator
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, ShapeError
-from distgraph.ops.creation import generator as _global_generator
+from distgraph.ops.rng import generator as _global_generator
 
 
 class Dataset:
@@ -42,6 +42,32 @@ class IterableDataset(Dataset):
 
     def __iter__(self):
         raise NotImplementedError(f"{type(self).__name__}: subclasses of IterableDataset should implement __iter__")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """IterableDatasets one after another (torch's): each pass iterates them in order, so the chain is
+    lazy and each of them is read as it comes; its length is the sum of theirs."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def _checked(self):
+        for i, dataset in enumerate(self.datasets):
+            if not isinstance(dataset, IterableDataset):
+                raise DTypeError(
+                    f"ChainDataset only supports IterableDataset, got {type(dataset).__name__} at position {i}"
+                )
+            yield dataset
+
+    def __iter__(self):
+        for dataset in self._checked():
+            yield from dataset
+
+    def __len__(self):
+        return sum(len(dataset) for dataset in self._checked())
 
 
 class TensorDataset(Dataset):
@@ -227,7 +253,7 @@ def _sample_indices(index, size):
 def random_split(dataset, lengths, generator=None):
     """Split into non-overlapping subsets of the given lengths, or of fractions summing to 1 (as torch:
     the samples that flooring leaves over go one each to the first subsets, round-robin). `generator`
-    is a numpy Generator or an int seed, as the samplers take; None draws from the global generator."""
+    is a dg.Generator, numpy Generator or int seed, as the samplers take; None draws from the global one."""
     generator = as_generator(generator, "random_split")
     n = len(dataset)
     lengths = list(lengths)

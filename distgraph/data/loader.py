@@ -27,7 +27,7 @@ from distgraph.data.fetch import make_fetcher
 from distgraph.data.sampler import BatchSampler, RandomSampler, SequentialSampler, as_generator
 from distgraph.data.worker_pool import MultiProcessIter
 from distgraph.errors import ConfigError
-from distgraph.ops.creation import generator as _global_generator
+from distgraph.ops.rng import generator as _global_generator
 
 
 def _check_options(batch_size, shuffle, sampler, batch_sampler, drop_last):

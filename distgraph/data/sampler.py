@@ -1,11 +1,12 @@
 """Samplers with torch.utils.data's names and rules: which indices a DataLoader visits, in what order.
 
 A sampler is an iterable of dataset indices (a BatchSampler: of lists of them), re-iterated every
-epoch. The random ones draw from a numpy Generator: `generator=` takes a `numpy.random.Generator`
-(the kind distgraph's `nn.init` functions take; distgraph has no Generator class of its own) or an int
-seed, turned into one Generator when the sampler is built, so each epoch continues its stream (a new
-order every epoch, the same orders for the same seed). Without one they draw from distgraph's global
-generator at each epoch, so `dg.manual_seed` fixes every order of a run. The streams are numpy's, not
+epoch. The random ones draw from a numpy Generator: `generator=` takes a `dg.Generator` (its numpy stream, as
+it stands when the sampler is built), a `numpy.random.Generator` (the kind distgraph's `nn.init`
+functions take) or an int seed, turned into one Generator when the sampler is built, so each epoch
+continues its stream (a new order every epoch, the same orders for the same seed). Without one (or with
+`dg.default_generator`) they draw from distgraph's global generator at each epoch, so `dg.manual_seed`
+fixes every order of a run. The streams are numpy's, not
 torch's: the distributions are the same, the numbers are not.
 """
 
@@ -16,17 +17,24 @@ import numpy as np
 
 from distgraph.backend import CPU, to_host
 from distgraph.errors import ConfigError, DTypeError
-from distgraph.ops.creation import generator as _global_generator
+from distgraph.ops.rng import Generator, default_generator
+from distgraph.ops.rng import generator as _global_generator
 
 
 def as_generator(generator, owner):
-    """The numpy Generator a sampler keeps: None (the global one, looked up per epoch), a Generator, a seed."""
-    if generator is None or isinstance(generator, np.random.Generator):
+    """The numpy Generator a sampler keeps: None (the global one, looked up per epoch), a numpy Generator, a
+    cpu dg.Generator's stream, a seed's."""
+    if generator is None or generator is default_generator:
+        return None
+    if isinstance(generator, np.random.Generator):
         return generator
+    if isinstance(generator, Generator) and generator.device.type == "cpu":
+        return generator.stream
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
         return np.random.default_rng(int(generator))
     raise ConfigError(
-        f"{owner}: generator must be a numpy.random.Generator or an int seed, got {type(generator).__name__}"
+        f"{owner}: generator must be a numpy.random.Generator or an int seed (or a cpu distgraph.Generator), got "
+        f"{type(generator).__name__}"
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from distgraph.data.dataset import IterableDataset
 from distgraph.data.fetch import make_fetcher
-from distgraph.ops.creation import manual_seed
+from distgraph.ops.rng import manual_seed
 
 RESUME = "distgraph.data.worker.RESUME"
 _PARENT_CHECK_S = 1.0  # how often an idle worker checks that the main process is still there

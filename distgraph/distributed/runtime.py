@@ -43,7 +43,7 @@ from distgraph import dtypes, host_memory
 from distgraph.backend import CPU
 from distgraph.distributed import affinity
 from distgraph.errors import DistributedError
-from distgraph.ops.creation import generator, manual_seed
+from distgraph.ops.rng import generator, manual_seed
 
 SEED = "_distgraph_seed"  # the keyword `remote_class`'s actors take their (base, rank, start) by
 

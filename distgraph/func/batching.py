@@ -112,8 +112,8 @@ def _batched_inputs(in_dims, args, func):
 def _run(func, size, flat_in_dims, flat_args, spec, kwargs, randomness):
     """func's result for every batch element, with the generators as `randomness` says."""
     from distgraph.backend import device as as_device
-    from distgraph.ops.creation import generator
     from distgraph.ops.random_extra import replay_rng_state, stash_rng_state
+    from distgraph.ops.rng import generator
 
     cpu = generator(as_device("cpu"))
     stash = stash_rng_state() if randomness == "same" else None

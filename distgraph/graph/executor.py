@@ -24,7 +24,7 @@ would not repeat. A "dag" or "replicas" plan with more than one drawing subgraph
 subgraphs one at a time, in plan order (a dag's draws then come in the captured graph's order, as a
 Runner's). A pipeline keeps its stages concurrent: each run draws one seed per task from the device's
 generator on the calling thread, in `pipeline_order`, and a drawing task runs on generators of its
-own seeded with its seed (`creation.seeded_draws`), so a seeded pipeline run repeats bit for bit.
+own seeded with its seed (`rng.seeded_draws`), so a seeded pipeline run repeats bit for bit.
 
 The executor's threads live as long as it does (`shutdown()`, `with`, or garbage collection ends them),
 as torch's inter-op pool does: a pool started per run paid thread start-up and, in every new thread,
@@ -50,8 +50,8 @@ from distgraph.graph.passes import memory
 from distgraph.graph.passes.dce import is_random
 from distgraph.graph.passes.fusion import FusedKernel, compute_into, out_function, writes_out
 from distgraph.graph.trace import Timeline
-from distgraph.ops.creation import generator, seeded_draws
 from distgraph.ops.registry import get_op
+from distgraph.ops.rng import generator, seeded_draws
 
 
 class Runner:

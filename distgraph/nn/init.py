@@ -13,7 +13,7 @@ import warnings
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.backend import on_its_device
-from distgraph.ops.creation import generator as _device_generator
+from distgraph.ops.rng import generator as _device_generator
 
 _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 

@@ -1,17 +1,15 @@
-"""Tensor creation: dg.tensor, zeros/ones/full/arange/linspace/eye, random tensors and manual_seed.
+"""Tensor creation: dg.tensor, zeros/ones/full/arange/linspace/eye and random tensors.
 
 dtype rules follow torch: Python floats give the default dtype (float32), Python ints int64, bools
-bool; a numpy array keeps its dtype. Random numbers come from one numpy Generator per process,
-reseeded by `manual_seed` (and one cupy generator per GPU), so a seed fixes a run.
+bool; a numpy array keeps its dtype. Random numbers come from each device's generator, reseeded by
+`manual_seed`, or from the dg.Generator passed as `generator=` (both in ops/rng.py).
 
 A cuda tensor is made on its own GPU: cupy allocates on its current GPU, so each factory makes its array
 inside `backend.on(device)` (after one `device.index is None` test, so cpu pays nothing more).
 """
 
-import contextlib
 import math
 import re
-import threading
 
 import numpy as np
 
@@ -20,97 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, from_dlpack_capsule, on, to_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
-
-_rng = {"cpu": np.random.default_rng(0), "seed": 0}
-_thread = threading.local()  # `rng`: this thread's own generators inside `seeded_draws`
-
-
-def manual_seed(seed):
-    """Seed every generator distgraph uses (numpy on cpu, cupy on cuda if already loaded).
-
-    As torch's: any seed in [-2**63, 2**64) is taken and a negative one maps into uint64 (seed + 2**64,
-    so -3 and 2**64-3 seed the same stream, and `initial_seed()` reads 2**64-3); numpy's generators take
-    no negative seed, hence the mapping here. Outside that range torch refuses, and so does this."""
-    seed = int(seed)
-    if not -(2**63) <= seed < 2**64:
-        raise InputRangeError(f"manual_seed: seed must lie in [-2**63, 2**64) (as torch's), got {seed}")
-    seed %= 2**64
-    _rng["cpu"] = np.random.default_rng(seed)
-    _rng["seed"] = seed
-    for key in [k for k in _rng if k.startswith("cuda")]:  # each GPU's, remade from the seed when next drawn
-        del _rng[key]
-    return seed
-
-
-def initial_seed():
-    return _rng["seed"]
-
-
-def generator(dev):
-    """The random generator of a device (numpy Generator on cpu, cupy's on each GPU, as torch's one per
-    device, all seeded alike): the process's, or inside `seeded_draws` this thread's own. GPU 0's is kept
-    under "cuda", GPU N's under "cuda:N" (`seed_gpus` writes them; made from the seed when first drawn)."""
-    rng = getattr(_thread, "rng", None) or _rng
-    if dev.type == "cpu":
-        gen = rng.get("cpu")
-        if gen is None:
-            gen = rng["cpu"] = np.random.default_rng(rng["seed"])
-        return gen
-    gen = rng.get("cuda" if dev.index == 0 else str(dev))
-    return gen if gen is not None else seed_gpus(rng["seed"], [dev])
-
-
-def seed_gpus(seed, devices):
-    """Give each cuda device of `devices` a generator of its own seeded by `seed`, made on its GPU, where
-    `generator` reads (the process's, or this thread's inside `seeded_draws`); the others are left as they
-    are. The one writer of the GPUs' generators: dg.cuda.manual_seed (the current GPU's), manual_seed_all
-    (every GPU's), activation checkpointing's stash and replay. Returns the last one made."""
-    rng, gen = getattr(_thread, "rng", None) or _rng, None
-    for dev in devices:
-        with on(dev):  # (its state lives on the GPU it draws on)
-            gen = _CupyGenerator(dev.xp.random.default_rng(seed), dev.xp, dev)
-        rng["cuda" if dev.index == 0 else str(dev)] = gen
-    return gen
-
-
-@contextlib.contextmanager
-def seeded_draws(seed):
-    """Random draws of this thread inside the block come from generators of its own seeded by `seed`,
-    leaving the process's untouched: concurrent tasks each seeded by the caller draw the same numbers
-    whatever order their threads run in (the LocalExecutor's pipeline tasks)."""
-    saved = getattr(_thread, "rng", None)
-    _thread.rng = {"seed": int(seed)}
-    try:
-        yield
-    finally:
-        _thread.rng = saved
-
-
-class _CupyGenerator:
-    """cupy's Generator with the numpy Generator methods distgraph calls that cupy's lacks (`normal`,
-    `permutation`: its Generator has `standard_normal` and `random`), drawn on the GPU from those; every
-    draw on the generator's GPU (`dev`; None: cupy's current one)."""
-
-    def __init__(self, gen, xp, dev=None):
-        self._gen, self._xp, self._dev = gen, xp, dev
-
-    def __getattr__(self, name):
-        method = getattr(self._gen, name)
-        if self._dev is None or not callable(method):
-            return method
-
-        def on_its_gpu(*args, **kwargs):
-            with on(self._dev):
-                return method(*args, **kwargs)
-
-        return on_its_gpu
-
-    def normal(self, loc=0.0, scale=1.0, size=None):
-        return loc + scale * self.standard_normal(size)
-
-    def permutation(self, n):
-        with on(self._dev) if self._dev is not None else contextlib.nullcontext():
-            return self._xp.argsort(self._gen.random(n))
+from distgraph.ops.rng import drawing_from, generator
 
 
 def _infer_np_dtype(data):
@@ -350,14 +258,19 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
         return Tensor(dev.xp.eye(n, m, dtype=dt.np), requires_grad=requires_grad, device=dev)
 
 
-def _random(kind, size, dtype, device, requires_grad, **kw):
+def _drawn(op, gen, dev, draw):
+    """`draw(g)` on dev with g the numpy/cupy generator `gen` (a dg.Generator) reads, or for None dev's default."""
+    with drawing_from(gen, dev, op):
+        if dev.index is None:
+            return draw(generator(dev))
+        with on(dev):
+            return draw(generator(dev))
+
+
+def _random(kind, size, dtype, device, requires_grad, gen, **kw):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
-    if dev.index is None:
-        arr = _draw(kind, generator(dev), _shape(size), dt.np, kw)
-    else:
-        with on(dev):
-            arr = _draw(kind, generator(dev), _shape(size), dt.np, kw)
+    arr = _drawn(kind, gen, dev, lambda g: _draw(kind, g, _shape(size), dt.np, kw))
     return Tensor(arr, requires_grad=requires_grad, device=dev)
 
 
@@ -369,49 +282,95 @@ def _draw(kind, gen, shape, dtype, kw):
     return gen.integers(kw["low"], kw["high"], size=shape).astype(dtype)
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False):
-    return _random("rand", size, dtype, device, requires_grad)
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    return _random("rand", size, dtype, device, requires_grad, generator)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False):
-    return _random("randn", size, dtype, device, requires_grad)
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    return _random("randn", size, dtype, device, requires_grad, generator)
 
 
-def randint(low, high=None, size=None, dtype=None, device=None):
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None):
+    """torch.randint(high, size) or randint(low, high, size): integers uniform in [low, high), int64 unless told."""
+    if size is None and isinstance(high, list | tuple):  # the (high, size) form
+        high, size = None, high
     if high is None:
         low, high = 0, low
-    return _random("randint", (tuple(size),), dtype or dtypes.int64, device, False, low=low, high=high)
+    if size is None:
+        raise DTypeError("randint: missing size, a tuple (randint(high, size) or randint(low, high, size))")
+    if low >= high:
+        raise InputRangeError(f"randint expects 'low' to be less than 'high', but got low={low} >= high={high}")
+    return _random("randint", (tuple(size),), dtype or dtypes.int64, device, False, generator, low=low, high=high)
 
 
-def rand_like(input, dtype=None):
-    return rand(input.shape, dtype=dtype or input.dtype, device=input.device)
+def rand_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
+    return rand(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
+                requires_grad=requires_grad)  # fmt: skip
 
 
-def randn_like(input, dtype=None):
-    return randn(input.shape, dtype=dtype or input.dtype, device=input.device)
+def randn_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
+    return randn(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
+                 requires_grad=requires_grad)  # fmt: skip
 
 
-def randperm(n, dtype=None, device=None):
+def randperm(n, *, generator=None, dtype=None, device=None):
+    if n < 0:
+        raise ShapeError(f"randperm: Trying to create tensor with negative dimension {n}: [{n}] (n must be >= 0)")
     dev = as_device(device)
+    perm = _drawn("randperm", generator, dev, lambda g: g.permutation(n))
     with on(dev):
-        return Tensor(generator(dev).permutation(n).astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
+        return Tensor(perm.astype((dtypes.from_any(dtype) or dtypes.int64).np), device=dev)
 
 
-def bernoulli(input, p=None):
+def bernoulli(input, p=None, *, generator=None):
+    """torch.bernoulli: 1 with probability `input` (each element in [0, 1]), or with probability `p`."""
     if p is None and input.array.dtype.kind != "f":  # torch: no kernel reads probabilities of another dtype
         raise DTypeError(f"bernoulli: not implemented for {input.dtype.name} probabilities (as torch)")
+    if p is not None and not 0 <= p <= 1:
+        raise InputRangeError(f"bernoulli expects p to be in [0, 1], but got p={p}")
     probs = input.array if p is None else p
+    if p is None and not bool(((probs >= 0) & (probs <= 1)).all()):  # (nan fails both)
+        raise InputRangeError(
+            f"bernoulli: expected every probability in [0, 1] (as torch's p_in >= 0 && p_in <= 1), got one outside "
+            f"it or nan in the tensor of shape {tuple(input.shape)}"
+        )
+    drawn = _drawn("bernoulli", generator, input.device, lambda g: g.random(input.shape))
     with on(input.device):
-        drawn = generator(input.device).random(input.shape)
         return Tensor((drawn < probs).astype(input.array.dtype), device=input.device)
 
 
-def multinomial(input, num_samples, replacement=False):
-    gen = generator(as_device("cpu"))  # drawn on the host, where the probabilities are read (cupy has no choice)
-    probs = np.asarray(input.__array__(), dtype=np.float64)
-    probs2d = probs.reshape(-1, probs.shape[-1])
-    out = np.stack(
-        [gen.choice(probs.shape[-1], num_samples, replace=replacement, p=row / row.sum()) for row in probs2d]
-    )
-    out = out.reshape(probs.shape[:-1] + (num_samples,)).astype(np.int64)
+def multinomial(input, num_samples, replacement=False, *, generator=None):
+    """torch.multinomial: per row of `input` (1-d or 2-d, non-negative weights, not all zero), num_samples
+    category indices drawn with probability proportional to the weights. Drawn on the host, where the
+    weights are read (cupy has no `choice`), so a `generator` is a cpu one."""
+    if input.array.dtype.kind != "f":
+        raise DTypeError(f"multinomial only supports floating-point dtypes for input, got: {input.dtype.name}")
+    if input.ndim not in (1, 2):
+        raise ShapeError(f"multinomial: prob_dist must be 1 or 2 dim, got {input.ndim} dims")
+    n = input.shape[-1]
+    if num_samples <= 0 or (not replacement and num_samples > n):
+        raise InputRangeError(
+            f"multinomial: cannot sample num_samples={num_samples} from {n} categories "
+            f"{'with' if replacement else 'without'} replacement (num_samples must be >= 1"
+            f"{'' if replacement else ' and <= the categories'})"
+        )
+    rows = np.asarray(input.__array__(), dtype=np.float64).reshape(-1, n)
+    if not np.isfinite(rows).all() or (rows < 0).any():
+        raise InputRangeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+    if (rows.sum(-1) <= 0).any():
+        raise InputRangeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    out = _drawn("multinomial", generator, as_device("cpu"),
+                 lambda g: np.stack([_categories(g, row, num_samples, replacement) for row in rows]))  # fmt: skip
+    out = out.reshape(tuple(input.shape[:-1]) + (num_samples,)).astype(np.int64)
     return Tensor(to_device(out, input.device), device=input.device)
+
+
+def _categories(gen, row, k, replacement):
+    """k categories drawn by the weights of `row`. Without replacement, once every category of nonzero weight
+    is drawn the zero-weight ones follow, as torch's do (here in index order; torch's order among them is its
+    topk's tie order)."""
+    p = row / row.sum()
+    if replacement:
+        return gen.choice(len(row), k, p=p)
+    drawn = gen.choice(len(row), min(k, int(np.count_nonzero(row))), replace=False, p=p)
+    return np.concatenate([drawn, np.flatnonzero(row == 0)[: k - len(drawn)]])

@@ -15,9 +15,9 @@ import numpy as np
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array
 from distgraph.ops import elementwise as ew
-from distgraph.ops.creation import generator
 from distgraph.ops.math_extra import _special
 from distgraph.ops.registry import defop
+from distgraph.ops.rng import generator
 
 
 @defop("standard_gamma", save=(0,), saves_output=True)

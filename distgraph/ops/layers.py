@@ -22,10 +22,10 @@ from distgraph.backend import device_of_array
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
-from distgraph.ops.creation import generator
 from distgraph.ops.fused_norm import layer_norm_forward, layer_norm_grads
 from distgraph.ops.linalg import _matmul, _mm, matmul
 from distgraph.ops.registry import defop
+from distgraph.ops.rng import generator
 from distgraph.ops.row_scatter import add_at
 
 

@@ -6,8 +6,8 @@ It carries no gradient: the tensor passed in only gives the shape, dtype and dev
 """
 
 from distgraph.backend import device_of_array
-from distgraph.ops.creation import generator
 from distgraph.ops.registry import defop
+from distgraph.ops.rng import generator
 
 
 @defop("uniform_noise", kind="other", save=())

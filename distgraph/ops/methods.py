@@ -23,6 +23,7 @@ from distgraph.ops import (
     products,
     regions,
     reorder,
+    rng,
     shape,
     shape_extra,
     statistics,
@@ -370,30 +371,33 @@ def _refuse_non_float(self, name):
         raise DTypeError(f"{name}: not implemented for {self.dtype.name} (as torch: a floating point tensor only)")
 
 
+@rng.takes_generator("uniform_")
 def _uniform_(self, a=0.0, b=1.0):
     _refuse_non_float(self, "uniform_")
     views.refuse_internal_overlap(self.array, "uniform_")
     views.check_view_write(self, (), "uniform_")
-    gen = creation.generator(self.device)
+    gen = rng.generator(self.device)
     self.array[...] = gen.uniform(a, b, self.shape)
     self._vc[0] += 1
     return self
 
 
+@rng.takes_generator("normal_")
 def _normal_(self, mean=0.0, std=1.0):
     _refuse_non_float(self, "normal_")
     views.refuse_internal_overlap(self.array, "normal_")
     views.check_view_write(self, (), "normal_")
-    gen = creation.generator(self.device)
+    gen = rng.generator(self.device)
     self.array[...] = gen.normal(mean, std, self.shape)
     self._vc[0] += 1
     return self
 
 
+@rng.takes_generator("bernoulli_")
 def _bernoulli_(self, p=0.5):
     views.refuse_internal_overlap(self.array, "bernoulli_")
     views.check_view_write(self, (), "bernoulli_")
-    gen = creation.generator(self.device)
+    gen = rng.generator(self.device)
     self.array[...] = gen.random(self.shape) < p
     self._vc[0] += 1
     return self

@@ -5,14 +5,13 @@ bartlett, kaiser), which are deterministic but belong with the other tensor fact
 
 The draws that take tensors are ops marked `random` (as dropout's mask), so a captured graph draws anew each
 run; like torch's, their output requires grad when an input does and their gradient is zero. Every draw
-comes from the device's generator (creation.generator), so dg.manual_seed and set_rng_state replay them.
+comes from the device's generator (ops/rng.py's `generator`), so dg.manual_seed and set_rng_state replay
+them, or from the dg.Generator passed as `generator=`.
 """
 
 import builtins
 import contextlib
-import json
 import math
-import os
 
 import numpy as np
 
@@ -22,9 +21,9 @@ from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import creation
-from distgraph.ops.creation import generator, manual_seed
 from distgraph.ops.elementwise import _zero_grad
 from distgraph.ops.registry import defop
+from distgraph.ops.rng import _rng, default_generator, drawing_from, generator, seed_gpus
 from distgraph.ops.shape import broadcast_tensors
 
 
@@ -63,14 +62,13 @@ def _floating(op, name, x):
 def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
     """torch.normal: N(mean, std) draws. mean and/or std a tensor (broadcast; std >= 0), or both numbers with
     a `size` (default dtype). Tensor draws require grad as their inputs do; the gradient is zero, as torch's."""
-    if generator is not None:
-        raise DTypeError("normal: distgraph has one generator per device; pass generator=None (seed with manual_seed)")
     if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
         if size is None:
             raise ShapeError("normal: with a number mean and std, pass size (torch.normal(mean, std, size))")
         if std < 0:
             raise InputRangeError(f"normal expects std >= 0.0, but found std {std}")
-        out = creation.randn(*((size,) if isinstance(size, int) else tuple(size)), dtype=dtype, device=device)
+        shape = (size,) if isinstance(size, int) else tuple(size)
+        out = creation.randn(*shape, generator=generator, dtype=dtype, device=device)
         out = Tensor(out.array * out.array.dtype.type(std) + out.array.dtype.type(mean), device=out.device)
         out.requires_grad = requires_grad
         return out
@@ -89,25 +87,23 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
         raise InputRangeError(f"normal expects all elements of std >= 0.0 (std of shape {tuple(s.shape)})")
     if m.array.dtype != s.array.dtype:
         raise DTypeError(f"normal: mean ({m.dtype.name}) and std ({s.dtype.name}) must have the same dtype")
-    return _normal_sample(*broadcast_tensors(m, s))
+    with drawing_from(generator, ref.device, "normal"):
+        return _normal_sample(*broadcast_tensors(m, s))
 
 
 def poisson(input, generator=None):
     """torch.poisson: a Poisson draw with each element as its rate (>= 0), in input's floating dtype."""
-    if generator is not None:
-        raise DTypeError("poisson: pass generator=None (distgraph has one generator per device)")
     _floating("poisson", "input", input)
     if bool((input.array < 0).any()) or bool(np.isnan(input.__array__()).any()):
         raise InputRangeError(
             f"poisson: invalid Poisson rate, expected rate to be non-negative (shape {tuple(input.shape)})"
         )
-    return _poisson_sample(input)
+    with drawing_from(generator, input.device, "poisson"):
+        return _poisson_sample(input)
 
 
 def binomial(count, prob, generator=None):
     """torch.binomial: draws of the number of successes in `count` trials of probability `prob` (same shape)."""
-    if generator is not None:
-        raise DTypeError("binomial: pass generator=None (distgraph has one generator per device)")
     _floating("binomial", "count", count)
     _floating("binomial", "prob", prob)
     if tuple(count.shape) != tuple(prob.shape) or count.array.dtype != prob.array.dtype:
@@ -118,10 +114,11 @@ def binomial(count, prob, generator=None):
     p = prob.__array__()
     if bool(((p < 0) | (p > 1) | np.isnan(p)).any()) or bool((count.__array__() < 0).any()):
         raise InputRangeError("binomial: expected count >= 0 and 0 <= prob <= 1")
-    return _binomial_sample(count, prob)
+    with drawing_from(generator, count.device, "binomial"):
+        return _binomial_sample(count, prob)
 
 
-def randint_like(input, low=0, high=None, *, dtype=None, device=None, requires_grad=False):
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None, requires_grad=False):
     """torch.randint_like: integers in [low, high) shaped like input, in input's dtype (randint_like(x, high)
     or randint_like(x, low, high))."""
     if high is None:
@@ -129,32 +126,21 @@ def randint_like(input, low=0, high=None, *, dtype=None, device=None, requires_g
     if low >= high:
         raise InputRangeError(f"randint_like: expected low < high, got low={low}, high={high}")
     dt = dtypes.from_any(dtype) if dtype is not None else input.dtype
-    out = creation.randint(low, high, tuple(input.shape), dtype=dt, device=device or input.device)
+    out = creation.randint(low, high, tuple(input.shape), generator=generator, dtype=dt, device=device or input.device)
     out.requires_grad = requires_grad
     return out
 
 
 # ---- generator state --------------------------------------------------------------------------------------
 def get_rng_state():
-    """The cpu generator's state (numpy's bit generator state and the seed) as a uint8 tensor; set_rng_state
-    with it replays the same draws."""
-    state = {"seed": creation.initial_seed(), "bit_generator": generator(as_device("cpu")).bit_generator.state}
-    return Tensor(np.frombuffer(json.dumps(state).encode(), dtype=np.uint8).copy())
+    """The cpu generator's state as a uint8 tensor (the default Generator's get_state); set_rng_state with it
+    replays the same draws."""
+    return default_generator.get_state()
 
 
 def set_rng_state(new_state):
-    """Restore a state from get_rng_state (the cpu generator's; cuda's restarts from the saved seed)."""
-    if not isinstance(new_state, Tensor) or new_state.array.dtype != np.uint8 or new_state.ndim != 1:
-        raise DTypeError("set_rng_state: expected the 1-d uint8 tensor get_rng_state returns")
-    try:
-        state = json.loads(bytes(new_state.__array__()).decode())
-        gen = np.random.default_rng()
-        gen.bit_generator.state = state["bit_generator"]
-        seed = int(state["seed"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputRangeError(f"set_rng_state: not a state from distgraph's get_rng_state ({e})") from None
-    manual_seed(seed)
-    creation._rng["cpu"] = gen
+    """Restore a state from get_rng_state (the cpu generator's; cuda's restart from the saved seed)."""
+    default_generator.load_state(new_state, "set_rng_state")
 
 
 def stash_rng_state(devices=()):
@@ -166,7 +152,7 @@ def stash_rng_state(devices=()):
     for dev in devices:
         if dev.type != "cpu":
             seed_ = int(generator(dev).integers(0, 2**63 - 1))
-            creation.seed_gpus(seed_, [dev])
+            seed_gpus(seed_, [dev])
             stash[str(dev)] = (dev, seed_)
     return stash
 
@@ -177,7 +163,7 @@ def replay_rng_state(stash):
     for key, value in stash.items():
         if key != "cpu":
             dev, seed_ = value
-            creation.seed_gpus(seed_, [dev])
+            seed_gpus(seed_, [dev])
 
 
 @contextlib.contextmanager
@@ -188,20 +174,20 @@ def fork_rng(devices=None, enabled=True):
         yield
         return
     cpu = generator(as_device("cpu"))
-    state, others = cpu.bit_generator.state, {k: v for k, v in creation._rng.items() if k not in ("cpu", "seed")}
+    state, others = cpu.bit_generator.state, {k: v for k, v in _rng.items() if k not in ("cpu", "seed")}
     try:
         yield
     finally:
-        creation._rng["cpu"] = cpu
+        _rng["cpu"] = cpu
         cpu.bit_generator.state = state
-        for key in [k for k in creation._rng if k not in ("cpu", "seed") and k not in others]:
-            del creation._rng[key]  # a generator first made inside the block
-        creation._rng.update(others)
+        for key in [k for k in _rng if k not in ("cpu", "seed") and k not in others]:
+            del _rng[key]  # a generator first made inside the block
+        _rng.update(others)
 
 
 def seed():
     """torch.seed: seed every generator from the OS's entropy and return that seed."""
-    return manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    return default_generator.seed()
 
 
 # ---- BLAS threads ------------------------------------------------------------------------------------

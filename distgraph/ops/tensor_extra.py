@@ -19,8 +19,8 @@ from distgraph.backend import device as as_device
 from distgraph.backend import on_its_device
 from distgraph.errors import AutogradError, DeviceError, DTypeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
-from distgraph.ops import creation, products, shape, views
 from distgraph.ops import elementwise as ew
+from distgraph.ops import products, rng, shape, views
 from distgraph.ops import reduction as red
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.promotion import refuse
@@ -180,10 +180,11 @@ def _continuous(self, name, what):
 
 def _uniform_open(self):
     """Uniform samples in (0, 1], float64, of self's shape: logs of them are finite."""
-    return 1.0 - creation.generator(self.device).random(self.shape)
+    return 1.0 - rng.generator(self.device).random(self.shape)
 
 
 @on_its_device
+@rng.takes_generator("exponential_")
 def exponential_(self, lambd=1.0):
     _continuous(self, "exponential_", "Exponential")
     if not lambd > 0:
@@ -192,25 +193,28 @@ def exponential_(self, lambd=1.0):
 
 
 @on_its_device
+@rng.takes_generator("cauchy_")
 def cauchy_(self, median=0.0, sigma=1.0):
     _continuous(self, "cauchy_", "Cauchy")
     if not sigma > 0:
         raise InputRangeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
-    u = creation.generator(self.device).random(self.shape)
+    u = rng.generator(self.device).random(self.shape)
     return _fill_random(self, "cauchy_", median + sigma * self.device.xp.tan(np.pi * (u - 0.5)))
 
 
 @on_its_device
+@rng.takes_generator("log_normal_")
 def log_normal_(self, mean=1.0, std=2.0):
     if self.array.dtype.kind != "f":
         refuse(DTypeError, "log_normal_", self, "not implemented for this dtype")
     if not std > 0:
         raise InputRangeError(f"log_normal_ expects std > 0.0, but found std={std}")
-    normal = creation.generator(self.device).normal(mean, std, self.shape)
+    normal = rng.generator(self.device).normal(mean, std, self.shape)
     return _fill_random(self, "log_normal_", self.device.xp.exp(normal))
 
 
 @on_its_device
+@rng.takes_generator("geometric_")
 def geometric_(self, p):
     """The number of Bernoulli(p) trials up to the first success (1, 2, ...): the inverse of its CDF."""
     if self.array.dtype == np.bool_:
@@ -223,11 +227,10 @@ def geometric_(self, p):
 
 
 @on_its_device
-def random_(self, *bounds, to=None, generator=None):
+@rng.takes_generator("random_")
+def random_(self, *bounds, to=None):
     """random_(from, to): integers uniform in [from, to - 1]; random_(to): [0, to - 1]; random_(): [0, the
     largest integer the dtype holds exactly] (2**mantissa for floats, as torch)."""
-    if generator is not None:
-        raise TypeError("random_: generator objects are not supported; seed with distgraph.manual_seed")
     if len(bounds) > 2:
         raise TypeError(f"random_() takes at most 2 bounds (from, to), got {len(bounds)}")
     from_ = bounds[0] if len(bounds) == 2 or (bounds and to is not None) else 0
@@ -245,7 +248,7 @@ def random_(self, *bounds, to=None, generator=None):
                 raise InputRangeError(f"random_: from={from_} is out of bounds for {self.dtype.name}")
             if not lo <= high <= hi:
                 raise InputRangeError(f"random_: to - 1 = {high} is out of bounds for {self.dtype.name}")
-    gen = creation.generator(self.device)
+    gen = rng.generator(self.device)
     return _fill_random(self, "random_", gen.integers(from_, high, self.shape, endpoint=True))
 
 

@@ -12,6 +12,7 @@
 - set_default_tensor_type: torch's deprecated spelling of set_default_dtype (and set_default_device for a
   `torch.cuda.*Tensor` name), with torch's warning.
 - set_flush_denormal: returns False, torch's answer where it cannot: numpy and cupy compute with denormals.
+- Generator / default_generator: torch's generator objects (ops/rng.py): numpy's streams, torch's API.
 """
 
 import math
@@ -23,6 +24,7 @@ from distgraph.backend import device as as_device
 from distgraph.backend import set_default_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import shape
+from distgraph.ops.rng import Generator, default_generator
 
 _RANGE_WARNING = (
     "torch.range is deprecated and will be removed in a future release because its behavior is inconsistent with "
@@ -141,4 +143,4 @@ def set_flush_denormal(mode):
 
 
 __all__ = ["range", "is_neg", "is_distributed", "unsafe_split_with_sizes", "cond", "while_loop", "to_dlpack",
-           "set_default_tensor_type", "set_flush_denormal"]  # fmt: skip
+           "set_default_tensor_type", "set_flush_denormal", "Generator", "default_generator"]  # fmt: skip

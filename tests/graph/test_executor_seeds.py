@@ -9,7 +9,7 @@ import distgraph as dg
 import distgraph.nn as nn
 from distgraph.graph.executor import LocalExecutor
 from distgraph.graph.partition import pipeline
-from distgraph.ops.creation import generator, seeded_draws
+from distgraph.ops.rng import generator, seeded_draws
 from tests.graph.helpers import captured, randn
 
 

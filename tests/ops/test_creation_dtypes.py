@@ -93,7 +93,7 @@ def test_random_creation_is_seeded_and_shaped_like_torch():
 def test_manual_seed_takes_torch_seed_range_and_maps_negatives_into_uint64(seed):
     """A negative seed raised numpy's ValueError; torch maps it to seed + 2**64."""
     torch.manual_seed(seed)
-    assert dg.manual_seed(seed) == torch.initial_seed() == dg.initial_seed()
+    assert dg.manual_seed(seed).initial_seed() == torch.initial_seed() == dg.initial_seed()
     a = dg.rand(4).numpy()
     dg.manual_seed(int(seed) % 2**64)
     np.testing.assert_array_equal(dg.rand(4).numpy(), a)
