@@ -71,6 +71,7 @@ from distgraph.ops.compare import (  # noqa: F401
     ne,
 )
 from distgraph.ops.rng import initial_seed, manual_seed  # noqa: F401
+from distgraph.ops.search import searchsorted  # noqa: F401
 from distgraph.ops.regions import diag, diagonal, pad, tril, triu, unfold  # noqa: F401
 from distgraph.ops.elementwise import (  # noqa: F401
     abs,
@@ -150,7 +151,6 @@ from distgraph.ops.indexing import (  # noqa: F401
     nonzero,
     scatter,
     scatter_add,
-    searchsorted,
     sort,
     take_along_dim,
     topk,

@@ -199,8 +199,20 @@ class detect_anomaly:  # noqa: N801 - PyTorch's name
         return False
 
 
-def set_detect_anomaly(mode):
-    anomaly["enabled"] = bool(mode)
+class set_detect_anomaly:  # noqa: N801 - PyTorch's name
+    """Turn anomaly detection on or off now; as a context manager, restore the previous mode on exit
+    (torch's class works both ways). Detection here is the NaN/Inf check, so check_nan=False turns it off."""
+
+    def __init__(self, mode, check_nan=True):
+        self.prev = anomaly["enabled"]
+        anomaly["enabled"] = bool(mode) and bool(check_nan)
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        anomaly["enabled"] = self.prev
+        return False
 
 
 class InferenceVersion(list):

@@ -266,17 +266,42 @@ def _index_select_traced(input, d, index):
 
 
 def take_along_dim(input, indices, dim=None):
-    """gather; with a dim, as torch's, an index in [-n, 0) counts from the end (torch wraps any index modulo
-    n; one beyond [-n, n) is refused here, as gather refuses it). Without one both are flattened, and a
-    negative index is refused, as torch refuses it."""
+    """gather, after input and indices broadcast on every dim but `dim` (torch's); as torch's, an index in
+    [-n, 0) counts from the end (one beyond [-n, n) is refused here, as gather refuses it). Without a dim
+    both are flattened, and a negative index is refused, as torch refuses it."""
     if dim is None:
         return gather(input.reshape(-1), 0, indices.reshape(-1))
     if input.ndim == 0:  # torch's take_along_dim has no dim to take along (gather reads a 0-d as 1-d)
         raise IndexOutOfRangeError(f"take_along_dim: Dimension specified as {dim} but tensor has no dimensions")
-    n = input.shape[normalize_dim(dim, input.ndim, "take_along_dim")]
+    if indices.ndim != input.ndim:
+        raise ShapeError(
+            f"take_along_dim(): input and indices should have the same number of dimensions, but got "
+            f"{input.ndim} dimensions for input, and {indices.ndim} dimensions for indices"
+        )
+    d = normalize_dim(dim, input.ndim, "take_along_dim")
+    input, indices = _broadcast_but(input, indices, d)
+    n = input.shape[d]
     if indices.array.dtype.kind == "i" and indices.array.size and -n <= int(indices.array.min()) < 0:
         indices = ew.where(cmp.lt(indices, 0), ew.add(indices, n), indices)
-    return gather(input, dim, indices)
+    return gather(input, d, indices)
+
+
+def _broadcast_but(input, indices, d):
+    """input and indices expanded to their broadcast shape on every dim but d (each keeps its own size there)."""
+    from distgraph.ops.shape import expand
+
+    a, b = list(input.shape), list(indices.shape)
+    for k in range(len(a)):
+        if k == d or a[k] == b[k]:
+            continue
+        if 1 not in (a[k], b[k]):
+            raise ShapeError(
+                f"take_along_dim(): input {tuple(input.shape)} and indices {tuple(indices.shape)} do not broadcast "
+                f"at dimension {k} (all dimensions but dim={d} must)"
+            )
+        a[k] = b[k] = b[k] if a[k] == 1 else a[k]
+    expanded = [t if list(t.shape) == s else expand(t, *s) for t, s in ((input, a), (indices, b))]
+    return tuple(expanded)
 
 
 def masked_fill(input, mask, value):
@@ -426,21 +451,3 @@ def bincount(input, weights=None, minlength=0):
     w = None if weights is None else weights.array
     out = xp.bincount(a, w, minlength)
     return Tensor(out.astype(w.dtype) if w is not None and w.dtype.kind == "f" else out, device=input.device)
-
-
-def searchsorted(sorted_sequence, values, right=False):
-    """torch's binary search over a 1-D sequence, every value at once: its comparisons are false at a NaN,
-    so a NaN in the sequence reads as below a value and a NaN value lands at the end (numpy's order puts
-    NaN last and would place them otherwise)."""
-    _host_read(sorted_sequence, "searchsorted()")  # the search runs on the arrays, not as a recorded op:
-    _host_read(values, "searchsorted()")  # a traced input stops capture
-    xp, seq, v = sorted_sequence.device.xp, sorted_sequence.array, values.array
-    if seq.ndim != 1:
-        raise ShapeError(f"searchsorted: sorted_sequence must be 1-D here, got shape {tuple(seq.shape)}")
-    lo, hi = xp.zeros(v.shape, dtype=np.int64), xp.full(v.shape, seq.shape[0], dtype=np.int64)
-    while bool((lo < hi).any()):
-        mid = (lo + hi) // 2
-        s = seq[xp.minimum(mid, seq.shape[0] - 1)]
-        up = (lo < hi) & ~((s > v) if right else (s >= v))  # torch: start = mid + 1 unless mid_val >= val
-        lo, hi = xp.where(up, mid + 1, lo), xp.where(up | (lo >= hi), hi, mid)
-    return Tensor(lo, device=values.device)

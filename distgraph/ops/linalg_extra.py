@@ -12,6 +12,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg, regions, shape
 from distgraph.ops import reduction as red
+from distgraph.ops.int_args import as_int
 
 
 def _shape(x):
@@ -106,7 +107,7 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     """The n-th forward difference along dim, after prepending/appending (a bool tensor's is xor)."""
     if input.ndim == 0:
         raise ShapeError("diff: expected at least a 1-D tensor, got a 0-D tensor")
-    if not isinstance(n, int) or n < 0:
+    if (n := as_int(n, "diff", "order n")) < 0:
         raise ValueError(f"diff: order n must be a non-negative int, got {n!r}")
     axis = red.normalize_dim(dim, input.ndim, "diff")
     parts = [p for p in (prepend, input, append) if p is not None]

@@ -19,11 +19,12 @@ from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import elementwise as ew
 from distgraph.ops.compare import eq
-from distgraph.ops.indexing import index_select, searchsorted
+from distgraph.ops.indexing import index_select
 from distgraph.ops.products import cumprod, cumsum
 from distgraph.ops.promotion import cast
 from distgraph.ops.reduction import norm, sum
 from distgraph.ops.registry import defop
+from distgraph.ops.search import searchsorted
 from distgraph.ops.shape import _dim, _slice, cat, concatenate, expand, hstack, reshape, stack, vstack
 
 __all__ = ["concatenate"]  # re-exported: torch.concatenate is shape.cat under its numpy name

@@ -2,6 +2,7 @@
 
 from distgraph.autograd import memory_format
 from distgraph.errors import ShapeError
+from distgraph.ops.int_args import as_ints
 from distgraph.ops.reduction import normalize_dims
 from distgraph.ops.registry import defop
 from distgraph.ops.shape import _dim, flatten, reshape
@@ -45,8 +46,7 @@ _roll.grad(lambda ctx, g: _roll(g, shifts=tuple(-s for s in ctx.attrs["shifts"])
 def roll(input, shifts, dims=None):
     if dims is None:
         return reshape(roll(flatten(input), shifts, 0), input.shape)
-    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
-    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    shifts, dims = as_ints(shifts, "roll", "shifts"), as_ints(dims, "roll", "dims")
     if len(shifts) != len(dims):
         raise ShapeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
     axes = tuple(_dim(d, input.ndim, "roll") for d in dims)

@@ -17,6 +17,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace
 from distgraph.errors import ShapeError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.int_args import as_int, as_ints, is_single
 from distgraph.ops.reduction import normalize_dim, normalize_dims
 from distgraph.ops.registry import defop
 
@@ -464,13 +465,13 @@ def narrow(input, dim, start, length):
 def split(tensor, split_size_or_sections, dim=0):
     d = _dim(dim, tensor.ndim, "split", whole=True)
     n = tensor.shape[d]
-    if isinstance(split_size_or_sections, int):
-        step = split_size_or_sections
+    if single := is_single(split_size_or_sections):
+        step = as_int(split_size_or_sections, "split", "split_size")
         if step <= 0 and n:
             raise ShapeError(f"split: split_size must be positive, got {step}")
         sizes = [builtins.min(step, n - i) for i in range(0, n, step)] if n else [0]
     else:
-        sizes = list(split_size_or_sections)
+        sizes = list(as_ints(split_size_or_sections, "split", "split_sizes"))
         if builtins.sum(sizes) != n:
             raise ShapeError(
                 f"split: split_with_sizes expects split_sizes to sum exactly to {n} (input shape {tuple(tensor.shape)} at dim {d}), but got split_sizes={sizes}"
@@ -479,12 +480,12 @@ def split(tensor, split_size_or_sections, dim=0):
     for s in sizes:
         out.append(narrow(tensor, d, start, s))
         start += s
-    return mark_multi_output(tuple(out), "Split" if isinstance(split_size_or_sections, int) else "SplitWithSizes")
+    return mark_multi_output(tuple(out), "Split" if single else "SplitWithSizes")
 
 
 def chunk(input, chunks, dim=0):
     d = _dim(dim, input.ndim, "chunk", whole=True)
-    if chunks <= 0:
+    if (chunks := as_int(chunks, "chunk", "chunks")) <= 0:
         raise ShapeError(f"chunk expects `chunks` to be greater than 0, got: {chunks} (input {tuple(input.shape)})")
     n = input.shape[d]
     if not n:  # torch: an empty dim gives `chunks` empty pieces (split would give one)
