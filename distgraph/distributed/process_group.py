@@ -127,7 +127,8 @@ def torch_collective(fn, extras=("group", "async_op")):
     """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group` checked
     (a subgroup runs fn over its members: a rank outside it returns None at once, and src / dst name global
     ranks; torch's `group_src` / `group_dst` name the root by its rank in the group instead), `async_op` → a
-    completed Work, the rest (barrier's device_ids, an object collective's device) accepted: they choose
+    completed Work, else None where fn worked in place (torch's `if work is not None: work.wait()` idiom; a
+    form that makes a new value, Horovod's all_gather(tensor), returns it), the rest (barrier's device_ids, an object collective's device) accepted: they choose
     nothing here."""
     signature = inspect.signature(fn)
     own = len(signature.parameters)
@@ -160,7 +161,10 @@ def torch_collective(fn, extras=("group", "async_op")):
                 given = bound.arguments.get(name, signature.parameters[name].default)
                 bound.arguments[name] = sub.group_rank(given, fn.__name__)
             out = sub.run(fn, *bound.args, **bound.kwargs)
-        return Work(out) if named.get("async_op") else out
+        if named.get("async_op"):
+            return Work(out)
+        first = args[0] if args else kwargs.get(next(iter(signature.parameters), None))
+        return None if out is first else out  # in place, as torch's: None (Horovod's forms return a new value)
 
     return call
 

@@ -43,10 +43,14 @@ def _reductions():
         ts = [_t(x["i64"]), _t(x["bool"])]
         dist.all_reduce(ts, op=getattr(dist.ReduceOp, op))
         out[f"{op}/i64"], out[f"{op}/bool"] = (t.numpy() for t in ts)
-    out["sum/i64"] = dist.all_reduce(_t(x["i64"])).numpy()  # the communicator's own path
+    t = _t(x["i64"])
+    assert dist.all_reduce(t) is None  # in place, returning None, as torch's
+    out["sum/i64"] = t.numpy()  # the communicator's own path
     out["grouped"] = [t.numpy() for t in dist.grouped_allreduce([_t(x["f64"]), _t(x["f32"])])]  # Average
     out["grouped_min"] = [t.numpy() for t in dist.grouped_allreduce([_t(x["i64"])], op=dist.Min)]
-    out["reduce"] = dist.reduce(_t(x["f64"]), dst=1, op=dist.ReduceOp.MAX).numpy()
+    t = _t(x["f64"])
+    assert dist.reduce(t, dst=1, op=dist.ReduceOp.MAX) is None
+    out["reduce"] = t.numpy()
     rst = dg.zeros(3, dtype=dg.float32)
     dist.reduce_scatter_tensor(rst, _t(x["f32"]))  # (2, 3): one (3,) block per rank
     out["reduce_scatter_tensor"] = rst.numpy()
@@ -235,7 +239,7 @@ def test_outside_a_launch_every_collective_runs_as_rank_0_of_1():
     assert (dist.local_rank(), dist.local_size(), dist.cross_rank(), dist.cross_size()) == (0, 1, 0, 1)
     for op in ("max", "min", "product", "mean"):
         t = _t(x["f64"])
-        assert dist.all_reduce(t, op=op) is t and t.numpy().tolist() == x["f64"].tolist()
+        assert dist.all_reduce(t, op=op) is None and t.numpy().tolist() == x["f64"].tolist()
     (g,) = dist.grouped_allreduce([_t(x["i64"])], op=dist.Product)
     assert g.numpy().tolist() == x["i64"].tolist()
     assert dist.reducescatter(_t(x["rows"])).numpy().tolist() == x["rows"].tolist()

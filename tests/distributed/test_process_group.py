@@ -43,7 +43,7 @@ def test_group_and_async_op_as_torch_takes_them(process_group):
     work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=dist.group.WORLD, async_op=True)
     assert work.wait() and work.is_completed() and work.result()[0] is t
     assert work.get_future().wait()[0] is t
-    assert dist.all_reduce(t, group=None) is t
+    assert dist.all_reduce(t, group=None) is None  # torch's: in place, None without async_op
     assert dist.all_reduce(t, dist.ReduceOp.SUM, dist.group.WORLD, True).wait()  # torch's order, by position
     dist.barrier(device_ids=[0])
     dist.barrier(dist.group.WORLD, False, [0])
@@ -67,7 +67,7 @@ def test_object_collectives_and_all_gather_into_tensor_alone(process_group):
     with pytest.raises(ShapeError, match="output tensor size must be equal to world_size times input tensor size"):
         dist.all_gather_into_tensor(dg.zeros(4, dtype=dg.float64), dg.tensor(np.arange(3.0)))
     objects = [1, "a"]
-    assert dist.broadcast_object_list(objects, src=0) == [1, "a"]
+    assert dist.broadcast_object_list(objects, src=0) is None and objects == [1, "a"]
     gathered = [None]
     dist.gather_object({"k": 1}, gathered, dst=0)
     assert gathered == [{"k": 1}]
