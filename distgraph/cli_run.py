@@ -48,7 +48,7 @@ def run_script(path, code, argv):
 )
 @click.option("--address", default=None, help="Ray address: auto, host:port or ray://host:port (default: a local Ray)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (one GPU per rank)")
-@click.option("--cpus-per-worker", type=float, default=1.0, show_default=True)
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option(
     "--bind-to", type=click.Choice(["none", "core"]), default=None, help="core: each rank on cores of its own"
 )

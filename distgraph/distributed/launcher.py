@@ -50,6 +50,9 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
         raise ConfigError(f"launch: workers must be a positive int, got {workers!r}")
     if not callable(fn):
         raise ConfigError(f"launch: fn must be callable, got {type(fn).__name__}")
+    if not isinstance(args, tuple | list) or not isinstance(kwargs, dict | None):
+        raise ConfigError(f"launch: args must be a tuple and kwargs a dict, got {type(args).__name__} and "
+                          f"{type(kwargs).__name__}")  # fmt: skip
     if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
         raise ConfigError(f"launch: max_restarts must be an int >= 0, got {max_restarts!r}")
     _send_by_value(fn)

@@ -42,7 +42,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from distgraph import dtypes, host_memory
 from distgraph.backend import CPU
 from distgraph.distributed import affinity
-from distgraph.errors import DistributedError
+from distgraph.errors import ConfigError, DistributedError
 from distgraph.ops.rng import generator, manual_seed
 
 SEED = "_distgraph_seed"  # the keyword `remote_class`'s actors take their (base, rank, start) by
@@ -137,6 +137,10 @@ class WorkerGroup:
         """`bind_to="core"`: each worker bound to cores of its own on its node (affinity.py; `bound()`);
         `seeded`: each worker's generator seeded from a base seed the driver draws (module docstring)."""
         self.bind_to = affinity.check_bind_to(bind_to, "WorkerGroup")
+        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int | float) or not cpus_per_worker > 0:
+            raise ConfigError(  # (Ray refuses a negative bundle, then its raylet dies removing the group)
+                f"cpus_per_worker must be a positive number of CPUs (Ray's num_cpus per worker), got {cpus_per_worker!r}"
+            )
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)

@@ -162,6 +162,17 @@ def test_bad_launch_arguments():
         dist.launch(_collectives, workers=0)
     with pytest.raises(ConfigError, match="fn must be callable"):
         dist.launch("train.py", workers=2)
+    with pytest.raises(ConfigError, match="launch: args must be a tuple and kwargs a dict, got int and NoneType"):
+        dist.launch(_collectives, workers=2, args=5)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("cpus", [-1, 0, True, "1"])
+def test_a_cpus_per_worker_ray_cannot_place_is_refused_before_ray_sees_it(ray_session, cpus):
+    """A negative bundle made Ray's raylet die as the placement group was removed (later launches then timed out)."""
+    with pytest.raises(ConfigError, match=rf"cpus_per_worker must be a positive number of CPUs .*got {cpus!r}"):
+        dist.launch(_my_share, workers=2, args=(4,), cpus_per_worker=cpus, timeout_s=30)
+    assert dist.launch(_my_share, workers=2, args=(4,), cpus_per_worker=0.5, timeout_s=60) == [[0, 2], [1, 3]]
     with pytest.raises(ConfigError, match="all_reduce: op must be one of 'sum', 'mean', 'max'.* got 'median'"):
         dist.all_reduce(dg.ones(2), op="median")
 
