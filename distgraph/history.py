@@ -39,3 +39,36 @@ class History:
 
     def state_dict(self):
         return {"epochs": self.epochs, "events": self.events}
+
+
+# ---- an epoch's record, from its steps' statistics (Trainer.fit) ------------------------------------------
+def epoch_statistics(parts):
+    """The loss (and accuracy) of an epoch's steps, each weighted by its samples."""
+    total = {"loss_sum": 0.0, "count": 0}
+    correct = None
+    for p in parts:
+        total["loss_sum"] += p["loss"] * p["count"]
+        total["count"] += p["count"]
+        if "accuracy" in p:
+            correct = (correct or 0) + p["accuracy"] * p["count"]
+    out = {"loss": total["loss_sum"] / max(total["count"], 1)}
+    if correct is not None:
+        out["accuracy"] = correct / max(total["count"], 1)
+    return out
+
+
+def steps_summary(parts):
+    """An epoch's steps so far as one step's statistics, which a mid-epoch checkpoint keeps: the resumed epoch's
+    record then covers all its steps (it had the loss and accuracy of those after the resume only)."""
+    skipped = sum(p.get("skipped", 0) for p in parts)
+    return {**epoch_statistics(parts), "count": sum(p["count"] for p in parts), "skipped": skipped}
+
+
+def epoch_line(r):
+    """The line `fit` prints after each epoch (with progress on)."""
+    parts = [f"epoch {r['epoch']:3d}", f"loss {r['loss']:.4f}"]
+    for key in ("accuracy", "val_loss", "val_accuracy"):
+        if key in r:
+            parts.append(f"{key.replace('_', ' ')} {r[key]:.4f}")
+    parts.append(f"{r['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)

@@ -26,11 +26,12 @@ run would have seen.
 
 import os
 import time
+import warnings
 import weakref
 
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
-from distgraph.history import History
+from distgraph.history import History, epoch_line, epoch_statistics, steps_summary
 from distgraph.trainer_data import EpochData, as_arrays, check_data, validation_arrays
 from distgraph.trainer_options import check_batch_size, check_fit, check_options, checked_parts, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval, check_scheduler
@@ -105,11 +106,19 @@ class Trainer(Schedules):
 
     # ---- fit -------------------------------------------------------------------------------------------
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
+        """Train until `epochs` epochs are done in all → the history. `epochs` counts from this Trainer's first
+        epoch, as Lightning's max_epochs (and Keras's epochs beside initial_epoch): a second fit(epochs=3) after
+        fit(epochs=2) trains one epoch more, and a resumed fit continues the checkpoint's count to it."""
         epochs, batch_size = check_fit(epochs, batch_size)
         if resume:  # first: the checkpoint's epoch is the one a DataLoader's first pass is for, its seed the seed
             self._resume()
         if self.epoch >= epochs:  # nothing to train: a DataLoader takes no pass, as a torch loop over no epochs
             check_data(data)
+            warnings.warn(
+                f"Trainer.fit: {self.epoch} epoch(s) are done and epochs={epochs} is the total to reach, so nothing "
+                f"was trained; fit(..., epochs={self.epoch + epochs}) trains {epochs} more",
+                stacklevel=2,
+            )
             return self.history
         source = EpochData(data, batch_size, self.seed, self.epoch)
         x, y = source.x, source.y
@@ -162,7 +171,7 @@ class Trainer(Schedules):
             self._catch_up_scheduler(first + len(parts))
             elapsed = time.perf_counter() - start
             done = sum(p["count"] for p in parts)
-            record = {"epoch": epoch + 1, **_weighted(carried + parts), "samples_per_s": done / elapsed}
+            record = {"epoch": epoch + 1, **epoch_statistics(carried + parts), "samples_per_s": done / elapsed}
             record["time_s"] = elapsed
             if record_lr is not None:
                 record["lr"] = record_lr
@@ -183,7 +192,7 @@ class Trainer(Schedules):
             self.history.epochs.append(record)
             self.epoch, self.epoch_step, self._carried = epoch + 1, 0, []
             if self.progress:
-                print(_epoch_line(record), flush=True)
+                print(epoch_line(record), flush=True)
             if self.checkpoint_dir and (self.checkpoint_every is None or self.epoch % self.checkpoint_every == 0):
                 self.save_checkpoint()
         if self._cluster is not None:
@@ -394,7 +403,7 @@ class Trainer(Schedules):
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
-            "epoch_stats": _summary(self._carried + self._epoch_parts) if self.epoch_step else None,
+            "epoch_stats": steps_summary(self._carried + self._epoch_parts) if self.epoch_step else None,
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
@@ -461,36 +470,6 @@ def _per_worker(workers, mean):
     if not workers:
         return f"{mean:,.0f}/s"
     return " ".join(f"{n / max(sec, 1e-9) / 1e3:.1f}k" for n, sec in workers.values()) + "/s"
-
-
-def _weighted(parts):
-    total = {"loss_sum": 0.0, "count": 0}
-    correct = None
-    for p in parts:
-        total["loss_sum"] += p["loss"] * p["count"]
-        total["count"] += p["count"]
-        if "accuracy" in p:
-            correct = (correct or 0) + p["accuracy"] * p["count"]
-    out = {"loss": total["loss_sum"] / max(total["count"], 1)}
-    if correct is not None:
-        out["accuracy"] = correct / max(total["count"], 1)
-    return out
-
-
-def _summary(parts):
-    """An epoch's steps so far as one step's statistics, which a mid-epoch checkpoint keeps: the resumed epoch's
-    record then covers all its steps (it had the loss and accuracy of those after the resume only)."""
-    skipped = sum(p.get("skipped", 0) for p in parts)
-    return {**_weighted(parts), "count": sum(p["count"] for p in parts), "skipped": skipped}
-
-
-def _epoch_line(r):
-    parts = [f"epoch {r['epoch']:3d}", f"loss {r['loss']:.4f}"]
-    for key in ("accuracy", "val_loss", "val_accuracy"):
-        if key in r:
-            parts.append(f"{key.replace('_', ' ')} {r[key]:.4f}")
-    parts.append(f"{r['samples_per_s']:,.0f} samples/s")
-    return "  ".join(parts)
 
 
 def _progress(total, desc, enabled):

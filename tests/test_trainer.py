@@ -64,6 +64,19 @@ def test_history_has_loss_accuracy_and_throughput():
     assert all(0 <= a <= 1 for a in h["accuracy"]) and all(s > 0 for s in h["samples_per_s"])
 
 
+def test_epochs_is_the_total_to_reach_and_a_fit_with_nothing_left_says_so():
+    """fit(epochs=N) trains until N epochs are done in all (Lightning's max_epochs): a second fit(epochs=3)
+    after fit(epochs=2) trains one more, and equals fit(epochs=3) at once; one that reaches nothing new warns."""
+    once, twice = make(), make()
+    once.fit(data(), epochs=3, batch_size=16)
+    twice.fit(data(), epochs=2, batch_size=16)
+    with pytest.warns(UserWarning, match=r"2 epoch\(s\) are done and epochs=1 is the total .* epochs=3\) trains 1 more"):
+        assert len(twice.fit(data(), epochs=1, batch_size=16)) == 2
+    assert [r["epoch"] for r in twice.fit(data(), epochs=3, batch_size=16).epochs] == [1, 2, 3]
+    for p, q in zip(once.model.parameters(), twice.model.parameters()):
+        assert p.detach().numpy().tobytes() == q.detach().numpy().tobytes()
+
+
 def test_history_reads_like_a_dict_of_lists():
     """As Keras's history.history: membership, keys and iteration are over metric names (`in` looped
     forever before: Python fell back to indexing 0, 1, 2, ...)."""
