@@ -58,6 +58,10 @@ class PeerExitedError(DistributedError):
     """A collective found a peer rank's process gone: the peer's death is the cause to report, not this rank."""
 
 
+class PeerReturnedError(DistributedError):
+    """A collective waits for a peer rank that has returned from the launched function: it will never come."""
+
+
 class NonFiniteError(DistgraphError, FloatingPointError):
     """NaN or Inf where training cannot continue: in a batch's inputs or in the loss (names which)."""
 

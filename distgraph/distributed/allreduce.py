@@ -168,6 +168,12 @@ class ShmAllReduce:
         if self.board is not None:
             self.board.give_up()
 
+    def finish(self):
+        """This rank's launched function returned: peers waiting for it in a collective raise at their next look
+        at the board (`CallBoard.finish`), not at their timeout."""
+        if self.board is not None:
+            self.board.finish()
+
     def close(self):
         """Destroy the group's segments (every rank may call it; unlinking is idempotent)."""
         for seg in list(self.segments.values()):  # (a snapshot: a bucket thread may open one meanwhile)
@@ -238,6 +244,9 @@ class CollectiveAllReduce:
     def abort(self):
         """Nothing to tell: a peer blocked in a collective waits out its timeout (gloo's `timeout_s`)."""
 
+    def finish(self):
+        """Nothing to tell (as `abort`)."""
+
     def close(self):
         self.collective.destroy_collective_group(self.group)
 
@@ -262,6 +271,9 @@ class Alone:
         return data
 
     def abort(self):
+        """Nothing waits on this rank."""
+
+    def finish(self):
         """Nothing waits on this rank."""
 
     def close(self):

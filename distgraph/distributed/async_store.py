@@ -32,12 +32,11 @@ state present | step table (per step of the current call: done, statistics, rank
 import fcntl
 import os
 import time
-from multiprocessing import shared_memory
 
 import numpy as np
 
 from distgraph.backend import writeable
-from distgraph.distributed.shm import _ALIGN, _aligned, _alive, _attach, _close_mapping, _own, sweep, view
+from distgraph.distributed.shm import _ALIGN, Mapping, _aligned, _alive, _attach, _close_mapping, _own, sweep, view
 from distgraph.distributed.zero import common_dtype, flat_layout
 from distgraph.errors import DistributedError
 
@@ -137,7 +136,7 @@ class SharedAsyncStore:
         self.creator = rank == min(members)
         if self.creator:
             sweep()
-            self.shm = shared_memory.SharedMemory(name=name, create=True, size=layout.size)
+            self.shm = Mapping(name=name, create=True, size=layout.size)
             self._finalizer = _own(self, name)
         else:
             self.shm = _attach(name, layout.size, timeout_s)

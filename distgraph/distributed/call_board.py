@@ -24,12 +24,13 @@ import zlib
 import numpy as np
 
 from distgraph.distributed.shm import Segment
-from distgraph.errors import DistributedError, DTypeError, ShapeError
+from distgraph.errors import DistributedError, DTypeError, PeerReturnedError, ShapeError
 
 SLOTS = 8  # records per rank: tags in flight at once (the loop's, a few buckets') rarely share one
 FIELDS = 6  # version, tag hash, call number, kind, dtype char, element count
-ROW = SLOTS * FIELDS + 1  # a rank's row: its records, then its "gave up" flag (`give_up`)
-GAVE_UP = ROW - 1
+ROW = SLOTS * FIELDS + 1  # a rank's row: its records, then its state: 1 gave up (`give_up`), 2 returned (`finish`)
+STATE = ROW - 1
+GAVE_UP, RETURNED = 1, 2
 _KINDS = ("all-reduce", "all-gather", "reduce-scatter")
 
 
@@ -79,20 +80,35 @@ class CallBoard:
         liveness check instead of at the timeout (`check`)."""
         seg = self._open()
         if seg is not None:
-            seg.slots[self.rank, GAVE_UP] = 1
+            seg.slots[self.rank, STATE] = GAVE_UP
+
+    def finish(self):
+        """This rank's launched function returned: a peer still waiting in a collective for it stops at its next
+        liveness check, naming its call, instead of waiting out its timeout with a guess (`check`)."""
+        seg = self._open()
+        if seg is not None and not seg.slots[self.rank, STATE]:
+            seg.slots[self.rank, STATE] = RETURNED
 
     def check(self):
-        """Raise DistributedError when a peer gave up (`give_up`); ShapeError (DTypeError where the dtypes
-        differ) when a peer's record of the call this thread waits in differs from this rank's; otherwise
-        nothing (no record yet, another call, a record in flux)."""
+        """Raise DistributedError when a peer gave up (`give_up`), PeerReturnedError when one returned (`finish`);
+        ShapeError (DTypeError where the dtypes differ) when a peer's record of the call this thread waits in
+        differs from this rank's; otherwise nothing (no record yet, another call, a record in flux)."""
         tag, mine = getattr(self._mine, "call", (None, None))
         seg = self._open()
         if seg is None:
             return
-        gave_up = [r for r in range(self.world) if r != self.rank and seg.slots[r, GAVE_UP]]
+        state = {r: int(seg.slots[r, STATE]) for r in range(self.world) if r != self.rank}
+        gave_up = [r for r, s in state.items() if s == GAVE_UP]
         if gave_up:
             raise DistributedError(
                 f"shm all-reduce: rank(s) {gave_up} stopped: their step raised (their error is the one to read)"
+            )
+        returned = [r for r, s in state.items() if s == RETURNED]
+        if returned:  # (a barrier the peer reached before it returned is complete: Segment.barrier looks again)
+            waits = f"its call {mine[1]} with tag {tag}, {_words(mine)}" if mine else "a collective"
+            raise PeerReturnedError(
+                f"shm all-reduce: rank(s) {returned} returned from the launched function while rank {self.rank} "
+                f"waits in {waits}: every rank must make the same collectives, in the same order"
             )
         if mine is None:
             return

@@ -99,7 +99,9 @@ class LoopWorker:
         os.environ.update({k: str(v) for k, v in env.items()})  # torchrun's, for scripts that read them
         try:
             with using_group(_context["sync"]):  # for SyncBatchNorm
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+            _context["comm"].finish()  # a peer still waiting for this rank in a collective stops now
+            return result
         finally:
             for k, v in before.items():
                 if v is None:

@@ -44,7 +44,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from distgraph.errors import DistributedError, PeerExitedError
+from distgraph.errors import DistributedError, PeerExitedError, PeerReturnedError
 
 PREFIX = "dg."
 _ALIGN = 64
@@ -129,7 +129,7 @@ class Segment:
         if rank == 0:
             sweep()
             try:
-                self.shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+                self.shm = Mapping(name=name, create=True, size=size)
             except FileExistsError:
                 raise DistributedError(
                     f"shm all-reduce: segment /dev/shm/{name} already exists: another live group uses the name "
@@ -316,6 +316,11 @@ class Segment:
                 if self.watch is not None:  # first: a peer that found the mismatch first has given up by now
                     try:
                         self.watch()
+                    except PeerReturnedError:
+                        if flags.min() >= seq:  # the peer reached this barrier before it returned: complete
+                            return
+                        self.abort()
+                        raise
                     except Exception:
                         self.abort()  # the peers stop waiting for this rank at their next check
                         raise
@@ -353,6 +358,16 @@ class Segment:
             _remove(self.name)
         _close_mapping(self.shm)
         self.shm = None
+
+
+class Mapping(shared_memory.SharedMemory):
+    """A SharedMemory whose finalizer leaves a mapping that arrays still view to the process's exit (the kernel
+    unmaps it then), instead of printing "Exception ignored in SharedMemory.__del__ ... BufferError" from
+    every worker a launch stops after a failed step."""
+
+    def __del__(self):
+        with contextlib.suppress(BufferError):
+            super().__del__()
 
 
 def view(buf, shape, dtype, offset):
@@ -432,7 +447,7 @@ def _attach(name, size, timeout_s, watch=None):
     deadline = start + timeout_s
     while True:
         try:
-            shm = shared_memory.SharedMemory(name=name, create=False)
+            shm = Mapping(name=name, create=False)
         except (FileNotFoundError, ValueError):  # ValueError: created, not yet sized ("cannot mmap an empty file")
             if time.monotonic() > deadline:
                 raise DistributedError(

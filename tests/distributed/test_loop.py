@@ -229,3 +229,19 @@ def test_node_rank_numbers_nodes_in_order_of_their_first_rank_whatever_their_siz
     finally:
         loop._context.clear()
         loop._context.update(saved)
+
+
+def _one_rank_returns_early():
+    if dist.get_rank() == 0:
+        dist.all_reduce(dg.ones(1))  # rank 1 never makes it: it returns
+    return dist.get_rank()
+
+
+@pytest.mark.ray
+def test_a_rank_that_returns_early_fails_its_waiting_peer_at_once_naming_the_call(ray_session):
+    """Before, rank 0 waited out the launch's timeout, then guessed that rank 1 "may be hung"."""
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"rank\(s\) \[1\] returned from the launched function while rank 0 "
+                       r"waits in its call 1 with tag 0, an all-reduce of 1 float32 elements"):  # fmt: skip
+        dist.launch(_one_rank_returns_early, workers=2, cpus_per_worker=0.5, timeout_s=60)
+    assert time.monotonic() - start < 30  # not the 60 s timeout
