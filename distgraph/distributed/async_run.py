@@ -33,7 +33,7 @@ from distgraph.distributed.scheduler import (
     user_error,
     wait_ready,
 )
-from distgraph.distributed.shm import PREFIX
+from distgraph.distributed.shm_mappings import PREFIX
 from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistributedError
 

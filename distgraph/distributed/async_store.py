@@ -24,7 +24,7 @@ kernel releases it when its holder dies, so a killed worker never leaves it lock
   the wait goes on without it. The driver redoes undone steps and rejoins dropped workers in a new
   segment (a new membership: a fenced worker still holding the old one writes where nobody reads).
 
-Layout (64-byte aligned regions): world (int64, at 0, as `shm.sweep` reads it), pids, the control
+Layout (64-byte aligned regions): world (int64, at 0, as `shm_mappings.sweep` reads it), pids, the control
 words, per-worker base / live / claimed, and two buffers of [parameters | array state | scalar state |
 state present | step table (per step of the current call: done, statistics, rank, versions, times)].
 """
@@ -36,7 +36,8 @@ import time
 import numpy as np
 
 from distgraph.backend import writeable
-from distgraph.distributed.shm import _ALIGN, Mapping, _aligned, _alive, _attach, _close_mapping, _own, sweep, view
+from distgraph.distributed.shm import _aligned
+from distgraph.distributed.shm_mappings import _ALIGN, Mapping, _alive, _attach, _close_mapping, _own, sweep, view
 from distgraph.distributed.zero import common_dtype, flat_layout
 from distgraph.errors import DistributedError
 

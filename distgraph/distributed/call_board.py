@@ -7,7 +7,7 @@ in a launch) with a guess at the cause. torch's gloo and NCCL hang there too, un
 adds a round trip to every collective. Here every rank posts, before each reduction, what it is about to reduce
 into a small segment of its group (its row of `SLOTS` records): the tag, the how-many-th call with that tag this
 is, the kind of collective, the dtype and the element count — five stores, no round trip. A rank whose wait
-outlasts a liveness check (`shm._LIVENESS_EVERY_S`) reads its peers' rows: a peer's record of the same call of
+outlasts a liveness check (`shm_mappings._LIVENESS_EVERY_S`) reads its peers' rows: a peer's record of the same call of
 the same tag that differs is a mismatch, certain and not a guess, since the n-th call with a tag is the same
 collective on every rank of a correct program.
 

@@ -25,7 +25,7 @@ from distgraph.distributed.driver_state import DriverState
 from distgraph.distributed.nodes import bundles_on_live_nodes
 from distgraph.distributed.param_store import ParameterShard, partition_parameters, shard_members
 from distgraph.distributed.scheduler import WORKER_FAILURES, DataParallelScheduler, raise_user_error, wait_ready
-from distgraph.distributed.shm import remove_group
+from distgraph.distributed.shm_mappings import remove_group
 from distgraph.distributed.worker import TrainWorker
 from distgraph.errors import ConfigError, DistributedError
 

@@ -26,7 +26,7 @@ import ray
 from distgraph.distributed import scheduler
 from distgraph.distributed.nodes import lost_nodes, wait_until_dead
 from distgraph.distributed.scheduler import WORKER_FAILURES
-from distgraph.distributed.shm import remove_group
+from distgraph.distributed.shm_mappings import remove_group
 from distgraph.errors import DistgraphError, DistributedError
 
 NODE_LOSS_WAIT_S = 90.0  # elastic: how long to wait for the cluster to declare a lost node dead

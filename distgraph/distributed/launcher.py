@@ -34,7 +34,7 @@ from distgraph.distributed.allreduce import gloo_available
 from distgraph.distributed.horovod_elastic import drop_keeper
 from distgraph.distributed.loop import LoopWorker, _get
 from distgraph.distributed.scheduler import start_allowance
-from distgraph.distributed.shm import remove_group
+from distgraph.distributed.shm_mappings import remove_group
 from distgraph.errors import ConfigError, DistributedError
 
 

@@ -33,7 +33,7 @@ from distgraph.backend import namespace, to_device
 from distgraph.distributed import loop, wire
 from distgraph.distributed.loop import _context
 from distgraph.distributed.process_group import Work, _check_group
-from distgraph.distributed.shm import PREFIX
+from distgraph.distributed.shm_mappings import PREFIX
 from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeError
 
 _SHM = "/dev/shm"

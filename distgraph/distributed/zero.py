@@ -55,7 +55,8 @@ import numpy as np
 
 from distgraph.distributed.buckets import DEFAULT_BUCKET_MB, plan_buckets
 from distgraph.distributed.exchange import CollectiveExchange, SegmentExchange
-from distgraph.distributed.shm import _overlaps, read_result, segment_name
+from distgraph.distributed.shm import read_result, segment_name
+from distgraph.distributed.shm_mappings import _overlaps
 from distgraph.distributed.step import unscale_
 from distgraph.errors import DistributedError
 

@@ -16,7 +16,7 @@ from distgraph.distributed.allreduce import (
     ShmAllReduce,
     make_allreduce,
 )
-from distgraph.distributed.shm import leaked, sweep
+from distgraph.distributed.shm_mappings import leaked, sweep
 from distgraph.errors import DistributedError, DTypeError
 
 pytestmark = pytest.mark.ray
@@ -181,7 +181,7 @@ def test_sweep_removes_a_segment_whose_only_written_pids_are_dead_even_without_r
     sweep (which waited for rank 0's pid) kept it in /dev/shm for good once its ranks were killed."""
     import subprocess
 
-    from distgraph.distributed.shm import _ALIGN, PREFIX
+    from distgraph.distributed.shm_mappings import _ALIGN, PREFIX
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -205,7 +205,7 @@ def test_sweep_removes_a_segment_whose_only_written_pids_are_dead_even_without_r
 def test_sweep_removes_a_segment_left_without_a_header_only_once_it_is_old():
     """A creator killed between making a segment and writing its header (seen once in CI) left a segment no pid
     names, which the sweep kept for good as one "being set up". Now one as old as `_ABANDONED_S` goes."""
-    from distgraph.distributed.shm import _ABANDONED_S, PREFIX
+    from distgraph.distributed.shm_mappings import _ABANDONED_S, PREFIX
 
     fresh, old = (f"{PREFIX}{group_name()}.{kind}" for kind in ("fresh", "old"))
     for name in (fresh, old):
@@ -248,12 +248,12 @@ def test_reduce_scatter_over_three_ranks_sums_every_rank_in_order():
 
 
 def test_a_closed_segment_lets_go_of_its_mapping():
-    from distgraph.distributed import shm
+    from distgraph.distributed import shm, shm_mappings
 
     seg = shm.Segment(f"{shm.PREFIX}{group_name()}.one", 0, 1, np.float64, 8, timeout_s=1.0)
-    before = len(shm._lingering)
+    before = len(shm_mappings._lingering)
     seg.close()
-    assert len(shm._lingering) == before  # every view released: nothing kept for a later close to unmap
+    assert len(shm_mappings._lingering) == before  # every view released: nothing kept for a later close to unmap
 
 
 def test_missing_peer_raises_after_the_timeout_instead_of_hanging():

@@ -11,7 +11,7 @@ import pytest
 
 from distgraph.distributed.allreduce import ShmAllReduce
 from distgraph.distributed.call_board import FIELDS, SLOTS
-from distgraph.distributed.shm import leaked
+from distgraph.distributed.shm_mappings import leaked
 from distgraph.errors import DTypeError, ShapeError
 
 
