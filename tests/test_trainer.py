@@ -70,7 +70,9 @@ def test_epochs_is_the_total_to_reach_and_a_fit_with_nothing_left_says_so():
     once, twice = make(), make()
     once.fit(data(), epochs=3, batch_size=16)
     twice.fit(data(), epochs=2, batch_size=16)
-    with pytest.warns(UserWarning, match=r"2 epoch\(s\) are done and epochs=1 is the total .* epochs=3\) trains 1 more"):
+    with pytest.warns(
+        UserWarning, match=r"2 epoch\(s\) are done and epochs=1 is the total .* epochs=3\) trains 1 more"
+    ):
         assert len(twice.fit(data(), epochs=1, batch_size=16)) == 2
     assert [r["epoch"] for r in twice.fit(data(), epochs=3, batch_size=16).epochs] == [1, 2, 3]
     for p, q in zip(once.model.parameters(), twice.model.parameters()):
