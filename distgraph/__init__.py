@@ -9,6 +9,7 @@ import warnings as _warnings
 from distgraph import autograd, cuda, dtypes, errors, host_memory  # noqa: F401  (host_memory: keeps freed arrays)
 from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
 from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
+from distgraph.autograd.formats import channels_last, channels_last_3d, contiguous_format, preserve_format, strided  # noqa: F401
 from distgraph.autograd.grad_mode import inference_mode, is_grad_enabled, is_inference_mode_enabled  # noqa: F401
 from distgraph.backend import Device, cuda_is_available, device  # noqa: F401
 from distgraph.dtypes import (  # noqa: F401
@@ -447,6 +448,7 @@ from distgraph.ops.shape import (  # noqa: F401
 from distgraph.ops.torch_names import *  # noqa: F403,E402  (pi, is_tensor, view_copy, ...: its __all__)
 
 bool, float, double, half, long, int = bool_, float32, float64, float16, int64, int32  # noqa: A001  (as torch's)
+dtype = DType  # (torch.dtype: isinstance(x.dtype, dg.dtype))
 
 __version__ = "0.1.0"
 
@@ -471,6 +473,7 @@ _LAZY = {
     "data": "distgraph.data",
     "func": "distgraph.func",
     "amp": "distgraph.amp",
+    "backends": "distgraph.backends",
 }
 _LAZY_ATTRS = {
     "save": ("distgraph.io", "save"),

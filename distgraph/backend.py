@@ -119,6 +119,18 @@ def cuda_is_available():
     return True
 
 
+def cudnn_version():
+    """cuDNN's version as an int (90100 for 9.1.0, as torch.backends.cudnn.version()), or None where cupy's cuDNN
+    bindings do not load or no GPU is there."""
+    if not cuda_is_available():
+        return None
+    try:
+        from cupy.cuda import cudnn
+    except ImportError:
+        return None
+    return int(cudnn.getVersion())
+
+
 CPU = device("cpu")
 _default = [CPU]
 

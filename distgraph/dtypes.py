@@ -26,6 +26,8 @@ class DType:
         self.is_signed = category == 2 or np.issubdtype(self.np, np.signedinteger)
         self.itemsize = self.np.itemsize
 
+    is_complex = False  # (torch's attribute: distgraph has no complex dtype)
+
     def __repr__(self):
         return f"distgraph.{self.name}"
 

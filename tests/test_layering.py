@@ -19,7 +19,7 @@ ROOT = pathlib.Path(distgraph.__file__).parent
 LAYERS = {
     **dict.fromkeys(("backend", "errors", "dtypes", "_config", "host_memory"), 0),
     # cuda: backend's device queries, and the GPU generator that ops/creation.py keeps
-    **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing", "cuda"), 1),
+    **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing", "cuda", "backends"), 1),
     **dict.fromkeys(("nn", "optim", "io", "serialization", "data", "utils", "func", "distributions", "datasets"), 2),
     **dict.fromkeys(("graph", "amp"), 3),
     "distributed": 4,

@@ -5,11 +5,13 @@ The backing array is `t.array` (a numpy or cupy ndarray, never copied). Op metho
 holds only state and the few methods that are not ops.
 """
 
+import copy
 from operator import attrgetter
 
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.formats import strided
 from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.autograd.layout import now as _layout_now
@@ -70,6 +72,10 @@ class Tensor:
     @property
     def ndim(self):
         return self.array.ndim
+
+    @property
+    def layout(self):
+        return strided  # (torch's only dense layout; distgraph has no sparse tensors)
 
     def dim(self):
         return self.array.ndim
@@ -296,10 +302,12 @@ class Tensor:
         return np.asarray(self.__array__()).tolist()
 
     def to(self, *args, **kwargs):
-        """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)` as in PyTorch."""
+        """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)` as in PyTorch (and its
+        `memory_format=`: contiguous() in that format, autograd/formats.py)."""
         dev = kwargs.pop("device", None)
         dt = kwargs.pop("dtype", None)
         copy = kwargs.pop("copy", False)
+        memory_format = kwargs.pop("memory_format", None)
         for a in args:
             if isinstance(a, Tensor):
                 dev, dt = a.device, a.dtype
@@ -320,6 +328,8 @@ class Tensor:
                 from distgraph.ops.movement import to_device_op
 
                 out = to_device_op(out, dev)
+        if memory_format is not None and memory_format != "preserve_format":
+            out = out.contiguous(memory_format)
         return out
 
     def cpu(self):
@@ -378,6 +388,22 @@ class Tensor:
         return int(self.item())
 
     __hash__ = object.__hash__
+
+    def __deepcopy__(self, memo):
+        """torch's deepcopy: a leaf's data, flags and .grad copied (a plain copy.deepcopy went through
+        __reduce__ and dropped .grad); a tensor computed by an op is refused, as torch refuses it."""
+        if id(self) in memo:
+            return memo[id(self)]
+        if self.grad_fn is not None:
+            raise AutogradError(
+                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "
+                "moment (torch's words); deepcopy its .detach() instead"
+            )
+        rebuild, args = self.__reduce__()[:2]
+        new = memo[id(self)] = rebuild(*copy.deepcopy(args, memo))
+        if self.grad is not None:
+            new.grad = copy.deepcopy(self.grad, memo)
+        return new
 
     def __reduce__(self):  # Ray/in-flight serialization only (files use msgpack via dg.save): array + flags
         array = to_device(self.array, "cpu") if self.device is not CPU else self.array

@@ -286,6 +286,7 @@ class Module(ModuleState):
     def to(self, *args, **kwargs):
         """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(tensor)`: dtype casts floating tensors only."""
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        memory_format = kwargs.pop("memory_format", None)  # (torch's: the 4-d / 5-d tensors laid out so)
         kwargs.pop("non_blocking", None)
         if kwargs:
             raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(kwargs)}")
@@ -304,6 +305,10 @@ class Module(ModuleState):
         def move(t):
             if dtype is not None and t.is_floating_point():
                 t = t.to(dtype)
+            if memory_format in ("channels_last", "channels_last_3d") and t.ndim == 4 + (
+                memory_format != "channels_last"
+            ):
+                t = t.contiguous(memory_format)
             return t.to(device) if device is not None else t
 
         return self._apply_tensors(move)

@@ -13,6 +13,7 @@ import builtins
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.formats import channels_last_order
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import address
 from distgraph.errors import DTypeError, ShapeError
@@ -176,10 +177,10 @@ def stride(input, dim=None):
 
 
 def is_contiguous(input, memory_format=None):
-    """Tensor.is_contiguous: row-major in memory (size-1 dims' strides do not count, as in torch)."""
-    if memory_format not in (None, "contiguous_format"):
-        raise ShapeError(f"is_contiguous: only the contiguous memory format is known here, got {memory_format!r}")
-    return bool(input.array.flags.c_contiguous)
+    """Tensor.is_contiguous: row-major in memory (size-1 dims' strides do not count, as in torch), or laid out
+    in `memory_format`'s order (channels_last: NHWC; autograd/formats.py)."""
+    order = channels_last_order(input.ndim, memory_format, "is_contiguous")
+    return bool((input.array if order is None else input.array.transpose(order)).flags.c_contiguous)
 
 
 def storage_offset(input):
