@@ -84,3 +84,16 @@ def test_deepcopy_of_a_leaf_keeps_its_grad_and_of_a_computed_tensor_is_refused_a
         assert w.grad.tolist() == [2.0, 2.0]  # its own copy
         with pytest.raises(RuntimeError, match="Only Tensors created explicitly by the user"):
             copy.deepcopy(w * 2)
+
+
+def test_factories_take_torchs_layout_pin_memory_and_memory_format_keywords():
+    x = dg.ones(2, 3, 4, 5)
+    for make in (lambda lib, **k: lib.zeros(2, 3, **k), lambda lib, **k: lib.rand(2, **k),
+                 lambda lib, **k: lib.arange(3, **k)):  # fmt: skip
+        assert make(dg, layout=dg.strided, pin_memory=False).shape == tuple(make(torch, layout=torch.strided).shape)
+    assert dg.tensor([1.0, 2.0], pin_memory=False).tolist() == torch.tensor([1.0, 2.0], pin_memory=False).tolist()
+    e = dg.empty(2, 3, 4, 5, memory_format=dg.channels_last, requires_grad=True)
+    assert e.stride() == torch.empty(2, 3, 4, 5, memory_format=torch.channels_last).stride() and e.is_leaf
+    assert dg.zeros_like(x, memory_format=dg.channels_last).stride() == (60, 1, 15, 3)
+    with pytest.raises(dg.errors.DTypeError, match="zeros: layout 'sparse_coo' is not supported"):
+        dg.zeros(2, layout="sparse_coo")

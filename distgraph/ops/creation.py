@@ -8,6 +8,7 @@ A cuda tensor is made on its own GPU: cupy allocates on its current GPU, so each
 inside `backend.on(device)` (after one `device.index is None` test, so cpu pays nothing more).
 """
 
+import functools
 import math
 import re
 
@@ -19,6 +20,27 @@ from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, from_dlpack_capsule, on, to_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops.rng import drawing_from, generator
+
+
+def factory(fn):
+    """`fn` (a creation function) taking torch's factory keywords besides its own: `layout` (torch.strided, the
+    one layout distgraph's tensors have: another is refused), `pin_memory` (accepted with no effect: cupy copies
+    a host array to the GPU the same way pinned or not) and `memory_format` (the result laid out so: channels_last
+    is a real layout here, autograd/formats.py; preserve_format leaves it row-major)."""
+
+    @functools.wraps(fn)
+    def call(*args, layout=None, pin_memory=False, memory_format=None, **kwargs):
+        if layout is not None and layout != "strided":
+            raise DTypeError(f"{fn.__name__}: layout {layout!r} is not supported: distgraph's tensors are strided only")
+        if memory_format in (None, "contiguous_format", "preserve_format"):
+            return fn(*args, **kwargs)
+        grad = kwargs.pop(
+            "requires_grad", False
+        )  # (laid out first, then a leaf: the layout is not a step of its graph)
+        out = fn(*args, **kwargs).contiguous(memory_format=memory_format)
+        return out.requires_grad_() if grad else out
+
+    return call
 
 
 def _infer_np_dtype(data):
@@ -104,6 +126,7 @@ def _to_array(data, dtype, device):
     return to_device(arr, dev), dev
 
 
+@factory
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor holding a copy of `data` (list, scalar, numpy/cupy array or Tensor)."""
     arr, dev = _to_array(data, dtype, device)
@@ -161,18 +184,22 @@ def _fill(fill, size, dtype, device, requires_grad, default=None):
     return Tensor(arr, requires_grad=requires_grad, device=dev)
 
 
+@factory
 def zeros(*size, dtype=None, device=None, requires_grad=False):
     return _fill(0, size, dtype, device, requires_grad)
 
 
+@factory
 def ones(*size, dtype=None, device=None, requires_grad=False):
     return _fill(1, size, dtype, device, requires_grad)
 
 
+@factory
 def empty(*size, dtype=None, device=None, requires_grad=False):
     return _fill(0, size, dtype, device, requires_grad)
 
 
+@factory
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     default = None
     if dtype is None:
@@ -186,22 +213,27 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     return _fill(fill_value, (tuple(size),), dtype, device, requires_grad, default)
 
 
+@factory
 def zeros_like(input, dtype=None, device=None, requires_grad=False):
     return _fill(0, input.shape, dtype or input.dtype, device or input.device, requires_grad)
 
 
+@factory
 def ones_like(input, dtype=None, device=None, requires_grad=False):
     return _fill(1, input.shape, dtype or input.dtype, device or input.device, requires_grad)
 
 
+@factory
 def empty_like(input, dtype=None, device=None, requires_grad=False):
     return zeros_like(input, dtype, device, requires_grad)
 
 
+@factory
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
     return _fill(fill_value, input.shape, dtype or input.dtype, device or input.device, requires_grad)
 
 
+@factory
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
     """torch.arange: [start, end) by step, as ATen computes it: the values start + i·step in int64 or float64
     (an integer dtype truncates the bounds and step first), their count ceil((end - start) / step) (for int64
@@ -232,6 +264,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
         return Tensor((a + i * s).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
+@factory
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
     if steps < 0:
         raise InputRangeError(f"linspace: number of steps must be non-negative, got {steps}")
@@ -241,6 +274,7 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
         return Tensor(dev.xp.linspace(start, end, steps).astype(dt.np), requires_grad=requires_grad, device=dev)
 
 
+@factory
 def logspace(start, end, steps, base=10.0, dtype=None, device=None):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
@@ -248,6 +282,7 @@ def logspace(start, end, steps, base=10.0, dtype=None, device=None):
         return Tensor(dev.xp.logspace(start, end, steps, base=base).astype(dt.np), device=dev)
 
 
+@factory
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     for name, v in (("n", n), ("m", m)):
         if v is not None and v < 0:
@@ -282,14 +317,17 @@ def _draw(kind, gen, shape, dtype, kw):
     return gen.integers(kw["low"], kw["high"], size=shape).astype(dtype)
 
 
+@factory
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     return _random("rand", size, dtype, device, requires_grad, generator)
 
 
+@factory
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     return _random("randn", size, dtype, device, requires_grad, generator)
 
 
+@factory
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None):
     """torch.randint(high, size) or randint(low, high, size): integers uniform in [low, high), int64 unless told."""
     if size is None and isinstance(high, list | tuple):  # the (high, size) form
@@ -303,16 +341,19 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
     return _random("randint", (tuple(size),), dtype or dtypes.int64, device, False, generator, low=low, high=high)
 
 
+@factory
 def rand_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
     return rand(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
                 requires_grad=requires_grad)  # fmt: skip
 
 
+@factory
 def randn_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
     return randn(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
                  requires_grad=requires_grad)  # fmt: skip
 
 
+@factory
 def randperm(n, *, generator=None, dtype=None, device=None):
     if n < 0:
         raise ShapeError(f"randperm: Trying to create tensor with negative dimension {n}: [{n}] (n must be >= 0)")
