@@ -3,16 +3,33 @@
 moments, reparameterized rsample where torch has one (gradients reach the parameters), and
 kl_divergence with register_kl.
 
-Families: Normal, Uniform, Exponential, Laplace, LogNormal (continuous.py); Gamma, Beta (gamma.py);
-Bernoulli, Categorical, OneHotCategorical (discrete.py); MultivariateNormal, Independent
-(multivariate.py). torch's draws and distgraph's come from different generators: the same seed gives the
+Families: Normal, Uniform, Exponential, Laplace, LogNormal (continuous.py); StudentT, Cauchy, Gumbel,
+HalfNormal (continuous_extra.py); Gamma, Beta, Dirichlet (gamma.py); Bernoulli, Categorical,
+OneHotCategorical (discrete.py); Poisson, Binomial, Geometric (counts.py); MultivariateNormal, Independent
+(multivariate.py); MixtureSameFamily (mixture.py); TransformedDistribution (transformed.py) with the
+transforms of transforms.py (Exp, Affine, Sigmoid, Tanh, Compose). torch's draws and distgraph's come from different generators: the same seed gives the
 same distribution, not the same numbers.
 """
 
-from distgraph.distributions import constraints  # noqa: F401
+from distgraph.distributions import (
+    constraints,  # noqa: F401
+    transforms,  # noqa: F401
+)
 from distgraph.distributions.continuous import Exponential, Laplace, LogNormal, Normal, Uniform  # noqa: F401
+from distgraph.distributions.continuous_extra import Cauchy, Gumbel, HalfNormal, StudentT  # noqa: F401
+from distgraph.distributions.counts import Binomial, Geometric, Poisson  # noqa: F401
 from distgraph.distributions.discrete import Bernoulli, Categorical, OneHotCategorical  # noqa: F401
 from distgraph.distributions.distribution import Distribution  # noqa: F401
-from distgraph.distributions.gamma import Beta, Gamma  # noqa: F401
+from distgraph.distributions.gamma import Beta, Dirichlet, Gamma  # noqa: F401
 from distgraph.distributions.kl import kl_divergence, register_kl  # noqa: F401
+from distgraph.distributions.mixture import MixtureSameFamily  # noqa: F401
 from distgraph.distributions.multivariate import Independent, MultivariateNormal  # noqa: F401
+from distgraph.distributions.transformed import TransformedDistribution  # noqa: F401
+from distgraph.distributions.transforms import (  # noqa: F401
+    AffineTransform,
+    ComposeTransform,
+    ExpTransform,
+    SigmoidTransform,
+    TanhTransform,
+    Transform,
+)

@@ -93,6 +93,16 @@ class _HalfOpenInterval(_Interval):
         return f"HalfOpenInterval(lower_bound={_fmt(self.lower_bound)}, upper_bound={_fmt(self.upper_bound)})"
 
 
+class _IntegerGreaterThan(_GreaterThan):
+    is_discrete = True
+
+    def check(self, value):
+        return (value % 1 == 0) & (value >= self.lower_bound)
+
+    def __repr__(self):
+        return f"IntegerGreaterThan(lower_bound={_fmt(self.lower_bound)})"
+
+
 class _IntegerInterval(_Interval):
     is_discrete = True
 
@@ -175,6 +185,7 @@ real = _Real()
 boolean = _Boolean()
 positive = _GreaterThan(0.0)
 nonnegative = _GreaterThanEq(0.0)
+nonnegative_integer = _IntegerGreaterThan(0)
 unit_interval = _Interval(0.0, 1.0)
 real_vector = _Independent(real, 1)
 simplex = _Simplex()

@@ -40,13 +40,11 @@ class _Family(Distribution):
             return dg.randn(shape, dtype=ref.dtype, device=ref.device)
         return dg.rand(shape, dtype=ref.dtype, device=ref.device)
 
-    def _checked(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        return value
 
+class _LocScale(_Family):
+    """A family of a real location and a positive scale (real-valued unless `support` says otherwise),
+    reparameterized."""
 
-class Normal(_Family):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
     has_rsample = True
@@ -55,6 +53,8 @@ class Normal(_Family):
     def __init__(self, loc, scale, validate_args=None):
         self._set_params((loc, scale), validate_args)
 
+
+class Normal(_LocScale):
     mean = mode = property(lambda self: self.loc)
     stddev = property(lambda self: self.scale)
     variance = property(lambda self: self.scale.pow(2))
@@ -150,15 +150,7 @@ class Exponential(_Family):
         return 1.0 - self.rate.log()
 
 
-class Laplace(_Family):
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-    _params = ("loc", "scale")
-
-    def __init__(self, loc, scale, validate_args=None):
-        self._set_params((loc, scale), validate_args)
-
+class Laplace(_LocScale):
     mean = mode = property(lambda self: self.loc)
     stddev = property(lambda self: math.sqrt(2) * self.scale)
     variance = property(lambda self: 2 * self.scale.pow(2))
@@ -186,16 +178,10 @@ class Laplace(_Family):
         return 1 + dg.log(2 * self.scale)
 
 
-class LogNormal(_Family):
+class LogNormal(_LocScale):
     """exp of a Normal(loc, scale) (torch's is a TransformedDistribution; `base_dist` is that Normal)."""
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.positive
-    has_rsample = True
-    _params = ("loc", "scale")
-
-    def __init__(self, loc, scale, validate_args=None):
-        self._set_params((loc, scale), validate_args)
 
     @property
     def base_dist(self):

@@ -1,6 +1,7 @@
 """Bernoulli, Categorical and OneHotCategorical, parameterized by `probs` or `logits` (exactly one; the
 other is computed on first use). Draws have no reparameterization (has_rsample False, as torch's);
-log_prob and entropy are differentiable in either parameter."""
+log_prob and entropy are differentiable in either parameter. `_ProbsOrLogits` is the binary families'
+shared parameter handling (Bernoulli here, Binomial and Geometric in counts.py)."""
 
 import distgraph as dg
 import distgraph.nn.functional as F
@@ -14,21 +15,21 @@ def _one_of(name, probs, logits):
         raise ValueError(f"{name}: Either `probs` or `logits` must be specified, but not both.")
 
 
-class Bernoulli(Distribution):
-    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
-    support = constraints.boolean
-    has_enumerate_support = True
+class _ProbsOrLogits(Distribution):
+    """A family given `probs` or `logits` (exactly one; the other computed on first use) and `_others`,
+    parameters broadcast with it; `_param` is whichever of probs and logits was given."""
 
-    def __init__(self, probs=None, logits=None, validate_args=None):
-        _one_of("Bernoulli", probs, logits)
-        if probs is not None:
-            (self.probs,) = broadcast_all(probs)
-            param = self.probs
-        else:
-            (self.logits,) = broadcast_all(logits)
-            param = self.logits
+    _others = ()
+
+    def _set_params(self, others, probs, logits, validate_args):
+        _one_of(type(self).__name__, probs, logits)
+        given = "probs" if probs is not None else "logits"
+        *values, param = broadcast_all(*others, probs if probs is not None else logits)
+        for name, value in zip(self._others, values):
+            setattr(self, name, value.to(param.dtype))
+        setattr(self, given, param)
         self._param = param
-        super().__init__(tuple(param.shape), validate_args=validate_args)
+        Distribution.__init__(self, tuple(param.shape), validate_args=validate_args)
 
     @lazy_property
     def logits(self):
@@ -38,15 +39,27 @@ class Bernoulli(Distribution):
     def probs(self):
         return logits_to_probs(self.logits, is_binary=True)
 
+    param_shape = property(lambda self: tuple(self._param.shape))
+
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Bernoulli, _instance)
-        for name in ("probs", "logits"):
+        mro = type(self).__mro__
+        new = self._get_checked_instance(mro[mro.index(_ProbsOrLogits) - 1], _instance)  # the family's class
+        for name in self._others + ("probs", "logits"):
             if name in self.__dict__:
                 setattr(new, name, self.__dict__[name].expand(*batch_shape))
-                new._param = getattr(new, name)
+        new._param = new.__dict__["probs" if "probs" in self.__dict__ else "logits"]
         Distribution.__init__(new, batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
+
+
+class Bernoulli(_ProbsOrLogits):
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.boolean
+    has_enumerate_support = True
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        self._set_params((), probs, logits, validate_args)
 
     mean = property(lambda self: self.probs)
     variance = property(lambda self: self.probs * (1 - self.probs))

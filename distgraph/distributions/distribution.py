@@ -116,6 +116,12 @@ class Distribution:
         return dg.exp(self.entropy())
 
     # ---- validation -------------------------------------------------------------------------------
+    def _checked(self, value):
+        """value, validated against the support first when validation is on."""
+        if self._validate_args:
+            self._validate_sample(value)
+        return value
+
     def _validate_sample(self, value):
         """torch's checks of a log_prob/cdf argument: a Tensor, its rightmost dims the event shape, the rest
         broadcastable with the batch shape, every value in the support."""

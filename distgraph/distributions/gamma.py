@@ -1,12 +1,16 @@
-"""Gamma(concentration, rate) and Beta(concentration1, concentration0), reparameterized through
-ops/gamma_sample.py's Gamma(α, 1) draws, whose gradient in α is implicit reparameterization (as torch's
-`_standard_gamma`). A Beta draw is X / (X + Y) for X ~ Gamma(c1), Y ~ Gamma(c0): a function of two
-reparameterized draws, so its gradient is exact for that construction (torch's goes through its
-Dirichlet, another route to the same distribution)."""
+"""Gamma(concentration, rate), Beta(concentration1, concentration0) and Dirichlet(concentration),
+reparameterized through ops/gamma_sample.py's Gamma(α, 1) draws, whose gradient in α is implicit
+reparameterization (as torch's `_standard_gamma`). A Beta draw is X / (X + Y) for X ~ Gamma(c1),
+Y ~ Gamma(c0): a function of two reparameterized draws, so its gradient is exact for that construction
+(torch's goes through its Dirichlet, another route to the same distribution). A Dirichlet draw is likewise
+K Gamma draws over their sum."""
+
+import math
 
 import distgraph as dg
 from distgraph.distributions import constraints
 from distgraph.distributions.continuous import _Family
+from distgraph.distributions.distribution import Distribution
 from distgraph.ops.gamma_sample import standard_gamma
 
 
@@ -87,3 +91,64 @@ class Beta(_Family):
         total = a + b
         log_beta = dg.lgamma(a) + dg.lgamma(b) - dg.lgamma(total)
         return log_beta - (a - 1) * dg.digamma(a) - (b - 1) * dg.digamma(b) + (total - 2) * dg.digamma(total)
+
+
+class Dirichlet(Distribution):
+    """A point of the (K-1)-simplex (event_shape (K,)); a draw is K Gamma(concentration_k) draws over their
+    sum, reparameterized through them as Beta's."""
+
+    arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
+    support = constraints.simplex
+    has_rsample = True
+
+    def __init__(self, concentration, validate_args=None):
+        if concentration.ndim < 1:
+            raise ValueError("`concentration` parameter must be at least one-dimensional.")
+        self.concentration = concentration
+        shape = tuple(concentration.shape)
+        super().__init__(shape[:-1], shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Dirichlet, _instance)
+        new.concentration = self.concentration.expand(*(tuple(batch_shape) + self._event_shape))
+        Distribution.__init__(new, batch_shape, self._event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def rsample(self, sample_shape=()):
+        x = standard_gamma(self.concentration.expand(*self._extended_shape(sample_shape)))
+        return (x / x.sum(-1, keepdim=True)).clamp(min=dg.finfo(x.dtype).tiny)
+
+    def log_prob(self, value):
+        self._checked(value)
+        c = self.concentration
+        return dg.xlogy(c - 1.0, value).sum(-1) + dg.lgamma(c.sum(-1)) - dg.lgamma(c).sum(-1)
+
+    mean = property(lambda self: self.concentration / self.concentration.sum(-1, keepdim=True))
+
+    @property
+    def mode(self):
+        """(c-1)⁺ normalized; where every concentration is below 1, the first vertex (torch's argmax of
+        that all-nan row)."""
+        c = self.concentration
+        cm1 = (c - 1).clamp(min=0)
+        all_below = (c < 1).all(-1, keepdim=True)
+        first = (dg.arange(c.shape[-1], device=c.device) == 0).to(c.dtype)
+        total = cm1.sum(-1, keepdim=True)
+        return dg.where(all_below, first, cm1 / dg.where(total > 0, total, math.nan))  # nan, not 0/0's warning
+
+    @property
+    def variance(self):
+        c = self.concentration
+        total = c.sum(-1, keepdim=True)
+        return c * (total - c) / (total.pow(2) * (total + 1))
+
+    def entropy(self):
+        c = self.concentration
+        k, total = c.shape[-1], c.sum(-1)
+        return (
+            dg.lgamma(c).sum(-1)
+            - dg.lgamma(total)
+            - (k - total) * dg.digamma(total)
+            - ((c - 1.0) * dg.digamma(c)).sum(-1)
+        )

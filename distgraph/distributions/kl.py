@@ -1,6 +1,6 @@
 """kl_divergence(p, q) and register_kl, with torch's closed forms for every pair of distgraph's families
-that torch has (same family; the cross pairs Beta/Exponential/Gamma/Laplace/Normal/Uniform; +inf where
-p's support reaches outside q's).
+that torch has (same family; the cross pairs among Beta/Exponential/Gamma/Laplace/Normal/Uniform/Gumbel and
+Bernoulli/Poisson; +inf where p's support reaches outside q's).
 
 Dispatch is torch's: the most specific registered (type_p, type_q) pair by each class's MRO; a pair that
 is ambiguous (left and right orders disagree) warns and takes the left one; none is NotImplementedError.
@@ -12,9 +12,12 @@ import warnings
 import distgraph as dg
 import distgraph.nn.functional as F
 from distgraph.distributions.continuous import Exponential, Laplace, LogNormal, Normal, Uniform
+from distgraph.distributions.continuous_extra import Cauchy, Gumbel, HalfNormal
+from distgraph.distributions.counts import Binomial, Geometric, Poisson
 from distgraph.distributions.discrete import Bernoulli, Categorical, OneHotCategorical
-from distgraph.distributions.gamma import Beta, Gamma
+from distgraph.distributions.gamma import Beta, Dirichlet, Gamma
 from distgraph.distributions.multivariate import Independent, MultivariateNormal, _mahalanobis
+from distgraph.distributions.transformed import TransformedDistribution
 from distgraph.distributions.utils import sum_rightmost
 
 _KL_REGISTRY = {}
@@ -179,6 +182,61 @@ def _kl_independent_independent(p, q):
     return sum_rightmost(kl_divergence(p.base_dist, q.base_dist), p.reinterpreted_batch_ndims)
 
 
+@register_kl(Poisson, Poisson)
+def _kl_poisson_poisson(p, q):
+    return p.rate * (p.rate.log() - q.rate.log()) - (p.rate - q.rate)
+
+
+@register_kl(Binomial, Binomial)
+def _kl_binomial_binomial(p, q):
+    """n·KL of the trials where the counts agree, +inf where p has more trials; fewer is not implemented."""
+    if bool((p.total_count < q.total_count).any()):
+        raise NotImplementedError("KL between Binomials where q.total_count > p.total_count is not implemented")
+    kl = p.total_count * (p.probs * (p.logits - q.logits) + dg.log1p(-p.probs) - dg.log1p(-q.probs))
+    return _inf_where(kl, p.total_count > q.total_count)
+
+
+@register_kl(Geometric, Geometric)
+def _kl_geometric_geometric(p, q):
+    return -p.entropy() - dg.log1p(-q.probs) / p.probs - q.logits
+
+
+@register_kl(Dirichlet, Dirichlet)
+def _kl_dirichlet_dirichlet(p, q):
+    sum_p, sum_q = p.concentration.sum(-1), q.concentration.sum(-1)
+    t1 = sum_p.lgamma() - sum_q.lgamma()
+    t2 = (p.concentration.lgamma() - q.concentration.lgamma()).sum(-1)
+    t3 = p.concentration - q.concentration
+    t4 = p.concentration.digamma() - sum_p.digamma().unsqueeze(-1)
+    return t1 - t2 + (t3 * t4).sum(-1)
+
+
+@register_kl(Cauchy, Cauchy)
+def _kl_cauchy_cauchy(p, q):
+    t1 = ((p.scale + q.scale).pow(2) + (p.loc - q.loc).pow(2)).log()
+    return t1 - (4 * p.scale * q.scale).log()
+
+
+@register_kl(Gumbel, Gumbel)
+def _kl_gumbel_gumbel(p, q):
+    ct1, ct2, ct3 = p.scale / q.scale, q.loc / q.scale, p.loc / q.scale
+    t3 = dg.exp(ct2 + (1 + ct1).lgamma() - ct3)
+    return -ct1.log() - ct2 + ct3 + ct1 * _EULER_GAMMA + t3 - (1 + _EULER_GAMMA)
+
+
+@register_kl(HalfNormal, HalfNormal)
+def _kl_halfnormal_halfnormal(p, q):
+    return _kl_normal_normal(p.base_dist, q.base_dist)
+
+
+@register_kl(TransformedDistribution, TransformedDistribution)
+def _kl_transformed_transformed(p, q):
+    """The same transforms of two bases: the bases' KL (a bijection keeps KL); other pairs are not known."""
+    if p.transforms != q.transforms or p.event_shape != q.event_shape:
+        raise NotImplementedError("kl_divergence(TransformedDistribution, ...): the two need the same transforms")
+    return kl_divergence(p.base_dist, q.base_dist)
+
+
 # ---- across families ----------------------------------------------------------------------------
 @register_kl(Beta, Exponential)
 def _kl_beta_exponential(p, q):
@@ -288,6 +346,58 @@ def _kl_uniform_normal(p, q):
     return t1 + 0.5 * (width.pow(2) / 12 + t3) / q.scale.pow(2)
 
 
+@register_kl(Bernoulli, Poisson)
+def _kl_bernoulli_poisson(p, q):
+    return -p.entropy() - (p.probs * q.rate.log() - q.rate)
+
+
+@register_kl(Exponential, Gumbel)
+def _kl_exponential_gumbel(p, q):
+    scale_rate_prod = p.rate * q.scale
+    loc_scale_ratio = q.loc / q.scale
+    t2 = dg.exp(loc_scale_ratio) * scale_rate_prod / (scale_rate_prod + 1)
+    return scale_rate_prod.log() - 1 - loc_scale_ratio + t2 + scale_rate_prod.reciprocal()
+
+
+@register_kl(Gamma, Gumbel)
+def _kl_gamma_gumbel(p, q):
+    c = p.concentration
+    beta_scale_prod = p.rate * q.scale
+    loc_scale_ratio = q.loc / q.scale
+    t1 = (c - 1) * c.digamma() - c.lgamma() - c
+    t2 = beta_scale_prod.log() + c / beta_scale_prod
+    t3 = dg.exp(loc_scale_ratio) * (1 + beta_scale_prod.reciprocal()).pow(-c) - loc_scale_ratio
+    return t1 + t2 + t3
+
+
+@register_kl(Gumbel, Normal)
+def _kl_gumbel_normal(p, q):
+    param_ratio = p.scale / q.scale
+    t1 = (param_ratio / math.sqrt(2 * math.pi)).log()
+    t2 = (math.pi * param_ratio * 0.5).pow(2) / 3
+    t3 = ((p.loc + p.scale * _EULER_GAMMA - q.loc) / q.scale).pow(2) * 0.5
+    return -t1 + t2 + t3 - (_EULER_GAMMA + 1)
+
+
+@register_kl(Normal, Gumbel)
+def _kl_normal_gumbel(p, q):
+    mean_scale_ratio = p.loc / q.scale
+    var_scale_sqr_ratio = (p.scale / q.scale).pow(2)
+    loc_scale_ratio = q.loc / q.scale
+    t1 = var_scale_sqr_ratio.log() * 0.5
+    t3 = dg.exp(-mean_scale_ratio + 0.5 * var_scale_sqr_ratio + loc_scale_ratio)
+    return -t1 + mean_scale_ratio - loc_scale_ratio + t3 - (0.5 * (1 + math.log(2 * math.pi)))
+
+
+@register_kl(Uniform, Gumbel)
+def _kl_uniform_gumbel(p, q):
+    common_term = q.scale / (p.high - p.low)
+    high_loc_diff = (p.high - q.loc) / q.scale
+    low_loc_diff = (p.low - q.loc) / q.scale
+    t1 = common_term.log() + 0.5 * (high_loc_diff + low_loc_diff)
+    return t1 - common_term * (dg.exp(-high_loc_diff) - dg.exp(-low_loc_diff))
+
+
 def _register_infinite(types_p, types_q, param):
     """Pairs where p puts mass outside q's support: KL is +inf everywhere (torch's _infinite_like)."""
     for tp in types_p:
@@ -298,3 +408,5 @@ def _register_infinite(types_p, types_q, param):
 _register_infinite([Normal, Laplace], [Beta, Exponential, Gamma, Uniform], "loc")
 _register_infinite([Exponential], [Beta, Uniform], "rate")
 _register_infinite([Gamma], [Beta, Uniform], "concentration")
+_register_infinite([Gumbel], [Beta, Exponential, Gamma, Uniform], "loc")
+_register_infinite([Poisson], [Bernoulli, Binomial], "rate")

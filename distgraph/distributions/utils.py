@@ -1,6 +1,8 @@
 """Helpers shared by the distributions (torch.distributions.utils): parameters broadcast together,
 probabilities and logits converted into each other, sums over an event's dims."""
 
+import functools
+
 import distgraph as dg
 
 
@@ -13,7 +15,7 @@ def broadcast_all(*values):
             raise ValueError(f"Input arguments must all be instances of numbers.Number or Tensor, got {type(v)}")
     if not tensors:
         return tuple(dg.tensor(float(v), dtype=dg.get_default_dtype()) for v in values)
-    dtype = dg.promote_types(*(t.dtype for t in tensors)) if len(tensors) > 1 else tensors[0].dtype
+    dtype = functools.reduce(dg.promote_types, (t.dtype for t in tensors))
     ref = tensors[0]
     out = [v if isinstance(v, dg.Tensor) else dg.tensor(float(v), dtype=dtype, device=ref.device) for v in values]
     return tuple(dg.broadcast_tensors(*out))
