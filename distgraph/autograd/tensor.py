@@ -338,33 +338,6 @@ class Tensor:
     def cuda(self, device=None):
         return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
-    def type(self, dtype=None):
-        """torch's legacy type names: `t.type()` -> 'distgraph.FloatTensor'; `t.type('torch.DoubleTensor')` casts."""
-        if dtype is None:
-            return f"distgraph.{_TYPE_NAMES[self.dtype.name]}"
-        if isinstance(dtype, str) and dtype.endswith("Tensor"):
-            legacy = dtype.rsplit(".", 1)[-1]
-            dtype = next((n for n, t in _TYPE_NAMES.items() if t == legacy), dtype)
-        return self.to(dtype)
-
-    def float(self):
-        return self.to(dtypes.float32)
-
-    def double(self):
-        return self.to(dtypes.float64)
-
-    def half(self):
-        return self.to(dtypes.float16)
-
-    def long(self):
-        return self.to(dtypes.int64)
-
-    def int(self):
-        return self.to(dtypes.int32)
-
-    def bool(self):
-        return self.to(dtypes.bool_)
-
     # ---- printing ---------------------------------------------------------------------------
     def __repr__(self):
         return tensor_repr(self)
@@ -518,7 +491,3 @@ class _RemovableHandle:
     def remove(self):
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
-
-
-_LEGACY = "bool Bool uint8 Byte int8 Char int16 Short int32 Int int64 Long float16 Half float32 Float float64 Double"
-_TYPE_NAMES = {dtype: f"{name}Tensor" for dtype, name in zip(_LEGACY.split()[::2], _LEGACY.split()[1::2])}

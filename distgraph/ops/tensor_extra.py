@@ -1,7 +1,7 @@
 """Tensor methods torch has beyond the op table: in-place cumulative ops, renorm and fill_diagonal_,
 apply_/map_ (a Python callable per element), new_empty_strided, the random fills of the other
-distributions (random_, exponential_, cauchy_, geometric_, log_normal_), the dtype shorthands (byte,
-char, short; bfloat16 refused: numpy has no such dtype) and metadata (H, mH, mT, adjoint, get_device,
+distributions (random_, exponential_, cauchy_, geometric_, log_normal_), the dtype shorthands (float,
+long, byte, ... and the legacy type(); bfloat16 refused: numpy has no such dtype) and metadata (H, mH, mT, adjoint, get_device,
 itemsize). Not offered: values()/indices() (sparse tensors only, torch raises on dense ones) and index()
 (functorch's first-class dims).
 
@@ -253,6 +253,25 @@ def random_(self, *bounds, to=None):
 
 
 # ---- dtypes and metadata ---------------------------------------------------------------------------------------
+_LEGACY = "bool Bool uint8 Byte int8 Char int16 Short int32 Int int64 Long float16 Half float32 Float float64 Double"
+_TYPE_NAMES = {dtype: f"{name}Tensor" for dtype, name in zip(_LEGACY.split()[::2], _LEGACY.split()[1::2])}
+
+
+def _type(self, dtype=None):
+    """torch's legacy type names: `t.type()` -> 'distgraph.FloatTensor'; `t.type('torch.DoubleTensor')` casts."""
+    if dtype is None:
+        return f"distgraph.{_TYPE_NAMES[self.dtype.name]}"
+    if isinstance(dtype, str) and dtype.endswith("Tensor"):
+        legacy = dtype.rsplit(".", 1)[-1]
+        dtype = next((n for n, t in _TYPE_NAMES.items() if t == legacy), dtype)
+    return self.to(dtype)
+
+
+def _as(dtype):
+    """The shorthand t.float(), t.long(), ... (torch's, memory_format accepted): t.to(dtype)."""
+    return lambda self, memory_format=None: self.to(dtype)
+
+
 def _bfloat16(self, memory_format=None):
     raise DTypeError(
         f"bfloat16: distgraph's arrays are numpy/cupy arrays, which have no bfloat16 dtype (a {self.dtype.name} "
@@ -309,9 +328,21 @@ METHODS = {
     "apply_": apply_,
     "map_": map_,
     "new_empty_strided": new_empty_strided,
-    "byte": lambda self, memory_format=None: self.to(dtypes.uint8),
-    "char": lambda self, memory_format=None: self.to(dtypes.int8),
-    "short": lambda self, memory_format=None: self.to(dtypes.int16),
+    "type": _type,
+    **{
+        name: _as(getattr(dtypes, dt))
+        for name, dt in (
+            ("byte", "uint8"),
+            ("char", "int8"),
+            ("short", "int16"),
+            ("int", "int32"),
+            ("long", "int64"),
+            ("half", "float16"),
+            ("float", "float32"),
+            ("double", "float64"),
+            ("bool", "bool_"),
+        )
+    },  # fmt: skip
     "bfloat16": _bfloat16,
     "adjoint": adjoint,
     "get_device": get_device,
