@@ -9,14 +9,23 @@ As torch's, the scaler remembers per optimizer whether its gradients were alread
 `update` (the clipping recipe: `unscale_(opt)`, clip, `step(opt)`): `step` then does not divide them again, and
 calling `unscale_` twice or `step` twice before `update` is refused instead of silently shrinking the
 gradients by the scale once more. `update` moves the scale from every optimizer's check since the last one.
+
+`autocast` (the same object as `distgraph.autocast`, defined in ops/autocast.py where ops can read its state)
+runs the listed ops in float16; `custom_fwd` / `custom_bwd` are torch.amp's decorators for a custom Function's
+forward and backward under autocast.
 """
 
+import functools
 import math
 
 import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DistgraphError
+from distgraph.ops.autocast import autocast, get_autocast_dtype, is_autocast_enabled
+
+__all__ = ["GradScaler", "GradScalerError", "autocast", "custom_fwd", "custom_bwd", "check_scaler_options"]
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"  # an optimizer's stage since the last update()
 
@@ -211,3 +220,48 @@ class GradScaler:
             if key in sd:
                 setattr(self, key, sd[key])
         self.skipped_steps, self.steps = int(sd.get("skipped_steps", 0)), int(sd.get("steps", 0))
+
+
+def _cast_floats(value, device_type, dtype):
+    if isinstance(value, Tensor):
+        floating = value.is_floating_point() and value.device.type == device_type
+        return value.to(dtype) if floating else value
+    if isinstance(value, list | tuple):
+        return type(value)(_cast_floats(v, device_type, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast_floats(v, device_type, dtype) for k, v in value.items()}
+    return value
+
+
+def custom_fwd(fwd=None, *, device_type, cast_inputs=None):
+    """torch.amp.custom_fwd: decorate a custom Function's `forward(ctx, ...)`. With `cast_inputs` and autocast
+    on for `device_type`, its floating tensor arguments are cast to `cast_inputs` and it runs with autocast
+    off; without, it runs under the caller's autocast state, which `custom_bwd` gives its backward."""
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+
+    @functools.wraps(fwd)
+    def decorate_fwd(ctx, *args, **kwargs):
+        ctx._dtype = get_autocast_dtype(device_type)
+        on = is_autocast_enabled(device_type)
+        ctx._fwd_used_autocast = on and cast_inputs is None
+        if cast_inputs is None or not on:
+            return fwd(ctx, *args, **kwargs)
+        with autocast(device_type, enabled=False):
+            args, kwargs = _cast_floats(args, device_type, cast_inputs), _cast_floats(kwargs, device_type, cast_inputs)
+            return fwd(ctx, *args, **kwargs)
+
+    return decorate_fwd
+
+
+def custom_bwd(bwd=None, *, device_type):
+    """torch.amp.custom_bwd: the decorated `backward(ctx, ...)` runs under the autocast state its forward had."""
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+
+    @functools.wraps(bwd)
+    def decorate_bwd(ctx, *args, **kwargs):
+        with autocast(device_type, dtype=ctx._dtype, enabled=ctx._fwd_used_autocast):
+            return bwd(ctx, *args, **kwargs)
+
+    return decorate_bwd

@@ -11,6 +11,7 @@ import numpy as np
 from distgraph.autograd.function import records
 from distgraph.errors import ShapeError
 from distgraph.ops import cache_blocks, kernels
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
     EW,
@@ -441,6 +442,7 @@ def logsigmoid(input):
     return neg(softplus(neg(input)))
 
 
+@autocast_op("prelu")
 def prelu(input, weight):
     """max(0, x) + w · min(0, x), one learned slope per channel (dim 1) or one shared slope."""
     channels = input.shape[1] if input.ndim >= 2 else 1  # torch: input below 2-D has one channel

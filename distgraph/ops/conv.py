@@ -18,6 +18,7 @@ import functools
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.regions import pad
 from distgraph.ops.registry import defop
 
@@ -283,6 +284,7 @@ def check_ranks_and_groups(op, input, weight, groups):
 
 
 @batch_optional(4)
+@autocast_op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw)."""
     check_ranks_and_groups("conv2d", input, weight, groups)
@@ -324,6 +326,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @batch_optional(3)
+@autocast_op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv1d: input (N, C, L) or (C, L), weight (O, C/groups, k) — conv2d with height 1."""
     if input.ndim != 3 or weight.ndim != 3:

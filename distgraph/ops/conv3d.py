@@ -21,6 +21,7 @@ import numpy as np
 from distgraph.autograd.function import apply
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import conv as conv2
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.conv import batch_optional, conv_rules, ntuple
 from distgraph.ops.conv_transpose import _out_size as _transposed_size
 from distgraph.ops.regions import pad
@@ -167,6 +168,7 @@ def _add_bias(op, out, bias):
 
 
 @batch_optional(5)
+@autocast_op("conv3d")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv3d: input (N, C, D, H, W) or (C, D, H, W), weight (O, C/groups, kd, kh, kw)."""
     _check("conv3d", input, weight, bias, groups)
@@ -203,6 +205,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @batch_optional(5)
+@autocast_op("conv_transpose3d")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose3d: input (N, C_in, D, H, W) or unbatched, weight (C_in, C_out/g, kd, kh, kw)."""
     op = "conv_transpose3d"

@@ -14,6 +14,7 @@ where output_padding exceeds padding) with F.pad.
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional, check_bias, check_ranks_and_groups, ntuple
 from distgraph.ops.regions import pad
 
@@ -23,6 +24,7 @@ def _out_size(size, k, stride, padding, dilation, output_padding):
 
 
 @batch_optional(4)
+@autocast_op("conv_transpose2d")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose2d: input (N, C_in, H, W) or (C_in, H, W), weight (C_in, C_out/groups, kh, kw)."""
     check_ranks_and_groups("conv_transpose2d", input, weight, groups)
@@ -61,6 +63,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 @batch_optional(3)
+@autocast_op("conv_transpose1d")
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose1d: input (N, C_in, L) or (C_in, L), weight (C_in, C_out/groups, k)."""
     if input.ndim != 3 or weight.ndim != 3:

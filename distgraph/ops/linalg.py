@@ -14,6 +14,7 @@ from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import cache_blocks
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.reduction import _sum, normalize_dim, sum
 from distgraph.ops.registry import defop
 from distgraph.ops.shape import _permute, expand, reshape, unsqueeze
@@ -104,6 +105,7 @@ def _(ctx, g):
     return ga, gb
 
 
+@autocast_op("matmul")
 def matmul(input, other):
     if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
         a, b = input, other
@@ -129,12 +131,14 @@ def matmul(input, other):
     return reshape(out, shape)
 
 
+@autocast_op("mm")
 def mm(input, mat2):
     if input.ndim != 2 or mat2.ndim != 2:
         raise ShapeError(f"mm: expected 2-D tensors, got {tuple(input.shape)} and {tuple(mat2.shape)}")
     return matmul(input, mat2)
 
 
+@autocast_op("bmm")
 def bmm(input, mat2):
     if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
         raise ShapeError(
@@ -149,6 +153,7 @@ def dot(input, other):
     return matmul(input, other)
 
 
+@autocast_op("mv")
 def mv(input, vec):
     if input.ndim != 2 or vec.ndim != 1:
         raise ShapeError(
@@ -186,6 +191,7 @@ def scaled_sum(name, input, prod, beta, alpha, *, layout_of_input=False):
     return ew.add(scaled, prod) if layout_of_input else ew.add(prod, scaled)
 
 
+@autocast_op("addmm")
 def addmm(input, mat1, mat2, beta=1, alpha=1):
     for name, m in (("mat1", mat1), ("mat2", mat2)):
         if m.ndim != 2:
@@ -289,6 +295,7 @@ def _sublist_equation(args):
     return equation, args[::2]
 
 
+@autocast_op("einsum")
 def einsum(equation, *operands):
     """torch.einsum: explicit or implicit output, repeated subscripts, '...' with broadcasting; the
     equation as a string or in the sublist form einsum(a, [0, 1], b, [1, 2], [0, 2])."""
@@ -455,6 +462,7 @@ def _softmax_dim(input, dim, name):
     return normalize_dim(dim, input.ndim, name)
 
 
+@autocast_op("softmax")
 def softmax(input, dim=None, dtype=None):
     if dtype is not None:
         input = ew.cast(input, dtype)
@@ -468,6 +476,7 @@ def safe_softmax(input, dim, dtype=None):
     return _safe_softmax(ew._float_operand(input), axis=normalize_dim(dim, input.ndim, "safe_softmax"))
 
 
+@autocast_op("log_softmax")
 def log_softmax(input, dim=None, dtype=None):
     if dtype is not None:
         input = ew.cast(input, dtype)

@@ -12,6 +12,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg, regions, shape
 from distgraph.ops import reduction as red
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.int_args import as_int
 
 
@@ -38,11 +39,13 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
     return linalg.scaled_sum("addr", input, linalg.outer(vec1, vec2), beta, alpha, layout_of_input=True)
 
 
+@autocast_op("baddbmm")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     _need_dims("baddbmm", batch1=(batch1, 3), batch2=(batch2, 3))
     return linalg.scaled_sum("baddbmm", input, linalg.bmm(batch1, batch2), beta, alpha)
 
 
+@autocast_op("addbmm")
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """beta·input + alpha·Σ_b batch1[b] @ batch2[b]."""
     _need_dims("addbmm", batch1=(batch1, 3), batch2=(batch2, 3))
@@ -98,6 +101,7 @@ def _padded(x, n):
     return (1,) * (n - x.ndim) + _shape(x)
 
 
+@autocast_op("trace")
 def trace(input):
     _need_dims("trace", input=(input, 2))
     return red.sum(regions.diagonal(input))

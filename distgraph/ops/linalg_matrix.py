@@ -18,6 +18,7 @@ from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, linalg, regions, shape
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.registry import defop
 
 SLogDet = namedtuple("SLogDet", ["sign", "logabsdet"])
@@ -70,6 +71,7 @@ def _inverse(xp, a):
 _inverse.grad(lambda ctx, g: ew.neg(linalg.matmul(linalg.matmul(_mT(ctx.out), g), _mT(ctx.out))))
 
 
+@autocast_op("inverse")
 def inverse(input):
     return _inverse(_square("inverse", input))
 

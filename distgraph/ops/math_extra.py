@@ -18,6 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import AutogradError, DTypeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.promotion import _float_operand, _float_operands, _operands, cast, refuse
 from distgraph.ops.registry import defop
 
@@ -431,6 +432,7 @@ def _scalar_of(value, operands):
     return bool(value) if kind == "b" else int(value) if kind in "iu" else value
 
 
+@autocast_op("addcmul")
 def addcmul(input, tensor1, tensor2, *, value=1):
     """input + value · tensor1 · tensor2 (torch's order: value times tensor1 first); no bool kernel, as torch."""
     if dtypes.result_np_dtype((input, tensor1, tensor2)).kind == "b":
@@ -450,6 +452,7 @@ def _in_result_dtype(tensor1, operands):
 
 
 @_quietly
+@autocast_op("addcdiv")
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """input + value · tensor1 / tensor2; integer tensor1 and tensor2 are refused, as in torch."""
     if all(isinstance(t, Tensor) and t.array.dtype.kind in "biu" for t in (tensor1, tensor2)):

@@ -18,6 +18,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.compare import eq
 from distgraph.ops.indexing import index_select
 from distgraph.ops.products import cumprod, cumsum
@@ -165,6 +166,7 @@ def _check_p(op, p):
         raise ShapeError(f"{op} only supports non-negative p values, got {p!r}")
 
 
+@autocast_op("cdist")
 def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     """torch.cdist: the p-norm distance between every row of x1 (..., P, M) and of x2 (..., R, M), batch dims
     broadcast. Computed directly (torch's matmul shortcut for large p=2 inputs differs only in rounding);

@@ -13,6 +13,7 @@ from distgraph.autograd import grad_mode
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.reduction import F16, _unsqueeze_reduced, normalize_dim, normalize_dims, sum
 from distgraph.ops.registry import defop
 from distgraph.ops.reorder import flip
@@ -77,6 +78,7 @@ def _ones_along(t, axis):
     return creation.ones(*shape, dtype=t.dtype, device=t.device)
 
 
+@autocast_op("prod")
 def prod(input, dim=None, keepdim=False, dtype=None):
     input = _accumulator(input, dtype)
     if dim is not None and not isinstance(dim, int | np.integer):
@@ -103,6 +105,7 @@ def _reversed_cumsum(t, axis):
     return flip(cumsum(flip(t, axis), axis), axis)
 
 
+@autocast_op("cumsum")
 def cumsum(input, dim, dtype=None):
     return _cumulative(_cumsum, _accumulator(input, dtype), dim, "cumsum")
 
@@ -173,5 +176,6 @@ def _first_zero_grad(x, g, out, axis):
     return ew.where(before, prefix, ew.where(cmp.logical_and(span, is_zero), at_zero, 0.0))
 
 
+@autocast_op("cumprod")
 def cumprod(input, dim, dtype=None):
     return _cumulative(_cumprod, _accumulator(input, dtype), dim, "cumprod")

@@ -16,6 +16,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.registry import defop
 
 RED = "reduction"
@@ -107,6 +108,7 @@ def broadcast_array(xp, g, shape):
     return out
 
 
+@autocast_op("sum")
 def sum(input, dim=None, keepdim=False, dtype=None):
     axes = normalize_dims(_all_if_empty(dim), input.array.ndim, "sum")
     np_dtype = dtypes.from_any(dtype).np if dtype is not None else None
@@ -319,6 +321,7 @@ _nonzero_indicator = ew._unary(
 )
 
 
+@autocast_op("norm")
 def norm(input, p="fro", dim=None, keepdim=False):
     """torch.norm / linalg.vector_norm: p in fro, 2, 1, inf, -inf, 0 or any other number."""
     if p == "fro":

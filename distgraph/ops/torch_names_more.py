@@ -13,6 +13,7 @@
   `torch.cuda.*Tensor` name), with torch's warning.
 - set_flush_denormal: returns False, torch's answer where it cannot: numpy and cupy compute with denormals.
 - Generator / default_generator: torch's generator objects (ops/rng.py): numpy's streams, torch's API.
+- autocast / is_autocast_enabled / get_autocast_dtype: mixed precision (ops/autocast.py; float16 only).
 """
 
 import math
@@ -24,6 +25,7 @@ from distgraph.backend import device as as_device
 from distgraph.backend import set_default_device
 from distgraph.errors import DTypeError, InputRangeError, ShapeError
 from distgraph.ops import shape
+from distgraph.ops.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 from distgraph.ops.rng import Generator, default_generator
 
 _RANGE_WARNING = (
@@ -143,4 +145,5 @@ def set_flush_denormal(mode):
 
 
 __all__ = ["range", "is_neg", "is_distributed", "unsafe_split_with_sizes", "cond", "while_loop", "to_dlpack",
-           "set_default_tensor_type", "set_flush_denormal", "Generator", "default_generator"]  # fmt: skip
+           "set_default_tensor_type", "set_flush_denormal", "Generator", "default_generator",
+           "autocast", "is_autocast_enabled", "get_autocast_dtype"]  # fmt: skip

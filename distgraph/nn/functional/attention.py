@@ -27,12 +27,14 @@ from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg
 from distgraph.ops import reduction as red
 from distgraph.ops import shape as sh
+from distgraph.ops.autocast import autocast_op
 
 _SDPA = "scaled_dot_product_attention"
 _MHA = "multi_head_attention_forward"
 
 
 # ---- scaled dot-product attention -----------------------------------------------------------------------
+@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
 ):

@@ -12,6 +12,7 @@ from distgraph.nn.functional.loss import reduce_loss
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
+from distgraph.ops.autocast import autocast_op
 
 _COSINE_EPS = 1e-12  # ATen's EPSILON added to each squared magnitude in cosine_embedding_loss
 
@@ -70,6 +71,7 @@ def triplet_margin_with_distance_loss(
     return _triplet(dist(anchor, positive), dist(anchor, negative), swap_d, margin, reduction, op)
 
 
+@autocast_op("cosine_embedding_loss")
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     """1 − cos(x1, x2) where target is 1, max(0, cos(x1, x2) − margin) where it is −1, else 0; the inputs are
     (N, D) with a (N,) target, or (D,) with a 0-D one."""

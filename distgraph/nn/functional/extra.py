@@ -17,6 +17,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.creation import arange
 
 
@@ -33,6 +34,7 @@ def legacy_reduction(size_average, reduce, reduction):
     return ret
 
 
+@autocast_op("hinge_embedding_loss")
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     """x where target ≠ −1, plus max(0, margin − x) where target ≠ 1 (so both for other labels); broadcasts."""
     op = "hinge_embedding_loss"

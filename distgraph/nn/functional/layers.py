@@ -12,11 +12,13 @@ from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, Inpu
 from distgraph.ops import cache_blocks, fused_batch_norm, layers, linalg
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.methods import inplace_variant
 from distgraph.ops.shape import broadcast_tensors
 
 
 # ---- linear -------------------------------------------------------------------------------------------------
+@autocast_op("linear")
 def linear(input, weight, bias=None):
     """x·Wᵀ + b; one fused op when the operands agree in dtype (the common case)."""
     if input.ndim == 0 or weight.ndim == 0:  # a 0-D operand has no feature dim to contract (torch refuses it)
@@ -158,6 +160,7 @@ def alpha_dropout_of(input, p, training, inplace, op, shape):
 
 
 # ---- normalization ------------------------------------------------------------------------------------------
+@autocast_op("layer_norm")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the trailing `normalized_shape` dims (one fused op), then scale and shift."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -254,6 +257,7 @@ def check_channel_vectors(op, input, weight, bias):
             )
 
 
+@autocast_op("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each of `num_groups` channel groups of every sample (N, C, ...), then scale and shift per channel."""
     if input.ndim < 2 or input.shape[1] % num_groups:

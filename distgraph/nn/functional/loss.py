@@ -17,6 +17,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import indexing
 from distgraph.ops import reduction as red
+from distgraph.ops.autocast import autocast_op
 from distgraph.ops.loss import check_class_weight, cross_entropy_indices, weighted_mean
 from distgraph.ops.math_extra import clamp_min
 from distgraph.ops.promotion import cast
@@ -72,6 +73,7 @@ def _broadcast(input, target, op):
     return broadcast_tensors(input, target)
 
 
+@autocast_op("cross_entropy")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                   label_smoothing=0.0):  # fmt: skip
     """Logits (N, C[, d...]) against class indices (N[, d...]) or class probabilities (same shape as input)."""
@@ -109,6 +111,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return reduce_loss(loss, reduction, "cross_entropy")
 
 
+@autocast_op("nll_loss")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """−input[n, target[n]] (log-probabilities in, class indices as target), weighted; 'mean' divides by Σ weights."""
     if size_average is not None or reduce is not None:
@@ -151,6 +154,7 @@ def _weighted(loss, weight, reduction, op, mean_over_weights):
     return reduce_loss(loss, reduction, op)
 
 
+@autocast_op("mse_loss")
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     if size_average is not None or reduce is not None:
         reduction = _legacy(size_average, reduce, reduction)
@@ -158,6 +162,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return _weighted(ew.square(ew.sub(input, target)), weight, reduction, "mse_loss", True)
 
 
+@autocast_op("l1_loss")
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     if size_average is not None or reduce is not None:
         reduction = _legacy(size_average, reduce, reduction)
@@ -165,6 +170,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     return _weighted(ew.abs(ew.sub(input, target)), weight, reduction, "l1_loss", True)
 
 
+@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5·d²/β where |d| < β, else |d| − 0.5·β."""
     if size_average is not None or reduce is not None:
@@ -186,6 +192,7 @@ def _near_only(d, near):
     return ew.where(near, d, ew.const(0, d))
 
 
+@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """δ · smooth_l1(β=δ): quadratic near zero, linear with slope δ beyond."""
     input, target = _broadcast(input, target, "huber_loss")
@@ -207,6 +214,7 @@ def _clamped_log(p):
     return ew.where(pos, ew.clamp(ew.log(ew.where(pos, p, ew.const(1, p))), min=-100), ew.const(-100, p))
 
 
+@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Probabilities in [0, 1] against targets; each log is clamped at −100, as torch.
 
@@ -240,6 +248,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     return reduce_loss(loss, reduction, "binary_cross_entropy")
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
                                      pos_weight=None):  # fmt: skip
     """BCE on logits through log σ(x) and log σ(−x), stable for any |x|."""
@@ -280,6 +289,7 @@ _KL_MEAN_WARNING = (  # torch's words
 )
 
 
+@autocast_op("kl_div")
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """Σ target · log target − target · input, input being log-probabilities; 'batchmean' divides by the batch size.
     The two broadcast, as torch's elementwise formula does."""
@@ -302,6 +312,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return reduce_loss(loss, reduction, "kl_div")
 
 
+@autocast_op("soft_margin_loss")
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """log(1 + exp(−y·x)) for labels y ∈ {−1, 1}."""
     if size_average is not None or reduce is not None:
@@ -310,6 +321,7 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     return reduce_loss(act.softplus(ew.neg(ew.mul(input, target))), reduction, "soft_margin_loss")
 
 
+@autocast_op("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """max(0, −y·(x1 − x2) + margin); the three must have one rank (then they broadcast), as torch."""
     if size_average is not None or reduce is not None:
@@ -325,6 +337,7 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
     return reduce_loss(loss, reduction, "margin_ranking_loss")
 
 
+@autocast_op("poisson_nll_loss")
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                      reduction="mean"):  # fmt: skip
     """Negative log-likelihood of a Poisson with rate exp(input) (log_input) or input."""
