@@ -73,15 +73,25 @@ def test_allgather_of_mismatched_dtypes_or_trailing_shapes_names_every_rank(ray_
     assert time.monotonic() - started < 200  # raised on every rank at once, no 300 s timeout
 
 
-def _only_rank_0_gathers():
+def _only_rank_0_gathers(peer_returns):
     if dist.rank() == 0:
         dist.allgather(dg.tensor(np.zeros(2, np.float32)))
+    elif not peer_returns:
+        time.sleep(60)  # alive, busy elsewhere: only the timeout can tell
     return "done"
 
 
-def test_a_gather_a_peer_never_joins_times_out_naming_it(ray_session):
+def test_a_gather_a_live_peer_never_joins_times_out_naming_it(ray_session):
     with pytest.raises(DistributedError, match=r"allgather_object: shm all-reduce .* did not reach .*timeout 8"):
-        dist.launch(_only_rank_0_gathers, workers=2, cpus_per_worker=0.5, timeout_s=8)
+        dist.launch(_only_rank_0_gathers, workers=2, args=(False,), cpus_per_worker=0.5, timeout_s=8)
+
+
+def test_a_gather_a_peer_returned_without_fails_at_once_naming_the_call(ray_session):
+    started = time.monotonic()
+    with pytest.raises(DistributedError, match=r"allgather_object: shm all-reduce: rank\(s\) \[1\] returned from the "
+                       r"launched function while rank 0 waits in its call 1 with tag gather"):  # fmt: skip
+        dist.launch(_only_rank_0_gathers, workers=2, args=(True,), cpus_per_worker=0.5, timeout_s=60)
+    assert time.monotonic() - started < 30  # not the 60 s timeout
 
 
 def test_bad_src_and_outside_a_launch_as_rank_0_of_1():
