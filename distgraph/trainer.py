@@ -32,6 +32,7 @@ import weakref
 from distgraph.distributed.step import ShardStep, combine_gradients, merge_statistics, shard_bounds, unscale_
 from distgraph.errors import ConfigError
 from distgraph.history import History, epoch_line, epoch_statistics, steps_summary
+from distgraph.ops.random_extra import get_rng_state, set_rng_state
 from distgraph.trainer_data import EpochData, as_arrays, check_data, validation_arrays
 from distgraph.trainer_options import check_batch_size, check_fit, check_options, checked_parts, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval, check_scheduler
@@ -407,6 +408,9 @@ class Trainer(Schedules):
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
+            # the driver's generator, where a local fit draws its dropout masks: a resumed fit draws the ones the
+            # uninterrupted fit would have (Ray workers draw from streams of their own: docs in runtime.py)
+            "rng_state": get_rng_state(),
         }
 
     def load_state_dict(self, sd, _source="Trainer.load_state_dict"):
@@ -423,6 +427,8 @@ class Trainer(Schedules):
         self._last_checkpoint_step = self.global_step
         self._carried = [sd["epoch_stats"]] if sd.get("epoch_stats") else []
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
+        if sd.get("rng_state") is not None:  # (checkpoints from before it have none)
+            set_rng_state(sd["rng_state"])
         if self._cluster is not None:
             self._cluster.push()
 
