@@ -7,7 +7,9 @@
 
 Guards (graph/guards.py): each captured variant is keyed by the shapes, dtypes and devices of the
 inputs and, for a module, the train/eval mode, the public int/float/bool attributes of its submodules
-(`self.temperature`) and its parameters' requires_grad. A call whose inputs and module state match the
+(`self.temperature`), its parameters' requires_grad and the identity of every submodule, parameter, buffer
+and tensor attribute it holds (one replaced, `model.fc = nn.Linear(...)`, leaves the graph reading the old
+one: calls then run eagerly, with a warning). A call whose inputs and module state match the
 previous call's (checked field by field by small generated functions, no key built) goes straight to
 that variant's generated graph function (`codegen`), so the wrapper costs a few microseconds. A call
 with a different signature or module state warns and re-captures (up to `max_variants`, then runs
@@ -97,8 +99,8 @@ class CompiledFunction:
             return self.fn
         model, loss_fn, scale = self.fn, self.loss_fn, self._scale
         if scale is not None:  # the loss × the scaler's current scale (an input): every gradient scaled
-            return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1]) * scale
-        return lambda *batch: loss_fn(model(*batch[:-1]), batch[-1])
+            return lambda *batch, **kw: loss_fn(model(*batch[:-1], **kw), batch[-1]) * scale
+        return lambda *batch, **kw: loss_fn(model(*batch[:-1], **kw), batch[-1])
 
     def _capture(self, inputs, sources=None):
         update = self.update.trace if self.update is not None else None
@@ -203,7 +205,15 @@ class CompiledFunction:
         return None
 
     # ---- call ------------------------------------------------------------------------------------------
-    def __call__(self, *inputs):
+    def __call__(self, *inputs, **kwargs):
+        if kwargs:  # the graph takes its inputs by position only: the original runs, as for any argument it cannot
+            warnings.warn(
+                f"dg.compile: running eagerly: keyword argument(s) {', '.join(kwargs)} are not captured (pass "
+                "tensors by position to the compiled call, as at capture)",
+                CompileWarning,
+                stacklevel=2,
+            )
+            return self._eager(inputs, kwargs)
         if self._differentiable and grad_mode.state.grad_enabled and self._needs_autograd(inputs):
             return self._autograd_call(inputs)
         fast = self._last
@@ -288,6 +298,15 @@ class CompiledFunction:
         except CaptureError as exc:  # an argument no graph can take: the original runs, as it would
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
             return None, _EAGER
+        if key[1] and key[1][-1] is False:  # the module holds another object where the graph reads the old one
+            warnings.warn(
+                f"dg.compile: {self._module_state.replaced()} was replaced since the capture, and the graph reads "
+                "the old one; running eagerly from now on (compile again to capture the new one)",
+                CompileWarning,
+                stacklevel=3,
+            )
+            self._eager_only, self._last = True, None
+            return None, _EAGER
         variant = self.variants.get(key)
         if variant is _EAGER or (variant is not None and self._guards[id(variant)].hold()):
             return key, variant
@@ -342,15 +361,16 @@ class CompiledFunction:
             )
         return self.fn(*inputs)
 
-    def _eager(self, inputs):
+    def _eager(self, inputs, kwargs=None):
+        kwargs = kwargs or {}
         if self.loss_fn is None:
-            return self.fn(*inputs)
+            return self.fn(*inputs, **kwargs)
         if self.optimizer is not None:
             self.optimizer.zero_grad()
         if self._scale is not None:
             self._scale.array[()] = self.scaler.get_scale()
         with grad_mode.enable_grad():
-            loss = self._traced()(*inputs)
+            loss = self._traced()(*inputs, **kwargs)
         loss.backward()
         if self.optimizer is not None and self.scaler is not None:
             self.scaler.step(self.optimizer)

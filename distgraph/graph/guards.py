@@ -89,15 +89,46 @@ class ModuleState:
             values.append(f"p{k}.requires_grad")
             self.labels.append(f"requires_grad of parameter {name}")
         self.tensors = self.params + list(root.named_buffers())  # (name, tensor): lifted when read
+        held, stores, same = self._held_objects()
+        cells += [f"o{j}" for j in range(len(held))] + [f"d{j}" for j in range(len(stores))]
         body = [
             "def state():",
             "    try:",
-            f"        return (({''.join(e + ', ' for e in modes)}), ({''.join(e + ', ' for e in values)}))",
-            "    except AttributeError:",
+            f"        return (({''.join(e + ', ' for e in modes)}), ({''.join(e + ', ' for e in values)}), "
+            f"{' and '.join(same) or 'True'})",
+            "    except (AttributeError, KeyError):",
             "        return None",
         ]
         make = _generated("state", cells, body)
-        self.read = make(*[m for _, m in self.modules], *[p for _, p in self.params])
+        args = [*[m for _, m in self.modules], *[p for _, p in self.params], *[h[1] for h in held], *stores]
+        self.read = make(*args)
+        self._held = held
+
+    def _held_objects(self):
+        """[(label, object, the dict holding it, its name there)] of every submodule, parameter, buffer and tensor attribute the modules hold now, the
+        dicts that hold them (a module's `_parameters`, ..., its `__dict__`: made once, with the module), and the
+        identity test of each (`d5['weight'] is o7`, ~35 ns): the graph reads those objects, so one replaced
+        (`model.fc = nn.Linear(...)`, `m.weight = Parameter(...)`) would leave it reading the old."""
+        held, stores, same = [], [], []
+        for path, m in self.modules:
+            where = path or type(m).__name__
+            for store, kind in (("_modules", "module"), ("_parameters", "parameter"), ("_buffers", "buffer"), ("__dict__", "tensor attribute")):  # fmt: skip
+                d = getattr(m, store, None)
+                if d is None:
+                    continue
+                stores.append(d)
+                for name, obj in d.items():
+                    if obj is not None and (store != "__dict__" or isinstance(obj, Tensor)):
+                        same.append(f"d{len(stores) - 1}[{name!r}] is o{len(held)}")
+                        held.append((f"{kind} {where}.{name}", obj, d, name))
+        return held, stores, same
+
+    def replaced(self):
+        """The label of the first held object its module no longer holds, else a general phrase."""
+        for label, obj, store, name in self._held:
+            if store.get(name) is not obj:
+                return label
+        return "a submodule, parameter, buffer or tensor attribute"
 
     def versions(self):
         return [version_of(t) for _, t in self.tensors]
