@@ -13,7 +13,7 @@ import os
 import yaml
 
 from distgraph.backend import DEVICE_STRING
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DistgraphError
 
 SCHEMA = {
     "data": {
@@ -320,12 +320,40 @@ def load_config(path, overrides=None):
 
 
 def _built(make, source, key):
-    """make(), with the TypeError/ValueError a constructor raises for bad arguments (a missing or unknown
-    keyword, a string for a number, a probability of 2) turned into a ConfigError naming file and key."""
+    """make(), with the error a constructor raises for bad arguments (a missing or unknown keyword, a string for
+    a number, a probability of 2, a device argument where a size goes) turned into a ConfigError naming file and
+    key."""
     try:
         return make()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, DistgraphError) as exc:
         raise ConfigError(f"{source}: {key}: {exc}") from None
+
+
+def check_model_fits(cfg, model, loss_fn, data, source="config"):
+    """Run the model's layers one by one on the data's first samples, then the loss on their targets: a
+    layer whose sizes do not fit what reaches it (`Linear: [127, 10]` after a 128-wide layer), or an output the
+    targets do not fit (7 classes for 10), is a ConfigError naming file and key before any training starts,
+    not a ShapeError from the first step."""
+    import distgraph as dg
+
+    xs, ys = data
+    picked = [0, 1] + ([int(ys.argmax())] if ys.dtype.kind in "iu" else [])  # and the highest class the targets name
+    x, y = dg.tensor(xs[picked]), dg.tensor(ys[picked])
+    training = model.training
+    model.eval()  # (no batch statistics of these samples kept by a BatchNorm)
+    try:
+        with dg.no_grad():
+            for i, (layer, entry) in enumerate(zip(model, cfg["model"])):
+                try:
+                    x = layer(x)
+                except DistgraphError as exc:
+                    raise ConfigError(f"{source}: model[{i}].{next(iter(entry))}: {exc}") from None
+            try:
+                loss_fn(x, y)
+            except DistgraphError as exc:
+                raise ConfigError(f"{source}: loss ({cfg['loss']}) of the model's output: {exc}") from None
+    finally:
+        model.train(training)
 
 
 def build_model(cfg, source="config"):

@@ -46,6 +46,11 @@ class FileFormatError(DistgraphError, ValueError):
     """A file distgraph reads is not a valid distgraph file (names the file and what is wrong)."""
 
 
+class MissingFileError(FileFormatError, FileNotFoundError):
+    """A file to load is not there: a FileFormatError naming it that `except FileNotFoundError` catches too,
+    as torch.load's error is caught."""
+
+
 class ConfigError(DistgraphError, ValueError):
     """A configuration key, value or file is wrong (names the key or file)."""
 

@@ -5,7 +5,8 @@ class History:
     """Per-epoch records (loss, accuracy, samples/s, ...) and the events of the run (faults, resumes).
 
     Reads like Keras's `history.history`, a dict of lists: `history["loss"]` is the loss per epoch,
-    `"accuracy" in history`, `history.keys()`, `for name in history`; the records themselves are
+    `"accuracy" in history`, `history.keys()`, `.values()`, `.get("val_loss")`, `for name in history`, and
+    `history.history` is that dict itself; the records themselves are
     `history.epochs` (a metric an epoch did not record is None there)."""
 
     def __init__(self, epochs=None, events=None):
@@ -30,6 +31,17 @@ class History:
 
     def items(self):
         return [(k, self[k]) for k in self.keys()]
+
+    def values(self):
+        return [self[k] for k in self.keys()]
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    @property
+    def history(self):
+        """Keras's `history.history`: {metric: [value per epoch]}, a plain dict."""
+        return dict(self.items())
 
     def __len__(self):
         return len(self.epochs)

@@ -53,6 +53,10 @@ def write(tmp_path, cfg, name="c.yaml"):
         (lambda c: c["model"].insert(1, {"Dropout": [2.0]}), "c.yaml: model[1].Dropout: Dropout: dropout prob"),
         (lambda c: c["model"].__setitem__(0, {"Linear": [64]}), "c.yaml: model[0].Linear: Linear.__init__() miss"),
         (lambda c: c["model"].insert(1, {"ModuleList": []}), "'ModuleList' is not a distgraph.nn layer"),
+        (lambda c: c["model"].__setitem__(0, {"Linear": [64, 128, 5, 6]}), "c.yaml: model[0].Linear: unknown device"),
+        # sizes that do not fit, found by one forward of the first samples before training
+        (lambda c: c["model"].__setitem__(2, {"Linear": [31, 10]}), "c.yaml: model[2].Linear: linear: input feat"),
+        (lambda c: c["model"].__setitem__(2, {"Linear": [32, 7]}), "c.yaml: loss (cross_entropy) of the model's"),
         (lambda c: c.update(scheduler={"name": "StepLR"}), "c.yaml: scheduler: StepLR.__init__() missing"),
         (lambda c: c["data"].update(samples=100), "data.samples: dataset 'digits' takes no such key"),
         (lambda c: c["data"].pop("name"), "missing required key data.name"),

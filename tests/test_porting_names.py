@@ -97,3 +97,16 @@ def test_factories_take_torchs_layout_pin_memory_and_memory_format_keywords():
     assert dg.zeros_like(x, memory_format=dg.channels_last).stride() == (60, 1, 15, 3)
     with pytest.raises(dg.errors.DTypeError, match="zeros: layout 'sparse_coo' is not supported"):
         dg.zeros(2, layout="sparse_coo")
+
+
+def test_module_set_submodule_to_empty_and_parameter_dict_order_as_torchs():
+    m = dg.nn.Sequential(dg.nn.Linear(2, 2), dg.nn.Sequential(dg.nn.ReLU()))
+    m.set_submodule("1.0", dg.nn.Tanh())
+    assert isinstance(m[1][0], dg.nn.Tanh)
+    with pytest.raises(AttributeError, match="has no attribute `x`"):
+        m.set_submodule("x", dg.nn.ReLU(), strict=True)
+    w = m[0].weight
+    assert m.to_empty(device="cpu") is m and m[0].weight is w and w.shape == (2, 2)
+    for lib in (dg, torch):
+        p = lib.nn.ParameterDict({"z": lib.nn.Parameter(lib.ones(1)), "a": lib.nn.Parameter(lib.ones(1))})
+        assert list(p.keys()) == ["a", "z"] and [k for k, _ in p.named_parameters()] == ["a", "z"]

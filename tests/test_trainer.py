@@ -104,6 +104,8 @@ def test_history_reads_like_a_dict_of_lists():
     assert "loss" in h and "accuracy" in h and "nope" not in h
     assert list(h) == h.keys() == ["epoch", "loss", "accuracy", "samples_per_s", "time_s"]
     assert dict(h.items())["loss"] == h["loss"] and len(h["loss"]) == 2
+    assert h.history == dict(h.items()) and h.values() == [h[k] for k in h.keys()]
+    assert h.get("loss") == h["loss"] and h.get("val_loss") is None and h.get("val_loss", []) == []
     with pytest.raises(KeyError, match="History has no metric 'nope'; it has epoch, loss, accuracy"):
         h["nope"]
     with pytest.raises(TypeError, match="indexed by metric name"):

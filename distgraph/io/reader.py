@@ -19,7 +19,7 @@ from distgraph import dtypes
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
-from distgraph.errors import ConfigError, DeviceError, DistgraphError, FileFormatError
+from distgraph.errors import ConfigError, DeviceError, DistgraphError, FileFormatError, MissingFileError
 from distgraph.io import checksum, mapped, torch_format
 from distgraph.io.layout import (
     ALIGN,
@@ -268,7 +268,7 @@ def _load_tree(f, map_location=None, loader=None):
     try:
         fh = open(name, "rb")
     except FileNotFoundError:
-        raise FileFormatError(f"{name}: no such file") from None
+        raise MissingFileError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise FileFormatError(f"{name}: is a folder, not a file saved by dg.save") from None
     except PermissionError:

@@ -6,6 +6,7 @@ named_parameters / state_dict with those names.
 """
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
@@ -294,6 +295,13 @@ class ParameterDict(_RegisteredDict):
 
     def __setitem__(self, key, value):
         self.register_parameter(key, _as_parameter(value))
+
+    def update(self, parameters):
+        """As torch's: a plain dict (any Mapping but an OrderedDict or ParameterDict) is added in sorted key order,
+        so the order of keys(), named_parameters() and state_dict() is torch's."""
+        if isinstance(parameters, Mapping) and not isinstance(parameters, OrderedDict | ParameterDict):
+            parameters = sorted(parameters.items())
+        super().update(parameters)
 
     def extra_repr(self):
         return "\n".join(

@@ -16,6 +16,7 @@ from distgraph.errors import DTypeError
 from distgraph.nn.hooks import RemovableHandle, add_hook, call_with_hooks
 from distgraph.nn.module_state import ModuleState, StateDictError  # noqa: F401  (StateDictError: nn's public name)
 from distgraph.nn.parameter import Buffer, Parameter
+from distgraph.ops.creation import empty_like
 
 __all__ = ["Module", "RemovableHandle", "StateDictError"]
 
@@ -170,6 +171,21 @@ class Module(ModuleState):
             mod = mod._modules[part]
         return mod
 
+    def set_submodule(self, target, module, strict=False):
+        """torch's: put `module` at the dotted path `target` (its parent must exist; with strict, so must the
+        name it replaces)."""
+        parent_path, _, name = target.rpartition(".")
+        if not name:
+            raise ValueError("set_submodule: cannot set the submodule without a target name")
+        parent = self.get_submodule(parent_path)
+        if strict and name not in parent._modules:
+            raise AttributeError(
+                f"{type(parent).__name__} has no attribute `{name}` (set_submodule {target!r}, strict)"
+            )
+        if not isinstance(module, Module):
+            raise ValueError(f"set_submodule: `module` is not an nn.Module, found {type(module).__name__}")
+        setattr(parent, name, module)
+
     def get_parameter(self, target):
         return self._get_path(target, "_parameters", "parameter")
 
@@ -262,10 +278,10 @@ class Module(ModuleState):
         fn(self)
         return self
 
-    def _apply_tensors(self, fn):
+    def _apply_tensors(self, fn, recurse=True):
         """Replace every parameter's array by fn's result in place (identity kept), and every buffer."""
         with no_grad():
-            for m in self.modules():
+            for m in self.modules() if recurse else [self]:
                 for p in m._parameters.values():
                     if p is None:
                         continue
@@ -281,6 +297,15 @@ class Module(ModuleState):
                         b.array, b.device = new.array, new.device
                     elif b is not None:
                         m._buffers[name] = fn(b)
+        return self
+
+    def to_empty(self, *, device, recurse=True):
+        """torch's: every parameter and buffer moved to `device` as uninitialized storage (the Parameters stay the
+        same objects; their values are whatever the new memory holds: load a state_dict next). Here the arrays
+        are fresh zeros, as distgraph's `empty` gives."""
+        modules = self.modules() if recurse else [self]
+        for m in modules:
+            m._apply_tensors(lambda t: empty_like(t, device=device), recurse=False)
         return self
 
     def to(self, *args, **kwargs):

@@ -112,6 +112,8 @@ def test_wrong_version_and_foreign_files_are_refused(good, tmp_path):
             load_bytes(tmp_path / f"{kind}.bin", content)
     with pytest.raises(FileFormatError, match="no such file"):
         dg.load(tmp_path / "missing.dg")
+    with pytest.raises(FileNotFoundError, match="missing.dg: no such file"):  # caught as torch.load's is
+        dg.load(tmp_path / "missing.dg")
     with pytest.raises(FileFormatError, match="is a folder, not a file saved by dg.save"):
         dg.load(tmp_path)
     with pytest.raises(FileFormatError, match="is a folder; give the path of a file"):
