@@ -47,12 +47,12 @@ def test_a_failing_load_changes_nothing_and_lists_every_problem():
     lines = str(err.value).split("\n\t")
     assert lines == [
         "Error(s) in loading state_dict for Sequential:",
-        'Missing key(s) in state_dict: "0.bias".',
-        'Unexpected key(s) in state_dict: "extra".',
+        'Missing key(s) in state_dict: "0.bias". ',
+        'Unexpected key(s) in state_dict: "extra". ',
         'While copying the parameter named "1.running_mean", expected a Tensor, an array or a number from '
         "checkpoint but received <class 'str'>",
-        "size mismatch for 2.weight: copying a param with shape (5, 5) from checkpoint, the shape in current "
-        "model is (2, 4).",
+        "size mismatch for 2.weight: copying a param with shape torch.Size([5, 5]) from checkpoint, the shape in "
+        "current model is torch.Size([2, 4]).",
     ]
     _assert_unchanged(net, before)
 

@@ -21,7 +21,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
 from distgraph.distributed import fsdp_mixed
 from distgraph.distributed.fsdp_wrap import resolve
-from distgraph.nn.module_state import StateDictError, _IncompatibleKeys, key_errors
+from distgraph.nn.module_state import StateDictError, _IncompatibleKeys, key_errors, size_mismatch
 
 
 def _units_with_params(model):
@@ -57,8 +57,7 @@ def check_state_dict(model, state_dict, strict):
             v, t = state_dict[key], resolve(entry)
             shape, want = tuple(v.shape) if hasattr(v, "shape") else np.shape(v), shapes.get(id(t), tuple(t.shape))
             if shape != want:
-                errors.append(f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
-                              f"the shape in current model is {want}.")  # fmt: skip
+                errors.append(size_mismatch(key, shape, want))
     if errors:
         raise StateDictError("Error(s) in loading state_dict for FullyShardedDataParallel:\n\t" + "\n\t".join(errors))
     return missing, unexpected

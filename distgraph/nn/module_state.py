@@ -30,6 +30,7 @@ from functools import partial
 import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
+from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import on
 from distgraph.errors import DistgraphError
@@ -70,10 +71,18 @@ def _key_messages(missing, unexpected):
     """torch's messages for missing and unexpected keys, missing first."""
     out = []
     if missing:
-        out.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        out.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
     if unexpected:
-        out.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+        out.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
     return out
+
+
+def size_mismatch(key, shape, current):
+    """torch's message for a checkpoint entry of another shape, its shapes written as torch.Size([4, 5])."""
+    return (
+        f"size mismatch for {key}: copying a param with shape {Size(shape)!r} from checkpoint, the shape in "
+        f"current model is {Size(current)!r}."
+    )
 
 
 def _as_loadable(key, value):
@@ -230,10 +239,7 @@ class ModuleState:
                 if not lazy and shape == (1,) and t.ndim == 0:  # torch's rule for checkpoints before 0-d tensors
                     value, shape = value[0], ()
                 if not lazy and shape != tuple(t.shape):
-                    error_msgs.append(
-                        f"size mismatch for {key}: copying a param with shape {shape} from checkpoint, "
-                        f"the shape in current model is {tuple(t.shape)}."
-                    )
+                    error_msgs.append(size_mismatch(key, shape, t.shape))
                     continue
                 _defer(self._write, name, t, value, shape if lazy else None, assign)
         extra_key = prefix + EXTRA_STATE_KEY

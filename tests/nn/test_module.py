@@ -83,7 +83,9 @@ def test_load_state_dict_accepts_numbers_and_nested_lists():
     bn.load_state_dict({"weight": [1.0, 2.0], "bias": [0.0, 0.0], "running_mean": [0.0, 0.0],
                         "running_var": [1.0, 1.0], "num_batches_tracked": 5})  # fmt: skip
     assert int(bn.num_batches_tracked.item()) == 5 and bn.weight.detach().numpy().tolist() == [1.0, 2.0]
-    with pytest.raises(nn.StateDictError, match=r"size mismatch for bias: .* shape \(3,\) from checkpoint"):
+    with pytest.raises(
+        nn.StateDictError, match=r"size mismatch for bias: .* shape torch.Size\(\[3\]\) from checkpoint"
+    ):
         nn.Linear(2, 2).load_state_dict({"weight": [[0.0] * 2] * 2, "bias": [0.0] * 3})
 
 
@@ -138,7 +140,7 @@ def test_shape_mismatch_is_named_even_when_not_strict():
     m = Net()
     sd = dict(m.state_dict())
     sd["fc1.weight"] = dg.zeros(4, 5)
-    msg = r"size mismatch for fc1.weight: copying a param with shape \(4, 5\) from checkpoint, .* is \(4, 3\)"
+    msg = r"size mismatch for fc1.weight: copying a param with shape torch.Size\(\[4, 5\]\) from checkpoint, .* is torch.Size\(\[4, 3\]\)"
     with pytest.raises(nn.StateDictError, match=msg):
         m.load_state_dict(sd, strict=False)
 
