@@ -54,9 +54,10 @@ def main(argv=None):
         history = trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, val_data=test, resume=args.resume)
         result = trainer.evaluate(test)
     elapsed = time.perf_counter() - start
+    this_run = "this run " if args.resume else ""  # (a resumed fit's history holds the epochs run before too)
     print(
         f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-        f"({len(history)} epochs, {elapsed:.1f} s; checkpoint in {args.checkpoint_dir})"
+        f"({len(history)} epochs, {this_run}{elapsed:.1f} s; checkpoint in {args.checkpoint_dir})"
     )
     return {"accuracy": result["accuracy"], "loss": result["loss"], "seconds": elapsed, "history": history}
 
