@@ -137,6 +137,7 @@ class CompiledFunction:
                 self._side_effects(key, versions)
         except CaptureError as exc:
             warnings.warn(f"dg.compile: running eagerly: {exc}", CompileWarning, stacklevel=3)
+            self._drop_rebuilt()  # (its eager calls rebuild them too: no replacement to warn of)
             self.variants[key] = _EAGER
             return _EAGER
         write_back = None
@@ -166,6 +167,11 @@ class CompiledFunction:
                 f"the check capture on perturbed input values raised {type(exc).__name__}: {exc}"
             ) from exc
 
+    def _drop_rebuilt(self):
+        """The tensor attributes the forward reassigned while captured are its values, not inputs to guard."""
+        if self._module_state is not None and self._module_state.drop_rebuilt():
+            self._state = self._module_state.read
+
     def _side_effects(self, key, versions):
         """Refuse a forward that changed its module while captured: a parameter or buffer written
         (`self.calls += 1` on a buffer) or a guarded number (`self.step += 1`). No graph replays either,
@@ -173,6 +179,7 @@ class CompiledFunction:
         if self._module_state is None:
             return
         written = self._module_state.written(versions)
+        self._drop_rebuilt()
         changed = self._state() != key[1]
         if written or changed:
             self._eager_only, self._last = True, None

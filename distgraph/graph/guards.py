@@ -89,8 +89,14 @@ class ModuleState:
             values.append(f"p{k}.requires_grad")
             self.labels.append(f"requires_grad of parameter {name}")
         self.tensors = self.params + list(root.named_buffers())  # (name, tensor): lifted when read
-        held, stores, same = self._held_objects()
-        cells += [f"o{j}" for j in range(len(held))] + [f"d{j}" for j in range(len(stores))]
+        self._base = (cells, modes, values, [*[m for _, m in self.modules], *[p for _, p in self.params]])
+        self._held = self._held_objects()
+        self._build()
+
+    def _build(self):
+        """`read`: the generated state function over the modes, numbers and identity tests of `_held`."""
+        cells, modes, values, args = self._base
+        same = [f"d{j}[{name!r}] is o{j}" for j, (_, _, _, name, _) in enumerate(self._held)]
         body = [
             "def state():",
             "    try:",
@@ -99,33 +105,40 @@ class ModuleState:
             "    except (AttributeError, KeyError):",
             "        return None",
         ]
-        make = _generated("state", cells, body)
-        args = [*[m for _, m in self.modules], *[p for _, p in self.params], *[h[1] for h in held], *stores]
-        self.read = make(*args)
-        self._held = held
+        held_cells = [f"o{j}" for j in range(len(self._held))] + [f"d{j}" for j in range(len(self._held))]
+        make = _generated("state", [*cells, *held_cells], body)
+        self.read = make(*args, *[h[1] for h in self._held], *[h[2] for h in self._held])
 
     def _held_objects(self):
-        """[(label, object, the dict holding it, its name there)] of every submodule, parameter, buffer and tensor attribute the modules hold now, the
-        dicts that hold them (a module's `_parameters`, ..., its `__dict__`: made once, with the module), and the
-        identity test of each (`d5['weight'] is o7`, ~35 ns): the graph reads those objects, so one replaced
-        (`model.fc = nn.Linear(...)`, `m.weight = Parameter(...)`) would leave it reading the old."""
-        held, stores, same = [], [], []
+        """[(label, object, the dict holding it, its name there, whether it is a plain tensor attribute)] of every
+        submodule, parameter, buffer and tensor attribute the modules hold now. Each is tested by identity in
+        the dict that holds it (`d5['weight'] is o5`, ~35 ns; a module's dicts are made once, with it): the graph
+        reads those objects, so one replaced (`model.fc = nn.Linear(...)`, `m.weight = Parameter(...)`) would
+        leave it reading the old."""
+        held = []
         for path, m in self.modules:
             where = path or type(m).__name__
             for store, kind in (("_modules", "module"), ("_parameters", "parameter"), ("_buffers", "buffer"), ("__dict__", "tensor attribute")):  # fmt: skip
                 d = getattr(m, store, None)
-                if d is None:
-                    continue
-                stores.append(d)
-                for name, obj in d.items():
+                for name, obj in (d or {}).items():
                     if obj is not None and (store != "__dict__" or isinstance(obj, Tensor)):
-                        same.append(f"d{len(stores) - 1}[{name!r}] is o{len(held)}")
-                        held.append((f"{kind} {where}.{name}", obj, d, name))
-        return held, stores, same
+                        held.append((f"{kind} {where}.{name}", obj, d, name, store == "__dict__"))
+        return held
+
+    def drop_rebuilt(self):
+        """Stop testing the tensor attributes the forward itself reassigned while captured (weight_norm's
+        `weight`, a cache the forward rebuilds): the graph computes them, so they are its values, not inputs it
+        could read stale. True when any was dropped (`read` is then rebuilt: take it again)."""
+        kept = [h for h in self._held if not (h[4] and h[2].get(h[3]) is not h[1])]
+        if len(kept) == len(self._held):
+            return False
+        self._held = kept
+        self._build()
+        return True
 
     def replaced(self):
         """The label of the first held object its module no longer holds, else a general phrase."""
-        for label, obj, store, name in self._held:
+        for label, obj, store, name, _ in self._held:
             if store.get(name) is not obj:
                 return label
         return "a submodule, parameter, buffer or tensor attribute"
@@ -144,6 +157,8 @@ class ModuleState:
         for label, a, b in zip(self.labels, old[1], new[1]):
             if a is not b and a != b:
                 return f"{label} changed from {a!r} to {b!r}"
+        if old[2] != new[2]:
+            return f"replaced {self.replaced()}"
         return "the module's state changed"
 
 

@@ -80,3 +80,20 @@ def test_keyword_arguments_run_the_original_eagerly_with_a_warning():
             out = f(x, mask=dg.full((3,), 3.0))
         np.testing.assert_array_equal(out.numpy(), m(x, mask=dg.full((3,), 3.0)).numpy())
         np.testing.assert_array_equal(f(x).numpy(), m(x).numpy())  # the graph still serves positional calls
+
+
+@pytest.mark.parametrize("norm", ["weight_norm", "spectral_norm"])
+def test_a_forward_that_rebuilds_a_tensor_attribute_stays_in_the_graph(norm):
+    """weight_norm's and spectral_norm's pre-hooks set `module.weight` anew on every forward: the graph computes
+    it, so it is no input to guard (the identity guard first sent such models to eager for good)."""
+    from distgraph.nn import utils
+
+    dg.manual_seed(0)
+    m, x = getattr(utils, norm)(nn.Linear(4, 4)), dg.randn(2, 4)
+    m.eval()
+    with dg.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)
+        f = dg.compile(m, (x,))
+        for _ in range(2):
+            np.testing.assert_array_equal(f(x).numpy(), m(x).numpy())
+    assert not f._eager_only and all(v != "eager" for v in f.variants.values())
