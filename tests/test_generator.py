@@ -221,3 +221,22 @@ def test_chain_dataset_as_torch():
     assert [b.tolist() for b in DataLoader(ours, batch_size=2)] == [[0, 1], [2, 5], [6]]
     with pytest.raises(DTypeError, match="ChainDataset only supports IterableDataset, got list at position 1"):
         list(ChainDataset([_Range(1), [1, 2]]))
+
+
+def test_a_loader_reads_its_generators_stream_at_each_epoch_as_torchs():
+    """`g.manual_seed(s)` each epoch, or `g.set_state(saved)` on resume, gives the same order again (the loader
+    kept the stream it found when it was built, which a reseed replaces)."""
+    g = dg.Generator()
+    loader = DataLoader(list(range(8)), batch_size=8, shuffle=True, generator=g)
+    g.manual_seed(0)
+    first = next(iter(loader))
+    g.manual_seed(0)
+    assert next(iter(loader)).tolist() == first.tolist()
+    saved = g.get_state()
+    after = next(iter(loader)).tolist()
+    g.set_state(saved)
+    assert next(iter(loader)).tolist() == after
+    g.manual_seed(0)
+    split = [list(s.indices) for s in random_split(list(range(6)), [3, 3], generator=g)]
+    g.manual_seed(0)
+    assert [list(s.indices) for s in random_split(list(range(6)), [3, 3], generator=g)] == split

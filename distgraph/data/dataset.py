@@ -16,10 +16,8 @@ import operator
 import numpy as np
 
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import CPU
-from distgraph.data.sampler import as_generator
+from distgraph.data.sampler import as_generator, stream_of
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, ShapeError
-from distgraph.ops.rng import generator as _global_generator
 
 
 class Dataset:
@@ -270,8 +268,7 @@ def random_split(dataset, lengths, generator=None):
             raise ShapeError(f"random_split: lengths {lengths} must be ints or fractions summing to 1") from None
     if any(c < 0 for c in counts) or sum(counts) != n:
         raise ShapeError(f"random_split: lengths {lengths} are not ≥ 0 or do not sum to the dataset size {n}")
-    rng = generator if generator is not None else _global_generator(CPU)
-    perm = rng.permutation(n).tolist()
+    perm = stream_of(generator).permutation(n).tolist()
     out, start = [], 0
     for c in counts:
         out.append(Subset(dataset, perm[start : start + c]))

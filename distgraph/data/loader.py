@@ -20,14 +20,12 @@ import multiprocessing
 import numbers
 from multiprocessing.context import BaseContext
 
-from distgraph.backend import CPU
 from distgraph.data.collate import default_collate, default_convert
 from distgraph.data.dataset import IterableDataset
 from distgraph.data.fetch import make_fetcher
-from distgraph.data.sampler import BatchSampler, RandomSampler, SequentialSampler, as_generator
+from distgraph.data.sampler import BatchSampler, RandomSampler, SequentialSampler, as_generator, stream_of
 from distgraph.data.worker_pool import MultiProcessIter
 from distgraph.errors import ConfigError
-from distgraph.ops.rng import generator as _global_generator
 
 
 def _check_options(batch_size, shuffle, sampler, batch_sampler, drop_last):
@@ -223,7 +221,7 @@ class DataLoader:
     def __iter__(self):
         if self.num_workers == 0:
             return self._single_process()
-        generator = self.generator if self.generator is not None else _global_generator(CPU)
+        generator = stream_of(self.generator)
         if not self.persistent_workers:
             return MultiProcessIter(self, generator)
         if self._iterator is None:  # persistent workers: one iterator, reset for each epoch

@@ -1,8 +1,8 @@
 """Samplers with torch.utils.data's names and rules: which indices a DataLoader visits, in what order.
 
 A sampler is an iterable of dataset indices (a BatchSampler: of lists of them), re-iterated every
-epoch. The random ones draw from a numpy Generator: `generator=` takes a `dg.Generator` (its numpy stream, as
-it stands when the sampler is built), a `numpy.random.Generator` (the kind distgraph's `nn.init`
+epoch. The random ones draw from a numpy Generator: `generator=` takes a `dg.Generator` (its numpy stream, read at each
+epoch: a `manual_seed` or `set_state` on it since counts, as in torch), a `numpy.random.Generator` (the kind distgraph's `nn.init`
 functions take) or an int seed, turned into one Generator when the sampler is built, so each epoch
 continues its stream (a new order every epoch, the same orders for the same seed). Without one (or with
 `dg.default_generator`) they draw from distgraph's global generator at each epoch, so `dg.manual_seed`
@@ -22,14 +22,14 @@ from distgraph.ops.rng import generator as _global_generator
 
 
 def as_generator(generator, owner):
-    """The numpy Generator a sampler keeps: None (the global one, looked up per epoch), a numpy Generator, a
-    cpu dg.Generator's stream, a seed's."""
+    """What a sampler keeps: None (the global generator, looked up per epoch), a numpy Generator, a cpu
+    dg.Generator (its stream read at each draw: `stream_of`), or a seed's numpy Generator."""
     if generator is None or generator is default_generator:
         return None
     if isinstance(generator, np.random.Generator):
         return generator
     if isinstance(generator, Generator) and generator.device.type == "cpu":
-        return generator.stream
+        return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
         return np.random.default_rng(int(generator))
     raise ConfigError(
@@ -38,7 +38,11 @@ def as_generator(generator, owner):
     )
 
 
-def _rng(generator):
+def stream_of(generator):
+    """The numpy Generator to draw from now for what `as_generator` kept: a dg.Generator's current stream (so its
+    manual_seed or set_state since counts, as torch's), the global one for None."""
+    if isinstance(generator, Generator):
+        return generator.stream
     return generator if generator is not None else _global_generator(CPU)
 
 
@@ -90,7 +94,7 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
-        n, gen = len(self.data_source), _rng(self.generator)
+        n, gen = len(self.data_source), stream_of(self.generator)
         if self.replacement:
             yield from gen.integers(0, n, size=self.num_samples).tolist()
             return
@@ -110,7 +114,7 @@ class SubsetRandomSampler(Sampler):
         self.generator = as_generator(generator, "SubsetRandomSampler")
 
     def __iter__(self):
-        for i in _rng(self.generator).permutation(len(self.indices)).tolist():
+        for i in stream_of(self.generator).permutation(len(self.indices)).tolist():
             yield self.indices[i]
 
     def __len__(self):
@@ -146,7 +150,7 @@ class WeightedRandomSampler(Sampler):
         self.generator = as_generator(generator, "WeightedRandomSampler")
 
     def __iter__(self):
-        gen, w = _rng(self.generator), self.weights
+        gen, w = stream_of(self.generator), self.weights
         if self.replacement:
             yield from gen.choice(len(w), self.num_samples, p=w / w.sum()).tolist()
             return
