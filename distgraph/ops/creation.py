@@ -9,6 +9,7 @@ inside `backend.on(device)` (after one `device.index is None` test, so cpu pays 
 """
 
 import functools
+import inspect
 import math
 import re
 
@@ -28,18 +29,22 @@ def factory(fn):
     a host array to the GPU the same way pinned or not) and `memory_format` (the result laid out so: channels_last
     is a real layout here, autograd/formats.py; preserve_format leaves it row-major)."""
 
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def call(*args, layout=None, pin_memory=False, memory_format=None, **kwargs):
         if layout is not None and layout != "strided":
             raise DTypeError(f"{fn.__name__}: layout {layout!r} is not supported: distgraph's tensors are strided only")
         if memory_format in (None, "contiguous_format", "preserve_format"):
             return fn(*args, **kwargs)
-        grad = kwargs.pop(
-            "requires_grad", False
-        )  # (laid out first, then a leaf: the layout is not a step of its graph)
-        out = fn(*args, **kwargs).contiguous(memory_format=memory_format)
+        bound = signature.bind(*args, **kwargs)  # (laid out first, then made a leaf: no step of its graph)
+        grad = bound.arguments.pop("requires_grad", False)
+        out = fn(*bound.args, **bound.kwargs).contiguous(memory_format=memory_format)
         return out.requires_grad_() if grad else out
 
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+             for n, d in (("layout", None), ("pin_memory", False), ("memory_format", None))]  # fmt: skip
+    call.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
     return call
 
 

@@ -9,6 +9,7 @@ which are not the numbers torch draws for that seed (the distributions are the s
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import threading
@@ -129,6 +130,9 @@ def takes_generator(op):
             with drawing_from(generator, self.device, op):
                 return fn(self, *args, **kwargs)
 
+        signature = inspect.signature(fn)
+        keyword = inspect.Parameter("generator", inspect.Parameter.KEYWORD_ONLY, default=None)
+        method.__signature__ = signature.replace(parameters=[*signature.parameters.values(), keyword])
         return method
 
     return wrap
