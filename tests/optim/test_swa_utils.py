@@ -58,7 +58,9 @@ def test_averaged_model_matches_torch_step_by_step(kind, use_buffers):
             np.testing.assert_allclose(_np(d), _np(t), rtol=1e-13, atol=1e-15, err_msg=k)
     x = rng.standard_normal((2, 3))
     da.eval(), ta.eval()
-    np.testing.assert_allclose(_np(da(dg.tensor(x))), _np(ta(torch.tensor(x))), rtol=1e-12)
+    # (atol: an output near zero after cancellation, -3.3e-4, was once 4.4e-16 apart, 1.4e-12 relative; the data
+    # is the module's one stream, so which values a run draws depends on how xdist shares the module's tests out)
+    np.testing.assert_allclose(_np(da(dg.tensor(x))), _np(ta(torch.tensor(x))), rtol=1e-12, atol=1e-15)
     assert int(da.n_averaged.item()) == 4
 
 
