@@ -72,11 +72,10 @@ def train(
         dg.manual_seed(seed)
         data = dict(cfg["data"])
         train_set, test_set = datasets.load(data.pop("name"), **data)
-        model = cfgmod.build_model(cfg, config)
-        cfgmod.check_model_fits(cfg, model, cfgmod.build_loss(cfg), train_set, config)
+        model, loss_fn = cfgmod.build_model(cfg, config), cfgmod.build_loss(cfg)
+        cfgmod.check_model_fits(cfg, model, loss_fn, train_set, config)
         optimizer = cfgmod.build_optimizer(cfg, model.parameters(), config)
         scheduler = cfgmod.build_scheduler(cfg, optimizer, config)
-        loss_fn = cfgmod.build_loss(cfg)
         if "loss_scaling" in cfg:
             from distgraph.amp import GradScaler
 
