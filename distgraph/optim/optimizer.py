@@ -55,6 +55,9 @@ def _add_step_hook(hooks, hook):
     return handle
 
 
+_NO_HOOKS = {"pre": {}, "post": {}}  # what an optimizer without hooks of its own reads (never written)
+
+
 def _with_step_hooks(step):
     """`step` run between the step hooks, as torch's: the global pre-hooks, then the optimizer's own, the step,
     then the optimizer's post-hooks and the global ones. Each hook is `hook(optimizer, args, kwargs)` with args
@@ -63,7 +66,7 @@ def _with_step_hooks(step):
 
     @functools.wraps(step)
     def hooked(self, *args, **kwargs):
-        own = self.__dict__.get("_step_hooks", {"pre": {}, "post": {}})
+        own = self.__dict__.get("_step_hooks", _NO_HOOKS)
         pre, post = [*_GLOBAL_STEP_HOOKS["pre"].values(), *own["pre"].values()], own["post"].values()
         if self.__dict__.get("_in_step") or not (pre or post or _GLOBAL_STEP_HOOKS["post"]):
             return step(self, *args, **kwargs)
@@ -236,11 +239,15 @@ class Optimizer:
     def register_step_pre_hook(self, hook):
         """torch's: `hook(optimizer, args, kwargs)` before this optimizer's step; it may return (new_args,
         new_kwargs) for the step. Returns a handle whose remove() unregisters it."""
-        return _add_step_hook(self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})["pre"], hook)
+        return _add_step_hook(self._own_step_hooks("pre"), hook)
 
     def register_step_post_hook(self, hook):
         """torch's: `hook(optimizer, args, kwargs)` after this optimizer's step."""
-        return _add_step_hook(self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})["post"], hook)
+        return _add_step_hook(self._own_step_hooks("post"), hook)
+
+    def _own_step_hooks(self, when):
+        """This optimizer's hooks run `when` ("pre" / "post") its step, made at the first registration."""
+        return self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})[when]
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def _params(self):
