@@ -102,6 +102,7 @@ class Trainer(Schedules):
         self.global_step = 0
         self._last_checkpoint_step = 0
         self._carried, self._epoch_parts = [], []  # statistics of the epoch's steps (`fit`), for step checkpoints
+        self.worker_seed = None  # Ray workers' base seed, drawn at the first Ray fit (distributed/runtime.py)
         self._cluster = None
         self._release = None  # weakref.finalize closing `_cluster` when this Trainer is dropped (`_own`)
 
@@ -408,9 +409,10 @@ class Trainer(Schedules):
             "global_step": self.global_step,
             "seed": self.seed,
             "history": self.history.state_dict(),
-            # the driver's generator, where a local fit draws its dropout masks: a resumed fit draws the ones the
-            # uninterrupted fit would have (Ray workers draw from streams of their own: docs in runtime.py)
+            # the driver's generator, where a local fit draws its dropout masks, and the base of the streams Ray
+            # workers draw a sync step's from: a resumed fit draws the masks the uninterrupted fit would have
             "rng_state": get_rng_state(),
+            "worker_seed": self.worker_seed,
         }
 
     def load_state_dict(self, sd, _source="Trainer.load_state_dict"):
@@ -429,6 +431,8 @@ class Trainer(Schedules):
         self.history = History(sd["history"]["epochs"], sd["history"]["events"])
         if sd.get("rng_state") is not None:  # (checkpoints from before it have none)
             set_rng_state(sd["rng_state"])
+        if sd.get("worker_seed") is not None:
+            self.worker_seed = int(sd["worker_seed"])
         if self._cluster is not None:
             self._cluster.push()
 

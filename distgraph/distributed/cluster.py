@@ -242,7 +242,9 @@ class RayCluster(DriverState, WorkerRestarts):
         self.group_name = f"dg{uuid.uuid4().hex[:12]}"
         t = self.trainer
         opts = dict(device=t.device, cpus_per_worker=t.cpus_per_worker, timeout_s=t.timeout_s, bind_to=t.bind_to)
-        opts["seeded"] = True  # each worker's dropout stream its own, from the driver's seed (runtime.py)
+        if t.worker_seed is None:  # drawn once per Trainer, kept by its checkpoints: its steps' streams (runtime.py)
+            t.worker_seed = runtime.draw_base_seed()
+        opts["seeded"] = t.worker_seed  # each worker's dropout stream its own, from the driver's seed
         self.group = group or runtime.WorkerGroup(TrainWorker, workers, **opts)
         self._start_workers()
 
@@ -377,6 +379,7 @@ class RayCluster(DriverState, WorkerRestarts):
         """Steps [start, stop) of the epoch begun at step `first`, restarting the workers after a failure
         (`_recover`); `seen`: the epoch steps reported so far."""
         lrs_for_step = None if self.sharded else self._lrs_for_step()
+        streams = (self.trainer.worker_seed, self._epoch_base)  # step t draws from step_seed(base, rank, base + t)
         resume = start
         self._driver_current = False
         while True:
@@ -384,12 +387,12 @@ class RayCluster(DriverState, WorkerRestarts):
                 if self.sharded:  # the epoch's last call brings back the snapshot the epoch ends with
                     snapshot = self.scheduler.run_sharded(
                         batches, on_step, resume, stop, hypers=self._hypers(), snapshot=stop == len(batches),
-                        hypers_for_step=self._per_step(),
+                        hypers_for_step=self._per_step(), streams=streams,
                     )  # fmt: skip
                     if snapshot is not None:
                         self._install_snapshot(snapshot)
                 else:
-                    self.scheduler.run_sync(batches, lrs_for_step, on_step, resume, stop)
+                    self.scheduler.run_sync(batches, lrs_for_step, on_step, resume, stop, streams)
                 return
             except WORKER_FAILURES as exc:
                 if scheduler.user_error(exc) is not None:

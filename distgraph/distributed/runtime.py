@@ -23,9 +23,14 @@ driver seeded. A `seeded` WorkerGroup (the Trainer's and a plan's) draws a base 
 generator when it is made (at a fit: `dg.manual_seed(s)` before it makes the run repeat), and each actor
 it starts seeds its process
 from `SeedSequence([base, rank, start])` (`worker_seed`), `start` counting the starts of that rank in
-the group. A restarted worker draws a stream of its own, not its first incarnation's again: the
-generator's state is in no snapshot or checkpoint a restart resumes from, so replaying from the seed
-would give the masks of the run's first steps to the steps redone, which no uninterrupted run drew.
+the group: what a worker draws outside a training step (a plan's tasks, an async step) comes from there,
+and a restarted worker draws a stream of its own, not its first incarnation's again.
+A synchronous training step draws from a stream of its own instead: `step_seed(base, rank, global step)`,
+seeded by the worker when the step begins. Its masks are then a function of the step, not of the steps
+the process ran before it, so a restarted worker replaying the steps since the snapshot, and a fit
+resumed from a checkpoint (which holds the Trainer's base: `Trainer.worker_seed`), draw the masks the
+uninterrupted run drew — as batches are a function of (seed, epoch). (Before, a replayed or resumed step
+drew from wherever the new process's stream stood, so a model with dropout resumed to other parameters.)
 `launch`'s ranks are not seeded: as torchrun's processes (torch's default seed is the same in each), they
 start alike, so a script's unseeded model is the same on every rank, and the script seeds them itself.
 """
@@ -135,7 +140,8 @@ class WorkerGroup:
     def __init__(self, actor_cls, n, *, device="cpu", cpus_per_worker=1, strategy="PACK", timeout_s=60, bind_to=None,
                  seeded=False):  # fmt: skip
         """`bind_to="core"`: each worker bound to cores of its own on its node (affinity.py; `bound()`);
-        `seeded`: each worker's generator seeded from a base seed the driver draws (module docstring)."""
+        `seeded`: each worker's generator seeded from a base seed the driver draws, or from `seeded` itself
+        when it is an int (a Trainer's `worker_seed`, kept across its groups and checkpoints): module docstring."""
         self.bind_to = affinity.check_bind_to(bind_to, "WorkerGroup")
         if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int | float) or not cpus_per_worker > 0:
             raise ConfigError(  # (Ray refuses a negative bundle, then its raylet dies removing the group)
@@ -167,7 +173,8 @@ class WorkerGroup:
             for i in range(n)
         ]
         self.actors = [None] * n
-        self.seed = draw_base_seed() if seeded else None  # the workers' random streams (module docstring)
+        # the workers' random streams (module docstring)
+        self.seed = draw_base_seed() if seeded is True else None if seeded is False else int(seeded)
         self.starts = [0] * n  # starts of each rank so far: a restarted worker's stream is new
         self.cores = max(1, int(cpus_per_worker))
         self._binding = {}  # rank -> the ref of its binding call, until `bound()` collects it
@@ -250,6 +257,24 @@ def draw_base_seed():
 def worker_seed(base, rank, start=0):
     """The seed of worker `rank`'s generator in its `start`-th process: independent streams per rank and start."""
     return int(np.random.SeedSequence([base, rank, start]).generate_state(1, np.uint64)[0])
+
+
+STEP_STREAMS = 0x53544550  # "STEP": keeps step streams apart from the start streams above (numpy pads an
+# entropy list with zeros, so [base, rank, t, 0] would be the start stream [base, rank, t])
+
+
+def step_seed(base, rank, step):
+    """The seed worker `rank` draws global step `step`'s random numbers from (module docstring)."""
+    return int(np.random.SeedSequence([base, rank, step, STEP_STREAMS]).generate_state(1, np.uint64)[0])
+
+
+def seed_step(streams, rank, k=0):
+    """Seed this process's generators for a training step: `streams` is (base, the global step of the
+    call's first step) or None (a caller that keys no steps: the process's stream goes on), `k` the step's
+    place in its call."""
+    if streams is not None:
+        base, first = streams
+        manual_seed(step_seed(base, rank, first + k))
 
 
 def remote_class(cls, cpus=1, **options):

@@ -29,6 +29,11 @@ from distgraph.distributed.worker import pack_indices
 from distgraph.errors import DistgraphError, DistributedError
 
 
+def at_step(streams, t):
+    """(base, global step of batches[0]) → (base, global step of batches[t]); None stays None."""
+    return None if streams is None else (streams[0], streams[1] + t)
+
+
 def start_allowance(timeout_s):
     """How long a new worker's first call may take: it includes its process starting (imports, a runtime
     env), which a step's `timeout_s` does not allow for on a loaded or distant node."""
@@ -82,10 +87,11 @@ class DataParallelScheduler:
         self.param_refs = []
 
     # ---- sync ---------------------------------------------------------------------------------------
-    def submit_sync(self, indices, lrs):
-        """Submit one synchronous step; returns the ObjectRefs of the workers' statistics."""
+    def submit_sync(self, indices, lrs, streams=None):
+        """Submit one synchronous step; returns the ObjectRefs of the workers' statistics. `streams`:
+        (base, global step) of the step's random numbers (`runtime.seed_step`)."""
         world = len(self.workers)
-        outs = [w.step.options(num_returns=2).remote(indices, *self.param_refs) for w in self.workers]
+        outs = [w.step.options(num_returns=2).remote(indices, *self.param_refs, streams=streams) for w in self.workers]
         if self.reduce_in_store:
             grads = [o[1] for o in outs]
             self.param_refs = [
@@ -98,22 +104,27 @@ class DataParallelScheduler:
         self.version += 1
         return [o[0] for o in outs]
 
-    def run_sync(self, batches, lrs_for_step, on_step, start=0, stop=None):
+    def run_sync(self, batches, lrs_for_step, on_step, start=0, stop=None, streams=None):
         """Run batches[start:stop] (arrays of sample indices); `on_step(t, stats)` gets merged statistics in order.
+        `streams`: (base, the global step of batches[0]) keys each step's random numbers, or None.
 
         A failed worker surfaces as WORKER_FAILURES from the statistics of the step it broke."""
         steps = range(start, len(batches) if stop is None else stop)
-        self._pipelined(((t, self.submit_sync(batches[t], lrs_for_step(t))) for t in steps), self._finish, on_step)
+        submitted = ((t, self.submit_sync(batches[t], lrs_for_step(t), at_step(streams, t))) for t in steps)
+        self._pipelined(submitted, self._finish, on_step)
         wait_ready(self.param_refs, 2 * self.timeout_s, "the parameter store's last update")
 
-    def run_sharded(self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False, hypers_for_step=None):
+    def run_sharded(
+        self, batches, on_step, start=0, stop=None, hypers=None, snapshot=False, hypers_for_step=None, streams=None
+    ):
         """Run batches[start:stop] with the parameter store sharded across the workers: one call per worker
         carries several steps (`_call_steps`) and nothing else is sent (the workers reduce and update between
         themselves), so Ray's per-call cost — driver, raylet and worker CPU on every call — is paid once
         per chunk instead of once per step. `hypers` go with the first call; with `snapshot` the last call
         also returns every rank's `state_chunk(params=False)` after the last step, which this returns
         (else None). `hypers_for_step(t)` (a per-step lr schedule) gives step t's hyperparameters: each
-        call carries those of its steps, set before each (a replay asks again and gets the same)."""
+        call carries those of its steps, set before each (a replay asks again and gets the same). `streams`:
+        as run_sync's."""
         stop = len(batches) if stop is None else stop
         snapshots = [None]
         steps_in = {}  # a call's first step -> the steps it carries
@@ -128,6 +139,7 @@ class DataParallelScheduler:
                 options = {
                     "hypers": hypers if first == start else None,
                     "snapshot": snapshot if last == stop else False,
+                    "streams": at_step(streams, first),
                 }
                 if hypers_for_step is not None:
                     options["step_hypers"] = [hypers_for_step(t) for t in range(first, last)]

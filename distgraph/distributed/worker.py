@@ -26,6 +26,7 @@ import numpy as np
 
 from distgraph.backend import CPU, to_device
 from distgraph.distributed.param_store import shard_members
+from distgraph.distributed.runtime import seed_step
 from distgraph.distributed.step import ShardStep, shard_bounds
 from distgraph.distributed.sync_group import CommGroup, own_communicator
 from distgraph.distributed.timeline import StepClock
@@ -114,11 +115,13 @@ class TrainWorker:
             self.sync_comm = own_communicator(self.allreduce_config, self.rank, self.world, self._communicator)
         return self.sync_comm
 
-    def step(self, indices, *param_shards):
+    def step(self, indices, *param_shards, streams=None):
         """Sync data-parallel step → (statistics, {shard: reduced gradient arrays} for shards this rank owns).
 
-        The statistics carry the step's wall-clock timings (`timeline.StepClock`)."""
+        The statistics carry the step's wall-clock timings (`timeline.StepClock`); `streams` (base, global
+        step) keys the step's random numbers (`runtime.seed_step`)."""
         clock = StepClock()
+        seed_step(streams, self.rank)
         self._install(param_shards)
         x, y, weight = self._shard(indices)
         clock.lap("install")
@@ -207,7 +210,7 @@ class TrainWorker:
         self.sharded.load(arrays, states, version)
         return self.sharded.version
 
-    def step_sharded(self, batches, hypers=None, snapshot=False, step_hypers=None):
+    def step_sharded(self, batches, hypers=None, snapshot=False, step_hypers=None, streams=None):
         """Sync steps with the store sharded across the workers, one per array of sample indices in
         `batches` (`pack_indices`) → (their statistics, this rank's `state_chunk(params=False)` after the
         last step when `snapshot`, else None: the driver reads the parameters from the segment).
@@ -215,7 +218,8 @@ class TrainWorker:
         Several steps per call spread Ray's per-call cost over them: between steps the workers meet
         only in their shared segment. `hypers` (new hyperparameters, set before the first step) and
         the snapshot ride on the calls a segment needs anyway instead of calls of their own.
-        `step_hypers` (a per-step lr schedule): one set of hyperparameters per step, set before it."""
+        `step_hypers` (a per-step lr schedule): one set of hyperparameters per step, set before it.
+        `streams`: (base, the global step of the first) keys each step's random numbers (`runtime.seed_step`)."""
         if hypers is not None:
             self.sharded.set_hypers(hypers)
         out = []
@@ -223,6 +227,7 @@ class TrainWorker:
             if step_hypers is not None:
                 self.sharded.set_hypers(step_hypers[k])
             clock = StepClock()
+            seed_step(streams, self.rank, k)
             x, y, weight = self._shard(indices)
             clock.lap("install")
             on_grad = self.sharded.grad_ready if self.world > 1 else None  # buckets reduce during backward

@@ -58,7 +58,9 @@ class FakeScheduler:
     def __init__(self, workers, faults):
         self.workers, self.faults = workers, set(faults)
 
-    def run_sharded(self, batches, on_step, start, stop, hypers=None, snapshot=False, hypers_for_step=None):
+    def run_sharded(
+        self, batches, on_step, start, stop, hypers=None, snapshot=False, hypers_for_step=None, streams=None
+    ):
         for t in range(start, stop):
             if t in self.faults:
                 self.faults.discard(t)
@@ -212,6 +214,7 @@ def _grown_cluster(monkeypatch, sync, gloo=True):
     t = types.SimpleNamespace(
         workers=2, elastic=(2, 3), sync=sync, allreduce={"backend": "auto"}, device="cpu", cpus_per_worker=1,
         timeout_s=5, bind_to=None, model=None, loss_fn=None, global_step=7, history=types.SimpleNamespace(events=[]),
+        worker_seed=1,
     )  # fmt: skip
     cl = object.__new__(cluster.RayCluster)
     cl.__dict__.update(

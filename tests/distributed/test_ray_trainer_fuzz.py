@@ -222,9 +222,10 @@ def _dying(cfg, loss_fn):
 
 def _state(trainer):
     """The Trainer's state_dict as plain numpy values, the history without its wall-clock figures and without the
-    driver's generator (a Ray fit draws its workers' base seed from it, a local one its own dropout masks)."""
+    driver's generator and the workers' base seed (a Ray fit draws the seed from the generator, a local one its
+    own dropout masks, and has no workers)."""
     sd = trainer.state_dict()
-    del sd["rng_state"]
+    del sd["rng_state"], sd["worker_seed"]
     sd["history"] = [{k: v for k, v in r.items() if k not in TIMING} for r in sd["history"]["epochs"]]
     return _plain(sd)
 
