@@ -23,12 +23,23 @@ replica outputs are combined by the LocalExecutor's function in the same order, 
 the LocalExecutor's bit for bit on CPU when BLAS uses as many threads in both (a worker uses
 `cpus_per_worker`; OpenBLAS sums in another order with more threads).
 
+Random draws: a run of a plan whose subgraphs draw (dropout) draws one seed per task from the driver's
+generator, in task order, and each drawing task runs on generators seeded with its seed
+(`rng.seeded_draws`), as the LocalExecutor's pipeline does. A task's masks are then a function of the
+driver's generator alone, not of which worker ran it nor of what that process drew before: a seeded run
+repeats, a pipeline draws the LocalExecutor's masks, and a Trainer resumed from a checkpoint (which holds
+the driver's generator) or running on restarted workers draws the uninterrupted run's. (Before, each
+worker drew from its own process's stream, seeded from a base the group drew from the driver's generator
+when it was made — after the restore in a resumed fit, before the first step in the uninterrupted one —
+so a resumed fit drew other masks.)
+
 Timeline: each actor logs (task, wall-clock start, end, bytes read and written) per task; the
 `timeline` property collects the logs into one `graph.trace.Timeline`, one row per worker. A log
 keeps the last LOG_TASKS tasks since the timeline was last read: a Trainer that never reads it runs
 for days, and an unbounded log grew by every task of every step.
 """
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -44,7 +55,9 @@ from distgraph.distributed.scheduler import raise_user_error, start_allowance, w
 from distgraph.errors import ConfigError, DistributedError, ShapeError
 from distgraph.graph.executor import Runner, _combine, _shards
 from distgraph.graph.partition import independent, pipeline, replicas
+from distgraph.graph.passes.dce import is_random
 from distgraph.graph.trace import Timeline
+from distgraph.ops.rng import generator, seeded_draws
 
 INLINE_BYTES = 100 * 1024  # Ray inlines smaller arguments in the call; larger ones are put in the object store once
 LOG_TASKS = 100_000  # tasks a worker's timeline log keeps (the latest; ~10 MB)
@@ -74,11 +87,13 @@ class PlanWorker:
         """The array module this worker's Runners compute with ("numpy" or "cupy")."""
         return self.device.xp.__name__
 
-    def run(self, task, *arrays):
+    def run(self, task, seed, *arrays):
+        """Task `task` on `arrays`, its draws from generators seeded with `seed` (None: it draws nothing)."""
         label, runner = self.tasks[task]
         start = time.time()
         dev = self.device
-        outs = runner(*(to_device(a, dev) for a in arrays))
+        with seeded_draws(seed) if seed is not None else contextlib.nullcontext():
+            outs = runner(*(to_device(a, dev) for a in arrays))
         if dev is not CPU:
             outs = [to_device(o, CPU) for o in outs]  # waits for the kernels: the log's end is the work's end
         end = time.time()
@@ -115,9 +130,8 @@ class RayPlanExecutor:
         for i, t in enumerate(self.tasks):
             self.last_use.update(dict.fromkeys(t.inputs, i))
         self.group = WorkerGroup(
-            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to,
-            seeded=True,
-        )  # fmt: skip
+            PlanWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
+        )  # not `seeded`: a task draws from a seed of its own, and making the group leaves the driver's generator be
         try:
             table = [(t.label, t.subgraph) for t in self.tasks]
             for w in range(workers):
@@ -132,6 +146,8 @@ class RayPlanExecutor:
         self.actors = self.group.actors
         # each task's actor method, made once (`options` builds a new one per call)
         self.calls = [self.actors[t.worker].run.options(num_returns=len(t.outputs)) for t in self.tasks]
+        drawing = {sg.name for sg in plan.subgraphs if any(is_random(n) for n in sg.graph.nodes)}
+        self.draws = [t.subgraph in drawing for t in self.tasks]  # the tasks whose subgraph draws (module docstring)
         self._timeline = Timeline()
         self.compiled, self.compiled_error, self.runs = None, None, 0
         spare = (os.cpu_count() or 1) > workers * cpus_per_worker + 1
@@ -171,6 +187,7 @@ class RayPlanExecutor:
     def submit(self, *arrays):
         """Submit one run without waiting; the returned PendingRun's `result()` waits for it."""
         feeds = self._feed(arrays)
+        seeds = self._seeds()
         if self.runs == self.compile_at:
             try:
                 self.compiled = self._compile()
@@ -178,17 +195,25 @@ class RayPlanExecutor:
                 self.compiled_error = f"{type(exc).__name__}: {exc}"
         self.runs += 1
         if self.compiled is not None:
-            return PendingRun(self, self.compiled.execute(*feeds.values()), compiled=True)
+            return PendingRun(self, self.compiled.execute(*feeds.values(), *seeds), compiled=True)
         env = {k: ray.put(a) if getattr(a, "nbytes", 0) >= INLINE_BYTES else a for k, a in feeds.items()}
         keep = set(self.results)
         for i, t in enumerate(self.tasks):
             args = [env[k] for k in t.inputs]
-            refs = self.calls[i].remote(i, *args)
+            refs = self.calls[i].remote(i, seeds[i], *args)
             env.update(zip(t.outputs, refs if len(t.outputs) > 1 else [refs]))
             for k in t.inputs:
                 if self.last_use[k] == i and k not in keep:
                     del env[k]
         return PendingRun(self, [env[k] for k in self.results])
+
+    def _seeds(self):
+        """One seed per task of this run, drawn from the driver's generator in task order, None for a task
+        that draws nothing; nothing drawn for a plan that draws nothing (module docstring)."""
+        if not any(self.draws):
+            return [None] * len(self.tasks)
+        seeds = generator(CPU).integers(0, 2**63, size=len(self.tasks))
+        return [int(s) if d else None for s, d in zip(seeds, self.draws)]
 
     def _feed(self, arrays):
         plan = self.plan
@@ -214,7 +239,8 @@ class RayPlanExecutor:
             nodes = {key: inp[i] for i, key in enumerate(self.feeds)}
             for i, t in enumerate(self.tasks):
                 n = len(t.outputs)
-                call = self.calls[i].bind(i, *[nodes[k] for k in t.inputs])
+                seed = inp[len(self.feeds) + i]  # each run's seeds follow its feeds (`submit`)
+                call = self.calls[i].bind(i, seed, *[nodes[k] for k in t.inputs])
                 nodes.update(zip(t.outputs, [call[i] for i in range(n)] if n > 1 else [call]))
             dag = MultiOutputNode([nodes[k] for k in self.results])
         return dag.experimental_compile()

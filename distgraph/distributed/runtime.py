@@ -18,13 +18,13 @@ runtime_env carried, each actor's process now sets itself before its class's `__
 (`remote_class`): the driver's default dtype, and the allocator settings below.
 
 Random streams: a process starts with distgraph's generator at seed 0, so workers left alone would all
-draw the same dropout masks (every data-parallel rank, pipeline stage and branch tower) whatever the
-driver seeded. A `seeded` WorkerGroup (the Trainer's and a plan's) draws a base seed from the driver's
-generator when it is made (at a fit: `dg.manual_seed(s)` before it makes the run repeat), and each actor
-it starts seeds its process
-from `SeedSequence([base, rank, start])` (`worker_seed`), `start` counting the starts of that rank in
-the group: what a worker draws outside a training step (a plan's tasks, an async step) comes from there,
-and a restarted worker draws a stream of its own, not its first incarnation's again.
+draw the same dropout masks (every data-parallel rank) whatever the driver seeded. A `seeded` WorkerGroup
+(the Trainer's; a plan's tasks get seeds of their own, plan_runner.py) draws a base seed from the
+driver's generator when it is made (at a fit: `dg.manual_seed(s)` before it makes the run repeat), or
+takes the one it is given, and each actor it starts seeds its process from
+`SeedSequence([base, rank, start])` (`worker_seed`), `start` counting the starts of that rank in the
+group: what a worker draws outside a sync training step (an async step) comes from there, and a
+restarted worker draws a stream of its own, not its first incarnation's again.
 A synchronous training step draws from a stream of its own instead: `step_seed(base, rank, global step)`,
 seeded by the worker when the step begins. Its masks are then a function of the step, not of the steps
 the process ran before it, so a restarted worker replaying the steps since the snapshot, and a fit

@@ -107,7 +107,7 @@ def test_a_plan_workers_log_keeps_its_latest_tasks_only(monkeypatch):
     graph, arrays = captured(lambda x, w: (x @ w).sum(), randn(4, 3), randn(3, 2))
     worker = PlanWorker(0, {"g": graph}, [(f"t{k}", "g") for k in range(10)])
     for k in range(10):
-        worker.run(k, *arrays)
+        worker.run(k, None, *arrays)
     assert [label for label, *_ in worker.drain()] == ["t7", "t8", "t9"]
     assert len(worker.log) == 0
 
