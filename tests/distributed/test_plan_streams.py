@@ -26,15 +26,17 @@ def _runs(ex, x, params, seed=5):
     return [ex.run(x, *params) for _ in range(2)]
 
 
-def test_a_ray_pipeline_draws_the_local_pipelines_masks_and_repeats_them_under_a_seed(ray_session):
+@pytest.mark.parametrize("compiled", [False, True])  # actor calls; a Ray Compiled Graph (seeds as its inputs)
+def test_a_ray_pipeline_draws_the_local_pipelines_masks_and_repeats_them_under_a_seed(ray_session, compiled):
     w = randn(16, 16).requires_grad_()
     graph, arrays = captured(_dropout_step, randn(4, 16), w, grad_of=[w])
     plan = pipeline(graph, 2, micro_batches=4)
     x = randn(16, 16).array
     with threadpool_limits(1), LocalExecutor(plan, workers=2, schedule="1f1b") as local:
         expected = _runs(local, x, arrays[1:])
-    with RayPlanExecutor(plan, 2, compiled=False) as ex:
+    with RayPlanExecutor(plan, 2, compiled=compiled) as ex:
         got, again = _runs(ex, x, arrays[1:]), _runs(ex, x, arrays[1:])  # the workers' streams moved on between
+        assert (ex.compiled is not None) == compiled, ex.compiled_error
     for a, b, c in zip(expected, got, again):
         assert all(np.array_equal(p, q) and np.array_equal(p, r) for p, q, r in zip(a, b, c))
     assert not np.array_equal(got[0][1], got[1][1])  # each run draws new masks
