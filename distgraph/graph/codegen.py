@@ -352,6 +352,8 @@ class _Emitter:
             src = -args[0] - 1 if op == "cast" and len(args) == 1 and args[0] < 0 else None
             if src is None or last_read[src] != [k] or steps[src][0] not in UFUNCS or steps[src][2]:
                 continue
+            if self.plan is None or not tuple(specs[src][0]):  # no buffer for it below: the cast must run itself
+                continue
             if self.numpy and self.xp.can_cast(specs[src][1], specs[k][1], "same_kind"):
                 merged[k], dtype[src] = src, specs[k][1]
         plan = []

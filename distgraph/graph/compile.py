@@ -231,6 +231,10 @@ class CompiledFunction:
         key, variant = self._variant(inputs)
         if variant is _EAGER:
             return self._eager(inputs)
+        if self._differentiable and grad_mode.state.grad_enabled and self._trainable:
+            # the capture just made found a lifted tensor requiring grad (unfrozen since the last one): its
+            # outputs need autograd history from this call on, this one included (it returned them without)
+            return self._autograd_call(inputs)
         fast = self._paths.get(key)
         if fast is None:
             guards = self._guards[id(variant)] or None
@@ -314,7 +318,16 @@ class CompiledFunction:
             )
             self._eager_only, self._last = True, None
             return None, _EAGER
-        variant = self.variants.get(key)
+        try:
+            variant = self.variants.get(key)
+        except TypeError:  # a guarded list or dict attribute took an unhashable value (a list in it, say)
+            warnings.warn(
+                "dg.compile: running eagerly: a list or dict attribute of the module now holds a value that cannot "
+                "be a key of its variants (a list or dict inside it)",
+                CompileWarning,
+                stacklevel=3,
+            )
+            return None, _EAGER
         if variant is _EAGER or (variant is not None and self._guards[id(variant)].hold()):
             return key, variant
         if not self.variants:
@@ -324,7 +337,7 @@ class CompiledFunction:
             self._paths.pop(key, None)
             self._last, self._recaptures = None, self._recaptures + 1
         else:
-            why = self._change(next(iter(self.variants)), key)
+            why = self._change(next(reversed(self.variants)), key)  # against the latest capture
         if len(self.variants) + self._recaptures > self.max_variants or (
             variant is None and len(self.variants) >= self.max_variants
         ):

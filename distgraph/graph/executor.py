@@ -79,6 +79,7 @@ class Runner:
         else:
             self.program = None
             self._compile_steps(graph, dev)
+            self.run = lambda *arrays: self._interpret(arrays)  # (the generated function's `run` has no program)
 
     def run(self, *arrays):
         """Call the generated function, unchecked. Concurrent calls never share scratch buffers: a

@@ -6,10 +6,11 @@ stays as it was. Each assumption gets the cheapest check that is still exact:
 - the inputs' shapes, dtypes and devices: `unpacker`, a generated function comparing them field by
   field on every call (the fast path);
 - a module's Python state: `ModuleState`, a generated function reading every submodule's train/eval
-  mode, its public int/float/bool attributes (`self.temperature`, dropout's `p`, a flag a forward
-  branches on: the trace baked their values in) and each parameter's requires_grad (which gradients a
-  training step computes) into one tuple, part of the variant's key; a forward that changes any of
-  them while it is captured has a side effect no graph replays, and runs eagerly;
+  mode, its public plain attributes (`self.temperature`, dropout's `p`, a flag or a mode string a
+  forward branches on, None; tuples, and lists and dicts of up to CONTAINER_ITEMS such values, read by
+  value: `self.cfg["scale"]`: the trace baked them in) and each parameter's requires_grad (which
+  gradients a training step computes) into one tuple, part of the variant's key; a forward that
+  changes any of them while it is captured has a side effect no graph replays, and runs eagerly;
 - tensors a graph keeps as constants although they outlive the capture (a closure's frozen tensor; a
   module's own parameters and buffers are lifted into inputs instead, see graph/capture.py):
   `ConstantGuards` holds each weakly with its version counter, array and requires_grad, and a change
@@ -33,7 +34,23 @@ from distgraph.errors import CaptureError
 from distgraph.graph.capture import version_of
 from distgraph.graph.passes.cse import freeze
 
-_NUMBERS = (bool, int, float)
+_PLAIN = (bool, int, float, str, type(None))
+CONTAINER_ITEMS = 32  # a list or dict attribute longer than this is not read per call (nor guarded)
+
+
+def _attribute_reader(cell, name, v):
+    """The expression `ModuleState` reads attribute `name` of module `cell` by, or None where it does not
+    guard it: a plain value or a tuple of them as it is (compared by value; the same object is equal at
+    once), a list or dict of them copied into a tuple (the object itself would compare equal to itself
+    after it changed in place)."""
+    attr = f"{cell}.{name}"
+    if type(v) in _PLAIN or (type(v) is tuple and all(type(e) in _PLAIN for e in v)):
+        return attr
+    if type(v) is list and len(v) <= CONTAINER_ITEMS and all(type(e) in _PLAIN for e in v):
+        return f"tuple({attr})"
+    if type(v) is dict and len(v) <= CONTAINER_ITEMS and all(type(e) in _PLAIN for kv in v.items() for e in kv):
+        return f"tuple({attr}.items())"
+    return None
 
 
 def _generated(name, cells, body):
@@ -65,12 +82,13 @@ def unpacker(inputs):
 
 
 class ModuleState:
-    """`state()` -> ((train/eval mode per submodule), (public numbers per submodule, then requires_grad
-    per parameter)): what a module's forward reads besides tensors, as one tuple per call.
+    """`state()` -> ((train/eval mode per submodule), (public plain attributes per submodule, then
+    requires_grad per parameter)): what a module's forward reads besides tensors, as one tuple per call.
 
-    The attributes are those the modules hold when the function is compiled (`vars(m)` values of type
-    bool, int or float whose name is an identifier not starting with `_`). Reading them is one
-    generated function (about 20 ns an attribute); a deleted attribute reads as None (no variant matches)."""
+    The attributes are those the modules hold when the function is compiled (`vars(m)` values that
+    `_attribute_reader` reads — bool, int, float, str, None, and tuples, lists and dicts of them — whose name
+    is an identifier not starting with `_`). Reading them is one generated function (about 20 ns an
+    attribute; a list or dict more); a deleted attribute reads as None (no variant matches)."""
 
     def __init__(self, root):
         self.modules = list(root.named_modules())
@@ -80,8 +98,9 @@ class ModuleState:
             cells.append(f"m{k}")
             modes.append(f"m{k}.training")
             for name, v in vars(m).items():
-                if type(v) in _NUMBERS and name != "training" and _plain_name(name):
-                    values.append(f"m{k}.{name}")
+                read = _attribute_reader(f"m{k}", name, v) if name != "training" and _plain_name(name) else None
+                if read is not None:
+                    values.append(read)
                     self.labels.append(f"module attribute {path or type(m).__name__}.{name}")
         self.params = list(root.named_parameters())
         for k, (name, _) in enumerate(self.params):
@@ -102,7 +121,7 @@ class ModuleState:
             "    try:",
             f"        return (({''.join(e + ', ' for e in modes)}), ({''.join(e + ', ' for e in values)}), "
             f"{' and '.join(same) or 'True'})",
-            "    except (AttributeError, KeyError):",
+            "    except (AttributeError, KeyError, TypeError):",
             "        return None",
         ]
         held_cells = [f"o{j}" for j in range(len(self._held))] + [f"d{j}" for j in range(len(self._held))]

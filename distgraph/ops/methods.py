@@ -7,7 +7,7 @@ fire), and rebinds the tensor to the new graph node when grad is being recorded.
 """
 
 from distgraph import dtypes
-from distgraph.autograd import grad_mode, memory_format
+from distgraph.autograd import grad_mode
 from distgraph.autograd.function import set_history
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import mixed_devices, on, to_device, writeable
@@ -447,7 +447,7 @@ def install():
     Tensor.type_as = lambda self, other: self.to(other.dtype)
     Tensor.view_as = lambda self, other: shape.view(self, other.shape)  # refuses a copy, as view
     Tensor.reshape_as = lambda self, other: shape.reshape(self, other.shape)
-    Tensor.clone = lambda self, memory_format=None: ew.add(self, 0) if self.requires_grad else _clone(self)
+    Tensor.clone = movement.clone
     ops = {
         "__add__": ew._add_fn,  # the operators have no alpha: add/sub without its two calls (per-op cost)
         "__radd__": _reflect(ew._add_fn),
@@ -492,8 +492,3 @@ def install():
         setattr(Tensor, name, getattr(Tensor, base))
     Tensor.__hash__ = object.__hash__
 
-
-def _clone(self):
-    """A copy laid out as torch's clone (preserve_format: autograd/memory_format.py), as the grad path's
-    add(self, 0) does."""
-    return Tensor(memory_format.clone(self.device.xp, self.array), device=self.device)

@@ -88,6 +88,10 @@ CASES = {
     "reshape_copy": [(lambda a: a.t().reshape(-1) * a.t().reshape(-1), [_any((2, 3))])],
     "permute": [(lambda a: a.permute(2, 0, 1), [_any((2, 3, 4))]), (lambda a: a.T, [_any((2, 3))])],
     "contiguous": [(lambda a: a.permute(2, 0, 1).contiguous(), [_any((2, 3, 4))])],
+    "clone": [
+        (lambda a: a.permute(2, 0, 1).clone(), [_any((2, 3, 4))]),
+        (lambda a: a.clone(memory_format=dg.channels_last), [_any((2, 3, 4, 5))]),
+    ],
     "matmul": [
         (lambda a, b: a @ b, [_any((2, 3, 4)), _any((4, 5))]),
         (lambda a, b: a @ b, [_any((5, 1, 3, 4)), _any((2, 4, 6))]),
