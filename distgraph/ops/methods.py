@@ -491,4 +491,3 @@ def install():
     for name, base in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_")):
         setattr(Tensor, name, getattr(Tensor, base))
     Tensor.__hash__ = object.__hash__
-
