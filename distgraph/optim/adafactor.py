@@ -2,7 +2,8 @@
 a column vector (sublinear memory), with a relative step size and update clipping."""
 
 from distgraph.errors import ConfigError
-from distgraph.optim.optimizer import Optimizer, _to_param
+from distgraph.optim.optimizer import Optimizer
+from distgraph.optim.optimizer_state import to_param
 
 
 class Adafactor(Optimizer):
@@ -48,4 +49,4 @@ class Adafactor(Optimizer):
         shape = tuple(param.shape)
         shapes = {"row_var": (*shape[:-1], 1), "col_var": (*shape[:-2], 1, *shape[-1:])}
         name = type(self).__name__
-        return {k: _to_param(v, param, k, name, shape=shapes.get(k)) for k, v in entries.items()}
+        return {k: to_param(v, param, k, name, shape=shapes.get(k)) for k, v in entries.items()}

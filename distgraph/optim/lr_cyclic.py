@@ -1,6 +1,7 @@
-"""Cyclic learning-rate schedules with torch's formulas: CosineAnnealingWarmRestarts (SGDR) and CyclicLR.
+"""Cyclic learning-rate schedules with torch's formulas: CosineAnnealingWarmRestarts (SGDR), CyclicLR and
+OneCycleLR (the 1cycle policy).
 
-Both compute the lr from their own position in the cycle (not recursively from the current lr), as
+Each computes the lr from its own position in the cycle (not recursively from the current lr), as
 torch does, so `step(epoch)` and fractional epochs (SGDR's `step(epoch + i / iters)`) need no closed
 form of their own. Re-exported by `lr_scheduler`, whose base class they extend.
 """
@@ -8,7 +9,13 @@ form of their own. Re-exported by `lr_scheduler`, whose base class they extend.
 import math
 
 from distgraph.errors import ConfigError
-from distgraph.optim.lr_scheduler import LRScheduler, _is_function, _per_group
+from distgraph.optim.lr_scheduler import (
+    LRScheduler,
+    _check_optimizer,
+    _is_function,
+    _per_group,
+    _warn_get_lr_called_within_step,
+)
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
@@ -27,6 +34,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         m = self.eta_min
         return [m + (b - m) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2 for b in self.base_lrs]
 
@@ -52,7 +60,12 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         else:
             self.T_i, self.T_cur = self.T_0, epoch
         self.last_epoch = math.floor(epoch)
-        for g, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+        self._get_lr_called_within_step = True
+        try:
+            lrs = self.get_lr()
+        finally:
+            self._get_lr_called_within_step = False
+        for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             g["lr"] = lr
         self._last_lr = self._lrs()
 
@@ -120,6 +133,7 @@ class CyclicLR(LRScheduler):
         return self.gamma**x
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         cycle = math.floor(1 + self.last_epoch / self.total_size)
         x = 1.0 + self.last_epoch / self.total_size - cycle
         scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
@@ -145,3 +159,90 @@ class CyclicLR(LRScheduler):
         self.__dict__.update(state_dict)
         if saved is not None and self._scale_fn_custom is not None:
             self._scale_fn_custom.__dict__.update(saved)
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy: lr warms up to max_lr then anneals far below the start (momentum cycles inversely).
+
+    Call step() after every batch: total_steps (or epochs · steps_per_epoch) steps in all.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, last_epoch=-1):  # fmt: skip
+        _check_optimizer(type(self).__name__, optimizer)
+        if total_steps is not None:
+            if not isinstance(total_steps, int) or total_steps <= 0:
+                raise ConfigError(f"OneCycleLR: expected a positive integer total_steps, got {total_steps!r}")
+        elif epochs is not None and steps_per_epoch is not None:
+            for key, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+                if not isinstance(v, int) or v <= 0:
+                    raise ConfigError(f"OneCycleLR: expected a positive integer {key}, got {v!r}")
+            total_steps = epochs * steps_per_epoch
+        else:
+            raise ConfigError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
+        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+            raise ConfigError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ConfigError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
+        n = total_steps
+        # (end step, start lr key, end lr key, start momentum key, end momentum key) per phase
+        warmup = (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
+        if three_phase:
+            self._phases = [
+                warmup,
+                (float(2 * pct_start * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+            ]
+        else:
+            self._phases = [warmup, (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        if last_epoch == -1:
+            for g, m in zip(optimizer.param_groups, _per_group("OneCycleLR: max_lr", optimizer, max_lr)):
+                g["initial_lr"] = m / div_factor
+                g["max_lr"] = m
+                g["min_lr"] = g["initial_lr"] / final_div_factor
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ConfigError(
+                    f"OneCycleLR: {type(optimizer).__name__} has no momentum or betas to cycle; "
+                    "pass cycle_momentum=False"
+                )
+            self.use_beta1 = "betas" in optimizer.defaults
+            maxes = _per_group("OneCycleLR: max_momentum", optimizer, max_momentum)
+            bases = _per_group("OneCycleLR: base_momentum", optimizer, base_momentum)
+            if last_epoch == -1:
+                for top, bottom, g in zip(maxes, bases, optimizer.param_groups):
+                    self._set_momentum(g, top)
+                    g["max_momentum"], g["base_momentum"] = top, bottom
+        super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self):
+        _warn_get_lr_called_within_step(self)
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ConfigError(f"OneCycleLR: tried to step {step} times; total_steps is {self.total_steps}")
+        lrs = []
+        for g in self.optimizer.param_groups:
+            start = 0.0
+            for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
+                if step <= end or i == len(self._phases) - 1:
+                    pct = (step - start) / (end - start)
+                    lrs.append(self._anneal(g[lr0], g[lr1], pct))
+                    if self.cycle_momentum:
+                        self._set_momentum(g, self._anneal(g[m0], g[m1], pct))
+                    break
+                start = end
+        return lrs

@@ -6,7 +6,7 @@ Re-exported by `lr_scheduler`, whose base class they extend.
 """
 
 from distgraph.errors import ConfigError
-from distgraph.optim.lr_scheduler import LambdaLR, LRScheduler
+from distgraph.optim.lr_scheduler import LambdaLR, LRScheduler, _warn_get_lr_called_within_step
 
 
 class ConstantLR(LRScheduler):
@@ -19,6 +19,7 @@ class ConstantLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         if self.last_epoch == 0:
             return [lr * self.factor for lr in self._lrs()]
         if self.last_epoch != self.total_iters:
@@ -41,6 +42,7 @@ class MultiplicativeLR(LambdaLR):
         super().__init__(optimizer, lr_lambda, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         if self._is_initial:
             return self._lrs()
         return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._lrs(), strict=True)]
@@ -56,6 +58,7 @@ class PolynomialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         e, n = self.last_epoch, self.total_iters
         if self._is_initial or e > n:
             return self._lrs()

@@ -5,14 +5,40 @@ two schedulers on one optimizer compose) and from base_lrs in closed form when g
 (`step(epoch)`, and SequentialLR at a milestone). Both forms are kept here as torch writes them,
 including the "initial step" the constructor takes (`_is_initial`), which matters when resuming with
 `last_epoch >= 0`. A scheduler's state is its `__dict__` minus the optimizer, as in torch.
+
+torch's warnings, in its words: `scheduler.step()` before any `optimizer.step()` (checked at the first
+step only: the optimizer's step wrapper marks it `_opt_called`, optimizer_hooks), an `epoch` given to
+`step()` (deprecated), and `get_lr()` called by the user rather than by `step()` (`get_last_lr()` is the
+one to read). A step that GradScaler skipped (inf/NaN gradients) is no optimizer step: torch warns then
+too, and so does this.
 """
 
 import math
+import warnings
 from bisect import bisect_right
 from collections import Counter
+from numbers import Real
 
 from distgraph.errors import ConfigError, DTypeError
 from distgraph.optim.optimizer import Optimizer
+
+EPOCH_DEPRECATION_WARNING = (
+    "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. Please "
+    "use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the "
+    "closed form is used instead of the new chainable form, where available. Please open an issue if you are "
+    "unable to replicate your use case: https://github.com/pytorch/pytorch/issues/new/choose."
+)
+
+
+def _warn_get_lr_called_within_step(scheduler):
+    """Each built-in get_lr's first line: a get_lr() outside step() is a user reading the lr, and that
+    recomputes (for a chainable schedule, advances) it; get_last_lr() is the reading."""
+    if not scheduler._get_lr_called_within_step:
+        warnings.warn(
+            "To get the last learning rate computed by the scheduler, please use `get_last_lr()`.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_optimizer(owner, optimizer):
@@ -40,6 +66,7 @@ class LRScheduler:
     """Base class: subclasses give `get_lr()` (chainable) and optionally `_get_closed_form_lr()`."""
 
     _is_initial = False
+    _get_lr_called_within_step = False
 
     def __init__(self, optimizer, last_epoch=-1):
         _check_optimizer(type(self).__name__, optimizer)
@@ -75,17 +102,37 @@ class LRScheduler:
 
     def step(self, epoch=None):
         """Advance one epoch (or jump to `epoch`, using the closed form when there is one)."""
+        # (only an Optimizer steps: a stand-in for one, as the Trainer's look-ahead copy holds, never warns)
+        if (
+            self._step_count == 1
+            and isinstance(self.optimizer, Optimizer)
+            and not self.optimizer.__dict__.get("_opt_called")
+        ):
+            warnings.warn(
+                "Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and later, you "
+                "should call them in the opposite order: `optimizer.step()` before `lr_scheduler.step()`.  Failure "
+                "to do this will result in PyTorch skipping the first value of the learning rate schedule. See more "
+                "details at https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate",
+                UserWarning,
+                stacklevel=2,
+            )
         self._step_count += 1
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):
-        if epoch is None:
-            self.last_epoch += 1
-            values = self.get_lr()
-        else:
-            self.last_epoch = epoch
-            closed = getattr(self, "_get_closed_form_lr", None)
-            values = closed() if closed is not None else self.get_lr()
+        self._get_lr_called_within_step = True
+        try:
+            if epoch is None:
+                self.last_epoch += 1
+                values = self.get_lr()
+            else:
+                self.last_epoch = epoch
+                closed = getattr(self, "_get_closed_form_lr", None)
+                values = closed() if closed is not None else self.get_lr()
+        finally:
+            self._get_lr_called_within_step = False
         for g, lr in zip(self.optimizer.param_groups, values, strict=True):
             g["lr"] = lr
         self._last_lr = self._lrs()
@@ -108,6 +155,7 @@ class LambdaLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         return [b * fn(self.last_epoch) for fn, b in zip(self.lr_lambdas, self.base_lrs, strict=True)]
 
     def state_dict(self):
@@ -130,15 +178,17 @@ def _is_function(fn):
 
 
 class StepLR(LRScheduler):
-    """Multiply the lr by gamma every step_size epochs."""
+    """Multiply the lr by gamma every step_size epochs (a float step_size too, as torch takes it: the lr
+    changes at the epochs that are multiples of it)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if not isinstance(step_size, int) or step_size <= 0:
-            raise ConfigError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
+        if isinstance(step_size, bool) or not isinstance(step_size, Real) or not step_size > 0:
+            raise ConfigError(f"StepLR: step_size must be a positive number, got {step_size!r}")
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
@@ -155,6 +205,7 @@ class MultiStepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         if self.last_epoch not in self.milestones:
             return self._lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._lrs()]
@@ -172,6 +223,7 @@ class ExponentialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         if self._is_initial:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
@@ -190,6 +242,7 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         e, t, m = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
             return self._lrs()
@@ -218,6 +271,7 @@ class LinearLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         e, s, f, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
         if e == 0:
             return [lr * s for lr in self._lrs()]
@@ -228,92 +282,6 @@ class LinearLR(LRScheduler):
     def _get_closed_form_lr(self):
         s, f, n = self.start_factor, self.end_factor, self.total_iters
         return [b * (s + (f - s) * min(n, self.last_epoch) / n) for b in self.base_lrs]
-
-
-class OneCycleLR(LRScheduler):
-    """The 1cycle policy: lr warms up to max_lr then anneals far below the start (momentum cycles inversely).
-
-    Call step() after every batch: total_steps (or epochs · steps_per_epoch) steps in all.
-    """
-
-    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
-                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
-                 final_div_factor=1e4, three_phase=False, last_epoch=-1):  # fmt: skip
-        _check_optimizer(type(self).__name__, optimizer)
-        if total_steps is not None:
-            if not isinstance(total_steps, int) or total_steps <= 0:
-                raise ConfigError(f"OneCycleLR: expected a positive integer total_steps, got {total_steps!r}")
-        elif epochs is not None and steps_per_epoch is not None:
-            for key, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
-                if not isinstance(v, int) or v <= 0:
-                    raise ConfigError(f"OneCycleLR: expected a positive integer {key}, got {v!r}")
-            total_steps = epochs * steps_per_epoch
-        else:
-            raise ConfigError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
-        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
-            raise ConfigError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ConfigError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
-        n = total_steps
-        # (end step, start lr key, end lr key, start momentum key, end momentum key) per phase
-        warmup = (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
-        if three_phase:
-            self._phases = [
-                warmup,
-                (float(2 * pct_start * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
-                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
-            ]
-        else:
-            self._phases = [warmup, (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
-        if last_epoch == -1:
-            for g, m in zip(optimizer.param_groups, _per_group("OneCycleLR: max_lr", optimizer, max_lr)):
-                g["initial_lr"] = m / div_factor
-                g["max_lr"] = m
-                g["min_lr"] = g["initial_lr"] / final_div_factor
-        self.cycle_momentum = cycle_momentum
-        if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ConfigError(
-                    f"OneCycleLR: {type(optimizer).__name__} has no momentum or betas to cycle; "
-                    "pass cycle_momentum=False"
-                )
-            self.use_beta1 = "betas" in optimizer.defaults
-            maxes = _per_group("OneCycleLR: max_momentum", optimizer, max_momentum)
-            bases = _per_group("OneCycleLR: base_momentum", optimizer, base_momentum)
-            if last_epoch == -1:
-                for top, bottom, g in zip(maxes, bases, optimizer.param_groups):
-                    self._set_momentum(g, top)
-                    g["max_momentum"], g["base_momentum"] = top, bottom
-        super().__init__(optimizer, last_epoch)
-
-    def _set_momentum(self, group, value):
-        if self.use_beta1:
-            group["betas"] = (value, *group["betas"][1:])
-        else:
-            group["momentum"] = value
-
-    def _anneal(self, start, end, pct):
-        if self.anneal_strategy == "cos":
-            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-        return (end - start) * pct + start
-
-    def get_lr(self):
-        step = self.last_epoch
-        if step > self.total_steps:
-            raise ConfigError(f"OneCycleLR: tried to step {step} times; total_steps is {self.total_steps}")
-        lrs = []
-        for g in self.optimizer.param_groups:
-            start = 0.0
-            for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
-                if step <= end or i == len(self._phases) - 1:
-                    pct = (step - start) / (end - start)
-                    lrs.append(self._anneal(g[lr0], g[lr1], pct))
-                    if self.cycle_momentum:
-                        self._set_momentum(g, self._anneal(g[m0], g[m1], pct))
-                    break
-                start = end
-        return lrs
 
 
 class SequentialLR(LRScheduler):
@@ -431,6 +399,8 @@ class ReduceLROnPlateau(LRScheduler):
 
     def step(self, metrics, epoch=None):
         current = float(metrics)
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self._is_better(current):
             self.best, self.num_bad_epochs = current, 0
@@ -463,5 +433,5 @@ class ReduceLROnPlateau(LRScheduler):
 _LRScheduler = LRScheduler  # torch's old name, still used by user code
 
 # the schedulers of these modules extend the classes above; torch has them all in one namespace
-from distgraph.optim.lr_cyclic import CosineAnnealingWarmRestarts, CyclicLR  # noqa: E402, F401
+from distgraph.optim.lr_cyclic import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR  # noqa: E402, F401
 from distgraph.optim.lr_factor import ConstantLR, MultiplicativeLR, PolynomialLR  # noqa: E402, F401

@@ -6,7 +6,15 @@ every parameter's raw array with its group's values, outside autograd. Keeping t
 is what lets the distributed parameter store run the very same update from `make_optimizer_spec`.
 
 Each subclass's `check(group)` validates a group's values, so `add_param_group` and the constructor
-reject the same mistakes (a negative lr, an unknown option) with a message naming the optimizer.
+reject the same mistakes (a negative lr, nesterov without momentum) with a message naming the optimizer.
+A param group's keys the class does not declare are kept, as torch keeps them: a group's "name", a
+scheduler's "initial_lr", "param_names" from `named_parameters()`; a state dict saves and restores them all.
+(The constructor's defaults are the class's own options: an unknown one there is a caller's stray keyword.)
+
+A user's subclass in torch's pattern (`super().__init__(params, defaults)` and its own `step`) names no
+built-in update: its state, whatever its step stores, comes back from a state dict as it was stored
+(`optimizer_state`), and the base class's `step` raises NotImplementedError for it. If it declares no options
+either, its defaults are taken unchecked, as torch's base class takes them.
 
 Implementation options (`implementation`: the subset of foreach, fused, capturable and differentiable that
 torch's class takes, with torch's defaults) are accepted, kept in every param group and in `state_dict()`
@@ -21,8 +29,9 @@ vectorised update per optimizer, numerically the same as torch's in float64 whic
   parameters in place outside autograd, so True is refused rather than silently giving no gradient.
 """
 
-import functools
-from collections import OrderedDict, defaultdict
+import copy
+import warnings
+from collections import defaultdict
 from collections.abc import Mapping
 from numbers import Real
 
@@ -30,66 +39,15 @@ from distgraph.autograd.grad_mode import enable_grad, no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.optim.functional import UPDATES
-
-_GLOBAL_STEP_HOOKS = {
-    "pre": OrderedDict(),
-    "post": OrderedDict(),
-}  # register_optimizer_step_*_hook's, every optimizer's
-
-
-def register_optimizer_step_pre_hook(hook):
-    """torch's: `hook(optimizer, args, kwargs)` before every optimizer's step (see `Optimizer.register_step_pre_hook`)."""
-    return _add_step_hook(_GLOBAL_STEP_HOOKS["pre"], hook)
-
-
-def register_optimizer_step_post_hook(hook):
-    """torch's: `hook(optimizer, args, kwargs)` after every optimizer's step."""
-    return _add_step_hook(_GLOBAL_STEP_HOOKS["post"], hook)
-
-
-def _add_step_hook(hooks, hook):
-    from distgraph.nn.hooks import RemovableHandle  # (nn's handle; imported here: optim does not need nn to load)
-
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    return handle
-
-
-_NO_HOOKS = {"pre": {}, "post": {}}  # what an optimizer without hooks of its own reads (never written)
-
-
-def _with_step_hooks(step):
-    """`step` run between the step hooks, as torch's: the global pre-hooks, then the optimizer's own, the step,
-    then the optimizer's post-hooks and the global ones. Each hook is `hook(optimizer, args, kwargs)` with args
-    starting with the optimizer itself, as torch passes them, and a pre-hook may return (new_args, new_kwargs)
-    for the step. A subclass's step that calls super().step() runs them once."""
-
-    @functools.wraps(step)
-    def hooked(self, *args, **kwargs):
-        own = self.__dict__.get("_step_hooks", _NO_HOOKS)
-        pre, post = [*_GLOBAL_STEP_HOOKS["pre"].values(), *own["pre"].values()], own["post"].values()
-        if self.__dict__.get("_in_step") or not (pre or post or _GLOBAL_STEP_HOOKS["post"]):
-            return step(self, *args, **kwargs)
-        args = (self, *args)
-        for hook in pre:
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise ConfigError(
-                        f"{type(self).__name__}.step: the pre-hook {hook!r} must return None or a tuple of "
-                        f"(new_args, new_kwargs), but got {result!r}"
-                    )
-                args, kwargs = result
-        self._in_step = True
-        try:
-            out = step(*args, **kwargs)
-        finally:
-            self._in_step = False
-        for hook in [*post, *_GLOBAL_STEP_HOOKS["post"].values()]:
-            hook(self, args, kwargs)
-        return out
-
-    return hooked
+from distgraph.optim.optimizer_hooks import (  # noqa: F401 (the global step hooks: torch has them here)
+    add_hook,
+    hooks_of,
+    own_hooks,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+    with_step_hooks,
+)
+from distgraph.optim.optimizer_state import index, parts, to_param, user_state
 
 
 class Optimizer:
@@ -98,7 +56,7 @@ class Optimizer:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:  # every step runs between the step hooks (torch's profile_hook_step)
-            cls.step = _with_step_hooks(cls.__dict__["step"])
+            cls.step = with_step_hooks(cls.__dict__["step"])
 
     update_name = None
     hyperparameters = {}
@@ -107,8 +65,12 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         # in the order the subclass lists them (torch's), then any default it left out
-        self.defaults = {**defaults, **{k: v for k, v in self.options().items() if k not in defaults}}
-        self._check_options(self.defaults, "option")
+        known = self.options()
+        self.defaults = {**defaults, **{k: v for k, v in known.items() if k not in defaults}}
+        unknown = [k for k in defaults if known and k not in known]
+        if unknown:  # a class's own options only (a group takes any key): a wrapper's stray keyword, named here
+            raise ConfigError(f"{type(self).__name__}: unknown option {unknown[0]!r}; known: {', '.join(known)}")
+        self._check_options(self.defaults)
         self.param_groups = []
         self.state = defaultdict(dict)  # as torch: a parameter without state reads as {}
         if isinstance(params, Tensor):
@@ -133,14 +95,31 @@ class Optimizer:
             raise ConfigError(f"{name}: a param group needs a 'params' entry")
         group = dict(param_group)
         ps = group["params"]
-        group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
+        group["params"] = ps = [ps] if isinstance(ps, Tensor) else list(ps)
+        if any(isinstance(p, tuple) for p in ps):  # named_parameters(): (name, tensor) pairs, as torch takes
+            if not all(isinstance(p, tuple) for p in ps):
+                raise ConfigError(
+                    f"{name}: all optimizer params should be with/without names. Some param names are missing"
+                )
+            group["params"], group["param_names"] = [p[1] for p in ps], [p[0] for p in ps]
         for p in group["params"]:
             if not isinstance(p, Tensor):
                 raise ConfigError(f"{name} can only optimize Tensors, got {type(p).__name__}")
             if not p.is_leaf:
                 raise ConfigError(f"{name} can't optimize a non-leaf Tensor (one computed from others)")
         if len({id(p) for p in group["params"]}) != len(group["params"]):
-            raise ConfigError(f"{name}: a param group contains the same parameter more than once")
+            warnings.warn(  # torch's words: a warning for now, its step updates such a parameter twice
+                "optimizer contains a parameter group with duplicate parameters; in future, this will cause an error; "
+                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                UserWarning,
+                stacklevel=3,
+            )
+        for g in self.param_groups:
+            if ("param_names" in group) != ("param_names" in g):
+                raise ConfigError(
+                    f"{name}: all optimizer param groups should be with/without names. cannot add param group "
+                    f"{'with' if 'param_names' in group else 'without'} names to the optimizer"
+                )
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]):
             raise ConfigError(f"{name}: some parameters appear in more than one parameter group")
@@ -155,19 +134,20 @@ class Optimizer:
                 )
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        self._check_options(group, "param group option")
+        self._check_options(group)
         self.param_groups.append(group)
 
     def options(self):
         """Every option a param group holds: the update's hyperparameters and the implementation options."""
         return {**self.hyperparameters, **self.implementation}
 
-    def _check_options(self, options, what):
+    def _check_options(self, options):
+        """Check the values of the options this class declares. Other keys are the user's (a group's "name",
+        a scheduler's "initial_lr"): kept, never refused, as torch keeps them. A user's subclass that declares
+        no options is not checked at all: as torch's base class, it takes any defaults and its step reads them."""
+        if not self.options():
+            return
         name = type(self).__name__
-        known = self.options()
-        for key in options:
-            if key != "params" and key not in known and key not in _SCHEDULER_KEYS:
-                raise ConfigError(f"{name}: unknown {what} {key!r}; known: {', '.join(known)}")
         lr = options.get("lr")
         lr = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 and lr.dtype.is_floating_point else lr
         if isinstance(lr, bool) or not isinstance(lr, Real) or not lr >= 0:  # `not >=`: NaN is refused too
@@ -221,6 +201,11 @@ class Optimizer:
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; `closure` re-evaluates the loss first."""
+        if self.update_name is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not define step(): a subclass of Optimizer that names no built-in "
+                "update (`update_name`) must implement its own step(closure=None)"
+            )
         loss = None
         if closure is not None:
             with enable_grad():
@@ -236,18 +221,33 @@ class Optimizer:
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 
+    # ---- hooks (optimizer_hooks) ------------------------------------------------------------------------------
     def register_step_pre_hook(self, hook):
         """torch's: `hook(optimizer, args, kwargs)` before this optimizer's step; it may return (new_args,
         new_kwargs) for the step. Returns a handle whose remove() unregisters it."""
-        return _add_step_hook(self._own_step_hooks("pre"), hook)
+        return add_hook(own_hooks(self, "step_pre"), hook)
 
     def register_step_post_hook(self, hook):
         """torch's: `hook(optimizer, args, kwargs)` after this optimizer's step."""
-        return _add_step_hook(self._own_step_hooks("post"), hook)
+        return add_hook(own_hooks(self, "step_post"), hook)
 
-    def _own_step_hooks(self, when):
-        """This optimizer's hooks run `when` ("pre" / "post") its step, made at the first registration."""
-        return self.__dict__.setdefault("_step_hooks", {"pre": {}, "post": {}})[when]
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """torch's: `hook(optimizer)` before `state_dict()` builds the dict (first of them all if `prepend`)."""
+        return add_hook(own_hooks(self, "state_dict_pre"), hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """torch's: `hook(optimizer, state_dict)` on the dict `state_dict()` built; it may change it in place or
+        return a new one, which is what the next hook sees and `state_dict()` returns."""
+        return add_hook(own_hooks(self, "state_dict_post"), hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """torch's: `hook(optimizer, state_dict)` before `load_state_dict` reads it, given a shallow copy of the
+        caller's dict; it may change that in place or return a new one, which is what gets loaded."""
+        return add_hook(own_hooks(self, "load_state_dict_pre"), hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """torch's: `hook(optimizer)` after `load_state_dict` has loaded."""
+        return add_hook(own_hooks(self, "load_state_dict_post"), hook, prepend)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def _params(self):
@@ -255,20 +255,30 @@ class Optimizer:
 
     def state_dict(self):
         """torch's layout: {"state": {param index: {key: array or int}}, "param_groups": [{..., "params":
-        [indices]}]}, indices counting parameters across groups in order. Arrays are copies."""
-        params = self._params()
-        state = {
-            i: {k: v.copy() if hasattr(v, "copy") else v for k, v in self.state[p].items()}
-            for i, p in enumerate(params)
-            if self.state.get(p)  # stateless updates (plain SGD) save nothing, as torch
-        }
-        groups, start = [], 0
+        [indices]}]}, indices counting parameters across groups in order (a parameter listed twice in its group
+        gets its last index both times, as torch's). Arrays are copies; every group key is saved (its "param_names" too).
+        The state_dict hooks run before and after, as torch's."""
+        for hook in hooks_of(self, "state_dict_pre"):
+            hook(self)
+        indices, groups, start = {}, [], 0
         for g in self.param_groups:
+            for i, p in enumerate(g["params"], start):
+                indices[id(p)] = i
             d = {k: v for k, v in g.items() if k != "params"}
-            d["params"] = list(range(start, start + len(g["params"])))
+            d["params"] = [indices[id(p)] for p in g["params"]]
             start += len(g["params"])
             groups.append(d)
-        return {"state": state, "param_groups": groups}
+        state = {
+            indices[id(p)]: {k: v.copy() if hasattr(v, "copy") else v for k, v in self.state[p].items()}
+            for p in {id(p): p for p in self._params()}.values()
+            if self.state.get(p)  # stateless updates (plain SGD) save nothing, as torch
+        }
+        state_dict = {"state": state, "param_groups": groups}
+        for hook in hooks_of(self, "state_dict_post"):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict):
         """Restore state and group options saved by `state_dict` (from this or an equal optimizer), all or
@@ -278,11 +288,17 @@ class Optimizer:
         group structure must match, parameter by parameter (torch's errors for a different number of groups,
         or of parameters in a group). As torch, per-parameter state keys this optimizer does not use (an
         Adam's exp_avg loaded into an SGD) are kept, not refused: torch's load takes any key, and a torch
-        version or kernel may save keys another lacks; the update reads only its own.
+        version or kernel may save keys another lacks; the update reads only its own. The load_state_dict
+        hooks run before (on a shallow copy of `state_dict`) and after, as torch's.
         """
         name = type(self).__name__
         where = f"{name}.load_state_dict"
-        groups, saved_state = _parts(state_dict, where)
+        state_dict = dict(state_dict) if isinstance(state_dict, Mapping) else state_dict
+        for hook in hooks_of(self, "load_state_dict_pre"):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups, saved_state = parts(state_dict, where)
         if len(groups) != len(self.param_groups):
             raise ConfigError(
                 f"{where}: loaded state dict has a different number of parameter groups ({len(groups)}; the "
@@ -296,40 +312,46 @@ class Optimizer:
                     f"{len(mine['params'])} in the optimizer)"
                 )
         by_saved_index = {
-            _index(saved, where): p
+            index(saved, where): p
             for g, mine in zip(groups, self.param_groups)
             for saved, p in zip(g["params"], mine["params"])
         }
         state = defaultdict(dict)
         for key, entries in saved_state.items():
-            p = by_saved_index.get(_index(key, where))
+            p = by_saved_index.get(index(key, where))
             if p is None:
                 raise ConfigError(f"{where}: state for parameter {key} which no param group lists")
             if not isinstance(entries, Mapping):
                 raise ConfigError(f"{where}: the state of parameter {key} must be a dict, got {type(entries).__name__}")
             state[p] = self._load_param_state(p, entries)
-        # as torch, the saved group replaces this one (a scheduler's initial_lr made here but not saved goes);
+        # as torch, the saved group replaces this one, every key of it (a user's "name", SWALR's "swa_lr"; a
+        # scheduler's initial_lr made here but not saved goes) and this group's param_names where it has none;
         # an option the saved group lacks (an older torch's) keeps this group's value; every group is checked as
         # the constructor checks its own before anything changes (a torch group may hold differentiable=True)
         known = self.options()
         loaded = []
         for mine, theirs in zip(self.param_groups, groups):
-            group = {k: v for k, v in mine.items() if k in known or k == "params"}
+            group = {k: v for k, v in mine.items() if k in known or k in ("params", "param_names")}
             for k, v in theirs.items():
-                if k in known or k in _SCHEDULER_KEYS:
-                    group[k] = tuple(v) if isinstance(v, list) else v
-            self._check_options(group, "param group option in the loaded state dict")
+                if k != "params":
+                    group[k] = tuple(v) if k in known and isinstance(v, list) else copy.deepcopy(v)
+            self._check_options(group)
             loaded.append(group)
         for mine, group in zip(self.param_groups, loaded):
             mine.clear()
             mine.update(group)
         self.state = state
+        for hook in hooks_of(self, "load_state_dict_post"):
+            hook(self)
 
     def _load_param_state(self, param, entries):
-        """One parameter's saved state as its state here (`_to_param` on each entry); an optimizer whose state
-        is not shaped like the parameter (Adafactor's factors, LBFGS's flat history) overrides it."""
+        """One parameter's saved state as its state here (optimizer_state's docstring: `to_param` on each entry
+        of a built-in update's, `user_state` for a class naming none: a user's); an optimizer whose state is not shaped
+        like the parameter (Adafactor's factors, LBFGS's flat history) overrides it."""
+        if self.update_name is None:
+            return user_state(dict(entries), param)
         name = type(self).__name__
-        return {k: _to_param(v, param, k, name, self.scalar_state) for k, v in entries.items()}
+        return {k: to_param(v, param, k, name, self.scalar_state) for k, v in entries.items()}
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -339,7 +361,7 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-Optimizer.step = _with_step_hooks(Optimizer.step)
+Optimizer.step = with_step_hooks(Optimizer.step)
 
 
 def check_nonnegative(name, options, keys):
@@ -349,57 +371,3 @@ def check_nonnegative(name, options, keys):
     for key in keys:
         if not options[key] >= 0:
             raise ConfigError(f"{name}: invalid {key} value {options[key]} (must be >= 0)")
-
-
-# Keys a learning-rate scheduler writes into param groups: allowed in groups and saved with them.
-_SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
-
-
-def _parts(state_dict, where):
-    """A saved optimizer state's (param_groups, state), its layout checked: a dict of the two, each group a
-    dict with a "params" list, the state a dict by parameter index."""
-    if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
-        got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ConfigError(f"{where}: expected a dict with 'state' and 'param_groups', got {got}")
-    groups, state = state_dict["param_groups"], state_dict["state"]
-    if not isinstance(state, Mapping):
-        raise ConfigError(f"{where}: 'state' must be a dict by parameter index, got {type(state).__name__}")
-    if not isinstance(groups, (list, tuple)):
-        raise ConfigError(f"{where}: 'param_groups' must be a list, got {type(groups).__name__}")
-    for i, g in enumerate(groups):
-        if not isinstance(g, Mapping) or not isinstance(g.get("params"), (list, tuple)):
-            raise ConfigError(f"{where}: param group {i} must be a dict with a 'params' list of indices")
-    return groups, state
-
-
-def _index(key, where):
-    """A saved parameter index (an int; a string of one from JSON)."""
-    try:
-        return int(key)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: parameter index {key!r} is not an integer") from None
-
-
-def _to_param(value, param, key, name, scalar_keys=(), shape=None):
-    """A saved state value as this parameter's state: arrays copied to its device and dtype, "step" as an
-    int, the optimizer's other scalar keys as floats. An array must have `shape` (default: the parameter's)."""
-    if isinstance(value, Tensor):
-        value = value.array
-    elif hasattr(value, "numpy") and not hasattr(value, "__array_namespace__"):
-        value = value.numpy()  # a foreign tensor (a torch optimizer's state): read through its numpy()
-    if key == "step" or key in scalar_keys:
-        try:
-            return int(value) if key == "step" else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}.load_state_dict: state {key!r} must be a number, got {value!r}") from None
-    if not hasattr(value, "shape"):
-        return value  # 0-d arrays are state of a 0-d parameter: copied below, never shared with the caller's
-    shape = tuple(param.shape if shape is None else shape)
-    if tuple(value.shape) != shape:
-        raise ConfigError(
-            f"{name}.load_state_dict: state {key!r} has shape {tuple(value.shape)}, "
-            + (f"parameter has {shape}" if shape == tuple(param.shape) else f"expected {shape}")
-        )
-    from distgraph.backend import to_device
-
-    return to_device(value, param.device).astype(param.array.dtype, copy=True)

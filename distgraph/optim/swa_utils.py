@@ -18,7 +18,7 @@ from distgraph.nn.module import Module
 from distgraph.nn.normalization import _BatchNorm
 from distgraph.ops.creation import tensor
 from distgraph.ops.lerp import lerp
-from distgraph.optim.lr_scheduler import LRScheduler, _per_group
+from distgraph.optim.lr_scheduler import LRScheduler, _per_group, _warn_get_lr_called_within_step
 
 __all__ = [
     "SWALR",
@@ -191,6 +191,7 @@ class SWALR(LRScheduler):
         return (lr - alpha * swa_lr) / (1 - alpha)
 
     def get_lr(self):
+        _warn_get_lr_called_within_step(self)
         step = self._step_count - 1
         if self.anneal_epochs == 0:
             step = max(1, step)

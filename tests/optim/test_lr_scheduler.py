@@ -190,7 +190,7 @@ def test_bad_scheduler_arguments_raise_config_errors():
     opt = optim.SGD([dg.zeros(1, requires_grad=True)], lr=0.1)
     adagrad = optim.Adagrad([dg.zeros(1, requires_grad=True)], lr=0.1)
     cases = [
-        (lambda: dls.StepLR(opt, step_size=0), "step_size must be a positive integer"),
+        (lambda: dls.StepLR(opt, step_size=0), "step_size must be a positive number"),
         (lambda: dls.LinearLR(opt, start_factor=0), "start_factor must be in \\(0, 1\\]"),
         (lambda: dls.LinearLR(opt, end_factor=1.5), "end_factor must be in \\[0, 1\\]"),
         (lambda: dls.CosineAnnealingLR(opt, T_max=0), "T_max must be > 0"),

@@ -278,7 +278,6 @@ def test_bad_options_raise_config_errors_naming_the_option():
     cases = [
         (lambda: optim.SGD([p], lr=-1), "SGD: invalid learning rate lr=-1"),
         (lambda: optim.Adam([{"params": [p], "lr": -0.5}]), "Adam: invalid learning rate lr=-0.5"),
-        (lambda: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), "unknown param group option 'momentun'"),
         (lambda: optim.SGD([p], lr=0.1, nesterov=True), "nesterov momentum requires a momentum > 0"),
         (lambda: optim.SGD([p], lr=0.1, momentum=-0.1), "invalid momentum value -0.1"),
         (lambda: optim.Adam([p], betas=(0.9, 1.0)), "invalid betas"),
@@ -291,14 +290,13 @@ def test_bad_options_raise_config_errors_naming_the_option():
         (lambda: optim.SGD([np.zeros(2)], lr=0.1), "can only optimize Tensors, got ndarray"),
         (lambda: optim.SGD([p * 2], lr=0.1), "non-leaf"),
         (lambda: optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1), "more than one parameter group"),
-        (lambda: optim.SGD([p, p], lr=0.1), "same parameter more than once"),
     ]
     for make, message in cases:
         with pytest.raises(ConfigError, match=message):
             make()
-    opt = optim.SGD([p], lr=0.1)
-    with pytest.raises(ConfigError, match="unknown param group option 'betas'"):
-        opt.add_param_group({"params": [dg.zeros(1, requires_grad=True)], "betas": (0.9, 0.99)})
+    opt = optim.SGD([p], lr=0.1)  # a key SGD does not take is kept, not refused (torch's rule: test_optim_group_keys)
+    opt.add_param_group({"params": [dg.zeros(1, requires_grad=True)], "betas": (0.9, 0.99)})
+    assert opt.param_groups[1]["betas"] == (0.9, 0.99)
     with pytest.raises(ValueError):  # ConfigError is also a ValueError, as torch raises
         optim.SGD([p], lr=-1)
     assert optim.SGD([p], lr=np.float32(0.5)).param_groups[0]["lr"] == 0.5  # numpy scalars are numbers too

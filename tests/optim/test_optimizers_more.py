@@ -219,7 +219,6 @@ def test_bad_options_raise_config_errors_naming_the_optimizer():
         (lambda: optim.Rprop([p], etas=(1.2, 0.5)), "Rprop: invalid etas"),
         (lambda: optim.Rprop([p], step_sizes=(1.0, 0.1)), "Rprop: invalid step_sizes"),
         (lambda: optim.ASGD([p], weight_decay=-0.1), "ASGD: invalid weight_decay value"),
-        (lambda: optim.ASGD([{"params": [p], "betas": (0.9, 0.9)}]), "ASGD: unknown param group option 'betas'"),
     ]
     for make, message in cases:
         with pytest.raises(ConfigError, match=message):
