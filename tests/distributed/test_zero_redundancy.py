@@ -166,3 +166,18 @@ def test_with_uneven_batches_under_join_zero_ends_as_a_plain_optimizer(ray_sessi
     for a, b in zip(ranks[0][1], ranks[1][1]):
         np.testing.assert_array_equal(a, b)  # the last joiner's parameters on every rank
     assert not all(np.array_equal(a, p.detach().numpy()) for a, p in zip(ranks[0][0], _model().parameters()))  # trained
+
+
+def _named_shares():
+    model = _model()
+    opt = dist.optim.ZeroRedundancyOptimizer(model.named_parameters(), optim.SGD, lr=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    local = opt.optim.param_groups[0]
+    return local["param_names"], [names[id(p)] for p in local["params"]], opt.param_groups[0]["param_names"]
+
+
+@pytest.mark.ray
+def test_named_parameters_give_each_rank_the_names_of_its_own_share(ray_session):
+    for local_names, local_params, whole in dist.launch(_named_shares, workers=2, cpus_per_worker=0.5, timeout_s=60):
+        assert local_names == local_params  # (each rank's optimizer held the whole group's names)
+        assert whole == ["0.weight", "0.bias", "2.weight", "2.bias"]

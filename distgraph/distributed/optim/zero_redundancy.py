@@ -66,12 +66,16 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
         per_rank = [[] for _ in range(self.world_size)]
         for group in self.param_groups:
             mine = [[] for _ in range(self.world_size)]
+            names = dict(zip(map(id, group["params"]), group.get("param_names", ())))
             for p in sorted(group["params"], key=lambda t: t.numel(), reverse=True):
                 r = sizes.index(min(sizes))
                 mine[r].append(p)
                 sizes[r] += p.numel()
             for r in range(self.world_size):
-                per_rank[r].append({**group, "params": mine[r]})
+                part = {**group, "params": mine[r]}
+                if names:  # named_parameters(): each part names its own parameters
+                    part["param_names"] = [names[id(p)] for p in mine[r]]
+                per_rank[r].append(part)
         return per_rank
 
     def _local_groups(self):
@@ -91,7 +95,7 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
 
     def _sync_options(self, source, target):
         for s, t in zip(source, target):
-            t.update({k: v for k, v in s.items() if k != "params"})
+            t.update({k: v for k, v in s.items() if k not in ("params", "param_names")})
 
     # ---- training -------------------------------------------------------------------------------------------
     def step(self, closure=None):
