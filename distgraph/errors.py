@@ -22,6 +22,11 @@ class InputRangeError(DistgraphError, ValueError):
     """An input's values lie outside the op's domain (probabilities outside [0, 1], ...)."""
 
 
+class LinAlgError(InputRangeError, RuntimeError):
+    """A matrix a linear-algebra op needs invertible or positive-definite is not (`dg.linalg.LinAlgError`):
+    torch's is a RuntimeError, so `except RuntimeError` and `except torch.linalg.LinAlgError` code catches it."""
+
+
 class DivisionByZeroError(DistgraphError, ZeroDivisionError):
     """An integer division or remainder by zero (numpy would return 0 and warn; torch raises)."""
 

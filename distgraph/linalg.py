@@ -5,6 +5,7 @@ rtol, diagonal's last two dims, svd's Vh, qr's mode)."""
 
 import numpy as _np
 
+from distgraph.errors import LinAlgError  # noqa: F401  (torch.linalg.LinAlgError)
 from distgraph.errors import ShapeError as _ShapeError
 from distgraph.ops import elementwise as _ew
 from distgraph.ops import linalg as _products

@@ -152,6 +152,16 @@ def _zeros_like(t, requires_grad=False):
     return zeros_like(t, requires_grad=requires_grad)
 
 
+def trick_dummy(t):
+    """The u of a double-backward trick (J·v as the gradient of (uᵀJ)·v in u): ones, not zeros. The result
+    does not depend on u's values (uᵀJ is linear in u), but a backward rule may: the decompositions' (svd,
+    eigh, qr: ops/linalg_decomp.py) take a factor's all-zero gradient for one the loss did not read, as
+    torch's undefined one, and with zeros for u every block was zero, so J·v through them came out zero."""
+    from distgraph.ops.creation import ones_like
+
+    return ones_like(t, requires_grad=True)
+
+
 def _check_v_none(v, tensors, fn_of):
     if v is None and (len(tensors) != 1 or tensors[0].numel() != 1):
         raise AutogradError(f"The vector v can only be None if {fn_of} a single Tensor with a single element.")
@@ -194,7 +204,7 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
         v = _prepare_v(v, "jvp", create_graph, inputs, is_inputs_tuple)
         is_outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function", "jvp")
         _check_requires_grad(outputs, "outputs", strict)
-        grad_outputs = tuple(_zeros_like(out, requires_grad=True) for out in outputs)
+        grad_outputs = tuple(trick_dummy(out) for out in outputs)
         grad_inputs = grad_allow_unused(outputs, inputs, grad_outputs, create_graph=True)
         _check_requires_grad(grad_inputs, "grad_inputs", strict)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
@@ -331,7 +341,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
         is_inputs_tuple, inputs, v, is_outputs_tuple, outputs, jac = _scalar_first_grad(
             func, inputs, v, create_graph, strict, "hvp"
         )
-        grad_jac = tuple(_zeros_like(inp, requires_grad=True) for inp in inputs)
+        grad_jac = tuple(trick_dummy(inp) for inp in inputs)
         double_back = grad_allow_unused(jac, inputs, grad_jac, create_graph=True)
         _check_requires_grad(jac, "hessian", strict)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):

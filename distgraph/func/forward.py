@@ -1,10 +1,10 @@
 """torch.func.jvp: the Jacobian-vector product J·t, on the reverse-mode engine (distgraph has no forward
 mode). The double-backward trick: the vector-Jacobian product u ↦ uᵀJ is linear in u, so J·t is the
 gradient of (uᵀJ)·t with respect to u. This needs a first backward with create_graph (through a dummy u
-of zeros) and a second one through it; every distgraph backward rule is differentiable, so it holds for
+of ones: `autograd.functional.trick_dummy` says why not zeros) and a second one through it; every distgraph backward rule is differentiable, so it holds for
 every op. Results keep their graph as the other transforms' do (transforms.py's module docstring)."""
 
-from distgraph.autograd.functional import grad_allow_unused
+from distgraph.autograd.functional import grad_allow_unused, trick_dummy
 from distgraph.autograd.grad_mode import enable_grad, is_grad_enabled
 from distgraph.autograd.tensor import Tensor
 from distgraph.func.pytree import flatten, unflatten
@@ -26,7 +26,7 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
         _check_outputs(flat_out)
         inputs = [t for leaves, _ in parts for t in leaves]
         # u, one per float output (an integer output's tangent is zeros, as torch's): uᵀJ, then its gradient in u
-        dummies = [zeros_like(o, requires_grad=True) if o.is_floating_point() else None for o in flat_out]
+        dummies = [trick_dummy(o) if o.is_floating_point() else None for o in flat_out]
         us = [u for u in dummies if u is not None]
         vjps = grad_allow_unused([o for o, u in zip(flat_out, dummies) if u is not None], inputs, us, create_graph=True)
         jvps = iter(grad_allow_unused(vjps, us, flat_t, create_graph=grad_on) if us else ())

@@ -46,7 +46,10 @@ def float_matrices(name, a):
 
 def _pack(xp, batch, *arrays):
     """Matrices go in transposed, so that `_unpack` hands them out column-major, as LAPACK leaves torch's."""
-    flat = [(xp.swapaxes(x, -1, -2) if x.ndim - len(batch) == 2 else x).reshape(batch + (-1,)) for x in arrays]
+    flat = [  # (the trailing size spelled out: -1 cannot be inferred in an empty batch)
+        (xp.swapaxes(x, -1, -2) if x.ndim - len(batch) == 2 else x).reshape(batch + (math.prod(x.shape[len(batch) :]),))
+        for x in arrays
+    ]
     return xp.concatenate(flat, axis=-1)
 
 

@@ -3,8 +3,8 @@ slogdet, logdet, solve, cholesky, matrix_power, pinverse.
 
 Each forward is the backend's LAPACK call (numpy.linalg or cupy.linalg); each backward is written with
 differentiable ops (matmul, the inverse itself), so double backward and captured graphs work. A
-singular matrix where the op needs an inverse raises InputRangeError naming the op, as torch's
-LinAlgError; the gradients are the formulas for invertible inputs (det's is 0 at an exactly singular
+singular matrix where the op needs an inverse raises LinAlgError naming the op (`dg.linalg.LinAlgError`,
+a RuntimeError as torch's); the gradients are the formulas for invertible inputs (det's is 0 at an exactly singular
 one, as torch 2.13's).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import linalg_errors_raised, namespace
-from distgraph.errors import DTypeError, InputRangeError, ShapeError
+from distgraph.errors import DTypeError, LinAlgError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import creation, linalg, regions, shape
 from distgraph.ops import elementwise as ew
@@ -46,7 +46,7 @@ def _lapack(name, fn, *arrays):
             return fn(*arrays)
     except np.linalg.LinAlgError as exc:
         shapes = ", ".join(str(a.shape) for a in arrays)
-        raise InputRangeError(
+        raise LinAlgError(
             f"{name}: {exc} (input {shapes}): the matrix is singular or not positive-definite"
         ) from exc
 
@@ -192,7 +192,7 @@ def _cholesky(xp, a, upper=False):
     _refuse_non_finite_factor(xp, read)
     low = _lapack("cholesky", xp.linalg.cholesky, read)
     if xp.isnan(low).any():  # a NaN pivot (an overflow): torch's potrf fails there
-        raise InputRangeError(f"cholesky: the input {a.shape} is not positive-definite (a NaN pivot)")
+        raise LinAlgError(f"cholesky: the input {a.shape} is not positive-definite (a NaN pivot)")
     return _column_major(xp, xp.swapaxes(low, -1, -2) if upper else low)
 
 
@@ -202,7 +202,7 @@ def _refuse_non_finite_factor(xp, low):
     diagonal alone factors (L has inf there, as torch's)."""
     off = xp.tril(low, -1)
     if (~xp.isfinite(off)).any() or xp.isnan(xp.diagonal(low, 0, -2, -1)).any():
-        raise InputRangeError(
+        raise LinAlgError(
             f"cholesky: the input {low.shape} is not positive-definite: it holds NaN, or an infinite entry off "
             "the diagonal, in the triangle the factorization reads"
         )

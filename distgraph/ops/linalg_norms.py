@@ -13,9 +13,9 @@ from distgraph import dtypes
 from distgraph.backend import to_device
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
+from distgraph.ops import creation, shape
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
-from distgraph.ops import shape
 from distgraph.ops.linalg_decomp import eigvalsh, float_matrices, svdvals
 from distgraph.ops.linalg_matrix import _square
 from distgraph.ops.linalg_solvers import inv_ex
@@ -164,6 +164,8 @@ def cond(A, p=None):
     float_matrices("linalg.cond", A)
     if p in (None, 2, -2):
         s = svdvals(A)
+        if not s.shape[-1]:  # an empty matrix: torch's 0 for each
+            return creation.zeros(tuple(A.shape[:-2]), dtype=A.dtype, device=A.device)
         big, small = shape.narrow(s, -1, 0, 1), shape.narrow(s, -1, s.shape[-1] - 1, 1)
         out = ew.div(big, small) if p != -2 else ew.div(small, big)
         return shape.squeeze(out, -1)

@@ -10,6 +10,7 @@ lu_solve are built from lu_factor, triangular solves, masks and the (constant) p
 their gradients are the ops'; lu_factor's backward is torch's linalg_lu_backward.
 """
 
+import math
 import warnings
 from collections import namedtuple
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import scipy_linalg, to_device
-from distgraph.errors import DTypeError, InputRangeError, ShapeError
+from distgraph.errors import DTypeError, InputRangeError, LinAlgError, ShapeError
 from distgraph.ops import creation, regions, shape
 from distgraph.ops import elementwise as ew
 from distgraph.ops import linalg as products
@@ -216,13 +217,13 @@ def _raise_info(name, info, message):
     hit = np.flatnonzero(bad)
     if hit.size:
         batch = f"(Batch element {hit[0]}): " if info.ndim else ""
-        raise InputRangeError(f"{name}: {batch}{message.format(i=bad[hit[0]])}")
+        raise LinAlgError(f"{name}: {batch}{message.format(i=bad[hit[0]])}")
 
 
 def _permutation(piv, m, dtype):
     """P (..., m, m) with A = P L U from getrf's 1-based row swaps (a constant: pivots have no gradient)."""
     xp = piv.device.xp
-    swaps = piv.array.reshape(-1, piv.shape[-1]) - 1
+    swaps = piv.array.reshape(math.prod(piv.shape[:-1]), piv.shape[-1]) - 1  # (no -1: a batch may be empty)
     perm = xp.tile(xp.arange(m), (swaps.shape[0], 1))
     rows = xp.arange(swaps.shape[0])
     for i in range(swaps.shape[1]):

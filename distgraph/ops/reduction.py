@@ -326,8 +326,12 @@ def norm(input, p="fro", dim=None, keepdim=False):
     """torch.norm / linalg.vector_norm: p in fro, 2, 1, inf, -inf, 0 or any other number."""
     if p == "fro":
         p = 2
+    if p == "nuc":  # torch's: the matrix norm over dim (every dim of a 2-d input), which must be two
+        from distgraph.ops.linalg_norms import matrix_norm  # (a layer beside this one: imported when used)
+
+        return matrix_norm(input, "nuc", dim=tuple(range(input.ndim)) if dim is None else dim, keepdim=keepdim)
     if not isinstance(p, int | float):
-        raise TypeError(f"norm: p must be a number or 'fro', got {p!r}")
+        raise TypeError(f"norm: p must be a number, 'fro' or 'nuc', got {p!r}")
     if input.array.dtype is F16:  # torch accumulates in float32 (a float16 x·x summed overflows at 65504)
         return ew.cast(norm(ew.cast(input, np.float32), p, dim, keepdim), F16)
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "norm")
