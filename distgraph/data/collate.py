@@ -3,8 +3,9 @@
 `default_collate` merges the list of samples of one batch: tensors and arrays are stacked, Python
 numbers become a tensor of the dtype torch.tensor infers from the whole batch (float64 when the first
 is a float, as torch's float rule), dicts, namedtuples, tuples and lists are collated field by field
-(a tuple becomes a list; a mapping, a namedtuple or a list keeps its type, as torch keeps them),
-strings (numpy's too) stay lists. `default_convert` is what an unbatched loader (batch_size=None)
+(a tuple becomes a list; a mapping, a namedtuple or a list keeps its type, as torch keeps them).
+Strings and bytes (numpy's too) are returned as the batch itself, as torch's: the field of a tuple sample
+is then a tuple (the transposed column), that of a dict sample or a top-level batch a list. `default_convert` is what an unbatched loader (batch_size=None)
 applies to each sample: numpy arrays and scalars become tensors, containers are converted field by
 field (a tuple becomes a list, as torch keeps it for backward compatibility), anything else is left
 as it is.
@@ -28,7 +29,7 @@ def default_collate(batch):
     if isinstance(elem, Tensor):
         return _stack(batch, lambda: stack(batch))
     if isinstance(elem, str | bytes):  # numpy's str_ and bytes_ too (they subclass str and bytes)
-        return list(batch)
+        return batch
     if isinstance(elem, np.ndarray) and elem.dtype.kind in "OSUV":
         raise DTypeError(
             f"DataLoader: default_collate: cannot stack numpy arrays of dtype {elem.dtype.str} (strings or "
@@ -50,11 +51,11 @@ def default_collate(batch):
                 )
         return _like_mapping(elem, {key: default_collate([sample[key] for sample in batch]) for key in elem})
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
+        return type(elem)(*(default_collate(samples) for samples in zip(*batch)))
     if isinstance(elem, Sequence):
         if any(len(sample) != len(elem) for sample in batch):
             raise ShapeError("DataLoader: each sample of a batch must have the same number of fields")
-        fields = [default_collate(list(samples)) for samples in zip(*batch)]
+        fields = [default_collate(samples) for samples in zip(*batch)]
         return fields if isinstance(elem, tuple) else _like_sequence(elem, fields)
     raise DTypeError(
         f"DataLoader: cannot collate samples of type {type(elem).__name__} "

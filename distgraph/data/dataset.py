@@ -8,6 +8,7 @@ one fancy-index per tensor (`batch_gatherer`). A subclass that overrides `__geti
 transform) is read per sample, so its code sees one index at a time, as in torch.
 """
 
+import array
 import bisect
 import itertools
 import math
@@ -234,11 +235,14 @@ def batch_gatherer(dataset):
 
 def _sample_indices(index, size):
     """A batch's indices from the sampler as an int64 array, or an error naming the sampler: an index past the
-    dataset's end (a sampler longer than the dataset) failed in getitem, a non-integer one in numpy."""
+    dataset's end (a sampler longer than the dataset) failed in getitem; a float one is refused with torch's
+    IndexError (flooring 1.7 to row 1 would load the wrong sample silently). Bools count as 0 and 1, as in
+    Python's own indexing. array('q') takes only objects with __index__, so the common list of ints is
+    checked and converted in one C loop; anything else goes through numpy."""
     try:
-        index = np.asarray(index, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DTypeError(f"DataLoader: the sampler must yield integer indices, got {index!r:.80}") from None
+        index = np.frombuffer(array.array("q", index), dtype=np.int64)
+    except (TypeError, OverflowError):
+        index = _integer_array(index)
     outside = (index >= size) | (index < -size)
     if outside.any():
         raise IndexOutOfRangeError(
@@ -246,6 +250,24 @@ def _sample_indices(index, size):
             f"sampler or batch_sampler must yield indices in [0, {size}) (one built for a longer dataset?)"
         )
     return index
+
+
+def _integer_array(index):
+    """index (an array, a tensor, nested lists) as int64, refusing floats as torch's indexing does."""
+    try:
+        index = np.asarray(index)
+    except (TypeError, ValueError):
+        raise DTypeError(f"DataLoader: the sampler must yield integer indices, got {index!r:.80}") from None
+    if index.dtype.kind in "fc" and index.size:
+        flat = index.ravel()
+        odd = flat[flat != np.round(flat.real)]
+        raise IndexOutOfRangeError(
+            f"DataLoader: the sampler gave index {(odd if odd.size else flat)[0].item()!r} ({index.dtype}): only "
+            "integers are valid indices into a TensorDataset, as in torch; make the sampler yield ints"
+        )
+    if index.dtype.kind not in "iub" and index.size:
+        raise DTypeError(f"DataLoader: the sampler must yield integer indices, got {index.tolist()!r:.80}")
+    return index.astype(np.int64, copy=False)
 
 
 def random_split(dataset, lengths, generator=None):

@@ -205,7 +205,7 @@ class DataLoader:
         auto-batching) from the samplers; for an IterableDataset, the batch size, endlessly (torch's
         infinite sampler): the dataset's own iterator decides when the epoch ends."""
         if isinstance(self.dataset, IterableDataset):
-            return itertools.repeat(self.batch_size)
+            return _EndlessBatchSizes(self.batch_size)
         return self.batch_sampler if self.batch_sampler is not None else self.sampler
 
     def __len__(self):
@@ -220,7 +220,7 @@ class DataLoader:
 
     def __iter__(self):
         if self.num_workers == 0:
-            return self._single_process()
+            return _SingleProcessIter(self)
         generator = stream_of(self.generator)
         if not self.persistent_workers:
             return MultiProcessIter(self, generator)
@@ -230,7 +230,8 @@ class DataLoader:
             self._iterator._reset(self)
         return self._iterator
 
-    def _single_process(self):
+    def _batches(self):
+        """The batches of one pass in this process."""
         fetcher = make_fetcher(
             self.dataset, self.auto_collation, self.collate_fn, self.drop_last, self.uses_default_collate
         )
@@ -243,3 +244,37 @@ class DataLoader:
                     return
                 raise
             yield batch
+
+
+class _EndlessBatchSizes:
+    """An IterableDataset's index stream (torch's _InfiniteConstantSampler): its batch size, forever. It has
+    no len, so neither has an iterator over such a loader, as in torch."""
+
+    def __init__(self, batch_size):
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        return itertools.repeat(self.batch_size)
+
+    def __len__(self):
+        raise TypeError(
+            "len() of a DataLoader iterator over an IterableDataset: its index stream is endless (as torch's); "
+            "use len(loader), which counts len(dataset)"
+        )
+
+
+class _SingleProcessIter:
+    """One pass of a DataLoader in this process: an iterator (not a bare generator) whose len is the number
+    of batches, len of the index sampler, as torch's (tqdm(iter(loader)) and custom loops ask it)."""
+
+    def __init__(self, loader):
+        self._index_sampler, self._batches = loader.index_sampler(), loader._batches()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._batches)
+
+    def __len__(self):
+        return len(self._index_sampler)

@@ -82,7 +82,8 @@ class MultiProcessIter:
         """Start an epoch: a fresh sampler pass, the task bookkeeping, and the first prefetched tasks."""
         if self._failure is not None:  # persistent workers that died stay dead
             raise DataLoaderError(self._failure)
-        self._sampler_iter = iter(loader.index_sampler())
+        self._index_sampler = loader.index_sampler()
+        self._sampler_iter = iter(self._index_sampler)
         self._send_idx = self._rcvd_idx = 0
         self._task_info = {}  # idx -> (worker,) while pending, (worker, data) once arrived early
         self._active = [True] * self._num_workers
@@ -99,6 +100,10 @@ class MultiProcessIter:
 
     def __iter__(self):
         return self
+
+    def __len__(self):
+        """The number of batches of a pass, as torch's iterator (len(iter(loader)) == len(loader))."""
+        return len(self._index_sampler)
 
     def __next__(self):
         if self._failure is not None:

@@ -1,4 +1,4 @@
-"""The location-scale and rate families: Normal, Uniform, Exponential, Laplace and LogNormal, each with
+"""The location-scale and rate families: Normal, Uniform, Exponential and Laplace, each with
 torch's formulas for log_prob, cdf, icdf, entropy and moments. rsample is loc + scale·ε (or its
 analogue) with ε drawn from the device's generator, so gradients reach the parameters."""
 
@@ -176,35 +176,3 @@ class Laplace(_LocScale):
 
     def entropy(self):
         return 1 + dg.log(2 * self.scale)
-
-
-class LogNormal(_LocScale):
-    """exp of a Normal(loc, scale) (torch's is a TransformedDistribution; `base_dist` is that Normal)."""
-
-    support = constraints.positive
-
-    @property
-    def base_dist(self):
-        return Normal(self.loc, self.scale, validate_args=False)
-
-    mean = property(lambda self: (self.loc + self.scale.pow(2) / 2).exp())
-    mode = property(lambda self: (self.loc - self.scale.pow(2)).exp())
-    variance = property(lambda self: dg.expm1(self.scale.pow(2)) * (2 * self.loc + self.scale.pow(2)).exp())
-
-    def rsample(self, sample_shape=()):
-        return self.base_dist.rsample(sample_shape).exp()
-
-    def log_prob(self, value):
-        self._checked(value)
-        y = value.log()
-        return self.base_dist.log_prob(y) - y
-
-    def cdf(self, value):
-        self._checked(value)
-        return self.base_dist.cdf(value.log())
-
-    def icdf(self, value):
-        return self.base_dist.icdf(value).exp()
-
-    def entropy(self):
-        return self.base_dist.entropy() + self.loc

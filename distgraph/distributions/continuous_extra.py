@@ -1,18 +1,15 @@
-"""StudentT, Cauchy, Gumbel and HalfNormal, with torch's formulas for log_prob, cdf/icdf (where torch has
-them), entropy and moments. Each is reparameterized as torch's: a StudentT draw is loc + scale·X/√(Z/df)
-with X ~ N(0, 1) and Z ~ χ²(df) = 2·Gamma(df/2) (ops/gamma_sample.py's implicit gradient); Cauchy, Gumbel
-and HalfNormal are functions of a uniform or normal ε from the device's generator. torch builds Gumbel and
-HalfNormal as TransformedDistributions; here they are plain families with the same values (HalfNormal keeps
-torch's `base_dist`, the Normal(0, scale) it folds)."""
+"""StudentT and Cauchy, with torch's formulas for log_prob, cdf/icdf (where torch has them), entropy and
+moments. Each is reparameterized as torch's: a StudentT draw is loc + scale·X/√(Z/df) with X ~ N(0, 1) and
+Z ~ χ²(df) = 2·Gamma(df/2) (ops/gamma_sample.py's implicit gradient); a Cauchy draw is its inverse cdf of
+a uniform ε from the device's generator. Gumbel and HalfNormal, which torch builds as
+TransformedDistributions, live in transformed_families.py."""
 
 import math
 
 import distgraph as dg
 from distgraph.distributions import constraints
-from distgraph.distributions.continuous import Normal, _Family, _LocScale
+from distgraph.distributions.continuous import _Family, _LocScale
 from distgraph.ops.gamma_sample import standard_gamma
-
-_EULER_GAMMA = 0.57721566490153286060
 
 
 class StudentT(_Family):
@@ -86,67 +83,3 @@ class Cauchy(_LocScale):
 
     def entropy(self):
         return math.log(4 * math.pi) + self.scale.log()
-
-
-class Gumbel(_LocScale):
-    mean = property(lambda self: self.loc + self.scale * _EULER_GAMMA)
-    mode = property(lambda self: self.loc)
-    stddev = property(lambda self: (math.pi / math.sqrt(6)) * self.scale)
-    variance = property(lambda self: self.stddev.pow(2))
-
-    def rsample(self, sample_shape=()):
-        """loc - scale·log(-log u), u uniform on [tiny, 1 - eps] as torch's base Uniform."""
-        info = dg.finfo(self.loc.dtype)
-        return self.icdf(self._noise("uniform", sample_shape).clamp(min=info.tiny, max=1 - info.eps))
-
-    def log_prob(self, value):
-        self._checked(value)
-        y = (self.loc - value) / self.scale
-        return (y - y.exp()) - self.scale.log()
-
-    def cdf(self, value):
-        self._checked(value)
-        return dg.exp(-dg.exp((self.loc - value) / self.scale))
-
-    def icdf(self, value):
-        return self.loc - self.scale * dg.log(-dg.log(value))
-
-    def entropy(self):
-        return self.scale.log() + (1 + _EULER_GAMMA)
-
-
-class HalfNormal(_Family):
-    """|X| for X ~ Normal(0, scale)."""
-
-    arg_constraints = {"scale": constraints.positive}
-    support = constraints.nonnegative
-    has_rsample = True
-    _params = ("scale",)
-
-    def __init__(self, scale, validate_args=None):
-        self._set_params((scale,), validate_args)
-
-    @property
-    def base_dist(self):
-        return Normal(dg.zeros_like(self.scale), self.scale, validate_args=False)
-
-    mean = property(lambda self: self.scale * math.sqrt(2 / math.pi))
-    mode = property(lambda self: dg.zeros_like(self.scale))
-    variance = property(lambda self: self.scale.pow(2) * (1 - 2 / math.pi))
-
-    def rsample(self, sample_shape=()):
-        return self.base_dist.rsample(sample_shape).abs()
-
-    def log_prob(self, value):
-        self._checked(value)
-        return dg.where(value >= 0, self.base_dist.log_prob(value) + math.log(2), -math.inf)
-
-    def cdf(self, value):
-        self._checked(value)
-        return 2 * self.base_dist.cdf(value) - 1
-
-    def icdf(self, value):
-        return self.base_dist.icdf((value + 1) / 2)
-
-    def entropy(self):
-        return self.base_dist.entropy() - math.log(2)

@@ -77,6 +77,8 @@ class Bernoulli(_ProbsOrLogits):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        if isinstance(value, int | float):  # a Python number, which torch broadcasts (broadcast_all)
+            value = dg.tensor(float(value), dtype=self.logits.dtype, device=self.logits.device)
         logits, value = dg.broadcast_tensors(self.logits, value.to(self.logits.dtype))
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
 

@@ -11,13 +11,14 @@ import warnings
 
 import distgraph as dg
 import distgraph.nn.functional as F
-from distgraph.distributions.continuous import Exponential, Laplace, LogNormal, Normal, Uniform
-from distgraph.distributions.continuous_extra import Cauchy, Gumbel, HalfNormal
+from distgraph.distributions.continuous import Exponential, Laplace, Normal, Uniform
+from distgraph.distributions.continuous_extra import Cauchy
 from distgraph.distributions.counts import Binomial, Geometric, Poisson
 from distgraph.distributions.discrete import Bernoulli, Categorical, OneHotCategorical
 from distgraph.distributions.gamma import Beta, Dirichlet, Gamma
 from distgraph.distributions.multivariate import Independent, MultivariateNormal, _mahalanobis
 from distgraph.distributions.transformed import TransformedDistribution
+from distgraph.distributions.transformed_families import Gumbel, HalfNormal, LogNormal
 from distgraph.distributions.utils import sum_rightmost
 
 _KL_REGISTRY = {}

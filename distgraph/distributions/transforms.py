@@ -1,8 +1,12 @@
 """torch.distributions.transforms' elementwise bijections: ExpTransform, AffineTransform, SigmoidTransform,
 TanhTransform, ComposeTransform and any one's `.inv`. A transform maps x to y = t(x), inverts it with
 `t.inv(y)`, and gives log|dy/dx| by `log_abs_det_jacobian(x, y)` (summed over `event_dim` rightmost dims);
-`sign` is +1 or -1 for a monotone map (TransformedDistribution's cdf flips on -1). No caching: torch's
-cache_size is taken and ignored, each call recomputes."""
+`sign` is +1 or -1 for a monotone map (TransformedDistribution's cdf flips on -1).
+
+Caching follows torch: with cache_size=1 a transform remembers its last (x, y) pair, keyed by the identity
+of the tensor objects, in both directions; `t.inv` is one object per transform and shares that cache. This
+is what keeps a squashed Gaussian finite: log_prob(y) of the y that rsample just produced reuses the exact
+x, where atanh(y) of a y that rounded to 1.0 would be inf. cache_size=0 (the default) recomputes each call."""
 
 import math
 
@@ -23,6 +27,9 @@ class Transform:
     def __init__(self, cache_size=0):
         if cache_size not in (0, 1):
             raise ValueError("cache_size must be 0 or 1")
+        self._cache_size = cache_size
+        self._cached_x_y = None, None
+        self._inv = None
 
     @property
     def event_dim(self):
@@ -32,10 +39,36 @@ class Transform:
 
     @property
     def inv(self):
-        return _InverseTransform(self)
+        """One inverse object per transform (t.inv.inv is t), so the two directions share one cache."""
+        if self._inv is None:
+            self._inv = _InverseTransform(self)
+        return self._inv
+
+    def with_cache(self, cache_size=1):
+        """This transform with the given cache_size (itself when it already has it)."""
+        if self._cache_size == cache_size:
+            return self
+        if type(self).__init__ is Transform.__init__:
+            return type(self)(cache_size=cache_size)
+        raise NotImplementedError(f"{type(self)}.with_cache is not implemented")
 
     def __call__(self, x):
-        return self._call(x)
+        return self._through_cache(x, self._call, side=0)
+
+    def _inv_call(self, y):
+        """x = self.inv(y)."""
+        return self._through_cache(y, self._inverse, side=1)
+
+    def _through_cache(self, value, compute, side):
+        """compute(value), or the other half of the cached (x, y) pair when value is the very tensor cached
+        on its side (0: x, 1: y); with a cache the new pair replaces the old one."""
+        if self._cache_size == 0:
+            return compute(value)
+        if value is self._cached_x_y[side]:
+            return self._cached_x_y[1 - side]
+        result = compute(value)
+        self._cached_x_y = (value, result) if side == 0 else (result, value)
+        return result
 
     def _call(self, x):
         raise NotImplementedError(f"{type(self).__name__} has no forward map")
@@ -66,15 +99,20 @@ class _InverseTransform(Transform):
     """`base.inv`: base run backwards; its inverse is base again."""
 
     def __init__(self, base):
+        super().__init__(cache_size=base._cache_size)
         self._inv = base
 
     domain = property(lambda self: self._inv.codomain)
     codomain = property(lambda self: self._inv.domain)
     sign = property(lambda self: self._inv.sign)
+    bijective = property(lambda self: self._inv.bijective)
     inv = property(lambda self: self._inv)
 
+    def with_cache(self, cache_size=1):
+        return self._inv.with_cache(cache_size).inv
+
     def __call__(self, x):
-        return self._inv._inverse(x)
+        return self._inv._inv_call(x)
 
     def log_abs_det_jacobian(self, x, y):
         return -self._inv.log_abs_det_jacobian(y, x)
@@ -140,6 +178,19 @@ class TanhTransform(Transform):
         return 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
 
 
+class AbsTransform(Transform):
+    """y = |x|: not bijective; its inverse picks the nonnegative root (torch's), and it has no log-det."""
+
+    bijective = False
+    codomain = constraints.positive
+
+    def _call(self, x):
+        return x.abs()
+
+    def _inverse(self, y):
+        return y
+
+
 class AffineTransform(Transform):
     """y = loc + scale·x; loc and scale are numbers or tensors broadcast against x, and `event_dim`
     rightmost dims are one event (their log-det summed)."""
@@ -147,6 +198,11 @@ class AffineTransform(Transform):
     def __init__(self, loc, scale, event_dim=0, cache_size=0):
         super().__init__(cache_size)
         self.loc, self.scale, self._event_dim = loc, scale, event_dim
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return AffineTransform(self.loc, self.scale, self._event_dim, cache_size=cache_size)
 
     event_dim = property(lambda self: self._event_dim)
     domain = property(lambda self: _event_real(self._event_dim))
@@ -197,9 +253,12 @@ class AffineTransform(Transform):
 
 
 class ComposeTransform(Transform):
-    """parts applied first to last; the log-dets add up."""
+    """parts applied first to last; the log-dets add up. The parts do the caching: cache_size=1 gives each
+    part a cache (`with_cache`), as torch's."""
 
     def __init__(self, parts, cache_size=0):
+        if cache_size:
+            parts = [part.with_cache(cache_size) for part in parts]
         super().__init__(cache_size)
         self.parts = list(parts)
 
@@ -215,7 +274,15 @@ class ComposeTransform(Transform):
 
     @property
     def inv(self):
-        return ComposeTransform([p.inv for p in reversed(self.parts)])
+        if self._inv is None:
+            self._inv = ComposeTransform([p.inv for p in reversed(self.parts)])
+            self._inv._inv = self
+        return self._inv
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return ComposeTransform(self.parts, cache_size=cache_size)
 
     def __call__(self, x):
         for part in self.parts:
@@ -223,13 +290,17 @@ class ComposeTransform(Transform):
         return x
 
     def log_abs_det_jacobian(self, x, y):
+        """Sum of the parts' log-dets; the intermediates are recomputed (free when the parts cache) and
+        the last part is given y itself, as torch's."""
         if not self.parts:
             return dg.zeros_like(x)
+        xs = [x]
+        for part in self.parts[:-1]:
+            xs.append(part(xs[-1]))
+        xs.append(y)
         total = 0.0
-        for part in self.parts:
-            y_part = part(x)
-            total = total + part.log_abs_det_jacobian(x, y_part)
-            x = y_part
+        for part, x_part, y_part in zip(self.parts, xs[:-1], xs[1:], strict=True):
+            total = total + part.log_abs_det_jacobian(x_part, y_part)
         return total
 
     def forward_shape(self, shape):

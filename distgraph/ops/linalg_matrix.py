@@ -46,9 +46,7 @@ def _lapack(name, fn, *arrays):
             return fn(*arrays)
     except np.linalg.LinAlgError as exc:
         shapes = ", ".join(str(a.shape) for a in arrays)
-        raise LinAlgError(
-            f"{name}: {exc} (input {shapes}): the matrix is singular or not positive-definite"
-        ) from exc
+        raise LinAlgError(f"{name}: {exc} (input {shapes}): the matrix is singular or not positive-definite") from exc
 
 
 def _column_major(xp, r):

@@ -86,3 +86,21 @@ def test_default_convert_rebuilds_a_read_only_mapping_as_torch():
     ours, theirs = default_convert(sample), tdata.default_convert(sample)
     assert type(ours) is type(theirs) is Frozen
     assert ours["a"].numpy().tolist() == theirs["a"].tolist()
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [(1, "cat"), (2, "dog")],
+        [Point(1, "cat"), Point(2, "dog")],
+        [[1, b"cat"], [2, b"dog"]],
+        [{"n": 1, "s": "cat"}, {"n": 2, "s": "dog"}],
+        ["cat", "dog"],
+    ],
+    ids=["tuple", "namedtuple", "list-bytes", "dict", "top-level"],
+)
+def test_string_fields_keep_torchs_container(batch):
+    """torch returns a batch of strings as it is: a tuple sample's column is a tuple, a dict's a list."""
+    ours, theirs = default_collate(batch), tdata.default_collate(batch)
+    pick = (lambda b: b["s"]) if isinstance(batch[0], dict) else (lambda b: b if isinstance(b[0], str) else b[1])
+    assert type(pick(ours)) is type(pick(theirs)) and pick(ours) == pick(theirs)
