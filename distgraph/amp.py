@@ -65,7 +65,18 @@ def check_scaler_options(opts, where="GradScaler", prefix=""):
 
 
 class GradScaler:
-    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True):
+    """torch.amp.GradScaler. `device` ("cuda" by default, as torch's) is taken for torch's signature and kept as
+    `scaler.device`; distgraph's scaler checks and unscales gradients on whatever device they are, so it stays
+    enabled where that device is absent (torch's disables itself there, with a warning)."""
+
+    def __init__(self, device="cuda", init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+                 enabled=True):  # fmt: skip
+        if not isinstance(device, str) and type(device).__name__ != "Device":
+            raise ConfigError(
+                f"GradScaler: the first argument is the device ('cuda', 'cpu'), as torch.amp.GradScaler's, got "
+                f"{device!r}; pass init_scale= by keyword (torch.cuda.amp.GradScaler's order is dg.cuda.amp's)"
+            )
+        self.device = str(device)
         if enabled:  # as torch, a disabled scaler's arguments are never used, so not checked
             check_scaler_options(
                 {"init_scale": init_scale, "growth_factor": growth_factor, "backoff_factor": backoff_factor,
@@ -187,10 +198,28 @@ class GradScaler:
                 self.scale_value = grown
             self._good = 0
 
+    def get_growth_factor(self):
+        return self.growth_factor
+
+    def set_growth_factor(self, new_factor):
+        self.growth_factor = new_factor
+
+    def get_backoff_factor(self):
+        return self.backoff_factor
+
+    def set_backoff_factor(self, new_factor):
+        self.backoff_factor = new_factor
+
+    def get_growth_interval(self):
+        return self.growth_interval
+
+    def set_growth_interval(self, new_interval):
+        self.growth_interval = new_interval
+
     def config(self):
         """The constructor's arguments: what a replica of this scaler on a worker is built from."""
         return {
-            "init_scale": self.scale_value, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+            "device": self.device, "init_scale": self.scale_value, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
             "growth_interval": self.growth_interval, "enabled": self.enabled,
         }  # fmt: skip
 
@@ -200,7 +229,9 @@ class GradScaler:
 
     def state_dict(self):
         """torch's keys (scale, growth_factor, backoff_factor, growth_interval, _growth_tracker) and distgraph's
-        step counters (skipped_steps, steps)."""
+        step counters (skipped_steps, steps); {} for a disabled scaler, as torch's."""
+        if not self.enabled:
+            return {}
         return {
             "scale": self.scale_value, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
             "growth_interval": self.growth_interval, "_growth_tracker": self._good,

@@ -11,8 +11,13 @@ distgraph has a generator per GPU (ops/rng.py's, which `dg.manual_seed` seeds al
 `manual_seed` seeds the current GPU's, `manual_seed_all` every GPU's, and both leave the cpu generator as it is.
 """
 
+import sys
+
 from distgraph import backend
+from distgraph import cuda_amp as amp  # torch.cuda.amp's deprecated spellings
 from distgraph.ops import rng
+
+sys.modules[f"{__name__}.amp"] = amp  # `import distgraph.cuda.amp`, `from distgraph.cuda.amp import GradScaler`
 
 
 def _cuda(device):

@@ -250,6 +250,20 @@ class EmbeddingBag(Module):
                                  f"{(num_embeddings, embedding_dim)}")  # fmt: skip
             self.weight = Parameter(_weight)
 
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                        mode="mean", sparse=False, include_last_offset=False, padding_idx=None):  # fmt: skip
+        """An EmbeddingBag whose weight is (a view of) `embeddings`, trainable only when freeze=False (torch's)."""
+        if embeddings.ndim != 2:
+            raise ValueError(
+                f"EmbeddingBag.from_pretrained: embeddings must be 2-D, got shape {tuple(embeddings.shape)}"
+            )
+        rows, cols = embeddings.shape
+        bag = cls(rows, cols, max_norm, norm_type, scale_grad_by_freq, mode, sparse, embeddings.detach(),
+                  include_last_offset, padding_idx)  # fmt: skip
+        bag.weight.requires_grad = not freeze
+        return bag
+
     def reset_parameters(self):
         init.normal_(self.weight)
         if self.padding_idx is not None:

@@ -1,7 +1,8 @@
 """nn.init: torch's initializers, in place and without gradient tracking.
 
 Values are drawn on the tensor's own device from distgraph's generator (seeded by
-`dg.manual_seed`), or from `generator` when one (a numpy/cupy Generator) is passed. The
+`dg.manual_seed`), or from `generator` when one (a dg.Generator, as torch's; or a numpy/cupy Generator) is
+passed. The
 distributions and bounds are torch's formulas; the random streams are distgraph's own. torch's old names
 without the trailing underscore (uniform, normal, xavier_uniform, ...) still run them, with torch's
 FutureWarning.
@@ -13,6 +14,8 @@ import warnings
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.backend import on_its_device
+from distgraph.errors import DeviceError
+from distgraph.ops.rng import Generator
 from distgraph.ops.rng import generator as _device_generator
 
 _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
@@ -64,20 +67,33 @@ def _write(tensor, values):
     return tensor
 
 
-def _gen(tensor, generator):
+def _gen(tensor, generator, op):
+    """The stream a random fill of `tensor` draws from: `generator`'s (a dg.Generator, as torch's takes, or a
+    numpy/cupy Generator), else the device's. A fill of an integer or bool tensor is refused, as torch's
+    kernels refuse it: the draws cast to int would be silently truncated (normal_ on int64: all zeros)."""
+    if not tensor.is_floating_point():
+        raise NotImplementedError(
+            f"nn.init.{op}: not implemented for {tensor.dtype} (a random fill needs a float tensor)"
+        )
+    if isinstance(generator, Generator):
+        if generator.device.type != tensor.device.type:
+            raise DeviceError(
+                f"nn.init.{op}: a generator on {generator.device} cannot fill a tensor on {tensor.device}"
+            )
+        return generator.stream
     return generator if generator is not None else _device_generator(tensor.device)
 
 
 @on_its_device
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """U(a, b)."""
-    return _write(tensor, a + (b - a) * _gen(tensor, generator).random(tensor.shape))
+    return _write(tensor, a + (b - a) * _gen(tensor, generator, "uniform_").random(tensor.shape))
 
 
 @on_its_device
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """N(mean, std²)."""
-    return _write(tensor, mean + std * _gen(tensor, generator).standard_normal(tensor.shape))
+    return _write(tensor, mean + std * _gen(tensor, generator, "normal_").standard_normal(tensor.shape))
 
 
 def _erfinv(xp, x):
@@ -104,7 +120,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
         return (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0
 
     lo, hi = cdf((a - mean) / std), cdf((b - mean) / std)
-    u = (2 * lo - 1) + (2 * hi - 2 * lo) * _gen(tensor, generator).random(tensor.shape)
+    u = (2 * lo - 1) + (2 * hi - 2 * lo) * _gen(tensor, generator, "trunc_normal_").random(tensor.shape)
     values = _erfinv(xp, u) * (std * math.sqrt(2.0)) + mean
     return _write(tensor, xp.clip(values, a, b))
 
@@ -190,7 +206,7 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     xp = tensor.device.xp
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
-    flat = _gen(tensor, generator).standard_normal((rows, cols))
+    flat = _gen(tensor, generator, "orthogonal_").standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = xp.linalg.qr(flat)
@@ -206,7 +222,7 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
     if tensor.ndim != 2:
         raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tuple(tensor.shape)}")
     rows, cols = tensor.shape
-    gen = _gen(tensor, generator)
+    gen = _gen(tensor, generator, "sparse_")
     values = std * gen.standard_normal((rows, cols))
     zeros = int(math.ceil(sparsity * rows))
     for c in range(cols):

@@ -189,12 +189,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ShapeError(
             f"interpolate: input {tuple(input.shape)} and output size {sizes} must both be non-empty in every spatial dim"
         )
-    if mode == "area":
-        if input.ndim == 5:
-            raise NotImplementedError("interpolate: mode 'area' on 5-D input (adaptive_avg_pool3d) is not supported")
+    if mode == "area":  # torch's: the adaptive average pool of the input's rank
         from distgraph.ops.pool import adaptive_avg_pool1d, adaptive_avg_pool2d
+        from distgraph.ops.pool3d import adaptive_avg_pool3d
 
-        return (adaptive_avg_pool1d if input.ndim == 3 else adaptive_avg_pool2d)(input, sizes)
+        return {3: adaptive_avg_pool1d, 4: adaptive_avg_pool2d, 5: adaptive_avg_pool3d}[input.ndim](input, sizes)
     out = input
     for dim in reversed(range(2, input.ndim)):
         out = _resample_dim(out, dim, sizes[dim - 2], scales[dim - 2], mode, bool(align_corners), bool(antialias))

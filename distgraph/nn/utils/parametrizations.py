@@ -61,8 +61,17 @@ class _WeightNorm(Module):
 
 
 def weight_norm(module, name="weight", dim=0):
-    """Reparametrize `module.name` as g·v/‖v‖: original0 is g (the magnitude), original1 is v (the direction)."""
+    """Reparametrize `module.name` as g·v/‖v‖: original0 is g (the magnitude), original1 is v (the direction).
+    A state dict saved with the old nn.utils.weight_norm (`name_g`, `name_v`) loads into it, as torch's does."""
     parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+
+    def old_keys(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        g_key, v_key = f"{prefix}{name}_g", f"{prefix}{name}_v"
+        if g_key in state_dict and v_key in state_dict:
+            state_dict[f"{prefix}parametrizations.{name}.original0"] = state_dict.pop(g_key)
+            state_dict[f"{prefix}parametrizations.{name}.original1"] = state_dict.pop(v_key)
+
+    module._register_load_state_dict_pre_hook(old_keys)
     return module
 
 
