@@ -8,6 +8,7 @@ import warnings as _warnings
 
 from distgraph import autograd, cuda, dtypes, errors, host_memory  # noqa: F401  (host_memory: keeps freed arrays)
 from distgraph import ops as _ops  # noqa: F401  (installs Tensor methods)
+from distgraph import cuda_amp as _cuda_amp  # noqa: F401, I001  (dg.cuda.amp: it attaches itself)
 from distgraph.autograd import Tensor, enable_grad, no_grad, set_grad_enabled  # noqa: F401
 from distgraph.autograd.formats import channels_last, channels_last_3d, contiguous_format, preserve_format, strided  # noqa: F401
 from distgraph.autograd.grad_mode import inference_mode, is_grad_enabled, is_inference_mode_enabled  # noqa: F401

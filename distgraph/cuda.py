@@ -1,7 +1,8 @@
 """torch.cuda's everyday names over the cupy backend, so that a PyTorch script's device checks, seeds and
 timers read the same: `dg.cuda.is_available()`, `device_count()`, `current_device()`, `set_device()`,
 `is_initialized()`, `manual_seed()`, `synchronize()`, `get_device_name()`, `memory_allocated()`,
-`max_memory_allocated()`, `reset_peak_memory_stats()`, `memory_reserved()`, `empty_cache()`.
+`max_memory_allocated()`, `reset_peak_memory_stats()`, `memory_reserved()`, `empty_cache()`; `dg.cuda.amp`
+(torch.cuda.amp's deprecated spellings, distgraph/cuda_amp.py: attached by the package, a layer above this one).
 
 A device argument is an index, "cuda:N" or a Device; None is cuda:0. Where there is no cupy or no GPU each
 answers as torch's CPU-only build does: the queries say so (False, 0 devices, 0 bytes), the seeds are no-ops,
@@ -11,13 +12,8 @@ distgraph has a generator per GPU (ops/rng.py's, which `dg.manual_seed` seeds al
 `manual_seed` seeds the current GPU's, `manual_seed_all` every GPU's, and both leave the cpu generator as it is.
 """
 
-import sys
-
 from distgraph import backend
-from distgraph import cuda_amp as amp  # torch.cuda.amp's deprecated spellings
 from distgraph.ops import rng
-
-sys.modules[f"{__name__}.amp"] = amp  # `import distgraph.cuda.amp`, `from distgraph.cuda.amp import GradScaler`
 
 
 def _cuda(device):

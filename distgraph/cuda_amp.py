@@ -1,10 +1,14 @@
 """torch.cuda.amp's deprecated spellings, `dg.cuda.amp.GradScaler(init_scale, ...)` and
 `dg.cuda.amp.autocast(enabled, dtype, cache_enabled)`: scripts written before torch.amp still run, with
-torch's FutureWarning naming the spelling that replaces each."""
+torch's FutureWarning naming the spelling that replaces each.
 
+This module is `dg.cuda.amp` (and `import distgraph.cuda.amp` finds it): it attaches itself to dg.cuda, a
+layer below amp that may not import it; the package imports it."""
+
+import sys
 import warnings
 
-from distgraph import amp
+from distgraph import amp, cuda
 from distgraph.dtypes import float16
 
 
@@ -26,3 +30,6 @@ def autocast(enabled=True, dtype=float16, cache_enabled=True):
         stacklevel=2,
     )
     return amp.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+
+cuda.amp = sys.modules["distgraph.cuda.amp"] = sys.modules[__name__]

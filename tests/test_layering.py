@@ -21,7 +21,7 @@ LAYERS = {
     # cuda: backend's device queries, and the GPU generator that ops/creation.py keeps
     **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing", "cuda", "backends"), 1),
     **dict.fromkeys(("nn", "optim", "io", "serialization", "data", "utils", "func", "distributions", "datasets"), 2),
-    **dict.fromkeys(("graph", "amp"), 3),
+    **dict.fromkeys(("graph", "amp", "cuda_amp"), 3),
     "distributed": 4,
     **dict.fromkeys(("trainer", "trainer_data", "trainer_options", "trainer_plan", "trainer_schedule"), 5),
     **dict.fromkeys(("history", "config"), 5),
