@@ -155,6 +155,19 @@ class _OneHot(Constraint):
         return ((value == 0) | (value == 1)).all(-1) & (value.sum(-1) == 1)
 
 
+class _Multinomial(Constraint):
+    """Nonnegative counts summing to at most upper_bound (torch's weaker check than "exactly")."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, upper_bound):
+        self.upper_bound = upper_bound
+
+    def check(self, value):
+        return (value >= 0).all(-1) & (value.sum(-1) <= self.upper_bound)
+
+
 class _LowerCholesky(Constraint):
     event_dim = 2
 
@@ -199,7 +212,7 @@ greater_than, greater_than_eq, less_than, interval, half_open_interval = (
     _Interval,
     _HalfOpenInterval,
 )
-integer_interval, independent = _IntegerInterval, _Independent
+integer_interval, independent, multinomial = _IntegerInterval, _Independent, _Multinomial
 
 
 def is_dependent(constraint):

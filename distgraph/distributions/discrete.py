@@ -1,7 +1,9 @@
-"""Bernoulli, Categorical and OneHotCategorical, parameterized by `probs` or `logits` (exactly one; the
-other is computed on first use). Draws have no reparameterization (has_rsample False, as torch's);
+"""Bernoulli, Categorical, OneHotCategorical and OneHotCategoricalStraightThrough, parameterized by
+`probs` or `logits` (exactly one; the other is computed on first use). Draws have no reparameterization
+(has_rsample False, as torch's), except the straight-through one's rsample, which passes probs' gradient;
 log_prob and entropy are differentiable in either parameter. `_ProbsOrLogits` is the binary families'
-shared parameter handling (Bernoulli here, Binomial and Geometric in counts.py)."""
+shared parameter handling (Bernoulli here; Binomial, Geometric and NegativeBinomial in counts.py;
+LogitRelaxedBernoulli in relaxed.py)."""
 
 import distgraph as dg
 import distgraph.nn.functional as F
@@ -220,4 +222,16 @@ class OneHotCategorical(Distribution):
         return values.expand(n, *self._batch_shape, n) if expand else values
 
     def __repr__(self):
-        return f"OneHotCategorical({self._categorical!r})"
+        return f"{type(self).__name__}({self._categorical!r})"
+
+
+class OneHotCategoricalStraightThrough(OneHotCategorical):
+    """Straight-through estimator (Bengio et al., 2013): rsample's value is a one-hot draw and its
+    gradient that of probs."""
+
+    has_rsample = True
+
+    def rsample(self, sample_shape=()):
+        samples = self.sample(sample_shape)
+        probs = self._categorical.probs
+        return samples + (probs - probs.detach())

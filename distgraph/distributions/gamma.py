@@ -1,9 +1,9 @@
-"""Gamma(concentration, rate), Beta(concentration1, concentration0) and Dirichlet(concentration),
-reparameterized through ops/gamma_sample.py's Gamma(α, 1) draws, whose gradient in α is implicit
+"""Gamma(concentration, rate), Chi2(df), Beta(concentration1, concentration0), Dirichlet(concentration)
+and FisherSnedecor(df1, df2), reparameterized through ops/gamma_sample.py's Gamma(α, 1) draws, whose gradient in α is implicit
 reparameterization (as torch's `_standard_gamma`). A Beta draw is X / (X + Y) for X ~ Gamma(c1),
 Y ~ Gamma(c0): a function of two reparameterized draws, so its gradient is exact for that construction
 (torch's goes through its Dirichlet, another route to the same distribution). A Dirichlet draw is likewise
-K Gamma draws over their sum."""
+K Gamma draws over their sum, and a FisherSnedecor draw the ratio of two Gamma draws (torch's)."""
 
 import math
 
@@ -11,6 +11,7 @@ import distgraph as dg
 from distgraph.distributions import constraints
 from distgraph.distributions.continuous import _Family
 from distgraph.distributions.distribution import Distribution
+from distgraph.distributions.utils import broadcast_all
 from distgraph.ops.gamma_sample import standard_gamma
 
 
@@ -45,6 +46,17 @@ class Gamma(_Family):
     def entropy(self):
         c = self.concentration
         return c - self.rate.log() + dg.lgamma(c) + (1.0 - c) * dg.digamma(c)
+
+
+class Chi2(Gamma):
+    """Gamma(df/2, 1/2)."""
+
+    arg_constraints = {"df": constraints.positive}
+
+    def __init__(self, df, validate_args=None):
+        super().__init__(0.5 * df, 0.5, validate_args=validate_args)
+
+    df = property(lambda self: self.concentration * 2)
 
 
 class Beta(_Family):
@@ -152,3 +164,55 @@ class Dirichlet(Distribution):
             - (k - total) * dg.digamma(total)
             - ((c - 1.0) * dg.digamma(c)).sum(-1)
         )
+
+
+class FisherSnedecor(Distribution):
+    """The ratio of two scaled χ² draws, X1/X2 with Xi ~ Gamma(dfi/2, dfi); mean, mode and variance are nan
+    where they do not exist (df2 <= 2, df1 <= 2, df2 <= 4), as torch's."""
+
+    arg_constraints = {"df1": constraints.positive, "df2": constraints.positive}
+    support = constraints.positive
+    has_rsample = True
+
+    def __init__(self, df1, df2, validate_args=None):
+        self.df1, self.df2 = broadcast_all(df1, df2)
+        self._gamma1 = Gamma(self.df1 * 0.5, self.df1)
+        self._gamma2 = Gamma(self.df2 * 0.5, self.df2)
+        super().__init__(tuple(self.df1.shape), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(FisherSnedecor, _instance)
+        new.df1, new.df2 = self.df1.expand(*batch_shape), self.df2.expand(*batch_shape)
+        new._gamma1, new._gamma2 = self._gamma1.expand(batch_shape), self._gamma2.expand(batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        df2 = dg.where(self.df2 <= 2, math.nan, self.df2)
+        return df2 / (df2 - 2)
+
+    @property
+    def mode(self):
+        mode = (self.df1 - 2) / self.df1 * self.df2 / (self.df2 + 2)
+        return dg.where(self.df1 <= 2, math.nan, mode)
+
+    @property
+    def variance(self):
+        df2 = dg.where(self.df2 <= 4, math.nan, self.df2)
+        return 2 * df2.pow(2) * (self.df1 + df2 - 2) / (self.df1 * (df2 - 2).pow(2) * (df2 - 4))
+
+    def rsample(self, sample_shape=()):
+        tiny = dg.finfo(self.df1.dtype).tiny
+        x1 = self._gamma1.rsample(sample_shape)
+        x2 = self._gamma2.rsample(sample_shape).clamp(min=tiny)
+        return (x1 / x2).clamp(min=tiny)
+
+    def log_prob(self, value):
+        self._checked(value)
+        ct1, ct2, ct3 = self.df1 * 0.5, self.df2 * 0.5, self.df1 / self.df2
+        t1 = (ct1 + ct2).lgamma() - ct1.lgamma() - ct2.lgamma()
+        t2 = ct1 * ct3.log() + (ct1 - 1) * dg.log(value)
+        t3 = (ct1 + ct2) * dg.log1p(ct3 * value)
+        return t1 + t2 - t3

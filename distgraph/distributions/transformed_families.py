@@ -4,7 +4,7 @@ Transformed) KL rule behave as torch's:
 
 - LogNormal(loc, scale) = Normal(loc, scale) through ExpTransform;
 - Gumbel(loc, scale) = Uniform(tiny, 1 - eps) through log, negate, log, then loc - scale·x;
-- HalfNormal(scale) = Normal(0, scale) through AbsTransform.
+- HalfNormal(scale) = Normal(0, scale) through AbsTransform (`_Folded`, which HalfCauchy shares).
 
 Sampling goes through the transforms (torch's reparameterization); log_prob, cdf, icdf, entropy and the
 moments keep their closed forms, which agree with the transformed ones and stay finite further out."""
@@ -103,25 +103,25 @@ class Gumbel(TransformedDistribution):
         return self.scale.log() + (1 + _EULER_GAMMA)
 
 
-class HalfNormal(TransformedDistribution):
-    """|X| for X ~ Normal(0, scale); scale is the base Normal's."""
+class _Folded(TransformedDistribution):
+    """|X| for X ~ `_base`(0, scale), a family symmetric about 0 (HalfNormal's Normal, HalfCauchy's Cauchy):
+    twice the base's density on [0, ∞); scale is the base's."""
 
     arg_constraints = {"scale": constraints.positive}
     support = constraints.nonnegative
     has_rsample = True
     __repr__ = Distribution.__repr__
+    _base = None
 
     def __init__(self, scale, validate_args=None):
-        super().__init__(Normal(0.0, scale, validate_args=False), AbsTransform(), validate_args=validate_args)
+        super().__init__(self._base(0.0, scale, validate_args=False), AbsTransform(), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(HalfNormal, _instance)
+        new = self._get_checked_instance(type(self), _instance)
         return super().expand(batch_shape, _instance=new)
 
     scale = property(lambda self: self.base_dist.scale)
-    mean = property(lambda self: self.scale * math.sqrt(2 / math.pi))
     mode = property(lambda self: dg.zeros_like(self.scale))
-    variance = property(lambda self: self.scale.pow(2) * (1 - 2 / math.pi))
 
     def log_prob(self, value):
         self._checked(value)
@@ -136,3 +136,9 @@ class HalfNormal(TransformedDistribution):
 
     def entropy(self):
         return self.base_dist.entropy() - math.log(2)
+
+
+class HalfNormal(_Folded):
+    _base = Normal
+    mean = property(lambda self: self.scale * math.sqrt(2 / math.pi))
+    variance = property(lambda self: self.scale.pow(2) * (1 - 2 / math.pi))

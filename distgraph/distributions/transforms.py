@@ -1,5 +1,5 @@
 """torch.distributions.transforms' elementwise bijections: ExpTransform, AffineTransform, SigmoidTransform,
-TanhTransform, ComposeTransform and any one's `.inv`. A transform maps x to y = t(x), inverts it with
+TanhTransform, PowerTransform, ComposeTransform and any one's `.inv`. A transform maps x to y = t(x), inverts it with
 `t.inv(y)`, and gives log|dy/dx| by `log_abs_det_jacobian(x, y)` (summed over `event_dim` rightmost dims);
 `sign` is +1 or -1 for a monotone map (TransformedDistribution's cdf flips on -1).
 
@@ -13,7 +13,7 @@ import math
 import distgraph as dg
 import distgraph.nn.functional as F
 from distgraph.distributions import constraints
-from distgraph.distributions.utils import sum_rightmost
+from distgraph.distributions.utils import broadcast_all, sum_rightmost
 
 
 class Transform:
@@ -189,6 +189,47 @@ class AbsTransform(Transform):
 
     def _inverse(self, y):
         return y
+
+
+class PowerTransform(Transform):
+    """y = x^exponent on the positive reals; exponent is a number or tensor broadcast against x (torch's
+    Weibull, InverseGamma and Kumaraswamy are built on it)."""
+
+    domain = constraints.positive
+    codomain = constraints.positive
+
+    def __init__(self, exponent, cache_size=0):
+        super().__init__(cache_size)
+        (self.exponent,) = broadcast_all(exponent)
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return PowerTransform(self.exponent, cache_size=cache_size)
+
+    sign = property(lambda self: self.exponent.sign())
+
+    def _call(self, x):
+        return x.pow(self.exponent)
+
+    def _inverse(self, y):
+        return y.pow(1 / self.exponent)
+
+    def log_abs_det_jacobian(self, x, y):
+        return (self.exponent * y / x).abs().log()
+
+    def forward_shape(self, shape):
+        return tuple(dg.broadcast_shapes(tuple(shape), tuple(self.exponent.shape)))
+
+    inverse_shape = forward_shape
+
+    def __eq__(self, other):
+        return isinstance(other, PowerTransform) and _same(self.exponent, other.exponent)
+
+    __hash__ = Transform.__hash__
+
+    def __repr__(self):
+        return f"PowerTransform(exponent={self.exponent})"
 
 
 class AffineTransform(Transform):
