@@ -1,8 +1,12 @@
 """distgraph.nn.utils: torch.nn.utils's names: gradient clipping, flat parameter vectors, packed sequences
 (`rnn`), parametrizations (`parametrize`, `parametrizations`), the older weight/spectral-norm hooks,
-conv/linear + BatchNorm folding (`fusion`) and `skip_init`."""
+conv/linear + BatchNorm folding (`fusion`), pruning masks (`prune`), `stateless.functional_call` (torch's
+older path to it; distgraph.nn.stateless registered under it) and `skip_init`."""
 
-from distgraph.nn.utils import fusion, parametrizations, parametrize, rnn  # noqa: F401
+import sys
+
+from distgraph.nn import stateless
+from distgraph.nn.utils import fusion, parametrizations, parametrize, prune, rnn  # noqa: F401
 from distgraph.nn.utils.clip_grad import (  # noqa: F401
     clip_grad_norm_,
     clip_grad_value_,
@@ -23,3 +27,5 @@ from distgraph.nn.utils.norm_hooks import (  # noqa: F401
     spectral_norm,
     weight_norm,
 )
+
+sys.modules[f"{__name__}.stateless"] = stateless
