@@ -11,6 +11,16 @@ outlasts a liveness check (`shm_mappings._LIVENESS_EVERY_S`) reads its peers' ro
 the same tag that differs is a mismatch, certain and not a guess, since the n-th call with a tag is the same
 collective on every rank of a correct program.
 
+Collectives as the user called them (`post_collective`: the torch API's all_reduce, barrier, broadcast, ...)
+get records of their own, a ring of two per rank: the call's number, which collective, which reduce op. A
+barrier or a broadcast is an all-reduce inside, and SUM and AVG reduce alike, so the records above cannot tell
+`dist.barrier()` from `dist.all_reduce(one_element)`, nor SUM from AVG: those completed, each rank with its own
+reading of the result. After its collective returns, each rank compares its record with its peers' record of
+the same call (`verify_collective`: a peer overwrites that slot only two calls later, which needs this rank):
+every rank raises, naming every rank's call. A rank waiting in one (an all_reduce with op MAX gathers, a SUM
+reduces: they wait in different segments) compares them at its liveness checks, so it raises at once instead
+of at its timeout.
+
 Records are written by one thread each (a tag belongs to one thread: the loop's own, or the gradient bucket
 thread's) into the row's slot of their tag's hash. A record that another tag overwrote only hides a mismatch
 until the timeout, and a record read while its rank rewrites it (odd version: the seqlock below) is skipped, so
@@ -28,10 +38,12 @@ from distgraph.errors import DistributedError, DTypeError, PeerReturnedError, Sh
 
 SLOTS = 8  # records per rank: tags in flight at once (the loop's, a few buckets') rarely share one
 FIELDS = 6  # version, tag hash, call number, kind, dtype char, element count
-ROW = SLOTS * FIELDS + 1  # a rank's row: its records, then its state: 1 gave up (`give_up`), 2 returned (`finish`)
+USER = SLOTS * FIELDS  # then the user's collectives' ring: (version, call number, collective, op, 0, 0) × 2
+ROW = USER + 2 * FIELDS + 1  # a rank's row: its records, then its state: 1 gave up (`give_up`), 2 returned (`finish`)
 STATE = ROW - 1
 GAVE_UP, RETURNED = 1, 2
 _KINDS = ("all-reduce", "all-gather", "reduce-scatter")
+_OPS = (None, "sum", "mean", "max", "min", "product", "band", "bor", "bxor")  # a collective's reduce op, by code
 
 
 class CallBoard:
@@ -43,6 +55,8 @@ class CallBoard:
         self._calls, self._keys = {}, {}  # tag → calls posted so far, its hash
         self._records = {}  # slot → this rank's record there (a memoryview of the board: a store is ~50 ns)
         self._mine = threading.local()  # the call this thread is in (what its waits compare)
+        self._collectives = 0  # the user's collectives posted so far (`post_collective`)
+        self._collective = None  # (call number, collective code, op code) of the latest, and its name
         if rank == 0:
             self._open()
 
@@ -73,6 +87,50 @@ class CallBoard:
         record[0] = version + 1  # odd: being written
         record[1], record[2], record[3], record[4], record[5] = mine
         record[0] = version + 2
+
+    def post_collective(self, name, names, op=None):
+        """Say that this rank now runs its next collective as the user called it: `name`, one of `names` (the
+        API's collectives, the same list on every rank), with reduce op `op` (None where it takes none)."""
+        n = self._collectives = self._collectives + 1
+        mine = (n, names.index(name), _OPS.index(op) if op in _OPS else len(_OPS) + zlib.crc32(str(op).encode()))
+        self._collective = mine, names, op
+        seg = self._open()
+        if seg is None:
+            return
+        at = USER + (n % 2) * FIELDS
+        record = seg.slots[self.rank]
+        version = int(record[at])
+        record[at] = version + 1  # odd: being written
+        record[at + 1 : at + 4] = mine
+        record[at] = version + 2
+
+    def verify_collective(self):
+        """Raise DistributedError when a peer's record of this rank's latest collective (`post_collective`) names
+        another collective or reduce op; nothing where they agree or a peer's record is not there yet."""
+        if self._collective is None:
+            return
+        (n, kind, op), names, my_op = self._collective
+        seg = self._open()
+        if seg is None:
+            return
+        at = USER + (n % 2) * FIELDS
+        calls = {self.rank: (kind, op)}
+        for r in range(self.world):
+            if r != self.rank:
+                record = seg.slots[r, at : at + 4]
+                before, theirs, after = int(record[0]), tuple(int(v) for v in record[1:]), int(record[0])
+                if before == after and before > 0 and before % 2 == 0 and theirs[0] == n:
+                    calls[r] = theirs[1:]
+        if len(set(calls.values())) > 1:
+
+            def words(kind, op):
+                return names[kind] + ("" if not op else f"(op={_OPS[op] if op < len(_OPS) else 'another'})")
+
+            said = ", ".join(f"rank {r}: {words(*calls[r])}" for r in sorted(calls))
+            raise DistributedError(
+                f"the ranks' collective call {n} differs ({said}): every rank must make the same collectives, with "
+                "the same reduce op, in the same order"
+            )
 
     def give_up(self):
         """This rank's step raised: say so on the board, which every rank opens with its first wait, so a peer
@@ -110,6 +168,7 @@ class CallBoard:
                 f"shm all-reduce: rank(s) {returned} returned from the launched function while rank {self.rank} "
                 f"waits in {waits}: every rank must make the same collectives, in the same order"
             )
+        self.verify_collective()  # (a rank waiting in another collective than its peer's: different segments)
         if mine is None:
             return
         at = (mine[0] % SLOTS) * FIELDS

@@ -143,21 +143,24 @@ def allreduce(tensor, average=None, name=None, compression=None, op=None, presca
                 f"allreduce: op={op} is not differentiable here (its gradient is not an all-reduce); detach the "
                 "tensor, or use Sum or Average"
             )
-        take_round()
+        take_round(((op,), (tensor.array.shape, tensor.array.dtype.str)))  # (another op on a rank raises: negotiate)
         (out,) = run_in(process_set, "allreduce", collectives._reduce, [tensor.array], op, "allreduce")
         return Tensor(out, device=tensor.device)
     op, postscale_factor = _integer_average(tensor, op, postscale_factor, group)
     compression = compression or Compression.none
     compressed, ctx = compression.compress(_scaled(tensor, prescale_factor))
-    reduced = compression.decompress(_all_reduce(compressed, op, group), ctx)
+    scales = (float(prescale_factor), float(postscale_factor))  # (the ranks must agree: their round compares them)
+    reduced = compression.decompress(_all_reduce(compressed, op, group, scales), ctx)
     return _scaled(reduced, postscale_factor)
 
 
-def _all_reduce(tensor, op, group):
+def _all_reduce(tensor, op, group, scales=(1.0, 1.0)):
     """differentiable.all_reduce(tensor, op, group) — or its result from allreduce's join round, where the
     tensor rode in it (horovod_join.reduce_in_round): one small all-reduce a call, where the round, the
     check that the ranks' shapes agree (two) and the data's made four."""
-    out = reduce_in_round(tensor.array, op, lambda: collectives._op_problem(op, tensor.array.dtype, "all_reduce"))
+    out = reduce_in_round(
+        tensor.array, op, lambda: collectives._op_problem(op, tensor.array.dtype, "all_reduce"), scales
+    )
     if out is None:
         return differentiable.all_reduce(tensor, op, group)
     return _done_in_round(out, tensor, lambda grad: differentiable.all_reduce(grad, op))

@@ -212,10 +212,26 @@ def negotiate(what, request, call=None, data=None):
             f"{what}: the ranks run different collectives ({each}): every rank must call the same Horovod "
             "collectives in the same order"
         )
-    if data is None or digests.count(digests[0]) < len(digests) or not all(carried):
+    if digests.count(digests[0]) < len(digests) and all(digests):  # (every rank reads the same digests)
+        _refuse_other_options(what, loop.allgather_object(call))
+        return None  # only the tensors differ: the collective names them
+    if data is None or not all(carried):
         return None
     sent = rows.view(np.uint8)
     return [sent[r, HEAD * 8 : HEAD * 8 + n - 1] for r, n in enumerate(carried)]
+
+
+def _refuse_other_options(what, calls):
+    """Raise, naming every rank's, where the ranks' `calls` ((options, tensors) each: see `reduce_in_round`)
+    differ in their options (the op, the scale factors): no collective checks those, and ranks that differ in
+    them would each read the result its own way (Horovod's controller: "Mismatched reduction operation", ...)."""
+    options = [c[0] for c in calls]
+    if options.count(options[0]) < len(options):
+        each = ", ".join(f"rank {r}: {o!r}" for r, o in enumerate(options))
+        raise DistributedError(
+            f"{what}: the ranks' calls differ in op or scale factors ({each}): every rank must call it with the "
+            "same op and pre- and postscale factors (Horovod's 'Mismatched ...' errors)"
+        )
 
 
 def _process_set_of(fn):
@@ -309,14 +325,15 @@ def take_round(call=None, data=None):
     return negotiate(what, request, call, data)
 
 
-def reduce_in_round(array, op, problem):
+def reduce_in_round(array, op, problem, scales=(1.0, 1.0)):
     """`array` summed (op "sum") or averaged ("mean") over every rank in the running op's round, when every
     rank's rode in it (same shape, dtype and op; no joined rank; `problem()`, an error with this rank's
-    arguments, None on every rank) → the result, reduced here in rank order as the shm all-reduce does (the
+    arguments, None on every rank; `scales`: the call's pre- and postscale factors, which the ranks must share
+    too: a call is described as (options the ranks must share, its tensors') for `negotiate`) → the result, reduced here in rank order as the shm all-reduce does (the
     same bits); else None, after the round (none outside one): reduce it as usual, which checks and raises."""
     if not _round_pending():
         return None
-    parts = take_round((op, array.shape, array.dtype.str), None if problem() is not None else array)
+    parts = take_round(((op, *scales), (array.shape, array.dtype.str)), None if problem() is not None else array)
     if parts is None:
         return None
     out = parts[0].view(array.dtype).copy()
@@ -334,7 +351,7 @@ def broadcast_in_round(array, root):
     if not _round_pending():
         return None
     rides = 0 <= root < loop.world_size()
-    parts = take_round(("broadcast", root, array.shape, array.dtype.str), array if rides else None)
+    parts = take_round(((), ("broadcast", root, array.shape, array.dtype.str)), array if rides else None)
     if parts is None:
         return None
     return parts[root].view(array.dtype).reshape(array.shape).copy()
@@ -347,7 +364,7 @@ def gather_in_round(array):
     if not _round_pending():
         return None
     rides = array.ndim and math.prod(array.shape[1:])  # (a 0-d tensor: allgather's own error; rows of no size)
-    parts = take_round((array.dtype.str, array.shape[1:]), array if rides else None)
+    parts = take_round(((), (array.dtype.str, array.shape[1:])), array if rides else None)
     if parts is None:
         return None
     parts = [p.view(array.dtype).reshape(-1, *array.shape[1:]) for p in parts]

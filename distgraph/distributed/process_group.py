@@ -123,7 +123,24 @@ def _check_group(g, what, subgroups=False):
     )
 
 
-def torch_collective(fn, extras=("group", "async_op")):
+def _checked(name, fn, op):
+    """`fn` run as the user's collective `name` with reduce op `op`, posted to the group's call board before and
+    compared with the peers' after (call_board.py: ranks that call different collectives, or one with another
+    reduce op, raise at once instead of reading each other's data wrongly or waiting out the timeout)."""
+
+    def run(*args, **kwargs):
+        board = getattr(loop._context["comm"], "board", None) if loop._context["world"] > 1 else None
+        if board is None:
+            return fn(*args, **kwargs)
+        board.post_collective(name, COLLECTIVE_NAMES, op)
+        out = fn(*args, **kwargs)
+        board.verify_collective()
+        return out
+
+    return run
+
+
+def torch_collective(fn, extras=("group", "async_op"), name=None):
     """`fn` with torch's trailing parameters `extras` (after fn's own, by position or by name): `group` checked
     (a subgroup runs fn over its members: a rank outside it returns None at once, and src / dst name global
     ranks; torch's `group_src` / `group_dst` name the root by its rank in the group instead), `async_op` → a
@@ -133,6 +150,9 @@ def torch_collective(fn, extras=("group", "async_op")):
     signature = inspect.signature(fn)
     own = len(signature.parameters)
     roots = [name for name in ("src", "dst") if name in signature.parameters]
+    collective = name or fn.__name__
+    op_at = list(signature.parameters).index("op") if "op" in signature.parameters else None
+    op_default = None if op_at is None else signature.parameters["op"].default
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -151,8 +171,10 @@ def torch_collective(fn, extras=("group", "async_op")):
                     raise ConfigError(f"{fn.__name__}: Can not specify both group_{name} and {name} (torch's rule)")
                 kwargs[name] = get_global_rank(named.get("group"), in_group)
         sub = _check_group(named.get("group"), fn.__name__, subgroups=True)
+        op = None if op_at is None else kwargs.get("op", args[op_at] if len(args) > op_at else op_default)
+        checked = _checked(collective, fn, op)
         if sub is None:
-            out = fn(*args[:own], **kwargs)
+            out = checked(*args[:own], **kwargs)
         elif sub.rank() < 0:
             out = None  # torch: a rank outside the group takes no part
         else:
@@ -160,7 +182,7 @@ def torch_collective(fn, extras=("group", "async_op")):
             for name in roots:
                 given = bound.arguments.get(name, signature.parameters[name].default)
                 bound.arguments[name] = sub.group_rank(given, fn.__name__)
-            out = sub.run(fn, *bound.args, **bound.kwargs)
+            out = sub.run(checked, *bound.args, **bound.kwargs)
         if named.get("async_op"):
             return Work(out)
         first = args[0] if args else kwargs.get(next(iter(signature.parameters), None))
@@ -384,7 +406,7 @@ _EXTRAS = {  # torch's trailing parameters where they are not (group, async_op)
     "gather_object": ("group",), "scatter_object_list": ("group",), "all_gather_object": ("group",),
 }  # fmt: skip
 TORCH_COLLECTIVES = {
-    name: torch_collective(fn, _EXTRAS.get(name, ("group", "async_op")))
+    name: torch_collective(fn, _EXTRAS.get(name, ("group", "async_op")), name)
     for name, fn in {
         "all_reduce": loop.all_reduce, "broadcast": loop.broadcast, "barrier": loop.barrier,
         "all_gather": loop.all_gather, "all_gather_object": loop.all_gather_object, "reduce": collectives.reduce,
@@ -395,3 +417,4 @@ TORCH_COLLECTIVES = {
         "scatter_object_list": scatter_object_list,
     }.items()
 }  # fmt: skip
+COLLECTIVE_NAMES = tuple(TORCH_COLLECTIVES)  # what a call board record names a collective by (the same on every rank)
