@@ -56,7 +56,8 @@ class CallBoard:
         self._records = {}  # slot → this rank's record there (a memoryview of the board: a store is ~50 ns)
         self._mine = threading.local()  # the call this thread is in (what its waits compare)
         self._collectives = 0  # the user's collectives posted so far (`post_collective`)
-        self._collective = None  # (call number, collective code, op code) of the latest, and its name
+        self._collective = None  # (call number, collective code, op code, the names) of the latest
+        self._ring_views = None  # every rank's collective records (`_rings`)
         if rank == 0:
             self._open()
 
@@ -92,36 +93,40 @@ class CallBoard:
         """Say that this rank now runs its next collective as the user called it: `name`, one of `names` (the
         API's collectives, the same list on every rank), with reduce op `op` (None where it takes none)."""
         n = self._collectives = self._collectives + 1
-        mine = (n, names.index(name), _OPS.index(op) if op in _OPS else len(_OPS) + zlib.crc32(str(op).encode()))
-        self._collective = mine, names, op
-        seg = self._open()
-        if seg is None:
+        code = _OPS.index(op) if op in _OPS else len(_OPS) + zlib.crc32(str(op).encode())
+        self._collective = n, names.index(name), code, names
+        rings = self._rings()
+        if rings is None:
             return
-        at = USER + (n % 2) * FIELDS
-        record = seg.slots[self.rank]
-        version = int(record[at])
-        record[at] = version + 1  # odd: being written
-        record[at + 1 : at + 4] = mine
-        record[at] = version + 2
+        record = rings[self.rank][n % 2]
+        version = record[0]
+        record[0] = version + 1  # odd: being written
+        record[1], record[2], record[3] = self._collective[:3]
+        record[0] = version + 2
 
     def verify_collective(self):
         """Raise DistributedError when a peer's record of this rank's latest collective (`post_collective`) names
         another collective or reduce op; nothing where they agree or a peer's record is not there yet."""
         if self._collective is None:
             return
-        (n, kind, op), names, my_op = self._collective
-        seg = self._open()
-        if seg is None:
+        n, kind, op, names = self._collective
+        rings = self._rings()
+        if rings is None:
             return
-        at = USER + (n % 2) * FIELDS
+        for r, ring in enumerate(rings):  # the common case first, allocating nothing: every posted record agrees
+            record = ring[n % 2]
+            if r != self.rank and record[1] == n and (record[2] != kind or record[3] != op):
+                break
+        else:
+            return
         calls = {self.rank: (kind, op)}
-        for r in range(self.world):
+        for r, ring in enumerate(rings):
             if r != self.rank:
-                record = seg.slots[r, at : at + 4]
-                before, theirs, after = int(record[0]), tuple(int(v) for v in record[1:]), int(record[0])
+                record = ring[n % 2]
+                before, theirs, after = record[0], (record[1], record[2], record[3]), record[0]
                 if before == after and before > 0 and before % 2 == 0 and theirs[0] == n:
                     calls[r] = theirs[1:]
-        if len(set(calls.values())) > 1:
+        if len(calls) > 1 and len(set(calls.values())) > 1:
 
             def words(kind, op):
                 return names[kind] + ("" if not op else f"(op={_OPS[op] if op < len(_OPS) else 'another'})")
@@ -131,6 +136,19 @@ class CallBoard:
                 f"the ranks' collective call {n} differs ({said}): every rank must make the same collectives, with "
                 "the same reduce op, in the same order"
             )
+
+    def _rings(self):
+        """Every rank's two collective records (memoryviews of the board: a load or store is ~50 ns, where numpy's
+        indexing costs µs), or None while the board is not there."""
+        if self._ring_views is None:
+            seg = self._open()
+            if seg is None:
+                return None
+            self._ring_views = [
+                [memoryview(seg.slots[r, USER + k * FIELDS : USER + (k + 1) * FIELDS]) for k in range(2)]
+                for r in range(self.world)
+            ]
+        return self._ring_views
 
     def give_up(self):
         """This rank's step raised: say so on the board, which every rank opens with its first wait, so a peer
@@ -188,9 +206,9 @@ class CallBoard:
             )
 
     def close(self):
-        for record in self._records.values():
+        for record in [*self._records.values(), *(v for ring in self._ring_views or () for v in ring)]:
             record.release()  # (the mapping cannot close while a memoryview holds it)
-        self._records = {}
+        self._records, self._ring_views = {}, None
         if self._segment is not None:
             self._segment.close()
             self._segment = None

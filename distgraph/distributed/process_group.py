@@ -123,21 +123,18 @@ def _check_group(g, what, subgroups=False):
     )
 
 
-def _checked(name, fn, op):
-    """`fn` run as the user's collective `name` with reduce op `op`, posted to the group's call board before and
-    compared with the peers' after (call_board.py: ranks that call different collectives, or one with another
-    reduce op, raise at once instead of reading each other's data wrongly or waiting out the timeout)."""
-
-    def run(*args, **kwargs):
-        board = getattr(loop._context["comm"], "board", None) if loop._context["world"] > 1 else None
-        if board is None:
-            return fn(*args, **kwargs)
-        board.post_collective(name, COLLECTIVE_NAMES, op)
-        out = fn(*args, **kwargs)
-        board.verify_collective()
-        return out
-
-    return run
+def _checked(name, fn, op, /, *args, **kwargs):
+    """`fn(*args, **kwargs)` run as the user's collective `name` with reduce op `op`, posted to the group's call
+    board before and compared with the peers' after (call_board.py: ranks that call different collectives, or one
+    with another reduce op, raise at once instead of reading each other's data wrongly or waiting out the
+    timeout). A group without a board (one rank; gloo, NCCL) runs it as it is."""
+    board = getattr(loop._context["comm"], "board", None)  # (a group of one rank has none)
+    if board is None:
+        return fn(*args, **kwargs)
+    board.post_collective(name, COLLECTIVE_NAMES, op)
+    out = fn(*args, **kwargs)
+    board.verify_collective()
+    return out
 
 
 def torch_collective(fn, extras=("group", "async_op"), name=None):
@@ -172,9 +169,8 @@ def torch_collective(fn, extras=("group", "async_op"), name=None):
                 kwargs[name] = get_global_rank(named.get("group"), in_group)
         sub = _check_group(named.get("group"), fn.__name__, subgroups=True)
         op = None if op_at is None else kwargs.get("op", args[op_at] if len(args) > op_at else op_default)
-        checked = _checked(collective, fn, op)
         if sub is None:
-            out = checked(*args[:own], **kwargs)
+            out = _checked(collective, fn, op, *args[:own], **kwargs)
         elif sub.rank() < 0:
             out = None  # torch: a rank outside the group takes no part
         else:
@@ -182,7 +178,7 @@ def torch_collective(fn, extras=("group", "async_op"), name=None):
             for name in roots:
                 given = bound.arguments.get(name, signature.parameters[name].default)
                 bound.arguments[name] = sub.group_rank(given, fn.__name__)
-            out = sub.run(checked, *bound.args, **bound.kwargs)
+            out = sub.run(_checked, collective, fn, op, *bound.args, **bound.kwargs)
         if named.get("async_op"):
             return Work(out)
         first = args[0] if args else kwargs.get(next(iter(signature.parameters), None))
