@@ -50,6 +50,7 @@ class DriverState:
         kept = {k: st for k, st in osd["state"].items() if k not in set(where)}  # frozen ones: not the store's
         osd["state"] = {**kept, **{where[i]: st for i, st in enumerate(states) if st}}
         self.trainer.optimizer.load_state_dict(osd)
+        self.trainer.optimizer.note_step()  # (the workers stepped it: no step() here recorded that)
         self._driver_current = True
 
     def _state_chunks(self, params):

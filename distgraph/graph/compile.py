@@ -264,6 +264,7 @@ class CompiledFunction:
                 return rebuild([Tensor(o, device=device) for o in outs])
 
         elif update is not None:
+            self.optimizer.note_step()  # (its update runs in the graph from the first call: no step() records it)
 
             def call(arrays):
                 outs = run(*arrays, *update.arrays(), *[p.array for p in params])

@@ -221,6 +221,12 @@ class Optimizer:
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 
+    def note_step(self):
+        """Record that this optimizer's update ran somewhere else than its step(): in a compiled training step's
+        graph, on the Ray workers. An lr scheduler's first step warns when the optimizer has not stepped (torch's
+        order warning, lr_scheduler.py), and those updates went past the step() that records it."""
+        self._opt_called = True
+
     # ---- hooks (optimizer_hooks) ------------------------------------------------------------------------------
     def register_step_pre_hook(self, hook):
         """torch's: `hook(optimizer, args, kwargs)` before this optimizer's step; it may return (new_args,
