@@ -21,7 +21,9 @@ keep the same rows). The history's `lr` is the lr (first param group) of the epo
 
 Batches are a pure function of (seed, epoch): epoch e visits a permutation drawn from
 `numpy.random.default_rng([seed, e])`, so a resumed run sees exactly the batches an uninterrupted
-run would have seen.
+run would have seen. Dropout masks too: a local fit draws them from the driver's generator, which a checkpoint
+holds; a synchronous Ray fit's step t on rank r from a stream of (`worker_seed`, r, t), `worker_seed` drawn from
+the driver's generator at the first Ray fit and held by checkpoints (distributed/runtime.py).
 """
 
 import os
