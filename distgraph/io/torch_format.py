@@ -250,12 +250,28 @@ def load(fh, name, place, mmap=False):
     fh.seek(base)
     reader = TorchReader(name, place)
     if head != ZIP_MAGIC and mmap:
-        reader.fail("mmap=True reads torch's zip format only, as torch.load (this file is in its legacy format)")
+        reader.fail(
+            "mmap=True reads torch's zip format only, as torch.load (this file is "
+            + ("in its legacy format)" if _legacy_magic(fh, reader) else "a pickle, not a torch file)")
+        )
     pages = mapped.map_file(fh, name) if mmap else None
     obj = _load_zip(fh, reader, pages) if head == ZIP_MAGIC else _load_legacy(fh, reader)
     if reader.bfloat16:  # stacklevel: the caller of dg.load (via reader._load_any, _load_tree, load)
         warnings.warn(f"{name}: bfloat16 tensors loaded as float32 (distgraph has no bfloat16 tensors)", stacklevel=5)
     return obj
+
+
+def _legacy_magic(fh, reader):
+    """Whether the pickle at `fh` (left where it was) starts with torch's legacy magic number."""
+    at = fh.tell()
+    size = fh.seek(0, 2) - at
+    fh.seek(at)
+    try:
+        return reader.unpickle(fh, size, "corrupt pickle") == LEGACY_MAGIC
+    except FileFormatError:
+        return False
+    finally:
+        fh.seek(at)
 
 
 def _load_zip(fh, reader, pages=None):
@@ -269,6 +285,11 @@ def _load_zip(fh, reader, pages=None):
     with archive:
         names = [i.filename for i in archive.infolist()]
         pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            reader.fail(
+                "a TorchScript archive (torch.jit.save), not a checkpoint: it holds a compiled program, which "
+                "distgraph does not run; save the model's state_dict() with torch.save and load that"
+            )
         if len(pkl) != 1:
             reader.fail("not a distgraph file: a zip archive, but not a torch one (no <name>/data.pkl in it)")
         prefix = pkl[0][: -len("data.pkl")]
@@ -335,8 +356,13 @@ def _load_legacy(fh, reader):
             reader.fail(f"file is truncated before storage {key!r}")
         numel = int.from_bytes(count, "little")
         itemsize = ITEMSIZE[storage.dtype]
-        if numel != storage.numel or fh.tell() - start + numel * itemsize > size:
-            reader.fail(f"storage {key!r}: {numel} elements stored, {storage.numel} expected, file has {size} bytes")
+        if numel != storage.numel:
+            reader.fail(f"storage {key!r}: {numel} elements stored, {storage.numel} expected")
+        if fh.tell() - start + numel * itemsize > size:
+            reader.fail(
+                f"file is truncated inside storage {key!r}: its {numel} elements need {numel * itemsize} bytes from "
+                f"byte {fh.tell() - start}, and the file has {size}"
+            )
         reader.read(storage, fh, numel * itemsize, big_endian=not info["little_endian"])
     missing = set(reader.storages) - set(keys)
     if missing:

@@ -229,8 +229,13 @@ def _in_storage(arr):
     """(the array whose bytes hold `arr`, arr's offset in it and strides, in elements): for a view of a
     C-contiguous host array, that array (torch.save's storage sharing); else `arr` itself, contiguous."""
     base = arr
-    while isinstance(base.base, np.ndarray):
-        base = base.base
+    while True:
+        owner = base.base
+        if not isinstance(owner, np.ndarray):  # numpy's as_strided (how a torch file's views are read back) wraps
+            owner = getattr(owner, "base", None)  # its source in a DummyArray, whose `base` is the array
+        if not isinstance(owner, np.ndarray):
+            break
+        base = owner
     size = arr.itemsize
     if (
         base is not arr
