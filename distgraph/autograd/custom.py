@@ -177,7 +177,9 @@ class Function:
         raise NotImplementedError
 
     @classmethod
-    def apply(cls, *args):
+    def apply(cls, *args, **kwargs):
+        if kwargs:  # torch 2's: keywords bound to forward's parameters (its defaults filled), passed by position
+            args = _bound_to_forward(cls, args, kwargs)
         ctx = FunctionCtx()
         ctx.num_args = len(args)
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -214,10 +216,21 @@ class Function:
                 _record(_CustomOp(cls, positions), inputs, {}, ctx, anchor)
                 for i in diff:
                     _attach(_CustomOutput(cls, i), (anchor,), ctx, results[i])
-        for i, o in enumerate(outs):
-            if isinstance(o, View) and id(o) not in ctx.dirty:
-                mark_custom_output(o, cls.__name__, i, record and len(diff) > 1)
+        for i, (o, r) in enumerate(zip(outs, results)):
+            if isinstance(r, View) and id(o) not in ctx.dirty:
+                mark_custom_output(r, cls.__name__, i, record and len(diff) > 1)
         return tuple(results) if multi else results[0]
+
+
+def _bound_to_forward(cls, args, kwargs):
+    import inspect
+
+    params = list(inspect.signature(cls.forward).parameters.values())
+    if cls.setup_context is Function.setup_context:
+        params = params[1:]  # (ctx)
+    bound = inspect.Signature(params).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return tuple(bound.args) + tuple(bound.kwargs.values())
 
 
 def _output(o, inputs, ctx, record):
@@ -234,6 +247,11 @@ def _output(o, inputs, ctx, record):
         if record and o.grad_fn is None and o.requires_grad:
             raise AutogradError("a leaf Variable that requires grad has been used in an in-place operation.")
         return o
+    if is_input and record:  # a view of it, which `apply` marks as the Function's: a write into it is refused,
+        from distgraph.ops.shape import view  # as torch's (it would bypass the Function's backward)
+
+        with grad_mode.no_grad():
+            return view(o, tuple(o.shape))
     if is_input or o.grad_fn is not None:
         new = Tensor(o.array, device=o.device)
         new._vc = o._vc

@@ -160,6 +160,9 @@ class _NonReentrant(Function):
     @staticmethod
     def forward(ctx, state, *tensors):
         ctx.state = state
+        # an output the loss does not read gets None, not zeros: what only it reaches gets no gradient (None, as
+        # torch's), where zeros through it gave parameters a zero grad their optimizer then stepped (weight decay)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*[t for t in tensors if isinstance(t, Tensor)])
         return state.outputs if state.multi else state.outputs[0]
 
