@@ -410,13 +410,18 @@ def grad(
     create_graph=False,
     only_inputs=True,
     allow_unused=None,
+    is_grads_batched=False,
     materialize_grads=False,
 ):
     """torch.autograd.grad: the gradients of `outputs` w.r.t. `inputs`, without touching `.grad`.
 
     `only_inputs` is accepted for torch compatibility and ignored (as torch does); `materialize_grads`
-    returns zeros instead of None for unused inputs (and implies allow_unused).
+    returns zeros instead of None for unused inputs (and implies allow_unused). `is_grads_batched`: the first
+    dim of each grad_output indexes a batch of them, and each input's gradient gets that dim too (torch's
+    vmap over the backward; here one backward per batch element, stacked: the same values).
     """
+    if is_grads_batched:
+        return _batched_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused, materialize_grads)
     if allow_unused is None:
         allow_unused = materialize_grads
     elif materialize_grads and not allow_unused:
@@ -443,3 +448,22 @@ def grad(
             g = Tensor(t.device.xp.zeros_like(t.array), requires_grad=create_graph, device=t.device)  # (torch's)
         result.append(g)
     return tuple(result)
+
+
+def _batched_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused, materialize_grads):
+    """`grad` with is_grads_batched: one backward per row of the grad_outputs, each input's gradients stacked."""
+    from distgraph.ops.shape import stack  # (ops build on autograd: imported where used)
+
+    listed = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs or ())
+    if not listed or any(not isinstance(g, Tensor) or g.ndim == 0 for g in listed):
+        raise AutogradError("grad: is_grads_batched=True needs grad_outputs, each a tensor with a batch dim first")
+    rows = {g.shape[0] for g in listed}
+    if len(rows) != 1:
+        raise AutogradError(f"grad: is_grads_batched=True needs one batch size in grad_outputs, got {sorted(rows)}")
+    (n,) = rows
+    per_row = [
+        grad(outputs, inputs, [g[k] for g in listed], True if k < n - 1 else retain_graph, create_graph,
+             allow_unused=allow_unused, materialize_grads=materialize_grads)
+        for k in range(n)
+    ]  # fmt: skip
+    return tuple(None if col[0] is None else stack(list(col)) for col in zip(*per_row))

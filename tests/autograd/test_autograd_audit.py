@@ -82,3 +82,16 @@ def test_forward_ad_says_what_to_use_instead():
         with forward_ad.dual_level():
             pass
     assert dg.autograd.forward_ad is forward_ad
+
+
+def test_grad_with_batched_grad_outputs_gives_torchs_jacobian_and_hessian():
+    x = np.array([1.0, 2.0, 3.0])
+    a, t = dg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (jac,) = dg.autograd.grad(a**3, a, dg.eye(3, dtype=dg.float64), is_grads_batched=True, create_graph=True)
+    (want,) = torch.autograd.grad(t**3, t, torch.eye(3, dtype=torch.float64), is_grads_batched=True, create_graph=True)
+    np.testing.assert_allclose(jac.detach().numpy(), want.detach().numpy())
+    (hess,) = dg.autograd.grad(jac.sum(0), a, dg.eye(3, dtype=dg.float64), is_grads_batched=True)
+    (want,) = torch.autograd.grad(want.sum(0), t, torch.eye(3, dtype=torch.float64), is_grads_batched=True)
+    np.testing.assert_allclose(hess.numpy(), want.numpy())
+    with pytest.raises(AutogradError, match="is_grads_batched=True needs grad_outputs"):
+        dg.autograd.grad(a.sum(), a, is_grads_batched=True)
