@@ -24,6 +24,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
+from distgraph.dtypes import DType
 from distgraph.errors import FileFormatError
 from distgraph.io.layout import ALIGN, CHUNK, MAX_DEPTH, bytes_view, join, show
 from distgraph.io.torch_pickle import STORAGE_DTYPES
@@ -97,11 +98,18 @@ class TorchWriter:
             self.items(b"(", obj, b"e", path, depth)  # MARK items APPENDS
         elif isinstance(obj, tuple):
             self.tuple(obj, path, depth)
+        elif isinstance(obj, set):  # set(list): what pickle writes, and torch's weights_only reads (not frozenset)
+            out += b"c__builtin__\nset\n"
+            self.items(b"]" + b"(", list(obj), b"e", path, depth)
+            out += b"\x85R"  # TUPLE1, REDUCE
+        elif isinstance(obj, DType):  # a dtype value, as torch.float32 is pickled (dg.load reads it back)
+            out += f"ctorch\n{obj.name}\n".encode()
         else:
             self.fail(
                 path,
                 f"cannot save an object of type {type(obj).__name__} in a torch file (supported: tensors, "
-                "Parameters, numpy arrays (as tensors), dicts, lists, tuples, str, bytes, int, float, bool, None)",
+                "Parameters, numpy arrays (as tensors), dicts, lists, tuples, sets, dtypes, str, bytes, int, float, "
+                "bool, None)",
             )
 
     def int(self, value):
@@ -151,7 +159,7 @@ class TorchWriter:
         self.put(obj)
         self.out += b"("  # MARK key value ... SETITEMS
         for k, v in obj.items():
-            if not (k is None or isinstance(k, bool | int | float | str | bytes)):
+            if not (k is None or isinstance(k, bool | int | float | str | bytes | tuple)):
                 self.fail(path, f"dict key of type {type(k).__name__} cannot be saved in a torch file")
             self.encode(k, path, depth + 1)
             self.encode(v, join(path, k), depth + 1)

@@ -39,3 +39,15 @@ def test_refusals_say_what_the_file_is(tmp_path):
     for mmap in (False, True):
         with pytest.raises(FileFormatError, match=r"a TorchScript archive \(torch.jit.save\)"):
             dg.load(tmp_path / "jit.pt", mmap=mmap)
+
+
+def test_sets_dtypes_and_tuple_keys_go_into_torch_files_as_torchs_weights_only_load_reads_them(tmp_path):
+    saved = {"s": {1, 2, "a"}, (1, 2): 3, "d": dg.float32, "b": dg.bool, "nested": [{"x": {1}}], "t": dg.ones(2)}
+    dg.save(saved, tmp_path / "a.pt", format="torch")
+    theirs = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert theirs["s"] == {1, 2, "a"} and theirs[(1, 2)] == 3 and theirs["nested"] == [{"x": {1}}]
+    assert theirs["d"] is torch.float32 and theirs["b"] is torch.bool
+    ours = dg.load(tmp_path / "a.pt")
+    assert ours["s"] == {1, 2, "a"} and ours[(1, 2)] == 3 and ours["d"] == dg.float32 and ours["b"] == dg.bool
+    with pytest.raises(FileFormatError, match="type frozenset"):  # torch's weights_only refuses it too
+        dg.save({"f": frozenset({1})}, tmp_path / "b.pt", format="torch")
