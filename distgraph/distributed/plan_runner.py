@@ -53,11 +53,10 @@ from distgraph.distributed.placement import CostModel, choose_strategy, place, t
 from distgraph.distributed.runtime import WorkerGroup
 from distgraph.distributed.scheduler import raise_user_error, start_allowance, wait_ready
 from distgraph.errors import ConfigError, DistributedError, ShapeError
-from distgraph.graph.executor import Runner, _combine, _shards
+from distgraph.graph.executor import Runner, _combine, _shards, drawing_subgraphs, task_seeds
 from distgraph.graph.partition import independent, pipeline, replicas
-from distgraph.graph.passes.dce import is_random
 from distgraph.graph.trace import Timeline
-from distgraph.ops.rng import generator, seeded_draws
+from distgraph.ops.rng import seeded_draws
 
 INLINE_BYTES = 100 * 1024  # Ray inlines smaller arguments in the call; larger ones are put in the object store once
 LOG_TASKS = 100_000  # tasks a worker's timeline log keeps (the latest; ~10 MB)
@@ -146,7 +145,7 @@ class RayPlanExecutor:
         self.actors = self.group.actors
         # each task's actor method, made once (`options` builds a new one per call)
         self.calls = [self.actors[t.worker].run.options(num_returns=len(t.outputs)) for t in self.tasks]
-        drawing = {sg.name for sg in plan.subgraphs if any(is_random(n) for n in sg.graph.nodes)}
+        drawing = drawing_subgraphs(plan)
         self.draws = [t.subgraph in drawing for t in self.tasks]  # the tasks whose subgraph draws (module docstring)
         self._timeline = Timeline()
         self.compiled, self.compiled_error, self.runs = None, None, 0
@@ -212,7 +211,7 @@ class RayPlanExecutor:
         that draws nothing; nothing drawn for a plan that draws nothing (module docstring)."""
         if not any(self.draws):
             return [None] * len(self.tasks)
-        seeds = generator(CPU).integers(0, 2**63, size=len(self.tasks))
+        seeds = task_seeds(len(self.tasks))
         return [int(s) if d else None for s, d in zip(seeds, self.draws)]
 
     def _feed(self, arrays):

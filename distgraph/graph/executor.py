@@ -54,6 +54,17 @@ from distgraph.ops.registry import get_op
 from distgraph.ops.rng import generator, seeded_draws
 
 
+def drawing_subgraphs(plan):
+    """The names of `plan`'s subgraphs that draw random numbers (dropout, sampling)."""
+    return {sg.name for sg in plan.subgraphs if any(is_random(n) for n in sg.graph.nodes)}
+
+
+def task_seeds(count):
+    """One seed per task of a run, drawn from the cpu generator in task order: how the LocalExecutor's pipeline
+    and the RayPlanExecutor seed their drawing tasks, so the two draw the same masks for the same seed."""
+    return generator(as_device("cpu")).integers(0, 2**63, size=count)
+
+
 class Runner:
     """A Graph compiled for repeated execution on one device: `runner(*arrays) -> list of arrays`.
 
@@ -196,7 +207,7 @@ class LocalExecutor:
         self.order = pipeline_order(plan, schedule) if plan.kind == "pipeline" else None
         self.runners = {sg.name: Runner(sg.graph) for sg in plan.subgraphs}
         # subgraphs that draw random numbers: two or more run one at a time (module docstring)
-        self._random = {sg.name for sg in plan.subgraphs if any(is_random(n) for n in sg.graph.nodes)}
+        self._random = drawing_subgraphs(plan)
         self._serial = len(self._random) > 1
         self.timeline = Timeline()
         self._running = threading.Lock()
@@ -286,7 +297,7 @@ class LocalExecutor:
         lock = threading.Lock()
         pools = {s: self._pool(f"dg-stage{s}", 1) for s in sorted({sg.stage for sg in plan.subgraphs})}
         # one seed per task, drawn here in the schedule's order: a task's draws do not depend on the threads'
-        seeds = generator(as_device("cpu")).integers(0, 2**63, size=len(self.order)) if self._random else None
+        seeds = task_seeds(len(self.order)) if self._random else None
         futures = {}
         for i, (sg, j) in enumerate(self.order):
             deps = [futures[(made_by[v], j)] for v in sg.inputs if v in made_by]
