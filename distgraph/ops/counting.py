@@ -29,6 +29,24 @@ def host_read(t, what):
         tensor_module.host_reads(t, what)
 
 
+def repeated_index(repeats, n, output_size, like):
+    """repeat_interleave's index, on `like`'s device: 0..n-1, index i repeated `repeats` times (an int, or
+    a 0-d or 1-d integer tensor: its i-th value); its length checked against `output_size` where given."""
+    xp = like.device.xp
+    if isinstance(repeats, Tensor):  # its values set the output's length: a host read (no graph replays them)
+        if repeats.ndim > 1 or repeats.dtype.is_floating_point or repeats.dtype == dtypes.bool_:
+            raise DTypeError(
+                f"repeat_interleave: repeats must be a 0-d or 1-d integer tensor, got a {repeats.ndim}-d "
+                f"{repeats.dtype.name} one"
+            )
+        host_read(repeats, "repeat_interleave's repeats")
+        repeats = repeats.array.tolist()  # (cupy's repeat takes no array)
+    index = xp.repeat(xp.arange(n), repeats)
+    if output_size is not None and output_size != len(index):
+        raise ShapeError(f"repeat_interleave: Invalid output_size, expected {len(index)} but got {output_size}")
+    return Tensor(index, device=like.device)
+
+
 def _int_tensor(arr, like):
     return Tensor(like.device.xp.asarray(arr, dtype=np.int64), device=like.device)
 

@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd import memory_format as memory_format_rules
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, from_dlpack_capsule, on, to_device
@@ -27,14 +28,21 @@ def factory(fn):
     """`fn` (a creation function) taking torch's factory keywords besides its own: `layout` (torch.strided, the
     one layout distgraph's tensors have: another is refused), `pin_memory` (accepted with no effect: cupy copies
     a host array to the GPU the same way pinned or not) and `memory_format` (the result laid out so: channels_last
-    is a real layout here, autograd/formats.py; preserve_format leaves it row-major)."""
+    is a real layout here, autograd/formats.py; preserve_format leaves it row-major, but for a *_like function,
+    which takes memory_format itself: `_like`)."""
 
     signature = inspect.signature(fn)
+    takes_format = "memory_format" in signature.parameters
+    sized = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())  # zeros(*size)...
 
     @functools.wraps(fn)
     def call(*args, layout=None, pin_memory=False, memory_format=None, **kwargs):
         if layout is not None and layout != "strided":
             raise DTypeError(f"{fn.__name__}: layout {layout!r} is not supported: distgraph's tensors are strided only")
+        if sized:
+            args = size_keyword(args, kwargs)
+        if takes_format:
+            return fn(*args, memory_format=memory_format, **kwargs)
         if memory_format in (None, "contiguous_format", "preserve_format"):
             return fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)  # (laid out first, then made a leaf: no step of its graph)
@@ -43,7 +51,8 @@ def factory(fn):
         return out.requires_grad_() if grad else out
 
     extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-             for n, d in (("layout", None), ("pin_memory", False), ("memory_format", None))]  # fmt: skip
+             for n, d in (("layout", None), ("pin_memory", False), ("memory_format", None))
+             if n not in signature.parameters]  # fmt: skip
     call.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
     return call
 
@@ -171,6 +180,12 @@ def from_dlpack(ext):
     return Tensor(np.from_dlpack(ext))
 
 
+def size_keyword(args, kwargs):
+    """`args` with torch's `size=` keyword of the *size factories (zeros(size=(2, 3)), x.new_ones(size=(2,)))
+    popped from `kwargs` and put last, where the size goes positionally."""
+    return (*args, kwargs.pop("size")) if "size" in kwargs else args
+
+
 def _shape(size):
     shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], list | tuple) else tuple(size)
     if any(d < 0 for d in shape if isinstance(d, int)):
@@ -206,6 +221,12 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 
 @factory
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if isinstance(fill_value, Tensor):  # a 0-d tensor counts as its Python number (torch: int8 fills int64)
+        if fill_value.ndim:
+            raise TypeError(
+                f"full(): argument 'fill_value' (position 2) must be Number, not a {fill_value.ndim}-d Tensor"
+            )
+        fill_value = fill_value.item()
     default = None
     if dtype is None:
         default = (  # a numpy int counts as a Python int (torch's full((2,), np.int32(1)) is int64)
@@ -218,24 +239,37 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     return _fill(fill_value, (tuple(size),), dtype, device, requires_grad, default)
 
 
-@factory
-def zeros_like(input, dtype=None, device=None, requires_grad=False):
-    return _fill(0, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+def _like(input, out, requires_grad, memory_format):
+    """`out` (new, of input's shape) laid out as torch's *_like: preserve_format (the default) keeps a dense
+    input's strides (a transpose's result is transposed), else dense strides in the input's dim order;
+    contiguous_format row-major; channels_last(_3d) so. Made a leaf after: no step of its graph."""
+    if memory_format in (None, "preserve_format"):
+        arr = memory_format_rules.like(out.device.xp, out.array, input.array)
+        out = out if arr is out.array else Tensor(arr, device=out.device)
+    elif memory_format != "contiguous_format":
+        out = out.contiguous(memory_format=memory_format)
+    return out.requires_grad_() if requires_grad else out
 
 
 @factory
-def ones_like(input, dtype=None, device=None, requires_grad=False):
-    return _fill(1, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+def zeros_like(input, dtype=None, device=None, requires_grad=False, *, memory_format=None):
+    return full_like(input, 0, dtype, device, requires_grad, memory_format=memory_format)
 
 
 @factory
-def empty_like(input, dtype=None, device=None, requires_grad=False):
-    return zeros_like(input, dtype, device, requires_grad)
+def ones_like(input, dtype=None, device=None, requires_grad=False, *, memory_format=None):
+    return full_like(input, 1, dtype, device, requires_grad, memory_format=memory_format)
 
 
 @factory
-def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
-    return _fill(fill_value, input.shape, dtype or input.dtype, device or input.device, requires_grad)
+def empty_like(input, dtype=None, device=None, requires_grad=False, *, memory_format=None):
+    return full_like(input, 0, dtype, device, requires_grad, memory_format=memory_format)
+
+
+@factory
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False, *, memory_format=None):
+    out = _fill(fill_value, input.shape, dtype or input.dtype, device or input.device, False)
+    return _like(input, out, requires_grad, memory_format)
 
 
 @factory
@@ -307,9 +341,11 @@ def _drawn(op, gen, dev, draw):
             return draw(generator(dev))
 
 
-def _random(kind, size, dtype, device, requires_grad, gen, **kw):
+def _random(kind, size, dtype, device, requires_grad, gen, op=None, **kw):
     dev = as_device(device)
     dt = dtypes.from_any(dtype) if dtype is not None else dtypes.get_default_dtype()
+    if kind != "randint" and not dt.is_floating_point:  # (numpy's cast would give zeros)
+        raise DTypeError(f"{op or kind}: draws floating point numbers, not {dt.name} (pass a float dtype)")
     arr = _drawn(kind, gen, dev, lambda g: _draw(kind, g, _shape(size), dt.np, kw))
     return Tensor(arr, requires_grad=requires_grad, device=dev)
 
@@ -347,15 +383,15 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
 
 
 @factory
-def rand_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
-    return rand(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
-                requires_grad=requires_grad)  # fmt: skip
+def rand_like(input, dtype=None, *, generator=None, device=None, requires_grad=False, memory_format=None):
+    out = _random("rand", (input.shape,), dtype or input.dtype, device or input.device, False, generator, "rand_like")
+    return _like(input, out, requires_grad, memory_format)
 
 
 @factory
-def randn_like(input, dtype=None, *, generator=None, device=None, requires_grad=False):
-    return randn(input.shape, generator=generator, dtype=dtype or input.dtype, device=device or input.device,
-                 requires_grad=requires_grad)  # fmt: skip
+def randn_like(input, dtype=None, *, generator=None, device=None, requires_grad=False, memory_format=None):
+    out = _random("randn", (input.shape,), dtype or input.dtype, device or input.device, False, generator, "randn_like")
+    return _like(input, out, requires_grad, memory_format)
 
 
 @factory

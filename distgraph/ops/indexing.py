@@ -126,7 +126,9 @@ def _check_gather(name, input, dim, index):
     return d
 
 
-def gather(input, dim, index):
+def gather(input, dim, index, *, sparse_grad=False):
+    if sparse_grad:
+        raise NotImplementedError("gather: sparse_grad=True needs sparse tensors, which distgraph does not have")
     d = _check_gather("gather", input, dim, index)
     if input.ndim and index.ndim:
         return _gather(input, index, axis=d)

@@ -60,7 +60,10 @@ def vdot(input, other):
 
 def tensordot(a, b, dims=2):
     """Σ over a's dims `dims[0]` and b's `dims[1]` (or a's last `dims` and b's first `dims`): the
-    contracted dims moved together, flattened, and one matmul."""
+    contracted dims moved together, flattened, and one matmul. `dims` may be a tensor, as torch's: 0-d (a
+    count) or 2-d (the two lists)."""
+    if isinstance(dims, Tensor):
+        dims = dims.tolist()
     if isinstance(dims, int):
         if dims < 0 or dims > min(a.ndim, b.ndim):
             raise ShapeError(f"tensordot: dims must be in [0, {min(a.ndim, b.ndim)}], got {dims}")

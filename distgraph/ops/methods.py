@@ -438,9 +438,9 @@ def install():
     Tensor.__getitem__ = _getitem
     Tensor.__setitem__ = _setitem
     Tensor.T = property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim)))))
-    Tensor.new_zeros = lambda self, *size, **kw: _new(self, 0)(*size, **kw)
-    Tensor.new_ones = lambda self, *size, **kw: _new(self, 1)(*size, **kw)
-    Tensor.new_full = lambda self, size, value, **kw: _new(self, value)(*size, **kw)
+    Tensor.new_zeros = lambda self, *size, **kw: _new(self, 0)(*creation.size_keyword(size, kw), **kw)
+    Tensor.new_ones = lambda self, *size, **kw: _new(self, 1)(*creation.size_keyword(size, kw), **kw)
+    Tensor.new_full = lambda self, size, fill_value, **kw: _new(self, fill_value)(*size, **kw)
     Tensor.new_tensor = lambda self, data, dtype=None, device=None, requires_grad=False: creation.tensor(
         data, dtype or self.dtype, device or self.device, requires_grad
     )
@@ -481,6 +481,9 @@ def install():
         "__rrshift__": _reflect(mx.bitwise_right_shift),
         "__ilshift__": inplace_variant(mx.bitwise_left_shift, "__ilshift__"),
         "__irshift__": inplace_variant(mx.bitwise_right_shift, "__irshift__"),
+        "__iand__": inplace_variant(cmp.bitwise_and, "bitwise_and_"),
+        "__ior__": inplace_variant(cmp.bitwise_or, "bitwise_or_"),
+        "__ixor__": inplace_variant(cmp.bitwise_xor, "bitwise_xor_"),
     }
     for name, fn in ops.items():
         setattr(Tensor, name, fn)
@@ -488,6 +491,10 @@ def install():
     Tensor.__abs__ = ew.abs
     Tensor.__pos__ = lambda self: self
     Tensor.__invert__ = lambda self: cmp.logical_not(self) if self.array.dtype.kind == "b" else cmp.bitwise_not(self)
-    for name, base in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_")):
+    # augmented assignments write in place, as torch's (not `@=`: torch has no __imatmul__ either); the
+    # bitwise ones are in `ops`, as their in-place methods are installed later (math_names)
+    inplace_ops = {"__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_",
+                   "__ifloordiv__": "floor_divide_", "__imod__": "remainder_", "__ipow__": "pow_"}  # fmt: skip
+    for name, base in inplace_ops.items():
         setattr(Tensor, name, getattr(Tensor, base))
     Tensor.__hash__ = object.__hash__

@@ -24,6 +24,13 @@ F16 = np.dtype(np.float16)  # torch accumulates float16 in float32 and rounds on
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
 
+def _tensor_dim(dim):
+    """A 0-d integer tensor given as a dim, as its int (torch reads it through __index__); else `dim`."""
+    if isinstance(dim, Tensor) and not dim.ndim and dim.dtype.category == 1:
+        return int(dim.item())
+    return dim
+
+
 def normalize_dims(dim, ndim, op="op"):
     """`dim` (None, int or sequence) as a sorted tuple of non-negative axes; raises ShapeError if out of range.
 
@@ -32,6 +39,7 @@ def normalize_dims(dim, ndim, op="op"):
         return tuple(range(ndim))
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, checked
         return (dim % ndim,)
+    dim = _tensor_dim(dim)
     dims = (dim,) if isinstance(dim, int | np.integer) else tuple(dim)
     out = []
     for d in dims:
@@ -47,6 +55,7 @@ def normalize_dims(dim, ndim, op="op"):
 def normalize_dim(dim, ndim, op="op"):
     """One `dim` as a non-negative axis (0 for a 0-d tensor, whose ops treat it as one element). A tuple is
     refused, as torch refuses it: these ops take one dim (sort(x, (-1,)) would otherwise sort along dim 0)."""
+    dim = _tensor_dim(dim)
     if type(dim) is not int and not isinstance(dim, np.integer):
         raise TypeError(f"{op}(): argument 'dim' must be int, not {type(dim).__name__}")
     axes = normalize_dims(dim, ndim, op)
@@ -344,14 +353,17 @@ def norm(input, p="fro", dim=None, keepdim=False):
 
 
 # ---- boolean --------------------------------------------------------------------------------------------
+# torch's any/all give bool, but uint8 for a uint8 input (its legacy mask dtype)
 @defop("any", kind=RED, save=())
 def _any(xp, x, axes, keepdim=False):
-    return xp.any(x, axis=axes, keepdims=keepdim)
+    out = xp.any(x, axis=axes, keepdims=keepdim)
+    return out.astype(x.dtype) if x.dtype == np.uint8 else out
 
 
 @defop("all", kind=RED, save=())
 def _all(xp, x, axes, keepdim=False):
-    return xp.all(x, axis=axes, keepdims=keepdim)
+    out = xp.all(x, axis=axes, keepdims=keepdim)
+    return out.astype(x.dtype) if x.dtype == np.uint8 else out
 
 
 def any(input, dim=None, keepdim=False):

@@ -327,18 +327,17 @@ def tile(input, dims):
     return repeat(input, dims)
 
 
-def repeat_interleave(input, repeats, dim=None):
-    from distgraph.ops.counting import host_read
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """torch.repeat_interleave; given only a 1-d integer tensor of counts, each index i counts[i] times."""
+    from distgraph.ops.counting import repeated_index
     from distgraph.ops.indexing import index_select
 
+    if repeats is None:
+        return repeated_index(input, len(input), output_size, input)
     if dim is None:
         input, dim = flatten(input), 0
     d = _dim(dim, input.ndim, "repeat_interleave", whole=True)
-    if isinstance(repeats, Tensor):  # its values set the output's length: a host read (no graph replays them)
-        host_read(repeats, "repeat_interleave's repeats")
-        repeats = repeats.array.tolist()  # (cupy's repeat takes no array)
-    index = input.device.xp.repeat(input.device.xp.arange(input.shape[d]), repeats)
-    return index_select(input, d, Tensor(index, device=input.device))
+    return index_select(input, d, repeated_index(repeats, input.shape[d], output_size, input))
 
 
 # ---- cat / stack / split --------------------------------------------------------------------------------

@@ -160,9 +160,9 @@ def sum_to_size(input, *size):
     return sum_to(input, size) if size != have else input
 
 
-def _new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+def _new_empty(self, *size, **kw):
     """Tensor.new_empty: a new tensor of `size` with self's dtype and device (zeros: numpy has no cheaper one)."""
-    return self.new_zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return self.new_zeros(*size, **kw)
 
 
 # ---- memory layout ---------------------------------------------------------------------------------------------

@@ -6,16 +6,18 @@ through it reaches `input`, registered as unfold's is), so windows may overlap. 
 each output gradient added at the input element it reads, overlapping reads summed; that rule is linear,
 and its own gradient is as_strided again, so higher orders follow.
 
-distgraph tensors have no storage apart from their array, so the positions count over `input` itself: a
-non-contiguous input (a transpose, a strided slice), whose torch storage holds elements it does not show,
-is refused rather than read differently from torch; `.contiguous()` first gives torch's result.
+distgraph tensors have no storage apart from their array, so the positions count over `input` itself when
+they fall inside it, else over its base (the tensor owning the memory, whose contiguous elements are torch's
+storage); a base that is not contiguous, or a view read outside itself while autograd records (its gradient
+would reach elements it does not show), is refused rather than read differently from torch.
 """
 
 import numpy as np
 
+from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import scatter_at
-from distgraph.errors import InputRangeError, ShapeError
+from distgraph.errors import AutogradError, InputRangeError, ShapeError
 from distgraph.ops import tensor_extra
 from distgraph.ops.creation import empty
 from distgraph.ops.registry import defop
@@ -23,7 +25,7 @@ from distgraph.ops.registry import defop
 
 def _geometry(input, size, stride, storage_offset):
     size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
-    offset = 0 if storage_offset is None else int(storage_offset)
+    offset = int(storage_offset)
     if len(size) != len(stride):
         raise ShapeError("as_strided: mismatch in length of strides and shape")
     if any(s < 0 for s in stride):
@@ -48,8 +50,34 @@ def _geometry(input, size, stride, storage_offset):
 
 
 def as_strided(input, size, stride, storage_offset=None):
-    """torch.as_strided: a view of `input`'s elements at offset + sum(i_k * stride_k) (see the module doc)."""
-    size, stride, offset = _geometry(input, size, stride, storage_offset)
+    """torch.as_strided: a view of the elements at storage_offset + sum(i_k * stride_k) of `input`'s storage
+    (see the module doc). torch counts `storage_offset` from the storage's start (None: `input`'s own offset);
+    the positions are counted over `input` where they fall inside it, else over its base (`input._base`): a
+    gradient would then have to reach the base's elements the view does not show, so that is refused when
+    autograd records."""
+    if storage_offset is None:
+        return _over(input, size, stride, 0)
+    relative = int(storage_offset) - input.storage_offset()
+    base = input._base
+    if base is None or _fits(input, size, stride, relative):
+        return _over(input, size, stride, relative)
+    if grad_mode.state.grad_enabled and input.requires_grad:
+        raise AutogradError(
+            f"as_strided: sizes {list(size)}, strides {list(stride)} at storage offset {storage_offset} read "
+            f"elements of the storage outside the input view (shape {tuple(input.shape)}, storage offset "
+            f"{input.storage_offset()}), which distgraph cannot differentiate; call it on the base tensor"
+        )
+    return _over(base, size, stride, int(storage_offset) - base.storage_offset())
+
+
+def _fits(input, size, stride, offset):
+    """Whether the positions lie within contiguous `input`'s own elements."""
+    span = offset + 1 + sum((int(n) - 1) * int(s) for n, s in zip(size, stride))
+    return input.array.flags.c_contiguous and offset >= 0 and span <= input.numel()
+
+
+def _over(input, size, stride, offset):
+    size, stride, offset = _geometry(input, size, stride, offset)
     return _as_strided(input, size=size, stride=stride, offset=offset)
 
 

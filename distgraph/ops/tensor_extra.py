@@ -2,7 +2,7 @@
 apply_/map_ (a Python callable per element), new_empty_strided, the random fills of the other
 distributions (random_, exponential_, cauchy_, geometric_, log_normal_), the dtype shorthands (float,
 long, byte, ... and the legacy type(); bfloat16 refused: numpy has no such dtype) and metadata (H, mH, mT, adjoint, get_device,
-itemsize). Not offered: values()/indices() (sparse tensors only, torch raises on dense ones) and index()
+itemsize, is_cpu). Not offered: values()/indices() (sparse tensors only, torch raises on dense ones) and index()
 (functorch's first-class dims).
 
 A random fill on a tensor that requires grad is recorded as torch records it (ExponentialBackward...):
@@ -352,6 +352,7 @@ PROPERTIES = {
     "mH": _matrix_transpose("mH"),
     "mT": _matrix_transpose("mT"),
     "itemsize": lambda self: self.array.itemsize,
+    "is_cpu": lambda self: self.device.type == "cpu",
 }
 
 
