@@ -1,6 +1,6 @@
 """Define-by-run reverse-mode autograd: Tensor, the engine, grad modes, custom Functions, gradcheck."""
 
-from distgraph.autograd import forward_ad, functional  # noqa: F401
+from distgraph.autograd import forward_ad, functional, graph  # noqa: F401
 from distgraph.autograd.custom import Function, FunctionCtx  # noqa: F401
 from distgraph.autograd.engine import backward, grad  # noqa: F401
 from distgraph.autograd.grad_mode import (  # noqa: F401

@@ -11,7 +11,7 @@ to the anchor; the Function's Node, which runs after all of them, hands the park
 user's backward (None, or zeros under `set_materialize_grads(True)`, for outputs that got none).
 """
 
-from distgraph.autograd import grad_mode
+from distgraph.autograd import grad_mode, saved
 from distgraph.autograd.function import FREED_MESSAGE, _record, mark_custom_output, set_history
 from distgraph.autograd.tensor import Tensor, View
 from distgraph.errors import AutogradError
@@ -23,6 +23,7 @@ class FunctionCtx:
     def __init__(self):
         self._saved = ()
         self._versions = ()
+        self._unpack = None  # (unpack hook, which saved ones it packed) under saved_tensors_hooks: saved.py
         self.needs_input_grad = ()
         self.non_differentiable = set()
         self.dirty = set()
@@ -38,6 +39,8 @@ class FunctionCtx:
     def saved_tensors(self):
         if self._saved is None:
             raise AutogradError(FREED_MESSAGE)
+        if self._unpack is not None:  # (as torch's, tensors from an unpack hook are not version-checked)
+            return saved.unpack_saved(self)
         for i, (t, v) in enumerate(zip(self._saved, self._versions)):
             if isinstance(t, Tensor) and t._vc[0] != v:
                 raise AutogradError(
@@ -198,6 +201,8 @@ class Function:
         positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         inputs = tuple(args[i] for i in positions)
         record = grad_mode.state.grad_enabled and any(t.requires_grad for t in inputs)
+        if record and saved.open_blocks[0] and ctx._saved:
+            saved.pack_saved(ctx)
         results = [_output(o, inputs, ctx, record) for o in outs]
         if record:
             diff = [  # (an integer or bool output is never differentiable, as torch's)

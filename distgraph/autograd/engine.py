@@ -2,9 +2,10 @@
 
 Policy: one iterative pass (no recursion, so a 10,000-op chain is fine). First a depth-first walk
 counts, for every Node reachable from the roots, how many consumers will send it a gradient. Then a
-LIFO ready-list runs each Node once all of its consumers have reported: its hooks, then its op's
-backward rule, then the gradients are reduced to each input's shape and routed along the edges
-fixed at forward time. Leaf gradients are summed first and accumulated into `.grad` at the end, so
+LIFO ready-list runs each Node once all of its consumers have reported: its hooks (its output's
+tensor hooks, then the Node's pre-hooks: nodes.py), then its op's backward rule, then the gradients
+are reduced to each input's shape, shown to the Node's post-hooks and routed along the edges fixed at
+forward time. Leaf gradients are summed first and accumulated into `.grad` at the end, so
 leaf hooks see the total (accumulate.py). Unless `retain_graph`, a Node drops its inputs as soon as it
 has run (function.release), which frees their arrays and makes a second backward through a Node that
 saved some raise, as PyTorch does; one that saved none keeps their metadata and runs again, as torch's.
@@ -22,7 +23,9 @@ import numpy as np
 from distgraph.autograd import grad_mode, layout
 from distgraph.autograd.accumulate import accumulate, add_leaf, call_hooks, finish_leaf, hand_over, wrap
 from distgraph.autograd.callbacks import backward_pass
-from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, read_only_for_unneeded, release
+from distgraph.autograd.function import Node, get_tracer, inputs_as_recorded, release
+from distgraph.autograd.nodes import call_post_hooks, call_pre_hooks, hooks_registered
+from distgraph.autograd.saved import read_only_for_unneeded
 from distgraph.autograd.tensor import Tensor, _grad_fn_slot
 from distgraph.autograd.tensor import non_leaves_detached as _non_leaves_detached
 from distgraph.backend import CPU, device_of_array, on
@@ -286,6 +289,7 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
     early = _hooked_leaf_edges(deps, dict.fromkeys(roots)) if capture is None and _post_hooks_exist() else {}
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
     anomaly = grad_mode.anomaly["enabled"]
+    node_hooks = hooks_registered[0]  # (nodes.py: Node hooks are looked for only once some were registered)
     with grad_mode.set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
@@ -301,11 +305,15 @@ def _run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False,
             if grad is not None and node.hooks:
                 grad = call_hooks(node.hooks, grad, fast)
             if grad is not None:
+                if node_hooks:
+                    grad = call_pre_hooks(node, grad, fast)
                 if type(grad) is _ndarray:  # (numpy's: the cpu fast path's one test for devices)
                     in_grads = run(node, grad, retain_graph)
                 else:  # on the GPU the gradient is on: cupy's current one is where cupy allocates
                     with on(grad.device if isinstance(grad, Tensor) else device_of_array(grad)):
                         in_grads = run(node, grad, retain_graph)
+                if node_hooks:
+                    in_grads = call_post_hooks(node, in_grads, grad, fast)
                 if anomaly:
                     _check_anomaly(node, in_grads)
             else:

@@ -16,6 +16,9 @@ from distgraph.autograd import grad_mode, layout
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.layout import view_base
 from distgraph.autograd.memory_format import follow_operands
+from distgraph.autograd.nodes import GraphNode
+from distgraph.autograd.saved import Packed, pack, read_only_for_unneeded, stand_in, unpack
+from distgraph.autograd.saved import open_blocks as _saved_hooks_open
 from distgraph.autograd.tensor import INFERENCE_VERSION, Tensor, View, view_root
 from distgraph.backend import on
 from distgraph.errors import AutogradError, DeviceError, DistgraphError, DTypeError, IndexOutOfRangeError, ShapeError
@@ -42,8 +45,9 @@ def records(inputs):
     return _grad_state.grad_enabled and _tracer is None and any(t.requires_grad for t in inputs)
 
 
-class Node:
-    """A recorded op application: what backward needs to turn the output's grad into input grads."""
+class Node(GraphNode):
+    """A recorded op application: what backward needs to turn the output's grad into input grads.
+    (What user code sees of it, `name()`, `next_functions`, hooks: nodes.py.)"""
 
     __slots__ = (
         "op",
@@ -55,18 +59,9 @@ class Node:
         "out_ref",
         "hooks",
         "stack",
-        "epoch",  # the layout epoch it was recorded in: see inputs_as_recorded
+        "epoch",  # the layout epoch it was recorded in (see inputs_as_recorded), or its packed saved tensors (saved.py)
         "__weakref__",
     )
-
-    def name(self):
-        if self.op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
-            return f"{self.op.name}Backward"
-        return f"{self.op.name.removesuffix('_saving').title().replace('_', '')}Backward"
-
-    @property
-    def next_functions(self):
-        return tuple((n if isinstance(n, Node) else None, 0) for n in self.next)
 
     @property
     def out(self):
@@ -95,9 +90,6 @@ class Node:
             )
         return array
 
-    def __repr__(self):
-        return f"<{self.name()}>"
-
 
 def inputs_as_recorded(node):
     """`node`'s inputs as it recorded them, for backward: freed ones refused; a tensor given a new layout
@@ -107,8 +99,10 @@ def inputs_as_recorded(node):
     if inputs is None:
         raise AutogradError(_freed_message(node))
     epoch = node.epoch
+    if type(epoch) is Packed:  # what it saved went through saved_tensors_hooks: unpacked on each backward
+        return unpack(node)
     if epoch is _FREED:  # it saved nothing: its inputs' metadata stands in for them (see release)
-        node.inputs = inputs = tuple([_stand_in(*meta) for meta in inputs])
+        node.inputs = inputs = tuple([stand_in(*meta) for meta in inputs])
     elif epoch.aliases:
         seen = []
         for t, edge in zip(inputs, node.next):
@@ -142,17 +136,13 @@ def release(node):
     saved = node.saved
     if saved is not None and node.op.kind == "custom":
         node.op.release(saved)
-    elif node.versions or node.out_ref is not None or saved is not None:
+    elif node.versions or node.out_ref is not None or saved is not None or type(node.epoch) is Packed:
         node.inputs = node.saved = node.out_ref = None
+        node.epoch = _FREED  # (a Packed one holds what the pack hook made)
         return
     if node.epoch is not _FREED:
         node.inputs = tuple([(t.array.shape, t.array.dtype, t.device) for t in node.inputs])
         node.epoch = _FREED
-
-
-def _stand_in(shape, dtype, device):
-    """A Tensor of `shape` and `dtype` on `device` holding one element (zero strides): a freed input's metadata."""
-    return Tensor(device.xp.broadcast_to(device.xp.zeros((), dtype), shape), device=device)
 
 
 def _describe(inputs, attrs):
@@ -306,22 +296,14 @@ def _record(op, inputs, attrs, saved, out):
     node.stack = traceback.format_stack()[:-3] if _anomaly["enabled"] else None
     out.grad_fn = node
     out._own_requires_grad = True
+    if _saved_hooks_open[0] and _tracer is None:  # saved_tensors_hooks in force (capture reads the inputs themselves)
+        pack(node, out)
 
 
 def _saved_version(op, inputs, edges, i):
     """The version of saved input `i`, or None where only the gradient of an input that gets none reads
     it (`op.saved_for`): as torch, which then saves nothing, an inference tensor is fine there."""
     return None if read_only_for_unneeded(op, i, edges) else inputs[i]._vc[0]
-
-
-def read_only_for_unneeded(op, i, edges):
-    """Whether saved input `i` is read only for gradients that no input needs: `op.saved_for[i]` names the
-    input (or a tuple of the inputs, as einsum's operands, each read for every other's) whose gradient
-    reads it; custom Functions have no `saved_for`."""
-    j = op.saved_for.get(i) if hasattr(op, "saved_for") else None
-    if j is None:
-        return False
-    return all(k >= len(edges) or edges[k] is None for k in ((j,) if isinstance(j, int) else j))
 
 
 def mark_view(out, base, op, attrs):

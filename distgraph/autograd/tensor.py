@@ -6,6 +6,7 @@ holds only state and the few methods that are not ops.
 """
 
 import copy
+import warnings
 from operator import attrgetter
 
 import numpy as np
@@ -140,6 +141,8 @@ class Tensor:
     # ---- autograd state ---------------------------------------------------------------------
     @property
     def grad(self):
+        if self._grad is None and _grad_fn_slot.__get__(self) is not None and not self.retains_grad:
+            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)  # (a likely mistake)
         return self._grad
 
     @grad.setter
@@ -384,6 +387,12 @@ class Tensor:
 
 
 _LEAF_ONLY = "you can only change requires_grad flags of leaf variables."
+_NON_LEAF_GRAD = (  # torch's words
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad attribute won't be "
+    "populated during autograd.backward(). If you indeed want the .grad field to be populated for a non-leaf Tensor, "
+    "use .retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by mistake, make sure you access the"
+    " leaf Tensor instead. See github.com/pytorch/pytorch/pull/30531 for more information."
+)
 _USE_DETACH = (
     " If you want to use a computed variable in a subgraph that doesn't require differentiation use "
     "var_no_grad = var.detach()."
@@ -478,10 +487,8 @@ def view_root(view):
 TENSOR_TYPES = (Tensor, View)  # the exact types ops' fast paths take unchecked (not Parameter: the general path)
 
 
-non_leaves_detached = [0]  # how many detach_ ever took a tensor out of a graph (the engine looks for a
-# saved one only if some did)
-post_hooks_registered = [0]  # how many post-accumulate hooks were ever registered (the engine skips the
-# early-leaf bookkeeping while there are none)
+non_leaves_detached = [0]  # how many detach_ took a tensor out of a graph (the engine checks saved ones only then)
+post_hooks_registered = [0]  # post-accumulate hooks ever registered (none: the engine skips early-leaf bookkeeping)
 
 
 class _RemovableHandle:
