@@ -164,3 +164,5 @@ from distgraph.nn.transformer import (  # noqa: F401
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+
+functional.grad = grad  # torch.nn.functional.grad is torch.nn.grad (set here: grad imports functional)

@@ -243,6 +243,12 @@ def ntuple(v, n, name, op, least=None):
     return t
 
 
+def window_stride(stride, kernel_size):
+    """A pooling window's stride: the kernel size where none is given, which torch's pooling reads from
+    None and from an empty list or tuple alike (TorchScript-style code passes `stride=[]`)."""
+    return kernel_size if stride is None or (isinstance(stride, list | tuple) and not stride) else stride
+
+
 def _pair(v, name, op):
     return ntuple(v, 2, name, op)
 

@@ -21,7 +21,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops.activation import masked_grad
-from distgraph.ops.conv import _pair, _windows, batch_optional, ntuple
+from distgraph.ops.conv import _pair, _windows, batch_optional, ntuple, window_stride
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
 from distgraph.ops.linalg import _matmul, _matmul_tn, _mm
@@ -259,7 +259,7 @@ def _check_out(input, k, s, p, d, ceil_mode, op):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     _check4(input, "max_pool2d")
     k = _pair(kernel_size, "kernel_size", "max_pool2d")
-    s = _pair(stride if stride is not None else kernel_size, "stride", "max_pool2d")
+    s = _pair(window_stride(stride, kernel_size), "stride", "max_pool2d")
     p, d = _pair(padding, "padding", "max_pool2d"), _pair(dilation, "dilation", "max_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"max_pool2d: padding {p} should be at most half of kernel size {k}")
@@ -280,7 +280,7 @@ def avg_pool2d(
     if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override <= 0):
         raise ShapeError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
     k = _pair(kernel_size, "kernel_size", "avg_pool2d")
-    s = _pair(stride if stride is not None else kernel_size, "stride", "avg_pool2d")
+    s = _pair(window_stride(stride, kernel_size), "stride", "avg_pool2d")
     p = _pair(padding, "padding", "avg_pool2d")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ShapeError(f"avg_pool2d: padding {p} should be at most half of kernel size {k}")
@@ -301,7 +301,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     op = "max_pool1d"
     k, p = _single(kernel_size, "kernel_size", op), _single(padding, "padding", op)
     d = _single(dilation, "dilation", op)
-    s = None if stride is None else (1, _single(stride, "stride", op))
+    s = (1, _single(window_stride(stride, kernel_size), "stride", op))
     out = max_pool2d(input.unsqueeze(2), (1, k), s, (0, p), (1, d), ceil_mode, return_indices)
     return (out[0].squeeze(2), out[1].squeeze(2)) if return_indices else out.squeeze(2)
 
@@ -310,7 +310,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     op = "avg_pool1d"
     k, p = _single(kernel_size, "kernel_size", op), _single(padding, "padding", op)
-    s = None if stride is None else (1, _single(stride, "stride", op))
+    s = (1, _single(window_stride(stride, kernel_size), "stride", op))
     return avg_pool2d(input.unsqueeze(2), (1, k), s, (0, p), ceil_mode, count_include_pad).squeeze(2)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
-from distgraph.ops.conv import batch_optional
+from distgraph.ops.conv import batch_optional, window_stride
 from distgraph.ops.conv3d import tap_slices, triple, windows
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
@@ -169,7 +169,7 @@ def _check5(input, op, floating=False):
 def _window_args(op, input, kernel_size, stride, padding, dilation, ceil_mode):
     """Kernel, stride (default: the kernel), padding and dilation as triples, checked as torch checks them."""
     k = triple(kernel_size, "kernel_size", op)
-    s = triple(stride if stride is not None and stride != [] else kernel_size, "stride", op)
+    s = triple(window_stride(stride, kernel_size), "stride", op)
     p, d = triple(padding, "padding", op), triple(dilation, "dilation", op)
     if any(pi > ki // 2 for pi, ki in zip(p, k)):
         raise ShapeError(f"{op}: padding {p} should be at most half of kernel size {k}")

@@ -116,24 +116,20 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
 
 
 # ---- pooling: no return_indices flag; the _with_indices / adaptive forms return both ---------------------
-def _stride(stride):
-    return None if stride is None or (isinstance(stride, list | tuple) and len(stride) == 0) else stride
-
-
 def max_pool1d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return pool.max_pool1d(input, kernel_size, _stride(stride), padding, dilation, ceil_mode)
+    return pool.max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool2d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return pool.max_pool2d(input, kernel_size, _stride(stride), padding, dilation, ceil_mode)
+    return pool.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool3d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return pool3d.max_pool3d(input, kernel_size, _stride(stride), padding, dilation, ceil_mode)
+    return pool3d.max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool1d_with_indices(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return pool.max_pool1d(input, kernel_size, _stride(stride), padding, dilation, ceil_mode, return_indices=True)
+    return pool.max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
 
 
 def adaptive_max_pool1d(input, output_size):

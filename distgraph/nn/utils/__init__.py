@@ -8,6 +8,7 @@ import sys
 from distgraph.nn import stateless
 from distgraph.nn.utils import fusion, parametrizations, parametrize, prune, rnn  # noqa: F401
 from distgraph.nn.utils.clip_grad import (  # noqa: F401
+    clip_grad_norm,
     clip_grad_norm_,
     clip_grad_value_,
     clip_grads_with_norm_,

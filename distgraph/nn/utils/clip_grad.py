@@ -6,6 +6,7 @@ unconditionally, as torch does, so a step never waits on the GPU.
 """
 
 import math
+import warnings
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
@@ -74,6 +75,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     total = get_total_norm(_grads(parameters), norm_type, error_if_nonfinite)
     clip_grads_with_norm_(parameters, max_norm, total)
     return total
+
+
+def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """torch's deprecated spelling of `clip_grad_norm_` (same in-place clipping), warning as torch's does."""
+    warnings.warn(
+        "`distgraph.nn.utils.clip_grad_norm` is now deprecated in favor of `distgraph.nn.utils.clip_grad_norm_`.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
