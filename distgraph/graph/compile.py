@@ -44,10 +44,12 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.backend import to_device
 from distgraph.errors import ConfigError
 from distgraph.graph.capture import CaptureError, capture, single
+from distgraph.graph.compiled_module import OptimizedModule
 from distgraph.graph.executor import Runner
 from distgraph.graph.guards import ConstantGuards, ModuleState, check_same, perturbed, unpacker
 from distgraph.graph.optimizer_capture import CapturedUpdate
 from distgraph.graph.passes import DEFAULT, optimize
+from distgraph.nn.module import Module
 from distgraph.ops.random_extra import fork_rng
 
 _EAGER = "eager"
@@ -88,6 +90,9 @@ class CompiledFunction:
         self._state = self._module_state.read if has_modules else tuple
         # an inference graph (no loss_fn) cannot give its outputs autograd history: see `_autograd_call`
         self._differentiable, self._warned_autograd, self._trainable = loss_fn is None, False, False
+        self._at_first_call = example_inputs is None  # (captured by `_variant` then, as a first capture)
+        if example_inputs is None:
+            return
         try:
             self._add((_signature(example_inputs), self._state()), list(example_inputs))
         except CaptureError as exc:  # an argument no graph can take: every call runs the original
@@ -331,6 +336,9 @@ class CompiledFunction:
             return None, _EAGER
         if variant is _EAGER or (variant is not None and self._guards[id(variant)].hold()):
             return key, variant
+        if self._at_first_call:  # compiled without example inputs: these are the first, captured quietly
+            self._at_first_call = False
+            return key, self._add(key, list(inputs))
         if not self.variants:
             return None, _EAGER
         if variant is not None:  # its constants changed: captured again, counted against the limit
@@ -402,9 +410,13 @@ class CompiledFunction:
 
 
 def compile(
-    fn_or_module, example_inputs, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, grad_scaler=None
+    fn_or_module, example_inputs=None, *, loss_fn=None, optimizer=None, passes=DEFAULT, check=True, grad_scaler=None
 ):  # noqa: A001
-    """A callable backed by the captured, optimized graph of `fn_or_module(*example_inputs)`.
+    """A callable backed by the captured, optimized graph of `fn_or_module(*example_inputs)`; without
+    `example_inputs`, of the first call's inputs (torch.compile's way: `model = dg.compile(model)`).
+
+    A module compiled without `loss_fn` comes back as a module (`OptimizedModule`, compiled_module.py),
+    as torch.compile's: its parameters, modes and state dict are the original's, its calls compiled.
 
     With `loss_fn`, `example_inputs` is `(*model_inputs, target)` and the graph is the training step:
     forward, loss and backward; calling it returns the loss and accumulates each parameter's `.grad`.
@@ -420,15 +432,18 @@ def compile(
     """
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
-    if not isinstance(example_inputs, tuple | list) or not example_inputs:
+    if example_inputs is not None and (not isinstance(example_inputs, tuple | list) or not example_inputs):
         raise ConfigError(
             f"dg.compile: example_inputs must be a tensor or a non-empty tuple of them (what the function is "
-            f"captured on), got {type(example_inputs).__name__}"
+            f"captured on), or None (captured at the first call), got {type(example_inputs).__name__}"
         )
-    return CompiledFunction(
-        fn_or_module, tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes, check=check,
-        grad_scaler=grad_scaler,
+    compiled = CompiledFunction(
+        fn_or_module, example_inputs and tuple(example_inputs), loss_fn=loss_fn, optimizer=optimizer, passes=passes,
+        check=check, grad_scaler=grad_scaler,
     )  # fmt: skip
+    if loss_fn is None and isinstance(fn_or_module, Module):
+        return OptimizedModule(fn_or_module, compiled)
+    return compiled
 
 
 @contextlib.contextmanager

@@ -188,7 +188,7 @@ def test_in_place_change_of_a_recorded_value_is_detected():
 
 def test_example_inputs_that_are_not_tensors_are_refused_by_name():
     model = nn.Linear(3, 2)
-    for bad in (None, (), 3.0):
+    for bad in ((), 3.0):  # (None: captured at the first call, as torch.compile)
         with pytest.raises(
             dg.errors.ConfigError, match="dg.compile: example_inputs must be a tensor or a non-empty tuple"
         ):
