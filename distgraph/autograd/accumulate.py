@@ -49,17 +49,23 @@ def accumulate(prev, g, create_graph):
     return wrap(prev.array + g.array, g.device)  # 0-d arrays sum to a numpy scalar: `wrap` keeps an ndarray
 
 
-def hand_over(array, owned, share):
+def hand_over(array, owned, share, like=None):
     """Fast mode: the Tensor handed to the user for gradient `array`, as torch's. Each .grad gets its own
     writeable memory: not the caller's seed, nor memory another .grad holds (an op's rule may return a
     view of its gradient, sent on elsewhere too: `owned` also files the arrays owning the memory handed
     out). autograd.grad's results (`share`) that are one gradient are one Tensor (the caller's
     grad_outputs included), so a write into one moves the version autograd checks wherever another was
-    saved. `owned`: id(array) -> the Tensor already handed out around it."""
+    saved. `owned`: id(array) -> the Tensor already handed out around it. `like`: the leaf's array, whose
+    layout a new gradient takes (`in_layout`)."""
     t = owned.get(id(array))
-    if share:
-        if t is not None:
+    if share and t is not None:
+        return t
+    if like is not None:
+        laid = in_layout(array, like)
+        if laid is not array:  # a copy: memory of its own
+            t = owned[id(laid)] = wrap(laid, device_of_array(laid))
             return t
+    if share:
         if not writeable(array):
             array = device_of_array(array).xp.array(array)
         t = owned[id(array)] = wrap(array, device_of_array(array))
@@ -71,6 +77,48 @@ def hand_over(array, owned, share):
     if base is not None:
         owned[id(base)] = t
     return t
+
+
+def in_layout(g, a, copy=False):
+    """Gradient array `g` laid out as torch's AccumulateGrad lays out a new `.grad` of leaf array `a`
+    (its layout contract): with a's strides where a is dense (its elements fill its memory: row-major,
+    channels_last, transposed), else row-major; so `.grad.view(...)` works where the parameter's does,
+    and an optimizer or a bucket meets the parameter's layout. `g` itself where it is laid out so (unless
+    `copy`; one flag read each in the common case, both row-major), else a copy, which also lets go of a
+    larger buffer `g` was a view of (the padded gradient of pad, conv, avg_pool). autograd.grad's
+    results take the input's layout too: torch's rules mostly compute them so (its mm's gradient of a
+    transposed input is transposed), where distgraph's rules often give a view of another layout."""
+    order = _wanted_order(g, a)
+    if order is None:
+        return device_of_array(g).xp.array(g) if copy else g  # (xp.array keeps g's strides: order "K")
+    return (
+        device_of_array(g).xp.ascontiguousarray(g.transpose(order)).transpose([order.index(d) for d in range(g.ndim)])
+    )
+
+
+def _wanted_order(g, a):
+    """None where `g` keeps the layout contract of leaf array `a` (strides equal a's where a is dense,
+    size-1 dims aside; else row-major), else the dims of the layout it must take, slowest first."""
+    if a.flags.c_contiguous:
+        return None if g.flags.c_contiguous else list(range(g.ndim))
+    dims = sorted(range(a.ndim), key=lambda d: -a.strides[d])  # (a sort that keeps ties in order)
+    step = a.itemsize
+    for d in reversed(dims):  # torch's is_non_overlapping_and_dense: no gap, no overlap
+        if a.shape[d] != 1:
+            if a.strides[d] != step:
+                return None if g.flags.c_contiguous else list(range(g.ndim))
+            step *= a.shape[d]
+    keeps = all(n == 1 or s // g.itemsize == t // a.itemsize for n, s, t in zip(a.shape, g.strides, a.strides))
+    return None if keeps else dims
+
+
+def _tensor_in_layout(g, leaf, copy=False):
+    """`in_layout` for a gradient Tensor that may have a history (create_graph): a recorded copy, so
+    the history stays; `g` itself where it is laid out so (unless `copy`: then its clone)."""
+    order = _wanted_order(g.array, leaf.array)
+    if order is None:
+        return g.clone() if copy else g
+    return g.permute(order).contiguous().permute([order.index(d) for d in range(g.ndim)])
 
 
 def call_hooks(hooks, grad, as_array):
@@ -119,7 +167,9 @@ def add_leaf(leaf_grads, leaf, g, create_graph=False):
 def finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
     """Leaf hooks, then the captured gradient (autograd.grad) or `.grad` and the post-accumulate hooks."""
     if fast:
-        g = given = hand_over(g, owned, capture is not None)
+        g = given = hand_over(g, owned, capture is not None, leaf.array)
+    elif capture is not None:
+        g = _tensor_in_layout(g, leaf)
     hooks = getattr(leaf, "_hooks", None)
     if hooks:
         g = call_hooks(hooks, g, False)
@@ -131,11 +181,11 @@ def finish_leaf(leaf, g, owned, fast, create_graph, captured, capture):
     prev = leaf._grad
     if prev is None:
         if create_graph:
-            leaf._grad = g.clone()  # (recorded: its own tensor, still differentiable)
+            leaf._grad = _tensor_in_layout(g, leaf, copy=True)  # (recorded: its own tensor, still differentiable)
         elif fast:
-            leaf._grad = g if g is given else wrap(g.device.xp.array(g.array), g.device)  # (a hook's: copied)
+            leaf._grad = g if g is given else wrap(in_layout(g.array, leaf.array, copy=True), g.device)  # (a hook's)
         else:
-            leaf._grad = g.detach()
+            leaf._grad = _tensor_in_layout(g, leaf).detach()
     elif not create_graph and _adds_in_place(prev, g):
         prev.array += g.array
         prev._vc[0] += 1

@@ -8,6 +8,7 @@ engine's fast mode.
 """
 
 import math
+import warnings
 
 import numpy as np
 
@@ -137,9 +138,7 @@ def _extremum_grad(ctx, g, wins):
     half = div(g, 2)
     tie = cmp.eq(a, b)
     zero = const(0, g)
-    ga = where(tie, half, where(wins(b, a), zero, g))
-    gb = where(tie, half, where(wins(a, b), zero, g))
-    return ga, gb
+    return where(tie, half, where(wins(b, a), zero, g)), where(tie, half, where(wins(a, b), zero, g))
 
 
 _maximum.grad(lambda ctx, g: _extremum_grad(ctx, g, cmp.gt))
@@ -221,9 +220,16 @@ def _is_bool(x):
     return isinstance(x, Tensor) and x.array.dtype == np.bool_
 
 
-def _scaled(input, other, alpha):
+def _scaled(name, input, other, alpha):
     """other·alpha for add/sub's `alpha`: a Python number is scaled in Python (mul needs a Tensor).
-    torch applies alpha in the result's dtype, so with two bool operands it is a bool: other ∧ alpha."""
+    torch applies alpha in the result's dtype, so with two bool operands it is a bool: other ∧ alpha.
+    torch's deprecated `name(alpha, other)` (a Number, then the Tensor) is taken, with torch's warning."""
+    if isinstance(alpha, Tensor):
+        if isinstance(other, Tensor):
+            raise TypeError(f"{name}(): alpha must be a Number, not a Tensor: {name}(input, other, *, alpha=1)")
+        msg = f"This overload of {name} is deprecated:\n\t{name}(Number alpha, Tensor other)\nConsider using one of the"
+        warnings.warn(f"{msg} following signatures instead:\n\t{name}(Tensor other, *, Number alpha = 1)", stacklevel=3)
+        other, alpha = alpha, other
     if alpha == 1:
         return other
     if (type(other) is bool or _is_bool(other)) and (type(input) is bool or _is_bool(input)):
@@ -232,11 +238,11 @@ def _scaled(input, other, alpha):
 
 
 def add(input, other, alpha=1):
-    return _add_fn(input, _scaled(input, other, alpha))
+    return _add_fn(input, _scaled("add", input, other, alpha))
 
 
 def sub(input, other, alpha=1):
-    return _sub_fn(input, other if type(other) is bool or _is_bool(other) else _scaled(input, other, alpha))
+    return _sub_fn(input, other if type(other) is bool or _is_bool(other) else _scaled("sub", input, other, alpha))
 
 
 def div(input, other, rounding_mode=None):
@@ -362,11 +368,7 @@ trunc = _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, float_only=False,
 frac = _unary("frac", lambda xp, x: x - xp.trunc(x), lambda ctx, g: g, save=(), kinds="f")
 
 
-def _round_fwd(xp, x, decimals=0):
-    return xp.round(x, decimals)
-
-
-_round = defop("round", kind=EW, save=())(_round_fwd)
+_round = defop("round", kind=EW, save=())(lambda xp, x, decimals=0: xp.round(x, decimals))
 _round.grad(_zero_grad)
 
 
@@ -439,12 +441,9 @@ def _clamp(xp, x, min=None, max=None):
 def _(ctx, g):
     x = ctx.inputs[0]
     lo, hi = ctx.attrs.get("min"), ctx.attrs.get("max")
-    keep = None
-    if lo is not None:
-        keep = cmp.ge(x, lo)
+    keep = None if lo is None else cmp.ge(x, lo)
     if hi is not None:
-        upper = cmp.le(x, hi)
-        keep = upper if keep is None else cmp.logical_and(keep, upper)
+        keep = cmp.le(x, hi) if keep is None else cmp.logical_and(keep, cmp.le(x, hi))
     return g if keep is None else where(keep, g, const(0, g))  # (torch's where: a NaN g clamped off is 0)
 
 
