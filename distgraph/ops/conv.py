@@ -3,7 +3,8 @@
 Forward is im2col + batched matmuls. The columns are laid out per sample, (N, C·kh·kw, OH·OW):
 gathered from a strided *view* of the padded input, the copy's innermost run is a whole output row
 (contiguous when stride 1); W·cols broadcasts W over the samples and writes straight into a
-contiguous (N, O, OH, OW) output, so nothing downstream meets a transposed layout. Backward is two ops
+contiguous (N, O, OH, OW) output, so nothing downstream meets a transposed layout; torch's channels_last
+(input or weight so: `layout`) is colsᵀ·Wᵀ written as NHWC, and both gradients are laid out so. Backward is two ops
 of its own: `conv2d_input_grad` (Wᵀ·grad, then col2im; at stride 1 the kw taps of each kernel row are
 gathered into the matmul so col2im is kh contiguous row adds) and `conv2d_weight_grad` (per-sample
 cols·gradᵀ summed over the batch). Each of the three is linear in each argument and their derivatives
@@ -19,6 +20,7 @@ import functools
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
 from distgraph.ops.autocast import autocast_op
+from distgraph.ops.channels_last import laid_out, suggests
 from distgraph.ops.regions import pad
 from distgraph.ops.registry import defop
 
@@ -93,13 +95,19 @@ def _chunks(n, bytes_per_sample):
 
 
 @defop("conv2d", kind="matmul", save=(0, 1))
-def _conv2d(xp, x, w, *, stride, padding, dilation, groups):
+def _conv2d(xp, x, w, *, stride, padding, dilation, groups, channels_last=False):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(wd, kw, stride[1], padding[1], dilation[1])
     wg = w.reshape(groups, o // groups, -1)
-    out = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, w))  # contiguous NCHW: no transpose downstream
     win = _sample_windows(xp, x, w.shape, stride, padding, dilation, oh, ow)
+    if channels_last:  # colsᵀ·Wᵀ writes each output pixel's channels together: NHWC memory, no copy after
+        out = xp.empty((n, oh, ow, o), dtype=xp.result_type(x, w))
+        rows = out.reshape(n, oh * ow, groups, o // groups).transpose(0, 2, 1, 3)  # (N, groups, OH·OW, O/g)
+        for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
+            xp.matmul(_sample_columns(xp, win[s], groups).swapaxes(-1, -2), wg.swapaxes(-1, -2), out=rows[s])
+        return out.transpose(0, 3, 1, 2)
+    out = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, w))  # contiguous NCHW: no transpose downstream
     for s in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
         cols = _sample_columns(xp, win[s], groups)
         xp.matmul(wg, cols, out=out[s].reshape(-1, groups, o // groups, oh * ow))  # wg broadcast over samples
@@ -125,7 +133,7 @@ def _sample_rows(g, groups):
 
 
 @defop("conv2d_input_grad", kind="matmul", save=(0, 1))
-def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, groups):
+def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, groups, channels_last=False):
     n, c, h, wd = input_shape
     o, cg, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
@@ -175,11 +183,11 @@ def _conv2d_input_grad(xp, g, w, *, input_shape, stride, padding, dilation, grou
             cols = (wg @ _sample_rows(g[s], groups)).reshape(-1, c, kh, kw, oh, ow)
             _col2im(gx[:, s], cols.transpose(1, 2, 3, 0, 4, 5), stride, dilation)
         gx = gx.transpose(1, 0, 2, 3)
-    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd]
+    return laid_out(xp, gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd], channels_last)
 
 
 @defop("conv2d_weight_grad", kind="matmul", save=(0, 1))
-def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups):
+def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, groups, channels_last=False):
     o, cg, kh, kw = weight_shape
     n, c = x.shape[:2]
     oh, ow = g.shape[2], g.shape[3]
@@ -189,12 +197,13 @@ def _conv2d_weight_grad(xp, x, g, *, weight_shape, stride, padding, dilation, gr
         cols = _sample_columns(xp, win[s], groups)
         # per sample (C/g·kh·kw, O/g) as cols · gradᵀ: OpenBLAS runs this form of the long-K product faster
         gw += (cols @ _sample_rows(g[s], groups).transpose(0, 1, 3, 2)).sum(0)
-    return gw.transpose(0, 2, 1).reshape(o, cg, kh, kw)
+    return laid_out(xp, gw.transpose(0, 2, 1).reshape(o, cg, kh, kw), channels_last)
 
 
 def _attrs(ctx):
+    """The attributes the three ops share; conv2d's `channels_last` (the layout of all three results) with them."""
     a = ctx.attrs
-    return {k: a[k] for k in ("stride", "padding", "dilation", "groups")}
+    return {k: a[k] for k in ("stride", "padding", "dilation", "groups", "channels_last") if k in a}
 
 
 def conv_rules(conv, input_grad, weight_grad):
@@ -262,6 +271,12 @@ def check_bias(op, bias, weight, channels):
         )
 
 
+def layout(input, weight):
+    """torch's convolution layout: channels_last results (output, both gradients) when the input or the weight
+    suggests it (ops/channels_last.py), an attribute of the ops only then, so a row-major graph is as it was."""
+    return {"channels_last": True} if suggests(input.array) or suggests(weight.array) else {}
+
+
 def batch_optional(batched_ndim):
     """Accept torch's unbatched input (one dim fewer than `batched_ndim`) by running a batch of one."""
 
@@ -322,9 +337,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"conv2d: input {tuple(input.shape)} is smaller than the kernel {(kh, kw)} (dilation {dilation}, "
             f"padding {padding}): output would be {(oh, ow)}"
         )
-    out = apply(
-        _conv2d, (input, weight), {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    )
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, **layout(input, weight)}
+    out = apply(_conv2d, (input, weight), attrs)
     if bias is not None:
         check_bias("conv2d", bias, weight, o)
         out = out + bias.reshape(1, o, 1, 1)

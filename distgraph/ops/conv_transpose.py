@@ -12,10 +12,19 @@ break that round trip, so the full, unpadded output is computed and then cropped
 where output_padding exceeds padding) with F.pad.
 """
 
+from distgraph.autograd.formats import channels_last
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
 from distgraph.ops.autocast import autocast_op
-from distgraph.ops.conv import _conv2d_input_grad, _pair, batch_optional, check_bias, check_ranks_and_groups, ntuple
+from distgraph.ops.conv import (
+    _conv2d_input_grad,
+    _pair,
+    batch_optional,
+    check_bias,
+    check_ranks_and_groups,
+    layout,
+    ntuple,
+)
 from distgraph.ops.regions import pad
 
 
@@ -49,13 +58,15 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"conv_transpose2d: input {tuple(input.shape)} with kernel {(kh, kw)}, stride {stride}, padding {padding}, "
             f"dilation {dilation} and output_padding {extra} gives output size {size}, which is too small"
         )
-    attrs = {"stride": stride, "dilation": dilation, "groups": groups}
+    attrs = {"stride": stride, "dilation": dilation, "groups": groups, **layout(input, weight)}
     if all(e < s for e, s in zip(extra, stride)):
         out = apply(_conv2d_input_grad, (input, weight), {**attrs, "padding": padding, "input_shape": (n, cg * groups, *size)})  # fmt: skip
     else:
         full = tuple(_out_size(sz, k, s, 0, d, 0) for sz, k, s, d in zip((h, w), (kh, kw), stride, dilation))
         out = apply(_conv2d_input_grad, (input, weight), {**attrs, "padding": (0, 0), "input_shape": (n, cg * groups, *full)})  # fmt: skip
         out = pad(out, (-padding[1], size[1] + padding[1] - full[1], -padding[0], size[0] + padding[0] - full[0]))
+        if "channels_last" in attrs:  # (pad's result is row-major)
+            out = out.contiguous(memory_format=channels_last)
     if bias is not None:
         check_bias("conv_transpose2d", bias, weight, cg * groups)
         out = out + bias.reshape(1, -1, 1, 1)

@@ -21,6 +21,7 @@ from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops.activation import masked_grad
+from distgraph.ops.channels_last import laid_out, suggests
 from distgraph.ops.conv import _pair, _windows, batch_optional, ntuple, window_stride
 from distgraph.ops.creation import zeros
 from distgraph.ops.indexing import scatter_add
@@ -39,6 +40,12 @@ def tied(grad, input, edge):
     if edge is None or grad is None or not grad_mode.is_grad_enabled() or not input.requires_grad:
         return grad
     return masked_grad(grad, const(True, grad, np.bool_), input)
+
+
+def input_layout(input):
+    """A pooling gradient's layout attribute: channels_last as its forward's input (ops/channels_last.py), given
+    only then, so a row-major graph is as it was."""
+    return {"channels_last": True} if suggests(input.array) else {}
 
 
 def _pool_out(size, k, s, p, d, ceil_mode):
@@ -68,7 +75,7 @@ def _first_max(xp, taps):
     (`val > max || isnan(val)`), so a tie keeps the first maximum and a NaN window the *last* NaN (torch's
     index). Exact for every input (the sign of a tied zero, which NaN), but its masked copies are slow:
     used only when the input has NaN or -0.0."""
-    out = taps[0].copy()
+    out = taps[0].copy(order="K")  # (laid out as the input: channels_last stays so)
     arg = xp.zeros(out.shape, dtype=xp.int64)
     for t, tap in enumerate(taps[1:], 1):
         take = (tap > out) | (tap != tap)
@@ -86,7 +93,7 @@ def _max_and_arg(xp, taps, padded):
     """The maximum as a chain of elementwise maxima (vectorized), then the first tap equal to it as
     the count of leading taps that differ: a few full-speed passes instead of masked copies. Equal
     values are bit-identical except ±0, and NaN equals nothing: inputs with either go to `_first_max`."""
-    m = taps[0].copy()  # a copy, not a view of the input, even for a 1x1 kernel
+    m = taps[0].copy(order="K")  # a copy, not a view of the input, even for a 1x1 kernel; laid out as the input
     for tap in taps[1:]:
         xp.maximum(m, tap, out=m)
     if m.dtype.kind == "f" and (bool(xp.isnan(m).any()) or _has_negative_zero(xp, padded)):
@@ -120,7 +127,7 @@ def _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode):
 @defop("max_pool2d", kind="other", save=(), saves_extra=True)
 def _max_pool2d(xp, x, *, kernel, stride, padding, dilation, ceil_mode):
     out, arg, padded_shape = _max_windows(xp, x, kernel, stride, padding, dilation, ceil_mode)
-    return out, (arg, padded_shape)
+    return laid_out(xp, out, suggests(x)), (arg, padded_shape)
 
 
 def _flat_indices(xp, arg, width, kernel, stride, padding, dilation):
@@ -136,8 +143,8 @@ def _(ctx, g):
     arg, padded_shape = ctx.saved
     a = ctx.attrs
     attrs = {k: a[k] for k in ("kernel", "stride", "padding", "dilation")}
-    gx = apply(_pool_scatter, (g, Tensor(arg, device=g.device)), {**attrs, "padded_shape": padded_shape,
-                                                                   "input_shape": tuple(ctx.inputs[0].shape)})  # fmt: skip
+    attrs.update(padded_shape=padded_shape, input_shape=tuple(ctx.inputs[0].shape), **input_layout(ctx.inputs[0]))
+    gx = apply(_pool_scatter, (g, Tensor(arg, device=g.device)), attrs)
     return tied(gx, ctx.inputs[0], ctx.next[0])
 
 
@@ -147,7 +154,7 @@ def _tap_slices(i, j, kw, s, d, oh, ow):
 
 
 @defop("max_pool2d_scatter", kind="other", save=(1,))
-def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape):
+def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape, channels_last=False):
     kh, kw = kernel
     oh, ow = g.shape[2], g.shape[3]
     gx = xp.zeros(padded_shape, dtype=g.dtype)
@@ -163,18 +170,18 @@ def _pool_scatter(xp, g, arg, *, kernel, stride, padding, dilation, padded_shape
     if disjoint:
         gx += 0  # torch accumulates into zeros: a -0.0 gradient arrives as 0 + (-0.0) = +0.0
     h, w = input_shape[2], input_shape[3]
-    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
+    return laid_out(xp, gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w], channels_last)
 
 
 @defop("max_pool2d_gather", kind="other", save=(1,))
-def _pool_gather(xp, gx, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape):
+def _pool_gather(xp, gx, arg, *, kernel, stride, padding, dilation, padded_shape, input_shape, channels_last=False):
     kh, kw = kernel
     n, c = gx.shape[:2]
     oh, ow = arg.shape[2], arg.shape[3]
     pad = xp.zeros(padded_shape, dtype=gx.dtype)
     pad[:, :, padding[0] : padding[0] + input_shape[2], padding[1] : padding[1] + input_shape[3]] = gx
     win = _windows(xp, pad, kh, kw, stride, dilation, oh, ow).reshape(n, c, oh, ow, kh * kw)
-    return xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    return laid_out(xp, xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0], channels_last)
 
 
 _pool_scatter.grad(lambda ctx, gg: (apply(_pool_gather, (gg, ctx.inputs[1]), ctx.attrs), None))
@@ -209,11 +216,13 @@ def _avg_pool2d(xp, x, *, kernel, stride, padding, ceil_mode, count_include_pad,
     xpad = _padded(xp, x, kh, kw, stride, padding, (1, 1), oh, ow, 0)
     win = _windows(xp, xpad, kh, kw, stride, (1, 1), oh, ow)
     div = _divisor(xp, x.shape, kernel, stride, padding, oh, ow, count_include_pad, x.dtype, divisor)
-    return win.sum(axis=(-2, -1)) / div
+    return laid_out(xp, win.sum(axis=(-2, -1)) / div, suggests(x))  # (a padded input's windows are row-major)
 
 
 @defop("avg_pool2d_backward", kind="other", save=())
-def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_include_pad, input_shape, divisor=None):
+def _avg_pool2d_backward(
+    xp, g, *, kernel, stride, padding, ceil_mode, count_include_pad, input_shape, divisor=None, channels_last=False
+):
     kh, kw = kernel
     oh, ow = g.shape[2], g.shape[3]
     div = _divisor(xp, input_shape, kernel, stride, padding, oh, ow, count_include_pad, g.dtype, divisor)
@@ -226,18 +235,19 @@ def _avg_pool2d_backward(xp, g, *, kernel, stride, padding, ceil_mode, count_inc
         for j in range(kw):
             rows, cols = _tap_slices(i, j, kw, stride, (1, 1), oh, ow)
             gx[:, :, rows, cols] += share
-    return gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
+    return laid_out(xp, gx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w], channels_last)
 
 
 @_avg_pool2d.grad
 def _(ctx, g):
-    gx = apply(_avg_pool2d_backward, (g,), {**ctx.attrs, "input_shape": tuple(ctx.inputs[0].shape)})
+    x = ctx.inputs[0]
+    gx = apply(_avg_pool2d_backward, (g,), {**ctx.attrs, "input_shape": tuple(x.shape), **input_layout(x)})
     return tied(gx, ctx.inputs[0], ctx.next[0])
 
 
 @_avg_pool2d_backward.grad
 def _(ctx, gg):
-    attrs = {k: v for k, v in ctx.attrs.items() if k != "input_shape"}
+    attrs = {k: v for k, v in ctx.attrs.items() if k not in ("input_shape", "channels_last")}
     return apply(_avg_pool2d, (gg,), attrs)
 
 
@@ -269,7 +279,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         return out
     xp = input.device.xp
     _, arg, _ = _max_windows(xp, input.array, k, s, p, d, ceil_mode)
-    return out, Tensor(_flat_indices(xp, arg, input.shape[3], k, s, p, d), device=input.device)
+    indices = laid_out(xp, _flat_indices(xp, arg, input.shape[3], k, s, p, d), suggests(input.array))
+    return out, Tensor(indices, device=input.device)
 
 
 @batch_optional(4)

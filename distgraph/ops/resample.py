@@ -22,8 +22,10 @@ import math
 
 import numpy as np
 
+from distgraph.autograd.formats import channels_last, channels_last_3d
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
+from distgraph.ops.channels_last import suggests
 from distgraph.ops.indexing import index_select
 
 _MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
@@ -197,6 +199,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     out = input
     for dim in reversed(range(2, input.ndim)):
         out = _resample_dim(out, dim, sizes[dim - 2], scales[dim - 2], mode, bool(align_corners), bool(antialias))
+    if suggests(input.array):  # torch's result keeps a channels_last input's layout (ops/channels_last.py)
+        out = out.contiguous(memory_format=channels_last if input.ndim == 4 else channels_last_3d)
     return out
 
 
