@@ -460,40 +460,4 @@ __version__ = "0.1.0"
 # collection) loses the filter when that block ends; backward runs under one errstate anyway (engine.py).
 _warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"distgraph\.")
 
-_LAZY = {
-    "nn": "distgraph.nn",
-    "optim": "distgraph.optim",
-    "graph": "distgraph.graph",
-    "distributed": "distgraph.distributed",
-    "io": "distgraph.io",
-    "linalg": "distgraph.linalg",
-    "special": "distgraph.special",
-    "distributions": "distgraph.distributions",
-    "utils": "distgraph.utils",
-    "testing": "distgraph.testing",
-    "data": "distgraph.data",
-    "func": "distgraph.func",
-    "amp": "distgraph.amp",
-    "backends": "distgraph.backends",
-}
-_LAZY_ATTRS = {
-    "save": ("distgraph.io", "save"),
-    "load": ("distgraph.io", "load"),
-    "compile": ("distgraph.graph.compile", "compile"),
-    "Trainer": ("distgraph.trainer", "Trainer"),
-    "vmap": ("distgraph.func.batching", "vmap"),
-}
-
-
-def __getattr__(name):
-    import importlib
-
-    if name in _LAZY:
-        return importlib.import_module(_LAZY[name])
-    if name in _LAZY_ATTRS:
-        mod, attr = _LAZY_ATTRS[name]
-        return getattr(importlib.import_module(mod), attr)
-    forms = importlib.import_module("distgraph.nn.functional.torch_forms")  # torch.dropout, torch.kl_div, ...
-    if name in forms.__all__:
-        return getattr(forms, name)
-    raise AttributeError(f"module 'distgraph' has no attribute {name!r}")
+from distgraph.lazy_attrs import __getattr__  # noqa: E402,F401  (nn, optim, save, ...: imported on first use)

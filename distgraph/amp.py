@@ -17,11 +17,13 @@ forward and backward under autocast.
 
 import functools
 import math
+import warnings
 
 import numpy as np
 
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
+from distgraph.dtypes import float16
 from distgraph.errors import ConfigError, DistgraphError
 from distgraph.ops.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 
@@ -296,3 +298,34 @@ def custom_bwd(bwd=None, *, device_type):
             return bwd(ctx, *args, **kwargs)
 
     return decorate_bwd
+
+
+def deprecated_spellings(device_type):
+    """torch.<device_type>.amp's deprecated `GradScaler(init_scale, ...)` and `autocast(enabled, dtype,
+    cache_enabled)` (cuda_amp.py, cpu.py): each warns with torch's FutureWarning naming its replacement."""
+    module = f"distgraph.{device_type}.amp"
+
+    class DeprecatedGradScaler(GradScaler):
+        def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+                     enabled=True):  # fmt: skip
+            warnings.warn(
+                f"`torch.{device_type}.amp.GradScaler(args...)` is deprecated. Please use "
+                f"`torch.amp.GradScaler('{device_type}', args...)` instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            super().__init__(device_type, init_scale, growth_factor, backoff_factor, growth_interval, enabled)
+
+    def deprecated_autocast(enabled=True, dtype=float16, cache_enabled=True):
+        warnings.warn(
+            f"`torch.{device_type}.amp.autocast(args...)` is deprecated. Please use "
+            f"`torch.amp.autocast('{device_type}', args...)` instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+    for obj, name in ((DeprecatedGradScaler, "GradScaler"), (deprecated_autocast, "autocast")):
+        obj.__name__ = obj.__qualname__ = name
+        obj.__module__ = module
+    return DeprecatedGradScaler, deprecated_autocast

@@ -14,6 +14,11 @@ class ShapeError(DistgraphError, ValueError):
     """Operand shapes or a dimension argument do not fit the op."""
 
 
+class SizeMismatchError(ShapeError, AssertionError):
+    """Tensors that must share a size do not: torch asserts it (TensorDataset), so `except AssertionError`
+    catches it too."""
+
+
 class DTypeError(DistgraphError, TypeError):
     """An operand's dtype is not supported by the op, or two dtypes cannot be combined."""
 
@@ -58,6 +63,11 @@ class MissingFileError(FileFormatError, FileNotFoundError):
 
 class ConfigError(DistgraphError, ValueError):
     """A configuration key, value or file is wrong (names the key or file)."""
+
+
+class SampleCountError(ConfigError, RuntimeError):
+    """More samples asked of a draw without replacement than there are: torch raises RuntimeError there
+    (WeightedRandomSampler), so `except RuntimeError` catches it too."""
 
 
 class DistributedError(DistgraphError, RuntimeError):

@@ -20,12 +20,13 @@ LAYERS = {
     **dict.fromkeys(("backend", "errors", "dtypes", "_config", "host_memory"), 0),
     # cuda: backend's device queries, and the GPU generator that ops/creation.py keeps
     **dict.fromkeys(("ops", "autograd", "tensor", "functional", "linalg", "special", "testing", "cuda", "backends"), 1),
+    "accelerator": 1,  # torch.accelerator over cuda's queries
     **dict.fromkeys(("nn", "optim", "io", "serialization", "data", "utils", "func", "distributions", "datasets"), 2),
-    **dict.fromkeys(("graph", "amp", "cuda_amp"), 3),
+    **dict.fromkeys(("graph", "amp", "cuda_amp", "cpu"), 3),
     "distributed": 4,
     **dict.fromkeys(("trainer", "trainer_data", "trainer_options", "trainer_plan", "trainer_schedule"), 5),
     **dict.fromkeys(("history", "config"), 5),
-    **dict.fromkeys(("bench", "cli", "cli_graph", "cli_run", "cli_train", "__main__", "__init__"), 6),
+    **dict.fromkeys(("bench", "cli", "cli_graph", "cli_run", "cli_train", "__main__", "__init__", "lazy_attrs"), 6),
 }
 RAY_ALLOWED = ("distributed", "bench", "cli")  # DESIGN.md: only distributed/ imports ray (entry points may)
 

@@ -14,6 +14,10 @@ from distgraph.backend import on
 from distgraph.errors import AutogradError
 
 
+class GradcheckError(AutogradError):
+    """What a failed gradcheck / gradgradcheck raises (raise_exception=True): torch's name, a RuntimeError."""
+
+
 def _outputs(fn, inputs):
     out = fn(*inputs)
     return list(out) if isinstance(out, tuple | list) else [out]
@@ -95,14 +99,14 @@ def gradcheck(
             if not raise_exception:
                 return False
             err = np.max(np.abs(a - n)) if n.shape == a.shape else "shape mismatch"
-            raise AutogradError(
+            raise GradcheckError(
                 f"Jacobian mismatch for differentiable input {i}: max abs diff {err}\nnumerical:\n{n}\nanalytical:\n{a}"
             )
     for a, again in zip(analytical, analytical_jacobian(fn, inputs)):
         if a.size and np.max(np.abs(a - again)) > nondet_tol:
             if not raise_exception:
                 return False
-            raise AutogradError(
+            raise GradcheckError(
                 "Backward is not reentrant, i.e., running backward with same input and grad_output multiple times "
                 "gives different values, although analytical gradient matches numerical gradient. The tolerance "
                 f"for nondeterminism was {nondet_tol}."

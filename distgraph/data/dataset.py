@@ -18,7 +18,7 @@ import numpy as np
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.data.sampler import as_generator, stream_of
-from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, ShapeError
+from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, ShapeError, SizeMismatchError
 
 
 class Dataset:
@@ -81,7 +81,7 @@ class TensorDataset(Dataset):
             )
         sizes = [t.shape[0] for t in tensors]
         if len(set(sizes)) != 1:
-            raise ShapeError(f"TensorDataset: size mismatch between tensors, first dims {sizes}")
+            raise SizeMismatchError(f"TensorDataset: size mismatch between tensors, first dims {sizes}")
         self.tensors = tensors
 
     def __getitem__(self, index):

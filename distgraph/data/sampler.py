@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 
 from distgraph.backend import CPU, to_host
-from distgraph.errors import ConfigError, DTypeError
+from distgraph.errors import ConfigError, DTypeError, SampleCountError
 from distgraph.ops.rng import Generator, default_generator
 from distgraph.ops.rng import generator as _global_generator
 
@@ -142,7 +142,7 @@ class WeightedRandomSampler(Sampler):
         if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
             raise ConfigError("WeightedRandomSampler: weights must be finite, non-negative and not all zero")
         if not replacement and num_samples > len(w):
-            raise ConfigError(
+            raise SampleCountError(
                 f"WeightedRandomSampler: cannot draw num_samples={num_samples} without replacement from "
                 f"{len(w)} weights"
             )

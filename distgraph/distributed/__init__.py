@@ -38,6 +38,8 @@ find_unused_parameters, gradient_as_bucket_view, static_graph, broadcast_buffers
 
 import importlib
 
+from distgraph.nn import parallel as _nn_parallel
+
 _SUBMODULES = (
     "algorithms",
     "allreduce",
@@ -146,3 +148,14 @@ def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"distgraph.distributed.{name}")
     raise AttributeError(f"module 'distgraph.distributed' has no attribute {name!r}")
+
+
+def _nn_parallel_getattr(name):
+    """dg.nn.parallel.DistributedDataParallel, torch's path: nn is a lower layer that may not import this one,
+    so importing distgraph.distributed attaches it (imported on first use: ddp.py imports ray)."""
+    if name == "DistributedDataParallel":
+        return __getattr__(name)
+    raise AttributeError(f"module 'distgraph.nn.parallel' has no attribute {name!r}")
+
+
+_nn_parallel.__getattr__ = _nn_parallel_getattr

@@ -1,6 +1,12 @@
-"""distgraph.nn: modules, layers, losses, functional forms and initializers, with torch's names."""
+"""distgraph.nn: modules, layers, losses, functional forms and initializers, with torch's names.
 
-from distgraph.nn import functional, grad, init, utils  # noqa: F401
+`nn.parallel` is torch's path to data_parallel.py (DataParallel, data_parallel); distgraph.distributed
+attaches DistributedDataParallel to it when imported (a higher layer, which nn may not import)."""
+
+import sys
+
+from distgraph.nn import data_parallel as parallel
+from distgraph.nn import functional, grad, init, modules, utils  # noqa: F401
 from distgraph.nn.activation import (  # noqa: F401
     CELU,
     ELU,
@@ -166,3 +172,4 @@ from distgraph.nn.transformer import (  # noqa: F401
 )
 
 functional.grad = grad  # torch.nn.functional.grad is torch.nn.grad (set here: grad imports functional)
+sys.modules[f"{__name__}.parallel"] = parallel

@@ -64,3 +64,10 @@ class DataParallel(Module):
                     f"(device_ids[0]) but found one of them on device: {t.device}"
                 )
         return self.module(*_to(inputs, self.src_device_obj), **_to(kwargs, self.src_device_obj))
+
+
+def data_parallel(module, inputs, device_ids=None, output_device=None, dim=0, module_kwargs=None):
+    """torch.nn.parallel.data_parallel: one DataParallel call of `module` on `inputs` (a tuple, or one input).
+    Without a GPU the module is called as it is, as DataParallel does (torch's function raises there)."""
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    return DataParallel(module, device_ids, output_device, dim)(*inputs, **(module_kwargs or {}))

@@ -16,6 +16,7 @@ from distgraph.nn.functional.activation import softmax
 from distgraph.nn.functional.activation_extra import rrelu
 from distgraph.nn.functional.embedding_bag import embedding_bag
 from distgraph.nn.functional.layers import cosine_similarity
+from distgraph.nn.loss import _Loss, _WeightedLoss
 from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
 from distgraph.ops.creation import empty
@@ -37,18 +38,6 @@ class CosineSimilarity(Module):
 
     def forward(self, x1, x2):
         return cosine_similarity(x1, x2, self.dim, self.eps)
-
-
-class _Loss(Module):
-    def __init__(self, size_average=None, reduce=None, reduction="mean"):
-        super().__init__()
-        self.reduction = X.legacy_reduction(size_average, reduce, reduction)
-
-
-class _WeightedLoss(_Loss):
-    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(size_average, reduce, reduction)
-        self.register_buffer("weight", weight)
 
 
 class HingeEmbeddingLoss(_Loss):
@@ -164,7 +153,7 @@ class ChannelShuffle(Module):
         return f"groups={self.groups}"
 
 
-class _LPPool(Module):
+class _LPPoolNd(Module):
     _fn = None
 
     def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
@@ -181,15 +170,15 @@ class _LPPool(Module):
         )
 
 
-class LPPool1d(_LPPool):
+class LPPool1d(_LPPoolNd):
     _fn = staticmethod(P.lp_pool1d)
 
 
-class LPPool2d(_LPPool):
+class LPPool2d(_LPPoolNd):
     _fn = staticmethod(P.lp_pool2d)
 
 
-class _MaxUnpool(Module):
+class _MaxUnpoolNd(Module):
     """kernel_size, stride (default: the kernel) and padding stored as tuples, as torch's reprs show them."""
 
     _dims, _fn = 1, None
@@ -208,11 +197,11 @@ class _MaxUnpool(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class MaxUnpool1d(_MaxUnpool):
+class MaxUnpool1d(_MaxUnpoolNd):
     _dims, _fn = 1, staticmethod(P.max_unpool1d)
 
 
-class MaxUnpool2d(_MaxUnpool):
+class MaxUnpool2d(_MaxUnpoolNd):
     _dims, _fn = 2, staticmethod(P.max_unpool2d)
 
 

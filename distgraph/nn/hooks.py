@@ -1,6 +1,8 @@
 """Module hooks: removal handles, the hooked call path, and torch's full backward hooks.
 
-`Module.__call__` comes here only when a hook is registered, so a plain call pays nothing.
+`Module.__call__` comes here only when a hook is registered, so a plain call pays nothing. torch's global
+hooks (`register_module_forward_hook`, ...: nn.modules.module's names) run for every module call, before
+the module's own; every registered one's id is in `global_hook_ids`, the one set `__call__` checks for them.
 
 Full backward hooks follow torch's `BackwardHook`: the module's positional Tensor arguments and its
 Tensor outputs (a Tensor or a tuple of them, namedtuples included) each pass through one identity
@@ -13,6 +15,7 @@ module that returns anything else (a dict) gets a warning and no backward hook c
 """
 
 import warnings
+from collections import OrderedDict
 
 from distgraph.autograd import grad_mode
 from distgraph.autograd.custom import Function
@@ -55,6 +58,55 @@ def add_hook(hooks, kw_ids, hook, prepend, with_kwargs=False, always_ids=None):
     return handle
 
 
+global_hook_ids = set()
+_global_forward_pre_hooks = OrderedDict()
+_global_forward_hooks = OrderedDict()
+_global_forward_hooks_with_kwargs = set()
+_global_forward_hooks_always_called = set()
+_global_backward_pre_hooks = OrderedDict()
+_global_backward_hooks = OrderedDict()
+
+
+def _add_global(hooks, hook, *id_sets):
+    handle = RemovableHandle(hooks, global_hook_ids, *id_sets)
+    hooks[handle.id] = hook
+    for ids in (global_hook_ids, *id_sets):
+        ids.add(handle.id)
+    return handle
+
+
+def register_module_forward_pre_hook(hook):
+    """A forward pre-hook (Module.register_forward_pre_hook's) that runs for every module, before its own."""
+    return _add_global(_global_forward_pre_hooks, hook)
+
+
+def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
+    """A forward hook (Module.register_forward_hook's) that runs for every module, before its own."""
+    id_sets = [_global_forward_hooks_with_kwargs] if with_kwargs else []
+    id_sets += [_global_forward_hooks_always_called] if always_call else []
+    return _add_global(_global_forward_hooks, hook, *id_sets)
+
+
+def register_module_full_backward_pre_hook(hook):
+    """A full backward pre-hook that runs for every module called after it is registered, before its own."""
+    return _add_global(_global_backward_pre_hooks, hook)
+
+
+def register_module_full_backward_hook(hook):
+    """A full backward hook that runs for every module called after it is registered, before its own."""
+    return _add_global(_global_backward_hooks, hook)
+
+
+def _forward_hooks(module):
+    """(id, hook, with_kwargs, always_call) of the forward hooks of a call: the global ones first."""
+    kw, always = module._forward_hooks_with_kwargs, module._forward_hooks_always_called
+    return [
+        (hid, hook, hid in kw or hid in _global_forward_hooks_with_kwargs,
+         hid in always or hid in _global_forward_hooks_always_called)
+        for hid, hook in (*_global_forward_hooks.items(), *module._forward_hooks.items())
+    ]  # fmt: skip
+
+
 def call_with_hooks(module, args, kwargs):
     """Module.__call__ when any hook is registered: forward pre-hooks, backward-hook wrapping of the
     inputs, forward, forward hooks, backward-hook wrapping of the outputs (torch's order). When any of it
@@ -65,12 +117,10 @@ def call_with_hooks(module, args, kwargs):
     try:
         return _call(module, state)
     except Exception:
-        always = module._forward_hooks_always_called
-        for hid, hook in list(module._forward_hooks.items()):
-            if hid not in always or hid in state["called"]:
+        for hid, hook, with_kwargs, always in _forward_hooks(module):
+            if not always or hid in state["called"]:
                 continue
             try:
-                with_kwargs = hid in module._forward_hooks_with_kwargs
                 a, kw, out = state["args"], state["kwargs"], state["out"]
                 res = hook(module, a, kw, out) if with_kwargs else hook(module, a, out)
                 state["out"] = state["out"] if res is None else res
@@ -85,7 +135,7 @@ def call_with_hooks(module, args, kwargs):
 
 def _call(module, state):
     args, kwargs = state["args"], state["kwargs"]
-    for hid, hook in list(module._forward_pre_hooks.items()):
+    for hid, hook in (*_global_forward_pre_hooks.items(), *module._forward_pre_hooks.items()):
         if hid in module._forward_pre_hooks_with_kwargs:
             res = hook(module, args, kwargs)
             if res is not None:
@@ -100,13 +150,15 @@ def _call(module, state):
                 args = res if isinstance(res, tuple) else (res,)
         state["args"], state["kwargs"] = args, kwargs
     bw = None
-    if module._backward_hooks or module._backward_pre_hooks:
-        bw = BackwardHook(module, list(module._backward_hooks.values()), list(module._backward_pre_hooks.values()))
+    hooks = [*_global_backward_hooks.values(), *module._backward_hooks.values()]
+    pre_hooks = [*_global_backward_pre_hooks.values(), *module._backward_pre_hooks.values()]
+    if hooks or pre_hooks:
+        bw = BackwardHook(module, hooks, pre_hooks)
         args = bw.setup_input_hook(args)
     out = state["out"] = module.forward(*args, **kwargs)
-    for hid, hook in list(module._forward_hooks.items()):
+    for hid, hook, with_kwargs, _ in _forward_hooks(module):
         state["called"].add(hid)
-        res = hook(module, args, kwargs, out) if hid in module._forward_hooks_with_kwargs else hook(module, args, out)
+        res = hook(module, args, kwargs, out) if with_kwargs else hook(module, args, out)
         if res is not None:
             out = state["out"] = res
     if bw is not None:

@@ -1,6 +1,6 @@
 """InstanceNorm1d/2d/3d, LocalResponseNorm and CrossMapLRN2d, with torch's arguments, state and reprs.
 
-InstanceNorm keeps _BatchNorm's state (weight, bias, running_mean, running_var, num_batches_tracked,
+InstanceNorm keeps _NormBase's state (weight, bias, running_mean, running_var, num_batches_tracked,
 each only when switched on) and repr, with torch's other defaults: affine=False and
 track_running_stats=False. Unlike batch norm it never counts batches, and it takes unbatched input.
 """
@@ -12,12 +12,12 @@ import numpy as np
 from distgraph.errors import ShapeError
 from distgraph.nn.functional.norms import instance_norm, local_response_norm
 from distgraph.nn.module import Module
-from distgraph.nn.normalization import _BatchNorm
+from distgraph.nn.normalization import _NormBase
 from distgraph.ops.creation import as_tensor
 from distgraph.ops.linalg import einsum
 
 
-class _InstanceNorm(_BatchNorm):
+class _InstanceNorm(_NormBase):
     _unbatched_dims = 2
 
     def __init__(

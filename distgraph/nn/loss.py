@@ -3,7 +3,8 @@
 Class weights (`weight`, `pos_weight`) are registered as buffers, as in torch, so they follow the
 module through `.to(device)` and appear in its state_dict. Constructors take torch's signatures,
 the deprecated `size_average` / `reduce` pair included: it is folded into `reduction` at construction,
-with torch's warning. `_Loss` takes them after `reduction`, keyword only (CTCLoss passes `reduction` first).
+with torch's warning. `_Loss` and `_WeightedLoss` are torch's bases, taking torch's arguments: every loss
+module (extra_layers.py, ctc.py) derives from them, so `isinstance(m, nn.modules.loss._Loss)` answers as torch.
 """
 
 import math
@@ -17,24 +18,15 @@ from distgraph.nn.module import Module
 
 
 class _Loss(Module):
-    def __init__(self, reduction="mean", *, size_average=None, reduce=None):
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        if size_average is not None or reduce is not None:
-            reduction = legacy_reduction(size_average, reduce, reduction)
-        self.reduction = reduction
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
 
 
 class _WeightedLoss(_Loss):
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
-
-
-class _PlainLoss(_Loss):
-    """A loss whose constructor is torch's (size_average=None, reduce=None, reduction='mean')."""
-
-    def __init__(self, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -70,19 +62,19 @@ class NLLLoss2d(NLLLoss):
         super().__init__(weight, size_average, ignore_index, reduce, reduction)
 
 
-class MSELoss(_PlainLoss):
+class MSELoss(_Loss):
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class L1Loss(_PlainLoss):
+class L1Loss(_Loss):
     def forward(self, input, target):
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
 class SmoothL1Loss(_Loss):
     def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
+        super().__init__(size_average, reduce, reduction)
         self.beta = beta
 
     def forward(self, input, target):
@@ -91,7 +83,7 @@ class SmoothL1Loss(_Loss):
 
 class HuberLoss(_Loss):
     def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         self.delta = delta
 
     def forward(self, input, target):
@@ -103,9 +95,10 @@ class BCELoss(_WeightedLoss):
         return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
-class BCEWithLogitsLoss(_WeightedLoss):
+class BCEWithLogitsLoss(_Loss):
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
-        super().__init__(weight, size_average, reduce, reduction)
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input, target):
@@ -115,21 +108,21 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
 class KLDivLoss(_Loss):
     def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
+        super().__init__(size_average, reduce, reduction)
         self.log_target = log_target
 
     def forward(self, input, target):
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
-class SoftMarginLoss(_PlainLoss):
+class SoftMarginLoss(_Loss):
     def forward(self, input, target):
         return F.soft_margin_loss(input, target, reduction=self.reduction)
 
 
 class MarginRankingLoss(_Loss):
     def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
+        super().__init__(size_average, reduce, reduction)
         self.margin = margin
 
     def forward(self, input1, input2, target):
@@ -138,7 +131,7 @@ class MarginRankingLoss(_Loss):
 
 class PoissonNLLLoss(_Loss):
     def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average=size_average, reduce=reduce)
+        super().__init__(size_average, reduce, reduction)
         self.log_input, self.full, self.eps = log_input, full, eps
 
     def forward(self, log_input, target):
@@ -147,7 +140,7 @@ class PoissonNLLLoss(_Loss):
 
 class GaussianNLLLoss(_Loss):
     def __init__(self, full=False, eps=1e-6, reduction="mean"):
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         self.full, self.eps = full, eps
 
     def forward(self, input, target, var):

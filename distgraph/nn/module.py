@@ -13,7 +13,16 @@ from distgraph import dtypes
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError
-from distgraph.nn.hooks import RemovableHandle, add_hook, call_with_hooks
+from distgraph.nn.hooks import (  # noqa: F401  (register_module_*: torch's nn.modules.module names)
+    RemovableHandle,
+    add_hook,
+    call_with_hooks,
+    global_hook_ids,
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+    register_module_full_backward_hook,
+    register_module_full_backward_pre_hook,
+)
 from distgraph.nn.module_state import ModuleState, StateDictError  # noqa: F401  (StateDictError: nn's public name)
 from distgraph.nn.parameter import Buffer, Parameter
 from distgraph.ops.creation import empty_like
@@ -386,7 +395,13 @@ class Module(ModuleState):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
+        if (
+            self._forward_pre_hooks
+            or self._forward_hooks
+            or self._backward_hooks
+            or self._backward_pre_hooks
+            or global_hook_ids
+        ):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 

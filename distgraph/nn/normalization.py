@@ -85,8 +85,10 @@ class GroupNorm(Module):
         )
 
 
-class _BatchNorm(Module):
-    _expected_dims = (2, 3)
+class _NormBase(Module):
+    """The state batch and instance norm share, as torch's _NormBase: affine weight and bias, running
+    statistics and the batch count, their resets, loading and repr. Instance norm is not a _BatchNorm."""
+
     _version = 2  # version 2 added num_batches_tracked (torch 0.4.1)
     _optional_state = ("num_batches_tracked",)  # for FSDP's flat loader, which reads no versions
 
@@ -134,6 +136,16 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         _reset_affine(self)
 
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
+    _expected_dims = (2, 3)
+
     def forward(self, input):
         self._check_input(input)
         return F.batch_norm(
@@ -169,12 +181,6 @@ class _BatchNorm(Module):
             if momentum is None:  # cumulative moving average, as torch
                 momentum = 1.0 / int(self.num_batches_tracked.array)
         return 0.0 if momentum is None else momentum
-
-    def extra_repr(self):
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
 
 
 class BatchNorm1d(_BatchNorm):

@@ -1,43 +1,43 @@
 """3-d pooling modules: MaxPool3d, AvgPool3d, AdaptiveAvgPool3d, AdaptiveMaxPool3d, LPPool3d, MaxUnpool3d,
 FractionalMaxPool3d.
 
-Each keeps its 2-d counterpart's constructor, attributes and repr (torch's) and calls the 3-d
+Each keeps its base's constructor, attributes and repr (torch's) and calls the 3-d
 functional form.
 """
 
-from distgraph.nn.extra_layers import _LPPool, _MaxUnpool
+from distgraph.nn.extra_layers import _LPPoolNd, _MaxUnpoolNd
 from distgraph.nn.functional import extra3d, fractional
-from distgraph.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, FractionalMaxPool2d, MaxPool2d
+from distgraph.nn.pooling import FractionalMaxPool2d, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
 from distgraph.ops import pool3d
 
 
-class MaxPool3d(MaxPool2d):
+class MaxPool3d(_MaxPoolNd):
     def forward(self, input):
         return pool3d.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                                  self.return_indices)  # fmt: skip
 
 
-class AvgPool3d(AvgPool2d):
+class AvgPool3d(_AvgPoolNd):
     def forward(self, input):
         return pool3d.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                  self.count_include_pad, self.divisor_override)  # fmt: skip
 
 
-class AdaptiveAvgPool3d(AdaptiveAvgPool2d):
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
     def forward(self, input):
         return pool3d.adaptive_avg_pool3d(input, self.output_size)
 
 
-class AdaptiveMaxPool3d(AdaptiveMaxPool2d):
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return pool3d.adaptive_max_pool3d(input, self.output_size, self.return_indices)
 
 
-class LPPool3d(_LPPool):
+class LPPool3d(_LPPoolNd):
     _fn = staticmethod(extra3d.lp_pool3d)
 
 
-class MaxUnpool3d(_MaxUnpool):
+class MaxUnpool3d(_MaxUnpoolNd):
     _dims, _fn = 3, staticmethod(extra3d.max_unpool3d)
 
 

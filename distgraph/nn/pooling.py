@@ -1,12 +1,13 @@
 """Pooling modules: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d,
-FractionalMaxPool2d (torch's arguments)."""
+FractionalMaxPool2d (torch's arguments). Each kind's constructor and repr sit in torch's base (_MaxPoolNd,
+...), which its 1-d, 2-d and 3-d modules share, so a MaxPool1d is no MaxPool2d, as in torch."""
 
 from distgraph.nn.functional import fractional
 from distgraph.nn.module import Module
 from distgraph.ops import pool
 
 
-class MaxPool2d(Module):
+class _MaxPoolNd(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = (
@@ -16,10 +17,6 @@ class MaxPool2d(Module):
         )
         self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
 
-    def forward(self, input):
-        return pool.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                               self.return_indices)  # fmt: skip
-
     def extra_repr(self):
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -27,13 +24,19 @@ class MaxPool2d(Module):
         )
 
 
-class MaxPool1d(MaxPool2d):
+class MaxPool2d(_MaxPoolNd):
+    def forward(self, input):
+        return pool.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                               self.return_indices)  # fmt: skip
+
+
+class MaxPool1d(_MaxPoolNd):
     def forward(self, input):
         return pool.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                                self.return_indices)  # fmt: skip
 
 
-class AvgPool2d(Module):
+class _AvgPoolNd(Module):
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
     ):
@@ -45,15 +48,17 @@ class AvgPool2d(Module):
         )
         self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
 
-    def forward(self, input):
-        return pool.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                               self.count_include_pad, self.divisor_override)  # fmt: skip
-
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AvgPool1d(AvgPool2d):
+class AvgPool2d(_AvgPoolNd):
+    def forward(self, input):
+        return pool.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                               self.count_include_pad, self.divisor_override)  # fmt: skip
+
+
+class AvgPool1d(_AvgPoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         one = lambda v: (v,) if isinstance(v, int) else tuple(v)  # noqa: E731 - torch keeps 1-tuples here
         super().__init__(one(kernel_size), one(stride if stride is not None else kernel_size), one(padding), ceil_mode,
@@ -65,36 +70,40 @@ class AvgPool1d(AvgPool2d):
         )
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptiveAvgPoolNd(Module):
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, input):
-        return pool.adaptive_avg_pool2d(input, self.output_size)
-
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveMaxPool2d(Module):
+class _AdaptiveMaxPoolNd(Module):
     def __init__(self, output_size, return_indices=False):
         super().__init__()
         self.output_size, self.return_indices = output_size, return_indices
 
-    def forward(self, input):
-        return pool.adaptive_max_pool2d(input, self.output_size, self.return_indices)
-
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    def forward(self, input):
+        return pool.adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    def forward(self, input):
+        return pool.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     def forward(self, input):
         return pool.adaptive_avg_pool1d(input, self.output_size)
 
 
-class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return pool.adaptive_max_pool1d(input, self.output_size, self.return_indices)
 

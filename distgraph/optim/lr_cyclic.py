@@ -161,6 +161,9 @@ class CyclicLR(LRScheduler):
             self._scale_fn_custom.__dict__.update(saved)
 
 
+_PHASE_KEYS = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")  # one phase of OneCycleLR
+
+
 class OneCycleLR(LRScheduler):
     """The 1cycle policy: lr warms up to max_lr then anneals far below the start (momentum cycles inversely).
 
@@ -185,18 +188,18 @@ class OneCycleLR(LRScheduler):
             raise ConfigError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
         if anneal_strategy not in ("cos", "linear"):
             raise ConfigError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
+        self.total_steps, self._anneal_func_type = total_steps, anneal_strategy
         n = total_steps
-        # (end step, start lr key, end lr key, start momentum key, end momentum key) per phase
         warmup = (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
         if three_phase:
-            self._phases = [
+            phases = [
                 warmup,
                 (float(2 * pct_start * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
                 (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
             ]
         else:
-            self._phases = [warmup, (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+            phases = [warmup, (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        self._schedule_phases = [dict(zip(_PHASE_KEYS, p)) for p in phases]  # torch's state_dict entries
         if last_epoch == -1:
             for g, m in zip(optimizer.param_groups, _per_group("OneCycleLR: max_lr", optimizer, max_lr)):
                 g["initial_lr"] = m / div_factor
@@ -225,7 +228,7 @@ class OneCycleLR(LRScheduler):
             group["momentum"] = value
 
     def _anneal(self, start, end, pct):
-        if self.anneal_strategy == "cos":
+        if self._anneal_func_type == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
@@ -237,8 +240,9 @@ class OneCycleLR(LRScheduler):
         lrs = []
         for g in self.optimizer.param_groups:
             start = 0.0
-            for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
-                if step <= end or i == len(self._phases) - 1:
+            for i, phase in enumerate(self._schedule_phases):
+                end, lr0, lr1, m0, m1 = (phase[k] for k in _PHASE_KEYS)
+                if step <= end or i == len(self._schedule_phases) - 1:
                     pct = (step - start) / (end - start)
                     lrs.append(self._anneal(g[lr0], g[lr1], pct))
                     if self.cycle_momentum:
@@ -246,3 +250,12 @@ class OneCycleLR(LRScheduler):
                     break
                 start = end
         return lrs
+
+    def load_state_dict(self, state_dict):
+        """A state dict saved before distgraph took torch's keys (`_phases` as tuples, `anneal_strategy`) loads too."""
+        state_dict = dict(state_dict)
+        if "_phases" in state_dict:
+            state_dict["_schedule_phases"] = [dict(zip(_PHASE_KEYS, p)) for p in state_dict.pop("_phases")]
+        if "anneal_strategy" in state_dict:
+            state_dict["_anneal_func_type"] = state_dict.pop("anneal_strategy")
+        super().load_state_dict(state_dict)

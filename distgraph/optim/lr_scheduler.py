@@ -383,7 +383,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.min_lrs = _per_group("ReduceLROnPlateau: min_lr", optimizer, min_lr)
         self.last_epoch = 0
         self._last_lr = self._lrs()
-        self.best = math.inf if mode == "min" else -math.inf
+        self.mode_worse = self.best = math.inf if mode == "min" else -math.inf  # torch keeps mode_worse as state
         self.cooldown_counter = self.num_bad_epochs = 0
 
     @property
