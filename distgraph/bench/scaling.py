@@ -10,8 +10,9 @@ workers' own timeline (`distgraph.distributed.timeline`): compute (forward + bac
 dispatch, object transfer, a store actor's update).
 
 Peers, in the same run, same model, batch, shards and worker count, each step gathering its rows of
-a shuffled order as the Trainer does, one BLAS/intra-op thread per worker: PyTorch DistributedDataParallel over gloo (one Ray actor per rank; its compute is the same
-steps under `no_sync()`, its comm the exposed rest), and distgraph with `allreduce="gloo"` (the
+a shuffled order as the Trainer does, one BLAS/intra-op thread per worker: PyTorch
+DistributedDataParallel over gloo (one Ray actor per rank; its compute is the same steps under
+`no_sync()`, its comm the exposed rest), and distgraph with `allreduce="gloo"` (the
 workers meet in a ray.util.collective gloo group instead of their shared-memory segment: the path a
 run across nodes takes).
 

@@ -4,6 +4,7 @@
     loss = step(x, y)                                          # writes p.grad like loss.backward()
     step = dg.compile(model, (x, y), loss_fn=F.cross_entropy, optimizer=opt)  # + opt.step() in the graph
     f = dg.compile(fn, (x,)); out = f(x)                       # inference: outputs without grad
+    model = dg.compile(model); out = model(x)                 # torch's way: captured at the first call
 
 Guards (graph/guards.py): each captured variant is keyed by the shapes, dtypes and devices of the
 inputs and, for a module, the train/eval mode, the public int/float/bool attributes of its submodules

@@ -21,6 +21,16 @@ class OptimizedModule(Module):
         self._orig_mod = module
         self.__dict__["_compiled"] = compiled  # (not a child: its state is the original module's)
 
+    @property
+    def training(self):
+        """The original's mode, as torch's (train() and eval() reach it as the wrapper's child)."""
+        return self._modules["_orig_mod"].training
+
+    @training.setter
+    def training(self, mode):
+        if "_orig_mod" in self.__dict__.get("_modules", ()):  # (Module.__init__ sets it before the child is in)
+            self._modules["_orig_mod"].training = mode
+
     def forward(self, *args, **kwargs):
         return self.__dict__["_compiled"](*args, **kwargs)
 
@@ -34,3 +44,16 @@ class OptimizedModule(Module):
         if hasattr(compiled, name):
             return getattr(compiled, name)
         return getattr(self._modules["_orig_mod"], name)
+
+    def __reduce__(self):
+        """Pickled and deep-copied as the module it wraps, compiled again where it lands: the compiled
+        function holds generated code and runners, which neither pickle nor deepcopy takes (torch's
+        OptimizedModule is rebuilt from its module the same way). Hooks on the wrapper itself are not kept."""
+        compiled = self.__dict__["_compiled"]
+        return _compiled_again, (self._orig_mod, compiled.passes, compiled.check)
+
+
+def _compiled_again(module, passes, check):
+    from distgraph.graph.compile import compile  # (compile.py imports this module)
+
+    return compile(module, passes=passes, check=check)

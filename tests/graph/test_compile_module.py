@@ -78,3 +78,30 @@ def test_a_function_and_a_training_step_still_come_back_as_compiled_functions():
     step = dg.compile(model, (dg.randn(2, 4), dg.tensor([0, 1])), loss_fn=F.cross_entropy)
     assert not isinstance(step, nn.Module)
     assert not isinstance(dg.compile(lambda a: a * 2), nn.Module)
+
+
+def test_a_compiled_module_deep_copies_and_pickles_as_torchs_compiled_again_where_it_lands():
+    import copy
+    import pickle
+
+    model = _model().eval()
+    compiled = dg.compile(model)
+    x = dg.randn(3, 4)
+    with dg.no_grad():
+        want = compiled(x).numpy()
+        for other in (copy.deepcopy(compiled), pickle.loads(pickle.dumps(compiled))):
+            assert isinstance(other, type(compiled)) and other._orig_mod is not model and not other.training
+            np.testing.assert_array_equal(other(x).numpy(), want)
+            assert other.graph is not None  # (compiled, captured at its first call)
+    averaged = optim.swa_utils.AveragedModel(compiled)  # (deep-copies the model it averages)
+    assert isinstance(averaged.module, type(compiled))
+
+
+def test_the_compiled_modules_mode_is_the_originals_as_torchs():
+    model = _model().eval()
+    compiled = dg.compile(model)
+    assert not compiled.training
+    compiled.train()
+    assert model.training and compiled.training
+    model.eval()
+    assert not compiled.training
