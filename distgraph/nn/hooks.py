@@ -3,6 +3,8 @@
 `Module.__call__` comes here only when a hook is registered, so a plain call pays nothing. torch's global
 hooks (`register_module_forward_hook`, ...: nn.modules.module's names) run for every module call, before
 the module's own; every registered one's id is in `global_hook_ids`, the one set `__call__` checks for them.
+The global registration hooks (`register_module_parameter_registration_hook`, ...) see each parameter, buffer
+and submodule as it is registered, after torch's checks, and may replace it.
 
 Full backward hooks follow torch's `BackwardHook`: the module's positional Tensor arguments and its
 Tensor outputs (a Tensor or a tuple of them, namedtuples included) each pass through one identity
@@ -95,6 +97,45 @@ def register_module_full_backward_pre_hook(hook):
 def register_module_full_backward_hook(hook):
     """A full backward hook that runs for every module called after it is registered, before its own."""
     return _add_global(_global_backward_hooks, hook)
+
+
+_global_buffer_registration_hooks = OrderedDict()
+_global_module_registration_hooks = OrderedDict()
+_global_parameter_registration_hooks = OrderedDict()
+
+
+def _add_registration(hooks, hook):
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
+def register_module_buffer_registration_hook(hook):
+    """hook(module, name, buffer) -> None or a replacement, run for every module's register_buffer (buffer
+    assignment included, None too)."""
+    return _add_registration(_global_buffer_registration_hooks, hook)
+
+
+def register_module_module_registration_hook(hook):
+    """hook(module, name, submodule) -> None or a replacement, run for every module's add_module and
+    submodule assignment (None too, where the name is a submodule's)."""
+    return _add_registration(_global_module_registration_hooks, hook)
+
+
+def register_module_parameter_registration_hook(hook):
+    """hook(module, name, param) -> None or a replacement, run for every module's register_parameter
+    (Parameter assignment included; torch skips None)."""
+    return _add_registration(_global_parameter_registration_hooks, hook)
+
+
+def run_registration_hooks(hooks, module, name, value):
+    """`value` as the registration hooks leave it: in registration order, each non-None result replaces it
+    unchecked (torch's). Callers test `hooks` first, so a registration with none registered pays one check."""
+    for hook in hooks.values():
+        out = hook(module, name, value)
+        if out is not None:
+            value = out
+    return value
 
 
 def _forward_hooks(module):

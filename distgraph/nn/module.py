@@ -15,13 +15,20 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError
 from distgraph.nn.hooks import (  # noqa: F401  (register_module_*: torch's nn.modules.module names)
     RemovableHandle,
+    _global_buffer_registration_hooks,
+    _global_module_registration_hooks,
+    _global_parameter_registration_hooks,
     add_hook,
     call_with_hooks,
     global_hook_ids,
+    register_module_buffer_registration_hook,
     register_module_forward_hook,
     register_module_forward_pre_hook,
     register_module_full_backward_hook,
     register_module_full_backward_pre_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+    run_registration_hooks,
 )
 from distgraph.nn.module_state import ModuleState, StateDictError  # noqa: F401  (StateDictError: nn's public name)
 from distgraph.nn.parameter import Buffer, Parameter
@@ -93,18 +100,24 @@ class Module(ModuleState):
             params[name] = None
         elif isinstance(value, Module):
             self._forget(name, keep=self._modules)
+            if _global_module_registration_hooks:
+                value = run_registration_hooks(_global_module_registration_hooks, self, name, value)
             self._modules[name] = value
         elif name in self._modules:
             if value is not None:
                 raise TypeError(
                     f"cannot assign '{type(value).__name__}' as child module '{name}' (Module or None expected)"
                 )
-            self._modules[name] = None
+            if _global_module_registration_hooks:
+                value = run_registration_hooks(_global_module_registration_hooks, self, name, value)
+            self._modules[name] = value
         elif isinstance(value, Buffer):
             self.register_buffer(name, value, value.persistent)
         elif name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' (Tensor or None expected)")
+            if _global_buffer_registration_hooks:  # torch's assignment goes through register_buffer
+                value = run_registration_hooks(_global_buffer_registration_hooks, self, name, value)
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
@@ -140,6 +153,8 @@ class Module(ModuleState):
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' (Parameter or None)")
         self._forget(name, keep=self._parameters)
+        if param is not None and _global_parameter_registration_hooks:
+            param = run_registration_hooks(_global_parameter_registration_hooks, self, name, param)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
@@ -152,6 +167,8 @@ class Module(ModuleState):
         self._forget(name, keep=self._buffers)
         if isinstance(tensor, Buffer):
             tensor = Tensor(tensor.array, device=tensor.device)
+        if _global_buffer_registration_hooks:
+            tensor = run_registration_hooks(_global_buffer_registration_hooks, self, name, tensor)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent.add(name)
@@ -161,6 +178,8 @@ class Module(ModuleState):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         _check_name(self, name, "module", self._modules)
         self._forget(name, keep=self._modules)
+        if _global_module_registration_hooks:
+            module = run_registration_hooks(_global_module_registration_hooks, self, name, module)
         self._modules[name] = module
 
     add_module = register_module

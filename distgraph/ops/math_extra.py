@@ -123,11 +123,19 @@ digamma = ew._unary("digamma", _digamma_fwd, lambda ctx, g: ew.mul(g, polygamma(
 @defop("polygamma", kind=EW)
 @_quiet
 def _polygamma(xp, x, n):
-    """digamma for n = 0; NaN at -inf for every n, as torch's (scipy's trigamma gives inf there)."""
+    """digamma for n = 0; otherwise scipy's but for torch's values where the two part. torch's trigamma (n = 1)
+    reflects x < 0.5 through π²/sin²(πx): at a negative integer sin(πx) is not quite 0 (π is rounded), so it
+    gives that large finite value there (digamma's gradient at its poles), and NaN at -inf (sin(-inf));
+    scipy gives inf at both. For n ≥ 2 torch's is ±n!·zeta(n + 1, x): NaN at +inf (its zeta series meets
+    0·inf) and (-1)^(n+1)·inf at -inf (zeta's pole); scipy gives 0 and NaN."""
     if n == 0:
         return _digamma_fwd(xp, x)
-    n = xp.asarray(n)  # cupyx's polygamma broadcasts n with x: an array, not a Python int
-    return xp.where(x == -xp.inf, xp.nan, _special(xp, "polygamma")(n, x)).astype(x.dtype, copy=False)
+    out = _special(xp, "polygamma")(xp.asarray(n), x)  # cupyx's broadcasts n with x: an array, not an int
+    if n == 1:
+        out = xp.where((x < 0) & (x == xp.floor(x)), xp.pi * xp.pi / xp.square(xp.sin(xp.pi * x)), out)
+    else:
+        out = xp.where(xp.isinf(x), xp.where(x > 0, xp.nan, (-1.0) ** (n + 1) * xp.inf), out)
+    return out.astype(x.dtype, copy=False)
 
 
 _polygamma.grad(lambda ctx, g: ew.mul(g, polygamma(ctx.attrs["n"] + 1, ctx.inputs[0])))

@@ -132,7 +132,9 @@ def _(ctx, g):
 @defop("special_zeta", kind=EW, save=(0, 1))
 @mx._quiet
 def _zeta(xp, x, q):
-    return mx._special(xp, "zeta")(x, q).astype(x.dtype, copy=False)
+    """scipy's, but NaN at q = +inf for x > 1, as torch's, whose series meets 0·inf there (scipy gives the limit 0)."""
+    out = mx._special(xp, "zeta")(x, q)
+    return xp.where((q == xp.inf) & (x > 1), xp.nan, out).astype(x.dtype, copy=False)
 
 
 @_zeta.grad
