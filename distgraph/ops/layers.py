@@ -15,6 +15,8 @@ torch's: where eager autograd records layer_norm (grad enabled, an input that ne
 
 import math
 
+import numpy as np
+
 from distgraph.autograd.function import apply, records
 from distgraph.autograd.grad_mode import is_grad_enabled
 from distgraph.autograd.tensor import Tensor
@@ -23,7 +25,7 @@ from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.fused_norm import layer_norm_forward, layer_norm_grads
-from distgraph.ops.linalg import _matmul, _mm, matmul
+from distgraph.ops.linalg import _matmul, _mm, matmul, opmath
 from distgraph.ops.registry import defop
 from distgraph.ops.rng import generator
 from distgraph.ops.row_scatter import add_at
@@ -173,6 +175,8 @@ def _layer_norm_grads_composed(g, x, w, k, eps, need, has_bias):
 
 def layer_norm(input, k, weight=None, bias=None, eps=1e-5):
     """Fused layer norm over the last `k` dims of `input` (shape checks are nn.functional's)."""
+    if input.array.dtype == np.float16:  # computed in float32, rounded once (opmath)
+        return opmath(lambda x, w, b: layer_norm(x, k, w, b, eps), input, weight, bias)
     ins = (input, *(t for t in (weight, bias) if t is not None))
     op = _layer_norm_saving if records(ins) else _layer_norm  # (module docstring)
     return apply(op, ins, {"k": k, "eps": float(eps), "has_bias": bias is not None})

@@ -262,12 +262,18 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each of `num_groups` channel groups of every sample (N, C, ...), then scale and shift per channel."""
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
-    n, c = input.shape[0], input.shape[1]
     check_channel_vectors("group_norm", input, weight, bias)
     if input.numel() // num_groups == 1:  # torch: one value per group normalizes to 0 whatever the input
         raise ShapeError(
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
         )
+    if input.array.dtype == np.float16:  # computed in float32, rounded once (opmath)
+        return linalg.opmath(_group_norm, input, weight, bias, num_groups=num_groups, eps=eps)
+    return _group_norm(input, weight, bias, num_groups, eps)
+
+
+def _group_norm(input, weight, bias, num_groups, eps):
+    n, c = input.shape[0], input.shape[1]
     grouped = input.reshape(n, num_groups, input.numel() // max(n * num_groups, 1))  # no -1: N may be 0
     rows = min(grouped.shape[2], math.prod(input.shape[2:]))  # per-group and per-channel operands' rows
     with cache_blocks.row_buffer(input.array, rows):  # (its reductions run along rows: the same bits)
@@ -293,7 +299,13 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
             f"rms_norm: expected weight to be of same shape as normalized_shape, but got weight of shape "
             f"{tuple(weight.shape)} and normalized_shape = {normalized_shape}"
         )
-    if eps is None:
+    if input.array.dtype == np.float16:  # computed in float32, rounded once (opmath)
+        return linalg.opmath(_rms_norm, input, weight, normalized_shape=normalized_shape, eps=eps)
+    return _rms_norm(input, weight, normalized_shape, eps)
+
+
+def _rms_norm(input, weight, normalized_shape, eps):
+    if eps is None:  # the computing dtype's: float32's for float16 (opmath), as torch's
         eps = float(np.finfo(input.array.dtype).eps)
     dims = tuple(range(-len(normalized_shape), 0))
     with cache_blocks.row_buffer(input.array, math.prod(normalized_shape)):  # (a per-row operand: cache_blocks)
