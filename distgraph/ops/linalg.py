@@ -354,13 +354,11 @@ def _sum_out_lone_letters(specs, out_spec, operands, sizes):
 
 # ---- softmax ------------------------------------------------------------------------------------------------
 def opmath(fn, *tensors, **attrs):
-    """fn(*tensors, **attrs), with float16 tensors (None: an absent weight or bias) cast to float32 first and the result
-    cast back: computed in float32 and rounded once, forward and backward (the casts' gradients), as torch's
-    kernels compute float16 in their opmath type. In float16 throughout, layer_norm, group_norm, rms_norm and
-    softmax at (64, 1024) were 3-30x less accurate than torch's. Other dtypes run fn as it is (callers test
-    for float16 first, so their other dtypes pay no call)."""
-    if tensors[0].array.dtype != np.float16:
-        return fn(*tensors, **attrs)
+    """fn(*tensors, **attrs) for a float16 input, its float16 tensors (None: an absent weight or bias) cast to
+    float32 first and the result cast back: computed in float32 and rounded once, forward and backward (the
+    casts' gradients), as torch's kernels compute float16 in their opmath type. In float16 throughout,
+    layer_norm, group_norm, rms_norm and softmax at (64, 1024) were 3-30x less accurate than torch's. Callers
+    test for float16 and call fn directly otherwise, so other dtypes pay no call."""
     wide = (t if t is None or t.array.dtype != np.float16 else ew.cast(t, np.float32) for t in tensors)
     return ew.cast(fn(*wide, **attrs), np.float16)
 
