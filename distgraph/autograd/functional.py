@@ -7,8 +7,10 @@ torch: v·J is linear in v, so J·u is the gradient of (v ↦ v·J)·u with resp
 backward rules written with differentiable ops (every distgraph op's is).
 
 `vectorize=True` is accepted and ignored: the Jacobian is built one row (one backward) at a time,
-which gives the same values torch's vmapped backward does. `strategy="forward-mode"` is refused:
-distgraph has no forward-mode AD. Error wording and types are torch's.
+which gives the same values torch's vmapped backward does. `strategy="forward-mode"` (with vectorize=True, as
+torch requires) gives the same values by the same rows: distgraph's forward mode (autograd/forward_ad.py) is
+itself double backward, so J·e_j column by column would cost more than a row per output. Error wording and types
+are torch's.
 """
 
 from distgraph.autograd.engine import grad as autograd_grad
@@ -225,10 +227,10 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
             'Expected strategy to be either "forward-mode" or "reverse-mode". Hint: If your function has more outputs '
             'than inputs, "forward-mode" tends to be more performant. Otherwise, prefer to use "reverse-mode".'
         )
-    if strategy == "forward-mode":
+    if strategy == "forward-mode" and not vectorize:  # torch's rule (its words)
         raise NotImplementedError(
-            'jacobian: strategy="forward-mode" is not supported: distgraph has no forward-mode AD. Use '
-            'strategy="reverse-mode" (the same values).'
+            "Computing Jacobian using forward-AD or forward-over-reverse Hessian isonly implemented for "
+            "`vectorize=True`."
         )
     if strict and vectorize:
         raise AutogradError(

@@ -11,7 +11,8 @@ or one the function reads from its closure (a module's parameters, as in a gradi
 result stays differentiable to it, as torch's. A result that depends on the fresh leaves alone is
 detached, as a gradient that no outer level can differentiate.
 
-jacfwd gives jacrev's values (distgraph has no forward-mode AD): it is built on reverse mode too.
+jacfwd gives jacrev's values and is built on reverse mode too: distgraph's forward mode is double backward
+(autograd/forward_ad.py), so a column per input element would cost more than a row per output element.
 """
 
 from distgraph.autograd.functional import grad_allow_unused, jacobian_blocks

@@ -1,7 +1,7 @@
 """Found by porting torch scripts: an input a custom Function returns as-is is a view the Function owns (an
 in-place op on it gave a silently wrong gradient), non-reentrant checkpointing leaves None where only an unused
 output reaches (a zero grad the optimizer stepped), anomaly mode refuses NaN only, Function.apply takes
-keywords, and forward_ad says it is not there."""
+keywords, and forward_ad is there (tests/test_forward_ad.py checks it against torch)."""
 
 import numpy as np
 import pytest
@@ -75,12 +75,12 @@ def test_function_apply_takes_keywords_as_torch_2():
     assert out.tolist() == [3.0, 6.0, 9.0] and a.grad.tolist() == [3.0, 3.0, 3.0]
 
 
-def test_forward_ad_says_what_to_use_instead():
+def test_forward_ad_gives_a_tangent():
     from distgraph.autograd import forward_ad
 
-    with pytest.raises(NotImplementedError, match="no forward-mode AD.*dg.func.jvp"):
-        with forward_ad.dual_level():
-            pass
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(dg.tensor([1.0, 2.0]), dg.tensor([3.0, 4.0]))
+        assert forward_ad.unpack_dual(dual * dual).tangent.tolist() == [6.0, 16.0]
     assert dg.autograd.forward_ad is forward_ad
 
 

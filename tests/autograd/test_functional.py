@@ -152,8 +152,13 @@ def test_non_tensor_inputs_and_strategy_errors():
         AF.jacobian(lambda x: x, [1.0])
     with pytest.raises(TypeError, match="the value at index 1 has type"):
         AF.vjp(lambda x, y: x, (dg.tensor(B), 3.0))
-    with pytest.raises(NotImplementedError, match="forward-mode"):
+    with pytest.raises(
+        NotImplementedError,
+        match="forward-AD or forward-over-reverse Hessian is ?only implemented for `vectorize=True`",
+    ):
         AF.jacobian(lambda x: x, dg.tensor(B), strategy="forward-mode")
+    forward = AF.jacobian(lambda x: x.sin(), dg.tensor(B), strategy="forward-mode", vectorize=True)
+    np.testing.assert_allclose(forward.numpy(), AF.jacobian(lambda x: x.sin(), dg.tensor(B)).numpy())
     with pytest.raises(AssertionError, match="Expected strategy"):
         AF.jacobian(lambda x: x, dg.tensor(B), strategy="sideways")
 
