@@ -126,3 +126,28 @@ def test_vmap_allows_a_write_that_repeats_the_same_value_like_torch():
     want = torch.vmap(lambda r, z: r + z.zero_(), in_dims=(0, None))(torch.tensor(rows), bt)
     _close(got, want)
     _close(b, bt)
+
+
+def test_vmap_refuses_batch_norm_updating_its_own_running_stats_like_torch():
+    m = nn.BatchNorm1d(3).double()
+    x = dg.tensor(np.random.default_rng(0).normal(size=(4, 6, 3)))
+    with pytest.raises(RuntimeError, match="running_mean or running_var, which will be updated in place, were not"):
+        dg.func.vmap(m)(x)
+    assert int(m.num_batches_tracked) == 1 and not m.running_mean.detach().numpy().any()  # stopped at the update
+    m.eval()  # eval mode reads the statistics: fine, as torch's
+    assert dg.func.vmap(m)(x).shape == (4, 6, 3)
+
+
+def test_vmap_updates_running_stats_that_are_part_of_a_mapped_input():
+    m = nn.BatchNorm1d(3).double()
+    params = dict(m.named_parameters())
+    buffers = {k: dg.stack([v] * 4) for k, v in m.named_buffers() if v.ndim}  # one set of statistics per element
+    x = dg.tensor(np.random.default_rng(1).normal(size=(4, 6, 3)))
+    dg.func.vmap(lambda b, xi: dg.func.functional_call(m, (params, b), (xi,)))(buffers, x)
+    means = x.detach().numpy().mean(axis=1) * 0.1  # momentum 0.1 from zeros, per element
+    np.testing.assert_allclose(buffers["running_mean"].detach().numpy(), means, rtol=1e-12)
+
+
+def test_vmap_names_item_when_the_function_returns_python_numbers():
+    with pytest.raises(ValueError, match=r"\.item\(\).*not supported under vmap"):
+        dg.func.vmap(lambda x: x.sum().item())(dg.randn(4, 3))

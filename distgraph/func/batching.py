@@ -14,6 +14,9 @@ Where the loop cannot see what torch's batching sees, it decides from the result
   every element leaves the input with the same value, as `b.zero_()`. torch also runs once a write that
   reads no mapped value but does not repeat to the same value (`b.mul_(2)`); the loop refuses it.
 - A batch of size 0 is refused: there is no element to run.
+- Batch norm in training mode refuses to update running statistics that are not part of a mapped input
+  (they would be updated once per element), in torch's words; an element's Python number is refused with
+  a word on .item(), which torch refuses where it is called.
 """
 
 import functools
@@ -21,6 +24,7 @@ import functools
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import IndexOutOfRangeError
 from distgraph.func.pytree import broadcast, flatten, unflatten
+from distgraph.nn.functional.layers import VMAPPED
 
 __all__ = ["vmap"]
 
@@ -121,21 +125,25 @@ def _run(func, size, flat_in_dims, flat_args, spec, kwargs, randomness):
     unmapped += [a for a in flatten(kwargs)[0] if isinstance(a, Tensor)]  # kwargs are never mapped
     written = {}  # id(input) -> its value after the first element that wrote it
     results = []
-    for b in range(size):
-        if stash is not None:
-            replay_rng_state(stash)
-        before = cpu.bit_generator.state if randomness == "error" else None
-        versions = [a._vc[0] for a in unmapped]
-        inputs = [a if d is None else a.select(d, b) for a, d in zip(flat_args, flat_in_dims)]
-        results.append(func(*unflatten(inputs, spec), **kwargs))
-        for a, v in zip(unmapped, versions):
-            if a._vc[0] != v:
-                _check_unmapped_write(a, written)
-        if before is not None and (generator(as_device("cpu")) is not cpu or cpu.bit_generator.state != before):
-            raise RuntimeError(
-                "vmap: called random operation while in randomness error mode. Please either use the 'same' or "
-                "'different' randomness flags on vmap or perform the randomness operation out of vmap"
-            )
+    VMAPPED.append([a.array for a, d in zip(flat_args, flat_in_dims) if d is not None])  # batch norm checks them
+    try:
+        for b in range(size):
+            if stash is not None:
+                replay_rng_state(stash)
+            before = cpu.bit_generator.state if randomness == "error" else None
+            versions = [a._vc[0] for a in unmapped]
+            inputs = [a if d is None else a.select(d, b) for a, d in zip(flat_args, flat_in_dims)]
+            results.append(func(*unflatten(inputs, spec), **kwargs))
+            for a, v in zip(unmapped, versions):
+                if a._vc[0] != v:
+                    _check_unmapped_write(a, written)
+            if before is not None and (generator(as_device("cpu")) is not cpu or cpu.bit_generator.state != before):
+                raise RuntimeError(
+                    "vmap: called random operation while in randomness error mode. Please either use the 'same' or "
+                    "'different' randomness flags on vmap or perform the randomness operation out of vmap"
+                )
+    finally:
+        VMAPPED.pop()
     return results
 
 
@@ -181,9 +189,15 @@ def _stack_outputs(results, out_dims, func):
             continue
         if not all(isinstance(c, Tensor) for c in column):
             bad = next(c for c in column if not isinstance(c, Tensor))
+            hint = ""
+            if isinstance(bad, (bool, int, float, complex)):  # torch's vmap refuses an .item() where it is called
+                hint = (
+                    " (a Python number: if it came from .item(), float() or int() of a Tensor, that is not "
+                    "supported under vmap, please try to rewrite what you're doing with other operations)"
+                )
             raise ValueError(
-                f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(bad)}. Did you mean to set "
-                "out_dims= to None for output?"
+                f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(bad)}{hint}. Did you mean to "
+                "set out_dims= to None for output?"
             )
         rank = column[0].ndim
         if not -(rank + 1) <= d <= rank:

@@ -221,9 +221,25 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return normalize_affine(input, mean, var, eps, weight, bias, shape)
 
 
+VMAPPED = []  # while func.vmap's loop runs: the arrays it maps over, one list per vmap (func/batching.py)
+_VMAP_UNBATCHED_STATS = (  # torch's words
+    "Batch norm got a batched tensor as input while the running_mean or running_var, which will be updated in place, "
+    "were not batched.\nIf you are using a module and do not need eval mode, please set `track_running_stats` to be "
+    "False.If you are using a prebuilt module and do not need eval mode, please see the functorch website for "
+    "resources on how to patch your module to work with vmap"
+)
+
+
 def update_running_stats(running_mean, running_var, mean, var, n, momentum):
     """running ← (1 − m)·running + m·batch statistic, the variance unbiased over its n values, in place and
-    outside autograd (batch norm's and SyncBatchNorm's, with its global statistics)."""
+    outside autograd (batch norm's and SyncBatchNorm's, with its global statistics).
+
+    Under vmap, statistics that are not part of a mapped input would be updated once per element: refused,
+    as torch's vmap refuses them (a module's own buffers in training mode, the MAML-with-BatchNorm mistake)."""
+    if VMAPPED and not any(
+        running_mean.device.xp.may_share_memory(running_mean.array, a) for level in VMAPPED for a in level
+    ):
+        raise RuntimeError(_VMAP_UNBATCHED_STATS)
     c = running_mean.shape[0]
     with no_grad():
         m = momentum
