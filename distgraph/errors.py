@@ -2,7 +2,9 @@
 
 Every error distgraph raises derives from DistgraphError and from the builtin a Python user would
 catch for the same mistake (ValueError for shapes, TypeError for dtypes, ...), so both
-`except dg.errors.ShapeError` and `except ValueError` work. Messages name the op, file or key.
+`except dg.errors.ShapeError` and `except ValueError` work, and from the builtin torch raises where torch's
+differs (a RuntimeError for most shape and dtype mistakes: `try: x.view(n) except RuntimeError: x.reshape(n)`
+is torch code). Messages name the op, file or key.
 """
 
 
@@ -10,8 +12,9 @@ class DistgraphError(Exception):
     """Base of every error distgraph raises on purpose."""
 
 
-class ShapeError(DistgraphError, ValueError):
-    """Operand shapes or a dimension argument do not fit the op."""
+class ShapeError(DistgraphError, ValueError, RuntimeError):
+    """Operand shapes or a dimension argument do not fit the op (torch raises RuntimeError: a view of
+    incompatible strides, mismatched matmul or cat sizes)."""
 
 
 class SizeMismatchError(ShapeError, AssertionError):
@@ -19,8 +22,9 @@ class SizeMismatchError(ShapeError, AssertionError):
     catches it too."""
 
 
-class DTypeError(DistgraphError, TypeError):
-    """An operand's dtype is not supported by the op, or two dtypes cannot be combined."""
+class DTypeError(DistgraphError, TypeError, RuntimeError):
+    """An operand's dtype is not supported by the op, or two dtypes cannot be combined (torch raises
+    RuntimeError: float indices to an embedding, mixed dtypes in a matmul)."""
 
 
 class InputRangeError(DistgraphError, ValueError):

@@ -1,5 +1,6 @@
 """Small gaps met porting torch scripts: torch.accelerator, gradcheck's GradcheckError, torch.cpu.amp's
-spellings, the bfloat16 message, lr schedulers' state_dict keys, the data pipeline's exception types."""
+spellings, the bfloat16 message, lr schedulers' state_dict keys, the data pipeline's exception types, shape
+and dtype errors caught as RuntimeError."""
 
 import math
 import warnings
@@ -8,6 +9,7 @@ import pytest
 
 import distgraph as dg
 from distgraph.data import TensorDataset, WeightedRandomSampler
+from distgraph.errors import DTypeError, ShapeError
 
 torch = pytest.importorskip("torch")
 
@@ -156,3 +158,16 @@ def test_no_warning_from_plain_accelerator_queries():
         warnings.simplefilter("error")
         dg.accelerator.is_available()
         dg.accelerator.device_count()
+
+
+def test_shape_and_dtype_errors_are_caught_as_torch_runtime_errors():
+    """torch raises RuntimeError for a view of incompatible strides, a cat of mismatched sizes, float indices to an
+    embedding: `except RuntimeError` fallbacks in torch code must catch distgraph's errors too (still ValueError /
+    TypeError for code that catches those)."""
+    with pytest.raises(RuntimeError, match="view"):
+        dg.ones(2, 3).t().view(6)
+    with pytest.raises(RuntimeError):
+        dg.cat([dg.ones(2, 3), dg.ones(2, 4)])
+    with pytest.raises(RuntimeError, match="integer"):
+        dg.nn.functional.embedding(dg.ones(2), dg.ones(3, 2))
+    assert issubclass(ShapeError, ValueError) and issubclass(DTypeError, TypeError)
