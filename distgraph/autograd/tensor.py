@@ -18,6 +18,7 @@ from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.autograd.layout import now as _layout_now
 from distgraph.autograd.printing import tensor_repr
 from distgraph.autograd.size import Size
+from distgraph.autograd.storage import deepcopy_array
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
 from distgraph.errors import AutogradError, DTypeError
@@ -366,8 +367,8 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __deepcopy__(self, memo):
-        """torch's deepcopy: a leaf's data, flags and .grad copied (a plain copy.deepcopy went through
-        __reduce__ and dropped .grad); a tensor computed by an op is refused, as torch refuses it."""
+        """torch's deepcopy: a leaf's data (views of one storage stay views of one copy: autograd/storage.py),
+        flags and .grad copied; a tensor computed by an op is refused, as torch refuses it."""
         if id(self) in memo:
             return memo[id(self)]
         if self.grad_fn is not None:
@@ -375,8 +376,7 @@ class Tensor:
                 "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "
                 "moment (torch's words); deepcopy its .detach() instead"
             )
-        rebuild, args = self.__reduce__()[:2]
-        new = memo[id(self)] = rebuild(*copy.deepcopy(args, memo))
+        new = memo[id(self)] = Tensor(deepcopy_array(self.array, memo), self.requires_grad, self.device)
         if self.grad is not None:
             new.grad = copy.deepcopy(self.grad, memo)
         return new

@@ -29,7 +29,7 @@ def revive(tree):
         rebuild = FORMATS.get(tree.get("format")) if isinstance(tree.get("format"), str) else None
         if rebuild is not None:
             return rebuild(tree)
-        return {k: revive(v) for k, v in tree.items()}
+        return type(tree)((k, revive(v)) for k, v in tree.items())  # a dict, or an OrderedDict
     if isinstance(tree, list):
         return [revive(v) for v in tree]
     if isinstance(tree, tuple):

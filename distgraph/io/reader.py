@@ -11,11 +11,14 @@ import math
 import os
 import re
 import zlib
+from collections import OrderedDict
 
 import msgpack
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.storage import extent
+from distgraph.autograd.storage import view as as_view
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.backend import device_of_array, to_device
@@ -25,6 +28,7 @@ from distgraph.io.layout import (
     ALIGN,
     EXT_ARRAY,
     EXT_COMPLEX,
+    EXT_ORDERED_DICT,
     EXT_REF,
     EXT_SCALAR,
     EXT_TENSOR,
@@ -52,6 +56,7 @@ class Reader:
         self.map_location, self.mapped = map_location, mapped  # mapped: the file's pages (mmap=True)
         self.data_pos = 0  # end of the last array read: arrays must follow each other, never overlap
         self.records = []  # the tensors and arrays decoded so far, in record order (what references name)
+        self.storages = {}  # record index -> the array of the bytes that record read (what a "view" is of)
 
     def fail(self, what):
         raise FileFormatError(f"{self.name}: {what}")
@@ -81,28 +86,33 @@ class Reader:
         if isinstance(node, list):
             return [self.decode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
         if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                key = self.decode(k, path, depth + 1)
-                value = self.decode(v, join(path, key), depth + 1)
-                try:
-                    out[key] = value
-                except TypeError:
-                    self.fail(f"corrupt structure: unhashable dict key of type {type(key).__name__} {show(path)}")
-            return out
+            return self.mapping(node, path, depth, dict)
         if isinstance(node, msgpack.ExtType):
             return self.decode_ext(node.code, node.data, path, depth)
         self.fail(f"corrupt structure: unexpected {type(node).__name__} {show(path)}")
 
+    def mapping(self, node, path, depth, cls):
+        out = cls()
+        for k, v in node.items():
+            key = self.decode(k, path, depth + 1)
+            value = self.decode(v, join(path, key), depth + 1)
+            try:
+                out[key] = value
+            except TypeError:
+                self.fail(f"corrupt structure: unhashable dict key of type {type(key).__name__} {show(path)}")
+        return out
+
     def decode_ext(self, code, data, path, depth):
         value = self.unpack(data, path)
         if code in (EXT_TENSOR, EXT_ARRAY):
-            if code == EXT_TENSOR and isinstance(value, dict) and "data_of" in value:
-                obj = self.shared_tensor(value, path)
+            if isinstance(value, dict) and "data_of" in value:
+                obj = self.shared(value, path, tensor=code == EXT_TENSOR)
             else:
                 obj = self.read_array(value, path, tensor=code == EXT_TENSOR)
             self.records.append(obj)
             return obj
+        if code == EXT_ORDERED_DICT and isinstance(value, dict):
+            return self.mapping(value, path, depth, OrderedDict)
         if code == EXT_REF:
             if type(value) is not int or not 0 <= value < len(self.records):
                 self.fail(f"corrupt reference {value!r} {show(path)} ({len(self.records)} tensors before it)")
@@ -119,14 +129,14 @@ class Reader:
         self.fail(f"corrupt record (type {code}) {show(path)}")
 
     def read_array(self, meta, path, tensor):
-        what = f"tensor {path!r}" if path else "the top-level tensor"
+        what = _what(path)
         if not isinstance(meta, dict):
             self.fail(f"{what}: corrupt record")
         dt, shape = dtype_of_code(meta.get("dtype")), meta.get("shape")
         offset, nbytes, order = meta.get("offset"), meta.get("nbytes"), meta.get("order")
         if dt is None:
             self.fail(f"{what}: unsupported dtype {meta.get('dtype')!r}")
-        if not (isinstance(shape, list) and len(shape) <= 32 and all(type(s) is int and s >= 0 for s in shape)):
+        if not _sizes(shape):
             self.fail(f"{what}: corrupt shape {shape!r}")
         if math.prod(s or 1 for s in shape) * dt.itemsize >= 2**62:  # numpy refuses it even with a 0 in it
             self.fail(f"{what}: corrupt shape {shape!r} (too large)")
@@ -148,6 +158,9 @@ class Reader:
             arr, dev = dev, device_of_array(dev)
         else:
             arr = to_device(arr, dev)
+        self.storages[len(self.records)] = arr
+        if "view" in meta:  # the bytes are a storage, the record's array a view of them
+            arr = self.view(arr, meta["view"], what)
         if not tensor:
             return arr
         try:
@@ -180,17 +193,36 @@ class Reader:
         t = Tensor(arr, requires_grad=meta.get("requires_grad") is True, device=dev)
         return Parameter(t, requires_grad=t.requires_grad) if meta.get("parameter") is True else t
 
-    def shared_tensor(self, meta, path):
-        """A tensor on the array of an earlier tensor record ("data_of"): the sharing the saver had."""
+    def shared(self, meta, path, tensor):
+        """A tensor on the array of an earlier tensor record ("data_of"), or a tensor or array viewing the bytes
+        of an earlier record ("data_of" and "view"): the sharing the saver had."""
         source = meta["data_of"]
-        if (
-            type(source) is not int
-            or not 0 <= source < len(self.records)
-            or not isinstance(self.records[source], Tensor)
-        ):
+        if type(source) is not int or not 0 <= source < len(self.records):
             self.fail(f"tensor {path!r}: corrupt reference to shared data {source!r}")
+        if "view" in meta:
+            if source not in self.storages:
+                self.fail(f"tensor {path!r}: corrupt reference to shared data {source!r} (a record without bytes)")
+            arr = self.view(self.storages[source], meta["view"], _what(path))
+            return self.tensor(arr, device_of_array(arr), meta) if tensor else arr
         shared = self.records[source]
+        if not (tensor and isinstance(shared, Tensor)):
+            self.fail(f"tensor {path!r}: corrupt reference to shared data {source!r}")
         return self.tensor(shared.array, shared.device, meta)
+
+    def view(self, storage, spec, what):
+        """The view a record's "view" ([offset, shape, strides], in elements) names in a storage's bytes,
+        checked to lie inside them."""
+        if not (isinstance(spec, list) and len(spec) == 3):
+            self.fail(f"{what}: corrupt view {spec!r}")
+        offset, shape, strides = spec
+        if not (
+            type(offset) is int and offset >= 0 and _sizes(shape) and _sizes(strides) and len(shape) == len(strides)
+        ):
+            self.fail(f"{what}: corrupt view {spec!r}")
+        flat = storage.reshape(-1)
+        if math.prod(shape) >= 2**62 // flat.itemsize or extent(shape, offset, strides)[1] > flat.size:
+            self.fail(f"{what}: corrupt view {spec!r} (outside its storage of {flat.size} elements)")
+        return as_view(flat, offset, shape, strides)
 
     def target_device(self, saved, what, arr):
         """Where map_location sends a tensor saved on `saved` (a Device, or an array from a torch-style callable)."""
@@ -214,6 +246,15 @@ class Reader:
                 f"{self.name}: {what} was saved on {saved} and cannot be loaded on {target} ({exc}); "
                 "pass map_location='cpu' to load it on the cpu"
             ) from None
+
+
+def _what(path):
+    return f"tensor {path!r}" if path else "the top-level tensor"
+
+
+def _sizes(values):
+    """A shape or strides as a file may give them: a list of at most 32 non-negative ints."""
+    return isinstance(values, list) and len(values) <= 32 and all(type(n) is int and n >= 0 for n in values)
 
 
 _LOCATION = re.compile(r"[a-z_]+(:[0-9]+)?")  # a device as torch names it: "cpu", "cuda:1", "mps"

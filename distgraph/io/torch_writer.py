@@ -9,8 +9,9 @@ tuples, str, bytes, int, float, bool and None; anything else is a FileFormatErro
 
 Sharing as torch.save keeps it: a tensor met twice is pickled once (a memo reference), tensors on one
 array (tied weights, t and t.detach()) name one storage, and a view of a host array (a slice, a transpose,
-an expand) names its base's storage with its own offset and strides, so torch.load gives views again and
-the bytes are written once. Views torch cannot describe (negative strides, another dtype) are copied.
+an expand) names its base's storage with its own offset and strides (found by autograd/storage.py, as for
+dg.save's own format and copy.deepcopy), so torch.load gives views again and the bytes are written once.
+Views torch cannot describe (negative strides, another dtype) are copied.
 """
 
 import struct
@@ -22,6 +23,7 @@ from pickle import encode_long
 
 import numpy as np
 
+from distgraph.autograd.storage import Spans, flat
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.dtypes import DType
@@ -46,22 +48,22 @@ class TorchWriter:
         self.memo = {}  # id(tensor or container) -> memo index
         self.memo_slots = 0  # memo indices handed out (not len(memo): one object, e.g. (), may be put twice)
         self.keep = []  # the objects behind those ids, alive until written
-        self.storages = {}  # id(the array a storage holds, or its base) -> (key, contiguous host array)
-        self.spans = {}  # id(base array) -> [first, end) elements its saved views use (a dry run fills it)
-        self.dry = False
+        self.storages = {}  # id(a storage's root array: autograd/storage.py) -> (key, contiguous host array)
+        self.spans = Spans()  # the part of each storage its saved views use
 
     def fail(self, path, what):
         raise FileFormatError(f"dg.save(format='torch'): {show(path)}: {what}")
 
     def pickle(self, obj):
-        """The pickle of `obj`. A dry run first finds the part of each base array that its views use, so a
-        storage holds that part only: a view of a large buffer (a parameter in a flat bucket) writes its own
-        elements, not the buffer."""
-        scout = TorchWriter()
-        scout.dry = True
-        scout.encode(obj)
-        self.spans, self.keep = scout.spans, scout.keep
+        """The pickle of `obj`. A storage holds the part of its base array that its views use (`Spans`): a
+        view of a large buffer (a parameter in a flat bucket) writes its own elements, not the buffer; where
+        a later view widened a storage already queued, the object is pickled again knowing every span."""
         self.encode(obj)
+        if self.spans.grown:
+            spans = self.spans
+            self.__init__()
+            self.spans = spans
+            self.encode(obj)
         self.out += b"."  # STOP
         return bytes(self.out)
 
@@ -173,17 +175,9 @@ class TorchWriter:
         name = STORAGE_OF.get(arr.dtype.name)
         if name is None or name.startswith("Complex"):
             self.fail(path, f"tensor of dtype {arr.dtype} cannot be saved in a torch file")
-        base, offset, strides = _in_storage(arr)
-        lo = hi = offset  # the elements of `base` this tensor reads: [lo, hi)
-        if arr.size:
-            hi = offset + sum((n - 1) * st for n, st in zip(arr.shape, strides)) + 1
-        if self.dry:  # every tensor on one base widens its span: the base's storage holds the union
-            span = self.spans.setdefault(id(base), [lo, hi])
-            span[:] = min(span[0], lo), max(span[1], hi)
-            self.keep.append(base)
-        first, end = self.spans.get(id(base), (lo, hi))
-        key = self.storage(base.reshape(-1)[first:end], id(base))  # (a C-ordered copy where base is not)
-        size, offset = end - first, offset - first
+        root, (first, end), offset, strides = self.spans.place(arr)
+        key = self.storage(root, first, end)
+        size = end - first
         location = "cpu" if t.device is CPU else str(t.device)
         if isinstance(t, Parameter):
             self.out += REBUILD_PARAMETER + b"("
@@ -203,21 +197,20 @@ class TorchWriter:
             self.out += (b"\x88" if t.requires_grad else b"\x89") + EMPTY_ORDERED_DICT + b"tR"
         self.put(t if memo is None else memo)
 
-    def storage(self, arr, ident):
-        """The key of the storage holding `arr` (one per `ident`, the id of the array it is or is a part of),
-        its bytes queued C-contiguous; a dry run queues nothing."""
-        if self.dry:
-            return ""
-        if ident not in self.storages:
+    def storage(self, root, first, end):
+        """The key of the storage holding elements [first, end) of `root`'s (one per root: `Spans`), its
+        bytes queued C-contiguous."""
+        if id(root) not in self.storages:
+            arr = flat(root)[first:end]
             host = to_device(arr, CPU) if device_of_array(arr) is not CPU else arr
             host = (
                 host
                 if host.flags.c_contiguous and host.dtype.isnative
                 else np.array(host, host.dtype.newbyteorder("="), order="C")
             )
-            self.storages[ident] = (str(len(self.storages)), host)
-            self.keep.append(arr)
-        return self.storages[ident][0]
+            self.storages[id(root)] = (str(len(self.storages)), host)
+            self.keep.append(root)
+        return self.storages[id(root)][0]
 
     def write(self, fh, data_pkl, prefix="archive"):
         """The zip file, in torch's member order, into the binary file `fh`."""
@@ -231,36 +224,6 @@ class TorchWriter:
                 chunks = [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)]
                 _write(archive, f"{prefix}/data/{key}", chunks, aligned=True)
             _write(archive, f"{prefix}/version", [b"3\n"])
-
-
-def _in_storage(arr):
-    """(the array whose bytes hold `arr`, arr's offset in it and strides, in elements): for a view of a
-    C-contiguous host array, that array (torch.save's storage sharing); else `arr` itself, contiguous."""
-    base = arr
-    while True:
-        owner = base.base
-        if not isinstance(owner, np.ndarray):  # numpy's as_strided (how a torch file's views are read back) wraps
-            owner = getattr(owner, "base", None)  # its source in a DummyArray, whose `base` is the array
-        if not isinstance(owner, np.ndarray):
-            break
-        base = owner
-    size = arr.itemsize
-    if (
-        base is not arr
-        and arr.size
-        and isinstance(arr, np.ndarray)
-        and base.dtype == arr.dtype
-        and base.flags.c_contiguous
-        and base.dtype.isnative
-        and all(st >= 0 and st % size == 0 for st in arr.strides)
-    ):
-        start = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        if start % size == 0:
-            return base, start // size, tuple(st // size for st in arr.strides)
-    strides = [1] * arr.ndim
-    for i in range(arr.ndim - 2, -1, -1):
-        strides[i] = strides[i + 1] * arr.shape[i + 1]
-    return arr, 0, tuple(strides)
 
 
 def _write(archive, name, chunks, aligned=False):

@@ -9,11 +9,13 @@ import io
 import os
 import secrets
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import msgpack
 import numpy as np
 
+from distgraph.autograd.storage import Spans, flat, is_row_major
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.errors import FileFormatError
@@ -23,6 +25,7 @@ from distgraph.io.layout import (
     DTYPE_NAMES,
     EXT_ARRAY,
     EXT_COMPLEX,
+    EXT_ORDERED_DICT,
     EXT_REF,
     EXT_SCALAR,
     EXT_TENSOR,
@@ -49,16 +52,31 @@ class Writer:
         self.blobs = []  # (offset, host array), in increasing offset order
         self.size = 0
         # Sharing, as torch.save keeps it: every tensor/array record gets the next index (in tree order,
-        # which the reader follows); an object seen before is saved as EXT_REF to its index, and a tensor
-        # whose array an earlier tensor holds (t and t.detach(), tied weights in a state dict) as a
-        # record with "data_of" that index instead of its bytes.
+        # which the reader follows); an object seen before is saved as EXT_REF to its index; a tensor whose
+        # array an earlier tensor holds (t and t.detach(), tied weights in a state dict) as a record with
+        # "data_of" that index instead of its bytes; and an array on the storage of an earlier record (a
+        # slice, a transpose, a parameter in a flat buffer: autograd/storage.py) as "data_of" that record
+        # with a "view": its offset, shape and strides there. A storage's first record holds the part of it
+        # that the saved arrays read (`Spans`; see `tree`), with the view it needs.
         self.records = {}  # id(tensor or array) -> record index
         self.arrays = {}  # id(a tensor's array) -> index of the first tensor record holding it
+        self.storages = {}  # id(a storage's root array) -> index of the record holding its bytes
+        self.spans = Spans()
         self.keep = []  # the objects behind those ids, alive until the file is written
-        self.version = 1  # 2 once a reference is written
+        self.version = 1  # 2 once a reference is written, 3 once a view or an OrderedDict
 
     def fail(self, path, what):
         raise FileFormatError(f"dg.save: {show(path)}: {what}")
+
+    def tree(self, obj):
+        """The packed tree of `obj`; written again where a later view widened a storage already queued."""
+        tree = packb(self.encode(obj))
+        if self.spans.grown:
+            spans = self.spans
+            self.__init__()
+            self.spans = spans
+            tree = packb(self.encode(obj))
+        return tree
 
     def encode(self, obj, path="", depth=0):
         if depth > MAX_DEPTH:
@@ -84,12 +102,15 @@ class Writer:
             return float(obj)
         if isinstance(obj, complex):
             return msgpack.ExtType(EXT_COMPLEX, packb([obj.real, obj.imag]))
-        if isinstance(obj, Mapping):  # dict, OrderedDict, defaultdict: saved (and loaded) as a dict, in order
+        if isinstance(obj, Mapping):  # in order; an OrderedDict (a state_dict) loads as one, any other as a dict
             out = {}
             for k, v in obj.items():
                 key = self.encode(k, path, depth + 1)
                 out[key] = self.encode(v, join(path, k), depth + 1)
-            return out
+            if not isinstance(obj, OrderedDict):
+                return out
+            self.version = max(self.version, 3)
+            return msgpack.ExtType(EXT_ORDERED_DICT, packb(out))
         if isinstance(obj, tuple):
             items = [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
             return msgpack.ExtType(EXT_TUPLE, packb(items))
@@ -105,23 +126,38 @@ class Writer:
         )
 
     def array_or_ref(self, obj, path):
-        """A tensor or array record, or a reference to the earlier record of the same object or array."""
+        """A tensor or array record, or a reference to the earlier record of the same object, array or storage."""
         if id(obj) in self.records:
-            self.version = 2
+            self.version = max(self.version, 2)
             return msgpack.ExtType(EXT_REF, packb(self.records[id(obj)]))
         index = self.records[id(obj)] = len(self.records)
         self.keep.append(obj)
-        if not isinstance(obj, Tensor):
-            return msgpack.ExtType(EXT_ARRAY, packb(self.array_record(obj, path, device=str(device_of_array(obj)))))
-        extra = {"device": str(obj.device), "requires_grad": obj.requires_grad}
-        if isinstance(obj, Parameter):
-            extra["parameter"] = True  # torch.load gives a Parameter back; older readers ignore the key
-        if id(obj.array) in self.arrays:
-            self.version = 2
-            return msgpack.ExtType(EXT_TENSOR, packb({"data_of": self.arrays[id(obj.array)], **extra}))
-        self.arrays[id(obj.array)] = index
-        self.keep.append(obj.array)
-        return msgpack.ExtType(EXT_TENSOR, packb(self.array_record(obj.array, path, **extra)))
+        tensor = isinstance(obj, Tensor)
+        arr, code = (obj.array, EXT_TENSOR) if tensor else (obj, EXT_ARRAY)
+        if tensor:
+            extra = {"device": str(obj.device), "requires_grad": obj.requires_grad}
+            if isinstance(obj, Parameter):
+                extra["parameter"] = True  # torch.load gives a Parameter back; older readers ignore the key
+        else:
+            extra = {"device": str(device_of_array(obj))}
+        if tensor:
+            if id(arr) in self.arrays:  # t and t.detach(), tied weights: the array itself again
+                self.version = max(self.version, 2)
+                return msgpack.ExtType(code, packb({"data_of": self.arrays[id(arr)], **extra}))
+            self.arrays[id(arr)] = index
+            self.keep.append(arr)
+        root, (first, end), offset, strides = self.spans.place(arr)
+        view = [offset, list(arr.shape), list(strides)]
+        if id(root) in self.storages:  # on the storage of an earlier record
+            self.version = 3
+            return msgpack.ExtType(code, packb({"data_of": self.storages[id(root)], "view": view, **extra}))
+        self.storages[id(root)] = index
+        self.keep.append(root)
+        whole = offset == 0 and end - first == arr.size  # all its storage holds, row-major: a record as before
+        if whole and (arr.flags.c_contiguous or is_row_major(arr.shape, strides)):
+            return msgpack.ExtType(code, packb(self.array_record(arr, path, **extra)))
+        self.version = 3
+        return msgpack.ExtType(code, packb(self.array_record(flat(root)[first:end], path, view=view, **extra)))
 
     def array_record(self, arr, path, **extra):
         """Record an array's metadata and queue its host buffer; cuda arrays are copied to the host once."""
@@ -167,7 +203,7 @@ def save(obj, f, format="distgraph"):
     """
     if format == "distgraph":
         writer = Writer()
-        tree = packb(writer.encode(obj))
+        tree = writer.tree(obj)
     elif format == "torch":
         writer = TorchWriter()
         tree = writer.pickle(obj)

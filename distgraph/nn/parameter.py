@@ -5,6 +5,7 @@ A Parameter is a leaf that requires grad and shares its array with the tensor it
 optimizer reference to it) alive. Buffer marks non-trained state (running statistics).
 """
 
+from distgraph.autograd.storage import deepcopy_array
 from distgraph.autograd.tensor import Tensor
 
 
@@ -28,9 +29,10 @@ class Parameter(Tensor):
         return (_rebuild_parameter, (self.detach(), self.requires_grad))
 
     def __deepcopy__(self, memo):
-        """A new Parameter with copies of the data and of .grad, as torch's deepcopy."""
+        """A new Parameter with copies of the data and of .grad, as torch's deepcopy: Parameters that are views
+        of one buffer (a flat bucket) become views of one copy of it (autograd/storage.py)."""
         if id(self) not in memo:
-            new = Parameter(Tensor(self.array.copy(), device=self.device), self.requires_grad)
+            new = Parameter(Tensor(deepcopy_array(self.array, memo), device=self.device), self.requires_grad)
             if self.grad is not None:
                 new.grad = Tensor(self.grad.array.copy(), device=self.grad.device)
             memo[id(self)] = new
