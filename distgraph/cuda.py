@@ -1,7 +1,7 @@
 """torch.cuda's everyday names over the cupy backend, so that a PyTorch script's device checks, seeds and
 timers read the same: `dg.cuda.is_available()`, `device_count()`, `current_device()`, `set_device()`,
-`is_initialized()`, `manual_seed()`, `synchronize()`, `get_device_name()`, `memory_allocated()`,
-`max_memory_allocated()`, `reset_peak_memory_stats()`, `memory_reserved()`, `empty_cache()`; `dg.cuda.amp`
+`is_initialized()`, `is_bf16_supported()`, `manual_seed()`, `synchronize()`, `get_device_name()`,
+`memory_allocated()`, `max_memory_allocated()`, `reset_peak_memory_stats()`, `memory_reserved()`, `empty_cache()`; `dg.cuda.amp`
 (torch.cuda.amp's deprecated spellings, distgraph/cuda_amp.py: attached by the package, a layer above this one).
 
 A device argument is an index, "cuda:N" or a Device; None is cuda:0. Where there is no cupy or no GPU each
@@ -28,6 +28,12 @@ def is_available():
 
 def device_count():
     return backend.cuda_device_count()
+
+
+def is_bf16_supported(including_emulation=True):
+    """False, always: distgraph has no bfloat16 dtype (numpy and cupy have none), so no device supports
+    it here, whatever the GPU. (torch's CPU-only build answers False too; the argument is torch's.)"""
+    return False
 
 
 def is_initialized():

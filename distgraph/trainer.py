@@ -35,7 +35,7 @@ from distgraph.distributed.step import ShardStep, combine_gradients, merge_stati
 from distgraph.errors import ConfigError
 from distgraph.history import History, epoch_line, epoch_statistics, steps_summary
 from distgraph.ops.random_extra import get_rng_state, set_rng_state
-from distgraph.trainer_data import EpochData, as_arrays, check_data, validation_arrays
+from distgraph.trainer_data import EpochData, as_arrays, check_data, model_float_dtype, validation_arrays
 from distgraph.trainer_options import check_batch_size, check_fit, check_options, checked_parts, syncs_batch_norm
 from distgraph.trainer_schedule import Schedules, check_interval, check_scheduler
 
@@ -112,7 +112,11 @@ class Trainer(Schedules):
     def fit(self, data, epochs=1, batch_size=32, val_data=None, resume=False):
         """Train until `epochs` epochs are done in all → the history. `epochs` counts from this Trainer's first
         epoch, as Lightning's max_epochs (and Keras's epochs beside initial_epoch): a second fit(epochs=3) after
-        fit(epochs=2) trains one epoch more, and a resumed fit continues the checkpoint's count to it."""
+        fit(epochs=2) trains one epoch more, and a resumed fit continues the checkpoint's count to it.
+
+        Inputs given as numpy arrays are cast to the model's floating dtype (float64 data for a float32 model
+        run in float32, as `torch.from_numpy(x).float()`); inputs given as Tensors are not, and a model refuses
+        a dtype it does not take in torch's words (trainer_data.py)."""
         epochs, batch_size = check_fit(epochs, batch_size)
         if resume:  # first: the checkpoint's epoch is the one a DataLoader's first pass is for, its seed the seed
             self._resume()
@@ -124,9 +128,10 @@ class Trainer(Schedules):
                 stacklevel=2,
             )
             return self.history
-        source = EpochData(data, batch_size, self.seed, self.epoch)
+        float_dtype = model_float_dtype(self.model)  # numpy inputs are cast to it (trainer_data.py)
+        source = EpochData(data, batch_size, self.seed, self.epoch, float_dtype)
         x, y = source.x, source.y
-        val = None if val_data is None else validation_arrays(val_data, x, y, self.step_fn.evaluate)
+        val = None if val_data is None else validation_arrays(val_data, x, y, self.step_fn.evaluate, float_dtype)
         self._refresh_trainable()
         if self._cluster is None:
             self._cluster = self._start(x, y, batch_size if source.ranges is None else len(source.ranges[0]))
@@ -385,7 +390,7 @@ class Trainer(Schedules):
         batch_size = check_batch_size(batch_size, "Trainer.evaluate")
         if self._cluster is not None:
             self._cluster.pull()
-        x, y = as_arrays(data)
+        x, y = as_arrays(data, model_float_dtype(self.model))
         parts = [
             self.step_fn.evaluate(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
         ]

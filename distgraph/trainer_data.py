@@ -10,6 +10,11 @@ is read whole and its batches concatenated into one (x, y) pair plus index range
 sizes and order, so the local and Ray paths see the same arrays. Each batch must therefore be an
 (inputs, targets) pair of arrays or tensors with a batch dimension; anything else (a dict, a triple, a
 single sample from batch_size=None) is a ConfigError that says what the batch was.
+
+Inputs given as numpy arrays of another floating dtype than the model's parameters (numpy's float64 for a
+float32 model) are cast to the parameters' dtype (`float_dtype`), as a torch user casts numpy data
+(`torch.from_numpy(x).float()`); inputs given as Tensors are kept, and a model that does not take their dtype
+refuses them as torch's would (F.linear: "expected m1 and m2 to have the same dtype").
 """
 
 from collections.abc import Iterator
@@ -20,25 +25,40 @@ from distgraph.backend import to_host
 from distgraph.errors import ConfigError
 
 
-def as_arrays(data):
+def model_float_dtype(model):
+    """The dtype of the model's first floating parameter (None without one): numpy inputs are cast to it."""
+    params = model.parameters() if hasattr(model, "parameters") else ()
+    return next((p.array.dtype for p in params if p.array.dtype.kind == "f"), None)
+
+
+def _inputs(item, float_dtype):
+    """A batch's inputs on the host; raw numpy floats of another dtype cast to `float_dtype` (module docstring)."""
+    arr = to_host(item)
+    if float_dtype is not None and isinstance(item, np.ndarray) and arr.dtype.kind == "f" and arr.dtype != float_dtype:
+        return arr.astype(float_dtype)
+    return arr
+
+
+def as_arrays(data, float_dtype=None):
     """(x, y) on the host from a pair of arrays/tensors, a TensorDataset, or an iterable of (x, y)
     batches (a DataLoader, a generator), whose batches are concatenated into one dataset."""
     batches = _loader_batches(data)
     if batches is not None:
-        return _concatenated(batches)[:2]
-    x, y = (to_host(d) for d in (data.tensors if hasattr(data, "tensors") else data))
+        return _concatenated(batches, float_dtype)[:2]
+    x, y = data.tensors if hasattr(data, "tensors") else data
+    x, y = _inputs(x, float_dtype), to_host(y)
     if len(x) != len(y):
         raise ConfigError(f"Trainer data: {len(x)} inputs but {len(y)} targets")
     return _nonempty(x), y
 
 
-def validation_arrays(val_data, x, y, evaluate):
+def validation_arrays(val_data, x, y, evaluate, float_dtype=None):
     """`fit`'s val_data as host arrays, read once per fit (a generator was exhausted by the first epoch's
     validation, and the second epoch's failed). Samples shaped unlike the training data's are tried with
     `evaluate(x, y)` on one of them before any step (a model may take other lengths): a val_data the model
     cannot take failed only after the first epoch had trained. Those shaped alike are not, so the model and
     loss_fn see no call a torch loop would not make."""
-    vx, vy = as_arrays(val_data)
+    vx, vy = as_arrays(val_data, float_dtype)
     if vx.shape[1:] == x.shape[1:] and vy.shape[1:] == y.shape[1:]:
         return vx, vy
     try:
@@ -114,9 +134,9 @@ def _describe(batch):
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _concatenated(batches):
+def _concatenated(batches, float_dtype=None):
     """(x, y, the loader's batches as index arrays into them: its order and batch sizes)."""
-    xs, ys = [to_host(b[0]) for b in batches], [to_host(b[1]) for b in batches]
+    xs, ys = [_inputs(b[0], float_dtype) for b in batches], [to_host(b[1]) for b in batches]
     for part, arrays, items in (("inputs", xs, (b[0] for b in batches)), ("targets", ys, (b[1] for b in batches))):
         for arr, item in zip(arrays, items):  # the batches are concatenated: each needs a batch dimension
             if arr.ndim == 0 or arr.dtype == object:
@@ -146,15 +166,15 @@ class EpochData:
     batch_size does not apply), its batches taken in its order; a one-pass iterator (a generator) is
     read once and its batches replayed every epoch."""
 
-    def __init__(self, data, batch_size, seed, first_epoch=0):
-        self.batch_size, self.seed = batch_size, seed
+    def __init__(self, data, batch_size, seed, first_epoch=0, float_dtype=None):
+        self.batch_size, self.seed, self.float_dtype = batch_size, seed, float_dtype
         self.loader = self.ranges = None
         batches = _loader_batches(data)
         if batches is None:
-            self.x, self.y = as_arrays(data)
+            self.x, self.y = as_arrays(data, float_dtype)
             return
         self.loader = None if isinstance(data, Iterator) else data  # a one-pass iterator: its batches, kept
-        self.x, self.y, self.ranges = _concatenated(batches)
+        self.x, self.y, self.ranges = _concatenated(batches, float_dtype)
         # the epoch whose iteration self.x holds: this pass is the one `fit` trains `first_epoch` on (a second
         # `fit` or a resume goes on from its epoch; taking the next pass for it skipped one of the loader's)
         self.read_for = first_epoch
@@ -165,7 +185,7 @@ class EpochData:
             return self.x, self.y, epoch_batches(len(self.x), self.batch_size, self.seed, epoch), False
         if self.loader is None or self.read_for == epoch:
             return self.x, self.y, self.ranges, False
-        self.x, self.y, self.ranges = _concatenated(_loader_batches(self.loader))
+        self.x, self.y, self.ranges = _concatenated(_loader_batches(self.loader), self.float_dtype)
         self.read_for = epoch
         return self.x, self.y, self.ranges, True
 

@@ -3,10 +3,23 @@
 torch names a Node after the ATen overload that recorded it: `MulBackward0`, `SumBackward1` (sum over
 dims), `AddmmBackward0` (linear with a bias). Most distgraph ops are that ATen op, and their name is the
 op's in CamelCase with `Backward0`. The table lists the ones whose torch name differs, or depends on
-how the op was called (read from the Node's inputs and attrs). A few torch ops are composites in
-distgraph (mean, nll_loss, mse_loss: their last op is a div or a where) and keep that op's name. A
-custom Function's Node is `MyFnBackward`, with no overload number, as torch's.
+how the op was called (read from the Node's inputs and attrs). A torch op that is a composite in
+distgraph (mean is a sum and a div, unsqueeze a reshape, t a permute) names its last Node itself with
+`named` when it returns: one slot written, only for those ops, and read only when a name is asked for.
+A custom Function's Node is `MyFnBackward`, with no overload number, as torch's.
 """
+
+from distgraph.autograd.tensor import Tensor
+
+_grad_fn_slot = Tensor.grad_fn.__get__  # the slot itself (a View's property does more)
+
+
+def named(out, name):
+    """Give the Node that made `out` torch's name `name` (a composite op's last Node); returns `out`."""
+    node = _grad_fn_slot(out)
+    if node is not None:
+        node._torch_name = name
+    return out
 
 
 def _ndims(node):
@@ -44,11 +57,9 @@ def _pow(node):
     return "PowBackward0" if node.next[1] is None and (_ndims(node) or (0, 0))[1] == 0 else "PowBackward1"
 
 
-def _permute(node):
-    """transpose(1, 2) as torch's; on 2-D, `.T` and permute(1, 0) (torch's t() is TBackward0)."""
-    dims = node.attrs["dims"]
-    moved = [i for i, d in enumerate(dims) if i != d]
-    return "TransposeBackward0" if len(moved) == 2 and len(dims) > 2 else "PermuteBackward0"
+def _sub(node):
+    # a Python number on the left comes as a 0-d constant: torch's rsub(Tensor, Scalar), `1 - x`
+    return "RsubBackward1" if node.next[0] is None and (_ndims(node) or (1,))[0] == 0 else "SubBackward0"
 
 
 def _getitem(node):
@@ -70,7 +81,6 @@ _NAMES = {
     "linear": _linear,
     "sum": _sum,
     "pow": _pow,
-    "permute": _permute,
     "getitem": _getitem,
     "reshape": "ViewBackward0",
     "reshape_copy": "UnsafeViewBackward0",
@@ -78,6 +88,15 @@ _NAMES = {
     "contiguous": "CloneBackward0",
     "square": "PowBackward0",
     "clamp": "ClampBackward1",
+    "sub": _sub,
+    "amax": lambda node: "MaxBackward1" if node.attrs.get("evenly") else "AmaxBackward0",  # evenly: max()
+    "amin": lambda node: "MinBackward1" if node.attrs.get("evenly") else "AminBackward0",
+    "conv2d": "ConvolutionBackward0",
+    "conv3d": "ConvolutionBackward0",
+    "max_pool2d": "MaxPool2DWithIndicesBackward0",
+    "pad": "ConstantPadNdBackward0",
+    "batch_norm_train": "NativeBatchNormBackward0",
+    "diagonal_embed": "DiagEmbedBackward0",
     "cross_entropy": "NllLossBackward0",  # (one fused op here; torch's is log_softmax then nll_loss)
     "layer_norm": "NativeLayerNormBackward0",
     "vector_norm": "LinalgVectorNormBackward0",
@@ -86,6 +105,9 @@ _NAMES = {
 
 def torch_name(node):
     """The name torch gives the Node `node` (see the module docstring)."""
+    marked = getattr(node, "_torch_name", None)
+    if marked is not None:
+        return marked
     op = node.op
     if op.kind == "custom":  # a user's Function keeps its class name's case: MyFnBackward
         return f"{op.name}Backward"

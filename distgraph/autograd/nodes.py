@@ -28,7 +28,8 @@ class GraphNode:
     """torch.autograd.graph.Node: the base of the engine's Nodes and of AccumulateGrad."""
 
     # unset until used (read with getattr): recording a Node writes none of them
-    __slots__ = ("_pre_hooks", "_post_hooks", "_metadata")
+    # (`_torch_name`: set by a composite op on its last Node, node_names.named)
+    __slots__ = ("_pre_hooks", "_post_hooks", "_metadata", "_torch_name")
 
     def name(self):
         return torch_name(self)

@@ -9,6 +9,10 @@ from distgraph.ops import shape as sh
 from distgraph.ops.creation import empty
 
 
+class NonDynamicallyQuantizableLinear(Linear):
+    """torch's class of MultiheadAttention.out_proj: a Linear (torch's quantization tools skip it by its class)."""
+
+
 class MultiheadAttention(Module):
     """Attention over num_heads subspaces of embed_dim, then an output projection (Vaswani et al.).
 
@@ -62,7 +66,7 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(empty(3 * embed_dim, **kw))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, **kw)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **kw)
         if add_bias_kv:
             self.bias_k = Parameter(empty(1, 1, embed_dim, **kw))
             self.bias_v = Parameter(empty(1, 1, embed_dim, **kw))

@@ -279,10 +279,14 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self):
-        return "\n".join(
-            f"({k}): Parameter containing: [{p.dtype.name} of size {'x'.join(map(str, p.shape))}]"
-            for k, p in self._parameters.items()
-        )
+        return "\n".join(_parameter_line(k, p, repr(p.dtype)) for k, p in self._parameters.items())
+
+
+def _parameter_line(key, p, kind):
+    """torch's line for a Parameter in a ParameterList/Dict's repr (indented 2 more than a child module),
+    with `kind` its dtype (list) or its tensor type (dict): `  (0): Parameter containing: [distgraph.float32 of size 2x3]`."""
+    device = f" ({p.device})" if p.device.type == "cuda" else ""
+    return f"  ({key}): Parameter containing: [{kind} of size {'x'.join(map(str, p.shape))}{device}]"
 
 
 class ParameterDict(_RegisteredDict):
@@ -304,7 +308,4 @@ class ParameterDict(_RegisteredDict):
         super().update(parameters)
 
     def extra_repr(self):
-        return "\n".join(
-            f"({k}): Parameter containing: [{p.dtype.name} of size {'x'.join(map(str, p.shape))}]"
-            for k, p in self._parameters.items()
-        )
+        return "\n".join(_parameter_line(k, p, p.type()) for k, p in self._parameters.items())

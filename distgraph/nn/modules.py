@@ -13,6 +13,7 @@ import sys
 import types
 
 from distgraph.nn import lazy, module
+from distgraph.nn.attention import NonDynamicallyQuantizableLinear as _NonDynamicallyQuantizableLinear
 
 _SOURCES = {  # torch's submodule: (distgraph.nn modules to take from, torch's names in it)
     "activation": (
@@ -89,7 +90,10 @@ for _sub, (_sources, _names) in _SOURCES.items():
     _space = _build(_sub, _sources, _names)
     globals().update({n: v for n, v in vars(_space).items() if not n.startswith("_")})
     globals()[_sub] = sys.modules[_space.__name__] = _space
-del _sub, _sources, _names, _space
+del _sources, _names, _space
+for _sub in ("linear", "activation"):  # MultiheadAttention.out_proj's class: in these two, not in nn.modules
+    sys.modules[f"{__name__}.{_sub}"].NonDynamicallyQuantizableLinear = _NonDynamicallyQuantizableLinear
+del _sub
 Module = module.Module
 sys.modules[f"{__name__}.module"] = module
 sys.modules[f"{__name__}.lazy"] = lazy

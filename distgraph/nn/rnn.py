@@ -25,6 +25,7 @@ from distgraph.nn.module import Module
 from distgraph.nn.parameter import Parameter
 from distgraph.nn.rnn_packed import flip_steps, last_steps, packed_forward
 from distgraph.nn.utils.rnn import PackedSequence
+from distgraph.ops import same_dtype
 from distgraph.ops.creation import empty, zeros
 from distgraph.ops.recurrent import GATES, gru_cell, lstm_cell, rnn_cell, rnn_layer
 from distgraph.ops.shape import cat, narrow, stack
@@ -190,6 +191,8 @@ class RNNBase(Module):
         for label, t, want in (("hidden", h, shape), ("cell", c, c_shape)):  # c_0 is read row by row
             if t is not None and tuple(t.shape) != want:
                 raise ShapeError(f"{name}: expected {label} size {want}, got {tuple(t.shape)}")
+            if t is not None and t.dtype != x.dtype:  # torch refuses it in its first product (no promotion)
+                same_dtype.linear(t, self.weight_hh_l0, getattr(self, "bias_hh_l0", None))
         return h, c
 
     def extra_repr(self):
@@ -297,6 +300,8 @@ class RNNCellBase(Module):
                     f"{name}: expected {label} of shape {want} (input {tuple(input.shape)}, hidden_size "
                     f"{self.hidden_size}), got {tuple(t.shape)}"
                 )
+            if t.dtype != input.dtype:  # torch refuses it in its first product (no promotion)
+                same_dtype.linear(t, self.weight_hh, self.bias_hh)
         return hx
 
 

@@ -9,8 +9,9 @@ import math
 import numpy as np
 
 from distgraph.autograd.function import records
-from distgraph.errors import ShapeError
-from distgraph.ops import cache_blocks, kernels
+from distgraph.autograd.node_names import named
+from distgraph.errors import DTypeError, ShapeError
+from distgraph.ops import cache_blocks, kernels, same_dtype
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.compare import gt, le, logical_and, logical_not, lt
 from distgraph.ops.elementwise import (
@@ -439,12 +440,15 @@ def relu6(input):
 
 
 def logsigmoid(input):
-    return neg(softplus(neg(input)))
+    return named(neg(softplus(neg(input))), "LogSigmoidBackward0")
 
 
 @autocast_op("prelu")
 def prelu(input, weight):
     """max(0, x) + w · min(0, x), one learned slope per channel (dim 1) or one shared slope."""
+    if input.array.dtype != weight.array.dtype:  # torch's words: it promotes nothing here
+        names = same_dtype.scalar(input), same_dtype.scalar(weight)
+        raise DTypeError(f"prelu: Type promoting not supported. Got {names[0]} and {names[1]}")
     channels = input.shape[1] if input.ndim >= 2 else 1  # torch: input below 2-D has one channel
     if weight.numel() not in (1, channels):
         raise ShapeError(

@@ -19,6 +19,7 @@ import functools
 
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
+from distgraph.ops import same_dtype
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.channels_last import laid_out, suggests
 from distgraph.ops.regions import pad
@@ -309,6 +310,8 @@ def check_ranks_and_groups(op, input, weight, groups):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw)."""
     check_ranks_and_groups("conv2d", input, weight, groups)
+    if weight.array.dtype != input.array.dtype or bias is not None and bias.array.dtype != input.array.dtype:
+        same_dtype.conv(input, weight, bias)  # torch's words: it promotes nothing here
     n, c, h, w = input.shape
     o, cg, kh, kw = weight.shape
     if c % groups or o % groups or c // groups != cg:
@@ -355,6 +358,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"{tuple(weight.shape)}"
         )
     check_bias("conv1d", bias, weight, weight.shape[0])
+    same_dtype.conv(input, weight, bias)
     (s,), (d,) = ntuple(stride, 1, "stride", "conv1d"), ntuple(dilation, 1, "dilation", "conv1d")
     pad = padding if isinstance(padding, str) else (0, *ntuple(padding, 1, "padding", "conv1d"))
     out = conv2d(input.unsqueeze(2), weight.unsqueeze(2), None, (1, s), pad, (1, d), groups).squeeze(2)

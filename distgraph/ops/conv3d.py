@@ -21,6 +21,7 @@ import numpy as np
 from distgraph.autograd.function import apply
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import conv as conv2
+from distgraph.ops import same_dtype
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.conv import batch_optional, conv_rules, ntuple
 from distgraph.ops.conv_transpose import _out_size as _transposed_size
@@ -148,13 +149,9 @@ def _check(op, input, weight, bias, groups):
         )
     if not isinstance(groups, int) or groups < 1:
         raise ShapeError(f"{op}: groups must be a positive int, got {groups!r}")
-    if input.dtype != weight.dtype or input.array.dtype.kind == "b":
-        raise DTypeError(
-            f"{op}: input and weight must share one numeric dtype (as torch), got {input.dtype.name} and "
-            f"{weight.dtype.name}"
-        )
-    if bias is not None and bias.dtype != input.dtype:
-        raise DTypeError(f"{op}: bias dtype {bias.dtype.name} must match the input's {input.dtype.name}")
+    same_dtype.conv(input, weight, bias, "type" if op == "conv3d" else "scalar")  # torch's words
+    if input.array.dtype.kind == "b":
+        raise DTypeError(f"{op}: input and weight must be numeric (as torch), got {input.dtype.name}")
 
 
 def _add_bias(op, out, bias):

@@ -15,6 +15,7 @@ where output_padding exceeds padding) with F.pad.
 from distgraph.autograd.formats import channels_last
 from distgraph.autograd.function import apply
 from distgraph.errors import ShapeError
+from distgraph.ops import same_dtype
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.conv import (
     _conv2d_input_grad,
@@ -25,7 +26,13 @@ from distgraph.ops.conv import (
     layout,
     ntuple,
 )
+from distgraph.ops.promotion import cast
 from distgraph.ops.regions import pad
+
+
+def _as_input(bias, input):
+    """torch's conv_transpose1d/2d cast a bias of another dtype to the input's (conv_transpose3d refuses it)."""
+    return bias if bias.array.dtype == input.array.dtype else cast(bias, input.array.dtype)
 
 
 def _out_size(size, k, stride, padding, dilation, output_padding):
@@ -37,6 +44,8 @@ def _out_size(size, k, stride, padding, dilation, output_padding):
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose2d: input (N, C_in, H, W) or (C_in, H, W), weight (C_in, C_out/groups, kh, kw)."""
     check_ranks_and_groups("conv_transpose2d", input, weight, groups)
+    if weight.array.dtype != input.array.dtype:
+        same_dtype.conv(input, weight, bias, None)  # torch's words (a bias of another dtype is cast, below)
     n, c, h, w = input.shape
     ci, cg, kh, kw = weight.shape
     if ci != c or c % groups:
@@ -69,7 +78,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             out = out.contiguous(memory_format=channels_last)
     if bias is not None:
         check_bias("conv_transpose2d", bias, weight, cg * groups)
-        out = out + bias.reshape(1, -1, 1, 1)
+        out = out + _as_input(bias, input).reshape(1, -1, 1, 1)
     return out
 
 
@@ -89,5 +98,5 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     out = conv_transpose2d(input.unsqueeze(2), weight.unsqueeze(2), None, (1, s), (0, p), (0, e), groups, (1, d))
     out = out.squeeze(2)
     if bias is not None:
-        out = out + bias.reshape(1, -1, 1)
+        out = out + _as_input(bias, input).reshape(1, -1, 1)
     return out

@@ -13,6 +13,7 @@ import numpy as np
 from distgraph.autograd import memory_format
 from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.function import mark_view
+from distgraph.autograd.node_names import named
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import scatter_at
 from distgraph.errors import DTypeError, IndexOutOfRangeError, ShapeError
@@ -252,7 +253,8 @@ def index_select(input, dim, index):
         raise IndexOutOfRangeError(f"index_select(): index out of range in self: dim {d} has size {n}")
     if tensor_module.host_reads is not None:  # being captured: the index must be an op's input, not an
         return _index_select_traced(input, d, index)  # array in getitem's attributes (a weighted loss's target)
-    return getitem(input, (slice(None),) * d + (index.array.reshape(-1),))  # a 0-d index keeps the dim
+    out = getitem(input, (slice(None),) * d + (index.array.reshape(-1),))  # a 0-d index keeps the dim
+    return named(out, "IndexSelectBackward0")
 
 
 def _index_select_traced(input, d, index):
@@ -310,7 +312,8 @@ def masked_fill(input, mask, value):
     if mask.array.dtype.kind != "b":
         raise DTypeError(f"masked_fill only supports boolean masks, but got mask with dtype {mask.dtype.name}")
     fill = value if isinstance(value, Tensor) else ew.const(value, input)
-    return ew.where(mask, fill if fill.array.dtype == input.array.dtype else ew.cast(fill, input.array.dtype), input)
+    out = ew.where(mask, fill if fill.array.dtype == input.array.dtype else ew.cast(fill, input.array.dtype), input)
+    return named(out, "MaskedFillBackward1" if isinstance(value, Tensor) else "MaskedFillBackward0")
 
 
 def masked_select(input, mask):
@@ -327,7 +330,7 @@ def masked_select(input, mask):
             raise ShapeError(
                 f"masked_select: the shapes of input {tuple(input.shape)} and mask {tuple(mask.shape)} do not broadcast"
             ) from None
-    return getitem(input, mask.array)
+    return named(getitem(input, mask.array), "MaskedSelectBackward0")
 
 
 def nonzero(input, as_tuple=False):
@@ -385,7 +388,7 @@ def sort(input, dim=-1, descending=False, stable=False):
     if input.ndim == 0:
         return SortResult(input, Tensor(xp.zeros((), dtype=np.int64), device=input.device))
     indices = _argsort_indices(input, axis=d, descending=descending)
-    return SortResult(gather(input, d, indices), indices)
+    return SortResult(named(gather(input, d, indices), "SortBackward0"), indices)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -412,7 +415,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     from distgraph.ops.shape import narrow
 
     idx = narrow(indices, d, 0, k)
-    return SortResult(gather(input, d, idx), idx)
+    return SortResult(named(gather(input, d, idx), "TopkBackward0"), idx)
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):

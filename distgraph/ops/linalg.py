@@ -14,7 +14,7 @@ import numpy as np
 from distgraph.autograd.function import apply
 from distgraph.autograd.tensor import TENSOR_TYPES, Tensor
 from distgraph.errors import ShapeError
-from distgraph.ops import cache_blocks
+from distgraph.ops import cache_blocks, same_dtype
 from distgraph.ops import elementwise as ew
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.reduction import _sum, normalize_dim, sum
@@ -111,6 +111,8 @@ def _(ctx, g):
 def matmul(input, other):
     if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
         a, b = input, other
+    elif isinstance(input, Tensor) and isinstance(other, Tensor) and input.array.dtype != other.array.dtype:
+        same_dtype.matmul(input, other)  # products refuse mixed dtypes, as torch's (no promotion)
     else:
         a, b = ew._operands(input, other)
     x, y = a.array, b.array  # read once: Tensor.shape/.ndim are properties (per-op cost)
@@ -198,6 +200,7 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
     for name, m in (("mat1", mat1), ("mat2", mat2)):
         if m.ndim != 2:
             raise ShapeError(f"addmm: {name} must be a matrix, got a {m.ndim}-D tensor of shape {tuple(m.shape)}")
+    same_dtype.addmm(input, mat1, mat2)
     return scaled_sum("addmm", input, matmul(mat1, mat2), beta, alpha)
 
 
@@ -223,7 +226,7 @@ def _(ctx, g):
             grads.append(None)
             continue
         others = [s for j, s in enumerate(specs) if j != i]
-        others_t = [t for j, t in enumerate(ctx.inputs) if j != i]
+        others_t = [t if t.dtype == g.dtype else ew.cast(t, g.array.dtype) for j, t in enumerate(ctx.inputs) if j != i]
         unique = "".join(dict.fromkeys(spec))
         lone = [c for c in unique if c not in out_spec and not builtins.any(c in s for s in others)]
         kept = "".join(c for c in unique if c not in lone)
@@ -330,9 +333,9 @@ def einsum(equation, *operands):
 
 
 def _sum_out_lone_letters(specs, out_spec, operands, sizes):
-    """Each operand summed (keepdim) over the letters that are summed away and have size > 1 in it
-    alone, as torch's einsum does first: backward then reads those sums, not the operand (so a later
-    in-place write to it does not stop backward), and mixed dtypes meet in a product, not a matmul."""
+    """Each operand summed (keepdim) over the letters summed away with size > 1 in it alone, as torch's einsum does
+    first (backward reads those sums, so an in-place write to the operand does not stop it); mixed dtypes refused."""
+    same_dtype.einsum(specs, out_spec, operands)  # where torch's contraction is a bmm
     summed = []
     for i, (s, t) in enumerate(zip(specs, operands)):
         dims = tuple(

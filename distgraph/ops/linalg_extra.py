@@ -6,11 +6,12 @@ error, where numpy's broadcasting message would not.
 
 import numpy as np
 
+from distgraph.autograd.node_names import named
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
 from distgraph.ops import elementwise as ew
-from distgraph.ops import linalg, regions, shape
+from distgraph.ops import linalg, regions, same_dtype, shape
 from distgraph.ops import reduction as red
 from distgraph.ops.autocast import autocast_op
 from distgraph.ops.int_args import as_int
@@ -31,6 +32,7 @@ def _need_dims(name, **operands):
 
 def addmv(input, mat, vec, *, beta=1, alpha=1):
     _need_dims("addmv", mat=(mat, 2), vec=(vec, 1))
+    same_dtype.addmv(input, mat, vec)
     return linalg.scaled_sum("addmv", input, linalg.mv(mat, vec), beta, alpha)
 
 
@@ -42,6 +44,7 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
 @autocast_op("baddbmm")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     _need_dims("baddbmm", batch1=(batch1, 3), batch2=(batch2, 3))
+    same_dtype.baddbmm(input, batch1, batch2)
     return linalg.scaled_sum("baddbmm", input, linalg.bmm(batch1, batch2), beta, alpha)
 
 
@@ -49,6 +52,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """beta·input + alpha·Σ_b batch1[b] @ batch2[b]."""
     _need_dims("addbmm", batch1=(batch1, 3), batch2=(batch2, 3))
+    same_dtype.addmm(input, batch1, batch2)  # (torch's addbmm checks as addmm)
     return linalg.scaled_sum("addbmm", input, red.sum(linalg.bmm(batch1, batch2), 0), beta, alpha)
 
 
@@ -62,6 +66,8 @@ def tensordot(a, b, dims=2):
     """Σ over a's dims `dims[0]` and b's `dims[1]` (or a's last `dims` and b's first `dims`): the
     contracted dims moved together, flattened, and one matmul. `dims` may be a tensor, as torch's: 0-d (a
     count) or 2-d (the two lists)."""
+    if a.array.dtype != b.array.dtype:  # torch's words (it promotes nothing here)
+        raise DTypeError("both inputs should have same dtype")
     if isinstance(dims, Tensor):
         dims = dims.tolist()
     if isinstance(dims, int):
@@ -107,7 +113,7 @@ def _padded(x, n):
 @autocast_op("trace")
 def trace(input):
     _need_dims("trace", input=(input, 2))
-    return red.sum(regions.diagonal(input))
+    return named(red.sum(regions.diagonal(input)), "TraceBackward0")
 
 
 def diff(input, n=1, dim=-1, prepend=None, append=None):

@@ -12,6 +12,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply
+from distgraph.autograd.node_names import named
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DTypeError, ShapeError
 from distgraph.ops import compare as cmp
@@ -137,13 +138,16 @@ def mean(input, dim=None, keepdim=False, dtype=None):
     if (input.array.dtype if dtype is None else dtypes.from_any(dtype).np) is F16:
         # torch's: cast to float32, sum, divide, cast back (a float16 count would be inf above 65504)
         x = input if input.array.dtype is F16 else ew.cast(input, F16)
-        return ew.cast(mean(ew.cast(x, np.float32), dim, keepdim), F16)
+        return named(ew.cast(mean(ew.cast(x, np.float32), dim, keepdim), F16), _MEAN_NAMES[dim is None])
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "mean")
     count = 1
     for a in axes:
         count *= input.shape[a]
     total = sum(input, dim=axes, keepdim=keepdim, dtype=dtype)
-    return ew.div(total, count if count else float("nan"))
+    return named(ew.div(total, count if count else float("nan")), _MEAN_NAMES[dim is None])
+
+
+_MEAN_NAMES = ("MeanBackward1", "MeanBackward0")  # torch's, given dims or not
 
 
 @defop("sum_to", kind=RED, save=())
@@ -261,7 +265,7 @@ def _max_min(input, dim, keepdim, other, reduce_all, arg, binary, name):
     values = gather(input, dim, idx)
     if not keepdim:
         values, idx = squeeze(values, dim), squeeze(idx, dim)
-    return MaxMin(values, idx)
+    return MaxMin(named(values, f"{name.title()}Backward0"), idx)
 
 
 def max(input, dim=None, keepdim=False, other=None):

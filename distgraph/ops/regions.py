@@ -4,6 +4,7 @@ import builtins
 
 import numpy as np
 
+from distgraph.autograd.node_names import named
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ShapeError
 from distgraph.ops import compare as cmp
@@ -111,11 +112,11 @@ def _tri_mask(input, diagonal, upper):
 
 
 def tril(input, diagonal=0):
-    return ew.where(_tri_mask(input, diagonal, False), input, ew.const(0, input))
+    return named(ew.where(_tri_mask(input, diagonal, False), input, ew.const(0, input)), "TrilBackward0")
 
 
 def triu(input, diagonal=0):
-    return ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input))
+    return named(ew.where(_tri_mask(input, diagonal, True), input, ew.const(0, input)), "TriuBackward0")
 
 
 @defop("diagonal", kind="other", save=(), view=True)

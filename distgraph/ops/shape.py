@@ -13,6 +13,7 @@ import numpy as np
 from distgraph import dtypes
 from distgraph.autograd.engine import sum_to_array
 from distgraph.autograd.function import apply, mark_multi_output
+from distgraph.autograd.node_names import named
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace
 from distgraph.errors import ShapeError
@@ -133,10 +134,9 @@ def unflatten(input, dim, sizes):
 
 
 def squeeze(input, dim=None):
-    if dim is None:
-        return reshape(input, tuple(s for s in input.shape if s != 1))
-    dims = normalize_dims(dim, input.ndim, "squeeze")
-    return reshape(input, tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1)))
+    dims = range(input.ndim) if dim is None else normalize_dims(dim, input.ndim, "squeeze")
+    out = reshape(input, tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1)))
+    return named(out, "SqueezeBackward" + ("0" if dim is None else "2" if isinstance(dim, tuple | list) else "1"))
 
 
 def unsqueeze(input, dim):
@@ -146,7 +146,7 @@ def unsqueeze(input, dim):
             f"unsqueeze: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})"
         )
     d = dim % n
-    return reshape(input, input.shape[:d] + (1,) + input.shape[d:])
+    return named(reshape(input, input.shape[:d] + (1,) + input.shape[d:]), "UnsqueezeBackward0")
 
 
 # ---- permutations -----------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def transpose(input, dim0, dim1):
     a, b = _dim(dim0, input.ndim, "transpose"), _dim(dim1, input.ndim, "transpose")
     order = list(range(input.ndim))
     order[a], order[b] = order[b], order[a]
-    return permute(input, tuple(order))
+    return named(permute(input, tuple(order)), "TransposeBackward0")
 
 
 swapaxes = swapdims = transpose
@@ -187,7 +187,7 @@ swapaxes = swapdims = transpose
 def t(input):
     if input.ndim > 2:
         raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
-    return transpose(input, 0, 1) if input.ndim == 2 else _reshape(input, shape=input.shape)
+    return named(transpose(input, 0, 1) if input.ndim == 2 else _reshape(input, shape=input.shape), "TBackward0")
 
 
 def movedim(input, source, destination):
@@ -413,7 +413,7 @@ def stack(tensors, dim=0):
                 f"stack expects each tensor to be equal size, but got {tuple(tensors[0].shape)} at entry 0 "
                 f"and {tuple(t.shape)} at entry {i}"
             )
-    return cat([unsqueeze(t, dim) for t in tensors], dim)
+    return named(cat([unsqueeze(t, dim) for t in tensors], dim), "StackBackward0")
 
 
 def hstack(tensors):
@@ -477,7 +477,7 @@ def split(tensor, split_size_or_sections, dim=0):
             )
     out, start = [], 0
     for s in sizes:
-        out.append(narrow(tensor, d, start, s))
+        out.append(named(narrow(tensor, d, start, s), "SplitBackward0" if single else "SplitWithSizesBackward0"))
         start += s
     return mark_multi_output(tuple(out), "Split" if single else "SplitWithSizes")
 
@@ -496,4 +496,4 @@ def unbind(input, dim=0):
     d = _dim(dim, input.ndim, "unbind", whole=True)
     if not input.shape[d]:  # none, as torch (split gives one empty piece there)
         return ()
-    return mark_multi_output(tuple(squeeze(s, d) for s in split(input, 1, d)), "Unbind")
+    return mark_multi_output(tuple(named(squeeze(s, d), "UnbindBackward0") for s in split(input, 1, d)), "Unbind")

@@ -281,12 +281,15 @@ def test_alone_forward_inputs_are_cast_by_the_root_and_where_cast_forward_inputs
         return list(seen)
 
     assert run(F16) == [("0", "float16"), ("2", "float16")]  # the root casts; float16 flows on
-    # not at the root: the float32 input meets float16 weights (distgraph promotes to float32); a child casts
-    # only with cast_forward_inputs
+    # not at the root: the float32 input meets float16 weights, which torch's Linear refuses (so does
+    # distgraph's); a child casts its inputs only with cast_forward_inputs
     no_root = MixedPrecision(param_dtype=dg.float16, cast_root_forward_inputs=False)
-    assert run(no_root) == [("0", "float32"), ("2", "float32")]
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype, but got Float and Half"):
+        run(no_root)
     child = MixedPrecision(param_dtype=dg.float16, cast_forward_inputs=True)
-    assert run(no_root, child) == [("0", "float32"), ("2", "float16")]
+    with pytest.raises(RuntimeError, match="Half and Float"):  # its float16 output meets the last float32 Linear
+        run(MixedPrecision(), child)
+    assert seen == [("0", "float32"), ("2", "float16")]
     # integer inputs stay as they are
     emb = FSDP(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), mixed_precision=F16)
     assert emb(dg.tensor([[1, 2]])).dtype is dg.float16

@@ -75,7 +75,7 @@ def test_a_cross_entropy_step_runs_each_towers_backward_beside_the_others():
             return self.head(dg.cat([t(x) for t in self.towers], 1))
 
     dg.manual_seed(0)
-    model, x, y = Towers(), randn(32, 8), dg.tensor(np.arange(32) % 3)
+    model, x, y = Towers(), randn(32, 8).float(), dg.tensor(np.arange(32) % 3)
     step = dg.compile(model, (x, y), loss_fn=dg.nn.functional.cross_entropy)
     runner, lifted, _, _ = next(iter(step.variants.values()))
     graph = runner.graph  # the optimized graph: what the Trainer's branches strategy partitions

@@ -44,7 +44,7 @@ def test_optimizer_built_before_the_first_forward_works():
     m = nn.LazyLinear(3)
     opt = optim.Adam(m.parameters(), lr=0.1)
     opt.step()  # no gradients yet: nothing to do, as torch
-    x = dg.tensor(rng.standard_normal((4, 2)))
+    x = dg.tensor(rng.standard_normal((4, 2)), dtype=dg.float32)
     m(x).sum().backward()
     before = m.weight.detach().numpy().copy()
     opt.step()

@@ -23,7 +23,7 @@ def test_lazy_norm_bias_false_matches_torch(name, affine):
     dm, tm = getattr(nn, name)(affine=affine, bias=False), getattr(torch.nn, name)(affine=affine, bias=False)
     if affine:  # a weight that is not all ones, so a forgotten scale would show
         scale = np.array([0.5, 2.0, -1.5])
-        dm(dg.tensor(x))
+        dm(dg.tensor(x, dtype=dg.float32))
         tm(torch.tensor(x, dtype=torch.float32))
         dm.double(), tm.double()
         dm.weight.array[...] = scale

@@ -108,11 +108,12 @@ def test_double_backward_matches_torch(row):
     run_double_backward(row)
 
 
-def test_matmul_of_int_and_mixed_dtypes_promotes_like_torch():
+def test_matmul_of_ints_stays_int_and_mixed_dtypes_are_refused_like_torch():
     i = dg.tensor([[1, 2], [3, 4]])
     assert (i @ i).dtype == dg.int64 and (i @ i).tolist() == [[7, 10], [15, 22]]
     f = dg.ones(2, 2, dtype=dg.float64)
-    assert (dg.ones(2, 2) @ f).dtype == dg.float64
+    with pytest.raises(RuntimeError, match="expected m1 and m2 to have the same dtype, but got: float != double"):
+        dg.ones(2, 2) @ f
 
 
 def test_matmul_and_einsum_errors_name_the_op_and_shapes():

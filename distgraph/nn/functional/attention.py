@@ -24,7 +24,7 @@ from distgraph.errors import ConfigError, DTypeError, InputRangeError, ShapeErro
 from distgraph.nn.functional.layers import dropout, linear, pad
 from distgraph.ops import attention as fused
 from distgraph.ops import elementwise as ew
-from distgraph.ops import linalg
+from distgraph.ops import linalg, same_dtype
 from distgraph.ops import reduction as red
 from distgraph.ops import shape as sh
 from distgraph.ops.autocast import autocast_op
@@ -66,8 +66,8 @@ def _masked_weights(query, key, attn_mask, is_causal, scale):
     """The weights composed from ops: a float mask (which may want a gradient) or a bool one, with rows a
     bool mask leaves empty giving 0 (safe_softmax)."""
     scores = ew.mul(linalg.matmul(query, sh.transpose(key, -2, -1)), scale)  # (..., L, S)
-    if is_causal:
-        attn_mask = _causal(query.shape[-2], key.shape[-2], query)
+    if is_causal:  # with an attn_mask too: both apply (torch's fused CPU kernel; _check_causal_mask)
+        scores = ew.where(_causal(query.shape[-2], key.shape[-2], query), scores, ew.const(-math.inf, scores))
     if attn_mask is not None and attn_mask.array.dtype.kind == "b":
         scores = ew.where(attn_mask, scores, ew.const(-math.inf, scores))
     elif attn_mask is not None:
@@ -89,10 +89,15 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
     shapes = _shapes(query=query, key=key, value=value)
     if min(query.ndim, key.ndim, value.ndim) < 2:
         raise ShapeError(f"{_SDPA}: query, key and value must be at least 2-D, got {shapes}")
-    dts = [t.array.dtype for t in (query, key, value)]
-    if len(set(dts)) != 1 or dts[0].kind != "f":
-        names = ", ".join(t.dtype.name for t in (query, key, value))
-        raise DTypeError(f"{_SDPA}: query, key and value must share one floating dtype, got {names}")
+    dt = query.array.dtype
+    if key.array.dtype != dt or value.array.dtype != dt:  # torch's words
+        q, k, v = (same_dtype.cpp(t) for t in (query, key, value))
+        raise DTypeError(
+            f"Expected query, key, and value to have the same dtype, but got query.dtype: {q} key.dtype: {k} "
+            f"and value.dtype: {v} instead."
+        )
+    if dt.kind != "f":
+        raise DTypeError(f"{_SDPA}: query, key and value must be floating, got {query.dtype.name}")
     if query.shape[-1] != key.shape[-1]:
         raise ShapeError(f"{_SDPA}: query and key must have the same embedding size (last dim), got {shapes}")
     if key.shape[-2] != value.shape[-2]:
@@ -117,9 +122,12 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
     if attn_mask is None:
         return
     if is_causal:
-        raise ConfigError(f"{_SDPA}: attn_mask must not be given with is_causal=True (the causal mask is implied)")
-    if attn_mask.array.dtype.kind not in "bf":
-        raise DTypeError(f"{_SDPA}: attn_mask must be bool or floating, got {attn_mask.dtype.name}")
+        _check_causal_mask(query, key, value, attn_mask, dropout_p, enable_gqa)
+    if attn_mask.array.dtype not in (np.bool_, np.float32, dt):  # torch's words
+        raise DTypeError(
+            f"Expected attn_mask dtype to be bool or float or to match query dtype, but got attn_mask.dtype: "
+            f"{same_dtype.cpp(attn_mask)} and  query.dtype: {same_dtype.cpp(query)} instead."
+        )
     scores = (*batch, query.shape[-2], key.shape[-2])
     try:
         fits = np.broadcast_shapes(tuple(attn_mask.shape), scores) == scores
@@ -130,6 +138,24 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
             f"{_SDPA}: attn_mask {tuple(attn_mask.shape)} does not broadcast to the attention weights {scores} "
             f"({shapes})"
         )
+
+
+def _check_causal_mask(query, key, value, attn_mask, dropout_p, enable_gqa):
+    """torch on CPU applies both an attn_mask and is_causal where its fused kernel runs (4-D query, key and
+    value of one batch size and head count, or grouped with enable_gqa; equal head dims; a 2-D or 4-D mask
+    that needs no gradient; no dropout); its other kernels refuse the pair, as here."""
+    q, k, v = (tuple(t.shape) for t in (query, key, value))
+    fused = (
+        len(q) == len(k) == len(v) == 4
+        and q[0] == k[0] == v[0]
+        and (q[1] == k[1] == v[1] or enable_gqa)
+        and q[-1] == k[-1] == v[-1]
+        and attn_mask.ndim in (2, 4)
+        and not attn_mask.requires_grad
+        and dropout_p == 0
+    )
+    if not fused:
+        raise ConfigError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
 
 
 # ---- multi-head attention ---------------------------------------------------------------------------------

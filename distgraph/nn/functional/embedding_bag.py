@@ -22,7 +22,7 @@ from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import _embedding_renorm_
 from distgraph.ops import elementwise as ew
-from distgraph.ops import indexing, layers
+from distgraph.ops import indexing, layers, same_dtype
 from distgraph.ops import reduction as red
 from distgraph.ops.creation import full, zeros
 from distgraph.ops.shape import cat
@@ -99,6 +99,11 @@ def _embedding_bag(input, weight, offsets, max_norm, norm_type, scale_grad_by_fr
                                   f"mode='sum' (got mode='{mode}')")  # fmt: skip
     if input.array.dtype.kind not in "iu":
         raise DTypeError(f"{op}: input must hold indices (an integer dtype), got {input.dtype.name}")
+    if per_sample_weights is not None and per_sample_weights.array.dtype != weight.array.dtype:  # torch's words
+        kinds = [f"torch.{same_dtype.scalar(t)}Tensor" for t in (weight, per_sample_weights)]
+        raise DTypeError(f"Expected tensor for argument #1 'weight' to have the same type as tensor for argument #1 "
+                         f"'per_sample_weights'; but type {kinds[0]} does not equal {kinds[1]} (while checking "
+                         f"arguments for embedding_bag)")  # fmt: skip
     if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
         raise ShapeError(f"{op}: per_sample_weights {tuple(per_sample_weights.shape)} must have the input's shape "
                          f"{tuple(input.shape)}")  # fmt: skip

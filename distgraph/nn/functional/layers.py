@@ -9,7 +9,7 @@ from distgraph.autograd import tensor as tensor_module
 from distgraph.autograd.grad_mode import no_grad
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError, DTypeError, IndexOutOfRangeError, InputRangeError, ShapeError
-from distgraph.ops import cache_blocks, fused_batch_norm, layers, linalg
+from distgraph.ops import cache_blocks, fused_batch_norm, layers, linalg, same_dtype
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
 from distgraph.ops.autocast import autocast_op
@@ -31,6 +31,8 @@ def linear(input, weight, bias=None):
         )
     if weight.ndim == 2 and input.array.dtype == weight.array.dtype and (bias is None or bias.dtype == weight.dtype):
         return layers.linear(input, weight, bias)
+    if input.array.dtype != weight.array.dtype or (bias is not None and bias.array.dtype != weight.array.dtype):
+        same_dtype.linear(input, weight, bias)  # torch's words: it promotes nothing here
     out = linalg.matmul(input, weight.transpose(-2, -1) if weight.ndim > 1 else weight)  # 1-D weight: a dot
     return out if bias is None else ew.add(out, bias)
 
@@ -46,6 +48,7 @@ def bilinear(input1, input2, weight, bias=None):
             f"bilinear: inputs {tuple(input1.shape)} and {tuple(input2.shape)} must share their leading dims and "
             f"end with weight {tuple(weight.shape)}'s in1_features and in2_features (its dims 1 and 2)"
         )
+    same_dtype.bilinear(input1, input2, weight, bias)
     lead = tuple(input1.shape[:-1])
     x1, x2 = input1.reshape(-1, input1.shape[-1]), input2.reshape(-1, input2.shape[-1])
     out = linalg.einsum("bi,oij,bj->bo", x1, weight, x2)
@@ -171,6 +174,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != normalized_shape:
             raise ShapeError(f"layer_norm: {name} shape {tuple(t.shape)} != normalized_shape {normalized_shape}")
+    if (weight is not None and weight.array.dtype != input.array.dtype) or (
+        bias is not None and bias.array.dtype != input.array.dtype
+    ):
+        same_dtype.norm(input, weight, bias)
     return layers.layer_norm(input, len(normalized_shape), weight, bias, eps)
 
 
@@ -191,12 +198,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             )
     dims = (0, *range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
+    n = input.numel() // c
+    if training and n <= 1:  # before the dtypes, as torch checks
+        raise ShapeError(
+            f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}"
+        )
+    same_dtype.norm(input, weight, bias, running_mean, running_var)
     if training:
-        n = input.numel() // c
-        if n <= 1:
-            raise ShapeError(
-                f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}"
-            )
         if fused_batch_norm.fusable(input, weight, bias):  # one op (the common case)
             out = fused_batch_norm.batch_norm_train(input, weight, bias, eps)
             if running_mean is not None:
@@ -279,6 +287,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ShapeError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     check_channel_vectors("group_norm", input, weight, bias)
+    same_dtype.norm(input, weight, bias)
     if input.numel() // num_groups == 1:  # torch: one value per group normalizes to 0 whatever the input
         raise ShapeError(
             f"group_norm: expected more than 1 value per group, got input {tuple(input.shape)} in {num_groups} groups"
@@ -326,7 +335,10 @@ def _rms_norm(input, weight, normalized_shape, eps):
     dims = tuple(range(-len(normalized_shape), 0))
     with cache_blocks.row_buffer(input.array, math.prod(normalized_shape)):  # (a per-row operand: cache_blocks)
         out = ew.mul(input, ew.rsqrt(ew.add(red.mean(ew.square(input), dim=dims, keepdim=True), eps)))
-        return out if weight is None else ew.mul(out, weight)
+        if weight is None:
+            return out
+        out = ew.mul(out, weight)  # a weight of another dtype: the input's dtype all the same, as torch's
+        return out if out.array.dtype == input.array.dtype else ew.cast(out, input.array.dtype)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):

@@ -14,6 +14,7 @@ from distgraph.errors import ConfigError, InputRangeError, ShapeError
 from distgraph.nn.functional.layers import normalize_affine
 from distgraph.ops import elementwise as ew
 from distgraph.ops import reduction as red
+from distgraph.ops import same_dtype
 from distgraph.ops.regions import pad_nd
 from distgraph.ops.shape import narrow
 
@@ -52,6 +53,7 @@ def instance_norm(
         if t is not None and tuple(t.shape) != (c,):
             raise ShapeError(f"instance_norm: {name} shape {tuple(t.shape)} does not match the {c} channels of input "
                              f"{tuple(input.shape)}")  # fmt: skip
+    same_dtype.norm(input, weight, bias)  # (running statistics of another dtype pass, as in torch)
     shape = (1, c) + (1,) * (input.ndim - 2)
     if use_input_stats:
         n = math.prod(input.shape[2:])
