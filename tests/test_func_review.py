@@ -151,3 +151,25 @@ def test_vmap_updates_running_stats_that_are_part_of_a_mapped_input():
 def test_vmap_names_item_when_the_function_returns_python_numbers():
     with pytest.raises(ValueError, match=r"\.item\(\).*not supported under vmap"):
         dg.func.vmap(lambda x: x.sum().item())(dg.randn(4, 3))
+
+
+def test_vmap_in_one_thread_leaves_batch_norm_in_another_alone():
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+
+    def waits(x):
+        inside.set()
+        release.wait(10)
+        return x * 2
+
+    worker = threading.Thread(target=lambda: dg.func.vmap(waits)(dg.ones(2, 3)))
+    worker.start()
+    try:
+        assert inside.wait(10)
+        m = nn.BatchNorm1d(3)
+        m(dg.randn(4, 3))  # no vmap in this thread: the statistics update
+        assert int(m.num_batches_tracked) == 1
+    finally:
+        release.set()
+        worker.join(10)

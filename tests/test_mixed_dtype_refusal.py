@@ -229,3 +229,34 @@ def test_trainer_casts_numpy_inputs_to_the_models_dtype_and_refuses_tensors_of_a
     assert model.weight.dtype == dg.float32
     with pytest.raises(DTypeError, match="mat1 and mat2 must have the same dtype, but got Double and Float"):
         trainer.fit((dg.tensor(x), dg.tensor(y)), epochs=2, batch_size=4)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("norm", ["BatchNorm2d", "InstanceNorm2d"])
+def test_a_float32_norm_in_a_half_model_gives_float16_as_torch(norm, training):
+    """Batch norm kept in float32 inside a float16 model (the usual recipe): the norm computes in float32 and
+    returns the input's float16, so the next half layer takes it (it returned float32, which that layer refused)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float16)
+    weights, outs = {}, {}
+    for lib in (torch, dg):
+        m = lib.nn.Sequential(lib.nn.Conv2d(3, 4, 3), getattr(lib.nn, norm)(4, affine=True), lib.nn.Conv2d(4, 2, 1))
+        if lib is torch:
+            weights = {k: v.numpy() for k, v in m.state_dict().items()}
+        else:
+            m.load_state_dict({k: dg.tensor(v) for k, v in weights.items()})
+        m = m.half()
+        m[1].float()
+        m.train(training)
+        outs[lib] = m(lib.tensor(x)).detach()
+    ours, theirs = outs[dg], outs[torch]
+    assert ours.dtype is dg.float16 and theirs.dtype is torch.float16
+    np.testing.assert_allclose(ours.numpy().astype(np.float32), theirs.numpy().astype(np.float32), atol=2e-3)
+
+
+def test_fsdp_half_precision_with_a_batch_norm_left_in_float32_runs():
+    from distgraph.distributed.fsdp import FSDP, MixedPrecision, ModuleWrapPolicy
+
+    m = dg.nn.Sequential(dg.nn.Linear(4, 8), dg.nn.BatchNorm1d(8), dg.nn.ReLU(), dg.nn.Linear(8, 3))
+    mp = MixedPrecision(param_dtype=dg.float16, reduce_dtype=dg.float32)
+    y = FSDP(m, mixed_precision=mp, auto_wrap_policy=ModuleWrapPolicy({dg.nn.Linear}))(dg.randn(6, 4))
+    assert y.dtype is dg.float16

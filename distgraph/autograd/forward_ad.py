@@ -21,6 +21,8 @@ Where this differs from torch, and why:
 - The dual is a view of a leaf that requires grad, so an in-place op on the dual itself is refused
   (torch refuses it too when x requires grad); in-place ops on results work.
 - The level keeps its seeds and tangents until it exits.
+- A tangent needs the graph: after a `.backward()` that freed it, unpack_dual is refused saying so (torch
+  pushed the tangent forward already); unpack first, or backward with retain_graph=True.
 """
 
 import contextlib
@@ -179,8 +181,11 @@ def _unpack(lvl, y, grad_on):
         with enable_grad():
             dummies, vjps = trick_vjps([y], [lvl.seeds[i] for i in used])
             (tangent,) = trick_jvps(dummies, vjps, [lvl.tangents[i] for i in used], grad_on, retain_graph=True)
-    except AutogradError as exc:  # e.g. a tensor backward needs was changed in place since
-        raise type(exc)(f"unpack_dual computes the tangent by backward through the graph, which failed: {exc}") from exc
+    except AutogradError as exc:  # a tensor backward needs changed in place since, a graph a backward() freed
+        raise type(exc)(
+            f"unpack_dual computes the tangent by backward through the graph, which failed (unpack before a "
+            f"backward() that frees the graph, or call backward(retain_graph=True)): {exc}"
+        ) from exc
     if tangent is None:  # y depends on a dual only through ops with a zero derivative
         from distgraph.ops.creation import zeros_like
 

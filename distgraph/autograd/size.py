@@ -1,8 +1,8 @@
 """torch.Size: what `Tensor.size()` returns. A tuple, so it equals, unpacks and hashes as the tuple of the same
 sizes; torch's repr and numel(), and slicing or adding another tuple gives a Size again, as torch's does.
 
-`Tensor.shape` stays a plain tuple: ops read it about a thousand times inside distgraph, and making a Size per
-read costs ~0.2 µs, a few percent of a small op. No code inside distgraph calls `.size()`.
+`Tensor.shape` is one too (a Size per read: ~0.1 µs; ~0.3 µs for `shape[i]`, the override below), so
+distgraph's own ops read `t.array.shape` where they run per call.
 """
 
 import math

@@ -64,8 +64,8 @@ class Tensor:
 
     # ---- metadata ---------------------------------------------------------------------------
     @property
-    def shape(self):
-        return self.array.shape
+    def shape(self):  # torch's: a Size (a tuple printing as torch.Size); distgraph's hot paths read array.shape
+        return Size(self.array.shape)
 
     @property
     def dtype(self):

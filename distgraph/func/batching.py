@@ -125,7 +125,8 @@ def _run(func, size, flat_in_dims, flat_args, spec, kwargs, randomness):
     unmapped += [a for a in flatten(kwargs)[0] if isinstance(a, Tensor)]  # kwargs are never mapped
     written = {}  # id(input) -> its value after the first element that wrote it
     results = []
-    VMAPPED.append([a.array for a, d in zip(flat_args, flat_in_dims) if d is not None])  # batch norm checks them
+    levels = VMAPPED.__dict__.setdefault("levels", [])  # this thread's: batch norm checks them
+    levels.append([a.array for a, d in zip(flat_args, flat_in_dims) if d is not None])
     try:
         for b in range(size):
             if stash is not None:
@@ -143,7 +144,7 @@ def _run(func, size, flat_in_dims, flat_args, spec, kwargs, randomness):
                     "'different' randomness flags on vmap or perform the randomness operation out of vmap"
                 )
     finally:
-        VMAPPED.pop()
+        levels.pop()
     return results
 
 

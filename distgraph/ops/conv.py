@@ -265,7 +265,7 @@ def _pair(v, name, op):
 
 def check_bias(op, bias, weight, channels):
     """A convolution's bias holds one value per output channel: shape (channels,)."""
-    if bias is not None and tuple(bias.shape) != (channels,):
+    if bias is not None and tuple(bias.array.shape) != (channels,):
         raise ShapeError(
             f"{op}: given weight of size {tuple(weight.shape)}, expected bias to be 1-dimensional with {channels} "
             f"elements, but got bias of size {tuple(bias.shape)} instead"
@@ -312,8 +312,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     check_ranks_and_groups("conv2d", input, weight, groups)
     if weight.array.dtype != input.array.dtype or bias is not None and bias.array.dtype != input.array.dtype:
         same_dtype.conv(input, weight, bias)  # torch's words: it promotes nothing here
-    n, c, h, w = input.shape
-    o, cg, kh, kw = weight.shape
+    n, c, h, w = input.array.shape
+    o, cg, kh, kw = weight.array.shape
     if c % groups or o % groups or c // groups != cg:
         raise ShapeError(
             f"conv2d: input {tuple(input.shape)} with groups={groups} needs weight (O, {c // groups if groups else c}, kh, "

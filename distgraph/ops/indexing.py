@@ -67,7 +67,7 @@ def index_add_into(values, shape, index):
 
 
 def getitem(input, index):
-    sub = parse(input.shape, index, input.device.xp)
+    sub = parse(input.array.shape, index, input.device.xp)
     out = input
     if sub.basic is not None or sub.adv is None:  # x[...] and x[()] are views too, as in torch
         attrs = {"index": () if sub.basic is None else sub.basic}

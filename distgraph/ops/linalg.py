@@ -112,7 +112,7 @@ def matmul(input, other):
     if type(input) in TENSOR_TYPES and type(other) in TENSOR_TYPES and input.array.dtype == other.array.dtype:
         a, b = input, other
     elif isinstance(input, Tensor) and isinstance(other, Tensor) and input.array.dtype != other.array.dtype:
-        same_dtype.matmul(input, other)  # products refuse mixed dtypes, as torch's (no promotion)
+        same_dtype.matmul(input, other)  # always raises: products refuse mixed dtypes, as torch's
     else:
         a, b = ew._operands(input, other)
     x, y = a.array, b.array  # read once: Tensor.shape/.ndim are properties (per-op cost)

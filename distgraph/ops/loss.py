@@ -212,10 +212,10 @@ def cross_entropy_indices(input, target, weight=None, ignore_index=-100, label_s
                 f"shape {tuple(target.shape)}"
             )
         input, target = input.reshape(1, -1), target.reshape(1)
-    n, c = input.shape[0], input.shape[1]
+    n, c = input.array.shape[0], input.array.shape[1]
     check_class_weight(weight, c, "cross_entropy")
-    spatial = tuple(input.shape[2:])
-    if tuple(target.shape) != (n, *spatial):
+    spatial = tuple(input.array.shape[2:])
+    if tuple(target.array.shape) != (n, *spatial):
         raise ShapeError(
             f"cross_entropy: target shape {tuple(target.shape)} does not match input {tuple(input.shape)} "
             f"(expected {(n, *spatial)})"

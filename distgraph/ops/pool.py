@@ -258,7 +258,7 @@ def _check4(input, op):
 
 def _check_out(input, k, s, p, d, ceil_mode, op):
     """torch refuses a window that does not fit even once (an empty output), naming both sizes."""
-    out = [_pool_out(input.shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2)]
+    out = [_pool_out(input.array.shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2)]
     if min(out) < 1:
         c, h, w = input.shape[1:]
         raise ShapeError(f"{op}: given input size ({c}x{h}x{w}), calculated output size ({c}x{out[0]}x{out[1]}): "
@@ -342,7 +342,7 @@ def _nonempty_spatial(input, first, op):
     """torch's adaptive pools refuse an empty spatial dim (from dim `first` on); an empty batch or channel dim
     gives an empty output."""
     for i in range(first, input.ndim):
-        if input.shape[i] == 0:
+        if input.array.shape[i] == 0:
             raise ShapeError(
                 f"{op}: expected input to have non-zero size for non-batch dimensions, but input has sizes "
                 f"{tuple(input.shape)} with dimension {i} being empty"
@@ -365,7 +365,7 @@ def adaptive_avg_pool2d(input, output_size):
     depend on the input); otherwise rows then columns are averaged by two small matmuls (A_h · x · A_wᵀ),
     whatever the output size."""
     oh, ow = _adaptive_size(input, output_size, "adaptive_avg_pool2d")
-    h, w = input.shape[2], input.shape[3]
+    h, w = input.array.shape[2], input.array.shape[3]
     if oh == ow == 1:
         return mean(input, (-2, -1), keepdim=True)
     if oh and ow and h % oh == 0 and w % ow == 0:

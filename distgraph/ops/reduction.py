@@ -142,7 +142,7 @@ def mean(input, dim=None, keepdim=False, dtype=None):
     axes = normalize_dims(_all_if_empty(dim), input.ndim, "mean")
     count = 1
     for a in axes:
-        count *= input.shape[a]
+        count *= input.array.shape[a]
     total = sum(input, dim=axes, keepdim=keepdim, dtype=dtype)
     return named(ew.div(total, count if count else float("nan")), _MEAN_NAMES[dim is None])
 

@@ -2,8 +2,10 @@
 dtype, in torch's words, where elementwise ops promote (ops/promotion.py).
 
 torch refuses `x32 @ w64` rather than computing it in float64: a float32 model fed numpy's float64 data would
-otherwise run, twice as slow, in float64. The ops call these checks only off their fast path, after one dtype
-comparison has found the operands differ (autocast casts its inputs before the op, so they agree there).
+otherwise run, twice as slow, in float64. matmul, linear, layer_norm and conv2d call these checks only off their
+fast path, after one dtype comparison has found the operands differ; the others call them on every call, and
+each returns after comparing the dtypes when they agree (autocast casts its inputs before the op, so they agree
+there).
 Each function raises DTypeError (a RuntimeError too, as torch's) naming the dtypes as torch's message does.
 """
 
@@ -40,7 +42,7 @@ def scalar_type(expected, found):
 
 
 def matmul(a, b):
-    """matmul of Tensors a, b whose dtypes differ: torch's message is that of the kernel its dims pick."""
+    """matmul of Tensors a, b whose dtypes differ: raises, torch's message being that of the kernel its dims pick."""
     na, nb = a.array.ndim, b.array.ndim
     if na == 1 and nb == 1:
         raise DTypeError(f"dot : expected both vectors to have same dtype, but found {scalar(a)} and {scalar(b)}")
@@ -105,6 +107,12 @@ def conv(input, weight, bias=None, bias_words="type"):
 def norm(input, *params):
     """layer_norm, batch_norm, group_norm, instance_norm on CPU: the parameters (None skipped; the first
     given one sets their dtype) must share the input's dtype, except float32 parameters of a float16 input."""
+    dt = input.array.dtype
+    for p in params:  # the common case, every dtype the input's: a few comparisons
+        if p is not None and p.array.dtype != dt:
+            break
+    else:
+        return
     given = [p for p in params if p is not None]
     if not given:
         return

@@ -62,7 +62,7 @@ def reshape(input, *shape):
     """A view where the memory allows, else a copy. Never `input` itself, even for its own shape: as in
     torch, the result is a new tensor (its own requires_grad, grad and detach_) sharing the memory."""
     shape = _shape_arg(shape)
-    if shape == input.shape:
+    if shape == input.array.shape:
         return _reshape(input, shape=shape)
     size = input.array.size
     known = 1
@@ -115,7 +115,7 @@ def flatten(input, start_dim=0, end_dim=-1):
         raise ShapeError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
     if s == e:  # torch returns the tensor itself here (unlike reshape to the same shape)
         return input
-    shape = input.shape
+    shape = input.array.shape
     n = 1
     for d in shape[s : e + 1]:
         n *= d
@@ -146,7 +146,7 @@ def unsqueeze(input, dim):
             f"unsqueeze: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})"
         )
     d = dim % n
-    return named(reshape(input, input.shape[:d] + (1,) + input.shape[d:]), "UnsqueezeBackward0")
+    return named(reshape(input, input.array.shape[:d] + (1,) + input.array.shape[d:]), "UnsqueezeBackward0")
 
 
 # ---- permutations -----------------------------------------------------------------------------------
@@ -456,14 +456,14 @@ def narrow(input, dim, start, length):
     d = _dim(dim, input.ndim, "narrow", whole=True)
     if start < 0:
         start += input.shape[d]
-    if not 0 <= start <= start + length <= input.shape[d]:
+    if not 0 <= start <= start + length <= input.array.shape[d]:
         raise ShapeError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({input.shape[d]})")
     return _slice(input, axis=d, start=start, stop=start + length)
 
 
 def split(tensor, split_size_or_sections, dim=0):
     d = _dim(dim, tensor.ndim, "split", whole=True)
-    n = tensor.shape[d]
+    n = tensor.array.shape[d]
     if single := is_single(split_size_or_sections):
         step = as_int(split_size_or_sections, "split", "split_size")
         if step <= 0 and n:
@@ -486,7 +486,7 @@ def chunk(input, chunks, dim=0):
     d = _dim(dim, input.ndim, "chunk", whole=True)
     if (chunks := as_int(chunks, "chunk", "chunks")) <= 0:
         raise ShapeError(f"chunk expects `chunks` to be greater than 0, got: {chunks} (input {tuple(input.shape)})")
-    n = input.shape[d]
+    n = input.array.shape[d]
     if not n:  # torch: an empty dim gives `chunks` empty pieces (split would give one)
         return split(input, [0] * chunks, d)
     return split(input, -(-n // chunks), d)

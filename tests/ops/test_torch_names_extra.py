@@ -125,6 +125,9 @@ def test_size_is_torchs_tuple():
     assert s.numel() == 6 and dg.Size([]).numel() == 1
     assert isinstance(s[1:], dg.Size) and s[1:] == (3,) and s[0] == 2 and isinstance(s + (4,), dg.Size)
     assert x.size(1) == 3 and dg.zeros(s).shape == (2, 3)
+    # .shape too, as torch's: print(x.shape) reads torch.Size([2, 3]), x.shape[1:].numel() works
+    assert isinstance(x.shape, dg.Size) and repr(x.shape) == repr(torch.zeros(2, 3).shape)
+    assert x.shape[1:].numel() == 3 and x.shape[-1] == 3 and type(x.shape[-1]) is int
 
 
 @pytest.fixture

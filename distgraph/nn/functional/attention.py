@@ -50,7 +50,7 @@ def scaled_dot_product_attention(
         key = sh.repeat_interleave(key, query.shape[-3] // key.shape[-3], dim=key.ndim - 3)
     if enable_gqa and value.shape[-3] != query.shape[-3]:
         value = sh.repeat_interleave(value, query.shape[-3] // value.shape[-3], dim=value.ndim - 3)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scale = 1.0 / math.sqrt(query.array.shape[-1]) if scale is None else scale
     if attn_mask is None and fused.fusable(query, key):
         weights_t = fused.attention_weights_t(query, key, scale, is_causal)  # (..., S, L): transposed
         if dropout_p > 0:
@@ -82,7 +82,7 @@ def _causal(L, S, like):
 
 
 def _shapes(**named):
-    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in named.items() if v is not None)
+    return ", ".join(f"{k} {tuple(v.array.shape)}" for k, v in named.items() if v is not None)
 
 
 def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
@@ -98,13 +98,13 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
         )
     if dt.kind != "f":
         raise DTypeError(f"{_SDPA}: query, key and value must be floating, got {query.dtype.name}")
-    if query.shape[-1] != key.shape[-1]:
+    if query.array.shape[-1] != key.array.shape[-1]:
         raise ShapeError(f"{_SDPA}: query and key must have the same embedding size (last dim), got {shapes}")
-    if key.shape[-2] != value.shape[-2]:
+    if key.array.shape[-2] != value.array.shape[-2]:
         raise ShapeError(f"{_SDPA}: key and value must have the same sequence length (dim -2), got {shapes}")
     if not 0 <= dropout_p <= 1:
         raise InputRangeError(f"{_SDPA}: dropout probability has to be between 0 and 1, but got {dropout_p}")
-    lead = [tuple(t.shape[:-2]) for t in (query, key, value)]
+    lead = [tuple(t.array.shape[:-2]) for t in (query, key, value)]
     if enable_gqa:
         if min(query.ndim, key.ndim, value.ndim) < 3:
             raise ShapeError(f"{_SDPA}: enable_gqa needs a heads dim (-3) in query, key and value, got {shapes}")
@@ -195,7 +195,7 @@ def multi_head_attention_forward(
     if not batched:
         query, key, value = (sh.unsqueeze(t, 1) for t in (query, key, value))
         key_padding_mask = None if key_padding_mask is None else sh.unsqueeze(key_padding_mask, 0)
-    tgt_len, bsz, embed_dim = query.shape
+    tgt_len, bsz, embed_dim = query.array.shape
     key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", query, attn_mask, "attn_mask")
     if is_causal and attn_mask is None:
         raise ConfigError(
@@ -231,7 +231,7 @@ def multi_head_attention_forward(
         zeros = Tensor(k.device.xp.zeros((bsz * num_heads, 1, head_dim), k.array.dtype), device=k.device)
         k, v = sh.cat([k, zeros], dim=1), sh.cat([v, zeros], dim=1)
         masks, added = _one_more_key(*masks), added + 1
-    src_len = k.shape[1]
+    src_len = k.array.shape[1]
     # checked here, as torch: static_k, when given, has replaced the keys (and sets the source length)
     if masks[1] is not None and tuple(masks[1].shape) != (bsz, src_len):
         raise ShapeError(
@@ -289,16 +289,16 @@ def _attention_with_weights(q, k, v, attn_mask, dropout_p):
 
 def _attention_fused(q, k, v, attn_mask, dropout_p, is_causal, bsz, num_heads):
     """torch's need_weights=False path: one scaled_dot_product_attention on (N, H, L, head_dim)."""
-    src_len = k.shape[1]
+    src_len = k.array.shape[1]
     if attn_mask is not None:
         attn_mask = sh.reshape(attn_mask, 1 if attn_mask.shape[0] == 1 else bsz, -1, attn_mask.shape[1], src_len)
-    q, k, v = (sh.reshape(t, bsz, num_heads, t.shape[1], t.shape[2]) for t in (q, k, v))
+    q, k, v = (sh.reshape(t, bsz, num_heads, t.array.shape[1], t.array.shape[2]) for t in (q, k, v))
     return scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
 
 
 def _in_projection_packed(query, key, value, w, b):
     """q, k, v = x·W_qᵀ, x·W_kᵀ, x·W_vᵀ (+ b) with W packed as (3E, E); one product per distinct input."""
-    E = query.shape[-1]
+    E = query.array.shape[-1]
     if key is value and query is key:  # self-attention
         return sh.chunk(linear(query, w, b), 3, -1)
     w_q, w_k, w_v = sh.chunk(w, 3)
@@ -312,7 +312,7 @@ def _in_projection_packed(query, key, value, w, b):
 def _heads(t, static, name, batch_heads, head_dim):
     """(S, N, E) -> (N*H, S, head_dim), or the given static (N*H, S, head_dim) key/value."""
     if static is None:
-        return sh.transpose(sh.reshape(t, t.shape[0], batch_heads, head_dim), 0, 1)
+        return sh.transpose(sh.reshape(t, t.array.shape[0], batch_heads, head_dim), 0, 1)
     if static.ndim != 3 or static.shape[0] != batch_heads or static.shape[2] != head_dim:
         raise ShapeError(
             f"{_MHA}: expected {name} of shape (batch*num_heads={batch_heads}, S, head_dim={head_dim}), "
@@ -378,15 +378,15 @@ def _check_mha_inputs(query, key, value, key_padding_mask, attn_mask, num_heads)
 def _check_mha_dims(query, key, value, embed_dim_to_check, num_heads, separate):
     """Returns head_dim; raises unless embed_dim matches, divides into heads, and key fits value."""
     shapes = _shapes(query=query, key=key, value=value)
-    embed_dim = query.shape[-1]
+    embed_dim = query.array.shape[-1]
     if embed_dim != embed_dim_to_check:
         raise ShapeError(f"{_MHA}: expected embedding dimension {embed_dim_to_check}, got query {tuple(query.shape)}")
     if embed_dim % num_heads:
         raise ShapeError(f"{_MHA}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     if separate and tuple(key.shape[:2]) != tuple(value.shape[:2]):
         raise ShapeError(f"{_MHA}: key's sequence and batch dims do not match value's: {shapes}")
-    if not separate and tuple(key.shape) != tuple(value.shape):
+    if not separate and tuple(key.array.shape) != tuple(value.array.shape):
         raise ShapeError(f"{_MHA}: key shape does not match value shape: {shapes}")
-    if tuple(key.shape[1:-1]) != tuple(query.shape[1:-1]):
+    if tuple(key.array.shape[1:-1]) != tuple(query.array.shape[1:-1]):
         raise ShapeError(f"{_MHA}: query and key must have the same batch size (dim 1): {shapes}")
     return embed_dim // num_heads

@@ -1,6 +1,7 @@
 """Functional forms of the layers: linear, dropout, normalization, embedding, and small tensor utilities."""
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -25,7 +26,7 @@ def linear(input, weight, bias=None):
         raise ShapeError(
             f"linear: both arguments to linear need to be at least 1D, but they are {input.ndim}D and {weight.ndim}D"
         )
-    if input.shape[-1] != weight.shape[-1]:
+    if input.array.shape[-1] != weight.array.shape[-1]:
         raise ShapeError(
             f"linear: input features {input.shape[-1]} do not match weight {tuple(weight.shape)} (in_features last)"
         )
@@ -76,7 +77,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     if p == 1:
         return _masked(input, 0.0, inplace, "dropout")
-    return _masked(input, layers.dropout_mask(input, p, input.shape, 1.0 / (1 - p)), inplace, "dropout")
+    return _masked(input, layers.dropout_mask(input, p, input.array.shape, 1.0 / (1 - p)), inplace, "dropout")
 
 
 def _feature_dropout(input, p, training, batched_ndim, op, inplace):
@@ -167,12 +168,12 @@ def alpha_dropout_of(input, p, training, inplace, op, shape):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the trailing `normalized_shape` dims (one fused op), then scale and shift."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if tuple(input.shape[input.ndim - len(normalized_shape) :]) != normalized_shape or input.ndim < len(
+    if tuple(input.array.shape[input.ndim - len(normalized_shape) :]) != normalized_shape or input.ndim < len(
         normalized_shape
     ):
         raise ShapeError(f"layer_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
     for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != normalized_shape:
+        if t is not None and tuple(t.array.shape) != normalized_shape:
             raise ShapeError(f"layer_norm: {name} shape {tuple(t.shape)} != normalized_shape {normalized_shape}")
     if (weight is not None and weight.array.dtype != input.array.dtype) or (
         bias is not None and bias.array.dtype != input.array.dtype
@@ -229,7 +230,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return normalize_affine(input, mean, var, eps, weight, bias, shape)
 
 
-VMAPPED = []  # while func.vmap's loop runs: the arrays it maps over, one list per vmap (func/batching.py)
+# while func.vmap's loop runs in this thread: `levels`, the arrays it maps over, one list per vmap (func/batching.py)
+VMAPPED = threading.local()
 _VMAP_UNBATCHED_STATS = (  # torch's words
     "Batch norm got a batched tensor as input while the running_mean or running_var, which will be updated in place, "
     "were not batched.\nIf you are using a module and do not need eval mode, please set `track_running_stats` to be "
@@ -244,9 +246,8 @@ def update_running_stats(running_mean, running_var, mean, var, n, momentum):
 
     Under vmap, statistics that are not part of a mapped input would be updated once per element: refused,
     as torch's vmap refuses them (a module's own buffers in training mode, the MAML-with-BatchNorm mistake)."""
-    if VMAPPED and not any(
-        running_mean.device.xp.may_share_memory(running_mean.array, a) for level in VMAPPED for a in level
-    ):
+    levels = getattr(VMAPPED, "levels", None)
+    if levels and not any(running_mean.device.xp.may_share_memory(running_mean.array, a) for lv in levels for a in lv):
         raise RuntimeError(_VMAP_UNBATCHED_STATS)
     c = running_mean.shape[0]
     with no_grad():
@@ -260,14 +261,16 @@ def update_running_stats(running_mean, running_var, mean, var, n, momentum):
 def normalize_affine(input, mean, var, eps, weight, bias, shape):
     """(input − mean) / √(var + eps), then × weight and + bias per channel (each reshaped to `shape`):
     the end of batch, instance and SyncBatchNorm's normalization. Each per-channel operand broadcasts along
-    rows of the spatial size: numpy's buffer cut to such a row for the forward (ops/cache_blocks.py)."""
-    with cache_blocks.row_buffer(input.array, math.prod(input.shape[2:])):
+    rows of the spatial size: numpy's buffer cut to such a row for the forward (ops/cache_blocks.py). The
+    result has the input's dtype, as torch's: a float16 input with float32 parameters and statistics (batch norm
+    kept in float32 in a half model) is computed in float32 and rounded once."""
+    with cache_blocks.row_buffer(input.array, math.prod(input.array.shape[2:])):
         out = ew.mul(ew.sub(input, mean), ew.rsqrt(ew.add(var, eps)))
         if weight is not None:
             out = ew.mul(out, weight.reshape(*shape))
         if bias is not None:
             out = ew.add(out, bias.reshape(*shape))
-    return out
+    return out if out.array.dtype == input.array.dtype else ew.cast(out, input.array.dtype)
 
 
 def check_channel_vectors(op, input, weight, bias):
