@@ -33,6 +33,7 @@ def _distgraph_loop(x, y, sizes, batch, steps, wrapper):
     import distgraph.nn.functional as F
     from distgraph.bench.scaling import _mlp
     from distgraph.distributed.fsdp import FullyShardedDataParallel, ModuleWrapPolicy
+    from distgraph.optim.state_tensors import raw
 
     dist = dg.distributed
     r, n = dist.rank(), dist.world_size()
@@ -51,9 +52,7 @@ def _distgraph_loop(x, y, sizes, batch, steps, wrapper):
         opt.step()
 
     elapsed = timed_steps(step, steps, dist.barrier)
-    held = _bytes_held(
-        [p.array for p in model.parameters()], [{k: v for k, v in s.items()} for s in opt.state.values()]
-    )
+    held = _bytes_held([p.array for p in model.parameters()], [dict(raw(s)) for s in opt.state.values()])
     return elapsed, held
 
 

@@ -22,6 +22,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.graph.optimizer_rules import RULES
+from distgraph.optim.state_tensors import raw
 
 
 class CapturedUpdate:
@@ -63,14 +64,14 @@ class CapturedUpdate:
                 # the values of the first step, not zeros: the capture runs the update on them (0 / 0 warned)
                 shared[key] = {k: xp.asarray(v, dtype) for k, v in rule.group_scalars(g).items()}
                 tensors["shared"] += [Tensor(a, device=p.device) for a in shared[key].values()]
-            own = {k: xp.asarray(v, dtype) for k, v in rule.step_scalars(g, optimizer.state.get(p, {})).items()}
+            own = {k: xp.asarray(v, dtype) for k, v in rule.step_scalars(g, raw(optimizer.state.get(p, {}))).items()}
             tensors["own"] += [Tensor(a, device=p.device) for a in own.values()]
             by_array = {id(t.array): t for t in tensors["shared"] + tensors["own"]}
             self._scalars.append({k: by_array[id(a)] for k, a in (shared[key] | own).items()})
             # the state as the first call will see it, made on a copy: a state the eager rule has not
             # made yet stays absent (SGD's first step copies the gradient into a new buffer)
             keys = rule.state_keys(g)
-            example = dict(optimizer.state.get(p, {}))
+            example = dict(raw(optimizer.state.get(p, {})))
             if keys:
                 rule.init_state(g, example, p)
             self._states.append(tuple(Tensor(example[k], device=p.device) for k in keys))
@@ -104,7 +105,7 @@ class CapturedUpdate:
                 out += own.values()
                 states += [t.array for t in self._states[self._index[i]]]
                 continue
-            st = state[p]
+            st = raw(state[p])
             for k, v in rule.step_scalars(g, st).items():  # before init_state: it reads what the state lacks
                 own[k][()] = v
             out += own.values()
@@ -117,7 +118,7 @@ class CapturedUpdate:
         state = self.optimizer.state
         for p, g, *_ in self._stateful:
             if id(p) not in self.skipped:
-                self.rule.after(g, state[p])
+                self.rule.after(g, raw(state[p]))
 
     def trace(self, params, grads):
         """The updated parameters, then the updated state arrays, as traced distgraph ops."""

@@ -48,6 +48,7 @@ from distgraph.optim.optimizer_hooks import (  # noqa: F401 (the global step hoo
     with_step_hooks,
 )
 from distgraph.optim.optimizer_state import index, parts, to_param, user_state
+from distgraph.optim.state_tensors import StateMap, raw
 
 
 class Optimizer:
@@ -72,7 +73,7 @@ class Optimizer:
             raise ConfigError(f"{type(self).__name__}: unknown option {unknown[0]!r}; known: {', '.join(known)}")
         self._check_options(self.defaults)
         self.param_groups = []
-        self.state = defaultdict(dict)  # as torch: a parameter without state reads as {}
+        self.state = {}  # as torch, a defaultdict: a parameter without state reads as {} (the `state` setter)
         if isinstance(params, Tensor):
             raise ConfigError(
                 f"{type(self).__name__}: params must be an iterable of Tensors or of dicts, got a single Tensor"
@@ -84,6 +85,19 @@ class Optimizer:
             params = [{"params": params}]
         for group in params:
             self.add_param_group(group)
+
+    @property
+    def state(self):
+        """By parameter, its state as torch's: a built-in optimizer's reads as Tensors viewing the raw arrays its
+        update mutates (state_tensors); a user's subclass's is a plain defaultdict(dict) of what its step stores."""
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        if self.update_name is None:
+            self._state = value if isinstance(value, defaultdict) else defaultdict(dict, value)
+        else:
+            self._state = value if isinstance(value, StateMap) else StateMap(self.scalar_state, value)
 
     # ---- groups ---------------------------------------------------------------------------------------------
     def add_param_group(self, param_group):
@@ -210,14 +224,14 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        update = UPDATES[self.update_name]
+        update, state = UPDATES[self.update_name], self._state
         with no_grad():
             for group in self.param_groups:
                 hyper = self.update_options(group)
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    update(p.array, p.grad.array, self.state[p], **hyper)
+                    update(p.array, p.grad.array, state[p].arrays(), **hyper)
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 
@@ -275,7 +289,7 @@ class Optimizer:
             start += len(g["params"])
             groups.append(d)
         state = {
-            indices[id(p)]: {k: v.copy() if hasattr(v, "copy") else v for k, v in self.state[p].items()}
+            indices[id(p)]: {k: v.copy() if hasattr(v, "copy") else v for k, v in raw(self.state[p]).items()}
             for p in {id(p): p for p in self._params()}.values()
             if self.state.get(p)  # stateless updates (plain SGD) save nothing, as torch
         }
@@ -322,7 +336,7 @@ class Optimizer:
             for g, mine in zip(groups, self.param_groups)
             for saved, p in zip(g["params"], mine["params"])
         }
-        state = defaultdict(dict)
+        state = {}
         for key, entries in saved_state.items():
             p = by_saved_index.get(index(key, where))
             if p is None:

@@ -165,8 +165,8 @@ def test_rprop_reads_lr_on_its_first_step_only():
         step(x, y)
         _eager_step(ref, ref_opt, x, y)
         if lr == 0.03:  # no previous gradient: every factor is 1
-            assert all(np.all(s["step_size"] == 0.03) for s in opt.state.values())
-    assert max(s["step_size"].max() for s in opt.state.values()) < 0.5
+            assert all(np.all(s.arrays()["step_size"] == 0.03) for s in opt.state.values())
+    assert max(s.arrays()["step_size"].max() for s in opt.state.values()) < 0.5
     for p, q in zip(model.parameters(), ref.parameters()):
         assert np.array_equal(p.array, q.array)
     _same_state(opt, ref_opt)
@@ -192,7 +192,7 @@ def test_scalar_state_follows_the_default_dtype_in_compiled_steps(name, hyper):
         assert np.array_equal(p.array, q.array)
     _same_state(opt, ref_opt)
     key = "mu_product" if name == "NAdam" else "eta"
-    value = next(iter(opt.state.values()))[key]
+    value = next(iter(opt.state.values())).arrays()[key]
     assert value != float(np.float32(value))  # not rounded to float32
 
 

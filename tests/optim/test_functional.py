@@ -92,7 +92,9 @@ def test_updates_run_on_the_parameters_device(name, cls, kwargs, device):
         for o in opts:
             o.step()
     xp = dg.device(device).xp
-    assert all(isinstance(v, xp.ndarray) for v in opts[1].state[dev[0]].values() if not isinstance(v, int | float))
+    assert all(
+        isinstance(v, xp.ndarray) for v in opts[1].state[dev[0]].arrays().values() if not isinstance(v, int | float)
+    )
     np.testing.assert_allclose(dev[0].detach().to("cpu").numpy(), cpu[0].detach().numpy(), rtol=1e-12, atol=1e-12)
 
 

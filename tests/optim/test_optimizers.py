@@ -109,7 +109,7 @@ def test_float32_parameters_stay_float32_and_track_torch(name):
     dopt, topt = getattr(optim, name)(dps, **kwargs), getattr(torch.optim, name)(tps, **kwargs)
     _step_both(dopt, topt, dps, tps, grads)
     assert all(p.dtype == dg.float32 for p in dps)
-    assert all(v.dtype == np.float32 for p in dps for k, v in dopt.state[p].items() if k != "step")
+    assert all(v.dtype == np.float32 for p in dps for k, v in dopt.state[p].arrays().items() if k != "step")
     assert _max_diff(dps, tps) <= 1e-5
 
 

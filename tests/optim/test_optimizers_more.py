@@ -138,7 +138,7 @@ def test_float32_parameters_stay_float32_and_track_torch(name):
     dps, tps, dopt, topt = _pair(name, {}, init, grouped=False)
     _step_both(dopt, topt, dps, tps, grads)
     assert all(p.dtype == dg.float32 for p in dps)
-    assert all(v.dtype == np.float32 for p in dps for v in dopt.state[p].values() if hasattr(v, "dtype"))
+    assert all(v.dtype == np.float32 for p in dps for v in dopt.state[p].arrays().values() if hasattr(v, "dtype"))
     assert _max_diff(dps, tps) <= 1e-5
 
 
@@ -189,7 +189,9 @@ def test_a_torch_optimizers_state_dict_continues_in_distgraph_as_in_torch(name, 
     for p, q in zip(dps, tps):
         p.array[...] = q.detach().numpy()
     dopt.load_state_dict(topt.state_dict())
-    assert all(isinstance(v, float) for st in dopt.state.values() for k, v in st.items() if k in dopt.scalar_state)
+    assert all(
+        isinstance(v, float) for st in dopt.state.values() for k, v in st.arrays().items() if k in dopt.scalar_state
+    )
     _step_both(dopt, topt, dps, tps, grads[4:])
     assert _max_diff(dps, tps) <= TOL
     _assert_same_state(dopt, topt, dps, tps)
