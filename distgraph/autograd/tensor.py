@@ -17,7 +17,7 @@ from distgraph.autograd.grad_mode import INFERENCE_VERSION
 from distgraph.autograd.grad_mode import state as _grad_state
 from distgraph.autograd.layout import now as _layout_now
 from distgraph.autograd.printing import tensor_repr
-from distgraph.autograd.size import Size
+from distgraph.autograd.size import Size, new_size
 from distgraph.autograd.storage import deepcopy_array
 from distgraph.backend import CPU, device_of_array, to_device
 from distgraph.backend import device as as_device
@@ -65,7 +65,7 @@ class Tensor:
     # ---- metadata ---------------------------------------------------------------------------
     @property
     def shape(self):  # torch's: a Size (a tuple printing as torch.Size); distgraph's hot paths read array.shape
-        return Size(self.array.shape)
+        return new_size(Size, self.array.shape)
 
     @property
     def dtype(self):
@@ -83,7 +83,7 @@ class Tensor:
         return self.array.ndim
 
     def size(self, dim=None):
-        return Size(self.array.shape) if dim is None else self.array.shape[dim]
+        return new_size(Size, self.array.shape) if dim is None else self.array.shape[dim]
 
     def numel(self):
         return self.array.size

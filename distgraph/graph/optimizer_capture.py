@@ -22,7 +22,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import ConfigError
 from distgraph.graph.optimizer_rules import RULES
-from distgraph.optim.state_tensors import raw
+from distgraph.optim.state_tensors import raw, settle
 
 
 class CapturedUpdate:
@@ -119,6 +119,7 @@ class CapturedUpdate:
         for p, g, *_ in self._stateful:
             if id(p) not in self.skipped:
                 self.rule.after(g, raw(state[p]))
+                settle(state[p])
 
     def trace(self, params, grads):
         """The updated parameters, then the updated state arrays, as traced distgraph ops."""

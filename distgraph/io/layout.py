@@ -13,7 +13,7 @@ MAGIC = b"\x89DGRAPH\n"
 # Version 2 adds references (EXT_REF, a tensor record's "data_of") so that shared tensors load back
 # shared; version 3 views (a record's "view": offset, shape and strides in the storage of the record it
 # names, or of its own bytes), so that views of one storage load back views of one array with their
-# strides, and OrderedDicts (EXT_ORDERED_DICT). A file is written with the lowest version that holds it
+# strides, OrderedDicts (EXT_ORDERED_DICT) and Sizes (EXT_SIZE, a `t.shape` kept as one). A file is written with the lowest version that holds it
 # (one without references or views is still version 1, which every distgraph reads); all are read.
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -22,7 +22,7 @@ HEADER = struct.Struct("<8sIQI")
 ALIGN = 64
 CHUNK = 1 << 24  # checksum / write granularity: big arrays never need a second buffer
 READ_CHUNK = 1 << 20  # small enough to stay in cache between readinto and its checksum
-EXT_TENSOR, EXT_ARRAY, EXT_TUPLE, EXT_SCALAR, EXT_COMPLEX, EXT_REF, EXT_ORDERED_DICT = 1, 2, 3, 4, 5, 6, 7
+EXT_TENSOR, EXT_ARRAY, EXT_TUPLE, EXT_SCALAR, EXT_COMPLEX, EXT_REF, EXT_ORDERED_DICT, EXT_SIZE = 1, 2, 3, 4, 5, 6, 7, 8
 DTYPE_NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 DTYPE_NAMES += ("float16", "float32", "float64", "complex64", "complex128")
 DTYPES = {np.dtype(n).str[1:]: np.dtype(n) for n in DTYPE_NAMES}  # "f4" -> float32: the code stored in files

@@ -32,6 +32,6 @@ def revive(tree):
         return type(tree)((k, revive(v)) for k, v in tree.items())  # a dict, or an OrderedDict
     if isinstance(tree, list):
         return [revive(v) for v in tree]
-    if isinstance(tree, tuple):
+    if type(tree) is tuple:  # (a Size holds ints only: as it is)
         return tuple(revive(v) for v in tree)
     return tree

@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.size import Size
 from distgraph.autograd.storage import extent
 from distgraph.autograd.storage import view as as_view
 from distgraph.autograd.tensor import Tensor
@@ -31,6 +32,7 @@ from distgraph.io.layout import (
     EXT_ORDERED_DICT,
     EXT_REF,
     EXT_SCALAR,
+    EXT_SIZE,
     EXT_TENSOR,
     EXT_TUPLE,
     FORMAT_VERSION,
@@ -117,6 +119,8 @@ class Reader:
             if type(value) is not int or not 0 <= value < len(self.records):
                 self.fail(f"corrupt reference {value!r} {show(path)} ({len(self.records)} tensors before it)")
             return self.records[value]
+        if code == EXT_SIZE and isinstance(value, list) and all(type(v) is int for v in value):
+            return Size(value)
         if code == EXT_TUPLE and isinstance(value, list):
             return tuple(self.decode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
         if code == EXT_SCALAR and isinstance(value, list) and len(value) == 2:

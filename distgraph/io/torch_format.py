@@ -44,6 +44,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device_of_array, to_device
 from distgraph.errors import FileFormatError
@@ -142,6 +143,8 @@ class TorchReader:
             out = node
         elif kind is tuple:
             out = self.done[id(node)] = tuple(self.build(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+        elif kind is Size and all(type(v) is int for v in node):  # torch.Size((2, 3))
+            out = node
         elif kind in (set, frozenset) and all(_plain(v) for v in node):
             out = node
         else:

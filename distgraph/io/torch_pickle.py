@@ -12,6 +12,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
+from distgraph.autograd.size import Size
 from distgraph.errors import FileFormatError
 
 STORAGE_DTYPES = {
@@ -150,7 +151,7 @@ ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _Call(_rebuild_parameter),
     ("torch._utils", "_rebuild_parameter_with_state"): _Call(_rebuild_parameter),
     ("collections", "OrderedDict"): OrderedDict,
-    ("torch", "Size"): tuple,
+    ("torch", "Size"): Size,
     ("_codecs", "encode"): _Call(_encode),
     ("torch", "device"): _Call(_device),
     ("collections", "Counter"): _Call(_counter),

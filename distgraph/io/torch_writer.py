@@ -23,6 +23,7 @@ from pickle import encode_long
 
 import numpy as np
 
+from distgraph.autograd.size import Size
 from distgraph.autograd.storage import Spans, flat
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
@@ -98,6 +99,11 @@ class TorchWriter:
             out += b"]"
             self.put(obj)
             self.items(b"(", obj, b"e", path, depth)  # MARK items APPENDS
+        elif isinstance(obj, Size):  # torch.Size((2, 3)), as torch pickles one (weights_only reads it)
+            out += b"ctorch\nSize\n"
+            self.tuple(tuple(obj), path, depth)
+            out += b"\x85R"  # TUPLE1, REDUCE
+            self.put(obj)
         elif isinstance(obj, tuple):
             self.tuple(obj, path, depth)
         elif isinstance(obj, set):  # set(list): what pickle writes, and torch's weights_only reads (not frozenset)

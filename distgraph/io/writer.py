@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import msgpack
 import numpy as np
 
+from distgraph.autograd.size import Size
 from distgraph.autograd.storage import Spans, flat, is_row_major
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import CPU, device_of_array, to_device
@@ -28,6 +29,7 @@ from distgraph.io.layout import (
     EXT_ORDERED_DICT,
     EXT_REF,
     EXT_SCALAR,
+    EXT_SIZE,
     EXT_TENSOR,
     EXT_TUPLE,
     HEADER,
@@ -111,6 +113,9 @@ class Writer:
                 return out
             self.version = max(self.version, 3)
             return msgpack.ExtType(EXT_ORDERED_DICT, packb(out))
+        if isinstance(obj, Size):  # a t.shape: loads as a Size, as torch's
+            self.version = max(self.version, 3)
+            return msgpack.ExtType(EXT_SIZE, packb(list(obj)))
         if isinstance(obj, tuple):
             items = [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
             return msgpack.ExtType(EXT_TUPLE, packb(items))

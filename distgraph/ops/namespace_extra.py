@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 
 from distgraph import dtypes
+from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import device as as_device
 from distgraph.errors import DTypeError, ShapeError
@@ -370,7 +371,7 @@ def broadcast_shapes(*shapes):
     """torch.broadcast_shapes: the shape the given shapes broadcast to (ints read as 1-d shapes)."""
     shapes = [(s,) if isinstance(s, int) else tuple(s) for s in shapes]
     try:
-        return tuple(np.broadcast_shapes(*shapes))
+        return Size(np.broadcast_shapes(*shapes))  # torch's type
     except ValueError:
         raise ShapeError(f"broadcast_shapes: shapes {shapes} cannot be broadcast together") from None
 

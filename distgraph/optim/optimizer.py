@@ -231,7 +231,10 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    update(p.array, p.grad.array, state[p].arrays(), **hyper)
+                    entry = state[p]
+                    update(p.array, p.grad.array, entry.arrays(), **hyper)
+                    if entry._views:  # a number view held from before reads the new step, as torch's
+                        entry._sync()
                     p._vc[0] += 1  # the parameter changed in place: saved-tensor checks must see it
         return loss
 

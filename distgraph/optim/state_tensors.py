@@ -46,19 +46,29 @@ class ParamState(MutableMapping):
     def arrays(self):
         """The raw dict, after taking back what a user wrote through a view since (internal code's accessor)."""
         if self._views:
-            self._take_back()
+            self._sync()
         return self.raw
 
-    def _take_back(self):
+    def _sync(self):
+        """Views and raw agree again: what a user wrote through a view (a number changed in place, an array
+        rebound by `.data = ...`) goes to raw; a number an update stored since goes into its view in place, so a
+        view read before the step reads the new count, as torch's step tensor. Called before internal code reads
+        the state and after it wrote it (`settle`)."""
         raw = self.raw
         for key, (orig, view, seen) in list(self._views.items()):
-            if raw.get(key, _MISSING) is not orig:  # replaced or deleted inside: the view is stale
-                del self._views[key]
-            elif _is_number(orig):  # (against the view's own value: a float32 one rounds the number)
+            current = raw.get(key, _MISSING)
+            if _is_number(orig):  # (against the view's own value: a float32 one rounds the number)
                 value = view.item()
                 if value != seen:
                     raw[key] = int(value) if key == "step" else float(value)
                     self._views[key] = (raw[key], view, value)
+                elif current is not orig and _is_number(current):
+                    view.array[...] = current
+                    self._views[key] = (current, view, view.item())
+                elif current is not orig:  # deleted, or no longer a number
+                    del self._views[key]
+            elif current is not orig:  # replaced or deleted inside: the view is stale
+                del self._views[key]
             elif view.array is not orig:  # `.data = ...` rebound the view's array
                 raw[key] = view.array
                 self._views[key] = (view.array, view, None)
@@ -106,6 +116,19 @@ class ParamState(MutableMapping):
     def __repr__(self):
         return repr(dict(self.items()))
 
+    def copy(self):  # dict's: a plain dict of the same Tensors
+        return dict(self.items())
+
+    def __or__(self, other):
+        return dict(self.items()) | dict(other)
+
+    def __ror__(self, other):
+        return dict(other) | dict(self.items())
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
     def __deepcopy__(self, memo):
         return ParamState(self._scalar_keys, copy.deepcopy(self.arrays(), memo))
 
@@ -143,6 +166,12 @@ class StateMap(defaultdict):
 
     def __reduce__(self):
         return (StateMap, (self.default_factory.args[0], dict(self)))
+
+
+def settle(entries):
+    """After internal code wrote a parameter's raw state: its number views read the new values (`_sync`)."""
+    if isinstance(entries, ParamState) and entries._views:
+        entries._sync()
 
 
 def raw(entries):

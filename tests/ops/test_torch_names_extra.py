@@ -128,6 +128,23 @@ def test_size_is_torchs_tuple():
     # .shape too, as torch's: print(x.shape) reads torch.Size([2, 3]), x.shape[1:].numel() works
     assert isinstance(x.shape, dg.Size) and repr(x.shape) == repr(torch.zeros(2, 3).shape)
     assert x.shape[1:].numel() == 3 and x.shape[-1] == 3 and type(x.shape[-1]) is int
+    for got, want in (((1,) + x.shape, (1,) + torch.zeros(2, 3).shape), (x.shape * 2, torch.Size([2, 3]) * 2)):
+        assert isinstance(got, dg.Size) and repr(got) == repr(want)
+    assert isinstance(dg.broadcast_shapes((3, 1), (4,)), dg.Size) and dg.Size([dg.tensor(3), np.int64(2)]) == (3, 2)
+    with pytest.raises(TypeError, match=r"torch.Size\(\) takes an iterable of 'int' \(item 0 is 'float'\)"):
+        dg.Size([1.5])
+
+
+@pytest.mark.parametrize("fmt", [None, "torch"])
+def test_a_size_saved_loads_as_a_size(tmp_path, fmt):
+    path = tmp_path / "shape.pt"
+    dg.save({"s": dg.zeros(2, 3).shape, "t": (2, 3)}, path, **({"format": fmt} if fmt else {}))
+    back = dg.load(path)
+    assert type(back["s"]) is dg.Size and back["s"] == (2, 3) and type(back["t"]) is tuple
+    if fmt:
+        assert type(torch.load(path, weights_only=True)["s"]) is torch.Size
+    torch.save({"s": torch.zeros(4).shape}, tmp_path / "theirs.pt")
+    assert type(dg.load(tmp_path / "theirs.pt")["s"]) is dg.Size
 
 
 @pytest.fixture

@@ -163,3 +163,29 @@ def test_user_subclass_keeps_a_plain_defaultdict():
     o = Mine([p], {"lr": 0.1})
     o.step()
     assert type(o.state[p]) is dict and o.state[p]["n"] == 1
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD"])
+def test_a_number_read_before_a_step_reads_the_new_value_as_torchs(name):
+    """torch's step (NAdam's mu_product, ASGD's eta and mu) is one tensor the update changes in place: a reference
+    kept from before the step reads the new value, and a write into it reaches the next step."""
+    p, o, tp, to = pair(name, steps=1)
+    held = {k: o.state[p][k] for k in to.state[tp] if to.state[tp][k].ndim == 0}
+    their = {k: to.state[tp][k] for k in held}
+    step(p, o, tp, to, GRADS[1])
+    for k in held:
+        np.testing.assert_allclose(held[k].item(), their[k].item(), rtol=1e-6, err_msg=k)
+    held["step"].fill_(0)
+    their["step"].fill_(0)
+    step(p, o, tp, to, GRADS[2])
+    assert_state_equal(o, p, to, tp)
+    np.testing.assert_allclose(p.detach().numpy(), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_parameters_state_copies_and_merges_as_a_dict():
+    p, o, tp, to = pair("Adam", steps=1)
+    entries = o.state[p]
+    copied = entries.copy()
+    assert type(copied) is dict and copied["exp_avg"] is entries["exp_avg"]
+    assert sorted(entries | {"extra": 1}) == sorted({**to.state[tp], "extra": 1})
+    assert sorted({"extra": 1} | entries) == sorted({"extra": 1} | to.state[tp])
