@@ -111,13 +111,14 @@ def _orig_params_own_steps():
     _unfreezing(model, opt, 4, 2, rank)
     no_grad_here = [n for n, p in model.named_parameters() if p.grad is None]  # (after the last backward)
     osd = FSDP.optim_state_dict(model, opt)
-    live = {n: opt.state[p]["step"] for n, p in model.named_parameters() if p in opt.state}
+    live = {n: int(opt.state[p]["step"]) for n, p in model.named_parameters() if p in opt.state}
     again = _fsdp()
     again_opt = dg.optim.Adam(_weights(again), lr=0.1)
     again_opt.add_param_group({"params": [p for n, p in again.named_parameters() if n.endswith("bias")]})
     again.load_state_dict(model.state_dict())
     again_opt.load_state_dict(FSDP.optim_state_dict_to_load(again, again_opt, osd))
-    loaded = {n: again_opt.state[p]["step"] for n, p in again.named_parameters() if p in again_opt.state}
+    # (the step now, as ints: the state's step tensors go on counting the steps below, as torch's)
+    loaded = {n: int(again_opt.state[p]["step"]) for n, p in again.named_parameters() if p in again_opt.state}
     _step(again, again_opt, 4, 2, rank)
     return {"no_grad": no_grad_here, "osd": osd, "live": live, "loaded": loaded, "resumed": _values(again)}
 
