@@ -113,9 +113,7 @@ def norm(input, *params):
             break
     else:
         return
-    given = [p for p in params if p is not None]
-    if not given:
-        return
+    given = [p for p in params if p is not None]  # (not empty: the loop broke at one)
     if given[0].array.dtype != input.array.dtype:
         if any(p.array.dtype != np.float32 for p in given):
             raise DTypeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
