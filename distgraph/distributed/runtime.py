@@ -277,11 +277,23 @@ def seed_step(streams, rank, k=0):
         manual_seed(step_seed(base, rank, first + k))
 
 
+# (class, cpus, default dtype, options) -> the Ray actor class made for them. Ray exports an actor class to
+# its cluster once per job; a class made anew for every group was pickled, hashed (its bytecode
+# disassembled) and stored again at each Trainer's start, and each new worker fetched it again.
+_REMOTE_CLASSES = {}
+
+
 def remote_class(cls, cpus=1, **options):
     """`ray.remote(cls)`, its actors' processes set up (`setup_process`, for `cpus` CPUs) before
-    `cls.__init__` runs, with the default dtype the driver has now."""
+    `cls.__init__` runs, with the default dtype the driver has now (made once per combination)."""
     default_dtype = dtypes.get_default_dtype().name
+    key = (cls, cpus, default_dtype, tuple(sorted(options.items())))
+    if key not in _REMOTE_CLASSES:
+        _REMOTE_CLASSES[key] = _make_remote_class(cls, cpus, default_dtype, options)
+    return _REMOTE_CLASSES[key]
 
+
+def _make_remote_class(cls, cpus, default_dtype, options):
     class Actor(cls):
         def __init__(self, *args, **kwargs):
             setup_process(default_dtype, cpus, kwargs.pop(SEED, None))

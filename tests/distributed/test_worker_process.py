@@ -43,3 +43,25 @@ def test_workers_set_up_their_process_without_a_runtime_env(ray_session):
         assert got["omp"] == "1" and got["blas"] == [1], got
         assert got["dtype"] == "float64", got
         assert got["kept_mb"] > 48, got  # with glibc's defaults, a 64 MB block is unmapped on free (~0 kept)
+
+
+@pytest.mark.ray
+def test_the_remote_class_is_made_once_per_class_cpus_and_default_dtype(ray_session):
+    """Ray exports an actor class once per job: the same combination gets the same class back (not a new
+    one pickled, hashed and stored at every group's start), and another default dtype gets its own, so a
+    worker started after `dg.set_default_dtype` takes the driver's dtype of then, not of an earlier start."""
+    from distgraph.distributed import runtime
+    from distgraph.distributed.worker import TrainWorker
+
+    float32_class = runtime.remote_class(TrainWorker, 1)
+    assert runtime.remote_class(TrainWorker, 1) is float32_class
+    assert runtime.remote_class(TrainWorker, 2) is not float32_class
+    previous = dg.get_default_dtype()
+    dg.set_default_dtype(dg.float64)
+    try:
+        assert runtime.remote_class(TrainWorker, 1) is not float32_class
+        (first,) = dist.launch(_inside, workers=1, timeout_s=60)
+    finally:
+        dg.set_default_dtype(previous)
+    (then,) = dist.launch(_inside, workers=1, timeout_s=60)
+    assert (first["dtype"], then["dtype"]) == ("float64", previous.name)
