@@ -36,8 +36,17 @@ def _same_bits(got, want):
 @pytest.mark.parametrize("exponent", [2, 3, -2, 0.5, -0.5, -1, 0, 1, 2.0, 3.0, -2.0, -1.0, 0.0, 1.0])
 def test_pow_special_exponents_bits_equal_torch(dtype, exponent):
     a = _bases(dtype)
-    _same_bits((dg.tensor(a) ** exponent).numpy(), (torch.tensor(a) ** exponent).numpy())
-    _same_bits(dg.pow(dg.tensor(a), exponent).numpy(), torch.pow(torch.tensor(a), exponent).numpy())
+    got, got_fn = (dg.tensor(a) ** exponent).numpy(), dg.pow(dg.tensor(a), exponent).numpy()
+    want = (torch.tensor(a) ** exponent).numpy()
+    _same_bits(got_fn, got)
+    if exponent == 0.5:
+        # torch's sqrt: the correctly rounded one where its vector kernel is (AVX-512 Xeons), within 1 ulp of it
+        # on AVX2 (an AMD EPYC host: 20 % of the elements of an array of 55 off by 1 ulp, float32 and float64)
+        _same_bits(got, np.sqrt(a))
+        finite = np.isfinite(want)
+        np.testing.assert_array_max_ulp(got[finite], want[finite], maxulp=1)
+    else:
+        _same_bits(got, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
