@@ -20,9 +20,9 @@ except ImportError:  # torch is the reference, not a dependency: parity tests sk
 def pytest_configure(config):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # This machine's image sets PYTHONDONTWRITEBYTECODE=1, so every process compiled distgraph's ~300 modules
-    # from source: 0.3-0.5 s of CPU per process, and the Ray tests start over a thousand worker processes
-    # (a third of the suite's CPU). Let them write and read __pycache__: the Ray instances and subprocesses
-    # the tests start inherit this environment, and importlib writes each .pyc atomically.
+    # from source: 0.3-0.5 s of CPU per process, and the Ray tests start ~800 worker processes (the distributed
+    # tests took 807 s with it, 605 s without). Let them write and read __pycache__: the Ray instances and
+    # subprocesses the tests start inherit this environment, and importlib writes each .pyc atomically.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     sys.dont_write_bytecode = False
 
