@@ -26,7 +26,29 @@ STATE=$ROOT/state
 OBJECT_STORE_MB=${OBJECT_STORE_MB:-500}
 export RAY_AUTH_MODE=token
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A free port that this start has not handed out already: the OS may hand a just-closed port out again, and Ray
+# refuses two of its components on one port (a start failed so: node manager and dashboard both drew 56093).
+# The ports drawn are kept in $ROOT/ports, since each $(free_port) runs in a subshell.
+free_port() {
+  python3 - "$ROOT/ports" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    used = set(open(path).read().split())
+except FileNotFoundError:
+    used = set()
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+    s.close()
+    if port not in used:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
+}
 
 # PIDs of every live process whose environment carries this cluster's id (zombies have no environment)
 ours() {
@@ -43,7 +65,7 @@ start() {
       exit 1
     fi
   fi
-  mkdir -p "$ROOT" && rm -rf "$ROOT"/n[0-9]*  # only what an earlier start left
+  mkdir -p "$ROOT" && rm -rf "$ROOT"/n[0-9]* "$ROOT/ports"  # only what an earlier start left
   if [[ -z ${RAY_AUTH_TOKEN:-} && -z ${RAY_AUTH_TOKEN_PATH:-} && ! -s ~/.ray/auth_token ]]; then
     ray get-auth-token --generate >/dev/null
   fi
