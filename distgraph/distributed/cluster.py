@@ -18,7 +18,7 @@ import uuid
 
 import ray
 
-from distgraph.distributed import runtime, scheduler
+from distgraph.distributed import runtime, scheduler, worker_pool
 from distgraph.distributed.allreduce import gloo_available
 from distgraph.distributed.cluster_restarts import WorkerRestarts
 from distgraph.distributed.driver_state import DriverState
@@ -134,6 +134,7 @@ class RayCluster(DriverState, WorkerRestarts):
         placement group holds on nodes that are still alive. (Bundles on a lost node are not ours to
         count: Ray is trying to place them again, so counting them would never let the group shrink.)"""
         per = self.trainer.cpus_per_worker
+        worker_pool.release()  # CPUs a closed Trainer's parked group holds are free to take
         free = ray.available_resources().get("CPU", 0.0)
         group = getattr(self, "group", None)
         ours = bundles_on_live_nodes(group.pg) * per if group is not None else 0
@@ -413,13 +414,16 @@ class RayCluster(DriverState, WorkerRestarts):
     def close(self):
         if not ray.is_initialized():
             return  # the Ray session ended, and freed the workers, stores and group with it
+        closed = 0
         for w in self.group.actors:
             if w is not None:
                 try:
                     ray.get(w.close.remote(), timeout=10)
+                    closed += 1
                 except Exception:  # noqa: BLE001  (a dead worker has nothing to close)
                     pass
-        self.group.shutdown()
+        # every worker closed cleanly: the group may be kept warm for the next Trainer (worker_pool.py)
+        self.group.shutdown(park=closed == len(self.group.actors))
         self.scheduler.discard_pending()
         for store in self.stores:
             ray.kill(store)

@@ -46,7 +46,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from distgraph import dtypes, host_memory
 from distgraph.backend import CPU
-from distgraph.distributed import affinity
+from distgraph.distributed import affinity, worker_pool
 from distgraph.errors import ConfigError, DistributedError
 from distgraph.ops.rng import generator, manual_seed
 
@@ -71,9 +71,13 @@ def _probe(address, timeout_s):
         ) from None
 
 
-def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, **kwargs):
+def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, keep_workers_s=None, **kwargs):
     """Connect to (or start) Ray; returns ray's context. A second call reuses the connection — unless
-    it names another cluster's address, which is an error rather than a silent reuse."""
+    it names another cluster's address, which is an error rather than a silent reuse. `keep_workers_s`:
+    how long a closed Trainer's workers stay warm for the next Trainer of the same shape (worker_pool.py;
+    default 0, or DISTGRAPH_KEEP_WORKERS_S)."""
+    if keep_workers_s is not None:
+        worker_pool.set_keep_seconds(keep_workers_s)
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if address not in (None, "auto", "local") and not str(address).startswith("ray://") and address != current:
@@ -102,6 +106,7 @@ def is_initialized():
 
 def shutdown():
     if ray.is_initialized():
+        worker_pool.release()
         ray.shutdown()
 
 
@@ -149,19 +154,11 @@ class WorkerGroup:
             )
         gpu = str(device).startswith("cuda")
         bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if gpu else {})}
-        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
-        timeout_s = max(timeout_s, PLACEMENT_FLOOR_S)
-        ready, _ = ray.wait([self.pg.ready()], timeout=1.0)
-        if not ready:
-            # A Trainer dropped after a failed fit sits in a reference cycle (its error's traceback holds the
-            # frames that hold it) until the next collection, holding its group (Trainer._own): collect it now.
-            gc.collect()
-            ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s - 1.0)
-        if not ready:
-            why = _no_room(n, bundle, timeout_s, self.pg)
-            remove_placement_group(self.pg)
-            raise DistributedError(why)
         self.remote_cls = remote_class(actor_cls, cpus_per_worker)
+        self.key = (self.remote_cls, n, tuple(sorted(bundle.items())), strategy, self.bind_to)
+        adopted = worker_pool.adopt(self.key)  # a parked group of this shape (worker_pool.py), else None
+        self.warm = list(adopted[1]) if adopted else [None] * n  # parked actors, until `start` takes each
+        self.pg = adopted[0] if adopted else self._place(n, bundle, strategy, max(timeout_s, PLACEMENT_FLOOR_S))
         self.options = [
             {
                 "num_cpus": cpus_per_worker,
@@ -178,6 +175,25 @@ class WorkerGroup:
         self.starts = [0] * n  # starts of each rank so far: a restarted worker's stream is new
         self.cores = max(1, int(cpus_per_worker))
         self._binding = {}  # rank -> the ref of its binding call, until `bound()` collects it
+        self._reinit = {}  # rank -> the ref of a parked actor's `reinit`, until `bound()` collects it
+        self.reusable = True  # False once a warm actor failed to start again: never parked then
+
+    @staticmethod
+    def _place(n, bundle, strategy, timeout_s):
+        pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
+        ready, _ = ray.wait([pg.ready()], timeout=1.0)
+        if not ready:
+            # A Trainer dropped after a failed fit sits in a reference cycle (its error's traceback holds the
+            # frames that hold it) until the next collection, holding its group (Trainer._own): collect it now,
+            # and free what its close parked.
+            gc.collect()
+            worker_pool.release()
+            ready, _ = ray.wait([pg.ready()], timeout=timeout_s - 1.0)
+        if not ready:
+            why = _no_room(n, bundle, timeout_s, pg)
+            remove_placement_group(pg)
+            raise DistributedError(why)
+        return pg
 
     def start(self, rank, *args, **kwargs):
         """(Re)start the actor of `rank` in its bundle. With `bind_to`, its first call binds it (Ray runs
@@ -188,7 +204,12 @@ class WorkerGroup:
         if self.seed is not None:
             kwargs[SEED] = (self.seed, rank, self.starts[rank])
         self.starts[rank] += 1
-        actor = self.actors[rank] = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
+        actor, self.warm[rank] = self.warm[rank], None
+        if actor is None:
+            actor = self.remote_cls.options(**self.options[rank]).remote(*args, **kwargs)
+        else:  # a parked group's actor: its instance made anew in its process (worker_pool.py)
+            self._reinit[rank] = actor.__ray_call__.remote(worker_pool.reinit, args, kwargs)
+        self.actors[rank] = actor
         if self.bind_to:
             placed = ray.util.placement_group_table(self.pg).get("bundles_to_node_id", {})
             local = affinity.local_ranks([placed.get(i) for i in range(len(self.actors))])[rank]
@@ -199,26 +220,42 @@ class WorkerGroup:
         """Wait for the binding of the workers started since the last call → {rank: CPU ids}; a worker
         that could not be bound raises DistributedError naming it."""
         pending, self._binding = self._binding, {}
-        out = {}
-        for rank, ref in sorted(pending.items()):
-            try:
-                out[rank] = ray.get(ref, timeout=timeout_s)
-            except ray.exceptions.GetTimeoutError:
-                raise DistributedError(
-                    f"worker {rank} did not start within {timeout_s}s (binding it to cores)"
-                ) from None
-            except Exception as exc:  # noqa: BLE001  (the worker's error, re-raised with the rank)
-                raise DistributedError(f"worker {rank}: {getattr(exc, 'cause', None) or exc}") from None
-        return out
+        reinit, self._reinit = self._reinit, {}
+        for rank, ref in sorted(reinit.items()):
+            self._wait_start(rank, ref, timeout_s, "starting it again")
+        return {
+            rank: self._wait_start(rank, ref, timeout_s, "binding it to cores") for rank, ref in sorted(pending.items())
+        }
+
+    def _wait_start(self, rank, ref, timeout_s, doing):
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.reusable = False
+            raise DistributedError(f"worker {rank} did not start within {timeout_s}s ({doing})") from None
+        except Exception as exc:  # noqa: BLE001  (the worker's error, re-raised with the rank)
+            self.reusable = False
+            raise DistributedError(f"worker {rank}: {getattr(exc, 'cause', None) or exc}") from None
 
     def kill(self, rank):
         if self.actors[rank] is not None:
             ray.kill(self.actors[rank], no_restart=True)
             self.actors[rank] = None
 
-    def shutdown(self):
+    def shutdown(self, park=False):
+        """Kill the actors and remove the placement group — or, with `park` (the owner closed every actor
+        cleanly) and keep_workers_s > 0, keep both for the next group of this shape (worker_pool.py)."""
         if not ray.is_initialized():
             return  # the Ray session that held the actors and the group ended, and freed them with it
+        actors = [a for a in self.actors if a is not None]
+        if park and self.reusable and len(actors) == len(self.actors) and not self._reinit:
+            if worker_pool.park(self.key, self.pg, actors):
+                self.actors, self.pg = [None] * len(self.actors), None  # the pool's now
+                return
+        if self.pg is None:
+            return  # parked by an earlier shutdown
+        self.actors = [a if a is not None else w for a, w in zip(self.actors, self.warm)]  # (warm ones not started)
+        self.warm = [None] * len(self.actors)
         for r in range(len(self.actors)):
             try:
                 self.kill(r)
@@ -311,6 +348,7 @@ def start_store(shard_cls, *args, **kwargs):
 def spawn(cls, args_per_rank, num_cpus=1):
     """One plain actor per argument tuple (benchmarks and tests: no placement group needed), set up as a
     worker's process is, so what it measures is what a worker would see."""
+    worker_pool.release()  # their CPUs
     remote_cls, base = remote_class(cls, num_cpus, num_cpus=num_cpus), draw_base_seed()
     return [remote_cls.remote(*args, **{SEED: (base, r, 0)}) for r, args in enumerate(args_per_rank)]
 

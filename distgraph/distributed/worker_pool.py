@@ -1,0 +1,180 @@
+"""Warm worker groups: a cleanly closed group's actors kept a while for the next group of the same shape.
+
+Why: every Ray actor is a process of its own, and Ray never reuses an actor's process (it keeps its idle
+*task* workers alive for a second, `idle_worker_killing_time_threshold_ms`, and no more). A start costs
+~0.75 CPU-s here — Ray's own import and core worker 0.48, distgraph's import, torch's for a gloo rank
+1.3 s more — and a placement group's round trips. A sweep that builds Trainer after Trainer (and this
+project's test suite, ~800 actors) pays it for every worker of every Trainer.
+
+With `keep_workers_s` > 0 (`dg.distributed.init(keep_workers_s=...)`, or the environment variable
+DISTGRAPH_KEEP_WORKERS_S), a WorkerGroup whose owner closed every actor cleanly is parked — its
+placement group and actors kept — and the next WorkerGroup of the same key (actor class, which names
+the CPUs and default dtype; size; bundle; strategy; core binding) adopts them: each actor's instance is
+made again in its process (`reinit`: its attributes dropped, then the class's `__init__` with the new
+arguments and the seed a fresh start of that rank draws), so what it computes is what a new process
+would compute. A parked group still holds its CPUs, so everything of distgraph's that wants CPUs first
+releases what is parked: a group of another key, `spawn`, the elastic count of free CPUs, a placement
+that has to wait. And so that nothing else waits for them either (a user's own actor or task), a watcher
+thread asks Ray's GCS every POLL_S for the resource requests it cannot place yet — what its autoscaler
+reads — and releases everything parked as soon as there is one (~0.6 ms a query; seen within 0.5 s of
+an actor's creation here); it also releases what has been parked for `keep_workers_s`.
+
+Off by default: a closed Trainer gives its CPUs back at once, as a Ray user expects of actors they
+killed; a parked group's CPUs are Ray's to hand out only after the timer (or the next release).
+"""
+
+import os
+import threading
+import time
+
+import ray
+from ray.util.placement_group import remove_placement_group
+
+from distgraph.errors import ConfigError
+
+ENV = "DISTGRAPH_KEEP_WORKERS_S"
+PING_S = 5.0  # how long a parked actor may take to answer before its group is given up as lost
+POLL_S = 0.2  # how often the watcher looks at Ray's waiting requests and the parked groups' age
+
+_keep_s = None  # set by `set_keep_seconds`; None: the environment variable decides
+_parked = {}  # key -> [(job id, placement group, actors, parked at), ...]
+_lock = threading.RLock()  # the driver's threads and the watcher
+_watcher = None  # the thread that releases parked groups (`_watch`), while any is parked
+
+
+def set_keep_seconds(seconds):
+    """How long a closed group stays parked (0: never parked); None hands the choice back to ENV."""
+    global _keep_s
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0):
+        raise ConfigError(f"keep_workers_s must be a number of seconds >= 0, got {seconds!r}")
+    _keep_s = seconds
+    if not keep_seconds():
+        release()
+
+
+def keep_seconds():
+    if _keep_s is not None:
+        return float(_keep_s)
+    raw = os.environ.get(ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else 0.0
+    except ValueError:
+        raise ConfigError(f"{ENV}={raw!r} is not a number of seconds") from None
+
+
+def _job():
+    return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
+
+
+def park(key, pg, actors):
+    """Keep a closed group's placement group and actors for the next group of `key` → True if parked
+    (the caller must then leave them alone), False if parking is off (the caller frees them)."""
+    keep = keep_seconds()
+    if keep <= 0 or not ray.is_initialized():
+        return False
+    with _lock:
+        _parked.setdefault(key, []).append((_job(), pg, list(actors), time.monotonic()))
+        _arm()
+    return True
+
+
+def adopt(key):
+    """The placement group and live actors of a parked group of `key` → (pg, actors), or None. Every
+    other parked group is released: the caller is about to want CPUs."""
+    with _lock:
+        entries = _parked.pop(key, [])
+        release()
+    job = _job()
+    while entries:
+        entry_job, pg, actors, _ = entries.pop()
+        if entry_job == job and _alive(actors):
+            _free(entries)  # (two groups of one key closed together: one is enough)
+            return pg, actors
+        _free([(entry_job, pg, actors, None)])
+    return None
+
+
+def release():
+    """Free every parked group now (their actors killed, their placement groups removed)."""
+    with _lock:
+        entries = [e for group in _parked.values() for e in group]
+        _parked.clear()
+    _free(entries)
+
+
+def _free(entries):
+    job = _job()
+    for entry_job, pg, actors, _ in entries:
+        if entry_job != job:
+            continue  # that Ray session ended and freed them with it
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001  (already dead)
+                pass
+        try:
+            remove_placement_group(pg)
+        except Exception:  # noqa: BLE001  (already removed)
+            pass
+
+
+def _alive(actors):
+    try:
+        ray.get([a.__ray_call__.remote(_pong) for a in actors], timeout=PING_S)
+        return True
+    except Exception:  # noqa: BLE001  (one died while parked, or its node did)
+        return False
+
+
+def _pong(_actor):
+    return True
+
+
+def _arm():
+    """Start the watcher, unless it runs (call with the lock held: the watcher decides to end under it)."""
+    global _watcher
+    if _watcher is None:
+        _watcher = threading.Thread(target=_watch, name="distgraph-worker-pool", daemon=True)
+        _watcher.start()
+
+
+def _watch():
+    """While anything is parked: free it all when Ray has a request it cannot place, and what has been
+    parked for keep_seconds() in any case."""
+    global _watcher
+    while True:
+        time.sleep(POLL_S)
+        keep, now = keep_seconds(), time.monotonic()
+        with _lock:
+            if not _parked or not ray.is_initialized():
+                _parked.clear()
+                _watcher = None
+                return
+            if _waiting_requests():
+                old = [e for group in _parked.values() for e in group]
+                _parked.clear()
+            else:
+                old = [e for group in _parked.values() for e in group if now - e[3] >= keep]
+                for key in list(_parked):
+                    _parked[key] = [e for e in _parked[key] if now - e[3] < keep]
+                    if not _parked[key]:
+                        del _parked[key]
+        _free(old)
+
+
+def _waiting_requests():
+    """Whether Ray holds a resource request (a task's, an actor's, a placement group's) it cannot place now.
+    (Ray's autoscaler's own query; without it — Ray Client, another Ray — the watcher keeps only the timer.)"""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        state = get_cluster_resource_state(ray._private.worker.global_worker.gcs_client)
+    except Exception:  # noqa: BLE001
+        return False
+    return bool(state.pending_resource_requests or state.pending_gang_resource_requests)
+
+
+def reinit(instance, args, kwargs):
+    """Run in a parked actor's process (`__ray_call__`): make its instance anew, as a new actor's would be."""
+    instance.__dict__.clear()
+    type(instance).__init__(instance, *args, **kwargs)
