@@ -131,7 +131,7 @@ def test_a_task_that_waits_for_the_parked_cpus_gets_them_within_seconds_not_keep
 
 def test_a_parked_worker_that_died_is_replaced_by_a_new_group(keep):
     _, pids = fit()
-    (_, _, actors, _), = worker_pool._parked[next(iter(worker_pool._parked))]
+    ((_, _, actors, _),) = worker_pool._parked[next(iter(worker_pool._parked))]
     runtime.kill(actors[:1])
     params, new = fit()
     assert not set(new) & set(pids)
