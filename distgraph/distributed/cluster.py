@@ -214,7 +214,16 @@ class RayCluster(DriverState, WorkerRestarts):
         for s, members in enumerate(self.members):
             arrays, hyper = [params[i] for i in members], [hypers[i] for i in members]
             self.stores.append(
-                runtime.start_store(ParameterShard, s, members, arrays, self.name, hyper, self.trainer.global_step)
+                runtime.start_store(
+                    ParameterShard,
+                    s,
+                    members,
+                    arrays,
+                    self.name,
+                    hyper,
+                    self.trainer.global_step,
+                    timeout_s=self._startup_s(),
+                )  # fmt: skip
             )
         wait_ready([s.ping.remote() for s in self.stores], self._startup_s(), "parameter-store shards starting up")
         self._push_optimizer_state()
@@ -426,5 +435,5 @@ class RayCluster(DriverState, WorkerRestarts):
         self.group.shutdown(park=closed == len(self.group.actors))
         self.scheduler.discard_pending()
         for store in self.stores:
-            ray.kill(store)
+            runtime.stop_store(ParameterShard, store)
         remove_group(self.group_name)

@@ -9,8 +9,9 @@ sent them back: the driver evaluated and checkpointed the starting statistics.
 """
 
 import numpy as np
-import ray
 
+from distgraph.distributed import runtime
+from distgraph.distributed.param_store import ParameterShard
 from distgraph.distributed.scheduler import wait_ready
 
 
@@ -90,8 +91,8 @@ class DriverState:
         if self.async_shared:
             self._setup_async()
             return
-        for store in self.stores:
-            ray.kill(store)
+        for store in self.stores:  # (parked: the shards started next take them back, made anew)
+            runtime.stop_store(ParameterShard, store)
         self.stores = []
         self._start_stores()
         self.scheduler.stores = self.stores

@@ -106,7 +106,7 @@ def is_initialized():
 
 def shutdown():
     if ray.is_initialized():
-        worker_pool.release()
+        worker_pool.release(everything=True)
         ray.shutdown()
 
 
@@ -340,9 +340,18 @@ def _make_remote_class(cls, cpus, default_dtype, options):
     return ray.remote(**options)(Actor) if options else ray.remote(Actor)
 
 
-def start_store(shard_cls, *args, **kwargs):
-    """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step)."""
-    return remote_class(shard_cls).options(num_cpus=0).remote(*args, **kwargs)
+def start_store(shard_cls, *args, timeout_s=60.0, **kwargs):
+    """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step). A closed
+    Trainer's parked shard of the class is made anew instead of a new process started (worker_pool.py)."""
+    remote_cls = remote_class(shard_cls)
+    taken = worker_pool.take(("store", shard_cls.__name__, remote_cls), args, kwargs, timeout_s)
+    return taken or remote_cls.options(num_cpus=0).remote(*args, **kwargs)
+
+
+def stop_store(shard_cls, actor):
+    """Park a cleanly stopped store shard for the next Trainer's (worker_pool.py), or kill it."""
+    if not worker_pool.park(("store", shard_cls.__name__, remote_class(shard_cls)), None, [actor]):
+        ray.kill(actor)
 
 
 def spawn(cls, args_per_rank, num_cpus=1):

@@ -30,7 +30,7 @@ import time
 import ray
 from ray.util.placement_group import remove_placement_group
 
-from distgraph.errors import ConfigError
+from distgraph.errors import ConfigError, DistributedError
 
 ENV = "DISTGRAPH_KEEP_WORKERS_S"
 PING_S = 5.0  # how long a parked actor may take to answer before its group is given up as lost
@@ -49,7 +49,7 @@ def set_keep_seconds(seconds):
         raise ConfigError(f"keep_workers_s must be a number of seconds >= 0, got {seconds!r}")
     _keep_s = seconds
     if not keep_seconds():
-        release()
+        release(everything=True)
 
 
 def keep_seconds():
@@ -68,10 +68,14 @@ def _job():
 
 def park(key, pg, actors):
     """Keep a closed group's placement group and actors for the next group of `key` → True if parked
-    (the caller must then leave them alone), False if parking is off (the caller frees them)."""
+    (the caller must then leave them alone), False if parking is off (the caller frees them). `pg` None:
+    actors that hold no resources (parameter-store shards), kept for `take`. Their instances drop what
+    they hold (a worker's dataset pins it in the object store) until they are made again."""
     keep = keep_seconds()
     if keep <= 0 or not ray.is_initialized():
         return False
+    for actor in actors:
+        actor.__ray_call__.remote(_clear)
     with _lock:
         _parked.setdefault(key, []).append((_job(), pg, list(actors), time.monotonic()))
         _arm()
@@ -80,25 +84,59 @@ def park(key, pg, actors):
 
 def adopt(key):
     """The placement group and live actors of a parked group of `key` → (pg, actors), or None. Every
-    other parked group is released: the caller is about to want CPUs."""
+    other parked group that holds resources is released: the caller is about to want some."""
     with _lock:
         entries = _parked.pop(key, [])
         release()
+    found = _first_alive(entries)
+    return found and (found[1], found[2])
+
+
+def take(key, args, kwargs, timeout_s):
+    """A parked actor of `key` (one that holds no resources), made anew with (args, kwargs) → the actor,
+    or None when none is parked. Its `__init__`'s error is raised here."""
+    with _lock:
+        entries = _parked.get(key, [])
+        entry = entries.pop() if entries else None
+        if entries == [] and key in _parked:
+            del _parked[key]
+    found = _first_alive([entry] if entry else [])
+    if not found:
+        return None
+    (actor,) = found[2]
+    try:
+        ray.get(actor.__ray_call__.remote(reinit, args, kwargs), timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001  (its __init__'s error, or no answer: said with what it was)
+        _free([found])
+        cause = getattr(exc, "cause", None) or exc
+        raise DistributedError(
+            f"a parked {key[1]} actor could not be made again within {timeout_s}s: {cause}"
+        ) from None
+    return actor
+
+
+def _first_alive(entries):
+    """The last of `entries` (from this Ray session) whose actors all answer; the others freed."""
     job = _job()
     while entries:
-        entry_job, pg, actors, _ = entries.pop()
-        if entry_job == job and _alive(actors):
+        entry = entries.pop()
+        if entry[0] == job and _alive(entry[2]):
             _free(entries)  # (two groups of one key closed together: one is enough)
-            return pg, actors
-        _free([(entry_job, pg, actors, None)])
+            return entry
+        _free([entry])
     return None
 
 
-def release():
-    """Free every parked group now (their actors killed, their placement groups removed)."""
+def release(everything=False):
+    """Free the parked groups that hold resources now (their actors killed, their placement groups
+    removed); with `everything`, the actors that hold none too."""
     with _lock:
-        entries = [e for group in _parked.values() for e in group]
-        _parked.clear()
+        entries = []
+        for key in list(_parked):
+            entries += [e for e in _parked[key] if everything or e[1] is not None]
+            _parked[key] = [e for e in _parked[key] if not (everything or e[1] is not None)]
+            if not _parked[key]:
+                del _parked[key]
     _free(entries)
 
 
@@ -112,10 +150,11 @@ def _free(entries):
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001  (already dead)
                 pass
-        try:
-            remove_placement_group(pg)
-        except Exception:  # noqa: BLE001  (already removed)
-            pass
+        if pg is not None:
+            try:
+                remove_placement_group(pg)
+            except Exception:  # noqa: BLE001  (already removed)
+                pass
 
 
 def _alive(actors):
@@ -150,15 +189,16 @@ def _watch():
                 _parked.clear()
                 _watcher = None
                 return
-            if _waiting_requests():
-                old = [e for group in _parked.values() for e in group]
-                _parked.clear()
-            else:
-                old = [e for group in _parked.values() for e in group if now - e[3] >= keep]
-                for key in list(_parked):
-                    _parked[key] = [e for e in _parked[key] if now - e[3] < keep]
-                    if not _parked[key]:
-                        del _parked[key]
+            waiting = _waiting_requests()  # those that hold resources go at once; every one after keep
+
+            def gone(entry):
+                return (waiting and entry[1] is not None) or now - entry[3] >= keep
+
+            old = [e for group in _parked.values() for e in group if gone(e)]
+            for key in list(_parked):
+                _parked[key] = [e for e in _parked[key] if not gone(e)]
+                if not _parked[key]:
+                    del _parked[key]
         _free(old)
 
 
@@ -172,6 +212,10 @@ def _waiting_requests():
     except Exception:  # noqa: BLE001
         return False
     return bool(state.pending_resource_requests or state.pending_gang_resource_requests)
+
+
+def _clear(instance):
+    instance.__dict__.clear()
 
 
 def reinit(instance, args, kwargs):
