@@ -206,7 +206,7 @@ def _grown_cluster(monkeypatch, sync, gloo=True):
     FakeGroup.started = []
     stores = []
     store = types.SimpleNamespace(ping=_Remote(lambda: None))
-    start_store = lambda *args: stores.append(args) or store  # noqa: E731
+    start_store = lambda *args, **kwargs: stores.append(args) or store  # noqa: E731
     monkeypatch.setattr(cluster, "runtime", types.SimpleNamespace(WorkerGroup=FakeGroup, start_store=start_store))
     monkeypatch.setattr(cluster, "remove_group", lambda name: None)
     monkeypatch.setattr(cluster, "gloo_available", lambda: gloo)

@@ -21,20 +21,20 @@ def data(n=96):
     return x, (x[:, 0] > 0).astype(np.int64)
 
 
-def make_trainer(workers=2, sync="sync"):
+def make_trainer(workers=2, sync="sync", allreduce="auto"):
     dg.manual_seed(0)  # the same model, and the same base seed for the workers' dropout streams
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
     opt = dg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, dg.Trainer(model, nn.functional.cross_entropy, opt, workers=workers, backend="ray", sync=sync,
-                             progress=False)  # fmt: skip
+                             allreduce=allreduce, progress=False)  # fmt: skip
 
 
-def fit(workers=2, sync="sync"):
-    """→ (the trained parameters, the workers' process ids)."""
-    model, trainer = make_trainer(workers, sync)
+def fit(workers=2, sync="sync", allreduce="auto"):
+    """→ (the trained parameters, the process ids of the workers and of the parameter-store shards)."""
+    model, trainer = make_trainer(workers, sync, allreduce)
     with trainer:
         trainer.fit(data(), epochs=2, batch_size=16)
-        pids = runtime.local_pids(trainer._cluster.group.actors)
+        pids = runtime.local_pids(trainer._cluster.group.actors + trainer._cluster.stores)
     return [p.detach().numpy().copy() for p in model.parameters()], pids
 
 
@@ -68,6 +68,18 @@ def test_the_next_trainer_reuses_the_processes_and_trains_as_new_ones_would(keep
     assert not set(new) & set(pids)
     for a, b, c in zip(first, again, fresh):
         assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_store_shards_are_made_anew_in_the_processes_a_closed_trainer_parked(keep):
+    """allreduce="store" (the store actors sum, as across nodes): workers and store shards both come back,
+    and the parameters are those of new processes."""
+    first, pids = fit(allreduce="store")
+    again, reused = fit(allreduce="store")
+    assert len(pids) > 2 and sorted(reused) == sorted(pids)  # (two workers and at least one shard)
+    worker_pool.set_keep_seconds(0)
+    fresh, new = fit(allreduce="store")
+    assert not set(new) & set(pids)
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(first, again, fresh))
 
 
 def test_an_async_trainer_reuses_a_sync_trainers_processes(keep):

@@ -1,0 +1,25 @@
+"""`bench warm` on small settings: the cold block starts new processes for every Trainer, the warm block none
+after its first."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.mark.parametrize("allreduce", ["auto", "store"])
+def test_warm_trainers_start_no_process_and_the_ratio_is_printed(ray_session, tmp_path, allreduce):
+    from distgraph.bench.warm import command
+
+    out = tmp_path / "warm.json"
+    args = f"--sizes 8,16,3 --batch 16 --steps 2 --trainers 2 --rounds 1 --allreduce {allreduce}"
+    result = CliRunner().invoke(command, [*args.split(), "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "new processes / warm workers: " in result.output
+    report = json.loads(out.read_text())["results"]
+    cold, warm = report["cold"], report["warm"]
+    least = 3 if allreduce == "store" else 2  # two workers, and the store's shards
+    assert all(n >= least for _, n in cold["runs"]) and all(n == 0 for _, n in warm["runs"])
+    assert len(cold["runs"]) == len(warm["runs"]) == 2 and cold["seconds"] > 0 and warm["seconds"] > 0
