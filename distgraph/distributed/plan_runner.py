@@ -255,10 +255,13 @@ class RayPlanExecutor:
         return self._timeline
 
     def shutdown(self):
+        # parked for the next executor of this shape (worker_pool.py), unless a compiled graph ran in them:
+        # its teardown leaves actors Ray's channels were bound to, which a new instance should not inherit
+        compiled = self.compile_at is not None and self.runs > self.compile_at
         if self.compiled is not None and ray.is_initialized():
             self.compiled.teardown()
             self.compiled = None
-        self.group.shutdown()
+        self.group.shutdown(park=not compiled)
 
     def __enter__(self):
         return self

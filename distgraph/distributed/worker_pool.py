@@ -31,6 +31,7 @@ import ray
 from ray.util.placement_group import remove_placement_group
 
 from distgraph.errors import ConfigError, DistributedError
+from distgraph.ops.rng import manual_seed
 
 ENV = "DISTGRAPH_KEEP_WORKERS_S"
 PING_S = 5.0  # how long a parked actor may take to answer before its group is given up as lost
@@ -219,6 +220,8 @@ def _clear(instance):
 
 
 def reinit(instance, args, kwargs):
-    """Run in a parked actor's process (`__ray_call__`): make its instance anew, as a new actor's would be."""
+    """Run in a parked actor's process (`__ray_call__`): make its instance anew, as a new actor's would be —
+    its generator back at a new process's seed too (0; a seeded group's class seeds it again in `__init__`)."""
+    manual_seed(0)
     instance.__dict__.clear()
     type(instance).__init__(instance, *args, **kwargs)

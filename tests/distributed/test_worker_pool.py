@@ -82,6 +82,29 @@ def test_store_shards_are_made_anew_in_the_processes_a_closed_trainer_parked(kee
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(first, again, fresh))
 
 
+def test_a_branches_trainer_takes_the_plan_workers_the_last_one_parked(keep):
+    """A graph strategy's PlanWorkers are parked and made anew too (their generator back at a new process's
+    seed): same processes, the same parameters as in new ones."""
+
+    def branches():
+        dg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+        opt = dg.optim.SGD(model.parameters(), lr=0.1)
+        with dg.Trainer(model, nn.functional.cross_entropy, opt, workers=2, backend="ray", strategy="branches",
+                        progress=False) as trainer:  # fmt: skip
+            trainer.fit(data(), epochs=1, batch_size=32)
+            pids = runtime.local_pids(trainer._cluster.executor.actors)
+        return [p.detach().numpy().copy() for p in model.parameters()], pids
+
+    first, pids = branches()
+    again, reused = branches()
+    assert reused == pids
+    worker_pool.set_keep_seconds(0)
+    fresh, new = branches()
+    assert not set(new) & set(pids)
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(first, again, fresh))
+
+
 def test_an_async_trainer_reuses_a_sync_trainers_processes(keep):
     """The mode is the instance's, not the process's: async workers (their shared store, its threads) start
     in the processes a sync Trainer closed, and the sync Trainer after them in the same processes again."""
