@@ -213,18 +213,8 @@ class RayCluster(DriverState, WorkerRestarts):
         params, hypers = self._driver_state()[0], self._hypers()
         for s, members in enumerate(self.members):
             arrays, hyper = [params[i] for i in members], [hypers[i] for i in members]
-            self.stores.append(
-                runtime.start_store(
-                    ParameterShard,
-                    s,
-                    members,
-                    arrays,
-                    self.name,
-                    hyper,
-                    self.trainer.global_step,
-                    timeout_s=self._startup_s(),
-                )  # fmt: skip
-            )
+            shard = (s, members, arrays, self.name, hyper, self.trainer.global_step)
+            self.stores.append(runtime.start_store(ParameterShard, *shard, timeout_s=self._startup_s()))
         wait_ready([s.ping.remote() for s in self.stores], self._startup_s(), "parameter-store shards starting up")
         self._push_optimizer_state()
 

@@ -343,15 +343,20 @@ def _make_remote_class(cls, cpus, default_dtype, options):
 def start_store(shard_cls, *args, timeout_s=60.0, **kwargs):
     """A parameter-store shard actor: no CPU reserved (its work is a few array updates per step). A closed
     Trainer's parked shard of the class is made anew instead of a new process started (worker_pool.py)."""
-    remote_cls = remote_class(shard_cls)
-    taken = worker_pool.take(("store", shard_cls.__name__, remote_cls), args, kwargs, timeout_s)
-    return taken or remote_cls.options(num_cpus=0).remote(*args, **kwargs)
+    taken = worker_pool.take(_store_key(shard_cls), args, kwargs, timeout_s)
+    return taken or remote_class(shard_cls).options(num_cpus=0).remote(*args, **kwargs)
 
 
 def stop_store(shard_cls, actor):
-    """Park a cleanly stopped store shard for the next Trainer's (worker_pool.py), or kill it."""
-    if not worker_pool.park(("store", shard_cls.__name__, remote_class(shard_cls)), None, [actor]):
+    """Park a store shard its Trainer is done with for the next Trainer's (worker_pool.py), or kill it. (One
+    that died parked is found out by the ping of `take`, and a new one started.)"""
+    if not worker_pool.park(_store_key(shard_cls), None, [actor]):
         ray.kill(actor)
+
+
+def _store_key(shard_cls):
+    """A parked store shard's key (worker_pool.py): the class's name, for errors, and its Ray class."""
+    return ("store", shard_cls.__name__, remote_class(shard_cls))
 
 
 def spawn(cls, args_per_rank, num_cpus=1):

@@ -132,13 +132,24 @@ def release(everything=False):
     """Free the parked groups that hold resources now (their actors killed, their placement groups
     removed); with `everything`, the actors that hold none too."""
     with _lock:
-        entries = []
-        for key in list(_parked):
-            entries += [e for e in _parked[key] if everything or e[1] is not None]
-            _parked[key] = [e for e in _parked[key] if not (everything or e[1] is not None)]
-            if not _parked[key]:
-                del _parked[key]
+        entries = _take_out(lambda entry: everything or _holds(entry))
     _free(entries)
+
+
+def _holds(entry):
+    """Whether a parked entry holds resources (a placement group), not only processes."""
+    return entry[1] is not None
+
+
+def _take_out(goes):
+    """Remove the parked entries that `goes(entry)` picks → them (call with the lock held)."""
+    out = []
+    for key in list(_parked):
+        out += [e for e in _parked[key] if goes(e)]
+        _parked[key] = [e for e in _parked[key] if not goes(e)]
+        if not _parked[key]:
+            del _parked[key]
+    return out
 
 
 def _free(entries):
@@ -191,15 +202,7 @@ def _watch():
                 _watcher = None
                 return
             waiting = _waiting_requests()  # those that hold resources go at once; every one after keep
-
-            def gone(entry):
-                return (waiting and entry[1] is not None) or now - entry[3] >= keep
-
-            old = [e for group in _parked.values() for e in group if gone(e)]
-            for key in list(_parked):
-                _parked[key] = [e for e in _parked[key] if not gone(e)]
-                if not _parked[key]:
-                    del _parked[key]
+            old = _take_out(lambda entry: (waiting and _holds(entry)) or now - entry[3] >= keep)
         _free(old)
 
 
