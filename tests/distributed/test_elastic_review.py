@@ -101,7 +101,9 @@ def fake_cluster(trainer, monkeypatch, faults=()):
     cl._restart_workers = lambda: None  # the fake worker stays; `_setup_sharded` reloads it from the snapshot
     cl._dead_workers = lambda: [0]
     cl._fitting_workers = lambda lo, hi: trainer.workers
-    trainer._cluster = cl
+    # undone after the test: a later Ray test's fixture closes every Trainer still alive (conftest.py), and
+    # this one, held in a cycle with its cluster until a collection, would have it shut a fake group down
+    monkeypatch.setattr(trainer, "_cluster", cl)
     return cl, worker
 
 
