@@ -134,7 +134,7 @@ class RayCluster(DriverState, WorkerRestarts):
         placement group holds on nodes that are still alive. (Bundles on a lost node are not ours to
         count: Ray is trying to place them again, so counting them would never let the group shrink.)"""
         per = self.trainer.cpus_per_worker
-        worker_pool.release()  # CPUs a closed Trainer's parked group holds are free to take
+        worker_pool.release(settle_s=2.0)  # CPUs a closed Trainer's parked group holds are free to take
         free = ray.available_resources().get("CPU", 0.0)
         group = getattr(self, "group", None)
         ours = bundles_on_live_nodes(group.pg) * per if group is not None else 0

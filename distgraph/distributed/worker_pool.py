@@ -128,12 +128,21 @@ def _first_alive(entries):
     return None
 
 
-def release(everything=False):
+def release(everything=False, settle_s=0.0):
     """Free the parked groups that hold resources now (their actors killed, their placement groups
-    removed); with `everything`, the actors that hold none too."""
+    removed); with `everything`, the actors that hold none too. `settle_s`: wait up to that long for Ray's
+    count of free CPUs to show the ones freed (a caller about to read it: Ray updates it a moment later)."""
     with _lock:
         entries = _take_out(lambda entry: everything or _holds(entry))
+    job = _job()
+    cpus = sum(b.get("CPU", 0) for e in entries if _holds(e) and e[0] == job for b in e[1].bundle_specs)
+    before = ray.available_resources().get("CPU", 0.0) if cpus and settle_s else None
     _free(entries)
+    deadline = time.monotonic() + settle_s
+    while before is not None and time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= before + cpus:
+            break
+        time.sleep(0.02)
 
 
 def _holds(entry):
