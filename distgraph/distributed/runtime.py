@@ -254,13 +254,9 @@ class WorkerGroup:
                 return
         if self.pg is None:
             return  # parked by an earlier shutdown
-        self.actors = [a if a is not None else w for a, w in zip(self.actors, self.warm)]  # (warm ones not started)
-        self.warm = [None] * len(self.actors)
-        for r in range(len(self.actors)):
-            try:
-                self.kill(r)
-            except Exception:  # noqa: BLE001  (already dead)
-                pass
+        # (a warm actor of a rank never started is still this group's)
+        worker_pool.kill_actors(a if a is not None else w for a, w in zip(self.actors, self.warm))
+        self.actors, self.warm = [None] * len(self.actors), [None] * len(self.actors)
         remove_placement_group(self.pg)
 
 

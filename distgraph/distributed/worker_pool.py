@@ -16,8 +16,9 @@ would compute. A parked group still holds its CPUs, so everything of distgraph's
 releases what is parked: a group of another key, `spawn`, the elastic count of free CPUs, a placement
 that has to wait. And so that nothing else waits for them either (a user's own actor or task), a watcher
 thread asks Ray's GCS every POLL_S for the resource requests it cannot place yet — what its autoscaler
-reads — and releases everything parked as soon as there is one (~0.6 ms a query; seen within 0.5 s of
-an actor's creation here); it also releases what has been parked for `keep_workers_s`.
+reads — and releases every parked group that holds resources as soon as there is one (~0.6 ms a query;
+seen within 0.5 s of an actor's creation here); it also releases whatever has been parked for
+`keep_workers_s` (the store shards, which hold no CPUs, included).
 
 Off by default: a closed Trainer gives its CPUs back at once, as a Ray user expects of actors they
 killed; a parked group's CPUs are Ray's to hand out only after the timer (or the next release).
@@ -166,15 +167,21 @@ def _free(entries):
     for entry_job, pg, actors, _ in entries:
         if entry_job != job:
             continue  # that Ray session ended and freed them with it
-        for actor in actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001  (already dead)
-                pass
+        kill_actors(actors)
         if pg is not None:
             try:
                 remove_placement_group(pg)
             except Exception:  # noqa: BLE001  (already removed)
+                pass
+
+
+def kill_actors(actors):
+    """ray.kill each of `actors` (None skipped) for good; one already dead is no error."""
+    for actor in actors:
+        if actor is not None:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001  (already dead)
                 pass
 
 
