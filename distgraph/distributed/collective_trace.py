@@ -30,6 +30,12 @@ from distgraph.errors import ConfigError
 _state = {"trace": None, "depth": 0}  # this rank's running recording (None: off); depth of the traced calls
 
 
+@loop.on_new_launch
+def _stop_quietly():
+    """A timeline the last launch's function left recording in this process ends unwritten, as its process would."""
+    _state.update(trace=None, depth=0)
+
+
 class CollectiveTrace:
     """One rank's recording: the file rank 0 writes, and an event per collective, in call order."""
 

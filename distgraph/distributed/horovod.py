@@ -108,6 +108,12 @@ def shutdown():
     first, as Horovod's shutdown flushes it."""
     if collective_trace.recording():
         stop_timeline()
+    _forget()
+
+
+@loop.on_new_launch
+def _forget():
+    """Not initialized, no handles, no process sets: as a new process (shutdown, or the next launch)."""
     process_sets_module.reset()
     _handles.clear()
     _state["initialized"] = False

@@ -83,11 +83,12 @@ def launch(fn, workers=2, *, args=(), kwargs=None, address=None, device="cpu", c
 def _attempt(fn, workers, args, kwargs, elastic, attempt, *, device, cpus_per_worker, bind_to, allreduce, timeout_s):
     """One run of fn on a fresh group of `workers` ranks → what each rank returned. The group is torn down
     after, however it ended: after a failure the other ranks may still wait in the all-reduce, so they are
-    stopped, not asked to close."""
+    stopped, not asked to close. (After a clean close, with keep_workers_s, it is parked instead, and the
+    next launch of its shape runs in its processes: process_settings.py says what starts as new there.)"""
     group = runtime.WorkerGroup(
         LoopWorker, workers, device=device, cpus_per_worker=cpus_per_worker, timeout_s=timeout_s, bind_to=bind_to
     )
-    name = f"dgl{uuid.uuid4().hex[:12]}"
+    name, closed = f"dgl{uuid.uuid4().hex[:12]}", False
     try:
         for r in range(workers):
             group.start(r, r, workers)
@@ -103,9 +104,10 @@ def _attempt(fn, workers, args, kwargs, elastic, attempt, *, device, cpus_per_wo
         refs = [a.run.remote(fn, args, kwargs, env) for a in group.actors]
         results = _get(refs, None, getattr(fn, "__name__", "fn"), attempt)
         _get([a.close.remote() for a in group.actors], timeout_s, "closing the all-reduce", attempt)
+        closed = True
         return results
     finally:
-        group.shutdown()
+        group.shutdown(park=closed)  # (kept for the next launch with keep_workers_s: worker_pool.py)
         remove_group(name)  # the segment, if a stopped rank left it behind
 
 

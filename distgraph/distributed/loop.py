@@ -33,6 +33,7 @@ import ray
 
 from distgraph.autograd.tensor import Tensor
 from distgraph.backend import namespace, to_device
+from distgraph.distributed import process_settings
 from distgraph.distributed.allreduce import OPS, make_allreduce
 from distgraph.distributed.scheduler import get_failing_fast, user_error
 from distgraph.distributed.sync_group import SyncGroup
@@ -68,6 +69,15 @@ class _Context(dict):
 
 # this process's place (rank 0 of 1 outside a launch) and the node of every rank (for local_rank & co.)
 _context = _Context(rank=0, world=1, comm=None, device="cpu", nodes=None)
+_launch_resets = []  # `on_new_launch`'s
+
+
+def on_new_launch(reset):
+    """Have `reset()` run as each launch joins its group in this process (a decorator): a launch module's
+    state of the last function run here (hvd.init, a timeline left recording) does not reach the next one a
+    warm process runs (worker_pool.py)."""
+    _launch_resets.append(reset)
+    return reset
 
 
 class LoopWorker:
@@ -75,12 +85,15 @@ class LoopWorker:
 
     def __init__(self, rank, world):
         self.rank, self.world = rank, world
+        process_settings.as_new()  # (a warm process: as its last function found them)
 
     def node(self):
         return ray.get_runtime_context().get_node_id()
 
     def connect(self, group, backend, device, timeout_s, nodes):
         _context.clear()  # (nothing of an earlier launch in this process — its subgroups, process sets — carries over)
+        for reset in _launch_resets:
+            reset()
         config = {"backend": backend, "group": group, "timeout_s": timeout_s, "device": device}  # SyncBatchNorm's:
         sync = SyncGroup(config, self.rank, self.world, lambda: _context["comm"])  # apart on gloo/nccl (DDP's thread)
         _context.update(rank=self.rank, world=self.world, device=device, nodes=nodes, backend=backend, group=group,

@@ -38,6 +38,7 @@ from distgraph.errors import ConfigError, DistributedError, DTypeError, ShapeErr
 
 _SHM = "/dev/shm"
 _counts = {}  # (group, src, dst, tag) -> messages sent (on src) or received (on dst) so far
+loop.on_new_launch(_counts.clear)  # (keyed by the launch's group: only the last launch's would stay behind)
 
 
 def _peer(rank, what, role):

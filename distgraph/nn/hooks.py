@@ -110,6 +110,15 @@ def _add_registration(hooks, hook):
     return handle
 
 
+def clear_global_hooks():
+    """Drop every global hook (a warm process's next launch starts without its last function's: process_settings)."""
+    for registry in (_global_forward_pre_hooks, _global_forward_hooks, _global_forward_hooks_with_kwargs,
+                     _global_forward_hooks_always_called, _global_backward_pre_hooks, _global_backward_hooks,
+                     global_hook_ids, _global_buffer_registration_hooks, _global_module_registration_hooks,
+                     _global_parameter_registration_hooks):  # fmt: skip
+        registry.clear()
+
+
 def register_module_buffer_registration_hook(hook):
     """hook(module, name, buffer) -> None or a replacement, run for every module's register_buffer (buffer
     assignment included, None too)."""
