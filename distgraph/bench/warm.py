@@ -9,6 +9,10 @@ the processes the one before it closed. Each figure is the median seconds from `
 `close()` returning, and the processes each Trainer started (its actors' process ids not seen before).
 A hyperparameter sweep, or a notebook cell run again, is a row of such Trainers. Ray Train and PyTorch
 start new processes for each run, as the cold block does; it is the peer.
+
+`--launch`: each run is a `dg.distributed.launch` of a loop of one's own instead (the same MLP and steps,
+`DistributedOptimizer`), from the call to its return; torchrun starts new processes for each, as the cold
+block does.
 """
 
 import statistics
@@ -48,12 +52,51 @@ def _life(sizes, workers, allreduce, batch, steps, seen):
     return seconds, new
 
 
-def run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=print):
-    """{"cold" | "warm": {"seconds", "processes", "runs"}} with the medians over every counted Trainer."""
+def _loop(sizes, batch, steps):
+    """A launched rank's loop of its own: the MLP, `steps` steps of `batch` → this rank's process id."""
+    import os
+
+    import distgraph as dg
+    import distgraph.distributed as dist
+    import distgraph.nn.functional as F
+    from distgraph import nn, optim
+
+    dg.manual_seed(0)
+    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
+    model = nn.Sequential(*layers)
+    opt = dist.DistributedOptimizer(optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    rng = np.random.default_rng(dist.rank())
+    for _ in range(steps):
+        x = dg.tensor(rng.standard_normal((batch, sizes[0])).astype(np.float32))
+        y = dg.tensor(rng.integers(0, sizes[-1], batch))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return os.getpid()
+
+
+def _launch_life(sizes, workers, batch, steps, seen):
+    """One launch of `_loop` → (seconds, processes started that `seen` lacked)."""
+    import distgraph.distributed as dist
+
+    started = time.perf_counter()
+    pids = set(dist.launch(_loop, workers=workers, args=(sizes, batch, steps)))
+    seconds = time.perf_counter() - started
+    new = len(pids - seen)
+    seen |= pids
+    return seconds, new
+
+
+def run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=print, launch=False):
+    """{"cold" | "warm": {"seconds", "processes", "runs"}} with the medians over every counted Trainer (or
+    launch, with `launch`)."""
     from distgraph.distributed import worker_pool
 
     runs, seen = {"cold": [], "warm": []}, set()
-    life = lambda: _life(sizes, workers, allreduce, batch, steps, seen)  # noqa: E731
+    if launch:
+        life = lambda: _launch_life(sizes, workers, batch, steps, seen)  # noqa: E731
+    else:
+        life = lambda: _life(sizes, workers, allreduce, batch, steps, seen)  # noqa: E731
     try:
         for r in range(rounds):
             worker_pool.set_keep_seconds(0)
@@ -86,23 +129,28 @@ def run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=print):
 @click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="batches in each Trainer's fit")
 @click.option("--trainers", type=click.IntRange(1), default=4, show_default=True, help="counted Trainers a block")
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True, help="cold + warm blocks")
+@click.option("--launch", is_flag=True, help="launch after launch (a loop of one's own) instead of Trainers")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one)")
 @json_out_option("warm")
-def command(workers, sizes, allreduce, batch, steps, trainers, rounds, address, json_out):
-    """Trainer after Trainer: each in new worker processes vs in the warm ones the one before it left."""
+def command(workers, sizes, allreduce, batch, steps, trainers, rounds, launch, address, json_out):
+    """Trainer after Trainer (or launch after launch): each in new worker processes vs in the warm ones the
+    one before it left."""
     from distgraph.distributed import runtime
 
     sizes = tuple(sizes)
     runtime.init(address, num_cpus=None if address else workers)
+    run_name = "launch" if launch else "Trainer"
+    how = "a loop of one's own (DistributedOptimizer)" if launch else f"allreduce {allreduce}"
     click.echo(
-        f"warm · MLP {'-'.join(map(str, sizes))} · {workers} workers · allreduce {allreduce} · {steps} steps of "
-        f"{batch} a Trainer · {trainers} Trainers × {rounds} rounds a mode · {machine()}"
+        f"warm · MLP {'-'.join(map(str, sizes))} · {workers} workers · {how} · {steps} steps of "
+        f"{batch} a {run_name} · {trainers} {run_name}{'es' if launch else 's'} × {rounds} rounds a mode · {machine()}"
     )
-    res = run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=click.echo)
+    res = run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=click.echo, launch=launch)
     rows = [[m, f"{r['seconds']:.3f}", f"{r['processes']:g}"] for m, r in res.items()]
-    click.echo(table(["workers", "s a Trainer (median)", "processes started a Trainer"], rows))
+    click.echo(table(["workers", f"s a {run_name} (median)", f"processes started a {run_name}"], rows))
     ratio = res["cold"]["seconds"] / res["warm"]["seconds"]
-    click.echo(f"new processes / warm workers: {ratio:.2f}x the time a Trainer takes from its start to its close")
+    span = "launch takes from its call to its return" if launch else "Trainer takes from its start to its close"
+    click.echo(f"new processes / warm workers: {ratio:.2f}x the time a {span}")
     config = {"workers": workers, "sizes": sizes, "allreduce": allreduce, "batch": batch, "steps": steps,
-              "trainers": trainers, "rounds": rounds}  # fmt: skip
+              "trainers": trainers, "rounds": rounds, "launch": launch}  # fmt: skip
     write_json(json_out, {"machine": machine(), "config": config, "results": res, "cold_over_warm": ratio}, click.echo)

@@ -22,3 +22,16 @@ def test_warm_trainers_start_no_process_and_the_ratio_is_printed(ray_session, tm
     cold, warm = report["cold"], report["warm"]
     assert all(n >= 3 for _, n in cold["runs"]) and all(n == 0 for _, n in warm["runs"])
     assert len(cold["runs"]) == len(warm["runs"]) == 2 and cold["seconds"] > 0 and warm["seconds"] > 0
+
+
+def test_warm_launches_start_no_process(ray_session, tmp_path):
+    """`--launch`: a cold launch starts its two ranks, a warm one none (the ranks of the launch before it)."""
+    from distgraph.bench.warm import command
+
+    out = tmp_path / "warm.json"
+    args = "--sizes 8,16,3 --batch 16 --steps 2 --trainers 2 --rounds 1 --launch"
+    result = CliRunner().invoke(command, [*args.split(), "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "the time a launch takes from its call to its return" in result.output
+    report = json.loads(out.read_text())["results"]
+    assert all(n == 2 for _, n in report["cold"]["runs"]) and all(n == 0 for _, n in report["warm"]["runs"])
