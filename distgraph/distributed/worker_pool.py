@@ -12,10 +12,10 @@ placement group and actors kept — and the next WorkerGroup of the same key (ac
 the CPUs and default dtype; size; bundle; strategy; core binding) adopts them: each actor's instance is
 made again in its process (`reinit`: its attributes dropped, then the class's `__init__` with the new
 arguments and the seed a fresh start of that rank draws), so what it computes is what a new process
-would compute. `launch`'s ranks are parked after a clean close too; their function's own process-wide settings
-are put back as new by process_settings.py. A parked group still holds its CPUs, so everything of distgraph's that wants CPUs first
-releases what is parked: a group of another key, `spawn`, the elastic count of free CPUs, a placement
-that has to wait. And so that nothing else waits for them either (a user's own actor or task), a watcher
+would compute. `launch`'s ranks are parked after a clean close too (their function's process-wide
+settings put back as new: process_settings.py). A parked group still holds its CPUs, so everything of
+distgraph's that wants CPUs first releases what is parked: a group of another key, `spawn`, the elastic
+count of free CPUs, a placement that has to wait. And so that nothing else waits for them either (a user's own actor or task), a watcher
 thread asks Ray's GCS every POLL_S for the resource requests it cannot place yet — what its autoscaler
 reads — and releases every parked group that holds resources as soon as there is one (~0.6 ms a query;
 seen within 0.5 s of an actor's creation here); it also releases whatever has been parked for
