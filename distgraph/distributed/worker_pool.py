@@ -15,9 +15,9 @@ arguments and the seed a fresh start of that rank draws), so what it computes is
 would compute. `launch`'s ranks are parked after a clean close too (their function's process-wide
 settings put back as new: process_settings.py). A parked group still holds its CPUs, so everything of
 distgraph's that wants CPUs first releases what is parked: a group of another key, `spawn`, the elastic
-count of free CPUs, a placement that has to wait. And so that nothing else waits for them either (a user's own actor or task), a watcher
-thread asks Ray's GCS every POLL_S for the resource requests it cannot place yet — what its autoscaler
-reads — and releases every parked group that holds resources as soon as there is one (~0.6 ms a query;
+count of free CPUs, a placement that has to wait. And so that nothing else waits for them either (a
+user's own actor or task), a watcher thread asks Ray's GCS every POLL_S for the resource requests it
+cannot place yet — what its autoscaler reads — and releases every parked group that holds resources as soon as there is one (~0.6 ms a query;
 seen within 0.5 s of an actor's creation here); it also releases whatever has been parked for
 `keep_workers_s` (the store shards, which hold no CPUs, included).
 
