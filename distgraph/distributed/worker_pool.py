@@ -7,19 +7,19 @@ Why: every Ray actor is a process of its own, and Ray never reuses an actor's pr
 project's test suite, ~800 actors) pays it for every worker of every Trainer.
 
 With `keep_workers_s` > 0 (`dg.distributed.init(keep_workers_s=...)`, or the environment variable
-DISTGRAPH_KEEP_WORKERS_S), a WorkerGroup whose owner closed every actor cleanly is parked — its
-placement group and actors kept — and the next WorkerGroup of the same key (actor class, which names
-the CPUs and default dtype; size; bundle; strategy; core binding) adopts them: each actor's instance is
-made again in its process (`reinit`: its attributes dropped, then the class's `__init__` with the new
-arguments and the seed a fresh start of that rank draws), so what it computes is what a new process
-would compute. `launch`'s ranks are parked after a clean close too (their function's process-wide
-settings put back as new: process_settings.py). A parked group still holds its CPUs, so everything of
-distgraph's that wants CPUs first releases what is parked: a group of another key, `spawn`, the elastic
-count of free CPUs, a placement that has to wait. And so that nothing else waits for them either (a
-user's own actor or task), a watcher thread asks Ray's GCS every POLL_S for the resource requests it
-cannot place yet — what its autoscaler reads — and releases every parked group that holds resources as soon as there is one (~0.6 ms a query;
-seen within 0.5 s of an actor's creation here); it also releases whatever has been parked for
-`keep_workers_s` (the store shards, which hold no CPUs, included).
+DISTGRAPH_KEEP_WORKERS_S), a WorkerGroup whose owner closed every actor cleanly is parked — its placement
+group and actors kept — and the next WorkerGroup of the same key (actor class, which names the CPUs and
+default dtype; size; bundle; strategy; core binding) adopts them: each actor's instance is made again in its
+process (`reinit`: its attributes dropped, then the class's `__init__` with the new arguments and the seed a
+fresh start of that rank draws), so what it computes is what a new process would compute. `launch`'s ranks are
+parked after a clean close too (their function's process-wide settings put back as new: process_settings.py).
+A parked group still holds its CPUs, so everything of distgraph's that wants CPUs first releases what is
+parked: a group of another key, `spawn`, the elastic count of free CPUs, a placement that has to wait. And so
+that nothing else waits for them either (a user's own actor or task), a watcher thread asks Ray's GCS every
+POLL_S for the resource requests it cannot place yet — what its autoscaler reads — and releases every parked
+group that holds resources as soon as there is one (~0.6 ms a query; seen within 0.5 s of an actor's creation
+here); it also releases whatever has been parked for `keep_workers_s` (the store shards, which hold no CPUs,
+included).
 
 Off by default: a closed Trainer gives its CPUs back at once, as a Ray user expects of actors they
 killed; a parked group's CPUs are Ray's to hand out only after the timer (or the next release).
