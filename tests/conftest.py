@@ -89,6 +89,18 @@ def ray_session():
     yield ray
 
 
+@pytest.fixture
+def keep_workers(ray_session):
+    """Warm workers on (30 s) for the test whatever the environment says, released and handed back to the
+    environment after it (worker_pool.py)."""
+    from distgraph.distributed import worker_pool
+
+    worker_pool.set_keep_seconds(30)
+    yield
+    worker_pool.set_keep_seconds(0)
+    worker_pool.set_keep_seconds(None)
+
+
 _TRAINERS = weakref.WeakSet()  # every Trainer built in this session that is still alive
 _trainer_init = dg.Trainer.__init__
 

@@ -30,24 +30,36 @@ def _life(sizes, workers, allreduce, batch, steps, seen):
     """Build, fit one epoch of `steps` batches, close → (seconds, processes started that `seen` lacked)."""
     import distgraph as dg
     import distgraph.nn.functional as F
-    from distgraph import nn, optim
+    from distgraph import optim
     from distgraph.distributed import runtime
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((steps * batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], steps * batch)
     started = time.perf_counter()
-    dg.manual_seed(0)
-    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
-    model = nn.Sequential(*layers)
+    model = _mlp(sizes)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = dg.Trainer(model, F.cross_entropy, opt, workers=workers, backend="ray", allreduce=allreduce,
                          progress=False)  # fmt: skip
     with trainer:
         trainer.fit((x, y), epochs=1, batch_size=batch)
         pids = set(runtime.local_pids(trainer._cluster.group.actors + trainer._cluster.stores))
-    seconds = time.perf_counter() - started
-    new = len(pids - seen)
+    return _since(started, pids, seen)
+
+
+def _mlp(sizes):
+    """The MLP of `sizes` (ReLU between the layers), from seed 0."""
+    import distgraph as dg
+    from distgraph import nn
+
+    dg.manual_seed(0)
+    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
+    return nn.Sequential(*layers)
+
+
+def _since(started, pids, seen):
+    """(seconds since `started`, how many of `pids` `seen` lacked: processes started); `seen` takes them."""
+    seconds, new = time.perf_counter() - started, len(pids - seen)
     seen |= pids
     return seconds, new
 
@@ -59,11 +71,9 @@ def _loop(sizes, batch, steps):
     import distgraph as dg
     import distgraph.distributed as dist
     import distgraph.nn.functional as F
-    from distgraph import nn, optim
+    from distgraph import optim
 
-    dg.manual_seed(0)
-    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
-    model = nn.Sequential(*layers)
+    model = _mlp(sizes)
     opt = dist.DistributedOptimizer(optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
     rng = np.random.default_rng(dist.rank())
     for _ in range(steps):
@@ -81,10 +91,7 @@ def _launch_life(sizes, workers, batch, steps, seen):
 
     started = time.perf_counter()
     pids = set(dist.launch(_loop, workers=workers, args=(sizes, batch, steps)))
-    seconds = time.perf_counter() - started
-    new = len(pids - seen)
-    seen |= pids
-    return seconds, new
+    return _since(started, pids, seen)
 
 
 def run(workers, sizes, allreduce, batch, steps, trainers, rounds, echo=print, launch=False):

@@ -17,14 +17,6 @@ pytestmark = pytest.mark.ray
 WITH_TORCH = importlib.util.find_spec("torch") is not None
 
 
-@pytest.fixture
-def keep(ray_session):
-    worker_pool.set_keep_seconds(30)
-    yield
-    worker_pool.set_keep_seconds(0)
-    worker_pool.set_keep_seconds(None)
-
-
 def _read():
     """What a rank finds as its function starts: its pid, then every setting a function could leave behind."""
     draw = dg.rand(3).numpy().tolist()  # (the generator as the process's start left it)
@@ -78,7 +70,7 @@ def _fails_on_rank_1():
     return os.getpid()
 
 
-def test_the_next_launch_runs_in_the_same_processes_and_finds_what_a_new_process_has(keep, tmp_path):
+def test_the_next_launch_runs_in_the_same_processes_and_finds_what_a_new_process_has(keep_workers, tmp_path):
     cold = dist.launch(_read, workers=2)
     worker_pool.set_keep_seconds(0)  # (the reading above from new processes; their group freed)
     worker_pool.set_keep_seconds(30)
@@ -91,7 +83,7 @@ def test_the_next_launch_runs_in_the_same_processes_and_finds_what_a_new_process
     assert reused["grad"] and not reused["hvd"] and reused["cwd"] != str(tmp_path)  # (what _leave_traces changed)
 
 
-def test_a_failed_launch_leaves_no_processes_to_the_next(keep):
+def test_a_failed_launch_leaves_no_processes_to_the_next(keep_workers):
     with pytest.raises(ValueError, match="rank 1 gives up"):
         dist.launch(_fails_on_rank_1, workers=2)
     assert not worker_pool._parked  # (its ranks stopped: one may still have waited for the other)

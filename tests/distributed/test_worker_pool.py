@@ -48,16 +48,7 @@ def free_cpus(want, within_s=10.0):
     return free
 
 
-@pytest.fixture
-def keep(ray_session):
-    """Parking on (30 s) for the test, released and handed back to the environment after it."""
-    worker_pool.set_keep_seconds(30)
-    yield
-    worker_pool.set_keep_seconds(0)
-    worker_pool.set_keep_seconds(None)
-
-
-def test_the_next_trainer_reuses_the_processes_and_trains_as_new_ones_would(keep):
+def test_the_next_trainer_reuses_the_processes_and_trains_as_new_ones_would(keep_workers):
     """Same pids, and the same bits as a Trainer in new processes: the instance is made anew and its
     generator seeded as a new process's (the dropout masks depend on it)."""
     first, pids = fit()
@@ -70,7 +61,7 @@ def test_the_next_trainer_reuses_the_processes_and_trains_as_new_ones_would(keep
         assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
-def test_store_shards_are_made_anew_in_the_processes_a_closed_trainer_parked(keep):
+def test_store_shards_are_made_anew_in_the_processes_a_closed_trainer_parked(keep_workers):
     """allreduce="store" (the store actors sum, as across nodes): workers and store shards both come back,
     and the parameters are those of new processes."""
     first, pids = fit(allreduce="store")
@@ -82,7 +73,7 @@ def test_store_shards_are_made_anew_in_the_processes_a_closed_trainer_parked(kee
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(first, again, fresh))
 
 
-def test_a_branches_trainer_takes_the_plan_workers_the_last_one_parked(keep):
+def test_a_branches_trainer_takes_the_plan_workers_the_last_one_parked(keep_workers):
     """A graph strategy's PlanWorkers are parked and made anew too (their generator back at a new process's
     seed): same processes, the same parameters as in new ones."""
 
@@ -105,7 +96,7 @@ def test_a_branches_trainer_takes_the_plan_workers_the_last_one_parked(keep):
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(first, again, fresh))
 
 
-def test_an_async_trainer_reuses_a_sync_trainers_processes(keep):
+def test_an_async_trainer_reuses_a_sync_trainers_processes(keep_workers):
     """The mode is the instance's, not the process's: async workers (their shared store, its threads) start
     in the processes a sync Trainer closed, and the sync Trainer after them in the same processes again."""
     _, pids = fit()
@@ -127,7 +118,7 @@ def test_off_a_closed_trainer_gives_its_cpus_back_at_once(ray_session):
         worker_pool.set_keep_seconds(None)
 
 
-def test_a_parked_group_holds_its_cpus_until_the_timer_or_a_group_of_another_shape_frees_them(keep):
+def test_a_parked_group_holds_its_cpus_until_the_timer_or_a_group_of_another_shape_frees_them(keep_workers):
     fit()
     assert free_cpus(2, within_s=1.0) == 0  # parked: held
     _, one = fit(workers=1)  # another shape: the parked group released, a new process started
@@ -137,7 +128,7 @@ def test_a_parked_group_holds_its_cpus_until_the_timer_or_a_group_of_another_sha
     assert free_cpus(2) == 2  # the timer released it
 
 
-def test_spawn_and_the_elastic_count_release_the_parked_group(keep):
+def test_spawn_and_the_elastic_count_release_the_parked_group(keep_workers):
     from distgraph.distributed.worker import TrainWorker  # any actor class
 
     fit()
@@ -152,7 +143,7 @@ def test_spawn_and_the_elastic_count_release_the_parked_group(keep):
         assert trainer.workers == 2
 
 
-def test_a_task_that_waits_for_the_parked_cpus_gets_them_within_seconds_not_keep_seconds(keep):
+def test_a_task_that_waits_for_the_parked_cpus_gets_them_within_seconds_not_keep_seconds(keep_workers):
     """The watcher sees Ray's waiting request (what its autoscaler reads) and releases the parked group:
     nothing of the user's waits out keep_workers_s (30 s here)."""
     ray = pytest.importorskip("ray")
@@ -164,7 +155,7 @@ def test_a_task_that_waits_for_the_parked_cpus_gets_them_within_seconds_not_keep
     assert not worker_pool._parked
 
 
-def test_a_parked_worker_that_died_is_replaced_by_a_new_group(keep):
+def test_a_parked_worker_that_died_is_replaced_by_a_new_group(keep_workers):
     _, pids = fit()
     ((_, _, actors, _),) = worker_pool._parked[next(iter(worker_pool._parked))]
     runtime.kill(actors[:1])
