@@ -26,7 +26,7 @@ def _read():
     return {
         "cwd": os.getcwd(),
         "device": get_default_device(),
-        "grad": grad_mode.state.requested,
+        "grad": grad_mode.is_grad_enabled(),
         "anomaly": dict(grad_mode.anomaly),
         "deterministic": (
             torch_names.are_deterministic_algorithms_enabled(),
@@ -45,7 +45,7 @@ def as_new():
         return
     os.chdir(_as_new["cwd"])
     set_default_device(_as_new["device"])
-    grad_mode._set_grad(_as_new["grad"])
+    grad_mode.set_grad_enabled(_as_new["grad"])  # (a bare call switches it, as torch's)
     grad_mode.anomaly.update(_as_new["anomaly"])
     mode, warn_only = _as_new["deterministic"]
     torch_names.use_deterministic_algorithms(mode, warn_only=warn_only)
