@@ -11,7 +11,8 @@ import distgraph as dg
 import distgraph.distributed as dist
 import distgraph.distributed.horovod as hvd
 import distgraph.nn as nn
-from distgraph.distributed import collective_trace, worker_pool
+from distgraph.distributed import collective_trace, runtime, worker_pool
+from distgraph.distributed.loop import LoopWorker
 
 pytestmark = pytest.mark.ray
 WITH_TORCH = importlib.util.find_spec("torch") is not None
@@ -71,8 +72,8 @@ def _fails_on_rank_1():
 
 
 def test_the_next_launch_runs_in_the_same_processes_and_finds_what_a_new_process_has(keep_workers, tmp_path):
+    worker_pool.set_keep_seconds(0)  # (what new processes read: nothing parked by an earlier test taken)
     cold = dist.launch(_read, workers=2)
-    worker_pool.set_keep_seconds(0)  # (the reading above from new processes; their group freed)
     worker_pool.set_keep_seconds(30)
     pids = dist.launch(_leave_traces, workers=2, args=(str(tmp_path),))
     warm = dist.launch(_read, workers=2)
@@ -86,7 +87,8 @@ def test_the_next_launch_runs_in_the_same_processes_and_finds_what_a_new_process
 def test_a_failed_launch_leaves_no_processes_to_the_next(keep_workers):
     with pytest.raises(ValueError, match="rank 1 gives up"):
         dist.launch(_fails_on_rank_1, workers=2)
-    assert not worker_pool._parked  # (its ranks stopped: one may still have waited for the other)
+    ranks = runtime.remote_class(LoopWorker, 1)  # (the first of a parked group's key: its Ray class)
+    assert not [key for key in worker_pool._parked if key[0] is ranks]  # stopped: one may have waited for the other
     first = dist.launch(_read, workers=2)
     again = dist.launch(_read, workers=2)
     assert [pid for pid, _ in again] == [pid for pid, _ in first]  # (parked after a clean close)
