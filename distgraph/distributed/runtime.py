@@ -74,8 +74,8 @@ def _probe(address, timeout_s):
 def init(address=None, num_cpus=None, num_gpus=None, timeout_s=10.0, keep_workers_s=None, **kwargs):
     """Connect to (or start) Ray; returns ray's context. A second call reuses the connection — unless
     it names another cluster's address, which is an error rather than a silent reuse. `keep_workers_s`:
-    how long a closed Trainer's workers stay warm for the next Trainer of the same shape (worker_pool.py;
-    default 0, or DISTGRAPH_KEEP_WORKERS_S)."""
+    how long a closed Trainer's workers (or a finished launch's ranks) stay warm for the next Trainer
+    (launch) of the same shape (worker_pool.py; default 0, or DISTGRAPH_KEEP_WORKERS_S)."""
     if keep_workers_s is not None:
         worker_pool.set_keep_seconds(keep_workers_s)
     if ray.is_initialized():
