@@ -80,12 +80,14 @@ def on_new_launch(reset):
     return reset
 
 
+on_new_launch(process_settings.as_new)  # distgraph's process-wide settings, as a new process has them
+
+
 class LoopWorker:
     """One rank of a launch: joins the group's all-reduce, then runs the user's function."""
 
     def __init__(self, rank, world):
         self.rank, self.world = rank, world
-        process_settings.as_new()  # (a warm process: as its last function found them)
 
     def node(self):
         return ray.get_runtime_context().get_node_id()

@@ -19,7 +19,7 @@ from distgraph.backend import get_default_device, set_default_device
 from distgraph.nn import hooks
 from distgraph.ops import torch_names
 
-_as_new = None  # the settings read at this process's first rank start
+_as_new = None  # the settings read as this process's first launch began
 
 
 def _read():
@@ -38,7 +38,8 @@ def _read():
 
 
 def as_new():
-    """Read the settings at the process's first call; put them back at every later one."""
+    """Read the settings at the process's first call (its first launch, before any function ran); put them
+    back at every later one."""
     global _as_new
     if _as_new is None:
         _as_new = _read()
