@@ -3,11 +3,11 @@
 Why: with warm workers (`keep_workers_s`, worker_pool.py), `launch`'s ranks run in the processes of an earlier
 launch. What a launched function set for the rest of its process — `set_default_device`,
 `set_grad_enabled(False)`, `use_deterministic_algorithms`, a global module hook, a working directory, torch's
-default process group (`init_process_group` a second time raises in torch) — would
-otherwise carry into the next function run there, which torchrun (new processes per run) never shows. The
-default dtype, the BLAS threads and the generator are set again by every actor's start (runtime.setup_process,
-worker_pool.reinit); the launch modules' own state (hvd.init, a timeline) by `loop.on_new_launch`. A user's
-own modules keep their globals, as in the task workers Ray reuses.
+default process group (`init_process_group` a second time raises in torch) — would otherwise carry into the next
+function run there, which torchrun (new processes per run) never shows. The default dtype, the BLAS threads and
+the generator are set again by every actor's start (runtime.setup_process, worker_pool.reinit); the launch
+modules' own state (hvd.init, a timeline) by `loop.on_new_launch`. A user's own modules keep their globals, as
+in the task workers Ray reuses.
 """
 
 import os
