@@ -26,6 +26,8 @@ from distgraph.ops.linalg_solvers import (  # noqa: F401
     solve_ex,
     solve_triangular,
 )
+from distgraph.ops.out_arg import accept_out as _accept_out
+from distgraph.ops.out_names import LINALG
 
 det, slogdet, solve, matrix_power = _matrix.det, _matrix.slogdet, _matrix.solve, _matrix.matrix_power
 inv, matmul = _matrix.inverse, _products.matmul
@@ -86,3 +88,6 @@ def multi_dot(tensors):
     for t in tensors[1:]:
         out = _products.matmul(out, t)
     return out
+
+
+_accept_out(globals(), LINALG, "linalg.")  # torch's out= keyword (ops/out_arg.py)

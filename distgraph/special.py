@@ -9,6 +9,8 @@ required `dim` and a keyword-only `dtype`, as torch.special's do.
 from distgraph.ops import elementwise as _ew
 from distgraph.ops import linalg as _linalg
 from distgraph.ops import math_extra as _mx
+from distgraph.ops.out_arg import accept_out as _accept_out
+from distgraph.ops.out_names import SPECIAL
 from distgraph.ops.polynomials import (  # noqa: F401
     chebyshev_polynomial_t,
     chebyshev_polynomial_u,
@@ -64,3 +66,6 @@ def softmax(input, dim, *, dtype=None):
 
 def log_softmax(input, dim, *, dtype=None):
     return _linalg.log_softmax(input, dim, dtype)
+
+
+_accept_out(globals(), SPECIAL, "special.")  # torch's out= keyword (ops/out_arg.py)

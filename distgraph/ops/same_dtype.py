@@ -32,8 +32,12 @@ def cpp(t):
 
 
 def scalar(t):
-    name = t.array.dtype.name
-    return _SCALAR.get(name, name)
+    return scalar_name(t.array.dtype.name)
+
+
+def scalar_name(dtype_name):
+    """torch's ScalarType name of a dtype named `dtype_name` ("float32" → "Float")."""
+    return _SCALAR.get(dtype_name, dtype_name)
 
 
 def scalar_type(expected, found):

@@ -36,6 +36,7 @@ from distgraph.ops.linalg_norms import vector_norm
 from distgraph.ops.math_names import clone
 from distgraph.ops.numeric_gradient import gradient
 from distgraph.ops.promotion import cast
+from distgraph.ops.same_dtype import scalar_name
 from distgraph.ops.special_fns import gammainc as igamma
 from distgraph.ops.special_fns import gammaincc as igammac
 from distgraph.ops.strided import as_strided, empty_strided
@@ -112,9 +113,7 @@ def typename(obj):
     """torch.typename: 'torch.DoubleTensor'-style names for tensors (of the CPU or CUDA namespace), else the
     object's qualified type name."""
     if isinstance(obj, Tensor):
-        kind = {"float64": "Double", "float32": "Float", "float16": "Half", "int64": "Long", "int32": "Int",
-                "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}.get(obj.dtype.name, obj.dtype.name)  # fmt: skip
-        return f"torch.{'cuda.' if obj.device.type == 'cuda' else ''}{kind}Tensor"
+        return f"torch.{'cuda.' if obj.device.type == 'cuda' else ''}{scalar_name(obj.dtype.name)}Tensor"
     module = getattr(type(obj), "__module__", "")
     name = type(obj).__qualname__
     return name if module in ("builtins", "") else f"{module}.{name}"
