@@ -447,10 +447,9 @@ from distgraph.ops.shape import (  # noqa: F401
 )
 
 from distgraph.ops.torch_names import *  # noqa: F403,E402  (pi, is_tensor, view_copy, ...: its __all__)
-from distgraph.ops.out_arg import accept_out as _accept_out  # noqa: E402
-from distgraph.ops.out_names import TOP_LEVEL as _TAKE_OUT  # noqa: E402
+from distgraph.ops.torch_keywords import accept as _accept_torch_keywords  # noqa: E402
 
-_accept_out(globals(), _TAKE_OUT)  # torch's out= keyword (ops/out_arg.py)
+_accept_torch_keywords(globals(), "")  # out=, axis=, keepdims= (ops/torch_keywords.py)
 
 bool, float, double, half, long, int = bool_, float32, float64, float16, int64, int32  # noqa: A001  (as torch's)
 dtype = DType  # (torch.dtype: isinstance(x.dtype, dg.dtype))

@@ -6,8 +6,7 @@ this module's `__getattr__` as its own (PEP 562).
 
 import importlib
 
-from distgraph.ops.out_arg import with_out
-from distgraph.ops.out_names import TOP_LEVEL as _TAKE_OUT
+from distgraph.ops.torch_keywords import keywords
 
 _LAZY = {
     "nn": "distgraph.nn",
@@ -45,8 +44,7 @@ def __getattr__(name):
         return getattr(importlib.import_module(mod), attr)
     forms = importlib.import_module("distgraph.nn.functional.torch_forms")  # torch.dropout, torch.kl_div, ...
     if name in forms.__all__:
-        fn = getattr(forms, name)
-        return with_out(fn, name) if name in _TAKE_OUT else fn  # torch's out= keyword (ops/out_arg.py)
+        return keywords(getattr(forms, name), name, "")  # out=, axis=, keepdims= where torch's take them
     if name == "bfloat16":  # a ported script's first stop: say what to use instead
         raise AttributeError(
             "module 'distgraph' has no attribute 'bfloat16': distgraph has no bfloat16; use float16 "

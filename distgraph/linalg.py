@@ -26,8 +26,7 @@ from distgraph.ops.linalg_solvers import (  # noqa: F401
     solve_ex,
     solve_triangular,
 )
-from distgraph.ops.out_arg import accept_out as _accept_out
-from distgraph.ops.out_names import LINALG
+from distgraph.ops.torch_keywords import accept as _accept_torch_keywords
 
 det, slogdet, solve, matrix_power = _matrix.det, _matrix.slogdet, _matrix.solve, _matrix.matrix_power
 inv, matmul = _matrix.inverse, _products.matmul
@@ -90,4 +89,4 @@ def multi_dot(tensors):
     return out
 
 
-_accept_out(globals(), LINALG, "linalg.")  # torch's out= keyword (ops/out_arg.py)
+_accept_torch_keywords(globals(), "linalg")  # out=, axis=, keepdims= (ops/torch_keywords.py)

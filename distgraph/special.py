@@ -9,8 +9,6 @@ required `dim` and a keyword-only `dtype`, as torch.special's do.
 from distgraph.ops import elementwise as _ew
 from distgraph.ops import linalg as _linalg
 from distgraph.ops import math_extra as _mx
-from distgraph.ops.out_arg import accept_out as _accept_out
-from distgraph.ops.out_names import SPECIAL
 from distgraph.ops.polynomials import (  # noqa: F401
     chebyshev_polynomial_t,
     chebyshev_polynomial_u,
@@ -52,6 +50,7 @@ from distgraph.ops.special_fns import (  # noqa: F401
     xlog1py,
     zeta,
 )
+from distgraph.ops.torch_keywords import accept as _accept_torch_keywords
 
 digamma = psi = _mx.digamma
 polygamma, gammaln, multigammaln = _mx.polygamma, _mx.lgamma, _mx.mvlgamma
@@ -68,4 +67,4 @@ def log_softmax(input, dim, *, dtype=None):
     return _linalg.log_softmax(input, dim, dtype)
 
 
-_accept_out(globals(), SPECIAL, "special.")  # torch's out= keyword (ops/out_arg.py)
+_accept_torch_keywords(globals(), "special")  # out=, axis=, keepdims= (ops/torch_keywords.py)

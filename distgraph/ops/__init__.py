@@ -48,3 +48,7 @@ histogram.install()
 strided.install()
 tensor_legacy.install()
 tensor_protocol.install()
+from distgraph.autograd.tensor import Tensor, View  # noqa: E402
+from distgraph.ops.torch_keywords import install_methods  # noqa: E402
+
+install_methods((Tensor, View))  # axis=, keepdims= (torch_keywords.py), after every install above

@@ -1,8 +1,7 @@
-"""torch's `out=` keyword on the namespaces' functions: `dg.add(a, b, out=c)`, `dg.max(x, 0, out=(values, indices))`.
+"""What torch's `out=` keyword does, given a function's result: `dg.add(a, b, out=c)`, `dg.max(x, 0, out=(v, i))`.
 
-The functions torch gives the keyword (out_names.py, generated from torch 2.13) are wrapped where their namespace
-is assembled (`distgraph`, `distgraph.linalg`, `distgraph.special`); Tensor methods take no `out`, as torch's do not.
-With `out` the function computes its result as it would without, then writes it into `out` as torch's out=
+torch_keywords.py gives the keyword to the functions torch's bindings give it to (keyword_names.py); with `out`
+the function computes its result as it would without, and `call_into` writes it into `out` as torch's out=
 variants do:
 
 - an `out` whose shape differs is resized to the result's (warned with torch's words when it held elements);
@@ -13,13 +12,11 @@ variants do:
   message, as torch's out= functions are not differentiable;
 - the creation functions (zeros, arange, randn, ...) take `out`'s dtype and device unless given their own.
 
-Why one wrapper instead of an `out` argument in every kernel: the ~340 functions then need no change, and the
-function without `out` is untouched (the wrapper's test for it costs ~0.1 µs a call). The price is one copy of
-the result torch would not make. Where torch's out= variant requires `out`'s dtype to be the result's exactly
-(mm, matmul, an index output), distgraph casts by the rule above instead.
+Why after the fact instead of an `out` argument in every kernel: the ~340 functions then need no change. The
+price is one copy of the result torch would not make. Where torch's out= variant requires `out`'s dtype to be
+the result's exactly (mm, matmul, an index output), distgraph casts by the rule above instead.
 """
 
-import functools
 import warnings
 
 from distgraph import dtypes
@@ -31,33 +28,8 @@ from distgraph.ops.same_dtype import scalar_name
 CREATION = frozenset("zeros ones empty full arange range linspace logspace eye rand randn randint randperm".split())
 
 
-def accept_out(namespace, names, prefix=""):
-    """Give each function `names` of `namespace` (a module's globals) the keyword `out`; `prefix` names the
-    namespace in messages ("linalg."). Names the namespace imports on first use (lazy_attrs.py) wrap there."""
-    for name in sorted(names & namespace.keys()):  # sorted: an alias's messages name the same function every run
-        namespace[name] = with_out(namespace[name], prefix + name)
-
-
-_wrappers = {}  # function -> its wrapper: a function under several names stays one object (dg.special.expit is dg.sigmoid)
-
-
-def with_out(fn, name):
-    """`fn` taking `out`; `name` is the one its messages give: the first it was wrapped under (dg.multiply's
-    is "mul"), as `accept_out` goes through the top level first and each namespace in sorted order."""
-    if fn in _wrappers:
-        return _wrappers[fn]
-
-    @functools.wraps(fn)
-    def call(*args, out=None, **kwargs):
-        if out is None:
-            return fn(*args, **kwargs)
-        return _into(fn, name, args, kwargs, out)
-
-    _wrappers[fn] = call
-    return call
-
-
-def _into(fn, name, args, kwargs, out):
+def call_into(fn, name, args, kwargs, out):
+    """`fn(*args, **kwargs)` written into `out` (a Tensor, or a tuple of them for a function returning several)."""
     outs = _out_tensors(name, out)
     if grad_mode.is_grad_enabled() and any(t.requires_grad for t in (*outs, *_tensors(args, kwargs))):
         raise RuntimeError(

@@ -1,4 +1,4 @@
-"""torch's `out=` keyword (ops/out_arg.py): values, dtypes, resizing, views, tuples, creation functions and the
+"""torch's `out=` keyword (ops/out_arg.py, ops/torch_keywords.py): values, dtypes, resizing, views, tuples, creation functions and the
 refusals, against torch 2.13 where it is installed (float64), and the list of functions that take it."""
 
 import inspect
@@ -9,7 +9,7 @@ import pytest
 
 import distgraph as dg
 from distgraph.errors import DTypeError
-from distgraph.ops.out_names import LINALG, SPECIAL, TOP_LEVEL
+from distgraph.ops.keyword_names import OUT
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 4))
@@ -101,7 +101,7 @@ def test_out_matches_torch(ns, name, args, kwargs, dtypes):
 
 
 def test_every_listed_function_takes_out_and_none_had_its_own():
-    for space, names in ((dg, TOP_LEVEL), (dg.linalg, LINALG), (dg.special, SPECIAL)):
+    for space, names in ((dg, OUT[""]), (dg.linalg, OUT["linalg"]), (dg.special, OUT["special"])):
         for name in names:
             fn = getattr(space, name)
             assert hasattr(fn, "__wrapped__"), name
@@ -110,18 +110,18 @@ def test_every_listed_function_takes_out_and_none_had_its_own():
             except (TypeError, ValueError):
                 continue
             assert "out" not in params, f"{name} has an `out` of its own, which the wrapper would shadow"
-    assert len(TOP_LEVEL) > 200 and len(LINALG) > 30 and len(SPECIAL) > 50
+    assert len(OUT[""]) > 200 and len(OUT["linalg"]) > 30 and len(OUT["special"]) > 50
 
 
 def test_the_list_names_torch_functions_that_take_out():
     torch = pytest.importorskip("torch")
-    for space, names in ((torch, TOP_LEVEL), (torch.linalg, LINALG), (torch.special, SPECIAL)):
+    for space, names in ((torch, OUT[""]), (torch.linalg, OUT["linalg"]), (torch.special, OUT["special"])):
         assert all(hasattr(space, n) for n in names)
     x = torch.rand(3)
-    for name in ("add", "exp", "cumsum"):  # a sample; tools/gen_out_names.py checks them all
-        assert name in TOP_LEVEL
+    for name in ("add", "exp", "cumsum"):  # a sample; tools/gen_keyword_names.py checks them all
+        assert name in OUT[""]
         getattr(torch, name)(x, *((x,) if name == "add" else (0,) if name == "cumsum" else ()), out=torch.empty(3))
-    assert "relu" not in TOP_LEVEL and "clone" not in TOP_LEVEL  # torch's bindings refuse out there
+    assert "relu" not in OUT[""] and "clone" not in OUT[""]  # torch's bindings refuse out there
     with pytest.raises(TypeError):
         dg.relu(dg.rand(3), out=dg.empty(3))
 
