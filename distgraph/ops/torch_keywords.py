@@ -17,6 +17,7 @@ wrapped under (the top level first, each namespace in sorted order: dg.multiply'
 
 import functools
 
+from distgraph.ops.keyword_codegen import explicit
 from distgraph.ops.keyword_names import NUMPY_NAMES, OUT
 from distgraph.ops.out_arg import call_into
 
@@ -47,7 +48,10 @@ def with_keywords(fn, name, out=False, numpy_names=False):
     key = (fn, out, numpy_names)
     if key in _wrappers or not (out or numpy_names):
         return _wrappers.get(key, fn)
-    if out and numpy_names:
+    call = explicit(fn, name, out, numpy_names)  # the function's own parameters: no repacking (keyword_codegen.py)
+    if call is not None:
+        pass
+    elif out and numpy_names:
 
         def call(*args, out=None, **kwargs):
             if "axis" in kwargs or "keepdims" in kwargs:
