@@ -7,12 +7,15 @@ binding is its argument parser and has a `dim` or `keepdim` — functions and Te
 functions, `F.softmax`, `torch.split`, do not take them, and neither do distgraph's). torch's parser also reads
 `x`, `a`, `x1` for `input` and `x2` for `other`; distgraph does not.
 
-Each such function is wrapped once, where its namespace is assembled (`accept`, `install_methods`): one Python
-frame, the price of keywords the functions' own signatures do not name — measured on `x.sum(dim=0)` of 16
-values, 0.22–0.26 µs a call (5–6 % of that call; alternating the wrapped and bare method, medians of 8). The
-ops a model's layers and operators run (`a @ b`, `F.linear`, `x + y`) are not wrapped. A function under
-several names stays one object (`dg.special.expit is dg.sigmoid`); its messages use the name it was first
-wrapped under (the top level first, each namespace in sorted order: dg.multiply's say "mul").
+Each such function is wrapped once, where its namespace is assembled (`accept`, `install_methods`): one more
+Python frame, with the function's own parameters where keyword_codegen.py can generate it (every wrapper but the
+creation functions', whose signatures are set by hand: theirs takes `out` through `*args, **kwargs`). The ops a model's layers and
+operators run (`a @ b`, `F.linear`, `x + y`) are not wrapped. `distgraph bench ops`, alternated with the code
+before these keywords (three pairs, a noisy host): geometric mean 1.12, 1.11, 1.14× torch against 1.13, 1.10,
+1.11×; its `sigmoid-mul-sum` chain (which calls `sum(1, keepdim=True)`) 13.75, 13.89, 14.46 µs an op against
+13.71 and two runs disturbed by the host. A function under several names stays one object
+(`dg.special.expit is dg.sigmoid`); its messages use the name it was first wrapped under (the top level first,
+each namespace in sorted order: dg.multiply's say "mul").
 """
 
 import functools
@@ -21,7 +24,6 @@ from distgraph.ops.keyword_codegen import explicit
 from distgraph.ops.keyword_names import NUMPY_NAMES, OUT
 from distgraph.ops.out_arg import call_into
 
-_NUMPY = (("axis", "dim"), ("keepdims", "keepdim"))
 _wrappers = {}  # (function, takes out, takes numpy names) -> its wrapper
 
 
@@ -48,40 +50,19 @@ def with_keywords(fn, name, out=False, numpy_names=False):
     key = (fn, out, numpy_names)
     if key in _wrappers or not (out or numpy_names):
         return _wrappers.get(key, fn)
-    call = explicit(fn, name, out, numpy_names)  # the function's own parameters: no repacking (keyword_codegen.py)
-    if call is not None:
-        pass
-    elif out and numpy_names:
-
-        def call(*args, out=None, **kwargs):
-            if "axis" in kwargs or "keepdims" in kwargs:
-                _rename(name, kwargs)
-            if out is None:
-                return fn(*args, **kwargs)
-            return call_into(fn, name, args, kwargs, out)
-
-    elif out:
-
-        def call(*args, out=None, **kwargs):
-            if out is None:
-                return fn(*args, **kwargs)
-            return call_into(fn, name, args, kwargs, out)
-
-    else:
-
-        def call(*args, **kwargs):
-            if "axis" in kwargs or "keepdims" in kwargs:
-                _rename(name, kwargs)
-            return fn(*args, **kwargs)
-
-    _wrappers[key] = functools.wraps(fn)(call)
+    call = explicit(fn, name, out, numpy_names)
+    if call is None and not out:
+        return fn  # no parameter `axis` could fill (keyword_codegen.py): torch's numpy names do not apply
+    _wrappers[key] = functools.wraps(fn)(call or _out_only(fn, name))
     return _wrappers[key]
 
 
-def _rename(name, kwargs):
-    """numpy's names to torch's, in place (`kwargs` is the call's own dict)."""
-    for numpy_name, torch_name in _NUMPY:
-        if numpy_name in kwargs:
-            if torch_name in kwargs:
-                raise TypeError(f"{name}() got multiple values for argument '{torch_name}' (as '{numpy_name}')")
-            kwargs[torch_name] = kwargs.pop(numpy_name)
+def _out_only(fn, name):
+    """The `*args, **kwargs` wrapper taking `out`, where keyword_codegen.py makes none (the creation functions)."""
+
+    def call(*args, out=None, **kwargs):
+        if out is None:
+            return fn(*args, **kwargs)
+        return call_into(fn, name, args, kwargs, out)
+
+    return call
