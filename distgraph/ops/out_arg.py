@@ -23,6 +23,7 @@ from distgraph import dtypes
 from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DeviceError, DTypeError
+from distgraph.ops.creation import as_tensor
 from distgraph.ops.same_dtype import scalar_name
 
 CREATION = frozenset("zeros ones empty full arange range linspace logspace eye rand randn randint randperm".split())
@@ -36,7 +37,7 @@ def call_into(fn, name, args, kwargs, out):
             f"{name}(): functions with out=... arguments don't support automatic differentiation, but one of the "
             "arguments requires grad."
         )
-    if name in CREATION and not any(True for _ in _tensors(args, kwargs)):
+    if name in CREATION and next(_tensors(args, kwargs), None) is None:
         kwargs = _like_out(name, kwargs, outs[0])
     with grad_mode.no_grad():
         result = fn(*args, **kwargs)
@@ -92,14 +93,12 @@ def _like_out(name, kwargs, target):
 
 def _write(name, target, value):
     if not isinstance(value, Tensor):  # a Python number among a tuple's results
-        from distgraph.ops.creation import as_tensor
-
         value = as_tensor(value, device=target.device)
     if value.device != target.device:
         raise DeviceError(
             f"{name}(): Expected out tensor to have device {value.device}, but got {target.device} instead"
         )
-    if value.dtype.category > target.dtype.category:
+    if value.dtype.category > target.dtype.category:  # torch's rule (can_cast), its words
         raise DTypeError(
             f"{name}(): result type {scalar_name(value.dtype.name)} can't be cast to the desired output type "
             f"{scalar_name(target.dtype.name)}"
