@@ -51,13 +51,9 @@ def explicit(fn, name, out, numpy_names):
     if out:
         body.append(f"if out is not None: return _dg_into(_dg_fn, _dg_name, {_into_arguments(params)}, out)")
     body.append(f"return _dg_fn({', '.join(call)})")
-    source = f"def {_identifier(name)}({', '.join(header)}):\n" + "".join(f"    {line}\n" for line in body)
+    source = f"def {name}({', '.join(header)}):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(source, f"<torch keywords of {name}>", "exec"), env)  # noqa: S102  (source built above from a signature)
-    return env[_identifier(name)]
-
-
-def _identifier(name):
-    return name if name.isidentifier() else "wrapper"
+    return env[name]
 
 
 def _parameters(params, aliases, env):
