@@ -44,7 +44,7 @@ def __getattr__(name):
         return getattr(importlib.import_module(mod), attr)
     forms = importlib.import_module("distgraph.nn.functional.torch_forms")  # torch.dropout, torch.kl_div, ...
     if name in forms.__all__:
-        return keywords(getattr(forms, name), name, "")  # out=, axis=, keepdims= where torch's take them
+        return keywords(getattr(forms, name), name, "", __name__.rpartition(".")[0])  # out=, axis=, keepdims=
     if name == "bfloat16":  # a ported script's first stop: say what to use instead
         raise AttributeError(
             "module 'distgraph' has no attribute 'bfloat16': distgraph has no bfloat16; use float16 "

@@ -31,30 +31,35 @@ def accept(namespace, space):
     """Wrap the functions of `namespace` (a module's globals) that take torch's keywords in `space` ("" for the
     top level, "linalg", "special"). Names imported on first use (lazy_attrs.py) are wrapped there (`keywords`)."""
     for name in sorted((OUT[space] | NUMPY_NAMES[space]) & namespace.keys()):
-        namespace[name] = keywords(namespace[name], name, space)
+        namespace[name] = keywords(namespace[name], name, space, namespace["__name__"])
 
 
-def keywords(fn, name, space):
-    """`fn` (named `name` in `space`) taking the keywords torch's binding of that name takes."""
-    return with_keywords(fn, name, out=name in OUT[space], numpy_names=name in NUMPY_NAMES[space])
+def keywords(fn, name, space, module):
+    """`fn`, named `name` in `space` (module `module`), taking the keywords torch's binding of that name takes."""
+    return with_keywords(fn, name, (module, name), out=name in OUT[space], numpy_names=name in NUMPY_NAMES[space])
 
 
 def install_methods(classes):
     """Tensor's methods whose torch binding takes `dim`/`keepdim` take numpy's names too."""
     for cls in classes:
         for name in sorted(NUMPY_NAMES["Tensor"] & cls.__dict__.keys()):
-            setattr(cls, name, with_keywords(cls.__dict__[name], name, numpy_names=True))
+            home = (cls.__module__, f"{cls.__qualname__}.{name}")
+            setattr(cls, name, with_keywords(cls.__dict__[name], name, home, numpy_names=True))
 
 
-def with_keywords(fn, name, out=False, numpy_names=False):
+def with_keywords(fn, name, home, out=False, numpy_names=False):
+    """The wrapper of `fn` (made once), `home` the (module, qualified name) it is first installed as: where pickle
+    finds it (a function is pickled by that name, and must be the object found there)."""
     key = (fn, out, numpy_names)
     if key in _wrappers or not (out or numpy_names):
         return _wrappers.get(key, fn)
     call = explicit(fn, name, out, numpy_names)
     if call is None and not out:
         return fn  # no parameter `axis` could fill (keyword_codegen.py): torch's numpy names do not apply
-    _wrappers[key] = functools.wraps(fn)(call or _out_only(fn, name))
-    return _wrappers[key]
+    wrapper = functools.wraps(fn)(call or _out_only(fn, name))
+    wrapper.__module__, wrapper.__qualname__ = home
+    _wrappers[key] = wrapper
+    return wrapper
 
 
 def _out_only(fn, name):

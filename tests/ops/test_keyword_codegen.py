@@ -1,6 +1,8 @@
 """The generated wrappers (ops/keyword_codegen.py) bind every call as the function itself does, and add torch's
 keywords: checked on functions of every parameter kind, each call made both ways."""
 
+import pickle
+
 import pytest
 
 import distgraph as dg
@@ -104,3 +106,11 @@ def test_every_installed_wrapper_is_generated():
     assert sorted(generic) == sorted(
         "arange empty eye full linspace logspace ones rand randint randn randperm zeros".split()
     )
+
+
+def test_every_wrapper_pickles_by_reference_as_the_object_it_replaced_did():
+    # a DataLoader's collate_fn=dg.stack, a function sent to a Ray worker: pickle finds a function by its module
+    # and qualified name, and refuses one that is not the object found there
+    for wrapper in torch_keywords._wrappers.values():
+        assert pickle.loads(pickle.dumps(wrapper)) is wrapper, (wrapper.__module__, wrapper.__qualname__)
+    assert pickle.loads(pickle.dumps(dg.special.expit)) is dg.sigmoid  # one object under two names
