@@ -9,6 +9,9 @@
 - `data_ptr`: the address of the first element in memory (numpy's or cupy's), so views of one memory
   differ by their offset in bytes, as torch's; 0 for an empty tensor, as torch's.
 - `to_dense`: a tensor is already dense; with a dtype, the cast.
+- `pin_memory()`: torch's refusal where no GPU is there ("Cannot access accelerator device when none is
+  available."); with one, a copy (autograd's identity, as torch's): cupy reads a host array to the GPU the same
+  way pinned or not, so `is_pinned` stays False and the copy is what a script's `batch.pin_memory()` relies on.
 - `share_memory_`: returns self. Its purpose in torch is to let worker processes (torch.multiprocessing) map
   the storage; distgraph's workers get arrays through Ray's shared-memory object store or its own shm
   all-reduce, never by pickling a tensor's storage, so there is nothing to move.
@@ -31,9 +34,9 @@ import warnings
 from distgraph import dtypes
 from distgraph.autograd.size import Size
 from distgraph.autograd.tensor import Tensor
-from distgraph.backend import address
+from distgraph.backend import address, cuda_is_available
 from distgraph.backend import device as as_device
-from distgraph.errors import DTypeError, ShapeError
+from distgraph.errors import DeviceError, DTypeError, ShapeError
 from distgraph.ops import activation, creation, inplace_shape, shape, torch_names
 
 
@@ -124,12 +127,29 @@ def share_memory_(self):
     return self
 
 
+def pin_memory(self, device=None):
+    if not cuda_is_available():
+        raise DeviceError("pin_memory: Cannot access accelerator device when none is available.")
+    return self.clone()
+
+
 def hardshrink(self, lambd=0.5):
     return activation.shrink(self, lambd=lambd, soft=False)
 
 
 def install():
-    for fn in (new, resize, resize_as, as_subclass, data_ptr, to_dense, share_memory_, hardshrink, is_set_to):
+    for fn in (
+        new,
+        resize,
+        resize_as,
+        as_subclass,
+        data_ptr,
+        to_dense,
+        share_memory_,
+        pin_memory,
+        hardshrink,
+        is_set_to,
+    ):
         setattr(Tensor, fn.__name__, fn)
     for fn in (torch_names.nonzero_static, torch_names.unsafe_split_with_sizes):
         setattr(Tensor, fn.__name__, fn)

@@ -1,5 +1,5 @@
-"""Tensor.new, resize/resize_as, data_ptr, to_dense, share_memory_, hardshrink, prelu: torch's results (float64,
-forward and gradient), warnings and errors."""
+"""Tensor.new, resize/resize_as, data_ptr, to_dense, share_memory_, pin_memory, hardshrink, prelu: torch's results
+(float64, forward and gradient), warnings and errors."""
 
 import numpy as np
 import pytest
@@ -71,6 +71,23 @@ def test_to_dense_and_share_memory_return_the_tensor():
     x = dg.tensor(rng.standard_normal(3), requires_grad=True)
     assert x.to_dense() is x and x.share_memory_() is x and x.to_dense(dg.float64) is x
     assert x.to_dense(dg.float32).dtype == dg.float32 == dg.float32
+
+
+def test_pin_memory_refuses_as_torch_without_a_gpu_and_copies_with_one():
+    x = dg.tensor(rng.standard_normal(3), requires_grad=True)
+    if not dg.cuda_is_available():
+        with pytest.raises(RuntimeError, match="Cannot access accelerator device when none is available") as mine:
+            x.pin_memory()
+        if not torch.cuda.is_available():
+            with pytest.raises(RuntimeError) as theirs:
+                torch.zeros(3).pin_memory()
+            assert str(mine.value) == f"pin_memory: {theirs.value}"
+        return
+    pinned = x.pin_memory()
+    assert pinned is not x and not pinned.is_pinned()
+    np.testing.assert_array_equal(pinned.detach().numpy(), x.detach().numpy())
+    pinned.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones(3))
 
 
 @pytest.mark.parametrize("lambd", [0.5, 0.1, 1.2])
