@@ -130,6 +130,8 @@ def share_memory_(self):
 def pin_memory(self, device=None):
     if not cuda_is_available():
         raise DeviceError("pin_memory: Cannot access accelerator device when none is available.")
+    if self.device.type != "cpu":
+        raise DeviceError(f"pin_memory: cannot pin a tensor on {self.device}: only dense CPU tensors can be pinned")
     return self.clone()
 
 
