@@ -112,3 +112,35 @@ def test_the_list_matches_torchs_parser():
         assert name in NUMPY_NAMES["Tensor"] and name in NUMPY_NAMES[""]
         getattr(t, name)(axis=1)
         getattr(torch, name)(t, axis=1)
+
+
+def test_every_function_and_method_that_takes_axis_gives_what_dim_gives():
+    base, index = rng.random((3, 4)) + 0.5, dg.zeros(3, 4, dtype=dg.long)
+    tails = [(), (2,), (index,), (index, dg.tensor(base)), (0, 2), ([1, 3],), (0,), (dg.tensor([0, 1]),)]
+    spaces = {"": dg, "linalg": dg.linalg, "special": dg.special}
+
+    def call(space, name, tail, **keyword):  # on a tensor of its own: the in-place methods (squeeze_) change it
+        x = dg.tensor(base)
+        if space == "Tensor":
+            return getattr(x, name)(*tail, **keyword)
+        head = ([x, x],) if name in ("cat", "stack", "concat", "concatenate") else (x,)
+        return getattr(spaces[space], name)(*head, *tail, **keyword)
+
+    checked, wrong = 0, []
+    for space, names in NUMPY_NAMES.items():
+        for name in sorted(names):
+            for tail in tails:
+                try:
+                    dg.manual_seed(0)
+                    want = call(space, name, tail, dim=1)
+                except Exception:  # noqa: BLE001, S112  (not this function's arguments: the next pattern)
+                    continue
+                dg.manual_seed(0)
+                got = call(space, name, tail, axis=1)
+                pairs = zip(want, got) if isinstance(want, (tuple, list)) else [(want, got)]
+                if any(not np.array_equal(np.asarray(w), np.asarray(g), equal_nan=True) for w, g in pairs):
+                    wrong.append(f"{space}.{name}")
+                checked += 1
+                break
+    assert not wrong, wrong
+    assert checked >= 120  # of the 169: the others take arguments none of the patterns gives

@@ -233,3 +233,44 @@ def test_without_out_nothing_changes():
     dg.sum(dg.mul(x, 3)).backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.full_like(X, 3))
     assert dg.add.__name__ == "add" and dg.linalg.norm.__doc__ == dg.linalg.norm.__wrapped__.__doc__
+
+
+def _result_shells(result):
+    """Empty outs of the result's dtypes, shaped as torch's out= takes them (a Tensor, or a tuple of them)."""
+    if isinstance(result, dg.Tensor):
+        return dg.empty(0, dtype=result.dtype)
+    return (
+        tuple(_result_shells(r) for r in result) if isinstance(result, tuple) else [_result_shells(r) for r in result]
+    )
+
+
+def test_every_function_that_takes_out_gives_through_it_what_it_returns():
+    x, index = dg.tensor(rng.random((3, 3)) + 0.5), dg.zeros(3, 3, dtype=dg.long)
+    patterns = [(x,), (x, x), (3,), ((3,),), (x, 0), (x, x, x), ([x, x],), (x, 0, index), ((3,), 1.0), (0.0, 1.0, 5),
+                (x, 1, 1.0), (x, 0, index, x), (0, 5, (3,)), (x, 0.5), (x, 1, index[0]), (x, 1, index[0], x),
+                (x > 1, x > 1.2), (index, index), (x, x > 1)]  # fmt: skip
+    checked, wrong = 0, []
+    for space, names in OUT.items():
+        for name in sorted(names):
+            fn = getattr(getattr(dg, space) if space else dg, name)
+            for args in patterns:
+                try:
+                    dg.manual_seed(0)
+                    want = fn(*args)
+                except Exception:  # noqa: BLE001, S112  (not this function's arguments: the next pattern)
+                    continue
+                results = [want] if isinstance(want, dg.Tensor) else list(want)
+                if not all(isinstance(r, dg.Tensor) for r in results):
+                    break
+                dg.manual_seed(0)
+                got = fn(*args, out=_result_shells(want))
+                got = [got] if isinstance(got, dg.Tensor) else list(got)
+                if len(got) != len(results) or any(
+                    g.dtype != w.dtype or not np.array_equal(g.numpy(), w.numpy(), equal_nan=True)
+                    for g, w in zip(got, results)
+                ):
+                    wrong.append(f"{space}.{name}{args!r:.60}")
+                checked += 1
+                break
+    assert not wrong, wrong
+    assert checked >= 300  # of the 342: the others take arguments none of the patterns gives
