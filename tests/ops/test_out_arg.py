@@ -274,3 +274,24 @@ def test_every_function_that_takes_out_gives_through_it_what_it_returns():
                 break
     assert not wrong, wrong
     assert checked >= 300  # of the 342: the others take arguments none of the patterns gives
+
+
+def test_out_on_each_device_holds_what_the_cpu_computes(device):
+    x, y = dg.tensor(X, device=device), dg.tensor(Y, device=device)
+    out = dg.empty(0, dtype=dg.float64, device=device)
+    assert dg.add(x, y, alpha=2, out=out) is out and out.device == x.device
+    np.testing.assert_allclose(out.cpu().numpy(), X + 2 * Y, rtol=1e-15)
+    values, indices = dg.max(
+        x, 1, out=(dg.empty(0, dtype=dg.float64, device=device), dg.empty(0, dtype=dg.long, device=device))
+    )
+    np.testing.assert_array_equal(values.cpu().numpy(), X.max(1))
+    np.testing.assert_array_equal(indices.cpu().numpy(), X.argmax(1))
+    made = dg.zeros(2, 3, out=dg.empty(0, dtype=dg.int32, device=device))
+    assert made.device == x.device and made.dtype == dg.int32 and made.cpu().tolist() == [[0] * 3] * 2
+    base = dg.zeros(2, 3, 4, dtype=dg.float64, device=device)
+    dg.mul(x, y, out=base[1])
+    np.testing.assert_allclose(base.cpu().numpy()[1], X * Y, rtol=1e-15)
+    np.testing.assert_array_equal(x.sum(axis=1, keepdims=True).cpu().numpy(), x.sum(dim=1, keepdim=True).cpu().numpy())
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match="Expected out tensor to have device"):
+            dg.add(x, y, out=dg.empty(0, dtype=dg.float64))
