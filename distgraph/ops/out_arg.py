@@ -24,6 +24,7 @@ from distgraph.autograd import grad_mode
 from distgraph.autograd.tensor import Tensor
 from distgraph.errors import DeviceError, DTypeError
 from distgraph.ops.creation import as_tensor
+from distgraph.ops.namespace_extra import can_cast
 from distgraph.ops.same_dtype import scalar_name
 
 CREATION = frozenset("zeros ones empty full arange range linspace logspace eye rand randn randint randperm".split())
@@ -31,13 +32,13 @@ CREATION = frozenset("zeros ones empty full arange range linspace logspace eye r
 
 def call_into(fn, name, args, kwargs, out):
     """`fn(*args, **kwargs)` written into `out` (a Tensor, or a tuple of them for a function returning several)."""
-    outs = _out_tensors(name, out)
-    if grad_mode.is_grad_enabled() and any(t.requires_grad for t in (*outs, *_tensors(args, kwargs))):
+    outs, inputs = _out_tensors(name, out), list(_tensors(args, kwargs))
+    if grad_mode.is_grad_enabled() and any(t.requires_grad for t in (*outs, *inputs)):
         raise RuntimeError(
             f"{name}(): functions with out=... arguments don't support automatic differentiation, but one of the "
             "arguments requires grad."
         )
-    if name in CREATION and next(_tensors(args, kwargs), None) is None:
+    if name in CREATION and not inputs:
         kwargs = _like_out(name, kwargs, outs[0])
     with grad_mode.no_grad():
         result = fn(*args, **kwargs)
@@ -83,9 +84,10 @@ def _results(name, result, out):
 def _like_out(name, kwargs, target):
     """A creation function makes `out`'s dtype and device unless told otherwise; a dtype that differs is refused."""
     dtype = kwargs.get("dtype")
-    if dtype is not None and dtypes.from_any(dtype) != target.dtype:
+    dtype = None if dtype is None else dtypes.from_any(dtype)
+    if dtype is not None and dtype != target.dtype:
         raise DTypeError(
-            f"{name}(): dtype {scalar_name(dtypes.from_any(dtype).name)} does not match dtype of out parameter "
+            f"{name}(): dtype {scalar_name(dtype.name)} does not match dtype of out parameter "
             f"({scalar_name(target.dtype.name)})"
         )
     return {**kwargs, "dtype": target.dtype, "device": kwargs.get("device") or target.device}
@@ -98,7 +100,7 @@ def _write(name, target, value):
         raise DeviceError(
             f"{name}(): Expected out tensor to have device {value.device}, but got {target.device} instead"
         )
-    if value.dtype.category > target.dtype.category:  # torch's rule (can_cast), its words
+    if not can_cast(value.dtype, target.dtype):  # torch's rule, its words
         raise DTypeError(
             f"{name}(): result type {scalar_name(value.dtype.name)} can't be cast to the desired output type "
             f"{scalar_name(target.dtype.name)}"
